@@ -1,0 +1,89 @@
+/* The seed's services, as C functions shared by the CLI, the API and the tests.
+ *
+ *   fileBackupService.createFullBackup()        -> caris_files_backup_full()
+ *   fileBackupService.createIncrementalBackup() -> caris_files_backup_incremental()
+ *   databaseBackupService.listBackups()         -> caris_backup_list()
+ *   databaseBackupService.verifyBackup(id)      -> caris_backup_verify()
+ *   recoveryService.restoreFiles({backupId})    -> caris_files_restore()
+ *
+ * Results are JSON objects (the same fields the CLI's --json and the API print). */
+#ifndef CARIS_BACKUP_H
+#define CARIS_BACKUP_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "caris/err.h"
+#include "caris/repo.h"
+
+/* Return value of operations that can complete with warnings. */
+#define CARIS_DONE 0
+#define CARIS_DONE_WARNINGS 1
+
+struct caris_progress {
+    const char *phase; /* "backup", "restore", "verify" */
+    uint64_t files_done;
+    uint64_t bytes_done;
+    uint64_t bytes_total; /* 0 when unknown */
+    int64_t elapsed_ns;
+};
+typedef void (*caris_progress_fn)(void *ctx, const struct caris_progress *p);
+
+struct files_backup_opts {
+    const char *const *paths; /* directories or files to back up */
+    size_t npaths;
+    const char *const *excludes; /* NULL-terminated fnmatch patterns, or NULL */
+    int threads;                 /* workers; 0 = number of CPUs */
+    caris_progress_fn progress;  /* NULL for none */
+    bool estimate_total;         /* scan sizes first so progress can show an ETA */
+    void *ctx;
+};
+
+/* Backs up the paths. Returns CARIS_DONE, CARIS_DONE_WARNINGS (some files could not be read
+ * or changed while read: listed in the summary's "warnings"), or -1 with e set (nothing was
+ * committed). *summary receives the backup's summary (as `list` shows it). */
+int caris_files_backup_full(struct repo *r, const struct files_backup_opts *o, json_t **summary,
+                            struct err *e);
+/* As above, reading only the files whose size, mtime, ctime or inode differ from the most
+ * recent backup of the same paths; falls back to a full backup when there is none. */
+int caris_files_backup_incremental(struct repo *r, const struct files_backup_opts *o,
+                                   json_t **summary, struct err *e);
+
+/* Summaries of all backups, oldest first. kind: "files", "database" or NULL for all. */
+json_t *caris_backup_list(struct repo *r, const char *kind, struct err *e);
+
+struct verify_opts {
+    caris_progress_fn progress;
+    void *ctx;
+    int threads;
+};
+/* Reads every blob the backup needs (authentication tag, chunk id) and checks every file's
+ * SHA-256. *report: {"backupId", "valid": bool, "files_checked", "bytes_checked",
+ * "errors": [{"path", "error"}]}. Returns 0 when valid, -1 with e (ERR_DAMAGE when
+ * damaged, with report still filled; other codes when the check could not run). */
+int caris_backup_verify(struct repo *r, const char *backup_id, const struct verify_opts *o,
+                        json_t **report, struct err *e);
+
+struct files_restore_opts {
+    const char *backup_id;
+    const char *target;
+    const char *const *includes; /* restore only these paths (and below); NULL = all */
+    size_t nincludes;
+    bool overwrite; /* allow a non-empty target */
+    int threads;
+    caris_progress_fn progress;
+    void *ctx;
+};
+/* Restores a file backup into target: each root at target/<root path without leading '/'>.
+ * Every file's SHA-256 is checked before it is renamed into place. Returns CARIS_DONE,
+ * CARIS_DONE_WARNINGS, or -1 with e. *report: {"backupId", "target", "files", "dirs",
+ * "bytes", "warnings": [...]} */
+int caris_files_restore(struct repo *r, const struct files_restore_opts *o, json_t **report,
+                        struct err *e);
+
+/* Backup ids: "<prefix>_<full|incremental>_YYYY-MM-DDTHH-MM-SS" (UTC), e.g.
+ * file_full_2024-01-15T03-00-00 or caris_full_... for the database. */
+void caris_backup_id_format(const char *prefix, const char *mode, int64_t ns, char *out, size_t n);
+
+#endif

@@ -1,0 +1,44 @@
+/* Configuration: the seed's environment variables, read from the process environment and
+ * from an env file (`.env.local` in the working directory, or --env-file). The environment
+ * wins over the file. Values are never logged: some are secrets (BACKUP_ENCRYPTION_KEY,
+ * the password inside POSTGRES_URL, BACKUP_SLACK_WEBHOOK_URL, CRON_SECRET). */
+#ifndef CARIS_CONFIG_H
+#define CARIS_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "caris/err.h"
+
+#define CONFIG_DEFAULT_BACKUP_DIR "/var/backups/caris"
+#define CONFIG_MIN_KEY_LEN 32
+
+struct config_var {
+    char *name;
+    char *value;
+};
+
+struct config {
+    struct config_var *file_vars; /* from the env file */
+    size_t nfile_vars;
+    char *env_file; /* path that was read, NULL if none */
+};
+
+/* Loads env_file, or ".env.local" when env_file is NULL (missing is fine then; a missing
+ * explicit file is an error). Syntax: KEY=VALUE lines, optional "export ", '#' comments,
+ * values optionally in single or double quotes. A malformed line is an error naming the
+ * file and line. */
+int config_load(struct config *c, const char *env_file, struct err *e);
+void config_free(struct config *c);
+
+/* The value of a variable: environment first, then the file. NULL when unset or empty. */
+const char *config_get(const struct config *c, const char *name);
+bool config_get_bool(const struct config *c, const char *name, bool dflt);
+
+/* BACKUP_DIR or the default. */
+const char *config_backup_dir(const struct config *c);
+
+/* BACKUP_ENCRYPTION_KEY, checked: set, at least CONFIG_MIN_KEY_LEN characters. */
+int config_encryption_key(const struct config *c, const char **key, struct err *e);
+
+#endif

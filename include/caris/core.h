@@ -1,0 +1,95 @@
+/* Base utilities: allocation, growable buffers, logging, time, small helpers. */
+#ifndef CARIS_CORE_H
+#define CARIS_CORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "caris/err.h"
+
+/* Allocation that cannot fail: out of memory aborts with a message (like git's xmalloc).
+ * A backup that runs out of memory halfway is killed either way; aborting keeps the
+ * "nothing half-written" rule because nothing is committed before the manifest. */
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t n);
+void *xmemdup(const void *p, size_t n);
+char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* a * b + c without overflow, aborting otherwise (sizes computed from trusted values). */
+size_t xsize(size_t a, size_t b, size_t c);
+
+/* Growable byte buffer. Owner frees with buf_free. */
+struct buf {
+    uint8_t *data;
+    size_t len, cap;
+};
+void buf_reserve(struct buf *b, size_t extra);
+void buf_append(struct buf *b, const void *p, size_t n);
+void buf_append_u8(struct buf *b, uint8_t v);
+void buf_append_u32le(struct buf *b, uint32_t v);
+void buf_append_u64le(struct buf *b, uint64_t v);
+void buf_free(struct buf *b);
+
+/* Bounds-checked little-endian reader for parsing untrusted bytes. Every read returns -1 once
+ * the input is exhausted (and keeps failing), so parsers check once at the end or per step. */
+struct reader {
+    const uint8_t *p;
+    size_t len, pos;
+    bool bad;
+};
+void reader_init(struct reader *r, const void *p, size_t len);
+int reader_u8(struct reader *r, uint8_t *v);
+int reader_u32le(struct reader *r, uint32_t *v);
+int reader_u64le(struct reader *r, uint64_t *v);
+int reader_bytes(struct reader *r, void *out, size_t n);
+const uint8_t *reader_skip(struct reader *r, size_t n); /* NULL when short */
+
+uint32_t load_u32le(const uint8_t *p);
+uint64_t load_u64le(const uint8_t *p);
+void store_u32le(uint8_t *p, uint32_t v);
+void store_u64le(uint8_t *p, uint64_t v);
+
+/* Logging to stderr. Never pass secrets. */
+enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
+void log_set_level(enum log_level l);
+enum log_level log_get_level(void);
+void log_msg(enum log_level l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)
+#define log_warn(...) log_msg(LOG_WARN, __VA_ARGS__)
+#define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)
+#define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
+
+/* Time. */
+int64_t time_now_ns(void);  /* CLOCK_REALTIME */
+int64_t time_mono_ns(void); /* CLOCK_MONOTONIC */
+/* "2024-01-15T03:00:00.123Z" (UTC, milliseconds). out >= 32 bytes. */
+void time_format_iso(int64_t ns, char *out, size_t n);
+/* Parses what time_format_iso writes (milliseconds optional). -1 on bad input. */
+int time_parse_iso(const char *s, int64_t *ns);
+
+/* Escapes a byte string for messages: printable ASCII as is, other bytes as \xNN, at most
+ * n-1 output bytes (truncated with "..."). Returns out. */
+char *str_escape(const char *s, size_t len, char *out, size_t n);
+bool str_is_utf8(const char *s, size_t len);
+
+/* base64 (standard alphabet, with padding). */
+char *b64_encode(const void *p, size_t n);               /* malloc'd, NUL-terminated */
+int b64_decode(const char *s, uint8_t **out, size_t *n); /* -1 on bad input */
+
+/* Files. */
+/* Creates dir and missing parents with the given mode (existing ones are left alone). */
+int fs_mkdir_p(const char *path, unsigned mode, struct err *e);
+/* Writes a whole file atomically: temp name in the same directory, fsync, rename, fsync of
+ * the directory. mode applies to the new file. */
+int fs_write_atomic(const char *path, const void *data, size_t len, unsigned mode, struct err *e);
+int fs_read_all(const char *path, struct buf *out, struct err *e);
+int fs_fsync_dir(const char *path, struct err *e);
+bool fs_exists(const char *path);
+
+/* Number of online CPUs (>= 1). */
+int sys_ncpu(void);
+
+#endif

@@ -1,0 +1,141 @@
+/* File-system entries as the file backup sees them: what is walked at backup time, what is
+ * stored in a manifest, and what is recreated at restore time.
+ *
+ * Paths are byte strings relative to a backup root, components separated by '/', never
+ * starting with '/', never containing "." or ".." components, never empty (the root itself
+ * has path "."). They need not be UTF-8 and may exceed PATH_MAX: all I/O goes through
+ * openat() relative to directory descriptors, never through whole-path syscalls. */
+#ifndef CARIS_FSMETA_H
+#define CARIS_FSMETA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+
+#include "caris/err.h"
+
+enum fs_type {
+    FS_REG = 1,
+    FS_DIR,
+    FS_SYMLINK,
+    FS_HARDLINK, /* a further name of a regular file seen earlier in the same backup */
+    FS_FIFO,
+};
+
+struct fs_xattr {
+    char *name;     /* NUL-terminated, e.g. "user.comment" */
+    uint8_t *value; /* may contain any bytes */
+    size_t len;
+};
+
+struct fs_meta {
+    enum fs_type type;
+    uint32_t mode; /* permission bits incl. setuid/setgid/sticky: st_mode & 07777 */
+    uint32_t uid, gid;
+    char *user, *group; /* names at backup time, NULL when unknown */
+    int64_t mtime_sec;
+    int64_t mtime_nsec;
+    uint64_t size; /* regular files: apparent size (st_size) */
+    char *link;    /* symlink target (any bytes, NUL-terminated) or, for FS_HARDLINK,
+                      the path of the first name in this backup */
+    struct fs_xattr *xattrs;
+    size_t nxattrs;
+};
+
+void fs_meta_free(struct fs_meta *m); /* frees the members, not m itself */
+
+/* ---- walking a tree at backup time ---------------------------------------------------- */
+
+struct fswalk_entry {
+    const char *path; /* relative path as described above ("." for the root) */
+    size_t path_len;
+    int dirfd;           /* open directory that contains the entry (for the root: the
+                            parent of the root) */
+    const char *name;    /* name within dirfd (for the root: its last component) */
+    struct stat st;      /* lstat() result */
+    struct fs_meta meta; /* filled; owned by the walker, valid during the callback only */
+};
+
+/* Called for every entry, parents before children, siblings in byte order of their names.
+ * Return 0 to continue, 1 to skip a directory's contents, -1 (with e set) to abort. */
+typedef int (*fswalk_cb)(void *ctx, const struct fswalk_entry *ent, struct err *e);
+
+/* Called for every entry that could not be read (permission denied, vanished, socket or
+ * device skipped, ...): msg says what and why. The walk continues. */
+typedef void (*fswalk_warn_cb)(void *ctx, const char *path, const char *msg);
+
+struct fswalk_opts {
+    const char *const *excludes; /* fnmatch(3) patterns, NULL-terminated array or NULL.
+                                    A pattern containing '/' is matched against the relative
+                                    path, otherwise against the entry's name. */
+    bool one_file_system;        /* do not descend into other mounts */
+    fswalk_warn_cb warn;
+    void *ctx; /* passed to both callbacks */
+};
+
+/* Walks root (an absolute or relative path to a directory or a single file). Hard links:
+ * the first name of a regular file with st_nlink > 1 is FS_REG, later names FS_HARDLINK
+ * with meta.link = first path. Xattrs are read with llistxattr/lgetxattr (none for
+ * symlinks is fine). Sockets, block and character devices are reported through warn and
+ * skipped. Returns 0, or -1 when the root itself cannot be opened or cb aborted. */
+int fswalk_run(const char *root, const struct fswalk_opts *o, fswalk_cb cb, struct err *e);
+
+/* Reads exclude patterns from a file: one per line, blank lines and lines starting with '#'
+ * ignored. Appends to *list (NULL-terminated, malloc'd; *n counts entries). */
+int fswalk_read_exclude_file(const char *path, char ***list, size_t *n, struct err *e);
+
+/* The data extents of an open regular file (SEEK_DATA / SEEK_HOLE), so that holes stay holes.
+ * A file without holes yields one extent [0, size). */
+struct fs_extent {
+    uint64_t off, len;
+};
+int fs_data_extents(int fd, uint64_t size, struct fs_extent **out, size_t *n, struct err *e);
+
+/* ---- recreating entries at restore time ----------------------------------------------- */
+
+struct fsrestore;
+
+/* Opens target (created, mode 0700, when missing). Refuses a non-empty target unless
+ * overwrite is set. */
+struct fsrestore *fsrestore_open(const char *target, bool overwrite, struct err *e);
+
+/* Rejects a path that is absolute, empty, has "." / ".." / empty components or a NUL. */
+int fsrestore_check_path(const char *path, size_t len, struct err *e);
+
+/* All functions below take a relative path (checked as above). Missing parent directories
+ * are created (mode 0700 until their own metadata is applied). A symlink, or anything
+ * that is not a directory, in the way of a parent is refused with an error, never followed.
+ * Nothing is ever written outside the target. */
+
+int fsrestore_mkdir(struct fsrestore *r, const char *path, struct err *e);
+
+/* Regular files are written to a temporary name in their final directory and renamed into
+ * place by commit, so an interrupted restore never leaves a half-written file under its real
+ * name. With overwrite, an existing file is replaced atomically. */
+struct fsrestore_file;
+struct fsrestore_file *fsrestore_file_begin(struct fsrestore *r, const char *path, struct err *e);
+int fsrestore_file_fd(const struct fsrestore_file *f); /* write with pwrite to keep holes */
+/* Sets the final size (ftruncate, which leaves trailing holes), fsyncs and renames. */
+int fsrestore_file_commit(struct fsrestore_file *f, uint64_t size, struct err *e);
+void fsrestore_file_abort(struct fsrestore_file *f); /* unlinks the temporary file */
+
+int fsrestore_symlink(struct fsrestore *r, const char *path, const char *target, struct err *e);
+int fsrestore_fifo(struct fsrestore *r, const char *path, struct err *e);
+/* link_path: an already restored file's path, relative to the target as well. */
+int fsrestore_hardlink(struct fsrestore *r, const char *path, const char *link_path, struct err *e);
+
+/* Owner (numeric ids; names are informational), permission bits, xattrs and mtime (to the
+ * nanosecond; atime set to the same). For directories this is deferred: it is recorded and
+ * applied by fsrestore_finish, deepest first, so that writing the contents does not change
+ * the directory's mtime afterwards. Failing to chown when not root is not an error. */
+int fsrestore_apply_meta(struct fsrestore *r, const char *path, const struct fs_meta *m,
+                         struct err *e);
+
+/* Applies deferred directory metadata, fsyncs, and closes. Returns -1 on the first failure
+ * but always frees r. */
+int fsrestore_finish(struct fsrestore *r, struct err *e);
+/* Frees without applying deferred metadata (error paths). */
+void fsrestore_free(struct fsrestore *r);
+
+#endif

@@ -1,0 +1,20 @@
+/* A fixed set of worker threads fed through a bounded queue. Submitting blocks while the
+ * queue is full, which bounds the memory held by jobs in flight. */
+#ifndef CARIS_POOL_H
+#define CARIS_POOL_H
+
+#include <stddef.h>
+
+/* worker is the worker's number (0..nthreads-1), e.g. to pick per-thread state. */
+typedef void (*pool_fn)(void *arg, int worker);
+
+struct pool;
+struct pool *pool_new(int nthreads, size_t queue_len);
+void pool_submit(struct pool *p, pool_fn fn, void *arg);
+/* Waits until every submitted job has finished. */
+void pool_wait(struct pool *p);
+/* Waits, stops the threads, frees. */
+void pool_free(struct pool *p);
+int pool_threads(const struct pool *p);
+
+#endif

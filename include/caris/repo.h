@@ -1,0 +1,134 @@
+/* The repository: an encrypted, deduplicating, content-addressed store of chunks ("blobs"),
+ * plus snapshot manifests that list every blob a backup needs. Knows bytes and snapshots,
+ * not PostgreSQL or file trees. The format is specified in docs/REPOSITORY-FORMAT.md; every
+ * invariant stated there is kept here. */
+#ifndef CARIS_REPO_H
+#define CARIS_REPO_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "caris/chunker.h"
+#include "caris/core.h"
+#include "caris/err.h"
+#include "caris/storage.h"
+
+#define REPO_FORMAT_VERSION 1
+#define REPO_ID_LEN 32
+#define REPO_MAX_BLOB (64u << 20)    /* larger than any chunk the chunker makes */
+#define REPO_PACK_TARGET (16u << 20) /* a pack is closed once it holds this much */
+#define REPO_MAX_METADATA (1u << 30) /* refuse larger index or snapshot files */
+
+struct repo;
+
+struct repo_init_opts {
+    uint64_t kdf_ops;      /* Argon2id passes; 0 = default (3) */
+    size_t kdf_mem;        /* Argon2id memory in bytes; 0 = default (64 MiB) */
+    int compression_level; /* zstd level; 0 = default */
+    const char *label;     /* label of the first key slot */
+};
+
+/* 1 when path holds a repository, 0 when not (missing or empty), -1 with e on error. */
+int repo_exists(const char *path, struct err *e);
+
+/* Creates a repository in path (an empty or missing directory). */
+struct repo *repo_init(const char *path, const char *password, const struct repo_init_opts *o,
+                       struct err *e);
+
+/* Opens: unlocks the master key with password (ERR_WRONG_KEY when no key slot opens),
+ * reads the config and loads the index (damaged index files are recorded, not fatal:
+ * see repo_damage). Packs that no index lists (left by an interrupted backup) are adopted
+ * by reading their trailers, so their blobs are not stored again. */
+struct repo *repo_open(const char *path, const char *password, struct err *e);
+void repo_close(struct repo *r);
+
+const char *repo_path(const struct repo *r);
+struct storage *repo_storage(struct repo *r);
+const struct chunker_params *repo_chunker_params(const struct repo *r, bool dumps);
+const uint8_t *repo_chunker_seed(const struct repo *r); /* 32 bytes */
+int repo_compression_level(const struct repo *r);
+void repo_set_compression_level(struct repo *r, int level); /* this session only */
+
+/* Chunk id: HMAC-SHA-256 under the repository's id key. Thread-safe. */
+void repo_chunk_id(const struct repo *r, const void *data, size_t len, uint8_t id[32]);
+
+/* Problems found while opening (damaged index files, unreadable pack trailers), as a JSON
+ * array of {"object": name, "error": msg}. Never NULL. Borrowed. */
+json_t *repo_damage(const struct repo *r);
+
+/* ---- key slots ----------------------------------------------------------------------- */
+int repo_key_add(struct repo *r, const char *password, const char *label, char id_out[17],
+                 struct err *e);
+json_t *repo_key_list(struct repo *r, struct err *e); /* array of {id, label, created, current} */
+int repo_key_remove(struct repo *r, const char *id, struct err *e);
+
+/* ---- writing blobs ------------------------------------------------------------------- */
+
+/* One backup's writing session. Blobs are added from up to nslots threads at once, each
+ * thread using its own slot (its own open pack); the index is shared under a mutex. */
+struct repo_writer;
+struct repo_writer_stats {
+    uint64_t blobs_new, blobs_known;
+    uint64_t bytes_new;    /* plaintext bytes of new blobs */
+    uint64_t bytes_stored; /* bytes written to the repository (packs, index) */
+    uint64_t packs;
+};
+struct repo_writer *repo_writer_new(struct repo *r, int nslots);
+/* Stores the blob unless the repository already has it (or another slot is storing it).
+ * Returns 1 when stored, 0 when known, -1 on error. */
+int repo_writer_add(struct repo_writer *w, int slot, const uint8_t id[32], const void *data,
+                    size_t len, struct err *e);
+/* Closes open packs and writes one index file listing the packs of this session (and any
+ * adopted ones). After success, every blob added is durable and findable. */
+int repo_writer_flush(struct repo_writer *w, struct err *e);
+void repo_writer_get_stats(struct repo_writer *w, struct repo_writer_stats *out);
+void repo_writer_free(struct repo_writer *w);
+
+/* ---- reading blobs ------------------------------------------------------------------- */
+
+bool repo_has_blob(struct repo *r, const uint8_t id[32]);
+/* Size of the blob's plaintext, -1 when unknown. */
+int64_t repo_blob_size(struct repo *r, const uint8_t id[32]);
+/* Reads, authenticates, decompresses and re-hashes a blob: out receives its plaintext only if
+ * HMAC(plaintext) == id. Thread-safe. Damage is ERR_DAMAGE naming pack and blob. */
+int repo_blob_load(struct repo *r, const uint8_t id[32], struct buf *out, struct err *e);
+/* Name of the pack holding the blob (for damage reports), NULL when unknown. */
+const char *repo_blob_pack(struct repo *r, const uint8_t id[32], char out[65]);
+
+/* ---- snapshots (backup manifests) ---------------------------------------------------- */
+
+/* A snapshot has a small summary (listed by repo_snapshot_list without reading entries)
+ * and its entries. Both are JSON objects/arrays, stored compressed and encrypted in
+ * snapshots/<sha256 of the file>. Saving a snapshot is the commit point of a backup. */
+int repo_snapshot_save(struct repo *r, json_t *summary, json_t *entries, char name_out[65],
+                       struct err *e);
+/* Loads one snapshot file. entries may be NULL when not wanted. */
+int repo_snapshot_load(struct repo *r, const char *name, json_t **summary, json_t **entries,
+                       struct err *e);
+/* All summaries, oldest first, each with "_file": the snapshot's object name. Damaged
+ * snapshot files are reported in *damaged (array of {object,error}) and skipped. */
+json_t *repo_snapshot_list(struct repo *r, json_t **damaged, struct err *e);
+/* Finds a snapshot by backup id ("id" field of the summary). ERR_NOT_FOUND when absent. */
+int repo_snapshot_find(struct repo *r, const char *backup_id, char name_out[65], json_t **summary,
+                       struct err *e);
+int repo_snapshot_remove(struct repo *r, const char *name, struct err *e);
+
+/* ---- locks --------------------------------------------------------------------------- */
+/* Backups take shared locks (any number at once); prune takes the exclusive one. A lock
+ * whose process is gone (same host) or that is older than its lease is ignored. */
+int repo_lock(struct repo *r, bool exclusive, const char *operation, struct err *e);
+void repo_unlock(struct repo *r);
+
+/* ---- check --------------------------------------------------------------------------- */
+struct repo_check_opts {
+    bool read_data; /* read and authenticate every blob of every pack */
+    void (*progress)(void *ctx, uint64_t done, uint64_t total);
+    void *ctx;
+};
+/* Returns a JSON report {"ok": bool, "errors": [...], "warnings": [...], "stats": {...}};
+ * -1 only when the check itself could not run. */
+int repo_check(struct repo *r, const struct repo_check_opts *o, json_t **report, struct err *e);
+
+#endif

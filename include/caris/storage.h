@@ -1,0 +1,60 @@
+/* Storage: the only code that does I/O on a repository. Objects are named by relative
+ * paths ("config", "keys/<id>", "data/ab/<sha256>", "index/<sha256>", "snapshots/<sha256>",
+ * "locks/<id>"). A backend implements struct storage_ops; the rest of the program cannot
+ * tell one backend from another. */
+#ifndef CARIS_STORAGE_H
+#define CARIS_STORAGE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "caris/core.h"
+#include "caris/err.h"
+
+struct storage;
+
+typedef int (*storage_list_cb)(void *ctx, const char *name, uint64_t size, struct err *e);
+
+struct storage_ops {
+    /* Stores a whole object atomically: after success it is durable (fsynced) and visible
+     * under name; after failure or a crash nothing is visible under name. */
+    int (*put)(struct storage *s, const char *name, const void *data, size_t len, struct err *e);
+    /* Reads len bytes at off. A short object is ERR_DAMAGE. */
+    int (*read_at)(struct storage *s, const char *name, uint64_t off, void *out, size_t len,
+                   struct err *e);
+    int (*size)(struct storage *s, const char *name, uint64_t *size, struct err *e);
+    /* Lists objects directly under dir ("data" lists data/xx/ recursively), with full names
+     * relative to the root. Temporary files of interrupted writes are not listed. */
+    int (*list)(struct storage *s, const char *dir, storage_list_cb cb, void *ctx, struct err *e);
+    int (*remove)(struct storage *s, const char *name, struct err *e);
+    /* Creates a small object only if no object of that name exists: 0 created, 1 it
+     * existed, -1 error. Used to claim names (backup ids) between concurrent writers. */
+    int (*put_new)(struct storage *s, const char *name, const void *data, size_t len,
+                   struct err *e);
+    void (*close)(struct storage *s);
+};
+
+struct storage {
+    const struct storage_ops *ops;
+    char *location; /* printable, for messages */
+};
+
+/* A directory on a local file system. create: make the directory (mode 0700) when missing. */
+struct storage *storage_posix_open(const char *root, bool create, struct err *e);
+
+int storage_put(struct storage *s, const char *name, const void *data, size_t len, struct err *e);
+int storage_read_at(struct storage *s, const char *name, uint64_t off, void *out, size_t len,
+                    struct err *e);
+/* Reads a whole object into out (replacing its contents). max: refuse larger objects. */
+int storage_get(struct storage *s, const char *name, size_t max, struct buf *out, struct err *e);
+int storage_size(struct storage *s, const char *name, uint64_t *size, struct err *e);
+int storage_list(struct storage *s, const char *dir, storage_list_cb cb, void *ctx, struct err *e);
+int storage_remove(struct storage *s, const char *name, struct err *e);
+int storage_put_new(struct storage *s, const char *name, const void *data, size_t len,
+                    struct err *e);
+/* 1 exists, 0 not, -1 error */
+int storage_exists(struct storage *s, const char *name, struct err *e);
+void storage_close(struct storage *s);
+
+#endif

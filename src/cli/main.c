@@ -1,0 +1,873 @@
+/* caris-backup: the command-line face of the library. It parses arguments, calls the
+ * services, prints results; it never touches the repository itself. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "caris/backup.h"
+#include "caris/config.h"
+#include "caris/core.h"
+#include "caris/crypto.h"
+#include "caris/fsmeta.h"
+#include "caris/repo.h"
+
+#define VERSION "0.1.0"
+
+struct globals {
+    const char *env_file;
+    const char *repo;
+    bool json;
+    bool quiet;
+    int threads;
+    struct config cfg;
+    char *repo_path; /* resolved */
+};
+
+static const char USAGE[] =
+    "usage: caris-backup [OPTIONS] COMMAND [ARGS]\n"
+    "\n"
+    "CÁRIS Backup & Recovery: encrypted, deduplicated, verifiable backups.\n"
+    "\n"
+    "Commands:\n"
+    "  init                      create the repository (BACKUP_DIR/repository)\n"
+    "  backup files [--full|--incremental] [--exclude PAT]... [--exclude-file F] [PATH...]\n"
+    "                            back up files (PATHs or BACKUP_FILES_PATHS)\n"
+    "  list [--type files|database]\n"
+    "                            list backups\n"
+    "  verify ID | --all         read every blob of a backup and check every file's SHA-256\n"
+    "  check [--read-data]       check the repository's structure (and all its data)\n"
+    "  restore files ID --target DIR [--include PATH]... [--overwrite]\n"
+    "                            restore a file backup\n"
+    "  key list | key add [--label L] | key remove ID\n"
+    "                            manage key slots (key add reads the new key from stdin or\n"
+    "                            CARIS_NEW_ENCRYPTION_KEY, never from the command line)\n"
+    "  version                   print the version\n"
+    "\n"
+    "Options:\n"
+    "  --env-file PATH   read variables from PATH instead of ./.env.local\n"
+    "  --repo PATH       repository location (default: $BACKUP_DIR/repository)\n"
+    "  --json            machine-readable output on stdout\n"
+    "  --quiet           no progress, no informational messages\n"
+    "  --threads N       worker threads (default: number of CPUs)\n"
+    "  -h, --help        this help; `caris-backup COMMAND --help` for a command\n"
+    "\n"
+    "Environment (also read from .env.local; the environment wins):\n"
+    "  BACKUP_DIR             backup directory (default /var/backups/caris)\n"
+    "  BACKUP_ENCRYPTION_KEY  repository key, at least 32 characters (required)\n"
+    "  BACKUP_FILES_PATHS     colon-separated directories for `backup files`\n"
+    "\n"
+    "Exit codes:\n"
+    "  0 success            3 completed with warnings   1 failure\n"
+    "  2 usage error        4 damage (integrity check failed)\n"
+    "  5 wrong encryption key                          6 configuration missing or invalid\n"
+    "  7 not found          8 I/O error (permission denied, disk full)\n"
+    "  9 repository locked  10 database error\n";
+
+static int fail(const struct err *e)
+{
+    err_print(e, stderr);
+    return err_exit_code(e);
+}
+
+static int usage_error(const char *fmt, const char *arg)
+{
+    struct err e = ERR_INIT;
+    err_set(&e, ERR_USAGE, "see `caris-backup --help`", fmt, arg ? arg : "");
+    return fail(&e);
+}
+
+static void print_json(json_t *j)
+{
+    char *s = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_ENCODE_ANY);
+    if (s) {
+        puts(s);
+        free(s);
+    }
+}
+
+static void human_bytes(uint64_t n, char *out, size_t sz)
+{
+    const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double v = (double)n;
+    int i = 0;
+    while (v >= 1024 && i < 4) {
+        v /= 1024;
+        i++;
+    }
+    snprintf(out, sz, i ? "%.1f %s" : "%.0f %s", v, u[i]);
+}
+
+/* A progress line on stderr, rewritten in place; only when stderr is a terminal. */
+static void progress_line(void *ctx, const struct caris_progress *p)
+{
+    (void)ctx;
+    char done[32], total[32], rate[32];
+    double secs = (double)p->elapsed_ns / 1e9;
+    human_bytes(p->bytes_done, done, sizeof(done));
+    human_bytes(secs > 0 ? (uint64_t)((double)p->bytes_done / secs) : 0, rate, sizeof(rate));
+    char eta[32] = "";
+    if (p->bytes_total > p->bytes_done && p->bytes_done > 0 && secs > 0) {
+        double left = (double)(p->bytes_total - p->bytes_done) / ((double)p->bytes_done / secs);
+        snprintf(eta, sizeof(eta), ", ETA %d:%02d", (int)left / 60, (int)left % 60);
+    }
+    if (p->bytes_total) {
+        human_bytes(p->bytes_total, total, sizeof(total));
+        fprintf(stderr, "\r\033[K%s: %llu files, %s of %s, %s/s%s", p->phase,
+                (unsigned long long)p->files_done, done, total, rate, eta);
+    } else {
+        fprintf(stderr, "\r\033[K%s: %llu files, %s, %s/s", p->phase,
+                (unsigned long long)p->files_done, done, rate);
+    }
+    fflush(stderr);
+}
+
+static caris_progress_fn progress_fn(const struct globals *g)
+{
+    return (!g->quiet && isatty(STDERR_FILENO)) ? progress_line : NULL;
+}
+
+static void progress_end(const struct globals *g)
+{
+    if (progress_fn(g))
+        fprintf(stderr, "\r\033[K");
+}
+
+/* Sets up BACKUP_DIR (with metadata/ and temp/, mode 0700, as the seed's Quick Start). */
+static int prepare_backup_dir(struct globals *g, struct err *e)
+{
+    const char *dir = config_backup_dir(&g->cfg);
+    char *m = xasprintf("%s/metadata", dir), *t = xasprintf("%s/temp", dir);
+    int rc = fs_mkdir_p(dir, 0700, e) || fs_mkdir_p(m, 0700, e) || fs_mkdir_p(t, 0700, e) ? -1 : 0;
+    free(m);
+    free(t);
+    if (rc != 0)
+        err_wrap(e, "cannot prepare BACKUP_DIR");
+    return rc;
+}
+
+static struct repo *open_repo(struct globals *g, bool create, struct err *e)
+{
+    const char *key;
+    if (config_encryption_key(&g->cfg, &key, e) != 0)
+        return NULL;
+    int ex = repo_exists(g->repo_path, e);
+    if (ex < 0)
+        return NULL;
+    if (ex == 0 && create) {
+        if (!g->repo && prepare_backup_dir(g, e) != 0)
+            return NULL;
+        struct repo *r = repo_init(g->repo_path, key, NULL, e);
+        if (r && !g->quiet)
+            log_info("created repository %s", g->repo_path);
+        return r;
+    }
+    return repo_open(g->repo_path, key, e);
+}
+
+/* ---- commands ------------------------------------------------------------------------ */
+
+static int cmd_init(struct globals *g, int argc, char **argv)
+{
+    static const struct option opts[] = {{"kdf-memory", required_argument, 0, 'm'},
+                                         {"kdf-ops", required_argument, 0, 'o'},
+                                         {"compression", required_argument, 0, 'c'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    struct repo_init_opts io = {0};
+    int c;
+    optind = 0; /* 0, not 1: makes GNU getopt reinitialise */
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm':
+            io.kdf_mem = (size_t)strtoull(optarg, NULL, 10) << 20;
+            break;
+        case 'o':
+            io.kdf_ops = strtoull(optarg, NULL, 10);
+            break;
+        case 'c':
+            io.compression_level = atoi(optarg);
+            break;
+        case 'h':
+            printf("usage: caris-backup init [--kdf-memory MIB] [--kdf-ops N] [--compression "
+                   "LEVEL]\n\nCreates an encrypted repository at $BACKUP_DIR/repository (or "
+                   "--repo).\nThe key is BACKUP_ENCRYPTION_KEY; Argon2id defaults: 64 MiB, 3 "
+                   "passes.\nzstd level default 3 (1 = fastest, 19 = smallest).\n");
+            return 0;
+        default:
+            return usage_error("invalid option for init%s", NULL);
+        }
+    }
+    struct err e = ERR_INIT;
+    const char *key;
+    if (config_encryption_key(&g->cfg, &key, &e) != 0)
+        return fail(&e);
+    if (!g->repo && prepare_backup_dir(g, &e) != 0)
+        return fail(&e);
+    struct repo *r = repo_init(g->repo_path, key, &io, &e);
+    if (!r)
+        return fail(&e);
+    if (g->json) {
+        json_t *j = json_pack("{s:s, s:b}", "repository", g->repo_path, "created", 1);
+        print_json(j);
+        json_decref(j);
+    } else if (!g->quiet) {
+        printf("created repository %s\n", g->repo_path);
+        printf("keep BACKUP_ENCRYPTION_KEY somewhere safe outside this machine: without it "
+               "no backup can be restored\n");
+    }
+    repo_close(r);
+    return 0;
+}
+
+static void print_summary(const struct globals *g, json_t *s)
+{
+    if (g->json) {
+        json_t *copy = json_deep_copy(s);
+        json_object_del(copy, "_file");
+        print_json(copy);
+        json_decref(copy);
+        return;
+    }
+    if (g->quiet)
+        return;
+    json_t *st = json_object_get(s, "stats");
+    char read[32], added[32], stored[32];
+    human_bytes((uint64_t)json_integer_value(json_object_get(st, "bytes_read")), read,
+                sizeof(read));
+    human_bytes((uint64_t)json_integer_value(json_object_get(st, "bytes_added")), added,
+                sizeof(added));
+    human_bytes((uint64_t)json_integer_value(json_object_get(st, "bytes_stored")), stored,
+                sizeof(stored));
+    printf("backup %s %s\n", json_string_value(json_object_get(s, "id")),
+           strcmp(json_string_value(json_object_get(s, "status")), "ok") == 0
+               ? "completed"
+               : "completed with warnings");
+    printf("  files %lld (%lld unchanged), dirs %lld, read %s, new data %s, stored %s, %.1f s\n",
+           json_integer_value(json_object_get(st, "files")),
+           json_integer_value(json_object_get(st, "files_unchanged")),
+           json_integer_value(json_object_get(st, "dirs")), read, added, stored,
+           (double)json_integer_value(json_object_get(s, "duration_ms")) / 1000.0);
+    if (json_object_get(s, "parent"))
+        printf("  based on %s\n", json_string_value(json_object_get(s, "parent")));
+}
+
+static int split_paths(const char *list, char ***out, size_t *n)
+{
+    char *copy = xstrdup(list);
+    char *save = NULL;
+    for (char *t = strtok_r(copy, ":", &save); t; t = strtok_r(NULL, ":", &save)) {
+        *out = xrealloc(*out, xsize(*n + 1, sizeof(char *), 0));
+        (*out)[(*n)++] = xstrdup(t);
+    }
+    free(copy);
+    return 0;
+}
+
+static void free_list(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+static int cmd_backup(struct globals *g, int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        printf("usage: caris-backup backup files [--full|--incremental] [--exclude PATTERN]...\n"
+               "                                 [--exclude-file FILE] [PATH...]\n\n"
+               "Backs up PATHs (default: BACKUP_FILES_PATHS, colon-separated). --full reads\n"
+               "every file; --incremental (the default) reads only files whose size, mtime,\n"
+               "ctime or inode changed since the last backup of the same paths. Either way\n"
+               "the backup is complete on its own.\n"
+               "PATTERN is fnmatch(3): with a '/' it matches the path below the root,\n"
+               "otherwise the name. The repository is created on first use.\n"
+               "Database backups: `backup database` (not implemented yet).\n");
+        return argc < 2 ? 2 : 0;
+    }
+    if (strcmp(argv[1], "database") == 0) {
+        struct err e = ERR_INIT;
+        err_set(&e, ERR_FAILURE, "back up the files for now; database backups are issue #3",
+                "not implemented yet: backup database");
+        return fail(&e);
+    }
+    if (strcmp(argv[1], "files") != 0)
+        return usage_error("unknown backup kind '%s' (expected files or database)", argv[1]);
+    static const struct option opts[] = {
+        {"full", no_argument, 0, 'F'},          {"incremental", no_argument, 0, 'I'},
+        {"exclude", required_argument, 0, 'x'}, {"exclude-file", required_argument, 0, 'X'},
+        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
+    bool incremental = true;
+    char **excl = NULL;
+    size_t nexcl = 0;
+    struct err e = ERR_INIT;
+    int c;
+    /* Parse after the kind word: argv[1] plays the program name. */
+    int sargc = argc - 1;
+    char **sargv = argv + 1;
+    optind = 0;
+    while ((c = getopt_long(sargc, sargv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'F':
+            incremental = false;
+            break;
+        case 'I':
+            incremental = true;
+            break;
+        case 'x':
+            excl = xrealloc(excl, xsize(nexcl + 2, sizeof(char *), 0));
+            excl[nexcl++] = xstrdup(optarg);
+            excl[nexcl] = NULL;
+            break;
+        case 'X':
+            if (fswalk_read_exclude_file(optarg, &excl, &nexcl, &e) != 0) {
+                free_list(excl, nexcl);
+                return fail(&e);
+            }
+            break;
+        case 'h':
+            return cmd_backup(g, 2, (char *[]){"backup", "--help", NULL});
+        default:
+            free_list(excl, nexcl);
+            return usage_error("invalid option for backup files%s", NULL);
+        }
+    }
+    char **paths = NULL;
+    size_t npaths = 0;
+    for (int i = optind; i < sargc; i++) {
+        paths = xrealloc(paths, xsize(npaths + 1, sizeof(char *), 0));
+        paths[npaths++] = xstrdup(sargv[i]);
+    }
+    if (!npaths && config_get(&g->cfg, "BACKUP_FILES_PATHS"))
+        split_paths(config_get(&g->cfg, "BACKUP_FILES_PATHS"), &paths, &npaths);
+    struct repo *r = NULL;
+    json_t *summary = NULL;
+    int rc;
+    struct files_backup_opts o = {.paths = (const char *const *)paths,
+                                  .npaths = npaths,
+                                  .excludes = (const char *const *)excl,
+                                  .threads = g->threads,
+                                  .progress = progress_fn(g),
+                                  .estimate_total = progress_fn(g) != NULL};
+    if (!npaths) {
+        err_set(&e, ERR_CONFIG,
+                "name the paths on the command line or set BACKUP_FILES_PATHS (colon-separated) "
+                "in the environment or .env.local",
+                "BACKUP_FILES_PATHS not set and no paths given");
+        rc = -1;
+    } else if (!(r = open_repo(g, true, &e))) {
+        rc = -1;
+    } else {
+        rc = incremental ? caris_files_backup_incremental(r, &o, &summary, &e)
+                         : caris_files_backup_full(r, &o, &summary, &e);
+        progress_end(g);
+    }
+    int code;
+    if (rc < 0) {
+        code = fail(&e);
+    } else {
+        print_summary(g, summary);
+        code = rc == CARIS_DONE_WARNINGS ? EXIT_WARNINGS : 0;
+    }
+    json_decref(summary);
+    repo_close(r);
+    free_list(paths, npaths);
+    free_list(excl, nexcl);
+    return code;
+}
+
+static int cmd_list(struct globals *g, int argc, char **argv)
+{
+    const char *kind = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--type") == 0 && i + 1 < argc) {
+            kind = argv[++i];
+            if (strcmp(kind, "files") && strcmp(kind, "database"))
+                return usage_error("unknown --type '%s' (files or database)", kind);
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            printf("usage: caris-backup [--json] list [--type files|database]\n\nLists backups, "
+                   "oldest first: id, type, time, duration, files, bytes read,\nbytes added to "
+                   "the repository, status.\n");
+            return 0;
+        } else {
+            return usage_error("unexpected argument '%s' for list", argv[i]);
+        }
+    }
+    struct err e = ERR_INIT;
+    struct repo *r = open_repo(g, false, &e);
+    if (!r)
+        return fail(&e);
+    json_t *list = caris_backup_list(r, kind, &e);
+    repo_close(r);
+    if (!list)
+        return fail(&e);
+    size_t i;
+    json_t *s;
+    json_array_foreach(list, i, s)
+    {
+        json_object_del(s, "_file");
+        json_object_del(s, "warnings");
+    }
+    if (g->json) {
+        print_json(list);
+    } else {
+        printf("%-44s %-18s %-20s %8s %9s %10s %10s %s\n", "ID", "TYPE", "STARTED (UTC)",
+               "DURATION", "FILES", "READ", "ADDED", "STATUS");
+        json_array_foreach(list, i, s)
+        {
+            json_t *st = json_object_get(s, "stats");
+            char read[32], added[32], type[40], when[24];
+            human_bytes((uint64_t)json_integer_value(json_object_get(st, "bytes_read")), read,
+                        sizeof(read));
+            human_bytes((uint64_t)json_integer_value(json_object_get(st, "bytes_added")), added,
+                        sizeof(added));
+            snprintf(type, sizeof(type), "%s/%s", json_string_value(json_object_get(s, "kind")),
+                     json_string_value(json_object_get(s, "mode")));
+            snprintf(when, sizeof(when), "%.19s", json_string_value(json_object_get(s, "started")));
+            printf("%-44s %-18s %-20s %7.1fs %9lld %10s %10s %s\n",
+                   json_string_value(json_object_get(s, "id")), type, when,
+                   (double)json_integer_value(json_object_get(s, "duration_ms")) / 1000.0,
+                   json_integer_value(json_object_get(st, "files")), read, added,
+                   json_string_value(json_object_get(s, "status")));
+        }
+    }
+    json_decref(list);
+    return 0;
+}
+
+static int cmd_verify(struct globals *g, int argc, char **argv)
+{
+    bool all = false;
+    const char *id = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--all") == 0)
+            all = true;
+        else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            printf("usage: caris-backup verify ID | --all\n\nReads every blob the backup needs "
+                   "(authentication tag and chunk id) and checks\nevery file's SHA-256. Exit 4 "
+                   "when anything is damaged.\n");
+            return 0;
+        } else if (argv[i][0] == '-')
+            return usage_error("unknown option '%s' for verify", argv[i]);
+        else if (id)
+            return usage_error("verify takes one backup id (or --all), got '%s' too", argv[i]);
+        else
+            id = argv[i];
+    }
+    if (!id && !all)
+        return usage_error("verify needs a backup id or --all%s", NULL);
+    struct err e = ERR_INIT;
+    struct repo *r = open_repo(g, false, &e);
+    if (!r)
+        return fail(&e);
+    json_t *ids = json_array();
+    if (all) {
+        json_t *list = caris_backup_list(r, "files", &e);
+        if (!list) {
+            repo_close(r);
+            json_decref(ids);
+            return fail(&e);
+        }
+        size_t i;
+        json_t *s;
+        json_array_foreach(list, i, s) json_array_append(ids, json_object_get(s, "id"));
+        json_decref(list);
+    } else {
+        json_array_append_new(ids, json_string(id));
+    }
+    int code = 0;
+    json_t *reports = json_array();
+    size_t i;
+    json_t *v;
+    json_array_foreach(ids, i, v)
+    {
+        json_t *rep = NULL;
+        struct err ve = ERR_INIT;
+        struct verify_opts vo = {.progress = progress_fn(g), .threads = g->threads};
+        int rc = caris_backup_verify(r, json_string_value(v), &vo, &rep, &ve);
+        progress_end(g);
+        if (rc != 0) {
+            if (!rep) {
+                code = fail(&ve);
+                break;
+            }
+            if (!g->json)
+                err_print(&ve, stderr);
+            code = err_exit_code(&ve);
+        }
+        if (!g->json) {
+            printf("%s: %s (%lld files, %lld bytes checked)\n", json_string_value(v),
+                   rc == 0 ? "valid" : "DAMAGED", json_integer_value(json_object_get(rep, "files")),
+                   json_integer_value(json_object_get(rep, "bytes")));
+            size_t k;
+            json_t *er;
+            json_array_foreach(json_object_get(rep, "errors"), k, er)
+            {
+                char *p = json_dumps(json_object_get(er, "path"), JSON_ENCODE_ANY);
+                printf("  %s: %s\n", p, json_string_value(json_object_get(er, "error")));
+                free(p);
+            }
+        }
+        json_array_append_new(reports, rep);
+    }
+    if (g->json)
+        print_json(all ? reports : json_array_get(reports, 0));
+    json_decref(reports);
+    json_decref(ids);
+    repo_close(r);
+    return code;
+}
+
+static void check_progress(void *ctx, uint64_t done, uint64_t total)
+{
+    (void)ctx;
+    fprintf(stderr, "\r\033[Kcheck: pack %llu of %llu", (unsigned long long)done,
+            (unsigned long long)total);
+    fflush(stderr);
+}
+
+static int cmd_check(struct globals *g, int argc, char **argv)
+{
+    struct repo_check_opts o = {0};
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--read-data") == 0)
+            o.read_data = true;
+        else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            printf("usage: caris-backup check [--read-data]\n\nChecks the repository: key "
+                   "slots, config, index files, packs, snapshots, and\nthat every blob a backup "
+                   "needs is indexed in an existing pack. --read-data\nalso reads every pack "
+                   "and authenticates every blob. Exit 4 on damage; the\nreport names the "
+                   "backups affected.\n");
+            return 0;
+        } else
+            return usage_error("unknown argument '%s' for check", argv[i]);
+    }
+    if (progress_fn(g))
+        o.progress = check_progress;
+    struct err e = ERR_INIT;
+    struct repo *r = open_repo(g, false, &e);
+    if (!r)
+        return fail(&e);
+    json_t *rep = NULL;
+    int rc = repo_check(r, &o, &rep, &e);
+    progress_end(g);
+    repo_close(r);
+    if (rc != 0)
+        return fail(&e);
+    bool ok = json_is_true(json_object_get(rep, "ok"));
+    if (g->json) {
+        print_json(rep);
+    } else {
+        json_t *st = json_object_get(rep, "stats");
+        printf("repository %s: %s\n", g->repo_path, ok ? "no errors found" : "DAMAGED");
+        printf("  %lld packs, %lld blobs, %lld index files, %lld snapshots%s\n",
+               json_integer_value(json_object_get(st, "packs")),
+               json_integer_value(json_object_get(st, "blobs")),
+               json_integer_value(json_object_get(st, "index_files")),
+               json_integer_value(json_object_get(st, "snapshots")),
+               o.read_data ? ", all data read" : "");
+        const char *kinds[] = {"errors", "warnings"};
+        for (int k = 0; k < 2; k++) {
+            size_t i;
+            json_t *x;
+            json_array_foreach(json_object_get(rep, kinds[k]), i, x)
+            {
+                printf("  %s: %s: %s", k ? "warning" : "error",
+                       json_string_value(json_object_get(x, "object")),
+                       json_string_value(json_object_get(x, "error")));
+                json_t *b = json_object_get(x, "backups");
+                if (json_array_size(b)) {
+                    printf(" (affects");
+                    size_t q;
+                    json_t *bid;
+                    json_array_foreach(b, q, bid) printf(" %s", json_string_value(bid));
+                    printf(")");
+                }
+                printf("\n");
+            }
+        }
+    }
+    json_decref(rep);
+    if (!ok) {
+        err_set(&e, ERR_DAMAGE,
+                "do not restore the affected backups; use a different backup, and keep a copy "
+                "of the repository before repairing it",
+                "repository check found damage");
+        return fail(&e);
+    }
+    return 0;
+}
+
+static int cmd_restore(struct globals *g, int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        printf("usage: caris-backup restore files ID --target DIR [--include PATH]... "
+               "[--overwrite]\n\nRestores a file backup under DIR (each backed-up path at "
+               "DIR/<its absolute path>).\nEvery file is written to a temporary name and renamed "
+               "once its SHA-256 matched.\nDIR must be empty unless --overwrite. --include "
+               "restores only that path (absolute,\nas backed up) and what is below it.\n");
+        return argc < 2 ? 2 : 0;
+    }
+    if (strcmp(argv[1], "database") == 0) {
+        struct err e = ERR_INIT;
+        err_set(&e, ERR_FAILURE, "database restore comes with issue #3",
+                "not implemented yet: restore database");
+        return fail(&e);
+    }
+    if (strcmp(argv[1], "files") != 0)
+        return usage_error("unknown restore kind '%s' (expected files or database)", argv[1]);
+    static const struct option opts[] = {{"target", required_argument, 0, 't'},
+                                         {"include", required_argument, 0, 'i'},
+                                         {"overwrite", no_argument, 0, 'o'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    const char *target = NULL;
+    const char **inc = NULL;
+    size_t ninc = 0;
+    bool overwrite = false;
+    int c;
+    int sargc = argc - 1;
+    char **sargv = argv + 1;
+    optind = 0;
+    while ((c = getopt_long(sargc, sargv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 't':
+            target = optarg;
+            break;
+        case 'i':
+            inc = xrealloc(inc, xsize(ninc + 1, sizeof(char *), 0));
+            inc[ninc++] = optarg;
+            break;
+        case 'o':
+            overwrite = true;
+            break;
+        case 'h':
+            free(inc);
+            return cmd_restore(g, 2, (char *[]){"restore", "--help", NULL});
+        default:
+            free(inc);
+            return usage_error("invalid option for restore files%s", NULL);
+        }
+    }
+    if (optind != sargc - 1 || !target) {
+        free(inc);
+        return usage_error("restore files needs exactly one backup id and --target DIR%s", NULL);
+    }
+    struct err e = ERR_INIT;
+    struct repo *r = open_repo(g, false, &e);
+    if (!r) {
+        free(inc);
+        return fail(&e);
+    }
+    struct files_restore_opts o = {.backup_id = sargv[optind],
+                                   .target = target,
+                                   .includes = inc,
+                                   .nincludes = ninc,
+                                   .overwrite = overwrite,
+                                   .threads = g->threads,
+                                   .progress = progress_fn(g)};
+    json_t *rep = NULL;
+    int rc = caris_files_restore(r, &o, &rep, &e);
+    progress_end(g);
+    repo_close(r);
+    free(inc);
+    int code = rc < 0 ? err_exit_code(&e) : rc == CARIS_DONE_WARNINGS ? EXIT_WARNINGS : 0;
+    if (g->json && rep) {
+        json_object_set_new(rep, "ok", json_boolean(rc >= 0));
+        print_json(rep);
+    } else if (rep && !g->quiet) {
+        char bytes[32];
+        human_bytes((uint64_t)json_integer_value(json_object_get(rep, "bytes")), bytes,
+                    sizeof(bytes));
+        printf("restored %lld files, %lld dirs, %s into %s\n",
+               json_integer_value(json_object_get(rep, "files")),
+               json_integer_value(json_object_get(rep, "dirs")), bytes, target);
+        const char *kinds[] = {"errors", "warnings"};
+        for (int k = 0; k < 2; k++) {
+            size_t i;
+            json_t *x;
+            json_array_foreach(json_object_get(rep, kinds[k]), i, x)
+            {
+                char *p = json_dumps(json_object_get(x, "path"), JSON_ENCODE_ANY);
+                fprintf(stderr, "%s: %s: %s\n", k ? "warning" : "error", p,
+                        json_string_value(json_object_get(x, "error")));
+                free(p);
+            }
+        }
+    }
+    if (rc < 0)
+        err_print(&e, stderr);
+    json_decref(rep);
+    return code;
+}
+
+static char *read_new_key(struct err *e)
+{
+    const char *env = getenv("CARIS_NEW_ENCRYPTION_KEY");
+    if (env && *env)
+        return xstrdup(env);
+    if (isatty(STDIN_FILENO))
+        fprintf(stderr, "new encryption key (at least 32 characters): ");
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n = getline(&line, &cap, stdin);
+    if (n <= 0) {
+        free(line);
+        err_set(e, ERR_USAGE, "pipe the key on stdin or set CARIS_NEW_ENCRYPTION_KEY",
+                "no new key given");
+        return NULL;
+    }
+    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        line[--n] = '\0';
+    return line;
+}
+
+static int cmd_key(struct globals *g, int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "--help") == 0) {
+        printf("usage: caris-backup key list | key add [--label L] | key remove ID\n\n"
+               "Key slots: each wraps the repository's master key under a key derived with\n"
+               "Argon2id from a password. `key add` reads the new key from stdin or\n"
+               "CARIS_NEW_ENCRYPTION_KEY (never from the command line, which `ps` shows).\n"
+               "The key in use (BACKUP_ENCRYPTION_KEY) cannot be removed.\n");
+        return argc < 2 ? 2 : 0;
+    }
+    struct err e = ERR_INIT;
+    const char *sub = argv[1];
+    if (strcmp(sub, "list") && strcmp(sub, "add") && strcmp(sub, "remove"))
+        return usage_error("unknown key command '%s'", sub);
+    if (strcmp(sub, "remove") == 0 && argc != 3)
+        return usage_error("key remove needs one key id%s", NULL);
+    struct repo *r = open_repo(g, false, &e);
+    if (!r)
+        return fail(&e);
+    int code = 0;
+    if (strcmp(sub, "list") == 0) {
+        json_t *l = repo_key_list(r, &e);
+        if (!l) {
+            code = fail(&e);
+        } else if (g->json) {
+            print_json(l);
+        } else {
+            size_t i;
+            json_t *k;
+            json_array_foreach(l, i, k)
+                printf("%s %s  %s  %s\n", json_is_true(json_object_get(k, "current")) ? "*" : " ",
+                       json_string_value(json_object_get(k, "id")),
+                       json_string_value(json_object_get(k, "created")) ?: "",
+                       json_string_value(json_object_get(k, "label")) ?: "");
+        }
+        json_decref(l);
+    } else if (strcmp(sub, "add") == 0) {
+        const char *label = "";
+        for (int i = 2; i + 1 < argc; i++)
+            if (strcmp(argv[i], "--label") == 0)
+                label = argv[i + 1];
+        char *key = read_new_key(&e);
+        char id[17];
+        if (!key || repo_key_add(r, key, label, id, &e) != 0) {
+            code = fail(&e);
+        } else if (g->json) {
+            json_t *j = json_pack("{s:s}", "id", id);
+            print_json(j);
+            json_decref(j);
+        } else {
+            printf("added key slot %s\n", id);
+        }
+        if (key) {
+            cx_wipe(key, strlen(key));
+            free(key);
+        }
+    } else {
+        if (repo_key_remove(r, argv[2], &e) != 0)
+            code = fail(&e);
+        else if (!g->quiet)
+            printf("removed key slot %s\n", argv[2]);
+    }
+    repo_close(r);
+    return code;
+}
+
+int main(int argc, char **argv)
+{
+    struct globals g = {0};
+    static const struct option opts[] = {
+        {"env-file", required_argument, 0, 'e'}, {"repo", required_argument, 0, 'r'},
+        {"json", no_argument, 0, 'j'},           {"quiet", no_argument, 0, 'q'},
+        {"threads", required_argument, 0, 't'},  {"help", no_argument, 0, 'h'},
+        {"version", no_argument, 0, 'V'},        {0, 0, 0, 0}};
+    int c;
+    /* Global options end at the command word ('+' stops at the first non-option). */
+    while ((c = getopt_long(argc, argv, "+hq", opts, NULL)) != -1) {
+        switch (c) {
+        case 'e':
+            g.env_file = optarg;
+            break;
+        case 'r':
+            g.repo = optarg;
+            break;
+        case 'j':
+            g.json = true;
+            break;
+        case 'q':
+            g.quiet = true;
+            break;
+        case 't':
+            g.threads = atoi(optarg);
+            if (g.threads < 1 || g.threads > 256)
+                return usage_error("--threads must be between 1 and 256, got '%s'", optarg);
+            break;
+        case 'h':
+            fputs(USAGE, stdout);
+            return 0;
+        case 'V':
+            printf("caris-backup %s\n", VERSION);
+            return 0;
+        default:
+            fputs(USAGE, stderr);
+            return 2;
+        }
+    }
+    if (optind >= argc) {
+        fputs(USAGE, stderr);
+        return 2;
+    }
+    char **cargv = argv + optind;
+    int cargc = argc - optind;
+    const char *cmd = cargv[0];
+    if (strcmp(cmd, "version") == 0) {
+        printf("caris-backup %s\n", VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "help") == 0) {
+        fputs(USAGE, stdout);
+        return 0;
+    }
+    struct err e = ERR_INIT;
+    if (config_load(&g.cfg, g.env_file, &e) != 0)
+        return fail(&e);
+    if (g.quiet)
+        log_set_level(LOG_WARN);
+    g.repo_path = g.repo ? xstrdup(g.repo) : xasprintf("%s/repository", config_backup_dir(&g.cfg));
+    int code;
+    if (strcmp(cmd, "init") == 0)
+        code = cmd_init(&g, cargc, cargv);
+    else if (strcmp(cmd, "backup") == 0)
+        code = cmd_backup(&g, cargc, cargv);
+    else if (strcmp(cmd, "list") == 0)
+        code = cmd_list(&g, cargc, cargv);
+    else if (strcmp(cmd, "verify") == 0)
+        code = cmd_verify(&g, cargc, cargv);
+    else if (strcmp(cmd, "check") == 0)
+        code = cmd_check(&g, cargc, cargv);
+    else if (strcmp(cmd, "restore") == 0)
+        code = cmd_restore(&g, cargc, cargv);
+    else if (strcmp(cmd, "key") == 0)
+        code = cmd_key(&g, cargc, cargv);
+    else
+        code = usage_error("unknown command '%s'", cmd);
+    free(g.repo_path);
+    config_free(&g.cfg);
+    return code;
+}

@@ -1,0 +1,192 @@
+#include "caris/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "caris/core.h"
+
+static char *trim(char *s)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    size_t n = strlen(s);
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r'))
+        s[--n] = '\0';
+    return s;
+}
+
+static bool valid_name(const char *s)
+{
+    if (!*s || !(isalpha((unsigned char)*s) || *s == '_'))
+        return false;
+    for (; *s; s++)
+        if (!(isalnum((unsigned char)*s) || *s == '_'))
+            return false;
+    return true;
+}
+
+/* Parses one value in place: quoted ('...' literal, "..." with \n \" \\ escapes) or bare
+ * (an unquoted " #" starts a comment). Returns NULL on an unterminated quote. */
+static char *parse_value(char *v)
+{
+    if (*v == '\'' || *v == '"') {
+        char q = *v++;
+        char *out = v, *w = v;
+        for (; *v && *v != q; v++) {
+            if (q == '"' && *v == '\\' && v[1]) {
+                v++;
+                *w++ = *v == 'n' ? '\n' : *v;
+            } else {
+                *w++ = *v;
+            }
+        }
+        if (*v != q)
+            return NULL;
+        char *rest = trim(v + 1);
+        if (*rest && *rest != '#')
+            return NULL;
+        *w = '\0';
+        return out;
+    }
+    char *hash = strstr(v, " #");
+    if (hash)
+        *hash = '\0';
+    return trim(v);
+}
+
+int config_load(struct config *c, const char *env_file, struct err *e)
+{
+    memset(c, 0, sizeof(*c));
+    const char *path = env_file ? env_file : ".env.local";
+    struct buf b = {0};
+    struct err fe = ERR_INIT;
+    if (fs_read_all(path, &b, &fe) != 0) {
+        buf_free(&b);
+        if (!env_file && fe.sys_errno == ENOENT)
+            return 0;
+        *e = fe;
+        return err_wrap(e, "cannot read env file");
+    }
+    buf_append_u8(&b, 0);
+    c->env_file = xstrdup(path);
+    char *save = NULL;
+    int lineno = 0;
+    char *text = (char *)b.data;
+    /* strtok_r would merge empty lines and break line numbers: walk by hand. */
+    for (char *line = text; line; line = save) {
+        char *nl = strchr(line, '\n');
+        save = nl ? nl + 1 : NULL;
+        if (nl)
+            *nl = '\0';
+        lineno++;
+        char *s = trim(line);
+        if (!*s || *s == '#')
+            continue;
+        if (strncmp(s, "export ", 7) == 0)
+            s = trim(s + 7);
+        char *eq = strchr(s, '=');
+        if (!eq) {
+            err_set(e, ERR_CONFIG, "each line must be KEY=VALUE, a comment (#) or empty",
+                    "%s line %d: missing '='", path, lineno);
+            goto fail;
+        }
+        *eq = '\0';
+        char *name = trim(s);
+        if (!valid_name(name)) {
+            err_set(e, ERR_CONFIG, "variable names are letters, digits and '_'",
+                    "%s line %d: invalid variable name", path, lineno);
+            goto fail;
+        }
+        char *value = parse_value(trim(eq + 1));
+        if (!value) {
+            err_set(e, ERR_CONFIG, "close the quote, and put nothing but a comment after it",
+                    "%s line %d: unterminated or malformed quoted value for %s", path, lineno,
+                    name);
+            goto fail;
+        }
+        /* A later assignment of the same name wins, as in a shell. */
+        size_t i;
+        for (i = 0; i < c->nfile_vars; i++)
+            if (strcmp(c->file_vars[i].name, name) == 0)
+                break;
+        if (i == c->nfile_vars) {
+            c->file_vars =
+                xrealloc(c->file_vars, xsize(c->nfile_vars + 1, sizeof(*c->file_vars), 0));
+            c->file_vars[i].name = xstrdup(name);
+            c->nfile_vars++;
+        } else {
+            free(c->file_vars[i].value);
+        }
+        c->file_vars[i].value = xstrdup(value);
+    }
+    buf_free(&b);
+    return 0;
+fail:
+    buf_free(&b);
+    config_free(c);
+    return -1;
+}
+
+void config_free(struct config *c)
+{
+    for (size_t i = 0; i < c->nfile_vars; i++) {
+        free(c->file_vars[i].name);
+        if (c->file_vars[i].value) {
+            memset(c->file_vars[i].value, 0, strlen(c->file_vars[i].value));
+            free(c->file_vars[i].value);
+        }
+    }
+    free(c->file_vars);
+    free(c->env_file);
+    memset(c, 0, sizeof(*c));
+}
+
+const char *config_get(const struct config *c, const char *name)
+{
+    const char *v = getenv(name);
+    if (v && *v)
+        return v;
+    if (!c)
+        return NULL;
+    for (size_t i = 0; i < c->nfile_vars; i++)
+        if (strcmp(c->file_vars[i].name, name) == 0)
+            return *c->file_vars[i].value ? c->file_vars[i].value : NULL;
+    return NULL;
+}
+
+bool config_get_bool(const struct config *c, const char *name, bool dflt)
+{
+    const char *v = config_get(c, name);
+    if (!v)
+        return dflt;
+    return strcasecmp(v, "true") == 0 || strcmp(v, "1") == 0 || strcasecmp(v, "yes") == 0 ||
+           strcasecmp(v, "on") == 0;
+}
+
+const char *config_backup_dir(const struct config *c)
+{
+    const char *d = config_get(c, "BACKUP_DIR");
+    return d ? d : CONFIG_DEFAULT_BACKUP_DIR;
+}
+
+int config_encryption_key(const struct config *c, const char **key, struct err *e)
+{
+    const char *k = config_get(c, "BACKUP_ENCRYPTION_KEY");
+    if (!k)
+        return err_set(e, ERR_CONFIG,
+                       "set BACKUP_ENCRYPTION_KEY in the environment or in .env.local (at least "
+                       "32 characters; keep a copy outside this machine: without it no backup "
+                       "can be restored)",
+                       "BACKUP_ENCRYPTION_KEY not set");
+    if (strlen(k) < CONFIG_MIN_KEY_LEN)
+        return err_set(e, ERR_CONFIG,
+                       "use a random key of at least 32 characters, e.g. `openssl rand -base64 "
+                       "33`",
+                       "BACKUP_ENCRYPTION_KEY is too short (%zu characters, at least %d needed)",
+                       strlen(k), CONFIG_MIN_KEY_LEN);
+    *key = k;
+    return 0;
+}

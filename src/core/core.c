@@ -1,0 +1,528 @@
+#include "caris/core.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+static void oom(size_t n)
+{
+    fprintf(stderr, "fatal: out of memory allocating %zu bytes\n", n);
+    abort();
+}
+
+void *xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p)
+        oom(n);
+    return p;
+}
+
+void *xcalloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p)
+        oom(n * size);
+    return p;
+}
+
+void *xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n ? n : 1);
+    if (!q)
+        oom(n);
+    return q;
+}
+
+char *xstrdup(const char *s)
+{
+    return xmemdup(s, strlen(s) + 1);
+}
+
+char *xstrndup(const char *s, size_t n)
+{
+    char *p = xmalloc(xsize(n, 1, 1));
+    memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}
+
+void *xmemdup(const void *p, size_t n)
+{
+    void *q = xmalloc(n);
+    if (n)
+        memcpy(q, p, n);
+    return q;
+}
+
+char *xasprintf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = NULL;
+    int r = vasprintf(&s, fmt, ap);
+    va_end(ap);
+    if (r < 0)
+        oom(0);
+    return s;
+}
+
+size_t xsize(size_t a, size_t b, size_t c)
+{
+    size_t m;
+    if (__builtin_mul_overflow(a, b, &m) || __builtin_add_overflow(m, c, &m)) {
+        fprintf(stderr, "fatal: size overflow\n");
+        abort();
+    }
+    return m;
+}
+
+void buf_reserve(struct buf *b, size_t extra)
+{
+    size_t need = xsize(1, b->len, extra);
+    if (need <= b->cap)
+        return;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < need)
+        cap = xsize(cap, 2, 0);
+    b->data = xrealloc(b->data, cap);
+    b->cap = cap;
+}
+
+void buf_append(struct buf *b, const void *p, size_t n)
+{
+    if (!n)
+        return;
+    buf_reserve(b, n);
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+}
+
+void buf_append_u8(struct buf *b, uint8_t v)
+{
+    buf_append(b, &v, 1);
+}
+
+void buf_append_u32le(struct buf *b, uint32_t v)
+{
+    uint8_t t[4];
+    store_u32le(t, v);
+    buf_append(b, t, 4);
+}
+
+void buf_append_u64le(struct buf *b, uint64_t v)
+{
+    uint8_t t[8];
+    store_u64le(t, v);
+    buf_append(b, t, 8);
+}
+
+void buf_free(struct buf *b)
+{
+    free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
+}
+
+void reader_init(struct reader *r, const void *p, size_t len)
+{
+    r->p = p;
+    r->len = len;
+    r->pos = 0;
+    r->bad = false;
+}
+
+const uint8_t *reader_skip(struct reader *r, size_t n)
+{
+    if (r->bad || n > r->len - r->pos) {
+        r->bad = true;
+        return NULL;
+    }
+    const uint8_t *p = r->p + r->pos;
+    r->pos += n;
+    return p;
+}
+
+int reader_bytes(struct reader *r, void *out, size_t n)
+{
+    const uint8_t *p = reader_skip(r, n);
+    if (!p)
+        return -1;
+    if (n)
+        memcpy(out, p, n);
+    return 0;
+}
+
+int reader_u8(struct reader *r, uint8_t *v)
+{
+    return reader_bytes(r, v, 1);
+}
+
+int reader_u32le(struct reader *r, uint32_t *v)
+{
+    const uint8_t *p = reader_skip(r, 4);
+    if (!p)
+        return -1;
+    *v = load_u32le(p);
+    return 0;
+}
+
+int reader_u64le(struct reader *r, uint64_t *v)
+{
+    const uint8_t *p = reader_skip(r, 8);
+    if (!p)
+        return -1;
+    *v = load_u64le(p);
+    return 0;
+}
+
+uint32_t load_u32le(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+uint64_t load_u64le(const uint8_t *p)
+{
+    return (uint64_t)load_u32le(p) | (uint64_t)load_u32le(p + 4) << 32;
+}
+
+void store_u32le(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+void store_u64le(uint8_t *p, uint64_t v)
+{
+    store_u32le(p, (uint32_t)v);
+    store_u32le(p + 4, (uint32_t)(v >> 32));
+}
+
+static enum log_level g_level = LOG_INFO;
+
+void log_set_level(enum log_level l)
+{
+    g_level = l;
+}
+
+enum log_level log_get_level(void)
+{
+    return g_level;
+}
+
+void log_msg(enum log_level l, const char *fmt, ...)
+{
+    if (l > g_level)
+        return;
+    static const char *const names[] = {"error", "warning", "info", "debug"};
+    char line[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    if (l == LOG_INFO)
+        fprintf(stderr, "%s\n", line);
+    else
+        fprintf(stderr, "%s: %s\n", names[l], line);
+}
+
+int64_t time_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int64_t time_mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+void time_format_iso(int64_t ns, char *out, size_t n)
+{
+    time_t s = (time_t)(ns / 1000000000);
+    int ms = (int)((ns % 1000000000) / 1000000);
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    char tmp[32];
+    strftime(tmp, sizeof(tmp), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out, n, "%s.%03dZ", tmp, ms);
+}
+
+int time_parse_iso(const char *s, int64_t *ns)
+{
+    struct tm tm = {0};
+    const char *p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!p)
+        return -1;
+    int64_t frac = 0;
+    if (*p == '.') {
+        p++;
+        int digits = 0;
+        while (*p >= '0' && *p <= '9') {
+            if (digits < 9) {
+                frac = frac * 10 + (*p - '0');
+                digits++;
+            }
+            p++;
+        }
+        while (digits++ < 9)
+            frac *= 10;
+    }
+    if (*p != 'Z' || p[1] != '\0')
+        return -1;
+    time_t t = timegm(&tm);
+    *ns = (int64_t)t * 1000000000 + frac;
+    return 0;
+}
+
+char *str_escape(const char *s, size_t len, char *out, size_t n)
+{
+    size_t o = 0;
+    if (n == 0)
+        return out;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        char tmp[5];
+        size_t tl;
+        if (c >= 0x20 && c < 0x7f && c != '\\') {
+            tmp[0] = (char)c;
+            tl = 1;
+        } else if (c == '\\') {
+            tmp[0] = tmp[1] = '\\';
+            tl = 2;
+        } else {
+            snprintf(tmp, sizeof(tmp), "\\x%02x", c);
+            tl = 4;
+        }
+        if (o + tl + 4 > n) {
+            if (o + 4 <= n) {
+                memcpy(out + o, "...", 3);
+                o += 3;
+            }
+            break;
+        }
+        memcpy(out + o, tmp, tl);
+        o += tl;
+    }
+    out[o] = '\0';
+    return out;
+}
+
+bool str_is_utf8(const char *str, size_t len)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    size_t i = 0;
+    while (i < len) {
+        unsigned char c = s[i];
+        size_t n;
+        uint32_t cp;
+        if (c < 0x80) {
+            if (c == 0)
+                return false;
+            i++;
+            continue;
+        } else if ((c & 0xe0) == 0xc0) {
+            n = 1;
+            cp = c & 0x1f;
+        } else if ((c & 0xf0) == 0xe0) {
+            n = 2;
+            cp = c & 0x0f;
+        } else if ((c & 0xf8) == 0xf0) {
+            n = 3;
+            cp = c & 0x07;
+        } else {
+            return false;
+        }
+        if (i + n >= len) /* the sequence runs past the end */
+            return false;
+        for (size_t k = 1; k <= n; k++) {
+            if ((s[i + k] & 0xc0) != 0x80)
+                return false;
+            cp = cp << 6 | (s[i + k] & 0x3f);
+        }
+        if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
+            cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return false;
+        i += n + 1;
+    }
+    return true;
+}
+
+char *b64_encode(const void *p, size_t n)
+{
+    size_t outlen = xsize((n + 2) / 3, 4, 1);
+    char *out = xmalloc(outlen);
+    /* EVP_EncodeBlock takes an int length; chunk the input for very large values. */
+    size_t o = 0, i = 0;
+    const uint8_t *in = p;
+    while (i < n) {
+        size_t take = n - i > 3 * 1024 * 1024 ? 3 * 1024 * 1024 : n - i;
+        o += (size_t)EVP_EncodeBlock((unsigned char *)out + o, in + i, (int)take);
+        i += take;
+    }
+    out[o] = '\0';
+    return out;
+}
+
+int b64_decode(const char *s, uint8_t **out, size_t *n)
+{
+    size_t len = strlen(s);
+    if (len % 4 != 0 || len > (size_t)1 << 30)
+        return -1;
+    uint8_t *buf = xmalloc(len / 4 * 3 + 1);
+    int r = len ? EVP_DecodeBlock(buf, (const unsigned char *)s, (int)len) : 0;
+    if (r < 0) {
+        free(buf);
+        return -1;
+    }
+    size_t pad = 0;
+    if (len >= 1 && s[len - 1] == '=')
+        pad++;
+    if (len >= 2 && s[len - 2] == '=')
+        pad++;
+    *out = buf;
+    *n = (size_t)r - pad;
+    return 0;
+}
+
+int fs_mkdir_p(const char *path, unsigned mode, struct err *e)
+{
+    char *p = xstrdup(path);
+    size_t len = strlen(p);
+    for (size_t i = 1; i <= len; i++) {
+        if (p[i] == '/' || p[i] == '\0') {
+            char c = p[i];
+            p[i] = '\0';
+            if (mkdir(p, mode) != 0 && errno != EEXIST) {
+                int en = errno;
+                err_sys(e, en, NULL, "cannot create directory %s", p);
+                free(p);
+                return -1;
+            }
+            p[i] = c;
+        }
+    }
+    free(p);
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return err_sys(e, errno, NULL, "cannot create directory %s", path);
+    if (!S_ISDIR(st.st_mode))
+        return err_set(e, ERR_IO, NULL, "cannot create directory %s: a file is in the way", path);
+    return 0;
+}
+
+int fs_fsync_dir(const char *path, struct err *e)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return err_sys(e, errno, NULL, "cannot open directory %s", path);
+    int r = fsync(fd);
+    int en = errno;
+    close(fd);
+    if (r != 0 && en != EINVAL)
+        return err_sys(e, en, NULL, "cannot fsync directory %s", path);
+    return 0;
+}
+
+static int write_all(int fd, const void *data, size_t len)
+{
+    const uint8_t *p = data;
+    while (len) {
+        ssize_t w = write(fd, p, len);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+int fs_write_atomic(const char *path, const void *data, size_t len, unsigned mode, struct err *e)
+{
+    char *tmp = xasprintf("%s.tmp-%ld-%lx", path, (long)getpid(), (unsigned long)time_mono_ns());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+    if (fd < 0) {
+        err_sys(e, errno, NULL, "cannot create %s", tmp);
+        free(tmp);
+        return -1;
+    }
+    if (write_all(fd, data, len) != 0 || fsync(fd) != 0) {
+        int en = errno;
+        close(fd);
+        unlink(tmp);
+        err_sys(e, en, NULL, "cannot write %s", path);
+        free(tmp);
+        return -1;
+    }
+    if (close(fd) != 0 || rename(tmp, path) != 0) {
+        int en = errno;
+        unlink(tmp);
+        err_sys(e, en, NULL, "cannot write %s", path);
+        free(tmp);
+        return -1;
+    }
+    free(tmp);
+    char *dir = xstrdup(path);
+    char *slash = strrchr(dir, '/');
+    int r = 0;
+    if (slash) {
+        *slash = '\0';
+        r = fs_fsync_dir(*dir ? dir : "/", e);
+    } else {
+        r = fs_fsync_dir(".", e);
+    }
+    free(dir);
+    return r;
+}
+
+int fs_read_all(const char *path, struct buf *out, struct err *e)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return err_sys(e, errno, NULL, "cannot open %s", path);
+    out->len = 0;
+    for (;;) {
+        buf_reserve(out, 65536);
+        ssize_t r = read(fd, out->data + out->len, out->cap - out->len);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            int en = errno;
+            close(fd);
+            return err_sys(e, en, NULL, "cannot read %s", path);
+        }
+        if (r == 0)
+            break;
+        out->len += (size_t)r;
+    }
+    close(fd);
+    return 0;
+}
+
+bool fs_exists(const char *path)
+{
+    struct stat st;
+    return lstat(path, &st) == 0;
+}
+
+int sys_ncpu(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : (int)n;
+}

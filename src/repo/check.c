@@ -1,0 +1,309 @@
+/* Repository check: structure and index consistency, and with read_data every byte of every
+ * pack. Damage is reported with the backups it affects. */
+#include "internal.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct idlist {
+    uint8_t (*v)[32];
+    size_t n, cap;
+};
+
+static void idlist_add(struct idlist *l, const uint8_t id[32])
+{
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 64;
+        l->v = xrealloc(l->v, xsize(l->cap, 32, 0));
+    }
+    memcpy(l->v[l->n++], id, 32);
+}
+
+static int cmp_id(const void *a, const void *b)
+{
+    return memcmp(a, b, 32);
+}
+
+static bool idlist_has(const struct idlist *l, const uint8_t id[32])
+{
+    return l->n && bsearch(id, l->v, l->n, 32, cmp_id) != NULL;
+}
+
+struct packfile {
+    char *name;
+    uint8_t id[32];
+    uint64_t size;
+};
+
+struct check {
+    struct repo *r;
+    json_t *errors, *warnings;
+    struct packfile *files;
+    size_t nfiles;
+    struct idlist bad_blobs;  /* damaged or missing */
+    struct idlist weak_packs; /* packs only found through their trailers */
+};
+
+static void add_issue(json_t *arr, const char *object, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void add_issue(json_t *arr, const char *object, const char *fmt, ...)
+{
+    char msg[1200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    json_array_append_new(arr,
+                          json_pack("{s:s, s:s, s:[]}", "object", object, "error", msg, "backups"));
+}
+
+static int collect_pack(void *ctx, const char *name, uint64_t size, struct err *e)
+{
+    (void)e;
+    struct check *c = ctx;
+    const char *base = strrchr(name, '/');
+    uint8_t id[32];
+    if (!base || strlen(base + 1) != 64 || cx_unhex(base + 1, id, 32) != 0) {
+        add_issue(c->warnings, name, "unexpected file in data/");
+        return 0;
+    }
+    c->files = xrealloc(c->files, xsize(c->nfiles + 1, sizeof(*c->files), 0));
+    c->files[c->nfiles].name = xstrdup(name);
+    memcpy(c->files[c->nfiles].id, id, 32);
+    c->files[c->nfiles].size = size;
+    c->nfiles++;
+    return 0;
+}
+
+static int cmp_packfile(const void *a, const void *b)
+{
+    return memcmp(((const struct packfile *)a)->id, ((const struct packfile *)b)->id, 32);
+}
+
+static struct packfile *find_packfile(struct check *c, const uint8_t id[32])
+{
+    struct packfile key;
+    memcpy(key.id, id, 32);
+    return c->nfiles ? bsearch(&key, c->files, c->nfiles, sizeof(key), cmp_packfile) : NULL;
+}
+
+/* Index entries must point into packs that exist and are large enough. */
+static void check_index(struct check *c)
+{
+    struct repo *r = c->r;
+    for (size_t p = 0; p < r->npacks; p++) {
+        struct packinfo *pi = &r->packs[p];
+        char name[80];
+        pack_object_name(pi->id, name, sizeof(name));
+        if (pi->source == -1)
+            idlist_add(&c->weak_packs, pi->id);
+        if (!find_packfile(c, pi->id))
+            add_issue(c->errors, name, "pack listed in the index is missing");
+    }
+    for (size_t i = 0; i < r->nentries; i++) {
+        struct ientry *en = repo_entry(r, i);
+        if (en->pack == PACK_PENDING)
+            continue;
+        struct packfile *pf = find_packfile(c, r->packs[en->pack].id);
+        if (!pf) {
+            idlist_add(&c->bad_blobs, en->id);
+        } else if ((uint64_t)en->off + en->clen > pf->size) {
+            idlist_add(&c->bad_blobs, en->id);
+            add_issue(c->errors, pf->name, "index entry points past the end of the pack");
+        }
+    }
+}
+
+static int read_pack(struct check *c, struct packfile *pf, struct buf *data, struct err *e)
+{
+    struct repo *r = c->r;
+    if (pf->size > (uint64_t)REPO_PACK_TARGET * 8) {
+        add_issue(c->errors, pf->name, "pack is implausibly large (%llu bytes)",
+                  (unsigned long long)pf->size);
+        return 0;
+    }
+    data->len = 0;
+    buf_reserve(data, (size_t)pf->size);
+    struct err pe = ERR_INIT;
+    if (storage_read_at(r->st, pf->name, 0, data->data, (size_t)pf->size, &pe) != 0) {
+        if (pe.code != ERR_DAMAGE) {
+            *e = pe;
+            return -1;
+        }
+        add_issue(c->errors, pf->name, "%s", pe.msg);
+        return 0;
+    }
+    data->len = (size_t)pf->size;
+    uint8_t sum[32];
+    cx_sha256(data->data, data->len, sum);
+    if (memcmp(sum, pf->id, 32) != 0)
+        add_issue(c->errors, pf->name, "checksum mismatch: pack content does not match its name");
+    /* Every blob the index places in this pack must authenticate and match its id. The
+     * blob loader does exactly that (and reads through storage, which is fine: the page
+     * cache holds the pack we just read). */
+    long pidx = repo_find_pack_locked(r, pf->id);
+    if (pidx < 0)
+        return 0;
+    struct buf out = {0};
+    for (size_t i = 0; i < r->nentries; i++) {
+        struct ientry *en = repo_entry(r, i);
+        if (en->pack != (uint32_t)pidx)
+            continue;
+        struct err be = ERR_INIT;
+        if (repo_blob_load(r, en->id, &out, &be) != 0) {
+            idlist_add(&c->bad_blobs, en->id);
+            add_issue(c->errors, pf->name, "%s", be.msg);
+        }
+    }
+    buf_free(&out);
+    return 0;
+}
+
+static void check_snapshots(struct check *c, json_t *list, uint64_t *nrefs)
+{
+    struct repo *r = c->r;
+    qsort(c->bad_blobs.v, c->bad_blobs.n, 32, cmp_id);
+    qsort(c->weak_packs.v, c->weak_packs.n, 32, cmp_id);
+    size_t i;
+    json_t *s;
+    json_array_foreach(list, i, s)
+    {
+        const char *file = json_string_value(json_object_get(s, "_file"));
+        const char *bid = json_string_value(json_object_get(s, "id"));
+        json_t *summary, *entries;
+        struct err se = ERR_INIT;
+        if (repo_snapshot_load(r, file, &summary, &entries, &se) != 0) {
+            add_issue(c->errors, file, "%s", se.msg);
+            continue;
+        }
+        bool missing = false, damaged = false, weak = false;
+        size_t k;
+        json_t *ent;
+        json_array_foreach(entries, k, ent)
+        {
+            json_t *chunks = json_object_get(ent, "chunks");
+            size_t m;
+            json_t *ch;
+            json_array_foreach(chunks, m, ch)
+            {
+                uint8_t id[32];
+                const char *hex = json_string_value(json_array_get(ch, 0));
+                (*nrefs)++;
+                if (!hex || cx_unhex(hex, id, 32) != 0) {
+                    damaged = true;
+                    continue;
+                }
+                pthread_mutex_lock(&r->mu);
+                long ei = repo_lookup_locked(r, id);
+                struct ientry en = {0};
+                if (ei >= 0)
+                    en = *repo_entry(r, (size_t)ei);
+                pthread_mutex_unlock(&r->mu);
+                if (ei < 0 || en.pack == PACK_PENDING)
+                    missing = true;
+                else if (idlist_has(&c->bad_blobs, id))
+                    damaged = true;
+                else if (idlist_has(&c->weak_packs, r->packs[en.pack].id))
+                    weak = true;
+            }
+        }
+        if (missing || damaged) {
+            char what[200];
+            snprintf(what, sizeof(what), "backup %s %s", bid ? bid : "?",
+                     missing ? "needs blobs that are missing from the repository"
+                             : "needs blobs that are damaged");
+            add_issue(c->errors, file, "%s", what);
+        }
+        if (missing || damaged || weak) {
+            /* Name the backup on every error it is affected by. */
+            size_t q;
+            json_t *iss;
+            json_array_foreach(c->errors, q, iss)
+            {
+                json_t *b = json_object_get(iss, "backups");
+                if ((missing || damaged) && json_array_size(b) == 0 &&
+                    strstr(json_string_value(json_object_get(iss, "object")), "index/") == NULL)
+                    json_array_append_new(b, json_string(bid ? bid : file));
+                else if (weak &&
+                         strstr(json_string_value(json_object_get(iss, "object")), "index/"))
+                    json_array_append_new(b, json_string(bid ? bid : file));
+            }
+        }
+        json_decref(summary);
+        json_decref(entries);
+    }
+}
+
+int repo_check(struct repo *r, const struct repo_check_opts *o, json_t **report, struct err *e)
+{
+    struct check c = {.r = r, .errors = json_array(), .warnings = json_array()};
+    int rc = -1;
+    json_t *list = NULL, *damaged = NULL;
+    uint64_t nrefs = 0, bytes = 0;
+    size_t i;
+    json_t *d;
+    json_array_foreach(repo_damage(r), i, d)
+    {
+        add_issue(c.errors, json_string_value(json_object_get(d, "object")), "%s",
+                  json_string_value(json_object_get(d, "error")));
+    }
+    if (storage_list(r->st, "data", collect_pack, &c, e) != 0)
+        goto out;
+    if (c.nfiles)
+        qsort(c.files, c.nfiles, sizeof(*c.files), cmp_packfile);
+    pthread_mutex_lock(&r->mu);
+    check_index(&c);
+    pthread_mutex_unlock(&r->mu);
+    for (size_t p = 0; p < c.nfiles; p++) {
+        bytes += c.files[p].size;
+        pthread_mutex_lock(&r->mu);
+        long known = repo_find_pack_locked(r, c.files[p].id);
+        pthread_mutex_unlock(&r->mu);
+        if (known < 0)
+            add_issue(c.warnings, c.files[p].name, "pack is not listed in any index");
+    }
+    if (o && o->read_data) {
+        struct buf data = {0};
+        for (size_t p = 0; p < c.nfiles; p++) {
+            if (o->progress)
+                o->progress(o->ctx, p, c.nfiles);
+            if (read_pack(&c, &c.files[p], &data, e) != 0) {
+                buf_free(&data);
+                goto out;
+            }
+        }
+        if (o->progress)
+            o->progress(o->ctx, c.nfiles, c.nfiles);
+        buf_free(&data);
+    }
+    list = repo_snapshot_list(r, &damaged, e);
+    if (!list)
+        goto out;
+    json_array_foreach(damaged, i, d)
+    {
+        add_issue(c.errors, json_string_value(json_object_get(d, "object")), "%s",
+                  json_string_value(json_object_get(d, "error")));
+    }
+    check_snapshots(&c, list, &nrefs);
+    bool ok = json_array_size(c.errors) == 0;
+    *report =
+        json_pack("{s:b, s:o, s:o, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:b}}", "ok", ok, "errors",
+                  c.errors, "warnings", c.warnings, "stats", "packs", (json_int_t)c.nfiles,
+                  "pack_bytes", (json_int_t)bytes, "blobs", (json_int_t)r->nentries, "index_files",
+                  (json_int_t)r->nindex_files, "snapshots", (json_int_t)json_array_size(list),
+                  "blob_references", (json_int_t)nrefs, "read_data", o && o->read_data);
+    c.errors = c.warnings = NULL;
+    rc = 0;
+out:
+    json_decref(list);
+    json_decref(damaged);
+    json_decref(c.errors);
+    json_decref(c.warnings);
+    for (size_t p = 0; p < c.nfiles; p++)
+        free(c.files[p].name);
+    free(c.files);
+    free(c.bad_blobs.v);
+    free(c.weak_packs.v);
+    return rc;
+}

@@ -1,0 +1,1294 @@
+/* Repository: open/init, key slots, config, the in-memory index, packs, blob I/O.
+ * The on-disk format is specified in docs/REPOSITORY-FORMAT.md. */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#define MARKER_NAME "caris-repository"
+#define MARKER_TEXT "caris-backup repository\nformat 1\n"
+#define DEFAULT_KDF_OPS 3
+#define DEFAULT_KDF_MEM (64u << 20)
+#define DEFAULT_COMPRESSION 3
+#define MAX_KEY_FILE (64u << 10)
+#define KEY_AAD "caris key slot v1"
+#define TRAILER_AAD "caris pack trailer v1"
+
+static const char WRONG_KEY_HINT[] =
+    "BACKUP_ENCRYPTION_KEY must be a key the repository was created with or added by "
+    "`caris-backup key add`";
+
+/* ---- small pieces -------------------------------------------------------------------- */
+
+int zstd_pack(const void *in, size_t len, int level, struct buf *out)
+{
+    size_t bound = ZSTD_compressBound(len);
+    out->len = 0;
+    buf_reserve(out, bound);
+    size_t n = ZSTD_compress(out->data, bound, in, len, level);
+    if (ZSTD_isError(n))
+        return -1;
+    out->len = n;
+    return 0;
+}
+
+int zstd_unpack(const uint8_t *in, size_t len, size_t max, struct buf *out, struct err *e)
+{
+    unsigned long long size = ZSTD_getFrameContentSize(in, len);
+    if (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN || size > max)
+        return err_set(e, ERR_DAMAGE, NULL, "bad compressed data (size field)");
+    out->len = 0;
+    buf_reserve(out, (size_t)size + 1);
+    size_t n = ZSTD_decompress(out->data, (size_t)size + 1, in, len);
+    if (ZSTD_isError(n) || n != size)
+        return err_set(e, ERR_DAMAGE, NULL, "bad compressed data: %s",
+                       ZSTD_isError(n) ? ZSTD_getErrorName(n) : "length mismatch");
+    out->len = n;
+    return 0;
+}
+
+void pack_nonce(uint64_t off, uint8_t nonce[CX_NONCE_LEN])
+{
+    memset(nonce, 0, 4);
+    for (int i = 0; i < 8; i++)
+        nonce[4 + i] = (uint8_t)(off >> (56 - 8 * i));
+}
+
+void pack_object_name(const uint8_t id[32], char *out, size_t n)
+{
+    char hex[65];
+    cx_hex(id, 32, hex);
+    snprintf(out, n, "data/%.2s/%s", hex, hex);
+}
+
+int pack_derive_key(const struct repo *r, const uint8_t salt[32], uint8_t key[32], struct err *e)
+{
+    static const char info[] = "caris pack v1";
+    return cx_hkdf_sha256(r->enc_key, 32, salt, 32, (const uint8_t *)info, sizeof(info) - 1, key,
+                          32, e);
+}
+
+/* ---- encrypted container ------------------------------------------------------------- */
+
+static void container_header(char type, uint8_t h[CONTAINER_HEADER_LEN])
+{
+    memcpy(h, "CARIS", 5);
+    h[5] = (uint8_t)type;
+    h[6] = 1; /* container version */
+    h[7] = 0;
+}
+
+static int container_key(const struct repo *r, char type, const uint8_t salt[32], uint8_t key[32],
+                         struct err *e)
+{
+    char info[32];
+    int n = snprintf(info, sizeof(info), "caris container v1 %c", type);
+    return cx_hkdf_sha256(r->enc_key, 32, salt, 32, (const uint8_t *)info, (size_t)n, key, 32, e);
+}
+
+int container_seal(const struct repo *r, char type, const void *data, size_t len, struct buf *out,
+                   struct err *e)
+{
+    uint8_t h[CONTAINER_HEADER_LEN], salt[32], key[32], nonce[CX_NONCE_LEN] = {0};
+    container_header(type, h);
+    cx_random(salt, sizeof(salt));
+    if (container_key(r, type, salt, key, e) != 0)
+        return -1;
+    out->len = 0;
+    buf_reserve(out, xsize(1, len, CONTAINER_OVERHEAD));
+    buf_append(out, h, sizeof(h));
+    buf_append(out, salt, sizeof(salt));
+    /* The key is unique to this file (random 256-bit salt), so a fixed nonce is never reused
+     * under the same key. */
+    int rc = cx_aead_seal(key, nonce, h, sizeof(h), data, len, out->data + out->len, e);
+    cx_wipe(key, sizeof(key));
+    if (rc != 0)
+        return -1;
+    out->len += len + CX_TAG_LEN;
+    return 0;
+}
+
+int container_open(const struct repo *r, char type, const uint8_t *data, size_t len,
+                   struct buf *out, struct err *e)
+{
+    uint8_t h[CONTAINER_HEADER_LEN], key[32], nonce[CX_NONCE_LEN] = {0};
+    container_header(type, h);
+    if (len < CONTAINER_OVERHEAD || memcmp(data, h, 5) != 0)
+        return err_set(e, ERR_DAMAGE, NULL, "not a caris-backup metadata file (bad header)");
+    if (data[5] != (uint8_t)type)
+        return err_set(e, ERR_DAMAGE, NULL, "wrong kind of metadata file ('%c', expected '%c')",
+                       data[5], type);
+    if (data[6] != 1)
+        return err_set(e, ERR_DAMAGE,
+                       "this file was written by a newer caris-backup: upgrade to read it",
+                       "unsupported metadata file version %u", data[6]);
+    if (container_key(r, type, data + CONTAINER_HEADER_LEN, key, e) != 0)
+        return -1;
+    size_t clen = len - CONTAINER_HEADER_LEN - 32;
+    out->len = 0;
+    buf_reserve(out, clen);
+    int rc = cx_aead_open(key, nonce, data, CONTAINER_HEADER_LEN, data + CONTAINER_HEADER_LEN + 32,
+                          clen, out->data, e);
+    cx_wipe(key, sizeof(key));
+    if (rc != 0)
+        return err_set(e, ERR_DAMAGE, NULL, "authentication failed (the file was altered)");
+    out->len = clen - CX_TAG_LEN;
+    return 0;
+}
+
+/* ---- id maps and the index ----------------------------------------------------------- */
+
+typedef const uint8_t *(*idmap_get)(struct repo *r, uint32_t i);
+
+static const uint8_t *entry_id(struct repo *r, uint32_t i)
+{
+    return repo_entry(r, i)->id;
+}
+
+static const uint8_t *pack_id(struct repo *r, uint32_t i)
+{
+    return r->packs[i].id;
+}
+
+static long idmap_find(struct repo *r, const struct idmap *m, idmap_get get, const uint8_t id[32])
+{
+    if (!m->cap)
+        return -1;
+    size_t mask = m->cap - 1;
+    for (size_t h = load_u64le(id) & mask;; h = (h + 1) & mask) {
+        uint32_t v = m->slots[h];
+        if (!v)
+            return -1;
+        if (memcmp(get(r, v - 1), id, 32) == 0)
+            return (long)(v - 1);
+    }
+}
+
+static void idmap_put_raw(struct idmap *m, const uint8_t *id, uint32_t v)
+{
+    size_t mask = m->cap - 1;
+    size_t h = load_u64le(id) & mask;
+    while (m->slots[h])
+        h = (h + 1) & mask;
+    m->slots[h] = v + 1;
+}
+
+/* Keeps the load factor at most 1/2: probes stay short, and the table costs 8-16 bytes per
+ * entry (stated in docs/REPOSITORY-FORMAT.md). */
+static void idmap_insert(struct repo *r, struct idmap *m, idmap_get get, uint32_t v)
+{
+    if ((m->n + 1) * 2 > m->cap) {
+        size_t ncap = m->cap ? m->cap * 2 : 1024;
+        uint32_t *old = m->slots;
+        size_t ocap = m->cap;
+        m->slots = xcalloc(ncap, sizeof(uint32_t));
+        m->cap = ncap;
+        for (size_t i = 0; i < ocap; i++)
+            if (old[i])
+                idmap_put_raw(m, get(r, old[i] - 1), old[i] - 1);
+        free(old);
+    }
+    idmap_put_raw(m, get(r, v), v);
+    m->n++;
+}
+
+struct ientry *repo_entry(struct repo *r, size_t i)
+{
+    return &r->blocks[i >> IBLOCK_SHIFT][i & (IBLOCK - 1)];
+}
+
+long repo_lookup_locked(struct repo *r, const uint8_t id[32])
+{
+    return idmap_find(r, &r->emap, entry_id, id);
+}
+
+/* Adds an entry unless the id is known; returns its number. */
+static uint32_t index_add_locked(struct repo *r, const uint8_t id[32], uint32_t pack, uint32_t off,
+                                 uint32_t clen, uint32_t ulen_flags, bool *added)
+{
+    long have = repo_lookup_locked(r, id);
+    if (have >= 0) {
+        *added = false;
+        return (uint32_t)have;
+    }
+    if (r->nentries >= UINT32_MAX - 1) {
+        fprintf(stderr, "fatal: index full\n");
+        abort();
+    }
+    size_t i = r->nentries;
+    if ((i >> IBLOCK_SHIFT) >= r->nblocks) {
+        r->blocks = xrealloc(r->blocks, xsize(r->nblocks + 1, sizeof(*r->blocks), 0));
+        r->blocks[r->nblocks++] = xmalloc(sizeof(struct ientry) * IBLOCK);
+    }
+    struct ientry *en = repo_entry(r, i);
+    memcpy(en->id, id, 32);
+    en->pack = pack;
+    en->off = off;
+    en->clen = clen;
+    en->ulen_flags = ulen_flags;
+    r->nentries++;
+    idmap_insert(r, &r->emap, entry_id, (uint32_t)i);
+    *added = true;
+    return (uint32_t)i;
+}
+
+long repo_find_pack_locked(struct repo *r, const uint8_t id[32])
+{
+    return idmap_find(r, &r->pmap, pack_id, id);
+}
+
+uint32_t repo_add_pack_locked(struct repo *r, const uint8_t id[32], int source)
+{
+    long have = repo_find_pack_locked(r, id);
+    if (have >= 0)
+        return (uint32_t)have;
+    if (r->npacks == r->packs_cap) {
+        r->packs_cap = r->packs_cap ? r->packs_cap * 2 : 64;
+        r->packs = xrealloc(r->packs, xsize(r->packs_cap, sizeof(*r->packs), 0));
+    }
+    struct packinfo *p = &r->packs[r->npacks];
+    memset(p, 0, sizeof(*p));
+    memcpy(p->id, id, 32);
+    p->source = source;
+    idmap_insert(r, &r->pmap, pack_id, (uint32_t)r->npacks);
+    return (uint32_t)r->npacks++;
+}
+
+/* Index file payload (after decryption and zstd):
+ *   "CIDX" u32 version(1) u32 npacks, then per pack: id[32] u32 nblobs, then per blob:
+ *   id[32] u32 off u32 clen u32 ulen_flags. */
+int index_parse_into(struct repo *r, const uint8_t *p, size_t len, int source, const char *name,
+                     struct err *e)
+{
+    struct reader rd;
+    reader_init(&rd, p, len);
+    uint8_t magic[4];
+    uint32_t version, npacks;
+    if (reader_bytes(&rd, magic, 4) || memcmp(magic, "CIDX", 4) || reader_u32le(&rd, &version) ||
+        reader_u32le(&rd, &npacks))
+        return err_set(e, ERR_DAMAGE, NULL, "index %s: bad header", name);
+    if (version != 1)
+        return err_set(e, ERR_DAMAGE, "upgrade caris-backup", "index %s: unsupported version %u",
+                       name, version);
+    for (uint32_t i = 0; i < npacks; i++) {
+        uint8_t pid[32];
+        uint32_t nblobs;
+        if (reader_bytes(&rd, pid, 32) || reader_u32le(&rd, &nblobs))
+            return err_set(e, ERR_DAMAGE, NULL, "index %s: truncated", name);
+        if ((uint64_t)nblobs * 44 > rd.len - rd.pos)
+            return err_set(e, ERR_DAMAGE, NULL, "index %s: blob count exceeds file", name);
+        uint32_t pidx = repo_add_pack_locked(r, pid, source);
+        for (uint32_t b = 0; b < nblobs; b++) {
+            uint8_t id[32];
+            uint32_t off, clen, ulf;
+            if (reader_bytes(&rd, id, 32) || reader_u32le(&rd, &off) || reader_u32le(&rd, &clen) ||
+                reader_u32le(&rd, &ulf))
+                return err_set(e, ERR_DAMAGE, NULL, "index %s: truncated", name);
+            if (clen < CX_TAG_LEN || (ulf & ULEN_MASK) > REPO_MAX_BLOB ||
+                clen > REPO_MAX_BLOB + CX_TAG_LEN || off < PACK_HEADER_LEN)
+                return err_set(e, ERR_DAMAGE, NULL, "index %s: invalid blob entry", name);
+            bool added;
+            index_add_locked(r, id, pidx, off, clen, ulf, &added);
+        }
+    }
+    if (rd.pos != rd.len)
+        return err_set(e, ERR_DAMAGE, NULL, "index %s: trailing bytes", name);
+    return 0;
+}
+
+int pack_trailer_parse_into(struct repo *r, uint32_t pidx, const uint8_t *p, size_t len,
+                            uint64_t pack_size, const char *name, struct err *e)
+{
+    if (len % PACK_TRAILER_ENTRY_LEN != 0)
+        return err_set(e, ERR_DAMAGE, NULL, "pack %s: bad trailer length", name);
+    for (size_t i = 0; i < len; i += PACK_TRAILER_ENTRY_LEN) {
+        uint32_t off = load_u32le(p + i + 32), clen = load_u32le(p + i + 36),
+                 ulf = load_u32le(p + i + 40);
+        if (clen < CX_TAG_LEN || (ulf & ULEN_MASK) > REPO_MAX_BLOB || off < PACK_HEADER_LEN ||
+            (uint64_t)off + clen > pack_size)
+            return err_set(e, ERR_DAMAGE, NULL, "pack %s: invalid trailer entry", name);
+        bool added;
+        index_add_locked(r, p + i, pidx, off, clen, ulf, &added);
+    }
+    return 0;
+}
+
+int pack_read_trailer(struct repo *r, const char *name, const uint8_t pid[32], struct buf *out,
+                      uint64_t *size_out, struct err *e)
+{
+    (void)pid;
+    uint64_t size;
+    if (storage_size(r->st, name, &size, e) != 0)
+        return -1;
+    if (size < PACK_HEADER_LEN + PACK_FOOTER_LEN + CX_TAG_LEN)
+        return err_set(e, ERR_DAMAGE, NULL, "pack %s is too short", name);
+    uint8_t head[PACK_HEADER_LEN], foot[PACK_FOOTER_LEN];
+    if (storage_read_at(r->st, name, 0, head, sizeof(head), e) ||
+        storage_read_at(r->st, name, size - PACK_FOOTER_LEN, foot, sizeof(foot), e))
+        return -1;
+    if (memcmp(head, PACK_MAGIC, 8) != 0 || memcmp(foot + 4, PACK_END_MAGIC, 4) != 0)
+        return err_set(e, ERR_DAMAGE, NULL, "pack %s: bad magic", name);
+    uint32_t tlen = load_u32le(foot);
+    if (tlen < CX_TAG_LEN || tlen > size - PACK_HEADER_LEN - PACK_FOOTER_LEN)
+        return err_set(e, ERR_DAMAGE, NULL, "pack %s: bad trailer length", name);
+    struct buf ct = {0};
+    buf_reserve(&ct, tlen);
+    if (storage_read_at(r->st, name, size - PACK_FOOTER_LEN - tlen, ct.data, tlen, e) != 0) {
+        buf_free(&ct);
+        return -1;
+    }
+    uint8_t key[32], nonce[CX_NONCE_LEN];
+    memset(nonce, 0xff, sizeof(nonce));
+    int rc = pack_derive_key(r, head + 8, key, e);
+    out->len = 0;
+    buf_reserve(out, tlen);
+    if (rc == 0)
+        rc = cx_aead_open(key, nonce, TRAILER_AAD, sizeof(TRAILER_AAD) - 1, ct.data, tlen,
+                          out->data, e);
+    cx_wipe(key, sizeof(key));
+    buf_free(&ct);
+    if (rc != 0)
+        return err_set(e, ERR_DAMAGE, NULL, "pack %s: trailer authentication failed", name);
+    out->len = tlen - CX_TAG_LEN;
+    *size_out = size;
+    return 0;
+}
+
+/* ---- open / init --------------------------------------------------------------------- */
+
+static void damage_add(struct repo *r, const char *object, const struct err *e)
+{
+    json_array_append_new(r->damage, json_pack("{s:s, s:s}", "object", object, "error", e->msg));
+}
+
+static struct repo *repo_alloc(const char *path)
+{
+    struct repo *r = xcalloc(1, sizeof(*r));
+    r->path = xstrdup(path);
+    pthread_mutex_init(&r->mu, NULL);
+    r->damage = json_array();
+    r->compression = DEFAULT_COMPRESSION;
+    return r;
+}
+
+void repo_close(struct repo *r)
+{
+    if (!r)
+        return;
+    repo_unlock(r);
+    for (size_t i = 0; i < r->nblocks; i++)
+        free(r->blocks[i]);
+    free(r->blocks);
+    free(r->emap.slots);
+    free(r->pmap.slots);
+    if (r->packs)
+        cx_wipe(r->packs, r->packs_cap * sizeof(*r->packs));
+    free(r->packs);
+    for (size_t i = 0; i < r->nindex_files; i++)
+        free(r->index_files[i]);
+    free(r->index_files);
+    free(r->adopted);
+    json_decref(r->damage);
+    cx_hmac_key_free(r->idkey);
+    storage_close(r->st);
+    cx_wipe(r->enc_key, sizeof(r->enc_key));
+    cx_wipe(r->mac_key, sizeof(r->mac_key));
+    pthread_mutex_destroy(&r->mu);
+    free(r->path);
+    free(r);
+}
+
+int repo_exists(const char *path, struct err *e)
+{
+    char *m = xasprintf("%s/" MARKER_NAME, path);
+    int r = fs_exists(m) ? 1 : 0;
+    free(m);
+    (void)e;
+    return r;
+}
+
+static json_t *params_json(const struct chunker_params *p)
+{
+    return json_pack("{s:I, s:I, s:I}", "min", (json_int_t)p->min_size, "avg",
+                     (json_int_t)p->avg_size, "max", (json_int_t)p->max_size);
+}
+
+static int params_from_json(json_t *j, struct chunker_params *p)
+{
+    json_int_t mn, av, mx;
+    if (!j || json_unpack(j, "{s:I, s:I, s:I}", "min", &mn, "avg", &av, "max", &mx) != 0)
+        return -1;
+    if (mn <= 0 || av <= 0 || mx <= 0 || mx > (json_int_t)REPO_MAX_BLOB)
+        return -1;
+    p->min_size = (uint32_t)mn;
+    p->avg_size = (uint32_t)av;
+    p->max_size = (uint32_t)mx;
+    struct chunker c;
+    static const uint8_t seed[32];
+    return chunker_init(&c, p, seed);
+}
+
+static int write_key_slot(struct repo *r, const char *password, const char *label, uint64_t ops,
+                          size_t mem, char id_out[17], struct err *e)
+{
+    uint8_t salt[CX_ARGON2_SALT_LEN], kek[32], nonce[CX_NONCE_LEN], master[64],
+        wrapped[64 + CX_TAG_LEN], rid[8];
+    cx_random(salt, sizeof(salt));
+    cx_random(nonce, sizeof(nonce));
+    cx_random(rid, sizeof(rid));
+    cx_hex(rid, sizeof(rid), id_out);
+    if (cx_argon2id(password, strlen(password), salt, ops, mem, kek, sizeof(kek), e) != 0)
+        return -1;
+    memcpy(master, r->enc_key, 32);
+    memcpy(master + 32, r->mac_key, 32);
+    int rc =
+        cx_aead_seal(kek, nonce, KEY_AAD, sizeof(KEY_AAD) - 1, master, sizeof(master), wrapped, e);
+    cx_wipe(kek, sizeof(kek));
+    cx_wipe(master, sizeof(master));
+    if (rc != 0)
+        return -1;
+    char salt_hex[2 * sizeof(salt) + 1], nonce_hex[2 * sizeof(nonce) + 1],
+        wrapped_hex[2 * sizeof(wrapped) + 1], now[40];
+    cx_hex(salt, sizeof(salt), salt_hex);
+    cx_hex(nonce, sizeof(nonce), nonce_hex);
+    cx_hex(wrapped, sizeof(wrapped), wrapped_hex);
+    time_format_iso(time_now_ns(), now, sizeof(now));
+    json_t *j = json_pack("{s:i, s:s, s:I, s:I, s:s, s:s, s:s, s:s, s:s}", "version", 1, "kdf",
+                          "argon2id13", "ops", (json_int_t)ops, "mem", (json_int_t)mem, "salt",
+                          salt_hex, "nonce", nonce_hex, "wrapped", wrapped_hex, "created", now,
+                          "label", label ? label : "");
+    char *text = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
+    json_decref(j);
+    char *name = xasprintf("keys/%s", id_out);
+    rc = storage_put(r->st, name, text, strlen(text), e);
+    free(name);
+    free(text);
+    return rc;
+}
+
+/* Tries one key slot. 1 opened, 0 wrong key, -1 damaged slot (e set). */
+static int try_key_slot(struct repo *r, const char *name, const char *password, struct err *e)
+{
+    struct buf b = {0};
+    if (storage_get(r->st, name, MAX_KEY_FILE, &b, e) != 0) {
+        buf_free(&b);
+        return -1;
+    }
+    json_error_t je;
+    json_t *j = json_loadb((const char *)b.data, b.len, 0, &je);
+    buf_free(&b);
+    const char *kdf, *salt_hex, *nonce_hex, *wrapped_hex;
+    json_int_t ops, mem, version;
+    if (!j || json_unpack(j, "{s:I, s:s, s:I, s:I, s:s, s:s, s:s}", "version", &version, "kdf",
+                          &kdf, "ops", &ops, "mem", &mem, "salt", &salt_hex, "nonce", &nonce_hex,
+                          "wrapped", &wrapped_hex) != 0) {
+        json_decref(j);
+        return err_set(e, ERR_DAMAGE, NULL, "key slot %s is malformed", name);
+    }
+    uint8_t salt[CX_ARGON2_SALT_LEN], nonce[CX_NONCE_LEN], wrapped[64 + CX_TAG_LEN], kek[32],
+        master[64];
+    int rc = -1;
+    if (version != 1 || strcmp(kdf, "argon2id13") != 0 || ops < 1 || ops > 100 || mem < 8192 ||
+        mem > ((json_int_t)4 << 30) || cx_unhex(salt_hex, salt, sizeof(salt)) ||
+        cx_unhex(nonce_hex, nonce, sizeof(nonce)) ||
+        cx_unhex(wrapped_hex, wrapped, sizeof(wrapped))) {
+        err_set(e, ERR_DAMAGE, NULL, "key slot %s has invalid parameters", name);
+        goto out;
+    }
+    if (cx_argon2id(password, strlen(password), salt, (uint64_t)ops, (size_t)mem, kek, sizeof(kek),
+                    e) != 0)
+        goto out;
+    struct err ignore = ERR_INIT;
+    if (cx_aead_open(kek, nonce, KEY_AAD, sizeof(KEY_AAD) - 1, wrapped, sizeof(wrapped), master,
+                     &ignore) != 0) {
+        rc = 0;
+        goto out;
+    }
+    memcpy(r->enc_key, master, 32);
+    memcpy(r->mac_key, master + 32, 32);
+    snprintf(r->key_slot, sizeof(r->key_slot), "%s", strrchr(name, '/') + 1);
+    rc = 1;
+out:
+    cx_wipe(kek, sizeof(kek));
+    cx_wipe(master, sizeof(master));
+    json_decref(j);
+    return rc;
+}
+
+struct namelist {
+    char **v;
+    size_t n;
+};
+
+static int collect_name(void *ctx, const char *name, uint64_t size, struct err *e)
+{
+    (void)size;
+    (void)e;
+    struct namelist *l = ctx;
+    l->v = xrealloc(l->v, xsize(l->n + 1, sizeof(char *), 0));
+    l->v[l->n++] = xstrdup(name);
+    return 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void namelist_free(struct namelist *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->v[i]);
+    free(l->v);
+    l->v = NULL;
+    l->n = 0;
+}
+
+static int list_names(struct repo *r, const char *dir, struct namelist *l, struct err *e)
+{
+    memset(l, 0, sizeof(*l));
+    if (storage_list(r->st, dir, collect_name, l, e) != 0) {
+        namelist_free(l);
+        return -1;
+    }
+    if (l->n)
+        qsort(l->v, l->n, sizeof(char *), cmp_str);
+    return 0;
+}
+
+static int unlock_master(struct repo *r, const char *password, struct err *e)
+{
+    struct namelist keys;
+    if (list_names(r, "keys", &keys, e) != 0)
+        return -1;
+    if (keys.n == 0) {
+        namelist_free(&keys);
+        return err_set(e, ERR_DAMAGE, "restore the keys/ directory from a copy of the repository",
+                       "repository %s has no key slots", r->path);
+    }
+    int opened = 0;
+    struct err last = ERR_INIT;
+    for (size_t i = 0; i < keys.n && opened == 0; i++) {
+        struct err ke = ERR_INIT;
+        int rc = try_key_slot(r, keys.v[i], password, &ke);
+        if (rc == 1)
+            opened = 1;
+        else if (rc < 0)
+            last = ke;
+    }
+    namelist_free(&keys);
+    if (opened)
+        return 0;
+    if (err_is_set(&last) && last.code != ERR_DAMAGE) {
+        *e = last;
+        return -1;
+    }
+    return err_set(e, ERR_WRONG_KEY, WRONG_KEY_HINT,
+                   "cannot open repository %s: wrong encryption key", r->path);
+}
+
+static int read_config(struct repo *r, struct err *e)
+{
+    struct buf raw = {0}, plain = {0};
+    int rc = -1;
+    json_t *j = NULL;
+    if (storage_get(r->st, "config", 1 << 20, &raw, e) != 0)
+        goto out;
+    if (container_open(r, 'C', raw.data, raw.len, &plain, e) != 0) {
+        err_wrap(e, "repository config %s/config", r->path);
+        goto out;
+    }
+    json_error_t je;
+    j = json_loadb((const char *)plain.data, plain.len, 0, &je);
+    const char *seed_hex;
+    json_int_t version, comp;
+    json_t *chunker = NULL;
+    if (!j ||
+        json_unpack(j, "{s:I, s:s, s:o, s:I}", "version", &version, "chunker_seed", &seed_hex,
+                    "chunker", &chunker, "compression", &comp) != 0 ||
+        cx_unhex(seed_hex, r->chunker_seed, 32) != 0 ||
+        params_from_json(json_object_get(chunker, "files"), &r->cp_files) != 0 ||
+        params_from_json(json_object_get(chunker, "dumps"), &r->cp_dumps) != 0) {
+        err_set(e, ERR_DAMAGE, NULL, "repository config %s/config is malformed", r->path);
+        goto out;
+    }
+    if (version != REPO_FORMAT_VERSION) {
+        err_set(e, ERR_FAILURE, "upgrade caris-backup to open this repository",
+                "repository %s has format version %lld, this program reads version %d", r->path,
+                (long long)version, REPO_FORMAT_VERSION);
+        goto out;
+    }
+    r->compression = (int)comp;
+    rc = 0;
+out:
+    json_decref(j);
+    if (plain.data)
+        cx_wipe(plain.data, plain.cap);
+    buf_free(&plain);
+    buf_free(&raw);
+    return rc;
+}
+
+static int load_indexes(struct repo *r, struct err *e)
+{
+    struct namelist l;
+    if (list_names(r, "index", &l, e) != 0)
+        return -1;
+    struct buf raw = {0}, plain = {0}, payload = {0};
+    for (size_t i = 0; i < l.n; i++) {
+        struct err ie = ERR_INIT;
+        int source = (int)r->nindex_files;
+        r->index_files = xrealloc(r->index_files, xsize(r->nindex_files + 1, sizeof(char *), 0));
+        r->index_files[r->nindex_files++] = xstrdup(l.v[i]);
+        if (storage_get(r->st, l.v[i], REPO_MAX_METADATA, &raw, &ie) != 0 ||
+            container_open(r, 'I', raw.data, raw.len, &plain, &ie) != 0 ||
+            zstd_unpack(plain.data, plain.len, REPO_MAX_METADATA, &payload, &ie) != 0 ||
+            index_parse_into(r, payload.data, payload.len, source, l.v[i], &ie) != 0) {
+            if (ie.code != ERR_DAMAGE) {
+                *e = ie;
+                goto fail;
+            }
+            char msg[1100];
+            snprintf(msg, sizeof(msg), "index file %s is damaged: %s", l.v[i], ie.msg);
+            snprintf(ie.msg, sizeof(ie.msg), "%s", msg);
+            damage_add(r, l.v[i], &ie);
+        }
+    }
+    buf_free(&raw);
+    buf_free(&plain);
+    buf_free(&payload);
+    namelist_free(&l);
+    return 0;
+fail:
+    buf_free(&raw);
+    buf_free(&plain);
+    buf_free(&payload);
+    namelist_free(&l);
+    return -1;
+}
+
+/* Packs in data/ that no index lists were left by an interrupted backup (or are being
+ * written by a concurrent one). Their trailers make their blobs findable again. */
+static int adopt_orphan_packs(struct repo *r, struct err *e)
+{
+    struct namelist l;
+    if (list_names(r, "data", &l, e) != 0)
+        return -1;
+    struct buf tr = {0};
+    int rc = 0;
+    for (size_t i = 0; i < l.n; i++) {
+        const char *base = strrchr(l.v[i], '/');
+        uint8_t pid[32];
+        if (!base || cx_unhex(base + 1, pid, 32) != 0)
+            continue; /* not a pack name: check reports it */
+        if (repo_find_pack_locked(r, pid) >= 0)
+            continue;
+        struct err pe = ERR_INIT;
+        uint64_t size;
+        if (pack_read_trailer(r, l.v[i], pid, &tr, &size, &pe) != 0) {
+            if (pe.code != ERR_DAMAGE) {
+                *e = pe;
+                rc = -1;
+                break;
+            }
+            damage_add(r, l.v[i], &pe);
+            continue;
+        }
+        uint32_t pidx = repo_add_pack_locked(r, pid, -1);
+        if (pack_trailer_parse_into(r, pidx, tr.data, tr.len, size, l.v[i], &pe) != 0) {
+            damage_add(r, l.v[i], &pe);
+            continue;
+        }
+        r->adopted = xrealloc(r->adopted, xsize(r->nadopted + 1, sizeof(uint32_t), 0));
+        r->adopted[r->nadopted++] = pidx;
+    }
+    buf_free(&tr);
+    namelist_free(&l);
+    return rc;
+}
+
+static int check_marker(struct repo *r, struct err *e)
+{
+    struct buf b = {0};
+    struct err me = ERR_INIT;
+    if (storage_get(r->st, MARKER_NAME, 4096, &b, &me) != 0) {
+        buf_free(&b);
+        if (me.code == ERR_NOT_FOUND)
+            return err_set(e, ERR_NOT_FOUND,
+                           "create one with `caris-backup init`, or point BACKUP_DIR (or --repo) "
+                           "at an existing repository",
+                           "%s is not a caris-backup repository", r->path);
+        *e = me;
+        return -1;
+    }
+    buf_append_u8(&b, 0);
+    const char *fmt = strstr((const char *)b.data, "format ");
+    int version = fmt ? atoi(fmt + 7) : 0;
+    buf_free(&b);
+    if (version != REPO_FORMAT_VERSION)
+        return err_set(e, version > REPO_FORMAT_VERSION ? ERR_FAILURE : ERR_DAMAGE,
+                       "a newer caris-backup wrote this repository: upgrade to read it",
+                       "repository %s has format %d, this program reads format %d", r->path,
+                       version, REPO_FORMAT_VERSION);
+    return 0;
+}
+
+struct repo *repo_open(const char *path, const char *password, struct err *e)
+{
+    struct repo *r = repo_alloc(path);
+    r->st = storage_posix_open(path, false, e);
+    if (!r->st || cx_init(e) != 0 || check_marker(r, e) != 0 || unlock_master(r, password, e) != 0)
+        goto fail;
+    r->idkey = cx_hmac_key_new(r->mac_key, 32);
+    if (read_config(r, e) != 0 || load_indexes(r, e) != 0 || adopt_orphan_packs(r, e) != 0)
+        goto fail;
+    return r;
+fail:
+    repo_close(r);
+    return NULL;
+}
+
+struct repo *repo_init(const char *path, const char *password, const struct repo_init_opts *o,
+                       struct err *e)
+{
+    struct repo_init_opts dflt = {0};
+    if (!o)
+        o = &dflt;
+    if (cx_init(e) != 0)
+        return NULL;
+    if (repo_exists(path, e) == 1) {
+        err_set(e, ERR_FAILURE, "use it as it is, or choose another BACKUP_DIR / --repo",
+                "a repository already exists at %s", path);
+        return NULL;
+    }
+    struct repo *r = repo_alloc(path);
+    r->st = storage_posix_open(path, true, e);
+    if (!r->st)
+        goto fail;
+    struct namelist l;
+    if (list_names(r, "keys", &l, e) != 0)
+        goto fail;
+    size_t nkeys = l.n;
+    namelist_free(&l);
+    if (nkeys) {
+        err_set(e, ERR_FAILURE, "remove the leftovers of an interrupted init, or use another path",
+                "%s holds key slots but no repository marker", path);
+        goto fail;
+    }
+    cx_random(r->enc_key, 32);
+    cx_random(r->mac_key, 32);
+    cx_random(r->chunker_seed, 32);
+    r->idkey = cx_hmac_key_new(r->mac_key, 32);
+    r->cp_files = CHUNKER_DEFAULT_FILES;
+    r->cp_dumps = CHUNKER_DEFAULT_DUMPS;
+    r->compression = o->compression_level ? o->compression_level : DEFAULT_COMPRESSION;
+    char slot[17];
+    if (write_key_slot(r, password, o->label ? o->label : "initial key",
+                       o->kdf_ops ? o->kdf_ops : DEFAULT_KDF_OPS,
+                       o->kdf_mem ? o->kdf_mem : DEFAULT_KDF_MEM, slot, e) != 0)
+        goto fail;
+    snprintf(r->key_slot, sizeof(r->key_slot), "%s", slot);
+    uint8_t rid[16];
+    char rid_hex[33], seed_hex[65], now[40];
+    cx_random(rid, sizeof(rid));
+    cx_hex(rid, sizeof(rid), rid_hex);
+    cx_hex(r->chunker_seed, 32, seed_hex);
+    time_format_iso(time_now_ns(), now, sizeof(now));
+    json_t *cfg =
+        json_pack("{s:i, s:s, s:s, s:s, s:{s:o, s:o}, s:i, s:I}", "version", REPO_FORMAT_VERSION,
+                  "id", rid_hex, "created", now, "chunker_seed", seed_hex, "chunker", "files",
+                  params_json(&r->cp_files), "dumps", params_json(&r->cp_dumps), "compression",
+                  r->compression, "pack_size", (json_int_t)REPO_PACK_TARGET);
+    char *text = json_dumps(cfg, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(cfg);
+    struct buf sealed = {0};
+    int rc = container_seal(r, 'C', text, strlen(text), &sealed, e);
+    cx_wipe(text, strlen(text));
+    free(text);
+    if (rc == 0)
+        rc = storage_put(r->st, "config", sealed.data, sealed.len, e);
+    buf_free(&sealed);
+    /* The marker goes last: a repository without it does not exist. */
+    if (rc != 0 || storage_put(r->st, MARKER_NAME, MARKER_TEXT, strlen(MARKER_TEXT), e) != 0)
+        goto fail;
+    return r;
+fail:
+    repo_close(r);
+    return NULL;
+}
+
+const char *repo_path(const struct repo *r)
+{
+    return r->path;
+}
+
+struct storage *repo_storage(struct repo *r)
+{
+    return r->st;
+}
+
+const struct chunker_params *repo_chunker_params(const struct repo *r, bool dumps)
+{
+    return dumps ? &r->cp_dumps : &r->cp_files;
+}
+
+const uint8_t *repo_chunker_seed(const struct repo *r)
+{
+    return r->chunker_seed;
+}
+
+int repo_compression_level(const struct repo *r)
+{
+    return r->compression;
+}
+
+void repo_set_compression_level(struct repo *r, int level)
+{
+    r->compression = level;
+}
+
+void repo_chunk_id(const struct repo *r, const void *data, size_t len, uint8_t id[32])
+{
+    cx_hmac_key_mac(r->idkey, data, len, id);
+}
+
+json_t *repo_damage(const struct repo *r)
+{
+    return r->damage;
+}
+
+/* ---- key slots ----------------------------------------------------------------------- */
+
+int repo_key_add(struct repo *r, const char *password, const char *label, char id_out[17],
+                 struct err *e)
+{
+    if (strlen(password) < 32)
+        return err_set(e, ERR_USAGE, "use a random key of at least 32 characters",
+                       "the new key is too short");
+    return write_key_slot(r, password, label, DEFAULT_KDF_OPS, DEFAULT_KDF_MEM, id_out, e);
+}
+
+json_t *repo_key_list(struct repo *r, struct err *e)
+{
+    struct namelist l;
+    if (list_names(r, "keys", &l, e) != 0)
+        return NULL;
+    json_t *arr = json_array();
+    struct buf b = {0};
+    for (size_t i = 0; i < l.n; i++) {
+        const char *id = strrchr(l.v[i], '/') + 1;
+        json_t *o = json_pack("{s:s, s:b}", "id", id, "current", strcmp(id, r->key_slot) == 0);
+        struct err ke = ERR_INIT;
+        if (storage_get(r->st, l.v[i], MAX_KEY_FILE, &b, &ke) == 0) {
+            json_t *j = json_loadb((const char *)b.data, b.len, 0, NULL);
+            json_t *v;
+            if (j && (v = json_object_get(j, "label")))
+                json_object_set(o, "label", v);
+            if (j && (v = json_object_get(j, "created")))
+                json_object_set(o, "created", v);
+            json_decref(j);
+        }
+        json_array_append_new(arr, o);
+    }
+    buf_free(&b);
+    namelist_free(&l);
+    return arr;
+}
+
+int repo_key_remove(struct repo *r, const char *id, struct err *e)
+{
+    if (strcmp(id, r->key_slot) == 0)
+        return err_set(e, ERR_USAGE,
+                       "open the repository with another key (BACKUP_ENCRYPTION_KEY) to remove "
+                       "this one",
+                       "refusing to remove key slot %s: it is the key in use", id);
+    for (const char *p = id; *p; p++)
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
+            return err_set(e, ERR_USAGE, "see `caris-backup key list`", "invalid key id %s", id);
+    char *name = xasprintf("keys/%s", id);
+    int ex = storage_exists(r->st, name, e);
+    int rc = -1;
+    if (ex == 0)
+        err_set(e, ERR_NOT_FOUND, "see `caris-backup key list`", "no key slot %s", id);
+    else if (ex == 1)
+        rc = storage_remove(r->st, name, e);
+    free(name);
+    return rc;
+}
+
+/* ---- writing ------------------------------------------------------------------------- */
+
+struct wslot {
+    struct buf pack;
+    struct buf trailer;
+    uint8_t key[32];
+    uint64_t nblobs;
+    uint32_t *ents;
+    size_t nents, cap_ents;
+    ZSTD_CCtx *cctx;
+    struct buf cbuf;
+};
+
+struct repo_writer {
+    struct repo *r;
+    int nslots;
+    struct wslot *slots;
+    uint32_t *packs; /* written by this session */
+    size_t npacks;
+    struct repo_writer_stats stats;
+};
+
+struct repo_writer *repo_writer_new(struct repo *r, int nslots)
+{
+    struct repo_writer *w = xcalloc(1, sizeof(*w));
+    w->r = r;
+    w->nslots = nslots < 1 ? 1 : nslots;
+    w->slots = xcalloc((size_t)w->nslots, sizeof(*w->slots));
+    for (int i = 0; i < w->nslots; i++)
+        w->slots[i].cctx = ZSTD_createCCtx();
+    return w;
+}
+
+static int slot_close_pack(struct repo_writer *w, struct wslot *s, struct err *e)
+{
+    struct repo *r = w->r;
+    if (!s->pack.len)
+        return 0;
+    uint8_t nonce[CX_NONCE_LEN];
+    memset(nonce, 0xff, sizeof(nonce));
+    size_t tlen = s->trailer.len + CX_TAG_LEN;
+    buf_reserve(&s->pack, tlen + PACK_FOOTER_LEN);
+    if (cx_aead_seal(s->key, nonce, TRAILER_AAD, sizeof(TRAILER_AAD) - 1, s->trailer.data,
+                     s->trailer.len, s->pack.data + s->pack.len, e) != 0)
+        return -1;
+    s->pack.len += tlen;
+    buf_append_u32le(&s->pack, (uint32_t)tlen);
+    buf_append(&s->pack, PACK_END_MAGIC, 4);
+    uint8_t pid[32];
+    char name[80];
+    cx_sha256(s->pack.data, s->pack.len, pid);
+    pack_object_name(pid, name, sizeof(name));
+    if (storage_put(r->st, name, s->pack.data, s->pack.len, e) != 0)
+        return err_wrap(e, "cannot store pack");
+    pthread_mutex_lock(&r->mu);
+    uint32_t pidx = repo_add_pack_locked(r, pid, -2);
+    memcpy(r->packs[pidx].key, s->key, 32);
+    r->packs[pidx].key_ready = true;
+    for (size_t i = 0; i < s->nents; i++)
+        repo_entry(r, s->ents[i])->pack = pidx;
+    w->packs = xrealloc(w->packs, xsize(w->npacks + 1, sizeof(uint32_t), 0));
+    w->packs[w->npacks++] = pidx;
+    w->stats.packs++;
+    w->stats.bytes_stored += s->pack.len;
+    pthread_mutex_unlock(&r->mu);
+    s->pack.len = 0;
+    s->trailer.len = 0;
+    s->nents = 0;
+    s->nblobs = 0;
+    cx_wipe(s->key, sizeof(s->key));
+    return 0;
+}
+
+int repo_writer_add(struct repo_writer *w, int slot, const uint8_t id[32], const void *data,
+                    size_t len, struct err *e)
+{
+    struct repo *r = w->r;
+    struct wslot *s = &w->slots[slot];
+    if (len > REPO_MAX_BLOB)
+        return err_set(e, ERR_FAILURE, NULL, "blob too large (%zu bytes)", len);
+    pthread_mutex_lock(&r->mu);
+    if (repo_lookup_locked(r, id) >= 0) {
+        w->stats.blobs_known++;
+        pthread_mutex_unlock(&r->mu);
+        return 0;
+    }
+    bool added;
+    uint32_t ei = index_add_locked(r, id, PACK_PENDING, 0, 0, 0, &added);
+    pthread_mutex_unlock(&r->mu);
+
+    /* Compress; keep it raw when that does not make it smaller. */
+    const void *payload = data;
+    size_t plen = len;
+    uint32_t ulf = (uint32_t)len;
+    if (r->compression > 0) {
+        size_t bound = ZSTD_compressBound(len);
+        s->cbuf.len = 0;
+        buf_reserve(&s->cbuf, bound);
+        size_t n = ZSTD_compressCCtx(s->cctx, s->cbuf.data, bound, data, len, r->compression);
+        if (!ZSTD_isError(n) && n < len) {
+            payload = s->cbuf.data;
+            plen = n;
+            ulf |= ULEN_COMPRESSED;
+        }
+    }
+    if (!s->pack.len) {
+        uint8_t salt[32];
+        cx_random(salt, sizeof(salt));
+        if (pack_derive_key(r, salt, s->key, e) != 0)
+            return -1;
+        buf_reserve(&s->pack, REPO_PACK_TARGET + REPO_MAX_BLOB / 4);
+        buf_append(&s->pack, PACK_MAGIC, 8);
+        buf_append(&s->pack, salt, 32);
+    }
+    uint8_t nonce[CX_NONCE_LEN];
+    size_t off = s->pack.len;
+    /* A blob's nonce is its offset in the pack, under the pack's own key (HKDF of a random
+     * 256-bit salt): two blobs of one pack never share an offset, so never a nonce. The
+     * trailer uses all-ones, which no offset reaches. */
+    pack_nonce(off, nonce);
+    s->nblobs++;
+    buf_reserve(&s->pack, plen + CX_TAG_LEN);
+    if (cx_aead_seal(s->key, nonce, id, 32, payload, plen, s->pack.data + off, e) != 0)
+        return -1;
+    s->pack.len += plen + CX_TAG_LEN;
+    uint32_t clen = (uint32_t)(plen + CX_TAG_LEN);
+    buf_append(&s->trailer, id, 32);
+    buf_append_u32le(&s->trailer, (uint32_t)off);
+    buf_append_u32le(&s->trailer, clen);
+    buf_append_u32le(&s->trailer, ulf);
+    if (s->nents == s->cap_ents) {
+        s->cap_ents = s->cap_ents ? s->cap_ents * 2 : 256;
+        s->ents = xrealloc(s->ents, xsize(s->cap_ents, sizeof(uint32_t), 0));
+    }
+    s->ents[s->nents++] = ei;
+    pthread_mutex_lock(&r->mu);
+    struct ientry *en = repo_entry(r, ei);
+    en->off = (uint32_t)off;
+    en->clen = clen;
+    en->ulen_flags = ulf;
+    w->stats.blobs_new++;
+    w->stats.bytes_new += len;
+    pthread_mutex_unlock(&r->mu);
+    if (s->pack.len >= REPO_PACK_TARGET)
+        return slot_close_pack(w, s, e);
+    return 0;
+}
+
+static void index_payload_add_pack(struct repo *r, struct buf *p, uint32_t pidx)
+{
+    /* Entries of this pack: a scan of the index (runs once per session; cheap next to the
+     * backup itself). Collected first to write the count. */
+    size_t count_pos = p->len + 32;
+    buf_append(p, r->packs[pidx].id, 32);
+    buf_append_u32le(p, 0);
+    uint32_t n = 0;
+    for (size_t i = 0; i < r->nentries; i++) {
+        struct ientry *en = repo_entry(r, i);
+        if (en->pack != pidx)
+            continue;
+        buf_append(p, en->id, 32);
+        buf_append_u32le(p, en->off);
+        buf_append_u32le(p, en->clen);
+        buf_append_u32le(p, en->ulen_flags);
+        n++;
+    }
+    store_u32le(p->data + count_pos, n);
+}
+
+int repo_writer_flush(struct repo_writer *w, struct err *e)
+{
+    struct repo *r = w->r;
+    for (int i = 0; i < w->nslots; i++)
+        if (slot_close_pack(w, &w->slots[i], e) != 0)
+            return -1;
+    pthread_mutex_lock(&r->mu);
+    size_t total = w->npacks + r->nadopted;
+    if (total == 0) {
+        pthread_mutex_unlock(&r->mu);
+        return 0;
+    }
+    struct buf payload = {0}, packed = {0}, sealed = {0};
+    buf_append(&payload, "CIDX", 4);
+    buf_append_u32le(&payload, 1);
+    buf_append_u32le(&payload, (uint32_t)total);
+    for (size_t i = 0; i < w->npacks; i++)
+        index_payload_add_pack(r, &payload, w->packs[i]);
+    for (size_t i = 0; i < r->nadopted; i++)
+        index_payload_add_pack(r, &payload, r->adopted[i]);
+    pthread_mutex_unlock(&r->mu);
+    int rc = -1;
+    if (zstd_pack(payload.data, payload.len, 3, &packed) != 0) {
+        err_set(e, ERR_FAILURE, NULL, "cannot compress index");
+        goto out;
+    }
+    if (container_seal(r, 'I', packed.data, packed.len, &sealed, e) != 0)
+        goto out;
+    uint8_t iid[32];
+    char hex[65], name[80];
+    cx_sha256(sealed.data, sealed.len, iid);
+    cx_hex(iid, 32, hex);
+    snprintf(name, sizeof(name), "index/%s", hex);
+    if (storage_put(r->st, name, sealed.data, sealed.len, e) != 0)
+        goto out;
+    pthread_mutex_lock(&r->mu);
+    int source = (int)r->nindex_files;
+    r->index_files = xrealloc(r->index_files, xsize(r->nindex_files + 1, sizeof(char *), 0));
+    r->index_files[r->nindex_files++] = xstrdup(name);
+    for (size_t i = 0; i < w->npacks; i++)
+        r->packs[w->packs[i]].source = source;
+    for (size_t i = 0; i < r->nadopted; i++)
+        r->packs[r->adopted[i]].source = source;
+    r->nadopted = 0;
+    w->npacks = 0;
+    w->stats.bytes_stored += sealed.len;
+    pthread_mutex_unlock(&r->mu);
+    rc = 0;
+out:
+    buf_free(&payload);
+    buf_free(&packed);
+    buf_free(&sealed);
+    return rc;
+}
+
+void repo_writer_get_stats(struct repo_writer *w, struct repo_writer_stats *out)
+{
+    pthread_mutex_lock(&w->r->mu);
+    *out = w->stats;
+    pthread_mutex_unlock(&w->r->mu);
+}
+
+void repo_writer_free(struct repo_writer *w)
+{
+    if (!w)
+        return;
+    for (int i = 0; i < w->nslots; i++) {
+        struct wslot *s = &w->slots[i];
+        buf_free(&s->pack);
+        buf_free(&s->trailer);
+        buf_free(&s->cbuf);
+        free(s->ents);
+        ZSTD_freeCCtx(s->cctx);
+        cx_wipe(s->key, sizeof(s->key));
+    }
+    free(w->slots);
+    free(w->packs);
+    free(w);
+}
+
+/* ---- reading ------------------------------------------------------------------------- */
+
+static bool lookup_entry(struct repo *r, const uint8_t id[32], struct ientry *out)
+{
+    pthread_mutex_lock(&r->mu);
+    long i = repo_lookup_locked(r, id);
+    bool ok = i >= 0 && repo_entry(r, (size_t)i)->pack != PACK_PENDING;
+    if (ok)
+        *out = *repo_entry(r, (size_t)i);
+    pthread_mutex_unlock(&r->mu);
+    return ok;
+}
+
+bool repo_has_blob(struct repo *r, const uint8_t id[32])
+{
+    struct ientry en;
+    return lookup_entry(r, id, &en);
+}
+
+int64_t repo_blob_size(struct repo *r, const uint8_t id[32])
+{
+    struct ientry en;
+    return lookup_entry(r, id, &en) ? (int64_t)(en.ulen_flags & ULEN_MASK) : -1;
+}
+
+const char *repo_blob_pack(struct repo *r, const uint8_t id[32], char out[65])
+{
+    struct ientry en;
+    if (!lookup_entry(r, id, &en))
+        return NULL;
+    pthread_mutex_lock(&r->mu);
+    cx_hex(r->packs[en.pack].id, 32, out);
+    pthread_mutex_unlock(&r->mu);
+    return out;
+}
+
+static int pack_key(struct repo *r, uint32_t pidx, uint8_t key[32], char *name, size_t n,
+                    struct err *e)
+{
+    pthread_mutex_lock(&r->mu);
+    struct packinfo p = r->packs[pidx];
+    pthread_mutex_unlock(&r->mu);
+    pack_object_name(p.id, name, n);
+    if (p.key_ready) {
+        memcpy(key, p.key, 32);
+        return 0;
+    }
+    uint8_t head[PACK_HEADER_LEN];
+    if (storage_read_at(r->st, name, 0, head, sizeof(head), e) != 0)
+        return -1;
+    if (memcmp(head, PACK_MAGIC, 8) != 0)
+        return err_set(e, ERR_DAMAGE, NULL, "pack %s: bad magic", name);
+    if (pack_derive_key(r, head + 8, key, e) != 0)
+        return -1;
+    pthread_mutex_lock(&r->mu);
+    memcpy(r->packs[pidx].key, key, 32);
+    r->packs[pidx].key_ready = true;
+    pthread_mutex_unlock(&r->mu);
+    return 0;
+}
+
+int repo_blob_load(struct repo *r, const uint8_t id[32], struct buf *out, struct err *e)
+{
+    char hex[65];
+    struct ientry en;
+    if (!lookup_entry(r, id, &en)) {
+        cx_hex(id, 32, hex);
+        return err_set(e, ERR_DAMAGE,
+                       "an index file or pack is missing: run `caris-backup check` to see what "
+                       "is damaged",
+                       "blob %.16s is not in the repository index", hex);
+    }
+    char name[80];
+    uint8_t key[32], nonce[CX_NONCE_LEN];
+    if (pack_key(r, en.pack, key, name, sizeof(name), e) != 0)
+        return -1;
+    struct buf ct = {0};
+    buf_reserve(&ct, en.clen);
+    int rc = storage_read_at(r->st, name, en.off, ct.data, en.clen, e);
+    if (rc != 0) {
+        buf_free(&ct);
+        return -1;
+    }
+    pack_nonce(en.off, nonce);
+    size_t plen = en.clen - CX_TAG_LEN;
+    struct buf plain = {0};
+    buf_reserve(&plain, plen);
+    rc = cx_aead_open(key, nonce, id, 32, ct.data, en.clen, plain.data, e);
+    cx_wipe(key, sizeof(key));
+    buf_free(&ct);
+    cx_hex(id, 32, hex);
+    if (rc != 0) {
+        buf_free(&plain);
+        return err_set(e, ERR_DAMAGE,
+                       "checksum mismatch: the backup is corrupted, DO NOT restore from it; use a "
+                       "different backup and run `caris-backup check --read-data`",
+                       "blob %.16s in pack %s: authentication failed (the data was altered)", hex,
+                       name);
+    }
+    plain.len = plen;
+    uint32_t ulen = en.ulen_flags & ULEN_MASK;
+    if (en.ulen_flags & ULEN_COMPRESSED) {
+        out->len = 0;
+        buf_reserve(out, ulen);
+        size_t n = ZSTD_decompress(out->data, ulen, plain.data, plain.len);
+        buf_free(&plain);
+        if (ZSTD_isError(n) || n != ulen)
+            return err_set(e, ERR_DAMAGE, NULL, "blob %.16s in pack %s: bad compressed data", hex,
+                           name);
+        out->len = n;
+    } else {
+        buf_free(out);
+        *out = plain;
+        if (plen != ulen)
+            return err_set(e, ERR_DAMAGE, NULL, "blob %.16s in pack %s: length mismatch", hex,
+                           name);
+    }
+    uint8_t check[32];
+    repo_chunk_id(r, out->data, out->len, check);
+    if (cx_memcmp(check, id, 32) != 0)
+        return err_set(e, ERR_DAMAGE, NULL, "blob %.16s in pack %s: content does not match its id",
+                       hex, name);
+    return 0;
+}

@@ -1,0 +1,327 @@
+/* Snapshot manifests (the commit point of a backup) and repository locks. */
+#include "internal.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Snapshot payload (inside an 'S' container):
+ *   u32 len_summary, zstd(summary JSON) [len_summary bytes], zstd(entries JSON). */
+
+int repo_snapshot_save(struct repo *r, json_t *summary, json_t *entries, char name_out[65],
+                       struct err *e)
+{
+    char *s1 = json_dumps(summary, JSON_COMPACT | JSON_SORT_KEYS);
+    char *s2 = json_dumps(entries, JSON_COMPACT);
+    int rc = -1;
+    struct buf z1 = {0}, z2 = {0}, payload = {0}, sealed = {0};
+    if (!s1 || !s2) {
+        err_set(e, ERR_FAILURE, NULL, "cannot serialise the backup manifest");
+        goto out;
+    }
+    if (zstd_pack(s1, strlen(s1), 3, &z1) != 0 || zstd_pack(s2, strlen(s2), 3, &z2) != 0) {
+        err_set(e, ERR_FAILURE, NULL, "cannot compress the backup manifest");
+        goto out;
+    }
+    buf_append_u32le(&payload, (uint32_t)z1.len);
+    buf_append(&payload, z1.data, z1.len);
+    buf_append(&payload, z2.data, z2.len);
+    if (container_seal(r, 'S', payload.data, payload.len, &sealed, e) != 0)
+        goto out;
+    uint8_t sid[32];
+    char name[80];
+    cx_sha256(sealed.data, sealed.len, sid);
+    cx_hex(sid, 32, name_out);
+    snprintf(name, sizeof(name), "snapshots/%s", name_out);
+    rc = storage_put(r->st, name, sealed.data, sealed.len, e);
+out:
+    free(s1);
+    free(s2);
+    buf_free(&z1);
+    buf_free(&z2);
+    buf_free(&payload);
+    buf_free(&sealed);
+    return rc;
+}
+
+static json_t *parse_json_part(const uint8_t *p, size_t len, const char *name, const char *what,
+                               struct err *e)
+{
+    struct buf plain = {0};
+    if (zstd_unpack(p, len, REPO_MAX_METADATA, &plain, e) != 0) {
+        buf_free(&plain);
+        err_wrap(e, "snapshot %s: %s", name, what);
+        return NULL;
+    }
+    json_error_t je;
+    json_t *j = json_loadb((const char *)plain.data, plain.len, 0, &je);
+    buf_free(&plain);
+    if (!j)
+        err_set(e, ERR_DAMAGE, NULL, "snapshot %s: %s is not valid JSON (%s)", name, what, je.text);
+    return j;
+}
+
+int repo_snapshot_load(struct repo *r, const char *name, json_t **summary, json_t **entries,
+                       struct err *e)
+{
+    char obj[100];
+    snprintf(obj, sizeof(obj), "snapshots/%s", name);
+    struct buf raw = {0}, payload = {0};
+    int rc = -1;
+    *summary = NULL;
+    if (entries)
+        *entries = NULL;
+    if (storage_get(r->st, obj, REPO_MAX_METADATA, &raw, e) != 0)
+        goto out;
+    uint8_t sid[32];
+    char hex[65];
+    cx_sha256(raw.data, raw.len, sid);
+    cx_hex(sid, 32, hex);
+    if (strcmp(hex, name) != 0) {
+        err_set(e, ERR_DAMAGE, NULL, "snapshot %s: content does not match its name", name);
+        goto out;
+    }
+    if (container_open(r, 'S', raw.data, raw.len, &payload, e) != 0) {
+        err_wrap(e, "snapshot %s", name);
+        goto out;
+    }
+    struct reader rd;
+    reader_init(&rd, payload.data, payload.len);
+    uint32_t l1;
+    const uint8_t *p1;
+    if (reader_u32le(&rd, &l1) != 0 || !(p1 = reader_skip(&rd, l1))) {
+        err_set(e, ERR_DAMAGE, NULL, "snapshot %s: truncated", name);
+        goto out;
+    }
+    *summary = parse_json_part(p1, l1, name, "summary", e);
+    if (!*summary || !json_is_object(*summary)) {
+        if (*summary)
+            err_set(e, ERR_DAMAGE, NULL, "snapshot %s: summary is not an object", name);
+        goto out;
+    }
+    if (entries) {
+        *entries = parse_json_part(payload.data + rd.pos, payload.len - rd.pos, name, "entries", e);
+        if (!*entries || !json_is_array(*entries)) {
+            if (*entries)
+                err_set(e, ERR_DAMAGE, NULL, "snapshot %s: entries is not an array", name);
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    if (rc != 0) {
+        json_decref(*summary);
+        *summary = NULL;
+        if (entries) {
+            json_decref(*entries);
+            *entries = NULL;
+        }
+    }
+    buf_free(&raw);
+    buf_free(&payload);
+    return rc;
+}
+
+struct list_ctx {
+    struct repo *r;
+    json_t *out;
+    json_t *damaged;
+};
+
+static int list_one(void *ctx, const char *name, uint64_t size, struct err *e)
+{
+    (void)size;
+    struct list_ctx *c = ctx;
+    const char *base = strrchr(name, '/') ? strrchr(name, '/') + 1 : name;
+    json_t *summary;
+    struct err se = ERR_INIT;
+    if (repo_snapshot_load(c->r, base, &summary, NULL, &se) != 0) {
+        if (se.code != ERR_DAMAGE) {
+            *e = se;
+            return -1;
+        }
+        json_array_append_new(c->damaged, json_pack("{s:s, s:s}", "object", name, "error", se.msg));
+        return 0;
+    }
+    json_object_set_new(summary, "_file", json_string(base));
+    json_array_append_new(c->out, summary);
+    return 0;
+}
+
+static int cmp_started(const void *a, const void *b)
+{
+    json_t *x = *(json_t *const *)a, *y = *(json_t *const *)b;
+    const char *sx = json_string_value(json_object_get(x, "started"));
+    const char *sy = json_string_value(json_object_get(y, "started"));
+    int c = strcmp(sx ? sx : "", sy ? sy : "");
+    if (c)
+        return c;
+    const char *ix = json_string_value(json_object_get(x, "id"));
+    const char *iy = json_string_value(json_object_get(y, "id"));
+    return strcmp(ix ? ix : "", iy ? iy : "");
+}
+
+json_t *repo_snapshot_list(struct repo *r, json_t **damaged, struct err *e)
+{
+    struct list_ctx c = {r, json_array(), json_array()};
+    if (storage_list(r->st, "snapshots", list_one, &c, e) != 0) {
+        json_decref(c.out);
+        json_decref(c.damaged);
+        return NULL;
+    }
+    size_t n = json_array_size(c.out);
+    json_t **v = xcalloc(n, sizeof(json_t *));
+    for (size_t i = 0; i < n; i++)
+        v[i] = json_incref(json_array_get(c.out, i));
+    qsort(v, n, sizeof(json_t *), cmp_started);
+    json_t *sorted = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(sorted, v[i]);
+    free(v);
+    json_decref(c.out);
+    if (damaged)
+        *damaged = c.damaged;
+    else
+        json_decref(c.damaged);
+    return sorted;
+}
+
+int repo_snapshot_find(struct repo *r, const char *backup_id, char name_out[65], json_t **summary,
+                       struct err *e)
+{
+    json_t *list = repo_snapshot_list(r, NULL, e);
+    if (!list)
+        return -1;
+    size_t i;
+    json_t *s;
+    int rc = err_set(e, ERR_NOT_FOUND, "see `caris-backup list` for the backups there are",
+                     "no backup %s in repository %s", backup_id, r->path);
+    json_array_foreach(list, i, s)
+    {
+        const char *id = json_string_value(json_object_get(s, "id"));
+        if (id && strcmp(id, backup_id) == 0) {
+            snprintf(name_out, 65, "%s", json_string_value(json_object_get(s, "_file")));
+            if (summary)
+                *summary = json_incref(s);
+            err_clear(e);
+            rc = 0;
+            break;
+        }
+    }
+    json_decref(list);
+    return rc;
+}
+
+int repo_snapshot_remove(struct repo *r, const char *name, struct err *e)
+{
+    char obj[100];
+    snprintf(obj, sizeof(obj), "snapshots/%s", name);
+    return storage_remove(r->st, obj, e);
+}
+
+/* ---- locks --------------------------------------------------------------------------- */
+
+#define LOCK_LEASE_NS ((int64_t)24 * 3600 * 1000000000)
+
+struct lock_scan {
+    bool want_exclusive;
+    char *conflict; /* description of the first live conflicting lock */
+    struct repo *r;
+    const char *self; /* our own lock, skipped */
+};
+
+static int scan_lock(void *ctx, const char *name, uint64_t size, struct err *e)
+{
+    (void)e;
+    struct lock_scan *ls = ctx;
+    if (ls->conflict || size > 65536 || (ls->self && strcmp(name, ls->self) == 0))
+        return 0;
+    struct buf b = {0};
+    struct err le = ERR_INIT;
+    if (storage_get(ls->r->st, name, 65536, &b, &le) != 0) {
+        buf_free(&b);
+        return 0; /* removed meanwhile */
+    }
+    json_t *j = json_loadb((const char *)b.data, b.len, 0, NULL);
+    buf_free(&b);
+    if (!j)
+        return 0;
+    int exclusive = json_is_true(json_object_get(j, "exclusive"));
+    json_int_t pid = json_integer_value(json_object_get(j, "pid"));
+    const char *host = json_string_value(json_object_get(j, "host"));
+    const char *created = json_string_value(json_object_get(j, "created"));
+    const char *op = json_string_value(json_object_get(j, "operation"));
+    char myhost[256] = "";
+    gethostname(myhost, sizeof(myhost) - 1);
+    int64_t t = 0;
+    bool stale = created && time_parse_iso(created, &t) == 0 && time_now_ns() - t > LOCK_LEASE_NS;
+    if (host && strcmp(host, myhost) == 0 && pid > 0 && kill((pid_t)pid, 0) != 0 && errno == ESRCH)
+        stale = true;
+    if (!stale && (exclusive || ls->want_exclusive))
+        ls->conflict = xasprintf("%s (%s lock for %s by pid %lld on %s since %s)", name,
+                                 exclusive ? "exclusive" : "shared", op ? op : "?", (long long)pid,
+                                 host ? host : "?", created ? created : "?");
+    json_decref(j);
+    return 0;
+}
+
+int repo_lock(struct repo *r, bool exclusive, const char *operation, struct err *e)
+{
+    struct lock_scan ls = {exclusive, NULL, r, NULL};
+    if (storage_list(r->st, "locks", scan_lock, &ls, e) != 0)
+        return -1;
+    if (ls.conflict) {
+        err_set(e, ERR_LOCKED,
+                "wait for that operation to finish; if its process is gone, remove the lock "
+                "file",
+                "repository %s is locked: %s", r->path, ls.conflict);
+        free(ls.conflict);
+        return -1;
+    }
+    uint8_t rnd[16];
+    char hex[33], now[40], host[256] = "";
+    cx_random(rnd, sizeof(rnd));
+    cx_hex(rnd, sizeof(rnd), hex);
+    time_format_iso(time_now_ns(), now, sizeof(now));
+    gethostname(host, sizeof(host) - 1);
+    json_t *j =
+        json_pack("{s:b, s:I, s:s, s:s, s:s}", "exclusive", exclusive, "pid", (json_int_t)getpid(),
+                  "host", host, "created", now, "operation", operation);
+    char *text = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    char *name = xasprintf("locks/%s", hex);
+    int rc = storage_put(r->st, name, text, strlen(text), e);
+    free(text);
+    if (rc != 0) {
+        free(name);
+        return -1;
+    }
+    r->lock_name = name;
+    /* Two exclusive lockers could both pass the scan; the second look resolves it. */
+    if (exclusive) {
+        struct lock_scan again = {true, NULL, r, name};
+        struct err ie = ERR_INIT;
+        storage_list(r->st, "locks", scan_lock, &again, &ie);
+        if (again.conflict) {
+            err_set(e, ERR_LOCKED, "retry later", "repository %s is locked: %s", r->path,
+                    again.conflict);
+            free(again.conflict);
+            repo_unlock(r);
+            return -1;
+        }
+        free(again.conflict);
+    }
+    return 0;
+}
+
+void repo_unlock(struct repo *r)
+{
+    if (!r->lock_name)
+        return;
+    struct err e = ERR_INIT;
+    storage_remove(r->st, r->lock_name, &e);
+    free(r->lock_name);
+    r->lock_name = NULL;
+}

@@ -1,0 +1,109 @@
+#include "common.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "caris/crypto.h"
+
+void caris_backup_id_format(const char *prefix, const char *mode, int64_t ns, char *out, size_t n)
+{
+    time_t s = (time_t)(ns / 1000000000);
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    char ts[32];
+    strftime(ts, sizeof(ts), "%Y-%m-%dT%H-%M-%S", &tm);
+    snprintf(out, n, "%s_%s_%s", prefix, mode, ts);
+}
+
+int backup_id_claim(struct repo *r, const char *prefix, const char *mode, int64_t now_ns, char *id,
+                    size_t n, struct err *e)
+{
+    char base[128];
+    caris_backup_id_format(prefix, mode, now_ns, base, sizeof(base));
+    json_t *list = repo_snapshot_list(r, NULL, e);
+    if (!list)
+        return -1;
+    for (int k = 1; k < 1000; k++) {
+        if (k == 1)
+            snprintf(id, n, "%s", base);
+        else
+            snprintf(id, n, "%s-%d", base, k);
+        bool taken = false;
+        size_t i;
+        json_t *s;
+        json_array_foreach(list, i, s)
+        {
+            const char *sid = json_string_value(json_object_get(s, "id"));
+            if (sid && strcmp(sid, id) == 0)
+                taken = true;
+        }
+        if (taken)
+            continue;
+        char *name = xasprintf("locks/claim-%s", id);
+        static const char body[] = "{\"claim\":true}";
+        int rc = storage_put_new(repo_storage(r), name, body, sizeof(body) - 1, e);
+        free(name);
+        if (rc < 0) {
+            json_decref(list);
+            return -1;
+        }
+        if (rc == 0) {
+            json_decref(list);
+            return 0;
+        }
+    }
+    json_decref(list);
+    return err_set(e, ERR_FAILURE, "remove stale locks/claim-* files from the repository",
+                   "cannot find a free backup id for %s", base);
+}
+
+void backup_id_release(struct repo *r, const char *id)
+{
+    char *name = xasprintf("locks/claim-%s", id);
+    struct err e = ERR_INIT;
+    storage_remove(repo_storage(r), name, &e);
+    free(name);
+}
+
+int chunks_decode(json_t *chunks, uint8_t (**ids)[32], uint32_t **lens, size_t *n)
+{
+    *ids = NULL;
+    *lens = NULL;
+    *n = 0;
+    if (!chunks)
+        return 0;
+    if (!json_is_array(chunks))
+        return -1;
+    size_t cnt = json_array_size(chunks);
+    *ids = xcalloc(cnt ? cnt : 1, 32);
+    *lens = xcalloc(cnt ? cnt : 1, sizeof(uint32_t));
+    size_t i;
+    json_t *c;
+    json_array_foreach(chunks, i, c)
+    {
+        const char *hex = json_string_value(json_array_get(c, 0));
+        json_t *len = json_array_get(c, 1);
+        if (!hex || !json_is_integer(len) || json_integer_value(len) < 0 ||
+            json_integer_value(len) > (json_int_t)REPO_MAX_BLOB ||
+            cx_unhex(hex, (*ids)[i], 32) != 0) {
+            free(*ids);
+            free(*lens);
+            *ids = NULL;
+            *lens = NULL;
+            return -1;
+        }
+        (*lens)[i] = (uint32_t)json_integer_value(len);
+    }
+    *n = cnt;
+    return 0;
+}
+
+void progress_report(caris_progress_fn fn, void *ctx, const char *phase, uint64_t files,
+                     uint64_t bytes, uint64_t total, int64_t start_ns)
+{
+    if (!fn)
+        return;
+    struct caris_progress p = {phase, files, bytes, total, time_mono_ns() - start_ns};
+    fn(ctx, &p);
+}

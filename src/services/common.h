@@ -1,0 +1,40 @@
+/* Helpers shared by the services. */
+#ifndef CARIS_SERVICES_COMMON_H
+#define CARIS_SERVICES_COMMON_H
+
+#include <jansson.h>
+
+#include "caris/backup.h"
+
+/* Claims a unique backup id for prefix/mode at the current time: the base id, or base-2,
+ * base-3, ... when taken (by a backup in the repository or a concurrent one). The claim is
+ * an object locks/claim-<id>; release it with backup_id_release after the snapshot is
+ * saved (or on failure). */
+int backup_id_claim(struct repo *r, const char *prefix, const char *mode, int64_t now_ns, char *id,
+                    size_t n, struct err *e);
+void backup_id_release(struct repo *r, const char *id);
+
+/* Reads the chunk list of a manifest entry: [[hex id, length], ...]. */
+int chunks_decode(json_t *chunks, uint8_t (**ids)[32], uint32_t **lens, size_t *n);
+
+void progress_report(caris_progress_fn fn, void *ctx, const char *phase, uint64_t files,
+                     uint64_t bytes, uint64_t total, int64_t start_ns);
+
+/* Reads every regular file of a file backup through the blob pipeline (parallel fetch and
+ * authentication, in-order delivery, SHA-256 check). With target == NULL nothing is written
+ * (verify). Defined in file_restore.c. */
+struct files_read_opts {
+    const char *target; /* NULL: verify only */
+    bool overwrite;
+    const char *const *includes;
+    size_t nincludes;
+    int threads;
+    caris_progress_fn progress;
+    void *ctx;
+};
+/* report gets {"files", "dirs", "bytes", "errors": [{path, error}], "warnings": [...]}.
+ * Returns 0 when every file matched, ERR_DAMAGE (-1, e set) when any did not, -1 for other
+ * failures. */
+int files_read_backup(struct repo *r, json_t *summary, json_t *entries,
+                      const struct files_read_opts *o, json_t *report, struct err *e);
+#endif

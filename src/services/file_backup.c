@@ -1,0 +1,642 @@
+/* File backup: walk → read → chunk (main thread, with the whole-file SHA-256) → chunk id,
+ * dedup, compress, encrypt, pack (worker threads) → index → manifest (the commit point). */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "caris/backup.h"
+#include "caris/chunker.h"
+#include "caris/crypto.h"
+#include "caris/fsmeta.h"
+#include "caris/pool.h"
+#include "common.h"
+#include "manifest.h"
+
+#define READ_SIZE (4u << 20)
+#define MAX_WARNINGS_KEPT 1000
+
+struct chunkref {
+    uint8_t id[32];
+    uint32_t len;
+};
+
+/* Chunk references in blocks that never move: workers write ids through pointers while
+ * the main thread keeps appending. */
+#define ABLOCK 4096
+struct arena {
+    struct chunkref **blocks;
+    size_t n, nblocks;
+};
+
+static struct chunkref *arena_get(struct arena *a, size_t i)
+{
+    return &a->blocks[i / ABLOCK][i % ABLOCK];
+}
+
+static struct chunkref *arena_new(struct arena *a)
+{
+    if (a->n / ABLOCK >= a->nblocks) {
+        a->blocks = xrealloc(a->blocks, xsize(a->nblocks + 1, sizeof(*a->blocks), 0));
+        a->blocks[a->nblocks++] = xmalloc(sizeof(struct chunkref) * ABLOCK);
+    }
+    return arena_get(a, a->n++);
+}
+
+struct filerec {
+    json_t *obj; /* the manifest entry (borrowed from entries) */
+    size_t first, count;
+};
+
+struct bctx {
+    struct repo *r;
+    struct repo_writer *w;
+    struct pool *pool;
+    struct chunker ch;
+    const struct files_backup_opts *o;
+    json_t *entries;
+    json_t *warnings;
+    size_t nwarnings;
+    struct filerec *recs;
+    size_t nrecs, caprecs;
+    struct arena arena;
+    json_t *prev; /* incremental: "<root>/<path>" → previous entry */
+    int root;
+    uint8_t *rbuf;
+    size_t rcap;
+    /* statistics */
+    uint64_t files, dirs, symlinks, others, unchanged;
+    uint64_t bytes_total, bytes_read;
+    uint64_t total_estimate;
+    int64_t start_mono, last_progress;
+    /* the first error raised in a worker stops the backup */
+    pthread_mutex_t err_mu;
+    bool failed;
+    struct err werr;
+};
+
+struct cjob {
+    struct bctx *b;
+    uint8_t *data;
+    size_t len;
+    struct chunkref *ref;
+};
+
+static void chunk_job(void *arg, int worker)
+{
+    struct cjob *j = arg;
+    struct bctx *b = j->b;
+    repo_chunk_id(b->r, j->data, j->len, j->ref->id);
+    pthread_mutex_lock(&b->err_mu);
+    bool failed = b->failed;
+    pthread_mutex_unlock(&b->err_mu);
+    if (!failed) {
+        struct err e = ERR_INIT;
+        if (repo_writer_add(b->w, worker, j->ref->id, j->data, j->len, &e) < 0) {
+            pthread_mutex_lock(&b->err_mu);
+            if (!b->failed) {
+                b->failed = true;
+                b->werr = e;
+            }
+            pthread_mutex_unlock(&b->err_mu);
+        }
+    }
+    free(j->data);
+    free(j);
+}
+
+static bool worker_failed(struct bctx *b, struct err *e)
+{
+    pthread_mutex_lock(&b->err_mu);
+    bool f = b->failed;
+    if (f && e)
+        *e = b->werr;
+    pthread_mutex_unlock(&b->err_mu);
+    return f;
+}
+
+static void warn_path(struct bctx *b, const char *path, size_t plen, const char *msg)
+{
+    b->nwarnings++;
+    char esc[600];
+    str_escape(path, plen, esc, sizeof(esc));
+    log_warn("%s: %s", esc, msg);
+    if (json_array_size(b->warnings) < MAX_WARNINGS_KEPT) {
+        json_t *w = json_object();
+        json_object_set_new(w, "root", json_integer(b->root));
+        manifest_set_bytes(w, "path", path, plen);
+        json_object_set_new(w, "message", json_string(msg));
+        json_array_append_new(b->warnings, w);
+    }
+}
+
+static void walk_warn(void *ctx, const char *path, const char *msg)
+{
+    warn_path(ctx, path, strlen(path), msg);
+}
+
+static void maybe_progress(struct bctx *b, bool force)
+{
+    if (!b->o->progress)
+        return;
+    int64_t now = time_mono_ns();
+    if (!force && now - b->last_progress < 200000000)
+        return;
+    b->last_progress = now;
+    progress_report(b->o->progress, b->o->ctx, "backup", b->files, b->bytes_total,
+                    b->total_estimate, b->start_mono);
+}
+
+static void emit_chunk(struct bctx *b, const uint8_t *p, size_t len)
+{
+    struct cjob *j = xmalloc(sizeof(*j));
+    j->b = b;
+    j->data = xmemdup(p, len);
+    j->len = len;
+    j->ref = arena_new(&b->arena);
+    j->ref->len = (uint32_t)len;
+    pool_submit(b->pool, chunk_job, j);
+}
+
+static void hash_zeros(struct cx_sha256 *h, uint64_t n)
+{
+    static const uint8_t zeros[65536];
+    while (n) {
+        size_t k = n > sizeof(zeros) ? sizeof(zeros) : (size_t)n;
+        cx_sha256_update(h, zeros, k);
+        n -= k;
+    }
+}
+
+/* Reads [off, off+len) of fd, chunks it, hashes it. Returns 0, or errno on a read error. */
+static int backup_extent(struct bctx *b, int fd, uint64_t off, uint64_t len, struct cx_sha256 *h)
+{
+    size_t max = b->ch.p.max_size;
+    size_t have = 0;
+    uint64_t pos = off, end = off + len;
+    for (;;) {
+        /* fill */
+        while (pos < end && have < b->rcap) {
+            size_t want = b->rcap - have;
+            if (want > end - pos)
+                want = (size_t)(end - pos);
+            ssize_t n = pread(fd, b->rbuf + have, want, (off_t)pos);
+            if (n < 0) {
+                if (errno == EINTR)
+                    continue;
+                return errno;
+            }
+            if (n == 0) {
+                end = pos; /* the file shrank: what we read is what there was */
+                break;
+            }
+            cx_sha256_update(h, b->rbuf + have, (size_t)n);
+            have += (size_t)n;
+            pos += (uint64_t)n;
+            b->bytes_read += (uint64_t)n;
+            b->bytes_total += (uint64_t)n;
+        }
+        bool eof = pos >= end;
+        size_t used = 0;
+        while (have - used > 0) {
+            size_t avail = have - used;
+            if (!eof && avail < max)
+                break;
+            size_t cut = chunker_cut(&b->ch, b->rbuf + used, avail);
+            emit_chunk(b, b->rbuf + used, cut);
+            used += cut;
+        }
+        if (used && used < have)
+            memmove(b->rbuf, b->rbuf + used, have - used);
+        have -= used;
+        maybe_progress(b, false);
+        if (eof && have == 0)
+            return 0;
+    }
+}
+
+static void rec_add(struct bctx *b, json_t *obj, size_t first, size_t count)
+{
+    if (b->nrecs == b->caprecs) {
+        b->caprecs = b->caprecs ? b->caprecs * 2 : 1024;
+        b->recs = xrealloc(b->recs, xsize(b->caprecs, sizeof(*b->recs), 0));
+    }
+    b->recs[b->nrecs++] = (struct filerec){obj, first, count};
+}
+
+static bool same_stat(const struct stat *a, const struct stat *c)
+{
+    return a->st_size == c->st_size && a->st_mtim.tv_sec == c->st_mtim.tv_sec &&
+           a->st_mtim.tv_nsec == c->st_mtim.tv_nsec && a->st_ctim.tv_sec == c->st_ctim.tv_sec &&
+           a->st_ctim.tv_nsec == c->st_ctim.tv_nsec && a->st_ino == c->st_ino;
+}
+
+/* Incremental: reuse the previous entry's chunks when the file looks unchanged and all its
+ * chunks are still in the repository. */
+static bool try_reuse(struct bctx *b, const struct fswalk_entry *ent, json_t *obj)
+{
+    if (!b->prev)
+        return false;
+    char *key = xasprintf("%d/", b->root);
+    size_t kl = strlen(key);
+    key = xrealloc(key, kl + ent->path_len + 1);
+    memcpy(key + kl, ent->path, ent->path_len + 1);
+    json_t *p = json_object_get(b->prev, key);
+    free(key);
+    if (!p || json_object_get(p, "error"))
+        return false;
+    const struct stat *st = &ent->st;
+    if (json_integer_value(json_object_get(p, "size")) != (json_int_t)st->st_size ||
+        json_integer_value(json_object_get(p, "mtime_s")) != (json_int_t)st->st_mtim.tv_sec ||
+        json_integer_value(json_object_get(p, "mtime_ns")) != (json_int_t)st->st_mtim.tv_nsec ||
+        json_integer_value(json_object_get(p, "ctime_s")) != (json_int_t)st->st_ctim.tv_sec ||
+        json_integer_value(json_object_get(p, "ctime_ns")) != (json_int_t)st->st_ctim.tv_nsec ||
+        json_integer_value(json_object_get(p, "ino")) != (json_int_t)st->st_ino)
+        return false;
+    json_t *chunks = json_object_get(p, "chunks");
+    const char *sha = json_string_value(json_object_get(p, "sha256"));
+    uint8_t(*ids)[32];
+    uint32_t *lens;
+    size_t n;
+    if (!sha || chunks_decode(chunks, &ids, &lens, &n) != 0)
+        return false;
+    bool ok = true;
+    for (size_t i = 0; i < n && ok; i++)
+        ok = repo_has_blob(b->r, ids[i]);
+    free(ids);
+    free(lens);
+    if (!ok)
+        return false;
+    json_object_set(obj, "chunks", chunks);
+    json_object_set_new(obj, "sha256", json_string(sha));
+    json_t *ext = json_object_get(p, "extents");
+    if (ext)
+        json_object_set(obj, "extents", ext);
+    b->unchanged++;
+    b->bytes_total += (uint64_t)st->st_size;
+    return true;
+}
+
+static void backup_file(struct bctx *b, const struct fswalk_entry *ent, json_t *obj)
+{
+    size_t first = b->arena.n;
+    int fd = openat(ent->dirfd, ent->name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
+    if (fd < 0 && errno == EPERM)
+        fd = openat(ent->dirfd, ent->name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        char msg[300];
+        snprintf(msg, sizeof(msg), "cannot read file: %s", strerror(errno));
+        warn_path(b, ent->path, ent->path_len, msg);
+        json_object_set_new(obj, "error", json_string(msg));
+        return;
+    }
+    struct stat before;
+    if (fstat(fd, &before) != 0 || before.st_ino != ent->st.st_ino) {
+        warn_path(b, ent->path, ent->path_len, "file was replaced while being backed up");
+        json_object_set_new(obj, "error", json_string("replaced while being backed up"));
+        close(fd);
+        return;
+    }
+    posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    uint64_t size = (uint64_t)before.st_size;
+    struct fs_extent *ext = NULL;
+    size_t next = 0;
+    struct err e = ERR_INIT;
+    if (fs_data_extents(fd, size, &ext, &next, &e) != 0) {
+        ext = xmalloc(sizeof(*ext));
+        ext[0] = (struct fs_extent){0, size};
+        next = 1;
+    }
+    struct cx_sha256 *h = cx_sha256_new();
+    uint64_t pos = 0;
+    int rerr = 0;
+    for (size_t i = 0; i < next && !rerr; i++) {
+        if (ext[i].off > pos)
+            hash_zeros(h, ext[i].off - pos);
+        rerr = backup_extent(b, fd, ext[i].off, ext[i].len, h);
+        pos = ext[i].off + ext[i].len;
+    }
+    if (!rerr && size > pos)
+        hash_zeros(h, size - pos);
+    uint8_t sum[32];
+    cx_sha256_final(h, sum);
+    cx_sha256_free(h);
+    struct stat after;
+    bool changed = fstat(fd, &after) != 0 || !same_stat(&before, &after);
+    close(fd);
+    if (rerr) {
+        char msg[300];
+        snprintf(msg, sizeof(msg), "read error: %s", strerror(rerr));
+        warn_path(b, ent->path, ent->path_len, msg);
+        json_object_set_new(obj, "error", json_string(msg));
+        free(ext);
+        return;
+    }
+    if (changed)
+        warn_path(b, ent->path, ent->path_len,
+                  "file changed while being read; the backup holds what was read");
+    char hex[65];
+    cx_hex(sum, 32, hex);
+    json_object_set_new(obj, "sha256", json_string(hex));
+    if (changed)
+        json_object_set_new(obj, "changed_during_backup", json_true());
+    /* Holes are kept only when the file has them. */
+    if (!(next == 1 && ext[0].off == 0 && ext[0].len == size) && !(next == 0 && size == 0)) {
+        json_t *ja = json_array();
+        for (size_t i = 0; i < next; i++)
+            json_array_append_new(
+                ja, json_pack("[I, I]", (json_int_t)ext[i].off, (json_int_t)ext[i].len));
+        json_object_set_new(obj, "extents", ja);
+    }
+    free(ext);
+    rec_add(b, obj, first, b->arena.n - first);
+}
+
+static int on_entry(void *ctx, const struct fswalk_entry *ent, struct err *e)
+{
+    struct bctx *b = ctx;
+    if (worker_failed(b, e))
+        return -1;
+    json_t *obj = manifest_entry_new(b->root, ent->path, ent->path_len, &ent->meta);
+    json_array_append_new(b->entries, obj);
+    switch (ent->meta.type) {
+    case FS_REG:
+        b->files++;
+        json_object_set_new(obj, "ctime_s", json_integer(ent->st.st_ctim.tv_sec));
+        json_object_set_new(obj, "ctime_ns", json_integer(ent->st.st_ctim.tv_nsec));
+        json_object_set_new(obj, "ino", json_integer((json_int_t)ent->st.st_ino));
+        if (!try_reuse(b, ent, obj))
+            backup_file(b, ent, obj);
+        break;
+    case FS_DIR:
+        b->dirs++;
+        break;
+    case FS_SYMLINK:
+        b->symlinks++;
+        break;
+    default:
+        b->others++;
+        break;
+    }
+    maybe_progress(b, false);
+    return 0;
+}
+
+static int count_size(void *ctx, const struct fswalk_entry *ent, struct err *e)
+{
+    (void)e;
+    if (ent->meta.type == FS_REG)
+        *(uint64_t *)ctx += (uint64_t)ent->st.st_size;
+    return 0;
+}
+
+static void quiet_warn(void *ctx, const char *path, const char *msg)
+{
+    (void)ctx;
+    (void)path;
+    (void)msg;
+}
+
+/* Absolute, normalised roots without duplicates, sorted. */
+static json_t *resolve_roots(const struct files_backup_opts *o, struct err *e)
+{
+    if (o->npaths == 0) {
+        err_set(e, ERR_CONFIG,
+                "name the paths on the command line or set BACKUP_FILES_PATHS "
+                "(colon-separated) in the environment or .env.local",
+                "nothing to back up: no paths given");
+        return NULL;
+    }
+    json_t *roots = json_array();
+    for (size_t i = 0; i < o->npaths; i++) {
+        char *abs = realpath(o->paths[i], NULL);
+        if (!abs) {
+            err_sys(e, errno, "check the path; BACKUP_FILES_PATHS lists the directories to back up",
+                    "cannot back up %s", o->paths[i]);
+            json_decref(roots);
+            return NULL;
+        }
+        bool dup = false;
+        size_t k;
+        json_t *v;
+        json_array_foreach(roots, k, v) dup |= strcmp(json_string_value(v), abs) == 0;
+        if (!dup) {
+            if (!str_is_utf8(abs, strlen(abs))) {
+                err_set(e, ERR_USAGE, "rename the directory or back up its parent",
+                        "backup root paths must be UTF-8");
+                free(abs);
+                json_decref(roots);
+                return NULL;
+            }
+            json_array_append_new(roots, json_string(abs));
+        }
+        free(abs);
+    }
+    return roots;
+}
+
+/* The most recent file backup with exactly these roots. */
+static json_t *find_parent(struct repo *r, json_t *roots, struct err *e)
+{
+    json_t *list = repo_snapshot_list(r, NULL, e);
+    if (!list)
+        return NULL;
+    json_t *best = NULL;
+    size_t i;
+    json_t *s;
+    json_array_foreach(list, i, s)
+    {
+        const char *kind = json_string_value(json_object_get(s, "kind"));
+        if (kind && strcmp(kind, "files") == 0 && json_equal(json_object_get(s, "roots"), roots))
+            best = s;
+    }
+    if (best)
+        json_incref(best);
+    json_decref(list);
+    return best ? best : json_null();
+}
+
+static json_t *prev_map(struct repo *r, json_t *parent, struct err *e)
+{
+    json_t *summary, *entries;
+    if (repo_snapshot_load(r, json_string_value(json_object_get(parent, "_file")), &summary,
+                           &entries, e) != 0)
+        return NULL;
+    json_decref(summary);
+    json_t *map = json_object();
+    size_t i;
+    json_t *ent;
+    json_array_foreach(entries, i, ent)
+    {
+        if (strcmp(json_string_value(json_object_get(ent, "type")) ?: "", "file") != 0)
+            continue;
+        char *path;
+        size_t plen;
+        if (manifest_get_bytes(ent, "path", &path, &plen) != 0)
+            continue;
+        char *key =
+            xasprintf("%lld/%s", (long long)json_integer_value(json_object_get(ent, "root")), path);
+        json_object_set_nocheck(map, key, ent);
+        free(key);
+        free(path);
+    }
+    json_decref(entries);
+    return map;
+}
+
+static int files_backup(struct repo *r, const struct files_backup_opts *o, bool incremental,
+                        json_t **summary_out, struct err *e)
+{
+    int64_t start_ns = time_now_ns();
+    json_t *roots = resolve_roots(o, e);
+    if (!roots)
+        return -1;
+    struct bctx b = {.r = r, .o = o, .start_mono = time_mono_ns()};
+    pthread_mutex_init(&b.err_mu, NULL);
+    b.entries = json_array();
+    b.warnings = json_array();
+    json_t *parent = NULL, *summary = NULL;
+    char id[160] = "";
+    bool claimed = false;
+    int rc = -1;
+    if (chunker_init(&b.ch, repo_chunker_params(r, false), repo_chunker_seed(r)) != 0) {
+        err_set(e, ERR_DAMAGE, NULL, "repository has invalid chunker parameters");
+        goto out;
+    }
+    if (repo_lock(r, false, "backup files", e) != 0)
+        goto out;
+    if (incremental) {
+        parent = find_parent(r, roots, e);
+        if (!parent)
+            goto out;
+        if (json_is_null(parent)) {
+            log_info("no earlier backup of these paths: this incremental backup reads every file");
+        } else if (!(b.prev = prev_map(r, parent, e))) {
+            goto out;
+        }
+    }
+    if (backup_id_claim(r, "file", incremental ? "incremental" : "full", start_ns, id, sizeof(id),
+                        e) != 0)
+        goto out;
+    claimed = true;
+    int nthreads = o->threads > 0 ? o->threads : sys_ncpu();
+    b.pool = pool_new(nthreads, (size_t)nthreads * 4);
+    b.w = repo_writer_new(r, nthreads);
+    b.rcap = READ_SIZE + b.ch.p.max_size;
+    b.rbuf = xmalloc(b.rcap);
+
+    if (o->estimate_total) {
+        for (size_t i = 0; i < json_array_size(roots); i++) {
+            struct fswalk_opts wo = {
+                .excludes = o->excludes, .warn = quiet_warn, .ctx = &b.total_estimate};
+            struct err ie = ERR_INIT;
+            fswalk_run(json_string_value(json_array_get(roots, i)), &wo, count_size, &ie);
+        }
+    }
+    for (size_t i = 0; i < json_array_size(roots); i++) {
+        b.root = (int)i;
+        struct fswalk_opts wo = {.excludes = o->excludes, .warn = walk_warn, .ctx = &b};
+        if (fswalk_run(json_string_value(json_array_get(roots, i)), &wo, on_entry, e) != 0) {
+            pool_wait(b.pool);
+            goto out;
+        }
+    }
+    pool_wait(b.pool);
+    if (worker_failed(&b, e) || repo_writer_flush(b.w, e) != 0)
+        goto out;
+    maybe_progress(&b, true);
+
+    /* Every chunk id is known now: fill in the chunk lists. */
+    for (size_t i = 0; i < b.nrecs; i++) {
+        json_t *ch = json_array();
+        for (size_t k = 0; k < b.recs[i].count; k++) {
+            struct chunkref *c = arena_get(&b.arena, b.recs[i].first + k);
+            char hex[65];
+            cx_hex(c->id, 32, hex);
+            json_array_append_new(ch, json_pack("[s, I]", hex, (json_int_t)c->len));
+        }
+        json_object_set_new(b.recs[i].obj, "chunks", ch);
+    }
+    struct repo_writer_stats ws;
+    repo_writer_get_stats(b.w, &ws);
+    int64_t end_ns = time_now_ns();
+    char started[40], finished[40], host[256] = "";
+    time_format_iso(start_ns, started, sizeof(started));
+    time_format_iso(end_ns, finished, sizeof(finished));
+    gethostname(host, sizeof(host) - 1);
+    summary = json_pack(
+        "{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:s, s:O, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
+        "s:I, s:I, s:I, s:I}, s:s, s:I, s:O, s:s}",
+        "id", id, "kind", "files", "type", "files", "mode", incremental ? "incremental" : "full",
+        "started", started, "finished", finished, "duration_ms",
+        (json_int_t)((end_ns - start_ns) / 1000000), "host", host, "roots", roots, "stats", "files",
+        (json_int_t)b.files, "dirs", (json_int_t)b.dirs, "symlinks", (json_int_t)b.symlinks,
+        "other", (json_int_t)b.others, "files_unchanged", (json_int_t)b.unchanged, "bytes_total",
+        (json_int_t)b.bytes_total, "bytes_read", (json_int_t)b.bytes_read, "bytes_added",
+        (json_int_t)ws.bytes_new, "bytes_stored", (json_int_t)ws.bytes_stored, "chunks_new",
+        (json_int_t)ws.blobs_new, "chunks_known", (json_int_t)ws.blobs_known, "status",
+        b.nwarnings ? "warnings" : "ok", "warnings_count", (json_int_t)b.nwarnings, "warnings",
+        b.warnings, "version", "1");
+    if (parent && !json_is_null(parent))
+        json_object_set(summary, "parent", json_object_get(parent, "id"));
+    char name[65];
+    if (repo_snapshot_save(r, summary, b.entries, name, e) != 0)
+        goto out;
+    json_object_set_new(summary, "_file", json_string(name));
+    *summary_out = summary;
+    summary = NULL;
+    rc = b.nwarnings ? CARIS_DONE_WARNINGS : CARIS_DONE;
+out:
+    if (b.pool)
+        pool_free(b.pool);
+    if (claimed)
+        backup_id_release(r, id);
+    repo_unlock(r);
+    repo_writer_free(b.w);
+    for (size_t i = 0; i < b.arena.nblocks; i++)
+        free(b.arena.blocks[i]);
+    free(b.arena.blocks);
+    free(b.recs);
+    free(b.rbuf);
+    json_decref(b.prev);
+    json_decref(parent);
+    json_decref(summary);
+    json_decref(b.entries);
+    json_decref(b.warnings);
+    json_decref(roots);
+    pthread_mutex_destroy(&b.err_mu);
+    return rc;
+}
+
+int caris_files_backup_full(struct repo *r, const struct files_backup_opts *o, json_t **summary,
+                            struct err *e)
+{
+    return files_backup(r, o, false, summary, e);
+}
+
+int caris_files_backup_incremental(struct repo *r, const struct files_backup_opts *o,
+                                   json_t **summary, struct err *e)
+{
+    return files_backup(r, o, true, summary, e);
+}
+
+json_t *caris_backup_list(struct repo *r, const char *kind, struct err *e)
+{
+    json_t *list = repo_snapshot_list(r, NULL, e);
+    if (!list || !kind)
+        return list;
+    json_t *out = json_array();
+    size_t i;
+    json_t *s;
+    json_array_foreach(list, i, s)
+    {
+        const char *k = json_string_value(json_object_get(s, "kind"));
+        if (k && strcmp(k, kind) == 0)
+            json_array_append(out, s);
+    }
+    json_decref(list);
+    return out;
+}

@@ -1,0 +1,571 @@
+/* File restore and verify: one pipeline. Blob loads (read, authenticate, decompress, check
+ * the chunk id) run on worker threads; the main thread consumes them in manifest order,
+ * writes them (restore) and feeds each file's SHA-256, which must match the manifest before
+ * the file is renamed into place. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "caris/backup.h"
+#include "caris/crypto.h"
+#include "caris/fsmeta.h"
+#include "caris/pool.h"
+#include "common.h"
+#include "manifest.h"
+
+#define MAX_INFLIGHT_BYTES (256u << 20)
+#define MAX_INFLIGHT_JOBS 4096
+
+struct rfile {
+    char *relpath; /* path relative to the target */
+    struct fs_meta meta;
+    uint8_t (*ids)[32];
+    uint32_t *lens;
+    size_t nchunks, done_chunks;
+    uint64_t *offs; /* logical offset of every chunk */
+    uint8_t sha[32];
+    struct cx_sha256 *h;
+    uint64_t pos;
+    struct fsrestore_file *out;
+    bool failed;
+    json_t *path_json; /* for reports */
+};
+
+struct ljob {
+    struct rctx *c;
+    struct rfile *f;
+    size_t k;
+    struct buf data;
+    struct err e;
+    int rc;
+    bool done;
+    struct ljob *next;
+};
+
+struct rctx {
+    struct repo *r;
+    const struct files_read_opts *o;
+    struct pool *pool;
+    struct fsrestore *fr;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct ljob *head, *tail; /* FIFO in manifest order */
+    size_t inflight_jobs;
+    uint64_t inflight_bytes;
+    json_t *errors, *warnings;
+    uint64_t files, dirs, bytes, bytes_total;
+    int64_t start_mono, last_progress;
+    struct err fatal; /* a failure that stops everything (not damage) */
+    bool stop;
+};
+
+static void load_job(void *arg, int worker)
+{
+    (void)worker;
+    struct ljob *j = arg;
+    j->rc = repo_blob_load(j->c->r, j->f->ids[j->k], &j->data, &j->e);
+    if (j->rc == 0 && j->data.len != j->f->lens[j->k]) {
+        j->rc = err_set(&j->e, ERR_DAMAGE, NULL, "chunk %zu has %zu bytes, the manifest says %u",
+                        j->k, j->data.len, j->f->lens[j->k]);
+    }
+    pthread_mutex_lock(&j->c->mu);
+    j->done = true;
+    pthread_cond_broadcast(&j->c->cv);
+    pthread_mutex_unlock(&j->c->mu);
+}
+
+static void add_error(json_t *arr, json_t *path, const char *msg)
+{
+    json_t *o = json_object();
+    json_object_set(o, "path", path);
+    json_object_set_new(o, "error", json_string(msg));
+    json_array_append_new(arr, o);
+}
+
+static void rfile_free(struct rfile *f)
+{
+    if (f->out)
+        fsrestore_file_abort(f->out);
+    cx_sha256_free(f->h);
+    free(f->relpath);
+    fs_meta_free(&f->meta);
+    free(f->ids);
+    free(f->lens);
+    free(f->offs);
+    json_decref(f->path_json);
+    free(f);
+}
+
+static void hash_zeros(struct cx_sha256 *h, uint64_t n)
+{
+    static const uint8_t zeros[65536];
+    while (n) {
+        size_t k = n > sizeof(zeros) ? sizeof(zeros) : (size_t)n;
+        cx_sha256_update(h, zeros, k);
+        n -= k;
+    }
+}
+
+static int write_at(int fd, const uint8_t *p, size_t n, uint64_t off)
+{
+    while (n) {
+        ssize_t w = pwrite(fd, p, n, (off_t)off);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+        off += (uint64_t)w;
+    }
+    return 0;
+}
+
+/* Finishes a file whose last chunk was consumed (or that has none). */
+static void file_finish(struct rctx *c, struct rfile *f)
+{
+    if (!f->failed) {
+        if (f->meta.size > f->pos)
+            hash_zeros(f->h, f->meta.size - f->pos);
+        uint8_t sum[32];
+        cx_sha256_final(f->h, sum);
+        if (memcmp(sum, f->sha, 32) != 0) {
+            f->failed = true;
+            add_error(c->errors, f->path_json,
+                      "checksum mismatch: restored content does not match the SHA-256 recorded "
+                      "at backup time");
+        }
+    }
+    if (!f->failed && f->out) {
+        struct err e = ERR_INIT;
+        if (fsrestore_file_commit(f->out, f->meta.size, &e) != 0 ||
+            fsrestore_apply_meta(c->fr, f->relpath, &f->meta, &e) != 0) {
+            f->out = NULL;
+            if (e.code == ERR_DAMAGE)
+                add_error(c->errors, f->path_json, e.msg);
+            else if (!err_is_set(&c->fatal))
+                c->fatal = e;
+        }
+        f->out = NULL;
+    }
+    if (!f->failed)
+        c->files++;
+    rfile_free(f);
+}
+
+/* Consumes the oldest job: waits for it, writes it, hashes it. */
+static void consume_one(struct rctx *c)
+{
+    pthread_mutex_lock(&c->mu);
+    struct ljob *j = c->head;
+    while (!j->done)
+        pthread_cond_wait(&c->cv, &c->mu);
+    c->head = j->next;
+    if (!c->head)
+        c->tail = NULL;
+    c->inflight_jobs--;
+    c->inflight_bytes -= j->f->lens[j->k];
+    pthread_mutex_unlock(&c->mu);
+
+    struct rfile *f = j->f;
+    if (!f->failed && j->rc != 0) {
+        f->failed = true;
+        if (j->e.code == ERR_DAMAGE)
+            add_error(c->errors, f->path_json, j->e.msg);
+        else if (!err_is_set(&c->fatal))
+            c->fatal = j->e;
+    }
+    if (!f->failed) {
+        uint64_t off = f->offs[j->k];
+        if (off > f->pos)
+            hash_zeros(f->h, off - f->pos);
+        cx_sha256_update(f->h, j->data.data, j->data.len);
+        f->pos = off + j->data.len;
+        c->bytes += j->data.len;
+        if (c->o->target && !f->out) {
+            struct err e = ERR_INIT;
+            f->out = fsrestore_file_begin(c->fr, f->relpath, &e);
+            if (!f->out) {
+                f->failed = true;
+                if (!err_is_set(&c->fatal))
+                    c->fatal = e;
+            }
+        }
+        if (f->out && write_at(fsrestore_file_fd(f->out), j->data.data, j->data.len, off) != 0) {
+            struct err e = ERR_INIT;
+            err_sys(&e, errno, NULL, "cannot write restored file");
+            f->failed = true;
+            if (!err_is_set(&c->fatal))
+                c->fatal = e;
+        }
+    }
+    f->done_chunks++;
+    buf_free(&j->data);
+    free(j);
+    if (f->done_chunks == f->nchunks)
+        file_finish(c, f);
+    if (c->o->progress) {
+        int64_t now = time_mono_ns();
+        if (now - c->last_progress > 200000000) {
+            c->last_progress = now;
+            progress_report(c->o->progress, c->o->ctx, c->o->target ? "restore" : "verify",
+                            c->files, c->bytes, c->bytes_total, c->start_mono);
+        }
+    }
+}
+
+static void drain(struct rctx *c)
+{
+    while (c->head)
+        consume_one(c);
+}
+
+static void submit(struct rctx *c, struct rfile *f, size_t k)
+{
+    while (c->head && (c->inflight_jobs >= MAX_INFLIGHT_JOBS ||
+                       c->inflight_bytes + f->lens[k] > MAX_INFLIGHT_BYTES))
+        consume_one(c);
+    struct ljob *j = xcalloc(1, sizeof(*j));
+    j->c = c;
+    j->f = f;
+    j->k = k;
+    pthread_mutex_lock(&c->mu);
+    if (c->tail)
+        c->tail->next = j;
+    else
+        c->head = j;
+    c->tail = j;
+    c->inflight_jobs++;
+    c->inflight_bytes += f->lens[k];
+    pthread_mutex_unlock(&c->mu);
+    pool_submit(c->pool, load_job, j);
+}
+
+/* Logical offsets of the chunks: they fill the data extents in order (or the whole file). */
+static int chunk_offsets(json_t *ent, struct rfile *f)
+{
+    f->offs = xcalloc(f->nchunks ? f->nchunks : 1, sizeof(uint64_t));
+    json_t *ext = json_object_get(ent, "extents");
+    uint64_t sum = 0;
+    if (!ext) {
+        for (size_t k = 0; k < f->nchunks; k++) {
+            f->offs[k] = sum;
+            sum += f->lens[k];
+        }
+        return sum == f->meta.size ? 0 : -1;
+    }
+    if (!json_is_array(ext))
+        return -1;
+    size_t ei = 0, k = 0;
+    uint64_t prev_end = 0;
+    for (; ei < json_array_size(ext); ei++) {
+        json_t *x = json_array_get(ext, ei);
+        json_int_t off = json_integer_value(json_array_get(x, 0));
+        json_int_t len = json_integer_value(json_array_get(x, 1));
+        if (off < 0 || len < 0 || (uint64_t)off < prev_end ||
+            (uint64_t)off + (uint64_t)len > f->meta.size)
+            return -1;
+        uint64_t pos = (uint64_t)off, end = (uint64_t)off + (uint64_t)len;
+        while (pos < end) {
+            if (k >= f->nchunks || pos + f->lens[k] > end)
+                return -1;
+            f->offs[k] = pos;
+            pos += f->lens[k++];
+        }
+        prev_end = end;
+    }
+    return k == f->nchunks ? 0 : -1;
+}
+
+/* Path inside the target for an entry: the root's absolute path without its leading '/',
+ * then the entry's path. */
+static char *target_path(const char *root, const char *path, size_t plen)
+{
+    while (*root == '/')
+        root++;
+    bool dot = plen == 1 && path[0] == '.';
+    if (!*root)
+        return dot ? NULL : xstrndup(path, plen);
+    if (dot)
+        return xstrdup(root);
+    char *p = xmalloc(strlen(root) + plen + 2);
+    sprintf(p, "%s/", root);
+    memcpy(p + strlen(root) + 1, path, plen);
+    p[strlen(root) + 1 + plen] = '\0';
+    return p;
+}
+
+/* Selected: the entry is an include, lies under one, or (directories) above one. */
+static bool selected(const struct files_read_opts *o, const char *rel, bool is_dir)
+{
+    if (!o->nincludes)
+        return true;
+    size_t rl = strlen(rel);
+    for (size_t i = 0; i < o->nincludes; i++) {
+        const char *inc = o->includes[i];
+        while (*inc == '/')
+            inc++;
+        size_t il = strlen(inc);
+        while (il && inc[il - 1] == '/')
+            il--;
+        if (rl >= il && strncmp(rel, inc, il) == 0 && (rl == il || rel[il] == '/'))
+            return true;
+        if (is_dir && il > rl && strncmp(inc, rel, rl) == 0 && inc[rl] == '/')
+            return true;
+    }
+    return false;
+}
+
+int files_read_backup(struct repo *r, json_t *summary, json_t *entries,
+                      const struct files_read_opts *o, json_t *report, struct err *e)
+{
+    struct rctx c = {.r = r, .o = o, .start_mono = time_mono_ns()};
+    c.errors = json_array();
+    c.warnings = json_array();
+    pthread_mutex_init(&c.mu, NULL);
+    pthread_cond_init(&c.cv, NULL);
+    int rc = -1;
+    json_t *roots = json_object_get(summary, "roots");
+    int nroots = (int)json_array_size(roots);
+    if (nroots == 0) {
+        err_set(e, ERR_DAMAGE, NULL, "backup manifest has no roots");
+        goto out;
+    }
+    json_t *bt = json_object_get(summary, "stats");
+    c.bytes_total = (uint64_t)json_integer_value(json_object_get(bt, "bytes_total"));
+    if (o->target) {
+        c.fr = fsrestore_open(o->target, o->overwrite, e);
+        if (!c.fr)
+            goto out;
+    }
+    int nthreads = o->threads > 0 ? o->threads : sys_ncpu();
+    c.pool = pool_new(nthreads, MAX_INFLIGHT_JOBS);
+    size_t i;
+    json_t *ent;
+    json_array_foreach(entries, i, ent)
+    {
+        if (err_is_set(&c.fatal))
+            break;
+        int root;
+        char *path;
+        size_t plen;
+        struct fs_meta m;
+        if (manifest_entry_decode(ent, nroots, &root, &path, &plen, &m, e) != 0) {
+            err_wrap(e, "entry %zu", i);
+            goto out;
+        }
+        const char *rootp = json_string_value(json_array_get(roots, (size_t)root));
+        char *rel = rootp ? target_path(rootp, path, plen) : NULL;
+        json_t *pj = json_object();
+        manifest_set_bytes(pj, "path", path, plen);
+        json_t *pathj = json_incref(json_object_get(pj, "path") ? json_object_get(pj, "path")
+                                                                : json_object_get(pj, "path_b64"));
+        json_decref(pj);
+        free(path);
+        if (!rel || (o->target && fsrestore_check_path(rel, strlen(rel), e) != 0)) {
+            if (!rel)
+                err_set(e, ERR_DAMAGE, NULL, "manifest entry %zu has an invalid path", i);
+            err_wrap(e, "refusing to restore");
+            free(rel);
+            fs_meta_free(&m);
+            json_decref(pathj);
+            goto out;
+        }
+        if (!selected(o, rel, m.type == FS_DIR)) {
+            free(rel);
+            fs_meta_free(&m);
+            json_decref(pathj);
+            continue;
+        }
+        struct err fe = ERR_INIT;
+        int frc = 0;
+        const char *err_msg = json_string_value(json_object_get(ent, "error"));
+        switch (m.type) {
+        case FS_DIR:
+            c.dirs++;
+            if (c.fr)
+                frc = fsrestore_mkdir(c.fr, rel, &fe) || fsrestore_apply_meta(c.fr, rel, &m, &fe);
+            break;
+        case FS_SYMLINK:
+            if (c.fr) {
+                drain(&c);
+                frc = fsrestore_symlink(c.fr, rel, m.link, &fe) ||
+                      fsrestore_apply_meta(c.fr, rel, &m, &fe);
+            }
+            break;
+        case FS_FIFO:
+            if (c.fr) {
+                drain(&c);
+                frc = fsrestore_fifo(c.fr, rel, &fe) || fsrestore_apply_meta(c.fr, rel, &m, &fe);
+            }
+            break;
+        case FS_HARDLINK:
+            if (c.fr) {
+                drain(&c);
+                char *to = target_path(rootp, m.link, strlen(m.link));
+                if (!to || fsrestore_check_path(to, strlen(to), &fe) != 0)
+                    frc = err_set(&fe, ERR_DAMAGE, NULL, "invalid hard link target");
+                else if (!selected(o, to, false))
+                    frc = 0; /* its target is not being restored: skip the extra name */
+                else
+                    frc = fsrestore_hardlink(c.fr, rel, to, &fe);
+                free(to);
+            }
+            break;
+        case FS_REG: {
+            if (err_msg) {
+                char w[400];
+                snprintf(w, sizeof(w),
+                         "not restored: the file could not be read at backup "
+                         "time (%s)",
+                         err_msg);
+                add_error(c.warnings, pathj, w);
+                break;
+            }
+            struct rfile *f = xcalloc(1, sizeof(*f));
+            f->relpath = rel;
+            rel = NULL;
+            f->meta = m;
+            memset(&m, 0, sizeof(m));
+            f->path_json = json_incref(pathj);
+            f->h = cx_sha256_new();
+            const char *sha = json_string_value(json_object_get(ent, "sha256"));
+            if (!sha || cx_unhex(sha, f->sha, 32) != 0 ||
+                chunks_decode(json_object_get(ent, "chunks"), &f->ids, &f->lens, &f->nchunks) ||
+                chunk_offsets(ent, f) != 0) {
+                add_error(c.errors, pathj, "malformed manifest entry (chunks, extents or sha256)");
+                rfile_free(f);
+                break;
+            }
+            if (f->nchunks == 0) {
+                if (o->target) {
+                    f->out = fsrestore_file_begin(c.fr, f->relpath, &fe);
+                    if (!f->out) {
+                        frc = -1;
+                        f->failed = true;
+                    }
+                }
+                file_finish(&c, f);
+                break;
+            }
+            for (size_t k = 0; k < f->nchunks; k++)
+                submit(&c, f, k);
+            break;
+        }
+        }
+        if (frc != 0) {
+            if (fe.code == ERR_DAMAGE) {
+                add_error(c.errors, pathj, fe.msg);
+            } else {
+                *e = fe;
+                free(rel);
+                fs_meta_free(&m);
+                json_decref(pathj);
+                goto out;
+            }
+        }
+        free(rel);
+        fs_meta_free(&m);
+        json_decref(pathj);
+    }
+    drain(&c);
+    if (err_is_set(&c.fatal)) {
+        *e = c.fatal;
+        goto out;
+    }
+    if (c.fr) {
+        struct fsrestore *fr = c.fr;
+        c.fr = NULL;
+        if (fsrestore_finish(fr, e) != 0)
+            goto out;
+    }
+    if (o->progress)
+        progress_report(o->progress, o->ctx, o->target ? "restore" : "verify", c.files, c.bytes,
+                        c.bytes_total, c.start_mono);
+    rc = 0;
+    if (json_array_size(c.errors))
+        rc = err_set(e, ERR_DAMAGE,
+                     "checksum mismatch: the backup is corrupted, DO NOT trust the affected "
+                     "files; restore them from a different backup and run `caris-backup check "
+                     "--read-data`",
+                     "%zu file(s) failed verification", json_array_size(c.errors));
+out:
+    drain(&c);
+    if (c.pool)
+        pool_free(c.pool);
+    if (c.fr)
+        fsrestore_free(c.fr);
+    json_object_set_new(report, "files", json_integer((json_int_t)c.files));
+    json_object_set_new(report, "dirs", json_integer((json_int_t)c.dirs));
+    json_object_set_new(report, "bytes", json_integer((json_int_t)c.bytes));
+    json_object_set_new(report, "errors", c.errors);
+    json_object_set_new(report, "warnings", c.warnings);
+    pthread_mutex_destroy(&c.mu);
+    pthread_cond_destroy(&c.cv);
+    return rc;
+}
+
+static int load_files_backup(struct repo *r, const char *id, json_t **summary, json_t **entries,
+                             struct err *e)
+{
+    char name[65];
+    json_t *s;
+    if (repo_snapshot_find(r, id, name, &s, e) != 0)
+        return -1;
+    json_decref(s);
+    if (repo_snapshot_load(r, name, summary, entries, e) != 0)
+        return -1;
+    const char *kind = json_string_value(json_object_get(*summary, "kind"));
+    if (!kind || strcmp(kind, "files") != 0) {
+        json_decref(*summary);
+        json_decref(*entries);
+        return err_set(e, ERR_USAGE, "use `caris-backup restore database` for database backups",
+                       "backup %s is not a file backup", id);
+    }
+    return 0;
+}
+
+int caris_files_restore(struct repo *r, const struct files_restore_opts *o, json_t **report,
+                        struct err *e)
+{
+    json_t *summary, *entries;
+    if (!o->target)
+        return err_set(e, ERR_USAGE, "give --target DIR", "no restore target given");
+    if (load_files_backup(r, o->backup_id, &summary, &entries, e) != 0)
+        return -1;
+    struct files_read_opts ro = {.target = o->target,
+                                 .overwrite = o->overwrite,
+                                 .includes = o->includes,
+                                 .nincludes = o->nincludes,
+                                 .threads = o->threads,
+                                 .progress = o->progress,
+                                 .ctx = o->ctx};
+    *report = json_pack("{s:s, s:s}", "backupId", o->backup_id, "target", o->target);
+    int rc = files_read_backup(r, summary, entries, &ro, *report, e);
+    json_decref(summary);
+    json_decref(entries);
+    if (rc == 0 && json_array_size(json_object_get(*report, "warnings")))
+        return CARIS_DONE_WARNINGS;
+    return rc;
+}
+
+int caris_backup_verify(struct repo *r, const char *backup_id, const struct verify_opts *o,
+                        json_t **report, struct err *e)
+{
+    json_t *summary, *entries;
+    *report = NULL;
+    if (load_files_backup(r, backup_id, &summary, &entries, e) != 0)
+        return -1;
+    struct files_read_opts ro = {.threads = o ? o->threads : 0,
+                                 .progress = o ? o->progress : NULL,
+                                 .ctx = o ? o->ctx : NULL};
+    *report = json_pack("{s:s}", "backupId", backup_id);
+    int rc = files_read_backup(r, summary, entries, &ro, *report, e);
+    json_object_set_new(*report, "valid", json_boolean(rc == 0));
+    json_decref(summary);
+    json_decref(entries);
+    return rc;
+}

@@ -1,0 +1,350 @@
+/* The storage front: thin wrappers over a backend's ops, plus the POSIX backend. */
+#include "caris/storage.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "caris/crypto.h"
+
+int storage_put(struct storage *s, const char *name, const void *data, size_t len, struct err *e)
+{
+    return s->ops->put(s, name, data, len, e);
+}
+
+int storage_read_at(struct storage *s, const char *name, uint64_t off, void *out, size_t len,
+                    struct err *e)
+{
+    return s->ops->read_at(s, name, off, out, len, e);
+}
+
+int storage_size(struct storage *s, const char *name, uint64_t *size, struct err *e)
+{
+    return s->ops->size(s, name, size, e);
+}
+
+int storage_get(struct storage *s, const char *name, size_t max, struct buf *out, struct err *e)
+{
+    uint64_t size;
+    if (storage_size(s, name, &size, e) != 0)
+        return -1;
+    if (size > max)
+        return err_set(e, ERR_DAMAGE,
+                       "the file may be corrupted or not ours: run `caris-backup check`",
+                       "%s/%s is too large (%llu bytes, at most %zu expected)", s->location, name,
+                       (unsigned long long)size, max);
+    out->len = 0;
+    buf_reserve(out, (size_t)size);
+    if (storage_read_at(s, name, 0, out->data, (size_t)size, e) != 0)
+        return -1;
+    out->len = (size_t)size;
+    return 0;
+}
+
+int storage_list(struct storage *s, const char *dir, storage_list_cb cb, void *ctx, struct err *e)
+{
+    return s->ops->list(s, dir, cb, ctx, e);
+}
+
+int storage_remove(struct storage *s, const char *name, struct err *e)
+{
+    return s->ops->remove(s, name, e);
+}
+
+int storage_put_new(struct storage *s, const char *name, const void *data, size_t len,
+                    struct err *e)
+{
+    return s->ops->put_new(s, name, data, len, e);
+}
+
+int storage_exists(struct storage *s, const char *name, struct err *e)
+{
+    uint64_t size;
+    struct err tmp = ERR_INIT;
+    if (storage_size(s, name, &size, &tmp) == 0)
+        return 1;
+    if (tmp.code == ERR_NOT_FOUND)
+        return 0;
+    *e = tmp;
+    return -1;
+}
+
+void storage_close(struct storage *s)
+{
+    if (s)
+        s->ops->close(s);
+}
+
+/* ---- POSIX backend ------------------------------------------------------------------- */
+
+struct posix_storage {
+    struct storage base;
+    char *root;
+    int rootfd;
+};
+
+#define TMP_PREFIX ".tmp-"
+
+static struct posix_storage *P(struct storage *s)
+{
+    return (struct posix_storage *)s;
+}
+
+static int write_full(int fd, const void *data, size_t len)
+{
+    const uint8_t *p = data;
+    while (len) {
+        ssize_t w = write(fd, p, len);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Creates the directories leading to name (relative to root). */
+static int make_parents(struct posix_storage *ps, const char *name, struct err *e)
+{
+    char *p = xstrdup(name);
+    for (char *slash = strchr(p, '/'); slash; slash = strchr(slash + 1, '/')) {
+        *slash = '\0';
+        if (mkdirat(ps->rootfd, p, 0700) != 0 && errno != EEXIST) {
+            int en = errno;
+            err_sys(e, en, NULL, "cannot create directory %s/%s", ps->root, p);
+            free(p);
+            return -1;
+        }
+        *slash = '/';
+    }
+    free(p);
+    return 0;
+}
+
+static int fsync_parent(struct posix_storage *ps, const char *name, struct err *e)
+{
+    char *dir = xstrdup(name);
+    char *slash = strrchr(dir, '/');
+    int fd;
+    if (slash) {
+        *slash = '\0';
+        fd = openat(ps->rootfd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    } else {
+        fd = dup(ps->rootfd);
+    }
+    int r = 0;
+    if (fd < 0 || fsync(fd) != 0)
+        r = err_sys(e, errno, NULL, "cannot sync directory of %s/%s", ps->root, name);
+    if (fd >= 0)
+        close(fd);
+    free(dir);
+    return r;
+}
+
+static int posix_put(struct storage *s, const char *name, const void *data, size_t len,
+                     struct err *e)
+{
+    struct posix_storage *ps = P(s);
+    if (make_parents(ps, name, e) != 0)
+        return -1;
+    uint8_t rnd[8];
+    char hex[17];
+    cx_random(rnd, sizeof(rnd));
+    cx_hex(rnd, sizeof(rnd), hex);
+    char *dir = xstrdup(name);
+    char *slash = strrchr(dir, '/');
+    char *tmp = slash ? (slash[1] = '\0', xasprintf("%s" TMP_PREFIX "%s", dir, hex))
+                      : xasprintf(TMP_PREFIX "%s", hex);
+    free(dir);
+    int fd = openat(ps->rootfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        err_sys(e, errno, NULL, "cannot create %s/%s", ps->root, tmp);
+        free(tmp);
+        return -1;
+    }
+    if (write_full(fd, data, len) != 0 || fsync(fd) != 0) {
+        int en = errno;
+        close(fd);
+        unlinkat(ps->rootfd, tmp, 0);
+        err_sys(e, en, NULL, "cannot write %s/%s", ps->root, name);
+        free(tmp);
+        return -1;
+    }
+    if (close(fd) != 0 || renameat(ps->rootfd, tmp, ps->rootfd, name) != 0) {
+        int en = errno;
+        unlinkat(ps->rootfd, tmp, 0);
+        err_sys(e, en, NULL, "cannot write %s/%s", ps->root, name);
+        free(tmp);
+        return -1;
+    }
+    free(tmp);
+    return fsync_parent(ps, name, e);
+}
+
+static int posix_read_at(struct storage *s, const char *name, uint64_t off, void *out, size_t len,
+                         struct err *e)
+{
+    struct posix_storage *ps = P(s);
+    int fd = openat(ps->rootfd, name, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return err_sys(e, errno, NULL, "cannot open %s/%s", ps->root, name);
+    uint8_t *p = out;
+    size_t done = 0;
+    while (done < len) {
+        ssize_t r = pread(fd, p + done, len - done, (off_t)(off + done));
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            int en = errno;
+            close(fd);
+            return err_sys(e, en, NULL, "cannot read %s/%s", ps->root, name);
+        }
+        if (r == 0) {
+            close(fd);
+            return err_set(e, ERR_DAMAGE,
+                           "the file was truncated: run `caris-backup check` to see which backups "
+                           "are affected",
+                           "%s/%s is shorter than expected (wanted %zu bytes at offset %llu)",
+                           ps->root, name, len, (unsigned long long)off);
+        }
+        done += (size_t)r;
+    }
+    close(fd);
+    return 0;
+}
+
+static int posix_size(struct storage *s, const char *name, uint64_t *size, struct err *e)
+{
+    struct posix_storage *ps = P(s);
+    struct stat st;
+    if (fstatat(ps->rootfd, name, &st, 0) != 0)
+        return err_sys(e, errno, NULL, "cannot stat %s/%s", ps->root, name);
+    *size = (uint64_t)st.st_size;
+    return 0;
+}
+
+static int list_dir(struct posix_storage *ps, const char *dir, bool recurse, storage_list_cb cb,
+                    void *ctx, struct err *e)
+{
+    int fd = openat(ps->rootfd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return 0;
+        return err_sys(e, errno, NULL, "cannot list %s/%s", ps->root, dir);
+    }
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        close(fd);
+        return err_sys(e, errno, NULL, "cannot list %s/%s", ps->root, dir);
+    }
+    /* Collect first: the callback may write into the directory. */
+    char **names = NULL;
+    size_t n = 0;
+    struct dirent *de;
+    while ((errno = 0, de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.')
+            continue; /* ".", "..", and temporary files of interrupted writes */
+        names = xrealloc(names, xsize(n + 1, sizeof(*names), 0));
+        names[n++] = xasprintf("%s/%s", dir, de->d_name);
+    }
+    int r = 0;
+    if (errno != 0)
+        r = err_sys(e, errno, NULL, "cannot list %s/%s", ps->root, dir);
+    closedir(d);
+    for (size_t i = 0; i < n && r == 0; i++) {
+        struct stat st;
+        if (fstatat(ps->rootfd, names[i], &st, AT_SYMLINK_NOFOLLOW) != 0) {
+            if (errno == ENOENT)
+                continue; /* removed meanwhile */
+            r = err_sys(e, errno, NULL, "cannot stat %s/%s", ps->root, names[i]);
+        } else if (S_ISDIR(st.st_mode)) {
+            if (recurse)
+                r = list_dir(ps, names[i], false, cb, ctx, e);
+        } else if (S_ISREG(st.st_mode)) {
+            r = cb(ctx, names[i], (uint64_t)st.st_size, e);
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+    return r;
+}
+
+static int posix_list(struct storage *s, const char *dir, storage_list_cb cb, void *ctx,
+                      struct err *e)
+{
+    return list_dir(P(s), dir, strcmp(dir, "data") == 0, cb, ctx, e);
+}
+
+static int posix_remove(struct storage *s, const char *name, struct err *e)
+{
+    struct posix_storage *ps = P(s);
+    if (unlinkat(ps->rootfd, name, 0) != 0 && errno != ENOENT)
+        return err_sys(e, errno, NULL, "cannot remove %s/%s", ps->root, name);
+    return fsync_parent(ps, name, e);
+}
+
+static int posix_put_new(struct storage *s, const char *name, const void *data, size_t len,
+                         struct err *e)
+{
+    struct posix_storage *ps = P(s);
+    if (make_parents(ps, name, e) != 0)
+        return -1;
+    int fd = openat(ps->rootfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        if (errno == EEXIST)
+            return 1;
+        return err_sys(e, errno, NULL, "cannot create %s/%s", ps->root, name);
+    }
+    if (write_full(fd, data, len) != 0 || fsync(fd) != 0) {
+        int en = errno;
+        close(fd);
+        unlinkat(ps->rootfd, name, 0);
+        return err_sys(e, en, NULL, "cannot write %s/%s", ps->root, name);
+    }
+    close(fd);
+    return fsync_parent(ps, name, e);
+}
+
+static void posix_close(struct storage *s)
+{
+    struct posix_storage *ps = P(s);
+    close(ps->rootfd);
+    free(ps->root);
+    free(ps->base.location);
+    free(ps);
+}
+
+static const struct storage_ops posix_ops = {
+    .put = posix_put,
+    .read_at = posix_read_at,
+    .size = posix_size,
+    .list = posix_list,
+    .remove = posix_remove,
+    .put_new = posix_put_new,
+    .close = posix_close,
+};
+
+struct storage *storage_posix_open(const char *root, bool create, struct err *e)
+{
+    if (create && fs_mkdir_p(root, 0700, e) != 0)
+        return NULL;
+    int fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        err_sys(e, errno, NULL, "cannot open repository directory %s", root);
+        return NULL;
+    }
+    struct posix_storage *ps = xcalloc(1, sizeof(*ps));
+    ps->base.ops = &posix_ops;
+    ps->base.location = xstrdup(root);
+    ps->root = xstrdup(root);
+    ps->rootfd = fd;
+    return &ps->base;
+}
