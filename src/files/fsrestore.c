@@ -1,1 +1,872 @@
-/* placeholder: being written */
+/* Recreating entries at restore time, safely: a path from a manifest is checked, then its
+ * parents are opened one component at a time from the target with O_NOFOLLOW, so that no
+ * "..", absolute path or symlink (planted by the backup itself or already in the target)
+ * can lead a write outside the target. Every change is made relative to a directory
+ * descriptor, so paths may exceed PATH_MAX. */
+#include "caris/fsmeta.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- printing names in messages (as in fswalk.c) ---------------------------------------- */
+
+enum { ESC_MAX = 480 };
+
+static size_t utf8_char_len(const unsigned char *s, size_t n)
+{
+    size_t len;
+    uint32_t cp;
+    if (s[0] >= 0xc2 && s[0] <= 0xdf) {
+        len = 2;
+        cp = s[0] & 0x1f;
+    } else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+        len = 3;
+        cp = s[0] & 0x0f;
+    } else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+        len = 4;
+        cp = s[0] & 0x07;
+    } else {
+        return 0;
+    }
+    if (n < len)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        cp = cp << 6 | (s[i] & 0x3f);
+    }
+    if (cp < 0xa0 || (len == 3 && cp < 0x800) || (cp >= 0xd800 && cp <= 0xdfff) ||
+        (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+        return 0;
+    return len;
+}
+
+static size_t esc_unit(const unsigned char *s, size_t n, size_t *out)
+{
+    if (s[0] >= 0x20 && s[0] < 0x7f && s[0] != '\\') {
+        *out = 1;
+        return 1;
+    }
+    size_t len = s[0] >= 0x80 ? utf8_char_len(s, n) : 0;
+    *out = len ? len : 4;
+    return len ? len : 1;
+}
+
+/* Shows the n bytes at s as one printable line: control characters, backslashes, NULs and
+ * bytes that are not UTF-8 become \xNN; a name too long for buf keeps its end. */
+static const char *esc_n(const char *s, size_t n, char *buf, size_t size)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t total = 0, in, out, i = 0;
+    for (size_t j = 0; j < n; j += in) {
+        in = esc_unit(u + j, n - j, &out);
+        total += out;
+    }
+    char *p = buf;
+    if (total >= size) {
+        for (; i < n && total + 3 >= size; i += in) {
+            in = esc_unit(u + i, n - i, &out);
+            total -= out;
+        }
+        memcpy(p, "...", 3);
+        p += 3;
+    }
+    for (; i < n; i += in) {
+        in = esc_unit(u + i, n - i, &out);
+        if (out == 4 && in == 1)
+            snprintf(p, 5, "\\x%02x", u[i]);
+        else
+            memcpy(p, u + i, in);
+        p += out;
+    }
+    *p = '\0';
+    return buf;
+}
+
+static const char *esc(const char *s, char *buf)
+{
+    return esc_n(s, strlen(s), buf, ESC_MAX);
+}
+
+/* ---- the restore -------------------------------------------------------------------------- */
+
+static const char HINT_EMPTY[] = "restore into an empty or new directory, or enable overwriting";
+static const char HINT_UNSAFE[] =
+    "the backup holds a path that would lead outside the restore target; it is damaged or "
+    "was crafted: nothing outside the target was written";
+static const char HINT_SYMLINK[] =
+    "symlinks in the restore target are never followed: restore into an empty directory; if "
+    "it was empty, the backup holds a path below one of its own symlinks and was crafted";
+
+/* Directory metadata waiting for fsrestore_finish. */
+struct deferred {
+    char *path;
+    size_t depth; /* components in path; "." (the target itself) is 0, so it comes last */
+    size_t seq;   /* arrival order, to keep the sort stable */
+    struct fs_meta meta;
+};
+
+struct fsrestore {
+    int rootfd;
+    bool overwrite;
+    char *target; /* for messages */
+    struct deferred *dirs;
+    size_t ndirs, cap_dirs;
+    /* The parent directory resolved last: restores go through a directory's entries one
+     * after another, so most lookups are for the same parent as the previous one. */
+    char *cache_path;
+    size_t cache_len;
+    int cache_fd;
+};
+
+struct fsrestore_file {
+    int dirfd; /* final directory */
+    int fd;    /* the temporary file */
+    bool overwrite;
+    char *path;       /* as given, for messages */
+    const char *name; /* last component, inside path */
+    char tmp[32];     /* ".caris-tmp-" and 16 hex digits */
+};
+
+static bool is_dot(const char *path)
+{
+    return path[0] == '.' && path[1] == '\0';
+}
+
+int fsrestore_check_path(const char *path, size_t len, struct err *e)
+{
+    const char *why = NULL;
+    if (!path || len == 0) {
+        why = "it is empty";
+    } else if (memchr(path, '\0', len)) {
+        why = "it contains a NUL byte";
+    } else if (path[0] == '/') {
+        why = "it is absolute";
+    } else {
+        for (size_t i = 0; i <= len;) {
+            const char *c = path + i;
+            const char *slash = memchr(c, '/', len - i);
+            size_t cl = slash ? (size_t)(slash - c) : len - i;
+            if (cl == 0)
+                why = "it has an empty component";
+            else if (cl == 1 && c[0] == '.')
+                why = "it has a \".\" component";
+            else if (cl == 2 && c[0] == '.' && c[1] == '.')
+                why = "it has a \"..\" component";
+            if (why || !slash)
+                break;
+            i += cl + 1;
+        }
+    }
+    if (!why)
+        return 0;
+    char ep[ESC_MAX];
+    return err_set(e, ERR_DAMAGE, HINT_UNSAFE, "refusing to restore %s: %s",
+                   path ? esc_n(path, len, ep, sizeof(ep)) : "(null)", why);
+}
+
+static int check(const char *path, struct err *e)
+{
+    return fsrestore_check_path(path, path ? strlen(path) : 0, e);
+}
+
+static int oom(struct err *e)
+{
+    return err_set(e, ERR_FAILURE, NULL, "out of memory during restore");
+}
+
+/* A name in the way of a directory we need: say whether it is a symlink (never followed)
+ * or something else. */
+static int refuse_nondir(const struct fsrestore *r, int dfd, const char *name, const char *path,
+                         struct err *e)
+{
+    char ep[ESC_MAX], et[ESC_MAX];
+    struct stat st;
+    if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode))
+        return err_set(e, ERR_DAMAGE, HINT_SYMLINK,
+                       "refusing to follow symlink %s in restore target %s", esc(path, ep),
+                       esc(r->target, et));
+    return err_set(e, ERR_FAILURE, HINT_EMPTY, "cannot restore below %s: it is not a directory",
+                   esc(path, ep));
+}
+
+/* Opens directory name of dfd, creating it (0700) when create is set; path names it for
+ * messages. */
+static int open_subdir(const struct fsrestore *r, int dfd, const char *name, const char *path,
+                       bool create, struct err *e)
+{
+    char ep[ESC_MAX];
+    for (int attempt = 0;; attempt++) {
+        int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd >= 0)
+            return fd;
+        int err = errno;
+        if (err == ENOENT && create && attempt == 0) {
+            if (mkdirat(dfd, name, 0700) < 0 && errno != EEXIST)
+                return err_sys(e, errno, NULL, "cannot create directory %s", esc(path, ep));
+            continue;
+        }
+        if (err == ELOOP || err == ENOTDIR)
+            return refuse_nondir(r, dfd, name, path, e);
+        return err_sys(e, err, NULL, "cannot open directory %s", esc(path, ep));
+    }
+}
+
+/* Opens the directory that holds path's last component (path checked before), walking from
+ * the target one component at a time, never following a symlink. Returns a new descriptor
+ * and points *name at the last component inside path, or -1. */
+static int resolve_parent(struct fsrestore *r, const char *path, bool create, const char **name,
+                          struct err *e)
+{
+    char ep[ESC_MAX];
+    const char *slash = strrchr(path, '/');
+    *name = slash ? slash + 1 : path;
+    size_t plen = slash ? (size_t)(slash - path) : 0;
+    int base = plen == 0 ? r->rootfd : -1;
+    if (r->cache_fd >= 0 && r->cache_len == plen && memcmp(r->cache_path, path, plen) == 0)
+        base = r->cache_fd;
+    if (base >= 0) {
+        int fd = fcntl(base, F_DUPFD_CLOEXEC, 0);
+        if (fd < 0)
+            return err_sys(e, errno, NULL, "cannot restore %s", esc(path, ep));
+        return fd;
+    }
+    char *buf = strndup(path, plen);
+    if (!buf)
+        return oom(e);
+    int fd = fcntl(r->rootfd, F_DUPFD_CLOEXEC, 0);
+    if (fd < 0) {
+        free(buf);
+        return err_sys(e, errno, NULL, "cannot open restore target");
+    }
+    for (char *c = buf;;) {
+        char *s = strchr(c, '/');
+        if (s)
+            *s = '\0'; /* buf is now the path up to and including c */
+        int next = open_subdir(r, fd, c, buf, create, e);
+        close(fd);
+        if (next < 0) {
+            free(buf);
+            return -1;
+        }
+        fd = next;
+        if (!s)
+            break;
+        *s = '/';
+        c = s + 1;
+    }
+    int keep = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (keep >= 0) {
+        if (r->cache_fd >= 0)
+            close(r->cache_fd);
+        free(r->cache_path);
+        r->cache_path = buf;
+        r->cache_len = plen;
+        r->cache_fd = keep;
+    } else {
+        free(buf);
+    }
+    return fd;
+}
+
+struct fsrestore *fsrestore_open(const char *target, bool overwrite, struct err *e)
+{
+    char ep[ESC_MAX];
+    if (mkdir(target, 0700) < 0 && errno != EEXIST) {
+        err_sys(e, errno, errno == ENOENT ? "create the parent directories first" : NULL,
+                "cannot create restore target %s", esc(target, ep));
+        return NULL;
+    }
+    int fd = open(target, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        err_sys(e, errno, NULL, "cannot open restore target %s", esc(target, ep));
+        return NULL;
+    }
+    if (!overwrite) {
+        /* a descriptor of its own: readdir moves the file offset */
+        int lfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        DIR *d = lfd >= 0 ? fdopendir(lfd) : NULL;
+        if (!d) {
+            err_sys(e, errno, NULL, "cannot list restore target %s", esc(target, ep));
+            if (lfd >= 0)
+                close(lfd);
+            close(fd);
+            return NULL;
+        }
+        struct dirent *de;
+        bool empty = true;
+        errno = 0;
+        while (empty && (de = readdir(d)))
+            empty = strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0;
+        int err = errno;
+        closedir(d);
+        if (!empty || err) {
+            if (err)
+                err_sys(e, err, NULL, "cannot list restore target %s", esc(target, ep));
+            else
+                err_set(e, ERR_USAGE, HINT_EMPTY, "restore target %s is not empty",
+                        esc(target, ep));
+            close(fd);
+            return NULL;
+        }
+    }
+    struct fsrestore *r = calloc(1, sizeof(*r));
+    if (!r || !(r->target = strdup(target))) {
+        free(r);
+        close(fd);
+        oom(e);
+        return NULL;
+    }
+    r->rootfd = fd;
+    r->overwrite = overwrite;
+    r->cache_fd = -1;
+    return r;
+}
+
+/* name exists where a new entry is to be created. With overwrite, anything but a directory
+ * is removed (a symlink itself, never what it points to); returns 0 to try again. */
+static int make_room(const struct fsrestore *r, int dfd, const char *name, const char *path,
+                     struct err *e)
+{
+    char ep[ESC_MAX];
+    struct stat st;
+    if (!r->overwrite)
+        return err_set(e, ERR_FAILURE, HINT_EMPTY, "cannot restore %s: it already exists",
+                       esc(path, ep));
+    if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+        return err_sys(e, errno, NULL, "cannot restore %s", esc(path, ep));
+    if (S_ISDIR(st.st_mode))
+        return err_set(e, ERR_FAILURE, "remove the directory, or restore into an empty one",
+                       "cannot restore %s: a directory of that name exists", esc(path, ep));
+    if (unlinkat(dfd, name, 0) < 0 && errno != ENOENT)
+        return err_sys(e, errno, NULL, "cannot replace %s", esc(path, ep));
+    return 0;
+}
+
+int fsrestore_mkdir(struct fsrestore *r, const char *path, struct err *e)
+{
+    char ep[ESC_MAX];
+    if (is_dot(path))
+        return 0; /* the target itself */
+    const char *name;
+    int dfd = check(path, e) < 0 ? -1 : resolve_parent(r, path, true, &name, e);
+    if (dfd < 0)
+        return -1;
+    int rc = 0;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (mkdirat(dfd, name, 0700) == 0)
+            break;
+        struct stat st;
+        if (errno != EEXIST) {
+            rc = err_sys(e, errno, NULL, "cannot create directory %s", esc(path, ep));
+            break;
+        }
+        if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+            rc = err_sys(e, errno, NULL, "cannot create directory %s", esc(path, ep));
+            break;
+        }
+        if (S_ISDIR(st.st_mode))
+            break; /* created before as a parent, or kept with overwrite */
+        if (attempt > 0 || (S_ISLNK(st.st_mode) && !r->overwrite)) {
+            rc = refuse_nondir(r, dfd, name, path, e);
+            break;
+        }
+        if ((rc = make_room(r, dfd, name, path, e)) < 0)
+            break;
+    }
+    close(dfd);
+    return rc;
+}
+
+/* Creates an entry with create(); on EEXIST makes room and tries once more. */
+static int create_entry(struct fsrestore *r, const char *path, const char *what,
+                        int (*create)(int dfd, const char *name, const void *arg), const void *arg,
+                        struct err *e)
+{
+    char ep[ESC_MAX];
+    const char *name;
+    int dfd = check(path, e) < 0 ? -1 : resolve_parent(r, path, true, &name, e);
+    if (dfd < 0)
+        return -1;
+    int rc = 0;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (create(dfd, name, arg) == 0)
+            break;
+        if (errno != EEXIST || attempt > 0) {
+            rc = err_sys(e, errno, NULL, "cannot create %s %s", what, esc(path, ep));
+            break;
+        }
+        if ((rc = make_room(r, dfd, name, path, e)) < 0)
+            break;
+    }
+    close(dfd);
+    return rc;
+}
+
+static int create_symlink(int dfd, const char *name, const void *target)
+{
+    return symlinkat(target, dfd, name);
+}
+
+static int create_fifo(int dfd, const char *name, const void *unused)
+{
+    (void)unused;
+    return mkfifoat(dfd, name, 0600);
+}
+
+int fsrestore_symlink(struct fsrestore *r, const char *path, const char *target, struct err *e)
+{
+    /* the target is stored as is, whatever it points to: it is never followed here */
+    return create_entry(r, path, "symlink", create_symlink, target, e);
+}
+
+int fsrestore_fifo(struct fsrestore *r, const char *path, struct err *e)
+{
+    return create_entry(r, path, "fifo", create_fifo, NULL, e);
+}
+
+struct link_src {
+    int dfd;
+    const char *name;
+};
+
+static int create_link(int dfd, const char *name, const void *arg)
+{
+    const struct link_src *src = arg;
+    return linkat(src->dfd, src->name, dfd, name, 0); /* 0: a symlink is linked, not followed */
+}
+
+int fsrestore_hardlink(struct fsrestore *r, const char *path, const char *link_path, struct err *e)
+{
+    char ep[ESC_MAX], el[ESC_MAX];
+    struct link_src src;
+    if (check(path, e) < 0)
+        return -1;
+    if (check(link_path, e) < 0 ||
+        (src.dfd = resolve_parent(r, link_path, false, &src.name, e)) < 0)
+        return err_wrap(e, "cannot restore hard link %s", esc(path, ep));
+    struct stat st;
+    int rc = 0;
+    if (fstatat(src.dfd, src.name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+        rc = err_sys(e, errno, "restore the first name of a file before its hard links",
+                     "cannot restore hard link %s to %s", esc(path, ep), esc(link_path, el));
+    else if (!S_ISREG(st.st_mode))
+        rc = err_set(e, ERR_DAMAGE, NULL, "cannot restore hard link %s to %s: not a regular file",
+                     esc(path, ep), esc(link_path, el));
+    else
+        rc = create_entry(r, path, "hard link", create_link, &src, e);
+    close(src.dfd);
+    return rc;
+}
+
+/* ---- regular files ------------------------------------------------------------------------ */
+
+static void tmp_name(char out[32])
+{
+    static unsigned counter;
+    uint64_t x;
+    if (getrandom(&x, sizeof(x), GRND_NONBLOCK) != (ssize_t)sizeof(x)) {
+        /* only a name that is unlikely to be taken; O_EXCL makes it safe */
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        x = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 30) ^ ((uint64_t)getpid() << 16) ^
+            ++counter;
+    }
+    snprintf(out, 32, ".caris-tmp-%016llx", (unsigned long long)x);
+}
+
+static void file_free(struct fsrestore_file *f)
+{
+    if (f->fd >= 0)
+        close(f->fd);
+    close(f->dirfd);
+    free(f->path);
+    free(f);
+}
+
+struct fsrestore_file *fsrestore_file_begin(struct fsrestore *r, const char *path, struct err *e)
+{
+    char ep[ESC_MAX];
+    const char *name;
+    int dfd = check(path, e) < 0 ? -1 : resolve_parent(r, path, true, &name, e);
+    if (dfd < 0)
+        return NULL;
+    struct fsrestore_file *f = calloc(1, sizeof(*f));
+    if (!f || !(f->path = strdup(path))) {
+        free(f);
+        close(dfd);
+        oom(e);
+        return NULL;
+    }
+    f->dirfd = dfd;
+    f->fd = -1;
+    f->overwrite = r->overwrite;
+    f->name = f->path + (name - path);
+    for (int attempt = 0; f->fd < 0; attempt++) {
+        tmp_name(f->tmp);
+        f->fd = openat(dfd, f->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (f->fd < 0 && (errno != EEXIST || attempt == 10)) {
+            err_sys(e, errno, NULL, "cannot create a temporary file for %s", esc(path, ep));
+            file_free(f);
+            return NULL;
+        }
+    }
+    return f;
+}
+
+int fsrestore_file_fd(const struct fsrestore_file *f)
+{
+    return f->fd;
+}
+
+/* Moves the finished temporary file to its name. Without overwrite an existing name is an
+ * error, not replaced: the target was empty, so it means the backup holds the path twice. */
+static int file_rename(struct fsrestore_file *f, struct err *e)
+{
+    char ep[ESC_MAX];
+    if (f->overwrite) {
+        if (renameat(f->dirfd, f->tmp, f->dirfd, f->name) < 0)
+            return err_sys(e, errno, NULL, "cannot move %s into place", esc(f->path, ep));
+        return 0;
+    }
+    if (renameat2(f->dirfd, f->tmp, f->dirfd, f->name, RENAME_NOREPLACE) == 0)
+        return 0;
+    int err = errno;
+    if (err == EINVAL || err == ENOSYS) {
+        /* no RENAME_NOREPLACE on this file system: link() never replaces either */
+        if (linkat(f->dirfd, f->tmp, f->dirfd, f->name, 0) == 0) {
+            unlinkat(f->dirfd, f->tmp, 0);
+            return 0;
+        }
+        err = errno;
+    }
+    if (err == EEXIST)
+        return err_set(e, ERR_FAILURE, HINT_EMPTY, "cannot restore %s: it already exists",
+                       esc(f->path, ep));
+    return err_sys(e, err, NULL, "cannot move %s into place", esc(f->path, ep));
+}
+
+int fsrestore_file_commit(struct fsrestore_file *f, uint64_t size, struct err *e)
+{
+    char ep[ESC_MAX];
+    int rc = 0;
+    if (size > (uint64_t)INT64_MAX)
+        rc = err_set(e, ERR_DAMAGE, NULL, "cannot restore %s: size %llu is out of range",
+                     esc(f->path, ep), (unsigned long long)size);
+    else if (ftruncate(f->fd, (off_t)size) < 0)
+        rc = err_sys(e, errno, NULL, "cannot set the size of %s", esc(f->path, ep));
+    else if (fsync(f->fd) < 0) /* data on disk before the name points at it */
+        rc = err_sys(e, errno, NULL, "cannot write %s", esc(f->path, ep));
+    if (close(f->fd) < 0 && rc == 0)
+        rc = err_sys(e, errno, NULL, "cannot write %s", esc(f->path, ep));
+    f->fd = -1;
+    if (rc == 0)
+        rc = file_rename(f, e);
+    if (rc < 0)
+        unlinkat(f->dirfd, f->tmp, 0);
+    file_free(f);
+    return rc;
+}
+
+void fsrestore_file_abort(struct fsrestore_file *f)
+{
+    if (!f)
+        return;
+    unlinkat(f->dirfd, f->tmp, 0);
+    file_free(f);
+}
+
+/* ---- metadata ----------------------------------------------------------------------------- */
+
+static mode_t type_bits(enum fs_type t)
+{
+    switch (t) {
+    case FS_REG:
+    case FS_HARDLINK:
+        return S_IFREG;
+    case FS_DIR:
+        return S_IFDIR;
+    case FS_SYMLINK:
+        return S_IFLNK;
+    case FS_FIFO:
+        return S_IFIFO;
+    }
+    return 0;
+}
+
+static const char *type_name(mode_t bits)
+{
+    switch (bits & S_IFMT) {
+    case S_IFREG:
+        return "regular file";
+    case S_IFDIR:
+        return "directory";
+    case S_IFLNK:
+        return "symlink";
+    case S_IFIFO:
+        return "fifo";
+    default:
+        return "special file";
+    }
+}
+
+/* Keeps the first error in e; later ones only make the result -1. */
+static int note(struct err *e, int *rc, int errnum, const char *hint, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static int note(struct err *e, int *rc, int errnum, const char *hint, const char *fmt, ...)
+{
+    if (*rc == 0) {
+        char msg[sizeof(e->msg)];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof(msg), fmt, ap);
+        va_end(ap);
+        err_sys(e, errnum, hint, "%s", msg);
+    }
+    *rc = -1;
+    return -1;
+}
+
+/* Without privileges some ownership and some xattr namespaces cannot be restored; that is
+ * expected and not an error (the restore is still the user's files). */
+static bool unprivileged(int err)
+{
+    return (err == EPERM || err == EINVAL) && geteuid() != 0;
+}
+
+/* Applies m to the entry open as fd. Order matters: chown clears setuid/setgid bits and
+ * security.capability, so xattrs and mode come after it; setting xattrs may need write
+ * permission, so they come before chmod; times come last as nothing after changes them. */
+static int apply_fd(int fd, const char *path, const struct fs_meta *m, const struct timespec ts[2],
+                    struct err *e)
+{
+    char ep[ESC_MAX];
+    int rc = 0;
+    if (fchown(fd, m->uid, m->gid) < 0 && !unprivileged(errno))
+        note(e, &rc, errno, NULL, "cannot change owner of %s", esc(path, ep));
+    for (size_t i = 0; i < m->nxattrs; i++) {
+        const struct fs_xattr *x = &m->xattrs[i];
+        if (fsetxattr(fd, x->name, x->value, x->len, 0) == 0)
+            continue;
+        int err = errno;
+        if (unprivileged(err) && strncmp(x->name, "user.", 5) != 0)
+            continue; /* trusted.*, security.*: need privileges we do not have */
+        note(e, &rc, err,
+             err == ENOTSUP ? "the file system of the restore target does not support these "
+                              "extended attributes"
+                            : NULL,
+             "cannot set extended attribute %s on %s", x->name, esc(path, ep));
+    }
+    if (fchmod(fd, m->mode & 07777) < 0)
+        note(e, &rc, errno, NULL, "cannot change mode of %s", esc(path, ep));
+    if (futimens(fd, ts) < 0)
+        note(e, &rc, errno, NULL, "cannot set modification time of %s", esc(path, ep));
+    return rc;
+}
+
+/* Applies m to name in dfd, which must be of the type m says: metadata is never applied
+ * through a symlink. */
+static int apply_at(int dfd, const char *name, const char *path, const struct fs_meta *m,
+                    struct err *e)
+{
+    char ep[ESC_MAX];
+    if (m->mtime_nsec < 0 || m->mtime_nsec >= 1000000000)
+        return err_set(e, ERR_DAMAGE, NULL, "cannot restore %s: invalid modification time",
+                       esc(path, ep));
+    const struct timespec ts[2] = {{.tv_sec = m->mtime_sec, .tv_nsec = m->mtime_nsec},
+                                   {.tv_sec = m->mtime_sec, .tv_nsec = m->mtime_nsec}};
+    mode_t want = type_bits(m->type);
+    if (want == 0)
+        return err_set(e, ERR_DAMAGE, NULL, "cannot restore %s: unknown entry type %d",
+                       esc(path, ep), (int)m->type);
+    if (want == S_IFLNK) {
+        struct stat st;
+        int rc = 0;
+        if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+            return err_sys(e, errno, NULL, "cannot apply metadata to %s", esc(path, ep));
+        if (!S_ISLNK(st.st_mode))
+            return err_set(e, ERR_FAILURE, NULL,
+                           "cannot apply metadata to %s: it is a %s, not "
+                           "a symlink",
+                           esc(path, ep), type_name(st.st_mode));
+        /* no xattrs and no mode on symlinks: Linux ignores or refuses them */
+        if (fchownat(dfd, name, m->uid, m->gid, AT_SYMLINK_NOFOLLOW) < 0 && !unprivileged(errno))
+            note(e, &rc, errno, NULL, "cannot change owner of %s", esc(path, ep));
+        if (utimensat(dfd, name, ts, AT_SYMLINK_NOFOLLOW) < 0)
+            note(e, &rc, errno, NULL, "cannot set modification time of %s", esc(path, ep));
+        return rc;
+    }
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer */
+    int flags = O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
+    int fd = openat(dfd, name, flags | (want == S_IFDIR ? O_DIRECTORY : 0));
+    if (fd < 0) {
+        int err = errno;
+        struct stat st;
+        /* ELOOP: a symlink; ENOTDIR: anything but the directory we want */
+        if ((err == ELOOP || err == ENOTDIR) && fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+            return err_set(e, ERR_FAILURE, NULL,
+                           "cannot apply metadata to %s: it is a %s, not a %s", esc(path, ep),
+                           type_name(st.st_mode), type_name(want));
+        return err_sys(e, err, NULL, "cannot apply metadata to %s", esc(path, ep));
+    }
+    struct stat st;
+    int rc;
+    if (fstat(fd, &st) < 0)
+        rc = err_sys(e, errno, NULL, "cannot apply metadata to %s", esc(path, ep));
+    else if ((st.st_mode & S_IFMT) != want)
+        rc = err_set(e, ERR_FAILURE, NULL, "cannot apply metadata to %s: it is a %s, not a %s",
+                     esc(path, ep), type_name(st.st_mode), type_name(want));
+    else
+        rc = apply_fd(fd, path, m, ts, e);
+    close(fd);
+    return rc;
+}
+
+static int meta_copy(struct fs_meta *dst, const struct fs_meta *src)
+{
+    *dst = (struct fs_meta){
+        .type = src->type,
+        .mode = src->mode,
+        .uid = src->uid,
+        .gid = src->gid,
+        .mtime_sec = src->mtime_sec,
+        .mtime_nsec = src->mtime_nsec,
+        .size = src->size,
+    };
+    if (src->nxattrs == 0)
+        return 0;
+    if (!(dst->xattrs = calloc(src->nxattrs, sizeof(*dst->xattrs))))
+        return -1;
+    for (size_t i = 0; i < src->nxattrs; i++) {
+        struct fs_xattr *x = &dst->xattrs[i];
+        dst->nxattrs = i + 1;
+        if (!(x->name = strdup(src->xattrs[i].name)) ||
+            !(x->value = malloc(src->xattrs[i].len ? src->xattrs[i].len : 1)))
+            return -1;
+        memcpy(x->value, src->xattrs[i].value, src->xattrs[i].len);
+        x->len = src->xattrs[i].len;
+    }
+    return 0;
+}
+
+static int defer_dir(struct fsrestore *r, const char *path, const struct fs_meta *m, struct err *e)
+{
+    if (r->ndirs == r->cap_dirs) {
+        size_t cap = r->cap_dirs ? r->cap_dirs * 2 : 64;
+        struct deferred *d =
+            cap < SIZE_MAX / sizeof(*d) ? realloc(r->dirs, cap * sizeof(*d)) : NULL;
+        if (!d)
+            return oom(e);
+        r->dirs = d;
+        r->cap_dirs = cap;
+    }
+    struct deferred *d = &r->dirs[r->ndirs];
+    *d = (struct deferred){.seq = r->ndirs};
+    if (!(d->path = strdup(path)) || meta_copy(&d->meta, m) < 0) {
+        free(d->path);
+        fs_meta_free(&d->meta);
+        return oom(e);
+    }
+    d->depth = is_dot(path) ? 0 : 1;
+    for (const char *p = path; *p; p++)
+        d->depth += *p == '/';
+    r->ndirs++;
+    return 0;
+}
+
+int fsrestore_apply_meta(struct fsrestore *r, const char *path, const struct fs_meta *m,
+                         struct err *e)
+{
+    char ep[ESC_MAX];
+    if (is_dot(path)) {
+        /* the walker's name for the root: the target itself */
+        if (m->type != FS_DIR)
+            return err_set(e, ERR_DAMAGE, NULL, "cannot restore a %s as the restore target",
+                           type_name(type_bits(m->type)));
+    } else if (check(path, e) < 0) {
+        return -1;
+    }
+    if (m->type == FS_DIR)
+        return defer_dir(r, path, m, e);
+    const char *name;
+    int dfd = resolve_parent(r, path, false, &name, e);
+    if (dfd < 0)
+        return err_wrap(e, "cannot apply metadata to %s", esc(path, ep));
+    int rc = 0;
+    struct stat st;
+    if (m->type != FS_HARDLINK)
+        rc = apply_at(dfd, name, path, m, e);
+    /* A further name: the inode's metadata came with its first name. Applying it again
+     * would only fail where a mode without read permission stops the unprivileged open. */
+    else if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+        rc = err_sys(e, errno, NULL, "cannot apply metadata to %s", esc(path, ep));
+    else if (!S_ISREG(st.st_mode))
+        rc = err_set(e, ERR_FAILURE, NULL, "cannot apply metadata to %s: it is a %s, not a %s",
+                     esc(path, ep), type_name(st.st_mode), type_name(S_IFREG));
+    close(dfd);
+    return rc;
+}
+
+static int deferred_cmp(const void *a, const void *b)
+{
+    const struct deferred *x = a, *y = b;
+    if (x->depth != y->depth)
+        return x->depth > y->depth ? -1 : 1;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+int fsrestore_finish(struct fsrestore *r, struct err *e)
+{
+    char et[ESC_MAX];
+    int rc = 0;
+    struct err later = ERR_INIT; /* errors after the first: counted, not reported */
+    /* deepest first: a parent's mode may take away the access its children need */
+    if (r->ndirs)
+        qsort(r->dirs, r->ndirs, sizeof(*r->dirs), deferred_cmp);
+    for (size_t i = 0; i < r->ndirs; i++) {
+        struct deferred *d = &r->dirs[i];
+        struct err *ei = rc == 0 ? e : &later;
+        const char *name = ".";
+        int dfd = is_dot(d->path) ? fcntl(r->rootfd, F_DUPFD_CLOEXEC, 0)
+                                  : resolve_parent(r, d->path, false, &name, ei);
+        if (dfd < 0 || apply_at(dfd, name, d->path, &d->meta, ei) < 0) {
+            if (dfd < 0 && is_dot(d->path))
+                err_sys(ei, errno, NULL, "cannot open restore target %s", esc(r->target, et));
+            rc = -1;
+        }
+        if (dfd >= 0)
+            close(dfd);
+    }
+    /* one syncfs for the whole restore: the directory entries, and the files' metadata */
+    if (syncfs(r->rootfd) < 0 && rc == 0)
+        rc = err_sys(e, errno, NULL, "cannot flush restore target %s to disk", esc(r->target, et));
+    fsrestore_free(r);
+    return rc;
+}
+
+void fsrestore_free(struct fsrestore *r)
+{
+    if (!r)
+        return;
+    for (size_t i = 0; i < r->ndirs; i++) {
+        free(r->dirs[i].path);
+        fs_meta_free(&r->dirs[i].meta);
+    }
+    free(r->dirs);
+    if (r->cache_fd >= 0)
+        close(r->cache_fd);
+    free(r->cache_path);
+    close(r->rootfd);
+    free(r->target);
+    free(r);
+}
