@@ -110,6 +110,14 @@ int fsrestore_check_path(const char *path, size_t len, struct err *e);
 
 int fsrestore_mkdir(struct fsrestore *r, const char *path, struct err *e);
 
+/* Batch mode (n > 0): a committed file stays under its temporary name until n files are
+ * pending (or a hard link, or fsrestore_finish, needs them); then one syncfs() makes the
+ * whole batch durable and the files are renamed into place. So no real name ever points at
+ * data that is not on disk, at the cost of one sync per batch instead of one fsync per
+ * file. Metadata applied to a pending file goes to its temporary name. n = 0 (default):
+ * every commit fsyncs and renames at once. */
+void fsrestore_set_batch(struct fsrestore *r, size_t n);
+
 /* Regular files are written to a temporary name in their final directory and renamed into
  * place by commit, so an interrupted restore never leaves a half-written file under its real
  * name. With overwrite, an existing file is replaced atomically. */

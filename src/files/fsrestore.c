@@ -116,9 +116,20 @@ struct deferred {
     struct fs_meta meta;
 };
 
+/* A committed file waiting, under its temporary name, for the batch's syncfs. */
+struct pending {
+    int dirfd;
+    char tmp[32];
+    char *path;
+    const char *name; /* inside path */
+};
+
 struct fsrestore {
     int rootfd;
     bool overwrite;
+    size_t batch; /* 0: commit at once */
+    struct pending *pend;
+    size_t npend;
     char *target; /* for messages */
     struct deferred *dirs;
     size_t ndirs, cap_dirs;
@@ -130,6 +141,7 @@ struct fsrestore {
 };
 
 struct fsrestore_file {
+    struct fsrestore *r;
     int dirfd; /* final directory */
     int fd;    /* the temporary file */
     bool overwrite;
@@ -440,6 +452,8 @@ struct link_src {
     const char *name;
 };
 
+static int flush_pending(struct fsrestore *r, struct err *e);
+
 static int create_link(int dfd, const char *name, const void *arg)
 {
     const struct link_src *src = arg;
@@ -450,7 +464,7 @@ int fsrestore_hardlink(struct fsrestore *r, const char *path, const char *link_p
 {
     char ep[ESC_MAX], el[ESC_MAX];
     struct link_src src;
-    if (check(path, e) < 0)
+    if (check(path, e) < 0 || flush_pending(r, e) < 0) /* the first name must be in place */
         return -1;
     if (check(link_path, e) < 0 ||
         (src.dfd = resolve_parent(r, link_path, false, &src.name, e)) < 0)
@@ -508,6 +522,7 @@ struct fsrestore_file *fsrestore_file_begin(struct fsrestore *r, const char *pat
         oom(e);
         return NULL;
     }
+    f->r = r;
     f->dirfd = dfd;
     f->fd = -1;
     f->overwrite = r->overwrite;
@@ -556,8 +571,118 @@ static int file_rename(struct fsrestore_file *f, struct err *e)
     return err_sys(e, err, NULL, "cannot move %s into place", esc(f->path, ep));
 }
 
+void fsrestore_set_batch(struct fsrestore *r, size_t n)
+{
+    if (r->npend)
+        return; /* only before the first batched commit */
+    struct pending *np = n ? realloc(r->pend, n * sizeof(*np)) : NULL;
+    if (n && !np)
+        return; /* out of memory: stay in commit-at-once mode */
+    if (!n)
+        free(r->pend);
+    r->pend = np;
+    r->batch = n;
+}
+
+/* Syncs the file system once, then moves every pending file to its name. Returns the first
+ * failure; the temporary files of failed renames are removed. */
+static int flush_pending(struct fsrestore *r, struct err *e)
+{
+    char et[ESC_MAX];
+    int rc = 0;
+    if (!r->npend)
+        return 0;
+    if (syncfs(r->rootfd) < 0)
+        rc = err_sys(e, errno, NULL, "cannot flush restore target %s to disk", esc(r->target, et));
+    for (size_t i = 0; i < r->npend; i++) {
+        struct pending *p = &r->pend[i];
+        struct fsrestore_file f = {.r = r,
+                                   .dirfd = p->dirfd,
+                                   .fd = -1,
+                                   .overwrite = r->overwrite,
+                                   .path = p->path,
+                                   .name = p->name};
+        memcpy(f.tmp, p->tmp, sizeof(f.tmp));
+        struct err ie = ERR_INIT;
+        if (rc != 0 || file_rename(&f, &ie) < 0) {
+            if (rc == 0) {
+                *e = ie;
+                rc = -1;
+            }
+            unlinkat(p->dirfd, p->tmp, 0);
+        }
+        close(p->dirfd);
+        free(p->path);
+    }
+    r->npend = 0;
+    return rc;
+}
+
+static void drop_pending(struct fsrestore *r)
+{
+    for (size_t i = 0; i < r->npend; i++) {
+        unlinkat(r->pend[i].dirfd, r->pend[i].tmp, 0);
+        close(r->pend[i].dirfd);
+        free(r->pend[i].path);
+    }
+    r->npend = 0;
+}
+
+static struct pending *find_pending(struct fsrestore *r, const char *path)
+{
+    /* the caller applies metadata right after the commit: search from the newest */
+    for (size_t i = r->npend; i-- > 0;)
+        if (strcmp(r->pend[i].path, path) == 0)
+            return &r->pend[i];
+    return NULL;
+}
+
+static int commit_batched(struct fsrestore_file *f, uint64_t size, struct err *e)
+{
+    char ep[ESC_MAX];
+    struct fsrestore *r = f->r;
+    int rc = 0;
+    struct stat st;
+    if (size > (uint64_t)INT64_MAX)
+        rc = err_set(e, ERR_DAMAGE, NULL, "cannot restore %s: size %llu is out of range",
+                     esc(f->path, ep), (unsigned long long)size);
+    else if (ftruncate(f->fd, (off_t)size) < 0)
+        rc = err_sys(e, errno, NULL, "cannot set the size of %s", esc(f->path, ep));
+    else if (fstatat(f->dirfd, f->name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+             (!f->overwrite || S_ISDIR(st.st_mode)))
+        /* decided now, not at the rename, so the caller hears of it with this file */
+        rc = err_set(e, ERR_FAILURE, HINT_EMPTY, "cannot restore %s: it already exists%s",
+                     esc(f->path, ep), S_ISDIR(st.st_mode) ? " as a directory" : "");
+    else if (find_pending(r, f->path))
+        rc = err_set(e, ERR_FAILURE, HINT_EMPTY, "cannot restore %s: it already exists",
+                     esc(f->path, ep));
+    if (close(f->fd) < 0 && rc == 0)
+        rc = err_sys(e, errno, NULL, "cannot write %s", esc(f->path, ep));
+    f->fd = -1;
+    if (rc < 0) {
+        unlinkat(f->dirfd, f->tmp, 0);
+        file_free(f);
+        return -1;
+    }
+    struct pending *p = &r->pend[r->npend++]; /* npend < batch: the caller flushed */
+    p->dirfd = f->dirfd;
+    memcpy(p->tmp, f->tmp, sizeof(p->tmp));
+    p->path = f->path;
+    p->name = f->name;
+    free(f); /* dirfd and path now belong to the pending entry */
+    return 0;
+}
+
 int fsrestore_file_commit(struct fsrestore_file *f, uint64_t size, struct err *e)
 {
+    if (f->r->batch) {
+        struct fsrestore *r = f->r;
+        if (r->npend >= r->batch && flush_pending(r, e) < 0) {
+            fsrestore_file_abort(f);
+            return -1;
+        }
+        return commit_batched(f, size, e);
+    }
     char ep[ESC_MAX];
     int rc = 0;
     if (size > (uint64_t)INT64_MAX)
@@ -798,6 +923,9 @@ int fsrestore_apply_meta(struct fsrestore *r, const char *path, const struct fs_
     }
     if (m->type == FS_DIR)
         return defer_dir(r, path, m, e);
+    struct pending *p = m->type == FS_REG ? find_pending(r, path) : NULL;
+    if (p)
+        return apply_at(p->dirfd, p->tmp, path, m, e);
     const char *name;
     int dfd = resolve_parent(r, path, false, &name, e);
     if (dfd < 0)
@@ -828,7 +956,7 @@ static int deferred_cmp(const void *a, const void *b)
 int fsrestore_finish(struct fsrestore *r, struct err *e)
 {
     char et[ESC_MAX];
-    int rc = 0;
+    int rc = flush_pending(r, e);
     struct err later = ERR_INIT; /* errors after the first: counted, not reported */
     /* deepest first: a parent's mode may take away the access its children need */
     if (r->ndirs)
@@ -858,6 +986,8 @@ void fsrestore_free(struct fsrestore *r)
 {
     if (!r)
         return;
+    drop_pending(r);
+    free(r->pend);
     for (size_t i = 0; i < r->ndirs; i++) {
         free(r->dirs[i].path);
         fs_meta_free(&r->dirs[i].meta);

@@ -24,32 +24,33 @@ struct chunkref {
     uint32_t len;
 };
 
-/* Chunk references in blocks that never move: workers write ids through pointers while
- * the main thread keeps appending. */
-#define ABLOCK 4096
-struct arena {
-    struct chunkref **blocks;
-    size_t n, nblocks;
-};
-
-static struct chunkref *arena_get(struct arena *a, size_t i)
-{
-    return &a->blocks[i / ABLOCK][i % ABLOCK];
-}
-
-static struct chunkref *arena_new(struct arena *a)
-{
-    if (a->n / ABLOCK >= a->nblocks) {
-        a->blocks = xrealloc(a->blocks, xsize(a->nblocks + 1, sizeof(*a->blocks), 0));
-        a->blocks[a->nblocks++] = xmalloc(sizeof(struct chunkref) * ABLOCK);
-    }
-    return arena_get(a, a->n++);
-}
-
+/* One regular file being read. Its chunk array is sized for the most chunks the file can
+ * produce before reading starts, so worker threads can fill ids through pointers into it
+ * while the reader keeps appending. Only the main thread touches obj. */
+struct bctx;
 struct filerec {
-    json_t *obj; /* the manifest entry (borrowed from entries) */
-    size_t first, count;
+    struct bctx *b;
+    json_t *obj;
+    char *path; /* for warnings */
+    size_t path_len;
+    int fd;
+    struct stat st;
+    struct chunkref *refs;
+    size_t nrefs, caprefs;
+    struct fs_extent *ext;
+    size_t next;
+    uint8_t sha[32];
+    char *error;  /* could not be read: no content kept */
+    bool changed; /* changed while read */
 };
+
+/* A reader's buffer, one per reader thread. */
+struct rbuf {
+    uint8_t *p;
+    size_t cap;
+};
+
+#define READERS 4
 
 struct bctx {
     struct repo *r;
@@ -60,14 +61,14 @@ struct bctx {
     json_t *entries;
     json_t *warnings;
     size_t nwarnings;
-    struct filerec *recs;
+    struct filerec **recs;
     size_t nrecs, caprecs;
-    struct arena arena;
     json_t *prev; /* incremental: "<root>/<path>" → previous entry */
     int root;
-    uint8_t *rbuf;
-    size_t rcap;
-    /* statistics */
+    struct pool *readers; /* whole files, I/O-bound: several at once hide read latency */
+    struct rbuf *rbufs;   /* one per reader */
+    pthread_mutex_t warn_mu;
+    /* statistics (bytes_* are updated by readers: atomics) */
     uint64_t files, dirs, symlinks, others, unchanged;
     uint64_t bytes_total, bytes_read;
     uint64_t total_estimate;
@@ -120,6 +121,7 @@ static bool worker_failed(struct bctx *b, struct err *e)
 
 static void warn_path(struct bctx *b, const char *path, size_t plen, const char *msg)
 {
+    pthread_mutex_lock(&b->warn_mu);
     b->nwarnings++;
     char esc[600];
     str_escape(path, plen, esc, sizeof(esc));
@@ -131,6 +133,7 @@ static void warn_path(struct bctx *b, const char *path, size_t plen, const char 
         json_object_set_new(w, "message", json_string(msg));
         json_array_append_new(b->warnings, w);
     }
+    pthread_mutex_unlock(&b->warn_mu);
 }
 
 static void walk_warn(void *ctx, const char *path, const char *msg)
@@ -146,19 +149,34 @@ static void maybe_progress(struct bctx *b, bool force)
     if (!force && now - b->last_progress < 200000000)
         return;
     b->last_progress = now;
-    progress_report(b->o->progress, b->o->ctx, "backup", b->files, b->bytes_total,
-                    b->total_estimate, b->start_mono);
+    progress_report(b->o->progress, b->o->ctx, "backup", b->files,
+                    __atomic_load_n(&b->bytes_total, __ATOMIC_RELAXED), b->total_estimate,
+                    b->start_mono);
 }
 
-static void emit_chunk(struct bctx *b, const uint8_t *p, size_t len)
+static void emit_chunk(struct bctx *b, struct filerec *f, const uint8_t *p, size_t len)
 {
+    if (f->nrefs == f->caprefs) {
+        /* cannot happen: caprefs bounds the chunk count (see chunk_bound) */
+        fprintf(stderr, "fatal: chunk bound exceeded\n");
+        abort();
+    }
     struct cjob *j = xmalloc(sizeof(*j));
     j->b = b;
     j->data = xmemdup(p, len);
     j->len = len;
-    j->ref = arena_new(&b->arena);
+    j->ref = &f->refs[f->nrefs++];
     j->ref->len = (uint32_t)len;
     pool_submit(b->pool, chunk_job, j);
+}
+
+/* Every chunk but the last of an extent is at least min_size long. */
+static size_t chunk_bound(const struct bctx *b, const struct fs_extent *ext, size_t next)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < next; i++)
+        n = xsize(1, n, (size_t)(ext[i].len / b->ch.p.min_size) + 1);
+    return n;
 }
 
 static void hash_zeros(struct cx_sha256 *h, uint64_t n)
@@ -172,18 +190,20 @@ static void hash_zeros(struct cx_sha256 *h, uint64_t n)
 }
 
 /* Reads [off, off+len) of fd, chunks it, hashes it. Returns 0, or errno on a read error. */
-static int backup_extent(struct bctx *b, int fd, uint64_t off, uint64_t len, struct cx_sha256 *h)
+static int backup_extent(struct bctx *b, struct filerec *f, struct rbuf *rb, uint64_t off,
+                         uint64_t len, struct cx_sha256 *h)
 {
     size_t max = b->ch.p.max_size;
+    int fd = f->fd;
     size_t have = 0;
     uint64_t pos = off, end = off + len;
     for (;;) {
         /* fill */
-        while (pos < end && have < b->rcap) {
-            size_t want = b->rcap - have;
+        while (pos < end && have < rb->cap) {
+            size_t want = rb->cap - have;
             if (want > end - pos)
                 want = (size_t)(end - pos);
-            ssize_t n = pread(fd, b->rbuf + have, want, (off_t)pos);
+            ssize_t n = pread(fd, rb->p + have, want, (off_t)pos);
             if (n < 0) {
                 if (errno == EINTR)
                     continue;
@@ -193,11 +213,11 @@ static int backup_extent(struct bctx *b, int fd, uint64_t off, uint64_t len, str
                 end = pos; /* the file shrank: what we read is what there was */
                 break;
             }
-            cx_sha256_update(h, b->rbuf + have, (size_t)n);
+            cx_sha256_update(h, rb->p + have, (size_t)n);
             have += (size_t)n;
             pos += (uint64_t)n;
-            b->bytes_read += (uint64_t)n;
-            b->bytes_total += (uint64_t)n;
+            __atomic_fetch_add(&b->bytes_read, (uint64_t)n, __ATOMIC_RELAXED);
+            __atomic_fetch_add(&b->bytes_total, (uint64_t)n, __ATOMIC_RELAXED);
         }
         bool eof = pos >= end;
         size_t used = 0;
@@ -205,26 +225,16 @@ static int backup_extent(struct bctx *b, int fd, uint64_t off, uint64_t len, str
             size_t avail = have - used;
             if (!eof && avail < max)
                 break;
-            size_t cut = chunker_cut(&b->ch, b->rbuf + used, avail);
-            emit_chunk(b, b->rbuf + used, cut);
+            size_t cut = chunker_cut(&b->ch, rb->p + used, avail);
+            emit_chunk(b, f, rb->p + used, cut);
             used += cut;
         }
         if (used && used < have)
-            memmove(b->rbuf, b->rbuf + used, have - used);
+            memmove(rb->p, rb->p + used, have - used);
         have -= used;
-        maybe_progress(b, false);
         if (eof && have == 0)
             return 0;
     }
-}
-
-static void rec_add(struct bctx *b, json_t *obj, size_t first, size_t count)
-{
-    if (b->nrecs == b->caprecs) {
-        b->caprecs = b->caprecs ? b->caprecs * 2 : 1024;
-        b->recs = xrealloc(b->recs, xsize(b->caprecs, sizeof(*b->recs), 0));
-    }
-    b->recs[b->nrecs++] = (struct filerec){obj, first, count};
 }
 
 static bool same_stat(const struct stat *a, const struct stat *c)
@@ -280,9 +290,63 @@ static bool try_reuse(struct bctx *b, const struct fswalk_entry *ent, json_t *ob
     return true;
 }
 
+static void rec_fail(struct filerec *f, const char *what, int errnum)
+{
+    char msg[300];
+    snprintf(msg, sizeof(msg), "%s: %s", what, strerror(errnum));
+    f->error = xstrdup(msg);
+}
+
+/* Reader thread: the whole file, start to end. */
+static void read_file_job(void *arg, int reader)
+{
+    struct filerec *f = arg;
+    struct bctx *b = f->b;
+    struct rbuf *rb = &b->rbufs[reader];
+    if (!rb->p) {
+        rb->cap = READ_SIZE + b->ch.p.max_size;
+        rb->p = xmalloc(rb->cap);
+    }
+    posix_fadvise(f->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    uint64_t size = (uint64_t)f->st.st_size;
+    struct err e = ERR_INIT;
+    if (fs_data_extents(f->fd, size, &f->ext, &f->next, &e) != 0) {
+        f->ext = xmalloc(sizeof(*f->ext));
+        f->ext[0] = (struct fs_extent){0, size};
+        f->next = 1;
+    }
+    f->caprefs = chunk_bound(b, f->ext, f->next);
+    f->refs = xcalloc(f->caprefs ? f->caprefs : 1, sizeof(*f->refs));
+    struct cx_sha256 *h = cx_sha256_new();
+    uint64_t pos = 0;
+    int rerr = 0;
+    for (size_t i = 0; i < f->next && !rerr && !worker_failed(b, NULL); i++) {
+        if (f->ext[i].off > pos)
+            hash_zeros(h, f->ext[i].off - pos);
+        rerr = backup_extent(b, f, rb, f->ext[i].off, f->ext[i].len, h);
+        pos = f->ext[i].off + f->ext[i].len;
+    }
+    if (!rerr && size > pos)
+        hash_zeros(h, size - pos);
+    cx_sha256_final(h, f->sha);
+    cx_sha256_free(h);
+    struct stat after;
+    f->changed = fstat(f->fd, &after) != 0 || !same_stat(&f->st, &after);
+    close(f->fd);
+    f->fd = -1;
+    if (rerr) {
+        rec_fail(f, "read error", rerr);
+        warn_path(b, f->path, f->path_len, f->error);
+    } else if (f->changed) {
+        warn_path(b, f->path, f->path_len,
+                  "file changed while being read; the backup holds what was read");
+    }
+}
+
+/* Main thread, in the walk callback: open the file (its directory fd is valid only now)
+ * and hand it to a reader. */
 static void backup_file(struct bctx *b, const struct fswalk_entry *ent, json_t *obj)
 {
-    size_t first = b->arena.n;
     int fd = openat(ent->dirfd, ent->name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
     if (fd < 0 && errno == EPERM)
         fd = openat(ent->dirfd, ent->name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
@@ -293,66 +357,68 @@ static void backup_file(struct bctx *b, const struct fswalk_entry *ent, json_t *
         json_object_set_new(obj, "error", json_string(msg));
         return;
     }
-    struct stat before;
-    if (fstat(fd, &before) != 0 || before.st_ino != ent->st.st_ino) {
+    struct stat st;
+    if (fstat(fd, &st) != 0 || st.st_ino != ent->st.st_ino || !S_ISREG(st.st_mode)) {
         warn_path(b, ent->path, ent->path_len, "file was replaced while being backed up");
         json_object_set_new(obj, "error", json_string("replaced while being backed up"));
         close(fd);
         return;
     }
-    posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-    uint64_t size = (uint64_t)before.st_size;
-    struct fs_extent *ext = NULL;
-    size_t next = 0;
-    struct err e = ERR_INIT;
-    if (fs_data_extents(fd, size, &ext, &next, &e) != 0) {
-        ext = xmalloc(sizeof(*ext));
-        ext[0] = (struct fs_extent){0, size};
-        next = 1;
+    struct filerec *f = xcalloc(1, sizeof(*f));
+    f->b = b;
+    f->obj = obj;
+    f->path = xmemdup(ent->path, ent->path_len + 1);
+    f->path_len = ent->path_len;
+    f->fd = fd;
+    f->st = st;
+    if (b->nrecs == b->caprecs) {
+        b->caprecs = b->caprecs ? b->caprecs * 2 : 1024;
+        b->recs = xrealloc(b->recs, xsize(b->caprecs, sizeof(*b->recs), 0));
     }
-    struct cx_sha256 *h = cx_sha256_new();
-    uint64_t pos = 0;
-    int rerr = 0;
-    for (size_t i = 0; i < next && !rerr; i++) {
-        if (ext[i].off > pos)
-            hash_zeros(h, ext[i].off - pos);
-        rerr = backup_extent(b, fd, ext[i].off, ext[i].len, h);
-        pos = ext[i].off + ext[i].len;
-    }
-    if (!rerr && size > pos)
-        hash_zeros(h, size - pos);
-    uint8_t sum[32];
-    cx_sha256_final(h, sum);
-    cx_sha256_free(h);
-    struct stat after;
-    bool changed = fstat(fd, &after) != 0 || !same_stat(&before, &after);
-    close(fd);
-    if (rerr) {
-        char msg[300];
-        snprintf(msg, sizeof(msg), "read error: %s", strerror(rerr));
-        warn_path(b, ent->path, ent->path_len, msg);
-        json_object_set_new(obj, "error", json_string(msg));
-        free(ext);
+    b->recs[b->nrecs++] = f;
+    pool_submit(b->readers, read_file_job, f);
+}
+
+/* After all readers and workers finished: the manifest entries of read files. */
+static void rec_finish(struct filerec *f)
+{
+    json_t *obj = f->obj;
+    if (f->error) {
+        json_object_set_new(obj, "error", json_string(f->error));
         return;
     }
-    if (changed)
-        warn_path(b, ent->path, ent->path_len,
-                  "file changed while being read; the backup holds what was read");
     char hex[65];
-    cx_hex(sum, 32, hex);
+    cx_hex(f->sha, 32, hex);
     json_object_set_new(obj, "sha256", json_string(hex));
-    if (changed)
+    if (f->changed)
         json_object_set_new(obj, "changed_during_backup", json_true());
-    /* Holes are kept only when the file has them. */
-    if (!(next == 1 && ext[0].off == 0 && ext[0].len == size) && !(next == 0 && size == 0)) {
+    uint64_t size = (uint64_t)f->st.st_size;
+    /* Holes are recorded only when the file has them. */
+    if (!(f->next == 1 && f->ext[0].off == 0 && f->ext[0].len == size) &&
+        !(f->next == 0 && size == 0)) {
         json_t *ja = json_array();
-        for (size_t i = 0; i < next; i++)
+        for (size_t i = 0; i < f->next; i++)
             json_array_append_new(
-                ja, json_pack("[I, I]", (json_int_t)ext[i].off, (json_int_t)ext[i].len));
+                ja, json_pack("[I, I]", (json_int_t)f->ext[i].off, (json_int_t)f->ext[i].len));
         json_object_set_new(obj, "extents", ja);
     }
-    free(ext);
-    rec_add(b, obj, first, b->arena.n - first);
+    json_t *ch = json_array();
+    for (size_t k = 0; k < f->nrefs; k++) {
+        cx_hex(f->refs[k].id, 32, hex);
+        json_array_append_new(ch, json_pack("[s, I]", hex, (json_int_t)f->refs[k].len));
+    }
+    json_object_set_new(obj, "chunks", ch);
+}
+
+static void rec_free(struct filerec *f)
+{
+    if (f->fd >= 0)
+        close(f->fd);
+    free(f->path);
+    free(f->refs);
+    free(f->ext);
+    free(f->error);
+    free(f);
 }
 
 static int on_entry(void *ctx, const struct fswalk_entry *ent, struct err *e)
@@ -496,6 +562,7 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
         return -1;
     struct bctx b = {.r = r, .o = o, .start_mono = time_mono_ns()};
     pthread_mutex_init(&b.err_mu, NULL);
+    pthread_mutex_init(&b.warn_mu, NULL);
     b.entries = json_array();
     b.warnings = json_array();
     json_t *parent = NULL, *summary = NULL;
@@ -524,9 +591,9 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
     claimed = true;
     int nthreads = o->threads > 0 ? o->threads : sys_ncpu();
     b.pool = pool_new(nthreads, (size_t)nthreads * 4);
+    b.readers = pool_new(READERS, READERS * 4);
+    b.rbufs = xcalloc(READERS, sizeof(*b.rbufs));
     b.w = repo_writer_new(r, nthreads);
-    b.rcap = READ_SIZE + b.ch.p.max_size;
-    b.rbuf = xmalloc(b.rcap);
 
     if (o->estimate_total) {
         for (size_t i = 0; i < json_array_size(roots); i++) {
@@ -539,27 +606,18 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
     for (size_t i = 0; i < json_array_size(roots); i++) {
         b.root = (int)i;
         struct fswalk_opts wo = {.excludes = o->excludes, .warn = walk_warn, .ctx = &b};
-        if (fswalk_run(json_string_value(json_array_get(roots, i)), &wo, on_entry, e) != 0) {
-            pool_wait(b.pool);
+        if (fswalk_run(json_string_value(json_array_get(roots, i)), &wo, on_entry, e) != 0)
             goto out;
-        }
     }
+    pool_wait(b.readers);
     pool_wait(b.pool);
     if (worker_failed(&b, e) || repo_writer_flush(b.w, e) != 0)
         goto out;
     maybe_progress(&b, true);
 
-    /* Every chunk id is known now: fill in the chunk lists. */
-    for (size_t i = 0; i < b.nrecs; i++) {
-        json_t *ch = json_array();
-        for (size_t k = 0; k < b.recs[i].count; k++) {
-            struct chunkref *c = arena_get(&b.arena, b.recs[i].first + k);
-            char hex[65];
-            cx_hex(c->id, 32, hex);
-            json_array_append_new(ch, json_pack("[s, I]", hex, (json_int_t)c->len));
-        }
-        json_object_set_new(b.recs[i].obj, "chunks", ch);
-    }
+    /* Every chunk id is known now: complete the entries of the files that were read. */
+    for (size_t i = 0; i < b.nrecs; i++)
+        rec_finish(b.recs[i]);
     struct repo_writer_stats ws;
     repo_writer_get_stats(b.w, &ws);
     int64_t end_ns = time_now_ns();
@@ -590,17 +648,21 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
     summary = NULL;
     rc = b.nwarnings ? CARIS_DONE_WARNINGS : CARIS_DONE;
 out:
+    /* readers first: they feed the workers */
+    if (b.readers)
+        pool_free(b.readers);
     if (b.pool)
         pool_free(b.pool);
+    for (size_t i = 0; b.rbufs && i < READERS; i++)
+        free(b.rbufs[i].p);
+    free(b.rbufs);
+    for (size_t i = 0; i < b.nrecs; i++)
+        rec_free(b.recs[i]);
     if (claimed)
         backup_id_release(r, id);
     repo_unlock(r);
     repo_writer_free(b.w);
-    for (size_t i = 0; i < b.arena.nblocks; i++)
-        free(b.arena.blocks[i]);
-    free(b.arena.blocks);
     free(b.recs);
-    free(b.rbuf);
     json_decref(b.prev);
     json_decref(parent);
     json_decref(summary);
@@ -608,6 +670,7 @@ out:
     json_decref(b.warnings);
     json_decref(roots);
     pthread_mutex_destroy(&b.err_mu);
+    pthread_mutex_destroy(&b.warn_mu);
     return rc;
 }
 

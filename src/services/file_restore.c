@@ -340,6 +340,7 @@ int files_read_backup(struct repo *r, json_t *summary, json_t *entries,
         c.fr = fsrestore_open(o->target, o->overwrite, e);
         if (!c.fr)
             goto out;
+        fsrestore_set_batch(c.fr, 256);
     }
     int nthreads = o->threads > 0 ? o->threads : sys_ncpu();
     c.pool = pool_new(nthreads, MAX_INFLIGHT_JOBS);

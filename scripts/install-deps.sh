@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what caris-backup needs to build and test on Debian 12 (run as root).
+# Idempotent: packages already present are not fetched again.
+set -euo pipefail
+
+PKGS=(
+  # build
+  gcc meson ninja-build pkg-config
+  # libraries (see ../shared/ARCHITECTURE.md, "Dependencies")
+  libssl-dev libsodium-dev libzstd-dev libjansson-dev
+  # tests
+  libcmocka-dev attr python3 util-linux
+)
+if [ "${1:-}" = "--bench" ]; then
+  PKGS+=(restic borgbackup time)
+fi
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "error: missing packages: ${missing[*]}" >&2
+  echo "HINT: run as root (or: sudo apt-get install ${missing[*]})" >&2
+  exit 1
+fi
+echo "installing: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

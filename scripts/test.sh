@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what is needed, builds twice (plain and ASan+UBSan), runs the
+# cmocka unit tests and the integration tests against both builds, and ends with one line
+# "N passed, N failed" counting every unit test case and integration test.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+./scripts/install-deps.sh || exit 1
+
+passed=0
+failed=0
+add_counts() { # reads "N passed, N failed" from the last such line of a log
+  local line
+  line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$1" | tail -n 1)
+  if [ -z "$line" ]; then
+    failed=$((failed + 1))
+    echo "no result line in $1" >&2
+    return
+  fi
+  passed=$((passed + $(echo "$line" | cut -d' ' -f1)))
+  failed=$((failed + $(echo "$line" | cut -d' ' -f3)))
+}
+
+run_unit() { # $1 build dir: runs each cmocka program, counts its test cases
+  local dir=$1 log=$1/unit-results.txt
+  : > "$log"
+  local p=0 f=0
+  for t in "$dir"/tests/unit/test_*; do
+    [ -f "$t" ] && [ -x "$t" ] || continue
+    out=$("$t" 2>&1)
+    rc=$?
+    echo "$out" >> "$log"
+    np=$(echo "$out" | sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' | tail -n1)
+    nf=$(echo "$out" | sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' | tail -n1)
+    np=${np:-0}
+    nf=${nf:-0}
+    if [ "$rc" -ne 0 ] && [ "$nf" -eq 0 ]; then nf=1; fi # crashed or sanitizer report
+    [ "$nf" -ne 0 ] && { echo "$out" | tail -n 40; echo "FAILED: $t"; }
+    p=$((p + np))
+    f=$((f + nf))
+  done
+  echo "unit tests ($dir): $p passed, $f failed"
+  echo "$p passed, $f failed" >> "$log"
+  add_counts "$log"
+}
+
+run_integration() { # $1 build dir
+  local log=$1/integration-results.txt
+  bash tests/integration/run.sh --bin "$1/src/cli/caris-backup" 2>&1 | tee "$log" | grep -vE '^(ok|PASS)' || true
+  add_counts "$log"
+}
+
+for variant in plain asan; do
+  if [ $variant = asan ]; then
+    dir=build-asan
+    ./scripts/build.sh --asan || { failed=$((failed + 1)); continue; }
+    export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
+    export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+  else
+    dir=build
+    ./scripts/build.sh || { failed=$((failed + 1)); continue; }
+  fi
+  echo "== $variant build: unit tests"
+  run_unit $dir
+  echo "== $variant build: integration tests"
+  run_integration $dir
+done
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
