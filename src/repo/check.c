@@ -96,8 +96,12 @@ static void check_index(struct check *c)
         struct packinfo *pi = &r->packs[p];
         char name[80];
         pack_object_name(pi->id, name, sizeof(name));
-        if (pi->source == -1)
+        if (pi->source == -1) {
             idlist_add(&c->weak_packs, pi->id);
+            add_issue(c->warnings, name,
+                      "pack is not listed in any index (left by an interrupted or running "
+                      "backup, or its index file is damaged); the next backup indexes it");
+        }
         if (!find_packfile(c, pi->id))
             add_issue(c->errors, name, "pack listed in the index is missing");
     }

@@ -1,0 +1,203 @@
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "caris/config.h"
+#include "caris/core.h"
+#include "caris/pool.h"
+
+static char *write_tmp(const char *text)
+{
+    char *path = xstrdup("/tmp/caris-test-env-XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    return path;
+}
+
+static void test_env_file_parsing(void **state)
+{
+    (void)state;
+    char *p = write_tmp("# comment\n\nBACKUP_DIR=/srv/b\nexport CARIS_T1='single # quoted'\n"
+                        "CARIS_T2=\"dq \\\"x\\\"\\n\" # trailing comment\n"
+                        "CARIS_T3=bare value # comment\nCARIS_T3=later wins\nCARIS_EMPTY=\n");
+    struct config c;
+    struct err e = ERR_INIT;
+    unsetenv("BACKUP_DIR");
+    assert_int_equal(config_load(&c, p, &e), 0);
+    assert_string_equal(config_get(&c, "BACKUP_DIR"), "/srv/b");
+    assert_string_equal(config_backup_dir(&c), "/srv/b");
+    assert_string_equal(config_get(&c, "CARIS_T1"), "single # quoted");
+    assert_string_equal(config_get(&c, "CARIS_T2"), "dq \"x\"\n");
+    assert_string_equal(config_get(&c, "CARIS_T3"), "later wins");
+    assert_null(config_get(&c, "CARIS_EMPTY"));
+    assert_null(config_get(&c, "CARIS_NOT_THERE"));
+    /* the environment wins over the file */
+    setenv("BACKUP_DIR", "/from/env", 1);
+    assert_string_equal(config_backup_dir(&c), "/from/env");
+    unsetenv("BACKUP_DIR");
+    config_free(&c);
+    unlink(p);
+    free(p);
+}
+
+static void test_env_file_errors(void **state)
+{
+    (void)state;
+    const char *bad[] = {"OK=1\nno equals sign\n", "1BAD=x\n", "Q='unterminated\n",
+                         "Q=\"x\" junk\n"};
+    const char *line[] = {"line 2", "line 1", "line 1", "line 1"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char *p = write_tmp(bad[i]);
+        struct config c;
+        struct err e = ERR_INIT;
+        assert_int_equal(config_load(&c, p, &e), -1);
+        assert_int_equal(e.code, ERR_CONFIG);
+        assert_non_null(strstr(e.msg, line[i]));
+        assert_non_null(strstr(e.msg, p));
+        unlink(p);
+        free(p);
+    }
+    /* an explicit file that is missing is an error; the default one is not */
+    struct config c;
+    struct err e = ERR_INIT;
+    assert_int_equal(config_load(&c, "/nonexistent/caris.env", &e), -1);
+    char cwd[4096];
+    assert_non_null(getcwd(cwd, sizeof(cwd)));
+    assert_int_equal(chdir("/"), 0);
+    assert_int_equal(config_load(&c, NULL, &e), 0);
+    config_free(&c);
+    assert_int_equal(chdir(cwd), 0);
+}
+
+static void test_encryption_key_rules(void **state)
+{
+    (void)state;
+    struct config c = {0};
+    struct err e = ERR_INIT;
+    const char *k;
+    unsetenv("BACKUP_ENCRYPTION_KEY");
+    assert_int_equal(config_encryption_key(&c, &k, &e), -1);
+    assert_int_equal(e.code, ERR_CONFIG);
+    assert_string_equal(e.msg, "BACKUP_ENCRYPTION_KEY not set");
+    setenv("BACKUP_ENCRYPTION_KEY", "Zq7Secret", 1);
+    assert_int_equal(config_encryption_key(&c, &k, &e), -1);
+    assert_non_null(strstr(e.msg, "too short"));
+    assert_null(strstr(e.msg, "Zq7Secret")); /* the key itself is never in the message */
+    assert_null(strstr(e.hint, "Zq7Secret"));
+    setenv("BACKUP_ENCRYPTION_KEY", "0123456789abcdef0123456789abcdef", 1);
+    assert_int_equal(config_encryption_key(&c, &k, &e), 0);
+    assert_string_equal(k, "0123456789abcdef0123456789abcdef");
+    unsetenv("BACKUP_ENCRYPTION_KEY");
+}
+
+static void test_base64(void **state)
+{
+    (void)state;
+    /* RFC 4648 test vectors */
+    const char *in[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
+    const char *out[] = {"", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"};
+    for (int i = 0; i < 7; i++) {
+        char *enc = b64_encode(in[i], strlen(in[i]));
+        assert_string_equal(enc, out[i]);
+        uint8_t *dec;
+        size_t n;
+        assert_int_equal(b64_decode(enc, &dec, &n), 0);
+        assert_int_equal(n, strlen(in[i]));
+        assert_memory_equal(dec, in[i], n);
+        free(dec);
+        free(enc);
+    }
+    uint8_t *dec;
+    size_t n;
+    assert_int_equal(b64_decode("abc", &dec, &n), -1);
+    assert_int_equal(b64_decode("ab!=", &dec, &n), -1);
+}
+
+static void test_utf8_and_escape(void **state)
+{
+    (void)state;
+    assert_true(str_is_utf8("plain", 5));
+    assert_true(str_is_utf8("C\xc3\x81RIS", 6));
+    assert_true(str_is_utf8("\xf0\x9f\x98\x80", 4));
+    assert_false(str_is_utf8("\xff\xfe", 2));
+    assert_false(str_is_utf8("\xc3", 1));         /* truncated */
+    assert_false(str_is_utf8("\xc0\xaf", 2));     /* overlong */
+    assert_false(str_is_utf8("\xed\xa0\x80", 3)); /* surrogate */
+    assert_false(str_is_utf8("a\0b", 3));         /* NUL */
+    char buf[64];
+    assert_string_equal(str_escape("a\nb\xff", 4, buf, sizeof(buf)), "a\\x0ab\\xff");
+    char small[10];
+    str_escape("abcdefghijklmnop", 16, small, sizeof(small));
+    assert_true(strlen(small) < sizeof(small));
+    assert_non_null(strstr(small, "..."));
+}
+
+static void test_time(void **state)
+{
+    (void)state;
+    char buf[40];
+    time_format_iso(1705287600123000000LL, buf, sizeof(buf));
+    assert_string_equal(buf, "2024-01-15T03:00:00.123Z");
+    int64_t ns;
+    assert_int_equal(time_parse_iso(buf, &ns), 0);
+    assert_true(ns == 1705287600123000000LL);
+    assert_int_equal(time_parse_iso("2024-01-15T03:00:00Z", &ns), 0);
+    assert_int_equal(time_parse_iso("2024-01-15 03:00:00", &ns), -1);
+    assert_int_equal(time_parse_iso("2024-01-15T03:00:00Zx", &ns), -1);
+}
+
+static void test_reader_bounds(void **state)
+{
+    (void)state;
+    uint8_t data[6] = {1, 0, 0, 0, 2, 3};
+    struct reader r;
+    reader_init(&r, data, sizeof(data));
+    uint32_t v;
+    uint8_t b;
+    uint64_t q;
+    assert_int_equal(reader_u32le(&r, &v), 0);
+    assert_int_equal(v, 1);
+    assert_int_equal(reader_u64le(&r, &q), -1); /* only 2 bytes left */
+    assert_int_equal(reader_u8(&r, &b), -1);    /* and it stays failed */
+    assert_true(r.bad);
+    reader_init(&r, data, sizeof(data));
+    assert_null(reader_skip(&r, SIZE_MAX));
+}
+
+static void add_job(void *arg, int worker)
+{
+    (void)worker;
+    __atomic_fetch_add((int *)arg, 1, __ATOMIC_RELAXED);
+}
+
+static void test_pool_runs_everything(void **state)
+{
+    (void)state;
+    int count = 0;
+    struct pool *p = pool_new(3, 2);
+    for (int i = 0; i < 1000; i++)
+        pool_submit(p, add_job, &count);
+    pool_wait(p);
+    assert_int_equal(count, 1000);
+    pool_free(p);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_env_file_parsing),     cmocka_unit_test(test_env_file_errors),
+        cmocka_unit_test(test_encryption_key_rules), cmocka_unit_test(test_base64),
+        cmocka_unit_test(test_utf8_and_escape),      cmocka_unit_test(test_time),
+        cmocka_unit_test(test_reader_bounds),        cmocka_unit_test(test_pool_runs_everything),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
