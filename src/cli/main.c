@@ -789,6 +789,26 @@ static int cmd_key(struct globals *g, int argc, char **argv)
     return code;
 }
 
+/* The seed's operations that later issues deliver: an honest error until then. */
+static const char *const PLANNED[] = {"retention", "test-restore", "pitr", "upload",
+                                      "schedule",  "serve",        NULL};
+
+static bool is_planned(const char *cmd)
+{
+    for (size_t i = 0; PLANNED[i]; i++)
+        if (strcmp(cmd, PLANNED[i]) == 0)
+            return true;
+    return false;
+}
+
+static int not_implemented(const char *cmd)
+{
+    struct err e = ERR_INIT;
+    err_set(&e, ERR_FAILURE, "see the Status section of the README", "not implemented yet: %s",
+            cmd);
+    return fail(&e);
+}
+
 int main(int argc, char **argv)
 {
     struct globals g = {0};
@@ -865,6 +885,8 @@ int main(int argc, char **argv)
         code = cmd_restore(&g, cargc, cargv);
     else if (strcmp(cmd, "key") == 0)
         code = cmd_key(&g, cargc, cargv);
+    else if (is_planned(cmd))
+        code = not_implemented(cmd);
     else
         code = usage_error("unknown command '%s'", cmd);
     free(g.repo_path);

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Usage: [DRY_RUN=true] restore-database.sh BACKUP_ID [caris-backup restore options...]
+# Restores a database backup. With DRY_RUN=true nothing is changed: the restore is proven in
+# a scratch database and the plan printed.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+if [ $# -lt 1 ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then
+  sed -n '2,4s/^# //p' "$0"
+  [ $# -lt 1 ] && exit 2 || exit 0
+fi
+id=$1
+shift
+bin=$(caris_bin)
+args=(restore database "$id")
+if is_true "${DRY_RUN:-}"; then args+=(--dry-run); fi
+exec "$bin" "${args[@]}" "$@"
