@@ -70,8 +70,9 @@ void time_format_iso(int64_t ns, char *out, size_t n);
 /* Parses what time_format_iso writes (milliseconds optional). -1 on bad input. */
 int time_parse_iso(const char *s, int64_t *ns);
 
-/* Escapes a byte string for messages: printable ASCII as is, other bytes as \xNN, at most
- * n-1 output bytes (truncated with "..."). Returns out. */
+/* Escapes a byte string for messages: printable ASCII and printable UTF-8 as is, control
+ * characters, backslashes and bytes that are not UTF-8 as \xNN. A string too long for n
+ * bytes keeps its end (which names the entry), after "...". Returns out. */
 char *str_escape(const char *s, size_t len, char *out, size_t n);
 bool str_is_utf8(const char *s, size_t len);
 
@@ -80,6 +81,9 @@ char *b64_encode(const void *p, size_t n);               /* malloc'd, NUL-termin
 int b64_decode(const char *s, uint8_t **out, size_t *n); /* -1 on bad input */
 
 /* Files. */
+/* write()/pwrite() until done, retrying EINTR; -1 with errno set on failure. */
+int fs_write_full(int fd, const void *data, size_t len);
+int fs_pwrite_full(int fd, const void *data, size_t len, uint64_t off);
 /* Creates dir and missing parents with the given mode (existing ones are left alone). */
 int fs_mkdir_p(const char *path, unsigned mode, struct err *e);
 /* Writes a whole file atomically: temp name in the same directory, fsync, rename, fsync of

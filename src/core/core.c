@@ -288,37 +288,86 @@ int time_parse_iso(const char *s, int64_t *ns)
     return 0;
 }
 
-char *str_escape(const char *s, size_t len, char *out, size_t n)
+/* Length of the valid, printable UTF-8 character at s, or 0. C1 controls count as not
+ * printable. */
+static size_t utf8_char_len(const unsigned char *s, size_t n)
 {
-    size_t o = 0;
-    if (n == 0)
-        return out;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        char tmp[5];
-        size_t tl;
-        if (c >= 0x20 && c < 0x7f && c != '\\') {
-            tmp[0] = (char)c;
-            tl = 1;
-        } else if (c == '\\') {
-            tmp[0] = tmp[1] = '\\';
-            tl = 2;
-        } else {
-            snprintf(tmp, sizeof(tmp), "\\x%02x", c);
-            tl = 4;
-        }
-        if (o + tl + 4 > n) {
-            if (o + 4 <= n) {
-                memcpy(out + o, "...", 3);
-                o += 3;
-            }
-            break;
-        }
-        memcpy(out + o, tmp, tl);
-        o += tl;
+    size_t len;
+    uint32_t cp;
+    if (s[0] >= 0xc2 && s[0] <= 0xdf) {
+        len = 2;
+        cp = s[0] & 0x1f;
+    } else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+        len = 3;
+        cp = s[0] & 0x0f;
+    } else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+        len = 4;
+        cp = s[0] & 0x07;
+    } else {
+        return 0;
     }
-    out[o] = '\0';
-    return out;
+    if (n < len)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        cp = cp << 6 | (s[i] & 0x3f);
+    }
+    if (cp < 0xa0 || (len == 3 && cp < 0x800) || (cp >= 0xd800 && cp <= 0xdfff) ||
+        (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+        return 0;
+    return len;
+}
+
+/* One unit of escaped output: a character kept as is, or one byte written as \xNN.
+ * Returns the input bytes it covers and sets *out to the output bytes it needs. */
+static size_t esc_unit(const unsigned char *s, size_t n, size_t *out)
+{
+    if (s[0] >= 0x20 && s[0] < 0x7f && s[0] != '\\') {
+        *out = 1;
+        return 1;
+    }
+    size_t len = s[0] >= 0x80 ? utf8_char_len(s, n) : 0;
+    *out = len ? len : 4;
+    return len ? len : 1;
+}
+
+/* Names are data, not text: control characters, backslashes and bytes that are not UTF-8
+ * are shown as \xNN so that a message is one printable line. A name too long for buf keeps
+ * its end, which says which entry it is. */
+char *str_escape(const char *s, size_t n, char *buf, size_t size)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t total = 0, in, out, i = 0;
+    if (size < 8) {
+        if (size)
+            buf[0] = '\0';
+        return buf;
+    }
+    for (size_t j = 0; j < n; j += in) {
+        in = esc_unit(u + j, n - j, &out);
+        total += out;
+    }
+    char *p = buf;
+    if (total >= size) {
+        for (; i < n && total + 3 >= size; i += in) {
+            in = esc_unit(u + i, n - i, &out);
+            total -= out;
+        }
+        memcpy(p, "...", 3);
+        p += 3;
+    }
+    for (; i < n; i += in) {
+        in = esc_unit(u + i, n - i, &out);
+        if (out == 4 && in == 1) {
+            snprintf(p, 5, "\\x%02x", u[i]);
+        } else {
+            memcpy(p, u + i, in);
+        }
+        p += out;
+    }
+    *p = '\0';
+    return buf;
 }
 
 bool str_is_utf8(const char *str, size_t len)
@@ -437,7 +486,24 @@ int fs_fsync_dir(const char *path, struct err *e)
     return 0;
 }
 
-static int write_all(int fd, const void *data, size_t len)
+int fs_pwrite_full(int fd, const void *data, size_t len, uint64_t off)
+{
+    const uint8_t *p = data;
+    while (len) {
+        ssize_t w = pwrite(fd, p, len, (off_t)off);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += w;
+        len -= (size_t)w;
+        off += (uint64_t)w;
+    }
+    return 0;
+}
+
+int fs_write_full(int fd, const void *data, size_t len)
 {
     const uint8_t *p = data;
     while (len) {
@@ -462,7 +528,7 @@ int fs_write_atomic(const char *path, const void *data, size_t len, unsigned mod
         free(tmp);
         return -1;
     }
-    if (write_all(fd, data, len) != 0 || fsync(fd) != 0) {
+    if (fs_write_full(fd, data, len) != 0 || fsync(fd) != 0) {
         int en = errno;
         close(fd);
         unlink(tmp);

@@ -4,6 +4,7 @@
  * can lead a write outside the target. Every change is made relative to a directory
  * descriptor, so paths may exceed PATH_MAX. */
 #include "caris/fsmeta.h"
+#include "caris/core.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -18,79 +19,13 @@
 #include <time.h>
 #include <unistd.h>
 
-/* ---- printing names in messages (as in fswalk.c) ---------------------------------------- */
+/* ---- printing names in messages: str_escape (core) ---------------------------------------- */
 
 enum { ESC_MAX = 480 };
 
-static size_t utf8_char_len(const unsigned char *s, size_t n)
-{
-    size_t len;
-    uint32_t cp;
-    if (s[0] >= 0xc2 && s[0] <= 0xdf) {
-        len = 2;
-        cp = s[0] & 0x1f;
-    } else if (s[0] >= 0xe0 && s[0] <= 0xef) {
-        len = 3;
-        cp = s[0] & 0x0f;
-    } else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
-        len = 4;
-        cp = s[0] & 0x07;
-    } else {
-        return 0;
-    }
-    if (n < len)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        cp = cp << 6 | (s[i] & 0x3f);
-    }
-    if (cp < 0xa0 || (len == 3 && cp < 0x800) || (cp >= 0xd800 && cp <= 0xdfff) ||
-        (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
-        return 0;
-    return len;
-}
-
-static size_t esc_unit(const unsigned char *s, size_t n, size_t *out)
-{
-    if (s[0] >= 0x20 && s[0] < 0x7f && s[0] != '\\') {
-        *out = 1;
-        return 1;
-    }
-    size_t len = s[0] >= 0x80 ? utf8_char_len(s, n) : 0;
-    *out = len ? len : 4;
-    return len ? len : 1;
-}
-
-/* Shows the n bytes at s as one printable line: control characters, backslashes, NULs and
- * bytes that are not UTF-8 become \xNN; a name too long for buf keeps its end. */
 static const char *esc_n(const char *s, size_t n, char *buf, size_t size)
 {
-    const unsigned char *u = (const unsigned char *)s;
-    size_t total = 0, in, out, i = 0;
-    for (size_t j = 0; j < n; j += in) {
-        in = esc_unit(u + j, n - j, &out);
-        total += out;
-    }
-    char *p = buf;
-    if (total >= size) {
-        for (; i < n && total + 3 >= size; i += in) {
-            in = esc_unit(u + i, n - i, &out);
-            total -= out;
-        }
-        memcpy(p, "...", 3);
-        p += 3;
-    }
-    for (; i < n; i += in) {
-        in = esc_unit(u + i, n - i, &out);
-        if (out == 4 && in == 1)
-            snprintf(p, 5, "\\x%02x", u[i]);
-        else
-            memcpy(p, u + i, in);
-        p += out;
-    }
-    *p = '\0';
-    return buf;
+    return str_escape(s, n, buf, size);
 }
 
 static const char *esc(const char *s, char *buf)

@@ -99,6 +99,16 @@ int chunks_decode(json_t *chunks, uint8_t (**ids)[32], uint32_t **lens, size_t *
     return 0;
 }
 
+void sha256_zeros(struct cx_sha256 *h, uint64_t n)
+{
+    static const uint8_t zeros[65536];
+    while (n) {
+        size_t k = n > sizeof(zeros) ? sizeof(zeros) : (size_t)n;
+        cx_sha256_update(h, zeros, k);
+        n -= k;
+    }
+}
+
 void progress_report(caris_progress_fn fn, void *ctx, const char *phase, uint64_t files,
                      uint64_t bytes, uint64_t total, int64_t start_ns)
 {

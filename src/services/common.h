@@ -17,6 +17,10 @@ void backup_id_release(struct repo *r, const char *id);
 /* Reads the chunk list of a manifest entry: [[hex id, length], ...]. */
 int chunks_decode(json_t *chunks, uint8_t (**ids)[32], uint32_t **lens, size_t *n);
 
+/* Feeds n zero bytes (a hole) to a SHA-256: a sparse file hashes like sha256sum reads it. */
+struct cx_sha256;
+void sha256_zeros(struct cx_sha256 *h, uint64_t n);
+
 void progress_report(caris_progress_fn fn, void *ctx, const char *phase, uint64_t files,
                      uint64_t bytes, uint64_t total, int64_t start_ns);
 

@@ -179,16 +179,6 @@ static size_t chunk_bound(const struct bctx *b, const struct fs_extent *ext, siz
     return n;
 }
 
-static void hash_zeros(struct cx_sha256 *h, uint64_t n)
-{
-    static const uint8_t zeros[65536];
-    while (n) {
-        size_t k = n > sizeof(zeros) ? sizeof(zeros) : (size_t)n;
-        cx_sha256_update(h, zeros, k);
-        n -= k;
-    }
-}
-
 /* Reads [off, off+len) of fd, chunks it, hashes it. Returns 0, or errno on a read error. */
 static int backup_extent(struct bctx *b, struct filerec *f, struct rbuf *rb, uint64_t off,
                          uint64_t len, struct cx_sha256 *h)
@@ -322,12 +312,12 @@ static void read_file_job(void *arg, int reader)
     int rerr = 0;
     for (size_t i = 0; i < f->next && !rerr && !worker_failed(b, NULL); i++) {
         if (f->ext[i].off > pos)
-            hash_zeros(h, f->ext[i].off - pos);
+            sha256_zeros(h, f->ext[i].off - pos);
         rerr = backup_extent(b, f, rb, f->ext[i].off, f->ext[i].len, h);
         pos = f->ext[i].off + f->ext[i].len;
     }
     if (!rerr && size > pos)
-        hash_zeros(h, size - pos);
+        sha256_zeros(h, size - pos);
     cx_sha256_final(h, f->sha);
     cx_sha256_free(h);
     struct stat after;

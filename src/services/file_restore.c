@@ -98,38 +98,12 @@ static void rfile_free(struct rfile *f)
     free(f);
 }
 
-static void hash_zeros(struct cx_sha256 *h, uint64_t n)
-{
-    static const uint8_t zeros[65536];
-    while (n) {
-        size_t k = n > sizeof(zeros) ? sizeof(zeros) : (size_t)n;
-        cx_sha256_update(h, zeros, k);
-        n -= k;
-    }
-}
-
-static int write_at(int fd, const uint8_t *p, size_t n, uint64_t off)
-{
-    while (n) {
-        ssize_t w = pwrite(fd, p, n, (off_t)off);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += w;
-        n -= (size_t)w;
-        off += (uint64_t)w;
-    }
-    return 0;
-}
-
 /* Finishes a file whose last chunk was consumed (or that has none). */
 static void file_finish(struct rctx *c, struct rfile *f)
 {
     if (!f->failed) {
         if (f->meta.size > f->pos)
-            hash_zeros(f->h, f->meta.size - f->pos);
+            sha256_zeros(f->h, f->meta.size - f->pos);
         uint8_t sum[32];
         cx_sha256_final(f->h, sum);
         if (memcmp(sum, f->sha, 32) != 0) {
@@ -181,7 +155,7 @@ static void consume_one(struct rctx *c)
     if (!f->failed) {
         uint64_t off = f->offs[j->k];
         if (off > f->pos)
-            hash_zeros(f->h, off - f->pos);
+            sha256_zeros(f->h, off - f->pos);
         cx_sha256_update(f->h, j->data.data, j->data.len);
         f->pos = off + j->data.len;
         c->bytes += j->data.len;
@@ -194,7 +168,8 @@ static void consume_one(struct rctx *c)
                     c->fatal = e;
             }
         }
-        if (f->out && write_at(fsrestore_file_fd(f->out), j->data.data, j->data.len, off) != 0) {
+        if (f->out &&
+            fs_pwrite_full(fsrestore_file_fd(f->out), j->data.data, j->data.len, off) != 0) {
             struct err e = ERR_INIT;
             err_sys(&e, errno, NULL, "cannot write restored file");
             f->failed = true;

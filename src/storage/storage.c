@@ -94,22 +94,6 @@ static struct posix_storage *P(struct storage *s)
     return (struct posix_storage *)s;
 }
 
-static int write_full(int fd, const void *data, size_t len)
-{
-    const uint8_t *p = data;
-    while (len) {
-        ssize_t w = write(fd, p, len);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += w;
-        len -= (size_t)w;
-    }
-    return 0;
-}
-
 /* Creates the directories leading to name (relative to root). */
 static int make_parents(struct posix_storage *ps, const char *name, struct err *e)
 {
@@ -169,7 +153,7 @@ static int posix_put(struct storage *s, const char *name, const void *data, size
         free(tmp);
         return -1;
     }
-    if (write_full(fd, data, len) != 0 || fsync(fd) != 0) {
+    if (fs_write_full(fd, data, len) != 0 || fsync(fd) != 0) {
         int en = errno;
         close(fd);
         unlinkat(ps->rootfd, tmp, 0);
@@ -303,7 +287,7 @@ static int posix_put_new(struct storage *s, const char *name, const void *data, 
             return 1;
         return err_sys(e, errno, NULL, "cannot create %s/%s", ps->root, name);
     }
-    if (write_full(fd, data, len) != 0 || fsync(fd) != 0) {
+    if (fs_write_full(fd, data, len) != 0 || fsync(fd) != 0) {
         int en = errno;
         close(fd);
         unlinkat(ps->rootfd, name, 0);
