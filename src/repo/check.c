@@ -38,6 +38,10 @@ struct packfile {
 
 struct check {
     struct repo *r;
+    /* blobs of pack p: by_pack[first[p] .. first[p + 1]) (entry numbers) */
+    uint32_t *by_pack;
+    size_t *first;
+    size_t npacks_listed;
     json_t *errors, *warnings;
     struct packfile *files;
     size_t nfiles;
@@ -107,7 +111,7 @@ static void check_index(struct check *c)
     }
     for (size_t i = 0; i < r->nentries; i++) {
         struct ientry *en = repo_entry(r, i);
-        if (en->pack == PACK_PENDING)
+        if (!PACK_IS_REAL(en->pack))
             continue;
         struct packfile *pf = find_packfile(c, r->packs[en->pack].id);
         if (!pf) {
@@ -146,14 +150,14 @@ static int read_pack(struct check *c, struct packfile *pf, struct buf *data, str
     /* Every blob the index places in this pack must authenticate and match its id. The
      * blob loader does exactly that (and reads through storage, which is fine: the page
      * cache holds the pack we just read). */
+    pthread_mutex_lock(&r->mu);
     long pidx = repo_find_pack_locked(r, pf->id);
-    if (pidx < 0)
+    pthread_mutex_unlock(&r->mu);
+    if (pidx < 0 || (size_t)pidx >= c->npacks_listed)
         return 0;
     struct buf out = {0};
-    for (size_t i = 0; i < r->nentries; i++) {
-        struct ientry *en = repo_entry(r, i);
-        if (en->pack != (uint32_t)pidx)
-            continue;
+    for (size_t k = c->first[pidx]; k < c->first[pidx + 1]; k++) {
+        struct ientry *en = repo_entry(r, c->by_pack[k]);
         struct err be = ERR_INIT;
         if (repo_blob_load(r, en->id, &out, &be) != 0) {
             idlist_add(&c->bad_blobs, en->id);
@@ -167,8 +171,10 @@ static int read_pack(struct check *c, struct packfile *pf, struct buf *data, str
 static void check_snapshots(struct check *c, json_t *list, uint64_t *nrefs)
 {
     struct repo *r = c->r;
-    qsort(c->bad_blobs.v, c->bad_blobs.n, 32, cmp_id);
-    qsort(c->weak_packs.v, c->weak_packs.n, 32, cmp_id);
+    if (c->bad_blobs.n)
+        qsort(c->bad_blobs.v, c->bad_blobs.n, 32, cmp_id);
+    if (c->weak_packs.n)
+        qsort(c->weak_packs.v, c->weak_packs.n, 32, cmp_id);
     size_t i;
     json_t *s;
     json_array_foreach(list, i, s)
@@ -204,7 +210,7 @@ static void check_snapshots(struct check *c, json_t *list, uint64_t *nrefs)
                 if (ei >= 0)
                     en = *repo_entry(r, (size_t)ei);
                 pthread_mutex_unlock(&r->mu);
-                if (ei < 0 || en.pack == PACK_PENDING)
+                if (ei < 0 || !PACK_IS_REAL(en.pack))
                     missing = true;
                 else if (idlist_has(&c->bad_blobs, id))
                     damaged = true;
@@ -268,6 +274,24 @@ int repo_check(struct repo *r, const struct repo_check_opts *o, json_t **report,
             add_issue(c.warnings, c.files[p].name, "pack is not listed in any index");
     }
     if (o && o->read_data) {
+        /* Group the index by pack once (counting sort): O(blobs), whatever the pack count. */
+        pthread_mutex_lock(&r->mu);
+        c.npacks_listed = r->npacks;
+        c.first = xcalloc(r->npacks + 2, sizeof(size_t));
+        c.by_pack = xcalloc(r->nentries ? r->nentries : 1, sizeof(uint32_t));
+        for (size_t k = 0; k < r->nentries; k++) {
+            uint32_t p = repo_entry(r, k)->pack;
+            if (PACK_IS_REAL(p))
+                c.first[p + 2]++;
+        }
+        for (size_t p = 2; p < r->npacks + 2; p++)
+            c.first[p] += c.first[p - 1];
+        for (size_t k = 0; k < r->nentries; k++) {
+            uint32_t p = repo_entry(r, k)->pack;
+            if (PACK_IS_REAL(p))
+                c.by_pack[c.first[p + 1]++] = (uint32_t)k;
+        }
+        pthread_mutex_unlock(&r->mu);
         struct buf data = {0};
         for (size_t p = 0; p < c.nfiles; p++) {
             if (o->progress)
@@ -309,5 +333,7 @@ out:
     free(c.files);
     free(c.bad_blobs.v);
     free(c.weak_packs.v);
+    free(c.by_pack);
+    free(c.first);
     return rc;
 }

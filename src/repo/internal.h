@@ -13,6 +13,10 @@
 #define PACK_FOOTER_LEN 8         /* u32 trailer length + "CPKE" */
 #define PACK_TRAILER_ENTRY_LEN 44 /* id 32, offset u32, clen u32, ulen_flags u32 */
 #define PACK_PENDING UINT32_MAX
+/* A pending entry whose writer went away without storing it: the next writer that meets
+ * the id stores the blob (and takes the entry over). Readers treat it as absent. */
+#define PACK_ABANDONED (UINT32_MAX - 1)
+#define PACK_IS_REAL(p) ((p) < PACK_ABANDONED)
 #define ULEN_COMPRESSED 0x80000000u /* flag in ulen_flags: stored zstd-compressed */
 #define ULEN_MASK 0x7fffffffu
 
@@ -68,6 +72,7 @@ struct repo {
     size_t nindex_files;
     uint32_t *adopted; /* packs adopted from trailers, not yet in any index file */
     size_t nadopted;
+    struct buf adopted_payload; /* their index-file records, ready to write */
     json_t *damage;
     char *lock_name;
 };

@@ -176,11 +176,11 @@ static void idmap_put_raw(struct idmap *m, const uint8_t *id, uint32_t v)
     m->slots[h] = v + 1;
 }
 
-/* Keeps the load factor at most 1/2: probes stay short, and the table costs 8-16 bytes per
- * entry (stated in docs/REPOSITORY-FORMAT.md). */
+/* Keeps the load factor at most 0.7: linear probes stay short (ids are uniform), and the
+ * table costs 5.7 to 11.4 bytes per entry (stated in docs/REPOSITORY-FORMAT.md). */
 static void idmap_insert(struct repo *r, struct idmap *m, idmap_get get, uint32_t v)
 {
-    if ((m->n + 1) * 2 > m->cap) {
+    if ((m->n + 1) * 10 > m->cap * 7) {
         size_t ncap = m->cap ? m->cap * 2 : 1024;
         uint32_t *old = m->slots;
         size_t ocap = m->cap;
@@ -391,6 +391,7 @@ void repo_close(struct repo *r)
         free(r->index_files[i]);
     free(r->index_files);
     free(r->adopted);
+    buf_free(&r->adopted_payload);
     json_decref(r->damage);
     cx_hmac_key_free(r->idkey);
     storage_close(r->st);
@@ -421,7 +422,8 @@ static int params_from_json(json_t *j, struct chunker_params *p)
     json_int_t mn, av, mx;
     if (!j || json_unpack(j, "{s:I, s:I, s:I}", "min", &mn, "avg", &av, "max", &mx) != 0)
         return -1;
-    if (mn <= 0 || av <= 0 || mx <= 0 || mx > (json_int_t)REPO_MAX_BLOB)
+    if (mn <= 0 || av <= 0 || mx <= 0 || mn > (json_int_t)REPO_MAX_BLOB ||
+        av > (json_int_t)REPO_MAX_BLOB || mx > (json_int_t)REPO_MAX_BLOB)
         return -1;
     p->min_size = (uint32_t)mn;
     p->avg_size = (uint32_t)av;
@@ -570,10 +572,13 @@ static int unlock_master(struct repo *r, const char *password, struct err *e)
                        "repository %s has no key slots", r->path);
     }
     int opened = 0;
+    size_t usable = 0; /* slots that were readable (a wrong key, or the right one) */
     struct err last = ERR_INIT;
     for (size_t i = 0; i < keys.n && opened == 0; i++) {
         struct err ke = ERR_INIT;
         int rc = try_key_slot(r, keys.v[i], password, &ke);
+        if (rc >= 0)
+            usable++;
         if (rc == 1)
             opened = 1;
         else if (rc < 0)
@@ -582,8 +587,10 @@ static int unlock_master(struct repo *r, const char *password, struct err *e)
     namelist_free(&keys);
     if (opened)
         return 0;
-    if (err_is_set(&last) && last.code != ERR_DAMAGE) {
+    if (err_is_set(&last) && (last.code != ERR_DAMAGE || usable == 0)) {
         *e = last;
+        if (usable == 0)
+            err_wrap(e, "cannot open repository %s: no key slot is readable", r->path);
         return -1;
     }
     return err_set(e, ERR_WRONG_KEY, WRONG_KEY_HINT,
@@ -704,6 +711,9 @@ static int adopt_orphan_packs(struct repo *r, struct err *e)
         }
         r->adopted = xrealloc(r->adopted, xsize(r->nadopted + 1, sizeof(uint32_t), 0));
         r->adopted[r->nadopted++] = pidx;
+        buf_append(&r->adopted_payload, pid, 32);
+        buf_append_u32le(&r->adopted_payload, (uint32_t)(tr.len / PACK_TRAILER_ENTRY_LEN));
+        buf_append(&r->adopted_payload, tr.data, tr.len);
     }
     buf_free(&tr);
     namelist_free(&l);
@@ -905,9 +915,11 @@ int repo_key_remove(struct repo *r, const char *id, struct err *e)
                        "open the repository with another key (BACKUP_ENCRYPTION_KEY) to remove "
                        "this one",
                        "refusing to remove key slot %s: it is the key in use", id);
-    for (const char *p = id; *p; p++)
-        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
-            return err_set(e, ERR_USAGE, "see `caris-backup key list`", "invalid key id %s", id);
+    bool valid = strlen(id) == 16;
+    for (const char *p = id; *p && valid; p++)
+        valid = (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f');
+    if (!valid)
+        return err_set(e, ERR_USAGE, "see `caris-backup key list`", "invalid key id '%s'", id);
     char *name = xasprintf("keys/%s", id);
     int ex = storage_exists(r->st, name, e);
     int rc = -1;
@@ -938,6 +950,7 @@ struct repo_writer {
     struct wslot *slots;
     uint32_t *packs; /* written by this session */
     size_t npacks;
+    struct buf index_records; /* index-file records of those packs (see index_parse_into) */
     struct repo_writer_stats stats;
 };
 
@@ -981,6 +994,10 @@ static int slot_close_pack(struct repo_writer *w, struct wslot *s, struct err *e
         repo_entry(r, s->ents[i])->pack = pidx;
     w->packs = xrealloc(w->packs, xsize(w->npacks + 1, sizeof(uint32_t), 0));
     w->packs[w->npacks++] = pidx;
+    /* An index record is the pack id, the blob count, and the trailer's own entries. */
+    buf_append(&w->index_records, pid, 32);
+    buf_append_u32le(&w->index_records, (uint32_t)(s->trailer.len / PACK_TRAILER_ENTRY_LEN));
+    buf_append(&w->index_records, s->trailer.data, s->trailer.len);
     w->stats.packs++;
     w->stats.bytes_stored += s->pack.len;
     pthread_mutex_unlock(&r->mu);
@@ -1000,13 +1017,27 @@ int repo_writer_add(struct repo_writer *w, int slot, const uint8_t id[32], const
     if (len > REPO_MAX_BLOB)
         return err_set(e, ERR_FAILURE, NULL, "blob too large (%zu bytes)", len);
     pthread_mutex_lock(&r->mu);
-    if (repo_lookup_locked(r, id) >= 0) {
+    long have = repo_lookup_locked(r, id);
+    uint32_t ei;
+    if (have >= 0 && repo_entry(r, (size_t)have)->pack != PACK_ABANDONED) {
         w->stats.blobs_known++;
         pthread_mutex_unlock(&r->mu);
         return 0;
     }
-    bool added;
-    uint32_t ei = index_add_locked(r, id, PACK_PENDING, 0, 0, 0, &added);
+    if (have >= 0) {
+        ei = (uint32_t)have;
+        repo_entry(r, ei)->pack = PACK_PENDING;
+    } else {
+        bool added;
+        ei = index_add_locked(r, id, PACK_PENDING, 0, 0, 0, &added);
+    }
+    /* From here the entry is this slot's: recorded now so that an error path or a writer
+     * freed without flush marks it abandoned (repo_writer_free). */
+    if (s->nents == s->cap_ents) {
+        s->cap_ents = s->cap_ents ? s->cap_ents * 2 : 256;
+        s->ents = xrealloc(s->ents, xsize(s->cap_ents, sizeof(uint32_t), 0));
+    }
+    s->ents[s->nents++] = ei;
     pthread_mutex_unlock(&r->mu);
 
     /* Compress; keep it raw when that does not make it smaller. */
@@ -1049,11 +1080,6 @@ int repo_writer_add(struct repo_writer *w, int slot, const uint8_t id[32], const
     buf_append_u32le(&s->trailer, (uint32_t)off);
     buf_append_u32le(&s->trailer, clen);
     buf_append_u32le(&s->trailer, ulf);
-    if (s->nents == s->cap_ents) {
-        s->cap_ents = s->cap_ents ? s->cap_ents * 2 : 256;
-        s->ents = xrealloc(s->ents, xsize(s->cap_ents, sizeof(uint32_t), 0));
-    }
-    s->ents[s->nents++] = ei;
     pthread_mutex_lock(&r->mu);
     struct ientry *en = repo_entry(r, ei);
     en->off = (uint32_t)off;
@@ -1062,30 +1088,9 @@ int repo_writer_add(struct repo_writer *w, int slot, const uint8_t id[32], const
     w->stats.blobs_new++;
     w->stats.bytes_new += len;
     pthread_mutex_unlock(&r->mu);
-    if (s->pack.len >= REPO_PACK_TARGET)
-        return slot_close_pack(w, s, e);
-    return 0;
-}
-
-static void index_payload_add_pack(struct repo *r, struct buf *p, uint32_t pidx)
-{
-    /* Entries of this pack: a scan of the index (runs once per session; cheap next to the
-     * backup itself). Collected first to write the count. */
-    size_t count_pos = p->len + 32;
-    buf_append(p, r->packs[pidx].id, 32);
-    buf_append_u32le(p, 0);
-    uint32_t n = 0;
-    for (size_t i = 0; i < r->nentries; i++) {
-        struct ientry *en = repo_entry(r, i);
-        if (en->pack != pidx)
-            continue;
-        buf_append(p, en->id, 32);
-        buf_append_u32le(p, en->off);
-        buf_append_u32le(p, en->clen);
-        buf_append_u32le(p, en->ulen_flags);
-        n++;
-    }
-    store_u32le(p->data + count_pos, n);
+    if (s->pack.len >= REPO_PACK_TARGET && slot_close_pack(w, s, e) != 0)
+        return -1;
+    return 1;
 }
 
 int repo_writer_flush(struct repo_writer *w, struct err *e)
@@ -1104,10 +1109,8 @@ int repo_writer_flush(struct repo_writer *w, struct err *e)
     buf_append(&payload, "CIDX", 4);
     buf_append_u32le(&payload, 1);
     buf_append_u32le(&payload, (uint32_t)total);
-    for (size_t i = 0; i < w->npacks; i++)
-        index_payload_add_pack(r, &payload, w->packs[i]);
-    for (size_t i = 0; i < r->nadopted; i++)
-        index_payload_add_pack(r, &payload, r->adopted[i]);
+    buf_append(&payload, w->index_records.data, w->index_records.len);
+    buf_append(&payload, r->adopted_payload.data, r->adopted_payload.len);
     pthread_mutex_unlock(&r->mu);
     int rc = -1;
     if (zstd_pack(payload.data, payload.len, 3, &packed) != 0) {
@@ -1132,7 +1135,9 @@ int repo_writer_flush(struct repo_writer *w, struct err *e)
     for (size_t i = 0; i < r->nadopted; i++)
         r->packs[r->adopted[i]].source = source;
     r->nadopted = 0;
+    r->adopted_payload.len = 0;
     w->npacks = 0;
+    w->index_records.len = 0;
     w->stats.bytes_stored += sealed.len;
     pthread_mutex_unlock(&r->mu);
     rc = 0;
@@ -1154,6 +1159,14 @@ void repo_writer_free(struct repo_writer *w)
 {
     if (!w)
         return;
+    pthread_mutex_lock(&w->r->mu);
+    for (int i = 0; i < w->nslots; i++)
+        for (size_t k = 0; k < w->slots[i].nents; k++) {
+            struct ientry *en = repo_entry(w->r, w->slots[i].ents[k]);
+            if (en->pack == PACK_PENDING)
+                en->pack = PACK_ABANDONED;
+        }
+    pthread_mutex_unlock(&w->r->mu);
     for (int i = 0; i < w->nslots; i++) {
         struct wslot *s = &w->slots[i];
         buf_free(&s->pack);
@@ -1165,6 +1178,7 @@ void repo_writer_free(struct repo_writer *w)
     }
     free(w->slots);
     free(w->packs);
+    buf_free(&w->index_records);
     free(w);
 }
 
@@ -1174,7 +1188,7 @@ static bool lookup_entry(struct repo *r, const uint8_t id[32], struct ientry *ou
 {
     pthread_mutex_lock(&r->mu);
     long i = repo_lookup_locked(r, id);
-    bool ok = i >= 0 && repo_entry(r, (size_t)i)->pack != PACK_PENDING;
+    bool ok = i >= 0 && PACK_IS_REAL(repo_entry(r, (size_t)i)->pack);
     if (ok)
         *out = *repo_entry(r, (size_t)i);
     pthread_mutex_unlock(&r->mu);
@@ -1242,13 +1256,21 @@ int repo_blob_load(struct repo *r, const uint8_t id[32], struct buf *out, struct
     }
     char name[80];
     uint8_t key[32], nonce[CX_NONCE_LEN];
-    if (pack_key(r, en.pack, key, name, sizeof(name), e) != 0)
-        return -1;
+    out->len = 0;
     struct buf ct = {0};
-    buf_reserve(&ct, en.clen);
-    int rc = storage_read_at(r->st, name, en.off, ct.data, en.clen, e);
+    int rc = pack_key(r, en.pack, key, name, sizeof(name), e);
+    if (rc == 0) {
+        buf_reserve(&ct, en.clen);
+        rc = storage_read_at(r->st, name, en.off, ct.data, en.clen, e);
+    }
     if (rc != 0) {
         buf_free(&ct);
+        cx_hex(id, 32, hex);
+        if (e->code == ERR_NOT_FOUND) /* the index lists a pack that is gone */
+            return err_set(e, ERR_DAMAGE,
+                           "the repository lost a file: run `caris-backup check` to see which "
+                           "backups are affected",
+                           "blob %.16s: pack %s is missing", hex, name);
         return -1;
     }
     pack_nonce(en.off, nonce);
@@ -1270,7 +1292,6 @@ int repo_blob_load(struct repo *r, const uint8_t id[32], struct buf *out, struct
     plain.len = plen;
     uint32_t ulen = en.ulen_flags & ULEN_MASK;
     if (en.ulen_flags & ULEN_COMPRESSED) {
-        out->len = 0;
         buf_reserve(out, ulen);
         size_t n = ZSTD_decompress(out->data, ulen, plain.data, plain.len);
         buf_free(&plain);
@@ -1279,16 +1300,22 @@ int repo_blob_load(struct repo *r, const uint8_t id[32], struct buf *out, struct
                            name);
         out->len = n;
     } else {
-        buf_free(out);
-        *out = plain;
-        if (plen != ulen)
+        if (plen != ulen) {
+            buf_free(&plain);
             return err_set(e, ERR_DAMAGE, NULL, "blob %.16s in pack %s: length mismatch", hex,
                            name);
+        }
+        buf_free(out);
+        *out = plain;
     }
+    /* Plaintext leaves this function only when it is the blob the id names. */
     uint8_t check[32];
     repo_chunk_id(r, out->data, out->len, check);
-    if (cx_memcmp(check, id, 32) != 0)
+    if (cx_memcmp(check, id, 32) != 0) {
+        cx_wipe(out->data, out->len);
+        out->len = 0;
         return err_set(e, ERR_DAMAGE, NULL, "blob %.16s in pack %s: content does not match its id",
                        hex, name);
+    }
     return 0;
 }

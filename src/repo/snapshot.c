@@ -7,6 +7,16 @@
 #include <string.h>
 #include <unistd.h>
 
+/* Snapshot object names are 64 lower-case hex digits: anything else could point elsewhere
+ * in the repository ("../config"). */
+static int check_name(const char *name, struct err *e)
+{
+    bool ok = strlen(name) == 64;
+    for (const char *p = name; *p && ok; p++)
+        ok = (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f');
+    return ok ? 0 : err_set(e, ERR_NOT_FOUND, NULL, "invalid snapshot name '%.80s'", name);
+}
+
 /* Snapshot payload (inside an 'S' container):
  *   u32 len_summary, zstd(summary JSON) [len_summary bytes], zstd(entries JSON). */
 
@@ -73,6 +83,8 @@ int repo_snapshot_load(struct repo *r, const char *name, json_t **summary, json_
     *summary = NULL;
     if (entries)
         *entries = NULL;
+    if (check_name(name, e) != 0)
+        return -1;
     if (storage_get(r->st, obj, REPO_MAX_METADATA, &raw, e) != 0)
         goto out;
     uint8_t sid[32];
@@ -216,6 +228,8 @@ int repo_snapshot_find(struct repo *r, const char *backup_id, char name_out[65],
 
 int repo_snapshot_remove(struct repo *r, const char *name, struct err *e)
 {
+    if (check_name(name, e) != 0)
+        return -1;
     char obj[100];
     snprintf(obj, sizeof(obj), "snapshots/%s", name);
     return storage_remove(r->st, obj, e);
@@ -269,6 +283,9 @@ static int scan_lock(void *ctx, const char *name, uint64_t size, struct err *e)
 
 int repo_lock(struct repo *r, bool exclusive, const char *operation, struct err *e)
 {
+    if (r->lock_name)
+        return err_set(e, ERR_FAILURE, NULL, "repository %s is already locked by this process",
+                       r->path);
     struct lock_scan ls = {exclusive, NULL, r, NULL};
     if (storage_list(r->st, "locks", scan_lock, &ls, e) != 0)
         return -1;
