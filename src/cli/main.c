@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "caris/backup.h"
@@ -159,9 +160,28 @@ static struct repo *open_repo(struct globals *g, bool create, struct err *e)
         if (!g->repo && prepare_backup_dir(g, e) != 0)
             return NULL;
         struct repo *r = repo_init(g->repo_path, key, NULL, e);
-        if (r && !g->quiet)
-            log_info("created repository %s", g->repo_path);
-        return r;
+        if (r) {
+            if (!g->quiet)
+                log_info("created repository %s", g->repo_path);
+            return r;
+        }
+        /* Another process is creating it (or just did): wait for its marker, then open. */
+        if (e->code != ERR_LOCKED && repo_exists(g->repo_path, e) != 1)
+            return NULL;
+        int64_t deadline = time_mono_ns() + (int64_t)120 * 1000000000;
+        while (repo_exists(g->repo_path, e) != 1) {
+            if (time_mono_ns() > deadline)
+                return NULL; /* e still says who holds init.lock */
+            struct timespec ts = {0, 50 * 1000000};
+            nanosleep(&ts, NULL);
+        }
+        err_clear(e);
+    } else if (ex == 0) {
+        err_set(e, ERR_NOT_FOUND,
+                "create one with `caris-backup init` (or the first `backup`), or point "
+                "BACKUP_DIR / --repo at an existing repository",
+                "no repository at %s", g->repo_path);
+        return NULL;
     }
     return repo_open(g->repo_path, key, e);
 }
@@ -676,7 +696,7 @@ static int cmd_restore(struct globals *g, int argc, char **argv)
     if (g->json && rep) {
         json_object_set_new(rep, "ok", json_boolean(rc >= 0));
         print_json(rep);
-    } else if (rep && !g->quiet) {
+    } else if (rep && !g->quiet && rc >= 0) {
         char bytes[32];
         human_bytes((uint64_t)json_integer_value(json_object_get(rep, "bytes")), bytes,
                     sizeof(bytes));
@@ -723,9 +743,17 @@ static char *read_new_key(struct err *e)
     return line;
 }
 
+static bool wants_help(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+            return true;
+    return false;
+}
+
 static int cmd_key(struct globals *g, int argc, char **argv)
 {
-    if (argc < 2 || strcmp(argv[1], "--help") == 0) {
+    if (argc < 2 || wants_help(argc, argv)) {
         printf("usage: caris-backup key list | key add [--label L] | key remove ID\n\n"
                "Key slots: each wraps the repository's master key under a key derived with\n"
                "Argon2id from a password. `key add` reads the new key from stdin or\n"
@@ -857,7 +885,14 @@ int main(int argc, char **argv)
     int cargc = argc - optind;
     const char *cmd = cargv[0];
     if (strcmp(cmd, "version") == 0) {
-        printf("caris-backup %s\n", VERSION);
+        if (wants_help(cargc, cargv))
+            printf("usage: caris-backup [--json] version\n\nPrints the program's version and "
+                   "the repository format it reads.\n");
+        else if (g.json)
+            printf("{\n  \"repository_format\": %d,\n  \"version\": \"%s\"\n}\n",
+                   REPO_FORMAT_VERSION, VERSION);
+        else
+            printf("caris-backup %s (repository format %d)\n", VERSION, REPO_FORMAT_VERSION);
         return 0;
     }
     if (strcmp(cmd, "help") == 0) {

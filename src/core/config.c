@@ -68,6 +68,7 @@ int config_load(struct config *c, const char *env_file, struct err *e)
         if (!env_file && fe.sys_errno == ENOENT)
             return 0;
         *e = fe;
+        e->code = ERR_CONFIG;
         return err_wrap(e, "cannot read env file");
     }
     buf_append_u8(&b, 0);

@@ -140,7 +140,7 @@ static int refuse_nondir(const struct fsrestore *r, int dfd, const char *name, c
     char ep[ESC_MAX], et[ESC_MAX];
     struct stat st;
     if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode))
-        return err_set(e, ERR_DAMAGE, HINT_SYMLINK,
+        return err_set(e, ERR_FAILURE, HINT_SYMLINK,
                        "refusing to follow symlink %s in restore target %s", esc(path, ep),
                        esc(r->target, et));
     return err_set(e, ERR_FAILURE, HINT_EMPTY, "cannot restore below %s: it is not a directory",
@@ -324,7 +324,9 @@ int fsrestore_mkdir(struct fsrestore *r, const char *path, struct err *e)
         }
         if (S_ISDIR(st.st_mode))
             break; /* created before as a parent, or kept with overwrite */
-        if (attempt > 0 || (S_ISLNK(st.st_mode) && !r->overwrite)) {
+        /* A symlink where a directory goes is refused even with overwrite: whatever
+         * follows would be written below it. */
+        if (attempt > 0 || S_ISLNK(st.st_mode)) {
             rc = refuse_nondir(r, dfd, name, path, e);
             break;
         }

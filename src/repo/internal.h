@@ -75,6 +75,7 @@ struct repo {
     struct buf adopted_payload; /* their index-file records, ready to write */
     json_t *damage;
     char *lock_name;
+    bool init_claimed; /* repo_init holds init.lock */
 };
 
 struct ientry *repo_entry(struct repo *r, size_t i);

@@ -9,6 +9,7 @@
 #include <zstd.h>
 
 #define MARKER_NAME "caris-repository"
+#define INIT_LOCK "init.lock"
 #define MARKER_TEXT "caris-backup repository\nformat 1\n"
 #define DEFAULT_KDF_OPS 3
 #define DEFAULT_KDF_MEM (64u << 20)
@@ -778,6 +779,22 @@ struct repo *repo_init(const char *path, const char *password, const struct repo
     r->st = storage_posix_open(path, true, e);
     if (!r->st)
         goto fail;
+    /* Two processes creating the same repository at once would make two master keys: the
+     * first to create init.lock does it; the other is told (ERR_LOCKED) and can wait for
+     * the marker. */
+    char body[128];
+    snprintf(body, sizeof(body), "{\"pid\":%ld}", (long)getpid());
+    int claim = storage_put_new(r->st, INIT_LOCK, body, strlen(body), e);
+    if (claim != 0) {
+        if (claim == 1)
+            err_set(e, ERR_LOCKED,
+                    "wait for it to finish; if no caris-backup is running, an init was "
+                    "interrupted: remove " INIT_LOCK " and the half-made repository",
+                    "another process is creating the repository %s", path);
+        repo_close(r);
+        return NULL;
+    }
+    r->init_claimed = true;
     struct namelist l;
     if (list_names(r, "keys", &l, e) != 0)
         goto fail;
@@ -824,8 +841,17 @@ struct repo *repo_init(const char *path, const char *password, const struct repo
     /* The marker goes last: a repository without it does not exist. */
     if (rc != 0 || storage_put(r->st, MARKER_NAME, MARKER_TEXT, strlen(MARKER_TEXT), e) != 0)
         goto fail;
+    struct err unlock_err = ERR_INIT;
+    storage_remove(r->st, INIT_LOCK, &unlock_err);
+    r->init_claimed = false;
     return r;
 fail:
+    if (r->init_claimed) {
+        /* leave the lock only when the half-made repository could not be undone */
+        struct err ignore = ERR_INIT;
+        if (storage_exists(r->st, "config", &ignore) == 0)
+            storage_remove(r->st, INIT_LOCK, &ignore);
+    }
     repo_close(r);
     return NULL;
 }
@@ -876,8 +902,27 @@ int repo_key_add(struct repo *r, const char *password, const char *label, char i
                  struct err *e)
 {
     if (strlen(password) < 32)
-        return err_set(e, ERR_USAGE, "use a random key of at least 32 characters",
+        return err_set(e, ERR_CONFIG, "use a random key of at least 32 characters",
                        "the new key is too short");
+    /* A second slot for the same key adds nothing and hides which key is which. */
+    struct namelist keys;
+    if (list_names(r, "keys", &keys, e) != 0)
+        return -1;
+    struct repo probe = {0};
+    probe.st = r->st;
+    probe.path = r->path;
+    for (size_t i = 0; i < keys.n; i++) {
+        struct err ke = ERR_INIT;
+        if (try_key_slot(&probe, keys.v[i], password, &ke) == 1) {
+            err_set(e, ERR_USAGE, "each key slot should hold a different key",
+                    "that key already opens this repository (slot %s)", probe.key_slot);
+            cx_wipe(probe.enc_key, sizeof(probe.enc_key));
+            cx_wipe(probe.mac_key, sizeof(probe.mac_key));
+            namelist_free(&keys);
+            return -1;
+        }
+    }
+    namelist_free(&keys);
     return write_key_slot(r, password, label, DEFAULT_KDF_OPS, DEFAULT_KDF_MEM, id_out, e);
 }
 

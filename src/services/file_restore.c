@@ -294,6 +294,49 @@ static bool selected(const struct files_read_opts *o, const char *rel, bool is_d
     return false;
 }
 
+/* Every --include must name something in the backup: a typo is an error before anything
+ * is written, not an empty restore that looks like success. */
+static int check_includes(const struct files_read_opts *o, json_t *roots, json_t *entries,
+                          struct err *e)
+{
+    if (!o->nincludes)
+        return 0;
+    bool *hit = xcalloc(o->nincludes, sizeof(bool));
+    size_t i;
+    json_t *ent;
+    json_array_foreach(entries, i, ent)
+    {
+        char *path;
+        size_t plen;
+        const char *rootp = json_string_value(
+            json_array_get(roots, (size_t)json_integer_value(json_object_get(ent, "root"))));
+        if (!rootp || manifest_get_bytes(ent, "path", &path, &plen) != 0)
+            continue;
+        char *rel = target_path(rootp, path, plen);
+        free(path);
+        if (!rel)
+            continue;
+        struct files_read_opts one = *o;
+        for (size_t k = 0; k < o->nincludes; k++) {
+            one.includes = &o->includes[k];
+            one.nincludes = 1;
+            if (!hit[k] && selected(&one, rel, false))
+                hit[k] = true;
+        }
+        free(rel);
+    }
+    int rc = 0;
+    for (size_t k = 0; k < o->nincludes && rc == 0; k++)
+        if (!hit[k])
+            rc = err_set(
+                e, ERR_NOT_FOUND,
+                "give the absolute path as it was backed up (see the roots in `caris-backup "
+                "--json list`)",
+                "--include %s: no such path in the backup", o->includes[k]);
+    free(hit);
+    return rc;
+}
+
 int files_read_backup(struct repo *r, json_t *summary, json_t *entries,
                       const struct files_read_opts *o, json_t *report, struct err *e)
 {
@@ -309,6 +352,8 @@ int files_read_backup(struct repo *r, json_t *summary, json_t *entries,
         err_set(e, ERR_DAMAGE, NULL, "backup manifest has no roots");
         goto out;
     }
+    if (check_includes(o, roots, entries, e) != 0)
+        goto out;
     json_t *bt = json_object_get(summary, "stats");
     c.bytes_total = (uint64_t)json_integer_value(json_object_get(bt, "bytes_total"));
     if (o->target) {

@@ -1,0 +1,502 @@
+# shellcheck shell=bash disable=SC2034,SC2153
+# (SC2034: OUT, ERR, BACKUP_ID... are set here for the tests to read; SC2153: BACKUP_DIR
+# comes from run.sh.)
+# Helpers for the integration tests. Each test_*.sh sources this file; run.sh runs each
+# test in a fresh temporary directory and exports:
+#   CARIS_BIN              the binary under test (absolute path)
+#   TEST_TMP               the test's private directory (the cwd when the test starts)
+#   TEST_RESULTS           file receiving one line per assertion ("PASS ..." / "FAIL ...")
+#   TEST_FAILURES          file receiving the context of every failed assertion
+#   BACKUP_DIR             $TEST_TMP/backup
+#   BACKUP_ENCRYPTION_KEY  a fresh random key (>= 32 characters)
+#
+# The unit counted by run.sh is the assertion: every assert_* records one PASS or FAIL.
+# Assertions never abort the test; a test that dies early (crash, timeout) is reported
+# by run.sh as one extra failure because its DONE marker (see test_done) is missing.
+#
+# Nothing here waits with a bare `sleep`: wait_until polls a condition with a deadline.
+
+set -u
+set -o pipefail
+
+: "${CARIS_BIN:?run the tests through tests/integration/run.sh}"
+: "${TEST_TMP:?run the tests through tests/integration/run.sh}"
+: "${TEST_RESULTS:?}" "${TEST_FAILURES:?}"
+
+LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+TEST_NAME=$(basename "$0" .sh)
+
+# Output of the last `run`: $OUT (stdout), $ERR (stderr), $RC (exit status), and the same
+# in files $OUT_FILE / $ERR_FILE (for python/jq, which must see the exact bytes).
+OUT="" ERR="" RC=0
+OUT_FILE=$TEST_TMP/.last.out
+ERR_FILE=$TEST_TMP/.last.err
+LAST_CMD=""
+
+# --- bookkeeping -----------------------------------------------------------------------
+
+_BG_PIDS=()
+
+_lib_on_exit() {
+    local pid
+    for pid in "${_BG_PIDS[@]}"; do
+        kill -9 "$pid" 2>/dev/null
+    done
+    _sanitizer_scan
+}
+
+# test_done: the last line of every test. run.sh counts a test without it (one that died
+# of an unbound variable, a syntax error, a timeout) as a failure.
+test_done() {
+    echo "DONE $TEST_NAME" >>"$TEST_RESULTS"
+    exit 0
+}
+trap _lib_on_exit EXIT
+# Turn signals into an exit, so that the EXIT trap stops our background processes.
+trap 'exit 143' TERM INT
+
+# Under an ASan/UBSan build a report on stderr is a failure even when the exit status
+# happened to be the expected one (UBSan reports and goes on). One assertion per test.
+_sanitizer_scan() {
+    local files=("$ALL_OUTPUT") f
+    for f in "$TEST_TMP"/.bg*.err; do [[ -e $f ]] && files+=("$f"); done
+    local hits
+    hits=$(grep -h -E 'runtime error:|ERROR: (Address|Leak|Undefined)Sanitizer|SUMMARY: [A-Za-z]+Sanitizer' \
+        "${files[@]}" 2>/dev/null | head -n 10)
+    if [[ -n $hits ]]; then
+        fail "sanitizer report in the output of the binary" "$hits"
+    else
+        pass "no sanitizer report"
+    fi
+}
+
+# A short, printable rendering of a command line.
+_cmdline() {
+    local s="" a
+    for a in "$@"; do s+="$(printf '%q' "$a") "; done
+    printf '%s' "${s% }"
+}
+
+_tail() { # FILE [LINES]: last lines of a file, indented, for failure context
+    [[ -s $1 ]] || { echo "    (empty)"; return; }
+    tail -n "${2:-15}" "$1" | cut -c1-300 | sed 's/^/    | /'
+}
+
+pass() {
+    echo "PASS $TEST_NAME: $1" >>"$TEST_RESULTS"
+    echo "ok    $1"
+}
+
+# fail MESSAGE [CONTEXT...]: record a failure; CONTEXT lines are printed below it.
+fail() {
+    local msg=$1
+    shift
+    local caller="${BASH_SOURCE[2]:-${BASH_SOURCE[1]}}:${BASH_LINENO[1]:-${BASH_LINENO[0]}}"
+    echo "FAIL $TEST_NAME: $msg" >>"$TEST_RESULTS"
+    {
+        echo "--- $TEST_NAME: $msg"
+        echo "    at $(basename "$caller")"
+        local line
+        for line in "$@"; do printf '%s\n' "$line" | sed 's/^/    /'; done
+    } >>"$TEST_FAILURES"
+    echo "FAIL  $msg"
+}
+
+# Context of the last `run`, for failure messages.
+_last_ctx() {
+    printf 'command: %s\nexit status: %s\nstdout:\n%s\nstderr:\n%s' "$LAST_CMD" "$RC" \
+        "$(_tail "$OUT_FILE")" "$(_tail "$ERR_FILE")"
+}
+
+skip() {
+    echo "SKIP $TEST_NAME: $1" >>"$TEST_RESULTS"
+    echo "SKIP  $1"
+}
+
+note() { echo "      $*"; }
+
+# --- running commands ------------------------------------------------------------------
+
+# Everything any `run` printed, for tests that check what never appears in output.
+ALL_OUTPUT=$TEST_TMP/.all-output
+
+_run_done() {
+    OUT=$(cat "$OUT_FILE")
+    ERR=$(cat "$ERR_FILE")
+    cat "$OUT_FILE" "$ERR_FILE" >>"$ALL_OUTPUT"
+    return 0
+}
+
+# run CMD...: run with stdin from /dev/null; sets OUT, ERR, RC.
+run() {
+    LAST_CMD=$(_cmdline "$@")
+    "$@" >"$OUT_FILE" 2>"$ERR_FILE" </dev/null
+    RC=$?
+    _run_done
+}
+
+# run_stdin TEXT CMD...: like run, with TEXT (plus a newline) on stdin.
+run_stdin() {
+    local text=$1
+    shift
+    LAST_CMD="$(_cmdline "$@") <<< (stdin)"
+    "$@" >"$OUT_FILE" 2>"$ERR_FILE" <<<"$text"
+    RC=$?
+    _run_done
+}
+
+# cb ARGS...: the binary under test.
+cb() { "$CARIS_BIN" "$@"; }
+
+# --- assertions (each records exactly one PASS or FAIL) --------------------------------
+
+# assert_exit CODE CMD...: run CMD (through `run`) and check its exit status.
+assert_exit() {
+    local want=$1
+    shift
+    run "$@"
+    if [[ $RC == "$want" ]]; then
+        pass "exit $want: $(_cmdline "$@" | cut -c1-160)"
+        return 0
+    fi
+    fail "expected exit $want, got $RC: $(_cmdline "$@" | cut -c1-160)" "$(_last_ctx)"
+    return 1
+}
+
+# assert_rc CODE MESSAGE: check the status of the last `run` without running anything.
+assert_rc() {
+    if [[ $RC == "$1" ]]; then
+        pass "$2 (exit $1)"
+        return 0
+    fi
+    fail "$2: expected exit $1, got $RC" "$(_last_ctx)"
+    return 1
+}
+
+assert_eq() { # EXPECTED ACTUAL MESSAGE
+    if [[ $1 == "$2" ]]; then
+        pass "$3"
+        return 0
+    fi
+    fail "$3" "expected: $(printf '%q' "$1")" "actual:   $(printf '%q' "$2")"
+    return 1
+}
+
+assert_ne() { # UNEXPECTED ACTUAL MESSAGE
+    if [[ $1 != "$2" ]]; then
+        pass "$3"
+        return 0
+    fi
+    fail "$3" "both are: $(printf '%q' "$1")"
+    return 1
+}
+
+assert_contains() { # HAYSTACK NEEDLE MESSAGE
+    if [[ $1 == *"$2"* ]]; then
+        pass "$3"
+        return 0
+    fi
+    fail "$3" "expected to contain: $(printf '%q' "$2")" "in:" "$(printf '%s' "$1" | tail -n 20 | cut -c1-300 | sed 's/^/  | /')"
+    return 1
+}
+
+assert_not_contains() { # HAYSTACK NEEDLE MESSAGE
+    if [[ $1 != *"$2"* ]]; then
+        pass "$3"
+        return 0
+    fi
+    fail "$3" "expected NOT to contain: $(printf '%q' "$2")" "in:" "$(printf '%s' "$1" | grep -F -- "$2" | head -n 5 | cut -c1-300 | sed 's/^/  | /')"
+    return 1
+}
+
+assert_match() { # REGEX STRING MESSAGE (bash ERE)
+    if [[ $2 =~ $1 ]]; then
+        pass "$3"
+        return 0
+    fi
+    fail "$3" "expected to match: $1" "actual: $(printf '%q' "$2")"
+    return 1
+}
+
+# assert_true MESSAGE CMD...: CMD must exit 0 (its output is shown on failure). Unlike
+# assert_exit it leaves OUT, ERR and RC of the last `run` alone, so it can check a side
+# effect between a `run` and the assertions on its status.
+assert_true() {
+    local msg=$1
+    shift
+    if _check "$@"; then
+        pass "$msg"
+        return 0
+    fi
+    fail "$msg" "$(_check_ctx "$@")"
+    return 1
+}
+
+assert_false() { # MESSAGE CMD...: CMD must exit non-zero (same rules as assert_true)
+    local msg=$1
+    shift
+    if ! _check "$@"; then
+        pass "$msg"
+        return 0
+    fi
+    fail "$msg" "$(_check_ctx "$@")"
+    return 1
+}
+
+_check() {
+    "$@" >"$TEST_TMP/.check.out" 2>"$TEST_TMP/.check.err" </dev/null
+    _CHECK_RC=$?
+    cat "$TEST_TMP/.check.err" >>"$ALL_OUTPUT"
+    return $_CHECK_RC
+}
+
+_check_ctx() {
+    printf 'command: %s\nexit status: %s\nstdout:\n%s\nstderr:\n%s' "$(_cmdline "$@")" "$_CHECK_RC" \
+        "$(_tail "$TEST_TMP/.check.out")" "$(_tail "$TEST_TMP/.check.err")"
+}
+
+# assert_fails MESSAGE: the last `run` exited non-zero.
+assert_fails() {
+    if [[ $RC != 0 ]]; then
+        pass "$1 (exit $RC)"
+        return 0
+    fi
+    fail "$1: expected a non-zero exit, got 0" "$(_last_ctx)"
+    return 1
+}
+
+# assert_cmp A OP B MESSAGE: integer comparison (OP: -lt -le -gt -ge -eq -ne).
+assert_cmp() {
+    if [[ $1 =~ ^-?[0-9]+$ && $3 =~ ^-?[0-9]+$ ]] && test "$1" "$2" "$3"; then
+        pass "$4 ($1 $2 $3)"
+        return 0
+    fi
+    fail "$4" "expected: $(printf '%q' "$1") $2 $(printf '%q' "$3")"
+    return 1
+}
+
+# assert_json FILE MESSAGE: FILE holds one valid JSON document.
+assert_json() {
+    if python3 -m json.tool "$1" >/dev/null 2>"$TEST_TMP/.json.err"; then
+        pass "$2"
+        return 0
+    fi
+    fail "$2" "$(cat "$TEST_TMP/.json.err")" "document:" "$(_tail "$1")"
+    return 1
+}
+
+# --- JSON ------------------------------------------------------------------------------
+
+# json_get FILE PATH: print the value at PATH, a python subscript chain such as
+# '["stats"]["files"]' or '[0]["id"]' (strings bare, others as JSON); prints nothing and
+# fails when the file is not JSON or the path is absent.
+json_get() {
+    python3 - "$1" "$2" <<'EOF'
+import json, sys
+try:
+    d = json.load(open(sys.argv[1]))
+    v = eval("d" + sys.argv[2], {"d": d})
+except Exception:
+    sys.exit(1)
+print(v if isinstance(v, str) else json.dumps(v))
+EOF
+}
+
+# json_eval FILE EXPR: print the value of a python expression over `d` (the document).
+json_eval() {
+    python3 - "$1" "$2" <<'EOF'
+import json, sys
+try:
+    d = json.load(open(sys.argv[1]))
+    v = eval(sys.argv[2], {"d": d, "any": any, "all": all, "len": len})
+except Exception as ex:
+    print("json_eval error: %r" % ex, file=sys.stderr)
+    sys.exit(1)
+print(v if isinstance(v, str) else json.dumps(v))
+EOF
+}
+
+# --- waiting ---------------------------------------------------------------------------
+
+# wait_until SECONDS CMD...: poll CMD (every 20 ms) until it succeeds; fails at the
+# deadline. Polling, not sleeping: returns as soon as the condition holds.
+wait_until() {
+    local secs=$1
+    shift
+    local deadline=$((SECONDS + secs))
+    while ! "$@"; do
+        ((SECONDS < deadline)) || return 1
+        _poll_interval
+    done
+    return 0
+}
+
+# The pause between two polls: a read that times out on a pipe nobody writes to, so the
+# poll loop neither spins a CPU the binary under test needs nor forks a process per turn.
+_POLL_FD=""
+_poll_interval() {
+    [[ -n $_POLL_FD ]] || exec {_POLL_FD}<> <(:)
+    read -r -t 0.02 -u "$_POLL_FD" _ || true
+}
+
+# bg_start CMD...: start CMD in the background (stdout/stderr to $BG_OUT/$BG_ERR, fresh
+# per call) and set BG_PID; the process is killed if the test exits before it ends.
+BG_PID="" BG_OUT="" BG_ERR=""
+_BG_N=0
+bg_start() {
+    _BG_N=$((_BG_N + 1))
+    BG_OUT=$TEST_TMP/.bg$_BG_N.out
+    BG_ERR=$TEST_TMP/.bg$_BG_N.err
+    # BG_PID must be the process itself, not a subshell around it (kill -9 of a subshell
+    # leaves its child running): exec the command, with `cb` spelled out.
+    [[ $1 == cb ]] && set -- "$CARIS_BIN" "${@:2}"
+    exec "$@" >"$BG_OUT" 2>"$BG_ERR" </dev/null &
+    BG_PID=$!
+    _BG_PIDS+=("$BG_PID")
+}
+
+# --- trees -----------------------------------------------------------------------------
+
+# make_tree DIR [--no-special]: build the case tree (see the list below) under DIR,
+# which must not exist. Without --no-special it also holds a unix socket and a character
+# device, which a backup must skip with a warning.
+make_tree() {
+    local d=$1 special=1
+    [[ ${2:-} == --no-special ]] && special=0
+    mkdir -p "$d" || return 1
+    (
+        set -e
+        cd "$d"
+        # regular files, small and multi-chunk
+        printf 'hello, world\n' >hello.txt
+        mkdir -p docs/reports
+        seq 1 20000 >docs/numbers.txt
+        head -c 1500000 /dev/urandom >docs/reports/random.bin
+        printf 'patient record %s\n' {1..500} >docs/reports/records.csv
+        : >empty-file
+        mkdir empty-dir
+        # symlinks
+        ln -s hello.txt link-to-hello
+        ln -s docs/reports link-to-dir
+        ln -s does/not/exist dangling-link
+        # hard links (a pair, one in another directory)
+        printf 'shared content\n' >hardlink-a
+        ln hardlink-a docs/hardlink-b
+        # ownership (before chmod: chown clears setuid/setgid)
+        printf 'owned\n' >owned-by-1234
+        chown 1234:5678 owned-by-1234
+        ln -s hello.txt owned-symlink
+        chown -h 1234:5678 owned-symlink
+        mkdir owned-dir
+        chown 1234:5678 owned-dir
+        # special mode bits
+        printf '#!/bin/sh\n' >setuid-file
+        chmod 4755 setuid-file
+        printf 'x\n' >setgid-file
+        chmod 2750 setgid-file
+        mkdir setgid-dir sticky-dir
+        chmod 2775 setgid-dir
+        chmod 1777 sticky-dir
+        printf 'ro\n' >read-only
+        chmod 0400 read-only
+        printf 'odd\n' >odd-mode
+        chmod 0641 odd-mode
+        # xattrs
+        printf 'with xattrs\n' >xattr-file
+        setfattr -n user.x -v hello xattr-file
+        setfattr -n user.binary -v 0x00ff10 xattr-file
+        mkdir xattr-dir
+        setfattr -n user.dir -v 'on a directory' xattr-dir
+        # sparse: 64 MiB with 8 KiB of data in the middle
+        truncate -s 64M sparse.img
+        head -c 8192 /dev/urandom | dd of=sparse.img bs=4096 seek=8192 conv=notrunc status=none
+        # FIFO
+        mkfifo fifo
+        # awkward names
+        printf 'space\n' >'name with space'
+        printf 'newline\n' >$'name\nwith newline'
+        printf 'bytes\n' >$'non-utf8-\xff\xfe'
+        mkdir $'dir-\xc3\x28-bad'
+        printf 'in bad dir\n' >$'dir-\xc3\x28-bad/file'
+        printf 'long name\n' >"$(printf 'L%.0s' {1..255})"
+        # a path longer than PATH_MAX (4096): 21 nested 200-byte names
+        python3 - <<'EOF'
+import os
+name = "d" * 200
+fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
+for _ in range(21):
+    os.mkdir(name, dir_fd=fd)
+    nfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+    os.close(fd)
+    fd = nfd
+f = os.open("deep-file", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+os.write(f, b"at the bottom of a path longer than PATH_MAX\n")
+os.close(f)
+os.close(fd)
+EOF
+        # nanosecond mtimes (last: creating entries changes the directories' mtimes)
+        touch -d '2020-01-02 03:04:05.123456789' hello.txt docs/numbers.txt sparse.img
+        touch -h -d '2019-05-06 07:08:09.987654321' link-to-hello
+        touch -d '2001-02-03 04:05:06.000000001' empty-dir docs/reports
+        touch -d '1970-01-01 00:00:01.5' odd-mode
+        if ((special)); then
+            python3 -c 'import socket; s = socket.socket(socket.AF_UNIX); s.bind("unix.sock")'
+            mknod null-like c 1 3
+        fi
+    )
+}
+
+# tree_snapshot DIR FILE: record DIR's metadata and content hashes in FILE, to compare a
+# restore against a tree that has changed since (tree_compare @FILE DST).
+tree_snapshot() {
+    python3 "$LIB_DIR/treecmp.py" --snapshot "$2" "$1"
+}
+
+# tree_compare SRC DST [--skip-special] [--no-root-mtime]: assert that DST is a faithful
+# copy of SRC (a directory, or @FILE from tree_snapshot): entries, type, mode (with
+# setuid/setgid/sticky), uid/gid, mtime to the nanosecond, content, symlink targets,
+# hard links, xattrs, and sparseness. --skip-special: sockets and devices in SRC must be
+# absent from DST.
+tree_compare() {
+    local src=$1 dst=$2
+    shift 2
+    if python3 "$LIB_DIR/treecmp.py" "$@" "$src" "$dst" >"$TEST_TMP/.treecmp" 2>&1; then
+        pass "tree $dst matches $src ($(tail -n 1 "$TEST_TMP/.treecmp"))"
+        return 0
+    fi
+    fail "tree $dst differs from $src" "$(head -n 40 "$TEST_TMP/.treecmp")"
+    return 1
+}
+
+# --- repository shortcuts --------------------------------------------------------------
+
+REPO=$BACKUP_DIR/repository
+
+# backup_json OUTFILE ARGS...: `--json backup files ARGS...`, JSON to OUTFILE; sets RC and
+# BACKUP_ID (empty when no id was printed).
+backup_json() {
+    local f=$1
+    shift
+    run cb --json backup files "$@"
+    cp "$OUT_FILE" "$f"
+    BACKUP_ID=$(json_get "$f" '["id"]' 2>/dev/null || true)
+}
+
+# Pack files of the repository (finished ones; temporaries are dot files).
+list_packs() { find "$REPO/data" -mindepth 2 -maxdepth 2 -type f ! -name '.*' 2>/dev/null | sort; }
+list_index_files() { find "$REPO/index" -mindepth 1 -maxdepth 1 -type f ! -name '.*' 2>/dev/null | sort; }
+
+# flip_byte FILE [OFFSET]: xor one byte (default: the middle one) with 0x01.
+flip_byte() {
+    python3 - "$1" "${2:-}" <<'EOF'
+import os, sys
+path, off = sys.argv[1], sys.argv[2]
+size = os.path.getsize(path)
+off = int(off) if off else size // 2
+with open(path, "r+b") as f:
+    f.seek(off)
+    b = f.read(1)
+    f.seek(off)
+    f.write(bytes([b[0] ^ 1]))
+EOF
+}

@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# The command line: help, usage errors and exit codes, JSON output, key slots, and a
+# file the backup may not read (exit 3 with a warning).
+source "$(dirname "$0")/lib.sh"
+
+# --- help: exit 0, a usage text, no configuration needed, no side effect ---------------
+no_config=(env -u BACKUP_ENCRYPTION_KEY BACKUP_DIR="$TEST_TMP/no-such-dir")
+for args in "--help" "-h" "init --help" "backup --help" "backup files --help" "list --help" \
+    "verify --help" "check --help" "restore --help" "restore files --help" "key --help" \
+    "key list --help" "key add --help" "key remove --help"; do
+    # shellcheck disable=SC2086 # word splitting of $args is the point
+    run "${no_config[@]}" "$CARIS_BIN" $args
+    assert_rc 0 "caris-backup $args"
+    assert_contains "$OUT$ERR" "usage:" "caris-backup $args prints a usage text"
+done
+assert_exit 0 "${no_config[@]}" "$CARIS_BIN" version
+assert_match '^caris-backup [0-9]+\.[0-9]+\.[0-9]+' "$OUT" "version prints the version"
+assert_false "help created nothing" test -e "$TEST_TMP/no-such-dir"
+
+# `key add --help` must not read a key from stdin and add it (a repository of its own, so
+# that a slot added by mistake does not disturb the counts below)
+help_repo=(env BACKUP_DIR="$TEST_TMP/help-backup")
+assert_exit 0 "${help_repo[@]}" "$CARIS_BIN" init
+run_stdin "a-key-that-must-not-be-added-0123456789" "${help_repo[@]}" "$CARIS_BIN" key add --help
+run "${help_repo[@]}" "$CARIS_BIN" --json key list
+assert_eq 1 "$(json_eval "$OUT_FILE" 'len(d)')" "key add --help with a key on stdin added no key slot"
+assert_exit 0 cb init
+
+# --- usage errors and exit codes -------------------------------------------------------
+assert_exit 2 cb no-such-command
+assert_contains "$ERR" "no-such-command" "unknown command: named in the error"
+assert_exit 2 cb
+assert_exit 2 cb --no-such-option list
+assert_exit 2 cb verify
+assert_exit 7 cb verify file_full_2000-01-01T00-00-00
+assert_contains "$ERR" "file_full_2000-01-01T00-00-00" "unknown id: named in the error"
+assert_exit 7 cb restore files file_full_2000-01-01T00-00-00 --target "$TEST_TMP/nowhere"
+assert_exit 2 cb restore files
+assert_exit 2 cb --threads abc list
+assert_exit 2 cb --threads 0 list
+assert_exit 2 cb list --type bogus
+assert_exit 7 cb backup files "$TEST_TMP/no-such-path"
+assert_exit 7 env BACKUP_DIR="$TEST_TMP/empty-backup-dir" "$CARIS_BIN" list
+assert_exit 6 env -u BACKUP_FILES_PATHS "$CARIS_BIN" backup files
+assert_contains "$ERR" "BACKUP_FILES_PATHS" "no paths: the error names BACKUP_FILES_PATHS"
+
+# --- list --json -----------------------------------------------------------------------
+run cb --json list
+assert_rc 0 "list --json of an empty repository"
+assert_json "$OUT_FILE" "list --json of an empty repository is JSON"
+assert_eq 0 "$(json_eval "$OUT_FILE" 'len(d)')" "no backups yet"
+
+mkdir -p "$TEST_TMP/src/dir"
+printf 'one\n' >"$TEST_TMP/src/one.txt"
+printf 'two\n' >"$TEST_TMP/src/dir/two.txt"
+export BACKUP_FILES_PATHS=$TEST_TMP/src
+backup_json "$TEST_TMP/b1.json" --full # from BACKUP_FILES_PATHS
+assert_rc 0 "backup of BACKUP_FILES_PATHS"
+id1=$BACKUP_ID
+assert_json "$TEST_TMP/b1.json" "backup --json output is JSON"
+backup_json "$TEST_TMP/b2.json"
+assert_rc 0 "second backup"
+id2=$BACKUP_ID
+run cb --json list
+assert_rc 0 "list --json"
+assert_json "$OUT_FILE" "list --json is JSON"
+assert_eq "$id1 $id2" "$(json_eval "$OUT_FILE" '" ".join(b["id"] for b in d)')" "list --json: both backups, oldest first"
+assert_eq "full incremental" "$(json_eval "$OUT_FILE" '" ".join(b["mode"] for b in d)')" "list --json: modes"
+run cb list
+assert_contains "$OUT" "$id1" "list (text) shows the first backup"
+assert_contains "$OUT" "$id2" "list (text) shows the second backup"
+run cb --json verify --all
+assert_rc 0 "verify --all"
+assert_json "$OUT_FILE" "verify --all --json is JSON"
+run cb --json check
+assert_json "$OUT_FILE" "check --json is JSON"
+
+# --- key slots -------------------------------------------------------------------------
+key1=$BACKUP_ENCRYPTION_KEY
+key2="second-$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+run_stdin "$key2" cb key add --label second
+assert_rc 0 "key add (new key on stdin)"
+assert_exit 0 env BACKUP_ENCRYPTION_KEY="$key2" "$CARIS_BIN" verify "$id1"
+run cb --json key list
+assert_rc 0 "key list --json"
+assert_eq 2 "$(json_eval "$OUT_FILE" 'len(d)')" "key list shows 2 slots"
+assert_eq second "$(json_eval "$OUT_FILE" '[k["label"] for k in d if not k["current"]][0]')" "the new slot has its label"
+current=$(json_eval "$OUT_FILE" '[k["id"] for k in d if k["current"]][0]')
+other=$(json_eval "$OUT_FILE" '[k["id"] for k in d if not k["current"]][0]')
+run cb key list
+assert_contains "$OUT" "$current" "key list (text) shows the current slot"
+assert_contains "$OUT" "$other" "key list (text) shows the other slot"
+
+run cb key remove "$current"
+assert_fails "key remove of the key in use is refused"
+assert_exit 0 cb list # still opens
+assert_exit 0 cb key remove "$other"
+assert_exit 5 env BACKUP_ENCRYPTION_KEY="$key2" "$CARIS_BIN" list
+run cb --json key list
+assert_eq 1 "$(json_eval "$OUT_FILE" 'len(d)')" "one slot left"
+assert_exit 7 cb key remove 0123456789abcdef
+
+# the key from CARIS_NEW_ENCRYPTION_KEY; a short new key is refused
+key3="third-$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+assert_exit 0 env CARIS_NEW_ENCRYPTION_KEY="$key3" "$CARIS_BIN" key add
+assert_exit 0 env BACKUP_ENCRYPTION_KEY="$key3" "$CARIS_BIN" list
+run_stdin "too-short" cb key add
+assert_fails "key add of a key under 32 characters is refused"
+run cb --json key list
+assert_eq 2 "$(json_eval "$OUT_FILE" 'len(d)')" "the short key was not added"
+assert_false "no output shows a key" grep -qF -e "$key1" -e "$key2" -e "$key3" "$ALL_OUTPUT"
+assert_eq "$key1" "$BACKUP_ENCRYPTION_KEY" "(the test's key is unchanged)"
+
+# --- a file the backup may not read ----------------------------------------------------
+if ! command -v setpriv >/dev/null; then
+    skip "permission-denied case: setpriv not installed (package util-linux)"
+elif ! setpriv --reuid=65534 --regid=65534 --clear-groups true 2>/dev/null; then
+    skip "permission-denied case: setpriv cannot switch to uid 65534 here"
+else
+    p=$TEST_TMP/perm
+    mkdir -p "$p/tree/locked-dir" "$p/backup"
+    chmod 777 "$p/backup"
+    printf 'readable\n' >"$p/tree/readable.txt"
+    printf 'secret\n' >"$p/tree/unreadable.txt"
+    printf 'hidden\n' >"$p/tree/locked-dir/inside.txt"
+    chmod 000 "$p/tree/unreadable.txt" "$p/tree/locked-dir"
+    as_nobody=(setpriv --reuid=65534 --regid=65534 --clear-groups env BACKUP_DIR="$p/backup")
+    run "${as_nobody[@]}" "$CARIS_BIN" --json backup files "$p/tree"
+    assert_rc 3 "backup as nobody with an unreadable file and directory: completed with warnings"
+    cp "$OUT_FILE" "$TEST_TMP/perm.json"
+    pid=$(json_get "$TEST_TMP/perm.json" '["id"]')
+    assert_eq true "$(json_eval "$TEST_TMP/perm.json" 'any(w["path"] == "unreadable.txt" for w in d["warnings"])')" \
+        "--json warnings name the unreadable file"
+    assert_eq true "$(json_eval "$TEST_TMP/perm.json" 'any(w["path"] == "locked-dir" for w in d["warnings"])')" \
+        "--json warnings name the unreadable directory"
+    assert_contains "$ERR" "unreadable.txt" "stderr warns about the unreadable file"
+    assert_contains "$ERR" "ermission denied" "the warning says why"
+    run "${as_nobody[@]}" "$CARIS_BIN" --json list
+    assert_eq warnings "$(json_eval "$OUT_FILE" 'd[-1]["status"]')" "list shows the backup's status as warnings"
+    mkdir "$p/restore"
+    assert_exit 0 env BACKUP_DIR="$p/backup" "$CARIS_BIN" restore files "$pid" --target "$p/restore"
+    assert_eq readable "$(cat "$p/restore$p/tree/readable.txt")" "the readable file was backed up"
+    assert_false "the unreadable file is not in the backup" test -e "$p/restore$p/tree/unreadable.txt"
+fi
+
+test_done

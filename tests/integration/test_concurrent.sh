@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Two backups of different trees, started at the same moment against one repository:
+# both succeed with distinct ids, both are listed, both verify and restore. Also when
+# neither has created the repository yet, and for two `init` at once.
+source "$(dirname "$0")/lib.sh"
+
+# Two trees, each with its own data and one file they share (both backups may store the
+# shared chunks at the same time).
+head -c 1M /dev/urandom >"$TEST_TMP/shared.bin"
+for t in one two; do
+    mkdir -p "$TEST_TMP/$t/dir"
+    head -c 3M /dev/urandom >"$TEST_TMP/$t/unique.bin"
+    seq 1 5000 | sed "s/^/$t /" >"$TEST_TMP/$t/dir/lines.txt"
+    cp "$TEST_TMP/shared.bin" "$TEST_TMP/$t/shared.bin"
+done
+
+# Start gate: both processes block reading a line from a FIFO until the test writes two
+# lines at once, so they start together (no sleep, no head start for the first one). The
+# test holds the FIFO open read-write, so opening it never blocks and no line is lost.
+gate=$TEST_TMP/gate
+declare -A pid rc out err id
+
+start_together() { # [init]: start two backups (or two inits), wait for both; sets rc[one|two]
+    local what=${1:-backup} t gate_fd
+    rm -f "$gate"
+    mkfifo "$gate"
+    exec {gate_fd}<>"$gate"
+    for t in one two; do
+        if [[ $what == init ]]; then
+            set -- "$CARIS_BIN" --quiet init
+        else
+            set -- "$CARIS_BIN" --json backup files "$TEST_TMP/$t"
+        fi
+        # shellcheck disable=SC2016 # $1 and $@ are the inner shell's
+        bg_start bash -c 'read -r _ <"$1"; shift; exec "$@"' _ "$gate" "$@"
+        pid[$t]=$BG_PID out[$t]=$BG_OUT err[$t]=$BG_ERR
+    done
+    printf 'go\ngo\n' >&"$gate_fd"
+    for t in one two; do
+        wait "${pid[$t]}"
+        rc[$t]=$?
+    done
+    exec {gate_fd}>&-
+}
+
+check_round() { # LABEL
+    local label=$1 t ids
+    for t in one two; do
+        if [[ ${rc[$t]} == 0 ]]; then
+            pass "$label: backup $t exits 0"
+        else
+            fail "$label: backup $t exited ${rc[$t]}" "stderr:" "$(_tail "${err[$t]}")"
+        fi
+        id[$t]=$(json_get "${out[$t]}" '["id"]' 2>/dev/null)
+        assert_ne "" "${id[$t]}" "$label: backup $t printed its id"
+    done
+    assert_ne "${id[one]}" "${id[two]}" "$label: the two ids are distinct"
+    run cb --json list
+    assert_rc 0 "$label: list"
+    ids=" $(json_eval "$OUT_FILE" '" ".join(b["id"] for b in d)') "
+    for t in one two; do
+        assert_contains "$ids" " ${id[$t]} " "$label: list shows backup $t"
+        assert_exit 0 cb verify "${id[$t]}"
+    done
+}
+
+# --- round 1: the repository exists ----------------------------------------------------
+assert_exit 0 cb init
+start_together
+check_round "existing repository"
+assert_exit 0 cb check --read-data
+for t in one two; do
+    mkdir "$TEST_TMP/r-$t"
+    assert_exit 0 cb restore files "${id[$t]}" --target "$TEST_TMP/r-$t"
+    tree_compare "$TEST_TMP/$t" "$TEST_TMP/r-$t$TEST_TMP/$t"
+done
+
+# --- round 2: again, now incremental, after changing both trees --------------------------
+for t in one two; do printf 'more\n' >>"$TEST_TMP/$t/dir/lines.txt"; done
+start_together
+check_round "second round"
+assert_exit 0 cb check
+run cb --json list
+assert_eq 4 "$(json_eval "$OUT_FILE" 'len(d)')" "four backups in all"
+
+# --- round 3: neither exists yet: both create the repository on first use ---------------
+export BACKUP_DIR=$TEST_TMP/backup-fresh
+REPO=$BACKUP_DIR/repository
+start_together
+check_round "repository created on first use by both"
+assert_exit 0 cb check
+run cb --json key list
+assert_eq 1 "$(json_eval "$OUT_FILE" 'len(d)')" "repository created on first use by both: one key slot"
+
+# --- round 4: two `init` at once --------------------------------------------------------
+# One creates the repository; the other may succeed (nothing to do) or fail, but the
+# repository must come out whole: one master key, usable.
+export BACKUP_DIR=$TEST_TMP/backup-init
+REPO=$BACKUP_DIR/repository
+start_together init
+if [[ ${rc[one]} == 0 || ${rc[two]} == 0 ]]; then
+    pass "two inits: at least one succeeds"
+else
+    fail "two inits: both failed (${rc[one]}, ${rc[two]})" "$(_tail "${err[one]}")" "$(_tail "${err[two]}")"
+fi
+run cb --json key list
+assert_rc 0 "two inits: the repository opens"
+assert_eq 1 "$(json_eval "$OUT_FILE" 'len(d)')" "two inits: one key slot"
+assert_exit 0 cb --quiet backup files "$TEST_TMP/one"
+assert_exit 0 cb check
+
+test_done

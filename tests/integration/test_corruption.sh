@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Damage in the repository is found and attributed: a flipped byte in a pack (verify and
+# check --read-data exit 4 and name the file and the backup; a restore does not write the
+# damaged file), a flipped byte in an index file (check exits 4 and names it), a truncated
+# pack (check and verify exit 4).
+source "$(dirname "$0")/lib.sh"
+
+# use_repo NAME: switch to a fresh repository under $TEST_TMP/NAME.
+use_repo() {
+    export BACKUP_DIR=$TEST_TMP/$1
+    REPO=$BACKUP_DIR/repository
+}
+
+# Two trees that share no data: damage to one must not be blamed on the other.
+mkdir -p "$TEST_TMP/a/sub" "$TEST_TMP/b"
+head -c 2M /dev/urandom >"$TEST_TMP/a/patient-scan.bin"
+printf 'small\n' >"$TEST_TMP/a/sub/small.txt"
+head -c 300000 /dev/urandom >"$TEST_TMP/b/other.bin"
+
+largest_pack() { list_packs | xargs -d '\n' ls -S | head -n 1; }
+
+# --- a flipped byte in the middle of a pack --------------------------------------------
+use_repo flip-pack
+backup_json "$TEST_TMP/a.json" "$TEST_TMP/a"
+assert_rc 0 "backup of tree a"
+id_a=$BACKUP_ID
+packs_a=$(list_packs)
+backup_json "$TEST_TMP/b.json" "$TEST_TMP/b"
+assert_rc 0 "backup of tree b"
+id_b=$BACKUP_ID
+# the largest pack of backup a is nearly all patient-scan.bin
+pack=$(xargs -d '\n' ls -S <<<"$packs_a" | head -n 1)
+note "flipping a byte in the middle of $pack ($(stat -c %s "$pack") bytes)"
+flip_byte "$pack"
+
+assert_exit 4 cb verify "$id_a"
+assert_contains "$OUT$ERR" "patient-scan.bin" "verify names the damaged file"
+assert_contains "$OUT$ERR" "$id_a" "verify names the backup"
+run cb --json verify "$id_a"
+assert_rc 4 "verify --json of the damaged backup"
+assert_eq false "$(json_get "$OUT_FILE" '["valid"]')" "verify --json: valid is false"
+assert_eq true "$(json_eval "$OUT_FILE" 'any("patient-scan.bin" in e["path"] for e in d["errors"])')" \
+    "verify --json: an error names patient-scan.bin"
+assert_eq true "$(json_eval "$OUT_FILE" 'all("small.txt" not in e["path"] for e in d["errors"])')" \
+    "verify --json: the intact file is not blamed"
+assert_exit 0 cb verify "$id_b"
+
+assert_exit 4 cb check --read-data
+assert_contains "$OUT$ERR" "$id_a" "check --read-data names the affected backup"
+run cb --json check --read-data
+assert_rc 4 "check --json --read-data"
+assert_json "$OUT_FILE" "check --json output is JSON"
+assert_eq false "$(json_get "$OUT_FILE" '["ok"]')" "check --json: ok is false"
+assert_eq true "$(json_eval "$OUT_FILE" "any('$id_a' in e.get('backups', []) for e in d['errors'])")" \
+    "check --json: an error lists the damaged backup in \"backups\""
+assert_eq true "$(json_eval "$OUT_FILE" "all('$id_b' not in e.get('backups', []) for e in d['errors'])")" \
+    "check --json: the intact backup is not listed"
+rel=${pack#"$REPO"/}
+assert_eq true "$(json_eval "$OUT_FILE" "any(e.get('object') == '$rel' for e in d['errors'])")" \
+    "check --json: an error names the damaged pack"
+
+# Restoring the damaged backup writes the intact files and never the damaged one.
+mkdir "$TEST_TMP/r"
+assert_exit 4 cb restore files "$id_a" --target "$TEST_TMP/r"
+assert_false "the damaged file was not restored" test -e "$TEST_TMP/r$TEST_TMP/a/patient-scan.bin"
+assert_true "the intact file was restored" cmp "$TEST_TMP/a/sub/small.txt" "$TEST_TMP/r$TEST_TMP/a/sub/small.txt"
+assert_eq "$TEST_TMP/r$TEST_TMP/a/sub/small.txt" "$(find "$TEST_TMP/r" ! -type d)" \
+    "nothing else is left in the target (no temporary file)"
+
+# --- a flipped byte in an index file ---------------------------------------------------
+use_repo flip-index
+backup_json "$TEST_TMP/i.json" "$TEST_TMP/a"
+assert_rc 0 "backup into a fresh repository"
+index=$(list_index_files | head -n 1)
+assert_ne "" "$index" "the repository has an index file"
+flip_byte "$index"
+assert_exit 4 cb check
+assert_contains "$OUT$ERR" "$(basename "$index")" "check names the damaged index file"
+run cb --json check
+assert_rc 4 "check --json with a damaged index"
+assert_eq true "$(json_eval "$OUT_FILE" "any('$(basename "$index")' in e['object'] for e in d['errors'])")" \
+    "check --json: an error's object is the index file"
+
+# --- a truncated pack ------------------------------------------------------------------
+use_repo truncated-pack
+backup_json "$TEST_TMP/t.json" "$TEST_TMP/a"
+assert_rc 0 "backup into a fresh repository"
+id_t=$BACKUP_ID
+pack=$(largest_pack)
+truncate -s $(($(stat -c %s "$pack") / 2)) "$pack"
+assert_exit 4 cb check
+assert_contains "$OUT$ERR" "$(basename "$pack")" "check names the truncated pack"
+assert_contains "$OUT$ERR" "$id_t" "check names the affected backup"
+assert_exit 4 cb verify "$id_t"
+assert_contains "$OUT$ERR" "patient-scan.bin" "verify names the file in the truncated pack"
+assert_exit 4 cb check --read-data
+
+test_done

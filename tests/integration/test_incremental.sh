@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Full backup, change the tree, incremental backup: the incremental reads only what
+# changed, names the full as its parent, and restores to exactly the new tree, while the
+# full still restores to exactly the old one.
+source "$(dirname "$0")/lib.sh"
+
+id_re='^file_(full|incremental)_[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}-[0-9]{2}-[0-9]{2}(-[0-9]+)?$'
+
+src=$TEST_TMP/src
+make_tree "$src" --no-special || fail "make_tree failed"
+
+backup_json "$TEST_TMP/full.json" --full "$src"
+assert_rc 0 "full backup"
+full=$BACKUP_ID
+assert_match "$id_re" "$full" "full id has the documented form"
+assert_match '^file_full_' "$full" "full id starts with file_full_"
+assert_eq full "$(json_get "$TEST_TMP/full.json" '["mode"]')" "full backup's mode"
+tree_snapshot "$src" "$TEST_TMP/old-tree.json"
+
+# The changes.
+printf 'hello again\n' >>"$src/hello.txt"                 # modified (size changes)
+printf 'a new file\n' >"$src/docs/new-file.txt"           # added
+rm "$src/docs/reports/records.csv"                        # deleted
+touch "$src/owned-by-1234"                                # touched, content unchanged
+# modified without changing size, its mtime put back: only ctime tells
+python3 - "$src/name with space" <<'EOF'
+import os, sys
+p = sys.argv[1]
+st = os.stat(p)
+with open(p, "r+b") as f:
+    f.write(b"SPACE\n")
+os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+EOF
+
+backup_json "$TEST_TMP/incr.json" --incremental "$src"
+assert_rc 0 "incremental backup"
+incr=$BACKUP_ID
+assert_match "$id_re" "$incr" "incremental id has the documented form"
+assert_match '^file_incremental_' "$incr" "incremental id starts with file_incremental_"
+assert_ne "$full" "$incr" "the two backups have distinct ids"
+assert_eq "$full" "$(json_get "$TEST_TMP/incr.json" '["parent"]')" "incremental's parent is the full backup"
+unchanged=$(json_get "$TEST_TMP/incr.json" '["stats"]["files_unchanged"]')
+nfiles=$(json_get "$TEST_TMP/incr.json" '["stats"]["files"]')
+read_bytes=$(json_get "$TEST_TMP/incr.json" '["stats"]["bytes_read"]')
+total=$(json_get "$TEST_TMP/incr.json" '["stats"]["bytes_total"]')
+assert_cmp "$unchanged" -gt 0 "files_unchanged > 0"
+# hello.txt, owned-by-1234, 'name with space' changed; new-file.txt is new
+assert_cmp "$unchanged" -le $((nfiles - 4)) "the four changed or new files are not counted unchanged"
+assert_cmp "$read_bytes" -lt 65536 "bytes_read is small (only the changed files are read)"
+assert_cmp "$read_bytes" -ge $((6 + 11 + 6 + 25)) "bytes_read covers the changed files"
+assert_cmp "$total" -gt 1000000 "bytes_total still counts the whole tree"
+
+# Restoring each backup gives its own tree.
+mkdir "$TEST_TMP/r-incr" "$TEST_TMP/r-full"
+assert_exit 0 cb restore files "$incr" --target "$TEST_TMP/r-incr"
+tree_compare "$src" "$TEST_TMP/r-incr$src"
+assert_exit 0 cb restore files "$full" --target "$TEST_TMP/r-full"
+tree_compare "@$TEST_TMP/old-tree.json" "$TEST_TMP/r-full$src"
+
+# Nothing changed since: a second incremental reads nothing and has the first as parent.
+backup_json "$TEST_TMP/incr2.json" "$src"
+assert_rc 0 "second incremental backup (the default mode)"
+assert_eq "$incr" "$(json_get "$TEST_TMP/incr2.json" '["parent"]')" "second incremental's parent is the first"
+assert_eq 0 "$(json_get "$TEST_TMP/incr2.json" '["stats"]["bytes_read"]')" "unchanged tree: nothing read"
+assert_eq "$(json_get "$TEST_TMP/incr2.json" '["stats"]["files"]')" \
+    "$(json_get "$TEST_TMP/incr2.json" '["stats"]["files_unchanged"]')" "unchanged tree: every file unchanged"
+assert_eq 0 "$(json_get "$TEST_TMP/incr2.json" '["stats"]["bytes_added"]')" "unchanged tree: nothing added"
+
+run cb --json list
+assert_rc 0 "list --json"
+assert_eq "$full $incr $BACKUP_ID" "$(json_eval "$OUT_FILE" '" ".join(b["id"] for b in d)')" \
+    "list shows the three backups, oldest first"
+for id in "$full" "$incr" "$BACKUP_ID"; do
+    assert_exit 0 cb verify "$id"
+done
+
+test_done

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# A backup killed with SIGKILL in the middle leaves the repository consistent: no
+# snapshot of it, `check` passes, and the next backup reuses the packs it had finished
+# instead of storing their data again.
+source "$(dirname "$0")/lib.sh"
+
+# An earlier, small backup: the repository exists and the list has one entry.
+mkdir -p "$TEST_TMP/small"
+printf 'small\n' >"$TEST_TMP/small/file"
+backup_json "$TEST_TMP/small.json" "$TEST_TMP/small"
+assert_rc 0 "first (small) backup"
+first=$BACKUP_ID
+
+# ~150 MiB of incompressible data in 15 files: long enough to be killed mid-way.
+src=$TEST_TMP/big
+mkdir -p "$src"
+for i in $(seq -w 1 15); do
+    head -c 10M /dev/urandom >"$src/part$i.bin"
+done
+size=$((150 * 1024 * 1024))
+
+list_packs >"$TEST_TMP/packs-before"
+packs_before=$(wc -l <"$TEST_TMP/packs-before")
+# shellcheck disable=SC2317 # called through wait_until / assert_true
+have_new_pack() { (($(list_packs | wc -l) > packs_before)); }
+
+bg_start cb --json backup files --full "$src"
+pid=$BG_PID
+if wait_until 120 have_new_pack; then
+    pass "a pack of the running backup appeared"
+else
+    fail "no pack appeared within 120 s" "stderr of the backup:" "$(_tail "$BG_ERR")"
+fi
+alive=0
+kill -0 "$pid" 2>/dev/null && alive=1
+kill -9 "$pid" 2>/dev/null
+wait "$pid" 2>/dev/null
+status=$?
+if ((alive)); then
+    assert_eq 137 "$status" "the backup died of SIGKILL"
+else
+    fail "the backup finished before it could be killed (exit $status): use more data" \
+        "$(_tail "$BG_OUT")"
+fi
+
+# What the killed backup had completed.
+complete_bytes=0
+while read -r p; do
+    [[ -n $p ]] || continue
+    complete_bytes=$((complete_bytes + $(stat -c %s "$p")))
+done < <(comm -13 "$TEST_TMP/packs-before" <(list_packs))
+note "killed with $(($(list_packs | wc -l) - packs_before)) complete pack(s), $complete_bytes bytes"
+assert_cmp "$complete_bytes" -gt 0 "at least one complete pack was left behind"
+
+run cb --json list
+assert_rc 0 "list after the kill"
+assert_eq "$first" "$(json_eval "$OUT_FILE" '" ".join(b["id"] for b in d)')" \
+    "the killed backup is not listed"
+
+run cb --json check
+assert_rc 0 "check after the kill (warnings allowed)"
+assert_eq true "$(json_get "$OUT_FILE" '["ok"]')" "check --json says ok"
+
+# The next backup reuses the completed packs.
+backup_json "$TEST_TMP/again.json" --full "$src"
+assert_rc 0 "backup after the kill"
+stored=$(json_get "$TEST_TMP/again.json" '["stats"]["bytes_stored"]')
+note "data $size bytes, stored again $stored bytes"
+# Without reuse `stored` would be about `size` (plus a little overhead); each completed pack
+# must save its bytes. Allow 10% of the completed packs and 1% of the data as slack.
+limit=$((size - complete_bytes + complete_bytes / 10 + size / 100))
+assert_cmp "$stored" -lt "$limit" "bytes_stored shows the completed packs were reused"
+if ((complete_bytes >= size / 10)); then
+    assert_cmp "$stored" -lt $((size * 9 / 10)) "bytes_stored < 90% of the data"
+fi
+
+assert_exit 0 cb verify "$BACKUP_ID"
+assert_exit 0 cb check
+# One file back, byte for byte.
+mkdir "$TEST_TMP/r"
+assert_exit 0 cb restore files "$BACKUP_ID" --target "$TEST_TMP/r" --include "$src/part07.bin"
+assert_true "restored part07.bin equals the source" cmp "$src/part07.bin" "$TEST_TMP/r$src/part07.bin"
+assert_false "--include restored nothing else" test -e "$TEST_TMP/r$src/part08.bin"
+
+rm -rf "$src" # 150 MiB: not worth keeping even when the test failed
+
+test_done

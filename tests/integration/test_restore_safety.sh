@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# A restore never clobbers what it was not asked to, and never writes outside its target:
+# a non-empty target needs --overwrite; symlinks planted in the target are not followed;
+# --include restores exactly the chosen subtrees.
+source "$(dirname "$0")/lib.sh"
+
+src=$TEST_TMP/src
+mkdir -p "$src/sub/deeper" "$src/other"
+printf 'top\n' >"$src/top.txt"
+printf 'b\n' >"$src/sub/b.txt"
+printf 'c\n' >"$src/sub/deeper/c.txt"
+printf 'o\n' >"$src/other/o.txt"
+backup_json "$TEST_TMP/b.json" "$src"
+assert_rc 0 "backup"
+id=$BACKUP_ID
+
+outside=$TEST_TMP/outside
+mkdir "$outside"
+# shellcheck disable=SC2317 # called through wait_until / assert_true
+outside_is_empty() { [[ -z $(ls -A "$outside") ]]; }
+
+# --- a non-empty target without --overwrite --------------------------------------------
+t=$TEST_TMP/t-nonempty
+mkdir -p "$t$src"
+printf 'precious\n' >"$t/precious.txt"
+printf 'old top\n' >"$t$src/top.txt"
+tree_snapshot "$t" "$TEST_TMP/nonempty-before.json"
+run cb restore files "$id" --target "$t"
+assert_fails "restore into a non-empty target without --overwrite fails"
+assert_contains "$ERR" "not empty" "the error says the target is not empty"
+tree_compare "@$TEST_TMP/nonempty-before.json" "$t"
+
+# with --overwrite it proceeds, replacing the backed-up paths and keeping the others
+assert_exit 0 cb restore files "$id" --target "$t" --overwrite
+assert_eq "top" "$(cat "$t$src/top.txt")" "--overwrite replaced top.txt"
+assert_eq "precious" "$(cat "$t/precious.txt")" "--overwrite left an unrelated file alone"
+
+# --- a symlink where a directory of the backup goes ------------------------------------
+t=$TEST_TMP/t-dirlink
+mkdir -p "$t$src"
+ln -s "$outside" "$t$src/sub"
+run cb restore files "$id" --target "$t" --overwrite
+assert_true "symlink in place of a backed-up directory: nothing written outside the target" outside_is_empty
+assert_fails "symlink in place of a backed-up directory: the restore exits non-zero"
+
+# ... and where one of the directories above the backed-up path goes
+t=$TEST_TMP/t-ancestorlink
+mkdir -p "$t"
+top_component=${src#/}
+top_component=${top_component%%/*}
+ln -s "$outside" "$t/$top_component"
+run cb restore files "$id" --target "$t" --overwrite
+assert_true "symlink in place of a parent of the backed-up path: nothing written outside" outside_is_empty
+assert_fails "symlink in place of a parent of the backed-up path: the restore exits non-zero"
+assert_contains "$ERR" "symlink" "the error mentions the symlink"
+
+# ... and with --include of a path below the planted symlink
+t=$TEST_TMP/t-includelink
+mkdir -p "$t$src"
+ln -s "$outside" "$t$src/sub"
+run cb restore files "$id" --target "$t" --overwrite --include "$src/sub/deeper"
+assert_true "symlink above an --include path: nothing written outside" outside_is_empty
+
+# --- a symlink where a file of the backup goes -----------------------------------------
+printf 'victim\n' >"$TEST_TMP/victim"
+t=$TEST_TMP/t-filelink
+mkdir -p "$t$src"
+ln -s "$TEST_TMP/victim" "$t$src/top.txt"
+run cb restore files "$id" --target "$t" --overwrite
+assert_eq "victim" "$(cat "$TEST_TMP/victim")" "symlink in place of a file: its target is not written"
+if [[ $RC == 0 ]]; then
+    assert_true "symlink in place of a file: replaced by the regular file" \
+        test -f "$t$src/top.txt" -a ! -L "$t$src/top.txt"
+fi
+
+# --- --include -------------------------------------------------------------------------
+t=$TEST_TMP/t-include
+mkdir "$t"
+assert_exit 0 cb restore files "$id" --target "$t" --include "$src/sub"
+assert_eq "$(printf '%s\n' "$t$src/sub/b.txt" "$t$src/sub/deeper/c.txt")" \
+    "$(find "$t" ! -type d | sort)" "--include DIR restores exactly that subtree"
+assert_eq "c" "$(cat "$t$src/sub/deeper/c.txt")" "--include: content restored"
+
+t=$TEST_TMP/t-include2
+mkdir "$t"
+assert_exit 0 cb restore files "$id" --target "$t" --include "$src/top.txt" --include "$src/other"
+assert_eq "$(printf '%s\n' "$t$src/other/o.txt" "$t$src/top.txt")" \
+    "$(find "$t" ! -type d | sort)" "two --include: a file and a directory, nothing else"
+
+t=$TEST_TMP/t-include-prefix
+mkdir "$t"
+run cb restore files "$id" --target "$t" --include "$src/su"
+assert_eq "" "$(find "$t" ! -type d)" "--include matches whole path components (src/su is not src/sub)"
+
+t=$TEST_TMP/t-include-missing
+mkdir "$t"
+run cb restore files "$id" --target "$t" --include "$src/no-such-path"
+assert_fails "--include of a path the backup does not hold is reported (not exit 0)"
+
+test_done
