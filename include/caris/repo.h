@@ -76,6 +76,10 @@ struct repo_writer_stats {
     uint64_t packs;
 };
 struct repo_writer *repo_writer_new(struct repo *r, int nslots);
+/* The writer has one more slot, after the nslots data slots, for metadata (manifests' entry
+ * lists): its blobs go to packs of their own, so damage to a data pack never takes a
+ * backup's file list with it. */
+int repo_writer_meta_slot(const struct repo_writer *w);
 /* Stores the blob unless the repository already has it (or another slot is storing it).
  * Returns 1 when stored, 0 when known, -1 on error. */
 int repo_writer_add(struct repo_writer *w, int slot, const uint8_t id[32], const void *data,
@@ -100,10 +104,18 @@ const char *repo_blob_pack(struct repo *r, const uint8_t id[32], char out[65]);
 /* ---- snapshots (backup manifests) ---------------------------------------------------- */
 
 /* A snapshot has a small summary (listed by repo_snapshot_list without reading entries)
- * and its entries. Both are JSON objects/arrays, stored compressed and encrypted in
- * snapshots/<sha256 of the file>. Saving a snapshot is the commit point of a backup. */
-int repo_snapshot_save(struct repo *r, json_t *summary, json_t *entries, char name_out[65],
-                       struct err *e);
+ * and its entries. The summary is stored in snapshots/<sha256 of the file>; the entries
+ * (JSON) are stored as a byte stream of content-defined chunks through w, so what did not
+ * change since the last backup costs nothing. repo_snapshot_save flushes w (packs, then the
+ * index) before it writes the snapshot file: the commit point of a backup. */
+int repo_snapshot_save(struct repo *r, struct repo_writer *w, json_t *summary, json_t *entries,
+                       char name_out[65], struct err *e);
+/* The same in steps, for callers that report what was stored: store the entries through w
+ * (*ref receives their reference), flush w yourself, then commit the snapshot file. */
+int repo_snapshot_put_entries(struct repo *r, struct repo_writer *w, json_t *entries, json_t **ref,
+                              struct err *e);
+int repo_snapshot_commit(struct repo *r, json_t *summary, json_t *ref, char name_out[65],
+                         struct err *e);
 /* Loads one snapshot file. entries may be NULL when not wanted. */
 int repo_snapshot_load(struct repo *r, const char *name, json_t **summary, json_t **entries,
                        struct err *e);
@@ -114,6 +126,15 @@ json_t *repo_snapshot_list(struct repo *r, json_t **damaged, struct err *e);
 int repo_snapshot_find(struct repo *r, const char *backup_id, char name_out[65], json_t **summary,
                        struct err *e);
 int repo_snapshot_remove(struct repo *r, const char *name, struct err *e);
+
+/* ---- records ------------------------------------------------------------------------- */
+/* Small encrypted JSON documents that accompany immutable snapshots, such as the results of
+ * test restores: records/<kind>/<sha256 of the file>, container type 'R'. kind is lower-case
+ * letters and '-'. */
+int repo_record_add(struct repo *r, const char *kind, json_t *record, struct err *e);
+/* All records of a kind (array, unordered); damaged ones are skipped and reported in
+ * *damaged when not NULL. */
+json_t *repo_record_list(struct repo *r, const char *kind, json_t **damaged, struct err *e);
 
 /* ---- locks --------------------------------------------------------------------------- */
 /* Backups take shared locks (any number at once); prune takes the exclusive one. A lock

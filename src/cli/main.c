@@ -14,17 +14,7 @@
 #include "caris/fsmeta.h"
 #include "caris/repo.h"
 
-#define VERSION "0.1.0"
-
-struct globals {
-    const char *env_file;
-    const char *repo;
-    bool json;
-    bool quiet;
-    int threads;
-    struct config cfg;
-    char *repo_path; /* resolved */
-};
+#include "cli.h"
 
 static const char USAGE[] =
     "usage: caris-backup [OPTIONS] COMMAND [ARGS]\n"
@@ -66,20 +56,20 @@ static const char USAGE[] =
     "  7 not found          8 I/O error (permission denied, disk full)\n"
     "  9 repository locked  10 database error\n";
 
-static int fail(const struct err *e)
+int fail(const struct err *e)
 {
     err_print(e, stderr);
     return err_exit_code(e);
 }
 
-static int usage_error(const char *fmt, const char *arg)
+int usage_error(const char *fmt, const char *arg)
 {
     struct err e = ERR_INIT;
     err_set(&e, ERR_USAGE, "see `caris-backup --help`", fmt, arg ? arg : "");
     return fail(&e);
 }
 
-static void print_json(json_t *j)
+void print_json(json_t *j)
 {
     char *s = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_ENCODE_ANY);
     if (s) {
@@ -88,7 +78,7 @@ static void print_json(json_t *j)
     }
 }
 
-static void human_bytes(uint64_t n, char *out, size_t sz)
+void human_bytes(uint64_t n, char *out, size_t sz)
 {
     const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
     double v = (double)n;
@@ -124,12 +114,12 @@ static void progress_line(void *ctx, const struct caris_progress *p)
     fflush(stderr);
 }
 
-static caris_progress_fn progress_fn(const struct globals *g)
+caris_progress_fn progress_fn(const struct globals *g)
 {
     return (!g->quiet && isatty(STDERR_FILENO)) ? progress_line : NULL;
 }
 
-static void progress_end(const struct globals *g)
+void progress_end(const struct globals *g)
 {
     if (progress_fn(g))
         fprintf(stderr, "\r\033[K");
@@ -148,7 +138,7 @@ static int prepare_backup_dir(struct globals *g, struct err *e)
     return rc;
 }
 
-static struct repo *open_repo(struct globals *g, bool create, struct err *e)
+struct repo *open_repo(struct globals *g, bool create, struct err *e)
 {
     const char *key;
     if (config_encryption_key(&g->cfg, &key, e) != 0)
@@ -306,12 +296,8 @@ static int cmd_backup(struct globals *g, int argc, char **argv)
                "Database backups: `backup database` (not implemented yet).\n");
         return argc < 2 ? 2 : 0;
     }
-    if (strcmp(argv[1], "database") == 0) {
-        struct err e = ERR_INIT;
-        err_set(&e, ERR_FAILURE, "back up the files for now; database backups are issue #3",
-                "not implemented yet: backup database");
-        return fail(&e);
-    }
+    if (strcmp(argv[1], "database") == 0)
+        return cmd_backup_database(g, argc, argv);
     if (strcmp(argv[1], "files") != 0)
         return usage_error("unknown backup kind '%s' (expected files or database)", argv[1]);
     static const struct option opts[] = {
@@ -483,7 +469,7 @@ static int cmd_verify(struct globals *g, int argc, char **argv)
         return fail(&e);
     json_t *ids = json_array();
     if (all) {
-        json_t *list = caris_backup_list(r, "files", &e);
+        json_t *list = caris_backup_list(r, NULL, &e);
         if (!list) {
             repo_close(r);
             json_decref(ids);
@@ -629,12 +615,8 @@ static int cmd_restore(struct globals *g, int argc, char **argv)
                "restores only that path (absolute,\nas backed up) and what is below it.\n");
         return argc < 2 ? 2 : 0;
     }
-    if (strcmp(argv[1], "database") == 0) {
-        struct err e = ERR_INIT;
-        err_set(&e, ERR_FAILURE, "database restore comes with issue #3",
-                "not implemented yet: restore database");
-        return fail(&e);
-    }
+    if (strcmp(argv[1], "database") == 0)
+        return cmd_restore_database(g, argc, argv);
     if (strcmp(argv[1], "files") != 0)
         return usage_error("unknown restore kind '%s' (expected files or database)", argv[1]);
     static const struct option opts[] = {{"target", required_argument, 0, 't'},
@@ -743,7 +725,7 @@ static char *read_new_key(struct err *e)
     return line;
 }
 
-static bool wants_help(int argc, char **argv)
+bool wants_help(int argc, char **argv)
 {
     for (int i = 1; i < argc; i++)
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
@@ -818,8 +800,7 @@ static int cmd_key(struct globals *g, int argc, char **argv)
 }
 
 /* The seed's operations that later issues deliver: an honest error until then. */
-static const char *const PLANNED[] = {"retention", "test-restore", "pitr", "upload",
-                                      "schedule",  "serve",        NULL};
+static const char *const PLANNED[] = {"retention", "pitr", "upload", "schedule", "serve", NULL};
 
 static bool is_planned(const char *cmd)
 {
@@ -920,6 +901,8 @@ int main(int argc, char **argv)
         code = cmd_restore(&g, cargc, cargv);
     else if (strcmp(cmd, "key") == 0)
         code = cmd_key(&g, cargc, cargv);
+    else if (strcmp(cmd, "test-restore") == 0)
+        code = cmd_test_restore(&g, cargc, cargv);
     else if (is_planned(cmd))
         code = not_implemented(cmd);
     else

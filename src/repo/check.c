@@ -184,7 +184,12 @@ static void check_snapshots(struct check *c, json_t *list, uint64_t *nrefs)
         json_t *summary, *entries;
         struct err se = ERR_INIT;
         if (repo_snapshot_load(r, file, &summary, &entries, &se) != 0) {
-            add_issue(c->errors, file, "%s", se.msg);
+            /* the summary (from the list) still says which backup lost its file list */
+            add_issue(c->errors, file, "backup %s: %s", bid ? bid : "?", se.msg);
+            json_array_append_new(
+                json_object_get(json_array_get(c->errors, json_array_size(c->errors) - 1),
+                                "backups"),
+                json_string(bid ? bid : file));
             continue;
         }
         bool missing = false, damaged = false, weak = false;

@@ -1003,7 +1003,7 @@ struct repo_writer *repo_writer_new(struct repo *r, int nslots)
 {
     struct repo_writer *w = xcalloc(1, sizeof(*w));
     w->r = r;
-    w->nslots = nslots < 1 ? 1 : nslots;
+    w->nslots = (nslots < 1 ? 1 : nslots) + 1; /* + the metadata slot */
     w->slots = xcalloc((size_t)w->nslots, sizeof(*w->slots));
     for (int i = 0; i < w->nslots; i++)
         w->slots[i].cctx = ZSTD_createCCtx();
@@ -1105,7 +1105,9 @@ int repo_writer_add(struct repo_writer *w, int slot, const uint8_t id[32], const
         cx_random(salt, sizeof(salt));
         if (pack_derive_key(r, salt, s->key, e) != 0)
             return -1;
-        buf_reserve(&s->pack, REPO_PACK_TARGET + REPO_MAX_BLOB / 4);
+        /* a pack closes once past the target: room for one more large blob avoids a
+         * doubling reallocation (which would briefly need twice the memory) */
+        buf_reserve(&s->pack, REPO_PACK_TARGET + (8u << 20));
         buf_append(&s->pack, PACK_MAGIC, 8);
         buf_append(&s->pack, salt, 32);
     }
@@ -1191,6 +1193,11 @@ out:
     buf_free(&packed);
     buf_free(&sealed);
     return rc;
+}
+
+int repo_writer_meta_slot(const struct repo_writer *w)
+{
+    return w->nslots - 1;
 }
 
 void repo_writer_get_stats(struct repo_writer *w, struct repo_writer_stats *out)

@@ -1,6 +1,8 @@
 /* Snapshot manifests (the commit point of a backup) and repository locks. */
 #include "internal.h"
 
+#include "caris/stream.h"
+
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -18,13 +20,35 @@ static int check_name(const char *name, struct err *e)
 }
 
 /* Snapshot payload (inside an 'S' container):
- *   u32 len_summary, zstd(summary JSON) [len_summary bytes], zstd(entries JSON). */
+ *   u32 len_summary, zstd(summary JSON) [len_summary bytes], zstd(entries reference JSON),
+ * where the entries reference is {"chunks": [[id, len], ...], "sha256": hex, "bytes": n}:
+ * the entries JSON array stored as a stream (see stream.h). */
 
-int repo_snapshot_save(struct repo *r, json_t *summary, json_t *entries, char name_out[65],
-                       struct err *e)
+int repo_snapshot_put_entries(struct repo *r, struct repo_writer *w, json_t *entries, json_t **ref,
+                              struct err *e)
+{
+    /* Sorted keys: the same entry serialises to the same bytes whichever way it was built,
+     * so an unchanged tree's entries deduplicate against the last backup's. */
+    char *list = json_dumps(entries, JSON_COMPACT | JSON_SORT_KEYS);
+    if (!list)
+        return err_set(e, ERR_FAILURE, NULL, "cannot serialise the backup manifest");
+    struct stream_result sr = {0};
+    int rc = stream_store_meta_buf(r, w, list, strlen(list), repo_chunker_params(r, true), &sr, e);
+    free(list);
+    if (rc != 0)
+        return -1;
+    char sha_hex[65];
+    cx_hex(sr.sha256, 32, sha_hex);
+    *ref = json_pack("{s:o, s:s, s:I}", "chunks", sr.chunks, "sha256", sha_hex, "bytes",
+                     (json_int_t)sr.bytes);
+    return 0;
+}
+
+int repo_snapshot_commit(struct repo *r, json_t *summary, json_t *ref, char name_out[65],
+                         struct err *e)
 {
     char *s1 = json_dumps(summary, JSON_COMPACT | JSON_SORT_KEYS);
-    char *s2 = json_dumps(entries, JSON_COMPACT);
+    char *s2 = json_dumps(ref, JSON_COMPACT | JSON_SORT_KEYS);
     int rc = -1;
     struct buf z1 = {0}, z2 = {0}, payload = {0}, sealed = {0};
     if (!s1 || !s2) {
@@ -56,6 +80,17 @@ out:
     return rc;
 }
 
+int repo_snapshot_save(struct repo *r, struct repo_writer *w, json_t *summary, json_t *entries,
+                       char name_out[65], struct err *e)
+{
+    json_t *ref = NULL;
+    int rc = -1;
+    if (repo_snapshot_put_entries(r, w, entries, &ref, e) == 0 && repo_writer_flush(w, e) == 0)
+        rc = repo_snapshot_commit(r, summary, ref, name_out, e);
+    json_decref(ref);
+    return rc;
+}
+
 static json_t *parse_json_part(const uint8_t *p, size_t len, const char *name, const char *what,
                                struct err *e)
 {
@@ -71,6 +106,38 @@ static json_t *parse_json_part(const uint8_t *p, size_t len, const char *name, c
     if (!j)
         err_set(e, ERR_DAMAGE, NULL, "snapshot %s: %s is not valid JSON (%s)", name, what, je.text);
     return j;
+}
+
+/* The entries: their reference, then the stream it names. */
+static int load_entries(struct repo *r, const uint8_t *p, size_t len, const char *name,
+                        json_t **entries, struct err *e)
+{
+    json_t *ref = parse_json_part(p, len, name, "entries reference", e);
+    if (!ref)
+        return -1;
+    const char *sha_hex = json_string_value(json_object_get(ref, "sha256"));
+    uint8_t sha[32];
+    struct buf list = {0};
+    int rc = -1;
+    if (!sha_hex || cx_unhex(sha_hex, sha, 32) != 0) {
+        err_set(e, ERR_DAMAGE, NULL, "snapshot %s: malformed entries reference", name);
+    } else if (stream_restore_buf(r, json_object_get(ref, "chunks"), sha, REPO_MAX_METADATA, &list,
+                                  e) != 0) {
+        err_wrap(e, "snapshot %s: entries", name);
+    } else {
+        json_error_t je;
+        *entries = json_loadb((const char *)list.data, list.len, 0, &je);
+        if (!*entries || !json_is_array(*entries)) {
+            json_decref(*entries);
+            *entries = NULL;
+            err_set(e, ERR_DAMAGE, NULL, "snapshot %s: entries are not a JSON array", name);
+        } else {
+            rc = 0;
+        }
+    }
+    buf_free(&list);
+    json_decref(ref);
+    return rc;
 }
 
 int repo_snapshot_load(struct repo *r, const char *name, json_t **summary, json_t **entries,
@@ -113,14 +180,9 @@ int repo_snapshot_load(struct repo *r, const char *name, json_t **summary, json_
             err_set(e, ERR_DAMAGE, NULL, "snapshot %s: summary is not an object", name);
         goto out;
     }
-    if (entries) {
-        *entries = parse_json_part(payload.data + rd.pos, payload.len - rd.pos, name, "entries", e);
-        if (!*entries || !json_is_array(*entries)) {
-            if (*entries)
-                err_set(e, ERR_DAMAGE, NULL, "snapshot %s: entries is not an array", name);
-            goto out;
-        }
-    }
+    if (entries &&
+        load_entries(r, payload.data + rd.pos, payload.len - rd.pos, name, entries, e) != 0)
+        goto out;
     rc = 0;
 out:
     if (rc != 0) {
@@ -233,6 +295,88 @@ int repo_snapshot_remove(struct repo *r, const char *name, struct err *e)
     char obj[100];
     snprintf(obj, sizeof(obj), "snapshots/%s", name);
     return storage_remove(r->st, obj, e);
+}
+
+/* ---- records ------------------------------------------------------------------------- */
+
+static int check_kind(const char *kind, struct err *e)
+{
+    bool ok = *kind != '\0' && strlen(kind) < 40;
+    for (const char *p = kind; *p && ok; p++)
+        ok = (*p >= 'a' && *p <= 'z') || *p == '-';
+    return ok ? 0 : err_set(e, ERR_USAGE, NULL, "invalid record kind '%.40s'", kind);
+}
+
+int repo_record_add(struct repo *r, const char *kind, json_t *record, struct err *e)
+{
+    if (check_kind(kind, e) != 0)
+        return -1;
+    char *text = json_dumps(record, JSON_COMPACT | JSON_SORT_KEYS);
+    if (!text)
+        return err_set(e, ERR_FAILURE, NULL, "cannot serialise a %s record", kind);
+    struct buf sealed = {0};
+    int rc = container_seal(r, 'R', text, strlen(text), &sealed, e);
+    free(text);
+    if (rc == 0) {
+        uint8_t id[32];
+        char hex[65], name[128];
+        cx_sha256(sealed.data, sealed.len, id);
+        cx_hex(id, 32, hex);
+        snprintf(name, sizeof(name), "records/%s/%s", kind, hex);
+        rc = storage_put(r->st, name, sealed.data, sealed.len, e);
+    }
+    buf_free(&sealed);
+    return rc;
+}
+
+struct record_ctx {
+    struct repo *r;
+    json_t *out, *damaged;
+};
+
+static int record_one(void *ctx, const char *name, uint64_t size, struct err *e)
+{
+    struct record_ctx *c = ctx;
+    struct buf raw = {0}, plain = {0};
+    struct err re = ERR_INIT;
+    json_t *j = NULL;
+    (void)size;
+    if (storage_get(c->r->st, name, 1 << 20, &raw, &re) != 0 && re.code != ERR_DAMAGE) {
+        *e = re;
+        buf_free(&raw);
+        return -1;
+    }
+    if (!err_is_set(&re) && container_open(c->r, 'R', raw.data, raw.len, &plain, &re) == 0)
+        j = json_loadb((const char *)plain.data, plain.len, 0, NULL);
+    if (j && json_is_object(j))
+        json_array_append_new(c->out, j);
+    else {
+        json_decref(j);
+        json_array_append_new(c->damaged, json_pack("{s:s, s:s}", "object", name, "error",
+                                                    err_is_set(&re) ? re.msg : "not a record"));
+    }
+    buf_free(&raw);
+    buf_free(&plain);
+    return 0;
+}
+
+json_t *repo_record_list(struct repo *r, const char *kind, json_t **damaged, struct err *e)
+{
+    if (check_kind(kind, e) != 0)
+        return NULL;
+    char dir[64];
+    snprintf(dir, sizeof(dir), "records/%s", kind);
+    struct record_ctx c = {r, json_array(), json_array()};
+    if (storage_list(r->st, dir, record_one, &c, e) != 0) {
+        json_decref(c.out);
+        json_decref(c.damaged);
+        return NULL;
+    }
+    if (damaged)
+        *damaged = c.damaged;
+    else
+        json_decref(c.damaged);
+    return c.out;
 }
 
 /* ---- locks --------------------------------------------------------------------------- */

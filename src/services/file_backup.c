@@ -16,7 +16,7 @@
 #include "common.h"
 #include "manifest.h"
 
-#define READ_SIZE (4u << 20)
+#define READ_SIZE (1u << 20)
 #define MAX_WARNINGS_KEPT 1000
 
 struct chunkref {
@@ -555,7 +555,7 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
     pthread_mutex_init(&b.warn_mu, NULL);
     b.entries = json_array();
     b.warnings = json_array();
-    json_t *parent = NULL, *summary = NULL;
+    json_t *parent = NULL, *summary = NULL, *entries_ref = NULL;
     char id[160] = "";
     bool claimed = false;
     int rc = -1;
@@ -601,13 +601,18 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
     }
     pool_wait(b.readers);
     pool_wait(b.pool);
-    if (worker_failed(&b, e) || repo_writer_flush(b.w, e) != 0)
+    if (worker_failed(&b, e))
         goto out;
+    /* The entries are complete once every chunk id is known (below); then they are stored,
+     * the writer flushed (packs, index), and only then the snapshot committed. */
     maybe_progress(&b, true);
 
     /* Every chunk id is known now: complete the entries of the files that were read. */
     for (size_t i = 0; i < b.nrecs; i++)
         rec_finish(b.recs[i]);
+    if (repo_snapshot_put_entries(r, b.w, b.entries, &entries_ref, e) != 0 ||
+        repo_writer_flush(b.w, e) != 0)
+        goto out;
     struct repo_writer_stats ws;
     repo_writer_get_stats(b.w, &ws);
     int64_t end_ns = time_now_ns();
@@ -631,7 +636,7 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
     if (parent && !json_is_null(parent))
         json_object_set(summary, "parent", json_object_get(parent, "id"));
     char name[65];
-    if (repo_snapshot_save(r, summary, b.entries, name, e) != 0)
+    if (repo_snapshot_commit(r, summary, entries_ref, name, e) != 0)
         goto out;
     json_object_set_new(summary, "_file", json_string(name));
     *summary_out = summary;
@@ -656,6 +661,7 @@ out:
     json_decref(b.prev);
     json_decref(parent);
     json_decref(summary);
+    json_decref(entries_ref);
     json_decref(b.entries);
     json_decref(b.warnings);
     json_decref(roots);

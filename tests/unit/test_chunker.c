@@ -115,8 +115,8 @@ static void test_init_rejects_invalid_params(void **state)
     assert_int_equal(chunker_init(&c, &CHUNKER_DEFAULT_DUMPS, SEED_A), 0);
 }
 
-/* docs/chunking.md: mask_s has log2(avg) + 2 bits, mask_l log2(avg) - 2 bits taken from
- * mask_s, all within bits 16..63. */
+/* docs/REPOSITORY-FORMAT.md ("Chunking"): mask_s has log2(avg) + 2 bits, mask_l log2(avg) - 2 bits
+ * taken from mask_s, all within bits 16..63. */
 static void test_masks(void **state)
 {
     (void)state;
@@ -134,8 +134,8 @@ static void test_masks(void **state)
 }
 
 /* Pins the on-disk-relevant algorithm: gear table derivation, masks and cut rule. The expected
- * values come from an independent implementation of docs/chunking.md (Python, hashlib). If this
- * test fails, existing repositories stop deduplicating against new backups. */
+ * values come from an independent implementation of docs/REPOSITORY-FORMAT.md ("Chunking") (Python,
+ * hashlib). If this test fails, existing repositories stop deduplicating against new backups. */
 static void test_known_answer(void **state)
 {
     (void)state;
@@ -423,7 +423,7 @@ static void test_insertion_keeps_most_chunks(void **state)
 }
 
 /* The mean is above avg by design (no cut before min, cuts before avg rare): about 1.14 x avg
- * for min = avg / 4 and 1.20 x avg for min = avg / 2 (docs/chunking.md). */
+ * for min = avg / 4 and 1.20 x avg for min = avg / 2 (docs/REPOSITORY-FORMAT.md ("Chunking")). */
 static void test_mean_size_near_avg(void **state)
 {
     (void)state;

@@ -1,0 +1,46 @@
+/* Byte streams in the repository: a database dump, a manifest's entry list — anything that
+ * is one sequence of bytes. Stored as content-defined chunks (so what did not change between
+ * two streams is stored once) with the SHA-256 of the whole stream; restored in order with
+ * every chunk authenticated and the whole stream's SHA-256 checked at the end. */
+#ifndef CARIS_STREAM_H
+#define CARIS_STREAM_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "caris/chunker.h"
+#include "caris/err.h"
+#include "caris/repo.h"
+
+struct stream_result {
+    json_t *chunks;     /* [[id hex, length], ...]: owned by the caller */
+    uint8_t sha256[32]; /* of the whole stream */
+    uint64_t bytes;     /* stream length */
+};
+
+/* Reads fd to end of file (a pipe is fine) and stores it through w, whose slots 0..threads-1
+ * this call uses (threads <= the writer's slots; 0 = number of CPUs). Does not flush w.
+ * progress (may be NULL) is called now and then with the bytes read so far. */
+int stream_store_fd(struct repo *r, struct repo_writer *w, int threads, int fd,
+                    const struct chunker_params *cp, struct stream_result *out,
+                    void (*progress)(void *ctx, uint64_t bytes), void *ctx, struct err *e);
+int stream_store_buf(struct repo *r, struct repo_writer *w, int threads, const void *data,
+                     size_t len, const struct chunker_params *cp, struct stream_result *out,
+                     struct err *e);
+/* One thread, into the writer's metadata slot (repo_writer_meta_slot). */
+int stream_store_meta_buf(struct repo *r, struct repo_writer *w, const void *data, size_t len,
+                          const struct chunker_params *cp, struct stream_result *out,
+                          struct err *e);
+
+/* Writes the stream to fd in order (a pipe is fine), fetching and authenticating chunks on
+ * threads workers. Fails with ERR_DAMAGE on any bad chunk or when the whole stream's SHA-256
+ * differs from sha256 (what was already written to fd cannot be taken back: callers that
+ * write to a final place must stage, or treat the consumer's result as provisional).
+ * progress as above, with bytes written. */
+int stream_restore_fd(struct repo *r, json_t *chunks, const uint8_t sha256[32], int fd, int threads,
+                      void (*progress)(void *ctx, uint64_t bytes), void *ctx, struct err *e);
+/* The same into memory (max: refuse longer streams). */
+int stream_restore_buf(struct repo *r, json_t *chunks, const uint8_t sha256[32], size_t max,
+                       struct buf *out, struct err *e);
+
+#endif

@@ -1,0 +1,45 @@
+/* Shared by the command-line front end's files: globals and output helpers. */
+#ifndef CARIS_CLI_H
+#define CARIS_CLI_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "caris/backup.h"
+#include "caris/config.h"
+#include "caris/err.h"
+#include "caris/repo.h"
+
+#define VERSION "0.1.0"
+
+struct globals {
+    const char *env_file;
+    const char *repo;
+    bool json;
+    bool quiet;
+    int threads;
+    struct config cfg;
+    char *repo_path; /* resolved */
+};
+
+/* Prints the error (and its HINT) to stderr; returns its exit code. */
+int fail(const struct err *e);
+/* A usage error (exit 2); fmt has one %s for arg. */
+int usage_error(const char *fmt, const char *arg);
+void print_json(json_t *j);
+void human_bytes(uint64_t n, char *out, size_t sz);
+/* Progress on stderr when it is a terminal and not --quiet, else NULL. */
+caris_progress_fn progress_fn(const struct globals *g);
+void progress_end(const struct globals *g);
+/* Opens the repository (create: make it when missing, as the first backup does). */
+struct repo *open_repo(struct globals *g, bool create, struct err *e);
+bool wants_help(int argc, char **argv);
+
+/* Database commands (cmd_db.c). argv[0] is the command word ("backup", "restore",
+ * "test-restore"); for backup/restore argv[1] is "database". */
+int cmd_backup_database(struct globals *g, int argc, char **argv);
+int cmd_restore_database(struct globals *g, int argc, char **argv);
+int cmd_test_restore(struct globals *g, int argc, char **argv);
+
+#endif

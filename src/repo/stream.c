@@ -1,0 +1,329 @@
+/* Byte streams: one reader (the caller's fd or buffer), chunking and the stream's SHA-256 on
+ * this thread, chunk ids, dedup, compression and encryption on worker threads. */
+#include "caris/stream.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "caris/crypto.h"
+#include "caris/pool.h"
+
+#define READ_CHUNK (1u << 20)
+#define REF_BLOCK 1024
+#define WINDOW_BYTES (64u << 20) /* restore: chunks fetched ahead of the writer */
+
+struct ref {
+    uint8_t id[32];
+    uint32_t len;
+};
+
+struct sctx {
+    struct repo *r;
+    struct repo_writer *w;
+    int first_slot; /* worker n writes through slot first_slot + n */
+    struct pool *pool;
+    struct ref **blocks; /* blocks never move: workers write through pointers */
+    size_t nrefs, nblocks;
+    pthread_mutex_t mu;
+    bool failed;
+    struct err werr;
+};
+
+struct sjob {
+    struct sctx *c;
+    uint8_t *data;
+    size_t len;
+    struct ref *ref;
+};
+
+static void store_job(void *arg, int worker)
+{
+    struct sjob *j = arg;
+    struct sctx *c = j->c;
+    repo_chunk_id(c->r, j->data, j->len, j->ref->id);
+    pthread_mutex_lock(&c->mu);
+    bool failed = c->failed;
+    pthread_mutex_unlock(&c->mu);
+    struct err e = ERR_INIT;
+    if (!failed &&
+        repo_writer_add(c->w, c->first_slot + worker, j->ref->id, j->data, j->len, &e) < 0) {
+        pthread_mutex_lock(&c->mu);
+        if (!c->failed) {
+            c->failed = true;
+            c->werr = e;
+        }
+        pthread_mutex_unlock(&c->mu);
+    }
+    free(j->data);
+    free(j);
+}
+
+static void emit(struct sctx *c, const uint8_t *p, size_t len)
+{
+    if (c->nrefs / REF_BLOCK >= c->nblocks) {
+        c->blocks = xrealloc(c->blocks, xsize(c->nblocks + 1, sizeof(*c->blocks), 0));
+        c->blocks[c->nblocks++] = xmalloc(sizeof(struct ref) * REF_BLOCK);
+    }
+    struct ref *ref = &c->blocks[c->nrefs / REF_BLOCK][c->nrefs % REF_BLOCK];
+    c->nrefs++;
+    ref->len = (uint32_t)len;
+    struct sjob *j = xmalloc(sizeof(*j));
+    j->c = c;
+    j->data = xmemdup(p, len);
+    j->len = len;
+    j->ref = ref;
+    pool_submit(c->pool, store_job, j);
+}
+
+/* Source of bytes: an fd, or a buffer. Returns bytes read, 0 at end, -1 (errno) on error. */
+struct src {
+    int fd;
+    const uint8_t *buf;
+    size_t len, pos;
+};
+
+static ssize_t src_read(struct src *s, uint8_t *out, size_t n)
+{
+    if (s->buf) {
+        size_t k = s->len - s->pos < n ? s->len - s->pos : n;
+        memcpy(out, s->buf + s->pos, k);
+        s->pos += k;
+        return (ssize_t)k;
+    }
+    for (;;) {
+        ssize_t r = read(s->fd, out, n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        return r;
+    }
+}
+
+static int store(struct repo *r, struct repo_writer *w, int first_slot, int threads, struct src *s,
+                 const struct chunker_params *cp, struct stream_result *out,
+                 void (*progress)(void *, uint64_t), void *ctx, struct err *e)
+{
+    struct chunker ch;
+    memset(out, 0, sizeof(*out));
+    if (chunker_init(&ch, cp, repo_chunker_seed(r)) != 0)
+        return err_set(e, ERR_FAILURE, NULL, "invalid chunker parameters");
+    struct sctx c = {.r = r, .w = w, .first_slot = first_slot};
+    pthread_mutex_init(&c.mu, NULL);
+    c.pool = pool_new(threads > 0 ? threads : sys_ncpu(), 8);
+    size_t cap = READ_CHUNK + cp->max_size;
+    uint8_t *buf = xmalloc(cap);
+    size_t have = 0;
+    bool eof = false;
+    int rc = 0;
+    struct cx_sha256 *h = cx_sha256_new();
+    while (!eof || have) {
+        while (!eof && have < cap) {
+            ssize_t n = src_read(s, buf + have, cap - have);
+            if (n < 0) {
+                rc = err_sys(e, errno, NULL, "cannot read the stream");
+                break;
+            }
+            if (n == 0) {
+                eof = true;
+                break;
+            }
+            cx_sha256_update(h, buf + have, (size_t)n);
+            have += (size_t)n;
+            out->bytes += (uint64_t)n;
+        }
+        if (rc)
+            break;
+        size_t used = 0;
+        while (have - used > 0 && (eof || have - used >= cp->max_size)) {
+            size_t cut = chunker_cut(&ch, buf + used, have - used);
+            emit(&c, buf + used, cut);
+            used += cut;
+        }
+        memmove(buf, buf + used, have - used);
+        have -= used;
+        if (progress)
+            progress(ctx, out->bytes);
+        pthread_mutex_lock(&c.mu);
+        bool failed = c.failed;
+        pthread_mutex_unlock(&c.mu);
+        if (failed)
+            break;
+    }
+    pool_free(c.pool);
+    cx_sha256_final(h, out->sha256);
+    cx_sha256_free(h);
+    free(buf);
+    if (rc == 0 && c.failed) {
+        *e = c.werr;
+        rc = -1;
+    }
+    if (rc == 0) {
+        out->chunks = json_array();
+        for (size_t i = 0; i < c.nrefs; i++) {
+            struct ref *ref = &c.blocks[i / REF_BLOCK][i % REF_BLOCK];
+            char hex[65];
+            cx_hex(ref->id, 32, hex);
+            json_array_append_new(out->chunks, json_pack("[s, I]", hex, (json_int_t)ref->len));
+        }
+    }
+    for (size_t i = 0; i < c.nblocks; i++)
+        free(c.blocks[i]);
+    free(c.blocks);
+    pthread_mutex_destroy(&c.mu);
+    return rc;
+}
+
+int stream_store_fd(struct repo *r, struct repo_writer *w, int threads, int fd,
+                    const struct chunker_params *cp, struct stream_result *out,
+                    void (*progress)(void *ctx, uint64_t bytes), void *ctx, struct err *e)
+{
+    struct src s = {.fd = fd};
+    return store(r, w, 0, threads, &s, cp, out, progress, ctx, e);
+}
+
+int stream_store_buf(struct repo *r, struct repo_writer *w, int threads, const void *data,
+                     size_t len, const struct chunker_params *cp, struct stream_result *out,
+                     struct err *e)
+{
+    struct src s = {.fd = -1, .buf = data, .len = len};
+    return store(r, w, 0, threads, &s, cp, out, NULL, NULL, e);
+}
+
+int stream_store_meta_buf(struct repo *r, struct repo_writer *w, const void *data, size_t len,
+                          const struct chunker_params *cp, struct stream_result *out, struct err *e)
+{
+    struct src s = {.fd = -1, .buf = data, .len = len};
+    return store(r, w, repo_writer_meta_slot(w), 1, &s, cp, out, NULL, NULL, e);
+}
+
+/* ---- restore ------------------------------------------------------------------------- */
+
+struct ljob {
+    struct repo *r;
+    uint8_t id[32];
+    uint32_t len;
+    struct buf data;
+    struct err e;
+    int rc;
+    bool done;
+    pthread_mutex_t *mu;
+    pthread_cond_t *cv;
+};
+
+static void load_job(void *arg, int worker)
+{
+    (void)worker;
+    struct ljob *j = arg;
+    j->rc = repo_blob_load(j->r, j->id, &j->data, &j->e);
+    if (j->rc == 0 && j->data.len != j->len)
+        j->rc = err_set(&j->e, ERR_DAMAGE, NULL, "chunk has %zu bytes, the manifest says %u",
+                        j->data.len, j->len);
+    pthread_mutex_lock(j->mu);
+    j->done = true;
+    pthread_cond_broadcast(j->cv);
+    pthread_mutex_unlock(j->mu);
+}
+
+struct sink {
+    int fd;
+    struct buf *buf;
+    size_t max;
+};
+
+static int sink_write(struct sink *s, const uint8_t *p, size_t n, struct err *e)
+{
+    if (s->buf) {
+        if (s->buf->len + n > s->max)
+            return err_set(e, ERR_DAMAGE, NULL, "stream longer than %zu bytes", s->max);
+        buf_append(s->buf, p, n);
+        return 0;
+    }
+    if (fs_write_full(s->fd, p, n) != 0)
+        return err_sys(e, errno, NULL, "cannot write the restored stream");
+    return 0;
+}
+
+static int restore(struct repo *r, json_t *chunks, const uint8_t sha[32], struct sink *sk,
+                   int threads, void (*progress)(void *, uint64_t), void *ctx, struct err *e)
+{
+    size_t n = json_array_size(chunks);
+    if (!json_is_array(chunks))
+        return err_set(e, ERR_DAMAGE, NULL, "malformed chunk list");
+    struct ljob *jobs = xcalloc(n ? n : 1, sizeof(*jobs));
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_mutex_init(&mu, NULL);
+    pthread_cond_init(&cv, NULL);
+    for (size_t i = 0; i < n; i++) {
+        json_t *c = json_array_get(chunks, i);
+        const char *hex = json_string_value(json_array_get(c, 0));
+        json_int_t len = json_integer_value(json_array_get(c, 1));
+        jobs[i] = (struct ljob){.r = r, .len = (uint32_t)len, .mu = &mu, .cv = &cv};
+        if (!hex || cx_unhex(hex, jobs[i].id, 32) != 0 || len < 0 ||
+            len > (json_int_t)REPO_MAX_BLOB) {
+            free(jobs);
+            pthread_mutex_destroy(&mu);
+            pthread_cond_destroy(&cv);
+            return err_set(e, ERR_DAMAGE, NULL, "malformed chunk list (entry %zu)", i);
+        }
+    }
+    struct pool *pool = pool_new(threads > 0 ? threads : sys_ncpu(), 64);
+    struct cx_sha256 *h = cx_sha256_new();
+    size_t next = 0;    /* next job to submit */
+    uint64_t ahead = 0; /* bytes submitted, not yet written */
+    uint64_t written = 0;
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        while (next < n && (next == i || ahead + jobs[next].len <= WINDOW_BYTES)) {
+            ahead += jobs[next].len;
+            pool_submit(pool, load_job, &jobs[next++]);
+        }
+        pthread_mutex_lock(&mu);
+        while (!jobs[i].done)
+            pthread_cond_wait(&cv, &mu);
+        pthread_mutex_unlock(&mu);
+        if (jobs[i].rc != 0) {
+            *e = jobs[i].e;
+            rc = err_wrap(e, "chunk %zu of %zu", i + 1, n);
+        } else {
+            cx_sha256_update(h, jobs[i].data.data, jobs[i].data.len);
+            rc = sink_write(sk, jobs[i].data.data, jobs[i].data.len, e);
+            written += jobs[i].data.len;
+            if (progress)
+                progress(ctx, written);
+        }
+        ahead -= jobs[i].len;
+        buf_free(&jobs[i].data);
+    }
+    pool_free(pool); /* waits for jobs still running after a failure */
+    for (size_t i = 0; i < n; i++)
+        buf_free(&jobs[i].data);
+    uint8_t sum[32];
+    cx_sha256_final(h, sum);
+    cx_sha256_free(h);
+    if (rc == 0 && memcmp(sum, sha, 32) != 0)
+        rc = err_set(e, ERR_DAMAGE, "the backup is corrupted: use a different backup",
+                     "checksum mismatch: the restored stream's SHA-256 differs from the one "
+                     "recorded at backup time");
+    free(jobs);
+    pthread_mutex_destroy(&mu);
+    pthread_cond_destroy(&cv);
+    return rc;
+}
+
+int stream_restore_fd(struct repo *r, json_t *chunks, const uint8_t sha256[32], int fd, int threads,
+                      void (*progress)(void *ctx, uint64_t bytes), void *ctx, struct err *e)
+{
+    struct sink s = {.fd = fd};
+    return restore(r, chunks, sha256, &s, threads, progress, ctx, e);
+}
+
+int stream_restore_buf(struct repo *r, json_t *chunks, const uint8_t sha256[32], size_t max,
+                       struct buf *out, struct err *e)
+{
+    out->len = 0;
+    struct sink s = {.fd = -1, .buf = out, .max = max};
+    return restore(r, chunks, sha256, &s, 0, NULL, NULL, e);
+}
