@@ -124,9 +124,22 @@ void fsrestore_set_batch(struct fsrestore *r, size_t n);
 struct fsrestore_file;
 struct fsrestore_file *fsrestore_file_begin(struct fsrestore *r, const char *path, struct err *e);
 int fsrestore_file_fd(const struct fsrestore_file *f); /* write with pwrite to keep holes */
+/* pwrite through the restore, which then knows the file's size (saving a truncate when it
+ * is already right). Prefer it to writing to fsrestore_file_fd. */
+int fsrestore_file_write(struct fsrestore_file *f, const void *data, size_t len, uint64_t off,
+                         struct err *e);
 /* Sets the final size (ftruncate, which leaves trailing holes), fsyncs and renames. */
 int fsrestore_file_commit(struct fsrestore_file *f, uint64_t size, struct err *e);
 void fsrestore_file_abort(struct fsrestore_file *f); /* unlinks the temporary file */
+/* Commit of a regular file with its metadata (FS_REG), applied through the open file before
+ * it gets its name: one lookup fewer per file than commit + fsrestore_apply_meta. Frees f
+ * whatever happens (as fsrestore_file_commit does). */
+int fsrestore_file_commit_meta(struct fsrestore_file *f, uint64_t size, const struct fs_meta *m,
+                               struct err *e);
+
+/* Concurrency: one struct fsrestore may be used from several threads at once, as long as a
+ * directory is created (fsrestore_mkdir) before entries below it are restored and hard links
+ * come after the file they name. */
 
 int fsrestore_symlink(struct fsrestore *r, const char *path, const char *target, struct err *e);
 int fsrestore_fifo(struct fsrestore *r, const char *path, struct err *e);

@@ -145,6 +145,7 @@ void repo_unlock(struct repo *r);
 /* ---- check --------------------------------------------------------------------------- */
 struct repo_check_opts {
     bool read_data; /* read and authenticate every blob of every pack */
+    int threads;    /* packs read at once; 0 = number of CPUs */
     void (*progress)(void *ctx, uint64_t done, uint64_t total);
     void *ctx;
 };

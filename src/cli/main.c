@@ -535,7 +535,7 @@ static void check_progress(void *ctx, uint64_t done, uint64_t total)
 
 static int cmd_check(struct globals *g, int argc, char **argv)
 {
-    struct repo_check_opts o = {0};
+    struct repo_check_opts o = {.threads = g->threads};
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--read-data") == 0)
             o.read_data = true;

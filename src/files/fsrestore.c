@@ -7,6 +7,7 @@
 #include "caris/core.h"
 
 #include <dirent.h>
+#include <pthread.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -60,6 +61,9 @@ struct pending {
 };
 
 struct fsrestore {
+    /* Several threads may restore files at once: mu guards the parent cache, the pending
+     * batch and the deferred directories; everything else is system calls on fds. */
+    pthread_mutex_t mu;
     int rootfd;
     bool overwrite;
     size_t batch; /* 0: commit at once */
@@ -77,8 +81,12 @@ struct fsrestore {
 
 struct fsrestore_file {
     struct fsrestore *r;
-    int dirfd; /* final directory */
-    int fd;    /* the temporary file */
+    uint64_t end; /* bytes written through fsrestore_file_write (the file starts empty) */
+    bool raw;     /* the fd was handed out: end is unknown */
+    bool sized;   /* size and metadata already applied (commit_meta): no ftruncate, which
+                     would touch the mtime again */
+    int dirfd;    /* final directory */
+    int fd;       /* the temporary file */
     bool overwrite;
     char *path;       /* as given, for messages */
     const char *name; /* last component, inside path */
@@ -179,19 +187,20 @@ static int resolve_parent(struct fsrestore *r, const char *path, bool create, co
     const char *slash = strrchr(path, '/');
     *name = slash ? slash + 1 : path;
     size_t plen = slash ? (size_t)(slash - path) : 0;
+    pthread_mutex_lock(&r->mu);
     int base = plen == 0 ? r->rootfd : -1;
     if (r->cache_fd >= 0 && r->cache_len == plen && memcmp(r->cache_path, path, plen) == 0)
         base = r->cache_fd;
-    if (base >= 0) {
-        int fd = fcntl(base, F_DUPFD_CLOEXEC, 0);
-        if (fd < 0)
-            return err_sys(e, errno, NULL, "cannot restore %s", esc(path, ep));
+    int fd = base >= 0 ? fcntl(base, F_DUPFD_CLOEXEC, 0) : -2;
+    pthread_mutex_unlock(&r->mu);
+    if (fd == -1)
+        return err_sys(e, errno, NULL, "cannot restore %s", esc(path, ep));
+    if (fd >= 0)
         return fd;
-    }
     char *buf = strndup(path, plen);
     if (!buf)
         return oom(e);
-    int fd = fcntl(r->rootfd, F_DUPFD_CLOEXEC, 0);
+    fd = fcntl(r->rootfd, F_DUPFD_CLOEXEC, 0);
     if (fd < 0) {
         free(buf);
         return err_sys(e, errno, NULL, "cannot open restore target");
@@ -214,12 +223,14 @@ static int resolve_parent(struct fsrestore *r, const char *path, bool create, co
     }
     int keep = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (keep >= 0) {
+        pthread_mutex_lock(&r->mu);
         if (r->cache_fd >= 0)
             close(r->cache_fd);
         free(r->cache_path);
         r->cache_path = buf;
         r->cache_len = plen;
         r->cache_fd = keep;
+        pthread_mutex_unlock(&r->mu);
     } else {
         free(buf);
     }
@@ -277,6 +288,7 @@ struct fsrestore *fsrestore_open(const char *target, bool overwrite, struct err 
     r->rootfd = fd;
     r->overwrite = overwrite;
     r->cache_fd = -1;
+    pthread_mutex_init(&r->mu, NULL);
     return r;
 }
 
@@ -401,7 +413,12 @@ int fsrestore_hardlink(struct fsrestore *r, const char *path, const char *link_p
 {
     char ep[ESC_MAX], el[ESC_MAX];
     struct link_src src;
-    if (check(path, e) < 0 || flush_pending(r, e) < 0) /* the first name must be in place */
+    if (check(path, e) < 0)
+        return -1;
+    pthread_mutex_lock(&r->mu);
+    int frc = flush_pending(r, e); /* the first name must be in place */
+    pthread_mutex_unlock(&r->mu);
+    if (frc < 0)
         return -1;
     if (check(link_path, e) < 0 ||
         (src.dfd = resolve_parent(r, link_path, false, &src.name, e)) < 0)
@@ -422,17 +439,25 @@ int fsrestore_hardlink(struct fsrestore *r, const char *path, const char *link_p
 
 /* ---- regular files ------------------------------------------------------------------------ */
 
-static void tmp_name(char out[32])
+static uint64_t tmp_base;
+static pthread_once_t tmp_once = PTHREAD_ONCE_INIT;
+
+static void tmp_init(void)
 {
-    static unsigned counter;
-    uint64_t x;
-    if (getrandom(&x, sizeof(x), GRND_NONBLOCK) != (ssize_t)sizeof(x)) {
-        /* only a name that is unlikely to be taken; O_EXCL makes it safe */
+    if (getrandom(&tmp_base, sizeof(tmp_base), GRND_NONBLOCK) != (ssize_t)sizeof(tmp_base)) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
-        x = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 30) ^ ((uint64_t)getpid() << 16) ^
-            ++counter;
+        tmp_base = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 30) ^ ((uint64_t)getpid() << 16);
     }
+}
+
+/* A random base per process and a counter: unlikely to be taken, and O_EXCL makes it safe
+ * when it is. (One getrandom per process, not per file.) */
+static void tmp_name(char out[32])
+{
+    static uint64_t counter;
+    pthread_once(&tmp_once, tmp_init);
+    uint64_t x = tmp_base + __atomic_add_fetch(&counter, 0x9e3779b97f4a7c15ull, __ATOMIC_RELAXED);
     snprintf(out, 32, ".caris-tmp-%016llx", (unsigned long long)x);
 }
 
@@ -478,7 +503,19 @@ struct fsrestore_file *fsrestore_file_begin(struct fsrestore *r, const char *pat
 
 int fsrestore_file_fd(const struct fsrestore_file *f)
 {
+    ((struct fsrestore_file *)f)->raw = true; /* writes we do not see: size unknown */
     return f->fd;
+}
+
+int fsrestore_file_write(struct fsrestore_file *f, const void *data, size_t len, uint64_t off,
+                         struct err *e)
+{
+    char ep[ESC_MAX];
+    if (fs_pwrite_full(f->fd, data, len, off) != 0)
+        return err_sys(e, errno, NULL, "cannot write %s", esc(f->path, ep));
+    if (off + len > f->end)
+        f->end = off + len;
+    return 0;
 }
 
 /* Moves the finished temporary file to its name. Without overwrite an existing name is an
@@ -523,16 +560,16 @@ void fsrestore_set_batch(struct fsrestore *r, size_t n)
 
 /* Syncs the file system once, then moves every pending file to its name. Returns the first
  * failure; the temporary files of failed renames are removed. */
-static int flush_pending(struct fsrestore *r, struct err *e)
+static int flush_list(struct fsrestore *r, struct pending *list, size_t n, struct err *e)
 {
     char et[ESC_MAX];
     int rc = 0;
-    if (!r->npend)
+    if (!n)
         return 0;
     if (syncfs(r->rootfd) < 0)
         rc = err_sys(e, errno, NULL, "cannot flush restore target %s to disk", esc(r->target, et));
-    for (size_t i = 0; i < r->npend; i++) {
-        struct pending *p = &r->pend[i];
+    for (size_t i = 0; i < n; i++) {
+        struct pending *p = &list[i];
         struct fsrestore_file f = {.r = r,
                                    .dirfd = p->dirfd,
                                    .fd = -1,
@@ -551,6 +588,13 @@ static int flush_pending(struct fsrestore *r, struct err *e)
         close(p->dirfd);
         free(p->path);
     }
+    return rc;
+}
+
+/* Caller holds r->mu. */
+static int flush_pending(struct fsrestore *r, struct err *e)
+{
+    int rc = flush_list(r, r->pend, r->npend, e);
     r->npend = 0;
     return rc;
 }
@@ -583,10 +627,12 @@ static int commit_batched(struct fsrestore_file *f, uint64_t size, struct err *e
     if (size > (uint64_t)INT64_MAX)
         rc = err_set(e, ERR_DAMAGE, NULL, "cannot restore %s: size %llu is out of range",
                      esc(f->path, ep), (unsigned long long)size);
-    else if (ftruncate(f->fd, (off_t)size) < 0)
+    else if (!f->sized && ftruncate(f->fd, (off_t)size) < 0)
         rc = err_sys(e, errno, NULL, "cannot set the size of %s", esc(f->path, ep));
-    else if (fstatat(f->dirfd, f->name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-             (!f->overwrite || S_ISDIR(st.st_mode)))
+    /* with overwrite, a directory in the way is found now; without, the flush's
+     * RENAME_NOREPLACE refuses any existing name (reported then) */
+    else if (f->overwrite && fstatat(f->dirfd, f->name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+             S_ISDIR(st.st_mode))
         /* decided now, not at the rename, so the caller hears of it with this file */
         rc = err_set(e, ERR_FAILURE, HINT_EMPTY, "cannot restore %s: it already exists%s",
                      esc(f->path, ep), S_ISDIR(st.st_mode) ? " as a directory" : "");
@@ -610,22 +656,74 @@ static int commit_batched(struct fsrestore_file *f, uint64_t size, struct err *e
     return 0;
 }
 
+static int apply_fd(int fd, const char *path, const struct fs_meta *m, const struct timespec ts[2],
+                    struct err *e);
+
+int fsrestore_file_commit_meta(struct fsrestore_file *f, uint64_t size, const struct fs_meta *m,
+                               struct err *e)
+{
+    char ep[ESC_MAX];
+    if (m->mtime_nsec < 0 || m->mtime_nsec >= 1000000000 || m->type != FS_REG) {
+        err_set(e, ERR_DAMAGE, NULL, "cannot restore %s: invalid metadata", esc(f->path, ep));
+        fsrestore_file_abort(f);
+        return -1;
+    }
+    const struct timespec ts[2] = {{.tv_sec = m->mtime_sec, .tv_nsec = m->mtime_nsec},
+                                   {.tv_sec = m->mtime_sec, .tv_nsec = m->mtime_nsec}};
+    /* The size first (it changes mtime), then owner, xattrs, mode and times on the open
+     * file: no second lookup by name. */
+    bool sized = !f->raw && f->end == size; /* a new file is exactly what was written */
+    if (size > (uint64_t)INT64_MAX || (!sized && ftruncate(f->fd, (off_t)size) < 0)) {
+        err_sys(e, size > (uint64_t)INT64_MAX ? EFBIG : errno, NULL, "cannot set the size of %s",
+                esc(f->path, ep));
+        fsrestore_file_abort(f);
+        return -1;
+    }
+    if (apply_fd(f->fd, f->path, m, ts, e) < 0) {
+        fsrestore_file_abort(f);
+        return -1;
+    }
+    f->sized = true;
+    return fsrestore_file_commit(f, size, e);
+}
+
 int fsrestore_file_commit(struct fsrestore_file *f, uint64_t size, struct err *e)
 {
     if (f->r->batch) {
         struct fsrestore *r = f->r;
-        if (r->npend >= r->batch && flush_pending(r, e) < 0) {
-            fsrestore_file_abort(f);
-            return -1;
+        struct pending *full = NULL, *fresh = NULL;
+        size_t nfull = 0;
+        pthread_mutex_lock(&r->mu);
+        if (r->npend >= r->batch && (fresh = malloc(r->batch * sizeof(*fresh)))) {
+            /* take the full batch and flush it outside the lock: the other threads go on
+             * filling the next one meanwhile */
+            full = r->pend;
+            nfull = r->npend;
+            r->pend = fresh;
+            r->npend = 0;
         }
-        return commit_batched(f, size, e);
+        int rc = r->npend >= r->batch ? flush_pending(r, e) : 0;
+        if (rc < 0)
+            fsrestore_file_abort(f);
+        else
+            rc = commit_batched(f, size, e);
+        pthread_mutex_unlock(&r->mu);
+        if (full) {
+            struct err fe = ERR_INIT;
+            if (flush_list(r, full, nfull, &fe) < 0 && rc == 0) {
+                *e = fe;
+                rc = -1;
+            }
+            free(full);
+        }
+        return rc;
     }
     char ep[ESC_MAX];
     int rc = 0;
     if (size > (uint64_t)INT64_MAX)
         rc = err_set(e, ERR_DAMAGE, NULL, "cannot restore %s: size %llu is out of range",
                      esc(f->path, ep), (unsigned long long)size);
-    else if (ftruncate(f->fd, (off_t)size) < 0)
+    else if (!f->sized && ftruncate(f->fd, (off_t)size) < 0)
         rc = err_sys(e, errno, NULL, "cannot set the size of %s", esc(f->path, ep));
     else if (fsync(f->fd) < 0) /* data on disk before the name points at it */
         rc = err_sys(e, errno, NULL, "cannot write %s", esc(f->path, ep));
@@ -858,11 +956,20 @@ int fsrestore_apply_meta(struct fsrestore *r, const char *path, const struct fs_
     } else if (check(path, e) < 0) {
         return -1;
     }
-    if (m->type == FS_DIR)
-        return defer_dir(r, path, m, e);
-    struct pending *p = m->type == FS_REG ? find_pending(r, path) : NULL;
-    if (p)
-        return apply_at(p->dirfd, p->tmp, path, m, e);
+    if (m->type == FS_DIR) {
+        pthread_mutex_lock(&r->mu);
+        int drc = defer_dir(r, path, m, e);
+        pthread_mutex_unlock(&r->mu);
+        return drc;
+    }
+    if (m->type == FS_REG) {
+        pthread_mutex_lock(&r->mu);
+        struct pending *p = find_pending(r, path);
+        int prc = p ? apply_at(p->dirfd, p->tmp, path, m, e) : 0;
+        pthread_mutex_unlock(&r->mu);
+        if (p)
+            return prc;
+    }
     const char *name;
     int dfd = resolve_parent(r, path, false, &name, e);
     if (dfd < 0)
@@ -893,7 +1000,9 @@ static int deferred_cmp(const void *a, const void *b)
 int fsrestore_finish(struct fsrestore *r, struct err *e)
 {
     char et[ESC_MAX];
+    pthread_mutex_lock(&r->mu);
     int rc = flush_pending(r, e);
+    pthread_mutex_unlock(&r->mu);
     struct err later = ERR_INIT; /* errors after the first: counted, not reported */
     /* deepest first: a parent's mode may take away the access its children need */
     if (r->ndirs)
@@ -925,6 +1034,7 @@ void fsrestore_free(struct fsrestore *r)
         return;
     drop_pending(r);
     free(r->pend);
+    pthread_mutex_destroy(&r->mu);
     for (size_t i = 0; i < r->ndirs; i++) {
         free(r->dirs[i].path);
         fs_meta_free(&r->dirs[i].meta);

@@ -3,6 +3,8 @@
 #include "internal.h"
 
 #include <stdarg.h>
+
+#include "caris/pool.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,6 +40,11 @@ struct packfile {
 
 struct check {
     struct repo *r;
+    const struct repo_check_opts *o;
+    pthread_mutex_t mu; /* the lists below, while packs are read in parallel */
+    struct buf *bufs;   /* one pack buffer per worker */
+    size_t packs_done;
+    struct err fatal;
     /* blobs of pack p: by_pack[first[p] .. first[p + 1]) (entry numbers) */
     uint32_t *by_pack;
     size_t *first;
@@ -123,49 +130,87 @@ static void check_index(struct check *c)
     }
 }
 
-static int read_pack(struct check *c, struct packfile *pf, struct buf *data, struct err *e)
+/* One pack, on a worker: read once, hashed, every blob the index places in it decrypted and
+ * checked from the buffer. Findings go to the shared lists under c->mu. */
+struct pack_job {
+    struct check *c;
+    struct packfile *pf;
+};
+
+static void issue_locked(struct check *c, const char *object, const char *msg,
+                         const uint8_t *bad_blob)
 {
+    pthread_mutex_lock(&c->mu);
+    add_issue(c->errors, object, "%s", msg);
+    if (bad_blob)
+        idlist_add(&c->bad_blobs, bad_blob);
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void read_pack_job(void *arg, int worker)
+{
+    struct pack_job *j = arg;
+    struct check *c = j->c;
+    struct packfile *pf = j->pf;
     struct repo *r = c->r;
+    struct buf *data = &c->bufs[worker];
+    char msg[1200];
+    free(j);
     if (pf->size > (uint64_t)REPO_PACK_TARGET * 8) {
-        add_issue(c->errors, pf->name, "pack is implausibly large (%llu bytes)",
-                  (unsigned long long)pf->size);
-        return 0;
+        snprintf(msg, sizeof(msg), "pack is implausibly large (%llu bytes)",
+                 (unsigned long long)pf->size);
+        issue_locked(c, pf->name, msg, NULL);
+        goto done;
     }
     data->len = 0;
     buf_reserve(data, (size_t)pf->size);
     struct err pe = ERR_INIT;
     if (storage_read_at(r->st, pf->name, 0, data->data, (size_t)pf->size, &pe) != 0) {
-        if (pe.code != ERR_DAMAGE) {
-            *e = pe;
-            return -1;
-        }
-        add_issue(c->errors, pf->name, "%s", pe.msg);
-        return 0;
+        pthread_mutex_lock(&c->mu);
+        if (pe.code != ERR_DAMAGE && !err_is_set(&c->fatal))
+            c->fatal = pe;
+        else if (pe.code == ERR_DAMAGE)
+            add_issue(c->errors, pf->name, "%s", pe.msg);
+        pthread_mutex_unlock(&c->mu);
+        goto done;
     }
     data->len = (size_t)pf->size;
     uint8_t sum[32];
     cx_sha256(data->data, data->len, sum);
     if (memcmp(sum, pf->id, 32) != 0)
-        add_issue(c->errors, pf->name, "checksum mismatch: pack content does not match its name");
-    /* Every blob the index places in this pack must authenticate and match its id. The
-     * blob loader does exactly that (and reads through storage, which is fine: the page
-     * cache holds the pack we just read). */
+        issue_locked(c, pf->name, "checksum mismatch: pack content does not match its name", NULL);
     pthread_mutex_lock(&r->mu);
     long pidx = repo_find_pack_locked(r, pf->id);
     pthread_mutex_unlock(&r->mu);
     if (pidx < 0 || (size_t)pidx >= c->npacks_listed)
-        return 0;
+        goto done;
+    uint8_t key[32];
+    struct err ke = ERR_INIT;
+    if (data->len < PACK_HEADER_LEN || memcmp(data->data, PACK_MAGIC, 8) != 0 ||
+        pack_derive_key(r, data->data + 8, key, &ke) != 0) {
+        issue_locked(c, pf->name, "bad pack header", NULL);
+        goto done;
+    }
+    /* The index is not written during a check: entries are read without the lock. */
     struct buf out = {0};
     for (size_t k = c->first[pidx]; k < c->first[pidx + 1]; k++) {
-        struct ientry *en = repo_entry(r, c->by_pack[k]);
+        struct ientry en = *repo_entry(r, c->by_pack[k]);
         struct err be = ERR_INIT;
-        if (repo_blob_load(r, en->id, &out, &be) != 0) {
-            idlist_add(&c->bad_blobs, en->id);
-            add_issue(c->errors, pf->name, "%s", be.msg);
+        if ((uint64_t)en.off + en.clen > data->len) {
+            issue_locked(c, pf->name, "index entry points past the end of the pack", en.id);
+            continue;
         }
+        if (blob_decode(r, en.id, &en, key, data->data + en.off, pf->name, &out, &be) != 0)
+            issue_locked(c, pf->name, be.msg, en.id);
     }
+    cx_wipe(key, sizeof(key));
     buf_free(&out);
-    return 0;
+done:
+    pthread_mutex_lock(&c->mu);
+    c->packs_done++;
+    if (c->o && c->o->progress)
+        c->o->progress(c->o->ctx, c->packs_done, c->nfiles);
+    pthread_mutex_unlock(&c->mu);
 }
 
 static void check_snapshots(struct check *c, json_t *list, uint64_t *nrefs)
@@ -252,7 +297,8 @@ static void check_snapshots(struct check *c, json_t *list, uint64_t *nrefs)
 
 int repo_check(struct repo *r, const struct repo_check_opts *o, json_t **report, struct err *e)
 {
-    struct check c = {.r = r, .errors = json_array(), .warnings = json_array()};
+    struct check c = {.r = r, .o = o, .errors = json_array(), .warnings = json_array()};
+    pthread_mutex_init(&c.mu, NULL);
     int rc = -1;
     json_t *list = NULL, *damaged = NULL;
     uint64_t nrefs = 0, bytes = 0;
@@ -297,18 +343,24 @@ int repo_check(struct repo *r, const struct repo_check_opts *o, json_t **report,
                 c.by_pack[c.first[p + 1]++] = (uint32_t)k;
         }
         pthread_mutex_unlock(&r->mu);
-        struct buf data = {0};
+        int nthreads = o->threads > 0 ? o->threads : sys_ncpu();
+        c.bufs = xcalloc((size_t)nthreads, sizeof(*c.bufs));
+        struct pool *pool = pool_new(nthreads, (size_t)nthreads * 2);
         for (size_t p = 0; p < c.nfiles; p++) {
-            if (o->progress)
-                o->progress(o->ctx, p, c.nfiles);
-            if (read_pack(&c, &c.files[p], &data, e) != 0) {
-                buf_free(&data);
-                goto out;
-            }
+            struct pack_job *j = xmalloc(sizeof(*j));
+            j->c = &c;
+            j->pf = &c.files[p];
+            pool_submit(pool, read_pack_job, j);
         }
-        if (o->progress)
-            o->progress(o->ctx, c.nfiles, c.nfiles);
-        buf_free(&data);
+        pool_free(pool);
+        for (int t = 0; t < nthreads; t++)
+            buf_free(&c.bufs[t]);
+        free(c.bufs);
+        c.bufs = NULL;
+        if (err_is_set(&c.fatal)) {
+            *e = c.fatal;
+            goto out;
+        }
     }
     list = repo_snapshot_list(r, &damaged, e);
     if (!list)
@@ -340,5 +392,6 @@ out:
     free(c.weak_packs.v);
     free(c.by_pack);
     free(c.first);
+    pthread_mutex_destroy(&c.mu);
     return rc;
 }

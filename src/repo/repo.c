@@ -1295,43 +1295,22 @@ static int pack_key(struct repo *r, uint32_t pidx, uint8_t key[32], char *name, 
     return 0;
 }
 
-int repo_blob_load(struct repo *r, const uint8_t id[32], struct buf *out, struct err *e)
+/* Authenticates, decompresses and re-hashes one blob whose ciphertext (clen bytes) is in
+ * ct: out receives its plaintext only when HMAC(plaintext) == id. name is for messages. */
+int blob_decode(struct repo *r, const uint8_t id[32], const struct ientry *ep,
+                const uint8_t key[32], const uint8_t *ctp, const char *name, struct buf *out,
+                struct err *e)
 {
     char hex[65];
-    struct ientry en;
-    if (!lookup_entry(r, id, &en)) {
-        cx_hex(id, 32, hex);
-        return err_set(e, ERR_DAMAGE,
-                       "an index file or pack is missing: run `caris-backup check` to see what "
-                       "is damaged",
-                       "blob %.16s is not in the repository index", hex);
-    }
-    char name[80];
-    uint8_t key[32], nonce[CX_NONCE_LEN];
+    struct ientry en = *ep;
+    uint8_t nonce[CX_NONCE_LEN];
+    struct buf ct = {(uint8_t *)ctp, en.clen, en.clen}; /* borrowed, never freed here */
     out->len = 0;
-    struct buf ct = {0};
-    int rc = pack_key(r, en.pack, key, name, sizeof(name), e);
-    if (rc == 0) {
-        buf_reserve(&ct, en.clen);
-        rc = storage_read_at(r->st, name, en.off, ct.data, en.clen, e);
-    }
-    if (rc != 0) {
-        buf_free(&ct);
-        cx_hex(id, 32, hex);
-        if (e->code == ERR_NOT_FOUND) /* the index lists a pack that is gone */
-            return err_set(e, ERR_DAMAGE,
-                           "the repository lost a file: run `caris-backup check` to see which "
-                           "backups are affected",
-                           "blob %.16s: pack %s is missing", hex, name);
-        return -1;
-    }
     pack_nonce(en.off, nonce);
     size_t plen = en.clen - CX_TAG_LEN;
     struct buf plain = {0};
     buf_reserve(&plain, plen);
-    rc = cx_aead_open(key, nonce, id, 32, ct.data, en.clen, plain.data, e);
-    cx_wipe(key, sizeof(key));
-    buf_free(&ct);
+    int rc = cx_aead_open(key, nonce, id, 32, ct.data, en.clen, plain.data, e);
     cx_hex(id, 32, hex);
     if (rc != 0) {
         buf_free(&plain);
@@ -1370,4 +1349,40 @@ int repo_blob_load(struct repo *r, const uint8_t id[32], struct buf *out, struct
                        hex, name);
     }
     return 0;
+}
+
+int repo_blob_load(struct repo *r, const uint8_t id[32], struct buf *out, struct err *e)
+{
+    char hex[65];
+    struct ientry en;
+    if (!lookup_entry(r, id, &en)) {
+        cx_hex(id, 32, hex);
+        return err_set(e, ERR_DAMAGE,
+                       "an index file or pack is missing: run `caris-backup check` to see what "
+                       "is damaged",
+                       "blob %.16s is not in the repository index", hex);
+    }
+    char name[80];
+    uint8_t key[32];
+    out->len = 0;
+    struct buf ct = {0};
+    int rc = pack_key(r, en.pack, key, name, sizeof(name), e);
+    if (rc == 0) {
+        buf_reserve(&ct, en.clen);
+        rc = storage_read_at(r->st, name, en.off, ct.data, en.clen, e);
+    }
+    if (rc != 0) {
+        buf_free(&ct);
+        cx_hex(id, 32, hex);
+        if (e->code == ERR_NOT_FOUND) /* the index lists a pack that is gone */
+            return err_set(e, ERR_DAMAGE,
+                           "the repository lost a file: run `caris-backup check` to see which "
+                           "backups are affected",
+                           "blob %.16s: pack %s is missing", hex, name);
+        return -1;
+    }
+    rc = blob_decode(r, id, &en, key, ct.data, name, out, e);
+    cx_wipe(key, sizeof(key));
+    buf_free(&ct);
+    return rc;
 }

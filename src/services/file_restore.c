@@ -20,7 +20,9 @@
 #define MAX_INFLIGHT_BYTES (64u << 20)
 #define MAX_INFLIGHT_JOBS 4096
 
+struct rctx;
 struct rfile {
+    struct rctx *ctx;
     char *relpath; /* path relative to the target */
     struct fs_meta meta;
     uint8_t (*ids)[32];
@@ -62,6 +64,48 @@ struct rctx {
     struct err fatal; /* a failure that stops everything (not damage) */
     bool stop;
 };
+
+/* Workers restore small files themselves: everything they report goes through c->mu. */
+static void add_error(json_t *arr, json_t *path, const char *msg);
+
+static void note(struct rctx *c, json_t *arr, json_t *path, const char *msg)
+{
+    pthread_mutex_lock(&c->mu);
+    add_error(arr, path, msg);
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void note_fatal(struct rctx *c, const struct err *e)
+{
+    pthread_mutex_lock(&c->mu);
+    if (!err_is_set(&c->fatal))
+        c->fatal = *e;
+    pthread_mutex_unlock(&c->mu);
+}
+
+static bool has_fatal(struct rctx *c)
+{
+    pthread_mutex_lock(&c->mu);
+    bool f = err_is_set(&c->fatal);
+    pthread_mutex_unlock(&c->mu);
+    return f;
+}
+
+/* A failure of one file: damage is reported and the restore goes on; anything else stops
+ * it. */
+static void note_failure(struct rctx *c, struct rfile *f, const struct err *e)
+{
+    if (e->code == ERR_DAMAGE)
+        note(c, c->errors, f->path_json, e->msg);
+    else
+        note_fatal(c, e);
+}
+
+static void count_done(struct rctx *c, uint64_t bytes)
+{
+    __atomic_fetch_add(&c->files, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&c->bytes, bytes, __ATOMIC_RELAXED);
+}
 
 static void load_job(void *arg, int worker)
 {
@@ -110,25 +154,22 @@ static void file_finish(struct rctx *c, struct rfile *f)
         cx_sha256_final(f->h, sum);
         if (memcmp(sum, f->sha, 32) != 0) {
             f->failed = true;
-            add_error(c->errors, f->path_json,
-                      "checksum mismatch: restored content does not match the SHA-256 recorded "
-                      "at backup time");
+            note(c, c->errors, f->path_json,
+                 "checksum mismatch: restored content does not match the SHA-256 recorded at "
+                 "backup time");
         }
     }
     if (!f->failed && f->out) {
         struct err e = ERR_INIT;
-        if (fsrestore_file_commit(f->out, f->meta.size, &e) != 0 ||
-            fsrestore_apply_meta(c->fr, f->relpath, &f->meta, &e) != 0) {
-            f->out = NULL;
-            if (e.code == ERR_DAMAGE)
-                add_error(c->errors, f->path_json, e.msg);
-            else if (!err_is_set(&c->fatal))
-                c->fatal = e;
+        struct fsrestore_file *out = f->out;
+        f->out = NULL; /* commit frees it, whatever happens */
+        if (fsrestore_file_commit_meta(out, f->meta.size, &f->meta, &e) != 0) {
+            f->failed = true;
+            note_failure(c, f, &e);
         }
-        f->out = NULL;
     }
     if (!f->failed)
-        c->files++;
+        __atomic_fetch_add(&c->files, 1, __ATOMIC_RELAXED);
     rfile_free(f);
 }
 
@@ -149,10 +190,7 @@ static void consume_one(struct rctx *c)
     struct rfile *f = j->f;
     if (!f->failed && j->rc != 0) {
         f->failed = true;
-        if (j->e.code == ERR_DAMAGE)
-            add_error(c->errors, f->path_json, j->e.msg);
-        else if (!err_is_set(&c->fatal))
-            c->fatal = j->e;
+        note_failure(c, f, &j->e);
     }
     if (!f->failed) {
         uint64_t off = f->offs[j->k];
@@ -160,23 +198,19 @@ static void consume_one(struct rctx *c)
             sha256_zeros(f->h, off - f->pos);
         cx_sha256_update(f->h, j->data.data, j->data.len);
         f->pos = off + j->data.len;
-        c->bytes += j->data.len;
+        __atomic_fetch_add(&c->bytes, (uint64_t)j->data.len, __ATOMIC_RELAXED);
         if (c->o->target && !f->out) {
             struct err e = ERR_INIT;
             f->out = fsrestore_file_begin(c->fr, f->relpath, &e);
             if (!f->out) {
                 f->failed = true;
-                if (!err_is_set(&c->fatal))
-                    c->fatal = e;
+                note_fatal(c, &e);
             }
         }
-        if (f->out &&
-            fs_pwrite_full(fsrestore_file_fd(f->out), j->data.data, j->data.len, off) != 0) {
-            struct err e = ERR_INIT;
-            err_sys(&e, errno, NULL, "cannot write restored file");
+        struct err we = ERR_INIT;
+        if (f->out && fsrestore_file_write(f->out, j->data.data, j->data.len, off, &we) != 0) {
             f->failed = true;
-            if (!err_is_set(&c->fatal))
-                c->fatal = e;
+            note_fatal(c, &we);
         }
     }
     f->done_chunks++;
@@ -198,6 +232,62 @@ static void drain(struct rctx *c)
 {
     while (c->head)
         consume_one(c);
+}
+
+/* A file of at most one chunk, start to finish on a worker: fetch, check, create, write,
+ * metadata. Most files are this small, so the file-system work of a restore (which is most
+ * of it) runs on every core. */
+static void small_file_job(void *arg, int worker)
+{
+    (void)worker;
+    struct rfile *f = arg;
+    struct rctx *c = f->ctx;
+    struct buf data = {0};
+    struct err e = ERR_INIT;
+    int rc = 0;
+    if (f->nchunks == 1) {
+        rc = repo_blob_load(c->r, f->ids[0], &data, &e);
+        if (rc == 0 && data.len != f->lens[0])
+            rc = err_set(&e, ERR_DAMAGE, NULL, "chunk has %zu bytes, the manifest says %u",
+                         data.len, f->lens[0]);
+    }
+    if (rc == 0) {
+        uint64_t off = f->nchunks ? f->offs[0] : 0;
+        sha256_zeros(f->h, off);
+        cx_sha256_update(f->h, data.data, data.len);
+        if (f->meta.size > off + data.len)
+            sha256_zeros(f->h, f->meta.size - off - data.len);
+        uint8_t sum[32];
+        cx_sha256_final(f->h, sum);
+        if (memcmp(sum, f->sha, 32) != 0)
+            rc = err_set(&e, ERR_DAMAGE, NULL,
+                         "checksum mismatch: restored content does not match the SHA-256 "
+                         "recorded at backup time");
+        if (rc == 0 && c->o->target) {
+            struct fsrestore_file *out = fsrestore_file_begin(c->fr, f->relpath, &e);
+            if (!out)
+                rc = -1;
+            else if (data.len && fsrestore_file_write(out, data.data, data.len, off, &e) != 0) {
+                rc = -1;
+                fsrestore_file_abort(out);
+            } else {
+                rc = fsrestore_file_commit_meta(out, f->meta.size, &f->meta, &e);
+            }
+        }
+    }
+    if (rc == 0)
+        count_done(c, data.len);
+    else
+        note_failure(c, f, &e);
+    buf_free(&data);
+    rfile_free(f);
+}
+
+/* Waits for everything in flight: the ordered queue and the small files. */
+static void drain_all(struct rctx *c)
+{
+    drain(c);
+    pool_wait(c->pool);
 }
 
 static void submit(struct rctx *c, struct rfile *f, size_t k)
@@ -370,7 +460,7 @@ int files_read_backup(struct repo *r, json_t *summary, json_t *entries,
     json_t *ent;
     json_array_foreach(entries, i, ent)
     {
-        if (err_is_set(&c.fatal))
+        if (has_fatal(&c))
             break;
         int root;
         char *path;
@@ -414,20 +504,18 @@ int files_read_backup(struct repo *r, json_t *summary, json_t *entries,
             break;
         case FS_SYMLINK:
             if (c.fr) {
-                drain(&c);
                 frc = fsrestore_symlink(c.fr, rel, m.link, &fe) ||
                       fsrestore_apply_meta(c.fr, rel, &m, &fe);
             }
             break;
         case FS_FIFO:
             if (c.fr) {
-                drain(&c);
                 frc = fsrestore_fifo(c.fr, rel, &fe) || fsrestore_apply_meta(c.fr, rel, &m, &fe);
             }
             break;
         case FS_HARDLINK:
             if (c.fr) {
-                drain(&c);
+                drain_all(&c); /* the file it names must be in place */
                 char *to = target_path(rootp, m.link, strlen(m.link));
                 if (!to || fsrestore_check_path(to, strlen(to), &fe) != 0)
                     frc = err_set(&fe, ERR_DAMAGE, NULL, "invalid hard link target");
@@ -445,10 +533,11 @@ int files_read_backup(struct repo *r, json_t *summary, json_t *entries,
                          "not restored: the file could not be read at backup "
                          "time (%s)",
                          err_msg);
-                add_error(c.warnings, pathj, w);
+                note(&c, c.warnings, pathj, w);
                 break;
             }
             struct rfile *f = xcalloc(1, sizeof(*f));
+            f->ctx = &c;
             f->relpath = rel;
             rel = NULL;
             f->meta = m;
@@ -459,19 +548,12 @@ int files_read_backup(struct repo *r, json_t *summary, json_t *entries,
             if (!sha || cx_unhex(sha, f->sha, 32) != 0 ||
                 chunks_decode(json_object_get(ent, "chunks"), &f->ids, &f->lens, &f->nchunks) ||
                 chunk_offsets(ent, f) != 0) {
-                add_error(c.errors, pathj, "malformed manifest entry (chunks, extents or sha256)");
+                note(&c, c.errors, pathj, "malformed manifest entry (chunks, extents or sha256)");
                 rfile_free(f);
                 break;
             }
-            if (f->nchunks == 0) {
-                if (o->target) {
-                    f->out = fsrestore_file_begin(c.fr, f->relpath, &fe);
-                    if (!f->out) {
-                        frc = -1;
-                        f->failed = true;
-                    }
-                }
-                file_finish(&c, f);
+            if (f->nchunks <= 1) {
+                pool_submit(c.pool, small_file_job, f);
                 break;
             }
             for (size_t k = 0; k < f->nchunks; k++)
@@ -481,7 +563,7 @@ int files_read_backup(struct repo *r, json_t *summary, json_t *entries,
         }
         if (frc != 0) {
             if (fe.code == ERR_DAMAGE) {
-                add_error(c.errors, pathj, fe.msg);
+                note(&c, c.errors, pathj, fe.msg);
             } else {
                 *e = fe;
                 free(rel);
@@ -494,7 +576,7 @@ int files_read_backup(struct repo *r, json_t *summary, json_t *entries,
         fs_meta_free(&m);
         json_decref(pathj);
     }
-    drain(&c);
+    drain_all(&c);
     if (err_is_set(&c.fatal)) {
         *e = c.fatal;
         goto out;
@@ -516,7 +598,8 @@ int files_read_backup(struct repo *r, json_t *summary, json_t *entries,
                      "--read-data`",
                      "%zu file(s) failed verification", json_array_size(c.errors));
 out:
-    drain(&c);
+    if (c.pool)
+        drain_all(&c);
     if (c.pool)
         pool_free(c.pool);
     if (c.fr)

@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -81,11 +82,86 @@ void storage_close(struct storage *s)
 
 /* ---- POSIX backend ------------------------------------------------------------------- */
 
+/* Reads of a restore or check come blob after blob from the same packs: keep a few pack
+ * files open instead of an open/close per blob. Objects are immutable, and an fd is closed
+ * only when no reader holds it (refs), so a number is never recycled under a reader. */
+#define FD_CACHE 32
+struct fd_slot {
+    char *name;
+    int fd;
+    int refs;
+    uint64_t used; /* LRU clock */
+};
+
 struct posix_storage {
     struct storage base;
     char *root;
     int rootfd;
+    pthread_mutex_t mu;
+    struct fd_slot cache[FD_CACHE];
+    uint64_t clock;
 };
+
+/* An fd for reading name and its slot (NULL: not cached, the caller closes the fd). */
+static int fd_acquire(struct posix_storage *ps, const char *name, struct fd_slot **slot)
+{
+    pthread_mutex_lock(&ps->mu);
+    struct fd_slot *victim = NULL;
+    for (int i = 0; i < FD_CACHE; i++) {
+        struct fd_slot *s = &ps->cache[i];
+        if (s->name && strcmp(s->name, name) == 0) {
+            s->used = ++ps->clock;
+            s->refs++;
+            *slot = s;
+            pthread_mutex_unlock(&ps->mu);
+            return s->fd;
+        }
+        if (s->refs == 0 && (!victim || s->used < victim->used))
+            victim = s;
+    }
+    int fd = openat(ps->rootfd, name, O_RDONLY | O_CLOEXEC);
+    *slot = NULL;
+    if (fd >= 0 && victim) {
+        if (victim->name) {
+            close(victim->fd);
+            free(victim->name);
+        }
+        victim->name = xstrdup(name);
+        victim->fd = fd;
+        victim->refs = 1;
+        victim->used = ++ps->clock;
+        *slot = victim;
+    }
+    pthread_mutex_unlock(&ps->mu);
+    return fd;
+}
+
+static void fd_release(struct posix_storage *ps, int fd, struct fd_slot *slot)
+{
+    if (!slot) {
+        close(fd);
+        return;
+    }
+    pthread_mutex_lock(&ps->mu);
+    slot->refs--;
+    pthread_mutex_unlock(&ps->mu);
+}
+
+/* A removed object must not be served from the cache. */
+static void fd_forget(struct posix_storage *ps, const char *name)
+{
+    pthread_mutex_lock(&ps->mu);
+    for (int i = 0; i < FD_CACHE; i++) {
+        struct fd_slot *s = &ps->cache[i];
+        if (s->name && s->refs == 0 && strcmp(s->name, name) == 0) {
+            close(s->fd);
+            free(s->name);
+            s->name = NULL;
+            s->used = 0;
+        }
+    }
+    pthread_mutex_unlock(&ps->mu);
+}
 
 #define TMP_PREFIX ".tmp-"
 
@@ -176,7 +252,8 @@ static int posix_read_at(struct storage *s, const char *name, uint64_t off, void
                          struct err *e)
 {
     struct posix_storage *ps = P(s);
-    int fd = openat(ps->rootfd, name, O_RDONLY | O_CLOEXEC);
+    struct fd_slot *slot;
+    int fd = fd_acquire(ps, name, &slot);
     if (fd < 0)
         return err_sys(e, errno, NULL, "cannot open %s/%s", ps->root, name);
     uint8_t *p = out;
@@ -187,11 +264,11 @@ static int posix_read_at(struct storage *s, const char *name, uint64_t off, void
             if (errno == EINTR)
                 continue;
             int en = errno;
-            close(fd);
+            fd_release(ps, fd, slot);
             return err_sys(e, en, NULL, "cannot read %s/%s", ps->root, name);
         }
         if (r == 0) {
-            close(fd);
+            fd_release(ps, fd, slot);
             return err_set(e, ERR_DAMAGE,
                            "the file was truncated: run `caris-backup check` to see which backups "
                            "are affected",
@@ -200,7 +277,7 @@ static int posix_read_at(struct storage *s, const char *name, uint64_t off, void
         }
         done += (size_t)r;
     }
-    close(fd);
+    fd_release(ps, fd, slot);
     return 0;
 }
 
@@ -270,6 +347,7 @@ static int posix_list(struct storage *s, const char *dir, storage_list_cb cb, vo
 static int posix_remove(struct storage *s, const char *name, struct err *e)
 {
     struct posix_storage *ps = P(s);
+    fd_forget(ps, name);
     if (unlinkat(ps->rootfd, name, 0) != 0 && errno != ENOENT)
         return err_sys(e, errno, NULL, "cannot remove %s/%s", ps->root, name);
     return fsync_parent(ps, name, e);
@@ -300,6 +378,12 @@ static int posix_put_new(struct storage *s, const char *name, const void *data, 
 static void posix_close(struct storage *s)
 {
     struct posix_storage *ps = P(s);
+    for (int i = 0; i < FD_CACHE; i++)
+        if (ps->cache[i].name) {
+            close(ps->cache[i].fd);
+            free(ps->cache[i].name);
+        }
+    pthread_mutex_destroy(&ps->mu);
     close(ps->rootfd);
     free(ps->root);
     free(ps->base.location);
@@ -330,5 +414,6 @@ struct storage *storage_posix_open(const char *root, bool create, struct err *e)
     ps->base.location = xstrdup(root);
     ps->root = xstrdup(root);
     ps->rootfd = fd;
+    pthread_mutex_init(&ps->mu, NULL);
     return &ps->base;
 }
