@@ -1105,13 +1105,17 @@ int repo_writer_add(struct repo_writer *w, int slot, const uint8_t id[32], const
         cx_random(salt, sizeof(salt));
         if (pack_derive_key(r, salt, s->key, e) != 0)
             return -1;
-        /* a pack closes once past the target: room for one more large blob avoids a
-         * doubling reallocation (which would briefly need twice the memory) */
-        buf_reserve(&s->pack, REPO_PACK_TARGET + (8u << 20));
+
         buf_append(&s->pack, PACK_MAGIC, 8);
         buf_append(&s->pack, salt, 32);
     }
     uint8_t nonce[CX_NONCE_LEN];
+    /* Grow on demand (a metadata slot's pack stays small), but once a pack is large, make
+     * room for the rest in one step: doubling past the target would briefly need twice the
+     * memory. A pack closes once past the target, so target + one blob always fits. */
+    size_t need = s->pack.len + plen + CX_TAG_LEN;
+    if (need > s->pack.cap && need > (1u << 20) && s->pack.cap < REPO_PACK_TARGET + (8u << 20))
+        buf_reserve(&s->pack, REPO_PACK_TARGET + (8u << 20) - s->pack.len);
     size_t off = s->pack.len;
     /* A blob's nonce is its offset in the pack, under the pack's own key (HKDF of a random
      * 256-bit salt): two blobs of one pack never share an offset, so never a nonce. The
