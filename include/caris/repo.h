@@ -116,6 +116,14 @@ int repo_snapshot_put_entries(struct repo *r, struct repo_writer *w, json_t *ent
                               struct err *e);
 int repo_snapshot_commit(struct repo *r, json_t *summary, json_t *ref, char name_out[65],
                          struct err *e);
+/* The same as put_entries, for entries already serialised (a JSON array, compact, sorted
+ * keys), e.g. built one entry at a time to keep memory small. */
+int repo_snapshot_put_entries_text(struct repo *r, struct repo_writer *w, const char *text,
+                                   size_t len, json_t **ref, struct err *e);
+/* The entries as stored (JSON text), without parsing them: for readers that go through
+ * them one entry at a time. */
+int repo_snapshot_load_entries_text(struct repo *r, const char *name, struct buf *text,
+                                    struct err *e);
 /* Loads one snapshot file. entries may be NULL when not wanted. */
 int repo_snapshot_load(struct repo *r, const char *name, json_t **summary, json_t **entries,
                        struct err *e);

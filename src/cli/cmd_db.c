@@ -1,34 +1,464 @@
-/* Database commands: backup database, restore database, test-restore (issue #3). */
+/* Database commands: backup database, restore database, test-restore (issue #3). The
+ * contract they follow is docs/DATABASE-CONTRACT.md. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "caris/core.h"
+#include "caris/dbbackup.h"
+#include "caris/pgsrc.h"
+
 #include "cli.h"
 
-static int not_yet(const char *what)
+static const char BACKUP_USAGE[] =
+    "usage: caris-backup [--json] backup database [--full|--incremental] [--no-compress]\n"
+    "\n"
+    "Dumps the database of POSTGRES_URL with pg_dump (custom format, uncompressed so that the\n"
+    "repository deduplicates it) straight into the repository: no copy on disk. Kept with it:\n"
+    "the cluster's globals (pg_dumpall --globals-only: roles without passwords, tablespaces),\n"
+    "the server version, encoding and size, and every table's exact row count, taken in the\n"
+    "same snapshot as the dump.\n"
+    "\n"
+    "  --full           (the default) a backup that records no parent\n"
+    "  --incremental    records the latest backup of the same database as its parent; the\n"
+    "                   database is read whole either way, only changed chunks are added\n"
+    "  --no-compress    store this backup's new chunks uncompressed (still encrypted:\n"
+    "                   encryption cannot be turned off)\n"
+    "\n"
+    "POSTGRES_URL is a libpq URI (postgresql://user:password@host:5432/db) or a key=value\n"
+    "string; PGPASSWORD is used when it has no password. The password reaches pg_dump only\n"
+    "through its environment, never its arguments. The pg_dump of the server's major version\n"
+    "is used (/usr/lib/postgresql/<major>/bin, else PATH); an older one is refused.\n"
+    "Exit 10 when the database side fails (nothing is committed then).\n";
+
+static const char RESTORE_USAGE[] =
+    "usage: caris-backup [--json] restore database ID [--target-url URL] [--clean] [--create]\n"
+    "                    [--table T]... [--schema S]... [--jobs N] [--dry-run] [--verify]\n"
+    "\n"
+    "Streams the dump out of the repository (every chunk authenticated, SHA-256 checked) into\n"
+    "pg_restore, in a single transaction: a failure leaves the target as it was. The plan is\n"
+    "printed (stderr) before anything changes.\n"
+    "\n"
+    "  --target-url URL  restore there instead of POSTGRES_URL's database. It must not hold a\n"
+    "                    password (the process list shows arguments): put a URL with a\n"
+    "                    password in CARIS_RESTORE_TARGET_URL instead. Without one, the\n"
+    "                    password of POSTGRES_URL is used for the same server and user, else\n"
+    "                    PGPASSWORD.\n"
+    "  --clean           required when the target database is not empty: drops the backup's\n"
+    "                    objects there before recreating them\n"
+    "  --create          create the target database (it must not exist), with the backup's\n"
+    "                    encoding, and restore into it; dropped again if the restore fails\n"
+    "  --table T         only table T (a name, or schema.name); repeatable\n"
+    "  --schema S        only schema S; repeatable\n"
+    "  --jobs N          N parallel pg_restore jobs: the dump is staged (mode 0600) in\n"
+    "                    BACKUP_DIR/temp and removed afterwards; not one transaction\n"
+    "  --dry-run         change nothing on the target: restore into a scratch database on the\n"
+    "                    target's server instead (as test-restore), then drop it\n"
+    "  --verify          afterwards, compare every restored table's row count with the\n"
+    "                    backup's (exit 4 on any difference)\n"
+    "\n"
+    "Object owners and privileges are restored as in the backup when the roles exist on the\n"
+    "target and the restoring user may assign them; otherwise they are left out (--no-owner,\n"
+    "and --no-privileges for missing roles), as the plan says.\n";
+
+static const char TEST_USAGE[] =
+    "usage: caris-backup [--json] test-restore ID [--scratch database|local]\n"
+    "\n"
+    "Proves a database backup restores: restores it into a scratch database, compares every\n"
+    "table's row count with the counts recorded at backup time, drops the scratch database\n"
+    "(also on failure), and reports pass/fail with timings. The result is recorded in the\n"
+    "repository; `list` shows the latest one per backup.\n"
+    "\n"
+    "  --scratch database  (default) caris_test_<random> on the POSTGRES_URL server (the user\n"
+    "                      needs CREATEDB)\n"
+    "  --scratch local     a throwaway cluster: initdb under BACKUP_DIR/temp, started on a free\n"
+    "                      loopback port, removed afterwards (not as root)\n"
+    "\n"
+    "Exit 4 when the row counts differ, 10 when the restore fails.\n";
+
+static char *temp_dir(const struct globals *g)
 {
-    struct err e = ERR_INIT;
-    err_set(&e, ERR_FAILURE, "see the Status section of the README", "not implemented yet: %s",
-            what);
-    return fail(&e);
+    return xasprintf("%s/temp", config_backup_dir(&g->cfg));
+}
+
+/* POSTGRES_URL, checked for syntax before anything else happens. */
+static int postgres_url(const struct globals *g, const char **url, struct err *e)
+{
+    *url = config_get(&g->cfg, "POSTGRES_URL");
+    struct pgsrc_target t;
+    if (pgsrc_target_parse(*url, NULL, "POSTGRES_URL", &t, e) != 0)
+        return -1;
+    pgsrc_target_free(&t);
+    return 0;
+}
+
+static int parse_jobs(const char *s, int *out)
+{
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (*s == '\0' || *end != '\0' || v < 1 || v > 256)
+        return -1;
+    *out = (int)v;
+    return 0;
+}
+
+/* ---- backup database ------------------------------------------------------------------ */
+
+static void print_db_summary(const struct globals *g, json_t *s)
+{
+    if (g->json) {
+        json_t *copy = json_deep_copy(s);
+        json_object_del(copy, "_file");
+        print_json(copy);
+        json_decref(copy);
+        return;
+    }
+    if (g->quiet)
+        return;
+    json_t *st = json_object_get(s, "stats");
+    char dump[32], added[32], stored[32];
+    human_bytes((uint64_t)json_integer_value(json_object_get(st, "bytes_read")), dump,
+                sizeof(dump));
+    human_bytes((uint64_t)json_integer_value(json_object_get(st, "bytes_added")), added,
+                sizeof(added));
+    human_bytes((uint64_t)json_integer_value(json_object_get(st, "bytes_stored")), stored,
+                sizeof(stored));
+    long long rows = 0;
+    size_t i;
+    json_t *t;
+    json_array_foreach(json_object_get(s, "tables"), i, t) rows +=
+        json_integer_value(json_object_get(t, "rows"));
+    printf("backup %s %s\n", json_string_value(json_object_get(s, "id")),
+           strcmp(json_string_value(json_object_get(s, "status")), "ok") == 0
+               ? "completed"
+               : "completed with warnings");
+    printf("  database %s (PostgreSQL %s), %zu tables, %lld rows; dump %s, new data %s, stored "
+           "%s, %.1f s\n",
+           json_string_value(json_object_get(s, "database")),
+           json_string_value(json_object_get(s, "server_version")),
+           json_array_size(json_object_get(s, "tables")), rows, dump, added, stored,
+           (double)json_integer_value(json_object_get(s, "duration_ms")) / 1000.0);
+    if (json_object_get(s, "parent"))
+        printf("  based on %s\n", json_string_value(json_object_get(s, "parent")));
 }
 
 int cmd_backup_database(struct globals *g, int argc, char **argv)
 {
-    (void)g;
-    (void)argc;
-    (void)argv;
-    return not_yet("backup database");
+    static const struct option opts[] = {{"full", no_argument, 0, 'F'},
+                                         {"incremental", no_argument, 0, 'I'},
+                                         {"no-compress", no_argument, 0, 'n'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    bool incremental = false, no_compress = false;
+    int c;
+    /* Parse after the kind word: argv[1] ("database") plays the program name. */
+    int sargc = argc - 1;
+    char **sargv = argv + 1;
+    optind = 0;
+    while ((c = getopt_long(sargc, sargv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'F':
+            incremental = false;
+            break;
+        case 'I':
+            incremental = true;
+            break;
+        case 'n':
+            no_compress = true;
+            break;
+        case 'h':
+            fputs(BACKUP_USAGE, stdout);
+            return 0;
+        default:
+            return usage_error("invalid option for backup database%s", NULL);
+        }
+    }
+    if (optind < sargc)
+        return usage_error("unexpected argument '%s' for backup database (the database comes "
+                           "from POSTGRES_URL)",
+                           sargv[optind]);
+    struct err e = ERR_INIT;
+    const char *url;
+    if (postgres_url(g, &url, &e) != 0)
+        return fail(&e);
+    struct repo *r = open_repo(g, true, &e);
+    if (!r)
+        return fail(&e);
+    struct db_backup_opts o = {.url = url,
+                               .password = config_get(&g->cfg, "PGPASSWORD"),
+                               .no_compress = no_compress,
+                               .threads = g->threads,
+                               .progress = progress_fn(g)};
+    json_t *summary = NULL;
+    int rc = incremental ? caris_db_backup_incremental(r, &o, &summary, &e)
+                         : caris_db_backup_full(r, &o, &summary, &e);
+    progress_end(g);
+    repo_close(r);
+    if (rc < 0)
+        return fail(&e);
+    print_db_summary(g, summary);
+    json_decref(summary);
+    return rc == CARIS_DONE_WARNINGS ? EXIT_WARNINGS : 0;
+}
+
+/* ---- restore database ------------------------------------------------------------------ */
+
+static void print_plan(void *ctx, json_t *plan)
+{
+    const struct globals *g = ctx;
+    if (g->quiet)
+        return;
+    fprintf(stderr, "plan:\n");
+    size_t i;
+    json_t *line;
+    json_array_foreach(plan, i, line) fprintf(stderr, "  - %s\n", json_string_value(line));
+    fflush(stderr);
+}
+
+static void print_counts(json_t *tables)
+{
+    size_t i;
+    json_t *t;
+    bool counted = false;
+    json_array_foreach(tables, i, t) counted |= json_is_integer(json_object_get(t, "actual"));
+    if (!counted)
+        return;
+    json_array_foreach(tables, i, t)
+    {
+        json_t *a = json_object_get(t, "actual");
+        if (!json_is_integer(a)) {
+            printf("  DIFF %s.%s: missing\n", json_string_value(json_object_get(t, "schema")),
+                   json_string_value(json_object_get(t, "name")));
+            continue;
+        }
+        json_int_t want = json_integer_value(json_object_get(t, "expected"));
+        bool same = json_integer_value(a) == want;
+        printf("  %-4s %s.%s: %lld rows", same ? "ok" : "DIFF",
+               json_string_value(json_object_get(t, "schema")),
+               json_string_value(json_object_get(t, "name")), json_integer_value(a));
+        if (!same)
+            printf(", the backup recorded %lld", want);
+        printf("\n");
+    }
+}
+
+static void free_strs(const char **v)
+{
+    free((void *)v);
 }
 
 int cmd_restore_database(struct globals *g, int argc, char **argv)
 {
-    (void)g;
-    (void)argc;
-    (void)argv;
-    return not_yet("restore database");
+    static const struct option opts[] = {{"target-url", required_argument, 0, 'u'},
+                                         {"clean", no_argument, 0, 'c'},
+                                         {"create", no_argument, 0, 'C'},
+                                         {"table", required_argument, 0, 't'},
+                                         {"schema", required_argument, 0, 's'},
+                                         {"jobs", required_argument, 0, 'j'},
+                                         {"dry-run", no_argument, 0, 'n'},
+                                         {"verify", no_argument, 0, 'v'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    struct db_restore_opts o = {.jobs = 1, .threads = g->threads};
+    const char **tables = NULL, **schemas = NULL;
+    const char *target_url = NULL;
+    int c;
+    int sargc = argc - 1;
+    char **sargv = argv + 1;
+    optind = 0;
+    while ((c = getopt_long(sargc, sargv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'u':
+            target_url = optarg;
+            break;
+        case 'c':
+            o.clean = true;
+            break;
+        case 'C':
+            o.create = true;
+            break;
+        case 't':
+            tables = xrealloc(tables, xsize(o.ntables + 1, sizeof(char *), 0));
+            tables[o.ntables++] = optarg;
+            break;
+        case 's':
+            schemas = xrealloc(schemas, xsize(o.nschemas + 1, sizeof(char *), 0));
+            schemas[o.nschemas++] = optarg;
+            break;
+        case 'j':
+            if (parse_jobs(optarg, &o.jobs) != 0) {
+                free_strs(tables);
+                free_strs(schemas);
+                return usage_error("--jobs must be a number from 1 to 256, got '%s'", optarg);
+            }
+            break;
+        case 'n':
+            o.dry_run = true;
+            break;
+        case 'v':
+            o.verify = true;
+            break;
+        case 'h':
+            free_strs(tables);
+            free_strs(schemas);
+            fputs(RESTORE_USAGE, stdout);
+            return 0;
+        default:
+            free_strs(tables);
+            free_strs(schemas);
+            return usage_error("invalid option for restore database%s", NULL);
+        }
+    }
+    o.tables = tables;
+    o.schemas = schemas;
+    struct err e = ERR_INIT;
+    int code = 0;
+    char *tmp = NULL;
+    struct repo *r = NULL;
+    json_t *rep = NULL;
+    if (optind != sargc - 1) {
+        code = usage_error("restore database needs exactly one backup id%s", NULL);
+        goto out;
+    }
+    o.backup_id = sargv[optind];
+    if (target_url) {
+        int has = pgsrc_url_has_password(target_url);
+        if (has != 0) {
+            struct pgsrc_target t;
+            if (has < 0 && pgsrc_target_parse(target_url, NULL, "--target-url", &t, &e) != 0) {
+                e.code = ERR_USAGE;
+                code = fail(&e);
+                goto out;
+            }
+            if (has < 0)
+                pgsrc_target_free(&t);
+            err_set(&e, ERR_USAGE,
+                    "arguments are visible to every user in the process list: put the URL with "
+                    "its password in the environment variable CARIS_RESTORE_TARGET_URL instead "
+                    "(or the password alone in PGPASSWORD)",
+                    "--target-url must not contain a password");
+            code = fail(&e);
+            goto out;
+        }
+        o.target_url = target_url;
+    } else if (config_get(&g->cfg, "CARIS_RESTORE_TARGET_URL")) {
+        o.target_url = config_get(&g->cfg, "CARIS_RESTORE_TARGET_URL");
+    }
+    o.url = config_get(&g->cfg, "POSTGRES_URL");
+    if (!o.target_url && postgres_url(g, &o.url, &e) != 0) {
+        code = fail(&e);
+        goto out;
+    }
+    o.password = config_get(&g->cfg, "PGPASSWORD");
+    tmp = temp_dir(g);
+    o.temp_dir = tmp;
+    o.progress = progress_fn(g);
+    o.on_plan = print_plan;
+    o.plan_ctx = g;
+    if (!(r = open_repo(g, false, &e))) {
+        code = fail(&e);
+        goto out;
+    }
+    int rc = caris_db_restore(r, &o, &rep, &e);
+    progress_end(g);
+    if (g->json && rep) {
+        print_json(rep);
+    } else if (rep && rc == 0 && !g->quiet) {
+        json_t *tg = json_object_get(rep, "target");
+        double secs = (double)json_integer_value(json_object_get(rep, "duration_ms")) / 1000.0;
+        if (o.dry_run) {
+            json_t *tr = json_object_get(rep, "testRestore");
+            printf("dry run: backup %s restores cleanly (scratch database %s: restore %.1f s, "
+                   "verify %.1f s); database %s was not touched\n",
+                   o.backup_id, json_string_value(json_object_get(tr, "scratch_name")),
+                   (double)json_integer_value(json_object_get(tr, "restore_ms")) / 1000.0,
+                   (double)json_integer_value(json_object_get(tr, "verify_ms")) / 1000.0,
+                   json_string_value(json_object_get(tg, "database")));
+        } else {
+            printf("restored backup %s into database %s at host %s port %s in %.1f s\n",
+                   o.backup_id, json_string_value(json_object_get(tg, "database")),
+                   json_string_value(json_object_get(tg, "host")),
+                   json_string_value(json_object_get(tg, "port")), secs);
+        }
+        if (json_is_true(json_object_get(rep, "verified")))
+            printf("  row counts match the backup's in %zu table(s)\n",
+                   json_array_size(json_object_get(rep, "tables")));
+    } else if (rep && rc != 0 && !g->quiet) {
+        print_counts(json_object_get(rep, "tables"));
+    }
+    code = rc == 0 ? 0 : fail(&e);
+out:
+    json_decref(rep);
+    if (r)
+        repo_close(r);
+    free(tmp);
+    free_strs(tables);
+    free_strs(schemas);
+    return code;
 }
+
+/* ---- test-restore ------------------------------------------------------------------------- */
 
 int cmd_test_restore(struct globals *g, int argc, char **argv)
 {
-    (void)g;
-    (void)argc;
-    (void)argv;
-    return not_yet("test-restore");
+    static const struct option opts[] = {
+        {"scratch", required_argument, 0, 's'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    struct db_test_restore_opts o = {.scratch = DB_SCRATCH_DATABASE, .threads = g->threads};
+    int c;
+    optind = 0;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 's':
+            if (strcmp(optarg, "database") == 0)
+                o.scratch = DB_SCRATCH_DATABASE;
+            else if (strcmp(optarg, "local") == 0)
+                o.scratch = DB_SCRATCH_LOCAL;
+            else
+                return usage_error("--scratch must be 'database' or 'local', got '%s'", optarg);
+            break;
+        case 'h':
+            fputs(TEST_USAGE, stdout);
+            return 0;
+        default:
+            return usage_error("invalid option for test-restore%s", NULL);
+        }
+    }
+    if (optind != argc - 1)
+        return usage_error("test-restore needs exactly one backup id%s", NULL);
+    o.backup_id = argv[optind];
+    struct err e = ERR_INIT;
+    if (o.scratch == DB_SCRATCH_DATABASE && postgres_url(g, &o.url, &e) != 0)
+        return fail(&e);
+    o.password = config_get(&g->cfg, "PGPASSWORD");
+    char *tmp = temp_dir(g);
+    o.temp_dir = tmp;
+    o.progress = progress_fn(g);
+    struct repo *r = open_repo(g, false, &e);
+    if (!r) {
+        free(tmp);
+        return fail(&e);
+    }
+    json_t *rep = NULL;
+    int rc = caris_db_test_restore(r, &o, &rep, &e);
+    progress_end(g);
+    repo_close(r);
+    free(tmp);
+    if (g->json && rep) {
+        print_json(rep);
+    } else if (rep && !g->quiet && *json_string_value(json_object_get(rep, "scratch_name"))) {
+        bool ok = json_is_true(json_object_get(rep, "ok"));
+        printf("test restore of %s: %s (scratch %s %s: restore %.1f s, verify %.1f s, %zu "
+               "tables)\n",
+               o.backup_id, ok ? "PASSED" : "FAILED",
+               json_string_value(json_object_get(rep, "scratch")),
+               json_string_value(json_object_get(rep, "scratch_name")),
+               (double)json_integer_value(json_object_get(rep, "restore_ms")) / 1000.0,
+               (double)json_integer_value(json_object_get(rep, "verify_ms")) / 1000.0,
+               json_array_size(json_object_get(rep, "tables")));
+        if (!ok)
+            print_counts(json_object_get(rep, "tables"));
+    }
+    json_decref(rep);
+    return rc == 0 ? 0 : fail(&e);
 }

@@ -32,10 +32,16 @@ int repo_snapshot_put_entries(struct repo *r, struct repo_writer *w, json_t *ent
     char *list = json_dumps(entries, JSON_COMPACT | JSON_SORT_KEYS);
     if (!list)
         return err_set(e, ERR_FAILURE, NULL, "cannot serialise the backup manifest");
-    struct stream_result sr = {0};
-    int rc = stream_store_meta_buf(r, w, list, strlen(list), repo_chunker_params(r, true), &sr, e);
+    int rc = repo_snapshot_put_entries_text(r, w, list, strlen(list), ref, e);
     free(list);
-    if (rc != 0)
+    return rc;
+}
+
+int repo_snapshot_put_entries_text(struct repo *r, struct repo_writer *w, const char *text,
+                                   size_t len, json_t **ref, struct err *e)
+{
+    struct stream_result sr = {0};
+    if (stream_store_meta_buf(r, w, text, len, repo_chunker_params(r, true), &sr, e) != 0)
         return -1;
     char sha_hex[65];
     cx_hex(sr.sha256, 32, sha_hex);
@@ -108,23 +114,34 @@ static json_t *parse_json_part(const uint8_t *p, size_t len, const char *name, c
     return j;
 }
 
-/* The entries: their reference, then the stream it names. */
-static int load_entries(struct repo *r, const uint8_t *p, size_t len, const char *name,
-                        json_t **entries, struct err *e)
+/* The entries' text: their reference, then the stream it names. */
+static int load_entries_text(struct repo *r, const uint8_t *p, size_t len, const char *name,
+                             struct buf *list, struct err *e)
 {
     json_t *ref = parse_json_part(p, len, name, "entries reference", e);
     if (!ref)
         return -1;
     const char *sha_hex = json_string_value(json_object_get(ref, "sha256"));
     uint8_t sha[32];
+    int rc = -1;
+    if (!sha_hex || cx_unhex(sha_hex, sha, 32) != 0)
+        err_set(e, ERR_DAMAGE, NULL, "snapshot %s: malformed entries reference", name);
+    else if (stream_restore_buf(r, json_object_get(ref, "chunks"), sha, REPO_MAX_METADATA, list,
+                                e) != 0)
+        err_wrap(e, "snapshot %s: entries", name);
+    else
+        rc = 0;
+    json_decref(ref);
+    return rc;
+}
+
+/* The entries, parsed. */
+static int load_entries(struct repo *r, const uint8_t *p, size_t len, const char *name,
+                        json_t **entries, struct err *e)
+{
     struct buf list = {0};
     int rc = -1;
-    if (!sha_hex || cx_unhex(sha_hex, sha, 32) != 0) {
-        err_set(e, ERR_DAMAGE, NULL, "snapshot %s: malformed entries reference", name);
-    } else if (stream_restore_buf(r, json_object_get(ref, "chunks"), sha, REPO_MAX_METADATA, &list,
-                                  e) != 0) {
-        err_wrap(e, "snapshot %s: entries", name);
-    } else {
+    if (load_entries_text(r, p, len, name, &list, e) == 0) {
         json_error_t je;
         *entries = json_loadb((const char *)list.data, list.len, 0, &je);
         if (!*entries || !json_is_array(*entries)) {
@@ -136,12 +153,29 @@ static int load_entries(struct repo *r, const uint8_t *p, size_t len, const char
         }
     }
     buf_free(&list);
-    json_decref(ref);
     return rc;
 }
 
+static int snapshot_load(struct repo *r, const char *name, json_t **summary, json_t **entries,
+                         struct buf *text, struct err *e);
+
 int repo_snapshot_load(struct repo *r, const char *name, json_t **summary, json_t **entries,
                        struct err *e)
+{
+    return snapshot_load(r, name, summary, entries, NULL, e);
+}
+
+int repo_snapshot_load_entries_text(struct repo *r, const char *name, struct buf *text,
+                                    struct err *e)
+{
+    json_t *summary = NULL;
+    int rc = snapshot_load(r, name, &summary, NULL, text, e);
+    json_decref(summary);
+    return rc;
+}
+
+static int snapshot_load(struct repo *r, const char *name, json_t **summary, json_t **entries,
+                         struct buf *text, struct err *e)
 {
     char obj[100];
     snprintf(obj, sizeof(obj), "snapshots/%s", name);
@@ -182,6 +216,9 @@ int repo_snapshot_load(struct repo *r, const char *name, json_t **summary, json_
     }
     if (entries &&
         load_entries(r, payload.data + rd.pos, payload.len - rd.pos, name, entries, e) != 0)
+        goto out;
+    if (text &&
+        load_entries_text(r, payload.data + rd.pos, payload.len - rd.pos, name, text, e) != 0)
         goto out;
     rc = 0;
 out:

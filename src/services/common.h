@@ -14,6 +14,17 @@ int backup_id_claim(struct repo *r, const char *prefix, const char *mode, int64_
                     size_t n, struct err *e);
 void backup_id_release(struct repo *r, const char *id);
 
+/* Goes through a manifest's entries (its JSON text) one entry at a time, so that memory
+ * holds one entry, not all of them as objects. */
+struct entry_iter {
+    const char *p, *end;
+    size_t index; /* entries returned so far */
+    bool started;
+};
+void entry_iter_init(struct entry_iter *it, const struct buf *text);
+/* 1 and *ent (the caller's), 0 at the end, -1 with ERR_DAMAGE when the text is malformed. */
+int entry_iter_next(struct entry_iter *it, json_t **ent, struct err *e);
+
 /* Reads the chunk list of a manifest entry: [[hex id, length], ...]. */
 int chunks_decode(json_t *chunks, uint8_t (**ids)[32], uint32_t **lens, size_t *n);
 
@@ -39,6 +50,6 @@ struct files_read_opts {
 /* report gets {"files", "dirs", "bytes", "errors": [{path, error}], "warnings": [...]}.
  * Returns 0 when every file matched, ERR_DAMAGE (-1, e set) when any did not, -1 for other
  * failures. */
-int files_read_backup(struct repo *r, json_t *summary, json_t *entries,
+int files_read_backup(struct repo *r, json_t *summary, const struct buf *entries,
                       const struct files_read_opts *o, json_t *report, struct err *e);
 #endif

@@ -42,6 +42,26 @@ struct filerec {
     uint8_t sha[32];
     char *error;  /* could not be read: no content kept */
     bool changed; /* changed while read */
+    /* 1 for the reader + 1 per chunk job in flight: the entry is complete (its chunk ids
+     * known) when this reaches 0 (release by the workers, acquire by the main thread) */
+    int pending;
+};
+
+/* The previous backup's regular files, for incremental backups: only what deciding
+ * "unchanged" and reusing the content needs, not the whole manifest as JSON objects. */
+struct prev_file {
+    char *key; /* "<root>/<path>" */
+    int64_t size, mtime_s, mtime_ns, ctime_s, ctime_ns, ino;
+    char *chunks;  /* compact JSON */
+    char *extents; /* compact JSON or NULL */
+    char sha[65];
+};
+
+struct prev_map {
+    struct prev_file *v;
+    size_t n, cap;
+    uint32_t *slots; /* open addressing: index + 1 */
+    size_t nslots;
 };
 
 /* A reader's buffer, one per reader thread. */
@@ -58,12 +78,15 @@ struct bctx {
     struct pool *pool;
     struct chunker ch;
     const struct files_backup_opts *o;
-    json_t *entries;
+    /* Entries are serialised in manifest order as soon as they are complete, and their JSON
+     * objects freed: memory holds the entries in flight, not the whole manifest. */
+    json_t *entries;             /* slot i: entry i, or null once serialised */
+    struct filerec **entry_recs; /* slot i: the file being read for entry i, or NULL */
+    size_t nentries, cap_entries, nflushed;
+    struct buf text; /* the entries serialised so far: "[e0,e1,..." */
     json_t *warnings;
     size_t nwarnings;
-    struct filerec **recs;
-    size_t nrecs, caprecs;
-    json_t *prev; /* incremental: "<root>/<path>" → previous entry */
+    struct prev_map *prev; /* incremental */
     int root;
     struct pool *readers; /* whole files, I/O-bound: several at once hide read latency */
     struct rbuf *rbufs;   /* one per reader */
@@ -81,6 +104,7 @@ struct bctx {
 
 struct cjob {
     struct bctx *b;
+    struct filerec *rec;
     uint8_t *data;
     size_t len;
     struct chunkref *ref;
@@ -105,6 +129,7 @@ static void chunk_job(void *arg, int worker)
             pthread_mutex_unlock(&b->err_mu);
         }
     }
+    __atomic_sub_fetch(&j->rec->pending, 1, __ATOMIC_RELEASE);
     free(j->data);
     free(j);
 }
@@ -165,8 +190,10 @@ static void emit_chunk(struct bctx *b, struct filerec *f, const uint8_t *p, size
     j->b = b;
     j->data = xmemdup(p, len);
     j->len = len;
+    j->rec = f;
     j->ref = &f->refs[f->nrefs++];
     j->ref->len = (uint32_t)len;
+    __atomic_add_fetch(&f->pending, 1, __ATOMIC_RELAXED);
     pool_submit(b->pool, chunk_job, j);
 }
 
@@ -234,6 +261,122 @@ static bool same_stat(const struct stat *a, const struct stat *c)
            a->st_ctim.tv_nsec == c->st_ctim.tv_nsec && a->st_ino == c->st_ino;
 }
 
+/* ---- the previous backup, for incremental backups --------------------------------------- */
+
+static uint64_t key_hash(const char *k, size_t n)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (uint8_t)k[i]) * 1099511628211ull;
+    return h;
+}
+
+static const struct prev_file *prev_find(const struct prev_map *m, const char *key, size_t kl)
+{
+    if (!m || !m->nslots)
+        return NULL;
+    size_t mask = m->nslots - 1;
+    for (size_t h = key_hash(key, kl) & mask;; h = (h + 1) & mask) {
+        uint32_t v = m->slots[h];
+        if (!v)
+            return NULL;
+        const struct prev_file *p = &m->v[v - 1];
+        if (strlen(p->key) == kl && memcmp(p->key, key, kl) == 0)
+            return p;
+    }
+}
+
+static void prev_index(struct prev_map *m)
+{
+    m->nslots = 16;
+    while (m->nslots < m->n * 2)
+        m->nslots *= 2;
+    m->slots = xcalloc(m->nslots, sizeof(uint32_t));
+    for (size_t i = 0; i < m->n; i++) {
+        size_t mask = m->nslots - 1;
+        size_t h = key_hash(m->v[i].key, strlen(m->v[i].key)) & mask;
+        while (m->slots[h])
+            h = (h + 1) & mask;
+        m->slots[h] = (uint32_t)i + 1;
+    }
+}
+
+static void prev_free(struct prev_map *m)
+{
+    if (!m)
+        return;
+    for (size_t i = 0; i < m->n; i++) {
+        free(m->v[i].key);
+        free(m->v[i].chunks);
+        free(m->v[i].extents);
+    }
+    free(m->v);
+    free(m->slots);
+    free(m);
+}
+
+/* One entry of the previous manifest: files that were read completely are kept. */
+static void prev_add(struct prev_map *m, json_t *ent)
+{
+    const char *type = json_string_value(json_object_get(ent, "type"));
+    const char *sha = json_string_value(json_object_get(ent, "sha256"));
+    json_t *chunks = json_object_get(ent, "chunks");
+    char *path;
+    size_t plen;
+    if (!type || strcmp(type, "file") != 0 || json_object_get(ent, "error") || !sha ||
+        strlen(sha) != 64 || !json_is_array(chunks) ||
+        manifest_get_bytes(ent, "path", &path, &plen) != 0)
+        return;
+    if (m->n == m->cap) {
+        m->cap = m->cap ? m->cap * 2 : 1024;
+        m->v = xrealloc(m->v, xsize(m->cap, sizeof(*m->v), 0));
+    }
+    struct prev_file *p = &m->v[m->n++];
+    p->key =
+        xasprintf("%lld/%s", (long long)json_integer_value(json_object_get(ent, "root")), path);
+    free(path);
+    p->size = json_integer_value(json_object_get(ent, "size"));
+    p->mtime_s = json_integer_value(json_object_get(ent, "mtime_s"));
+    p->mtime_ns = json_integer_value(json_object_get(ent, "mtime_ns"));
+    p->ctime_s = json_integer_value(json_object_get(ent, "ctime_s"));
+    p->ctime_ns = json_integer_value(json_object_get(ent, "ctime_ns"));
+    p->ino = json_integer_value(json_object_get(ent, "ino"));
+    p->chunks = json_dumps(chunks, JSON_COMPACT);
+    json_t *ext = json_object_get(ent, "extents");
+    p->extents = ext ? json_dumps(ext, JSON_COMPACT) : NULL;
+    memcpy(p->sha, sha, 65);
+}
+
+/* Reads the previous manifest one entry at a time, so only the compact table is kept,
+ * never the whole manifest as objects. */
+static struct prev_map *prev_load(struct repo *r, json_t *parent, struct err *e)
+{
+    struct buf text = {0};
+    if (repo_snapshot_load_entries_text(r, json_string_value(json_object_get(parent, "_file")),
+                                        &text, e) != 0) {
+        buf_free(&text);
+        return NULL;
+    }
+    struct prev_map *m = xcalloc(1, sizeof(*m));
+    struct entry_iter it;
+    entry_iter_init(&it, &text);
+    json_t *ent;
+    int more;
+    while ((more = entry_iter_next(&it, &ent, e)) == 1) {
+        prev_add(m, ent);
+        json_decref(ent);
+    }
+    if (more < 0) {
+        err_wrap(e, "the previous backup's manifest");
+        buf_free(&text);
+        prev_free(m);
+        return NULL;
+    }
+    buf_free(&text);
+    prev_index(m);
+    return m;
+}
+
 /* Incremental: reuse the previous entry's chunks when the file looks unchanged and all its
  * chunks are still in the repository. */
 static bool try_reuse(struct bctx *b, const struct fswalk_entry *ent, json_t *obj)
@@ -244,37 +387,34 @@ static bool try_reuse(struct bctx *b, const struct fswalk_entry *ent, json_t *ob
     size_t kl = strlen(key);
     key = xrealloc(key, kl + ent->path_len + 1);
     memcpy(key + kl, ent->path, ent->path_len + 1);
-    json_t *p = json_object_get(b->prev, key);
+    const struct prev_file *p = prev_find(b->prev, key, kl + ent->path_len);
     free(key);
-    if (!p || json_object_get(p, "error"))
-        return false;
     const struct stat *st = &ent->st;
-    if (json_integer_value(json_object_get(p, "size")) != (json_int_t)st->st_size ||
-        json_integer_value(json_object_get(p, "mtime_s")) != (json_int_t)st->st_mtim.tv_sec ||
-        json_integer_value(json_object_get(p, "mtime_ns")) != (json_int_t)st->st_mtim.tv_nsec ||
-        json_integer_value(json_object_get(p, "ctime_s")) != (json_int_t)st->st_ctim.tv_sec ||
-        json_integer_value(json_object_get(p, "ctime_ns")) != (json_int_t)st->st_ctim.tv_nsec ||
-        json_integer_value(json_object_get(p, "ino")) != (json_int_t)st->st_ino)
+    if (!p || p->size != (int64_t)st->st_size || p->mtime_s != (int64_t)st->st_mtim.tv_sec ||
+        p->mtime_ns != (int64_t)st->st_mtim.tv_nsec || p->ctime_s != (int64_t)st->st_ctim.tv_sec ||
+        p->ctime_ns != (int64_t)st->st_ctim.tv_nsec || p->ino != (int64_t)st->st_ino)
         return false;
-    json_t *chunks = json_object_get(p, "chunks");
-    const char *sha = json_string_value(json_object_get(p, "sha256"));
+    json_t *chunks = json_loads(p->chunks, 0, NULL);
     uint8_t(*ids)[32];
     uint32_t *lens;
     size_t n;
-    if (!sha || chunks_decode(chunks, &ids, &lens, &n) != 0)
+    if (!chunks || chunks_decode(chunks, &ids, &lens, &n) != 0) {
+        json_decref(chunks);
         return false;
+    }
     bool ok = true;
     for (size_t i = 0; i < n && ok; i++)
         ok = repo_has_blob(b->r, ids[i]);
     free(ids);
     free(lens);
-    if (!ok)
+    if (!ok) {
+        json_decref(chunks);
         return false;
-    json_object_set(obj, "chunks", chunks);
-    json_object_set_new(obj, "sha256", json_string(sha));
-    json_t *ext = json_object_get(p, "extents");
-    if (ext)
-        json_object_set(obj, "extents", ext);
+    }
+    json_object_set_new(obj, "chunks", chunks);
+    json_object_set_new(obj, "sha256", json_string(p->sha));
+    if (p->extents)
+        json_object_set_new(obj, "extents", json_loads(p->extents, 0, NULL));
     b->unchanged++;
     b->bytes_total += (uint64_t)st->st_size;
     return true;
@@ -331,11 +471,12 @@ static void read_file_job(void *arg, int reader)
         warn_path(b, f->path, f->path_len,
                   "file changed while being read; the backup holds what was read");
     }
+    __atomic_sub_fetch(&f->pending, 1, __ATOMIC_RELEASE); /* last: f is the main thread's now */
 }
 
 /* Main thread, in the walk callback: open the file (its directory fd is valid only now)
  * and hand it to a reader. */
-static void backup_file(struct bctx *b, const struct fswalk_entry *ent, json_t *obj)
+static struct filerec *backup_file(struct bctx *b, const struct fswalk_entry *ent, json_t *obj)
 {
     int fd = openat(ent->dirfd, ent->name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
     if (fd < 0 && errno == EPERM)
@@ -345,14 +486,14 @@ static void backup_file(struct bctx *b, const struct fswalk_entry *ent, json_t *
         snprintf(msg, sizeof(msg), "cannot read file: %s", strerror(errno));
         warn_path(b, ent->path, ent->path_len, msg);
         json_object_set_new(obj, "error", json_string(msg));
-        return;
+        return NULL;
     }
     struct stat st;
     if (fstat(fd, &st) != 0 || st.st_ino != ent->st.st_ino || !S_ISREG(st.st_mode)) {
         warn_path(b, ent->path, ent->path_len, "file was replaced while being backed up");
         json_object_set_new(obj, "error", json_string("replaced while being backed up"));
         close(fd);
-        return;
+        return NULL;
     }
     struct filerec *f = xcalloc(1, sizeof(*f));
     f->b = b;
@@ -361,12 +502,9 @@ static void backup_file(struct bctx *b, const struct fswalk_entry *ent, json_t *
     f->path_len = ent->path_len;
     f->fd = fd;
     f->st = st;
-    if (b->nrecs == b->caprecs) {
-        b->caprecs = b->caprecs ? b->caprecs * 2 : 1024;
-        b->recs = xrealloc(b->recs, xsize(b->caprecs, sizeof(*b->recs), 0));
-    }
-    b->recs[b->nrecs++] = f;
+    f->pending = 1; /* the reader's */
     pool_submit(b->readers, read_file_job, f);
+    return f;
 }
 
 /* After all readers and workers finished: the manifest entries of read files. */
@@ -411,13 +549,51 @@ static void rec_free(struct filerec *f)
     free(f);
 }
 
+/* Serialises the complete entries at the head of the manifest, in order, and frees their
+ * JSON. With all, waits for nothing: the caller has drained the pools. */
+static void flush_entries(struct bctx *b)
+{
+    while (b->nflushed < b->nentries) {
+        size_t i = b->nflushed;
+        struct filerec *f = b->entry_recs[i];
+        if (f && __atomic_load_n(&f->pending, __ATOMIC_ACQUIRE) != 0)
+            break;
+        if (f) {
+            rec_finish(f);
+            rec_free(f);
+            b->entry_recs[i] = NULL;
+        }
+        char *s = json_dumps(json_array_get(b->entries, i), JSON_COMPACT | JSON_SORT_KEYS);
+        if (!s) {
+            fprintf(stderr, "fatal: cannot serialise a manifest entry\n");
+            abort();
+        }
+        buf_append_u8(&b->text, i == 0 ? '[' : ',');
+        buf_append(&b->text, s, strlen(s));
+        free(s);
+        json_array_set_new(b->entries, i, json_null());
+        b->nflushed++;
+    }
+}
+
+static size_t entry_add(struct bctx *b, json_t *obj)
+{
+    if (b->nentries == b->cap_entries) {
+        b->cap_entries = b->cap_entries ? b->cap_entries * 2 : 1024;
+        b->entry_recs = xrealloc(b->entry_recs, xsize(b->cap_entries, sizeof(*b->entry_recs), 0));
+    }
+    b->entry_recs[b->nentries] = NULL;
+    json_array_append_new(b->entries, obj);
+    return b->nentries++;
+}
+
 static int on_entry(void *ctx, const struct fswalk_entry *ent, struct err *e)
 {
     struct bctx *b = ctx;
     if (worker_failed(b, e))
         return -1;
     json_t *obj = manifest_entry_new(b->root, ent->path, ent->path_len, &ent->meta);
-    json_array_append_new(b->entries, obj);
+    size_t idx = entry_add(b, obj);
     switch (ent->meta.type) {
     case FS_REG:
         b->files++;
@@ -425,7 +601,7 @@ static int on_entry(void *ctx, const struct fswalk_entry *ent, struct err *e)
         json_object_set_new(obj, "ctime_ns", json_integer(ent->st.st_ctim.tv_nsec));
         json_object_set_new(obj, "ino", json_integer((json_int_t)ent->st.st_ino));
         if (!try_reuse(b, ent, obj))
-            backup_file(b, ent, obj);
+            b->entry_recs[idx] = backup_file(b, ent, obj);
         break;
     case FS_DIR:
         b->dirs++;
@@ -438,6 +614,7 @@ static int on_entry(void *ctx, const struct fswalk_entry *ent, struct err *e)
         break;
     }
     maybe_progress(b, false);
+    flush_entries(b);
     return 0;
 }
 
@@ -515,34 +692,6 @@ static json_t *find_parent(struct repo *r, json_t *roots, struct err *e)
     return best ? best : json_null();
 }
 
-static json_t *prev_map(struct repo *r, json_t *parent, struct err *e)
-{
-    json_t *summary, *entries;
-    if (repo_snapshot_load(r, json_string_value(json_object_get(parent, "_file")), &summary,
-                           &entries, e) != 0)
-        return NULL;
-    json_decref(summary);
-    json_t *map = json_object();
-    size_t i;
-    json_t *ent;
-    json_array_foreach(entries, i, ent)
-    {
-        if (strcmp(json_string_value(json_object_get(ent, "type")) ?: "", "file") != 0)
-            continue;
-        char *path;
-        size_t plen;
-        if (manifest_get_bytes(ent, "path", &path, &plen) != 0)
-            continue;
-        char *key =
-            xasprintf("%lld/%s", (long long)json_integer_value(json_object_get(ent, "root")), path);
-        json_object_set_nocheck(map, key, ent);
-        free(key);
-        free(path);
-    }
-    json_decref(entries);
-    return map;
-}
-
 static int files_backup(struct repo *r, const struct files_backup_opts *o, bool incremental,
                         json_t **summary_out, struct err *e)
 {
@@ -571,7 +720,7 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
             goto out;
         if (json_is_null(parent)) {
             log_info("no earlier backup of these paths: this incremental backup reads every file");
-        } else if (!(b.prev = prev_map(r, parent, e))) {
+        } else if (!(b.prev = prev_load(r, parent, e))) {
             goto out;
         }
     }
@@ -607,10 +756,13 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
      * the writer flushed (packs, index), and only then the snapshot committed. */
     maybe_progress(&b, true);
 
-    /* Every chunk id is known now: complete the entries of the files that were read. */
-    for (size_t i = 0; i < b.nrecs; i++)
-        rec_finish(b.recs[i]);
-    if (repo_snapshot_put_entries(r, b.w, b.entries, &entries_ref, e) != 0 ||
+    /* Every chunk id is known now: the rest of the entries are complete. */
+    flush_entries(&b);
+    buf_append_u8(&b.text, b.nentries ? ']' : '[');
+    if (!b.nentries)
+        buf_append_u8(&b.text, ']');
+    if (repo_snapshot_put_entries_text(r, b.w, (const char *)b.text.data, b.text.len, &entries_ref,
+                                       e) != 0 ||
         repo_writer_flush(b.w, e) != 0)
         goto out;
     struct repo_writer_stats ws;
@@ -651,14 +803,16 @@ out:
     for (size_t i = 0; b.rbufs && i < READERS; i++)
         free(b.rbufs[i].p);
     free(b.rbufs);
-    for (size_t i = 0; i < b.nrecs; i++)
-        rec_free(b.recs[i]);
+    for (size_t i = b.nflushed; i < b.nentries; i++)
+        if (b.entry_recs[i])
+            rec_free(b.entry_recs[i]);
+    free(b.entry_recs);
+    buf_free(&b.text);
     if (claimed)
         backup_id_release(r, id);
     repo_unlock(r);
     repo_writer_free(b.w);
-    free(b.recs);
-    json_decref(b.prev);
+    prev_free(b.prev);
     json_decref(parent);
     json_decref(summary);
     json_decref(entries_ref);

@@ -388,22 +388,26 @@ static bool selected(const struct files_read_opts *o, const char *rel, bool is_d
 
 /* Every --include must name something in the backup: a typo is an error before anything
  * is written, not an empty restore that looks like success. */
-static int check_includes(const struct files_read_opts *o, json_t *roots, json_t *entries,
+static int check_includes(const struct files_read_opts *o, json_t *roots, const struct buf *entries,
                           struct err *e)
 {
     if (!o->nincludes)
         return 0;
     bool *hit = xcalloc(o->nincludes, sizeof(bool));
-    size_t i;
+    struct entry_iter it;
+    entry_iter_init(&it, entries);
     json_t *ent;
-    json_array_foreach(entries, i, ent)
-    {
+    int more;
+    while ((more = entry_iter_next(&it, &ent, e)) == 1) {
         char *path;
         size_t plen;
         const char *rootp = json_string_value(
             json_array_get(roots, (size_t)json_integer_value(json_object_get(ent, "root"))));
-        if (!rootp || manifest_get_bytes(ent, "path", &path, &plen) != 0)
+        if (!rootp || manifest_get_bytes(ent, "path", &path, &plen) != 0) {
+            json_decref(ent);
             continue;
+        }
+        json_decref(ent);
         char *rel = target_path(rootp, path, plen);
         free(path);
         if (!rel)
@@ -417,7 +421,7 @@ static int check_includes(const struct files_read_opts *o, json_t *roots, json_t
         }
         free(rel);
     }
-    int rc = 0;
+    int rc = more < 0 ? -1 : 0;
     for (size_t k = 0; k < o->nincludes && rc == 0; k++)
         if (!hit[k])
             rc = err_set(
@@ -429,9 +433,10 @@ static int check_includes(const struct files_read_opts *o, json_t *roots, json_t
     return rc;
 }
 
-int files_read_backup(struct repo *r, json_t *summary, json_t *entries,
+int files_read_backup(struct repo *r, json_t *summary, const struct buf *entries,
                       const struct files_read_opts *o, json_t *report, struct err *e)
 {
+    json_t *ent = NULL;
     struct rctx c = {.r = r, .o = o, .start_mono = time_mono_ns()};
     c.errors = json_array();
     c.warnings = json_array();
@@ -456,12 +461,16 @@ int files_read_backup(struct repo *r, json_t *summary, json_t *entries,
     }
     int nthreads = o->threads > 0 ? o->threads : sys_ncpu();
     c.pool = pool_new(nthreads, MAX_INFLIGHT_JOBS);
-    size_t i;
-    json_t *ent;
-    json_array_foreach(entries, i, ent)
-    {
-        if (has_fatal(&c))
+    struct entry_iter it;
+    entry_iter_init(&it, entries);
+    int more;
+    while ((more = entry_iter_next(&it, &ent, e)) == 1) {
+        size_t i = it.index - 1;
+        if (has_fatal(&c)) {
+            json_decref(ent);
+            ent = NULL;
             break;
+        }
         int root;
         char *path;
         size_t plen;
@@ -491,6 +500,8 @@ int files_read_backup(struct repo *r, json_t *summary, json_t *entries,
             free(rel);
             fs_meta_free(&m);
             json_decref(pathj);
+            json_decref(ent);
+            ent = NULL;
             continue;
         }
         struct err fe = ERR_INIT;
@@ -575,7 +586,11 @@ int files_read_backup(struct repo *r, json_t *summary, json_t *entries,
         free(rel);
         fs_meta_free(&m);
         json_decref(pathj);
+        json_decref(ent);
+        ent = NULL;
     }
+    if (more < 0)
+        goto out;
     drain_all(&c);
     if (err_is_set(&c.fatal)) {
         *e = c.fatal;
@@ -598,6 +613,7 @@ int files_read_backup(struct repo *r, json_t *summary, json_t *entries,
                      "--read-data`",
                      "%zu file(s) failed verification", json_array_size(c.errors));
 out:
+    json_decref(ent);
     if (c.pool)
         drain_all(&c);
     if (c.pool)
@@ -614,22 +630,22 @@ out:
     return rc;
 }
 
-static int load_files_backup(struct repo *r, const char *id, json_t **summary, json_t **entries,
+/* The summary and the entries' text of a file backup. */
+static int load_files_backup(struct repo *r, const char *id, json_t **summary, struct buf *entries,
                              struct err *e)
 {
     char name[65];
-    json_t *s;
-    if (repo_snapshot_find(r, id, name, &s, e) != 0)
-        return -1;
-    json_decref(s);
-    if (repo_snapshot_load(r, name, summary, entries, e) != 0)
+    if (repo_snapshot_find(r, id, name, summary, e) != 0)
         return -1;
     const char *kind = json_string_value(json_object_get(*summary, "kind"));
     if (!kind || strcmp(kind, "files") != 0) {
         json_decref(*summary);
-        json_decref(*entries);
         return err_set(e, ERR_USAGE, "use `caris-backup restore database` for database backups",
                        "backup %s is not a file backup", id);
+    }
+    if (repo_snapshot_load_entries_text(r, name, entries, e) != 0) {
+        json_decref(*summary);
+        return -1;
     }
     return 0;
 }
@@ -637,11 +653,14 @@ static int load_files_backup(struct repo *r, const char *id, json_t **summary, j
 int caris_files_restore(struct repo *r, const struct files_restore_opts *o, json_t **report,
                         struct err *e)
 {
-    json_t *summary, *entries;
+    json_t *summary;
+    struct buf entries = {0};
     if (!o->target)
         return err_set(e, ERR_USAGE, "give --target DIR", "no restore target given");
-    if (load_files_backup(r, o->backup_id, &summary, &entries, e) != 0)
+    if (load_files_backup(r, o->backup_id, &summary, &entries, e) != 0) {
+        buf_free(&entries);
         return -1;
+    }
     struct files_read_opts ro = {.target = o->target,
                                  .overwrite = o->overwrite,
                                  .includes = o->includes,
@@ -650,9 +669,9 @@ int caris_files_restore(struct repo *r, const struct files_restore_opts *o, json
                                  .progress = o->progress,
                                  .ctx = o->ctx};
     *report = json_pack("{s:s, s:s}", "backupId", o->backup_id, "target", o->target);
-    int rc = files_read_backup(r, summary, entries, &ro, *report, e);
+    int rc = files_read_backup(r, summary, &entries, &ro, *report, e);
     json_decref(summary);
-    json_decref(entries);
+    buf_free(&entries);
     if (rc == 0 && json_array_size(json_object_get(*report, "warnings")))
         return CARIS_DONE_WARNINGS;
     return rc;
@@ -729,15 +748,18 @@ int caris_backup_verify(struct repo *r, const char *backup_id, const struct veri
         return rc;
     }
     json_decref(s);
-    if (load_files_backup(r, backup_id, &summary, &entries, e) != 0)
+    struct buf text = {0};
+    if (load_files_backup(r, backup_id, &summary, &text, e) != 0) {
+        buf_free(&text);
         return -1;
+    }
     struct files_read_opts ro = {.threads = o ? o->threads : 0,
                                  .progress = o ? o->progress : NULL,
                                  .ctx = o ? o->ctx : NULL};
     *report = json_pack("{s:s}", "backupId", backup_id);
-    int rc = files_read_backup(r, summary, entries, &ro, *report, e);
+    int rc = files_read_backup(r, summary, &text, &ro, *report, e);
     json_object_set_new(*report, "valid", json_boolean(rc == 0));
     json_decref(summary);
-    json_decref(entries);
+    buf_free(&text);
     return rc;
 }

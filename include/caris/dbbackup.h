@@ -1,0 +1,104 @@
+/* The seed's database services: logical backups of a PostgreSQL database and their
+ * restores, as C functions shared by the CLI, the API and the tests.
+ *
+ *   databaseBackupService.createFullBackup({compress})  -> caris_db_backup_full()
+ *   databaseBackupService.createIncrementalBackup()     -> caris_db_backup_incremental()
+ *   recoveryService.restoreDatabase({backupId, ...})     -> caris_db_restore()
+ *   recoveryService.testRestore(id)                      -> caris_db_test_restore()
+ *
+ * (listBackups and verifyBackup are caris_backup_list and caris_backup_verify in backup.h.)
+ * The contract these follow, field by field, is docs/DATABASE-CONTRACT.md. */
+#ifndef CARIS_DBBACKUP_H
+#define CARIS_DBBACKUP_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "caris/backup.h"
+#include "caris/err.h"
+#include "caris/repo.h"
+
+struct db_backup_opts {
+    const char *url;      /* POSTGRES_URL: libpq URI or key=value string */
+    const char *password; /* used when url has none (PGPASSWORD); may be NULL */
+    bool no_compress;     /* store chunks uncompressed (this backup only); still encrypted */
+    int threads;          /* workers; 0 = number of CPUs */
+    caris_progress_fn progress;
+    void *ctx;
+};
+
+/* Streams `pg_dump -Fc -Z0 --snapshot=...` (no copy on disk) and `pg_dumpall
+ * --globals-only --no-role-passwords` into the repository, with the server's version, the
+ * database's size and encoding and every table's exact row count taken in the dump's
+ * snapshot. Returns CARIS_DONE, CARIS_DONE_WARNINGS (the globals could not be dumped: the
+ * database dump is complete), or -1 with e and nothing committed. *summary: as `list`. */
+int caris_db_backup_full(struct repo *r, const struct db_backup_opts *o, json_t **summary,
+                         struct err *e);
+/* The same, recording as "parent" the latest backup of the same database. The dump is read
+ * whole either way; only the chunks that changed are added to the repository. */
+int caris_db_backup_incremental(struct repo *r, const struct db_backup_opts *o, json_t **summary,
+                                struct err *e);
+
+struct db_restore_opts {
+    const char *backup_id;
+    const char *url;           /* POSTGRES_URL: the default target */
+    const char *password;      /* PGPASSWORD; may be NULL */
+    const char *target_url;    /* NULL: url. Its password, when it has none: url's when both
+                                  name the same server and user, else password */
+    bool clean;                /* drop the backup's objects before recreating them */
+    bool create;               /* create the target database (it must not exist) */
+    const char *const *tables; /* restore only these tables ("name" or "schema.name") */
+    size_t ntables;
+    const char *const *schemas; /* restore only these schemas */
+    size_t nschemas;
+    int jobs;             /* > 1: parallel pg_restore from a staged copy under temp_dir */
+    bool dry_run;         /* change nothing on the target: test-restore into a scratch database */
+    bool verify;          /* compare row counts afterwards */
+    const char *temp_dir; /* BACKUP_DIR/temp */
+    int threads;
+    caris_progress_fn progress;
+    void *ctx;
+    /* Called with the plan (array of strings) before anything changes. */
+    void (*on_plan)(void *ctx, json_t *plan);
+    void *plan_ctx;
+};
+
+/* Restores a database backup through pg_restore. *report (also on failure when the restore
+ * got that far): {"backupId", "target": {"host", "port", "database"}, "dryRun", "plan",
+ * "tables": [{"schema", "name", "expected", "actual"}], "verified", "ok", "duration_ms"}.
+ * Errors: ERR_NOT_FOUND (no such backup or table), ERR_USAGE (the target is not empty and
+ * neither --clean nor --create, or --create and it exists), ERR_DATABASE, ERR_DAMAGE (the
+ * backup's data is damaged, or --verify found different row counts). */
+int caris_db_restore(struct repo *r, const struct db_restore_opts *o, json_t **report,
+                     struct err *e);
+
+enum db_scratch {
+    DB_SCRATCH_DATABASE, /* caris_test_<random> on the POSTGRES_URL server */
+    DB_SCRATCH_LOCAL,    /* a throwaway cluster (initdb) under temp_dir */
+};
+
+struct db_test_restore_opts {
+    const char *backup_id;
+    const char *url;      /* POSTGRES_URL (for DB_SCRATCH_DATABASE) */
+    const char *password; /* PGPASSWORD; may be NULL */
+    enum db_scratch scratch;
+    const char *temp_dir; /* BACKUP_DIR/temp */
+    int threads;
+    caris_progress_fn progress;
+    void *ctx;
+};
+
+/* Restores the backup into a scratch database, compares every table's row count, drops the
+ * scratch database (also on failure) and records the result in the repository
+ * (records/test-restore). *report: {"backupId", "ok", "scratch", "restore_ms", "verify_ms",
+ * "tables": [...], "error" (when not ok)}. Returns 0 when ok; -1 with e otherwise
+ * (ERR_DAMAGE when row counts differ). */
+int caris_db_test_restore(struct repo *r, const struct db_test_restore_opts *o, json_t **report,
+                          struct err *e);
+
+/* The latest test-restore record of each backup: {"<backupId>": {"backupId", "time", "ok",
+ * "scratch", "restore_ms", "verify_ms"}, ...}. For `list` ("lastTestRestore"). */
+json_t *caris_db_last_test_restores(struct repo *r, struct err *e);
+
+#endif

@@ -1,0 +1,1490 @@
+/* Database restore and test restore: the dump is streamed out of the repository (every chunk
+ * authenticated, the whole stream's SHA-256 checked) into pg_restore, which applies it in one
+ * transaction. A test restore does the same into a scratch database (or a throwaway local
+ * cluster) and compares every table's row count with the one recorded at backup time. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "caris/backup.h"
+#include "caris/crypto.h"
+#include "caris/dbbackup.h"
+#include "caris/pgsrc.h"
+#include "caris/stream.h"
+#include "common.h"
+
+/* The relay to pg_restore holds back the stream's last bytes until the stream's SHA-256
+ * has been checked: without them pg_restore cannot finish its last data block, so it cannot
+ * commit a stream that turns out to be damaged. */
+#define HOLD_BYTES (64u << 10)
+#define RELAY_READ (1u << 20)
+#define PROGRESS_EVERY_NS 200000000
+
+static void human_size(uint64_t n, char *out, size_t sz)
+{
+    const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double v = (double)n;
+    int i = 0;
+    while (v >= 1024 && i < 4) {
+        v /= 1024;
+        i++;
+    }
+    snprintf(out, sz, i ? "%.1f %s" : "%.0f %s", v, u[i]);
+}
+
+/* ---- the backup ------------------------------------------------------------------------- */
+
+struct dbk {
+    const char *id;
+    json_t *summary, *entries;
+    json_t *dump; /* borrowed from entries */
+    uint8_t sha[32];
+    uint64_t size;
+    int server_num; /* of the server the backup was taken from */
+    int dump_num;   /* of the pg_dump that wrote it */
+};
+
+static void backup_free(struct dbk *k)
+{
+    json_decref(k->summary);
+    json_decref(k->entries);
+    memset(k, 0, sizeof(*k));
+}
+
+static int backup_load(struct repo *r, const char *id, struct dbk *k, struct err *e)
+{
+    memset(k, 0, sizeof(*k));
+    k->id = id;
+    char name[65];
+    json_t *s;
+    if (!id || !*id)
+        return err_set(e, ERR_USAGE, "name a backup id (see `caris-backup list --type database`)",
+                       "no backup id given");
+    if (repo_snapshot_find(r, id, name, &s, e) != 0)
+        return -1;
+    const char *kind = json_string_value(json_object_get(s, "kind"));
+    bool is_db = kind && strcmp(kind, "database") == 0;
+    json_decref(s);
+    if (!is_db)
+        return err_set(e, ERR_USAGE, "restore it with `caris-backup restore files`",
+                       "backup %s is not a database backup", id);
+    if (repo_snapshot_load(r, name, &k->summary, &k->entries, e) != 0)
+        return -1;
+    size_t i;
+    json_t *ent;
+    json_array_foreach(k->entries, i, ent)
+    {
+        const char *type = json_string_value(json_object_get(ent, "type"));
+        if (type && strcmp(type, "dump") == 0)
+            k->dump = ent;
+    }
+    const char *sha = k->dump ? json_string_value(json_object_get(k->dump, "sha256")) : NULL;
+    if (!sha || cx_unhex(sha, k->sha, 32) != 0 ||
+        !json_is_integer(json_object_get(k->dump, "size"))) {
+        backup_free(k);
+        return err_set(e, ERR_DAMAGE, "use a different backup", "backup %s has no valid dump entry",
+                       id);
+    }
+    k->size = (uint64_t)json_integer_value(json_object_get(k->dump, "size"));
+    k->server_num = (int)json_integer_value(json_object_get(k->summary, "server_version_num"));
+    const char *dv = json_string_value(json_object_get(k->summary, "pg_dump_version"));
+    if (!dv || pgsrc_version_parse(dv, &k->dump_num, NULL, 0) != 0)
+        k->dump_num = k->server_num;
+    return 0;
+}
+
+static const char *summary_str(const struct dbk *k, const char *key)
+{
+    const char *v = json_string_value(json_object_get(k->summary, key));
+    return v ? v : "";
+}
+
+/* ---- which objects ------------------------------------------------------------------------ */
+
+struct selection {
+    json_t *expected; /* [{"schema", "name", "expected"}]: the tables the restore brings back */
+    char **args;      /* pg_restore's --schema=/--table= arguments */
+    size_t nargs;
+    json_t *schemas, *names; /* sets (object keys) */
+};
+
+static void selection_free(struct selection *s)
+{
+    json_decref(s->expected);
+    json_decref(s->schemas);
+    json_decref(s->names);
+    for (size_t i = 0; i < s->nargs; i++)
+        free(s->args[i]);
+    free(s->args);
+    memset(s, 0, sizeof(*s));
+}
+
+static void sel_arg(struct selection *s, const char *opt, const char *val)
+{
+    s->args = xrealloc(s->args, xsize(s->nargs + 1, sizeof(char *), 0));
+    s->args[s->nargs++] = xasprintf("--%s=%s", opt, val);
+}
+
+static void sel_schema(struct selection *s, const char *schema)
+{
+    if (!json_object_get(s->schemas, schema)) {
+        json_object_set_new(s->schemas, schema, json_true());
+        sel_arg(s, "schema", schema);
+    }
+}
+
+static void sel_name(struct selection *s, const char *name)
+{
+    if (!json_object_get(s->names, name)) {
+        json_object_set_new(s->names, name, json_true());
+        sel_arg(s, "table", name);
+    }
+}
+
+static bool has_table(json_t *all, const char *schema, const char *name)
+{
+    size_t i;
+    json_t *t;
+    json_array_foreach(all, i, t)
+    {
+        if ((!schema || strcmp(json_string_value(json_object_get(t, "schema")), schema) == 0) &&
+            (!name || strcmp(json_string_value(json_object_get(t, "name")), name) == 0))
+            return true;
+    }
+    return false;
+}
+
+static void list_tables_hint(json_t *all, char *out, size_t n)
+{
+    size_t len = (size_t)snprintf(out, n, "tables in this backup:");
+    size_t i;
+    json_t *t;
+    json_array_foreach(all, i, t)
+    {
+        if (len + 80 > n) {
+            snprintf(out + len, n - len, " ...");
+            return;
+        }
+        len += (size_t)snprintf(out + len, n - len, "%s %s.%s", i ? "," : "",
+                                json_string_value(json_object_get(t, "schema")),
+                                json_string_value(json_object_get(t, "name")));
+    }
+    if (!json_array_size(all))
+        snprintf(out + len, n - len, " none");
+}
+
+/* pg_restore's -n and -t: -t matches a table's name in any schema, -n restricts to schemas.
+ * "schema.name" is taken as --schema schema --table name when no table is named so. */
+static int select_objects(const struct dbk *k, const char *const *tables, size_t nt,
+                          const char *const *schemas, size_t ns, struct selection *s, struct err *e)
+{
+    memset(s, 0, sizeof(*s));
+    s->schemas = json_object();
+    s->names = json_object();
+    json_t *all = json_object_get(k->summary, "tables");
+    char hint[500];
+    for (size_t i = 0; i < ns; i++) {
+        if (!has_table(all, schemas[i], NULL)) {
+            list_tables_hint(all, hint, sizeof(hint));
+            return err_set(e, ERR_NOT_FOUND, hint, "backup %s has no table in schema %s", k->id,
+                           schemas[i]);
+        }
+        sel_schema(s, schemas[i]);
+    }
+    for (size_t i = 0; i < nt; i++) {
+        const char *t = tables[i];
+        if (has_table(all, NULL, t)) {
+            sel_name(s, t);
+            continue;
+        }
+        bool found = false;
+        for (const char *dot = strchr(t, '.'); dot && !found; dot = strchr(dot + 1, '.')) {
+            char *schema = xstrndup(t, (size_t)(dot - t));
+            if (has_table(all, schema, dot + 1)) {
+                sel_schema(s, schema);
+                sel_name(s, dot + 1);
+                found = true;
+            }
+            free(schema);
+        }
+        if (!found) {
+            list_tables_hint(all, hint, sizeof(hint));
+            return err_set(e, ERR_NOT_FOUND, hint, "backup %s has no table %s", k->id, t);
+        }
+    }
+    s->expected = json_array();
+    size_t i;
+    json_t *t;
+    json_array_foreach(all, i, t)
+    {
+        const char *schema = json_string_value(json_object_get(t, "schema"));
+        const char *name = json_string_value(json_object_get(t, "name"));
+        if (!schema || !name)
+            continue;
+        if ((json_object_size(s->schemas) && !json_object_get(s->schemas, schema)) ||
+            (json_object_size(s->names) && !json_object_get(s->names, name)))
+            continue;
+        json_array_append_new(s->expected, json_pack("{s:s, s:s, s:O}", "schema", schema, "name",
+                                                     name, "expected", json_object_get(t, "rows")));
+    }
+    return 0;
+}
+
+/* Counts the expected tables in the database and compares. Returns the number that differ
+ * (a table that cannot be counted differs), -1 with e when the database cannot be read. */
+static int compare_counts(const struct pgsrc_target *t, json_t *tables, struct err *e)
+{
+    PGconn *c = pgsrc_connect(t, NULL, e);
+    if (!c)
+        return -1;
+    int rc = pgsrc_count_rows_each(c, tables, "actual", e);
+    PQfinish(c);
+    if (rc != 0)
+        return -1;
+    int bad = 0;
+    size_t i;
+    json_t *x;
+    json_array_foreach(tables, i, x)
+    {
+        json_t *a = json_object_get(x, "actual"), *want = json_object_get(x, "expected");
+        if (!json_is_integer(a) || !json_is_integer(want) ||
+            json_integer_value(a) != json_integer_value(want))
+            bad++;
+    }
+    return bad;
+}
+
+static void mismatch_error(json_t *tables, int bad, const char *what, struct err *e)
+{
+    char first[300] = "";
+    size_t i;
+    json_t *x;
+    json_array_foreach(tables, i, x)
+    {
+        json_t *a = json_object_get(x, "actual");
+        if (json_is_integer(a) &&
+            json_integer_value(a) == json_integer_value(json_object_get(x, "expected")))
+            continue;
+        if (json_is_integer(a))
+            snprintf(first, sizeof(first), "%s.%s has %lld rows, the backup recorded %lld",
+                     json_string_value(json_object_get(x, "schema")),
+                     json_string_value(json_object_get(x, "name")), json_integer_value(a),
+                     json_integer_value(json_object_get(x, "expected")));
+        else
+            snprintf(first, sizeof(first), "%s.%s is missing",
+                     json_string_value(json_object_get(x, "schema")),
+                     json_string_value(json_object_get(x, "name")));
+        break;
+    }
+    err_set(e, ERR_DAMAGE,
+            "the restored database does not hold what the backup recorded: do not rely on it; "
+            "run `caris-backup verify` on the backup and compare with an older backup",
+            "row counts differ in %d of %zu tables after %s (%s)", bad, json_array_size(tables),
+            what, first);
+}
+
+/* ---- ownership ------------------------------------------------------------------------------ */
+
+/* pg_restore sets every object's owner and privileges as in the backup; that fails when a
+ * role is missing on the target, or when the restoring user may not give objects to it. In
+ * those cases ownership (--no-owner) and, for missing roles, privileges (--no-privileges) are
+ * left out, and the plan says so. Predefined roles (pg_*) exist on every server. */
+static void decide_ownership(PGconn *c, json_t *roles, bool *no_owner, bool *no_priv, json_t *plan)
+{
+    *no_owner = *no_priv = false;
+    struct buf lit = {0};
+    buf_append(&lit, "{", 1);
+    size_t i, n = 0;
+    json_t *v;
+    json_array_foreach(roles, i, v)
+    {
+        const char *role = json_string_value(v);
+        if (!role || strncmp(role, "pg_", 3) == 0)
+            continue;
+        if (n++)
+            buf_append(&lit, ",", 1);
+        buf_append(&lit, "\"", 1);
+        for (const char *p = role; *p; p++) {
+            if (*p == '"' || *p == '\\')
+                buf_append(&lit, "\\", 1);
+            buf_append(&lit, p, 1);
+        }
+        buf_append(&lit, "\"", 1);
+    }
+    buf_append(&lit, "}", 2); /* with the NUL */
+    char *user = xstrdup(PQuser(c));
+    if (n == 0) {
+        json_array_append_new(plan, json_string("ownership and privileges as in the backup"));
+        free(user);
+        buf_free(&lit);
+        return;
+    }
+    const char *params[] = {(const char *)lit.data};
+    struct err qe = ERR_INIT;
+    PGresult *res =
+        pgsrc_query(c,
+                    "SELECT r, EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r), "
+                    "COALESCE((SELECT pg_has_role(current_user, oid, 'MEMBER') FROM pg_roles "
+                    "WHERE rolname = r), false) FROM unnest($1::text[]) AS r ORDER BY 1",
+                    1, params, &qe);
+    buf_free(&lit);
+    if (!res) {
+        *no_owner = *no_priv = true;
+        json_array_append_new(plan, json_sprintf("cannot check the backup's roles on the target "
+                                                 "(%s): objects will be owned by %s, privileges "
+                                                 "not restored",
+                                                 qe.msg, user));
+        free(user);
+        return;
+    }
+    struct buf missing = {0}, foreign = {0};
+    for (int row = 0; row < PQntuples(res); row++) {
+        const char *role = PQgetvalue(res, row, 0);
+        struct buf *b = NULL;
+        if (strcmp(PQgetvalue(res, row, 1), "t") != 0)
+            b = &missing;
+        else if (strcmp(PQgetvalue(res, row, 2), "t") != 0)
+            b = &foreign;
+        if (!b)
+            continue;
+        if (b->len)
+            buf_append(b, ", ", 2);
+        buf_append(b, role, strlen(role));
+    }
+    PQclear(res);
+    buf_append_u8(&missing, 0);
+    buf_append_u8(&foreign, 0);
+    if (missing.len > 1) {
+        *no_owner = *no_priv = true;
+        json_array_append_new(
+            plan, json_sprintf("roles missing on the target: %s: objects will be owned by %s and "
+                               "privileges are not restored (pg_restore --no-owner "
+                               "--no-privileges); create the roles first (the backup's "
+                               "globals.sql) to keep them",
+                               (const char *)missing.data, user));
+    } else if (foreign.len > 1) {
+        *no_owner = true;
+        json_array_append_new(plan,
+                              json_sprintf("%s cannot give objects to %s: objects will be owned "
+                                           "by %s (pg_restore --no-owner); privileges as in the "
+                                           "backup",
+                                           user, (const char *)foreign.data, user));
+    } else {
+        json_array_append_new(plan, json_string("ownership and privileges as in the backup"));
+    }
+    buf_free(&missing);
+    buf_free(&foreign);
+    free(user);
+}
+
+/* ---- databases ------------------------------------------------------------------------------ */
+
+static PGconn *connect_maintenance(const struct pgsrc_target *t, struct err *e)
+{
+    PGconn *c = pgsrc_connect(t, "postgres", e);
+    if (!c) {
+        struct err e2 = ERR_INIT;
+        c = pgsrc_connect(t, "template1", &e2);
+        if (c)
+            err_clear(e);
+    }
+    return c;
+}
+
+static int database_exists(PGconn *c, const char *name, struct err *e)
+{
+    const char *params[] = {name};
+    PGresult *res = pgsrc_query(c, "SELECT 1 FROM pg_database WHERE datname = $1", 1, params, e);
+    if (!res)
+        return -1;
+    int n = PQntuples(res);
+    PQclear(res);
+    return n > 0;
+}
+
+/* CREATE DATABASE from template0 with the backup's encoding, and its locale when the server
+ * has it (else the server's default, else C). */
+static int create_database(PGconn *c, const char *name, const struct dbk *k, struct err *e)
+{
+    char *qn = PQescapeIdentifier(c, name, strlen(name));
+    const char *enc = summary_str(k, "encoding");
+    const char *coll = summary_str(k, "collate"), *ctype = summary_str(k, "ctype");
+    char *qe = PQescapeLiteral(c, *enc ? enc : "UTF8", strlen(*enc ? enc : "UTF8"));
+    char *qc = PQescapeLiteral(c, coll, strlen(coll));
+    char *qt = PQescapeLiteral(c, ctype, strlen(ctype));
+    if (!qn || !qe || !qc || !qt) {
+        PQfreemem(qn);
+        PQfreemem(qe);
+        PQfreemem(qc);
+        PQfreemem(qt);
+        return err_set(e, ERR_DATABASE, NULL, "cannot quote the name of database %s", name);
+    }
+    char *sql[3];
+    sql[0] = *coll && *ctype ? xasprintf("CREATE DATABASE %s TEMPLATE template0 ENCODING %s "
+                                         "LC_COLLATE %s LC_CTYPE %s",
+                                         qn, qe, qc, qt)
+                             : NULL;
+    sql[1] = xasprintf("CREATE DATABASE %s TEMPLATE template0 ENCODING %s", qn, qe);
+    sql[2] = xasprintf("CREATE DATABASE %s TEMPLATE template0 ENCODING %s LC_COLLATE 'C' "
+                       "LC_CTYPE 'C'",
+                       qn, qe);
+    int rc = -1;
+    for (int i = 0; i < 3 && rc != 0; i++) {
+        if (!sql[i])
+            continue;
+        PGresult *res = PQexec(c, sql[i]);
+        if (PQresultStatus(res) == PGRES_COMMAND_OK) {
+            rc = 0;
+        } else {
+            const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+            const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+            bool last = i == 2;
+            if (state && strcmp(state, "42P04") == 0) {
+                err_set(e, ERR_USAGE,
+                        "drop it first, name another database in the target URL, or restore "
+                        "into it with --clean instead of --create",
+                        "database %s already exists at host %s port %s", name, PQhost(c),
+                        PQport(c));
+                last = true;
+            } else if (state && strcmp(state, "42501") == 0) {
+                err_set(e, ERR_DATABASE,
+                        "grant the user CREATEDB (ALTER ROLE ... CREATEDB), or use a target "
+                        "database that exists (test-restore: --scratch local)",
+                        "user %s may not create databases at host %s port %s", PQuser(c), PQhost(c),
+                        PQport(c));
+                last = true;
+            } else {
+                err_set(e, ERR_DATABASE, NULL, "cannot create database %s at host %s port %s: %s",
+                        name, PQhost(c), PQport(c), msg ? msg : "unknown error");
+            }
+            PQclear(res);
+            if (last)
+                break;
+            continue;
+        }
+        PQclear(res);
+    }
+    if (rc == 0)
+        err_clear(e);
+    for (int i = 0; i < 3; i++)
+        free(sql[i]);
+    PQfreemem(qn);
+    PQfreemem(qe);
+    PQfreemem(qc);
+    PQfreemem(qt);
+    return rc;
+}
+
+static int drop_database(const struct pgsrc_target *server, const char *name, struct err *e)
+{
+    PGconn *c = connect_maintenance(server, e);
+    if (!c)
+        return -1;
+    char *qn = PQescapeIdentifier(c, name, strlen(name));
+    char *sql = xasprintf("DROP DATABASE IF EXISTS %s%s", qn ? qn : "\"\"",
+                          PQserverVersion(c) >= 130000 ? " WITH (FORCE)" : "");
+    int rc = qn ? pgsrc_exec(c, sql, e) : -1;
+    free(sql);
+    PQfreemem(qn);
+    PQfinish(c);
+    return rc;
+}
+
+/* ---- pg_restore -------------------------------------------------------------------------- */
+
+struct relay {
+    int from, to;
+    int release;     /* atomic: set once the stream checked out */
+    int write_errno; /* atomic: pg_restore stopped reading */
+};
+
+static void *relay_main(void *arg)
+{
+    struct relay *rl = arg;
+    size_t cap = HOLD_BYTES + RELAY_READ, have = 0;
+    uint8_t *buf = xmalloc(cap);
+    int werr = 0;
+    for (;;) {
+        ssize_t n = read(rl->from, buf + have, cap - have);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        have += (size_t)n;
+        if (have > HOLD_BYTES) {
+            size_t out = have - HOLD_BYTES;
+            if (fs_write_full(rl->to, buf, out) != 0) {
+                werr = errno ? errno : EPIPE;
+                break;
+            }
+            memmove(buf, buf + out, HOLD_BYTES);
+            have = HOLD_BYTES;
+        }
+    }
+    if (!werr && have && __atomic_load_n(&rl->release, __ATOMIC_SEQ_CST) &&
+        fs_write_full(rl->to, buf, have) != 0)
+        werr = errno ? errno : EPIPE;
+    if (werr)
+        __atomic_store_n(&rl->write_errno, werr, __ATOMIC_SEQ_CST);
+    /* pg_restore sees the end of its input; the writer sees EPIPE if it is still writing */
+    close(rl->to);
+    close(rl->from);
+    free(buf);
+    return NULL;
+}
+
+struct restore_run {
+    struct repo *r;
+    const struct dbk *k;
+    const struct pgsrc_target *target; /* its database is the one restored into */
+    const struct pgsrc_tool *tool;
+    bool clean, no_owner, no_privileges;
+    int jobs;
+    const struct selection *sel;
+    const char *temp_dir;
+    int threads;
+    caris_progress_fn progress;
+    void *ctx;
+    int64_t start_mono, last_progress;
+    bool applying; /* pg_restore was given data (the target may have changed) */
+    const struct pgsrc_index_tree *pidx; /* --clean: the target's partitioned indexes */
+    size_t npidx;
+};
+
+static void on_restore_progress(void *ctx, uint64_t bytes)
+{
+    struct restore_run *rr = ctx;
+    int64_t now = time_mono_ns();
+    if (!rr->progress || (now - rr->last_progress < PROGRESS_EVERY_NS && bytes < rr->k->size))
+        return;
+    rr->last_progress = now;
+    progress_report(rr->progress, rr->ctx, "restore", 0, bytes, rr->k->size, rr->start_mono);
+}
+
+static char **restore_argv(const struct restore_run *rr, const char *conninfo, const char *list,
+                           const char *file)
+{
+    size_t cap = 16 + (rr->sel ? rr->sel->nargs : 0), n = 0;
+    char **argv = xcalloc(cap, sizeof(char *));
+    argv[n++] = xstrdup(rr->tool->path);
+    argv[n++] = xasprintf("--dbname=%s", conninfo);
+    argv[n++] = xstrdup("--no-password");
+    argv[n++] = xstrdup("--exit-on-error");
+    if (rr->jobs > 1)
+        argv[n++] = xasprintf("--jobs=%d", rr->jobs);
+    else
+        argv[n++] = xstrdup("--single-transaction");
+    if (rr->clean) {
+        argv[n++] = xstrdup("--clean");
+        argv[n++] = xstrdup("--if-exists");
+    }
+    if (rr->no_owner)
+        argv[n++] = xstrdup("--no-owner");
+    if (rr->no_privileges)
+        argv[n++] = xstrdup("--no-privileges");
+    for (size_t i = 0; rr->sel && i < rr->sel->nargs; i++)
+        argv[n++] = xstrdup(rr->sel->args[i]);
+    if (list)
+        argv[n++] = xasprintf("--use-list=%s", list);
+    if (file)
+        argv[n++] = xstrdup(file);
+    argv[n] = NULL;
+    return argv;
+}
+
+static void argv_free(char **argv)
+{
+    for (size_t i = 0; argv && argv[i]; i++)
+        free(argv[i]);
+    free(argv);
+}
+
+/* One pass: repository → relay → pg_restore's stdin, in one transaction. */
+static int restore_piped(struct restore_run *rr, char **argv, struct err *e)
+{
+    sigset_t pipe_set, old_mask;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    /* Writing into a pipe whose reader died raises SIGPIPE: blocked here (the relay thread
+     * inherits the mask), seen as EPIPE, and discarded below. */
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old_mask);
+    struct pgsrc_child c;
+    struct pgsrc_spawn so = {.password = rr->target->password, .pipe_stdin = true};
+    int rc = -1;
+    int ip[2];
+    if (pgsrc_child_start(&c, rr->tool->path, argv, &so, e) != 0)
+        goto out;
+    if (pipe2(ip, O_CLOEXEC) != 0) {
+        err_sys(e, errno, NULL, "cannot create a pipe");
+        pgsrc_child_kill(&c, SIGTERM);
+        goto out;
+    }
+    struct relay rl = {.from = ip[0], .to = c.in_fd};
+    c.in_fd = -1; /* the relay owns it now */
+    pthread_t th;
+    if (pthread_create(&th, NULL, relay_main, &rl) != 0) {
+        close(ip[0]);
+        close(ip[1]);
+        close(rl.to);
+        err_set(e, ERR_FAILURE, NULL, "cannot start a thread");
+        pgsrc_child_kill(&c, SIGTERM);
+        goto out;
+    }
+    struct err se = ERR_INIT;
+    int src = stream_restore_fd(rr->r, json_object_get(rr->k->dump, "chunks"), rr->k->sha, ip[1],
+                                rr->threads, on_restore_progress, rr, &se);
+    bool reader_gone = __atomic_load_n(&rl.write_errno, __ATOMIC_SEQ_CST) != 0;
+    if (src == 0)
+        __atomic_store_n(&rl.release, 1, __ATOMIC_SEQ_CST);
+    else if (!reader_gone)
+        kill(c.pid, SIGTERM); /* before it sees the end of its input: it cannot commit */
+    close(ip[1]);
+    pthread_join(th, NULL);
+    struct err ce = ERR_INIT;
+    int crc = pgsrc_child_wait(&c, &ce);
+    if (src != 0 && !reader_gone) {
+        *e = se;
+        err_wrap(e, "restore aborted before its commit");
+    } else if (crc != 0) {
+        *e = ce;
+    } else {
+        /* Success, also when pg_restore stopped reading early: with --table/--schema it
+         * exits once it has what it wants. Every chunk it read was authenticated. */
+        rc = 0;
+    }
+out:;
+    struct timespec zero = {0, 0};
+    while (sigtimedwait(&pipe_set, NULL, &zero) > 0)
+        ;
+    pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
+    return rc;
+}
+
+/* Parallel: pg_restore -j needs a seekable file, staged (0600); the caller removes it. */
+static int stage_dump(struct restore_run *rr, char **path_out, struct err *e)
+{
+    *path_out = NULL;
+    if (fs_mkdir_p(rr->temp_dir, 0700, e) != 0)
+        return err_wrap(e, "cannot stage the dump");
+    struct statvfs vfs;
+    if (statvfs(rr->temp_dir, &vfs) == 0 &&
+        (uint64_t)vfs.f_bavail * vfs.f_frsize < rr->k->size + (64u << 20)) {
+        char need[32], have[32];
+        human_size(rr->k->size, need, sizeof(need));
+        human_size((uint64_t)vfs.f_bavail * vfs.f_frsize, have, sizeof(have));
+        return err_set(e, ERR_IO,
+                       "free space there, or restore without --jobs (the dump is then streamed, "
+                       "with no copy on disk)",
+                       "not enough space in %s to stage the dump for --jobs (%s needed, %s free)",
+                       rr->temp_dir, need, have);
+    }
+    char *path = xasprintf("%s/caris-restore-XXXXXX", rr->temp_dir);
+    int fd = mkstemp(path);
+    if (fd < 0) {
+        int en = errno;
+        err_sys(e, en, NULL, "cannot create a staging file in %s", rr->temp_dir);
+        free(path);
+        return -1;
+    }
+    *path_out = path; /* from here on the caller removes it, whatever happens */
+    if (fchmod(fd, 0600) != 0) {
+        err_sys(e, errno, NULL, "cannot set the mode of %s", path);
+        close(fd);
+        return -1;
+    }
+    if (stream_restore_fd(rr->r, json_object_get(rr->k->dump, "chunks"), rr->k->sha, fd,
+                          rr->threads, on_restore_progress, rr, e) != 0) {
+        close(fd);
+        return -1;
+    }
+    if (close(fd) != 0)
+        return err_sys(e, errno, NULL, "cannot write %s", path);
+    return 0;
+}
+
+/* ---- --clean and partitioned indexes ------------------------------------------------------ */
+
+struct collect {
+    int fd;
+    struct buf out;
+    size_t max;
+    bool truncated;
+};
+
+static void *collect_main(void *arg)
+{
+    struct collect *c = arg;
+    char tmp[65536];
+    for (;;) {
+        ssize_t n = read(c->fd, tmp, sizeof(tmp));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        if (c->out.len + (size_t)n > c->max)
+            c->truncated = true;
+        else
+            buf_append(&c->out, tmp, (size_t)n);
+    }
+    close(c->fd);
+    return NULL;
+}
+
+#define TOC_MAX (256u << 20)
+
+/* pg_restore --list of the staged file, or of the stream's beginning (pg_restore stops
+ * reading after the table of contents; the rest of the stream is not fetched). */
+static int toc_list(struct restore_run *rr, const char *file, char **toc, struct err *e)
+{
+    *toc = NULL;
+    char *argv[] = {(char *)rr->tool->path, "--list", (char *)file, NULL};
+    sigset_t pipe_set, old_mask;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old_mask);
+    struct pgsrc_child c;
+    struct pgsrc_spawn so = {.pipe_stdin = !file, .pipe_stdout = true};
+    int rc = -1;
+    if (pgsrc_child_start(&c, rr->tool->path, argv, &so, e) != 0)
+        goto out;
+    struct collect col = {.fd = c.out_fd, .max = TOC_MAX};
+    c.out_fd = -1;
+    pthread_t th;
+    if (pthread_create(&th, NULL, collect_main, &col) != 0) {
+        close(col.fd);
+        pgsrc_child_kill(&c, SIGTERM);
+        err_set(e, ERR_FAILURE, NULL, "cannot start a thread");
+        goto out;
+    }
+    struct err se = ERR_INIT;
+    if (!file)
+        stream_restore_fd(rr->r, json_object_get(rr->k->dump, "chunks"), rr->k->sha, c.in_fd,
+                          rr->threads, NULL, NULL, &se);
+    int crc = pgsrc_child_wait(&c, e);
+    pthread_join(th, NULL);
+    if (crc != 0) {
+        if (se.code == ERR_DAMAGE)
+            *e = se;
+        buf_free(&col.out);
+        goto out;
+    }
+    if (col.truncated) {
+        buf_free(&col.out);
+        err_set(e, ERR_FAILURE, NULL, "the archive's table of contents is larger than %u MiB",
+                TOC_MAX >> 20);
+        goto out;
+    }
+    buf_append_u8(&col.out, 0);
+    *toc = (char *)col.out.data;
+    rc = 0;
+out:;
+    struct timespec zero = {0, 0};
+    while (sigtimedwait(&pipe_set, NULL, &zero) > 0)
+        ;
+    pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
+    return rc;
+}
+
+/* Writes the reordered list to a 0600 file under temp_dir; *path_out: caller removes. */
+static int write_toc(struct restore_run *rr, const char *list, char **path_out, struct err *e)
+{
+    *path_out = NULL;
+    if (fs_mkdir_p(rr->temp_dir, 0700, e) != 0)
+        return -1;
+    char *path = xasprintf("%s/caris-toc-XXXXXX", rr->temp_dir);
+    int fd = mkstemp(path);
+    if (fd < 0) {
+        int en = errno;
+        free(path);
+        return err_sys(e, en, NULL, "cannot create a file in %s", rr->temp_dir);
+    }
+    *path_out = path;
+    if (fs_write_full(fd, list, strlen(list)) != 0 || close(fd) != 0) {
+        int en = errno;
+        close(fd);
+        return err_sys(e, en, NULL, "cannot write %s", path);
+    }
+    return 0;
+}
+
+/* pg_restore --schema/--table restores no CREATE SCHEMA: the schemas of the selected objects
+ * are created first when the target lacks them (owned by the restoring user), and dropped
+ * again when the restore fails without having changed anything. */
+static int ensure_schemas(const struct restore_run *rr, json_t *created, struct err *e)
+{
+    const struct selection *sel = rr->sel;
+    if (!sel || !sel->nargs)
+        return 0;
+    json_t *want = json_object();
+    const char *name;
+    json_t *v;
+    json_object_foreach(sel->schemas, name, v) json_object_set(want, name, json_true());
+    size_t i;
+    json_array_foreach(sel->expected, i, v)
+        json_object_set(want, json_string_value(json_object_get(v, "schema")), json_true());
+    PGconn *c = pgsrc_connect(rr->target, NULL, e);
+    int rc = c ? 0 : -1;
+    json_object_foreach(want, name, v)
+    {
+        if (rc != 0)
+            break;
+        const char *params[] = {name};
+        PGresult *res =
+            pgsrc_query(c, "SELECT 1 FROM pg_namespace WHERE nspname = $1", 1, params, e);
+        if (!res) {
+            rc = -1;
+            break;
+        }
+        bool exists = PQntuples(res) > 0;
+        PQclear(res);
+        if (exists)
+            continue;
+        char *q = PQescapeIdentifier(c, name, strlen(name));
+        char *sql = q ? xasprintf("CREATE SCHEMA %s", q) : NULL;
+        rc = sql ? pgsrc_exec(c, sql, e) : err_set(e, ERR_DATABASE, NULL, "cannot quote %s", name);
+        if (rc == 0)
+            json_array_append_new(created, json_string(name));
+        free(sql);
+        PQfreemem(q);
+    }
+    if (c)
+        PQfinish(c);
+    json_decref(want);
+    return rc;
+}
+
+static void drop_schemas(const struct restore_run *rr, json_t *created)
+{
+    if (!json_array_size(created))
+        return;
+    struct err e = ERR_INIT;
+    PGconn *c = pgsrc_connect(rr->target, NULL, &e);
+    size_t i;
+    json_t *v;
+    json_array_foreach(created, i, v)
+    {
+        const char *name = json_string_value(v);
+        char *q = c ? PQescapeIdentifier(c, name, strlen(name)) : NULL;
+        char *sql = q ? xasprintf("DROP SCHEMA IF EXISTS %s", q) : NULL;
+        if (!sql || pgsrc_exec(c, sql, &e) != 0)
+            log_warn("cannot drop schema %s (created for the restore): %s", name, e.msg);
+        free(sql);
+        PQfreemem(q);
+    }
+    if (c)
+        PQfinish(c);
+}
+
+static int pg_restore_run(struct restore_run *rr, struct err *e)
+{
+    rr->start_mono = time_mono_ns();
+    char *staged = NULL, *listfile = NULL, *toc = NULL;
+    char **argv = NULL;
+    json_t *schemas = json_array();
+    int rc = -1;
+    if (rr->jobs > 1 && stage_dump(rr, &staged, e) != 0)
+        goto out;
+    if (rr->npidx) {
+        if (toc_list(rr, staged, &toc, e) != 0) {
+            err_wrap(e, "cannot read the dump's table of contents");
+            goto out;
+        }
+        char *list = pgsrc_toc_reorder(toc, rr->pidx, rr->npidx);
+        int wrc = write_toc(rr, list, &listfile, e);
+        free(list);
+        if (wrc != 0)
+            goto out;
+    }
+    if (ensure_schemas(rr, schemas, e) != 0)
+        goto out;
+    char *conninfo = pgsrc_target_conninfo(rr->target, NULL);
+    argv = restore_argv(rr, conninfo, listfile, staged);
+    free(conninfo);
+    if (staged) {
+        struct pgsrc_child c;
+        struct pgsrc_spawn so = {.password = rr->target->password};
+        if (pgsrc_child_start(&c, rr->tool->path, argv, &so, e) != 0)
+            goto out;
+        rr->applying = true;
+        rc = pgsrc_child_wait(&c, e);
+    } else {
+        rc = restore_piped(rr, argv, e);
+    }
+    if (rc == 0)
+        progress_report(rr->progress, rr->ctx, "restore", 1, rr->k->size, rr->k->size,
+                        rr->start_mono);
+out:
+    if (rc != 0 && !rr->applying)
+        drop_schemas(rr, schemas);
+    json_decref(schemas);
+    argv_free(argv);
+    free(toc);
+    if (staged)
+        unlink(staged);
+    if (listfile)
+        unlink(listfile);
+    free(staged);
+    free(listfile);
+    return rc;
+}
+
+/* ---- scratch databases (test restores) ------------------------------------------------------ */
+
+struct scratch {
+    enum db_scratch kind;
+    struct pgsrc_target server; /* where the scratch database lives (maintenance login) */
+    struct pgsrc_local local;
+    char name[64];
+    struct pgsrc_target target; /* the scratch database */
+    int server_num;
+    bool created, local_started;
+};
+
+static const char *scratch_kind_name(enum db_scratch k)
+{
+    return k == DB_SCRATCH_LOCAL ? "local" : "database";
+}
+
+static void scratch_name(char *out, size_t n)
+{
+    uint8_t rnd[4];
+    char hex[9];
+    cx_random(rnd, sizeof(rnd));
+    cx_hex(rnd, sizeof(rnd), hex);
+    snprintf(out, n, "caris_test_%s", hex);
+}
+
+/* server: the server of DB_SCRATCH_DATABASE (ignored for local). */
+static int scratch_create(struct scratch *s, enum db_scratch kind,
+                          const struct pgsrc_target *server, const struct dbk *k,
+                          const char *temp_dir, struct err *e)
+{
+    memset(s, 0, sizeof(*s));
+    s->kind = kind;
+    scratch_name(s->name, sizeof(s->name));
+    if (kind == DB_SCRATCH_LOCAL) {
+        if (pgsrc_local_start(temp_dir, k->server_num, summary_str(k, "encoding"), &s->local, e) !=
+            0)
+            return -1;
+        s->local_started = true;
+        pgsrc_local_target(&s->local, "postgres", &s->server);
+    } else {
+        pgsrc_target_copy(server, &s->server);
+    }
+    PGconn *c = connect_maintenance(&s->server, e);
+    if (!c)
+        return -1;
+    s->server_num = PQserverVersion(c);
+    int rc = create_database(c, s->name, k, e);
+    PQfinish(c);
+    if (rc != 0)
+        return -1;
+    s->created = true;
+    pgsrc_target_copy(&s->server, &s->target);
+    pgsrc_target_set(&s->target, "dbname", s->name);
+    return 0;
+}
+
+static void scratch_drop(struct scratch *s)
+{
+    if (s->created && !s->local_started) {
+        struct err e = ERR_INIT;
+        if (drop_database(&s->server, s->name, &e) != 0)
+            log_warn("cannot drop the scratch database %s: %s (drop it by hand)", s->name, e.msg);
+    }
+    if (s->local_started)
+        pgsrc_local_stop(&s->local);
+    pgsrc_target_free(&s->server);
+    pgsrc_target_free(&s->target);
+    s->created = s->local_started = false;
+}
+
+struct test_result {
+    json_t *tables; /* with "actual" */
+    int64_t restore_ms, verify_ms;
+    bool ok;
+    char scratch_name[64];
+};
+
+/* Restores into a new scratch database and compares the row counts; always drops it. */
+static int test_restore_core(struct repo *r, const struct dbk *k, enum db_scratch kind,
+                             const struct pgsrc_target *server, const struct selection *sel,
+                             const char *temp_dir, int threads, caris_progress_fn progress,
+                             void *ctx, struct test_result *res, struct err *e)
+{
+    memset(res, 0, sizeof(*res));
+    res->tables = json_deep_copy(sel->expected);
+    struct scratch s;
+    if (scratch_create(&s, kind, server, k, temp_dir, e) != 0) {
+        scratch_drop(&s);
+        return -1;
+    }
+    snprintf(res->scratch_name, sizeof(res->scratch_name), "%s", s.name);
+    int rc = -1;
+    struct pgsrc_tool tool;
+    int need = s.server_num > k->dump_num ? s.server_num : k->dump_num;
+    PGconn *c = NULL;
+    if (pgsrc_tool_find("pg_restore", need, true, &tool, e) != 0 ||
+        !(c = pgsrc_connect(&s.target, NULL, e)))
+        goto out;
+    json_t *ignored = json_array();
+    bool no_owner, no_priv;
+    decide_ownership(c, json_object_get(k->summary, "roles"), &no_owner, &no_priv, ignored);
+    json_decref(ignored);
+    PQfinish(c);
+    struct restore_run rr = {.r = r,
+                             .k = k,
+                             .target = &s.target,
+                             .tool = &tool,
+                             .no_owner = no_owner,
+                             .no_privileges = no_priv,
+                             .jobs = 1,
+                             .sel = sel,
+                             .temp_dir = temp_dir,
+                             .threads = threads,
+                             .progress = progress,
+                             .ctx = ctx};
+    int64_t t0 = time_mono_ns();
+    int prc = pg_restore_run(&rr, e);
+    int64_t t1 = time_mono_ns();
+    res->restore_ms = (t1 - t0) / 1000000;
+    if (prc != 0) {
+        err_wrap(e, "test restore into %s failed", s.name);
+        goto out;
+    }
+    int bad = compare_counts(&s.target, res->tables, e);
+    res->verify_ms = (time_mono_ns() - t1) / 1000000;
+    if (bad < 0)
+        goto out;
+    if (bad > 0) {
+        char what[200];
+        snprintf(what, sizeof(what), "a test restore of %s", k->id);
+        mismatch_error(res->tables, bad, what, e);
+        goto out;
+    }
+    res->ok = true;
+    rc = 0;
+out:
+    scratch_drop(&s);
+    return rc;
+}
+
+static int record_test_restore(struct repo *r, const char *id, enum db_scratch kind,
+                               const struct test_result *res, const struct err *failure)
+{
+    char now[40];
+    time_format_iso(time_now_ns(), now, sizeof(now));
+    json_t *rec = json_pack("{s:s, s:s, s:b, s:s, s:s, s:I, s:I}", "backupId", id, "time", now,
+                            "ok", res->ok, "scratch", scratch_kind_name(kind), "scratch_name",
+                            res->scratch_name, "restore_ms", (json_int_t)res->restore_ms,
+                            "verify_ms", (json_int_t)res->verify_ms);
+    if (failure && err_is_set(failure))
+        json_object_set_new(rec, "error", json_string(failure->msg));
+    struct err e = ERR_INIT;
+    int rc = repo_record_add(r, "test-restore", rec, &e);
+    if (rc != 0)
+        log_warn("cannot record the test restore in the repository: %s", e.msg);
+    json_decref(rec);
+    return rc;
+}
+
+/* ---- restore ----------------------------------------------------------------------------------
+ */
+
+static void plan_add(json_t *plan, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void plan_add(json_t *plan, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = NULL;
+    if (vasprintf(&s, fmt, ap) < 0)
+        s = NULL;
+    va_end(ap);
+    if (s)
+        json_array_append_new(plan, json_string(s));
+    free(s);
+}
+
+static void join_selection(const struct selection *sel, char *out, size_t n)
+{
+    size_t len = 0;
+    out[0] = '\0';
+    size_t i;
+    json_t *t;
+    json_array_foreach(sel->expected, i, t)
+    {
+        if (len + 80 > n) {
+            snprintf(out + len, n - len, ", ...");
+            return;
+        }
+        len += (size_t)snprintf(out + len, n - len, "%s%s.%s", i ? ", " : "",
+                                json_string_value(json_object_get(t, "schema")),
+                                json_string_value(json_object_get(t, "name")));
+    }
+}
+
+/* The target's login: its own password, else POSTGRES_URL's when it names the same server and
+ * user, else PGPASSWORD. */
+static int resolve_target(const struct db_restore_opts *o, struct pgsrc_target *t, struct err *e)
+{
+    if (!o->target_url)
+        return pgsrc_target_parse(o->url, o->password, "POSTGRES_URL", t, e);
+    if (pgsrc_target_parse(o->target_url, NULL, "the target URL", t, e) != 0)
+        return -1;
+    if (t->password)
+        return 0;
+    struct pgsrc_target src;
+    struct err ie = ERR_INIT;
+    if (o->url && pgsrc_target_parse(o->url, NULL, "POSTGRES_URL", &src, &ie) == 0) {
+        if (src.password && pgsrc_target_same_login(&src, t))
+            t->password = xstrdup(src.password);
+        pgsrc_target_free(&src);
+    }
+    if (!t->password && o->password && *o->password)
+        t->password = xstrdup(o->password);
+    return 0;
+}
+
+int caris_db_restore(struct repo *r, const struct db_restore_opts *o, json_t **report,
+                     struct err *e)
+{
+    int64_t start = time_mono_ns();
+    *report = NULL;
+    struct pgsrc_target t;
+    struct dbk k = {0};
+    struct selection sel = {0};
+    json_t *plan = json_array(), *tables = NULL, *test = NULL;
+    PGconn *c = NULL;
+    struct pgsrc_index_tree *pidx = NULL;
+    size_t npidx = 0;
+    bool locked = false, created = false, verified = false;
+    int rc = -1;
+    char dbname[256], host[256], port[64], dump_size[32];
+    if (o->jobs < 0 || o->jobs > 256) {
+        json_decref(plan);
+        return err_set(e, ERR_USAGE, NULL, "--jobs must be between 1 and 256");
+    }
+    if (resolve_target(o, &t, e) != 0) {
+        json_decref(plan);
+        return -1;
+    }
+    pgsrc_target_dbname(&t, dbname, sizeof(dbname));
+    pgsrc_target_host(&t, host, sizeof(host));
+    pgsrc_target_port(&t, port, sizeof(port));
+    if (repo_lock(r, false, "restore database", e) != 0)
+        goto out;
+    locked = true;
+    if (backup_load(r, o->backup_id, &k, e) != 0 ||
+        select_objects(&k, o->tables, o->ntables, o->schemas, o->nschemas, &sel, e) != 0)
+        goto out;
+    *report = json_pack("{s:s, s:o, s:b, s:O}", "backupId", k.id, "target", pgsrc_target_json(&t),
+                        "dryRun", o->dry_run, "plan", plan);
+    human_size(k.size, dump_size, sizeof(dump_size));
+    plan_add(plan,
+             "restore backup %s (database %s, PostgreSQL %s, taken %s, %zu tables, dump %s) into "
+             "database %s at host %s port %s",
+             k.id, summary_str(&k, "database"), summary_str(&k, "server_version"),
+             summary_str(&k, "started"), json_array_size(json_object_get(k.summary, "tables")),
+             dump_size, dbname, host, port);
+
+    /* What the target looks like decides what is allowed. */
+    int server_num;
+    if (o->create) {
+        if (!(c = connect_maintenance(&t, e)))
+            goto out;
+        int ex = database_exists(c, dbname, e);
+        if (ex < 0)
+            goto out;
+        if (ex && o->dry_run) {
+            plan_add(plan,
+                     "NOTE: database %s already exists: the restore itself would be refused "
+                     "(--create makes a new database)",
+                     dbname);
+        } else if (ex) {
+            err_set(e, ERR_USAGE,
+                    "drop it first, name another database in the target URL, or restore into it "
+                    "with --clean instead of --create",
+                    "database %s already exists at host %s port %s: --create makes a new one",
+                    dbname, host, port);
+            goto out;
+        }
+        plan_add(plan,
+                 "create database %s (template0, encoding %s, locale %s when the server has "
+                 "it)",
+                 dbname, summary_str(&k, "encoding"), summary_str(&k, "collate"));
+    } else {
+        bool missing = false;
+        if (!(c = pgsrc_connect(&t, NULL, e))) {
+            missing = strstr(e->msg, "does not exist") && strstr(e->msg, "database");
+            if (!missing || !o->dry_run) {
+                if (missing)
+                    snprintf(e->hint, sizeof(e->hint),
+                             "add --create to create it, or name an existing database");
+                goto out;
+            }
+            /* dry run: say so, and test the restore on that server all the same */
+            err_clear(e);
+            if (!(c = connect_maintenance(&t, e)))
+                goto out;
+            plan_add(plan,
+                     "NOTE: database %s does not exist: the restore itself would need --create",
+                     dbname);
+        }
+        int64_t nrel = missing ? 0 : pgsrc_count_relations(c, e);
+        if (nrel < 0)
+            goto out;
+        if (nrel > 0 && !o->clean && o->dry_run) {
+            /* A dry run reports what the restore would do, refusal included, and still
+             * proves that the backup restores. */
+            plan_add(plan,
+                     "NOTE: database %s is not empty (%lld relations): the restore itself would "
+                     "be refused without --clean",
+                     dbname, (long long)nrel);
+        } else if (nrel > 0 && !o->clean) {
+            plan_add(plan, "refused: database %s is not empty (%lld tables, views or sequences)",
+                     dbname, (long long)nrel);
+            err_set(e, ERR_USAGE,
+                    "add --clean to drop and recreate the backup's objects in it, or restore "
+                    "into a new database with --create (and another database name)",
+                    "database %s at host %s port %s is not empty (%lld relations): refusing to "
+                    "restore into it",
+                    dbname, host, port, (long long)nrel);
+            goto out;
+        } else if (o->clean) {
+            if (pgsrc_partition_indexes(c, &pidx, &npidx, e) != 0)
+                goto out;
+            if (npidx)
+                plan_add(plan,
+                         "partitioned indexes in %s: the order of pg_restore's drops is "
+                         "adjusted so that each partition's index goes with its parent",
+                         dbname);
+            plan_add(plan,
+                     "drop the backup's objects in %s before recreating them (--clean: %lld "
+                     "relations there now)",
+                     dbname, (long long)nrel);
+        } else if (!missing) {
+            plan_add(plan, "database %s is empty", dbname);
+        }
+    }
+    server_num = PQserverVersion(c);
+    bool no_owner, no_priv;
+    decide_ownership(c, json_object_get(k.summary, "roles"), &no_owner, &no_priv, plan);
+    PQfinish(c);
+    c = NULL;
+    struct pgsrc_tool tool;
+    if (pgsrc_tool_find("pg_restore", server_num > k.dump_num ? server_num : k.dump_num, true,
+                        &tool, e) != 0)
+        goto out;
+    char list[600];
+    join_selection(&sel, list, sizeof(list));
+    if (sel.nargs)
+        plan_add(plan,
+                 "only %zu table(s): %s (their schemas are created first where missing: "
+                 "pg_restore does not create them for --table/--schema)",
+                 json_array_size(sel.expected), json_array_size(sel.expected) ? list : "(none)");
+    if (o->jobs > 1)
+        plan_add(plan,
+                 "pg_restore %s with %d parallel jobs from a copy of the dump staged in %s (mode "
+                 "0600, removed afterwards); not one transaction: a failure can leave a partial "
+                 "restore",
+                 tool.version, o->jobs, o->temp_dir);
+    else
+        plan_add(plan,
+                 "pg_restore %s, streamed from the repository, in a single transaction: any "
+                 "error leaves the database as it was",
+                 tool.version);
+    if (o->verify)
+        plan_add(plan, "then compare the row counts of %zu table(s) with the backup's",
+                 json_array_size(sel.expected));
+
+    if (o->dry_run) {
+        struct pgsrc_target server;
+        pgsrc_target_copy(&t, &server);
+        pgsrc_target_set(&server, "dbname", NULL);
+        plan_add(plan,
+                 "dry run: nothing changes in database %s; instead a scratch database on host %s "
+                 "port %s receives the restore, its row counts are compared, and it is dropped",
+                 dbname, host, port);
+        if (o->on_plan)
+            o->on_plan(o->plan_ctx, plan);
+        struct test_result tr;
+        int trc = test_restore_core(r, &k, DB_SCRATCH_DATABASE, &server, &sel, o->temp_dir,
+                                    o->threads, o->progress, o->ctx, &tr, e);
+        pgsrc_target_free(&server);
+        if (tr.scratch_name[0])
+            record_test_restore(r, k.id, DB_SCRATCH_DATABASE, &tr, e);
+        tables = tr.tables;
+        test = json_pack("{s:b, s:s, s:s, s:I, s:I}", "ok", tr.ok, "scratch", "database",
+                         "scratch_name", tr.scratch_name, "restore_ms", (json_int_t)tr.restore_ms,
+                         "verify_ms", (json_int_t)tr.verify_ms);
+        verified = trc == 0;
+        rc = trc;
+        goto out;
+    }
+
+    if (o->on_plan)
+        o->on_plan(o->plan_ctx, plan);
+    if (o->create) {
+        if (!(c = connect_maintenance(&t, e)) || create_database(c, dbname, &k, e) != 0)
+            goto out;
+        PQfinish(c);
+        c = NULL;
+        created = true;
+    }
+    struct restore_run rr = {.r = r,
+                             .k = &k,
+                             .target = &t,
+                             .tool = &tool,
+                             .clean = o->clean && !o->create,
+                             .pidx = pidx,
+                             .npidx = npidx,
+                             .no_owner = no_owner,
+                             .no_privileges = no_priv,
+                             .jobs = o->jobs,
+                             .sel = &sel,
+                             .temp_dir = o->temp_dir,
+                             .threads = o->threads,
+                             .progress = o->progress,
+                             .ctx = o->ctx};
+    if (pg_restore_run(&rr, e) != 0) {
+        if (created) {
+            struct err de = ERR_INIT;
+            struct pgsrc_target server;
+            pgsrc_target_copy(&t, &server);
+            if (drop_database(&server, dbname, &de) == 0)
+                err_wrap(e, "database %s (created for this restore) dropped again", dbname);
+            pgsrc_target_free(&server);
+        } else if (rr.applying) {
+            err_wrap(e, "database %s may be partially restored", dbname);
+        } else {
+            /* one transaction (or nothing started): rolled back */
+            err_wrap(e, "database %s was not changed", dbname);
+        }
+        goto out;
+    }
+    tables = json_deep_copy(sel.expected);
+    if (o->verify) {
+        int bad = compare_counts(&t, tables, e);
+        if (bad < 0)
+            goto out;
+        if (bad > 0) {
+            char what[300];
+            snprintf(what, sizeof(what), "restoring %s into %s", k.id, dbname);
+            mismatch_error(tables, bad, what, e);
+            goto out;
+        }
+        verified = true;
+    }
+    rc = 0;
+out:
+    if (c)
+        PQfinish(c);
+    if (*report) {
+        if (!tables) {
+            tables = sel.expected ? json_deep_copy(sel.expected) : json_array();
+        }
+        size_t i;
+        json_t *x;
+        json_array_foreach(tables, i, x) if (!json_object_get(x, "actual"))
+            json_object_set_new(x, "actual", json_null());
+        json_object_set_new(*report, "tables", tables);
+        tables = NULL;
+        json_object_set_new(*report, "verified", json_boolean(verified));
+        json_object_set_new(*report, "ok", json_boolean(rc == 0));
+        json_object_set_new(*report, "duration_ms",
+                            json_integer((json_int_t)((time_mono_ns() - start) / 1000000)));
+        if (test)
+            json_object_set(*report, "testRestore", test);
+        if (rc != 0)
+            json_object_set_new(*report, "error", json_string(e->msg));
+    }
+    json_decref(tables);
+    json_decref(test);
+    json_decref(plan);
+    pgsrc_index_trees_free(pidx, npidx);
+    selection_free(&sel);
+    backup_free(&k);
+    if (locked)
+        repo_unlock(r);
+    pgsrc_target_free(&t);
+    return rc;
+}
+
+/* ---- test restore ------------------------------------------------------------------------------
+ */
+
+int caris_db_test_restore(struct repo *r, const struct db_test_restore_opts *o, json_t **report,
+                          struct err *e)
+{
+    *report = NULL;
+    struct pgsrc_target server = {0};
+    struct dbk k = {0};
+    struct selection sel = {0};
+    bool locked = false;
+    int rc = -1;
+    if (o->scratch == DB_SCRATCH_DATABASE) {
+        if (pgsrc_target_parse(o->url, o->password, "POSTGRES_URL", &server, e) != 0)
+            return -1;
+        pgsrc_target_set(&server, "dbname", NULL);
+    }
+    if (repo_lock(r, false, "test-restore", e) != 0)
+        goto out;
+    locked = true;
+    if (backup_load(r, o->backup_id, &k, e) != 0 ||
+        select_objects(&k, NULL, 0, NULL, 0, &sel, e) != 0)
+        goto out;
+    struct test_result tr;
+    rc = test_restore_core(r, &k, o->scratch, &server, &sel, o->temp_dir, o->threads, o->progress,
+                           o->ctx, &tr, e);
+    if (tr.scratch_name[0])
+        record_test_restore(r, k.id, o->scratch, &tr, e);
+    *report = json_pack("{s:s, s:b, s:s, s:s, s:I, s:I, s:o}", "backupId", k.id, "ok", tr.ok,
+                        "scratch", scratch_kind_name(o->scratch), "scratch_name", tr.scratch_name,
+                        "restore_ms", (json_int_t)tr.restore_ms, "verify_ms",
+                        (json_int_t)tr.verify_ms, "tables", tr.tables);
+    size_t i;
+    json_t *x;
+    json_array_foreach(tr.tables, i, x) if (!json_object_get(x, "actual"))
+        json_object_set_new(x, "actual", json_null());
+    if (rc != 0)
+        json_object_set_new(*report, "error", json_string(e->msg));
+out:
+    selection_free(&sel);
+    backup_free(&k);
+    if (locked)
+        repo_unlock(r);
+    pgsrc_target_free(&server);
+    return rc;
+}
+
+json_t *caris_db_last_test_restores(struct repo *r, struct err *e)
+{
+    json_t *recs = repo_record_list(r, "test-restore", NULL, e);
+    if (!recs)
+        return NULL;
+    json_t *out = json_object();
+    size_t i;
+    json_t *rec;
+    json_array_foreach(recs, i, rec)
+    {
+        const char *id = json_string_value(json_object_get(rec, "backupId"));
+        const char *when = json_string_value(json_object_get(rec, "time"));
+        if (!id || !when)
+            continue;
+        json_t *cur = json_object_get(out, id);
+        const char *cur_when = cur ? json_string_value(json_object_get(cur, "time")) : NULL;
+        if (!cur_when || strcmp(when, cur_when) > 0)
+            json_object_set(out, id, rec);
+    }
+    json_decref(recs);
+    return out;
+}
