@@ -7,12 +7,14 @@ PKGS=(
   # build
   gcc meson ninja-build pkg-config
   # libraries (see ../shared/ARCHITECTURE.md, "Dependencies")
-  libssl-dev libsodium-dev libzstd-dev libjansson-dev
-  # tests
-  libcmocka-dev attr python3 util-linux
+  libssl-dev libsodium-dev libzstd-dev libjansson-dev libpq-dev
+  # database backups: pg_dump, pg_dumpall, pg_restore matching the server
+  postgresql-client-15
+  # tests (a real PostgreSQL 15 server, started per test as a non-root user)
+  libcmocka-dev attr python3 util-linux procps postgresql-15
 )
 if [ "${1:-}" = "--bench" ]; then
-  PKGS+=(restic borgbackup time)
+  PKGS+=(restic borgbackup time openssl)
 fi
 
 missing=()

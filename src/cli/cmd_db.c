@@ -324,15 +324,16 @@ int cmd_restore_database(struct globals *g, int argc, char **argv)
     o.backup_id = sargv[optind];
     if (target_url) {
         int has = pgsrc_url_has_password(target_url);
-        if (has != 0) {
+        if (has < 0) {
+            /* the parser's message, which never quotes a password */
             struct pgsrc_target t;
-            if (has < 0 && pgsrc_target_parse(target_url, NULL, "--target-url", &t, &e) != 0) {
-                e.code = ERR_USAGE;
-                code = fail(&e);
-                goto out;
-            }
-            if (has < 0)
+            if (pgsrc_target_parse(target_url, NULL, "--target-url", &t, &e) == 0)
                 pgsrc_target_free(&t);
+            e.code = ERR_USAGE;
+            code = fail(&e);
+            goto out;
+        }
+        if (has > 0) {
             err_set(&e, ERR_USAGE,
                     "arguments are visible to every user in the process list: put the URL with "
                     "its password in the environment variable CARIS_RESTORE_TARGET_URL instead "

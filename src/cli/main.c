@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "caris/backup.h"
+#include "caris/dbbackup.h"
 #include "caris/config.h"
 #include "caris/core.h"
 #include "caris/crypto.h"
@@ -25,12 +26,19 @@ static const char USAGE[] =
     "  init                      create the repository (BACKUP_DIR/repository)\n"
     "  backup files [--full|--incremental] [--exclude PAT]... [--exclude-file F] [PATH...]\n"
     "                            back up files (PATHs or BACKUP_FILES_PATHS)\n"
+    "  backup database [--full|--incremental] [--no-compress]\n"
+    "                            back up the PostgreSQL database at POSTGRES_URL\n"
     "  list [--type files|database]\n"
     "                            list backups\n"
     "  verify ID | --all         read every blob of a backup and check every file's SHA-256\n"
     "  check [--read-data]       check the repository's structure (and all its data)\n"
     "  restore files ID --target DIR [--include PATH]... [--overwrite]\n"
     "                            restore a file backup\n"
+    "  restore database ID [--target-url URL] [--clean] [--create] [--table T]...\n"
+    "                   [--schema S]... [--jobs N] [--dry-run] [--verify]\n"
+    "                            restore a database backup (`restore database --help`)\n"
+    "  test-restore ID [--scratch database|local]\n"
+    "                            prove a database backup restores: scratch restore, row counts\n"
     "  key list | key add [--label L] | key remove ID\n"
     "                            manage key slots (key add reads the new key from stdin or\n"
     "                            CARIS_NEW_ENCRYPTION_KEY, never from the command line)\n"
@@ -48,6 +56,8 @@ static const char USAGE[] =
     "  BACKUP_DIR             backup directory (default /var/backups/caris)\n"
     "  BACKUP_ENCRYPTION_KEY  repository key, at least 32 characters (required)\n"
     "  BACKUP_FILES_PATHS     colon-separated directories for `backup files`\n"
+    "  POSTGRES_URL           the database for `backup database` (libpq URI or key=value)\n"
+    "  CARIS_RESTORE_TARGET_URL  restore target with a password (never on the command line)\n"
     "\n"
     "Exit codes:\n"
     "  0 success            3 completed with warnings   1 failure\n"
@@ -293,7 +303,7 @@ static int cmd_backup(struct globals *g, int argc, char **argv)
                "the backup is complete on its own.\n"
                "PATTERN is fnmatch(3): with a '/' it matches the path below the root,\n"
                "otherwise the name. The repository is created on first use.\n"
-               "Database backups: `backup database` (not implemented yet).\n");
+               "Database backups: `backup database --help`.\n");
         return argc < 2 ? 2 : 0;
     }
     if (strcmp(argv[1], "database") == 0)
@@ -405,9 +415,21 @@ static int cmd_list(struct globals *g, int argc, char **argv)
     if (!r)
         return fail(&e);
     json_t *list = caris_backup_list(r, kind, &e);
+    json_t *tests = list ? caris_db_last_test_restores(r, &e) : NULL;
     repo_close(r);
-    if (!list)
+    if (!list || !tests) {
+        json_decref(list);
         return fail(&e);
+    }
+    size_t k;
+    json_t *b;
+    json_array_foreach(list, k, b)
+    {
+        json_t *t = json_object_get(tests, json_string_value(json_object_get(b, "id")) ?: "");
+        if (t)
+            json_object_set(b, "lastTestRestore", t);
+    }
+    json_decref(tests);
     size_t i;
     json_t *s;
     json_array_foreach(list, i, s)

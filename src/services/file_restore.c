@@ -737,10 +737,14 @@ int caris_backup_verify(struct repo *r, const char *backup_id, const struct veri
         return -1;
     const char *kind = json_string_value(json_object_get(s, "kind"));
     if (kind && strcmp(kind, "files") != 0) {
-        json_decref(s);
-        if (repo_snapshot_load(r, name, &summary, &entries, e) != 0)
-            return -1;
+        /* the report before s goes: kind points into it */
         *report = json_pack("{s:s, s:s}", "backupId", backup_id, "kind", kind);
+        json_decref(s);
+        if (repo_snapshot_load(r, name, &summary, &entries, e) != 0) {
+            json_decref(*report);
+            *report = NULL;
+            return -1;
+        }
         int rc = verify_streams(r, entries, o, *report, e);
         json_object_set_new(*report, "valid", json_boolean(rc == 0));
         json_decref(summary);

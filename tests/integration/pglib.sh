@@ -1,0 +1,188 @@
+# shellcheck shell=bash disable=SC2034,SC2153
+# (SC2034: PG_* and BACKUP_ID are set here for the tests to read; SC2153: CARIS_PG_* come
+# from the server's env file.)
+# Helpers for the database tests (test_db_*.sh), sourced after lib.sh:
+#
+#   source "$(dirname "$0")/lib.sh"
+#   source "$(dirname "$0")/pglib.sh"
+#   pg_start                       # a private PostgreSQL 15 server for this test
+#
+# pg_start runs scripts/pg-test-server.sh with a free loopback port and the directory
+# $TEST_TMP/pg, exports what its env file sets (POSTGRES_URL, CARIS_PG_*), and stops the
+# server when the test exits (its log is kept in $TEST_TMP/pg-server.log). Each test has
+# its own server: tests can stop it, and run.sh needs no per-suite hook. A server costs
+# about one second (initdb --no-sync, fsync off).
+#
+# Helpers talk to the server over its unix socket (trusted, no password): their command
+# lines never hold the password, so the tests that look for it in `ps` see only ours.
+
+PG_ROOT=$(cd "$LIB_DIR/../.." && pwd)
+PG_SERVER_SCRIPT=$PG_ROOT/scripts/pg-test-server.sh
+PG_FIXTURES=$LIB_DIR/fixtures
+PG_STARTED=0
+
+_pg_on_exit() {
+    ((PG_STARTED)) || return 0
+    cp "$CARIS_PG_DIR/server.log" "$TEST_TMP/pg-server.log" 2>/dev/null
+    "$PG_SERVER_SCRIPT" stop >/dev/null 2>&1
+}
+# lib.sh's EXIT trap first (it kills background processes, e.g. a running backup), then ours.
+trap '_lib_on_exit; _pg_on_exit' EXIT
+
+_pg_free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# pg_start: start this test's server; on failure the test cannot go on (one failure).
+pg_start() {
+    CARIS_PG_PORT=$(_pg_free_port)
+    export CARIS_PG_PORT CARIS_PG_DIR=$TEST_TMP/pg
+    local t0=$SECONDS
+    if ! "$PG_SERVER_SCRIPT" start >"$TEST_TMP/pg-env" 2>"$TEST_TMP/pg-start.err"; then
+        fail "cannot start the PostgreSQL test server" "$(_tail "$TEST_TMP/pg-start.err" 30)"
+        test_done
+    fi
+    PG_STARTED=1
+    # shellcheck disable=SC1091
+    source "$TEST_TMP/pg-env"
+    note "PostgreSQL on 127.0.0.1:$CARIS_PG_PORT ($((SECONDS - t0))s to start)"
+}
+
+# pg_pause / pg_resume: stop the server (keeping its data) and start it again.
+pg_pause() { "$PG_SERVER_SCRIPT" pause; }
+pg_resume() { "$PG_SERVER_SCRIPT" resume; }
+
+# pg_url [DB]: the URL with the password (what POSTGRES_URL and CARIS_RESTORE_TARGET_URL
+# hold); pg_url_nopw [DB]: the same without it (for --target-url).
+# shellcheck disable=SC2120 # the argument is optional
+pg_url() { printf 'postgresql://%s:%s@127.0.0.1:%s/%s' "$CARIS_PG_USER" "$CARIS_PG_PASSWORD" "$CARIS_PG_PORT" "${1:-$CARIS_PG_DB}"; }
+# shellcheck disable=SC2120 # the argument is optional
+pg_url_nopw() { printf 'postgresql://%s@127.0.0.1:%s/%s' "$CARIS_PG_USER" "$CARIS_PG_PORT" "${1:-$CARIS_PG_DB}"; }
+
+# psql_db DB ARGS...: psql over the socket, unaligned, quiet, stopping at the first error.
+psql_db() {
+    local db=$1
+    shift
+    "$CARIS_PG_BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h "$CARIS_PG_SOCKET" -p "$CARIS_PG_PORT" \
+        -U "$CARIS_PG_USER" -d "$db" "$@" </dev/null
+}
+
+pg_createdb() { psql_db postgres -c "CREATE DATABASE \"$1\""; }
+pg_dropdb() { psql_db postgres -c "DROP DATABASE IF EXISTS \"$1\" WITH (FORCE)"; }
+pg_db_exists() { [[ $(psql_db postgres -c "SELECT 1 FROM pg_database WHERE datname = '$1'") == 1 ]]; }
+
+# pg_load_rich DB: create DB and load fixtures/rich.sql into it.
+pg_load_rich() {
+    pg_createdb "$1" &&
+        "$CARIS_PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$CARIS_PG_SOCKET" -p "$CARIS_PG_PORT" \
+            -U "$CARIS_PG_USER" -d "$1" -f "$PG_FIXTURES/rich.sql" >/dev/null </dev/null
+}
+
+# pg_sum DB FILE: the database's summary (fixtures/dbsum.sh) into FILE.
+pg_sum() {
+    "$PG_FIXTURES/dbsum.sh" -h "$CARIS_PG_SOCKET" -p "$CARIS_PG_PORT" -U "$CARIS_PG_USER" -d "$1" >"$2"
+}
+
+# assert_sum_equal EXPECTED ACTUAL MESSAGE: two summaries are the same (context: the diff).
+assert_sum_equal() {
+    if [[ -s $1 ]] && cmp -s "$1" "$2"; then
+        pass "$3 ($(grep -c '^table ' "$1") tables, $(wc -l <"$1") summary lines)"
+        return 0
+    fi
+    fail "$3" "diff $1 $2:" "$(diff "$1" "$2" | head -n 30 | cut -c1-250)"
+    return 1
+}
+
+# pg_user_tables DB: "schema.table" of every user table, sorted, one a line.
+pg_user_tables() {
+    psql_db "$1" -c "SELECT n.nspname || '.' || c.relname FROM pg_class c
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p', 'm', 'v', 'f')
+          AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_'
+        ORDER BY 1" | LC_ALL=C sort
+}
+
+# pg_relation_count DB: number of user relations (tables, views, sequences, indexes...).
+pg_relation_count() {
+    psql_db "$1" -c "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_'"
+}
+
+# db_backup_json OUTFILE ARGS...: `--json backup database ARGS...`, JSON to OUTFILE; sets RC
+# and BACKUP_ID (empty when no id was printed).
+db_backup_json() {
+    local f=$1
+    shift
+    run cb --json backup database "$@"
+    cp "$OUT_FILE" "$f"
+    BACKUP_ID=$(json_get "$f" '["id"]' 2>/dev/null || true)
+}
+
+# list_ids: ids of `list --json`, space-separated, in its order.
+list_ids() {
+    cb --json list 2>/dev/null | python3 -c '
+import json, sys
+try:
+    d = json.load(sys.stdin)
+except Exception:
+    sys.exit(1)
+print(" ".join(b.get("id", "?") for b in d))'
+}
+
+# pg_big_table DB NAME MIB: a table whose dump is about MIB MiB but which takes almost no
+# time or disk to create (rows of one 32-byte pattern repeated to 128 KiB: lz4 shrinks it
+# to nothing in the table, pg_dump expands it again).
+pg_big_table() {
+    local rows=$(($3 * 8))
+    psql_db "$1" -c "CREATE TABLE $2 (id integer PRIMARY KEY, v text COMPRESSION lz4);
+        INSERT INTO $2 SELECT i, repeat(md5(i::text), 4096) FROM generate_series(1, $rows) AS i"
+}
+
+# proc_children PID: the pids of PID's children (one a line).
+proc_children() { pgrep -P "$1" 2>/dev/null; }
+
+# proc_comm PID: the program name of a process (empty when it is gone).
+proc_comm() { cat "/proc/$1/comm" 2>/dev/null; }
+
+# proc_wchar PID: bytes the process has written so far (0 when gone).
+proc_wchar() { awk '/^wchar:/ { print $2; f = 1 } END { if (!f) print 0 }' "/proc/$1/io" 2>/dev/null || echo 0; }
+
+# find_child PARENT NAME: print the pid of PARENT's child (or grandchild) named NAME.
+find_child() {
+    local c g
+    for c in $(proc_children "$1"); do
+        [[ $(proc_comm "$c") == "$2" ]] && { echo "$c"; return 0; }
+        for g in $(proc_children "$c"); do
+            [[ $(proc_comm "$g") == "$2" ]] && { echo "$g"; return 0; }
+        done
+    done
+    return 1
+}
+
+# ps_watch_start FILE: record `ps -eo pid,ppid,args` into FILE, as fast as it goes, until
+# ps_watch_stop (in a background process, so that a command run meanwhile is watched while
+# it runs). The password is not in the watcher's own arguments.
+PS_WATCH_PID="" PS_WATCH_STOP=""
+ps_watch_start() {
+    PS_WATCH_STOP=$TEST_TMP/.ps-watch-stop
+    rm -f "$PS_WATCH_STOP"
+    : >"$1"
+    # shellcheck disable=SC2016 # $1 and $2 belong to the inner bash
+    bg_start bash -c 'while [[ ! -e $1 ]]; do ps -eo pid=,ppid=,args= >>"$2"; echo ---- >>"$2"; done' \
+        ps-watch "$PS_WATCH_STOP" "$1"
+    PS_WATCH_PID=$BG_PID
+    # the first snapshot is in the file before the watched command starts
+    wait_until 10 test -s "$1"
+}
+ps_watch_stop() {
+    : >"$PS_WATCH_STOP"
+    wait "$PS_WATCH_PID" 2>/dev/null
+}
+
+# assert_no_password_in FILE MESSAGE: FILE does not hold $CARIS_PG_PASSWORD (searched with
+# the password in a pipe, not in grep's arguments).
+assert_no_password_in() {
+    local hits
+    hits=$(grep -c -F -f <(printf '%s\n' "$CARIS_PG_PASSWORD") "$1")
+    assert_eq 0 "${hits:-0}" "$2"
+}

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Database backups that cannot happen fail clearly and leave nothing behind: POSTGRES_URL
+# unset (exit 6), an unparsable URL (exit 6), a wrong password (exit 10, "authentication",
+# the password never printed), a missing database and a server that is down (exit 10,
+# naming host, port and database). None of them lists a backup; `check` stays clean.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/pglib.sh"
+
+pg_start
+psql_db "$CARIS_PG_DB" -c "CREATE TABLE t (id integer PRIMARY KEY, v text);
+    INSERT INTO t SELECT i, 'v' || i FROM generate_series(1, 1000) AS i" >/dev/null
+
+# --- POSTGRES_URL unset ----------------------------------------------------------------------
+# (the test's cwd has no .env.local)
+run env -u POSTGRES_URL "$CARIS_BIN" backup database
+assert_rc 6 "POSTGRES_URL unset"
+assert_contains "$OUT$ERR" "POSTGRES_URL not set" \
+    'POSTGRES_URL unset: "POSTGRES_URL not set"'
+
+# --- an unparsable URL that holds a password -----------------------------------------------------
+POSTGRES_URL="host=127.0.0.1 password=Parse-Secret-4711 dbname" run cb backup database
+assert_rc 6 "an unparsable POSTGRES_URL"
+assert_not_contains "$OUT$ERR" "Parse-Secret-4711" "the unparsable URL's password is not printed"
+
+# --- wrong password ------------------------------------------------------------------------------
+wrong=Wrong-Secret-$RANDOM$RANDOM
+POSTGRES_URL="postgresql://$CARIS_PG_USER:$wrong@127.0.0.1:$CARIS_PG_PORT/$CARIS_PG_DB" run cb backup database
+assert_rc 10 "wrong password"
+assert_match '[Aa]uthentication' "$OUT$ERR" "the message says authentication failed"
+assert_contains "$OUT$ERR" "$CARIS_PG_PORT" "the message names the port"
+assert_contains "$OUT$ERR" "$CARIS_PG_DB" "the message names the database"
+assert_not_contains "$OUT$ERR" "$wrong" "the wrong password is not printed"
+assert_not_contains "$OUT$ERR" "$CARIS_PG_PASSWORD" "the right password is not printed"
+# the same through PGPASSWORD with a URL without password
+PGPASSWORD=$wrong POSTGRES_URL=$(pg_url_nopw) run cb backup database
+assert_rc 10 "wrong password from PGPASSWORD"
+assert_not_contains "$OUT$ERR" "$wrong" "the wrong PGPASSWORD is not printed"
+
+# --- missing database --------------------------------------------------------------------------
+POSTGRES_URL=$(pg_url no_such_database) run cb backup database
+assert_rc 10 "missing database"
+assert_contains "$OUT$ERR" "no_such_database" "the message names the missing database"
+
+# --- server down ---------------------------------------------------------------------------------
+pg_pause || fail "cannot stop the server"
+run cb backup database
+assert_rc 10 "server down"
+assert_contains "$OUT$ERR" "127.0.0.1" "the message names the host"
+assert_contains "$OUT$ERR" "$CARIS_PG_PORT" "the message names the port"
+assert_not_contains "$OUT$ERR" "$CARIS_PG_PASSWORD" "the password is not printed"
+run cb --json backup database
+assert_rc 10 "server down (--json)"
+pg_resume || fail "cannot start the server again"
+
+# --- nothing was listed; the repository (if any) is clean; a good backup still works ------------
+if [[ -d $REPO ]]; then
+    assert_eq "" "$(list_ids)" "no failed backup is listed"
+    assert_exit 0 cb check
+fi
+db_backup_json "$TEST_TMP/ok.json"
+assert_rc 0 "a backup after the server is back"
+assert_eq "$BACKUP_ID" "$(list_ids)" "only the good backup is listed"
+assert_exit 0 cb check
+assert_exit 0 cb verify "$BACKUP_ID"
+
+assert_not_contains "$(cat "$ALL_OUTPUT")" "$CARIS_PG_PASSWORD" "the password appears in no output"
+assert_false "the password appears in no file under BACKUP_DIR" grep -r -a -l -F -e "$CARIS_PG_PASSWORD" "$BACKUP_DIR"
+
+test_done
