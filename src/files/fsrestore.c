@@ -55,7 +55,8 @@ struct deferred {
 /* A committed file waiting, under its temporary name, for the batch's syncfs. */
 struct pending {
     int dirfd;
-    char tmp[32];
+    int fd;       /* an anonymous (O_TMPFILE) file, linked at the flush; -1 when named */
+    char tmp[32]; /* its temporary name; "" when anonymous */
     char *path;
     const char *name; /* inside path */
 };
@@ -65,6 +66,10 @@ struct fsrestore {
      * batch and the deferred directories; everything else is system calls on fds. */
     pthread_mutex_t mu;
     int rootfd;
+    /* O_TMPFILE: a file is written as an inode without a name and linked under its final
+     * name once complete: one directory operation instead of create + rename. Used when
+     * nothing may be replaced (no overwrite) and the file system and /proc allow it. */
+    int anon_ok;
     bool overwrite;
     size_t batch; /* 0: commit at once */
     struct pending *pend;
@@ -289,6 +294,7 @@ struct fsrestore *fsrestore_open(const char *target, bool overwrite, struct err 
     r->overwrite = overwrite;
     r->cache_fd = -1;
     pthread_mutex_init(&r->mu, NULL);
+    r->anon_ok = access("/proc/self/fd", X_OK) == 0;
     return r;
 }
 
@@ -489,6 +495,19 @@ struct fsrestore_file *fsrestore_file_begin(struct fsrestore *r, const char *pat
     f->fd = -1;
     f->overwrite = r->overwrite;
     f->name = f->path + (name - path);
+    if (!r->overwrite && __atomic_load_n(&r->anon_ok, __ATOMIC_RELAXED)) {
+        f->fd = openat(dfd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+        if (f->fd >= 0) {
+            f->tmp[0] = '\0';
+            return f;
+        }
+        if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL) {
+            err_sys(e, errno, NULL, "cannot create a file for %s", esc(path, ep));
+            file_free(f);
+            return NULL;
+        }
+        __atomic_store_n(&r->anon_ok, 0, __ATOMIC_RELAXED); /* not here: named temporaries */
+    }
     for (int attempt = 0; f->fd < 0; attempt++) {
         tmp_name(f->tmp);
         f->fd = openat(dfd, f->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
@@ -523,6 +542,17 @@ int fsrestore_file_write(struct fsrestore_file *f, const void *data, size_t len,
 static int file_rename(struct fsrestore_file *f, struct err *e)
 {
     char ep[ESC_MAX];
+    if (!f->tmp[0]) {
+        /* anonymous: give the open inode its name (linkat never replaces) */
+        char proc[64];
+        snprintf(proc, sizeof(proc), "/proc/self/fd/%d", f->fd);
+        if (linkat(AT_FDCWD, proc, f->dirfd, f->name, AT_SYMLINK_FOLLOW) == 0)
+            return 0;
+        if (errno == EEXIST)
+            return err_set(e, ERR_FAILURE, HINT_EMPTY, "cannot restore %s: it already exists",
+                           esc(f->path, ep));
+        return err_sys(e, errno, NULL, "cannot move %s into place", esc(f->path, ep));
+    }
     if (f->overwrite) {
         if (renameat(f->dirfd, f->tmp, f->dirfd, f->name) < 0)
             return err_sys(e, errno, NULL, "cannot move %s into place", esc(f->path, ep));
@@ -572,7 +602,7 @@ static int flush_list(struct fsrestore *r, struct pending *list, size_t n, struc
         struct pending *p = &list[i];
         struct fsrestore_file f = {.r = r,
                                    .dirfd = p->dirfd,
-                                   .fd = -1,
+                                   .fd = p->fd,
                                    .overwrite = r->overwrite,
                                    .path = p->path,
                                    .name = p->name};
@@ -583,8 +613,11 @@ static int flush_list(struct fsrestore *r, struct pending *list, size_t n, struc
                 *e = ie;
                 rc = -1;
             }
-            unlinkat(p->dirfd, p->tmp, 0);
+            if (p->tmp[0])
+                unlinkat(p->dirfd, p->tmp, 0);
         }
+        if (p->fd >= 0)
+            close(p->fd);
         close(p->dirfd);
         free(p->path);
     }
@@ -602,7 +635,10 @@ static int flush_pending(struct fsrestore *r, struct err *e)
 static void drop_pending(struct fsrestore *r)
 {
     for (size_t i = 0; i < r->npend; i++) {
-        unlinkat(r->pend[i].dirfd, r->pend[i].tmp, 0);
+        if (r->pend[i].tmp[0])
+            unlinkat(r->pend[i].dirfd, r->pend[i].tmp, 0);
+        if (r->pend[i].fd >= 0)
+            close(r->pend[i].fd); /* an anonymous file vanishes with it */
         close(r->pend[i].dirfd);
         free(r->pend[i].path);
     }
@@ -639,15 +675,18 @@ static int commit_batched(struct fsrestore_file *f, uint64_t size, struct err *e
     else if (find_pending(r, f->path))
         rc = err_set(e, ERR_FAILURE, HINT_EMPTY, "cannot restore %s: it already exists",
                      esc(f->path, ep));
-    if (close(f->fd) < 0 && rc == 0)
-        rc = err_sys(e, errno, NULL, "cannot write %s", esc(f->path, ep));
-    f->fd = -1;
+    /* an anonymous file stays open until it is linked; a named one can be closed */
+    if (f->tmp[0]) {
+        if (close(f->fd) < 0 && rc == 0)
+            rc = err_sys(e, errno, NULL, "cannot write %s", esc(f->path, ep));
+        f->fd = -1;
+    }
     if (rc < 0) {
-        unlinkat(f->dirfd, f->tmp, 0);
-        file_free(f);
+        fsrestore_file_abort(f);
         return -1;
     }
     struct pending *p = &r->pend[r->npend++]; /* npend < batch: the caller flushed */
+    p->fd = f->fd;
     p->dirfd = f->dirfd;
     memcpy(p->tmp, f->tmp, sizeof(p->tmp));
     p->path = f->path;
@@ -727,12 +766,14 @@ int fsrestore_file_commit(struct fsrestore_file *f, uint64_t size, struct err *e
         rc = err_sys(e, errno, NULL, "cannot set the size of %s", esc(f->path, ep));
     else if (fsync(f->fd) < 0) /* data on disk before the name points at it */
         rc = err_sys(e, errno, NULL, "cannot write %s", esc(f->path, ep));
-    if (close(f->fd) < 0 && rc == 0)
-        rc = err_sys(e, errno, NULL, "cannot write %s", esc(f->path, ep));
-    f->fd = -1;
+    if (f->tmp[0]) { /* a named temporary is closed before the rename; anonymous after */
+        if (close(f->fd) < 0 && rc == 0)
+            rc = err_sys(e, errno, NULL, "cannot write %s", esc(f->path, ep));
+        f->fd = -1;
+    }
     if (rc == 0)
         rc = file_rename(f, e);
-    if (rc < 0)
+    if (rc < 0 && f->tmp[0])
         unlinkat(f->dirfd, f->tmp, 0);
     file_free(f);
     return rc;
@@ -742,7 +783,8 @@ void fsrestore_file_abort(struct fsrestore_file *f)
 {
     if (!f)
         return;
-    unlinkat(f->dirfd, f->tmp, 0);
+    if (f->tmp[0])
+        unlinkat(f->dirfd, f->tmp, 0); /* an anonymous file vanishes with its fd */
     file_free(f);
 }
 
@@ -965,7 +1007,14 @@ int fsrestore_apply_meta(struct fsrestore *r, const char *path, const struct fs_
     if (m->type == FS_REG) {
         pthread_mutex_lock(&r->mu);
         struct pending *p = find_pending(r, path);
-        int prc = p ? apply_at(p->dirfd, p->tmp, path, m, e) : 0;
+        int prc = 0;
+        if (p && p->tmp[0]) {
+            prc = apply_at(p->dirfd, p->tmp, path, m, e);
+        } else if (p) {
+            const struct timespec ts[2] = {{.tv_sec = m->mtime_sec, .tv_nsec = m->mtime_nsec},
+                                           {.tv_sec = m->mtime_sec, .tv_nsec = m->mtime_nsec}};
+            prc = apply_fd(p->fd, path, m, ts, e);
+        }
         pthread_mutex_unlock(&r->mu);
         if (p)
             return prc;

@@ -381,12 +381,13 @@ static void test_temp_file_and_abort(void **state)
     struct fsrestore *r = fsrestore_open(target, false, &e);
     assert_non_null(r);
 
-    /* until commit the data is under a temporary name in the final directory */
+    /* until commit nothing is under the real name: the data is in an anonymous file
+     * (O_TMPFILE) or, where that is not available, under a temporary name */
     struct fsrestore_file *f = fsrestore_file_begin(r, "a/b/f", &e);
     assert_non_null(f);
     write_all(fsrestore_file_fd(f), "half");
-    assert_int_equal(count_entries(ab, ".caris-tmp-"), 1);
-    assert_int_equal(count_entries(ab, ""), 1);
+    assert_true(count_entries(ab, ".caris-tmp-") <= 1);
+    assert_int_equal(count_entries(ab, ""), count_entries(ab, ".caris-tmp-"));
     fsrestore_file_abort(f);
     assert_int_equal(count_entries(ab, ""), 0);
 
