@@ -75,6 +75,8 @@ int time_parse_iso(const char *s, int64_t *ns);
  * bytes keeps its end (which names the entry), after "...". Returns out. */
 char *str_escape(const char *s, size_t len, char *out, size_t n);
 bool str_is_utf8(const char *s, size_t len);
+/* "1.5 GiB", "512 B". */
+void str_human_bytes(uint64_t n, char *out, size_t sz);
 
 /* base64 (standard alphabet, with padding). */
 char *b64_encode(const void *p, size_t n);               /* malloc'd, NUL-terminated */

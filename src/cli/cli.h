@@ -28,7 +28,9 @@ int fail(const struct err *e);
 /* A usage error (exit 2); fmt has one %s for arg. */
 int usage_error(const char *fmt, const char *arg);
 void print_json(json_t *j);
-void human_bytes(uint64_t n, char *out, size_t sz);
+/* A backup's summary: printed as JSON with --json; true when nothing more is to be printed
+ * (--json or --quiet). */
+bool print_summary_json(const struct globals *g, json_t *s);
 /* Progress on stderr when it is a terminal and not --quiet, else NULL. */
 caris_progress_fn progress_fn(const struct globals *g);
 void progress_end(const struct globals *g);

@@ -107,23 +107,16 @@ static int parse_jobs(const char *s, int *out)
 
 static void print_db_summary(const struct globals *g, json_t *s)
 {
-    if (g->json) {
-        json_t *copy = json_deep_copy(s);
-        json_object_del(copy, "_file");
-        print_json(copy);
-        json_decref(copy);
-        return;
-    }
-    if (g->quiet)
+    if (print_summary_json(g, s))
         return;
     json_t *st = json_object_get(s, "stats");
     char dump[32], added[32], stored[32];
-    human_bytes((uint64_t)json_integer_value(json_object_get(st, "bytes_read")), dump,
-                sizeof(dump));
-    human_bytes((uint64_t)json_integer_value(json_object_get(st, "bytes_added")), added,
-                sizeof(added));
-    human_bytes((uint64_t)json_integer_value(json_object_get(st, "bytes_stored")), stored,
-                sizeof(stored));
+    str_human_bytes((uint64_t)json_integer_value(json_object_get(st, "bytes_read")), dump,
+                    sizeof(dump));
+    str_human_bytes((uint64_t)json_integer_value(json_object_get(st, "bytes_added")), added,
+                    sizeof(added));
+    str_human_bytes((uint64_t)json_integer_value(json_object_get(st, "bytes_stored")), stored,
+                    sizeof(stored));
     long long rows = 0;
     size_t i;
     json_t *t;

@@ -88,33 +88,21 @@ void print_json(json_t *j)
     }
 }
 
-void human_bytes(uint64_t n, char *out, size_t sz)
-{
-    const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-    double v = (double)n;
-    int i = 0;
-    while (v >= 1024 && i < 4) {
-        v /= 1024;
-        i++;
-    }
-    snprintf(out, sz, i ? "%.1f %s" : "%.0f %s", v, u[i]);
-}
-
 /* A progress line on stderr, rewritten in place; only when stderr is a terminal. */
 static void progress_line(void *ctx, const struct caris_progress *p)
 {
     (void)ctx;
     char done[32], total[32], rate[32];
     double secs = (double)p->elapsed_ns / 1e9;
-    human_bytes(p->bytes_done, done, sizeof(done));
-    human_bytes(secs > 0 ? (uint64_t)((double)p->bytes_done / secs) : 0, rate, sizeof(rate));
+    str_human_bytes(p->bytes_done, done, sizeof(done));
+    str_human_bytes(secs > 0 ? (uint64_t)((double)p->bytes_done / secs) : 0, rate, sizeof(rate));
     char eta[32] = "";
     if (p->bytes_total > p->bytes_done && p->bytes_done > 0 && secs > 0) {
         double left = (double)(p->bytes_total - p->bytes_done) / ((double)p->bytes_done / secs);
         snprintf(eta, sizeof(eta), ", ETA %d:%02d", (int)left / 60, (int)left % 60);
     }
     if (p->bytes_total) {
-        human_bytes(p->bytes_total, total, sizeof(total));
+        str_human_bytes(p->bytes_total, total, sizeof(total));
         fprintf(stderr, "\r\033[K%s: %llu files, %s of %s, %s/s%s", p->phase,
                 (unsigned long long)p->files_done, done, total, rate, eta);
     } else {
@@ -241,25 +229,29 @@ static int cmd_init(struct globals *g, int argc, char **argv)
     return 0;
 }
 
-static void print_summary(const struct globals *g, json_t *s)
+bool print_summary_json(const struct globals *g, json_t *s)
 {
     if (g->json) {
         json_t *copy = json_deep_copy(s);
-        json_object_del(copy, "_file");
+        json_object_del(copy, "_file"); /* the repository's object name: internal */
         print_json(copy);
         json_decref(copy);
-        return;
     }
-    if (g->quiet)
+    return g->json || g->quiet;
+}
+
+static void print_summary(const struct globals *g, json_t *s)
+{
+    if (print_summary_json(g, s))
         return;
     json_t *st = json_object_get(s, "stats");
     char read[32], added[32], stored[32];
-    human_bytes((uint64_t)json_integer_value(json_object_get(st, "bytes_read")), read,
-                sizeof(read));
-    human_bytes((uint64_t)json_integer_value(json_object_get(st, "bytes_added")), added,
-                sizeof(added));
-    human_bytes((uint64_t)json_integer_value(json_object_get(st, "bytes_stored")), stored,
-                sizeof(stored));
+    str_human_bytes((uint64_t)json_integer_value(json_object_get(st, "bytes_read")), read,
+                    sizeof(read));
+    str_human_bytes((uint64_t)json_integer_value(json_object_get(st, "bytes_added")), added,
+                    sizeof(added));
+    str_human_bytes((uint64_t)json_integer_value(json_object_get(st, "bytes_stored")), stored,
+                    sizeof(stored));
     printf("backup %s %s\n", json_string_value(json_object_get(s, "id")),
            strcmp(json_string_value(json_object_get(s, "status")), "ok") == 0
                ? "completed"
@@ -446,10 +438,10 @@ static int cmd_list(struct globals *g, int argc, char **argv)
         {
             json_t *st = json_object_get(s, "stats");
             char read[32], added[32], type[40], when[24];
-            human_bytes((uint64_t)json_integer_value(json_object_get(st, "bytes_read")), read,
-                        sizeof(read));
-            human_bytes((uint64_t)json_integer_value(json_object_get(st, "bytes_added")), added,
-                        sizeof(added));
+            str_human_bytes((uint64_t)json_integer_value(json_object_get(st, "bytes_read")), read,
+                            sizeof(read));
+            str_human_bytes((uint64_t)json_integer_value(json_object_get(st, "bytes_added")), added,
+                            sizeof(added));
             snprintf(type, sizeof(type), "%s/%s", json_string_value(json_object_get(s, "kind")),
                      json_string_value(json_object_get(s, "mode")));
             snprintf(when, sizeof(when), "%.19s", json_string_value(json_object_get(s, "started")));
@@ -702,8 +694,8 @@ static int cmd_restore(struct globals *g, int argc, char **argv)
         print_json(rep);
     } else if (rep && !g->quiet && rc >= 0) {
         char bytes[32];
-        human_bytes((uint64_t)json_integer_value(json_object_get(rep, "bytes")), bytes,
-                    sizeof(bytes));
+        str_human_bytes((uint64_t)json_integer_value(json_object_get(rep, "bytes")), bytes,
+                        sizeof(bytes));
         printf("restored %lld files, %lld dirs, %s into %s\n",
                json_integer_value(json_object_get(rep, "files")),
                json_integer_value(json_object_get(rep, "dirs")), bytes, target);

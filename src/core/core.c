@@ -370,6 +370,18 @@ char *str_escape(const char *s, size_t n, char *buf, size_t size)
     return buf;
 }
 
+void str_human_bytes(uint64_t n, char *out, size_t sz)
+{
+    static const char *const u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double v = (double)n;
+    int i = 0;
+    while (v >= 1024 && i < 4) {
+        v /= 1024;
+        i++;
+    }
+    snprintf(out, sz, i ? "%.1f %s" : "%.0f %s", v, u[i]);
+}
+
 bool str_is_utf8(const char *str, size_t len)
 {
     const unsigned char *s = (const unsigned char *)str;

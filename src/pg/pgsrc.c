@@ -945,7 +945,8 @@ char *pgsrc_toc_reorder(char *toc, const struct pgsrc_index_tree *px, size_t npx
         lines = xrealloc(lines, xsize(n + 1, sizeof(*lines), 0));
         lines[n++] = tl;
     }
-    qsort(moved, nmoved, sizeof(*moved), toc_cmp);
+    if (nmoved) /* qsort with a NULL array is undefined even for 0 elements */
+        qsort(moved, nmoved, sizeof(*moved), toc_cmp);
     struct buf b = {0};
     for (size_t i = 0; i < n; i++) {
         if (i == first)

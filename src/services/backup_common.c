@@ -66,6 +66,27 @@ void backup_id_release(struct repo *r, const char *id)
     free(name);
 }
 
+json_t *backup_latest(struct repo *r, const char *kind, const char *field, json_t *value,
+                      struct err *e)
+{
+    json_t *list = repo_snapshot_list(r, NULL, e);
+    if (!list)
+        return NULL;
+    json_t *best = NULL;
+    size_t i;
+    json_t *s;
+    json_array_foreach(list, i, s)
+    {
+        const char *k = json_string_value(json_object_get(s, "kind"));
+        if (k && strcmp(k, kind) == 0 && json_equal(json_object_get(s, field), value))
+            best = s; /* the list is oldest first */
+    }
+    if (best)
+        json_incref(best);
+    json_decref(list);
+    return best ? best : json_null();
+}
+
 void entry_iter_init(struct entry_iter *it, const struct buf *text)
 {
     it->p = (const char *)text->data;

@@ -14,6 +14,11 @@ int backup_id_claim(struct repo *r, const char *prefix, const char *mode, int64_
                     size_t n, struct err *e);
 void backup_id_release(struct repo *r, const char *id);
 
+/* The most recent backup of kind whose summary field equals value (json_equal); json_null()
+ * when there is none, NULL with e on error. Incremental backups build on it. */
+json_t *backup_latest(struct repo *r, const char *kind, const char *field, json_t *value,
+                      struct err *e);
+
 /* Goes through a manifest's entries (its JSON text) one entry at a time, so that memory
  * holds one entry, not all of them as objects. */
 struct entry_iter {

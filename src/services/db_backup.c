@@ -76,28 +76,6 @@ static json_t *stream_entry(const char *type, const char *name, struct stream_re
     return ent;
 }
 
-/* The latest database backup of the same database. json_null() when none. */
-static json_t *find_parent(struct repo *r, const char *database, struct err *e)
-{
-    json_t *list = repo_snapshot_list(r, NULL, e);
-    if (!list)
-        return NULL;
-    json_t *best = NULL;
-    size_t i;
-    json_t *s;
-    json_array_foreach(list, i, s)
-    {
-        const char *kind = json_string_value(json_object_get(s, "kind"));
-        const char *db = json_string_value(json_object_get(s, "database"));
-        if (kind && db && strcmp(kind, "database") == 0 && strcmp(db, database) == 0)
-            best = s;
-    }
-    if (best)
-        json_incref(best);
-    json_decref(list);
-    return best ? best : json_null();
-}
-
 static int db_backup(struct repo *r, const struct db_backup_opts *o, bool incremental,
                      json_t **summary_out, struct err *e)
 {
@@ -129,7 +107,10 @@ static int db_backup(struct repo *r, const struct db_backup_opts *o, bool increm
         goto out;
     locked = true;
     if (incremental) {
-        if (!(parent = find_parent(r, info.database, e)))
+        json_t *dbname = json_string(info.database);
+        parent = backup_latest(r, "database", "database", dbname, e);
+        json_decref(dbname);
+        if (!parent)
             goto out;
         if (json_is_null(parent))
             log_info("no earlier backup of database %s: this incremental backup stores every "

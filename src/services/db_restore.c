@@ -29,18 +29,6 @@
 #define RELAY_READ (1u << 20)
 #define PROGRESS_EVERY_NS 200000000
 
-static void human_size(uint64_t n, char *out, size_t sz)
-{
-    const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-    double v = (double)n;
-    int i = 0;
-    while (v >= 1024 && i < 4) {
-        v /= 1024;
-        i++;
-    }
-    snprintf(out, sz, i ? "%.1f %s" : "%.0f %s", v, u[i]);
-}
-
 /* ---- the backup ------------------------------------------------------------------------- */
 
 struct dbk {
@@ -679,8 +667,8 @@ static int stage_dump(struct restore_run *rr, char **path_out, struct err *e)
     if (statvfs(rr->temp_dir, &vfs) == 0 &&
         (uint64_t)vfs.f_bavail * vfs.f_frsize < rr->k->size + (64u << 20)) {
         char need[32], have[32];
-        human_size(rr->k->size, need, sizeof(need));
-        human_size((uint64_t)vfs.f_bavail * vfs.f_frsize, have, sizeof(have));
+        str_human_bytes(rr->k->size, need, sizeof(need));
+        str_human_bytes((uint64_t)vfs.f_bavail * vfs.f_frsize, have, sizeof(have));
         return err_set(e, ERR_IO,
                        "free space there, or restore without --jobs (the dump is then streamed, "
                        "with no copy on disk)",
@@ -1188,7 +1176,7 @@ int caris_db_restore(struct repo *r, const struct db_restore_opts *o, json_t **r
         goto out;
     *report = json_pack("{s:s, s:o, s:b, s:O}", "backupId", k.id, "target", pgsrc_target_json(&t),
                         "dryRun", o->dry_run, "plan", plan);
-    human_size(k.size, dump_size, sizeof(dump_size));
+    str_human_bytes(k.size, dump_size, sizeof(dump_size));
     plan_add(plan,
              "restore backup %s (database %s, PostgreSQL %s, taken %s, %zu tables, dump %s) into "
              "database %s at host %s port %s",

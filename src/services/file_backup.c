@@ -671,27 +671,6 @@ static json_t *resolve_roots(const struct files_backup_opts *o, struct err *e)
     return roots;
 }
 
-/* The most recent file backup with exactly these roots. */
-static json_t *find_parent(struct repo *r, json_t *roots, struct err *e)
-{
-    json_t *list = repo_snapshot_list(r, NULL, e);
-    if (!list)
-        return NULL;
-    json_t *best = NULL;
-    size_t i;
-    json_t *s;
-    json_array_foreach(list, i, s)
-    {
-        const char *kind = json_string_value(json_object_get(s, "kind"));
-        if (kind && strcmp(kind, "files") == 0 && json_equal(json_object_get(s, "roots"), roots))
-            best = s;
-    }
-    if (best)
-        json_incref(best);
-    json_decref(list);
-    return best ? best : json_null();
-}
-
 static int files_backup(struct repo *r, const struct files_backup_opts *o, bool incremental,
                         json_t **summary_out, struct err *e)
 {
@@ -715,7 +694,7 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
     if (repo_lock(r, false, "backup files", e) != 0)
         goto out;
     if (incremental) {
-        parent = find_parent(r, roots, e);
+        parent = backup_latest(r, "files", "roots", roots, e);
         if (!parent)
             goto out;
         if (json_is_null(parent)) {
