@@ -112,10 +112,11 @@ static int db_backup(struct repo *r, const struct db_backup_opts *o, bool increm
         json_decref(dbname);
         if (!parent)
             goto out;
-        if (json_is_null(parent))
-            log_info("no earlier backup of database %s: this incremental backup stores every "
-                     "chunk of the dump",
-                     info.database);
+        if (json_is_null(parent)) {
+            /* nothing to build on: a full backup, and labelled so */
+            log_info("no earlier backup of database %s: making a full backup", info.database);
+            incremental = false;
+        }
     }
     if (backup_id_claim(r, "caris", incremental ? "incremental" : "full", start_ns, id, sizeof(id),
                         e) != 0)

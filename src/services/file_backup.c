@@ -698,7 +698,9 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
         if (!parent)
             goto out;
         if (json_is_null(parent)) {
-            log_info("no earlier backup of these paths: this incremental backup reads every file");
+            /* nothing to build on: it reads every file, so it is a full backup, and says so */
+            log_info("no earlier backup of these paths: making a full backup");
+            incremental = false;
         } else if (!(b.prev = prev_load(r, parent, e))) {
             goto out;
         }

@@ -74,4 +74,14 @@ for id in "$full" "$incr" "$BACKUP_ID"; do
     assert_exit 0 cb verify "$id"
 done
 
+# An incremental backup with nothing to build on (new paths) reads everything: it is a full
+# backup and is labelled so.
+mkdir -p "$TEST_TMP/other"
+echo "a new tree" > "$TEST_TMP/other/f"
+run cb --json backup files --incremental "$TEST_TMP/other"
+assert_rc 0 "first incremental backup of new paths"
+assert_eq full "$(json_eval "$OUT_FILE" 'd["mode"]')" "with no earlier backup, the mode is full"
+assert_match '^file_full_' "$(json_eval "$OUT_FILE" 'd["id"]')" "and so is the id"
+assert_eq null "$(json_eval "$OUT_FILE" 'd.get("parent")')" "and it has no parent"
+
 test_done
