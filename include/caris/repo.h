@@ -98,6 +98,13 @@ int64_t repo_blob_size(struct repo *r, const uint8_t id[32]);
 /* Reads, authenticates, decompresses and re-hashes a blob: out receives its plaintext only if
  * HMAC(plaintext) == id. Thread-safe. Damage is ERR_DAMAGE naming pack and blob. */
 int repo_blob_load(struct repo *r, const uint8_t id[32], struct buf *out, struct err *e);
+/* repo_blob_load without recomputing the chunk id, for callers that check a hash over the
+ * whole file or stream before anything is trusted (restore): the AES-GCM tag, under the
+ * chunk id as associated data, still authenticates every blob. verify and check keep the
+ * id check. */
+#define REPO_LOAD_NO_ID_CHECK 1u
+int repo_blob_load_flags(struct repo *r, const uint8_t id[32], struct buf *out, unsigned flags,
+                         struct err *e);
 /* Name of the pack holding the blob (for damage reports), NULL when unknown. */
 const char *repo_blob_pack(struct repo *r, const uint8_t id[32], char out[65]);
 

@@ -200,7 +200,7 @@ static void read_pack_job(void *arg, int worker)
             issue_locked(c, pf->name, "index entry points past the end of the pack", en.id);
             continue;
         }
-        if (blob_decode(r, en.id, &en, key, data->data + en.off, pf->name, &out, &be) != 0)
+        if (blob_decode(r, en.id, &en, key, data->data + en.off, pf->name, true, &out, &be) != 0)
             issue_locked(c, pf->name, be.msg, en.id);
     }
     cx_wipe(key, sizeof(key));

@@ -105,8 +105,8 @@ int pack_derive_key(const struct repo *r, const uint8_t salt[32], uint8_t key[32
 void pack_nonce(uint64_t off, uint8_t nonce[CX_NONCE_LEN]);
 void pack_object_name(const uint8_t id[32], char *out, size_t n);
 int blob_decode(struct repo *r, const uint8_t id[32], const struct ientry *ep,
-                const uint8_t key[32], const uint8_t *ct, const char *name, struct buf *out,
-                struct err *e);
+                const uint8_t key[32], const uint8_t *ct, const char *name, bool check_id,
+                struct buf *out, struct err *e);
 uint32_t repo_add_pack_locked(struct repo *r, const uint8_t id[32], int source);
 long repo_find_pack_locked(struct repo *r, const uint8_t id[32]);
 

@@ -1302,8 +1302,8 @@ static int pack_key(struct repo *r, uint32_t pidx, uint8_t key[32], char *name, 
 /* Authenticates, decompresses and re-hashes one blob whose ciphertext (clen bytes) is in
  * ct: out receives its plaintext only when HMAC(plaintext) == id. name is for messages. */
 int blob_decode(struct repo *r, const uint8_t id[32], const struct ientry *ep,
-                const uint8_t key[32], const uint8_t *ctp, const char *name, struct buf *out,
-                struct err *e)
+                const uint8_t key[32], const uint8_t *ctp, const char *name, bool check_id,
+                struct buf *out, struct err *e)
 {
     char hex[65];
     struct ientry en = *ep;
@@ -1343,10 +1343,12 @@ int blob_decode(struct repo *r, const uint8_t id[32], const struct ientry *ep,
         buf_free(out);
         *out = plain;
     }
-    /* Plaintext leaves this function only when it is the blob the id names. */
+    /* Plaintext leaves this function only when it is the blob the id names (unless the
+     * caller checks a hash over it anyway: see repo_blob_load_flags). */
     uint8_t check[32];
-    repo_chunk_id(r, out->data, out->len, check);
-    if (cx_memcmp(check, id, 32) != 0) {
+    if (check_id)
+        repo_chunk_id(r, out->data, out->len, check);
+    if (check_id && cx_memcmp(check, id, 32) != 0) {
         cx_wipe(out->data, out->len);
         out->len = 0;
         return err_set(e, ERR_DAMAGE, NULL, "blob %.16s in pack %s: content does not match its id",
@@ -1356,6 +1358,12 @@ int blob_decode(struct repo *r, const uint8_t id[32], const struct ientry *ep,
 }
 
 int repo_blob_load(struct repo *r, const uint8_t id[32], struct buf *out, struct err *e)
+{
+    return repo_blob_load_flags(r, id, out, 0, e);
+}
+
+int repo_blob_load_flags(struct repo *r, const uint8_t id[32], struct buf *out, unsigned flags,
+                         struct err *e)
 {
     char hex[65];
     struct ientry en;
@@ -1385,7 +1393,7 @@ int repo_blob_load(struct repo *r, const uint8_t id[32], struct buf *out, struct
                            "blob %.16s: pack %s is missing", hex, name);
         return -1;
     }
-    rc = blob_decode(r, id, &en, key, ct.data, name, out, e);
+    rc = blob_decode(r, id, &en, key, ct.data, name, !(flags & REPO_LOAD_NO_ID_CHECK), out, e);
     cx_wipe(key, sizeof(key));
     buf_free(&ct);
     return rc;

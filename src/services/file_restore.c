@@ -52,6 +52,7 @@ struct rctx {
     struct repo *r;
     const struct files_read_opts *o;
     struct pool *pool;
+    unsigned load_flags; /* REPO_LOAD_NO_ID_CHECK when restoring (not verifying) */
     struct fsrestore *fr;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -111,7 +112,9 @@ static void load_job(void *arg, int worker)
 {
     (void)worker;
     struct ljob *j = arg;
-    j->rc = repo_blob_load(j->c->r, j->f->ids[j->k], &j->data, &j->e);
+    /* restoring, each file's SHA-256 is checked before it gets its name: the id check can
+     * go; verifying, it stays (see files_read_opts) */
+    j->rc = repo_blob_load_flags(j->c->r, j->f->ids[j->k], &j->data, j->c->load_flags, &j->e);
     if (j->rc == 0 && j->data.len != j->f->lens[j->k]) {
         j->rc = err_set(&j->e, ERR_DAMAGE, NULL, "chunk %zu has %zu bytes, the manifest says %u",
                         j->k, j->data.len, j->f->lens[j->k]);
@@ -246,7 +249,7 @@ static void small_file_job(void *arg, int worker)
     struct err e = ERR_INIT;
     int rc = 0;
     if (f->nchunks == 1) {
-        rc = repo_blob_load(c->r, f->ids[0], &data, &e);
+        rc = repo_blob_load_flags(c->r, f->ids[0], &data, c->load_flags, &e);
         if (rc == 0 && data.len != f->lens[0])
             rc = err_set(&e, ERR_DAMAGE, NULL, "chunk has %zu bytes, the manifest says %u",
                          data.len, f->lens[0]);
@@ -437,7 +440,10 @@ int files_read_backup(struct repo *r, json_t *summary, const struct buf *entries
                       const struct files_read_opts *o, json_t *report, struct err *e)
 {
     json_t *ent = NULL;
-    struct rctx c = {.r = r, .o = o, .start_mono = time_mono_ns()};
+    struct rctx c = {.r = r,
+                     .o = o,
+                     .start_mono = time_mono_ns(),
+                     .load_flags = o->target ? REPO_LOAD_NO_ID_CHECK : 0};
     c.errors = json_array();
     c.warnings = json_array();
     pthread_mutex_init(&c.mu, NULL);
