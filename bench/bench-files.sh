@@ -186,7 +186,7 @@ VERIFY=$BENCH_DIR/verify.tsv
 : >"$VERIFY"
 phase_restore() {
   local t=$1; local -a c; read -r -a c <<<"$(tool_cmd "$t")"
-  local target="$BENCH_DIR/restore/$t" rc=0
+  local target="$BENCH_DIR/restore/$t$RROUND" rc=0
   rm -rf "$target"; mkdir -p "$target"
   case $t in
     caris)
@@ -217,10 +217,10 @@ if items:
         return
       fi
       say "  caris   restore uses backup id $id"
-      run_step "$t" restore "${c[@]}" restore files "$id" --target "$target" || rc=$? ;;
-    restic) run_step "$t" restore "${c[@]}" restore latest --target "$target" || rc=$? ;;
+      run_step "$t" "$RPHASE" "${c[@]}" restore files "$id" --target "$target" || rc=$? ;;
+    restic) run_step "$t" "$RPHASE" "${c[@]}" restore latest --target "$target" || rc=$? ;;
     borg)   # borg extracts into the current directory: env -C TARGET
-            run_step "$t" restore env -C "$target" "${c[@]:1}" extract "$REPOS/borg::b3" || rc=$? ;;
+            run_step "$t" "$RPHASE" env -C "$target" "${c[@]:1}" extract "$REPOS/borg::b3" || rc=$? ;;
   esac
   # Verify: restored tree must equal the (mutated) source, symlinks included.
   local got="$target$SRC" ndiff
@@ -274,7 +274,16 @@ say ""; say "== backup 2 (no change)";   across_tools backup2 phase_backup 2
 say ""; say "== mutate (once, shared by all tools)"
 /usr/bin/time -f '%e' -o "$LOGS/mutate.time" python3 "$HERE/gen-tree.py" mutate "$SRC" --seed "$SEED" | tee "$LOGS/mutate.log"
 say ""; say "== backup 3 (after mutation)"; across_tools backup3 phase_backup 3
-say ""; say "== restore latest + verify"; across_tools restore phase_restore
+# Two rounds in opposite tool orders, nothing deleted in between, the faster of each tool's
+# two counts: whoever restores first right after files were deleted (ext4 avoids recently
+# freed inodes) is not singled out.
+say ""; say "== restore latest + verify (round 1)"
+RPHASE=restore RROUND=1 across_tools restore phase_restore
+TOOLS_FWD=$TOOLS
+TOOLS=$(printf '%s\n' $TOOLS | tac | tr '\n' ' ')
+say ""; say "== restore latest + verify (round 2, reversed order)"
+RPHASE=restore2 RROUND=2 across_tools restore2 phase_restore
+TOOLS=$TOOLS_FWD
 [ "$KEEP_RESTORE" = 1 ] || rm -rf "$BENCH_DIR"/restore/*
 say ""; say "== check (full data read)"; across_tools check   phase_check
 T1=$(date +%s)
@@ -322,10 +331,21 @@ for line in open(env["STEPS"]):
         "repo_growth_bytes": after_b - before_b if status != "n/a" else None,
         "client_cache_bytes": num(cache, int), "note": note,
     }
+# Restore: the faster of the two rounds counts (see the script).
+for t in tools:
+    r1, r2 = steps.get((t, "restore")), steps.pop((t, "restore2"), None)
+    if r2 and r2["status"] == "ok" and (not r1 or r1["status"] != "ok" or
+                                       (r2["wall_s"] or 1e9) < (r1["wall_s"] or 1e9)):
+        r2["phase"] = "restore"
+        steps[(t, "restore")] = r2
+    if (t, "restore") in steps:
+        steps[(t, "restore")]["note"] = "faster of 2 rounds (opposite tool orders)"
+diffs = {}
 for line in open(env["VERIFY"]):
     t, n = line.split()
+    diffs[t] = diffs.get(t, 0) + int(n)  # both rounds must match the source
+for t, n in diffs.items():
     if (t, "restore") in steps:
-        n = int(n)
         steps[(t, "restore")]["restore_verified"] = (n == 0)
         steps[(t, "restore")]["restore_differences"] = n
 
