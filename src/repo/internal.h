@@ -98,8 +98,8 @@ int index_parse_into(struct repo *r, const uint8_t *p, size_t len, int source, c
 int pack_trailer_parse_into(struct repo *r, uint32_t pidx, const uint8_t *p, size_t len,
                             uint64_t pack_size, const char *name, struct err *e);
 /* Reads and decrypts the trailer of the pack named name (object name). */
-int pack_read_trailer(struct repo *r, const char *name, const uint8_t pack_id[32], struct buf *out,
-                      uint64_t *size_out, struct err *e);
+int pack_read_trailer(struct repo *r, const char *name, struct buf *out, uint64_t *size_out,
+                      struct err *e);
 int pack_derive_key(const struct repo *r, const uint8_t salt[32], uint8_t key[32], struct err *e);
 /* Nonce of the blob at byte offset off of its pack (big-endian, zero-padded). */
 void pack_nonce(uint64_t off, uint8_t nonce[CX_NONCE_LEN]);

@@ -317,10 +317,9 @@ int pack_trailer_parse_into(struct repo *r, uint32_t pidx, const uint8_t *p, siz
     return 0;
 }
 
-int pack_read_trailer(struct repo *r, const char *name, const uint8_t pid[32], struct buf *out,
-                      uint64_t *size_out, struct err *e)
+int pack_read_trailer(struct repo *r, const char *name, struct buf *out, uint64_t *size_out,
+                      struct err *e)
 {
-    (void)pid;
     uint64_t size;
     if (storage_size(r->st, name, &size, e) != 0)
         return -1;
@@ -696,7 +695,7 @@ static int adopt_orphan_packs(struct repo *r, struct err *e)
             continue;
         struct err pe = ERR_INIT;
         uint64_t size;
-        if (pack_read_trailer(r, l.v[i], pid, &tr, &size, &pe) != 0) {
+        if (pack_read_trailer(r, l.v[i], &tr, &size, &pe) != 0) {
             if (pe.code != ERR_DAMAGE) {
                 *e = pe;
                 rc = -1;
@@ -982,7 +981,6 @@ struct wslot {
     struct buf pack;
     struct buf trailer;
     uint8_t key[32];
-    uint64_t nblobs;
     uint32_t *ents;
     size_t nents, cap_ents;
     ZSTD_CCtx *cctx;
@@ -1049,7 +1047,6 @@ static int slot_close_pack(struct repo_writer *w, struct wslot *s, struct err *e
     s->pack.len = 0;
     s->trailer.len = 0;
     s->nents = 0;
-    s->nblobs = 0;
     cx_wipe(s->key, sizeof(s->key));
     return 0;
 }
@@ -1121,7 +1118,6 @@ int repo_writer_add(struct repo_writer *w, int slot, const uint8_t id[32], const
      * 256-bit salt): two blobs of one pack never share an offset, so never a nonce. The
      * trailer uses all-ones, which no offset reaches. */
     pack_nonce(off, nonce);
-    s->nblobs++;
     buf_reserve(&s->pack, plen + CX_TAG_LEN);
     if (cx_aead_seal(s->key, nonce, id, 32, payload, plen, s->pack.data + off, e) != 0)
         return -1;

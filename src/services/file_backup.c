@@ -550,7 +550,8 @@ static void rec_free(struct filerec *f)
 }
 
 /* Serialises the complete entries at the head of the manifest, in order, and frees their
- * JSON. With all, waits for nothing: the caller has drained the pools. */
+ * JSON. Stops at the first file whose chunk ids are still being computed; once the pools are
+ * drained, every entry is complete. */
 static void flush_entries(struct bctx *b)
 {
     while (b->nflushed < b->nentries) {

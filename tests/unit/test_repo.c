@@ -320,7 +320,7 @@ static void pack_trailer(struct repo *r, const char *dir, const char *path, stru
     assert_int_equal(cx_unhex(strrchr(name, '/') + 1, pid, 32), 0);
     uint64_t size;
     struct err e = ERR_INIT;
-    if (pack_read_trailer(r, name, pid, tr, &size, &e) != 0)
+    if (pack_read_trailer(r, name, tr, &size, &e) != 0)
         fail_msg("pack_read_trailer %s: %s", name, e.msg);
     assert_int_equal(tr->len % PACK_TRAILER_ENTRY_LEN, 0);
 }
