@@ -2,8 +2,40 @@
 # The whole test suite: installs what is needed, builds twice (plain and ASan+UBSan), runs the
 # cmocka unit tests and the integration tests against both builds, and ends with one line
 # "N passed, N failed" counting every unit test case and integration test.
+#
+# usage: scripts/test.sh [--repeat N] [--only plain|asan]
+#   --repeat N   run the whole suite N times in a row (built once) to look for flaky tests;
+#                prints each round's result and "rounds passed: K/N", and the final line
+#                counts every test of every round. A flaky test is a bug: fix it, never retry.
+#   --only V     run one variant only (plain or asan); CI runs both.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+
+repeat=1
+variants=(plain asan)
+while (($#)); do
+  case $1 in
+  --repeat)
+    [[ ${2:-} =~ ^[1-9][0-9]*$ ]] || { echo "test.sh: --repeat needs a positive count" >&2; exit 2; }
+    repeat=$2
+    shift 2
+    ;;
+  --only)
+    [[ ${2:-} == plain || ${2:-} == asan ]] || { echo "test.sh: --only takes plain or asan" >&2; exit 2; }
+    variants=("$2")
+    shift 2
+    ;;
+  -h | --help)
+    sed -n '2,/^set /p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
+    exit 0
+    ;;
+  *)
+    echo "test.sh: unknown argument $1 (see --help)" >&2
+    exit 2
+    ;;
+  esac
+done
+
 ./scripts/install-deps.sh || exit 1
 
 passed=0
@@ -49,21 +81,41 @@ run_integration() { # $1 build dir
   add_counts "$log"
 }
 
-for variant in plain asan; do
+built=()
+for variant in "${variants[@]}"; do
   if [ $variant = asan ]; then
-    dir=build-asan
-    ./scripts/build.sh --asan || { failed=$((failed + 1)); continue; }
-    export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
-    export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+    ./scripts/build.sh --asan && built+=(asan) || failed=$((failed + 1))
   else
-    dir=build
-    ./scripts/build.sh || { failed=$((failed + 1)); continue; }
+    ./scripts/build.sh && built+=(plain) || failed=$((failed + 1))
   fi
-  echo "== $variant build: unit tests"
-  run_unit $dir
-  echo "== $variant build: integration tests"
-  run_integration $dir
 done
+
+rounds_ok=0
+for ((round = 1; round <= repeat; round++)); do
+  before_failed=$failed
+  ((repeat > 1)) && echo "== round $round of $repeat"
+  for variant in "${built[@]}"; do
+    if [ $variant = asan ]; then
+      dir=build-asan
+      export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
+      export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+    else
+      dir=build
+      unset ASAN_OPTIONS UBSAN_OPTIONS
+    fi
+    echo "== $variant build: unit tests"
+    run_unit $dir
+    echo "== $variant build: integration tests"
+    run_integration $dir
+  done
+  if [ "$failed" -eq "$before_failed" ]; then
+    rounds_ok=$((rounds_ok + 1))
+    ((repeat > 1)) && echo "== round $round: passed"
+  else
+    ((repeat > 1)) && echo "== round $round: FAILED ($((failed - before_failed)) failures)"
+  fi
+done
+((repeat > 1)) && echo "rounds passed: $rounds_ok/$repeat"
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

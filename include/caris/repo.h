@@ -28,6 +28,10 @@ struct repo_init_opts {
     size_t kdf_mem;        /* Argon2id memory in bytes; 0 = default (64 MiB) */
     int compression_level; /* zstd level; 0 = default */
     const char *label;     /* label of the first key slot */
+    /* Chunker seed (32 bytes); NULL = random, as it must be for real repositories. Tests whose
+     * assertions depend on where content-defined boundaries fall set it, so that their outcome
+     * does not depend on chance. */
+    const uint8_t *chunker_seed;
 };
 
 /* 1 when path holds a repository, 0 when not (missing or empty), -1 with e on error. */

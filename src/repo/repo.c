@@ -806,7 +806,10 @@ struct repo *repo_init(const char *path, const char *password, const struct repo
     }
     cx_random(r->enc_key, 32);
     cx_random(r->mac_key, 32);
-    cx_random(r->chunker_seed, 32);
+    if (o->chunker_seed)
+        memcpy(r->chunker_seed, o->chunker_seed, 32);
+    else
+        cx_random(r->chunker_seed, 32);
     r->idkey = cx_hmac_key_new(r->mac_key, 32);
     r->cp_files = CHUNKER_DEFAULT_FILES;
     r->cp_dumps = CHUNKER_DEFAULT_DUMPS;
