@@ -1,5 +1,6 @@
 /* Repository check: structure and index consistency, and with read_data every byte of every
  * pack. Damage is reported with the backups it affects. */
+#include "caris/pipeline.h"
 #include "internal.h"
 
 #include <stdarg.h>
@@ -242,18 +243,16 @@ static void check_snapshots(struct check *c, json_t *list, uint64_t *nrefs)
         json_t *ent;
         json_array_foreach(entries, k, ent)
         {
-            json_t *chunks = json_object_get(ent, "chunks");
-            size_t m;
-            json_t *ch;
-            json_array_foreach(chunks, m, ch)
-            {
-                uint8_t id[32];
-                const char *hex = json_string_value(json_array_get(ch, 0));
+            uint8_t(*ids)[32];
+            uint32_t *lens;
+            size_t nch;
+            if (chunklist_decode(json_object_get(ent, "chunks"), &ids, &lens, &nch) != 0) {
+                damaged = true;
+                continue;
+            }
+            for (size_t m = 0; m < nch; m++) {
+                const uint8_t *id = ids[m];
                 (*nrefs)++;
-                if (!hex || cx_unhex(hex, id, 32) != 0) {
-                    damaged = true;
-                    continue;
-                }
                 pthread_mutex_lock(&r->mu);
                 long ei = repo_lookup_locked(r, id);
                 struct ientry en = {0};
@@ -267,6 +266,8 @@ static void check_snapshots(struct check *c, json_t *list, uint64_t *nrefs)
                 else if (idlist_has(&c->weak_packs, r->packs[en.pack].id))
                     weak = true;
             }
+            free(ids);
+            free(lens);
         }
         if (missing || damaged) {
             char what[200];

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "caris/crypto.h"
+#include "caris/pipeline.h"
 #include "caris/pool.h"
 
 #define READ_CHUNK (1u << 20)
@@ -21,15 +22,10 @@ struct ref {
 };
 
 struct sctx {
-    struct repo *r;
-    struct repo_writer *w;
-    int first_slot; /* worker n writes through slot first_slot + n */
+    struct pstore ps;
     struct pool *pool;
     struct ref **blocks; /* blocks never move: workers write through pointers */
     size_t nrefs, nblocks;
-    pthread_mutex_t mu;
-    bool failed;
-    struct err werr;
 };
 
 struct sjob {
@@ -42,21 +38,7 @@ struct sjob {
 static void store_job(void *arg, int worker)
 {
     struct sjob *j = arg;
-    struct sctx *c = j->c;
-    repo_chunk_id(c->r, j->data, j->len, j->ref->id);
-    pthread_mutex_lock(&c->mu);
-    bool failed = c->failed;
-    pthread_mutex_unlock(&c->mu);
-    struct err e = ERR_INIT;
-    if (!failed &&
-        repo_writer_add(c->w, c->first_slot + worker, j->ref->id, j->data, j->len, &e) < 0) {
-        pthread_mutex_lock(&c->mu);
-        if (!c->failed) {
-            c->failed = true;
-            c->werr = e;
-        }
-        pthread_mutex_unlock(&c->mu);
-    }
+    pstore_chunk(&j->c->ps, worker, j->data, j->len, j->ref->id);
     free(j->data);
     free(j);
 }
@@ -109,8 +91,8 @@ static int store(struct repo *r, struct repo_writer *w, int first_slot, int thre
     memset(out, 0, sizeof(*out));
     if (chunker_init(&ch, cp, repo_chunker_seed(r)) != 0)
         return err_set(e, ERR_FAILURE, NULL, "invalid chunker parameters");
-    struct sctx c = {.r = r, .w = w, .first_slot = first_slot};
-    pthread_mutex_init(&c.mu, NULL);
+    struct sctx c = {0};
+    pstore_init(&c.ps, r, w, first_slot);
     c.pool = pool_new(threads > 0 ? threads : sys_ncpu(), 8);
     size_t cap = READ_CHUNK + cp->max_size;
     uint8_t *buf = xmalloc(cap);
@@ -145,20 +127,15 @@ static int store(struct repo *r, struct repo_writer *w, int first_slot, int thre
         have -= used;
         if (progress)
             progress(ctx, out->bytes);
-        pthread_mutex_lock(&c.mu);
-        bool failed = c.failed;
-        pthread_mutex_unlock(&c.mu);
-        if (failed)
+        if (pstore_failed(&c.ps, NULL))
             break;
     }
     pool_free(c.pool);
     cx_sha256_final(h, out->sha256);
     cx_sha256_free(h);
     free(buf);
-    if (rc == 0 && c.failed) {
-        *e = c.werr;
+    if (rc == 0 && pstore_failed(&c.ps, e))
         rc = -1;
-    }
     if (rc == 0) {
         out->chunks = json_array();
         for (size_t i = 0; i < c.nrefs; i++) {
@@ -171,7 +148,7 @@ static int store(struct repo *r, struct repo_writer *w, int first_slot, int thre
     for (size_t i = 0; i < c.nblocks; i++)
         free(c.blocks[i]);
     free(c.blocks);
-    pthread_mutex_destroy(&c.mu);
+    pstore_destroy(&c.ps);
     return rc;
 }
 
@@ -200,32 +177,6 @@ int stream_store_meta_buf(struct repo *r, struct repo_writer *w, const void *dat
 
 /* ---- restore ------------------------------------------------------------------------- */
 
-struct ljob {
-    struct repo *r;
-    uint8_t id[32];
-    uint32_t len;
-    struct buf data;
-    struct err e;
-    int rc;
-    bool done;
-    pthread_mutex_t *mu;
-    pthread_cond_t *cv;
-};
-
-static void load_job(void *arg, int worker)
-{
-    (void)worker;
-    struct ljob *j = arg;
-    j->rc = repo_blob_load(j->r, j->id, &j->data, &j->e);
-    if (j->rc == 0 && j->data.len != j->len)
-        j->rc = err_set(&j->e, ERR_DAMAGE, NULL, "chunk has %zu bytes, the manifest says %u",
-                        j->data.len, j->len);
-    pthread_mutex_lock(j->mu);
-    j->done = true;
-    pthread_cond_broadcast(j->cv);
-    pthread_mutex_unlock(j->mu);
-}
-
 struct sink {
     int fd;
     struct buf *buf;
@@ -248,58 +199,39 @@ static int sink_write(struct sink *s, const uint8_t *p, size_t n, struct err *e)
 static int restore(struct repo *r, json_t *chunks, const uint8_t sha[32], struct sink *sk,
                    int threads, void (*progress)(void *, uint64_t), void *ctx, struct err *e)
 {
-    size_t n = json_array_size(chunks);
-    if (!json_is_array(chunks))
+    uint8_t(*ids)[32];
+    uint32_t *lens;
+    size_t n;
+    if (!json_is_array(chunks) || chunklist_decode(chunks, &ids, &lens, &n) != 0)
         return err_set(e, ERR_DAMAGE, NULL, "malformed chunk list");
-    struct ljob *jobs = xcalloc(n ? n : 1, sizeof(*jobs));
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    pthread_mutex_init(&mu, NULL);
-    pthread_cond_init(&cv, NULL);
-    for (size_t i = 0; i < n; i++) {
-        json_t *c = json_array_get(chunks, i);
-        const char *hex = json_string_value(json_array_get(c, 0));
-        json_int_t len = json_integer_value(json_array_get(c, 1));
-        jobs[i] = (struct ljob){.r = r, .len = (uint32_t)len, .mu = &mu, .cv = &cv};
-        if (!hex || cx_unhex(hex, jobs[i].id, 32) != 0 || len < 0 ||
-            len > (json_int_t)REPO_MAX_BLOB) {
-            free(jobs);
-            pthread_mutex_destroy(&mu);
-            pthread_cond_destroy(&cv);
-            return err_set(e, ERR_DAMAGE, NULL, "malformed chunk list (entry %zu)", i);
-        }
-    }
     struct pool *pool = pool_new(threads > 0 ? threads : sys_ncpu(), 64);
+    struct fetchq *q = fetchq_new(r, pool, 0, SIZE_MAX, WINDOW_BYTES);
     struct cx_sha256 *h = cx_sha256_new();
-    size_t next = 0;    /* next job to submit */
-    uint64_t ahead = 0; /* bytes submitted, not yet written */
+    struct buf data = {0};
+    size_t next = 0; /* next chunk to ask for */
     uint64_t written = 0;
     int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
-        while (next < n && (next == i || ahead + jobs[next].len <= WINDOW_BYTES)) {
-            ahead += jobs[next].len;
-            pool_submit(pool, load_job, &jobs[next++]);
+        while (next < n && fetchq_room(q, lens[next])) {
+            fetchq_submit(q, ids[next], lens[next], NULL);
+            next++;
         }
-        pthread_mutex_lock(&mu);
-        while (!jobs[i].done)
-            pthread_cond_wait(&cv, &mu);
-        pthread_mutex_unlock(&mu);
-        if (jobs[i].rc != 0) {
-            *e = jobs[i].e;
+        void *tag;
+        if (fetchq_next(q, &tag, &data, e) != 0) {
             rc = err_wrap(e, "chunk %zu of %zu", i + 1, n);
         } else {
-            cx_sha256_update(h, jobs[i].data.data, jobs[i].data.len);
-            rc = sink_write(sk, jobs[i].data.data, jobs[i].data.len, e);
-            written += jobs[i].data.len;
+            cx_sha256_update(h, data.data, data.len);
+            rc = sink_write(sk, data.data, data.len, e);
+            written += data.len;
             if (progress)
                 progress(ctx, written);
         }
-        ahead -= jobs[i].len;
-        buf_free(&jobs[i].data);
     }
-    pool_free(pool); /* waits for jobs still running after a failure */
-    for (size_t i = 0; i < n; i++)
-        buf_free(&jobs[i].data);
+    fetchq_free(q); /* waits for loads still running after a failure */
+    pool_free(pool);
+    buf_free(&data);
+    free(ids);
+    free(lens);
     uint8_t sum[32];
     cx_sha256_final(h, sum);
     cx_sha256_free(h);
@@ -307,9 +239,6 @@ static int restore(struct repo *r, json_t *chunks, const uint8_t sha[32], struct
         rc = err_set(e, ERR_DAMAGE, "the backup is corrupted: use a different backup",
                      "checksum mismatch: the restored stream's SHA-256 differs from the one "
                      "recorded at backup time");
-    free(jobs);
-    pthread_mutex_destroy(&mu);
-    pthread_cond_destroy(&cv);
     return rc;
 }
 

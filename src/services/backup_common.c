@@ -125,39 +125,6 @@ int entry_iter_next(struct entry_iter *it, json_t **ent, struct err *e)
     return 1;
 }
 
-int chunks_decode(json_t *chunks, uint8_t (**ids)[32], uint32_t **lens, size_t *n)
-{
-    *ids = NULL;
-    *lens = NULL;
-    *n = 0;
-    if (!chunks)
-        return 0;
-    if (!json_is_array(chunks))
-        return -1;
-    size_t cnt = json_array_size(chunks);
-    *ids = xcalloc(cnt ? cnt : 1, 32);
-    *lens = xcalloc(cnt ? cnt : 1, sizeof(uint32_t));
-    size_t i;
-    json_t *c;
-    json_array_foreach(chunks, i, c)
-    {
-        const char *hex = json_string_value(json_array_get(c, 0));
-        json_t *len = json_array_get(c, 1);
-        if (!hex || !json_is_integer(len) || json_integer_value(len) < 0 ||
-            json_integer_value(len) > (json_int_t)REPO_MAX_BLOB ||
-            cx_unhex(hex, (*ids)[i], 32) != 0) {
-            free(*ids);
-            free(*lens);
-            *ids = NULL;
-            *lens = NULL;
-            return -1;
-        }
-        (*lens)[i] = (uint32_t)json_integer_value(len);
-    }
-    *n = cnt;
-    return 0;
-}
-
 void sha256_zeros(struct cx_sha256 *h, uint64_t n)
 {
     static const uint8_t zeros[65536];

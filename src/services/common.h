@@ -30,9 +30,6 @@ void entry_iter_init(struct entry_iter *it, const struct buf *text);
 /* 1 and *ent (the caller's), 0 at the end, -1 with ERR_DAMAGE when the text is malformed. */
 int entry_iter_next(struct entry_iter *it, json_t **ent, struct err *e);
 
-/* Reads the chunk list of a manifest entry: [[hex id, length], ...]. */
-int chunks_decode(json_t *chunks, uint8_t (**ids)[32], uint32_t **lens, size_t *n);
-
 /* Feeds n zero bytes (a hole) to a SHA-256: a sparse file hashes like sha256sum reads it. */
 struct cx_sha256;
 void sha256_zeros(struct cx_sha256 *h, uint64_t n);

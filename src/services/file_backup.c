@@ -12,6 +12,7 @@
 #include "caris/chunker.h"
 #include "caris/crypto.h"
 #include "caris/fsmeta.h"
+#include "caris/pipeline.h"
 #include "caris/pool.h"
 #include "common.h"
 #include "manifest.h"
@@ -96,10 +97,8 @@ struct bctx {
     uint64_t bytes_total, bytes_read;
     uint64_t total_estimate;
     int64_t start_mono, last_progress;
-    /* the first error raised in a worker stops the backup */
-    pthread_mutex_t err_mu;
-    bool failed;
-    struct err werr;
+    /* chunk -> id -> writer; the first error raised in a worker stops the backup */
+    struct pstore ps;
 };
 
 struct cjob {
@@ -113,22 +112,7 @@ struct cjob {
 static void chunk_job(void *arg, int worker)
 {
     struct cjob *j = arg;
-    struct bctx *b = j->b;
-    repo_chunk_id(b->r, j->data, j->len, j->ref->id);
-    pthread_mutex_lock(&b->err_mu);
-    bool failed = b->failed;
-    pthread_mutex_unlock(&b->err_mu);
-    if (!failed) {
-        struct err e = ERR_INIT;
-        if (repo_writer_add(b->w, worker, j->ref->id, j->data, j->len, &e) < 0) {
-            pthread_mutex_lock(&b->err_mu);
-            if (!b->failed) {
-                b->failed = true;
-                b->werr = e;
-            }
-            pthread_mutex_unlock(&b->err_mu);
-        }
-    }
+    pstore_chunk(&j->b->ps, worker, j->data, j->len, j->ref->id);
     __atomic_sub_fetch(&j->rec->pending, 1, __ATOMIC_RELEASE);
     free(j->data);
     free(j);
@@ -136,12 +120,7 @@ static void chunk_job(void *arg, int worker)
 
 static bool worker_failed(struct bctx *b, struct err *e)
 {
-    pthread_mutex_lock(&b->err_mu);
-    bool f = b->failed;
-    if (f && e)
-        *e = b->werr;
-    pthread_mutex_unlock(&b->err_mu);
-    return f;
+    return pstore_failed(&b->ps, e);
 }
 
 static void warn_path(struct bctx *b, const char *path, size_t plen, const char *msg)
@@ -398,7 +377,7 @@ static bool try_reuse(struct bctx *b, const struct fswalk_entry *ent, json_t *ob
     uint8_t(*ids)[32];
     uint32_t *lens;
     size_t n;
-    if (!chunks || chunks_decode(chunks, &ids, &lens, &n) != 0) {
+    if (!chunks || chunklist_decode(chunks, &ids, &lens, &n) != 0) {
         json_decref(chunks);
         return false;
     }
@@ -680,7 +659,7 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
     if (!roots)
         return -1;
     struct bctx b = {.r = r, .o = o, .start_mono = time_mono_ns()};
-    pthread_mutex_init(&b.err_mu, NULL);
+    pstore_init(&b.ps, r, NULL, 0); /* its writer comes once the lock is held */
     pthread_mutex_init(&b.warn_mu, NULL);
     b.entries = json_array();
     b.warnings = json_array();
@@ -715,6 +694,7 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
     b.readers = pool_new(READERS, READERS * 4);
     b.rbufs = xcalloc(READERS, sizeof(*b.rbufs));
     b.w = repo_writer_new(r, nthreads);
+    b.ps.w = b.w;
 
     if (o->estimate_total) {
         for (size_t i = 0; i < json_array_size(roots); i++) {
@@ -801,7 +781,7 @@ out:
     json_decref(b.entries);
     json_decref(b.warnings);
     json_decref(roots);
-    pthread_mutex_destroy(&b.err_mu);
+    pstore_destroy(&b.ps);
     pthread_mutex_destroy(&b.warn_mu);
     return rc;
 }

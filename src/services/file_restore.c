@@ -12,6 +12,7 @@
 #include "caris/backup.h"
 #include "caris/crypto.h"
 #include "caris/fsmeta.h"
+#include "caris/pipeline.h"
 #include "caris/pool.h"
 #include "caris/stream.h"
 #include "common.h"
@@ -37,17 +38,6 @@ struct rfile {
     json_t *path_json; /* for reports */
 };
 
-struct ljob {
-    struct rctx *c;
-    struct rfile *f;
-    size_t k;
-    struct buf data;
-    struct err e;
-    int rc;
-    bool done;
-    struct ljob *next;
-};
-
 struct rctx {
     struct repo *r;
     const struct files_read_opts *o;
@@ -55,10 +45,8 @@ struct rctx {
     unsigned load_flags; /* REPO_LOAD_NO_ID_CHECK when restoring (not verifying) */
     struct fsrestore *fr;
     pthread_mutex_t mu;
-    pthread_cond_t cv;
-    struct ljob *head, *tail; /* FIFO in manifest order */
-    size_t inflight_jobs;
-    uint64_t inflight_bytes;
+    struct fetchq *q; /* chunks of files larger than one chunk, in manifest order */
+    struct buf data;  /* the chunk being consumed */
     json_t *errors, *warnings;
     uint64_t files, dirs, bytes, bytes_total;
     int64_t start_mono, last_progress;
@@ -106,23 +94,6 @@ static void count_done(struct rctx *c, uint64_t bytes)
 {
     __atomic_fetch_add(&c->files, 1, __ATOMIC_RELAXED);
     __atomic_fetch_add(&c->bytes, bytes, __ATOMIC_RELAXED);
-}
-
-static void load_job(void *arg, int worker)
-{
-    (void)worker;
-    struct ljob *j = arg;
-    /* restoring, each file's SHA-256 is checked before it gets its name: the id check can
-     * go; verifying, it stays (see files_read_opts) */
-    j->rc = repo_blob_load_flags(j->c->r, j->f->ids[j->k], &j->data, j->c->load_flags, &j->e);
-    if (j->rc == 0 && j->data.len != j->f->lens[j->k]) {
-        j->rc = err_set(&j->e, ERR_DAMAGE, NULL, "chunk %zu has %zu bytes, the manifest says %u",
-                        j->k, j->data.len, j->f->lens[j->k]);
-    }
-    pthread_mutex_lock(&j->c->mu);
-    j->done = true;
-    pthread_cond_broadcast(&j->c->cv);
-    pthread_mutex_unlock(&j->c->mu);
 }
 
 static void add_error(json_t *arr, json_t *path, const char *msg)
@@ -176,32 +147,27 @@ static void file_finish(struct rctx *c, struct rfile *f)
     rfile_free(f);
 }
 
-/* Consumes the oldest job: waits for it, writes it, hashes it. */
+/* Consumes the oldest chunk in the queue: writes it, hashes it. The chunks of a file are
+ * asked for and consumed in order, so the file's count of consumed chunks is this one's
+ * number. */
 static void consume_one(struct rctx *c)
 {
-    pthread_mutex_lock(&c->mu);
-    struct ljob *j = c->head;
-    while (!j->done)
-        pthread_cond_wait(&c->cv, &c->mu);
-    c->head = j->next;
-    if (!c->head)
-        c->tail = NULL;
-    c->inflight_jobs--;
-    c->inflight_bytes -= j->f->lens[j->k];
-    pthread_mutex_unlock(&c->mu);
-
-    struct rfile *f = j->f;
-    if (!f->failed && j->rc != 0) {
+    void *tag;
+    struct err le = ERR_INIT;
+    int lrc = fetchq_next(c->q, &tag, &c->data, &le);
+    struct rfile *f = tag;
+    size_t k = f->done_chunks;
+    if (!f->failed && lrc != 0) {
         f->failed = true;
-        note_failure(c, f, &j->e);
+        note_failure(c, f, &le);
     }
     if (!f->failed) {
-        uint64_t off = f->offs[j->k];
+        uint64_t off = f->offs[k];
         if (off > f->pos)
             sha256_zeros(f->h, off - f->pos);
-        cx_sha256_update(f->h, j->data.data, j->data.len);
-        f->pos = off + j->data.len;
-        __atomic_fetch_add(&c->bytes, (uint64_t)j->data.len, __ATOMIC_RELAXED);
+        cx_sha256_update(f->h, c->data.data, c->data.len);
+        f->pos = off + c->data.len;
+        __atomic_fetch_add(&c->bytes, (uint64_t)c->data.len, __ATOMIC_RELAXED);
         if (c->o->target && !f->out) {
             struct err e = ERR_INIT;
             f->out = fsrestore_file_begin(c->fr, f->relpath, &e);
@@ -211,14 +177,12 @@ static void consume_one(struct rctx *c)
             }
         }
         struct err we = ERR_INIT;
-        if (f->out && fsrestore_file_write(f->out, j->data.data, j->data.len, off, &we) != 0) {
+        if (f->out && fsrestore_file_write(f->out, c->data.data, c->data.len, off, &we) != 0) {
             f->failed = true;
             note_fatal(c, &we);
         }
     }
     f->done_chunks++;
-    buf_free(&j->data);
-    free(j);
     if (f->done_chunks == f->nchunks)
         file_finish(c, f);
     if (c->o->progress) {
@@ -233,7 +197,7 @@ static void consume_one(struct rctx *c)
 
 static void drain(struct rctx *c)
 {
-    while (c->head)
+    while (c->q && !fetchq_empty(c->q))
         consume_one(c);
 }
 
@@ -295,23 +259,9 @@ static void drain_all(struct rctx *c)
 
 static void submit(struct rctx *c, struct rfile *f, size_t k)
 {
-    while (c->head && (c->inflight_jobs >= MAX_INFLIGHT_JOBS ||
-                       c->inflight_bytes + f->lens[k] > MAX_INFLIGHT_BYTES))
+    while (!fetchq_room(c->q, f->lens[k]))
         consume_one(c);
-    struct ljob *j = xcalloc(1, sizeof(*j));
-    j->c = c;
-    j->f = f;
-    j->k = k;
-    pthread_mutex_lock(&c->mu);
-    if (c->tail)
-        c->tail->next = j;
-    else
-        c->head = j;
-    c->tail = j;
-    c->inflight_jobs++;
-    c->inflight_bytes += f->lens[k];
-    pthread_mutex_unlock(&c->mu);
-    pool_submit(c->pool, load_job, j);
+    fetchq_submit(c->q, f->ids[k], f->lens[k], f);
 }
 
 /* Logical offsets of the chunks: they fill the data extents in order (or the whole file). */
@@ -447,7 +397,6 @@ int files_read_backup(struct repo *r, json_t *summary, const struct buf *entries
     c.errors = json_array();
     c.warnings = json_array();
     pthread_mutex_init(&c.mu, NULL);
-    pthread_cond_init(&c.cv, NULL);
     int rc = -1;
     json_t *roots = json_object_get(summary, "roots");
     int nroots = (int)json_array_size(roots);
@@ -467,6 +416,7 @@ int files_read_backup(struct repo *r, json_t *summary, const struct buf *entries
     }
     int nthreads = o->threads > 0 ? o->threads : sys_ncpu();
     c.pool = pool_new(nthreads, MAX_INFLIGHT_JOBS);
+    c.q = fetchq_new(r, c.pool, c.load_flags, MAX_INFLIGHT_JOBS, MAX_INFLIGHT_BYTES);
     struct entry_iter it;
     entry_iter_init(&it, entries);
     int more;
@@ -563,7 +513,7 @@ int files_read_backup(struct repo *r, json_t *summary, const struct buf *entries
             f->h = cx_sha256_new();
             const char *sha = json_string_value(json_object_get(ent, "sha256"));
             if (!sha || cx_unhex(sha, f->sha, 32) != 0 ||
-                chunks_decode(json_object_get(ent, "chunks"), &f->ids, &f->lens, &f->nchunks) ||
+                chunklist_decode(json_object_get(ent, "chunks"), &f->ids, &f->lens, &f->nchunks) ||
                 chunk_offsets(ent, f) != 0) {
                 note(&c, c.errors, pathj, "malformed manifest entry (chunks, extents or sha256)");
                 rfile_free(f);
@@ -622,8 +572,10 @@ out:
     json_decref(ent);
     if (c.pool)
         drain_all(&c);
+    fetchq_free(c.q);
     if (c.pool)
         pool_free(c.pool);
+    buf_free(&c.data);
     if (c.fr)
         fsrestore_free(c.fr);
     json_object_set_new(report, "files", json_integer((json_int_t)c.files));
@@ -632,7 +584,6 @@ out:
     json_object_set_new(report, "errors", c.errors);
     json_object_set_new(report, "warnings", c.warnings);
     pthread_mutex_destroy(&c.mu);
-    pthread_cond_destroy(&c.cv);
     return rc;
 }
 
