@@ -74,9 +74,15 @@ struct repo {
     size_t nadopted;
     struct buf adopted_payload; /* their index-file records, ready to write */
     json_t *damage;
-    char *lock_name;
+    struct lock_holder *lock; /* the lock this handle holds (lock.c), NULL when none */
+    int64_t lock_wait_ms;     /* how long repo_lock waits for conflicting locks */
+    repo_lock_wait_fn lock_waiting;
+    void *lock_waiting_ctx;
     bool init_claimed; /* repo_init holds init.lock */
 };
+
+/* Releases the lock this handle holds, however deeply nested (repo_close). */
+void repo_lock_release(struct repo *r);
 
 struct ientry *repo_entry(struct repo *r, size_t i);
 /* Returns entry number or -1. Caller holds r->mu (or the repo is single-threaded). */

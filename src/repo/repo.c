@@ -378,7 +378,7 @@ void repo_close(struct repo *r)
 {
     if (!r)
         return;
-    repo_unlock(r);
+    repo_lock_release(r);
     for (size_t i = 0; i < r->nblocks; i++)
         free(r->blocks[i]);
     free(r->blocks);
