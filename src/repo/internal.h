@@ -50,6 +50,33 @@ struct packinfo {
     int source; /* number of the index file that listed it; -1 adopted from its trailer */
 };
 
+/* The identity of a lock's holder (lock.c). */
+struct ident {
+    char host[256];
+    char boot_id[64];
+    long long pid;
+    long long start; /* /proc/<pid>/stat field 22 (clock ticks after boot); 0 unknown */
+};
+
+/* The lock a repository handle holds (lock.c). */
+struct lock_holder {
+    struct repo *r;
+    char *name; /* locks/<hex> */
+    char hex[33];
+    bool exclusive;
+    int depth; /* nested repo_lock calls */
+    char *operation;
+    char created[40];
+    struct ident id;
+    pthread_t thread;
+    bool thread_started;
+    pthread_mutex_t mu; /* guards the fields below */
+    pthread_cond_t cv;
+    bool stop;
+    bool lost;                 /* the lock file was gone at a refresh */
+    int64_t last_refresh_mono; /* last successful write */
+};
+
 struct repo {
     char *path;
     struct storage *st;

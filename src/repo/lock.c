@@ -49,13 +49,6 @@ static int64_t stale_ns(void)
 
 /* ---- process identity ---------------------------------------------------------------- */
 
-struct ident {
-    char host[256];
-    char boot_id[64];
-    long long pid;
-    long long start; /* /proc/<pid>/stat field 22 (clock ticks after boot); 0 unknown */
-};
-
 /* Start time of a process: 1 found, 0 no such process, -1 unknown (no /proc). */
 static int proc_start(long long pid, long long *start)
 {
@@ -109,24 +102,6 @@ static void ident_self(struct ident *id)
 }
 
 /* ---- the lock this handle holds ------------------------------------------------------ */
-
-struct lock_holder {
-    struct repo *r;
-    char *name; /* locks/<hex> */
-    char hex[33];
-    bool exclusive;
-    int depth; /* nested repo_lock calls */
-    char *operation;
-    char created[40];
-    struct ident id;
-    pthread_t thread;
-    bool thread_started;
-    pthread_mutex_t mu; /* guards the fields below */
-    pthread_cond_t cv;
-    bool stop;
-    bool lost;                 /* the lock file was gone at a refresh */
-    int64_t last_refresh_mono; /* last successful write */
-};
 
 static json_t *holder_json(const struct lock_holder *h, const char *refreshed)
 {
@@ -368,7 +343,7 @@ static void lk_judge(struct lk_scan *s)
                 snprintf(x->reason, sizeof(x->reason), "older than 24 hours (format 1 lock)");
             }
         }
-        if (!x->stale)
+        if (!x->stale && !x->mine)
             any_live_lock = true;
     }
     for (size_t i = 0; i < s->n; i++) {
@@ -394,9 +369,10 @@ static void lk_judge(struct lk_scan *s)
             }
         } else {
             /* A claim of format 1 names no owner. Its backup took its lock before the claim
-             * and released the claim before the lock, so with no live lock left it is an
-             * orphan. An unreadable claim is one being written (create, then write) by a
-             * backup that holds a live lock, or a leftover: the same rule decides. */
+             * and released the claim before the lock, so with no live lock left (but ours:
+             * this handle writes its claims whole before it looks) it is an orphan. An unreadable
+             * claim is one being written (create, then write) by a backup that holds a live lock,
+             * or a leftover: the same rule decides. */
             int64_t age = now - x->mtime_ns;
             if (!any_live_lock) {
                 x->stale = true;

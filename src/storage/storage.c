@@ -112,9 +112,15 @@ struct posix_storage {
     uint64_t clock;
 };
 
-/* An fd for reading name and its slot (NULL: not cached, the caller closes the fd). */
+/* An fd for reading name and its slot (NULL: not cached, the caller closes the fd). Lock
+ * files (locks/) are the one kind of object rewritten under the same name (their holder
+ * refreshes them), so they are never cached: a cached fd would keep showing the old file. */
 static int fd_acquire(struct posix_storage *ps, const char *name, struct fd_slot **slot)
 {
+    if (strncmp(name, "locks/", 6) == 0) {
+        *slot = NULL;
+        return openat(ps->rootfd, name, O_RDONLY | O_CLOEXEC);
+    }
     pthread_mutex_lock(&ps->mu);
     struct fd_slot *victim = NULL;
     for (int i = 0; i < FD_CACHE; i++) {
