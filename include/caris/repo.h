@@ -154,11 +154,11 @@ json_t *repo_record_list(struct repo *r, const char *kind, json_t **damaged, str
 /* ---- locks --------------------------------------------------------------------------- */
 /* Backups, restores, verify, check and test-restore take shared locks (any number at once);
  * prune takes the exclusive one. A lock is a file locks/<32 hex> naming its holder (host,
- * boot id, pid and the process's start time), the operation, when it was taken and when it
- * was last refreshed: a thread started by repo_lock rewrites it every 5 minutes until
- * repo_unlock. A lock is stale when its process is gone on this host (or the host was
- * restarted), or when it was not refreshed for 30 minutes; stale locks are ignored. Format
- * and rules: docs/REPOSITORY-FORMAT.md, "Locks".
+ * boot id, pid namespace, pid and the process's start time), the operation, when it was
+ * taken and when it was last refreshed: a thread started by repo_lock rewrites it every 5
+ * minutes until repo_unlock. A lock is stale when its process is gone on this host, or when
+ * it was not refreshed for 30 minutes; stale locks are ignored. Format and rules:
+ * docs/REPOSITORY-FORMAT.md, "Locks".
  *
  * repo_lock waits up to the handle's lock wait (repo_set_lock_wait; default 0) for
  * conflicting live locks to go, then fails with ERR_LOCKED "repository locked by <op> on

@@ -54,6 +54,7 @@ struct packinfo {
 struct ident {
     char host[256];
     char boot_id[64];
+    char pid_ns[64]; /* readlink /proc/self/ns/pid: "pid:[4026531836]"; "" unknown */
     long long pid;
     long long start; /* /proc/<pid>/stat field 22 (clock ticks after boot); 0 unknown */
 };

@@ -96,6 +96,8 @@ static void ident_self(struct ident *id)
         id->boot_id[n] = '\0';
     }
     buf_free(&b);
+    ssize_t n = readlink("/proc/self/ns/pid", id->pid_ns, sizeof(id->pid_ns) - 1);
+    id->pid_ns[n > 0 ? n : 0] = '\0';
     id->pid = (long long)getpid();
     if (proc_start(id->pid, &id->start) != 1)
         id->start = 0;
@@ -105,10 +107,11 @@ static void ident_self(struct ident *id)
 
 static json_t *holder_json(const struct lock_holder *h, const char *refreshed)
 {
-    return json_pack("{s:i, s:b, s:s, s:s, s:s, s:I, s:I, s:s, s:s}", "version", LOCK_FORMAT,
+    return json_pack("{s:i, s:b, s:s, s:s, s:s, s:s, s:I, s:I, s:s, s:s}", "version", LOCK_FORMAT,
                      "exclusive", h->exclusive, "operation", h->operation, "host", h->id.host,
-                     "boot_id", h->id.boot_id, "pid", (json_int_t)h->id.pid, "pid_start",
-                     (json_int_t)h->id.start, "created", h->created, "refreshed", refreshed);
+                     "boot_id", h->id.boot_id, "pid_ns", h->id.pid_ns, "pid", (json_int_t)h->id.pid,
+                     "pid_start", (json_int_t)h->id.start, "created", h->created, "refreshed",
+                     refreshed);
 }
 
 static int holder_write(struct lock_holder *h, struct err *e)
@@ -188,7 +191,7 @@ struct lk_entry {
     int format;     /* 1 (no "version") or 2 */
     bool exclusive; /* unreadable locks count as exclusive: we cannot know */
     json_t *j;      /* the parsed file, or NULL */
-    const char *operation, *host, *boot_id, *created, *refreshed, *lock_ref;
+    const char *operation, *host, *boot_id, *pid_ns, *created, *refreshed, *lock_ref;
     long long pid, pid_start;
     int64_t mtime_ns;
     bool stale, mine;
@@ -239,6 +242,7 @@ static int lk_collect(void *ctx, const char *name, uint64_t size, struct err *e)
         x.operation = jstr(x.j, "operation");
         x.host = jstr(x.j, "host");
         x.boot_id = jstr(x.j, "boot_id");
+        x.pid_ns = jstr(x.j, "pid_ns");
         x.created = jstr(x.j, "created");
         x.refreshed = jstr(x.j, "refreshed");
         x.lock_ref = jstr(x.j, "lock");
@@ -261,15 +265,18 @@ static void lk_scan_free(struct lk_scan *s)
     s->n = 0;
 }
 
-/* Is the holder's process gone? Only answerable on its own host. */
+/* Is the holder's process gone? Only answerable on its own host, in the same boot (another
+ * boot id: the host restarted, or another machine carries the same name) and the same pid
+ * namespace (containers sharing a host name and kernel): otherwise only the refresh timeout
+ * tells. */
 static bool holder_gone(const struct lk_entry *x, const struct ident *self, char *why, size_t n)
 {
     if (!x->host || strcmp(x->host, self->host) != 0 || x->pid <= 0)
         return false;
-    if (x->boot_id && *x->boot_id && *self->boot_id && strcmp(x->boot_id, self->boot_id) != 0) {
-        snprintf(why, n, "host %s was restarted since", x->host);
-        return true;
-    }
+    if (x->boot_id && *x->boot_id && *self->boot_id && strcmp(x->boot_id, self->boot_id) != 0)
+        return false;
+    if (x->pid_ns && *x->pid_ns && *self->pid_ns && strcmp(x->pid_ns, self->pid_ns) != 0)
+        return false;
     if (kill((pid_t)x->pid, 0) != 0 && errno == ESRCH) {
         snprintf(why, n, "process %lld is gone", x->pid);
         return true;
@@ -652,10 +659,11 @@ int repo_claim(struct repo *r, const char *name, struct err *e)
         return err_set(e, ERR_FAILURE, NULL, "cannot claim %s in %s without holding a lock there",
                        name, r->path);
     char *obj = xasprintf(CLAIM_PREFIX "%s", name);
-    json_t *j = json_pack("{s:i, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:s}", "version", LOCK_FORMAT,
-                          "claim", name, "lock", h->hex, "operation", h->operation, "host",
-                          h->id.host, "boot_id", h->id.boot_id, "pid", (json_int_t)h->id.pid,
-                          "pid_start", (json_int_t)h->id.start, "created", h->created);
+    json_t *j =
+        json_pack("{s:i, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:s}", "version", LOCK_FORMAT,
+                  "claim", name, "lock", h->hex, "operation", h->operation, "host", h->id.host,
+                  "boot_id", h->id.boot_id, "pid_ns", h->id.pid_ns, "pid", (json_int_t)h->id.pid,
+                  "pid_start", (json_int_t)h->id.start, "created", h->created);
     char *text = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(j);
     /* A stale claim is not reused: two backups could both remove it and both claim the
