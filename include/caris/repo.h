@@ -164,7 +164,9 @@ json_t *repo_record_list(struct repo *r, const char *kind, json_t **damaged, str
  * conflicting live locks to go, then fails with ERR_LOCKED "repository locked by <op> on
  * <host> pid <pid> since <time>". Through a handle that already holds a lock it nests (a
  * shared request under any lock, an exclusive one under the exclusive lock): pair every
- * successful repo_lock with one repo_unlock. repo_close releases whatever is held. */
+ * successful repo_lock with one repo_unlock. repo_close releases whatever is held. Once the
+ * lock is taken, the index read at open is read again if an index file or adopted pack it
+ * listed is gone (a prune ran in between). */
 int repo_lock(struct repo *r, bool exclusive, const char *operation, struct err *e);
 void repo_unlock(struct repo *r);
 /* waiting (may be NULL) is called once, when repo_lock starts to wait, with the conflict

@@ -109,6 +109,10 @@ struct repo {
     bool init_claimed; /* repo_init holds init.lock */
 };
 
+/* Reads the index again when an index file or adopted pack that the handle loaded at open
+ * is gone (a prune ran between repo_open and repo_lock). repo_lock calls it once the lock is
+ * held; no writer of the handle may be active. */
+int repo_index_refresh(struct repo *r, struct err *e);
 /* Releases the lock this handle holds, however deeply nested (repo_close). */
 void repo_lock_release(struct repo *r);
 

@@ -305,6 +305,15 @@ static const struct lk_entry *lk_find(const struct lk_scan *s, const char *objec
     return NULL;
 }
 
+/* A claim whose lock the listing did not show: a directory listing that runs while files
+ * come and go may show a new claim without the lock its backup wrote just before it. Look
+ * once more; an error counts as present. */
+static bool lock_file_absent(struct repo *r, const char *name)
+{
+    struct err e = ERR_INIT;
+    return storage_exists(r->st, name, &e) == 0;
+}
+
 /* Decides which entries are stale (and why) and which belong to this handle. */
 static void lk_judge(struct lk_scan *s)
 {
@@ -364,9 +373,11 @@ static void lk_judge(struct lk_scan *s)
             x->mine = mine && strcmp(ref, mine->name) == 0;
             if (x->mine) {
                 /* ours */
-            } else if (!l) {
+            } else if (!l && lock_file_absent(s->r, ref)) {
                 x->stale = true;
                 snprintf(x->reason, sizeof(x->reason), "the lock of its backup (%s) is gone", ref);
+            } else if (!l) {
+                /* its lock appeared after the listing: alive */
             } else if (l->stale) {
                 x->stale = true;
                 snprintf(x->reason, sizeof(x->reason), "the lock of its backup is stale: %s",
@@ -539,6 +550,12 @@ static int lock_try(struct repo *r, bool exclusive, const char *operation, struc
     }
     h->thread_started = true;
     r->lock = h;
+    /* The handle read the index before it held a lock: a prune that ran in between may
+     * have removed packs it lists. */
+    if (repo_index_refresh(r, e) != 0) {
+        repo_lock_release(r);
+        return -1;
+    }
     return 0;
 }
 

@@ -773,6 +773,59 @@ static void test_exclusive_waits_for_backup(void **state)
     tmpdir_free(dir);
 }
 
+/* ---- state read before the lock is read again once it is held ------------------------------ */
+
+struct objlist {
+    char *v[64];
+    size_t n;
+};
+
+static int collect_obj(void *ctx, const char *name, uint64_t size, struct err *e)
+{
+    (void)size;
+    (void)e;
+    struct objlist *l = ctx;
+    if (l->n < 64)
+        l->v[l->n++] = strdup(name);
+    return 0;
+}
+
+static void test_lock_rereads_index(void **state)
+{
+    (void)state;
+    char *dir = tmpdir_new();
+    struct repo *a = init_ok(dir);
+    struct err e = ERR_INIT;
+    uint8_t id[32];
+    const char data[] = "a blob that a prune will remove";
+    repo_chunk_id(a, data, sizeof(data), id);
+    struct repo_writer *w = repo_writer_new(a, 1);
+    assert_int_equal(repo_writer_add(w, 0, id, data, sizeof(data), &e), 1);
+    assert_int_equal(repo_writer_flush(w, &e), 0);
+    repo_writer_free(w);
+
+    struct repo *c = open_ok(dir); /* reads the index now, without a lock */
+    assert_true(repo_has_blob(c, id));
+    /* a prune runs between c's open and c's lock: it removes the pack and its index file */
+    lock_ok(a, true, "prune");
+    struct objlist l = {0};
+    assert_int_equal(storage_list(repo_storage(a), "index", collect_obj, &l, &e), 0);
+    assert_int_equal(storage_list(repo_storage(a), "data", collect_obj, &l, &e), 0);
+    assert_true(l.n >= 2);
+    for (size_t i = 0; i < l.n; i++) {
+        assert_int_equal(storage_remove(repo_storage(a), l.v[i], &e), 0);
+        free(l.v[i]);
+    }
+    repo_unlock(a);
+    assert_true(repo_has_blob(c, id)); /* what c read at open */
+    lock_ok(c, false, "backup files");
+    assert_false(repo_has_blob(c, id)); /* read again once locked: nothing to dedup against */
+    repo_unlock(c);
+    repo_close(c);
+    repo_close(a);
+    tmpdir_free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -783,6 +836,7 @@ int main(void)
         cmocka_unit_test(test_wait),
         cmocka_unit_test(test_kill9_backup),
         cmocka_unit_test(test_exclusive_waits_for_backup),
+        cmocka_unit_test(test_lock_rereads_index),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
