@@ -27,6 +27,11 @@ for bad in 5x -1s abc 1s2 ''; do
 done
 assert_exit 0 cb --lock-wait 1.5s check
 assert_exit 0 cb --lock-wait 0 check
+assert_exit 0 cb unlock --help
+assert_contains "$OUT" "usage: caris-backup unlock [--force] [--json]" "unlock --help"
+assert_exit 2 cb unlock --bogus
+assert_exit 0 cb --json unlock
+assert_eq "0 0 0 0" "$(json_eval "$OUT_FILE" '" ".join(str(len(d[k])) for k in ("removed", "kept", "leftovers_removed", "leftovers_kept"))')" "unlock --json on a clean repository: nothing to do"
 
 # lock files (not claims, not temporary files)
 lock_files() { find "$repo/locks" -maxdepth 1 -type f ! -name '.*' -printf '%f\n' | LC_ALL=C sort; }
