@@ -156,10 +156,64 @@ int repo_record_add(struct repo *r, const char *kind, json_t *record, struct err
 json_t *repo_record_list(struct repo *r, const char *kind, json_t **damaged, struct err *e);
 
 /* ---- locks --------------------------------------------------------------------------- */
-/* Backups take shared locks (any number at once); prune takes the exclusive one. A lock
- * whose process is gone (same host) or that is older than its lease is ignored. */
+/* Backups, restores, verify, check and test-restore take shared locks (any number at once);
+ * prune takes the exclusive one. A lock is a file locks/<32 hex> naming its holder (host,
+ * boot id, pid namespace, pid and the process's start time), the operation, when it was
+ * taken and when it was last refreshed: a thread started by repo_lock rewrites it every 5
+ * minutes until repo_unlock. A lock is stale when its process is gone on this host, or when
+ * it was not refreshed for 30 minutes; stale locks are ignored. Format and rules:
+ * docs/REPOSITORY-FORMAT.md, "Locks".
+ *
+ * repo_lock waits up to the handle's lock wait (repo_set_lock_wait; default 0) for
+ * conflicting live locks to go, then fails with ERR_LOCKED "repository locked by <op> on
+ * <host> pid <pid> since <time>". Through a handle that already holds a lock it nests (a
+ * shared request under any lock, an exclusive one under the exclusive lock): pair every
+ * successful repo_lock with one repo_unlock. repo_close releases whatever is held. Once the
+ * lock is taken, the index read at open is read again if an index file or adopted pack it
+ * listed is gone (a prune ran in between). */
 int repo_lock(struct repo *r, bool exclusive, const char *operation, struct err *e);
 void repo_unlock(struct repo *r);
+/* waiting (may be NULL) is called once, when repo_lock starts to wait, with the conflict
+ * ("repository locked by ..."): the CLI says what it is waiting for. */
+typedef void (*repo_lock_wait_fn)(void *ctx, const char *conflict);
+void repo_set_lock_wait(struct repo *r, int64_t wait_ms, repo_lock_wait_fn waiting, void *ctx);
+/* 0 while this handle's lock stands (or none is held); ERR_LOCKED when its file was removed
+ * while held, or could not be refreshed for the staleness timeout (others may have removed
+ * it as stale). repo_snapshot_commit checks it: such a backup commits nothing. */
+int repo_lock_check(struct repo *r, struct err *e);
+
+/* Claims name (a backup id) under the lock this handle holds: locks/claim-<name>, created
+ * only if absent, naming the lock. A claim is stale when its lock is gone or stale. Returns
+ * 0 claimed, 1 already claimed (live or stale: take another name), -1 error. */
+int repo_claim(struct repo *r, const char *name, struct err *e);
+void repo_claim_release(struct repo *r, const char *name);
+
+/* Every lock and claim: array of {"object", "kind": "lock" | "claim", "exclusive" (locks),
+ * "operation", "host", "pid", "created", "refreshed", "format", "readable", "stale",
+ * "reason" (when stale), "mine", "description"}. */
+json_t *repo_lock_list(struct repo *r, struct err *e);
+
+/* Temporary files of interrupted writes ('.tmp-*' in any directory; a writer killed with
+ * kill -9 leaves them): array of {"object", "kind": "temporary", "size", "age_s"}. While a
+ * live lock other than the caller's exists, some may be in use by its holder. */
+json_t *repo_leftovers_list(struct repo *r, struct err *e);
+
+/* Removes the leftovers of crashed operations: stale locks and claims, and temporary files.
+ * Contract (prune calls it): the caller holds the exclusive lock, else ERR_LOCKED and
+ * nothing is removed. Under it no lock-taking writer runs, so every temporary file in
+ * data/, index/, snapshots/, records/ and the top directory is a leftover and is removed;
+ * in keys/ and locks/, written without the exclusive lock (key add/remove, processes
+ * writing their lock file), only those older than the staleness timeout. *removed (may be
+ * NULL) receives the entries removed (lock entries as repo_lock_list, temporary files as
+ * repo_leftovers_list). A failure stops at the first object that cannot be removed. */
+int repo_leftovers_remove(struct repo *r, json_t **removed, struct err *e);
+
+/* `caris-backup unlock`: removes stale locks and claims (force: every lock and claim but
+ * this handle's own, live or not); then, if no live lock remains, takes the exclusive lock
+ * for a moment and removes the leftovers (repo_leftovers_remove). *report: {"forced",
+ * "removed": [lock entries, "forced": true on live ones], "kept": [live locks],
+ * "leftovers_removed": [...], "leftovers_kept": [temporary files still there]}. */
+int repo_unlock_stale(struct repo *r, bool force, json_t **report, struct err *e);
 
 /* ---- check --------------------------------------------------------------------------- */
 struct repo_check_opts {

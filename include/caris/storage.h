@@ -32,6 +32,12 @@ struct storage_ops {
      * existed, -1 error. Used to claim names (backup ids) between concurrent writers. */
     int (*put_new)(struct storage *s, const char *name, const void *data, size_t len,
                    struct err *e);
+    /* Last modification time of an object (ns since the epoch). */
+    int (*mtime)(struct storage *s, const char *name, int64_t *ns, struct err *e);
+    /* Lists the temporary files of interrupted writes (names starting with ".tmp-", in any
+     * directory), which list never shows, with their full names: the leftovers of a
+     * writer that was killed. */
+    int (*list_temp)(struct storage *s, storage_list_cb cb, void *ctx, struct err *e);
     void (*close)(struct storage *s);
 };
 
@@ -53,6 +59,8 @@ int storage_list(struct storage *s, const char *dir, storage_list_cb cb, void *c
 int storage_remove(struct storage *s, const char *name, struct err *e);
 int storage_put_new(struct storage *s, const char *name, const void *data, size_t len,
                     struct err *e);
+int storage_mtime(struct storage *s, const char *name, int64_t *ns, struct err *e);
+int storage_list_temp(struct storage *s, storage_list_cb cb, void *ctx, struct err *e);
 /* 1 exists, 0 not, -1 error */
 int storage_exists(struct storage *s, const char *name, struct err *e);
 void storage_close(struct storage *s);

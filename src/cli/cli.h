@@ -19,6 +19,7 @@ struct globals {
     bool json;
     bool quiet;
     int threads;
+    int64_t lock_wait_ms; /* --lock-wait */
     struct config cfg;
     char *repo_path; /* resolved */
 };

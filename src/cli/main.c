@@ -1,5 +1,6 @@
 /* caris-backup: the command-line face of the library. It parses arguments, calls the
  * services, prints results; it never touches the repository itself. */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,6 +43,8 @@ static const char USAGE[] =
     "  key list | key add [--label L] | key remove ID\n"
     "                            manage key slots (key add reads the new key from stdin or\n"
     "                            CARIS_NEW_ENCRYPTION_KEY, never from the command line)\n"
+    "  unlock [--force]          remove stale locks and, when no operation runs, the\n"
+    "                            leftovers of crashed ones (--force: every lock)\n"
     "  version                   print the version\n"
     "\n"
     "Options:\n"
@@ -50,6 +53,8 @@ static const char USAGE[] =
     "  --json            machine-readable output on stdout\n"
     "  --quiet           no progress, no informational messages\n"
     "  --threads N       worker threads (default: number of CPUs)\n"
+    "  --lock-wait DURATION  wait up to DURATION (30s, 5m, 1h; default 0) for a conflicting\n"
+    "                    repository lock to go, then fail with exit 9\n"
     "  -h, --help        this help; `caris-backup COMMAND --help` for a command\n"
     "\n"
     "Environment (also read from .env.local; the environment wins):\n"
@@ -136,7 +141,26 @@ static int prepare_backup_dir(struct globals *g, struct err *e)
     return rc;
 }
 
+/* Told once when an operation starts to wait for a lock (--lock-wait). */
+static void lock_waiting(void *ctx, const char *conflict)
+{
+    const struct globals *g = ctx;
+    if (!g->quiet)
+        fprintf(stderr, "waiting up to %lld s for the repository lock: %s\n",
+                (long long)(g->lock_wait_ms / 1000), conflict);
+}
+
+static struct repo *open_repo_inner(struct globals *g, bool create, struct err *e);
+
 struct repo *open_repo(struct globals *g, bool create, struct err *e)
+{
+    struct repo *r = open_repo_inner(g, create, e);
+    if (r)
+        repo_set_lock_wait(r, g->lock_wait_ms, lock_waiting, g);
+    return r;
+}
+
+static struct repo *open_repo_inner(struct globals *g, bool create, struct err *e)
 {
     const char *key;
     if (config_encryption_key(&g->cfg, &key, e) != 0)
@@ -813,6 +837,122 @@ static int cmd_key(struct globals *g, int argc, char **argv)
     return code;
 }
 
+static void print_lock_line(json_t *x, const char *verb)
+{
+    const char *reason = json_string_value(json_object_get(x, "reason"));
+    bool forced = json_is_true(json_object_get(x, "forced"));
+    printf("%s %s %s (%s)%s%s%s\n", verb, json_string_value(json_object_get(x, "kind")),
+           json_string_value(json_object_get(x, "object")),
+           json_string_value(json_object_get(x, "description")), reason ? ": " : "",
+           reason ? reason : "", forced ? " [live, removed by --force]" : "");
+}
+
+static void print_lock_lines(json_t *arr, const char *verb)
+{
+    size_t i;
+    json_t *x;
+    json_array_foreach(arr, i, x) print_lock_line(x, verb);
+}
+
+static int cmd_unlock(struct globals *g, int argc, char **argv)
+{
+    bool force = false;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--force") == 0)
+            force = true;
+        else if (strcmp(argv[i], "--json") == 0)
+            g->json = true;
+        else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            printf("usage: caris-backup unlock [--force] [--json]\n\n"
+                   "Removes stale locks and backup-id claims: those whose process is gone on\n"
+                   "this host, or that were not refreshed for 30 minutes (live ones are\n"
+                   "refreshed every 5 minutes). Live locks are listed and kept. When no live\n"
+                   "lock remains, it also removes the temporary files (.tmp-*) that crashed\n"
+                   "writers left, under the exclusive lock.\n"
+                   "--force removes every lock and claim, live or not, and says which: only\n"
+                   "when you know that no caris-backup runs on any host using this repository\n"
+                   "(an operation whose lock was removed fails before it commits anything).\n");
+            return 0;
+        } else
+            return usage_error("unknown argument '%s' for unlock", argv[i]);
+    }
+    struct err e = ERR_INIT;
+    struct repo *r = open_repo(g, false, &e);
+    if (!r)
+        return fail(&e);
+    json_t *rep = NULL;
+    int rc = repo_unlock_stale(r, force, &rep, &e);
+    repo_close(r);
+    if (rc != 0)
+        return fail(&e);
+    if (g->json) {
+        print_json(rep);
+    } else if (!g->quiet) {
+        json_t *removed = json_object_get(rep, "removed"), *kept = json_object_get(rep, "kept");
+        json_t *lr = json_object_get(rep, "leftovers_removed");
+        json_t *lk = json_object_get(rep, "leftovers_kept");
+        print_lock_lines(removed, "removed");
+        print_lock_lines(kept, "kept live");
+        size_t i;
+        json_t *x;
+        json_array_foreach(lr, i, x)
+        {
+            if (strcmp(json_string_value(json_object_get(x, "kind")), "temporary") == 0)
+                printf("removed leftover %s (%lld bytes)\n",
+                       json_string_value(json_object_get(x, "object")),
+                       (long long)json_integer_value(json_object_get(x, "size")));
+            else
+                print_lock_line(x, "removed");
+        }
+        if (json_array_size(lk))
+            printf("kept %zu temporary file(s): %s\n", json_array_size(lk),
+                   json_array_size(kept) ? "operations are running (they may be theirs)"
+                                         : "too recent to be sure no writer owns them");
+        if (force && json_array_size(removed))
+            printf("--force: removed %zu lock(s) and claim(s), live ones included\n",
+                   json_array_size(removed));
+        if (!json_array_size(removed) && !json_array_size(lr) && !json_array_size(kept))
+            printf("no locks and no leftovers in %s\n", g->repo_path);
+    }
+    json_decref(rep);
+    return 0;
+}
+
+/* "30s", "5m", "1h", "2d", "90" (seconds), "0": milliseconds, or -1. */
+static int64_t parse_duration_ms(const char *s)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || errno || !(v >= 0) || *s == '-' || *s == '+' || *s == ' ')
+        return -1;
+    double mult = 1000;
+    if (*end) {
+        if (end[1])
+            return -1;
+        switch (*end) {
+        case 's':
+            mult = 1000;
+            break;
+        case 'm':
+            mult = 60000;
+            break;
+        case 'h':
+            mult = 3600000;
+            break;
+        case 'd':
+            mult = 86400000;
+            break;
+        default:
+            return -1;
+        }
+    }
+    double ms = v * mult;
+    if (ms > 366.0 * 86400000)
+        return -1;
+    return (int64_t)ms;
+}
+
 /* The seed's operations that later issues deliver: an honest error until then. */
 static const char *const PLANNED[] = {"retention", "pitr", "upload", "schedule", "serve", NULL};
 
@@ -835,11 +975,15 @@ static int not_implemented(const char *cmd)
 int main(int argc, char **argv)
 {
     struct globals g = {0};
-    static const struct option opts[] = {
-        {"env-file", required_argument, 0, 'e'}, {"repo", required_argument, 0, 'r'},
-        {"json", no_argument, 0, 'j'},           {"quiet", no_argument, 0, 'q'},
-        {"threads", required_argument, 0, 't'},  {"help", no_argument, 0, 'h'},
-        {"version", no_argument, 0, 'V'},        {0, 0, 0, 0}};
+    static const struct option opts[] = {{"env-file", required_argument, 0, 'e'},
+                                         {"repo", required_argument, 0, 'r'},
+                                         {"json", no_argument, 0, 'j'},
+                                         {"quiet", no_argument, 0, 'q'},
+                                         {"threads", required_argument, 0, 't'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {"version", no_argument, 0, 'V'},
+                                         {"lock-wait", required_argument, 0, 'w'},
+                                         {0, 0, 0, 0}};
     int c;
     /* Global options end at the command word ('+' stops at the first non-option). */
     while ((c = getopt_long(argc, argv, "+hq", opts, NULL)) != -1) {
@@ -860,6 +1004,13 @@ int main(int argc, char **argv)
             g.threads = atoi(optarg);
             if (g.threads < 1 || g.threads > 256)
                 return usage_error("--threads must be between 1 and 256, got '%s'", optarg);
+            break;
+        case 'w':
+            g.lock_wait_ms = parse_duration_ms(optarg);
+            if (g.lock_wait_ms < 0)
+                return usage_error("--lock-wait takes a duration such as 30s, 5m or 1h (at "
+                                   "most a year), got '%s'",
+                                   optarg);
             break;
         case 'h':
             fputs(USAGE, stdout);
@@ -915,6 +1066,8 @@ int main(int argc, char **argv)
         code = cmd_restore(&g, cargc, cargv);
     else if (strcmp(cmd, "key") == 0)
         code = cmd_key(&g, cargc, cargv);
+    else if (strcmp(cmd, "unlock") == 0)
+        code = cmd_unlock(&g, cargc, cargv);
     else if (strcmp(cmd, "test-restore") == 0)
         code = cmd_test_restore(&g, cargc, cargv);
     else if (is_planned(cmd))

@@ -296,7 +296,8 @@ static void check_snapshots(struct check *c, json_t *list, uint64_t *nrefs)
     }
 }
 
-int repo_check(struct repo *r, const struct repo_check_opts *o, json_t **report, struct err *e)
+static int check_locked(struct repo *r, const struct repo_check_opts *o, json_t **report,
+                        struct err *e)
 {
     struct check c = {.r = r, .o = o, .errors = json_array(), .warnings = json_array()};
     pthread_mutex_init(&c.mu, NULL);
@@ -394,5 +395,69 @@ out:
     free(c.by_pack);
     free(c.first);
     pthread_mutex_destroy(&c.mu);
+    return rc;
+}
+
+/* What crashed operations left: stale locks and claims, and temporary files. These are
+ * warnings, not damage: nothing a backup needs is missing. Temporary files are reported only
+ * when no other operation holds a live lock (they may be its writes in progress). */
+static int check_leftovers(struct repo *r, json_t *report, struct err *e)
+{
+    json_t *locks = repo_lock_list(r, e);
+    json_t *tmp = locks ? repo_leftovers_list(r, e) : NULL;
+    if (!tmp) {
+        json_decref(locks);
+        return -1;
+    }
+    json_t *warnings = json_object_get(report, "warnings");
+    bool others_live = false;
+    size_t i, nstale = 0;
+    json_t *x;
+    json_array_foreach(locks, i, x)
+    {
+        if (json_is_true(json_object_get(x, "mine")))
+            continue;
+        if (!json_is_true(json_object_get(x, "stale"))) {
+            others_live |= strcmp(json_string_value(json_object_get(x, "kind")), "lock") == 0;
+            continue;
+        }
+        nstale++;
+        add_issue(warnings, json_string_value(json_object_get(x, "object")),
+                  "stale %s of %s: %s (left by a crashed operation; `caris-backup unlock` "
+                  "removes it)",
+                  json_string_value(json_object_get(x, "kind")),
+                  json_string_value(json_object_get(x, "description")),
+                  json_string_value(json_object_get(x, "reason")));
+    }
+    if (!others_live)
+        json_array_foreach(tmp, i, x)
+        {
+            add_issue(warnings, json_string_value(json_object_get(x, "object")),
+                      "temporary file of an interrupted write (%lld bytes, %lld s old; "
+                      "`caris-backup unlock` removes it)",
+                      (long long)json_integer_value(json_object_get(x, "size")),
+                      (long long)json_integer_value(json_object_get(x, "age_s")));
+        }
+    json_t *stats = json_object_get(report, "stats");
+    json_object_set_new(stats, "stale_locks", json_integer((json_int_t)nstale));
+    json_object_set_new(stats, "temporary_files", json_integer((json_int_t)json_array_size(tmp)));
+    json_object_set_new(stats, "temporary_files_may_be_in_use", json_boolean(others_live));
+    json_decref(locks);
+    json_decref(tmp);
+    return 0;
+}
+
+int repo_check(struct repo *r, const struct repo_check_opts *o, json_t **report, struct err *e)
+{
+    *report = NULL;
+    if (repo_lock(r, false, "check", e) != 0)
+        return -1;
+    int rc = check_locked(r, o, report, e);
+    if (rc == 0 && check_leftovers(r, *report, e) != 0) {
+        json_decref(*report);
+        *report = NULL;
+        rc = -1;
+    }
+    repo_unlock(r);
     return rc;
 }

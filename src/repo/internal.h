@@ -50,6 +50,34 @@ struct packinfo {
     int source; /* number of the index file that listed it; -1 adopted from its trailer */
 };
 
+/* The identity of a lock's holder (lock.c). */
+struct ident {
+    char host[256];
+    char boot_id[64];
+    char pid_ns[64]; /* readlink /proc/self/ns/pid: "pid:[4026531836]"; "" unknown */
+    long long pid;
+    long long start; /* /proc/<pid>/stat field 22 (clock ticks after boot); 0 unknown */
+};
+
+/* The lock a repository handle holds (lock.c). */
+struct lock_holder {
+    struct repo *r;
+    char *name; /* locks/<hex> */
+    char hex[33];
+    bool exclusive;
+    int depth; /* nested repo_lock calls */
+    char *operation;
+    char created[40];
+    struct ident id;
+    pthread_t thread;
+    bool thread_started;
+    pthread_mutex_t mu; /* guards the fields below */
+    pthread_cond_t cv;
+    bool stop;
+    bool lost;                 /* the lock file was gone at a refresh */
+    int64_t last_refresh_mono; /* last successful write */
+};
+
 struct repo {
     char *path;
     struct storage *st;
@@ -74,9 +102,19 @@ struct repo {
     size_t nadopted;
     struct buf adopted_payload; /* their index-file records, ready to write */
     json_t *damage;
-    char *lock_name;
+    struct lock_holder *lock; /* the lock this handle holds (lock.c), NULL when none */
+    int64_t lock_wait_ms;     /* how long repo_lock waits for conflicting locks */
+    repo_lock_wait_fn lock_waiting;
+    void *lock_waiting_ctx;
     bool init_claimed; /* repo_init holds init.lock */
 };
+
+/* Reads the index again when an index file or adopted pack that the handle loaded at open
+ * is gone (a prune ran between repo_open and repo_lock). repo_lock calls it once the lock is
+ * held; no writer of the handle may be active. */
+int repo_index_refresh(struct repo *r, struct err *e);
+/* Releases the lock this handle holds, however deeply nested (repo_close). */
+void repo_lock_release(struct repo *r);
 
 struct ientry *repo_entry(struct repo *r, size_t i);
 /* Returns entry number or -1. Caller holds r->mu (or the repo is single-threaded). */

@@ -378,7 +378,7 @@ void repo_close(struct repo *r)
 {
     if (!r)
         return;
-    repo_unlock(r);
+    repo_lock_release(r);
     for (size_t i = 0; i < r->nblocks; i++)
         free(r->blocks[i]);
     free(r->blocks);
@@ -759,6 +759,63 @@ struct repo *repo_open(const char *path, const char *password, struct err *e)
 fail:
     repo_close(r);
     return NULL;
+}
+
+/* True when an index file or an adopted pack this handle loaded is gone. */
+static int index_stale(struct repo *r, bool *stale, struct err *e)
+{
+    struct namelist l;
+    if (list_names(r, "index", &l, e) != 0)
+        return -1;
+    *stale = false;
+    for (size_t i = 0; i < r->nindex_files && !*stale; i++)
+        *stale = !l.n || !bsearch(&r->index_files[i], l.v, l.n, sizeof(char *), cmp_str);
+    namelist_free(&l);
+    for (size_t i = 0; i < r->nadopted && !*stale; i++) {
+        char name[80];
+        pack_object_name(r->packs[r->adopted[i]].id, name, sizeof(name));
+        int ex = storage_exists(r->st, name, e);
+        if (ex < 0)
+            return -1;
+        *stale = ex == 0;
+    }
+    return 0;
+}
+
+int repo_index_refresh(struct repo *r, struct err *e)
+{
+    bool stale;
+    if (index_stale(r, &stale, e) != 0)
+        return -1;
+    if (!stale)
+        return 0;
+    /* What the handle read before it held its lock is outdated (a prune ran meanwhile):
+     * read it again, so that nothing is deduplicated against blobs that are gone. */
+    for (size_t i = 0; i < r->nblocks; i++)
+        free(r->blocks[i]);
+    free(r->blocks);
+    free(r->emap.slots);
+    free(r->pmap.slots);
+    if (r->packs)
+        cx_wipe(r->packs, r->packs_cap * sizeof(*r->packs));
+    free(r->packs);
+    for (size_t i = 0; i < r->nindex_files; i++)
+        free(r->index_files[i]);
+    free(r->index_files);
+    free(r->adopted);
+    buf_free(&r->adopted_payload);
+    r->blocks = NULL;
+    r->nblocks = r->nentries = 0;
+    memset(&r->emap, 0, sizeof(r->emap));
+    memset(&r->pmap, 0, sizeof(r->pmap));
+    r->packs = NULL;
+    r->npacks = r->packs_cap = 0;
+    r->index_files = NULL;
+    r->nindex_files = 0;
+    r->adopted = NULL;
+    r->nadopted = 0;
+    json_array_clear(r->damage);
+    return load_indexes(r, e) != 0 || adopt_orphan_packs(r, e) != 0 ? -1 : 0;
 }
 
 struct repo *repo_init(const char *path, const char *password, const struct repo_init_opts *o,

@@ -1,4 +1,4 @@
-/* Snapshot manifests (the commit point of a backup) and repository locks. */
+/* Snapshot manifests (the commit point of a backup) and records. Locks are in lock.c. */
 #include "internal.h"
 
 #include "caris/stream.h"
@@ -61,6 +61,11 @@ int repo_snapshot_commit(struct repo *r, json_t *summary, json_t *ref, char name
         err_set(e, ERR_FAILURE, NULL, "cannot serialise the backup manifest");
         goto out;
     }
+    /* A backup whose lock was removed while it ran (unlock --force, or judged stale after
+     * it could not refresh it) may have deduplicated against blobs a prune has deleted
+     * since: it must not commit. */
+    if (repo_lock_check(r, e) != 0)
+        goto out;
     if (zstd_pack(s1, strlen(s1), 3, &z1) != 0 || zstd_pack(s2, strlen(s2), 3, &z2) != 0) {
         err_set(e, ERR_FAILURE, NULL, "cannot compress the backup manifest");
         goto out;
@@ -414,112 +419,4 @@ json_t *repo_record_list(struct repo *r, const char *kind, json_t **damaged, str
     else
         json_decref(c.damaged);
     return c.out;
-}
-
-/* ---- locks --------------------------------------------------------------------------- */
-
-#define LOCK_LEASE_NS ((int64_t)24 * 3600 * 1000000000)
-
-struct lock_scan {
-    bool want_exclusive;
-    char *conflict; /* description of the first live conflicting lock */
-    struct repo *r;
-    const char *self; /* our own lock, skipped */
-};
-
-static int scan_lock(void *ctx, const char *name, uint64_t size, struct err *e)
-{
-    (void)e;
-    struct lock_scan *ls = ctx;
-    if (ls->conflict || size > 65536 || (ls->self && strcmp(name, ls->self) == 0))
-        return 0;
-    struct buf b = {0};
-    struct err le = ERR_INIT;
-    if (storage_get(ls->r->st, name, 65536, &b, &le) != 0) {
-        buf_free(&b);
-        return 0; /* removed meanwhile */
-    }
-    json_t *j = json_loadb((const char *)b.data, b.len, 0, NULL);
-    buf_free(&b);
-    if (!j)
-        return 0;
-    int exclusive = json_is_true(json_object_get(j, "exclusive"));
-    json_int_t pid = json_integer_value(json_object_get(j, "pid"));
-    const char *host = json_string_value(json_object_get(j, "host"));
-    const char *created = json_string_value(json_object_get(j, "created"));
-    const char *op = json_string_value(json_object_get(j, "operation"));
-    char myhost[256] = "";
-    gethostname(myhost, sizeof(myhost) - 1);
-    int64_t t = 0;
-    bool stale = created && time_parse_iso(created, &t) == 0 && time_now_ns() - t > LOCK_LEASE_NS;
-    if (host && strcmp(host, myhost) == 0 && pid > 0 && kill((pid_t)pid, 0) != 0 && errno == ESRCH)
-        stale = true;
-    if (!stale && (exclusive || ls->want_exclusive))
-        ls->conflict = xasprintf("%s (%s lock for %s by pid %lld on %s since %s)", name,
-                                 exclusive ? "exclusive" : "shared", op ? op : "?", (long long)pid,
-                                 host ? host : "?", created ? created : "?");
-    json_decref(j);
-    return 0;
-}
-
-int repo_lock(struct repo *r, bool exclusive, const char *operation, struct err *e)
-{
-    if (r->lock_name)
-        return err_set(e, ERR_FAILURE, NULL, "repository %s is already locked by this process",
-                       r->path);
-    struct lock_scan ls = {exclusive, NULL, r, NULL};
-    if (storage_list(r->st, "locks", scan_lock, &ls, e) != 0)
-        return -1;
-    if (ls.conflict) {
-        err_set(e, ERR_LOCKED,
-                "wait for that operation to finish; if its process is gone, remove the lock "
-                "file",
-                "repository %s is locked: %s", r->path, ls.conflict);
-        free(ls.conflict);
-        return -1;
-    }
-    uint8_t rnd[16];
-    char hex[33], now[40], host[256] = "";
-    cx_random(rnd, sizeof(rnd));
-    cx_hex(rnd, sizeof(rnd), hex);
-    time_format_iso(time_now_ns(), now, sizeof(now));
-    gethostname(host, sizeof(host) - 1);
-    json_t *j =
-        json_pack("{s:b, s:I, s:s, s:s, s:s}", "exclusive", exclusive, "pid", (json_int_t)getpid(),
-                  "host", host, "created", now, "operation", operation);
-    char *text = json_dumps(j, JSON_COMPACT);
-    json_decref(j);
-    char *name = xasprintf("locks/%s", hex);
-    int rc = storage_put(r->st, name, text, strlen(text), e);
-    free(text);
-    if (rc != 0) {
-        free(name);
-        return -1;
-    }
-    r->lock_name = name;
-    /* Two exclusive lockers could both pass the scan; the second look resolves it. */
-    if (exclusive) {
-        struct lock_scan again = {true, NULL, r, name};
-        struct err ie = ERR_INIT;
-        storage_list(r->st, "locks", scan_lock, &again, &ie);
-        if (again.conflict) {
-            err_set(e, ERR_LOCKED, "retry later", "repository %s is locked: %s", r->path,
-                    again.conflict);
-            free(again.conflict);
-            repo_unlock(r);
-            return -1;
-        }
-        free(again.conflict);
-    }
-    return 0;
-}
-
-void repo_unlock(struct repo *r)
-{
-    if (!r->lock_name)
-        return;
-    struct err e = ERR_INIT;
-    storage_remove(r->st, r->lock_name, &e);
-    free(r->lock_name);
-    r->lock_name = NULL;
 }

@@ -40,10 +40,7 @@ int backup_id_claim(struct repo *r, const char *prefix, const char *mode, int64_
         }
         if (taken)
             continue;
-        char *name = xasprintf("locks/claim-%s", id);
-        static const char body[] = "{\"claim\":true}";
-        int rc = storage_put_new(repo_storage(r), name, body, sizeof(body) - 1, e);
-        free(name);
+        int rc = repo_claim(r, id, e);
         if (rc < 0) {
             json_decref(list);
             return -1;
@@ -54,16 +51,13 @@ int backup_id_claim(struct repo *r, const char *prefix, const char *mode, int64_
         }
     }
     json_decref(list);
-    return err_set(e, ERR_FAILURE, "remove stale locks/claim-* files from the repository",
+    return err_set(e, ERR_FAILURE, "`caris-backup unlock` removes stale claims",
                    "cannot find a free backup id for %s", base);
 }
 
 void backup_id_release(struct repo *r, const char *id)
 {
-    char *name = xasprintf("locks/claim-%s", id);
-    struct err e = ERR_INIT;
-    storage_remove(repo_storage(r), name, &e);
-    free(name);
+    repo_claim_release(r, id);
 }
 
 json_t *backup_latest(struct repo *r, const char *kind, const char *field, json_t *value,

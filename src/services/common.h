@@ -8,8 +8,8 @@
 
 /* Claims a unique backup id for prefix/mode at the current time: the base id, or base-2,
  * base-3, ... when taken (by a backup in the repository or a concurrent one). The claim is
- * an object locks/claim-<id>; release it with backup_id_release after the snapshot is
- * saved (or on failure). */
+ * made with repo_claim under the lock the caller holds; release it with backup_id_release
+ * after the snapshot is saved (or on failure). */
 int backup_id_claim(struct repo *r, const char *prefix, const char *mode, int64_t now_ns, char *id,
                     size_t n, struct err *e);
 void backup_id_release(struct repo *r, const char *id);

@@ -607,8 +607,8 @@ static int load_files_backup(struct repo *r, const char *id, json_t **summary, s
     return 0;
 }
 
-int caris_files_restore(struct repo *r, const struct files_restore_opts *o, json_t **report,
-                        struct err *e)
+static int files_restore_locked(struct repo *r, const struct files_restore_opts *o, json_t **report,
+                                struct err *e)
 {
     json_t *summary;
     struct buf entries = {0};
@@ -631,6 +631,17 @@ int caris_files_restore(struct repo *r, const struct files_restore_opts *o, json
     buf_free(&entries);
     if (rc == 0 && json_array_size(json_object_get(*report, "warnings")))
         return CARIS_DONE_WARNINGS;
+    return rc;
+}
+
+int caris_files_restore(struct repo *r, const struct files_restore_opts *o, json_t **report,
+                        struct err *e)
+{
+    *report = NULL;
+    if (repo_lock(r, false, "restore files", e) != 0)
+        return -1;
+    int rc = files_restore_locked(r, o, report, e);
+    repo_unlock(r);
     return rc;
 }
 
@@ -683,8 +694,8 @@ static int verify_streams(struct repo *r, json_t *entries, const struct verify_o
     return 0;
 }
 
-int caris_backup_verify(struct repo *r, const char *backup_id, const struct verify_opts *o,
-                        json_t **report, struct err *e)
+static int verify_locked(struct repo *r, const char *backup_id, const struct verify_opts *o,
+                         json_t **report, struct err *e)
 {
     json_t *summary, *entries;
     *report = NULL;
@@ -722,5 +733,16 @@ int caris_backup_verify(struct repo *r, const char *backup_id, const struct veri
     json_object_set_new(*report, "valid", json_boolean(rc == 0));
     json_decref(summary);
     buf_free(&text);
+    return rc;
+}
+
+int caris_backup_verify(struct repo *r, const char *backup_id, const struct verify_opts *o,
+                        json_t **report, struct err *e)
+{
+    *report = NULL;
+    if (repo_lock(r, false, "verify", e) != 0)
+        return -1;
+    int rc = verify_locked(r, backup_id, o, report, e);
+    repo_unlock(r);
     return rc;
 }

@@ -62,6 +62,16 @@ int storage_put_new(struct storage *s, const char *name, const void *data, size_
     return s->ops->put_new(s, name, data, len, e);
 }
 
+int storage_mtime(struct storage *s, const char *name, int64_t *ns, struct err *e)
+{
+    return s->ops->mtime(s, name, ns, e);
+}
+
+int storage_list_temp(struct storage *s, storage_list_cb cb, void *ctx, struct err *e)
+{
+    return s->ops->list_temp(s, cb, ctx, e);
+}
+
 int storage_exists(struct storage *s, const char *name, struct err *e)
 {
     uint64_t size;
@@ -102,9 +112,15 @@ struct posix_storage {
     uint64_t clock;
 };
 
-/* An fd for reading name and its slot (NULL: not cached, the caller closes the fd). */
+/* An fd for reading name and its slot (NULL: not cached, the caller closes the fd). Lock
+ * files (locks/) are the one kind of object rewritten under the same name (their holder
+ * refreshes them), so they are never cached: a cached fd would keep showing the old file. */
 static int fd_acquire(struct posix_storage *ps, const char *name, struct fd_slot **slot)
 {
+    if (strncmp(name, "locks/", 6) == 0) {
+        *slot = NULL;
+        return openat(ps->rootfd, name, O_RDONLY | O_CLOEXEC);
+    }
     pthread_mutex_lock(&ps->mu);
     struct fd_slot *victim = NULL;
     for (int i = 0; i < FD_CACHE; i++) {
@@ -291,6 +307,69 @@ static int posix_size(struct storage *s, const char *name, uint64_t *size, struc
     return 0;
 }
 
+static int posix_mtime(struct storage *s, const char *name, int64_t *ns, struct err *e)
+{
+    struct posix_storage *ps = P(s);
+    struct stat st;
+    if (fstatat(ps->rootfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+        return err_sys(e, errno, NULL, "cannot stat %s/%s", ps->root, name);
+    *ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+    return 0;
+}
+
+/* Walks dir ("" = the root) and its subdirectories for temporary files. The repository is
+ * at most two levels deep (data/xx/, records/<kind>/); depth bounds the walk anyway. */
+static int list_temp_dir(struct posix_storage *ps, const char *dir, int depth, storage_list_cb cb,
+                         void *ctx, struct err *e)
+{
+    int fd = openat(ps->rootfd, *dir ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return 0;
+        return err_sys(e, errno, NULL, "cannot list %s/%s", ps->root, dir);
+    }
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        close(fd);
+        return err_sys(e, errno, NULL, "cannot list %s/%s", ps->root, dir);
+    }
+    char **names = NULL;
+    size_t n = 0;
+    struct dirent *de;
+    while ((errno = 0, de = readdir(d)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        names = xrealloc(names, xsize(n + 1, sizeof(*names), 0));
+        names[n++] = *dir ? xasprintf("%s/%s", dir, de->d_name) : xstrdup(de->d_name);
+    }
+    int r = 0;
+    if (errno != 0)
+        r = err_sys(e, errno, NULL, "cannot list %s/%s", ps->root, dir);
+    closedir(d);
+    for (size_t i = 0; i < n && r == 0; i++) {
+        const char *base = strrchr(names[i], '/') ? strrchr(names[i], '/') + 1 : names[i];
+        struct stat st;
+        if (fstatat(ps->rootfd, names[i], &st, AT_SYMLINK_NOFOLLOW) != 0) {
+            if (errno != ENOENT)
+                r = err_sys(e, errno, NULL, "cannot stat %s/%s", ps->root, names[i]);
+        } else if (S_ISDIR(st.st_mode) && base[0] != '.') {
+            if (depth > 0)
+                r = list_temp_dir(ps, names[i], depth - 1, cb, ctx, e);
+        } else if (S_ISREG(st.st_mode) && strncmp(base, TMP_PREFIX, strlen(TMP_PREFIX)) == 0) {
+            r = cb(ctx, names[i], (uint64_t)st.st_size, e);
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+    return r;
+}
+
+static int posix_list_temp(struct storage *s, storage_list_cb cb, void *ctx, struct err *e)
+{
+    return list_temp_dir(P(s), "", 2, cb, ctx, e);
+}
+
 static int list_dir(struct posix_storage *ps, const char *dir, bool recurse, storage_list_cb cb,
                     void *ctx, struct err *e)
 {
@@ -397,6 +476,8 @@ static const struct storage_ops posix_ops = {
     .list = posix_list,
     .remove = posix_remove,
     .put_new = posix_put_new,
+    .mtime = posix_mtime,
+    .list_temp = posix_list_temp,
     .close = posix_close,
 };
 

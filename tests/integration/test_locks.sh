@@ -1,0 +1,228 @@
+#!/usr/bin/env bash
+# Locks that survive crashes (issue 6, section 2).
+#  1. A live lock of another process (a lock file in the documented format, held by a process
+#     of ours): shared operations fail with exit 9 and the holder's description, and with
+#     --lock-wait wait for it and then succeed; nothing is written while they are refused.
+#     `unlock` keeps a live lock; `unlock --force` removes it and says so.
+#  2. A database backup killed with SIGKILL while it holds its lock and claim (held in place
+#     by a table lock taken from psql, so the kill lands mid-backup every time): `check`
+#     reports the stale lock and claim (and the temporary files a killed writer leaves),
+#     `unlock` removes them, `check` is clean, and new backups work. While the backup runs,
+#     `unlock` keeps its lock, and the backup then completes: nothing is lost.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/pglib.sh"
+
+repo=$BACKUP_DIR/repository
+host=$(hostname)
+boot_id=$(cat /proc/sys/kernel/random/boot_id)
+
+mkdir -p "$TEST_TMP/src"
+seq 1 20000 >"$TEST_TMP/src/numbers.txt"
+assert_exit 0 cb --quiet backup files "$TEST_TMP/src"
+
+# --- --lock-wait takes a duration ----------------------------------------------------------
+for bad in 5x -1s abc 1s2 ''; do
+    assert_exit 2 cb --lock-wait "$bad" check
+    assert_contains "$ERR" "--lock-wait takes a duration" "--lock-wait '$bad' is refused"
+done
+assert_exit 0 cb --lock-wait 1.5s check
+assert_exit 0 cb --lock-wait 0 check
+assert_exit 0 cb unlock --help
+assert_contains "$OUT" "usage: caris-backup unlock [--force] [--json]" "unlock --help"
+assert_exit 2 cb unlock --bogus
+assert_exit 0 cb --json unlock
+assert_eq "0 0 0 0" "$(json_eval "$OUT_FILE" '" ".join(str(len(d[k])) for k in ("removed", "kept", "leftovers_removed", "leftovers_kept"))')" "unlock --json on a clean repository: nothing to do"
+
+# lock files (not claims, not temporary files)
+lock_files() { find "$repo/locks" -maxdepth 1 -type f ! -name '.*' -printf '%f\n' | LC_ALL=C sort; }
+# start time of a process (field 22 of /proc/PID/stat)
+proc_start() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $20 }'; }
+
+# plant_lock NAME PID EXCLUSIVE OPERATION: a lock file of format 2 held by PID
+plant_lock() {
+    local now
+    now=$(date -u +%Y-%m-%dT%H:%M:%S.000Z)
+    printf '{"version":2,"exclusive":%s,"operation":"%s","host":"%s","boot_id":"%s","pid":%s,"pid_start":%s,"created":"%s","refreshed":"%s"}' \
+        "$3" "$4" "$host" "$boot_id" "$2" "$(proc_start "$2")" "$now" "$now" >"$repo/locks/$1"
+}
+
+# A process we control: it lives until we write a line into its FIFO.
+holder_fifo=$TEST_TMP/holder.fifo
+mkfifo "$holder_fifo"
+exec {holder_fd}<>"$holder_fifo"
+# shellcheck disable=SC2016 # $1 is the inner shell's
+bg_start bash -c 'read -r _ <"$1"' _ "$holder_fifo"
+holder=$BG_PID
+lock=0123456789abcdef0123456789abcdef
+plant_lock $lock "$holder" true prune
+
+# --- 1. a live exclusive lock refuses shared operations (exit 9) -------------------------
+list_before=$(cb --json list)
+assert_exit 9 cb check
+assert_contains "$ERR" "repository locked by prune on $host pid $holder since " "check names the holder"
+assert_contains "$ERR" "caris-backup unlock" "the hint names unlock"
+assert_exit 9 cb verify --all
+assert_exit 9 cb backup files "$TEST_TMP/src"
+assert_contains "$ERR" "repository locked by prune on $host pid $holder" "backup names the holder"
+mkdir "$TEST_TMP/r1"
+first=$(json_eval <(printf '%s' "$list_before") 'd[0]["id"]')
+assert_exit 9 cb restore files "$first" --target "$TEST_TMP/r1"
+assert_eq "$list_before" "$(cb --json list)" "the refused backup added nothing"
+assert_eq "$lock" "$(lock_files)" "the refused operations left no lock and no claim"
+
+# --- --lock-wait: waits while the holder runs, proceeds once it has let go ------------------
+bg_start cb --lock-wait 2m check
+waiter=$BG_PID waiter_err=$BG_ERR
+# shellcheck disable=SC2317 # called through wait_until
+waiting() { grep -q "waiting up to 120 s for the repository lock: repository locked by prune" "$waiter_err"; }
+if wait_until 60 waiting; then
+    pass "check --lock-wait says what it waits for"
+else
+    fail "check --lock-wait never said it was waiting" "$(_tail "$waiter_err")"
+fi
+assert_true "the waiting check is still running" kill -0 "$waiter"
+# the holder finishes: removes its lock, then exits
+rm "$repo/locks/$lock"
+wait "$waiter"
+assert_eq 0 "$?" "check --lock-wait succeeded once the lock was gone"
+assert_contains "$(cat "$BG_OUT")" "no errors found" "and checked the repository"
+
+# --- a wait that runs out fails with exit 9 (not before its deadline) ----------------------
+plant_lock $lock "$holder" true prune
+t0=$(date +%s%N)
+assert_exit 9 cb --lock-wait 1s check
+elapsed_ms=$((($(date +%s%N) - t0) / 1000000))
+assert_cmp "$elapsed_ms" -ge 1000 "exit 9 after waiting the full second"
+
+# --- unlock keeps a live lock; --force removes it and says so ----------------------------------
+assert_exit 0 cb unlock
+assert_contains "$OUT" "kept live lock locks/$lock (prune on $host pid $holder since" "unlock lists the live lock"
+assert_eq "$lock" "$(lock_files)" "unlock kept the live lock"
+assert_exit 0 cb --json unlock --force
+assert_eq "true" "$(json_get "$OUT_FILE" '["removed"][0]["forced"]')" "unlock --force marks the live lock it removed"
+assert_exit 0 cb unlock --force
+plant_lock $lock "$holder" true prune
+assert_exit 0 cb unlock --force
+assert_contains "$OUT" "removed lock locks/$lock" "unlock --force names the lock"
+assert_contains "$OUT" "--force: removed 1 lock(s) and claim(s), live ones included" "unlock --force says it removed a live lock"
+assert_eq "" "$(lock_files)" "unlock --force removed it"
+
+# --- the holder dies: its lock is stale, ignored, reported, removed --------------------------
+plant_lock $lock "$holder" false "backup files"
+kill -9 "$holder"
+wait "$holder" 2>/dev/null
+assert_exit 0 cb check
+assert_contains "$OUT" "warning: locks/$lock: stale lock of backup files on $host pid $holder" "check reports the dead holder's lock"
+assert_contains "$OUT" "process $holder is gone" "check says why it is stale"
+assert_exit 0 cb unlock
+assert_contains "$OUT" "removed lock locks/$lock" "unlock removes the stale lock"
+assert_eq "" "$(lock_files)" "no lock left"
+exec {holder_fd}>&-
+
+# --- 2. a database backup killed with SIGKILL while it holds its lock and claim -------------
+pg_start
+db=$CARIS_PG_DB
+psql_db "$db" -c "CREATE TABLE small (id integer PRIMARY KEY, v text);
+    INSERT INTO small SELECT i, 'v' || i FROM generate_series(1, 1000) AS i" >/dev/null
+export POSTGRES_URL
+POSTGRES_URL=$(pg_url)
+
+# A session that holds an ACCESS EXCLUSIVE lock on the table until we COMMIT: a backup
+# takes its repository lock and claim, then waits for the table (counting its rows).
+tl_fifo=$TEST_TMP/tablelock.fifo
+mkfifo "$tl_fifo"
+exec {tl_fd}<>"$tl_fifo"
+table_lock_take() {
+    bg_start "$CARIS_PG_BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h "$CARIS_PG_SOCKET" \
+        -p "$CARIS_PG_PORT" -U "$CARIS_PG_USER" -d "$db" -f "$tl_fifo"
+    tl_pid=$BG_PID tl_out=$BG_OUT
+    printf "BEGIN;\nLOCK TABLE small IN ACCESS EXCLUSIVE MODE;\nSELECT 'table-locked';\n" >&"$tl_fd"
+    # shellcheck disable=SC2317
+    tl_ready() { grep -q table-locked "$tl_out"; }
+    wait_until 60 tl_ready || fail "psql did not take the table lock" "$(_tail "$BG_ERR")"
+}
+table_lock_release() {
+    printf 'COMMIT;\n\\q\n' >&"$tl_fd"
+    wait "$tl_pid"
+}
+# shellcheck disable=SC2317 # called through wait_until
+backup_blocked() {
+    [[ -n $(find "$repo/locks" -maxdepth 1 -name 'claim-caris_*' -print -quit) ]] &&
+        [[ $(lock_files | grep -vc '^claim-') -ge 1 ]] &&
+        [[ $(psql_db "$db" -c "SELECT count(*) FROM pg_stat_activity
+            WHERE wait_event_type = 'Lock' AND query ILIKE '%small%'") -ge 1 ]]
+}
+
+table_lock_take
+bg_start cb --json backup database --full
+backup=$BG_PID
+if wait_until 60 backup_blocked; then
+    pass "the backup holds its lock and claim and waits for the table"
+else
+    fail "the backup did not reach its lock, claim and table wait" "$(_tail "$BG_ERR")" "$(ls -la "$repo/locks")"
+fi
+held=$(lock_files)
+note "held: $(printf '%s' "$held" | paste -sd ' ')"
+
+# while it runs: its lock and claim are live; unlock keeps them (and leftovers)
+printf 'partial pack' >"$repo/data/.tmp-0123456789abcdef"
+assert_exit 0 cb --json unlock
+assert_eq 0 "$(json_eval "$OUT_FILE" 'len(d["removed"])')" "unlock removed nothing while the backup runs"
+assert_eq 2 "$(json_eval "$OUT_FILE" 'len(d["kept"])')" "unlock kept the backup's lock and claim"
+assert_eq "$held" "$(lock_files)" "the backup's lock and claim are still there"
+assert_true "unlock kept the temporary files (the backup may be writing them)" test -e "$repo/data/.tmp-0123456789abcdef"
+assert_exit 0 cb --json check
+assert_eq 0 "$(json_eval "$OUT_FILE" 'len(d["warnings"])')" "check warns of nothing while the backup runs"
+
+kill -9 "$backup"
+wait "$backup"
+assert_eq 137 "$?" "the backup died of SIGKILL"
+table_lock_release
+
+# the killed backup left its lock and claim; check reports them, and the temporary file
+assert_eq "$held" "$(lock_files)" "the killed backup left its lock and claim"
+run cb --json check
+assert_rc 0 "check after the kill (warnings only)"
+assert_eq true "$(json_get "$OUT_FILE" '["ok"]')" "check says ok"
+warn=$(json_eval "$OUT_FILE" '"\n".join(w["object"] + ": " + w["error"] for w in d["warnings"])')
+assert_contains "$warn" "stale lock of backup database on $host pid $backup" "check reports the stale lock"
+assert_contains "$warn" "stale claim of backup database on $host pid $backup" "check reports the stale claim"
+assert_contains "$warn" "process $backup is gone" "check says why"
+assert_contains "$warn" "data/.tmp-0123456789abcdef: temporary file of an interrupted write" "check reports the temporary file"
+assert_eq 2 "$(json_get "$OUT_FILE" '["stats"]["stale_locks"]')" "stats count the stale lock and claim"
+
+# the stale lock does not block shared operations
+assert_exit 0 cb verify --all
+# unlock removes them all
+assert_exit 0 cb unlock
+assert_contains "$OUT" "removed lock locks/" "unlock removed the lock"
+assert_contains "$OUT" "removed claim locks/claim-caris_full_" "unlock removed the claim"
+assert_contains "$OUT" "removed leftover data/.tmp-0123456789abcdef" "unlock removed the temporary file"
+assert_eq "" "$(lock_files)" "no lock or claim left"
+assert_false "no temporary file left" test -e "$repo/data/.tmp-0123456789abcdef"
+run cb --json check
+assert_rc 0 "check after unlock"
+assert_eq 0 "$(json_eval "$OUT_FILE" 'len(d["warnings"])')" "check is clean after unlock"
+# new backups work
+db_backup_json "$TEST_TMP/after.json" --full
+assert_rc 0 "a database backup after the kill"
+assert_exit 0 cb verify "$BACKUP_ID"
+assert_exit 0 cb --quiet backup files "$TEST_TMP/src"
+
+# --- the same wait, but the backup is let finish: nothing lost --------------------------------
+table_lock_take
+bg_start cb --json backup database --full
+backup=$BG_PID backup_out=$BG_OUT
+wait_until 60 backup_blocked || fail "the second backup did not block on the table" "$(_tail "$BG_ERR")"
+assert_exit 0 cb unlock
+assert_contains "$OUT" "kept live lock" "unlock keeps the running backup's lock"
+table_lock_release
+wait "$backup"
+assert_eq 0 "$?" "the backup completed after unlock ran beside it"
+id=$(json_get "$backup_out" '["id"]')
+assert_contains " $(list_ids) " " $id " "its backup is listed"
+assert_exit 0 cb verify "$id"
+assert_eq "" "$(lock_files)" "it released its lock and claim"
+exec {tl_fd}>&-
+
+test_done
