@@ -156,7 +156,7 @@ static void read_pack_job(void *arg, int worker)
     struct buf *data = &c->bufs[worker];
     char msg[1200];
     free(j);
-    if (pf->size > (uint64_t)REPO_PACK_TARGET * 8) {
+    if (pf->size > PACK_MAX_SIZE) {
         snprintf(msg, sizeof(msg), "pack is implausibly large (%llu bytes)",
                  (unsigned long long)pf->size);
         issue_locked(c, pf->name, msg, NULL);
@@ -186,7 +186,7 @@ static void read_pack_job(void *arg, int worker)
         goto done;
     uint8_t key[32];
     struct err ke = ERR_INIT;
-    if (data->len < PACK_HEADER_LEN || memcmp(data->data, PACK_MAGIC, 8) != 0 ||
+    if (data->len < PACK_HEADER_LEN || pack_version(data->data) == 0 ||
         pack_derive_key(r, data->data + 8, key, &ke) != 0) {
         issue_locked(c, pf->name, "bad pack header", NULL);
         goto done;
