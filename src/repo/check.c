@@ -205,6 +205,31 @@ static void read_pack_job(void *arg, int worker)
     }
     cx_wipe(key, sizeof(key));
     buf_free(&out);
+    /* The trailer, and the padding inside it, are authenticated too, and must list every
+     * blob the index places in this pack, at the same place: they rebuild the index when an
+     * index file is lost. */
+    struct buf tr = {0};
+    struct err terr = ERR_INIT;
+    if (pack_trailer_from_buf(r, pf->name, data->data, data->len, &tr, &terr) != 0) {
+        issue_locked(c, pf->name, terr.msg, NULL);
+    } else {
+        size_t listed = c->first[pidx + 1] - c->first[pidx], agree = 0;
+        for (size_t k = 0; k < tr.len; k += PACK_TRAILER_ENTRY_LEN) {
+            const uint8_t *ent = tr.data + k;
+            pthread_mutex_lock(&r->mu);
+            long ei = repo_lookup_locked(r, ent);
+            struct ientry en = {0};
+            if (ei >= 0)
+                en = *repo_entry(r, (size_t)ei);
+            pthread_mutex_unlock(&r->mu);
+            if (ei >= 0 && en.pack == (uint32_t)pidx && en.off == load_u32le(ent + 32) &&
+                en.clen == load_u32le(ent + 36) && en.ulen_flags == load_u32le(ent + 40))
+                agree++;
+        }
+        if (agree != listed)
+            issue_locked(c, pf->name, "the pack's trailer and the index disagree", NULL);
+    }
+    buf_free(&tr);
 done:
     pthread_mutex_lock(&c->mu);
     c->packs_done++;

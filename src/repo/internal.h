@@ -115,6 +115,9 @@ int pack_trailer_parse_into(struct repo *r, uint32_t pidx, const uint8_t *p, siz
  * that does not fit is ERR_DAMAGE. */
 int pack_read_trailer(struct repo *r, const char *name, struct buf *out, uint64_t *size_out,
                       struct err *e);
+/* The same for a pack read whole into data (size bytes). */
+int pack_trailer_from_buf(struct repo *r, const char *name, const uint8_t *data, size_t size,
+                          struct buf *out, struct err *e);
 int pack_derive_key(const struct repo *r, const uint8_t salt[32], uint8_t key[32], struct err *e);
 /* Pack format version from its first 8 bytes: 1, 2, or 0 when not a pack. */
 int pack_version(const uint8_t head[8]);

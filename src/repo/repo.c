@@ -354,22 +354,35 @@ int pack_trailer_parse_into(struct repo *r, uint32_t pidx, const uint8_t *p, siz
     return 0;
 }
 
-int pack_read_trailer(struct repo *r, const char *name, struct buf *out, uint64_t *size_out,
-                      struct err *e)
+/* Where a pack's bytes come from: storage, or a buffer holding the whole pack (check). */
+struct pack_src {
+    struct storage *st;
+    const uint8_t *mem;
+};
+
+static int pack_src_read(const struct pack_src *src, const char *name, uint64_t off, void *out,
+                         size_t len, struct err *e)
+{
+    if (src->mem) {
+        memcpy(out, src->mem + off, len);
+        return 0;
+    }
+    return storage_read_at(src->st, name, off, out, len, e);
+}
+
+static int pack_trailer_decode(struct repo *r, const struct pack_src *src, const char *name,
+                               uint64_t size, struct buf *out, struct err *e)
 {
     /* Nothing read from a pack is trusted before it is authenticated, and a pack no index lists
      * may have been planted: every length is bounded before anything is allocated, by the
      * largest pack a writer makes, then by the file itself. */
-    uint64_t size;
-    if (storage_size(r->st, name, &size, e) != 0)
-        return -1;
     if (size > PACK_MAX_SIZE)
         return err_set(e, ERR_DAMAGE, NULL, "pack %s is implausibly large (%llu bytes)", name,
                        (unsigned long long)size);
     if (size < PACK_HEADER_LEN + PACK_FOOTER_LEN + CX_TAG_LEN)
         return err_set(e, ERR_DAMAGE, NULL, "pack %s is too short", name);
     uint8_t head[PACK_HEADER_LEN], foot[PACK_FOOTER_V2_LEN];
-    if (storage_read_at(r->st, name, 0, head, sizeof(head), e) != 0)
+    if (pack_src_read(src, name, 0, head, sizeof(head), e) != 0)
         return -1;
     int version = pack_version(head);
     size_t flen = version == 1 ? PACK_FOOTER_LEN : PACK_FOOTER_V2_LEN;
@@ -377,7 +390,7 @@ int pack_read_trailer(struct repo *r, const char *name, struct buf *out, uint64_
         return err_set(e, ERR_DAMAGE, NULL, "pack %s: bad magic", name);
     if (size < PACK_HEADER_LEN + flen + CX_TAG_LEN)
         return err_set(e, ERR_DAMAGE, NULL, "pack %s is too short", name);
-    if (storage_read_at(r->st, name, size - flen, foot, flen, e) != 0)
+    if (pack_src_read(src, name, size - flen, foot, flen, e) != 0)
         return -1;
     if (memcmp(foot + flen - 4, PACK_END_MAGIC, 4) != 0)
         return err_set(e, ERR_DAMAGE, NULL, "pack %s: bad magic", name);
@@ -410,7 +423,7 @@ int pack_read_trailer(struct repo *r, const char *name, struct buf *out, uint64_
     }
     struct buf ct = {0};
     buf_reserve(&ct, (size_t)tlen);
-    int rc = storage_read_at(r->st, name, size - flen - tlen, ct.data, (size_t)tlen, e);
+    int rc = pack_src_read(src, name, size - flen - tlen, ct.data, (size_t)tlen, e);
     out->len = 0;
     if (rc == 0) {
         buf_reserve(out, (size_t)tlen);
@@ -435,8 +448,23 @@ int pack_read_trailer(struct repo *r, const char *name, struct buf *out, uint64_
         memmove(out->data, out->data + 4, elen);
         out->len = elen;
     }
-    *size_out = size;
     return 0;
+}
+
+int pack_read_trailer(struct repo *r, const char *name, struct buf *out, uint64_t *size_out,
+                      struct err *e)
+{
+    struct pack_src src = {.st = r->st};
+    if (storage_size(r->st, name, size_out, e) != 0)
+        return -1;
+    return pack_trailer_decode(r, &src, name, *size_out, out, e);
+}
+
+int pack_trailer_from_buf(struct repo *r, const char *name, const uint8_t *data, size_t size,
+                          struct buf *out, struct err *e)
+{
+    struct pack_src src = {.mem = data};
+    return pack_trailer_decode(r, &src, name, size, out, e);
 }
 
 /* ---- open / init --------------------------------------------------------------------- */

@@ -2946,6 +2946,34 @@ static void test_abandoned_writer_no_phantom_blobs(void **state)
 
 /* ---- pack format 2: size side channels, bounded lengths, version 1 still read ---------- */
 
+/* Writes an index file of the given version listing one pack (no padding, which version 2
+ * allows but does not need); path receives its path. */
+static void index_write(struct repo *r, const char *dir, uint32_t version, const uint8_t pid[32],
+                        const uint8_t *entries, size_t elen, char *path, size_t pathlen)
+{
+    struct buf idx = {0}, zi = {0}, sealed = {0};
+    struct err e = ERR_INIT;
+    buf_append(&idx, "CIDX", 4);
+    buf_append_u32le(&idx, version);
+    buf_append_u32le(&idx, 1);
+    buf_append(&idx, pid, 32);
+    buf_append_u32le(&idx, (uint32_t)(elen / PACK_TRAILER_ENTRY_LEN));
+    buf_append(&idx, entries, elen);
+    zstd_into(&zi, idx.data, idx.len);
+    assert_int_equal(container_seal(r, 'I', zi.data, zi.len, &sealed, &e), 0);
+    uint8_t iid[32];
+    char hex[65];
+    cx_sha256(sealed.data, sealed.len, iid);
+    cx_hex(iid, 32, hex);
+    snprintf(path, pathlen, "%s/index", dir);
+    mkdir(path, 0700);
+    snprintf(path, pathlen, "%s/index/%s", dir, hex);
+    file_write(path, sealed.data, sealed.len);
+    buf_free(&sealed);
+    buf_free(&idx);
+    buf_free(&zi);
+}
+
 /* A version 1 repository's pack, built by hand as the version 1 writer made them (the layout
  * of docs/REPOSITORY-FORMAT.md): one blob stored raw, one zstd-compressed, the trailer under the
  * all-ones nonce with its length in clear, listed by a version 1 index file. It must still
@@ -2983,30 +3011,9 @@ static void v1_pack_fixture(struct repo *r, const char *dir, uint8_t ids[2][32],
     struct buf pk = {0};
     pack_build(r, 1, body.data, body.len, entries.data, entries.len, UINT32_MAX, 0, 0, &pk);
     pack_plant(dir, pk.data, pk.len, pack_path, plen);
-    /* version 1 index: "CIDX" u32 1 u32 npacks, pack id u32 nblobs, entries; no padding */
-    struct buf idx = {0}, zi = {0};
     uint8_t pid[32];
     cx_sha256(pk.data, pk.len, pid);
-    buf_append(&idx, "CIDX", 4);
-    buf_append_u32le(&idx, 1);
-    buf_append_u32le(&idx, 1);
-    buf_append(&idx, pid, 32);
-    buf_append_u32le(&idx, 2);
-    buf_append(&idx, entries.data, entries.len);
-    zstd_into(&zi, idx.data, idx.len);
-    struct buf sealed = {0};
-    assert_int_equal(container_seal(r, 'I', zi.data, zi.len, &sealed, &e), 0);
-    uint8_t iid[32];
-    char hex[65];
-    cx_sha256(sealed.data, sealed.len, iid);
-    cx_hex(iid, 32, hex);
-    snprintf(index_path, ilen, "%s/index", dir);
-    mkdir(index_path, 0700);
-    snprintf(index_path, ilen, "%s/index/%s", dir, hex);
-    file_write(index_path, sealed.data, sealed.len);
-    buf_free(&sealed);
-    buf_free(&idx);
-    buf_free(&zi);
+    index_write(r, dir, 1, pid, entries.data, entries.len, index_path, ilen);
     buf_free(&pk);
     buf_free(&body);
     buf_free(&z);
@@ -3177,6 +3184,76 @@ static void test_pack_sizes_hidden(void **state)
     tmpdir_free(dir);
 }
 
+/* check --read-data authenticates each pack's trailer with its padding, and compares it with
+ * the index: a pack renamed after its bytes were changed only there (blobs intact) is found. */
+static void test_check_reads_trailer(void **state)
+{
+    (void)state;
+    char *dir = tmpdir_new();
+    struct repo *r = init_ok(dir, &TINY);
+    struct repo_writer *w = repo_writer_new(r, 1);
+    uint8_t ids[2][32];
+    add_ok(r, w, 0, "first blob of the pack", 22, ids[0]);
+    add_ok(r, w, 0, "second blob of the pack", 23, ids[1]);
+    flush_ok(w);
+    repo_writer_free(w);
+    char *orig = only_file(dir, "data"), *oidx = only_file(dir, "index");
+    size_t plen, ilen;
+    uint8_t *pack = file_read(orig, &plen), *idx = file_read(oidx, &ilen);
+    struct buf tr = {0};
+    pack_trailer(r, dir, orig, &tr);
+    assert_int_equal(tr.len, 2 * PACK_TRAILER_ENTRY_LEN);
+    size_t body = plen - PACK_FOOTER_V2_LEN - pack_v2_trailer_len(r, pack, plen);
+    assert_true(check_ok(r, true));
+    repo_close(r);
+    assert_int_equal(unlink(orig), 0);
+    assert_int_equal(unlink(oidx), 0);
+    for (int c = 0; c < 2; c++) {
+        r = open_ok(dir, PW);
+        struct buf pk = {0};
+        char path[PATH_MAX], ipath[PATH_MAX];
+        if (c == 0) /* padding that is not zero */
+            pack_build(r, 2, pack, body, tr.data, tr.len, UINT32_MAX, 300, 0x01, &pk);
+        else /* a trailer that forgot the second blob */
+            pack_build(r, 2, pack, body, tr.data, PACK_TRAILER_ENTRY_LEN, UINT32_MAX, 0, 0, &pk);
+        pack_plant(dir, pk.data, pk.len, path, sizeof(path));
+        uint8_t pid[32];
+        cx_sha256(pk.data, pk.len, pid);
+        index_write(r, dir, 2, pid, tr.data, tr.len, ipath, sizeof(ipath));
+        repo_close(r);
+        r = open_ok(dir, PW);
+        assert_int_equal(json_array_size(repo_damage(r)), 0); /* listed: no trailer read */
+        assert_blob(r, ids[0], "first blob of the pack", 22);
+        assert_blob(r, ids[1], "second blob of the pack", 23);
+        assert_true(check_ok(r, false));
+        json_t *rep = check_report(r, true);
+        char *txt = json_dumps(rep, JSON_COMPACT);
+        if (json_is_true(json_object_get(rep, "ok")))
+            fail_msg("case %d: check --read-data passes a pack whose trailer %s: %s", c,
+                     c == 0 ? "has non-zero padding" : "lacks a blob", txt);
+        assert_non_null(
+            strstr(txt, c == 0 ? "trailer padding is not zero" : "trailer and the index disagree"));
+        free(txt);
+        json_decref(rep);
+        repo_close(r);
+        buf_free(&pk);
+        assert_int_equal(unlink(path), 0);
+        assert_int_equal(unlink(ipath), 0);
+    }
+    /* the genuine pack and index back: all well */
+    file_write(orig, pack, plen);
+    file_write(oidx, idx, ilen);
+    r = open_ok(dir, PW);
+    assert_true(check_ok(r, true));
+    repo_close(r);
+    buf_free(&tr);
+    free(pack);
+    free(idx);
+    free(orig);
+    free(oidx);
+    tmpdir_free(dir);
+}
+
 /* A planted file in data/ whose clear (version 1) trailer length claims 4 GiB: opening reports
  * it as damage without allocating or reading it. The open runs in a child limited to 1 GiB of
  * address space (not under AddressSanitizer, which reserves terabytes of it), where the old
@@ -3305,6 +3382,7 @@ int main(void)
         cmocka_unit_test(test_abandoned_writer_no_phantom_blobs),
         cmocka_unit_test(test_pack_v1_still_read),
         cmocka_unit_test(test_pack_sizes_hidden),
+        cmocka_unit_test(test_check_reads_trailer),
         cmocka_unit_test(test_trailer_length_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
