@@ -20,6 +20,19 @@
 
 #include "repo/internal.h"
 
+/* pad_size with steps 2^shift times as large (shift < 0: finer), for the alternatives table. */
+static uint64_t pad_variant(uint64_t n, uint64_t min, int shift)
+{
+    if (n <= min)
+        return min;
+    int ex = 63 - __builtin_clzll(n);
+    int sbits = 32 - __builtin_clz((unsigned)ex) - shift;
+    if (sbits > ex)
+        return n;
+    uint64_t g = (uint64_t)1 << (ex - sbits);
+    return (n + g - 1) & ~(g - 1);
+}
+
 int main(int argc, char **argv)
 {
     const char *pw = getenv("BACKUP_ENCRYPTION_KEY");
@@ -43,6 +56,10 @@ int main(int argc, char **argv)
         }
     }
     uint64_t tot_packs = 0, tot_pack_bytes = 0, tot_pad = 0, tot_idx = 0, tot_idx_pad = 0;
+    /* what other step sizes would have cost on the same packs: steps x1/4, x1/2, x1 (the
+     * format's), x2, and the 64 KiB floor alone */
+    static const int shifts[] = {-2, -1, 0, 1, 99};
+    uint64_t alt[5] = {0}, tot_bare = 0;
     printf("| index file (mtime order in `ls -tr`) | packs | pack bytes | pack padding | index "
            "bytes | index padding |\n|---|---|---|---|---|---|\n");
     for (size_t f = 0; f < ni; f++) {
@@ -66,6 +83,11 @@ int main(int argc, char **argv)
             packs++;
             bytes += size;
             pad += size - bare;
+            tot_bare += bare;
+            for (int k = 0; k < 5; k++)
+                alt[k] += (shifts[k] == 99 ? (bare < PACK_MIN_SIZE ? PACK_MIN_SIZE : bare)
+                                           : pad_variant(bare, PACK_MIN_SIZE, shifts[k])) -
+                          bare;
         }
         struct buf raw = {0}, plain = {0};
         if (storage_get(r->st, r->index_files[f], REPO_MAX_METADATA, &raw, &e) != 0 ||
@@ -91,6 +113,12 @@ int main(int argc, char **argv)
            (unsigned long long)tot_pack_bytes, (unsigned long long)tot_pad,
            tot_pack_bytes ? 100.0 * (double)tot_pad / (double)tot_pack_bytes : 0.0,
            (unsigned long long)tot_idx, (unsigned long long)tot_idx_pad);
+    printf("\n| pack padding steps | padding | of the unpadded packs |\n|---|---|---|\n");
+    static const char *names[] = {"1/4 of the format's", "1/2", "the format's (pad_size)", "2x",
+                                  "none (64 KiB floor only)"};
+    for (int k = 0; k < 5; k++)
+        printf("| %s | %llu | %.2f%% |\n", names[k], (unsigned long long)alt[k],
+               tot_bare ? 100.0 * (double)alt[k] / (double)tot_bare : 0.0);
     free(blob_bytes);
     free(nblobs);
     repo_close(r);

@@ -1102,9 +1102,9 @@ static void test_nonce_uniqueness(void **state)
     assert_int_equal(nindex, 7);
     assert_int_equal(ncontainers, nindex + 3 + 1);
     assert_int_equal(count_distinct(salts, nsalts), nsalts);
-    printf("nonces: %zu blobs in %zu packs, %zu containers: all (salt, nonce) pairs and salts "
-           "distinct\n",
-           nuses, packs.n, ncontainers);
+    printf("nonces: %zu blobs in %zu packs (+ a trailer and a footer each), %zu containers: all "
+           "(salt, nonce) pairs and salts distinct\n",
+           nblobs, packs.n, ncontainers);
     buf_free(&plain);
     buf_free(&out);
     free(uses);
