@@ -409,7 +409,7 @@ static int pack_trailer_decode(struct repo *r, const struct pack_src *src, const
             return err_set(e, ERR_DAMAGE, NULL, "pack %s: bad trailer length", name);
         }
     } else {
-        uint8_t plen[4];
+        uint8_t plen[4] = {0};
         int rc = cx_aead_open(key, nonce, FOOTER_AAD_V2, sizeof(FOOTER_AAD_V2) - 1, foot,
                               4 + CX_TAG_LEN, plen, e);
         tlen = load_u32le(plen);
