@@ -157,7 +157,7 @@ static void read_pack_job(void *arg, int worker)
     struct buf *data = &c->bufs[worker];
     char msg[1200];
     free(j);
-    if (pf->size > (uint64_t)REPO_PACK_TARGET * 8) {
+    if (pf->size > PACK_MAX_SIZE) {
         snprintf(msg, sizeof(msg), "pack is implausibly large (%llu bytes)",
                  (unsigned long long)pf->size);
         issue_locked(c, pf->name, msg, NULL);
@@ -187,7 +187,7 @@ static void read_pack_job(void *arg, int worker)
         goto done;
     uint8_t key[32];
     struct err ke = ERR_INIT;
-    if (data->len < PACK_HEADER_LEN || memcmp(data->data, PACK_MAGIC, 8) != 0 ||
+    if (data->len < PACK_HEADER_LEN || pack_version(data->data) == 0 ||
         pack_derive_key(r, data->data + 8, key, &ke) != 0) {
         issue_locked(c, pf->name, "bad pack header", NULL);
         goto done;
@@ -206,6 +206,31 @@ static void read_pack_job(void *arg, int worker)
     }
     cx_wipe(key, sizeof(key));
     buf_free(&out);
+    /* The trailer, and the padding inside it, are authenticated too, and must list every
+     * blob the index places in this pack, at the same place: they rebuild the index when an
+     * index file is lost. */
+    struct buf tr = {0};
+    struct err terr = ERR_INIT;
+    if (pack_trailer_from_buf(r, pf->name, data->data, data->len, &tr, &terr) != 0) {
+        issue_locked(c, pf->name, terr.msg, NULL);
+    } else {
+        size_t listed = c->first[pidx + 1] - c->first[pidx], agree = 0;
+        for (size_t k = 0; k < tr.len; k += PACK_TRAILER_ENTRY_LEN) {
+            const uint8_t *ent = tr.data + k;
+            pthread_mutex_lock(&r->mu);
+            long ei = repo_lookup_locked(r, ent);
+            struct ientry en = {0};
+            if (ei >= 0)
+                en = *repo_entry(r, (size_t)ei);
+            pthread_mutex_unlock(&r->mu);
+            if (ei >= 0 && en.pack == (uint32_t)pidx && en.off == load_u32le(ent + 32) &&
+                en.clen == load_u32le(ent + 36) && en.ulen_flags == load_u32le(ent + 40))
+                agree++;
+        }
+        if (agree != listed)
+            issue_locked(c, pf->name, "the pack's trailer and the index disagree", NULL);
+    }
+    buf_free(&tr);
 done:
     pthread_mutex_lock(&c->mu);
     c->packs_done++;

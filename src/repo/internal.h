@@ -7,11 +7,23 @@
 #include "caris/crypto.h"
 #include "caris/repo.h"
 
-#define PACK_MAGIC "CARISPK1"
+#define PACK_MAGIC "CARISPK2"    /* version 2: written (docs/REPOSITORY-FORMAT.md, "Packs") */
+#define PACK_MAGIC_V1 "CARISPK1" /* version 1: still read */
 #define PACK_END_MAGIC "CPKE"
 #define PACK_HEADER_LEN (8 + 32)
-#define PACK_FOOTER_LEN 8         /* u32 trailer length + "CPKE" */
+#define PACK_FOOTER_LEN 8 /* version 1: u32 trailer length in clear + "CPKE" */
+/* version 2: the trailer length, sealed (u32 + tag), + "CPKE" */
+#define PACK_FOOTER_V2_LEN (4 + CX_TAG_LEN + 4)
 #define PACK_TRAILER_ENTRY_LEN 44 /* id 32, offset u32, clen u32, ulen_flags u32 */
+/* No pack the writer makes is larger: it closes a pack once blobs and trailer reach
+ * REPO_PACK_TARGET, so at most one blob (REPO_MAX_BLOB) more, plus padding; version 1
+ * packs did not count the trailer (at most 44 / 17 of 16 MiB more). Readers refuse larger
+ * "packs" before reading anything from them. */
+#define PACK_MAX_SIZE (128u << 20)
+/* Smallest size a version 2 pack is padded to (see pack_padded_size). */
+#define PACK_MIN_SIZE (64u << 10)
+/* Smallest size an index file is padded to. */
+#define INDEX_MIN_SIZE (4u << 10)
 #define PACK_PENDING UINT32_MAX
 /* A pending entry whose writer went away without storing it: the next writer that meets
  * the id stores the blob (and takes the entry over). Readers treat it as absent. */
@@ -135,10 +147,24 @@ int index_parse_into(struct repo *r, const uint8_t *p, size_t len, int source, c
 /* Parses a pack trailer (decrypted) and adds its entries for pack number pidx. */
 int pack_trailer_parse_into(struct repo *r, uint32_t pidx, const uint8_t *p, size_t len,
                             uint64_t pack_size, const char *name, struct err *e);
-/* Reads and decrypts the trailer of the pack named name (object name). */
+/* Reads and decrypts the trailer of the pack named name (object name): out receives its
+ * entries (PACK_TRAILER_ENTRY_LEN bytes each), whatever the pack's version. Every length is
+ * bounded before anything is allocated: a pack larger than PACK_MAX_SIZE or a trailer length
+ * that does not fit is ERR_DAMAGE. */
 int pack_read_trailer(struct repo *r, const char *name, struct buf *out, uint64_t *size_out,
                       struct err *e);
+/* The same for a pack read whole into data (size bytes). */
+int pack_trailer_from_buf(struct repo *r, const char *name, const uint8_t *data, size_t size,
+                          struct buf *out, struct err *e);
 int pack_derive_key(const struct repo *r, const uint8_t salt[32], uint8_t key[32], struct err *e);
+/* Pack format version from its first 8 bytes: 1, 2, or 0 when not a pack. */
+int pack_version(const uint8_t head[8]);
+/* The size an object of n bytes is padded to: the next multiple of a granularity that grows
+ * with n (1/16 to 1/32 of it), and at least min. */
+uint64_t pad_size(uint64_t n, uint64_t min);
+/* Index file plaintext: one zstd frame, then (version 2) zero bytes of padding. out receives
+ * the decompressed payload. */
+int index_payload_unpack(const uint8_t *p, size_t len, struct buf *out, struct err *e);
 /* Nonce of the blob at byte offset off of its pack (big-endian, zero-padded). */
 void pack_nonce(uint64_t off, uint8_t nonce[CX_NONCE_LEN]);
 void pack_object_name(const uint8_t id[32], char *out, size_t n);

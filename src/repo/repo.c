@@ -17,6 +17,8 @@
 #define MAX_KEY_FILE (64u << 10)
 #define KEY_AAD "caris key slot v1"
 #define TRAILER_AAD "caris pack trailer v1"
+#define TRAILER_AAD_V2 "caris pack trailer v2"
+#define FOOTER_AAD_V2 "caris pack footer v2"
 
 static const char WRONG_KEY_HINT[] =
     "BACKUP_ENCRYPTION_KEY must be a key the repository was created with or added by "
@@ -67,9 +69,43 @@ void pack_object_name(const uint8_t id[32], char *out, size_t n)
 
 int pack_derive_key(const struct repo *r, const uint8_t salt[32], uint8_t key[32], struct err *e)
 {
+    /* The same for pack versions 1 and 2: the key is unique to the pack by its salt. */
     static const char info[] = "caris pack v1";
     return cx_hkdf_sha256(r->enc_key, 32, salt, 32, (const uint8_t *)info, sizeof(info) - 1, key,
                           32, e);
+}
+
+int pack_version(const uint8_t head[8])
+{
+    if (memcmp(head, PACK_MAGIC, 8) == 0)
+        return 2;
+    if (memcmp(head, PACK_MAGIC_V1, 8) == 0)
+        return 1;
+    return 0;
+}
+
+/* Padme (Nikitin et al., PETS 2019): with 2^e <= n < 2^(e+1), round n up to a multiple of
+ * 2^(e - floor(log2 e) - 1). An object's size then tells at most O(log log n) bits, and the
+ * padding costs at most 1/16 of n for n >= 4 KiB, 1/32 for n >= 64 KiB (mean about half). */
+uint64_t pad_size(uint64_t n, uint64_t min)
+{
+    if (n <= min)
+        return min;
+    int ex = 63 - __builtin_clzll(n);
+    int sbits = 32 - __builtin_clz((unsigned)ex); /* floor(log2 ex) + 1 */
+    uint64_t g = (uint64_t)1 << (ex - sbits);
+    return (n + g - 1) & ~(g - 1);
+}
+
+int index_payload_unpack(const uint8_t *p, size_t len, struct buf *out, struct err *e)
+{
+    size_t flen = ZSTD_findFrameCompressedSize(p, len);
+    if (ZSTD_isError(flen))
+        return err_set(e, ERR_DAMAGE, NULL, "bad compressed data (frame)");
+    for (size_t i = flen; i < len; i++)
+        if (p[i] != 0)
+            return err_set(e, ERR_DAMAGE, NULL, "bytes other than padding after the data");
+    return zstd_unpack(p, flen, REPO_MAX_METADATA, out, e);
 }
 
 /* ---- encrypted container ------------------------------------------------------------- */
@@ -271,7 +307,8 @@ int index_parse_into(struct repo *r, const uint8_t *p, size_t len, int source, c
     if (reader_bytes(&rd, magic, 4) || memcmp(magic, "CIDX", 4) || reader_u32le(&rd, &version) ||
         reader_u32le(&rd, &npacks))
         return err_set(e, ERR_DAMAGE, NULL, "index %s: bad header", name);
-    if (version != 1)
+    /* version 2 differs only in the padding after the compressed payload */
+    if (version != 1 && version != 2)
         return err_set(e, ERR_DAMAGE, "upgrade caris-backup", "index %s: unsupported version %u",
                        name, version);
     for (uint32_t i = 0; i < npacks; i++) {
@@ -317,44 +354,117 @@ int pack_trailer_parse_into(struct repo *r, uint32_t pidx, const uint8_t *p, siz
     return 0;
 }
 
-int pack_read_trailer(struct repo *r, const char *name, struct buf *out, uint64_t *size_out,
-                      struct err *e)
+/* Where a pack's bytes come from: storage, or a buffer holding the whole pack (check). */
+struct pack_src {
+    struct storage *st;
+    const uint8_t *mem;
+};
+
+static int pack_src_read(const struct pack_src *src, const char *name, uint64_t off, void *out,
+                         size_t len, struct err *e)
 {
-    uint64_t size;
-    if (storage_size(r->st, name, &size, e) != 0)
-        return -1;
+    if (src->mem) {
+        memcpy(out, src->mem + off, len);
+        return 0;
+    }
+    return storage_read_at(src->st, name, off, out, len, e);
+}
+
+static int pack_trailer_decode(struct repo *r, const struct pack_src *src, const char *name,
+                               uint64_t size, struct buf *out, struct err *e)
+{
+    /* Nothing read from a pack is trusted before it is authenticated, and a pack no index lists
+     * may have been planted: every length is bounded before anything is allocated, by the
+     * largest pack a writer makes, then by the file itself. */
+    if (size > PACK_MAX_SIZE)
+        return err_set(e, ERR_DAMAGE, NULL, "pack %s is implausibly large (%llu bytes)", name,
+                       (unsigned long long)size);
     if (size < PACK_HEADER_LEN + PACK_FOOTER_LEN + CX_TAG_LEN)
         return err_set(e, ERR_DAMAGE, NULL, "pack %s is too short", name);
-    uint8_t head[PACK_HEADER_LEN], foot[PACK_FOOTER_LEN];
-    if (storage_read_at(r->st, name, 0, head, sizeof(head), e) ||
-        storage_read_at(r->st, name, size - PACK_FOOTER_LEN, foot, sizeof(foot), e))
+    uint8_t head[PACK_HEADER_LEN], foot[PACK_FOOTER_V2_LEN];
+    if (pack_src_read(src, name, 0, head, sizeof(head), e) != 0)
         return -1;
-    if (memcmp(head, PACK_MAGIC, 8) != 0 || memcmp(foot + 4, PACK_END_MAGIC, 4) != 0)
+    int version = pack_version(head);
+    size_t flen = version == 1 ? PACK_FOOTER_LEN : PACK_FOOTER_V2_LEN;
+    if (version == 0)
         return err_set(e, ERR_DAMAGE, NULL, "pack %s: bad magic", name);
-    uint32_t tlen = load_u32le(foot);
-    if (tlen < CX_TAG_LEN || tlen > size - PACK_HEADER_LEN - PACK_FOOTER_LEN)
-        return err_set(e, ERR_DAMAGE, NULL, "pack %s: bad trailer length", name);
-    struct buf ct = {0};
-    buf_reserve(&ct, tlen);
-    if (storage_read_at(r->st, name, size - PACK_FOOTER_LEN - tlen, ct.data, tlen, e) != 0) {
-        buf_free(&ct);
+    if (size < PACK_HEADER_LEN + flen + CX_TAG_LEN)
+        return err_set(e, ERR_DAMAGE, NULL, "pack %s is too short", name);
+    if (pack_src_read(src, name, size - flen, foot, flen, e) != 0)
         return -1;
-    }
+    if (memcmp(foot + flen - 4, PACK_END_MAGIC, 4) != 0)
+        return err_set(e, ERR_DAMAGE, NULL, "pack %s: bad magic", name);
     uint8_t key[32], nonce[CX_NONCE_LEN];
+    if (pack_derive_key(r, head + 8, key, e) != 0)
+        return -1;
+    uint64_t room = size - PACK_HEADER_LEN - flen, tlen;
     memset(nonce, 0xff, sizeof(nonce));
-    int rc = pack_derive_key(r, head + 8, key, e);
+    if (version == 1) {
+        /* In clear: a whole number of entries, each naming a blob of at least one tag's
+         * length in front of the trailer. */
+        tlen = load_u32le(foot);
+        if (tlen < CX_TAG_LEN || tlen > room || (tlen - CX_TAG_LEN) % PACK_TRAILER_ENTRY_LEN ||
+            (tlen - CX_TAG_LEN) / PACK_TRAILER_ENTRY_LEN * CX_TAG_LEN > room - tlen) {
+            cx_wipe(key, sizeof(key));
+            return err_set(e, ERR_DAMAGE, NULL, "pack %s: bad trailer length", name);
+        }
+    } else {
+        uint8_t plen[4] = {0};
+        int rc = cx_aead_open(key, nonce, FOOTER_AAD_V2, sizeof(FOOTER_AAD_V2) - 1, foot,
+                              4 + CX_TAG_LEN, plen, e);
+        tlen = load_u32le(plen);
+        if (rc != 0 || tlen < 4 + CX_TAG_LEN || tlen > room) {
+            cx_wipe(key, sizeof(key));
+            return err_set(e, ERR_DAMAGE, NULL, "pack %s: %s", name,
+                           rc ? "footer authentication failed" : "bad trailer length");
+        }
+        /* the trailer's nonce is its offset, like a blob's (no blob reaches it) */
+        pack_nonce(size - flen - tlen, nonce);
+    }
+    struct buf ct = {0};
+    buf_reserve(&ct, (size_t)tlen);
+    int rc = pack_src_read(src, name, size - flen - tlen, ct.data, (size_t)tlen, e);
     out->len = 0;
-    buf_reserve(out, tlen);
-    if (rc == 0)
-        rc = cx_aead_open(key, nonce, TRAILER_AAD, sizeof(TRAILER_AAD) - 1, ct.data, tlen,
-                          out->data, e);
+    if (rc == 0) {
+        buf_reserve(out, (size_t)tlen);
+        const char *aad = version == 1 ? TRAILER_AAD : TRAILER_AAD_V2;
+        if (cx_aead_open(key, nonce, aad, strlen(aad), ct.data, (size_t)tlen, out->data, e) != 0)
+            rc = err_set(e, ERR_DAMAGE, NULL, "pack %s: trailer authentication failed", name);
+    }
     cx_wipe(key, sizeof(key));
     buf_free(&ct);
     if (rc != 0)
-        return err_set(e, ERR_DAMAGE, NULL, "pack %s: trailer authentication failed", name);
-    out->len = tlen - CX_TAG_LEN;
-    *size_out = size;
+        return -1;
+    out->len = (size_t)tlen - CX_TAG_LEN;
+    if (version == 2) {
+        /* u32 entry count || entries || zero bytes up to the padded size */
+        uint64_t n = load_u32le(out->data);
+        if (4 + n * PACK_TRAILER_ENTRY_LEN > out->len)
+            return err_set(e, ERR_DAMAGE, NULL, "pack %s: bad trailer entry count", name);
+        size_t elen = (size_t)n * PACK_TRAILER_ENTRY_LEN;
+        for (size_t i = 4 + elen; i < out->len; i++)
+            if (out->data[i] != 0)
+                return err_set(e, ERR_DAMAGE, NULL, "pack %s: trailer padding is not zero", name);
+        memmove(out->data, out->data + 4, elen);
+        out->len = elen;
+    }
     return 0;
+}
+
+int pack_read_trailer(struct repo *r, const char *name, struct buf *out, uint64_t *size_out,
+                      struct err *e)
+{
+    struct pack_src src = {.st = r->st};
+    if (storage_size(r->st, name, size_out, e) != 0)
+        return -1;
+    return pack_trailer_decode(r, &src, name, *size_out, out, e);
+}
+
+int pack_trailer_from_buf(struct repo *r, const char *name, const uint8_t *data, size_t size,
+                          struct buf *out, struct err *e)
+{
+    struct pack_src src = {.mem = data};
+    return pack_trailer_decode(r, &src, name, size, out, e);
 }
 
 /* ---- open / init --------------------------------------------------------------------- */
@@ -652,7 +762,7 @@ static int load_indexes(struct repo *r, struct err *e)
         r->index_files[r->nindex_files++] = xstrdup(l.v[i]);
         if (storage_get(r->st, l.v[i], REPO_MAX_METADATA, &raw, &ie) != 0 ||
             container_open(r, 'I', raw.data, raw.len, &plain, &ie) != 0 ||
-            zstd_unpack(plain.data, plain.len, REPO_MAX_METADATA, &payload, &ie) != 0 ||
+            index_payload_unpack(plain.data, plain.len, &payload, &ie) != 0 ||
             index_parse_into(r, payload.data, payload.len, source, l.v[i], &ie) != 0) {
             if (ie.code != ERR_DAMAGE) {
                 *e = ie;
@@ -1068,20 +1178,43 @@ struct repo_writer *repo_writer_new(struct repo *r, int nslots)
     return w;
 }
 
+/* Seals the slot's open pack (version 2, docs/REPOSITORY-FORMAT.md "Packs") and stores it.
+ * The trailer is padded so that the whole pack has a size from pad_size, and its length is
+ * sealed in the footer: the pack's size tells neither how many blobs it holds nor, to within
+ * the padding, how large they are. */
 static int slot_close_pack(struct repo_writer *w, struct wslot *s, struct err *e)
 {
     struct repo *r = w->r;
     if (!s->pack.len)
         return 0;
     uint8_t nonce[CX_NONCE_LEN];
-    memset(nonce, 0xff, sizeof(nonce));
-    size_t tlen = s->trailer.len + CX_TAG_LEN;
-    buf_reserve(&s->pack, tlen + PACK_FOOTER_LEN);
-    if (cx_aead_seal(s->key, nonce, TRAILER_AAD, sizeof(TRAILER_AAD) - 1, s->trailer.data,
-                     s->trailer.len, s->pack.data + s->pack.len, e) != 0)
+    size_t toff = s->pack.len, elen = s->trailer.len;
+    uint64_t bare = (uint64_t)toff + 4 + elen + CX_TAG_LEN + PACK_FOOTER_V2_LEN;
+    uint64_t total = pad_size(bare, PACK_MIN_SIZE);
+    size_t tplain = 4 + elen + (size_t)(total - bare), tlen = tplain + CX_TAG_LEN;
+    struct buf tp = {0};
+    buf_reserve(&tp, tplain);
+    memset(tp.data, 0, tplain);
+    store_u32le(tp.data, (uint32_t)(elen / PACK_TRAILER_ENTRY_LEN));
+    if (elen)
+        memcpy(tp.data + 4, s->trailer.data, elen);
+    buf_reserve(&s->pack, tlen + PACK_FOOTER_V2_LEN);
+    /* The trailer's nonce is its offset: every blob lies before it. The footer's is all-ones,
+     * which no offset reaches. */
+    pack_nonce(toff, nonce);
+    int rc = cx_aead_seal(s->key, nonce, TRAILER_AAD_V2, sizeof(TRAILER_AAD_V2) - 1, tp.data,
+                          tplain, s->pack.data + toff, e);
+    buf_free(&tp);
+    if (rc != 0)
         return -1;
     s->pack.len += tlen;
-    buf_append_u32le(&s->pack, (uint32_t)tlen);
+    uint8_t lenbuf[4];
+    store_u32le(lenbuf, (uint32_t)tlen);
+    memset(nonce, 0xff, sizeof(nonce));
+    if (cx_aead_seal(s->key, nonce, FOOTER_AAD_V2, sizeof(FOOTER_AAD_V2) - 1, lenbuf, 4,
+                     s->pack.data + s->pack.len, e) != 0)
+        return -1;
+    s->pack.len += 4 + CX_TAG_LEN;
     buf_append(&s->pack, PACK_END_MAGIC, 4);
     uint8_t pid[32];
     char name[80];
@@ -1099,8 +1232,8 @@ static int slot_close_pack(struct repo_writer *w, struct wslot *s, struct err *e
     w->packs[w->npacks++] = pidx;
     /* An index record is the pack id, the blob count, and the trailer's own entries. */
     buf_append(&w->index_records, pid, 32);
-    buf_append_u32le(&w->index_records, (uint32_t)(s->trailer.len / PACK_TRAILER_ENTRY_LEN));
-    buf_append(&w->index_records, s->trailer.data, s->trailer.len);
+    buf_append_u32le(&w->index_records, (uint32_t)(elen / PACK_TRAILER_ENTRY_LEN));
+    buf_append(&w->index_records, s->trailer.data, elen);
     w->stats.packs++;
     w->stats.bytes_stored += s->pack.len;
     pthread_mutex_unlock(&r->mu);
@@ -1108,6 +1241,65 @@ static int slot_close_pack(struct repo_writer *w, struct wslot *s, struct err *e
     s->trailer.len = 0;
     s->nents = 0;
     cx_wipe(s->key, sizeof(s->key));
+    return 0;
+}
+
+static void slot_claim(struct wslot *s, uint32_t ei)
+{
+    if (s->nents == s->cap_ents) {
+        s->cap_ents = s->cap_ents ? s->cap_ents * 2 : 256;
+        s->ents = xrealloc(s->ents, xsize(s->cap_ents, sizeof(uint32_t), 0));
+    }
+    s->ents[s->nents++] = ei;
+}
+
+/* Encrypts a blob's payload (as stored: compressed or raw, ulf says which) into the slot's
+ * open pack, opening one when none is, and closes the pack once full. Entry ei is the slot's
+ * (slot_claim). */
+static int slot_append(struct repo_writer *w, struct wslot *s, uint32_t ei, const uint8_t id[32],
+                       const void *payload, size_t plen, uint32_t ulf, struct err *e)
+{
+    struct repo *r = w->r;
+    if (!s->pack.len) {
+        uint8_t salt[32];
+        cx_random(salt, sizeof(salt));
+        if (pack_derive_key(r, salt, s->key, e) != 0)
+            return -1;
+
+        buf_append(&s->pack, PACK_MAGIC, 8);
+        buf_append(&s->pack, salt, 32);
+    }
+    uint8_t nonce[CX_NONCE_LEN];
+    /* Grow on demand (a metadata slot's pack stays small), but once a pack is large, make
+     * room for the rest in one step: doubling past the target would briefly need twice the
+     * memory. A pack closes once past the target, so target + one blob always fits. */
+    size_t need = s->pack.len + plen + CX_TAG_LEN;
+    if (need > s->pack.cap && need > (1u << 20) && s->pack.cap < REPO_PACK_TARGET + (8u << 20))
+        buf_reserve(&s->pack, REPO_PACK_TARGET + (8u << 20) - s->pack.len);
+    size_t off = s->pack.len;
+    /* A blob's nonce is its offset in the pack, under the pack's own key (HKDF of a random
+     * 256-bit salt): two blobs of one pack never share an offset, so never a nonce. The
+     * trailer's nonce is its own offset, past every blob; the footer's is all-ones. */
+    pack_nonce(off, nonce);
+    buf_reserve(&s->pack, plen + CX_TAG_LEN);
+    if (cx_aead_seal(s->key, nonce, id, 32, payload, plen, s->pack.data + off, e) != 0)
+        return -1;
+    s->pack.len += plen + CX_TAG_LEN;
+    uint32_t clen = (uint32_t)(plen + CX_TAG_LEN);
+    buf_append(&s->trailer, id, 32);
+    buf_append_u32le(&s->trailer, (uint32_t)off);
+    buf_append_u32le(&s->trailer, clen);
+    buf_append_u32le(&s->trailer, ulf);
+    pthread_mutex_lock(&r->mu);
+    struct ientry *en = repo_entry(r, ei);
+    en->off = (uint32_t)off;
+    en->clen = clen;
+    en->ulen_flags = ulf;
+    pthread_mutex_unlock(&r->mu);
+    /* The trailer counts towards the target: a pack of many tiny blobs stays bounded too
+     * (PACK_MAX_SIZE). */
+    if (s->pack.len + s->trailer.len >= REPO_PACK_TARGET && slot_close_pack(w, s, e) != 0)
+        return -1;
     return 0;
 }
 
@@ -1135,11 +1327,7 @@ int repo_writer_add(struct repo_writer *w, int slot, const uint8_t id[32], const
     }
     /* From here the entry is this slot's: recorded now so that an error path or a writer
      * freed without flush marks it abandoned (repo_writer_free). */
-    if (s->nents == s->cap_ents) {
-        s->cap_ents = s->cap_ents ? s->cap_ents * 2 : 256;
-        s->ents = xrealloc(s->ents, xsize(s->cap_ents, sizeof(uint32_t), 0));
-    }
-    s->ents[s->nents++] = ei;
+    slot_claim(s, ei);
     pthread_mutex_unlock(&r->mu);
 
     /* Compress; keep it raw when that does not make it smaller. */
@@ -1157,52 +1345,81 @@ int repo_writer_add(struct repo_writer *w, int slot, const uint8_t id[32], const
             ulf |= ULEN_COMPRESSED;
         }
     }
-    if (!s->pack.len) {
-        uint8_t salt[32];
-        cx_random(salt, sizeof(salt));
-        if (pack_derive_key(r, salt, s->key, e) != 0)
-            return -1;
-
-        buf_append(&s->pack, PACK_MAGIC, 8);
-        buf_append(&s->pack, salt, 32);
-    }
-    uint8_t nonce[CX_NONCE_LEN];
-    /* Grow on demand (a metadata slot's pack stays small), but once a pack is large, make
-     * room for the rest in one step: doubling past the target would briefly need twice the
-     * memory. A pack closes once past the target, so target + one blob always fits. */
-    size_t need = s->pack.len + plen + CX_TAG_LEN;
-    if (need > s->pack.cap && need > (1u << 20) && s->pack.cap < REPO_PACK_TARGET + (8u << 20))
-        buf_reserve(&s->pack, REPO_PACK_TARGET + (8u << 20) - s->pack.len);
-    size_t off = s->pack.len;
-    /* A blob's nonce is its offset in the pack, under the pack's own key (HKDF of a random
-     * 256-bit salt): two blobs of one pack never share an offset, so never a nonce. The
-     * trailer uses all-ones, which no offset reaches. */
-    pack_nonce(off, nonce);
-    buf_reserve(&s->pack, plen + CX_TAG_LEN);
-    if (cx_aead_seal(s->key, nonce, id, 32, payload, plen, s->pack.data + off, e) != 0)
-        return -1;
-    s->pack.len += plen + CX_TAG_LEN;
-    uint32_t clen = (uint32_t)(plen + CX_TAG_LEN);
-    buf_append(&s->trailer, id, 32);
-    buf_append_u32le(&s->trailer, (uint32_t)off);
-    buf_append_u32le(&s->trailer, clen);
-    buf_append_u32le(&s->trailer, ulf);
     pthread_mutex_lock(&r->mu);
-    struct ientry *en = repo_entry(r, ei);
-    en->off = (uint32_t)off;
-    en->clen = clen;
-    en->ulen_flags = ulf;
     w->stats.blobs_new++;
     w->stats.bytes_new += len;
     pthread_mutex_unlock(&r->mu);
-    if (s->pack.len >= REPO_PACK_TARGET && slot_close_pack(w, s, e) != 0)
+    if (slot_append(w, s, ei, id, payload, plen, ulf, e) != 0)
         return -1;
     return 1;
+}
+
+/* Each data slot ends a backup with a partly filled pack. Closed as they are, they would be
+ * small packs holding a few blobs each, written at the end of every backup (an incremental
+ * backup writes little else), whose sizes would tell the sizes of single chunks. Instead the
+ * blobs of every other data slot move into the fullest one: decrypted from the buffer of the
+ * pack they were in (never stored; its key is wiped) and encrypted again at a new offset of
+ * the target pack, under the target's key; offsets only grow, so no (key, nonce) pair is used
+ * twice. The metadata slot keeps its own pack. Called by flush, when no add is running. */
+static int writer_merge_open_packs(struct repo_writer *w, struct err *e)
+{
+    struct repo *r = w->r;
+    int ndata = w->nslots - 1;
+    struct wslot *t = NULL;
+    for (int i = 0; i < ndata; i++)
+        if (w->slots[i].pack.len && (!t || w->slots[i].pack.len > t->pack.len))
+            t = &w->slots[i];
+    if (!t)
+        return 0;
+    struct buf plain = {0};
+    int rc = 0;
+    for (int i = 0; i < ndata && rc == 0; i++) {
+        struct wslot *s = &w->slots[i];
+        if (s == t || !s->pack.len)
+            continue;
+        for (size_t k = 0; k < s->trailer.len && rc == 0; k += PACK_TRAILER_ENTRY_LEN) {
+            const uint8_t *te = s->trailer.data + k;
+            uint32_t off = load_u32le(te + 32), clen = load_u32le(te + 36),
+                     ulf = load_u32le(te + 40);
+            uint8_t nonce[CX_NONCE_LEN];
+            pack_nonce(off, nonce);
+            plain.len = 0;
+            buf_reserve(&plain, clen);
+            if (cx_aead_open(s->key, nonce, te, 32, s->pack.data + off, clen, plain.data, e) != 0) {
+                rc = err_set(e, ERR_FAILURE, NULL,
+                             "internal error: a blob of an open pack does "
+                             "not decrypt");
+                break;
+            }
+            pthread_mutex_lock(&r->mu);
+            long ei = repo_lookup_locked(r, te);
+            if (ei >= 0)
+                slot_claim(t, (uint32_t)ei);
+            pthread_mutex_unlock(&r->mu);
+            if (ei < 0) {
+                rc = err_set(e, ERR_FAILURE, NULL, "internal error: a pending blob is not indexed");
+                break;
+            }
+            rc = slot_append(w, t, (uint32_t)ei, te, plain.data, clen - CX_TAG_LEN, ulf, e);
+        }
+        if (rc == 0) {
+            s->pack.len = 0;
+            s->trailer.len = 0;
+            s->nents = 0;
+            cx_wipe(s->key, sizeof(s->key));
+        }
+    }
+    if (plain.data)
+        cx_wipe(plain.data, plain.cap);
+    buf_free(&plain);
+    return rc;
 }
 
 int repo_writer_flush(struct repo_writer *w, struct err *e)
 {
     struct repo *r = w->r;
+    if (writer_merge_open_packs(w, e) != 0)
+        return -1;
     for (int i = 0; i < w->nslots; i++)
         if (slot_close_pack(w, &w->slots[i], e) != 0)
             return -1;
@@ -1214,7 +1431,7 @@ int repo_writer_flush(struct repo_writer *w, struct err *e)
     }
     struct buf payload = {0}, packed = {0}, sealed = {0};
     buf_append(&payload, "CIDX", 4);
-    buf_append_u32le(&payload, 1);
+    buf_append_u32le(&payload, 2);
     buf_append_u32le(&payload, (uint32_t)total);
     buf_append(&payload, w->index_records.data, w->index_records.len);
     buf_append(&payload, r->adopted_payload.data, r->adopted_payload.len);
@@ -1224,6 +1441,12 @@ int repo_writer_flush(struct repo_writer *w, struct err *e)
         err_set(e, ERR_FAILURE, NULL, "cannot compress index");
         goto out;
     }
+    /* An index file's size would tell how many blobs the backup added: padded like a pack. */
+    size_t bare = packed.len + CONTAINER_OVERHEAD;
+    size_t pad = (size_t)pad_size(bare, INDEX_MIN_SIZE) - bare;
+    buf_reserve(&packed, pad);
+    memset(packed.data + packed.len, 0, pad);
+    packed.len += pad;
     if (container_seal(r, 'I', packed.data, packed.len, &sealed, e) != 0)
         goto out;
     uint8_t iid[32];
@@ -1344,7 +1567,7 @@ static int pack_key(struct repo *r, uint32_t pidx, uint8_t key[32], char *name, 
     uint8_t head[PACK_HEADER_LEN];
     if (storage_read_at(r->st, name, 0, head, sizeof(head), e) != 0)
         return -1;
-    if (memcmp(head, PACK_MAGIC, 8) != 0)
+    if (pack_version(head) == 0)
         return err_set(e, ERR_DAMAGE, NULL, "pack %s: bad magic", name);
     if (pack_derive_key(r, head + 8, key, e) != 0)
         return -1;

@@ -67,10 +67,12 @@ assert_rc 0 "backup after the kill"
 stored=$(json_get "$TEST_TMP/again.json" '["stats"]["bytes_stored"]')
 note "data $size bytes, stored again $stored bytes"
 # Without reuse `stored` would be about `size` (plus a little overhead); each completed pack
-# must save its bytes. Allow 10% of the completed packs and 1% of the data as slack.
-limit=$((size - complete_bytes + complete_bytes / 10 + size / 100))
+# must save its bytes. Allow 10% of the completed packs and 1% of the data as slack, plus the
+# size padding of the packs written again (at most 1/32 at these sizes: REPOSITORY-FORMAT.md).
+limit=$((size - complete_bytes + complete_bytes / 10 + size / 100 + size / 32))
 assert_cmp "$stored" -lt "$limit" "bytes_stored shows the completed packs were reused"
-if ((complete_bytes >= size / 10)); then
+# With two packs or more reused (a fifth of the data), well under 90% even with the padding.
+if ((complete_bytes >= size / 5)); then
     assert_cmp "$stored" -lt $((size * 9 / 10)) "bytes_stored < 90% of the data"
 fi
 

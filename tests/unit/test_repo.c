@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -323,6 +324,96 @@ static void pack_trailer(struct repo *r, const char *dir, const char *path, stru
     if (pack_read_trailer(r, name, tr, &size, &e) != 0)
         fail_msg("pack_read_trailer %s: %s", name, e.msg);
     assert_int_equal(tr->len % PACK_TRAILER_ENTRY_LEN, 0);
+}
+
+/* Version 2 pack layout, read independently of the engine (docs/REPOSITORY-FORMAT.md,
+ * "Packs"): opens the sealed footer of the pack in raw and returns the trailer's length. */
+static uint32_t pack_v2_trailer_len(struct repo *r, const uint8_t *raw, size_t len)
+{
+    assert_true(len >= PACK_HEADER_LEN + PACK_FOOTER_V2_LEN + CX_TAG_LEN);
+    assert_memory_equal(raw, "CARISPK2", 8);
+    assert_memory_equal(raw + len - 4, "CPKE", 4);
+    uint8_t key[32], nonce[CX_NONCE_LEN], plain[4];
+    struct err e = ERR_INIT;
+    assert_int_equal(pack_derive_key(r, raw + 8, key, &e), 0);
+    memset(nonce, 0xff, sizeof(nonce));
+    static const char faad[] = "caris pack footer v2";
+    if (cx_aead_open(key, nonce, faad, sizeof(faad) - 1, raw + len - PACK_FOOTER_V2_LEN, 20, plain,
+                     &e) != 0)
+        fail_msg("pack footer does not open: %s", e.msg);
+    cx_wipe(key, sizeof(key));
+    uint32_t tlen = load_u32le(plain);
+    assert_true(tlen >= 4 + CX_TAG_LEN && tlen <= len - PACK_HEADER_LEN - PACK_FOOTER_V2_LEN);
+    return tlen;
+}
+
+/* Builds a pack the way a writer of the given version would, from body (header and blobs) and
+ * trailer entries; version 2: count is the trailer's entry count (UINT32_MAX: the number of
+ * entries), followed by pad bytes of value pad_byte. body's magic is set to the version's. */
+static void pack_build(struct repo *r, int version, const uint8_t *body, size_t blen,
+                       const uint8_t *entries, size_t elen, uint32_t count, size_t pad,
+                       uint8_t pad_byte, struct buf *pk)
+{
+    uint8_t key[32], nonce[CX_NONCE_LEN];
+    struct err e = ERR_INIT;
+    assert_int_equal(pack_derive_key(r, body + 8, key, &e), 0);
+    pk->len = 0;
+    buf_append(pk, body, blen);
+    memcpy(pk->data, version == 1 ? "CARISPK1" : "CARISPK2", 8);
+    struct buf t = {0};
+    if (version == 2)
+        buf_append_u32le(&t,
+                         count == UINT32_MAX ? (uint32_t)(elen / PACK_TRAILER_ENTRY_LEN) : count);
+    buf_append(&t, entries, elen);
+    if (version == 2)
+        for (size_t i = 0; i < pad; i++)
+            buf_append_u8(&t, pad_byte);
+    static const char aad1[] = "caris pack trailer v1", aad2[] = "caris pack trailer v2",
+                      faad[] = "caris pack footer v2";
+    if (version == 1)
+        memset(nonce, 0xff, sizeof(nonce));
+    else
+        pack_nonce(blen, nonce);
+    buf_reserve(pk, t.len + CX_TAG_LEN);
+    const char *aad = version == 1 ? aad1 : aad2;
+    assert_int_equal(
+        cx_aead_seal(key, nonce, aad, strlen(aad), t.data, t.len, pk->data + pk->len, &e), 0);
+    pk->len += t.len + CX_TAG_LEN;
+    uint32_t tlen = (uint32_t)(t.len + CX_TAG_LEN);
+    if (version == 1) {
+        buf_append_u32le(pk, tlen);
+    } else {
+        uint8_t lb[4];
+        store_u32le(lb, tlen);
+        memset(nonce, 0xff, sizeof(nonce));
+        buf_reserve(pk, 4 + CX_TAG_LEN);
+        assert_int_equal(
+            cx_aead_seal(key, nonce, faad, sizeof(faad) - 1, lb, 4, pk->data + pk->len, &e), 0);
+        pk->len += 4 + CX_TAG_LEN;
+    }
+    buf_append(pk, "CPKE", 4);
+    cx_wipe(key, sizeof(key));
+    buf_free(&t);
+}
+
+/* Writes bytes as a pack named by their SHA-256 into the repository at dir; path receives
+ * the file's path. */
+static void pack_plant(const char *dir, const uint8_t *p, size_t n, char *path, size_t pathlen)
+{
+    uint8_t sum[32];
+    char hex[65], dirp[PATH_MAX];
+    cx_sha256(p, n, sum);
+    cx_hex(sum, 32, hex);
+    snprintf(dirp, sizeof(dirp), "%s/data", dir);
+    mkdir(dirp, 0700);
+    snprintf(dirp, sizeof(dirp), "%s/data/%.2s", dir, hex);
+    mkdir(dirp, 0700);
+    snprintf(path, pathlen, "%s/%s", dirp, hex);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    if (n)
+        assert_int_equal(fwrite(p, 1, n, f), n);
+    assert_int_equal(fclose(f), 0);
 }
 
 /* ---- 1. init, open, key slots -------------------------------------------------------- */
@@ -654,9 +745,10 @@ static void test_blob_compression(void **state)
     repo_writer_get_stats(w, &st);
     repo_writer_free(w);
     char *pack = only_file(dir, "data");
-    /* Stored compressed: the whole pack is far smaller than the blob. */
-    assert_true(file_size(pack) < n / 16);
-    assert_true(st.bytes_stored < n / 16);
+    /* Stored compressed: the whole pack (padded to the smallest pack size) is far smaller than
+     * the blob. */
+    assert_int_equal(file_size(pack), PACK_MIN_SIZE);
+    assert_true(st.bytes_stored < n / 8);
     assert_int_equal(st.bytes_new, n);
     free(pack);
     assert_true(stored_flags(r, dir, tid) & ULEN_COMPRESSED);
@@ -834,7 +926,7 @@ static void test_nonce_uniqueness(void **state)
         struct repo_writer_stats st;
         repo_writer_get_stats(w, &st);
         assert_int_equal(st.blobs_new, 60);
-        assert_int_equal(st.packs, 2); /* one per slot */
+        assert_int_equal(st.packs, 1); /* the two slots' open packs, merged at flush */
         nblobs += st.blobs_new;
         npacks += st.packs;
         nindex++;
@@ -884,37 +976,47 @@ static void test_nonce_uniqueness(void **state)
 
     r = open_ok(dir, PW);
     struct paths packs = paths_list(dir, "data");
-    assert_int_equal(packs.n, npacks); /* 5 x 2 + 2 + 1 */
-    struct nonce_use *uses = calloc(nblobs + 1, sizeof(*uses));
+    assert_int_equal(packs.n, npacks); /* 5 x 1 + 2 + 1 */
+    struct nonce_use *uses = calloc(nblobs + 2 * packs.n + 1, sizeof(*uses));
     uint8_t(*salts)[32] = calloc(packs.n + 64, 32);
     size_t nuses = 0, nsalts = 0;
     struct buf plain = {0}, out = {0};
     for (size_t p = 0; p < packs.n; p++) {
         size_t len;
         uint8_t *raw = file_read(packs.v[p], &len);
-        assert_true(len > PACK_HEADER_LEN + PACK_FOOTER_LEN);
-        assert_memory_equal(raw, "CARISPK1", 8);
-        assert_memory_equal(raw + len - 4, "CPKE", 4);
+        /* Version 2: padded to a size from pad_size; the trailer length sealed in the footer
+         * under the all-ones nonce; the trailer under its own offset as nonce. */
+        assert_int_equal(pad_size(len, PACK_MIN_SIZE), len);
+        uint32_t tlen = pack_v2_trailer_len(r, raw, len);
         const uint8_t *salt = raw + 8;
         memcpy(salts[nsalts++], salt, 32);
-        /* Independent reading of the format: key from the salt, trailer under all-ones. */
         uint8_t key[32], tnonce[CX_NONCE_LEN];
         e = (struct err)ERR_INIT;
         assert_int_equal(pack_derive_key(r, salt, key, &e), 0);
-        uint32_t tlen = load_u32le(raw + len - 8);
-        assert_true(tlen >= CX_TAG_LEN && tlen <= len - PACK_HEADER_LEN - PACK_FOOTER_LEN);
-        size_t tstart = len - PACK_FOOTER_LEN - tlen;
-        memset(tnonce, 0xff, sizeof(tnonce));
+        size_t tstart = len - PACK_FOOTER_V2_LEN - tlen;
+        memset(tnonce, 0, sizeof(tnonce));
+        for (int b = 0; b < 8; b++)
+            tnonce[4 + b] = (uint8_t)((uint64_t)tstart >> (56 - 8 * b));
         plain.len = 0;
         buf_reserve(&plain, tlen);
-        static const char taad[] = "caris pack trailer v1";
+        static const char taad[] = "caris pack trailer v2";
         assert_int_equal(
             cx_aead_open(key, tnonce, taad, sizeof(taad) - 1, raw + tstart, tlen, plain.data, &e),
             0);
         size_t tplain = tlen - CX_TAG_LEN;
-        assert_int_equal(tplain % 44, 0);
-        size_t nent = tplain / 44;
+        size_t nent = load_u32le(plain.data);
         assert_true(nent > 0);
+        assert_true(4 + nent * 44 <= tplain);
+        for (size_t k = 4 + nent * 44; k < tplain; k++)
+            assert_int_equal(plain.data[k], 0); /* the padding */
+        memmove(plain.data, plain.data + 4, nent * 44);
+        /* the trailer's and the footer's nonces are (salt, nonce) uses too */
+        struct nonce_use *tu = &uses[nuses++];
+        memcpy(tu->salt, salt, 32);
+        memcpy(tu->nonce, tnonce, CX_NONCE_LEN);
+        tu = &uses[nuses++];
+        memcpy(tu->salt, salt, 32);
+        memset(tu->nonce, 0xff, CX_NONCE_LEN);
         struct extent *ex = calloc(nent, sizeof(*ex));
         uint8_t(*tids)[32] = calloc(nent, 32);
         for (size_t k = 0; k < nent; k++) {
@@ -934,7 +1036,6 @@ static void test_nonce_uniqueness(void **state)
             memset(u->nonce, 0, sizeof(u->nonce));
             for (int b = 0; b < 8; b++)
                 u->nonce[4 + b] = (uint8_t)((uint64_t)off >> (56 - 8 * b));
-            assert_memory_not_equal(u->nonce, tnonce, CX_NONCE_LEN);
             /* ... and the blob really was sealed under that nonce. */
             out.len = 0;
             buf_reserve(&out, clen);
@@ -967,7 +1068,7 @@ static void test_nonce_uniqueness(void **state)
         free(tids);
         free(raw);
     }
-    assert_int_equal(nuses, nblobs);
+    assert_int_equal(nuses, nblobs + 2 * packs.n);
     qsort(uses, nuses, sizeof(*uses), cmp_nonce_use);
     for (size_t k = 1; k < nuses; k++)
         if (memcmp(&uses[k - 1], &uses[k], sizeof(*uses)) == 0)
@@ -1001,9 +1102,9 @@ static void test_nonce_uniqueness(void **state)
     assert_int_equal(nindex, 7);
     assert_int_equal(ncontainers, nindex + 3 + 1);
     assert_int_equal(count_distinct(salts, nsalts), nsalts);
-    printf("nonces: %zu blobs in %zu packs, %zu containers: all (salt, nonce) pairs and salts "
-           "distinct\n",
-           nuses, packs.n, ncontainers);
+    printf("nonces: %zu blobs in %zu packs (+ a trailer and a footer each), %zu containers: all "
+           "(salt, nonce) pairs and salts distinct\n",
+           nblobs, packs.n, ncontainers);
     buf_free(&plain);
     buf_free(&out);
     free(uses);
@@ -2123,18 +2224,19 @@ static void test_hostile_payloads(void **state)
     json_decref(cfg);
     buf_free(&raw);
 
-    /* --- orphan packs with authenticated trailers that lie --- */
-    uint8_t salt[32], key[32];
+    /* --- orphan packs with authenticated trailers that lie, in both pack versions --- */
     size_t plen;
     uint8_t *pack = file_read(h.pack, &plen);
-    memcpy(salt, pack + 8, 32);
-    e = (struct err)ERR_INIT;
-    assert_int_equal(pack_derive_key(r, salt, key, &e), 0);
-    uint32_t tlen = load_u32le(pack + plen - 8);
-    size_t body = plen - PACK_FOOTER_LEN - tlen; /* header + blobs */
-    for (int c = 0; c < 7; c++) {
+    size_t body = plen - PACK_FOOTER_V2_LEN - pack_v2_trailer_len(r, pack, plen); /* + blobs */
+    for (int cv = 0; cv < 2 * 9; cv++) {
+        int version = 1 + cv / 9, c = cv % 9;
+        if (version == 1 && c >= 7)
+            continue; /* the padding and its count are version 2's */
         struct buf t = {0};
         uint8_t fake[32];
+        uint32_t count = UINT32_MAX;
+        size_t pad = 0;
+        uint8_t pad_byte = 0;
         memset(fake, 0x40 + c, sizeof(fake));
         switch (c) {
         case 0: /* offset in the header */
@@ -2149,53 +2251,48 @@ static void test_hostile_payloads(void **state)
         case 3: /* over 64 MiB of plaintext */
             index_entry(&t, fake, off[0], clen[0], ULEN_MASK);
             break;
-        case 4: /* not a whole number of entries */
+        case 4: /* not a whole number of entries (v1); a count beyond the trailer (v2) */
             index_entry(&t, fake, off[0], clen[0], ulf[0]);
-            buf_append_u8(&t, 1);
+            if (version == 1)
+                buf_append_u8(&t, 1);
+            count = 2;
             break;
         case 5: /* an id that is not the blob there */
             index_entry(&t, fake, off[0], clen[0], ulf[0]);
+            pad = 100;
             break;
         case 6: /* empty trailer */
             break;
+        case 7: /* padding that is not zero */
+            index_entry(&t, fake, off[0], clen[0], ulf[0]);
+            pad = 100;
+            pad_byte = 1;
+            break;
+        case 8: /* a count that leaves an entry in the padding */
+            index_entry(&t, fake, off[0], clen[0], ulf[0]);
+            count = 0;
+            break;
         }
         struct buf pk = {0};
-        buf_append(&pk, pack, body);
-        uint8_t tnonce[CX_NONCE_LEN];
-        memset(tnonce, 0xff, sizeof(tnonce));
-        static const char taad[] = "caris pack trailer v1";
-        buf_reserve(&pk, t.len + CX_TAG_LEN);
-        e = (struct err)ERR_INIT;
-        assert_int_equal(
-            cx_aead_seal(key, tnonce, taad, sizeof(taad) - 1, t.data, t.len, pk.data + pk.len, &e),
-            0);
-        pk.len += t.len + CX_TAG_LEN;
-        buf_append_u32le(&pk, (uint32_t)(t.len + CX_TAG_LEN));
-        buf_append(&pk, "CPKE", 4);
-        uint8_t sum[32];
-        char hex[65], path[PATH_MAX], dirp[PATH_MAX];
-        cx_sha256(pk.data, pk.len, sum);
-        cx_hex(sum, 32, hex);
-        snprintf(dirp, sizeof(dirp), "%s/data/%.2s", h.dir, hex);
-        mkdir(dirp, 0700);
-        snprintf(path, sizeof(path), "%s/%s", dirp, hex);
-        file_write(path, pk.data, pk.len);
+        char path[PATH_MAX];
+        pack_build(r, version, pack, body, t.data, t.len, count, pad, pad_byte, &pk);
+        pack_plant(h.dir, pk.data, pk.len, path, sizeof(path));
         buf_free(&pk);
         buf_free(&t);
 
         e = (struct err)ERR_INIT;
         struct repo *r2 = repo_open(h.dir, PW, &e);
         if (!r2)
-            fail_msg("lying trailer %d: repository does not open: %s", c, e.msg);
+            fail_msg("lying trailer v%d case %d: repository does not open: %s", version, c, e.msg);
         size_t ndamage = json_array_size(repo_damage(r2));
-        if (ndamage != (c <= 4 ? 1u : 0u))
-            fail_msg("lying trailer %d: %zu damage reports", c, ndamage);
+        if (ndamage != (c <= 4 || c >= 7 ? 1u : 0u))
+            fail_msg("lying trailer v%d case %d: %zu damage reports", version, c, ndamage);
         for (int i = 0; i < HBE; i++)
             assert_blob(r2, h.ids[i], h.data[i], h.len[i]);
         struct buf b = {0};
         e = (struct err)ERR_INIT;
         if (repo_blob_load(r2, fake, &b, &e) == 0)
-            fail_msg("lying trailer %d: a blob nobody wrote loads", c);
+            fail_msg("lying trailer v%d case %d: a blob nobody wrote loads", version, c);
         assert_err(e, ERR_DAMAGE);
         buf_free(&b);
         json_t *rep = check_report(r2, true);
@@ -2203,13 +2300,12 @@ static void test_hostile_payloads(void **state)
         /* An empty pack is harmless garbage; every other lie is an error. */
         if (ok != (c == 6)) {
             char *txt = json_dumps(rep, JSON_COMPACT);
-            fail_msg("lying trailer %d: check ok=%d: %s", c, ok, txt);
+            fail_msg("lying trailer v%d case %d: check ok=%d: %s", version, c, ok, txt);
         }
         json_decref(rep);
         repo_close(r2);
         assert_int_equal(unlink(path), 0);
     }
-    cx_wipe(key, sizeof(key));
     free(pack);
 
     /* Files in data/ that are not packs: a warning, no crash. */
@@ -2861,6 +2957,416 @@ static void test_abandoned_writer_no_phantom_blobs(void **state)
                  stored, present);
 }
 
+/* ---- pack format 2: size side channels, bounded lengths, version 1 still read ---------- */
+
+/* Writes an index file of the given version listing one pack (no padding, which version 2
+ * allows but does not need); path receives its path. */
+static void index_write(struct repo *r, const char *dir, uint32_t version, const uint8_t pid[32],
+                        const uint8_t *entries, size_t elen, char *path, size_t pathlen)
+{
+    struct buf idx = {0}, zi = {0}, sealed = {0};
+    struct err e = ERR_INIT;
+    buf_append(&idx, "CIDX", 4);
+    buf_append_u32le(&idx, version);
+    buf_append_u32le(&idx, 1);
+    buf_append(&idx, pid, 32);
+    buf_append_u32le(&idx, (uint32_t)(elen / PACK_TRAILER_ENTRY_LEN));
+    buf_append(&idx, entries, elen);
+    zstd_into(&zi, idx.data, idx.len);
+    assert_int_equal(container_seal(r, 'I', zi.data, zi.len, &sealed, &e), 0);
+    uint8_t iid[32];
+    char hex[65];
+    cx_sha256(sealed.data, sealed.len, iid);
+    cx_hex(iid, 32, hex);
+    snprintf(path, pathlen, "%s/index", dir);
+    mkdir(path, 0700);
+    snprintf(path, pathlen, "%s/index/%s", dir, hex);
+    file_write(path, sealed.data, sealed.len);
+    buf_free(&sealed);
+    buf_free(&idx);
+    buf_free(&zi);
+}
+
+/* A version 1 repository's pack, built by hand as the version 1 writer made them (the layout
+ * of docs/REPOSITORY-FORMAT.md): one blob stored raw, one zstd-compressed, the trailer under the
+ * all-ones nonce with its length in clear, listed by a version 1 index file. It must still
+ * open, load, check (with --read-data) and adopt, next to version 2 packs. */
+static void v1_pack_fixture(struct repo *r, const char *dir, uint8_t ids[2][32], char *pack_path,
+                            size_t plen, char *index_path, size_t ilen)
+{
+    static const char raw_text[] = "a version 1 blob, stored raw";
+    static char big[20000];
+    for (size_t i = 0; i < sizeof(big); i++)
+        big[i] = "version one, compressed "[i % 24];
+    repo_chunk_id(r, raw_text, sizeof(raw_text) - 1, ids[0]);
+    repo_chunk_id(r, big, sizeof(big), ids[1]);
+    struct buf body = {0}, z = {0}, entries = {0};
+    uint8_t salt[32], key[32], nonce[CX_NONCE_LEN];
+    struct err e = ERR_INIT;
+    fill_random(4242, salt, sizeof(salt));
+    buf_append(&body, "CARISPK1", 8);
+    buf_append(&body, salt, 32);
+    assert_int_equal(pack_derive_key(r, salt, key, &e), 0);
+    zstd_into(&z, big, sizeof(big));
+    const void *payload[2] = {raw_text, z.data};
+    size_t plens[2] = {sizeof(raw_text) - 1, z.len};
+    uint32_t ulf[2] = {sizeof(raw_text) - 1, (uint32_t)sizeof(big) | ULEN_COMPRESSED};
+    for (int i = 0; i < 2; i++) {
+        uint32_t off = (uint32_t)body.len;
+        pack_nonce(off, nonce);
+        buf_reserve(&body, plens[i] + CX_TAG_LEN);
+        assert_int_equal(
+            cx_aead_seal(key, nonce, ids[i], 32, payload[i], plens[i], body.data + off, &e), 0);
+        body.len += plens[i] + CX_TAG_LEN;
+        index_entry(&entries, ids[i], off, (uint32_t)(plens[i] + CX_TAG_LEN), ulf[i]);
+    }
+    cx_wipe(key, sizeof(key));
+    struct buf pk = {0};
+    pack_build(r, 1, body.data, body.len, entries.data, entries.len, UINT32_MAX, 0, 0, &pk);
+    pack_plant(dir, pk.data, pk.len, pack_path, plen);
+    uint8_t pid[32];
+    cx_sha256(pk.data, pk.len, pid);
+    index_write(r, dir, 1, pid, entries.data, entries.len, index_path, ilen);
+    buf_free(&pk);
+    buf_free(&body);
+    buf_free(&z);
+    buf_free(&entries);
+}
+
+static void test_pack_v1_still_read(void **state)
+{
+    (void)state;
+    char *dir = tmpdir_new();
+    struct repo *r = init_ok(dir, &TINY);
+    uint8_t ids[2][32];
+    char pack_path[PATH_MAX], index_path[PATH_MAX];
+    v1_pack_fixture(r, dir, ids, pack_path, sizeof(pack_path), index_path, sizeof(index_path));
+    repo_close(r);
+
+    static const char raw_text[] = "a version 1 blob, stored raw";
+    static char big[20000];
+    for (size_t i = 0; i < sizeof(big); i++)
+        big[i] = "version one, compressed "[i % 24];
+    for (int round = 0; round < 2; round++) {
+        /* round 0: listed by the version 1 index; round 1: an orphan, adopted through its
+         * (version 1) trailer */
+        r = open_ok(dir, PW);
+        assert_int_equal(json_array_size(repo_damage(r)), 0);
+        assert_blob(r, ids[0], raw_text, sizeof(raw_text) - 1);
+        assert_blob(r, ids[1], big, sizeof(big));
+        assert_int_equal(pack_adopted(r, ids[0]), round == 1);
+        if (round == 1) {
+            struct buf tr = {0};
+            pack_trailer(r, dir, pack_path, &tr);
+            assert_int_equal(tr.len, 2 * PACK_TRAILER_ENTRY_LEN);
+            assert_memory_equal(tr.data, ids[0], 32);
+            buf_free(&tr);
+        }
+        json_t *rep = check_report(r, true);
+        if (!json_is_true(json_object_get(rep, "ok"))) {
+            char *txt = json_dumps(rep, JSON_COMPACT);
+            fail_msg("round %d: check --read-data on a version 1 pack: %s", round, txt);
+        }
+        json_decref(rep);
+        /* A version 2 backup next to it: the known blob is not stored again. */
+        struct repo_writer *w = repo_writer_new(r, 2);
+        uint8_t id[32], nid[32];
+        assert_int_equal(add_ok(r, w, 0, raw_text, sizeof(raw_text) - 1, id), 0);
+        char fresh[64];
+        int fl = snprintf(fresh, sizeof(fresh), "a version 2 blob, round %d", round);
+        assert_int_equal(add_ok(r, w, 1, fresh, (size_t)fl, nid), 1);
+        flush_ok(w);
+        repo_writer_free(w);
+        repo_close(r);
+        r = open_ok(dir, PW);
+        assert_blob(r, nid, fresh, (size_t)fl);
+        assert_blob(r, ids[1], big, sizeof(big));
+        assert_true(check_ok(r, true));
+        repo_close(r);
+        if (round == 0) {
+            /* drop every index file: the packs, version 1 and 2, are found by their trailers */
+            struct paths ps = paths_list(dir, "index");
+            for (size_t i = 0; i < ps.n; i++)
+                assert_int_equal(unlink(ps.v[i]), 0);
+            paths_free(&ps);
+        }
+    }
+    tmpdir_free(dir);
+}
+
+/* The pack and index file sizes tell neither blob counts nor single chunk sizes: every data
+ * slot's open pack is merged into one at flush, packs and index files are padded to pad_size,
+ * and the trailer length is sealed. */
+static void test_pack_sizes_hidden(void **state)
+{
+    (void)state;
+    assert_int_equal(pad_size(1, PACK_MIN_SIZE), PACK_MIN_SIZE);
+    assert_int_equal(pad_size(PACK_MIN_SIZE, PACK_MIN_SIZE), PACK_MIN_SIZE);
+    assert_int_equal(pad_size(PACK_MIN_SIZE + 1, PACK_MIN_SIZE), PACK_MIN_SIZE + 2048);
+    assert_int_equal(pad_size((16u << 20) + 1, 0), (16u << 20) + (512u << 10));
+    assert_int_equal(pad_size(5000, 0), 5120);
+    for (uint64_t n = 4096; n < (200u << 20); n = n * 21 / 16 + 7) {
+        uint64_t p = pad_size(n, 0);
+        assert_true(p >= n && p - n <= n / 16);
+        assert_int_equal(pad_size(p, 0), p);
+    }
+
+    char *dir = tmpdir_new();
+    struct repo *r = init_ok(dir, &TINY);
+    uint8_t *buf = malloc(1u << 20);
+    uint8_t id[32];
+    /* Four slots, each with a few small blobs of different sizes: one data pack, whose size
+     * is the minimum; and a session that stores one blob gives the same sizes. */
+    size_t sizes[2][3]; /* [session][pack, index, number of packs] */
+    for (int sess = 0; sess < 2; sess++) {
+        struct repo_writer *w = repo_writer_new(r, 4);
+        int nb = sess == 0 ? 13 : 1;
+        for (int i = 0; i < nb; i++) {
+            uint64_t seed = 900 + (uint64_t)sess * 100 + (uint64_t)i;
+            size_t n = blob_len(seed) / 10 + 1;
+            fill_random(seed, buf, n);
+            add_ok(r, w, i % 4, buf, n, id);
+        }
+        struct paths before = paths_list(dir, "data"), ib = paths_list(dir, "index");
+        flush_ok(w);
+        struct repo_writer_stats st;
+        repo_writer_get_stats(w, &st);
+        repo_writer_free(w);
+        struct paths after = paths_list(dir, "data"), ia = paths_list(dir, "index");
+        sizes[sess][2] = after.n - before.n;
+        assert_int_equal(st.packs, sizes[sess][2]);
+        assert_int_equal(ia.n, ib.n + 1);
+        for (size_t k = 0; k < after.n; k++) {
+            bool old = false;
+            for (size_t q = 0; q < before.n; q++)
+                old |= strcmp(after.v[k], before.v[q]) == 0;
+            if (!old)
+                sizes[sess][0] = file_size(after.v[k]);
+        }
+        for (size_t k = 0; k < ia.n; k++) {
+            bool old = false;
+            for (size_t q = 0; q < ib.n; q++)
+                old |= strcmp(ia.v[k], ib.v[q]) == 0;
+            if (!old)
+                sizes[sess][1] = file_size(ia.v[k]);
+        }
+        paths_free(&before);
+        paths_free(&after);
+        paths_free(&ib);
+        paths_free(&ia);
+    }
+    printf("sizes hidden: 13 blobs over 4 slots: %zu pack(s) of %zu bytes, index %zu bytes; "
+           "1 blob: %zu pack(s) of %zu bytes, index %zu bytes\n",
+           sizes[0][2], sizes[0][0], sizes[0][1], sizes[1][2], sizes[1][0], sizes[1][1]);
+    assert_int_equal(sizes[0][2], 1); /* the four slots' open packs merged */
+    assert_int_equal(sizes[1][2], 1);
+    assert_int_equal(sizes[0][0], PACK_MIN_SIZE);
+    assert_int_equal(sizes[1][0], PACK_MIN_SIZE);
+    assert_int_equal(sizes[0][1], INDEX_MIN_SIZE);
+    assert_int_equal(sizes[1][1], INDEX_MIN_SIZE);
+
+    /* Merging past a full pack: two slots of 10 MiB each end as one full pack and one more;
+     * every blob loads and a full check passes. */
+    struct repo_writer *w = repo_writer_new(r, 2);
+    uint8_t ids[20][32];
+    for (int i = 0; i < 20; i++) {
+        fill_random(7000 + (uint64_t)i, buf, 1u << 20);
+        add_ok(r, w, i % 2, buf, 1u << 20, ids[i]);
+    }
+    flush_ok(w);
+    struct repo_writer_stats st;
+    repo_writer_get_stats(w, &st);
+    repo_writer_free(w);
+    assert_int_equal(st.packs, 2);
+    repo_close(r);
+    r = open_ok(dir, PW);
+    for (int i = 0; i < 20; i++) {
+        fill_random(7000 + (uint64_t)i, buf, 1u << 20);
+        assert_blob(r, ids[i], buf, 1u << 20);
+    }
+    struct paths ps = paths_list(dir, "data");
+    for (size_t k = 0; k < ps.n; k++) {
+        size_t n = file_size(ps.v[k]);
+        assert_int_equal(pad_size(n, PACK_MIN_SIZE), n);
+        assert_true(n <= PACK_MAX_SIZE);
+    }
+    paths_free(&ps);
+    assert_true(check_ok(r, true));
+    repo_close(r);
+    free(buf);
+    tmpdir_free(dir);
+}
+
+/* check --read-data authenticates each pack's trailer with its padding, and compares it with
+ * the index: a pack renamed after its bytes were changed only there (blobs intact) is found. */
+static void test_check_reads_trailer(void **state)
+{
+    (void)state;
+    char *dir = tmpdir_new();
+    struct repo *r = init_ok(dir, &TINY);
+    struct repo_writer *w = repo_writer_new(r, 1);
+    uint8_t ids[2][32];
+    add_ok(r, w, 0, "first blob of the pack", 22, ids[0]);
+    add_ok(r, w, 0, "second blob of the pack", 23, ids[1]);
+    flush_ok(w);
+    repo_writer_free(w);
+    char *orig = only_file(dir, "data"), *oidx = only_file(dir, "index");
+    size_t plen, ilen;
+    uint8_t *pack = file_read(orig, &plen), *idx = file_read(oidx, &ilen);
+    struct buf tr = {0};
+    pack_trailer(r, dir, orig, &tr);
+    assert_int_equal(tr.len, 2 * PACK_TRAILER_ENTRY_LEN);
+    size_t body = plen - PACK_FOOTER_V2_LEN - pack_v2_trailer_len(r, pack, plen);
+    assert_true(check_ok(r, true));
+    repo_close(r);
+    assert_int_equal(unlink(orig), 0);
+    assert_int_equal(unlink(oidx), 0);
+    for (int c = 0; c < 2; c++) {
+        r = open_ok(dir, PW);
+        struct buf pk = {0};
+        char path[PATH_MAX], ipath[PATH_MAX];
+        if (c == 0) /* padding that is not zero */
+            pack_build(r, 2, pack, body, tr.data, tr.len, UINT32_MAX, 300, 0x01, &pk);
+        else /* a trailer that forgot the second blob */
+            pack_build(r, 2, pack, body, tr.data, PACK_TRAILER_ENTRY_LEN, UINT32_MAX, 0, 0, &pk);
+        pack_plant(dir, pk.data, pk.len, path, sizeof(path));
+        uint8_t pid[32];
+        cx_sha256(pk.data, pk.len, pid);
+        index_write(r, dir, 2, pid, tr.data, tr.len, ipath, sizeof(ipath));
+        repo_close(r);
+        r = open_ok(dir, PW);
+        assert_int_equal(json_array_size(repo_damage(r)), 0); /* listed: no trailer read */
+        assert_blob(r, ids[0], "first blob of the pack", 22);
+        assert_blob(r, ids[1], "second blob of the pack", 23);
+        assert_true(check_ok(r, false));
+        json_t *rep = check_report(r, true);
+        char *txt = json_dumps(rep, JSON_COMPACT);
+        if (json_is_true(json_object_get(rep, "ok")))
+            fail_msg("case %d: check --read-data passes a pack whose trailer %s: %s", c,
+                     c == 0 ? "has non-zero padding" : "lacks a blob", txt);
+        assert_non_null(
+            strstr(txt, c == 0 ? "trailer padding is not zero" : "trailer and the index disagree"));
+        free(txt);
+        json_decref(rep);
+        repo_close(r);
+        buf_free(&pk);
+        assert_int_equal(unlink(path), 0);
+        assert_int_equal(unlink(ipath), 0);
+    }
+    /* the genuine pack and index back: all well */
+    file_write(orig, pack, plen);
+    file_write(oidx, idx, ilen);
+    r = open_ok(dir, PW);
+    assert_true(check_ok(r, true));
+    repo_close(r);
+    buf_free(&tr);
+    free(pack);
+    free(idx);
+    free(orig);
+    free(oidx);
+    tmpdir_free(dir);
+}
+
+/* A planted file in data/ whose clear (version 1) trailer length claims 4 GiB: opening reports
+ * it as damage without allocating or reading it. The open runs in a child limited to 1 GiB of
+ * address space (not under AddressSanitizer, which reserves terabytes of it), where the old
+ * reader's 4 GiB allocation failed and the process aborted. */
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+
+static void test_trailer_length_bounded(void **state)
+{
+    (void)state;
+    char *dir = tmpdir_new();
+    struct repo *r = init_ok(dir, &TINY);
+    struct repo_writer *w = repo_writer_new(r, 1);
+    uint8_t id[32];
+    add_ok(r, w, 0, "real data", 9, id);
+    flush_ok(w);
+    repo_writer_free(w);
+    repo_close(r);
+
+    /* Sparse: 4 GiB + 64 bytes, costing no disk. Version 1 header and footer, length 4 GiB - 16. */
+    char path[PATH_MAX], dirp[PATH_MAX];
+    snprintf(dirp, sizeof(dirp), "%s/data/ab", dir);
+    mkdir(dirp, 0700);
+    snprintf(path, sizeof(path), "%s/ab%062d", dirp, 7);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    uint64_t size = (4ull << 30) + 64;
+    uint8_t head[40] = "CARISPK1", foot[8];
+    store_u32le(foot, 0xfffffff0u);
+    memcpy(foot + 4, "CPKE", 4);
+    assert_int_equal(pwrite(fd, head, sizeof(head), 0), (ssize_t)sizeof(head));
+    assert_int_equal(pwrite(fd, foot, sizeof(foot), (off_t)(size - 8)), (ssize_t)sizeof(foot));
+    assert_int_equal(close(fd), 0);
+    /* and a small one whose claimed entries could not fit their blobs in front of them */
+    char small[PATH_MAX];
+    {
+        struct buf b = {0};
+        buf_append(&b, "CARISPK1", 8);
+        for (int i = 0; i < 32 + 1000; i++)
+            buf_append_u8(&b, (uint8_t)i);
+        buf_append_u32le(&b, 16 + 44 * 22); /* 22 entries need 22 * 16 bytes of blobs */
+        buf_append(&b, "CPKE", 4);
+        pack_plant(dir, b.data, b.len, small, sizeof(small));
+        buf_free(&b);
+    }
+
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+#ifndef UNDER_ASAN
+        struct rlimit rl = {1ull << 30, 1ull << 30};
+        if (setrlimit(RLIMIT_AS, &rl) != 0)
+            _exit(3);
+#endif
+        struct err e = ERR_INIT;
+        struct repo *r2 = repo_open(dir, PW, &e);
+        if (!r2)
+            _exit(4);
+        json_t *d = repo_damage(r2);
+        int found = 0;
+        size_t i;
+        json_t *v;
+        json_array_foreach(d, i, v)
+        {
+            const char *msg = json_string_value(json_object_get(v, "error"));
+            if (strstr(msg, "implausibly large") || strstr(msg, "bad trailer length"))
+                found++;
+        }
+        struct buf b = {0};
+        int ok = repo_blob_load(r2, id, &b, &e) == 0 && b.len == 9;
+        buf_free(&b);
+        size_t nd = json_array_size(d);
+        repo_close(r2);
+        _exit(found == 2 && nd == 2 && ok ? 0 : 5);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        fail_msg("opening with a planted 4 GiB trailer length: child %s %d (0 = reported as "
+                 "damage, within 1 GiB of address space)",
+                 WIFEXITED(status) ? "exited" : "was killed by signal",
+                 WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+    /* check names both */
+    r = open_ok(dir, PW);
+    json_t *rep = check_report(r, false);
+    assert_false(json_is_true(json_object_get(rep, "ok")));
+    char *txt = json_dumps(rep, JSON_COMPACT);
+    assert_non_null(strstr(txt, "implausibly large"));
+    assert_non_null(strstr(txt, "bad trailer length"));
+    free(txt);
+    json_decref(rep);
+    repo_close(r);
+    tmpdir_free(dir);
+}
+
 int main(void)
 {
     struct err e = ERR_INIT;
@@ -2887,6 +3393,10 @@ int main(void)
         cmocka_unit_test(test_locks),
         cmocka_unit_test(test_orphan_adoption),
         cmocka_unit_test(test_abandoned_writer_no_phantom_blobs),
+        cmocka_unit_test(test_pack_v1_still_read),
+        cmocka_unit_test(test_pack_sizes_hidden),
+        cmocka_unit_test(test_check_reads_trailer),
+        cmocka_unit_test(test_trailer_length_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
