@@ -76,6 +76,16 @@ int repo_snapshot_commit(struct repo *r, json_t *summary, json_t *ref, char name
     cx_hex(sid, 32, name_out);
     snprintf(name, sizeof(name), "snapshots/%s", name_out);
     rc = storage_put(r->st, name, sealed.data, sealed.len, e);
+    /* The snapshot is the commit point; the state record follows it. A backup that stops in
+     * between is committed all the same, and the next writer takes its snapshot in. */
+    struct err se = ERR_INIT;
+    if (rc == 0 &&
+        state_record_change(r, name_out, json_string_value(json_object_get(summary, "id")), NULL,
+                            &se) != 0)
+        repo_warn(r, name,
+                  "backup committed, but the state record was not updated (%s): the next backup "
+                  "or forget records it",
+                  se.msg);
 out:
     free(s1);
     free(s2);
@@ -331,6 +341,11 @@ int repo_snapshot_remove(struct repo *r, const char *name, struct err *e)
         return -1;
     char obj[100];
     snprintf(obj, sizeof(obj), "snapshots/%s", name);
+    /* The state record first: a removal that stops in between leaves a snapshot the record
+     * calls removed (reported as put back, and removed again by the next forget), never one
+     * the record still expects. */
+    if (state_record_change(r, NULL, NULL, name, e) != 0)
+        return err_wrap(e, "cannot remove snapshot %s", name);
     return storage_remove(r->st, obj, e);
 }
 
