@@ -86,6 +86,32 @@ assert_eq "true" "$(json_eval "$OUT_FILE" 'd["state"]["rolled_back"]')" "check -
 rm "$local_copy"
 assert_exit 0 cb check
 
+# --- backups at the same time: every one recorded, nothing reported --------------------------
+rm -rf "$REPO" "$BACKUP_DIR/metadata"
+assert_exit 0 cb --quiet init
+gate=$TEST_TMP/gate
+mkfifo "$gate"
+exec {gate_fd}<>"$gate"
+pids=()
+for n in 1 2 3 4; do
+    mkdir -p "$TEST_TMP/c$n"
+    printf 'tree %s\n' "$n" >"$TEST_TMP/c$n/f"
+    # shellcheck disable=SC2016 # $1 and $@ are the inner shell's
+    bg_start bash -c 'read -r _ <"$1"; shift; exec "$@"' _ "$gate" "$CARIS_BIN" --quiet backup files "$TEST_TMP/c$n"
+    pids+=("$BG_PID")
+done
+printf 'go\ngo\ngo\ngo\n' >&"$gate_fd"
+for p in "${pids[@]}"; do
+    wait "$p"
+    assert_eq 0 "$?" "concurrent backup exits 0"
+done
+exec {gate_fd}>&-
+run cb --json list
+assert_eq "recorded recorded recorded recorded" "$(json_eval "$OUT_FILE" '" ".join(b["record"] for b in d)')" \
+    "four concurrent backups: all four recorded"
+assert_eq "" "$ERR" "no warning after concurrent backups"
+assert_exit 0 cb check
+
 # --- a lost pack is stored again by the next backup -------------------------------------------
 rm -rf "$REPO" "$BACKUP_DIR/metadata"
 backup_json "$TEST_TMP/p1.json" --full "$src"
