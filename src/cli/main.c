@@ -162,12 +162,14 @@ static struct repo *audit_on_open(struct globals *g, struct repo *r)
         json_array_foreach(repo_warnings(r), i, w)
             fprintf(stderr, "warning: %s: %s\n", json_string_value(json_object_get(w, "object")),
                     json_string_value(json_object_get(w, "message")));
-        if (json_array_size(repo_warnings(r)))
+        if (json_is_true(json_object_get(g->state, "rolled_back")))
             fprintf(stderr,
-                    "HINT: run `caris-backup check` for the backups affected; if you "
-                    "put an older copy of the repository in place on purpose, remove "
-                    "%s/metadata/state-%s.json\n",
+                    "HINT: find out who replaced the repository; if you put an older "
+                    "copy in place on purpose, remove %s/metadata/state-%s.json to "
+                    "accept it\n",
                     config_backup_dir(&g->cfg), repo_id(r));
+        else if (json_array_size(repo_warnings(r)))
+            fprintf(stderr, "HINT: run `caris-backup check` to see the backups affected\n");
     }
     return r;
 }
