@@ -146,7 +146,11 @@ json_t *repo_snapshot_list(struct repo *r, json_t **damaged, struct err *e);
 /* Finds a snapshot by backup id ("id" field of the summary). ERR_NOT_FOUND when absent. */
 int repo_snapshot_find(struct repo *r, const char *backup_id, char name_out[65], json_t **summary,
                        struct err *e);
+/* Removes a snapshot: records the removal in the state record, then deletes the file. */
 int repo_snapshot_remove(struct repo *r, const char *name, struct err *e);
+/* The same for n snapshots with one state record update (forget of many at once: each
+ * update writes the whole record, ~38 bytes per snapshot ever made). */
+int repo_snapshots_remove(struct repo *r, const char *const *names, size_t n, struct err *e);
 
 /* ---- state record -------------------------------------------------------------------- */
 /* An authenticated, versioned record of the snapshots the repository holds (state/, see

@@ -119,10 +119,10 @@ int blob_decode(struct repo *r, const uint8_t id[32], const struct ientry *ep,
 void repo_warn(struct repo *r, const char *object, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* State record (state.c): kept by snapshot commits and removals. added/removed: a snapshot
- * object name and, for added, its backup id; either may be NULL. */
+/* State record (state.c): kept by snapshot commits and removals. added: a snapshot object
+ * name and its backup id, or NULL; removed: nremoved snapshot object names. */
 int state_record_change(struct repo *r, const char *added, const char *added_id,
-                        const char *removed, struct err *e);
+                        const char *const *removed, size_t nremoved, struct err *e);
 /* Writes the first (empty) state object of a new repository. */
 int state_record_init(struct repo *r, struct err *e);
 

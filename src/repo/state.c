@@ -388,7 +388,7 @@ int state_record_init(struct repo *r, struct err *e)
 }
 
 int state_record_change(struct repo *r, const char *added, const char *added_id,
-                        const char *removed, struct err *e)
+                        const char *const *removed, size_t nremoved, struct err *e)
 {
     struct state s;
     state_init(&s);
@@ -403,20 +403,25 @@ int state_record_change(struct repo *r, const char *added, const char *added_id,
         goto out;
     const char *k;
     json_t *v;
+    json_t *removing = json_object();
+    for (size_t i = 0; i < nremoved; i++)
+        json_object_set_new(removing, removed[i], json_true());
     json_object_foreach(present, k, v)
     {
         if (json_object_get(s.live, k) || json_object_get(s.removed, k) ||
-            (added && strcmp(k, added) == 0) || (removed && strcmp(k, removed) == 0))
+            (added && strcmp(k, added) == 0) || json_object_get(removing, k))
             continue;
         char id[200];
         json_object_set_new(s.live, k, json_string(snapshot_backup_id(r, k, id, sizeof(id))));
     }
     if (added)
         json_object_set_new(s.live, added, json_string(added_id ? added_id : "?"));
-    if (removed) {
-        json_object_del(s.live, removed);
-        json_object_set_new(s.removed, removed, json_true());
+    json_object_foreach(removing, k, v)
+    {
+        json_object_del(s.live, k);
+        json_object_set(s.removed, k, v);
     }
+    json_decref(removing);
     s.counter++;
     if (state_write(r, &s, e) != 0)
         goto out;

@@ -219,6 +219,47 @@ static void test_deleted_and_replayed(void **state)
     free(dir);
 }
 
+/* Removing several snapshots at once writes one state object. */
+static void test_remove_many(void **state)
+{
+    (void)state;
+    char *dir = tmpdir_new();
+    struct err e = ERR_INIT;
+    struct repo *r = repo_init(dir, PW, &TINY, &e);
+    assert_non_null(r);
+    char names[5][65];
+    for (int i = 0; i < 5; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "backup-%d", i);
+        commit(r, id, names[i]);
+    }
+    json_t *rep = audit(r);
+    json_int_t before = json_integer_value(json_object_get(rep, "counter"));
+    json_decref(rep);
+    char keep[PATH_MAX], p1[PATH_MAX];
+    snap_path(dir, names[1], p1, sizeof(p1));
+    snprintf(keep, sizeof(keep), "%s/kept", dir);
+    sh("cp -p '%s' '%s'", p1, keep);
+    const char *const gone[] = {names[0], names[1], names[3]};
+    assert_int_equal(repo_snapshots_remove(r, gone, 3, &e), 0);
+    assert_int_equal(count_files(dir, "snapshots"), 2);
+    rep = audit(r);
+    assert_true(rep_ok(rep));
+    assert_int_equal(json_integer_value(json_object_get(rep, "counter")), before + 1);
+    json_decref(rep);
+    assert_int_equal(rename(keep, p1), 0);
+    rep = audit(r);
+    assert_string_equal(ids_of(rep, "replayed"), "backup-1");
+    json_decref(rep);
+    /* a bad name anywhere in the list: nothing is removed */
+    const char *const bad[] = {names[2], "../config"};
+    assert_int_equal(repo_snapshots_remove(r, bad, 2, &e), -1);
+    assert_int_equal(count_files(dir, "snapshots"), 3);
+    repo_close(r);
+    rm_rf(dir);
+    free(dir);
+}
+
 /* ---- a rollback of the whole repository ---------------------------------------------- */
 
 static void test_rollback_needs_local_copy(void **state)
@@ -576,6 +617,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_deleted_and_replayed),
+        cmocka_unit_test(test_remove_many),
         cmocka_unit_test(test_rollback_needs_local_copy),
         cmocka_unit_test(test_concurrent_merge),
         cmocka_unit_test(test_concurrent_threads),
