@@ -15,8 +15,12 @@
  * added one, whatever the interleaving. */
 #include "internal.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #define STATE_DIR "state"
 #define STATE_VERSION 1
@@ -294,10 +298,36 @@ static int local_read(struct repo *r, struct state *s, struct err *e)
 
 /* local := local merged with s (the counter and both lists only grow). Written only when it
  * changes; a failure to keep it is a warning, never the operation's failure. */
+static void local_update_locked(struct repo *r, const struct state *s);
+
+/* Processes on this host update the copy one at a time (read, merge, replace), so that none
+ * undoes another's merge. */
 static void local_update(struct repo *r, const struct state *s)
 {
     if (!r->state_local)
         return;
+    char *lock = xasprintf("%s.lock", r->state_local);
+    char *dir = xstrdup(r->state_local);
+    char *slash = strrchr(dir, '/');
+    struct err e = ERR_INIT;
+    if (slash) {
+        *slash = '\0';
+        if (fs_mkdir_p(dir, 0700, &e) != 0)
+            err_clear(&e); /* reported by the write below */
+    }
+    int fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd >= 0)
+        while (flock(fd, LOCK_EX) != 0 && errno == EINTR)
+            ;
+    local_update_locked(r, s);
+    if (fd >= 0)
+        close(fd); /* releases the lock */
+    free(dir);
+    free(lock);
+}
+
+static void local_update_locked(struct repo *r, const struct state *s)
+{
     struct state l;
     state_init(&l);
     struct err e = ERR_INIT;
