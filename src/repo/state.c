@@ -24,9 +24,8 @@
 
 #define STATE_DIR "state"
 #define STATE_VERSION 1
-#define STATE_MAX_BYTES (256u << 20) /* plaintext; ~45 bytes per snapshot */
+#define STATE_MAX_BYTES (256u << 20) /* plaintext; ~38 bytes per snapshot once compressed */
 #define STATE_READ_ATTEMPTS 100
-#define LOCAL_VERSION 1
 
 struct state {
     uint64_t counter;
@@ -313,7 +312,7 @@ static void local_update(struct repo *r, const struct state *s)
     if (slash) {
         *slash = '\0';
         if (fs_mkdir_p(dir, 0700, &e) != 0)
-            err_clear(&e); /* reported by the write below */
+            err_clear(&e); /* the write below fails and says why */
     }
     int fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (fd >= 0)
@@ -354,17 +353,11 @@ static void local_update_locked(struct repo *r, const struct state *s)
     json_decref(cmp);
     if (!old || !now || strcmp(old, now) != 0 || !fs_exists(r->state_local)) {
         char *text = json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS);
-        char *dir = xstrdup(r->state_local);
-        char *slash = strrchr(dir, '/');
-        if (slash)
-            *slash = '\0';
-        if (!text || (slash && fs_mkdir_p(dir, 0700, &e) != 0) ||
-            fs_write_atomic(r->state_local, text, strlen(text), 0600, &e) != 0)
+        if (!text || fs_write_atomic(r->state_local, text, strlen(text), 0600, &e) != 0)
             repo_warn(r, r->state_local,
                       "cannot keep the local copy of the state record (%s): a rollback of the "
                       "whole repository would go unnoticed",
                       err_is_set(&e) ? e.msg : "out of memory");
-        free(dir);
         free(text);
     }
     free(old);
