@@ -34,6 +34,13 @@ void config_free(struct config *c);
 /* The value of a variable: environment first, then the file. NULL when unset or empty. */
 const char *config_get(const struct config *c, const char *name);
 bool config_get_bool(const struct config *c, const char *name, bool dflt);
+/* The same, but a value other than true/false/1/0/yes/no/on/off (any case) is an error
+ * (ERR_CONFIG) rather than false: a typo must not switch a safety setting. */
+int config_bool(const struct config *c, const char *name, bool dflt, bool *out, struct err *e);
+
+/* BACKUP_COMPRESS_DUMPS: compress database dumps' chunks before encryption. Default false:
+ * see docs/BACKUP_RECOVERY.md, "Compression of database dumps". */
+#define CONFIG_DEFAULT_COMPRESS_DUMPS false
 
 /* BACKUP_DIR or the default. */
 const char *config_backup_dir(const struct config *c);

@@ -61,6 +61,12 @@ void repo_chunk_id(const struct repo *r, const void *data, size_t len, uint8_t i
 /* Problems found while opening (damaged index files, unreadable pack trailers), as a JSON
  * array of {"object": name, "error": msg}. Never NULL. Borrowed. */
 json_t *repo_damage(const struct repo *r);
+/* Warnings found while opening (index entries whose pack is missing: treated as absent, so
+ * the next backup stores those blobs again) and by repo_state_audit, as a JSON array of
+ * {"object": name, "message": msg}. Never NULL. Borrowed. */
+json_t *repo_warnings(const struct repo *r);
+/* The repository's id (32 hex digits, from its config). */
+const char *repo_id(const struct repo *r);
 
 /* ---- key slots ----------------------------------------------------------------------- */
 int repo_key_add(struct repo *r, const char *password, const char *label, char id_out[17],
@@ -144,7 +150,30 @@ json_t *repo_snapshot_list(struct repo *r, json_t **damaged, struct err *e);
 /* Finds a snapshot by backup id ("id" field of the summary). ERR_NOT_FOUND when absent. */
 int repo_snapshot_find(struct repo *r, const char *backup_id, char name_out[65], json_t **summary,
                        struct err *e);
+/* Removes a snapshot: records the removal in the state record, then deletes the file. */
 int repo_snapshot_remove(struct repo *r, const char *name, struct err *e);
+/* The same for n snapshots with one state record update (forget of many at once: each
+ * update writes the whole record, ~38 bytes per snapshot ever made). */
+int repo_snapshots_remove(struct repo *r, const char *const *names, size_t n, struct err *e);
+
+/* ---- state record -------------------------------------------------------------------- */
+/* An authenticated, versioned record of the snapshots the repository holds (state/, see
+ * docs/REPOSITORY-FORMAT.md "State record"), kept by repo_snapshot_commit and
+ * repo_snapshot_remove, so that deleted, replayed (forgotten, then put back) and rolled-back
+ * snapshots are noticed. */
+
+/* Keeps a local copy of the record at path (e.g. BACKUP_DIR/metadata/state-<repo id>.json),
+ * compared and updated by every audit, commit and removal of this handle: it catches a
+ * rollback of the whole repository, record included. NULL: none. */
+void repo_state_use_local(struct repo *r, const char *path);
+/* Compares the record (and the local copy) with the snapshots there are. *report:
+ * {"ok", "record": "present" | "none" (made before the record; it starts at the first write)
+ * | "deleted", "counter", "local_counter" (null without a local copy), "rolled_back",
+ * "missing": [{"object", "id"}], "replayed": [{"object", "id"}], "unrecorded": [object names:
+ * a backup committing right now, one that stopped at its commit, or made before the record
+ * began], "damaged": [{"object", "message"}]}. Each problem is also added to repo_warnings.
+ * -1 only when the audit could not run. */
+int repo_state_audit(struct repo *r, json_t **report, struct err *e);
 
 /* ---- records ------------------------------------------------------------------------- */
 /* Small encrypted JSON documents that accompany immutable snapshots, such as the results of

@@ -21,7 +21,9 @@ struct globals {
     int threads;
     int64_t lock_wait_ms; /* --lock-wait */
     struct config cfg;
-    char *repo_path; /* resolved */
+    char *repo_path;       /* resolved */
+    json_t *state;         /* repo_state_audit's report from open_repo (NULL if none) */
+    bool no_open_warnings; /* the command reports the open's findings itself (check) */
 };
 
 /* Prints the error (and its HINT) to stderr; returns its exit code. */

@@ -12,7 +12,8 @@
 #include "cli.h"
 
 static const char BACKUP_USAGE[] =
-    "usage: caris-backup [--json] backup database [--full|--incremental] [--no-compress]\n"
+    "usage: caris-backup [--json] backup database [--full|--incremental]\n"
+    "                                            [--compress|--no-compress]\n"
     "\n"
     "Dumps the database of POSTGRES_URL with pg_dump (custom format, uncompressed so that the\n"
     "repository deduplicates it) straight into the repository: no copy on disk. Kept with it:\n"
@@ -23,8 +24,11 @@ static const char BACKUP_USAGE[] =
     "  --full           (the default) a backup that records no parent\n"
     "  --incremental    records the latest backup of the same database as its parent; the\n"
     "                   database is read whole either way, only changed chunks are added\n"
-    "  --no-compress    store this backup's new chunks uncompressed (still encrypted:\n"
-    "                   encryption cannot be turned off)\n"
+    "  --compress       compress this backup's new chunks (zstd) before encrypting them\n"
+    "  --no-compress    store them uncompressed (still encrypted: encryption cannot be\n"
+    "                   turned off). Default: BACKUP_COMPRESS_DUMPS, false unless set:\n"
+    "                   compressed sizes would let someone who can insert rows and watch\n"
+    "                   the repository's size probe other rows (docs/BACKUP_RECOVERY.md)\n"
     "\n"
     "POSTGRES_URL is a libpq URI (postgresql://user:password@host:5432/db) or a key=value\n"
     "string; PGPASSWORD is used when it has no password. The password reaches pg_dump only\n"
@@ -138,12 +142,12 @@ static void print_db_summary(const struct globals *g, json_t *s)
 
 int cmd_backup_database(struct globals *g, int argc, char **argv)
 {
-    static const struct option opts[] = {{"full", no_argument, 0, 'F'},
-                                         {"incremental", no_argument, 0, 'I'},
-                                         {"no-compress", no_argument, 0, 'n'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
-    bool incremental = false, no_compress = false;
+    static const struct option opts[] = {
+        {"full", no_argument, 0, 'F'},        {"incremental", no_argument, 0, 'I'},
+        {"no-compress", no_argument, 0, 'n'}, {"compress", no_argument, 0, 'c'},
+        {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
+    bool incremental = false;
+    int compress = -1; /* -1: BACKUP_COMPRESS_DUMPS decides */
     int c;
     /* Parse after the kind word: argv[1] ("database") plays the program name. */
     int sargc = argc - 1;
@@ -158,7 +162,10 @@ int cmd_backup_database(struct globals *g, int argc, char **argv)
             incremental = true;
             break;
         case 'n':
-            no_compress = true;
+            compress = 0;
+            break;
+        case 'c':
+            compress = 1;
             break;
         case 'h':
             fputs(BACKUP_USAGE, stdout);
@@ -172,6 +179,12 @@ int cmd_backup_database(struct globals *g, int argc, char **argv)
                            "from POSTGRES_URL)",
                            sargv[optind]);
     struct err e = ERR_INIT;
+    bool compress_dumps;
+    if (config_bool(&g->cfg, "BACKUP_COMPRESS_DUMPS", CONFIG_DEFAULT_COMPRESS_DUMPS,
+                    &compress_dumps, &e) != 0)
+        return fail(&e);
+    if (compress >= 0)
+        compress_dumps = compress;
     const char *url;
     if (postgres_url(g, &url, &e) != 0)
         return fail(&e);
@@ -180,7 +193,7 @@ int cmd_backup_database(struct globals *g, int argc, char **argv)
         return fail(&e);
     struct db_backup_opts o = {.url = url,
                                .password = config_get(&g->cfg, "PGPASSWORD"),
-                               .no_compress = no_compress,
+                               .no_compress = !compress_dumps,
                                .threads = g->threads,
                                .progress = progress_fn(g)};
     json_t *summary = NULL;

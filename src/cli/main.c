@@ -27,7 +27,7 @@ static const char USAGE[] =
     "  init                      create the repository (BACKUP_DIR/repository)\n"
     "  backup files [--full|--incremental] [--exclude PAT]... [--exclude-file F] [PATH...]\n"
     "                            back up files (PATHs or BACKUP_FILES_PATHS)\n"
-    "  backup database [--full|--incremental] [--no-compress]\n"
+    "  backup database [--full|--incremental] [--compress|--no-compress]\n"
     "                            back up the PostgreSQL database at POSTGRES_URL\n"
     "  list [--type files|database]\n"
     "                            list backups\n"
@@ -62,6 +62,7 @@ static const char USAGE[] =
     "  BACKUP_ENCRYPTION_KEY  repository key, at least 32 characters (required)\n"
     "  BACKUP_FILES_PATHS     colon-separated directories for `backup files`\n"
     "  POSTGRES_URL           the database for `backup database` (libpq URI or key=value)\n"
+    "  BACKUP_COMPRESS_DUMPS  compress database dumps before encryption (default false)\n"
     "  CARIS_RESTORE_TARGET_URL  restore target with a password (never on the command line)\n"
     "\n"
     "Exit codes:\n"
@@ -141,6 +142,43 @@ static int prepare_backup_dir(struct globals *g, struct err *e)
     return rc;
 }
 
+/* Every open audits the repository's state record against the snapshots there are and the
+ * local copy under BACKUP_DIR/metadata (deleted, replayed, rolled-back backups), and reports
+ * what opening found (index entries whose pack is missing): warnings on stderr, even with
+ * --quiet, since they say a backup may be gone. */
+static struct repo *audit_on_open(struct globals *g, struct repo *r)
+{
+    if (!r)
+        return NULL;
+    char *local = xasprintf("%s/metadata/state-%s.json", config_backup_dir(&g->cfg), repo_id(r));
+    repo_state_use_local(r, local);
+    free(local);
+    struct err ae = ERR_INIT;
+    json_decref(g->state);
+    g->state = NULL;
+    if (repo_state_audit(r, &g->state, &ae) != 0) {
+        err_wrap(&ae, "cannot audit the state record");
+        if (!g->no_open_warnings)
+            err_print(&ae, stderr);
+    }
+    if (!g->no_open_warnings) {
+        size_t i;
+        json_t *w;
+        json_array_foreach(repo_warnings(r), i, w)
+            fprintf(stderr, "warning: %s: %s\n", json_string_value(json_object_get(w, "object")),
+                    json_string_value(json_object_get(w, "message")));
+        if (json_is_true(json_object_get(g->state, "rolled_back")))
+            fprintf(stderr,
+                    "HINT: find out who replaced the repository; if you put an older "
+                    "copy in place on purpose, remove %s/metadata/state-%s.json to "
+                    "accept it\n",
+                    config_backup_dir(&g->cfg), repo_id(r));
+        else if (json_array_size(repo_warnings(r)))
+            fprintf(stderr, "HINT: run `caris-backup check` to see the backups affected\n");
+    }
+    return r;
+}
+
 /* Told once when an operation starts to wait for a lock (--lock-wait). */
 static void lock_waiting(void *ctx, const char *conflict)
 {
@@ -175,7 +213,7 @@ static struct repo *open_repo_inner(struct globals *g, bool create, struct err *
         if (r) {
             if (!g->quiet)
                 log_info("created repository %s", g->repo_path);
-            return r;
+            return audit_on_open(g, r);
         }
         /* Another process is creating it (or just did): wait for its marker, then open. */
         if (e->code != ERR_LOCKED && repo_exists(g->repo_path, e) != 1)
@@ -195,7 +233,7 @@ static struct repo *open_repo_inner(struct globals *g, bool create, struct err *
                 "no repository at %s", g->repo_path);
         return NULL;
     }
-    return repo_open(g->repo_path, key, e);
+    return audit_on_open(g, repo_open(g->repo_path, key, e));
 }
 
 /* ---- commands ------------------------------------------------------------------------ */
@@ -409,6 +447,41 @@ static int cmd_backup(struct globals *g, int argc, char **argv)
     return code;
 }
 
+/* The state record's findings, in the list itself (so that `list --json` carries them):
+ * "record" on every backup ("recorded", "unrecorded", "replayed", or "none" before the
+ * record began), an entry {"id", "record": "missing", "status": "missing"} for each backup
+ * the record (or the local copy) expects but whose snapshot is gone, and
+ * "repositoryRolledBack": true on every entry when the repository went back in time. */
+static void mark_record(json_t *st, json_t *list)
+{
+    if (!st)
+        return;
+    json_t *replayed = json_object(), *unrecorded = json_object();
+    size_t i;
+    json_t *x;
+    json_array_foreach(json_object_get(st, "replayed"), i, x)
+        json_object_set_new(replayed, json_string_value(json_object_get(x, "object")), json_true());
+    json_array_foreach(json_object_get(st, "unrecorded"), i, x)
+        json_object_set_new(unrecorded, json_string_value(x), json_true());
+    bool none = strcmp(json_string_value(json_object_get(st, "record")) ?: "", "none") == 0;
+    json_array_foreach(list, i, x)
+    {
+        const char *f = json_string_value(json_object_get(x, "_file")) ?: "";
+        json_object_set_new(x, "record",
+                            json_string(json_object_get(replayed, f)     ? "replayed"
+                                        : none                           ? "none"
+                                        : json_object_get(unrecorded, f) ? "unrecorded"
+                                                                         : "recorded"));
+    }
+    json_array_foreach(json_object_get(st, "missing"), i, x) json_array_append_new(
+        list, json_pack("{s:O, s:s, s:s, s:O}", "id", json_object_get(x, "id"), "record", "missing",
+                        "status", "missing", "_file", json_object_get(x, "object")));
+    if (json_is_true(json_object_get(st, "rolled_back")))
+        json_array_foreach(list, i, x) json_object_set_new(x, "repositoryRolledBack", json_true());
+    json_decref(replayed);
+    json_decref(unrecorded);
+}
+
 static int cmd_list(struct globals *g, int argc, char **argv)
 {
     const char *kind = NULL;
@@ -446,6 +519,7 @@ static int cmd_list(struct globals *g, int argc, char **argv)
             json_object_set(b, "lastTestRestore", t);
     }
     json_decref(tests);
+    mark_record(g->state, list);
     size_t i;
     json_t *s;
     json_array_foreach(list, i, s)
@@ -469,11 +543,19 @@ static int cmd_list(struct globals *g, int argc, char **argv)
             snprintf(type, sizeof(type), "%s/%s", json_string_value(json_object_get(s, "kind")),
                      json_string_value(json_object_get(s, "mode")));
             snprintf(when, sizeof(when), "%.19s", json_string_value(json_object_get(s, "started")));
-            printf("%-44s %-18s %-20s %7.1fs %9lld %10s %10s %s\n",
+            const char *rec = json_string_value(json_object_get(s, "record"));
+            if (rec && strcmp(rec, "missing") == 0) {
+                printf("%-44s %-18s %-20s %8s %9s %10s %10s %s\n",
+                       json_string_value(json_object_get(s, "id")), "?", "?", "", "", "", "",
+                       "MISSING (in the state record, snapshot gone)");
+                continue;
+            }
+            printf("%-44s %-18s %-20s %7.1fs %9lld %10s %10s %s%s\n",
                    json_string_value(json_object_get(s, "id")), type, when,
                    (double)json_integer_value(json_object_get(s, "duration_ms")) / 1000.0,
                    json_integer_value(json_object_get(st, "files")), read, added,
-                   json_string_value(json_object_get(s, "status")));
+                   json_string_value(json_object_get(s, "status")),
+                   rec && strcmp(rec, "replayed") == 0 ? " REPLAYED (was forgotten)" : "");
         }
     }
     json_decref(list);
@@ -590,6 +672,7 @@ static int cmd_check(struct globals *g, int argc, char **argv)
     if (progress_fn(g))
         o.progress = check_progress;
     struct err e = ERR_INIT;
+    g->no_open_warnings = true; /* its report has them */
     struct repo *r = open_repo(g, false, &e);
     if (!r)
         return fail(&e);
@@ -1075,6 +1158,7 @@ int main(int argc, char **argv)
     else
         code = usage_error("unknown command '%s'", cmd);
     free(g.repo_path);
+    json_decref(g.state);
     config_free(&g.cfg);
     return code;
 }

@@ -167,6 +167,23 @@ bool config_get_bool(const struct config *c, const char *name, bool dflt)
            strcasecmp(v, "on") == 0;
 }
 
+int config_bool(const struct config *c, const char *name, bool dflt, bool *out, struct err *e)
+{
+    const char *v = config_get(c, name);
+    *out = dflt;
+    if (!v)
+        return 0;
+    static const char *const words[] = {"true", "false", "1", "0", "yes", "no", "on", "off"};
+    for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
+        if (strcasecmp(v, words[i]) == 0) {
+            *out = i % 2 == 0;
+            return 0;
+        }
+    }
+    return err_set(e, ERR_CONFIG, "use true or false", "%s must be true or false, not '%.40s'",
+                   name, v);
+}
+
 const char *config_backup_dir(const struct config *c)
 {
     const char *d = config_get(c, "BACKUP_DIR");

@@ -321,13 +321,61 @@ static void check_snapshots(struct check *c, json_t *list, uint64_t *nrefs)
     }
 }
 
+/* The state record's findings (repo_state_audit): every regression is an error naming the
+ * backup; snapshots not yet recorded are a warning. */
+static void state_issues(json_t *arr, json_t *found, const char *what)
+{
+    size_t i;
+    json_t *x;
+    json_array_foreach(found, i, x)
+    {
+        char obj[100];
+        const char *id = json_string_value(json_object_get(x, "id"));
+        snprintf(obj, sizeof(obj), "snapshots/%s", json_string_value(json_object_get(x, "object")));
+        add_issue(arr, obj, "backup %s %s", id, what);
+        json_array_append_new(
+            json_object_get(json_array_get(arr, json_array_size(arr) - 1), "backups"),
+            json_string(id));
+    }
+}
+
+static void check_state(struct check *c, json_t *st)
+{
+    if (json_is_true(json_object_get(st, "rolled_back")))
+        add_issue(c->errors, "state",
+                  "the repository went back in time: its state record is at %lld, but this "
+                  "host saw %lld",
+                  (long long)json_integer_value(json_object_get(st, "counter")),
+                  (long long)json_integer_value(json_object_get(st, "local_counter")));
+    if (strcmp(json_string_value(json_object_get(st, "record")), "deleted") == 0)
+        add_issue(c->errors, "state", "the state record is missing: its objects were deleted");
+    state_issues(c->errors, json_object_get(st, "missing"),
+                 "is in the state record but its snapshot is gone (deleted or rolled back)");
+    state_issues(c->errors, json_object_get(st, "replayed"),
+                 "was removed (forgotten) but its snapshot is back (put back from an old copy, "
+                 "or a forget was interrupted)");
+    size_t i;
+    json_t *x;
+    json_array_foreach(json_object_get(st, "damaged"), i, x)
+        add_issue(c->errors, json_string_value(json_object_get(x, "object")), "%s",
+                  json_string_value(json_object_get(x, "message")));
+    json_array_foreach(json_object_get(st, "unrecorded"), i, x)
+    {
+        char obj[100];
+        snprintf(obj, sizeof(obj), "snapshots/%s", json_string_value(x));
+        add_issue(c->warnings, obj,
+                  "snapshot not in the state record yet (a backup committing now, one stopped "
+                  "at its commit, or made before the record began); the next backup records it");
+    }
+}
+
 static int check_locked(struct repo *r, const struct repo_check_opts *o, json_t **report,
                         struct err *e)
 {
     struct check c = {.r = r, .o = o, .errors = json_array(), .warnings = json_array()};
     pthread_mutex_init(&c.mu, NULL);
     int rc = -1;
-    json_t *list = NULL, *damaged = NULL;
+    json_t *list = NULL, *damaged = NULL, *state = NULL;
     uint64_t nrefs = 0, bytes = 0;
     size_t i;
     json_t *d;
@@ -398,18 +446,22 @@ static int check_locked(struct repo *r, const struct repo_check_opts *o, json_t 
                   json_string_value(json_object_get(d, "error")));
     }
     check_snapshots(&c, list, &nrefs);
+    if (repo_state_audit(r, &state, e) != 0)
+        goto out;
+    check_state(&c, state);
     bool ok = json_array_size(c.errors) == 0;
-    *report =
-        json_pack("{s:b, s:o, s:o, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:b}}", "ok", ok, "errors",
-                  c.errors, "warnings", c.warnings, "stats", "packs", (json_int_t)c.nfiles,
-                  "pack_bytes", (json_int_t)bytes, "blobs", (json_int_t)r->nentries, "index_files",
-                  (json_int_t)r->nindex_files, "snapshots", (json_int_t)json_array_size(list),
-                  "blob_references", (json_int_t)nrefs, "read_data", o && o->read_data);
+    *report = json_pack("{s:b, s:o, s:o, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:b}, s:O}", "ok", ok,
+                        "errors", c.errors, "warnings", c.warnings, "stats", "packs",
+                        (json_int_t)c.nfiles, "pack_bytes", (json_int_t)bytes, "blobs",
+                        (json_int_t)r->nentries, "index_files", (json_int_t)r->nindex_files,
+                        "snapshots", (json_int_t)json_array_size(list), "blob_references",
+                        (json_int_t)nrefs, "read_data", o && o->read_data, "state", state);
     c.errors = c.warnings = NULL;
     rc = 0;
 out:
     json_decref(list);
     json_decref(damaged);
+    json_decref(state);
     json_decref(c.errors);
     json_decref(c.warnings);
     for (size_t p = 0; p < c.nfiles; p++)

@@ -118,6 +118,14 @@ struct repo {
     int64_t lock_wait_ms;     /* how long repo_lock waits for conflicting locks */
     repo_lock_wait_fn lock_waiting;
     void *lock_waiting_ctx;
+    json_t *warnings; /* [{object, message}]: found while opening or auditing (repo_warnings) */
+    /* While opening: the pack ids listed in data/ (sorted), so that index entries whose pack
+     * is gone are treated as absent (see pack_missing_at_open). NULL after open. */
+    uint8_t (*listed_packs)[32];
+    size_t nlisted_packs;
+    char id[33];       /* repository id, from config */
+    bool state_needed; /* config says a state record exists from init on (state.c) */
+    char *state_local; /* local copy of the state record, NULL when none (state.c) */
     bool init_claimed; /* repo_init holds init.lock */
 };
 
@@ -171,6 +179,17 @@ void pack_object_name(const uint8_t id[32], char *out, size_t n);
 int blob_decode(struct repo *r, const uint8_t id[32], const struct ientry *ep,
                 const uint8_t key[32], const uint8_t *ct, const char *name, bool check_id,
                 struct buf *out, struct err *e);
+/* Adds a warning to repo_warnings. */
+void repo_warn(struct repo *r, const char *object, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* State record (state.c): kept by snapshot commits and removals. added: a snapshot object
+ * name and its backup id, or NULL; removed: nremoved snapshot object names. */
+int state_record_change(struct repo *r, const char *added, const char *added_id,
+                        const char *const *removed, size_t nremoved, struct err *e);
+/* Writes the first (empty) state object of a new repository. */
+int state_record_init(struct repo *r, struct err *e);
+
 uint32_t repo_add_pack_locked(struct repo *r, const uint8_t id[32], int source);
 long repo_find_pack_locked(struct repo *r, const uint8_t id[32]);
 

@@ -3,6 +3,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -294,6 +295,55 @@ uint32_t repo_add_pack_locked(struct repo *r, const uint8_t id[32], int source)
     return (uint32_t)r->npacks++;
 }
 
+static int cmp_id32(const void *a, const void *b)
+{
+    return memcmp(a, b, 32);
+}
+
+void repo_warn(struct repo *r, const char *object, const char *fmt, ...)
+{
+    char msg[1200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    /* the index is read again after a prune (repo_index_refresh): say each thing once */
+    size_t i;
+    json_t *w;
+    json_array_foreach(r->warnings, i, w)
+    {
+        if (strcmp(json_string_value(json_object_get(w, "object")), object) == 0 &&
+            strcmp(json_string_value(json_object_get(w, "message")), msg) == 0)
+            return;
+    }
+    json_array_append_new(r->warnings, json_pack("{s:s, s:s}", "object", object, "message", msg));
+}
+
+/* True when, while the repository is being opened, pack pid (listed by index file
+ * index_name) is not in data/. Deduplication trusts the index: without this, a lost pack
+ * (or an index replayed after its packs were pruned) would make every later backup
+ * reference blobs that are gone. A pack missing from the listing is looked up once more, in
+ * case a concurrent backup wrote it (and then its index) after data/ was listed. */
+static bool pack_missing_at_open(struct repo *r, const uint8_t pid[32], uint32_t nblobs,
+                                 const char *index_name)
+{
+    if (!r->listed_packs)
+        return false;
+    if (r->nlisted_packs && bsearch(pid, r->listed_packs, r->nlisted_packs, 32, cmp_id32))
+        return false;
+    char name[80];
+    pack_object_name(pid, name, sizeof(name));
+    struct err xe = ERR_INIT;
+    if (storage_exists(r->st, name, &xe) != 0)
+        return false; /* there after all, or cannot tell: the blobs stay (check reads them) */
+    repo_warn(r, name,
+              "pack listed in %s is missing: its %u blobs are treated as absent, so the next "
+              "backup stores them again; backups made before need them (see `caris-backup "
+              "check`)",
+              index_name, nblobs);
+    return true;
+}
+
 /* Index file payload (after decryption and zstd):
  *   "CIDX" u32 version(1) u32 npacks, then per pack: id[32] u32 nblobs, then per blob:
  *   id[32] u32 off u32 clen u32 ulen_flags. */
@@ -319,6 +369,9 @@ int index_parse_into(struct repo *r, const uint8_t *p, size_t len, int source, c
         if ((uint64_t)nblobs * 44 > rd.len - rd.pos)
             return err_set(e, ERR_DAMAGE, NULL, "index %s: blob count exceeds file", name);
         uint32_t pidx = repo_add_pack_locked(r, pid, source);
+        /* A pack that is gone keeps its place in the table (check reports it and the backups
+         * that need it), but its blobs are absent: the next backup stores them again. */
+        bool gone = pack_missing_at_open(r, pid, nblobs, name);
         for (uint32_t b = 0; b < nblobs; b++) {
             uint8_t id[32];
             uint32_t off, clen, ulf;
@@ -329,7 +382,8 @@ int index_parse_into(struct repo *r, const uint8_t *p, size_t len, int source, c
                 clen > REPO_MAX_BLOB + CX_TAG_LEN || off < PACK_HEADER_LEN)
                 return err_set(e, ERR_DAMAGE, NULL, "index %s: invalid blob entry", name);
             bool added;
-            index_add_locked(r, id, pidx, off, clen, ulf, &added);
+            if (!gone)
+                index_add_locked(r, id, pidx, off, clen, ulf, &added);
         }
     }
     if (rd.pos != rd.len)
@@ -480,6 +534,7 @@ static struct repo *repo_alloc(const char *path)
     r->path = xstrdup(path);
     pthread_mutex_init(&r->mu, NULL);
     r->damage = json_array();
+    r->warnings = json_array();
     r->compression = DEFAULT_COMPRESSION;
     return r;
 }
@@ -503,6 +558,9 @@ void repo_close(struct repo *r)
     free(r->adopted);
     buf_free(&r->adopted_payload);
     json_decref(r->damage);
+    json_decref(r->warnings);
+    free(r->listed_packs);
+    free(r->state_local);
     cx_hmac_key_free(r->idkey);
     storage_close(r->st);
     cx_wipe(r->enc_key, sizeof(r->enc_key));
@@ -739,6 +797,12 @@ static int read_config(struct repo *r, struct err *e)
         goto out;
     }
     r->compression = (int)comp;
+    /* The id names the local copy of the state record: only hex digits go into a path. */
+    const char *rid = json_string_value(json_object_get(j, "id"));
+    uint8_t rid_bin[16];
+    if (rid && strlen(rid) == 32 && cx_unhex(rid, rid_bin, 16) == 0)
+        snprintf(r->id, sizeof(r->id), "%s", rid);
+    r->state_needed = json_is_true(json_object_get(j, "state_record"));
     rc = 0;
 out:
     json_decref(j);
@@ -789,11 +853,9 @@ fail:
 
 /* Packs in data/ that no index lists were left by an interrupted backup (or are being
  * written by a concurrent one). Their trailers make their blobs findable again. */
-static int adopt_orphan_packs(struct repo *r, struct err *e)
+static int adopt_orphan_packs(struct repo *r, const struct namelist *lp, struct err *e)
 {
-    struct namelist l;
-    if (list_names(r, "data", &l, e) != 0)
-        return -1;
+    const struct namelist l = *lp;
     struct buf tr = {0};
     int rc = 0;
     for (size_t i = 0; i < l.n; i++) {
@@ -826,6 +888,28 @@ static int adopt_orphan_packs(struct repo *r, struct err *e)
         buf_append(&r->adopted_payload, tr.data, tr.len);
     }
     buf_free(&tr);
+    return rc;
+}
+
+/* data/ is listed before the index files are read: entries of packs that are not there are
+ * left out (pack_missing_at_open), and packs that no index lists are adopted. */
+static int load_index_and_packs(struct repo *r, struct err *e)
+{
+    struct namelist l;
+    if (list_names(r, "data", &l, e) != 0)
+        return -1;
+    r->listed_packs = xcalloc(l.n ? l.n : 1, 32);
+    for (size_t i = 0; i < l.n; i++) {
+        const char *base = strrchr(l.v[i], '/');
+        if (base && cx_unhex(base + 1, r->listed_packs[r->nlisted_packs], 32) == 0)
+            r->nlisted_packs++;
+    }
+    if (r->nlisted_packs)
+        qsort(r->listed_packs, r->nlisted_packs, 32, cmp_id32);
+    int rc = load_indexes(r, e) == 0 && adopt_orphan_packs(r, &l, e) == 0 ? 0 : -1;
+    free(r->listed_packs);
+    r->listed_packs = NULL;
+    r->nlisted_packs = 0;
     namelist_free(&l);
     return rc;
 }
@@ -863,7 +947,7 @@ struct repo *repo_open(const char *path, const char *password, struct err *e)
     if (!r->st || cx_init(e) != 0 || check_marker(r, e) != 0 || unlock_master(r, password, e) != 0)
         goto fail;
     r->idkey = cx_hmac_key_new(r->mac_key, 32);
-    if (read_config(r, e) != 0 || load_indexes(r, e) != 0 || adopt_orphan_packs(r, e) != 0)
+    if (read_config(r, e) != 0 || load_index_and_packs(r, e) != 0)
         goto fail;
     return r;
 fail:
@@ -925,7 +1009,7 @@ int repo_index_refresh(struct repo *r, struct err *e)
     r->adopted = NULL;
     r->nadopted = 0;
     json_array_clear(r->damage);
-    return load_indexes(r, e) != 0 || adopt_orphan_packs(r, e) != 0 ? -1 : 0;
+    return load_index_and_packs(r, e);
 }
 
 struct repo *repo_init(const char *path, const char *password, const struct repo_init_opts *o,
@@ -993,11 +1077,13 @@ struct repo *repo_init(const char *path, const char *password, const struct repo
     cx_hex(rid, sizeof(rid), rid_hex);
     cx_hex(r->chunker_seed, 32, seed_hex);
     time_format_iso(time_now_ns(), now, sizeof(now));
-    json_t *cfg =
-        json_pack("{s:i, s:s, s:s, s:s, s:{s:o, s:o}, s:i, s:I}", "version", REPO_FORMAT_VERSION,
-                  "id", rid_hex, "created", now, "chunker_seed", seed_hex, "chunker", "files",
-                  params_json(&r->cp_files), "dumps", params_json(&r->cp_dumps), "compression",
-                  r->compression, "pack_size", (json_int_t)REPO_PACK_TARGET);
+    snprintf(r->id, sizeof(r->id), "%s", rid_hex);
+    r->state_needed = true;
+    json_t *cfg = json_pack("{s:i, s:s, s:s, s:s, s:{s:o, s:o}, s:i, s:I, s:b}", "version",
+                            REPO_FORMAT_VERSION, "id", rid_hex, "created", now, "chunker_seed",
+                            seed_hex, "chunker", "files", params_json(&r->cp_files), "dumps",
+                            params_json(&r->cp_dumps), "compression", r->compression, "pack_size",
+                            (json_int_t)REPO_PACK_TARGET, "state_record", 1);
     char *text = json_dumps(cfg, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(cfg);
     struct buf sealed = {0};
@@ -1008,7 +1094,8 @@ struct repo *repo_init(const char *path, const char *password, const struct repo
         rc = storage_put(r->st, "config", sealed.data, sealed.len, e);
     buf_free(&sealed);
     /* The marker goes last: a repository without it does not exist. */
-    if (rc != 0 || storage_put(r->st, MARKER_NAME, MARKER_TEXT, strlen(MARKER_TEXT), e) != 0)
+    if (rc != 0 || state_record_init(r, e) != 0 ||
+        storage_put(r->st, MARKER_NAME, MARKER_TEXT, strlen(MARKER_TEXT), e) != 0)
         goto fail;
     struct err unlock_err = ERR_INIT;
     storage_remove(r->st, INIT_LOCK, &unlock_err);
@@ -1063,6 +1150,16 @@ void repo_chunk_id(const struct repo *r, const void *data, size_t len, uint8_t i
 json_t *repo_damage(const struct repo *r)
 {
     return r->damage;
+}
+
+json_t *repo_warnings(const struct repo *r)
+{
+    return r->warnings;
+}
+
+const char *repo_id(const struct repo *r)
+{
+    return r->id;
 }
 
 /* ---- key slots ----------------------------------------------------------------------- */

@@ -81,6 +81,16 @@ int repo_snapshot_commit(struct repo *r, json_t *summary, json_t *ref, char name
     cx_hex(sid, 32, name_out);
     snprintf(name, sizeof(name), "snapshots/%s", name_out);
     rc = storage_put(r->st, name, sealed.data, sealed.len, e);
+    /* The snapshot is the commit point; the state record follows it. A backup that stops in
+     * between is committed all the same, and the next writer takes its snapshot in. */
+    struct err se = ERR_INIT;
+    if (rc == 0 &&
+        state_record_change(r, name_out, json_string_value(json_object_get(summary, "id")), NULL, 0,
+                            &se) != 0)
+        repo_warn(r, name,
+                  "backup committed, but the state record was not updated (%s): the next backup "
+                  "or forget records it",
+                  se.msg);
 out:
     free(s1);
     free(s2);
@@ -332,11 +342,28 @@ int repo_snapshot_find(struct repo *r, const char *backup_id, char name_out[65],
 
 int repo_snapshot_remove(struct repo *r, const char *name, struct err *e)
 {
-    if (check_name(name, e) != 0)
-        return -1;
-    char obj[100];
-    snprintf(obj, sizeof(obj), "snapshots/%s", name);
-    return storage_remove(r->st, obj, e);
+    return repo_snapshots_remove(r, &name, 1, e);
+}
+
+int repo_snapshots_remove(struct repo *r, const char *const *names, size_t n, struct err *e)
+{
+    for (size_t i = 0; i < n; i++)
+        if (check_name(names[i], e) != 0)
+            return -1;
+    if (n == 0)
+        return 0;
+    /* The state record first: a removal that stops in between leaves a snapshot the record
+     * calls removed (reported as put back, and removed again by the next forget), never one
+     * the record still expects. One state object for all of them. */
+    if (state_record_change(r, NULL, NULL, names, n, e) != 0)
+        return err_wrap(e, "cannot remove %zu snapshot(s)", n);
+    for (size_t i = 0; i < n; i++) {
+        char obj[100];
+        snprintf(obj, sizeof(obj), "snapshots/%s", names[i]);
+        if (storage_remove(r->st, obj, e) != 0)
+            return -1;
+    }
+    return 0;
 }
 
 /* ---- records ------------------------------------------------------------------------- */

@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# The state record and the local copy of it (issue 14, "deletion, replay and rollback"): a
+# snapshot deleted from the repository, and a rollback of the whole repository to an older
+# copy, are reported by `list` (stderr, and `list --json`) and are errors for `check`,
+# naming the backups. (A forgotten snapshot put back is covered by tests/unit/test_state.c
+# until `forget` exists.) Then (issue 14, "deduplication trusts the index"): a lost pack
+# does not break the next backup, which stores its blobs again.
+source "$(dirname "$0")/lib.sh"
+
+src=$TEST_TMP/src
+mkdir -p "$src/sub"
+python3 - "$src" <<'EOF'
+import os, random, sys
+rng = random.Random(14)
+for i in range(6):
+    with open(os.path.join(sys.argv[1], "sub" if i % 2 else "", "f%d" % i), "wb") as f:
+        f.write(rng.randbytes(300_000 + 7919 * i))
+EOF
+
+backup_json "$TEST_TMP/b1.json" --full "$src"
+assert_rc 0 "first backup"
+id1=$BACKUP_ID
+backup_json "$TEST_TMP/b2.json" --full "$src"
+assert_rc 0 "second backup"
+id2=$BACKUP_ID
+assert_eq "" "$ERR" "no warning on a healthy repository"
+
+local_copy=$(find "$BACKUP_DIR/metadata" -name 'state-*.json')
+assert_true "local copy of the state record under BACKUP_DIR/metadata" test -f "$local_copy"
+assert_eq 600 "$(stat -c %a "$local_copy")" "local copy is mode 0600"
+assert_eq 1 "$(find "$REPO/state" -type f ! -name '.*' | wc -l)" "one state object"
+
+run cb --json list
+assert_rc 0 "list --json"
+assert_eq "recorded recorded" "$(json_eval "$OUT_FILE" '" ".join(b["record"] for b in d)')" "both backups recorded"
+
+# --- a snapshot deleted from the repository -----------------------------------------------
+# Find id1's snapshot: remove each file in turn and see which backup disappears.
+victim=""
+for f in "$REPO"/snapshots/*; do
+    mv "$f" "$TEST_TMP/held"
+    ids=$("$CARIS_BIN" --json list 2>/dev/null | python3 -c 'import json,sys; print(" ".join(b["id"] for b in json.load(sys.stdin) if b.get("record") != "missing"))')
+    mv "$TEST_TMP/held" "$f"
+    if [[ $ids == "$id2" ]]; then victim=$f; fi
+done
+assert_ne "" "$victim" "found the first backup's snapshot file"
+
+mv "$victim" "$TEST_TMP/held"
+run cb list
+assert_rc 0 "list with a deleted snapshot still lists"
+assert_contains "$ERR" "warning:" "list warns on stderr"
+assert_contains "$ERR" "$id1" "the warning names the deleted backup"
+assert_contains "$OUT" "MISSING" "the table shows the backup as missing"
+run cb --json list
+assert_eq "missing" "$(json_eval "$OUT_FILE" '[b["record"] for b in d if b["id"] == "'"$id1"'"][0]')" \
+    "list --json: the deleted backup has record \"missing\""
+run cb check
+assert_rc 4 "check: a deleted snapshot is damage"
+assert_contains "$OUT" "$id1" "check names the deleted backup"
+assert_contains "$OUT" "snapshot is gone" "check says what happened"
+mv "$TEST_TMP/held" "$victim"
+assert_exit 0 cb check
+
+# --- a rollback of the whole repository -----------------------------------------------------
+cp -a "$REPO" "$TEST_TMP/old-repo"
+backup_json "$TEST_TMP/b3.json" --full "$src"
+assert_rc 0 "third backup"
+id3=$BACKUP_ID
+rm -rf "$REPO"
+mv "$TEST_TMP/old-repo" "$REPO"
+run cb list
+assert_rc 0 "list after a rollback"
+assert_contains "$ERR" "went back in time" "list warns that the repository went back"
+assert_contains "$ERR" "$id3" "and names the backup it lost"
+run cb --json list
+assert_eq "true" "$(json_eval "$OUT_FILE" 'all(b.get("repositoryRolledBack") for b in d)')" "list --json: repositoryRolledBack"
+assert_eq "missing" "$(json_eval "$OUT_FILE" '[b["record"] for b in d if b["id"] == "'"$id3"'"][0]')" \
+    "list --json: the lost backup is listed as missing"
+run cb check
+assert_rc 4 "check after a rollback"
+assert_contains "$OUT" "went back in time" "check: counter went backwards"
+assert_contains "$OUT" "$id3" "check names the lost backup"
+run cb --json check
+assert_eq "true" "$(json_eval "$OUT_FILE" 'd["state"]["rolled_back"]')" "check --json: state.rolled_back"
+# Removing the local copy accepts the older repository (an intended restore of it).
+rm "$local_copy"
+assert_exit 0 cb check
+
+# --- backups at the same time: every one recorded, nothing reported --------------------------
+rm -rf "$REPO" "$BACKUP_DIR/metadata"
+assert_exit 0 cb --quiet init
+gate=$TEST_TMP/gate
+mkfifo "$gate"
+exec {gate_fd}<>"$gate"
+pids=()
+for n in 1 2 3 4; do
+    mkdir -p "$TEST_TMP/c$n"
+    printf 'tree %s\n' "$n" >"$TEST_TMP/c$n/f"
+    # shellcheck disable=SC2016 # $1 and $@ are the inner shell's
+    bg_start bash -c 'read -r _ <"$1"; shift; exec "$@"' _ "$gate" "$CARIS_BIN" --quiet backup files "$TEST_TMP/c$n"
+    pids+=("$BG_PID")
+done
+printf 'go\ngo\ngo\ngo\n' >&"$gate_fd"
+for p in "${pids[@]}"; do
+    wait "$p"
+    assert_eq 0 "$?" "concurrent backup exits 0"
+done
+exec {gate_fd}>&-
+run cb --json list
+assert_eq "recorded recorded recorded recorded" "$(json_eval "$OUT_FILE" '" ".join(b["record"] for b in d)')" \
+    "four concurrent backups: all four recorded"
+assert_eq "" "$ERR" "no warning after concurrent backups"
+assert_exit 0 cb check
+
+# --- a lost pack is stored again by the next backup -------------------------------------------
+rm -rf "$REPO" "$BACKUP_DIR/metadata"
+backup_json "$TEST_TMP/p1.json" --full "$src"
+assert_rc 0 "backup before losing a pack"
+pid1=$BACKUP_ID
+# the largest pack holds file data (manifests go to small packs of their own)
+big=$(find "$REPO/data" -type f ! -name '.*' -printf '%s %p\n' | sort -n | tail -n 1 | cut -d' ' -f2)
+rm "$big"
+run cb check
+assert_rc 4 "check: a pack is missing"
+assert_contains "$OUT" "$pid1" "check names the backup that needs it"
+backup_json "$TEST_TMP/p2.json" "$src"
+assert_rc 0 "backup after losing a pack"
+pid2=$BACKUP_ID
+assert_contains "$ERR" "is missing" "the backup warns about the missing pack"
+assert_cmp "$(json_get "$TEST_TMP/p2.json" '["stats"]["bytes_added"]')" -gt 0 "the lost data is stored again"
+mkdir "$TEST_TMP/r2" "$TEST_TMP/r1"
+assert_exit 0 cb restore files "$pid2" --target "$TEST_TMP/r2"
+tree_compare "$src" "$TEST_TMP/r2$src"
+assert_exit 0 cb verify "$pid2"
+# The blobs stored again are the same blobs (same ids): the earlier backup is whole again.
+assert_exit 0 cb restore files "$pid1" --target "$TEST_TMP/r1"
+tree_compare "$src" "$TEST_TMP/r1$src"
+run cb check
+assert_rc 4 "check still reports the pack that the old index lists"
+assert_contains "$OUT" "pack listed in the index is missing" "check: the lost pack"
+assert_eq "" "$(grep -F "needs blobs" <<<"$OUT")" "no backup needs missing blobs any more"
+test_done
