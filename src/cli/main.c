@@ -1,5 +1,6 @@
 /* caris-backup: the command-line face of the library. It parses arguments, calls the
  * services, prints results; it never touches the repository itself. */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 #include "caris/crypto.h"
 #include "caris/fsmeta.h"
 #include "caris/repo.h"
+#include "caris/secmem.h"
 
 #include "cli.h"
 
@@ -718,24 +720,42 @@ static int cmd_restore(struct globals *g, int argc, char **argv)
     return code;
 }
 
-static char *read_new_key(struct err *e)
+/* The new key for `key add`, in secret memory (free with secmem_free): from
+ * CARIS_NEW_ENCRYPTION_KEY (which config_load took out of the environment) or one line of
+ * stdin, read with read(2) so that no stdio buffer keeps a copy. */
+#define NEW_KEY_MAX 4096
+static char *read_new_key(const struct globals *g, struct err *e)
 {
-    const char *env = getenv("CARIS_NEW_ENCRYPTION_KEY");
-    if (env && *env)
-        return xstrdup(env);
+    const char *env = config_get(&g->cfg, "CARIS_NEW_ENCRYPTION_KEY");
+    if (env)
+        return secmem_strdup(env);
     if (isatty(STDIN_FILENO))
         fprintf(stderr, "new encryption key (at least 32 characters): ");
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t n = getline(&line, &cap, stdin);
-    if (n <= 0) {
-        free(line);
+    char *line = secmem_alloc(NEW_KEY_MAX + 1);
+    size_t n = 0;
+    for (;;) {
+        char ch;
+        ssize_t r = read(STDIN_FILENO, &ch, 1);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0 || ch == '\n')
+            break;
+        if (n == NEW_KEY_MAX) {
+            secmem_free(line);
+            err_set(e, ERR_USAGE, "use a key of at most 4096 characters",
+                    "the new key is too long");
+            return NULL;
+        }
+        line[n++] = ch;
+    }
+    while (n && line[n - 1] == '\r')
+        line[--n] = '\0';
+    if (n == 0) {
+        secmem_free(line);
         err_set(e, ERR_USAGE, "pipe the key on stdin or set CARIS_NEW_ENCRYPTION_KEY",
                 "no new key given");
         return NULL;
     }
-    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
-        line[--n] = '\0';
     return line;
 }
 
@@ -788,7 +808,7 @@ static int cmd_key(struct globals *g, int argc, char **argv)
         for (int i = 2; i + 1 < argc; i++)
             if (strcmp(argv[i], "--label") == 0)
                 label = argv[i + 1];
-        char *key = read_new_key(&e);
+        char *key = read_new_key(g, &e);
         char id[17];
         if (!key || repo_key_add(r, key, label, id, &e) != 0) {
             code = fail(&e);
@@ -799,10 +819,7 @@ static int cmd_key(struct globals *g, int argc, char **argv)
         } else {
             printf("added key slot %s\n", id);
         }
-        if (key) {
-            cx_wipe(key, strlen(key));
-            free(key);
-        }
+        secmem_free(key);
     } else {
         if (repo_key_remove(r, argv[2], &e) != 0)
             code = fail(&e);
@@ -834,6 +851,10 @@ static int not_implemented(const char *cmd)
 
 int main(int argc, char **argv)
 {
+    /* Before anything holds a key: a core dump would write keys and data to disk. */
+    struct err ce = ERR_INIT;
+    if (secmem_no_core_dumps(&ce) != 0)
+        return fail(&ce);
     struct globals g = {0};
     static const struct option opts[] = {
         {"env-file", required_argument, 0, 'e'}, {"repo", required_argument, 0, 'r'},

@@ -7,6 +7,15 @@
 #include <strings.h>
 
 #include "caris/core.h"
+#include "caris/secmem.h"
+
+extern char **environ;
+
+/* Variables that are secrets in themselves: read once from the environment into secret
+ * memory, then removed from it (and their bytes in the environment block overwritten, which
+ * is what /proc/<pid>/environ shows), so that no child inherits them and no reader of our
+ * environment sees them. */
+static const char *const ENV_SECRETS[] = {"BACKUP_ENCRYPTION_KEY", "CARIS_NEW_ENCRYPTION_KEY"};
 
 static char *trim(char *s)
 {
@@ -57,9 +66,32 @@ static char *parse_value(char *v)
     return trim(v);
 }
 
+/* Moves a variable from the environment into c->env_secrets. */
+static void take_env_secret(struct config *c, const char *name)
+{
+    const char *v = getenv(name);
+    if (v && *v) {
+        c->env_secrets =
+            xrealloc(c->env_secrets, xsize(c->nenv_secrets + 1, sizeof(*c->env_secrets), 0));
+        c->env_secrets[c->nenv_secrets].name = xstrdup(name);
+        c->env_secrets[c->nenv_secrets].value = secmem_strdup(v);
+        c->nenv_secrets++;
+    }
+    /* Every occurrence (an execve may pass a name twice; getenv sees the first), wiped in
+     * place: unsetenv only drops the pointer, and the initial environment's bytes stay where
+     * the kernel put them, readable in /proc/<pid>/environ. */
+    size_t n = strlen(name);
+    for (char **ep = environ; ep && *ep; ep++)
+        if (strncmp(*ep, name, n) == 0 && (*ep)[n] == '=')
+            secmem_wipe(*ep + n + 1, strlen(*ep + n + 1));
+    unsetenv(name);
+}
+
 int config_load(struct config *c, const char *env_file, struct err *e)
 {
     memset(c, 0, sizeof(*c));
+    for (size_t i = 0; i < sizeof(ENV_SECRETS) / sizeof(ENV_SECRETS[0]); i++)
+        take_env_secret(c, ENV_SECRETS[i]);
     const char *path = env_file ? env_file : ".env.local";
     struct buf b = {0};
     struct err fe = ERR_INIT;
@@ -119,13 +151,16 @@ int config_load(struct config *c, const char *env_file, struct err *e)
             c->file_vars[i].name = xstrdup(name);
             c->nfile_vars++;
         } else {
-            free(c->file_vars[i].value);
+            secmem_free(c->file_vars[i].value);
         }
-        c->file_vars[i].value = xstrdup(value);
+        /* Any value may be a secret (the key, a password inside POSTGRES_URL, ...). */
+        c->file_vars[i].value = secmem_strdup(value);
     }
+    secmem_wipe(b.data, b.cap);
     buf_free(&b);
     return 0;
 fail:
+    secmem_wipe(b.data, b.cap);
     buf_free(&b);
     config_free(c);
     return -1;
@@ -135,18 +170,23 @@ void config_free(struct config *c)
 {
     for (size_t i = 0; i < c->nfile_vars; i++) {
         free(c->file_vars[i].name);
-        if (c->file_vars[i].value) {
-            memset(c->file_vars[i].value, 0, strlen(c->file_vars[i].value));
-            free(c->file_vars[i].value);
-        }
+        secmem_free(c->file_vars[i].value);
     }
     free(c->file_vars);
+    for (size_t i = 0; i < c->nenv_secrets; i++) {
+        free(c->env_secrets[i].name);
+        secmem_free(c->env_secrets[i].value);
+    }
+    free(c->env_secrets);
     free(c->env_file);
     memset(c, 0, sizeof(*c));
 }
 
 const char *config_get(const struct config *c, const char *name)
 {
+    for (size_t i = 0; c && i < c->nenv_secrets; i++)
+        if (strcmp(c->env_secrets[i].name, name) == 0)
+            return c->env_secrets[i].value;
     const char *v = getenv(name);
     if (v && *v)
         return v;
