@@ -138,6 +138,51 @@ static int prepare_backup_dir(struct globals *g, struct err *e)
     return rc;
 }
 
+/* The key slot that opened the repository last time is tried first (see repo_open_hint).
+ * It is kept here, in BACKUP_DIR/metadata, not in the repository: whoever can write the
+ * repository (and plant key slots) cannot choose it. One line: the repository path, a tab,
+ * the slot id. Best effort both ways: without it, slots are tried cheapest first. */
+static char *key_hint_path(const struct globals *g)
+{
+    return xasprintf("%s/metadata/key-slot", config_backup_dir(&g->cfg));
+}
+
+static char *key_hint_read(const struct globals *g)
+{
+    char *path = key_hint_path(g);
+    struct buf b = {0};
+    struct err ignore = ERR_INIT;
+    char *hint = NULL;
+    if (fs_read_all(path, &b, &ignore) == 0 && b.len < 8192) {
+        buf_append_u8(&b, 0);
+        char *tab = strchr((char *)b.data, '\t');
+        if (tab) {
+            *tab = '\0';
+            char *id = tab + 1;
+            id[strcspn(id, "\n")] = '\0';
+            if (strcmp((char *)b.data, g->repo_path) == 0 && strlen(id) == 16)
+                hint = xstrdup(id);
+        }
+    }
+    buf_free(&b);
+    free(path);
+    return hint;
+}
+
+static void key_hint_write(const struct globals *g, const char *slot)
+{
+    char *dir = xasprintf("%s/metadata", config_backup_dir(&g->cfg));
+    if (fs_exists(dir)) {
+        char *path = key_hint_path(g);
+        char *text = xasprintf("%s\t%s\n", g->repo_path, slot);
+        struct err ignore = ERR_INIT;
+        (void)fs_write_atomic(path, text, strlen(text), 0600, &ignore);
+        free(text);
+        free(path);
+    }
+    free(dir);
+}
+
 struct repo *open_repo(struct globals *g, bool create, struct err *e)
 {
     const char *key;
@@ -173,7 +218,12 @@ struct repo *open_repo(struct globals *g, bool create, struct err *e)
                 "no repository at %s", g->repo_path);
         return NULL;
     }
-    return repo_open(g->repo_path, key, e);
+    char *hint = key_hint_read(g);
+    struct repo *r = repo_open_hint(g->repo_path, key, hint, e);
+    if (r && (!hint || strcmp(hint, repo_key_slot(r)) != 0))
+        key_hint_write(g, repo_key_slot(r));
+    free(hint);
+    return r;
 }
 
 /* ---- commands ------------------------------------------------------------------------ */
@@ -191,11 +241,22 @@ static int cmd_init(struct globals *g, int argc, char **argv)
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case 'm':
-            io.kdf_mem = (size_t)strtoull(optarg, NULL, 10) << 20;
+        case 'o': {
+            /* Checked against the readers' bounds (repo_kdf_check) before anything exists. */
+            char *end;
+            errno = 0;
+            unsigned long long v = strtoull(optarg, &end, 10);
+            if (errno || end == optarg || *end || *optarg == '-' || v == 0 ||
+                v > (c == 'm' ? (REPO_KDF_MEM_MAX >> 20) : REPO_KDF_OPS_MAX))
+                return usage_error(c == 'm' ? "--kdf-memory takes 1 to 1024 (MiB), got '%s'"
+                                            : "--kdf-ops takes 1 to 8 (passes), got '%s'",
+                                   optarg);
+            if (c == 'm')
+                io.kdf_mem = (size_t)v << 20;
+            else
+                io.kdf_ops = v;
             break;
-        case 'o':
-            io.kdf_ops = strtoull(optarg, NULL, 10);
-            break;
+        }
         case 'c':
             io.compression_level = atoi(optarg);
             break;
@@ -203,7 +264,8 @@ static int cmd_init(struct globals *g, int argc, char **argv)
             printf("usage: caris-backup init [--kdf-memory MIB] [--kdf-ops N] [--compression "
                    "LEVEL]\n\nCreates an encrypted repository at $BACKUP_DIR/repository (or "
                    "--repo).\nThe key is BACKUP_ENCRYPTION_KEY; Argon2id defaults: 64 MiB, 3 "
-                   "passes.\nzstd level default 3 (1 = fastest, 19 = smallest).\n");
+                   "passes\n(--kdf-memory 1 to 1024 MiB, --kdf-ops 1 to 8: readers refuse key "
+                   "slots beyond).\nzstd level default 3 (1 = fastest, 19 = smallest).\n");
             return 0;
         default:
             return usage_error("invalid option for init%s", NULL);
@@ -797,10 +859,19 @@ static int cmd_key(struct globals *g, int argc, char **argv)
             size_t i;
             json_t *k;
             json_array_foreach(l, i, k)
-                printf("%s %s  %s  %s\n", json_is_true(json_object_get(k, "current")) ? "*" : " ",
-                       json_string_value(json_object_get(k, "id")),
-                       json_string_value(json_object_get(k, "created")) ?: "",
-                       json_string_value(json_object_get(k, "label")) ?: "");
+            {
+                /* A slot's label and date are anyone's bytes until the slot opens: escaped. */
+                const char *err = json_string_value(json_object_get(k, "error"));
+                const char *lab = json_string_value(json_object_get(k, "label")) ?: "";
+                const char *cre = json_string_value(json_object_get(k, "created")) ?: "";
+                char le[1100], ce[200];
+                str_escape(lab, strlen(lab), le, sizeof(le));
+                str_escape(cre, strlen(cre), ce, sizeof(ce));
+                printf("%s %s  %s  %s%s%s\n",
+                       json_is_true(json_object_get(k, "current")) ? "*" : " ",
+                       json_string_value(json_object_get(k, "id")), ce, le,
+                       err ? "  UNUSABLE: " : "", err ? err : "");
+            }
         }
         json_decref(l);
     } else if (strcmp(sub, "add") == 0) {

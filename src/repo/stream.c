@@ -172,6 +172,7 @@ static int store(struct repo *r, struct repo_writer *w, int first_slot, int thre
         free(c.blocks[i]);
     free(c.blocks);
     pthread_mutex_destroy(&c.mu);
+    chunker_wipe(&ch);
     return rc;
 }
 

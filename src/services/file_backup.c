@@ -803,6 +803,7 @@ out:
     json_decref(roots);
     pthread_mutex_destroy(&b.err_mu);
     pthread_mutex_destroy(&b.warn_mu);
+    chunker_wipe(&b.ch);
     return rc;
 }
 
