@@ -55,9 +55,11 @@ static void test_alloc_dontdump_realloc(void **state)
     char flags[256];
     vmflags_of(p, flags, sizeof(flags));
     /* "dd": do not include in core dumps (MADV_DONTDUMP). "lo" (locked) depends on
-     * RLIMIT_MEMLOCK, so it is only compared with what secmem_locked says. */
+     * RLIMIT_MEMLOCK, so it is only compared with what secmem_locked says; one way only,
+     * because AddressSanitizer replaces mlock by a no-op that reports success. */
     assert_true(has_flag(flags, "dd"));
-    assert_int_equal(has_flag(flags, "lo"), secmem_locked(p));
+    if (has_flag(flags, "lo"))
+        assert_true(secmem_locked(p));
     print_message("secmem: VmFlags%s", flags);
     uint8_t *q = secmem_realloc(p, 10000);
     for (int i = 0; i < 100; i++)
