@@ -2,6 +2,8 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -87,6 +89,50 @@ static void take_env_secret(struct config *c, const char *name)
     unsetenv(name);
 }
 
+/* The env file, whole, NUL-terminated, in secret memory (b->data: free with secmem_free):
+ * it may hold the key. Grown with secmem_realloc, which wipes what it leaves, so that no
+ * copy stays behind in freed heap memory. Pipes (--env-file <(...)) work too. */
+#define ENV_FILE_MAX (1u << 20)
+static int read_env_file(const char *path, struct buf *b, struct err *e)
+{
+    memset(b, 0, sizeof(*b));
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return err_sys(e, errno, NULL, "cannot open %s", path);
+    b->cap = 4096;
+    b->data = secmem_alloc(b->cap);
+    int rc = 0;
+    for (;;) {
+        if (b->len + 1 == b->cap) {
+            if (b->cap >= ENV_FILE_MAX) {
+                rc = err_set(e, ERR_CONFIG, "an env file holds KEY=VALUE lines, at most 1 MiB",
+                             "%s is larger than 1 MiB", path);
+                break;
+            }
+            b->cap *= 2;
+            b->data = secmem_realloc(b->data, b->cap);
+        }
+        ssize_t r = read(fd, b->data + b->len, b->cap - 1 - b->len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            rc = err_sys(e, errno, NULL, "cannot read %s", path);
+            break;
+        }
+        if (r == 0)
+            break;
+        b->len += (size_t)r;
+    }
+    close(fd);
+    if (rc != 0) {
+        secmem_free(b->data);
+        memset(b, 0, sizeof(*b));
+        return -1;
+    }
+    b->data[b->len] = '\0';
+    return 0;
+}
+
 int config_load(struct config *c, const char *env_file, struct err *e)
 {
     memset(c, 0, sizeof(*c));
@@ -95,15 +141,14 @@ int config_load(struct config *c, const char *env_file, struct err *e)
     const char *path = env_file ? env_file : ".env.local";
     struct buf b = {0};
     struct err fe = ERR_INIT;
-    if (fs_read_all(path, &b, &fe) != 0) {
-        buf_free(&b);
+    if (read_env_file(path, &b, &fe) != 0) {
         if (!env_file && fe.sys_errno == ENOENT)
             return 0;
+        config_free(c);
         *e = fe;
         e->code = ERR_CONFIG;
         return err_wrap(e, "cannot read env file");
     }
-    buf_append_u8(&b, 0);
     c->env_file = xstrdup(path);
     char *save = NULL;
     int lineno = 0;
@@ -156,12 +201,10 @@ int config_load(struct config *c, const char *env_file, struct err *e)
         /* Any value may be a secret (the key, a password inside POSTGRES_URL, ...). */
         c->file_vars[i].value = secmem_strdup(value);
     }
-    secmem_wipe(b.data, b.cap);
-    buf_free(&b);
+    secmem_free(b.data);
     return 0;
 fail:
-    secmem_wipe(b.data, b.cap);
-    buf_free(&b);
+    secmem_free(b.data);
     config_free(c);
     return -1;
 }
