@@ -1788,6 +1788,58 @@ static void test_key_slot_fields_bound(void **state)
     tmpdir_free(dir);
 }
 
+/* A version-2 slot, read independently of keys.c from the format document ("Keys"): the
+ * associated data built here from the JSON must unwrap the repository's master key. */
+static void put_str(struct buf *b, const char *s)
+{
+    buf_append_u32le(b, (uint32_t)strlen(s));
+    buf_append(b, s, strlen(s));
+}
+
+static void test_key_slot_v2_format(void **state)
+{
+    (void)state;
+    char *dir = tmpdir_new();
+    struct repo_init_opts o = TINY;
+    o.label = "custodian \xc3\xa9"; /* UTF-8 */
+    struct repo *r = init_ok(dir, &o);
+    char *key = only_file(dir, "keys");
+    size_t klen;
+    uint8_t *text = file_read(key, &klen);
+    json_t *j = json_loadb((const char *)text, klen, 0, NULL);
+    assert_non_null(j);
+    uint8_t salt[16], nonce[12], wrapped[80], kek[32], master[64];
+    assert_int_equal(cx_unhex(json_string_value(json_object_get(j, "salt")), salt, 16), 0);
+    assert_int_equal(cx_unhex(json_string_value(json_object_get(j, "nonce")), nonce, 12), 0);
+    assert_int_equal(cx_unhex(json_string_value(json_object_get(j, "wrapped")), wrapped, 80), 0);
+    uint64_t ops = (uint64_t)json_integer_value(json_object_get(j, "ops"));
+    uint64_t mem = (uint64_t)json_integer_value(json_object_get(j, "mem"));
+    struct buf aad = {0};
+    buf_append(&aad, "caris key slot v2", 18); /* with the 0x00 */
+    put_str(&aad, strrchr(key, '/') + 1);
+    put_str(&aad, json_string_value(json_object_get(j, "kdf")));
+    buf_append_u64le(&aad, ops);
+    buf_append_u64le(&aad, mem);
+    buf_append_u32le(&aad, 16);
+    buf_append(&aad, salt, 16);
+    put_str(&aad, json_string_value(json_object_get(j, "created")));
+    put_str(&aad, json_string_value(json_object_get(j, "label")));
+    assert_string_equal(json_string_value(json_object_get(j, "label")), o.label);
+    struct err e = ERR_INIT;
+    assert_int_equal(cx_argon2id(PW, strlen(PW), salt, ops, (size_t)mem, kek, 32, &e), 0);
+    assert_int_equal(cx_aead_open(kek, nonce, aad.data, aad.len, wrapped, 80, master, &e), 0);
+    assert_memory_equal(master, r->enc_key, 32);
+    assert_memory_equal(master + 32, r->mac_key, 32);
+    cx_wipe(master, sizeof(master));
+    cx_wipe(kek, sizeof(kek));
+    buf_free(&aad);
+    json_decref(j);
+    free(text);
+    free(key);
+    repo_close(r);
+    tmpdir_free(dir);
+}
+
 /* At most REPO_KEY_SLOTS_MAX slots are read; key add refuses to make more. */
 static void test_key_slot_count(void **state)
 {
@@ -3229,6 +3281,7 @@ int main(void)
         cmocka_unit_test(test_key_slot_order),
         cmocka_unit_test(test_key_slot_config_mismatch),
         cmocka_unit_test(test_key_slot_fields_bound),
+        cmocka_unit_test(test_key_slot_v2_format),
         cmocka_unit_test(test_key_slot_count),
         cmocka_unit_test(test_pack_salts_fresh),
         cmocka_unit_test(test_hostile_payloads),
