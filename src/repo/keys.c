@@ -158,20 +158,20 @@ static int slot_read(struct repo *r, const char *name, struct slot *s, struct er
     }
     s->ops = (uint64_t)ops;
     s->mem = (uint64_t)mem;
-    /* Version 2 binds created and label, so they must be there; version 1 did not. */
+    /* Version 2 binds created and label, so they must be there and within bounds. Version 1
+     * bound neither (they are only shown): one that does not fit is shown as empty. */
     json_t *created = json_object_get(j, "created"), *label = json_object_get(j, "label");
-    bool need = s->version >= 2;
-    if ((created && !json_is_string(created)) || (label && !json_is_string(label)) ||
-        (need && (!created || !label)) || (created && json_string_length(created) > CREATED_MAX) ||
-        (label && json_string_length(label) > REPO_KEY_LABEL_MAX) ||
-        (created && strlen(json_string_value(created)) != json_string_length(created)) ||
-        (label && strlen(json_string_value(label)) != json_string_length(label))) {
+    bool ok_c = json_is_string(created) && json_string_length(created) <= CREATED_MAX &&
+                strlen(json_string_value(created)) == json_string_length(created);
+    bool ok_l = json_is_string(label) && json_string_length(label) <= REPO_KEY_LABEL_MAX &&
+                strlen(json_string_value(label)) == json_string_length(label);
+    if (s->version >= 2 && (!ok_c || !ok_l)) {
         err_set(e, ERR_DAMAGE, NULL, "key slot %s has an invalid label or creation time", s->name);
         goto out;
     }
-    if (created)
+    if (ok_c)
         snprintf(s->created, sizeof(s->created), "%s", json_string_value(created));
-    if (label)
+    if (ok_l)
         snprintf(s->label, sizeof(s->label), "%s", json_string_value(label));
     rc = 0;
 out:

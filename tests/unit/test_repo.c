@@ -1773,6 +1773,30 @@ static void test_key_slot_fields_bound(void **state)
         }
         assert_err(e, ERR_WRONG_KEY);
     }
+    /* Bound fields beyond their bounds (or of the wrong type) are damage, refused unread. */
+    char longlabel[REPO_KEY_LABEL_MAX + 2];
+    memset(longlabel, 'a', sizeof(longlabel) - 1);
+    longlabel[sizeof(longlabel) - 1] = '\0';
+    json_t *bad[][2] = {{json_string("label"), json_string(longlabel)},
+                        {json_string("label"), json_integer(7)},
+                        {json_string("created"), json_null()}};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        json_t *c = json_deep_copy(j);
+        json_object_set_new(c, json_string_value(bad[i][0]), bad[i][1]);
+        json_decref(bad[i][0]);
+        char *text = json_dumps(c, JSON_COMPACT);
+        file_write(key, text, strlen(text));
+        free(text);
+        json_decref(c);
+        open_fails(dir, PW, ERR_DAMAGE);
+    }
+    json_t *c = json_deep_copy(j);
+    json_object_del(c, "label");
+    char *text = json_dumps(c, JSON_COMPACT);
+    file_write(key, text, strlen(text));
+    free(text);
+    json_decref(c);
+    open_fails(dir, PW, ERR_DAMAGE);
     /* The same bytes under another name (the id is bound too). */
     file_write(key, orig, klen);
     char *moved = xasprintf("%s/keys/0123456789abcdef", dir);
