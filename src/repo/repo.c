@@ -800,7 +800,8 @@ struct repo_writer *repo_writer_new(struct repo *r, int nslots)
     struct repo_writer *w = xcalloc(1, sizeof(*w));
     w->r = r;
     w->nslots = (nslots < 1 ? 1 : nslots) + 1; /* + the metadata slot */
-    w->slots = xcalloc((size_t)w->nslots, sizeof(*w->slots));
+    /* Secret memory: each slot holds the key of the pack it is writing. */
+    w->slots = secmem_alloc(xsize((size_t)w->nslots, sizeof(*w->slots), 0));
     for (int i = 0; i < w->nslots; i++)
         w->slots[i].cctx = ZSTD_createCCtx();
     return w;
@@ -1026,7 +1027,7 @@ void repo_writer_free(struct repo_writer *w)
         ZSTD_freeCCtx(s->cctx);
         cx_wipe(s->key, sizeof(s->key));
     }
-    free(w->slots);
+    secmem_free(w->slots);
     free(w->packs);
     buf_free(&w->index_records);
     free(w);
