@@ -25,8 +25,8 @@ struct repo;
 
 /* Argon2id parameters of key slots. Writers (init, key add) accept nothing else and readers
  * refuse slots outside them before deriving anything, so a planted slot costs at most one
- * derivation at the maximum (1 GiB, 8 passes: 10.5 s measured on the 2-core test machine;
- * the defaults take 0.4 s). The maximum is libsodium's strongest preset (SENSITIVE: 1 GiB,
+ * derivation at the maximum (1 GiB, 8 passes: 10.7 s measured on the 2-core test machine;
+ * the defaults take 0.25 to 0.4 s). The maximum is libsodium's strongest preset (SENSITIVE: 1 GiB,
  * 4 passes) with twice its passes as headroom. */
 #define REPO_KDF_OPS_MIN 1
 #define REPO_KDF_OPS_MAX 8
