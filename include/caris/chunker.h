@@ -38,4 +38,8 @@ int chunker_init(struct chunker *c, const struct chunker_params *p, const uint8_
  * means "no cut point found yet": buffer more data and call again. */
 size_t chunker_cut(const struct chunker *c, const uint8_t *data, size_t len);
 
+/* Wipes the chunker (its gear table is as secret as the seed it was derived from). Call it
+ * when done with a chunker that chunker_init filled. */
+void chunker_wipe(struct chunker *c);
+
 #endif

@@ -19,15 +19,22 @@ struct config_var {
 };
 
 struct config {
-    struct config_var *file_vars; /* from the env file */
+    struct config_var *file_vars; /* from the env file; values in secret memory */
     size_t nfile_vars;
+    /* BACKUP_ENCRYPTION_KEY and CARIS_NEW_ENCRYPTION_KEY taken out of the environment by
+     * config_load (values in secret memory; see include/caris/secmem.h) */
+    struct config_var *env_secrets;
+    size_t nenv_secrets;
     char *env_file; /* path that was read, NULL if none */
 };
 
 /* Loads env_file, or ".env.local" when env_file is NULL (missing is fine then; a missing
- * explicit file is an error). Syntax: KEY=VALUE lines, optional "export ", '#' comments,
- * values optionally in single or double quotes. A malformed line is an error naming the
- * file and line. */
+ * explicit file is an error). First it moves BACKUP_ENCRYPTION_KEY and
+ * CARIS_NEW_ENCRYPTION_KEY out of the process environment into c (unsetenv, and their bytes
+ * in the initial environment block wiped): child processes never inherit them, and
+ * /proc/<pid>/environ no longer shows them; config_get still returns them. Syntax: KEY=VALUE lines,
+ * optional "export ", '#' comments, values optionally in single or double quotes. A malformed line
+ * is an error naming the file and line. */
 int config_load(struct config *c, const char *env_file, struct err *e);
 void config_free(struct config *c);
 

@@ -177,13 +177,19 @@ struct pgsrc_child {
 };
 
 struct pgsrc_spawn {
-    const char *password; /* PGPASSWORD in the child's environment, NULL: inherited env */
+    const char *password; /* PGPASSWORD in the child's environment; NULL: none */
     bool pipe_stdin;      /* else /dev/null */
     bool pipe_stdout;     /* else /dev/null, or log_path */
     const char *log_path; /* stdout and stderr appended to this file (0600) instead */
 };
+/* The child's environment is the part of ours that pgsrc_env_allowed passes (an allowlist:
+ * PATH, HOME, locale, TZ, libpq's PG* variables, TLS and Kerberos settings; never
+ * PGPASSWORD, which comes from o->password alone), so secrets of ours such as
+ * BACKUP_ENCRYPTION_KEY never reach it. */
 int pgsrc_child_start(struct pgsrc_child *c, const char *path, char *const argv[],
                       const struct pgsrc_spawn *o, struct err *e);
+/* Whether an environment entry ("NAME=value") is passed on to child programs. */
+bool pgsrc_env_allowed(const char *entry);
 /* Closes the pipes we hold, waits for the child, and checks its exit status: 0 when it
  * exited with 0, else ERR_DATABASE naming the program and quoting its last error lines. */
 int pgsrc_child_wait(struct pgsrc_child *c, struct err *e);

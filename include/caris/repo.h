@@ -23,8 +23,26 @@
 
 struct repo;
 
+/* Argon2id parameters of key slots. Writers (init, key add) accept nothing else and readers
+ * refuse slots outside them before deriving anything, so a planted slot costs at most one
+ * derivation at the maximum (1 GiB, 8 passes: 10.7 s measured on the 2-core test machine;
+ * the defaults take 0.25 to 0.4 s). The maximum is libsodium's strongest preset (SENSITIVE: 1 GiB,
+ * 4 passes) with twice its passes as headroom. */
+#define REPO_KDF_OPS_MIN 1
+#define REPO_KDF_OPS_MAX 8
+#define REPO_KDF_MEM_MIN 8192u
+#define REPO_KDF_MEM_MAX (1u << 30)
+#define REPO_KDF_OPS_DEFAULT 3
+#define REPO_KDF_MEM_DEFAULT (64u << 20)
+/* Readers read at most this many key slots; key add refuses to make more. */
+#define REPO_KEY_SLOTS_MAX 32
+#define REPO_KEY_LABEL_MAX 256 /* bytes of UTF-8 */
+
+/* 0 when ops and mem (bytes) are within the bounds above, else ERR_USAGE saying them. */
+int repo_kdf_check(uint64_t ops, uint64_t mem, struct err *e);
+
 struct repo_init_opts {
-    uint64_t kdf_ops;      /* Argon2id passes; 0 = default (3) */
+    uint64_t kdf_ops;      /* Argon2id passes; 0 = default (3); checked by repo_kdf_check */
     size_t kdf_mem;        /* Argon2id memory in bytes; 0 = default (64 MiB) */
     int compression_level; /* zstd level; 0 = default */
     const char *label;     /* label of the first key slot */
@@ -46,6 +64,12 @@ struct repo *repo_init(const char *path, const char *password, const struct repo
  * see repo_damage). Packs that no index lists (left by an interrupted backup) are adopted
  * by reading their trailers, so their blobs are not stored again. */
 struct repo *repo_open(const char *path, const char *password, struct err *e);
+/* repo_open, trying the key slot slot_hint first (the id repo_key_slot gave last time, kept by
+ * the caller outside the repository, where no one who can only write the repository can
+ * change it); NULL or an unknown id: no hint. Then slots are tried cheapest first. A slot
+ * whose key does not open the config is passed over for the next one. */
+struct repo *repo_open_hint(const char *path, const char *password, const char *slot_hint,
+                            struct err *e);
 void repo_close(struct repo *r);
 
 const char *repo_path(const struct repo *r);
@@ -69,6 +93,8 @@ json_t *repo_warnings(const struct repo *r);
 const char *repo_id(const struct repo *r);
 
 /* ---- key slots ----------------------------------------------------------------------- */
+/* Id of the key slot that opened the repository (16 hex digits). */
+const char *repo_key_slot(const struct repo *r);
 int repo_key_add(struct repo *r, const char *password, const char *label, char id_out[17],
                  struct err *e);
 json_t *repo_key_list(struct repo *r, struct err *e); /* array of {id, label, created, current} */

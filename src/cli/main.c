@@ -15,6 +15,7 @@
 #include "caris/crypto.h"
 #include "caris/fsmeta.h"
 #include "caris/repo.h"
+#include "caris/secmem.h"
 
 #include "cli.h"
 
@@ -190,6 +191,51 @@ static void lock_waiting(void *ctx, const char *conflict)
 
 static struct repo *open_repo_inner(struct globals *g, bool create, struct err *e);
 
+/* The key slot that opened the repository last time is tried first (see repo_open_hint).
+ * It is kept here, in BACKUP_DIR/metadata, not in the repository: whoever can write the
+ * repository (and plant key slots) cannot choose it. One line: the repository path, a tab,
+ * the slot id. Best effort both ways: without it, slots are tried cheapest first. */
+static char *key_hint_path(const struct globals *g)
+{
+    return xasprintf("%s/metadata/key-slot", config_backup_dir(&g->cfg));
+}
+
+static char *key_hint_read(const struct globals *g)
+{
+    char *path = key_hint_path(g);
+    struct buf b = {0};
+    struct err ignore = ERR_INIT;
+    char *hint = NULL;
+    if (fs_read_all(path, &b, &ignore) == 0 && b.len < 8192) {
+        buf_append_u8(&b, 0);
+        char *tab = strchr((char *)b.data, '\t');
+        if (tab) {
+            *tab = '\0';
+            char *id = tab + 1;
+            id[strcspn(id, "\n")] = '\0';
+            if (strcmp((char *)b.data, g->repo_path) == 0 && strlen(id) == 16)
+                hint = xstrdup(id);
+        }
+    }
+    buf_free(&b);
+    free(path);
+    return hint;
+}
+
+static void key_hint_write(const struct globals *g, const char *slot)
+{
+    char *dir = xasprintf("%s/metadata", config_backup_dir(&g->cfg));
+    if (fs_exists(dir)) {
+        char *path = key_hint_path(g);
+        char *text = xasprintf("%s\t%s\n", g->repo_path, slot);
+        struct err ignore = ERR_INIT;
+        (void)fs_write_atomic(path, text, strlen(text), 0600, &ignore);
+        free(text);
+        free(path);
+    }
+    free(dir);
+}
+
 struct repo *open_repo(struct globals *g, bool create, struct err *e)
 {
     struct repo *r = open_repo_inner(g, create, e);
@@ -233,7 +279,12 @@ static struct repo *open_repo_inner(struct globals *g, bool create, struct err *
                 "no repository at %s", g->repo_path);
         return NULL;
     }
-    return audit_on_open(g, repo_open(g->repo_path, key, e));
+    char *hint = key_hint_read(g);
+    struct repo *r = repo_open_hint(g->repo_path, key, hint, e);
+    if (r && (!hint || strcmp(hint, repo_key_slot(r)) != 0))
+        key_hint_write(g, repo_key_slot(r));
+    free(hint);
+    return audit_on_open(g, r);
 }
 
 /* ---- commands ------------------------------------------------------------------------ */
@@ -251,11 +302,22 @@ static int cmd_init(struct globals *g, int argc, char **argv)
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case 'm':
-            io.kdf_mem = (size_t)strtoull(optarg, NULL, 10) << 20;
+        case 'o': {
+            /* Checked against the readers' bounds (repo_kdf_check) before anything exists. */
+            char *end;
+            errno = 0;
+            unsigned long long v = strtoull(optarg, &end, 10);
+            if (errno || end == optarg || *end || *optarg == '-' || v == 0 ||
+                v > (c == 'm' ? (REPO_KDF_MEM_MAX >> 20) : REPO_KDF_OPS_MAX))
+                return usage_error(c == 'm' ? "--kdf-memory takes 1 to 1024 (MiB), got '%s'"
+                                            : "--kdf-ops takes 1 to 8 (passes), got '%s'",
+                                   optarg);
+            if (c == 'm')
+                io.kdf_mem = (size_t)v << 20;
+            else
+                io.kdf_ops = v;
             break;
-        case 'o':
-            io.kdf_ops = strtoull(optarg, NULL, 10);
-            break;
+        }
         case 'c':
             io.compression_level = atoi(optarg);
             break;
@@ -263,7 +325,8 @@ static int cmd_init(struct globals *g, int argc, char **argv)
             printf("usage: caris-backup init [--kdf-memory MIB] [--kdf-ops N] [--compression "
                    "LEVEL]\n\nCreates an encrypted repository at $BACKUP_DIR/repository (or "
                    "--repo).\nThe key is BACKUP_ENCRYPTION_KEY; Argon2id defaults: 64 MiB, 3 "
-                   "passes.\nzstd level default 3 (1 = fastest, 19 = smallest).\n");
+                   "passes\n(--kdf-memory 1 to 1024 MiB, --kdf-ops 1 to 8: readers refuse key "
+                   "slots beyond).\nzstd level default 3 (1 = fastest, 19 = smallest).\n");
             return 0;
         default:
             return usage_error("invalid option for init%s", NULL);
@@ -825,24 +888,42 @@ static int cmd_restore(struct globals *g, int argc, char **argv)
     return code;
 }
 
-static char *read_new_key(struct err *e)
+/* The new key for `key add`, in secret memory (free with secmem_free): from
+ * CARIS_NEW_ENCRYPTION_KEY (which config_load took out of the environment) or one line of
+ * stdin, read with read(2) so that no stdio buffer keeps a copy. */
+#define NEW_KEY_MAX 4096
+static char *read_new_key(const struct globals *g, struct err *e)
 {
-    const char *env = getenv("CARIS_NEW_ENCRYPTION_KEY");
-    if (env && *env)
-        return xstrdup(env);
+    const char *env = config_get(&g->cfg, "CARIS_NEW_ENCRYPTION_KEY");
+    if (env)
+        return secmem_strdup(env);
     if (isatty(STDIN_FILENO))
         fprintf(stderr, "new encryption key (at least 32 characters): ");
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t n = getline(&line, &cap, stdin);
-    if (n <= 0) {
-        free(line);
+    char *line = secmem_alloc(NEW_KEY_MAX + 1);
+    size_t n = 0;
+    for (;;) {
+        char ch;
+        ssize_t r = read(STDIN_FILENO, &ch, 1);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0 || ch == '\n')
+            break;
+        if (n == NEW_KEY_MAX) {
+            secmem_free(line);
+            err_set(e, ERR_USAGE, "use a key of at most 4096 characters",
+                    "the new key is too long");
+            return NULL;
+        }
+        line[n++] = ch;
+    }
+    while (n && line[n - 1] == '\r')
+        line[--n] = '\0';
+    if (n == 0) {
+        secmem_free(line);
         err_set(e, ERR_USAGE, "pipe the key on stdin or set CARIS_NEW_ENCRYPTION_KEY",
                 "no new key given");
         return NULL;
     }
-    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
-        line[--n] = '\0';
     return line;
 }
 
@@ -884,10 +965,19 @@ static int cmd_key(struct globals *g, int argc, char **argv)
             size_t i;
             json_t *k;
             json_array_foreach(l, i, k)
-                printf("%s %s  %s  %s\n", json_is_true(json_object_get(k, "current")) ? "*" : " ",
-                       json_string_value(json_object_get(k, "id")),
-                       json_string_value(json_object_get(k, "created")) ?: "",
-                       json_string_value(json_object_get(k, "label")) ?: "");
+            {
+                /* A slot's label and date are anyone's bytes until the slot opens: escaped. */
+                const char *err = json_string_value(json_object_get(k, "error"));
+                const char *lab = json_string_value(json_object_get(k, "label")) ?: "";
+                const char *cre = json_string_value(json_object_get(k, "created")) ?: "";
+                char le[1100], ce[200];
+                str_escape(lab, strlen(lab), le, sizeof(le));
+                str_escape(cre, strlen(cre), ce, sizeof(ce));
+                printf("%s %s  %s  %s%s%s\n",
+                       json_is_true(json_object_get(k, "current")) ? "*" : " ",
+                       json_string_value(json_object_get(k, "id")), ce, le,
+                       err ? "  UNUSABLE: " : "", err ? err : "");
+            }
         }
         json_decref(l);
     } else if (strcmp(sub, "add") == 0) {
@@ -895,7 +985,7 @@ static int cmd_key(struct globals *g, int argc, char **argv)
         for (int i = 2; i + 1 < argc; i++)
             if (strcmp(argv[i], "--label") == 0)
                 label = argv[i + 1];
-        char *key = read_new_key(&e);
+        char *key = read_new_key(g, &e);
         char id[17];
         if (!key || repo_key_add(r, key, label, id, &e) != 0) {
             code = fail(&e);
@@ -906,10 +996,7 @@ static int cmd_key(struct globals *g, int argc, char **argv)
         } else {
             printf("added key slot %s\n", id);
         }
-        if (key) {
-            cx_wipe(key, strlen(key));
-            free(key);
-        }
+        secmem_free(key);
     } else {
         if (repo_key_remove(r, argv[2], &e) != 0)
             code = fail(&e);
@@ -1057,6 +1144,10 @@ static int not_implemented(const char *cmd)
 
 int main(int argc, char **argv)
 {
+    /* Before anything holds a key: a core dump would write keys and data to disk. */
+    struct err ce = ERR_INIT;
+    if (secmem_no_core_dumps(&ce) != 0)
+        return fail(&ce);
     struct globals g = {0};
     static const struct option opts[] = {{"env-file", required_argument, 0, 'e'},
                                          {"repo", required_argument, 0, 'r'},

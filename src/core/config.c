@@ -2,11 +2,22 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "caris/core.h"
+#include "caris/secmem.h"
+
+extern char **environ;
+
+/* Variables that are secrets in themselves: read once from the environment into secret
+ * memory, then removed from it (and their bytes in the environment block overwritten, which
+ * is what /proc/<pid>/environ shows), so that no child inherits them and no reader of our
+ * environment sees them. */
+static const char *const ENV_SECRETS[] = {"BACKUP_ENCRYPTION_KEY", "CARIS_NEW_ENCRYPTION_KEY"};
 
 static char *trim(char *s)
 {
@@ -57,21 +68,87 @@ static char *parse_value(char *v)
     return trim(v);
 }
 
+/* Moves a variable from the environment into c->env_secrets. */
+static void take_env_secret(struct config *c, const char *name)
+{
+    const char *v = getenv(name);
+    if (v && *v) {
+        c->env_secrets =
+            xrealloc(c->env_secrets, xsize(c->nenv_secrets + 1, sizeof(*c->env_secrets), 0));
+        c->env_secrets[c->nenv_secrets].name = xstrdup(name);
+        c->env_secrets[c->nenv_secrets].value = secmem_strdup(v);
+        c->nenv_secrets++;
+    }
+    /* Every occurrence (an execve may pass a name twice; getenv sees the first), wiped in
+     * place: unsetenv only drops the pointer, and the initial environment's bytes stay where
+     * the kernel put them, readable in /proc/<pid>/environ. */
+    size_t n = strlen(name);
+    for (char **ep = environ; ep && *ep; ep++)
+        if (strncmp(*ep, name, n) == 0 && (*ep)[n] == '=')
+            secmem_wipe(*ep + n + 1, strlen(*ep + n + 1));
+    unsetenv(name);
+}
+
+/* The env file, whole, NUL-terminated, in secret memory (b->data: free with secmem_free):
+ * it may hold the key. Grown with secmem_realloc, which wipes what it leaves, so that no
+ * copy stays behind in freed heap memory. Pipes (--env-file <(...)) work too. */
+#define ENV_FILE_MAX (1u << 20)
+static int read_env_file(const char *path, struct buf *b, struct err *e)
+{
+    memset(b, 0, sizeof(*b));
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return err_sys(e, errno, NULL, "cannot open %s", path);
+    b->cap = 4096;
+    b->data = secmem_alloc(b->cap);
+    int rc = 0;
+    for (;;) {
+        if (b->len + 1 == b->cap) {
+            if (b->cap >= ENV_FILE_MAX) {
+                rc = err_set(e, ERR_CONFIG, "an env file holds KEY=VALUE lines, at most 1 MiB",
+                             "%s is larger than 1 MiB", path);
+                break;
+            }
+            b->cap *= 2;
+            b->data = secmem_realloc(b->data, b->cap);
+        }
+        ssize_t r = read(fd, b->data + b->len, b->cap - 1 - b->len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            rc = err_sys(e, errno, NULL, "cannot read %s", path);
+            break;
+        }
+        if (r == 0)
+            break;
+        b->len += (size_t)r;
+    }
+    close(fd);
+    if (rc != 0) {
+        secmem_free(b->data);
+        memset(b, 0, sizeof(*b));
+        return -1;
+    }
+    b->data[b->len] = '\0';
+    return 0;
+}
+
 int config_load(struct config *c, const char *env_file, struct err *e)
 {
     memset(c, 0, sizeof(*c));
+    for (size_t i = 0; i < sizeof(ENV_SECRETS) / sizeof(ENV_SECRETS[0]); i++)
+        take_env_secret(c, ENV_SECRETS[i]);
     const char *path = env_file ? env_file : ".env.local";
     struct buf b = {0};
     struct err fe = ERR_INIT;
-    if (fs_read_all(path, &b, &fe) != 0) {
-        buf_free(&b);
+    if (read_env_file(path, &b, &fe) != 0) {
         if (!env_file && fe.sys_errno == ENOENT)
             return 0;
+        config_free(c);
         *e = fe;
         e->code = ERR_CONFIG;
         return err_wrap(e, "cannot read env file");
     }
-    buf_append_u8(&b, 0);
     c->env_file = xstrdup(path);
     char *save = NULL;
     int lineno = 0;
@@ -119,14 +196,15 @@ int config_load(struct config *c, const char *env_file, struct err *e)
             c->file_vars[i].name = xstrdup(name);
             c->nfile_vars++;
         } else {
-            free(c->file_vars[i].value);
+            secmem_free(c->file_vars[i].value);
         }
-        c->file_vars[i].value = xstrdup(value);
+        /* Any value may be a secret (the key, a password inside POSTGRES_URL, ...). */
+        c->file_vars[i].value = secmem_strdup(value);
     }
-    buf_free(&b);
+    secmem_free(b.data);
     return 0;
 fail:
-    buf_free(&b);
+    secmem_free(b.data);
     config_free(c);
     return -1;
 }
@@ -135,18 +213,23 @@ void config_free(struct config *c)
 {
     for (size_t i = 0; i < c->nfile_vars; i++) {
         free(c->file_vars[i].name);
-        if (c->file_vars[i].value) {
-            memset(c->file_vars[i].value, 0, strlen(c->file_vars[i].value));
-            free(c->file_vars[i].value);
-        }
+        secmem_free(c->file_vars[i].value);
     }
     free(c->file_vars);
+    for (size_t i = 0; i < c->nenv_secrets; i++) {
+        free(c->env_secrets[i].name);
+        secmem_free(c->env_secrets[i].value);
+    }
+    free(c->env_secrets);
     free(c->env_file);
     memset(c, 0, sizeof(*c));
 }
 
 const char *config_get(const struct config *c, const char *name)
 {
+    for (size_t i = 0; c && i < c->nenv_secrets; i++)
+        if (strcmp(c->env_secrets[i].name, name) == 0)
+            return c->env_secrets[i].value;
     const char *v = getenv(name);
     if (v && *v)
         return v;

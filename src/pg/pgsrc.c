@@ -1079,7 +1079,52 @@ static void stderr_summary(const struct pgsrc_child *c, char *out, size_t n)
     free(all);
 }
 
-/* The child's environment: ours, with PGPASSWORD replaced when we have a password. */
+/* The child's environment is built from an allowlist, not copied from ours: our
+ * environment may hold secrets the PostgreSQL programs have no use for (the repository key,
+ * cloud credentials, a restore target URL with its password), and a child's environment is
+ * readable in /proc/<pid>/environ by its user. Passed on: what locates programs and
+ * libraries, the locale and time zone, the home and temporary directories, libpq's own
+ * variables (PG*: host, port, user, sslmode, passfile, service, ...; PGPASSWORD only as the
+ * password argument below, never inherited) and the TLS and Kerberos settings libpq reads. */
+static const char *const ENV_ALLOW[] = {"PATH",
+                                        "HOME",
+                                        "USER",
+                                        "LOGNAME",
+                                        "LANG",
+                                        "LANGUAGE",
+                                        "TZ",
+                                        "TZDIR",
+                                        "TMPDIR",
+                                        "LD_LIBRARY_PATH",
+                                        "SSL_CERT_FILE",
+                                        "SSL_CERT_DIR",
+                                        "OPENSSL_CONF",
+                                        "KRB5CCNAME",
+                                        "KRB5_CONFIG",
+                                        "KRB5_KTNAME",
+                                        NULL};
+static const char *const ENV_ALLOW_PREFIX[] = {"LC_", "PG", NULL};
+
+bool pgsrc_env_allowed(const char *entry)
+{
+    const char *eq = strchr(entry, '=');
+    if (!eq)
+        return false;
+    size_t n = (size_t)(eq - entry);
+    if (n == 10 && strncmp(entry, "PGPASSWORD", 10) == 0)
+        return false;
+    for (size_t i = 0; ENV_ALLOW[i]; i++)
+        if (strlen(ENV_ALLOW[i]) == n && strncmp(entry, ENV_ALLOW[i], n) == 0)
+            return true;
+    for (size_t i = 0; ENV_ALLOW_PREFIX[i]; i++) {
+        size_t pn = strlen(ENV_ALLOW_PREFIX[i]);
+        if (n > pn && strncmp(entry, ENV_ALLOW_PREFIX[i], pn) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* The child's environment: the allowed part of ours, plus PGPASSWORD when we have one. */
 static char **child_env(const char *password, char **pw_entry)
 {
     size_t n = 0;
@@ -1087,11 +1132,9 @@ static char **child_env(const char *password, char **pw_entry)
         n++;
     char **env = xcalloc(n + 2, sizeof(char *));
     size_t k = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (password && strncmp(environ[i], "PGPASSWORD=", 11) == 0)
-            continue;
-        env[k++] = environ[i];
-    }
+    for (size_t i = 0; i < n; i++)
+        if (pgsrc_env_allowed(environ[i]))
+            env[k++] = environ[i];
     *pw_entry = NULL;
     if (password) {
         *pw_entry = xasprintf("PGPASSWORD=%s", password);

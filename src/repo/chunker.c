@@ -185,3 +185,9 @@ size_t chunker_cut(const struct chunker *c, const uint8_t *data, size_t len)
         return r;
     return end;
 }
+
+void chunker_wipe(struct chunker *c)
+{
+    if (c)
+        OPENSSL_cleanse(c, sizeof(*c));
+}

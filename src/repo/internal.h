@@ -96,7 +96,8 @@ struct repo {
     uint8_t enc_key[32];
     uint8_t mac_key[32];
     struct cx_hmac_key *idkey;
-    char key_slot[17]; /* the slot that opened the repository */
+    char key_slot[17];      /* the slot that opened the repository */
+    size_t key_slots_tried; /* Argon2id derivations the last open made (tests) */
     uint8_t chunker_seed[32];
     struct chunker_params cp_files, cp_dumps;
     int compression;
@@ -135,6 +136,23 @@ struct repo {
 int repo_index_refresh(struct repo *r, struct err *e);
 /* Releases the lock this handle holds, however deeply nested (repo_close). */
 void repo_lock_release(struct repo *r);
+
+/* Names of the objects in a directory of the repository, sorted. */
+struct namelist {
+    char **v;
+    size_t n;
+};
+int repo_list_names(struct repo *r, const char *dir, struct namelist *l, struct err *e);
+void namelist_free(struct namelist *l);
+
+/* Reads and authenticates config (chunker seed and parameters, compression) with r's keys. */
+int repo_read_config(struct repo *r, struct err *e);
+
+/* Key slots (keys.c). keys_unlock finds the slot that password opens and whose key
+ * authenticates the config, fills r's keys and reads the config. */
+int keys_unlock(struct repo *r, const char *password, const char *hint, struct err *e);
+int keys_write_slot(struct repo *r, const char *password, const char *label, uint64_t ops,
+                    uint64_t mem, char id_out[17], struct err *e);
 
 struct ientry *repo_entry(struct repo *r, size_t i);
 /* Returns entry number or -1. Caller holds r->mu (or the repo is single-threaded). */

@@ -2,6 +2,8 @@
  * The on-disk format is specified in docs/REPOSITORY-FORMAT.md. */
 #include "internal.h"
 
+#include "caris/secmem.h"
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -12,18 +14,10 @@
 #define MARKER_NAME "caris-repository"
 #define INIT_LOCK "init.lock"
 #define MARKER_TEXT "caris-backup repository\nformat 1\n"
-#define DEFAULT_KDF_OPS 3
-#define DEFAULT_KDF_MEM (64u << 20)
 #define DEFAULT_COMPRESSION 3
-#define MAX_KEY_FILE (64u << 10)
-#define KEY_AAD "caris key slot v1"
 #define TRAILER_AAD "caris pack trailer v1"
 #define TRAILER_AAD_V2 "caris pack trailer v2"
 #define FOOTER_AAD_V2 "caris pack footer v2"
-
-static const char WRONG_KEY_HINT[] =
-    "BACKUP_ENCRYPTION_KEY must be a key the repository was created with or added by "
-    "`caris-backup key add`";
 
 /* ---- small pieces -------------------------------------------------------------------- */
 
@@ -285,7 +279,8 @@ uint32_t repo_add_pack_locked(struct repo *r, const uint8_t id[32], int source)
         return (uint32_t)have;
     if (r->npacks == r->packs_cap) {
         r->packs_cap = r->packs_cap ? r->packs_cap * 2 : 64;
-        r->packs = xrealloc(r->packs, xsize(r->packs_cap, sizeof(*r->packs), 0));
+        /* Pack keys live here: secret memory, and no unwiped copy left behind. */
+        r->packs = secmem_realloc(r->packs, xsize(r->packs_cap, sizeof(*r->packs), 0));
     }
     struct packinfo *p = &r->packs[r->npacks];
     memset(p, 0, sizeof(*p));
@@ -530,7 +525,9 @@ static void damage_add(struct repo *r, const char *object, const struct err *e)
 
 static struct repo *repo_alloc(const char *path)
 {
-    struct repo *r = xcalloc(1, sizeof(*r));
+    /* Secret memory (locked, out of core dumps, wiped on free): the struct holds the master
+     * key, the chunker seed and, through packs, every pack key derived so far. */
+    struct repo *r = secmem_alloc(sizeof(*r));
     r->path = xstrdup(path);
     pthread_mutex_init(&r->mu, NULL);
     r->damage = json_array();
@@ -549,9 +546,7 @@ void repo_close(struct repo *r)
     free(r->blocks);
     free(r->emap.slots);
     free(r->pmap.slots);
-    if (r->packs)
-        cx_wipe(r->packs, r->packs_cap * sizeof(*r->packs));
-    free(r->packs);
+    secmem_free(r->packs);
     for (size_t i = 0; i < r->nindex_files; i++)
         free(r->index_files[i]);
     free(r->index_files);
@@ -563,11 +558,9 @@ void repo_close(struct repo *r)
     free(r->state_local);
     cx_hmac_key_free(r->idkey);
     storage_close(r->st);
-    cx_wipe(r->enc_key, sizeof(r->enc_key));
-    cx_wipe(r->mac_key, sizeof(r->mac_key));
     pthread_mutex_destroy(&r->mu);
     free(r->path);
-    free(r);
+    secmem_free(r); /* wipes the keys and the chunker seed */
 }
 
 int repo_exists(const char *path, struct err *e)
@@ -601,98 +594,6 @@ static int params_from_json(json_t *j, struct chunker_params *p)
     return chunker_init(&c, p, seed);
 }
 
-static int write_key_slot(struct repo *r, const char *password, const char *label, uint64_t ops,
-                          size_t mem, char id_out[17], struct err *e)
-{
-    uint8_t salt[CX_ARGON2_SALT_LEN], kek[32], nonce[CX_NONCE_LEN], master[64],
-        wrapped[64 + CX_TAG_LEN], rid[8];
-    cx_random(salt, sizeof(salt));
-    cx_random(nonce, sizeof(nonce));
-    cx_random(rid, sizeof(rid));
-    cx_hex(rid, sizeof(rid), id_out);
-    if (cx_argon2id(password, strlen(password), salt, ops, mem, kek, sizeof(kek), e) != 0)
-        return -1;
-    memcpy(master, r->enc_key, 32);
-    memcpy(master + 32, r->mac_key, 32);
-    int rc =
-        cx_aead_seal(kek, nonce, KEY_AAD, sizeof(KEY_AAD) - 1, master, sizeof(master), wrapped, e);
-    cx_wipe(kek, sizeof(kek));
-    cx_wipe(master, sizeof(master));
-    if (rc != 0)
-        return -1;
-    char salt_hex[2 * sizeof(salt) + 1], nonce_hex[2 * sizeof(nonce) + 1],
-        wrapped_hex[2 * sizeof(wrapped) + 1], now[40];
-    cx_hex(salt, sizeof(salt), salt_hex);
-    cx_hex(nonce, sizeof(nonce), nonce_hex);
-    cx_hex(wrapped, sizeof(wrapped), wrapped_hex);
-    time_format_iso(time_now_ns(), now, sizeof(now));
-    json_t *j = json_pack("{s:i, s:s, s:I, s:I, s:s, s:s, s:s, s:s, s:s}", "version", 1, "kdf",
-                          "argon2id13", "ops", (json_int_t)ops, "mem", (json_int_t)mem, "salt",
-                          salt_hex, "nonce", nonce_hex, "wrapped", wrapped_hex, "created", now,
-                          "label", label ? label : "");
-    char *text = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
-    json_decref(j);
-    char *name = xasprintf("keys/%s", id_out);
-    rc = storage_put(r->st, name, text, strlen(text), e);
-    free(name);
-    free(text);
-    return rc;
-}
-
-/* Tries one key slot. 1 opened, 0 wrong key, -1 damaged slot (e set). */
-static int try_key_slot(struct repo *r, const char *name, const char *password, struct err *e)
-{
-    struct buf b = {0};
-    if (storage_get(r->st, name, MAX_KEY_FILE, &b, e) != 0) {
-        buf_free(&b);
-        return -1;
-    }
-    json_error_t je;
-    json_t *j = json_loadb((const char *)b.data, b.len, 0, &je);
-    buf_free(&b);
-    const char *kdf, *salt_hex, *nonce_hex, *wrapped_hex;
-    json_int_t ops, mem, version;
-    if (!j || json_unpack(j, "{s:I, s:s, s:I, s:I, s:s, s:s, s:s}", "version", &version, "kdf",
-                          &kdf, "ops", &ops, "mem", &mem, "salt", &salt_hex, "nonce", &nonce_hex,
-                          "wrapped", &wrapped_hex) != 0) {
-        json_decref(j);
-        return err_set(e, ERR_DAMAGE, NULL, "key slot %s is malformed", name);
-    }
-    uint8_t salt[CX_ARGON2_SALT_LEN], nonce[CX_NONCE_LEN], wrapped[64 + CX_TAG_LEN], kek[32],
-        master[64];
-    int rc = -1;
-    if (version != 1 || strcmp(kdf, "argon2id13") != 0 || ops < 1 || ops > 100 || mem < 8192 ||
-        mem > ((json_int_t)4 << 30) || cx_unhex(salt_hex, salt, sizeof(salt)) ||
-        cx_unhex(nonce_hex, nonce, sizeof(nonce)) ||
-        cx_unhex(wrapped_hex, wrapped, sizeof(wrapped))) {
-        err_set(e, ERR_DAMAGE, NULL, "key slot %s has invalid parameters", name);
-        goto out;
-    }
-    if (cx_argon2id(password, strlen(password), salt, (uint64_t)ops, (size_t)mem, kek, sizeof(kek),
-                    e) != 0)
-        goto out;
-    struct err ignore = ERR_INIT;
-    if (cx_aead_open(kek, nonce, KEY_AAD, sizeof(KEY_AAD) - 1, wrapped, sizeof(wrapped), master,
-                     &ignore) != 0) {
-        rc = 0;
-        goto out;
-    }
-    memcpy(r->enc_key, master, 32);
-    memcpy(r->mac_key, master + 32, 32);
-    snprintf(r->key_slot, sizeof(r->key_slot), "%s", strrchr(name, '/') + 1);
-    rc = 1;
-out:
-    cx_wipe(kek, sizeof(kek));
-    cx_wipe(master, sizeof(master));
-    json_decref(j);
-    return rc;
-}
-
-struct namelist {
-    char **v;
-    size_t n;
-};
-
 static int collect_name(void *ctx, const char *name, uint64_t size, struct err *e)
 {
     (void)size;
@@ -708,7 +609,7 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static void namelist_free(struct namelist *l)
+void namelist_free(struct namelist *l)
 {
     for (size_t i = 0; i < l->n; i++)
         free(l->v[i]);
@@ -717,7 +618,7 @@ static void namelist_free(struct namelist *l)
     l->n = 0;
 }
 
-static int list_names(struct repo *r, const char *dir, struct namelist *l, struct err *e)
+int repo_list_names(struct repo *r, const char *dir, struct namelist *l, struct err *e)
 {
     memset(l, 0, sizeof(*l));
     if (storage_list(r->st, dir, collect_name, l, e) != 0) {
@@ -729,43 +630,7 @@ static int list_names(struct repo *r, const char *dir, struct namelist *l, struc
     return 0;
 }
 
-static int unlock_master(struct repo *r, const char *password, struct err *e)
-{
-    struct namelist keys;
-    if (list_names(r, "keys", &keys, e) != 0)
-        return -1;
-    if (keys.n == 0) {
-        namelist_free(&keys);
-        return err_set(e, ERR_DAMAGE, "restore the keys/ directory from a copy of the repository",
-                       "repository %s has no key slots", r->path);
-    }
-    int opened = 0;
-    size_t usable = 0; /* slots that were readable (a wrong key, or the right one) */
-    struct err last = ERR_INIT;
-    for (size_t i = 0; i < keys.n && opened == 0; i++) {
-        struct err ke = ERR_INIT;
-        int rc = try_key_slot(r, keys.v[i], password, &ke);
-        if (rc >= 0)
-            usable++;
-        if (rc == 1)
-            opened = 1;
-        else if (rc < 0)
-            last = ke;
-    }
-    namelist_free(&keys);
-    if (opened)
-        return 0;
-    if (err_is_set(&last) && (last.code != ERR_DAMAGE || usable == 0)) {
-        *e = last;
-        if (usable == 0)
-            err_wrap(e, "cannot open repository %s: no key slot is readable", r->path);
-        return -1;
-    }
-    return err_set(e, ERR_WRONG_KEY, WRONG_KEY_HINT,
-                   "cannot open repository %s: wrong encryption key", r->path);
-}
-
-static int read_config(struct repo *r, struct err *e)
+int repo_read_config(struct repo *r, struct err *e)
 {
     struct buf raw = {0}, plain = {0};
     int rc = -1;
@@ -816,7 +681,7 @@ out:
 static int load_indexes(struct repo *r, struct err *e)
 {
     struct namelist l;
-    if (list_names(r, "index", &l, e) != 0)
+    if (repo_list_names(r, "index", &l, e) != 0)
         return -1;
     struct buf raw = {0}, plain = {0}, payload = {0};
     for (size_t i = 0; i < l.n; i++) {
@@ -896,7 +761,7 @@ static int adopt_orphan_packs(struct repo *r, const struct namelist *lp, struct 
 static int load_index_and_packs(struct repo *r, struct err *e)
 {
     struct namelist l;
-    if (list_names(r, "data", &l, e) != 0)
+    if (repo_list_names(r, "data", &l, e) != 0)
         return -1;
     r->listed_packs = xcalloc(l.n ? l.n : 1, 32);
     for (size_t i = 0; i < l.n; i++) {
@@ -942,12 +807,20 @@ static int check_marker(struct repo *r, struct err *e)
 
 struct repo *repo_open(const char *path, const char *password, struct err *e)
 {
+    return repo_open_hint(path, password, NULL, e);
+}
+
+struct repo *repo_open_hint(const char *path, const char *password, const char *slot_hint,
+                            struct err *e)
+{
     struct repo *r = repo_alloc(path);
     r->st = storage_posix_open(path, false, e);
-    if (!r->st || cx_init(e) != 0 || check_marker(r, e) != 0 || unlock_master(r, password, e) != 0)
+    /* keys_unlock reads the config too: a key slot counts only if it opens the config. */
+    if (!r->st || cx_init(e) != 0 || check_marker(r, e) != 0 ||
+        keys_unlock(r, password, slot_hint, e) != 0)
         goto fail;
     r->idkey = cx_hmac_key_new(r->mac_key, 32);
-    if (read_config(r, e) != 0 || load_index_and_packs(r, e) != 0)
+    if (load_index_and_packs(r, e) != 0)
         goto fail;
     return r;
 fail:
@@ -959,7 +832,7 @@ fail:
 static int index_stale(struct repo *r, bool *stale, struct err *e)
 {
     struct namelist l;
-    if (list_names(r, "index", &l, e) != 0)
+    if (repo_list_names(r, "index", &l, e) != 0)
         return -1;
     *stale = false;
     for (size_t i = 0; i < r->nindex_files && !*stale; i++)
@@ -990,9 +863,7 @@ int repo_index_refresh(struct repo *r, struct err *e)
     free(r->blocks);
     free(r->emap.slots);
     free(r->pmap.slots);
-    if (r->packs)
-        cx_wipe(r->packs, r->packs_cap * sizeof(*r->packs));
-    free(r->packs);
+    secmem_free(r->packs); /* wipes the pack keys */
     for (size_t i = 0; i < r->nindex_files; i++)
         free(r->index_files[i]);
     free(r->index_files);
@@ -1018,7 +889,11 @@ struct repo *repo_init(const char *path, const char *password, const struct repo
     struct repo_init_opts dflt = {0};
     if (!o)
         o = &dflt;
-    if (cx_init(e) != 0)
+    uint64_t kdf_ops = o->kdf_ops ? o->kdf_ops : REPO_KDF_OPS_DEFAULT;
+    uint64_t kdf_mem = o->kdf_mem ? o->kdf_mem : REPO_KDF_MEM_DEFAULT;
+    /* The readers' bounds, checked before anything is created: a slot beyond them would
+     * never open. */
+    if (repo_kdf_check(kdf_ops, kdf_mem, e) != 0 || cx_init(e) != 0)
         return NULL;
     if (repo_exists(path, e) == 1) {
         err_set(e, ERR_FAILURE, "use it as it is, or choose another BACKUP_DIR / --repo",
@@ -1046,7 +921,7 @@ struct repo *repo_init(const char *path, const char *password, const struct repo
     }
     r->init_claimed = true;
     struct namelist l;
-    if (list_names(r, "keys", &l, e) != 0)
+    if (repo_list_names(r, "keys", &l, e) != 0)
         goto fail;
     size_t nkeys = l.n;
     namelist_free(&l);
@@ -1066,9 +941,8 @@ struct repo *repo_init(const char *path, const char *password, const struct repo
     r->cp_dumps = CHUNKER_DEFAULT_DUMPS;
     r->compression = o->compression_level ? o->compression_level : DEFAULT_COMPRESSION;
     char slot[17];
-    if (write_key_slot(r, password, o->label ? o->label : "initial key",
-                       o->kdf_ops ? o->kdf_ops : DEFAULT_KDF_OPS,
-                       o->kdf_mem ? o->kdf_mem : DEFAULT_KDF_MEM, slot, e) != 0)
+    if (keys_write_slot(r, password, o->label ? o->label : "initial key", kdf_ops, kdf_mem, slot,
+                        e) != 0)
         goto fail;
     snprintf(r->key_slot, sizeof(r->key_slot), "%s", slot);
     uint8_t rid[16];
@@ -1164,84 +1038,6 @@ const char *repo_id(const struct repo *r)
 
 /* ---- key slots ----------------------------------------------------------------------- */
 
-int repo_key_add(struct repo *r, const char *password, const char *label, char id_out[17],
-                 struct err *e)
-{
-    if (strlen(password) < 32)
-        return err_set(e, ERR_CONFIG, "use a random key of at least 32 characters",
-                       "the new key is too short");
-    /* A second slot for the same key adds nothing and hides which key is which. */
-    struct namelist keys;
-    if (list_names(r, "keys", &keys, e) != 0)
-        return -1;
-    struct repo probe = {0};
-    probe.st = r->st;
-    probe.path = r->path;
-    for (size_t i = 0; i < keys.n; i++) {
-        struct err ke = ERR_INIT;
-        if (try_key_slot(&probe, keys.v[i], password, &ke) == 1) {
-            err_set(e, ERR_USAGE, "each key slot should hold a different key",
-                    "that key already opens this repository (slot %s)", probe.key_slot);
-            cx_wipe(probe.enc_key, sizeof(probe.enc_key));
-            cx_wipe(probe.mac_key, sizeof(probe.mac_key));
-            namelist_free(&keys);
-            return -1;
-        }
-    }
-    namelist_free(&keys);
-    return write_key_slot(r, password, label, DEFAULT_KDF_OPS, DEFAULT_KDF_MEM, id_out, e);
-}
-
-json_t *repo_key_list(struct repo *r, struct err *e)
-{
-    struct namelist l;
-    if (list_names(r, "keys", &l, e) != 0)
-        return NULL;
-    json_t *arr = json_array();
-    struct buf b = {0};
-    for (size_t i = 0; i < l.n; i++) {
-        const char *id = strrchr(l.v[i], '/') + 1;
-        json_t *o = json_pack("{s:s, s:b}", "id", id, "current", strcmp(id, r->key_slot) == 0);
-        struct err ke = ERR_INIT;
-        if (storage_get(r->st, l.v[i], MAX_KEY_FILE, &b, &ke) == 0) {
-            json_t *j = json_loadb((const char *)b.data, b.len, 0, NULL);
-            json_t *v;
-            if (j && (v = json_object_get(j, "label")))
-                json_object_set(o, "label", v);
-            if (j && (v = json_object_get(j, "created")))
-                json_object_set(o, "created", v);
-            json_decref(j);
-        }
-        json_array_append_new(arr, o);
-    }
-    buf_free(&b);
-    namelist_free(&l);
-    return arr;
-}
-
-int repo_key_remove(struct repo *r, const char *id, struct err *e)
-{
-    if (strcmp(id, r->key_slot) == 0)
-        return err_set(e, ERR_USAGE,
-                       "open the repository with another key (BACKUP_ENCRYPTION_KEY) to remove "
-                       "this one",
-                       "refusing to remove key slot %s: it is the key in use", id);
-    bool valid = strlen(id) == 16;
-    for (const char *p = id; *p && valid; p++)
-        valid = (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f');
-    if (!valid)
-        return err_set(e, ERR_USAGE, "see `caris-backup key list`", "invalid key id '%s'", id);
-    char *name = xasprintf("keys/%s", id);
-    int ex = storage_exists(r->st, name, e);
-    int rc = -1;
-    if (ex == 0)
-        err_set(e, ERR_NOT_FOUND, "see `caris-backup key list`", "no key slot %s", id);
-    else if (ex == 1)
-        rc = storage_remove(r->st, name, e);
-    free(name);
-    return rc;
-}
-
 /* ---- writing ------------------------------------------------------------------------- */
 
 struct wslot {
@@ -1269,7 +1065,8 @@ struct repo_writer *repo_writer_new(struct repo *r, int nslots)
     struct repo_writer *w = xcalloc(1, sizeof(*w));
     w->r = r;
     w->nslots = (nslots < 1 ? 1 : nslots) + 1; /* + the metadata slot */
-    w->slots = xcalloc((size_t)w->nslots, sizeof(*w->slots));
+    /* Secret memory: each slot holds the key of the pack it is writing. */
+    w->slots = secmem_alloc(xsize((size_t)w->nslots, sizeof(*w->slots), 0));
     for (int i = 0; i < w->nslots; i++)
         w->slots[i].cctx = ZSTD_createCCtx();
     return w;
@@ -1608,7 +1405,7 @@ void repo_writer_free(struct repo_writer *w)
         ZSTD_freeCCtx(s->cctx);
         cx_wipe(s->key, sizeof(s->key));
     }
-    free(w->slots);
+    secmem_free(w->slots);
     free(w->packs);
     buf_free(&w->index_records);
     free(w);

@@ -149,6 +149,7 @@ static int store(struct repo *r, struct repo_writer *w, int first_slot, int thre
         free(c.blocks[i]);
     free(c.blocks);
     pstore_destroy(&c.ps);
+    chunker_wipe(&ch);
     return rc;
 }
 

@@ -783,6 +783,7 @@ out:
     json_decref(roots);
     pstore_destroy(&b.ps);
     pthread_mutex_destroy(&b.warn_mu);
+    chunker_wipe(&b.ch);
     return rc;
 }
 

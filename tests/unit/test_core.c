@@ -99,6 +99,39 @@ static void test_encryption_key_rules(void **state)
     unsetenv("BACKUP_ENCRYPTION_KEY");
 }
 
+/* config_load moves the key variables out of the environment: a child inherits nothing,
+ * and the bytes of the old entry are wiped (in the initial environment block those are what
+ * /proc/<pid>/environ shows); config_get still has them. */
+static void test_key_taken_from_environment(void **state)
+{
+    (void)state;
+    const char *key = "0123456789abcdef0123456789abcdef-from-env";
+    const char *newkey = "a new key of at least thirty-two characters";
+    setenv("BACKUP_ENCRYPTION_KEY", key, 1);
+    setenv("CARIS_NEW_ENCRYPTION_KEY", newkey, 1);
+    char *old = getenv("BACKUP_ENCRYPTION_KEY"), *oldnew = getenv("CARIS_NEW_ENCRYPTION_KEY");
+    size_t n = strlen(key), nn = strlen(newkey);
+    char cwd[4096];
+    assert_non_null(getcwd(cwd, sizeof(cwd)));
+    assert_int_equal(chdir("/"), 0); /* no .env.local there */
+    struct config c;
+    struct err e = ERR_INIT;
+    assert_int_equal(config_load(&c, NULL, &e), 0);
+    assert_int_equal(chdir(cwd), 0);
+    assert_null(getenv("BACKUP_ENCRYPTION_KEY"));
+    assert_null(getenv("CARIS_NEW_ENCRYPTION_KEY"));
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(old[i], 0);
+    for (size_t i = 0; i < nn; i++)
+        assert_int_equal(oldnew[i], 0);
+    assert_string_equal(config_get(&c, "BACKUP_ENCRYPTION_KEY"), key);
+    assert_string_equal(config_get(&c, "CARIS_NEW_ENCRYPTION_KEY"), newkey);
+    const char *k;
+    assert_int_equal(config_encryption_key(&c, &k, &e), 0);
+    assert_string_equal(k, key);
+    config_free(&c);
+}
+
 static void test_base64(void **state)
 {
     (void)state;
@@ -194,10 +227,15 @@ static void test_pool_runs_everything(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_env_file_parsing),     cmocka_unit_test(test_env_file_errors),
-        cmocka_unit_test(test_encryption_key_rules), cmocka_unit_test(test_base64),
-        cmocka_unit_test(test_utf8_and_escape),      cmocka_unit_test(test_time),
-        cmocka_unit_test(test_reader_bounds),        cmocka_unit_test(test_pool_runs_everything),
+        cmocka_unit_test(test_env_file_parsing),
+        cmocka_unit_test(test_env_file_errors),
+        cmocka_unit_test(test_encryption_key_rules),
+        cmocka_unit_test(test_key_taken_from_environment),
+        cmocka_unit_test(test_base64),
+        cmocka_unit_test(test_utf8_and_escape),
+        cmocka_unit_test(test_time),
+        cmocka_unit_test(test_reader_bounds),
+        cmocka_unit_test(test_pool_runs_everything),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

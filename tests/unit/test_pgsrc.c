@@ -483,11 +483,89 @@ static void test_last_test_restores(void **state)
     free(path);
 }
 
+/* Children get an allowlisted environment: what locates programs, the locale, libpq's PG*
+ * variables; never our secrets, and PGPASSWORD only when given as the password. */
+static void test_child_environment(void **state)
+{
+    (void)state;
+    const char *allowed[] = {"PATH=/usr/bin",
+                             "HOME=/root",
+                             "LANG=C.UTF-8",
+                             "LC_ALL=C",
+                             "TZ=UTC",
+                             "PGHOST=/run/postgresql",
+                             "PGSSLMODE=verify-full",
+                             "PGPASSFILE=/x/.pgpass",
+                             "SSL_CERT_FILE=/etc/ssl/x.pem"};
+    const char *refused[] = {"BACKUP_ENCRYPTION_KEY=k",
+                             "CARIS_NEW_ENCRYPTION_KEY=k",
+                             "AWS_SECRET_ACCESS_KEY=s",
+                             "AWS_ACCESS_KEY_ID=a",
+                             "BACKUP_S3_SECRET_KEY=s",
+                             "CARIS_RESTORE_TARGET_URL=postgresql://x",
+                             "POSTGRES_URL=postgresql://u:p@h/d",
+                             "PGPASSWORD=p",
+                             "CRON_SECRET=c",
+                             "BACKUP_SLACK_WEBHOOK_URL=https://x",
+                             "PG=x",
+                             "LC_=x",
+                             "PATH",
+                             "LD_PRELOAD=/tmp/x.so"};
+    for (size_t i = 0; i < sizeof(allowed) / sizeof(allowed[0]); i++)
+        if (!pgsrc_env_allowed(allowed[i]))
+            fail_msg("%s should be passed on", allowed[i]);
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++)
+        if (pgsrc_env_allowed(refused[i]))
+            fail_msg("%s must not be passed on", refused[i]);
+
+    /* And through a real child: env(1) prints what it got. */
+    setenv("BACKUP_ENCRYPTION_KEY", "secret-key-of-the-test-000000000000", 1);
+    setenv("AWS_SECRET_ACCESS_KEY", "aws-secret-of-the-test", 1);
+    setenv("CARIS_RESTORE_TARGET_URL", "postgresql://u:target-pw@h/d", 1);
+    setenv("PGPASSWORD", "inherited-pg-password", 1);
+    setenv("PGAPPNAME", "caris-test", 1);
+    char *argv[] = {"/usr/bin/env", NULL};
+    char *out = NULL;
+    struct err e = ERR_INIT;
+    assert_int_equal(pgsrc_run_capture("/usr/bin/env", argv, &out, 1 << 20, &e), 0);
+    assert_null(strstr(out, "secret-key-of-the-test"));
+    assert_null(strstr(out, "BACKUP_ENCRYPTION_KEY"));
+    assert_null(strstr(out, "aws-secret-of-the-test"));
+    assert_null(strstr(out, "target-pw"));
+    assert_null(strstr(out, "inherited-pg-password"));
+    assert_non_null(strstr(out, "PGAPPNAME=caris-test"));
+    assert_non_null(strstr(out, "PATH="));
+    free(out);
+    /* The password given for the child is the only PGPASSWORD it sees. */
+    struct pgsrc_child c;
+    struct pgsrc_spawn so = {.password = "given-password", .pipe_stdout = true};
+    assert_int_equal(pgsrc_child_start(&c, "/usr/bin/env", argv, &so, &e), 0);
+    char buf[65536];
+    size_t len = 0;
+    for (;;) {
+        ssize_t r = read(c.out_fd, buf + len, sizeof(buf) - 1 - len);
+        if (r <= 0)
+            break;
+        len += (size_t)r;
+    }
+    buf[len] = '\0';
+    assert_int_equal(pgsrc_child_wait(&c, &e), 0);
+    assert_non_null(strstr(buf, "PGPASSWORD=given-password"));
+    assert_null(strstr(buf, "inherited-pg-password"));
+    assert_null(strstr(buf, "secret-key-of-the-test"));
+    unsetenv("BACKUP_ENCRYPTION_KEY");
+    unsetenv("AWS_SECRET_ACCESS_KEY");
+    unsetenv("CARIS_RESTORE_TARGET_URL");
+    unsetenv("PGPASSWORD");
+    unsetenv("PGAPPNAME");
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_uri_with_password),
+        cmocka_unit_test(test_child_environment),
         cmocka_unit_test(test_key_value),
         cmocka_unit_test(test_special_characters_round_trip),
         cmocka_unit_test(test_ipv6_host),

@@ -1526,14 +1526,41 @@ static void test_hostile_files(void **state)
     hostile_free(&h);
 }
 
-/* Key slots that are not what we wrote: an error, never a crash, never a hang. */
+/* A version-1 key slot (what caris-backup wrote before slot fields were bound) wrapping r's
+ * master key under PW with TINY's parameters, written independently of keys.c from the
+ * format document: aad = "caris key slot v1" alone. */
+static void write_v1_slot(const struct repo *r, const char *path)
+{
+    uint8_t salt[CX_ARGON2_SALT_LEN], nonce[CX_NONCE_LEN], kek[32], master[64], wrapped[80];
+    struct err e = ERR_INIT;
+    cx_random(salt, sizeof(salt));
+    cx_random(nonce, sizeof(nonce));
+    assert_int_equal(cx_argon2id(PW, strlen(PW), salt, 1, 8192, kek, sizeof(kek), &e), 0);
+    memcpy(master, r->enc_key, 32);
+    memcpy(master + 32, r->mac_key, 32);
+    assert_int_equal(cx_aead_seal(kek, nonce, "caris key slot v1", 17, master, 64, wrapped, &e), 0);
+    char sh[33], nh[25], wh[161], text[1024];
+    cx_hex(salt, sizeof(salt), sh);
+    cx_hex(nonce, sizeof(nonce), nh);
+    cx_hex(wrapped, sizeof(wrapped), wh);
+    int n = snprintf(text, sizeof(text),
+                     "{\"created\": \"2026-11-26T03:51:17.000Z\", \"kdf\": \"argon2id13\", "
+                     "\"label\": \"initial key\", \"mem\": 8192, \"nonce\": \"%s\", \"ops\": 1, "
+                     "\"salt\": \"%s\", \"version\": 1, \"wrapped\": \"%s\"}",
+                     nh, sh, wh);
+    file_write(path, text, (size_t)n);
+}
+
+/* Key slots that are not what we wrote: an error, never a crash, never a hang. The
+ * variants are of a version-1 slot (so this also proves that those still open). */
 static void test_hostile_key_slots(void **state)
 {
     (void)state;
     char *dir = tmpdir_new();
     struct repo *r = init_ok(dir, &TINY);
-    repo_close(r);
     char *key = only_file(dir, "keys");
+    write_v1_slot(r, key);
+    repo_close(r);
     size_t klen;
     uint8_t *orig = file_read(key, &klen);
     char salt[33], nonce[25], wrapped[161];
@@ -1555,6 +1582,9 @@ static void test_hostile_key_slots(void **state)
         {"1", "\"argon2id13\"", "9223372036854775807", "8192", NULL, NULL, NULL},
         {"1", "\"argon2id13\"", "-9223372036854775808", "8192", NULL, NULL, NULL},
         {"1", "\"argon2id13\"", "101", "8192", NULL, NULL, NULL},
+        {"1", "\"argon2id13\"", "9", "8192", NULL, NULL, NULL},       /* above the cap */
+        {"1", "\"argon2id13\"", "1", "1073741825", NULL, NULL, NULL}, /* above the cap */
+        {"1", "\"argon2id13\"", "1", "4294967296", NULL, NULL, NULL}, /* old readers' cap */
         {"1", "\"argon2id13\"", "0", "8192", NULL, NULL, NULL},
         {"1", "\"argon2id13\"", "1", "9223372036854775807", NULL, NULL, NULL},
         {"1", "\"argon2id13\"", "1", "4294967297", NULL, NULL, NULL},
@@ -1642,6 +1672,411 @@ static void test_hostile_key_slots(void **state)
     assert_err(e, ERR_WRONG_KEY);
     free(orig);
     free(key);
+    tmpdir_free(dir);
+}
+
+/* ---- key slots: bounds, order, bound fields (issue 14) --------------------------------- */
+
+/* Opens dir with pw, expecting failure with code want. */
+static void open_fails(const char *dir, const char *pw, enum err_code want)
+{
+    struct err e = ERR_INIT;
+    struct repo *r = repo_open(dir, pw, &e);
+    if (r) {
+        repo_close(r);
+        fail_msg("repo_open %s succeeded, expected %s", dir, err_code_name(want));
+    }
+    assert_err(e, want);
+}
+
+/* The parameter bounds are one definition for writers and readers: init refuses what
+ * readers would refuse, before it creates anything. */
+static void test_kdf_bounds(void **state)
+{
+    (void)state;
+    struct err e = ERR_INIT;
+    assert_int_equal(repo_kdf_check(REPO_KDF_OPS_MIN, REPO_KDF_MEM_MIN, &e), 0);
+    assert_int_equal(repo_kdf_check(REPO_KDF_OPS_MAX, REPO_KDF_MEM_MAX, &e), 0);
+    assert_int_equal(repo_kdf_check(REPO_KDF_OPS_DEFAULT, REPO_KDF_MEM_DEFAULT, &e), 0);
+    const uint64_t bad[][2] = {{0, 8192},          {9, 8192},           {101, 8192},
+                               {1, 8191},          {1, (1u << 30) + 1}, {1, (uint64_t)4 << 30},
+                               {UINT64_MAX, 8192}, {1, UINT64_MAX}};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        e = (struct err)ERR_INIT;
+        assert_int_equal(repo_kdf_check(bad[i][0], bad[i][1], &e), -1);
+        assert_err(e, ERR_USAGE);
+        if (bad[i][0] == 0)
+            continue; /* 0 in repo_init_opts means the default */
+        char *dir = tmpdir_new();
+        struct repo_init_opts o = {.kdf_ops = bad[i][0], .kdf_mem = (size_t)bad[i][1]};
+        e = (struct err)ERR_INIT;
+        assert_null(repo_init(dir, PW, &o, &e));
+        assert_err(e, ERR_USAGE);
+        struct paths ps = paths_list(dir, "keys");
+        assert_int_equal(ps.n, 0); /* nothing was created */
+        paths_free(&ps);
+        char marker[PATH_MAX];
+        snprintf(marker, sizeof(marker), "%s/caris-repository", dir);
+        assert_int_equal(access(marker, F_OK), -1);
+        tmpdir_free(dir);
+    }
+}
+
+/* A slot planted with parameters beyond the bounds (what readers accepted before: up to 100
+ * passes and 4 GiB) is refused without a derivation, and locks nobody out; key list says why. */
+static void test_key_slot_planted_huge(void **state)
+{
+    (void)state;
+    char *dir = tmpdir_new();
+    struct repo *r = init_ok(dir, &TINY);
+    char ours[17];
+    snprintf(ours, sizeof(ours), "%s", repo_key_slot(r));
+    repo_close(r);
+    char planted[PATH_MAX];
+    snprintf(planted, sizeof(planted), "%s/keys/0000000000000000", dir); /* sorts first */
+    char text[1024];
+    int n = snprintf(text, sizeof(text),
+                     "{\"version\": %d, \"kdf\": \"argon2id13\", \"ops\": %s, \"mem\": %s, "
+                     "\"salt\": \"%032d\", \"nonce\": \"%024d\", \"wrapped\": \"%0160d\", "
+                     "\"created\": \"2026-11-30T00:00:00.000Z\", \"label\": \"planted\"}",
+                     2, "100", "4294967296", 0, 0, 0);
+    file_write(planted, text, (size_t)n);
+    int64_t t0 = time_mono_ns();
+    r = open_ok(dir, PW);
+    int64_t ms = (time_mono_ns() - t0) / 1000000;
+    assert_int_equal(r->key_slots_tried, 1); /* ours only: the planted one was never derived */
+    assert_string_equal(repo_key_slot(r), ours);
+    struct err e = ERR_INIT;
+    json_t *l = repo_key_list(r, &e);
+    assert_int_equal(json_array_size(l), 2);
+    json_t *first = json_array_get(l, 0);
+    assert_string_equal(json_string_value(json_object_get(first, "id")), "0000000000000000");
+    assert_non_null(strstr(json_string_value(json_object_get(first, "error")), "bounds"));
+    json_decref(l);
+    repo_close(r);
+    /* Alone, it is damage (exit 4), not a wrong key and not a 4 GiB allocation. */
+    char *ourpath = xasprintf("%s/keys/%s", dir, ours);
+    assert_int_equal(unlink(ourpath), 0);
+    open_fails(dir, PW, ERR_DAMAGE);
+    print_message("key slots: planted 100 passes / 4 GiB slot refused without deriving (open "
+                  "with it present: %lld ms)\n",
+                  (long long)ms);
+    free(ourpath);
+    tmpdir_free(dir);
+}
+
+/* Copies the only key slot of src into dst's keys/ (same name: its id is bound). */
+static char *copy_slot(const char *src, const char *dst)
+{
+    char *from = only_file(src, "keys");
+    size_t n;
+    uint8_t *b = file_read(from, &n);
+    char *to = xasprintf("%s/keys/%s", dst, strrchr(from, '/') + 1);
+    file_write(to, b, n);
+    free(b);
+    free(from);
+    return to;
+}
+
+/* Order: the hinted slot first, then cheapest first; whatever the names. */
+static void test_key_slot_order(void **state)
+{
+    (void)state;
+    char *dir = tmpdir_new(), *other = tmpdir_new(), *other2 = tmpdir_new();
+    struct repo *r = init_ok(dir, &FAST); /* 1 pass, 8 MiB */
+    char ours[17];
+    snprintf(ours, sizeof(ours), "%s", repo_key_slot(r));
+    repo_close(r);
+    /* A cheaper slot of another key (another repository's, PW2): tried first without a hint. */
+    struct err e = ERR_INIT;
+    struct repo *o = repo_init(other, PW2, &TINY, &e);
+    assert_non_null(o);
+    repo_close(o);
+    char *cheap = copy_slot(other, dir);
+    r = open_ok(dir, PW);
+    assert_int_equal(r->key_slots_tried, 2);
+    repo_close(r);
+    e = (struct err)ERR_INIT;
+    r = repo_open_hint(dir, PW, ours, &e);
+    assert_non_null(r);
+    assert_int_equal(r->key_slots_tried, 1);
+    assert_string_equal(repo_key_slot(r), ours);
+    repo_close(r);
+    /* A hint naming no slot is no hint. */
+    e = (struct err)ERR_INIT;
+    r = repo_open_hint(dir, PW, "ffffffffffffffff", &e);
+    assert_non_null(r);
+    assert_int_equal(r->key_slots_tried, 2);
+    repo_close(r);
+    /* A dearer slot (2 passes, 8 MiB): ours is tried before it. */
+    assert_int_equal(unlink(cheap), 0);
+    static const struct repo_init_opts DEAR = {.kdf_ops = 2, .kdf_mem = 8u << 20};
+    e = (struct err)ERR_INIT;
+    o = repo_init(other2, PW2, &DEAR, &e);
+    assert_non_null(o);
+    repo_close(o);
+    char *dear = copy_slot(other2, dir);
+    r = open_ok(dir, PW);
+    assert_int_equal(r->key_slots_tried, 1);
+    repo_close(r);
+    open_fails(dir, "a wrong key, but of at least thirty-two characters", ERR_WRONG_KEY);
+    free(cheap);
+    free(dear);
+    tmpdir_free(dir);
+    tmpdir_free(other);
+    tmpdir_free(other2);
+}
+
+/* A slot that our key opens but that wraps another master key (planted from another
+ * repository made with the same key): the config does not open under it, so the next slot
+ * is tried. Alone, it is damage, named as such. */
+static void test_key_slot_config_mismatch(void **state)
+{
+    (void)state;
+    char *dir = tmpdir_new(), *other = tmpdir_new();
+    struct repo *r = init_ok(dir, &FAST);
+    char ours[17];
+    snprintf(ours, sizeof(ours), "%s", repo_key_slot(r));
+    repo_close(r);
+    struct repo *o = init_ok(other, &TINY); /* same PW, cheaper: tried first */
+    repo_close(o);
+    char *planted = copy_slot(other, dir);
+    r = open_ok(dir, PW);
+    assert_int_equal(r->key_slots_tried, 2);
+    assert_string_equal(repo_key_slot(r), ours);
+    repo_close(r);
+    char *ourpath = xasprintf("%s/keys/%s", dir, ours);
+    assert_int_equal(unlink(ourpath), 0);
+    struct err e = ERR_INIT;
+    assert_null(repo_open(dir, PW, &e));
+    assert_err(e, ERR_DAMAGE);
+    assert_non_null(strstr(e.msg, "config does not authenticate"));
+    free(ourpath);
+    free(planted);
+    tmpdir_free(dir);
+    tmpdir_free(other);
+}
+
+/* Every field of a version-2 slot is bound to the wrapped key: changing any of them (within
+ * the bounds, so the slot is read and derived) or moving the slot to another name makes it a
+ * slot that opens nothing. */
+static void test_key_slot_fields_bound(void **state)
+{
+    (void)state;
+    char *dir = tmpdir_new();
+    struct repo *r = init_ok(dir, &TINY);
+    repo_close(r);
+    char *key = only_file(dir, "keys");
+    size_t klen;
+    uint8_t *orig = file_read(key, &klen);
+    json_t *j = json_loadb((const char *)orig, klen, 0, NULL);
+    assert_non_null(j);
+    assert_int_equal(json_integer_value(json_object_get(j, "version")), 2);
+    struct {
+        const char *field;
+        json_t *value;
+    } alt[] = {
+        {"label", json_string("initial key, relabelled")},
+        {"label", json_string("")},
+        {"created", json_string("2001-01-01T00:00:00.000Z")},
+        {"ops", json_integer(2)},
+        {"mem", json_integer(16384)},
+    };
+    for (size_t i = 0; i < sizeof(alt) / sizeof(alt[0]); i++) {
+        json_t *c = json_deep_copy(j);
+        json_object_set_new(c, alt[i].field, alt[i].value);
+        char *text = json_dumps(c, JSON_INDENT(2) | JSON_SORT_KEYS);
+        file_write(key, text, strlen(text));
+        free(text);
+        json_decref(c);
+        struct err e = ERR_INIT;
+        r = repo_open(dir, PW, &e);
+        if (r) {
+            repo_close(r);
+            fail_msg("key slot with another %s still opens the repository", alt[i].field);
+        }
+        assert_err(e, ERR_WRONG_KEY);
+    }
+    /* Bound fields beyond their bounds (or of the wrong type) are damage, refused unread. */
+    char longlabel[REPO_KEY_LABEL_MAX + 2];
+    memset(longlabel, 'a', sizeof(longlabel) - 1);
+    longlabel[sizeof(longlabel) - 1] = '\0';
+    json_t *bad[][2] = {{json_string("label"), json_string(longlabel)},
+                        {json_string("label"), json_integer(7)},
+                        {json_string("created"), json_null()}};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        json_t *c = json_deep_copy(j);
+        json_object_set_new(c, json_string_value(bad[i][0]), bad[i][1]);
+        json_decref(bad[i][0]);
+        char *text = json_dumps(c, JSON_COMPACT);
+        file_write(key, text, strlen(text));
+        free(text);
+        json_decref(c);
+        open_fails(dir, PW, ERR_DAMAGE);
+    }
+    json_t *c = json_deep_copy(j);
+    json_object_del(c, "label");
+    char *text = json_dumps(c, JSON_COMPACT);
+    file_write(key, text, strlen(text));
+    free(text);
+    json_decref(c);
+    open_fails(dir, PW, ERR_DAMAGE);
+    /* The same bytes under another name (the id is bound too). */
+    file_write(key, orig, klen);
+    char *moved = xasprintf("%s/keys/0123456789abcdef", dir);
+    assert_int_equal(rename(key, moved), 0);
+    open_fails(dir, PW, ERR_WRONG_KEY);
+    assert_int_equal(rename(moved, key), 0);
+    r = open_ok(dir, PW);
+    repo_close(r);
+    json_decref(j);
+    free(moved);
+    free(orig);
+    free(key);
+    tmpdir_free(dir);
+}
+
+/* A version-2 slot, read independently of keys.c from the format document ("Keys"): the
+ * associated data built here from the JSON must unwrap the repository's master key. */
+static void put_str(struct buf *b, const char *s)
+{
+    buf_append_u32le(b, (uint32_t)strlen(s));
+    buf_append(b, s, strlen(s));
+}
+
+static void test_key_slot_v2_format(void **state)
+{
+    (void)state;
+    char *dir = tmpdir_new();
+    struct repo_init_opts o = TINY;
+    o.label = "custodian \xc3\xa9"; /* UTF-8 */
+    struct repo *r = init_ok(dir, &o);
+    char *key = only_file(dir, "keys");
+    size_t klen;
+    uint8_t *text = file_read(key, &klen);
+    json_t *j = json_loadb((const char *)text, klen, 0, NULL);
+    assert_non_null(j);
+    uint8_t salt[16], nonce[12], wrapped[80], kek[32], master[64];
+    assert_int_equal(cx_unhex(json_string_value(json_object_get(j, "salt")), salt, 16), 0);
+    assert_int_equal(cx_unhex(json_string_value(json_object_get(j, "nonce")), nonce, 12), 0);
+    assert_int_equal(cx_unhex(json_string_value(json_object_get(j, "wrapped")), wrapped, 80), 0);
+    uint64_t ops = (uint64_t)json_integer_value(json_object_get(j, "ops"));
+    uint64_t mem = (uint64_t)json_integer_value(json_object_get(j, "mem"));
+    struct buf aad = {0};
+    buf_append(&aad, "caris key slot v2", 18); /* with the 0x00 */
+    put_str(&aad, strrchr(key, '/') + 1);
+    put_str(&aad, json_string_value(json_object_get(j, "kdf")));
+    buf_append_u64le(&aad, ops);
+    buf_append_u64le(&aad, mem);
+    buf_append_u32le(&aad, 16);
+    buf_append(&aad, salt, 16);
+    put_str(&aad, json_string_value(json_object_get(j, "created")));
+    put_str(&aad, json_string_value(json_object_get(j, "label")));
+    assert_string_equal(json_string_value(json_object_get(j, "label")), o.label);
+    struct err e = ERR_INIT;
+    assert_int_equal(cx_argon2id(PW, strlen(PW), salt, ops, (size_t)mem, kek, 32, &e), 0);
+    assert_int_equal(cx_aead_open(kek, nonce, aad.data, aad.len, wrapped, 80, master, &e), 0);
+    assert_memory_equal(master, r->enc_key, 32);
+    assert_memory_equal(master + 32, r->mac_key, 32);
+    cx_wipe(master, sizeof(master));
+    cx_wipe(kek, sizeof(kek));
+    buf_free(&aad);
+    json_decref(j);
+    free(text);
+    free(key);
+    repo_close(r);
+    tmpdir_free(dir);
+}
+
+/* At most REPO_KEY_SLOTS_MAX slots are read; key add refuses to make more. */
+static void test_key_slot_count(void **state)
+{
+    (void)state;
+    char *dir = tmpdir_new();
+    struct repo *r = init_ok(dir, &TINY);
+    for (int i = 0; i < REPO_KEY_SLOTS_MAX - 1; i++) {
+        char p[PATH_MAX];
+        snprintf(p, sizeof(p), "%s/keys/%016x", dir, i);
+        file_write(p, "{}", 2);
+    }
+    struct err e = ERR_INIT;
+    char id[17];
+    assert_int_equal(repo_key_add(r, PW2, "one too many", id, &e), -1);
+    assert_err(e, ERR_USAGE);
+    repo_close(r);
+    r = open_ok(dir, PW); /* 32 slots: still read */
+    repo_close(r);
+    char p[PATH_MAX];
+    snprintf(p, sizeof(p), "%s/keys/%016x", dir, REPO_KEY_SLOTS_MAX);
+    file_write(p, "{}", 2);
+    e = (struct err)ERR_INIT;
+    assert_null(repo_open(dir, PW, &e));
+    assert_err(e, ERR_DAMAGE);
+    assert_non_null(strstr(e.msg, "key slots"));
+    tmpdir_free(dir);
+}
+
+/* Salts are never reused: every pack gets a fresh random salt (so a fresh key) when it is
+ * written, also when the same blobs are written again (as prune's repacking will). This fails
+ * if a pack is ever rewritten with the salt of an earlier one. */
+static void test_pack_salts_fresh(void **state)
+{
+    (void)state;
+    char *dir = tmpdir_new();
+    struct repo *r = init_ok(dir, &TINY);
+    enum { NPACKS = 24 };
+    uint8_t buf[4096], id[32];
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < NPACKS; i++) {
+            struct repo_writer *w = repo_writer_new(r, 1);
+            fill_blob((uint64_t)i + 1, buf, sizeof(buf));
+            assert_int_equal(add_ok(r, w, 0, buf, sizeof(buf), id), 1);
+            flush_ok(w); /* one pack per session */
+            repo_writer_free(w);
+        }
+        if (round == 0) {
+            /* Drop the packs and their index files (as a prune would before repacking) and
+             * keep their salts; the same blobs are then written again. */
+            repo_close(r);
+            struct paths ix = paths_list(dir, "index");
+            for (size_t k = 0; k < ix.n; k++)
+                assert_int_equal(unlink(ix.v[k]), 0);
+            paths_free(&ix);
+            struct paths pk = paths_list(dir, "data");
+            char *old = xasprintf("%s/old-packs", dir);
+            assert_int_equal(mkdir(old, 0700), 0);
+            for (size_t k = 0; k < pk.n; k++) {
+                char *to = xasprintf("%s/%zu", old, k);
+                assert_int_equal(rename(pk.v[k], to), 0);
+                free(to);
+            }
+            assert_int_equal(pk.n, NPACKS);
+            paths_free(&pk);
+            free(old);
+            r = open_ok(dir, PW);
+        }
+    }
+    repo_close(r);
+    struct paths a = paths_list(dir, "old-packs"), b = paths_list(dir, "data");
+    assert_int_equal(a.n, NPACKS);
+    assert_int_equal(b.n, NPACKS);
+    uint8_t salts[2 * NPACKS][32];
+    size_t ns = 0;
+    struct paths *sets[] = {&a, &b};
+    for (int s = 0; s < 2; s++)
+        for (size_t k = 0; k < sets[s]->n; k++) {
+            size_t n;
+            uint8_t *p = file_read(sets[s]->v[k], &n);
+            assert_true(n > PACK_HEADER_LEN);
+            memcpy(salts[ns++], p + 8, 32);
+            free(p);
+        }
+    for (size_t x = 0; x < ns; x++)
+        for (size_t y = x + 1; y < ns; y++)
+            if (memcmp(salts[x], salts[y], 32) == 0)
+                fail_msg("packs %zu and %zu share a salt", x, y);
+    paths_free(&a);
+    paths_free(&b);
     tmpdir_free(dir);
 }
 
@@ -3411,6 +3846,14 @@ int main(void)
         cmocka_unit_test(test_nonce_uniqueness),
         cmocka_unit_test(test_hostile_files),
         cmocka_unit_test(test_hostile_key_slots),
+        cmocka_unit_test(test_kdf_bounds),
+        cmocka_unit_test(test_key_slot_planted_huge),
+        cmocka_unit_test(test_key_slot_order),
+        cmocka_unit_test(test_key_slot_config_mismatch),
+        cmocka_unit_test(test_key_slot_fields_bound),
+        cmocka_unit_test(test_key_slot_v2_format),
+        cmocka_unit_test(test_key_slot_count),
+        cmocka_unit_test(test_pack_salts_fresh),
         cmocka_unit_test(test_hostile_payloads),
         cmocka_unit_test(test_failed_load_leaves_no_plaintext),
         cmocka_unit_test(test_index_memory),

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Hostile key slots and parameters, and the process's own protection (issue 14): init refuses
+# Argon2id parameters readers would refuse; a slot planted with huge parameters is refused
+# without a derivation and locks nobody out; every field of a slot is bound to its key; the
+# slot that opened the repository is remembered outside it; a running caris-backup is not
+# dumpable (its /proc files belong to root) and has core dumps off.
+source "$(dirname "$0")/lib.sh"
+
+key=$BACKUP_ENCRYPTION_KEY
+REPO=$BACKUP_DIR/repository
+
+# --- init checks its options against the readers' bounds ---------------------------------------
+assert_exit 2 cb init --kdf-ops 101
+assert_contains "$ERR" "--kdf-ops takes 1 to 8" "the message gives the accepted range"
+assert_exit 2 cb init --kdf-ops 9
+assert_exit 2 cb init --kdf-ops 0
+assert_exit 2 cb init --kdf-memory 1025
+assert_exit 2 cb init --kdf-memory 64abc
+assert_false "a refused init created nothing" test -e "$REPO/caris-repository"
+assert_exit 0 cb init --kdf-ops 8 --kdf-memory 8
+assert_exit 0 cb list
+slot=$(basename "$(ls "$REPO"/keys/)")
+assert_match '^[0-9a-f]{16}$' "$slot" "one key slot"
+assert_eq "$(printf '%s\t%s' "$REPO" "$slot")" "$(cat "$BACKUP_DIR/metadata/key-slot" 2>/dev/null)" \
+    "the slot that opened the repository is remembered in BACKUP_DIR/metadata/key-slot"
+assert_eq 2 "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["version"])' "$REPO/keys/$slot")" \
+    "new slots are version 2"
+
+# --- a planted slot with huge parameters ------------------------------------------------------
+planted=$REPO/keys/0000000000000000 # sorts before ours
+python3 - "$planted" <<'PY'
+import json, sys
+json.dump({"version": 1, "kdf": "argon2id13", "ops": 100, "mem": 4 << 30, "salt": "00" * 16,
+           "nonce": "00" * 12, "wrapped": "00" * 80, "created": "2026-11-30T00:00:00.000Z",
+           "label": "planted"}, open(sys.argv[1], "w"))
+PY
+# under a 2 GiB address-space limit: a 4 GiB derivation could not even start (not under
+# AddressSanitizer, which reserves terabytes of address space for its shadow memory)
+limit=(prlimit --as=$((2 << 30)))
+grep -qa __asan_init "$CARIS_BIN" && limit=()
+run "${limit[@]}" "$CARIS_BIN" --json list
+assert_rc 0 "the repository opens with a planted 100-pass / 4 GiB slot present"
+run cb --json key list
+assert_rc 0 "key list"
+assert_eq "bounds" "$(json_eval "$OUT_FILE" '"bounds" if "bounds" in [k for k in d if k["id"] == "0000000000000000"][0].get("error", "") else "accepted"')" \
+    "key list reports the planted slot as beyond the accepted bounds"
+rm -f "$planted"
+
+# --- every field is bound ---------------------------------------------------------------------
+cp "$REPO/keys/$slot" "$TEST_TMP/slot.orig"
+for field in label created; do
+    python3 - "$REPO/keys/$slot" "$field" <<'PY'
+import json, sys
+p, f = sys.argv[1], sys.argv[2]
+d = json.load(open(p))
+d[f] = d[f] + "x" if f == "label" else "2001-01-01T00:00:00.000Z"
+json.dump(d, open(p, "w"))
+PY
+    assert_exit 5 cb list
+    cp "$TEST_TMP/slot.orig" "$REPO/keys/$slot"
+done
+mv "$REPO/keys/$slot" "$REPO/keys/0123456789abcdef"
+assert_exit 5 cb list
+mv "$REPO/keys/0123456789abcdef" "$REPO/keys/$slot"
+assert_exit 0 cb list
+
+# --- not dumpable, no core dumps: a caris-backup held waiting for `key add` input -------------
+if ! command -v setpriv >/dev/null; then
+    skip "dumpable check: setpriv not installed (package util-linux)"
+elif ! setpriv --reuid=65534 --regid=65534 --clear-groups true 2>/dev/null; then
+    skip "dumpable check: setpriv cannot switch to uid 65534 here"
+else
+    # As root every /proc file is root's anyway: run it as nobody, on a repository of its own.
+    p=$TEST_TMP/nobody
+    mkdir "$p" && chown 65534:65534 "$p"
+    as_nobody=(setpriv --reuid=65534 --regid=65534 --clear-groups env BACKUP_DIR="$p/backup")
+    assert_exit 0 "${as_nobody[@]}" "$CARIS_BIN" --quiet init --kdf-ops 1 --kdf-memory 1
+    fifo=$TEST_TMP/newkey.fifo
+    mkfifo "$fifo" && chmod 666 "$fifo"
+    exec {kfd}<>"$fifo"
+    "${as_nobody[@]}" "$CARIS_BIN" key add --label second <"$fifo" >"$TEST_TMP/add.out" \
+        2>"$TEST_TMP/add.err" {kfd}>&- &
+    kpid=$!
+    _BG_PIDS+=("$kpid")
+    # shellcheck disable=SC2317 # called through wait_until
+    protected() { # the process runs caris-backup and its /proc files are root's
+        [[ $(cat "/proc/$kpid/comm" 2>/dev/null) == caris-backup && $(stat -c %u "/proc/$kpid/environ") == 0 ]]
+    }
+    if wait_until 20 protected; then
+        pass "caris-backup running as uid 65534 is not dumpable: /proc/$kpid/environ belongs to root"
+        assert_false "... and uid 65534 cannot read it" \
+            setpriv --reuid=65534 --regid=65534 --clear-groups cat "/proc/$kpid/environ"
+        assert_match "Max core file size +0 +0 " "$(grep 'Max core file size' "/proc/$kpid/limits")" \
+            "core dumps are off in the running process"
+    else
+        fail "the /proc files of caris-backup (uid 65534) still belong to its user" \
+            "$(ls -ln "/proc/$kpid/environ" 2>&1)"
+    fi
+    printf '%s\n' "second key of the hygiene test, long enough 0123" >&"$kfd"
+    exec {kfd}>&-
+    wait "$kpid"
+    assert_eq 0 "$?" "key add (as nobody) completes with the key from stdin"
+    assert_contains "$(cat "$TEST_TMP/add.out")" "added key slot" "it says so"
+fi
+
+assert_false "the key is in no output" grep -qF -- "$key" "$ALL_OUTPUT"
+test_done
