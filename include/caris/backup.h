@@ -52,6 +52,13 @@ int caris_files_backup_incremental(struct repo *r, const struct files_backup_opt
 
 /* Summaries of all backups, oldest first. kind: "files", "database" or NULL for all. */
 json_t *caris_backup_list(struct repo *r, const char *kind, struct err *e);
+/* The list as front ends show it: caris_backup_list with each backup's lastTestRestore and,
+ * from state (repo_state_audit's report, may be NULL), the state record's findings: "record"
+ * on every backup ("recorded", "unrecorded", "replayed", or "none" before the record began),
+ * an entry {"id", "record": "missing", "status": "missing"} for each backup the record expects
+ * whose snapshot is gone, and "repositoryRolledBack": true when the repository went back in
+ * time. Internal fields (_file, warnings) are left out. */
+json_t *caris_backup_list_report(struct repo *r, const char *kind, json_t *state, struct err *e);
 
 struct verify_opts {
     caris_progress_fn progress;
@@ -64,6 +71,15 @@ struct verify_opts {
  * damaged, with report still filled; other codes when the check could not run). */
 int caris_backup_verify(struct repo *r, const char *backup_id, const struct verify_opts *o,
                         json_t **report, struct err *e);
+/* Verifies every backup of the repository, oldest first. each (may be NULL) is told of every
+ * backup when its verification ends: rc, its report (NULL when the check could not run) and
+ * the error. *reports (when not NULL) receives every report. Returns 0 when all are valid;
+ * otherwise -1 with e: the first damage found (ERR_DAMAGE), or the failure that stopped it (a
+ * backup whose check could not run stops the loop). */
+typedef void (*caris_verify_each_fn)(void *ctx, const char *backup_id, int rc, json_t *report,
+                                     const struct err *e);
+int caris_backup_verify_all(struct repo *r, const struct verify_opts *o, caris_verify_each_fn each,
+                            void *each_ctx, json_t **reports, struct err *e);
 
 struct files_restore_opts {
     const char *backup_id;

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "caris/backup.h"
+#include "caris/open.h"
 #include "caris/dbbackup.h"
 #include "caris/config.h"
 #include "caris/core.h"
@@ -130,54 +131,26 @@ void progress_end(const struct globals *g)
         fprintf(stderr, "\r\033[K");
 }
 
-/* Sets up BACKUP_DIR (with metadata/ and temp/, mode 0700, as the seed's Quick Start). */
-static int prepare_backup_dir(struct globals *g, struct err *e)
+/* What opening found (the state record's audit, index entries whose pack is missing): on
+ * stderr, even with --quiet, since it says a backup may be gone. */
+static void report_open(const struct globals *g, struct repo *r, const struct caris_open_result *o)
 {
-    const char *dir = config_backup_dir(&g->cfg);
-    char *m = xasprintf("%s/metadata", dir), *t = xasprintf("%s/temp", dir);
-    int rc = fs_mkdir_p(dir, 0700, e) || fs_mkdir_p(m, 0700, e) || fs_mkdir_p(t, 0700, e) ? -1 : 0;
-    free(m);
-    free(t);
-    if (rc != 0)
-        err_wrap(e, "cannot prepare BACKUP_DIR");
-    return rc;
-}
-
-/* Every open audits the repository's state record against the snapshots there are and the
- * local copy under BACKUP_DIR/metadata (deleted, replayed, rolled-back backups), and reports
- * what opening found (index entries whose pack is missing): warnings on stderr, even with
- * --quiet, since they say a backup may be gone. */
-static struct repo *audit_on_open(struct globals *g, struct repo *r)
-{
-    if (!r)
-        return NULL;
-    char *local = xasprintf("%s/metadata/state-%s.json", config_backup_dir(&g->cfg), repo_id(r));
-    repo_state_use_local(r, local);
-    free(local);
-    struct err ae = ERR_INIT;
-    json_decref(g->state);
-    g->state = NULL;
-    if (repo_state_audit(r, &g->state, &ae) != 0) {
-        err_wrap(&ae, "cannot audit the state record");
-        if (!g->no_open_warnings)
-            err_print(&ae, stderr);
-    }
-    if (!g->no_open_warnings) {
-        size_t i;
-        json_t *w;
-        json_array_foreach(repo_warnings(r), i, w)
-            fprintf(stderr, "warning: %s: %s\n", json_string_value(json_object_get(w, "object")),
-                    json_string_value(json_object_get(w, "message")));
-        if (json_is_true(json_object_get(g->state, "rolled_back")))
-            fprintf(stderr,
-                    "HINT: find out who replaced the repository; if you put an older "
-                    "copy in place on purpose, remove %s/metadata/state-%s.json to "
-                    "accept it\n",
-                    config_backup_dir(&g->cfg), repo_id(r));
-        else if (json_array_size(repo_warnings(r)))
-            fprintf(stderr, "HINT: run `caris-backup check` to see the backups affected\n");
-    }
-    return r;
+    if (g->no_open_warnings)
+        return;
+    if (err_is_set(&o->audit_err))
+        err_print(&o->audit_err, stderr);
+    size_t i;
+    json_t *w;
+    json_array_foreach(repo_warnings(r), i, w)
+        fprintf(stderr, "warning: %s: %s\n", json_string_value(json_object_get(w, "object")),
+                json_string_value(json_object_get(w, "message")));
+    if (json_is_true(json_object_get(o->state, "rolled_back")))
+        fprintf(stderr,
+                "HINT: find out who replaced the repository; if you put an older copy in place "
+                "on purpose, remove %s/metadata/state-%s.json to accept it\n",
+                config_backup_dir(&g->cfg), repo_id(r));
+    else if (json_array_size(repo_warnings(r)))
+        fprintf(stderr, "HINT: run `caris-backup check` to see the backups affected\n");
 }
 
 /* Told once when an operation starts to wait for a lock (--lock-wait). */
@@ -189,102 +162,27 @@ static void lock_waiting(void *ctx, const char *conflict)
                 (long long)(g->lock_wait_ms / 1000), conflict);
 }
 
-static struct repo *open_repo_inner(struct globals *g, bool create, struct err *e);
-
-/* The key slot that opened the repository last time is tried first (see repo_open_hint).
- * It is kept here, in BACKUP_DIR/metadata, not in the repository: whoever can write the
- * repository (and plant key slots) cannot choose it. One line: the repository path, a tab,
- * the slot id. Best effort both ways: without it, slots are tried cheapest first. */
-static char *key_hint_path(const struct globals *g)
-{
-    return xasprintf("%s/metadata/key-slot", config_backup_dir(&g->cfg));
-}
-
-static char *key_hint_read(const struct globals *g)
-{
-    char *path = key_hint_path(g);
-    struct buf b = {0};
-    struct err ignore = ERR_INIT;
-    char *hint = NULL;
-    if (fs_read_all(path, &b, &ignore) == 0 && b.len < 8192) {
-        buf_append_u8(&b, 0);
-        char *tab = strchr((char *)b.data, '\t');
-        if (tab) {
-            *tab = '\0';
-            char *id = tab + 1;
-            id[strcspn(id, "\n")] = '\0';
-            if (strcmp((char *)b.data, g->repo_path) == 0 && strlen(id) == 16)
-                hint = xstrdup(id);
-        }
-    }
-    buf_free(&b);
-    free(path);
-    return hint;
-}
-
-static void key_hint_write(const struct globals *g, const char *slot)
-{
-    char *dir = xasprintf("%s/metadata", config_backup_dir(&g->cfg));
-    if (fs_exists(dir)) {
-        char *path = key_hint_path(g);
-        char *text = xasprintf("%s\t%s\n", g->repo_path, slot);
-        struct err ignore = ERR_INIT;
-        (void)fs_write_atomic(path, text, strlen(text), 0600, &ignore);
-        free(text);
-        free(path);
-    }
-    free(dir);
-}
-
 struct repo *open_repo(struct globals *g, bool create, struct err *e)
 {
-    struct repo *r = open_repo_inner(g, create, e);
-    if (r)
-        repo_set_lock_wait(r, g->lock_wait_ms, lock_waiting, g);
+    struct caris_open_opts o = {.repo_path = g->repo_path,
+                                .backup_dir = config_backup_dir(&g->cfg),
+                                .prepare_backup_dir = !g->repo,
+                                .create = create,
+                                .lock_wait_ms = g->lock_wait_ms,
+                                .lock_waiting = lock_waiting,
+                                .lock_waiting_ctx = g};
+    if (config_encryption_key(&g->cfg, &o.key, e) != 0)
+        return NULL;
+    struct caris_open_result res;
+    struct repo *r = caris_repo_open(&o, &res, e);
+    if (!r)
+        return NULL;
+    if (res.created && !g->quiet)
+        log_info("created repository %s", g->repo_path);
+    report_open(g, r, &res);
+    json_decref(g->state);
+    g->state = res.state;
     return r;
-}
-
-static struct repo *open_repo_inner(struct globals *g, bool create, struct err *e)
-{
-    const char *key;
-    if (config_encryption_key(&g->cfg, &key, e) != 0)
-        return NULL;
-    int ex = repo_exists(g->repo_path, e);
-    if (ex < 0)
-        return NULL;
-    if (ex == 0 && create) {
-        if (!g->repo && prepare_backup_dir(g, e) != 0)
-            return NULL;
-        struct repo *r = repo_init(g->repo_path, key, NULL, e);
-        if (r) {
-            if (!g->quiet)
-                log_info("created repository %s", g->repo_path);
-            return audit_on_open(g, r);
-        }
-        /* Another process is creating it (or just did): wait for its marker, then open. */
-        if (e->code != ERR_LOCKED && repo_exists(g->repo_path, e) != 1)
-            return NULL;
-        int64_t deadline = time_mono_ns() + (int64_t)120 * 1000000000;
-        while (repo_exists(g->repo_path, e) != 1) {
-            if (time_mono_ns() > deadline)
-                return NULL; /* e still says who holds init.lock */
-            struct timespec ts = {0, 50 * 1000000};
-            nanosleep(&ts, NULL);
-        }
-        err_clear(e);
-    } else if (ex == 0) {
-        err_set(e, ERR_NOT_FOUND,
-                "create one with `caris-backup init` (or the first `backup`), or point "
-                "BACKUP_DIR / --repo at an existing repository",
-                "no repository at %s", g->repo_path);
-        return NULL;
-    }
-    char *hint = key_hint_read(g);
-    struct repo *r = repo_open_hint(g->repo_path, key, hint, e);
-    if (r && (!hint || strcmp(hint, repo_key_slot(r)) != 0))
-        key_hint_write(g, repo_key_slot(r));
-    free(hint);
-    return audit_on_open(g, r);
 }
 
 /* ---- commands ------------------------------------------------------------------------ */
@@ -336,7 +234,7 @@ static int cmd_init(struct globals *g, int argc, char **argv)
     const char *key;
     if (config_encryption_key(&g->cfg, &key, &e) != 0)
         return fail(&e);
-    if (!g->repo && prepare_backup_dir(g, &e) != 0)
+    if (!g->repo && caris_backup_dir_prepare(config_backup_dir(&g->cfg), &e) != 0)
         return fail(&e);
     struct repo *r = repo_init(g->repo_path, key, &io, &e);
     if (!r)
@@ -510,41 +408,6 @@ static int cmd_backup(struct globals *g, int argc, char **argv)
     return code;
 }
 
-/* The state record's findings, in the list itself (so that `list --json` carries them):
- * "record" on every backup ("recorded", "unrecorded", "replayed", or "none" before the
- * record began), an entry {"id", "record": "missing", "status": "missing"} for each backup
- * the record (or the local copy) expects but whose snapshot is gone, and
- * "repositoryRolledBack": true on every entry when the repository went back in time. */
-static void mark_record(json_t *st, json_t *list)
-{
-    if (!st)
-        return;
-    json_t *replayed = json_object(), *unrecorded = json_object();
-    size_t i;
-    json_t *x;
-    json_array_foreach(json_object_get(st, "replayed"), i, x)
-        json_object_set_new(replayed, json_string_value(json_object_get(x, "object")), json_true());
-    json_array_foreach(json_object_get(st, "unrecorded"), i, x)
-        json_object_set_new(unrecorded, json_string_value(x), json_true());
-    bool none = strcmp(json_string_value(json_object_get(st, "record")) ?: "", "none") == 0;
-    json_array_foreach(list, i, x)
-    {
-        const char *f = json_string_value(json_object_get(x, "_file")) ?: "";
-        json_object_set_new(x, "record",
-                            json_string(json_object_get(replayed, f)     ? "replayed"
-                                        : none                           ? "none"
-                                        : json_object_get(unrecorded, f) ? "unrecorded"
-                                                                         : "recorded"));
-    }
-    json_array_foreach(json_object_get(st, "missing"), i, x) json_array_append_new(
-        list, json_pack("{s:O, s:s, s:s, s:O}", "id", json_object_get(x, "id"), "record", "missing",
-                        "status", "missing", "_file", json_object_get(x, "object")));
-    if (json_is_true(json_object_get(st, "rolled_back")))
-        json_array_foreach(list, i, x) json_object_set_new(x, "repositoryRolledBack", json_true());
-    json_decref(replayed);
-    json_decref(unrecorded);
-}
-
 static int cmd_list(struct globals *g, int argc, char **argv)
 {
     const char *kind = NULL;
@@ -566,30 +429,12 @@ static int cmd_list(struct globals *g, int argc, char **argv)
     struct repo *r = open_repo(g, false, &e);
     if (!r)
         return fail(&e);
-    json_t *list = caris_backup_list(r, kind, &e);
-    json_t *tests = list ? caris_db_last_test_restores(r, &e) : NULL;
+    json_t *list = caris_backup_list_report(r, kind, g->state, &e);
     repo_close(r);
-    if (!list || !tests) {
-        json_decref(list);
+    if (!list)
         return fail(&e);
-    }
-    size_t k;
-    json_t *b;
-    json_array_foreach(list, k, b)
-    {
-        json_t *t = json_object_get(tests, json_string_value(json_object_get(b, "id")) ?: "");
-        if (t)
-            json_object_set(b, "lastTestRestore", t);
-    }
-    json_decref(tests);
-    mark_record(g->state, list);
     size_t i;
     json_t *s;
-    json_array_foreach(list, i, s)
-    {
-        json_object_del(s, "_file");
-        json_object_del(s, "warnings");
-    }
     if (g->json) {
         print_json(list);
     } else {
@@ -625,6 +470,41 @@ static int cmd_list(struct globals *g, int argc, char **argv)
     return 0;
 }
 
+/* verify: each backup's result as its verification ends. */
+struct verify_print {
+    const struct globals *g;
+    int code; /* exit code so far */
+};
+
+static void verify_print_one(void *ctx, const char *id, int rc, json_t *rep, const struct err *ve)
+{
+    struct verify_print *vp = ctx;
+    const struct globals *g = vp->g;
+    progress_end(g);
+    if (rc != 0) {
+        if (!rep) {
+            vp->code = fail(ve);
+            return;
+        }
+        if (!g->json)
+            err_print(ve, stderr);
+        vp->code = err_exit_code(ve);
+    }
+    if (g->json)
+        return;
+    printf("%s: %s (%lld files, %lld bytes checked)\n", id, rc == 0 ? "valid" : "DAMAGED",
+           json_integer_value(json_object_get(rep, "files")),
+           json_integer_value(json_object_get(rep, "bytes")));
+    size_t k;
+    json_t *er;
+    json_array_foreach(json_object_get(rep, "errors"), k, er)
+    {
+        char *p = json_dumps(json_object_get(er, "path"), JSON_ENCODE_ANY);
+        printf("  %s: %s\n", p, json_string_value(json_object_get(er, "error")));
+        free(p);
+    }
+}
+
 static int cmd_verify(struct globals *g, int argc, char **argv)
 {
     bool all = false;
@@ -650,60 +530,21 @@ static int cmd_verify(struct globals *g, int argc, char **argv)
     struct repo *r = open_repo(g, false, &e);
     if (!r)
         return fail(&e);
-    json_t *ids = json_array();
+    struct verify_print vp = {g, 0};
+    struct verify_opts vo = {.progress = progress_fn(g), .threads = g->threads};
+    json_t *reports = NULL;
     if (all) {
-        json_t *list = caris_backup_list(r, NULL, &e);
-        if (!list) {
-            repo_close(r);
-            json_decref(ids);
-            return fail(&e);
-        }
-        size_t i;
-        json_t *s;
-        json_array_foreach(list, i, s) json_array_append(ids, json_object_get(s, "id"));
-        json_decref(list);
+        if (caris_backup_verify_all(r, &vo, verify_print_one, &vp, &reports, &e) != 0 &&
+            vp.code == 0)
+            vp.code = fail(&e); /* the list could not be read */
     } else {
-        json_array_append_new(ids, json_string(id));
+        int rc = caris_backup_verify(r, id, &vo, &reports, &e);
+        verify_print_one(&vp, id, rc, reports, &e);
     }
-    int code = 0;
-    json_t *reports = json_array();
-    size_t i;
-    json_t *v;
-    json_array_foreach(ids, i, v)
-    {
-        json_t *rep = NULL;
-        struct err ve = ERR_INIT;
-        struct verify_opts vo = {.progress = progress_fn(g), .threads = g->threads};
-        int rc = caris_backup_verify(r, json_string_value(v), &vo, &rep, &ve);
-        progress_end(g);
-        if (rc != 0) {
-            if (!rep) {
-                code = fail(&ve);
-                break;
-            }
-            if (!g->json)
-                err_print(&ve, stderr);
-            code = err_exit_code(&ve);
-        }
-        if (!g->json) {
-            printf("%s: %s (%lld files, %lld bytes checked)\n", json_string_value(v),
-                   rc == 0 ? "valid" : "DAMAGED", json_integer_value(json_object_get(rep, "files")),
-                   json_integer_value(json_object_get(rep, "bytes")));
-            size_t k;
-            json_t *er;
-            json_array_foreach(json_object_get(rep, "errors"), k, er)
-            {
-                char *p = json_dumps(json_object_get(er, "path"), JSON_ENCODE_ANY);
-                printf("  %s: %s\n", p, json_string_value(json_object_get(er, "error")));
-                free(p);
-            }
-        }
-        json_array_append_new(reports, rep);
-    }
-    if (g->json)
-        print_json(all ? reports : json_array_get(reports, 0));
+    if (g->json && reports)
+        print_json(reports);
     json_decref(reports);
-    json_decref(ids);
+    int code = vp.code;
     repo_close(r);
     return code;
 }

@@ -1,0 +1,101 @@
+/* The list of backups as front ends show it (the seed's listBackups). */
+#include <string.h>
+
+#include "caris/backup.h"
+#include "caris/dbbackup.h"
+
+/* The state record's findings, in the list itself (so that `list --json` carries them):
+ * "record" on every backup ("recorded", "unrecorded", "replayed", or "none" before the
+ * record began), an entry {"id", "record": "missing", "status": "missing"} for each backup
+ * the record (or the local copy) expects but whose snapshot is gone, and
+ * "repositoryRolledBack": true on every entry when the repository went back in time. */
+static void mark_record(json_t *st, json_t *list)
+{
+    if (!st)
+        return;
+    json_t *replayed = json_object(), *unrecorded = json_object();
+    size_t i;
+    json_t *x;
+    json_array_foreach(json_object_get(st, "replayed"), i, x)
+        json_object_set_new(replayed, json_string_value(json_object_get(x, "object")), json_true());
+    json_array_foreach(json_object_get(st, "unrecorded"), i, x)
+        json_object_set_new(unrecorded, json_string_value(x), json_true());
+    bool none = strcmp(json_string_value(json_object_get(st, "record")) ?: "", "none") == 0;
+    json_array_foreach(list, i, x)
+    {
+        const char *f = json_string_value(json_object_get(x, "_file")) ?: "";
+        json_object_set_new(x, "record",
+                            json_string(json_object_get(replayed, f)     ? "replayed"
+                                        : none                           ? "none"
+                                        : json_object_get(unrecorded, f) ? "unrecorded"
+                                                                         : "recorded"));
+    }
+    json_array_foreach(json_object_get(st, "missing"), i, x) json_array_append_new(
+        list, json_pack("{s:O, s:s, s:s, s:O}", "id", json_object_get(x, "id"), "record", "missing",
+                        "status", "missing", "_file", json_object_get(x, "object")));
+    if (json_is_true(json_object_get(st, "rolled_back")))
+        json_array_foreach(list, i, x) json_object_set_new(x, "repositoryRolledBack", json_true());
+    json_decref(replayed);
+    json_decref(unrecorded);
+}
+
+json_t *caris_backup_list_report(struct repo *r, const char *kind, json_t *state, struct err *e)
+{
+    json_t *list = caris_backup_list(r, kind, e);
+    json_t *tests = list ? caris_db_last_test_restores(r, e) : NULL;
+    if (!list || !tests) {
+        json_decref(list);
+        return NULL;
+    }
+    size_t i;
+    json_t *b;
+    json_array_foreach(list, i, b)
+    {
+        json_t *t = json_object_get(tests, json_string_value(json_object_get(b, "id")) ?: "");
+        if (t)
+            json_object_set(b, "lastTestRestore", t);
+    }
+    json_decref(tests);
+    mark_record(state, list);
+    json_array_foreach(list, i, b)
+    {
+        json_object_del(b, "_file");
+        json_object_del(b, "warnings");
+    }
+    return list;
+}
+
+int caris_backup_verify_all(struct repo *r, const struct verify_opts *o, caris_verify_each_fn each,
+                            void *each_ctx, json_t **reports, struct err *e)
+{
+    if (reports)
+        *reports = json_array();
+    json_t *list = caris_backup_list(r, NULL, e);
+    if (!list)
+        return -1;
+    int rc = 0;
+    size_t i;
+    json_t *s;
+    json_array_foreach(list, i, s)
+    {
+        const char *id = json_string_value(json_object_get(s, "id"));
+        json_t *rep = NULL;
+        struct err ve = ERR_INIT;
+        int vrc = caris_backup_verify(r, id, o, &rep, &ve);
+        if (each)
+            each(each_ctx, id, vrc, rep, &ve);
+        if (vrc != 0 && rc == 0) {
+            *e = ve;
+            rc = -1;
+        }
+        if (reports && rep)
+            json_array_append(*reports, rep);
+        json_decref(rep);
+        if (vrc != 0 && !rep) {
+            *e = ve;
+            break;
+        }
+    }
+    json_decref(list);
+    return rc;
+}

@@ -1,0 +1,136 @@
+/* Opening a repository as every front end does (see caris/open.h). */
+#include "caris/open.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "caris/core.h"
+
+int caris_backup_dir_prepare(const char *dir, struct err *e)
+{
+    char *m = xasprintf("%s/metadata", dir), *t = xasprintf("%s/temp", dir);
+    int rc = fs_mkdir_p(dir, 0700, e) || fs_mkdir_p(m, 0700, e) || fs_mkdir_p(t, 0700, e) ? -1 : 0;
+    free(m);
+    free(t);
+    if (rc != 0)
+        err_wrap(e, "cannot prepare BACKUP_DIR");
+    return rc;
+}
+
+/* The key slot that opened the repository last time is tried first (see repo_open_hint).
+ * It is kept in BACKUP_DIR/metadata, not in the repository: whoever can write the repository
+ * (and plant key slots) cannot choose it. One line: the repository path, a tab, the slot id.
+ * Best effort both ways: without it, slots are tried cheapest first. */
+static char *key_hint_read(const struct caris_open_opts *o)
+{
+    if (!o->backup_dir)
+        return NULL;
+    char *path = xasprintf("%s/metadata/key-slot", o->backup_dir);
+    struct buf b = {0};
+    struct err ignore = ERR_INIT;
+    char *hint = NULL;
+    if (fs_read_all(path, &b, &ignore) == 0 && b.len < 8192) {
+        buf_append_u8(&b, 0);
+        char *tab = strchr((char *)b.data, '\t');
+        if (tab) {
+            *tab = '\0';
+            char *id = tab + 1;
+            id[strcspn(id, "\n")] = '\0';
+            if (strcmp((char *)b.data, o->repo_path) == 0 && strlen(id) == 16)
+                hint = xstrdup(id);
+        }
+    }
+    buf_free(&b);
+    free(path);
+    return hint;
+}
+
+static void key_hint_write(const struct caris_open_opts *o, const char *slot)
+{
+    if (!o->backup_dir)
+        return;
+    char *dir = xasprintf("%s/metadata", o->backup_dir);
+    if (fs_exists(dir)) {
+        char *path = xasprintf("%s/key-slot", dir);
+        char *text = xasprintf("%s\t%s\n", o->repo_path, slot);
+        struct err ignore = ERR_INIT;
+        (void)fs_write_atomic(path, text, strlen(text), 0600, &ignore);
+        free(text);
+        free(path);
+    }
+    free(dir);
+}
+
+/* Every open audits the repository's state record against the snapshots there are and the
+ * local copy under BACKUP_DIR/metadata (deleted, replayed, rolled-back backups). */
+static void audit(const struct caris_open_opts *o, struct repo *r, struct caris_open_result *out)
+{
+    if (o->backup_dir) {
+        char *local = xasprintf("%s/metadata/state-%s.json", o->backup_dir, repo_id(r));
+        repo_state_use_local(r, local);
+        free(local);
+    }
+    if (repo_state_audit(r, &out->state, &out->audit_err) != 0) {
+        out->state = NULL;
+        err_wrap(&out->audit_err, "cannot audit the state record");
+    }
+}
+
+/* Creates the repository, or, when another process is creating it (or just did), waits for
+ * its marker. Returns the new handle, or NULL with *e clear when it exists now. */
+static struct repo *create_or_wait(const struct caris_open_opts *o, struct err *e)
+{
+    if (o->prepare_backup_dir && o->backup_dir && caris_backup_dir_prepare(o->backup_dir, e) != 0)
+        return NULL;
+    struct repo *r = repo_init(o->repo_path, o->key, NULL, e);
+    if (r)
+        return r;
+    if (e->code != ERR_LOCKED && repo_exists(o->repo_path, e) != 1)
+        return NULL;
+    int64_t wait = o->init_wait_ms > 0 ? o->init_wait_ms : 120000;
+    int64_t deadline = time_mono_ns() + wait * 1000000;
+    while (repo_exists(o->repo_path, e) != 1) {
+        if (time_mono_ns() > deadline)
+            return NULL; /* e still says who holds init.lock */
+        struct timespec ts = {0, 50 * 1000000};
+        nanosleep(&ts, NULL);
+    }
+    err_clear(e);
+    return NULL;
+}
+
+struct repo *caris_repo_open(const struct caris_open_opts *o, struct caris_open_result *out,
+                             struct err *e)
+{
+    memset(out, 0, sizeof(*out));
+    out->audit_err = (struct err)ERR_INIT;
+    int ex = repo_exists(o->repo_path, e);
+    if (ex < 0)
+        return NULL;
+    struct repo *r = NULL;
+    if (ex == 0 && o->create) {
+        r = create_or_wait(o, e);
+        if (!r && err_is_set(e))
+            return NULL;
+        out->created = r != NULL;
+    } else if (ex == 0) {
+        err_set(e, ERR_NOT_FOUND,
+                "create one with `caris-backup init` (or the first `backup`), or point "
+                "BACKUP_DIR / --repo at an existing repository",
+                "no repository at %s", o->repo_path);
+        return NULL;
+    }
+    if (!r) {
+        char *hint = key_hint_read(o);
+        r = repo_open_hint(o->repo_path, o->key, hint, e);
+        if (r && (!hint || strcmp(hint, repo_key_slot(r)) != 0))
+            key_hint_write(o, repo_key_slot(r));
+        free(hint);
+        if (!r)
+            return NULL;
+    }
+    repo_set_lock_wait(r, o->lock_wait_ms, o->lock_waiting, o->lock_waiting_ctx);
+    audit(o, r, out);
+    return r;
+}
