@@ -13,6 +13,7 @@
 
 static const char BACKUP_USAGE[] =
     "usage: caris-backup [--json] backup database [--full|--incremental] [--no-compress]\n"
+    "                                             [--time TIME]\n"
     "\n"
     "Dumps the database of POSTGRES_URL with pg_dump (custom format, uncompressed so that the\n"
     "repository deduplicates it) straight into the repository: no copy on disk. Kept with it:\n"
@@ -25,6 +26,9 @@ static const char BACKUP_USAGE[] =
     "                   database is read whole either way, only changed chunks are added\n"
     "  --no-compress    store this backup's new chunks uncompressed (still encrypted:\n"
     "                   encryption cannot be turned off)\n"
+    "  --time TIME      record TIME as the backup's time and in its id (importing older\n"
+    "                   backups, tests): 2024-01-15T03:00:00Z, ...+01:00, or local time in\n"
+    "                   BACKUP_TZ; not in the future; an existing id is an error\n"
     "\n"
     "POSTGRES_URL is a libpq URI (postgresql://user:password@host:5432/db) or a key=value\n"
     "string; PGPASSWORD is used when it has no password. The password reaches pg_dump only\n"
@@ -138,12 +142,13 @@ static void print_db_summary(const struct globals *g, json_t *s)
 
 int cmd_backup_database(struct globals *g, int argc, char **argv)
 {
-    static const struct option opts[] = {{"full", no_argument, 0, 'F'},
-                                         {"incremental", no_argument, 0, 'I'},
-                                         {"no-compress", no_argument, 0, 'n'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"full", no_argument, 0, 'F'},        {"incremental", no_argument, 0, 'I'},
+        {"no-compress", no_argument, 0, 'n'}, {"time", required_argument, 0, 'T'},
+        {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
     bool incremental = false, no_compress = false;
+    int64_t time_ns = 0;
+    struct err e = ERR_INIT;
     int c;
     /* Parse after the kind word: argv[1] ("database") plays the program name. */
     int sargc = argc - 1;
@@ -160,6 +165,10 @@ int cmd_backup_database(struct globals *g, int argc, char **argv)
         case 'n':
             no_compress = true;
             break;
+        case 'T':
+            if (backup_time_option(g, optarg, &time_ns, &e) != 0)
+                return fail(&e);
+            break;
         case 'h':
             fputs(BACKUP_USAGE, stdout);
             return 0;
@@ -171,7 +180,6 @@ int cmd_backup_database(struct globals *g, int argc, char **argv)
         return usage_error("unexpected argument '%s' for backup database (the database comes "
                            "from POSTGRES_URL)",
                            sargv[optind]);
-    struct err e = ERR_INIT;
     const char *url;
     if (postgres_url(g, &url, &e) != 0)
         return fail(&e);
@@ -182,7 +190,8 @@ int cmd_backup_database(struct globals *g, int argc, char **argv)
                                .password = config_get(&g->cfg, "PGPASSWORD"),
                                .no_compress = no_compress,
                                .threads = g->threads,
-                               .progress = progress_fn(g)};
+                               .progress = progress_fn(g),
+                               .time_ns = time_ns};
     json_t *summary = NULL;
     int rc = incremental ? caris_db_backup_incremental(r, &o, &summary, &e)
                          : caris_db_backup_full(r, &o, &summary, &e);

@@ -24,9 +24,10 @@ static const char USAGE[] =
     "\n"
     "Commands:\n"
     "  init                      create the repository (BACKUP_DIR/repository)\n"
-    "  backup files [--full|--incremental] [--exclude PAT]... [--exclude-file F] [PATH...]\n"
+    "  backup files [--full|--incremental] [--exclude PAT]... [--exclude-file F]\n"
+    "               [--time TIME] [PATH...]\n"
     "                            back up files (PATHs or BACKUP_FILES_PATHS)\n"
-    "  backup database [--full|--incremental] [--no-compress]\n"
+    "  backup database [--full|--incremental] [--no-compress] [--time TIME]\n"
     "                            back up the PostgreSQL database at POSTGRES_URL\n"
     "  list [--type files|database]\n"
     "                            list backups\n"
@@ -39,6 +40,12 @@ static const char USAGE[] =
     "                            restore a database backup (`restore database --help`)\n"
     "  test-restore ID [--scratch database|local]\n"
     "                            prove a database backup restores: scratch restore, row counts\n"
+    "  forget [--keep-last N] [--keep-daily N] [--keep-weekly N] [--keep-monthly N]\n"
+    "         [--keep-yearly N] [--keep-within DURATION] [--type files|database]\n"
+    "         [--dry-run] [--prune]\n"
+    "                            apply the retention policy (`forget --help`)\n"
+    "  prune [--dry-run] [--max-unused PERCENT]\n"
+    "                            delete data no backup needs (exclusive lock)\n"
     "  key list | key add [--label L] | key remove ID\n"
     "                            manage key slots (key add reads the new key from stdin or\n"
     "                            CARIS_NEW_ENCRYPTION_KEY, never from the command line)\n"
@@ -57,6 +64,8 @@ static const char USAGE[] =
     "  BACKUP_ENCRYPTION_KEY  repository key, at least 32 characters (required)\n"
     "  BACKUP_FILES_PATHS     colon-separated directories for `backup files`\n"
     "  POSTGRES_URL           the database for `backup database` (libpq URI or key=value)\n"
+    "  BACKUP_RETENTION_DAILY / _WEEKLY / _MONTHLY   forget's policy (default 7 / 4 / 12)\n"
+    "  BACKUP_TZ              time zone of retention's days and weeks (default: local)\n"
     "  CARIS_RESTORE_TARGET_URL  restore target with a password (never on the command line)\n"
     "\n"
     "Exit codes:\n"
@@ -288,13 +297,17 @@ static int cmd_backup(struct globals *g, int argc, char **argv)
 {
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         printf("usage: caris-backup backup files [--full|--incremental] [--exclude PATTERN]...\n"
-               "                                 [--exclude-file FILE] [PATH...]\n\n"
+               "                                 [--exclude-file FILE] [--time TIME] [PATH...]\n\n"
                "Backs up PATHs (default: BACKUP_FILES_PATHS, colon-separated). --full reads\n"
                "every file; --incremental (the default) reads only files whose size, mtime,\n"
                "ctime or inode changed since the last backup of the same paths. Either way\n"
                "the backup is complete on its own.\n"
                "PATTERN is fnmatch(3): with a '/' it matches the path below the root,\n"
                "otherwise the name. The repository is created on first use.\n"
+               "--time TIME records TIME as the backup's time (and in its id), e.g. to import\n"
+               "an older backup: 2024-01-15T03:00:00Z, 2024-01-15T04:00:00+01:00, or local time\n"
+               "in BACKUP_TZ as 2024-01-15 04:00:00. Not in the future; an existing id is an\n"
+               "error.\n"
                "Database backups: `backup database --help`.\n");
         return argc < 2 ? 2 : 0;
     }
@@ -302,11 +315,15 @@ static int cmd_backup(struct globals *g, int argc, char **argv)
         return cmd_backup_database(g, argc, argv);
     if (strcmp(argv[1], "files") != 0)
         return usage_error("unknown backup kind '%s' (expected files or database)", argv[1]);
-    static const struct option opts[] = {
-        {"full", no_argument, 0, 'F'},          {"incremental", no_argument, 0, 'I'},
-        {"exclude", required_argument, 0, 'x'}, {"exclude-file", required_argument, 0, 'X'},
-        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
+    static const struct option opts[] = {{"full", no_argument, 0, 'F'},
+                                         {"incremental", no_argument, 0, 'I'},
+                                         {"exclude", required_argument, 0, 'x'},
+                                         {"exclude-file", required_argument, 0, 'X'},
+                                         {"time", required_argument, 0, 'T'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
     bool incremental = true;
+    int64_t time_ns = 0;
     char **excl = NULL;
     size_t nexcl = 0;
     struct err e = ERR_INIT;
@@ -334,6 +351,12 @@ static int cmd_backup(struct globals *g, int argc, char **argv)
                 return fail(&e);
             }
             break;
+        case 'T':
+            if (backup_time_option(g, optarg, &time_ns, &e) != 0) {
+                free_list(excl, nexcl);
+                return fail(&e);
+            }
+            break;
         case 'h':
             return cmd_backup(g, 2, (char *[]){"backup", "--help", NULL});
         default:
@@ -357,7 +380,8 @@ static int cmd_backup(struct globals *g, int argc, char **argv)
                                   .excludes = (const char *const *)excl,
                                   .threads = g->threads,
                                   .progress = progress_fn(g),
-                                  .estimate_total = progress_fn(g) != NULL};
+                                  .estimate_total = progress_fn(g) != NULL,
+                                  .time_ns = time_ns};
     if (!npaths) {
         err_set(&e, ERR_CONFIG,
                 "name the paths on the command line or set BACKUP_FILES_PATHS (colon-separated) "
@@ -814,7 +838,7 @@ static int cmd_key(struct globals *g, int argc, char **argv)
 }
 
 /* The seed's operations that later issues deliver: an honest error until then. */
-static const char *const PLANNED[] = {"retention", "pitr", "upload", "schedule", "serve", NULL};
+static const char *const PLANNED[] = {"pitr", "upload", "schedule", "serve", NULL};
 
 static bool is_planned(const char *cmd)
 {
@@ -917,6 +941,10 @@ int main(int argc, char **argv)
         code = cmd_key(&g, cargc, cargv);
     else if (strcmp(cmd, "test-restore") == 0)
         code = cmd_test_restore(&g, cargc, cargv);
+    else if (strcmp(cmd, "forget") == 0)
+        code = cmd_forget(&g, cargc, cargv);
+    else if (strcmp(cmd, "prune") == 0)
+        code = cmd_prune(&g, cargc, cargv);
     else if (is_planned(cmd))
         code = not_implemented(cmd);
     else

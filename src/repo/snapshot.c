@@ -157,25 +157,31 @@ static int load_entries(struct repo *r, const uint8_t *p, size_t len, const char
 }
 
 static int snapshot_load(struct repo *r, const char *name, json_t **summary, json_t **entries,
-                         struct buf *text, struct err *e);
+                         struct buf *text, json_t **ref, struct err *e);
 
 int repo_snapshot_load(struct repo *r, const char *name, json_t **summary, json_t **entries,
                        struct err *e)
 {
-    return snapshot_load(r, name, summary, entries, NULL, e);
+    return snapshot_load(r, name, summary, entries, NULL, NULL, e);
+}
+
+int snapshot_load_parts(struct repo *r, const char *name, json_t **summary, json_t **ref,
+                        json_t **entries, struct err *e)
+{
+    return snapshot_load(r, name, summary, entries, NULL, ref, e);
 }
 
 int repo_snapshot_load_entries_text(struct repo *r, const char *name, struct buf *text,
                                     struct err *e)
 {
     json_t *summary = NULL;
-    int rc = snapshot_load(r, name, &summary, NULL, text, e);
+    int rc = snapshot_load(r, name, &summary, NULL, text, NULL, e);
     json_decref(summary);
     return rc;
 }
 
 static int snapshot_load(struct repo *r, const char *name, json_t **summary, json_t **entries,
-                         struct buf *text, struct err *e)
+                         struct buf *text, json_t **ref, struct err *e)
 {
     char obj[100];
     snprintf(obj, sizeof(obj), "snapshots/%s", name);
@@ -184,6 +190,8 @@ static int snapshot_load(struct repo *r, const char *name, json_t **summary, jso
     *summary = NULL;
     if (entries)
         *entries = NULL;
+    if (ref)
+        *ref = NULL;
     if (check_name(name, e) != 0)
         return -1;
     if (storage_get(r->st, obj, REPO_MAX_METADATA, &raw, e) != 0)
@@ -214,6 +222,9 @@ static int snapshot_load(struct repo *r, const char *name, json_t **summary, jso
             err_set(e, ERR_DAMAGE, NULL, "snapshot %s: summary is not an object", name);
         goto out;
     }
+    if (ref && !(*ref = parse_json_part(payload.data + rd.pos, payload.len - rd.pos, name,
+                                        "entries reference", e)))
+        goto out;
     if (entries &&
         load_entries(r, payload.data + rd.pos, payload.len - rd.pos, name, entries, e) != 0)
         goto out;
@@ -228,6 +239,10 @@ out:
         if (entries) {
             json_decref(*entries);
             *entries = NULL;
+        }
+        if (ref) {
+            json_decref(*ref);
+            *ref = NULL;
         }
     }
     buf_free(&raw);

@@ -5,6 +5,7 @@
 #include <time.h>
 
 #include "caris/crypto.h"
+#include "caris/retention.h"
 
 void caris_backup_id_format(const char *prefix, const char *mode, int64_t ns, char *out, size_t n)
 {
@@ -16,8 +17,14 @@ void caris_backup_id_format(const char *prefix, const char *mode, int64_t ns, ch
     snprintf(out, n, "%s_%s_%s", prefix, mode, ts);
 }
 
-int backup_id_claim(struct repo *r, const char *prefix, const char *mode, int64_t now_ns, char *id,
-                    size_t n, struct err *e)
+int backup_time(int64_t o_time_ns, int64_t *ns, struct err *e)
+{
+    *ns = o_time_ns ? o_time_ns : time_now_ns();
+    return o_time_ns ? caris_backup_time_check(o_time_ns, e) : 0;
+}
+
+int backup_id_claim(struct repo *r, const char *prefix, const char *mode, int64_t now_ns,
+                    bool exact, char *id, size_t n, struct err *e)
 {
     char base[128];
     caris_backup_id_format(prefix, mode, now_ns, base, sizeof(base));
@@ -38,6 +45,8 @@ int backup_id_claim(struct repo *r, const char *prefix, const char *mode, int64_
             if (sid && strcmp(sid, id) == 0)
                 taken = true;
         }
+        if (taken && exact)
+            break;
         if (taken)
             continue;
         char *name = xasprintf("locks/claim-%s", id);
@@ -52,8 +61,13 @@ int backup_id_claim(struct repo *r, const char *prefix, const char *mode, int64_
             json_decref(list);
             return 0;
         }
+        if (exact)
+            break;
     }
     json_decref(list);
+    if (exact)
+        return err_set(e, ERR_USAGE, "give another --time: backup ids carry the time to the second",
+                       "backup %s already exists (or is being made)", base);
     return err_set(e, ERR_FAILURE, "remove stale locks/claim-* files from the repository",
                    "cannot find a free backup id for %s", base);
 }

@@ -9,9 +9,11 @@
 /* Claims a unique backup id for prefix/mode at the current time: the base id, or base-2,
  * base-3, ... when taken (by a backup in the repository or a concurrent one). The claim is
  * an object locks/claim-<id>; release it with backup_id_release after the snapshot is
- * saved (or on failure). */
-int backup_id_claim(struct repo *r, const char *prefix, const char *mode, int64_t now_ns, char *id,
-                    size_t n, struct err *e);
+ * saved (or on failure). exact (a time given with --time): the base id or an error. */
+int backup_id_claim(struct repo *r, const char *prefix, const char *mode, int64_t now_ns,
+                    bool exact, char *id, size_t n, struct err *e);
+/* The time a backup records: o_time_ns when given (refused when in the future), else now. */
+int backup_time(int64_t o_time_ns, int64_t *ns, struct err *e);
 void backup_id_release(struct repo *r, const char *id);
 
 /* The most recent backup of kind whose summary field equals value (json_equal); json_null()
