@@ -173,14 +173,22 @@ static int size_one(void *ctx, const char *name, uint64_t size, struct err *e)
     return 0;
 }
 
-/* Bytes of every object of the repository (ps: also record each known pack's size). */
+/* Bytes of the repository: packs, index files, snapshots, key slots, config and marker
+ * (not locks, which come and go, nor records). ps: also record each known pack's size. */
 static int repo_bytes(struct repo *r, struct packstat *ps, uint64_t *total, struct err *e)
 {
-    static const char *const dirs[] = {"data", "index", "snapshots", "keys", "locks", NULL};
+    static const char *const dirs[] = {"data", "index", "snapshots", "keys", NULL};
+    static const char *const files[] = {"config", "caris-repository", NULL};
     struct sizes z = {r, ps, 0, 0};
     for (size_t i = 0; dirs[i]; i++)
         if (storage_list(r->st, dirs[i], size_one, &z, e) != 0)
             return -1;
+    for (size_t i = 0; files[i]; i++) {
+        uint64_t size;
+        if (storage_size(r->st, files[i], &size, e) != 0)
+            return -1;
+        z.total += size;
+    }
     *total = z.total;
     return 0;
 }
