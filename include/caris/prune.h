@@ -17,6 +17,9 @@
 struct caris_prune_opts {
     bool dry_run;      /* decide and report only (takes a shared lock) */
     double max_unused; /* percent; repack packs with more unused bytes than this; < 0: default */
+    /* dry run only: backups (ids) to count as forgotten (those a forget --dry-run chose) */
+    const char *const *assume_forgotten;
+    size_t nassume_forgotten;
 };
 struct caris_prune_result {
     bool dry_run;

@@ -191,6 +191,10 @@ struct repo_prune_opts {
     bool dry_run;      /* decide and report, change nothing */
     double max_unused; /* repack a pack whose unused share is over this percentage */
     const struct caris_op *op;
+    /* dry run only: count these backups (ids) as already forgotten, so that a dry run of
+     * forget --prune reports what the real one would free */
+    const char *const *assume_forgotten;
+    size_t nassume_forgotten;
 };
 struct repo_prune_stats {
     uint64_t snapshots, blobs, blobs_referenced, blobs_missing;

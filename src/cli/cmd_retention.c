@@ -285,7 +285,14 @@ int cmd_forget(struct globals *g, int argc, char **argv)
         if (prune) {
             struct caris_prune_result pr;
             po.dry_run = fo.dry_run;
+            /* a dry run forgot nothing: prune's estimate counts what forget would remove */
+            const char **gone = xcalloc(res.nbackups + 1, sizeof(char *));
+            for (size_t k = 0; k < res.nbackups; k++)
+                if (!res.backups[k].keep)
+                    gone[po.nassume_forgotten++] = res.backups[k].id;
+            po.assume_forgotten = gone;
             int rc = caris_prune(r, &po, &op, &pr, &e);
+            free(gone);
             op_end(&op);
             if (rc != 0) {
                 code = fail(&e);

@@ -424,6 +424,22 @@ int repo_prune(struct repo *r, const struct repo_prune_opts *o, struct repo_prun
                 json_string_value(json_object_get(json_array_get(damaged, 0), "object")));
         goto out;
     }
+    if (dry && o->nassume_forgotten) {
+        json_t *kept = json_array();
+        size_t i;
+        json_t *s;
+        json_array_foreach(list, i, s)
+        {
+            const char *id = json_string_value(json_object_get(s, "id"));
+            bool gone = false;
+            for (size_t k = 0; id && k < o->nassume_forgotten && !gone; k++)
+                gone = strcmp(id, o->assume_forgotten[k]) == 0;
+            if (!gone)
+                json_array_append(kept, s);
+        }
+        json_decref(list);
+        list = kept;
+    }
     st->snapshots = json_array_size(list);
     size_t nent = r->nentries, words = nent / 64 + 1;
     m.bits = xcalloc(words, sizeof(uint64_t));

@@ -16,7 +16,11 @@ int caris_prune(struct repo *r, const struct caris_prune_opts *o, const struct c
     /* A dry run changes nothing: a shared lock lets backups go on meanwhile. */
     if (repo_lock(r, !res->dry_run, res->dry_run ? "prune --dry-run" : "prune", e) != 0)
         return -1;
-    struct repo_prune_opts po = {.dry_run = res->dry_run, .max_unused = max_unused, .op = op};
+    struct repo_prune_opts po = {.dry_run = res->dry_run,
+                                 .max_unused = max_unused,
+                                 .op = op,
+                                 .assume_forgotten = o ? o->assume_forgotten : NULL,
+                                 .nassume_forgotten = o ? o->nassume_forgotten : 0};
     int rc = repo_prune(r, &po, &res->stats, e);
     repo_unlock(r);
     res->duration_ns = time_mono_ns() - t0;

@@ -234,4 +234,24 @@ assert_eq "$fp" "$(fingerprint)" "refused operations wrote nothing"
 rm -f "$lockname"
 assert_exit 0 cb --quiet backup files "$src"
 
+# --- scripts/backup/cleanup-old-backups.sh: forget --prune with the configured policy ------
+script=$LIB_DIR/../../scripts/backup/cleanup-old-backups.sh
+assert_exit 0 cb --quiet backup files --time 2025-03-01T00:00:00Z "$src"
+assert_exit 0 cb --quiet backup files --time 2025-03-02T00:00:00Z "$src"
+export BACKUP_RETENTION_DAILY=1 BACKUP_RETENTION_WEEKLY=0 BACKUP_RETENTION_MONTHLY=0
+fp=$(fingerprint)
+nlist=$(cb --json list | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
+DRY_RUN=true run bash "$script"
+assert_rc 0 "cleanup-old-backups.sh with DRY_RUN=true"
+assert_contains "$OUT" "2 would be forgotten" "the dry run says what would go"
+assert_contains "$OUT" "Avail" "df figures are shown"
+assert_match 'before:.*after:' "$(tr '\n' ' ' <<<"$OUT")" "before and after"
+assert_eq "$fp" "$(fingerprint)" "DRY_RUN=true changed nothing"
+run bash "$script"
+assert_rc 0 "cleanup-old-backups.sh"
+assert_contains "$OUT" "2 forgotten" "the script forgot the two older backups of src"
+assert_eq $((nlist - 2)) "$(cb --json list | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')" \
+    "two backups fewer"
+assert_exit 0 cb --quiet check --read-data
+
 test_done
