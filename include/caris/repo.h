@@ -131,6 +131,16 @@ int repo_snapshot_put_entries_text(struct repo *r, struct repo_writer *w, const 
  * them one entry at a time. */
 int repo_snapshot_load_entries_text(struct repo *r, const char *name, struct buf *text,
                                     struct err *e);
+/* Goes through a manifest's entries (its JSON text) one entry at a time, so that memory
+ * holds one entry, not all of them as objects. */
+struct entry_iter {
+    const char *p, *end;
+    size_t index; /* entries returned so far */
+    bool started;
+};
+void entry_iter_init(struct entry_iter *it, const struct buf *text);
+/* 1 and *ent (the caller's), 0 at the end, -1 with ERR_DAMAGE when the text is malformed. */
+int entry_iter_next(struct entry_iter *it, json_t **ent, struct err *e);
 /* Loads one snapshot file. entries may be NULL when not wanted. */
 int repo_snapshot_load(struct repo *r, const char *name, json_t **summary, json_t **entries,
                        struct err *e);

@@ -47,19 +47,23 @@ int repo_walk_references(struct repo *r, json_t *list, const struct repo_ref_wal
             return err_set(e, ERR_FAILURE, NULL, "cancelled");
         caris_op_progress(w->op, "mark", i, n);
         const char *file = json_string_value(json_object_get(s, "_file"));
-        json_t *summary = NULL, *ref = NULL, *entries = NULL;
+        json_t *summary = NULL, *ref = NULL;
+        struct buf text = {0};
         struct err le = ERR_INIT;
         if (w->snapshot_begin)
             w->snapshot_begin(w->ctx, s);
         if (!file) {
             err_set(&le, ERR_DAMAGE, NULL, "snapshot without an object name");
-        } else if (snapshot_load_parts(r, file, &summary, &ref, &entries, &le) == 0) {
+        } else if (snapshot_load_parts(r, file, &summary, &ref, &text, &le) == 0) {
             walk_chunks(r, json_object_get(ref, "chunks"), w, true);
-            size_t k;
+            /* one entry at a time: memory holds the entries' text, not all of them parsed */
+            struct entry_iter it;
             json_t *ent;
-            json_array_foreach(entries, k, ent)
-            {
+            int more;
+            entry_iter_init(&it, &text);
+            while ((more = entry_iter_next(&it, &ent, &le)) == 1) {
                 walk_chunks(r, json_object_get(ent, "chunks"), w, false);
+                json_decref(ent);
             }
         } else {
             /* The entries could not be read: their stream's own chunks are still known
@@ -72,7 +76,7 @@ int repo_walk_references(struct repo *r, json_t *list, const struct repo_ref_wal
             w->snapshot_end(w->ctx, s, err_is_set(&le) ? &le : NULL);
         json_decref(summary);
         json_decref(ref);
-        json_decref(entries);
+        buf_free(&text);
     }
     caris_op_progress(w->op, "mark", n, n);
     return 0;

@@ -166,9 +166,9 @@ int repo_snapshot_load(struct repo *r, const char *name, json_t **summary, json_
 }
 
 int snapshot_load_parts(struct repo *r, const char *name, json_t **summary, json_t **ref,
-                        json_t **entries, struct err *e)
+                        struct buf *text, struct err *e)
 {
-    return snapshot_load(r, name, summary, entries, NULL, ref, e);
+    return snapshot_load(r, name, summary, NULL, text, ref, e);
 }
 
 int repo_snapshot_load_entries_text(struct repo *r, const char *name, struct buf *text,
@@ -347,6 +347,55 @@ int repo_snapshot_remove(struct repo *r, const char *name, struct err *e)
     char obj[100];
     snprintf(obj, sizeof(obj), "snapshots/%s", name);
     return storage_remove(r->st, obj, e);
+}
+
+/* ---- entries, one at a time ------------------------------------------------------- */
+
+void entry_iter_init(struct entry_iter *it, const struct buf *text)
+{
+    it->p = (const char *)text->data;
+    it->end = it->p + text->len;
+    it->index = 0;
+    it->started = false;
+}
+
+int entry_iter_next(struct entry_iter *it, json_t **ent, struct err *e)
+{
+    *ent = NULL;
+    while (it->p < it->end && (*it->p == ' ' || *it->p == '\n' || *it->p == '\t'))
+        it->p++;
+    if (!it->started) {
+        if (it->p >= it->end || *it->p != '[')
+            return err_set(e, ERR_DAMAGE, NULL, "manifest entries are not a JSON array");
+        it->p++;
+        it->started = true;
+    } else if (it->p < it->end && *it->p == ',') {
+        it->p++;
+    }
+    while (it->p < it->end && (*it->p == ' ' || *it->p == '\n' || *it->p == '\t'))
+        it->p++;
+    if (it->p < it->end && *it->p == ']') {
+        /* the end of the array must be the end of the text ("[][]" is not one array) */
+        const char *q = it->p + 1;
+        while (q < it->end && (*q == ' ' || *q == '\n' || *q == '\t' || *q == '\0'))
+            q++;
+        if (q < it->end)
+            return err_set(e, ERR_DAMAGE, NULL, "manifest entries are followed by other data");
+        return 0;
+    }
+    if (it->p >= it->end)
+        return err_set(e, ERR_DAMAGE, NULL, "manifest entries are truncated");
+    /* jansson parses one value (of any type: what an entry must be is its reader's to check)
+     * and reports where it stopped */
+    json_error_t je;
+    *ent =
+        json_loadb(it->p, (size_t)(it->end - it->p), JSON_DISABLE_EOF_CHECK | JSON_DECODE_ANY, &je);
+    if (!*ent)
+        return err_set(e, ERR_DAMAGE, NULL, "manifest entry %zu is malformed: %s", it->index,
+                       je.text);
+    it->p += je.position;
+    it->index++;
+    return 1;
 }
 
 /* ---- records ------------------------------------------------------------------------- */

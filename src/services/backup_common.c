@@ -101,44 +101,6 @@ json_t *backup_latest(struct repo *r, const char *kind, const char *field, json_
     return best ? best : json_null();
 }
 
-void entry_iter_init(struct entry_iter *it, const struct buf *text)
-{
-    it->p = (const char *)text->data;
-    it->end = it->p + text->len;
-    it->index = 0;
-    it->started = false;
-}
-
-int entry_iter_next(struct entry_iter *it, json_t **ent, struct err *e)
-{
-    *ent = NULL;
-    while (it->p < it->end && (*it->p == ' ' || *it->p == '\n' || *it->p == '\t'))
-        it->p++;
-    if (!it->started) {
-        if (it->p >= it->end || *it->p != '[')
-            return err_set(e, ERR_DAMAGE, NULL, "manifest entries are not a JSON array");
-        it->p++;
-        it->started = true;
-    } else if (it->p < it->end && *it->p == ',') {
-        it->p++;
-    }
-    while (it->p < it->end && (*it->p == ' ' || *it->p == '\n' || *it->p == '\t'))
-        it->p++;
-    if (it->p < it->end && *it->p == ']')
-        return 0;
-    if (it->p >= it->end)
-        return err_set(e, ERR_DAMAGE, NULL, "manifest entries are truncated");
-    /* jansson parses one value and reports where it stopped */
-    json_error_t je;
-    *ent = json_loadb(it->p, (size_t)(it->end - it->p), JSON_DISABLE_EOF_CHECK, &je);
-    if (!*ent)
-        return err_set(e, ERR_DAMAGE, NULL, "manifest entry %zu is malformed: %s", it->index,
-                       je.text);
-    it->p += je.position;
-    it->index++;
-    return 1;
-}
-
 int chunks_decode(json_t *chunks, uint8_t (**ids)[32], uint32_t **lens, size_t *n)
 {
     *ids = NULL;

@@ -21,16 +21,7 @@ void backup_id_release(struct repo *r, const char *id);
 json_t *backup_latest(struct repo *r, const char *kind, const char *field, json_t *value,
                       struct err *e);
 
-/* Goes through a manifest's entries (its JSON text) one entry at a time, so that memory
- * holds one entry, not all of them as objects. */
-struct entry_iter {
-    const char *p, *end;
-    size_t index; /* entries returned so far */
-    bool started;
-};
-void entry_iter_init(struct entry_iter *it, const struct buf *text);
-/* 1 and *ent (the caller's), 0 at the end, -1 with ERR_DAMAGE when the text is malformed. */
-int entry_iter_next(struct entry_iter *it, json_t **ent, struct err *e);
+/* entry_iter (one manifest entry at a time) is in caris/repo.h: prune's walk uses it too. */
 
 /* Reads the chunk list of a manifest entry: [[hex id, length], ...]. */
 int chunks_decode(json_t *chunks, uint8_t (**ids)[32], uint32_t **lens, size_t *n);
