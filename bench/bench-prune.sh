@@ -2,6 +2,8 @@
 # Prune benchmark: caris-backup vs restic vs borg, forgetting half of 30 backups.
 #
 #   bench/bench-prune.sh [SIZE] [BACKUPS]      # SIZE like 256M, 2G (default 256M); BACKUPS 30
+#   bench/bench-prune.sh --again               # only the measured step again, on the saved
+#                                              # repositories of the last run (new binaries)
 #
 # Environment:
 #   BENCH_DIR     work dir, wiped first (default /tmp/caris-bench-prune)
@@ -20,6 +22,8 @@
 
 set -u -o pipefail
 
+AGAIN=0
+if [ "${1:-}" = "--again" ]; then AGAIN=1; shift; fi
 SIZE=${1:-256M}
 NB=${2:-30}
 KEEP=$((NB / 2))
@@ -37,13 +41,25 @@ case "$BENCH_DIR" in
   ""|/|/tmp|/root|/home|/work|"$HOME") loud "refusing BENCH_DIR=$BENCH_DIR"; exit 0 ;;
 esac
 BENCH_DIR=$(realpath -m "$BENCH_DIR")
-if [ -d "$BENCH_DIR" ] && [ -n "$(ls -A "$BENCH_DIR" 2>/dev/null)" ] && [ ! -e "$BENCH_DIR/.caris-bench" ]; then
+if [ "$AGAIN" = 1 ] && [ -f "$BENCH_DIR/saved/params" ]; then
+  # shellcheck disable=SC1091
+  source "$BENCH_DIR/saved/params"
+  KEEP=$((NB / 2))
+  rm -rf "$BENCH_DIR/repos" "$BENCH_DIR/cache"
+  cp -a "$BENCH_DIR/saved/repos" "$BENCH_DIR/repos"
+  cp -a "$BENCH_DIR/saved/cache" "$BENCH_DIR/cache"
+  mkdir -p "$BENCH_DIR/logs"
+elif [ "$AGAIN" = 1 ]; then
+  loud "no saved run in $BENCH_DIR (run without --again first)"; exit 0
+elif [ -d "$BENCH_DIR" ] && [ -n "$(ls -A "$BENCH_DIR" 2>/dev/null)" ] && [ ! -e "$BENCH_DIR/.caris-bench" ]; then
   loud "$BENCH_DIR is not empty and was not made by this script; refusing to wipe it"
   exit 0
 fi
-rm -rf "$BENCH_DIR"
-mkdir -p "$BENCH_DIR"/{src,repos,cache,logs,bin}
-touch "$BENCH_DIR/.caris-bench"
+if [ "$AGAIN" = 0 ]; then
+  rm -rf "$BENCH_DIR"
+  mkdir -p "$BENCH_DIR"/{src,repos,cache,logs,bin}
+  touch "$BENCH_DIR/.caris-bench"
+fi
 SRC=$BENCH_DIR/src/tree
 REPOS=$BENCH_DIR/repos
 CACHE=$BENCH_DIR/cache
@@ -75,6 +91,7 @@ tool_cmd() {
 repo_dir() { if [ "$1" = caris ]; then echo "$REPOS/caris/repository"; else echo "$REPOS/$1"; fi; }
 bytes() { du -sb "$1" 2>/dev/null | cut -f1; }
 
+if [ "$AGAIN" = 0 ]; then
 say "== gen $SIZE tree (seed $SEED)"
 python3 "$HERE/gen-tree.py" gen "$SRC" "$SIZE" --seed "$SEED" >"$LOGS/gen.log" 2>&1 || { loud "gen-tree failed"; exit 0; }
 say "   $(du -sh "$SRC" | cut -f1), $(find "$SRC" -type f | wc -l) files"
@@ -109,6 +126,16 @@ for i in $(seq 1 "$NB"); do
   printf '   backup %d of %d done\r' "$i" "$NB"
 done
 echo
+# kept so that `--again` can measure the step below again (e.g. with a new build)
+mkdir -p "$BENCH_DIR/saved"
+cp -a "$REPOS" "$BENCH_DIR/saved/repos"
+cp -a "$CACHE" "$BENCH_DIR/saved/cache"
+printf 'SIZE=%s\nNB=%s\nBTIME_caris=%s\nBTIME_restic=%s\nBTIME_borg=%s\n' "$SIZE" "$NB" \
+  "${BTIME[caris]:-0}" "${BTIME[restic]:-0}" "${BTIME[borg]:-0}" >"$BENCH_DIR/saved/params"
+else
+  declare -A BTIME=([caris]=$BTIME_caris [restic]=$BTIME_restic [borg]=$BTIME_borg)
+  say "== again: the measured step on the repositories saved after $NB backups of $SIZE"
+fi
 
 say "== forget the $((NB - KEEP)) oldest, reclaim space (measured)"
 declare -A WALL RSS BEFORE AFTER

@@ -16,7 +16,7 @@
 
 struct caris_prune_opts {
     bool dry_run;      /* decide and report only (takes a shared lock) */
-    double max_unused; /* percent; repack packs with more unused bytes than this; < 0: default */
+    double max_unused; /* percent of unused data to tolerate after prune; < 0: default */
     /* dry run only: backups (ids) to count as forgotten (those a forget --dry-run chose) */
     const char *const *assume_forgotten;
     size_t nassume_forgotten;

@@ -199,7 +199,8 @@ int repo_walk_references(struct repo *r, json_t *list, const struct repo_ref_wal
 
 struct repo_prune_opts {
     bool dry_run;      /* decide and report, change nothing */
-    double max_unused; /* repack a pack whose unused share is over this percentage */
+    double max_unused; /* unused share (percent) the remaining packs may keep: repack the
+                          most wasteful until it is reached */
     const struct caris_op *op;
     /* dry run only: count these backups (ids) as already forgotten, so that a dry run of
      * forget --prune reports what the real one would free */
@@ -217,9 +218,10 @@ struct repo_prune_stats {
     uint64_t packs_after, pack_bytes_after, repo_bytes_after;
 };
 /* Removes what no snapshot references: marks every referenced blob (repo_walk_references),
- * deletes packs that hold none, rewrites through a repo_writer the referenced blobs of packs
- * whose unused share is over max_unused, writes new index files covering what remains,
- * then deletes the old index files, then the old packs, then leftovers of interrupted writes.
+ * deletes packs that hold none, rewrites through a repo_writer the referenced blobs of the
+ * packs that waste most (until at most max_unused percent is unused), writes new index
+ * files covering what remains, then deletes the old index files, then the old packs, then
+ * leftovers of interrupted writes.
  * That order keeps every referenced blob indexed in an existing pack at every instant, so a
  * crash anywhere leaves a repository check passes and the next prune finishes the job. The
  * caller holds the exclusive lock. Refuses (ERR_DAMAGE) when a snapshot or index file cannot

@@ -370,6 +370,61 @@ static int write_new_index(struct repo *r, const struct packstat *ps, size_t npa
     return rc;
 }
 
+/* Unused bytes of a pack that stays: what its unreferenced blobs (and their trailer
+ * entries) take. Header, footer and the referenced blobs' trailer entries are the cost of
+ * keeping the referenced ones, in any pack. */
+static uint64_t pack_unused(const struct packstat *x)
+{
+    uint64_t needed = PACK_HEADER_LEN + CX_TAG_LEN + PACK_FOOTER_LEN + x->used +
+                      (uint64_t)x->nused * PACK_TRAILER_ENTRY_LEN;
+    return x->size > needed ? x->size - needed : 0;
+}
+
+static const struct packstat *sort_ps;
+
+static int cmp_unused_share(const void *a, const void *b)
+{
+    const struct packstat *x = &sort_ps[*(const uint32_t *)a], *y = &sort_ps[*(const uint32_t *)b];
+    double rx = (double)pack_unused(x) / (double)x->size;
+    double ry = (double)pack_unused(y) / (double)y->size;
+    if (rx != ry)
+        return rx > ry ? -1 : 1;
+    return *(const uint32_t *)a < *(const uint32_t *)b ? -1 : 1;
+}
+
+/* Which packs to repack. As restic's --max-unused: the unused share of the repository after
+ * prune may be up to max_unused percent; packs are repacked, the most wasteful share first,
+ * until it is. Rewriting a pack costs reading and writing it whole, so a few unused bytes
+ * here and there are cheaper kept than rewritten. */
+static void choose_repacks(struct packstat *ps, size_t npacks, double max_unused,
+                           struct repo_prune_stats *st)
+{
+    uint32_t *cand = xcalloc(npacks + 1, sizeof(uint32_t));
+    size_t n = 0;
+    uint64_t unused = 0, size = 0;
+    for (size_t p = 0; p < npacks; p++) {
+        if (ps[p].fate != P_KEEP || !ps[p].on_disk)
+            continue;
+        unused += pack_unused(&ps[p]);
+        size += ps[p].size;
+        if (pack_unused(&ps[p]))
+            cand[n++] = (uint32_t)p;
+    }
+    sort_ps = ps;
+    qsort(cand, n, sizeof(uint32_t), cmp_unused_share);
+    sort_ps = NULL;
+    for (size_t i = 0; i < n && (double)unused * 100.0 > max_unused * (double)size; i++) {
+        struct packstat *x = &ps[cand[i]];
+        uint64_t u = pack_unused(x);
+        x->fate = P_REPACK;
+        st->packs_repacked++;
+        st->pack_bytes_repacked += x->size;
+        unused -= u;
+        size -= u; /* what is repacked comes back without its unused bytes */
+    }
+    free(cand);
+}
+
 /* Entries grouped by pack (counting sort): by_pack[first[p] .. first[p + 1]). */
 static void group_by_pack(struct repo *r, uint32_t **by_pack, size_t **first)
 {
@@ -500,17 +555,9 @@ int repo_prune(struct repo *r, const struct repo_prune_opts *o, struct repo_prun
             x->fate = P_DELETE;
             st->packs_deleted++;
             st->pack_bytes_deleted += x->size;
-        } else {
-            uint64_t overhead = PACK_HEADER_LEN + (uint64_t)x->nblobs * PACK_TRAILER_ENTRY_LEN +
-                                CX_TAG_LEN + PACK_FOOTER_LEN;
-            uint64_t unused = x->size > x->used + overhead ? x->size - x->used - overhead : 0;
-            if ((double)unused * 100.0 > max_unused * (double)x->size) {
-                x->fate = P_REPACK;
-                st->packs_repacked++;
-                st->pack_bytes_repacked += x->size;
-            }
         }
     }
+    choose_repacks(ps, npacks, max_unused, st);
     if (dry) {
         st->packs_after = st->packs_before - st->packs_deleted - st->packs_repacked;
         st->pack_bytes_after =
@@ -562,6 +609,7 @@ int repo_prune(struct repo *r, const struct repo_prune_opts *o, struct repo_prun
         struct repo_writer_stats ws;
         repo_writer_get_stats(w, &ws);
         st->packs_written = ws.packs;
+        st->pack_bytes_written = ws.bytes_stored;
         durable_step();
         caris_op_progress(op, "repack", done, st->packs_repacked);
     }

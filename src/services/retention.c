@@ -357,7 +357,7 @@ static json_t *group_of(json_t *s)
     const char *kind = json_string_value(json_object_get(s, "kind"));
     if (kind && strcmp(kind, "database") == 0) {
         json_t *src = json_object_get(s, "source");
-        return json_pack("{s:s, s:O, s:O}", "kind", kind, "database",
+        return json_pack("{s:s, s:O, s:o}", "kind", kind, "database",
                          json_object_get(s, "database") ?: json_null(), "source",
                          src ? json_pack("{s:O, s:O}", "host",
                                          json_object_get(src, "host") ?: json_null(), "port",
