@@ -193,6 +193,9 @@ struct repo_ref_walk {
     void (*snapshot_end)(void *ctx, json_t *summary, const struct err *load_error);
     void *ctx;
     const struct caris_op *op; /* progress ("mark") and cancel; may be NULL */
+    /* > 1: walk that many snapshots at once; the callbacks must then be thread-safe (those
+     * of one snapshot run on one thread, in order: begin, blobs, end). 0 or 1: in order. */
+    int threads;
 };
 int repo_walk_references(struct repo *r, json_t *list, const struct repo_ref_walk *w,
                          struct err *e);

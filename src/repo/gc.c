@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "caris/op.h"
+#include "caris/pool.h"
 
 /* ---- the walk ------------------------------------------------------------------------ */
 
@@ -37,48 +38,96 @@ static void walk_chunks(struct repo *r, json_t *chunks, const struct repo_ref_wa
     }
 }
 
+/* One snapshot: its entries stream's chunks, then every entry's, one entry at a time. */
+static void walk_one(struct repo *r, const struct repo_ref_walk *w, json_t *s)
+{
+    const char *file = json_string_value(json_object_get(s, "_file"));
+    json_t *summary = NULL, *ref = NULL;
+    struct buf text = {0};
+    struct err le = ERR_INIT;
+    if (w->snapshot_begin)
+        w->snapshot_begin(w->ctx, s);
+    if (!file) {
+        err_set(&le, ERR_DAMAGE, NULL, "snapshot without an object name");
+    } else if (snapshot_load_parts(r, file, &summary, &ref, &text, &le) == 0) {
+        walk_chunks(r, json_object_get(ref, "chunks"), w, true);
+        /* one entry at a time: memory holds the entries' text, not all of them parsed */
+        struct entry_iter it;
+        json_t *ent;
+        entry_iter_init(&it, &text);
+        while (entry_iter_next(&it, &ent, &le) == 1) {
+            walk_chunks(r, json_object_get(ent, "chunks"), w, false);
+            json_decref(ent);
+        }
+    } else {
+        /* The entries could not be read: their stream's own chunks are still known
+         * when the snapshot file is (a missing one is then what check names). */
+        struct err ignore = ERR_INIT;
+        if (snapshot_load_parts(r, file, &summary, &ref, NULL, &ignore) == 0)
+            walk_chunks(r, json_object_get(ref, "chunks"), w, true);
+    }
+    if (w->snapshot_end)
+        w->snapshot_end(w->ctx, s, err_is_set(&le) ? &le : NULL);
+    json_decref(summary);
+    json_decref(ref);
+    buf_free(&text);
+}
+
+struct walk_job {
+    struct repo *r;
+    const struct repo_ref_walk *w;
+    json_t *s;
+    pthread_mutex_t *mu;
+    size_t *done, n;
+    bool *cancelled;
+};
+
+static void walk_job(void *arg, int worker)
+{
+    (void)worker;
+    struct walk_job *j = arg;
+    if (caris_op_cancelled(j->w->op)) {
+        __atomic_store_n(j->cancelled, true, __ATOMIC_RELAXED);
+    } else {
+        walk_one(j->r, j->w, j->s);
+        pthread_mutex_lock(j->mu);
+        caris_op_progress(j->w->op, "mark", ++*j->done, j->n);
+        pthread_mutex_unlock(j->mu);
+    }
+    free(j);
+}
+
 int repo_walk_references(struct repo *r, json_t *list, const struct repo_ref_walk *w, struct err *e)
 {
     size_t i, n = json_array_size(list);
     json_t *s;
+    caris_op_progress(w->op, "mark", 0, n);
+    if (w->threads > 1 && n > 1) {
+        /* snapshots on several threads: parsing the manifests is most of the walk */
+        pthread_mutex_t mu;
+        pthread_mutex_init(&mu, NULL);
+        size_t done = 0;
+        bool cancelled = false;
+        struct pool *pool = pool_new(w->threads, (size_t)w->threads);
+        json_array_foreach(list, i, s)
+        {
+            struct walk_job *j = xmalloc(sizeof(*j));
+            *j = (struct walk_job){r, w, s, &mu, &done, n, &cancelled};
+            pool_submit(pool, walk_job, j);
+        }
+        pool_free(pool);
+        pthread_mutex_destroy(&mu);
+        if (__atomic_load_n(&cancelled, __ATOMIC_RELAXED))
+            return err_set(e, ERR_FAILURE, NULL, "cancelled");
+        return 0;
+    }
     json_array_foreach(list, i, s)
     {
         if (caris_op_cancelled(w->op))
             return err_set(e, ERR_FAILURE, NULL, "cancelled");
-        caris_op_progress(w->op, "mark", i, n);
-        const char *file = json_string_value(json_object_get(s, "_file"));
-        json_t *summary = NULL, *ref = NULL;
-        struct buf text = {0};
-        struct err le = ERR_INIT;
-        if (w->snapshot_begin)
-            w->snapshot_begin(w->ctx, s);
-        if (!file) {
-            err_set(&le, ERR_DAMAGE, NULL, "snapshot without an object name");
-        } else if (snapshot_load_parts(r, file, &summary, &ref, &text, &le) == 0) {
-            walk_chunks(r, json_object_get(ref, "chunks"), w, true);
-            /* one entry at a time: memory holds the entries' text, not all of them parsed */
-            struct entry_iter it;
-            json_t *ent;
-            int more;
-            entry_iter_init(&it, &text);
-            while ((more = entry_iter_next(&it, &ent, &le)) == 1) {
-                walk_chunks(r, json_object_get(ent, "chunks"), w, false);
-                json_decref(ent);
-            }
-        } else {
-            /* The entries could not be read: their stream's own chunks are still known
-             * when the snapshot file is (a missing one is then what check names). */
-            struct err ignore = ERR_INIT;
-            if (snapshot_load_parts(r, file, &summary, &ref, NULL, &ignore) == 0)
-                walk_chunks(r, json_object_get(ref, "chunks"), w, true);
-        }
-        if (w->snapshot_end)
-            w->snapshot_end(w->ctx, s, err_is_set(&le) ? &le : NULL);
-        json_decref(summary);
-        json_decref(ref);
-        buf_free(&text);
+        walk_one(r, w, s);
+        caris_op_progress(w->op, "mark", i + 1, n);
     }
-    caris_op_progress(w->op, "mark", n, n);
     return 0;
 }
 
@@ -115,32 +164,37 @@ struct mark {
     uint64_t *bits, *meta; /* one bit per index entry: referenced; referenced as metadata */
     uint64_t missing, malformed;
     json_t *unreadable; /* snapshots whose blobs are unknown */
+    pthread_mutex_t mu; /* unreadable */
 };
 
+/* Called from several threads at once (the walk's threads): atomic updates only. */
 static void mark_blob(void *ctx, const uint8_t *id, long entry, bool meta)
 {
     struct mark *m = ctx;
     if (!id) {
-        m->malformed++;
+        __atomic_fetch_add(&m->malformed, 1, __ATOMIC_RELAXED);
         return;
     }
     if (entry < 0) {
-        m->missing++;
+        __atomic_fetch_add(&m->missing, 1, __ATOMIC_RELAXED);
         return;
     }
-    m->bits[(size_t)entry / 64] |= 1ull << ((size_t)entry % 64);
+    uint64_t b = 1ull << ((size_t)entry % 64);
+    __atomic_fetch_or(&m->bits[(size_t)entry / 64], b, __ATOMIC_RELAXED);
     if (meta)
-        m->meta[(size_t)entry / 64] |= 1ull << ((size_t)entry % 64);
+        __atomic_fetch_or(&m->meta[(size_t)entry / 64], b, __ATOMIC_RELAXED);
 }
 
 static void mark_end(void *ctx, json_t *summary, const struct err *le)
 {
     struct mark *m = ctx;
-    if (le)
-        json_array_append_new(m->unreadable,
-                              json_pack("{s:s, s:s}", "backup",
-                                        json_string_value(json_object_get(summary, "id")) ?: "?",
-                                        "error", le->msg));
+    if (!le)
+        return;
+    pthread_mutex_lock(&m->mu);
+    json_array_append_new(m->unreadable,
+                          json_pack("{s:s, s:s}", "backup",
+                                    json_string_value(json_object_get(summary, "id")) ?: "?",
+                                    "error", le->msg));
 }
 
 static bool bit(const uint64_t *b, size_t i)
@@ -465,6 +519,7 @@ int repo_prune(struct repo *r, const struct repo_prune_opts *o, struct repo_prun
     int rc = -1;
     json_t *list = NULL, *damaged = NULL;
     struct mark m = {.r = r, .unreadable = json_array()};
+    pthread_mutex_init(&m.mu, NULL);
     struct packstat *ps = NULL;
     uint32_t *by_pack = NULL;
     size_t *first = NULL;
@@ -503,7 +558,8 @@ int repo_prune(struct repo *r, const struct repo_prune_opts *o, struct repo_prun
     size_t nent = r->nentries, words = nent / 64 + 1;
     m.bits = xcalloc(words, sizeof(uint64_t));
     m.meta = xcalloc(words, sizeof(uint64_t));
-    struct repo_ref_walk walk = {.blob = mark_blob, .snapshot_end = mark_end, .ctx = &m, .op = op};
+    struct repo_ref_walk walk = {
+        .blob = mark_blob, .snapshot_end = mark_end, .ctx = &m, .op = op, .threads = sys_ncpu()};
     if (repo_walk_references(r, list, &walk, e) != 0)
         goto out;
     if (json_array_size(m.unreadable) || m.malformed) {
@@ -690,6 +746,7 @@ out:
     json_decref(list);
     json_decref(damaged);
     json_decref(m.unreadable);
+    pthread_mutex_destroy(&m.mu);
     free(m.bits);
     free(m.meta);
     free(ps);
