@@ -62,9 +62,8 @@ static void snapshot(struct repo *r, const char *id, const struct buf *text, cha
     if (repo_snapshot_put_entries_text(r, w, (const char *)text->data, text->len, &ref, &e) != 0 ||
         repo_writer_flush(w, &e) != 0)
         die(&e);
-    json_t *summary = json_pack("{s:s, s:s, s:s, s:s, s:[s]}", "id", id, "kind", "files",
-                                "started", "2025-01-01T00:00:00.000Z", "mode", "full", "roots",
-                                "/bench");
+    json_t *summary = json_pack("{s:s, s:s, s:s, s:s, s:[s]}", "id", id, "kind", "files", "started",
+                                "2025-01-01T00:00:00.000Z", "mode", "full", "roots", "/bench");
     if (repo_snapshot_commit(r, summary, ref, name, &e) != 0)
         die(&e);
     json_decref(summary);
