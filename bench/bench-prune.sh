@@ -147,10 +147,10 @@ for t in $TOOLS; do
   case $t in
     caris)
       /usr/bin/time -f '%e %M' -o "$LOGS/$t.prune.time" "${c[@]}" forget --keep-last "$KEEP" --prune >"$LOGS/$t.prune.log" 2>&1
-      read -r WALL[$t] RSS[$t] <"$LOGS/$t.prune.time" ;;
+      read -r "WALL[$t]" "RSS[$t]" <"$LOGS/$t.prune.time" ;;
     restic)
       /usr/bin/time -f '%e %M' -o "$LOGS/$t.prune.time" "${c[@]}" forget --keep-last "$KEEP" --prune >"$LOGS/$t.prune.log" 2>&1
-      read -r WALL[$t] RSS[$t] <"$LOGS/$t.prune.time" ;;
+      read -r "WALL[$t]" "RSS[$t]" <"$LOGS/$t.prune.time" ;;
     borg)
       /usr/bin/time -f '%e %M' -o "$LOGS/$t.prune.time" "${c[@]}" prune --keep-last "$KEEP" "$REPOS/borg" >"$LOGS/$t.prune.log" 2>&1
       /usr/bin/time -f '%e %M' -o "$LOGS/$t.compact.time" "${c[@]}" compact "$REPOS/borg" >"$LOGS/$t.compact.log" 2>&1
@@ -179,6 +179,7 @@ say ""
 say "| $SIZE tree, $NB backups (~1 % changed between two), forget $((NB - KEEP)) + reclaim | $(for t in $TOOLS; do printf '%s | ' "$t"; done)"
 say "| --- | $(for t in $TOOLS; do printf -- '--- | '; done)"
 row() { local label=$1 fn=$2; printf '| %s | ' "$label"; for t in $TOOLS; do [ "${AVAIL[$t]}" = 1 ] && printf '%s | ' "$($fn "$t")" || printf 'n/a | '; done; echo; }
+# shellcheck disable=SC2317 # called through row
 f_backups() { awk -v s="${BTIME[$1]}" 'BEGIN{printf "%.1f s", s}'; }
 f_wall() { echo "${WALL[$1]} s"; }
 f_rss() { echo "$((RSS[$1] / 1024)) MB"; }
