@@ -38,6 +38,7 @@ struct files_backup_opts {
     caris_progress_fn progress;  /* NULL for none */
     bool estimate_total;         /* scan sizes first so progress can show an ETA */
     void *ctx;
+    int64_t time_ns; /* record this as the backup's time (`--time`; not in the future); 0 = now */
 };
 
 /* Backs up the paths. Returns CARIS_DONE, CARIS_DONE_WARNINGS (some files could not be read

@@ -26,6 +26,7 @@ struct db_backup_opts {
     int threads;          /* workers; 0 = number of CPUs */
     caris_progress_fn progress;
     void *ctx;
+    int64_t time_ns; /* record this as the backup's time (`--time`; not in the future); 0 = now */
 };
 
 /* Streams `pg_dump -Fc -Z0 --snapshot=...` (no copy on disk) and `pg_dumpall

@@ -167,6 +167,16 @@ int repo_snapshot_put_entries_text(struct repo *r, struct repo_writer *w, const 
  * them one entry at a time. */
 int repo_snapshot_load_entries_text(struct repo *r, const char *name, struct buf *text,
                                     struct err *e);
+/* Goes through a manifest's entries (its JSON text) one entry at a time, so that memory
+ * holds one entry, not all of them as objects. */
+struct entry_iter {
+    const char *p, *end;
+    size_t index; /* entries returned so far */
+    bool started;
+};
+void entry_iter_init(struct entry_iter *it, const struct buf *text);
+/* 1 and *ent (the caller's), 0 at the end, -1 with ERR_DAMAGE when the text is malformed. */
+int entry_iter_next(struct entry_iter *it, json_t **ent, struct err *e);
 /* Loads one snapshot file. entries may be NULL when not wanted. */
 int repo_snapshot_load(struct repo *r, const char *name, json_t **summary, json_t **entries,
                        struct err *e);
@@ -280,5 +290,60 @@ struct repo_check_opts {
 /* Returns a JSON report {"ok": bool, "errors": [...], "warnings": [...], "stats": {...}};
  * -1 only when the check itself could not run. */
 int repo_check(struct repo *r, const struct repo_check_opts *o, json_t **report, struct err *e);
+
+/* ---- references and prune (gc.c) ----------------------------------------------------- */
+struct caris_op;
+/* The one walk over what backups reference, shared by check and prune: for each snapshot of
+ * list (as repo_snapshot_list returns it), every blob it needs — the chunks of its entries'
+ * stream (meta = true) and every chunk of every entry (meta = false). entry is the blob's
+ * number in the in-memory index, -1 when the index does not have it; id is NULL when a chunk
+ * reference is malformed. snapshot_end gets load_error when the snapshot file or its entries
+ * could not be read (its blobs are then unknown). Records reference no blobs (today's kinds
+ * are small JSON documents); a kind that does must be added here. */
+struct repo_ref_walk {
+    void (*snapshot_begin)(void *ctx, json_t *summary);
+    void (*blob)(void *ctx, const uint8_t *id, long entry, bool meta);
+    void (*snapshot_end)(void *ctx, json_t *summary, const struct err *load_error);
+    void *ctx;
+    const struct caris_op *op; /* progress ("mark") and cancel; may be NULL */
+    /* > 1: walk that many snapshots at once; the callbacks must then be thread-safe (those
+     * of one snapshot run on one thread, in order: begin, blobs, end). 0 or 1: in order. */
+    int threads;
+};
+int repo_walk_references(struct repo *r, json_t *list, const struct repo_ref_walk *w,
+                         struct err *e);
+
+struct repo_prune_opts {
+    bool dry_run;      /* decide and report, change nothing */
+    double max_unused; /* unused share (percent) the remaining packs may keep: repack the
+                          most wasteful until it is reached */
+    const struct caris_op *op;
+    /* dry run only: count these backups (ids) as already forgotten, so that a dry run of
+     * forget --prune reports what the real one would free */
+    const char *const *assume_forgotten;
+    size_t nassume_forgotten;
+};
+struct repo_prune_stats {
+    uint64_t snapshots, blobs, blobs_referenced, blobs_missing;
+    uint64_t packs_before, pack_bytes_before, repo_bytes_before;
+    uint64_t packs_deleted, pack_bytes_deleted; /* packs that held no referenced blob */
+    uint64_t packs_repacked, pack_bytes_repacked, blobs_repacked;
+    uint64_t packs_written, pack_bytes_written; /* by the repack */
+    uint64_t index_files_before, index_files_written;
+    uint64_t leftovers_removed;
+    uint64_t packs_after, pack_bytes_after, repo_bytes_after;
+};
+/* Removes what no snapshot references: marks every referenced blob (repo_walk_references),
+ * deletes packs that hold none, rewrites through a repo_writer the referenced blobs of the
+ * packs that waste most (until at most max_unused percent is unused), writes new index
+ * files covering what remains, then deletes the old index files, then the old packs, then
+ * leftovers of interrupted writes.
+ * That order keeps every referenced blob indexed in an existing pack at every instant, so a
+ * crash anywhere leaves a repository check passes and the next prune finishes the job. The
+ * caller holds the exclusive lock. Refuses (ERR_DAMAGE) when a snapshot or index file cannot
+ * be read: what it references is unknown. Afterwards the repository handle is only fit for
+ * repo_close. */
+int repo_prune(struct repo *r, const struct repo_prune_opts *o, struct repo_prune_stats *st,
+               struct err *e);
 
 #endif

@@ -1,10 +1,32 @@
 #!/usr/bin/env bash
 # Usage: [DRY_RUN=true] cleanup-old-backups.sh
-# Applies the retention policy (daily 7, weekly 4, monthly 12) and prunes what no backup needs.
+# Applies the retention policy (BACKUP_RETENTION_DAILY/WEEKLY/MONTHLY, default 7/4/12), then prunes what no backup needs.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then sed -n '2,3s/^# //p' "$0"; exit 0; fi
+if [ $# -ne 0 ]; then sed -n '2,3s/^# //p' "$0" >&2; exit 2; fi
 bin=$(caris_bin)
-args=(retention)
+args=(forget --prune)
 if is_true "${DRY_RUN:-}"; then args+=(--dry-run); fi
-exec "$bin" "${args[@]}"
+
+# The file system that holds the repository, as df shows it, before and after.
+backup_dir=${BACKUP_DIR:-}
+if [ -z "$backup_dir" ] && [ -f .env.local ]; then
+  backup_dir=$(sed -n 's/^\(export \)\{0,1\}BACKUP_DIR=["'\'']\{0,1\}\([^"'\'']*\).*/\2/p' .env.local | tail -n 1)
+fi
+backup_dir=${backup_dir:-/var/backups/caris}
+show_df() {
+  echo "$1:"
+  if [ -d "$backup_dir" ]; then
+    df -h "$backup_dir" | sed 's/^/  /'
+    echo "  repository: $(du -sh "$backup_dir/repository" 2>/dev/null | cut -f1)"
+  else
+    echo "  ($backup_dir does not exist)"
+  fi
+}
+
+show_df "before"
+rc=0
+"$bin" "${args[@]}" || rc=$?
+show_df "after"
+exit "$rc"

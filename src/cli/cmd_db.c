@@ -13,7 +13,7 @@
 
 static const char BACKUP_USAGE[] =
     "usage: caris-backup [--json] backup database [--full|--incremental]\n"
-    "                                            [--compress|--no-compress]\n"
+    "                                            [--compress|--no-compress] [--time TIME]\n"
     "\n"
     "Dumps the database of POSTGRES_URL with pg_dump (custom format, uncompressed so that the\n"
     "repository deduplicates it) straight into the repository: no copy on disk. Kept with it:\n"
@@ -29,6 +29,9 @@ static const char BACKUP_USAGE[] =
     "                   turned off). Default: BACKUP_COMPRESS_DUMPS, false unless set:\n"
     "                   compressed sizes would let someone who can insert rows and watch\n"
     "                   the repository's size probe other rows (docs/BACKUP_RECOVERY.md)\n"
+    "  --time TIME      record TIME as the backup's time and in its id (importing older\n"
+    "                   backups, tests): 2024-01-15T03:00:00Z, ...+01:00, or local time in\n"
+    "                   BACKUP_TZ; not in the future; an existing id is an error\n"
     "\n"
     "POSTGRES_URL is a libpq URI (postgresql://user:password@host:5432/db) or a key=value\n"
     "string; PGPASSWORD is used when it has no password. The password reaches pg_dump only\n"
@@ -142,12 +145,17 @@ static void print_db_summary(const struct globals *g, json_t *s)
 
 int cmd_backup_database(struct globals *g, int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"full", no_argument, 0, 'F'},        {"incremental", no_argument, 0, 'I'},
-        {"no-compress", no_argument, 0, 'n'}, {"compress", no_argument, 0, 'c'},
-        {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
+    static const struct option opts[] = {{"full", no_argument, 0, 'F'},
+                                         {"incremental", no_argument, 0, 'I'},
+                                         {"no-compress", no_argument, 0, 'n'},
+                                         {"compress", no_argument, 0, 'c'},
+                                         {"time", required_argument, 0, 'T'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
     bool incremental = false;
     int compress = -1; /* -1: BACKUP_COMPRESS_DUMPS decides */
+    int64_t time_ns = 0;
+    struct err e = ERR_INIT;
     int c;
     /* Parse after the kind word: argv[1] ("database") plays the program name. */
     int sargc = argc - 1;
@@ -167,6 +175,10 @@ int cmd_backup_database(struct globals *g, int argc, char **argv)
         case 'c':
             compress = 1;
             break;
+        case 'T':
+            if (backup_time_option(g, optarg, &time_ns, &e) != 0)
+                return fail(&e);
+            break;
         case 'h':
             fputs(BACKUP_USAGE, stdout);
             return 0;
@@ -178,7 +190,6 @@ int cmd_backup_database(struct globals *g, int argc, char **argv)
         return usage_error("unexpected argument '%s' for backup database (the database comes "
                            "from POSTGRES_URL)",
                            sargv[optind]);
-    struct err e = ERR_INIT;
     bool compress_dumps;
     if (config_bool(&g->cfg, "BACKUP_COMPRESS_DUMPS", CONFIG_DEFAULT_COMPRESS_DUMPS,
                     &compress_dumps, &e) != 0)
@@ -195,7 +206,8 @@ int cmd_backup_database(struct globals *g, int argc, char **argv)
                                .password = config_get(&g->cfg, "PGPASSWORD"),
                                .no_compress = !compress_dumps,
                                .threads = g->threads,
-                               .progress = progress_fn(g)};
+                               .progress = progress_fn(g),
+                               .time_ns = time_ns};
     json_t *summary = NULL;
     int rc = incremental ? caris_db_backup_incremental(r, &o, &summary, &e)
                          : caris_db_backup_full(r, &o, &summary, &e);

@@ -27,9 +27,10 @@ static const char USAGE[] =
     "\n"
     "Commands:\n"
     "  init                      create the repository (BACKUP_DIR/repository)\n"
-    "  backup files [--full|--incremental] [--exclude PAT]... [--exclude-file F] [PATH...]\n"
+    "  backup files [--full|--incremental] [--exclude PAT]... [--exclude-file F]\n"
+    "               [--time TIME] [PATH...]\n"
     "                            back up files (PATHs or BACKUP_FILES_PATHS)\n"
-    "  backup database [--full|--incremental] [--compress|--no-compress]\n"
+    "  backup database [--full|--incremental] [--compress|--no-compress] [--time TIME]\n"
     "                            back up the PostgreSQL database at POSTGRES_URL\n"
     "  list [--type files|database]\n"
     "                            list backups\n"
@@ -42,6 +43,12 @@ static const char USAGE[] =
     "                            restore a database backup (`restore database --help`)\n"
     "  test-restore ID [--scratch database|local]\n"
     "                            prove a database backup restores: scratch restore, row counts\n"
+    "  forget [--keep-last N] [--keep-daily N] [--keep-weekly N] [--keep-monthly N]\n"
+    "         [--keep-yearly N] [--keep-within DURATION] [--type files|database]\n"
+    "         [--dry-run] [--prune]\n"
+    "                            apply the retention policy (`forget --help`)\n"
+    "  prune [--dry-run] [--max-unused PERCENT]\n"
+    "                            delete data no backup needs (exclusive lock)\n"
     "  key list | key add [--label L] | key remove ID\n"
     "                            manage key slots (key add reads the new key from stdin or\n"
     "                            CARIS_NEW_ENCRYPTION_KEY, never from the command line)\n"
@@ -65,6 +72,8 @@ static const char USAGE[] =
     "  BACKUP_FILES_PATHS     colon-separated directories for `backup files`\n"
     "  POSTGRES_URL           the database for `backup database` (libpq URI or key=value)\n"
     "  BACKUP_COMPRESS_DUMPS  compress database dumps before encryption (default false)\n"
+    "  BACKUP_RETENTION_DAILY / _WEEKLY / _MONTHLY   forget's policy (default 7 / 4 / 12)\n"
+    "  BACKUP_TZ              time zone of retention's days and weeks (default: local)\n"
     "  CARIS_RESTORE_TARGET_URL  restore target with a password (never on the command line)\n"
     "\n"
     "Exit codes:\n"
@@ -311,13 +320,17 @@ static int cmd_backup(struct globals *g, int argc, char **argv)
 {
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         printf("usage: caris-backup backup files [--full|--incremental] [--exclude PATTERN]...\n"
-               "                                 [--exclude-file FILE] [PATH...]\n\n"
+               "                                 [--exclude-file FILE] [--time TIME] [PATH...]\n\n"
                "Backs up PATHs (default: BACKUP_FILES_PATHS, colon-separated). --full reads\n"
                "every file; --incremental (the default) reads only files whose size, mtime,\n"
                "ctime or inode changed since the last backup of the same paths. Either way\n"
                "the backup is complete on its own.\n"
                "PATTERN is fnmatch(3): with a '/' it matches the path below the root,\n"
                "otherwise the name. The repository is created on first use.\n"
+               "--time TIME records TIME as the backup's time (and in its id), e.g. to import\n"
+               "an older backup: 2024-01-15T03:00:00Z, 2024-01-15T04:00:00+01:00, or local time\n"
+               "in BACKUP_TZ as 2024-01-15 04:00:00. Not in the future; an existing id is an\n"
+               "error.\n"
                "Database backups: `backup database --help`.\n");
         return argc < 2 ? 2 : 0;
     }
@@ -325,11 +338,15 @@ static int cmd_backup(struct globals *g, int argc, char **argv)
         return cmd_backup_database(g, argc, argv);
     if (strcmp(argv[1], "files") != 0)
         return usage_error("unknown backup kind '%s' (expected files or database)", argv[1]);
-    static const struct option opts[] = {
-        {"full", no_argument, 0, 'F'},          {"incremental", no_argument, 0, 'I'},
-        {"exclude", required_argument, 0, 'x'}, {"exclude-file", required_argument, 0, 'X'},
-        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
+    static const struct option opts[] = {{"full", no_argument, 0, 'F'},
+                                         {"incremental", no_argument, 0, 'I'},
+                                         {"exclude", required_argument, 0, 'x'},
+                                         {"exclude-file", required_argument, 0, 'X'},
+                                         {"time", required_argument, 0, 'T'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
     bool incremental = true;
+    int64_t time_ns = 0;
     char **excl = NULL;
     size_t nexcl = 0;
     struct err e = ERR_INIT;
@@ -357,6 +374,12 @@ static int cmd_backup(struct globals *g, int argc, char **argv)
                 return fail(&e);
             }
             break;
+        case 'T':
+            if (backup_time_option(g, optarg, &time_ns, &e) != 0) {
+                free_list(excl, nexcl);
+                return fail(&e);
+            }
+            break;
         case 'h':
             return cmd_backup(g, 2, (char *[]){"backup", "--help", NULL});
         default:
@@ -380,7 +403,8 @@ static int cmd_backup(struct globals *g, int argc, char **argv)
                                   .excludes = (const char *const *)excl,
                                   .threads = g->threads,
                                   .progress = progress_fn(g),
-                                  .estimate_total = progress_fn(g) != NULL};
+                                  .estimate_total = progress_fn(g) != NULL,
+                                  .time_ns = time_ns};
     if (!npaths) {
         err_set(&e, ERR_CONFIG,
                 "name the paths on the command line or set BACKUP_FILES_PATHS (colon-separated) "
@@ -965,7 +989,7 @@ static int64_t parse_duration_ms(const char *s)
 }
 
 /* The seed's operations that later issues deliver: an honest error until then. */
-static const char *const PLANNED[] = {"retention", "pitr", "upload", "schedule", "serve", NULL};
+static const char *const PLANNED[] = {"pitr", "upload", "schedule", "serve", NULL};
 
 static bool is_planned(const char *cmd)
 {
@@ -1085,6 +1109,10 @@ int main(int argc, char **argv)
         code = cmd_unlock(&g, cargc, cargv);
     else if (strcmp(cmd, "test-restore") == 0)
         code = cmd_test_restore(&g, cargc, cargv);
+    else if (strcmp(cmd, "forget") == 0)
+        code = cmd_forget(&g, cargc, cargv);
+    else if (strcmp(cmd, "prune") == 0)
+        code = cmd_prune(&g, cargc, cargv);
     else if (is_planned(cmd))
         code = not_implemented(cmd);
     else

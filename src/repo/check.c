@@ -239,86 +239,91 @@ done:
     pthread_mutex_unlock(&c->mu);
 }
 
-static void check_snapshots(struct check *c, json_t *list, uint64_t *nrefs)
+/* What one backup needs, gathered by the shared walk (repo_walk_references). */
+struct snap_walk {
+    struct check *c;
+    uint64_t *nrefs;
+    bool missing, damaged, weak;
+};
+
+static void snap_begin(void *ctx, json_t *summary)
 {
-    struct repo *r = c->r;
+    (void)summary;
+    struct snap_walk *sw = ctx;
+    sw->missing = sw->damaged = sw->weak = false;
+}
+
+static void snap_blob(void *ctx, const uint8_t *id, long entry, bool meta)
+{
+    struct snap_walk *sw = ctx;
+    struct check *c = sw->c;
+    if (!meta)
+        (*sw->nrefs)++;
+    if (!id) {
+        sw->damaged = true;
+        return;
+    }
+    if (entry < 0) {
+        sw->missing = true;
+        return;
+    }
+    pthread_mutex_lock(&c->r->mu);
+    uint32_t pack = repo_entry(c->r, (size_t)entry)->pack;
+    pthread_mutex_unlock(&c->r->mu);
+    if (idlist_has(&c->bad_blobs, id))
+        sw->damaged = true;
+    else if (idlist_has(&c->weak_packs, c->r->packs[pack].id))
+        sw->weak = true;
+}
+
+static void snap_end(void *ctx, json_t *s, const struct err *le)
+{
+    struct snap_walk *sw = ctx;
+    struct check *c = sw->c;
+    const char *file = json_string_value(json_object_get(s, "_file"));
+    const char *bid = json_string_value(json_object_get(s, "id"));
+    if (le) {
+        /* the summary (from the list) still says which backup lost its file list */
+        add_issue(c->errors, file ? file : "?", "backup %s: %s", bid ? bid : "?", le->msg);
+        json_array_append_new(
+            json_object_get(json_array_get(c->errors, json_array_size(c->errors) - 1), "backups"),
+            json_string(bid ? bid : file));
+        return;
+    }
+    bool missing = sw->missing, damaged = sw->damaged, weak = sw->weak;
+    if (missing || damaged) {
+        char what[200];
+        snprintf(what, sizeof(what), "backup %s %s", bid ? bid : "?",
+                 missing ? "needs blobs that are missing from the repository"
+                         : "needs blobs that are damaged");
+        add_issue(c->errors, file, "%s", what);
+    }
+    if (missing || damaged || weak) {
+        /* Name the backup on every error it is affected by. */
+        size_t q;
+        json_t *iss;
+        json_array_foreach(c->errors, q, iss)
+        {
+            json_t *b = json_object_get(iss, "backups");
+            if ((missing || damaged) && json_array_size(b) == 0 &&
+                strstr(json_string_value(json_object_get(iss, "object")), "index/") == NULL)
+                json_array_append_new(b, json_string(bid ? bid : file));
+            else if (weak && strstr(json_string_value(json_object_get(iss, "object")), "index/"))
+                json_array_append_new(b, json_string(bid ? bid : file));
+        }
+    }
+}
+
+static int check_snapshots(struct check *c, json_t *list, uint64_t *nrefs, struct err *e)
+{
     if (c->bad_blobs.n)
         qsort(c->bad_blobs.v, c->bad_blobs.n, 32, cmp_id);
     if (c->weak_packs.n)
         qsort(c->weak_packs.v, c->weak_packs.n, 32, cmp_id);
-    size_t i;
-    json_t *s;
-    json_array_foreach(list, i, s)
-    {
-        const char *file = json_string_value(json_object_get(s, "_file"));
-        const char *bid = json_string_value(json_object_get(s, "id"));
-        json_t *summary, *entries;
-        struct err se = ERR_INIT;
-        if (repo_snapshot_load(r, file, &summary, &entries, &se) != 0) {
-            /* the summary (from the list) still says which backup lost its file list */
-            add_issue(c->errors, file, "backup %s: %s", bid ? bid : "?", se.msg);
-            json_array_append_new(
-                json_object_get(json_array_get(c->errors, json_array_size(c->errors) - 1),
-                                "backups"),
-                json_string(bid ? bid : file));
-            continue;
-        }
-        bool missing = false, damaged = false, weak = false;
-        size_t k;
-        json_t *ent;
-        json_array_foreach(entries, k, ent)
-        {
-            uint8_t(*ids)[32];
-            uint32_t *lens;
-            size_t nch;
-            if (chunklist_decode(json_object_get(ent, "chunks"), &ids, &lens, &nch) != 0) {
-                damaged = true;
-                continue;
-            }
-            for (size_t m = 0; m < nch; m++) {
-                const uint8_t *id = ids[m];
-                (*nrefs)++;
-                pthread_mutex_lock(&r->mu);
-                long ei = repo_lookup_locked(r, id);
-                struct ientry en = {0};
-                if (ei >= 0)
-                    en = *repo_entry(r, (size_t)ei);
-                pthread_mutex_unlock(&r->mu);
-                if (ei < 0 || !PACK_IS_REAL(en.pack))
-                    missing = true;
-                else if (idlist_has(&c->bad_blobs, id))
-                    damaged = true;
-                else if (idlist_has(&c->weak_packs, r->packs[en.pack].id))
-                    weak = true;
-            }
-            free(ids);
-            free(lens);
-        }
-        if (missing || damaged) {
-            char what[200];
-            snprintf(what, sizeof(what), "backup %s %s", bid ? bid : "?",
-                     missing ? "needs blobs that are missing from the repository"
-                             : "needs blobs that are damaged");
-            add_issue(c->errors, file, "%s", what);
-        }
-        if (missing || damaged || weak) {
-            /* Name the backup on every error it is affected by. */
-            size_t q;
-            json_t *iss;
-            json_array_foreach(c->errors, q, iss)
-            {
-                json_t *b = json_object_get(iss, "backups");
-                if ((missing || damaged) && json_array_size(b) == 0 &&
-                    strstr(json_string_value(json_object_get(iss, "object")), "index/") == NULL)
-                    json_array_append_new(b, json_string(bid ? bid : file));
-                else if (weak &&
-                         strstr(json_string_value(json_object_get(iss, "object")), "index/"))
-                    json_array_append_new(b, json_string(bid ? bid : file));
-            }
-        }
-        json_decref(summary);
-        json_decref(entries);
-    }
+    struct snap_walk sw = {.c = c, .nrefs = nrefs};
+    struct repo_ref_walk w = {
+        .snapshot_begin = snap_begin, .blob = snap_blob, .snapshot_end = snap_end, .ctx = &sw};
+    return repo_walk_references(c->r, list, &w, e);
 }
 
 /* The state record's findings (repo_state_audit): every regression is an error naming the
@@ -445,7 +450,8 @@ static int check_locked(struct repo *r, const struct repo_check_opts *o, json_t 
         add_issue(c.errors, json_string_value(json_object_get(d, "object")), "%s",
                   json_string_value(json_object_get(d, "error")));
     }
-    check_snapshots(&c, list, &nrefs);
+    if (check_snapshots(&c, list, &nrefs, e) != 0)
+        goto out;
     if (repo_state_audit(r, &state, e) != 0)
         goto out;
     check_state(&c, state);

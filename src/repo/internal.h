@@ -211,4 +211,13 @@ int state_record_init(struct repo *r, struct err *e);
 uint32_t repo_add_pack_locked(struct repo *r, const uint8_t id[32], int source);
 long repo_find_pack_locked(struct repo *r, const uint8_t id[32]);
 
+/* A snapshot's summary, entries reference ({"chunks", "sha256", "bytes"}) and, when text
+ * is not NULL, its entries' text (read them with entry_iter). */
+int snapshot_load_parts(struct repo *r, const char *name, json_t **summary, json_t **ref,
+                        struct buf *text, struct err *e);
+/* Writes one index file whose payload holds npacks records (pack id, blob count, trailer
+ * entries: see index_parse_into); name_out receives its object name ("index/<hex>"). */
+int index_file_write(struct repo *r, const void *records, size_t len, uint32_t npacks,
+                     char name_out[80], uint64_t *bytes, struct err *e);
+
 #endif

@@ -1323,13 +1323,43 @@ int repo_writer_flush(struct repo_writer *w, struct err *e)
         pthread_mutex_unlock(&r->mu);
         return 0;
     }
+    struct buf records = {0};
+    buf_append(&records, w->index_records.data, w->index_records.len);
+    buf_append(&records, r->adopted_payload.data, r->adopted_payload.len);
+    pthread_mutex_unlock(&r->mu);
+    int rc = -1;
+    char name[80];
+    uint64_t written = 0;
+    if (index_file_write(r, records.data, records.len, (uint32_t)total, name, &written, e) != 0)
+        goto out;
+    pthread_mutex_lock(&r->mu);
+    int source = (int)r->nindex_files;
+    r->index_files = xrealloc(r->index_files, xsize(r->nindex_files + 1, sizeof(char *), 0));
+    r->index_files[r->nindex_files++] = xstrdup(name);
+    for (size_t i = 0; i < w->npacks; i++)
+        r->packs[w->packs[i]].source = source;
+    for (size_t i = 0; i < r->nadopted; i++)
+        r->packs[r->adopted[i]].source = source;
+    r->nadopted = 0;
+    r->adopted_payload.len = 0;
+    w->npacks = 0;
+    w->index_records.len = 0;
+    w->stats.bytes_stored += written;
+    pthread_mutex_unlock(&r->mu);
+    rc = 0;
+out:
+    buf_free(&records);
+    return rc;
+}
+
+int index_file_write(struct repo *r, const void *records, size_t len, uint32_t npacks,
+                     char name_out[80], uint64_t *bytes, struct err *e)
+{
     struct buf payload = {0}, packed = {0}, sealed = {0};
     buf_append(&payload, "CIDX", 4);
     buf_append_u32le(&payload, 2);
-    buf_append_u32le(&payload, (uint32_t)total);
-    buf_append(&payload, w->index_records.data, w->index_records.len);
-    buf_append(&payload, r->adopted_payload.data, r->adopted_payload.len);
-    pthread_mutex_unlock(&r->mu);
+    buf_append_u32le(&payload, npacks);
+    buf_append(&payload, records, len);
     int rc = -1;
     if (zstd_pack(payload.data, payload.len, 3, &packed) != 0) {
         err_set(e, ERR_FAILURE, NULL, "cannot compress index");
@@ -1344,26 +1374,13 @@ int repo_writer_flush(struct repo_writer *w, struct err *e)
     if (container_seal(r, 'I', packed.data, packed.len, &sealed, e) != 0)
         goto out;
     uint8_t iid[32];
-    char hex[65], name[80];
+    char hex[65];
     cx_sha256(sealed.data, sealed.len, iid);
     cx_hex(iid, 32, hex);
-    snprintf(name, sizeof(name), "index/%s", hex);
-    if (storage_put(r->st, name, sealed.data, sealed.len, e) != 0)
+    snprintf(name_out, 80, "index/%s", hex);
+    if (storage_put(r->st, name_out, sealed.data, sealed.len, e) != 0)
         goto out;
-    pthread_mutex_lock(&r->mu);
-    int source = (int)r->nindex_files;
-    r->index_files = xrealloc(r->index_files, xsize(r->nindex_files + 1, sizeof(char *), 0));
-    r->index_files[r->nindex_files++] = xstrdup(name);
-    for (size_t i = 0; i < w->npacks; i++)
-        r->packs[w->packs[i]].source = source;
-    for (size_t i = 0; i < r->nadopted; i++)
-        r->packs[r->adopted[i]].source = source;
-    r->nadopted = 0;
-    r->adopted_payload.len = 0;
-    w->npacks = 0;
-    w->index_records.len = 0;
-    w->stats.bytes_stored += sealed.len;
-    pthread_mutex_unlock(&r->mu);
+    *bytes = sealed.len;
     rc = 0;
 out:
     buf_free(&payload);

@@ -172,25 +172,31 @@ static int load_entries(struct repo *r, const uint8_t *p, size_t len, const char
 }
 
 static int snapshot_load(struct repo *r, const char *name, json_t **summary, json_t **entries,
-                         struct buf *text, struct err *e);
+                         struct buf *text, json_t **ref, struct err *e);
 
 int repo_snapshot_load(struct repo *r, const char *name, json_t **summary, json_t **entries,
                        struct err *e)
 {
-    return snapshot_load(r, name, summary, entries, NULL, e);
+    return snapshot_load(r, name, summary, entries, NULL, NULL, e);
+}
+
+int snapshot_load_parts(struct repo *r, const char *name, json_t **summary, json_t **ref,
+                        struct buf *text, struct err *e)
+{
+    return snapshot_load(r, name, summary, NULL, text, ref, e);
 }
 
 int repo_snapshot_load_entries_text(struct repo *r, const char *name, struct buf *text,
                                     struct err *e)
 {
     json_t *summary = NULL;
-    int rc = snapshot_load(r, name, &summary, NULL, text, e);
+    int rc = snapshot_load(r, name, &summary, NULL, text, NULL, e);
     json_decref(summary);
     return rc;
 }
 
 static int snapshot_load(struct repo *r, const char *name, json_t **summary, json_t **entries,
-                         struct buf *text, struct err *e)
+                         struct buf *text, json_t **ref, struct err *e)
 {
     char obj[100];
     snprintf(obj, sizeof(obj), "snapshots/%s", name);
@@ -199,6 +205,8 @@ static int snapshot_load(struct repo *r, const char *name, json_t **summary, jso
     *summary = NULL;
     if (entries)
         *entries = NULL;
+    if (ref)
+        *ref = NULL;
     if (check_name(name, e) != 0)
         return -1;
     if (storage_get(r->st, obj, REPO_MAX_METADATA, &raw, e) != 0)
@@ -229,6 +237,9 @@ static int snapshot_load(struct repo *r, const char *name, json_t **summary, jso
             err_set(e, ERR_DAMAGE, NULL, "snapshot %s: summary is not an object", name);
         goto out;
     }
+    if (ref && !(*ref = parse_json_part(payload.data + rd.pos, payload.len - rd.pos, name,
+                                        "entries reference", e)))
+        goto out;
     if (entries &&
         load_entries(r, payload.data + rd.pos, payload.len - rd.pos, name, entries, e) != 0)
         goto out;
@@ -243,6 +254,10 @@ out:
         if (entries) {
             json_decref(*entries);
             *entries = NULL;
+        }
+        if (ref) {
+            json_decref(*ref);
+            *ref = NULL;
         }
     }
     buf_free(&raw);
@@ -364,6 +379,55 @@ int repo_snapshots_remove(struct repo *r, const char *const *names, size_t n, st
             return -1;
     }
     return 0;
+}
+
+/* ---- entries, one at a time ------------------------------------------------------- */
+
+void entry_iter_init(struct entry_iter *it, const struct buf *text)
+{
+    it->p = (const char *)text->data;
+    it->end = it->p + text->len;
+    it->index = 0;
+    it->started = false;
+}
+
+int entry_iter_next(struct entry_iter *it, json_t **ent, struct err *e)
+{
+    *ent = NULL;
+    while (it->p < it->end && (*it->p == ' ' || *it->p == '\n' || *it->p == '\t'))
+        it->p++;
+    if (!it->started) {
+        if (it->p >= it->end || *it->p != '[')
+            return err_set(e, ERR_DAMAGE, NULL, "manifest entries are not a JSON array");
+        it->p++;
+        it->started = true;
+    } else if (it->p < it->end && *it->p == ',') {
+        it->p++;
+    }
+    while (it->p < it->end && (*it->p == ' ' || *it->p == '\n' || *it->p == '\t'))
+        it->p++;
+    if (it->p < it->end && *it->p == ']') {
+        /* the end of the array must be the end of the text ("[][]" is not one array) */
+        const char *q = it->p + 1;
+        while (q < it->end && (*q == ' ' || *q == '\n' || *q == '\t' || *q == '\0'))
+            q++;
+        if (q < it->end)
+            return err_set(e, ERR_DAMAGE, NULL, "manifest entries are followed by other data");
+        return 0;
+    }
+    if (it->p >= it->end)
+        return err_set(e, ERR_DAMAGE, NULL, "manifest entries are truncated");
+    /* jansson parses one value (of any type: what an entry must be is its reader's to check)
+     * and reports where it stopped */
+    json_error_t je;
+    *ent =
+        json_loadb(it->p, (size_t)(it->end - it->p), JSON_DISABLE_EOF_CHECK | JSON_DECODE_ANY, &je);
+    if (!*ent)
+        return err_set(e, ERR_DAMAGE, NULL, "manifest entry %zu is malformed: %s", it->index,
+                       je.text);
+    it->p += je.position;
+    it->index++;
+    return 1;
 }
 
 /* ---- records ------------------------------------------------------------------------- */

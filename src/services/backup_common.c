@@ -5,6 +5,7 @@
 #include <time.h>
 
 #include "caris/crypto.h"
+#include "caris/retention.h"
 
 void caris_backup_id_format(const char *prefix, const char *mode, int64_t ns, char *out, size_t n)
 {
@@ -16,8 +17,14 @@ void caris_backup_id_format(const char *prefix, const char *mode, int64_t ns, ch
     snprintf(out, n, "%s_%s_%s", prefix, mode, ts);
 }
 
-int backup_id_claim(struct repo *r, const char *prefix, const char *mode, int64_t now_ns, char *id,
-                    size_t n, struct err *e)
+int backup_time(int64_t o_time_ns, int64_t *ns, struct err *e)
+{
+    *ns = o_time_ns ? o_time_ns : time_now_ns();
+    return o_time_ns ? caris_backup_time_check(o_time_ns, e) : 0;
+}
+
+int backup_id_claim(struct repo *r, const char *prefix, const char *mode, int64_t now_ns,
+                    bool exact, char *id, size_t n, struct err *e)
 {
     char base[128];
     caris_backup_id_format(prefix, mode, now_ns, base, sizeof(base));
@@ -38,6 +45,8 @@ int backup_id_claim(struct repo *r, const char *prefix, const char *mode, int64_
             if (sid && strcmp(sid, id) == 0)
                 taken = true;
         }
+        if (taken && exact)
+            break;
         if (taken)
             continue;
         int rc = repo_claim(r, id, e);
@@ -49,8 +58,13 @@ int backup_id_claim(struct repo *r, const char *prefix, const char *mode, int64_
             json_decref(list);
             return 0;
         }
+        if (exact)
+            break;
     }
     json_decref(list);
+    if (exact)
+        return err_set(e, ERR_USAGE, "give another --time: backup ids carry the time to the second",
+                       "backup %s already exists (or is being made)", base);
     return err_set(e, ERR_FAILURE, "`caris-backup unlock` removes stale claims",
                    "cannot find a free backup id for %s", base);
 }
@@ -79,44 +93,6 @@ json_t *backup_latest(struct repo *r, const char *kind, const char *field, json_
         json_incref(best);
     json_decref(list);
     return best ? best : json_null();
-}
-
-void entry_iter_init(struct entry_iter *it, const struct buf *text)
-{
-    it->p = (const char *)text->data;
-    it->end = it->p + text->len;
-    it->index = 0;
-    it->started = false;
-}
-
-int entry_iter_next(struct entry_iter *it, json_t **ent, struct err *e)
-{
-    *ent = NULL;
-    while (it->p < it->end && (*it->p == ' ' || *it->p == '\n' || *it->p == '\t'))
-        it->p++;
-    if (!it->started) {
-        if (it->p >= it->end || *it->p != '[')
-            return err_set(e, ERR_DAMAGE, NULL, "manifest entries are not a JSON array");
-        it->p++;
-        it->started = true;
-    } else if (it->p < it->end && *it->p == ',') {
-        it->p++;
-    }
-    while (it->p < it->end && (*it->p == ' ' || *it->p == '\n' || *it->p == '\t'))
-        it->p++;
-    if (it->p < it->end && *it->p == ']')
-        return 0;
-    if (it->p >= it->end)
-        return err_set(e, ERR_DAMAGE, NULL, "manifest entries are truncated");
-    /* jansson parses one value and reports where it stopped */
-    json_error_t je;
-    *ent = json_loadb(it->p, (size_t)(it->end - it->p), JSON_DISABLE_EOF_CHECK, &je);
-    if (!*ent)
-        return err_set(e, ERR_DAMAGE, NULL, "manifest entry %zu is malformed: %s", it->index,
-                       je.text);
-    it->p += je.position;
-    it->index++;
-    return 1;
 }
 
 void sha256_zeros(struct cx_sha256 *h, uint64_t n)

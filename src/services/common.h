@@ -9,9 +9,12 @@
 /* Claims a unique backup id for prefix/mode at the current time: the base id, or base-2,
  * base-3, ... when taken (by a backup in the repository or a concurrent one). The claim is
  * made with repo_claim under the lock the caller holds; release it with backup_id_release
- * after the snapshot is saved (or on failure). */
-int backup_id_claim(struct repo *r, const char *prefix, const char *mode, int64_t now_ns, char *id,
-                    size_t n, struct err *e);
+ * after the snapshot is saved (or on failure). exact (a time given with --time): the base id
+ * or an error. */
+int backup_id_claim(struct repo *r, const char *prefix, const char *mode, int64_t now_ns,
+                    bool exact, char *id, size_t n, struct err *e);
+/* The time a backup records: o_time_ns when given (refused when in the future), else now. */
+int backup_time(int64_t o_time_ns, int64_t *ns, struct err *e);
 void backup_id_release(struct repo *r, const char *id);
 
 /* The most recent backup of kind whose summary field equals value (json_equal); json_null()
@@ -19,16 +22,7 @@ void backup_id_release(struct repo *r, const char *id);
 json_t *backup_latest(struct repo *r, const char *kind, const char *field, json_t *value,
                       struct err *e);
 
-/* Goes through a manifest's entries (its JSON text) one entry at a time, so that memory
- * holds one entry, not all of them as objects. */
-struct entry_iter {
-    const char *p, *end;
-    size_t index; /* entries returned so far */
-    bool started;
-};
-void entry_iter_init(struct entry_iter *it, const struct buf *text);
-/* 1 and *ent (the caller's), 0 at the end, -1 with ERR_DAMAGE when the text is malformed. */
-int entry_iter_next(struct entry_iter *it, json_t **ent, struct err *e);
+/* entry_iter (one manifest entry at a time) is in caris/repo.h: prune's walk uses it too. */
 
 /* Feeds n zero bytes (a hole) to a SHA-256: a sparse file hashes like sha256sum reads it. */
 struct cx_sha256;

@@ -79,7 +79,10 @@ static json_t *stream_entry(const char *type, const char *name, struct stream_re
 static int db_backup(struct repo *r, const struct db_backup_opts *o, bool incremental,
                      json_t **summary_out, struct err *e)
 {
-    int64_t start_ns = time_now_ns();
+    int64_t start_ns, clock0 = time_now_ns();
+    *summary_out = NULL;
+    if (backup_time(o->time_ns, &start_ns, e) != 0)
+        return -1;
     struct dbb b = {.r = r, .o = o, .start_mono = time_mono_ns()};
     b.threads = o->threads > 0 ? o->threads : sys_ncpu();
     struct pgsrc_target t;
@@ -118,8 +121,8 @@ static int db_backup(struct repo *r, const struct db_backup_opts *o, bool increm
             incremental = false;
         }
     }
-    if (backup_id_claim(r, "caris", incremental ? "incremental" : "full", start_ns, id, sizeof(id),
-                        e) != 0)
+    if (backup_id_claim(r, "caris", incremental ? "incremental" : "full", start_ns, o->time_ns != 0,
+                        id, sizeof(id), e) != 0)
         goto out;
     claimed = true;
 
@@ -183,7 +186,7 @@ static int db_backup(struct repo *r, const struct db_backup_opts *o, bool increm
 
     struct repo_writer_stats ws;
     repo_writer_get_stats(w, &ws);
-    int64_t end_ns = time_now_ns();
+    int64_t end_ns = start_ns + (time_now_ns() - clock0);
     char started[40], finished[40], host[256] = "", sha[65];
     time_format_iso(start_ns, started, sizeof(started));
     time_format_iso(end_ns, finished, sizeof(finished));

@@ -1,0 +1,37 @@
+/* Prune: removes from the repository what no backup needs any more (after forget), under
+ * the exclusive lock. The engine is repo_prune (src/repo/gc.c); this is the service the CLI,
+ * the daemon and the API call. */
+#ifndef CARIS_PRUNE_H
+#define CARIS_PRUNE_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "caris/err.h"
+#include "caris/op.h"
+#include "caris/repo.h"
+
+#define CARIS_PRUNE_DEFAULT_MAX_UNUSED 5.0
+
+struct caris_prune_opts {
+    bool dry_run;      /* decide and report only (takes a shared lock) */
+    double max_unused; /* percent of unused data to tolerate after prune; < 0: default */
+    /* dry run only: backups (ids) to count as forgotten (those a forget --dry-run chose) */
+    const char *const *assume_forgotten;
+    size_t nassume_forgotten;
+};
+struct caris_prune_result {
+    bool dry_run;
+    int64_t duration_ns;
+    struct repo_prune_stats stats;
+};
+/* Takes the exclusive lock (ERR_LOCKED while any backup or other operation holds a lock),
+ * prunes, releases it. The repository handle is only fit for repo_close afterwards. */
+int caris_prune(struct repo *r, const struct caris_prune_opts *o, const struct caris_op *op,
+                struct caris_prune_result *res, struct err *e);
+/* {"dry_run", "duration_ms", "snapshots", "blobs": {...}, "packs": {...}, "index_files":
+ * {...}, "repository_bytes": {"before", "after"}, "leftovers_removed"} */
+json_t *caris_prune_result_to_json(const struct caris_prune_result *res);
+
+#endif

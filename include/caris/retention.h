@@ -1,0 +1,107 @@
+/* Retention: which backups to keep (keep-last/daily/weekly/monthly/yearly/within, per group
+ * of backups of the same source), and forgetting the others. The seed's
+ * databaseBackupService.applyRetentionPolicy({daily, weekly, monthly}) is
+ * caris_retention_apply(). What forgetting frees is removed by prune (prune.h). */
+#ifndef CARIS_RETENTION_H
+#define CARIS_RETENTION_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "caris/config.h"
+#include "caris/err.h"
+#include "caris/op.h"
+#include "caris/repo.h"
+
+/* A duration for --keep-within: years, months, weeks, days, hours ("1y6m", "14d", "36h"). */
+struct caris_duration {
+    int years, months, weeks, days, hours;
+};
+/* Parses "<n><unit>..." with units y, m, w, d, h (each at most once, n >= 0, not all zero).
+ * ERR_USAGE naming the input otherwise. */
+int caris_duration_parse(const char *s, struct caris_duration *d, struct err *e);
+
+/* Each rule keeps, going back from the newest backup of a group, the newest backup of each
+ * of the last N calendar periods that have a backup (day, ISO-8601 week, month, year, in the
+ * policy's time zone); last keeps the N newest; within keeps every backup no older than the
+ * duration before the group's newest. The kept set is the union; the newest backup of a
+ * group is always kept. 0 turns a rule off. */
+struct caris_retention_policy {
+    int last, daily, weekly, monthly, yearly;
+    bool has_within;
+    struct caris_duration within;
+};
+
+/* The configured policy: BACKUP_RETENTION_DAILY (default 7), BACKUP_RETENTION_WEEKLY (4),
+ * BACKUP_RETENTION_MONTHLY (12), as the seed. ERR_CONFIG when one is not a count. */
+int caris_retention_policy_from_config(const struct config *c, struct caris_retention_policy *p,
+                                       struct err *e);
+/* A count option: a decimal integer 0..1000000. ERR_USAGE naming what otherwise. */
+int caris_retention_count_parse(const char *what, const char *s, int *out, struct err *e);
+
+/* Why a backup is kept (bit set). */
+enum {
+    CARIS_KEEP_LAST = 1u << 0,
+    CARIS_KEEP_DAILY = 1u << 1,
+    CARIS_KEEP_WEEKLY = 1u << 2,
+    CARIS_KEEP_MONTHLY = 1u << 3,
+    CARIS_KEEP_YEARLY = 1u << 4,
+    CARIS_KEEP_WITHIN = 1u << 5,
+    CARIS_KEEP_NEWEST = 1u << 6,
+};
+/* Names of the bits set in reasons, as a JSON array of strings ("last", "daily", ...). */
+json_t *caris_retention_reasons_json(unsigned reasons);
+
+struct caris_retention_item {
+    const char *id;
+    size_t group;     /* items with the same group are judged together */
+    int64_t time_ns;  /* the backup's time */
+    bool keep;        /* out */
+    unsigned reasons; /* out: CARIS_KEEP_* */
+};
+/* The pure decision, for any list of items (any order). tz: a TZ name ("Europe/Berlin"),
+ * NULL or "" for the process's local time zone. Sets TZ while it runs: not to be called
+ * while another thread converts local times. */
+int caris_retention_decide(const struct caris_retention_policy *p, const char *tz,
+                           struct caris_retention_item *items, size_t n, struct err *e);
+
+/* Parses a backup time for `backup --time`: "YYYY-MM-DD[T| ]HH:MM[:SS]" followed by "Z",
+ * "+HH:MM" / "-HH:MM", or nothing (local time in tz; NULL = the process's). */
+int caris_time_parse(const char *s, const char *tz, int64_t *ns, struct err *e);
+/* A time given for a backup must not be in the future (nor before 1970): ERR_USAGE. */
+int caris_backup_time_check(int64_t ns, struct err *e);
+
+struct caris_forget_opts {
+    struct caris_retention_policy policy;
+    const char *kind; /* "files", "database", or NULL for both */
+    const char *tz;   /* BACKUP_TZ; NULL = local */
+    bool dry_run;     /* decide and report only */
+};
+struct caris_forget_decision {
+    char id[160];
+    char kind[16];
+    size_t group; /* index into caris_forget_result.groups */
+    int64_t time_ns;
+    bool keep;
+    unsigned reasons;
+};
+struct caris_forget_result {
+    bool dry_run;
+    struct caris_forget_decision *backups; /* grouped, each group newest first */
+    size_t nbackups;
+    json_t *groups; /* [{"kind", "roots"} | {"kind", "database", "source"}] */
+    size_t kept, removed;
+};
+/* Decides with opts->policy and removes (repo_snapshot_remove) every backup not kept, under
+ * a shared lock. The data only they used stays until prune. */
+int caris_retention_apply(struct repo *r, const struct caris_forget_opts *o,
+                          const struct caris_op *op, struct caris_forget_result *res,
+                          struct err *e);
+/* {"dry_run", "kept", "removed", "groups": [{..., "backups": [{"id", "time", "keep",
+ * "reasons"}]}]} */
+json_t *caris_forget_result_to_json(const struct caris_forget_result *res);
+void caris_forget_result_free(struct caris_forget_result *res);
+
+#endif

@@ -1,0 +1,730 @@
+/* Garbage collection: the walk over every blob the backups reference (shared with check),
+ * and prune, which removes what nothing references. Crash safety comes from the order of
+ * its durable steps (new packs -> new index -> old index files deleted -> old packs
+ * deleted): at every instant every referenced blob is listed by some index file (or found
+ * through its pack's trailer) in a pack that exists. */
+#include "internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "caris/op.h"
+#include "caris/pipeline.h"
+#include "caris/pool.h"
+
+/* ---- the walk ------------------------------------------------------------------------ */
+
+/* A malformed chunk list is one reference to nothing (id NULL): check reports it, prune
+ * refuses to run, as restore would refuse the entry. */
+static void walk_chunks(struct repo *r, json_t *chunks, const struct repo_ref_walk *w, bool meta)
+{
+    uint8_t(*ids)[32];
+    uint32_t *lens;
+    size_t n;
+    if (chunklist_decode(chunks, &ids, &lens, &n) != 0) {
+        w->blob(w->ctx, NULL, -1, meta);
+        return;
+    }
+    for (size_t m = 0; m < n; m++) {
+        pthread_mutex_lock(&r->mu);
+        long ei = repo_lookup_locked(r, ids[m]);
+        if (ei >= 0 && !PACK_IS_REAL(repo_entry(r, (size_t)ei)->pack))
+            ei = -1;
+        pthread_mutex_unlock(&r->mu);
+        w->blob(w->ctx, ids[m], ei, meta);
+    }
+    free(ids);
+    free(lens);
+}
+
+/* One snapshot: its entries stream's chunks, then every entry's, one entry at a time. */
+static void walk_one(struct repo *r, const struct repo_ref_walk *w, json_t *s)
+{
+    const char *file = json_string_value(json_object_get(s, "_file"));
+    json_t *summary = NULL, *ref = NULL;
+    struct buf text = {0};
+    struct err le = ERR_INIT;
+    if (w->snapshot_begin)
+        w->snapshot_begin(w->ctx, s);
+    if (!file) {
+        err_set(&le, ERR_DAMAGE, NULL, "snapshot without an object name");
+    } else if (snapshot_load_parts(r, file, &summary, &ref, &text, &le) == 0) {
+        walk_chunks(r, json_object_get(ref, "chunks"), w, true);
+        /* one entry at a time: memory holds the entries' text, not all of them parsed */
+        struct entry_iter it;
+        json_t *ent;
+        entry_iter_init(&it, &text);
+        while (entry_iter_next(&it, &ent, &le) == 1) {
+            walk_chunks(r, json_object_get(ent, "chunks"), w, false);
+            json_decref(ent);
+        }
+    } else {
+        /* The entries could not be read: their stream's own chunks are still known
+         * when the snapshot file is (a missing one is then what check names). */
+        struct err ignore = ERR_INIT;
+        if (snapshot_load_parts(r, file, &summary, &ref, NULL, &ignore) == 0)
+            walk_chunks(r, json_object_get(ref, "chunks"), w, true);
+    }
+    if (w->snapshot_end)
+        w->snapshot_end(w->ctx, s, err_is_set(&le) ? &le : NULL);
+    json_decref(summary);
+    json_decref(ref);
+    buf_free(&text);
+}
+
+struct walk_job {
+    struct repo *r;
+    const struct repo_ref_walk *w;
+    json_t *s;
+    pthread_mutex_t *mu;
+    size_t *done, n;
+    bool *cancelled;
+};
+
+static void walk_job(void *arg, int worker)
+{
+    (void)worker;
+    struct walk_job *j = arg;
+    if (caris_op_cancelled(j->w->op)) {
+        __atomic_store_n(j->cancelled, true, __ATOMIC_RELAXED);
+    } else {
+        walk_one(j->r, j->w, j->s);
+        pthread_mutex_lock(j->mu);
+        caris_op_progress(j->w->op, "mark", ++*j->done, j->n);
+        pthread_mutex_unlock(j->mu);
+    }
+    free(j);
+}
+
+int repo_walk_references(struct repo *r, json_t *list, const struct repo_ref_walk *w, struct err *e)
+{
+    size_t i, n = json_array_size(list);
+    json_t *s;
+    caris_op_progress(w->op, "mark", 0, n);
+    if (w->threads > 1 && n > 1) {
+        /* snapshots on several threads: parsing the manifests is most of the walk */
+        pthread_mutex_t mu;
+        pthread_mutex_init(&mu, NULL);
+        size_t done = 0;
+        bool cancelled = false;
+        struct pool *pool = pool_new(w->threads, (size_t)w->threads);
+        json_array_foreach(list, i, s)
+        {
+            struct walk_job *j = xmalloc(sizeof(*j));
+            *j = (struct walk_job){r, w, s, &mu, &done, n, &cancelled};
+            pool_submit(pool, walk_job, j);
+        }
+        pool_free(pool);
+        pthread_mutex_destroy(&mu);
+        if (__atomic_load_n(&cancelled, __ATOMIC_RELAXED))
+            return err_set(e, ERR_FAILURE, NULL, "cancelled");
+        return 0;
+    }
+    json_array_foreach(list, i, s)
+    {
+        if (caris_op_cancelled(w->op))
+            return err_set(e, ERR_FAILURE, NULL, "cancelled");
+        walk_one(r, w, s);
+        caris_op_progress(w->op, "mark", i + 1, n);
+    }
+    return 0;
+}
+
+/* ---- prune --------------------------------------------------------------------------- */
+
+/* Test-only fault injection: with CARIS_TEST_PRUNE_CRASH_AT=k in the environment, prune
+ * ends the process abruptly (as kill -9 would) right after its k-th durable step (an object
+ * written or deleted), so that tests can stop it at every step in turn. */
+static long crash_at = -2;
+static long crash_steps;
+
+static void durable_step(void)
+{
+    if (crash_at == -2) {
+        const char *v = getenv("CARIS_TEST_PRUNE_CRASH_AT");
+        crash_at = v && *v ? strtol(v, NULL, 10) : -1;
+    }
+    crash_steps++;
+    if (crash_at > 0 && crash_steps == crash_at)
+        _exit(137);
+}
+
+struct packstat {
+    uint64_t size;   /* on disk; 0 when missing */
+    uint64_t used;   /* ciphertext bytes of referenced blobs placed in it */
+    uint64_t stored; /* ciphertext bytes of all blobs placed in it */
+    uint32_t nblobs; /* index entries placed in it */
+    uint32_t nused;
+    enum { P_KEEP, P_DELETE, P_REPACK, P_DROP } fate;
+    bool on_disk;
+};
+
+struct mark {
+    struct repo *r;
+    uint64_t *bits, *meta; /* one bit per index entry: referenced; referenced as metadata */
+    uint64_t missing, malformed;
+    json_t *unreadable; /* snapshots whose blobs are unknown */
+    pthread_mutex_t mu; /* unreadable */
+};
+
+/* Called from several threads at once (the walk's threads): atomic updates only. */
+static void mark_blob(void *ctx, const uint8_t *id, long entry, bool meta)
+{
+    struct mark *m = ctx;
+    if (!id) {
+        __atomic_fetch_add(&m->malformed, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    if (entry < 0) {
+        __atomic_fetch_add(&m->missing, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    uint64_t b = 1ull << ((size_t)entry % 64);
+    __atomic_fetch_or(&m->bits[(size_t)entry / 64], b, __ATOMIC_RELAXED);
+    if (meta)
+        __atomic_fetch_or(&m->meta[(size_t)entry / 64], b, __ATOMIC_RELAXED);
+}
+
+static void mark_end(void *ctx, json_t *summary, const struct err *le)
+{
+    struct mark *m = ctx;
+    if (!le)
+        return;
+    pthread_mutex_lock(&m->mu);
+    json_array_append_new(m->unreadable,
+                          json_pack("{s:s, s:s}", "backup",
+                                    json_string_value(json_object_get(summary, "id")) ?: "?",
+                                    "error", le->msg));
+}
+
+static bool bit(const uint64_t *b, size_t i)
+{
+    return (b[i / 64] >> (i % 64)) & 1;
+}
+
+struct sizes {
+    struct repo *r;
+    struct packstat *ps;
+    uint64_t total, unknown_packs;
+};
+
+static int size_one(void *ctx, const char *name, uint64_t size, struct err *e)
+{
+    (void)e;
+    struct sizes *z = ctx;
+    z->total += size;
+    if (!z->ps || strncmp(name, "data/", 5) != 0)
+        return 0;
+    const char *base = strrchr(name, '/') + 1;
+    uint8_t id[32];
+    if (strlen(base) != 64 || cx_unhex(base, id, 32) != 0)
+        return 0;
+    pthread_mutex_lock(&z->r->mu);
+    long p = repo_find_pack_locked(z->r, id);
+    pthread_mutex_unlock(&z->r->mu);
+    if (p < 0) {
+        z->unknown_packs++;
+        return 0;
+    }
+    z->ps[p].size = size;
+    z->ps[p].on_disk = true;
+    return 0;
+}
+
+/* Bytes of the repository: packs, index files, snapshots, key slots, config and marker
+ * (not locks, which come and go, nor records). ps: also record each known pack's size. */
+static int repo_bytes(struct repo *r, struct packstat *ps, uint64_t *total, struct err *e)
+{
+    static const char *const dirs[] = {"data", "index", "snapshots", "keys", NULL};
+    static const char *const files[] = {"config", "caris-repository", NULL};
+    struct sizes z = {r, ps, 0, 0};
+    for (size_t i = 0; dirs[i]; i++)
+        if (storage_list(r->st, dirs[i], size_one, &z, e) != 0)
+            return -1;
+    for (size_t i = 0; files[i]; i++) {
+        uint64_t size;
+        if (storage_size(r->st, files[i], &size, e) != 0)
+            return -1;
+        z.total += size;
+    }
+    *total = z.total;
+    return 0;
+}
+
+/* What crashed operations left (temporary files of interrupted writes, stale locks and
+ * claims): removed by repo_leftovers_remove, which needs the exclusive lock prune holds; a dry
+ * run counts the temporary files. */
+static int prune_remove_leftovers(struct repo *r, bool dry_run, uint64_t *removed, struct err *e)
+{
+    json_t *l = NULL;
+    int rc;
+    if (dry_run) {
+        l = repo_leftovers_list(r, e);
+        rc = l ? 0 : -1;
+    } else {
+        rc = repo_leftovers_remove(r, &l, e);
+        if (rc == 0 && json_array_size(l))
+            durable_step();
+    }
+    if (rc == 0)
+        *removed += json_array_size(l);
+    json_decref(l);
+    return rc;
+}
+
+/* Rewrites the referenced blobs of pack p through w. Each blob's entry is handed to the
+ * writer (marked abandoned, which repo_writer_add takes over), so the writer stores it again
+ * in a new pack with a fresh salt, and the entry then points there. */
+static int repack_one(struct repo *r, struct repo_writer *w, uint32_t p, const uint32_t *by_pack,
+                      size_t from, size_t to, const struct mark *m, const struct packstat *ps,
+                      struct buf *data, struct repo_prune_stats *st, struct err *e)
+{
+    char name[80];
+    pack_object_name(r->packs[p].id, name, sizeof(name));
+    if (ps->size > (uint64_t)REPO_PACK_TARGET * 8)
+        return err_set(e, ERR_DAMAGE, "run `caris-backup check --read-data`",
+                       "pack %s is implausibly large (%llu bytes)", name,
+                       (unsigned long long)ps->size);
+    data->len = 0;
+    buf_reserve(data, (size_t)ps->size);
+    if (storage_read_at(r->st, name, 0, data->data, (size_t)ps->size, e) != 0)
+        return -1;
+    data->len = (size_t)ps->size;
+    uint8_t key[32];
+    if (data->len < PACK_HEADER_LEN || memcmp(data->data, PACK_MAGIC, 8) != 0 ||
+        pack_derive_key(r, data->data + 8, key, e) != 0)
+        return err_set(e, ERR_DAMAGE, "run `caris-backup check --read-data`", "pack %s: bad header",
+                       name);
+    struct buf out = {0};
+    int rc = 0;
+    int data_slot = 0, meta_slot = repo_writer_meta_slot(w);
+    for (size_t k = from; k < to && rc == 0; k++) {
+        uint32_t ei = by_pack[k];
+        if (!bit(m->bits, ei))
+            continue;
+        pthread_mutex_lock(&r->mu);
+        struct ientry en = *repo_entry(r, ei);
+        pthread_mutex_unlock(&r->mu);
+        if ((uint64_t)en.off + en.clen > data->len) {
+            rc = err_set(e, ERR_DAMAGE, "run `caris-backup check --read-data`",
+                         "pack %s: index entry points past its end", name);
+            break;
+        }
+        /* The id is checked: a damaged blob must not be copied as if it were sound. */
+        if (blob_decode(r, en.id, &en, key, data->data + en.off, name, true, &out, e) != 0) {
+            err_wrap(e, "cannot repack");
+            rc = -1;
+            break;
+        }
+        pthread_mutex_lock(&r->mu);
+        repo_entry(r, ei)->pack = PACK_ABANDONED;
+        pthread_mutex_unlock(&r->mu);
+        if (repo_writer_add(w, bit(m->meta, ei) ? meta_slot : data_slot, en.id, out.data, out.len,
+                            e) < 0) {
+            rc = -1;
+            break;
+        }
+        st->blobs_repacked++;
+    }
+    cx_wipe(key, sizeof(key));
+    if (out.data)
+        cx_wipe(out.data, out.cap);
+    buf_free(&out);
+    return rc;
+}
+
+/* Index records of the kept packs, written as index files of at most MAX_INDEX_BLOBS blobs
+ * (a few MiB each: memory stays bounded by the in-memory index). */
+#define MAX_INDEX_BLOBS (1u << 17)
+
+static int write_new_index(struct repo *r, const struct packstat *ps, size_t npacks,
+                           const uint32_t *by_pack, const size_t *first, char ***names,
+                           size_t *nnames, struct err *e)
+{
+    struct buf rec = {0};
+    uint32_t nrec = 0, nblobs = 0;
+    int rc = 0;
+    for (size_t p = 0; p <= npacks && rc == 0; p++) {
+        bool last = p == npacks;
+        if (!last && ps[p].fate != P_KEEP)
+            continue;
+        size_t cnt = last ? 0 : first[p + 1] - first[p];
+        if (nrec && (last || nblobs + cnt > MAX_INDEX_BLOBS)) {
+            char name[80];
+            uint64_t bytes;
+            if (index_file_write(r, rec.data, rec.len, nrec, name, &bytes, e) != 0) {
+                rc = -1;
+                break;
+            }
+            durable_step();
+            *names = xrealloc(*names, xsize(*nnames + 1, sizeof(char *), 0));
+            (*names)[(*nnames)++] = xstrdup(name);
+            rec.len = 0;
+            nrec = 0;
+            nblobs = 0;
+        }
+        if (last)
+            break;
+        buf_append(&rec, r->packs[p].id, 32);
+        buf_append_u32le(&rec, (uint32_t)cnt);
+        for (size_t k = first[p]; k < first[p + 1]; k++) {
+            struct ientry *en = repo_entry(r, by_pack[k]);
+            buf_append(&rec, en->id, 32);
+            buf_append_u32le(&rec, en->off);
+            buf_append_u32le(&rec, en->clen);
+            buf_append_u32le(&rec, en->ulen_flags);
+        }
+        nrec++;
+        nblobs += (uint32_t)cnt;
+    }
+    buf_free(&rec);
+    return rc;
+}
+
+/* Unused bytes of a pack that stays: what its unreferenced blobs (and their trailer
+ * entries) take. Header, footer and the referenced blobs' trailer entries are the cost of
+ * keeping the referenced ones, in any pack. */
+/* The bytes of blobs nothing references: what forgotten backups left in the pack. Header,
+ * trailer and padding are not counted: a rewritten pack has them too, and counting them
+ * would make every padded pack look wasteful and be rewritten by every prune. */
+static uint64_t pack_unused(const struct packstat *x)
+{
+    return x->stored > x->used ? x->stored - x->used : 0;
+}
+
+static const struct packstat *sort_ps;
+
+static int cmp_unused_share(const void *a, const void *b)
+{
+    const struct packstat *x = &sort_ps[*(const uint32_t *)a], *y = &sort_ps[*(const uint32_t *)b];
+    double rx = (double)pack_unused(x) / (double)x->size;
+    double ry = (double)pack_unused(y) / (double)y->size;
+    if (rx != ry)
+        return rx > ry ? -1 : 1;
+    return *(const uint32_t *)a < *(const uint32_t *)b ? -1 : 1;
+}
+
+/* Which packs to repack. As restic's --max-unused: the unused share of the repository after
+ * prune may be up to max_unused percent; packs are repacked, the most wasteful share first,
+ * until it is. Rewriting a pack costs reading and writing it whole, so a few unused bytes
+ * here and there are cheaper kept than rewritten. */
+static void choose_repacks(struct packstat *ps, size_t npacks, double max_unused,
+                           struct repo_prune_stats *st)
+{
+    uint32_t *cand = xcalloc(npacks + 1, sizeof(uint32_t));
+    size_t n = 0;
+    uint64_t unused = 0, size = 0;
+    for (size_t p = 0; p < npacks; p++) {
+        if (ps[p].fate != P_KEEP || !ps[p].on_disk)
+            continue;
+        unused += pack_unused(&ps[p]);
+        size += ps[p].size;
+        if (pack_unused(&ps[p]))
+            cand[n++] = (uint32_t)p;
+    }
+    sort_ps = ps;
+    qsort(cand, n, sizeof(uint32_t), cmp_unused_share);
+    sort_ps = NULL;
+    for (size_t i = 0; i < n && (double)unused * 100.0 > max_unused * (double)size; i++) {
+        struct packstat *x = &ps[cand[i]];
+        uint64_t u = pack_unused(x);
+        x->fate = P_REPACK;
+        st->packs_repacked++;
+        st->pack_bytes_repacked += x->size;
+        unused -= u;
+        size -= u; /* what is repacked comes back without its unused bytes */
+    }
+    free(cand);
+}
+
+/* Entries grouped by pack (counting sort): by_pack[first[p] .. first[p + 1]). */
+static void group_by_pack(struct repo *r, uint32_t **by_pack, size_t **first)
+{
+    size_t np = r->npacks;
+    free(*by_pack);
+    free(*first);
+    *first = xcalloc(np + 2, sizeof(size_t));
+    *by_pack = xcalloc(r->nentries ? r->nentries : 1, sizeof(uint32_t));
+    size_t *f = *first;
+    for (size_t k = 0; k < r->nentries; k++) {
+        uint32_t p = repo_entry(r, k)->pack;
+        if (PACK_IS_REAL(p))
+            f[p + 2]++;
+    }
+    for (size_t p = 2; p < np + 2; p++)
+        f[p] += f[p - 1];
+    for (size_t k = 0; k < r->nentries; k++) {
+        uint32_t p = repo_entry(r, k)->pack;
+        if (PACK_IS_REAL(p))
+            (*by_pack)[f[p + 1]++] = (uint32_t)k;
+    }
+}
+
+int repo_prune(struct repo *r, const struct repo_prune_opts *o, struct repo_prune_stats *st,
+               struct err *e)
+{
+    const struct caris_op *op = o ? o->op : NULL;
+    double max_unused = o ? o->max_unused : 5.0;
+    bool dry = o && o->dry_run;
+    memset(st, 0, sizeof(*st));
+    /* a dry run changes nothing: a shared lock is enough */
+    if (!r->lock || (!dry && !r->lock->exclusive))
+        return err_set(e, ERR_LOCKED, "take the exclusive lock first (repo_lock)",
+                       "prune needs the %s lock of %s", dry ? "shared or exclusive" : "exclusive",
+                       r->path);
+    if (json_array_size(r->damage))
+        return err_set(e, ERR_DAMAGE,
+                       "run `caris-backup check` and repair the damage it reports first",
+                       "refusing to prune repository %s: %s", r->path,
+                       json_string_value(json_object_get(json_array_get(r->damage, 0), "error")));
+    int rc = -1;
+    json_t *list = NULL, *damaged = NULL;
+    struct mark m = {.r = r, .unreadable = json_array()};
+    pthread_mutex_init(&m.mu, NULL);
+    struct packstat *ps = NULL;
+    uint32_t *by_pack = NULL;
+    size_t *first = NULL;
+    struct repo_writer *w = NULL;
+    struct buf data = {0};
+    char **old_index = NULL, **new_index = NULL;
+    size_t nold = 0, nnew = 0;
+
+    /* 1. Mark. */
+    list = repo_snapshot_list(r, &damaged, e);
+    if (!list)
+        goto out;
+    if (json_array_size(damaged)) {
+        err_set(e, ERR_DAMAGE, "run `caris-backup check`; forget or repair that backup first",
+                "refusing to prune: snapshot %s cannot be read, so what it needs is unknown",
+                json_string_value(json_object_get(json_array_get(damaged, 0), "object")));
+        goto out;
+    }
+    if (dry && o->nassume_forgotten) {
+        json_t *kept = json_array();
+        size_t i;
+        json_t *s;
+        json_array_foreach(list, i, s)
+        {
+            const char *id = json_string_value(json_object_get(s, "id"));
+            bool gone = false;
+            for (size_t k = 0; id && k < o->nassume_forgotten && !gone; k++)
+                gone = strcmp(id, o->assume_forgotten[k]) == 0;
+            if (!gone)
+                json_array_append(kept, s);
+        }
+        json_decref(list);
+        list = kept;
+    }
+    st->snapshots = json_array_size(list);
+    size_t nent = r->nentries, words = nent / 64 + 1;
+    m.bits = xcalloc(words, sizeof(uint64_t));
+    m.meta = xcalloc(words, sizeof(uint64_t));
+    struct repo_ref_walk walk = {
+        .blob = mark_blob, .snapshot_end = mark_end, .ctx = &m, .op = op, .threads = sys_ncpu()};
+    if (repo_walk_references(r, list, &walk, e) != 0)
+        goto out;
+    if (json_array_size(m.unreadable) || m.malformed) {
+        err_set(e, ERR_DAMAGE, "run `caris-backup check`; forget or repair that backup first",
+                "refusing to prune: backup %s cannot be read (%s), so what it needs is unknown",
+                json_array_size(m.unreadable)
+                    ? json_string_value(json_object_get(json_array_get(m.unreadable, 0), "backup"))
+                    : "?",
+                json_array_size(m.unreadable)
+                    ? json_string_value(json_object_get(json_array_get(m.unreadable, 0), "error"))
+                    : "malformed chunk reference");
+        goto out;
+    }
+    st->blobs = nent;
+    st->blobs_missing = m.missing;
+    for (size_t k = 0; k < nent; k++)
+        st->blobs_referenced += bit(m.bits, k);
+
+    /* 2. Decide each pack's fate. */
+    size_t npacks = r->npacks;
+    ps = xcalloc(npacks + 1, sizeof(*ps));
+    if (repo_bytes(r, ps, &st->repo_bytes_before, e) != 0)
+        goto out;
+    pthread_mutex_lock(&r->mu);
+    group_by_pack(r, &by_pack, &first);
+    for (size_t k = 0; k < nent; k++) {
+        struct ientry *en = repo_entry(r, k);
+        if (!PACK_IS_REAL(en->pack))
+            continue;
+        ps[en->pack].nblobs++;
+        ps[en->pack].stored += en->clen;
+        if (bit(m.bits, k)) {
+            ps[en->pack].used += en->clen;
+            ps[en->pack].nused++;
+        }
+    }
+    pthread_mutex_unlock(&r->mu);
+    st->index_files_before = r->nindex_files;
+    for (size_t p = 0; p < npacks; p++) {
+        struct packstat *x = &ps[p];
+        if (x->on_disk) {
+            st->packs_before++;
+            st->pack_bytes_before += x->size;
+        }
+        if (!x->on_disk) {
+            /* listed but missing: keep listing it while a backup needs it (check reports
+             * it); forget it otherwise */
+            x->fate = x->nused ? P_KEEP : P_DROP;
+        } else if (x->nused == 0) {
+            x->fate = P_DELETE;
+            st->packs_deleted++;
+            st->pack_bytes_deleted += x->size;
+        }
+    }
+    choose_repacks(ps, npacks, max_unused, st);
+    if (dry) {
+        st->packs_after = st->packs_before - st->packs_deleted - st->packs_repacked;
+        st->pack_bytes_after =
+            st->pack_bytes_before - st->pack_bytes_deleted - st->pack_bytes_repacked;
+        /* a repack writes back about the referenced share of what it reads */
+        for (size_t p = 0; p < npacks; p++)
+            if (ps[p].fate == P_REPACK)
+                st->pack_bytes_after += ps[p].used + PACK_HEADER_LEN;
+        st->repo_bytes_after =
+            st->repo_bytes_before - (st->pack_bytes_before - st->pack_bytes_after);
+        st->index_files_written = st->packs_deleted + st->packs_repacked ? 1 : 0;
+        prune_remove_leftovers(r, true, &st->leftovers_removed, e);
+        rc = 0;
+        goto out;
+    }
+    bool changes = st->packs_deleted || st->packs_repacked;
+    for (size_t p = 0; p < npacks; p++)
+        changes =
+            changes || ps[p].fate == P_DROP || (ps[p].fate == P_KEEP && r->packs[p].source == -1);
+    if (!changes && r->nindex_files <= 1) {
+        /* nothing to delete or rewrite: only leftovers */
+        goto leftovers;
+    }
+
+    /* 3. Repack into new packs (written as they fill; the flush writes the last ones and an
+     * index file for them). Packs adopted from trailers are listed by the new index below,
+     * not by the writer's. */
+    pthread_mutex_lock(&r->mu);
+    r->nadopted = 0;
+    r->adopted_payload.len = 0;
+    pthread_mutex_unlock(&r->mu);
+    if (st->packs_repacked) {
+        w = repo_writer_new(r, 1);
+        uint64_t done = 0;
+        for (size_t p = 0; p < npacks; p++) {
+            if (ps[p].fate != P_REPACK)
+                continue;
+            if (caris_op_cancelled(op)) {
+                err_set(e, ERR_FAILURE, NULL, "cancelled (nothing was deleted)");
+                goto out;
+            }
+            caris_op_progress(op, "repack", done++, st->packs_repacked);
+            if (repack_one(r, w, (uint32_t)p, by_pack, first[p], first[p + 1], &m, &ps[p], &data,
+                           st, e) != 0)
+                goto out;
+        }
+        if (repo_writer_flush(w, e) != 0)
+            goto out;
+        struct repo_writer_stats ws;
+        repo_writer_get_stats(w, &ws);
+        st->packs_written = ws.packs;
+        st->pack_bytes_written = ws.bytes_stored;
+        durable_step();
+        caris_op_progress(op, "repack", done, st->packs_repacked);
+    }
+    if (caris_op_cancelled(op)) {
+        err_set(e, ERR_FAILURE, NULL, "cancelled (nothing was deleted)");
+        goto out;
+    }
+
+    /* 4. New index files for everything that remains: kept packs (entries as the in-memory
+     * index places them, so a blob repacked above is listed in its new pack only) and the
+     * repack's new packs. Everything the old index files listed that is still needed is in
+     * them before any old one goes. */
+    pthread_mutex_lock(&r->mu);
+    size_t npacks_now = r->npacks;
+    ps = xrealloc(ps, xsize(npacks_now + 1, sizeof(*ps), 0));
+    for (size_t p = npacks; p < npacks_now; p++) {
+        memset(&ps[p], 0, sizeof(ps[p]));
+        ps[p].fate = P_KEEP;
+        ps[p].on_disk = true;
+    }
+    group_by_pack(r, &by_pack, &first);
+    old_index = xcalloc(r->nindex_files + 1, sizeof(char *));
+    for (size_t i = 0; i < r->nindex_files; i++)
+        old_index[nold++] = xstrdup(r->index_files[i]);
+    pthread_mutex_unlock(&r->mu);
+    caris_op_progress(op, "index", 0, 1);
+    if (write_new_index(r, ps, npacks_now, by_pack, first, &new_index, &nnew, e) != 0)
+        goto out;
+    st->index_files_written = nnew;
+    caris_op_progress(op, "index", 1, 1);
+
+    /* 5. Old index files, then 6. old packs. Past this point a stop leaves only garbage for
+     * the next prune; the cancel flag is still honoured between objects. */
+    for (size_t i = 0; i < nold; i++) {
+        if (caris_op_cancelled(op)) {
+            err_set(e, ERR_FAILURE, NULL, "cancelled (run prune again to finish)");
+            goto out;
+        }
+        if (storage_remove(r->st, old_index[i], e) != 0)
+            goto out;
+        durable_step();
+    }
+    uint64_t todo = st->packs_deleted + st->packs_repacked, done = 0;
+    for (size_t p = 0; p < npacks; p++) {
+        if (ps[p].fate != P_DELETE && ps[p].fate != P_REPACK)
+            continue;
+        if (caris_op_cancelled(op)) {
+            err_set(e, ERR_FAILURE, NULL, "cancelled (run prune again to finish)");
+            goto out;
+        }
+        caris_op_progress(op, "delete", done++, todo);
+        char name[80];
+        pack_object_name(r->packs[p].id, name, sizeof(name));
+        if (storage_remove(r->st, name, e) != 0)
+            goto out;
+        durable_step();
+    }
+    caris_op_progress(op, "delete", done, todo);
+
+leftovers:
+    /* 7. Leftovers of interrupted writes. */
+    if (prune_remove_leftovers(r, false, &st->leftovers_removed, e) != 0)
+        goto out;
+    {
+        struct packstat *after = xcalloc(r->npacks + 1, sizeof(*after));
+        int brc = repo_bytes(r, after, &st->repo_bytes_after, e);
+        for (size_t p = 0; p < r->npacks; p++)
+            if (after[p].on_disk) {
+                st->packs_after++;
+                st->pack_bytes_after += after[p].size;
+            }
+        free(after);
+        if (brc != 0)
+            goto out;
+    }
+    rc = 0;
+out:
+    json_decref(list);
+    json_decref(damaged);
+    json_decref(m.unreadable);
+    pthread_mutex_destroy(&m.mu);
+    free(m.bits);
+    free(m.meta);
+    free(ps);
+    free(by_pack);
+    free(first);
+    repo_writer_free(w);
+    buf_free(&data);
+    for (size_t i = 0; i < nold; i++)
+        free(old_index[i]);
+    free(old_index);
+    for (size_t i = 0; i < nnew; i++)
+        free(new_index[i]);
+    free(new_index);
+    return rc;
+}

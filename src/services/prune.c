@@ -1,0 +1,59 @@
+/* Prune as a service: the lock around the engine (repo_prune) and its report. */
+#include "caris/prune.h"
+
+#include <string.h>
+
+int caris_prune(struct repo *r, const struct caris_prune_opts *o, const struct caris_op *op,
+                struct caris_prune_result *res, struct err *e)
+{
+    memset(res, 0, sizeof(*res));
+    double max_unused = o && o->max_unused >= 0 ? o->max_unused : CARIS_PRUNE_DEFAULT_MAX_UNUSED;
+    if (max_unused > 100)
+        return err_set(e, ERR_USAGE, "give a percentage between 0 and 100",
+                       "invalid --max-unused %.1f", max_unused);
+    res->dry_run = o && o->dry_run;
+    int64_t t0 = time_mono_ns();
+    /* A dry run changes nothing: a shared lock lets backups go on meanwhile. */
+    if (repo_lock(r, !res->dry_run, res->dry_run ? "prune --dry-run" : "prune", e) != 0)
+        return -1;
+    struct repo_prune_opts po = {.dry_run = res->dry_run,
+                                 .max_unused = max_unused,
+                                 .op = op,
+                                 .assume_forgotten = o ? o->assume_forgotten : NULL,
+                                 .nassume_forgotten = o ? o->nassume_forgotten : 0};
+    int rc = repo_prune(r, &po, &res->stats, e);
+    repo_unlock(r);
+    res->duration_ns = time_mono_ns() - t0;
+    if (rc == 0 && !res->dry_run)
+        caris_op_log(op, LOG_INFO,
+                     "prune: %llu packs deleted, %llu repacked, repository %llu -> %llu bytes",
+                     (unsigned long long)res->stats.packs_deleted,
+                     (unsigned long long)res->stats.packs_repacked,
+                     (unsigned long long)res->stats.repo_bytes_before,
+                     (unsigned long long)res->stats.repo_bytes_after);
+    return rc;
+}
+
+json_t *caris_prune_result_to_json(const struct caris_prune_result *res)
+{
+    const struct repo_prune_stats *s = &res->stats;
+    return json_pack(
+        "{s:b, s:I, s:I, s:{s:I, s:I, s:I, s:I}, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
+        "s:I}, s:{s:I, s:I}, s:{s:I, s:I}, s:I}",
+        "dry_run", res->dry_run, "duration_ms", (json_int_t)(res->duration_ns / 1000000),
+        "snapshots", (json_int_t)s->snapshots, "blobs", "total", (json_int_t)s->blobs, "referenced",
+        (json_int_t)s->blobs_referenced, "missing", (json_int_t)s->blobs_missing, "repacked",
+        (json_int_t)s->blobs_repacked, "packs", "before", (json_int_t)s->packs_before,
+        "bytes_before", (json_int_t)s->pack_bytes_before, "deleted", (json_int_t)s->packs_deleted,
+        "bytes_deleted", (json_int_t)s->pack_bytes_deleted, "repacked",
+        (json_int_t)s->packs_repacked, "bytes_repacked", (json_int_t)s->pack_bytes_repacked,
+        "written", (json_int_t)s->packs_written, "after", (json_int_t)s->packs_after, "bytes_after",
+        (json_int_t)s->pack_bytes_after, "bytes_freed",
+        (json_int_t)(s->pack_bytes_before > s->pack_bytes_after
+                         ? s->pack_bytes_before - s->pack_bytes_after
+                         : 0),
+        "index_files", "before", (json_int_t)s->index_files_before, "written",
+        (json_int_t)s->index_files_written, "repository_bytes", "before",
+        (json_int_t)s->repo_bytes_before, "after", (json_int_t)s->repo_bytes_after,
+        "leftovers_removed", (json_int_t)s->leftovers_removed);
+}

@@ -1,0 +1,508 @@
+/* Retention (forget): the keep decision and forgetting what it does not keep. */
+#include "caris/retention.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common.h"
+
+/* ---- parsing ------------------------------------------------------------------------- */
+
+int caris_retention_count_parse(const char *what, const char *s, int *out, struct err *e)
+{
+    char *end;
+    if (!s || !isdigit((unsigned char)*s))
+        return err_set(e, ERR_USAGE, "give a whole number, 0 or more",
+                       "invalid %s '%s': not a count", what, s ? s : "");
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (*end || errno || v > 1000000)
+        return err_set(e, ERR_USAGE, "give a whole number between 0 and 1000000",
+                       "invalid %s '%s': not a count", what, s);
+    *out = (int)v;
+    return 0;
+}
+
+int caris_duration_parse(const char *s, struct caris_duration *d, struct err *e)
+{
+    static const char HINT[] =
+        "a duration is numbers with units y (years), m (months), w (weeks), d (days), h "
+        "(hours), e.g. 1y6m, 14d, 36h";
+    memset(d, 0, sizeof(*d));
+    const char *p = s ? s : "";
+    unsigned seen = 0;
+    bool any = false;
+    if (!*p)
+        return err_set(e, ERR_USAGE, HINT, "invalid duration '': empty");
+    while (*p) {
+        if (!isdigit((unsigned char)*p))
+            return err_set(e, ERR_USAGE, HINT, "invalid duration '%s'", s);
+        long v = 0;
+        while (isdigit((unsigned char)*p)) {
+            v = v * 10 + (*p++ - '0');
+            if (v > 100000)
+                return err_set(e, ERR_USAGE, HINT, "invalid duration '%s': too large", s);
+        }
+        int *slot;
+        unsigned bitv;
+        switch (*p) {
+        case 'y':
+            slot = &d->years, bitv = 1;
+            break;
+        case 'm':
+            slot = &d->months, bitv = 2;
+            break;
+        case 'w':
+            slot = &d->weeks, bitv = 4;
+            break;
+        case 'd':
+            slot = &d->days, bitv = 8;
+            break;
+        case 'h':
+            slot = &d->hours, bitv = 16;
+            break;
+        default:
+            return err_set(e, ERR_USAGE, HINT, "invalid duration '%s': unknown unit '%c'", s,
+                           *p ? *p : ' ');
+        }
+        if (seen & bitv)
+            return err_set(e, ERR_USAGE, HINT, "invalid duration '%s': unit '%c' given twice", s,
+                           *p);
+        seen |= bitv;
+        *slot = (int)v;
+        any = any || v > 0;
+        p++;
+    }
+    if (!any)
+        return err_set(e, ERR_USAGE, HINT, "invalid duration '%s': zero", s);
+    return 0;
+}
+
+int caris_retention_policy_from_config(const struct config *c, struct caris_retention_policy *p,
+                                       struct err *e)
+{
+    static const struct {
+        const char *name;
+        int dflt;
+        size_t off;
+    } vars[] = {
+        {"BACKUP_RETENTION_DAILY", 7, offsetof(struct caris_retention_policy, daily)},
+        {"BACKUP_RETENTION_WEEKLY", 4, offsetof(struct caris_retention_policy, weekly)},
+        {"BACKUP_RETENTION_MONTHLY", 12, offsetof(struct caris_retention_policy, monthly)},
+    };
+    memset(p, 0, sizeof(*p));
+    for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++) {
+        int *slot = (int *)((char *)p + vars[i].off);
+        const char *v = config_get(c, vars[i].name);
+        *slot = vars[i].dflt;
+        if (v && caris_retention_count_parse(vars[i].name, v, slot, e) != 0) {
+            e->code = ERR_CONFIG;
+            snprintf(e->hint, sizeof(e->hint),
+                     "set %s to a whole number of backups to keep (0 turns the rule off)",
+                     vars[i].name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* ---- time zones ---------------------------------------------------------------------- */
+
+/* Runs local-time conversions in tz: saves TZ, sets it, and restores it afterwards. */
+struct tz_guard {
+    char *saved;
+    bool had, set;
+};
+
+static void tz_enter(struct tz_guard *g, const char *tz)
+{
+    memset(g, 0, sizeof(*g));
+    if (!tz || !*tz) {
+        tzset();
+        return;
+    }
+    const char *old = getenv("TZ");
+    g->had = old != NULL;
+    g->saved = old ? xstrdup(old) : NULL;
+    g->set = true;
+    setenv("TZ", tz, 1);
+    tzset();
+}
+
+static void tz_leave(struct tz_guard *g)
+{
+    if (g->set) {
+        if (g->had)
+            setenv("TZ", g->saved, 1);
+        else
+            unsetenv("TZ");
+        tzset();
+    }
+    free(g->saved);
+}
+
+/* A TZ name must name a zone file; glibc silently takes an unknown name as UTC. */
+static int tz_check(const char *tz, struct err *e)
+{
+    if (!tz || !*tz)
+        return 0;
+    const char *name = tz[0] == ':' ? tz + 1 : tz;
+    if (name[0] == '/' ? fs_exists(name) : false)
+        return 0;
+    if (strstr(name, "..") == NULL) {
+        char *path = xasprintf("/usr/share/zoneinfo/%s", name);
+        bool ok = fs_exists(path);
+        free(path);
+        if (ok || strcmp(name, "UTC") == 0)
+            return 0;
+    }
+    return err_set(e, ERR_CONFIG, "set BACKUP_TZ to a zone name such as Europe/Berlin or UTC",
+                   "unknown time zone '%s'", tz);
+}
+
+int caris_time_parse(const char *s, const char *tz, int64_t *ns, struct err *e)
+{
+    static const char HINT[] = "give the time as 2024-01-15T03:00:00Z, 2024-01-15T04:00:00+01:00 "
+                               "or 2024-01-15 04:00 (local time)";
+    struct tm tm = {0};
+    const char *p = strptime(s, "%Y-%m-%d", &tm);
+    if (!p || (*p != 'T' && *p != ' '))
+        return err_set(e, ERR_USAGE, HINT, "invalid time '%s'", s);
+    const char *q = strptime(p + 1, "%H:%M:%S", &tm);
+    if (!q) {
+        tm.tm_sec = 0;
+        q = strptime(p + 1, "%H:%M", &tm);
+    }
+    if (!q)
+        return err_set(e, ERR_USAGE, HINT, "invalid time '%s'", s);
+    struct tm check = tm;
+    int64_t t;
+    if (*q == 'Z' && q[1] == '\0') {
+        t = (int64_t)timegm(&tm);
+    } else if ((*q == '+' || *q == '-') && isdigit((unsigned char)q[1]) &&
+               isdigit((unsigned char)q[2]) && q[3] == ':' && isdigit((unsigned char)q[4]) &&
+               isdigit((unsigned char)q[5]) && q[6] == '\0') {
+        int off =
+            ((q[1] - '0') * 10 + (q[2] - '0')) * 3600 + ((q[4] - '0') * 10 + (q[5] - '0')) * 60;
+        if (off > 14 * 3600)
+            return err_set(e, ERR_USAGE, HINT, "invalid time '%s': offset out of range", s);
+        t = (int64_t)timegm(&tm) - (*q == '+' ? off : -off);
+    } else if (*q == '\0') {
+        if (tz_check(tz, e) != 0)
+            return -1;
+        struct tz_guard g;
+        tz_enter(&g, tz);
+        tm.tm_isdst = -1;
+        t = (int64_t)mktime(&tm);
+        tz_leave(&g);
+    } else {
+        return err_set(e, ERR_USAGE, HINT, "invalid time '%s'", s);
+    }
+    /* strptime accepts 2024-02-31; timegm/mktime would roll it into March */
+    if (tm.tm_mday != check.tm_mday || tm.tm_mon != check.tm_mon || check.tm_hour > 23 ||
+        check.tm_min > 59 || check.tm_sec > 59)
+        return err_set(e, ERR_USAGE, HINT, "invalid time '%s': no such date", s);
+    *ns = t * 1000000000;
+    return 0;
+}
+
+int caris_backup_time_check(int64_t ns, struct err *e)
+{
+    char when[40];
+    time_format_iso(ns, when, sizeof(when));
+    if (ns > time_now_ns())
+        return err_set(e, ERR_USAGE,
+                       "--time records when an older backup was made: give a past time",
+                       "backup time %s is in the future", when);
+    if (ns <= 0)
+        return err_set(e, ERR_USAGE, NULL, "backup time %s: times before 1970 are not supported",
+                       when);
+    return 0;
+}
+
+/* ---- the decision -------------------------------------------------------------------- */
+
+json_t *caris_retention_reasons_json(unsigned reasons)
+{
+    static const char *const names[] = {"last",   "daily",  "weekly", "monthly",
+                                        "yearly", "within", "newest"};
+    json_t *a = json_array();
+    for (unsigned i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (reasons & (1u << i))
+            json_array_append_new(a, json_string(names[i]));
+    return a;
+}
+
+static struct caris_retention_item *sort_items;
+
+static int cmp_newest_first(const void *a, const void *b)
+{
+    const struct caris_retention_item *x = &sort_items[*(const size_t *)a];
+    const struct caris_retention_item *y = &sort_items[*(const size_t *)b];
+    if (x->group != y->group)
+        return x->group < y->group ? -1 : 1;
+    if (x->time_ns != y->time_ns)
+        return x->time_ns > y->time_ns ? -1 : 1;
+    return strcmp(y->id ? y->id : "", x->id ? x->id : "");
+}
+
+enum { PER_DAY, PER_WEEK, PER_MONTH, PER_YEAR };
+
+/* The calendar period of t in the current TZ, as one number. */
+static long period_key(int64_t ns, int per)
+{
+    time_t t = (time_t)(ns / 1000000000 - (ns % 1000000000 < 0 ? 1 : 0));
+    struct tm tm;
+    localtime_r(&t, &tm);
+    char buf[16];
+    switch (per) {
+    case PER_DAY:
+        return (long)(tm.tm_year + 1900) * 10000 + (tm.tm_mon + 1) * 100 + tm.tm_mday;
+    case PER_WEEK:
+        strftime(buf, sizeof(buf), "%G%V", &tm); /* ISO-8601 week-based year and week */
+        return atol(buf);
+    case PER_MONTH:
+        return (long)(tm.tm_year + 1900) * 100 + tm.tm_mon + 1;
+    default:
+        return tm.tm_year + 1900;
+    }
+}
+
+/* The newest time minus the duration, in the current TZ (calendar arithmetic for y/m/w/d:
+ * "1m" before 31 March is the end of February's last day as mktime normalises it). */
+static int64_t within_cutoff(int64_t newest_ns, const struct caris_duration *d)
+{
+    time_t t = (time_t)(newest_ns / 1000000000);
+    struct tm tm;
+    localtime_r(&t, &tm);
+    tm.tm_year -= d->years;
+    tm.tm_mon -= d->months;
+    tm.tm_mday -= d->weeks * 7 + d->days;
+    tm.tm_isdst = -1;
+    int64_t c = (int64_t)mktime(&tm) - (int64_t)d->hours * 3600;
+    return c * 1000000000 + newest_ns % 1000000000;
+}
+
+int caris_retention_decide(const struct caris_retention_policy *p, const char *tz,
+                           struct caris_retention_item *items, size_t n, struct err *e)
+{
+    if (p->last < 0 || p->daily < 0 || p->weekly < 0 || p->monthly < 0 || p->yearly < 0)
+        return err_set(e, ERR_USAGE, "counts are 0 or more", "negative retention count");
+    if (tz_check(tz, e) != 0)
+        return -1;
+    size_t *ord = xcalloc(n ? n : 1, sizeof(size_t));
+    for (size_t i = 0; i < n; i++) {
+        ord[i] = i;
+        items[i].keep = false;
+        items[i].reasons = 0;
+    }
+    sort_items = items;
+    qsort(ord, n, sizeof(size_t), cmp_newest_first);
+    sort_items = NULL;
+    struct tz_guard g;
+    tz_enter(&g, tz);
+    const struct {
+        int count, per;
+        unsigned reason;
+    } rules[] = {{p->daily, PER_DAY, CARIS_KEEP_DAILY},
+                 {p->weekly, PER_WEEK, CARIS_KEEP_WEEKLY},
+                 {p->monthly, PER_MONTH, CARIS_KEEP_MONTHLY},
+                 {p->yearly, PER_YEAR, CARIS_KEEP_YEARLY}};
+    for (size_t a = 0; a < n;) {
+        size_t b = a; /* the group is ord[a .. b), newest first */
+        while (b < n && items[ord[b]].group == items[ord[a]].group)
+            b++;
+        items[ord[a]].reasons |= CARIS_KEEP_NEWEST;
+        for (size_t k = a; k < b && (int)(k - a) < p->last; k++)
+            items[ord[k]].reasons |= CARIS_KEEP_LAST;
+        for (size_t r = 0; r < sizeof(rules) / sizeof(rules[0]); r++) {
+            int kept = 0;
+            long last_key = 0;
+            bool have_last = false;
+            for (size_t k = a; k < b && kept < rules[r].count; k++) {
+                long key = period_key(items[ord[k]].time_ns, rules[r].per);
+                if (have_last && key == last_key)
+                    continue; /* an older backup of a period already decided */
+                items[ord[k]].reasons |= rules[r].reason;
+                kept++;
+                last_key = key;
+                have_last = true;
+            }
+        }
+        if (p->has_within) {
+            int64_t cutoff = within_cutoff(items[ord[a]].time_ns, &p->within);
+            for (size_t k = a; k < b; k++)
+                if (items[ord[k]].time_ns >= cutoff)
+                    items[ord[k]].reasons |= CARIS_KEEP_WITHIN;
+        }
+        a = b;
+    }
+    tz_leave(&g);
+    for (size_t i = 0; i < n; i++)
+        items[i].keep = items[i].reasons != 0;
+    free(ord);
+    return 0;
+}
+
+/* ---- forget -------------------------------------------------------------------------- */
+
+/* What makes backups one group: their kind and their source (the same set of file roots;
+ * the same database on the same server). */
+static json_t *group_of(json_t *s)
+{
+    const char *kind = json_string_value(json_object_get(s, "kind"));
+    if (kind && strcmp(kind, "database") == 0) {
+        json_t *src = json_object_get(s, "source");
+        return json_pack("{s:s, s:O, s:o}", "kind", kind, "database",
+                         json_object_get(s, "database") ?: json_null(), "source",
+                         src ? json_pack("{s:O, s:O}", "host",
+                                         json_object_get(src, "host") ?: json_null(), "port",
+                                         json_object_get(src, "port") ?: json_null())
+                             : json_null());
+    }
+    return json_pack("{s:s, s:O}", "kind", kind ? kind : "?", "roots",
+                     json_object_get(s, "roots") ?: json_null());
+}
+
+int caris_retention_apply(struct repo *r, const struct caris_forget_opts *o,
+                          const struct caris_op *op, struct caris_forget_result *res, struct err *e)
+{
+    memset(res, 0, sizeof(*res));
+    res->dry_run = o->dry_run;
+    res->groups = json_array();
+    if (o->kind && strcmp(o->kind, "files") && strcmp(o->kind, "database"))
+        return err_set(e, ERR_USAGE, "--type is files or database", "unknown backup type '%s'",
+                       o->kind);
+    if (tz_check(o->tz, e) != 0)
+        return -1;
+    if (repo_lock(r, false, o->dry_run ? "forget --dry-run" : "forget", e) != 0)
+        return -1;
+    int rc = -1;
+    struct caris_retention_item *items = NULL;
+    json_t *list = caris_backup_list(r, o->kind, e);
+    if (!list)
+        goto out;
+    size_t n = json_array_size(list);
+    items = xcalloc(n ? n : 1, sizeof(*items));
+    res->backups = xcalloc(n ? n : 1, sizeof(*res->backups));
+    size_t i;
+    json_t *s;
+    json_array_foreach(list, i, s)
+    {
+        json_t *g = group_of(s);
+        size_t gi = json_array_size(res->groups), k;
+        json_t *have;
+        json_array_foreach(res->groups, k, have)
+        {
+            if (json_equal(have, g)) {
+                gi = k;
+                break;
+            }
+        }
+        if (gi == json_array_size(res->groups))
+            json_array_append(res->groups, g);
+        json_decref(g);
+        int64_t t = 0;
+        const char *started = json_string_value(json_object_get(s, "started"));
+        if (!started || time_parse_iso(started, &t) != 0) {
+            err_set(e, ERR_DAMAGE, "run `caris-backup check`",
+                    "backup %s has no valid time: refusing to judge its group",
+                    json_string_value(json_object_get(s, "id")) ?: "?");
+            goto out;
+        }
+        items[i].id = json_string_value(json_object_get(s, "id"));
+        items[i].group = gi;
+        items[i].time_ns = t;
+    }
+    if (caris_retention_decide(&o->policy, o->tz, items, n, e) != 0)
+        goto out;
+    /* Report grouped, each group newest first: the order the decision was made in. */
+    size_t *ord = xcalloc(n ? n : 1, sizeof(size_t));
+    for (i = 0; i < n; i++)
+        ord[i] = i;
+    sort_items = items;
+    qsort(ord, n, sizeof(size_t), cmp_newest_first);
+    sort_items = NULL;
+    for (size_t k = 0; k < n; k++) {
+        struct caris_forget_decision *d = &res->backups[k];
+        const struct caris_retention_item *it = &items[ord[k]];
+        json_t *sum = json_array_get(list, ord[k]);
+        snprintf(d->id, sizeof(d->id), "%s", it->id ? it->id : "?");
+        snprintf(d->kind, sizeof(d->kind), "%s",
+                 json_string_value(json_object_get(sum, "kind")) ?: "?");
+        d->group = it->group;
+        d->time_ns = it->time_ns;
+        d->keep = it->keep;
+        d->reasons = it->reasons;
+        res->nbackups++;
+        if (d->keep)
+            res->kept++;
+        else
+            res->removed++;
+    }
+    /* Remove through repo_snapshots_remove (the one place that knows what removing a
+     * snapshot involves): one update of the state record for all of them. */
+    if (!o->dry_run && res->removed) {
+        const char **names = xcalloc(res->removed, sizeof(char *));
+        size_t nn = 0;
+        for (size_t k = n; k-- > 0;)
+            if (!res->backups[k].keep)
+                names[nn++] =
+                    json_string_value(json_object_get(json_array_get(list, ord[k]), "_file"));
+        int rrc = -1;
+        if (caris_op_cancelled(op))
+            err_set(e, ERR_FAILURE, NULL, "cancelled");
+        else if ((rrc = repo_snapshots_remove(r, names, nn, e)) != 0)
+            err_wrap(e, "cannot forget %zu backup(s)", nn);
+        free(names);
+        if (rrc != 0) {
+            free(ord);
+            goto out;
+        }
+        for (size_t k = n; k-- > 0;)
+            if (!res->backups[k].keep)
+                caris_op_log(op, LOG_INFO, "forgot backup %s", res->backups[k].id);
+    }
+    free(ord);
+    rc = 0;
+out:
+    repo_unlock(r);
+    free(items);
+    json_decref(list);
+    return rc;
+}
+
+json_t *caris_forget_result_to_json(const struct caris_forget_result *res)
+{
+    json_t *groups = json_array();
+    size_t i;
+    json_t *g;
+    json_array_foreach(res->groups, i, g)
+    {
+        json_t *copy = json_deep_copy(g);
+        json_object_set_new(copy, "backups", json_array());
+        json_array_append_new(groups, copy);
+    }
+    for (size_t k = 0; k < res->nbackups; k++) {
+        const struct caris_forget_decision *d = &res->backups[k];
+        char when[40];
+        time_format_iso(d->time_ns, when, sizeof(when));
+        json_array_append_new(json_object_get(json_array_get(groups, d->group), "backups"),
+                              json_pack("{s:s, s:s, s:b, s:o}", "id", d->id, "time", when, "keep",
+                                        d->keep, "reasons",
+                                        caris_retention_reasons_json(d->reasons)));
+    }
+    return json_pack("{s:b, s:I, s:I, s:o}", "dry_run", res->dry_run, "kept", (json_int_t)res->kept,
+                     "removed", (json_int_t)res->removed, "groups", groups);
+}
+
+void caris_forget_result_free(struct caris_forget_result *res)
+{
+    free(res->backups);
+    json_decref(res->groups);
+    memset(res, 0, sizeof(*res));
+}

@@ -1,0 +1,257 @@
+#!/usr/bin/env bash
+# forget + prune on real backups: what only forgotten backups used is deleted (the
+# repository shrinks by about that), every kept backup verifies and restores byte-exact,
+# check --read-data is clean. prune stopped after each of its durable steps in turn (a
+# test-only hook that ends the process as kill -9 would), and by real kill -9s, leaves a
+# repository that check --read-data passes, whose kept backups restore, and which the next
+# prune finishes. Locks: prune refuses while a backup runs, a backup refuses while prune
+# holds the exclusive lock. Bad input changes nothing.
+source "$(dirname "$0")/lib.sh"
+
+assert_exit 0 cb --quiet init --kdf-memory 8 --kdf-ops 1
+
+# What prune counts as the repository: everything but locks (and records, none here).
+repo_bytes() { find "$REPO" -type f ! -name '.*' ! -path '*/locks/*' -printf '%s\n' | awk '{s += $1} END {print s + 0}'; }
+# Everything in the repository except locks: names and sizes.
+fingerprint() { (cd "$REPO" && find . -type f ! -path './locks/*' -printf '%P %s\n' | sort | md5sum); }
+
+# Six backups: a file all share, and one 300 kB random file each that only it holds.
+src=$TEST_TMP/src
+mkdir -p "$src" "$TEST_TMP/states"
+head -c 400000 /dev/urandom >"$src/shared.bin"
+ids=()
+for k in 1 2 3 4 5 6; do
+    rm -f "$src"/only-*.bin
+    head -c 300000 /dev/urandom >"$src/only-$k.bin"
+    printf 'version %s\n' "$k" >"$src/small.txt"
+    # one thread: the first backup's shared and own data share a pack (repacked below)
+    run cb --threads 1 --json backup files --time "2025-01-0${k}T03:00:00Z" "$src"
+    cp "$OUT_FILE" "$TEST_TMP/b$k.json"
+    BACKUP_ID=$(json_get "$TEST_TMP/b$k.json" '["id"]')
+    assert_rc 0 "backup $k"
+    ids+=("$BACKUP_ID")
+    cp -a "$src" "$TEST_TMP/states/$k"
+done
+assert_eq file_full_2025-01-01T03-00-00 "${ids[0]}" "--time gives the id its timestamp"
+assert_eq 2025-01-06T03:00:00.000Z "$(json_get "$TEST_TMP/b6.json" '["started"]')" \
+    "--time is the recorded start"
+
+# verify_restores K...: each kept backup K verifies and restores byte-exact.
+verify_restores() {
+    local k t
+    for k in "$@"; do
+        assert_exit 0 cb --quiet verify "${ids[k - 1]}"
+        t=$TEST_TMP/restore-$k-$RANDOM
+        assert_exit 0 cb --quiet restore files "${ids[k - 1]}" --target "$t"
+        if diff -r "$TEST_TMP/states/$k" "$t$src" >/dev/null; then
+            pass "backup $k restores byte-exact"
+        else
+            fail "backup $k restores different content" "$(diff -r "$TEST_TMP/states/$k" "$t$src" | head)"
+        fi
+        rm -rf "$t"
+    done
+}
+
+# --- bad input changes nothing ------------------------------------------------------------
+fp=$(fingerprint)
+assert_exit 2 cb forget --keep-daily -1
+assert_contains "$ERR" "--keep-daily" "a negative count is named"
+assert_exit 2 cb forget --keep-weekly abc
+assert_exit 2 cb forget --keep-within 3x
+assert_contains "$ERR" "unknown unit" "an unknown duration unit is explained"
+assert_exit 2 cb forget --keep-within ""
+assert_exit 2 cb forget --type tapes
+assert_exit 2 cb prune --max-unused 150
+assert_exit 2 cb forget --keep-last 1 extra-argument
+assert_exit 2 cb backup files --time "$(date -u -d '+1 day' +%Y-%m-%dT%H:%M:%SZ)" "$src"
+assert_contains "$ERR" "in the future" "a future --time is refused"
+assert_exit 2 cb backup files --time yesterday "$src"
+assert_contains "$ERR" "invalid time" "an unparsable --time is refused"
+assert_exit 2 cb backup files --time 2025-01-03T03:00:00Z "$src"
+assert_contains "$ERR" "already exists" "a --time whose id exists is refused"
+BACKUP_RETENTION_DAILY=seven run cb forget --dry-run
+assert_rc 6 "a malformed BACKUP_RETENTION_DAILY is a configuration error"
+assert_eq "$fp" "$(fingerprint)" "bad input changed nothing in the repository"
+
+# --- forget, dry run, then for real -------------------------------------------------------
+run cb --json forget --keep-last 2 --dry-run
+assert_rc 0 "forget --dry-run"
+cp "$OUT_FILE" "$TEST_TMP/dry.json"
+assert_eq '[true, true, false, false, false, false]' \
+    "$(json_eval "$TEST_TMP/dry.json" '[b["keep"] for b in d["groups"][0]["backups"]]')" \
+    "dry run: the two newest kept, newest first"
+assert_eq '["last", "newest"]' \
+    "$(json_eval "$TEST_TMP/dry.json" 'd["groups"][0]["backups"][0]["reasons"]')" \
+    "dry run: why the newest is kept"
+assert_eq "$fp" "$(fingerprint)" "forget --dry-run changed nothing"
+
+before=$(repo_bytes)
+assert_exit 0 cb --json forget --keep-last 2
+assert_eq 4 "$(json_get "$OUT_FILE" '["removed"]')" "forget removed four backups"
+assert_eq "${ids[4]} ${ids[5]}" "$(cb --json list | python3 -c 'import json,sys; print(" ".join(b["id"] for b in json.load(sys.stdin)))')" \
+    "list shows the two kept backups"
+assert_exit 7 cb verify "${ids[0]}"
+# forget removed snapshots only: the data stays until prune
+assert_cmp "$(repo_bytes)" -gt $((before - 20000)) "forget alone frees (almost) nothing"
+cp -a "$REPO" "$TEST_TMP/forgotten"
+
+# --- prune --------------------------------------------------------------------------------
+assert_exit 0 cb --json prune --dry-run
+assert_cmp "$(json_get "$OUT_FILE" '["packs"]["deleted"]')" -ge 3 "prune --dry-run finds unused packs"
+assert_eq "$fp" "$fp" "(dry run)"
+before=$(repo_bytes)
+assert_exit 0 cb --json prune
+cp "$OUT_FILE" "$TEST_TMP/prune.json"
+after=$(repo_bytes)
+freed=$((before - after))
+note "prune: $before -> $after bytes (freed $freed)"
+# what only forgotten backups held: four 300 kB random files (stored raw), plus their
+# snapshots' small metadata
+assert_cmp "$freed" -ge 1200000 "the repository shrank by at least the forgotten-only data"
+assert_cmp "$freed" -le 1300000 "the repository shrank by about that, no more"
+assert_eq "$after" "$(json_get "$TEST_TMP/prune.json" '["repository_bytes"]["after"]')" \
+    "prune reports the size after"
+assert_cmp "$(json_get "$TEST_TMP/prune.json" '["packs"]["repacked"]')" -ge 1 \
+    "the first backup's pack (shared + forgotten data) was repacked"
+assert_exit 0 cb --quiet check --read-data
+assert_eq "" "$(cb --json check | python3 -c 'import json,sys; print(" ".join(w["error"] for w in json.load(sys.stdin)["warnings"]))')" \
+    "check: no warnings after prune"
+verify_restores 5 6
+ref_after=$after
+assert_exit 0 cb --json prune
+assert_eq 0 "$(json_get "$OUT_FILE" '["packs"]["deleted"]')" "a second prune finds nothing to delete"
+assert_eq 0 "$(json_get "$OUT_FILE" '["packs"]["repacked"]')" "... nor to repack"
+
+# --- prune stopped after every durable step ------------------------------------------------
+k=0
+stopped=0
+while :; do
+    k=$((k + 1))
+    rm -rf "$REPO"
+    cp -a "$TEST_TMP/forgotten" "$REPO"
+    # shellcheck disable=SC2097,SC2098
+    CARIS_TEST_PRUNE_CRASH_AT=$k run cb --quiet prune
+    if [[ $RC == 0 ]]; then
+        note "prune has $((k - 1)) durable steps"
+        break
+    fi
+    assert_rc 137 "prune stopped after step $k"
+    stopped=$((stopped + 1))
+    assert_exit 0 cb --quiet check --read-data
+    verify_restores 5 6
+    assert_exit 0 cb --quiet prune
+    assert_exit 0 cb --quiet check --read-data
+    assert_cmp "$(repo_bytes)" -le $((ref_after + 8192)) "after step $k, the next prune finished the job"
+    ((k < 200)) || { fail "prune never completed"; break; }
+done
+assert_cmp "$stopped" -ge 8 "prune was stopped at many points"
+
+# --- real kill -9s, on a repository with many packs ----------------------------------------
+rm -rf "$REPO"
+assert_exit 0 cb --quiet init --kdf-memory 8 --kdf-ops 1
+many=$TEST_TMP/many
+mkdir -p "$many"
+for k in $(seq -w 1 40); do
+    rm -f "$many"/f*
+    head -c 20000 /dev/urandom >"$many/f$k"
+    run cb --quiet backup files --time "2025-02-01T00:00:${k}Z" "$many"
+    [[ $RC == 0 ]] || fail "backup $k of many" "$(_last_ctx)"
+done
+cp -a "$many" "$TEST_TMP/many-state"
+last_id=$(cb --json list | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["id"])')
+assert_exit 0 cb --quiet forget --keep-last 1
+cp -a "$REPO" "$TEST_TMP/many-forgotten"
+first_index=$(list_index_files | head -n 1)
+first_pack=$(list_packs | head -n 1)
+# shellcheck disable=SC2317 # called through wait_until
+index_gone() { [[ ! -e $first_index ]] || ! kill -0 "$BG_PID" 2>/dev/null; }
+# shellcheck disable=SC2317
+pack_gone() { [[ ! -e $first_pack ]] || ! kill -0 "$BG_PID" 2>/dev/null; }
+# shellcheck disable=SC2317
+new_index() { (($(list_index_files | wc -l) > nindex)) || ! kill -0 "$BG_PID" 2>/dev/null; }
+for point in new_index index_gone pack_gone; do
+    rm -rf "$REPO"
+    cp -a "$TEST_TMP/many-forgotten" "$REPO"
+    nindex=$(list_index_files | wc -l)
+    bg_start cb --quiet prune
+    wait_until 60 "$point" || fail "prune did not reach $point"
+    kill -9 "$BG_PID" 2>/dev/null
+    wait "$BG_PID" 2>/dev/null
+    status=$?
+    if [[ $status == 137 ]]; then
+        pass "prune killed at $point"
+    else
+        note "prune finished (exit $status) before the kill at $point"
+    fi
+    assert_exit 0 cb --quiet check --read-data
+    assert_exit 0 cb --quiet verify "$last_id"
+    assert_exit 0 cb --quiet prune
+    assert_exit 0 cb --quiet check --read-data
+    t=$TEST_TMP/restore-many
+    assert_exit 0 cb --quiet restore files "$last_id" --target "$t"
+    assert_true "killed at $point: the kept backup restores byte-exact" diff -r "$TEST_TMP/many-state" "$t$many"
+    rm -rf "$t"
+    assert_eq 2 "$(list_packs | wc -l)" "killed at $point: one data pack and one metadata pack remain"
+done
+
+# --- locks --------------------------------------------------------------------------------
+# prune while a backup runs: refused (the backup holds a shared lock), the backup completes
+big=$TEST_TMP/big
+mkdir -p "$big"
+for i in $(seq -w 1 8); do head -c 10M /dev/urandom >"$big/part$i.bin"; done
+bg_start cb --json backup files --full "$big"
+backup_pid=$BG_PID
+backup_out=$BG_OUT
+# shellcheck disable=SC2317
+locked() { [[ -n $(find "$REPO/locks" -maxdepth 1 -type f ! -name '.*' ! -name 'claim-*' 2>/dev/null) ]]; }
+if wait_until 60 locked; then
+    run cb prune
+    if kill -0 "$backup_pid" 2>/dev/null || [[ $RC != 0 ]]; then
+        assert_rc 9 "prune while a backup runs is refused as locked"
+        assert_contains "$ERR" "locked" "the refusal says the repository is locked"
+    else
+        note "the backup finished before prune looked: no conflict to test"
+    fi
+else
+    fail "the backup took no lock within 60 s"
+fi
+wait "$backup_pid"
+assert_eq 0 "$?" "the backup that prune met completed"
+big_id=$(json_get "$backup_out" '["id"]')
+assert_exit 0 cb --quiet prune
+assert_exit 0 cb --quiet verify "$big_id"
+assert_exit 0 cb --quiet verify "$last_id"
+
+# a backup (and forget) while prune holds the exclusive lock: refused, nothing written
+lockname=$REPO/locks/$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+printf '{"exclusive":true,"pid":%d,"host":"%s","created":"%s","operation":"prune"}' \
+    "$$" "$(hostname)" "$(date -u +%Y-%m-%dT%H:%M:%S.000Z)" >"$lockname"
+fp=$(fingerprint)
+assert_exit 9 cb backup files "$src"
+assert_exit 9 cb forget --keep-last 1
+assert_exit 9 cb prune
+assert_eq "$fp" "$(fingerprint)" "refused operations wrote nothing"
+rm -f "$lockname"
+assert_exit 0 cb --quiet backup files "$src"
+
+# --- scripts/backup/cleanup-old-backups.sh: forget --prune with the configured policy ------
+script=$LIB_DIR/../../scripts/backup/cleanup-old-backups.sh
+assert_exit 0 cb --quiet backup files --time 2025-03-01T00:00:00Z "$src"
+assert_exit 0 cb --quiet backup files --time 2025-03-02T00:00:00Z "$src"
+export BACKUP_RETENTION_DAILY=1 BACKUP_RETENTION_WEEKLY=0 BACKUP_RETENTION_MONTHLY=0
+fp=$(fingerprint)
+nlist=$(cb --json list | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
+DRY_RUN=true run bash "$script"
+assert_rc 0 "cleanup-old-backups.sh with DRY_RUN=true"
+assert_contains "$OUT" "2 would be forgotten" "the dry run says what would go"
+assert_contains "$OUT" "Avail" "df figures are shown"
+assert_match 'before:.*after:' "$(tr '\n' ' ' <<<"$OUT")" "before and after"
+assert_eq "$fp" "$(fingerprint)" "DRY_RUN=true changed nothing"
+run bash "$script"
+assert_rc 0 "cleanup-old-backups.sh"
+assert_contains "$OUT" "2 forgotten" "the script forgot the two older backups of src"
+assert_eq $((nlist - 2)) "$(cb --json list | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')" \
+    "two backups fewer"
+assert_exit 0 cb --quiet check --read-data
+
+test_done

@@ -1,0 +1,246 @@
+/* Retention decisions (caris_retention_decide) against kept sets worked out by hand below,
+ * over 14 months of irregular backups: gaps, several a day, both changes of daylight-saving
+ * time in Europe/Berlin, and ISO weeks that span two years (2024-12-30 .. 2025-01-05 is
+ * 2025-W01; 2025-12-29 .. 2026-01-04 is 2026-W01). Two groups at once. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "caris/core.h"
+#include "caris/retention.h"
+
+/* Group A: the comments give the Berlin local time where it differs in date from UTC. */
+static const struct {
+    const char *id, *utc;
+    size_t group;
+} TIMELINE[] = {
+    {"a13", "2025-10-26T01:30:00Z", 0}, /* 02:30 CET, after the clocks went back */
+    {"b2", "2025-06-01T01:00:00Z", 1},
+    {"a01", "2024-11-15T10:00:00Z", 0},
+    {"a02", "2024-12-20T10:00:00Z", 0},
+    {"a03", "2024-12-30T22:30:00Z", 0}, /* Mon 2024-12-30 23:30: ISO 2025-W01 */
+    {"a04", "2024-12-31T23:30:00Z", 0}, /* Berlin: 2025-01-01 00:30 (UTC: still 2024) */
+    {"a05", "2025-01-05T12:00:00Z", 0}, /* Sun, 2025-W01 */
+    {"a06", "2025-01-06T12:00:00Z", 0}, /* Mon, 2025-W02 */
+    {"a07", "2025-02-10T12:00:00Z", 0},
+    {"a08", "2025-03-30T00:30:00Z", 0}, /* 01:30 CET, just before the clocks went forward */
+    {"a09", "2025-03-30T22:30:00Z", 0}, /* Berlin: 2025-03-31 00:30 CEST */
+    {"a10", "2025-05-15T10:00:00Z", 0},
+    {"b1", "2025-06-01T00:00:00Z", 1},
+    {"a11", "2025-08-01T10:00:00Z", 0},
+    {"a12", "2025-10-25T23:30:00Z", 0}, /* Berlin: 2025-10-26 01:30 CEST */
+    {"a14", "2025-11-20T10:00:00Z", 0},
+    {"a15", "2025-12-28T10:00:00Z", 0}, /* Sun, 2025-W52 */
+    {"a16", "2025-12-29T10:00:00Z", 0}, /* Mon, 2026-W01 */
+    {"a17", "2026-01-01T08:00:00Z", 0},
+    {"a18", "2026-01-03T09:00:00Z", 0},
+    {"a19", "2026-01-03T18:00:00Z", 0},
+    {"a20", "2026-01-05T07:00:00Z", 0}, /* Mon, 2026-W02 */
+    {"a21", "2026-01-07T07:00:00Z", 0},
+    {"b3", "2025-06-02T00:00:00Z", 1},
+    {"a22", "2026-01-08T07:00:00Z", 0},
+    {"a23", "2026-01-08T12:00:00Z", 0},
+    {"a24", "2026-01-08T23:30:00Z", 0}, /* Berlin: 2026-01-09 00:30 */
+    {"a25", "2026-01-10T06:00:00Z", 0}, /* the newest of group A */
+};
+#define N (sizeof(TIMELINE) / sizeof(TIMELINE[0]))
+
+/* Runs the decision and compares the kept ids with want (space-separated, any order). */
+static void expect_kept(const struct caris_retention_policy *p, const char *tz, const char *want,
+                        const char *what)
+{
+    struct caris_retention_item items[N];
+    for (size_t i = 0; i < N; i++) {
+        items[i].id = TIMELINE[i].id;
+        items[i].group = TIMELINE[i].group;
+        assert_int_equal(time_parse_iso(TIMELINE[i].utc, &items[i].time_ns), 0);
+    }
+    struct err e = ERR_INIT;
+    if (caris_retention_decide(p, tz, items, N, &e) != 0)
+        fail_msg("%s: %s", what, e.msg);
+    char got[512] = "", exp[512];
+    snprintf(exp, sizeof(exp), " %s ", want);
+    bool ok = true;
+    size_t nwant = 0;
+    for (const char *s = want; *s; s++)
+        nwant += *s != ' ' && (s == want || s[-1] == ' ');
+    size_t nkept = 0;
+    for (size_t i = 0; i < N; i++) {
+        char needle[16];
+        snprintf(needle, sizeof(needle), " %s ", items[i].id);
+        bool wanted = strstr(exp, needle) != NULL;
+        if (items[i].keep) {
+            nkept++;
+            size_t l = strlen(got);
+            snprintf(got + l, sizeof(got) - l, "%s ", items[i].id);
+        }
+        if (items[i].keep != wanted)
+            ok = false;
+        /* a kept item says why; a removed one has no reason */
+        assert_true(items[i].keep == (items[i].reasons != 0));
+    }
+    if (!ok || nkept != nwant)
+        fail_msg("%s:\n  want %s\n  got  %s", what, want, got);
+}
+
+static void test_default_policy_berlin(void **state)
+{
+    (void)state;
+    struct caris_retention_policy p = {.daily = 7, .weekly = 4, .monthly = 12};
+    /* daily: Jan 10, 9, 8 (a23: a24 is Jan 9 in Berlin), 7, 5, 3 (a19), 1
+     * weekly: 2026-W02 a25, 2026-W01 a19, 2025-W52 a15, 2025-W47 a14
+     * monthly (11 months have backups): 2026-01 a25, 2025-12 a16, 11 a14, 10 a13, 08 a11,
+     *   05 a10, 03 a09, 02 a07, 01 a06, 2024-12 a03 (a04 is January in Berlin), 11 a01
+     * group B: daily b3, b2 (Jun 2, Jun 1); weekly and monthly b3 */
+    expect_kept(&p, "Europe/Berlin",
+                "a01 a03 a06 a07 a09 a10 a11 a13 a14 a15 a16 a17 a19 a20 a21 a23 a24 a25 b2 b3",
+                "daily 7, weekly 4, monthly 12 in Europe/Berlin");
+}
+
+static void test_monthly_and_yearly_limits(void **state)
+{
+    (void)state;
+    struct caris_retention_policy p = {.monthly = 6, .yearly = 3};
+    /* monthly 6: a25, a16, a14, a13, a11, a10; yearly: 2026 a25, 2025 a16, 2024 a03 */
+    expect_kept(&p, "Europe/Berlin", "a03 a10 a11 a13 a14 a16 a25 b3", "monthly 6, yearly 3");
+}
+
+static void test_last_and_within(void **state)
+{
+    (void)state;
+    struct caris_retention_policy p = {.last = 3, .has_within = true};
+    p.within.weeks = 2;
+    /* last 3: a25 a24 a23; within 2 weeks of a25 (Jan 10 07:00 Berlin): since Dec 27 07:00 */
+    expect_kept(&p, "Europe/Berlin", "a15 a16 a17 a18 a19 a20 a21 a22 a23 a24 a25 b1 b2 b3",
+                "keep-last 3, keep-within 2w");
+    /* B's newest is months older than A's: within is measured from each group's own newest
+     * (b1 and b2 are within two weeks of b3, so all of B stays). */
+}
+
+static void test_time_zone_decides_the_day(void **state)
+{
+    (void)state;
+    struct caris_retention_policy p = {.daily = 3};
+    expect_kept(&p, "Europe/Berlin", "a23 a24 a25 b2 b3", "daily 3 in Berlin");
+    /* In UTC a24 (23:30Z) is the newest of Jan 8 */
+    expect_kept(&p, "UTC", "a21 a24 a25 b2 b3", "daily 3 in UTC");
+    /* every day: the second backup of a day goes, and which is "a day" follows the zone
+     * (Berlin: a12 and a13 are both Oct 26 across the change to winter time; a08 Mar 30 and
+     * a09 Mar 31 across the change to summer time) */
+    p.daily = 100;
+    expect_kept(&p, "Europe/Berlin",
+                "a01 a02 a03 a04 a05 a06 a07 a08 a09 a10 a11 a13 a14 a15 a16 a17 a19 a20 a21 "
+                "a23 a24 a25 b2 b3",
+                "every day in Berlin");
+    expect_kept(&p, "UTC",
+                "a01 a02 a03 a04 a05 a06 a07 a09 a10 a11 a12 a13 a14 a15 a16 a17 a19 a20 a21 "
+                "a24 a25 b2 b3",
+                "every day in UTC");
+}
+
+static void test_iso_weeks_span_years(void **state)
+{
+    (void)state;
+    struct caris_retention_policy p = {.weekly = 100};
+    /* a03 (Mon 2024-12-30), a04 and a05 (Sun 2025-01-05) are all 2025-W01: only a05 stays;
+     * a16 (Mon 2025-12-29) .. a19 are 2026-W01: a19 stays, and a15 (Sun 2025-12-28) is the
+     * only backup of 2025-W52. */
+    /* group B: b1 and b2 are Sun 2025-06-01 (W22), b3 Mon 2025-06-02 (W23) */
+    expect_kept(&p, "UTC", "a01 a02 a05 a06 a07 a09 a10 a11 a13 a14 a15 a19 a25 b2 b3",
+                "every ISO week (UTC)");
+}
+
+static void test_newest_always_kept(void **state)
+{
+    (void)state;
+    struct caris_retention_policy p = {0};
+    expect_kept(&p, "Europe/Berlin", "a25 b3", "no rule: the newest of each group");
+    p.monthly = 1;
+    expect_kept(&p, NULL, "a25 b3", "monthly 1, local zone");
+}
+
+static void test_bad_input(void **state)
+{
+    (void)state;
+    struct err e = ERR_INIT;
+    struct caris_duration d;
+    const char *bad_durations[] = {"", "5", "d", "3x", "1d1d", "-3d", "0d", "1.5d", "2 d", NULL};
+    for (size_t i = 0; bad_durations[i]; i++) {
+        err_clear(&e);
+        if (caris_duration_parse(bad_durations[i], &d, &e) == 0)
+            fail_msg("duration '%s' was accepted", bad_durations[i]);
+        assert_int_equal(e.code, ERR_USAGE);
+    }
+    assert_int_equal(caris_duration_parse("1y2m3w4d5h", &d, &e), 0);
+    assert_int_equal(d.years * 10000 + d.months * 1000 + d.weeks * 100 + d.days * 10 + d.hours,
+                     12345);
+    int n;
+    const char *bad_counts[] = {"", "-1", "abc", "3x", "1e3", "99999999999", " 3", NULL};
+    for (size_t i = 0; bad_counts[i]; i++) {
+        err_clear(&e);
+        if (caris_retention_count_parse("--keep-daily", bad_counts[i], &n, &e) == 0)
+            fail_msg("count '%s' was accepted", bad_counts[i]);
+        assert_int_equal(e.code, ERR_USAGE);
+        assert_non_null(strstr(e.msg, "--keep-daily"));
+    }
+    assert_int_equal(caris_retention_count_parse("--keep-daily", "0", &n, &e), 0);
+    assert_int_equal(n, 0);
+    int64_t t;
+    const char *bad_times[] = {"yesterday",
+                               "2024-13-01T00:00:00Z",
+                               "2024-02-30T00:00:00Z",
+                               "2024-01-01",
+                               "2024-01-01T25:00:00Z",
+                               "2024-01-01T00:00:00+1",
+                               "2024-01-01T00:00:00Zjunk",
+                               NULL};
+    for (size_t i = 0; bad_times[i]; i++) {
+        err_clear(&e);
+        if (caris_time_parse(bad_times[i], "UTC", &t, &e) == 0)
+            fail_msg("time '%s' was accepted", bad_times[i]);
+        assert_int_equal(e.code, ERR_USAGE);
+    }
+    /* the same instant three ways */
+    int64_t a, b, c;
+    assert_int_equal(caris_time_parse("2025-03-31T00:30:00+02:00", NULL, &a, &e), 0);
+    assert_int_equal(caris_time_parse("2025-03-30T22:30:00Z", NULL, &b, &e), 0);
+    assert_int_equal(caris_time_parse("2025-03-31 00:30:00", "Europe/Berlin", &c, &e), 0);
+    assert_true(a == b && b == c);
+    assert_int_equal(caris_time_parse("2025-01-01 00:30", "Europe/Berlin", &c, &e), 0);
+    assert_int_equal(caris_time_parse("2024-12-31T23:30:00Z", NULL, &a, &e), 0);
+    assert_true(a == c);
+    err_clear(&e);
+    assert_int_equal(caris_time_parse("2025-01-01 00:30", "Mars/Olympus", &c, &e), -1);
+    assert_int_equal(e.code, ERR_CONFIG);
+    err_clear(&e);
+    assert_int_equal(caris_backup_time_check(time_now_ns() + (int64_t)3600 * 1000000000, &e), -1);
+    assert_non_null(strstr(e.msg, "in the future"));
+    /* a negative count never reaches the decision */
+    struct caris_retention_policy p = {.daily = -1};
+    struct caris_retention_item it = {.id = "x", .time_ns = 1};
+    assert_int_equal(caris_retention_decide(&p, NULL, &it, 1, &e), -1);
+    /* the TZ of the process is left as it was */
+    setenv("TZ", "America/New_York", 1);
+    struct caris_retention_policy q = {.daily = 1};
+    assert_int_equal(caris_retention_decide(&q, "Europe/Berlin", &it, 1, &e), 0);
+    assert_string_equal(getenv("TZ"), "America/New_York");
+    unsetenv("TZ");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_default_policy_berlin),
+        cmocka_unit_test(test_monthly_and_yearly_limits),
+        cmocka_unit_test(test_last_and_within),
+        cmocka_unit_test(test_time_zone_decides_the_day),
+        cmocka_unit_test(test_iso_weeks_span_years),
+        cmocka_unit_test(test_newest_always_kept),
+        cmocka_unit_test(test_bad_input),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
