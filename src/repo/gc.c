@@ -239,7 +239,8 @@ static int size_one(void *ctx, const char *name, uint64_t size, struct err *e)
  * (not locks, which come and go, nor records). ps: also record each known pack's size. */
 static int repo_bytes(struct repo *r, struct packstat *ps, uint64_t *total, struct err *e)
 {
-    static const char *const dirs[] = {"data", "index", "snapshots", "keys", NULL};
+    static const char *const dirs[] = {"data",  "index",   "snapshots", "keys",
+                                       "state", "records", NULL};
     static const char *const files[] = {"config", "caris-repository", NULL};
     struct sizes z = {r, ps, 0, 0};
     for (size_t i = 0; dirs[i]; i++)
