@@ -71,6 +71,11 @@ struct repo *repo_open(const char *path, const char *password, struct err *e);
 struct repo *repo_open_hint(const char *path, const char *password, const char *slot_hint,
                             struct err *e);
 void repo_close(struct repo *r);
+/* For a process that keeps a repository open (the daemon): reads the index again, so that
+ * what other processes stored since (new index files, packs no index lists yet) is found and
+ * what prune removed is not. No writer of the handle may be active. Snapshots and records
+ * are listed afresh by every call that reads them. The keys are not derived again. */
+int repo_refresh(struct repo *r, struct err *e);
 
 const char *repo_path(const struct repo *r);
 struct storage *repo_storage(struct repo *r);

@@ -237,7 +237,12 @@ long repo_lookup_locked(struct repo *r, const uint8_t id[32])
     return idmap_find(r, &r->emap, entry_id, id);
 }
 
-/* Adds an entry unless the id is known; returns its number. */
+#define INDEX_FULL UINT32_MAX
+#define INDEX_FULL_HINT "split the data over more than one repository"
+
+/* Adds an entry unless the id is known; returns its number, or INDEX_FULL when the table has
+ * as many entries as 32-bit entry numbers allow (4,294,967,293: about 70 TB of 16 KiB
+ * chunks). */
 static uint32_t index_add_locked(struct repo *r, const uint8_t id[32], uint32_t pack, uint32_t off,
                                  uint32_t clen, uint32_t ulen_flags, bool *added)
 {
@@ -246,10 +251,8 @@ static uint32_t index_add_locked(struct repo *r, const uint8_t id[32], uint32_t 
         *added = false;
         return (uint32_t)have;
     }
-    if (r->nentries >= UINT32_MAX - 1) {
-        fprintf(stderr, "fatal: index full\n");
-        abort();
-    }
+    if (r->nentries >= UINT32_MAX - 2)
+        return INDEX_FULL;
     size_t i = r->nentries;
     if ((i >> IBLOCK_SHIFT) >= r->nblocks) {
         r->blocks = xrealloc(r->blocks, xsize(r->nblocks + 1, sizeof(*r->blocks), 0));
@@ -377,8 +380,9 @@ int index_parse_into(struct repo *r, const uint8_t *p, size_t len, int source, c
                 clen > REPO_MAX_BLOB + CX_TAG_LEN || off < PACK_HEADER_LEN)
                 return err_set(e, ERR_DAMAGE, NULL, "index %s: invalid blob entry", name);
             bool added;
-            if (!gone)
-                index_add_locked(r, id, pidx, off, clen, ulf, &added);
+            if (!gone && index_add_locked(r, id, pidx, off, clen, ulf, &added) == INDEX_FULL)
+                return err_set(e, ERR_FAILURE, INDEX_FULL_HINT,
+                               "index %s: the repository's index is full", name);
         }
     }
     if (rd.pos != rd.len)
@@ -398,7 +402,9 @@ int pack_trailer_parse_into(struct repo *r, uint32_t pidx, const uint8_t *p, siz
             (uint64_t)off + clen > pack_size)
             return err_set(e, ERR_DAMAGE, NULL, "pack %s: invalid trailer entry", name);
         bool added;
-        index_add_locked(r, p + i, pidx, off, clen, ulf, &added);
+        if (index_add_locked(r, p + i, pidx, off, clen, ulf, &added) == INDEX_FULL)
+            return err_set(e, ERR_FAILURE, INDEX_FULL_HINT,
+                           "pack %s: the repository's index is full", name);
     }
     return 0;
 }
@@ -849,15 +855,9 @@ static int index_stale(struct repo *r, bool *stale, struct err *e)
     return 0;
 }
 
-int repo_index_refresh(struct repo *r, struct err *e)
+/* Reads the index (index files, packs no index lists) again from scratch. */
+static int index_reload(struct repo *r, struct err *e)
 {
-    bool stale;
-    if (index_stale(r, &stale, e) != 0)
-        return -1;
-    if (!stale)
-        return 0;
-    /* What the handle read before it held its lock is outdated (a prune ran meanwhile):
-     * read it again, so that nothing is deduplicated against blobs that are gone. */
     for (size_t i = 0; i < r->nblocks; i++)
         free(r->blocks[i]);
     free(r->blocks);
@@ -881,6 +881,21 @@ int repo_index_refresh(struct repo *r, struct err *e)
     r->nadopted = 0;
     json_array_clear(r->damage);
     return load_index_and_packs(r, e);
+}
+
+int repo_index_refresh(struct repo *r, struct err *e)
+{
+    bool stale;
+    if (index_stale(r, &stale, e) != 0)
+        return -1;
+    /* What the handle read before it held its lock is outdated (a prune ran meanwhile):
+     * read it again, so that nothing is deduplicated against blobs that are gone. */
+    return stale ? index_reload(r, e) : 0;
+}
+
+int repo_refresh(struct repo *r, struct err *e)
+{
+    return index_reload(r, e);
 }
 
 struct repo *repo_init(const char *path, const char *password, const struct repo_init_opts *o,
@@ -1218,6 +1233,11 @@ int repo_writer_add(struct repo_writer *w, int slot, const uint8_t id[32], const
     } else {
         bool added;
         ei = index_add_locked(r, id, PACK_PENDING, 0, 0, 0, &added);
+        if (ei == INDEX_FULL) {
+            pthread_mutex_unlock(&r->mu);
+            return err_set(e, ERR_FAILURE, INDEX_FULL_HINT,
+                           "cannot store more blobs in %s: its index is full", r->path);
+        }
     }
     /* From here the entry is this slot's: recorded now so that an error path or a writer
      * freed without flush marks it abandoned (repo_writer_free). */

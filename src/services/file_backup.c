@@ -161,9 +161,13 @@ static void maybe_progress(struct bctx *b, bool force)
 static void emit_chunk(struct bctx *b, struct filerec *f, const uint8_t *p, size_t len)
 {
     if (f->nrefs == f->caprefs) {
-        /* cannot happen: caprefs bounds the chunk count (see chunk_bound) */
-        fprintf(stderr, "fatal: chunk bound exceeded\n");
-        abort();
+        /* cannot happen: caprefs bounds the chunk count (see chunk_bound); if it did, the
+         * backup fails instead of recording a file without all its chunks */
+        struct err ie = ERR_INIT;
+        err_set(&ie, ERR_FAILURE, "report this as a bug",
+                "internal error: more chunks than the bound for a file");
+        pstore_fail(&b->ps, &ie);
+        return;
     }
     struct cjob *j = xmalloc(sizeof(*j));
     j->b = b;
@@ -544,9 +548,11 @@ static void flush_entries(struct bctx *b)
             b->entry_recs[i] = NULL;
         }
         char *s = json_dumps(json_array_get(b->entries, i), JSON_COMPACT | JSON_SORT_KEYS);
-        if (!s) {
-            fprintf(stderr, "fatal: cannot serialise a manifest entry\n");
-            abort();
+        if (!s) { /* out of memory: the backup fails, nothing is committed */
+            struct err ie = ERR_INIT;
+            err_set(&ie, ERR_FAILURE, NULL, "cannot serialise manifest entry %zu", i);
+            pstore_fail(&b->ps, &ie);
+            return;
         }
         buf_append_u8(&b->text, i == 0 ? '[' : ',');
         buf_append(&b->text, s, strlen(s));

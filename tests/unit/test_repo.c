@@ -3299,6 +3299,41 @@ static bool pack_adopted(struct repo *r, const uint8_t id[32])
     return r->packs[p].source == -1;
 }
 
+/* A process that keeps a repository open (the daemon) sees, after repo_refresh, the blobs
+ * another handle stored since, without deriving the key again; a blob it saw before stays. */
+static void test_refresh_sees_others(void **state)
+{
+    (void)state;
+    char *dir = tmpdir_new();
+    struct repo *a = init_ok(dir, &TINY);
+    uint8_t buf[5000], id1[32], id2[32];
+    fill_random(71, buf, sizeof(buf));
+    struct repo_writer *w = repo_writer_new(a, 1);
+    assert_int_equal(add_ok(a, w, 0, buf, sizeof(buf), id1), 1);
+    flush_ok(w);
+    repo_writer_free(w);
+
+    struct repo *b = open_ok(dir, PW);
+    uint8_t buf2[7000];
+    fill_random(72, buf2, sizeof(buf2));
+    w = repo_writer_new(b, 1);
+    assert_int_equal(add_ok(b, w, 0, buf2, sizeof(buf2), id2), 1);
+    flush_ok(w);
+    repo_writer_free(w);
+    repo_close(b);
+
+    assert_false(repo_has_blob(a, id2)); /* a read the index before b wrote */
+    struct err e = ERR_INIT;
+    if (repo_refresh(a, &e) != 0)
+        fail_msg("repo_refresh: %s", e.msg);
+    assert_true(repo_has_blob(a, id1));
+    assert_true(repo_has_blob(a, id2));
+    assert_blob(a, id2, buf2, sizeof(buf2));
+    assert_blob(a, id1, buf, sizeof(buf));
+    repo_close(a);
+    tmpdir_free(dir);
+}
+
 static void test_orphan_adoption(void **state)
 {
     (void)state;
@@ -3859,6 +3894,7 @@ int main(void)
         cmocka_unit_test(test_index_memory),
         cmocka_unit_test(test_snapshots),
         cmocka_unit_test(test_snapshot_entries_dedup),
+        cmocka_unit_test(test_refresh_sees_others),
         cmocka_unit_test(test_snapshot_names_checked),
         cmocka_unit_test(test_locks),
         cmocka_unit_test(test_orphan_adoption),
