@@ -2,8 +2,7 @@
 # The state record and the local copy of it (issue 14, "deletion, replay and rollback"): a
 # snapshot deleted from the repository, and a rollback of the whole repository to an older
 # copy, are reported by `list` (stderr, and `list --json`) and are errors for `check`,
-# naming the backups. (A forgotten snapshot put back is covered by tests/unit/test_state.c
-# until `forget` exists.) Then (issue 14, "deduplication trusts the index"): a lost pack
+# naming the backups; a forgotten snapshot put back is reported as replayed. Then (issue 14, "deduplication trusts the index"): a lost pack
 # does not break the next backup, which stores its blobs again.
 source "$(dirname "$0")/lib.sh"
 
@@ -111,6 +110,31 @@ assert_eq "recorded recorded recorded recorded" "$(json_eval "$OUT_FILE" '" ".jo
     "four concurrent backups: all four recorded"
 assert_eq "" "$ERR" "no warning after concurrent backups"
 assert_exit 0 cb check
+
+# --- a forgotten backup put back (replayed) ------------------------------------------------
+rm -rf "$REPO" "$BACKUP_DIR/metadata"
+backup_json "$TEST_TMP/f1.json" --full "$src"
+assert_rc 0 "backup to be forgotten"
+fid1=$BACKUP_ID
+backup_json "$TEST_TMP/f2.json" --full "$src"
+assert_rc 0 "backup to keep"
+fid2=$BACKUP_ID
+cp -a "$REPO/snapshots" "$TEST_TMP/snapshots-before-forget"
+assert_exit 0 cb forget --keep-last 1
+run cb --json list
+assert_eq "$fid2" "$(json_eval "$OUT_FILE" '" ".join(b["id"] for b in d)')" "forget removed the older backup"
+cp -n "$TEST_TMP/snapshots-before-forget"/* "$REPO/snapshots/" # an old copy put back
+run cb --json list
+assert_eq "replayed" "$(json_eval "$OUT_FILE" '[b["record"] for b in d if b["id"] == "'"$fid1"'"][0]')" \
+    "list --json: the forgotten backup put back has record \"replayed\""
+run cb list
+assert_contains "$OUT" "REPLAYED" "the table marks it"
+run cb check
+assert_rc 4 "check: a forgotten backup put back is an error"
+assert_contains "$OUT" "$fid1" "check names it"
+assert_exit 0 cb forget --keep-last 1
+run cb check
+assert_rc 0 "forget removes it again; check is clean"
 
 # --- a lost pack is stored again by the next backup -------------------------------------------
 rm -rf "$REPO" "$BACKUP_DIR/metadata"
