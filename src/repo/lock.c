@@ -551,8 +551,10 @@ static int lock_try(struct repo *r, bool exclusive, const char *operation, struc
     h->thread_started = true;
     r->lock = h;
     /* The handle read the index before it held a lock: a prune that ran in between may
-     * have removed packs it lists. */
-    if (repo_index_refresh(r, e) != 0) {
+     * have removed packs it lists. The exclusive holder (prune) must also know every blob
+     * that backups committed in between (while it waited for them, say): it reads the
+     * index again whatever changed; no writer runs while it holds the lock. */
+    if ((exclusive ? repo_refresh(r, e) : repo_index_refresh(r, e)) != 0) {
         repo_lock_release(r);
         return -1;
     }

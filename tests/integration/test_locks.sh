@@ -216,12 +216,29 @@ backup=$BG_PID backup_out=$BG_OUT
 wait_until 60 backup_blocked || fail "the second backup did not block on the table" "$(_tail "$BG_ERR")"
 assert_exit 0 cb unlock
 assert_contains "$OUT" "kept live lock" "unlock keeps the running backup's lock"
+# prune (the exclusive lock) meets the running backup: refused at once with exit 9, or
+# waits with --lock-wait and runs once the backup is done
+fp_prune=$(find "$repo" -type f ! -path '*/locks/*' -printf '%P %s\n' | sort | md5sum)
+run cb prune
+assert_rc 9 "prune while a backup runs: exit 9"
+assert_contains "$ERR" "repository locked by backup database on $host pid $backup" "prune says who holds the lock"
+assert_eq "$fp_prune" "$(find "$repo" -type f ! -path '*/locks/*' -printf '%P %s\n' | sort | md5sum)" \
+    "the refused prune changed nothing"
+bg_start cb --lock-wait 2m --json prune
+pruner=$BG_PID pruner_out=$BG_OUT pruner_err=$BG_ERR
+# shellcheck disable=SC2317 # called through wait_until
+pruner_waiting() { grep -q "waiting up to 120 s for the repository lock" "$pruner_err"; }
+wait_until 60 pruner_waiting || fail "prune --lock-wait did not wait" "$(_tail "$pruner_err")"
 table_lock_release
 wait "$backup"
-assert_eq 0 "$?" "the backup completed after unlock ran beside it"
+assert_eq 0 "$?" "the backup completed after unlock and prune ran beside it"
+wait "$pruner"
+assert_eq 0 "$?" "prune --lock-wait ran once the backup was done"
+assert_contains "$(cat "$pruner_out")" '"repository_bytes"' "prune reported its work"
 id=$(json_get "$backup_out" '["id"]')
 assert_contains " $(list_ids) " " $id " "its backup is listed"
 assert_exit 0 cb verify "$id"
+assert_exit 0 cb check --read-data
 assert_eq "" "$(lock_files)" "it released its lock and claim"
 exec {tl_fd}>&-
 
