@@ -199,6 +199,7 @@ static void mark_end(void *ctx, json_t *summary, const struct err *le)
                           json_pack("{s:s, s:s}", "backup",
                                     json_string_value(json_object_get(summary, "id")) ?: "?",
                                     "error", le->msg));
+    pthread_mutex_unlock(&m->mu);
 }
 
 static bool bit(const uint64_t *b, size_t i)
@@ -296,7 +297,7 @@ static int repack_one(struct repo *r, struct repo_writer *w, uint32_t p, const u
         return -1;
     data->len = (size_t)ps->size;
     uint8_t key[32];
-    if (data->len < PACK_HEADER_LEN || memcmp(data->data, PACK_MAGIC, 8) != 0 ||
+    if (data->len < PACK_HEADER_LEN || pack_version(data->data) == 0 ||
         pack_derive_key(r, data->data + 8, key, e) != 0)
         return err_set(e, ERR_DAMAGE, "run `caris-backup check --read-data`", "pack %s: bad header",
                        name);

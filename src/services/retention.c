@@ -449,10 +449,12 @@ int caris_retention_apply(struct repo *r, const struct caris_forget_opts *o,
     if (!o->dry_run && res->removed) {
         const char **names = xcalloc(res->removed, sizeof(char *));
         size_t nn = 0;
-        for (size_t k = n; k-- > 0;)
-            if (!res->backups[k].keep)
-                names[nn++] =
-                    json_string_value(json_object_get(json_array_get(list, ord[k]), "_file"));
+        for (size_t k = n; k-- > 0;) {
+            const char *f =
+                json_string_value(json_object_get(json_array_get(list, ord[k]), "_file"));
+            if (!res->backups[k].keep && f) /* every listed snapshot has its object name */
+                names[nn++] = f;
+        }
         int rrc = -1;
         if (caris_op_cancelled(op))
             err_set(e, ERR_FAILURE, NULL, "cancelled");

@@ -3591,6 +3591,93 @@ static void test_pack_v1_still_read(void **state)
     tmpdir_free(dir);
 }
 
+/* Prune refuses, and returns, when several backups cannot be read (their entries' packs are
+ * gone): what they need is unknown. (It used to leave a mutex locked after the first one and
+ * hang on the second, holding the exclusive lock.) */
+static void test_prune_refuses_unreadable(void **state)
+{
+    (void)state;
+    char *dir = tmpdir_new();
+    struct repo *r = init_ok(dir, &TINY);
+    for (int k = 0; k < 3; k++) {
+        char id[32];
+        snprintf(id, sizeof(id), "unreadable-%d", k);
+        json_t *entries = json_pack("[{s:s, s:i}]", "path", id, "size", k);
+        json_t *sum = json_pack("{s:s, s:s}", "id", id, "started", "2024-03-01T00:00:00Z");
+        struct repo_writer *w = repo_writer_new(r, 1);
+        struct err e = ERR_INIT;
+        char name[65];
+        if (repo_snapshot_save(r, w, sum, entries, name, &e) != 0)
+            fail_msg("repo_snapshot_save: %s", e.msg);
+        repo_writer_free(w);
+        json_decref(sum);
+        json_decref(entries);
+    }
+    repo_close(r);
+    struct paths ps = paths_list(dir, "data");
+    assert_true(ps.n >= 3);
+    for (size_t i = 0; i < ps.n; i++)
+        assert_int_equal(unlink(ps.v[i]), 0);
+    paths_free(&ps);
+
+    r = open_ok(dir, PW);
+    struct err e = ERR_INIT;
+    if (repo_lock(r, true, "prune", &e) != 0)
+        fail_msg("repo_lock: %s", e.msg);
+    struct repo_prune_opts po = {.max_unused = 5};
+    struct repo_prune_stats st;
+    assert_int_equal(repo_prune(r, &po, &st, &e), -1);
+    assert_non_null(strstr(e.msg, "cannot be read"));
+    repo_unlock(r);
+    repo_close(r);
+    tmpdir_free(dir);
+}
+
+/* Prune rewrites a version 1 pack like any other: only its referenced blob is kept, in a
+ * version 2 pack, and the version 1 pack is gone. */
+static void test_prune_repacks_v1(void **state)
+{
+    (void)state;
+    char *dir = tmpdir_new();
+    struct repo *r = init_ok(dir, &TINY);
+    uint8_t ids[2][32];
+    char pack_path[PATH_MAX], index_path[PATH_MAX];
+    v1_pack_fixture(r, dir, ids, pack_path, sizeof(pack_path), index_path, sizeof(index_path));
+    repo_close(r);
+    static const char raw_text[] = "a version 1 blob, stored raw";
+
+    r = open_ok(dir, PW);
+    char hex[65], name[65];
+    cx_hex(ids[0], 32, hex);
+    json_t *entries = json_pack("[{s:[[s, i]]}]", "chunks", hex, (int)(sizeof(raw_text) - 1));
+    json_t *sum = json_pack("{s:s, s:s}", "id", "keeps-one", "started", "2024-03-01T00:00:00Z");
+    struct repo_writer *w = repo_writer_new(r, 1);
+    struct err e = ERR_INIT;
+    if (repo_snapshot_save(r, w, sum, entries, name, &e) != 0)
+        fail_msg("repo_snapshot_save: %s", e.msg);
+    repo_writer_free(w);
+    json_decref(sum);
+    json_decref(entries);
+    if (repo_lock(r, true, "prune", &e) != 0)
+        fail_msg("repo_lock: %s", e.msg);
+    struct repo_prune_opts po = {.max_unused = 0};
+    struct repo_prune_stats st;
+    if (repo_prune(r, &po, &st, &e) != 0)
+        fail_msg("prune of a version 1 pack: %s", e.msg);
+    repo_unlock(r);
+    assert_true(st.packs_repacked + st.packs_deleted >= 1);
+    assert_int_equal(st.blobs_repacked, 1);
+    repo_close(r);
+    assert_int_equal(access(pack_path, F_OK), -1); /* the version 1 pack is gone */
+
+    r = open_ok(dir, PW);
+    assert_blob(r, ids[0], raw_text, sizeof(raw_text) - 1);
+    assert_false(repo_has_blob(r, ids[1]));
+    assert_true(check_ok(r, true));
+    repo_close(r);
+    tmpdir_free(dir);
+}
+
 /* The pack and index file sizes tell neither blob counts nor single chunk sizes: every data
  * slot's open pack is merged into one at flush, packs and index files are padded to pad_size,
  * and the trailer length is sealed. */
@@ -3900,6 +3987,8 @@ int main(void)
         cmocka_unit_test(test_orphan_adoption),
         cmocka_unit_test(test_abandoned_writer_no_phantom_blobs),
         cmocka_unit_test(test_pack_v1_still_read),
+        cmocka_unit_test(test_prune_repacks_v1),
+        cmocka_unit_test(test_prune_refuses_unreadable),
         cmocka_unit_test(test_pack_sizes_hidden),
         cmocka_unit_test(test_check_reads_trailer),
         cmocka_unit_test(test_trailer_length_bounded),
