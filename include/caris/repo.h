@@ -71,6 +71,12 @@ struct repo *repo_open(const char *path, const char *password, struct err *e);
 struct repo *repo_open_hint(const char *path, const char *password, const char *slot_hint,
                             struct err *e);
 void repo_close(struct repo *r);
+/* Threads: one operation at a time per handle. Within an operation, blob loads and writer
+ * slots may run on many threads (see each function), but the handle's lock (repo_lock and
+ * its nesting), repo_refresh and the state record's audit are not guarded against another
+ * operation on the same handle: a process that runs several operations at once (a daemon)
+ * serialises them on one handle, or opens one handle per operation. */
+
 /* For a process that keeps a repository open (the daemon): reads the index again, so that
  * what other processes stored since (new index files, packs no index lists yet) is found and
  * what prune removed is not. No writer of the handle may be active. Snapshots and records
