@@ -317,11 +317,15 @@ static int posix_mtime(struct storage *s, const char *name, int64_t *ns, struct 
     return 0;
 }
 
-/* Walks dir ("" = the root) and its subdirectories for temporary files. The repository is
- * at most two levels deep (data/xx/, records/<kind>/); depth bounds the walk anyway. */
-static int list_temp_dir(struct posix_storage *ps, const char *dir, int depth, storage_list_cb cb,
-                         void *ctx, struct err *e)
+/* The names in dir ("" = the root), as paths from the root, collected before anything is
+ * done with them (a caller may write into the directory). Names that start with '.' (".",
+ * "..", temporary files of interrupted writes) only when dotfiles is set, "." and ".." never.
+ * A missing directory has no names. */
+static int dir_names(struct posix_storage *ps, const char *dir, bool dotfiles, char ***out,
+                     size_t *nout, struct err *e)
 {
+    *out = NULL;
+    *nout = 0;
     int fd = openat(ps->rootfd, *dir ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) {
         if (errno == ENOENT)
@@ -337,7 +341,8 @@ static int list_temp_dir(struct posix_storage *ps, const char *dir, int depth, s
     size_t n = 0;
     struct dirent *de;
     while ((errno = 0, de = readdir(d)) != NULL) {
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
+            (!dotfiles && de->d_name[0] == '.'))
             continue;
         names = xrealloc(names, xsize(n + 1, sizeof(*names), 0));
         names[n++] = *dir ? xasprintf("%s/%s", dir, de->d_name) : xstrdup(de->d_name);
@@ -346,6 +351,26 @@ static int list_temp_dir(struct posix_storage *ps, const char *dir, int depth, s
     if (errno != 0)
         r = err_sys(e, errno, NULL, "cannot list %s/%s", ps->root, dir);
     closedir(d);
+    *out = names;
+    *nout = n;
+    return r;
+}
+
+static void names_free(char **names, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+}
+
+/* Walks dir ("" = the root) and its subdirectories for temporary files. The repository is
+ * at most two levels deep (data/xx/, records/<kind>/); depth bounds the walk anyway. */
+static int list_temp_dir(struct posix_storage *ps, const char *dir, int depth, storage_list_cb cb,
+                         void *ctx, struct err *e)
+{
+    char **names;
+    size_t n;
+    int r = dir_names(ps, dir, true, &names, &n, e);
     for (size_t i = 0; i < n && r == 0; i++) {
         const char *base = strrchr(names[i], '/') ? strrchr(names[i], '/') + 1 : names[i];
         struct stat st;
@@ -359,9 +384,7 @@ static int list_temp_dir(struct posix_storage *ps, const char *dir, int depth, s
             r = cb(ctx, names[i], (uint64_t)st.st_size, e);
         }
     }
-    for (size_t i = 0; i < n; i++)
-        free(names[i]);
-    free(names);
+    names_free(names, n);
     return r;
 }
 
@@ -373,31 +396,9 @@ static int posix_list_temp(struct storage *s, storage_list_cb cb, void *ctx, str
 static int list_dir(struct posix_storage *ps, const char *dir, bool recurse, storage_list_cb cb,
                     void *ctx, struct err *e)
 {
-    int fd = openat(ps->rootfd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) {
-        if (errno == ENOENT)
-            return 0;
-        return err_sys(e, errno, NULL, "cannot list %s/%s", ps->root, dir);
-    }
-    DIR *d = fdopendir(fd);
-    if (!d) {
-        close(fd);
-        return err_sys(e, errno, NULL, "cannot list %s/%s", ps->root, dir);
-    }
-    /* Collect first: the callback may write into the directory. */
-    char **names = NULL;
-    size_t n = 0;
-    struct dirent *de;
-    while ((errno = 0, de = readdir(d)) != NULL) {
-        if (de->d_name[0] == '.')
-            continue; /* ".", "..", and temporary files of interrupted writes */
-        names = xrealloc(names, xsize(n + 1, sizeof(*names), 0));
-        names[n++] = xasprintf("%s/%s", dir, de->d_name);
-    }
-    int r = 0;
-    if (errno != 0)
-        r = err_sys(e, errno, NULL, "cannot list %s/%s", ps->root, dir);
-    closedir(d);
+    char **names;
+    size_t n;
+    int r = dir_names(ps, dir, false, &names, &n, e);
     for (size_t i = 0; i < n && r == 0; i++) {
         struct stat st;
         if (fstatat(ps->rootfd, names[i], &st, AT_SYMLINK_NOFOLLOW) != 0) {
@@ -411,9 +412,7 @@ static int list_dir(struct posix_storage *ps, const char *dir, bool recurse, sto
             r = cb(ctx, names[i], (uint64_t)st.st_size, e);
         }
     }
-    for (size_t i = 0; i < n; i++)
-        free(names[i]);
-    free(names);
+    names_free(names, n);
     return r;
 }
 
