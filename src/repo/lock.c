@@ -164,17 +164,24 @@ static void *refresh_main(void *arg)
     return NULL;
 }
 
+/* Stops and joins the refresh thread (if it runs), so that it cannot write the file again. */
+static void holder_stop(struct lock_holder *h)
+{
+    if (!h->thread_started)
+        return;
+    pthread_mutex_lock(&h->mu);
+    h->stop = true;
+    pthread_cond_signal(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+    pthread_join(h->thread, NULL);
+    h->thread_started = false;
+}
+
 static void holder_free(struct lock_holder *h)
 {
     if (!h)
         return;
-    if (h->thread_started) {
-        pthread_mutex_lock(&h->mu);
-        h->stop = true;
-        pthread_cond_signal(&h->cv);
-        pthread_mutex_unlock(&h->mu);
-        pthread_join(h->thread, NULL);
-    }
+    holder_stop(h);
     pthread_cond_destroy(&h->cv);
     pthread_mutex_destroy(&h->mu);
     free(h->name);
@@ -608,14 +615,7 @@ void repo_lock_release(struct repo *r)
         return;
     r->lock = NULL;
     /* stop the refresher before removing, so that it cannot write the file again */
-    if (h->thread_started) {
-        pthread_mutex_lock(&h->mu);
-        h->stop = true;
-        pthread_cond_signal(&h->cv);
-        pthread_mutex_unlock(&h->mu);
-        pthread_join(h->thread, NULL);
-        h->thread_started = false;
-    }
+    holder_stop(h);
     struct err e = ERR_INIT;
     storage_remove(r->st, h->name, &e);
     holder_free(h);
