@@ -20,6 +20,8 @@ void *xmemdup(const void *p, size_t n);
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* a * b + c without overflow, aborting otherwise (sizes computed from trusted values). */
 size_t xsize(size_t a, size_t b, size_t c);
+/* Out of memory: not recoverable; says so on stderr and aborts (core dumps are off). */
+void xoom(size_t n) __attribute__((noreturn));
 
 /* Growable byte buffer. Owner frees with buf_free. */
 struct buf {

@@ -12,7 +12,7 @@
 
 #include <openssl/evp.h>
 
-static void oom(size_t n)
+void xoom(size_t n)
 {
     fprintf(stderr, "fatal: out of memory allocating %zu bytes\n", n);
     abort();
@@ -22,7 +22,7 @@ void *xmalloc(size_t n)
 {
     void *p = malloc(n ? n : 1);
     if (!p)
-        oom(n);
+        xoom(n);
     return p;
 }
 
@@ -30,7 +30,7 @@ void *xcalloc(size_t n, size_t size)
 {
     void *p = calloc(n ? n : 1, size ? size : 1);
     if (!p)
-        oom(n * size);
+        xoom(n * size);
     return p;
 }
 
@@ -38,7 +38,7 @@ void *xrealloc(void *p, size_t n)
 {
     void *q = realloc(p, n ? n : 1);
     if (!q)
-        oom(n);
+        xoom(n);
     return q;
 }
 
@@ -71,7 +71,7 @@ char *xasprintf(const char *fmt, ...)
     int r = vasprintf(&s, fmt, ap);
     va_end(ap);
     if (r < 0)
-        oom(0);
+        xoom(0);
     return s;
 }
 

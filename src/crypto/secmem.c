@@ -7,6 +7,8 @@
  * secrets (master key, chunker seed, a few configuration values), not thousands. */
 #include "caris/secmem.h"
 
+#include "caris/core.h"
+
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -43,16 +45,10 @@ void *secmem_alloc(size_t len)
 {
     long page = sysconf(_SC_PAGESIZE);
     size_t ps = page > 0 ? (size_t)page : 4096;
-    if (len > SIZE_MAX - HEAD_LEN - ps) {
-        fprintf(stderr, "fatal: size overflow\n");
-        abort();
-    }
-    size_t map_len = (len + HEAD_LEN + ps - 1) / ps * ps;
+    size_t map_len = xsize(1, len, HEAD_LEN + ps - 1) / ps * ps;
     void *m = mmap(NULL, map_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (m == MAP_FAILED) {
-        fprintf(stderr, "fatal: out of memory allocating %zu bytes\n", len);
-        abort();
-    }
+    if (m == MAP_FAILED)
+        xoom(len);
     /* Best effort, each: a lock refused by RLIMIT_MEMLOCK leaves the secret swappable, and a
      * kernel without the advice leaves it in core dumps, which secmem_no_core_dumps disables
      * anyway. */
