@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "caris/err.h"
+#include "caris/op.h"
 #include "caris/repo.h"
 
 /* Return value of operations that can complete with warnings. */
@@ -39,6 +40,9 @@ struct files_backup_opts {
     bool estimate_total;         /* scan sizes first so progress can show an ETA */
     void *ctx;
     int64_t time_ns; /* record this as the backup's time (`--time`; not in the future); 0 = now */
+    /* Its cancel flag stops the backup at the next file or buffer (nothing is committed, the
+     * lock released; the error says "cancelled"); may be NULL. */
+    const struct caris_op *op;
 };
 
 /* Backs up the paths. Returns CARIS_DONE, CARIS_DONE_WARNINGS (some files could not be read

@@ -17,6 +17,7 @@
 
 #include "caris/backup.h"
 #include "caris/err.h"
+#include "caris/op.h"
 #include "caris/repo.h"
 
 struct db_backup_opts {
@@ -27,6 +28,9 @@ struct db_backup_opts {
     caris_progress_fn progress;
     void *ctx;
     int64_t time_ns; /* record this as the backup's time (`--time`; not in the future); 0 = now */
+    /* Its cancel flag stops the backup (pg_dump is stopped, nothing is committed, the lock
+     * released; the error says "cancelled"); may be NULL. */
+    const struct caris_op *op;
 };
 
 /* Streams `pg_dump -Fc -Z0 --snapshot=...` (no copy on disk) and `pg_dumpall

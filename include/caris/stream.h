@@ -20,10 +20,14 @@ struct stream_result {
 
 /* Reads fd to end of file (a pipe is fine) and stores it through w, whose slots 0..threads-1
  * this call uses (threads <= the writer's slots; 0 = number of CPUs). Does not flush w.
- * progress (may be NULL) is called now and then with the bytes read so far. */
+ * progress (may be NULL) is called now and then with the bytes read so far. op (may be NULL):
+ * its cancel flag stops the read within a quarter of a second, even while fd gives nothing,
+ * with the error "cancelled". */
+struct caris_op;
 int stream_store_fd(struct repo *r, struct repo_writer *w, int threads, int fd,
                     const struct chunker_params *cp, struct stream_result *out,
-                    void (*progress)(void *ctx, uint64_t bytes), void *ctx, struct err *e);
+                    void (*progress)(void *ctx, uint64_t bytes), void *ctx,
+                    const struct caris_op *op, struct err *e);
 int stream_store_buf(struct repo *r, struct repo_writer *w, int threads, const void *data,
                      size_t len, const struct chunker_params *cp, struct stream_result *out,
                      struct err *e);

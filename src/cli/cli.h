@@ -40,6 +40,12 @@ void progress_end(const struct globals *g);
 /* Opens the repository (create: make it when missing, as the first backup does). */
 struct repo *open_repo(struct globals *g, bool create, struct err *e);
 bool wants_help(int argc, char **argv);
+/* The operation context of a command: Ctrl-C and SIGTERM set its cancel flag (the operation
+ * stops at its next safe point, commits nothing and releases its lock), actor "cli",
+ * warnings to the log, phase progress on a terminal. cli_op_end clears the progress line. */
+struct caris_op;
+void cli_op_init(const struct globals *g, struct caris_op *op);
+void cli_op_end(const struct caris_op *op);
 
 /* Database commands (cmd_db.c). argv[0] is the command word ("backup", "restore",
  * "test-restore"); for backup/restore argv[1] is "database". */

@@ -202,12 +202,16 @@ int cmd_backup_database(struct globals *g, int argc, char **argv)
     struct repo *r = open_repo(g, true, &e);
     if (!r)
         return fail(&e);
+    struct caris_op op;
+    cli_op_init(g, &op); /* Ctrl-C / SIGTERM: pg_dump is stopped, nothing is committed */
+    op.progress = NULL;  /* a backup reports progress through progress_fn */
     struct db_backup_opts o = {.url = url,
                                .password = config_get(&g->cfg, "PGPASSWORD"),
                                .no_compress = !compress_dumps,
                                .threads = g->threads,
                                .progress = progress_fn(g),
-                               .time_ns = time_ns};
+                               .time_ns = time_ns,
+                               .op = &op};
     json_t *summary = NULL;
     int rc = incremental ? caris_db_backup_incremental(r, &o, &summary, &e)
                          : caris_db_backup_full(r, &o, &summary, &e);

@@ -85,8 +85,7 @@ static void op_log(void *ctx, enum log_level level, const char *msg)
         log_msg(level, "%s", msg);
 }
 
-/* Ctrl-C / SIGTERM ask the operation to stop at its next safe point. */
-static void op_init(const struct globals *g, struct caris_op *op)
+void cli_op_init(const struct globals *g, struct caris_op *op)
 {
     memset(op, 0, sizeof(*op));
     op->cancel = &cancel_flag;
@@ -97,11 +96,12 @@ static void op_init(const struct globals *g, struct caris_op *op)
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESTART; /* a blocking call goes on; the operation polls the flag */
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 }
 
-static void op_end(const struct caris_op *op)
+void cli_op_end(const struct caris_op *op)
 {
     if (op->progress)
         fprintf(stderr, "\r\033[K");
@@ -273,7 +273,7 @@ int cmd_forget(struct globals *g, int argc, char **argv)
     if (!r)
         return fail(&e);
     struct caris_op op;
-    op_init(g, &op);
+    cli_op_init(g, &op);
     struct caris_forget_result res;
     int code = 0;
     json_t *out = NULL;
@@ -294,7 +294,7 @@ int cmd_forget(struct globals *g, int argc, char **argv)
             po.assume_forgotten = gone;
             int rc = caris_prune(r, &po, &op, &pr, &e);
             free(gone);
-            op_end(&op);
+            cli_op_end(&op);
             if (rc != 0) {
                 code = fail(&e);
             } else {
@@ -344,10 +344,10 @@ int cmd_prune(struct globals *g, int argc, char **argv)
     if (!r)
         return fail(&e);
     struct caris_op op;
-    op_init(g, &op);
+    cli_op_init(g, &op);
     struct caris_prune_result res;
     int rc = caris_prune(r, &po, &op, &res, &e);
-    op_end(&op);
+    cli_op_end(&op);
     repo_close(r);
     if (rc != 0)
         return fail(&e);

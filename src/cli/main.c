@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "caris/backup.h"
+#include "caris/op.h"
 #include "caris/open.h"
 #include "caris/dbbackup.h"
 #include "caris/config.h"
@@ -398,13 +399,17 @@ static int cmd_backup(struct globals *g, int argc, char **argv)
     struct repo *r = NULL;
     json_t *summary = NULL;
     int rc;
+    struct caris_op op;
+    cli_op_init(g, &op); /* Ctrl-C / SIGTERM: the backup stops and commits nothing */
+    op.progress = NULL;  /* a backup reports progress through progress_fn */
     struct files_backup_opts o = {.paths = (const char *const *)paths,
                                   .npaths = npaths,
                                   .excludes = (const char *const *)excl,
                                   .threads = g->threads,
                                   .progress = progress_fn(g),
                                   .estimate_total = progress_fn(g) != NULL,
-                                  .time_ns = time_ns};
+                                  .time_ns = time_ns,
+                                  .op = &op};
     if (!npaths) {
         err_set(&e, ERR_CONFIG,
                 "name the paths on the command line or set BACKUP_FILES_PATHS (colon-separated) "

@@ -3,12 +3,14 @@
 #include "caris/stream.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "caris/crypto.h"
+#include "caris/op.h"
 #include "caris/pipeline.h"
 #include "caris/pool.h"
 
@@ -65,7 +67,10 @@ struct src {
     int fd;
     const uint8_t *buf;
     size_t len, pos;
+    const struct caris_op *op; /* cancel: checked at least every CANCEL_POLL_MS while reading */
 };
+
+#define CANCEL_POLL_MS 250
 
 static ssize_t src_read(struct src *s, uint8_t *out, size_t n)
 {
@@ -76,8 +81,20 @@ static ssize_t src_read(struct src *s, uint8_t *out, size_t n)
         return (ssize_t)k;
     }
     for (;;) {
+        /* A producer may stall (pg_dump waiting for a table lock): wait in slices, so that a
+         * cancel is seen even then. */
+        if (caris_op_cancelled(s->op)) {
+            errno = ECANCELED;
+            return -1;
+        }
+        struct pollfd pfd = {.fd = s->fd, .events = POLLIN};
+        int pr = poll(&pfd, 1, s->op ? CANCEL_POLL_MS : -1);
+        if (pr < 0 && errno != EINTR)
+            return -1;
+        if (pr <= 0)
+            continue;
         ssize_t r = read(s->fd, out, n);
-        if (r < 0 && errno == EINTR)
+        if (r < 0 && (errno == EINTR || errno == EAGAIN))
             continue;
         return r;
     }
@@ -104,7 +121,11 @@ static int store(struct repo *r, struct repo_writer *w, int first_slot, int thre
         while (!eof && have < cap) {
             ssize_t n = src_read(s, buf + have, cap - have);
             if (n < 0) {
-                rc = err_sys(e, errno, NULL, "cannot read the stream");
+                if (errno == ECANCELED)
+                    rc =
+                        err_set(e, ERR_FAILURE, "nothing was committed: run it again", "cancelled");
+                else
+                    rc = err_sys(e, errno, NULL, "cannot read the stream");
                 break;
             }
             if (n == 0) {
@@ -155,9 +176,10 @@ static int store(struct repo *r, struct repo_writer *w, int first_slot, int thre
 
 int stream_store_fd(struct repo *r, struct repo_writer *w, int threads, int fd,
                     const struct chunker_params *cp, struct stream_result *out,
-                    void (*progress)(void *ctx, uint64_t bytes), void *ctx, struct err *e)
+                    void (*progress)(void *ctx, uint64_t bytes), void *ctx,
+                    const struct caris_op *op, struct err *e)
 {
-    struct src s = {.fd = fd};
+    struct src s = {.fd = fd, .op = op};
     return store(r, w, 0, threads, &s, cp, out, progress, ctx, e);
 }
 

@@ -50,7 +50,7 @@ static int dump_stream(struct dbb *b, struct repo_writer *w, const struct pgsrc_
     if (pgsrc_child_start(&c, tool->path, argv, &so, e) != 0)
         return -1;
     if (stream_store_fd(b->r, w, b->threads, c.out_fd, repo_chunker_params(b->r, true), res,
-                        on_stream_progress, b, e) != 0) {
+                        on_stream_progress, b, b->o->op, e) != 0) {
         /* The repository failed (disk full, ...): stop the dump, keep the first error. */
         pgsrc_child_kill(&c, SIGTERM);
         return -1;

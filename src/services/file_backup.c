@@ -118,8 +118,15 @@ static void chunk_job(void *arg, int worker)
     free(j);
 }
 
+/* True once anything failed, or the operation was cancelled (which then counts as the
+ * failure): every loop of the backup asks, so a cancel stops it at the next file or buffer. */
 static bool worker_failed(struct bctx *b, struct err *e)
 {
+    if (caris_op_cancelled(b->o->op) && !pstore_failed(&b->ps, NULL)) {
+        struct err ce = ERR_INIT;
+        err_set(&ce, ERR_FAILURE, "nothing was committed: run it again", "cancelled");
+        pstore_fail(&b->ps, &ce);
+    }
     return pstore_failed(&b->ps, e);
 }
 
@@ -198,6 +205,8 @@ static int backup_extent(struct bctx *b, struct filerec *f, struct rbuf *rb, uin
     size_t have = 0;
     uint64_t pos = off, end = off + len;
     for (;;) {
+        if (worker_failed(b, NULL))
+            return 0; /* the backup fails as a whole: this file's entry is never committed */
         /* fill */
         while (pos < end && have < rb->cap) {
             size_t want = rb->cap - have;

@@ -186,3 +186,31 @@ assert_no_password_in() {
     hits=$(grep -c -F -f <(printf '%s\n' "$CARIS_PG_PASSWORD") "$1")
     assert_eq 0 "${hits:-0}" "$2"
 }
+
+# A backup held mid-way, without timing: pg_table_lock_take DB TABLE starts a session that
+# holds an ACCESS EXCLUSIVE lock on TABLE until pg_table_lock_release. A database backup then
+# takes its repository lock and claim and waits for the table (it counts its rows first);
+# pg_lock_waiters DB TABLE says how many sessions wait for a lock on a query naming TABLE.
+_PG_TL_FD=""
+_PG_TL_PID=""
+pg_table_lock_take() {
+    local fifo=$TEST_TMP/.tablelock.fifo
+    [[ -p $fifo ]] || mkfifo "$fifo"
+    [[ -n $_PG_TL_FD ]] || exec {_PG_TL_FD}<>"$fifo"
+    bg_start "$CARIS_PG_BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h "$CARIS_PG_SOCKET" \
+        -p "$CARIS_PG_PORT" -U "$CARIS_PG_USER" -d "$1" -f "$fifo"
+    _PG_TL_PID=$BG_PID
+    local out=$BG_OUT err=$BG_ERR
+    printf "BEGIN;\nLOCK TABLE %s IN ACCESS EXCLUSIVE MODE;\nSELECT 'table-locked';\n" "$2" >&"$_PG_TL_FD"
+    # shellcheck disable=SC2317
+    _pg_tl_ready() { grep -q table-locked "$1"; }
+    wait_until 60 _pg_tl_ready "$out" || fail "psql did not take the table lock" "$(_tail "$err")"
+}
+pg_table_lock_release() {
+    printf 'COMMIT;\n\\q\n' >&"$_PG_TL_FD"
+    wait "$_PG_TL_PID"
+}
+pg_lock_waiters() {
+    psql_db "$1" -c "SELECT count(*) FROM pg_stat_activity
+        WHERE wait_event_type = 'Lock' AND query ILIKE '%$2%'"
+}

@@ -127,30 +127,15 @@ psql_db "$db" -c "CREATE TABLE small (id integer PRIMARY KEY, v text);
 export POSTGRES_URL
 POSTGRES_URL=$(pg_url)
 
-# A session that holds an ACCESS EXCLUSIVE lock on the table until we COMMIT: a backup
+# A session holds an ACCESS EXCLUSIVE lock on the table until released (pglib.sh): a backup
 # takes its repository lock and claim, then waits for the table (counting its rows).
-tl_fifo=$TEST_TMP/tablelock.fifo
-mkfifo "$tl_fifo"
-exec {tl_fd}<>"$tl_fifo"
-table_lock_take() {
-    bg_start "$CARIS_PG_BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h "$CARIS_PG_SOCKET" \
-        -p "$CARIS_PG_PORT" -U "$CARIS_PG_USER" -d "$db" -f "$tl_fifo"
-    tl_pid=$BG_PID tl_out=$BG_OUT
-    printf "BEGIN;\nLOCK TABLE small IN ACCESS EXCLUSIVE MODE;\nSELECT 'table-locked';\n" >&"$tl_fd"
-    # shellcheck disable=SC2317
-    tl_ready() { grep -q table-locked "$tl_out"; }
-    wait_until 60 tl_ready || fail "psql did not take the table lock" "$(_tail "$BG_ERR")"
-}
-table_lock_release() {
-    printf 'COMMIT;\n\\q\n' >&"$tl_fd"
-    wait "$tl_pid"
-}
+table_lock_take() { pg_table_lock_take "$db" small; }
+table_lock_release() { pg_table_lock_release; }
 # shellcheck disable=SC2317 # called through wait_until
 backup_blocked() {
     [[ -n $(find "$repo/locks" -maxdepth 1 -name 'claim-caris_*' -print -quit) ]] &&
         [[ $(lock_files | grep -vc '^claim-') -ge 1 ]] &&
-        [[ $(psql_db "$db" -c "SELECT count(*) FROM pg_stat_activity
-            WHERE wait_event_type = 'Lock' AND query ILIKE '%small%'") -ge 1 ]]
+        [[ $(pg_lock_waiters "$db" small) -ge 1 ]]
 }
 
 table_lock_take
@@ -240,6 +225,5 @@ assert_contains " $(list_ids) " " $id " "its backup is listed"
 assert_exit 0 cb verify "$id"
 assert_exit 0 cb check --read-data
 assert_eq "" "$(lock_files)" "it released its lock and claim"
-exec {tl_fd}>&-
 
 test_done

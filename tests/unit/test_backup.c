@@ -1,0 +1,126 @@
+/* File backups through the service (src/services/file_backup.c): the operation context's
+ * cancel flag stops a backup, which then commits nothing and leaves no lock or claim. */
+#include <dirent.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "caris/backup.h"
+#include "caris/op.h"
+#include "caris/repo.h"
+
+#define PW "backup-test-password-0123456789abcdef"
+
+static size_t count_files(const char *dir)
+{
+    DIR *d = opendir(dir);
+    size_t n = 0;
+    struct dirent *de;
+    while (d && (de = readdir(d)) != NULL)
+        n += de->d_name[0] != '.';
+    if (d)
+        closedir(d);
+    return n;
+}
+
+static int rm_tree(const char *path)
+{
+    char cmd[4200];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", path);
+    return system(cmd);
+}
+
+struct cancel_after {
+    volatile sig_atomic_t *flag;
+    int calls;
+};
+
+static void cancel_on_progress(void *ctx, const struct caris_progress *p)
+{
+    (void)p;
+    struct cancel_after *c = ctx;
+    if (++c->calls >= 1)
+        *c->flag = 1;
+}
+
+static void test_cancelled_backup_commits_nothing(void **state)
+{
+    (void)state;
+    char root[] = "/tmp/caris-test-backup-XXXXXX";
+    assert_non_null(mkdtemp(root));
+    char src[4200], repo_dir[4200];
+    snprintf(src, sizeof(src), "%s/src", root);
+    snprintf(repo_dir, sizeof(repo_dir), "%s/repo", root);
+    assert_int_equal(mkdir(src, 0700), 0);
+    static char data[1 << 16];
+    for (size_t i = 0; i < sizeof(data); i++)
+        data[i] = (char)(i * 2654435761u >> 13);
+    for (int f = 0; f < 40; f++) {
+        char p[4300];
+        snprintf(p, sizeof(p), "%s/file-%02d", src, f);
+        FILE *fp = fopen(p, "wb");
+        assert_non_null(fp);
+        data[0] = (char)f;
+        assert_int_equal(fwrite(data, 1, sizeof(data), fp), sizeof(data));
+        fclose(fp);
+    }
+    struct repo_init_opts io = {.kdf_ops = 1, .kdf_mem = 8192};
+    struct err e = ERR_INIT;
+    struct repo *r = repo_init(repo_dir, PW, &io, &e);
+    assert_non_null(r);
+    const char *paths[] = {src};
+    char locks[4300], snaps[4300];
+    snprintf(locks, sizeof(locks), "%s/locks", repo_dir);
+    snprintf(snaps, sizeof(snaps), "%s/snapshots", repo_dir);
+
+    /* cancelled before it starts, and cancelled from its first progress report */
+    for (int round = 0; round < 2; round++) {
+        volatile sig_atomic_t cancel = round == 0;
+        struct caris_op op = {.cancel = &cancel};
+        struct cancel_after ca = {.flag = &cancel};
+        struct files_backup_opts o = {.paths = paths,
+                                      .npaths = 1,
+                                      .threads = 2,
+                                      .op = &op,
+                                      .progress = round == 1 ? cancel_on_progress : NULL,
+                                      .estimate_total = round == 1,
+                                      .ctx = &ca};
+        json_t *summary = NULL;
+        e = (struct err)ERR_INIT;
+        assert_int_equal(caris_files_backup_full(r, &o, &summary, &e), -1);
+        assert_string_equal(e.msg, "cancelled");
+        assert_null(summary);
+        assert_int_equal(count_files(snaps), 0);
+        assert_int_equal(count_files(locks), 0);
+        if (round == 1)
+            assert_true(ca.calls >= 1);
+    }
+
+    /* not cancelled: the same backup completes */
+    volatile sig_atomic_t cancel = 0;
+    struct caris_op op = {.cancel = &cancel};
+    struct files_backup_opts o = {.paths = paths, .npaths = 1, .threads = 2, .op = &op};
+    json_t *summary = NULL;
+    e = (struct err)ERR_INIT;
+    if (caris_files_backup_full(r, &o, &summary, &e) < 0)
+        fail_msg("backup: %s", e.msg);
+    json_decref(summary);
+    assert_int_equal(count_files(snaps), 1);
+    assert_int_equal(count_files(locks), 0);
+    repo_close(r);
+    assert_int_equal(rm_tree(root), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_cancelled_backup_commits_nothing),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
