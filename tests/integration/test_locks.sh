@@ -226,4 +226,22 @@ assert_exit 0 cb verify "$id"
 assert_exit 0 cb check --read-data
 assert_eq "" "$(lock_files)" "it released its lock and claim"
 
+# --- kill -9 during a backup, then prune: the stale lock and claim do not stop it, and it
+# removes them -----------------------------------------------------------------------------
+table_lock_take
+bg_start cb --json backup database --full
+backup=$BG_PID
+wait_until 60 backup_blocked || fail "the third backup did not block on the table" "$(_tail "$BG_ERR")"
+kill -9 "$backup"
+wait "$backup"
+assert_eq 137 "$?" "the third backup died of SIGKILL"
+table_lock_release
+assert_eq 2 "$(lock_files | wc -l)" "it left its lock and claim"
+run cb --json prune
+assert_rc 0 "prune after the kill: the stale lock and claim are recognised"
+assert_cmp "$(json_get "$OUT_FILE" '["leftovers_removed"]')" -ge 2 "prune removed the stale lock and claim"
+assert_eq "" "$(lock_files)" "no lock or claim left after prune"
+assert_exit 0 cb check --read-data
+assert_exit 0 cb verify --all
+
 test_done
