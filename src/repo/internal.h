@@ -161,6 +161,10 @@ long repo_lookup_locked(struct repo *r, const uint8_t id[32]);
 /* Encrypted container for metadata files (config, index, snapshot). */
 int container_seal(const struct repo *r, char type, const void *data, size_t len, struct buf *out,
                    struct err *e);
+/* Seals data as a container of type and stores it as dir/<SHA-256 of the sealed bytes>:
+ * hex_out (65 bytes, may be NULL) receives the hex name, *bytes (may be NULL) its size. */
+int container_put(struct repo *r, char type, const char *dir, const void *data, size_t len,
+                  char hex_out[65], uint64_t *bytes, struct err *e);
 int container_open(const struct repo *r, char type, const uint8_t *data, size_t len,
                    struct buf *out, struct err *e);
 

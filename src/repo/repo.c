@@ -143,6 +143,28 @@ int container_seal(const struct repo *r, char type, const void *data, size_t len
     return 0;
 }
 
+int container_put(struct repo *r, char type, const char *dir, const void *data, size_t len,
+                  char hex_out[65], uint64_t *bytes, struct err *e)
+{
+    struct buf sealed = {0};
+    int rc = container_seal(r, type, data, len, &sealed, e);
+    if (rc == 0) {
+        uint8_t id[32];
+        char hex[65];
+        cx_sha256(sealed.data, sealed.len, id);
+        cx_hex(id, 32, hex);
+        char *name = xasprintf("%s/%s", dir, hex);
+        rc = storage_put(r->st, name, sealed.data, sealed.len, e);
+        free(name);
+        if (rc == 0 && hex_out)
+            memcpy(hex_out, hex, 65);
+        if (rc == 0 && bytes)
+            *bytes = sealed.len;
+    }
+    buf_free(&sealed);
+    return rc;
+}
+
 int container_open(const struct repo *r, char type, const uint8_t *data, size_t len,
                    struct buf *out, struct err *e)
 {
@@ -1375,7 +1397,7 @@ out:
 int index_file_write(struct repo *r, const void *records, size_t len, uint32_t npacks,
                      char name_out[80], uint64_t *bytes, struct err *e)
 {
-    struct buf payload = {0}, packed = {0}, sealed = {0};
+    struct buf payload = {0}, packed = {0};
     buf_append(&payload, "CIDX", 4);
     buf_append_u32le(&payload, 2);
     buf_append_u32le(&payload, npacks);
@@ -1391,21 +1413,14 @@ int index_file_write(struct repo *r, const void *records, size_t len, uint32_t n
     buf_reserve(&packed, pad);
     memset(packed.data + packed.len, 0, pad);
     packed.len += pad;
-    if (container_seal(r, 'I', packed.data, packed.len, &sealed, e) != 0)
-        goto out;
-    uint8_t iid[32];
     char hex[65];
-    cx_sha256(sealed.data, sealed.len, iid);
-    cx_hex(iid, 32, hex);
-    snprintf(name_out, 80, "index/%s", hex);
-    if (storage_put(r->st, name_out, sealed.data, sealed.len, e) != 0)
+    if (container_put(r, 'I', "index", packed.data, packed.len, hex, bytes, e) != 0)
         goto out;
-    *bytes = sealed.len;
+    snprintf(name_out, 80, "index/%s", hex);
     rc = 0;
 out:
     buf_free(&payload);
     buf_free(&packed);
-    buf_free(&sealed);
     return rc;
 }
 

@@ -56,7 +56,7 @@ int repo_snapshot_commit(struct repo *r, json_t *summary, json_t *ref, char name
     char *s1 = json_dumps(summary, JSON_COMPACT | JSON_SORT_KEYS);
     char *s2 = json_dumps(ref, JSON_COMPACT | JSON_SORT_KEYS);
     int rc = -1;
-    struct buf z1 = {0}, z2 = {0}, payload = {0}, sealed = {0};
+    struct buf z1 = {0}, z2 = {0}, payload = {0};
     if (!s1 || !s2) {
         err_set(e, ERR_FAILURE, NULL, "cannot serialise the backup manifest");
         goto out;
@@ -73,31 +73,26 @@ int repo_snapshot_commit(struct repo *r, json_t *summary, json_t *ref, char name
     buf_append_u32le(&payload, (uint32_t)z1.len);
     buf_append(&payload, z1.data, z1.len);
     buf_append(&payload, z2.data, z2.len);
-    if (container_seal(r, 'S', payload.data, payload.len, &sealed, e) != 0)
-        goto out;
-    uint8_t sid[32];
-    char name[80];
-    cx_sha256(sealed.data, sealed.len, sid);
-    cx_hex(sid, 32, name_out);
-    snprintf(name, sizeof(name), "snapshots/%s", name_out);
-    rc = storage_put(r->st, name, sealed.data, sealed.len, e);
+    rc = container_put(r, 'S', "snapshots", payload.data, payload.len, name_out, NULL, e);
     /* The snapshot is the commit point; the state record follows it. A backup that stops in
      * between is committed all the same, and the next writer takes its snapshot in. */
     struct err se = ERR_INIT;
     if (rc == 0 &&
         state_record_change(r, name_out, json_string_value(json_object_get(summary, "id")), NULL, 0,
-                            &se) != 0)
+                            &se) != 0) {
+        char name[80];
+        snprintf(name, sizeof(name), "snapshots/%s", name_out);
         repo_warn(r, name,
                   "backup committed, but the state record was not updated (%s): the next backup "
                   "or forget records it",
                   se.msg);
+    }
 out:
     free(s1);
     free(s2);
     buf_free(&z1);
     buf_free(&z2);
     buf_free(&payload);
-    buf_free(&sealed);
     return rc;
 }
 
@@ -447,18 +442,10 @@ int repo_record_add(struct repo *r, const char *kind, json_t *record, struct err
     char *text = json_dumps(record, JSON_COMPACT | JSON_SORT_KEYS);
     if (!text)
         return err_set(e, ERR_FAILURE, NULL, "cannot serialise a %s record", kind);
-    struct buf sealed = {0};
-    int rc = container_seal(r, 'R', text, strlen(text), &sealed, e);
+    char *dir = xasprintf("records/%s", kind);
+    int rc = container_put(r, 'R', dir, text, strlen(text), NULL, NULL, e);
+    free(dir);
     free(text);
-    if (rc == 0) {
-        uint8_t id[32];
-        char hex[65], name[128];
-        cx_sha256(sealed.data, sealed.len, id);
-        cx_hex(id, 32, hex);
-        snprintf(name, sizeof(name), "records/%s/%s", kind, hex);
-        rc = storage_put(r->st, name, sealed.data, sealed.len, e);
-    }
-    buf_free(&sealed);
     return rc;
 }
 
