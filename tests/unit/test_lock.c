@@ -22,6 +22,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "tmpdir.h"
+
 #include "caris/backup.h"
 #include "caris/repo.h"
 #include "repo/internal.h"
@@ -35,28 +37,6 @@ static const struct repo_init_opts TINY = {.kdf_ops = 1, .kdf_mem = 8192};
             fail_msg("expected %s, got %s: %s", err_code_name(want), err_code_name((e).code),      \
                      (e).msg);                                                                     \
     } while (0)
-
-static char *tmpdir_new(void)
-{
-    char *t = strdup("/tmp/caris-test-lock-XXXXXX");
-    assert_non_null(t);
-    assert_non_null(mkdtemp(t));
-    return t;
-}
-
-static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *f)
-{
-    (void)sb;
-    (void)flag;
-    (void)f;
-    return remove(p);
-}
-
-static void tmpdir_free(char *d)
-{
-    nftw(d, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-    free(d);
-}
 
 static struct repo *init_ok(const char *dir)
 {

@@ -32,6 +32,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "tmpdir.h"
+
 #include "caris/crypto.h"
 #include "caris/repo.h"
 #include "caris/stream.h"
@@ -91,28 +93,6 @@ static size_t blob_len(uint64_t seed)
 {
     uint64_t s = seed * 7919 + 1;
     return 1 + (size_t)(splitmix(&s) % MAX_TEST_BLOB);
-}
-
-static char *tmpdir_new(void)
-{
-    char *t = strdup("/tmp/caris-test-repo-XXXXXX");
-    assert_non_null(t);
-    assert_non_null(mkdtemp(t));
-    return t;
-}
-
-static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *f)
-{
-    (void)sb;
-    (void)flag;
-    (void)f;
-    return remove(p);
-}
-
-static void tmpdir_free(char *d)
-{
-    nftw(d, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-    free(d);
 }
 
 static uint8_t *file_read(const char *path, size_t *len)

@@ -21,6 +21,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "tmpdir.h"
+
 #include "caris/repo.h"
 #include "repo/internal.h"
 
@@ -28,25 +30,9 @@
 
 static const struct repo_init_opts TINY = {.kdf_ops = 1, .kdf_mem = 8192};
 
-static char *tmpdir_new(void)
-{
-    char *t = strdup("/tmp/caris-test-state-XXXXXX");
-    assert_non_null(t);
-    assert_non_null(mkdtemp(t));
-    return t;
-}
-
-static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *f)
-{
-    (void)sb;
-    (void)flag;
-    (void)f;
-    return remove(p);
-}
-
 static void rm_rf(const char *d)
 {
-    nftw(d, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    nftw(d, tmpdir_rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 static void sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
