@@ -55,6 +55,7 @@ static const char USAGE[] =
     "                            CARIS_NEW_ENCRYPTION_KEY, never from the command line)\n"
     "  unlock [--force]          remove stale locks and, when no operation runs, the\n"
     "                            leftovers of crashed ones (--force: every lock)\n"
+    "  debug pack PACK           list the blobs in a pack (investigating damage)\n"
     "  version                   print the version\n"
     "\n"
     "Options:\n"
@@ -1118,6 +1119,8 @@ int main(int argc, char **argv)
         code = cmd_forget(&g, cargc, cargv);
     else if (strcmp(cmd, "prune") == 0)
         code = cmd_prune(&g, cargc, cargv);
+    else if (strcmp(cmd, "debug") == 0)
+        code = cmd_debug(&g, cargc, cargv);
     else if (is_planned(cmd))
         code = not_implemented(cmd);
     else
