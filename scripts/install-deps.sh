@@ -7,11 +7,13 @@ PKGS=(
   # build
   gcc meson ninja-build pkg-config
   # libraries (see ../shared/ARCHITECTURE.md, "Dependencies")
-  libssl-dev libsodium-dev libzstd-dev libjansson-dev libpq-dev
+  libssl-dev libsodium-dev libzstd-dev libjansson-dev libpq-dev libcurl4-openssl-dev
   # database backups: pg_dump, pg_dumpall, pg_restore matching the server
   postgresql-client-15
   # tests (a real PostgreSQL 15 server, started per test as a non-root user)
   libcmocka-dev attr python3 util-linux procps postgresql-15
+  # notification tests: a real SMTP server (aiosmtpd, run with /usr/bin/python3)
+  python3-aiosmtpd
 )
 if [ "${1:-}" = "--bench" ]; then
   PKGS+=(restic borgbackup time openssl)

@@ -58,6 +58,8 @@ int cmd_forget(struct globals *g, int argc, char **argv);
 int cmd_prune(struct globals *g, int argc, char **argv);
 /* Low-level views (cmd_debug.c). */
 int cmd_debug(struct globals *g, int argc, char **argv);
+/* Notification commands (cmd_notify.c): notify test. */
+int cmd_notify(struct globals *g, int argc, char **argv);
 /* Parses a --time option (in BACKUP_TZ when it names no zone); refuses a future time. */
 int backup_time_option(const struct globals *g, const char *s, int64_t *ns, struct err *e);
 

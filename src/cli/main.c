@@ -56,6 +56,7 @@ static const char USAGE[] =
     "  unlock [--force]          remove stale locks and, when no operation runs, the\n"
     "                            leftovers of crashed ones (--force: every lock)\n"
     "  debug pack PACK           list the blobs in a pack (investigating damage)\n"
+    "  notify test               send a test notification to every configured channel\n"
     "  version                   print the version\n"
     "\n"
     "Options:\n"
@@ -77,6 +78,8 @@ static const char USAGE[] =
     "  BACKUP_RETENTION_DAILY / _WEEKLY / _MONTHLY   forget's policy (default 7 / 4 / 12)\n"
     "  BACKUP_TZ              time zone of retention's days and weeks (default: local)\n"
     "  CARIS_RESTORE_TARGET_URL  restore target with a password (never on the command line)\n"
+    "  BACKUP_SMTP_URL, BACKUP_EMAIL_RECIPIENTS, BACKUP_SLACK_WEBHOOK_URL, ...\n"
+    "                         notifications (`caris-backup notify --help`)\n"
     "\n"
     "Exit codes:\n"
     "  0 success            3 completed with warnings   1 failure\n"
@@ -1121,6 +1124,8 @@ int main(int argc, char **argv)
         code = cmd_prune(&g, cargc, cargv);
     else if (strcmp(cmd, "debug") == 0)
         code = cmd_debug(&g, cargc, cargv);
+    else if (strcmp(cmd, "notify") == 0)
+        code = cmd_notify(&g, cargc, cargv);
     else if (is_planned(cmd))
         code = not_implemented(cmd);
     else
