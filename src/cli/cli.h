@@ -56,6 +56,10 @@ int cmd_test_restore(struct globals *g, int argc, char **argv);
 /* Retention commands (cmd_retention.c). */
 int cmd_forget(struct globals *g, int argc, char **argv);
 int cmd_prune(struct globals *g, int argc, char **argv);
+/* The daemon and its control (cmd_daemon.c). */
+int cmd_daemon(struct globals *g, int argc, char **argv);
+int cmd_run_now(struct globals *g, int argc, char **argv);
+int cmd_schedule_status(struct globals *g, int argc, char **argv); /* argv: schedule status ... */
 /* Low-level views (cmd_debug.c). */
 int cmd_debug(struct globals *g, int argc, char **argv);
 /* Notification commands (cmd_notify.c): notify test. */

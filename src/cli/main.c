@@ -55,6 +55,10 @@ static const char USAGE[] =
     "                            CARIS_NEW_ENCRYPTION_KEY, never from the command line)\n"
     "  unlock [--force]          remove stale locks and, when no operation runs, the\n"
     "                            leftovers of crashed ones (--force: every lock)\n"
+    "  daemon [--json-log]       run the scheduler in the foreground (`daemon --help`)\n"
+    "  schedule status           the scheduler's status: last and next runs, job running\n"
+    "  run-now full|incremental [--wait]\n"
+    "                            run a scheduled-style backup now (in the daemon if it runs)\n"
     "  debug pack PACK           list the blobs in a pack (investigating damage)\n"
     "  notify test               send a test notification to every configured channel\n"
     "  version                   print the version\n"
@@ -1124,6 +1128,12 @@ int main(int argc, char **argv)
         code = cmd_prune(&g, cargc, cargv);
     else if (strcmp(cmd, "debug") == 0)
         code = cmd_debug(&g, cargc, cargv);
+    else if (strcmp(cmd, "daemon") == 0)
+        code = cmd_daemon(&g, cargc, cargv);
+    else if (strcmp(cmd, "run-now") == 0)
+        code = cmd_run_now(&g, cargc, cargv);
+    else if (strcmp(cmd, "schedule") == 0 && cargc > 1 && strcmp(cargv[1], "status") == 0)
+        code = cmd_schedule_status(&g, cargc, cargv);
     else if (strcmp(cmd, "notify") == 0)
         code = cmd_notify(&g, cargc, cargv);
     else if (is_planned(cmd))
