@@ -56,6 +56,8 @@ int cmd_test_restore(struct globals *g, int argc, char **argv);
 /* Retention commands (cmd_retention.c). */
 int cmd_forget(struct globals *g, int argc, char **argv);
 int cmd_prune(struct globals *g, int argc, char **argv);
+/* schedule next | status (cmd_schedule.c). */
+int cmd_schedule(struct globals *g, int argc, char **argv);
 /* Parses a --time option (in BACKUP_TZ when it names no zone); refuses a future time. */
 int backup_time_option(const struct globals *g, const char *s, int64_t *ns, struct err *e);
 

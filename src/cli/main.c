@@ -53,6 +53,8 @@ static const char USAGE[] =
     "  key list | key add [--label L] | key remove ID\n"
     "                            manage key slots (key add reads the new key from stdin or\n"
     "                            CARIS_NEW_ENCRYPTION_KEY, never from the command line)\n"
+    "  schedule next [--cron EXPR] [--tz ZONE] [--from TIME] [--count N]\n"
+    "                            next run times of the schedules (or of EXPR)\n"
     "  unlock [--force]          remove stale locks and, when no operation runs, the\n"
     "                            leftovers of crashed ones (--force: every lock)\n"
     "  version                   print the version\n"
@@ -994,7 +996,7 @@ static int64_t parse_duration_ms(const char *s)
 }
 
 /* The seed's operations that later issues deliver: an honest error until then. */
-static const char *const PLANNED[] = {"pitr", "upload", "schedule", "serve", NULL};
+static const char *const PLANNED[] = {"pitr", "upload", "serve", "daemon", "run-now", NULL};
 
 static bool is_planned(const char *cmd)
 {
@@ -1118,6 +1120,8 @@ int main(int argc, char **argv)
         code = cmd_forget(&g, cargc, cargv);
     else if (strcmp(cmd, "prune") == 0)
         code = cmd_prune(&g, cargc, cargv);
+    else if (strcmp(cmd, "schedule") == 0)
+        code = cmd_schedule(&g, cargc, cargv);
     else if (is_planned(cmd))
         code = not_implemented(cmd);
     else
