@@ -29,8 +29,15 @@ bool schedule_is_off(const char *text)
 int schedule_tz_load(const char *tz_name, enum err_code code, const char *what, struct tz **out,
                      struct err *e)
 {
-    if (!tz_name || !*tz_name)
-        return tz_load_local(out, e);
+    if (!tz_name || !*tz_name) {
+        /* TZ is configuration too */
+        if (tz_load_local(out, e) != 0) {
+            if (e->code == ERR_NOT_FOUND)
+                e->code = ERR_CONFIG;
+            return -1;
+        }
+        return 0;
+    }
     if (tz_load(tz_name, out, e) != 0) {
         if (e->code == ERR_NOT_FOUND)
             e->code = code;
