@@ -64,6 +64,8 @@ int cmd_schedule_status(struct globals *g, int argc, char **argv); /* argv: sche
 int cmd_debug(struct globals *g, int argc, char **argv);
 /* Notification commands (cmd_notify.c): notify test. */
 int cmd_notify(struct globals *g, int argc, char **argv);
+/* schedule next | status (cmd_schedule.c). */
+int cmd_schedule(struct globals *g, int argc, char **argv);
 /* Parses a --time option (in BACKUP_TZ when it names no zone); refuses a future time. */
 int backup_time_option(const struct globals *g, const char *s, int64_t *ns, struct err *e);
 

@@ -53,10 +53,12 @@ static const char USAGE[] =
     "  key list | key add [--label L] | key remove ID\n"
     "                            manage key slots (key add reads the new key from stdin or\n"
     "                            CARIS_NEW_ENCRYPTION_KEY, never from the command line)\n"
+    "  schedule next [--cron EXPR] [--tz ZONE] [--from TIME] [--count N]\n"
+    "                            next run times of the schedules (or of EXPR)\n"
     "  unlock [--force]          remove stale locks and, when no operation runs, the\n"
     "                            leftovers of crashed ones (--force: every lock)\n"
     "  daemon [--json-log]       run the scheduler in the foreground (`daemon --help`)\n"
-    "  schedule status           the scheduler's status: last and next runs, job running\n"
+    "  schedule status           the scheduler's status: last and next runs, the job running\n"
     "  run-now full|incremental [--wait]\n"
     "                            run a scheduled-style backup now (in the daemon if it runs)\n"
     "  debug pack PACK           list the blobs in a pack (investigating damage)\n"
@@ -1002,7 +1004,7 @@ static int64_t parse_duration_ms(const char *s)
 }
 
 /* The seed's operations that later issues deliver: an honest error until then. */
-static const char *const PLANNED[] = {"pitr", "upload", "schedule", "serve", NULL};
+static const char *const PLANNED[] = {"pitr", "upload", "serve", NULL};
 
 static bool is_planned(const char *cmd)
 {
@@ -1132,10 +1134,10 @@ int main(int argc, char **argv)
         code = cmd_daemon(&g, cargc, cargv);
     else if (strcmp(cmd, "run-now") == 0)
         code = cmd_run_now(&g, cargc, cargv);
-    else if (strcmp(cmd, "schedule") == 0 && cargc > 1 && strcmp(cargv[1], "status") == 0)
-        code = cmd_schedule_status(&g, cargc, cargv);
     else if (strcmp(cmd, "notify") == 0)
         code = cmd_notify(&g, cargc, cargv);
+    else if (strcmp(cmd, "schedule") == 0)
+        code = cmd_schedule(&g, cargc, cargv);
     else if (is_planned(cmd))
         code = not_implemented(cmd);
     else
