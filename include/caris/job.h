@@ -56,7 +56,8 @@ struct caris_job_opts {
     bool verify;              /* read each new backup back (the seed: after each backup) */
     bool retention;           /* apply the configured retention policy afterwards */
     bool prune;               /* then prune (spends the repository handle: see below) */
-    bool drill;               /* test-restore the new database backup (scratch database) */
+    bool drill;               /* test-restore the new database backup */
+    bool drill_local;         /* ... into a throwaway local cluster, not a scratch database */
     int threads;              /* 0 = number of CPUs */
     caris_job_step_fn on_step;
     void *step_ctx;

@@ -511,6 +511,17 @@ static bool cadence_due(struct daemon *d, const char *var, const char *key, int6
     return !last || now - last >= days * DAY_S - 3600; /* an hour's slack for DST / drift */
 }
 
+/* BACKUP_DRILL_SCRATCH: "database" (default: a scratch database on the POSTGRES_URL server)
+ * or "local" (a throwaway cluster under BACKUP_DIR/temp). */
+static bool drill_local(struct daemon *d)
+{
+    const char *v = config_get(d->cfg, "BACKUP_DRILL_SCRATCH");
+    if (v && strcmp(v, "local") != 0 && strcmp(v, "database") != 0)
+        dlog(d, LOG_WARN, "config",
+             "BACKUP_DRILL_SCRATCH must be database or local: using database");
+    return v && strcmp(v, "local") == 0;
+}
+
 static void run_job(struct daemon *d, struct job *j)
 {
     struct err e = ERR_INIT;
@@ -541,6 +552,7 @@ static void run_job(struct daemon *d, struct job *j)
             .retention = true,
             .prune = cadence_due(d, "BACKUP_PRUNE_INTERVAL_DAYS", "lastPrune", start),
             .drill = has_db && cadence_due(d, "BACKUP_DRILL_INTERVAL_DAYS", "lastDrill", start),
+            .drill_local = drill_local(d),
             .threads = d->o->threads,
             .on_step = on_step,
             .step_ctx = &sc};

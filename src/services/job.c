@@ -95,6 +95,13 @@ static uint64_t stat_u64(json_t *summary, const char *key)
     return v > 0 ? (uint64_t)v : 0;
 }
 
+/* A backup's progress, as the op's phase progress ("backup database", bytes read of total). */
+static void backup_progress(void *ctx, const struct caris_progress *p)
+{
+    const struct caris_op *op = ctx;
+    caris_op_progress(op, p->phase ? p->phase : "backup", p->bytes_done, p->bytes_total);
+}
+
 /* A backup step; on success *id (caller frees) names the new backup. */
 static int do_backup(struct run *x, const char *what, char **id)
 {
@@ -112,6 +119,8 @@ static int do_backup(struct run *x, const char *what, char **id)
                                    .password = config_get(cfg, "PGPASSWORD"),
                                    .no_compress = !compress,
                                    .threads = x->o->threads,
+                                   .progress = x->op && x->op->progress ? backup_progress : NULL,
+                                   .ctx = (void *)x->op,
                                    .time_ns = x->o->time_ns,
                                    .op = x->op};
         if (rc == 0)
@@ -129,6 +138,8 @@ static int do_backup(struct run *x, const char *what, char **id)
         struct files_backup_opts o = {.paths = paths,
                                       .npaths = n,
                                       .threads = x->o->threads,
+                                      .progress = x->op && x->op->progress ? backup_progress : NULL,
+                                      .ctx = (void *)x->op,
                                       .time_ns = x->o->time_ns,
                                       .op = x->op};
         rc = full ? caris_files_backup_full(x->r, &o, &summary, &e)
@@ -171,7 +182,8 @@ static void do_drill(struct run *x, const char *id)
     struct db_test_restore_opts o = {.backup_id = id,
                                      .url = config_get(x->o->cfg, "POSTGRES_URL"),
                                      .password = config_get(x->o->cfg, "PGPASSWORD"),
-                                     .scratch = DB_SCRATCH_DATABASE,
+                                     .scratch =
+                                         x->o->drill_local ? DB_SCRATCH_LOCAL : DB_SCRATCH_DATABASE,
                                      .temp_dir = tmp,
                                      .threads = x->o->threads};
     json_t *report = NULL;
