@@ -128,6 +128,8 @@ assert_contains "$ERR" "--count takes a number from 1 to 1000" "a bad --count"
 assert_exit 2 cb schedule next --from yesterday
 assert_contains "$ERR" "invalid time 'yesterday'" "a bad --from"
 assert_exit 2 cb schedule next --from 2026-02-30T00:00:00Z
+assert_exit 2 cb schedule next --cron @daily --from 3000-01-01T00:00:00Z
+assert_contains "$ERR" "after 2261" "a --from beyond the nanosecond clock is refused"
 assert_exit 2 cb schedule next extra
 assert_contains "$ERR" "takes no arguments" "an extra argument"
 assert_exit 2 cb schedule next --every-day
