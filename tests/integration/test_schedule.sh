@@ -121,6 +121,10 @@ assert_exit 2 cb schedule next --cron '@daily' --tz Mars/Olympus
 assert_contains "$ERR" "--tz: unknown time zone 'Mars/Olympus'" "an unknown --tz"
 assert_exit 2 cb schedule next --tz ../../etc/passwd
 assert_contains "$ERR" "unknown time zone" "a path is not a zone name"
+assert_exit 2 cb schedule next --tz /etc/passwd
+assert_contains "$ERR" "is not a valid zone file" "a file that is not a zone"
+assert_exit 0 cb schedule next --tz /usr/share/zoneinfo/Asia/Tokyo --cron @daily --count 1 --from 2026-01-01T00:00:00Z
+assert_eq "2026-01-02T00:00:00+09:00" "$OUT" "a zone file given by its path"
 assert_exit 2 cb schedule next --count 0
 assert_exit 2 cb schedule next --count 1001
 assert_exit 2 cb schedule next --count 3x
