@@ -10,6 +10,7 @@
  *   2026-11-01 02:00 EDT -> 01:00 EST (06:00 UTC);
  *   Australia/Lord_Howe: forward by 30 minutes, 2026-10-04 02:00 -> 02:30 (15:30 UTC on 3 Oct);
  *   America/Sao_Paulo: forward at midnight, 2018-11-04 00:00 -> 01:00 (03:00 UTC). */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -528,6 +529,62 @@ static void test_tz_local(void **state)
     free(saved);
 }
 
+/* ---- threads ------------------------------------------------------------------------- */
+
+/* Four threads, each loading its own zone and computing a year of runs, at once, while the
+ * main thread does the same: every thread gets what one thread alone gets. (With the C
+ * library's TZ, two threads in two zones would corrupt each other's results.) */
+struct thread_job {
+    const char *zone;
+    int64_t runs[400];
+    int n;
+};
+
+static void *thread_run(void *arg)
+{
+    struct thread_job *j = arg;
+    struct tz *z = NULL;
+    struct err e = ERR_INIT;
+    struct cron_expr c;
+    if (tz_load(j->zone, &z, &e) != 0 || cron_parse("*/30 1-3 * * *", &c, &e) != 0)
+        return NULL;
+    int64_t t = 1767225600; /* 2026-01-01T00:00:00Z */
+    for (j->n = 0; j->n < 400; j->n++)
+        if (cron_next(&c, z, t, &t, &e) != 0)
+            break;
+        else
+            j->runs[j->n] = t;
+    tz_free(z);
+    return NULL;
+}
+
+static void test_threads(void **state)
+{
+    (void)state;
+    static const char *const zones[] = {"Europe/Berlin", "America/New_York", "Australia/Lord_Howe",
+                                        "Asia/Kolkata"};
+    struct thread_job alone[4], together[4];
+    for (int i = 0; i < 4; i++) {
+        alone[i] = (struct thread_job){.zone = zones[i]};
+        thread_run(&alone[i]);
+        assert_int_equal(alone[i].n, 400);
+    }
+    for (int round = 0; round < 5; round++) {
+        pthread_t th[4];
+        for (int i = 0; i < 4; i++) {
+            together[i] = (struct thread_job){.zone = zones[i]};
+            assert_int_equal(pthread_create(&th[i], NULL, thread_run, &together[i]), 0);
+        }
+        for (int i = 0; i < 4; i++) {
+            assert_int_equal(pthread_join(th[i], NULL), 0);
+            assert_int_equal(together[i].n, 400);
+            assert_memory_equal(together[i].runs, alone[i].runs, sizeof(alone[i].runs));
+        }
+    }
+    /* and the zones differ, so a mix-up would show */
+    assert_memory_not_equal(alone[0].runs, alone[1].runs, sizeof(alone[0].runs));
+}
+
 /* ---- errors -------------------------------------------------------------------------- */
 
 static void test_parse_errors(void **state)
@@ -551,7 +608,7 @@ static void test_parse_errors(void **state)
         {"* MON * * *", "field 2 (hour): 'MON' is not a number"},
         {"*/0 * * * *", "field 1 (minute): step 0 is out of range 1-59"},
         {"*/90 * * * *", "step 90 is out of range 1-59"},
-        {"5/15 * * * *", "field 1 (minute): '5/15': a step needs a range or '*'"},
+        {"5/15 * * * *", "field 1 (minute): '5/15': a step needs a range or '*' (write 5-59/15)"},
         {"*/ * * * *", "the step after '/' is missing"},
         {"*/x * * * *", "the step after '/' is missing or not a number"},
         {"30-10 * * * *", "field 1 (minute): range 30-10 goes backwards"},
@@ -694,6 +751,7 @@ int main(void)
         cmocka_unit_test(test_tz_posix_rules),
         cmocka_unit_test(test_tz_errors),
         cmocka_unit_test(test_tz_local),
+        cmocka_unit_test(test_threads),
         cmocka_unit_test(test_parse_errors),
         cmocka_unit_test(test_schedule_config),
     };
