@@ -48,9 +48,9 @@ void schedule_config_free(struct schedule_config *s);
 bool schedule_is_off(const char *text);
 
 /* Loads a zone for a schedule: tz_name, or the process's local zone when NULL or empty (an
- * unknown zone in TZ is ERR_CONFIG). code: the error class for an unknown tz_name (ERR_USAGE
- * for an option, ERR_CONFIG for a variable); what: how to name the source in the message
- * ("--tz", "BACKUP_TZ"). */
+ * unknown or unreadable zone in TZ is ERR_CONFIG). code: the error class for an unknown
+ * tz_name or a file that is not a zone (ERR_USAGE for an option, ERR_CONFIG for a
+ * variable); what: how to name the source in the message ("--tz", "BACKUP_TZ"). */
 int schedule_tz_load(const char *tz_name, enum err_code code, const char *what, struct tz **out,
                      struct err *e);
 

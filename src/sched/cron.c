@@ -127,8 +127,8 @@ static int parse_field(const struct field_def *f, const char *s, size_t len, uin
         }
         if (p < eend && *p == '/') {
             if (!range) {
-                snprintf(why, whyn, "'%.*s': a step needs a range or '*' (write %d-%d/...)",
-                         (int)(eend - elem), elem, lo, f->max);
+                snprintf(why, whyn, "'%.*s': a step needs a range or '*' (write %d-%d%.*s)",
+                         (int)(eend - elem), elem, lo, f->max, (int)(eend - p), p);
                 return -1;
             }
             p++;

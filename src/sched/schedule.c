@@ -32,14 +32,15 @@ int schedule_tz_load(const char *tz_name, enum err_code code, const char *what, 
     if (!tz_name || !*tz_name) {
         /* TZ is configuration too */
         if (tz_load_local(out, e) != 0) {
-            if (e->code == ERR_NOT_FOUND)
+            if (e->code == ERR_NOT_FOUND || e->code == ERR_DAMAGE)
                 e->code = ERR_CONFIG;
             return -1;
         }
         return 0;
     }
     if (tz_load(tz_name, out, e) != 0) {
-        if (e->code == ERR_NOT_FOUND)
+        /* an unknown zone, or a path to something that is not a zone file */
+        if (e->code == ERR_NOT_FOUND || e->code == ERR_DAMAGE)
             e->code = code;
         return err_wrap(e, "%s", what);
     }

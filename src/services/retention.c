@@ -206,6 +206,9 @@ int caris_time_parse(const char *s, const char *tz, int64_t *ns, struct err *e)
     if (tm.tm_mday != check.tm_mday || tm.tm_mon != check.tm_mon || check.tm_hour > 23 ||
         check.tm_min > 59 || check.tm_sec > 59)
         return err_set(e, ERR_USAGE, HINT, "invalid time '%s': no such date", s);
+    /* nanoseconds in an int64_t: 1677-09-21 to 2262-04-11 */
+    if (t > INT64_MAX / 1000000000 || t < INT64_MIN / 1000000000)
+        return err_set(e, ERR_USAGE, HINT, "invalid time '%s': before 1678 or after 2261", s);
     *ns = t * 1000000000;
     return 0;
 }

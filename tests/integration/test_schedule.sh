@@ -121,6 +121,10 @@ assert_exit 2 cb schedule next --cron '@daily' --tz Mars/Olympus
 assert_contains "$ERR" "--tz: unknown time zone 'Mars/Olympus'" "an unknown --tz"
 assert_exit 2 cb schedule next --tz ../../etc/passwd
 assert_contains "$ERR" "unknown time zone" "a path is not a zone name"
+assert_exit 2 cb schedule next --tz /etc/passwd
+assert_contains "$ERR" "is not a valid zone file" "a file that is not a zone"
+assert_exit 0 cb schedule next --tz /usr/share/zoneinfo/Asia/Tokyo --cron @daily --count 1 --from 2026-01-01T00:00:00Z
+assert_eq "2026-01-02T00:00:00+09:00" "$OUT" "a zone file given by its path"
 assert_exit 2 cb schedule next --count 0
 assert_exit 2 cb schedule next --count 1001
 assert_exit 2 cb schedule next --count 3x
@@ -128,6 +132,8 @@ assert_contains "$ERR" "--count takes a number from 1 to 1000" "a bad --count"
 assert_exit 2 cb schedule next --from yesterday
 assert_contains "$ERR" "invalid time 'yesterday'" "a bad --from"
 assert_exit 2 cb schedule next --from 2026-02-30T00:00:00Z
+assert_exit 2 cb schedule next --cron @daily --from 3000-01-01T00:00:00Z
+assert_contains "$ERR" "after 2261" "a --from beyond the nanosecond clock is refused"
 assert_exit 2 cb schedule next extra
 assert_contains "$ERR" "takes no arguments" "an extra argument"
 assert_exit 2 cb schedule next --every-day
