@@ -837,10 +837,14 @@ static void deliver(const struct notify_config *nc, attempt_fn fn, const void *p
         int64_t left_ms = (deadline - time_mono_ns()) / 1000000;
         if (left_ms <= 0)
             break;
+        /* Each try gets its share of what is left, so that a server that accepts and then
+         * hangs still leaves time for the next tries. */
+        int64_t share = left_ms / (tries - i + 1);
+        if (share < 1)
+            share = 1;
         struct notify_attempt a = {
-            .connect_timeout_ms =
-                nc->connect_timeout_ms < left_ms ? nc->connect_timeout_ms : left_ms,
-            .timeout_ms = left_ms,
+            .connect_timeout_ms = nc->connect_timeout_ms < share ? nc->connect_timeout_ms : share,
+            .timeout_ms = share,
             .op = op,
         };
         struct err e = ERR_INIT;

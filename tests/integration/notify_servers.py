@@ -92,7 +92,8 @@ def run_smtp(d, auth):
         if not ok:
             attempts["auth_fail"] += 1
             write_atomic(os.path.join(d, "auth-failures"), str(attempts["auth_fail"]).encode())
-        return AuthResult(success=ok, auth_data=auth_data if ok else None)
+        # handled=False: aiosmtpd then replies 535 itself (with the default, True, it says nothing)
+        return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
