@@ -208,6 +208,21 @@ assert_cmp $((T1 - T0)) -lt 6000 "within CARIS_NOTIFY_TIMEOUT_SECONDS (2 s) and 
 assert_cmp "$(json_get "$OUT_FILE" '["channels"][0]["tries"]')" -ge 2 \
     "each try gets a share of the deadline, so there is more than one"
 
+# The password and the webhook URL are out of the process environment (as the repository
+# key): read /proc/PID/environ of a notify test while it retries.
+bg_start env "${EMAIL_ENV[@]}" BACKUP_SMTP_URL="smtp://127.0.0.1:$PORT" "${SLACK_ENV[@]}" \
+    CARIS_NOTIFY_TIMEOUT_SECONDS=6 "$CARIS_BIN" notify test
+if wait_until 20 grep -q "retrying in" "$BG_ERR"; then
+    ENVIRON=$(tr '\0' '\n' <"/proc/$BG_PID/environ")
+    assert_contains "$ENVIRON" "BACKUP_SMTP_USER=$SMTP_USER" "environ read (the user is no secret)"
+    assert_not_contains "$ENVIRON" "$SMTP_PW" "the SMTP password is not in /proc/PID/environ"
+    assert_not_contains "$ENVIRON" "HookSecret1234" "the webhook URL is not in /proc/PID/environ"
+else
+    fail "notify test against a hanging server did not retry" "$(_tail "$BG_ERR")"
+fi
+kill "$BG_PID" 2>/dev/null
+wait "$BG_PID" 2>/dev/null
+
 # --- webhook: transient errors retried, permanent ones not ----------------------------
 
 start_server flaky http --fail 2 --status 503
