@@ -12,8 +12,8 @@
 #                                                         then 200 "ok"
 #   notify_servers.py refuse DIR                        a port bound but not listening:
 #                                                         connections are refused
-#   notify_servers.py blackhole DIR                     a port that accepts connections
-#                                                         (kernel backlog) and never answers
+#   notify_servers.py blackhole DIR                     accepts connections, never answers;
+#                                                         DIR/connections counts them
 import json
 import os
 import signal
@@ -159,12 +159,19 @@ def main():
         run_smtp(d, auth)
     elif mode == "http":
         run_http(d, int(opt.get("--fail", "0")), int(opt.get("--status", "500")))
-    elif mode in ("refuse", "blackhole"):
-        s = bound_socket(listen=(mode == "blackhole"))
-        if mode == "blackhole":
-            s.listen(1)
+    elif mode == "refuse":
+        s = bound_socket(listen=False)
         announce(d, s)
         signal.pause()
+    elif mode == "blackhole":
+        # accept and hold every connection, say nothing; DIR/connections counts them
+        s = bound_socket()
+        announce(d, s)
+        held = []
+        while True:
+            c, _ = s.accept()
+            held.append(c)
+            write_atomic(os.path.join(d, "connections"), str(len(held)).encode())
     else:
         sys.exit("unknown mode " + mode)
 

@@ -208,20 +208,30 @@ assert_cmp $((T1 - T0)) -lt 6000 "within CARIS_NOTIFY_TIMEOUT_SECONDS (2 s) and 
 assert_cmp "$(json_get "$OUT_FILE" '["channels"][0]["tries"]')" -ge 2 \
     "each try gets a share of the deadline, so there is more than one"
 
-# The password and the webhook URL are out of the process environment (as the repository
-# key): read /proc/PID/environ of a notify test while it retries.
-bg_start env "${EMAIL_ENV[@]}" BACKUP_SMTP_URL="smtp://127.0.0.1:$PORT" "${SLACK_ENV[@]}" \
-    CARIS_NOTIFY_TIMEOUT_SECONDS=6 "$CARIS_BIN" notify test
-if wait_until 20 grep -q "retrying in" "$BG_ERR"; then
+# While a notify test waits on that server: the password and the webhook URL are out of
+# the process environment (as the repository key), and SIGTERM stops it at once (the
+# daemon's shutdown relies on the cancel flag reaching the transfer).
+HANG_PORT=$PORT
+CONNS_BEFORE=$(cat "$TEST_TMP/hang/connections")
+more_connections() { (($(cat "$TEST_TMP/hang/connections") > CONNS_BEFORE)); }
+bg_start env "${EMAIL_ENV[@]}" BACKUP_SMTP_URL="smtp://127.0.0.1:$HANG_PORT" "${SLACK_ENV[@]}" \
+    CARIS_NOTIFY_TIMEOUT_SECONDS=60 "$CARIS_BIN" notify test
+if wait_until 20 more_connections; then
     ENVIRON=$(tr '\0' '\n' <"/proc/$BG_PID/environ")
     assert_contains "$ENVIRON" "BACKUP_SMTP_USER=$SMTP_USER" "environ read (the user is no secret)"
     assert_not_contains "$ENVIRON" "$SMTP_PW" "the SMTP password is not in /proc/PID/environ"
     assert_not_contains "$ENVIRON" "HookSecret1234" "the webhook URL is not in /proc/PID/environ"
+    T0=$(now_ms)
+    kill -TERM "$BG_PID"
+    wait "$BG_PID"
+    BG_RC=$?
+    T1=$(now_ms)
+    assert_eq 1 "$BG_RC" "SIGTERM during a transfer: exit 1"
+    assert_cmp $((T1 - T0)) -lt 3000 "stopped within 3 s of SIGTERM (the try had 20 s left)"
+    assert_contains "$(cat "$BG_ERR")" "cancelled" "says it was cancelled"
 else
-    fail "notify test against a hanging server did not retry" "$(_tail "$BG_ERR")"
+    fail "notify test never connected to the hanging server" "$(_tail "$BG_ERR")"
 fi
-kill "$BG_PID" 2>/dev/null
-wait "$BG_PID" 2>/dev/null
 
 # --- webhook: transient errors retried, permanent ones not ----------------------------
 
