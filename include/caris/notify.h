@@ -59,6 +59,9 @@ struct notify_config {
     char *smtp_user;       /* NULL: no AUTH */
     char *smtp_password;   /* secret memory; NULL when none */
     bool smtp_require_tls; /* BACKUP_SMTP_TLS=require: fail unless STARTTLS/smtps */
+    /* BACKUP_SMTP_CA_FILE: CA certificates (PEM) to verify the server with instead of the
+     * system's; NULL: the system's */
+    char *smtp_ca_file;
     char *email_from;      /* the From header as configured ("Name <addr>" or addr) */
     char *email_from_addr; /* the address alone (envelope sender) */
     char **recipients;     /* addresses */
@@ -85,7 +88,7 @@ struct notify_config {
 #define NOTIFY_DEFAULT_DEADLINE_MS 60000
 
 /* Reads BACKUP_SMTP_URL, BACKUP_SMTP_USER, BACKUP_SMTP_PASSWORD, BACKUP_SMTP_TLS (try |
- * require), BACKUP_EMAIL_FROM, BACKUP_EMAIL_RECIPIENTS (comma-separated),
+ * require), BACKUP_SMTP_CA_FILE, BACKUP_EMAIL_FROM, BACKUP_EMAIL_RECIPIENTS (comma-separated),
  * BACKUP_EMAIL_NOTIFICATIONS, BACKUP_SLACK_WEBHOOK_URL, BACKUP_SLACK_NOTIFICATIONS,
  * BACKUP_NOTIFY_SUCCESS, BACKUP_ALERT_AFTER (and the test knob CARIS_NOTIFY_TIMEOUT_SECONDS,
  * which replaces the per-channel deadline). A channel is enabled when its variables are set,

@@ -19,6 +19,7 @@ static const char NOTIFY_USAGE[] =
     "Channels (environment or .env.local):\n"
     "  email  BACKUP_SMTP_URL (smtp://host:587, STARTTLS when offered; smtps://host:465),\n"
     "         BACKUP_SMTP_USER, BACKUP_SMTP_PASSWORD, BACKUP_SMTP_TLS (try | require),\n"
+    "         BACKUP_SMTP_CA_FILE (a private CA, PEM),\n"
     "         BACKUP_EMAIL_FROM, BACKUP_EMAIL_RECIPIENTS (comma-separated)\n"
     "  slack  BACKUP_SLACK_WEBHOOK_URL (an incoming webhook; the URL is a secret)\n"
     "  BACKUP_EMAIL_NOTIFICATIONS / BACKUP_SLACK_NOTIFICATIONS=false turn a channel off.\n"

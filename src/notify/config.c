@@ -1,6 +1,7 @@
 /* Notifications' configuration: the channels, the rules' settings, and the secrets to
  * redact, read from the environment and .env.local (struct config). */
 #include <curl/curl.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -231,6 +232,18 @@ static int load_email(const struct config *c, struct notify_config *nc, struct e
     }
     if (pass)
         nc->smtp_password = secmem_strdup(pass);
+    const char *ca = config_get(c, "BACKUP_SMTP_CA_FILE");
+    if (ca) {
+        if (access(ca, R_OK) != 0) {
+            err_sys(e, errno,
+                    "BACKUP_SMTP_CA_FILE names a PEM file of the CA certificates that signed "
+                    "the SMTP server's certificate",
+                    "cannot read BACKUP_SMTP_CA_FILE %s", ca);
+            e->code = ERR_CONFIG;
+            return -1;
+        }
+        nc->smtp_ca_file = xstrdup(ca);
+    }
     const char *tls = config_get(c, "BACKUP_SMTP_TLS");
     if (tls && strcasecmp(tls, "require") == 0)
         nc->smtp_require_tls = true;
@@ -395,6 +408,7 @@ void notify_config_free(struct notify_config *nc)
     free(nc->smtp_url);
     free(nc->smtp_target);
     free(nc->smtp_user);
+    free(nc->smtp_ca_file);
     secmem_free(nc->smtp_password);
     free(nc->email_from);
     free(nc->email_from_addr);

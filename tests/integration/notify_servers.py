@@ -5,8 +5,12 @@
 # that sees the file can connect. Each received message is written to DIR/msg-N.json (and
 # the SMTP message's bytes to DIR/msg-N.eml), atomically too.
 #
-#   notify_servers.py smtp DIR [--auth USER:PASSWORD]   an SMTP server (aiosmtpd); with
-#                                                         --auth, AUTH is required (no TLS)
+#   notify_servers.py smtp DIR [--auth USER:PASSWORD] [--tls CERT:KEY]
+#                                                       an SMTP server (aiosmtpd); --auth:
+#                                                         AUTH required (without TLS unless
+#                                                         --tls); --tls: STARTTLS offered and
+#                                                         required before MAIL; --smtps
+#                                                         CERT:KEY: TLS from the first byte
 #   notify_servers.py http DIR [--fail N] [--status S]  a webhook receiver: the first N
 #                                                         POSTs get status S (default 500),
 #                                                         then 200 "ok"
@@ -57,7 +61,7 @@ def announce(d, sock):
     write_atomic(os.path.join(d, "port"), str(sock.getsockname()[1]).encode())
 
 
-def run_smtp(d, auth):
+def run_smtp(d, auth, tls, smtps):
     import asyncio
     from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
@@ -76,6 +80,7 @@ def run_smtp(d, auth):
                     "mail_from": envelope.mail_from,
                     "rcpt_tos": envelope.rcpt_tos,
                     "authenticated": bool(session.authenticated),
+                    "tls": session.ssl is not None or smtps is not None,
                     "login": login,
                 },
                 envelope.original_content,
@@ -100,9 +105,23 @@ def run_smtp(d, auth):
     sock = bound_socket()
     kw = {}
     if auth is not None:
-        kw = dict(authenticator=authenticator, auth_required=True, auth_require_tls=False)
+        kw.update(authenticator=authenticator, auth_required=True, auth_require_tls=tls is not None)
+    if tls is not None:
+        import ssl
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(tls[0], tls[1])
+        kw.update(tls_context=ctx, require_starttls=True)
+    implicit = None
+    if smtps is not None:
+        import ssl
+
+        implicit = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        implicit.load_cert_chain(smtps[0], smtps[1])
     server = loop.run_until_complete(
-        loop.create_server(lambda: SMTP(Handler(), hostname="sink.test", loop=loop, **kw), sock=sock)
+        loop.create_server(
+            lambda: SMTP(Handler(), hostname="sink.test", loop=loop, **kw), sock=sock, ssl=implicit
+        )
     )
     announce(d, sock)
     try:
@@ -156,7 +175,9 @@ def main():
         args = args[2:]
     if mode == "smtp":
         auth = opt["--auth"].split(":", 1) if "--auth" in opt else None
-        run_smtp(d, auth)
+        tls = opt["--tls"].split(":", 1) if "--tls" in opt else None
+        smtps = opt["--smtps"].split(":", 1) if "--smtps" in opt else None
+        run_smtp(d, auth, tls, smtps)
     elif mode == "http":
         run_http(d, int(opt.get("--fail", "0")), int(opt.get("--status", "500")))
     elif mode == "refuse":

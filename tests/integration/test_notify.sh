@@ -153,6 +153,44 @@ assert_rc 1 "BACKUP_SMTP_TLS=require and no STARTTLS offered: fails"
 assert_contains "$ERR" "STARTTLS" "says the server offers no STARTTLS"
 assert_eq 1 "$(count_msgs smtp)" "nothing sent without TLS when TLS is required"
 
+# --- STARTTLS: used when offered, the certificate verified ------------------------------
+
+CA=$TEST_TMP/ca
+mkdir -p "$CA"
+(
+    cd "$CA" || exit 1
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key \
+        -out ca.pem -days 2 -subj /CN=caris-test-ca &&
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout srv.key \
+            -out srv.csr -subj /CN=127.0.0.1 &&
+        printf 'subjectAltName=IP:127.0.0.1\n' >san.ext &&
+        openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem \
+            -days 2 -extfile san.ext
+) >"$TEST_TMP/openssl.log" 2>&1
+assert_true "a test CA and server certificate" test -s "$CA/srv.pem"
+start_server tls smtp --auth "$SMTP_USER:$SMTP_PW" --tls "$CA/srv.pem:$CA/srv.key"
+TLS_PORT=$PORT
+run env "${EMAIL_ENV[@]}" BACKUP_SMTP_URL="smtp://127.0.0.1:$TLS_PORT" \
+    BACKUP_SMTP_CA_FILE="$CA/ca.pem" "$CARIS_BIN" --json notify test
+assert_rc 0 "STARTTLS offered (BACKUP_SMTP_TLS=try): delivered"
+assert_eq true "$(json_get "$TEST_TMP/tls/msg-1.json" '["tls"]')" "the session was encrypted (STARTTLS)"
+assert_eq true "$(json_get "$TEST_TMP/tls/msg-1.json" '["authenticated"]')" \
+    "AUTH over TLS (the server allows it only after STARTTLS)"
+run env "${EMAIL_ENV[@]}" BACKUP_SMTP_URL="smtp://127.0.0.1:$TLS_PORT" BACKUP_SMTP_TLS=require \
+    "$CARIS_BIN" --json notify test
+assert_rc 1 "a certificate of an unknown CA is refused"
+assert_eq 1 "$(json_get "$OUT_FILE" '["channels"][0]["tries"]')" "a certificate error is not retried"
+assert_contains "$(json_get "$OUT_FILE" '["channels"][0]["hint"]')" "BACKUP_SMTP_CA_FILE" \
+    "the hint says how to trust a private CA"
+assert_eq 1 "$(count_msgs tls)" "nothing sent to an unverified server"
+start_server smtps smtp --auth "$SMTP_USER:$SMTP_PW" --smtps "$CA/srv.pem:$CA/srv.key"
+run env "${EMAIL_ENV[@]}" BACKUP_SMTP_URL="smtps://127.0.0.1:$PORT" BACKUP_SMTP_TLS=require \
+    BACKUP_SMTP_CA_FILE="$CA/ca.pem" "$CARIS_BIN" notify test
+assert_rc 0 "smtps:// (TLS from the start): delivered"
+assert_eq true "$(json_get "$TEST_TMP/smtps/msg-1.json" '["authenticated"]')" "smtps: AUTH"
+run env "${EMAIL_ENV[@]}" BACKUP_SMTP_CA_FILE="$CA/nonexistent.pem" "$CARIS_BIN" notify test
+assert_rc 6 "a missing BACKUP_SMTP_CA_FILE is a configuration error"
+
 # --- header injection through the configuration --------------------------------------
 
 run env "${EMAIL_ENV[@]}" BACKUP_EMAIL_RECIPIENTS=$'ops@example.org\r\nBcc: victim@example.org' \
