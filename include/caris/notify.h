@@ -10,6 +10,7 @@
 #ifndef CARIS_NOTIFY_H
 #define CARIS_NOTIFY_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -130,6 +131,10 @@ struct notify_result {
 int notify_send_all(const struct notify_config *nc, const struct notify_event *ev,
                     const struct caris_op *op, struct notify_result res[NOTIFY_MAX_CHANNELS],
                     size_t *nres);
+
+/* {"ok": all delivered, "channels": [{"channel", "target", "ok", "tries", "duration_ms",
+ * and when not ok "error", "hint"}]}: what `notify test --json` prints. */
+json_t *notify_results_to_json(const struct notify_result *res, size_t n);
 
 /* The entry point for the daemon: when notify_should_send says so, sends ev to every
  * channel (notify_send_all). Returns 0 when it was not to be sent or every channel

@@ -49,19 +49,7 @@ static int notify_test(struct globals *g)
     int rc = notify_send_all(&nc, &ev, &op, res, &n);
     cli_op_end(&op);
     if (g->json) {
-        json_t *chs = json_array();
-        for (size_t i = 0; i < n; i++) {
-            json_t *c = json_pack("{s:s, s:s, s:b, s:i, s:I}", "channel", res[i].channel, "target",
-                                  res[i].target, "ok", res[i].ok, "tries", res[i].tries,
-                                  "duration_ms", (json_int_t)res[i].duration_ms);
-            if (!res[i].ok) {
-                json_object_set_new(c, "error", json_string(res[i].err.msg));
-                if (*res[i].err.hint)
-                    json_object_set_new(c, "hint", json_string(res[i].err.hint));
-            }
-            json_array_append_new(chs, c);
-        }
-        json_t *j = json_pack("{s:b, s:o}", "ok", rc == 0, "channels", chs);
+        json_t *j = notify_results_to_json(res, n);
         print_json(j);
         json_decref(j);
     } else {

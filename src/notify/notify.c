@@ -217,6 +217,25 @@ int notify_send_all(const struct notify_config *nc, const struct notify_event *e
     return rc;
 }
 
+json_t *notify_results_to_json(const struct notify_result *res, size_t n)
+{
+    json_t *chs = json_array();
+    bool ok = true;
+    for (size_t i = 0; i < n; i++) {
+        json_t *c = json_pack("{s:s, s:s, s:b, s:i, s:I}", "channel", res[i].channel, "target",
+                              res[i].target, "ok", res[i].ok, "tries", res[i].tries, "duration_ms",
+                              (json_int_t)res[i].duration_ms);
+        if (!res[i].ok) {
+            ok = false;
+            json_object_set_new(c, "error", json_string(res[i].err.msg));
+            if (*res[i].err.hint)
+                json_object_set_new(c, "hint", json_string(res[i].err.hint));
+        }
+        json_array_append_new(chs, c);
+    }
+    return json_pack("{s:b, s:o}", "ok", ok, "channels", chs);
+}
+
 int caris_notify(const struct notify_config *nc, const struct notify_event *ev,
                  const struct caris_op *op, struct err *e)
 {

@@ -723,6 +723,31 @@ static void test_slack_escaping(void **state)
     notify_text_free(&t);
 }
 
+static void test_results_json(void **state)
+{
+    (void)state;
+    struct notify_result res[2] = {{.channel = "email", .ok = true, .tries = 1, .duration_ms = 5},
+                                   {.channel = "slack", .ok = false, .tries = 3}};
+    snprintf(res[0].target, sizeof(res[0].target), "smtp://mail.example.org:587");
+    snprintf(res[1].target, sizeof(res[1].target), "https://hooks.slack.com");
+    err_set(&res[1].err, ERR_FAILURE, "check it", "HTTP 404: no_service");
+    json_t *j = notify_results_to_json(res, 2);
+    assert_true(json_is_false(json_object_get(j, "ok")));
+    json_t *c0 = json_array_get(json_object_get(j, "channels"), 0);
+    json_t *c1 = json_array_get(json_object_get(j, "channels"), 1);
+    assert_true(json_is_true(json_object_get(c0, "ok")));
+    assert_null(json_object_get(c0, "error"));
+    assert_string_equal(json_string_value(json_object_get(c0, "target")),
+                        "smtp://mail.example.org:587");
+    assert_int_equal(json_integer_value(json_object_get(c1, "tries")), 3);
+    assert_string_equal(json_string_value(json_object_get(c1, "error")), "HTTP 404: no_service");
+    assert_string_equal(json_string_value(json_object_get(c1, "hint")), "check it");
+    json_decref(j);
+    j = notify_results_to_json(res, 1);
+    assert_true(json_is_true(json_object_get(j, "ok")));
+    json_decref(j);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -737,6 +762,7 @@ int main(void)
         cmocka_unit_test_setup(test_redact, clear_env),
         cmocka_unit_test_setup(test_email_message, clear_env),
         cmocka_unit_test_setup(test_slack_escaping, clear_env),
+        cmocka_unit_test(test_results_json),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
