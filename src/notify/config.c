@@ -63,8 +63,11 @@ static void add_url_password(struct notify_config *nc, const char *v)
     const char *p = strstr(v, "://");
     if (p) {
         p += 3;
-        size_t auth = strcspn(p, "/?#@");
-        if (p[auth] == '@') {
+        size_t auth = strcspn(p, "/?#");
+        while (auth > 0 && p[auth - 1] != '@')
+            auth--; /* to the authority's last '@' */
+        if (auth > 0) {
+            auth--;
             const char *colon = memchr(p, ':', auth);
             if (colon) {
                 const char *pw = colon + 1;

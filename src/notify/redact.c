@@ -30,9 +30,7 @@ static void replace_all(char **s, const char *needle)
 /* Replaces bytes [from, to) of *s with "[redacted]"; returns the offset just after it. */
 static size_t replace_span(char **s, size_t from, size_t to)
 {
-    size_t len = strlen(*s);
     char *n = xasprintf("%.*s%s%s", (int)from, *s, REDACTED, *s + to);
-    (void)len;
     free(*s);
     *s = n;
     return from + sizeof(REDACTED) - 1;
@@ -57,16 +55,21 @@ char *notify_redact(const struct notify_config *nc, const char *in)
             replace_all(&s, order[i]);
         free(order);
     }
-    /* scheme://user:password@host */
+    /* scheme://user:password@host: the user info ends at the authority's last '@' (a
+     * password with a bare '@' in it is not valid, but must not leak its end either) */
     for (size_t off = 0;;) {
         char *p = strstr(s + off, "://");
         if (!p)
             break;
         size_t start = (size_t)(p - s) + 3;
-        size_t auth = strcspn(s + start, "/?#@ \t\n\"'<>");
+        size_t authority = strcspn(s + start, "/?# \t\n\"'<>");
         off = start;
-        if (s[start + auth] != '@')
+        size_t auth = authority;
+        while (auth > 0 && s[start + auth - 1] != '@')
+            auth--;
+        if (auth == 0)
             continue;
+        auth--; /* the '@' */
         char *colon = memchr(s + start, ':', auth);
         if (!colon)
             continue;

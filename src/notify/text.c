@@ -28,15 +28,21 @@ static char *clean_line(const struct notify_config *nc, const char *s)
     return r;
 }
 
-/* Several lines: each line cleaned as above, joined with '\n'. At most 4000 bytes of input. */
+/* Several lines: redacted whole (before it is cut, so that no part of a secret is left at
+ * the cut), cut to 4000 bytes, each line made printable and valid UTF-8, joined with '\n',
+ * and redacted again. */
 static char *clean_text(const struct notify_config *nc, const char *s)
 {
-    struct buf b = {0};
-    size_t total = strlen(s);
-    if (total > 4000)
+    char *raw = notify_redact(nc, s);
+    size_t total = strlen(raw);
+    if (total > 4000) {
         total = 4000;
-    const char *end = s + total;
-    for (const char *p = s; p < end;) {
+        while (total > 0 && ((unsigned char)raw[total] & 0xc0) == 0x80)
+            total--;
+    }
+    struct buf b = {0};
+    const char *end = raw + total;
+    for (const char *p = raw; p < end;) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
         size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
         if (n && p[n - 1] == '\r')
@@ -53,7 +59,7 @@ static char *clean_text(const struct notify_config *nc, const char *s)
         p = nl + 1;
     }
     buf_append_u8(&b, 0);
-    /* Redacted as a whole: a secret may span the lines' joins only if it held a newline. */
+    free(raw);
     char *r = notify_redact(nc, (char *)b.data);
     buf_free(&b);
     return r;

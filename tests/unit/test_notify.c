@@ -545,6 +545,7 @@ static void test_redact(void **state)
         {"POST https://hooks.slack.com/services/T1/B2/WebHookToken failed", "WebHookToken"},
         {"path /services/T1/B2/WebHookToken only", "WebHookToken"},
         {"someone else's hooks.slack.com/services/TX/BY/Zzzzz", "Zzzzz"},
+        {"sloppy postgres://u:p@ss-w0rd@h/db", "ss-w0rd"},
     };
     for (size_t i = 0; i < sizeof(CASES) / sizeof(CASES[0]); i++) {
         char *r = notify_redact(&nc, CASES[i].in);
@@ -564,6 +565,25 @@ static void test_redact(void **state)
     r = notify_redact(NULL, "postgres://u:pw12345@h/db");
     assert_string_equal(r, "postgres://u:[redacted]@h/db");
     free(r);
+    r = notify_redact(NULL, "a https://example.org/x@y and mailto-like user@host");
+    assert_string_equal(r, "a https://example.org/x@y and mailto-like user@host");
+    free(r);
+    notify_config_free(&nc);
+
+    /* a secret right where a long error is cut, in an event's error: gone whole */
+    setenv("BACKUP_SMTP_PASSWORD", "Cut-Here-Secret-42", 1);
+    assert_int_equal(load(&nc, &e), 0);
+    char longerr[4100];
+    memset(longerr, 'x', sizeof(longerr));
+    memcpy(longerr + 3990, "Cut-Here-Secret-42", 18);
+    longerr[sizeof(longerr) - 1] = '\0';
+    struct notify_event ev = {
+        .kind = NOTIFY_BACKUP_FAILED, .duration_ms = -1, .error = longerr, .host = "h"};
+    struct notify_text t;
+    notify_text_build(&nc, &ev, &t);
+    assert_null(strstr(t.error, "Cut-Here"));
+    assert_true(strlen(t.error) <= 4000);
+    notify_text_free(&t);
     notify_config_free(&nc);
 }
 
