@@ -136,6 +136,15 @@ assert_eq "CÁRIS Backup: test notification from $HOST" \
 assert_contains "$(json_get "$TEST_TMP/slack.json" '["text"]')" "test notification" \
     "Slack: fallback text"
 
+# the same from .env.local (where the seed puts its settings)
+printf 'BACKUP_SLACK_WEBHOOK_URL="http://127.0.0.1:%s%s"\nBACKUP_SLACK_NOTIFICATIONS=true\n' \
+    "$HOOK_PORT" "$HOOK_PATH" >.env.local
+chmod 600 .env.local
+run cb --json notify test
+assert_rc 0 "channels configured in .env.local"
+assert_eq 2 "$(count_msgs hook)" "the webhook got the second message"
+rm -f .env.local
+
 # --- SMTP: wrong password (permanent: one try), TLS required but not offered -----------
 
 T0=$(now_ms)
