@@ -10,7 +10,7 @@
 #include "cli.h"
 
 static const char NOTIFY_USAGE[] =
-    "usage: caris-backup [--json] notify test\n"
+    "usage: caris-backup notify test [--json]\n"
     "\n"
     "Sends a test notification to every configured channel and reports each one (ok or the\n"
     "error). Exit 0 only when every channel delivered; 1 when one failed; 6 when none is\n"
@@ -78,8 +78,12 @@ int cmd_notify(struct globals *g, int argc, char **argv)
     if (argc < 2)
         return usage_error("notify needs a subcommand: test%s", NULL);
     if (strcmp(argv[1], "test") == 0) {
-        if (argc > 2)
-            return usage_error("notify test takes no argument, got '%s'", argv[2]);
+        for (int i = 2; i < argc; i++) {
+            if (strcmp(argv[i], "--json") == 0) /* as the global option */
+                g->json = true;
+            else
+                return usage_error("notify test takes only --json, got '%s'", argv[i]);
+        }
         return notify_test(g);
     }
     return usage_error("unknown notify subcommand '%s' (notify test)", argv[1]);

@@ -140,8 +140,9 @@ assert_contains "$(json_get "$TEST_TMP/slack.json" '["text"]')" "test notificati
 printf 'BACKUP_SLACK_WEBHOOK_URL="http://127.0.0.1:%s%s"\nBACKUP_SLACK_NOTIFICATIONS=true\n' \
     "$HOOK_PORT" "$HOOK_PATH" >.env.local
 chmod 600 .env.local
-run cb --json notify test
+run cb notify test --json
 assert_rc 0 "channels configured in .env.local"
+assert_json "$OUT_FILE" "notify test --json (after the command) is JSON"
 assert_eq 2 "$(count_msgs hook)" "the webhook got the second message"
 rm -f .env.local
 
