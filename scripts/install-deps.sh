@@ -14,8 +14,9 @@ PKGS=(
   tzdata
   # tests (a real PostgreSQL 15 server, started per test as a non-root user)
   libcmocka-dev attr python3 util-linux procps postgresql-15
-  # notification tests: a real SMTP server (aiosmtpd, run with /usr/bin/python3)
-  python3-aiosmtpd
+  # notification tests: a real SMTP server (aiosmtpd, run with /usr/bin/python3), and
+  # openssl to make its test CA and certificate
+  python3-aiosmtpd openssl
 )
 if [ "${1:-}" = "--bench" ]; then
   PKGS+=(restic borgbackup time openssl)

@@ -10,6 +10,7 @@
 #ifndef CARIS_NOTIFY_H
 #define CARIS_NOTIFY_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -59,6 +60,9 @@ struct notify_config {
     char *smtp_user;       /* NULL: no AUTH */
     char *smtp_password;   /* secret memory; NULL when none */
     bool smtp_require_tls; /* BACKUP_SMTP_TLS=require: fail unless STARTTLS/smtps */
+    /* BACKUP_SMTP_CA_FILE: CA certificates (PEM) to verify the server with instead of the
+     * system's; NULL: the system's */
+    char *smtp_ca_file;
     char *email_from;      /* the From header as configured ("Name <addr>" or addr) */
     char *email_from_addr; /* the address alone (envelope sender) */
     char **recipients;     /* addresses */
@@ -85,7 +89,7 @@ struct notify_config {
 #define NOTIFY_DEFAULT_DEADLINE_MS 60000
 
 /* Reads BACKUP_SMTP_URL, BACKUP_SMTP_USER, BACKUP_SMTP_PASSWORD, BACKUP_SMTP_TLS (try |
- * require), BACKUP_EMAIL_FROM, BACKUP_EMAIL_RECIPIENTS (comma-separated),
+ * require), BACKUP_SMTP_CA_FILE, BACKUP_EMAIL_FROM, BACKUP_EMAIL_RECIPIENTS (comma-separated),
  * BACKUP_EMAIL_NOTIFICATIONS, BACKUP_SLACK_WEBHOOK_URL, BACKUP_SLACK_NOTIFICATIONS,
  * BACKUP_NOTIFY_SUCCESS, BACKUP_ALERT_AFTER (and the test knob CARIS_NOTIFY_TIMEOUT_SECONDS,
  * which replaces the per-channel deadline). A channel is enabled when its variables are set,
@@ -127,6 +131,10 @@ struct notify_result {
 int notify_send_all(const struct notify_config *nc, const struct notify_event *ev,
                     const struct caris_op *op, struct notify_result res[NOTIFY_MAX_CHANNELS],
                     size_t *nres);
+
+/* {"ok": all delivered, "channels": [{"channel", "target", "ok", "tries", "duration_ms",
+ * and when not ok "error", "hint"}]}: what `notify test --json` prints. */
+json_t *notify_results_to_json(const struct notify_result *res, size_t n);
 
 /* The entry point for the daemon: when notify_should_send says so, sends ev to every
  * channel (notify_send_all). Returns 0 when it was not to be sent or every channel

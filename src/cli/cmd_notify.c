@@ -10,7 +10,7 @@
 #include "cli.h"
 
 static const char NOTIFY_USAGE[] =
-    "usage: caris-backup [--json] notify test\n"
+    "usage: caris-backup notify test [--json]\n"
     "\n"
     "Sends a test notification to every configured channel and reports each one (ok or the\n"
     "error). Exit 0 only when every channel delivered; 1 when one failed; 6 when none is\n"
@@ -19,6 +19,7 @@ static const char NOTIFY_USAGE[] =
     "Channels (environment or .env.local):\n"
     "  email  BACKUP_SMTP_URL (smtp://host:587, STARTTLS when offered; smtps://host:465),\n"
     "         BACKUP_SMTP_USER, BACKUP_SMTP_PASSWORD, BACKUP_SMTP_TLS (try | require),\n"
+    "         BACKUP_SMTP_CA_FILE (a private CA, PEM),\n"
     "         BACKUP_EMAIL_FROM, BACKUP_EMAIL_RECIPIENTS (comma-separated)\n"
     "  slack  BACKUP_SLACK_WEBHOOK_URL (an incoming webhook; the URL is a secret)\n"
     "  BACKUP_EMAIL_NOTIFICATIONS / BACKUP_SLACK_NOTIFICATIONS=false turn a channel off.\n"
@@ -48,19 +49,7 @@ static int notify_test(struct globals *g)
     int rc = notify_send_all(&nc, &ev, &op, res, &n);
     cli_op_end(&op);
     if (g->json) {
-        json_t *chs = json_array();
-        for (size_t i = 0; i < n; i++) {
-            json_t *c = json_pack("{s:s, s:s, s:b, s:i, s:I}", "channel", res[i].channel, "target",
-                                  res[i].target, "ok", res[i].ok, "tries", res[i].tries,
-                                  "duration_ms", (json_int_t)res[i].duration_ms);
-            if (!res[i].ok) {
-                json_object_set_new(c, "error", json_string(res[i].err.msg));
-                if (*res[i].err.hint)
-                    json_object_set_new(c, "hint", json_string(res[i].err.hint));
-            }
-            json_array_append_new(chs, c);
-        }
-        json_t *j = json_pack("{s:b, s:o}", "ok", rc == 0, "channels", chs);
+        json_t *j = notify_results_to_json(res, n);
         print_json(j);
         json_decref(j);
     } else {
@@ -89,8 +78,12 @@ int cmd_notify(struct globals *g, int argc, char **argv)
     if (argc < 2)
         return usage_error("notify needs a subcommand: test%s", NULL);
     if (strcmp(argv[1], "test") == 0) {
-        if (argc > 2)
-            return usage_error("notify test takes no argument, got '%s'", argv[2]);
+        for (int i = 2; i < argc; i++) {
+            if (strcmp(argv[i], "--json") == 0) /* as the global option */
+                g->json = true;
+            else
+                return usage_error("notify test takes only --json, got '%s'", argv[i]);
+        }
         return notify_test(g);
     }
     return usage_error("unknown notify subcommand '%s' (notify test)", argv[1]);

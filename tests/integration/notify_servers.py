@@ -5,15 +5,19 @@
 # that sees the file can connect. Each received message is written to DIR/msg-N.json (and
 # the SMTP message's bytes to DIR/msg-N.eml), atomically too.
 #
-#   notify_servers.py smtp DIR [--auth USER:PASSWORD]   an SMTP server (aiosmtpd); with
-#                                                         --auth, AUTH is required (no TLS)
+#   notify_servers.py smtp DIR [--auth USER:PASSWORD] [--tls CERT:KEY]
+#                                                       an SMTP server (aiosmtpd); --auth:
+#                                                         AUTH required (without TLS unless
+#                                                         --tls); --tls: STARTTLS offered and
+#                                                         required before MAIL; --smtps
+#                                                         CERT:KEY: TLS from the first byte
 #   notify_servers.py http DIR [--fail N] [--status S]  a webhook receiver: the first N
 #                                                         POSTs get status S (default 500),
 #                                                         then 200 "ok"
 #   notify_servers.py refuse DIR                        a port bound but not listening:
 #                                                         connections are refused
-#   notify_servers.py blackhole DIR                     a port that accepts connections
-#                                                         (kernel backlog) and never answers
+#   notify_servers.py blackhole DIR                     accepts connections, never answers;
+#                                                         DIR/connections counts them
 import json
 import os
 import signal
@@ -57,7 +61,7 @@ def announce(d, sock):
     write_atomic(os.path.join(d, "port"), str(sock.getsockname()[1]).encode())
 
 
-def run_smtp(d, auth):
+def run_smtp(d, auth, tls, smtps):
     import asyncio
     from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
@@ -76,6 +80,7 @@ def run_smtp(d, auth):
                     "mail_from": envelope.mail_from,
                     "rcpt_tos": envelope.rcpt_tos,
                     "authenticated": bool(session.authenticated),
+                    "tls": session.ssl is not None or smtps is not None,
                     "login": login,
                 },
                 envelope.original_content,
@@ -92,16 +97,31 @@ def run_smtp(d, auth):
         if not ok:
             attempts["auth_fail"] += 1
             write_atomic(os.path.join(d, "auth-failures"), str(attempts["auth_fail"]).encode())
-        return AuthResult(success=ok, auth_data=auth_data if ok else None)
+        # handled=False: aiosmtpd then replies 535 itself (with the default, True, it says nothing)
+        return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     sock = bound_socket()
     kw = {}
     if auth is not None:
-        kw = dict(authenticator=authenticator, auth_required=True, auth_require_tls=False)
+        kw.update(authenticator=authenticator, auth_required=True, auth_require_tls=tls is not None)
+    if tls is not None:
+        import ssl
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(tls[0], tls[1])
+        kw.update(tls_context=ctx, require_starttls=True)
+    implicit = None
+    if smtps is not None:
+        import ssl
+
+        implicit = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        implicit.load_cert_chain(smtps[0], smtps[1])
     server = loop.run_until_complete(
-        loop.create_server(lambda: SMTP(Handler(), hostname="sink.test", loop=loop, **kw), sock=sock)
+        loop.create_server(
+            lambda: SMTP(Handler(), hostname="sink.test", loop=loop, **kw), sock=sock, ssl=implicit
+        )
     )
     announce(d, sock)
     try:
@@ -155,15 +175,24 @@ def main():
         args = args[2:]
     if mode == "smtp":
         auth = opt["--auth"].split(":", 1) if "--auth" in opt else None
-        run_smtp(d, auth)
+        tls = opt["--tls"].split(":", 1) if "--tls" in opt else None
+        smtps = opt["--smtps"].split(":", 1) if "--smtps" in opt else None
+        run_smtp(d, auth, tls, smtps)
     elif mode == "http":
         run_http(d, int(opt.get("--fail", "0")), int(opt.get("--status", "500")))
-    elif mode in ("refuse", "blackhole"):
-        s = bound_socket(listen=(mode == "blackhole"))
-        if mode == "blackhole":
-            s.listen(1)
+    elif mode == "refuse":
+        s = bound_socket(listen=False)
         announce(d, s)
         signal.pause()
+    elif mode == "blackhole":
+        # accept and hold every connection, say nothing; DIR/connections counts them
+        s = bound_socket()
+        announce(d, s)
+        held = []
+        while True:
+            c, _ = s.accept()
+            held.append(c)
+            write_atomic(os.path.join(d, "connections"), str(len(held)).encode())
     else:
         sys.exit("unknown mode " + mode)
 
