@@ -908,7 +908,8 @@ static int dump_tar(struct dumper *dp, struct loaded *l, const char *a, size_t a
     }
     if (more < 0)
         goto out;
-    qsort(refs, nrefs, sizeof(*refs), pathref_cmp);
+    if (nrefs)
+        qsort(refs, nrefs, sizeof(*refs), pathref_cmp);
     ref_ents = xcalloc(nrefs + 1, sizeof(json_t *));
     entry_iter_init(&it, &l->text);
     while ((more = next_entry(l, &it, &d, e)) == 1) {
@@ -1198,7 +1199,7 @@ static int fingerprints(struct loaded *l, struct fp **out, size_t *n, struct err
             cx_sha256(d.m.link, strlen(d.m.link), f->lh);
         dentry_clear(&d);
     }
-    if (more == 0)
+    if (more == 0 && *n)
         qsort(*out, *n, sizeof(struct fp), fp_cmp);
     return more;
 }
