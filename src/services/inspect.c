@@ -1,7 +1,7 @@
-/* Seeing inside backups: id resolution, show, ls, dump, diff, find (see caris/inspect.h).
- * Entries are read one at a time from the manifest's text (entry_iter) and decoded by
- * manifest_entry_decode; file content comes through the pipeline's fetch queue, every chunk
- * authenticated and its id recomputed before its bytes leave. */
+/* Seeing inside backups (see caris/inspect.h): id resolution, what the inspect commands
+ * share (inspect_internal.h), show, ls and find. dump is in inspect_dump.c, diff in
+ * inspect_diff.c. Entries are read one at a time from the manifest's text (entry_iter) and
+ * decoded by manifest_entry_decode. */
 #include "caris/inspect.h"
 
 #include <errno.h>
@@ -11,15 +11,10 @@
 
 #include "caris/backup.h"
 #include "caris/crypto.h"
-#include "caris/pipeline.h"
-#include "caris/pool.h"
-#include "caris/stream.h"
 #include "common.h"
 #include "manifest.h"
-#include "tarw.h"
+#include "inspect_internal.h"
 
-#define DUMP_MAX_INFLIGHT_BYTES (64u << 20)
-#define DUMP_MAX_INFLIGHT_JOBS 4096
 #define VERIFY_RECORD_KIND "verify" /* records of verify/check results, when they are kept */
 
 int caris_json_bytes(json_t *obj, const char *field, char **out, size_t *len)
@@ -29,7 +24,7 @@ int caris_json_bytes(json_t *obj, const char *field, char **out, size_t *len)
 
 /* ---- ids ----------------------------------------------------------------------------- */
 
-static bool kind_is(json_t *s, const char *kind)
+bool inspect_kind_is(json_t *s, const char *kind)
 {
     const char *k = json_string_value(json_object_get(s, "kind"));
     return k && strcmp(k, kind) == 0;
@@ -43,9 +38,9 @@ static int resolve_latest(struct repo *r, json_t *list, const char *want, char *
     json_t *s;
     json_array_foreach(list, i, s)
     {
-        files |= kind_is(s, "files");
-        db |= kind_is(s, "database");
-        if (!want || kind_is(s, want))
+        files |= inspect_kind_is(s, "files");
+        db |= inspect_kind_is(s, "database");
+        if (!want || inspect_kind_is(s, want))
             pick = s; /* the list is oldest first */
     }
     if (!want && files && db)
@@ -140,18 +135,7 @@ int caris_backup_resolve(struct repo *r, const char *text, const char *kind, cha
 
 /* ---- shared ---------------------------------------------------------------------------- */
 
-/* A backup being read: its summary and, for a file backup, its entries' text and roots. */
-struct loaded {
-    char id[CARIS_ID_MAX];
-    char name[65];
-    json_t *summary;
-    bool files;
-    struct buf text;
-    const char **roots; /* borrowed from summary */
-    int nroots;
-};
-
-static void loaded_free(struct loaded *l)
+void inspect_loaded_free(struct loaded *l)
 {
     json_decref(l->summary);
     buf_free(&l->text);
@@ -161,19 +145,19 @@ static void loaded_free(struct loaded *l)
 
 /* Resolves and loads (entries only for file backups). kind: as for caris_backup_resolve;
  * with "files", a database backup is refused. */
-static int load(struct repo *r, const char *id_text, const char *kind, struct loaded *l,
-                struct err *e)
+int inspect_load(struct repo *r, const char *id_text, const char *kind, struct loaded *l,
+                 struct err *e)
 {
     memset(l, 0, sizeof(*l));
     if (caris_backup_resolve(r, id_text, kind, l->id, e) != 0)
         return -1;
     if (repo_snapshot_find(r, l->id, l->name, &l->summary, e) != 0)
         return -1;
-    l->files = kind_is(l->summary, "files");
-    if (kind && !kind_is(l->summary, kind)) {
+    l->files = inspect_kind_is(l->summary, "files");
+    if (kind && !inspect_kind_is(l->summary, kind)) {
         err_set(e, ERR_USAGE, NULL, "backup %s is not a %s backup", l->id,
                 strcmp(kind, "files") == 0 ? "file" : "database");
-        loaded_free(l);
+        inspect_loaded_free(l);
         return -1;
     }
     if (!l->files)
@@ -181,26 +165,26 @@ static int load(struct repo *r, const char *id_text, const char *kind, struct lo
     json_t *roots = json_object_get(l->summary, "roots");
     l->nroots = (int)json_array_size(roots);
     if (l->nroots == 0) {
-        loaded_free(l);
+        inspect_loaded_free(l);
         return err_set(e, ERR_DAMAGE, NULL, "backup %s: manifest has no roots", id_text);
     }
     l->roots = xcalloc((size_t)l->nroots, sizeof(char *));
     for (int i = 0; i < l->nroots; i++) {
         l->roots[i] = json_string_value(json_array_get(roots, (size_t)i));
         if (!l->roots[i] || l->roots[i][0] != '/') {
-            loaded_free(l);
+            inspect_loaded_free(l);
             return err_set(e, ERR_DAMAGE, NULL, "backup %s: malformed root %d", id_text, i);
         }
     }
     if (repo_snapshot_load_entries_text(r, l->name, &l->text, e) != 0) {
-        loaded_free(l);
+        inspect_loaded_free(l);
         return -1;
     }
     return 0;
 }
 
 /* root + "/" + path ("." is the root itself); a root "/" gives "/" + path. */
-static char *join(const char *root, const char *path, size_t plen, size_t *out_len)
+char *inspect_join(const char *root, const char *path, size_t plen, size_t *out_len)
 {
     size_t rl = strlen(root);
     while (rl > 1 && root[rl - 1] == '/')
@@ -222,18 +206,7 @@ static char *join(const char *root, const char *path, size_t plen, size_t *out_l
     return p;
 }
 
-/* One decoded entry of a file backup. */
-struct dentry {
-    json_t *ent; /* owned */
-    int root;
-    char *rel; /* path below the root */
-    size_t rel_len;
-    char *full;
-    size_t full_len;
-    struct fs_meta m;
-};
-
-static void dentry_clear(struct dentry *d)
+void inspect_dentry_clear(struct dentry *d)
 {
     json_decref(d->ent);
     free(d->rel);
@@ -243,7 +216,7 @@ static void dentry_clear(struct dentry *d)
 }
 
 /* 1 with *d filled (the caller clears it), 0 at the end, -1 on damage. */
-static int next_entry(struct loaded *l, struct entry_iter *it, struct dentry *d, struct err *e)
+int inspect_next_entry(struct loaded *l, struct entry_iter *it, struct dentry *d, struct err *e)
 {
     memset(d, 0, sizeof(*d));
     int more = entry_iter_next(it, &d->ent, e);
@@ -254,10 +227,10 @@ static int next_entry(struct loaded *l, struct entry_iter *it, struct dentry *d,
         d->ent = NULL;
         return err_wrap(e, "backup %s, entry %zu", l->id, it->index - 1);
     }
-    d->full = join(l->roots[d->root], d->rel, d->rel_len, &d->full_len);
+    d->full = inspect_join(l->roots[d->root], d->rel, d->rel_len, &d->full_len);
     if (d->m.type == FS_HARDLINK) { /* its first name, as a full path too */
         size_t n;
-        char *first = join(l->roots[d->root], d->m.link, strlen(d->m.link), &n);
+        char *first = inspect_join(l->roots[d->root], d->m.link, strlen(d->m.link), &n);
         free(d->m.link);
         d->m.link = first;
     }
@@ -265,7 +238,7 @@ static int next_entry(struct loaded *l, struct entry_iter *it, struct dentry *d,
 }
 
 /* The full path a hard link names (its first name): a copy. */
-static char *link_full(struct loaded *l, const struct dentry *d, size_t *len)
+char *inspect_link_full(struct loaded *l, const struct dentry *d, size_t *len)
 {
     (void)l;
     *len = strlen(d->m.link);
@@ -274,7 +247,7 @@ static char *link_full(struct loaded *l, const struct dentry *d, size_t *len)
 
 /* Does the entry match what the operator typed? A full path (leading slashes optional) or a
  * path relative to the entry's root. Trailing slashes are ignored. */
-static bool path_matches(const struct dentry *d, const char *q, size_t ql)
+bool inspect_path_matches(const struct dentry *d, const char *q, size_t ql)
 {
     while (ql > 1 && q[ql - 1] == '/')
         ql--;
@@ -300,7 +273,7 @@ static bool path_matches(const struct dentry *d, const char *q, size_t ql)
 }
 
 /* Is full below anchor a; with direct, only one level down. */
-static bool below(const char *full, size_t fl, const char *a, size_t al, bool direct)
+bool inspect_below(const char *full, size_t fl, const char *a, size_t al, bool direct)
 {
     bool root = al == 1 && a[0] == '/';
     size_t start = root ? 1 : al + 1;
@@ -327,14 +300,7 @@ static void ls_entry_free(struct caris_ls_entry *x)
     free(x->error);
 }
 
-/* A sorted set of paths, for hard links: the first names that are needed later. */
-struct pathref {
-    char *path;
-    size_t len;
-    size_t slot; /* the caller's index */
-};
-
-static int pathref_cmp(const void *a, const void *b)
+int inspect_pathref_cmp(const void *a, const void *b)
 {
     const struct pathref *x = a, *y = b;
     size_t n = x->len < y->len ? x->len : y->len;
@@ -343,18 +309,18 @@ static int pathref_cmp(const void *a, const void *b)
 }
 
 /* First index in the sorted refs whose path equals p, or n. */
-static size_t pathref_find(const struct pathref *refs, size_t n, const char *p, size_t len)
+size_t inspect_pathref_find(const struct pathref *refs, size_t n, const char *p, size_t len)
 {
     struct pathref key = {(char *)p, len, 0};
     size_t lo = 0, hi = n;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        if (pathref_cmp(&refs[mid], &key) < 0)
+        if (inspect_pathref_cmp(&refs[mid], &key) < 0)
             lo = mid + 1;
         else
             hi = mid;
     }
-    return lo < n && pathref_cmp(&refs[lo], &key) == 0 ? lo : n;
+    return lo < n && inspect_pathref_cmp(&refs[lo], &key) == 0 ? lo : n;
 }
 
 /* Hard links in entries[from..n) get the size of their first name: one more pass. */
@@ -373,18 +339,19 @@ static int hardlink_sizes(struct loaded *l, struct caris_ls_entry *ents, size_t 
     }
     if (!nrefs)
         return 0;
-    qsort(refs, nrefs, sizeof(*refs), pathref_cmp);
+    qsort(refs, nrefs, sizeof(*refs), inspect_pathref_cmp);
     struct entry_iter it;
     entry_iter_init(&it, &l->text);
     struct dentry d;
     int more;
-    while ((more = next_entry(l, &it, &d, e)) == 1) {
+    while ((more = inspect_next_entry(l, &it, &d, e)) == 1) {
         if (d.m.type == FS_REG)
-            for (size_t k = pathref_find(refs, nrefs, d.full, d.full_len);
-                 k < nrefs && pathref_cmp(&refs[k], &(struct pathref){d.full, d.full_len, 0}) == 0;
+            for (size_t k = inspect_pathref_find(refs, nrefs, d.full, d.full_len);
+                 k < nrefs &&
+                 inspect_pathref_cmp(&refs[k], &(struct pathref){d.full, d.full_len, 0}) == 0;
                  k++)
                 ents[refs[k].slot].meta.size = d.m.size;
-        dentry_clear(&d);
+        inspect_dentry_clear(&d);
     }
     for (size_t i = 0; i < nrefs; i++)
         free(refs[i].path);
@@ -485,7 +452,7 @@ static int show_locked(struct repo *r, const char *id_text, struct caris_show *s
         size_t pl, fl;
         if (!root || manifest_get_bytes(w, "path", &p, &pl) != 0)
             continue;
-        char *full = join(root, p, pl, &fl);
+        char *full = inspect_join(root, p, pl, &fl);
         manifest_set_bytes(w, "fullPath", full, fl);
         free(full);
         free(p);
@@ -569,8 +536,9 @@ static int ls_files(struct loaded *l, const struct caris_ls_opts *o, struct cari
     struct dentry d;
     int more;
     bool found = false;
-    while ((more = next_entry(l, &it, &d, e)) == 1) {
-        bool anchor = o->path ? path_matches(&d, o->path, ql) : (d.rel_len == 1 && d.rel[0] == '.');
+    while ((more = inspect_next_entry(l, &it, &d, e)) == 1) {
+        bool anchor =
+            o->path ? inspect_path_matches(&d, o->path, ql) : (d.rel_len == 1 && d.rel[0] == '.');
         bool take = anchor;
         if (anchor) {
             found = true;
@@ -578,11 +546,11 @@ static int ls_files(struct loaded *l, const struct caris_ls_opts *o, struct cari
                 anchors_add(&a, d.full, d.full_len);
         } else {
             for (size_t k = 0; k < a.n && !take; k++)
-                take = below(d.full, d.full_len, a.p[k], a.len[k], !o->recursive);
+                take = inspect_below(d.full, d.full_len, a.p[k], a.len[k], !o->recursive);
         }
         if (take)
             ls_push(res, &cap, &d);
-        dentry_clear(&d);
+        inspect_dentry_clear(&d);
     }
     anchors_free(&a);
     int rc = more < 0 ? -1 : 0;
@@ -625,7 +593,7 @@ static int ls_locked(struct repo *r, const char *id_text, const struct caris_ls_
                      struct caris_ls_result *res, struct err *e)
 {
     struct loaded l;
-    if (load(r, id_text, NULL, &l, e) != 0)
+    if (inspect_load(r, id_text, NULL, &l, e) != 0)
         return -1;
     snprintf(res->id, sizeof(res->id), "%s", l.id);
     snprintf(res->kind, sizeof(res->kind), "%s", l.files ? "files" : "database");
@@ -637,7 +605,7 @@ static int ls_locked(struct repo *r, const char *id_text, const struct caris_ls_
                      "backup %s is a database backup: it has no paths", l.id);
     else
         rc = ls_database(r, &l, res, e);
-    loaded_free(&l);
+    inspect_loaded_free(&l);
     return rc;
 }
 
@@ -679,686 +647,6 @@ void caris_ls_result_free(struct caris_ls_result *res)
     memset(res, 0, sizeof(*res));
 }
 
-/* ---- dump ---------------------------------------------------------------------------- */
-
-struct dumper {
-    struct repo *r;
-    struct pool *pool;
-    struct tarw t;
-    const struct caris_op *op;
-    struct buf data;
-    uint64_t bytes;
-};
-
-static int write_zeros(struct dumper *dp, uint64_t n, struct err *e)
-{
-    static const uint8_t z[65536];
-    while (n) {
-        size_t k = n > sizeof(z) ? sizeof(z) : (size_t)n;
-        if (tarw_data(&dp->t, z, k, e) != 0)
-            return -1;
-        n -= k;
-    }
-    return 0;
-}
-
-/* Writes a file entry's content (holes as zeros): every chunk loaded with its id checked
- * before it is written, the whole file's SHA-256 compared at the end. */
-static int dump_content(struct dumper *dp, json_t *ent, const struct fs_meta *m, const char *full,
-                        struct err *e)
-{
-    uint8_t sha[32];
-    uint8_t(*ids)[32] = NULL;
-    uint32_t *lens = NULL;
-    uint64_t *offs = NULL;
-    size_t n = 0;
-    char esc[300];
-    str_escape(full, strlen(full), esc, sizeof(esc));
-    const char *sha_hex = json_string_value(json_object_get(ent, "sha256"));
-    if (!sha_hex || cx_unhex(sha_hex, sha, 32) != 0 ||
-        chunklist_decode(json_object_get(ent, "chunks"), &ids, &lens, &n) != 0 ||
-        !(offs = xcalloc(n ? n : 1, sizeof(uint64_t))) ||
-        manifest_chunk_offsets(ent, lens, n, m->size, offs) != 0) {
-        free(ids);
-        free(lens);
-        free(offs);
-        return err_set(e, ERR_DAMAGE, NULL,
-                       "%s: malformed manifest entry (chunks, extents or sha256)", esc);
-    }
-    struct cx_sha256 *h = cx_sha256_new();
-    struct fetchq *q =
-        fetchq_new(dp->r, dp->pool, 0, DUMP_MAX_INFLIGHT_JOBS, DUMP_MAX_INFLIGHT_BYTES);
-    uint64_t pos = 0;
-    size_t next = 0, done = 0;
-    int rc = 0;
-    while (rc == 0 && done < n) {
-        while (next < n && fetchq_room(q, lens[next])) {
-            fetchq_submit(q, ids[next], lens[next], NULL);
-            next++;
-        }
-        void *tag;
-        if (fetchq_next(q, &tag, &dp->data, e) != 0) {
-            err_wrap(e, "%s", esc);
-            rc = -1;
-            break;
-        }
-        if (dp->data.len != lens[done]) {
-            rc = err_set(e, ERR_DAMAGE, NULL, "%s: chunk %zu has %zu bytes, the manifest says %u",
-                         esc, done, dp->data.len, lens[done]);
-            break;
-        }
-        uint64_t off = offs[done++];
-        if (off > pos) {
-            sha256_zeros(h, off - pos);
-            rc = write_zeros(dp, off - pos, e);
-        }
-        cx_sha256_update(h, dp->data.data, dp->data.len);
-        if (rc == 0)
-            rc = tarw_data(&dp->t, dp->data.data, dp->data.len, e);
-        pos = off + dp->data.len;
-        if (rc == 0 && caris_op_cancelled(dp->op))
-            rc = err_set(e, ERR_FAILURE, NULL, "cancelled");
-    }
-    if (rc == 0 && m->size > pos) {
-        sha256_zeros(h, m->size - pos);
-        rc = write_zeros(dp, m->size - pos, e);
-    }
-    if (rc == 0) {
-        uint8_t sum[32];
-        cx_sha256_final(h, sum);
-        if (memcmp(sum, sha, 32) != 0)
-            rc = err_set(e, ERR_DAMAGE,
-                         "the backup is corrupted: do not use this output; run `caris-backup "
-                         "check --read-data`",
-                         "%s: checksum mismatch: the content does not match the SHA-256 recorded "
-                         "at backup time",
-                         esc);
-    }
-    if (rc == 0)
-        dp->bytes += m->size;
-    fetchq_free(q);
-    cx_sha256_free(h);
-    free(ids);
-    free(lens);
-    free(offs);
-    return rc;
-}
-
-static char tar_type(enum fs_type t)
-{
-    switch (t) {
-    case FS_REG:
-        return '0';
-    case FS_HARDLINK:
-        return '1';
-    case FS_SYMLINK:
-        return '2';
-    case FS_DIR:
-        return '5';
-    case FS_FIFO:
-        return '6';
-    }
-    return '0';
-}
-
-/* The member name of full (below the anchor a, or a itself): the anchor's last component,
- * then the rest; for an anchor "/", the rest alone ("./" for "/" itself). */
-static char *member_name(const char *a, size_t al, const char *full, size_t fl, bool dir,
-                         size_t *len)
-{
-    struct buf b = {0};
-    if (al == 1 && a[0] == '/') {
-        if (fl == 1)
-            buf_append(&b, ".", 1);
-        else
-            buf_append(&b, full + 1, fl - 1);
-    } else {
-        const char *base = a + al;
-        while (base > a && base[-1] != '/')
-            base--;
-        buf_append(&b, base, (size_t)(a + al - base));
-        buf_append(&b, full + al, fl - al);
-    }
-    if (dir)
-        buf_append_u8(&b, '/');
-    buf_append_u8(&b, '\0');
-    *len = b.len - 1;
-    return (char *)b.data;
-}
-
-static void warn_unreadable(struct caris_dump_result *res, const struct dentry *d, const char *msg)
-{
-    json_t *w = json_object();
-    manifest_set_bytes(w, "path", d->full, d->full_len);
-    char m[600];
-    snprintf(m, sizeof(m), "left out: the file could not be read at backup time (%s)", msg);
-    json_object_set_new(w, "message", json_string(m));
-    json_array_append_new(res->warnings, w);
-}
-
-static int tar_member(struct dumper *dp, const struct dentry *d, const char *name, size_t nlen,
-                      char type, const char *link, json_t *content_ent,
-                      const struct fs_meta *content_meta, struct err *e)
-{
-    struct tarw_hdr h = {.name = name,
-                         .name_len = nlen,
-                         .type = type,
-                         .mode = d->m.mode,
-                         .uid = d->m.uid,
-                         .gid = d->m.gid,
-                         .uname = d->m.user,
-                         .gname = d->m.group,
-                         .size = type == '0' ? content_meta->size : 0,
-                         .mtime_sec = d->m.mtime_sec,
-                         .mtime_nsec = d->m.mtime_nsec,
-                         .link = link,
-                         .xattrs = d->m.xattrs,
-                         .nxattrs = d->m.nxattrs};
-    if (tarw_header(&dp->t, &h, e) != 0)
-        return -1;
-    if (type != '0')
-        return 0;
-    if (dump_content(dp, content_ent, content_meta, d->full, e) != 0)
-        return -1;
-    return tarw_end_member(&dp->t, content_meta->size, e);
-}
-
-/* A hard link whose first name is outside the directory dumped: a file member with the
- * content of the first name's entry. */
-static int tar_hardlink_content(struct dumper *dp, struct loaded *l, const struct dentry *d,
-                                const char *name, size_t nlen, json_t *first, struct err *e)
-{
-    int root;
-    char *p;
-    size_t pl;
-    struct fs_meta m;
-    if (manifest_entry_decode(first, l->nroots, &root, &p, &pl, &m, e) != 0)
-        return err_wrap(e, "backup %s", l->id);
-    free(p);
-    int rc = tar_member(dp, d, name, nlen, '0', NULL, first, &m, e);
-    fs_meta_free(&m);
-    return rc;
-}
-
-/* A directory as a tar stream. Hard links whose first name is inside the directory stay hard
- * links; those whose first name is outside get that file's content (found in a first pass). */
-static int dump_tar(struct dumper *dp, struct loaded *l, const char *a, size_t al,
-                    struct caris_dump_result *res, struct err *e)
-{
-    struct pathref *refs = NULL;
-    json_t **ref_ents = NULL; /* by refs' order: the first names' entries */
-    size_t nrefs = 0;
-    struct entry_iter it;
-    struct dentry d;
-    int more;
-    entry_iter_init(&it, &l->text);
-    while ((more = next_entry(l, &it, &d, e)) == 1) {
-        if (d.m.type == FS_HARDLINK && below(d.full, d.full_len, a, al, false)) {
-            size_t tl;
-            char *t = link_full(l, &d, &tl);
-            if (!below(t, tl, a, al, false)) {
-                refs = xrealloc(refs, xsize(nrefs + 1, sizeof(*refs), 0));
-                refs[nrefs] = (struct pathref){t, tl, nrefs};
-                nrefs++;
-            } else {
-                free(t);
-            }
-        }
-        dentry_clear(&d);
-    }
-    if (more < 0)
-        goto out;
-    if (nrefs)
-        qsort(refs, nrefs, sizeof(*refs), pathref_cmp);
-    ref_ents = xcalloc(nrefs + 1, sizeof(json_t *));
-    entry_iter_init(&it, &l->text);
-    while ((more = next_entry(l, &it, &d, e)) == 1) {
-        int rc = 0;
-        if (d.m.type == FS_REG && nrefs) {
-            size_t k = pathref_find(refs, nrefs, d.full, d.full_len);
-            if (k < nrefs && !ref_ents[k])
-                ref_ents[k] = json_incref(d.ent);
-        }
-        bool is_anchor = d.full_len == al && memcmp(d.full, a, al) == 0;
-        if (!is_anchor && !below(d.full, d.full_len, a, al, false)) {
-            dentry_clear(&d);
-            continue;
-        }
-        size_t nlen;
-        char *name = member_name(a, al, d.full, d.full_len, d.m.type == FS_DIR, &nlen);
-        const char *err_msg = json_string_value(json_object_get(d.ent, "error"));
-        if (d.m.type == FS_REG && err_msg) {
-            warn_unreadable(res, &d, err_msg);
-        } else if (d.m.type == FS_HARDLINK) {
-            size_t tl;
-            char *t = link_full(l, &d, &tl);
-            if (below(t, tl, a, al, false)) {
-                size_t ln;
-                char *lname = member_name(a, al, t, tl, false, &ln);
-                rc = tar_member(dp, &d, name, nlen, '1', lname, NULL, NULL, e);
-                free(lname);
-            } else {
-                size_t k = pathref_find(refs, nrefs, t, tl);
-                if (k == nrefs || !ref_ents[k])
-                    rc = err_set(e, ERR_DAMAGE, NULL,
-                                 "backup %s: hard link %s names a file the backup does not hold",
-                                 l->id, name);
-                else if (json_object_get(ref_ents[k], "error"))
-                    warn_unreadable(res, &d,
-                                    json_string_value(json_object_get(ref_ents[k], "error")));
-                else
-                    rc = tar_hardlink_content(dp, l, &d, name, nlen, ref_ents[k], e);
-            }
-            free(t);
-        } else {
-            rc = tar_member(dp, &d, name, nlen, tar_type(d.m.type), d.m.link, d.ent, &d.m, e);
-        }
-        if (rc == 0)
-            res->members++;
-        free(name);
-        dentry_clear(&d);
-        if (rc == 0 && caris_op_cancelled(dp->op))
-            rc = err_set(e, ERR_FAILURE, NULL, "cancelled");
-        if (rc != 0) {
-            more = -1;
-            break;
-        }
-    }
-    if (more == 0)
-        more = tarw_finish(&dp->t, e) == 0 ? 0 : -1;
-out:
-    for (size_t i = 0; i < nrefs; i++) {
-        free(refs[i].path);
-        json_decref(ref_ents ? ref_ents[i] : NULL);
-    }
-    free(refs);
-    free(ref_ents);
-    return more < 0 ? -1 : 0;
-}
-
-/* The one entry PATH names (a hard link: its first name's content). */
-static int dump_files(struct dumper *dp, struct loaded *l, const char *path,
-                      struct caris_dump_result *res, struct err *e)
-{
-    size_t ql = strlen(path);
-    char *want = NULL; /* after a hard link: its first name's full path */
-    size_t want_len = 0;
-    for (int hop = 0; hop < 2; hop++) {
-        struct entry_iter it;
-        entry_iter_init(&it, &l->text);
-        struct dentry d, hit = {0};
-        int more, nhits = 0;
-        while ((more = next_entry(l, &it, &d, e)) == 1) {
-            bool m = want ? (d.full_len == want_len && memcmp(d.full, want, want_len) == 0)
-                          : path_matches(&d, path, ql);
-            if (m && nhits++ == 0) {
-                hit = d;
-                continue;
-            }
-            dentry_clear(&d);
-        }
-        char esc[600];
-        str_escape(path, ql, esc, sizeof(esc));
-        int rc = 0;
-        if (more < 0) {
-            rc = -1;
-        } else if (nhits == 0) {
-            rc = err_set(e, want ? ERR_DAMAGE : ERR_NOT_FOUND, NULL, "no path %s in backup %s", esc,
-                         l->id);
-            snprintf(e->hint, sizeof(e->hint), "see `caris-backup ls %s`", l->id);
-        } else if (nhits > 1) {
-            rc = err_set(e, ERR_USAGE, "give the full path (`caris-backup ls` shows it)",
-                         "%s names %d entries of backup %s (one below each of several roots)", esc,
-                         nhits, l->id);
-        } else if (hit.m.type == FS_HARDLINK && !want) {
-            want = link_full(l, &hit, &want_len);
-            dentry_clear(&hit);
-            continue;
-        } else if (hit.m.type == FS_DIR) {
-            res->tar = true;
-            rc = dump_tar(dp, l, hit.full, hit.full_len, res, e);
-        } else if (hit.m.type != FS_REG) {
-            rc = err_set(e, ERR_USAGE, NULL, "%s is a %s: it has no content to dump", esc,
-                         hit.m.type == FS_SYMLINK ? "symbolic link" : "FIFO");
-            if (hit.m.type == FS_SYMLINK)
-                snprintf(e->hint, sizeof(e->hint), "it points to %.400s", hit.m.link);
-        } else if (json_object_get(hit.ent, "error")) {
-            rc = err_set(e, ERR_NOT_FOUND, "restore it from another backup",
-                         "%s has no content in backup %s: it could not be read at backup "
-                         "time (%.300s)",
-                         esc, l->id, json_string_value(json_object_get(hit.ent, "error")));
-        } else {
-            rc = dump_content(dp, hit.ent, &hit.m, hit.full, e);
-        }
-        dentry_clear(&hit);
-        free(want);
-        return rc;
-    }
-    free(want); /* not reached: a hard link's first name is a file */
-    return err_set(e, ERR_DAMAGE, NULL, "backup %s: a hard link names another hard link", l->id);
-}
-
-static int dump_stream(struct repo *r, struct loaded *l, const struct caris_dump_opts *o,
-                       struct caris_dump_result *res, struct err *e)
-{
-    json_t *summary = NULL, *entries = NULL;
-    if (repo_snapshot_load(r, l->name, &summary, &entries, e) != 0)
-        return -1;
-    const char *want = o->path;
-    while (*want == '/')
-        want++;
-    size_t i;
-    json_t *ent, *hit = NULL;
-    json_array_foreach(entries, i, ent)
-    {
-        const char *name = json_string_value(json_object_get(ent, "name"));
-        if (name && strcmp(name, want) == 0)
-            hit = ent;
-    }
-    int rc;
-    uint8_t sha[32];
-    if (!hit) {
-        char esc[300];
-        str_escape(o->path, strlen(o->path), esc, sizeof(esc));
-        rc = err_set(e, ERR_NOT_FOUND, NULL, "no stream %s in database backup %s", esc, l->id);
-        snprintf(e->hint, sizeof(e->hint), "`caris-backup ls %s` lists its streams", l->id);
-    } else if (!json_string_value(json_object_get(hit, "sha256")) ||
-               cx_unhex(json_string_value(json_object_get(hit, "sha256")), sha, 32) != 0) {
-        rc = err_set(e, ERR_DAMAGE, NULL, "backup %s: malformed stream entry", l->id);
-    } else {
-        rc = stream_restore_fd(r, json_object_get(hit, "chunks"), sha, o->fd, o->threads, NULL,
-                               NULL, e);
-        if (rc == 0)
-            res->bytes = (uint64_t)json_integer_value(json_object_get(hit, "size"));
-    }
-    json_decref(summary);
-    json_decref(entries);
-    return rc;
-}
-
-static int dump_locked(struct repo *r, const char *id_text, const struct caris_dump_opts *o,
-                       struct caris_dump_result *res, struct err *e)
-{
-    struct loaded l;
-    if (load(r, id_text, NULL, &l, e) != 0)
-        return -1;
-    snprintf(res->id, sizeof(res->id), "%s", l.id);
-    int rc;
-    if (!l.files) {
-        rc = dump_stream(r, &l, o, res, e);
-    } else {
-        struct dumper dp = {.r = r, .op = o->op};
-        tarw_init(&dp.t, o->fd);
-        dp.pool = pool_new(o->threads > 0 ? o->threads : sys_ncpu(), DUMP_MAX_INFLIGHT_JOBS);
-        rc = dump_files(&dp, &l, o->path, res, e);
-        res->bytes = dp.bytes;
-        pool_free(dp.pool);
-        buf_free(&dp.data);
-    }
-    loaded_free(&l);
-    return rc;
-}
-
-int caris_backup_dump(struct repo *r, const char *id_text, const struct caris_dump_opts *o,
-                      struct caris_dump_result *res, struct err *e)
-{
-    memset(res, 0, sizeof(*res));
-    res->warnings = json_array();
-    if (!o->path || !*o->path)
-        return err_set(e, ERR_USAGE, "give the path of a file or directory (see `ls`)",
-                       "dump needs a path");
-    if (repo_lock(r, false, "dump", e) != 0)
-        return -1;
-    int rc = dump_locked(r, id_text, o, res, e);
-    repo_unlock(r);
-    if (rc == 0 && json_array_size(res->warnings))
-        return CARIS_DONE_WARNINGS;
-    return rc;
-}
-
-void caris_dump_result_free(struct caris_dump_result *res)
-{
-    json_decref(res->warnings);
-    memset(res, 0, sizeof(*res));
-}
-
-/* ---- diff ---------------------------------------------------------------------------- */
-
-/* What diff compares of an entry. */
-struct fp {
-    char *path;
-    size_t len;
-    enum fs_type type;
-    uint32_t mode, uid, gid;
-    int64_t ms, mns;
-    uint64_t size;
-    uint8_t sha[32]; /* files: content; zeros when unknown */
-    uint8_t xh[32];  /* SHA-256 of the xattrs as stored; zeros when none */
-    uint8_t lh[32];  /* SHA-256 of the link; zeros when none */
-    bool unreadable; /* "error" at backup time */
-};
-
-/* Tree order: byte order where '/' sorts before every other byte, so that a directory's
- * entries follow it before any sibling whose name extends its name. */
-static int fp_cmp(const void *a, const void *b)
-{
-    const struct fp *x = a, *y = b;
-    size_t n = x->len < y->len ? x->len : y->len;
-    for (size_t i = 0; i < n; i++) {
-        unsigned cx = (unsigned char)x->path[i], cy = (unsigned char)y->path[i];
-        if (cx == cy)
-            continue;
-        if (cx == '/')
-            return -1;
-        if (cy == '/')
-            return 1;
-        return cx < cy ? -1 : 1;
-    }
-    return (x->len > y->len) - (x->len < y->len);
-}
-
-static int fingerprints(struct loaded *l, struct fp **out, size_t *n, struct err *e)
-{
-    size_t cap = 0;
-    *out = NULL;
-    *n = 0;
-    struct entry_iter it;
-    entry_iter_init(&it, &l->text);
-    struct dentry d;
-    int more;
-    while ((more = next_entry(l, &it, &d, e)) == 1) {
-        if (*n == cap) {
-            cap = cap ? cap * 2 : 256;
-            *out = xrealloc(*out, xsize(cap, sizeof(struct fp), 0));
-        }
-        struct fp *f = &(*out)[(*n)++];
-        memset(f, 0, sizeof(*f));
-        f->path = d.full;
-        f->len = d.full_len;
-        d.full = NULL;
-        f->type = d.m.type;
-        f->mode = d.m.mode;
-        f->uid = d.m.uid;
-        f->gid = d.m.gid;
-        f->ms = d.m.mtime_sec;
-        f->mns = d.m.mtime_nsec;
-        f->size = d.m.size;
-        f->unreadable = json_object_get(d.ent, "error") != NULL;
-        const char *sha = json_string_value(json_object_get(d.ent, "sha256"));
-        if (sha && cx_unhex(sha, f->sha, 32) != 0)
-            memset(f->sha, 0, 32);
-        json_t *xa = json_object_get(d.ent, "xattrs");
-        if (json_array_size(xa)) {
-            char *s = json_dumps(xa, JSON_COMPACT | JSON_SORT_KEYS);
-            if (s) {
-                cx_sha256(s, strlen(s), f->xh);
-                free(s);
-            }
-        }
-        if (d.m.link)
-            cx_sha256(d.m.link, strlen(d.m.link), f->lh);
-        dentry_clear(&d);
-    }
-    if (more == 0 && *n)
-        qsort(*out, *n, sizeof(struct fp), fp_cmp);
-    return more;
-}
-
-static void fps_free(struct fp *v, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        free(v[i].path);
-    free(v);
-}
-
-static unsigned fp_changes(const struct fp *a, const struct fp *b)
-{
-    unsigned c = 0;
-    if (a->type != b->type)
-        c |= CARIS_DIFF_TYPE;
-    if (a->type == FS_REG && b->type == FS_REG &&
-        (a->size != b->size || memcmp(a->sha, b->sha, 32) != 0 || a->unreadable != b->unreadable))
-        c |= CARIS_DIFF_CONTENT;
-    if (a->mode != b->mode)
-        c |= CARIS_DIFF_MODE;
-    if (a->uid != b->uid || a->gid != b->gid)
-        c |= CARIS_DIFF_OWNER;
-    if (a->ms != b->ms || a->mns != b->mns)
-        c |= CARIS_DIFF_MTIME;
-    if (memcmp(a->xh, b->xh, 32) != 0)
-        c |= CARIS_DIFF_XATTRS;
-    if (memcmp(a->lh, b->lh, 32) != 0)
-        c |= CARIS_DIFF_LINK;
-    return c;
-}
-
-static void diff_push(struct caris_diff_result *res, size_t *cap, char status, struct fp *f,
-                      unsigned changes)
-{
-    if (res->nitems == *cap) {
-        *cap = *cap ? *cap * 2 : 64;
-        res->items = xrealloc(res->items, xsize(*cap, sizeof(*res->items), 0));
-    }
-    struct caris_diff_item *it = &res->items[res->nitems++];
-    it->status = status;
-    it->path = f->path;
-    it->path_len = f->len;
-    f->path = NULL;
-    it->type = f->type;
-    it->changes = changes;
-    if (status == '+')
-        res->added++;
-    else if (status == '-')
-        res->removed++;
-    else
-        res->changed++;
-}
-
-static int diff_locked(struct repo *r, const char *from_text, const char *to_text,
-                       struct caris_diff_result *res, struct err *e)
-{
-    struct loaded a, b;
-    if (load(r, from_text, "files", &a, e) != 0)
-        return -1;
-    if (load(r, to_text, "files", &b, e) != 0) {
-        loaded_free(&a);
-        return -1;
-    }
-    snprintf(res->from, sizeof(res->from), "%s", a.id);
-    snprintf(res->to, sizeof(res->to), "%s", b.id);
-    struct fp *fa = NULL, *fb = NULL;
-    size_t na = 0, nb = 0;
-    int rc = -1;
-    if (fingerprints(&a, &fa, &na, e) == 0 && fingerprints(&b, &fb, &nb, e) == 0) {
-        size_t i = 0, j = 0, cap = 0;
-        while (i < na || j < nb) {
-            int c = i == na ? 1 : j == nb ? -1 : fp_cmp(&fa[i], &fb[j]);
-            if (c < 0) {
-                diff_push(res, &cap, '-', &fa[i++], 0);
-            } else if (c > 0) {
-                diff_push(res, &cap, '+', &fb[j++], 0);
-            } else {
-                unsigned ch = fp_changes(&fa[i], &fb[j]);
-                if (ch)
-                    diff_push(res, &cap, 'M', &fb[j], ch);
-                i++;
-                j++;
-            }
-        }
-        rc = 0;
-    }
-    fps_free(fa, na);
-    fps_free(fb, nb);
-    loaded_free(&a);
-    loaded_free(&b);
-    return rc;
-}
-
-int caris_backup_diff(struct repo *r, const char *from_text, const char *to_text,
-                      struct caris_diff_result *res, struct err *e)
-{
-    memset(res, 0, sizeof(*res));
-    if (repo_lock(r, false, "diff", e) != 0)
-        return -1;
-    int rc = diff_locked(r, from_text, to_text, res, e);
-    repo_unlock(r);
-    if (rc != 0)
-        caris_diff_result_free(res);
-    return rc;
-}
-
-const char *caris_diff_change_name(unsigned bit)
-{
-    switch (bit) {
-    case CARIS_DIFF_TYPE:
-        return "type";
-    case CARIS_DIFF_CONTENT:
-        return "content";
-    case CARIS_DIFF_MODE:
-        return "mode";
-    case CARIS_DIFF_OWNER:
-        return "owner";
-    case CARIS_DIFF_MTIME:
-        return "mtime";
-    case CARIS_DIFF_XATTRS:
-        return "xattrs";
-    case CARIS_DIFF_LINK:
-        return "link";
-    }
-    return "?";
-}
-
-json_t *caris_diff_to_json(const struct caris_diff_result *res)
-{
-    json_t *added = json_array(), *removed = json_array(), *changed = json_array();
-    for (size_t i = 0; i < res->nitems; i++) {
-        const struct caris_diff_item *it = &res->items[i];
-        json_t *o = json_object();
-        manifest_set_bytes(o, "path", it->path, it->path_len);
-        json_object_set_new(o, "type", json_string(manifest_type_name(it->type)));
-        if (it->status == 'M') {
-            json_t *ch = json_array();
-            for (unsigned bit = 1; bit <= CARIS_DIFF_LINK; bit <<= 1)
-                if (it->changes & bit)
-                    json_array_append_new(ch, json_string(caris_diff_change_name(bit)));
-            json_object_set_new(o, "changes", ch);
-        }
-        json_array_append_new(it->status == '+' ? added : it->status == '-' ? removed : changed, o);
-    }
-    return json_pack("{s:s, s:s, s:o, s:o, s:o, s:{s:I, s:I, s:I}}", "from", res->from, "to",
-                     res->to, "added", added, "removed", removed, "changed", changed, "stats",
-                     "added", (json_int_t)res->added, "removed", (json_int_t)res->removed,
-                     "changed", (json_int_t)res->changed);
-}
-
-void caris_diff_result_free(struct caris_diff_result *res)
-{
-    for (size_t i = 0; i < res->nitems; i++)
-        free(res->items[i].path);
-    free(res->items);
-    memset(res, 0, sizeof(*res));
-}
-
 /* ---- find ---------------------------------------------------------------------------- */
 
 static bool find_matches(const char *pat, const struct dentry *d)
@@ -1382,7 +670,7 @@ static int find_in(struct loaded *l, const struct caris_find_opts *o, struct car
     entry_iter_init(&it, &l->text);
     struct dentry d;
     int more;
-    while ((more = next_entry(l, &it, &d, e)) == 1) {
+    while ((more = inspect_next_entry(l, &it, &d, e)) == 1) {
         if (find_matches(o->pattern, &d)) {
             if (res->nmatches == *cap) {
                 *cap = *cap ? *cap * 2 : 64;
@@ -1392,7 +680,7 @@ static int find_in(struct loaded *l, const struct caris_find_opts *o, struct car
             m->backup = res->nbackups - 1;
             ls_entry_take(&m->entry, &d);
         }
-        dentry_clear(&d);
+        inspect_dentry_clear(&d);
     }
     if (more == 0 && res->nmatches > first) {
         /* the entries of this backup's matches, contiguous, for hardlink_sizes */
@@ -1432,7 +720,7 @@ static int find_locked(struct repo *r, const struct caris_find_opts *o,
         }
         caris_op_progress(o->op, "find", i, json_array_size(list));
         struct loaded l;
-        if (load(r, id, "files", &l, e) != 0) {
+        if (inspect_load(r, id, "files", &l, e) != 0) {
             rc = -1;
             break;
         }
@@ -1441,7 +729,7 @@ static int find_locked(struct repo *r, const struct caris_find_opts *o,
         snprintf(b->id, sizeof(b->id), "%s", id);
         snprintf(b->started, sizeof(b->started), "%s", started);
         rc = find_in(&l, o, res, &cap, e);
-        loaded_free(&l);
+        inspect_loaded_free(&l);
         if (rc != 0)
             break;
     }
