@@ -354,6 +354,9 @@ static int dump_files(struct dumper *dp, struct loaded *l, const char *path,
         } else if (hit.m.type == FS_DIR) {
             res->tar = true;
             rc = dump_tar(dp, l, hit.full, hit.full_len, res, e);
+        } else if (hit.m.type == FS_HARDLINK) { /* a hard link to a hard link */
+            rc = err_set(e, ERR_DAMAGE, NULL, "backup %s: hard link %s names another hard link",
+                         l->id, esc);
         } else if (hit.m.type != FS_REG) {
             rc = err_set(e, ERR_USAGE, NULL, "%s is a %s: it has no content to dump", esc,
                          hit.m.type == FS_SYMLINK ? "symbolic link" : "FIFO");
