@@ -117,6 +117,11 @@ assert_eq "[\"$src/docs\", \"$src/docs/hardlink-b\", \"$src/docs/numbers.txt\", 
     "$(json_eval "$OUT_FILE" '[e["path"] for e in d["entries"]]')" "ls docs: docs and what is directly in it"
 run cb --json ls "$id1" "$src/docs/"
 assert_eq 4 "$(json_eval "$OUT_FILE" 'len(d["entries"])')" "ls with the full path (trailing slash) lists the same"
+run cb ls "$id1" docs --json
+assert_eq 4 "$(json_eval "$OUT_FILE" 'len(d["entries"])')" "--json after the command word"
+run cb ls -lR "$id1" docs
+assert_rc 0 "ls -lR (short options together)"
+assert_eq 6 "$(wc -l <"$OUT_FILE")" "ls -lR docs: docs and the five entries below it"
 assert_exit 7 cb ls "$id1" docs/nope
 assert_contains "$ERR" "no path docs/nope" "ls of a missing path: not found"
 assert_exit 0 cb ls -l "$id1" setuid-file
