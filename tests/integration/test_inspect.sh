@@ -245,6 +245,17 @@ assert_exit 0 cb diff "$id1" latest
 assert_contains "$OUT" "+  $src/docs/new.txt" "diff: human output, added"
 assert_contains "$OUT" "-  $src/name with space" "diff: human output, removed"
 assert_contains "$OUT" "M  $src/hello.txt  (content)" "diff: human output, changed"
+golden="comparing $id1 to $id2
+M  $src/docs  (mtime)
++  $src/docs/new.txt
+M  $src/docs/numbers.txt  (mtime)
+M  $src/hello.txt  (content)
+-  $src/name with space
+M  $src/odd-mode  (mode)
+M  $src/owned-by-1234  (owner)
+M  $src/xattr-file  (xattrs)
+1 added, 1 removed, 6 changed"
+assert_eq "$golden" "$OUT" "diff: the whole human output, in tree order"
 assert_exit 0 cb --json diff "$id2" "$id2"
 assert_eq 0 "$(json_eval "$OUT_FILE" 'len(d["added"]) + len(d["removed"]) + len(d["changed"])')" \
     "diff of a backup with itself is empty"
@@ -300,6 +311,30 @@ assert_true "GNU tar extracts the stream" \
 fallocate --dig-holes "$x/tsrc/sparse.img"
 touch -d "$(stat -c %y "$tsrc/sparse.img")" "$x/tsrc/sparse.img"
 tree_compare "$tsrc" "$x/tsrc"
+
+# ---- damage: dump stops, and never writes a damaged chunk's bytes ---------------------------
+export BACKUP_DIR=$TEST_TMP/damaged
+REPO=$BACKUP_DIR/repository
+mkdir -p "$TEST_TMP/d/sub"
+head -c 3M /dev/urandom >"$TEST_TMP/d/patient-scan.bin"
+printf 'small\n' >"$TEST_TMP/d/sub/small.txt"
+assert_exit 0 cb init --kdf-memory 8 --kdf-ops 1
+backup_json "$TEST_TMP/d.json" "$TEST_TMP/d"
+assert_rc 0 "backup of the tree to damage"
+pack=$(list_packs | xargs -d '\n' ls -S | head -n 1)
+flip_byte "$pack"
+run bash -c '"$0" dump latest "$1" >"$2"' "$CARIS_BIN" "$TEST_TMP/d/patient-scan.bin" "$TEST_TMP/scan.out"
+assert_rc 4 "dump of a file with a damaged chunk exits 4"
+assert_contains "$ERR" "patient-scan.bin" "the error names the file"
+n=$(stat -c %s "$TEST_TMP/scan.out")
+assert_cmp "$n" -lt $((3 << 20)) "dump stopped before the end of the file"
+assert_true "what dump wrote before it stopped is the file's own first bytes" \
+    cmp -n "$n" "$TEST_TMP/scan.out" "$TEST_TMP/d/patient-scan.bin"
+run bash -c '"$0" dump latest "$1" >"$2"' "$CARIS_BIN" "$TEST_TMP/d" "$TEST_TMP/d.tar"
+assert_rc 4 "dump of the directory as tar exits 4"
+run cb dump latest sub/small.txt
+assert_rc 0 "dump of an intact file of the damaged backup"
+assert_eq small "$OUT" "its bytes"
 
 # ---- help ---------------------------------------------------------------------------------
 for c in show ls dump diff find; do
