@@ -18,14 +18,60 @@
 #define DUMP_MAX_INFLIGHT_BYTES (64u << 20)
 #define DUMP_MAX_INFLIGHT_JOBS 4096
 
+/* Members on their way out, oldest first. Their chunks are asked for as soon as they are
+ * queued, so that the loads of many small files overlap (one fetch queue for the whole
+ * dump); they are written strictly in order. */
+struct member {
+    struct member *next;
+    char *name; /* tar member name (owned); NULL: raw bytes, no header (one file) */
+    struct tarw_hdr h;
+    struct fs_meta m; /* owned: what the header points into */
+    char *link;       /* owned: a hard link's member name */
+    char *full;       /* owned: for messages */
+    bool header_done;
+    /* content ('0' members and raw files) */
+    bool content;
+    uint64_t size, pos;
+    uint8_t sha[32];
+    uint8_t (*ids)[32];
+    uint32_t *lens;
+    uint64_t *offs;
+    size_t n, done;
+    struct cx_sha256 *hash;
+};
+
+/* At most this many members wait (bounds memory when most have no content). */
+#define DUMP_MAX_PENDING 4096
+
 struct dumper {
     struct repo *r;
     struct pool *pool;
+    struct fetchq *q;
     struct tarw t;
     const struct caris_op *op;
     struct buf data;
     uint64_t bytes;
+    struct member *head, *tail;
+    size_t npending;
 };
+
+static void member_free(struct member *m)
+{
+    free(m->name);
+    fs_meta_free(&m->m);
+    free(m->link);
+    free(m->full);
+    free(m->ids);
+    free(m->lens);
+    free(m->offs);
+    cx_sha256_free(m->hash);
+    free(m);
+}
+
+static const char *esc_path(const char *p, char *out, size_t n)
+{
+    return str_escape(p, strlen(p), out, n);
+}
 
 static int write_zeros(struct dumper *dp, uint64_t n, struct err *e)
 {
@@ -39,86 +85,129 @@ static int write_zeros(struct dumper *dp, uint64_t n, struct err *e)
     return 0;
 }
 
-/* Writes a file entry's content (holes as zeros): every chunk loaded with its id checked
- * before it is written, the whole file's SHA-256 compared at the end. */
-static int dump_content(struct dumper *dp, json_t *ent, const struct fs_meta *m, const char *full,
-                        struct err *e)
+/* The content of a file entry: its chunks, their offsets (holes between), its SHA-256. */
+static int member_set_content(struct member *m, json_t *ent, uint64_t size, struct err *e)
 {
-    uint8_t sha[32];
-    uint8_t(*ids)[32] = NULL;
-    uint32_t *lens = NULL;
-    uint64_t *offs = NULL;
-    size_t n = 0;
-    char esc[300];
-    str_escape(full, strlen(full), esc, sizeof(esc));
+    m->content = true;
+    m->size = size;
     const char *sha_hex = json_string_value(json_object_get(ent, "sha256"));
-    if (!sha_hex || cx_unhex(sha_hex, sha, 32) != 0 ||
-        chunklist_decode(json_object_get(ent, "chunks"), &ids, &lens, &n) != 0 ||
-        !(offs = xcalloc(n ? n : 1, sizeof(uint64_t))) ||
-        manifest_chunk_offsets(ent, lens, n, m->size, offs) != 0) {
-        free(ids);
-        free(lens);
-        free(offs);
+    if (!sha_hex || cx_unhex(sha_hex, m->sha, 32) != 0 ||
+        chunklist_decode(json_object_get(ent, "chunks"), &m->ids, &m->lens, &m->n) != 0 ||
+        !(m->offs = xcalloc(m->n ? m->n : 1, sizeof(uint64_t))) ||
+        manifest_chunk_offsets(ent, m->lens, m->n, size, m->offs) != 0) {
+        char esc[300];
         return err_set(e, ERR_DAMAGE, NULL,
-                       "%s: malformed manifest entry (chunks, extents or sha256)", esc);
+                       "%s: malformed manifest entry (chunks, extents or sha256)",
+                       esc_path(m->full, esc, sizeof(esc)));
     }
-    struct cx_sha256 *h = cx_sha256_new();
-    struct fetchq *q =
-        fetchq_new(dp->r, dp->pool, 0, DUMP_MAX_INFLIGHT_JOBS, DUMP_MAX_INFLIGHT_BYTES);
-    uint64_t pos = 0;
-    size_t next = 0, done = 0;
-    int rc = 0;
-    while (rc == 0 && done < n) {
-        while (next < n && fetchq_room(q, lens[next])) {
-            fetchq_submit(q, ids[next], lens[next], NULL);
-            next++;
-        }
+    m->hash = cx_sha256_new();
+    return 0;
+}
+
+/* Writes the oldest member's header, or its next chunk, or its end; pops it when done. Every
+ * chunk of the oldest member that is still to be written was asked for already: members are
+ * queued whole, one after the other. */
+static int drain_one(struct dumper *dp, struct err *e)
+{
+    struct member *m = dp->head;
+    char esc[300];
+    if (!m->header_done) {
+        if (m->name && tarw_header(&dp->t, &m->h, e) != 0)
+            return -1;
+        m->header_done = true;
+    }
+    if (m->content && m->done < m->n) {
         void *tag;
-        if (fetchq_next(q, &tag, &dp->data, e) != 0) {
-            err_wrap(e, "%s", esc);
-            rc = -1;
-            break;
+        if (fetchq_next(dp->q, &tag, &dp->data, e) != 0)
+            return err_wrap(e, "%s", esc_path(m->full, esc, sizeof(esc)));
+        if (tag != m || dp->data.len != m->lens[m->done])
+            return err_set(e, ERR_DAMAGE, NULL, "%s: chunk %zu has %zu bytes, the manifest says %u",
+                           esc_path(m->full, esc, sizeof(esc)), m->done, dp->data.len,
+                           m->lens[m->done]);
+        uint64_t off = m->offs[m->done++];
+        if (off > m->pos) {
+            sha256_zeros(m->hash, off - m->pos);
+            if (write_zeros(dp, off - m->pos, e) != 0)
+                return -1;
         }
-        if (dp->data.len != lens[done]) {
-            rc = err_set(e, ERR_DAMAGE, NULL, "%s: chunk %zu has %zu bytes, the manifest says %u",
-                         esc, done, dp->data.len, lens[done]);
-            break;
-        }
-        uint64_t off = offs[done++];
-        if (off > pos) {
-            sha256_zeros(h, off - pos);
-            rc = write_zeros(dp, off - pos, e);
-        }
-        cx_sha256_update(h, dp->data.data, dp->data.len);
-        if (rc == 0)
-            rc = tarw_data(&dp->t, dp->data.data, dp->data.len, e);
-        pos = off + dp->data.len;
-        if (rc == 0 && caris_op_cancelled(dp->op))
-            rc = err_set(e, ERR_FAILURE, NULL, "cancelled");
+        cx_sha256_update(m->hash, dp->data.data, dp->data.len);
+        if (tarw_data(&dp->t, dp->data.data, dp->data.len, e) != 0)
+            return -1;
+        m->pos = off + dp->data.len;
+        if (caris_op_cancelled(dp->op))
+            return err_set(e, ERR_FAILURE, NULL, "cancelled");
+        if (m->done < m->n)
+            return 0;
     }
-    if (rc == 0 && m->size > pos) {
-        sha256_zeros(h, m->size - pos);
-        rc = write_zeros(dp, m->size - pos, e);
-    }
-    if (rc == 0) {
+    if (m->content) {
+        if (m->size > m->pos) {
+            sha256_zeros(m->hash, m->size - m->pos);
+            if (write_zeros(dp, m->size - m->pos, e) != 0)
+                return -1;
+        }
         uint8_t sum[32];
-        cx_sha256_final(h, sum);
-        if (memcmp(sum, sha, 32) != 0)
-            rc = err_set(e, ERR_DAMAGE,
-                         "the backup is corrupted: do not use this output; run `caris-backup "
-                         "check --read-data`",
-                         "%s: checksum mismatch: the content does not match the SHA-256 recorded "
-                         "at backup time",
-                         esc);
-    }
-    if (rc == 0)
+        cx_sha256_final(m->hash, sum);
+        if (memcmp(sum, m->sha, 32) != 0)
+            return err_set(e, ERR_DAMAGE,
+                           "the backup is corrupted: do not use this output; run `caris-backup "
+                           "check --read-data`",
+                           "%s: checksum mismatch: the content does not match the SHA-256 "
+                           "recorded at backup time",
+                           esc_path(m->full, esc, sizeof(esc)));
+        if (m->name && tarw_end_member(&dp->t, m->size, e) != 0)
+            return -1;
         dp->bytes += m->size;
-    fetchq_free(q);
-    cx_sha256_free(h);
-    free(ids);
-    free(lens);
-    free(offs);
-    return rc;
+    }
+    dp->head = m->next;
+    if (!dp->head)
+        dp->tail = NULL;
+    dp->npending--;
+    member_free(m);
+    return caris_op_cancelled(dp->op) ? err_set(e, ERR_FAILURE, NULL, "cancelled") : 0;
+}
+
+static int drain_all(struct dumper *dp, struct err *e)
+{
+    while (dp->head)
+        if (drain_one(dp, e) != 0)
+            return -1;
+    return 0;
+}
+
+/* Queues m (taking it) and asks for its chunks, writing older members out while the fetch
+ * window is full. */
+static int enqueue(struct dumper *dp, struct member *m, struct err *e)
+{
+    while (dp->npending >= DUMP_MAX_PENDING)
+        if (drain_one(dp, e) != 0) {
+            member_free(m);
+            return -1;
+        }
+    if (dp->tail)
+        dp->tail->next = m;
+    else
+        dp->head = m;
+    dp->tail = m;
+    dp->npending++;
+    for (size_t k = 0; m->content && k < m->n; k++) {
+        while (!fetchq_room(dp->q, m->lens[k]))
+            if (drain_one(dp, e) != 0)
+                return -1;
+        fetchq_submit(dp->q, m->ids[k], m->lens[k], m);
+    }
+    return 0;
+}
+
+static void dumper_free(struct dumper *dp)
+{
+    fetchq_free(dp->q); /* waits for the loads in flight */
+    while (dp->head) {
+        struct member *m = dp->head;
+        dp->head = m->next;
+        member_free(m);
+    }
+    pool_free(dp->pool);
+    buf_free(&dp->data);
 }
 
 static char tar_type(enum fs_type t)
@@ -173,48 +262,55 @@ static void warn_unreadable(struct caris_dump_result *res, const struct dentry *
     json_array_append_new(res->warnings, w);
 }
 
-static int tar_member(struct dumper *dp, const struct dentry *d, const char *name, size_t nlen,
-                      char type, const char *link, json_t *content_ent,
-                      const struct fs_meta *content_meta, struct err *e)
+/* Queues a tar member for entry d (its metadata moves to the member). name and link (may be
+ * NULL) are taken. type '0': the content of content_ent, content_size bytes. */
+static int tar_member(struct dumper *dp, struct dentry *d, char *name, size_t nlen, char type,
+                      char *link, json_t *content_ent, uint64_t content_size, struct err *e)
 {
-    struct tarw_hdr h = {.name = name,
-                         .name_len = nlen,
-                         .type = type,
-                         .mode = d->m.mode,
-                         .uid = d->m.uid,
-                         .gid = d->m.gid,
-                         .uname = d->m.user,
-                         .gname = d->m.group,
-                         .size = type == '0' ? content_meta->size : 0,
-                         .mtime_sec = d->m.mtime_sec,
-                         .mtime_nsec = d->m.mtime_nsec,
-                         .link = link,
-                         .xattrs = d->m.xattrs,
-                         .nxattrs = d->m.nxattrs};
-    if (tarw_header(&dp->t, &h, e) != 0)
+    struct member *m = xcalloc(1, sizeof(*m));
+    m->name = name;
+    m->link = link;
+    m->m = d->m;
+    memset(&d->m, 0, sizeof(d->m));
+    m->full = xstrndup(d->full, d->full_len);
+    if (type == '0' && member_set_content(m, content_ent, content_size, e) != 0) {
+        member_free(m);
         return -1;
-    if (type != '0')
-        return 0;
-    if (dump_content(dp, content_ent, content_meta, d->full, e) != 0)
-        return -1;
-    return tarw_end_member(&dp->t, content_meta->size, e);
+    }
+    m->h = (struct tarw_hdr){.name = m->name,
+                             .name_len = nlen,
+                             .type = type,
+                             .mode = m->m.mode,
+                             .uid = m->m.uid,
+                             .gid = m->m.gid,
+                             .uname = m->m.user,
+                             .gname = m->m.group,
+                             .size = type == '0' ? content_size : 0,
+                             .mtime_sec = m->m.mtime_sec,
+                             .mtime_nsec = m->m.mtime_nsec,
+                             .link = link ? link : (type == '2' ? m->m.link : NULL),
+                             .xattrs = m->m.xattrs,
+                             .nxattrs = m->m.nxattrs};
+    return enqueue(dp, m, e);
 }
 
 /* A hard link whose first name is outside the directory dumped: a file member with the
  * content of the first name's entry. */
-static int tar_hardlink_content(struct dumper *dp, struct loaded *l, const struct dentry *d,
-                                const char *name, size_t nlen, json_t *first, struct err *e)
+static int tar_hardlink_content(struct dumper *dp, struct loaded *l, struct dentry *d, char *name,
+                                size_t nlen, json_t *first, struct err *e)
 {
     int root;
     char *p;
     size_t pl;
-    struct fs_meta m;
-    if (manifest_entry_decode(first, l->nroots, &root, &p, &pl, &m, e) != 0)
+    struct fs_meta fm;
+    if (manifest_entry_decode(first, l->nroots, &root, &p, &pl, &fm, e) != 0) {
+        free(name);
         return err_wrap(e, "backup %s", l->id);
+    }
     free(p);
-    int rc = tar_member(dp, d, name, nlen, '0', NULL, first, &m, e);
-    fs_meta_free(&m);
-    return rc;
+    uint64_t size = fm.size;
+    fs_meta_free(&fm);
+    return tar_member(dp, d, name, nlen, '0', NULL, first, size, e);
 }
 
 /* A directory as a tar stream. Hard links whose first name is inside the directory stay hard
@@ -264,6 +360,7 @@ static int dump_tar(struct dumper *dp, struct loaded *l, const char *a, size_t a
         size_t nlen;
         char *name = member_name(a, al, d.full, d.full_len, d.m.type == FS_DIR, &nlen);
         const char *err_msg = json_string_value(json_object_get(d.ent, "error"));
+        bool queued = false; /* name goes to the member, or is freed here */
         if (d.m.type == FS_REG && err_msg) {
             warn_unreadable(res, &d, err_msg);
         } else if (d.m.type == FS_HARDLINK) {
@@ -272,27 +369,31 @@ static int dump_tar(struct dumper *dp, struct loaded *l, const char *a, size_t a
             if (inspect_below(t, tl, a, al, false)) {
                 size_t ln;
                 char *lname = member_name(a, al, t, tl, false, &ln);
-                rc = tar_member(dp, &d, name, nlen, '1', lname, NULL, NULL, e);
-                free(lname);
+                rc = tar_member(dp, &d, name, nlen, '1', lname, NULL, 0, e);
+                queued = true;
             } else {
                 size_t k = inspect_pathref_find(refs, nrefs, t, tl);
-                if (k == nrefs || !ref_ents[k])
+                if (k == nrefs || !ref_ents[k]) {
                     rc = err_set(e, ERR_DAMAGE, NULL,
                                  "backup %s: hard link %s names a file the backup does not hold",
                                  l->id, name);
-                else if (json_object_get(ref_ents[k], "error"))
+                } else if (json_object_get(ref_ents[k], "error")) {
                     warn_unreadable(res, &d,
                                     json_string_value(json_object_get(ref_ents[k], "error")));
-                else
+                } else {
                     rc = tar_hardlink_content(dp, l, &d, name, nlen, ref_ents[k], e);
+                    queued = true;
+                }
             }
             free(t);
         } else {
-            rc = tar_member(dp, &d, name, nlen, tar_type(d.m.type), d.m.link, d.ent, &d.m, e);
+            rc = tar_member(dp, &d, name, nlen, tar_type(d.m.type), NULL, d.ent, d.m.size, e);
+            queued = true;
         }
-        if (rc == 0)
+        if (!queued)
+            free(name);
+        else if (rc == 0)
             res->members++;
-        free(name);
         inspect_dentry_clear(&d);
         if (rc == 0 && caris_op_cancelled(dp->op))
             rc = err_set(e, ERR_FAILURE, NULL, "cancelled");
@@ -302,7 +403,7 @@ static int dump_tar(struct dumper *dp, struct loaded *l, const char *a, size_t a
         }
     }
     if (more == 0)
-        more = tarw_finish(&dp->t, e) == 0 ? 0 : -1;
+        more = drain_all(dp, e) == 0 && tarw_finish(&dp->t, e) == 0 ? 0 : -1;
 out:
     for (size_t i = 0; i < nrefs; i++) {
         free(refs[i].path);
@@ -311,6 +412,19 @@ out:
     free(refs);
     free(ref_ents);
     return more < 0 ? -1 : 0;
+}
+
+/* One file's bytes, without a header. */
+static int dump_raw(struct dumper *dp, const struct dentry *d, struct err *e)
+{
+    struct member *m = xcalloc(1, sizeof(*m));
+    m->full = xstrndup(d->full, d->full_len);
+    m->header_done = true;
+    if (member_set_content(m, d->ent, d->m.size, e) != 0) {
+        member_free(m);
+        return -1;
+    }
+    return enqueue(dp, m, e) == 0 ? drain_all(dp, e) : -1;
 }
 
 /* The one entry PATH names (a hard link: its first name's content). */
@@ -368,7 +482,7 @@ static int dump_files(struct dumper *dp, struct loaded *l, const char *path,
                          "time (%.300s)",
                          esc, l->id, json_string_value(json_object_get(hit.ent, "error")));
         } else {
-            rc = dump_content(dp, hit.ent, &hit.m, hit.full, e);
+            rc = dump_raw(dp, &hit, e);
         }
         inspect_dentry_clear(&hit);
         free(want);
@@ -430,10 +544,10 @@ static int dump_locked(struct repo *r, const char *id_text, const struct caris_d
         struct dumper dp = {.r = r, .op = o->op};
         tarw_init(&dp.t, o->fd);
         dp.pool = pool_new(o->threads > 0 ? o->threads : sys_ncpu(), DUMP_MAX_INFLIGHT_JOBS);
+        dp.q = fetchq_new(r, dp.pool, 0, DUMP_MAX_INFLIGHT_JOBS, DUMP_MAX_INFLIGHT_BYTES);
         rc = dump_files(&dp, &l, o->path, res, e);
         res->bytes = dp.bytes;
-        pool_free(dp.pool);
-        buf_free(&dp.data);
+        dumper_free(&dp);
     }
     inspect_loaded_free(&l);
     return rc;
