@@ -72,7 +72,8 @@ struct caris_ls_result {
     struct caris_ls_entry *entries;
     size_t nentries;
     /* database: the streams ([{"name", "type", "size", "sha256"}]) and the tables with their
-     * row counts as the summary records them ([{"schema", "name", "rows"}]) */
+     * row counts as the summary records them ([{"schema", "name", "rows"}]; NULL, in JSON
+     * null, when the summary has no table list) */
     json_t *streams, *tables;
 };
 int caris_backup_ls(struct repo *r, const char *id_text, const struct caris_ls_opts *o,

@@ -337,7 +337,12 @@ int cmd_ls(struct globals *g, int argc, char **argv)
                    json_string_value(json_object_get(x, "name")) ?: "?", sz,
                    json_string_value(json_object_get(x, "sha256")) ?: "?");
         }
-        printf("tables (rows at backup time):%s\n", json_array_size(res.tables) ? "" : " none");
+        if (!res.tables)
+            printf("tables: not recorded in this backup's summary; `caris-backup dump %s "
+                   "database.dump | pg_restore -l` lists what the dump holds\n",
+                   res.id);
+        else
+            printf("tables (rows at backup time):%s\n", json_array_size(res.tables) ? "" : " none");
         json_array_foreach(res.tables, i, x)
         {
             char name[300];

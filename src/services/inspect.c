@@ -583,7 +583,7 @@ static int ls_database(struct repo *r, struct loaded *l, struct caris_ls_result 
                                                       json_object_get(ent, "sha256")));
     }
     json_t *tables = json_object_get(l->summary, "tables");
-    res->tables = json_is_array(tables) ? json_deep_copy(tables) : json_array();
+    res->tables = json_is_array(tables) ? json_deep_copy(tables) : NULL; /* older backups */
     json_decref(summary);
     json_decref(entries);
     return 0;
@@ -632,7 +632,7 @@ json_t *caris_ls_to_json(const struct caris_ls_result *res)
         json_object_set_new(o, "entries", arr);
     } else {
         json_object_set(o, "streams", res->streams);
-        json_object_set(o, "tables", res->tables);
+        json_object_set_new(o, "tables", res->tables ? json_incref(res->tables) : json_null());
     }
     return o;
 }
