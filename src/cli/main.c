@@ -16,6 +16,7 @@
 #include "caris/core.h"
 #include "caris/crypto.h"
 #include "caris/fsmeta.h"
+#include "caris/inspect.h"
 #include "caris/repo.h"
 #include "caris/secmem.h"
 
@@ -36,6 +37,13 @@ static const char USAGE[] =
     "  list [--type files|database]\n"
     "                            list backups\n"
     "  verify ID | --all         read every blob of a backup and check every file's SHA-256\n"
+    "  show ID                   a backup's summary, warnings, test restores, verifications\n"
+    "  ls ID [PATH] [--long] [--recursive]\n"
+    "                            list the files of a backup (a database backup: its tables)\n"
+    "  dump ID PATH              one file's bytes, or a directory as a tar stream, to stdout\n"
+    "  diff ID1 ID2              what was added, removed and changed between two backups\n"
+    "  find PATTERN [--since TIME] [--until TIME]\n"
+    "                            find files by name or path glob across backups\n"
     "  check [--read-data]       check the repository's structure (and all its data)\n"
     "  restore files ID --target DIR [--include PATH]... [--overwrite]\n"
     "                            restore a file backup\n"
@@ -64,6 +72,9 @@ static const char USAGE[] =
     "  debug pack PACK           list the blobs in a pack (investigating damage)\n"
     "  notify test               send a test notification to every configured channel\n"
     "  version                   print the version\n"
+    "\n"
+    "ID: a backup id, any unique prefix of one, `latest` (of the kind the command takes),\n"
+    "`latest:files` or `latest:database`.\n"
     "\n"
     "Options:\n"
     "  --env-file PATH   read variables from PATH instead of ./.env.local\n"
@@ -569,9 +580,12 @@ static int cmd_verify(struct globals *g, int argc, char **argv)
     if (!id && !all)
         return usage_error("verify needs a backup id or --all%s", NULL);
     struct err e = ERR_INIT;
-    struct repo *r = open_repo(g, false, &e);
+    char idbuf[CARIS_ID_MAX];
+    struct repo *r = all ? open_repo(g, false, &e) : open_repo_id(g, id, NULL, idbuf, &e);
     if (!r)
         return fail(&e);
+    if (!all)
+        id = idbuf;
     struct verify_print vp = {g, 0};
     struct verify_opts vo = {.progress = progress_fn(g), .threads = g->threads};
     json_t *reports = NULL;
@@ -724,12 +738,13 @@ static int cmd_restore(struct globals *g, int argc, char **argv)
         return usage_error("restore files needs exactly one backup id and --target DIR%s", NULL);
     }
     struct err e = ERR_INIT;
-    struct repo *r = open_repo(g, false, &e);
+    char id[CARIS_ID_MAX];
+    struct repo *r = open_repo_id(g, sargv[optind], "files", id, &e);
     if (!r) {
         free(inc);
         return fail(&e);
     }
-    struct files_restore_opts o = {.backup_id = sargv[optind],
+    struct files_restore_opts o = {.backup_id = id,
                                    .target = target,
                                    .includes = inc,
                                    .nincludes = ninc,
@@ -1141,6 +1156,16 @@ int main(int argc, char **argv)
         code = cmd_notify(&g, cargc, cargv);
     else if (strcmp(cmd, "schedule") == 0)
         code = cmd_schedule(&g, cargc, cargv);
+    else if (strcmp(cmd, "show") == 0)
+        code = cmd_show(&g, cargc, cargv);
+    else if (strcmp(cmd, "ls") == 0)
+        code = cmd_ls(&g, cargc, cargv);
+    else if (strcmp(cmd, "dump") == 0)
+        code = cmd_dump(&g, cargc, cargv);
+    else if (strcmp(cmd, "diff") == 0)
+        code = cmd_diff(&g, cargc, cargv);
+    else if (strcmp(cmd, "find") == 0)
+        code = cmd_find(&g, cargc, cargv);
     else if (is_planned(cmd))
         code = not_implemented(cmd);
     else
