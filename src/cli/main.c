@@ -18,6 +18,7 @@
 #include "caris/fsmeta.h"
 #include "caris/repo.h"
 #include "caris/secmem.h"
+#include "caris/storage.h"
 
 #include "cli.h"
 
@@ -59,7 +60,8 @@ static const char USAGE[] =
     "\n"
     "Options:\n"
     "  --env-file PATH   read variables from PATH instead of ./.env.local\n"
-    "  --repo PATH       repository location (default: $BACKUP_DIR/repository)\n"
+    "  --repo LOCATION   repository: a directory, or s3:https://HOST[:PORT]/BUCKET[/PREFIX]\n"
+    "                    (default: $BACKUP_REPOSITORY, else $BACKUP_DIR/repository)\n"
     "  --json            machine-readable output on stdout\n"
     "  --quiet           no progress, no informational messages\n"
     "  --threads N       worker threads (default: number of CPUs)\n"
@@ -76,6 +78,10 @@ static const char USAGE[] =
     "  BACKUP_RETENTION_DAILY / _WEEKLY / _MONTHLY   forget's policy (default 7 / 4 / 12)\n"
     "  BACKUP_TZ              time zone of retention's days and weeks (default: local)\n"
     "  CARIS_RESTORE_TARGET_URL  restore target with a password (never on the command line)\n"
+    "  BACKUP_REPOSITORY      repository location (a directory or an s3: URL, as --repo)\n"
+    "  AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN / AWS_REGION\n"
+    "                         S3 credentials (or BACKUP_S3_* of the same names); also\n"
+    "                         BACKUP_S3_CA_FILE, BACKUP_S3_RETRY_SECONDS (default 60)\n"
     "\n"
     "Exit codes:\n"
     "  0 success            3 completed with warnings   1 failure\n"
@@ -1012,6 +1018,12 @@ static int not_implemented(const char *cmd)
     return fail(&e);
 }
 
+/* The S3 backend's settings and credentials: environment first, then the env file. */
+static const char *setting_from_config(void *ctx, const char *name)
+{
+    return config_get(ctx, name);
+}
+
 int main(int argc, char **argv)
 {
     /* Before anything holds a key: a core dump would write keys and data to disk. */
@@ -1094,7 +1106,10 @@ int main(int argc, char **argv)
         return fail(&e);
     if (g.quiet)
         log_set_level(LOG_WARN);
-    g.repo_path = g.repo ? xstrdup(g.repo) : xasprintf("%s/repository", config_backup_dir(&g.cfg));
+    const char *repo_loc = g.repo ? g.repo : config_get(&g.cfg, "BACKUP_REPOSITORY");
+    g.repo_path =
+        repo_loc ? xstrdup(repo_loc) : xasprintf("%s/repository", config_backup_dir(&g.cfg));
+    storage_set_settings(setting_from_config, &g.cfg);
     int code;
     if (strcmp(cmd, "init") == 0)
         code = cmd_init(&g, cargc, cargv);
