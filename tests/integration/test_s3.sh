@@ -109,4 +109,26 @@ BACKUP_S3_RETRY_SECONDS=1 assert_exit 8 cb --repo "s3:http://127.0.0.1:$dead/bkt
 assert_contains "$ERR" "attempts" "the error says it retried"
 assert_cmp $((SECONDS - t0)) -le 10 "bounded retry time"
 
+# --- https: the certificate is verified; BACKUP_S3_CA_FILE trusts a private CA -------------
+if openssl req -x509 -newkey rsa:2048 -nodes -keyout "$TEST_TMP/tls.key" -out "$TEST_TMP/tls.crt" \
+    -days 2 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 >/dev/null 2>&1; then
+    tport=$(_s3_free_port)
+    mkdir -p "$TEST_TMP/s3tls"
+    NODE_OPTIONS=--openssl-legacy-provider bg_start s3rver -d "$TEST_TMP/s3tls" -a 127.0.0.1 \
+        -p "$tport" --no-vhost-buckets --configure-bucket tb --key "$TEST_TMP/tls.key" \
+        --cert "$TEST_TMP/tls.crt"
+    if wait_until 30 _s3_ready "$tport"; then
+        t0=$SECONDS
+        assert_exit 8 cb --repo "s3:https://127.0.0.1:$tport/tb/r" init
+        assert_contains "$ERR" "certificate" "an unknown certificate is refused"
+        assert_cmp $((SECONDS - t0)) -le 4 "a certificate error is not retried"
+        BACKUP_S3_CA_FILE=$TEST_TMP/tls.crt assert_exit 0 cb --repo "s3:https://127.0.0.1:$tport/tb/r" init
+        BACKUP_S3_CA_FILE=$TEST_TMP/tls.crt assert_exit 0 cb --repo "s3:https://127.0.0.1:$tport/tb/r" backup files "$src/docs"
+    else
+        fail "s3rver with TLS did not start" "$(_tail "$BG_ERR")"
+    fi
+else
+    fail "openssl could not make a test certificate"
+fi
+
 test_done
