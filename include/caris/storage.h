@@ -61,6 +61,10 @@ bool storage_location_is_s3(const char *location);
 typedef const char *(*storage_setting_fn)(void *ctx, const char *name);
 void storage_set_settings(storage_setting_fn get, void *ctx);
 
+/* Where the S3 backend keeps local copies of index files and snapshots (one directory per
+ * location below dir; NULL: none). Copies are checked against their SHA-256 names. */
+void storage_set_cache_root(const char *dir);
+
 /* A repository location: an S3 URL (above) or a directory. create: a directory is made when
  * missing (a bucket never is). */
 struct storage *storage_open(const char *location, bool create, struct err *e);

@@ -1110,6 +1110,9 @@ int main(int argc, char **argv)
     g.repo_path =
         repo_loc ? xstrdup(repo_loc) : xasprintf("%s/repository", config_backup_dir(&g.cfg));
     storage_set_settings(setting_from_config, &g.cfg);
+    char *s3_cache = xasprintf("%s/metadata/cache", config_backup_dir(&g.cfg));
+    storage_set_cache_root(s3_cache);
+    free(s3_cache);
     int code;
     if (strcmp(cmd, "init") == 0)
         code = cmd_init(&g, cargc, cargv);
@@ -1138,6 +1141,7 @@ int main(int argc, char **argv)
     else
         code = usage_error("unknown command '%s'", cmd);
     free(g.repo_path);
+    storage_set_cache_root(NULL);
     json_decref(g.state);
     config_free(&g.cfg);
     return code;

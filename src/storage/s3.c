@@ -19,6 +19,7 @@
  * Secrets (the secret key, the session token) are kept in secret memory and never appear in
  * a message. */
 #include <curl/curl.h>
+#include <dirent.h>
 #include <errno.h>
 #include <openssl/evp.h>
 #include <pthread.h>
@@ -26,6 +27,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "caris/crypto.h"
 #include "caris/secmem.h"
@@ -63,6 +65,14 @@ static const char *setting2(const char *a, const char *b)
     return v ? v : setting(b);
 }
 
+static char *cache_root;
+
+void storage_set_cache_root(const char *dir)
+{
+    free(cache_root);
+    cache_root = dir ? xstrdup(dir) : NULL;
+}
+
 /* ---- the handle ---------------------------------------------------------------------- */
 
 struct window {
@@ -83,6 +93,7 @@ struct s3_storage {
     char *token;      /* secret memory, may be NULL */
     char *region;
     char *ca_file;
+    char *cache_dir; /* local copies of index files and snapshots; NULL: none */
     int64_t retry_ns;
     pthread_mutex_t mu;
     CURL *idle[IDLE_HANDLES];
@@ -625,6 +636,63 @@ static void cache_forget(struct s3_storage *s, const char *name)
     pthread_mutex_unlock(&s->mu);
 }
 
+/* ---- the local cache of index files and snapshots ------------------------------------ */
+
+/* Index files and snapshots are named by the SHA-256 of their bytes: a local copy is good
+ * exactly when it hashes to its name, so it needs no other bookkeeping and cannot be stale.
+ * (Their contents are authenticated again by the repository layer.) */
+static bool cacheable(const struct s3_storage *s, const char *name)
+{
+    if (!s->cache_dir)
+        return false;
+    const char *base;
+    if (strncmp(name, "index/", 6) == 0)
+        base = name + 6;
+    else if (strncmp(name, "snapshots/", 10) == 0)
+        base = name + 10;
+    else
+        return false;
+    return strlen(base) == 64 && strspn(base, "0123456789abcdef") == 64;
+}
+
+static bool named_by_hash(const char *name, const void *data, size_t len)
+{
+    uint8_t d[32];
+    char hex[65];
+    cx_sha256(data, len, d);
+    cx_hex(d, 32, hex);
+    return strcmp(strrchr(name, '/') + 1, hex) == 0;
+}
+
+/* 0 with the copy in out when there is a good one; a bad one is removed. */
+static int cache_load(const struct s3_storage *s, const char *name, struct buf *out)
+{
+    char *path = xasprintf("%s/%s", s->cache_dir, name);
+    struct err ignore = ERR_INIT;
+    int r = -1;
+    if (fs_exists(path) && fs_read_all(path, out, &ignore) == 0) {
+        if (named_by_hash(name, out->data, out->len))
+            r = 0;
+        else
+            unlink(path);
+    }
+    free(path);
+    return r;
+}
+
+/* Best effort: without a copy, the object is read from the server. */
+static void cache_store(const struct s3_storage *s, const char *name, const void *data, size_t len)
+{
+    char *path = xasprintf("%s/%s", s->cache_dir, name);
+    char *dir = xstrdup(path);
+    *strrchr(dir, '/') = '\0';
+    struct err ignore = ERR_INIT;
+    if (fs_mkdir_p(dir, 0700, &ignore) == 0)
+        (void)fs_write_atomic(path, data, len, 0600, &ignore);
+    free(dir);
+    free(path);
+}
+
 static int s3_put(struct storage *st, const char *name, const void *data, size_t len, struct err *e)
 {
     cache_forget(S(st), name);
@@ -712,6 +780,21 @@ static int s3_read_at(struct storage *st, const char *name, uint64_t off, void *
     struct s3_storage *s = S(st);
     if (len == 0)
         return 0;
+    if (cacheable(s, name)) {
+        struct buf b = {0};
+        if (cache_load(s, name, &b) == 0 && off <= b.len && len <= b.len - off) {
+            memcpy(out, b.data + off, len);
+            buf_free(&b);
+            return 0;
+        }
+        buf_free(&b);
+        size_t got;
+        if (get_range(s, name, off, len, len, out, &got, e) != 0)
+            return -1;
+        if (off == 0 && named_by_hash(name, out, len))
+            cache_store(s, name, out, len);
+        return 0;
+    }
     bool pack = strncmp(name, "data/", 5) == 0;
     if (!pack || len >= READ_WINDOW) {
         size_t got;
@@ -763,6 +846,14 @@ static int head(struct s3_storage *s, const char *name, struct response *rs, str
 static int s3_size(struct storage *st, const char *name, uint64_t *size, struct err *e)
 {
     struct s3_storage *s = S(st);
+    if (cacheable(s, name)) {
+        struct buf b = {0};
+        int c = cache_load(s, name, &b);
+        *size = b.len;
+        buf_free(&b);
+        if (c == 0)
+            return 0;
+    }
     struct response rs = {0};
     int r = head(s, name, &rs, e);
     if (r == 0 && !rs.has_length)
@@ -798,6 +889,11 @@ static int s3_remove(struct storage *st, const char *name, struct err *e)
 {
     struct s3_storage *s = S(st);
     cache_forget(s, name);
+    if (cacheable(s, name)) {
+        char *path = xasprintf("%s/%s", s->cache_dir, name);
+        unlink(path);
+        free(path);
+    }
     struct request rq = {.method = "DELETE", .name = name};
     struct response rs = {0};
     static const long gone[] = {404, 0};
@@ -847,6 +943,34 @@ struct listed {
 };
 
 /* Lists dir: "data" down to data/xx/NAME, any other directory its direct objects only. */
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Removes the local copies in dir whose objects are not in seen (the full listing). */
+static void cache_sweep(const struct s3_storage *s, const char *dir, char **seen, size_t n)
+{
+    qsort(seen, n, sizeof(*seen), cmp_str);
+    char *path = xasprintf("%s/%s", s->cache_dir, dir);
+    DIR *d = opendir(path);
+    struct dirent *de;
+    while (d && (de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.')
+            continue;
+        char *name = xasprintf("%s/%s", dir, de->d_name);
+        if (!bsearch(&name, seen, n, sizeof(*seen), cmp_str)) {
+            char *file = xasprintf("%s/%s", path, de->d_name);
+            unlink(file);
+            free(file);
+        }
+        free(name);
+    }
+    if (d)
+        closedir(d);
+    free(path);
+}
+
 static int s3_list(struct storage *st, const char *dir, storage_list_cb cb, void *ctx,
                    struct err *e)
 {
@@ -856,6 +980,13 @@ static int s3_list(struct storage *st, const char *dir, storage_list_cb cb, void
     size_t plen = strlen(s->prefix);
     char *token = NULL;
     int r = 0;
+    /* A full listing of index/ or snapshots/ tells which local copies are of objects that
+     * are gone (removed by a prune or forget, here or on another host): those are dropped. */
+    char probe_name[80];
+    snprintf(probe_name, sizeof(probe_name), "%s/%064d", dir, 0);
+    bool sweep = cacheable(s, probe_name);
+    char **seen = NULL;
+    size_t nseen = 0;
     do {
         struct sigv4_param q[4];
         size_t nq = 0;
@@ -923,10 +1054,20 @@ static int s3_list(struct storage *st, const char *dir, storage_list_cb cb, void
         for (size_t i = 0; i < n; i++) {
             if (r == 0)
                 r = cb(ctx, v[i].name, v[i].size, e);
-            free(v[i].name);
+            if (sweep) {
+                seen = xrealloc(seen, xsize(nseen + 1, sizeof(*seen), 0));
+                seen[nseen++] = v[i].name;
+            } else {
+                free(v[i].name);
+            }
         }
         free(v);
     } while (r == 0 && token);
+    if (sweep && r == 0)
+        cache_sweep(s, dir, seen, nseen);
+    for (size_t i = 0; i < nseen; i++)
+        free(seen[i]);
+    free(seen);
     free(token);
     free(prefix);
     return r;
@@ -951,6 +1092,7 @@ static void s3_close(struct storage *st)
     secmem_free(s->token);
     free(s->region);
     free(s->ca_file);
+    free(s->cache_dir);
     free(s->base.location);
     free(s);
 }
@@ -1090,6 +1232,15 @@ struct storage *storage_s3_open(const char *location, struct err *e)
                      "use https",
                      location);
         free(host);
+    }
+    if (cache_root) {
+        /* One directory per location (the repository id is inside the encrypted config,
+         * which is read through here). */
+        uint8_t d[32];
+        char hex[65];
+        cx_sha256(location, strlen(location), d);
+        cx_hex(d, 32, hex);
+        s->cache_dir = xasprintf("%s/s3-%.32s", cache_root, hex);
     }
     if (probe(s, e) != 0) {
         err_wrap(e, "cannot open S3 repository %s", location);

@@ -62,6 +62,18 @@ mkdir "$target2"
 assert_exit 0 cb restore files "$id2" --target "$target2"
 tree_compare "$src" "$target2$src" --skip-special
 
+# --- the local copies of index files and snapshots (BACKUP_DIR/metadata/cache) ----------
+cache=$(find "$BACKUP_DIR/metadata/cache" -mindepth 1 -maxdepth 1 -name 's3-*' 2>/dev/null | head -n 1)
+assert_ne "" "$cache" "a local cache directory for the S3 repository"
+assert_eq "$(objects | grep -c '^snapshots/')" "$(find "$cache/snapshots" -type f | wc -l)" \
+    "after forget and prune, the cache holds copies of the remaining snapshots only"
+assert_eq "$(objects | grep '^index/' | sort)" "$(cd "$cache" && find index -type f | sort)" \
+    "the cache holds copies of exactly the index files there are"
+idx=$(cd "$cache/index" && find . -type f -printf '%f\n' | head -n 1)
+printf 'garbage' >"$cache/index/$idx"
+assert_exit 0 cb check --read-data
+assert_eq "$idx" "$(sha256sum "$cache/index/$idx" | cut -c1-64)" "a damaged local copy is read from S3 again"
+
 # --- keys, unlock, --repo ----------------------------------------------------------------
 newkey="second-key-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 CARIS_NEW_ENCRYPTION_KEY=$newkey assert_exit 0 cb key add --label second
