@@ -51,15 +51,15 @@ struct storage *storage_posix_open(const char *root, bool create, struct err *e)
 
 /* An S3 bucket (or a prefix in it): location "s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX]".
  * Opening checks the endpoint, the credentials, the region and the bucket with one request.
- * Settings come from storage_set_settings' source (see src/storage/s3.c and README, "S3"). */
+ * Settings come from storage_set_config's source (see src/storage/s3.c and README, "S3"). */
 struct storage *storage_s3_open(const char *location, struct err *e);
 bool storage_location_is_s3(const char *location);
 
-/* Where the S3 backend reads its settings and credentials (AWS_ACCESS_KEY_ID, ...): get
- * returns a variable's value or NULL. Until it is called: the process environment. The CLI
- * points it at its configuration (environment, then .env.local). */
-typedef const char *(*storage_setting_fn)(void *ctx, const char *name);
-void storage_set_settings(storage_setting_fn get, void *ctx);
+/* Where the S3 backend reads its settings and credentials (AWS_ACCESS_KEY_ID, ...): c, which
+ * must outlive every S3 storage (environment first, then the env file); NULL, the default:
+ * the process environment alone. */
+struct config;
+void storage_set_config(const struct config *c);
 
 /* Where the S3 backend keeps local copies of index files and snapshots (one directory per
  * location below dir; NULL: none). Copies are checked against their SHA-256 names. */

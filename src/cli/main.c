@@ -1018,12 +1018,6 @@ static int not_implemented(const char *cmd)
     return fail(&e);
 }
 
-/* The S3 backend's settings and credentials: environment first, then the env file. */
-static const char *setting_from_config(void *ctx, const char *name)
-{
-    return config_get(ctx, name);
-}
-
 int main(int argc, char **argv)
 {
     /* Before anything holds a key: a core dump would write keys and data to disk. */
@@ -1109,7 +1103,7 @@ int main(int argc, char **argv)
     const char *repo_loc = g.repo ? g.repo : config_get(&g.cfg, "BACKUP_REPOSITORY");
     g.repo_path =
         repo_loc ? xstrdup(repo_loc) : xasprintf("%s/repository", config_backup_dir(&g.cfg));
-    storage_set_settings(setting_from_config, &g.cfg);
+    storage_set_config(&g.cfg);
     char *s3_cache = xasprintf("%s/metadata/cache", config_backup_dir(&g.cfg));
     storage_set_cache_root(s3_cache);
     free(s3_cache);
@@ -1142,6 +1136,7 @@ int main(int argc, char **argv)
         code = usage_error("unknown command '%s'", cmd);
     free(g.repo_path);
     storage_set_cache_root(NULL);
+    storage_set_config(NULL);
     json_decref(g.state);
     config_free(&g.cfg);
     return code;

@@ -29,6 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "caris/config.h"
 #include "caris/crypto.h"
 #include "caris/secmem.h"
 #include "caris/sigv4.h"
@@ -43,19 +44,16 @@
 
 /* ---- settings ------------------------------------------------------------------------ */
 
-static storage_setting_fn setting_fn;
-static void *setting_ctx;
+static const struct config *settings; /* NULL: the environment alone (config_get's rule) */
 
-void storage_set_settings(storage_setting_fn get, void *ctx)
+void storage_set_config(const struct config *c)
 {
-    setting_fn = get;
-    setting_ctx = ctx;
+    settings = c;
 }
 
 static const char *setting(const char *name)
 {
-    const char *v = setting_fn ? setting_fn(setting_ctx, name) : getenv(name);
-    return v && *v ? v : NULL;
+    return config_get(settings, name);
 }
 
 /* The first of two names that is set (AWS_* first, then BACKUP_S3_*). */
@@ -87,7 +85,8 @@ struct s3_storage {
     char *endpoint; /* scheme://host[:port] */
     char *host;     /* host[:port], the Host header */
     char *bucket;
-    char *prefix; /* "" or "some/prefix/" */
+    char *prefix;      /* "" or "some/prefix/" */
+    bool virtual_host; /* the bucket is the host's first label, not the path's first part */
     char *access_key;
     char *secret_key; /* secret memory */
     char *token;      /* secret memory, may be NULL */
@@ -262,7 +261,8 @@ static size_t on_upload(char *p, size_t size, size_t n, void *ctx)
     struct transfer *t = ctx;
     size_t room = size * n, left = t->rq->body_len - t->rs->sent;
     size_t k = room < left ? room : left;
-    memcpy(p, (const uint8_t *)t->rq->body + t->rs->sent, k);
+    if (k)
+        memcpy(p, (const uint8_t *)t->rq->body + t->rs->sent, k);
     t->rs->sent += k;
     return k;
 }
@@ -280,9 +280,11 @@ static char *object_uri(const struct s3_storage *s, const char *name)
 {
     struct buf b = {0};
     buf_append_u8(&b, '/');
-    sigv4_uri_encode(&b, s->bucket, false);
+    if (!s->virtual_host)
+        sigv4_uri_encode(&b, s->bucket, false);
     if (name) {
-        buf_append_u8(&b, '/');
+        if (!s->virtual_host)
+            buf_append_u8(&b, '/');
         char *key = xasprintf("%s%s", s->prefix, name);
         sigv4_uri_encode(&b, key, true);
         free(key);
@@ -951,7 +953,8 @@ static int cmp_str(const void *a, const void *b)
 /* Removes the local copies in dir whose objects are not in seen (the full listing). */
 static void cache_sweep(const struct s3_storage *s, const char *dir, char **seen, size_t n)
 {
-    qsort(seen, n, sizeof(*seen), cmp_str);
+    if (n)
+        qsort(seen, n, sizeof(*seen), cmp_str);
     char *path = xasprintf("%s/%s", s->cache_dir, dir);
     DIR *d = opendir(path);
     struct dirent *de;
@@ -959,7 +962,7 @@ static void cache_sweep(const struct s3_storage *s, const char *dir, char **seen
         if (de->d_name[0] == '.')
             continue;
         char *name = xasprintf("%s/%s", dir, de->d_name);
-        if (!bsearch(&name, seen, n, sizeof(*seen), cmp_str)) {
+        if (!n || !bsearch(&name, seen, n, sizeof(*seen), cmp_str)) {
             char *file = xasprintf("%s/%s", path, de->d_name);
             unlink(file);
             free(file);
@@ -1118,8 +1121,9 @@ bool storage_location_is_s3(const char *location)
 
 static bool is_loopback(const char *host)
 {
-    return strcmp(host, "localhost") == 0 || strncmp(host, "127.", 4) == 0 ||
-           strcmp(host, "[::1]") == 0;
+    size_t n = strlen(host);
+    return strcmp(host, "localhost") == 0 || (n > 10 && strcmp(host + n - 10, ".localhost") == 0) ||
+           strncmp(host, "127.", 4) == 0 || strcmp(host, "[::1]") == 0;
 }
 
 static int bad_url(const char *url, const char *why, struct err *e)
@@ -1138,6 +1142,8 @@ static int parse_location(struct s3_storage *s, const char *loc, bool *plain_htt
     *plain_http = !https;
     const char *auth = u + (https ? 8 : 7);
     const char *slash = strchr(auth, '/');
+    if (s->virtual_host && !slash)
+        slash = auth + strlen(auth);
     if (!slash || slash == auth)
         return bad_url(loc, "no host, or no bucket after it", e);
     if (memchr(auth, '@', (size_t)(slash - auth)))
@@ -1149,18 +1155,36 @@ static int parse_location(struct s3_storage *s, const char *loc, bool *plain_htt
         return bad_url(loc, "no query, fragment or white space", e);
     s->host = xstrndup(auth, (size_t)(slash - auth));
     s->endpoint = xstrndup(u, (size_t)(slash - u));
-    const char *bucket = slash + 1;
-    const char *bend = strchr(bucket, '/');
-    s->bucket = bend ? xstrndup(bucket, (size_t)(bend - bucket)) : xstrdup(bucket);
-    if (!*s->bucket)
-        return bad_url(loc, "no bucket", e);
-    const char *prefix = bend ? bend + 1 : "";
+    const char *prefix;
+    if (s->virtual_host) {
+        /* BUCKET.s3.example.com[:port][/PREFIX] */
+        const char *dot = memchr(auth, '.', (size_t)(slash - auth));
+        if (!dot || dot == auth)
+            return bad_url(loc, "with BACKUP_S3_VIRTUAL_HOST, the host must be BUCKET.ENDPOINT", e);
+        s->bucket = xstrndup(auth, (size_t)(dot - auth));
+        prefix = *slash ? slash + 1 : "";
+    } else {
+        const char *bucket = slash + 1;
+        const char *bend = strchr(bucket, '/');
+        s->bucket = bend ? xstrndup(bucket, (size_t)(bend - bucket)) : xstrdup(bucket);
+        if (!*s->bucket)
+            return bad_url(loc, "no bucket", e);
+        prefix = bend ? bend + 1 : "";
+    }
     size_t pl = strlen(prefix);
     while (pl && prefix[pl - 1] == '/')
         pl--;
-    if (strstr(prefix, "//") || strstr(prefix, "/./") || strstr(prefix, "/../") ||
-        strncmp(prefix, "./", 2) == 0 || strncmp(prefix, "../", 3) == 0)
-        return bad_url(loc, "the prefix has an empty, '.' or '..' segment", e);
+    /* Every segment of the prefix must be a name: not empty, not "." or "..". */
+    for (size_t i = 0; i < pl;) {
+        size_t j = i;
+        while (j < pl && prefix[j] != '/')
+            j++;
+        size_t n = j - i;
+        if (n == 0 || (n == 1 && prefix[i] == '.') ||
+            (n == 2 && prefix[i] == '.' && prefix[i + 1] == '.'))
+            return bad_url(loc, "the prefix has an empty, '.' or '..' segment", e);
+        i = j + 1;
+    }
     s->prefix = pl ? xasprintf("%.*s/", (int)pl, prefix) : xstrdup("");
     return 0;
 }
@@ -1190,6 +1214,10 @@ struct storage *storage_s3_open(const char *location, struct err *e)
     s->base.location = xstrdup(location);
     pthread_mutex_init(&s->mu, NULL);
     bool plain_http = false;
+    bool vh = false;
+    if (config_bool(settings, "BACKUP_S3_VIRTUAL_HOST", false, &vh, e) != 0)
+        goto fail;
+    s->virtual_host = vh;
     if (parse_location(s, location, &plain_http, e) != 0)
         goto fail;
     const char *ak = setting2("AWS_ACCESS_KEY_ID", "BACKUP_S3_ACCESS_KEY_ID");

@@ -9,7 +9,8 @@
 # s3_start exports the credentials s3rver accepts (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY
 # = S3RVER / S3RVER), sets S3_ENDPOINT (http://127.0.0.1:PORT), S3_DIR (its data directory)
 # and S3_LOG (its log: one "info:" line per request), and stops the server when the test
-# exits. s3rver checks the access key id of every request, but not V4 signatures.
+# exits. Path-style requests go to 127.0.0.1; virtual-hosted ones to BUCKET.s3.localhost
+# (curl resolves *.localhost to loopback). s3rver checks the access key id of every request, but not V4 signatures.
 #
 # s3rver 3.7 makes continuation tokens with DES, which OpenSSL 3 keeps in its legacy
 # provider: node runs with --openssl-legacy-provider.
@@ -42,7 +43,7 @@ s3_start() {
     mkdir -p "$S3_DIR"
     for b in "$@"; do args+=(--configure-bucket "$b"); done
     NODE_OPTIONS=--openssl-legacy-provider exec_bg_s3 s3rver -d "$S3_DIR" -a 127.0.0.1 -p "$port" \
-        --no-vhost-buckets "${args[@]}"
+        --service-endpoint localhost "${args[@]}"
     if ! wait_until 30 _s3_ready "$port"; then
         fail "s3rver did not start listening on 127.0.0.1:$port within 30 s" "$(_tail "$S3_LOG" 30)"
         test_done

@@ -87,6 +87,13 @@ assert_exit 0 env -u BACKUP_REPOSITORY "$CARIS_BIN" --repo "$BACKUP_REPOSITORY" 
 assert_contains "$OUT" "$id2" "--repo s3:... works as BACKUP_REPOSITORY does"
 assert_eq "" "$(objects | grep '^locks/')" "no lock left behind"
 
+# --- virtual-hosted addressing: the same repository through BUCKET.s3.localhost ---------
+vport=${S3_ENDPOINT##*:}
+BACKUP_S3_VIRTUAL_HOST=true assert_exit 0 cb --repo "s3:http://bkt.s3.localhost:$vport/caris/repo" list
+assert_contains "$OUT" "$id2" "BACKUP_S3_VIRTUAL_HOST=true: the bucket from the host name"
+BACKUP_S3_VIRTUAL_HOST=maybe assert_exit 6 cb list
+assert_contains "$ERR" "BACKUP_S3_VIRTUAL_HOST" "a typo in BACKUP_S3_VIRTUAL_HOST is an error"
+
 # --- errors: at once, clear, no retry storm ----------------------------------------------
 # (s3rver knows one access key and does not check V4 signatures themselves: a wrong key id
 # is the wrong credential it refuses. The signatures are checked against AWS's published
