@@ -14,6 +14,8 @@ usage: faultproxy.py --port PORT --upstream HOST:PORT --stats FILE
     cut       forward, then close after the status line and headers (body promised, none sent)
     truncate  forward, then send half of the body under the full Content-Length and close
     delay     forward after 300 ms
+    region    answer 400 AuthorizationHeaderMalformed naming region eu-west-1 (as S3 does
+              for a request signed for another region), not forwarded
   A request whose previous attempt (same method and path) was spoiled is always forwarded
   untouched, so no request fails twice in a row: a client that retries always gets through
   (the bound the tests rely on, independent of thread timing).
@@ -127,6 +129,13 @@ class Handler(socketserver.StreamRequestHandler):
             return True
         if kind == "503":
             self.send_error_doc(503, "Slow Down", "SlowDown")
+            return True
+        if kind == "region":
+            doc = ('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AuthorizationHeaderMalformed'
+                   '</Code><Message>the region is wrong</Message><Region>eu-west-1</Region></Error>').encode()
+            self.wfile.write(("HTTP/1.1 400 Bad Request\r\nContent-Type: application/xml\r\n"
+                              "Content-Length: %d\r\n\r\n" % len(doc)).encode() + doc)
+            self.wfile.flush()
             return True
         if kind == "drop":
             self.connection.shutdown(socket.SHUT_RDWR)

@@ -70,4 +70,12 @@ assert_contains "$OUT" "no errors found" "check passes after the failed backup"
 assert_exit 0 cb --repo "$direct" unlock
 assert_eq "" "$(find "$S3_DIR/bkt/repo/locks" -name '*._S3rver_object' 2>/dev/null)" "no lock left behind"
 
+# --- a wrong region: said at once, with the bucket's region, without retries ---------------
+proxy_start --always region --match /bkt
+AWS_REGION=us-west-2 assert_exit 6 cb --repo "$PROXY" list
+assert_contains "$ERR" "wrong region" "a wrong region is named as such"
+assert_contains "$ERR" "eu-west-1" "the bucket's region is given"
+assert_contains "$ERR" "AWS_REGION" "the hint names AWS_REGION"
+assert_eq 1 "$(stat_of requests)" "one request, no retries"
+
 test_done
