@@ -4,7 +4,8 @@ each request to the S3 server at UPSTREAM, except that it spoils some of them on
 
 usage: faultproxy.py --port PORT --upstream HOST:PORT --stats FILE
                      [--every N] [--faults 500,503,drop,cut,truncate,delay]
-                     [--always KIND --match SUBSTRING [--method METHOD]]
+                     [--always KIND --match SUBSTRING [--method METHOD] [--times N]]
+                     [--if-none-match]
 
 --every N: every Nth request (counted over all connections) gets the next fault of the
   --faults cycle:
@@ -19,8 +20,11 @@ usage: faultproxy.py --port PORT --upstream HOST:PORT --stats FILE
   A request whose previous attempt (same method and path) was spoiled is always forwarded
   untouched, so no request fails twice in a row: a client that retries always gets through
   (the bound the tests rely on, independent of thread timing).
---always KIND --match S [--method M]: every request whose path contains S (and whose method
-  is M, when given) gets fault KIND (a server that keeps failing).
+--always KIND --match S [--method M] [--times N]: every request whose path contains S (and
+  whose method is M, when given) gets fault KIND (a server that keeps failing); with --times,
+  only the first N such requests.
+--if-none-match: a PUT with "If-None-Match: *" of an object that exists is answered 412
+  PreconditionFailed and not forwarded, as AWS S3 does (s3rver ignores the header).
 The counts of what it did go to --stats as JSON after every request.
 """
 import argparse
@@ -50,7 +54,8 @@ class State:
             self.stats["requests"] += 1
             key = (method, path.split("?")[0])
             if (self.args.always and self.args.match in path and
-                    (not self.args.method or self.args.method == method)):
+                    (not self.args.method or self.args.method == method) and
+                    (not self.args.times or self.stats.get(self.args.always, 0) < self.args.times)):
                 kind = self.args.always
             elif key in self.spoiled_last:
                 self.spoiled_last.discard(key)
@@ -142,6 +147,21 @@ class Handler(socketserver.StreamRequestHandler):
             return False
         if kind == "delay":
             time.sleep(0.3)
+        if (st.args.if_none_match and method == "PUT" and
+                any(n.lower() == "if-none-match" and v.strip() == "*" for n, v in headers)):
+            probe = http.client.HTTPConnection(up_host, up_port, timeout=60)
+            probe.putrequest("HEAD", path, skip_host=True, skip_accept_encoding=True)
+            for name, value in headers:
+                if name.lower() not in ("connection", "content-length", "if-none-match"):
+                    probe.putheader(name, value)
+            probe.endheaders()
+            exists = probe.getresponse().status == 200
+            probe.close()
+            if exists:
+                with st.lock:
+                    st.stats["412"] = st.stats.get("412", 0) + 1
+                self.send_error_doc(412, "Precondition Failed", "PreconditionFailed")
+                return True
         conn = http.client.HTTPConnection(up_host, up_port, timeout=60)
         conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
         for name, value in headers:
@@ -198,6 +218,8 @@ def main():
     ap.add_argument("--always", default="")
     ap.add_argument("--match", default="")
     ap.add_argument("--method", default="")
+    ap.add_argument("--times", type=int, default=0)
+    ap.add_argument("--if-none-match", action="store_true")
     args = ap.parse_args()
     srv = Server(("127.0.0.1", args.port), Handler)
     srv.state = State(args)

@@ -70,6 +70,15 @@ assert_contains "$OUT" "no errors found" "check passes after the failed backup"
 assert_exit 0 cb --repo "$direct" unlock
 assert_eq "" "$(find "$S3_DIR/bkt/repo/locks" -name '*._S3rver_object' 2>/dev/null)" "no lock left behind"
 
+# --- an exclusive create whose answer was lost ---------------------------------------------
+# The PUT of init.lock (If-None-Match: *) reaches the server but its answer is lost; the retry
+# is refused with 412 as AWS does. The object holds our own bytes: init goes on.
+proxy_start --if-none-match --always cut --match /init.lock --method PUT --times 1
+assert_exit 0 cb --repo "${PROXY%/repo}/repo2" init
+assert_eq 1 "$(stat_of cut)" "the first PUT of init.lock lost its answer"
+assert_eq 1 "$(stat_of 412)" "its retry was refused with 412"
+assert_exit 0 cb --repo "${PROXY%/repo}/repo2" list
+
 # --- a wrong region: said at once, with the bucket's region, without retries ---------------
 proxy_start --always region --match /bkt
 AWS_REGION=us-west-2 assert_exit 6 cb --repo "$PROXY" list
