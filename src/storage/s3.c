@@ -434,8 +434,7 @@ static bool retryable(CURLcode rc, long status)
     if (rc != CURLE_OK)
         return rc != CURLE_SSL_CACERT_BADFILE && rc != CURLE_PEER_FAILED_VERIFICATION &&
                rc != CURLE_UNSUPPORTED_PROTOCOL && rc != CURLE_URL_MALFORMAT &&
-               rc != CURLE_COULDNT_RESOLVE_HOST && rc != CURLE_SSL_CERTPROBLEM &&
-               rc != CURLE_WRITE_ERROR;
+               rc != CURLE_SSL_CERTPROBLEM && rc != CURLE_WRITE_ERROR;
     return status >= 500 || status == 429 || status == 408;
 }
 

@@ -121,6 +121,11 @@ assert_contains "$ERR" "invalid S3 repository location" "a bad location"
 assert_exit 2 cb --repo "s3:http://user:pw@127.0.0.1/bkt" list
 assert_contains "$ERR" "credentials do not belong in the location" "credentials in the URL are refused"
 
+# Plain http: a warning, except on loopback.
+assert_not_contains "$(cat "$ALL_OUTPUT")" "plain http" "no warning for http on loopback"
+BACKUP_S3_RETRY_SECONDS=0 assert_exit 8 cb --repo "s3:http://caris-test.invalid/bkt" list
+assert_contains "$ERR" "reached over plain http" "a warning for http elsewhere"
+
 # No server at all: retries within BACKUP_S3_RETRY_SECONDS, then an I/O error.
 dead=$(_s3_free_port)
 t0=$SECONDS
