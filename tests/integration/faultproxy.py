@@ -5,7 +5,7 @@ each request to the S3 server at UPSTREAM, except that it spoils some of them on
 usage: faultproxy.py --port PORT --upstream HOST:PORT --stats FILE
                      [--every N] [--faults 500,503,drop,cut,truncate,delay]
                      [--always KIND --match SUBSTRING [--method METHOD] [--times N]]
-                     [--if-none-match]
+                     [--if-none-match] [--verify-sigv4 SECRET]
 
 --every N: every Nth request (counted over all connections) gets the next fault of the
   --faults cycle:
@@ -25,10 +25,19 @@ usage: faultproxy.py --port PORT --upstream HOST:PORT --stats FILE
   only the first N such requests.
 --if-none-match: a PUT with "If-None-Match: *" of an object that exists is answered 412
   PreconditionFailed and not forwarded, as AWS S3 does (s3rver ignores the header).
+--verify-sigv4 SECRET: checks the AWS Signature V4 of every request (rebuilt here from what
+  arrived: method, path, query, the signed headers) with the secret key, and that
+  x-amz-content-sha256 is the SHA-256 of the body; a request that fails is answered 403
+  SignatureDoesNotMatch and counted as "sig_bad" ("sig_ok" otherwise). An implementation
+  independent of the C one, run on every request shape the program sends.
 The counts of what it did go to --stats as JSON after every request.
 """
 import argparse
+import hashlib
+import hmac
 import http.client
+import re
+import urllib.parse
 import json
 import socket
 import socketserver
@@ -37,6 +46,49 @@ import time
 
 ERR = ('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
        '<Message>injected by faultproxy</Message></Error>')
+
+
+def sigv4_problem(secret, method, path, headers, body):
+    """None when the request's SigV4 signature and payload hash are right, else why not."""
+    h = {}
+    for name, value in headers:
+        h.setdefault(name.lower(), []).append(value)
+    auth = (h.get("authorization") or [""])[0]
+    m = re.fullmatch(r"AWS4-HMAC-SHA256 Credential=([^/]+)/(\d{8})/([^/]+)/([^/]+)/aws4_request,"
+                     r"\s*SignedHeaders=([^,]+),\s*Signature=([0-9a-f]{64})", auth)
+    if not m:
+        return "malformed Authorization header"
+    _, day, region, service, signed, signature = m.groups()
+    payload = (h.get("x-amz-content-sha256") or [""])[0]
+    if payload != hashlib.sha256(body).hexdigest():
+        return "x-amz-content-sha256 is not the SHA-256 of the body"
+    amz_date = (h.get("x-amz-date") or [""])[0]
+    if not amz_date.startswith(day):
+        return "x-amz-date is not the credential's day"
+    raw_path, _, raw_query = path.partition("?")
+    def enc(s):
+        return urllib.parse.quote(s, safe="-_.~")
+    pairs = []
+    for part in raw_query.split("&") if raw_query else []:
+        k, _, v = part.partition("=")
+        pairs.append((enc(urllib.parse.unquote(k)), enc(urllib.parse.unquote(v))))
+    query = "&".join("%s=%s" % kv for kv in sorted(pairs))
+    names = signed.split(";")
+    if names != sorted(names) or "host" not in names:
+        return "SignedHeaders not sorted or without host"
+    canon = ""
+    for n in names:
+        if n not in h:
+            return "signed header %s not sent" % n
+        canon += "%s:%s\n" % (n, ",".join(" ".join(v.split()) for v in h[n]))
+    creq = "\n".join([method, raw_path, query, canon, signed, payload])
+    sts = "\n".join(["AWS4-HMAC-SHA256", amz_date, "%s/%s/%s/aws4_request" % (day, region, service),
+                     hashlib.sha256(creq.encode()).hexdigest()])
+    key = ("AWS4" + secret).encode()
+    for part in (day, region, service, "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    want = hmac.new(key, sts.encode(), hashlib.sha256).hexdigest()
+    return None if hmac.compare_digest(want, signature) else "signature mismatch"
 
 
 class State:
@@ -113,6 +165,17 @@ class Handler(socketserver.StreamRequestHandler):
             if req is None:
                 return
             method, path, headers, body = req
+            if st.args.verify_sigv4:
+                why = sigv4_problem(st.args.verify_sigv4, method, path, headers, body)
+                with st.lock:
+                    k = "sig_bad" if why else "sig_ok"
+                    st.stats[k] = st.stats.get(k, 0) + 1
+                    if why:
+                        st.stats.setdefault("sig_bad_why", []).append("%s %s: %s" % (method, path, why))
+                if why:
+                    self.send_error_doc(403, "Forbidden", "SignatureDoesNotMatch")
+                    st.save()
+                    continue
             kind = st.decide(method, path)
             try:
                 keep = self.serve(kind, method, path, headers, body, up_host, int(up_port))
@@ -220,6 +283,7 @@ def main():
     ap.add_argument("--method", default="")
     ap.add_argument("--times", type=int, default=0)
     ap.add_argument("--if-none-match", action="store_true")
+    ap.add_argument("--verify-sigv4", default="")
     args = ap.parse_args()
     srv = Server(("127.0.0.1", args.port), Handler)
     srv.state = State(args)

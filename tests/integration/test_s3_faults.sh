@@ -32,7 +32,8 @@ stat_of() { json_get "$PROXY_STATS" "[\"$1\"]" 2>/dev/null || echo 0; }
 assert_exit 0 cb --repo "$direct" init
 
 # --- every third request spoiled: everything still works -----------------------------------
-proxy_start --every 3
+# (and every request's SigV4 signature checked by the proxy's own implementation)
+proxy_start --every 3 --verify-sigv4 "$AWS_SECRET_ACCESS_KEY"
 export BACKUP_S3_RETRY_SECONDS=30
 src=$TEST_TMP/src
 make_tree "$src" --no-special || fail "make_tree failed"
@@ -53,6 +54,11 @@ tree_compare "$src" "$target$src"
 assert_exit 0 cb --repo "$direct" check --read-data
 assert_contains "$OUT" "no errors found" "the repository is sound, seen straight from the server"
 note "proxy: $(cat "$PROXY_STATS")"
+assert_cmp "$(stat_of sig_ok)" -ge 50 "the proxy checked the signatures of the requests"
+assert_eq 0 "$(stat_of sig_bad)" "every request was signed right (SigV4 checked independently)"
+run env AWS_SECRET_ACCESS_KEY=not-the-secret "$CARIS_BIN" --repo "$PROXY" list
+assert_rc 6 "a request signed with another secret is refused by the checking proxy"
+assert_cmp "$(stat_of sig_bad)" -ge 1 "... and counted as a bad signature"
 
 # --- a server that keeps answering 503 to pack uploads: a clean failure --------------------
 proxy_start --always 503 --match /data/ --method PUT
