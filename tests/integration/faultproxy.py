@@ -104,6 +104,8 @@ class State:
         with self.lock:
             self.n += 1
             self.stats["requests"] += 1
+            if "continuation-token=" in path:
+                self.stats["continued_lists"] = self.stats.get("continued_lists", 0) + 1
             key = (method, path.split("?")[0])
             if (self.args.always and self.args.match in path and
                     (not self.args.method or self.args.method == method) and

@@ -34,6 +34,7 @@ assert_exit 0 cb --repo "$direct" init
 # --- every third request spoiled: everything still works -----------------------------------
 # (and every request's SigV4 signature checked by the proxy's own implementation)
 proxy_start --every 3 --verify-sigv4 "$AWS_SECRET_ACCESS_KEY"
+export BACKUP_S3_LIST_PAGE=1 # listings page through continuation tokens, signed and checked
 export BACKUP_S3_RETRY_SECONDS=30
 src=$TEST_TMP/src
 make_tree "$src" --no-special || fail "make_tree failed"
@@ -59,6 +60,9 @@ assert_eq 0 "$(stat_of sig_bad)" "every request was signed right (SigV4 checked 
 run env AWS_SECRET_ACCESS_KEY=not-the-secret "$CARIS_BIN" --repo "$PROXY" list
 assert_rc 6 "a request signed with another secret is refused by the checking proxy"
 assert_cmp "$(stat_of sig_bad)" -ge 1 "... and counted as a bad signature"
+
+unset BACKUP_S3_LIST_PAGE
+assert_cmp "$(stat_of continued_lists)" -ge 1 "listings went through continuation tokens"
 
 # --- a server that keeps answering 503 to pack uploads: a clean failure --------------------
 proxy_start --always 503 --match /data/ --method PUT
