@@ -1155,8 +1155,14 @@ static int parse_location(struct s3_storage *s, const char *loc, bool *plain_htt
                        e);
     if (strpbrk(loc, "?# \t\n"))
         return bad_url(loc, "no query, fragment or white space", e);
-    s->host = xstrndup(auth, (size_t)(slash - auth));
-    s->endpoint = xstrndup(u, (size_t)(slash - u));
+    /* The Host header is signed: it must be what curl sends, which leaves out a default
+     * port. */
+    size_t hl = (size_t)(slash - auth);
+    const char *dflt = https ? ":443" : ":80";
+    if (hl > strlen(dflt) && memcmp(auth + hl - strlen(dflt), dflt, strlen(dflt)) == 0)
+        hl -= strlen(dflt);
+    s->host = xstrndup(auth, hl);
+    s->endpoint = xasprintf("%.*s%.*s", (int)(auth - u), u, (int)hl, auth);
     const char *prefix;
     if (s->virtual_host) {
         /* BUCKET.s3.example.com[:port][/PREFIX] */
