@@ -440,8 +440,8 @@ static bool retryable(CURLcode rc, long status)
 }
 
 /* Waits before attempt n (1, 2, ...): exponential, capped at 5 s, with jitter (half to all
- * of it), so that writers that failed together do not retry together. */
-static void backoff(int n)
+ * of it), so that writers that failed together do not retry together; never past deadline. */
+static void backoff(int n, int64_t deadline)
 {
     int64_t ms = 100;
     for (int i = 1; i < n && ms < 5000; i++)
@@ -451,6 +451,9 @@ static void backoff(int n)
     uint32_t r;
     cx_random(&r, sizeof(r));
     ms = ms / 2 + (int64_t)(r % (uint32_t)(ms / 2 + 1));
+    int64_t left = (deadline - time_mono_ns()) / 1000000;
+    if (ms > left)
+        ms = left > 0 ? left : 0;
     struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
         ;
@@ -557,7 +560,7 @@ static int perform(struct s3_storage *s, const struct request *rq, const long *o
         }
         log_debug("%s %s: retrying (%s, HTTP %ld)", rq->method, rq->name ? rq->name : "(bucket)",
                   curl_easy_strerror(rc), rs->status);
-        backoff(n);
+        backoff(n, deadline);
     }
 }
 
