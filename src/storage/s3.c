@@ -700,8 +700,13 @@ static void cache_store(const struct s3_storage *s, const char *name, const void
 
 static int s3_put(struct storage *st, const char *name, const void *data, size_t len, struct err *e)
 {
-    cache_forget(S(st), name);
-    return do_put(S(st), name, data, len, false, e, NULL);
+    struct s3_storage *s = S(st);
+    cache_forget(s, name);
+    if (do_put(s, name, data, len, false, e, NULL) != 0)
+        return -1;
+    if (cacheable(s, name) && named_by_hash(name, data, len))
+        cache_store(s, name, data, len); /* the next open need not read it back */
+    return 0;
 }
 
 /* Parses "bytes A-B/TOTAL". */
