@@ -82,6 +82,12 @@ assert_rc 0 "key list"
 assert_eq 2 "$(json_eval "$OUT_FILE" 'len(d) if isinstance(d, list) else len(d["slots"])')" "two key slots"
 BACKUP_ENCRYPTION_KEY=$newkey assert_exit 0 cb list
 assert_contains "$OUT" "$id2" "the added key opens the S3 repository"
+run cb --json key list
+second=$(json_eval "$OUT_FILE" '[k["id"] for k in d if k.get("label") == "second"][0]')
+assert_match '^[0-9a-f]{16}$' "$second" "the added slot's id"
+assert_exit 0 cb key remove "$second"
+assert_eq "" "$(objects | grep "^keys/$second\$")" "key remove deletes the slot object"
+BACKUP_ENCRYPTION_KEY=$newkey assert_exit 5 cb list
 assert_exit 0 cb unlock
 assert_exit 0 env -u BACKUP_REPOSITORY "$CARIS_BIN" --repo "$BACKUP_REPOSITORY" list
 assert_contains "$OUT" "$id2" "--repo s3:... works as BACKUP_REPOSITORY does"
