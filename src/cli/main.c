@@ -19,6 +19,7 @@
 #include "caris/inspect.h"
 #include "caris/repo.h"
 #include "caris/secmem.h"
+#include "caris/storage.h"
 
 #include "cli.h"
 
@@ -78,7 +79,8 @@ static const char USAGE[] =
     "\n"
     "Options:\n"
     "  --env-file PATH   read variables from PATH instead of ./.env.local\n"
-    "  --repo PATH       repository location (default: $BACKUP_DIR/repository)\n"
+    "  --repo LOCATION   repository: a directory, or s3:https://HOST[:PORT]/BUCKET[/PREFIX]\n"
+    "                    (default: $BACKUP_REPOSITORY, else $BACKUP_DIR/repository)\n"
     "  --json            machine-readable output on stdout\n"
     "  --quiet           no progress, no informational messages\n"
     "  --threads N       worker threads (default: number of CPUs)\n"
@@ -100,6 +102,11 @@ static const char USAGE[] =
     "  CARIS_RESTORE_TARGET_URL  restore target with a password (never on the command line)\n"
     "  BACKUP_SMTP_URL, BACKUP_EMAIL_RECIPIENTS, BACKUP_SLACK_WEBHOOK_URL, ...\n"
     "                         notifications (`caris-backup notify --help`)\n"
+    "  BACKUP_REPOSITORY      repository location (a directory or an s3: URL, as --repo)\n"
+    "  AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN / AWS_REGION\n"
+    "                         S3 credentials (or BACKUP_S3_* of the same names); also\n"
+    "                         BACKUP_S3_CA_FILE, BACKUP_S3_RETRY_SECONDS (default 60),\n"
+    "                         BACKUP_S3_VIRTUAL_HOST (true: s3:https://BUCKET.HOST/PREFIX)\n"
     "\n"
     "Exit codes:\n"
     "  0 success            3 completed with warnings   1 failure\n"
@@ -1122,7 +1129,13 @@ int main(int argc, char **argv)
         return fail(&e);
     if (g.quiet)
         log_set_level(LOG_WARN);
-    g.repo_path = g.repo ? xstrdup(g.repo) : xasprintf("%s/repository", config_backup_dir(&g.cfg));
+    const char *repo_loc = g.repo ? g.repo : config_get(&g.cfg, "BACKUP_REPOSITORY");
+    g.repo_path =
+        repo_loc ? xstrdup(repo_loc) : xasprintf("%s/repository", config_backup_dir(&g.cfg));
+    storage_set_config(&g.cfg);
+    char *s3_cache = xasprintf("%s/metadata/cache", config_backup_dir(&g.cfg));
+    storage_set_cache_root(s3_cache);
+    free(s3_cache);
     int code;
     if (strcmp(cmd, "init") == 0)
         code = cmd_init(&g, cargc, cargv);
@@ -1171,6 +1184,8 @@ int main(int argc, char **argv)
     else
         code = usage_error("unknown command '%s'", cmd);
     free(g.repo_path);
+    storage_set_cache_root(NULL);
+    storage_set_config(NULL);
     json_decref(g.state);
     config_free(&g.cfg);
     return code;
