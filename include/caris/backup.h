@@ -69,6 +69,10 @@ struct verify_opts {
     caris_progress_fn progress;
     void *ctx;
     int threads;
+    /* Its cancel flag stops the verification at the next file or chunk (the error says
+     * "cancelled"; nothing is changed); its progress hears ("verify", bytes, total); may be
+     * NULL. */
+    const struct caris_op *op;
 };
 /* Reads every blob the backup needs (authentication tag, chunk id) and checks every file's
  * SHA-256. *report: {"backupId", "valid": bool, "files_checked", "bytes_checked",
@@ -95,6 +99,11 @@ struct files_restore_opts {
     int threads;
     caris_progress_fn progress;
     void *ctx;
+    /* Its cancel flag stops the restore at the next file or chunk (the error says
+     * "cancelled"): every file then in the target is complete and verified, no temporary file
+     * is left, the lock is released. Its progress hears ("restore", bytes, total). May be
+     * NULL. */
+    const struct caris_op *op;
 };
 /* Restores a file backup into target: each root at target/<root path without leading '/'>.
  * Every file's SHA-256 is checked before it is renamed into place. Returns CARIS_DONE,

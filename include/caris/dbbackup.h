@@ -67,6 +67,11 @@ struct db_restore_opts {
     /* Called with the plan (array of strings) before anything changes. */
     void (*on_plan)(void *ctx, json_t *plan);
     void *plan_ctx;
+    /* Its cancel flag stops the restore (pg_restore is stopped: in one transaction nothing
+     * changes; with jobs > 1 the target may be partly restored, as the error says); the
+     * error says "cancelled". Progress ("restore", bytes, total), warnings to its log. May be
+     * NULL. */
+    const struct caris_op *op;
 };
 
 /* Restores a database backup through pg_restore. *report (also on failure when the restore
@@ -92,6 +97,7 @@ struct db_test_restore_opts {
     int threads;
     caris_progress_fn progress;
     void *ctx;
+    const struct caris_op *op; /* as db_restore_opts's; the scratch database is dropped */
 };
 
 /* Restores the backup into a scratch database, compares every table's row count, drops the

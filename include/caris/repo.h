@@ -297,6 +297,9 @@ struct repo_check_opts {
     int threads;    /* packs read at once; 0 = number of CPUs */
     void (*progress)(void *ctx, uint64_t done, uint64_t total);
     void *ctx;
+    /* Its cancel flag stops the check between packs (-1, "cancelled"); its progress hears
+     * ("check", packs read, packs). May be NULL. */
+    const struct caris_op *op;
 };
 /* Returns a JSON report {"ok": bool, "errors": [...], "warnings": [...], "stats": {...}};
  * -1 only when the check itself could not run. */

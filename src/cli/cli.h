@@ -46,6 +46,9 @@ bool wants_help(int argc, char **argv);
 struct caris_op;
 void cli_op_init(const struct globals *g, struct caris_op *op);
 void cli_op_end(const struct caris_op *op);
+/* The same for a command that shows progress with progress_fn (backup, restore, verify,
+ * check): no phase progress, and information lines go to the log too (not with --quiet). */
+void cli_op_init_service(const struct globals *g, struct caris_op *op);
 
 /* Database commands (cmd_db.c). argv[0] is the command word ("backup", "restore",
  * "test-restore"); for backup/restore argv[1] is "database". */

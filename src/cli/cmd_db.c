@@ -203,8 +203,7 @@ int cmd_backup_database(struct globals *g, int argc, char **argv)
     if (!r)
         return fail(&e);
     struct caris_op op;
-    cli_op_init(g, &op); /* Ctrl-C / SIGTERM: pg_dump is stopped, nothing is committed */
-    op.progress = NULL;  /* a backup reports progress through progress_fn */
+    cli_op_init_service(g, &op); /* Ctrl-C / SIGTERM: pg_dump is stopped, nothing committed */
     struct db_backup_opts o = {.url = url,
                                .password = config_get(&g->cfg, "PGPASSWORD"),
                                .no_compress = !compress_dumps,
@@ -379,6 +378,9 @@ int cmd_restore_database(struct globals *g, int argc, char **argv)
     o.progress = progress_fn(g);
     o.on_plan = print_plan;
     o.plan_ctx = g;
+    struct caris_op op;
+    cli_op_init_service(g, &op); /* Ctrl-C / SIGTERM: pg_restore is stopped before it commits */
+    o.op = &op;
     if (!(r = open_repo(g, false, &e))) {
         code = fail(&e);
         goto out;
@@ -457,6 +459,9 @@ int cmd_test_restore(struct globals *g, int argc, char **argv)
     char *tmp = temp_dir(g);
     o.temp_dir = tmp;
     o.progress = progress_fn(g);
+    struct caris_op op;
+    cli_op_init_service(g, &op); /* Ctrl-C / SIGTERM: stopped, the scratch database dropped */
+    o.op = &op;
     struct repo *r = open_repo(g, false, &e);
     if (!r) {
         free(tmp);

@@ -16,6 +16,7 @@
 #include "caris/core.h"
 #include "caris/crypto.h"
 #include "caris/fsmeta.h"
+#include "caris/keys.h"
 #include "caris/repo.h"
 #include "caris/secmem.h"
 
@@ -400,8 +401,7 @@ static int cmd_backup(struct globals *g, int argc, char **argv)
     json_t *summary = NULL;
     int rc;
     struct caris_op op;
-    cli_op_init(g, &op); /* Ctrl-C / SIGTERM: the backup stops and commits nothing */
-    op.progress = NULL;  /* a backup reports progress through progress_fn */
+    cli_op_init_service(g, &op); /* Ctrl-C / SIGTERM: the backup stops, commits nothing */
     struct files_backup_opts o = {.paths = (const char *const *)paths,
                                   .npaths = npaths,
                                   .excludes = (const char *const *)excl,
@@ -556,11 +556,13 @@ static int cmd_verify(struct globals *g, int argc, char **argv)
     if (!id && !all)
         return usage_error("verify needs a backup id or --all%s", NULL);
     struct err e = ERR_INIT;
+    struct caris_op op;
+    cli_op_init_service(g, &op); /* Ctrl-C / SIGTERM: stops at the next file or chunk */
     struct repo *r = open_repo(g, false, &e);
     if (!r)
         return fail(&e);
     struct verify_print vp = {g, 0};
-    struct verify_opts vo = {.progress = progress_fn(g), .threads = g->threads};
+    struct verify_opts vo = {.progress = progress_fn(g), .threads = g->threads, .op = &op};
     json_t *reports = NULL;
     if (all) {
         if (caris_backup_verify_all(r, &vo, verify_print_one, &vp, &reports, &e) != 0 &&
@@ -604,6 +606,9 @@ static int cmd_check(struct globals *g, int argc, char **argv)
     }
     if (progress_fn(g))
         o.progress = check_progress;
+    struct caris_op op;
+    cli_op_init_service(g, &op); /* Ctrl-C / SIGTERM: stops between packs */
+    o.op = &op;
     struct err e = ERR_INIT;
     g->no_open_warnings = true; /* its report has them */
     struct repo *r = open_repo(g, false, &e);
@@ -711,6 +716,8 @@ static int cmd_restore(struct globals *g, int argc, char **argv)
         return usage_error("restore files needs exactly one backup id and --target DIR%s", NULL);
     }
     struct err e = ERR_INIT;
+    struct caris_op op;
+    cli_op_init_service(g, &op); /* Ctrl-C / SIGTERM: stops; restored files stay complete */
     struct repo *r = open_repo(g, false, &e);
     if (!r) {
         free(inc);
@@ -722,7 +729,8 @@ static int cmd_restore(struct globals *g, int argc, char **argv)
                                    .nincludes = ninc,
                                    .overwrite = overwrite,
                                    .threads = g->threads,
-                                   .progress = progress_fn(g)};
+                                   .progress = progress_fn(g),
+                                   .op = &op};
     json_t *rep = NULL;
     int rc = caris_files_restore(r, &o, &rep, &e);
     progress_end(g);
@@ -824,51 +832,49 @@ static int cmd_key(struct globals *g, int argc, char **argv)
     struct repo *r = open_repo(g, false, &e);
     if (!r)
         return fail(&e);
+    struct caris_op op;
+    cli_op_init(g, &op);
     int code = 0;
     if (strcmp(sub, "list") == 0) {
-        json_t *l = repo_key_list(r, &e);
-        if (!l) {
+        struct caris_key_list l;
+        if (caris_key_list(r, &op, &l, &e) != 0) {
             code = fail(&e);
         } else if (g->json) {
-            print_json(l);
+            json_t *j = caris_key_list_to_json(&l);
+            print_json(j);
+            json_decref(j);
         } else {
-            size_t i;
-            json_t *k;
-            json_array_foreach(l, i, k)
-            {
+            for (size_t i = 0; i < l.n; i++) {
                 /* A slot's label and date are anyone's bytes until the slot opens: escaped. */
-                const char *err = json_string_value(json_object_get(k, "error"));
-                const char *lab = json_string_value(json_object_get(k, "label")) ?: "";
-                const char *cre = json_string_value(json_object_get(k, "created")) ?: "";
+                const struct caris_key_slot *k = &l.slots[i];
+                const char *lab = k->label ? k->label : "", *cre = k->created ? k->created : "";
                 char le[1100], ce[200];
                 str_escape(lab, strlen(lab), le, sizeof(le));
                 str_escape(cre, strlen(cre), ce, sizeof(ce));
-                printf("%s %s  %s  %s%s%s\n",
-                       json_is_true(json_object_get(k, "current")) ? "*" : " ",
-                       json_string_value(json_object_get(k, "id")), ce, le,
-                       err ? "  UNUSABLE: " : "", err ? err : "");
+                printf("%s %s  %s  %s%s%s\n", k->current ? "*" : " ", k->id, ce, le,
+                       k->error ? "  UNUSABLE: " : "", k->error ? k->error : "");
             }
         }
-        json_decref(l);
+        caris_key_list_free(&l); /* zeroed on failure */
     } else if (strcmp(sub, "add") == 0) {
         const char *label = "";
         for (int i = 2; i + 1 < argc; i++)
             if (strcmp(argv[i], "--label") == 0)
                 label = argv[i + 1];
         char *key = read_new_key(g, &e);
-        char id[17];
-        if (!key || repo_key_add(r, key, label, id, &e) != 0) {
+        struct caris_key_add_result res;
+        if (!key || caris_key_add(r, key, label, &op, &res, &e) != 0) {
             code = fail(&e);
         } else if (g->json) {
-            json_t *j = json_pack("{s:s}", "id", id);
+            json_t *j = caris_key_add_result_to_json(&res);
             print_json(j);
             json_decref(j);
         } else {
-            printf("added key slot %s\n", id);
+            printf("added key slot %s\n", res.id);
         }
         secmem_free(key);
     } else {
-        if (repo_key_remove(r, argv[2], &e) != 0)
+        if (caris_key_remove(r, argv[2], &op, &e) != 0)
             code = fail(&e);
         else if (!g->quiet)
             printf("removed key slot %s\n", argv[2]);

@@ -5,6 +5,7 @@
 
 #include <stdarg.h>
 
+#include "caris/op.h"
 #include "caris/pool.h"
 #include <stdlib.h>
 #include <string.h>
@@ -157,6 +158,8 @@ static void read_pack_job(void *arg, int worker)
     struct buf *data = &c->bufs[worker];
     char msg[1200];
     free(j);
+    if (caris_op_cancelled(c->o->op)) /* check_locked reports it */
+        return;
     if (pf->size > PACK_MAX_SIZE) {
         snprintf(msg, sizeof(msg), "pack is implausibly large (%llu bytes)",
                  (unsigned long long)pf->size);
@@ -236,6 +239,7 @@ done:
     c->packs_done++;
     if (c->o && c->o->progress)
         c->o->progress(c->o->ctx, c->packs_done, c->nfiles);
+    caris_op_progress(c->o->op, "check", c->packs_done, c->nfiles);
     pthread_mutex_unlock(&c->mu);
 }
 
@@ -437,6 +441,8 @@ static int check_locked(struct repo *r, const struct repo_check_opts *o, json_t 
             buf_free(&c.bufs[t]);
         free(c.bufs);
         c.bufs = NULL;
+        if (caris_op_check(o->op, "nothing was changed: run check again", e) != 0)
+            goto out;
         if (err_is_set(&c.fatal)) {
             *e = c.fatal;
             goto out;

@@ -42,6 +42,9 @@ struct files_read_opts {
     int threads;
     caris_progress_fn progress;
     void *ctx;
+    /* Its cancel flag stops the read at the next file or chunk ("cancelled"): every file left
+     * in the target is complete and verified, no temporary file stays. May be NULL. */
+    const struct caris_op *op;
 };
 /* report gets {"files", "dirs", "bytes", "errors": [{path, error}], "warnings": [...]}.
  * Returns 0 when every file matched, ERR_DAMAGE (-1, e set) when any did not, -1 for other

@@ -117,7 +117,8 @@ static int db_backup(struct repo *r, const struct db_backup_opts *o, bool increm
             goto out;
         if (json_is_null(parent)) {
             /* nothing to build on: a full backup, and labelled so */
-            log_info("no earlier backup of database %s: making a full backup", info.database);
+            caris_op_log(o->op, LOG_INFO, "no earlier backup of database %s: making a full backup",
+                         info.database);
             incremental = false;
         }
     }
@@ -172,7 +173,7 @@ static int db_backup(struct repo *r, const struct db_backup_opts *o, bool increm
         /* The database dump is complete without them: a warning, not a failure. */
         char msg[1200];
         snprintf(msg, sizeof(msg), "cluster globals (roles, tablespaces) not saved: %s", ge.msg);
-        log_warn("%s", msg);
+        caris_op_log(o->op, LOG_WARN, "%s", msg);
         json_array_append_new(warnings, json_pack("{s:s}", "message", msg));
     }
 

@@ -543,7 +543,8 @@ struct restore_run {
     caris_progress_fn progress;
     void *ctx;
     int64_t start_mono, last_progress;
-    bool applying; /* pg_restore was given data (the target may have changed) */
+    bool applying;             /* pg_restore was given data (the target may have changed) */
+    const struct caris_op *op; /* cancel: pg_restore is stopped before it commits */
     const struct pgsrc_index_tree *pidx; /* --clean: the target's partitioned indexes */
     size_t npidx;
 };
@@ -552,10 +553,12 @@ static void on_restore_progress(void *ctx, uint64_t bytes)
 {
     struct restore_run *rr = ctx;
     int64_t now = time_mono_ns();
-    if (!rr->progress || (now - rr->last_progress < PROGRESS_EVERY_NS && bytes < rr->k->size))
+    if ((!rr->progress && !rr->op) ||
+        (now - rr->last_progress < PROGRESS_EVERY_NS && bytes < rr->k->size))
         return;
     rr->last_progress = now;
     progress_report(rr->progress, rr->ctx, "restore", 0, bytes, rr->k->size, rr->start_mono);
+    caris_op_progress(rr->op, "restore", bytes, rr->k->size);
 }
 
 static char **restore_argv(const struct restore_run *rr, const char *conninfo, const char *list,
@@ -611,7 +614,8 @@ static int restore_piped(struct restore_run *rr, char **argv, struct err *e)
     int ip[2];
     if (pgsrc_child_start(&c, rr->tool->path, argv, &so, e) != 0)
         goto out;
-    if (pipe2(ip, O_CLOEXEC) != 0) {
+    /* non-blocking on our side: while pg_restore waits (for a lock) a cancel is still seen */
+    if (pipe2(ip, O_CLOEXEC) != 0 || fcntl(ip[1], F_SETFL, O_NONBLOCK) != 0) {
         err_sys(e, errno, NULL, "cannot create a pipe");
         pgsrc_child_kill(&c, SIGTERM);
         goto out;
@@ -629,16 +633,18 @@ static int restore_piped(struct restore_run *rr, char **argv, struct err *e)
     }
     struct err se = ERR_INIT;
     int src = stream_restore_fd(rr->r, json_object_get(rr->k->dump, "chunks"), rr->k->sha, ip[1],
-                                rr->threads, on_restore_progress, rr, &se);
+                                rr->threads, on_restore_progress, rr, rr->op, &se);
     bool reader_gone = __atomic_load_n(&rl.write_errno, __ATOMIC_SEQ_CST) != 0;
     if (src == 0)
         __atomic_store_n(&rl.release, 1, __ATOMIC_SEQ_CST);
     else if (!reader_gone)
         kill(c.pid, SIGTERM); /* before it sees the end of its input: it cannot commit */
     close(ip[1]);
-    pthread_join(th, NULL);
+    /* pg_restore first: a cancel stops it while the relay still feeds it (the relay then
+     * sees EPIPE and ends) */
     struct err ce = ERR_INIT;
-    int crc = pgsrc_child_wait(&c, &ce);
+    int crc = pgsrc_child_wait_cancel(&c, rr->op, &ce);
+    pthread_join(th, NULL);
     if (src != 0 && !reader_gone) {
         *e = se;
         err_wrap(e, "restore aborted before its commit");
@@ -690,7 +696,7 @@ static int stage_dump(struct restore_run *rr, char **path_out, struct err *e)
         return -1;
     }
     if (stream_restore_fd(rr->r, json_object_get(rr->k->dump, "chunks"), rr->k->sha, fd,
-                          rr->threads, on_restore_progress, rr, e) != 0) {
+                          rr->threads, on_restore_progress, rr, rr->op, e) != 0) {
         close(fd);
         return -1;
     }
@@ -756,8 +762,8 @@ static int toc_list(struct restore_run *rr, const char *file, char **toc, struct
     struct err se = ERR_INIT;
     if (!file)
         stream_restore_fd(rr->r, json_object_get(rr->k->dump, "chunks"), rr->k->sha, c.in_fd,
-                          rr->threads, NULL, NULL, &se);
-    int crc = pgsrc_child_wait(&c, e);
+                          rr->threads, NULL, NULL, rr->op, &se);
+    int crc = pgsrc_child_wait_cancel(&c, rr->op, e);
     pthread_join(th, NULL);
     if (crc != 0) {
         if (se.code == ERR_DAMAGE)
@@ -864,7 +870,8 @@ static void drop_schemas(const struct restore_run *rr, json_t *created)
         char *q = c ? PQescapeIdentifier(c, name, strlen(name)) : NULL;
         char *sql = q ? xasprintf("DROP SCHEMA IF EXISTS %s", q) : NULL;
         if (!sql || pgsrc_exec(c, sql, &e) != 0)
-            log_warn("cannot drop schema %s (created for the restore): %s", name, e.msg);
+            caris_op_log(rr->op, LOG_WARN, "cannot drop schema %s (created for the restore): %s",
+                         name, e.msg);
         free(sql);
         PQfreemem(q);
     }
@@ -879,6 +886,8 @@ static int pg_restore_run(struct restore_run *rr, struct err *e)
     char **argv = NULL;
     json_t *schemas = json_array();
     int rc = -1;
+    if (caris_op_check(rr->op, NULL, e) != 0)
+        goto out;
     if (rr->jobs > 1 && stage_dump(rr, &staged, e) != 0)
         goto out;
     if (rr->npidx) {
@@ -903,7 +912,7 @@ static int pg_restore_run(struct restore_run *rr, struct err *e)
         if (pgsrc_child_start(&c, rr->tool->path, argv, &so, e) != 0)
             goto out;
         rr->applying = true;
-        rc = pgsrc_child_wait(&c, e);
+        rc = pgsrc_child_wait_cancel(&c, rr->op, e);
     } else {
         rc = restore_piped(rr, argv, e);
     }
@@ -982,12 +991,13 @@ static int scratch_create(struct scratch *s, enum db_scratch kind,
     return 0;
 }
 
-static void scratch_drop(struct scratch *s)
+static void scratch_drop(struct scratch *s, const struct caris_op *op)
 {
     if (s->created && !s->local_started) {
         struct err e = ERR_INIT;
         if (drop_database(&s->server, s->name, &e) != 0)
-            log_warn("cannot drop the scratch database %s: %s (drop it by hand)", s->name, e.msg);
+            caris_op_log(op, LOG_WARN, "cannot drop the scratch database %s: %s (drop it by hand)",
+                         s->name, e.msg);
     }
     if (s->local_started)
         pgsrc_local_stop(&s->local);
@@ -1007,13 +1017,14 @@ struct test_result {
 static int test_restore_core(struct repo *r, const struct dbk *k, enum db_scratch kind,
                              const struct pgsrc_target *server, const struct selection *sel,
                              const char *temp_dir, int threads, caris_progress_fn progress,
-                             void *ctx, struct test_result *res, struct err *e)
+                             void *ctx, const struct caris_op *op, struct test_result *res,
+                             struct err *e)
 {
     memset(res, 0, sizeof(*res));
     res->tables = json_deep_copy(sel->expected);
     struct scratch s;
     if (scratch_create(&s, kind, server, k, temp_dir, e) != 0) {
-        scratch_drop(&s);
+        scratch_drop(&s, op);
         return -1;
     }
     snprintf(res->scratch_name, sizeof(res->scratch_name), "%s", s.name);
@@ -1040,7 +1051,8 @@ static int test_restore_core(struct repo *r, const struct dbk *k, enum db_scratc
                              .temp_dir = temp_dir,
                              .threads = threads,
                              .progress = progress,
-                             .ctx = ctx};
+                             .ctx = ctx,
+                             .op = op};
     int64_t t0 = time_mono_ns();
     int prc = pg_restore_run(&rr, e);
     int64_t t1 = time_mono_ns();
@@ -1062,12 +1074,13 @@ static int test_restore_core(struct repo *r, const struct dbk *k, enum db_scratc
     res->ok = true;
     rc = 0;
 out:
-    scratch_drop(&s);
+    scratch_drop(&s, op);
     return rc;
 }
 
 static int record_test_restore(struct repo *r, const char *id, enum db_scratch kind,
-                               const struct test_result *res, const struct err *failure)
+                               const struct test_result *res, const struct err *failure,
+                               const struct caris_op *op)
 {
     char now[40];
     time_format_iso(time_now_ns(), now, sizeof(now));
@@ -1080,7 +1093,7 @@ static int record_test_restore(struct repo *r, const char *id, enum db_scratch k
     struct err e = ERR_INIT;
     int rc = repo_record_add(r, "test-restore", rec, &e);
     if (rc != 0)
-        log_warn("cannot record the test restore in the repository: %s", e.msg);
+        caris_op_log(op, LOG_WARN, "cannot record the test restore in the repository: %s", e.msg);
     json_decref(rec);
     return rc;
 }
@@ -1306,10 +1319,10 @@ int caris_db_restore(struct repo *r, const struct db_restore_opts *o, json_t **r
             o->on_plan(o->plan_ctx, plan);
         struct test_result tr;
         int trc = test_restore_core(r, &k, DB_SCRATCH_DATABASE, &server, &sel, o->temp_dir,
-                                    o->threads, o->progress, o->ctx, &tr, e);
+                                    o->threads, o->progress, o->ctx, o->op, &tr, e);
         pgsrc_target_free(&server);
         if (tr.scratch_name[0])
-            record_test_restore(r, k.id, DB_SCRATCH_DATABASE, &tr, e);
+            record_test_restore(r, k.id, DB_SCRATCH_DATABASE, &tr, e, o->op);
         tables = tr.tables;
         test = json_pack("{s:b, s:s, s:s, s:I, s:I}", "ok", tr.ok, "scratch", "database",
                          "scratch_name", tr.scratch_name, "restore_ms", (json_int_t)tr.restore_ms,
@@ -1342,7 +1355,8 @@ int caris_db_restore(struct repo *r, const struct db_restore_opts *o, json_t **r
                              .temp_dir = o->temp_dir,
                              .threads = o->threads,
                              .progress = o->progress,
-                             .ctx = o->ctx};
+                             .ctx = o->ctx,
+                             .op = o->op};
     if (pg_restore_run(&rr, e) != 0) {
         if (created) {
             struct err de = ERR_INIT;
@@ -1432,9 +1446,9 @@ int caris_db_test_restore(struct repo *r, const struct db_test_restore_opts *o, 
         goto out;
     struct test_result tr;
     rc = test_restore_core(r, &k, o->scratch, &server, &sel, o->temp_dir, o->threads, o->progress,
-                           o->ctx, &tr, e);
+                           o->ctx, o->op, &tr, e);
     if (tr.scratch_name[0])
-        record_test_restore(r, k.id, o->scratch, &tr, e);
+        record_test_restore(r, k.id, o->scratch, &tr, e, o->op);
     *report = json_pack("{s:s, s:b, s:s, s:s, s:I, s:I, s:o}", "backupId", k.id, "ok", tr.ok,
                         "scratch", scratch_kind_name(o->scratch), "scratch_name", tr.scratch_name,
                         "restore_ms", (json_int_t)tr.restore_ms, "verify_ms",

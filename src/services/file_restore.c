@@ -18,6 +18,11 @@
 #include "common.h"
 #include "manifest.h"
 
+#define CANCEL_RESTORE_HINT                                                                        \
+    "the files restored so far are complete and verified, the others missing: run the restore "    \
+    "again (with --overwrite) to finish it"
+#define CANCEL_VERIFY_HINT "nothing was changed: run verify again"
+
 #define MAX_INFLIGHT_BYTES (64u << 20)
 #define MAX_INFLIGHT_JOBS 4096
 
@@ -147,6 +152,14 @@ static void file_finish(struct rctx *c, struct rfile *f)
     rfile_free(f);
 }
 
+static void report_progress(struct rctx *c)
+{
+    const char *phase = c->o->target ? "restore" : "verify";
+    progress_report(c->o->progress, c->o->ctx, phase, c->files, c->bytes, c->bytes_total,
+                    c->start_mono);
+    caris_op_progress(c->o->op, phase, c->bytes, c->bytes_total);
+}
+
 /* Consumes the oldest chunk in the queue: writes it, hashes it. The chunks of a file are
  * asked for and consumed in order, so the file's count of consumed chunks is this one's
  * number. */
@@ -185,12 +198,11 @@ static void consume_one(struct rctx *c)
     f->done_chunks++;
     if (f->done_chunks == f->nchunks)
         file_finish(c, f);
-    if (c->o->progress) {
+    if (c->o->progress || c->o->op) {
         int64_t now = time_mono_ns();
         if (now - c->last_progress > 200000000) {
             c->last_progress = now;
-            progress_report(c->o->progress, c->o->ctx, c->o->target ? "restore" : "verify",
-                            c->files, c->bytes, c->bytes_total, c->start_mono);
+            report_progress(c);
         }
     }
 }
@@ -212,6 +224,10 @@ static void small_file_job(void *arg, int worker)
     struct buf data = {0};
     struct err e = ERR_INIT;
     int rc = 0;
+    if (caris_op_cancelled(c->o->op)) { /* the main thread reports it */
+        rfile_free(f);
+        return;
+    }
     if (f->nchunks == 1) {
         rc = repo_blob_load_flags(c->r, f->ids[0], &data, c->load_flags, &e);
         if (rc == 0 && data.len != f->lens[0])
@@ -422,6 +438,8 @@ int files_read_backup(struct repo *r, json_t *summary, const struct buf *entries
     int more;
     while ((more = entry_iter_next(&it, &ent, e)) == 1) {
         size_t i = it.index - 1;
+        if (caris_op_check(o->op, o->target ? CANCEL_RESTORE_HINT : CANCEL_VERIFY_HINT, e) != 0)
+            goto out;
         if (has_fatal(&c)) {
             json_decref(ent);
             ent = NULL;
@@ -523,8 +541,18 @@ int files_read_backup(struct repo *r, json_t *summary, const struct buf *entries
                 pool_submit(c.pool, small_file_job, f);
                 break;
             }
-            for (size_t k = 0; k < f->nchunks; k++)
+            for (size_t k = 0; k < f->nchunks; k++) {
+                if (caris_op_cancelled(o->op)) {
+                    /* The chunks asked for are consumed as usual; the file then ends there,
+                     * failed: its temporary file is removed. */
+                    f->failed = true;
+                    f->nchunks = k;
+                    if (k == 0)
+                        rfile_free(f);
+                    break;
+                }
                 submit(&c, f, k);
+            }
             break;
         }
         }
@@ -548,6 +576,9 @@ int files_read_backup(struct repo *r, json_t *summary, const struct buf *entries
     if (more < 0)
         goto out;
     drain_all(&c);
+    /* small files skipped by their jobs after a cancel: not an error of theirs */
+    if (caris_op_check(o->op, o->target ? CANCEL_RESTORE_HINT : CANCEL_VERIFY_HINT, e) != 0)
+        goto out;
     if (err_is_set(&c.fatal)) {
         *e = c.fatal;
         goto out;
@@ -558,9 +589,7 @@ int files_read_backup(struct repo *r, json_t *summary, const struct buf *entries
         if (fsrestore_finish(fr, e) != 0)
             goto out;
     }
-    if (o->progress)
-        progress_report(o->progress, o->ctx, o->target ? "restore" : "verify", c.files, c.bytes,
-                        c.bytes_total, c.start_mono);
+    report_progress(&c);
     rc = 0;
     if (json_array_size(c.errors))
         rc = err_set(e, ERR_DAMAGE,
@@ -624,7 +653,8 @@ static int files_restore_locked(struct repo *r, const struct files_restore_opts 
                                  .nincludes = o->nincludes,
                                  .threads = o->threads,
                                  .progress = o->progress,
-                                 .ctx = o->ctx};
+                                 .ctx = o->ctx,
+                                 .op = o->op};
     *report = json_pack("{s:s, s:s}", "backupId", o->backup_id, "target", o->target);
     int rc = files_read_backup(r, summary, &entries, &ro, *report, e);
     json_decref(summary);
@@ -669,7 +699,7 @@ static int verify_streams(struct repo *r, json_t *entries, const struct verify_o
             err_set(&se, ERR_DAMAGE, NULL, "malformed entry (sha256)");
         else
             stream_restore_fd(r, json_object_get(ent, "chunks"), sha, fd, o ? o->threads : 0, NULL,
-                              NULL, &se);
+                              NULL, o ? o->op : NULL, &se);
         if (err_is_set(&se) && se.code != ERR_DAMAGE) {
             close(fd);
             json_decref(errors);
@@ -727,7 +757,8 @@ static int verify_locked(struct repo *r, const char *backup_id, const struct ver
     }
     struct files_read_opts ro = {.threads = o ? o->threads : 0,
                                  .progress = o ? o->progress : NULL,
-                                 .ctx = o ? o->ctx : NULL};
+                                 .ctx = o ? o->ctx : NULL,
+                                 .op = o ? o->op : NULL};
     *report = json_pack("{s:s}", "backupId", backup_id);
     int rc = files_read_backup(r, summary, &text, &ro, *report, e);
     json_object_set_new(*report, "valid", json_boolean(rc == 0));
@@ -744,5 +775,11 @@ int caris_backup_verify(struct repo *r, const char *backup_id, const struct veri
         return -1;
     int rc = verify_locked(r, backup_id, o, report, e);
     repo_unlock(r);
+    if (rc != 0 && e->code != ERR_DAMAGE && caris_op_cancelled(o ? o->op : NULL)) {
+        /* stopped before the end, not judged: no report that could read as damage (a
+         * verification that ran to its end reports what it found, cancel or not) */
+        json_decref(*report);
+        *report = NULL;
+    }
     return rc;
 }

@@ -79,6 +79,11 @@ int caris_backup_verify_all(struct repo *r, const struct verify_opts *o, caris_v
     json_array_foreach(list, i, s)
     {
         const char *id = json_string_value(json_object_get(s, "id"));
+        if (caris_op_cancelled(o ? o->op : NULL)) {
+            if (rc == 0)
+                rc = caris_op_check(o->op, "nothing was changed: run verify again", e);
+            break;
+        }
         json_t *rep = NULL;
         struct err ve = ERR_INIT;
         int vrc = caris_backup_verify(r, id, o, &rep, &ve);
