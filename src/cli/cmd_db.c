@@ -337,7 +337,7 @@ int cmd_restore_database(struct globals *g, int argc, char **argv)
     int code = 0;
     char *tmp = NULL;
     struct repo *r = NULL;
-    json_t *rep = NULL;
+    struct caris_db_restore_result res = {0};
     if (optind != sargc - 1) {
         code = usage_error("restore database needs exactly one backup id%s", NULL);
         goto out;
@@ -385,20 +385,20 @@ int cmd_restore_database(struct globals *g, int argc, char **argv)
         code = fail(&e);
         goto out;
     }
-    int rc = caris_db_restore(r, &o, &rep, &e);
+    int rc = caris_restore_database(r, &o, &res, &e);
     progress_end(g);
-    if (g->json && rep) {
-        print_json(rep);
-    } else if (rep && rc == 0 && !g->quiet) {
-        json_t *tg = json_object_get(rep, "target");
-        double secs = (double)json_integer_value(json_object_get(rep, "duration_ms")) / 1000.0;
+    if (g->json && res.ran) {
+        json_t *j = caris_db_restore_result_to_json(&res);
+        print_json(j);
+        json_decref(j);
+    } else if (res.ran && rc == 0 && !g->quiet) {
+        json_t *tg = res.target;
+        double secs = (double)res.duration_ms / 1000.0;
         if (o.dry_run) {
-            json_t *tr = json_object_get(rep, "testRestore");
             printf("dry run: backup %s restores cleanly (scratch database %s: restore %.1f s, "
                    "verify %.1f s); database %s was not touched\n",
-                   o.backup_id, json_string_value(json_object_get(tr, "scratch_name")),
-                   (double)json_integer_value(json_object_get(tr, "restore_ms")) / 1000.0,
-                   (double)json_integer_value(json_object_get(tr, "verify_ms")) / 1000.0,
+                   o.backup_id, res.test.scratch_name, (double)res.test.restore_ms / 1000.0,
+                   (double)res.test.verify_ms / 1000.0,
                    json_string_value(json_object_get(tg, "database")));
         } else {
             printf("restored backup %s into database %s at host %s port %s in %.1f s\n",
@@ -406,15 +406,15 @@ int cmd_restore_database(struct globals *g, int argc, char **argv)
                    json_string_value(json_object_get(tg, "host")),
                    json_string_value(json_object_get(tg, "port")), secs);
         }
-        if (json_is_true(json_object_get(rep, "verified")))
+        if (res.verified)
             printf("  row counts match the backup's in %zu table(s)\n",
-                   json_array_size(json_object_get(rep, "tables")));
-    } else if (rep && rc != 0 && !g->quiet) {
-        print_counts(json_object_get(rep, "tables"));
+                   json_array_size(res.tables));
+    } else if (res.ran && rc != 0 && !g->quiet) {
+        print_counts(res.tables);
     }
     code = rc == 0 ? 0 : fail(&e);
 out:
-    json_decref(rep);
+    caris_db_restore_result_free(&res);
     if (r)
         repo_close(r);
     free(tmp);
@@ -467,26 +467,25 @@ int cmd_test_restore(struct globals *g, int argc, char **argv)
         free(tmp);
         return fail(&e);
     }
-    json_t *rep = NULL;
-    int rc = caris_db_test_restore(r, &o, &rep, &e);
+    struct caris_test_restore_result res;
+    int rc = caris_test_restore(r, &o, &res, &e);
     progress_end(g);
     repo_close(r);
     free(tmp);
-    if (g->json && rep) {
-        print_json(rep);
-    } else if (rep && !g->quiet && *json_string_value(json_object_get(rep, "scratch_name"))) {
-        bool ok = json_is_true(json_object_get(rep, "ok"));
+    if (g->json && res.ran) {
+        json_t *j = caris_test_restore_result_to_json(&res);
+        print_json(j);
+        json_decref(j);
+    } else if (res.ran && !g->quiet && res.scratch_name[0]) {
         printf("test restore of %s: %s (scratch %s %s: restore %.1f s, verify %.1f s, %zu "
                "tables)\n",
-               o.backup_id, ok ? "PASSED" : "FAILED",
-               json_string_value(json_object_get(rep, "scratch")),
-               json_string_value(json_object_get(rep, "scratch_name")),
-               (double)json_integer_value(json_object_get(rep, "restore_ms")) / 1000.0,
-               (double)json_integer_value(json_object_get(rep, "verify_ms")) / 1000.0,
-               json_array_size(json_object_get(rep, "tables")));
-        if (!ok)
-            print_counts(json_object_get(rep, "tables"));
+               o.backup_id, res.ok ? "PASSED" : "FAILED",
+               res.scratch == DB_SCRATCH_LOCAL ? "local" : "database", res.scratch_name,
+               (double)res.restore_ms / 1000.0, (double)res.verify_ms / 1000.0,
+               json_array_size(res.tables));
+        if (!res.ok)
+            print_counts(res.tables);
     }
-    json_decref(rep);
+    caris_test_restore_result_free(&res);
     return rc == 0 ? 0 : fail(&e);
 }

@@ -502,16 +502,19 @@ static int cmd_list(struct globals *g, int argc, char **argv)
 /* verify: each backup's result as its verification ends. */
 struct verify_print {
     const struct globals *g;
-    int code; /* exit code so far */
+    int code;     /* exit code so far */
+    json_t *json; /* --json: the results so far (an array for --all) */
+    bool all;
 };
 
-static void verify_print_one(void *ctx, const char *id, int rc, json_t *rep, const struct err *ve)
+static void verify_print_one(void *ctx, const char *id, int rc,
+                             const struct caris_verify_result *res, const struct err *ve)
 {
     struct verify_print *vp = ctx;
     const struct globals *g = vp->g;
     progress_end(g);
     if (rc != 0) {
-        if (!rep) {
+        if (!res->ran) {
             vp->code = fail(ve);
             return;
         }
@@ -519,14 +522,19 @@ static void verify_print_one(void *ctx, const char *id, int rc, json_t *rep, con
             err_print(ve, stderr);
         vp->code = err_exit_code(ve);
     }
-    if (g->json)
+    if (g->json) {
+        json_t *j = caris_verify_result_to_json(res);
+        if (vp->all)
+            json_array_append_new(vp->json, j);
+        else
+            vp->json = j;
         return;
-    printf("%s: %s (%lld files, %lld bytes checked)\n", id, rc == 0 ? "valid" : "DAMAGED",
-           json_integer_value(json_object_get(rep, "files")),
-           json_integer_value(json_object_get(rep, "bytes")));
+    }
+    printf("%s: %s (%llu files, %llu bytes checked)\n", id, rc == 0 ? "valid" : "DAMAGED",
+           (unsigned long long)res->read.files, (unsigned long long)res->read.bytes);
     size_t k;
     json_t *er;
-    json_array_foreach(json_object_get(rep, "errors"), k, er)
+    json_array_foreach(res->read.errors, k, er)
     {
         char *p = json_dumps(json_object_get(er, "path"), JSON_ENCODE_ANY);
         printf("  %s: %s\n", p, json_string_value(json_object_get(er, "error")));
@@ -561,20 +569,20 @@ static int cmd_verify(struct globals *g, int argc, char **argv)
     struct repo *r = open_repo(g, false, &e);
     if (!r)
         return fail(&e);
-    struct verify_print vp = {g, 0};
+    struct verify_print vp = {.g = g, .all = all, .json = all ? json_array() : NULL};
     struct verify_opts vo = {.progress = progress_fn(g), .threads = g->threads, .op = &op};
-    json_t *reports = NULL;
     if (all) {
-        if (caris_backup_verify_all(r, &vo, verify_print_one, &vp, &reports, &e) != 0 &&
-            vp.code == 0)
+        if (caris_backup_verify_all(r, &vo, verify_print_one, &vp, &e) != 0 && vp.code == 0)
             vp.code = fail(&e); /* the list could not be read */
     } else {
-        int rc = caris_backup_verify(r, id, &vo, &reports, &e);
-        verify_print_one(&vp, id, rc, reports, &e);
+        struct caris_verify_result res;
+        int rc = caris_verify(r, id, &vo, &res, &e);
+        verify_print_one(&vp, id, rc, &res, &e);
+        caris_verify_result_free(&res);
     }
-    if (g->json && reports)
-        print_json(reports);
-    json_decref(reports);
+    if (g->json && vp.json)
+        print_json(vp.json);
+    json_decref(vp.json);
     int code = vp.code;
     repo_close(r);
     return code;
@@ -614,29 +622,29 @@ static int cmd_check(struct globals *g, int argc, char **argv)
     struct repo *r = open_repo(g, false, &e);
     if (!r)
         return fail(&e);
-    json_t *rep = NULL;
-    int rc = repo_check(r, &o, &rep, &e);
+    struct repo_check_result res;
+    int rc = repo_check_run(r, &o, &res, &e);
     progress_end(g);
     repo_close(r);
     if (rc != 0)
         return fail(&e);
-    bool ok = json_is_true(json_object_get(rep, "ok"));
+    bool ok = res.ok;
     if (g->json) {
-        print_json(rep);
+        json_t *j = repo_check_result_to_json(&res);
+        print_json(j);
+        json_decref(j);
     } else {
-        json_t *st = json_object_get(rep, "stats");
+        const struct repo_check_stats *st = &res.stats;
         printf("repository %s: %s\n", g->repo_path, ok ? "no errors found" : "DAMAGED");
-        printf("  %lld packs, %lld blobs, %lld index files, %lld snapshots%s\n",
-               json_integer_value(json_object_get(st, "packs")),
-               json_integer_value(json_object_get(st, "blobs")),
-               json_integer_value(json_object_get(st, "index_files")),
-               json_integer_value(json_object_get(st, "snapshots")),
+        printf("  %llu packs, %llu blobs, %llu index files, %llu snapshots%s\n",
+               (unsigned long long)st->packs, (unsigned long long)st->blobs,
+               (unsigned long long)st->index_files, (unsigned long long)st->snapshots,
                o.read_data ? ", all data read" : "");
-        const char *kinds[] = {"errors", "warnings"};
+        json_t *lists[] = {res.errors, res.warnings};
         for (int k = 0; k < 2; k++) {
             size_t i;
             json_t *x;
-            json_array_foreach(json_object_get(rep, kinds[k]), i, x)
+            json_array_foreach(lists[k], i, x)
             {
                 printf("  %s: %s: %s", k ? "warning" : "error",
                        json_string_value(json_object_get(x, "object")),
@@ -653,7 +661,7 @@ static int cmd_check(struct globals *g, int argc, char **argv)
             }
         }
     }
-    json_decref(rep);
+    repo_check_result_free(&res);
     if (!ok) {
         err_set(&e, ERR_DAMAGE,
                 "do not restore the affected backups; use a different backup, and keep a copy "
@@ -731,27 +739,26 @@ static int cmd_restore(struct globals *g, int argc, char **argv)
                                    .threads = g->threads,
                                    .progress = progress_fn(g),
                                    .op = &op};
-    json_t *rep = NULL;
-    int rc = caris_files_restore(r, &o, &rep, &e);
+    struct caris_files_restore_result res;
+    int rc = caris_restore_files(r, &o, &res, &e);
     progress_end(g);
     repo_close(r);
     free(inc);
     int code = rc < 0 ? err_exit_code(&e) : rc == CARIS_DONE_WARNINGS ? EXIT_WARNINGS : 0;
-    if (g->json && rep) {
-        json_object_set_new(rep, "ok", json_boolean(rc >= 0));
-        print_json(rep);
-    } else if (rep && !g->quiet && rc >= 0) {
+    if (g->json && res.ran) {
+        json_t *j = caris_files_restore_result_to_json(&res);
+        print_json(j);
+        json_decref(j);
+    } else if (res.ran && !g->quiet && rc >= 0) {
         char bytes[32];
-        str_human_bytes((uint64_t)json_integer_value(json_object_get(rep, "bytes")), bytes,
-                        sizeof(bytes));
-        printf("restored %lld files, %lld dirs, %s into %s\n",
-               json_integer_value(json_object_get(rep, "files")),
-               json_integer_value(json_object_get(rep, "dirs")), bytes, target);
-        const char *kinds[] = {"errors", "warnings"};
+        str_human_bytes(res.read.bytes, bytes, sizeof(bytes));
+        printf("restored %llu files, %llu dirs, %s into %s\n", (unsigned long long)res.read.files,
+               (unsigned long long)res.read.dirs, bytes, target);
+        json_t *lists[] = {res.read.errors, res.read.warnings};
         for (int k = 0; k < 2; k++) {
             size_t i;
             json_t *x;
-            json_array_foreach(json_object_get(rep, kinds[k]), i, x)
+            json_array_foreach(lists[k], i, x)
             {
                 char *p = json_dumps(json_object_get(x, "path"), JSON_ENCODE_ANY);
                 fprintf(stderr, "%s: %s: %s\n", k ? "warning" : "error", p,
@@ -762,7 +769,7 @@ static int cmd_restore(struct globals *g, int argc, char **argv)
     }
     if (rc < 0)
         err_print(&e, stderr);
-    json_decref(rep);
+    caris_files_restore_result_free(&res);
     return code;
 }
 

@@ -46,9 +46,9 @@ struct files_read_opts {
      * in the target is complete and verified, no temporary file stays. May be NULL. */
     const struct caris_op *op;
 };
-/* report gets {"files", "dirs", "bytes", "errors": [{path, error}], "warnings": [...]}.
- * Returns 0 when every file matched, ERR_DAMAGE (-1, e set) when any did not, -1 for other
- * failures. */
+/* out gets the counts and findings (its arrays are the caller's, also on failure). Returns 0
+ * when every file matched, ERR_DAMAGE (-1, e set) when any did not, -1 for other failures. */
 int files_read_backup(struct repo *r, json_t *summary, const struct buf *entries,
-                      const struct files_read_opts *o, json_t *report, struct err *e);
+                      const struct files_read_opts *o, struct caris_read_report *out,
+                      struct err *e);
 #endif

@@ -1155,15 +1155,15 @@ static int resolve_target(const struct db_restore_opts *o, struct pgsrc_target *
     return 0;
 }
 
-int caris_db_restore(struct repo *r, const struct db_restore_opts *o, json_t **report,
-                     struct err *e)
+int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
+                           struct caris_db_restore_result *res, struct err *e)
 {
     int64_t start = time_mono_ns();
-    *report = NULL;
+    memset(res, 0, sizeof(*res));
     struct pgsrc_target t;
     struct dbk k = {0};
     struct selection sel = {0};
-    json_t *plan = json_array(), *tables = NULL, *test = NULL;
+    json_t *plan = json_array(), *tables = NULL;
     PGconn *c = NULL;
     struct pgsrc_index_tree *pidx = NULL;
     size_t npidx = 0;
@@ -1187,8 +1187,11 @@ int caris_db_restore(struct repo *r, const struct db_restore_opts *o, json_t **r
     if (backup_load(r, o->backup_id, &k, e) != 0 ||
         select_objects(&k, o->tables, o->ntables, o->schemas, o->nschemas, &sel, e) != 0)
         goto out;
-    *report = json_pack("{s:s, s:o, s:b, s:O}", "backupId", k.id, "target", pgsrc_target_json(&t),
-                        "dryRun", o->dry_run, "plan", plan);
+    res->ran = true;
+    res->backup_id = xstrdup(k.id);
+    res->target = pgsrc_target_json(&t);
+    res->dry_run = o->dry_run;
+    res->plan = json_incref(plan);
     str_human_bytes(k.size, dump_size, sizeof(dump_size));
     plan_add(plan,
              "restore backup %s (database %s, PostgreSQL %s, taken %s, %zu tables, dump %s) into "
@@ -1324,9 +1327,12 @@ int caris_db_restore(struct repo *r, const struct db_restore_opts *o, json_t **r
         if (tr.scratch_name[0])
             record_test_restore(r, k.id, DB_SCRATCH_DATABASE, &tr, e, o->op);
         tables = tr.tables;
-        test = json_pack("{s:b, s:s, s:s, s:I, s:I}", "ok", tr.ok, "scratch", "database",
-                         "scratch_name", tr.scratch_name, "restore_ms", (json_int_t)tr.restore_ms,
-                         "verify_ms", (json_int_t)tr.verify_ms);
+        res->tested = true;
+        res->test.ok = tr.ok;
+        res->test.scratch = DB_SCRATCH_DATABASE;
+        snprintf(res->test.scratch_name, sizeof(res->test.scratch_name), "%s", tr.scratch_name);
+        res->test.restore_ms = tr.restore_ms;
+        res->test.verify_ms = tr.verify_ms;
         verified = trc == 0;
         rc = trc;
         goto out;
@@ -1390,7 +1396,7 @@ int caris_db_restore(struct repo *r, const struct db_restore_opts *o, json_t **r
 out:
     if (c)
         PQfinish(c);
-    if (*report) {
+    if (res->ran) {
         if (!tables) {
             tables = sel.expected ? json_deep_copy(sel.expected) : json_array();
         }
@@ -1398,19 +1404,15 @@ out:
         json_t *x;
         json_array_foreach(tables, i, x) if (!json_object_get(x, "actual"))
             json_object_set_new(x, "actual", json_null());
-        json_object_set_new(*report, "tables", tables);
+        res->tables = tables;
         tables = NULL;
-        json_object_set_new(*report, "verified", json_boolean(verified));
-        json_object_set_new(*report, "ok", json_boolean(rc == 0));
-        json_object_set_new(*report, "duration_ms",
-                            json_integer((json_int_t)((time_mono_ns() - start) / 1000000)));
-        if (test)
-            json_object_set(*report, "testRestore", test);
+        res->verified = verified;
+        res->ok = rc == 0;
+        res->duration_ms = (time_mono_ns() - start) / 1000000;
         if (rc != 0)
-            json_object_set_new(*report, "error", json_string(e->msg));
+            res->error = xstrdup(e->msg);
     }
     json_decref(tables);
-    json_decref(test);
     json_decref(plan);
     pgsrc_index_trees_free(pidx, npidx);
     selection_free(&sel);
@@ -1421,13 +1423,43 @@ out:
     return rc;
 }
 
+void caris_db_restore_result_free(struct caris_db_restore_result *res)
+{
+    free(res->backup_id);
+    json_decref(res->target);
+    json_decref(res->plan);
+    json_decref(res->tables);
+    free(res->error);
+    memset(res, 0, sizeof(*res));
+}
+
+json_t *caris_db_restore_result_to_json(const struct caris_db_restore_result *res)
+{
+    if (!res->ran)
+        return NULL;
+    json_t *o = json_pack("{s:s, s:O, s:b, s:O, s:O, s:b, s:b, s:I}", "backupId", res->backup_id,
+                          "target", res->target, "dryRun", res->dry_run, "plan", res->plan,
+                          "tables", res->tables, "verified", res->verified, "ok", res->ok,
+                          "duration_ms", (json_int_t)res->duration_ms);
+    if (res->tested)
+        json_object_set_new(o, "testRestore",
+                            json_pack("{s:b, s:s, s:s, s:I, s:I}", "ok", res->test.ok, "scratch",
+                                      scratch_kind_name(res->test.scratch), "scratch_name",
+                                      res->test.scratch_name, "restore_ms",
+                                      (json_int_t)res->test.restore_ms, "verify_ms",
+                                      (json_int_t)res->test.verify_ms));
+    if (res->error)
+        json_object_set_new(o, "error", json_string(res->error));
+    return o;
+}
+
 /* ---- test restore ------------------------------------------------------------------------------
  */
 
-int caris_db_test_restore(struct repo *r, const struct db_test_restore_opts *o, json_t **report,
-                          struct err *e)
+int caris_test_restore(struct repo *r, const struct db_test_restore_opts *o,
+                       struct caris_test_restore_result *res, struct err *e)
 {
-    *report = NULL;
+    memset(res, 0, sizeof(*res));
     struct pgsrc_target server = {0};
     struct dbk k = {0};
     struct selection sel = {0};
@@ -1449,16 +1481,20 @@ int caris_db_test_restore(struct repo *r, const struct db_test_restore_opts *o, 
                            o->ctx, o->op, &tr, e);
     if (tr.scratch_name[0])
         record_test_restore(r, k.id, o->scratch, &tr, e, o->op);
-    *report = json_pack("{s:s, s:b, s:s, s:s, s:I, s:I, s:o}", "backupId", k.id, "ok", tr.ok,
-                        "scratch", scratch_kind_name(o->scratch), "scratch_name", tr.scratch_name,
-                        "restore_ms", (json_int_t)tr.restore_ms, "verify_ms",
-                        (json_int_t)tr.verify_ms, "tables", tr.tables);
+    res->ran = true;
+    res->backup_id = xstrdup(k.id);
+    res->ok = tr.ok;
+    res->scratch = o->scratch;
+    snprintf(res->scratch_name, sizeof(res->scratch_name), "%s", tr.scratch_name);
+    res->restore_ms = tr.restore_ms;
+    res->verify_ms = tr.verify_ms;
+    res->tables = tr.tables;
     size_t i;
     json_t *x;
     json_array_foreach(tr.tables, i, x) if (!json_object_get(x, "actual"))
         json_object_set_new(x, "actual", json_null());
     if (rc != 0)
-        json_object_set_new(*report, "error", json_string(e->msg));
+        res->error = xstrdup(e->msg);
 out:
     selection_free(&sel);
     backup_free(&k);
@@ -1466,6 +1502,27 @@ out:
         repo_unlock(r);
     pgsrc_target_free(&server);
     return rc;
+}
+
+void caris_test_restore_result_free(struct caris_test_restore_result *res)
+{
+    free(res->backup_id);
+    json_decref(res->tables);
+    free(res->error);
+    memset(res, 0, sizeof(*res));
+}
+
+json_t *caris_test_restore_result_to_json(const struct caris_test_restore_result *res)
+{
+    if (!res->ran)
+        return NULL;
+    json_t *o = json_pack("{s:s, s:b, s:s, s:s, s:I, s:I, s:O}", "backupId", res->backup_id, "ok",
+                          res->ok, "scratch", scratch_kind_name(res->scratch), "scratch_name",
+                          res->scratch_name, "restore_ms", (json_int_t)res->restore_ms, "verify_ms",
+                          (json_int_t)res->verify_ms, "tables", res->tables);
+    if (res->error)
+        json_object_set_new(o, "error", json_string(res->error));
+    return o;
 }
 
 json_t *caris_db_last_test_restores(struct repo *r, struct err *e)

@@ -66,10 +66,8 @@ json_t *caris_backup_list_report(struct repo *r, const char *kind, json_t *state
 }
 
 int caris_backup_verify_all(struct repo *r, const struct verify_opts *o, caris_verify_each_fn each,
-                            void *each_ctx, json_t **reports, struct err *e)
+                            void *each_ctx, struct err *e)
 {
-    if (reports)
-        *reports = json_array();
     json_t *list = caris_backup_list(r, NULL, e);
     if (!list)
         return -1;
@@ -84,19 +82,18 @@ int caris_backup_verify_all(struct repo *r, const struct verify_opts *o, caris_v
                 rc = caris_op_check(o->op, "nothing was changed: run verify again", e);
             break;
         }
-        json_t *rep = NULL;
+        struct caris_verify_result res;
         struct err ve = ERR_INIT;
-        int vrc = caris_backup_verify(r, id, o, &rep, &ve);
+        int vrc = caris_verify(r, id, o, &res, &ve);
         if (each)
-            each(each_ctx, id, vrc, rep, &ve);
+            each(each_ctx, id, vrc, &res, &ve);
         if (vrc != 0 && rc == 0) {
             *e = ve;
             rc = -1;
         }
-        if (reports && rep)
-            json_array_append(*reports, rep);
-        json_decref(rep);
-        if (vrc != 0 && !rep) {
+        bool ran = res.ran;
+        caris_verify_result_free(&res);
+        if (vrc != 0 && !ran) {
             *e = ve;
             break;
         }

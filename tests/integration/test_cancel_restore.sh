@@ -123,10 +123,7 @@ assert_exit 0 cb verify "$id"
 # there, in its one transaction.
 pg_start
 db=$CARIS_PG_DB
-psql_db "$db" -c "CREATE TABLE small (id integer PRIMARY KEY, v text);
-    INSERT INTO small SELECT i, 'v' || i FROM generate_series(1, 1000) AS i" >/dev/null
-export POSTGRES_URL
-POSTGRES_URL=$(pg_url)
+pg_small_table "$db"
 db_backup_json "$TEST_TMP/db.json" --full
 assert_rc 0 "a database backup"
 dbid=$BACKUP_ID

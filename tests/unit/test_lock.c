@@ -738,12 +738,13 @@ static void test_exclusive_waits_for_backup(void **state)
     json_t *list = repo_snapshot_list(a, NULL, &e);
     assert_int_equal(json_array_size(list), 1);
     const char *id = json_string_value(json_object_get(json_array_get(list, 0), "id"));
-    json_t *rep = NULL;
+    struct caris_verify_result res;
     struct repo *v = open_ok(dir);
     repo_unlock(a); /* verify takes a shared lock */
-    if (caris_backup_verify(v, id, NULL, &rep, &e) != 0)
+    if (caris_verify(v, id, NULL, &res, &e) != 0)
         fail_msg("verify: %s", e.msg);
-    json_decref(rep);
+    assert_true(res.valid);
+    caris_verify_result_free(&res);
     json_decref(list);
     repo_close(v);
     close(c.to_child);
