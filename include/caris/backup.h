@@ -46,15 +46,33 @@ struct files_backup_opts {
     const struct caris_op *op;
 };
 
+/* A committed backup (files or database). The typed fields are read from its summary, the
+ * document committed to the repository (docs/REPOSITORY-FORMAT.md, "Snapshots"). */
+struct caris_backup_result {
+    char *id, *kind, *mode; /* kind "files" or "database"; mode "full" or "incremental" */
+    bool warnings;          /* completed with warnings (status "warnings") */
+    char *parent;           /* the backup an incremental one is based on, else NULL */
+    int64_t duration_ms;
+    uint64_t bytes_read, bytes_added, bytes_stored;
+    uint64_t files, files_unchanged, dirs; /* file backups */
+    char *database, *server_version;       /* database backups (else NULL) */
+    size_t tables;
+    uint64_t rows;
+    json_t *summary; /* the summary itself, with the internal "_file" (the snapshot's name) */
+};
+void caris_backup_result_free(struct caris_backup_result *res);
+/* The summary as `list` shows it (without internal fields); NULL when there is none. */
+json_t *caris_backup_result_to_json(const struct caris_backup_result *res);
+
 /* Backs up the paths. Returns CARIS_DONE, CARIS_DONE_WARNINGS (some files could not be read
  * or changed while read: listed in the summary's "warnings"), or -1 with e set (nothing was
- * committed). *summary receives the backup's summary (as `list` shows it). */
-int caris_files_backup_full(struct repo *r, const struct files_backup_opts *o, json_t **summary,
-                            struct err *e);
+ * committed; res then empty). res: caris_backup_result_free. */
+int caris_files_backup_full(struct repo *r, const struct files_backup_opts *o,
+                            struct caris_backup_result *res, struct err *e);
 /* As above, reading only the files whose size, mtime, ctime or inode differ from the most
  * recent backup of the same paths; falls back to a full backup when there is none. */
 int caris_files_backup_incremental(struct repo *r, const struct files_backup_opts *o,
-                                   json_t **summary, struct err *e);
+                                   struct caris_backup_result *res, struct err *e);
 
 /* Summaries of all backups, oldest first. kind: "files", "database" or NULL for all. */
 json_t *caris_backup_list(struct repo *r, const char *kind, struct err *e);
@@ -65,6 +83,27 @@ json_t *caris_backup_list(struct repo *r, const char *kind, struct err *e);
  * whose snapshot is gone, and "repositoryRolledBack": true when the repository went back in
  * time. Internal fields (_file, warnings) are left out. */
 json_t *caris_backup_list_report(struct repo *r, const char *kind, json_t *state, struct err *e);
+
+/* One line of the list, typed (read from the entry caris_backup_list_report gives). */
+struct caris_list_entry {
+    char *id;
+    bool missing; /* in the state record, but its snapshot is gone: only id is set */
+    char *kind, *mode, *started, *status;
+    char *record; /* "recorded", "unrecorded", "replayed", "none"; NULL without state */
+    int64_t duration_ms;
+    uint64_t files, bytes_read, bytes_added;
+};
+struct caris_list_result {
+    struct caris_list_entry *v;
+    size_t n;
+    json_t *entries; /* caris_backup_list_report's array */
+};
+/* caris_backup_list_report as a typed result: caris_list_result_free. */
+int caris_list(struct repo *r, const char *kind, json_t *state, struct caris_list_result *res,
+               struct err *e);
+void caris_list_result_free(struct caris_list_result *res);
+/* The entries, as caris_backup_list_report gives them. */
+json_t *caris_list_result_to_json(const struct caris_list_result *res);
 
 struct verify_opts {
     caris_progress_fn progress;

@@ -38,12 +38,12 @@ struct db_backup_opts {
  * database's size and encoding and every table's exact row count taken in the dump's
  * snapshot. Returns CARIS_DONE, CARIS_DONE_WARNINGS (the globals could not be dumped: the
  * database dump is complete), or -1 with e and nothing committed. *summary: as `list`. */
-int caris_db_backup_full(struct repo *r, const struct db_backup_opts *o, json_t **summary,
-                         struct err *e);
+int caris_db_backup_full(struct repo *r, const struct db_backup_opts *o,
+                         struct caris_backup_result *res, struct err *e);
 /* The same, recording as "parent" the latest backup of the same database. The dump is read
  * whole either way; only the chunks that changed are added to the repository. */
-int caris_db_backup_incremental(struct repo *r, const struct db_backup_opts *o, json_t **summary,
-                                struct err *e);
+int caris_db_backup_incremental(struct repo *r, const struct db_backup_opts *o,
+                                struct caris_backup_result *res, struct err *e);
 
 struct db_restore_opts {
     const char *backup_id;

@@ -33,7 +33,7 @@ int usage_error(const char *fmt, const char *arg);
 void print_json(json_t *j);
 /* A backup's summary: printed as JSON with --json; true when nothing more is to be printed
  * (--json or --quiet). */
-bool print_summary_json(const struct globals *g, json_t *s);
+bool print_backup_json(const struct globals *g, const struct caris_backup_result *res);
 /* Progress on stderr when it is a terminal and not --quiet, else NULL. */
 caris_progress_fn progress_fn(const struct globals *g);
 void progress_end(const struct globals *g);

@@ -112,35 +112,21 @@ static int parse_jobs(const char *s, int *out)
 
 /* ---- backup database ------------------------------------------------------------------ */
 
-static void print_db_summary(const struct globals *g, json_t *s)
+static void print_db_summary(const struct globals *g, const struct caris_backup_result *res)
 {
-    if (print_summary_json(g, s))
+    if (print_backup_json(g, res))
         return;
-    json_t *st = json_object_get(s, "stats");
     char dump[32], added[32], stored[32];
-    str_human_bytes((uint64_t)json_integer_value(json_object_get(st, "bytes_read")), dump,
-                    sizeof(dump));
-    str_human_bytes((uint64_t)json_integer_value(json_object_get(st, "bytes_added")), added,
-                    sizeof(added));
-    str_human_bytes((uint64_t)json_integer_value(json_object_get(st, "bytes_stored")), stored,
-                    sizeof(stored));
-    long long rows = 0;
-    size_t i;
-    json_t *t;
-    json_array_foreach(json_object_get(s, "tables"), i, t) rows +=
-        json_integer_value(json_object_get(t, "rows"));
-    printf("backup %s %s\n", json_string_value(json_object_get(s, "id")),
-           strcmp(json_string_value(json_object_get(s, "status")), "ok") == 0
-               ? "completed"
-               : "completed with warnings");
-    printf("  database %s (PostgreSQL %s), %zu tables, %lld rows; dump %s, new data %s, stored "
+    str_human_bytes(res->bytes_read, dump, sizeof(dump));
+    str_human_bytes(res->bytes_added, added, sizeof(added));
+    str_human_bytes(res->bytes_stored, stored, sizeof(stored));
+    printf("backup %s %s\n", res->id, res->warnings ? "completed with warnings" : "completed");
+    printf("  database %s (PostgreSQL %s), %zu tables, %llu rows; dump %s, new data %s, stored "
            "%s, %.1f s\n",
-           json_string_value(json_object_get(s, "database")),
-           json_string_value(json_object_get(s, "server_version")),
-           json_array_size(json_object_get(s, "tables")), rows, dump, added, stored,
-           (double)json_integer_value(json_object_get(s, "duration_ms")) / 1000.0);
-    if (json_object_get(s, "parent"))
-        printf("  based on %s\n", json_string_value(json_object_get(s, "parent")));
+           res->database, res->server_version, res->tables, (unsigned long long)res->rows, dump,
+           added, stored, (double)res->duration_ms / 1000.0);
+    if (res->parent)
+        printf("  based on %s\n", res->parent);
 }
 
 int cmd_backup_database(struct globals *g, int argc, char **argv)
@@ -211,15 +197,15 @@ int cmd_backup_database(struct globals *g, int argc, char **argv)
                                .progress = progress_fn(g),
                                .time_ns = time_ns,
                                .op = &op};
-    json_t *summary = NULL;
-    int rc = incremental ? caris_db_backup_incremental(r, &o, &summary, &e)
-                         : caris_db_backup_full(r, &o, &summary, &e);
+    struct caris_backup_result res;
+    int rc = incremental ? caris_db_backup_incremental(r, &o, &res, &e)
+                         : caris_db_backup_full(r, &o, &res, &e);
     progress_end(g);
     repo_close(r);
     if (rc < 0)
         return fail(&e);
-    print_db_summary(g, summary);
-    json_decref(summary);
+    print_db_summary(g, &res);
+    caris_backup_result_free(&res);
     return rc == CARIS_DONE_WARNINGS ? EXIT_WARNINGS : 0;
 }
 

@@ -263,40 +263,30 @@ static int cmd_init(struct globals *g, int argc, char **argv)
     return 0;
 }
 
-bool print_summary_json(const struct globals *g, json_t *s)
+bool print_backup_json(const struct globals *g, const struct caris_backup_result *res)
 {
     if (g->json) {
-        json_t *copy = json_deep_copy(s);
-        json_object_del(copy, "_file"); /* the repository's object name: internal */
-        print_json(copy);
-        json_decref(copy);
+        json_t *j = caris_backup_result_to_json(res);
+        print_json(j);
+        json_decref(j);
     }
     return g->json || g->quiet;
 }
 
-static void print_summary(const struct globals *g, json_t *s)
+static void print_summary(const struct globals *g, const struct caris_backup_result *res)
 {
-    if (print_summary_json(g, s))
+    if (print_backup_json(g, res))
         return;
-    json_t *st = json_object_get(s, "stats");
     char read[32], added[32], stored[32];
-    str_human_bytes((uint64_t)json_integer_value(json_object_get(st, "bytes_read")), read,
-                    sizeof(read));
-    str_human_bytes((uint64_t)json_integer_value(json_object_get(st, "bytes_added")), added,
-                    sizeof(added));
-    str_human_bytes((uint64_t)json_integer_value(json_object_get(st, "bytes_stored")), stored,
-                    sizeof(stored));
-    printf("backup %s %s\n", json_string_value(json_object_get(s, "id")),
-           strcmp(json_string_value(json_object_get(s, "status")), "ok") == 0
-               ? "completed"
-               : "completed with warnings");
-    printf("  files %lld (%lld unchanged), dirs %lld, read %s, new data %s, stored %s, %.1f s\n",
-           json_integer_value(json_object_get(st, "files")),
-           json_integer_value(json_object_get(st, "files_unchanged")),
-           json_integer_value(json_object_get(st, "dirs")), read, added, stored,
-           (double)json_integer_value(json_object_get(s, "duration_ms")) / 1000.0);
-    if (json_object_get(s, "parent"))
-        printf("  based on %s\n", json_string_value(json_object_get(s, "parent")));
+    str_human_bytes(res->bytes_read, read, sizeof(read));
+    str_human_bytes(res->bytes_added, added, sizeof(added));
+    str_human_bytes(res->bytes_stored, stored, sizeof(stored));
+    printf("backup %s %s\n", res->id, res->warnings ? "completed with warnings" : "completed");
+    printf("  files %llu (%llu unchanged), dirs %llu, read %s, new data %s, stored %s, %.1f s\n",
+           (unsigned long long)res->files, (unsigned long long)res->files_unchanged,
+           (unsigned long long)res->dirs, read, added, stored, (double)res->duration_ms / 1000.0);
+    if (res->parent)
+        printf("  based on %s\n", res->parent);
 }
 
 static int split_paths(const char *list, char ***out, size_t *n)
@@ -398,7 +388,7 @@ static int cmd_backup(struct globals *g, int argc, char **argv)
     if (!npaths && config_get(&g->cfg, "BACKUP_FILES_PATHS"))
         split_paths(config_get(&g->cfg, "BACKUP_FILES_PATHS"), &paths, &npaths);
     struct repo *r = NULL;
-    json_t *summary = NULL;
+    struct caris_backup_result res = {0};
     int rc;
     struct caris_op op;
     cli_op_init_service(g, &op); /* Ctrl-C / SIGTERM: the backup stops, commits nothing */
@@ -419,18 +409,18 @@ static int cmd_backup(struct globals *g, int argc, char **argv)
     } else if (!(r = open_repo(g, true, &e))) {
         rc = -1;
     } else {
-        rc = incremental ? caris_files_backup_incremental(r, &o, &summary, &e)
-                         : caris_files_backup_full(r, &o, &summary, &e);
+        rc = incremental ? caris_files_backup_incremental(r, &o, &res, &e)
+                         : caris_files_backup_full(r, &o, &res, &e);
         progress_end(g);
     }
     int code;
     if (rc < 0) {
         code = fail(&e);
     } else {
-        print_summary(g, summary);
+        print_summary(g, &res);
         code = rc == CARIS_DONE_WARNINGS ? EXIT_WARNINGS : 0;
     }
-    json_decref(summary);
+    caris_backup_result_free(&res);
     repo_close(r);
     free_list(paths, npaths);
     free_list(excl, nexcl);
@@ -458,44 +448,38 @@ static int cmd_list(struct globals *g, int argc, char **argv)
     struct repo *r = open_repo(g, false, &e);
     if (!r)
         return fail(&e);
-    json_t *list = caris_backup_list_report(r, kind, g->state, &e);
+    struct caris_list_result res;
+    int rc = caris_list(r, kind, g->state, &res, &e);
     repo_close(r);
-    if (!list)
+    if (rc != 0)
         return fail(&e);
-    size_t i;
-    json_t *s;
     if (g->json) {
-        print_json(list);
+        json_t *j = caris_list_result_to_json(&res);
+        print_json(j);
+        json_decref(j);
     } else {
         printf("%-44s %-18s %-20s %8s %9s %10s %10s %s\n", "ID", "TYPE", "STARTED (UTC)",
                "DURATION", "FILES", "READ", "ADDED", "STATUS");
-        json_array_foreach(list, i, s)
-        {
-            json_t *st = json_object_get(s, "stats");
-            char read[32], added[32], type[40], when[24];
-            str_human_bytes((uint64_t)json_integer_value(json_object_get(st, "bytes_read")), read,
-                            sizeof(read));
-            str_human_bytes((uint64_t)json_integer_value(json_object_get(st, "bytes_added")), added,
-                            sizeof(added));
-            snprintf(type, sizeof(type), "%s/%s", json_string_value(json_object_get(s, "kind")),
-                     json_string_value(json_object_get(s, "mode")));
-            snprintf(when, sizeof(when), "%.19s", json_string_value(json_object_get(s, "started")));
-            const char *rec = json_string_value(json_object_get(s, "record"));
-            if (rec && strcmp(rec, "missing") == 0) {
-                printf("%-44s %-18s %-20s %8s %9s %10s %10s %s\n",
-                       json_string_value(json_object_get(s, "id")), "?", "?", "", "", "", "",
+        for (size_t i = 0; i < res.n; i++) {
+            const struct caris_list_entry *x = &res.v[i];
+            if (x->missing) {
+                printf("%-44s %-18s %-20s %8s %9s %10s %10s %s\n", x->id, "?", "?", "", "", "", "",
                        "MISSING (in the state record, snapshot gone)");
                 continue;
             }
-            printf("%-44s %-18s %-20s %7.1fs %9lld %10s %10s %s%s\n",
-                   json_string_value(json_object_get(s, "id")), type, when,
-                   (double)json_integer_value(json_object_get(s, "duration_ms")) / 1000.0,
-                   json_integer_value(json_object_get(st, "files")), read, added,
-                   json_string_value(json_object_get(s, "status")),
-                   rec && strcmp(rec, "replayed") == 0 ? " REPLAYED (was forgotten)" : "");
+            char read[32], added[32], type[40], when[24];
+            str_human_bytes(x->bytes_read, read, sizeof(read));
+            str_human_bytes(x->bytes_added, added, sizeof(added));
+            snprintf(type, sizeof(type), "%s/%s", x->kind, x->mode);
+            snprintf(when, sizeof(when), "%.19s", x->started);
+            printf("%-44s %-18s %-20s %7.1fs %9llu %10s %10s %s%s\n", x->id, type, when,
+                   (double)x->duration_ms / 1000.0, (unsigned long long)x->files, read, added,
+                   x->status,
+                   x->record && strcmp(x->record, "replayed") == 0 ? " REPLAYED (was forgotten)"
+                                                                   : "");
         }
     }
-    json_decref(list);
+    caris_list_result_free(&res);
     return 0;
 }
 

@@ -22,6 +22,9 @@ void backup_id_release(struct repo *r, const char *id);
 json_t *backup_latest(struct repo *r, const char *kind, const char *field, json_t *value,
                       struct err *e);
 
+/* Fills res from a backup's summary (NULL: an empty result), which it takes. */
+void backup_result_take(struct caris_backup_result *res, json_t *summary);
+
 /* entry_iter (one manifest entry at a time) is in caris/repo.h: prune's walk uses it too. */
 
 /* Feeds n zero bytes (a hole) to a SHA-256: a sparse file hashes like sha256sum reads it. */

@@ -244,14 +244,20 @@ out:
     return rc;
 }
 
-int caris_db_backup_full(struct repo *r, const struct db_backup_opts *o, json_t **summary,
-                         struct err *e)
+int caris_db_backup_full(struct repo *r, const struct db_backup_opts *o,
+                         struct caris_backup_result *res, struct err *e)
 {
-    return db_backup(r, o, false, summary, e);
+    json_t *summary = NULL;
+    int rc = db_backup(r, o, false, &summary, e);
+    backup_result_take(res, summary);
+    return rc;
 }
 
-int caris_db_backup_incremental(struct repo *r, const struct db_backup_opts *o, json_t **summary,
-                                struct err *e)
+int caris_db_backup_incremental(struct repo *r, const struct db_backup_opts *o,
+                                struct caris_backup_result *res, struct err *e)
 {
-    return db_backup(r, o, true, summary, e);
+    json_t *summary = NULL;
+    int rc = db_backup(r, o, true, &summary, e);
+    backup_result_take(res, summary);
+    return rc;
 }

@@ -804,16 +804,22 @@ out:
     return rc;
 }
 
-int caris_files_backup_full(struct repo *r, const struct files_backup_opts *o, json_t **summary,
-                            struct err *e)
+int caris_files_backup_full(struct repo *r, const struct files_backup_opts *o,
+                            struct caris_backup_result *res, struct err *e)
 {
-    return files_backup(r, o, false, summary, e);
+    json_t *summary = NULL;
+    int rc = files_backup(r, o, false, &summary, e);
+    backup_result_take(res, summary);
+    return rc;
 }
 
 int caris_files_backup_incremental(struct repo *r, const struct files_backup_opts *o,
-                                   json_t **summary, struct err *e)
+                                   struct caris_backup_result *res, struct err *e)
 {
-    return files_backup(r, o, true, summary, e);
+    json_t *summary = NULL;
+    int rc = files_backup(r, o, true, &summary, e);
+    backup_result_take(res, summary);
+    return rc;
 }
 
 json_t *caris_backup_list(struct repo *r, const char *kind, struct err *e)

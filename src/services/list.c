@@ -65,6 +65,63 @@ json_t *caris_backup_list_report(struct repo *r, const char *kind, json_t *state
     return list;
 }
 
+static char *str_or_null(json_t *obj, const char *key)
+{
+    const char *v = json_string_value(json_object_get(obj, key));
+    return v ? xstrdup(v) : NULL;
+}
+
+int caris_list(struct repo *r, const char *kind, json_t *state, struct caris_list_result *res,
+               struct err *e)
+{
+    memset(res, 0, sizeof(*res));
+    res->entries = caris_backup_list_report(r, kind, state, e);
+    if (!res->entries)
+        return -1;
+    res->n = json_array_size(res->entries);
+    res->v = xcalloc(res->n ? res->n : 1, sizeof(*res->v));
+    size_t i;
+    json_t *b;
+    json_array_foreach(res->entries, i, b)
+    {
+        struct caris_list_entry *x = &res->v[i];
+        json_t *st = json_object_get(b, "stats");
+        x->id = str_or_null(b, "id");
+        x->record = str_or_null(b, "record");
+        x->missing = x->record && strcmp(x->record, "missing") == 0;
+        x->kind = str_or_null(b, "kind");
+        x->mode = str_or_null(b, "mode");
+        x->started = str_or_null(b, "started");
+        x->status = str_or_null(b, "status");
+        x->duration_ms = json_integer_value(json_object_get(b, "duration_ms"));
+        x->files = (uint64_t)json_integer_value(json_object_get(st, "files"));
+        x->bytes_read = (uint64_t)json_integer_value(json_object_get(st, "bytes_read"));
+        x->bytes_added = (uint64_t)json_integer_value(json_object_get(st, "bytes_added"));
+    }
+    return 0;
+}
+
+void caris_list_result_free(struct caris_list_result *res)
+{
+    for (size_t i = 0; i < res->n; i++) {
+        struct caris_list_entry *x = &res->v[i];
+        free(x->id);
+        free(x->kind);
+        free(x->mode);
+        free(x->started);
+        free(x->status);
+        free(x->record);
+    }
+    free(res->v);
+    json_decref(res->entries);
+    memset(res, 0, sizeof(*res));
+}
+
+json_t *caris_list_result_to_json(const struct caris_list_result *res)
+{
+    return json_incref(res->entries);
+}
+
 int caris_backup_verify_all(struct repo *r, const struct verify_opts *o, caris_verify_each_fn each,
                             void *each_ctx, struct err *e)
 {
