@@ -325,8 +325,11 @@ static int check_snapshots(struct check *c, json_t *list, uint64_t *nrefs, struc
     if (c->weak_packs.n)
         qsort(c->weak_packs.v, c->weak_packs.n, 32, cmp_id);
     struct snap_walk sw = {.c = c, .nrefs = nrefs};
-    struct repo_ref_walk w = {
-        .snapshot_begin = snap_begin, .blob = snap_blob, .snapshot_end = snap_end, .ctx = &sw};
+    struct repo_ref_walk w = {.snapshot_begin = snap_begin,
+                              .blob = snap_blob,
+                              .snapshot_end = snap_end,
+                              .ctx = &sw,
+                              .op = c->o ? c->o->op : NULL};
     return repo_walk_references(c->r, list, &w, e);
 }
 

@@ -615,8 +615,15 @@ static int restore_piped(struct restore_run *rr, char **argv, struct err *e)
     if (pgsrc_child_start(&c, rr->tool->path, argv, &so, e) != 0)
         goto out;
     /* non-blocking on our side: while pg_restore waits (for a lock) a cancel is still seen */
-    if (pipe2(ip, O_CLOEXEC) != 0 || fcntl(ip[1], F_SETFL, O_NONBLOCK) != 0) {
+    if (pipe2(ip, O_CLOEXEC) != 0) {
         err_sys(e, errno, NULL, "cannot create a pipe");
+        pgsrc_child_kill(&c, SIGTERM);
+        goto out;
+    }
+    if (fcntl(ip[1], F_SETFL, O_NONBLOCK) != 0) {
+        err_sys(e, errno, NULL, "cannot set up a pipe");
+        close(ip[0]);
+        close(ip[1]);
         pgsrc_child_kill(&c, SIGTERM);
         goto out;
     }

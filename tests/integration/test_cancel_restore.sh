@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# SIGTERM (or Ctrl-C) during a restore or a verify: it stops, says "cancelled" (exit 1),
+# SIGTERM (or Ctrl-C) during a restore, a verify or a check: it stops, says "cancelled" (exit 1),
 # releases its lock, and leaves no half-written target: every file in it is complete and
 # verified, no temporary file stays; a verify says nothing of damage. A database restore
 # is stopped before pg_restore commits: the database is as it was.
@@ -117,6 +117,13 @@ assert_contains "$(cat "$BG_ERR")" "cancelled" "verify --all: it says cancelled"
 assert_not_contains "$(cat "$BG_OUT")" '"valid": false' "verify --all: no backup reported invalid"
 assert_eq "" "$(lock_files)" "verify --all: its lock is released"
 assert_exit 0 cb verify "$id"
+
+# --- check --read-data -----------------------------------------------------------------
+cancel_during TERM "check" cb check --read-data
+assert_eq 1 "$RC" "check: exit 1"
+assert_contains "$(cat "$BG_ERR")" "cancelled" "check: it says cancelled"
+assert_not_contains "$(cat "$BG_OUT")" "DAMAGED" "check: no damage claimed"
+assert_eq "" "$(lock_files)" "check: its lock is released"
 
 # --- restore database ------------------------------------------------------------------
 # pg_restore --clean waits for a table another session has locked; the cancel stops it
