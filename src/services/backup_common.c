@@ -114,7 +114,7 @@ void progress_report(caris_progress_fn fn, void *ctx, const char *phase, uint64_
     fn(ctx, &p);
 }
 
-static char *str_or_null(json_t *obj, const char *key)
+char *jsonx_strdup_member(json_t *obj, const char *key)
 {
     const char *v = json_string_value(json_object_get(obj, key));
     return v ? xstrdup(v) : NULL;
@@ -132,12 +132,12 @@ void backup_result_take(struct caris_backup_result *res, json_t *summary)
     if (!summary)
         return;
     res->summary = summary;
-    res->id = str_or_null(summary, "id");
-    res->kind = str_or_null(summary, "kind");
-    res->mode = str_or_null(summary, "mode");
+    res->id = jsonx_strdup_member(summary, "id");
+    res->kind = jsonx_strdup_member(summary, "kind");
+    res->mode = jsonx_strdup_member(summary, "mode");
     const char *status = json_string_value(json_object_get(summary, "status"));
     res->warnings = status && strcmp(status, "ok") != 0;
-    res->parent = str_or_null(summary, "parent");
+    res->parent = jsonx_strdup_member(summary, "parent");
     res->duration_ms = json_integer_value(json_object_get(summary, "duration_ms"));
     json_t *st = json_object_get(summary, "stats");
     res->bytes_read = uint_of(st, "bytes_read");
@@ -146,8 +146,8 @@ void backup_result_take(struct caris_backup_result *res, json_t *summary)
     res->files = uint_of(st, "files");
     res->files_unchanged = uint_of(st, "files_unchanged");
     res->dirs = uint_of(st, "dirs");
-    res->database = str_or_null(summary, "database");
-    res->server_version = str_or_null(summary, "server_version");
+    res->database = jsonx_strdup_member(summary, "database");
+    res->server_version = jsonx_strdup_member(summary, "server_version");
     json_t *tables = json_object_get(summary, "tables");
     res->tables = json_array_size(tables);
     size_t i;

@@ -22,6 +22,9 @@ void backup_id_release(struct repo *r, const char *id);
 json_t *backup_latest(struct repo *r, const char *kind, const char *field, json_t *value,
                       struct err *e);
 
+/* A copy of obj's string member key (free it), or NULL when there is none. */
+char *jsonx_strdup_member(json_t *obj, const char *key);
+
 /* Fills res from a backup's summary (NULL: an empty result), which it takes. */
 void backup_result_take(struct caris_backup_result *res, json_t *summary);
 

@@ -3,11 +3,7 @@
 
 #include <string.h>
 
-static char *dup_or_null(json_t *v)
-{
-    const char *s = json_string_value(v);
-    return s ? xstrdup(s) : NULL;
-}
+#include "common.h"
 
 int caris_key_list(struct repo *r, const struct caris_op *op, struct caris_key_list *out,
                    struct err *e)
@@ -24,12 +20,12 @@ int caris_key_list(struct repo *r, const struct caris_op *op, struct caris_key_l
     json_array_foreach(arr, i, k)
     {
         struct caris_key_slot *s = &out->slots[i];
-        s->id = dup_or_null(json_object_get(k, "id"));
+        s->id = jsonx_strdup_member(k, "id");
         s->current = json_is_true(json_object_get(k, "current"));
         s->version = (int)json_integer_value(json_object_get(k, "version"));
-        s->label = dup_or_null(json_object_get(k, "label"));
-        s->created = dup_or_null(json_object_get(k, "created"));
-        s->error = dup_or_null(json_object_get(k, "error"));
+        s->label = jsonx_strdup_member(k, "label");
+        s->created = jsonx_strdup_member(k, "created");
+        s->error = jsonx_strdup_member(k, "error");
     }
     json_decref(arr);
     return 0;

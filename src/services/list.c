@@ -3,6 +3,7 @@
 
 #include "caris/backup.h"
 #include "caris/dbbackup.h"
+#include "common.h"
 
 /* The state record's findings, in the list itself (so that `list --json` carries them):
  * "record" on every backup ("recorded", "unrecorded", "replayed", or "none" before the
@@ -65,12 +66,6 @@ json_t *caris_backup_list_report(struct repo *r, const char *kind, json_t *state
     return list;
 }
 
-static char *str_or_null(json_t *obj, const char *key)
-{
-    const char *v = json_string_value(json_object_get(obj, key));
-    return v ? xstrdup(v) : NULL;
-}
-
 int caris_list(struct repo *r, const char *kind, json_t *state, struct caris_list_result *res,
                struct err *e)
 {
@@ -86,13 +81,13 @@ int caris_list(struct repo *r, const char *kind, json_t *state, struct caris_lis
     {
         struct caris_list_entry *x = &res->v[i];
         json_t *st = json_object_get(b, "stats");
-        x->id = str_or_null(b, "id");
-        x->record = str_or_null(b, "record");
+        x->id = jsonx_strdup_member(b, "id");
+        x->record = jsonx_strdup_member(b, "record");
         x->missing = x->record && strcmp(x->record, "missing") == 0;
-        x->kind = str_or_null(b, "kind");
-        x->mode = str_or_null(b, "mode");
-        x->started = str_or_null(b, "started");
-        x->status = str_or_null(b, "status");
+        x->kind = jsonx_strdup_member(b, "kind");
+        x->mode = jsonx_strdup_member(b, "mode");
+        x->started = jsonx_strdup_member(b, "started");
+        x->status = jsonx_strdup_member(b, "status");
         x->duration_ms = json_integer_value(json_object_get(b, "duration_ms"));
         x->files = (uint64_t)json_integer_value(json_object_get(st, "files"));
         x->bytes_read = (uint64_t)json_integer_value(json_object_get(st, "bytes_read"));
