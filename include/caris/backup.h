@@ -148,6 +148,15 @@ typedef void (*caris_verify_each_fn)(void *ctx, const char *backup_id, int rc,
 int caris_backup_verify_all(struct repo *r, const struct verify_opts *o, caris_verify_each_fn each,
                             void *each_ctx, struct err *e);
 
+/* Records the outcome of a verification in the repository (records/verify: {"backupId",
+ * "time", "ok", "bytesChecked", "error"}), so that `list` shows it as "lastVerification".
+ * A record that cannot be written is logged to op (a warning), never an error. */
+void caris_verification_record(struct repo *r, const char *backup_id, bool ok,
+                               uint64_t bytes_checked, const struct err *failure,
+                               const struct caris_op *op);
+/* The latest verification record of each backup: {"<backupId>": record, ...}. */
+json_t *caris_last_verifications(struct repo *r, struct err *e);
+
 struct files_restore_opts {
     const char *backup_id;
     const char *target;

@@ -21,7 +21,7 @@ struct config_var {
 struct config {
     struct config_var *file_vars; /* from the env file; values in secret memory */
     size_t nfile_vars;
-    /* BACKUP_ENCRYPTION_KEY and CARIS_NEW_ENCRYPTION_KEY taken out of the environment by
+    /* the secret variables (ENV_SECRETS in config.c) taken out of the environment by
      * config_load (values in secret memory; see include/caris/secmem.h) */
     struct config_var *env_secrets;
     size_t nenv_secrets;
@@ -29,8 +29,9 @@ struct config {
 };
 
 /* Loads env_file, or ".env.local" when env_file is NULL (missing is fine then; a missing
- * explicit file is an error). First it moves BACKUP_ENCRYPTION_KEY and
- * CARIS_NEW_ENCRYPTION_KEY out of the process environment into c (unsetenv, and their bytes
+ * explicit file is an error). First it moves BACKUP_ENCRYPTION_KEY,
+ * CARIS_NEW_ENCRYPTION_KEY, BACKUP_SMTP_PASSWORD and BACKUP_SLACK_WEBHOOK_URL out of the
+ * process environment into c (unsetenv, and their bytes
  * in the initial environment block wiped): child processes never inherit them, and
  * /proc/<pid>/environ no longer shows them; config_get still returns them. Syntax: KEY=VALUE lines,
  * optional "export ", '#' comments, values optionally in single or double quotes. A malformed line

@@ -100,6 +100,10 @@ json_t *repo_damage(const struct repo *r);
  * the next backup stores those blobs again) and by repo_state_audit, as a JSON array of
  * {"object": name, "message": msg}. Never NULL. Borrowed. */
 json_t *repo_warnings(const struct repo *r);
+/* The blobs a pack holds, read from its trailer (not from the index): {"pack", "bytes",
+ * "blobs": [{"id", "offset", "length" (ciphertext + tag), "size" (plaintext), "compressed"}]}.
+ * name: the object name, "data/<2 hex>/<64 hex>". New reference in *out. */
+int repo_pack_blobs(struct repo *r, const char *name, json_t **out, struct err *e);
 /* The repository's id (32 hex digits, from its config). */
 const char *repo_id(const struct repo *r);
 

@@ -62,8 +62,8 @@ struct caris_retention_item {
     unsigned reasons; /* out: CARIS_KEEP_* */
 };
 /* The pure decision, for any list of items (any order). tz: a TZ name ("Europe/Berlin"),
- * NULL or "" for the process's local time zone. Sets TZ while it runs: not to be called
- * while another thread converts local times. */
+ * NULL or "" for the process's local time zone. Thread-safe: the zone is read with
+ * caris/tz.h, never through TZ or the C library's local-time state. */
 int caris_retention_decide(const struct caris_retention_policy *p, const char *tz,
                            struct caris_retention_item *items, size_t n, struct err *e);
 

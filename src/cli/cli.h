@@ -9,6 +9,7 @@
 #include "caris/backup.h"
 #include "caris/config.h"
 #include "caris/err.h"
+#include "caris/inspect.h"
 #include "caris/repo.h"
 
 #define VERSION "0.1.0"
@@ -59,7 +60,28 @@ int cmd_test_restore(struct globals *g, int argc, char **argv);
 /* Retention commands (cmd_retention.c). */
 int cmd_forget(struct globals *g, int argc, char **argv);
 int cmd_prune(struct globals *g, int argc, char **argv);
+/* The daemon and its control (cmd_daemon.c). */
+int cmd_daemon(struct globals *g, int argc, char **argv);
+int cmd_run_now(struct globals *g, int argc, char **argv);
+int cmd_schedule_status(struct globals *g, int argc, char **argv); /* argv: schedule status ... */
+/* Low-level views (cmd_debug.c). */
+int cmd_debug(struct globals *g, int argc, char **argv);
+/* Notification commands (cmd_notify.c): notify test. */
+int cmd_notify(struct globals *g, int argc, char **argv);
+/* schedule next | status (cmd_schedule.c). */
+int cmd_schedule(struct globals *g, int argc, char **argv);
 /* Parses a --time option (in BACKUP_TZ when it names no zone); refuses a future time. */
 int backup_time_option(const struct globals *g, const char *s, int64_t *ns, struct err *e);
+
+/* Inspect commands (cmd_inspect.c); argv[0] is the command word. */
+int cmd_show(struct globals *g, int argc, char **argv);
+int cmd_ls(struct globals *g, int argc, char **argv);
+int cmd_dump(struct globals *g, int argc, char **argv);
+int cmd_diff(struct globals *g, int argc, char **argv);
+int cmd_find(struct globals *g, int argc, char **argv);
+/* open_repo, then caris_backup_resolve(text, kind) into id; NULL (repository closed) on
+ * failure. For every command that takes a backup id. */
+struct repo *open_repo_id(struct globals *g, const char *text, const char *kind,
+                          char id[CARIS_ID_MAX], struct err *e);
 
 #endif

@@ -324,11 +324,12 @@ int cmd_restore_database(struct globals *g, int argc, char **argv)
     char *tmp = NULL;
     struct repo *r = NULL;
     struct caris_db_restore_result res = {0};
+    char id[CARIS_ID_MAX];
     if (optind != sargc - 1) {
         code = usage_error("restore database needs exactly one backup id%s", NULL);
         goto out;
     }
-    o.backup_id = sargv[optind];
+    o.backup_id = id; /* resolved when the repository is open */
     if (target_url) {
         int has = pgsrc_url_has_password(target_url);
         if (has < 0) {
@@ -367,7 +368,7 @@ int cmd_restore_database(struct globals *g, int argc, char **argv)
     struct caris_op op;
     cli_op_init_service(g, &op); /* Ctrl-C / SIGTERM: pg_restore is stopped before it commits */
     o.op = &op;
-    if (!(r = open_repo(g, false, &e))) {
+    if (!(r = open_repo_id(g, sargv[optind], "database", id, &e))) {
         code = fail(&e);
         goto out;
     }
@@ -437,7 +438,8 @@ int cmd_test_restore(struct globals *g, int argc, char **argv)
     }
     if (optind != argc - 1)
         return usage_error("test-restore needs exactly one backup id%s", NULL);
-    o.backup_id = argv[optind];
+    char id[CARIS_ID_MAX];
+    o.backup_id = id; /* resolved when the repository is open */
     struct err e = ERR_INIT;
     if (o.scratch == DB_SCRATCH_DATABASE && postgres_url(g, &o.url, &e) != 0)
         return fail(&e);
@@ -448,7 +450,7 @@ int cmd_test_restore(struct globals *g, int argc, char **argv)
     struct caris_op op;
     cli_op_init_service(g, &op); /* Ctrl-C / SIGTERM: stopped, the scratch database dropped */
     o.op = &op;
-    struct repo *r = open_repo(g, false, &e);
+    struct repo *r = open_repo_id(g, argv[optind], "database", id, &e);
     if (!r) {
         free(tmp);
         return fail(&e);

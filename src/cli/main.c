@@ -16,6 +16,7 @@
 #include "caris/core.h"
 #include "caris/crypto.h"
 #include "caris/fsmeta.h"
+#include "caris/inspect.h"
 #include "caris/keys.h"
 #include "caris/repo.h"
 #include "caris/secmem.h"
@@ -37,6 +38,13 @@ static const char USAGE[] =
     "  list [--type files|database]\n"
     "                            list backups\n"
     "  verify ID | --all         read every blob of a backup and check every file's SHA-256\n"
+    "  show ID                   a backup's summary, warnings, test restores, verifications\n"
+    "  ls ID [PATH] [--long] [--recursive]\n"
+    "                            list the files of a backup (a database backup: its tables)\n"
+    "  dump ID PATH              one file's bytes, or a directory as a tar stream, to stdout\n"
+    "  diff ID1 ID2              what was added, removed and changed between two backups\n"
+    "  find PATTERN [--since TIME] [--until TIME]\n"
+    "                            find files by name or path glob across backups\n"
     "  check [--read-data]       check the repository's structure (and all its data)\n"
     "  restore files ID --target DIR [--include PATH]... [--overwrite]\n"
     "                            restore a file backup\n"
@@ -54,9 +62,20 @@ static const char USAGE[] =
     "  key list | key add [--label L] | key remove ID\n"
     "                            manage key slots (key add reads the new key from stdin or\n"
     "                            CARIS_NEW_ENCRYPTION_KEY, never from the command line)\n"
+    "  schedule next [--cron EXPR] [--tz ZONE] [--from TIME] [--count N]\n"
+    "                            next run times of the schedules (or of EXPR)\n"
     "  unlock [--force]          remove stale locks and, when no operation runs, the\n"
     "                            leftovers of crashed ones (--force: every lock)\n"
+    "  daemon [--json-log]       run the scheduler in the foreground (`daemon --help`)\n"
+    "  schedule status           the scheduler's status: last and next runs, the job running\n"
+    "  run-now full|incremental [--wait]\n"
+    "                            run a scheduled-style backup now (in the daemon if it runs)\n"
+    "  debug pack PACK           list the blobs in a pack (investigating damage)\n"
+    "  notify test               send a test notification to every configured channel\n"
     "  version                   print the version\n"
+    "\n"
+    "ID: a backup id, any unique prefix of one, `latest` (of the kind the command takes),\n"
+    "`latest:files` or `latest:database`.\n"
     "\n"
     "Options:\n"
     "  --env-file PATH   read variables from PATH instead of ./.env.local\n"
@@ -75,8 +94,13 @@ static const char USAGE[] =
     "  POSTGRES_URL           the database for `backup database` (libpq URI or key=value)\n"
     "  BACKUP_COMPRESS_DUMPS  compress database dumps before encryption (default false)\n"
     "  BACKUP_RETENTION_DAILY / _WEEKLY / _MONTHLY   forget's policy (default 7 / 4 / 12)\n"
-    "  BACKUP_TZ              time zone of retention's days and weeks (default: local)\n"
+    "  BACKUP_TZ              time zone of the schedules and of retention's days and weeks\n"
+    "                         (default: local)\n"
+    "  BACKUP_SCHEDULE_DAILY / _WEEKLY / _MONTHLY   cron expressions or off (default\n"
+    "                         '0 3 * * *' / '0 2 * * 0' / '0 1 1 * *')\n"
     "  CARIS_RESTORE_TARGET_URL  restore target with a password (never on the command line)\n"
+    "  BACKUP_SMTP_URL, BACKUP_EMAIL_RECIPIENTS, BACKUP_SLACK_WEBHOOK_URL, ...\n"
+    "                         notifications (`caris-backup notify --help`)\n"
     "\n"
     "Exit codes:\n"
     "  0 success            3 completed with warnings   1 failure\n"
@@ -550,9 +574,12 @@ static int cmd_verify(struct globals *g, int argc, char **argv)
     struct err e = ERR_INIT;
     struct caris_op op;
     cli_op_init_service(g, &op); /* Ctrl-C / SIGTERM: stops at the next file or chunk */
-    struct repo *r = open_repo(g, false, &e);
+    char idbuf[CARIS_ID_MAX];
+    struct repo *r = all ? open_repo(g, false, &e) : open_repo_id(g, id, NULL, idbuf, &e);
     if (!r)
         return fail(&e);
+    if (!all)
+        id = idbuf;
     struct verify_print vp = {.g = g, .all = all, .json = all ? json_array() : NULL};
     struct verify_opts vo = {.progress = progress_fn(g), .threads = g->threads, .op = &op};
     if (all) {
@@ -710,12 +737,13 @@ static int cmd_restore(struct globals *g, int argc, char **argv)
     struct err e = ERR_INIT;
     struct caris_op op;
     cli_op_init_service(g, &op); /* Ctrl-C / SIGTERM: stops; restored files stay complete */
-    struct repo *r = open_repo(g, false, &e);
+    char id[CARIS_ID_MAX];
+    struct repo *r = open_repo_id(g, sargv[optind], "files", id, &e);
     if (!r) {
         free(inc);
         return fail(&e);
     }
-    struct files_restore_opts o = {.backup_id = sargv[optind],
+    struct files_restore_opts o = {.backup_id = id,
                                    .target = target,
                                    .includes = inc,
                                    .nincludes = ninc,
@@ -991,7 +1019,7 @@ static int64_t parse_duration_ms(const char *s)
 }
 
 /* The seed's operations that later issues deliver: an honest error until then. */
-static const char *const PLANNED[] = {"pitr", "upload", "schedule", "serve", NULL};
+static const char *const PLANNED[] = {"pitr", "upload", "serve", NULL};
 
 static bool is_planned(const char *cmd)
 {
@@ -1115,6 +1143,26 @@ int main(int argc, char **argv)
         code = cmd_forget(&g, cargc, cargv);
     else if (strcmp(cmd, "prune") == 0)
         code = cmd_prune(&g, cargc, cargv);
+    else if (strcmp(cmd, "debug") == 0)
+        code = cmd_debug(&g, cargc, cargv);
+    else if (strcmp(cmd, "daemon") == 0)
+        code = cmd_daemon(&g, cargc, cargv);
+    else if (strcmp(cmd, "run-now") == 0)
+        code = cmd_run_now(&g, cargc, cargv);
+    else if (strcmp(cmd, "notify") == 0)
+        code = cmd_notify(&g, cargc, cargv);
+    else if (strcmp(cmd, "schedule") == 0)
+        code = cmd_schedule(&g, cargc, cargv);
+    else if (strcmp(cmd, "show") == 0)
+        code = cmd_show(&g, cargc, cargv);
+    else if (strcmp(cmd, "ls") == 0)
+        code = cmd_ls(&g, cargc, cargv);
+    else if (strcmp(cmd, "dump") == 0)
+        code = cmd_dump(&g, cargc, cargv);
+    else if (strcmp(cmd, "diff") == 0)
+        code = cmd_diff(&g, cargc, cargv);
+    else if (strcmp(cmd, "find") == 0)
+        code = cmd_find(&g, cargc, cargv);
     else if (is_planned(cmd))
         code = not_implemented(cmd);
     else

@@ -17,7 +17,8 @@ extern char **environ;
  * memory, then removed from it (and their bytes in the environment block overwritten, which
  * is what /proc/<pid>/environ shows), so that no child inherits them and no reader of our
  * environment sees them. */
-static const char *const ENV_SECRETS[] = {"BACKUP_ENCRYPTION_KEY", "CARIS_NEW_ENCRYPTION_KEY"};
+static const char *const ENV_SECRETS[] = {"BACKUP_ENCRYPTION_KEY", "CARIS_NEW_ENCRYPTION_KEY",
+                                          "BACKUP_SMTP_PASSWORD", "BACKUP_SLACK_WEBHOOK_URL"};
 
 static char *trim(char *s)
 {

@@ -1531,26 +1531,3 @@ json_t *caris_test_restore_result_to_json(const struct caris_test_restore_result
         json_object_set_new(o, "error", json_string(res->error));
     return o;
 }
-
-json_t *caris_db_last_test_restores(struct repo *r, struct err *e)
-{
-    json_t *recs = repo_record_list(r, "test-restore", NULL, e);
-    if (!recs)
-        return NULL;
-    json_t *out = json_object();
-    size_t i;
-    json_t *rec;
-    json_array_foreach(recs, i, rec)
-    {
-        const char *id = json_string_value(json_object_get(rec, "backupId"));
-        const char *when = json_string_value(json_object_get(rec, "time"));
-        if (!id || !when)
-            continue;
-        json_t *cur = json_object_get(out, id);
-        const char *cur_when = cur ? json_string_value(json_object_get(cur, "time")) : NULL;
-        if (!cur_when || strcmp(when, cur_when) > 0)
-            json_object_set(out, id, rec);
-    }
-    json_decref(recs);
-    return out;
-}

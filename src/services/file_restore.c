@@ -280,40 +280,11 @@ static void submit(struct rctx *c, struct rfile *f, size_t k)
     fetchq_submit(c->q, f->ids[k], f->lens[k], f);
 }
 
-/* Logical offsets of the chunks: they fill the data extents in order (or the whole file). */
+/* Logical offsets of the chunks (manifest_chunk_offsets). */
 static int chunk_offsets(json_t *ent, struct rfile *f)
 {
     f->offs = xcalloc(f->nchunks ? f->nchunks : 1, sizeof(uint64_t));
-    json_t *ext = json_object_get(ent, "extents");
-    uint64_t sum = 0;
-    if (!ext) {
-        for (size_t k = 0; k < f->nchunks; k++) {
-            f->offs[k] = sum;
-            sum += f->lens[k];
-        }
-        return sum == f->meta.size ? 0 : -1;
-    }
-    if (!json_is_array(ext))
-        return -1;
-    size_t ei = 0, k = 0;
-    uint64_t prev_end = 0;
-    for (; ei < json_array_size(ext); ei++) {
-        json_t *x = json_array_get(ext, ei);
-        json_int_t off = json_integer_value(json_array_get(x, 0));
-        json_int_t len = json_integer_value(json_array_get(x, 1));
-        if (off < 0 || len < 0 || (uint64_t)off < prev_end ||
-            (uint64_t)off + (uint64_t)len > f->meta.size)
-            return -1;
-        uint64_t pos = (uint64_t)off, end = (uint64_t)off + (uint64_t)len;
-        while (pos < end) {
-            if (k >= f->nchunks || pos + f->lens[k] > end)
-                return -1;
-            f->offs[k] = pos;
-            pos += f->lens[k++];
-        }
-        prev_end = end;
-    }
-    return k == f->nchunks ? 0 : -1;
+    return manifest_chunk_offsets(ent, f->lens, f->nchunks, f->meta.size, f->offs);
 }
 
 /* Path inside the target for an entry: the root's absolute path without its leading '/',

@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "caris/backup.h"
+#include "caris/core.h"
 #include "caris/dbbackup.h"
 #include "common.h"
 
@@ -40,23 +41,80 @@ static void mark_record(json_t *st, json_t *list)
     json_decref(unrecorded);
 }
 
+void caris_verification_record(struct repo *r, const char *backup_id, bool ok,
+                               uint64_t bytes_checked, const struct err *failure,
+                               const struct caris_op *op)
+{
+    char when[40];
+    time_format_iso(time_now_ns(), when, sizeof(when));
+    json_t *rec = json_pack("{s:s, s:s, s:b, s:I}", "backupId", backup_id, "time", when, "ok", ok,
+                            "bytesChecked", (json_int_t)bytes_checked);
+    if (!ok && failure)
+        json_object_set_new(rec, "error", json_string(failure->msg));
+    struct err e = ERR_INIT;
+    if (repo_record_add(r, "verify", rec, &e) != 0)
+        caris_op_log(op, LOG_WARN, "cannot record the verification of %s: %s", backup_id, e.msg);
+    json_decref(rec);
+}
+
+/* The latest record of kind for each backup: {"<backupId>": record}. */
+static json_t *last_records(struct repo *r, const char *kind, struct err *e)
+{
+    json_t *recs = repo_record_list(r, kind, NULL, e);
+    if (!recs)
+        return NULL;
+    json_t *out = json_object();
+    size_t i;
+    json_t *rec;
+    json_array_foreach(recs, i, rec)
+    {
+        const char *id = json_string_value(json_object_get(rec, "backupId"));
+        const char *when = json_string_value(json_object_get(rec, "time"));
+        if (!id || !when)
+            continue;
+        json_t *cur = json_object_get(out, id);
+        const char *cur_when = cur ? json_string_value(json_object_get(cur, "time")) : NULL;
+        if (!cur_when || strcmp(when, cur_when) > 0)
+            json_object_set(out, id, rec);
+    }
+    json_decref(recs);
+    return out;
+}
+
+json_t *caris_db_last_test_restores(struct repo *r, struct err *e)
+{
+    return last_records(r, "test-restore", e);
+}
+
+json_t *caris_last_verifications(struct repo *r, struct err *e)
+{
+    return last_records(r, "verify", e);
+}
+
 json_t *caris_backup_list_report(struct repo *r, const char *kind, json_t *state, struct err *e)
 {
     json_t *list = caris_backup_list(r, kind, e);
     json_t *tests = list ? caris_db_last_test_restores(r, e) : NULL;
-    if (!list || !tests) {
+    json_t *verifs = tests ? caris_last_verifications(r, e) : NULL;
+    if (!list || !tests || !verifs) {
         json_decref(list);
+        json_decref(tests);
         return NULL;
     }
     size_t i;
     json_t *b;
     json_array_foreach(list, i, b)
     {
-        json_t *t = json_object_get(tests, json_string_value(json_object_get(b, "id")) ?: "");
+        const char *id = json_string_value(json_object_get(b, "id")) ?: "";
+        json_t *t = json_object_get(tests, id);
         if (t)
             json_object_set(b, "lastTestRestore", t);
+        json_t *v = json_object_get(verifs, id);
+        if (v)
+            json_object_set(b, "lastVerification", v);
     }
     json_decref(tests);
+    json_decref(verifs);
     mark_record(state, list);
     json_array_foreach(list, i, b)
     {

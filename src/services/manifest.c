@@ -183,3 +183,37 @@ bad:
     fs_meta_free(m);
     return err_set(e, ERR_DAMAGE, NULL, "malformed manifest entry");
 }
+
+int manifest_chunk_offsets(json_t *ent, const uint32_t *lens, size_t nchunks, uint64_t size,
+                           uint64_t *offs)
+{
+    json_t *ext = json_object_get(ent, "extents");
+    uint64_t sum = 0;
+    if (!ext) {
+        for (size_t k = 0; k < nchunks; k++) {
+            offs[k] = sum;
+            sum += lens[k];
+        }
+        return sum == size ? 0 : -1;
+    }
+    if (!json_is_array(ext))
+        return -1;
+    size_t ei = 0, k = 0;
+    uint64_t prev_end = 0;
+    for (; ei < json_array_size(ext); ei++) {
+        json_t *x = json_array_get(ext, ei);
+        json_int_t off = json_integer_value(json_array_get(x, 0));
+        json_int_t len = json_integer_value(json_array_get(x, 1));
+        if (off < 0 || len < 0 || (uint64_t)off < prev_end || (uint64_t)off + (uint64_t)len > size)
+            return -1;
+        uint64_t pos = (uint64_t)off, end = (uint64_t)off + (uint64_t)len;
+        while (pos < end) {
+            if (k >= nchunks || pos + lens[k] > end)
+                return -1;
+            offs[k] = pos;
+            pos += lens[k++];
+        }
+        prev_end = end;
+    }
+    return k == nchunks ? 0 : -1;
+}

@@ -19,4 +19,10 @@ int manifest_entry_decode(json_t *ent, int nroots, int *root, char **path, size_
                           struct fs_meta *m, struct err *e);
 const char *manifest_type_name(enum fs_type t);
 
+/* The logical offset of every chunk of a file entry (offs: nchunks slots): the chunks fill
+ * the entry's data extents in order, or the whole file when it has none. -1 when they do not
+ * fit the extents or the size exactly. */
+int manifest_chunk_offsets(json_t *ent, const uint32_t *lens, size_t nchunks, uint64_t size,
+                           uint64_t *offs);
+
 #endif

@@ -1,5 +1,6 @@
 /* Retention (forget): the keep decision and forgetting what it does not keep. */
 #include "caris/retention.h"
+#include "caris/tz.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -112,56 +113,21 @@ int caris_retention_policy_from_config(const struct config *c, struct caris_rete
 
 /* ---- time zones ---------------------------------------------------------------------- */
 
-/* Runs local-time conversions in tz: saves TZ, sets it, and restores it afterwards. */
-struct tz_guard {
-    char *saved;
-    bool had, set;
-};
-
-static void tz_enter(struct tz_guard *g, const char *tz)
+/* The zone of BACKUP_TZ (tz), or the process's local zone when NULL or empty: loaded with
+ * caris/tz.h, so nothing here sets TZ or uses the C library's local-time state, and any
+ * thread may decide while others work. */
+static int zone_load(const char *tz, struct tz **z, struct err *e)
 {
-    memset(g, 0, sizeof(*g));
-    if (!tz || !*tz) {
-        tzset();
-        return;
-    }
-    const char *old = getenv("TZ");
-    g->had = old != NULL;
-    g->saved = old ? xstrdup(old) : NULL;
-    g->set = true;
-    setenv("TZ", tz, 1);
-    tzset();
-}
-
-static void tz_leave(struct tz_guard *g)
-{
-    if (g->set) {
-        if (g->had)
-            setenv("TZ", g->saved, 1);
-        else
-            unsetenv("TZ");
-        tzset();
-    }
-    free(g->saved);
-}
-
-/* A TZ name must name a zone file; glibc silently takes an unknown name as UTC. */
-static int tz_check(const char *tz, struct err *e)
-{
-    if (!tz || !*tz)
+    struct err le = ERR_INIT;
+    if (tz && *tz ? tz_load(tz, z, &le) == 0 : tz_load_local(z, &le) == 0)
         return 0;
-    const char *name = tz[0] == ':' ? tz + 1 : tz;
-    if (name[0] == '/' ? fs_exists(name) : false)
-        return 0;
-    if (strstr(name, "..") == NULL) {
-        char *path = xasprintf("/usr/share/zoneinfo/%s", name);
-        bool ok = fs_exists(path);
-        free(path);
-        if (ok || strcmp(name, "UTC") == 0)
-            return 0;
-    }
     return err_set(e, ERR_CONFIG, "set BACKUP_TZ to a zone name such as Europe/Berlin or UTC",
-                   "unknown time zone '%s'", tz);
+                   "%s: %s", tz && *tz ? "BACKUP_TZ" : "the local time zone", le.msg);
+}
+
+static int64_t floor_div(int64_t a, int64_t b)
+{
+    return a / b - (a % b != 0 && (a < 0) != (b < 0));
 }
 
 int caris_time_parse(const char *s, const char *tz, int64_t *ns, struct err *e)
@@ -192,13 +158,13 @@ int caris_time_parse(const char *s, const char *tz, int64_t *ns, struct err *e)
             return err_set(e, ERR_USAGE, HINT, "invalid time '%s': offset out of range", s);
         t = (int64_t)timegm(&tm) - (*q == '+' ? off : -off);
     } else if (*q == '\0') {
-        if (tz_check(tz, e) != 0)
+        /* a local wall time: skipped by a clock change, the end of the gap; repeated, the
+         * first of the two (caris/tz.h) */
+        struct tz *z;
+        if (zone_load(tz, &z, e) != 0)
             return -1;
-        struct tz_guard g;
-        tz_enter(&g, tz);
-        tm.tm_isdst = -1;
-        t = (int64_t)mktime(&tm);
-        tz_leave(&g);
+        t = tz_wall_to_time(z, (int64_t)timegm(&tm), NULL);
+        tz_free(z);
     } else {
         return err_set(e, ERR_USAGE, HINT, "invalid time '%s'", s);
     }
@@ -206,6 +172,9 @@ int caris_time_parse(const char *s, const char *tz, int64_t *ns, struct err *e)
     if (tm.tm_mday != check.tm_mday || tm.tm_mon != check.tm_mon || check.tm_hour > 23 ||
         check.tm_min > 59 || check.tm_sec > 59)
         return err_set(e, ERR_USAGE, HINT, "invalid time '%s': no such date", s);
+    /* nanoseconds in an int64_t: 1677-09-21 to 2262-04-11 */
+    if (t > INT64_MAX / 1000000000 || t < INT64_MIN / 1000000000)
+        return err_set(e, ERR_USAGE, HINT, "invalid time '%s': before 1678 or after 2261", s);
     *ns = t * 1000000000;
     return 0;
 }
@@ -237,12 +206,11 @@ json_t *caris_retention_reasons_json(unsigned reasons)
     return a;
 }
 
-static struct caris_retention_item *sort_items;
-
-static int cmp_newest_first(const void *a, const void *b)
+static int cmp_newest_first(const void *a, const void *b, void *ctx)
 {
-    const struct caris_retention_item *x = &sort_items[*(const size_t *)a];
-    const struct caris_retention_item *y = &sort_items[*(const size_t *)b];
+    const struct caris_retention_item *items = ctx;
+    const struct caris_retention_item *x = &items[*(const size_t *)a];
+    const struct caris_retention_item *y = &items[*(const size_t *)b];
     if (x->group != y->group)
         return x->group < y->group ? -1 : 1;
     if (x->time_ns != y->time_ns)
@@ -252,39 +220,49 @@ static int cmp_newest_first(const void *a, const void *b)
 
 enum { PER_DAY, PER_WEEK, PER_MONTH, PER_YEAR };
 
-/* The calendar period of t in the current TZ, as one number. */
-static long period_key(int64_t ns, int per)
+/* The calendar period of a time in zone z, as one number. */
+static long period_key(const struct tz *z, int64_t ns, int per)
 {
-    time_t t = (time_t)(ns / 1000000000 - (ns % 1000000000 < 0 ? 1 : 0));
-    struct tm tm;
-    localtime_r(&t, &tm);
-    char buf[16];
+    int64_t t = floor_div(ns, 1000000000);
+    int64_t days = floor_div(t + tz_offset_at(z, t), 86400);
+    int64_t y;
+    int m, d;
+    tz_civil_from_days(days, &y, &m, &d);
     switch (per) {
     case PER_DAY:
-        return (long)(tm.tm_year + 1900) * 10000 + (tm.tm_mon + 1) * 100 + tm.tm_mday;
-    case PER_WEEK:
-        strftime(buf, sizeof(buf), "%G%V", &tm); /* ISO-8601 week-based year and week */
-        return atol(buf);
+        return (long)(y * 10000 + m * 100 + d);
+    case PER_WEEK: {
+        /* ISO-8601: the week (Monday to Sunday) belongs to the year of its Thursday */
+        int wd = tz_weekday(days);
+        int64_t thursday = days + 4 - (wd == 0 ? 7 : wd);
+        int64_t ty;
+        int tm_, td;
+        tz_civil_from_days(thursday, &ty, &tm_, &td);
+        return (long)(ty * 100 + (thursday - tz_days_from_civil(ty, 1, 1)) / 7 + 1);
+    }
     case PER_MONTH:
-        return (long)(tm.tm_year + 1900) * 100 + tm.tm_mon + 1;
+        return (long)(y * 100 + m);
     default:
-        return tm.tm_year + 1900;
+        return (long)y;
     }
 }
 
-/* The newest time minus the duration, in the current TZ (calendar arithmetic for y/m/w/d:
- * "1m" before 31 March is the end of February's last day as mktime normalises it). */
-static int64_t within_cutoff(int64_t newest_ns, const struct caris_duration *d)
+/* The newest time minus the duration, in zone z (calendar arithmetic for y/m/w/d, with
+ * mktime's normalisation: "1m" before 31 March is "31 February", that is 3 March). */
+static int64_t within_cutoff(const struct tz *z, int64_t newest_ns, const struct caris_duration *d)
 {
-    time_t t = (time_t)(newest_ns / 1000000000);
-    struct tm tm;
-    localtime_r(&t, &tm);
-    tm.tm_year -= d->years;
-    tm.tm_mon -= d->months;
-    tm.tm_mday -= d->weeks * 7 + d->days;
-    tm.tm_isdst = -1;
-    int64_t c = (int64_t)mktime(&tm) - (int64_t)d->hours * 3600;
-    return c * 1000000000 + newest_ns % 1000000000;
+    int64_t t = floor_div(newest_ns, 1000000000);
+    int64_t wall = t + tz_offset_at(z, t);
+    int64_t days = floor_div(wall, 86400), secs = wall - days * 86400;
+    int64_t y;
+    int m, dd;
+    tz_civil_from_days(days, &y, &m, &dd);
+    int64_t months = (int64_t)y * 12 + (m - 1) - (int64_t)d->years * 12 - d->months;
+    y = floor_div(months, 12);
+    m = (int)(months - y * 12) + 1;
+    int64_t cut_days = tz_days_from_civil(y, m, 1) + (dd - 1) - (int64_t)d->weeks * 7 - d->days;
+    int64_t c = tz_wall_to_time(z, cut_days * 86400 + secs, NULL) - (int64_t)d->hours * 3600;
+    return c * 1000000000 + (newest_ns - t * 1000000000);
 }
 
 int caris_retention_decide(const struct caris_retention_policy *p, const char *tz,
@@ -292,7 +270,8 @@ int caris_retention_decide(const struct caris_retention_policy *p, const char *t
 {
     if (p->last < 0 || p->daily < 0 || p->weekly < 0 || p->monthly < 0 || p->yearly < 0)
         return err_set(e, ERR_USAGE, "counts are 0 or more", "negative retention count");
-    if (tz_check(tz, e) != 0)
+    struct tz *z;
+    if (zone_load(tz, &z, e) != 0)
         return -1;
     size_t *ord = xcalloc(n ? n : 1, sizeof(size_t));
     for (size_t i = 0; i < n; i++) {
@@ -300,11 +279,7 @@ int caris_retention_decide(const struct caris_retention_policy *p, const char *t
         items[i].keep = false;
         items[i].reasons = 0;
     }
-    sort_items = items;
-    qsort(ord, n, sizeof(size_t), cmp_newest_first);
-    sort_items = NULL;
-    struct tz_guard g;
-    tz_enter(&g, tz);
+    qsort_r(ord, n, sizeof(size_t), cmp_newest_first, items);
     const struct {
         int count, per;
         unsigned reason;
@@ -324,7 +299,7 @@ int caris_retention_decide(const struct caris_retention_policy *p, const char *t
             long last_key = 0;
             bool have_last = false;
             for (size_t k = a; k < b && kept < rules[r].count; k++) {
-                long key = period_key(items[ord[k]].time_ns, rules[r].per);
+                long key = period_key(z, items[ord[k]].time_ns, rules[r].per);
                 if (have_last && key == last_key)
                     continue; /* an older backup of a period already decided */
                 items[ord[k]].reasons |= rules[r].reason;
@@ -334,14 +309,14 @@ int caris_retention_decide(const struct caris_retention_policy *p, const char *t
             }
         }
         if (p->has_within) {
-            int64_t cutoff = within_cutoff(items[ord[a]].time_ns, &p->within);
+            int64_t cutoff = within_cutoff(z, items[ord[a]].time_ns, &p->within);
             for (size_t k = a; k < b; k++)
                 if (items[ord[k]].time_ns >= cutoff)
                     items[ord[k]].reasons |= CARIS_KEEP_WITHIN;
         }
         a = b;
     }
-    tz_leave(&g);
+    tz_free(z);
     for (size_t i = 0; i < n; i++)
         items[i].keep = items[i].reasons != 0;
     free(ord);
@@ -377,8 +352,10 @@ int caris_retention_apply(struct repo *r, const struct caris_forget_opts *o,
     if (o->kind && strcmp(o->kind, "files") && strcmp(o->kind, "database"))
         return err_set(e, ERR_USAGE, "--type is files or database", "unknown backup type '%s'",
                        o->kind);
-    if (tz_check(o->tz, e) != 0)
+    struct tz *z; /* checked before anything is locked */
+    if (zone_load(o->tz, &z, e) != 0)
         return -1;
+    tz_free(z);
     if (repo_lock(r, false, o->dry_run ? "forget --dry-run" : "forget", e) != 0)
         return -1;
     int rc = -1;
@@ -424,9 +401,7 @@ int caris_retention_apply(struct repo *r, const struct caris_forget_opts *o,
     size_t *ord = xcalloc(n ? n : 1, sizeof(size_t));
     for (i = 0; i < n; i++)
         ord[i] = i;
-    sort_items = items;
-    qsort(ord, n, sizeof(size_t), cmp_newest_first);
-    sort_items = NULL;
+    qsort_r(ord, n, sizeof(size_t), cmp_newest_first, items);
     for (size_t k = 0; k < n; k++) {
         struct caris_forget_decision *d = &res->backups[k];
         const struct caris_retention_item *it = &items[ord[k]];

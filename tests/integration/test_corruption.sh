@@ -28,10 +28,24 @@ packs_a=$(list_packs)
 backup_json "$TEST_TMP/b.json" "$TEST_TMP/b"
 assert_rc 0 "backup of tree b"
 id_b=$BACKUP_ID
-# the largest pack of backup a is nearly all patient-scan.bin
+# The largest pack of backup a is nearly all patient-scan.bin, but it also holds the blobs
+# of small.txt and of the entry list. Its largest blob is a chunk of patient-scan.bin (the
+# only content larger than a few bytes; file chunks are at least 512 KiB): flip a byte in
+# the middle of that blob, found with `debug pack`, so the damage never lands elsewhere.
 pack=$(xargs -d '\n' ls -S <<<"$packs_a" | head -n 1)
-note "flipping a byte in the middle of $pack ($(stat -c %s "$pack") bytes)"
-flip_byte "$pack"
+run cb --json debug pack "$pack"
+assert_rc 0 "debug pack lists the pack's blobs"
+assert_eq true "$(json_eval "$OUT_FILE" 'len(d["blobs"]) >= 2 and d["bytes"] > 0')" \
+    "debug pack: the pack holds several blobs"
+assert_eq true "$(json_eval "$OUT_FILE" 'all(b["offset"] >= 40 and b["offset"] + b["length"] <= d["bytes"] for b in d["blobs"])')" \
+    "debug pack: every blob lies inside the pack"
+off=$(json_eval "$OUT_FILE" 'max(d["blobs"], key=lambda b: b["length"])["offset"] + max(d["blobs"], key=lambda b: b["length"])["length"] // 2')
+assert_eq true "$(json_eval "$OUT_FILE" 'max(b["size"] for b in d["blobs"]) >= 512 * 1024')" \
+    "debug pack: the largest blob is a file chunk (>= 512 KiB)"
+note "flipping byte $off of $pack ($(stat -c %s "$pack") bytes), in its largest blob"
+flip_byte "$pack" "$off"
+assert_exit 2 cb debug pack index/0000
+assert_contains "$ERR" "is not a pack name" "debug pack refuses a name outside data/"
 
 assert_exit 4 cb verify "$id_a"
 assert_contains "$OUT$ERR" "patient-scan.bin" "verify names the damaged file"

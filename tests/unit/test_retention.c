@@ -197,6 +197,8 @@ static void test_bad_input(void **state)
                                "2024-01-01T25:00:00Z",
                                "2024-01-01T00:00:00+1",
                                "2024-01-01T00:00:00Zjunk",
+                               "3000-01-01T00:00:00Z",
+                               "1500-01-01 00:00",
                                NULL};
     for (size_t i = 0; bad_times[i]; i++) {
         err_clear(&e);

@@ -1,0 +1,335 @@
+/* caris-backup daemon, schedule status, run-now: the front end of src/daemon/. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "caris/daemon.h"
+#include "caris/job.h"
+#include "cli.h"
+
+static const char DAEMON_USAGE[] =
+    "usage: caris-backup daemon [--json-log]\n\n"
+    "Runs the scheduler in the foreground (for systemd: dist/caris-backup.service), one per\n"
+    "BACKUP_DIR. It opens the repository once and runs the schedules BACKUP_SCHEDULE_DAILY\n"
+    "(default \"0 3 * * *\", incremental), BACKUP_SCHEDULE_WEEKLY (\"0 2 * * 0\", full) and\n"
+    "BACKUP_SCHEDULE_MONTHLY (\"0 1 1 * *\", full), in BACKUP_TZ; \"off\" disables one. Each\n"
+    "run backs up the database (POSTGRES_URL) and the files (BACKUP_FILES_PATHS), verifies\n"
+    "every new backup, applies the retention policy, prunes every\n"
+    "BACKUP_PRUNE_INTERVAL_DAYS (default 7) and test-restores the database backup every\n"
+    "BACKUP_DRILL_INTERVAL_DAYS (default 7; 0 turns either off). Failures are notified\n"
+    "(BACKUP_SMTP_*, BACKUP_EMAIL_*, BACKUP_SLACK_*), as are backups that are too old\n"
+    "(BACKUP_ALERT_AFTER). A run missed while the machine was off runs once at start.\n\n"
+    "Logs one line per event on stderr (--json-log: JSON lines). SIGTERM or SIGINT stop it\n"
+    "(a running backup is cancelled and commits nothing); SIGHUP reloads the configuration.\n"
+    "`caris-backup schedule status` and `caris-backup run-now` talk to it through\n"
+    "BACKUP_DIR/metadata/daemon.sock.\n";
+
+static const char RUN_NOW_USAGE[] =
+    "usage: caris-backup run-now full|incremental [--wait] [--json]\n\n"
+    "Runs a backup now, as a scheduled run does (database and files, each verified, then the\n"
+    "retention policy). When the daemon runs, it runs the job (queued behind a running one)\n"
+    "and --wait waits for it to end; otherwise this command runs it itself.\n"
+    "Exit 0 when every step succeeded, else the exit code of the first failure.\n";
+
+/* ---- the daemon -------------------------------------------------------------------------- */
+
+static volatile sig_atomic_t stop_flag, reload_flag;
+static int wake_w = -1;
+
+static void on_daemon_signal(int sig)
+{
+    int saved = errno;
+    if (sig == SIGHUP)
+        reload_flag = 1;
+    else
+        stop_flag = 1;
+    if (wake_w >= 0)
+        (void)!write(wake_w, "s", 1);
+    errno = saved;
+}
+
+struct log_sink {
+    bool json;
+};
+
+static void daemon_log(void *ctx, enum log_level level, const char *event, const char *msg)
+{
+    const struct log_sink *ls = ctx;
+    static const char *const names[] = {"error", "warning", "info", "debug"};
+    const char *lv = level <= LOG_DEBUG ? names[level] : "info";
+    if (level > log_get_level())
+        return;
+    char t[40];
+    time_format_iso(time_now_ns(), t, sizeof(t));
+    if (ls->json) {
+        json_t *j = json_pack("{s:s, s:s, s:s, s:s}", "time", t, "level", lv, "event", event,
+                              "message", msg);
+        char *s = json_dumps(j, JSON_COMPACT);
+        fprintf(stderr, "%s\n", s);
+        free(s);
+        json_decref(j);
+    } else {
+        fprintf(stderr, "%s %s %s: %s\n", t, lv, event, msg);
+    }
+    fflush(stderr);
+}
+
+/* systemd Type=notify: READY=1 on $NOTIFY_SOCKET (no libsystemd needed). */
+static void sd_ready(void *ctx)
+{
+    (void)ctx;
+    const char *path = getenv("NOTIFY_SOCKET");
+    if (!path || (path[0] != '/' && path[0] != '@'))
+        return;
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    size_t len = strlen(path);
+    if (len >= sizeof(a.sun_path))
+        return;
+    memcpy(a.sun_path, path, len);
+    if (a.sun_path[0] == '@')
+        a.sun_path[0] = '\0';
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return;
+    (void)!sendto(fd, "READY=1", 7, 0, (struct sockaddr *)&a,
+                  (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len));
+    close(fd);
+}
+
+int cmd_daemon(struct globals *g, int argc, char **argv)
+{
+    struct log_sink ls = {0};
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--json-log") == 0)
+            ls.json = true;
+        else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            fputs(DAEMON_USAGE, stdout);
+            return 0;
+        } else
+            return usage_error("unknown argument '%s' for daemon", argv[i]);
+    }
+    int pfd[2];
+    if (pipe2(pfd, O_CLOEXEC | O_NONBLOCK) != 0) {
+        struct err e = ERR_INIT;
+        err_sys(&e, errno, NULL, "pipe");
+        return fail(&e);
+    }
+    wake_w = pfd[1];
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_daemon_signal;
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    struct caris_daemon_opts o = {.cfg = &g->cfg,
+                                  .env_file = g->env_file,
+                                  .repo = g->repo,
+                                  .threads = g->threads,
+                                  .log = daemon_log,
+                                  .log_ctx = &ls,
+                                  .stop = &stop_flag,
+                                  .reload = &reload_flag,
+                                  .wake_fd = pfd[0],
+                                  .ready = sd_ready};
+    struct err e = ERR_INIT;
+    int rc = caris_daemon_run(&o, &e);
+    wake_w = -1;
+    close(pfd[0]);
+    close(pfd[1]);
+    return rc == 0 ? 0 : fail(&e);
+}
+
+/* ---- schedule status ------------------------------------------------------------------- */
+
+static void print_run(const char *label, json_t *run)
+{
+    if (!run) {
+        printf("  %-9s never ran\n", label);
+        return;
+    }
+    json_t *ids = json_object_get(run, "backupIds");
+    printf("  %-9s %s: %s", label, json_string_value(json_object_get(run, "startedAt")) ?: "?",
+           json_is_true(json_object_get(run, "ok")) ? "ok" : "FAILED");
+    size_t i;
+    json_t *id;
+    json_array_foreach(ids, i, id) printf("%s%s", i ? ", " : " (", json_string_value(id));
+    if (json_array_size(ids))
+        printf(")");
+    json_t *err = json_object_get(run, "error");
+    if (err)
+        printf(" - %s", json_string_value(json_object_get(err, "message")) ?: "");
+    printf("\n");
+}
+
+int cmd_schedule_status(struct globals *g, int argc, char **argv)
+{
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0)
+            g->json = true;
+        else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            printf("usage: caris-backup schedule status [--json]\n\n"
+                   "The scheduler's status (the seed's getStatus()): whether the daemon runs, the\n"
+                   "job running now and its progress, each schedule's last run (time, backup\n"
+                   "ids, result) and next run. Works whether the daemon runs or not (then from\n"
+                   "what it recorded in BACKUP_DIR/metadata/scheduler.json).\n");
+            return 0;
+        } else
+            return usage_error("unknown argument '%s' for schedule status", argv[i]);
+    }
+    struct err e = ERR_INIT;
+    json_t *s = NULL;
+    if (caris_schedule_status(&g->cfg, &s, &e) != 0)
+        return fail(&e);
+    if (g->json) {
+        print_json(s);
+        json_decref(s);
+        return 0;
+    }
+    bool running = json_is_true(json_object_get(s, "running"));
+    if (running)
+        printf("daemon: running (pid %lld, since %s)\n",
+               (long long)json_integer_value(json_object_get(s, "pid")),
+               json_string_value(json_object_get(s, "startedAt")) ?: "?");
+    else
+        printf("daemon: not running\n");
+    json_t *job = json_object_get(s, "job");
+    if (json_is_object(job))
+        printf("running now: %s %s run since %s%s%s\n",
+               json_string_value(json_object_get(job, "schedule")) ?: "?",
+               json_string_value(json_object_get(job, "type")) ?: "?",
+               json_string_value(json_object_get(job, "startedAt")) ?: "?",
+               json_object_get(job, "progress") ? ", " : "",
+               json_string_value(json_object_get(job, "progress")) ?: "");
+    const char *names[] = {"daily", "weekly", "monthly"};
+    for (size_t i = 0; i < 3; i++) {
+        json_t *st = json_object_get(json_object_get(s, "schedules"), names[i]);
+        printf("%s (%s, %s): next run %s\n", names[i],
+               json_string_value(json_object_get(st, "type")) ?: "?",
+               json_string_value(json_object_get(st, "cron")) ?: "?",
+               json_string_value(json_object_get(st, "nextRun")) ?: "none");
+        print_run("last run", json_object_get(st, "lastRun"));
+    }
+    json_decref(s);
+    return 0;
+}
+
+/* ---- run-now --------------------------------------------------------------------------- */
+
+static int job_exit_code(json_t *res)
+{
+    if (json_is_true(json_object_get(res, "ok")))
+        return 0;
+    size_t i;
+    json_t *st;
+    json_array_foreach(json_object_get(res, "steps"), i, st)
+    {
+        json_t *err = json_object_get(st, "error");
+        if (err) {
+            const char *code = json_string_value(json_object_get(err, "code")) ?: "";
+            for (int c = ERR_FAILURE; c <= ERR_DATABASE; c++)
+                if (strcmp(code, err_code_name((enum err_code)c)) == 0) {
+                    struct err e = {.code = (enum err_code)c};
+                    return err_exit_code(&e);
+                }
+            return 1;
+        }
+    }
+    return 1;
+}
+
+static void print_job(const struct globals *g, json_t *res)
+{
+    if (g->json) {
+        print_json(res);
+        return;
+    }
+    if (g->quiet)
+        return;
+    size_t i;
+    json_t *st;
+    json_array_foreach(json_object_get(res, "steps"), i, st)
+    {
+        json_t *err = json_object_get(st, "error");
+        printf("%-9s %-8s %s%s%s\n", json_string_value(json_object_get(st, "step")),
+               json_string_value(json_object_get(st, "what")) ?: "",
+               json_string_value(json_object_get(st, "backupId")) ?: "",
+               json_object_get(st, "backupId") ? ": " : "",
+               err ? json_string_value(json_object_get(err, "message"))
+                   : (json_is_true(json_object_get(st, "warnings")) ? "ok, with warnings" : "ok"));
+    }
+    printf("%s run: %s\n", json_string_value(json_object_get(res, "type")),
+           json_is_true(json_object_get(res, "ok")) ? "ok" : "FAILED");
+}
+
+int cmd_run_now(struct globals *g, int argc, char **argv)
+{
+    const char *type_s = NULL;
+    bool wait = false;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--wait") == 0)
+            wait = true;
+        else if (strcmp(argv[i], "--json") == 0)
+            g->json = true;
+        else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            fputs(RUN_NOW_USAGE, stdout);
+            return 0;
+        } else if (argv[i][0] != '-' && !type_s)
+            type_s = argv[i];
+        else
+            return usage_error("unknown argument '%s' for run-now", argv[i]);
+    }
+    struct err e = ERR_INIT;
+    enum caris_job_type type;
+    if (caris_job_type_parse(type_s, &type, &e) != 0)
+        return fail(&e);
+    json_t *res = NULL;
+    int rc = caris_daemon_run_now(&g->cfg, type, wait, &res, &e);
+    if (rc < 0)
+        return fail(&e);
+    if (rc == 0) { /* the daemon took it */
+        int code = 0;
+        if (!wait) {
+            if (g->json)
+                print_json(res);
+            else if (!g->quiet)
+                printf("queued in the daemon (position %lld); `caris-backup schedule status` "
+                       "shows its progress\n",
+                       (long long)json_integer_value(json_object_get(res, "position")));
+        } else {
+            print_job(g, res);
+            code = job_exit_code(res);
+        }
+        json_decref(res);
+        return code;
+    }
+    /* no daemon: run it here, the same job */
+    struct repo *r = open_repo(g, false, &e);
+    if (!r)
+        return fail(&e);
+    struct caris_op op;
+    cli_op_init(g, &op);
+    struct caris_job_opts jo = {
+        .type = type, .cfg = &g->cfg, .verify = true, .retention = true, .threads = g->threads};
+    struct caris_job_result jr;
+    rc = caris_job_run(r, &jo, &op, &jr, &e);
+    cli_op_end(&op);
+    repo_close(r);
+    if (jr.nsteps == 0 && rc != 0) {
+        caris_job_result_free(&jr);
+        return fail(&e);
+    }
+    res = caris_job_result_to_json(&jr);
+    caris_job_result_free(&jr);
+    print_job(g, res);
+    int code = job_exit_code(res);
+    json_decref(res);
+    return code;
+}

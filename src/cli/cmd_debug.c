@@ -1,0 +1,82 @@
+/* caris-backup debug: low-level views of a repository for investigating damage. */
+#include <stdio.h>
+#include <string.h>
+
+#include "caris/core.h"
+#include "cli.h"
+
+static const char DEBUG_USAGE[] =
+    "usage: caris-backup debug pack PACK [--json]\n\n"
+    "Lists the blobs a pack holds, read from the pack's own trailer (not from the index):\n"
+    "offset, stored length (ciphertext + tag), plaintext size, whether it is compressed, and\n"
+    "the blob's id. PACK is the pack's name in the repository (data/ab/<64 hex>), its file's\n"
+    "path, or its id (64 hex digits). For investigating damage: `check` names a damaged pack;\n"
+    "this says which blobs sit where in it.\n";
+
+/* The object name of a pack given as a name, a path under the repository or an id. */
+static char *pack_name(const struct globals *g, const char *arg)
+{
+    size_t n = strlen(g->repo_path);
+    if (strncmp(arg, g->repo_path, n) == 0 && arg[n] == '/')
+        return xstrdup(arg + n + 1);
+    if (strlen(arg) == 64 && strspn(arg, "0123456789abcdef") == 64)
+        return xasprintf("data/%.2s/%s", arg, arg);
+    return xstrdup(arg);
+}
+
+int cmd_debug(struct globals *g, int argc, char **argv)
+{
+    const char *what = NULL, *arg = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0)
+            g->json = true;
+        else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            fputs(DEBUG_USAGE, stdout);
+            return 0;
+        } else if (argv[i][0] == '-' && argv[i][1])
+            return usage_error("unknown option '%s' for debug", argv[i]);
+        else if (!what)
+            what = argv[i];
+        else if (!arg)
+            arg = argv[i];
+        else
+            return usage_error("unexpected argument '%s' for debug", argv[i]);
+    }
+    if (!what || strcmp(what, "pack") != 0)
+        return usage_error("debug needs a subcommand: 'pack PACK' (got '%s')", what ? what : "");
+    if (!arg)
+        return usage_error("debug pack needs a pack%s", "");
+    struct err e = ERR_INIT;
+    struct repo *r = open_repo(g, false, &e);
+    if (!r)
+        return fail(&e);
+    char *name = pack_name(g, arg);
+    json_t *rep = NULL;
+    int rc = repo_pack_blobs(r, name, &rep, &e);
+    free(name);
+    repo_close(r);
+    if (rc != 0)
+        return fail(&e);
+    if (g->json) {
+        print_json(rep);
+    } else {
+        json_t *blobs = json_object_get(rep, "blobs");
+        printf("%s: %lld bytes, %zu blobs\n", json_string_value(json_object_get(rep, "pack")),
+               (long long)json_integer_value(json_object_get(rep, "bytes")),
+               json_array_size(blobs));
+        printf("%10s %10s %10s %4s  %s\n", "offset", "length", "size", "zstd", "id");
+        size_t i;
+        json_t *b;
+        json_array_foreach(blobs, i, b)
+        {
+            printf("%10lld %10lld %10lld %4s  %s\n",
+                   (long long)json_integer_value(json_object_get(b, "offset")),
+                   (long long)json_integer_value(json_object_get(b, "length")),
+                   (long long)json_integer_value(json_object_get(b, "size")),
+                   json_is_true(json_object_get(b, "compressed")) ? "yes" : "no",
+                   json_string_value(json_object_get(b, "id")));
+        }
+    }
+    json_decref(rep);
+    return 0;
+}

@@ -1,0 +1,1174 @@
+/* The daemon: schedules, a job worker, the control socket and the status file.
+ *
+ * Threads: the main thread polls the control socket, the wake pipe of the front end's
+ * signal handlers and its own pipe from the worker, and enqueues the jobs that are due; one
+ * worker thread runs the jobs one after the other (so two backups never run at once). d->mu
+ * guards the queue, the status document and the clock. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "caris/backup.h"
+#include "caris/core.h"
+#include "caris/cron.h"
+#include "caris/daemon.h"
+#include "caris/notify.h"
+#include "caris/open.h"
+#include "caris/schedule.h"
+
+#define HISTORY_MAX 20
+#define MAX_CLIENTS 16
+#define CLIENT_LINE_MAX 4096
+#define DAY_S 86400
+
+struct job {
+    struct job *next;
+    enum caris_job_type type;
+    char source[16];       /* "daily", "weekly", "monthly", "manual" */
+    int64_t scheduled_for; /* virtual seconds; 0 for manual */
+    bool catch_up;
+    int waiters[MAX_CLIENTS]; /* client fds waiting for the result (run-now --wait) */
+    size_t nwaiters;
+    json_t *result; /* set by the worker when done */
+};
+
+struct client {
+    int fd;
+    char buf[CLIENT_LINE_MAX];
+    size_t len;
+    bool waiting; /* handed to a job; the main thread answers when it ends */
+};
+
+struct daemon {
+    const struct caris_daemon_opts *o;
+    const struct config *cfg; /* the front end's (o->cfg) or, after a reload, cfg_own */
+    struct config cfg_own;
+    bool cfg_owned;
+    char *backup_dir, *metadata, *state_path, *sock_path, *lock_path, *repo_path;
+    int lock_fd, listen_fd, done_pipe[2];
+    struct repo *r;
+    struct schedule_config sch;
+    struct notify_config nc;
+    bool nc_loaded;
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct job *queue, *queue_tail, *running, *finished;
+    bool worker_stop;
+    pthread_t worker;
+    volatile sig_atomic_t cancel;
+
+    /* clock: virtual when CARIS_TEST_CLOCK is set */
+    bool vclock;
+    int64_t v_base_s, v_base_mono_ns, v_end_s;
+
+    int64_t next_run[SCHEDULE_COUNT]; /* virtual seconds; 0: off */
+    int64_t next_stale_check;
+    json_t *state; /* what scheduler.json holds */
+    int64_t started_ns;
+    struct client clients[MAX_CLIENTS];
+    size_t nclients;
+    char current_step[200];
+};
+
+/* ---- logging ----------------------------------------------------------------------------- */
+
+static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void dlog(struct daemon *d, enum log_level l, const char *event, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void dlog(struct daemon *d, enum log_level l, const char *event, const char *fmt, ...)
+{
+    char msg[1200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    pthread_mutex_lock(&log_mu);
+    if (d->o->log)
+        d->o->log(d->o->log_ctx, l, event, msg);
+    pthread_mutex_unlock(&log_mu);
+}
+
+/* The services' log lines (through the job's op) */
+static void op_log(void *ctx, enum log_level l, const char *msg)
+{
+    struct daemon *d = ctx;
+    dlog(d, l, "step", "%s", msg);
+}
+
+/* ---- clock --------------------------------------------------------------------------------- */
+
+static int64_t now_s_locked(const struct daemon *d)
+{
+    if (!d->vclock)
+        return time_now_ns() / 1000000000;
+    return d->v_base_s + (time_mono_ns() - d->v_base_mono_ns) / 1000000000;
+}
+
+static int64_t now_s(struct daemon *d)
+{
+    pthread_mutex_lock(&d->mu);
+    int64_t t = now_s_locked(d);
+    pthread_mutex_unlock(&d->mu);
+    return t;
+}
+
+static void clock_jump_locked(struct daemon *d, int64_t t)
+{
+    d->v_base_s = t;
+    d->v_base_mono_ns = time_mono_ns();
+}
+
+static void iso_s(int64_t s, char *out, size_t n)
+{
+    time_format_iso(s * 1000000000, out, n);
+}
+
+static json_t *json_iso_s(int64_t s)
+{
+    char t[40];
+    iso_s(s, t, sizeof(t));
+    return json_string(t);
+}
+
+static int clock_setup(struct daemon *d, struct err *e)
+{
+    const char *v = getenv("CARIS_TEST_CLOCK");
+    if (!v || !*v)
+        return 0;
+    char *copy = xstrdup(v), *comma = strchr(copy, ',');
+    if (comma)
+        *comma++ = '\0';
+    int64_t start, end = INT64_MAX;
+    int rc = 0;
+    if (time_parse_iso(copy, &start) != 0 || (comma && time_parse_iso(comma, &end) != 0))
+        rc = err_set(e, ERR_CONFIG, "write CARIS_TEST_CLOCK=2026-03-01T00:00:00Z[,END]",
+                     "CARIS_TEST_CLOCK: not an ISO-8601 time");
+    else if (start > time_now_ns() || (comma && end > time_now_ns()) || end < start)
+        rc = err_set(e, ERR_CONFIG, "backups cannot be dated in the future",
+                     "CARIS_TEST_CLOCK: the times must be in the past and START <= END");
+    if (rc == 0) {
+        d->vclock = true;
+        clock_jump_locked(d, start / 1000000000);
+        d->v_end_s = comma ? end / 1000000000 : INT64_MAX;
+    }
+    free(copy);
+    return rc;
+}
+
+/* ---- the status document ---------------------------------------------------------------- */
+
+/* Writes scheduler.json atomically (temporary file, fsync, rename). Under d->mu. */
+static void state_save_locked(struct daemon *d)
+{
+    char *tmp = xasprintf("%s.tmp-%d", d->state_path, (int)getpid());
+    char *text = json_dumps(d->state, JSON_INDENT(2) | JSON_SORT_KEYS);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    bool ok = fd >= 0 && text;
+    if (ok) {
+        size_t len = strlen(text), off = 0;
+        while (ok && off < len) {
+            ssize_t w = write(fd, text + off, len - off);
+            if (w < 0 && errno == EINTR)
+                continue;
+            ok = w > 0;
+            off += w > 0 ? (size_t)w : 0;
+        }
+        ok = ok && fsync(fd) == 0;
+    }
+    if (fd >= 0)
+        close(fd);
+    if (ok && rename(tmp, d->state_path) != 0)
+        ok = false;
+    if (!ok) {
+        int err = errno;
+        unlink(tmp);
+        dlog(d, LOG_WARN, "state", "cannot write %s: %s", d->state_path, strerror(err));
+    }
+    free(text);
+    free(tmp);
+}
+
+static json_t *sched_state(struct daemon *d, const char *name)
+{
+    json_t *all = json_object_get(d->state, "schedules");
+    json_t *s = json_object_get(all, name);
+    if (!s) {
+        s = json_object();
+        json_object_set_new(all, name, s);
+    }
+    return s;
+}
+
+static void state_load(struct daemon *d)
+{
+    json_error_t je;
+    d->state = json_load_file(d->state_path, 0, &je);
+    if (d->state && !json_is_object(d->state)) {
+        json_decref(d->state);
+        d->state = NULL;
+    }
+    if (!d->state && access(d->state_path, F_OK) == 0)
+        dlog(d, LOG_WARN, "state", "%s is not readable JSON (%s): starting a new one",
+             d->state_path, je.text);
+    if (!d->state)
+        d->state = json_object();
+    if (!json_is_object(json_object_get(d->state, "schedules")))
+        json_object_set_new(d->state, "schedules", json_object());
+    if (!json_is_array(json_object_get(d->state, "history")))
+        json_object_set_new(d->state, "history", json_array());
+    json_object_set_new(d->state, "version", json_integer(1));
+}
+
+static int64_t state_time(json_t *obj, const char *key)
+{
+    int64_t ns;
+    const char *s = json_string_value(json_object_get(obj, key));
+    return s && time_parse_iso(s, &ns) == 0 ? ns / 1000000000 : 0;
+}
+
+/* The "schedules" and "nextRuns" of the status, from d->sch and d->next_run. Under d->mu. */
+static void state_schedules_locked(struct daemon *d)
+{
+    json_t *next = json_array();
+    for (size_t i = 0; i < SCHEDULE_COUNT; i++) {
+        const struct schedule *s = &d->sch.items[i];
+        json_t *st = sched_state(d, s->name);
+        json_object_set_new(st, "cron", json_string(s->enabled ? s->text : "off"));
+        json_object_set_new(st, "type", json_string(s->backup_type));
+        json_object_set_new(st, "enabled", json_boolean(s->enabled));
+        if (s->enabled && d->next_run[i]) {
+            json_object_set_new(st, "nextRun", json_iso_s(d->next_run[i]));
+            json_array_append_new(next,
+                                  json_pack("{s:s, s:s, s:o}", "schedule", s->name, "type",
+                                            s->backup_type, "time", json_iso_s(d->next_run[i])));
+        } else {
+            json_object_del(st, "nextRun");
+        }
+    }
+    json_object_set_new(d->state, "nextRuns", next);
+}
+
+/* ---- schedules ---------------------------------------------------------------------------- */
+
+static void compute_next_locked(struct daemon *d, size_t i, int64_t after)
+{
+    struct err e = ERR_INIT;
+    d->next_run[i] = 0;
+    if (!d->sch.items[i].enabled)
+        return;
+    int64_t t;
+    if (cron_next(&d->sch.items[i].cron, d->sch.tz, after, &t, &e) == 0)
+        d->next_run[i] = t;
+    else
+        dlog(d, LOG_ERROR, "schedule", "%s: %s", d->sch.items[i].name, e.msg);
+}
+
+static enum caris_job_type sched_type(const struct schedule *s)
+{
+    return strcmp(s->backup_type, "full") == 0 ? CARIS_JOB_FULL : CARIS_JOB_INCREMENTAL;
+}
+
+static void enqueue_locked(struct daemon *d, struct job *j)
+{
+    j->next = NULL;
+    if (d->queue_tail)
+        d->queue_tail->next = j;
+    else
+        d->queue = j;
+    d->queue_tail = j;
+    pthread_cond_signal(&d->cv);
+}
+
+static size_t queue_len_locked(const struct daemon *d)
+{
+    size_t n = 0;
+    for (const struct job *j = d->queue; j; j = j->next)
+        n++;
+    return n;
+}
+
+static struct job *job_new(enum caris_job_type type, const char *source, int64_t scheduled_for)
+{
+    struct job *j = xcalloc(1, sizeof(*j));
+    j->type = type;
+    snprintf(j->source, sizeof(j->source), "%s", source);
+    j->scheduled_for = scheduled_for;
+    return j;
+}
+
+/* At start: a schedule whose last run was before a slot that has passed missed it (the
+ * machine was off): run it once now, however many slots passed. A schedule that never ran
+ * (first start) does not catch up. */
+static void catch_up_locked(struct daemon *d, int64_t now)
+{
+    for (size_t i = 0; i < SCHEDULE_COUNT; i++) {
+        const struct schedule *s = &d->sch.items[i];
+        if (!s->enabled)
+            continue;
+        json_t *last = json_object_get(sched_state(d, s->name), "lastRun");
+        int64_t last_slot = state_time(last, "scheduledFor");
+        if (!last_slot)
+            last_slot = state_time(last, "startedAt");
+        if (!last_slot)
+            continue;
+        struct err e = ERR_INIT;
+        int64_t t = last_slot, missed = 0;
+        /* the newest slot not after now (bounded: a minute-by-minute schedule over a year) */
+        for (int k = 0; k < 600000; k++) {
+            int64_t n;
+            if (cron_next(&s->cron, d->sch.tz, t, &n, &e) != 0 || n > now)
+                break;
+            missed = t = n;
+        }
+        if (missed) {
+            char when[40];
+            iso_s(missed, when, sizeof(when));
+            dlog(d, LOG_INFO, "catch-up", "%s run of %s was missed: running it once now", s->name,
+                 when);
+            struct job *j = job_new(sched_type(s), s->name, missed);
+            j->catch_up = true;
+            enqueue_locked(d, j);
+        }
+    }
+}
+
+/* ---- notifications ------------------------------------------------------------------------ */
+
+static void notify(struct daemon *d, const struct notify_event *ev)
+{
+    if (!d->nc_loaded || !notify_configured(&d->nc) || !notify_should_send(&d->nc, ev))
+        return;
+    struct err e = ERR_INIT;
+    struct caris_op op = {.log = op_log, .log_ctx = d, .cancel = &d->cancel, .actor = "scheduler"};
+    if (caris_notify(&d->nc, ev, &op, &e) != 0)
+        dlog(d, LOG_WARN, "notify", "%s notification not delivered: %s", notify_kind_name(ev->kind),
+             e.msg);
+    else
+        dlog(d, LOG_INFO, "notify", "%s notification sent", notify_kind_name(ev->kind));
+}
+
+static void notify_step(struct daemon *d, const struct caris_job_step *s, int64_t when_s)
+{
+    struct notify_event ev = {.backup_id = *s->backup_id ? s->backup_id : NULL,
+                              .duration_ms = s->duration_ns / 1000000,
+                              .time_ns = when_s * 1000000000};
+    char kind[64];
+    snprintf(kind, sizeof(kind), "%s", s->what);
+    if (s->kind == CARIS_STEP_BACKUP) {
+        json_t *mode = json_object_get(s->detail, "mode");
+        if (mode)
+            snprintf(kind, sizeof(kind), "%s %s", s->what, json_string_value(mode));
+        ev.kind = s->ok ? NOTIFY_BACKUP_SUCCEEDED : NOTIFY_BACKUP_FAILED;
+        ev.has_size = s->ok;
+        ev.size_bytes = s->bytes;
+    } else if (s->kind == CARIS_STEP_VERIFY && !s->ok) {
+        ev.kind = NOTIFY_VERIFY_FAILED;
+        ev.verification = "failed";
+    } else if (s->kind == CARIS_STEP_DRILL && !s->ok) {
+        ev.kind = NOTIFY_DRILL_FAILED;
+    } else if (!s->ok) {
+        ev.kind = NOTIFY_BACKUP_FAILED; /* retention or prune failed: a failure of the run */
+        snprintf(kind, sizeof(kind), "%s", caris_job_step_name(s->kind));
+    } else {
+        return;
+    }
+    ev.backup_kind = kind;
+    if (!s->ok) {
+        ev.error = s->err.msg;
+        ev.hint = *s->err.hint ? s->err.hint : NULL;
+    }
+    notify(d, &ev);
+}
+
+/* Stale alerts: no successful backup of a configured kind within BACKUP_ALERT_AFTER. One
+ * alert per newest backup (or per "none ever"), not one per check. */
+static void stale_check(struct daemon *d, int64_t now)
+{
+    if (!d->nc_loaded || !d->r)
+        return;
+    static const char *const kinds[] = {"database", "files"};
+    static const char *const vars[] = {"POSTGRES_URL", "BACKUP_FILES_PATHS"};
+    struct err e = ERR_INIT;
+    json_t *list = caris_backup_list(d->r, NULL, &e);
+    if (!list) {
+        dlog(d, LOG_WARN, "stale", "cannot list backups: %s", e.msg);
+        return;
+    }
+    for (size_t k = 0; k < 2; k++) {
+        if (!config_get(d->cfg, vars[k]))
+            continue;
+        int64_t newest = 0;
+        const char *newest_id = "none";
+        size_t i;
+        json_t *b;
+        json_array_foreach(list, i, b)
+        {
+            const char *kind = json_string_value(json_object_get(b, "kind"));
+            const char *status = json_string_value(json_object_get(b, "status"));
+            int64_t t = state_time(b, "started");
+            if (kind && strcmp(kind, kinds[k]) == 0 && status && strcmp(status, "damaged") != 0 &&
+                t > newest) {
+                newest = t;
+                newest_id = json_string_value(json_object_get(b, "id"));
+            }
+        }
+        if (!notify_stale_due(&d->nc, newest * 1000000000, now * 1000000000))
+            continue;
+        pthread_mutex_lock(&d->mu);
+        json_t *alerted = json_object_get(d->state, "staleAlerted");
+        if (!alerted) {
+            alerted = json_object();
+            json_object_set_new(d->state, "staleAlerted", alerted);
+        }
+        const char *was = json_string_value(json_object_get(alerted, kinds[k]));
+        bool send = !was || strcmp(was, newest_id) != 0;
+        if (send) {
+            json_object_set_new(alerted, kinds[k], json_string(newest_id));
+            state_save_locked(d);
+        }
+        pthread_mutex_unlock(&d->mu);
+        if (send) {
+            dlog(d, LOG_WARN, "stale", "no successful %s backup since %s", kinds[k],
+                 newest ? newest_id : "ever");
+            struct notify_event ev = {.kind = NOTIFY_STALE,
+                                      .backup_kind = kinds[k],
+                                      .duration_ms = -1,
+                                      .last_success_ns = newest * 1000000000,
+                                      .time_ns = now * 1000000000};
+            notify(d, &ev);
+        }
+    }
+    json_decref(list);
+}
+
+/* ---- the worker ------------------------------------------------------------------------- */
+
+struct step_ctx {
+    struct daemon *d;
+    int64_t when;
+};
+
+static void on_step(void *ctx, const struct caris_job_step *s)
+{
+    struct step_ctx *sc = ctx;
+    notify_step(sc->d, s, now_s(sc->d));
+}
+
+static void on_progress(void *ctx, const char *phase, uint64_t done, uint64_t total)
+{
+    struct daemon *d = ctx;
+    pthread_mutex_lock(&d->mu);
+    snprintf(d->current_step, sizeof(d->current_step), "%s %llu/%llu", phase,
+             (unsigned long long)done, (unsigned long long)total);
+    pthread_mutex_unlock(&d->mu);
+}
+
+static int reopen_repo(struct daemon *d, struct err *e)
+{
+    if (d->r)
+        repo_close(d->r);
+    d->r = NULL;
+    struct caris_open_opts oo = {.repo_path = d->repo_path, .backup_dir = d->backup_dir};
+    if (config_encryption_key(d->o->cfg, &oo.key, e) != 0)
+        return -1;
+    struct caris_open_result res = {0};
+    d->r = caris_repo_open(&oo, &res, e);
+    json_decref(res.state);
+    return d->r ? 0 : -1;
+}
+
+/* Whether the cadence of a periodic extra (prune, drill) is due: BACKUP_PRUNE_INTERVAL_DAYS /
+ * BACKUP_DRILL_INTERVAL_DAYS (default 7; 0 = never) since the last one. */
+static bool cadence_due(struct daemon *d, const char *var, const char *key, int64_t now)
+{
+    const char *v = config_get(d->cfg, var);
+    long days = 7;
+    if (v) {
+        char *end;
+        days = strtol(v, &end, 10);
+        if (*end || days < 0 || days > 3660) {
+            dlog(d, LOG_WARN, "config", "%s must be a number of days (0 = never): using 7", var);
+            days = 7;
+        }
+    }
+    if (days == 0)
+        return false;
+    pthread_mutex_lock(&d->mu);
+    int64_t last = state_time(d->state, key);
+    pthread_mutex_unlock(&d->mu);
+    return !last || now - last >= days * DAY_S - 3600; /* an hour's slack for DST / drift */
+}
+
+/* BACKUP_DRILL_SCRATCH: "database" (default: a scratch database on the POSTGRES_URL server)
+ * or "local" (a throwaway cluster under BACKUP_DIR/temp). */
+static bool drill_local(struct daemon *d)
+{
+    const char *v = config_get(d->cfg, "BACKUP_DRILL_SCRATCH");
+    if (v && strcmp(v, "local") != 0 && strcmp(v, "database") != 0)
+        dlog(d, LOG_WARN, "config",
+             "BACKUP_DRILL_SCRATCH must be database or local: using database");
+    return v && strcmp(v, "local") == 0;
+}
+
+static void run_job(struct daemon *d, struct job *j)
+{
+    struct err e = ERR_INIT;
+    int64_t start = now_s(d);
+    char when[40];
+    iso_s(j->scheduled_for ? j->scheduled_for : start, when, sizeof(when));
+    dlog(d, LOG_INFO, "job", "%s %s run (%s%s): started", j->source, caris_job_type_name(j->type),
+         j->scheduled_for ? "scheduled for " : "at ", when);
+    if (d->r && repo_refresh(d->r, &e) != 0) {
+        dlog(d, LOG_WARN, "job", "cannot refresh the repository (%s): opening it again", e.msg);
+        err_clear(&e);
+        repo_close(d->r);
+        d->r = NULL;
+    }
+    struct caris_job_result res = {0};
+    int rc = -1;
+    bool has_db = config_get(d->cfg, "POSTGRES_URL") != NULL;
+    if (!d->r && reopen_repo(d, &e) != 0) {
+        res.type = j->type;
+        res.started_ns = res.ended_ns = time_now_ns();
+    } else {
+        struct step_ctx sc = {d, start};
+        struct caris_job_opts jo = {
+            .type = j->type,
+            .cfg = d->cfg,
+            .time_ns = d->vclock ? start * 1000000000 : 0,
+            .verify = true,
+            .retention = true,
+            .prune = cadence_due(d, "BACKUP_PRUNE_INTERVAL_DAYS", "lastPrune", start),
+            .drill = has_db && cadence_due(d, "BACKUP_DRILL_INTERVAL_DAYS", "lastDrill", start),
+            .drill_local = drill_local(d),
+            .threads = d->o->threads,
+            .on_step = on_step,
+            .step_ctx = &sc};
+        struct caris_op op = {.progress = on_progress,
+                              .progress_ctx = d,
+                              .log = op_log,
+                              .log_ctx = d,
+                              .cancel = &d->cancel,
+                              .actor = strcmp(j->source, "manual") == 0 ? "run-now" : "scheduler"};
+        rc = caris_job_run(d->r, &jo, &op, &res, &e);
+        if (res.handle_spent) {
+            repo_close(d->r); /* prune spent the handle: the next job opens again */
+            d->r = NULL;
+        }
+    }
+    json_t *rj = caris_job_result_to_json(&res);
+    json_object_set_new(rj, "schedule", json_string(j->source));
+    if (j->scheduled_for)
+        json_object_set_new(rj, "scheduledFor", json_iso_s(j->scheduled_for));
+    if (j->catch_up)
+        json_object_set_new(rj, "catchUp", json_true());
+    if (d->vclock) { /* the virtual times, for the status */
+        json_object_set_new(rj, "startedAt", json_iso_s(start));
+        json_object_set_new(rj, "endedAt", json_iso_s(now_s(d)));
+    }
+    if (rc != 0)
+        json_object_set_new(rj, "error",
+                            json_pack("{s:s, s:s, s:s}", "code", err_code_name(e.code), "message",
+                                      e.msg, "hint", e.hint));
+    if (rc != 0 && res.nsteps == 0) { /* failed before any step (repository, configuration) */
+        struct notify_event ev = {.kind = NOTIFY_BACKUP_FAILED,
+                                  .backup_kind = caris_job_type_name(j->type),
+                                  .duration_ms = -1,
+                                  .error = e.msg,
+                                  .hint = *e.hint ? e.hint : NULL,
+                                  .time_ns = start * 1000000000};
+        notify(d, &ev);
+    }
+    pthread_mutex_lock(&d->mu);
+    for (size_t i = 0; i < res.nsteps; i++) {
+        if (res.steps[i].kind == CARIS_STEP_PRUNE && res.steps[i].ok)
+            json_object_set_new(d->state, "lastPrune", json_iso_s(start));
+        if (res.steps[i].kind == CARIS_STEP_DRILL)
+            json_object_set_new(d->state, "lastDrill", json_iso_s(start));
+    }
+    if (strcmp(j->source, "manual") != 0)
+        json_object_set(sched_state(d, j->source), "lastRun", rj);
+    json_t *hist = json_object_get(d->state, "history");
+    json_array_insert(hist, 0, rj);
+    while (json_array_size(hist) > HISTORY_MAX)
+        json_array_remove(hist, HISTORY_MAX);
+    json_object_del(d->state, "job");
+    state_save_locked(d);
+    j->result = rj;
+    pthread_mutex_unlock(&d->mu);
+    dlog(d, rc == 0 ? LOG_INFO : LOG_ERROR, "job", "%s %s run: %s%s%s", j->source,
+         caris_job_type_name(j->type), rc == 0 ? "succeeded" : "failed", rc == 0 ? "" : ": ",
+         rc == 0 ? "" : e.msg);
+    caris_job_result_free(&res);
+    stale_check(d, now_s(d));
+}
+
+static void *worker_main(void *arg)
+{
+    struct daemon *d = arg;
+    pthread_mutex_lock(&d->mu);
+    for (;;) {
+        while (!d->queue && !d->worker_stop)
+            pthread_cond_wait(&d->cv, &d->mu);
+        if (d->worker_stop)
+            break;
+        struct job *j = d->queue;
+        d->queue = j->next;
+        if (!d->queue)
+            d->queue_tail = NULL;
+        d->running = j;
+        d->current_step[0] = '\0';
+        json_object_set_new(d->state, "job",
+                            json_pack("{s:s, s:s, s:o}", "schedule", j->source, "type",
+                                      caris_job_type_name(j->type), "startedAt",
+                                      json_iso_s(now_s_locked(d))));
+        state_save_locked(d);
+        pthread_mutex_unlock(&d->mu);
+        run_job(d, j);
+        pthread_mutex_lock(&d->mu);
+        d->running = NULL;
+        j->next = d->finished;
+        d->finished = j;
+        pthread_mutex_unlock(&d->mu);
+        char c = 'j';
+        while (write(d->done_pipe[1], &c, 1) < 0 && errno == EINTR)
+            ;
+        pthread_mutex_lock(&d->mu);
+    }
+    pthread_mutex_unlock(&d->mu);
+    return NULL;
+}
+
+/* ---- the control socket -------------------------------------------------------------------- */
+
+static void send_line(int fd, json_t *j)
+{
+    char *text = json_dumps(j, JSON_COMPACT);
+    if (!text)
+        return;
+    size_t len = strlen(text), off = 0;
+    text[len] = '\0';
+    while (off < len) {
+        ssize_t w = send(fd, text + off, len - off, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            break;
+        off += (size_t)w;
+    }
+    (void)!send(fd, "\n", 1, MSG_NOSIGNAL);
+    free(text);
+}
+
+static void client_close(struct daemon *d, size_t i)
+{
+    close(d->clients[i].fd);
+    d->clients[i] = d->clients[--d->nclients];
+}
+
+/* The live status. Under d->mu. */
+static json_t *status_locked(struct daemon *d)
+{
+    state_schedules_locked(d);
+    json_t *s = json_deep_copy(d->state);
+    json_object_set_new(s, "running", json_true());
+    json_object_set_new(s, "pid", json_integer(getpid()));
+    char t[40];
+    time_format_iso(d->started_ns, t, sizeof(t));
+    json_object_set_new(s, "startedAt", json_string(t));
+    json_object_set_new(s, "now", json_iso_s(now_s_locked(d)));
+    json_object_set_new(s, "queue", json_integer((json_int_t)queue_len_locked(d)));
+    json_t *job = json_object_get(s, "job");
+    if (job && *d->current_step)
+        json_object_set_new(job, "progress", json_string(d->current_step));
+    if (!job)
+        json_object_set_new(s, "job", json_null());
+    return s;
+}
+
+static json_t *error_json(const char *code, const char *msg)
+{
+    return json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", msg);
+}
+
+/* One request line from client i. Returns true when the client is to be closed. */
+static bool handle_request(struct daemon *d, size_t i, const char *line)
+{
+    json_error_t je;
+    json_t *req = json_loads(line, 0, &je);
+    const char *cmd = json_string_value(json_object_get(req, "cmd"));
+    bool close_it = true;
+    if (!cmd) {
+        send_line(d->clients[i].fd, error_json("usage", "a request is {\"cmd\": ...}"));
+    } else if (strcmp(cmd, "status") == 0) {
+        pthread_mutex_lock(&d->mu);
+        json_t *s = status_locked(d);
+        pthread_mutex_unlock(&d->mu);
+        send_line(d->clients[i].fd, s);
+        json_decref(s);
+    } else if (strcmp(cmd, "run-now") == 0) {
+        enum caris_job_type type;
+        struct err e = ERR_INIT;
+        if (caris_job_type_parse(json_string_value(json_object_get(req, "type")), &type, &e) != 0) {
+            send_line(d->clients[i].fd, error_json("usage", e.msg));
+        } else {
+            struct job *j = job_new(type, "manual", 0);
+            bool wait = json_is_true(json_object_get(req, "wait"));
+            pthread_mutex_lock(&d->mu);
+            size_t pos = queue_len_locked(d) + (d->running ? 1 : 0);
+            if (wait) {
+                j->waiters[j->nwaiters++] = d->clients[i].fd;
+                d->clients[i].waiting = true;
+                close_it = false;
+            }
+            enqueue_locked(d, j);
+            pthread_mutex_unlock(&d->mu);
+            dlog(d, LOG_INFO, "run-now", "%s run queued (position %zu)", caris_job_type_name(type),
+                 pos);
+            if (!wait) {
+                json_t *ok = json_pack("{s:b, s:I}", "queued", 1, "position", (json_int_t)pos);
+                send_line(d->clients[i].fd, ok);
+                json_decref(ok);
+            }
+        }
+    } else {
+        send_line(d->clients[i].fd, error_json("usage", "unknown request"));
+    }
+    json_decref(req);
+    return close_it;
+}
+
+static void client_read(struct daemon *d, size_t i)
+{
+    struct client *c = &d->clients[i];
+    ssize_t n = recv(c->fd, c->buf + c->len, sizeof(c->buf) - 1 - c->len, 0);
+    if (n <= 0) {
+        if (n < 0 && (errno == EINTR || errno == EAGAIN))
+            return;
+        if (c->waiting) { /* a waiting client hung up: its job runs on; forget the fd */
+            pthread_mutex_lock(&d->mu);
+            for (struct job *j = d->queue; j; j = j->next)
+                for (size_t k = 0; k < j->nwaiters; k++)
+                    if (j->waiters[k] == c->fd)
+                        j->waiters[k] = -1;
+            if (d->running)
+                for (size_t k = 0; k < d->running->nwaiters; k++)
+                    if (d->running->waiters[k] == c->fd)
+                        d->running->waiters[k] = -1;
+            pthread_mutex_unlock(&d->mu);
+        }
+        client_close(d, i);
+        return;
+    }
+    if (c->waiting)
+        return; /* nothing more is expected from it */
+    c->len += (size_t)n;
+    c->buf[c->len] = '\0';
+    char *nl = strchr(c->buf, '\n');
+    if (!nl) {
+        if (c->len >= sizeof(c->buf) - 1) {
+            send_line(c->fd, error_json("usage", "request too long"));
+            client_close(d, i);
+        }
+        return;
+    }
+    *nl = '\0';
+    if (handle_request(d, i, c->buf))
+        client_close(d, i);
+}
+
+static void client_accept(struct daemon *d)
+{
+    int fd = accept4(d->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0)
+        return;
+    struct ucred cr;
+    socklen_t len = sizeof(cr);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) != 0 ||
+        (cr.uid != geteuid() && cr.uid != 0)) {
+        dlog(d, LOG_WARN, "control", "refused a connection from uid %d", (int)cr.uid);
+        close(fd);
+        return;
+    }
+    if (d->nclients == MAX_CLIENTS) {
+        send_line(fd, error_json("busy", "too many connections"));
+        close(fd);
+        return;
+    }
+    d->clients[d->nclients++] = (struct client){.fd = fd};
+}
+
+/* Answers the clients waiting for finished jobs and frees those jobs. */
+static void jobs_finished(struct daemon *d)
+{
+    char buf[64];
+    while (read(d->done_pipe[0], buf, sizeof(buf)) > 0)
+        ;
+    pthread_mutex_lock(&d->mu);
+    struct job *list = d->finished;
+    d->finished = NULL;
+    pthread_mutex_unlock(&d->mu);
+    while (list) {
+        struct job *j = list;
+        list = j->next;
+        for (size_t k = 0; k < j->nwaiters; k++) {
+            if (j->waiters[k] < 0)
+                continue;
+            send_line(j->waiters[k], j->result);
+            for (size_t i = 0; i < d->nclients; i++)
+                if (d->clients[i].fd == j->waiters[k]) {
+                    client_close(d, i);
+                    break;
+                }
+        }
+        json_decref(j->result);
+        free(j);
+    }
+}
+
+static int listen_socket(struct daemon *d, struct err *e)
+{
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    if (strlen(d->sock_path) >= sizeof(a.sun_path))
+        return err_set(e, ERR_CONFIG, "use a shorter BACKUP_DIR",
+                       "the control socket path %s is too long for a Unix socket", d->sock_path);
+    strcpy(a.sun_path, d->sock_path);
+    unlink(d->sock_path); /* a previous daemon's (we hold the daemon lock) */
+    d->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (d->listen_fd < 0)
+        return err_sys(e, errno, NULL, "socket");
+    mode_t old = umask(0177);
+    int rc = bind(d->listen_fd, (struct sockaddr *)&a, sizeof(a));
+    umask(old);
+    if (rc != 0 || listen(d->listen_fd, 16) != 0)
+        return err_sys(e, errno, NULL, "cannot listen on %s", d->sock_path);
+    chmod(d->sock_path, 0600);
+    return 0;
+}
+
+/* ---- start and stop ----------------------------------------------------------------------- */
+
+static int take_daemon_lock(struct daemon *d, struct err *e)
+{
+    d->lock_fd = open(d->lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (d->lock_fd < 0)
+        return err_sys(e, errno, NULL, "cannot open %s", d->lock_path);
+    if (flock(d->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        char pid[32] = "";
+        ssize_t n = pread(d->lock_fd, pid, sizeof(pid) - 1, 0);
+        pid[n > 0 ? n : 0] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        return err_set(e, ERR_LOCKED,
+                       "stop it first (systemctl stop caris-backup, or kill -TERM its pid); "
+                       "`caris-backup schedule status` talks to it",
+                       "a daemon already runs for %s (pid %s)", d->backup_dir, *pid ? pid : "?");
+    }
+    char pid[32];
+    int n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+    if (ftruncate(d->lock_fd, 0) != 0 || pwrite(d->lock_fd, pid, (size_t)n, 0) != n)
+        return err_sys(e, errno, NULL, "cannot write %s", d->lock_path);
+    return 0;
+}
+
+/* The schedules and notification settings of cfg. */
+static int load_settings(const struct config *cfg, struct schedule_config *sch,
+                         struct notify_config *nc, struct err *e)
+{
+    if (schedule_config_load(cfg, NULL, sch, e) != 0)
+        return -1;
+    if (notify_config_load(cfg, nc, e) != 0) {
+        schedule_config_free(sch);
+        return -1;
+    }
+    return 0;
+}
+
+/* SIGHUP: the new configuration replaces the old one only when it is valid; schedules are
+ * recomputed from now. The repository stays open (BACKUP_DIR and the key are not reloaded:
+ * those need a restart, which the log says when they changed). */
+static void reload(struct daemon *d)
+{
+    struct config cfg = {0};
+    struct schedule_config sch = {0};
+    struct notify_config nc = {0};
+    struct err e = ERR_INIT;
+    if (config_load(&cfg, d->o->env_file, &e) != 0) {
+        dlog(d, LOG_ERROR, "reload", "configuration not reloaded: %s", e.msg);
+        return;
+    }
+    if (load_settings(&cfg, &sch, &nc, &e) != 0) {
+        config_free(&cfg);
+        dlog(d, LOG_ERROR, "reload", "configuration not reloaded: %s", e.msg);
+        return;
+    }
+    if (strcmp(config_backup_dir(&cfg), d->backup_dir) != 0)
+        dlog(d, LOG_WARN, "reload", "BACKUP_DIR changed: restart the daemon for it to apply");
+    pthread_mutex_lock(&d->mu);
+    /* the worker reads d->cfg while a job runs: swap only between jobs */
+    bool busy = d->running != NULL;
+    if (!busy) {
+        if (d->cfg_owned)
+            config_free(&d->cfg_own);
+        d->cfg_own = cfg;
+        d->cfg_owned = true;
+        d->cfg = &d->cfg_own;
+        schedule_config_free(&d->sch);
+        d->sch = sch;
+        notify_config_free(&d->nc);
+        d->nc = nc;
+        int64_t now = now_s_locked(d);
+        for (size_t i = 0; i < SCHEDULE_COUNT; i++)
+            compute_next_locked(d, i, now);
+        state_schedules_locked(d);
+        state_save_locked(d);
+    }
+    pthread_mutex_unlock(&d->mu);
+    if (busy) {
+        schedule_config_free(&sch);
+        notify_config_free(&nc);
+        config_free(&cfg);
+        dlog(d, LOG_WARN, "reload", "a job is running: send SIGHUP again once it ended");
+    } else {
+        dlog(d, LOG_INFO, "reload", "configuration reloaded");
+    }
+}
+
+static void daemon_free(struct daemon *d)
+{
+    for (size_t i = 0; i < d->nclients; i++)
+        close(d->clients[i].fd);
+    while (d->queue) {
+        struct job *j = d->queue;
+        d->queue = j->next;
+        free(j);
+    }
+    while (d->finished) {
+        struct job *j = d->finished;
+        d->finished = j->next;
+        json_decref(j->result);
+        free(j);
+    }
+    if (d->r)
+        repo_close(d->r);
+    if (d->listen_fd >= 0) {
+        close(d->listen_fd);
+        unlink(d->sock_path);
+    }
+    if (d->done_pipe[0] >= 0) {
+        close(d->done_pipe[0]);
+        close(d->done_pipe[1]);
+    }
+    if (d->lock_fd >= 0)
+        close(d->lock_fd);
+    json_decref(d->state);
+    schedule_config_free(&d->sch);
+    if (d->nc_loaded)
+        notify_config_free(&d->nc);
+    if (d->cfg_owned)
+        config_free(&d->cfg_own);
+    free(d->backup_dir);
+    free(d->metadata);
+    free(d->state_path);
+    free(d->sock_path);
+    free(d->lock_path);
+    free(d->repo_path);
+    pthread_mutex_destroy(&d->mu);
+    pthread_cond_destroy(&d->cv);
+}
+
+static bool stop_requested(const struct daemon *d)
+{
+    return d->o->stop && *d->o->stop;
+}
+
+int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
+{
+    struct daemon dd = {.o = o, .lock_fd = -1, .listen_fd = -1, .done_pipe = {-1, -1}};
+    struct daemon *d = &dd;
+    pthread_mutex_init(&d->mu, NULL);
+    pthread_cond_init(&d->cv, NULL);
+    d->started_ns = time_now_ns();
+    int rc = -1;
+    d->cfg = o->cfg;
+    if (load_settings(d->cfg, &d->sch, &d->nc, e) != 0)
+        goto out;
+    d->nc_loaded = true;
+    d->backup_dir = xstrdup(config_backup_dir(d->cfg));
+    d->metadata = xasprintf("%s/metadata", d->backup_dir);
+    d->state_path = xasprintf("%s/scheduler.json", d->metadata);
+    d->sock_path = xasprintf("%s/daemon.sock", d->metadata);
+    d->lock_path = xasprintf("%s/daemon.lock", d->metadata);
+    d->repo_path = o->repo ? xstrdup(o->repo) : xasprintf("%s/repository", d->backup_dir);
+    if (caris_backup_dir_prepare(d->backup_dir, e) != 0 || clock_setup(d, e) != 0 ||
+        take_daemon_lock(d, e) != 0)
+        goto out;
+    if (reopen_repo(d, e) != 0)
+        goto out;
+    if (pipe2(d->done_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
+        err_sys(e, errno, NULL, "pipe");
+        goto out;
+    }
+    if (listen_socket(d, e) != 0)
+        goto out;
+    state_load(d);
+    pthread_mutex_lock(&d->mu);
+    int64_t now = now_s_locked(d);
+    for (size_t i = 0; i < SCHEDULE_COUNT; i++)
+        compute_next_locked(d, i, now);
+    catch_up_locked(d, now);
+    json_object_set_new(d->state, "pid", json_integer(getpid()));
+    char started[40];
+    time_format_iso(d->started_ns, started, sizeof(started));
+    json_object_set_new(d->state, "startedAt", json_string(started));
+    json_object_del(d->state, "job");
+    state_schedules_locked(d);
+    state_save_locked(d);
+    pthread_mutex_unlock(&d->mu);
+    if (pthread_create(&d->worker, NULL, worker_main, d) != 0) {
+        err_set(e, ERR_FAILURE, NULL, "cannot start the worker thread");
+        goto out;
+    }
+    dlog(d, LOG_INFO, "started", "daemon for %s started (pid %d, %d schedules%s)", d->repo_path,
+         (int)getpid(), SCHEDULE_COUNT, d->vclock ? ", test clock" : "");
+    for (size_t i = 0; i < SCHEDULE_COUNT; i++) {
+        char t[40] = "";
+        if (d->next_run[i])
+            iso_s(d->next_run[i], t, sizeof(t));
+        dlog(d, LOG_INFO, "schedule", "%s (%s, %s): %s%s", d->sch.items[i].name,
+             d->sch.items[i].backup_type, d->sch.items[i].enabled ? d->sch.items[i].text : "off",
+             d->next_run[i] ? "next run " : "", t);
+    }
+    if (o->ready)
+        o->ready(o->ready_ctx);
+    d->next_stale_check = now;
+
+    while (!stop_requested(d)) {
+        if (o->reload && *o->reload) {
+            *o->reload = 0;
+            reload(d);
+        }
+        pthread_mutex_lock(&d->mu);
+        now = now_s_locked(d);
+        bool idle = !d->queue && !d->running;
+        /* enqueue what is due */
+        int64_t next = INT64_MAX;
+        for (size_t i = 0; i < SCHEDULE_COUNT; i++) {
+            if (!d->next_run[i])
+                continue;
+            if (d->next_run[i] <= now) {
+                enqueue_locked(
+                    d, job_new(sched_type(&d->sch.items[i]), d->sch.items[i].name, d->next_run[i]));
+                compute_next_locked(d, i, d->next_run[i]);
+                idle = false;
+            }
+            if (d->next_run[i] && d->next_run[i] < next)
+                next = d->next_run[i];
+        }
+        bool stale_due = now >= d->next_stale_check;
+        if (stale_due)
+            d->next_stale_check = now + 3600;
+        if (d->next_stale_check < next && !d->vclock)
+            next = d->next_stale_check;
+        bool vjump = false;
+        if (d->vclock && idle) {
+            if (next == INT64_MAX || next > d->v_end_s) {
+                clock_jump_locked(d, d->v_end_s == INT64_MAX ? now : d->v_end_s);
+                if (d->v_end_s != INT64_MAX) {
+                    state_schedules_locked(d);
+                    state_save_locked(d);
+                    pthread_mutex_unlock(&d->mu);
+                    dlog(d, LOG_INFO, "stopping", "the test clock reached its end");
+                    break;
+                }
+            } else if (next > now) {
+                clock_jump_locked(d, next);
+                vjump = true;
+            }
+        }
+        state_schedules_locked(d);
+        pthread_mutex_unlock(&d->mu);
+        if (stale_due && idle)
+            stale_check(d, now);
+        if (vjump)
+            continue;
+
+        struct pollfd p[MAX_CLIENTS + 3];
+        size_t np = 0;
+        p[np++] = (struct pollfd){.fd = d->listen_fd, .events = POLLIN};
+        p[np++] = (struct pollfd){.fd = d->done_pipe[0], .events = POLLIN};
+        p[np++] = (struct pollfd){.fd = o->wake_fd, .events = POLLIN};
+        for (size_t i = 0; i < d->nclients; i++)
+            p[np++] = (struct pollfd){.fd = d->clients[i].fd, .events = POLLIN};
+        int timeout = -1;
+        if (next != INT64_MAX) {
+            int64_t ms = (next - now) * 1000;
+            timeout = ms > 60000 ? 60000 : ms < 0 ? 0 : (int)ms; /* re-check each minute */
+        } else {
+            timeout = 60000;
+        }
+        if (d->vclock)
+            timeout = timeout > 1000 ? 1000 : timeout;
+        int n = poll(p, (nfds_t)np, timeout);
+        if (n < 0 && errno != EINTR) {
+            err_sys(e, errno, NULL, "poll");
+            break;
+        }
+        if (n <= 0)
+            continue;
+        if (p[2].revents) {
+            char buf[64];
+            while (read(o->wake_fd, buf, sizeof(buf)) > 0)
+                ;
+        }
+        if (p[1].revents)
+            jobs_finished(d);
+        if (p[0].revents)
+            client_accept(d);
+        /* clients (backwards: client_close moves the last one into the gap) */
+        for (size_t k = np; k-- > 3;) {
+            if (!p[k].revents)
+                continue;
+            for (size_t i = 0; i < d->nclients; i++)
+                if (d->clients[i].fd == p[k].fd) {
+                    client_read(d, i);
+                    break;
+                }
+        }
+    }
+    /* stop: cancel the running job, drop the queued ones */
+    pthread_mutex_lock(&d->mu);
+    size_t dropped = queue_len_locked(d);
+    bool was_running = d->running != NULL;
+    d->cancel = 1;
+    d->worker_stop = true;
+    pthread_cond_broadcast(&d->cv);
+    pthread_mutex_unlock(&d->mu);
+    if (was_running)
+        dlog(d, LOG_INFO, "stopping", "cancelling the running job");
+    pthread_join(d->worker, NULL);
+    jobs_finished(d);
+    if (dropped)
+        dlog(d, LOG_INFO, "stopping", "%zu queued job%s dropped", dropped, dropped == 1 ? "" : "s");
+    pthread_mutex_lock(&d->mu);
+    json_object_del(d->state, "job");
+    json_object_del(d->state, "pid");
+    state_save_locked(d);
+    pthread_mutex_unlock(&d->mu);
+    dlog(d, LOG_INFO, "stopped", "daemon stopped");
+    rc = err_is_set(e) ? -1 : 0;
+out:
+    daemon_free(d);
+    return rc;
+}

@@ -1,0 +1,265 @@
+/* Notifications: the rule of what is sent, and delivery with retries to every channel.
+ * config.c reads the configuration, text.c writes what is said (redact.c keeps secrets out
+ * of it), email.c and slack.c format it and make one attempt each. */
+#include "caris/notify.h"
+
+#include <curl/curl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "caris/core.h"
+
+#include "notify/internal.h"
+
+const char *notify_kind_name(enum notify_kind k)
+{
+    switch (k) {
+    case NOTIFY_BACKUP_SUCCEEDED:
+        return "backup-succeeded";
+    case NOTIFY_BACKUP_FAILED:
+        return "backup-failed";
+    case NOTIFY_VERIFY_FAILED:
+        return "verification-failed";
+    case NOTIFY_DRILL_FAILED:
+        return "drill-failed";
+    case NOTIFY_STALE:
+        return "stale";
+    case NOTIFY_TEST:
+        return "test";
+    }
+    return "unknown";
+}
+
+/* ---- curl ---------------------------------------------------------------------------- */
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+
+static void curl_init_once(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+void notify_curl_init(void)
+{
+    pthread_once(&curl_once, curl_init_once);
+}
+
+int notify_curl_xferinfo(void *op, long long dltotal, long long dlnow, long long ultotal,
+                         long long ulnow)
+{
+    (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+    return caris_op_cancelled(op) ? 1 : 0;
+}
+
+/* ---- the rule ------------------------------------------------------------------------ */
+
+bool notify_configured(const struct notify_config *nc)
+{
+    return nc->email || nc->slack;
+}
+
+bool notify_should_send(const struct notify_config *nc, const struct notify_event *ev)
+{
+    if (ev->kind == NOTIFY_BACKUP_SUCCEEDED)
+        return nc->notify_success;
+    return true;
+}
+
+bool notify_stale_due(const struct notify_config *nc, int64_t last_success_ns, int64_t now_ns)
+{
+    if (last_success_ns <= 0)
+        return true;
+    return now_ns - last_success_ns > nc->alert_after_ms * 1000000;
+}
+
+/* ---- delivery ------------------------------------------------------------------------ */
+
+/* Waits ms, returning early (true) when the op is cancelled. */
+static bool pause_ms(const struct caris_op *op, int64_t ms)
+{
+    int64_t until = time_mono_ns() + ms * 1000000;
+    for (;;) {
+        if (caris_op_cancelled(op))
+            return true;
+        int64_t left = until - time_mono_ns();
+        if (left <= 0)
+            return false;
+        if (left > 50000000)
+            left = 50000000; /* look at the cancel flag every 50 ms */
+        struct timespec ts = {0, (long)left};
+        nanosleep(&ts, NULL);
+    }
+}
+
+typedef int (*attempt_fn)(const struct notify_config *nc, const void *payload,
+                          struct notify_attempt *a, struct err *e);
+
+static int attempt_email(const struct notify_config *nc, const void *payload,
+                         struct notify_attempt *a, struct err *e)
+{
+    return notify_email_send(nc, payload, a, e);
+}
+
+static int attempt_slack(const struct notify_config *nc, const void *payload,
+                         struct notify_attempt *a, struct err *e)
+{
+    return notify_slack_post(nc, payload, a, e);
+}
+
+/* Tries, with backoff, within the deadline; fills res. */
+static void deliver(const struct notify_config *nc, attempt_fn fn, const void *payload,
+                    const struct caris_op *op, struct notify_result *res)
+{
+    int64_t start = time_mono_ns();
+    int64_t deadline = start + nc->deadline_ms * 1000000;
+    int64_t backoff = nc->backoff_ms;
+    struct err last = ERR_INIT;
+    int tries = nc->tries > 0 ? nc->tries : 1;
+    for (int i = 1; i <= tries; i++) {
+        if (caris_op_cancelled(op)) {
+            err_set(&last, ERR_FAILURE, NULL, "cancelled");
+            break;
+        }
+        int64_t left_ms = (deadline - time_mono_ns()) / 1000000;
+        if (left_ms <= 0)
+            break;
+        /* Each try gets its share of what is left, so that a server that accepts and then
+         * hangs still leaves time for the next tries. */
+        int64_t share = left_ms / (tries - i + 1);
+        if (share < 1)
+            share = 1;
+        struct notify_attempt a = {
+            .connect_timeout_ms = nc->connect_timeout_ms < share ? nc->connect_timeout_ms : share,
+            .timeout_ms = share,
+            .op = op,
+        };
+        struct err e = ERR_INIT;
+        res->tries = i;
+        if (fn(nc, payload, &a, &e) == 0) {
+            res->ok = true;
+            err_clear(&res->err);
+            res->duration_ms = (time_mono_ns() - start) / 1000000;
+            return;
+        }
+        char *m = notify_redact(nc, e.msg);
+        snprintf(e.msg, sizeof(e.msg), "%s", m);
+        free(m);
+        char *h = notify_redact(nc, e.hint);
+        snprintf(e.hint, sizeof(e.hint), "%s", h);
+        free(h);
+        last = e;
+        if (a.permanent || caris_op_cancelled(op)) {
+            caris_op_log(op, LOG_WARN, "notify: %s via %s: %s", res->channel, res->target, e.msg);
+            break;
+        }
+        left_ms = (deadline - time_mono_ns()) / 1000000;
+        if (i == tries || left_ms <= 0) {
+            caris_op_log(op, LOG_WARN, "notify: %s via %s: try %d of %d failed: %s", res->channel,
+                         res->target, i, tries, e.msg);
+            break;
+        }
+        int64_t wait = backoff < left_ms ? backoff : left_ms;
+        caris_op_log(op, LOG_WARN, "notify: %s via %s: try %d of %d failed: %s; retrying in %.1f s",
+                     res->channel, res->target, i, tries, e.msg, (double)wait / 1000);
+        if (pause_ms(op, wait)) {
+            err_set(&last, ERR_FAILURE, NULL, "cancelled");
+            break;
+        }
+        backoff *= 2;
+    }
+    res->ok = false;
+    res->duration_ms = (time_mono_ns() - start) / 1000000;
+    if (!err_is_set(&last))
+        err_set(&last, ERR_FAILURE, NULL, "no time left to try (deadline %lld ms)",
+                (long long)nc->deadline_ms);
+    res->err = last;
+    err_wrap(&res->err, "%s notification via %s failed after %d tr%s", res->channel, res->target,
+             res->tries, res->tries == 1 ? "y" : "ies");
+}
+
+int notify_send_all(const struct notify_config *nc, const struct notify_event *ev,
+                    const struct caris_op *op, struct notify_result res[NOTIFY_MAX_CHANNELS],
+                    size_t *nres)
+{
+    *nres = 0;
+    if (!notify_configured(nc))
+        return 0;
+    notify_curl_init();
+    struct notify_text t;
+    notify_text_build(nc, ev, &t);
+    int rc = 0;
+    if (nc->email) {
+        struct notify_result *r = &res[(*nres)++];
+        memset(r, 0, sizeof(*r));
+        r->channel = "email";
+        snprintf(r->target, sizeof(r->target), "%s", nc->smtp_target);
+        struct buf msg = {0};
+        notify_email_build(nc, &t, time_now_ns(), &msg); /* Date: when it is sent */
+        deliver(nc, attempt_email, &msg, op, r);
+        buf_free(&msg);
+        if (!r->ok)
+            rc = -1;
+    }
+    if (nc->slack) {
+        struct notify_result *r = &res[(*nres)++];
+        memset(r, 0, sizeof(*r));
+        r->channel = "slack";
+        snprintf(r->target, sizeof(r->target), "%s", nc->slack_target);
+        char *json = notify_slack_build(&t);
+        deliver(nc, attempt_slack, json, op, r);
+        free(json);
+        if (!r->ok)
+            rc = -1;
+    }
+    notify_text_free(&t);
+    return rc;
+}
+
+json_t *notify_results_to_json(const struct notify_result *res, size_t n)
+{
+    json_t *chs = json_array();
+    bool ok = true;
+    for (size_t i = 0; i < n; i++) {
+        json_t *c = json_pack("{s:s, s:s, s:b, s:i, s:I}", "channel", res[i].channel, "target",
+                              res[i].target, "ok", res[i].ok, "tries", res[i].tries, "duration_ms",
+                              (json_int_t)res[i].duration_ms);
+        if (!res[i].ok) {
+            ok = false;
+            json_object_set_new(c, "error", json_string(res[i].err.msg));
+            if (*res[i].err.hint)
+                json_object_set_new(c, "hint", json_string(res[i].err.hint));
+        }
+        json_array_append_new(chs, c);
+    }
+    return json_pack("{s:b, s:o}", "ok", ok, "channels", chs);
+}
+
+int caris_notify(const struct notify_config *nc, const struct notify_event *ev,
+                 const struct caris_op *op, struct err *e)
+{
+    if (!notify_should_send(nc, ev))
+        return 0;
+    struct notify_result res[NOTIFY_MAX_CHANNELS];
+    size_t n;
+    if (notify_send_all(nc, ev, op, res, &n) == 0)
+        return 0;
+    /* The first failure's message and hint; the others named after it. */
+    const struct notify_result *first = NULL;
+    char others[256] = "";
+    for (size_t i = 0; i < n; i++) {
+        if (res[i].ok)
+            continue;
+        if (!first)
+            first = &res[i];
+        else
+            snprintf(others + strlen(others), sizeof(others) - strlen(others), "%s%s",
+                     *others ? ", " : "", res[i].channel);
+    }
+    *e = first->err;
+    if (*others)
+        snprintf(e->msg + strlen(e->msg), sizeof(e->msg) - strlen(e->msg),
+                 " (and the %s channel failed too)", others);
+    return -1;
+}

@@ -1,0 +1,318 @@
+/* One scheduled (or manual) run: configured backups, each verified, then retention, prune
+ * and a restore drill as asked. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "caris/backup.h"
+#include "caris/core.h"
+#include "caris/dbbackup.h"
+#include "caris/job.h"
+#include "caris/prune.h"
+#include "caris/retention.h"
+
+const char *caris_job_type_name(enum caris_job_type t)
+{
+    return t == CARIS_JOB_FULL ? "full" : "incremental";
+}
+
+int caris_job_type_parse(const char *s, enum caris_job_type *t, struct err *e)
+{
+    if (s && strcmp(s, "full") == 0)
+        *t = CARIS_JOB_FULL;
+    else if (s && strcmp(s, "incremental") == 0)
+        *t = CARIS_JOB_INCREMENTAL;
+    else
+        return err_set(e, ERR_USAGE, "use 'full' or 'incremental'", "unknown backup type '%s'",
+                       s ? s : "");
+    return 0;
+}
+
+const char *caris_job_step_name(enum caris_job_step_kind k)
+{
+    switch (k) {
+    case CARIS_STEP_BACKUP:
+        return "backup";
+    case CARIS_STEP_VERIFY:
+        return "verify";
+    case CARIS_STEP_RETENTION:
+        return "retention";
+    case CARIS_STEP_PRUNE:
+        return "prune";
+    case CARIS_STEP_DRILL:
+        return "drill";
+    }
+    return "?";
+}
+
+struct run {
+    struct repo *r;
+    const struct caris_job_opts *o;
+    const struct caris_op *op;
+    struct caris_job_result *res;
+};
+
+static struct caris_job_step *step_begin(struct run *x, enum caris_job_step_kind k,
+                                         const char *what, const char *id)
+{
+    struct caris_job_result *res = x->res;
+    res->steps = xrealloc(res->steps, xsize(res->nsteps + 1, sizeof(*res->steps), 0));
+    struct caris_job_step *s = &res->steps[res->nsteps++];
+    memset(s, 0, sizeof(*s));
+    s->kind = k;
+    snprintf(s->what, sizeof(s->what), "%s", what ? what : "");
+    snprintf(s->backup_id, sizeof(s->backup_id), "%s", id ? id : "");
+    s->started_ns = time_now_ns();
+    caris_op_log(x->op, LOG_INFO, "%s%s%s%s%s: started", caris_job_step_name(k), what ? " " : "",
+                 what ? what : "", id && *id ? " " : "", id ? id : "");
+    return s;
+}
+
+/* Ends step s: rc < 0 failed with se; CARIS_DONE_WARNINGS completed with warnings. */
+static void step_end(struct run *x, struct caris_job_step *s, int rc, const struct err *se)
+{
+    s->duration_ns = time_now_ns() - s->started_ns;
+    s->ok = rc >= 0;
+    s->warnings = rc == CARIS_DONE_WARNINGS;
+    if (!s->ok) {
+        s->err = *se;
+        x->res->ok = false;
+    }
+    const char *sp = *s->backup_id ? " " : "";
+    if (s->ok)
+        caris_op_log(x->op, s->warnings ? LOG_WARN : LOG_INFO, "%s%s%s%s%s: %s (%.1fs)",
+                     caris_job_step_name(s->kind), *s->what ? " " : "", s->what, sp, s->backup_id,
+                     s->warnings ? "done with warnings" : "done", (double)s->duration_ns / 1e9);
+    else
+        caris_op_log(x->op, LOG_ERROR, "%s%s%s%s%s: failed: %s", caris_job_step_name(s->kind),
+                     *s->what ? " " : "", s->what, sp, s->backup_id, s->err.msg);
+    if (x->o->on_step)
+        x->o->on_step(x->o->step_ctx, s);
+}
+
+/* A backup's progress, as the op's phase progress ("backup database", bytes read of total). */
+static void backup_progress(void *ctx, const struct caris_progress *p)
+{
+    const struct caris_op *op = ctx;
+    caris_op_progress(op, p->phase ? p->phase : "backup", p->bytes_done, p->bytes_total);
+}
+
+/* A backup step; on success *id (caller frees) names the new backup. */
+static int do_backup(struct run *x, const char *what, char **id)
+{
+    const struct config *cfg = x->o->cfg;
+    bool full = x->o->type == CARIS_JOB_FULL;
+    struct caris_job_step *s = step_begin(x, CARIS_STEP_BACKUP, what, NULL);
+    struct err e = ERR_INIT;
+    struct caris_backup_result res = {0};
+    int rc;
+    if (strcmp(what, "database") == 0) {
+        bool compress;
+        rc =
+            config_bool(cfg, "BACKUP_COMPRESS_DUMPS", CONFIG_DEFAULT_COMPRESS_DUMPS, &compress, &e);
+        struct db_backup_opts o = {.url = config_get(cfg, "POSTGRES_URL"),
+                                   .password = config_get(cfg, "PGPASSWORD"),
+                                   .no_compress = !compress,
+                                   .threads = x->o->threads,
+                                   .progress = x->op && x->op->progress ? backup_progress : NULL,
+                                   .ctx = (void *)x->op,
+                                   .time_ns = x->o->time_ns,
+                                   .op = x->op};
+        if (rc == 0)
+            rc = full ? caris_db_backup_full(x->r, &o, &res, &e)
+                      : caris_db_backup_incremental(x->r, &o, &res, &e);
+    } else {
+        char *list = xstrdup(config_get(cfg, "BACKUP_FILES_PATHS"));
+        const char **paths = NULL;
+        size_t n = 0;
+        char *save = NULL;
+        for (char *t = strtok_r(list, ":", &save); t; t = strtok_r(NULL, ":", &save)) {
+            paths = xrealloc(paths, xsize(n + 1, sizeof(*paths), 0));
+            paths[n++] = t;
+        }
+        struct files_backup_opts o = {.paths = paths,
+                                      .npaths = n,
+                                      .threads = x->o->threads,
+                                      .progress = x->op && x->op->progress ? backup_progress : NULL,
+                                      .ctx = (void *)x->op,
+                                      .time_ns = x->o->time_ns,
+                                      .op = x->op};
+        rc = full ? caris_files_backup_full(x->r, &o, &res, &e)
+                  : caris_files_backup_incremental(x->r, &o, &res, &e);
+        free(paths);
+        free(list);
+    }
+    if (rc >= 0) {
+        snprintf(s->backup_id, sizeof(s->backup_id), "%s", res.id ? res.id : "");
+        s->bytes = res.bytes_read;
+        *id = xstrdup(s->backup_id);
+    }
+    s->detail = caris_backup_result_to_json(&res);
+    caris_backup_result_free(&res);
+    step_end(x, s, rc, &e);
+    return rc;
+}
+
+static void do_verify(struct run *x, const char *what, const char *id)
+{
+    struct caris_job_step *s = step_begin(x, CARIS_STEP_VERIFY, what, id);
+    struct err e = ERR_INIT;
+    struct verify_opts vo = {.threads = x->o->threads, .op = x->op};
+    struct caris_verify_result res;
+    int rc = caris_verify(x->r, id, &vo, &res, &e);
+    s->bytes = res.read.bytes;
+    s->detail = caris_verify_result_to_json(&res);
+    caris_verify_result_free(&res);
+    caris_verification_record(x->r, id, rc == 0, s->bytes, rc == 0 ? NULL : &e, x->op);
+    step_end(x, s, rc, &e);
+}
+
+static void do_drill(struct run *x, const char *id)
+{
+    struct caris_job_step *s = step_begin(x, CARIS_STEP_DRILL, "database", id);
+    struct err e = ERR_INIT;
+    char *tmp = xasprintf("%s/temp", config_backup_dir(x->o->cfg));
+    struct db_test_restore_opts o = {.backup_id = id,
+                                     .url = config_get(x->o->cfg, "POSTGRES_URL"),
+                                     .password = config_get(x->o->cfg, "PGPASSWORD"),
+                                     .scratch =
+                                         x->o->drill_local ? DB_SCRATCH_LOCAL : DB_SCRATCH_DATABASE,
+                                     .temp_dir = tmp,
+                                     .threads = x->o->threads,
+                                     .op = x->op};
+    struct caris_test_restore_result res;
+    int rc = caris_test_restore(x->r, &o, &res, &e);
+    free(tmp);
+    s->detail = caris_test_restore_result_to_json(&res);
+    caris_test_restore_result_free(&res);
+    step_end(x, s, rc, &e);
+}
+
+static void do_retention(struct run *x)
+{
+    struct caris_job_step *s = step_begin(x, CARIS_STEP_RETENTION, NULL, NULL);
+    struct err e = ERR_INIT;
+    struct caris_forget_opts fo = {.tz = config_get(x->o->cfg, "BACKUP_TZ")};
+    struct caris_forget_result fr = {0};
+    int rc = caris_retention_policy_from_config(x->o->cfg, &fo.policy, &e);
+    if (rc == 0)
+        rc = caris_retention_apply(x->r, &fo, x->op, &fr, &e);
+    if (rc == 0)
+        s->detail = caris_forget_result_to_json(&fr);
+    caris_forget_result_free(&fr);
+    step_end(x, s, rc, &e);
+}
+
+static void do_prune(struct run *x)
+{
+    struct caris_job_step *s = step_begin(x, CARIS_STEP_PRUNE, NULL, NULL);
+    struct err e = ERR_INIT;
+    struct caris_prune_opts po = {.max_unused = -1};
+    struct caris_prune_result pr = {0};
+    int rc = caris_prune(x->r, &po, x->op, &pr, &e);
+    x->res->handle_spent = true;
+    if (rc == 0)
+        s->detail = caris_prune_result_to_json(&pr);
+    step_end(x, s, rc, &e);
+}
+
+int caris_job_run(struct repo *r, const struct caris_job_opts *o, const struct caris_op *op,
+                  struct caris_job_result *res, struct err *e)
+{
+    memset(res, 0, sizeof(*res));
+    res->type = o->type;
+    res->ok = true;
+    res->started_ns = time_now_ns();
+    bool db = config_get(o->cfg, "POSTGRES_URL") != NULL;
+    bool files = config_get(o->cfg, "BACKUP_FILES_PATHS") != NULL;
+    if (!db && !files) {
+        res->ok = false;
+        res->ended_ns = time_now_ns();
+        return err_set(e, ERR_CONFIG,
+                       "set POSTGRES_URL (the database) and/or BACKUP_FILES_PATHS "
+                       "(colon-separated directories) in the environment or .env.local",
+                       "nothing to back up: neither POSTGRES_URL nor BACKUP_FILES_PATHS is set");
+    }
+    struct run x = {r, o, op, res};
+    caris_op_log(op, LOG_INFO, "%s backup run: started", caris_job_type_name(o->type));
+    char *db_id = NULL, *files_id = NULL;
+    bool backups_ok = true;
+    if (db && !caris_op_cancelled(op) && do_backup(&x, "database", &db_id) < 0)
+        backups_ok = false;
+    if (files && !caris_op_cancelled(op) && do_backup(&x, "files", &files_id) < 0)
+        backups_ok = false;
+    if (o->verify && db_id && !caris_op_cancelled(op))
+        do_verify(&x, "database", db_id);
+    if (o->verify && files_id && !caris_op_cancelled(op))
+        do_verify(&x, "files", files_id);
+    if (o->drill && db_id && !caris_op_cancelled(op))
+        do_drill(&x, db_id);
+    /* A source that fails must not cost old backups: no retention without a new backup of
+     * every configured kind. */
+    if (o->retention && backups_ok && !caris_op_cancelled(op))
+        do_retention(&x);
+    if (o->prune && backups_ok && res->ok && !caris_op_cancelled(op))
+        do_prune(&x);
+    free(db_id);
+    free(files_id);
+    res->ended_ns = time_now_ns();
+    if (caris_op_cancelled(op) && res->ok) {
+        res->ok = false;
+        err_set(e, ERR_FAILURE, NULL, "cancelled");
+    }
+    caris_op_log(op, res->ok ? LOG_INFO : LOG_ERROR, "%s backup run: %s (%.1fs)",
+                 caris_job_type_name(o->type), res->ok ? "done" : "failed",
+                 (double)(res->ended_ns - res->started_ns) / 1e9);
+    if (res->ok)
+        return 0;
+    if (!err_is_set(e))
+        for (size_t i = 0; i < res->nsteps; i++)
+            if (!res->steps[i].ok) {
+                *e = res->steps[i].err;
+                break;
+            }
+    return -1;
+}
+
+static json_t *iso(int64_t ns)
+{
+    char t[40];
+    time_format_iso(ns, t, sizeof(t));
+    return json_string(t);
+}
+
+json_t *caris_job_result_to_json(const struct caris_job_result *res)
+{
+    json_t *steps = json_array(), *ids = json_array();
+    for (size_t i = 0; i < res->nsteps; i++) {
+        const struct caris_job_step *s = &res->steps[i];
+        json_t *j =
+            json_pack("{s:s, s:b, s:b, s:o, s:I, s:I}", "step", caris_job_step_name(s->kind), "ok",
+                      s->ok, "warnings", s->warnings, "startedAt", iso(s->started_ns), "durationMs",
+                      (json_int_t)(s->duration_ns / 1000000), "bytes", (json_int_t)s->bytes);
+        if (*s->what)
+            json_object_set_new(j, "what", json_string(s->what));
+        if (*s->backup_id)
+            json_object_set_new(j, "backupId", json_string(s->backup_id));
+        if (!s->ok)
+            json_object_set_new(j, "error",
+                                json_pack("{s:s, s:s, s:s}", "code", err_code_name(s->err.code),
+                                          "message", s->err.msg, "hint", s->err.hint));
+        if (s->kind == CARIS_STEP_BACKUP && s->ok)
+            json_array_append_new(ids, json_string(s->backup_id));
+        json_array_append_new(steps, j);
+    }
+    return json_pack("{s:s, s:b, s:o, s:o, s:I, s:o, s:o}", "type", caris_job_type_name(res->type),
+                     "ok", res->ok, "startedAt", iso(res->started_ns), "endedAt",
+                     iso(res->ended_ns), "durationMs",
+                     (json_int_t)((res->ended_ns - res->started_ns) / 1000000), "backupIds", ids,
+                     "steps", steps);
+}
+
+void caris_job_result_free(struct caris_job_result *res)
+{
+    for (size_t i = 0; i < res->nsteps; i++)
+        json_decref(res->steps[i].detail);
+    free(res->steps);
+    res->steps = NULL;
+    res->nsteps = 0;
+}

@@ -1,0 +1,212 @@
+#!/usr/bin/env bash
+# The daemon end to end, on a test clock (CARIS_TEST_CLOCK: a week of schedules runs in
+# seconds): the right runs in the right order with retention applied, catch-up of missed
+# runs, run-now through the control socket, a second daemon refused, SIGTERM in the middle
+# of a backup (held by a table lock, not by timing), SIGHUP reload, and notifications: a
+# failed run is mailed to a real SMTP server; with the SMTP server down the backup still
+# succeeds and the failure is logged.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/pglib.sh"
+
+pg_start
+db=$CARIS_PG_DB
+psql_db "$db" -c "CREATE TABLE small (id integer PRIMARY KEY, v text);
+    INSERT INTO small SELECT i, 'v' || i FROM generate_series(1, 1000) AS i" >/dev/null
+export POSTGRES_URL BACKUP_FILES_PATHS BACKUP_TZ=UTC
+POSTGRES_URL=$(pg_url)
+mkdir -p "$TEST_TMP/src/docs"
+head -c 200000 /dev/urandom >"$TEST_TMP/src/docs/scan.bin"
+printf 'note\n' >"$TEST_TMP/src/docs/note.txt"
+BACKUP_FILES_PATHS=$TEST_TMP/src
+REPO=$BACKUP_DIR/repository
+STATE=$BACKUP_DIR/metadata/scheduler.json
+assert_exit 0 cb init
+
+assert_exit 0 cb daemon --help
+assert_contains "$OUT" "BACKUP_SCHEDULE_DAILY" "daemon --help names the schedules"
+assert_exit 2 cb daemon --bogus
+assert_exit 2 cb run-now sideways
+
+# --- a week on the test clock ----------------------------------------------------------
+# 2026-03-01 is a Sunday: the monthly full run (01:00), the weekly full run (02:00) and the
+# daily incremental run (03:00) all fall on it; then a daily run each day, and the weekly
+# one again on Sunday 2026-03-08 at 02:00, before that day's daily run.
+run env CARIS_TEST_CLOCK=2026-03-01T00:00:00Z,2026-03-08T12:00:00Z "$CARIS_BIN" daemon
+assert_rc 0 "the daemon ran the week and stopped at the end of the test clock"
+cp "$ERR_FILE" "$TEST_TMP/week.log"
+assert_contains "$ERR" "the test clock reached its end" "its log says why it stopped"
+expected="monthly full 2026-03-01T01:00:00.000Z
+weekly full 2026-03-01T02:00:00.000Z
+daily incremental 2026-03-01T03:00:00.000Z
+daily incremental 2026-03-02T03:00:00.000Z
+daily incremental 2026-03-03T03:00:00.000Z
+daily incremental 2026-03-04T03:00:00.000Z
+daily incremental 2026-03-05T03:00:00.000Z
+daily incremental 2026-03-06T03:00:00.000Z
+daily incremental 2026-03-07T03:00:00.000Z
+weekly full 2026-03-08T02:00:00.000Z
+daily incremental 2026-03-08T03:00:00.000Z"
+assert_eq "$expected" "$(json_eval "$STATE" '"\n".join("%s %s %s" % (r["schedule"], r["type"], r["scheduledFor"]) for r in reversed(d["history"]))')" \
+    "the runs, in order: monthly, weekly, daily on the Sunday, then daily, then weekly before daily"
+assert_eq true "$(json_eval "$STATE" 'all(r["ok"] for r in d["history"])')" "every run succeeded"
+assert_eq true "$(json_eval "$STATE" 'all([s["step"] for s in r["steps"]][:4] == ["backup", "backup", "verify", "verify"] for r in d["history"])')" \
+    "every run backed up the database and the files, then verified both"
+assert_eq "caris_full_2026-03-01T01-00-00 caris_full_2026-03-08T02-00-00" \
+    "$(json_eval "$STATE" '" ".join(s["backupId"] for r in reversed(d["history"]) for s in r["steps"] if s["step"] == "drill" and s["ok"])')" \
+    "a restore drill of the database backup on the first run and a week later (weekly cadence), both ok"
+assert_eq true "$(json_eval "$STATE" 'all(any(s["step"] == "retention" for s in r["steps"]) for r in d["history"])')" \
+    "every run applied the retention policy"
+assert_eq 2 "$(json_eval "$STATE" 'sum(1 for r in d["history"] for s in r["steps"] if s["step"] == "prune")')" \
+    "prune ran at its weekly cadence: on the first run and a week later"
+# Retention (daily 7, weekly 4, monthly 12) over these backups, worked out by hand: the
+# newest backup of each of the last 7 days that have one (03:00 of March 2..8), of each of
+# the last 4 ISO weeks (March 8 03:00; the week of Feb 23 - Mar 1: March 1 03:00), of each
+# month (March 8 03:00). The 01:00 and 02:00 backups of March 1 and 02:00 of March 8 go.
+want_files="file_incremental_2026-03-01T03-00-00"
+want_db="caris_incremental_2026-03-01T03-00-00"
+for day in 02 03 04 05 06 07 08; do
+    want_files="$want_files file_incremental_2026-03-${day}T03-00-00"
+    want_db="$want_db caris_incremental_2026-03-${day}T03-00-00"
+done
+run cb --json list --type files
+assert_eq "$want_files" "$(json_eval "$OUT_FILE" '" ".join(sorted(b["id"] for b in d))')" \
+    "the file backups kept are exactly those the policy keeps"
+run cb --json list --type database
+assert_eq "$want_db" "$(json_eval "$OUT_FILE" '" ".join(sorted(b["id"] for b in d))')" \
+    "the database backups kept are exactly those the policy keeps"
+assert_eq true "$(json_eval "$OUT_FILE" 'all(b.get("lastVerification", {}).get("ok") for b in d)')" \
+    "list shows each kept backup's verification (ok)"
+run cb check --read-data
+assert_rc 0 "check --read-data after a week of runs, forgets and prunes"
+
+# --- schedule status without a daemon ----------------------------------------------------
+run cb --json schedule status
+assert_rc 0 "schedule status without a daemon"
+assert_eq false "$(json_get "$OUT_FILE" '["running"]')" "status: not running"
+assert_eq "2026-03-08T03:00:00.000Z" "$(json_get "$OUT_FILE" '["schedules"]["daily"]["lastRun"]["scheduledFor"]')" \
+    "status: the daily schedule's last run"
+assert_eq 3 "$(json_eval "$OUT_FILE" 'len(d["nextRuns"])')" "status: three next runs"
+run cb schedule status
+assert_contains "$OUT" "daemon: not running" "human status says the daemon is not running"
+
+# --- missed runs: the machine was off from March 8 12:00 to March 12 12:00 ------------------
+run env CARIS_TEST_CLOCK=2026-03-12T12:00:00Z,2026-03-12T12:30:00Z "$CARIS_BIN" daemon
+assert_rc 0 "a daemon started after four missed daily runs"
+assert_eq "daily 2026-03-12T03:00:00.000Z True" \
+    "$(json_eval "$STATE" '"\n".join("%s %s %s" % (r["schedule"], r["scheduledFor"], r.get("catchUp", False)) for r in d["history"] if r["scheduledFor"] > "2026-03-08T12")')" \
+    "the missed daily schedule ran once, for its latest slot; the weekly and monthly missed nothing"
+
+# --- a live daemon: control socket, run-now, a second daemon, SIGHUP, SIGTERM ----------------
+cat >"$TEST_TMP/env" <<EOF
+BACKUP_SCHEDULE_DAILY=0 3 * * *
+EOF
+start_daemon() {
+    bg_start cb --env-file "$TEST_TMP/env" daemon "$@"
+    DAEMON=$BG_PID DAEMON_ERR=$BG_ERR
+    # shellcheck disable=SC2317
+    _daemon_up() { [[ -S $BACKUP_DIR/metadata/daemon.sock ]] && grep -q 'started' "$DAEMON_ERR"; }
+    wait_until 60 _daemon_up || fail "the daemon did not start" "$(_tail "$DAEMON_ERR")"
+}
+start_daemon
+assert_eq 600 "$(stat -c %a "$BACKUP_DIR/metadata/daemon.sock")" "the control socket is mode 0600"
+assert_exit 9 cb daemon
+assert_contains "$ERR" "a daemon already runs" "a second daemon is refused, clearly"
+run cb --json schedule status
+assert_eq true "$(json_get "$OUT_FILE" '["running"]')" "status through the socket: running"
+assert_eq "$DAEMON" "$(json_get "$OUT_FILE" '["pid"]')" "status: the daemon's pid"
+run cb --json run-now incremental --wait
+assert_rc 0 "run-now --wait through the daemon"
+assert_eq true "$(json_get "$OUT_FILE" '["ok"]')" "run-now: the run succeeded"
+assert_eq manual "$(json_get "$OUT_FILE" '["schedule"]')" "run-now: a manual run"
+assert_eq 2 "$(json_eval "$OUT_FILE" 'len(d["backupIds"])')" "run-now made a database and a file backup"
+ids_now=$(list_ids)
+for id in $(json_eval "$OUT_FILE" '" ".join(d["backupIds"])'); do
+    assert_contains "$ids_now" "$id" "run-now's backup $id is listed"
+done
+# SIGHUP: the daily schedule is turned off
+printf 'BACKUP_SCHEDULE_DAILY=off\n' >"$TEST_TMP/env"
+kill -HUP "$DAEMON"
+# shellcheck disable=SC2317
+_reloaded() { grep -q 'configuration reloaded' "$DAEMON_ERR"; }
+wait_until 30 _reloaded || fail "no reload" "$(_tail "$DAEMON_ERR")"
+run cb --json schedule status
+assert_eq "off" "$(json_get "$OUT_FILE" '["schedules"]["daily"]["cron"]')" "after SIGHUP the daily schedule is off"
+# a broken configuration is refused and the old one kept
+printf 'BACKUP_SCHEDULE_WEEKLY=0 25 * * *\n' >"$TEST_TMP/env"
+kill -HUP "$DAEMON"
+# shellcheck disable=SC2317
+_refused() { grep -q 'configuration not reloaded' "$DAEMON_ERR"; }
+wait_until 30 _refused || fail "a bad configuration was not refused" "$(_tail "$DAEMON_ERR")"
+assert_contains "$(cat "$DAEMON_ERR")" "hour" "the refusal names the bad field"
+run cb --json schedule status
+assert_eq "0 2 * * 0" "$(json_get "$OUT_FILE" '["schedules"]["weekly"]["cron"]')" "the old weekly schedule stays"
+
+# SIGTERM while the daemon's backup waits for a table lock: the backup is cancelled, nothing
+# is committed, no lock is left, the daemon exits 0.
+ids_before=$(list_ids)
+pg_table_lock_take "$db" small
+run cb --json run-now full
+assert_rc 0 "run-now without --wait queues the run"
+assert_eq true "$(json_get "$OUT_FILE" '["queued"]')" "run-now: queued"
+# shellcheck disable=SC2317
+_waiting() { (($(pg_lock_waiters "$db" small) >= 1)); }
+wait_until 60 _waiting || fail "the daemon's backup did not reach the table lock" "$(_tail "$DAEMON_ERR")"
+run cb --json schedule status
+assert_eq full "$(json_get "$OUT_FILE" '["job"]["type"]')" "status shows the running job"
+kill -TERM "$DAEMON"
+wait "$DAEMON"
+assert_eq 0 "$?" "SIGTERM: the daemon exits 0"
+pg_table_lock_release
+assert_contains "$(cat "$DAEMON_ERR")" "cancelled" "its log says the running backup was cancelled"
+assert_eq "$ids_before" "$(list_ids)" "no backup was committed by the cancelled run"
+assert_false "the socket is removed" test -e "$BACKUP_DIR/metadata/daemon.sock"
+run cb --json check
+assert_rc 0 "check after the cancelled run"
+assert_eq 0 "$(json_eval "$OUT_FILE" 'len([w for w in d["warnings"] if "lock" in w["error"] or "temporary" in w["error"]])')" \
+    "check: no stale lock, claim or temporary file"
+run cb --json run-now incremental
+assert_rc 0 "run-now without a daemon runs the job itself"
+assert_eq true "$(json_get "$OUT_FILE" '["ok"]')" "run-now without a daemon: ok"
+
+# --- notifications ------------------------------------------------------------------------
+NOTIFY=$LIB_DIR/notify_servers.py
+mkdir -p "$TEST_TMP/smtp"
+bg_start /usr/bin/python3 "$NOTIFY" smtp "$TEST_TMP/smtp"
+# shellcheck disable=SC2317
+_smtp_up() { [[ -s $TEST_TMP/smtp/port ]]; }
+wait_until 30 _smtp_up || fail "the SMTP server did not start" "$(_tail "$BG_ERR")"
+smtp_port=$(cat "$TEST_TMP/smtp/port")
+# A run whose file backup fails (its directory is gone): the failure is mailed.
+run env BACKUP_SMTP_URL="smtp://127.0.0.1:$smtp_port" BACKUP_EMAIL_FROM=caris@example.org \
+    BACKUP_EMAIL_RECIPIENTS=ops@example.org BACKUP_FILES_PATHS="$TEST_TMP/gone" \
+    CARIS_TEST_CLOCK=2026-03-20T02:30:00Z,2026-03-20T04:00:00Z "$CARIS_BIN" daemon
+assert_rc 0 "the daemon ran a failing run"
+assert_contains "$ERR" "notification sent" "the daemon logged the notification"
+# shellcheck disable=SC2317
+_mail() { compgen -G "$TEST_TMP/smtp/msg-*.eml" >/dev/null; }
+wait_until 30 _mail || fail "no mail received" "$(ls "$TEST_TMP/smtp")"
+mail=$(cat "$TEST_TMP"/smtp/msg-*.eml)
+assert_contains "$mail" "ops@example.org" "the mail went to the recipient"
+assert_contains "$mail" "$TEST_TMP/gone" "the mail names what failed"
+assert_not_contains "$mail" "$CARIS_PG_PASSWORD" "no database password in the mail"
+assert_not_contains "$mail" "$BACKUP_ENCRYPTION_KEY" "no key in the mail"
+assert_eq false "$(json_eval "$STATE" 'd["history"][0]["ok"]')" "the run is recorded as failed"
+assert_eq true "$(json_eval "$STATE" 'any(s["step"] == "backup" and s["what"] == "database" and s["ok"] for s in d["history"][0]["steps"])')" \
+    "the database backup of that run still succeeded"
+
+# The SMTP server is down (nothing listens): the backups succeed, the failure is logged.
+mkdir -p "$TEST_TMP/refuse"
+bg_start /usr/bin/python3 "$NOTIFY" refuse "$TEST_TMP/refuse"
+# shellcheck disable=SC2317
+_refuse_up() { [[ -s $TEST_TMP/refuse/port ]]; }
+wait_until 30 _refuse_up || fail "no refusing port" "$(_tail "$BG_ERR")"
+run env BACKUP_SMTP_URL="smtp://127.0.0.1:$(cat "$TEST_TMP/refuse/port")" \
+    BACKUP_EMAIL_FROM=caris@example.org BACKUP_EMAIL_RECIPIENTS=ops@example.org \
+    BACKUP_NOTIFY_SUCCESS=true CARIS_NOTIFY_TIMEOUT_SECONDS=3 \
+    CARIS_TEST_CLOCK=2026-03-21T02:30:00Z,2026-03-21T04:00:00Z "$CARIS_BIN" daemon
+assert_rc 0 "the daemon ran with the SMTP server down"
+assert_contains "$ERR" "notification not delivered" "the undelivered notification is logged"
+assert_eq true "$(json_eval "$STATE" 'd["history"][0]["ok"]')" "the run itself succeeded"
+assert_contains "$(list_ids)" "file_incremental_2026-03-21T03-00-00" "its backup is listed"
+
+test_done
