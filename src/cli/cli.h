@@ -65,6 +65,8 @@ int cmd_schedule_status(struct globals *g, int argc, char **argv); /* argv: sche
 int cmd_debug(struct globals *g, int argc, char **argv);
 /* Notification commands (cmd_notify.c): notify test. */
 int cmd_notify(struct globals *g, int argc, char **argv);
+/* token add | list | revoke (cmd_token.c). */
+int cmd_token(struct globals *g, int argc, char **argv);
 /* schedule next | status (cmd_schedule.c). */
 int cmd_schedule(struct globals *g, int argc, char **argv);
 /* Parses a --time option (in BACKUP_TZ when it names no zone); refuses a future time. */

@@ -71,6 +71,7 @@ static const char USAGE[] =
     "                            run a scheduled-style backup now (in the daemon if it runs)\n"
     "  debug pack PACK           list the blobs in a pack (investigating damage)\n"
     "  notify test               send a test notification to every configured channel\n"
+    "  token add|list|revoke     API tokens (Bearer credentials of the daemon's HTTP API)\n"
     "  version                   print the version\n"
     "\n"
     "ID: a backup id, any unique prefix of one, `latest` (of the kind the command takes),\n"
@@ -1154,6 +1155,8 @@ int main(int argc, char **argv)
         code = cmd_run_now(&g, cargc, cargv);
     else if (strcmp(cmd, "notify") == 0)
         code = cmd_notify(&g, cargc, cargv);
+    else if (strcmp(cmd, "token") == 0)
+        code = cmd_token(&g, cargc, cargv);
     else if (strcmp(cmd, "schedule") == 0)
         code = cmd_schedule(&g, cargc, cargv);
     else if (strcmp(cmd, "show") == 0)
