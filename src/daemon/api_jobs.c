@@ -1,0 +1,88 @@
+/* The services the API's jobs and reads call: the same functions as the CLI's commands, in
+ * one place so that a change of their signatures is a change of this file only. */
+#include <string.h>
+
+#include "caris/backup.h"
+#include "caris/core.h"
+#include "caris/dbbackup.h"
+
+#include "internal.h"
+
+/* A service's progress (struct caris_progress) to the op's (phase, done, total in bytes). */
+static void progress_to_op(void *ctx, const struct caris_progress *p)
+{
+    caris_op_progress(ctx, p->phase ? p->phase : "", p->bytes_done, p->bytes_total);
+}
+
+static int verify(struct repo *r, int threads, const struct djob_spec *s, const struct caris_op *op,
+                  json_t **result, struct err *e)
+{
+    struct verify_opts vo = {.progress = progress_to_op, .ctx = (void *)op, .threads = threads};
+    int rc = caris_backup_verify(r, s->backup_id, &vo, result, e);
+    json_int_t b = json_integer_value(json_object_get(*result, "bytes_checked"));
+    /* as after a scheduled backup: the outcome is recorded for list's lastVerification */
+    if (*result || rc == 0)
+        caris_verification_record(r, s->backup_id, rc == 0, b > 0 ? (uint64_t)b : 0,
+                                  rc == 0 ? NULL : e, op);
+    return rc;
+}
+
+int djob_exec(struct repo *r, const struct config *cfg, int threads, const struct djob_spec *s,
+              const struct caris_op *op, json_t **result, struct err *e)
+{
+    *result = NULL;
+    if (s->kind == DJOB_VERIFY)
+        return verify(r, threads, s, op, result, e);
+    if (s->kind != DJOB_RESTORE)
+        return err_set(e, ERR_FAILURE, NULL, "not a verify or restore job");
+    if (strcmp(s->what, "files") == 0) {
+        if (s->dry_run) {
+            /* a dry run of a file restore reads and checks everything a restore would
+             * write: that is the verification */
+            int rc = verify(r, threads, s, op, result, e);
+            if (*result) {
+                json_object_set_new(*result, "dryRun", json_true());
+                json_object_set_new(*result, "method", json_string("verify"));
+            }
+            return rc;
+        }
+        struct files_restore_opts fo = {.backup_id = s->backup_id,
+                                        .target = s->target,
+                                        .threads = threads,
+                                        .progress = progress_to_op,
+                                        .ctx = (void *)op};
+        return caris_files_restore(r, &fo, result, e);
+    }
+    char *tmp = xasprintf("%s/temp", config_backup_dir(cfg));
+    struct db_restore_opts o = {.backup_id = s->backup_id,
+                                .url = config_get(cfg, "POSTGRES_URL"),
+                                .password = config_get(cfg, "PGPASSWORD"),
+                                .target_url = *s->target ? s->target : NULL,
+                                .clean = s->clean,
+                                .create = s->create,
+                                .dry_run = s->dry_run,
+                                .verify = s->verify,
+                                .temp_dir = tmp,
+                                .threads = threads,
+                                .progress = progress_to_op,
+                                .ctx = (void *)op};
+    int rc;
+    if (!o.url && !o.target_url)
+        rc = err_set(e, ERR_CONFIG, "set POSTGRES_URL, or give targetUrl",
+                     "no database to restore into");
+    else
+        rc = caris_db_restore(r, &o, result, e);
+    free(tmp);
+    return rc;
+}
+
+json_t *api_backup_list(struct repo *r, const char *kind, bool stats, struct err *e)
+{
+    json_t *list = caris_backup_list_report(r, kind, NULL, e);
+    if (list && !stats) {
+        size_t i;
+        json_t *b;
+        json_array_foreach(list, i, b) json_object_del(b, "stats");
+    }
+    return list;
+}
