@@ -36,6 +36,7 @@
 #define TOKEN_MAX 512
 #define FAIL_SLOTS 256
 #define FAIL_FREE 5         /* failed authentications allowed before the client must wait */
+#define FAIL_WAIT_S 5       /* the first wait, doubled by each failure after it */
 #define FAIL_WAIT_MAX_S 300 /* the longest wait */
 #define FAIL_FORGET_S 900   /* failures older than that are forgotten */
 
@@ -183,8 +184,9 @@ static int64_t fail_wait(struct api *a, const char *addr)
     return wait;
 }
 
-/* A failed authentication: after FAIL_FREE of them, each one more doubles the wait (1 s,
- * 2 s, 4 s, ... up to FAIL_WAIT_MAX_S). */
+/* A failed authentication: the FAIL_FREE-th makes the address wait FAIL_WAIT_S, each one
+ * after it (once the wait is over) twice as long as the one before, up to FAIL_WAIT_MAX_S.
+ * Requests made while waiting are refused before their credentials are looked at. */
 static void fail_record(struct api *a, const char *addr)
 {
     int64_t now = time_mono_ns();
@@ -194,7 +196,7 @@ static void fail_record(struct api *a, const char *addr)
     s->last_ns = now;
     if (s->fails >= FAIL_FREE) {
         unsigned k = s->fails - FAIL_FREE;
-        int64_t wait = k >= 9 ? FAIL_WAIT_MAX_S : (int64_t)1 << k;
+        int64_t wait = k >= 7 ? FAIL_WAIT_MAX_S : (int64_t)FAIL_WAIT_S << k;
         if (wait > FAIL_WAIT_MAX_S)
             wait = FAIL_WAIT_MAX_S;
         s->until_ns = now + wait * 1000000000;
@@ -351,7 +353,8 @@ static int query_bool(struct MHD_Connection *c, const char *name, bool *v)
 
 struct query_check {
     const char *const *allowed;
-    const char *bad;
+    unsigned seen[4];
+    bool bad;
 };
 
 static enum MHD_Result check_arg(void *cls, enum MHD_ValueKind kind, const char *key,
@@ -360,17 +363,20 @@ static enum MHD_Result check_arg(void *cls, enum MHD_ValueKind kind, const char 
     (void)kind;
     (void)value;
     struct query_check *qc = cls;
-    for (size_t i = 0; qc->allowed[i]; i++)
-        if (key && strcmp(key, qc->allowed[i]) == 0)
-            return MHD_YES;
-    qc->bad = key ? key : "";
+    for (size_t i = 0; qc->allowed[i] && i < 4; i++)
+        if (key && strcmp(key, qc->allowed[i]) == 0) {
+            if (++qc->seen[i] == 1)
+                return MHD_YES;
+            break; /* given twice: which one counts would be a guess */
+        }
+    qc->bad = true;
     return MHD_NO;
 }
 
-/* The name of a query parameter not in allowed (NULL-terminated), or NULL. */
-static const char *query_unknown(struct MHD_Connection *c, const char *const *allowed)
+/* Whether a query parameter is not in allowed (NULL-terminated, at most 4) or given twice. */
+static bool query_unknown(struct MHD_Connection *c, const char *const *allowed)
 {
-    struct query_check qc = {allowed, NULL};
+    struct query_check qc = {.allowed = allowed};
     MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, check_arg, &qc);
     return qc.bad;
 }
@@ -603,10 +609,10 @@ static enum MHD_Result ep_cron(struct api *a, struct MHD_Connection *c, const ch
                                const char *addr)
 {
     static const char *const args[] = {"type", NULL};
-    const char *bad = query_unknown(c, args);
-    if (bad)
-        return respond_error(c, MHD_HTTP_BAD_REQUEST, "bad_request", "the one parameter is type",
-                             "unknown query parameter");
+    if (query_unknown(c, args))
+        return respond_error(c, MHD_HTTP_BAD_REQUEST, "bad_request",
+                             "the one parameter is type, given once",
+                             "unknown or repeated query parameter");
     const char *type = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "type");
     struct djob_spec s = {.kind = DJOB_BACKUP};
     enum MHD_Result mr;
@@ -621,8 +627,8 @@ static enum MHD_Result ep_list(struct api *a, struct MHD_Connection *c)
     bool files = true, stats = true;
     if (query_unknown(c, args))
         return respond_error(c, MHD_HTTP_BAD_REQUEST, "bad_request",
-                             "the parameters are includeFiles and includeStats",
-                             "unknown query parameter");
+                             "the parameters are includeFiles and includeStats, each once",
+                             "unknown or repeated query parameter");
     if (query_bool(c, "includeFiles", &files) != 0 || query_bool(c, "includeStats", &stats) != 0)
         return respond_error(c, MHD_HTTP_BAD_REQUEST, "bad_request", "write true or false",
                              "includeFiles and includeStats are true or false");
