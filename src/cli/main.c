@@ -72,6 +72,8 @@ static const char USAGE[] =
     "  debug pack PACK           list the blobs in a pack (investigating damage)\n"
     "  notify test               send a test notification to every configured channel\n"
     "  token add|list|revoke     API tokens (Bearer credentials of the daemon's HTTP API)\n"
+    "  audit [--since T] | audit verify\n"
+    "                            the audit log of every operation; verify checks its chain\n"
     "  version                   print the version\n"
     "\n"
     "ID: a backup id, any unique prefix of one, `latest` (of the kind the command takes),\n"
@@ -1125,6 +1127,7 @@ int main(int argc, char **argv)
         log_set_level(LOG_WARN);
     g.repo_path = g.repo ? xstrdup(g.repo) : xasprintf("%s/repository", config_backup_dir(&g.cfg));
     int code;
+    int64_t t0 = time_mono_ns();
     if (strcmp(cmd, "init") == 0)
         code = cmd_init(&g, cargc, cargv);
     else if (strcmp(cmd, "backup") == 0)
@@ -1157,6 +1160,8 @@ int main(int argc, char **argv)
         code = cmd_notify(&g, cargc, cargv);
     else if (strcmp(cmd, "token") == 0)
         code = cmd_token(&g, cargc, cargv);
+    else if (strcmp(cmd, "audit") == 0)
+        code = cmd_audit(&g, cargc, cargv);
     else if (strcmp(cmd, "schedule") == 0)
         code = cmd_schedule(&g, cargc, cargv);
     else if (strcmp(cmd, "show") == 0)
@@ -1173,6 +1178,7 @@ int main(int argc, char **argv)
         code = not_implemented(cmd);
     else
         code = usage_error("unknown command '%s'", cmd);
+    cli_audit(&g, cargc, cargv, code, (time_mono_ns() - t0) / 1000000);
     free(g.repo_path);
     json_decref(g.state);
     config_free(&g.cfg);

@@ -20,6 +20,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 
+#include "caris/audit.h"
 #include "caris/backup.h"
 #include "caris/core.h"
 #include "caris/crypto.h"
@@ -65,6 +66,9 @@ struct req {
 
 /* ---- responses ---------------------------------------------------------------------------- */
 
+/* The status of the response this thread queued last (for the audit line). */
+static __thread unsigned last_status;
+
 static enum MHD_Result respond(struct MHD_Connection *c, unsigned status, json_t *j,
                                const char *header, const char *value)
 {
@@ -90,6 +94,7 @@ static enum MHD_Result respond(struct MHD_Connection *c, unsigned status, json_t
         MHD_add_response_header(r, header, value);
     enum MHD_Result rc = MHD_queue_response(c, status, r);
     MHD_destroy_response(r);
+    last_status = status;
     return rc;
 }
 
@@ -787,8 +792,10 @@ static const struct route ROUTES[] = {
     {"/api/cron/backup", "GET", ACCESS_CRON},
 };
 
+/* who and addr: filled once known (for the audit line). */
 static enum MHD_Result route(struct api *a, struct MHD_Connection *c, const char *url,
-                             const char *method, const struct req *q)
+                             const char *method, const struct req *q, char who[80],
+                             char addr[INET6_ADDRSTRLEN])
 {
     if (strcmp(url, "/healthz") == 0) {
         if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
@@ -813,7 +820,6 @@ static enum MHD_Result route(struct api *a, struct MHD_Connection *c, const char
         return respond_error(c, MHD_HTTP_NOT_FOUND, "not_found",
                              "the endpoints are listed in docs/BACKUP_RECOVERY.md",
                              "no such endpoint");
-    char addr[INET6_ADDRSTRLEN], who[80];
     client_addr(c, addr);
     enum MHD_Result mr;
     if (authorize(a, c, rt->need, addr, who, &mr) != 0)
@@ -841,6 +847,61 @@ static enum MHD_Result route(struct api *a, struct MHD_Connection *c, const char
     if (strcmp(rt->path, "/api/cron/backup") == 0)
         return ep_cron(a, c, who, addr);
     return ep_job(a, c, rest);
+}
+
+/* The audit line of an API request: every one under /api/ but the reads a dashboard polls
+ * (status and jobs, when answered 200). The body's fields are recorded, but never the text
+ * of a target URL. */
+static void audit_request(struct api *a, const char *url, const char *method, const struct req *q,
+                          const char *who, const char *addr)
+{
+    if (strncmp(url, "/api/", 5) != 0 || !*addr)
+        return;
+    if (last_status == MHD_HTTP_OK && (strcmp(url, "/api/admin/backup/status") == 0 ||
+                                       strncmp(url, "/api/admin/backup/jobs/", 23) == 0))
+        return;
+    json_t *args = json_object();
+    json_t *body =
+        q->body.len ? json_loadb((const char *)q->body.data, q->body.len, 0, NULL) : NULL;
+    if (json_is_object(body)) {
+        const char *k;
+        json_t *v;
+        json_object_foreach(body, k, v)
+        {
+            if (strlen(k) > 32 || json_object_size(args) >= 16)
+                continue;
+            if (strcmp(k, "targetUrl") == 0 && json_is_string(v)) {
+                char r[64];
+                json_object_set_new(
+                    args, k,
+                    json_string(caris_audit_redact_arg(json_string_value(v), r, sizeof(r))));
+            } else if (json_is_boolean(v) || json_is_number(v) ||
+                       (json_is_string(v) && json_string_length(v) < 256 &&
+                        str_is_utf8(json_string_value(v), json_string_length(v)))) {
+                json_object_set(args, k, v);
+            }
+        }
+    }
+    json_decref(body);
+    char op[200], result[16];
+    char esc[128];
+    str_escape(url, strlen(url), esc, sizeof(esc));
+    snprintf(op, sizeof(op), "api %s %s",
+             strcmp(method, "GET") == 0    ? "GET"
+             : strcmp(method, "POST") == 0 ? "POST"
+                                           : "other",
+             esc);
+    snprintf(result, sizeof(result), "%u", last_status);
+    struct caris_audit_entry en = {.actor = *who ? who : "unauthenticated",
+                                   .source = addr,
+                                   .operation = op,
+                                   .args = args,
+                                   .result = result,
+                                   .duration_ms = -1};
+    struct err e = ERR_INIT;
+    if (caris_audit_append(a->backup_dir, &en, &e) != 0)
+        daemon_log(a->d, LOG_ERROR, "audit", "%s", e.msg);
+    json_decref(args);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
@@ -877,7 +938,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (q->too_big)
         return respond_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "too_large", NULL,
                              "request body larger than %d bytes", BODY_MAX);
-    return route(a, c, url, method, q);
+    char who[80] = "", addr[INET6_ADDRSTRLEN] = "";
+    last_status = 0;
+    enum MHD_Result mr = route(a, c, url, method, q, who, addr);
+    audit_request(a, url, method, q, who, addr);
+    return mr;
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,

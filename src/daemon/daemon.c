@@ -18,6 +18,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "caris/audit.h"
 #include "caris/backup.h"
 #include "caris/core.h"
 #include "caris/cron.h"
@@ -697,6 +698,41 @@ static void run_other(struct daemon *d, struct job *j)
          rc >= 0 ? "" : e.msg);
 }
 
+/* The audit line of a job that ended (the worker's: j->result and j->error are its own). */
+static void audit_job(struct daemon *d, const struct job *j)
+{
+    const struct djob_spec *sp = &j->spec;
+    json_t *args = json_pack("{s:s, s:s}", "job", j->id, "schedule", j->source);
+    json_t *ids = json_array();
+    char op[40];
+    if (sp->kind == DJOB_BACKUP) {
+        snprintf(op, sizeof(op), "backup run");
+        json_object_set_new(args, "type", json_string(caris_job_type_name(sp->type)));
+        json_object_set_new(args, "includeFiles", json_boolean(!sp->skip_files));
+        json_array_extend(ids, json_object_get(j->result, "backupIds"));
+    } else {
+        snprintf(op, sizeof(op), "%s", djob_kind_name(sp->kind));
+        json_object_set_new(args, "type", json_string(sp->what));
+        if (sp->kind == DJOB_RESTORE)
+            json_object_set_new(args, "dryRun", json_boolean(sp->dry_run));
+        json_array_append_new(ids, json_string(sp->backup_id));
+    }
+    bool ok = sp->kind == DJOB_BACKUP ? json_is_true(json_object_get(j->result, "ok")) : !j->error;
+    struct caris_audit_entry en = {.actor = sp->actor,
+                                   .source = *sp->addr ? sp->addr : NULL,
+                                   .operation = op,
+                                   .args = args,
+                                   .result = ok ? "ok" : "failed",
+                                   .error = json_string_value(json_object_get(j->error, "message")),
+                                   .backup_ids = ids,
+                                   .duration_ms = (time_now_ns() - j->started_ns) / 1000000};
+    struct err e = ERR_INIT;
+    if (caris_audit_append(d->backup_dir, &en, &e) != 0)
+        dlog(d, LOG_ERROR, "audit", "%s", e.msg);
+    json_decref(args);
+    json_decref(ids);
+}
+
 static void *worker_main(void *arg)
 {
     struct daemon *d = arg;
@@ -727,6 +763,7 @@ static void *worker_main(void *arg)
             run_job(d, j);
         else
             run_other(d, j);
+        audit_job(d, j);
         pthread_mutex_lock(&d->mu);
         j->state = JOB_DONE;
         j->ended_ns = time_now_ns();

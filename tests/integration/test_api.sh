@@ -223,6 +223,25 @@ assert_eq 0 "$?" "SIGTERM: the daemon exits 0"
 assert_no_password_in "$DAEMON_ERR" "no password in the daemon's log"
 assert_false "no token in the daemon's log" grep -q -e "${ADMIN#cbt_}" -e "$CRON_SECRET" "$DAEMON_ERR"
 
+# --- the audit log: the API's requests and the daemon's jobs ---------------------------------
+assert_exit 0 cb audit verify
+run cb --json audit
+AUDIT=$OUT_FILE
+assert_eq true "$(json_eval "$AUDIT" 'any(l["operation"] == "backup run" and l["actor"] == "api:admin" and l["source"] == "127.0.0.1" and len(l["backupIds"]) == 2 and l["result"] == "ok" for l in d)')" \
+    "the API's backup run: actor, address, backup ids, result"
+assert_eq true "$(json_eval "$AUDIT" 'any(l["operation"] == "api POST /api/admin/backup/create" and l["result"] == "202" and l["args"].get("type") == "full" for l in d)')" \
+    "the create request, with its arguments and status"
+assert_eq true "$(json_eval "$AUDIT" 'any(l["operation"] == "restore" and l["args"]["dryRun"] is False and l["result"] == "ok" for l in d)')" \
+    "the confirmed restore"
+assert_eq true "$(json_eval "$AUDIT" 'any(l["actor"] == "unauthenticated" and l["result"] == "401" for l in d)')" \
+    "refused requests are there too"
+assert_eq true "$(json_eval "$AUDIT" 'any(l["actor"] == "cron" and l["operation"] == "backup run" for l in d)')" \
+    "the cron run"
+assert_eq true "$(json_eval "$AUDIT" 'any(l["operation"] == "token revoke" and l["actor"].startswith("cli:") for l in d)')" \
+    "the command line's token revoke"
+assert_no_password_in "$BACKUP_DIR/metadata/audit.log" "no password in the audit log"
+assert_false "no token in the audit log" grep -q -e "${ADMIN#cbt_}" -e "$CRON_SECRET" "$BACKUP_DIR/metadata/audit.log"
+
 # --- HTTPS ------------------------------------------------------------------------------------
 openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
     -keyout "$TEST_TMP/key.pem" -out "$TEST_TMP/cert.pem" 2>/dev/null
