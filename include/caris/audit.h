@@ -38,6 +38,20 @@ int caris_audit_verify(const char *backup_dir, size_t *lines, struct err *e);
  * JSON appears as {"seq": null, "unreadable": "<text>"}). NULL with e on an I/O error. */
 json_t *caris_audit_read(const char *backup_dir, int64_t since_ns, struct err *e);
 
+/* ---- the chain's head in the repository ------------------------------------------------
+ * Deleting whole lines at the end of the log, or editing its last line, leaves a valid
+ * chain. So the head — the last line's number and hash, and the log's id (the SHA-256 of
+ * its first line) — is also stored in the repository after each backup, as a record of kind
+ * "audit-head" {"logId", "seq", "sha256", "time", "host"}, encrypted and authenticated with
+ * the repository key: whoever can edit the log cannot forge one. */
+struct repo;
+/* Records the log's head in r; 0 (nothing is recorded when the log is empty). */
+int caris_audit_head_record(struct repo *r, const char *backup_dir, struct err *e);
+/* Checks the log against the heads r records for it: 0 with *checked (how many), or -1 with
+ * ERR_DAMAGE naming the first recorded line the log no longer has as it was. */
+int caris_audit_verify_heads(struct repo *r, const char *backup_dir, size_t *checked,
+                             struct err *e);
+
 /* Redacts an argument for the log: one with "://" becomes its scheme only ("postgresql://…"),
  * so that a URL's user, password and host never reach it. Returns out. */
 const char *caris_audit_redact_arg(const char *arg, char *out, size_t n);

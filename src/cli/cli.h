@@ -68,7 +68,7 @@ int cmd_notify(struct globals *g, int argc, char **argv);
 /* audit [--since T] | audit verify (cmd_audit.c); cli_audit appends the line of a command
  * that ran (exit code, duration) to the audit log. */
 int cmd_audit(struct globals *g, int argc, char **argv);
-void cli_audit(const struct globals *g, int argc, char **argv, int code, int64_t duration_ms);
+void cli_audit(struct globals *g, int argc, char **argv, int code, int64_t duration_ms);
 /* token add | list | revoke (cmd_token.c). */
 int cmd_token(struct globals *g, int argc, char **argv);
 /* schedule next | status (cmd_schedule.c). */

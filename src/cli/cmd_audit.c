@@ -8,6 +8,7 @@
 
 #include "caris/audit.h"
 #include "caris/core.h"
+#include "caris/repo.h"
 
 #include "cli.h"
 
@@ -61,6 +62,14 @@ static int audit_show(struct globals *g, const char *since)
     return 0;
 }
 
+static void print_json_verify(size_t lines, size_t heads, bool heads_checked)
+{
+    json_t *j = json_pack("{s:b, s:I, s:b, s:I}", "ok", 1, "lines", (json_int_t)lines,
+                          "headsChecked", heads_checked, "heads", (json_int_t)heads);
+    print_json(j);
+    json_decref(j);
+}
+
 int cmd_audit(struct globals *g, int argc, char **argv)
 {
     const char *since = NULL;
@@ -86,18 +95,39 @@ int cmd_audit(struct globals *g, int argc, char **argv)
     struct err e = ERR_INIT;
     size_t lines;
     int rc = caris_audit_verify(config_backup_dir(&g->cfg), &lines, &e);
-    if (g->json) {
-        json_t *j = json_pack("{s:b, s:I}", "ok", rc == 0, rc == 0 ? "lines" : "badLine",
-                              (json_int_t)lines);
-        if (rc != 0)
-            json_object_set_new(j, "error", json_string(e.msg));
+    if (g->json && rc != 0) {
+        json_t *j =
+            json_pack("{s:b, s:I, s:s}", "ok", 0, "badLine", (json_int_t)lines, "error", e.msg);
         print_json(j);
         json_decref(j);
     }
     if (rc != 0)
         return fail(&e);
+    /* then the heads the repository recorded: they catch a tail deleted or a last line
+     * changed, which leave the chain itself whole */
+    size_t heads = 0;
+    struct repo *r = open_repo(g, false, &e);
+    int hrc = r ? caris_audit_verify_heads(r, config_backup_dir(&g->cfg), &heads, &e) : -1;
+    if (r)
+        repo_close(r);
+    if (hrc != 0 && e.code == ERR_DAMAGE)
+        return fail(&e);
+    if (hrc != 0) {
+        fprintf(stderr, "warning: the heads recorded in the repository were not checked: %s\n",
+                e.msg);
+        if (!g->json)
+            printf("audit log chain intact: %zu line%s (heads not checked)\n", lines,
+                   lines == 1 ? "" : "s");
+        else
+            print_json_verify(lines, heads, false);
+        return EXIT_WARNINGS;
+    }
+    if (g->json)
+        print_json_verify(lines, heads, true);
     if (!g->json)
-        printf("audit log intact: %zu line%s, hash chain unbroken\n", lines, lines == 1 ? "" : "s");
+        printf("audit log intact: %zu line%s, hash chain unbroken, %zu head%s recorded in the "
+               "repository agree\n",
+               lines, lines == 1 ? "" : "s", heads, heads == 1 ? "" : "s");
     return 0;
 }
 
@@ -115,7 +145,7 @@ static int op_words(int argc, char **argv)
     return 1;
 }
 
-void cli_audit(const struct globals *g, int argc, char **argv, int code, int64_t duration_ms)
+void cli_audit(struct globals *g, int argc, char **argv, int code, int64_t duration_ms)
 {
     if (argc < 1 || strcmp(argv[0], "audit") == 0 || wants_help(argc, argv))
         return; /* reading the log is not logged; help is not an operation */
@@ -155,4 +185,14 @@ void cli_audit(const struct globals *g, int argc, char **argv, int code, int64_t
             fprintf(stderr, "HINT: %s\n", e.hint);
     }
     json_decref(a);
+    /* with each backup, the log's head goes into the repository too */
+    bool backup = strcmp(op, "backup files") == 0 || strcmp(op, "backup database") == 0 ||
+                  strcmp(op, "backup") == 0 || strcmp(op, "run-now") == 0;
+    if (backup && (code == 0 || code == EXIT_WARNINGS) && !err_is_set(&e)) {
+        struct repo *r = open_repo(g, false, &e);
+        if (!r || caris_audit_head_record(r, dir, &e) != 0)
+            fprintf(stderr, "warning: the audit log's head is not in the repository: %s\n", e.msg);
+        if (r)
+            repo_close(r);
+    }
 }

@@ -9,6 +9,7 @@
 #include "caris/audit.h"
 #include "caris/core.h"
 #include "caris/crypto.h"
+#include "caris/repo.h"
 
 #define TAIL_MAX (256 * 1024) /* the longest line looked back at when appending */
 #define ZERO_HASH "0000000000000000000000000000000000000000000000000000000000000000"
@@ -233,4 +234,100 @@ const char *caris_audit_redact_arg(const char *arg, char *out, size_t n)
     else
         snprintf(out, n, "%s", arg);
     return out;
+}
+
+/* The log's lines and their hashes: n, hashes[i] of line i+1. */
+static int log_hashes(const char *backup_dir, char (**hashes)[2 * CX_SHA256_LEN + 1], size_t *n,
+                      struct err *e)
+{
+    struct buf b = {0};
+    bool exists, complete;
+    *hashes = NULL;
+    *n = 0;
+    if (read_log(backup_dir, &b, &exists, e) != 0)
+        return -1;
+    char **lines = split_lines(&b, n, &complete);
+    *hashes = xcalloc(*n ? *n : 1, sizeof(**hashes));
+    for (size_t i = 0; i < *n; i++)
+        line_hash(lines[i], strlen(lines[i]), (*hashes)[i]);
+    free(lines);
+    buf_free(&b);
+    return 0;
+}
+
+int caris_audit_head_record(struct repo *r, const char *backup_dir, struct err *e)
+{
+    char(*h)[2 * CX_SHA256_LEN + 1];
+    size_t n;
+    if (log_hashes(backup_dir, &h, &n, e) != 0)
+        return -1;
+    int rc = 0;
+    if (n > 0) {
+        char when[40], host[256] = "";
+        time_format_iso(time_now_ns(), when, sizeof(when));
+        gethostname(host, sizeof(host) - 1);
+        json_t *rec = json_pack("{s:s, s:I, s:s, s:s, s:s}", "logId", h[0], "seq", (json_int_t)n,
+                                "sha256", h[n - 1], "time", when, "host", host);
+        rc = repo_record_add(r, "audit-head", rec, e);
+        json_decref(rec);
+    }
+    free(h);
+    return rc;
+}
+
+int caris_audit_verify_heads(struct repo *r, const char *backup_dir, size_t *checked, struct err *e)
+{
+    *checked = 0;
+    json_t *recs = repo_record_list(r, "audit-head", NULL, e);
+    if (!recs)
+        return -1;
+    char(*h)[2 * CX_SHA256_LEN + 1];
+    size_t n;
+    if (log_hashes(backup_dir, &h, &n, e) != 0) {
+        json_decref(recs);
+        return -1;
+    }
+    const char *hint = "the audit log was changed outside caris-backup after the repository "
+                       "recorded its head: compare it with a copy and find out who had access";
+    /* the lowest recorded line the log contradicts: where the damage begins */
+    json_int_t bad = 0;
+    const char *bad_time = NULL;
+    bool bad_missing = false;
+    size_t i;
+    json_t *rec;
+    json_array_foreach(recs, i, rec)
+    {
+        const char *log_id = json_string_value(json_object_get(rec, "logId"));
+        json_int_t seq = json_integer_value(json_object_get(rec, "seq"));
+        const char *sha = json_string_value(json_object_get(rec, "sha256"));
+        if (!log_id || !sha || seq < 1)
+            continue;
+        /* another log (another BACKUP_DIR on this repository), unless this log's first
+         * line is gone or changed: a log whose first line was replaced is told by its seq */
+        if (n > 0 && strcmp(log_id, h[0]) != 0)
+            continue;
+        (*checked)++;
+        bool missing = (size_t)seq > n;
+        if (missing || strcmp(h[seq - 1], sha) != 0) {
+            if (!bad || seq < bad) {
+                bad = seq;
+                bad_missing = missing;
+                bad_time = json_string_value(json_object_get(rec, "time"));
+            }
+        }
+    }
+    int rc = 0;
+    if (bad && bad_missing)
+        rc = err_set(e, ERR_DAMAGE, hint,
+                     "the audit log has %zu lines, but the repository recorded line %lld on %s: "
+                     "lines at its end were deleted",
+                     n, (long long)bad, bad_time ? bad_time : "?");
+    else if (bad)
+        rc = err_set(e, ERR_DAMAGE, hint,
+                     "audit log line %lld is not the one the repository recorded on %s: it was "
+                     "changed",
+                     (long long)bad, bad_time ? bad_time : "?");
+    free(h);
+    json_decref(recs);
+    return rc;
 }

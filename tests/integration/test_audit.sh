@@ -71,4 +71,27 @@ assert_contains "$ERR" "line $n is not a JSON object" "the torn line stays found
 
 cp "$TEST_TMP/audit.good" "$LOG"
 assert_exit 0 cb audit verify
+
+# the heads the repository records with each backup: a deleted tail and an edited last line,
+# which leave the chain itself whole, are found too
+assert_exit 0 cb backup files "$TEST_TMP/src"
+m=$(wc -l <"$LOG")
+cp "$LOG" "$TEST_TMP/audit.good2"
+head -n $((m - 1)) "$TEST_TMP/audit.good2" >"$LOG"
+assert_exit 4 cb audit verify
+assert_contains "$ERR" "recorded line $m" "a deleted tail is found through the repository's head"
+assert_contains "$ERR" "lines at its end were deleted" "and called so"
+cp "$TEST_TMP/audit.good2" "$LOG"
+sed -i "${m}s/\"result\":\"ok\"/\"result\":\"failed\"/" "$LOG"
+assert_ne "$(cat "$TEST_TMP/audit.good2")" "$(cat "$LOG")" "the last line was edited"
+assert_exit 4 cb audit verify
+assert_contains "$ERR" "line $m is not the one the repository recorded" "an edited last line is found"
+: >"$LOG"
+assert_exit 4 cb audit verify
+assert_contains "$ERR" "lines at its end were deleted" "an emptied log is found"
+cp "$TEST_TMP/audit.good2" "$LOG"
+assert_exit 0 cb audit verify
+assert_contains "$OUT" "2 heads recorded in the repository agree" "the intact log agrees with both heads"
+run cb --json audit verify
+assert_eq "True True 2" "$(json_eval "$OUT_FILE" '"%s %s %s" % (d["ok"], d["headsChecked"], d["heads"])')" "--json: heads checked"
 test_done
