@@ -19,6 +19,9 @@ PKGS=(
   # notification tests: a real SMTP server (aiosmtpd, run with /usr/bin/python3), and
   # openssl to make its test CA and certificate
   python3-aiosmtpd openssl
+  # the dashboard's browser test (headless, driven through the DevTools protocol); curl for
+  # the API tests
+  chromium curl
 )
 if [ "${1:-}" = "--bench" ]; then
   PKGS+=(restic borgbackup time openssl)

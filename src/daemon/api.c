@@ -27,6 +27,7 @@
 #include "caris/open.h"
 #include "caris/token.h"
 
+#include "dashboard.h"
 #include "internal.h"
 
 #define BODY_MAX (64 * 1024)
@@ -792,6 +793,49 @@ static const struct route ROUTES[] = {
     {"/api/cron/backup", "GET", ACCESS_CRON},
 };
 
+/* The dashboard's files (no credential needed: they hold none; the page asks for a token
+ * and sends it to the API). */
+static enum MHD_Result serve_dashboard(struct MHD_Connection *c, const char *url,
+                                       const char *method)
+{
+    const char *name = NULL;
+    if (strcmp(url, "/admin/backup") == 0 || strcmp(url, "/admin/backup/") == 0)
+        name = "index.html";
+    else if (strcmp(url, "/admin/backup/app.js") == 0)
+        name = "app.js";
+    else if (strcmp(url, "/admin/backup/app.css") == 0)
+        name = "app.css";
+    const struct caris_asset *as = NULL;
+    for (size_t i = 0; name && caris_dashboard_assets[i].name; i++)
+        if (strcmp(caris_dashboard_assets[i].name, name) == 0)
+            as = &caris_dashboard_assets[i];
+    if (!as)
+        return respond_error(c, MHD_HTTP_NOT_FOUND, "not_found", "the dashboard is /admin/backup",
+                             "no such page");
+    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
+        return respond(c, MHD_HTTP_METHOD_NOT_ALLOWED,
+                       json_pack("{s:{s:s, s:s, s:s}}", "error", "code", "method_not_allowed",
+                                 "message", "method not allowed on this page", "hint", "use GET"),
+                       "Allow", "GET, HEAD");
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(as->size, (void *)as->data, MHD_RESPMEM_PERSISTENT);
+    if (!r)
+        return MHD_NO;
+    MHD_add_response_header(r, "Content-Type", as->type);
+    MHD_add_response_header(r, "Cache-Control", "no-cache");
+    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(r, "X-Frame-Options", "DENY");
+    MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
+    MHD_add_response_header(r, "Content-Security-Policy",
+                            "default-src 'none'; script-src 'self'; style-src 'self'; "
+                            "connect-src 'self'; img-src 'self' data:; base-uri 'none'; "
+                            "form-action 'none'; frame-ancestors 'none'");
+    enum MHD_Result rc = MHD_queue_response(c, MHD_HTTP_OK, r);
+    MHD_destroy_response(r);
+    last_status = MHD_HTTP_OK;
+    return rc;
+}
+
 /* who and addr: filled once known (for the audit line). */
 static enum MHD_Result route(struct api *a, struct MHD_Connection *c, const char *url,
                              const char *method, const struct req *q, char who[80],
@@ -806,6 +850,8 @@ static enum MHD_Result route(struct api *a, struct MHD_Connection *c, const char
                            "Allow", "GET, HEAD");
         return respond(c, MHD_HTTP_OK, json_pack("{s:s}", "status", "ok"), NULL, NULL);
     }
+    if (strncmp(url, "/admin/backup", 13) == 0)
+        return serve_dashboard(c, url, method);
     const struct route *rt = NULL;
     const char *rest = NULL;
     for (size_t i = 0; i < sizeof(ROUTES) / sizeof(ROUTES[0]) && !rt; i++) {
