@@ -760,6 +760,26 @@ out:
     return mr;
 }
 
+/* The audit log's last lines (admin: it names actors and addresses). */
+static enum MHD_Result ep_audit(struct api *a, struct MHD_Connection *c)
+{
+    static const char *const args[] = {"limit", NULL};
+    const char *ls = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "limit");
+    char *end = NULL;
+    long limit = ls ? strtol(ls, &end, 10) : 50;
+    if (query_unknown(c, args) || (ls && (end == ls || *end || limit < 1 || limit > 1000)))
+        return respond_error(c, MHD_HTTP_BAD_REQUEST, "bad_request",
+                             "limit is a number of lines from 1 to 1000 (default 50)",
+                             "invalid query parameter");
+    struct err e = ERR_INIT;
+    json_t *lines = caris_audit_read(a->backup_dir, 0, &e);
+    if (!lines)
+        return respond_err(c, &e);
+    while (json_array_size(lines) > (size_t)limit)
+        json_array_remove(lines, 0);
+    return respond(c, MHD_HTTP_OK, json_pack("{s:o}", "lines", lines), NULL, NULL);
+}
+
 static enum MHD_Result ep_job(struct api *a, struct MHD_Connection *c, const char *id)
 {
     size_t n = strlen(id);
@@ -791,6 +811,7 @@ static const struct route ROUTES[] = {
     {"/api/admin/backup/status", "GET", ACCESS_VIEWER},
     {"/api/admin/backup/jobs/", "GET", ACCESS_VIEWER},
     {"/api/cron/backup", "GET", ACCESS_CRON},
+    {"/api/admin/backup/audit", "GET", ACCESS_ADMIN},
 };
 
 /* The dashboard's files (no credential needed: they hold none; the page asks for a token
@@ -892,6 +913,8 @@ static enum MHD_Result route(struct api *a, struct MHD_Connection *c, const char
         return respond(c, MHD_HTTP_OK, daemon_status_json(a->d), NULL, NULL);
     if (strcmp(rt->path, "/api/cron/backup") == 0)
         return ep_cron(a, c, who, addr);
+    if (strcmp(rt->path, "/api/admin/backup/audit") == 0)
+        return ep_audit(a, c);
     return ep_job(a, c, rest);
 }
 
@@ -904,6 +927,7 @@ static void audit_request(struct api *a, const char *url, const char *method, co
     if (strncmp(url, "/api/", 5) != 0 || !*addr)
         return;
     if (last_status == MHD_HTTP_OK && (strcmp(url, "/api/admin/backup/status") == 0 ||
+                                       strcmp(url, "/api/admin/backup/audit") == 0 ||
                                        strncmp(url, "/api/admin/backup/jobs/", 23) == 0))
         return;
     json_t *args = json_object();

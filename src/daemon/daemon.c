@@ -389,11 +389,32 @@ static void notify(struct daemon *d, const struct notify_event *ev)
         return;
     struct err e = ERR_INIT;
     struct caris_op op = {.log = op_log, .log_ctx = d, .cancel = &d->cancel, .actor = "scheduler"};
-    if (caris_notify(&d->nc, ev, &op, &e) != 0)
+    int rc = caris_notify(&d->nc, ev, &op, &e);
+    if (rc != 0)
         dlog(d, LOG_WARN, "notify", "%s notification not delivered: %s", notify_kind_name(ev->kind),
              e.msg);
     else
         dlog(d, LOG_INFO, "notify", "%s notification sent", notify_kind_name(ev->kind));
+    /* the last ones, for the status (the dashboard shows them); the error is the notify
+     * module's, which never holds a secret */
+    char when[40];
+    time_format_iso(time_now_ns(), when, sizeof(when));
+    json_t *n =
+        json_pack("{s:s, s:s, s:s, s:b}", "time", when, "kind", notify_kind_name(ev->kind),
+                  "backupKind", ev->backup_kind ? ev->backup_kind : "", "delivered", rc == 0);
+    if (rc != 0)
+        json_object_set_new(n, "error", json_string(e.msg));
+    pthread_mutex_lock(&d->mu);
+    json_t *list = json_object_get(d->state, "notifications");
+    if (!json_is_array(list)) {
+        list = json_array();
+        json_object_set_new(d->state, "notifications", list);
+    }
+    json_array_insert_new(list, 0, n);
+    while (json_array_size(list) > 10)
+        json_array_remove(list, 10);
+    state_save_locked(d);
+    pthread_mutex_unlock(&d->mu);
 }
 
 static void notify_step(struct daemon *d, const struct caris_job_step *s, int64_t when_s)
@@ -823,6 +844,8 @@ static json_t *status_locked(struct daemon *d)
     json_object_set_new(s, "startedAt", json_string(t));
     json_object_set_new(s, "now", json_iso_s(now_s_locked(d)));
     json_object_set_new(s, "queue", json_integer((json_int_t)queue_len_locked(d)));
+    if (d->nc_loaded) /* BACKUP_ALERT_AFTER, for the dashboard's stale banner */
+        json_object_set_new(s, "alertAfterSeconds", json_integer(d->nc.alert_after_ms / 1000));
     json_t *job = json_object_get(s, "job");
     if (job && *d->current_step)
         json_object_set_new(job, "progress", json_string(d->current_step));

@@ -192,6 +192,10 @@ def main():
         summary["rowsAfter"] = page.wait(
             "(n => n > %d ? n : 0)(document.querySelectorAll('#backups tbody tr').length)"
             % summary["rowsBefore"], 30)
+        summary["auditRows"] = page.wait(
+            "document.querySelectorAll('#audit tbody tr').length", 10)
+        summary["auditText"] = page.eval("document.getElementById('audit').textContent")
+        summary["notifications"] = page.eval("document.getElementById('notifications').textContent")
         summary["pointsAfter"] = page.eval("document.querySelectorAll('#chart-duration circle').length")
         summary["screenshots"].append(page.shot(os.path.join(out, "2-after-backup.png")))
         # a phone: nothing wider than the screen but the table's own scroll box

@@ -71,14 +71,14 @@ assert_eq "status=ok" "$(jq_body '" ".join("%s=%s" % kv for kv in d.items())')" 
 # every endpoint without a token: 401; with a viewer token where admin is needed: 403
 for ep in "POST /api/admin/backup/create" "GET /api/admin/backup/list" "POST /api/admin/backup/verify" \
     "POST /api/admin/backup/restore" "GET /api/admin/backup/status" "GET /api/admin/backup/jobs/job-1-1" \
-    "GET /api/cron/backup"; do
+    "GET /api/cron/backup" "GET /api/admin/backup/audit"; do
     read -r m p <<<"$ep"
     req "$m" "$p" - '{}'
     assert_eq 401 "$STATUS" "$ep without a token: 401"
 done
 assert_eq unauthorized "$(jq_body 'd["error"]["code"]')" "a JSON error with its code"
 for ep in "POST /api/admin/backup/create" "POST /api/admin/backup/verify" "POST /api/admin/backup/restore" \
-    "GET /api/cron/backup"; do
+    "GET /api/cron/backup" "GET /api/admin/backup/audit"; do
     read -r m p <<<"$ep"
     req "$m" "$p" "$VIEWER" '{"type": "full"}'
     assert_eq 403 "$STATUS" "$ep with a viewer token: 403"
@@ -160,6 +160,16 @@ req GET "/api/cron/backup?type=incremental" "$CRON_SECRET"
 assert_eq 202 "$STATUS" "cron with CRON_SECRET: 202"
 wait_job "$(jq_body 'd["jobId"]')"
 assert_eq "true cron incremental" "$(jq_body '"%s %s %s" % (str(d["ok"]).lower(), d["actor"], d["type"])')" "the cron run ran"
+
+# --- the audit log's tail -------------------------------------------------------------------
+req GET "/api/admin/backup/audit?limit=3" "$ADMIN"
+assert_eq 200 "$STATUS" "audit tail"
+assert_eq 3 "$(jq_body 'len(d["lines"])')" "limit=3: three lines"
+assert_eq "cron" "$(jq_body 'd["lines"][-1]["actor"]')" "the newest is the cron run"
+for q in limit=0 limit=1001 limit=x 'limit=1&limit=2' other=1; do
+    req GET "/api/admin/backup/audit?$q" "$ADMIN"
+    assert_eq 400 "$STATUS" "audit ?$q: 400"
+done
 
 # --- a running job: progress in status, 409 for a second one of its kind -------------------
 pg_table_lock_take "$db" small

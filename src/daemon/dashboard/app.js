@@ -193,9 +193,38 @@ function renderStatus(s) {
     if (!h.ok) li.className = "bad";
     hist.appendChild(li);
   }
+  const notes = $("notifications");
+  notes.replaceChildren();
+  for (const n of (s.notifications || [])) {
+    const li = document.createElement("li");
+    li.textContent = (n.time || "").slice(0, 16).replace("T", " ") + " " + n.kind +
+      (n.backupKind ? " (" + n.backupKind + ")" : "") + ": " +
+      (n.delivered ? "sent" : "NOT delivered" + (n.error ? " (" + n.error + ")" : ""));
+    if (!n.delivered) li.className = "bad";
+    notes.appendChild(li);
+  }
+  if (!(s.notifications || []).length)
+    notes.appendChild(text(document.createElement("li"), "None since the daemon's status began."));
   const running = j ? j.id : null;
   if (lastRunning && running !== lastRunning) refreshList();
   lastRunning = running;
+}
+
+async function refreshAudit() {
+  try {
+    const r = await api("GET", "/api/admin/backup/audit?limit=20");
+    const tb = $("audit").querySelector("tbody");
+    tb.replaceChildren();
+    for (const l of (r.lines || []).slice().reverse()) {
+      const tr = document.createElement("tr");
+      cell(tr, (l.time || "").slice(0, 19).replace("T", " "));
+      cell(tr, l.actor || "");
+      cell(tr, l.source || "");
+      cell(tr, l.operation || (l.unreadable ? "(unreadable line)" : ""));
+      cell(tr, l.result || "", /^(ok|2\d\d)$/.test(l.result || "") ? "" : "bad");
+      tb.appendChild(tr);
+    }
+  } catch (e) { handle(e); }
 }
 
 async function refreshList() {
@@ -205,6 +234,7 @@ async function refreshList() {
     renderBackups();
     renderCharts();
   } catch (e) { handle(e); }
+  await refreshAudit();
 }
 
 let lastStatus = null;
