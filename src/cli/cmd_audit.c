@@ -106,6 +106,7 @@ int cmd_audit(struct globals *g, int argc, char **argv)
     /* then the heads the repository recorded: they catch a tail deleted or a last line
      * changed, which leave the chain itself whole */
     size_t heads = 0;
+    g->no_open_warnings = true; /* the repository's own findings are check's business */
     struct repo *r = open_repo(g, false, &e);
     int hrc = r ? caris_audit_verify_heads(r, config_backup_dir(&g->cfg), &heads, &e) : -1;
     if (r)
@@ -189,6 +190,7 @@ void cli_audit(struct globals *g, int argc, char **argv, int code, int64_t durat
     bool backup = strcmp(op, "backup files") == 0 || strcmp(op, "backup database") == 0 ||
                   strcmp(op, "backup") == 0 || strcmp(op, "run-now") == 0;
     if (backup && (code == 0 || code == EXIT_WARNINGS) && !err_is_set(&e)) {
+        g->no_open_warnings = true; /* the backup's own open reported them already */
         struct repo *r = open_repo(g, false, &e);
         if (!r || caris_audit_head_record(r, dir, &e) != 0)
             fprintf(stderr, "warning: the audit log's head is not in the repository: %s\n", e.msg);
