@@ -196,6 +196,8 @@ def main():
             "document.querySelectorAll('#audit tbody tr').length", 10)
         summary["auditText"] = page.eval("document.getElementById('audit').textContent")
         summary["notifications"] = page.eval("document.getElementById('notifications').textContent")
+        summary["alertsAfter"] = page.wait(
+            "(t => t === '' ? 'none' : '')(document.getElementById('alerts').textContent)", 10)
         summary["pointsAfter"] = page.eval("document.querySelectorAll('#chart-duration circle').length")
         summary["screenshots"].append(page.shot(os.path.join(out, "2-after-backup.png")))
         # a phone: nothing wider than the screen but the table's own scroll box

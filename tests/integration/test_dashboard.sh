@@ -13,6 +13,9 @@ if [[ -z $CHROMIUM ]]; then
 fi
 export BACKUP_TZ=UTC BACKUP_SCHEDULE_DAILY="0 3 * * *" BACKUP_SCHEDULE_WEEKLY=off BACKUP_SCHEDULE_MONTHLY=off
 export BACKUP_FILES_PATHS=$TEST_TMP/src BACKUP_API_LISTEN=127.0.0.1:0
+# the newest backup below is a day old: older than this, so the stale banner shows until the
+# backup made from the dashboard
+export BACKUP_ALERT_AFTER=12h
 make_tree "$TEST_TMP/src" --no-special
 assert_exit 0 cb init
 # three backups on three past days (retention keeps one a day: the new one adds a row)
@@ -50,7 +53,9 @@ assert_eq "" "$(json_eval "$S" 'd["cookies"]')" "and in no cookie"
 assert_eq 3 "$(json_eval "$S" 'd["rowsBefore"]')" "three backups listed"
 assert_eq "3 3" "$(json_eval "$S" '"%d %d" % (d["pointsBefore"], d["barsBefore"])')" "the charts have a point and a bar per backup"
 assert_contains "$(json_eval "$S" 'd["nextRuns"]')" "daily (incremental)" "the next run is shown"
-assert_eq "" "$(json_eval "$S" 'd["alerts"]')" "no stale alert (a backup a day ago)"
+assert_contains "$(json_eval "$S" 'd["alerts"]')" "No successful files backup for more than 12 hours" \
+    "the stale banner (the newest backup is a day old, BACKUP_ALERT_AFTER=12h)"
+assert_eq none "$(json_eval "$S" 'd["alertsAfter"]')" "the banner goes once a backup is made"
 assert_eq true "$(json_eval "$S" 'd["sawRunning"]')" "the job was shown queued or running"
 assert_match '^job-' "$(json_eval "$S" 'd["jobDone"]')" "the backup job completed"
 assert_contains "$(json_eval "$S" 'd["jobMessage"]')" "done, ok" "and says it succeeded"
