@@ -10,6 +10,8 @@ PKGS=(
   libssl-dev libsodium-dev libzstd-dev libjansson-dev libpq-dev
   # HTTP client: S3 repositories, notifications (SMTP, Slack)
   libcurl4-openssl-dev
+  # the daemon's HTTP API
+  libmicrohttpd-dev
   # database backups: pg_dump, pg_dumpall, pg_restore matching the server
   postgresql-client-15
   # time zones of the schedules and of retention (/usr/share/zoneinfo)
@@ -19,6 +21,9 @@ PKGS=(
   # notification tests: a real SMTP server (aiosmtpd, run with /usr/bin/python3), and
   # openssl to make its test CA and certificate
   python3-aiosmtpd openssl
+  # the dashboard's browser test (headless, driven through the DevTools protocol); curl for
+  # the API tests
+  chromium curl
 )
 if [ "${1:-}" = "--bench" ]; then
   PKGS+=(restic borgbackup time openssl)

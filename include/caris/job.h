@@ -59,6 +59,7 @@ struct caris_job_opts {
     bool drill;               /* test-restore the new database backup */
     bool drill_local;         /* ... into a throwaway local cluster, not a scratch database */
     int threads;              /* 0 = number of CPUs */
+    bool skip_files;          /* back up the database only (the API's includeFiles: false) */
     caris_job_step_fn on_step;
     void *step_ctx;
 };

@@ -68,6 +68,12 @@ int cmd_schedule_status(struct globals *g, int argc, char **argv); /* argv: sche
 int cmd_debug(struct globals *g, int argc, char **argv);
 /* Notification commands (cmd_notify.c): notify test. */
 int cmd_notify(struct globals *g, int argc, char **argv);
+/* audit [--since T] | audit verify (cmd_audit.c); cli_audit appends the line of a command
+ * that ran (exit code, duration) to the audit log. */
+int cmd_audit(struct globals *g, int argc, char **argv);
+void cli_audit(struct globals *g, int argc, char **argv, int code, int64_t duration_ms);
+/* token add | list | revoke (cmd_token.c). */
+int cmd_token(struct globals *g, int argc, char **argv);
 /* schedule next | status (cmd_schedule.c). */
 int cmd_schedule(struct globals *g, int argc, char **argv);
 /* Parses a --time option (in BACKUP_TZ when it names no zone); refuses a future time. */

@@ -73,6 +73,9 @@ static const char USAGE[] =
     "                            run a scheduled-style backup now (in the daemon if it runs)\n"
     "  debug pack PACK           list the blobs in a pack (investigating damage)\n"
     "  notify test               send a test notification to every configured channel\n"
+    "  token add|list|revoke     API tokens (Bearer credentials of the daemon's HTTP API)\n"
+    "  audit [--since T] | audit verify\n"
+    "                            the audit log of every operation; verify checks its chain\n"
     "  version                   print the version\n"
     "\n"
     "ID: a backup id, any unique prefix of one, `latest` (of the kind the command takes),\n"
@@ -1134,6 +1137,7 @@ int main(int argc, char **argv)
     storage_set_cache_root(s3_cache);
     free(s3_cache);
     int code;
+    int64_t t0 = time_mono_ns();
     if (strcmp(cmd, "init") == 0)
         code = cmd_init(&g, cargc, cargv);
     else if (strcmp(cmd, "backup") == 0)
@@ -1164,6 +1168,10 @@ int main(int argc, char **argv)
         code = cmd_run_now(&g, cargc, cargv);
     else if (strcmp(cmd, "notify") == 0)
         code = cmd_notify(&g, cargc, cargv);
+    else if (strcmp(cmd, "token") == 0)
+        code = cmd_token(&g, cargc, cargv);
+    else if (strcmp(cmd, "audit") == 0)
+        code = cmd_audit(&g, cargc, cargv);
     else if (strcmp(cmd, "schedule") == 0)
         code = cmd_schedule(&g, cargc, cargv);
     else if (strcmp(cmd, "show") == 0)
@@ -1180,6 +1188,7 @@ int main(int argc, char **argv)
         code = not_implemented(cmd);
     else
         code = usage_error("unknown command '%s'", cmd);
+    cli_audit(&g, cargc, cargv, code, (time_mono_ns() - t0) / 1000000);
     free(g.repo_path);
     storage_set_cache_root(NULL);
     storage_set_config(NULL);

@@ -18,21 +18,35 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "caris/audit.h"
 #include "caris/backup.h"
 #include "caris/core.h"
 #include "caris/cron.h"
+#include "caris/crypto.h"
 #include "caris/daemon.h"
 #include "caris/notify.h"
 #include "caris/open.h"
 #include "caris/schedule.h"
 
+#include "internal.h"
+
 #define HISTORY_MAX 20
 #define MAX_CLIENTS 16
 #define CLIENT_LINE_MAX 4096
 #define DAY_S 86400
+#define JOBS_KEPT 50 /* finished jobs the API can still show */
+
+enum job_state { JOB_QUEUED, JOB_RUNNING, JOB_DONE };
 
 struct job {
     struct job *next;
+    char id[DJOB_ID_MAX];
+    struct djob_spec spec;
+    enum job_state state;
+    int64_t queued_ns, started_ns, ended_ns;
+    char phase[32]; /* progress of the running job */
+    uint64_t done, total;
+    bool ok;
     enum caris_job_type type;
     char source[16];       /* "daily", "weekly", "monthly", "manual" */
     int64_t scheduled_for; /* virtual seconds; 0 for manual */
@@ -40,6 +54,7 @@ struct job {
     int waiters[MAX_CLIENTS]; /* client fds waiting for the result (run-now --wait) */
     size_t nwaiters;
     json_t *result; /* set by the worker when done */
+    json_t *error;  /* {"code", "message", "hint"} when it failed */
 };
 
 struct client {
@@ -64,6 +79,9 @@ struct daemon {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct job *queue, *queue_tail, *running, *finished;
+    struct job *kept; /* the last JOBS_KEPT finished jobs, newest first (for the API) */
+    uint64_t job_seq;
+    struct api *api;
     bool worker_stop;
     pthread_t worker;
     volatile sig_atomic_t cancel;
@@ -98,6 +116,16 @@ static void dlog(struct daemon *d, enum log_level l, const char *event, const ch
     if (d->o->log)
         d->o->log(d->o->log_ctx, l, event, msg);
     pthread_mutex_unlock(&log_mu);
+}
+
+void daemon_log(struct daemon *d, enum log_level l, const char *event, const char *fmt, ...)
+{
+    char msg[1200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    dlog(d, l, event, "%s", msg);
 }
 
 /* The services' log lines (through the job's op) */
@@ -282,6 +310,11 @@ static enum caris_job_type sched_type(const struct schedule *s)
 
 static void enqueue_locked(struct daemon *d, struct job *j)
 {
+    /* ids are unique across restarts: the daemon's start time and a sequence number */
+    snprintf(j->id, sizeof(j->id), "job-%lld-%llu", (long long)(d->started_ns / 1000000000),
+             (unsigned long long)++d->job_seq);
+    j->state = JOB_QUEUED;
+    j->queued_ns = time_now_ns();
     j->next = NULL;
     if (d->queue_tail)
         d->queue_tail->next = j;
@@ -303,6 +336,10 @@ static struct job *job_new(enum caris_job_type type, const char *source, int64_t
 {
     struct job *j = xcalloc(1, sizeof(*j));
     j->type = type;
+    j->spec.kind = DJOB_BACKUP;
+    j->spec.type = type;
+    snprintf(j->spec.actor, sizeof(j->spec.actor), "%s",
+             strcmp(source, "manual") == 0 ? "run-now" : "scheduler");
     snprintf(j->source, sizeof(j->source), "%s", source);
     j->scheduled_for = scheduled_for;
     return j;
@@ -352,11 +389,32 @@ static void notify(struct daemon *d, const struct notify_event *ev)
         return;
     struct err e = ERR_INIT;
     struct caris_op op = {.log = op_log, .log_ctx = d, .cancel = &d->cancel, .actor = "scheduler"};
-    if (caris_notify(&d->nc, ev, &op, &e) != 0)
+    int rc = caris_notify(&d->nc, ev, &op, &e);
+    if (rc != 0)
         dlog(d, LOG_WARN, "notify", "%s notification not delivered: %s", notify_kind_name(ev->kind),
              e.msg);
     else
         dlog(d, LOG_INFO, "notify", "%s notification sent", notify_kind_name(ev->kind));
+    /* the last ones, for the status (the dashboard shows them); the error is the notify
+     * module's, which never holds a secret */
+    char when[40];
+    time_format_iso(time_now_ns(), when, sizeof(when));
+    json_t *n =
+        json_pack("{s:s, s:s, s:s, s:b}", "time", when, "kind", notify_kind_name(ev->kind),
+                  "backupKind", ev->backup_kind ? ev->backup_kind : "", "delivered", rc == 0);
+    if (rc != 0)
+        json_object_set_new(n, "error", json_string(e.msg));
+    pthread_mutex_lock(&d->mu);
+    json_t *list = json_object_get(d->state, "notifications");
+    if (!json_is_array(list)) {
+        list = json_array();
+        json_object_set_new(d->state, "notifications", list);
+    }
+    json_array_insert_new(list, 0, n);
+    while (json_array_size(list) > 10)
+        json_array_remove(list, 10);
+    state_save_locked(d);
+    pthread_mutex_unlock(&d->mu);
 }
 
 static void notify_step(struct daemon *d, const struct caris_job_step *s, int64_t when_s)
@@ -472,6 +530,11 @@ static void on_progress(void *ctx, const char *phase, uint64_t done, uint64_t to
     pthread_mutex_lock(&d->mu);
     snprintf(d->current_step, sizeof(d->current_step), "%s %llu/%llu", phase,
              (unsigned long long)done, (unsigned long long)total);
+    if (d->running) {
+        snprintf(d->running->phase, sizeof(d->running->phase), "%s", phase);
+        d->running->done = done;
+        d->running->total = total;
+    }
     pthread_mutex_unlock(&d->mu);
 }
 
@@ -554,6 +617,7 @@ static void run_job(struct daemon *d, struct job *j)
             .drill = has_db && cadence_due(d, "BACKUP_DRILL_INTERVAL_DAYS", "lastDrill", start),
             .drill_local = drill_local(d),
             .threads = d->o->threads,
+            .skip_files = j->spec.skip_files,
             .on_step = on_step,
             .step_ctx = &sc};
         struct caris_op op = {.progress = on_progress,
@@ -561,7 +625,7 @@ static void run_job(struct daemon *d, struct job *j)
                               .log = op_log,
                               .log_ctx = d,
                               .cancel = &d->cancel,
-                              .actor = strcmp(j->source, "manual") == 0 ? "run-now" : "scheduler"};
+                              .actor = j->spec.actor};
         rc = caris_job_run(d->r, &jo, &op, &res, &e);
         if (res.handle_spent) {
             repo_close(d->r); /* prune spent the handle: the next job opens again */
@@ -598,7 +662,7 @@ static void run_job(struct daemon *d, struct job *j)
         if (res.steps[i].kind == CARIS_STEP_DRILL)
             json_object_set_new(d->state, "lastDrill", json_iso_s(start));
     }
-    if (strcmp(j->source, "manual") != 0)
+    if (strcmp(j->source, "manual") != 0 && strcmp(j->source, "api") != 0)
         json_object_set(sched_state(d, j->source), "lastRun", rj);
     json_t *hist = json_object_get(d->state, "history");
     json_array_insert(hist, 0, rj);
@@ -607,12 +671,92 @@ static void run_job(struct daemon *d, struct job *j)
     json_object_del(d->state, "job");
     state_save_locked(d);
     j->result = rj;
+    j->ok = rc == 0;
+    if (rc != 0)
+        j->error = json_incref(json_object_get(rj, "error"));
     pthread_mutex_unlock(&d->mu);
     dlog(d, rc == 0 ? LOG_INFO : LOG_ERROR, "job", "%s %s run: %s%s%s", j->source,
          caris_job_type_name(j->type), rc == 0 ? "succeeded" : "failed", rc == 0 ? "" : ": ",
          rc == 0 ? "" : e.msg);
     caris_job_result_free(&res);
     stale_check(d, now_s(d));
+}
+
+/* A verify or restore job (from the API): the services through api_jobs.c. */
+static void run_other(struct daemon *d, struct job *j)
+{
+    struct err e = ERR_INIT;
+    const struct djob_spec *sp = &j->spec;
+    dlog(d, LOG_INFO, "job", "%s %s of %s (%s): started", djob_kind_name(sp->kind),
+         sp->dry_run ? "dry run" : "", sp->backup_id, sp->actor);
+    if (d->r && repo_refresh(d->r, &e) != 0) {
+        err_clear(&e);
+        repo_close(d->r);
+        d->r = NULL;
+    }
+    json_t *result = NULL;
+    int rc = -1;
+    if (d->r || reopen_repo(d, &e) == 0) {
+        struct caris_op op = {.progress = on_progress,
+                              .progress_ctx = d,
+                              .log = op_log,
+                              .log_ctx = d,
+                              .cancel = &d->cancel,
+                              .actor = sp->actor};
+        rc = djob_exec(d->r, d->cfg, d->o->threads, sp, &op, &result, &e);
+    }
+    pthread_mutex_lock(&d->mu);
+    j->result = result ? result : json_null();
+    j->ok = rc >= 0;
+    if (rc < 0)
+        j->error = json_pack("{s:s, s:s, s:s}", "code", err_code_name(e.code), "message", e.msg,
+                             "hint", e.hint);
+    json_object_del(d->state, "job");
+    state_save_locked(d);
+    pthread_mutex_unlock(&d->mu);
+    dlog(d, rc >= 0 ? LOG_INFO : LOG_ERROR, "job", "%s of %s: %s%s%s", djob_kind_name(sp->kind),
+         sp->backup_id, rc >= 0 ? "succeeded" : "failed", rc >= 0 ? "" : ": ",
+         rc >= 0 ? "" : e.msg);
+}
+
+/* The audit line of a job that ended (the worker's: j->result and j->error are its own). */
+static void audit_job(struct daemon *d, const struct job *j)
+{
+    const struct djob_spec *sp = &j->spec;
+    json_t *args = json_pack("{s:s, s:s}", "job", j->id, "schedule", j->source);
+    json_t *ids = json_array();
+    char op[40];
+    if (sp->kind == DJOB_BACKUP) {
+        snprintf(op, sizeof(op), "backup run");
+        json_object_set_new(args, "type", json_string(caris_job_type_name(sp->type)));
+        json_object_set_new(args, "includeFiles", json_boolean(!sp->skip_files));
+        json_array_extend(ids, json_object_get(j->result, "backupIds"));
+    } else {
+        snprintf(op, sizeof(op), "%s", djob_kind_name(sp->kind));
+        json_object_set_new(args, "type", json_string(sp->what));
+        if (sp->kind == DJOB_RESTORE)
+            json_object_set_new(args, "dryRun", json_boolean(sp->dry_run));
+        json_array_append_new(ids, json_string(sp->backup_id));
+    }
+    bool ok = sp->kind == DJOB_BACKUP ? json_is_true(json_object_get(j->result, "ok")) : !j->error;
+    struct caris_audit_entry en = {.actor = sp->actor,
+                                   .source = *sp->addr ? sp->addr : NULL,
+                                   .operation = op,
+                                   .args = args,
+                                   .result = ok ? "ok" : "failed",
+                                   .error = json_string_value(json_object_get(j->error, "message")),
+                                   .backup_ids = ids,
+                                   .duration_ms = (time_now_ns() - j->started_ns) / 1000000};
+    struct err e = ERR_INIT;
+    if (caris_audit_append(d->backup_dir, &en, &e) != 0)
+        dlog(d, LOG_ERROR, "audit", "%s", e.msg);
+    json_decref(args);
+    json_decref(ids);
+    /* with each backup run, the log's head goes into the repository (caris/audit.h) */
+    if (sp->kind == DJOB_BACKUP && !err_is_set(&e) &&
+        ((!d->r && reopen_repo(d, &e) != 0) ||
+         caris_audit_head_record(d->r, d->backup_dir, &e) != 0))
+        dlog(d, LOG_WARN, "audit", "the audit log's head is not in the repository: %s", e.msg);
 }
 
 static void *worker_main(void *arg)
@@ -629,15 +773,26 @@ static void *worker_main(void *arg)
         if (!d->queue)
             d->queue_tail = NULL;
         d->running = j;
+        j->state = JOB_RUNNING;
+        j->started_ns = time_now_ns();
         d->current_step[0] = '\0';
-        json_object_set_new(d->state, "job",
-                            json_pack("{s:s, s:s, s:o}", "schedule", j->source, "type",
-                                      caris_job_type_name(j->type), "startedAt",
-                                      json_iso_s(now_s_locked(d))));
+        json_t *st =
+            json_pack("{s:s, s:s, s:s, s:s, s:o}", "id", j->id, "kind",
+                      djob_kind_name(j->spec.kind), "schedule", j->source, "type",
+                      caris_job_type_name(j->type), "startedAt", json_iso_s(now_s_locked(d)));
+        if (j->spec.kind != DJOB_BACKUP)
+            json_object_set_new(st, "backupId", json_string(j->spec.backup_id));
+        json_object_set_new(d->state, "job", st);
         state_save_locked(d);
         pthread_mutex_unlock(&d->mu);
-        run_job(d, j);
+        if (j->spec.kind == DJOB_BACKUP)
+            run_job(d, j);
+        else
+            run_other(d, j);
+        audit_job(d, j);
         pthread_mutex_lock(&d->mu);
+        j->state = JOB_DONE;
+        j->ended_ns = time_now_ns();
         d->running = NULL;
         j->next = d->finished;
         d->finished = j;
@@ -690,6 +845,8 @@ static json_t *status_locked(struct daemon *d)
     json_object_set_new(s, "startedAt", json_string(t));
     json_object_set_new(s, "now", json_iso_s(now_s_locked(d)));
     json_object_set_new(s, "queue", json_integer((json_int_t)queue_len_locked(d)));
+    if (d->nc_loaded) /* BACKUP_ALERT_AFTER, for the dashboard's stale banner */
+        json_object_set_new(s, "alertAfterSeconds", json_integer(d->nc.alert_after_ms / 1000));
     json_t *job = json_object_get(s, "job");
     if (job && *d->current_step)
         json_object_set_new(job, "progress", json_string(d->current_step));
@@ -810,7 +967,34 @@ static void client_accept(struct daemon *d)
     d->clients[d->nclients++] = (struct client){.fd = fd};
 }
 
-/* Answers the clients waiting for finished jobs and frees those jobs. */
+static void job_free(struct job *j)
+{
+    json_decref(j->result);
+    json_decref(j->error);
+    cx_wipe(j->spec.target, sizeof(j->spec.target));
+    free(j);
+}
+
+/* Keeps a finished job for the API, forgetting the oldest beyond JOBS_KEPT. */
+static void keep_job(struct daemon *d, struct job *j)
+{
+    pthread_mutex_lock(&d->mu);
+    j->next = d->kept;
+    d->kept = j;
+    size_t n = 0;
+    for (struct job *k = d->kept; k; k = k->next)
+        if (++n == JOBS_KEPT) {
+            while (k->next) {
+                struct job *old = k->next;
+                k->next = old->next;
+                job_free(old);
+            }
+            break;
+        }
+    pthread_mutex_unlock(&d->mu);
+}
+
+/* Answers the clients waiting for finished jobs and keeps those jobs for the API. */
 static void jobs_finished(struct daemon *d)
 {
     char buf[64];
@@ -833,8 +1017,7 @@ static void jobs_finished(struct daemon *d)
                     break;
                 }
         }
-        json_decref(j->result);
-        free(j);
+        keep_job(d, j);
     }
 }
 
@@ -856,6 +1039,107 @@ static int listen_socket(struct daemon *d, struct err *e)
         return err_sys(e, errno, NULL, "cannot listen on %s", d->sock_path);
     chmod(d->sock_path, 0600);
     return 0;
+}
+
+/* ---- the API's view of the jobs ------------------------------------------------------------ */
+
+const char *djob_kind_name(enum djob_kind k)
+{
+    return k == DJOB_VERIFY ? "verify" : k == DJOB_RESTORE ? "restore" : "backup";
+}
+
+int daemon_job_submit(struct daemon *d, const struct djob_spec *s, char id[DJOB_ID_MAX],
+                      struct err *e)
+{
+    struct job *j = job_new(s->type, "api", 0);
+    j->spec = *s;
+    int rc = 0;
+    pthread_mutex_lock(&d->mu);
+    const struct job *same = d->running && d->running->spec.kind == s->kind ? d->running : NULL;
+    for (const struct job *q = d->queue; q && !same; q = q->next)
+        if (q->spec.kind == s->kind)
+            same = q;
+    if (same) {
+        rc = err_set(e, ERR_LOCKED, "wait for it to end (GET /api/admin/backup/jobs/<id>)",
+                     "a %s job is already %s: %s", djob_kind_name(s->kind),
+                     same->state == JOB_RUNNING ? "running" : "queued", same->id);
+    } else {
+        enqueue_locked(d, j);
+        snprintf(id, DJOB_ID_MAX, "%s", j->id);
+    }
+    pthread_mutex_unlock(&d->mu);
+    if (rc != 0) {
+        job_free(j);
+        return -1;
+    }
+    dlog(d, LOG_INFO, "api", "%s job %s queued for %s", djob_kind_name(s->kind), id, s->actor);
+    return 0;
+}
+
+static json_t *job_json_locked(const struct job *j)
+{
+    static const char *const states[] = {"queued", "running", "done"};
+    char t[40];
+    time_format_iso(j->queued_ns, t, sizeof(t));
+    json_t *o =
+        json_pack("{s:s, s:s, s:s, s:s, s:s}", "id", j->id, "kind", djob_kind_name(j->spec.kind),
+                  "state", states[j->state], "actor", j->spec.actor, "queuedAt", t);
+    if (j->spec.kind == DJOB_BACKUP) {
+        json_object_set_new(o, "type", json_string(caris_job_type_name(j->spec.type)));
+        json_object_set_new(o, "includeFiles", json_boolean(!j->spec.skip_files));
+    } else {
+        json_object_set_new(o, "backupId", json_string(j->spec.backup_id));
+        json_object_set_new(o, "type", json_string(j->spec.what));
+    }
+    if (j->spec.kind == DJOB_RESTORE)
+        json_object_set_new(o, "dryRun", json_boolean(j->spec.dry_run));
+    if (j->started_ns) {
+        time_format_iso(j->started_ns, t, sizeof(t));
+        json_object_set_new(o, "startedAt", json_string(t));
+    }
+    if (j->state == JOB_RUNNING && *j->phase)
+        json_object_set_new(o, "progress",
+                            json_pack("{s:s, s:I, s:I}", "phase", j->phase, "done",
+                                      (json_int_t)j->done, "total", (json_int_t)j->total));
+    if (j->state == JOB_DONE) {
+        time_format_iso(j->ended_ns, t, sizeof(t));
+        json_object_set_new(o, "endedAt", json_string(t));
+        json_object_set_new(o, "durationMs", json_integer((j->ended_ns - j->started_ns) / 1000000));
+        json_object_set_new(o, "ok", json_boolean(j->ok));
+        json_object_set(o, "result", j->result ? j->result : json_null());
+        if (j->error)
+            json_object_set(o, "error", j->error);
+    }
+    return o;
+}
+
+json_t *daemon_job_json(struct daemon *d, const char *id)
+{
+    json_t *out = NULL;
+    pthread_mutex_lock(&d->mu);
+    const struct job *lists[] = {d->running, d->queue, d->finished, d->kept};
+    for (size_t i = 0; i < 4 && !out; i++)
+        for (const struct job *j = lists[i]; j && !out; j = i == 0 ? NULL : j->next)
+            if (strcmp(j->id, id) == 0)
+                out = job_json_locked(j);
+    pthread_mutex_unlock(&d->mu);
+    return out;
+}
+
+json_t *daemon_status_json(struct daemon *d)
+{
+    pthread_mutex_lock(&d->mu);
+    json_t *s = status_locked(d);
+    json_t *jobs = json_array();
+    for (const struct job *j = d->queue; j; j = j->next)
+        json_array_append_new(jobs, job_json_locked(j));
+    json_object_set_new(s, "queuedJobs", jobs);
+    if (d->running)
+        json_object_set_new(s, "runningJob", job_json_locked(d->running));
+    else
+        json_object_set_new(s, "runningJob", json_null());
+    pthread_mutex_unlock(&d->mu);
+    return s;
 }
 
 /* ---- start and stop ----------------------------------------------------------------------- */
@@ -952,14 +1236,19 @@ static void daemon_free(struct daemon *d)
     while (d->queue) {
         struct job *j = d->queue;
         d->queue = j->next;
-        free(j);
+        job_free(j);
     }
     while (d->finished) {
         struct job *j = d->finished;
         d->finished = j->next;
-        json_decref(j->result);
-        free(j);
+        job_free(j);
     }
+    while (d->kept) {
+        struct job *j = d->kept;
+        d->kept = j->next;
+        job_free(j);
+    }
+    api_stop(d->api);
     if (d->r)
         repo_close(d->r);
     if (d->listen_fd >= 0) {
@@ -1021,6 +1310,10 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
         goto out;
     }
     if (listen_socket(d, e) != 0)
+        goto out;
+    struct api_opts ao = {
+        .d = d, .cfg = d->cfg, .backup_dir = d->backup_dir, .repo_path = d->repo_path};
+    if (api_start(&ao, &d->api, e) != 0)
         goto out;
     state_load(d);
     pthread_mutex_lock(&d->mu);
@@ -1147,7 +1440,10 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
                 }
         }
     }
-    /* stop: cancel the running job, drop the queued ones */
+    /* stop: no more requests (those in progress end first), cancel the running job, drop the
+     * queued ones */
+    api_stop(d->api);
+    d->api = NULL;
     pthread_mutex_lock(&d->mu);
     size_t dropped = queue_len_locked(d);
     bool was_running = d->running != NULL;

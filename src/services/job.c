@@ -223,7 +223,7 @@ int caris_job_run(struct repo *r, const struct caris_job_opts *o, const struct c
     res->ok = true;
     res->started_ns = time_now_ns();
     bool db = config_get(o->cfg, "POSTGRES_URL") != NULL;
-    bool files = config_get(o->cfg, "BACKUP_FILES_PATHS") != NULL;
+    bool files = !o->skip_files && config_get(o->cfg, "BACKUP_FILES_PATHS") != NULL;
     if (!db && !files) {
         res->ok = false;
         res->ended_ns = time_now_ns();

@@ -22,6 +22,9 @@ set -o pipefail
 : "${CARIS_BIN:?run the tests through tests/integration/run.sh}"
 : "${TEST_TMP:?run the tests through tests/integration/run.sh}"
 : "${TEST_RESULTS:?}" "${TEST_FAILURES:?}"
+# The daemon serves its HTTP API on 127.0.0.1:8787 unless told otherwise: off in tests (a
+# fixed port would clash between tests); test_api.sh turns it on, on a free port.
+export BACKUP_API_LISTEN=none
 
 LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 TEST_NAME=$(basename "$0" .sh)

@@ -1,0 +1,200 @@
+/* audit [--since T] [--json] | audit verify, and the line every command appends to the audit
+ * log (caris/audit.h does the work). */
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "caris/audit.h"
+#include "caris/core.h"
+#include "caris/repo.h"
+
+#include "cli.h"
+
+static const char AUDIT_USAGE[] =
+    "usage: caris-backup [--json] audit [--since TIME]\n"
+    "       caris-backup audit verify\n"
+    "\n"
+    "The audit log, BACKUP_DIR/metadata/audit.log: one line per operation of the command\n"
+    "line, the API and the scheduler (time, actor, source address, operation, arguments\n"
+    "without secrets, result, backup ids, duration). --since shows the lines from TIME on\n"
+    "(ISO-8601, e.g. 2026-03-01T00:00:00Z).\n"
+    "\n"
+    "verify checks the hash chain (each line carries the SHA-256 of the one before it and its\n"
+    "sequence number): exit 0 when intact, 4 naming the first bad line when a line was\n"
+    "changed, deleted, inserted or cut short.\n";
+
+static int audit_show(struct globals *g, const char *since)
+{
+    int64_t since_ns = 0;
+    struct err e = ERR_INIT;
+    if (since && time_parse_iso(since, &since_ns) != 0)
+        return usage_error("--since: '%s' is not an ISO-8601 time", since);
+    json_t *lines = caris_audit_read(config_backup_dir(&g->cfg), since_ns, &e);
+    if (!lines)
+        return fail(&e);
+    if (g->json) {
+        print_json(lines);
+    } else {
+        size_t i;
+        json_t *l;
+        json_array_foreach(lines, i, l)
+        {
+            if (json_object_get(l, "unreadable")) {
+                printf("(unreadable line) %s\n",
+                       json_string_value(json_object_get(l, "unreadable")));
+                continue;
+            }
+            char *args = json_dumps(json_object_get(l, "args"), JSON_COMPACT | JSON_SORT_KEYS);
+            const char *src = json_string_value(json_object_get(l, "source"));
+            const char *err = json_string_value(json_object_get(l, "error"));
+            printf("%-24s %-20s %-28s %-8s %s%s%s%s%s\n",
+                   json_string_value(json_object_get(l, "time")) ?: "?",
+                   json_string_value(json_object_get(l, "actor")) ?: "?",
+                   json_string_value(json_object_get(l, "operation")) ?: "?",
+                   json_string_value(json_object_get(l, "result")) ?: "?", args ? args : "",
+                   src ? " from " : "", src ? src : "", err ? ": " : "", err ? err : "");
+            free(args);
+        }
+    }
+    json_decref(lines);
+    return 0;
+}
+
+static void print_json_verify(size_t lines, size_t heads, bool heads_checked)
+{
+    json_t *j = json_pack("{s:b, s:I, s:b, s:I}", "ok", 1, "lines", (json_int_t)lines,
+                          "headsChecked", heads_checked, "heads", (json_int_t)heads);
+    print_json(j);
+    json_decref(j);
+}
+
+int cmd_audit(struct globals *g, int argc, char **argv)
+{
+    const char *since = NULL;
+    bool verify = false;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            fputs(AUDIT_USAGE, stdout);
+            return 0;
+        } else if (strcmp(argv[i], "--json") == 0) {
+            g->json = true;
+        } else if (strcmp(argv[i], "--since") == 0 && i + 1 < argc) {
+            since = argv[++i];
+        } else if (strcmp(argv[i], "verify") == 0 && i == 1) {
+            verify = true;
+        } else {
+            return usage_error("unexpected argument '%s' for audit", argv[i]);
+        }
+    }
+    if (!verify)
+        return audit_show(g, since);
+    if (since)
+        return usage_error("audit verify checks the whole log (no --since)%s", "");
+    struct err e = ERR_INIT;
+    size_t lines;
+    int rc = caris_audit_verify(config_backup_dir(&g->cfg), &lines, &e);
+    if (g->json && rc != 0) {
+        json_t *j =
+            json_pack("{s:b, s:I, s:s}", "ok", 0, "badLine", (json_int_t)lines, "error", e.msg);
+        print_json(j);
+        json_decref(j);
+    }
+    if (rc != 0)
+        return fail(&e);
+    /* then the heads the repository recorded: they catch a tail deleted or a last line
+     * changed, which leave the chain itself whole */
+    size_t heads = 0;
+    g->no_open_warnings = true; /* the repository's own findings are check's business */
+    struct repo *r = open_repo(g, false, &e);
+    int hrc = r ? caris_audit_verify_heads(r, config_backup_dir(&g->cfg), &heads, &e) : -1;
+    if (r)
+        repo_close(r);
+    if (hrc != 0 && e.code == ERR_DAMAGE)
+        return fail(&e);
+    if (hrc != 0) {
+        fprintf(stderr, "warning: the heads recorded in the repository were not checked: %s\n",
+                e.msg);
+        if (!g->json)
+            printf("audit log chain intact: %zu line%s (heads not checked)\n", lines,
+                   lines == 1 ? "" : "s");
+        else
+            print_json_verify(lines, heads, false);
+        return EXIT_WARNINGS;
+    }
+    if (g->json)
+        print_json_verify(lines, heads, true);
+    if (!g->json)
+        printf("audit log intact: %zu line%s, hash chain unbroken, %zu head%s recorded in the "
+               "repository agree\n",
+               lines, lines == 1 ? "" : "s", heads, heads == 1 ? "" : "s");
+    return 0;
+}
+
+/* The first words that name the operation: the command, and its subcommand when it has one. */
+static int op_words(int argc, char **argv)
+{
+    static const char *const with_sub[] = {"token", "key", "schedule", "notify", "debug", NULL};
+    if (argc >= 2 && argv[1][0] != '-')
+        for (size_t i = 0; with_sub[i]; i++)
+            if (strcmp(argv[0], with_sub[i]) == 0)
+                return 2;
+    if (argc >= 2 && (strcmp(argv[0], "backup") == 0 || strcmp(argv[0], "restore") == 0) &&
+        (strcmp(argv[1], "database") == 0 || strcmp(argv[1], "files") == 0))
+        return 2;
+    return 1;
+}
+
+void cli_audit(struct globals *g, int argc, char **argv, int code, int64_t duration_ms)
+{
+    if (argc < 1 || strcmp(argv[0], "audit") == 0 || wants_help(argc, argv))
+        return; /* reading the log is not logged; help is not an operation */
+    const char *dir = config_backup_dir(&g->cfg);
+    char *metadata = xasprintf("%s/metadata", dir);
+    bool there = fs_exists(metadata);
+    free(metadata);
+    if (!there)
+        return; /* no BACKUP_DIR yet (init, the first backup make it): nothing to audit in */
+    int w = op_words(argc, argv);
+    char op[64] = "";
+    for (int i = 0; i < w; i++)
+        snprintf(op + strlen(op), sizeof(op) - strlen(op), "%s%s", i ? " " : "", argv[i]);
+    json_t *args = json_array();
+    for (int i = w; i < argc && i < w + 64; i++) {
+        char a[256];
+        json_array_append_new(args, json_string(caris_audit_redact_arg(argv[i], a, sizeof(a))));
+    }
+    char actor[96];
+    struct passwd *pw = getpwuid(geteuid());
+    if (pw && pw->pw_name)
+        snprintf(actor, sizeof(actor), "cli:%s", pw->pw_name);
+    else
+        snprintf(actor, sizeof(actor), "cli:uid %d", (int)geteuid());
+    char result[24];
+    if (code == 0 || code == EXIT_WARNINGS)
+        snprintf(result, sizeof(result), "%s", code == 0 ? "ok" : "warnings");
+    else
+        snprintf(result, sizeof(result), "failed (exit %d)", code);
+    json_t *a = json_pack("{s:o}", "argv", args);
+    struct caris_audit_entry en = {
+        .actor = actor, .operation = op, .args = a, .result = result, .duration_ms = duration_ms};
+    struct err e = ERR_INIT;
+    if (caris_audit_append(dir, &en, &e) != 0) {
+        fprintf(stderr, "warning: this operation is not in the audit log: %s\n", e.msg);
+        if (*e.hint)
+            fprintf(stderr, "HINT: %s\n", e.hint);
+    }
+    json_decref(a);
+    /* with each backup, the log's head goes into the repository too */
+    bool backup = strcmp(op, "backup files") == 0 || strcmp(op, "backup database") == 0 ||
+                  strcmp(op, "backup") == 0 || strcmp(op, "run-now") == 0;
+    if (backup && (code == 0 || code == EXIT_WARNINGS) && !err_is_set(&e)) {
+        g->no_open_warnings = true; /* the backup's own open reported them already */
+        struct repo *r = open_repo(g, false, &e);
+        if (!r || caris_audit_head_record(r, dir, &e) != 0)
+            fprintf(stderr, "warning: the audit log's head is not in the repository: %s\n", e.msg);
+        if (r)
+            repo_close(r);
+    }
+}

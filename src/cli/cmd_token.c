@@ -1,0 +1,133 @@
+/* token add | list | revoke: the API's credentials (caris/token.h does the work). */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "caris/core.h"
+#include "caris/crypto.h"
+#include "caris/token.h"
+
+#include "cli.h"
+
+static const char TOKEN_USAGE[] =
+    "usage: caris-backup token add --label LABEL [--role admin|viewer]\n"
+    "       caris-backup [--json] token list\n"
+    "       caris-backup token revoke ID|LABEL\n"
+    "\n"
+    "Tokens of the daemon's HTTP API (Authorization: Bearer <token>). `token add` prints a new\n"
+    "token once: keep it (only its SHA-256 is stored, in BACKUP_DIR/metadata/api-tokens.json,\n"
+    "mode 0600). Roles: admin (everything) and viewer (list, status and jobs only; the\n"
+    "default is admin). The daemon reads the file at each request: a revoked token stops\n"
+    "working at once.\n";
+
+static int token_add(struct globals *g, int argc, char **argv)
+{
+    static const struct option opts[] = {{"label", required_argument, 0, 'l'},
+                                         {"role", required_argument, 0, 'r'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    const char *label = NULL, *role_s = "admin";
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+        if (c == 'l')
+            label = optarg;
+        else if (c == 'r')
+            role_s = optarg;
+        else if (c == 'h') {
+            fputs(TOKEN_USAGE, stdout);
+            return 0;
+        } else
+            return 2;
+    }
+    if (optind < argc)
+        return usage_error("unexpected argument '%s' for token add", argv[optind]);
+    if (!label)
+        return usage_error("token add needs --label (who or what uses the token)%s", "");
+    struct err e = ERR_INIT;
+    enum caris_token_role role;
+    if (caris_token_role_parse(role_s, &role, &e) != 0)
+        return fail(&e);
+    char token[CARIS_TOKEN_LEN + 1];
+    struct caris_token_info info;
+    if (caris_token_add(config_backup_dir(&g->cfg), label, role, token, &info, &e) != 0)
+        return fail(&e);
+    if (g->json) {
+        json_t *j = json_pack("{s:s, s:s, s:s, s:s}", "id", info.id, "label", info.label, "role",
+                              caris_token_role_name(role), "token", token);
+        print_json(j);
+        json_decref(j);
+    } else {
+        printf("%s\n", token);
+        fprintf(stderr,
+                "token %s (%s, %s) made: it is shown only this once; keep it in a secret store\n",
+                info.id, info.label, caris_token_role_name(role));
+    }
+    cx_wipe(token, sizeof(token));
+    return 0;
+}
+
+static int token_list(struct globals *g)
+{
+    struct err e = ERR_INIT;
+    json_t *list = caris_token_list(config_backup_dir(&g->cfg), &e);
+    if (!list)
+        return fail(&e);
+    if (g->json) {
+        print_json(list);
+    } else {
+        printf("%-16s %-6s %-20s %s\n", "ID", "ROLE", "CREATED (UTC)", "LABEL");
+        size_t i;
+        json_t *t;
+        json_array_foreach(list, i, t)
+        {
+            printf("%-16s %-6s %-20.19s %s\n", json_string_value(json_object_get(t, "id")),
+                   json_string_value(json_object_get(t, "role")),
+                   json_string_value(json_object_get(t, "created")),
+                   json_string_value(json_object_get(t, "label")));
+        }
+    }
+    json_decref(list);
+    return 0;
+}
+
+int cmd_token(struct globals *g, int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        fputs(TOKEN_USAGE, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    bool json_after = false; /* --json after the subcommand, as elsewhere */
+    for (int i = 2; i < argc; i++)
+        if (strcmp(argv[i], "--json") == 0)
+            json_after = true;
+    if (json_after)
+        g->json = true;
+    if (strcmp(argv[1], "add") == 0) {
+        char **args = xcalloc((size_t)argc + 1, sizeof(*args));
+        int n = 0;
+        for (int i = 1; i < argc; i++)
+            if (strcmp(argv[i], "--json") != 0)
+                args[n++] = argv[i];
+        int code = token_add(g, n, args);
+        free(args);
+        return code;
+    }
+    if (strcmp(argv[1], "list") == 0) {
+        for (int i = 2; i < argc; i++)
+            if (strcmp(argv[i], "--json") != 0)
+                return usage_error("unexpected argument '%s' for token list", argv[i]);
+        return token_list(g);
+    }
+    if (strcmp(argv[1], "revoke") == 0) {
+        if (argc != 3 || strcmp(argv[2], "--json") == 0)
+            return usage_error("token revoke needs one token id or label%s", "");
+        struct err e = ERR_INIT;
+        if (caris_token_revoke(config_backup_dir(&g->cfg), argv[2], &e) != 0)
+            return fail(&e);
+        fprintf(stderr, "token %s revoked\n", argv[2]);
+        return 0;
+    }
+    return usage_error("unknown token subcommand '%s' (add, list, revoke)", argv[1]);
+}

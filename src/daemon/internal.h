@@ -1,0 +1,81 @@
+/* Between the daemon's parts: the scheduler and its worker (daemon.c), the HTTP API (api.c)
+ * and the services the API's jobs call (api_jobs.c). */
+#ifndef CARIS_DAEMON_INTERNAL_H
+#define CARIS_DAEMON_INTERNAL_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "caris/config.h"
+#include "caris/err.h"
+#include "caris/inspect.h"
+#include "caris/job.h"
+#include "caris/op.h"
+#include "caris/repo.h"
+
+/* What a job of the daemon's queue does. */
+enum djob_kind {
+    DJOB_BACKUP,  /* a backup run (caris_job_run): the scheduler's, run-now's, the API's create */
+    DJOB_VERIFY,  /* verification of one backup */
+    DJOB_RESTORE, /* a restore; with dry_run, a test-restore that changes nothing */
+};
+const char *djob_kind_name(enum djob_kind k); /* "backup", "verify", "restore" */
+
+#define DJOB_TARGET_MAX 2048
+
+struct djob_spec {
+    enum djob_kind kind;
+    enum caris_job_type type;     /* backup */
+    bool skip_files;              /* backup: includeFiles false */
+    char backup_id[CARIS_ID_MAX]; /* verify, restore: a resolved id */
+    char what[16];                /* verify, restore: the backup's kind, "database" / "files" */
+    bool dry_run, verify;         /* restore */
+    bool clean, create;           /* restore of a database: as the CLI's --clean / --create */
+    /* restore: the target URL (database; may carry a password: never shown, logged or put in
+     * a job's JSON) or directory (files); "" = POSTGRES_URL */
+    char target[DJOB_TARGET_MAX];
+    char actor[80]; /* who asked: "scheduler", "run-now", "api:<token label>", "cron" */
+    char addr[64];  /* the API client's address, "" otherwise */
+};
+
+/* Runs a verify or restore job with the services the CLI calls (api_jobs.c): 0 (or
+ * CARIS_DONE_WARNINGS) with *result, or -1 with e (and *result when the service got that
+ * far). */
+int djob_exec(struct repo *r, const struct config *cfg, int threads, const struct djob_spec *s,
+              const struct caris_op *op, json_t **result, struct err *e);
+
+/* The backups for the API's list (api_jobs.c): caris_backup_list_report of kind (NULL: all),
+ * without each backup's "stats" unless stats. */
+json_t *api_backup_list(struct repo *r, const char *kind, bool stats, struct err *e);
+
+struct daemon;
+/* Queues a job (the worker runs it after those before it): 0 and its id, or -1 with
+ * ERR_LOCKED when a job of the same kind is queued or running. */
+#define DJOB_ID_MAX 40
+int daemon_job_submit(struct daemon *d, const struct djob_spec *s, char id[DJOB_ID_MAX],
+                      struct err *e);
+/* A job's state (queued, running with progress, or done with result), of the queue, the
+ * running job or the last finished ones; NULL when none has that id. */
+json_t *daemon_job_json(struct daemon *d, const char *id);
+/* The live status (caris_schedule_status of a running daemon). */
+json_t *daemon_status_json(struct daemon *d);
+/* One line of the daemon's log (event: a short word). */
+void daemon_log(struct daemon *d, enum log_level l, const char *event, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* The HTTP API (api.c). */
+struct api;
+struct api_opts {
+    struct daemon *d;
+    const struct config *cfg; /* BACKUP_API_*, CRON_SECRET, BACKUP_DIR, the key */
+    const char *backup_dir;
+    const char *repo_path;
+};
+/* Starts serving on BACKUP_API_LISTEN (default 127.0.0.1:8787); *out = NULL when it is
+ * "none". -1 with e: the address is invalid or taken, the TLS files unreadable. */
+int api_start(const struct api_opts *o, struct api **out, struct err *e);
+/* Stops serving (waits for requests in progress) and frees it; NULL is fine. */
+void api_stop(struct api *a);
+
+#endif

@@ -1,0 +1,272 @@
+#!/usr/bin/env bash
+# The daemon's HTTP API over real HTTP on loopback (a free port the daemon picks): tokens,
+# every endpoint with good input (create, list, verify, restore dry run and a confirmed
+# restore into a new database, cron, status, jobs), 401 / 403 / 409 / 413 / 429, and 200+
+# bad inputs (malformed JSON, wrong types, huge bodies, unknown ids, ids with ../, wrong
+# methods, duplicated headers, broken framing, a slow client): never a 500, never a crash.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/pglib.sh"
+
+CLIENT="python3 $LIB_DIR/api_client.py"
+pg_start
+db=$CARIS_PG_DB
+psql_db "$db" -c "CREATE TABLE small (id integer PRIMARY KEY, v text);
+    INSERT INTO small SELECT i, 'v' || i FROM generate_series(1, 500) AS i" >/dev/null
+export POSTGRES_URL BACKUP_FILES_PATHS BACKUP_TZ=UTC CRON_SECRET=cron-$RANDOM-secret-for-tests
+export BACKUP_SCHEDULE_DAILY=off BACKUP_SCHEDULE_WEEKLY=off BACKUP_SCHEDULE_MONTHLY=off
+export BACKUP_DRILL_INTERVAL_DAYS=0
+POSTGRES_URL=$(pg_url)
+mkdir -p "$TEST_TMP/src"
+printf 'note\n' >"$TEST_TMP/src/note.txt"
+BACKUP_FILES_PATHS=$TEST_TMP/src
+assert_exit 0 cb init
+
+# --- tokens ----------------------------------------------------------------------------
+assert_exit 0 cb token --help
+assert_exit 2 cb token add
+assert_exit 0 cb token add --label admin
+ADMIN=$OUT
+assert_match '^cbt_[0-9a-f]{64}$' "$ADMIN" "token add prints the token"
+assert_exit 0 cb token add --label viewer --role viewer
+VIEWER=$OUT
+assert_exit 0 cb token add --label gone
+GONE=$OUT
+assert_exit 2 cb token add --label admin
+assert_exit 2 cb token add --label 'bad/label'
+assert_exit 2 cb token add --label x --role root
+TOKENS=$BACKUP_DIR/metadata/api-tokens.json
+assert_eq 600 "$(stat -c %a "$TOKENS")" "the token file is 0600"
+assert_false "the token file does not hold the tokens themselves" grep -q -e "${ADMIN#cbt_}" -e "${VIEWER#cbt_}" "$TOKENS"
+assert_exit 0 cb --json token list
+assert_eq "admin:admin viewer:viewer gone:admin" "$(json_eval "$OUT_FILE" '" ".join(t["label"] + ":" + t["role"] for t in d)')" "token list"
+assert_eq false "$(json_eval "$OUT_FILE" 'any("sha256" in t for t in d)')" "token list shows no hash"
+
+# --- the daemon with its API on a free port ---------------------------------------------
+export BACKUP_API_LISTEN=127.0.0.1:0
+bg_start cb daemon
+DAEMON=$BG_PID DAEMON_ERR=$BG_ERR
+_listening() { grep -q 'HTTP API listening on' "$DAEMON_ERR"; }
+wait_until 60 _listening || fail "the API did not start" "$(_tail "$DAEMON_ERR")"
+BASE=$(grep -o 'http://127.0.0.1:[0-9]*' "$DAEMON_ERR" | head -n 1)
+note "API at $BASE"
+
+# req METHOD PATH [TOKEN|-] [BODY]: $STATUS and $BODY_FILE
+BODY_FILE=$TEST_TMP/.api.body
+req() {
+    local out
+    out=$($CLIENT req "$BASE" "$1" "$2" "${3:--}" "${4:--}")
+    STATUS=$(head -n 1 <<<"$out")
+    tail -n +2 <<<"$out" >"$BODY_FILE"
+}
+jq_body() { json_eval "$BODY_FILE" "$1"; }
+# wait_job ID: the job's JSON in $BODY_FILE once done
+wait_job() {
+    $CLIENT wait "$BASE" "$ADMIN" "$1" 120 >"$BODY_FILE" || fail "job $1 did not end" "$(cat "$BODY_FILE")"
+}
+
+req GET /healthz
+assert_eq 200 "$STATUS" "healthz without a token"
+assert_eq "status=ok" "$(jq_body '" ".join("%s=%s" % kv for kv in d.items())')" "healthz tells nothing more"
+
+# every endpoint without a token: 401; with a viewer token where admin is needed: 403
+for ep in "POST /api/admin/backup/create" "GET /api/admin/backup/list" "POST /api/admin/backup/verify" \
+    "POST /api/admin/backup/restore" "GET /api/admin/backup/status" "GET /api/admin/backup/jobs/job-1-1" \
+    "GET /api/cron/backup" "GET /api/admin/backup/audit"; do
+    read -r m p <<<"$ep"
+    req "$m" "$p" - '{}'
+    assert_eq 401 "$STATUS" "$ep without a token: 401"
+done
+assert_eq unauthorized "$(jq_body 'd["error"]["code"]')" "a JSON error with its code"
+for ep in "POST /api/admin/backup/create" "POST /api/admin/backup/verify" "POST /api/admin/backup/restore" \
+    "GET /api/cron/backup" "GET /api/admin/backup/audit"; do
+    read -r m p <<<"$ep"
+    req "$m" "$p" "$VIEWER" '{"type": "full"}'
+    assert_eq 403 "$STATUS" "$ep with a viewer token: 403"
+done
+req GET /api/admin/backup/status "$GONE"
+assert_eq 200 "$STATUS" "a token works..."
+assert_exit 0 cb token revoke gone
+req GET /api/admin/backup/status "$GONE"
+assert_eq 401 "$STATUS" "...and not once revoked"
+req GET /api/admin/backup/status "$CRON_SECRET"
+assert_eq 401 "$STATUS" "CRON_SECRET is not an admin credential"
+req GET "/api/cron/backup?type=full" "$ADMIN"
+assert_eq 403 "$STATUS" "the cron endpoint refuses an admin token"
+req GET "/api/cron/backup?type=full" "wrong-secret"
+assert_eq 401 "$STATUS" "the cron endpoint refuses a wrong secret"
+
+# --- create: a full backup of the database and the files ---------------------------------
+req POST /api/admin/backup/create "$ADMIN" '{"type": "full", "includeFiles": true}'
+assert_eq 202 "$STATUS" "create: 202 Accepted"
+JOB=$(jq_body 'd["jobId"]')
+assert_match '^job-[0-9]+-[0-9]+$' "$JOB" "create returns a job id"
+wait_job "$JOB"
+assert_eq "true backup api:admin" "$(jq_body '"%s %s %s" % (d["ok"], d["kind"], d["actor"])' | tr A-Z a-z)" "the job succeeded, by the admin token"
+assert_eq "database files" "$(jq_body '" ".join(s["what"] for s in d["result"]["steps"] if s["step"] == "backup")')" \
+    "it backed up the database and the files"
+req GET /api/admin/backup/jobs/"$JOB" "$VIEWER"
+assert_eq 200 "$STATUS" "a viewer reads a job"
+
+req POST /api/admin/backup/create "$ADMIN" '{"type": "incremental", "includeFiles": false}'
+assert_eq 202 "$STATUS" "create incremental without files"
+wait_job "$(jq_body 'd["jobId"]')"
+assert_eq "database" "$(jq_body '" ".join(s["what"] for s in d["result"]["steps"] if s["step"] == "backup")')" \
+    "includeFiles false: the database only"
+# (the run's retention keeps the newest backup of the day: this one, and the files backup)
+DB_ID=$(jq_body '[s["backupId"] for s in d["result"]["steps"] if s["step"] == "backup"][0]')
+
+# --- list ----------------------------------------------------------------------------------
+req GET "/api/admin/backup/list?includeFiles=true&includeStats=true" "$VIEWER"
+assert_eq 200 "$STATUS" "list"
+assert_eq "$DB_ID file" "$(jq_body '" ".join(sorted(b["id"][:4] if b["kind"] == "files" else b["id"] for b in d["backups"]))')" "list: every backup"
+assert_eq true "$(jq_body 'all("stats" in b for b in d["backups"])')" "includeStats: stats"
+req GET "/api/admin/backup/list?includeFiles=false&includeStats=false" "$VIEWER"
+assert_eq "database" "$(jq_body '" ".join(sorted(b["kind"] for b in d["backups"]))')" "includeFiles=false: database backups only"
+assert_eq false "$(jq_body 'any("stats" in b for b in d["backups"])')" "includeStats=false: no stats"
+
+# --- verify ------------------------------------------------------------------------------
+req POST /api/admin/backup/verify "$ADMIN" "{\"backupId\": \"$DB_ID\", \"type\": \"database\"}"
+assert_eq 202 "$STATUS" "verify: 202"
+wait_job "$(jq_body 'd["jobId"]')"
+assert_eq "true true" "$(jq_body '"%s %s" % (d["ok"], d["result"]["valid"])' | tr A-Z a-z)" "verify: valid"
+req POST /api/admin/backup/verify "$ADMIN" '{"backupId": "latest:files"}'
+assert_eq 202 "$STATUS" "verify latest:files"
+wait_job "$(jq_body 'd["jobId"]')"
+assert_eq files "$(jq_body 'd["type"]')" "the files backup was verified"
+req POST /api/admin/backup/verify "$ADMIN" '{"backupId": "caris_full_1999-01-01T00-00-00"}'
+assert_eq 404 "$STATUS" "verify of an unknown backup: 404"
+req POST /api/admin/backup/verify "$ADMIN" "{\"backupId\": \"$DB_ID\", \"type\": \"files\"}"
+assert_eq 400 "$STATUS" "verify with the wrong type: 400"
+assert_contains "$(jq_body 'd["error"]["message"]')" "database backup" "the error says what it is"
+
+# --- restore: dry run, then a confirmed restore into a new database -------------------------
+req POST /api/admin/backup/restore "$ADMIN" "{\"backupId\": \"$DB_ID\", \"type\": \"database\", \"dryRun\": true, \"verify\": true}"
+assert_eq 202 "$STATUS" "restore dry run: 202"
+wait_job "$(jq_body 'd["jobId"]')"
+assert_eq "true true" "$(jq_body '"%s %s" % (d["ok"], d["dryRun"])' | tr A-Z a-z)" "restore dry run succeeded"
+req POST /api/admin/backup/restore "$ADMIN" "{\"backupId\": \"$DB_ID\", \"dryRun\": false, \"targetUrl\": \"$(pg_url restored)\", \"create\": true}"
+assert_eq 400 "$STATUS" "a restore without confirm: 400"
+assert_false "nothing was restored" pg_db_exists restored
+req POST /api/admin/backup/restore "$ADMIN" "{\"backupId\": \"$DB_ID\", \"dryRun\": false, \"targetUrl\": \"$(pg_url restored)\", \"create\": true, \"verify\": true, \"confirm\": \"$DB_ID\"}"
+assert_eq 202 "$STATUS" "a confirmed restore: 202"
+wait_job "$(jq_body 'd["jobId"]')"
+assert_eq true "$(jq_body 'str(d["ok"]).lower()')" "the confirmed restore succeeded"
+assert_eq 500 "$(psql_db restored -c 'SELECT count(*) FROM small')" "the rows are in the new database"
+assert_no_password_in "$BODY_FILE" "the job's JSON holds no password"
+assert_no_password_in "$DAEMON_ERR" "the daemon's log holds no password"
+
+# --- cron ----------------------------------------------------------------------------------
+req GET "/api/cron/backup?type=incremental" "$CRON_SECRET"
+assert_eq 202 "$STATUS" "cron with CRON_SECRET: 202"
+wait_job "$(jq_body 'd["jobId"]')"
+assert_eq "true cron incremental" "$(jq_body '"%s %s %s" % (str(d["ok"]).lower(), d["actor"], d["type"])')" "the cron run ran"
+
+# --- the audit log's tail -------------------------------------------------------------------
+req GET "/api/admin/backup/audit?limit=3" "$ADMIN"
+assert_eq 200 "$STATUS" "audit tail"
+assert_eq 3 "$(jq_body 'len(d["lines"])')" "limit=3: three lines"
+assert_eq "cron" "$(jq_body 'd["lines"][-1]["actor"]')" "the newest is the cron run"
+for q in limit=0 limit=1001 limit=x 'limit=1&limit=2' other=1; do
+    req GET "/api/admin/backup/audit?$q" "$ADMIN"
+    assert_eq 400 "$STATUS" "audit ?$q: 400"
+done
+
+# --- a running job: progress in status, 409 for a second one of its kind -------------------
+pg_table_lock_take "$db" small
+req POST /api/admin/backup/create "$ADMIN" '{"type": "full"}'
+assert_eq 202 "$STATUS" "create while the table is locked"
+HELD=$(jq_body 'd["jobId"]')
+_waiting() { (($(pg_lock_waiters "$db" small) >= 1)); }
+wait_until 60 _waiting || fail "the backup did not reach the table lock" "$(_tail "$DAEMON_ERR")"
+req GET /api/admin/backup/jobs/"$HELD" "$VIEWER"
+assert_eq running "$(jq_body 'd["state"]')" "the job is running"
+req POST /api/admin/backup/create "$ADMIN" '{"type": "incremental"}'
+assert_eq 409 "$STATUS" "a second backup while one runs: 409"
+assert_contains "$(jq_body 'd["error"]["message"]')" "$HELD" "the 409 names the running job"
+req GET /api/admin/backup/status "$VIEWER"
+assert_eq "$HELD" "$(jq_body 'd["runningJob"]["id"]')" "status shows the running job"
+pg_table_lock_release
+wait_job "$HELD"
+assert_eq true "$(jq_body 'str(d["ok"]).lower()')" "the held backup completed once the lock was gone"
+
+# --- 200+ bad inputs -------------------------------------------------------------------------
+$CLIENT bad "$BASE" "$ADMIN" "$VIEWER" "$CRON_SECRET" >"$TEST_TMP/bad.out" 2>"$TEST_TMP/bad.err"
+n=$(grep -c . "$TEST_TMP/bad.out")
+assert_true "more than 200 bad inputs sent ($n)" test "$n" -gt 200
+assert_eq "" "$(grep -E '^(5[0-9][0-9]|CRASH)' "$TEST_TMP/bad.out" | grep -v ' raw bad version$')" \
+    "no 5xx and no crash for bad input (505 only for HTTP/9.9, from libmicrohttpd)"
+assert_eq "" "$(grep -E '^(200|202) ' "$TEST_TMP/bad.out" | grep -v -e 'raw no host' -e 'includeFiles=true&includeFiles=true$')" \
+    "no bad input was accepted" 
+assert_eq "" "$(grep -E '^[0-9]+ .*huge body' "$TEST_TMP/bad.out" | grep -v '^413')" "huge bodies: 413 (or closed)"
+assert_eq "" "$(grep -E ' (jobs/|.*\.\./).*' "$TEST_TMP/bad.out" | grep -E '^(200|202|5)')" "no path trick reaches anything"
+
+# a slow client (headers never finished) does not hold the others up, and is dropped
+exec {SLOW}<>/dev/tcp/127.0.0.1/"${BASE##*:}"
+printf 'GET /api/admin/backup/status HTTP/1.1\r\nHost: x\r\nAuthorization: Bea' >&"$SLOW"
+req GET /healthz
+assert_eq 200 "$STATUS" "others are answered while a slow client dawdles"
+exec {SLOW}>&-
+
+assert_eq "" "$(grep -E "^[0-9]+ auth" "$TEST_TMP/bad.out" | grep -v -E '^(401|429) ')" "bad credentials: 401, then 429"
+assert_contains "$(grep -E "^[0-9]+ auth" "$TEST_TMP/bad.out")" "429 " "the address that kept failing had to wait"
+
+# failed authentication from one address is slowed down: five failures (from 127.0.0.3),
+# then that address waits 5 s (its requests refused however good their token), not others
+for i in 1 2 3 4 5; do
+    API_SRC=127.0.0.3 req GET /api/admin/backup/status "cbt_wrong$i"
+    assert_eq 401 "$STATUS" "failed authentication $i: 401"
+done
+API_SRC=127.0.0.3 req GET /api/admin/backup/status "$ADMIN"
+assert_eq 429 "$STATUS" "after five failures even a good token must wait"
+assert_eq too_many_requests "$(jq_body 'd["error"]["code"]')" "429 says why"
+req GET /api/admin/backup/status "$ADMIN"
+assert_eq 200 "$STATUS" "another address is not held up"
+_allowed() { API_SRC=127.0.0.3 req GET /api/admin/backup/status "$ADMIN"; [[ $STATUS == 200 ]]; }
+wait_until 30 _allowed || fail "the address stayed blocked"
+pass "the wait ends"
+
+req GET /healthz
+assert_eq 200 "$STATUS" "the daemon still answers"
+kill -TERM "$DAEMON"
+wait "$DAEMON"
+assert_eq 0 "$?" "SIGTERM: the daemon exits 0"
+assert_no_password_in "$DAEMON_ERR" "no password in the daemon's log"
+assert_false "no token in the daemon's log" grep -q -e "${ADMIN#cbt_}" -e "$CRON_SECRET" "$DAEMON_ERR"
+
+# --- the audit log: the API's requests and the daemon's jobs ---------------------------------
+assert_exit 0 cb audit verify
+run cb --json audit
+AUDIT=$OUT_FILE
+assert_eq true "$(json_eval "$AUDIT" 'any(l["operation"] == "backup run" and l["actor"] == "api:admin" and l["source"] == "127.0.0.1" and len(l["backupIds"]) == 2 and l["result"] == "ok" for l in d)')" \
+    "the API's backup run: actor, address, backup ids, result"
+assert_eq true "$(json_eval "$AUDIT" 'any(l["operation"] == "api POST /api/admin/backup/create" and l["result"] == "202" and l["args"].get("type") == "full" for l in d)')" \
+    "the create request, with its arguments and status"
+assert_eq true "$(json_eval "$AUDIT" 'any(l["operation"] == "restore" and l["args"]["dryRun"] is False and l["result"] == "ok" for l in d)')" \
+    "the confirmed restore"
+assert_eq true "$(json_eval "$AUDIT" 'any(l["actor"] == "unauthenticated" and l["result"] == "401" for l in d)')" \
+    "refused requests are there too"
+assert_eq true "$(json_eval "$AUDIT" 'any(l["actor"] == "cron" and l["operation"] == "backup run" for l in d)')" \
+    "the cron run"
+assert_eq true "$(json_eval "$AUDIT" 'any(l["operation"] == "token revoke" and l["actor"].startswith("cli:") for l in d)')" \
+    "the command line's token revoke"
+assert_no_password_in "$BACKUP_DIR/metadata/audit.log" "no password in the audit log"
+assert_false "no token in the audit log" grep -q -e "${ADMIN#cbt_}" -e "$CRON_SECRET" "$BACKUP_DIR/metadata/audit.log"
+
+# --- HTTPS ------------------------------------------------------------------------------------
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+    -keyout "$TEST_TMP/key.pem" -out "$TEST_TMP/cert.pem" 2>/dev/null
+BACKUP_API_TLS_CERT=$TEST_TMP/cert.pem BACKUP_API_TLS_KEY=$TEST_TMP/key.pem bg_start cb daemon
+DAEMON=$BG_PID DAEMON_ERR=$BG_ERR
+wait_until 60 _listening || fail "the HTTPS API did not start" "$(_tail "$DAEMON_ERR")"
+TBASE=$(grep -o 'https://127.0.0.1:[0-9]*' "$DAEMON_ERR" | head -n 1)
+assert_match '^https://' "$TBASE" "HTTPS when the certificate and key are set"
+assert_eq 200 "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$TEST_TMP/cert.pem" -H "Authorization: Bearer $VIEWER" "$TBASE/api/admin/backup/status")" \
+    "a request over TLS"
+kill -TERM "$DAEMON"
+wait "$DAEMON"
+BACKUP_API_TLS_CERT=$TEST_TMP/cert.pem run cb daemon
+assert_rc 6 "a certificate without its key: configuration error"
+BACKUP_API_LISTEN=localhost:80 run cb daemon
+assert_rc 6 "BACKUP_API_LISTEN must be numeric"
+
+test_done

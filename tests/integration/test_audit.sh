@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# The audit log: the command line's operations appended with their actor, arguments (URLs
+# redacted), result and duration; the hash chain intact under concurrent appends from many
+# processes; an edited line, a deleted line and a truncated tail each detected by
+# `audit verify`, which names the first bad line.
+source "$(dirname "$0")/lib.sh"
+
+LOG=$BACKUP_DIR/metadata/audit.log
+make_tree "$TEST_TMP/src" --no-special
+assert_exit 0 cb init
+assert_exit 0 cb backup files "$TEST_TMP/src"
+assert_exit 0 cb list
+assert_exit 0 cb verify latest
+assert_exit 2 cb restore database latest --target-url "postgresql://someone:pw-$RANDOM-secret@db.example/x" --bogus
+assert_exit 0 cb audit verify
+assert_contains "$OUT" "intact" "audit verify: intact"
+assert_eq 600 "$(stat -c %a "$LOG")" "the audit log is 0600"
+run cb --json audit
+assert_eq "backup files|list|verify|restore database" \
+    "$(json_eval "$OUT_FILE" '"|".join(l["operation"] for l in d if l["operation"] != "init")')" \
+    "one line per command, in order"
+assert_eq "ok ok ok failed (exit 2)" \
+    "$(json_eval "$OUT_FILE" '" ".join(l["result"] for l in d if l["operation"] != "init")')" "each with its result"
+assert_eq "cli:$(id -un)" "$(json_eval "$OUT_FILE" 'd[-1]["actor"]')" "the actor is the user"
+assert_eq true "$(json_eval "$OUT_FILE" 'all(isinstance(l["durationMs"], int) for l in d)')" "each with its duration"
+assert_false "no URL's user, password or host in the log" grep -q -e someone -e secret -e db.example "$LOG"
+assert_contains "$(cat "$LOG")" 'postgresql://' "the URL's scheme is kept"
+assert_exit 0 cb audit --since 2000-01-01T00:00:00Z
+assert_exit 0 cb --json audit --since 2200-01-01T00:00:00Z
+assert_eq 0 "$(json_eval "$OUT_FILE" 'len(d)')" "--since in the future: no line"
+assert_exit 2 cb audit --since yesterday
+
+# concurrent appends from 8 processes keep the chain whole
+before=$(wc -l <"$LOG")
+pids=()
+for _ in 1 2 3 4 5 6 7 8; do
+    "$CARIS_BIN" list >/dev/null 2>&1 &
+    pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p"; done
+assert_eq $((before + 8)) "$(wc -l <"$LOG")" "eight concurrent commands: eight lines"
+assert_exit 0 cb audit verify
+
+cp "$LOG" "$TEST_TMP/audit.good"
+n=$(wc -l <"$LOG")
+
+# an edited line (the second: its result changed)
+sed -i '2s/"result":"ok"/"result":"failed"/' "$LOG"
+assert_ne "$(cat "$TEST_TMP/audit.good")" "$(cat "$LOG")" "line 2 was edited"
+assert_exit 4 cb audit verify
+assert_contains "$ERR" "line 2 was changed" "an edited line is named"
+
+# a deleted line
+cp "$TEST_TMP/audit.good" "$LOG"
+sed -i '3d' "$LOG"
+assert_exit 4 cb audit verify
+assert_contains "$ERR" "line 3 carries sequence number 4" "a deleted line is found where it was"
+
+# a truncated tail (the last line cut short)
+cp "$TEST_TMP/audit.good" "$LOG"
+truncate -s -20 "$LOG"
+assert_exit 4 cb audit verify
+assert_contains "$ERR" "line $n is cut short" "a truncated tail is found"
+run cb --json audit verify
+assert_eq "False $n" "$(json_eval "$OUT_FILE" '"%s %s" % (d["ok"], d["badLine"])')" "--json names the bad line"
+
+# an append after a torn line keeps the torn line visible to verify
+assert_exit 0 cb list
+assert_exit 4 cb audit verify
+assert_contains "$ERR" "line $n is not a JSON object" "the torn line stays found after more appends"
+
+cp "$TEST_TMP/audit.good" "$LOG"
+assert_exit 0 cb audit verify
+
+# the heads the repository records with each backup: a deleted tail and an edited last line,
+# which leave the chain itself whole, are found too
+assert_exit 0 cb backup files "$TEST_TMP/src"
+m=$(wc -l <"$LOG")
+cp "$LOG" "$TEST_TMP/audit.good2"
+head -n $((m - 1)) "$TEST_TMP/audit.good2" >"$LOG"
+assert_exit 4 cb audit verify
+assert_contains "$ERR" "recorded line $m" "a deleted tail is found through the repository's head"
+assert_contains "$ERR" "lines at its end were deleted" "and called so"
+cp "$TEST_TMP/audit.good2" "$LOG"
+sed -i "${m}s/\"result\":\"ok\"/\"result\":\"failed\"/" "$LOG"
+assert_ne "$(cat "$TEST_TMP/audit.good2")" "$(cat "$LOG")" "the last line was edited"
+assert_exit 4 cb audit verify
+assert_contains "$ERR" "line $m is not the one the repository recorded" "an edited last line is found"
+: >"$LOG"
+assert_exit 4 cb audit verify
+assert_contains "$ERR" "lines at its end were deleted" "an emptied log is found"
+cp "$TEST_TMP/audit.good2" "$LOG"
+assert_exit 0 cb audit verify
+assert_contains "$OUT" "2 heads recorded in the repository agree" "the intact log agrees with both heads"
+run cb --json audit verify
+assert_eq "True True 2" "$(json_eval "$OUT_FILE" '"%s %s %s" % (d["ok"], d["headsChecked"], d["heads"])')" "--json: heads checked"
+test_done

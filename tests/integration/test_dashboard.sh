@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The dashboard at /admin/backup in a real browser (Debian's chromium, headless, driven through
+# the DevTools protocol by dashboard_browser.py): sign in with a token, see the list and the
+# charts, start a backup with the button, watch it complete, see the list and the chart grow;
+# labels on every control, a phone-width layout, no console error. Screenshots are kept in
+# the test's directory (dashboard/*.png).
+source "$(dirname "$0")/lib.sh"
+
+CHROMIUM=$(command -v chromium || true)
+if [[ -z $CHROMIUM ]]; then
+    fail "chromium is not installed (scripts/install-deps.sh installs it)"
+    test_done
+fi
+export BACKUP_TZ=UTC BACKUP_SCHEDULE_DAILY="0 3 * * *" BACKUP_SCHEDULE_WEEKLY=off BACKUP_SCHEDULE_MONTHLY=off
+export BACKUP_FILES_PATHS=$TEST_TMP/src BACKUP_API_LISTEN=127.0.0.1:0
+# the newest backup below is a day old: older than this, so the stale banner shows until the
+# backup made from the dashboard
+export BACKUP_ALERT_AFTER=12h
+make_tree "$TEST_TMP/src" --no-special
+assert_exit 0 cb init
+# three backups on three past days (retention keeps one a day: the new one adds a row)
+for d in 3 2 1; do
+    assert_exit 0 cb backup files --time "$(date -u -d "$d days ago" +%Y-%m-%dT%H:%M:%SZ)"
+done
+assert_exit 0 cb token add --label dashboard
+TOKEN=$OUT
+
+bg_start cb daemon
+DAEMON=$BG_PID DAEMON_ERR=$BG_ERR
+_listening() { grep -q 'HTTP API listening on' "$DAEMON_ERR"; }
+wait_until 60 _listening || fail "the API did not start" "$(_tail "$DAEMON_ERR")"
+BASE=$(grep -o 'http://127.0.0.1:[0-9]*' "$DAEMON_ERR" | head -n 1)
+
+# the pages themselves: no credential needed, a strict content security policy, no CDN
+run curl -s -D "$TEST_TMP/page.head" -o "$TEST_TMP/page.html" -w '%{http_code}' "$BASE/admin/backup"
+assert_eq 200 "$OUT" "the dashboard is served"
+assert_contains "$(cat "$TEST_TMP/page.head")" "Content-Security-Policy: default-src 'none'" "with a strict CSP"
+assert_false "nothing is loaded from elsewhere" grep -q -E '(src|href)="(https?:)?//' "$TEST_TMP/page.html"
+assert_eq 200 "$(curl -s -o /dev/null -w '%{http_code}' "$BASE/admin/backup/app.js")" "app.js"
+assert_eq 404 "$(curl -s -o /dev/null -w '%{http_code}' "$BASE/admin/backup/../../etc/passwd")" "nothing else"
+assert_eq 405 "$(curl -s -o /dev/null -w '%{http_code}' -X POST "$BASE/admin/backup")" "GET only"
+
+mkdir -p "$TEST_TMP/dashboard"
+run python3 "$LIB_DIR/dashboard_browser.py" "$CHROMIUM" "$BASE" "$TOKEN" "$TEST_TMP/dashboard"
+assert_rc 0 "the browser session ran"
+S=$TEST_TMP/dashboard/summary.json
+printf '%s\n' "$OUT" >"$S"
+assert_eq true "$(json_eval "$S" 'd["loaded"]')" "the page loaded"
+assert_eq "[]" "$(json_eval "$S" 'd["unlabeled"]')" "every control has an accessible name"
+assert_eq true "$(json_eval "$S" 'd["signedIn"]')" "signed in: the list shows"
+assert_eq true "$(json_eval "$S" 'd["tokenInSessionStorage"]')" "the token is in sessionStorage"
+assert_eq "" "$(json_eval "$S" 'd["cookies"]')" "and in no cookie"
+assert_eq 3 "$(json_eval "$S" 'd["rowsBefore"]')" "three backups listed"
+assert_eq "3 3" "$(json_eval "$S" '"%d %d" % (d["pointsBefore"], d["barsBefore"])')" "the charts have a point and a bar per backup"
+assert_contains "$(json_eval "$S" 'd["nextRuns"]')" "daily (incremental)" "the next run is shown"
+assert_contains "$(json_eval "$S" 'd["alerts"]')" "No successful files backup for more than 12 hours" \
+    "the stale banner (the newest backup is a day old, BACKUP_ALERT_AFTER=12h)"
+assert_eq none "$(json_eval "$S" 'd["alertsAfter"]')" "the banner goes once a backup is made"
+assert_eq true "$(json_eval "$S" 'd["sawRunning"]')" "the job was shown queued or running"
+assert_match '^job-' "$(json_eval "$S" 'd["jobDone"]')" "the backup job completed"
+assert_contains "$(json_eval "$S" 'd["jobMessage"]')" "done, ok" "and says it succeeded"
+assert_eq 4 "$(json_eval "$S" 'd["rowsAfter"]')" "the new backup is in the list"
+assert_eq 4 "$(json_eval "$S" 'd["pointsAfter"]')" "and in the chart"
+assert_contains "$(json_eval "$S" 'd["auditText"]')" "backup run" "the audit log's tail shows the run"
+assert_contains "$(json_eval "$S" 'd["auditText"]')" "api:dashboard" "by the token's label"
+assert_contains "$(json_eval "$S" 'd["notifications"]')" "None" "no notification configured: none sent"
+assert_eq false "$(json_eval "$S" 'd["phoneOverflow"]')" "nothing wider than a phone's screen"
+assert_eq "[]" "$(json_eval "$S" 'd["consoleErrors"]')" "no console error"
+assert_eq 3 "$(ls "$TEST_TMP"/dashboard/*.png | wc -l)" "three screenshots saved"
+note "screenshots: $TEST_TMP/dashboard/*.png"
+
+kill -TERM "$DAEMON"
+wait "$DAEMON"
+assert_eq 0 "$?" "the daemon exits 0"
+test_done
