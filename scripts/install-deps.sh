@@ -8,6 +8,8 @@ PKGS=(
   gcc meson ninja-build pkg-config
   # libraries (see ../shared/ARCHITECTURE.md, "Dependencies")
   libssl-dev libsodium-dev libzstd-dev libjansson-dev libpq-dev libcurl4-openssl-dev
+  # `mount`: libfuse 3 and fusermount3 (mounts by users other than root)
+  libfuse3-dev fuse3
   # database backups: pg_dump, pg_dumpall, pg_restore matching the server
   postgresql-client-15
   # time zones of the schedules and of retention (/usr/share/zoneinfo)
