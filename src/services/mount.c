@@ -233,6 +233,8 @@ static int child_cmp(const void *a, const void *b)
 
 static struct mnode *child_find(const struct mnode *dir, const char *name)
 {
+    if (!dir->nchildren)
+        return NULL;
     struct mchild key = {(char *)name, NULL};
     struct mchild *c =
         bsearch(&key, dir->children, dir->nchildren, sizeof(struct mchild), child_cmp);
@@ -511,7 +513,8 @@ static void backup_finish(struct mnode *top, struct mbackup *b)
         struct mnode *n = i < b->nnodes ? b->nodes[i] : top;
         if ((n->mode & S_IFMT) != S_IFDIR)
             continue;
-        qsort(n->children, n->nchildren, sizeof(struct mchild), child_cmp);
+        if (n->nchildren)
+            qsort(n->children, n->nchildren, sizeof(struct mchild), child_cmp);
         n->nlink = 2;
         for (size_t k = 0; k < n->nchildren; k++)
             if ((n->children[k].node->mode & S_IFMT) == S_IFDIR)
@@ -1011,6 +1014,7 @@ static int mount_locked(struct repo *r, const struct caris_mount_opts *o,
     fuse_set_log_func(fuse_log_capture);
     int rc = -1;
     struct fuse_session *se = fuse_session_new(&args, &mount_ops, sizeof(mount_ops), &m);
+    fuse_opt_free_args(&args);
     if (!se) {
         err_set(e, ERR_FAILURE, NULL, "cannot mount %s: %s", o->dir,
                 fuse_last_msg[0] ? fuse_last_msg : "FUSE session not created");
