@@ -23,6 +23,7 @@
 #include "caris/core.h"
 #include "caris/inspect.h"
 #include "caris/pipeline.h"
+#include "chunkcache.h"
 #include "inspect_internal.h"
 #include "manifest.h"
 
@@ -33,6 +34,7 @@
 #define MOUNT_POLL_MS 250
 /* How often the lock is checked (it is refreshed by lock.c's thread). */
 #define MOUNT_LOCK_CHECK_NS (60 * 1000000000LL)
+#define MOUNT_BAD_MAX 1024
 
 struct mnode;
 
@@ -75,99 +77,6 @@ struct mnode {
     char *unreadable; /* could not be read at backup time */
 };
 
-/* ---- chunk cache (LRU of plaintext, bounded in bytes) ---------------------------------- */
-
-struct centry {
-    uint8_t id[32];
-    struct buf data;
-    struct centry *prev, *next; /* LRU list: head is the most recently used */
-    struct centry *hnext;       /* hash chain */
-};
-
-#define CACHE_BUCKETS 4096
-
-struct ccache {
-    struct centry *buckets[CACHE_BUCKETS];
-    struct centry *head, *tail;
-    uint64_t bytes, max;
-};
-
-static size_t cache_bucket(const uint8_t id[32])
-{
-    return (size_t)(load_u64le(id) % CACHE_BUCKETS); /* ids are HMACs: uniform */
-}
-
-static void lru_unlink(struct ccache *c, struct centry *x)
-{
-    if (x->prev)
-        x->prev->next = x->next;
-    else
-        c->head = x->next;
-    if (x->next)
-        x->next->prev = x->prev;
-    else
-        c->tail = x->prev;
-    x->prev = x->next = NULL;
-}
-
-static void lru_push(struct ccache *c, struct centry *x)
-{
-    x->next = c->head;
-    x->prev = NULL;
-    if (c->head)
-        c->head->prev = x;
-    c->head = x;
-    if (!c->tail)
-        c->tail = x;
-}
-
-static struct centry *cache_get(struct ccache *c, const uint8_t id[32])
-{
-    for (struct centry *x = c->buckets[cache_bucket(id)]; x; x = x->hnext)
-        if (memcmp(x->id, id, 32) == 0) {
-            lru_unlink(c, x);
-            lru_push(c, x);
-            return x;
-        }
-    return NULL;
-}
-
-static void cache_evict_tail(struct ccache *c)
-{
-    struct centry *x = c->tail;
-    lru_unlink(c, x);
-    struct centry **pp = &c->buckets[cache_bucket(x->id)];
-    while (*pp != x)
-        pp = &(*pp)->hnext;
-    *pp = x->hnext;
-    c->bytes -= x->data.len;
-    buf_free(&x->data);
-    free(x);
-}
-
-/* Takes data. The newest chunk is kept even when it alone exceeds the bound. */
-static struct centry *cache_put(struct ccache *c, const uint8_t id[32], struct buf *data)
-{
-    while (c->tail && c->bytes + data->len > c->max)
-        cache_evict_tail(c);
-    struct centry *x = xcalloc(1, sizeof(*x));
-    memcpy(x->id, id, 32);
-    x->data = *data;
-    memset(data, 0, sizeof(*data));
-    size_t b = cache_bucket(id);
-    x->hnext = c->buckets[b];
-    c->buckets[b] = x;
-    lru_push(c, x);
-    c->bytes += x->data.len;
-    return x;
-}
-
-static void cache_free(struct ccache *c)
-{
-    while (c->tail)
-        cache_evict_tail(c);
-}
-
 /* ---- the file system ------------------------------------------------------------------- */
 
 struct mountfs {
@@ -180,7 +89,9 @@ struct mountfs {
     size_t ntop;
     uint64_t next_ino;
     uint32_t uid, gid; /* the made-up directories' owner: who mounted */
-    struct ccache cache;
+    struct chunkcache cache;
+    uint8_t (*bad)[32]; /* damaged chunks logged already (each is logged once) */
+    size_t nbad;
     struct caris_mount_stats st;
 };
 
@@ -695,9 +606,22 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 }
 
 /* The plaintext of chunk k of n, from the cache or loaded (authenticated, id recomputed). */
-static struct centry *chunk_get(struct mountfs *m, struct mnode *n, size_t k)
+/* Has the damaged chunk been logged already? Remembers it (up to MOUNT_BAD_MAX) when not. */
+static bool bad_seen(struct mountfs *m, const uint8_t id[32])
 {
-    struct centry *x = cache_get(&m->cache, n->ids[k]);
+    for (size_t i = 0; i < m->nbad; i++)
+        if (memcmp(m->bad[i], id, 32) == 0)
+            return true;
+    if (m->nbad < MOUNT_BAD_MAX) {
+        m->bad = xrealloc(m->bad, xsize(m->nbad + 1, 32, 0));
+        memcpy(m->bad[m->nbad++], id, 32);
+    }
+    return false;
+}
+
+static const struct buf *chunk_get(struct mountfs *m, struct mnode *n, size_t k)
+{
+    const struct buf *x = chunkcache_get(&m->cache, n->ids[k]);
     if (x) {
         m->st.chunks_cached++;
         return x;
@@ -709,13 +633,17 @@ static struct centry *chunk_get(struct mountfs *m, struct mnode *n, size_t k)
          err_set(&e, ERR_DAMAGE, NULL, "chunk %zu has %zu bytes, the manifest says %u", k, data.len,
                  n->lens[k]))) {
         buf_free(&data);
-        char p[600];
-        node_path(n, p, sizeof(p));
-        caris_op_log(m->op, LOG_ERROR, "%s: %s", p, e.msg);
+        /* the kernel retries a failed read (readahead, then the read itself): one line per
+         * damaged chunk; other failures (I/O) every time */
+        if (e.code != ERR_DAMAGE || !bad_seen(m, n->ids[k])) {
+            char p[600];
+            node_path(n, p, sizeof(p));
+            caris_op_log(m->op, LOG_ERROR, "%s: %s", p, e.msg);
+        }
         return NULL;
     }
     m->st.chunks_loaded++;
-    return cache_put(&m->cache, n->ids[k], &data);
+    return chunkcache_put(&m->cache, n->ids[k], &data);
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -745,7 +673,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     for (size_t k = lo; k < n->nchunks && n->offs[k] < end; k++) {
         if (n->lens[k] == 0)
             continue;
-        struct centry *x = chunk_get(m, n, k);
+        const struct buf *x = chunk_get(m, n, k);
         if (!x) {
             free(out);
             m->st.read_errors++;
@@ -754,7 +682,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         }
         uint64_t a = n->offs[k] > start ? n->offs[k] : start;
         uint64_t b = n->offs[k] + n->lens[k] < end ? n->offs[k] + n->lens[k] : end;
-        memcpy(out + (a - start), x->data.data + (a - n->offs[k]), (size_t)(b - a));
+        memcpy(out + (a - start), x->data + (a - n->offs[k]), (size_t)(b - a));
     }
     m->st.bytes_read += len;
     fuse_reply_buf(req, (const char *)out, len);
@@ -941,7 +869,8 @@ static void mountfs_free(struct mountfs *m)
     for (size_t i = 0; i < m->root.nchildren; i++)
         free(m->root.children[i].name);
     free(m->root.children);
-    cache_free(&m->cache);
+    chunkcache_free(&m->cache);
+    free(m->bad);
 }
 
 /* Serves requests until cancelled or unmounted from outside. */
@@ -1000,7 +929,7 @@ static int mount_locked(struct repo *r, const struct caris_mount_opts *o,
     m.root.uid = m.uid;
     m.root.gid = m.gid;
     m.root.nlink = 2;
-    m.cache.max = o->cache_bytes ? o->cache_bytes : CARIS_MOUNT_CACHE_DEFAULT;
+    chunkcache_init(&m.cache, o->cache_bytes ? o->cache_bytes : CARIS_MOUNT_CACHE_DEFAULT);
     if (build_top(&m, e) != 0) {
         mountfs_free(&m);
         return -1;

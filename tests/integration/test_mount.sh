@@ -153,6 +153,7 @@ assert_true "unmounted" wait_until 30 unmounted
 wait "$BG_PID"
 assert_eq 0 "$?" "exit 0 after SIGTERM, damage or not"
 assert_contains "$(cat "$BG_ERR")" "patient-scan.bin" "the damaged chunk is logged with the file's path"
+assert_eq 1 "$(grep -c 'patient-scan.bin' "$BG_ERR")" "once, though the kernel asked for it more than once"
 assert_contains "$(cat "$BG_ERR")" "failed reads" "the summary counts failed reads"
 
 test_done
