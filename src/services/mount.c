@@ -402,8 +402,33 @@ static int load_streams(struct builder *bd, const char *snap, struct err *e)
     return rc;
 }
 
+/* A root becomes directories of the mount: no empty, "." or ".." component. */
+static bool root_ok(const char *root)
+{
+    const char *p = root + 1; /* after the leading '/' (inspect_load checked it) */
+    if (!*p)
+        return true; /* "/" */
+    for (;;) {
+        const char *c = p;
+        while (*p && *p != '/')
+            p++;
+        size_t n = (size_t)(p - c);
+        if (n == 0 || (n == 1 && c[0] == '.') || (n == 2 && c[0] == '.' && c[1] == '.'))
+            return *p == '\0' && n == 0 && p > root + 1; /* only a trailing '/' is fine */
+        if (!*p)
+            return true;
+        p++;
+    }
+}
+
 static int load_files(struct builder *bd, struct loaded *l, struct err *e)
 {
+    for (int i = 0; i < l->nroots; i++)
+        if (!root_ok(l->roots[i])) {
+            char esc[300];
+            return err_set(e, ERR_DAMAGE, NULL, "backup %s: malformed root %s", bd->b->id,
+                           str_escape(l->roots[i], strlen(l->roots[i]), esc, sizeof(esc)));
+        }
     struct entry_iter it;
     entry_iter_init(&it, &l->text);
     struct dentry d;

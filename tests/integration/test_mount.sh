@@ -42,6 +42,11 @@ top=$(ls -A "$mnt" | sort | tr '\n' ' ')
 assert_eq "$(printf '%s\n' "$id1" "$id2" latest | sort | tr '\n' ' ')" "$top" "DIR holds one directory per backup and latest"
 assert_eq "$id2" "$(readlink "$mnt/latest")" "latest is a symbolic link to the newest backup"
 assert_true "a backup's directory is a directory" test -d "$mnt/$id1"
+as_nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
+if [[ $(id -u) == 0 ]]; then
+    assert_false "without --allow-other, another user cannot even look" as_nobody ls "$mnt/latest/"
+    assert_contains "$(cat "$TEST_TMP/.check.err")" "Permission denied" "permission denied"
+fi
 
 # ---- the whole tree, entry by entry ----------------------------------------------------------
 tree_compare "@$TEST_TMP/snap1.json" "$mnt/$id1$src" --skip-special
@@ -91,16 +96,27 @@ assert_eq "" "$(ls -A "$mnt")" "the mount point is empty again"
 assert_eq "" "$(find "$REPO/locks" -type f ! -name '.*')" "no lock left"
 assert_contains "$(cat "$MOUNT_ERR")" "unmounted $mnt" "it says it unmounted"
 
-# --json: what was served; SIGINT works as SIGTERM does
-bg_start cb --json mount "$mnt"
+# --json: what was served; SIGINT works as SIGTERM does; --allow-other
+bg_start cb --json mount "$mnt" --allow-other
 assert_true "mounted again" wait_until 30 mounted
 assert_true "read through the second mount" cmp "$src/hello.txt" "$mnt/latest$src/hello.txt"
+# the kernel enforces the backed-up modes (default_permissions): another user reads what the
+# modes let them read, and nothing else
+if [[ $(id -u) == 0 ]]; then
+    l=$mnt/latest$src
+    assert_true "--allow-other: another user reads a 0644 file" as_nobody cat "$l/hello.txt"
+    assert_false "--allow-other: another user cannot read root's 0400 file" as_nobody cat "$l/read-only"
+    assert_contains "$(cat "$TEST_TMP/.check.err")" "Permission denied" "permission denied"
+    assert_true "root reads it" cmp "$src/read-only" "$l/read-only"
+else
+    skip "not root: the --allow-other permission checks need another user"
+fi
 kill -INT "$BG_PID"
 assert_true "SIGINT unmounts" wait_until 30 unmounted
 wait "$BG_PID"
 assert_eq 0 "$?" "the mount process exits 0 after SIGINT"
 assert_json "$BG_OUT" "--json: a JSON document at the end"
-assert_eq 1 "$(json_get "$BG_OUT" '["backupsLoaded"]')" "--json: one backup was loaded (entries are loaded lazily)"
+assert_eq 1 "$(json_get "$BG_OUT" '["backupsLoaded"]')" "--json: one backup was loaded (the one looked into: entries are loaded lazily)"
 assert_eq 0 "$(json_get "$BG_OUT" '["readErrors"]')" "--json: no failed read"
 
 # ---- errors ---------------------------------------------------------------------------------
@@ -137,9 +153,19 @@ backup_json "$TEST_TMP/d.json" "$TEST_TMP/d"
 assert_rc 0 "backup of the tree to damage"
 pack=$(list_packs | xargs -d '\n' ls -S | head -n 1)
 flip_byte "$pack"
+# a backup of an empty directory: its only new pack holds its file list; damage that
+list_packs >"$TEST_TMP/packs.before"
+mkdir "$TEST_TMP/e"
+backup_json "$TEST_TMP/e.json" "$TEST_TMP/e"
+assert_rc 0 "backup whose file list is then damaged"
+eid=$BACKUP_ID
+meta=$(list_packs | comm -13 "$TEST_TMP/packs.before" -)
+assert_eq 1 "$(printf '%s\n' "$meta" | grep -c .)" "one new pack: the file list's"
+flip_byte "$meta" 41 # its first blob (packs are padded: the middle is the trailer)
 bg_start cb mount "$mnt"
 assert_true "mounted the damaged repository" wait_until 30 mounted
-d=$mnt/latest$TEST_TMP/d
+did=$(json_get "$TEST_TMP/d.json" '["id"]')
+d=$mnt/$did$TEST_TMP/d
 run bash -c 'cat "$1" >"$2"' _ "$d/patient-scan.bin" "$TEST_TMP/scan.out"
 assert_fails "reading the damaged file fails"
 assert_contains "$ERR" "Input/output error" "with EIO"
@@ -148,12 +174,17 @@ assert_cmp "$n" -lt $((3 << 20)) "the read stopped before the end of the file"
 assert_true "what was read is the file's own first bytes" cmp -n "$n" "$TEST_TMP/scan.out" "$TEST_TMP/d/patient-scan.bin"
 assert_true "an intact file of the damaged backup reads" cmp "$TEST_TMP/d/sub/small.txt" "$d/sub/small.txt"
 assert_eq 3145728 "$(stat -c %s "$d/patient-scan.bin")" "the damaged file's metadata is there"
+run ls "$mnt/$eid/"
+assert_fails "a backup whose file list is damaged cannot be listed"
+assert_contains "$ERR" "Input/output error" "with EIO"
+assert_true "the other backup still reads" cmp "$TEST_TMP/d/sub/small.txt" "$d/sub/small.txt"
 kill -TERM "$BG_PID"
 assert_true "unmounted" wait_until 30 unmounted
 wait "$BG_PID"
 assert_eq 0 "$?" "exit 0 after SIGTERM, damage or not"
 assert_contains "$(cat "$BG_ERR")" "patient-scan.bin" "the damaged chunk is logged with the file's path"
 assert_eq 1 "$(grep -c 'patient-scan.bin' "$BG_ERR")" "once, though the kernel asked for it more than once"
+assert_contains "$(cat "$BG_ERR")" "cannot show backup $eid" "the damaged file list is logged with the backup's id"
 assert_contains "$(cat "$BG_ERR")" "failed reads" "the summary counts failed reads"
 
 test_done
