@@ -59,7 +59,7 @@ static void evict_tail(struct chunkcache *c)
     while (*pp != x)
         pp = &(*pp)->hnext;
     *pp = x->hnext;
-    c->bytes -= x->data.len;
+    c->bytes -= CHUNKCACHE_COST(x->data.len);
     c->count--;
     buf_free(&x->data);
     free(x);
@@ -67,17 +67,21 @@ static void evict_tail(struct chunkcache *c)
 
 const struct buf *chunkcache_put(struct chunkcache *c, const uint8_t id[32], struct buf *data)
 {
-    while (c->tail && c->bytes + data->len > c->max)
+    while (c->tail && c->bytes + CHUNKCACHE_COST(data->len) > c->max)
         evict_tail(c);
     struct centry *x = xcalloc(1, sizeof(*x));
     memcpy(x->id, id, 32);
     x->data = *data;
     memset(data, 0, sizeof(*data));
+    if (x->data.cap > x->data.len && x->data.len) { /* buffers grow by doubling: give back */
+        x->data.data = xrealloc(x->data.data, x->data.len);
+        x->data.cap = x->data.len;
+    }
     size_t b = bucket(id);
     x->hnext = c->buckets[b];
     c->buckets[b] = x;
     lru_push(c, x);
-    c->bytes += x->data.len;
+    c->bytes += CHUNKCACHE_COST(x->data.len);
     c->count++;
     return &x->data;
 }

@@ -16,14 +16,18 @@ struct centry {
     struct centry *hnext;       /* hash chain */
 };
 
+/* What a chunk of len bytes costs the cache: its bytes (buffers are shrunk to fit) and its
+ * entry. */
+#define CHUNKCACHE_COST(len) ((uint64_t)(len) + sizeof(struct centry))
+
 struct chunkcache {
     struct centry *buckets[CHUNKCACHE_BUCKETS];
     struct centry *head, *tail;
-    uint64_t bytes, max; /* plaintext bytes held, and the bound */
+    uint64_t bytes, max; /* the cost of what is held (CHUNKCACHE_COST), and the bound */
     size_t count;
 };
 
-/* An empty cache holding at most max bytes (zeroes c). */
+/* An empty cache holding chunks that cost at most max bytes in all (zeroes c). */
 void chunkcache_init(struct chunkcache *c, uint64_t max);
 /* The chunk, now the most recently used; NULL when absent. Valid until the next put. */
 const struct buf *chunkcache_get(struct chunkcache *c, const uint8_t id[32]);

@@ -47,21 +47,21 @@ static void test_lru_and_bound(void **state)
 {
     (void)state;
     struct chunkcache c;
-    chunkcache_init(&c, 1000);
+    chunkcache_init(&c, 4 * CHUNKCACHE_COST(250));
     for (uint32_t i = 0; i < 4; i++)
         put(&c, i, i, 250); /* exactly full */
-    assert_int_equal(c.bytes, 1000);
+    assert_int_equal(c.bytes, 4 * CHUNKCACHE_COST(250));
     assert_true(has(&c, 0, 0, 250)); /* 0 is now the most recently used: 1 is the oldest */
     put(&c, 4, 4, 250);
-    assert_int_equal(c.bytes, 1000);
+    assert_int_equal(c.bytes, 4 * CHUNKCACHE_COST(250));
     assert_false(has(&c, 1, 1, 250));
     assert_true(has(&c, 0, 0, 250));
     assert_true(has(&c, 2, 2, 250));
     /* one big chunk takes the room of three */
-    put(&c, 5, 5, 700);
-    assert_true(c.bytes <= 1000);
+    put(&c, 5, 5, 3 * CHUNKCACHE_COST(250) - CHUNKCACHE_COST(0));
+    assert_true(c.bytes <= 4 * CHUNKCACHE_COST(250));
     assert_int_equal(c.count, 2);
-    assert_true(has(&c, 5, 5, 700));
+    assert_true(has(&c, 5, 5, 3 * CHUNKCACHE_COST(250) - CHUNKCACHE_COST(0)));
     assert_true(has(&c, 2, 2, 250)); /* the most recently used before the big one stays */
     assert_false(has(&c, 3, 3, 250));
     assert_false(has(&c, 4, 4, 250));
@@ -75,7 +75,7 @@ static void test_larger_than_bound(void **state)
 {
     (void)state;
     struct chunkcache c;
-    chunkcache_init(&c, 100);
+    chunkcache_init(&c, CHUNKCACHE_COST(100));
     put(&c, 1, 1, 50);
     put(&c, 2, 2, 500); /* alone over the bound: kept, everything else goes */
     assert_int_equal(c.count, 1);
@@ -97,7 +97,7 @@ static void test_one_bucket(void **state)
         put(&c, i, 7 + CHUNKCACHE_BUCKETS * (uint64_t)i, 1000);
     for (uint32_t i = 0; i < 100; i++)
         assert_true(has(&c, i, 7 + CHUNKCACHE_BUCKETS * (uint64_t)i, 1000));
-    c.max = 50 * 1000; /* the next put evicts the 51 least recently used: 0..50 */
+    c.max = 50 * CHUNKCACHE_COST(1000); /* the next put evicts the 51 least recently used */
     put(&c, 100, 7, 1000);
     assert_int_equal(c.count, 50);
     for (uint32_t i = 0; i < 100; i++)
