@@ -707,6 +707,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         }
         uint64_t a = n->offs[k] > start ? n->offs[k] : start;
         uint64_t b = n->offs[k] + n->lens[k] < end ? n->offs[k] + n->lens[k] : end;
+        if (b <= a) /* cannot happen: manifest_chunk_offsets gives ordered, disjoint chunks */
+            continue;
         memcpy(out + (a - start), x->data + (a - n->offs[k]), (size_t)(b - a));
     }
     m->st.bytes_read += len;
@@ -960,7 +962,10 @@ static int mount_locked(struct repo *r, const struct caris_mount_opts *o,
         return -1;
     }
     char opts[200];
-    snprintf(opts, sizeof(opts), "ro,default_permissions,fsname=caris-backup,subtype=caris%s",
+    /* nosuid, nodev: a setuid file or a device node of a backup gives no one any power (a
+     * mount by root would honour them otherwise) */
+    snprintf(opts, sizeof(opts),
+             "ro,nosuid,nodev,default_permissions,fsname=caris-backup,subtype=caris%s",
              o->allow_other ? ",allow_other" : "");
     char *argv[] = {"caris-backup", "-o", opts, NULL};
     struct fuse_args args = FUSE_ARGS_INIT(3, argv);

@@ -42,6 +42,10 @@ top=$(ls -A "$mnt" | sort | tr '\n' ' ')
 assert_eq "$(printf '%s\n' "$id1" "$id2" latest | sort | tr '\n' ' ')" "$top" "DIR holds one directory per backup and latest"
 assert_eq "$id2" "$(readlink "$mnt/latest")" "latest is a symbolic link to the newest backup"
 assert_true "a backup's directory is a directory" test -d "$mnt/$id1"
+opts=$(awk -v m="$mnt" '$2 == m {print $4}' /proc/mounts)
+assert_match '(^|,)ro(,|$)' "$opts" "mounted read-only"
+assert_match '(^|,)nosuid(,|$)' "$opts" "mounted nosuid: a backed-up setuid file gives no power"
+assert_match '(^|,)nodev(,|$)' "$opts" "mounted nodev"
 as_nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
 if [[ $(id -u) == 0 ]]; then
     assert_false "without --allow-other, another user cannot even look" as_nobody ls "$mnt/latest/"
