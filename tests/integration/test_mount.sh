@@ -146,6 +146,17 @@ else
 fi
 assert_eq "" "$(find "$REPO/locks" -type f ! -name '.*')" "the refused mounts left no lock"
 
+# an empty repository mounts as an empty directory; unmounted from outside, mount exits 0
+export BACKUP_DIR=$TEST_TMP/empty
+assert_exit 0 cb init --kdf-memory 8 --kdf-ops 1
+bg_start cb mount "$mnt"
+assert_true "an empty repository mounts" wait_until 30 mounted
+assert_eq "" "$(ls -A "$mnt")" "no backups, no latest"
+assert_true "umount from outside" umount "$mnt"
+wait "$BG_PID"
+assert_eq 0 "$?" "unmounted from outside: mount exits 0"
+assert_eq "" "$(find "$BACKUP_DIR/repository/locks" -type f ! -name '.*')" "and leaves no lock"
+
 # ---- damage: EIO on the damaged file only, never its bytes ----------------------------------------
 export BACKUP_DIR=$TEST_TMP/damaged
 REPO=$BACKUP_DIR/repository
