@@ -6,9 +6,10 @@
  * A backup's entries are loaded when its directory is first looked into, and kept until the
  * unmount. File contents are read on demand: the chunks covering the range read, each loaded
  * through repo_blob_load (authenticated, its id recomputed), kept in a bounded LRU cache of
- * plaintext. A damaged chunk makes that read fail with EIO and is logged; nothing unverified
- * is ever returned. Permissions are enforced by the kernel from the backed-up modes
- * (default_permissions), as restic does.
+ * plaintext; a file read in order has its next chunks loaded ahead on worker threads (at most
+ * 8 chunks or 16 MiB per file, 32 MiB in all). A damaged chunk makes that read fail with EIO and is
+ * logged; nothing unverified is ever returned. Permissions are enforced by the kernel from the
+ * backed-up modes (default_permissions), as restic does.
  *
  * The repository stays locked shared (operation "mount") while it is mounted: prune waits.
  * The backups listed are those there were at the mount. */
@@ -29,6 +30,7 @@ struct caris_mount_opts {
     const char *dir;      /* an existing, empty directory */
     bool allow_other;     /* let other users in (root, or user_allow_other in /etc/fuse.conf) */
     uint64_t cache_bytes; /* plaintext chunks kept; 0: CARIS_MOUNT_CACHE_DEFAULT */
+    int threads;          /* chunks loaded ahead of a file read in order; 0: CPUs */
     /* cancel: unmount and return 0 (checked at least every 250 ms); log: damaged chunks,
      * backups that cannot be loaded */
     const struct caris_op *op;

@@ -1,6 +1,7 @@
 /* `caris-backup mount DIR [--allow-other]`: parse, call caris_mount (caris/mount.h), print. */
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "caris/core.h"
@@ -10,7 +11,7 @@
 #include "cli.h"
 
 static const char MOUNT_USAGE[] =
-    "usage: caris-backup [--json] mount DIR [--allow-other]\n"
+    "usage: caris-backup [--json] mount DIR [--allow-other] [--cache-mib N]\n"
     "\n"
     "Shows the backups as a read-only file system at DIR (an empty directory), in the\n"
     "foreground until Ctrl-C or SIGTERM (then it unmounts and exits 0):\n"
@@ -23,12 +24,14 @@ static const char MOUNT_USAGE[] =
     "while mounted: prune waits. Backups made meanwhile appear at the next mount.\n"
     "\n"
     "  --allow-other   let other users in (root, or user_allow_other in /etc/fuse.conf)\n"
+    "  --cache-mib N   keep up to N MiB of chunks read in memory (default 64, 1 to 65536)\n"
     "  --json          at the end, what was served as JSON on stdout\n"
     "\n"
     "If the process is killed (kill -9), unmount with `fusermount3 -u DIR` (or umount DIR).\n";
 
 #define OPT_JSON 1000
 #define OPT_ALLOW_OTHER 1001
+#define OPT_CACHE 1002
 
 struct mounted_ctx {
     const struct globals *g;
@@ -46,10 +49,12 @@ static void on_mounted(void *ctx, size_t nbackups)
 int cmd_mount(struct globals *g, int argc, char **argv)
 {
     static const struct option opts[] = {{"allow-other", no_argument, 0, OPT_ALLOW_OTHER},
+                                         {"cache-mib", required_argument, 0, OPT_CACHE},
                                          {"json", no_argument, 0, OPT_JSON},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     bool allow_other = false;
+    uint64_t cache_mib = 0;
     int c;
     optind = 0;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -60,6 +65,13 @@ int cmd_mount(struct globals *g, int argc, char **argv)
             g->json = true;
         } else if (c == OPT_ALLOW_OTHER) {
             allow_other = true;
+        } else if (c == OPT_CACHE) {
+            char *end;
+            unsigned long long v = strtoull(optarg, &end, 10);
+            if (!*optarg || *end || v < 1 || v > 65536)
+                return usage_error("--cache-mib takes a number of MiB from 1 to 65536, got '%s'",
+                                   optarg);
+            cache_mib = v;
         } else {
             return usage_error("invalid option for mount%s (see `caris-backup mount --help`)",
                                NULL);
@@ -76,8 +88,13 @@ int cmd_mount(struct globals *g, int argc, char **argv)
     cli_op_init(g, &op); /* Ctrl-C / SIGTERM: unmount, exit 0 */
     op.progress = NULL;
     struct mounted_ctx mc = {g, dir};
-    struct caris_mount_opts o = {
-        .dir = dir, .allow_other = allow_other, .op = &op, .mounted = on_mounted, .ctx = &mc};
+    struct caris_mount_opts o = {.dir = dir,
+                                 .allow_other = allow_other,
+                                 .cache_bytes = cache_mib << 20,
+                                 .threads = g->threads,
+                                 .op = &op,
+                                 .mounted = on_mounted,
+                                 .ctx = &mc};
     struct caris_mount_stats st;
     int rc = caris_mount(r, &o, &st, &e);
     repo_close(r);

@@ -23,6 +23,7 @@
 #include "caris/core.h"
 #include "caris/inspect.h"
 #include "caris/pipeline.h"
+#include "caris/pool.h"
 #include "chunkcache.h"
 #include "inspect_internal.h"
 #include "manifest.h"
@@ -35,6 +36,10 @@
 /* How often the lock is checked (it is refreshed by lock.c's thread). */
 #define MOUNT_LOCK_CHECK_NS (60 * 1000000000LL)
 #define MOUNT_BAD_MAX 1024
+/* Readahead of a file read in order: at most this many chunks, this many bytes, ahead. */
+#define MOUNT_AHEAD_CHUNKS 8
+#define MOUNT_AHEAD_BYTES (16u << 20)
+#define MOUNT_AHEAD_TOTAL (32u << 20) /* all open files together */
 
 struct mnode;
 
@@ -79,6 +84,8 @@ struct mnode {
 
 /* ---- the file system ------------------------------------------------------------------- */
 
+struct ofile;
+
 struct mountfs {
     struct repo *r;
     const struct caris_op *op;
@@ -90,7 +97,10 @@ struct mountfs {
     uint64_t next_ino;
     uint32_t uid, gid; /* the made-up directories' owner: who mounted */
     struct chunkcache cache;
-    uint8_t (*bad)[32]; /* damaged chunks logged already (each is logged once) */
+    struct pool *pool;    /* readahead loads */
+    uint64_t ahead_bytes; /* asked for ahead and not taken yet, all files */
+    struct ofile *files;  /* open */
+    uint8_t (*bad)[32];   /* damaged chunks logged already (each is logged once) */
     size_t nbad;
     struct caris_mount_stats st;
 };
@@ -606,6 +616,38 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     free(out);
 }
 
+/* An open file: the chunks being loaded ahead of a reader that reads in order, on the pool,
+ * taken (into the cache) by the requests' thread. */
+struct ofile {
+    struct fetchq *q;
+    size_t next;                    /* the chunk after the last one asked for (or read) */
+    size_t last;                    /* the last chunk read + 1 (0: none yet) */
+    uint64_t bytes;                 /* asked for and not taken yet */
+    struct ofile *prev, *next_open; /* the open files (freed at the unmount if still open) */
+};
+
+static void ahead_drop(struct mountfs *m, struct ofile *of)
+{
+    fetchq_free(of->q); /* waits for the loads in flight */
+    of->q = NULL;
+    m->ahead_bytes -= of->bytes;
+    of->bytes = 0;
+}
+
+static void ofile_free(struct mountfs *m, struct ofile *of)
+{
+    if (!of)
+        return;
+    ahead_drop(m, of);
+    if (of->prev)
+        of->prev->next_open = of->next_open;
+    else
+        m->files = of->next_open;
+    if (of->next_open)
+        of->next_open->prev = of->prev;
+    free(of);
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     struct mountfs *m = fuse_req_userdata(req);
@@ -627,7 +669,21 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         return;
     }
     fi->keep_cache = 1; /* the content never changes */
-    fuse_reply_open(req, fi);
+    struct ofile *of = xcalloc(1, sizeof(*of));
+    of->next_open = m->files;
+    if (m->files)
+        m->files->prev = of;
+    m->files = of;
+    fi->fh = (uint64_t)(uintptr_t)of;
+    if (fuse_reply_open(req, fi) != 0) /* the open was interrupted: no release follows */
+        ofile_free(m, of);
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    (void)ino;
+    ofile_free(fuse_req_userdata(req), (struct ofile *)(uintptr_t)fi->fh);
+    fuse_reply_err(req, 0);
 }
 
 /* The plaintext of chunk k of n, from the cache or loaded (authenticated, id recomputed). */
@@ -644,10 +700,68 @@ static bool bad_seen(struct mountfs *m, const uint8_t id[32])
     return false;
 }
 
-static const struct buf *chunk_get(struct mountfs *m, struct mnode *n, size_t k)
+/* Takes every chunk loaded ahead, up to chunk k, into the cache (waiting for those not loaded
+ * yet). A chunk that failed is left out: its synchronous load says why. */
+static void ahead_take(struct mountfs *m, struct mnode *n, struct ofile *of, size_t k)
+{
+    struct buf data = {0};
+    while (of && of->q && !fetchq_empty(of->q)) {
+        void *tag;
+        struct err e = ERR_INIT;
+        int rc = fetchq_next(of->q, &tag, &data, &e);
+        size_t j = (size_t)(uintptr_t)tag - 1;
+        of->bytes -= n->lens[j];
+        m->ahead_bytes -= n->lens[j];
+        if (rc == 0 && !chunkcache_get(&m->cache, n->ids[j])) {
+            m->st.chunks_loaded++;
+            chunkcache_put(&m->cache, n->ids[j], &data);
+        }
+        if (j >= k)
+            break;
+    }
+    buf_free(&data);
+}
+
+/* After a read that ended in chunk last: asks for the chunks after it that are not cached,
+ * within the window. Only a reader going forward gets readahead. */
+static void ahead_submit(struct mountfs *m, struct mnode *n, struct ofile *of, size_t first,
+                         size_t last)
+{
+    if (!of || !m->pool)
+        return;
+    /* in order: from the start, or from the chunk where the last read ended (or the next) */
+    bool in_order = of->last == 0 ? first == 0 : first + 1 == of->last || first == of->last;
+    of->last = last + 1;
+    if (!in_order) { /* a jump: what was asked for is of no use */
+        ahead_drop(m, of);
+        of->next = last + 1;
+        return;
+    }
+    if (of->next < last + 1)
+        of->next = last + 1;
+    if (!of->q)
+        of->q = fetchq_new(m->r, m->pool, 0, MOUNT_AHEAD_CHUNKS, MOUNT_AHEAD_BYTES);
+    while (of->next < n->nchunks && of->next <= last + MOUNT_AHEAD_CHUNKS &&
+           fetchq_room(of->q, n->lens[of->next]) &&
+           m->ahead_bytes + n->lens[of->next] <= MOUNT_AHEAD_TOTAL) {
+        size_t j = of->next++;
+        if (n->lens[j] && !chunkcache_get(&m->cache, n->ids[j])) {
+            fetchq_submit(of->q, n->ids[j], n->lens[j], (void *)(uintptr_t)(j + 1));
+            of->bytes += n->lens[j];
+            m->ahead_bytes += n->lens[j];
+        }
+    }
+}
+
+static const struct buf *chunk_get(struct mountfs *m, struct mnode *n, struct ofile *of, size_t k)
 {
     const struct buf *x = chunkcache_get(&m->cache, n->ids[k]);
     if (x) {
+        m->st.chunks_cached++;
+        return x;
+    }
+    ahead_take(m, n, of, k);
+    if ((x = chunkcache_get(&m->cache, n->ids[k]))) {
         m->st.chunks_cached++;
         return x;
     }
@@ -674,7 +788,7 @@ static const struct buf *chunk_get(struct mountfs *m, struct mnode *n, size_t k)
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                     struct fuse_file_info *fi)
 {
-    (void)fi;
+    struct ofile *of = (struct ofile *)(uintptr_t)fi->fh;
     struct mountfs *m = fuse_req_userdata(req);
     struct mnode *n = node_of(m, ino);
     m->st.reads++;
@@ -698,7 +812,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     for (size_t k = lo; k < n->nchunks && n->offs[k] < end; k++) {
         if (n->lens[k] == 0)
             continue;
-        const struct buf *x = chunk_get(m, n, k);
+        const struct buf *x = chunk_get(m, n, of, k);
         if (!x) {
             free(out);
             m->st.read_errors++;
@@ -714,6 +828,11 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     m->st.bytes_read += len;
     fuse_reply_buf(req, (const char *)out, len);
     free(out);
+    size_t last = lo;
+    while (last + 1 < n->nchunks && n->offs[last + 1] < end)
+        last++;
+    if (lo < n->nchunks)
+        ahead_submit(m, n, of, lo, last);
 }
 
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
@@ -758,6 +877,7 @@ static const struct fuse_lowlevel_ops mount_ops = {
     .readdir = op_readdir,
     .open = op_open,
     .read = op_read,
+    .release = op_release,
     .getxattr = op_getxattr,
     .listxattr = op_listxattr,
 };
@@ -896,6 +1016,9 @@ static void mountfs_free(struct mountfs *m)
     for (size_t i = 0; i < m->root.nchildren; i++)
         free(m->root.children[i].name);
     free(m->root.children);
+    while (m->files) /* still open at the unmount: no release comes for them */
+        ofile_free(m, m->files);
+    pool_free(m->pool);
     chunkcache_free(&m->cache);
     free(m->bad);
 }
@@ -957,6 +1080,7 @@ static int mount_locked(struct repo *r, const struct caris_mount_opts *o,
     m.root.gid = m.gid;
     m.root.nlink = 2;
     chunkcache_init(&m.cache, o->cache_bytes ? o->cache_bytes : CARIS_MOUNT_CACHE_DEFAULT);
+    m.pool = pool_new(o->threads > 0 ? o->threads : sys_ncpu(), 256);
     if (build_top(&m, e) != 0) {
         mountfs_free(&m);
         return -1;

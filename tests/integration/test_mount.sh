@@ -15,6 +15,7 @@ src=$TEST_TMP/src
 mnt=$TEST_TMP/mnt
 mkdir "$mnt"
 make_tree "$src" || fail "make_tree failed"
+head -c 12M /dev/urandom >"$src/docs/large.bin" # several chunks: readahead, jumps
 assert_exit 0 cb init --kdf-memory 8 --kdf-ops 1
 
 backup_json "$TEST_TMP/b1.json" --full --time 2024-01-15T03:00:00Z "$src"
@@ -65,6 +66,25 @@ assert_true "a name with a newline" cmp "$src/"$'name\nwith newline' "$b/"$'name
 assert_true "a name that is not UTF-8" cmp "$src/"$'non-utf8-\xff\xfe' "$b/"$'non-utf8-\xff\xfe'
 assert_true "a file in a directory whose name is not UTF-8" cmp "$src/"$'dir-\xc3\x28-bad/file' "$b/"$'dir-\xc3\x28-bad/file'
 assert_true "a multi-chunk file" cmp "$src/docs/reports/random.bin" "$b/docs/reports/random.bin"
+# reads at random places, backwards and forwards, with the kernel's page cache dropped each
+# time, so that every read reaches the file system (readahead dropped and started again)
+cat >"$TEST_TMP/randread.py" <<'EOF'
+import os, random, sys
+random.seed(20261130)
+src = open(sys.argv[1], "rb").read()
+fd = os.open(sys.argv[2], os.O_RDONLY)
+pos = len(src)
+for i in range(400):
+    if i % 4 == 0:
+        pos = random.randrange(0, len(src))  # a jump
+    n = random.randrange(1, 400000)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    got = os.pread(fd, n, pos)
+    if got != src[pos:pos + n]:
+        sys.exit("read of %d bytes at %d differs" % (n, pos))
+    pos = min(pos + len(got), len(src) - 1) if i % 3 else max(pos - n, 0)
+EOF
+assert_true "random reads of a multi-chunk file" python3 "$TEST_TMP/randread.py" "$src/docs/large.bin" "$b/docs/large.bin"
 assert_eq "$(stat -c '%a %u:%g' "$src/setuid-file")" "$(stat -c '%a %u:%g' "$b/setuid-file")" "setuid mode"
 assert_eq "1234:5678" "$(stat -c '%u:%g' "$b/owned-by-1234")" "owner"
 assert_eq "hello.txt" "$(readlink "$b/link-to-hello")" "readlink"
@@ -101,9 +121,12 @@ assert_eq "" "$(find "$REPO/locks" -type f ! -name '.*')" "no lock left"
 assert_contains "$(cat "$MOUNT_ERR")" "unmounted $mnt" "it says it unmounted"
 
 # --json: what was served; SIGINT works as SIGTERM does; --allow-other
-bg_start cb --json mount "$mnt" --allow-other
+bg_start cb --json mount "$mnt" --allow-other --cache-mib 1
 assert_true "mounted again" wait_until 30 mounted
 assert_true "read through the second mount" cmp "$src/hello.txt" "$mnt/latest$src/hello.txt"
+# a cache of 1 MiB (one chunk): every read in the random walk loads its chunks, readahead
+# is dropped at each jump with loads in flight
+assert_true "random reads with a one-chunk cache" python3 "$TEST_TMP/randread.py" "$src/docs/large.bin" "$mnt/latest$src/docs/large.bin"
 # the kernel enforces the backed-up modes (default_permissions): another user reads what the
 # modes let them read, and nothing else
 if [[ $(id -u) == 0 ]]; then
@@ -115,13 +138,18 @@ if [[ $(id -u) == 0 ]]; then
 else
     skip "not root: the --allow-other permission checks need another user"
 fi
+# a file still open (with chunks asked for ahead) when the mount ends
+exec {held}<"$mnt/latest$src/docs/large.bin"
+assert_eq 4096 "$(head -c 4096 <&"$held" | wc -c)" "a file held open, partly read"
 kill -INT "$BG_PID"
 assert_true "SIGINT unmounts" wait_until 30 unmounted
 wait "$BG_PID"
-assert_eq 0 "$?" "the mount process exits 0 after SIGINT"
+assert_eq 0 "$?" "the mount process exits 0 after SIGINT (a file still open)"
+exec {held}<&-
 assert_json "$BG_OUT" "--json: a JSON document at the end"
 assert_eq 1 "$(json_get "$BG_OUT" '["backupsLoaded"]')" "--json: one backup was loaded (the one looked into: entries are loaded lazily)"
 assert_eq 0 "$(json_get "$BG_OUT" '["readErrors"]')" "--json: no failed read"
+assert_cmp "$(json_get "$BG_OUT" '["chunksLoaded"]')" -gt 100 "--json: with a one-chunk cache, chunks are loaded again and again"
 
 # ---- errors ---------------------------------------------------------------------------------
 printf 'x\n' >"$TEST_TMP/not-empty-file"
@@ -134,6 +162,7 @@ assert_exit 7 cb mount "$TEST_TMP/missing"
 assert_contains "$ERR" "mount point $TEST_TMP/missing" "a missing mount point: named"
 assert_exit 2 cb mount
 assert_exit 2 cb mount "$mnt" --bogus
+assert_exit 2 cb mount "$mnt" --cache-mib 0
 assert_exit 0 cb mount --help
 assert_contains "$OUT" "usage: caris-backup" "mount --help"
 # /dev/fuse missing: in a mount namespace of our own, an empty /dev
