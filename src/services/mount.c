@@ -686,7 +686,6 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     fuse_reply_err(req, 0);
 }
 
-/* The plaintext of chunk k of n, from the cache or loaded (authenticated, id recomputed). */
 /* Has the damaged chunk been logged already? Remembers it (up to MOUNT_BAD_MAX) when not. */
 static bool bad_seen(struct mountfs *m, const uint8_t id[32])
 {
@@ -753,6 +752,8 @@ static void ahead_submit(struct mountfs *m, struct mnode *n, struct ofile *of, s
     }
 }
 
+/* The plaintext of chunk k of n: from the cache, from what was loaded ahead, or loaded now
+ * (authenticated, id recomputed). NULL when it cannot be read (logged). */
 static const struct buf *chunk_get(struct mountfs *m, struct mnode *n, struct ofile *of, size_t k)
 {
     const struct buf *x = chunkcache_get(&m->cache, n->ids[k]);
