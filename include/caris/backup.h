@@ -3,10 +3,11 @@
  *   fileBackupService.createFullBackup()        -> caris_files_backup_full()
  *   fileBackupService.createIncrementalBackup() -> caris_files_backup_incremental()
  *   databaseBackupService.listBackups()         -> caris_backup_list()
- *   databaseBackupService.verifyBackup(id)      -> caris_backup_verify()
- *   recoveryService.restoreFiles({backupId})    -> caris_files_restore()
+ *   databaseBackupService.verifyBackup(id)      -> caris_verify()
+ *   recoveryService.restoreFiles({backupId})    -> caris_restore_files()
  *
- * Results are JSON objects (the same fields the CLI's --json and the API print). */
+ * Each operation fills a typed result; its one *_to_json() gives the fields the CLI's --json
+ * and the API print. */
 #ifndef CARIS_BACKUP_H
 #define CARIS_BACKUP_H
 
@@ -45,15 +46,33 @@ struct files_backup_opts {
     const struct caris_op *op;
 };
 
+/* A committed backup (files or database). The typed fields are read from its summary, the
+ * document committed to the repository (docs/REPOSITORY-FORMAT.md, "Snapshots"). */
+struct caris_backup_result {
+    char *id, *kind, *mode; /* kind "files" or "database"; mode "full" or "incremental" */
+    bool warnings;          /* completed with warnings (status "warnings") */
+    char *parent;           /* the backup an incremental one is based on, else NULL */
+    int64_t duration_ms;
+    uint64_t bytes_read, bytes_added, bytes_stored;
+    uint64_t files, files_unchanged, dirs; /* file backups */
+    char *database, *server_version;       /* database backups (else NULL) */
+    size_t tables;
+    uint64_t rows;
+    json_t *summary; /* the summary itself, with the internal "_file" (the snapshot's name) */
+};
+void caris_backup_result_free(struct caris_backup_result *res);
+/* The summary as `list` shows it (without internal fields); NULL when there is none. */
+json_t *caris_backup_result_to_json(const struct caris_backup_result *res);
+
 /* Backs up the paths. Returns CARIS_DONE, CARIS_DONE_WARNINGS (some files could not be read
  * or changed while read: listed in the summary's "warnings"), or -1 with e set (nothing was
- * committed). *summary receives the backup's summary (as `list` shows it). */
-int caris_files_backup_full(struct repo *r, const struct files_backup_opts *o, json_t **summary,
-                            struct err *e);
+ * committed; res then empty). res: caris_backup_result_free. */
+int caris_files_backup_full(struct repo *r, const struct files_backup_opts *o,
+                            struct caris_backup_result *res, struct err *e);
 /* As above, reading only the files whose size, mtime, ctime or inode differ from the most
  * recent backup of the same paths; falls back to a full backup when there is none. */
 int caris_files_backup_incremental(struct repo *r, const struct files_backup_opts *o,
-                                   json_t **summary, struct err *e);
+                                   struct caris_backup_result *res, struct err *e);
 
 /* Summaries of all backups, oldest first. kind: "files", "database" or NULL for all. */
 json_t *caris_backup_list(struct repo *r, const char *kind, struct err *e);
@@ -65,26 +84,69 @@ json_t *caris_backup_list(struct repo *r, const char *kind, struct err *e);
  * time. Internal fields (_file, warnings) are left out. */
 json_t *caris_backup_list_report(struct repo *r, const char *kind, json_t *state, struct err *e);
 
+/* One line of the list, typed (read from the entry caris_backup_list_report gives). */
+struct caris_list_entry {
+    char *id;
+    bool missing; /* in the state record, but its snapshot is gone: only id is set */
+    char *kind, *mode, *started, *status;
+    char *record; /* "recorded", "unrecorded", "replayed", "none"; NULL without state */
+    int64_t duration_ms;
+    uint64_t files, bytes_read, bytes_added;
+};
+struct caris_list_result {
+    struct caris_list_entry *v;
+    size_t n;
+    json_t *entries; /* caris_backup_list_report's array */
+};
+/* caris_backup_list_report as a typed result: caris_list_result_free. */
+int caris_list(struct repo *r, const char *kind, json_t *state, struct caris_list_result *res,
+               struct err *e);
+void caris_list_result_free(struct caris_list_result *res);
+/* The entries, as caris_backup_list_report gives them. */
+json_t *caris_list_result_to_json(const struct caris_list_result *res);
+
 struct verify_opts {
     caris_progress_fn progress;
     void *ctx;
     int threads;
+    /* Its cancel flag stops the verification at the next file or chunk (the error says
+     * "cancelled"; nothing is changed); its progress hears ("verify", bytes, total); may be
+     * NULL. */
+    const struct caris_op *op;
+};
+/* What reading the files of a backup found (restore, verify): counts, and per-path findings
+ * as JSON arrays of {"path", "error"} (a path that is not UTF-8 is given in base64; for a
+ * database backup the path is the stream's name). */
+struct caris_read_report {
+    uint64_t files, dirs, bytes;
+    json_t *errors;   /* damaged files or streams */
+    json_t *warnings; /* files not restored (they could not be read at backup time) */
+};
+
+struct caris_verify_result {
+    bool ran;        /* the backup was found and read: the fields below say what was found */
+    char *backup_id; /* as asked */
+    char *kind;      /* NULL for a file backup; else its kind (then files counts streams) */
+    bool valid;
+    struct caris_read_report read;
 };
 /* Reads every blob the backup needs (authentication tag, chunk id) and checks every file's
- * SHA-256. *report: {"backupId", "valid": bool, "files_checked", "bytes_checked",
- * "errors": [{"path", "error"}]}. Returns 0 when valid, -1 with e (ERR_DAMAGE when
- * damaged, with report still filled; other codes when the check could not run). */
-int caris_backup_verify(struct repo *r, const char *backup_id, const struct verify_opts *o,
-                        json_t **report, struct err *e);
+ * SHA-256. Returns 0 when valid, -1 with e (ERR_DAMAGE when damaged, res->ran; other codes
+ * when the check could not run or was cancelled). res: caris_verify_result_free. */
+int caris_verify(struct repo *r, const char *backup_id, const struct verify_opts *o,
+                 struct caris_verify_result *res, struct err *e);
+void caris_verify_result_free(struct caris_verify_result *res);
+/* {"backupId", "valid", "files", "bytes", "errors", and for a file backup "dirs" and
+ * "warnings", for others "kind"}; NULL when the verification did not run (!res->ran). */
+json_t *caris_verify_result_to_json(const struct caris_verify_result *res);
 /* Verifies every backup of the repository, oldest first. each (may be NULL) is told of every
- * backup when its verification ends: rc, its report (NULL when the check could not run) and
- * the error. *reports (when not NULL) receives every report. Returns 0 when all are valid;
- * otherwise -1 with e: the first damage found (ERR_DAMAGE), or the failure that stopped it (a
- * backup whose check could not run stops the loop). */
-typedef void (*caris_verify_each_fn)(void *ctx, const char *backup_id, int rc, json_t *report,
-                                     const struct err *e);
+ * backup when its verification ends: rc, its result and the error. Returns 0 when all are
+ * valid; otherwise -1 with e: the first damage found (ERR_DAMAGE), or the failure that
+ * stopped it (a backup whose check could not run, or a cancel, stops the loop). */
+typedef void (*caris_verify_each_fn)(void *ctx, const char *backup_id, int rc,
+                                     const struct caris_verify_result *res, const struct err *e);
 int caris_backup_verify_all(struct repo *r, const struct verify_opts *o, caris_verify_each_fn each,
-                            void *each_ctx, json_t **reports, struct err *e);
+                            void *each_ctx, struct err *e);
 
 /* Records the outcome of a verification in the repository (records/verify: {"backupId",
  * "time", "ok", "bytesChecked", "error"}), so that `list` shows it as "lastVerification".
@@ -104,13 +166,27 @@ struct files_restore_opts {
     int threads;
     caris_progress_fn progress;
     void *ctx;
+    /* Its cancel flag stops the restore at the next file or chunk (the error says
+     * "cancelled"): every file then in the target is complete and verified, no temporary file
+     * is left, the lock is released. Its progress hears ("restore", bytes, total). May be
+     * NULL. */
+    const struct caris_op *op;
+};
+struct caris_files_restore_result {
+    bool ran; /* the backup was found and its restore begun: the fields below are filled */
+    char *backup_id, *target;
+    bool ok; /* it completed (CARIS_DONE or CARIS_DONE_WARNINGS) */
+    struct caris_read_report read;
 };
 /* Restores a file backup into target: each root at target/<root path without leading '/'>.
  * Every file's SHA-256 is checked before it is renamed into place. Returns CARIS_DONE,
- * CARIS_DONE_WARNINGS, or -1 with e. *report: {"backupId", "target", "files", "dirs",
- * "bytes", "warnings": [...]} */
-int caris_files_restore(struct repo *r, const struct files_restore_opts *o, json_t **report,
-                        struct err *e);
+ * CARIS_DONE_WARNINGS, or -1 with e. res: caris_files_restore_result_free. */
+int caris_restore_files(struct repo *r, const struct files_restore_opts *o,
+                        struct caris_files_restore_result *res, struct err *e);
+void caris_files_restore_result_free(struct caris_files_restore_result *res);
+/* {"backupId", "target", "files", "dirs", "bytes", "errors", "warnings", "ok"}; NULL when the
+ * restore did not begin (!res->ran). */
+json_t *caris_files_restore_result_to_json(const struct caris_files_restore_result *res);
 
 /* Backup ids: "<prefix>_<full|incremental>_YYYY-MM-DDTHH-MM-SS" (UTC), e.g.
  * file_full_2024-01-15T03-00-00 or caris_full_... for the database. */

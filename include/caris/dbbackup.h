@@ -3,10 +3,10 @@
  *
  *   databaseBackupService.createFullBackup({compress})  -> caris_db_backup_full()
  *   databaseBackupService.createIncrementalBackup()     -> caris_db_backup_incremental()
- *   recoveryService.restoreDatabase({backupId, ...})     -> caris_db_restore()
- *   recoveryService.testRestore(id)                      -> caris_db_test_restore()
+ *   recoveryService.restoreDatabase({backupId, ...})     -> caris_restore_database()
+ *   recoveryService.testRestore(id)                      -> caris_test_restore()
  *
- * (listBackups and verifyBackup are caris_backup_list and caris_backup_verify in backup.h.)
+ * (listBackups and verifyBackup are caris_backup_list and caris_verify in backup.h.)
  * The contract these follow, field by field, is docs/DATABASE-CONTRACT.md. */
 #ifndef CARIS_DBBACKUP_H
 #define CARIS_DBBACKUP_H
@@ -38,12 +38,12 @@ struct db_backup_opts {
  * database's size and encoding and every table's exact row count taken in the dump's
  * snapshot. Returns CARIS_DONE, CARIS_DONE_WARNINGS (the globals could not be dumped: the
  * database dump is complete), or -1 with e and nothing committed. *summary: as `list`. */
-int caris_db_backup_full(struct repo *r, const struct db_backup_opts *o, json_t **summary,
-                         struct err *e);
+int caris_db_backup_full(struct repo *r, const struct db_backup_opts *o,
+                         struct caris_backup_result *res, struct err *e);
 /* The same, recording as "parent" the latest backup of the same database. The dump is read
  * whole either way; only the chunks that changed are added to the repository. */
-int caris_db_backup_incremental(struct repo *r, const struct db_backup_opts *o, json_t **summary,
-                                struct err *e);
+int caris_db_backup_incremental(struct repo *r, const struct db_backup_opts *o,
+                                struct caris_backup_result *res, struct err *e);
 
 struct db_restore_opts {
     const char *backup_id;
@@ -67,21 +67,56 @@ struct db_restore_opts {
     /* Called with the plan (array of strings) before anything changes. */
     void (*on_plan)(void *ctx, json_t *plan);
     void *plan_ctx;
+    /* Its cancel flag stops the restore (pg_restore is stopped: in one transaction nothing
+     * changes; with jobs > 1 the target may be partly restored, as the error says); the
+     * error says "cancelled". Progress ("restore", bytes, total), warnings to its log. May be
+     * NULL. */
+    const struct caris_op *op;
 };
-
-/* Restores a database backup through pg_restore. *report (also on failure when the restore
- * got that far): {"backupId", "target": {"host", "port", "database"}, "dryRun", "plan",
- * "tables": [{"schema", "name", "expected", "actual"}], "verified", "ok", "duration_ms"}.
- * Errors: ERR_NOT_FOUND (no such backup or table), ERR_USAGE (the target is not empty and
- * neither --clean nor --create, or --create and it exists), ERR_DATABASE, ERR_DAMAGE (the
- * backup's data is damaged, or --verify found different row counts). */
-int caris_db_restore(struct repo *r, const struct db_restore_opts *o, json_t **report,
-                     struct err *e);
 
 enum db_scratch {
     DB_SCRATCH_DATABASE, /* caris_test_<random> on the POSTGRES_URL server */
     DB_SCRATCH_LOCAL,    /* a throwaway cluster (initdb) under temp_dir */
 };
+
+/* A test restore's outcome (test-restore, restore --dry-run). */
+struct caris_test_restore_result {
+    bool ran; /* the backup was found and the test begun: the fields below are filled
+                 (scratch_name is empty when no scratch database could be made) */
+    char *backup_id;
+    bool ok;
+    enum db_scratch scratch;
+    char scratch_name[64];
+    int64_t restore_ms, verify_ms;
+    json_t *tables; /* [{"schema", "name", "expected", "actual" (null: not counted)}] */
+    char *error;    /* why it failed (NULL when ok) */
+};
+
+struct caris_db_restore_result {
+    bool ran; /* the backup was found and the plan begun: the fields below are filled */
+    char *backup_id;
+    json_t *target; /* {"host", "port", "database"} */
+    bool dry_run;
+    json_t *plan;   /* [step, ...] */
+    json_t *tables; /* as in caris_test_restore_result */
+    bool verified, ok;
+    int64_t duration_ms;
+    bool tested; /* dry run: test holds the scratch restore's outcome */
+    struct caris_test_restore_result test;
+    char *error;
+};
+/* Restores a database backup through pg_restore. res (also on failure when the restore got
+ * that far, res->ran): caris_db_restore_result_free. Errors: ERR_NOT_FOUND (no such backup or
+ * table), ERR_USAGE (the target is not empty and neither --clean nor --create, or --create
+ * and it exists), ERR_DATABASE, ERR_DAMAGE (the backup's data is damaged, or --verify found
+ * different row counts). */
+int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
+                           struct caris_db_restore_result *res, struct err *e);
+void caris_db_restore_result_free(struct caris_db_restore_result *res);
+/* {"backupId", "target", "dryRun", "plan", "tables", "verified", "ok", "duration_ms",
+ * "testRestore": {"ok", "scratch", "scratch_name", "restore_ms", "verify_ms"} (dry run),
+ * "error" (when not ok)}; NULL when !res->ran. */
+json_t *caris_db_restore_result_to_json(const struct caris_db_restore_result *res);
 
 struct db_test_restore_opts {
     const char *backup_id;
@@ -92,15 +127,19 @@ struct db_test_restore_opts {
     int threads;
     caris_progress_fn progress;
     void *ctx;
+    const struct caris_op *op; /* as db_restore_opts's; the scratch database is dropped */
 };
 
 /* Restores the backup into a scratch database, compares every table's row count, drops the
  * scratch database (also on failure) and records the result in the repository
- * (records/test-restore). *report: {"backupId", "ok", "scratch", "restore_ms", "verify_ms",
- * "tables": [...], "error" (when not ok)}. Returns 0 when ok; -1 with e otherwise
- * (ERR_DAMAGE when row counts differ). */
-int caris_db_test_restore(struct repo *r, const struct db_test_restore_opts *o, json_t **report,
-                          struct err *e);
+ * (records/test-restore). Returns 0 when ok; -1 with e otherwise (ERR_DAMAGE when row
+ * counts differ). res: caris_test_restore_result_free. */
+int caris_test_restore(struct repo *r, const struct db_test_restore_opts *o,
+                       struct caris_test_restore_result *res, struct err *e);
+void caris_test_restore_result_free(struct caris_test_restore_result *res);
+/* {"backupId", "ok", "scratch", "scratch_name", "restore_ms", "verify_ms", "tables", "error"
+ * (when not ok)}; NULL when !res->ran. */
+json_t *caris_test_restore_result_to_json(const struct caris_test_restore_result *res);
 
 /* The latest test-restore record of each backup: {"<backupId>": {"backupId", "time", "ok",
  * "scratch", "restore_ms", "verify_ms"}, ...}. For `list` ("lastTestRestore"). */

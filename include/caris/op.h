@@ -30,5 +30,9 @@ void caris_op_progress(const struct caris_op *op, const char *phase, uint64_t do
 void caris_op_log(const struct caris_op *op, enum log_level level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 bool caris_op_cancelled(const struct caris_op *op);
+/* At a safe point: 0 when the operation may go on; -1 with e = "cancelled" (ERR_FAILURE,
+ * hint says what the cancel left behind) when it was asked to stop. */
+struct err;
+int caris_op_check(const struct caris_op *op, const char *hint, struct err *e);
 
 #endif

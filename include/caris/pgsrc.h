@@ -193,6 +193,11 @@ bool pgsrc_env_allowed(const char *entry);
 /* Closes the pipes we hold, waits for the child, and checks its exit status: 0 when it
  * exited with 0, else ERR_DATABASE naming the program and quoting its last error lines. */
 int pgsrc_child_wait(struct pgsrc_child *c, struct err *e);
+/* The same, while watching op's cancel flag (op may be NULL): once it is set the child gets
+ * SIGTERM (SIGKILL a few seconds later) and, unless it had exited with 0 already, the error
+ * is "cancelled". */
+struct caris_op;
+int pgsrc_child_wait_cancel(struct pgsrc_child *c, const struct caris_op *op, struct err *e);
 /* Sends sig (SIGTERM) and reaps the child (SIGKILL after a few seconds). */
 void pgsrc_child_kill(struct pgsrc_child *c, int sig);
 /* Captured stderr (head, "...", tail), malloc'd. */

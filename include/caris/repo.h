@@ -301,9 +301,31 @@ struct repo_check_opts {
     int threads;    /* packs read at once; 0 = number of CPUs */
     void (*progress)(void *ctx, uint64_t done, uint64_t total);
     void *ctx;
+    /* Its cancel flag stops the check between packs (-1, "cancelled"); its progress hears
+     * ("check", packs read, packs). May be NULL. */
+    const struct caris_op *op;
 };
-/* Returns a JSON report {"ok": bool, "errors": [...], "warnings": [...], "stats": {...}};
- * -1 only when the check itself could not run. */
+struct repo_check_stats {
+    uint64_t packs, pack_bytes, blobs, index_files, snapshots, blob_references;
+    uint64_t stale_locks, temporary_files;
+    bool read_data, temporary_files_may_be_in_use;
+};
+struct repo_check_result {
+    bool ok; /* no errors */
+    /* [{"object", "error", "backups": [ids affected] (when any)}] */
+    json_t *errors, *warnings;
+    struct repo_check_stats stats;
+    json_t *state; /* repo_state_audit's report */
+};
+/* Fills res (repo_check_result_free); -1 only when the check itself could not run. */
+int repo_check_run(struct repo *r, const struct repo_check_opts *o, struct repo_check_result *res,
+                   struct err *e);
+void repo_check_result_free(struct repo_check_result *res);
+/* {"ok", "errors", "warnings", "stats": {"packs", "pack_bytes", "blobs", "index_files",
+ * "snapshots", "blob_references", "read_data", "stale_locks", "temporary_files",
+ * "temporary_files_may_be_in_use"}, "state"} */
+json_t *repo_check_result_to_json(const struct repo_check_result *res);
+/* repo_check_run with its result as repo_check_result_to_json gives it. */
 int repo_check(struct repo *r, const struct repo_check_opts *o, json_t **report, struct err *e);
 
 /* ---- references and prune (gc.c) ----------------------------------------------------- */

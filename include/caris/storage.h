@@ -49,6 +49,26 @@ struct storage {
 /* A directory on a local file system. create: make the directory (mode 0700) when missing. */
 struct storage *storage_posix_open(const char *root, bool create, struct err *e);
 
+/* An S3 bucket (or a prefix in it): location "s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX]".
+ * Opening checks the endpoint, the credentials, the region and the bucket with one request.
+ * Settings come from storage_set_config's source (see src/storage/s3.c and README, "S3"). */
+struct storage *storage_s3_open(const char *location, struct err *e);
+bool storage_location_is_s3(const char *location);
+
+/* Where the S3 backend reads its settings and credentials (AWS_ACCESS_KEY_ID, ...): c, which
+ * must outlive every S3 storage (environment first, then the env file); NULL, the default:
+ * the process environment alone. */
+struct config;
+void storage_set_config(const struct config *c);
+
+/* Where the S3 backend keeps local copies of index files and snapshots (one directory per
+ * location below dir; NULL: none). Copies are checked against their SHA-256 names. */
+void storage_set_cache_root(const char *dir);
+
+/* A repository location: an S3 URL (above) or a directory. create: a directory is made when
+ * missing (a bucket never is). */
+struct storage *storage_open(const char *location, bool create, struct err *e);
+
 int storage_put(struct storage *s, const char *name, const void *data, size_t len, struct err *e);
 int storage_read_at(struct storage *s, const char *name, uint64_t off, void *out, size_t len,
                     struct err *e);

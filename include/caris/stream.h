@@ -40,9 +40,12 @@ int stream_store_meta_buf(struct repo *r, struct repo_writer *w, const void *dat
  * threads workers. Fails with ERR_DAMAGE on any bad chunk or when the whole stream's SHA-256
  * differs from sha256 (what was already written to fd cannot be taken back: callers that
  * write to a final place must stage, or treat the consumer's result as provisional).
- * progress as above, with bytes written. */
+ * progress as above, with bytes written. op (may be NULL): its cancel flag stops it at the
+ * next chunk, or while fd (made non-blocking by the caller) takes nothing, with the error
+ * "cancelled". */
 int stream_restore_fd(struct repo *r, json_t *chunks, const uint8_t sha256[32], int fd, int threads,
-                      void (*progress)(void *ctx, uint64_t bytes), void *ctx, struct err *e);
+                      void (*progress)(void *ctx, uint64_t bytes), void *ctx,
+                      const struct caris_op *op, struct err *e);
 /* The same into memory (max: refuse longer streams). */
 int stream_restore_buf(struct repo *r, json_t *chunks, const uint8_t sha256[32], size_t max,
                        struct buf *out, struct err *e);

@@ -34,7 +34,7 @@ int usage_error(const char *fmt, const char *arg);
 void print_json(json_t *j);
 /* A backup's summary: printed as JSON with --json; true when nothing more is to be printed
  * (--json or --quiet). */
-bool print_summary_json(const struct globals *g, json_t *s);
+bool print_backup_json(const struct globals *g, const struct caris_backup_result *res);
 /* Progress on stderr when it is a terminal and not --quiet, else NULL. */
 caris_progress_fn progress_fn(const struct globals *g);
 void progress_end(const struct globals *g);
@@ -47,6 +47,9 @@ bool wants_help(int argc, char **argv);
 struct caris_op;
 void cli_op_init(const struct globals *g, struct caris_op *op);
 void cli_op_end(const struct caris_op *op);
+/* The same for a command that shows progress with progress_fn (backup, restore, verify,
+ * check): no phase progress, and information lines go to the log too (not with --quiet). */
+void cli_op_init_service(const struct globals *g, struct caris_op *op);
 
 /* Database commands (cmd_db.c). argv[0] is the command word ("backup", "restore",
  * "test-restore"); for backup/restore argv[1] is "database". */

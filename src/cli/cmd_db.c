@@ -112,35 +112,21 @@ static int parse_jobs(const char *s, int *out)
 
 /* ---- backup database ------------------------------------------------------------------ */
 
-static void print_db_summary(const struct globals *g, json_t *s)
+static void print_db_summary(const struct globals *g, const struct caris_backup_result *res)
 {
-    if (print_summary_json(g, s))
+    if (print_backup_json(g, res))
         return;
-    json_t *st = json_object_get(s, "stats");
     char dump[32], added[32], stored[32];
-    str_human_bytes((uint64_t)json_integer_value(json_object_get(st, "bytes_read")), dump,
-                    sizeof(dump));
-    str_human_bytes((uint64_t)json_integer_value(json_object_get(st, "bytes_added")), added,
-                    sizeof(added));
-    str_human_bytes((uint64_t)json_integer_value(json_object_get(st, "bytes_stored")), stored,
-                    sizeof(stored));
-    long long rows = 0;
-    size_t i;
-    json_t *t;
-    json_array_foreach(json_object_get(s, "tables"), i, t) rows +=
-        json_integer_value(json_object_get(t, "rows"));
-    printf("backup %s %s\n", json_string_value(json_object_get(s, "id")),
-           strcmp(json_string_value(json_object_get(s, "status")), "ok") == 0
-               ? "completed"
-               : "completed with warnings");
-    printf("  database %s (PostgreSQL %s), %zu tables, %lld rows; dump %s, new data %s, stored "
+    str_human_bytes(res->bytes_read, dump, sizeof(dump));
+    str_human_bytes(res->bytes_added, added, sizeof(added));
+    str_human_bytes(res->bytes_stored, stored, sizeof(stored));
+    printf("backup %s %s\n", res->id, res->warnings ? "completed with warnings" : "completed");
+    printf("  database %s (PostgreSQL %s), %zu tables, %llu rows; dump %s, new data %s, stored "
            "%s, %.1f s\n",
-           json_string_value(json_object_get(s, "database")),
-           json_string_value(json_object_get(s, "server_version")),
-           json_array_size(json_object_get(s, "tables")), rows, dump, added, stored,
-           (double)json_integer_value(json_object_get(s, "duration_ms")) / 1000.0);
-    if (json_object_get(s, "parent"))
-        printf("  based on %s\n", json_string_value(json_object_get(s, "parent")));
+           res->database, res->server_version, res->tables, (unsigned long long)res->rows, dump,
+           added, stored, (double)res->duration_ms / 1000.0);
+    if (res->parent)
+        printf("  based on %s\n", res->parent);
 }
 
 int cmd_backup_database(struct globals *g, int argc, char **argv)
@@ -203,8 +189,7 @@ int cmd_backup_database(struct globals *g, int argc, char **argv)
     if (!r)
         return fail(&e);
     struct caris_op op;
-    cli_op_init(g, &op); /* Ctrl-C / SIGTERM: pg_dump is stopped, nothing is committed */
-    op.progress = NULL;  /* a backup reports progress through progress_fn */
+    cli_op_init_service(g, &op); /* Ctrl-C / SIGTERM: pg_dump is stopped, nothing committed */
     struct db_backup_opts o = {.url = url,
                                .password = config_get(&g->cfg, "PGPASSWORD"),
                                .no_compress = !compress_dumps,
@@ -212,15 +197,15 @@ int cmd_backup_database(struct globals *g, int argc, char **argv)
                                .progress = progress_fn(g),
                                .time_ns = time_ns,
                                .op = &op};
-    json_t *summary = NULL;
-    int rc = incremental ? caris_db_backup_incremental(r, &o, &summary, &e)
-                         : caris_db_backup_full(r, &o, &summary, &e);
+    struct caris_backup_result res;
+    int rc = incremental ? caris_db_backup_incremental(r, &o, &res, &e)
+                         : caris_db_backup_full(r, &o, &res, &e);
     progress_end(g);
     repo_close(r);
     if (rc < 0)
         return fail(&e);
-    print_db_summary(g, summary);
-    json_decref(summary);
+    print_db_summary(g, &res);
+    caris_backup_result_free(&res);
     return rc == CARIS_DONE_WARNINGS ? EXIT_WARNINGS : 0;
 }
 
@@ -338,7 +323,7 @@ int cmd_restore_database(struct globals *g, int argc, char **argv)
     int code = 0;
     char *tmp = NULL;
     struct repo *r = NULL;
-    json_t *rep = NULL;
+    struct caris_db_restore_result res = {0};
     char id[CARIS_ID_MAX];
     if (optind != sargc - 1) {
         code = usage_error("restore database needs exactly one backup id%s", NULL);
@@ -380,24 +365,27 @@ int cmd_restore_database(struct globals *g, int argc, char **argv)
     o.progress = progress_fn(g);
     o.on_plan = print_plan;
     o.plan_ctx = g;
+    struct caris_op op;
+    cli_op_init_service(g, &op); /* Ctrl-C / SIGTERM: pg_restore is stopped before it commits */
+    o.op = &op;
     if (!(r = open_repo_id(g, sargv[optind], "database", id, &e))) {
         code = fail(&e);
         goto out;
     }
-    int rc = caris_db_restore(r, &o, &rep, &e);
+    int rc = caris_restore_database(r, &o, &res, &e);
     progress_end(g);
-    if (g->json && rep) {
-        print_json(rep);
-    } else if (rep && rc == 0 && !g->quiet) {
-        json_t *tg = json_object_get(rep, "target");
-        double secs = (double)json_integer_value(json_object_get(rep, "duration_ms")) / 1000.0;
+    if (g->json && res.ran) {
+        json_t *j = caris_db_restore_result_to_json(&res);
+        print_json(j);
+        json_decref(j);
+    } else if (res.ran && rc == 0 && !g->quiet) {
+        json_t *tg = res.target;
+        double secs = (double)res.duration_ms / 1000.0;
         if (o.dry_run) {
-            json_t *tr = json_object_get(rep, "testRestore");
             printf("dry run: backup %s restores cleanly (scratch database %s: restore %.1f s, "
                    "verify %.1f s); database %s was not touched\n",
-                   o.backup_id, json_string_value(json_object_get(tr, "scratch_name")),
-                   (double)json_integer_value(json_object_get(tr, "restore_ms")) / 1000.0,
-                   (double)json_integer_value(json_object_get(tr, "verify_ms")) / 1000.0,
+                   o.backup_id, res.test.scratch_name, (double)res.test.restore_ms / 1000.0,
+                   (double)res.test.verify_ms / 1000.0,
                    json_string_value(json_object_get(tg, "database")));
         } else {
             printf("restored backup %s into database %s at host %s port %s in %.1f s\n",
@@ -405,15 +393,15 @@ int cmd_restore_database(struct globals *g, int argc, char **argv)
                    json_string_value(json_object_get(tg, "host")),
                    json_string_value(json_object_get(tg, "port")), secs);
         }
-        if (json_is_true(json_object_get(rep, "verified")))
+        if (res.verified)
             printf("  row counts match the backup's in %zu table(s)\n",
-                   json_array_size(json_object_get(rep, "tables")));
-    } else if (rep && rc != 0 && !g->quiet) {
-        print_counts(json_object_get(rep, "tables"));
+                   json_array_size(res.tables));
+    } else if (res.ran && rc != 0 && !g->quiet) {
+        print_counts(res.tables);
     }
     code = rc == 0 ? 0 : fail(&e);
 out:
-    json_decref(rep);
+    caris_db_restore_result_free(&res);
     if (r)
         repo_close(r);
     free(tmp);
@@ -459,31 +447,33 @@ int cmd_test_restore(struct globals *g, int argc, char **argv)
     char *tmp = temp_dir(g);
     o.temp_dir = tmp;
     o.progress = progress_fn(g);
+    struct caris_op op;
+    cli_op_init_service(g, &op); /* Ctrl-C / SIGTERM: stopped, the scratch database dropped */
+    o.op = &op;
     struct repo *r = open_repo_id(g, argv[optind], "database", id, &e);
     if (!r) {
         free(tmp);
         return fail(&e);
     }
-    json_t *rep = NULL;
-    int rc = caris_db_test_restore(r, &o, &rep, &e);
+    struct caris_test_restore_result res;
+    int rc = caris_test_restore(r, &o, &res, &e);
     progress_end(g);
     repo_close(r);
     free(tmp);
-    if (g->json && rep) {
-        print_json(rep);
-    } else if (rep && !g->quiet && *json_string_value(json_object_get(rep, "scratch_name"))) {
-        bool ok = json_is_true(json_object_get(rep, "ok"));
+    if (g->json && res.ran) {
+        json_t *j = caris_test_restore_result_to_json(&res);
+        print_json(j);
+        json_decref(j);
+    } else if (res.ran && !g->quiet && res.scratch_name[0]) {
         printf("test restore of %s: %s (scratch %s %s: restore %.1f s, verify %.1f s, %zu "
                "tables)\n",
-               o.backup_id, ok ? "PASSED" : "FAILED",
-               json_string_value(json_object_get(rep, "scratch")),
-               json_string_value(json_object_get(rep, "scratch_name")),
-               (double)json_integer_value(json_object_get(rep, "restore_ms")) / 1000.0,
-               (double)json_integer_value(json_object_get(rep, "verify_ms")) / 1000.0,
-               json_array_size(json_object_get(rep, "tables")));
-        if (!ok)
-            print_counts(json_object_get(rep, "tables"));
+               o.backup_id, res.ok ? "PASSED" : "FAILED",
+               res.scratch == DB_SCRATCH_LOCAL ? "local" : "database", res.scratch_name,
+               (double)res.restore_ms / 1000.0, (double)res.verify_ms / 1000.0,
+               json_array_size(res.tables));
+        if (!res.ok)
+            print_counts(res.tables);
     }
-    json_decref(rep);
+    caris_test_restore_result_free(&res);
     return rc == 0 ? 0 : fail(&e);
 }

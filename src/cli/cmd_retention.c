@@ -77,11 +77,13 @@ static void op_progress(void *ctx, const char *phase, uint64_t done, uint64_t to
     fflush(stderr);
 }
 
-/* The tables printed say what was done: only warnings and errors go to the log. */
+/* The tables printed say what was done: only warnings and errors go to the log, unless ctx
+ * (cli_op_init_service) lets information lines through as well. */
+static const bool log_info_lines = true;
+
 static void op_log(void *ctx, enum log_level level, const char *msg)
 {
-    (void)ctx;
-    if (level <= LOG_WARN)
+    if (level <= LOG_WARN || (ctx == &log_info_lines && level == LOG_INFO))
         log_msg(level, "%s", msg);
 }
 
@@ -99,6 +101,13 @@ void cli_op_init(const struct globals *g, struct caris_op *op)
     sa.sa_flags = SA_RESTART; /* a blocking call goes on; the operation polls the flag */
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+}
+
+void cli_op_init_service(const struct globals *g, struct caris_op *op)
+{
+    cli_op_init(g, op);
+    op->progress = NULL;
+    op->log_ctx = (void *)&log_info_lines;
 }
 
 void cli_op_end(const struct caris_op *op)

@@ -17,8 +17,10 @@
 #include "caris/crypto.h"
 #include "caris/fsmeta.h"
 #include "caris/inspect.h"
+#include "caris/keys.h"
 #include "caris/repo.h"
 #include "caris/secmem.h"
+#include "caris/storage.h"
 
 #include "cli.h"
 
@@ -79,7 +81,8 @@ static const char USAGE[] =
     "\n"
     "Options:\n"
     "  --env-file PATH   read variables from PATH instead of ./.env.local\n"
-    "  --repo PATH       repository location (default: $BACKUP_DIR/repository)\n"
+    "  --repo LOCATION   repository: a directory, or s3:https://HOST[:PORT]/BUCKET[/PREFIX]\n"
+    "                    (default: $BACKUP_REPOSITORY, else $BACKUP_DIR/repository)\n"
     "  --json            machine-readable output on stdout\n"
     "  --quiet           no progress, no informational messages\n"
     "  --threads N       worker threads (default: number of CPUs)\n"
@@ -101,6 +104,11 @@ static const char USAGE[] =
     "  CARIS_RESTORE_TARGET_URL  restore target with a password (never on the command line)\n"
     "  BACKUP_SMTP_URL, BACKUP_EMAIL_RECIPIENTS, BACKUP_SLACK_WEBHOOK_URL, ...\n"
     "                         notifications (`caris-backup notify --help`)\n"
+    "  BACKUP_REPOSITORY      repository location (a directory or an s3: URL, as --repo)\n"
+    "  AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN / AWS_REGION\n"
+    "                         S3 credentials (or BACKUP_S3_* of the same names); also\n"
+    "                         BACKUP_S3_CA_FILE, BACKUP_S3_RETRY_SECONDS (default 60),\n"
+    "                         BACKUP_S3_VIRTUAL_HOST (true: s3:https://BUCKET.HOST/PREFIX)\n"
     "\n"
     "Exit codes:\n"
     "  0 success            3 completed with warnings   1 failure\n"
@@ -287,40 +295,30 @@ static int cmd_init(struct globals *g, int argc, char **argv)
     return 0;
 }
 
-bool print_summary_json(const struct globals *g, json_t *s)
+bool print_backup_json(const struct globals *g, const struct caris_backup_result *res)
 {
     if (g->json) {
-        json_t *copy = json_deep_copy(s);
-        json_object_del(copy, "_file"); /* the repository's object name: internal */
-        print_json(copy);
-        json_decref(copy);
+        json_t *j = caris_backup_result_to_json(res);
+        print_json(j);
+        json_decref(j);
     }
     return g->json || g->quiet;
 }
 
-static void print_summary(const struct globals *g, json_t *s)
+static void print_summary(const struct globals *g, const struct caris_backup_result *res)
 {
-    if (print_summary_json(g, s))
+    if (print_backup_json(g, res))
         return;
-    json_t *st = json_object_get(s, "stats");
     char read[32], added[32], stored[32];
-    str_human_bytes((uint64_t)json_integer_value(json_object_get(st, "bytes_read")), read,
-                    sizeof(read));
-    str_human_bytes((uint64_t)json_integer_value(json_object_get(st, "bytes_added")), added,
-                    sizeof(added));
-    str_human_bytes((uint64_t)json_integer_value(json_object_get(st, "bytes_stored")), stored,
-                    sizeof(stored));
-    printf("backup %s %s\n", json_string_value(json_object_get(s, "id")),
-           strcmp(json_string_value(json_object_get(s, "status")), "ok") == 0
-               ? "completed"
-               : "completed with warnings");
-    printf("  files %lld (%lld unchanged), dirs %lld, read %s, new data %s, stored %s, %.1f s\n",
-           json_integer_value(json_object_get(st, "files")),
-           json_integer_value(json_object_get(st, "files_unchanged")),
-           json_integer_value(json_object_get(st, "dirs")), read, added, stored,
-           (double)json_integer_value(json_object_get(s, "duration_ms")) / 1000.0);
-    if (json_object_get(s, "parent"))
-        printf("  based on %s\n", json_string_value(json_object_get(s, "parent")));
+    str_human_bytes(res->bytes_read, read, sizeof(read));
+    str_human_bytes(res->bytes_added, added, sizeof(added));
+    str_human_bytes(res->bytes_stored, stored, sizeof(stored));
+    printf("backup %s %s\n", res->id, res->warnings ? "completed with warnings" : "completed");
+    printf("  files %llu (%llu unchanged), dirs %llu, read %s, new data %s, stored %s, %.1f s\n",
+           (unsigned long long)res->files, (unsigned long long)res->files_unchanged,
+           (unsigned long long)res->dirs, read, added, stored, (double)res->duration_ms / 1000.0);
+    if (res->parent)
+        printf("  based on %s\n", res->parent);
 }
 
 static int split_paths(const char *list, char ***out, size_t *n)
@@ -422,11 +420,10 @@ static int cmd_backup(struct globals *g, int argc, char **argv)
     if (!npaths && config_get(&g->cfg, "BACKUP_FILES_PATHS"))
         split_paths(config_get(&g->cfg, "BACKUP_FILES_PATHS"), &paths, &npaths);
     struct repo *r = NULL;
-    json_t *summary = NULL;
+    struct caris_backup_result res = {0};
     int rc;
     struct caris_op op;
-    cli_op_init(g, &op); /* Ctrl-C / SIGTERM: the backup stops and commits nothing */
-    op.progress = NULL;  /* a backup reports progress through progress_fn */
+    cli_op_init_service(g, &op); /* Ctrl-C / SIGTERM: the backup stops, commits nothing */
     struct files_backup_opts o = {.paths = (const char *const *)paths,
                                   .npaths = npaths,
                                   .excludes = (const char *const *)excl,
@@ -444,18 +441,18 @@ static int cmd_backup(struct globals *g, int argc, char **argv)
     } else if (!(r = open_repo(g, true, &e))) {
         rc = -1;
     } else {
-        rc = incremental ? caris_files_backup_incremental(r, &o, &summary, &e)
-                         : caris_files_backup_full(r, &o, &summary, &e);
+        rc = incremental ? caris_files_backup_incremental(r, &o, &res, &e)
+                         : caris_files_backup_full(r, &o, &res, &e);
         progress_end(g);
     }
     int code;
     if (rc < 0) {
         code = fail(&e);
     } else {
-        print_summary(g, summary);
+        print_summary(g, &res);
         code = rc == CARIS_DONE_WARNINGS ? EXIT_WARNINGS : 0;
     }
-    json_decref(summary);
+    caris_backup_result_free(&res);
     repo_close(r);
     free_list(paths, npaths);
     free_list(excl, nexcl);
@@ -483,60 +480,57 @@ static int cmd_list(struct globals *g, int argc, char **argv)
     struct repo *r = open_repo(g, false, &e);
     if (!r)
         return fail(&e);
-    json_t *list = caris_backup_list_report(r, kind, g->state, &e);
+    struct caris_list_result res;
+    int rc = caris_list(r, kind, g->state, &res, &e);
     repo_close(r);
-    if (!list)
+    if (rc != 0)
         return fail(&e);
-    size_t i;
-    json_t *s;
     if (g->json) {
-        print_json(list);
+        json_t *j = caris_list_result_to_json(&res);
+        print_json(j);
+        json_decref(j);
     } else {
         printf("%-44s %-18s %-20s %8s %9s %10s %10s %s\n", "ID", "TYPE", "STARTED (UTC)",
                "DURATION", "FILES", "READ", "ADDED", "STATUS");
-        json_array_foreach(list, i, s)
-        {
-            json_t *st = json_object_get(s, "stats");
-            char read[32], added[32], type[40], when[24];
-            str_human_bytes((uint64_t)json_integer_value(json_object_get(st, "bytes_read")), read,
-                            sizeof(read));
-            str_human_bytes((uint64_t)json_integer_value(json_object_get(st, "bytes_added")), added,
-                            sizeof(added));
-            snprintf(type, sizeof(type), "%s/%s", json_string_value(json_object_get(s, "kind")),
-                     json_string_value(json_object_get(s, "mode")));
-            snprintf(when, sizeof(when), "%.19s", json_string_value(json_object_get(s, "started")));
-            const char *rec = json_string_value(json_object_get(s, "record"));
-            if (rec && strcmp(rec, "missing") == 0) {
-                printf("%-44s %-18s %-20s %8s %9s %10s %10s %s\n",
-                       json_string_value(json_object_get(s, "id")), "?", "?", "", "", "", "",
+        for (size_t i = 0; i < res.n; i++) {
+            const struct caris_list_entry *x = &res.v[i];
+            if (x->missing) {
+                printf("%-44s %-18s %-20s %8s %9s %10s %10s %s\n", x->id, "?", "?", "", "", "", "",
                        "MISSING (in the state record, snapshot gone)");
                 continue;
             }
-            printf("%-44s %-18s %-20s %7.1fs %9lld %10s %10s %s%s\n",
-                   json_string_value(json_object_get(s, "id")), type, when,
-                   (double)json_integer_value(json_object_get(s, "duration_ms")) / 1000.0,
-                   json_integer_value(json_object_get(st, "files")), read, added,
-                   json_string_value(json_object_get(s, "status")),
-                   rec && strcmp(rec, "replayed") == 0 ? " REPLAYED (was forgotten)" : "");
+            char read[32], added[32], type[40], when[24];
+            str_human_bytes(x->bytes_read, read, sizeof(read));
+            str_human_bytes(x->bytes_added, added, sizeof(added));
+            snprintf(type, sizeof(type), "%s/%s", x->kind, x->mode);
+            snprintf(when, sizeof(when), "%.19s", x->started);
+            printf("%-44s %-18s %-20s %7.1fs %9llu %10s %10s %s%s\n", x->id, type, when,
+                   (double)x->duration_ms / 1000.0, (unsigned long long)x->files, read, added,
+                   x->status,
+                   x->record && strcmp(x->record, "replayed") == 0 ? " REPLAYED (was forgotten)"
+                                                                   : "");
         }
     }
-    json_decref(list);
+    caris_list_result_free(&res);
     return 0;
 }
 
 /* verify: each backup's result as its verification ends. */
 struct verify_print {
     const struct globals *g;
-    int code; /* exit code so far */
+    int code;     /* exit code so far */
+    json_t *json; /* --json: the results so far (an array for --all) */
+    bool all;
 };
 
-static void verify_print_one(void *ctx, const char *id, int rc, json_t *rep, const struct err *ve)
+static void verify_print_one(void *ctx, const char *id, int rc,
+                             const struct caris_verify_result *res, const struct err *ve)
 {
     struct verify_print *vp = ctx;
     const struct globals *g = vp->g;
     progress_end(g);
     if (rc != 0) {
-        if (!rep) {
+        if (!res->ran) {
             vp->code = fail(ve);
             return;
         }
@@ -544,14 +538,19 @@ static void verify_print_one(void *ctx, const char *id, int rc, json_t *rep, con
             err_print(ve, stderr);
         vp->code = err_exit_code(ve);
     }
-    if (g->json)
+    if (g->json) {
+        json_t *j = caris_verify_result_to_json(res);
+        if (vp->all)
+            json_array_append_new(vp->json, j);
+        else
+            vp->json = j;
         return;
-    printf("%s: %s (%lld files, %lld bytes checked)\n", id, rc == 0 ? "valid" : "DAMAGED",
-           json_integer_value(json_object_get(rep, "files")),
-           json_integer_value(json_object_get(rep, "bytes")));
+    }
+    printf("%s: %s (%llu files, %llu bytes checked)\n", id, rc == 0 ? "valid" : "DAMAGED",
+           (unsigned long long)res->read.files, (unsigned long long)res->read.bytes);
     size_t k;
     json_t *er;
-    json_array_foreach(json_object_get(rep, "errors"), k, er)
+    json_array_foreach(res->read.errors, k, er)
     {
         char *p = json_dumps(json_object_get(er, "path"), JSON_ENCODE_ANY);
         printf("  %s: %s\n", p, json_string_value(json_object_get(er, "error")));
@@ -581,26 +580,28 @@ static int cmd_verify(struct globals *g, int argc, char **argv)
     if (!id && !all)
         return usage_error("verify needs a backup id or --all%s", NULL);
     struct err e = ERR_INIT;
+    struct caris_op op;
+    cli_op_init_service(g, &op); /* Ctrl-C / SIGTERM: stops at the next file or chunk */
     char idbuf[CARIS_ID_MAX];
     struct repo *r = all ? open_repo(g, false, &e) : open_repo_id(g, id, NULL, idbuf, &e);
     if (!r)
         return fail(&e);
     if (!all)
         id = idbuf;
-    struct verify_print vp = {g, 0};
-    struct verify_opts vo = {.progress = progress_fn(g), .threads = g->threads};
-    json_t *reports = NULL;
+    struct verify_print vp = {.g = g, .all = all, .json = all ? json_array() : NULL};
+    struct verify_opts vo = {.progress = progress_fn(g), .threads = g->threads, .op = &op};
     if (all) {
-        if (caris_backup_verify_all(r, &vo, verify_print_one, &vp, &reports, &e) != 0 &&
-            vp.code == 0)
+        if (caris_backup_verify_all(r, &vo, verify_print_one, &vp, &e) != 0 && vp.code == 0)
             vp.code = fail(&e); /* the list could not be read */
     } else {
-        int rc = caris_backup_verify(r, id, &vo, &reports, &e);
-        verify_print_one(&vp, id, rc, reports, &e);
+        struct caris_verify_result res;
+        int rc = caris_verify(r, id, &vo, &res, &e);
+        verify_print_one(&vp, id, rc, &res, &e);
+        caris_verify_result_free(&res);
     }
-    if (g->json && reports)
-        print_json(reports);
-    json_decref(reports);
+    if (g->json && vp.json)
+        print_json(vp.json);
+    json_decref(vp.json);
     int code = vp.code;
     repo_close(r);
     return code;
@@ -632,34 +633,37 @@ static int cmd_check(struct globals *g, int argc, char **argv)
     }
     if (progress_fn(g))
         o.progress = check_progress;
+    struct caris_op op;
+    cli_op_init_service(g, &op); /* Ctrl-C / SIGTERM: stops between packs */
+    o.op = &op;
     struct err e = ERR_INIT;
     g->no_open_warnings = true; /* its report has them */
     struct repo *r = open_repo(g, false, &e);
     if (!r)
         return fail(&e);
-    json_t *rep = NULL;
-    int rc = repo_check(r, &o, &rep, &e);
+    struct repo_check_result res;
+    int rc = repo_check_run(r, &o, &res, &e);
     progress_end(g);
     repo_close(r);
     if (rc != 0)
         return fail(&e);
-    bool ok = json_is_true(json_object_get(rep, "ok"));
+    bool ok = res.ok;
     if (g->json) {
-        print_json(rep);
+        json_t *j = repo_check_result_to_json(&res);
+        print_json(j);
+        json_decref(j);
     } else {
-        json_t *st = json_object_get(rep, "stats");
+        const struct repo_check_stats *st = &res.stats;
         printf("repository %s: %s\n", g->repo_path, ok ? "no errors found" : "DAMAGED");
-        printf("  %lld packs, %lld blobs, %lld index files, %lld snapshots%s\n",
-               json_integer_value(json_object_get(st, "packs")),
-               json_integer_value(json_object_get(st, "blobs")),
-               json_integer_value(json_object_get(st, "index_files")),
-               json_integer_value(json_object_get(st, "snapshots")),
+        printf("  %llu packs, %llu blobs, %llu index files, %llu snapshots%s\n",
+               (unsigned long long)st->packs, (unsigned long long)st->blobs,
+               (unsigned long long)st->index_files, (unsigned long long)st->snapshots,
                o.read_data ? ", all data read" : "");
-        const char *kinds[] = {"errors", "warnings"};
+        json_t *lists[] = {res.errors, res.warnings};
         for (int k = 0; k < 2; k++) {
             size_t i;
             json_t *x;
-            json_array_foreach(json_object_get(rep, kinds[k]), i, x)
+            json_array_foreach(lists[k], i, x)
             {
                 printf("  %s: %s: %s", k ? "warning" : "error",
                        json_string_value(json_object_get(x, "object")),
@@ -676,7 +680,7 @@ static int cmd_check(struct globals *g, int argc, char **argv)
             }
         }
     }
-    json_decref(rep);
+    repo_check_result_free(&res);
     if (!ok) {
         err_set(&e, ERR_DAMAGE,
                 "do not restore the affected backups; use a different backup, and keep a copy "
@@ -739,6 +743,8 @@ static int cmd_restore(struct globals *g, int argc, char **argv)
         return usage_error("restore files needs exactly one backup id and --target DIR%s", NULL);
     }
     struct err e = ERR_INIT;
+    struct caris_op op;
+    cli_op_init_service(g, &op); /* Ctrl-C / SIGTERM: stops; restored files stay complete */
     char id[CARIS_ID_MAX];
     struct repo *r = open_repo_id(g, sargv[optind], "files", id, &e);
     if (!r) {
@@ -751,28 +757,28 @@ static int cmd_restore(struct globals *g, int argc, char **argv)
                                    .nincludes = ninc,
                                    .overwrite = overwrite,
                                    .threads = g->threads,
-                                   .progress = progress_fn(g)};
-    json_t *rep = NULL;
-    int rc = caris_files_restore(r, &o, &rep, &e);
+                                   .progress = progress_fn(g),
+                                   .op = &op};
+    struct caris_files_restore_result res;
+    int rc = caris_restore_files(r, &o, &res, &e);
     progress_end(g);
     repo_close(r);
     free(inc);
     int code = rc < 0 ? err_exit_code(&e) : rc == CARIS_DONE_WARNINGS ? EXIT_WARNINGS : 0;
-    if (g->json && rep) {
-        json_object_set_new(rep, "ok", json_boolean(rc >= 0));
-        print_json(rep);
-    } else if (rep && !g->quiet && rc >= 0) {
+    if (g->json && res.ran) {
+        json_t *j = caris_files_restore_result_to_json(&res);
+        print_json(j);
+        json_decref(j);
+    } else if (res.ran && !g->quiet && rc >= 0) {
         char bytes[32];
-        str_human_bytes((uint64_t)json_integer_value(json_object_get(rep, "bytes")), bytes,
-                        sizeof(bytes));
-        printf("restored %lld files, %lld dirs, %s into %s\n",
-               json_integer_value(json_object_get(rep, "files")),
-               json_integer_value(json_object_get(rep, "dirs")), bytes, target);
-        const char *kinds[] = {"errors", "warnings"};
+        str_human_bytes(res.read.bytes, bytes, sizeof(bytes));
+        printf("restored %llu files, %llu dirs, %s into %s\n", (unsigned long long)res.read.files,
+               (unsigned long long)res.read.dirs, bytes, target);
+        json_t *lists[] = {res.read.errors, res.read.warnings};
         for (int k = 0; k < 2; k++) {
             size_t i;
             json_t *x;
-            json_array_foreach(json_object_get(rep, kinds[k]), i, x)
+            json_array_foreach(lists[k], i, x)
             {
                 char *p = json_dumps(json_object_get(x, "path"), JSON_ENCODE_ANY);
                 fprintf(stderr, "%s: %s: %s\n", k ? "warning" : "error", p,
@@ -783,7 +789,7 @@ static int cmd_restore(struct globals *g, int argc, char **argv)
     }
     if (rc < 0)
         err_print(&e, stderr);
-    json_decref(rep);
+    caris_files_restore_result_free(&res);
     return code;
 }
 
@@ -853,51 +859,49 @@ static int cmd_key(struct globals *g, int argc, char **argv)
     struct repo *r = open_repo(g, false, &e);
     if (!r)
         return fail(&e);
+    struct caris_op op;
+    cli_op_init(g, &op);
     int code = 0;
     if (strcmp(sub, "list") == 0) {
-        json_t *l = repo_key_list(r, &e);
-        if (!l) {
+        struct caris_key_list l;
+        if (caris_key_list(r, &op, &l, &e) != 0) {
             code = fail(&e);
         } else if (g->json) {
-            print_json(l);
+            json_t *j = caris_key_list_to_json(&l);
+            print_json(j);
+            json_decref(j);
         } else {
-            size_t i;
-            json_t *k;
-            json_array_foreach(l, i, k)
-            {
+            for (size_t i = 0; i < l.n; i++) {
                 /* A slot's label and date are anyone's bytes until the slot opens: escaped. */
-                const char *err = json_string_value(json_object_get(k, "error"));
-                const char *lab = json_string_value(json_object_get(k, "label")) ?: "";
-                const char *cre = json_string_value(json_object_get(k, "created")) ?: "";
+                const struct caris_key_slot *k = &l.slots[i];
+                const char *lab = k->label ? k->label : "", *cre = k->created ? k->created : "";
                 char le[1100], ce[200];
                 str_escape(lab, strlen(lab), le, sizeof(le));
                 str_escape(cre, strlen(cre), ce, sizeof(ce));
-                printf("%s %s  %s  %s%s%s\n",
-                       json_is_true(json_object_get(k, "current")) ? "*" : " ",
-                       json_string_value(json_object_get(k, "id")), ce, le,
-                       err ? "  UNUSABLE: " : "", err ? err : "");
+                printf("%s %s  %s  %s%s%s\n", k->current ? "*" : " ", k->id, ce, le,
+                       k->error ? "  UNUSABLE: " : "", k->error ? k->error : "");
             }
         }
-        json_decref(l);
+        caris_key_list_free(&l); /* zeroed on failure */
     } else if (strcmp(sub, "add") == 0) {
         const char *label = "";
         for (int i = 2; i + 1 < argc; i++)
             if (strcmp(argv[i], "--label") == 0)
                 label = argv[i + 1];
         char *key = read_new_key(g, &e);
-        char id[17];
-        if (!key || repo_key_add(r, key, label, id, &e) != 0) {
+        struct caris_key_add_result res;
+        if (!key || caris_key_add(r, key, label, &op, &res, &e) != 0) {
             code = fail(&e);
         } else if (g->json) {
-            json_t *j = json_pack("{s:s}", "id", id);
+            json_t *j = caris_key_add_result_to_json(&res);
             print_json(j);
             json_decref(j);
         } else {
-            printf("added key slot %s\n", id);
+            printf("added key slot %s\n", res.id);
         }
         secmem_free(key);
     } else {
-        if (repo_key_remove(r, argv[2], &e) != 0)
+        if (caris_key_remove(r, argv[2], &op, &e) != 0)
             code = fail(&e);
         else if (!g->quiet)
             printf("removed key slot %s\n", argv[2]);
@@ -1123,7 +1127,13 @@ int main(int argc, char **argv)
         return fail(&e);
     if (g.quiet)
         log_set_level(LOG_WARN);
-    g.repo_path = g.repo ? xstrdup(g.repo) : xasprintf("%s/repository", config_backup_dir(&g.cfg));
+    const char *repo_loc = g.repo ? g.repo : config_get(&g.cfg, "BACKUP_REPOSITORY");
+    g.repo_path =
+        repo_loc ? xstrdup(repo_loc) : xasprintf("%s/repository", config_backup_dir(&g.cfg));
+    storage_set_config(&g.cfg);
+    char *s3_cache = xasprintf("%s/metadata/cache", config_backup_dir(&g.cfg));
+    storage_set_cache_root(s3_cache);
+    free(s3_cache);
     int code;
     if (strcmp(cmd, "init") == 0)
         code = cmd_init(&g, cargc, cargv);
@@ -1174,6 +1184,8 @@ int main(int argc, char **argv)
     else
         code = usage_error("unknown command '%s'", cmd);
     free(g.repo_path);
+    storage_set_cache_root(NULL);
+    storage_set_config(NULL);
     json_decref(g.state);
     config_free(&g.cfg);
     return code;

@@ -1,5 +1,7 @@
 #include "caris/op.h"
 
+#include "caris/err.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 
@@ -25,4 +27,11 @@ void caris_op_log(const struct caris_op *op, enum log_level level, const char *f
 bool caris_op_cancelled(const struct caris_op *op)
 {
     return op && op->cancel && *op->cancel;
+}
+
+int caris_op_check(const struct caris_op *op, const char *hint, struct err *e)
+{
+    if (!caris_op_cancelled(op))
+        return 0;
+    return err_set(e, ERR_FAILURE, hint, "cancelled");
 }

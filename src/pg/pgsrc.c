@@ -19,6 +19,7 @@
 
 #include "caris/core.h"
 #include "caris/crypto.h"
+#include "caris/op.h"
 
 extern char **environ;
 
@@ -1254,21 +1255,31 @@ int pgsrc_child_start(struct pgsrc_child *c, const char *path, char *const argv[
     return 0;
 }
 
-/* Reaps the child: waits up to timeout_ms (-1: forever), then SIGKILL. */
-static void child_reap(struct pgsrc_child *c, int timeout_ms)
+/* Reaps the child: waits up to timeout_ms (-1: forever), then SIGKILL. When op is cancelled
+ * meanwhile, the child gets SIGTERM and 5 s before SIGKILL; returns whether that happened. */
+static bool child_reap_op(struct pgsrc_child *c, int timeout_ms, const struct caris_op *op)
 {
+    bool cancelled = false;
     if (c->pid <= 0 || c->reaped)
-        return;
+        return false;
     int64_t deadline = time_mono_ns() + (int64_t)timeout_ms * 1000000;
     for (;;) {
-        pid_t r = waitpid(c->pid, &c->status, timeout_ms < 0 ? 0 : WNOHANG);
+        bool nohang = timeout_ms >= 0 || (op && op->cancel && !cancelled);
+        pid_t r = waitpid(c->pid, &c->status, nohang ? WNOHANG : 0);
         if (r == c->pid)
             break;
+        if (r == 0 && !cancelled && caris_op_cancelled(op)) {
+            cancelled = true;
+            kill(c->pid, SIGTERM);
+            timeout_ms = 5000;
+            deadline = time_mono_ns() + (int64_t)timeout_ms * 1000000;
+            continue;
+        }
         if (r < 0 && errno != EINTR) {
             c->status = 0x7f00; /* cannot happen: treat as failure */
             break;
         }
-        if (r == 0 && time_mono_ns() > deadline) {
+        if (r == 0 && timeout_ms >= 0 && time_mono_ns() > deadline) {
             kill(c->pid, SIGKILL);
             timeout_ms = -1;
             continue;
@@ -1284,15 +1295,28 @@ static void child_reap(struct pgsrc_child *c, int timeout_ms)
         c->err_thread_started = false;
     }
     close_fd(&c->err_fd);
+    return cancelled;
+}
+
+static void child_reap(struct pgsrc_child *c, int timeout_ms)
+{
+    child_reap_op(c, timeout_ms, NULL);
 }
 
 int pgsrc_child_wait(struct pgsrc_child *c, struct err *e)
 {
+    return pgsrc_child_wait_cancel(c, NULL, e);
+}
+
+int pgsrc_child_wait_cancel(struct pgsrc_child *c, const struct caris_op *op, struct err *e)
+{
     close_fd(&c->in_fd);
     close_fd(&c->out_fd);
-    child_reap(c, -1);
+    bool cancelled = child_reap_op(c, -1, op);
     if (WIFEXITED(c->status) && WEXITSTATUS(c->status) == 0)
         return 0;
+    if (cancelled)
+        return err_set(e, ERR_FAILURE, NULL, "cancelled (%s stopped)", c->name);
     char lines[800];
     stderr_summary(c, lines, sizeof(lines));
     if (WIFSIGNALED(c->status))

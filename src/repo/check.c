@@ -5,6 +5,7 @@
 
 #include <stdarg.h>
 
+#include "caris/op.h"
 #include "caris/pool.h"
 #include <stdlib.h>
 #include <string.h>
@@ -157,6 +158,8 @@ static void read_pack_job(void *arg, int worker)
     struct buf *data = &c->bufs[worker];
     char msg[1200];
     free(j);
+    if (caris_op_cancelled(c->o->op)) /* check_locked reports it */
+        return;
     if (pf->size > PACK_MAX_SIZE) {
         snprintf(msg, sizeof(msg), "pack is implausibly large (%llu bytes)",
                  (unsigned long long)pf->size);
@@ -236,6 +239,7 @@ done:
     c->packs_done++;
     if (c->o && c->o->progress)
         c->o->progress(c->o->ctx, c->packs_done, c->nfiles);
+    caris_op_progress(c->o->op, "check", c->packs_done, c->nfiles);
     pthread_mutex_unlock(&c->mu);
 }
 
@@ -321,8 +325,11 @@ static int check_snapshots(struct check *c, json_t *list, uint64_t *nrefs, struc
     if (c->weak_packs.n)
         qsort(c->weak_packs.v, c->weak_packs.n, 32, cmp_id);
     struct snap_walk sw = {.c = c, .nrefs = nrefs};
-    struct repo_ref_walk w = {
-        .snapshot_begin = snap_begin, .blob = snap_blob, .snapshot_end = snap_end, .ctx = &sw};
+    struct repo_ref_walk w = {.snapshot_begin = snap_begin,
+                              .blob = snap_blob,
+                              .snapshot_end = snap_end,
+                              .ctx = &sw,
+                              .op = c->o ? c->o->op : NULL};
     return repo_walk_references(c->r, list, &w, e);
 }
 
@@ -374,8 +381,8 @@ static void check_state(struct check *c, json_t *st)
     }
 }
 
-static int check_locked(struct repo *r, const struct repo_check_opts *o, json_t **report,
-                        struct err *e)
+static int check_locked(struct repo *r, const struct repo_check_opts *o,
+                        struct repo_check_result *res, struct err *e)
 {
     struct check c = {.r = r, .o = o, .errors = json_array(), .warnings = json_array()};
     pthread_mutex_init(&c.mu, NULL);
@@ -437,6 +444,8 @@ static int check_locked(struct repo *r, const struct repo_check_opts *o, json_t 
             buf_free(&c.bufs[t]);
         free(c.bufs);
         c.bufs = NULL;
+        if (caris_op_check(o->op, "nothing was changed: run check again", e) != 0)
+            goto out;
         if (err_is_set(&c.fatal)) {
             *e = c.fatal;
             goto out;
@@ -455,13 +464,17 @@ static int check_locked(struct repo *r, const struct repo_check_opts *o, json_t 
     if (repo_state_audit(r, &state, e) != 0)
         goto out;
     check_state(&c, state);
-    bool ok = json_array_size(c.errors) == 0;
-    *report = json_pack("{s:b, s:o, s:o, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:b}, s:O}", "ok", ok,
-                        "errors", c.errors, "warnings", c.warnings, "stats", "packs",
-                        (json_int_t)c.nfiles, "pack_bytes", (json_int_t)bytes, "blobs",
-                        (json_int_t)r->nentries, "index_files", (json_int_t)r->nindex_files,
-                        "snapshots", (json_int_t)json_array_size(list), "blob_references",
-                        (json_int_t)nrefs, "read_data", o && o->read_data, "state", state);
+    res->ok = json_array_size(c.errors) == 0;
+    res->errors = c.errors;
+    res->warnings = c.warnings;
+    res->stats.packs = c.nfiles;
+    res->stats.pack_bytes = bytes;
+    res->stats.blobs = r->nentries;
+    res->stats.index_files = r->nindex_files;
+    res->stats.snapshots = json_array_size(list);
+    res->stats.blob_references = nrefs;
+    res->stats.read_data = o && o->read_data;
+    res->state = json_incref(state);
     c.errors = c.warnings = NULL;
     rc = 0;
 out:
@@ -484,7 +497,7 @@ out:
 /* What crashed operations left: stale locks and claims, and temporary files. These are
  * warnings, not damage: nothing a backup needs is missing. Temporary files are reported only
  * when no other operation holds a live lock (they may be its writes in progress). */
-static int check_leftovers(struct repo *r, json_t *report, struct err *e)
+static int check_leftovers(struct repo *r, struct repo_check_result *res, struct err *e)
 {
     json_t *locks = repo_lock_list(r, e);
     json_t *tmp = locks ? repo_leftovers_list(r, e) : NULL;
@@ -492,7 +505,7 @@ static int check_leftovers(struct repo *r, json_t *report, struct err *e)
         json_decref(locks);
         return -1;
     }
-    json_t *warnings = json_object_get(report, "warnings");
+    json_t *warnings = res->warnings;
     bool others_live = false;
     size_t i, nstale = 0;
     json_t *x;
@@ -521,26 +534,57 @@ static int check_leftovers(struct repo *r, json_t *report, struct err *e)
                       (long long)json_integer_value(json_object_get(x, "size")),
                       (long long)json_integer_value(json_object_get(x, "age_s")));
         }
-    json_t *stats = json_object_get(report, "stats");
-    json_object_set_new(stats, "stale_locks", json_integer((json_int_t)nstale));
-    json_object_set_new(stats, "temporary_files", json_integer((json_int_t)json_array_size(tmp)));
-    json_object_set_new(stats, "temporary_files_may_be_in_use", json_boolean(others_live));
+    res->stats.stale_locks = nstale;
+    res->stats.temporary_files = json_array_size(tmp);
+    res->stats.temporary_files_may_be_in_use = others_live;
     json_decref(locks);
     json_decref(tmp);
     return 0;
 }
 
+int repo_check_run(struct repo *r, const struct repo_check_opts *o, struct repo_check_result *res,
+                   struct err *e)
+{
+    memset(res, 0, sizeof(*res));
+    if (repo_lock(r, false, "check", e) != 0)
+        return -1;
+    int rc = check_locked(r, o, res, e);
+    if (rc == 0 && check_leftovers(r, res, e) != 0)
+        rc = -1;
+    repo_unlock(r);
+    if (rc != 0)
+        repo_check_result_free(res);
+    return rc;
+}
+
+void repo_check_result_free(struct repo_check_result *res)
+{
+    json_decref(res->errors);
+    json_decref(res->warnings);
+    json_decref(res->state);
+    memset(res, 0, sizeof(*res));
+}
+
+json_t *repo_check_result_to_json(const struct repo_check_result *res)
+{
+    const struct repo_check_stats *st = &res->stats;
+    return json_pack(
+        "{s:b, s:O, s:O, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:I, s:I, s:b}, s:O}", "ok", res->ok,
+        "errors", res->errors, "warnings", res->warnings, "stats", "packs", (json_int_t)st->packs,
+        "pack_bytes", (json_int_t)st->pack_bytes, "blobs", (json_int_t)st->blobs, "index_files",
+        (json_int_t)st->index_files, "snapshots", (json_int_t)st->snapshots, "blob_references",
+        (json_int_t)st->blob_references, "read_data", st->read_data, "stale_locks",
+        (json_int_t)st->stale_locks, "temporary_files", (json_int_t)st->temporary_files,
+        "temporary_files_may_be_in_use", st->temporary_files_may_be_in_use, "state", res->state);
+}
+
 int repo_check(struct repo *r, const struct repo_check_opts *o, json_t **report, struct err *e)
 {
     *report = NULL;
-    if (repo_lock(r, false, "check", e) != 0)
+    struct repo_check_result res;
+    if (repo_check_run(r, o, &res, e) != 0)
         return -1;
-    int rc = check_locked(r, o, report, e);
-    if (rc == 0 && check_leftovers(r, *report, e) != 0) {
-        json_decref(*report);
-        *report = NULL;
-        rc = -1;
-    }
-    repo_unlock(r);
-    return rc;
+    *report = repo_check_result_to_json(&res);
+    repo_check_result_free(&res);
+    return 0;
 }

@@ -593,10 +593,18 @@ void repo_close(struct repo *r)
 
 int repo_exists(const char *path, struct err *e)
 {
-    char *m = xasprintf("%s/" MARKER_NAME, path);
-    int r = fs_exists(m) ? 1 : 0;
-    free(m);
-    (void)e;
+    if (!storage_location_is_s3(path)) {
+        /* A missing directory is no repository (and no error). */
+        char *m = xasprintf("%s/" MARKER_NAME, path);
+        int r = fs_exists(m) ? 1 : 0;
+        free(m);
+        return r;
+    }
+    struct storage *st = storage_open(path, false, e);
+    if (!st)
+        return -1;
+    int r = storage_exists(st, MARKER_NAME, e);
+    storage_close(st);
     return r;
 }
 
@@ -842,7 +850,7 @@ struct repo *repo_open_hint(const char *path, const char *password, const char *
                             struct err *e)
 {
     struct repo *r = repo_alloc(path);
-    r->st = storage_posix_open(path, false, e);
+    r->st = storage_open(path, false, e);
     /* keys_unlock reads the config too: a key slot counts only if it opens the config. */
     if (!r->st || cx_init(e) != 0 || check_marker(r, e) != 0 ||
         keys_unlock(r, password, slot_hint, e) != 0)
@@ -938,7 +946,7 @@ struct repo *repo_init(const char *path, const char *password, const struct repo
         return NULL;
     }
     struct repo *r = repo_alloc(path);
-    r->st = storage_posix_open(path, true, e);
+    r->st = storage_open(path, true, e);
     if (!r->st)
         goto fail;
     /* Two processes creating the same repository at once would make two master keys: the

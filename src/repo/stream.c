@@ -204,6 +204,7 @@ struct sink {
     int fd;
     struct buf *buf;
     size_t max;
+    const struct caris_op *op;
 };
 
 static int sink_write(struct sink *s, const uint8_t *p, size_t n, struct err *e)
@@ -214,8 +215,22 @@ static int sink_write(struct sink *s, const uint8_t *p, size_t n, struct err *e)
         buf_append(s->buf, p, n);
         return 0;
     }
-    if (fs_write_full(s->fd, p, n) != 0)
-        return err_sys(e, errno, NULL, "cannot write the restored stream");
+    while (n) {
+        ssize_t w = write(s->fd, p, n);
+        if (w > 0) {
+            p += w;
+            n -= (size_t)w;
+        } else if (w < 0 && errno == EAGAIN) {
+            /* A non-blocking pipe whose reader waits (pg_restore behind a lock): wait in
+             * slices, so that a cancel is seen even then. */
+            if (caris_op_check(s->op, NULL, e) != 0)
+                return -1;
+            struct pollfd pfd = {.fd = s->fd, .events = POLLOUT};
+            poll(&pfd, 1, s->op ? CANCEL_POLL_MS : -1);
+        } else if (w == 0 || errno != EINTR) {
+            return err_sys(e, w == 0 ? EIO : errno, NULL, "cannot write the restored stream");
+        }
+    }
     return 0;
 }
 
@@ -235,6 +250,10 @@ static int restore(struct repo *r, json_t *chunks, const uint8_t sha[32], struct
     uint64_t written = 0;
     int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
+        if (caris_op_check(sk->op, NULL, e) != 0) {
+            rc = -1;
+            break;
+        }
         while (next < n && fetchq_room(q, lens[next])) {
             fetchq_submit(q, ids[next], lens[next], NULL);
             next++;
@@ -266,9 +285,10 @@ static int restore(struct repo *r, json_t *chunks, const uint8_t sha[32], struct
 }
 
 int stream_restore_fd(struct repo *r, json_t *chunks, const uint8_t sha256[32], int fd, int threads,
-                      void (*progress)(void *ctx, uint64_t bytes), void *ctx, struct err *e)
+                      void (*progress)(void *ctx, uint64_t bytes), void *ctx,
+                      const struct caris_op *op, struct err *e)
 {
-    struct sink s = {.fd = fd};
+    struct sink s = {.fd = fd, .op = op};
     return restore(r, chunks, sha256, &s, threads, progress, ctx, e);
 }
 

@@ -113,3 +113,65 @@ void progress_report(caris_progress_fn fn, void *ctx, const char *phase, uint64_
     struct caris_progress p = {phase, files, bytes, total, time_mono_ns() - start_ns};
     fn(ctx, &p);
 }
+
+char *jsonx_strdup_member(json_t *obj, const char *key)
+{
+    const char *v = json_string_value(json_object_get(obj, key));
+    return v ? xstrdup(v) : NULL;
+}
+
+static uint64_t uint_of(json_t *obj, const char *key)
+{
+    json_int_t v = json_integer_value(json_object_get(obj, key));
+    return v > 0 ? (uint64_t)v : 0;
+}
+
+void backup_result_take(struct caris_backup_result *res, json_t *summary)
+{
+    memset(res, 0, sizeof(*res));
+    if (!summary)
+        return;
+    res->summary = summary;
+    res->id = jsonx_strdup_member(summary, "id");
+    res->kind = jsonx_strdup_member(summary, "kind");
+    res->mode = jsonx_strdup_member(summary, "mode");
+    const char *status = json_string_value(json_object_get(summary, "status"));
+    res->warnings = status && strcmp(status, "ok") != 0;
+    res->parent = jsonx_strdup_member(summary, "parent");
+    res->duration_ms = json_integer_value(json_object_get(summary, "duration_ms"));
+    json_t *st = json_object_get(summary, "stats");
+    res->bytes_read = uint_of(st, "bytes_read");
+    res->bytes_added = uint_of(st, "bytes_added");
+    res->bytes_stored = uint_of(st, "bytes_stored");
+    res->files = uint_of(st, "files");
+    res->files_unchanged = uint_of(st, "files_unchanged");
+    res->dirs = uint_of(st, "dirs");
+    res->database = jsonx_strdup_member(summary, "database");
+    res->server_version = jsonx_strdup_member(summary, "server_version");
+    json_t *tables = json_object_get(summary, "tables");
+    res->tables = json_array_size(tables);
+    size_t i;
+    json_t *t;
+    json_array_foreach(tables, i, t) res->rows += uint_of(t, "rows");
+}
+
+void caris_backup_result_free(struct caris_backup_result *res)
+{
+    free(res->id);
+    free(res->kind);
+    free(res->mode);
+    free(res->parent);
+    free(res->database);
+    free(res->server_version);
+    json_decref(res->summary);
+    memset(res, 0, sizeof(*res));
+}
+
+json_t *caris_backup_result_to_json(const struct caris_backup_result *res)
+{
+    if (!res->summary)
+        return NULL;
+    json_t *copy = json_deep_copy(res->summary);
+    json_object_del(copy, "_file"); /* the repository's object name: internal */
+    return copy;
+}

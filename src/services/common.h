@@ -22,6 +22,12 @@ void backup_id_release(struct repo *r, const char *id);
 json_t *backup_latest(struct repo *r, const char *kind, const char *field, json_t *value,
                       struct err *e);
 
+/* A copy of obj's string member key (free it), or NULL when there is none. */
+char *jsonx_strdup_member(json_t *obj, const char *key);
+
+/* Fills res from a backup's summary (NULL: an empty result), which it takes. */
+void backup_result_take(struct caris_backup_result *res, json_t *summary);
+
 /* entry_iter (one manifest entry at a time) is in caris/repo.h: prune's walk uses it too. */
 
 /* Feeds n zero bytes (a hole) to a SHA-256: a sparse file hashes like sha256sum reads it. */
@@ -42,10 +48,13 @@ struct files_read_opts {
     int threads;
     caris_progress_fn progress;
     void *ctx;
+    /* Its cancel flag stops the read at the next file or chunk ("cancelled"): every file left
+     * in the target is complete and verified, no temporary file stays. May be NULL. */
+    const struct caris_op *op;
 };
-/* report gets {"files", "dirs", "bytes", "errors": [{path, error}], "warnings": [...]}.
- * Returns 0 when every file matched, ERR_DAMAGE (-1, e set) when any did not, -1 for other
- * failures. */
+/* out gets the counts and findings (its arrays are the caller's, also on failure). Returns 0
+ * when every file matched, ERR_DAMAGE (-1, e set) when any did not, -1 for other failures. */
 int files_read_backup(struct repo *r, json_t *summary, const struct buf *entries,
-                      const struct files_read_opts *o, json_t *report, struct err *e);
+                      const struct files_read_opts *o, struct caris_read_report *out,
+                      struct err *e);
 #endif

@@ -117,7 +117,8 @@ static int db_backup(struct repo *r, const struct db_backup_opts *o, bool increm
             goto out;
         if (json_is_null(parent)) {
             /* nothing to build on: a full backup, and labelled so */
-            log_info("no earlier backup of database %s: making a full backup", info.database);
+            caris_op_log(o->op, LOG_INFO, "no earlier backup of database %s: making a full backup",
+                         info.database);
             incremental = false;
         }
     }
@@ -172,7 +173,7 @@ static int db_backup(struct repo *r, const struct db_backup_opts *o, bool increm
         /* The database dump is complete without them: a warning, not a failure. */
         char msg[1200];
         snprintf(msg, sizeof(msg), "cluster globals (roles, tablespaces) not saved: %s", ge.msg);
-        log_warn("%s", msg);
+        caris_op_log(o->op, LOG_WARN, "%s", msg);
         json_array_append_new(warnings, json_pack("{s:s}", "message", msg));
     }
 
@@ -243,14 +244,20 @@ out:
     return rc;
 }
 
-int caris_db_backup_full(struct repo *r, const struct db_backup_opts *o, json_t **summary,
-                         struct err *e)
+int caris_db_backup_full(struct repo *r, const struct db_backup_opts *o,
+                         struct caris_backup_result *res, struct err *e)
 {
-    return db_backup(r, o, false, summary, e);
+    json_t *summary = NULL;
+    int rc = db_backup(r, o, false, &summary, e);
+    backup_result_take(res, summary);
+    return rc;
 }
 
-int caris_db_backup_incremental(struct repo *r, const struct db_backup_opts *o, json_t **summary,
-                                struct err *e)
+int caris_db_backup_incremental(struct repo *r, const struct db_backup_opts *o,
+                                struct caris_backup_result *res, struct err *e)
 {
-    return db_backup(r, o, true, summary, e);
+    json_t *summary = NULL;
+    int rc = db_backup(r, o, true, &summary, e);
+    backup_result_take(res, summary);
+    return rc;
 }

@@ -543,7 +543,8 @@ struct restore_run {
     caris_progress_fn progress;
     void *ctx;
     int64_t start_mono, last_progress;
-    bool applying; /* pg_restore was given data (the target may have changed) */
+    bool applying;             /* pg_restore was given data (the target may have changed) */
+    const struct caris_op *op; /* cancel: pg_restore is stopped before it commits */
     const struct pgsrc_index_tree *pidx; /* --clean: the target's partitioned indexes */
     size_t npidx;
 };
@@ -552,10 +553,12 @@ static void on_restore_progress(void *ctx, uint64_t bytes)
 {
     struct restore_run *rr = ctx;
     int64_t now = time_mono_ns();
-    if (!rr->progress || (now - rr->last_progress < PROGRESS_EVERY_NS && bytes < rr->k->size))
+    if ((!rr->progress && !rr->op) ||
+        (now - rr->last_progress < PROGRESS_EVERY_NS && bytes < rr->k->size))
         return;
     rr->last_progress = now;
     progress_report(rr->progress, rr->ctx, "restore", 0, bytes, rr->k->size, rr->start_mono);
+    caris_op_progress(rr->op, "restore", bytes, rr->k->size);
 }
 
 static char **restore_argv(const struct restore_run *rr, const char *conninfo, const char *list,
@@ -611,8 +614,16 @@ static int restore_piped(struct restore_run *rr, char **argv, struct err *e)
     int ip[2];
     if (pgsrc_child_start(&c, rr->tool->path, argv, &so, e) != 0)
         goto out;
+    /* non-blocking on our side: while pg_restore waits (for a lock) a cancel is still seen */
     if (pipe2(ip, O_CLOEXEC) != 0) {
         err_sys(e, errno, NULL, "cannot create a pipe");
+        pgsrc_child_kill(&c, SIGTERM);
+        goto out;
+    }
+    if (fcntl(ip[1], F_SETFL, O_NONBLOCK) != 0) {
+        err_sys(e, errno, NULL, "cannot set up a pipe");
+        close(ip[0]);
+        close(ip[1]);
         pgsrc_child_kill(&c, SIGTERM);
         goto out;
     }
@@ -629,16 +640,18 @@ static int restore_piped(struct restore_run *rr, char **argv, struct err *e)
     }
     struct err se = ERR_INIT;
     int src = stream_restore_fd(rr->r, json_object_get(rr->k->dump, "chunks"), rr->k->sha, ip[1],
-                                rr->threads, on_restore_progress, rr, &se);
+                                rr->threads, on_restore_progress, rr, rr->op, &se);
     bool reader_gone = __atomic_load_n(&rl.write_errno, __ATOMIC_SEQ_CST) != 0;
     if (src == 0)
         __atomic_store_n(&rl.release, 1, __ATOMIC_SEQ_CST);
     else if (!reader_gone)
         kill(c.pid, SIGTERM); /* before it sees the end of its input: it cannot commit */
     close(ip[1]);
-    pthread_join(th, NULL);
+    /* pg_restore first: a cancel stops it while the relay still feeds it (the relay then
+     * sees EPIPE and ends) */
     struct err ce = ERR_INIT;
-    int crc = pgsrc_child_wait(&c, &ce);
+    int crc = pgsrc_child_wait_cancel(&c, rr->op, &ce);
+    pthread_join(th, NULL);
     if (src != 0 && !reader_gone) {
         *e = se;
         err_wrap(e, "restore aborted before its commit");
@@ -690,7 +703,7 @@ static int stage_dump(struct restore_run *rr, char **path_out, struct err *e)
         return -1;
     }
     if (stream_restore_fd(rr->r, json_object_get(rr->k->dump, "chunks"), rr->k->sha, fd,
-                          rr->threads, on_restore_progress, rr, e) != 0) {
+                          rr->threads, on_restore_progress, rr, rr->op, e) != 0) {
         close(fd);
         return -1;
     }
@@ -756,8 +769,8 @@ static int toc_list(struct restore_run *rr, const char *file, char **toc, struct
     struct err se = ERR_INIT;
     if (!file)
         stream_restore_fd(rr->r, json_object_get(rr->k->dump, "chunks"), rr->k->sha, c.in_fd,
-                          rr->threads, NULL, NULL, &se);
-    int crc = pgsrc_child_wait(&c, e);
+                          rr->threads, NULL, NULL, rr->op, &se);
+    int crc = pgsrc_child_wait_cancel(&c, rr->op, e);
     pthread_join(th, NULL);
     if (crc != 0) {
         if (se.code == ERR_DAMAGE)
@@ -864,7 +877,8 @@ static void drop_schemas(const struct restore_run *rr, json_t *created)
         char *q = c ? PQescapeIdentifier(c, name, strlen(name)) : NULL;
         char *sql = q ? xasprintf("DROP SCHEMA IF EXISTS %s", q) : NULL;
         if (!sql || pgsrc_exec(c, sql, &e) != 0)
-            log_warn("cannot drop schema %s (created for the restore): %s", name, e.msg);
+            caris_op_log(rr->op, LOG_WARN, "cannot drop schema %s (created for the restore): %s",
+                         name, e.msg);
         free(sql);
         PQfreemem(q);
     }
@@ -879,6 +893,8 @@ static int pg_restore_run(struct restore_run *rr, struct err *e)
     char **argv = NULL;
     json_t *schemas = json_array();
     int rc = -1;
+    if (caris_op_check(rr->op, NULL, e) != 0)
+        goto out;
     if (rr->jobs > 1 && stage_dump(rr, &staged, e) != 0)
         goto out;
     if (rr->npidx) {
@@ -903,7 +919,7 @@ static int pg_restore_run(struct restore_run *rr, struct err *e)
         if (pgsrc_child_start(&c, rr->tool->path, argv, &so, e) != 0)
             goto out;
         rr->applying = true;
-        rc = pgsrc_child_wait(&c, e);
+        rc = pgsrc_child_wait_cancel(&c, rr->op, e);
     } else {
         rc = restore_piped(rr, argv, e);
     }
@@ -982,12 +998,13 @@ static int scratch_create(struct scratch *s, enum db_scratch kind,
     return 0;
 }
 
-static void scratch_drop(struct scratch *s)
+static void scratch_drop(struct scratch *s, const struct caris_op *op)
 {
     if (s->created && !s->local_started) {
         struct err e = ERR_INIT;
         if (drop_database(&s->server, s->name, &e) != 0)
-            log_warn("cannot drop the scratch database %s: %s (drop it by hand)", s->name, e.msg);
+            caris_op_log(op, LOG_WARN, "cannot drop the scratch database %s: %s (drop it by hand)",
+                         s->name, e.msg);
     }
     if (s->local_started)
         pgsrc_local_stop(&s->local);
@@ -1007,13 +1024,14 @@ struct test_result {
 static int test_restore_core(struct repo *r, const struct dbk *k, enum db_scratch kind,
                              const struct pgsrc_target *server, const struct selection *sel,
                              const char *temp_dir, int threads, caris_progress_fn progress,
-                             void *ctx, struct test_result *res, struct err *e)
+                             void *ctx, const struct caris_op *op, struct test_result *res,
+                             struct err *e)
 {
     memset(res, 0, sizeof(*res));
     res->tables = json_deep_copy(sel->expected);
     struct scratch s;
     if (scratch_create(&s, kind, server, k, temp_dir, e) != 0) {
-        scratch_drop(&s);
+        scratch_drop(&s, op);
         return -1;
     }
     snprintf(res->scratch_name, sizeof(res->scratch_name), "%s", s.name);
@@ -1040,7 +1058,8 @@ static int test_restore_core(struct repo *r, const struct dbk *k, enum db_scratc
                              .temp_dir = temp_dir,
                              .threads = threads,
                              .progress = progress,
-                             .ctx = ctx};
+                             .ctx = ctx,
+                             .op = op};
     int64_t t0 = time_mono_ns();
     int prc = pg_restore_run(&rr, e);
     int64_t t1 = time_mono_ns();
@@ -1062,12 +1081,13 @@ static int test_restore_core(struct repo *r, const struct dbk *k, enum db_scratc
     res->ok = true;
     rc = 0;
 out:
-    scratch_drop(&s);
+    scratch_drop(&s, op);
     return rc;
 }
 
 static int record_test_restore(struct repo *r, const char *id, enum db_scratch kind,
-                               const struct test_result *res, const struct err *failure)
+                               const struct test_result *res, const struct err *failure,
+                               const struct caris_op *op)
 {
     char now[40];
     time_format_iso(time_now_ns(), now, sizeof(now));
@@ -1080,7 +1100,7 @@ static int record_test_restore(struct repo *r, const char *id, enum db_scratch k
     struct err e = ERR_INIT;
     int rc = repo_record_add(r, "test-restore", rec, &e);
     if (rc != 0)
-        log_warn("cannot record the test restore in the repository: %s", e.msg);
+        caris_op_log(op, LOG_WARN, "cannot record the test restore in the repository: %s", e.msg);
     json_decref(rec);
     return rc;
 }
@@ -1142,15 +1162,15 @@ static int resolve_target(const struct db_restore_opts *o, struct pgsrc_target *
     return 0;
 }
 
-int caris_db_restore(struct repo *r, const struct db_restore_opts *o, json_t **report,
-                     struct err *e)
+int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
+                           struct caris_db_restore_result *res, struct err *e)
 {
     int64_t start = time_mono_ns();
-    *report = NULL;
+    memset(res, 0, sizeof(*res));
     struct pgsrc_target t;
     struct dbk k = {0};
     struct selection sel = {0};
-    json_t *plan = json_array(), *tables = NULL, *test = NULL;
+    json_t *plan = json_array(), *tables = NULL;
     PGconn *c = NULL;
     struct pgsrc_index_tree *pidx = NULL;
     size_t npidx = 0;
@@ -1174,8 +1194,11 @@ int caris_db_restore(struct repo *r, const struct db_restore_opts *o, json_t **r
     if (backup_load(r, o->backup_id, &k, e) != 0 ||
         select_objects(&k, o->tables, o->ntables, o->schemas, o->nschemas, &sel, e) != 0)
         goto out;
-    *report = json_pack("{s:s, s:o, s:b, s:O}", "backupId", k.id, "target", pgsrc_target_json(&t),
-                        "dryRun", o->dry_run, "plan", plan);
+    res->ran = true;
+    res->backup_id = xstrdup(k.id);
+    res->target = pgsrc_target_json(&t);
+    res->dry_run = o->dry_run;
+    res->plan = json_incref(plan);
     str_human_bytes(k.size, dump_size, sizeof(dump_size));
     plan_add(plan,
              "restore backup %s (database %s, PostgreSQL %s, taken %s, %zu tables, dump %s) into "
@@ -1306,14 +1329,17 @@ int caris_db_restore(struct repo *r, const struct db_restore_opts *o, json_t **r
             o->on_plan(o->plan_ctx, plan);
         struct test_result tr;
         int trc = test_restore_core(r, &k, DB_SCRATCH_DATABASE, &server, &sel, o->temp_dir,
-                                    o->threads, o->progress, o->ctx, &tr, e);
+                                    o->threads, o->progress, o->ctx, o->op, &tr, e);
         pgsrc_target_free(&server);
         if (tr.scratch_name[0])
-            record_test_restore(r, k.id, DB_SCRATCH_DATABASE, &tr, e);
+            record_test_restore(r, k.id, DB_SCRATCH_DATABASE, &tr, e, o->op);
         tables = tr.tables;
-        test = json_pack("{s:b, s:s, s:s, s:I, s:I}", "ok", tr.ok, "scratch", "database",
-                         "scratch_name", tr.scratch_name, "restore_ms", (json_int_t)tr.restore_ms,
-                         "verify_ms", (json_int_t)tr.verify_ms);
+        res->tested = true;
+        res->test.ok = tr.ok;
+        res->test.scratch = DB_SCRATCH_DATABASE;
+        snprintf(res->test.scratch_name, sizeof(res->test.scratch_name), "%s", tr.scratch_name);
+        res->test.restore_ms = tr.restore_ms;
+        res->test.verify_ms = tr.verify_ms;
         verified = trc == 0;
         rc = trc;
         goto out;
@@ -1342,7 +1368,8 @@ int caris_db_restore(struct repo *r, const struct db_restore_opts *o, json_t **r
                              .temp_dir = o->temp_dir,
                              .threads = o->threads,
                              .progress = o->progress,
-                             .ctx = o->ctx};
+                             .ctx = o->ctx,
+                             .op = o->op};
     if (pg_restore_run(&rr, e) != 0) {
         if (created) {
             struct err de = ERR_INIT;
@@ -1376,7 +1403,7 @@ int caris_db_restore(struct repo *r, const struct db_restore_opts *o, json_t **r
 out:
     if (c)
         PQfinish(c);
-    if (*report) {
+    if (res->ran) {
         if (!tables) {
             tables = sel.expected ? json_deep_copy(sel.expected) : json_array();
         }
@@ -1384,19 +1411,15 @@ out:
         json_t *x;
         json_array_foreach(tables, i, x) if (!json_object_get(x, "actual"))
             json_object_set_new(x, "actual", json_null());
-        json_object_set_new(*report, "tables", tables);
+        res->tables = tables;
         tables = NULL;
-        json_object_set_new(*report, "verified", json_boolean(verified));
-        json_object_set_new(*report, "ok", json_boolean(rc == 0));
-        json_object_set_new(*report, "duration_ms",
-                            json_integer((json_int_t)((time_mono_ns() - start) / 1000000)));
-        if (test)
-            json_object_set(*report, "testRestore", test);
+        res->verified = verified;
+        res->ok = rc == 0;
+        res->duration_ms = (time_mono_ns() - start) / 1000000;
         if (rc != 0)
-            json_object_set_new(*report, "error", json_string(e->msg));
+            res->error = xstrdup(e->msg);
     }
     json_decref(tables);
-    json_decref(test);
     json_decref(plan);
     pgsrc_index_trees_free(pidx, npidx);
     selection_free(&sel);
@@ -1407,13 +1430,43 @@ out:
     return rc;
 }
 
+void caris_db_restore_result_free(struct caris_db_restore_result *res)
+{
+    free(res->backup_id);
+    json_decref(res->target);
+    json_decref(res->plan);
+    json_decref(res->tables);
+    free(res->error);
+    memset(res, 0, sizeof(*res));
+}
+
+json_t *caris_db_restore_result_to_json(const struct caris_db_restore_result *res)
+{
+    if (!res->ran)
+        return NULL;
+    json_t *o = json_pack("{s:s, s:O, s:b, s:O, s:O, s:b, s:b, s:I}", "backupId", res->backup_id,
+                          "target", res->target, "dryRun", res->dry_run, "plan", res->plan,
+                          "tables", res->tables, "verified", res->verified, "ok", res->ok,
+                          "duration_ms", (json_int_t)res->duration_ms);
+    if (res->tested)
+        json_object_set_new(o, "testRestore",
+                            json_pack("{s:b, s:s, s:s, s:I, s:I}", "ok", res->test.ok, "scratch",
+                                      scratch_kind_name(res->test.scratch), "scratch_name",
+                                      res->test.scratch_name, "restore_ms",
+                                      (json_int_t)res->test.restore_ms, "verify_ms",
+                                      (json_int_t)res->test.verify_ms));
+    if (res->error)
+        json_object_set_new(o, "error", json_string(res->error));
+    return o;
+}
+
 /* ---- test restore ------------------------------------------------------------------------------
  */
 
-int caris_db_test_restore(struct repo *r, const struct db_test_restore_opts *o, json_t **report,
-                          struct err *e)
+int caris_test_restore(struct repo *r, const struct db_test_restore_opts *o,
+                       struct caris_test_restore_result *res, struct err *e)
 {
-    *report = NULL;
+    memset(res, 0, sizeof(*res));
     struct pgsrc_target server = {0};
     struct dbk k = {0};
     struct selection sel = {0};
@@ -1432,19 +1485,23 @@ int caris_db_test_restore(struct repo *r, const struct db_test_restore_opts *o, 
         goto out;
     struct test_result tr;
     rc = test_restore_core(r, &k, o->scratch, &server, &sel, o->temp_dir, o->threads, o->progress,
-                           o->ctx, &tr, e);
+                           o->ctx, o->op, &tr, e);
     if (tr.scratch_name[0])
-        record_test_restore(r, k.id, o->scratch, &tr, e);
-    *report = json_pack("{s:s, s:b, s:s, s:s, s:I, s:I, s:o}", "backupId", k.id, "ok", tr.ok,
-                        "scratch", scratch_kind_name(o->scratch), "scratch_name", tr.scratch_name,
-                        "restore_ms", (json_int_t)tr.restore_ms, "verify_ms",
-                        (json_int_t)tr.verify_ms, "tables", tr.tables);
+        record_test_restore(r, k.id, o->scratch, &tr, e, o->op);
+    res->ran = true;
+    res->backup_id = xstrdup(k.id);
+    res->ok = tr.ok;
+    res->scratch = o->scratch;
+    snprintf(res->scratch_name, sizeof(res->scratch_name), "%s", tr.scratch_name);
+    res->restore_ms = tr.restore_ms;
+    res->verify_ms = tr.verify_ms;
+    res->tables = tr.tables;
     size_t i;
     json_t *x;
     json_array_foreach(tr.tables, i, x) if (!json_object_get(x, "actual"))
         json_object_set_new(x, "actual", json_null());
     if (rc != 0)
-        json_object_set_new(*report, "error", json_string(e->msg));
+        res->error = xstrdup(e->msg);
 out:
     selection_free(&sel);
     backup_free(&k);
@@ -1452,4 +1509,25 @@ out:
         repo_unlock(r);
     pgsrc_target_free(&server);
     return rc;
+}
+
+void caris_test_restore_result_free(struct caris_test_restore_result *res)
+{
+    free(res->backup_id);
+    json_decref(res->tables);
+    free(res->error);
+    memset(res, 0, sizeof(*res));
+}
+
+json_t *caris_test_restore_result_to_json(const struct caris_test_restore_result *res)
+{
+    if (!res->ran)
+        return NULL;
+    json_t *o = json_pack("{s:s, s:b, s:s, s:s, s:I, s:I, s:O}", "backupId", res->backup_id, "ok",
+                          res->ok, "scratch", scratch_kind_name(res->scratch), "scratch_name",
+                          res->scratch_name, "restore_ms", (json_int_t)res->restore_ms, "verify_ms",
+                          (json_int_t)res->verify_ms, "tables", res->tables);
+    if (res->error)
+        json_object_set_new(o, "error", json_string(res->error));
+    return o;
 }

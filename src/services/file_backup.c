@@ -136,7 +136,7 @@ static void warn_path(struct bctx *b, const char *path, size_t plen, const char 
     b->nwarnings++;
     char esc[600];
     str_escape(path, plen, esc, sizeof(esc));
-    log_warn("%s: %s", esc, msg);
+    caris_op_log(b->o->op, LOG_WARN, "%s: %s", esc, msg);
     if (json_array_size(b->warnings) < MAX_WARNINGS_KEPT) {
         json_t *w = json_object();
         json_object_set_new(w, "root", json_integer(b->root));
@@ -696,7 +696,7 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
             goto out;
         if (json_is_null(parent)) {
             /* nothing to build on: it reads every file, so it is a full backup, and says so */
-            log_info("no earlier backup of these paths: making a full backup");
+            caris_op_log(o->op, LOG_INFO, "no earlier backup of these paths: making a full backup");
             incremental = false;
         } else if (!(b.prev = prev_load(r, parent, e))) {
             goto out;
@@ -804,16 +804,22 @@ out:
     return rc;
 }
 
-int caris_files_backup_full(struct repo *r, const struct files_backup_opts *o, json_t **summary,
-                            struct err *e)
+int caris_files_backup_full(struct repo *r, const struct files_backup_opts *o,
+                            struct caris_backup_result *res, struct err *e)
 {
-    return files_backup(r, o, false, summary, e);
+    json_t *summary = NULL;
+    int rc = files_backup(r, o, false, &summary, e);
+    backup_result_take(res, summary);
+    return rc;
 }
 
 int caris_files_backup_incremental(struct repo *r, const struct files_backup_opts *o,
-                                   json_t **summary, struct err *e)
+                                   struct caris_backup_result *res, struct err *e)
 {
-    return files_backup(r, o, true, summary, e);
+    json_t *summary = NULL;
+    int rc = files_backup(r, o, true, &summary, e);
+    backup_result_take(res, summary);
+    return rc;
 }
 
 json_t *caris_backup_list(struct repo *r, const char *kind, struct err *e)

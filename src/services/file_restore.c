@@ -18,6 +18,11 @@
 #include "common.h"
 #include "manifest.h"
 
+#define CANCEL_RESTORE_HINT                                                                        \
+    "the files restored so far are complete and verified, the others missing: run the restore "    \
+    "again (with --overwrite) to finish it"
+#define CANCEL_VERIFY_HINT "nothing was changed: run verify again"
+
 #define MAX_INFLIGHT_BYTES (64u << 20)
 #define MAX_INFLIGHT_JOBS 4096
 
@@ -147,6 +152,14 @@ static void file_finish(struct rctx *c, struct rfile *f)
     rfile_free(f);
 }
 
+static void report_progress(struct rctx *c)
+{
+    const char *phase = c->o->target ? "restore" : "verify";
+    progress_report(c->o->progress, c->o->ctx, phase, c->files, c->bytes, c->bytes_total,
+                    c->start_mono);
+    caris_op_progress(c->o->op, phase, c->bytes, c->bytes_total);
+}
+
 /* Consumes the oldest chunk in the queue: writes it, hashes it. The chunks of a file are
  * asked for and consumed in order, so the file's count of consumed chunks is this one's
  * number. */
@@ -185,12 +198,11 @@ static void consume_one(struct rctx *c)
     f->done_chunks++;
     if (f->done_chunks == f->nchunks)
         file_finish(c, f);
-    if (c->o->progress) {
+    if (c->o->progress || c->o->op) {
         int64_t now = time_mono_ns();
         if (now - c->last_progress > 200000000) {
             c->last_progress = now;
-            progress_report(c->o->progress, c->o->ctx, c->o->target ? "restore" : "verify",
-                            c->files, c->bytes, c->bytes_total, c->start_mono);
+            report_progress(c);
         }
     }
 }
@@ -212,6 +224,10 @@ static void small_file_job(void *arg, int worker)
     struct buf data = {0};
     struct err e = ERR_INIT;
     int rc = 0;
+    if (caris_op_cancelled(c->o->op)) { /* the main thread reports it */
+        rfile_free(f);
+        return;
+    }
     if (f->nchunks == 1) {
         rc = repo_blob_load_flags(c->r, f->ids[0], &data, c->load_flags, &e);
         if (rc == 0 && data.len != f->lens[0])
@@ -358,7 +374,7 @@ static int check_includes(const struct files_read_opts *o, json_t *roots, const 
 }
 
 int files_read_backup(struct repo *r, json_t *summary, const struct buf *entries,
-                      const struct files_read_opts *o, json_t *report, struct err *e)
+                      const struct files_read_opts *o, struct caris_read_report *out, struct err *e)
 {
     json_t *ent = NULL;
     struct rctx c = {.r = r,
@@ -393,6 +409,8 @@ int files_read_backup(struct repo *r, json_t *summary, const struct buf *entries
     int more;
     while ((more = entry_iter_next(&it, &ent, e)) == 1) {
         size_t i = it.index - 1;
+        if (caris_op_check(o->op, o->target ? CANCEL_RESTORE_HINT : CANCEL_VERIFY_HINT, e) != 0)
+            goto out;
         if (has_fatal(&c)) {
             json_decref(ent);
             ent = NULL;
@@ -494,8 +512,18 @@ int files_read_backup(struct repo *r, json_t *summary, const struct buf *entries
                 pool_submit(c.pool, small_file_job, f);
                 break;
             }
-            for (size_t k = 0; k < f->nchunks; k++)
+            for (size_t k = 0; k < f->nchunks; k++) {
+                if (caris_op_cancelled(o->op)) {
+                    /* The chunks asked for are consumed as usual; the file then ends there,
+                     * failed: its temporary file is removed. */
+                    f->failed = true;
+                    f->nchunks = k;
+                    if (k == 0)
+                        rfile_free(f);
+                    break;
+                }
                 submit(&c, f, k);
+            }
             break;
         }
         }
@@ -519,6 +547,9 @@ int files_read_backup(struct repo *r, json_t *summary, const struct buf *entries
     if (more < 0)
         goto out;
     drain_all(&c);
+    /* small files skipped by their jobs after a cancel: not an error of theirs */
+    if (caris_op_check(o->op, o->target ? CANCEL_RESTORE_HINT : CANCEL_VERIFY_HINT, e) != 0)
+        goto out;
     if (err_is_set(&c.fatal)) {
         *e = c.fatal;
         goto out;
@@ -529,9 +560,7 @@ int files_read_backup(struct repo *r, json_t *summary, const struct buf *entries
         if (fsrestore_finish(fr, e) != 0)
             goto out;
     }
-    if (o->progress)
-        progress_report(o->progress, o->ctx, o->target ? "restore" : "verify", c.files, c.bytes,
-                        c.bytes_total, c.start_mono);
+    report_progress(&c);
     rc = 0;
     if (json_array_size(c.errors))
         rc = err_set(e, ERR_DAMAGE,
@@ -549,11 +578,11 @@ out:
     buf_free(&c.data);
     if (c.fr)
         fsrestore_free(c.fr);
-    json_object_set_new(report, "files", json_integer((json_int_t)c.files));
-    json_object_set_new(report, "dirs", json_integer((json_int_t)c.dirs));
-    json_object_set_new(report, "bytes", json_integer((json_int_t)c.bytes));
-    json_object_set_new(report, "errors", c.errors);
-    json_object_set_new(report, "warnings", c.warnings);
+    out->files = c.files;
+    out->dirs = c.dirs;
+    out->bytes = c.bytes;
+    out->errors = c.errors;
+    out->warnings = c.warnings;
     pthread_mutex_destroy(&c.mu);
     return rc;
 }
@@ -578,8 +607,8 @@ static int load_files_backup(struct repo *r, const char *id, json_t **summary, s
     return 0;
 }
 
-static int files_restore_locked(struct repo *r, const struct files_restore_opts *o, json_t **report,
-                                struct err *e)
+static int files_restore_locked(struct repo *r, const struct files_restore_opts *o,
+                                struct caris_files_restore_result *res, struct err *e)
 {
     json_t *summary;
     struct buf entries = {0};
@@ -595,31 +624,72 @@ static int files_restore_locked(struct repo *r, const struct files_restore_opts 
                                  .nincludes = o->nincludes,
                                  .threads = o->threads,
                                  .progress = o->progress,
-                                 .ctx = o->ctx};
-    *report = json_pack("{s:s, s:s}", "backupId", o->backup_id, "target", o->target);
-    int rc = files_read_backup(r, summary, &entries, &ro, *report, e);
+                                 .ctx = o->ctx,
+                                 .op = o->op};
+    res->ran = true;
+    int rc = files_read_backup(r, summary, &entries, &ro, &res->read, e);
     json_decref(summary);
     buf_free(&entries);
-    if (rc == 0 && json_array_size(json_object_get(*report, "warnings")))
+    if (rc == 0 && json_array_size(res->read.warnings))
         return CARIS_DONE_WARNINGS;
     return rc;
 }
 
-int caris_files_restore(struct repo *r, const struct files_restore_opts *o, json_t **report,
-                        struct err *e)
+int caris_restore_files(struct repo *r, const struct files_restore_opts *o,
+                        struct caris_files_restore_result *res, struct err *e)
 {
-    *report = NULL;
+    memset(res, 0, sizeof(*res));
+    res->backup_id = xstrdup(o->backup_id ? o->backup_id : "");
+    res->target = xstrdup(o->target ? o->target : "");
     if (repo_lock(r, false, "restore files", e) != 0)
         return -1;
-    int rc = files_restore_locked(r, o, report, e);
+    int rc = files_restore_locked(r, o, res, e);
     repo_unlock(r);
+    res->ok = rc >= 0;
     return rc;
+}
+
+static void read_report_free(struct caris_read_report *rr)
+{
+    json_decref(rr->errors);
+    json_decref(rr->warnings);
+    memset(rr, 0, sizeof(*rr));
+}
+
+/* The counts and findings into o; warnings and dirs only for file backups. */
+static void read_report_json(const struct caris_read_report *rr, bool files_backup, json_t *o)
+{
+    json_object_set_new(o, "files", json_integer((json_int_t)rr->files));
+    json_object_set_new(o, "bytes", json_integer((json_int_t)rr->bytes));
+    json_object_set_new(o, "errors", rr->errors ? json_incref(rr->errors) : json_array());
+    if (files_backup) {
+        json_object_set_new(o, "dirs", json_integer((json_int_t)rr->dirs));
+        json_object_set_new(o, "warnings", rr->warnings ? json_incref(rr->warnings) : json_array());
+    }
+}
+
+void caris_files_restore_result_free(struct caris_files_restore_result *res)
+{
+    free(res->backup_id);
+    free(res->target);
+    read_report_free(&res->read);
+    memset(res, 0, sizeof(*res));
+}
+
+json_t *caris_files_restore_result_to_json(const struct caris_files_restore_result *res)
+{
+    if (!res->ran)
+        return NULL;
+    json_t *o = json_pack("{s:s, s:s, s:b}", "backupId", res->backup_id, "target", res->target,
+                          "ok", res->ok);
+    read_report_json(&res->read, true, o);
+    return o;
 }
 
 /* Backups whose entries are byte streams (database dumps, ...): every stream is read back,
  * every chunk authenticated, every stream's SHA-256 compared. */
 static int verify_streams(struct repo *r, json_t *entries, const struct verify_opts *o,
-                          json_t *report, struct err *e)
+                          struct caris_read_report *out, struct err *e)
 {
     json_t *errors = json_array();
     uint64_t bytes = 0, files = 0;
@@ -640,7 +710,7 @@ static int verify_streams(struct repo *r, json_t *entries, const struct verify_o
             err_set(&se, ERR_DAMAGE, NULL, "malformed entry (sha256)");
         else
             stream_restore_fd(r, json_object_get(ent, "chunks"), sha, fd, o ? o->threads : 0, NULL,
-                              NULL, &se);
+                              NULL, o ? o->op : NULL, &se);
         if (err_is_set(&se) && se.code != ERR_DAMAGE) {
             close(fd);
             json_decref(errors);
@@ -654,9 +724,9 @@ static int verify_streams(struct repo *r, json_t *entries, const struct verify_o
         bytes += (uint64_t)json_integer_value(json_object_get(ent, "size"));
     }
     close(fd);
-    json_object_set_new(report, "files", json_integer((json_int_t)files));
-    json_object_set_new(report, "bytes", json_integer((json_int_t)bytes));
-    json_object_set_new(report, "errors", errors);
+    out->files = files;
+    out->bytes = bytes;
+    out->errors = errors;
     if (json_array_size(errors))
         return err_set(e, ERR_DAMAGE,
                        "checksum mismatch: the backup is corrupted, DO NOT restore from it; use a "
@@ -666,26 +736,22 @@ static int verify_streams(struct repo *r, json_t *entries, const struct verify_o
 }
 
 static int verify_locked(struct repo *r, const char *backup_id, const struct verify_opts *o,
-                         json_t **report, struct err *e)
+                         struct caris_verify_result *res, struct err *e)
 {
     json_t *summary, *entries;
-    *report = NULL;
     char name[65];
     json_t *s;
     if (repo_snapshot_find(r, backup_id, name, &s, e) != 0)
         return -1;
     const char *kind = json_string_value(json_object_get(s, "kind"));
     if (kind && strcmp(kind, "files") != 0) {
-        /* the report before s goes: kind points into it */
-        *report = json_pack("{s:s, s:s}", "backupId", backup_id, "kind", kind);
+        res->kind = xstrdup(kind);
         json_decref(s);
-        if (repo_snapshot_load(r, name, &summary, &entries, e) != 0) {
-            json_decref(*report);
-            *report = NULL;
+        if (repo_snapshot_load(r, name, &summary, &entries, e) != 0)
             return -1;
-        }
-        int rc = verify_streams(r, entries, o, *report, e);
-        json_object_set_new(*report, "valid", json_boolean(rc == 0));
+        res->ran = true;
+        int rc = verify_streams(r, entries, o, &res->read, e);
+        res->valid = rc == 0;
         json_decref(summary);
         json_decref(entries);
         return rc;
@@ -698,22 +764,47 @@ static int verify_locked(struct repo *r, const char *backup_id, const struct ver
     }
     struct files_read_opts ro = {.threads = o ? o->threads : 0,
                                  .progress = o ? o->progress : NULL,
-                                 .ctx = o ? o->ctx : NULL};
-    *report = json_pack("{s:s}", "backupId", backup_id);
-    int rc = files_read_backup(r, summary, &text, &ro, *report, e);
-    json_object_set_new(*report, "valid", json_boolean(rc == 0));
+                                 .ctx = o ? o->ctx : NULL,
+                                 .op = o ? o->op : NULL};
+    res->ran = true;
+    int rc = files_read_backup(r, summary, &text, &ro, &res->read, e);
+    res->valid = rc == 0;
     json_decref(summary);
     buf_free(&text);
     return rc;
 }
 
-int caris_backup_verify(struct repo *r, const char *backup_id, const struct verify_opts *o,
-                        json_t **report, struct err *e)
+int caris_verify(struct repo *r, const char *backup_id, const struct verify_opts *o,
+                 struct caris_verify_result *res, struct err *e)
 {
-    *report = NULL;
+    memset(res, 0, sizeof(*res));
+    res->backup_id = xstrdup(backup_id);
     if (repo_lock(r, false, "verify", e) != 0)
         return -1;
-    int rc = verify_locked(r, backup_id, o, report, e);
+    int rc = verify_locked(r, backup_id, o, res, e);
     repo_unlock(r);
+    if (rc != 0 && e->code != ERR_DAMAGE && caris_op_cancelled(o ? o->op : NULL))
+        /* stopped before the end, not judged: nothing that could read as damage (a
+         * verification that ran to its end reports what it found, cancel or not) */
+        res->ran = false;
     return rc;
+}
+
+void caris_verify_result_free(struct caris_verify_result *res)
+{
+    free(res->backup_id);
+    free(res->kind);
+    read_report_free(&res->read);
+    memset(res, 0, sizeof(*res));
+}
+
+json_t *caris_verify_result_to_json(const struct caris_verify_result *res)
+{
+    if (!res->ran)
+        return NULL;
+    json_t *o = json_pack("{s:s, s:b}", "backupId", res->backup_id, "valid", res->valid);
+    if (res->kind)
+        json_object_set_new(o, "kind", json_string(res->kind));
+    read_report_json(&res->read, !res->kind, o);
+    return o;
 }

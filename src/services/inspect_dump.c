@@ -521,7 +521,7 @@ static int dump_stream(struct repo *r, struct loaded *l, const struct caris_dump
         rc = err_set(e, ERR_DAMAGE, NULL, "backup %s: malformed stream entry", l->id);
     } else {
         rc = stream_restore_fd(r, json_object_get(hit, "chunks"), sha, o->fd, o->threads, NULL,
-                               NULL, e);
+                               NULL, o->op, e);
         if (rc == 0)
             res->bytes = (uint64_t)json_integer_value(json_object_get(hit, "size"));
     }

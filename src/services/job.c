@@ -89,12 +89,6 @@ static void step_end(struct run *x, struct caris_job_step *s, int rc, const stru
         x->o->on_step(x->o->step_ctx, s);
 }
 
-static uint64_t stat_u64(json_t *summary, const char *key)
-{
-    json_int_t v = json_integer_value(json_object_get(json_object_get(summary, "stats"), key));
-    return v > 0 ? (uint64_t)v : 0;
-}
-
 /* A backup's progress, as the op's phase progress ("backup database", bytes read of total). */
 static void backup_progress(void *ctx, const struct caris_progress *p)
 {
@@ -109,7 +103,7 @@ static int do_backup(struct run *x, const char *what, char **id)
     bool full = x->o->type == CARIS_JOB_FULL;
     struct caris_job_step *s = step_begin(x, CARIS_STEP_BACKUP, what, NULL);
     struct err e = ERR_INIT;
-    json_t *summary = NULL;
+    struct caris_backup_result res = {0};
     int rc;
     if (strcmp(what, "database") == 0) {
         bool compress;
@@ -124,8 +118,8 @@ static int do_backup(struct run *x, const char *what, char **id)
                                    .time_ns = x->o->time_ns,
                                    .op = x->op};
         if (rc == 0)
-            rc = full ? caris_db_backup_full(x->r, &o, &summary, &e)
-                      : caris_db_backup_incremental(x->r, &o, &summary, &e);
+            rc = full ? caris_db_backup_full(x->r, &o, &res, &e)
+                      : caris_db_backup_incremental(x->r, &o, &res, &e);
     } else {
         char *list = xstrdup(config_get(cfg, "BACKUP_FILES_PATHS"));
         const char **paths = NULL;
@@ -142,18 +136,18 @@ static int do_backup(struct run *x, const char *what, char **id)
                                       .ctx = (void *)x->op,
                                       .time_ns = x->o->time_ns,
                                       .op = x->op};
-        rc = full ? caris_files_backup_full(x->r, &o, &summary, &e)
-                  : caris_files_backup_incremental(x->r, &o, &summary, &e);
+        rc = full ? caris_files_backup_full(x->r, &o, &res, &e)
+                  : caris_files_backup_incremental(x->r, &o, &res, &e);
         free(paths);
         free(list);
     }
     if (rc >= 0) {
-        snprintf(s->backup_id, sizeof(s->backup_id), "%s",
-                 json_string_value(json_object_get(summary, "id")) ?: "");
-        s->bytes = stat_u64(summary, "bytes_read");
+        snprintf(s->backup_id, sizeof(s->backup_id), "%s", res.id ? res.id : "");
+        s->bytes = res.bytes_read;
         *id = xstrdup(s->backup_id);
     }
-    s->detail = summary;
+    s->detail = caris_backup_result_to_json(&res);
+    caris_backup_result_free(&res);
     step_end(x, s, rc, &e);
     return rc;
 }
@@ -162,14 +156,12 @@ static void do_verify(struct run *x, const char *what, const char *id)
 {
     struct caris_job_step *s = step_begin(x, CARIS_STEP_VERIFY, what, id);
     struct err e = ERR_INIT;
-    struct verify_opts vo = {.threads = x->o->threads};
-    json_t *report = NULL;
-    int rc = caris_backup_verify(x->r, id, &vo, &report, &e);
-    if (report) {
-        json_int_t b = json_integer_value(json_object_get(report, "bytes_checked"));
-        s->bytes = b > 0 ? (uint64_t)b : 0;
-    }
-    s->detail = report;
+    struct verify_opts vo = {.threads = x->o->threads, .op = x->op};
+    struct caris_verify_result res;
+    int rc = caris_verify(x->r, id, &vo, &res, &e);
+    s->bytes = res.read.bytes;
+    s->detail = caris_verify_result_to_json(&res);
+    caris_verify_result_free(&res);
     caris_verification_record(x->r, id, rc == 0, s->bytes, rc == 0 ? NULL : &e, x->op);
     step_end(x, s, rc, &e);
 }
@@ -185,11 +177,13 @@ static void do_drill(struct run *x, const char *id)
                                      .scratch =
                                          x->o->drill_local ? DB_SCRATCH_LOCAL : DB_SCRATCH_DATABASE,
                                      .temp_dir = tmp,
-                                     .threads = x->o->threads};
-    json_t *report = NULL;
-    int rc = caris_db_test_restore(x->r, &o, &report, &e);
+                                     .threads = x->o->threads,
+                                     .op = x->op};
+    struct caris_test_restore_result res;
+    int rc = caris_test_restore(x->r, &o, &res, &e);
     free(tmp);
-    s->detail = report;
+    s->detail = caris_test_restore_result_to_json(&res);
+    caris_test_restore_result_free(&res);
     step_end(x, s, rc, &e);
 }
 

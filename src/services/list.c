@@ -4,6 +4,7 @@
 #include "caris/backup.h"
 #include "caris/core.h"
 #include "caris/dbbackup.h"
+#include "common.h"
 
 /* The state record's findings, in the list itself (so that `list --json` carries them):
  * "record" on every backup ("recorded", "unrecorded", "replayed", or "none" before the
@@ -123,11 +124,60 @@ json_t *caris_backup_list_report(struct repo *r, const char *kind, json_t *state
     return list;
 }
 
-int caris_backup_verify_all(struct repo *r, const struct verify_opts *o, caris_verify_each_fn each,
-                            void *each_ctx, json_t **reports, struct err *e)
+int caris_list(struct repo *r, const char *kind, json_t *state, struct caris_list_result *res,
+               struct err *e)
 {
-    if (reports)
-        *reports = json_array();
+    memset(res, 0, sizeof(*res));
+    res->entries = caris_backup_list_report(r, kind, state, e);
+    if (!res->entries)
+        return -1;
+    res->n = json_array_size(res->entries);
+    res->v = xcalloc(res->n ? res->n : 1, sizeof(*res->v));
+    size_t i;
+    json_t *b;
+    json_array_foreach(res->entries, i, b)
+    {
+        struct caris_list_entry *x = &res->v[i];
+        json_t *st = json_object_get(b, "stats");
+        x->id = jsonx_strdup_member(b, "id");
+        x->record = jsonx_strdup_member(b, "record");
+        x->missing = x->record && strcmp(x->record, "missing") == 0;
+        x->kind = jsonx_strdup_member(b, "kind");
+        x->mode = jsonx_strdup_member(b, "mode");
+        x->started = jsonx_strdup_member(b, "started");
+        x->status = jsonx_strdup_member(b, "status");
+        x->duration_ms = json_integer_value(json_object_get(b, "duration_ms"));
+        x->files = (uint64_t)json_integer_value(json_object_get(st, "files"));
+        x->bytes_read = (uint64_t)json_integer_value(json_object_get(st, "bytes_read"));
+        x->bytes_added = (uint64_t)json_integer_value(json_object_get(st, "bytes_added"));
+    }
+    return 0;
+}
+
+void caris_list_result_free(struct caris_list_result *res)
+{
+    for (size_t i = 0; i < res->n; i++) {
+        struct caris_list_entry *x = &res->v[i];
+        free(x->id);
+        free(x->kind);
+        free(x->mode);
+        free(x->started);
+        free(x->status);
+        free(x->record);
+    }
+    free(res->v);
+    json_decref(res->entries);
+    memset(res, 0, sizeof(*res));
+}
+
+json_t *caris_list_result_to_json(const struct caris_list_result *res)
+{
+    return json_incref(res->entries);
+}
+
+int caris_backup_verify_all(struct repo *r, const struct verify_opts *o, caris_verify_each_fn each,
+                            void *each_ctx, struct err *e)
+{
     json_t *list = caris_backup_list(r, NULL, e);
     if (!list)
         return -1;
@@ -137,19 +187,23 @@ int caris_backup_verify_all(struct repo *r, const struct verify_opts *o, caris_v
     json_array_foreach(list, i, s)
     {
         const char *id = json_string_value(json_object_get(s, "id"));
-        json_t *rep = NULL;
+        if (caris_op_cancelled(o ? o->op : NULL)) {
+            if (rc == 0)
+                rc = caris_op_check(o->op, "nothing was changed: run verify again", e);
+            break;
+        }
+        struct caris_verify_result res;
         struct err ve = ERR_INIT;
-        int vrc = caris_backup_verify(r, id, o, &rep, &ve);
+        int vrc = caris_verify(r, id, o, &res, &ve);
         if (each)
-            each(each_ctx, id, vrc, rep, &ve);
+            each(each_ctx, id, vrc, &res, &ve);
         if (vrc != 0 && rc == 0) {
             *e = ve;
             rc = -1;
         }
-        if (reports && rep)
-            json_array_append(*reports, rep);
-        json_decref(rep);
-        if (vrc != 0 && !rep) {
+        bool ran = res.ran;
+        caris_verify_result_free(&res);
+        if (vrc != 0 && !ran) {
             *e = ve;
             break;
         }

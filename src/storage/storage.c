@@ -84,6 +84,13 @@ int storage_exists(struct storage *s, const char *name, struct err *e)
     return -1;
 }
 
+struct storage *storage_open(const char *location, bool create, struct err *e)
+{
+    if (storage_location_is_s3(location))
+        return storage_s3_open(location, e);
+    return storage_posix_open(location, create, e);
+}
+
 void storage_close(struct storage *s)
 {
     if (s)

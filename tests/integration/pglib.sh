@@ -187,6 +187,15 @@ assert_no_password_in() {
     assert_eq 0 "${hits:-0}" "$2"
 }
 
+# pg_small_table DB: a table "small" (1000 rows) in DB, and POSTGRES_URL exported for DB: the
+# table a session locks (pg_table_lock_take) to hold a backup or a restore mid-way.
+pg_small_table() {
+    psql_db "$1" -c "CREATE TABLE small (id integer PRIMARY KEY, v text);
+        INSERT INTO small SELECT i, 'v' || i FROM generate_series(1, 1000) AS i" >/dev/null
+    export POSTGRES_URL
+    POSTGRES_URL=$(pg_url "$1")
+}
+
 # A backup held mid-way, without timing: pg_table_lock_take DB TABLE starts a session that
 # holds an ACCESS EXCLUSIVE lock on TABLE until pg_table_lock_release. A database backup then
 # takes its repository lock and claim and waits for the table (it counts its rows first);

@@ -7,10 +7,7 @@ source "$(dirname "$0")/pglib.sh"
 
 pg_start
 db=$CARIS_PG_DB
-psql_db "$db" -c "CREATE TABLE small (id integer PRIMARY KEY, v text);
-    INSERT INTO small SELECT i, 'v' || i FROM generate_series(1, 1000) AS i" >/dev/null
-export POSTGRES_URL
-POSTGRES_URL=$(pg_url)
+pg_small_table "$db"
 db_backup_json "$TEST_TMP/first.json" --full
 assert_rc 0 "a first backup"
 first=$BACKUP_ID

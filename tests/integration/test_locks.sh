@@ -122,10 +122,7 @@ exec {holder_fd}>&-
 # --- 2. a database backup killed with SIGKILL while it holds its lock and claim -------------
 pg_start
 db=$CARIS_PG_DB
-psql_db "$db" -c "CREATE TABLE small (id integer PRIMARY KEY, v text);
-    INSERT INTO small SELECT i, 'v' || i FROM generate_series(1, 1000) AS i" >/dev/null
-export POSTGRES_URL
-POSTGRES_URL=$(pg_url)
+pg_small_table "$db"
 
 # A session holds an ACCESS EXCLUSIVE lock on the table until released (pglib.sh): a backup
 # takes its repository lock and claim, then waits for the table (counting its rows).

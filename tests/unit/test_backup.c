@@ -91,11 +91,12 @@ static void test_cancelled_backup_commits_nothing(void **state)
                                       .progress = round == 1 ? cancel_on_progress : NULL,
                                       .estimate_total = round == 1,
                                       .ctx = &ca};
-        json_t *summary = NULL;
+        struct caris_backup_result res;
         e = (struct err)ERR_INIT;
-        assert_int_equal(caris_files_backup_full(r, &o, &summary, &e), -1);
+        assert_int_equal(caris_files_backup_full(r, &o, &res, &e), -1);
         assert_string_equal(e.msg, "cancelled");
-        assert_null(summary);
+        assert_null(res.summary);
+        assert_null(res.id);
         assert_int_equal(count_files(snaps), 0);
         assert_int_equal(count_files(locks), 0);
         if (round == 1)
@@ -106,11 +107,18 @@ static void test_cancelled_backup_commits_nothing(void **state)
     volatile sig_atomic_t cancel = 0;
     struct caris_op op = {.cancel = &cancel};
     struct files_backup_opts o = {.paths = paths, .npaths = 1, .threads = 2, .op = &op};
-    json_t *summary = NULL;
+    struct caris_backup_result res;
     e = (struct err)ERR_INIT;
-    if (caris_files_backup_full(r, &o, &summary, &e) < 0)
+    if (caris_files_backup_full(r, &o, &res, &e) < 0)
         fail_msg("backup: %s", e.msg);
-    json_decref(summary);
+    assert_string_equal(res.kind, "files");
+    assert_string_equal(res.mode, "full");
+    assert_non_null(res.id);
+    json_t *j = caris_backup_result_to_json(&res);
+    assert_string_equal(json_string_value(json_object_get(j, "id")), res.id);
+    assert_null(json_object_get(j, "_file")); /* internal */
+    json_decref(j);
+    caris_backup_result_free(&res);
     assert_int_equal(count_files(snaps), 1);
     assert_int_equal(count_files(locks), 0);
     repo_close(r);

@@ -602,9 +602,9 @@ static struct child backup_child(const char *dir, const char *src)
         const char *paths[] = {src};
         struct files_backup_opts o = {
             .paths = paths, .npaths = 1, .threads = 2, .progress = hold_progress, .ctx = &h};
-        json_t *summary = NULL;
-        int rc = caris_files_backup_full(r, &o, &summary, &e);
-        json_decref(summary);
+        struct caris_backup_result res;
+        int rc = caris_files_backup_full(r, &o, &res, &e);
+        caris_backup_result_free(&res);
         repo_close(r);
         _exit(rc == 0 ? 0 : 5);
     }
@@ -694,11 +694,11 @@ static void test_kill9_backup(void **state)
     /* a new backup works */
     const char *paths[] = {src};
     struct files_backup_opts o = {.paths = paths, .npaths = 1, .threads = 2};
-    json_t *summary = NULL;
+    struct caris_backup_result res;
     struct repo *r = open_ok(dir);
-    if (caris_files_backup_full(r, &o, &summary, &e) != 0)
+    if (caris_files_backup_full(r, &o, &res, &e) != 0)
         fail_msg("backup after the kill: %s", e.msg);
-    json_decref(summary);
+    caris_backup_result_free(&res);
     json_t *list = repo_snapshot_list(r, NULL, &e);
     assert_int_equal(json_array_size(list), 1);
     json_decref(list);
@@ -738,12 +738,13 @@ static void test_exclusive_waits_for_backup(void **state)
     json_t *list = repo_snapshot_list(a, NULL, &e);
     assert_int_equal(json_array_size(list), 1);
     const char *id = json_string_value(json_object_get(json_array_get(list, 0), "id"));
-    json_t *rep = NULL;
+    struct caris_verify_result res;
     struct repo *v = open_ok(dir);
     repo_unlock(a); /* verify takes a shared lock */
-    if (caris_backup_verify(v, id, NULL, &rep, &e) != 0)
+    if (caris_verify(v, id, NULL, &res, &e) != 0)
         fail_msg("verify: %s", e.msg);
-    json_decref(rep);
+    assert_true(res.valid);
+    caris_verify_result_free(&res);
     json_decref(list);
     repo_close(v);
     close(c.to_child);

@@ -1,0 +1,87 @@
+/* Key management as services: typed results around the engine's repo_key_*. */
+#include "caris/keys.h"
+
+#include <string.h>
+
+#include "common.h"
+
+int caris_key_list(struct repo *r, const struct caris_op *op, struct caris_key_list *out,
+                   struct err *e)
+{
+    (void)op; /* reads only: nothing to log, nothing to cancel */
+    memset(out, 0, sizeof(*out));
+    json_t *arr = repo_key_list(r, e);
+    if (!arr)
+        return -1;
+    out->n = json_array_size(arr);
+    out->slots = xcalloc(out->n ? out->n : 1, sizeof(*out->slots));
+    size_t i;
+    json_t *k;
+    json_array_foreach(arr, i, k)
+    {
+        struct caris_key_slot *s = &out->slots[i];
+        s->id = jsonx_strdup_member(k, "id");
+        s->current = json_is_true(json_object_get(k, "current"));
+        s->version = (int)json_integer_value(json_object_get(k, "version"));
+        s->label = jsonx_strdup_member(k, "label");
+        s->created = jsonx_strdup_member(k, "created");
+        s->error = jsonx_strdup_member(k, "error");
+    }
+    json_decref(arr);
+    return 0;
+}
+
+void caris_key_list_free(struct caris_key_list *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        free(l->slots[i].id);
+        free(l->slots[i].label);
+        free(l->slots[i].created);
+        free(l->slots[i].error);
+    }
+    free(l->slots);
+    memset(l, 0, sizeof(*l));
+}
+
+json_t *caris_key_list_to_json(const struct caris_key_list *l)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; i < l->n; i++) {
+        const struct caris_key_slot *s = &l->slots[i];
+        json_t *o = json_pack("{s:s, s:b}", "id", s->id ? s->id : "", "current", s->current);
+        if (s->error) {
+            json_object_set_new(o, "error", json_string(s->error));
+        } else {
+            json_object_set_new(o, "version", json_integer(s->version));
+            if (s->label)
+                json_object_set_new(o, "label", json_string(s->label));
+            if (s->created)
+                json_object_set_new(o, "created", json_string(s->created));
+        }
+        json_array_append_new(arr, o);
+    }
+    return arr;
+}
+
+int caris_key_add(struct repo *r, const char *new_key, const char *label, const struct caris_op *op,
+                  struct caris_key_add_result *res, struct err *e)
+{
+    memset(res, 0, sizeof(*res));
+    if (repo_key_add(r, new_key, label ? label : "", res->id, e) != 0)
+        return -1;
+    caris_op_log(op, LOG_INFO, "added key slot %s", res->id);
+    return 0;
+}
+
+json_t *caris_key_add_result_to_json(const struct caris_key_add_result *res)
+{
+    return json_pack("{s:s}", "id", res->id);
+}
+
+int caris_key_remove(struct repo *r, const char *id, const struct caris_op *op, struct err *e)
+{
+    if (repo_key_remove(r, id, e) != 0)
+        return -1;
+    caris_op_log(op, LOG_INFO, "removed key slot %s", id);
+    return 0;
+}

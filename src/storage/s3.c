@@ -1,0 +1,1302 @@
+/* The S3 backend: a repository as objects under BUCKET/PREFIX/ of an S3-compatible server,
+ * through libcurl, every request signed with our SigV4 (caris/sigv4.h).
+ *
+ * Location: s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX] (path-style addressing).
+ * Mapping of the storage contract (caris/storage.h) onto S3:
+ * - put: one PUT. S3 PUTs are atomic (an object is visible whole or not at all), so there
+ *   are no temporary files and list_temp lists nothing. The body's SHA-256 is signed
+ *   (x-amz-content-sha256) and sent as x-amz-checksum-sha256, its MD5 as Content-MD5: the
+ *   server refuses a body that changed on the way; the response's checksum (or its ETag,
+ *   the MD5 of a single-part upload) is checked too.
+ * - read_at: ranged GETs. Pack objects (data/) are immutable: a read fetches a window of up
+ *   to READ_WINDOW bytes from the offset and keeps the last few windows, so the blob-by-blob
+ *   reads of a restore cost one GET per window, not one per blob.
+ * - put_new: a PUT with If-None-Match: * (412: the object exists), after a HEAD.
+ * - list: ListObjectsV2 with continuation tokens.
+ * Failures: connection errors, timeouts, 5xx (503 SlowDown included), 429 and truncated bodies
+ * are retried with exponential backoff and jitter within a total time (BACKUP_S3_RETRY_SECONDS,
+ * default 60); 403, a missing bucket and a wrong region are reported at once.
+ * Secrets (the secret key, the session token) are kept in secret memory and never appear in
+ * a message. */
+#include <curl/curl.h>
+#include <dirent.h>
+#include <errno.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "caris/config.h"
+#include "caris/crypto.h"
+#include "caris/secmem.h"
+#include "caris/sigv4.h"
+#include "caris/storage.h"
+
+#define EMPTY_SHA256 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+#define MAX_XML (16u << 20)      /* a list page or an error document */
+#define READ_WINDOW (4u << 20)   /* bytes fetched ahead by a read of a pack */
+#define READ_CACHE 8             /* windows kept */
+#define IDLE_HANDLES 16          /* curl handles (each with its connections) kept for reuse */
+#define DEFAULT_RETRY_SECONDS 60 /* total time spent retrying one request */
+
+/* ---- settings ------------------------------------------------------------------------ */
+
+static const struct config *settings; /* NULL: the environment alone (config_get's rule) */
+
+void storage_set_config(const struct config *c)
+{
+    settings = c;
+}
+
+static const char *setting(const char *name)
+{
+    return config_get(settings, name);
+}
+
+/* The first of two names that is set (AWS_* first, then BACKUP_S3_*). */
+static const char *setting2(const char *a, const char *b)
+{
+    const char *v = setting(a);
+    return v ? v : setting(b);
+}
+
+static char *cache_root;
+
+void storage_set_cache_root(const char *dir)
+{
+    free(cache_root);
+    cache_root = dir ? xstrdup(dir) : NULL;
+}
+
+/* ---- the handle ---------------------------------------------------------------------- */
+
+struct window {
+    char *name;
+    uint64_t off;
+    struct buf data;
+    uint64_t used; /* LRU clock */
+};
+
+struct s3_storage {
+    struct storage base;
+    char *endpoint; /* scheme://host[:port] */
+    char *host;     /* host[:port], the Host header */
+    char *bucket;
+    char *prefix;      /* "" or "some/prefix/" */
+    bool virtual_host; /* the bucket is the host's first label, not the path's first part */
+    char *access_key;
+    char *secret_key; /* secret memory */
+    char *token;      /* secret memory, may be NULL */
+    char *region;
+    char *ca_file;
+    char *cache_dir; /* local copies of index files and snapshots; NULL: none */
+    int64_t retry_ns;
+    char list_page[8]; /* max-keys of a listing ("": the server's default, 1,000 on AWS) */
+    pthread_mutex_t mu;
+    CURL *idle[IDLE_HANDLES];
+    size_t nidle;
+    struct window cache[READ_CACHE];
+    uint64_t clock;
+};
+
+static struct s3_storage *S(struct storage *s)
+{
+    return (struct s3_storage *)s;
+}
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static CURLcode curl_init_rc;
+
+static void curl_init(void)
+{
+    curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+static CURL *handle_take(struct s3_storage *s)
+{
+    pthread_mutex_lock(&s->mu);
+    CURL *c = s->nidle ? s->idle[--s->nidle] : NULL;
+    pthread_mutex_unlock(&s->mu);
+    if (c)
+        curl_easy_reset(c); /* keeps its open connections */
+    else
+        c = curl_easy_init();
+    return c;
+}
+
+static void handle_give(struct s3_storage *s, CURL *c)
+{
+    pthread_mutex_lock(&s->mu);
+    if (s->nidle < IDLE_HANDLES) {
+        s->idle[s->nidle++] = c;
+        c = NULL;
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (c)
+        curl_easy_cleanup(c);
+}
+
+/* ---- one request --------------------------------------------------------------------- */
+
+struct request {
+    const char *method; /* GET PUT HEAD DELETE */
+    const char *name;   /* object name relative to the repository; NULL: the bucket */
+    const struct sigv4_param *query;
+    size_t nquery;
+    const struct sigv4_header *extra; /* more headers to send and sign */
+    size_t nextra;
+    const void *body;
+    size_t body_len;
+    const char *body_sha256; /* hex; NULL: computed */
+    void *out;               /* GET: bytes go here, at most out_cap */
+    size_t out_cap;
+};
+
+struct response {
+    long status;
+    struct buf body; /* when req.out is NULL: up to MAX_XML */
+    size_t out_len;  /* when req.out is set */
+    bool overflow;
+    uint64_t content_length;
+    bool has_length;
+    char etag[80];
+    char checksum[80];
+    char last_modified[80];
+    char content_range[120];
+    char bucket_region[64];
+    /* upload */
+    size_t sent;
+};
+
+struct transfer {
+    const struct request *rq;
+    struct response *rs;
+    CURL *c;
+};
+
+static size_t on_body(char *p, size_t size, size_t n, void *ctx)
+{
+    struct transfer *t = ctx;
+    size_t len = size * n;
+    long status = 0;
+    curl_easy_getinfo(t->c, CURLINFO_RESPONSE_CODE, &status);
+    /* Only a successful answer's body is the object's bytes; an error's is an XML document. */
+    if (t->rq->out && status >= 200 && status < 300) {
+        if (len > t->rq->out_cap - t->rs->out_len) {
+            t->rs->overflow = true;
+            return 0;
+        }
+        memcpy((uint8_t *)t->rq->out + t->rs->out_len, p, len);
+        t->rs->out_len += len;
+        return len;
+    }
+    if (t->rs->body.len + len > MAX_XML) {
+        t->rs->overflow = true;
+        return 0;
+    }
+    buf_append(&t->rs->body, p, len);
+    return len;
+}
+
+static void header_copy(char *dst, size_t cap, const char *v, size_t n)
+{
+    while (n && (*v == ' ' || *v == '\t')) {
+        v++;
+        n--;
+    }
+    while (n && (v[n - 1] == '\r' || v[n - 1] == '\n' || v[n - 1] == ' '))
+        n--;
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(dst, v, n);
+    dst[n] = '\0';
+}
+
+static size_t on_header(char *p, size_t size, size_t n, void *ctx)
+{
+    struct response *rs = ctx;
+    size_t len = size * n;
+    if (len >= 5 && strncmp(p, "HTTP/", 5) == 0) {
+        /* A new response (after a 100 Continue): forget the previous one's headers. */
+        rs->has_length = false;
+        rs->etag[0] = rs->checksum[0] = rs->last_modified[0] = rs->content_range[0] = '\0';
+        return len;
+    }
+    const char *colon = memchr(p, ':', len);
+    if (!colon)
+        return len;
+    size_t klen = (size_t)(colon - p);
+    const char *v = colon + 1;
+    size_t vlen = len - klen - 1;
+    char tmp[80];
+#define IS(k) (klen == strlen(k) && strncasecmp(p, k, klen) == 0)
+    if (IS("content-length")) {
+        header_copy(tmp, sizeof(tmp), v, vlen);
+        char *end;
+        errno = 0;
+        unsigned long long x = strtoull(tmp, &end, 10);
+        if (!errno && end != tmp && !*end) {
+            rs->content_length = x;
+            rs->has_length = true;
+        }
+    } else if (IS("etag")) {
+        header_copy(rs->etag, sizeof(rs->etag), v, vlen);
+    } else if (IS("x-amz-checksum-sha256")) {
+        header_copy(rs->checksum, sizeof(rs->checksum), v, vlen);
+    } else if (IS("last-modified")) {
+        header_copy(rs->last_modified, sizeof(rs->last_modified), v, vlen);
+    } else if (IS("content-range")) {
+        header_copy(rs->content_range, sizeof(rs->content_range), v, vlen);
+    } else if (IS("x-amz-bucket-region")) {
+        header_copy(rs->bucket_region, sizeof(rs->bucket_region), v, vlen);
+    }
+#undef IS
+    return len;
+}
+
+static size_t on_upload(char *p, size_t size, size_t n, void *ctx)
+{
+    struct transfer *t = ctx;
+    size_t room = size * n, left = t->rq->body_len - t->rs->sent;
+    size_t k = room < left ? room : left;
+    if (k)
+        memcpy(p, (const uint8_t *)t->rq->body + t->rs->sent, k);
+    t->rs->sent += k;
+    return k;
+}
+
+static void amz_date_now(char out[17])
+{
+    time_t now = (time_t)(time_now_ns() / 1000000000);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(out, 17, "%Y%m%dT%H%M%SZ", &tm);
+}
+
+/* The object's key: the repository's prefix and its name. */
+static char *object_uri(const struct s3_storage *s, const char *name)
+{
+    struct buf b = {0};
+    buf_append_u8(&b, '/');
+    if (!s->virtual_host)
+        sigv4_uri_encode(&b, s->bucket, false);
+    if (name) {
+        if (!s->virtual_host)
+            buf_append_u8(&b, '/');
+        char *key = xasprintf("%s%s", s->prefix, name);
+        sigv4_uri_encode(&b, key, true);
+        free(key);
+    }
+    buf_append_u8(&b, 0);
+    return (char *)b.data;
+}
+
+/* One attempt. Returns the curl result; the HTTP status is in rs->status. */
+static CURLcode attempt(struct s3_storage *s, CURL *c, const struct request *rq,
+                        struct response *rs)
+{
+    char date[17];
+    amz_date_now(date);
+    char hash[65];
+    if (rq->body_sha256) {
+        snprintf(hash, sizeof(hash), "%s", rq->body_sha256);
+    } else if (rq->body_len) {
+        uint8_t d[32];
+        cx_sha256(rq->body, rq->body_len, d);
+        cx_hex(d, 32, hash);
+    } else {
+        snprintf(hash, sizeof(hash), "%s", EMPTY_SHA256);
+    }
+    size_t nh = 0;
+    struct sigv4_header h[16];
+    h[nh++] = (struct sigv4_header){"host", s->host};
+    h[nh++] = (struct sigv4_header){"x-amz-date", date};
+    h[nh++] = (struct sigv4_header){"x-amz-content-sha256", hash};
+    if (s->token)
+        h[nh++] = (struct sigv4_header){"x-amz-security-token", s->token};
+    for (size_t i = 0; i < rq->nextra && nh < 16; i++)
+        h[nh++] = rq->extra[i];
+    char *uri = object_uri(s, rq->name);
+    struct sigv4_request sr = {rq->method, uri, rq->query, rq->nquery, h, nh, hash};
+    struct sigv4_key k = {s->access_key, s->secret_key, s->region, "s3"};
+    char *auth = sigv4_authorization(&k, date, &sr);
+    char *query = sigv4_canonical_query(rq->query, rq->nquery);
+    char *url = xasprintf("%s%s%s%s", s->endpoint, uri, *query ? "?" : "", query);
+    free(query);
+    free(uri);
+
+    struct curl_slist *hl = NULL;
+    for (size_t i = 1; i < nh; i++) { /* curl sends Host itself, from the URL */
+        char *line = xasprintf("%s: %s", h[i].name, h[i].value);
+        hl = curl_slist_append(hl, line);
+        cx_wipe(line, strlen(line)); /* may hold the session token */
+        free(line);
+    }
+    char *authline = xasprintf("Authorization: %s", auth);
+    hl = curl_slist_append(hl, authline);
+    free(authline);
+    free(auth);
+    hl = curl_slist_append(hl, "Expect:");
+    hl = curl_slist_append(hl, "Content-Type:");
+
+    struct transfer t = {rq, rs, c};
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
+    if (s->ca_file)
+        curl_easy_setopt(c, CURLOPT_CAINFO, s->ca_file);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 15L);
+    /* A transfer that moves less than one byte a second for 30 seconds is dead. */
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 30L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &t);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, rs);
+    if (strcmp(rq->method, "PUT") == 0) {
+        curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
+        curl_easy_setopt(c, CURLOPT_READFUNCTION, on_upload);
+        curl_easy_setopt(c, CURLOPT_READDATA, &t);
+        curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)rq->body_len);
+    } else if (strcmp(rq->method, "HEAD") == 0) {
+        curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+    } else if (strcmp(rq->method, "GET") != 0) {
+        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, rq->method);
+    }
+    CURLcode rc = curl_easy_perform(c);
+    rs->status = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &rs->status);
+    curl_slist_free_all(hl);
+    free(url);
+    return rc;
+}
+
+/* The text of <tag>...</tag> in an XML document, entities decoded; NULL when absent. */
+static char *xml_text(const char *doc, size_t len, const char *tag, const char **after)
+{
+    char open[64], close[64];
+    snprintf(open, sizeof(open), "<%s>", tag);
+    snprintf(close, sizeof(close), "</%s>", tag);
+    const char *end = doc + len;
+    const char *a = memmem(doc, len, open, strlen(open));
+    if (!a)
+        return NULL;
+    a += strlen(open);
+    const char *b = memmem(a, (size_t)(end - a), close, strlen(close));
+    if (!b)
+        return NULL;
+    if (after)
+        *after = b + strlen(close);
+    struct buf out = {0};
+    for (const char *p = a; p < b; p++) {
+        if (*p != '&') {
+            buf_append_u8(&out, (uint8_t)*p);
+            continue;
+        }
+        static const struct {
+            const char *ent;
+            char c;
+        } ents[] = {
+            {"&amp;", '&'}, {"&lt;", '<'}, {"&gt;", '>'}, {"&quot;", '"'}, {"&apos;", '\''}};
+        bool done = false;
+        for (size_t i = 0; i < sizeof(ents) / sizeof(ents[0]) && !done; i++) {
+            size_t n = strlen(ents[i].ent);
+            if ((size_t)(b - p) >= n && strncmp(p, ents[i].ent, n) == 0) {
+                buf_append_u8(&out, (uint8_t)ents[i].c);
+                p += n - 1;
+                done = true;
+            }
+        }
+        if (!done && p + 2 < b && p[1] == '#') {
+            const char *semi = memchr(p, ';', (size_t)(b - p));
+            long cp = semi ? strtol(p + 2 + (p[2] == 'x'), NULL, p[2] == 'x' ? 16 : 10) : 0;
+            if (semi && cp > 0 && cp < 128) {
+                buf_append_u8(&out, (uint8_t)cp);
+                p = semi;
+                done = true;
+            }
+        }
+        if (!done)
+            buf_append_u8(&out, '&');
+    }
+    buf_append_u8(&out, 0);
+    return (char *)out.data;
+}
+
+static bool retryable(CURLcode rc, long status)
+{
+    if (rc != CURLE_OK)
+        return rc != CURLE_SSL_CACERT_BADFILE && rc != CURLE_PEER_FAILED_VERIFICATION &&
+               rc != CURLE_UNSUPPORTED_PROTOCOL && rc != CURLE_URL_MALFORMAT &&
+               rc != CURLE_SSL_CERTPROBLEM && rc != CURLE_WRITE_ERROR;
+    return status >= 500 || status == 429 || status == 408;
+}
+
+/* Waits before attempt n (1, 2, ...): exponential, capped at 5 s, with jitter (half to all
+ * of it), so that writers that failed together do not retry together; never past deadline. */
+static void backoff(int n, int64_t deadline)
+{
+    int64_t ms = 100;
+    for (int i = 1; i < n && ms < 5000; i++)
+        ms *= 2;
+    if (ms > 5000)
+        ms = 5000;
+    uint32_t r;
+    cx_random(&r, sizeof(r));
+    ms = ms / 2 + (int64_t)(r % (uint32_t)(ms / 2 + 1));
+    int64_t left = (deadline - time_mono_ns()) / 1000000;
+    if (ms > left)
+        ms = left > 0 ? left : 0;
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+/* Turns a final failure into an error naming the object, the status and S3's code. */
+static int fail(struct s3_storage *s, const struct request *rq, CURLcode rc,
+                const struct response *rs, int attempts, struct err *e)
+{
+    const char *obj = rq->name ? rq->name : "(bucket)";
+    if (rc != CURLE_OK)
+        return err_set(e, ERR_IO,
+                       "check that the S3 endpoint is reachable (network, TLS certificate, "
+                       "BACKUP_S3_CA_FILE), then run the command again",
+                       "cannot %s %s in %s: %s (after %d attempt%s)", rq->method, obj,
+                       s->base.location, curl_easy_strerror(rc), attempts,
+                       attempts == 1 ? "" : "s");
+    char *code =
+        rs->body.len ? xml_text((const char *)rs->body.data, rs->body.len, "Code", NULL) : NULL;
+    char *region =
+        rs->body.len ? xml_text((const char *)rs->body.data, rs->body.len, "Region", NULL) : NULL;
+    if (!region && rs->bucket_region[0])
+        region = xstrdup(rs->bucket_region);
+    const char *c = code ? code : "";
+    int r;
+    if (strcmp(c, "NoSuchBucket") == 0 || (!rq->name && rs->status == 404)) {
+        r = err_set(e, ERR_NOT_FOUND,
+                    "create the bucket first, or correct the bucket in the repository location",
+                    "no bucket %s at %s (HTTP 404)", s->bucket, s->endpoint);
+    } else if (rs->status == 301 || strcmp(c, "AuthorizationHeaderMalformed") == 0 ||
+               strcmp(c, "PermanentRedirect") == 0 ||
+               strcmp(c, "IllegalLocationConstraintException") == 0) {
+        r = err_set(e, ERR_CONFIG, "set AWS_REGION (or BACKUP_S3_REGION) to the bucket's region",
+                    "wrong region for bucket %s: the request was signed for %s%s%s (HTTP %ld%s%s)",
+                    s->bucket, s->region, region ? ", the bucket is in " : "", region ? region : "",
+                    rs->status, *c ? " " : "", c);
+    } else if (rs->status == 403 || rs->status == 401) {
+        r = err_set(e, ERR_CONFIG,
+                    "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or BACKUP_S3_ACCESS_KEY_ID / "
+                    "BACKUP_S3_SECRET_ACCESS_KEY), AWS_SESSION_TOKEN, AWS_REGION and the bucket's "
+                    "permissions",
+                    "access denied: %s %s in %s (HTTP %ld%s%s)", rq->method, obj, s->base.location,
+                    rs->status, *c ? " " : "", c);
+    } else if (rs->status == 404) {
+        r = err_set(e, ERR_NOT_FOUND, NULL, "no object %s in %s", obj, s->base.location);
+    } else {
+        r = err_set(
+            e, rs->status >= 500 || rs->status == 429 ? ERR_IO : ERR_FAILURE,
+            rs->status >= 500 ? "the S3 server kept failing: run the command again later" : NULL,
+            "cannot %s %s in %s: HTTP %ld%s%s (after %d attempt%s)", rq->method, obj,
+            s->base.location, rs->status, *c ? " " : "", c, attempts, attempts == 1 ? "" : "s");
+    }
+    free(code);
+    free(region);
+    return r;
+}
+
+/* A check of a response that can fail and is worth another attempt (a truncated body, an
+ * upload whose checksum came back wrong): NULL when fine, else what was wrong. */
+typedef const char *(*response_check)(const struct request *rq, const struct response *rs,
+                                      void *ctx);
+
+/* Sends rq until it succeeds (2xx, or a status in ok_status), fails for good, or the retry
+ * time runs out. The response of the last attempt is in *rs (the caller frees rs->body). */
+static int perform(struct s3_storage *s, const struct request *rq, const long *ok_status,
+                   response_check check, void *check_ctx, struct response *rs, struct err *e)
+{
+    CURL *c = handle_take(s);
+    if (!c)
+        return err_set(e, ERR_FAILURE, NULL, "cannot start an HTTP request (out of memory)");
+    int64_t deadline = time_mono_ns() + s->retry_ns;
+    int n = 0;
+    for (;;) {
+        n++;
+        buf_free(&rs->body);
+        memset(rs, 0, sizeof(*rs));
+        CURLcode rc = attempt(s, c, rq, rs);
+        bool ok = rc == CURLE_OK && rs->status >= 200 && rs->status < 300;
+        for (const long *st = ok_status; !ok && rc == CURLE_OK && st && *st; st++)
+            ok = rs->status == *st;
+        const char *bad = NULL;
+        if (ok && check)
+            bad = check(rq, rs, check_ctx);
+        if (ok && !bad) {
+            handle_give(s, c);
+            return 0;
+        }
+        bool again = bad ? true : rs->overflow ? false : retryable(rc, rs->status);
+        if (!again || time_mono_ns() >= deadline) {
+            int r;
+            if (bad)
+                r = err_set(e, ERR_IO, "run the command again",
+                            "cannot %s %s in %s: %s (after %d attempt%s)", rq->method,
+                            rq->name ? rq->name : "(bucket)", s->base.location, bad, n,
+                            n == 1 ? "" : "s");
+            else if (rs->overflow)
+                r = err_set(e, ERR_DAMAGE, NULL,
+                            "%s %s in %s: the response is larger than expected", rq->method,
+                            rq->name ? rq->name : "(bucket)", s->base.location);
+            else
+                r = fail(s, rq, rc, rs, n, e);
+            handle_give(s, c);
+            return r;
+        }
+        log_debug("%s %s: retrying (%s, HTTP %ld)", rq->method, rq->name ? rq->name : "(bucket)",
+                  curl_easy_strerror(rc), rs->status);
+        backoff(n, deadline);
+    }
+}
+
+/* ---- operations ---------------------------------------------------------------------- */
+
+static void base64(const uint8_t *in, size_t n, char *out)
+{
+    EVP_EncodeBlock((unsigned char *)out, in, (int)n);
+}
+
+struct put_ctx {
+    char checksum[64]; /* base64 SHA-256 */
+    char md5hex[33];
+};
+
+static const char *check_put(const struct request *rq, const struct response *rs, void *ctx)
+{
+    (void)rq;
+    const struct put_ctx *p = ctx;
+    if (rs->checksum[0])
+        return strcmp(rs->checksum, p->checksum) == 0
+                   ? NULL
+                   : "the server stored other bytes than were sent (x-amz-checksum-sha256 "
+                     "differs)";
+    /* Without a checksum in the response, the ETag of a single-part upload is the MD5 of
+     * the bytes, quoted, unless the server encrypts with its own keys (then it is not hex). */
+    const char *t = rs->etag[0] == '"' ? rs->etag + 1 : rs->etag;
+    if (strlen(t) >= 32 && strspn(t, "0123456789abcdefABCDEF") == 32 &&
+        (t[32] == '\0' || t[32] == '"') && strncasecmp(t, p->md5hex, 32) != 0)
+        return "the server stored other bytes than were sent (ETag differs from the MD5)";
+    return NULL;
+}
+
+static int do_put(struct s3_storage *s, const char *name, const void *data, size_t len,
+                  bool if_none_match, struct err *e, int *exists)
+{
+    uint8_t d[32], md5[16];
+    char hex[65], md5b64[32];
+    struct put_ctx p;
+    cx_sha256(data, len, d);
+    cx_hex(d, 32, hex);
+    base64(d, 32, p.checksum);
+    unsigned int mdlen = 0;
+    EVP_Digest(data, len, md5, &mdlen, EVP_md5(), NULL);
+    base64(md5, 16, md5b64);
+    cx_hex(md5, 16, p.md5hex);
+    struct sigv4_header extra[4];
+    size_t nx = 0;
+    extra[nx++] = (struct sigv4_header){"content-md5", md5b64};
+    extra[nx++] = (struct sigv4_header){"x-amz-checksum-sha256", p.checksum};
+    if (if_none_match)
+        extra[nx++] = (struct sigv4_header){"if-none-match", "*"};
+    struct request rq = {.method = "PUT",
+                         .name = name,
+                         .extra = extra,
+                         .nextra = nx,
+                         .body = data,
+                         .body_len = len,
+                         .body_sha256 = hex};
+    struct response rs = {0};
+    static const long conditional[] = {412, 0};
+    int r = perform(s, &rq, if_none_match ? conditional : NULL, check_put, &p, &rs, e);
+    if (r == 0 && exists)
+        *exists = rs.status == 412;
+    buf_free(&rs.body);
+    return r;
+}
+
+static void cache_forget(struct s3_storage *s, const char *name)
+{
+    pthread_mutex_lock(&s->mu);
+    for (int i = 0; i < READ_CACHE; i++)
+        if (s->cache[i].name && strcmp(s->cache[i].name, name) == 0) {
+            free(s->cache[i].name);
+            s->cache[i].name = NULL;
+            buf_free(&s->cache[i].data);
+        }
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* ---- the local cache of index files and snapshots ------------------------------------ */
+
+/* Index files and snapshots are named by the SHA-256 of their bytes: a local copy is good
+ * exactly when it hashes to its name, so it needs no other bookkeeping and cannot be stale.
+ * (Their contents are authenticated again by the repository layer.) */
+static bool cacheable(const struct s3_storage *s, const char *name)
+{
+    if (!s->cache_dir)
+        return false;
+    const char *base;
+    if (strncmp(name, "index/", 6) == 0)
+        base = name + 6;
+    else if (strncmp(name, "snapshots/", 10) == 0)
+        base = name + 10;
+    else
+        return false;
+    return strlen(base) == 64 && strspn(base, "0123456789abcdef") == 64;
+}
+
+static bool named_by_hash(const char *name, const void *data, size_t len)
+{
+    uint8_t d[32];
+    char hex[65];
+    cx_sha256(data, len, d);
+    cx_hex(d, 32, hex);
+    return strcmp(strrchr(name, '/') + 1, hex) == 0;
+}
+
+/* 0 with the copy in out when there is a good one; a bad one is removed. */
+static int cache_load(const struct s3_storage *s, const char *name, struct buf *out)
+{
+    char *path = xasprintf("%s/%s", s->cache_dir, name);
+    struct err ignore = ERR_INIT;
+    int r = -1;
+    if (fs_exists(path) && fs_read_all(path, out, &ignore) == 0) {
+        if (named_by_hash(name, out->data, out->len))
+            r = 0;
+        else
+            unlink(path);
+    }
+    free(path);
+    return r;
+}
+
+/* Best effort: without a copy, the object is read from the server. */
+static void cache_store(const struct s3_storage *s, const char *name, const void *data, size_t len)
+{
+    char *path = xasprintf("%s/%s", s->cache_dir, name);
+    char *dir = xstrdup(path);
+    *strrchr(dir, '/') = '\0';
+    struct err ignore = ERR_INIT;
+    if (fs_mkdir_p(dir, 0700, &ignore) == 0)
+        (void)fs_write_atomic(path, data, len, 0600, &ignore);
+    free(dir);
+    free(path);
+}
+
+static int s3_put(struct storage *st, const char *name, const void *data, size_t len, struct err *e)
+{
+    struct s3_storage *s = S(st);
+    cache_forget(s, name);
+    if (do_put(s, name, data, len, false, e, NULL) != 0)
+        return -1;
+    if (cacheable(s, name) && named_by_hash(name, data, len))
+        cache_store(s, name, data, len); /* the next open need not read it back */
+    return 0;
+}
+
+/* Parses "bytes A-B/TOTAL". */
+static bool parse_content_range(const char *v, uint64_t *a, uint64_t *b, uint64_t *total)
+{
+    unsigned long long x, y, z;
+    if (sscanf(v, "bytes %llu-%llu/%llu", &x, &y, &z) != 3 || y < x)
+        return false;
+    *a = x;
+    *b = y;
+    *total = z;
+    return true;
+}
+
+struct range_ctx {
+    uint64_t off;
+    size_t want; /* at least this many bytes unless the object ends first */
+    size_t min;  /* the caller's len: fewer is damage */
+    bool short_object;
+    uint64_t total;
+};
+
+static const char *check_range(const struct request *rq, const struct response *rs, void *ctx)
+{
+    (void)rq;
+    struct range_ctx *r = ctx;
+    uint64_t a, b, total;
+    if (rs->status == 206 && parse_content_range(rs->content_range, &a, &b, &total)) {
+        if (a != r->off)
+            return "the server answered another range than was asked";
+        r->total = total;
+        if (total < r->off + r->min) {
+            r->short_object = true;
+            return NULL;
+        }
+        if (rs->out_len != b - a + 1)
+            return "the response body was cut short";
+        return NULL;
+    }
+    if (rs->has_length && rs->out_len != rs->content_length)
+        return "the response body was cut short";
+    return NULL;
+}
+
+/* GETs [off, off + want) of name into out (at most want bytes; *got is how many came). */
+static int get_range(struct s3_storage *s, const char *name, uint64_t off, size_t want, size_t min,
+                     void *out, size_t *got, struct err *e)
+{
+    char range[64];
+    snprintf(range, sizeof(range), "bytes=%llu-%llu", (unsigned long long)off,
+             (unsigned long long)(off + want - 1));
+    struct sigv4_header extra[] = {{"range", range}};
+    struct range_ctx rc = {.off = off, .want = want, .min = min};
+    struct request rq = {
+        .method = "GET", .name = name, .extra = extra, .nextra = 1, .out = out, .out_cap = want};
+    struct response rs = {0};
+    static const long unsatisfiable[] = {416, 0};
+    int r = perform(s, &rq, unsatisfiable, check_range, &rc, &rs, e);
+    if (r == 0 && rs.status == 200) {
+        /* A server that ignores Range sends the whole object: only an offset 0 read can
+         * use it, and out_cap bounded it. */
+        if (off != 0)
+            r = err_set(e, ERR_FAILURE, "use an S3 server that supports ranged GETs",
+                        "%s: the server ignored the Range header of a read of %s", s->base.location,
+                        name);
+    }
+    if (r == 0 && (rs.status == 416 || rc.short_object || rs.out_len < min))
+        r = err_set(e, ERR_DAMAGE,
+                    "the object was truncated: run `caris-backup check` to see which backups are "
+                    "affected",
+                    "%s/%s is shorter than expected (wanted %zu bytes at offset %llu)",
+                    s->base.location, name, min, (unsigned long long)off);
+    *got = rs.out_len;
+    buf_free(&rs.body);
+    return r;
+}
+
+static int s3_read_at(struct storage *st, const char *name, uint64_t off, void *out, size_t len,
+                      struct err *e)
+{
+    struct s3_storage *s = S(st);
+    if (len == 0)
+        return 0;
+    if (cacheable(s, name)) {
+        struct buf b = {0};
+        if (cache_load(s, name, &b) == 0 && off <= b.len && len <= b.len - off) {
+            memcpy(out, b.data + off, len);
+            buf_free(&b);
+            return 0;
+        }
+        buf_free(&b);
+        size_t got;
+        if (get_range(s, name, off, len, len, out, &got, e) != 0)
+            return -1;
+        if (off == 0 && named_by_hash(name, out, len))
+            cache_store(s, name, out, len);
+        return 0;
+    }
+    bool pack = strncmp(name, "data/", 5) == 0;
+    if (!pack || len >= READ_WINDOW) {
+        size_t got;
+        return get_range(s, name, off, len, len, out, &got, e);
+    }
+    /* Packs never change: serve from a window read before, or read a new one. */
+    pthread_mutex_lock(&s->mu);
+    for (int i = 0; i < READ_CACHE; i++) {
+        struct window *w = &s->cache[i];
+        if (w->name && strcmp(w->name, name) == 0 && off >= w->off &&
+            off + len <= w->off + w->data.len) {
+            memcpy(out, w->data.data + (off - w->off), len);
+            w->used = ++s->clock;
+            pthread_mutex_unlock(&s->mu);
+            return 0;
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    struct buf data = {0};
+    buf_reserve(&data, READ_WINDOW);
+    size_t got;
+    if (get_range(s, name, off, READ_WINDOW, len, data.data, &got, e) != 0) {
+        buf_free(&data);
+        return -1;
+    }
+    data.len = got;
+    memcpy(out, data.data, len);
+    pthread_mutex_lock(&s->mu);
+    struct window *victim = &s->cache[0];
+    for (int i = 1; i < READ_CACHE; i++)
+        if (s->cache[i].used < victim->used)
+            victim = &s->cache[i];
+    free(victim->name);
+    buf_free(&victim->data);
+    victim->name = xstrdup(name);
+    victim->off = off;
+    victim->data = data;
+    victim->used = ++s->clock;
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+}
+
+static int head(struct s3_storage *s, const char *name, struct response *rs, struct err *e)
+{
+    struct request rq = {.method = "HEAD", .name = name};
+    return perform(s, &rq, NULL, NULL, NULL, rs, e);
+}
+
+static int s3_size(struct storage *st, const char *name, uint64_t *size, struct err *e)
+{
+    struct s3_storage *s = S(st);
+    if (cacheable(s, name)) {
+        struct buf b = {0};
+        int c = cache_load(s, name, &b);
+        *size = b.len;
+        buf_free(&b);
+        if (c == 0)
+            return 0;
+    }
+    struct response rs = {0};
+    int r = head(s, name, &rs, e);
+    if (r == 0 && !rs.has_length)
+        r = err_set(e, ERR_FAILURE, NULL, "HEAD %s in %s: no Content-Length in the response", name,
+                    s->base.location);
+    if (r == 0)
+        *size = rs.content_length;
+    buf_free(&rs.body);
+    return r;
+}
+
+/* Last-Modified: an IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT"). */
+static int s3_mtime(struct storage *st, const char *name, int64_t *ns, struct err *e)
+{
+    struct s3_storage *s = S(st);
+    struct response rs = {0};
+    int r = head(s, name, &rs, e);
+    if (r == 0) {
+        struct tm tm;
+        memset(&tm, 0, sizeof(tm));
+        const char *end = strptime(rs.last_modified, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        if (!end || *end)
+            r = err_set(e, ERR_FAILURE, NULL, "HEAD %s in %s: unreadable Last-Modified '%.60s'",
+                        name, s->base.location, rs.last_modified);
+        else
+            *ns = (int64_t)timegm(&tm) * 1000000000;
+    }
+    buf_free(&rs.body);
+    return r;
+}
+
+static int s3_remove(struct storage *st, const char *name, struct err *e)
+{
+    struct s3_storage *s = S(st);
+    cache_forget(s, name);
+    if (cacheable(s, name)) {
+        char *path = xasprintf("%s/%s", s->cache_dir, name);
+        unlink(path);
+        free(path);
+    }
+    struct request rq = {.method = "DELETE", .name = name};
+    struct response rs = {0};
+    static const long gone[] = {404, 0};
+    int r = perform(s, &rq, gone, NULL, NULL, &rs, e);
+    buf_free(&rs.body);
+    return r;
+}
+
+static int s3_put_new(struct storage *st, const char *name, const void *data, size_t len,
+                      struct err *e)
+{
+    struct s3_storage *s = S(st);
+    uint64_t size;
+    struct err he = ERR_INIT;
+    if (s3_size(st, name, &size, &he) == 0)
+        return 1;
+    if (he.code != ERR_NOT_FOUND) {
+        *e = he;
+        return -1;
+    }
+    int exists = 0;
+    if (do_put(s, name, data, len, true, e, &exists) != 0)
+        return -1;
+    if (!exists)
+        return 0;
+    /* 412 may answer our own earlier attempt, one that reached the server but whose answer
+     * was lost (then retried): the object holds exactly our bytes. Callers' bodies name
+     * their writer (lock id, host, pid), so equal bytes are ours. */
+    struct buf b = {0};
+    struct err ge = ERR_INIT;
+    int r = 1;
+    if (storage_get(st, name, len, &b, &ge) == 0 && b.len == len && memcmp(b.data, data, len) == 0)
+        r = 0;
+    buf_free(&b);
+    return r;
+}
+
+static int s3_list_temp(struct storage *st, storage_list_cb cb, void *ctx, struct err *e)
+{
+    (void)st, (void)cb, (void)ctx, (void)e;
+    return 0; /* PUTs are atomic: no temporary objects */
+}
+
+struct listed {
+    char *name;
+    uint64_t size;
+};
+
+/* Lists dir: "data" down to data/xx/NAME, any other directory its direct objects only. */
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Removes the local copies in dir whose objects are not in seen (the full listing). */
+static void cache_sweep(const struct s3_storage *s, const char *dir, char **seen, size_t n)
+{
+    if (n)
+        qsort(seen, n, sizeof(*seen), cmp_str);
+    char *path = xasprintf("%s/%s", s->cache_dir, dir);
+    DIR *d = opendir(path);
+    struct dirent *de;
+    while (d && (de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.')
+            continue;
+        char *name = xasprintf("%s/%s", dir, de->d_name);
+        if (!n || !bsearch(&name, seen, n, sizeof(*seen), cmp_str)) {
+            char *file = xasprintf("%s/%s", path, de->d_name);
+            unlink(file);
+            free(file);
+        }
+        free(name);
+    }
+    if (d)
+        closedir(d);
+    free(path);
+}
+
+static int s3_list(struct storage *st, const char *dir, storage_list_cb cb, void *ctx,
+                   struct err *e)
+{
+    struct s3_storage *s = S(st);
+    bool data = strcmp(dir, "data") == 0;
+    char *prefix = *dir ? xasprintf("%s%s/", s->prefix, dir) : xstrdup(s->prefix);
+    size_t plen = strlen(s->prefix);
+    char *token = NULL;
+    int r = 0;
+    /* A full listing of index/ or snapshots/ tells which local copies are of objects that
+     * are gone (removed by a prune or forget, here or on another host): those are dropped. */
+    char probe_name[80];
+    snprintf(probe_name, sizeof(probe_name), "%s/%064d", dir, 0);
+    bool sweep = cacheable(s, probe_name);
+    char **seen = NULL;
+    size_t nseen = 0;
+    do {
+        struct sigv4_param q[5];
+        size_t nq = 0;
+        q[nq++] = (struct sigv4_param){"list-type", "2"};
+        q[nq++] = (struct sigv4_param){"prefix", prefix};
+        if (s->list_page[0])
+            q[nq++] = (struct sigv4_param){"max-keys", s->list_page};
+        if (!data)
+            q[nq++] = (struct sigv4_param){"delimiter", "/"};
+        if (token)
+            q[nq++] = (struct sigv4_param){"continuation-token", token};
+        struct request rq = {.method = "GET", .query = q, .nquery = nq};
+        struct response rs = {0};
+        r = perform(s, &rq, NULL, NULL, NULL, &rs, e);
+        free(token);
+        token = NULL;
+        if (r != 0) {
+            buf_free(&rs.body);
+            break;
+        }
+        const char *doc = (const char *)rs.body.data;
+        size_t len = rs.body.len;
+        /* Collect the page, then call back (a caller may write meanwhile). */
+        struct listed *v = NULL;
+        size_t n = 0;
+        const char *p = doc;
+        while (p && len) {
+            const char *after = NULL;
+            char *item = xml_text(p, len - (size_t)(p - doc), "Contents", &after);
+            if (!item)
+                break;
+            char *key = xml_text(item, strlen(item), "Key", NULL);
+            char *sz = xml_text(item, strlen(item), "Size", NULL);
+            if (key && strlen(key) > plen && strncmp(key, s->prefix, plen) == 0) {
+                const char *name = key + plen;
+                const char *base = strrchr(name, '/') ? strrchr(name, '/') + 1 : name;
+                size_t depth = 0;
+                for (const char *c = name; *c; c++)
+                    depth += *c == '/';
+                bool want = *base && base[0] != '.' && (data ? depth == 2 : true);
+                if (want) {
+                    v = xrealloc(v, xsize(n + 1, sizeof(*v), 0));
+                    v[n].name = xstrdup(name);
+                    v[n].size = sz ? strtoull(sz, NULL, 10) : 0;
+                    n++;
+                }
+            }
+            free(key);
+            free(sz);
+            free(item);
+            p = after;
+        }
+        char *trunc = xml_text(doc, len, "IsTruncated", NULL);
+        if (trunc && strcmp(trunc, "true") == 0) {
+            token = xml_text(doc, len, "NextContinuationToken", NULL);
+            if (!token || !*token) {
+                free(token);
+                token = NULL;
+                r = err_set(e, ERR_FAILURE, NULL,
+                            "cannot list %s in %s: a truncated listing without a continuation "
+                            "token",
+                            dir, s->base.location);
+            }
+        }
+        free(trunc);
+        buf_free(&rs.body);
+        for (size_t i = 0; i < n; i++) {
+            if (r == 0)
+                r = cb(ctx, v[i].name, v[i].size, e);
+            if (sweep) {
+                seen = xrealloc(seen, xsize(nseen + 1, sizeof(*seen), 0));
+                seen[nseen++] = v[i].name;
+            } else {
+                free(v[i].name);
+            }
+        }
+        free(v);
+    } while (r == 0 && token);
+    if (sweep && r == 0)
+        cache_sweep(s, dir, seen, nseen);
+    for (size_t i = 0; i < nseen; i++)
+        free(seen[i]);
+    free(seen);
+    free(token);
+    free(prefix);
+    return r;
+}
+
+static void s3_close(struct storage *st)
+{
+    struct s3_storage *s = S(st);
+    for (size_t i = 0; i < s->nidle; i++)
+        curl_easy_cleanup(s->idle[i]);
+    for (int i = 0; i < READ_CACHE; i++) {
+        free(s->cache[i].name);
+        buf_free(&s->cache[i].data);
+    }
+    pthread_mutex_destroy(&s->mu);
+    free(s->endpoint);
+    free(s->host);
+    free(s->bucket);
+    free(s->prefix);
+    free(s->access_key);
+    secmem_free(s->secret_key);
+    secmem_free(s->token);
+    free(s->region);
+    free(s->ca_file);
+    free(s->cache_dir);
+    free(s->base.location);
+    free(s);
+}
+
+static const struct storage_ops s3_ops = {
+    .put = s3_put,
+    .read_at = s3_read_at,
+    .size = s3_size,
+    .list = s3_list,
+    .remove = s3_remove,
+    .put_new = s3_put_new,
+    .mtime = s3_mtime,
+    .list_temp = s3_list_temp,
+    .close = s3_close,
+};
+
+/* ---- opening ------------------------------------------------------------------------- */
+
+bool storage_location_is_s3(const char *location)
+{
+    return strncmp(location, "s3:", 3) == 0;
+}
+
+static bool is_loopback(const char *host)
+{
+    size_t n = strlen(host);
+    return strcmp(host, "localhost") == 0 || (n > 10 && strcmp(host + n - 10, ".localhost") == 0) ||
+           strncmp(host, "127.", 4) == 0 || strcmp(host, "[::1]") == 0;
+}
+
+static int bad_url(const char *url, const char *why, struct err *e)
+{
+    return err_set(e, ERR_USAGE, "write an S3 repository as s3:https://HOST[:PORT]/BUCKET[/PREFIX]",
+                   "invalid S3 repository location '%s': %s", url, why);
+}
+
+/* Splits s3:SCHEME://HOST[:PORT]/BUCKET[/PREFIX] into s. */
+static int parse_location(struct s3_storage *s, const char *loc, bool *plain_http, struct err *e)
+{
+    const char *u = loc + 3;
+    bool https = strncmp(u, "https://", 8) == 0;
+    if (!https && strncmp(u, "http://", 7) != 0)
+        return bad_url(loc, "the endpoint must start with https:// (or http://)", e);
+    *plain_http = !https;
+    const char *auth = u + (https ? 8 : 7);
+    const char *slash = strchr(auth, '/');
+    if (s->virtual_host && !slash)
+        slash = auth + strlen(auth);
+    if (!slash || slash == auth)
+        return bad_url(loc, "no host, or no bucket after it", e);
+    if (memchr(auth, '@', (size_t)(slash - auth)))
+        return bad_url(loc,
+                       "credentials do not belong in the location (they would show in "
+                       "messages): use AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+                       e);
+    if (strpbrk(loc, "?# \t\n"))
+        return bad_url(loc, "no query, fragment or white space", e);
+    /* The Host header is signed: it must be what curl sends, which leaves out a default
+     * port. */
+    size_t hl = (size_t)(slash - auth);
+    const char *dflt = https ? ":443" : ":80";
+    if (hl > strlen(dflt) && memcmp(auth + hl - strlen(dflt), dflt, strlen(dflt)) == 0)
+        hl -= strlen(dflt);
+    s->host = xstrndup(auth, hl);
+    s->endpoint = xasprintf("%.*s%.*s", (int)(auth - u), u, (int)hl, auth);
+    const char *prefix;
+    if (s->virtual_host) {
+        /* BUCKET.s3.example.com[:port][/PREFIX] */
+        const char *dot = memchr(auth, '.', (size_t)(slash - auth));
+        if (!dot || dot == auth)
+            return bad_url(loc, "with BACKUP_S3_VIRTUAL_HOST, the host must be BUCKET.ENDPOINT", e);
+        s->bucket = xstrndup(auth, (size_t)(dot - auth));
+        prefix = *slash ? slash + 1 : "";
+    } else {
+        const char *bucket = slash + 1;
+        const char *bend = strchr(bucket, '/');
+        s->bucket = bend ? xstrndup(bucket, (size_t)(bend - bucket)) : xstrdup(bucket);
+        if (!*s->bucket)
+            return bad_url(loc, "no bucket", e);
+        prefix = bend ? bend + 1 : "";
+    }
+    size_t pl = strlen(prefix);
+    while (pl && prefix[pl - 1] == '/')
+        pl--;
+    /* Every segment of the prefix must be a name: not empty, not "." or "..". */
+    for (size_t i = 0; i < pl;) {
+        size_t j = i;
+        while (j < pl && prefix[j] != '/')
+            j++;
+        size_t n = j - i;
+        if (n == 0 || (n == 1 && prefix[i] == '.') ||
+            (n == 2 && prefix[i] == '.' && prefix[i + 1] == '.'))
+            return bad_url(loc, "the prefix has an empty, '.' or '..' segment", e);
+        i = j + 1;
+    }
+    s->prefix = pl ? xasprintf("%.*s/", (int)pl, prefix) : xstrdup("");
+    return 0;
+}
+
+/* One cheap request that proves the endpoint, the credentials, the region and the bucket:
+ * a listing of at most one key under the prefix. */
+static int probe(struct s3_storage *s, struct err *e)
+{
+    struct sigv4_param q[] = {{"list-type", "2"}, {"max-keys", "1"}, {"prefix", s->prefix}};
+    struct request rq = {.method = "GET", .query = q, .nquery = 3};
+    struct response rs = {0};
+    int r = perform(s, &rq, NULL, NULL, NULL, &rs, e);
+    buf_free(&rs.body);
+    return r;
+}
+
+struct storage *storage_s3_open(const char *location, struct err *e)
+{
+    pthread_once(&curl_once, curl_init);
+    if (curl_init_rc != CURLE_OK) {
+        err_set(e, ERR_FAILURE, NULL, "cannot initialise libcurl: %s",
+                curl_easy_strerror(curl_init_rc));
+        return NULL;
+    }
+    struct s3_storage *s = xcalloc(1, sizeof(*s));
+    s->base.ops = &s3_ops;
+    s->base.location = xstrdup(location);
+    pthread_mutex_init(&s->mu, NULL);
+    bool plain_http = false;
+    bool vh = false;
+    if (config_bool(settings, "BACKUP_S3_VIRTUAL_HOST", false, &vh, e) != 0)
+        goto fail;
+    s->virtual_host = vh;
+    if (parse_location(s, location, &plain_http, e) != 0)
+        goto fail;
+    const char *ak = setting2("AWS_ACCESS_KEY_ID", "BACKUP_S3_ACCESS_KEY_ID");
+    const char *sk = setting2("AWS_SECRET_ACCESS_KEY", "BACKUP_S3_SECRET_ACCESS_KEY");
+    if (!ak || !sk) {
+        err_set(e, ERR_CONFIG,
+                "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or BACKUP_S3_ACCESS_KEY_ID and "
+                "BACKUP_S3_SECRET_ACCESS_KEY in .env.local)",
+                "no S3 credentials for %s", location);
+        goto fail;
+    }
+    s->access_key = xstrdup(ak);
+    s->secret_key = secmem_strdup(sk);
+    const char *tok = setting2("AWS_SESSION_TOKEN", "BACKUP_S3_SESSION_TOKEN");
+    s->token = tok ? secmem_strdup(tok) : NULL;
+    const char *region = setting("AWS_REGION");
+    if (!region)
+        region = setting2("AWS_DEFAULT_REGION", "BACKUP_S3_REGION");
+    s->region = xstrdup(region ? region : "us-east-1");
+    const char *ca = setting("BACKUP_S3_CA_FILE");
+    s->ca_file = ca ? xstrdup(ca) : NULL;
+    const char *rs = setting("BACKUP_S3_RETRY_SECONDS");
+    double secs = rs ? strtod(rs, NULL) : DEFAULT_RETRY_SECONDS;
+    if (!(secs >= 0 && secs <= 86400)) {
+        err_set(e, ERR_CONFIG, "give a number of seconds from 0 to 86400",
+                "BACKUP_S3_RETRY_SECONDS is invalid");
+        goto fail;
+    }
+    s->retry_ns = (int64_t)(secs * 1e9);
+    /* Test knob: smaller listing pages, so that tests page through continuation tokens
+     * without writing thousands of objects. */
+    const char *page = setting("BACKUP_S3_LIST_PAGE");
+    if (page && strspn(page, "0123456789") == strlen(page) && strlen(page) < 5 && atoi(page) > 0)
+        snprintf(s->list_page, sizeof(s->list_page), "%d", atoi(page));
+    if (plain_http) {
+        char *host = xstrdup(s->host);
+        char *colon = host[0] == '[' ? strchr(host, ']') : strchr(host, ':');
+        if (colon && host[0] == '[')
+            colon[1] = '\0';
+        else if (colon)
+            *colon = '\0';
+        if (!is_loopback(host))
+            log_warn("S3 repository %s is reached over plain http: the data is encrypted, but "
+                     "the requests (and their signatures) can be seen and replayed on the way; "
+                     "use https",
+                     location);
+        free(host);
+    }
+    if (cache_root) {
+        /* One directory per location (the repository id is inside the encrypted config,
+         * which is read through here). */
+        uint8_t d[32];
+        char hex[65];
+        cx_sha256(location, strlen(location), d);
+        cx_hex(d, 32, hex);
+        s->cache_dir = xasprintf("%s/s3-%.32s", cache_root, hex);
+    }
+    if (probe(s, e) != 0) {
+        err_wrap(e, "cannot open S3 repository %s", location);
+        goto fail;
+    }
+    return &s->base;
+fail:
+    s3_close(&s->base);
+    return NULL;
+}

@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# A repository on an S3 server (s3rver on loopback, which checks every SigV4 signature):
+# every command works on it as on a directory, the restored tree is byte-exact, and the
+# failures a user meets first (wrong credentials, no bucket, no server, a bad location) are
+# clear errors with their exit codes, at once, without a storm of retries.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/s3lib.sh"
+
+s3_start bkt
+export BACKUP_REPOSITORY=s3:$S3_ENDPOINT/bkt/caris/repo
+export BACKUP_S3_RETRY_SECONDS=5
+objects() { find "$S3_DIR/bkt/caris/repo" -name '*._S3rver_object' | sed "s|$S3_DIR/bkt/caris/repo/||; s|._S3rver_object$||" | sort; }
+
+# --- init, backup, list, verify, check, restore ------------------------------------------
+assert_exit 0 cb init
+assert_contains "$OUT" "created repository s3:$S3_ENDPOINT/bkt/caris/repo" "init names the S3 location"
+assert_true "the marker is an object under the prefix" test -f "$S3_DIR/bkt/caris/repo/caris-repository._S3rver_object"
+assert_exit 1 cb init
+assert_contains "$ERR" "already exists" "a second init refuses"
+
+src=$TEST_TMP/src
+make_tree "$src" || fail "make_tree failed"
+backup_json "$TEST_TMP/full.json" --full "$src"
+assert_rc 3 "backup to S3 completes (with the warnings for the socket and the device)"
+id1=$BACKUP_ID
+assert_match '^file_full_' "$id1" "backup id"
+assert_match $'(^|\n)data/[0-9a-f]{2}/[0-9a-f]{64}(\n|$)' "$(objects)" "packs are objects data/xx/<sha256>"
+assert_eq "" "$(objects | grep -F '.tmp-')" "no temporary objects on S3"
+
+run cb --json list
+assert_rc 0 "list"
+assert_eq "$id1" "$(json_get "$OUT_FILE" '[0]["id"]')" "list shows the backup"
+assert_exit 0 cb verify "$id1"
+assert_contains "$OUT" "valid" "verify: valid"
+assert_exit 0 cb check --read-data
+assert_contains "$OUT" "no errors found" "check --read-data: no errors"
+
+target=$TEST_TMP/restore
+mkdir "$target"
+assert_exit 0 cb restore files "$id1" --target "$target"
+tree_compare "$src" "$target$src" --skip-special
+
+# A pack's name is still the SHA-256 of its bytes (as on disk).
+pack=$(objects | grep -m1 '^data/')
+assert_eq "$(basename "$pack")" "$(sha256sum "$S3_DIR/bkt/caris/repo/$pack._S3rver_object" | cut -c1-64)" \
+    "an uploaded pack is named by the SHA-256 of its bytes"
+
+# --- incremental, forget + prune ---------------------------------------------------------
+printf 'changed\n' >>"$src/hello.txt"
+backup_json "$TEST_TMP/incr.json" "$src"
+assert_rc 3 "incremental backup to S3"
+id2=$BACKUP_ID
+assert_ne "$id1" "$id2" "a second backup"
+assert_exit 0 cb forget --keep-last 1 --prune
+run cb --json list
+assert_eq 1 "$(json_eval "$OUT_FILE" 'len(d)')" "forget --keep-last 1 leaves one backup"
+assert_eq "$id2" "$(json_get "$OUT_FILE" '[0]["id"]')" "the newest one"
+assert_exit 0 cb prune
+assert_exit 0 cb check --read-data
+target2=$TEST_TMP/restore2
+mkdir "$target2"
+assert_exit 0 cb restore files "$id2" --target "$target2"
+tree_compare "$src" "$target2$src" --skip-special
+
+# --- the local copies of index files and snapshots (BACKUP_DIR/metadata/cache) ----------
+cache=$(find "$BACKUP_DIR/metadata/cache" -mindepth 1 -maxdepth 1 -name 's3-*' 2>/dev/null | head -n 1)
+assert_ne "" "$cache" "a local cache directory for the S3 repository"
+assert_eq "$(objects | grep -c '^snapshots/')" "$(find "$cache/snapshots" -type f | wc -l)" \
+    "after forget and prune, the cache holds copies of the remaining snapshots only"
+assert_eq "$(objects | grep '^index/' | sort)" "$(cd "$cache" && find index -type f | sort)" \
+    "the cache holds copies of exactly the index files there are"
+idx=$(cd "$cache/index" && find . -type f -printf '%f\n' | head -n 1)
+printf 'garbage' >"$cache/index/$idx"
+assert_exit 0 cb check --read-data
+assert_eq "$idx" "$(sha256sum "$cache/index/$idx" | cut -c1-64)" "a damaged local copy is read from S3 again"
+
+# --- keys, unlock, --repo ----------------------------------------------------------------
+newkey="second-key-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+CARIS_NEW_ENCRYPTION_KEY=$newkey assert_exit 0 cb key add --label second
+run cb --json key list
+assert_rc 0 "key list"
+assert_eq 2 "$(json_eval "$OUT_FILE" 'len(d) if isinstance(d, list) else len(d["slots"])')" "two key slots"
+BACKUP_ENCRYPTION_KEY=$newkey assert_exit 0 cb list
+assert_contains "$OUT" "$id2" "the added key opens the S3 repository"
+run cb --json key list
+second=$(json_eval "$OUT_FILE" '[k["id"] for k in d if k.get("label") == "second"][0]')
+assert_match '^[0-9a-f]{16}$' "$second" "the added slot's id"
+assert_exit 0 cb key remove "$second"
+assert_eq "" "$(objects | grep "^keys/$second\$")" "key remove deletes the slot object"
+BACKUP_ENCRYPTION_KEY=$newkey assert_exit 5 cb list
+assert_exit 0 cb unlock
+assert_exit 0 env -u BACKUP_REPOSITORY "$CARIS_BIN" --repo "$BACKUP_REPOSITORY" list
+assert_contains "$OUT" "$id2" "--repo s3:... works as BACKUP_REPOSITORY does"
+assert_eq "" "$(objects | grep '^locks/')" "no lock left behind"
+
+# --- virtual-hosted addressing: the same repository through BUCKET.s3.localhost ---------
+vport=${S3_ENDPOINT##*:}
+BACKUP_S3_VIRTUAL_HOST=true assert_exit 0 cb --repo "s3:http://bkt.s3.localhost:$vport/caris/repo" list
+assert_contains "$OUT" "$id2" "BACKUP_S3_VIRTUAL_HOST=true: the bucket from the host name"
+BACKUP_S3_VIRTUAL_HOST=maybe assert_exit 6 cb list
+assert_contains "$ERR" "BACKUP_S3_VIRTUAL_HOST" "a typo in BACKUP_S3_VIRTUAL_HOST is an error"
+
+# --- errors: at once, clear, no retry storm ----------------------------------------------
+# (s3rver knows one access key and does not check V4 signatures themselves: a wrong key id
+# is the wrong credential it refuses. The signatures are checked against AWS's published
+# examples in tests/unit/test_sigv4.c.)
+n0=$(s3_requests)
+AWS_ACCESS_KEY_ID=AKIANOBODY AWS_SECRET_ACCESS_KEY=wrong-secret assert_exit 6 cb list
+assert_contains "$ERR" "access denied" "wrong credentials: access denied"
+assert_contains "$ERR" "InvalidAccessKeyId" "S3's error code is shown"
+assert_contains "$ERR" "AWS_SECRET_ACCESS_KEY" "the hint names the variables"
+assert_not_contains "$ERR" "wrong-secret" "the secret is not printed"
+n1=$(s3_requests)
+assert_cmp $((n1 - n0)) -le 2 "wrong credentials: no retries"
+
+n0=$(s3_requests)
+assert_exit 7 cb --repo "s3:$S3_ENDPOINT/no-such-bucket/x" list
+assert_contains "$ERR" "no bucket no-such-bucket" "missing bucket named"
+n1=$(s3_requests)
+assert_cmp $((n1 - n0)) -le 2 "missing bucket: no retries"
+
+assert_exit 6 env -u AWS_ACCESS_KEY_ID "$CARIS_BIN" list
+assert_contains "$ERR" "no S3 credentials" "missing credentials said"
+
+assert_exit 2 cb --repo "s3:ftp://127.0.0.1/bkt" list
+assert_contains "$ERR" "invalid S3 repository location" "a bad location"
+assert_exit 2 cb --repo "s3:http://user:pw@127.0.0.1/bkt" list
+assert_contains "$ERR" "credentials do not belong in the location" "credentials in the URL are refused"
+
+# Plain http: a warning, except on loopback.
+assert_not_contains "$(cat "$ALL_OUTPUT")" "plain http" "no warning for http on loopback"
+BACKUP_S3_RETRY_SECONDS=0 assert_exit 8 cb --repo "s3:http://caris-test.invalid/bkt" list
+assert_contains "$ERR" "reached over plain http" "a warning for http elsewhere"
+
+# No server at all: retries within BACKUP_S3_RETRY_SECONDS, then an I/O error.
+dead=$(_s3_free_port)
+t0=$SECONDS
+BACKUP_S3_RETRY_SECONDS=1 assert_exit 8 cb --repo "s3:http://127.0.0.1:$dead/bkt" list
+assert_contains "$ERR" "attempts" "the error says it retried"
+assert_cmp $((SECONDS - t0)) -le 10 "bounded retry time"
+
+# --- https: the certificate is verified; BACKUP_S3_CA_FILE trusts a private CA -------------
+if openssl req -x509 -newkey rsa:2048 -nodes -keyout "$TEST_TMP/tls.key" -out "$TEST_TMP/tls.crt" \
+    -days 2 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 >/dev/null 2>&1; then
+    tport=$(_s3_free_port)
+    mkdir -p "$TEST_TMP/s3tls"
+    NODE_OPTIONS=--openssl-legacy-provider bg_start s3rver -d "$TEST_TMP/s3tls" -a 127.0.0.1 \
+        -p "$tport" --no-vhost-buckets --configure-bucket tb --key "$TEST_TMP/tls.key" \
+        --cert "$TEST_TMP/tls.crt"
+    if wait_until 30 _s3_ready "$tport"; then
+        t0=$SECONDS
+        assert_exit 8 cb --repo "s3:https://127.0.0.1:$tport/tb/r" init
+        assert_contains "$ERR" "certificate" "an unknown certificate is refused"
+        assert_cmp $((SECONDS - t0)) -le 4 "a certificate error is not retried"
+        BACKUP_S3_CA_FILE=$TEST_TMP/tls.crt assert_exit 0 cb --repo "s3:https://127.0.0.1:$tport/tb/r" init
+        BACKUP_S3_CA_FILE=$TEST_TMP/tls.crt assert_exit 0 cb --repo "s3:https://127.0.0.1:$tport/tb/r" backup files "$src/docs"
+    else
+        fail "s3rver with TLS did not start" "$(_tail "$BG_ERR")"
+    fi
+else
+    fail "openssl could not make a test certificate"
+fi
+
+test_done

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# An S3 repository behind tests/integration/faultproxy.py, which spoils requests on purpose:
+# 500 InternalError, 503 SlowDown, connections dropped before the answer, answers cut after
+# their headers, bodies truncated, delays. A backup through it succeeds (every failure is
+# retried) and verifies; restore is byte-exact. Behind a server that keeps failing, a backup
+# fails cleanly: exit 8 naming the object and the status, no backup listed, and `check`
+# (straight to the server) passes.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/s3lib.sh"
+
+s3_start bkt
+direct=s3:$S3_ENDPOINT/bkt/repo
+
+# proxy_start ARGS...: a fault proxy in front of s3rver; sets PROXY (its s3: location)
+# and PROXY_STATS (its counters, JSON).
+proxy_n=0
+proxy_start() {
+    proxy_n=$((proxy_n + 1))
+    local port
+    port=$(_s3_free_port)
+    PROXY_STATS=$TEST_TMP/proxy$proxy_n.json
+    bg_start python3 "$LIB_DIR/faultproxy.py" --port "$port" --upstream "${S3_ENDPOINT#http://}" \
+        --stats "$PROXY_STATS" "$@"
+    if ! wait_until 20 _s3_ready "$port"; then
+        fail "the fault proxy did not start" "$(_tail "$BG_ERR")"
+        test_done
+    fi
+    PROXY=s3:http://127.0.0.1:$port/bkt/repo
+}
+stat_of() { json_get "$PROXY_STATS" "[\"$1\"]" 2>/dev/null || echo 0; }
+
+assert_exit 0 cb --repo "$direct" init
+
+# --- every third request spoiled: everything still works -----------------------------------
+# (and every request's SigV4 signature checked by the proxy's own implementation)
+proxy_start --every 3 --verify-sigv4 "$AWS_SECRET_ACCESS_KEY"
+export BACKUP_S3_LIST_PAGE=1 # listings page through continuation tokens, signed and checked
+export BACKUP_S3_RETRY_SECONDS=30
+src=$TEST_TMP/src
+make_tree "$src" --no-special || fail "make_tree failed"
+head -c 6000000 /dev/urandom >"$src/big.bin"
+
+run cb --repo "$PROXY" --json backup files "$src"
+assert_rc 0 "backup through the fault proxy succeeds"
+id=$(json_get "$OUT_FILE" '["id"]')
+for k in 500 503 drop cut truncate delay; do
+    assert_cmp "$(stat_of "$k")" -ge 1 "the proxy injected '$k' at least once"
+done
+assert_exit 0 cb --repo "$PROXY" verify "$id"
+assert_exit 0 cb --repo "$PROXY" check --read-data
+target=$TEST_TMP/restore
+mkdir "$target"
+assert_exit 0 cb --repo "$PROXY" restore files "$id" --target "$target"
+tree_compare "$src" "$target$src"
+assert_exit 0 cb --repo "$direct" check --read-data
+assert_contains "$OUT" "no errors found" "the repository is sound, seen straight from the server"
+note "proxy: $(cat "$PROXY_STATS")"
+assert_cmp "$(stat_of sig_ok)" -ge 50 "the proxy checked the signatures of the requests"
+assert_eq 0 "$(stat_of sig_bad)" "every request was signed right (SigV4 checked independently)"
+run env AWS_SECRET_ACCESS_KEY=not-the-secret "$CARIS_BIN" --repo "$PROXY" list
+assert_rc 6 "a request signed with another secret is refused by the checking proxy"
+assert_cmp "$(stat_of sig_bad)" -ge 1 "... and counted as a bad signature"
+
+unset BACKUP_S3_LIST_PAGE
+assert_cmp "$(stat_of continued_lists)" -ge 1 "listings went through continuation tokens"
+
+# --- a server that keeps answering 503 to pack uploads: a clean failure --------------------
+proxy_start --always 503 --match /data/ --method PUT
+export BACKUP_S3_RETRY_SECONDS=2
+printf 'new content\n' >"$src/new.txt"
+head -c 3000000 /dev/urandom >"$src/big2.bin"
+run cb --repo "$PROXY" backup files "$src"
+assert_rc 8 "backup fails when the server keeps failing"
+assert_contains "$ERR" "HTTP 503 SlowDown" "the error gives the status and S3's code"
+assert_match "PUT data/[0-9a-f]{2}/[0-9a-f]{64}" "$ERR" "the error names the object"
+run cb --repo "$direct" --json list
+assert_eq 1 "$(json_eval "$OUT_FILE" 'len(d)')" "no backup listed for the failed one"
+assert_exit 0 cb --repo "$direct" check
+assert_contains "$OUT" "no errors found" "check passes after the failed backup"
+assert_exit 0 cb --repo "$direct" unlock
+assert_eq "" "$(find "$S3_DIR/bkt/repo/locks" -name '*._S3rver_object' 2>/dev/null)" "no lock left behind"
+
+# --- an exclusive create whose answer was lost ---------------------------------------------
+# The PUT of init.lock (If-None-Match: *) reaches the server but its answer is lost; the retry
+# is refused with 412 as AWS does. The object holds our own bytes: init goes on.
+proxy_start --if-none-match --always cut --match /init.lock --method PUT --times 1
+assert_exit 0 cb --repo "${PROXY%/repo}/repo2" init
+assert_eq 1 "$(stat_of cut)" "the first PUT of init.lock lost its answer"
+assert_eq 1 "$(stat_of 412)" "its retry was refused with 412"
+assert_exit 0 cb --repo "${PROXY%/repo}/repo2" list
+
+# --- a wrong region: said at once, with the bucket's region, without retries ---------------
+proxy_start --always region --match /bkt
+AWS_REGION=us-west-2 assert_exit 6 cb --repo "$PROXY" list
+assert_contains "$ERR" "wrong region" "a wrong region is named as such"
+assert_contains "$ERR" "eu-west-1" "the bucket's region is given"
+assert_contains "$ERR" "AWS_REGION" "the hint names AWS_REGION"
+assert_eq 1 "$(stat_of requests)" "one request, no retries"
+
+test_done
