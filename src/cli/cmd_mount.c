@@ -1,5 +1,6 @@
 /* `caris-backup mount DIR [--allow-other]`: parse, call caris_mount (caris/mount.h), print. */
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +15,7 @@ static const char MOUNT_USAGE[] =
     "usage: caris-backup [--json] mount DIR [--allow-other] [--cache-mib N]\n"
     "\n"
     "Shows the backups as a read-only file system at DIR (an empty directory), in the\n"
-    "foreground until Ctrl-C or SIGTERM (then it unmounts and exits 0):\n"
+    "foreground until Ctrl-C, SIGTERM or SIGHUP (then it unmounts and exits 0):\n"
     "  DIR/<backup id>/<path as `ls` shows it>   every file backup\n"
     "  DIR/<backup id>/database.dump, globals.sql every database backup\n"
     "  DIR/latest                                 the newest file backup (a symbolic link)\n"
@@ -86,6 +87,11 @@ int cmd_mount(struct globals *g, int argc, char **argv)
         return fail(&e);
     struct caris_op op;
     cli_op_init(g, &op); /* Ctrl-C / SIGTERM: unmount, exit 0 */
+    /* and SIGHUP too (the terminal closed): a mount left behind would answer only "Transport
+     * endpoint is not connected" until someone unmounts it */
+    struct sigaction sa;
+    if (sigaction(SIGTERM, NULL, &sa) == 0)
+        sigaction(SIGHUP, &sa, NULL);
     op.progress = NULL;
     struct mounted_ctx mc = {g, dir};
     struct caris_mount_opts o = {.dir = dir,

@@ -181,6 +181,18 @@ assert_exit 0 cb init --kdf-memory 8 --kdf-ops 1
 bg_start cb mount "$mnt"
 assert_true "an empty repository mounts" wait_until 30 mounted
 assert_eq "" "$(ls -A "$mnt")" "no backups, no latest"
+kill -TERM "$BG_PID"
+assert_true "unmounted" wait_until 30 unmounted
+wait "$BG_PID"
+# SIGHUP (the terminal closed) unmounts too
+bg_start cb mount "$mnt"
+assert_true "mounted" wait_until 30 mounted
+kill -HUP "$BG_PID"
+assert_true "SIGHUP unmounts" wait_until 30 unmounted
+wait "$BG_PID"
+assert_eq 0 "$?" "the mount process exits 0 after SIGHUP"
+bg_start cb mount "$mnt"
+assert_true "mounted" wait_until 30 mounted
 if [[ $(id -u) == 0 ]]; then
     assert_true "umount from outside" umount "$mnt"
 else
