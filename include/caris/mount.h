@@ -16,6 +16,7 @@
 #ifndef CARIS_MOUNT_H
 #define CARIS_MOUNT_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -54,5 +55,8 @@ struct caris_mount_stats {
  * st (may be NULL) receives what was served. */
 int caris_mount(struct repo *r, const struct caris_mount_opts *o, struct caris_mount_stats *st,
                 struct err *e);
+/* {"mountPoint", "backupsLoaded", "reads", "bytesRead", "chunksLoaded", "chunksCached",
+ * "readErrors"} */
+json_t *caris_mount_stats_to_json(const struct caris_mount_stats *st, const char *dir);
 
 #endif

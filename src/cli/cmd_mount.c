@@ -107,11 +107,7 @@ int cmd_mount(struct globals *g, int argc, char **argv)
     if (rc != 0)
         return fail(&e);
     if (g->json) {
-        json_t *j = json_pack(
-            "{s:s, s:I, s:I, s:I, s:I, s:I, s:I}", "mountPoint", dir, "backupsLoaded",
-            (json_int_t)st.backups_loaded, "reads", (json_int_t)st.reads, "bytesRead",
-            (json_int_t)st.bytes_read, "chunksLoaded", (json_int_t)st.chunks_loaded, "chunksCached",
-            (json_int_t)st.chunks_cached, "readErrors", (json_int_t)st.read_errors);
+        json_t *j = caris_mount_stats_to_json(&st, dir);
         print_json(j);
         json_decref(j);
     } else if (!g->quiet) {

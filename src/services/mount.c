@@ -1138,3 +1138,12 @@ int caris_mount(struct repo *r, const struct caris_mount_opts *o, struct caris_m
     repo_unlock(r);
     return rc;
 }
+
+json_t *caris_mount_stats_to_json(const struct caris_mount_stats *st, const char *dir)
+{
+    return json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I}", "mountPoint", dir, "backupsLoaded",
+                     (json_int_t)st->backups_loaded, "reads", (json_int_t)st->reads, "bytesRead",
+                     (json_int_t)st->bytes_read, "chunksLoaded", (json_int_t)st->chunks_loaded,
+                     "chunksCached", (json_int_t)st->chunks_cached, "readErrors",
+                     (json_int_t)st->read_errors);
+}
