@@ -1074,6 +1074,7 @@ static int mount_locked(struct repo *r, const struct caris_mount_opts *o,
     memset(&m, 0, sizeof(m));
     m.r = r;
     m.op = o->op;
+    m.next_ino = 1; /* st_ino 1 is the root's */
     m.uid = (uint32_t)getuid();
     m.gid = (uint32_t)getgid();
     m.root.mode = S_IFDIR | 0555;

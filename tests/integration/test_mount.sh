@@ -43,6 +43,10 @@ top=$(ls -A "$mnt" | sort | tr '\n' ' ')
 assert_eq "$(printf '%s\n' "$id1" "$id2" latest | sort | tr '\n' ' ')" "$top" "DIR holds one directory per backup and latest"
 assert_eq "$id2" "$(readlink "$mnt/latest")" "latest is a symbolic link to the newest backup"
 assert_true "a backup's directory is a directory" test -d "$mnt/$id1"
+assert_eq 4 "$(stat -c %i "$mnt" "$mnt/$id1" "$mnt/$id2" "$mnt/latest" | sort -u | wc -l)" \
+    "inode numbers: DIR, each backup and latest have their own"
+run find "$mnt" -maxdepth 2
+assert_rc 0 "find walks DIR without a loop warning"
 opts=$(awk -v m="$mnt" '$2 == m {print $4}' /proc/mounts)
 assert_match '(^|,)ro(,|$)' "$opts" "mounted read-only"
 assert_match '(^|,)nosuid(,|$)' "$opts" "mounted nosuid: a backed-up setuid file gives no power"
