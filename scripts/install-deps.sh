@@ -12,6 +12,8 @@ PKGS=(
   libcurl4-openssl-dev
   # the daemon's HTTP API
   libmicrohttpd-dev
+  # `mount`: libfuse 3 and fusermount3 (mounts by users other than root)
+  libfuse3-dev fuse3
   # database backups: pg_dump, pg_dumpall, pg_restore matching the server
   postgresql-client-15
   # time zones of the schedules and of retention (/usr/share/zoneinfo)

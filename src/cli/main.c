@@ -46,6 +46,7 @@ static const char USAGE[] =
     "  diff ID1 ID2              what was added, removed and changed between two backups\n"
     "  find PATTERN [--since TIME] [--until TIME]\n"
     "                            find files by name or path glob across backups\n"
+    "  mount DIR [--allow-other] browse the backups as a read-only file system (FUSE)\n"
     "  check [--read-data]       check the repository's structure (and all its data)\n"
     "  restore files ID --target DIR [--include PATH]... [--overwrite]\n"
     "                            restore a file backup\n"
@@ -1184,6 +1185,8 @@ int main(int argc, char **argv)
         code = cmd_diff(&g, cargc, cargv);
     else if (strcmp(cmd, "find") == 0)
         code = cmd_find(&g, cargc, cargv);
+    else if (strcmp(cmd, "mount") == 0)
+        code = cmd_mount(&g, cargc, cargv);
     else if (is_planned(cmd))
         code = not_implemented(cmd);
     else
