@@ -57,12 +57,15 @@ int caris_files_backup_incremental(struct repo *r, const struct files_backup_opt
 
 /* Summaries of all backups, oldest first. kind: "files", "database" or NULL for all. */
 json_t *caris_backup_list(struct repo *r, const char *kind, struct err *e);
-/* The list as front ends show it: caris_backup_list with each backup's lastTestRestore and,
- * from state (repo_state_audit's report, may be NULL), the state record's findings: "record"
- * on every backup ("recorded", "unrecorded", "replayed", or "none" before the record began),
- * an entry {"id", "record": "missing", "status": "missing"} for each backup the record expects
- * whose snapshot is gone, and "repositoryRolledBack": true when the repository went back in
- * time. Internal fields (_file, warnings) are left out. */
+/* The list as front ends show it: caris_backup_list with each backup's lastTestRestore,
+ * lastVerification ("status": "damaged" and "damage": its error when that failed) and
+ * warnings (each with its "fullPath"); an entry {"id" (null when unknown), "file",
+ * "status": "damaged", "damage"} for each snapshot file that cannot be read (whatever kind was
+ * asked); and, from state (repo_state_audit's report, may be NULL), the state record's findings:
+ * "record" on every backup ("recorded", "unrecorded", "replayed", or "none" before the record
+ * began), an entry {"id", "record": "missing", "status": "missing"} for each backup the record
+ * expects whose snapshot is gone, and "repositoryRolledBack": true when the repository went back in
+ * time. The internal field _file is left out. */
 json_t *caris_backup_list_report(struct repo *r, const char *kind, json_t *state, struct err *e);
 
 struct verify_opts {
@@ -71,16 +74,23 @@ struct verify_opts {
     int threads;
 };
 /* Reads every blob the backup needs (authentication tag, chunk id) and checks every file's
- * SHA-256. *report: {"backupId", "valid": bool, "files_checked", "bytes_checked",
- * "errors": [{"path", "error"}]}. Returns 0 when valid, -1 with e (ERR_DAMAGE when
- * damaged, with report still filled; other codes when the check could not run). */
+ * SHA-256. *report: {"backupId", "valid": bool, "files", "bytes", "errors": [{"path",
+ * "error"}]} ("path" null for damage to the backup's entry list). Returns 0 when valid, -1
+ * with e (ERR_DAMAGE when damaged, with report still filled; other codes when the check could
+ * not run). A verification that ran is recorded (caris_verification_record), so that `list`
+ * shows a backup found damaged as "damaged". */
 int caris_backup_verify(struct repo *r, const char *backup_id, const struct verify_opts *o,
                         json_t **report, struct err *e);
-/* Verifies every backup of the repository, oldest first. each (may be NULL) is told of every
- * backup when its verification ends: rc, its report (NULL when the check could not run) and
- * the error. *reports (when not NULL) receives every report. Returns 0 when all are valid;
- * otherwise -1 with e: the first damage found (ERR_DAMAGE), or the failure that stopped it (a
- * backup whose check could not run stops the loop). */
+/* Verifies every backup of the repository, oldest first, whatever the others gave (a backup
+ * whose entries are damaged or whose check cannot run does not stop the others), then reports
+ * as damaged, each with a report, the backups that cannot be verified at all: snapshot files
+ * that cannot be read (named by their backup id when the state record or this host's copy of
+ * it knows it, else by their file) and backups the state record expects whose snapshot file
+ * is gone. each (may be NULL) is told of every backup when its verification ends: rc, its
+ * report (NULL when the check could not run) and the error. *reports (when not NULL)
+ * receives every report. Each verification that ran is recorded (caris_backup_verify).
+ * Returns 0 when all are valid; otherwise -1 with e: the first damage found (ERR_DAMAGE),
+ * else the first failure. */
 typedef void (*caris_verify_each_fn)(void *ctx, const char *backup_id, int rc, json_t *report,
                                      const struct err *e);
 int caris_backup_verify_all(struct repo *r, const struct verify_opts *o, caris_verify_each_fn each,
@@ -92,6 +102,10 @@ int caris_backup_verify_all(struct repo *r, const struct verify_opts *o, caris_v
 void caris_verification_record(struct repo *r, const char *backup_id, bool ok,
                                uint64_t bytes_checked, const struct err *failure,
                                const struct caris_op *op);
+/* Records, for every backup a repository check found damaged (repo_check's report: the
+ * "backups" of its errors), a failed verification ({"ok": false, "error": "check[ --read-data]:
+ * <object>: <error>"}), so that `list` shows those backups as damaged. */
+void caris_check_record(struct repo *r, json_t *report, const struct caris_op *op);
 /* The latest verification record of each backup: {"<backupId>": record, ...}. */
 json_t *caris_last_verifications(struct repo *r, struct err *e);
 

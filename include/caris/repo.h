@@ -196,7 +196,8 @@ int entry_iter_next(struct entry_iter *it, json_t **ent, struct err *e);
 int repo_snapshot_load(struct repo *r, const char *name, json_t **summary, json_t **entries,
                        struct err *e);
 /* All summaries, oldest first, each with "_file": the snapshot's object name. Damaged
- * snapshot files are reported in *damaged (array of {object,error}) and skipped. */
+ * snapshot files are reported in *damaged (array of {object, error, and "id": its backup id
+ * when the state record or this host's copy of it knows it}) and skipped. */
 json_t *repo_snapshot_list(struct repo *r, json_t **damaged, struct err *e);
 /* Finds a snapshot by backup id ("id" field of the summary). ERR_NOT_FOUND when absent. */
 int repo_snapshot_find(struct repo *r, const char *backup_id, char name_out[65], json_t **summary,

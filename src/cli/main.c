@@ -530,6 +530,14 @@ static int cmd_list(struct globals *g, int argc, char **argv)
                        "MISSING (in the state record, snapshot gone)");
                 continue;
             }
+            if (json_object_get(s, "file")) { /* a snapshot file that cannot be read */
+                const char *sid = json_string_value(json_object_get(s, "id"));
+                printf("%-44s %-18s %-20s %8s %9s %10s %10s DAMAGED (%s: %s)\n",
+                       sid ? sid : json_string_value(json_object_get(s, "file")), "?", "?", "", "",
+                       "", "", json_string_value(json_object_get(s, "file")),
+                       json_string_value(json_object_get(s, "damage")));
+                continue;
+            }
             printf("%-44s %-18s %-20s %7.1fs %9lld %10s %10s %s%s\n",
                    json_string_value(json_object_get(s, "id")), type, when,
                    (double)json_integer_value(json_object_get(s, "duration_ms")) / 1000.0,
@@ -571,8 +579,10 @@ static void verify_print_one(void *ctx, const char *id, int rc, json_t *rep, con
     json_t *er;
     json_array_foreach(json_object_get(rep, "errors"), k, er)
     {
-        char *p = json_dumps(json_object_get(er, "path"), JSON_ENCODE_ANY);
-        printf("  %s: %s\n", p, json_string_value(json_object_get(er, "error")));
+        json_t *path = json_object_get(er, "path");
+        char *p = json_is_null(path) ? NULL : json_dumps(path, JSON_ENCODE_ANY);
+        printf("  %s: %s\n", p ? p : "(the backup)",
+               json_string_value(json_object_get(er, "error")));
         free(p);
     }
 }
@@ -658,6 +668,8 @@ static int cmd_check(struct globals *g, int argc, char **argv)
     json_t *rep = NULL;
     int rc = repo_check(r, &o, &rep, &e);
     progress_end(g);
+    if (rc == 0)
+        caris_check_record(r, rep, NULL); /* list then shows those backups as damaged */
     repo_close(r);
     if (rc != 0)
         return fail(&e);

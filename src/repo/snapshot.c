@@ -278,7 +278,13 @@ static int list_one(void *ctx, const char *name, uint64_t size, struct err *e)
             *e = se;
             return -1;
         }
-        json_array_append_new(c->damaged, json_pack("{s:s, s:s}", "object", name, "error", se.msg));
+        /* A snapshot that cannot be read must not vanish from the list: it is named by its
+         * backup id when the state record (or this host's copy) knows it. */
+        json_t *d = json_pack("{s:s, s:s}", "object", name, "error", se.msg);
+        char id[256];
+        if (state_backup_id_of(c->r, base, id, sizeof(id)))
+            json_object_set_new(d, "id", json_string(id));
+        json_array_append_new(c->damaged, d);
         return 0;
     }
     json_object_set_new(summary, "_file", json_string(base));

@@ -665,6 +665,14 @@ static int verify_streams(struct repo *r, json_t *entries, const struct verify_o
     return 0;
 }
 
+/* The report of a backup whose entry list cannot be read: it was verified, and is damaged
+ * (verify --all goes on with the next backup). */
+static json_t *entries_damaged_report(const char *backup_id, const struct err *e)
+{
+    return json_pack("{s:s, s:b, s:i, s:i, s:[{s:n, s:s}]}", "backupId", backup_id, "valid", 0,
+                     "files", 0, "bytes", 0, "errors", "path", "error", e->msg);
+}
+
 static int verify_locked(struct repo *r, const char *backup_id, const struct verify_opts *o,
                          json_t **report, struct err *e)
 {
@@ -681,7 +689,7 @@ static int verify_locked(struct repo *r, const char *backup_id, const struct ver
         json_decref(s);
         if (repo_snapshot_load(r, name, &summary, &entries, e) != 0) {
             json_decref(*report);
-            *report = NULL;
+            *report = e->code == ERR_DAMAGE ? entries_damaged_report(backup_id, e) : NULL;
             return -1;
         }
         int rc = verify_streams(r, entries, o, *report, e);
@@ -694,6 +702,8 @@ static int verify_locked(struct repo *r, const char *backup_id, const struct ver
     struct buf text = {0};
     if (load_files_backup(r, backup_id, &summary, &text, e) != 0) {
         buf_free(&text);
+        if (e->code == ERR_DAMAGE)
+            *report = entries_damaged_report(backup_id, e);
         return -1;
     }
     struct files_read_opts ro = {.threads = o ? o->threads : 0,
@@ -714,6 +724,12 @@ int caris_backup_verify(struct repo *r, const char *backup_id, const struct veri
     if (repo_lock(r, false, "verify", e) != 0)
         return -1;
     int rc = verify_locked(r, backup_id, o, report, e);
+    /* What a verification that ran found is remembered (records/verify), so that `list`
+     * shows a damaged backup as damaged, not ok, until a later verification finds it whole. */
+    if (*report)
+        caris_verification_record(r, backup_id, rc == 0,
+                                  (uint64_t)json_integer_value(json_object_get(*report, "bytes")),
+                                  rc == 0 ? NULL : e, NULL);
     repo_unlock(r);
     return rc;
 }

@@ -433,18 +433,12 @@ static json_t *records_of(struct repo *r, const char *kind, const char *id, stru
     return out;
 }
 
-static int show_locked(struct repo *r, const char *id_text, struct caris_show *s, struct err *e)
+void inspect_warnings_full_paths(json_t *summary)
 {
-    char name[65];
-    if (caris_backup_resolve(r, id_text, NULL, s->id, e) != 0 ||
-        repo_snapshot_find(r, s->id, name, &s->summary, e) != 0)
-        return -1;
-    json_object_del(s->summary, "_file");
-    /* each warning with its full path ("fullPath", or "fullPath_b64" when not UTF-8) */
-    json_t *roots = json_object_get(s->summary, "roots");
+    json_t *roots = json_object_get(summary, "roots");
     size_t i;
     json_t *w;
-    json_array_foreach(json_object_get(s->summary, "warnings"), i, w)
+    json_array_foreach(json_object_get(summary, "warnings"), i, w)
     {
         const char *root = json_string_value(
             json_array_get(roots, (size_t)json_integer_value(json_object_get(w, "root"))));
@@ -457,6 +451,16 @@ static int show_locked(struct repo *r, const char *id_text, struct caris_show *s
         free(full);
         free(p);
     }
+}
+
+static int show_locked(struct repo *r, const char *id_text, struct caris_show *s, struct err *e)
+{
+    char name[65];
+    if (caris_backup_resolve(r, id_text, NULL, s->id, e) != 0 ||
+        repo_snapshot_find(r, s->id, name, &s->summary, e) != 0)
+        return -1;
+    json_object_del(s->summary, "_file");
+    inspect_warnings_full_paths(s->summary);
     s->testRestores = records_of(r, "test-restore", s->id, e);
     if (!s->testRestores)
         return -1;

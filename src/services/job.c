@@ -166,11 +166,10 @@ static void do_verify(struct run *x, const char *what, const char *id)
     json_t *report = NULL;
     int rc = caris_backup_verify(x->r, id, &vo, &report, &e);
     if (report) {
-        json_int_t b = json_integer_value(json_object_get(report, "bytes_checked"));
+        json_int_t b = json_integer_value(json_object_get(report, "bytes"));
         s->bytes = b > 0 ? (uint64_t)b : 0;
     }
-    s->detail = report;
-    caris_verification_record(x->r, id, rc == 0, s->bytes, rc == 0 ? NULL : &e, x->op);
+    s->detail = report; /* (caris_backup_verify recorded the result) */
     step_end(x, s, rc, &e);
 }
 
