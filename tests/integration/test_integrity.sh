@@ -2,7 +2,8 @@
 # Integrity reporting never goes quiet (issue 11): only `init` creates a repository (a
 # mistyped --repo or BACKUP_DIR creates nothing), a repository this user may not read is
 # "permission denied" (exit 8), not "no repository" (exit 7), the marker's text is
-# validated; a backup never vanishes quietly: a flipped, truncated or deleted snapshot file
+# validated, a damaged key slot is damage (exit 4), never "wrong encryption key"; a backup
+# never vanishes quietly: a flipped, truncated or deleted snapshot file
 # shows in `list` and fails `verify --all` (exit 4), named by its id when it can be
 # recovered; a damaged entry list in the first of three backups does not stop `verify --all`;
 # results of verify and check are recorded and `list` shows a damaged backup as damaged; a
@@ -65,6 +66,27 @@ run cb list
 assert_rc 1 "a newer format: exit 1"
 assert_contains "$ERR$OUT" "upgrade" "a newer format: upgrade"
 cp "$TEST_TMP/marker" "$REPO/caris-repository"
+assert_exit 0 cb list
+
+# --- a damaged key slot is never "wrong encryption key" -------------------------------------
+slot=$(find "$REPO/keys" -type f | head -n 1)
+cp "$slot" "$TEST_TMP/slot"
+python3 - "$slot" <<'EOF'
+import json, sys
+p = sys.argv[1]
+j = json.load(open(p))
+w = j["wrapped"]
+j["wrapped"] = w[:20] + ("0" if w[20] != "0" else "1") + w[21:]  # one hex digit changed
+open(p, "w").write(json.dumps(j, indent=2, sort_keys=True))
+EOF
+run cb list
+assert_rc 4 "a damaged key slot: exit 4"
+assert_contains "$ERR" "damaged" "a damaged key slot: says damaged"
+assert_not_contains "$ERR" "wrong encryption key" "a damaged key slot: not 'wrong encryption key'"
+cp "$TEST_TMP/slot" "$slot"
+run env BACKUP_ENCRYPTION_KEY="${BACKUP_ENCRYPTION_KEY}-wrong" "$CARIS_BIN" list
+assert_rc 5 "an intact slot and a wrong key: exit 5"
+assert_contains "$ERR" "wrong encryption key" "an intact slot and a wrong key: wrong encryption key"
 assert_exit 0 cb list
 
 # --- permission denied is not "no repository" ---------------------------------------------
