@@ -257,14 +257,14 @@ static int cmd_init(struct globals *g, int argc, char **argv)
             break;
         case 'h':
             printf("usage: caris-backup init [--kdf-memory MIB] [--kdf-ops N] [--compression "
-                   "LEVEL] [--if-missing]\n\nCreates an encrypted repository at "
-                   "$BACKUP_DIR/repository (or "
-                   "--repo).\nThe key is BACKUP_ENCRYPTION_KEY; Argon2id defaults: 64 MiB, 3 "
-                   "passes\n(--kdf-memory 1 to 1024 MiB, --kdf-ops 1 to 8: readers refuse key "
-                   "slots beyond).\nzstd level default 3 (1 = fastest, 19 = smallest).\nOnly init "
-                   "creates a "
-                   "repository: every other command refuses a missing one (exit 7).\n"
-                   "--if-missing: succeed without doing anything when one exists (scripts).\n");
+                   "LEVEL] [--if-missing]\n\n"
+                   "Creates an encrypted repository at $BACKUP_DIR/repository (or --repo).\n"
+                   "Only init creates a repository: every other command refuses a missing one\n"
+                   "(exit 7), so that a mistyped path never becomes a new, empty repository.\n"
+                   "The key is BACKUP_ENCRYPTION_KEY; Argon2id defaults: 64 MiB, 3 passes\n"
+                   "(--kdf-memory 1 to 1024 MiB, --kdf-ops 1 to 8: readers refuse key slots "
+                   "beyond).\nzstd level default 3 (1 = fastest, 19 = smallest).\n"
+                   "--if-missing: succeed without doing anything when a repository exists.\n");
             return 0;
         default:
             return usage_error("invalid option for init%s", NULL);
