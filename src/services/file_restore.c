@@ -680,8 +680,11 @@ static int verify_locked(struct repo *r, const char *backup_id, const struct ver
     *report = NULL;
     char name[65];
     json_t *s;
-    if (repo_snapshot_find(r, backup_id, name, &s, e) != 0)
+    if (repo_snapshot_find(r, backup_id, name, &s, e) != 0) {
+        if (e->code == ERR_DAMAGE) /* its snapshot file cannot be read */
+            *report = entries_damaged_report(backup_id, e);
         return -1;
+    }
     const char *kind = json_string_value(json_object_get(s, "kind"));
     if (kind && strcmp(kind, "files") != 0) {
         /* the report before s goes: kind points into it */

@@ -82,13 +82,15 @@ int caris_backup_resolve(struct repo *r, const char *text, const char *kind, cha
         want = k;
         latest = true;
     }
-    json_t *list = repo_snapshot_list(r, NULL, e);
+    json_t *damaged = NULL;
+    json_t *list = repo_snapshot_list(r, &damaged, e);
     if (!list)
         return -1;
     int rc;
     if (latest) {
         rc = resolve_latest(r, list, want, id, e);
         json_decref(list);
+        json_decref(damaged);
         return rc;
     }
     size_t tl = strlen(text), nmatch = 0, i;
@@ -124,12 +126,14 @@ int caris_backup_resolve(struct repo *r, const char *text, const char *kind, cha
     } else if (nmatch == 0) {
         rc = err_set(e, ERR_NOT_FOUND, "see `caris-backup list` for the backups there are",
                      "no backup %s in repository %s", text, repo_path(r));
+        repo_snapshot_damaged_id(damaged, text, e); /* damaged, not absent */
     } else {
         rc = err_set(e, ERR_USAGE, NULL, "backup id prefix '%s' is ambiguous: %zu backups match",
                      text, nmatch);
         snprintf(e->hint, sizeof(e->hint), "give more of the id; candidates: %s", cands);
     }
     json_decref(list);
+    json_decref(damaged);
     return rc;
 }
 

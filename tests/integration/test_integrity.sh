@@ -190,6 +190,11 @@ assert_eq "${ids[0]}:True ${ids[1]}:False ${ids[2]}:False" \
 run cb verify --all
 assert_contains "$OUT" "${ids[1]}: DAMAGED" "verify --all (human) names the flipped one"
 assert_contains "$OUT" "${ids[2]}: DAMAGED" "verify --all (human) names the truncated one"
+run cb verify "${ids[2]}"
+assert_rc 4 "verify of the backup whose snapshot file is truncated: exit 4 (damaged, not 'not found')"
+assert_contains "$ERR" "snapshots/${snaps[2]} is damaged" "verify ID names its damaged snapshot file"
+run cb ls "${ids[1]}"
+assert_rc 4 "ls of the backup whose snapshot file is flipped: exit 4"
 run cb --json check
 assert_rc 4 "check: exit 4"
 assert_contains "$(json_eval "$OUT_FILE" '" ".join(b for x in d["errors"] for b in x["backups"])')" "${ids[2]}" \
