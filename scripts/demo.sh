@@ -30,6 +30,9 @@ if [ -z "${BACKUP_FILES_PATHS:-}" ] && ! grep -qs '^BACKUP_FILES_PATHS=' .env.lo
   echo "backing up the demo tree $demo (set BACKUP_FILES_PATHS to back up your own)"
 fi
 
+# Only `init` creates a repository (a mistyped BACKUP_DIR or --repo is an error, never a new
+# empty repository); --if-missing leaves an existing one as it is.
+"$BIN" init --if-missing
 "$BIN" backup files
 "$BIN" list
 id=$("$BIN" --json list --type files | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["id"])')

@@ -76,12 +76,15 @@ int caris_files_backup_incremental(struct repo *r, const struct files_backup_opt
 
 /* Summaries of all backups, oldest first. kind: "files", "database" or NULL for all. */
 json_t *caris_backup_list(struct repo *r, const char *kind, struct err *e);
-/* The list as front ends show it: caris_backup_list with each backup's lastTestRestore and,
- * from state (repo_state_audit's report, may be NULL), the state record's findings: "record"
- * on every backup ("recorded", "unrecorded", "replayed", or "none" before the record began),
- * an entry {"id", "record": "missing", "status": "missing"} for each backup the record expects
- * whose snapshot is gone, and "repositoryRolledBack": true when the repository went back in
- * time. Internal fields (_file, warnings) are left out. */
+/* The list as front ends show it: caris_backup_list with each backup's lastTestRestore,
+ * lastVerification ("status": "damaged" and "damage": its error when that failed) and
+ * warnings (each with its "fullPath"); an entry {"id" (null when unknown), "file",
+ * "status": "damaged", "damage"} for each snapshot file that cannot be read (whatever kind was
+ * asked); and, from state (repo_state_audit's report, may be NULL), the state record's findings:
+ * "record" on every backup ("recorded", "unrecorded", "replayed", or "none" before the record
+ * began), an entry {"id", "record": "missing", "status": "missing"} for each backup the record
+ * expects whose snapshot is gone, and "repositoryRolledBack": true when the repository went back in
+ * time. The internal field _file is left out. */
 json_t *caris_backup_list_report(struct repo *r, const char *kind, json_t *state, struct err *e);
 
 /* One line of the list, typed (read from the entry caris_backup_list_report gives). */
@@ -90,6 +93,8 @@ struct caris_list_entry {
     bool missing; /* in the state record, but its snapshot is gone: only id is set */
     char *kind, *mode, *started, *status;
     char *record; /* "recorded", "unrecorded", "replayed", "none"; NULL without state */
+    char *file, *damage; /* a snapshot file that cannot be read (id may then be NULL): its
+                            object name and the error; NULL otherwise */
     int64_t duration_ms;
     uint64_t files, bytes_read, bytes_added;
 };
@@ -131,18 +136,25 @@ struct caris_verify_result {
     struct caris_read_report read;
 };
 /* Reads every blob the backup needs (authentication tag, chunk id) and checks every file's
- * SHA-256. Returns 0 when valid, -1 with e (ERR_DAMAGE when damaged, res->ran; other codes
- * when the check could not run or was cancelled). res: caris_verify_result_free. */
+ * SHA-256. Returns 0 when valid, -1 with e (ERR_DAMAGE when damaged, res->ran — also when the
+ * backup's snapshot file or entry list cannot be read: then an error with a null path; other
+ * codes when the check could not run or was cancelled). A verification that ran is recorded
+ * (caris_verification_record), so that `list` shows a backup found damaged as "damaged".
+ * res: caris_verify_result_free. */
 int caris_verify(struct repo *r, const char *backup_id, const struct verify_opts *o,
                  struct caris_verify_result *res, struct err *e);
 void caris_verify_result_free(struct caris_verify_result *res);
 /* {"backupId", "valid", "files", "bytes", "errors", and for a file backup "dirs" and
  * "warnings", for others "kind"}; NULL when the verification did not run (!res->ran). */
 json_t *caris_verify_result_to_json(const struct caris_verify_result *res);
-/* Verifies every backup of the repository, oldest first. each (may be NULL) is told of every
- * backup when its verification ends: rc, its result and the error. Returns 0 when all are
- * valid; otherwise -1 with e: the first damage found (ERR_DAMAGE), or the failure that
- * stopped it (a backup whose check could not run, or a cancel, stops the loop). */
+/* Verifies every backup of the repository, oldest first, whatever the others gave (a backup
+ * whose entries are damaged or whose check cannot run does not stop the others; a cancel
+ * does), then reports as damaged the backups that cannot be verified at all: snapshot files
+ * that cannot be read (named by their backup id when the state record or this host's copy of
+ * it knows it, else by their file) and backups the state record expects whose snapshot file
+ * is gone. each (may be NULL) is told of every backup when its verification ends: rc, its
+ * result and the error. Returns 0 when all are valid; otherwise -1 with e: the first damage
+ * found (ERR_DAMAGE), else the first failure. */
 typedef void (*caris_verify_each_fn)(void *ctx, const char *backup_id, int rc,
                                      const struct caris_verify_result *res, const struct err *e);
 int caris_backup_verify_all(struct repo *r, const struct verify_opts *o, caris_verify_each_fn each,
@@ -154,6 +166,10 @@ int caris_backup_verify_all(struct repo *r, const struct verify_opts *o, caris_v
 void caris_verification_record(struct repo *r, const char *backup_id, bool ok,
                                uint64_t bytes_checked, const struct err *failure,
                                const struct caris_op *op);
+/* Records, for every backup a repository check found damaged (repo_check's report: the
+ * "backups" of its errors), a failed verification ({"ok": false, "error": "check[ --read-data]:
+ * <object>: <error>"}), so that `list` shows those backups as damaged. */
+void caris_check_record(struct repo *r, json_t *report, const struct caris_op *op);
 /* The latest verification record of each backup: {"<backupId>": record, ...}. */
 json_t *caris_last_verifications(struct repo *r, struct err *e);
 

@@ -196,9 +196,15 @@ int entry_iter_next(struct entry_iter *it, json_t **ent, struct err *e);
 int repo_snapshot_load(struct repo *r, const char *name, json_t **summary, json_t **entries,
                        struct err *e);
 /* All summaries, oldest first, each with "_file": the snapshot's object name. Damaged
- * snapshot files are reported in *damaged (array of {object,error}) and skipped. */
+ * snapshot files are reported in *damaged (array of {object, error, and "id": its backup id
+ * when the state record or this host's copy of it knows it}) and skipped. */
 json_t *repo_snapshot_list(struct repo *r, json_t **damaged, struct err *e);
-/* Finds a snapshot by backup id ("id" field of the summary). ERR_NOT_FOUND when absent. */
+/* -1 with e (ERR_DAMAGE, naming the file) when backup_id is the id of one of damaged
+ * (repo_snapshot_list's unreadable snapshot files), else 0: a backup whose snapshot file is
+ * damaged is damaged, not "not found". */
+int repo_snapshot_damaged_id(json_t *damaged, const char *backup_id, struct err *e);
+/* Finds a snapshot by backup id ("id" field of the summary). ERR_NOT_FOUND when absent,
+ * ERR_DAMAGE when its snapshot file cannot be read. */
 int repo_snapshot_find(struct repo *r, const char *backup_id, char name_out[65], json_t **summary,
                        struct err *e);
 /* Removes a snapshot: records the removal in the state record, then deletes the file. */

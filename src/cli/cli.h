@@ -38,7 +38,8 @@ bool print_backup_json(const struct globals *g, const struct caris_backup_result
 /* Progress on stderr when it is a terminal and not --quiet, else NULL. */
 caris_progress_fn progress_fn(const struct globals *g);
 void progress_end(const struct globals *g);
-/* Opens the repository (create: make it when missing, as the first backup does). */
+/* Opens the repository; a missing one is an error (exit 7: only `init` creates one, issue
+ * 11). create is ignored: kept so that every caller merges unchanged. */
 struct repo *open_repo(struct globals *g, bool create, struct err *e);
 bool wants_help(int argc, char **argv);
 /* The operation context of a command: Ctrl-C and SIGTERM set its cancel flag (the operation

@@ -185,7 +185,7 @@ int cmd_backup_database(struct globals *g, int argc, char **argv)
     const char *url;
     if (postgres_url(g, &url, &e) != 0)
         return fail(&e);
-    struct repo *r = open_repo(g, true, &e);
+    struct repo *r = open_repo(g, false, &e);
     if (!r)
         return fail(&e);
     struct caris_op op;

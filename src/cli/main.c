@@ -210,10 +210,9 @@ static void lock_waiting(void *ctx, const char *conflict)
 
 struct repo *open_repo(struct globals *g, bool create, struct err *e)
 {
+    (void)create; /* only `init` creates a repository */
     struct caris_open_opts o = {.repo_path = g->repo_path,
                                 .backup_dir = config_backup_dir(&g->cfg),
-                                .prepare_backup_dir = !g->repo,
-                                .create = create,
                                 .lock_wait_ms = g->lock_wait_ms,
                                 .lock_waiting = lock_waiting,
                                 .lock_waiting_ctx = g};
@@ -223,8 +222,6 @@ struct repo *open_repo(struct globals *g, bool create, struct err *e)
     struct repo *r = caris_repo_open(&o, &res, e);
     if (!r)
         return NULL;
-    if (res.created && !g->quiet)
-        log_info("created repository %s", g->repo_path);
     report_open(g, r, &res);
     json_decref(g->state);
     g->state = res.state;
@@ -238,9 +235,11 @@ static int cmd_init(struct globals *g, int argc, char **argv)
     static const struct option opts[] = {{"kdf-memory", required_argument, 0, 'm'},
                                          {"kdf-ops", required_argument, 0, 'o'},
                                          {"compression", required_argument, 0, 'c'},
+                                         {"if-missing", no_argument, 0, 'i'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     struct repo_init_opts io = {0};
+    bool if_missing = false;
     int c;
     optind = 0; /* 0, not 1: makes GNU getopt reinitialise */
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -265,12 +264,19 @@ static int cmd_init(struct globals *g, int argc, char **argv)
         case 'c':
             io.compression_level = atoi(optarg);
             break;
+        case 'i':
+            if_missing = true;
+            break;
         case 'h':
             printf("usage: caris-backup init [--kdf-memory MIB] [--kdf-ops N] [--compression "
-                   "LEVEL]\n\nCreates an encrypted repository at $BACKUP_DIR/repository (or "
-                   "--repo).\nThe key is BACKUP_ENCRYPTION_KEY; Argon2id defaults: 64 MiB, 3 "
-                   "passes\n(--kdf-memory 1 to 1024 MiB, --kdf-ops 1 to 8: readers refuse key "
-                   "slots beyond).\nzstd level default 3 (1 = fastest, 19 = smallest).\n");
+                   "LEVEL] [--if-missing]\n\n"
+                   "Creates an encrypted repository at $BACKUP_DIR/repository (or --repo).\n"
+                   "Only init creates a repository: every other command refuses a missing one\n"
+                   "(exit 7), so that a mistyped path never becomes a new, empty repository.\n"
+                   "The key is BACKUP_ENCRYPTION_KEY; Argon2id defaults: 64 MiB, 3 passes\n"
+                   "(--kdf-memory 1 to 1024 MiB, --kdf-ops 1 to 8: readers refuse key slots "
+                   "beyond).\nzstd level default 3 (1 = fastest, 19 = smallest).\n"
+                   "--if-missing: succeed without doing anything when a repository exists.\n");
             return 0;
         default:
             return usage_error("invalid option for init%s", NULL);
@@ -280,6 +286,19 @@ static int cmd_init(struct globals *g, int argc, char **argv)
     const char *key;
     if (config_encryption_key(&g->cfg, &key, &e) != 0)
         return fail(&e);
+    int ex = if_missing ? repo_exists(g->repo_path, &e) : 0;
+    if (ex < 0)
+        return fail(&e);
+    if (ex == 1) {
+        if (g->json) {
+            json_t *j = json_pack("{s:s, s:b}", "repository", g->repo_path, "created", 0);
+            print_json(j);
+            json_decref(j);
+        } else if (!g->quiet) {
+            printf("repository %s exists\n", g->repo_path);
+        }
+        return 0;
+    }
     if (!g->repo && caris_backup_dir_prepare(config_backup_dir(&g->cfg), &e) != 0)
         return fail(&e);
     struct repo *r = repo_init(g->repo_path, key, &io, &e);
@@ -353,7 +372,7 @@ static int cmd_backup(struct globals *g, int argc, char **argv)
                "ctime or inode changed since the last backup of the same paths. Either way\n"
                "the backup is complete on its own.\n"
                "PATTERN is fnmatch(3): with a '/' it matches the path below the root,\n"
-               "otherwise the name. The repository is created on first use.\n"
+               "otherwise the name. The repository must exist (`caris-backup init`).\n"
                "--time TIME records TIME as the backup's time (and in its id), e.g. to import\n"
                "an older backup: 2024-01-15T03:00:00Z, 2024-01-15T04:00:00+01:00, or local time\n"
                "in BACKUP_TZ as 2024-01-15 04:00:00. Not in the future; an existing id is an\n"
@@ -441,7 +460,7 @@ static int cmd_backup(struct globals *g, int argc, char **argv)
                 "in the environment or .env.local",
                 "BACKUP_FILES_PATHS not set and no paths given");
         rc = -1;
-    } else if (!(r = open_repo(g, true, &e))) {
+    } else if (!(r = open_repo(g, false, &e))) {
         rc = -1;
     } else {
         rc = incremental ? caris_files_backup_incremental(r, &o, &res, &e)
@@ -502,14 +521,20 @@ static int cmd_list(struct globals *g, int argc, char **argv)
                        "MISSING (in the state record, snapshot gone)");
                 continue;
             }
+            if (x->file) { /* a snapshot file that cannot be read */
+                printf("%-44s %-18s %-20s %8s %9s %10s %10s DAMAGED (%s: %s)\n",
+                       x->id ? x->id : x->file, "?", "?", "", "", "", "", x->file,
+                       x->damage ? x->damage : "");
+                continue;
+            }
             char read[32], added[32], type[40], when[24];
             str_human_bytes(x->bytes_read, read, sizeof(read));
             str_human_bytes(x->bytes_added, added, sizeof(added));
-            snprintf(type, sizeof(type), "%s/%s", x->kind, x->mode);
-            snprintf(when, sizeof(when), "%.19s", x->started);
-            printf("%-44s %-18s %-20s %7.1fs %9llu %10s %10s %s%s\n", x->id, type, when,
-                   (double)x->duration_ms / 1000.0, (unsigned long long)x->files, read, added,
-                   x->status,
+            snprintf(type, sizeof(type), "%s/%s", x->kind ? x->kind : "?", x->mode ? x->mode : "?");
+            snprintf(when, sizeof(when), "%.19s", x->started ? x->started : "?");
+            printf("%-44s %-18s %-20s %7.1fs %9llu %10s %10s %s%s\n", x->id ? x->id : "?", type,
+                   when, (double)x->duration_ms / 1000.0, (unsigned long long)x->files, read, added,
+                   x->status ? x->status : "?",
                    x->record && strcmp(x->record, "replayed") == 0 ? " REPLAYED (was forgotten)"
                                                                    : "");
         }
@@ -555,8 +580,10 @@ static void verify_print_one(void *ctx, const char *id, int rc,
     json_t *er;
     json_array_foreach(res->read.errors, k, er)
     {
-        char *p = json_dumps(json_object_get(er, "path"), JSON_ENCODE_ANY);
-        printf("  %s: %s\n", p, json_string_value(json_object_get(er, "error")));
+        json_t *path = json_object_get(er, "path");
+        char *p = json_is_null(path) ? NULL : json_dumps(path, JSON_ENCODE_ANY);
+        printf("  %s: %s\n", p ? p : "(the backup)",
+               json_string_value(json_object_get(er, "error")));
         free(p);
     }
 }
@@ -647,6 +674,11 @@ static int cmd_check(struct globals *g, int argc, char **argv)
     struct repo_check_result res;
     int rc = repo_check_run(r, &o, &res, &e);
     progress_end(g);
+    if (rc == 0) { /* list then shows the backups found damaged as damaged */
+        json_t *j = repo_check_result_to_json(&res);
+        caris_check_record(r, j, &op);
+        json_decref(j);
+    }
     repo_close(r);
     if (rc != 0)
         return fail(&e);

@@ -21,9 +21,7 @@ static int verify(struct repo *r, int threads, const struct djob_spec *s, const 
     struct caris_verify_result res;
     int rc = caris_verify(r, s->backup_id, &vo, &res, e);
     *result = caris_verify_result_to_json(&res);
-    /* as after a scheduled backup: the outcome is recorded for list's lastVerification */
-    if (res.ran)
-        caris_verification_record(r, s->backup_id, rc == 0, res.read.bytes, rc == 0 ? NULL : e, op);
+    /* (caris_verify records the outcome, for list's lastVerification) */
     caris_verify_result_free(&res);
     return rc;
 }

@@ -458,6 +458,11 @@ static int check_locked(struct repo *r, const struct repo_check_opts *o,
     {
         add_issue(c.errors, json_string_value(json_object_get(d, "object")), "%s",
                   json_string_value(json_object_get(d, "error")));
+        json_t *id = json_object_get(d, "id"); /* when the state record knows it */
+        if (id)
+            json_array_append(
+                json_object_get(json_array_get(c.errors, json_array_size(c.errors) - 1), "backups"),
+                id);
     }
     if (check_snapshots(&c, list, &nrefs, e) != 0)
         goto out;

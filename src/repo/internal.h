@@ -211,6 +211,10 @@ int state_record_change(struct repo *r, const char *added, const char *added_id,
                         const char *const *removed, size_t nremoved, struct err *e);
 /* Writes the first (empty) state object of a new repository. */
 int state_record_init(struct repo *r, struct err *e);
+/* The backup id the state record, or this host's copy of it, gives snapshot object name:
+ * how a snapshot file that can no longer be read is still named by its backup. Best effort:
+ * false when neither knows it (or neither can be read). */
+bool state_backup_id_of(struct repo *r, const char *name, char *out, size_t n);
 
 uint32_t repo_add_pack_locked(struct repo *r, const uint8_t id[32], int source);
 long repo_find_pack_locked(struct repo *r, const uint8_t id[32]);

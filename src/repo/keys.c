@@ -21,7 +21,8 @@
 #define KDF_NAME "argon2id13"
 #define KEY_AAD_V1 "caris key slot v1"
 #define KEY_AAD_V2 "caris key slot v2"
-#define SLOT_VERSION 2
+#define SLOT_VERSION 3
+#define SLOT_CHECK_TAG "caris key slot check"
 #define MAX_KEY_FILE (16u << 10) /* a slot is ~400 bytes, plus a label */
 #define CREATED_MAX 64
 #define MASTER_LEN 64
@@ -102,6 +103,32 @@ static void slot_aad(const struct slot *s, struct buf *out)
     buf_append(out, s->label, strlen(s->label));
 }
 
+/* A slot's checksum (version 3): SHA-256 of tag || 0x00 || u32 version || the version-2
+ * associated data || nonce || wrapped, in hex. Anyone can recompute it, so it authenticates
+ * nothing (the associated data does that); it tells a slot damaged by a flipped or lost byte
+ * from a wrong BACKUP_ENCRYPTION_KEY, which the AEAD alone cannot. */
+static void slot_check(const struct slot *s, char out[2 * CX_SHA256_LEN + 1])
+{
+    struct buf in = {0}, aad = {0};
+    struct slot v2 = *s;
+    v2.version = 2;
+    slot_aad(&v2, &aad);
+    buf_append(&in, SLOT_CHECK_TAG, sizeof(SLOT_CHECK_TAG)); /* with its 0x00 */
+    buf_append_u32le(&in, (uint32_t)s->version);
+    buf_append(&in, aad.data, aad.len);
+    buf_append(&in, s->nonce, sizeof(s->nonce));
+    buf_append(&in, s->wrapped, sizeof(s->wrapped));
+    uint8_t h[CX_SHA256_LEN];
+    struct cx_sha256 *c = cx_sha256_new();
+    cx_sha256_update(c, in.data, in.len);
+    cx_sha256_final(c, h);
+    cx_sha256_free(c);
+    cx_hex(h, sizeof(h), out);
+    secmem_wipe(v2.wrapped, sizeof(v2.wrapped));
+    buf_free(&in);
+    buf_free(&aad);
+}
+
 /* Reads and checks one slot file. -1 with ERR_DAMAGE when it is not a slot this version
  * accepts (malformed, parameters out of bounds), another code when it could not be read. */
 static int slot_read(struct repo *r, const char *name, struct slot *s, struct err *e)
@@ -131,10 +158,10 @@ static int slot_read(struct repo *r, const char *name, struct slot *s, struct er
         return err_set(e, ERR_DAMAGE, NULL, "key slot %s is malformed", s->name);
     }
     int rc = -1;
-    if (version != 1 && version != SLOT_VERSION) {
+    if (version < 1 || version > SLOT_VERSION) {
         err_set(e, ERR_DAMAGE,
                 version > SLOT_VERSION ? "a newer caris-backup wrote it: upgrade to use it" : NULL,
-                "key slot %s has version %lld, this program reads versions 1 and %d", s->name,
+                "key slot %s has version %lld, this program reads versions 1 to %d", s->name,
                 (long long)version, SLOT_VERSION);
         goto out;
     }
@@ -173,6 +200,23 @@ static int slot_read(struct repo *r, const char *name, struct slot *s, struct er
         snprintf(s->created, sizeof(s->created), "%s", json_string_value(created));
     if (ok_l)
         snprintf(s->label, sizeof(s->label), "%s", json_string_value(label));
+    /* The checksum, checked whatever the version says when it is there (a flipped version
+     * number then shows as damage too), and required from version 3 on (a damaged "check"
+     * name too). Versions 1 and 2 have none: their damage cannot be told from a wrong key. */
+    json_t *check = json_object_get(j, "check");
+    char want[2 * CX_SHA256_LEN + 1];
+    if (check || s->version >= 3) {
+        slot_check(s, want);
+        const char *got = json_string_value(check);
+        if (!got || strcmp(got, want) != 0) {
+            err_set(e, ERR_DAMAGE,
+                    "restore keys/ from a copy of the repository, or open it with another key "
+                    "(`key add` then writes a new slot)",
+                    "key slot %s is damaged: %s", s->name,
+                    got ? "its checksum does not match its contents" : "its checksum is missing");
+            goto out;
+        }
+    }
     rc = 0;
 out:
     json_decref(j);
@@ -317,10 +361,12 @@ int keys_write_slot(struct repo *r, const char *password, const char *label, uin
     cx_hex(s.salt, sizeof(s.salt), salt_hex);
     cx_hex(s.nonce, sizeof(s.nonce), nonce_hex);
     cx_hex(s.wrapped, sizeof(s.wrapped), wrapped_hex);
-    json_t *j = json_pack("{s:i, s:s, s:I, s:I, s:s, s:s, s:s, s:s, s:s}", "version", SLOT_VERSION,
-                          "kdf", KDF_NAME, "ops", (json_int_t)ops, "mem", (json_int_t)mem, "salt",
-                          salt_hex, "nonce", nonce_hex, "wrapped", wrapped_hex, "created",
-                          s.created, "label", s.label);
+    char check[2 * CX_SHA256_LEN + 1];
+    slot_check(&s, check);
+    json_t *j = json_pack("{s:i, s:s, s:I, s:I, s:s, s:s, s:s, s:s, s:s, s:s}", "version",
+                          SLOT_VERSION, "kdf", KDF_NAME, "ops", (json_int_t)ops, "mem",
+                          (json_int_t)mem, "salt", salt_hex, "nonce", nonce_hex, "wrapped",
+                          wrapped_hex, "created", s.created, "label", s.label, "check", check);
     char *text = j ? json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
     json_decref(j);
     if (!text)
@@ -395,6 +441,15 @@ int keys_unlock(struct repo *r, const char *password, const char *hint, struct e
     } else if (l.n == 0) {
         *e = damage;
         err_wrap(e, "cannot open repository %s: no key slot is readable", r->path);
+    } else if (ndamaged > 0) {
+        /* The key's own slot may be the damaged one: never call that a wrong key. */
+        err_set(e, ERR_DAMAGE,
+                "if BACKUP_ENCRYPTION_KEY is right, its key slot is the damaged one: restore "
+                "keys/ from a copy of the repository (or open it with another key and `key "
+                "add` this one again)",
+                "cannot open repository %s: no intact key slot opens with BACKUP_ENCRYPTION_KEY, "
+                "and %zu key slot%s damaged (%s)",
+                r->path, ndamaged, ndamaged == 1 ? " is" : "s are", damage.msg);
     } else {
         err_set(e, ERR_WRONG_KEY, WRONG_KEY_HINT, "cannot open repository %s: wrong encryption key",
                 r->path);

@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zstd.h>
 
@@ -594,9 +595,18 @@ void repo_close(struct repo *r)
 int repo_exists(const char *path, struct err *e)
 {
     if (!storage_location_is_s3(path)) {
-        /* A missing directory is no repository (and no error). */
+        /* Only "no such file" means no repository: a repository this user may not read (a
+         * root-owned 0700 one read by another user) is permission denied, not absent. */
         char *m = xasprintf("%s/" MARKER_NAME, path);
-        int r = fs_exists(m) ? 1 : 0;
+        struct stat sb;
+        int r = lstat(m, &sb) == 0 ? 1 : (errno == ENOENT || errno == ENOTDIR) ? 0 : -1;
+        int saved = errno;
+        if (r < 0)
+            err_sys(e, saved,
+                    saved == EACCES ? "run caris-backup as the user that owns the repository "
+                                      "(or give this user access to it)"
+                                    : NULL,
+                    "cannot read repository %s", path);
         free(m);
         return r;
     }
@@ -829,10 +839,25 @@ static int check_marker(struct repo *r, struct err *e)
         *e = me;
         return -1;
     }
-    buf_append_u8(&b, 0);
-    const char *fmt = strstr((const char *)b.data, "format ");
-    int version = fmt ? atoi(fmt + 7) : 0;
+    /* The whole text is checked, not only its number: "caris-backup repository\nformat N\n"
+     * with N a plain decimal number. Anything else is not a marker we wrote (damaged, or
+     * another program's file). */
+    static const char head[] = "caris-backup repository\nformat ";
+    size_t hl = sizeof(head) - 1, nd = 0;
+    bool ok = b.len > hl && memcmp(b.data, head, hl) == 0;
+    int version = 0;
+    while (ok && hl + nd < b.len && b.data[hl + nd] >= '0' && b.data[hl + nd] <= '9' && nd < 6)
+        version = version * 10 + (b.data[hl + nd++] - '0');
+    ok = ok && nd > 0 && (nd == 1 || b.data[hl] != '0') && hl + nd + 1 == b.len &&
+         b.data[hl + nd] == '\n';
     buf_free(&b);
+    if (!ok)
+        return err_set(e, ERR_DAMAGE,
+                       "restore the marker from a copy of the repository (its text is "
+                       "\"caris-backup repository\", a newline, \"format 1\", a newline), or check "
+                       "that BACKUP_DIR / --repo names a caris-backup repository",
+                       "%s/" MARKER_NAME " is damaged: it is not a caris-backup repository marker",
+                       r->path);
     if (version != REPO_FORMAT_VERSION)
         return err_set(e, version > REPO_FORMAT_VERSION ? ERR_FAILURE : ERR_DAMAGE,
                        "a newer caris-backup wrote this repository: upgrade to read it",
@@ -940,7 +965,10 @@ struct repo *repo_init(const char *path, const char *password, const struct repo
      * never open. */
     if (repo_kdf_check(kdf_ops, kdf_mem, e) != 0 || cx_init(e) != 0)
         return NULL;
-    if (repo_exists(path, e) == 1) {
+    int ex = repo_exists(path, e);
+    if (ex < 0)
+        return NULL;
+    if (ex == 1) {
         err_set(e, ERR_FAILURE, "use it as it is, or choose another BACKUP_DIR / --repo",
                 "a repository already exists at %s", path);
         return NULL;

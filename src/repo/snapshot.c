@@ -278,7 +278,13 @@ static int list_one(void *ctx, const char *name, uint64_t size, struct err *e)
             *e = se;
             return -1;
         }
-        json_array_append_new(c->damaged, json_pack("{s:s, s:s}", "object", name, "error", se.msg));
+        /* A snapshot that cannot be read must not vanish from the list: it is named by its
+         * backup id when the state record (or this host's copy) knows it. */
+        json_t *d = json_pack("{s:s, s:s}", "object", name, "error", se.msg);
+        char id[256];
+        if (state_backup_id_of(c->r, base, id, sizeof(id)))
+            json_object_set_new(d, "id", json_string(id));
+        json_array_append_new(c->damaged, d);
         return 0;
     }
     json_object_set_new(summary, "_file", json_string(base));
@@ -324,10 +330,29 @@ json_t *repo_snapshot_list(struct repo *r, json_t **damaged, struct err *e)
     return sorted;
 }
 
+int repo_snapshot_damaged_id(json_t *damaged, const char *backup_id, struct err *e)
+{
+    size_t i;
+    json_t *d;
+    json_array_foreach(damaged, i, d)
+    {
+        const char *id = json_string_value(json_object_get(d, "id"));
+        if (id && strcmp(id, backup_id) == 0)
+            return err_set(e, ERR_DAMAGE,
+                           "restore from another backup; `caris-backup check` shows what else "
+                           "is damaged",
+                           "backup %s cannot be read: its snapshot file %s is damaged (%s)",
+                           backup_id, json_string_value(json_object_get(d, "object")),
+                           json_string_value(json_object_get(d, "error")));
+    }
+    return 0;
+}
+
 int repo_snapshot_find(struct repo *r, const char *backup_id, char name_out[65], json_t **summary,
                        struct err *e)
 {
-    json_t *list = repo_snapshot_list(r, NULL, e);
+    json_t *damaged = NULL;
+    json_t *list = repo_snapshot_list(r, &damaged, e);
     if (!list)
         return -1;
     size_t i;
@@ -346,6 +371,9 @@ int repo_snapshot_find(struct repo *r, const char *backup_id, char name_out[65],
             break;
         }
     }
+    if (rc != 0 && e->code == ERR_NOT_FOUND)
+        repo_snapshot_damaged_id(damaged, backup_id, e);
+    json_decref(damaged);
     json_decref(list);
     return rc;
 }

@@ -295,6 +295,25 @@ static int local_read(struct repo *r, struct state *s, struct err *e)
     return rc;
 }
 
+bool state_backup_id_of(struct repo *r, const char *name, char *out, size_t n)
+{
+    struct state s, l;
+    state_init(&s);
+    state_init(&l);
+    struct err ignore = ERR_INIT;
+    const char *id = NULL;
+    if (state_read(r, &s, &ignore) == 0)
+        id = json_string_value(json_object_get(s.live, name));
+    if (!id && r->state_local && local_read(r, &l, &ignore) == 0)
+        id = json_string_value(json_object_get(l.live, name));
+    if (id)
+        snprintf(out, n, "%s", id);
+    bool found = id != NULL;
+    state_free(&s);
+    state_free(&l);
+    return found;
+}
+
 /* local := local merged with s (the counter and both lists only grow). Written only when it
  * changes; a failure to keep it is a warning, never the operation's failure. */
 static void local_update_locked(struct repo *r, const struct state *s);

@@ -735,20 +735,37 @@ static int verify_streams(struct repo *r, json_t *entries, const struct verify_o
     return 0;
 }
 
+/* A backup whose entry list (or snapshot file) cannot be read: it was verified, and is
+ * damaged (verify --all goes on with the next backup). The error's path is null. */
+static void entries_damaged(struct caris_verify_result *res, const struct err *e)
+{
+    res->ran = true;
+    res->valid = false;
+    if (!res->read.errors)
+        res->read.errors = json_array();
+    json_array_append_new(res->read.errors, json_pack("{s:n, s:s}", "path", "error", e->msg));
+}
+
 static int verify_locked(struct repo *r, const char *backup_id, const struct verify_opts *o,
                          struct caris_verify_result *res, struct err *e)
 {
     json_t *summary, *entries;
     char name[65];
     json_t *s;
-    if (repo_snapshot_find(r, backup_id, name, &s, e) != 0)
+    if (repo_snapshot_find(r, backup_id, name, &s, e) != 0) {
+        if (e->code == ERR_DAMAGE) /* its snapshot file cannot be read */
+            entries_damaged(res, e);
         return -1;
+    }
     const char *kind = json_string_value(json_object_get(s, "kind"));
     if (kind && strcmp(kind, "files") != 0) {
         res->kind = xstrdup(kind);
         json_decref(s);
-        if (repo_snapshot_load(r, name, &summary, &entries, e) != 0)
+        if (repo_snapshot_load(r, name, &summary, &entries, e) != 0) {
+            if (e->code == ERR_DAMAGE)
+                entries_damaged(res, e);
             return -1;
+        }
         res->ran = true;
         int rc = verify_streams(r, entries, o, &res->read, e);
         res->valid = rc == 0;
@@ -760,6 +777,8 @@ static int verify_locked(struct repo *r, const char *backup_id, const struct ver
     struct buf text = {0};
     if (load_files_backup(r, backup_id, &summary, &text, e) != 0) {
         buf_free(&text);
+        if (e->code == ERR_DAMAGE)
+            entries_damaged(res, e);
         return -1;
     }
     struct files_read_opts ro = {.threads = o ? o->threads : 0,
@@ -787,6 +806,11 @@ int caris_verify(struct repo *r, const char *backup_id, const struct verify_opts
         /* stopped before the end, not judged: nothing that could read as damage (a
          * verification that ran to its end reports what it found, cancel or not) */
         res->ran = false;
+    /* What a verification that ran found is remembered (records/verify), so that `list`
+     * shows a damaged backup as damaged, not ok, until a later verification finds it whole. */
+    if (res->ran)
+        caris_verification_record(r, backup_id, rc == 0, res->read.bytes, rc == 0 ? NULL : e,
+                                  o ? o->op : NULL);
     return rc;
 }
 

@@ -82,13 +82,15 @@ int caris_backup_resolve(struct repo *r, const char *text, const char *kind, cha
         want = k;
         latest = true;
     }
-    json_t *list = repo_snapshot_list(r, NULL, e);
+    json_t *damaged = NULL;
+    json_t *list = repo_snapshot_list(r, &damaged, e);
     if (!list)
         return -1;
     int rc;
     if (latest) {
         rc = resolve_latest(r, list, want, id, e);
         json_decref(list);
+        json_decref(damaged);
         return rc;
     }
     size_t tl = strlen(text), nmatch = 0, i;
@@ -124,12 +126,14 @@ int caris_backup_resolve(struct repo *r, const char *text, const char *kind, cha
     } else if (nmatch == 0) {
         rc = err_set(e, ERR_NOT_FOUND, "see `caris-backup list` for the backups there are",
                      "no backup %s in repository %s", text, repo_path(r));
+        repo_snapshot_damaged_id(damaged, text, e); /* damaged, not absent */
     } else {
         rc = err_set(e, ERR_USAGE, NULL, "backup id prefix '%s' is ambiguous: %zu backups match",
                      text, nmatch);
         snprintf(e->hint, sizeof(e->hint), "give more of the id; candidates: %s", cands);
     }
     json_decref(list);
+    json_decref(damaged);
     return rc;
 }
 
@@ -433,18 +437,12 @@ static json_t *records_of(struct repo *r, const char *kind, const char *id, stru
     return out;
 }
 
-static int show_locked(struct repo *r, const char *id_text, struct caris_show *s, struct err *e)
+void inspect_warnings_full_paths(json_t *summary)
 {
-    char name[65];
-    if (caris_backup_resolve(r, id_text, NULL, s->id, e) != 0 ||
-        repo_snapshot_find(r, s->id, name, &s->summary, e) != 0)
-        return -1;
-    json_object_del(s->summary, "_file");
-    /* each warning with its full path ("fullPath", or "fullPath_b64" when not UTF-8) */
-    json_t *roots = json_object_get(s->summary, "roots");
+    json_t *roots = json_object_get(summary, "roots");
     size_t i;
     json_t *w;
-    json_array_foreach(json_object_get(s->summary, "warnings"), i, w)
+    json_array_foreach(json_object_get(summary, "warnings"), i, w)
     {
         const char *root = json_string_value(
             json_array_get(roots, (size_t)json_integer_value(json_object_get(w, "root"))));
@@ -457,6 +455,16 @@ static int show_locked(struct repo *r, const char *id_text, struct caris_show *s
         free(full);
         free(p);
     }
+}
+
+static int show_locked(struct repo *r, const char *id_text, struct caris_show *s, struct err *e)
+{
+    char name[65];
+    if (caris_backup_resolve(r, id_text, NULL, s->id, e) != 0 ||
+        repo_snapshot_find(r, s->id, name, &s->summary, e) != 0)
+        return -1;
+    json_object_del(s->summary, "_file");
+    inspect_warnings_full_paths(s->summary);
     s->testRestores = records_of(r, "test-restore", s->id, e);
     if (!s->testRestores)
         return -1;

@@ -28,6 +28,9 @@ struct loaded {
 int inspect_load(struct repo *r, const char *id_text, const char *kind, struct loaded *l,
                  struct err *e);
 void inspect_loaded_free(struct loaded *l);
+/* Gives each warning of a file backup's summary its full path: "fullPath" (or "fullPath_b64"
+ * when not UTF-8) = its root + '/' + its path below the root (show, list). */
+void inspect_warnings_full_paths(json_t *summary);
 bool inspect_kind_is(json_t *summary, const char *kind);
 
 /* One decoded entry of a file backup. A hard link's m.link is its first name's full path. */

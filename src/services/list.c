@@ -5,6 +5,7 @@
 #include "caris/core.h"
 #include "caris/dbbackup.h"
 #include "common.h"
+#include "inspect_internal.h"
 
 /* The state record's findings, in the list itself (so that `list --json` carries them):
  * "record" on every backup ("recorded", "unrecorded", "replayed", or "none" before the
@@ -91,18 +92,47 @@ json_t *caris_last_verifications(struct repo *r, struct err *e)
     return last_records(r, "verify", e);
 }
 
+/* A snapshot file that cannot be read stays in the list as "damaged" (a backup never vanishes
+ * quietly): named by its backup id when the state record or this host's copy of it knows it
+ * ("id" null otherwise), and always by its file. */
+static void add_unreadable(json_t *list, json_t *damaged)
+{
+    size_t i;
+    json_t *d;
+    json_array_foreach(damaged, i, d)
+    {
+        const char *obj = json_string_value(json_object_get(d, "object")) ?: "";
+        const char *base = strrchr(obj, '/') ? strrchr(obj, '/') + 1 : obj;
+        json_t *id = json_object_get(d, "id");
+        json_array_append_new(list,
+                              json_pack("{s:O, s:s, s:s, s:O, s:s}", "id", id ? id : json_null(),
+                                        "file", obj, "status", "damaged", "damage",
+                                        json_object_get(d, "error"), "_file", base));
+    }
+}
+
 json_t *caris_backup_list_report(struct repo *r, const char *kind, json_t *state, struct err *e)
 {
-    json_t *list = caris_backup_list(r, kind, e);
-    json_t *tests = list ? caris_db_last_test_restores(r, e) : NULL;
+    json_t *damaged = NULL;
+    json_t *all = repo_snapshot_list(r, &damaged, e);
+    json_t *tests = all ? caris_db_last_test_restores(r, e) : NULL;
     json_t *verifs = tests ? caris_last_verifications(r, e) : NULL;
-    if (!list || !tests || !verifs) {
-        json_decref(list);
+    if (!all || !tests || !verifs) {
+        json_decref(all);
+        json_decref(damaged);
         json_decref(tests);
         return NULL;
     }
+    json_t *list = json_array();
     size_t i;
     json_t *b;
+    json_array_foreach(all, i, b)
+    {
+        const char *k = json_string_value(json_object_get(b, "kind"));
+        if (!kind || (k && strcmp(k, kind) == 0))
+            json_array_append(list, b);
+    }
+    json_decref(all);
     json_array_foreach(list, i, b)
     {
         const char *id = json_string_value(json_object_get(b, "id")) ?: "";
@@ -112,15 +142,22 @@ json_t *caris_backup_list_report(struct repo *r, const char *kind, json_t *state
         json_t *v = json_object_get(verifs, id);
         if (v)
             json_object_set(b, "lastVerification", v);
+        /* Damage found by the last verification (verify, check) is remembered: the backup
+         * is "damaged" until a later verification finds it whole. */
+        if (v && json_is_false(json_object_get(v, "ok"))) {
+            json_object_set_new(b, "status", json_string("damaged"));
+            json_object_set(b, "damage", json_object_get(v, "error") ?: json_null());
+        }
+        /* a file backup's warnings, each with its full path (inspect.c) */
+        inspect_warnings_full_paths(b);
     }
+    /* of an unreadable snapshot the kind is unknown: shown whatever kind was asked */
+    add_unreadable(list, damaged);
+    json_decref(damaged);
     json_decref(tests);
     json_decref(verifs);
     mark_record(state, list);
-    json_array_foreach(list, i, b)
-    {
-        json_object_del(b, "_file");
-        json_object_del(b, "warnings");
-    }
+    json_array_foreach(list, i, b) json_object_del(b, "_file");
     return list;
 }
 
@@ -146,6 +183,8 @@ int caris_list(struct repo *r, const char *kind, json_t *state, struct caris_lis
         x->mode = jsonx_strdup_member(b, "mode");
         x->started = jsonx_strdup_member(b, "started");
         x->status = jsonx_strdup_member(b, "status");
+        x->file = jsonx_strdup_member(b, "file");
+        x->damage = jsonx_strdup_member(b, "damage");
         x->duration_ms = json_integer_value(json_object_get(b, "duration_ms"));
         x->files = (uint64_t)json_integer_value(json_object_get(st, "files"));
         x->bytes_read = (uint64_t)json_integer_value(json_object_get(st, "bytes_read"));
@@ -164,6 +203,8 @@ void caris_list_result_free(struct caris_list_result *res)
         free(x->started);
         free(x->status);
         free(x->record);
+        free(x->file);
+        free(x->damage);
     }
     free(res->v);
     json_decref(res->entries);
@@ -175,15 +216,44 @@ json_t *caris_list_result_to_json(const struct caris_list_result *res)
     return json_incref(res->entries);
 }
 
+/* A backup verify --all cannot verify, as it reports one: its error and a result that ran and
+ * is not valid, named by its id (or its file when the id is unknown), with one error whose
+ * path is null. */
+static void report_unverifiable(struct repo *r, json_t *id, const char *file, const char *what,
+                                bool record, caris_verify_each_fn each, void *each_ctx, int *rc,
+                                struct err *e)
+{
+    struct err de = ERR_INIT;
+    const char *ids = json_string_value(id);
+    err_set(&de, ERR_DAMAGE,
+            "do not count on this backup; run `caris-backup check` and use another backup",
+            "backup %s: %s", ids ? ids : file, what);
+    struct caris_verify_result res = {.ran = true, .valid = false};
+    res.backup_id = xstrdup(ids ? ids : file);
+    res.read.errors = json_pack("[{s:n, s:s}]", "path", "error", what);
+    if (ids && record)
+        caris_verification_record(r, ids, false, 0, &de, NULL);
+    if (each)
+        each(each_ctx, res.backup_id, -1, &res, &de);
+    caris_verify_result_free(&res);
+    if (*rc == 0 || (e->code != ERR_DAMAGE && de.code == ERR_DAMAGE)) {
+        *e = de;
+        *rc = -1;
+    }
+}
+
 int caris_backup_verify_all(struct repo *r, const struct verify_opts *o, caris_verify_each_fn each,
                             void *each_ctx, struct err *e)
 {
-    json_t *list = caris_backup_list(r, NULL, e);
+    json_t *damaged = NULL, *state = NULL;
+    json_t *list = repo_snapshot_list(r, &damaged, e);
     if (!list)
         return -1;
     int rc = 0;
     size_t i;
     json_t *s;
+    /* Every backup is verified and reported, whatever the others gave: one whose entries are
+     * damaged, or whose check cannot run, does not hide the next ones. */
     json_array_foreach(list, i, s)
     {
         const char *id = json_string_value(json_object_get(s, "id"));
@@ -197,17 +267,68 @@ int caris_backup_verify_all(struct repo *r, const struct verify_opts *o, caris_v
         int vrc = caris_verify(r, id, o, &res, &ve);
         if (each)
             each(each_ctx, id, vrc, &res, &ve);
-        if (vrc != 0 && rc == 0) {
-            *e = ve;
+        if (vrc != 0 && (rc == 0 || (e->code != ERR_DAMAGE && ve.code == ERR_DAMAGE))) {
+            *e = ve; /* the first damage found, else the first failure */
             rc = -1;
         }
-        bool ran = res.ran;
         caris_verify_result_free(&res);
-        if (vrc != 0 && !ran) {
-            *e = ve;
-            break;
-        }
     }
+    /* Backups that cannot be verified at all are failures too, never silence: snapshot files
+     * that cannot be read, and backups the state record (or this host's copy of it) expects
+     * whose snapshot file is gone. */
+    json_t *d;
+    json_array_foreach(damaged, i, d)
+    {
+        char what[1200];
+        snprintf(what, sizeof(what), "its snapshot file cannot be read: %s",
+                 json_string_value(json_object_get(d, "error")));
+        report_unverifiable(r, json_object_get(d, "id"),
+                            json_string_value(json_object_get(d, "object")), what, true, each,
+                            each_ctx, &rc, e);
+    }
+    struct err ae = ERR_INIT;
+    if (repo_state_audit(r, &state, &ae) == 0)
+        json_array_foreach(json_object_get(state, "missing"), i, d)
+        {
+            char file[100];
+            snprintf(file, sizeof(file), "snapshots/%s",
+                     json_string_value(json_object_get(d, "object")));
+            /* (the audit says "?" for an id it does not know; the list already shows these
+             * as missing: nothing to record) */
+            json_t *id = json_object_get(d, "id");
+            if (json_string_value(id) && strcmp(json_string_value(id), "?") == 0)
+                id = NULL;
+            report_unverifiable(r, id, file,
+                                "it is in the state record but its snapshot file is gone "
+                                "(deleted, or the repository rolled back)",
+                                false, each, each_ctx, &rc, e);
+        }
+    json_decref(state);
+    json_decref(damaged);
     json_decref(list);
     return rc;
+}
+
+void caris_check_record(struct repo *r, json_t *report, const struct caris_op *op)
+{
+    json_t *done = json_object();
+    bool read_data = json_is_true(json_object_get(json_object_get(report, "stats"), "read_data"));
+    size_t i, k;
+    json_t *x, *id;
+    json_array_foreach(json_object_get(report, "errors"), i, x)
+    {
+        json_array_foreach(json_object_get(x, "backups"), k, id)
+        {
+            const char *ids = json_string_value(id);
+            if (!ids || json_object_get(done, ids))
+                continue;
+            json_object_set_new(done, ids, json_true());
+            struct err ce = ERR_INIT;
+            err_set(&ce, ERR_DAMAGE, NULL, "%s: %s: %s", read_data ? "check --read-data" : "check",
+                    json_string_value(json_object_get(x, "object")),
+                    json_string_value(json_object_get(x, "error")));
+            caris_verification_record(r, ids, false, 0, &ce, op);
+        }
+    }
+    json_decref(done);
 }

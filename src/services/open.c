@@ -3,7 +3,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "caris/core.h"
 
@@ -77,59 +76,30 @@ static void audit(const struct caris_open_opts *o, struct repo *r, struct caris_
     }
 }
 
-/* Creates the repository, or, when another process is creating it (or just did), waits for
- * its marker. Returns the new handle, or NULL with *e clear when it exists now. */
-static struct repo *create_or_wait(const struct caris_open_opts *o, struct err *e)
-{
-    if (o->prepare_backup_dir && o->backup_dir && caris_backup_dir_prepare(o->backup_dir, e) != 0)
-        return NULL;
-    struct repo *r = repo_init(o->repo_path, o->key, NULL, e);
-    if (r)
-        return r;
-    if (e->code != ERR_LOCKED && repo_exists(o->repo_path, e) != 1)
-        return NULL;
-    int64_t wait = o->init_wait_ms > 0 ? o->init_wait_ms : 120000;
-    int64_t deadline = time_mono_ns() + wait * 1000000;
-    while (repo_exists(o->repo_path, e) != 1) {
-        if (time_mono_ns() > deadline)
-            return NULL; /* e still says who holds init.lock */
-        struct timespec ts = {0, 50 * 1000000};
-        nanosleep(&ts, NULL);
-    }
-    err_clear(e);
-    return NULL;
-}
-
 struct repo *caris_repo_open(const struct caris_open_opts *o, struct caris_open_result *out,
                              struct err *e)
 {
     memset(out, 0, sizeof(*out));
     out->audit_err = (struct err)ERR_INIT;
+    /* Only `init` creates a repository: a mistyped --repo or BACKUP_DIR must not become a
+     * new, empty one that backups go to unnoticed. */
     int ex = repo_exists(o->repo_path, e);
     if (ex < 0)
         return NULL;
-    struct repo *r = NULL;
-    if (ex == 0 && o->create) {
-        r = create_or_wait(o, e);
-        if (!r && err_is_set(e))
-            return NULL;
-        out->created = r != NULL;
-    } else if (ex == 0) {
+    if (ex == 0) {
         err_set(e, ERR_NOT_FOUND,
-                "create one with `caris-backup init` (or the first `backup`), or point "
-                "BACKUP_DIR / --repo at an existing repository",
+                "create it with `caris-backup init` (BACKUP_DIR / --repo), or point BACKUP_DIR / "
+                "--repo at an existing repository",
                 "no repository at %s", o->repo_path);
         return NULL;
     }
-    if (!r) {
-        char *hint = key_hint_read(o);
-        r = repo_open_hint(o->repo_path, o->key, hint, e);
-        if (r && (!hint || strcmp(hint, repo_key_slot(r)) != 0))
-            key_hint_write(o, repo_key_slot(r));
-        free(hint);
-        if (!r)
-            return NULL;
-    }
+    char *hint = key_hint_read(o);
+    struct repo *r = repo_open_hint(o->repo_path, o->key, hint, e);
+    if (r && (!hint || strcmp(hint, repo_key_slot(r)) != 0))
+        key_hint_write(o, repo_key_slot(r));
+    free(hint);
+    if (!r)
+        return NULL;
     repo_set_lock_wait(r, o->lock_wait_ms, o->lock_waiting, o->lock_waiting_ctx);
     audit(o, r, out);
     return r;

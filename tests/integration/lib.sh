@@ -475,6 +475,24 @@ tree_compare() {
 
 REPO=$BACKUP_DIR/repository
 
+# init_repo [GLOBAL OPTIONS...] [-- INIT OPTIONS...]: `cb --quiet GLOBAL OPTIONS init INIT
+# OPTIONS`, asserted to succeed. Only `init` creates a repository (issue 11): every test
+# makes its repositories with it before the first backup.
+init_repo() {
+    local globals=() rest=()
+    while (($#)); do
+        if [[ $1 == -- ]]; then
+            shift
+            rest=("$@")
+            break
+        fi
+        globals+=("$1")
+        shift
+    done
+    run cb --quiet "${globals[@]}" init "${rest[@]}"
+    assert_rc 0 "init ${globals[*]} ${rest[*]}"
+}
+
 # backup_json OUTFILE ARGS...: `--json backup files ARGS...`, JSON to OUTFILE; sets RC and
 # BACKUP_ID (empty when no id was printed).
 backup_json() {

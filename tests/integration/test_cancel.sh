@@ -8,6 +8,7 @@ source "$(dirname "$0")/pglib.sh"
 pg_start
 db=$CARIS_PG_DB
 pg_small_table "$db"
+init_repo
 db_backup_json "$TEST_TMP/first.json" --full
 assert_rc 0 "a first backup"
 first=$BACKUP_ID

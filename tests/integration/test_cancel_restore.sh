@@ -29,6 +29,7 @@ for i in range(3):
     with open(f"{root}/big{i}.bin", "wb") as f:
         f.write(rnd.randbytes(6 << 20))
 PY
+init_repo
 backup_json "$TEST_TMP/b.json" --full "$src"
 assert_rc 0 "a backup of the tree"
 id=$BACKUP_ID

@@ -125,6 +125,7 @@ else
     printf 'hidden\n' >"$p/tree/locked-dir/inside.txt"
     chmod 000 "$p/tree/unreadable.txt" "$p/tree/locked-dir"
     as_nobody=(setpriv --reuid=65534 --regid=65534 --clear-groups env BACKUP_DIR="$p/backup")
+    assert_exit 0 "${as_nobody[@]}" "$CARIS_BIN" --quiet init
     run "${as_nobody[@]}" "$CARIS_BIN" --json backup files "$p/tree"
     assert_rc 3 "backup as nobody with an unreadable file and directory: completed with warnings"
     cp "$OUT_FILE" "$TEST_TMP/perm.json"

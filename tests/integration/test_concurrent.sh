@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Two backups of different trees, started at the same moment against one repository:
-# both succeed with distinct ids, both are listed, both verify and restore. Also when
-# neither has created the repository yet, and for two `init` at once.
+# both succeed with distinct ids, both are listed, both verify and restore. Without a
+# repository both refuse and create nothing (only `init` creates one); two `init` at once.
 source "$(dirname "$0")/lib.sh"
 
 # Two trees, each with its own data and one file they share (both backups may store the
@@ -83,14 +83,15 @@ assert_exit 0 cb check
 run cb --json list
 assert_eq 4 "$(json_eval "$OUT_FILE" 'len(d)')" "four backups in all"
 
-# --- round 3: neither exists yet: both create the repository on first use ---------------
+# --- round 3: no repository yet: only `init` creates one, both backups refuse -------------
 export BACKUP_DIR=$TEST_TMP/backup-fresh
 REPO=$BACKUP_DIR/repository
 start_together
-check_round "repository created on first use by both"
-assert_exit 0 cb check
-run cb --json key list
-assert_eq 1 "$(json_eval "$OUT_FILE" 'len(d)')" "repository created on first use by both: one key slot"
+for t in one two; do
+    assert_eq 7 "${rc[$t]}" "no repository: backup $t exits 7"
+    assert_contains "$(cat "${err[$t]}")" "caris-backup init" "no repository: backup $t names init"
+done
+assert_false "no repository: the backups created nothing" test -e "$BACKUP_DIR"
 
 # --- round 4: two `init` at once --------------------------------------------------------
 # One creates the repository; the other may succeed (nothing to do) or fail, but the

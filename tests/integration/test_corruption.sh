@@ -9,6 +9,7 @@ source "$(dirname "$0")/lib.sh"
 use_repo() {
     export BACKUP_DIR=$TEST_TMP/$1
     REPO=$BACKUP_DIR/repository
+    init_repo
 }
 
 # Two trees that share no data: damage to one must not be blamed on the other.

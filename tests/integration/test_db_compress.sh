@@ -17,6 +17,7 @@ repo_size() { du -sb --exclude=state "$1" | cut -f1; }
 stored() { json_get "$1" '["stats"]["bytes_stored"]'; }
 
 # --- the default: uncompressed ---------------------------------------------------------
+init_repo
 db_backup_json "$TEST_TMP/default.json" --full
 assert_rc 0 "backup database with BACKUP_COMPRESS_DUMPS unset"
 dump=$(json_get "$TEST_TMP/default.json" '["dump_size"]')
@@ -26,6 +27,7 @@ assert_cmp "$(stored "$TEST_TMP/default.json")" -ge "$dump" "default: bytes stor
 assert_cmp "$(repo_size "$REPO")" -ge "$dump" "default: the repository holds at least the dump's bytes"
 
 # --- BACKUP_COMPRESS_DUMPS=true ---------------------------------------------------------
+init_repo --repo "$TEST_TMP/repo-on"
 run env BACKUP_COMPRESS_DUMPS=true "$CARIS_BIN" --json --repo "$TEST_TMP/repo-on" backup database --full
 assert_rc 0 "backup database with BACKUP_COMPRESS_DUMPS=true"
 cp "$OUT_FILE" "$TEST_TMP/on.json"
@@ -34,10 +36,12 @@ assert_cmp "$(stored "$TEST_TMP/on.json")" -lt $((dump / 4)) "true: the dump is 
 assert_cmp "$(repo_size "$TEST_TMP/repo-on")" -lt $((dump / 4)) "true: the repository is much smaller than the dump"
 
 # --- flags win over the variable ----------------------------------------------------------
+init_repo --repo "$TEST_TMP/repo-off"
 run env BACKUP_COMPRESS_DUMPS=true "$CARIS_BIN" --json --repo "$TEST_TMP/repo-off" backup database --full --no-compress
 assert_rc 0 "--no-compress with BACKUP_COMPRESS_DUMPS=true"
 assert_eq false "$(json_eval "$OUT_FILE" 'd["compress"]')" "--no-compress wins"
 assert_cmp "$(json_eval "$OUT_FILE" 'd["stats"]["bytes_stored"]')" -ge "$dump" "--no-compress: stored uncompressed"
+init_repo --repo "$TEST_TMP/repo-c"
 run env BACKUP_COMPRESS_DUMPS=false "$CARIS_BIN" --json --repo "$TEST_TMP/repo-c" backup database --full --compress
 assert_rc 0 "--compress with BACKUP_COMPRESS_DUMPS=false"
 assert_eq true "$(json_eval "$OUT_FILE" 'd["compress"]')" "--compress wins"

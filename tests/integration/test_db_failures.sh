@@ -12,6 +12,7 @@ psql_db "$CARIS_PG_DB" -c "CREATE TABLE t (id integer PRIMARY KEY, v text);
 
 # --- POSTGRES_URL unset ----------------------------------------------------------------------
 # (the test's cwd has no .env.local)
+init_repo
 run env -u POSTGRES_URL "$CARIS_BIN" backup database
 assert_rc 6 "POSTGRES_URL unset"
 assert_contains "$OUT$ERR" "POSTGRES_URL not set" \

@@ -19,6 +19,7 @@ psql_db "$db" -c "CREATE TABLE clinical.notes (id integer PRIMARY KEY, patient i
     FROM generate_series(1, 100000) AS i" >/dev/null || fail "creating clinical.notes failed"
 pg_sum "$db" "$TEST_TMP/v1.sum"
 
+init_repo
 db_backup_json "$TEST_TMP/full.json" --full
 assert_rc 0 "full backup"
 full=$BACKUP_ID

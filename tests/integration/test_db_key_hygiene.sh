@@ -20,6 +20,7 @@ export AWS_ACCESS_KEY_ID="AKIAHYGIENETEST"
 export BACKUP_S3_SECRET_KEY="s3-secret-of-the-hygiene-test"
 export CARIS_RESTORE_TARGET_URL="postgresql://someone:target-secret-of-the-test@127.0.0.1:1/none"
 
+init_repo
 db_backup_json "$TEST_TMP/first.json" --full
 assert_rc 0 "a first backup (creates the repository)"
 

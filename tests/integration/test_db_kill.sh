@@ -11,6 +11,7 @@ db=$CARIS_PG_DB
 psql_db "$db" -c "CREATE TABLE small (id integer PRIMARY KEY, v text);
     INSERT INTO small SELECT i, 'v' || i FROM generate_series(1, 1000) AS i" >/dev/null
 
+init_repo
 db_backup_json "$TEST_TMP/first.json" --full
 assert_rc 0 "a first (small) backup"
 first=$BACKUP_ID

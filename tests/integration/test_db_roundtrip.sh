@@ -15,6 +15,7 @@ psql_db "$src" -f "$PG_FIXTURES/rich.sql" >/dev/null || fail "loading fixtures/r
 pg_sum "$src" "$TEST_TMP/src.sum" || fail "dbsum of the source failed"
 
 # --- backup ------------------------------------------------------------------------------
+init_repo
 db_backup_json "$TEST_TMP/full.json" --full
 assert_rc 0 "backup database --full of the rich database"
 full=$BACKUP_ID
@@ -137,6 +138,8 @@ if (($(id -u) == 0)) && id -u "$CARIS_PG_OS_USER" >/dev/null 2>&1; then
     udir=$TEST_TMP/as-user
     mkdir -p "$udir"
     chown "$CARIS_PG_OS_USER:" "$udir"
+    BACKUP_DIR=$udir run runuser -u "$CARIS_PG_OS_USER" -- "$CARIS_BIN" --quiet init
+    assert_rc 0 "init as the non-root user $CARIS_PG_OS_USER"
     BACKUP_DIR=$udir run runuser -u "$CARIS_PG_OS_USER" -- "$CARIS_BIN" --json --quiet backup database
     assert_rc 0 "backup database as the non-root user $CARIS_PG_OS_USER"
     uid=$(json_get "$OUT_FILE" '["id"]' 2>/dev/null)

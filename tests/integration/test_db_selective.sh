@@ -10,6 +10,7 @@ src=$CARIS_PG_DB
 psql_db "$src" -f "$PG_FIXTURES/rich.sql" >/dev/null || fail "loading fixtures/rich.sql failed"
 pg_sum "$src" "$TEST_TMP/src.sum"
 
+init_repo
 db_backup_json "$TEST_TMP/full.json" --full
 assert_rc 0 "full backup"
 id=$BACKUP_ID

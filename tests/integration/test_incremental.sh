@@ -9,6 +9,7 @@ id_re='^file_(full|incremental)_[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}-[0-9]{2}-[0-
 src=$TEST_TMP/src
 make_tree "$src" --no-special || fail "make_tree failed"
 
+init_repo
 backup_json "$TEST_TMP/full.json" --full "$src"
 assert_rc 0 "full backup"
 full=$BACKUP_ID

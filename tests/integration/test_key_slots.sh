@@ -23,8 +23,8 @@ slot=$(basename "$(ls "$REPO"/keys/)")
 assert_match '^[0-9a-f]{16}$' "$slot" "one key slot"
 assert_eq "$(printf '%s\t%s' "$REPO" "$slot")" "$(cat "$BACKUP_DIR/metadata/key-slot" 2>/dev/null)" \
     "the slot that opened the repository is remembered in BACKUP_DIR/metadata/key-slot"
-assert_eq 2 "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["version"])' "$REPO/keys/$slot")" \
-    "new slots are version 2"
+assert_eq 3 "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["version"])' "$REPO/keys/$slot")" \
+    "new slots are version 3 (with a checksum)"
 
 # --- a planted slot with huge parameters ------------------------------------------------------
 planted=$REPO/keys/0000000000000000 # sorts before ours
@@ -47,20 +47,28 @@ assert_eq "bounds" "$(json_eval "$OUT_FILE" '"bounds" if "bounds" in [k for k in
 rm -f "$planted"
 
 # --- every field is bound ---------------------------------------------------------------------
+# A changed field is damage to a version-3 slot (its checksum, exit 4, never "wrong key"), and
+# opens nothing in a version-2 slot (no checksum: the associated data binds it, exit 5).
 cp "$REPO/keys/$slot" "$TEST_TMP/slot.orig"
-for field in label created; do
-    python3 - "$REPO/keys/$slot" "$field" <<'PY'
+for v in 3 2; do
+    for field in label created; do
+        python3 - "$REPO/keys/$slot" "$field" "$v" <<'PY'
 import json, sys
-p, f = sys.argv[1], sys.argv[2]
+p, f, v = sys.argv[1], sys.argv[2], int(sys.argv[3])
 d = json.load(open(p))
 d[f] = d[f] + "x" if f == "label" else "2001-01-01T00:00:00.000Z"
+if v == 2:
+    d["version"] = 2
+    del d["check"]
 json.dump(d, open(p, "w"))
 PY
-    assert_exit 5 cb list
-    cp "$TEST_TMP/slot.orig" "$REPO/keys/$slot"
+        assert_exit $((v == 3 ? 4 : 5)) cb list
+        cp "$TEST_TMP/slot.orig" "$REPO/keys/$slot"
+    done
 done
 mv "$REPO/keys/$slot" "$REPO/keys/0123456789abcdef"
-assert_exit 5 cb list
+assert_exit 4 cb list
+assert_contains "$ERR" "damaged" "a slot under another name: damaged (its checksum)"
 mv "$REPO/keys/0123456789abcdef" "$REPO/keys/$slot"
 assert_exit 0 cb list
 

@@ -7,6 +7,7 @@ source "$(dirname "$0")/lib.sh"
 # An earlier, small backup: the repository exists and the list has one entry.
 mkdir -p "$TEST_TMP/small"
 printf 'small\n' >"$TEST_TMP/small/file"
+init_repo
 backup_json "$TEST_TMP/small.json" "$TEST_TMP/small"
 assert_rc 0 "first (small) backup"
 first=$BACKUP_ID

@@ -18,6 +18,7 @@ boot_id=$(cat /proc/sys/kernel/random/boot_id)
 
 mkdir -p "$TEST_TMP/src"
 seq 1 20000 >"$TEST_TMP/src/numbers.txt"
+init_repo
 assert_exit 0 cb --quiet backup files "$TEST_TMP/src"
 
 # --- --lock-wait takes a duration ----------------------------------------------------------

@@ -10,6 +10,7 @@ printf 'top\n' >"$src/top.txt"
 printf 'b\n' >"$src/sub/b.txt"
 printf 'c\n' >"$src/sub/deeper/c.txt"
 printf 'o\n' >"$src/other/o.txt"
+init_repo
 backup_json "$TEST_TMP/b.json" "$src"
 assert_rc 0 "backup"
 id=$BACKUP_ID

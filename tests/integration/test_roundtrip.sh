@@ -7,6 +7,7 @@ source "$(dirname "$0")/lib.sh"
 src=$TEST_TMP/src
 make_tree "$src" || fail "make_tree failed"
 
+init_repo
 backup_json "$TEST_TMP/full.json" --full "$src"
 assert_rc 3 "backup of a tree with a socket and a device completes with warnings"
 assert_match '^file_full_' "$BACKUP_ID" "full backup id"

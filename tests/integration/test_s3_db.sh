@@ -13,6 +13,7 @@ pg_start
 src=$CARIS_PG_DB
 psql_db "$src" -f "$PG_FIXTURES/rich.sql" >/dev/null || fail "loading fixtures/rich.sql failed"
 pg_sum "$src" "$TEST_TMP/src.sum" || fail "dbsum of the source failed"
+init_repo
 
 db_backup_json "$TEST_TMP/full.json" --full
 assert_rc 0 "backup database --full into S3"

@@ -16,6 +16,7 @@ for i in range(6):
         f.write(rng.randbytes(300_000 + 7919 * i))
 EOF
 
+init_repo
 backup_json "$TEST_TMP/b1.json" --full "$src"
 assert_rc 0 "first backup"
 id1=$BACKUP_ID
@@ -113,6 +114,7 @@ assert_exit 0 cb check
 
 # --- a forgotten backup put back (replayed) ------------------------------------------------
 rm -rf "$REPO" "$BACKUP_DIR/metadata"
+init_repo
 backup_json "$TEST_TMP/f1.json" --full "$src"
 assert_rc 0 "backup to be forgotten"
 fid1=$BACKUP_ID
@@ -138,6 +140,7 @@ assert_rc 0 "forget removes it again; check is clean"
 
 # --- a lost pack is stored again by the next backup -------------------------------------------
 rm -rf "$REPO" "$BACKUP_DIR/metadata"
+init_repo
 backup_json "$TEST_TMP/p1.json" --full "$src"
 assert_rc 0 "backup before losing a pack"
 pid1=$BACKUP_ID

@@ -6,6 +6,7 @@ source "$(dirname "$0")/lib.sh"
 key=$BACKUP_ENCRYPTION_KEY
 mkdir -p "$TEST_TMP/src"
 printf 'record\n' >"$TEST_TMP/src/record.txt"
+init_repo
 backup_json "$TEST_TMP/b.json" "$TEST_TMP/src"
 assert_rc 0 "backup with the right key"
 id=$BACKUP_ID
@@ -33,6 +34,7 @@ assert_exit 6 env -u BACKUP_ENCRYPTION_KEY "$CARIS_BIN" backup files "$TEST_TMP/
 
 # exactly 32 characters is enough (a repository of its own)
 key32=$(printf 'K%.0s' {1..32})
+assert_exit 0 env BACKUP_ENCRYPTION_KEY="$key32" BACKUP_DIR="$TEST_TMP/backup32" "$CARIS_BIN" --quiet init
 assert_exit 0 env BACKUP_ENCRYPTION_KEY="$key32" BACKUP_DIR="$TEST_TMP/backup32" \
     "$CARIS_BIN" --quiet backup files "$TEST_TMP/src"
 assert_exit 0 env BACKUP_ENCRYPTION_KEY="$key32" BACKUP_DIR="$TEST_TMP/backup32" "$CARIS_BIN" list

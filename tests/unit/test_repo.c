@@ -1647,9 +1647,13 @@ static void test_hostile_key_slots(void **state)
     assert_int_equal(json_array_size(l), 2);
     json_decref(l);
     repo_close(r);
+    /* A wrong key next to a damaged slot is not called a wrong key: the key's own slot may
+     * be the damaged one (issue 11). */
     e = (struct err)ERR_INIT;
     assert_null(repo_open(dir, "wrong", &e));
-    assert_err(e, ERR_WRONG_KEY);
+    assert_err(e, ERR_DAMAGE);
+    assert_non_null(strstr(e.msg, "1 key slot is damaged"));
+    assert_null(strstr(e.msg, "wrong encryption key"));
     free(orig);
     free(key);
     tmpdir_free(dir);
@@ -1839,7 +1843,8 @@ static void test_key_slot_config_mismatch(void **state)
 
 /* Every field of a version-2 slot is bound to the wrapped key: changing any of them (within
  * the bounds, so the slot is read and derived) or moving the slot to another name makes it a
- * slot that opens nothing. */
+ * slot that opens nothing. A version-3 slot (written since issue 11) also carries a checksum:
+ * the same changes are then reported as damage, never as a wrong key. */
 static void test_key_slot_fields_bound(void **state)
 {
     (void)state;
@@ -1851,7 +1856,11 @@ static void test_key_slot_fields_bound(void **state)
     uint8_t *orig = file_read(key, &klen);
     json_t *j = json_loadb((const char *)orig, klen, 0, NULL);
     assert_non_null(j);
-    assert_int_equal(json_integer_value(json_object_get(j, "version")), 2);
+    assert_int_equal(json_integer_value(json_object_get(j, "version")), 3);
+    /* the same slot as version 2 (no checksum): what the associated data binds */
+    json_t *v2 = json_deep_copy(j);
+    json_object_set_new(v2, "version", json_integer(2));
+    json_object_del(v2, "check");
     struct {
         const char *field;
         json_t *value;
@@ -1862,9 +1871,11 @@ static void test_key_slot_fields_bound(void **state)
         {"ops", json_integer(2)},
         {"mem", json_integer(16384)},
     };
-    for (size_t i = 0; i < sizeof(alt) / sizeof(alt[0]); i++) {
-        json_t *c = json_deep_copy(j);
-        json_object_set_new(c, alt[i].field, alt[i].value);
+    for (size_t i = 0; i < 2 * sizeof(alt) / sizeof(alt[0]); i++) {
+        size_t a = i / 2;
+        bool as_v2 = i % 2;
+        json_t *c = json_deep_copy(as_v2 ? v2 : j);
+        json_object_set(c, alt[a].field, alt[a].value);
         char *text = json_dumps(c, JSON_INDENT(2) | JSON_SORT_KEYS);
         file_write(key, text, strlen(text));
         free(text);
@@ -1873,10 +1884,19 @@ static void test_key_slot_fields_bound(void **state)
         r = repo_open(dir, PW, &e);
         if (r) {
             repo_close(r);
-            fail_msg("key slot with another %s still opens the repository", alt[i].field);
+            fail_msg("key slot with another %s still opens the repository", alt[a].field);
         }
-        assert_err(e, ERR_WRONG_KEY);
+        assert_err(e, as_v2 ? ERR_WRONG_KEY : ERR_DAMAGE);
     }
+    for (size_t a = 0; a < sizeof(alt) / sizeof(alt[0]); a++)
+        json_decref(alt[a].value);
+    /* the version-2 form as it is still opens (readers keep reading version 2) */
+    char *v2text = json_dumps(v2, JSON_INDENT(2) | JSON_SORT_KEYS);
+    file_write(key, v2text, strlen(v2text));
+    free(v2text);
+    r = open_ok(dir, PW);
+    repo_close(r);
+    json_decref(v2);
     /* Bound fields beyond their bounds (or of the wrong type) are damage, refused unread. */
     char longlabel[REPO_KEY_LABEL_MAX + 2];
     memset(longlabel, 'a', sizeof(longlabel) - 1);
@@ -1901,11 +1921,11 @@ static void test_key_slot_fields_bound(void **state)
     free(text);
     json_decref(c);
     open_fails(dir, PW, ERR_DAMAGE);
-    /* The same bytes under another name (the id is bound too). */
+    /* The same bytes under another name (the id is bound too, and in the checksum). */
     file_write(key, orig, klen);
     char *moved = xasprintf("%s/keys/0123456789abcdef", dir);
     assert_int_equal(rename(key, moved), 0);
-    open_fails(dir, PW, ERR_WRONG_KEY);
+    open_fails(dir, PW, ERR_DAMAGE);
     assert_int_equal(rename(moved, key), 0);
     r = open_ok(dir, PW);
     repo_close(r);
@@ -1958,6 +1978,24 @@ static void test_key_slot_v2_format(void **state)
     assert_int_equal(cx_aead_open(kek, nonce, aad.data, aad.len, wrapped, 80, master, &e), 0);
     assert_memory_equal(master, r->enc_key, 32);
     assert_memory_equal(master + 32, r->mac_key, 32);
+    /* the version-3 checksum, as the document says: hex SHA-256 of "caris key slot check" ||
+     * 0x00 || u32 version || aad || nonce || wrapped */
+    assert_int_equal(json_integer_value(json_object_get(j, "version")), 3);
+    struct buf ck = {0};
+    buf_append(&ck, "caris key slot check", 21);
+    buf_append_u32le(&ck, 3);
+    buf_append(&ck, aad.data, aad.len);
+    buf_append(&ck, nonce, 12);
+    buf_append(&ck, wrapped, 80);
+    uint8_t h[32];
+    char hex[65];
+    struct cx_sha256 *sh = cx_sha256_new();
+    cx_sha256_update(sh, ck.data, ck.len);
+    cx_sha256_final(sh, h);
+    cx_sha256_free(sh);
+    cx_hex(h, 32, hex);
+    assert_string_equal(json_string_value(json_object_get(j, "check")), hex);
+    buf_free(&ck);
     cx_wipe(master, sizeof(master));
     cx_wipe(kek, sizeof(kek));
     buf_free(&aad);
@@ -1965,6 +2003,47 @@ static void test_key_slot_v2_format(void **state)
     free(text);
     free(key);
     repo_close(r);
+    tmpdir_free(dir);
+}
+
+/* A damaged key slot is never reported as a wrong key (issue 11): every byte of the only
+ * slot, flipped in its lowest bit or its case bit, gives ERR_DAMAGE (or, when the flip leaves
+ * the JSON meaning the same, opens). */
+static void test_key_slot_damage_not_wrong_key(void **state)
+{
+    (void)state;
+    char *dir = tmpdir_new();
+    struct repo *r = init_ok(dir, &TINY);
+    repo_close(r);
+    char *key = only_file(dir, "keys");
+    size_t klen;
+    uint8_t *orig = file_read(key, &klen);
+    size_t damaged = 0;
+    for (size_t i = 0; i < klen; i++) {
+        for (int bit = 0; bit < 2; bit++) {
+            uint8_t *c = malloc(klen);
+            memcpy(c, orig, klen);
+            c[i] ^= bit ? 0x20 : 0x01;
+            file_write(key, c, klen);
+            free(c);
+            struct err e = ERR_INIT;
+            r = repo_open(dir, PW, &e);
+            if (r) {
+                repo_close(r);
+                continue;
+            }
+            if (e.code != ERR_DAMAGE)
+                fail_msg("byte %zu of the key slot flipped (0x%02x): %s: %s", i, bit ? 0x20 : 0x01,
+                         err_code_name(e.code), e.msg);
+            damaged++;
+        }
+    }
+    assert_true(damaged > klen); /* nearly every flip is damage */
+    file_write(key, orig, klen);
+    r = open_ok(dir, PW);
+    repo_close(r);
+    free(orig);
+    free(key);
     tmpdir_free(dir);
 }
 
@@ -3953,6 +4032,7 @@ int main(void)
         cmocka_unit_test(test_key_slot_order),
         cmocka_unit_test(test_key_slot_config_mismatch),
         cmocka_unit_test(test_key_slot_fields_bound),
+        cmocka_unit_test(test_key_slot_damage_not_wrong_key),
         cmocka_unit_test(test_key_slot_v2_format),
         cmocka_unit_test(test_key_slot_count),
         cmocka_unit_test(test_pack_salts_fresh),

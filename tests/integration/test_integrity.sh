@@ -1,0 +1,263 @@
+#!/usr/bin/env bash
+# Integrity reporting never goes quiet (issue 11): only `init` creates a repository (a
+# mistyped --repo or BACKUP_DIR creates nothing), a repository this user may not read is
+# "permission denied" (exit 8), not "no repository" (exit 7), the marker's text is
+# validated, a damaged key slot is damage (exit 4), never "wrong encryption key"; a backup
+# never vanishes quietly: a flipped, truncated or deleted snapshot file
+# shows in `list` and fails `verify --all` (exit 4), named by its id when it can be
+# recovered; a damaged entry list in the first of three backups does not stop `verify --all`;
+# results of verify and check are recorded and `list` shows a damaged backup as damaged; a
+# backup's warnings (full path, reason) are in `list --json`.
+source "$(dirname "$0")/lib.sh"
+
+mkdir -p "$TEST_TMP/src/sub"
+printf 'one\n' >"$TEST_TMP/src/one.txt"
+printf 'two\n' >"$TEST_TMP/src/sub/two.txt"
+
+# --- no accidental repositories ----------------------------------------------------------
+typo=$TEST_TMP/backup/repositroy
+for q in "" --quiet; do
+    # shellcheck disable=SC2086 # $q is empty or one word
+    run cb $q --repo "$typo" backup files "$TEST_TMP/src"
+    assert_rc 7 "backup files to a mistyped --repo ${q:-(not quiet)}: exit 7"
+    assert_contains "$ERR" "no repository at $typo" "the error names the path ${q:-(not quiet)}"
+    assert_contains "$ERR" "caris-backup init" "the hint names init ${q:-(not quiet)}"
+done
+assert_false "a mistyped --repo created nothing" test -e "$typo"
+assert_false "a mistyped --repo created no BACKUP_DIR" test -e "$BACKUP_DIR"
+run env BACKUP_DIR="$TEST_TMP/bakcup" "$CARIS_BIN" backup files "$TEST_TMP/src"
+assert_rc 7 "backup files to a mistyped BACKUP_DIR: exit 7"
+assert_false "a mistyped BACKUP_DIR created nothing" test -e "$TEST_TMP/bakcup"
+run env POSTGRES_URL="postgresql://nobody@127.0.0.1:1/none" "$CARIS_BIN" --repo "$typo" backup database
+assert_rc 7 "backup database to a mistyped --repo: exit 7"
+assert_false "backup database created nothing" test -e "$typo"
+for args in "list" "verify --all" "check" "key list" "forget --keep-last 1" "prune" "unlock"; do
+    # shellcheck disable=SC2086 # word splitting of $args is the point
+    run cb --repo "$typo" $args
+    assert_rc 7 "$args on a missing repository: exit 7"
+    assert_contains "$ERR" "caris-backup init" "$args on a missing repository: the hint names init"
+done
+assert_false "no command created the mistyped repository" test -e "$typo"
+
+# init creates it; --if-missing then leaves it as it is (scripts)
+init_repo
+assert_true "init made the repository" test -e "$REPO/caris-repository"
+run cb init
+assert_rc 1 "a second init refuses"
+run cb init --if-missing
+assert_rc 0 "init --if-missing on an existing repository: exit 0"
+assert_contains "$OUT" "exists" "init --if-missing says it exists"
+run cb --json init --if-missing
+assert_eq false "$(json_get "$OUT_FILE" '["created"]')" "init --if-missing --json: created false"
+assert_exit 0 cb --quiet backup files "$TEST_TMP/src"
+
+# --- the marker's text is validated --------------------------------------------------------
+cp "$REPO/caris-repository" "$TEST_TMP/marker"
+for bad in 'caris-backup repository\nformat 1x\n' 'caris-backup repository\nformat \n' \
+    'caris-backup repositorY\nformat 1\n' 'caris-backup repository\nformat 01\n' \
+    'caris-backup repository\nformat 1\nextra\n' 'caris-backup repository\nformat 1'; do
+    printf "$bad" >"$REPO/caris-repository"
+    run cb list
+    assert_rc 4 "marker $(printf '%q' "$bad"): exit 4"
+    assert_contains "$ERR" "caris-repository is damaged" "marker $(printf '%q' "$bad"): damaged, named"
+done
+printf 'caris-backup repository\nformat 9\n' >"$REPO/caris-repository"
+run cb list
+assert_rc 1 "a newer format: exit 1"
+assert_contains "$ERR$OUT" "upgrade" "a newer format: upgrade"
+cp "$TEST_TMP/marker" "$REPO/caris-repository"
+assert_exit 0 cb list
+
+# --- a damaged key slot is never "wrong encryption key" -------------------------------------
+slot=$(find "$REPO/keys" -type f | head -n 1)
+cp "$slot" "$TEST_TMP/slot"
+python3 - "$slot" <<'EOF'
+import json, sys
+p = sys.argv[1]
+j = json.load(open(p))
+w = j["wrapped"]
+j["wrapped"] = w[:20] + ("0" if w[20] != "0" else "1") + w[21:]  # one hex digit changed
+open(p, "w").write(json.dumps(j, indent=2, sort_keys=True))
+EOF
+run cb list
+assert_rc 4 "a damaged key slot: exit 4"
+assert_contains "$ERR" "damaged" "a damaged key slot: says damaged"
+assert_not_contains "$ERR" "wrong encryption key" "a damaged key slot: not 'wrong encryption key'"
+cp "$TEST_TMP/slot" "$slot"
+run env BACKUP_ENCRYPTION_KEY="${BACKUP_ENCRYPTION_KEY}-wrong" "$CARIS_BIN" list
+assert_rc 5 "an intact slot and a wrong key: exit 5"
+assert_contains "$ERR" "wrong encryption key" "an intact slot and a wrong key: wrong encryption key"
+assert_exit 0 cb list
+
+# --- permission denied is not "no repository" ---------------------------------------------
+if ! command -v setpriv >/dev/null; then
+    skip "permission-denied case: setpriv not installed (package util-linux)"
+elif (($(id -u) != 0)); then
+    skip "permission-denied case: needs root to make a repository another user cannot read"
+else
+    # BACKUP_DIR is 0700, owned by root (init made it so)
+    assert_eq 700 "$(stat -c %a "$BACKUP_DIR")" "BACKUP_DIR is mode 0700"
+    as_nobody=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+    chmod 755 "$TEST_TMP"
+    for args in "list" "verify --all" "backup files $TEST_TMP/src"; do
+        # shellcheck disable=SC2086
+        run "${as_nobody[@]}" "$CARIS_BIN" $args
+        assert_rc 8 "$args as another user on a root-owned 0700 repository: exit 8"
+        assert_contains "$ERR" "ermission denied" "$args as another user: permission denied"
+        assert_not_contains "$ERR" "no repository" "$args as another user: not 'no repository'"
+    done
+fi
+
+# --- a backup never vanishes quietly -------------------------------------------------------
+# A repository of its own: three backups of trees that share nothing (random contents, so
+# that only the entry lists compress).
+export BACKUP_DIR=$TEST_TMP/three
+REPO=$BACKUP_DIR/repository
+init_repo -- --kdf-memory 8 --kdf-ops 1
+snapshots() { find "$REPO/snapshots" -type f ! -name '.*' -printf '%f\n' | sort; }
+ids=() snaps=()
+for n in 1 2 3; do
+    mkdir -p "$TEST_TMP/t$n/dir$n"
+    head -c $((20000 + n)) /dev/urandom >"$TEST_TMP/t$n/dir$n/data$n.bin"
+    before_packs=$(list_packs)
+    before=$(snapshots)
+    backup_json "$TEST_TMP/t$n.json" "$TEST_TMP/t$n"
+    assert_rc 0 "backup $n"
+    ids+=("$BACKUP_ID")
+    snaps+=("$(comm -13 <(echo "$before") <(snapshots))")
+    if ((n == 1)); then
+        # the pack of backup 1's entry list: its one compressed blob (file data is random)
+        for pk in $(comm -13 <(echo "$before_packs") <(list_packs)); do
+            rel=${pk#"$REPO"/}
+            blob=$(cd "$REPO" && "$CARIS_BIN" debug pack "$rel" | awk '$4 == "yes" {print $1, $2}')
+            [[ -n $blob ]] && entries_pack=$pk entries_blob=$blob
+        done
+    fi
+done
+assert_eq 3 "$(printf '%s\n' "${snaps[@]}" | grep -c .)" "each backup wrote one snapshot file"
+assert_ne "" "${entries_pack:-}" "found the pack of backup 1's entry list"
+
+# a damaged entry list in the first of three backups: the other two still verified
+read -r off len <<<"$entries_blob"
+flip_byte "$entries_pack" $((off + len / 2))
+run cb --json verify --all
+assert_rc 4 "verify --all with backup 1's entry list damaged: exit 4"
+cp "$OUT_FILE" "$TEST_TMP/va.json"
+assert_eq "${ids[0]} ${ids[1]} ${ids[2]}" "$(json_eval "$TEST_TMP/va.json" '" ".join(r["backupId"] for r in d)')" \
+    "verify --all reports each of the three backups by id"
+assert_eq "False True True" "$(json_eval "$TEST_TMP/va.json" '" ".join(str(r["valid"]) for r in d)')" \
+    "backup 1 damaged, backups 2 and 3 valid"
+run cb verify --all
+assert_rc 4 "verify --all (human): exit 4"
+assert_contains "$OUT" "${ids[0]}: DAMAGED" "verify --all names backup 1 as damaged"
+assert_contains "$OUT" "${ids[2]}: valid" "... and goes on to backup 3"
+# the result is remembered: list shows backup 1 as damaged
+run cb --json list
+assert_eq "damaged ok ok" "$(json_eval "$OUT_FILE" '" ".join(b["status"] for b in d)')" \
+    "list shows the backup whose verification failed as damaged"
+assert_eq "False" "$(json_eval "$OUT_FILE" 'str(d[0]["lastVerification"]["ok"])')" "its lastVerification is the failure"
+run cb list
+assert_match "${ids[0]} .* damaged" "$(grep -F "${ids[0]}" <<<"$OUT")" "list (human) shows damaged"
+flip_byte "$entries_pack" $((off + len / 2)) # repaired: a new verification finds it whole
+assert_exit 0 cb verify "${ids[0]}"
+run cb --json list
+assert_eq "ok ok ok" "$(json_eval "$OUT_FILE" '" ".join(b["status"] for b in d)')" \
+    "a later verification that finds it whole makes it ok again"
+
+# a flipped byte in backup 2's snapshot file, backup 3's truncated
+flip_byte "$REPO/snapshots/${snaps[1]}"
+size=$(stat -c %s "$REPO/snapshots/${snaps[2]}")
+truncate -s $((size / 2)) "$REPO/snapshots/${snaps[2]}"
+run cb --json list
+assert_rc 0 "list with two damaged snapshot files"
+cp "$OUT_FILE" "$TEST_TMP/l2.json"
+assert_eq 3 "$(json_eval "$TEST_TMP/l2.json" 'len(d)')" "list still shows three backups"
+for k in 1 2; do
+    assert_eq damaged "$(json_eval "$TEST_TMP/l2.json" "[b for b in d if b['id'] == '${ids[$k]}'][0]['status']")" \
+        "list names backup $((k + 1)) (damaged snapshot file) by its id, as damaged"
+    assert_eq "snapshots/${snaps[$k]}" "$(json_eval "$TEST_TMP/l2.json" "[b for b in d if b['id'] == '${ids[$k]}'][0]['file']")" \
+        "list names backup $((k + 1))'s file"
+done
+run cb list
+assert_contains "$OUT" "${ids[1]}" "list (human) names the flipped one"
+assert_contains "$OUT" "${ids[2]}" "list (human) names the truncated one"
+assert_contains "$OUT" "DAMAGED (snapshots/${snaps[2]}" "list (human) says DAMAGED with the file"
+run cb --json verify --all
+assert_rc 4 "verify --all with damaged snapshot files: exit 4"
+assert_eq "${ids[0]}:True ${ids[1]}:False ${ids[2]}:False" \
+    "$(json_eval "$OUT_FILE" '" ".join("%s:%s" % (r["backupId"], r["valid"]) for r in sorted(d, key=lambda r: r["backupId"]))')" \
+    "verify --all reports all three by id: two damaged"
+run cb verify --all
+assert_contains "$OUT" "${ids[1]}: DAMAGED" "verify --all (human) names the flipped one"
+assert_contains "$OUT" "${ids[2]}: DAMAGED" "verify --all (human) names the truncated one"
+run cb verify "${ids[2]}"
+assert_rc 4 "verify of the backup whose snapshot file is truncated: exit 4 (damaged, not 'not found')"
+assert_contains "$ERR" "snapshots/${snaps[2]} is damaged" "verify ID names its damaged snapshot file"
+run cb ls "${ids[1]}"
+assert_rc 4 "ls of the backup whose snapshot file is flipped: exit 4"
+run cb --json check
+assert_rc 4 "check: exit 4"
+assert_contains "$(json_eval "$OUT_FILE" '" ".join(b for x in d["errors"] for b in x["backups"])')" "${ids[2]}" \
+    "check names the truncated backup by id"
+
+# without the state record and this host's copy of it the id is lost: named by the file
+mv "$REPO/state" "$TEST_TMP/state.saved"
+mv "$BACKUP_DIR/metadata" "$TEST_TMP/metadata.saved"
+run cb --json list
+assert_eq "None" "$(json_eval "$OUT_FILE" "str([b for b in d if b.get('file') == 'snapshots/${snaps[2]}'][0]['id'])")" \
+    "unknown id: the damaged snapshot is listed with id null ..."
+assert_eq damaged "$(json_eval "$OUT_FILE" "[b for b in d if b.get('file') == 'snapshots/${snaps[2]}'][0]['status']")" \
+    "... as damaged, named by its file"
+run cb verify --all
+assert_rc 4 "verify --all, ids unknown: exit 4"
+assert_contains "$OUT" "snapshots/${snaps[2]}: DAMAGED" "verify --all names it by its file"
+rm -rf "$REPO/state" "$BACKUP_DIR/metadata"
+mv "$TEST_TMP/state.saved" "$REPO/state"
+mv "$TEST_TMP/metadata.saved" "$BACKUP_DIR/metadata"
+
+# a deleted snapshot file (no forget): list, verify --all and check report it by id
+rm "$REPO/snapshots/${snaps[0]}"
+run cb --json list
+assert_eq missing "$(json_eval "$OUT_FILE" "[b for b in d if b['id'] == '${ids[0]}'][0]['status']")" \
+    "list shows the deleted backup as missing, by id"
+run cb --json verify --all
+assert_rc 4 "verify --all with a deleted snapshot file: exit 4"
+assert_eq False "$(json_eval "$OUT_FILE" "str([r for r in d if r['backupId'] == '${ids[0]}'][0]['valid'])")" \
+    "verify --all reports the deleted backup by id, not valid"
+run cb verify --all
+assert_contains "$OUT" "${ids[0]}: DAMAGED" "verify --all (human) names the deleted backup"
+assert_contains "$ERR" "snapshot file is gone" "verify --all says its snapshot file is gone"
+run cb check
+assert_rc 4 "check with a deleted snapshot file: exit 4"
+assert_contains "$OUT" "${ids[0]}" "check names the deleted backup"
+
+# --- check --read-data results are recorded; warnings in list --json -------------------------
+export BACKUP_DIR=$TEST_TMP/checked
+REPO=$BACKUP_DIR/repository
+init_repo -- --kdf-memory 8 --kdf-ops 1
+mkdir -p "$TEST_TMP/w"
+head -c 300000 /dev/urandom >"$TEST_TMP/w/scan.bin"
+python3 -c 'import socket, sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])' "$TEST_TMP/w/unix.sock"
+backup_json "$TEST_TMP/w.json" "$TEST_TMP/w"
+assert_rc 3 "a backup with a socket: completed with warnings"
+wid=$BACKUP_ID
+run cb --json list
+assert_eq "$TEST_TMP/w/unix.sock" "$(json_eval "$OUT_FILE" 'd[0]["warnings"][0]["fullPath"]')" \
+    "list --json: the warning's full path"
+assert_ne "" "$(json_eval "$OUT_FILE" 'd[0]["warnings"][0]["message"]')" "list --json: the warning's reason"
+assert_eq warnings "$(json_eval "$OUT_FILE" 'd[0]["status"]')" "status warnings before any damage"
+# damage the file's data: the largest pack holds scan.bin
+pk=$(list_packs | xargs -d '\n' ls -S | head -n 1)
+blob=$(cd "$REPO" && "$CARIS_BIN" debug pack "${pk#"$REPO"/}" | awk '$3 == 300000 {print $1, $2}')
+read -r off len <<<"$blob"
+flip_byte "$pk" $((off + len / 2))
+assert_exit 0 cb --quiet check # without --read-data the data is not read
+run cb check --read-data
+assert_rc 4 "check --read-data finds the damage"
+run cb --json list
+assert_eq damaged "$(json_eval "$OUT_FILE" 'd[0]["status"]')" "after check --read-data, list shows the backup as damaged"
+assert_contains "$(json_eval "$OUT_FILE" 'd[0]["lastVerification"]["error"]')" "check --read-data" \
+    "its lastVerification says check --read-data found it"
+assert_eq "$wid" "$(json_eval "$OUT_FILE" 'd[0]["lastVerification"]["backupId"]')" "recorded for that backup"
+
+test_done
