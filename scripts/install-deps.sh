@@ -26,6 +26,8 @@ PKGS=(
   # the dashboard's browser test (headless, driven through the DevTools protocol); curl for
   # the API tests
   chromium curl
+  # the install test: man renders the generated page; zsh loads the zsh completion
+  man-db zsh
 )
 if [ "${1:-}" = "--bench" ]; then
   PKGS+=(restic borgbackup time openssl)
