@@ -65,6 +65,7 @@ if [ -z "${POSTGRES_URL:-}" ] && ! grep -qs '^POSTGRES_URL=' "$ENV_FILE"; then
   # shellcheck disable=SC1090
   . "$pg_env"
   # over the server's unix socket (trusted): no password on any command line
+  # shellcheck disable=SC2153 # CARIS_PG_* come from the server's env file
   "$CARIS_PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$CARIS_PG_SOCKET" -p "$CARIS_PG_PORT" \
     -U "$CARIS_PG_USER" -d "$CARIS_PG_DB" >/dev/null <<'SQL'
 CREATE TABLE patients (id integer PRIMARY KEY, name text NOT NULL, born date NOT NULL);

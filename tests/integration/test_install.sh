@@ -174,6 +174,7 @@ assert_contains "$OUT" "POSTGRES_URL=" "the demo says how to point it at one's o
 port=$(grep -o 'PostgreSQL on 127.0.0.1:[0-9]*' <<<"$OUT" | cut -d: -f2)
 assert_match "^[0-9]+$" "$port" "the demo named its server's port"
 assert_false "the demo's server directory is removed at the end" test -e "/tmp/caris-demo-pg-$port"
+# shellcheck disable=SC2016 # $1 belongs to the inner bash
 assert_false "the demo's server is stopped (nothing listens on port $port)" \
     bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1"' _ "$port"
 run cb --repo "$TEST_TMP/demo-backup/repository" --json list --type database
