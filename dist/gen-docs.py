@@ -45,9 +45,17 @@ def sections(text):
     return out
 
 
+def section(top, title):
+    for t, lines in sections(top):
+        if t == title:
+            return lines
+    sys.exit(f"gen-docs: `caris-backup --help` has no \"{title}:\" section (the man page and the "
+             "completions are generated from it: dist/gen-docs.py)")
+
+
 def commands(top):
     """The command invocations of the Commands section, in order: ['init', 'backup files', ...]."""
-    body = next(lines for title, lines in sections(top) if title == "Commands")
+    body = section(top, "Commands")
     cmds = []
     for line in body:
         m = re.match(r"^  ([a-z][a-z-]*)(?: ([a-z][a-z|-]*)(?=\s|$))?", line)
@@ -202,7 +210,7 @@ def gen_man(binary, version):
 # --- completions -----------------------------------------------------------------------
 
 def global_options(top):
-    body = next(lines for title, lines in sections(top) if title == "Options")
+    body = section(top, "Options")
     return [o for o in options_of("\n".join(l for l in body if re.match(r"^  -", l))) if o != "--help"] + ["--help"]
 
 
@@ -331,7 +339,7 @@ def gen_zsh(binary):
     top = run_help(binary, [])
     # one-line descriptions of the commands, from the Commands section
     desc = {}
-    body = next(lines for title, lines in sections(top) if title == "Commands")
+    body = section(top, "Commands")
     pending = None
     for line in body:
         m = re.match(r"^  ([a-z][a-z-]*)", line)
