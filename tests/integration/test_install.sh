@@ -111,7 +111,7 @@ autoload -Uz _caris-backup
 compadd() { local seen=0 a; for a in "\$@"; do if ((seen)); then print -r -- "\$a"; elif [[ \$a == -- ]]; then seen=1; fi; done }
 _describe() { print -rl -- \${(P)\${@[-1]}} }
 _files() { print -r -- FILES }
-words=(caris-backup "\$@"); CURRENT=\${#words}
+words=($CARIS_BIN "\$@"); CURRENT=\${#words}
 _caris-backup
 ZSH
     z=$(zsh -f "$TEST_TMP/zt.zsh" backup "")
@@ -122,6 +122,9 @@ ZSH
     missing=()
     for c in "${COMMANDS[@]}"; do grep -q -- "^$c:" <<<"$z" || missing+=("$c"); done
     assert_eq "" "${missing[*]}" "zsh: every command of --help is offered, with its description"
+    z=$(zsh -f "$TEST_TMP/zt.zsh" verify "")
+    assert_contains "$z" "$id" "zsh: verify <TAB> offers the backup's id ($id)"
+    assert_contains "$z" "latest:database" "zsh: verify <TAB> offers latest:database"
 else
     skip "zsh is not installed: the zsh completion is only checked to exist"
 fi
