@@ -24,7 +24,8 @@ struct storage_ops {
     int (*read_at)(struct storage *s, const char *name, uint64_t off, void *out, size_t len,
                    struct err *e);
     int (*size)(struct storage *s, const char *name, uint64_t *size, struct err *e);
-    /* Lists objects directly under dir ("data" lists data/xx/ recursively), with full names
+    /* Lists objects directly under dir ("data" lists data/xx/ and "records" records/KIND/
+     * one level down), with full names
      * relative to the root. Temporary files of interrupted writes are not listed. */
     int (*list)(struct storage *s, const char *dir, storage_list_cb cb, void *ctx, struct err *e);
     int (*remove)(struct storage *s, const char *name, struct err *e);

@@ -952,7 +952,8 @@ struct listed {
     uint64_t size;
 };
 
-/* Lists dir: "data" down to data/xx/NAME, any other directory its direct objects only. */
+/* Lists dir: "data" down to data/xx/NAME and "records" down to records/KIND/NAME, any other
+ * directory its direct objects only. */
 static int cmp_str(const void *a, const void *b)
 {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
@@ -986,7 +987,7 @@ static int s3_list(struct storage *st, const char *dir, storage_list_cb cb, void
                    struct err *e)
 {
     struct s3_storage *s = S(st);
-    bool data = strcmp(dir, "data") == 0;
+    bool data = strcmp(dir, "data") == 0 || strcmp(dir, "records") == 0;
     char *prefix = *dir ? xasprintf("%s%s/", s->prefix, dir) : xstrdup(s->prefix);
     size_t plen = strlen(s->prefix);
     char *token = NULL;
