@@ -140,6 +140,24 @@ BACKUP_CLOUD_REPOSITORY=$DST run cb --json upload "$id4"
 assert_rc 0 "upload ID"
 assert_eq true "$(json_get "$OUT_FILE" '["backups"][0]["verified"]')" "upload copies and verifies"
 
+# --- a copy that fails half-way leaves no backup listed in the destination ----------------
+# The source's data pack is damaged: the copy stops at the damaged blob, after some blobs were
+# sent, before the commit.
+SRC2=$TEST_TMP/src2
+DST2=$TEST_TMP/dst2
+assert_exit 0 cb --quiet --repo "$SRC2" init
+run cb --json --repo "$SRC2" backup files "$src"
+id5=$(json_get "$OUT_FILE" '["id"]')
+assert_exit 0 cb --quiet --repo "$DST2" init --copy-chunker-from "$SRC2"
+data_pack=$(find "$SRC2/data" -type f ! -name '.*' -printf '%s %p\n' | sort -n | tail -1 | cut -d' ' -f2)
+flip_byte "$data_pack"
+run cb --repo "$SRC2" copy "$id5" --to "$DST2"
+assert_rc 4 "a copy from a damaged source fails (exit 4)"
+assert_contains "$ERR" "$id5" "the error names the backup"
+run env BACKUP_ENCRYPTION_KEY="$CARIS_COPY_TO_KEY" "$CARIS_BIN" --json --repo "$DST2" list
+assert_eq 0 "$(json_eval "$OUT_FILE" 'len(d)')" "no backup listed in the destination after the failed copy"
+assert_exit 0 env BACKUP_ENCRYPTION_KEY="$CARIS_COPY_TO_KEY" "$CARIS_BIN" --repo "$DST2" check
+
 # --- a database backup --------------------------------------------------------------------
 pg_start
 psql_db "$CARIS_PG_DB" -f "$PG_FIXTURES/rich.sql" >/dev/null || fail "loading fixtures/rich.sql failed"
