@@ -140,6 +140,21 @@ BACKUP_CLOUD_REPOSITORY=$DST run cb --json upload "$id4"
 assert_rc 0 "upload ID"
 assert_eq true "$(json_get "$OUT_FILE" '["backups"][0]["verified"]')" "upload copies and verifies"
 
+# --- the scheduled job copies each new backup once verified -------------------------------
+BACKUP_FILES_PATHS=$src BACKUP_CLOUD_REPOSITORY=$DST run cb --json run-now incremental
+assert_rc 0 "run-now with BACKUP_CLOUD_REPOSITORY"
+cp "$OUT_FILE" "$TEST_TMP/job.json"
+assert_eq "backup verify copy" "$(json_eval "$TEST_TMP/job.json" '" ".join(s["step"] for s in d["steps"][:3])')" \
+    "the job's steps: backup, verify, then copy"
+assert_eq true "$(json_get "$TEST_TMP/job.json" '["steps"][2]["ok"]')" "the copy step succeeded"
+jid=$(json_get "$TEST_TMP/job.json" '["steps"][0]["backupId"]')
+run dcb --json list
+assert_contains "$(json_eval "$OUT_FILE" '" ".join(b["id"] for b in d)')" "$jid" "the job's backup is in the cloud repository"
+BACKUP_FILES_PATHS=$src BACKUP_CLOUD_REPOSITORY=$S3_ENDPOINT/bkt/none run cb --json run-now incremental
+assert_false "a copy step that fails fails the job" test "$RC" -eq 0
+assert_eq false "$(json_eval "$OUT_FILE" 'str([s for s in d["steps"] if s["step"] == "copy"][0]["ok"]).lower()')" \
+    "the copy step is reported failed"
+
 # --- a copy that fails half-way leaves no backup listed in the destination ----------------
 # The source's data pack is damaged: the copy stops at the damaged blob, after some blobs were
 # sent, before the commit.
