@@ -107,10 +107,11 @@ static void test_copy_local(void **state)
 
     /* the copy reads back: same summary, same entries */
     char name[65];
-    json_t *summary = NULL, *entries = NULL;
-    if (repo_snapshot_find(dst, "b2", name, &summary, &e) != 0 ||
+    json_t *found = NULL, *summary = NULL, *entries = NULL;
+    if (repo_snapshot_find(dst, "b2", name, &found, &e) != 0 ||
         repo_snapshot_load(dst, name, &summary, &entries, &e) != 0)
         fail_msg("load copy: %s", e.msg);
+    json_decref(found);
     assert_string_equal(json_string_value(json_object_get(summary, "kind")), "test");
     assert_int_equal(json_array_size(entries), 2);
     json_decref(summary);
