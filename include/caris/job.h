@@ -1,7 +1,9 @@
 /* One backup run as the scheduler makes it (the seed's backupScheduler.runManualBackup(type)
  * and every scheduled run): back up what is configured (the database at POSTGRES_URL, the
- * paths of BACKUP_FILES_PATHS), verify each new backup by reading it back, then, as asked,
- * apply the retention policy, prune, and drill a restore of the database backup. The daemon,
+ * paths of BACKUP_FILES_PATHS), verify each new backup by reading it back, copy each (once
+ * verified, when verification is on) to BACKUP_CLOUD_REPOSITORY when that is set (its key in
+ * CARIS_COPY_TO_KEY), then, as asked, apply the retention policy, prune, and drill a restore
+ * of the database backup. The daemon,
  * `caris-backup run-now` and the API call this one function. */
 #ifndef CARIS_JOB_H
 #define CARIS_JOB_H
@@ -30,6 +32,7 @@ enum caris_job_step_kind {
     CARIS_STEP_RETENTION, /* the retention policy applied */
     CARIS_STEP_PRUNE,
     CARIS_STEP_DRILL, /* test-restore of backup_id */
+    CARIS_STEP_COPY,  /* backup_id copied to BACKUP_CLOUD_REPOSITORY (caris/copy.h) */
 };
 const char *caris_job_step_name(enum caris_job_step_kind k); /* "backup", "verify", ... */
 

@@ -50,6 +50,12 @@ struct repo_init_opts {
      * assertions depend on where content-defined boundaries fall set it, so that their outcome
      * does not depend on chance. */
     const uint8_t *chunker_seed;
+    /* An open repository whose chunking the new one takes (init --copy-chunker-from): its
+     * chunker seed, chunker parameters and chunk-id (MAC) key, so that the same plaintext gets
+     * the same chunk ids in both and `copy` transfers only the blobs the destination lacks.
+     * The encryption key stays the new repository's own. NULL: a repository of its own.
+     * Overrides chunker_seed. */
+    const struct repo *chunker_from;
 };
 
 /* 1 when path holds a repository, 0 when not (missing or empty), -1 with e on error. */
@@ -92,6 +98,10 @@ void repo_set_compression_level(struct repo *r, int level); /* this session only
 
 /* Chunk id: HMAC-SHA-256 under the repository's id key. Thread-safe. */
 void repo_chunk_id(const struct repo *r, const void *data, size_t len, uint8_t id[32]);
+/* true when a and b cut the same bytes into the same chunks with the same ids: same chunker
+ * seed and parameters (files and dumps) and the same chunk-id key (compared through the id of
+ * a probe, never by exposing the key). Only then can a blob move between them by its id. */
+bool repo_same_chunking(const struct repo *a, const struct repo *b);
 
 /* Problems found while opening (damaged index files, unreadable pack trailers), as a JSON
  * array of {"object": name, "error": msg}. Never NULL. Borrowed. */
@@ -192,6 +202,11 @@ struct entry_iter {
 void entry_iter_init(struct entry_iter *it, const struct buf *text);
 /* 1 and *ent (the caller's), 0 at the end, -1 with ERR_DAMAGE when the text is malformed. */
 int entry_iter_next(struct entry_iter *it, json_t **ent, struct err *e);
+/* A snapshot's summary and its entries' reference ({"chunks", "sha256", "bytes"}), without
+ * reading the entries: for `copy`, which commits the same reference in a repository that
+ * shares the chunking (repo_same_chunking). New references in *summary and *ref. */
+int repo_snapshot_load_ref(struct repo *r, const char *name, json_t **summary, json_t **ref,
+                           struct err *e);
 /* Loads one snapshot file. entries may be NULL when not wanted. */
 int repo_snapshot_load(struct repo *r, const char *name, json_t **summary, json_t **entries,
                        struct err *e);

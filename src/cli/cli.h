@@ -86,6 +86,13 @@ int cmd_ls(struct globals *g, int argc, char **argv);
 int cmd_dump(struct globals *g, int argc, char **argv);
 int cmd_diff(struct globals *g, int argc, char **argv);
 int cmd_find(struct globals *g, int argc, char **argv);
+/* copy, upload (cmd_copy.c); for init --copy-chunker-from: the source repository opened with
+ * BACKUP_ENCRYPTION_KEY, and the new repository's key from the variable var names (NULL: the
+ * default, CARIS_COPY_TO_KEY). */
+int cmd_copy(struct globals *g, int argc, char **argv);
+int cmd_upload(struct globals *g, int argc, char **argv);
+struct repo *cli_open_chunker_source(struct globals *g, const char *from, struct err *e);
+int cli_to_key(const struct globals *g, const char *var, const char **key, struct err *e);
 /* mount DIR (cmd_mount.c). */
 int cmd_mount(struct globals *g, int argc, char **argv);
 /* open_repo, then caris_backup_resolve(text, kind) into id; NULL (repository closed) on

@@ -47,6 +47,9 @@ static const char USAGE[] =
     "  find PATTERN [--since TIME] [--until TIME]\n"
     "                            find files by name or path glob across backups\n"
     "  mount DIR [--allow-other] browse the backups as a read-only file system (FUSE)\n"
+    "  copy (ID...|--latest|--all) --to REPO [--to-key-env VAR]\n"
+    "                            copy backups into another repository (e.g. S3)\n"
+    "  upload ID                 copy a backup to BACKUP_CLOUD_REPOSITORY\n"
     "  check [--read-data]       check the repository's structure (and all its data)\n"
     "  restore files ID --target DIR [--include PATH]... [--overwrite]\n"
     "                            restore a file backup\n"
@@ -236,10 +239,13 @@ static int cmd_init(struct globals *g, int argc, char **argv)
                                          {"kdf-ops", required_argument, 0, 'o'},
                                          {"compression", required_argument, 0, 'c'},
                                          {"if-missing", no_argument, 0, 'i'},
+                                         {"copy-chunker-from", required_argument, 0, 'f'},
+                                         {"to-key-env", required_argument, 0, 'k'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     struct repo_init_opts io = {0};
     bool if_missing = false;
+    const char *chunker_from = NULL, *to_key_env = NULL;
     int c;
     optind = 0; /* 0, not 1: makes GNU getopt reinitialise */
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -267,16 +273,27 @@ static int cmd_init(struct globals *g, int argc, char **argv)
         case 'i':
             if_missing = true;
             break;
+        case 'f':
+            chunker_from = optarg;
+            break;
+        case 'k':
+            to_key_env = optarg;
+            break;
         case 'h':
             printf("usage: caris-backup init [--kdf-memory MIB] [--kdf-ops N] [--compression "
-                   "LEVEL] [--if-missing]\n\n"
+                   "LEVEL] [--if-missing]\n"
+                   "                         [--copy-chunker-from SOURCE [--to-key-env VAR]]\n\n"
                    "Creates an encrypted repository at $BACKUP_DIR/repository (or --repo).\n"
                    "Only init creates a repository: every other command refuses a missing one\n"
                    "(exit 7), so that a mistyped path never becomes a new, empty repository.\n"
                    "The key is BACKUP_ENCRYPTION_KEY; Argon2id defaults: 64 MiB, 3 passes\n"
                    "(--kdf-memory 1 to 1024 MiB, --kdf-ops 1 to 8: readers refuse key slots "
                    "beyond).\nzstd level default 3 (1 = fastest, 19 = smallest).\n"
-                   "--if-missing: succeed without doing anything when a repository exists.\n");
+                   "--if-missing: succeed without doing anything when a repository exists.\n"
+                   "--copy-chunker-from SOURCE: the new repository takes SOURCE's chunker seed,\n"
+                   "parameters and chunk-id key, so that `copy` from SOURCE sends only missing\n"
+                   "blobs. SOURCE opens with BACKUP_ENCRYPTION_KEY; the new repository's key is\n"
+                   "then the variable named by --to-key-env (default CARIS_COPY_TO_KEY).\n");
             return 0;
         default:
             return usage_error("invalid option for init%s", NULL);
@@ -284,7 +301,10 @@ static int cmd_init(struct globals *g, int argc, char **argv)
     }
     struct err e = ERR_INIT;
     const char *key;
-    if (config_encryption_key(&g->cfg, &key, &e) != 0)
+    if (to_key_env && !chunker_from)
+        return usage_error("--to-key-env goes with --copy-chunker-from%s", NULL);
+    if (chunker_from ? cli_to_key(g, to_key_env, &key, &e) != 0
+                     : config_encryption_key(&g->cfg, &key, &e) != 0)
         return fail(&e);
     int ex = if_missing ? repo_exists(g->repo_path, &e) : 0;
     if (ex < 0)
@@ -301,7 +321,12 @@ static int cmd_init(struct globals *g, int argc, char **argv)
     }
     if (!g->repo && caris_backup_dir_prepare(config_backup_dir(&g->cfg), &e) != 0)
         return fail(&e);
+    struct repo *from = NULL;
+    if (chunker_from && !(from = cli_open_chunker_source(g, chunker_from, &e)))
+        return fail(&e);
+    io.chunker_from = from;
     struct repo *r = repo_init(g->repo_path, key, &io, &e);
+    repo_close(from);
     if (!r)
         return fail(&e);
     if (g->json) {
@@ -1062,7 +1087,7 @@ static int64_t parse_duration_ms(const char *s)
 }
 
 /* The seed's operations that later issues deliver: an honest error until then. */
-static const char *const PLANNED[] = {"pitr", "upload", "serve", NULL};
+static const char *const PLANNED[] = {"pitr", "serve", NULL};
 
 static bool is_planned(const char *cmd)
 {
@@ -1219,6 +1244,10 @@ int main(int argc, char **argv)
         code = cmd_find(&g, cargc, cargv);
     else if (strcmp(cmd, "mount") == 0)
         code = cmd_mount(&g, cargc, cargv);
+    else if (strcmp(cmd, "copy") == 0)
+        code = cmd_copy(&g, cargc, cargv);
+    else if (strcmp(cmd, "upload") == 0)
+        code = cmd_upload(&g, cargc, cargv);
     else if (is_planned(cmd))
         code = not_implemented(cmd);
     else

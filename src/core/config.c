@@ -18,7 +18,8 @@ extern char **environ;
  * is what /proc/<pid>/environ shows), so that no child inherits them and no reader of our
  * environment sees them. */
 static const char *const ENV_SECRETS[] = {"BACKUP_ENCRYPTION_KEY", "CARIS_NEW_ENCRYPTION_KEY",
-                                          "BACKUP_SMTP_PASSWORD", "BACKUP_SLACK_WEBHOOK_URL"};
+                                          "BACKUP_SMTP_PASSWORD", "BACKUP_SLACK_WEBHOOK_URL",
+                                          "CARIS_COPY_TO_KEY"};
 
 static char *trim(char *s)
 {

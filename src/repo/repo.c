@@ -1009,9 +1009,17 @@ struct repo *repo_init(const char *path, const char *password, const struct repo
         memcpy(r->chunker_seed, o->chunker_seed, 32);
     else
         cx_random(r->chunker_seed, 32);
-    r->idkey = cx_hmac_key_new(r->mac_key, 32);
     r->cp_files = CHUNKER_DEFAULT_FILES;
     r->cp_dumps = CHUNKER_DEFAULT_DUMPS;
+    if (o->chunker_from) {
+        /* The mac key is used for chunk ids only (the encryption key, from which every pack
+         * and container key is derived, stays this repository's own). */
+        memcpy(r->mac_key, o->chunker_from->mac_key, 32);
+        memcpy(r->chunker_seed, o->chunker_from->chunker_seed, 32);
+        r->cp_files = o->chunker_from->cp_files;
+        r->cp_dumps = o->chunker_from->cp_dumps;
+    }
+    r->idkey = cx_hmac_key_new(r->mac_key, 32);
     r->compression = o->compression_level ? o->compression_level : DEFAULT_COMPRESSION;
     char slot[17];
     if (keys_write_slot(r, password, o->label ? o->label : "initial key", kdf_ops, kdf_mem, slot,
@@ -1092,6 +1100,17 @@ void repo_set_compression_level(struct repo *r, int level)
 void repo_chunk_id(const struct repo *r, const void *data, size_t len, uint8_t id[32])
 {
     cx_hmac_key_mac(r->idkey, data, len, id);
+}
+
+bool repo_same_chunking(const struct repo *a, const struct repo *b)
+{
+    static const char probe[] = "caris-backup chunk id probe";
+    uint8_t ia[32], ib[32];
+    repo_chunk_id(a, probe, sizeof(probe) - 1, ia);
+    repo_chunk_id(b, probe, sizeof(probe) - 1, ib);
+    return memcmp(ia, ib, 32) == 0 && memcmp(a->chunker_seed, b->chunker_seed, 32) == 0 &&
+           memcmp(&a->cp_files, &b->cp_files, sizeof(a->cp_files)) == 0 &&
+           memcmp(&a->cp_dumps, &b->cp_dumps, sizeof(a->cp_dumps)) == 0;
 }
 
 json_t *repo_damage(const struct repo *r)

@@ -181,6 +181,12 @@ int snapshot_load_parts(struct repo *r, const char *name, json_t **summary, json
     return snapshot_load(r, name, summary, NULL, text, ref, e);
 }
 
+int repo_snapshot_load_ref(struct repo *r, const char *name, json_t **summary, json_t **ref,
+                           struct err *e)
+{
+    return snapshot_load(r, name, summary, NULL, NULL, ref, e);
+}
+
 int repo_snapshot_load_entries_text(struct repo *r, const char *name, struct buf *text,
                                     struct err *e)
 {

@@ -4,9 +4,11 @@
 #include <string.h>
 
 #include "caris/backup.h"
+#include "caris/copy.h"
 #include "caris/core.h"
 #include "caris/dbbackup.h"
 #include "caris/job.h"
+#include "caris/open.h"
 #include "caris/prune.h"
 #include "caris/retention.h"
 
@@ -40,6 +42,8 @@ const char *caris_job_step_name(enum caris_job_step_kind k)
         return "prune";
     case CARIS_STEP_DRILL:
         return "drill";
+    case CARIS_STEP_COPY:
+        return "copy";
     }
     return "?";
 }
@@ -152,7 +156,7 @@ static int do_backup(struct run *x, const char *what, char **id)
     return rc;
 }
 
-static void do_verify(struct run *x, const char *what, const char *id)
+static bool do_verify(struct run *x, const char *what, const char *id)
 {
     struct caris_job_step *s = step_begin(x, CARIS_STEP_VERIFY, what, id);
     struct err e = ERR_INIT;
@@ -162,6 +166,42 @@ static void do_verify(struct run *x, const char *what, const char *id)
     s->bytes = res.read.bytes;
     s->detail = caris_verify_result_to_json(&res);
     caris_verify_result_free(&res);
+    step_end(x, s, rc, &e);
+    return rc == 0;
+}
+
+/* The off-machine copy: the new backup into BACKUP_CLOUD_REPOSITORY, whose key is
+ * CARIS_COPY_TO_KEY (the default of `copy --to-key-env`). */
+static void do_copy(struct run *x, const char *what, const char *id, const char *to)
+{
+    struct caris_job_step *s = step_begin(x, CARIS_STEP_COPY, what, id);
+    struct err e = ERR_INIT;
+    int rc = -1;
+    struct caris_open_opts oo = {.repo_path = to,
+                                 .backup_dir = config_backup_dir(x->o->cfg),
+                                 .key = config_get(x->o->cfg, "CARIS_COPY_TO_KEY")};
+    struct repo *dst = NULL;
+    if (!oo.key) {
+        err_set(&e, ERR_CONFIG, "set CARIS_COPY_TO_KEY (the cloud repository's key) in .env.local",
+                "BACKUP_CLOUD_REPOSITORY is set but CARIS_COPY_TO_KEY is not");
+    } else {
+        struct caris_open_result ores;
+        dst = caris_repo_open(&oo, &ores, &e);
+        if (!dst)
+            err_wrap(&e, "copy to %s", to);
+        else
+            json_decref(ores.state);
+    }
+    if (dst) {
+        const char *ids[] = {id};
+        struct caris_copy_opts co = {.ids = ids, .nids = 1, .threads = x->o->threads, .op = x->op};
+        struct caris_copy_result cr;
+        rc = caris_copy(x->r, dst, to, &co, &cr, &e);
+        s->bytes = cr.bytes_stored;
+        s->detail = caris_copy_result_to_json(&cr);
+        caris_copy_result_free(&cr);
+        repo_close(dst);
+    }
     step_end(x, s, rc, &e);
 }
 
@@ -239,10 +279,17 @@ int caris_job_run(struct repo *r, const struct caris_job_opts *o, const struct c
         backups_ok = false;
     if (files && !caris_op_cancelled(op) && do_backup(&x, "files", &files_id) < 0)
         backups_ok = false;
+    bool db_ok = db_id != NULL, files_ok = files_id != NULL;
     if (o->verify && db_id && !caris_op_cancelled(op))
-        do_verify(&x, "database", db_id);
+        db_ok = do_verify(&x, "database", db_id);
     if (o->verify && files_id && !caris_op_cancelled(op))
-        do_verify(&x, "files", files_id);
+        files_ok = do_verify(&x, "files", files_id);
+    /* only a backup that verified goes off the machine */
+    const char *cloud = config_get(o->cfg, "BACKUP_CLOUD_REPOSITORY");
+    if (cloud && *cloud && db_ok && !caris_op_cancelled(op))
+        do_copy(&x, "database", db_id, cloud);
+    if (cloud && *cloud && files_ok && !caris_op_cancelled(op))
+        do_copy(&x, "files", files_id, cloud);
     if (o->drill && db_id && !caris_op_cancelled(op))
         do_drill(&x, db_id);
     /* A source that fails must not cost old backups: no retention without a new backup of

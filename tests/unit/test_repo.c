@@ -4010,6 +4010,45 @@ static void test_trailer_length_bounded(void **state)
     tmpdir_free(dir);
 }
 
+/* init --copy-chunker-from: the new repository cuts and names chunks as its source does (same
+ * seed, parameters and chunk-id key) but keeps its own encryption key and password. */
+static void test_copy_chunker_from(void **state)
+{
+    (void)state;
+    char *da = tmpdir_new(), *db = tmpdir_new(), *dc = tmpdir_new();
+    struct err e = ERR_INIT;
+    struct repo *a = init_ok(da, &FAST);
+    struct repo_init_opts o = FAST;
+    o.chunker_from = a;
+    struct repo *b = repo_init(db, PW2, &o, &e);
+    if (!b)
+        fail_msg("repo_init --copy-chunker-from: %s", e.msg);
+    struct repo *c = init_ok(dc, &FAST);
+    assert_true(repo_same_chunking(a, b));
+    assert_false(repo_same_chunking(a, c));
+    assert_false(repo_same_chunking(b, c));
+    uint8_t ia[32], ib[32];
+    repo_chunk_id(a, "abc", 3, ia);
+    repo_chunk_id(b, "abc", 3, ib);
+    assert_memory_equal(ia, ib, 32);
+    assert_memory_equal(repo_chunker_seed(a), repo_chunker_seed(b), 32);
+    assert_string_not_equal(repo_id(a), repo_id(b));
+    repo_close(b);
+    /* reopened: the shared chunking is in its own config and key slot */
+    b = open_ok(db, PW2);
+    assert_true(repo_same_chunking(a, b));
+    repo_close(b);
+    /* its own key: the source's password does not open it */
+    e = (struct err)ERR_INIT;
+    assert_null(repo_open(db, PW, &e));
+    assert_err(e, ERR_WRONG_KEY);
+    repo_close(a);
+    repo_close(c);
+    tmpdir_free(da);
+    tmpdir_free(db);
+    tmpdir_free(dc);
+}
+
 int main(void)
 {
     struct err e = ERR_INIT;
@@ -4052,6 +4091,7 @@ int main(void)
         cmocka_unit_test(test_pack_sizes_hidden),
         cmocka_unit_test(test_check_reads_trailer),
         cmocka_unit_test(test_trailer_length_bounded),
+        cmocka_unit_test(test_copy_chunker_from),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

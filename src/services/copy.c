@@ -1,0 +1,406 @@
+/* caris-backup copy: backups into a second repository, blob by blob by chunk id. See
+ * caris/copy.h for the contract. */
+#include "caris/copy.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "caris/backup.h"
+#include "caris/core.h"
+
+/* The blobs one backup needs, as the reference walk gives them. */
+struct blob_ref {
+    uint8_t id[32];
+    bool meta;
+};
+struct blob_list {
+    struct blob_ref *v;
+    size_t n, cap;
+    bool malformed;
+    struct err load_err;
+};
+
+static void collect_blob(void *ctx, const uint8_t *id, long entry, bool meta)
+{
+    (void)entry;
+    struct blob_list *l = ctx;
+    if (!id) {
+        l->malformed = true;
+        return;
+    }
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 256;
+        l->v = xrealloc(l->v, xsize(l->cap, sizeof(*l->v), 0));
+    }
+    memcpy(l->v[l->n].id, id, 32);
+    l->v[l->n].meta = meta;
+    l->n++;
+}
+
+static void collect_end(void *ctx, json_t *summary, const struct err *load_error)
+{
+    (void)summary;
+    struct blob_list *l = ctx;
+    if (load_error)
+        l->load_err = *load_error;
+}
+
+static int cmp_blob(const void *a, const void *b)
+{
+    return memcmp(((const struct blob_ref *)a)->id, ((const struct blob_ref *)b)->id, 32);
+}
+
+/* Every distinct blob the snapshot (a summary with "_file") needs in src. */
+static int backup_blobs(struct repo *src, json_t *summary, const struct caris_op *op,
+                        struct blob_list *l, struct err *e)
+{
+    json_t *one = json_array();
+    json_array_append(one, summary);
+    struct repo_ref_walk w = {.blob = collect_blob, .snapshot_end = collect_end, .ctx = l};
+    (void)op; /* the walk of one snapshot is short: its progress would only flicker */
+    int rc = repo_walk_references(src, one, &w, e);
+    json_decref(one);
+    if (rc != 0)
+        return -1;
+    const char *id = json_string_value(json_object_get(summary, "id"));
+    if (err_is_set(&l->load_err)) {
+        *e = l->load_err;
+        err_wrap(e, "cannot copy backup %s", id);
+        return -1;
+    }
+    if (l->malformed)
+        return err_set(e, ERR_DAMAGE, "run `caris-backup check` on the source",
+                       "cannot copy backup %s: its manifest has a malformed chunk reference", id);
+    if (l->n) {
+        qsort(l->v, l->n, sizeof(*l->v), cmp_blob);
+        size_t k = 1;
+        for (size_t i = 1; i < l->n; i++) {
+            if (memcmp(l->v[i].id, l->v[k - 1].id, 32) != 0)
+                l->v[k++] = l->v[i];
+            else if (l->v[i].meta)
+                l->v[k - 1].meta = true;
+        }
+        l->n = k;
+    }
+    return 0;
+}
+
+/* A summary as stored, without the fields the listing adds. */
+static json_t *summary_stored(json_t *s)
+{
+    json_t *c = json_deep_copy(s);
+    json_object_del(c, "_file");
+    return c;
+}
+
+/* 1 when dst already has the backup with this summary, 0 when it has no backup of that id,
+ * -1 with e when it has another backup of that id or cannot tell. */
+static int dst_has_backup(struct repo *dst, const char *id, json_t *src_summary, struct err *e)
+{
+    char name[65];
+    json_t *there = NULL;
+    struct err fe = ERR_INIT;
+    if (repo_snapshot_find(dst, id, name, &there, &fe) != 0) {
+        if (fe.code == ERR_NOT_FOUND)
+            return 0;
+        *e = fe;
+        return -1;
+    }
+    json_t *a = summary_stored(src_summary), *b = summary_stored(there);
+    bool same = json_equal(a, b);
+    json_decref(a);
+    json_decref(b);
+    json_decref(there);
+    if (!same)
+        return err_set(e, ERR_FAILURE,
+                       "the two repositories hold different backups under one id: copy into "
+                       "another repository",
+                       "the destination holds another backup with id %s", id);
+    return 1;
+}
+
+/* Sends the blobs dst lacks, then commits the snapshot. Under both locks, with the id claimed
+ * in dst. */
+static int copy_blobs_and_commit(struct repo *src, struct repo *dst, const char *snap_name,
+                                 const struct blob_list *l, struct caris_copy_item *it,
+                                 const struct caris_op *op, struct err *e)
+{
+    struct repo_writer *w = repo_writer_new(dst, 1);
+    int meta_slot = repo_writer_meta_slot(w);
+    struct buf plain = {0};
+    json_t *summary = NULL, *ref = NULL;
+    int rc = -1;
+    caris_op_progress(op, "copy", 0, l->n);
+    for (size_t i = 0; i < l->n; i++) {
+        if (caris_op_check(op, "nothing was committed in the destination", e) != 0)
+            goto out;
+        if (repo_has_blob(dst, l->v[i].id))
+            continue;
+        /* loaded with the id check: only a blob whose plaintext hashes to its id moves */
+        if (repo_blob_load(src, l->v[i].id, &plain, e) != 0) {
+            err_wrap(e, "cannot copy backup %s from the source", it->backup_id);
+            goto out;
+        }
+        int added =
+            repo_writer_add(w, l->v[i].meta ? meta_slot : 0, l->v[i].id, plain.data, plain.len, e);
+        if (added < 0)
+            goto out;
+        if (added == 1) {
+            it->blobs_copied++;
+            it->bytes_copied += plain.len;
+        }
+        caris_op_progress(op, "copy", i + 1, l->n);
+    }
+    if (repo_writer_flush(w, e) != 0)
+        goto out;
+    struct repo_writer_stats ws;
+    repo_writer_get_stats(w, &ws);
+    it->bytes_stored = ws.bytes_stored;
+    if (repo_snapshot_load_ref(src, snap_name, &summary, &ref, e) != 0)
+        goto out;
+    char name[65];
+    if (repo_snapshot_commit(dst, summary, ref, name, e) != 0)
+        goto out;
+    it->copied = true;
+    rc = 0;
+out:
+    buf_free(&plain);
+    repo_writer_free(w);
+    json_decref(summary);
+    json_decref(ref);
+    return rc;
+}
+
+static int copy_one(struct repo *src, struct repo *dst, json_t *s, const struct caris_copy_opts *o,
+                    struct caris_copy_item *it, struct err *e)
+{
+    const char *id = json_string_value(json_object_get(s, "id"));
+    const char *file = json_string_value(json_object_get(s, "_file"));
+    if (!id || !file)
+        return err_set(e, ERR_DAMAGE, NULL, "a backup of the source has no id");
+    it->backup_id = xstrdup(id);
+    struct blob_list l = {.load_err = ERR_INIT};
+    int rc = -1;
+    bool claimed = false;
+    int there = dst_has_backup(dst, id, s, e);
+    if (there < 0)
+        goto out;
+    if (backup_blobs(src, s, o->op, &l, e) != 0)
+        goto out;
+    it->blobs = l.n;
+    if (there == 1) {
+        it->already_there = true;
+        caris_op_log(o->op, LOG_INFO, "backup %s: already there", id);
+        rc = 0;
+        goto out;
+    }
+    int c = repo_claim(dst, id, e);
+    if (c < 0)
+        goto out;
+    if (c == 1) {
+        err_set(e, ERR_LOCKED, "wait for the other copy to finish, then copy again",
+                "backup %s is being written into the destination by another process", id);
+        goto out;
+    }
+    claimed = true;
+    /* a copy that committed between the check above and the claim */
+    there = dst_has_backup(dst, id, s, e);
+    if (there < 0)
+        goto out;
+    if (there == 1) {
+        it->already_there = true;
+        rc = 0;
+        goto out;
+    }
+    if (copy_blobs_and_commit(src, dst, file, &l, it, o->op, e) != 0)
+        goto out;
+    repo_claim_release(dst, id);
+    claimed = false;
+    caris_op_log(o->op, LOG_INFO, "backup %s: copied %llu of %llu blobs", id,
+                 (unsigned long long)it->blobs_copied, (unsigned long long)it->blobs);
+    if (!o->no_verify) {
+        struct caris_verify_result vr;
+        struct verify_opts vo = {.threads = o->threads, .op = o->op};
+        int vrc = caris_verify(dst, id, &vo, &vr, e);
+        caris_verify_result_free(&vr);
+        if (vrc != 0) {
+            err_wrap(e, "backup %s was copied but does not verify in the destination", id);
+            goto out;
+        }
+        it->verified = true;
+    }
+    rc = 0;
+out:
+    if (claimed)
+        repo_claim_release(dst, id);
+    free(l.v);
+    return rc;
+}
+
+/* The summaries to copy, in order (new reference). */
+static json_t *select_backups(struct repo *src, const struct caris_copy_opts *o, struct err *e)
+{
+    json_t *damaged = NULL;
+    json_t *list = repo_snapshot_list(src, &damaged, e);
+    json_decref(damaged);
+    if (!list)
+        return NULL;
+    json_t *out = json_array();
+    size_t n = json_array_size(list);
+    if (o->all) {
+        json_array_extend(out, list);
+    } else if (o->latest) {
+        if (n == 0) {
+            err_set(e, ERR_NOT_FOUND, "make a backup first", "the source holds no backup");
+            goto fail;
+        }
+        json_array_append(out, json_array_get(list, n - 1));
+    } else {
+        for (size_t k = 0; k < o->nids; k++) {
+            json_t *found = NULL, *s;
+            size_t i;
+            json_array_foreach(list, i, s)
+            {
+                if (strcmp(json_string_value(json_object_get(s, "id")) ?: "", o->ids[k]) == 0)
+                    found = s;
+            }
+            if (!found) {
+                err_set(e, ERR_NOT_FOUND, "`caris-backup list` shows the backups there are",
+                        "no backup %s in the source", o->ids[k]);
+                goto fail;
+            }
+            json_array_append(out, found);
+        }
+    }
+    json_decref(list);
+    return out;
+fail:
+    json_decref(list);
+    json_decref(out);
+    return NULL;
+}
+
+int caris_copy(struct repo *src, struct repo *dst, const char *dst_location,
+               const struct caris_copy_opts *o, struct caris_copy_result *res, struct err *e)
+{
+    memset(res, 0, sizeof(*res));
+    res->destination = xstrdup(dst_location ? dst_location : repo_path(dst));
+    if (!o->all && !o->latest && o->nids == 0)
+        return err_set(e, ERR_USAGE, NULL, "copy needs backup ids, --latest or --all");
+    if (strcmp(repo_id(src), repo_id(dst)) == 0)
+        return err_set(e, ERR_USAGE, "give another repository with --to",
+                       "the source and the destination are the same repository");
+    if (!repo_same_chunking(src, dst))
+        return err_set(e, ERR_USAGE,
+                       "create the destination with `caris-backup init --copy-chunker-from "
+                       "SOURCE`",
+                       "the destination does not deduplicate with the source (different chunker "
+                       "parameters or chunk-id key): copy refuses to re-chunk");
+    if (repo_lock(src, false, "copy", e) != 0)
+        return -1;
+    int rc = -1;
+    json_t *sel = NULL;
+    if (repo_lock(dst, false, "copy", e) != 0) {
+        err_wrap(e, "destination %s", res->destination);
+        repo_unlock(src);
+        return -1;
+    }
+    if (!(sel = select_backups(src, o, e)))
+        goto out;
+    size_t n = json_array_size(sel);
+    res->items = xcalloc(n ? n : 1, sizeof(*res->items));
+    for (size_t i = 0; i < n; i++) {
+        struct caris_copy_item *it = &res->items[res->n++];
+        int r1 = copy_one(src, dst, json_array_get(sel, i), o, it, e);
+        res->blobs_copied += it->blobs_copied;
+        res->bytes_copied += it->bytes_copied;
+        res->bytes_stored += it->bytes_stored;
+        if (r1 != 0)
+            goto out;
+    }
+    rc = 0;
+out:
+    json_decref(sel);
+    repo_unlock(dst);
+    repo_unlock(src);
+    return rc;
+}
+
+void caris_copy_result_free(struct caris_copy_result *res)
+{
+    if (!res)
+        return;
+    for (size_t i = 0; i < res->n; i++)
+        free(res->items[i].backup_id);
+    free(res->items);
+    free(res->destination);
+    memset(res, 0, sizeof(*res));
+}
+
+json_t *caris_copy_result_to_json(const struct caris_copy_result *res)
+{
+    json_t *items = json_array();
+    for (size_t i = 0; i < res->n; i++) {
+        const struct caris_copy_item *it = &res->items[i];
+        json_array_append_new(
+            items, json_pack("{s:s, s:b, s:b, s:b, s:I, s:I, s:I, s:I}", "backupId",
+                             it->backup_id ? it->backup_id : "", "alreadyThere", it->already_there,
+                             "copied", it->copied, "verified", it->verified, "blobs",
+                             (json_int_t)it->blobs, "blobsCopied", (json_int_t)it->blobs_copied,
+                             "bytesCopied", (json_int_t)it->bytes_copied, "bytesStored",
+                             (json_int_t)it->bytes_stored));
+    }
+    return json_pack("{s:s, s:o, s:I, s:I, s:I}", "destination",
+                     res->destination ? res->destination : "", "backups", items, "blobsCopied",
+                     (json_int_t)res->blobs_copied, "bytesCopied", (json_int_t)res->bytes_copied,
+                     "bytesStored", (json_int_t)res->bytes_stored);
+}
+
+char *caris_cloud_location(const struct caris_cloud_target *t, struct err *e)
+{
+    if (t->provider && strcmp(t->provider, "s3") != 0) {
+        err_set(e, ERR_USAGE, "use provider \"s3\" (any S3-compatible service)",
+                "unknown cloud provider '%s'", t->provider);
+        return NULL;
+    }
+    if (!t->bucket || !*t->bucket || strchr(t->bucket, '/')) {
+        err_set(e, ERR_USAGE, NULL, "upload to cloud needs a bucket name");
+        return NULL;
+    }
+    char *endpoint = t->endpoint && *t->endpoint
+                         ? xstrdup(t->endpoint)
+                         : xasprintf("https://s3.%s.amazonaws.com",
+                                     t->region && *t->region ? t->region : "us-east-1");
+    size_t el = strlen(endpoint);
+    while (el && endpoint[el - 1] == '/')
+        endpoint[--el] = 0;
+    char *loc = t->prefix && *t->prefix ? xasprintf("s3:%s/%s/%s", endpoint, t->bucket, t->prefix)
+                                        : xasprintf("s3:%s/%s", endpoint, t->bucket);
+    free(endpoint);
+    return loc;
+}
+
+int caris_files_upload_to_cloud(struct repo *src, const char *backup_id,
+                                const struct caris_cloud_target *t, const char *dst_key,
+                                const struct caris_op *op, struct caris_copy_result *res,
+                                struct err *e)
+{
+    memset(res, 0, sizeof(*res));
+    char *loc = caris_cloud_location(t, e);
+    if (!loc)
+        return -1;
+    if (t->region && *t->region)
+        setenv("AWS_REGION", t->region, 1); /* the S3 driver reads it at open */
+    struct repo *dst = repo_open(loc, dst_key, e);
+    if (!dst) {
+        err_wrap(e, "destination %s", loc);
+        free(loc);
+        return -1;
+    }
+    const char *ids[] = {backup_id};
+    struct caris_copy_opts o = {.ids = ids, .nids = 1, .op = op};
+    int rc = caris_copy(src, dst, loc, &o, res, e);
+    repo_close(dst);
+    free(loc);
+    return rc;
+}

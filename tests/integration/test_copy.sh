@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# caris-backup copy: backups of a local repository copied into an S3 repository (s3rver on
+# loopback) made with init --copy-chunker-from; restored from S3 byte-exact; copying again
+# sends nothing ("already there"); --latest and --all; a destination that does not share the
+# chunking, a wrong or missing destination key, the same repository twice are clear errors;
+# a database backup copied and restored from the copy; `upload ID` through
+# BACKUP_CLOUD_REPOSITORY.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/pglib.sh"
+source "$(dirname "$0")/s3lib.sh"
+trap '_lib_on_exit; _pg_on_exit; _s3_on_exit' EXIT
+
+s3_start bkt
+export BACKUP_S3_RETRY_SECONDS=5
+DST=s3:$S3_ENDPOINT/bkt/copy
+CARIS_COPY_TO_KEY=$(head -c 33 /dev/urandom | base64)
+export CARIS_COPY_TO_KEY
+# commands on the destination: its own key
+dcb() { BACKUP_ENCRYPTION_KEY=$CARIS_COPY_TO_KEY cb --repo "$DST" "$@"; }
+
+init_repo
+src=$TEST_TMP/src
+make_tree "$src" || fail "make_tree failed"
+backup_json "$TEST_TMP/b1.json" --full "$src"
+assert_rc 3 "first backup (warnings for the socket and the device)"
+id1=$BACKUP_ID
+
+# --- refusals before anything is copied -------------------------------------------------
+assert_exit 7 cb copy "$id1" --to "$DST"
+assert_contains "$ERR" "init" "a missing destination: the error says to create it"
+assert_exit 2 cb copy "$id1"
+assert_contains "$ERR" "--to" "copy without --to is a usage error"
+# a destination with a chunking of its own: copy refuses, and says how to make one that works
+PLAIN=s3:$S3_ENDPOINT/bkt/plain
+run env BACKUP_ENCRYPTION_KEY="$CARIS_COPY_TO_KEY" "$CARIS_BIN" --quiet --repo "$PLAIN" init
+assert_rc 0 "init of a destination with its own chunking"
+assert_exit 2 cb copy "$id1" --to "$PLAIN"
+assert_contains "$ERR" "does not deduplicate with the source" "copy refuses a destination that does not share the chunking"
+assert_contains "$ERR" "--copy-chunker-from" "and names init --copy-chunker-from"
+run dcb --json list
+assert_eq 0 "$(BACKUP_ENCRYPTION_KEY=$CARIS_COPY_TO_KEY "$CARIS_BIN" --json --repo "$PLAIN" list | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')" \
+    "the refused destination holds no backup"
+
+# --- init --copy-chunker-from ------------------------------------------------------------
+assert_exit 6 env -u CARIS_COPY_TO_KEY "$CARIS_BIN" --repo "$DST" init --copy-chunker-from "$REPO"
+assert_contains "$ERR" "CARIS_COPY_TO_KEY" "init --copy-chunker-from without the destination's key names the variable"
+assert_exit 0 cb --repo "$DST" init --copy-chunker-from "$REPO"
+assert_false "the source's key does not open the new repository" \
+    cb --repo "$DST" list
+assert_exit 0 dcb list
+
+# --- copy, restore from S3 byte-exact ------------------------------------------------------
+reqs0=$(s3_requests)
+run cb --json copy "$id1" --to "$DST"
+assert_rc 0 "copy local -> S3"
+cp "$OUT_FILE" "$TEST_TMP/c1.json"
+assert_eq "$id1" "$(json_get "$TEST_TMP/c1.json" '["backups"][0]["backupId"]')" "the backup copied"
+assert_eq true "$(json_get "$TEST_TMP/c1.json" '["backups"][0]["copied"]')" "committed in the destination"
+assert_eq true "$(json_get "$TEST_TMP/c1.json" '["backups"][0]["verified"]')" "verified in the destination"
+blobs1=$(json_get "$TEST_TMP/c1.json" '["backups"][0]["blobs"]')
+assert_eq "$blobs1" "$(json_get "$TEST_TMP/c1.json" '["blobsCopied"]')" "every blob sent to an empty destination"
+assert_true "bytes were sent" test "$(json_get "$TEST_TMP/c1.json" '["bytesStored"]')" -gt 0
+note "first copy: $blobs1 blobs, $(json_get "$TEST_TMP/c1.json" '["bytesStored"]') bytes stored, $(($(s3_requests) - reqs0)) requests"
+
+run dcb --json list
+assert_rc 0 "list the destination"
+assert_eq "$id1" "$(json_get "$OUT_FILE" '[0]["id"]')" "the destination lists the backup under the same id"
+run cb --json show "$id1"
+cp "$OUT_FILE" "$TEST_TMP/show_src.json"
+run dcb --json show "$id1"
+cp "$OUT_FILE" "$TEST_TMP/show_dst.json"
+same=$(python3 - "$TEST_TMP/show_src.json" "$TEST_TMP/show_dst.json" <<'EOF'
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:])
+for d in (a, b):
+    for k in ("testRestores", "verifications"):
+        d.pop(k, None)
+print(a == b)
+EOF
+)
+assert_eq True "$same" "the same summary in both repositories"
+
+target=$TEST_TMP/restore
+mkdir "$target"
+assert_exit 0 dcb restore files "$id1" --target "$target"
+tree_compare "$src" "$target$src" --skip-special
+assert_exit 0 dcb check --read-data
+
+# --- again: nothing sent -------------------------------------------------------------------
+run cb --json copy "$id1" --to "$DST"
+assert_rc 0 "copy of the same backup again"
+cp "$OUT_FILE" "$TEST_TMP/c2.json"
+assert_eq true "$(json_get "$TEST_TMP/c2.json" '["backups"][0]["alreadyThere"]')" "already there"
+assert_eq 0 "$(json_get "$TEST_TMP/c2.json" '["blobsCopied"]')" "no blob sent again"
+assert_eq 0 "$(json_get "$TEST_TMP/c2.json" '["bytesStored"]')" "no byte stored again"
+run cb copy "$id1" --to "$DST"
+assert_contains "$OUT" "already there" "the text output says already there"
+
+# --- --latest: only the new blobs --------------------------------------------------------
+printf 'a change\n' >>"$src/hello.txt"
+backup_json "$TEST_TMP/b2.json" "$src"
+id2=$BACKUP_ID
+run cb --json copy --latest --to "$DST"
+assert_rc 0 "copy --latest"
+cp "$OUT_FILE" "$TEST_TMP/c3.json"
+assert_eq "$id2" "$(json_get "$TEST_TMP/c3.json" '["backups"][0]["backupId"]')" "--latest copies the newest backup"
+sent=$(json_get "$TEST_TMP/c3.json" '["blobsCopied"]')
+assert_true "an incremental backup sends few blobs ($sent of $blobs1)" test "$sent" -gt 0 -a "$sent" -lt $((blobs1 / 4 + 3))
+
+# --- --all: the ones there are skipped --------------------------------------------------
+printf 'another\n' >"$src/new.txt"
+backup_json "$TEST_TMP/b3.json" "$src"
+id3=$BACKUP_ID
+run cb --json copy --all --to "$DST"
+assert_rc 0 "copy --all"
+cp "$OUT_FILE" "$TEST_TMP/c4.json"
+assert_eq "$id1 True,$id2 True,$id3 False" \
+    "$(json_eval "$TEST_TMP/c4.json" '",".join(b["backupId"] + " " + str(b["alreadyThere"]) for b in d["backups"])')" \
+    "--all: oldest first, the first two already there"
+run dcb --json list
+assert_eq 3 "$(json_eval "$OUT_FILE" 'len(d)')" "three backups in the destination"
+
+# --- wrong keys, same repository ---------------------------------------------------------
+CARIS_COPY_TO_KEY=$(head -c 33 /dev/urandom | base64) run cb copy "$id1" --to "$DST"
+assert_rc 5 "a wrong destination key: exit 5"
+assert_contains "$ERR" "CARIS_COPY_TO_KEY" "the hint names the variable"
+assert_exit 6 cb copy "$id1" --to "$DST" --to-key-env NO_SUCH_VARIABLE_X
+assert_contains "$ERR" "NO_SUCH_VARIABLE_X" "an unset --to-key-env variable is named"
+CARIS_COPY_TO_KEY=$BACKUP_ENCRYPTION_KEY run cb copy "$id1" --to "$REPO"
+assert_rc 2 "the same repository as source and destination"
+assert_contains "$ERR" "same repository" "and says so"
+assert_not_contains "$(cat "$TEST_TMP"/.last.err)" "$CARIS_COPY_TO_KEY" "no key in the errors"
+
+# --- upload ID = copy to BACKUP_CLOUD_REPOSITORY -----------------------------------------
+backup_json "$TEST_TMP/b4.json" "$src"
+id4=$BACKUP_ID
+assert_exit 6 env -u BACKUP_CLOUD_REPOSITORY "$CARIS_BIN" upload "$id4"
+assert_contains "$ERR" "BACKUP_CLOUD_REPOSITORY" "upload without a cloud repository says what to set"
+BACKUP_CLOUD_REPOSITORY=$DST run cb --json upload "$id4"
+assert_rc 0 "upload ID"
+assert_eq true "$(json_get "$OUT_FILE" '["backups"][0]["verified"]')" "upload copies and verifies"
+
+# --- the scheduled job copies each new backup once verified -------------------------------
+BACKUP_FILES_PATHS=$src BACKUP_CLOUD_REPOSITORY=$DST run cb --json run-now incremental
+assert_rc 0 "run-now with BACKUP_CLOUD_REPOSITORY"
+cp "$OUT_FILE" "$TEST_TMP/job.json"
+assert_eq "backup verify copy" "$(json_eval "$TEST_TMP/job.json" '" ".join(s["step"] for s in d["steps"][:3])')" \
+    "the job's steps: backup, verify, then copy"
+assert_eq true "$(json_get "$TEST_TMP/job.json" '["steps"][2]["ok"]')" "the copy step succeeded"
+jid=$(json_get "$TEST_TMP/job.json" '["steps"][0]["backupId"]')
+run dcb --json list
+assert_contains "$(json_eval "$OUT_FILE" '" ".join(b["id"] for b in d)')" "$jid" "the job's backup is in the cloud repository"
+BACKUP_FILES_PATHS=$src BACKUP_CLOUD_REPOSITORY=$S3_ENDPOINT/bkt/none run cb --json run-now incremental
+assert_false "a copy step that fails fails the job" test "$RC" -eq 0
+assert_eq false "$(json_eval "$OUT_FILE" 'str([s for s in d["steps"] if s["step"] == "copy"][0]["ok"]).lower()')" \
+    "the copy step is reported failed"
+
+# --- a copy that fails half-way leaves no backup listed in the destination ----------------
+# The source's data pack is damaged: the copy stops at the damaged blob, after some blobs were
+# sent, before the commit.
+SRC2=$TEST_TMP/src2
+DST2=$TEST_TMP/dst2
+assert_exit 0 cb --quiet --repo "$SRC2" init
+run cb --json --repo "$SRC2" backup files "$src"
+id5=$(json_get "$OUT_FILE" '["id"]')
+assert_exit 0 cb --quiet --repo "$DST2" init --copy-chunker-from "$SRC2"
+data_pack=$(find "$SRC2/data" -type f ! -name '.*' -printf '%s %p\n' | sort -n | tail -1 | cut -d' ' -f2)
+flip_byte "$data_pack"
+run cb --repo "$SRC2" copy "$id5" --to "$DST2"
+assert_rc 4 "a copy from a damaged source fails (exit 4)"
+assert_contains "$ERR" "$id5" "the error names the backup"
+run env BACKUP_ENCRYPTION_KEY="$CARIS_COPY_TO_KEY" "$CARIS_BIN" --json --repo "$DST2" list
+assert_eq 0 "$(json_eval "$OUT_FILE" 'len(d)')" "no backup listed in the destination after the failed copy"
+assert_exit 0 env BACKUP_ENCRYPTION_KEY="$CARIS_COPY_TO_KEY" "$CARIS_BIN" --repo "$DST2" check
+
+# --- a database backup --------------------------------------------------------------------
+pg_start
+psql_db "$CARIS_PG_DB" -f "$PG_FIXTURES/rich.sql" >/dev/null || fail "loading fixtures/rich.sql failed"
+pg_sum "$CARIS_PG_DB" "$TEST_TMP/src.sum" || fail "dbsum of the source failed"
+db_backup_json "$TEST_TMP/db.json" --full
+assert_rc 0 "database backup"
+dbid=$BACKUP_ID
+run cb --json copy "$dbid" --to "$DST"
+assert_rc 0 "copy of a database backup"
+assert_eq true "$(json_get "$OUT_FILE" '["backups"][0]["verified"]')" "database backup verified in the destination"
+BACKUP_ENCRYPTION_KEY=$CARIS_COPY_TO_KEY CARIS_RESTORE_TARGET_URL=$(pg_url rt_copy) \
+    run cb --repo "$DST" restore database "$dbid" --create --verify
+assert_rc 0 "restore of the database backup from the copy"
+pg_sum rt_copy "$TEST_TMP/rt.sum"
+assert_sum_equal "$TEST_TMP/src.sum" "$TEST_TMP/rt.sum" "the database restored from the copy equals the source"
+assert_exit 0 dcb verify --all
+
+test_done
