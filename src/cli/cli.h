@@ -86,6 +86,8 @@ int cmd_ls(struct globals *g, int argc, char **argv);
 int cmd_dump(struct globals *g, int argc, char **argv);
 int cmd_diff(struct globals *g, int argc, char **argv);
 int cmd_find(struct globals *g, int argc, char **argv);
+/* wal push | get | list (cmd_wal.c). */
+int cmd_wal(struct globals *g, int argc, char **argv);
 /* mount DIR (cmd_mount.c). */
 int cmd_mount(struct globals *g, int argc, char **argv);
 /* open_repo, then caris_backup_resolve(text, kind) into id; NULL (repository closed) on
