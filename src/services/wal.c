@@ -212,8 +212,11 @@ int caris_wal_push(struct repo *r, const char *path, const struct caris_op *op,
         goto out;
     }
 
-    w = repo_writer_new(r, 1);
-    if (stream_store_fd(r, w, 1, fd, repo_chunker_params(r, false), &sr, NULL, NULL, op, e) != 0 ||
+    /* hashing, compression and encryption of a 16 MiB segment on every core */
+    int threads = sys_ncpu();
+    w = repo_writer_new(r, threads);
+    if (stream_store_fd(r, w, threads, fd, repo_chunker_params(r, false), &sr, NULL, NULL, op, e) !=
+            0 ||
         repo_writer_flush(w, e) != 0)
         goto out;
     char hex[65], lsn[32] = "", pushed[40];
@@ -299,7 +302,7 @@ int caris_wal_get(struct repo *r, const char *name, const char *dest, const stru
         err_sys(e, errno, NULL, "cannot create %s", tmp);
         goto out;
     }
-    if (stream_restore_fd(r, chunks, sha, fd, 1, NULL, NULL, op, e) != 0)
+    if (stream_restore_fd(r, chunks, sha, fd, sys_ncpu(), NULL, NULL, op, e) != 0)
         goto out;
     if (fsync(fd) != 0) {
         err_sys(e, errno, NULL, "cannot write %s", tmp);

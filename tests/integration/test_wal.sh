@@ -79,6 +79,12 @@ assert_contains "$ERR" "not a WAL file name" "a file that is not WAL is refused"
 assert_exit 2 cb wal push "$TEST_TMP/wal/000000010000000000000001x"
 assert_exit 7 cb wal push "$TEST_TMP/wal/000000010000000000000007"
 assert_exit 1 cb wal receive
+assert_contains "$ERR" "not implemented yet" "wal receive says it is not implemented yet"
+assert_exit 1 cb backup database --physical
+assert_contains "$ERR" "not implemented yet" "backup database --physical says it is not implemented yet"
+assert_exit 1 cb restore database --physical --pgdata "$TEST_TMP/pgdata"
+assert_contains "$ERR" "not implemented yet" "restore database --physical says it is not implemented yet"
+assert_false "restore database --physical wrote nothing" test -e "$TEST_TMP/pgdata"
 
 # --- dedup: a segment mostly like another stores the difference ---------------------------
 python3 - "$TEST_TMP/wal/$S1" "$TEST_TMP/wal/000000010000000000000003" <<'PY'
