@@ -105,6 +105,18 @@ assert_exit 0 cb wal get "$S2" "$TEST_TMP/out/after-prune"
 assert_true "prune keeps archived WAL" cmp "$TEST_TMP/wal/$S2" "$TEST_TMP/out/after-prune"
 assert_exit 0 cb --quiet check --read-data
 
+# --- a damaged WAL record: what the archive holds is unknown, so get and prune refuse -------
+rec=$(find "$REPO/records/wal" -type f ! -name '.*' | sort | head -n 1)
+cp "$rec" "$TEST_TMP/rec.bak"
+flip_byte "$rec"
+assert_exit 4 cb wal get "$S2" "$TEST_TMP/out/rec-damaged"
+assert_contains "$ERR" "cannot be read" "wal get names the unreadable record"
+assert_false "no file written when a record is unreadable" test -e "$TEST_TMP/out/rec-damaged"
+assert_exit 4 cb --quiet prune
+assert_contains "$ERR" "refusing to prune" "prune refuses while a WAL record cannot be read"
+cp "$TEST_TMP/rec.bak" "$rec"
+assert_exit 0 cb wal get "$S2" "$TEST_TMP/out/rec-repaired"
+
 # --- damage: wal get never hands over a bad file --------------------------------------------
 for p in $(list_packs); do flip_byte "$p"; done
 assert_exit 4 cb wal get "$S2" "$TEST_TMP/out/damaged"
