@@ -173,6 +173,16 @@ int caris_wal_push(struct repo *r, const char *path, const struct caris_op *op,
         err_set(e, ERR_USAGE, NULL, "WAL file %s is larger than 1 GiB", path);
         goto out;
     }
+    /* a whole segment is a power of two from 1 MiB to 1 GiB (--wal-segsize): anything else
+     * under a segment's name is a torn copy, which must not become the archived version */
+    uint64_t sz = (uint64_t)st.st_size;
+    if (wn.kind == WAL_SEGMENT && (sz < (1u << 20) || (sz & (sz - 1)) != 0)) {
+        err_set(e, ERR_USAGE, "archive the whole segment (PostgreSQL's %p)",
+                "WAL segment %s has %llu bytes, not a segment size (a power of two from 1 MiB "
+                "to 1 GiB)",
+                path, (unsigned long long)sz);
+        goto out;
+    }
     if (repo_lock(r, false, "wal push", e) != 0)
         goto out;
     locked = true;

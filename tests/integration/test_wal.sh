@@ -78,6 +78,10 @@ assert_exit 2 cb wal push "$TEST_TMP/wal/notawalfile"
 assert_contains "$ERR" "not a WAL file name" "a file that is not WAL is refused"
 assert_exit 2 cb wal push "$TEST_TMP/wal/000000010000000000000001x"
 assert_exit 7 cb wal push "$TEST_TMP/wal/000000010000000000000007"
+head -c 5000000 "$TEST_TMP/wal/$S1" >"$TEST_TMP/other/000000010000000000000008"
+assert_exit 2 cb wal push "$TEST_TMP/other/000000010000000000000008"
+assert_contains "$ERR" "not a segment size" "a torn segment is refused"
+assert_exit 1 cb wal get 000000010000000000000008 "$TEST_TMP/out/torn"
 assert_exit 1 cb wal receive
 assert_contains "$ERR" "not implemented yet" "wal receive says it is not implemented yet"
 assert_exit 1 cb backup database --physical
