@@ -246,6 +246,11 @@ int caris_wal_push(struct repo *r, const char *path, const struct caris_op *op,
         json_object_set_new(rec, "log", json_integer(wn.log));
         json_object_set_new(rec, "seg", json_integer(wn.seg));
     }
+    /* Test-only: CARIS_TEST_WAL_PUSH_CRASH=1 ends the process as kill -9 would between the
+     * data (packs and index, durable) and the record, the worst moment for a push to die. */
+    const char *crash = getenv("CARIS_TEST_WAL_PUSH_CRASH");
+    if (crash && strcmp(crash, "1") == 0)
+        _exit(137);
     if (repo_record_add(r, WAL_RECORD_KIND, rec, e) != 0)
         goto out;
     res->bytes = sr.bytes;

@@ -3,7 +3,8 @@
 # .history and .backup files (byte for byte), an identical re-push succeeds and writes
 # nothing, a different re-push fails (exit 4) and keeps the archived file, `wal get` of a
 # missing file exits 1 without a word and creates nothing, names that are not WAL names are
-# refused (exit 2), identical content is stored once (dedup), prune keeps archived WAL, and a
+# refused (exit 2), a push killed before its record archived nothing and its retry does,
+# identical content is stored once (dedup), prune keeps archived WAL, and a
 # damaged pack makes `wal get` fail (exit 4) without writing DEST.
 source "$(dirname "$0")/lib.sh"
 
@@ -42,10 +43,23 @@ assert_eq "" "$(find "$TEST_TMP/out" -name '*.caris-tmp')" "wal get leaves no te
 (cd "$TEST_TMP/out" && "$CARIS_BIN" wal get "$S1" RECOVERYXLOG)
 assert_true "wal get to a relative DEST" cmp "$TEST_TMP/wal/$S1" "$TEST_TMP/out/RECOVERYXLOG"
 
+# --- a push killed after its data, before its record: not archived; the retry archives it ---
+S4=000000010000000000000004
+seg "$TEST_TMP/wal/$S4" 4
+CARIS_TEST_WAL_PUSH_CRASH=1 "$CARIS_BIN" --quiet wal push "$TEST_TMP/wal/$S4" 2>/dev/null
+assert_eq 137 "$?" "wal push killed before its record (test hook)"
+assert_exit 1 cb wal get "$S4" "$TEST_TMP/out/$S4"
+assert_false "a killed push archived nothing" test -e "$TEST_TMP/out/$S4"
+assert_exit 0 cb --quiet wal push "$TEST_TMP/wal/$S4"
+assert_exit 0 cb wal get "$S4" "$TEST_TMP/out/$S4"
+assert_true "the retried push archived the segment" cmp "$TEST_TMP/wal/$S4" "$TEST_TMP/out/$S4"
+assert_exit 0 cb --quiet check
+rm -f "$TEST_TMP/wal/$S4"
+
 # --- list --------------------------------------------------------------------------------
 assert_exit 0 cb --json wal list
-assert_eq 5 "$(json_eval "$OUT_FILE" 'len(d["files"])')" "wal list: five files"
-assert_eq "$S1 $S2 $S2.00000028.backup $S2.partial 00000002.history" \
+assert_eq 6 "$(json_eval "$OUT_FILE" 'len(d["files"])')" "wal list: six files"
+assert_eq "$S1 $S2 $S2.00000028.backup $S2.partial $S4 00000002.history" \
     "$(json_eval "$OUT_FILE" '" ".join(sorted(f["name"] for f in d["files"]))')" "wal list: the names"
 assert_eq "0/1000000" "$(json_eval "$OUT_FILE" "[f['start_lsn'] for f in d['files'] if f['name'] == '$S1'][0]")" \
     "wal list: start LSN of segment 1 (16 MiB segments)"
