@@ -356,8 +356,8 @@ struct caris_op;
  * stream (meta = true) and every chunk of every entry (meta = false). entry is the blob's
  * number in the in-memory index, -1 when the index does not have it; id is NULL when a chunk
  * reference is malformed. snapshot_end gets load_error when the snapshot file or its entries
- * could not be read (its blobs are then unknown). Records reference no blobs (today's kinds
- * are small JSON documents); a kind that does must be added here. */
+ * could not be read (its blobs are then unknown). Records of most kinds reference no blobs;
+ * those that do (WAL records) are walked by repo_walk_record_references. */
 struct repo_ref_walk {
     void (*snapshot_begin)(void *ctx, json_t *summary);
     void (*blob)(void *ctx, const uint8_t *id, long entry, bool meta);
@@ -370,6 +370,10 @@ struct repo_ref_walk {
 };
 int repo_walk_references(struct repo *r, json_t *list, const struct repo_ref_walk *w,
                          struct err *e);
+/* The blobs referenced by records that keep data (the WAL archive's "wal" records), through
+ * w->blob (the snapshot callbacks are not called; threads is ignored). ERR_DAMAGE when such a
+ * record cannot be read. Prune calls it after repo_walk_references. */
+int repo_walk_record_references(struct repo *r, const struct repo_ref_walk *w, struct err *e);
 
 struct repo_prune_opts {
     bool dry_run;      /* decide and report, change nothing */

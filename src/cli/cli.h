@@ -93,6 +93,11 @@ int cmd_copy(struct globals *g, int argc, char **argv);
 int cmd_upload(struct globals *g, int argc, char **argv);
 struct repo *cli_open_chunker_source(struct globals *g, const char *from, struct err *e);
 int cli_to_key(const struct globals *g, const char *var, const char **key, struct err *e);
+/* wal push | get | list (cmd_wal.c). */
+int cmd_wal(struct globals *g, int argc, char **argv);
+/* When argv holds --physical: says physical backup/restore (what) is not implemented yet and
+ * returns the exit code; else -1. */
+int physical_not_implemented(int argc, char **argv, const char *what);
 /* mount DIR (cmd_mount.c). */
 int cmd_mount(struct globals *g, int argc, char **argv);
 /* open_repo, then caris_backup_resolve(text, kind) into id; NULL (repository closed) on

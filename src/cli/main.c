@@ -80,6 +80,8 @@ static const char USAGE[] =
     "  token add|list|revoke     API tokens (Bearer credentials of the daemon's HTTP API)\n"
     "  audit [--since T] | audit verify\n"
     "                            the audit log of every operation; verify checks its chain\n"
+    "  wal push PATH | wal get NAME DEST | wal list\n"
+    "                            the WAL archive (archive_command / restore_command)\n"
     "  version                   print the version\n"
     "\n"
     "ID: a backup id, any unique prefix of one, `latest` (of the kind the command takes),\n"
@@ -1230,6 +1232,8 @@ int main(int argc, char **argv)
         code = cmd_token(&g, cargc, cargv);
     else if (strcmp(cmd, "audit") == 0)
         code = cmd_audit(&g, cargc, cargv);
+    else if (strcmp(cmd, "wal") == 0)
+        code = cmd_wal(&g, cargc, cargv);
     else if (strcmp(cmd, "schedule") == 0)
         code = cmd_schedule(&g, cargc, cargv);
     else if (strcmp(cmd, "show") == 0)

@@ -134,6 +134,43 @@ int repo_walk_references(struct repo *r, json_t *list, const struct repo_ref_wal
     return 0;
 }
 
+/* Records of kinds that keep data (the WAL archive's "wal" records: caris/wal.h) reference the
+ * chunks of their "chunks" list. A record that cannot be read makes what it needs unknown. */
+static const char *const DATA_RECORD_KINDS[] = {"wal", NULL};
+
+int repo_walk_record_references(struct repo *r, const struct repo_ref_walk *w, struct err *e)
+{
+    for (size_t k = 0; DATA_RECORD_KINDS[k]; k++) {
+        json_t *damaged = NULL;
+        json_t *recs = repo_record_list(r, DATA_RECORD_KINDS[k], &damaged, e);
+        if (!recs)
+            return -1;
+        if (json_array_size(damaged)) {
+            err_set(e, ERR_DAMAGE, "run `caris-backup check`",
+                    "%s record %s cannot be read (%s), so what it needs is unknown",
+                    DATA_RECORD_KINDS[k],
+                    json_string_value(json_object_get(json_array_get(damaged, 0), "object")),
+                    json_string_value(json_object_get(json_array_get(damaged, 0), "error")));
+            json_decref(recs);
+            json_decref(damaged);
+            return -1;
+        }
+        json_decref(damaged);
+        size_t i;
+        json_t *x;
+        json_array_foreach(recs, i, x)
+        {
+            if (caris_op_cancelled(w->op)) {
+                json_decref(recs);
+                return err_set(e, ERR_FAILURE, NULL, "cancelled");
+            }
+            walk_chunks(r, json_object_get(x, "chunks"), w, false);
+        }
+        json_decref(recs);
+    }
+    return 0;
+}
+
 /* ---- prune --------------------------------------------------------------------------- */
 
 /* Test-only fault injection: with CARIS_TEST_PRUNE_CRASH_AT=k in the environment, prune
@@ -529,6 +566,10 @@ int repo_prune(struct repo *r, const struct repo_prune_opts *o, struct repo_prun
         .blob = mark_blob, .snapshot_end = mark_end, .ctx = &m, .op = op, .threads = sys_ncpu()};
     if (repo_walk_references(r, list, &walk, e) != 0)
         goto out;
+    if (repo_walk_record_references(r, &walk, e) != 0) {
+        err_wrap(e, "refusing to prune");
+        goto out;
+    }
     if (json_array_size(m.unreadable) || m.malformed) {
         err_set(e, ERR_DAMAGE, "run `caris-backup check`; forget or repair that backup first",
                 "refusing to prune: backup %s cannot be read (%s), so what it needs is unknown",

@@ -10,7 +10,7 @@ source "$(dirname "$0")/lib.sh"
 
 assert_exit 0 cb --quiet init --kdf-memory 8 --kdf-ops 1
 
-# What prune counts as the repository: everything but locks (and records, none here).
+# What prune counts as the repository: everything but locks (records included).
 repo_bytes() { find "$REPO" -type f ! -name '.*' ! -path '*/locks/*' -printf '%s\n' | awk '{s += $1} END {print s + 0}'; }
 # Everything in the repository except locks: names and sizes.
 fingerprint() { (cd "$REPO" && find . -type f ! -path './locks/*' -printf '%P %s\n' | sort | md5sum); }

@@ -1,0 +1,56 @@
+/* The WAL archive: PostgreSQL's archive_command and restore_command (`caris-backup wal push %p`,
+ * `caris-backup wal get %f %p`). Each archived file (a segment, a .partial segment, a timeline
+ * .history file or a .backup label) is stored as a stream (content-defined chunks, deduplicated
+ * and encrypted like everything else) plus an encrypted record of kind "wal" naming it: see
+ * docs/REPOSITORY-FORMAT.md "WAL archive". Nothing archived is ever overwritten. */
+#ifndef CARIS_WAL_H
+#define CARIS_WAL_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "caris/err.h"
+#include "caris/repo.h"
+
+enum caris_wal_kind { WAL_SEGMENT, WAL_PARTIAL, WAL_HISTORY, WAL_BACKUP_LABEL };
+
+/* What a WAL file name says. Names are PostgreSQL's: TTTTTTTTXXXXXXXXYYYYYYYY (a segment),
+ * the same + ".partial", TTTTTTTT.history, and a segment name + ".OOOOOOOO.backup". */
+struct caris_wal_name {
+    enum caris_wal_kind kind;
+    uint32_t timeline;
+    uint32_t log, seg; /* 0 for a .history file */
+};
+
+/* Parses a bare file name (no directory); ERR_USAGE naming it when it is not one of the above. */
+int caris_wal_name_parse(const char *name, struct caris_wal_name *out, struct err *e);
+const char *caris_wal_kind_name(enum caris_wal_kind k);
+
+struct caris_wal_push_result {
+    bool already;   /* archived before with identical content: nothing written */
+    uint64_t bytes; /* the file's size */
+    uint8_t sha256[32];
+};
+
+struct caris_op;
+/* Archives the file at path under its base name. Identical content archived before: success
+ * with already = true. Different content under the same name: ERR_DAMAGE, nothing written.
+ * Takes the repository's shared lock. Write order: packs, index, then the record (the commit
+ * point: a push that did not write it archived nothing). */
+int caris_wal_push(struct repo *r, const char *path, const struct caris_op *op,
+                   struct caris_wal_push_result *res, struct err *e);
+
+/* Writes the archived file name to dest: into a temporary file beside it, every chunk
+ * authenticated and the whole file's SHA-256 checked, fsynced, then renamed, so dest never holds
+ * a bad or partial file. ERR_NOT_FOUND when the archive does not have it (restore_command's
+ * ordinary "no such file"); ERR_DAMAGE when two records of the name disagree or a record cannot
+ * be read. */
+int caris_wal_get(struct repo *r, const char *name, const char *dest, const struct caris_op *op,
+                  struct err *e);
+
+/* Every WAL record (array of {name, kind, timeline, start_lsn, size, sha256, pushed}), ordered
+ * by timeline, then name. *damaged (may be NULL): unreadable records. */
+json_t *caris_wal_list(struct repo *r, json_t **damaged, struct err *e);
+
+#endif

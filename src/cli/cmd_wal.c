@@ -1,0 +1,152 @@
+/* wal push | get | list | receive: the WAL archive (caris/wal.h does the work). */
+#include <stdio.h>
+#include <string.h>
+
+#include "caris/crypto.h"
+#include "caris/op.h"
+#include "caris/wal.h"
+
+#include "cli.h"
+
+static const char WAL_USAGE[] =
+    "usage: caris-backup [--env-file F] wal push PATH\n"
+    "       caris-backup [--env-file F] wal get NAME DEST\n"
+    "       caris-backup [--json] wal list\n"
+    "\n"
+    "The WAL archive of point-in-time recovery, for PostgreSQL's settings:\n"
+    "  archive_command = 'caris-backup --env-file /etc/caris/backup.env wal push %p'\n"
+    "  restore_command = 'caris-backup --env-file /etc/caris/backup.env wal get %f %p'\n"
+    "(the env file, mode 0600, holds BACKUP_DIR and BACKUP_ENCRYPTION_KEY: never put the key in\n"
+    "the command itself).\n"
+    "\n"
+    "push  archives the file (segment, .partial, .history or .backup) under its name. Pushing a\n"
+    "      file archived before with identical content succeeds; with different content it\n"
+    "      fails (exit 4) and the archived file is kept: nothing is ever overwritten.\n"
+    "get   writes the archived file NAME to DEST, checked end to end, or exits 1 without a\n"
+    "      word when the archive does not have it (what restore_command must do at the end of\n"
+    "      the archive). A damaged file is never written: exit 4.\n"
+    "list  the archived files: name, kind, timeline, start LSN, size, SHA-256.\n"
+    "\n"
+    "Not implemented yet: `wal receive` (streaming over a replication slot) and handing a push\n"
+    "to a running daemon; each push opens the repository (one Argon2id derivation).\n";
+
+static int wal_push(struct globals *g, int argc, char **argv)
+{
+    if (argc != 3)
+        return usage_error("wal push takes one PATH (archive_command's %%p)%s", "");
+    struct err e = ERR_INIT;
+    struct repo *r = open_repo(g, false, &e);
+    if (!r)
+        return fail(&e);
+    struct caris_op op;
+    cli_op_init_service(g, &op);
+    struct caris_wal_push_result res;
+    int rc = caris_wal_push(r, argv[2], &op, &res, &e);
+    repo_close(r);
+    if (rc != 0)
+        return fail(&e);
+    if (g->json) {
+        char hex[65];
+        cx_hex(res.sha256, 32, hex);
+        json_t *j = json_pack("{s:s, s:b, s:I, s:s}", "path", argv[2], "already_archived",
+                              res.already, "bytes", (json_int_t)res.bytes, "sha256", hex);
+        print_json(j);
+        json_decref(j);
+    }
+    return 0;
+}
+
+static int wal_get(struct globals *g, int argc, char **argv)
+{
+    if (argc != 4)
+        return usage_error("wal get takes NAME and DEST (restore_command's %%f and %%p)%s", "");
+    struct err e = ERR_INIT;
+    struct repo *r = open_repo(g, false, &e);
+    if (!r)
+        return fail(&e);
+    struct caris_op op;
+    cli_op_init_service(g, &op);
+    int rc = caris_wal_get(r, argv[2], argv[3], &op, &e);
+    repo_close(r);
+    if (rc != 0 && e.code == ERR_NOT_FOUND)
+        return 1; /* PostgreSQL asks for files past the end of the archive as a matter of
+                   * course: "not there" is an answer, not an error to print */
+    if (rc != 0)
+        return fail(&e);
+    return 0;
+}
+
+static int wal_list(struct globals *g, int argc, char **argv)
+{
+    if (argc != 2)
+        return usage_error("unexpected argument '%s' for wal list", argv[2]);
+    struct err e = ERR_INIT;
+    struct repo *r = open_repo(g, false, &e);
+    if (!r)
+        return fail(&e);
+    json_t *damaged = NULL;
+    json_t *list = caris_wal_list(r, &damaged, &e);
+    repo_close(r);
+    if (!list)
+        return fail(&e);
+    if (g->json) {
+        json_t *j = json_pack("{s:o, s:O}", "files", list, "damaged", damaged);
+        print_json(j);
+        json_decref(j);
+    } else {
+        size_t i;
+        json_t *x;
+        json_array_foreach(list, i, x)
+            printf("%-40s %-8s tli %-3lld %-12s %10lld %.16s\n",
+                   json_string_value(json_object_get(x, "name")),
+                   json_string_value(json_object_get(x, "kind")),
+                   (long long)json_integer_value(json_object_get(x, "timeline")),
+                   json_string_value(json_object_get(x, "start_lsn")) ?: "-",
+                   (long long)json_integer_value(json_object_get(x, "size")),
+                   json_string_value(json_object_get(x, "sha256")));
+        json_decref(list);
+        json_array_foreach(damaged, i, x) fprintf(stderr, "damaged WAL record %s: %s\n",
+                                                  json_string_value(json_object_get(x, "object")),
+                                                  json_string_value(json_object_get(x, "error")));
+    }
+    int code = json_array_size(damaged) ? 4 : 0;
+    json_decref(damaged);
+    return code;
+}
+
+int cmd_wal(struct globals *g, int argc, char **argv)
+{
+    if (argc < 2 || wants_help(argc, argv)) {
+        fputs(WAL_USAGE, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (strcmp(argv[1], "push") == 0)
+        return wal_push(g, argc, argv);
+    if (strcmp(argv[1], "get") == 0)
+        return wal_get(g, argc, argv);
+    if (strcmp(argv[1], "list") == 0)
+        return wal_list(g, argc, argv);
+    if (strcmp(argv[1], "receive") == 0) {
+        struct err e = ERR_INIT;
+        err_set(&e, ERR_FAILURE, "archive with `wal push` from archive_command meanwhile",
+                "not implemented yet: wal receive (WAL streaming over a replication slot)");
+        return fail(&e);
+    }
+    return usage_error("unknown wal command '%s' (push, get, list)", argv[1]);
+}
+
+int physical_not_implemented(int argc, char **argv, const char *what)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--physical") == 0) {
+            struct err e = ERR_INIT;
+            err_set(&e, ERR_FAILURE,
+                    "use logical backups (without --physical) meanwhile; `wal push` already "
+                    "archives WAL for the point-in-time recovery to come",
+                    "not implemented yet: %s --physical (base backups over the replication "
+                    "protocol and point-in-time recovery)",
+                    what);
+            return fail(&e);
+        }
+    return -1;
+}

@@ -1,0 +1,376 @@
+/* The WAL archive (caris/wal.h): PostgreSQL's archive_command and restore_command. */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "caris/core.h"
+#include "caris/crypto.h"
+#include "caris/op.h"
+#include "caris/stream.h"
+#include "caris/wal.h"
+
+#define WAL_RECORD_KIND "wal"
+#define WAL_RECORD_FORMAT 1
+/* A .history or .backup file is a few lines; a segment at most 1 GiB (PostgreSQL's largest
+ * --wal-segsize). Larger files are refused rather than archived under a WAL name. */
+#define WAL_MAX_FILE (1ull << 30)
+
+static bool all_hex(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'A' && s[i] <= 'F')))
+            return false;
+    return true;
+}
+
+static uint32_t hex32(const char *s)
+{
+    char tmp[9];
+    memcpy(tmp, s, 8);
+    tmp[8] = 0;
+    return (uint32_t)strtoul(tmp, NULL, 16);
+}
+
+int caris_wal_name_parse(const char *name, struct caris_wal_name *out, struct err *e)
+{
+    size_t n = strlen(name);
+    memset(out, 0, sizeof(*out));
+    /* PostgreSQL writes upper-case hex; anything else is not one of its names */
+    if (n == 24 && all_hex(name, 24))
+        out->kind = WAL_SEGMENT;
+    else if (n == 32 && all_hex(name, 24) && strcmp(name + 24, ".partial") == 0)
+        out->kind = WAL_PARTIAL;
+    else if (n == 16 && all_hex(name, 8) && strcmp(name + 8, ".history") == 0)
+        out->kind = WAL_HISTORY;
+    else if (n == 40 && all_hex(name, 24) && name[24] == '.' && all_hex(name + 25, 8) &&
+             strcmp(name + 33, ".backup") == 0)
+        out->kind = WAL_BACKUP_LABEL;
+    else
+        return err_set(e, ERR_USAGE,
+                       "archive_command passes %p and restore_command %f: PostgreSQL's WAL file "
+                       "names (a segment, .partial, .history or .backup)",
+                       "'%s' is not a WAL file name", name);
+    out->timeline = hex32(name);
+    if (out->kind != WAL_HISTORY) {
+        out->log = hex32(name + 8);
+        out->seg = hex32(name + 16);
+    }
+    if (out->timeline == 0)
+        return err_set(e, ERR_USAGE, NULL, "'%s' is not a WAL file name: timeline 0", name);
+    return 0;
+}
+
+const char *caris_wal_kind_name(enum caris_wal_kind k)
+{
+    switch (k) {
+    case WAL_SEGMENT:
+        return "segment";
+    case WAL_PARTIAL:
+        return "partial";
+    case WAL_HISTORY:
+        return "history";
+    case WAL_BACKUP_LABEL:
+        return "backup";
+    }
+    return "?";
+}
+
+/* The records of name among all WAL records (new reference). Records that cannot be read make
+ * the answer unknown: ERR_DAMAGE, since the unreadable one may be this very file. */
+static json_t *records_of(struct repo *r, const char *name, struct err *e)
+{
+    json_t *damaged = NULL;
+    json_t *all = repo_record_list(r, WAL_RECORD_KIND, &damaged, e);
+    if (!all)
+        return NULL;
+    json_t *out = json_array();
+    size_t i;
+    json_t *x;
+    json_array_foreach(all, i, x)
+    {
+        const char *xn = json_string_value(json_object_get(x, "name"));
+        if (xn && strcmp(xn, name) == 0)
+            json_array_append(out, x);
+    }
+    json_decref(all);
+    if (json_array_size(damaged)) {
+        err_set(e, ERR_DAMAGE, "run `caris-backup check --read-data`",
+                "cannot tell whether the WAL archive holds %s: WAL record %s cannot be read (%s)",
+                name, json_string_value(json_object_get(json_array_get(damaged, 0), "object")),
+                json_string_value(json_object_get(json_array_get(damaged, 0), "error")));
+        json_decref(out);
+        out = NULL;
+    }
+    json_decref(damaged);
+    return out;
+}
+
+static int hash_fd(int fd, const char *path, uint8_t sha[32], uint64_t *size, struct err *e)
+{
+    struct cx_sha256 *h = cx_sha256_new();
+    if (!h)
+        return err_set(e, ERR_FAILURE, NULL, "out of memory");
+    static const size_t BUFSZ = 1 << 20;
+    char *b = xmalloc(BUFSZ);
+    uint64_t total = 0;
+    int rc = 0;
+    for (;;) {
+        ssize_t k = read(fd, b, BUFSZ);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0) {
+            rc = err_sys(e, errno, NULL, "cannot read %s", path);
+            break;
+        }
+        if (k == 0)
+            break;
+        cx_sha256_update(h, b, (size_t)k);
+        total += (uint64_t)k;
+    }
+    cx_sha256_final(h, sha);
+    cx_sha256_free(h);
+    free(b);
+    *size = total;
+    return rc;
+}
+
+static void format_lsn(uint64_t lsn, char *out, size_t n)
+{
+    snprintf(out, n, "%X/%X", (unsigned)(lsn >> 32), (unsigned)(lsn & 0xffffffffu));
+}
+
+int caris_wal_push(struct repo *r, const char *path, const struct caris_op *op,
+                   struct caris_wal_push_result *res, struct err *e)
+{
+    memset(res, 0, sizeof(*res));
+    char *pcopy = xstrdup(path);
+    const char *name = basename(pcopy);
+    struct caris_wal_name wn;
+    int rc = -1, fd = -1;
+    bool locked = false;
+    json_t *found = NULL, *rec = NULL;
+    struct repo_writer *w = NULL;
+    struct stream_result sr = {0};
+
+    if (caris_wal_name_parse(name, &wn, e) != 0)
+        goto out;
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        err_sys(e, errno, NULL, "cannot open WAL file %s", path);
+        goto out;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        err_set(e, ERR_USAGE, NULL, "WAL file %s is not a regular file", path);
+        goto out;
+    }
+    if ((uint64_t)st.st_size > WAL_MAX_FILE) {
+        err_set(e, ERR_USAGE, NULL, "WAL file %s is larger than 1 GiB", path);
+        goto out;
+    }
+    /* a whole segment is a power of two from 1 MiB to 1 GiB (--wal-segsize): anything else
+     * under a segment's name is a torn copy, which must not become the archived version */
+    uint64_t sz = (uint64_t)st.st_size;
+    if (wn.kind == WAL_SEGMENT && (sz < (1u << 20) || (sz & (sz - 1)) != 0)) {
+        err_set(e, ERR_USAGE, "archive the whole segment (PostgreSQL's %p)",
+                "WAL segment %s has %llu bytes, not a segment size (a power of two from 1 MiB "
+                "to 1 GiB)",
+                path, (unsigned long long)sz);
+        goto out;
+    }
+    if (repo_lock(r, false, "wal push", e) != 0)
+        goto out;
+    locked = true;
+    if (!(found = records_of(r, name, e)))
+        goto out;
+    if (json_array_size(found)) {
+        /* archived before: identical content is success (PostgreSQL retries a push whose
+         * answer it did not see), anything else is refused and nothing is overwritten */
+        uint8_t sha[32];
+        uint64_t size = 0;
+        char hex[65];
+        if (hash_fd(fd, path, sha, &size, e) != 0)
+            goto out;
+        cx_hex(sha, 32, hex);
+        size_t i;
+        json_t *x;
+        json_array_foreach(found, i, x)
+        {
+            const char *xs = json_string_value(json_object_get(x, "sha256"));
+            if (!xs || strcmp(xs, hex) != 0 ||
+                (uint64_t)json_integer_value(json_object_get(x, "size")) != size) {
+                err_set(e, ERR_DAMAGE,
+                        "find out why PostgreSQL archives different WAL under the same name "
+                        "(two clusters archiving into one repository?); the archived file is "
+                        "kept unchanged",
+                        "WAL file %s is already archived with different content (archived "
+                        "SHA-256 %.16s…, this one %.16s…, %llu bytes)",
+                        name, xs ? xs : "?", hex, (unsigned long long)size);
+                goto out;
+            }
+        }
+        res->already = true;
+        res->bytes = size;
+        memcpy(res->sha256, sha, 32);
+        caris_op_log(op, LOG_INFO, "WAL file %s already archived with identical content", name);
+        rc = 0;
+        goto out;
+    }
+
+    /* hashing, compression and encryption of a 16 MiB segment on every core */
+    int threads = sys_ncpu();
+    w = repo_writer_new(r, threads);
+    if (stream_store_fd(r, w, threads, fd, repo_chunker_params(r, false), &sr, NULL, NULL, op, e) !=
+            0 ||
+        repo_writer_flush(w, e) != 0)
+        goto out;
+    char hex[65], lsn[32] = "", pushed[40];
+    cx_hex(sr.sha256, 32, hex);
+    time_format_iso(time_now_ns(), pushed, sizeof(pushed));
+    rec = json_pack("{s:i, s:s, s:s, s:I, s:I, s:s, s:O, s:s}", "format", WAL_RECORD_FORMAT, "name",
+                    name, "kind", caris_wal_kind_name(wn.kind), "timeline", (json_int_t)wn.timeline,
+                    "size", (json_int_t)sr.bytes, "sha256", hex, "chunks", sr.chunks, "pushed",
+                    pushed);
+    if (wn.kind != WAL_HISTORY) {
+        /* a segment's start LSN: segment number times the segment size, which is the size of
+         * a whole segment file (PostgreSQL's --wal-segsize) */
+        if (wn.kind == WAL_SEGMENT && sr.bytes > 0) {
+            format_lsn(((uint64_t)wn.log << 32) + (uint64_t)wn.seg * sr.bytes, lsn, sizeof(lsn));
+            json_object_set_new(rec, "start_lsn", json_string(lsn));
+        }
+        json_object_set_new(rec, "log", json_integer(wn.log));
+        json_object_set_new(rec, "seg", json_integer(wn.seg));
+    }
+    /* Test-only: CARIS_TEST_WAL_PUSH_CRASH=1 ends the process as kill -9 would between the
+     * data (packs and index, durable) and the record, the worst moment for a push to die. */
+    const char *crash = getenv("CARIS_TEST_WAL_PUSH_CRASH");
+    if (crash && strcmp(crash, "1") == 0)
+        _exit(137);
+    if (repo_record_add(r, WAL_RECORD_KIND, rec, e) != 0)
+        goto out;
+    res->bytes = sr.bytes;
+    memcpy(res->sha256, sr.sha256, 32);
+    caris_op_log(op, LOG_INFO, "archived WAL file %s (%llu bytes)", name,
+                 (unsigned long long)sr.bytes);
+    rc = 0;
+out:
+    if (rc != 0 && err_is_set(e) && e->code != ERR_USAGE && strstr(e->msg, name) == NULL)
+        err_wrap(e, "wal push %s", name);
+    json_decref(rec);
+    json_decref(sr.chunks);
+    json_decref(found);
+    if (w)
+        repo_writer_free(w);
+    if (locked)
+        repo_unlock(r);
+    if (fd >= 0)
+        close(fd);
+    free(pcopy);
+    return rc;
+}
+
+int caris_wal_get(struct repo *r, const char *name, const char *dest, const struct caris_op *op,
+                  struct err *e)
+{
+    struct caris_wal_name wn;
+    if (caris_wal_name_parse(name, &wn, e) != 0)
+        return -1;
+    int rc = -1, fd = -1;
+    bool locked = false;
+    json_t *found = NULL;
+    char *tmp = xasprintf("%s.caris-tmp", dest);
+    if (repo_lock(r, false, "wal get", e) != 0)
+        goto out;
+    locked = true;
+    if (!(found = records_of(r, name, e)))
+        goto out;
+    if (json_array_size(found) == 0) {
+        err_set(e, ERR_NOT_FOUND, NULL, "WAL file %s is not in the archive", name);
+        goto out;
+    }
+    /* several records of one name come from concurrent pushes of the same file; they must
+     * agree, or the archive cannot say which is right */
+    json_t *rec = json_array_get(found, 0);
+    const char *hex = json_string_value(json_object_get(rec, "sha256"));
+    for (size_t i = 1; i < json_array_size(found); i++) {
+        const char *xs = json_string_value(json_object_get(json_array_get(found, i), "sha256"));
+        if (!hex || !xs || strcmp(hex, xs) != 0) {
+            err_set(e, ERR_DAMAGE, "run `caris-backup check --read-data`",
+                    "the WAL archive holds two different versions of %s", name);
+            goto out;
+        }
+    }
+    uint8_t sha[32];
+    json_t *chunks = json_object_get(rec, "chunks");
+    if (!hex || cx_unhex(hex, sha, 32) != 0 || !json_is_array(chunks)) {
+        err_set(e, ERR_DAMAGE, "run `caris-backup check --read-data`",
+                "the WAL record of %s is malformed", name);
+        goto out;
+    }
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        err_sys(e, errno, NULL, "cannot create %s", tmp);
+        goto out;
+    }
+    if (stream_restore_fd(r, chunks, sha, fd, sys_ncpu(), NULL, NULL, op, e) != 0)
+        goto out;
+    if (fsync(fd) != 0) {
+        err_sys(e, errno, NULL, "cannot write %s", tmp);
+        goto out;
+    }
+    close(fd);
+    fd = -1;
+    if (rename(tmp, dest) != 0) {
+        err_sys(e, errno, NULL, "cannot rename %s to %s", tmp, dest);
+        goto out;
+    }
+    rc = 0;
+out:
+    if (fd >= 0)
+        close(fd);
+    if (rc != 0)
+        unlink(tmp);
+    free(tmp);
+    json_decref(found);
+    if (locked)
+        repo_unlock(r);
+    return rc;
+}
+
+static int cmp_record(const void *a, const void *b)
+{
+    json_t *x = *(json_t *const *)a, *y = *(json_t *const *)b;
+    json_int_t tx = json_integer_value(json_object_get(x, "timeline"));
+    json_int_t ty = json_integer_value(json_object_get(y, "timeline"));
+    if (tx != ty)
+        return tx < ty ? -1 : 1;
+    const char *nx = json_string_value(json_object_get(x, "name"));
+    const char *ny = json_string_value(json_object_get(y, "name"));
+    return strcmp(nx ? nx : "", ny ? ny : "");
+}
+
+json_t *caris_wal_list(struct repo *r, json_t **damaged, struct err *e)
+{
+    json_t *all = repo_record_list(r, WAL_RECORD_KIND, damaged, e);
+    if (!all)
+        return NULL;
+    size_t n = json_array_size(all);
+    json_t **v = xcalloc(n + 1, sizeof(*v));
+    for (size_t i = 0; i < n; i++) {
+        json_t *x = json_deep_copy(json_array_get(all, i));
+        json_object_del(x, "chunks"); /* a listing, not a manifest */
+        v[i] = x;
+    }
+    qsort(v, n, sizeof(*v), cmp_record);
+    json_t *out = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(out, v[i]);
+    free(v);
+    json_decref(all);
+    return out;
+}

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# The WAL archive without a server: `wal push` / `wal get` round trip of segments, .partial,
+# .history and .backup files (byte for byte), an identical re-push succeeds and writes
+# nothing, a different re-push fails (exit 4) and keeps the archived file, `wal get` of a
+# missing file exits 1 without a word and creates nothing, names that are not WAL names are
+# refused (exit 2), a push killed before its record archived nothing and its retry does,
+# identical content is stored once (dedup), prune keeps archived WAL, and a
+# damaged pack makes `wal get` fail (exit 4) without writing DEST.
+source "$(dirname "$0")/lib.sh"
+
+# seg FILE SEED [SIZE]: SIZE (default 16 MiB) bytes, the same for the same SEED
+seg() {
+    python3 - "$1" "$2" "${3:-16777216}" <<'PY'
+import random, sys
+r = random.Random(int(sys.argv[2]))
+with open(sys.argv[1], "wb") as f:
+    f.write(r.randbytes(int(sys.argv[3])))
+PY
+}
+repo_bytes() { du -sb "$REPO" | cut -f1; }
+
+init_repo
+mkdir -p "$TEST_TMP/wal" "$TEST_TMP/out"
+S1=000000010000000000000001
+S2=000000010000000000000002
+seg "$TEST_TMP/wal/$S1" 1
+seg "$TEST_TMP/wal/$S2" 2
+printf '1\t0/3000000\tno recovery target specified\n' >"$TEST_TMP/wal/00000002.history"
+seg "$TEST_TMP/wal/$S2.partial" 3
+printf 'START WAL LOCATION: 0/2000028 (file %s)\n' "$S2" >"$TEST_TMP/wal/$S2.00000028.backup"
+
+# --- push and get ------------------------------------------------------------------------
+for f in "$S1" "$S2" 00000002.history "$S2.partial" "$S2.00000028.backup"; do
+    assert_exit 0 cb --quiet wal push "$TEST_TMP/wal/$f"
+    assert_eq "" "$ERR" "wal push $f: nothing on stderr with --quiet"
+done
+for f in "$S1" "$S2" 00000002.history "$S2.partial" "$S2.00000028.backup"; do
+    assert_exit 0 cb wal get "$f" "$TEST_TMP/out/$f"
+    assert_true "wal get $f: the same bytes" cmp "$TEST_TMP/wal/$f" "$TEST_TMP/out/$f"
+done
+assert_eq "" "$(find "$TEST_TMP/out" -name '*.caris-tmp')" "wal get leaves no temporary file"
+# relative paths, as PostgreSQL passes them (%p is relative to the data directory)
+(cd "$TEST_TMP/out" && "$CARIS_BIN" wal get "$S1" RECOVERYXLOG)
+assert_true "wal get to a relative DEST" cmp "$TEST_TMP/wal/$S1" "$TEST_TMP/out/RECOVERYXLOG"
+
+# --- a push killed after its data, before its record: not archived; the retry archives it ---
+S4=000000010000000000000004
+seg "$TEST_TMP/wal/$S4" 4
+CARIS_TEST_WAL_PUSH_CRASH=1 "$CARIS_BIN" --quiet wal push "$TEST_TMP/wal/$S4" 2>/dev/null
+assert_eq 137 "$?" "wal push killed before its record (test hook)"
+assert_exit 1 cb wal get "$S4" "$TEST_TMP/out/$S4"
+assert_false "a killed push archived nothing" test -e "$TEST_TMP/out/$S4"
+assert_exit 0 cb --quiet wal push "$TEST_TMP/wal/$S4"
+assert_exit 0 cb wal get "$S4" "$TEST_TMP/out/$S4"
+assert_true "the retried push archived the segment" cmp "$TEST_TMP/wal/$S4" "$TEST_TMP/out/$S4"
+assert_exit 0 cb --quiet check
+rm -f "$TEST_TMP/wal/$S4"
+
+# --- list --------------------------------------------------------------------------------
+assert_exit 0 cb --json wal list
+assert_eq 6 "$(json_eval "$OUT_FILE" 'len(d["files"])')" "wal list: six files"
+assert_eq "$S1 $S2 $S2.00000028.backup $S2.partial $S4 00000002.history" \
+    "$(json_eval "$OUT_FILE" '" ".join(sorted(f["name"] for f in d["files"]))')" "wal list: the names"
+assert_eq "0/1000000" "$(json_eval "$OUT_FILE" "[f['start_lsn'] for f in d['files'] if f['name'] == '$S1'][0]")" \
+    "wal list: start LSN of segment 1 (16 MiB segments)"
+assert_eq "history" "$(json_eval "$OUT_FILE" "[f['kind'] for f in d['files'] if f['name'] == '00000002.history'][0]")" \
+    "wal list: kind of a .history file"
+assert_eq "$(sha256sum <"$TEST_TMP/wal/$S2" | cut -d' ' -f1)" \
+    "$(json_eval "$OUT_FILE" "[f['sha256'] for f in d['files'] if f['name'] == '$S2'][0]")" \
+    "wal list: SHA-256 of segment 2"
+
+# --- re-push: identical succeeds and writes nothing; different fails, archive unchanged ---
+before=$(repo_bytes)
+assert_exit 0 cb --json wal push "$TEST_TMP/wal/$S1"
+assert_eq true "$(json_eval "$OUT_FILE" 'd["already_archived"]')" "identical re-push: already_archived"
+assert_eq "$before" "$(repo_bytes)" "identical re-push writes nothing"
+mkdir -p "$TEST_TMP/other"
+seg "$TEST_TMP/other/$S1" 99
+assert_exit 4 cb wal push "$TEST_TMP/other/$S1"
+assert_contains "$ERR" "already archived with different content" "different re-push: said so"
+assert_exit 0 cb wal get "$S1" "$TEST_TMP/out/again"
+assert_true "after a refused re-push the archived file is unchanged" cmp "$TEST_TMP/wal/$S1" "$TEST_TMP/out/again"
+
+# --- missing files and bad names ---------------------------------------------------------
+assert_exit 1 cb wal get 000000010000000000000009 "$TEST_TMP/out/missing"
+assert_eq "" "$ERR" "wal get of a missing file: nothing on stderr"
+assert_false "wal get of a missing file creates nothing" test -e "$TEST_TMP/out/missing"
+assert_exit 1 cb wal get 00000003.history "$TEST_TMP/out/missing"
+assert_exit 2 cb wal get ../etc/passwd "$TEST_TMP/out/x"
+cp "$TEST_TMP/wal/$S1" "$TEST_TMP/wal/notawalfile"
+assert_exit 2 cb wal push "$TEST_TMP/wal/notawalfile"
+assert_contains "$ERR" "not a WAL file name" "a file that is not WAL is refused"
+assert_exit 2 cb wal push "$TEST_TMP/wal/000000010000000000000001x"
+assert_exit 7 cb wal push "$TEST_TMP/wal/000000010000000000000007"
+head -c 5000000 "$TEST_TMP/wal/$S1" >"$TEST_TMP/other/000000010000000000000008"
+assert_exit 2 cb wal push "$TEST_TMP/other/000000010000000000000008"
+assert_contains "$ERR" "not a segment size" "a torn segment is refused"
+assert_exit 1 cb wal get 000000010000000000000008 "$TEST_TMP/out/torn"
+assert_exit 1 cb wal receive
+assert_contains "$ERR" "not implemented yet" "wal receive says it is not implemented yet"
+assert_exit 1 cb backup database --physical
+assert_contains "$ERR" "not implemented yet" "backup database --physical says it is not implemented yet"
+assert_exit 1 cb restore database --physical --pgdata "$TEST_TMP/pgdata"
+assert_contains "$ERR" "not implemented yet" "restore database --physical says it is not implemented yet"
+assert_false "restore database --physical wrote nothing" test -e "$TEST_TMP/pgdata"
+
+# --- dedup: a segment mostly like another stores the difference ---------------------------
+python3 - "$TEST_TMP/wal/$S1" "$TEST_TMP/wal/000000010000000000000003" <<'PY'
+import sys
+b = bytearray(open(sys.argv[1], "rb").read())
+b[8 << 20] ^= 1  # one byte changed in the middle
+open(sys.argv[2], "wb").write(b)
+PY
+before=$(repo_bytes)
+assert_exit 0 cb --quiet wal push "$TEST_TMP/wal/000000010000000000000003"
+added=$(($(repo_bytes) - before))
+note "a segment differing from an archived one by one byte added $added bytes"
+assert_cmp "$added" -lt 4194304 "a nearly identical segment adds far less than 16 MiB"
+
+# --- prune keeps archived WAL --------------------------------------------------------------
+assert_exit 0 cb --quiet prune
+assert_exit 0 cb wal get "$S2" "$TEST_TMP/out/after-prune"
+assert_true "prune keeps archived WAL" cmp "$TEST_TMP/wal/$S2" "$TEST_TMP/out/after-prune"
+assert_exit 0 cb --quiet check --read-data
+
+# --- a damaged WAL record: what the archive holds is unknown, so get and prune refuse -------
+rec=$(find "$REPO/records/wal" -type f ! -name '.*' | sort | head -n 1)
+cp "$rec" "$TEST_TMP/rec.bak"
+flip_byte "$rec"
+assert_exit 4 cb wal get "$S2" "$TEST_TMP/out/rec-damaged"
+assert_contains "$ERR" "cannot be read" "wal get names the unreadable record"
+assert_false "no file written when a record is unreadable" test -e "$TEST_TMP/out/rec-damaged"
+assert_exit 4 cb --quiet prune
+assert_contains "$ERR" "refusing to prune" "prune refuses while a WAL record cannot be read"
+cp "$TEST_TMP/rec.bak" "$rec"
+assert_exit 0 cb wal get "$S2" "$TEST_TMP/out/rec-repaired"
+
+# --- damage: wal get never hands over a bad file --------------------------------------------
+for p in $(list_packs); do flip_byte "$p"; done
+assert_exit 4 cb wal get "$S2" "$TEST_TMP/out/damaged"
+assert_false "a damaged segment is not written to DEST" test -e "$TEST_TMP/out/damaged"
+assert_eq "" "$(find "$TEST_TMP/out" -name '*.caris-tmp')" "a failed wal get leaves no temporary file"
+
+test_done
