@@ -31,6 +31,8 @@ struct globals {
 int fail(const struct err *e);
 /* A usage error (exit 2); fmt has one %s for arg. */
 int usage_error(const char *fmt, const char *arg);
+/* {"code", "message", "hint", "exitCode"}: the object fail() prints as {"error": ...}. */
+json_t *cli_err_to_json(const struct err *e);
 void print_json(json_t *j);
 /* A backup's summary: printed as JSON with --json; true when nothing more is to be printed
  * (--json or --quiet). */

@@ -127,14 +127,18 @@ void cli_set_json_errors(bool on)
     json_errors = on;
 }
 
+json_t *cli_err_to_json(const struct err *e)
+{
+    /* The same text as on stderr; "code" is the error class, exitCode the process's. */
+    return json_pack("{s:s, s:s, s:s?, s:i}", "code", err_code_name(e->code), "message", e->msg,
+                     "hint", e->hint[0] ? e->hint : NULL, "exitCode", err_exit_code(e));
+}
+
 int fail(const struct err *e)
 {
     err_print(e, stderr);
     if (json_errors && err_is_set(e)) {
-        /* The same text as on stderr; "code" is the error class, exitCode the process's. */
-        json_t *j = json_pack("{s:{s:s, s:s, s:s?, s:i}}", "error", "code", err_code_name(e->code),
-                              "message", e->msg, "hint", e->hint[0] ? e->hint : NULL, "exitCode",
-                              err_exit_code(e));
+        json_t *j = json_pack("{s:o}", "error", cli_err_to_json(e));
         if (j) {
             fflush(stdout);
             print_json(j);
@@ -587,6 +591,14 @@ static void verify_print_one(void *ctx, const char *id, int rc,
     const struct globals *g = vp->g;
     progress_end(g);
     if (rc != 0) {
+        if (!res->ran && g->json && vp->all) {
+            /* One document on stdout: the backup's entry in the list says why. */
+            err_print(ve, stderr);
+            vp->code = err_exit_code(ve);
+            json_array_append_new(vp->json, json_pack("{s:s, s:b, s:o}", "backupId", id, "valid", 0,
+                                                      "error", cli_err_to_json(ve)));
+            return;
+        }
         if (!res->ran) {
             vp->code = fail(ve);
             return;
@@ -862,7 +874,9 @@ static int cmd_restore(struct globals *g, int argc, char **argv)
             }
         }
     }
-    if (rc < 0)
+    if (rc < 0 && g->json && !res.ran)
+        fail(&e); /* the error object is the one document on stdout */
+    else if (rc < 0)
         err_print(&e, stderr);
     caris_files_restore_result_free(&res);
     return code;
