@@ -92,6 +92,8 @@ static const char USAGE[] =
     "  --lock-wait DURATION  wait up to DURATION (30s, 5m, 1h; default 0) for a conflicting\n"
     "                    repository lock to go, then fail with exit 9\n"
     "  -h, --help        this help; `caris-backup COMMAND --help` for a command\n"
+    "Options go before or after COMMAND, as --opt VALUE or --opt=VALUE; long options are\n"
+    "never abbreviated; -- ends the options.\n"
     "\n"
     "Environment (also read from .env.local; the environment wins):\n"
     "  BACKUP_DIR             backup directory (default /var/backups/caris)\n"
@@ -120,7 +122,8 @@ static const char USAGE[] =
     "  7 not found          8 I/O error (permission denied, disk full)\n"
     "  9 repository locked  10 database error\n";
 
-static bool json_errors; /* --json: errors are a JSON object on stdout too */
+static bool json_errors;  /* --json: errors are a JSON object on stdout too */
+static bool json_printed; /* print_json wrote a document on stdout */
 
 void cli_set_json_errors(bool on)
 {
@@ -137,7 +140,9 @@ json_t *cli_err_to_json(const struct err *e)
 int fail(const struct err *e)
 {
     err_print(e, stderr);
-    if (json_errors && err_is_set(e)) {
+    /* One document on stdout: a command that printed its result (which says what failed)
+     * and then fails keeps that result as the document. */
+    if (json_errors && !json_printed && err_is_set(e)) {
         json_t *j = json_pack("{s:o}", "error", cli_err_to_json(e));
         if (j) {
             fflush(stdout);
@@ -160,6 +165,7 @@ void print_json(json_t *j)
 {
     char *s = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_ENCODE_ANY);
     if (s) {
+        json_printed = true;
         puts(s);
         free(s);
     }
