@@ -178,19 +178,21 @@ static void print_run(const char *label, json_t *run)
 
 int cmd_schedule_status(struct globals *g, int argc, char **argv)
 {
-    for (int i = 2; i < argc; i++) {
-        if (strcmp(argv[i], "--json") == 0)
-            g->json = true;
-        else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            printf("usage: caris-backup schedule status [--json]\n\n"
-                   "The scheduler's status (the seed's getStatus()): whether the daemon runs, the\n"
-                   "job running now and its progress, each schedule's last run (time, backup\n"
-                   "ids, result) and next run. Works whether the daemon runs or not (then from\n"
-                   "what it recorded in BACKUP_DIR/metadata/scheduler.json).\n");
-            return 0;
-        } else
-            return usage_error("unknown argument '%s' for schedule status", argv[i]);
+    static const struct option opts[] = {{"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    int c;
+    optind = 0;
+    while ((c = cli_getopt(argc - 1, argv + 1, "h", opts)) != -1) {
+        if (c != 'h')
+            return cli_opt_fail();
+        printf("usage: caris-backup schedule status [--json]\n\n"
+               "The scheduler's status (the seed's getStatus()): whether the daemon runs, the\n"
+               "job running now and its progress, each schedule's last run (time, backup\n"
+               "ids, result) and next run. Works whether the daemon runs or not (then from\n"
+               "what it recorded in BACKUP_DIR/metadata/scheduler.json).\n");
+        return 0;
     }
+    if (optind < argc - 1)
+        return usage_error("unknown argument '%s' for schedule status", argv[optind + 1]);
     struct err e = ERR_INIT;
     json_t *s = NULL;
     if (caris_schedule_status(&g->cfg, &s, &e) != 0)
