@@ -31,6 +31,8 @@ struct globals {
 int fail(const struct err *e);
 /* A usage error (exit 2); fmt has one %s for arg. */
 int usage_error(const char *fmt, const char *arg);
+/* {"code", "message", "hint", "exitCode"}: the object fail() prints as {"error": ...}. */
+json_t *cli_err_to_json(const struct err *e);
 void print_json(json_t *j);
 /* A backup's summary: printed as JSON with --json; true when nothing more is to be printed
  * (--json or --quiet). */
@@ -104,5 +106,39 @@ int cmd_mount(struct globals *g, int argc, char **argv);
  * failure. For every command that takes a backup id. */
 struct repo *open_repo_id(struct globals *g, const char *text, const char *kind,
                           char id[CARIS_ID_MAX], struct err *e);
+
+/* Command-line conventions (args.c). */
+struct option;
+enum cli_action { CLI_RUN, CLI_HELP, CLI_VERSION };
+/* Takes the global options (--env-file, --repo, --json, --quiet/-q, --threads, --lock-wait;
+ * `--opt=value` or `--opt value`) out of argv wherever they are before `--`, so that they may
+ * follow the command word and its subcommand; --help/-h and --version count only before the
+ * command word. argv keeps argv[0], the command and its own arguments; *argc is updated.
+ * Returns 0, or the exit code of a usage error it printed. */
+int cli_globals_extract(struct globals *g, int *argc, char **argv, enum cli_action *action);
+/* The command's name for messages ("list", "backup files"). */
+void cli_set_command(int argc, char **argv);
+/* getopt_long that refuses abbreviated long options and records a one-line message (with the
+ * closest option name) for any option error: '?' then, and the caller returns
+ * cli_opt_fail(). Callers set optind = 0 before the first call, as for getopt_long. */
+int cli_getopt(int argc, char **argv, const char *shortopts, const struct option *longopts);
+int cli_opt_fail(void);
+/* "unknown command 'lst': did you mean `list`?" (exit 2). */
+int cli_unknown_command(const char *cmd, const char *const *names, size_t n);
+size_t cli_edit_distance(const char *a, const char *b);
+const char *cli_closest(const char *word, const char *const *cands, size_t n);
+/* "30s", "5m", "1h", "2d", "90" (seconds), "0": milliseconds, or -1. */
+int64_t cli_parse_duration_ms(const char *s);
+/* With --json, errors are also a JSON object on stdout (set once options are parsed). */
+void cli_set_json_errors(bool on);
+
+/* Human output (human.c): a time in BACKUP_TZ (else the local zone), to the second, with its
+ * offset ("2026-11-30T16:57:03+01:00"); a duration as "850ms", "1.4s", "2m03s", "1h02m". */
+void cli_human_time(int64_t unix_sec, char *out, size_t n);
+/* The same for an ISO 8601 text; the text itself when it does not parse. */
+void cli_human_iso(const char *iso, char *out, size_t n);
+/* Where the zone comes from (BACKUP_TZ in g's configuration): main, once loaded. */
+void cli_human_init(const struct globals *g);
+void cli_human_duration(int64_t ms, char *out, size_t n);
 
 #endif

@@ -1,6 +1,7 @@
 /* audit [--since T] [--json] | audit verify, and the line every command appends to the audit
  * log (caris/audit.h does the work). */
 #include <pwd.h>
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,21 +73,27 @@ static void print_json_verify(size_t lines, size_t heads, bool heads_checked)
 
 int cmd_audit(struct globals *g, int argc, char **argv)
 {
+    static const struct option opts[] = {
+        {"since", required_argument, 0, 's'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     const char *since = NULL;
     bool verify = false;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+    int c;
+    optind = 0;
+    while ((c = cli_getopt(argc, argv, "h", opts)) != -1) {
+        if (c == 'h') {
             fputs(AUDIT_USAGE, stdout);
             return 0;
-        } else if (strcmp(argv[i], "--json") == 0) {
-            g->json = true;
-        } else if (strcmp(argv[i], "--since") == 0 && i + 1 < argc) {
-            since = argv[++i];
-        } else if (strcmp(argv[i], "verify") == 0 && i == 1) {
-            verify = true;
+        } else if (c == 's') {
+            since = optarg;
         } else {
-            return usage_error("unexpected argument '%s' for audit", argv[i]);
+            return cli_opt_fail();
         }
+    }
+    for (int i = optind; i < argc; i++) {
+        if (strcmp(argv[i], "verify") == 0 && i == optind)
+            verify = true;
+        else
+            return usage_error("unexpected argument '%s' for audit", argv[i]);
     }
     if (!verify)
         return audit_show(g, since);

@@ -171,7 +171,7 @@ int cmd_copy(struct globals *g, int argc, char **argv)
     bool latest = false, all = false;
     int c;
     optind = 0;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((c = cli_getopt(argc, argv, "h", opts)) != -1) {
         switch (c) {
         case 't':
             to = optarg;
@@ -192,7 +192,7 @@ int cmd_copy(struct globals *g, int argc, char **argv)
             fputs(COPY_USAGE, stdout);
             return 0;
         default:
-            return usage_error("invalid option for copy%s (see copy --help)", NULL);
+            return cli_opt_fail();
         }
     }
     size_t nids = (size_t)(argc - optind);
@@ -216,7 +216,7 @@ int cmd_upload(struct globals *g, int argc, char **argv)
     const char *key_env = NULL;
     int c;
     optind = 0;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((c = cli_getopt(argc, argv, "h", opts)) != -1) {
         switch (c) {
         case 'k':
             key_env = optarg;
@@ -228,7 +228,7 @@ int cmd_upload(struct globals *g, int argc, char **argv)
             fputs(UPLOAD_USAGE, stdout);
             return 0;
         default:
-            return usage_error("invalid option for upload%s (see upload --help)", NULL);
+            return cli_opt_fail();
         }
     }
     if (argc - optind != 1)

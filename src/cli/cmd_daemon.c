@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,16 +105,22 @@ static void sd_ready(void *ctx)
 
 int cmd_daemon(struct globals *g, int argc, char **argv)
 {
+    static const struct option opts[] = {
+        {"json-log", no_argument, 0, 'j'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     struct log_sink ls = {0};
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--json-log") == 0)
+    int c;
+    optind = 0;
+    while ((c = cli_getopt(argc, argv, "h", opts)) != -1) {
+        if (c == 'j')
             ls.json = true;
-        else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+        else if (c == 'h') {
             fputs(DAEMON_USAGE, stdout);
             return 0;
         } else
-            return usage_error("unknown argument '%s' for daemon", argv[i]);
+            return cli_opt_fail();
     }
+    if (optind < argc)
+        return usage_error("unknown argument '%s' for daemon", argv[optind]);
     int pfd[2];
     if (pipe2(pfd, O_CLOEXEC | O_NONBLOCK) != 0) {
         struct err e = ERR_INIT;
@@ -171,19 +178,21 @@ static void print_run(const char *label, json_t *run)
 
 int cmd_schedule_status(struct globals *g, int argc, char **argv)
 {
-    for (int i = 2; i < argc; i++) {
-        if (strcmp(argv[i], "--json") == 0)
-            g->json = true;
-        else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            printf("usage: caris-backup schedule status [--json]\n\n"
-                   "The scheduler's status (the seed's getStatus()): whether the daemon runs, the\n"
-                   "job running now and its progress, each schedule's last run (time, backup\n"
-                   "ids, result) and next run. Works whether the daemon runs or not (then from\n"
-                   "what it recorded in BACKUP_DIR/metadata/scheduler.json).\n");
-            return 0;
-        } else
-            return usage_error("unknown argument '%s' for schedule status", argv[i]);
+    static const struct option opts[] = {{"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    int c;
+    optind = 0;
+    while ((c = cli_getopt(argc - 1, argv + 1, "h", opts)) != -1) {
+        if (c != 'h')
+            return cli_opt_fail();
+        printf("usage: caris-backup schedule status [--json]\n\n"
+               "The scheduler's status (the seed's getStatus()): whether the daemon runs, the\n"
+               "job running now and its progress, each schedule's last run (time, backup\n"
+               "ids, result) and next run. Works whether the daemon runs or not (then from\n"
+               "what it recorded in BACKUP_DIR/metadata/scheduler.json).\n");
+        return 0;
     }
+    if (optind < argc - 1)
+        return usage_error("unknown argument '%s' for schedule status", argv[optind + 1]);
     struct err e = ERR_INIT;
     json_t *s = NULL;
     if (caris_schedule_status(&g->cfg, &s, &e) != 0)
@@ -271,20 +280,25 @@ static void print_job(const struct globals *g, json_t *res)
 
 int cmd_run_now(struct globals *g, int argc, char **argv)
 {
+    static const struct option opts[] = {
+        {"wait", no_argument, 0, 'w'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     const char *type_s = NULL;
     bool wait = false;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--wait") == 0)
+    int c;
+    optind = 0;
+    while ((c = cli_getopt(argc, argv, "h", opts)) != -1) {
+        if (c == 'w')
             wait = true;
-        else if (strcmp(argv[i], "--json") == 0)
-            g->json = true;
-        else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+        else if (c == 'h') {
             fputs(RUN_NOW_USAGE, stdout);
             return 0;
-        } else if (argv[i][0] != '-' && !type_s)
-            type_s = argv[i];
-        else
+        } else
+            return cli_opt_fail();
+    }
+    for (int i = optind; i < argc; i++) {
+        if (type_s)
             return usage_error("unknown argument '%s' for run-now", argv[i]);
+        type_s = argv[i];
     }
     struct err e = ERR_INIT;
     enum caris_job_type type;

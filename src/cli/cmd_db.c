@@ -116,15 +116,16 @@ static void print_db_summary(const struct globals *g, const struct caris_backup_
 {
     if (print_backup_json(g, res))
         return;
-    char dump[32], added[32], stored[32];
+    char dump[32], added[32], stored[32], dur[32];
+    cli_human_duration(res->duration_ms, dur, sizeof(dur));
     str_human_bytes(res->bytes_read, dump, sizeof(dump));
     str_human_bytes(res->bytes_added, added, sizeof(added));
     str_human_bytes(res->bytes_stored, stored, sizeof(stored));
     printf("backup %s %s\n", res->id, res->warnings ? "completed with warnings" : "completed");
     printf("  database %s (PostgreSQL %s), %zu tables, %llu rows; dump %s, new data %s, stored "
-           "%s, %.1f s\n",
+           "%s, %s\n",
            res->database, res->server_version, res->tables, (unsigned long long)res->rows, dump,
-           added, stored, (double)res->duration_ms / 1000.0);
+           added, stored, dur);
     if (res->parent)
         printf("  based on %s\n", res->parent);
 }
@@ -150,7 +151,7 @@ int cmd_backup_database(struct globals *g, int argc, char **argv)
     int sargc = argc - 1;
     char **sargv = argv + 1;
     optind = 0;
-    while ((c = getopt_long(sargc, sargv, "h", opts, NULL)) != -1) {
+    while ((c = cli_getopt(sargc, sargv, "h", opts)) != -1) {
         switch (c) {
         case 'F':
             incremental = false;
@@ -172,7 +173,7 @@ int cmd_backup_database(struct globals *g, int argc, char **argv)
             fputs(BACKUP_USAGE, stdout);
             return 0;
         default:
-            return usage_error("invalid option for backup database%s", NULL);
+            return cli_opt_fail();
         }
     }
     if (optind < sargc)
@@ -280,7 +281,7 @@ int cmd_restore_database(struct globals *g, int argc, char **argv)
     int sargc = argc - 1;
     char **sargv = argv + 1;
     optind = 0;
-    while ((c = getopt_long(sargc, sargv, "h", opts, NULL)) != -1) {
+    while ((c = cli_getopt(sargc, sargv, "h", opts)) != -1) {
         switch (c) {
         case 'u':
             target_url = optarg;
@@ -320,7 +321,7 @@ int cmd_restore_database(struct globals *g, int argc, char **argv)
         default:
             free_strs(tables);
             free_strs(schemas);
-            return usage_error("invalid option for restore database%s", NULL);
+            return cli_opt_fail();
         }
     }
     o.tables = tables;
@@ -386,16 +387,18 @@ int cmd_restore_database(struct globals *g, int argc, char **argv)
         json_decref(j);
     } else if (res.ran && rc == 0 && !g->quiet) {
         json_t *tg = res.target;
-        double secs = (double)res.duration_ms / 1000.0;
+        char secs[32], rms[32], vms[32];
+        cli_human_duration(res.duration_ms, secs, sizeof(secs));
+        cli_human_duration(res.test.restore_ms, rms, sizeof(rms));
+        cli_human_duration(res.test.verify_ms, vms, sizeof(vms));
         if (o.dry_run) {
-            printf("dry run: backup %s restores cleanly (scratch database %s: restore %.1f s, "
-                   "verify %.1f s); database %s was not touched\n",
-                   o.backup_id, res.test.scratch_name, (double)res.test.restore_ms / 1000.0,
-                   (double)res.test.verify_ms / 1000.0,
+            printf("dry run: backup %s restores cleanly (scratch database %s: restore %s, "
+                   "verify %s); database %s was not touched\n",
+                   o.backup_id, res.test.scratch_name, rms, vms,
                    json_string_value(json_object_get(tg, "database")));
         } else {
-            printf("restored backup %s into database %s at host %s port %s in %.1f s\n",
-                   o.backup_id, json_string_value(json_object_get(tg, "database")),
+            printf("restored backup %s into database %s at host %s port %s in %s\n", o.backup_id,
+                   json_string_value(json_object_get(tg, "database")),
                    json_string_value(json_object_get(tg, "host")),
                    json_string_value(json_object_get(tg, "port")), secs);
         }
@@ -425,7 +428,7 @@ int cmd_test_restore(struct globals *g, int argc, char **argv)
     struct db_test_restore_opts o = {.scratch = DB_SCRATCH_DATABASE, .threads = g->threads};
     int c;
     optind = 0;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((c = cli_getopt(argc, argv, "h", opts)) != -1) {
         switch (c) {
         case 's':
             if (strcmp(optarg, "database") == 0)
@@ -439,7 +442,7 @@ int cmd_test_restore(struct globals *g, int argc, char **argv)
             fputs(TEST_USAGE, stdout);
             return 0;
         default:
-            return usage_error("invalid option for test-restore%s", NULL);
+            return cli_opt_fail();
         }
     }
     if (optind != argc - 1)
@@ -471,11 +474,12 @@ int cmd_test_restore(struct globals *g, int argc, char **argv)
         print_json(j);
         json_decref(j);
     } else if (res.ran && !g->quiet && res.scratch_name[0]) {
-        printf("test restore of %s: %s (scratch %s %s: restore %.1f s, verify %.1f s, %zu "
-               "tables)\n",
+        char rms[32], vms[32];
+        cli_human_duration(res.restore_ms, rms, sizeof(rms));
+        cli_human_duration(res.verify_ms, vms, sizeof(vms));
+        printf("test restore of %s: %s (scratch %s %s: restore %s, verify %s, %zu tables)\n",
                o.backup_id, res.ok ? "PASSED" : "FAILED",
-               res.scratch == DB_SCRATCH_LOCAL ? "local" : "database", res.scratch_name,
-               (double)res.restore_ms / 1000.0, (double)res.verify_ms / 1000.0,
+               res.scratch == DB_SCRATCH_LOCAL ? "local" : "database", res.scratch_name, rms, vms,
                json_array_size(res.tables));
         if (!res.ok)
             print_counts(res.tables);

@@ -1,4 +1,5 @@
 /* caris-backup debug: low-level views of a repository for investigating damage. */
+#include <getopt.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -26,16 +27,18 @@ static char *pack_name(const struct globals *g, const char *arg)
 
 int cmd_debug(struct globals *g, int argc, char **argv)
 {
+    static const struct option opts[] = {{"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     const char *what = NULL, *arg = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--json") == 0)
-            g->json = true;
-        else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            fputs(DEBUG_USAGE, stdout);
-            return 0;
-        } else if (argv[i][0] == '-' && argv[i][1])
-            return usage_error("unknown option '%s' for debug", argv[i]);
-        else if (!what)
+    int c;
+    optind = 0;
+    while ((c = cli_getopt(argc, argv, "h", opts)) != -1) {
+        if (c != 'h')
+            return cli_opt_fail();
+        fputs(DEBUG_USAGE, stdout);
+        return 0;
+    }
+    for (int i = optind; i < argc; i++) {
+        if (!what)
             what = argv[i];
         else if (!arg)
             arg = argv[i];

@@ -27,45 +27,6 @@ struct repo *open_repo_id(struct globals *g, const char *text, const char *kind,
 
 /* ---- human output -------------------------------------------------------------------- */
 
-/* Local times in BACKUP_TZ (or the process's zone), with the offset, to the second. */
-static void use_tz(const struct globals *g)
-{
-    const char *tz = config_get(&g->cfg, "BACKUP_TZ");
-    if (tz && *tz)
-        setenv("TZ", tz, 1);
-    tzset();
-}
-
-static void human_time(int64_t sec, char *out, size_t n)
-{
-    time_t t = (time_t)sec;
-    struct tm tm;
-    if (!localtime_r(&t, &tm) || !strftime(out, n, "%Y-%m-%d %H:%M:%S %z", &tm))
-        snprintf(out, n, "@%lld", (long long)sec);
-}
-
-static void human_iso(const char *iso, char *out, size_t n)
-{
-    int64_t ns;
-    if (iso && time_parse_iso(iso, &ns) == 0)
-        human_time(ns / 1000000000 - (ns % 1000000000 < 0), out, n);
-    else
-        snprintf(out, n, "%s", iso ? iso : "?");
-}
-
-/* "850ms", "1.4s", "2m03s", "1h02m" */
-static void human_duration(int64_t ms, char *out, size_t n)
-{
-    if (ms < 1000)
-        snprintf(out, n, "%lldms", (long long)ms);
-    else if (ms < 60000)
-        snprintf(out, n, "%.1fs", (double)ms / 1000.0);
-    else if (ms < 3600000)
-        snprintf(out, n, "%lldm%02llds", (long long)(ms / 60000), (long long)(ms / 1000 % 60));
-    else
-        snprintf(out, n, "%lldh%02lldm", (long long)(ms / 3600000), (long long)(ms / 60000 % 60));
-}
-
 static void mode_string(const struct fs_meta *m, char out[11])
 {
     static const char types[] = {
@@ -94,7 +55,7 @@ static void print_ls_entry(const struct caris_ls_entry *x, bool lng)
     if (lng) {
         char mode[11], when[40], owner[80], group[80];
         mode_string(&x->meta, mode);
-        human_time(x->meta.mtime_sec, when, sizeof(when));
+        cli_human_time(x->meta.mtime_sec, when, sizeof(when));
         if (x->meta.user)
             str_escape(x->meta.user, strlen(x->meta.user), owner, sizeof(owner));
         else
@@ -138,8 +99,8 @@ static void print_show(const struct caris_show *s)
     json_t *st = json_object_get(m, "stats");
     const char *kind = json_string_value(json_object_get(m, "kind")) ?: "?";
     char when[40], dur[32], a[32], b[32], c[32];
-    human_iso(json_string_value(json_object_get(m, "started")), when, sizeof(when));
-    human_duration(json_integer_value(json_object_get(m, "duration_ms")), dur, sizeof(dur));
+    cli_human_iso(json_string_value(json_object_get(m, "started")), when, sizeof(when));
+    cli_human_duration(json_integer_value(json_object_get(m, "duration_ms")), dur, sizeof(dur));
     printf("backup    %s\n", s->id);
     printf("kind      %s, %s\n", kind, json_string_value(json_object_get(m, "mode")) ?: "?");
     if (json_object_get(m, "parent"))
@@ -201,8 +162,8 @@ static void print_show(const struct caris_show *s)
     printf("test restores:%s\n", json_array_size(s->testRestores) ? "" : " none");
     json_array_foreach(s->testRestores, i, x)
     {
-        human_iso(json_string_value(json_object_get(x, "time")), when, sizeof(when));
-        human_duration(json_integer_value(json_object_get(x, "restore_ms")), a, sizeof(a));
+        cli_human_iso(json_string_value(json_object_get(x, "time")), when, sizeof(when));
+        cli_human_duration(json_integer_value(json_object_get(x, "restore_ms")), a, sizeof(a));
         printf("  %s  %s  (scratch %s, restore %s)%s%s\n", when,
                json_is_true(json_object_get(x, "ok")) ? "PASSED" : "FAILED",
                json_string_value(json_object_get(x, "scratch")) ?: "?", a,
@@ -212,7 +173,7 @@ static void print_show(const struct caris_show *s)
     printf("verifications:%s\n", json_array_size(s->verifications) ? "" : " none recorded");
     json_array_foreach(s->verifications, i, x)
     {
-        human_iso(json_string_value(json_object_get(x, "time")), when, sizeof(when));
+        cli_human_iso(json_string_value(json_object_get(x, "time")), when, sizeof(when));
         printf("  %s  %s\n", when,
                json_is_true(json_object_get(x, "valid")) || json_is_true(json_object_get(x, "ok"))
                    ? "valid"
@@ -226,19 +187,18 @@ int cmd_show(struct globals *g, int argc, char **argv)
         {"json", no_argument, 0, OPT_JSON}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int c;
     optind = 0;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((c = cli_getopt(argc, argv, "h", opts)) != -1) {
         if (c == 'h') {
             fputs(SHOW_USAGE, stdout);
             return 0;
         } else if (c == OPT_JSON) {
             g->json = true;
         } else {
-            return usage_error("invalid option for show%s (see `caris-backup show --help`)", NULL);
+            return cli_opt_fail();
         }
     }
     if (optind != argc - 1)
         return usage_error("show needs exactly one backup id%s", NULL);
-    use_tz(g);
     struct err e = ERR_INIT;
     struct repo *r = open_repo(g, false, &e);
     if (!r)
@@ -286,7 +246,7 @@ int cmd_ls(struct globals *g, int argc, char **argv)
     bool lng = false;
     int c;
     optind = 0;
-    while ((c = getopt_long(argc, argv, "hlR", opts, NULL)) != -1) {
+    while ((c = cli_getopt(argc, argv, "hlR", opts)) != -1) {
         switch (c) {
         case 'l':
             lng = true;
@@ -301,13 +261,12 @@ int cmd_ls(struct globals *g, int argc, char **argv)
             fputs(LS_USAGE, stdout);
             return 0;
         default:
-            return usage_error("invalid option for ls%s (see `caris-backup ls --help`)", NULL);
+            return cli_opt_fail();
         }
     }
     if (optind != argc - 1 && optind != argc - 2)
         return usage_error("ls needs a backup id and at most one path%s", NULL);
     o.path = optind == argc - 2 ? argv[optind + 1] : NULL;
-    use_tz(g);
     struct err e = ERR_INIT;
     struct repo *r = open_repo(g, false, &e);
     if (!r)
@@ -377,12 +336,12 @@ int cmd_dump(struct globals *g, int argc, char **argv)
     static const struct option opts[] = {{"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int c;
     optind = 0;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((c = cli_getopt(argc, argv, "h", opts)) != -1) {
         if (c == 'h') {
             fputs(DUMP_USAGE, stdout);
             return 0;
         }
-        return usage_error("invalid option for dump%s (see `caris-backup dump --help`)", NULL);
+        return cli_opt_fail();
     }
     if (optind != argc - 2)
         return usage_error("dump needs a backup id and a path%s", NULL);
@@ -435,14 +394,14 @@ int cmd_diff(struct globals *g, int argc, char **argv)
         {"json", no_argument, 0, OPT_JSON}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int c;
     optind = 0;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((c = cli_getopt(argc, argv, "h", opts)) != -1) {
         if (c == 'h') {
             fputs(DIFF_USAGE, stdout);
             return 0;
         } else if (c == OPT_JSON) {
             g->json = true;
         } else {
-            return usage_error("invalid option for diff%s (see `caris-backup diff --help`)", NULL);
+            return cli_opt_fail();
         }
     }
     if (optind != argc - 2)
@@ -509,7 +468,7 @@ int cmd_find(struct globals *g, int argc, char **argv)
     struct err e = ERR_INIT;
     int c;
     optind = 0;
-    while ((c = getopt_long(argc, argv, "hl", opts, NULL)) != -1) {
+    while ((c = cli_getopt(argc, argv, "hl", opts)) != -1) {
         switch (c) {
         case 's':
         case 'u':
@@ -527,13 +486,12 @@ int cmd_find(struct globals *g, int argc, char **argv)
             fputs(FIND_USAGE, stdout);
             return 0;
         default:
-            return usage_error("invalid option for find%s (see `caris-backup find --help`)", NULL);
+            return cli_opt_fail();
         }
     }
     if (optind != argc - 1)
         return usage_error("find needs one pattern%s (quote it: '*.csv')", NULL);
     o.pattern = argv[optind];
-    use_tz(g);
     struct repo *r = open_repo(g, false, &e);
     if (!r)
         return fail(&e);
@@ -556,7 +514,7 @@ int cmd_find(struct globals *g, int argc, char **argv)
             const struct caris_find_match *m = &res.matches[i];
             if (m->backup != last) {
                 char when[40];
-                human_iso(res.backups[m->backup].started, when, sizeof(when));
+                cli_human_iso(res.backups[m->backup].started, when, sizeof(when));
                 printf("%sbackup %s (%s):\n", last == (size_t)-1 ? "" : "\n",
                        res.backups[m->backup].id, when);
                 last = m->backup;

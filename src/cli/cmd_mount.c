@@ -58,7 +58,7 @@ int cmd_mount(struct globals *g, int argc, char **argv)
     uint64_t cache_mib = 0;
     int c;
     optind = 0;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((c = cli_getopt(argc, argv, "h", opts)) != -1) {
         if (c == 'h') {
             fputs(MOUNT_USAGE, stdout);
             return 0;
@@ -74,8 +74,7 @@ int cmd_mount(struct globals *g, int argc, char **argv)
                                    optarg);
             cache_mib = v;
         } else {
-            return usage_error("invalid option for mount%s (see `caris-backup mount --help`)",
-                               NULL);
+            return cli_opt_fail();
         }
     }
     if (optind != argc - 1)

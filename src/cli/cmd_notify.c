@@ -1,5 +1,6 @@
 /* notify test: send a test notification to every configured channel and say, per channel,
  * whether it arrived (the notify module, include/caris/notify.h, does the work). */
+#include <getopt.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -78,12 +79,13 @@ int cmd_notify(struct globals *g, int argc, char **argv)
     if (argc < 2)
         return usage_error("notify needs a subcommand: test%s", NULL);
     if (strcmp(argv[1], "test") == 0) {
-        for (int i = 2; i < argc; i++) {
-            if (strcmp(argv[i], "--json") == 0) /* as the global option */
-                g->json = true;
-            else
-                return usage_error("notify test takes only --json, got '%s'", argv[i]);
-        }
+        static const struct option opts[] = {{0, 0, 0, 0}};
+        int c;
+        optind = 0;
+        if ((c = cli_getopt(argc - 1, argv + 1, "", opts)) != -1)
+            return cli_opt_fail();
+        if (optind < argc - 1)
+            return usage_error("notify test takes only --json, got '%s'", argv[optind + 1]);
         return notify_test(g);
     }
     return usage_error("unknown notify subcommand '%s' (notify test)", argv[1]);

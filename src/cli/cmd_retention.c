@@ -190,8 +190,10 @@ static void print_prune(const struct caris_prune_result *res)
            (unsigned long long)s->index_files_before,
            (unsigned long long)(res->dry_run ? s->index_files_before : s->index_files_written),
            res->dry_run ? "found" : "removed", (unsigned long long)s->leftovers_removed);
-    printf("  repository: %s -> %s%s (%s freed), %.1f s\n", before, after,
-           res->dry_run ? " (estimate)" : "", freed, (double)res->duration_ns / 1e9);
+    char dur[32];
+    cli_human_duration(res->duration_ns / 1000000, dur, sizeof(dur));
+    printf("  repository: %s -> %s%s (%s freed), %s\n", before, after,
+           res->dry_run ? " (estimate)" : "", freed, dur);
     if (s->blobs_missing)
         printf("  warning: backups reference %llu blobs the index does not have: run "
                "`caris-backup check`\n",
@@ -221,7 +223,7 @@ int cmd_forget(struct globals *g, int argc, char **argv)
     struct err e = ERR_INIT;
     int c;
     optind = 0;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((c = cli_getopt(argc, argv, "h", opts)) != -1) {
         int *slot = NULL;
         const char *what = NULL;
         switch (c) {
@@ -265,7 +267,7 @@ int cmd_forget(struct globals *g, int argc, char **argv)
             fputs(FORGET_USAGE, stdout);
             return 0;
         default:
-            return usage_error("invalid option for forget%s", NULL);
+            return cli_opt_fail();
         }
         if (slot) {
             if (caris_retention_count_parse(what, optarg, slot, &e) != 0)
@@ -330,7 +332,7 @@ int cmd_prune(struct globals *g, int argc, char **argv)
     struct caris_prune_opts po = {.max_unused = -1};
     int c;
     optind = 0;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((c = cli_getopt(argc, argv, "h", opts)) != -1) {
         switch (c) {
         case 'n':
             po.dry_run = true;
@@ -343,7 +345,7 @@ int cmd_prune(struct globals *g, int argc, char **argv)
             fputs(PRUNE_USAGE, stdout);
             return 0;
         default:
-            return usage_error("invalid option for prune%s", NULL);
+            return cli_opt_fail();
         }
     }
     if (optind < argc)

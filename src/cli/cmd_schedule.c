@@ -16,7 +16,8 @@
 static const char USAGE[] =
     "usage: caris-backup [--json] schedule next [--cron EXPR] [--tz ZONE] [--from TIME]\n"
     "                                       [--count N] [--json]\n"
-    "       caris-backup schedule status [--json]   (the daemon's status: `schedule status --help`)\n"
+    "       caris-backup schedule status [--json]   (the daemon's status: `schedule status "
+    "--help`)\n"
     "\n"
     "Prints the next run times, as ISO-8601 times with their UTC offset, of the configured\n"
     "schedules (the daemon's):\n"
@@ -51,7 +52,7 @@ static int cmd_schedule_next(struct globals *g, int argc, char **argv)
     long count = 0;
     int c;
     optind = 0;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((c = cli_getopt(argc, argv, "h", opts)) != -1) {
         switch (c) {
         case 'c':
             cron_text = optarg;
@@ -79,7 +80,7 @@ static int cmd_schedule_next(struct globals *g, int argc, char **argv)
             fputs(USAGE, stdout);
             return 0;
         default:
-            return usage_error("invalid option for schedule next%s", NULL);
+            return cli_opt_fail();
         }
     }
     if (optind < argc)

@@ -30,7 +30,7 @@ static int token_add(struct globals *g, int argc, char **argv)
     const char *label = NULL, *role_s = "admin";
     optind = 1;
     int c;
-    while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+    while ((c = cli_getopt(argc, argv, "+", opts)) != -1) {
         if (c == 'l')
             label = optarg;
         else if (c == 'r')
@@ -39,7 +39,7 @@ static int token_add(struct globals *g, int argc, char **argv)
             fputs(TOKEN_USAGE, stdout);
             return 0;
         } else
-            return 2;
+            return cli_opt_fail();
     }
     if (optind < argc)
         return usage_error("unexpected argument '%s' for token add", argv[optind]);

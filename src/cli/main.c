@@ -97,6 +97,8 @@ static const char USAGE[] =
     "  --lock-wait DURATION  wait up to DURATION (30s, 5m, 1h; default 0) for a conflicting\n"
     "                    repository lock to go, then fail with exit 9\n"
     "  -h, --help        this help; `caris-backup COMMAND --help` for a command\n"
+    "Options go before or after COMMAND, as --opt VALUE or --opt=VALUE; long options are\n"
+    "never abbreviated; -- ends the options.\n"
     "\n"
     "Environment (also read from .env.local; the environment wins):\n"
     "  BACKUP_DIR             backup directory (default /var/backups/caris)\n"
@@ -125,9 +127,35 @@ static const char USAGE[] =
     "  7 not found          8 I/O error (permission denied, disk full)\n"
     "  9 repository locked  10 database error\n";
 
+static bool json_errors;  /* --json: errors are a JSON object on stdout too */
+static bool json_printed; /* print_json wrote a document on stdout */
+
+void cli_set_json_errors(bool on)
+{
+    json_errors = on;
+}
+
+json_t *cli_err_to_json(const struct err *e)
+{
+    /* The same text as on stderr; "code" is the error class, exitCode the process's. */
+    return json_pack("{s:s, s:s, s:s?, s:i}", "code", err_code_name(e->code), "message", e->msg,
+                     "hint", e->hint[0] ? e->hint : NULL, "exitCode", err_exit_code(e));
+}
+
 int fail(const struct err *e)
 {
     err_print(e, stderr);
+    /* One document on stdout: a command that printed its result (which says what failed)
+     * and then fails keeps that result as the document. */
+    if (json_errors && !json_printed && err_is_set(e)) {
+        json_t *j = json_pack("{s:o}", "error", cli_err_to_json(e));
+        if (j) {
+            fflush(stdout);
+            print_json(j);
+            fflush(stdout);
+            json_decref(j);
+        }
+    }
     return err_exit_code(e);
 }
 
@@ -142,6 +170,7 @@ void print_json(json_t *j)
 {
     char *s = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_ENCODE_ANY);
     if (s) {
+        json_printed = true;
         puts(s);
         free(s);
     }
@@ -250,7 +279,7 @@ static int cmd_init(struct globals *g, int argc, char **argv)
     const char *chunker_from = NULL, *to_key_env = NULL;
     int c;
     optind = 0; /* 0, not 1: makes GNU getopt reinitialise */
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((c = cli_getopt(argc, argv, "h", opts)) != -1) {
         switch (c) {
         case 'm':
         case 'o': {
@@ -298,7 +327,7 @@ static int cmd_init(struct globals *g, int argc, char **argv)
                    "then the variable named by --to-key-env (default CARIS_COPY_TO_KEY).\n");
             return 0;
         default:
-            return usage_error("invalid option for init%s", NULL);
+            return cli_opt_fail();
         }
     }
     struct err e = ERR_INIT;
@@ -358,14 +387,15 @@ static void print_summary(const struct globals *g, const struct caris_backup_res
 {
     if (print_backup_json(g, res))
         return;
-    char read[32], added[32], stored[32];
+    char read[32], added[32], stored[32], dur[32];
+    cli_human_duration(res->duration_ms, dur, sizeof(dur));
     str_human_bytes(res->bytes_read, read, sizeof(read));
     str_human_bytes(res->bytes_added, added, sizeof(added));
     str_human_bytes(res->bytes_stored, stored, sizeof(stored));
     printf("backup %s %s\n", res->id, res->warnings ? "completed with warnings" : "completed");
-    printf("  files %llu (%llu unchanged), dirs %llu, read %s, new data %s, stored %s, %.1f s\n",
+    printf("  files %llu (%llu unchanged), dirs %llu, read %s, new data %s, stored %s, %s\n",
            (unsigned long long)res->files, (unsigned long long)res->files_unchanged,
-           (unsigned long long)res->dirs, read, added, stored, (double)res->duration_ms / 1000.0);
+           (unsigned long long)res->dirs, read, added, stored, dur);
     if (res->parent)
         printf("  based on %s\n", res->parent);
 }
@@ -428,7 +458,7 @@ static int cmd_backup(struct globals *g, int argc, char **argv)
     int sargc = argc - 1;
     char **sargv = argv + 1;
     optind = 0;
-    while ((c = getopt_long(sargc, sargv, "h", opts, NULL)) != -1) {
+    while ((c = cli_getopt(sargc, sargv, "h", opts)) != -1) {
         switch (c) {
         case 'F':
             incremental = false;
@@ -457,7 +487,7 @@ static int cmd_backup(struct globals *g, int argc, char **argv)
             return cmd_backup(g, 2, (char *[]){"backup", "--help", NULL});
         default:
             free_list(excl, nexcl);
-            return usage_error("invalid option for backup files%s", NULL);
+            return cli_opt_fail();
         }
     }
     char **paths = NULL;
@@ -510,21 +540,27 @@ static int cmd_backup(struct globals *g, int argc, char **argv)
 
 static int cmd_list(struct globals *g, int argc, char **argv)
 {
+    static const struct option opts[] = {
+        {"type", required_argument, 0, 't'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     const char *kind = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--type") == 0 && i + 1 < argc) {
-            kind = argv[++i];
+    int c;
+    optind = 0;
+    while ((c = cli_getopt(argc, argv, "h", opts)) != -1) {
+        if (c == 't') {
+            kind = optarg;
             if (strcmp(kind, "files") && strcmp(kind, "database"))
                 return usage_error("unknown --type '%s' (files or database)", kind);
-        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+        } else if (c == 'h') {
             printf("usage: caris-backup [--json] list [--type files|database]\n\nLists backups, "
                    "oldest first: id, type, time, duration, files, bytes read,\nbytes added to "
                    "the repository, status.\n");
             return 0;
         } else {
-            return usage_error("unexpected argument '%s' for list", argv[i]);
+            return cli_opt_fail();
         }
     }
+    if (optind < argc)
+        return usage_error("unexpected argument '%s' for list", argv[optind]);
     struct err e = ERR_INIT;
     struct repo *r = open_repo(g, false, &e);
     if (!r)
@@ -538,30 +574,33 @@ static int cmd_list(struct globals *g, int argc, char **argv)
         json_t *j = caris_list_result_to_json(&res);
         print_json(j);
         json_decref(j);
+    } else if (res.n == 0) {
+        if (!g->quiet)
+            printf("no %s%sbackups in %s\n", kind ? kind : "", kind ? " " : "", g->repo_path);
     } else {
-        printf("%-44s %-18s %-20s %8s %9s %10s %10s %s\n", "ID", "TYPE", "STARTED (UTC)",
-               "DURATION", "FILES", "READ", "ADDED", "STATUS");
+        printf("%-44s %-18s %-25s %8s %9s %10s %10s %s\n", "ID", "TYPE", "STARTED", "DURATION",
+               "FILES", "READ", "ADDED", "STATUS");
         for (size_t i = 0; i < res.n; i++) {
             const struct caris_list_entry *x = &res.v[i];
             if (x->missing) {
-                printf("%-44s %-18s %-20s %8s %9s %10s %10s %s\n", x->id, "?", "?", "", "", "", "",
+                printf("%-44s %-18s %-25s %8s %9s %10s %10s %s\n", x->id, "?", "?", "", "", "", "",
                        "MISSING (in the state record, snapshot gone)");
                 continue;
             }
             if (x->file) { /* a snapshot file that cannot be read */
-                printf("%-44s %-18s %-20s %8s %9s %10s %10s DAMAGED (%s: %s)\n",
+                printf("%-44s %-18s %-25s %8s %9s %10s %10s DAMAGED (%s: %s)\n",
                        x->id ? x->id : x->file, "?", "?", "", "", "", "", x->file,
                        x->damage ? x->damage : "");
                 continue;
             }
-            char read[32], added[32], type[40], when[24];
+            char read[32], added[32], type[40], when[40], dur[32];
             str_human_bytes(x->bytes_read, read, sizeof(read));
             str_human_bytes(x->bytes_added, added, sizeof(added));
             snprintf(type, sizeof(type), "%s/%s", x->kind ? x->kind : "?", x->mode ? x->mode : "?");
-            snprintf(when, sizeof(when), "%.19s", x->started ? x->started : "?");
-            printf("%-44s %-18s %-20s %7.1fs %9llu %10s %10s %s%s\n", x->id ? x->id : "?", type,
-                   when, (double)x->duration_ms / 1000.0, (unsigned long long)x->files, read, added,
-                   x->status ? x->status : "?",
+            cli_human_iso(x->started, when, sizeof(when));
+            cli_human_duration(x->duration_ms, dur, sizeof(dur));
+            printf("%-44s %-18s %-25s %8s %9llu %10s %10s %s%s\n", x->id ? x->id : "?", type, when,
+                   dur, (unsigned long long)x->files, read, added, x->status ? x->status : "?",
                    x->record && strcmp(x->record, "replayed") == 0 ? " REPLAYED (was forgotten)"
                                                                    : "");
         }
@@ -585,6 +624,14 @@ static void verify_print_one(void *ctx, const char *id, int rc,
     const struct globals *g = vp->g;
     progress_end(g);
     if (rc != 0) {
+        if (!res->ran && g->json && vp->all) {
+            /* One document on stdout: the backup's entry in the list says why. */
+            err_print(ve, stderr);
+            vp->code = err_exit_code(ve);
+            json_array_append_new(vp->json, json_pack("{s:s, s:b, s:o}", "backupId", id, "valid", 0,
+                                                      "error", cli_err_to_json(ve)));
+            return;
+        }
         if (!res->ran) {
             vp->code = fail(ve);
             return;
@@ -617,22 +664,27 @@ static void verify_print_one(void *ctx, const char *id, int rc,
 
 static int cmd_verify(struct globals *g, int argc, char **argv)
 {
+    static const struct option opts[] = {
+        {"all", no_argument, 0, 'a'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     bool all = false;
     const char *id = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--all") == 0)
+    int c;
+    optind = 0;
+    while ((c = cli_getopt(argc, argv, "h", opts)) != -1) {
+        if (c == 'a')
             all = true;
-        else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+        else if (c == 'h') {
             printf("usage: caris-backup verify ID | --all\n\nReads every blob the backup needs "
                    "(authentication tag and chunk id) and checks\nevery file's SHA-256. Exit 4 "
                    "when anything is damaged.\n");
             return 0;
-        } else if (argv[i][0] == '-')
-            return usage_error("unknown option '%s' for verify", argv[i]);
-        else if (id)
+        } else
+            return cli_opt_fail();
+    }
+    for (int i = optind; i < argc; i++) {
+        if (id)
             return usage_error("verify takes one backup id (or --all), got '%s' too", argv[i]);
-        else
-            id = argv[i];
+        id = argv[i];
     }
     if (!id && !all)
         return usage_error("verify needs a backup id or --all%s", NULL);
@@ -674,11 +726,15 @@ static void check_progress(void *ctx, uint64_t done, uint64_t total)
 
 static int cmd_check(struct globals *g, int argc, char **argv)
 {
+    static const struct option opts[] = {
+        {"read-data", no_argument, 0, 'r'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     struct repo_check_opts o = {.threads = g->threads};
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--read-data") == 0)
+    int c;
+    optind = 0;
+    while ((c = cli_getopt(argc, argv, "h", opts)) != -1) {
+        if (c == 'r')
             o.read_data = true;
-        else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+        else if (c == 'h') {
             printf("usage: caris-backup check [--read-data]\n\nChecks the repository: key "
                    "slots, config, index files, packs, snapshots, and\nthat every blob a backup "
                    "needs is indexed in an existing pack. --read-data\nalso reads every pack "
@@ -686,8 +742,10 @@ static int cmd_check(struct globals *g, int argc, char **argv)
                    "backups affected.\n");
             return 0;
         } else
-            return usage_error("unknown argument '%s' for check", argv[i]);
+            return cli_opt_fail();
     }
+    if (optind < argc)
+        return usage_error("unknown argument '%s' for check", argv[optind]);
     if (progress_fn(g))
         o.progress = check_progress;
     struct caris_op op;
@@ -780,7 +838,7 @@ static int cmd_restore(struct globals *g, int argc, char **argv)
     int sargc = argc - 1;
     char **sargv = argv + 1;
     optind = 0;
-    while ((c = getopt_long(sargc, sargv, "h", opts, NULL)) != -1) {
+    while ((c = cli_getopt(sargc, sargv, "h", opts)) != -1) {
         switch (c) {
         case 't':
             target = optarg;
@@ -797,7 +855,7 @@ static int cmd_restore(struct globals *g, int argc, char **argv)
             return cmd_restore(g, 2, (char *[]){"restore", "--help", NULL});
         default:
             free(inc);
-            return usage_error("invalid option for restore files%s", NULL);
+            return cli_opt_fail();
         }
     }
     if (optind != sargc - 1 || !target) {
@@ -849,7 +907,9 @@ static int cmd_restore(struct globals *g, int argc, char **argv)
             }
         }
     }
-    if (rc < 0)
+    if (rc < 0 && g->json && !res.ran)
+        fail(&e); /* the error object is the one document on stdout */
+    else if (rc < 0)
         err_print(&e, stderr);
     caris_files_restore_result_free(&res);
     return code;
@@ -916,8 +976,21 @@ static int cmd_key(struct globals *g, int argc, char **argv)
     const char *sub = argv[1];
     if (strcmp(sub, "list") && strcmp(sub, "add") && strcmp(sub, "remove"))
         return usage_error("unknown key command '%s'", sub);
-    if (strcmp(sub, "remove") == 0 && argc != 3)
+    static const struct option opts[] = {{"label", required_argument, 0, 'l'}, {0, 0, 0, 0}};
+    const char *label = "";
+    int c, sargc = argc - 1;
+    char **sargv = argv + 1;
+    optind = 0;
+    while ((c = cli_getopt(sargc, sargv, "", opts)) != -1) {
+        if (c != 'l' || strcmp(sub, "add") != 0)
+            return c == 'l' ? usage_error("--label is for key add%s", NULL) : cli_opt_fail();
+        label = optarg;
+    }
+    if (strcmp(sub, "remove") == 0 && sargc - optind != 1)
         return usage_error("key remove needs one key id%s", NULL);
+    if (strcmp(sub, "remove") != 0 && optind < sargc)
+        return usage_error("unexpected argument '%s' for key", sargv[optind]);
+    const char *key_id = strcmp(sub, "remove") == 0 ? sargv[optind] : NULL;
     struct repo *r = open_repo(g, false, &e);
     if (!r)
         return fail(&e);
@@ -946,10 +1019,6 @@ static int cmd_key(struct globals *g, int argc, char **argv)
         }
         caris_key_list_free(&l); /* zeroed on failure */
     } else if (strcmp(sub, "add") == 0) {
-        const char *label = "";
-        for (int i = 2; i + 1 < argc; i++)
-            if (strcmp(argv[i], "--label") == 0)
-                label = argv[i + 1];
         char *key = read_new_key(g, &e);
         struct caris_key_add_result res;
         if (!key || caris_key_add(r, key, label, &op, &res, &e) != 0) {
@@ -963,10 +1032,10 @@ static int cmd_key(struct globals *g, int argc, char **argv)
         }
         secmem_free(key);
     } else {
-        if (caris_key_remove(r, argv[2], &op, &e) != 0)
+        if (caris_key_remove(r, key_id, &op, &e) != 0)
             code = fail(&e);
         else if (!g->quiet)
-            printf("removed key slot %s\n", argv[2]);
+            printf("removed key slot %s\n", key_id);
     }
     repo_close(r);
     return code;
@@ -991,13 +1060,15 @@ static void print_lock_lines(json_t *arr, const char *verb)
 
 static int cmd_unlock(struct globals *g, int argc, char **argv)
 {
+    static const struct option opts[] = {
+        {"force", no_argument, 0, 'f'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     bool force = false;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--force") == 0)
+    int c;
+    optind = 0;
+    while ((c = cli_getopt(argc, argv, "h", opts)) != -1) {
+        if (c == 'f')
             force = true;
-        else if (strcmp(argv[i], "--json") == 0)
-            g->json = true;
-        else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+        else if (c == 'h') {
             printf("usage: caris-backup unlock [--force] [--json]\n\n"
                    "Removes stale locks and backup-id claims: those whose process is gone on\n"
                    "this host, or that were not refreshed for 30 minutes (live ones are\n"
@@ -1009,8 +1080,10 @@ static int cmd_unlock(struct globals *g, int argc, char **argv)
                    "(an operation whose lock was removed fails before it commits anything).\n");
             return 0;
         } else
-            return usage_error("unknown argument '%s' for unlock", argv[i]);
+            return cli_opt_fail();
     }
+    if (optind < argc)
+        return usage_error("unknown argument '%s' for unlock", argv[optind]);
     struct err e = ERR_INIT;
     struct repo *r = open_repo(g, false, &e);
     if (!r)
@@ -1053,8 +1126,7 @@ static int cmd_unlock(struct globals *g, int argc, char **argv)
     return 0;
 }
 
-/* "30s", "5m", "1h", "2d", "90" (seconds), "0": milliseconds, or -1. */
-static int64_t parse_duration_ms(const char *s)
+int64_t cli_parse_duration_ms(const char *s)
 {
     char *end;
     errno = 0;
@@ -1088,6 +1160,13 @@ static int64_t parse_duration_ms(const char *s)
     return (int64_t)ms;
 }
 
+/* Every command word main dispatches (for the closest match to an unknown one). */
+static const char *const COMMANDS[] = {
+    "init",     "backup",       "list",  "verify", "check",   "restore", "key",   "unlock",
+    "forget",   "prune",        "debug", "daemon", "run-now", "notify",  "token", "audit",
+    "schedule", "show",         "ls",    "dump",   "diff",    "find",    "mount", "version",
+    "help",     "test-restore", "copy",  "upload", "wal"};
+
 /* The seed's operations that later issues deliver: an honest error until then. */
 static const char *const PLANNED[] = {"pitr", "serve", NULL};
 
@@ -1114,61 +1193,28 @@ int main(int argc, char **argv)
     if (secmem_no_core_dumps(&ce) != 0)
         return fail(&ce);
     struct globals g = {0};
-    static const struct option opts[] = {{"env-file", required_argument, 0, 'e'},
-                                         {"repo", required_argument, 0, 'r'},
-                                         {"json", no_argument, 0, 'j'},
-                                         {"quiet", no_argument, 0, 'q'},
-                                         {"threads", required_argument, 0, 't'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {"version", no_argument, 0, 'V'},
-                                         {"lock-wait", required_argument, 0, 'w'},
-                                         {0, 0, 0, 0}};
-    int c;
-    /* Global options end at the command word ('+' stops at the first non-option). */
-    while ((c = getopt_long(argc, argv, "+hq", opts, NULL)) != -1) {
-        switch (c) {
-        case 'e':
-            g.env_file = optarg;
-            break;
-        case 'r':
-            g.repo = optarg;
-            break;
-        case 'j':
-            g.json = true;
-            break;
-        case 'q':
-            g.quiet = true;
-            break;
-        case 't':
-            g.threads = atoi(optarg);
-            if (g.threads < 1 || g.threads > 256)
-                return usage_error("--threads must be between 1 and 256, got '%s'", optarg);
-            break;
-        case 'w':
-            g.lock_wait_ms = parse_duration_ms(optarg);
-            if (g.lock_wait_ms < 0)
-                return usage_error("--lock-wait takes a duration such as 30s, 5m or 1h (at "
-                                   "most a year), got '%s'",
-                                   optarg);
-            break;
-        case 'h':
-            fputs(USAGE, stdout);
-            return 0;
-        case 'V':
-            printf("caris-backup %s\n", VERSION);
-            return 0;
-        default:
-            fputs(USAGE, stderr);
-            return 2;
-        }
+    enum cli_action action;
+    int code = cli_globals_extract(&g, &argc, argv, &action);
+    if (code != 0)
+        return code;
+    cli_set_json_errors(g.json);
+    if (action == CLI_HELP) {
+        fputs(USAGE, stdout);
+        return 0;
     }
-    if (optind >= argc) {
+    if (action == CLI_VERSION) {
+        printf("caris-backup %s\n", VERSION);
+        return 0;
+    }
+    if (argc < 2) {
         fputs(USAGE, stderr);
         return 2;
     }
+    optind = 1;
     char **cargv = argv + optind;
     int cargc = argc - optind;
     const char *cmd = cargv[0];
+    cli_set_command(cargc, cargv);
     if (strcmp(cmd, "version") == 0) {
         if (wants_help(cargc, cargv))
             printf("usage: caris-backup [--json] version\n\nPrints the program's version and "
@@ -1189,6 +1235,7 @@ int main(int argc, char **argv)
         return fail(&e);
     if (g.quiet)
         log_set_level(LOG_WARN);
+    cli_human_init(&g);
     const char *repo_loc = g.repo ? g.repo : config_get(&g.cfg, "BACKUP_REPOSITORY");
     g.repo_path =
         repo_loc ? xstrdup(repo_loc) : xasprintf("%s/repository", config_backup_dir(&g.cfg));
@@ -1196,7 +1243,6 @@ int main(int argc, char **argv)
     char *s3_cache = xasprintf("%s/metadata/cache", config_backup_dir(&g.cfg));
     storage_set_cache_root(s3_cache);
     free(s3_cache);
-    int code;
     int64_t t0 = time_mono_ns();
     if (strcmp(cmd, "init") == 0)
         code = cmd_init(&g, cargc, cargv);
@@ -1255,7 +1301,7 @@ int main(int argc, char **argv)
     else if (is_planned(cmd))
         code = not_implemented(cmd);
     else
-        code = usage_error("unknown command '%s'", cmd);
+        code = cli_unknown_command(cmd, COMMANDS, sizeof(COMMANDS) / sizeof(COMMANDS[0]));
     cli_audit(&g, cargc, cargv, code, (time_mono_ns() - t0) / 1000000);
     free(g.repo_path);
     storage_set_cache_root(NULL);

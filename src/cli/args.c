@@ -1,0 +1,310 @@
+/* Command-line conventions shared by every command (issue 11): global options anywhere
+ * before `--`, `--opt=value` and `--opt value`, exact long-option names (getopt_long alone
+ * takes any unique abbreviation: `--ful` would silently mean `--full`), and one line with the
+ * closest match for an unknown command or option. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "caris/core.h"
+
+#include "cli.h"
+
+/* Optimal string alignment distance (Damerau-Levenshtein with adjacent transpositions),
+ * bounded: names longer than 63 bytes count as far from everything. */
+size_t cli_edit_distance(const char *a, const char *b)
+{
+    size_t n = strlen(a), m = strlen(b);
+    if (n > 63 || m > 63)
+        return (size_t)-1;
+    size_t d[64][64];
+    for (size_t i = 0; i <= n; i++)
+        d[i][0] = i;
+    for (size_t j = 0; j <= m; j++)
+        d[0][j] = j;
+    for (size_t i = 1; i <= n; i++) {
+        for (size_t j = 1; j <= m; j++) {
+            size_t cost = a[i - 1] != b[j - 1];
+            size_t v = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < v)
+                v = d[i][j - 1] + 1;
+            if (d[i - 1][j - 1] + cost < v)
+                v = d[i - 1][j - 1] + cost;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+                d[i - 2][j - 2] + 1 < v)
+                v = d[i - 2][j - 2] + 1;
+            d[i][j] = v;
+        }
+    }
+    return d[n][m];
+}
+
+/* A candidate is close when at most a third of the word (at least 1, at most 3 edits) must
+ * change, or when the word is a prefix of it (an abbreviation). The first best wins. */
+const char *cli_closest(const char *word, const char *const *cands, size_t n)
+{
+    const char *best = NULL;
+    size_t best_d = (size_t)-1, wl = strlen(word);
+    size_t limit = wl / 3 < 1 ? 1 : wl / 3 > 3 ? 3 : wl / 3;
+    for (size_t i = 0; i < n; i++) {
+        size_t dd = cli_edit_distance(word, cands[i]);
+        if (wl >= 2 && strncmp(cands[i], word, wl) == 0 && dd > limit)
+            dd = limit; /* a prefix: an abbreviation of it */
+        if (dd <= limit && dd < best_d) {
+            best = cands[i];
+            best_d = dd;
+        }
+    }
+    return best;
+}
+
+/* ---- the options every command accepts ---------------------------------------------- */
+
+static const char *const GLOBAL_NAMES[] = {"env-file", "repo",      "json", "quiet",
+                                           "threads",  "lock-wait", "help", "version"};
+#define NGLOBAL (sizeof(GLOBAL_NAMES) / sizeof(GLOBAL_NAMES[0]))
+
+/* "--name" or "--name=value": the name's length, when token names `name` exactly. */
+static bool long_is(const char *tok, const char *name, const char **value)
+{
+    size_t n = strlen(name);
+    if (strncmp(tok, "--", 2) != 0 || strncmp(tok + 2, name, n) != 0)
+        return false;
+    if (tok[2 + n] == '\0') {
+        *value = NULL;
+        return true;
+    }
+    if (tok[2 + n] == '=') {
+        *value = tok + 3 + n;
+        return true;
+    }
+    return false;
+}
+
+static int one_line_usage(const char *msg)
+{
+    struct err e = ERR_INIT;
+    err_set(&e, ERR_USAGE, NULL, "%s", msg);
+    return fail(&e);
+}
+
+/* An unknown "--name[=v]" among names (and the global ones): one line, with the closest. */
+static int unknown_long(const char *tok, const char *where, const char *const *names, size_t n)
+{
+    char name[128];
+    snprintf(name, sizeof(name), "%s", tok + 2);
+    name[strcspn(name, "=")] = '\0';
+    const char **all = xcalloc(n + NGLOBAL, sizeof(char *));
+    for (size_t i = 0; i < n; i++)
+        all[i] = names[i];
+    for (size_t i = 0; i < NGLOBAL; i++)
+        all[n + i] = GLOBAL_NAMES[i];
+    const char *best = cli_closest(name, all, n + NGLOBAL);
+    char msg[512];
+    if (best)
+        snprintf(msg, sizeof(msg), "unknown option '--%s'%s%s: did you mean `--%s`?", name,
+                 where ? " for " : "", where ? where : "", best);
+    else
+        snprintf(msg, sizeof(msg), "unknown option '--%s'%s%s (see `caris-backup %s--help`)", name,
+                 where ? " for " : "", where ? where : "", where ? "COMMAND " : "");
+    free(all);
+    return one_line_usage(msg);
+}
+
+static int global_value(struct globals *g, const char *name, const char *v)
+{
+    if (strcmp(name, "env-file") == 0) {
+        g->env_file = v;
+    } else if (strcmp(name, "repo") == 0) {
+        g->repo = v;
+    } else if (strcmp(name, "threads") == 0) {
+        char *end;
+        long t = strtol(v, &end, 10);
+        if (end == v || *end || t < 1 || t > 256)
+            return usage_error("--threads must be between 1 and 256, got '%s'", v);
+        g->threads = (int)t;
+    } else { /* lock-wait */
+        g->lock_wait_ms = cli_parse_duration_ms(v);
+        if (g->lock_wait_ms < 0)
+            return usage_error("--lock-wait takes a duration such as 30s, 5m or 1h (at most a "
+                               "year), got '%s'",
+                               v);
+    }
+    return 0;
+}
+
+int cli_globals_extract(struct globals *g, int *argcp, char **argv, enum cli_action *action)
+{
+    static const char *const WITH_VALUE[] = {"env-file", "repo", "threads", "lock-wait"};
+    int argc = *argcp, out = 1;
+    bool cmd_seen = false;
+    *action = CLI_RUN;
+    int i = 1;
+    for (; i < argc; i++) {
+        const char *tok = argv[i], *v = NULL;
+        if (strcmp(tok, "--") == 0)
+            break; /* the rest is the command's, untouched */
+        bool taken = false;
+        for (size_t k = 0; k < 4 && !taken; k++) {
+            if (!long_is(tok, WITH_VALUE[k], &v))
+                continue;
+            taken = true;
+            if (!v) {
+                if (i + 1 >= argc) {
+                    char msg[96];
+                    snprintf(msg, sizeof(msg), "option '--%s' needs a value", WITH_VALUE[k]);
+                    return one_line_usage(msg);
+                }
+                v = argv[++i];
+            }
+            int rc = global_value(g, WITH_VALUE[k], v);
+            if (rc)
+                return rc;
+        }
+        if (!taken && (long_is(tok, "json", &v) || long_is(tok, "quiet", &v))) {
+            if (v) {
+                char msg[96];
+                snprintf(msg, sizeof(msg), "option '%.*s' takes no value",
+                         (int)(strchr(tok, '=') - tok), tok);
+                return one_line_usage(msg);
+            }
+            taken = true;
+            if (tok[2] == 'j')
+                g->json = true;
+            else
+                g->quiet = true;
+        }
+        if (!taken && strcmp(tok, "-q") == 0) {
+            taken = true;
+            g->quiet = true;
+        }
+        if (taken)
+            continue;
+        if (!cmd_seen) {
+            /* Before the command word: help, version, or an unknown option. */
+            if (strcmp(tok, "--help") == 0 || strcmp(tok, "-h") == 0) {
+                *action = CLI_HELP;
+                continue;
+            }
+            if (strcmp(tok, "--version") == 0) {
+                *action = CLI_VERSION;
+                continue;
+            }
+            if (tok[0] == '-' && tok[1]) {
+                if (tok[1] == '-')
+                    return unknown_long(tok, NULL, NULL, 0);
+                return usage_error("unknown option '%s' (see `caris-backup --help`)", tok);
+            }
+            cmd_seen = true;
+        }
+        argv[out++] = argv[i];
+    }
+    for (; i < argc; i++)
+        argv[out++] = argv[i];
+    argv[out] = NULL;
+    *argcp = out;
+    return 0;
+}
+
+/* ---- every command's own options ---------------------------------------------------- */
+
+static char opt_error[512];
+static char command_name[96] = "caris-backup";
+
+void cli_set_command(int argc, char **argv)
+{
+    static const char *const WITH_SUB[] = {"backup",   "restore", "key",   "token",
+                                           "schedule", "notify",  "audit", "wal"};
+    if (argc < 1)
+        return;
+    snprintf(command_name, sizeof(command_name), "%.40s", argv[0]);
+    for (size_t i = 0; i < sizeof(WITH_SUB) / sizeof(WITH_SUB[0]); i++)
+        if (strcmp(argv[0], WITH_SUB[i]) == 0 && argc > 1 && argv[1][0] != '-')
+            snprintf(command_name, sizeof(command_name), "%.40s %.40s", argv[0], argv[1]);
+}
+
+int cli_getopt(int argc, char **argv, const char *shortopts, const struct option *longopts)
+{
+    opterr = 0;
+    int li = -1;
+    int c = getopt_long(argc, argv, shortopts, longopts, &li);
+    if (c == -1)
+        return -1;
+    const char *cmd = command_name;
+    if (c == '?' || c == ':') {
+        const char *tok = optind > 0 && optind <= argc ? argv[optind - 1] : "?";
+        if (tok[0] == '-' && tok[1] == '-') {
+            const char *eq = strchr(tok, '=');
+            if (optopt == 0) { /* unknown, or an ambiguous abbreviation */
+                size_t n = 0;
+                while (longopts[n].name)
+                    n++;
+                const char **names = xcalloc(n + 1, sizeof(char *));
+                for (size_t k = 0; k < n; k++)
+                    names[k] = longopts[k].name;
+                char name[128];
+                snprintf(name, sizeof(name), "%s", tok + 2);
+                name[strcspn(name, "=")] = '\0';
+                const char *best = cli_closest(name, names, n);
+                if (!best) { /* a global option misspelt after the command word */
+                    best = cli_closest(name, GLOBAL_NAMES, NGLOBAL);
+                }
+                if (best)
+                    snprintf(opt_error, sizeof(opt_error),
+                             "unknown option '--%s' for %s: did you mean `--%s`?", name, cmd, best);
+                else
+                    snprintf(opt_error, sizeof(opt_error),
+                             "unknown option '--%s' for %s (see `caris-backup %s --help`)", name,
+                             cmd, cmd);
+                free(names);
+            } else if (eq) {
+                snprintf(opt_error, sizeof(opt_error), "option '%.*s' takes no value",
+                         (int)(eq - tok), tok);
+            } else {
+                snprintf(opt_error, sizeof(opt_error), "option '%s' needs a value", tok);
+            }
+        } else if (optopt && strchr(shortopts, optopt)) {
+            snprintf(opt_error, sizeof(opt_error), "option '-%c' needs a value", optopt);
+        } else {
+            snprintf(opt_error, sizeof(opt_error),
+                     "unknown option '-%c' for %s (see `caris-backup %s --help`)",
+                     optopt ? optopt : '?', cmd, cmd);
+        }
+        return '?';
+    }
+    if (li >= 0) {
+        /* getopt_long matched a long option: refuse it unless named in full. Its token is
+         * the previous argument, or the one before when the value was a separate argument. */
+        const struct option *o = &longopts[li];
+        const char *tok = argv[optind - 1];
+        if (o->has_arg != no_argument && optarg && optarg == argv[optind - 1] && optind >= 2)
+            tok = argv[optind - 2];
+        const char *v;
+        if (!long_is(tok, o->name, &v)) {
+            char name[128];
+            snprintf(name, sizeof(name), "%s", tok + 2);
+            name[strcspn(name, "=")] = '\0';
+            snprintf(opt_error, sizeof(opt_error),
+                     "unknown option '--%s' for %s: did you mean `--%s`?", name, cmd, o->name);
+            return '?';
+        }
+    }
+    return c;
+}
+
+int cli_opt_fail(void)
+{
+    return one_line_usage(opt_error[0] ? opt_error : "invalid option");
+}
+
+int cli_unknown_command(const char *cmd, const char *const *names, size_t n)
+{
+    const char *best = cli_closest(cmd, names, n);
+    char msg[256];
+    if (best)
+        snprintf(msg, sizeof(msg), "unknown command '%.64s': did you mean `%s`?", cmd, best);
+    else
+        snprintf(msg, sizeof(msg), "unknown command '%.64s' (see `caris-backup --help`)", cmd);
+    return one_line_usage(msg);
+}
