@@ -625,10 +625,11 @@ static void verify_print_one(void *ctx, const char *id, int rc,
     progress_end(g);
     if (rc != 0) {
         if (!res->ran && g->json && vp->all) {
-            /* One document on stdout: the backup's entry in the list says why. */
+            /* One document on stdout: the backup's entry in the list says why. Its check did
+             * not run (or was cancelled): "valid" is null, not judged, never false. */
             err_print(ve, stderr);
             vp->code = err_exit_code(ve);
-            json_array_append_new(vp->json, json_pack("{s:s, s:b, s:o}", "backupId", id, "valid", 0,
+            json_array_append_new(vp->json, json_pack("{s:s, s:n, s:o}", "backupId", id, "valid",
                                                       "error", cli_err_to_json(ve)));
             return;
         }
