@@ -9,6 +9,8 @@
 typedef void (*pool_fn)(void *arg, int worker);
 
 struct pool;
+/* Starts up to nthreads workers; when the system refuses some, it runs with those that
+ * started, and with none, pool_submit runs each job in the caller's thread (worker 0). */
 struct pool *pool_new(int nthreads, size_t queue_len);
 void pool_submit(struct pool *p, pool_fn fn, void *arg);
 /* Waits until every submitted job has finished. */

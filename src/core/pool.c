@@ -71,8 +71,11 @@ struct pool *pool_new(int nthreads, size_t queue_len)
         wa->p = p;
         wa->id = i;
         if (pthread_create(&p->threads[i], NULL, worker_main, wa) != 0) {
-            fprintf(stderr, "fatal: cannot start worker thread\n");
-            abort();
+            /* Fewer threads than asked (a resource limit): the pool runs with those that
+             * started; with none, pool_submit runs each job itself, as worker 0. */
+            free(wa);
+            p->nthreads = i;
+            break;
         }
     }
     return p;
@@ -80,6 +83,10 @@ struct pool *pool_new(int nthreads, size_t queue_len)
 
 void pool_submit(struct pool *p, pool_fn fn, void *arg)
 {
+    if (p->nthreads == 0) {
+        fn(arg, 0);
+        return;
+    }
     pthread_mutex_lock(&p->mu);
     while (p->n == p->cap)
         pthread_cond_wait(&p->not_full, &p->mu);

@@ -3,6 +3,7 @@
 #ifndef CARIS_NOTIFY_INTERNAL_H
 #define CARIS_NOTIFY_INTERNAL_H
 
+#include <curl/curl.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -78,8 +79,9 @@ int notify_slack_post(const struct notify_config *nc, const char *json, struct n
 
 /* curl_global_init, once per process (notify.c). */
 void notify_curl_init(void);
-/* The xferinfo callback that stops a transfer when the op is cancelled (notify.c). */
-int notify_curl_xferinfo(void *op, long long dltotal, long long dlnow, long long ultotal,
-                         long long ulnow);
+/* Performs the transfer h was set up for, with what every channel shares: a's timeouts, no
+ * signals, the op's cancel flag stopping it, curl's message in errbuf (CURL_ERROR_SIZE);
+ * *code gets the response code. Cleans h up (notify.c). */
+CURLcode notify_curl_perform(CURL *h, const struct notify_attempt *a, char *errbuf, long *code);
 
 #endif

@@ -46,11 +46,27 @@ void notify_curl_init(void)
     pthread_once(&curl_once, curl_init_once);
 }
 
-int notify_curl_xferinfo(void *op, long long dltotal, long long dlnow, long long ultotal,
-                         long long ulnow)
+static int curl_xferinfo(void *op, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                         curl_off_t ulnow)
 {
     (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
     return caris_op_cancelled(op) ? 1 : 0;
+}
+
+CURLcode notify_curl_perform(CURL *h, const struct notify_attempt *a, char *errbuf, long *code)
+{
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)a->connect_timeout_ms);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)a->timeout_ms);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, curl_xferinfo);
+    curl_easy_setopt(h, CURLOPT_XFERINFODATA, (void *)a->op);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+    CURLcode rc = curl_easy_perform(h);
+    *code = 0;
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, code);
+    curl_easy_cleanup(h);
+    return rc;
 }
 
 /* ---- the rule ------------------------------------------------------------------------ */

@@ -131,17 +131,8 @@ int notify_slack_post(const struct notify_config *nc, const char *json, struct n
     curl_easy_setopt(h, CURLOPT_USERAGENT, "caris-backup");
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, write_cb);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &reply);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)a->connect_timeout_ms);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)a->timeout_ms);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
-    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, notify_curl_xferinfo);
-    curl_easy_setopt(h, CURLOPT_XFERINFODATA, (void *)a->op);
-    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
-    CURLcode rc = curl_easy_perform(h);
-    long code = 0;
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
-    curl_easy_cleanup(h);
+    long code;
+    CURLcode rc = notify_curl_perform(h, a, errbuf, &code);
     curl_slist_free_all(hdrs);
     if (rc != CURLE_OK) {
         if (rc == CURLE_ABORTED_BY_CALLBACK) {

@@ -426,8 +426,7 @@ static int list_dir(struct posix_storage *ps, const char *dir, bool recurse, sto
 static int posix_list(struct storage *s, const char *dir, storage_list_cb cb, void *ctx,
                       struct err *e)
 {
-    return list_dir(P(s), dir, strcmp(dir, "data") == 0 || strcmp(dir, "records") == 0, cb, ctx,
-                    e);
+    return list_dir(P(s), dir, strcmp(dir, "data") == 0 || strcmp(dir, "records") == 0, cb, ctx, e);
 }
 
 static int posix_remove(struct storage *s, const char *name, struct err *e)
