@@ -27,6 +27,7 @@
 #include "caris/open.h"
 #include "caris/token.h"
 
+#include "api_gate.h"
 #include "dashboard.h"
 #include "internal.h"
 
@@ -50,6 +51,7 @@ struct fail_slot {
 
 struct api {
     struct MHD_Daemon *mhd;
+    struct api_gate *gate; /* plain HTTP: our accept loop in front of mhd (api_gate.h) */
     struct daemon *d;
     const struct config *cfg;
     char *backup_dir, *repo_path;
@@ -91,6 +93,8 @@ static enum MHD_Result respond(struct MHD_Connection *c, unsigned status, json_t
     MHD_add_response_header(r, "Content-Type", "application/json");
     MHD_add_response_header(r, "Cache-Control", "no-store");
     MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    /* each request on its own connection, so that each request line passes the gate */
+    MHD_add_response_header(r, "Connection", "close");
     if (header)
         MHD_add_response_header(r, header, value);
     enum MHD_Result rc = MHD_queue_response(c, status, r);
@@ -847,6 +851,7 @@ static enum MHD_Result serve_dashboard(struct MHD_Connection *c, const char *url
     MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
     MHD_add_response_header(r, "X-Frame-Options", "DENY");
     MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
+    MHD_add_response_header(r, "Connection", "close"); /* as respond() */
     MHD_add_response_header(r, "Content-Security-Policy",
                             "default-src 'none'; script-src 'self'; style-src 'self'; "
                             "connect-src 'self'; img-src 'self' data:; base-uri 'none'; "
@@ -1082,8 +1087,12 @@ static char *read_pem(const char *path, const char *var, struct err *e)
     return (char *)b.data;
 }
 
+/* Stops serving too: the gate first (it hands connections to mhd), then mhd. */
 static void api_free(struct api *a)
 {
+    api_gate_close(a->gate);
+    if (a->mhd)
+        MHD_stop_daemon(a->mhd);
     if (a->r)
         repo_close(a->r);
     if (a->tls_key) {
@@ -1129,8 +1138,15 @@ int api_start(const struct api_opts *o, struct api **out, struct err *e)
         api_free(a);
         return -1;
     }
+    /* plain HTTP: the gate accepts and hands connections over (api_gate.h); with TLS the
+     * request line is encrypted, libmicrohttpd listens itself */
+    if (!tls && api_gate_open(&ss, CONN_MAX, CONN_PER_IP, CONN_TIMEOUT_S, &a->gate, e) != 0) {
+        api_free(a);
+        return err_wrap(e, "cannot serve the HTTP API on %s", listen);
+    }
     unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | (tls ? MHD_USE_TLS : 0) |
-                     (ss.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0);
+                     (ss.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0) |
+                     (tls ? 0 : MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC);
     if (tls)
         a->mhd = MHD_start_daemon(
             flags, 0, NULL, NULL, on_request, a, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
@@ -1141,10 +1157,10 @@ int api_start(const struct api_opts *o, struct api **out, struct err *e)
             a->tls_cert, MHD_OPTION_HTTPS_MEM_KEY, a->tls_key, MHD_OPTION_END);
     else
         a->mhd = MHD_start_daemon(
-            flags, 0, NULL, NULL, on_request, a, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-            MHD_OPTION_NOTIFY_COMPLETED, on_completed, a, MHD_OPTION_THREAD_POOL_SIZE, 4u,
-            MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONN_MAX, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-            (unsigned)CONN_PER_IP, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONN_TIMEOUT_S,
+            flags, 0, NULL, NULL, on_request, a, MHD_OPTION_NOTIFY_COMPLETED, on_completed, a,
+            MHD_OPTION_THREAD_POOL_SIZE, 4u, MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONN_MAX,
+            MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)CONN_PER_IP,
+            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONN_TIMEOUT_S,
             MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY, MHD_OPTION_END);
     if (!a->mhd) {
         int err = errno;
@@ -1156,8 +1172,17 @@ int api_start(const struct api_opts *o, struct api **out, struct err *e)
                              "API off)",
                        "cannot serve the HTTP API on %s", listen);
     }
-    const union MHD_DaemonInfo *di = MHD_get_daemon_info(a->mhd, MHD_DAEMON_INFO_BIND_PORT);
-    unsigned port = di ? di->port : 0;
+    if (a->gate && api_gate_run(a->gate, a->mhd, e) != 0) {
+        api_free(a);
+        return err_wrap(e, "cannot serve the HTTP API on %s", listen);
+    }
+    unsigned port = 0;
+    if (a->gate) {
+        port = api_gate_port(a->gate);
+    } else {
+        const union MHD_DaemonInfo *di = MHD_get_daemon_info(a->mhd, MHD_DAEMON_INFO_BIND_PORT);
+        port = di ? di->port : 0;
+    }
     char host[INET6_ADDRSTRLEN] = "?";
     if (ss.ss_family == AF_INET)
         inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host, sizeof(host));
@@ -1174,6 +1199,5 @@ void api_stop(struct api *a)
 {
     if (!a)
         return;
-    MHD_stop_daemon(a->mhd);
     api_free(a);
 }

@@ -5,6 +5,11 @@
                                                           the first line, the body after it
   api_client.py wait BASE TOKEN JOB_ID SECONDS            polls the job until it is done;
                                                           prints its JSON (exit 1 at the deadline)
+  api_client.py versions BASE [CAFILE]                   request lines with bad HTTP versions
+                                                          (over TLS with CAFILE): "STATUS name"
+                                                          per case, "CRASH name" when no answer
+  api_client.py hold BASE SRC N                          N half request lines from SRC held
+                                                          open, then one more (see hold())
   api_client.py bad BASE ADMIN VIEWER CRON_SECRET        the bad inputs: prints one line per
                                                           case "STATUS name", and "CRASH name"
                                                           when the server closed without an
@@ -14,6 +19,7 @@ import http.client
 import json
 import os
 import socket
+import ssl
 import sys
 import time
 import urllib.parse
@@ -44,14 +50,22 @@ def request(base, method, path, token=None, body=None, headers=None, src=None):
     return r.status, data, r
 
 
-def raw(base, data, read_timeout=20):
-    """Sends bytes as they are; returns the status of the answer (0: none)."""
+def raw(base, data, read_timeout=20, cafile=None, parts=None, src=None):
+    """Sends bytes as they are (in separate sends of parts, when given); returns the status
+    of the answer (0: none)."""
     host, port = split(base)
-    s = socket.create_connection((host, port), timeout=read_timeout)
+    s = socket.create_connection((host, port), timeout=read_timeout,
+                                 source_address=(src, 0) if src else None)
+    if cafile:
+        ctx = ssl.create_default_context(cafile=cafile)
+        s = ctx.wrap_socket(s, server_hostname=host)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
-        s.sendall(data)
+        for p in parts or [data]:
+            s.sendall(p)
         try:
-            s.shutdown(socket.SHUT_WR)
+            if not cafile:  # (a TLS socket cannot half-close)
+                s.shutdown(socket.SHUT_WR)
         except OSError:
             pass
         buf = b""
@@ -60,7 +74,7 @@ def raw(base, data, read_timeout=20):
             if not chunk:
                 break
             buf += chunk
-    except (ConnectionResetError, BrokenPipeError, socket.timeout):
+    except (ConnectionResetError, BrokenPipeError, socket.timeout, ssl.SSLError):
         buf = b""
     finally:
         s.close()
@@ -188,6 +202,86 @@ def run_raw(base, admin):
             print("%d raw %s" % (st, name))
 
 
+VERSIONS = [
+    "HTTP/2.0", "HTTP/2", "HTTP/3.0", "HTTP/3.1", "HTTP/0.9", "HTTP/1.2", "HTTP/1.9", "HTTP/9.9",
+    "HTTP/1.1 ", "HTTP/1.1  ", "HTTP/11.1", "HTTP/1.10", "HTTP/1", "HTTP/1.", "HTTP/1.x",
+    "http/1.1", "HTTPS/1.1", "HTTP/\x001.1", "HTTP/1.1\x00", "\xff\xfe", "-", "",
+]
+
+
+def run_versions(base, cafile=None):
+    """Request lines with unusual versions: none may be answered with a 5xx."""
+    def show(st, what):
+        if not st:  # no answer: closed on purpose when the server still answers
+            hz = raw(base, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", cafile=cafile)
+            st = "CLOSED" if hz == 200 else "CRASH"
+        print("%s %s" % (st, what))
+    for v in VERSIONS:
+        line = b"GET /healthz " + v.encode("latin-1") + b"\r\nHost: x\r\n\r\n"
+        show(raw(base, line, cafile=cafile), "version %r" % v)
+    cases = {
+        "no version": b"GET /healthz\r\nHost: x\r\n\r\n",
+        "only a method": b"GET\r\nHost: x\r\n\r\n",
+        "no method": b" /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+        "empty lines then HTTP/2.0": b"\r\n\n\r\nGET /healthz HTTP/2.0\r\nHost: x\r\n\r\n",
+        "empty lines then HTTP/1.1": b"\r\n\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+        "bare LF": b"GET /healthz HTTP/3.0\nHost: x\n\n",
+        "CR only": b"GET /healthz HTTP/1.1\rHost: x\r\r",
+        "long line": b"GET /" + b"a" * 5000 + b" HTTP/2.0\r\nHost: x\r\n\r\n",
+        "space in target": b"GET /health z HTTP/2.0\r\nHost: x\r\n\r\n",
+        "PRI (HTTP/2 preface)": b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    }
+    for name, data in cases.items():
+        show(raw(base, data, cafile=cafile), "line " + name)
+    # the request line in pieces (separate sends, no delay asked of anyone)
+    line = b"GET /healthz HTTP/2.0\r\nHost: x\r\n\r\n"
+    show(raw(base, line, cafile=cafile, parts=[line[:5], line[5:15], line[15:]]),
+         "line dribbled HTTP/2.0")
+    line = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    show(raw(base, line, cafile=cafile, parts=[line[:5], line[5:15], line[15:]]),
+         "line dribbled HTTP/1.1")
+
+
+def pipelined(base, cafile=None):
+    """A good request, then one with HTTP/2.0 on the same connection: the whole answer."""
+    host, port = split(base)
+    s = socket.create_connection((host, port), timeout=20)
+    if cafile:
+        s = ssl.create_default_context(cafile=cafile).wrap_socket(s, server_hostname=host)
+    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/2.0\r\nHost: x\r\n\r\n")
+    buf = b""
+    try:
+        while True:
+            c = s.recv(4096)
+            if not c:
+                break
+            buf += c
+    except (ConnectionResetError, socket.timeout, ssl.SSLError):
+        pass
+    s.close()
+    return [int(l.split(b" ")[1]) for l in buf.split(b"\r\n") if l.startswith(b"HTTP/1.")]
+
+
+def hold(base, src, n):
+    """n connections from src that send half a request line and wait; then one more from src,
+    and one from elsewhere. Prints "extra STATUS" (0: closed without an answer) and "other
+    STATUS"; then the first of the n finishes its request: "first STATUS"."""
+    host, port = split(base)
+    held = []
+    for _ in range(n):
+        s = socket.create_connection((host, port), timeout=20, source_address=(src, 0))
+        s.sendall(b"GET /heal")
+        held.append(s)
+    print("extra %d" % raw(base, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", src=src))
+    print("other %d" % raw(base, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"))
+    s = held[0]
+    s.sendall(b"thz HTTP/1.1\r\nHost: x\r\n\r\n")
+    buf = s.recv(4096)
+    print("first %s" % (int(buf.split(b" ")[1]) if buf.startswith(b"HTTP/1.") else 0))
+    for s in held:
+        s.close()
+
+
 def main():
     cmd = sys.argv[1]
     if cmd == "req":
@@ -210,6 +304,12 @@ def main():
                 print(json.dumps(j))
                 return 1
             time.sleep(0.05)
+    elif cmd == "versions":
+        cafile = sys.argv[3] if len(sys.argv) > 3 else None
+        run_versions(sys.argv[2], cafile)
+        print("pipelined %s" % " ".join(map(str, pipelined(sys.argv[2], cafile))))
+    elif cmd == "hold":
+        hold(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     elif cmd == "bad":
         run_bad(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5])
     return 0

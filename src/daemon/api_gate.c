@@ -1,0 +1,346 @@
+/* The API's own accept loop in front of libmicrohttpd (see api_gate.h for why).
+ *
+ * One thread polls the listening socket and the connections whose request line has not
+ * arrived yet. Nothing it does blocks: sockets are non-blocking, a connection is examined
+ * only when poll() says bytes arrived, and each has a deadline from its accept. A request line
+ * is read with MSG_PEEK, so that what is handed to libmicrohttpd is the connection exactly as
+ * the client sent it. So that a client dribbling one byte at a time does not make poll()
+ * report the same bytes again and again (peeked bytes stay readable), SO_RCVLOWAT is raised
+ * to one byte more than was seen: the socket is reported again only when more arrived or the
+ * client closed (reset to 1 before the hand-over).
+ *
+ * Bounded: at most max_pending connections wait here (the others wait in the kernel's
+ * backlog), at most max_pending_per_addr from one address, each at most deadline_s; the
+ * request line at most API_GATE_LINE_MAX bytes, read into one buffer of the gate.
+ *
+ * Every response of the API carries "Connection: close" (api.c), so that each request is on
+ * a new connection and passes here: a second request on a kept-alive connection would reach
+ * libmicrohttpd's check only. */
+#include "api_gate.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "caris/core.h"
+
+struct gate_conn {
+    int fd;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    int64_t deadline_ns;
+    size_t seen; /* bytes peeked last time */
+};
+
+struct api_gate {
+    int lfd;
+    int wake[2]; /* a byte written to wake[1] stops the thread */
+    unsigned max, per_addr, deadline_s;
+    struct MHD_Daemon *mhd;
+    pthread_t thread;
+    bool running;
+    struct gate_conn *conns;
+    size_t n;
+    int64_t accept_pause_ns; /* after EMFILE and the like: when to try accept() again */
+    char line[API_GATE_LINE_MAX];
+};
+
+/* ---- the request line --------------------------------------------------------------------- */
+
+/* Whether libmicrohttpd (0.9.75, connection.c: parse_initial_message_line and
+ * parse_http_version) takes this request line: METHOD, a space, the target, the version as
+ * the text after the line's last space (trailing spaces included), exactly "HTTP/1.d". */
+static bool line_ok(const char *l, size_t len)
+{
+    const char *end = l + len;
+    const char *sp = memchr(l, ' ', len);
+    if (!sp || sp == l)
+        return false; /* no method: libmicrohttpd closes without an answer */
+    const char *uri = sp + 1;
+    while (uri < end && *uri == ' ')
+        uri++;
+    if (uri == end)
+        return false; /* no target, no version: 400 */
+    const char *v = end - 1;
+    while (*v == ' ' && v > uri)
+        v--;
+    while (*v != ' ' && v > uri)
+        v--;
+    if (v <= uri)
+        return false; /* no version (HTTP/0.9 style): 400 */
+    v++;
+    return end - v == 8 && memcmp(v, "HTTP/1.", 7) == 0 && v[7] >= '0' && v[7] <= '9';
+}
+
+enum api_gate_verdict api_gate_check(const char *b, size_t n)
+{
+    size_t i = 0;
+    for (;;) {
+        const char *nl = i < n ? memchr(b + i, '\n', n - i) : NULL;
+        if (!nl)
+            return n >= API_GATE_LINE_MAX ? API_GATE_TOO_LONG : API_GATE_MORE;
+        size_t end = (size_t)(nl - b), len = end - i;
+        if (len && b[end - 1] == '\r')
+            len--;
+        if (len) /* empty lines before the request line are skipped, as libmicrohttpd does */
+            return line_ok(b + i, len) ? API_GATE_PASS : API_GATE_BAD;
+        i = end + 1;
+    }
+}
+
+/* ---- one connection ----------------------------------------------------------------------- */
+
+/* A best-effort answer (the socket is non-blocking: what does not fit is dropped, the client
+ * then sees a short reply; the response is a few hundred bytes, far below any buffer). */
+static void gate_reply(int fd, unsigned status, const char *reason, const char *code,
+                       const char *msg, const char *hint)
+{
+    json_t *j =
+        json_pack("{s:{s:s, s:s, s:s}}", "error", "code", code, "message", msg, "hint", hint);
+    char *body = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(j);
+    if (!body)
+        return;
+    char head[256];
+    int hn = snprintf(head, sizeof(head),
+                      "HTTP/1.1 %u %s\r\nContent-Type: application/json\r\nCache-Control: "
+                      "no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n"
+                      "Content-Length: %zu\r\n\r\n",
+                      status, reason, strlen(body) + 1);
+    struct buf b = {0};
+    buf_append(&b, head, (size_t)hn);
+    buf_append(&b, body, strlen(body));
+    buf_append(&b, "\n", 1);
+    free(body);
+    ssize_t w = send(fd, b.data, b.len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    (void)w;
+    /* the client may still be sending: stop reading so that close() sends FIN, not RST over
+     * the unread bytes before the answer arrived */
+    shutdown(fd, SHUT_WR);
+    buf_free(&b);
+}
+
+static void conn_drop(struct api_gate *g, size_t i)
+{
+    close(g->conns[i].fd);
+    g->conns[i] = g->conns[--g->n];
+}
+
+/* Looks at connection i after poll() said something happened: true when it left the gate
+ * (handed over or closed; slot i then holds another connection). */
+static bool conn_examine(struct api_gate *g, size_t i, short revents)
+{
+    struct gate_conn *c = &g->conns[i];
+    ssize_t n = recv(c->fd, g->line, sizeof(g->line), MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) &&
+        !(revents & (POLLERR | POLLHUP | POLLRDHUP)))
+        return false;
+    if (n <= 0) {
+        conn_drop(g, i);
+        return true;
+    }
+    switch (api_gate_check(g->line, (size_t)n)) {
+    case API_GATE_PASS: {
+        int one = 1;
+        setsockopt(c->fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
+        struct gate_conn h = *c;
+        g->conns[i] = g->conns[--g->n];
+        /* libmicrohttpd owns the socket from here, and closes it when it cannot take it */
+        MHD_add_connection(g->mhd, h.fd, (const struct sockaddr *)&h.addr, h.addrlen);
+        return true;
+    }
+    case API_GATE_BAD:
+        gate_reply(c->fd, 400, "Bad Request", "bad_request",
+                   "malformed request line or unsupported HTTP version",
+                   "send an HTTP/1.1 (or HTTP/1.0) request: METHOD /path HTTP/1.1");
+        conn_drop(g, i);
+        return true;
+    case API_GATE_TOO_LONG:
+        gate_reply(c->fd, 414, "URI Too Long", "uri_too_long", "request line too long",
+                   "the API's paths and queries are short: see docs/BACKUP_RECOVERY.md");
+        conn_drop(g, i);
+        return true;
+    case API_GATE_MORE:
+        break;
+    }
+    if ((size_t)n <= c->seen || (revents & (POLLRDHUP | POLLHUP | POLLERR))) {
+        /* the client stopped sending before its request line was complete */
+        gate_reply(c->fd, 400, "Bad Request", "bad_request", "incomplete request line",
+                   "send a whole request: METHOD /path HTTP/1.1, headers, an empty line");
+        conn_drop(g, i);
+        return true;
+    }
+    c->seen = (size_t)n;
+    int low = (int)n + 1;
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVLOWAT, &low, sizeof(low));
+    return false;
+}
+
+static bool same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (a->ss_family != b->ss_family)
+        return false;
+    if (a->ss_family == AF_INET)
+        return memcmp(&((const struct sockaddr_in *)a)->sin_addr,
+                      &((const struct sockaddr_in *)b)->sin_addr, sizeof(struct in_addr)) == 0;
+    if (a->ss_family == AF_INET6)
+        return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+                      &((const struct sockaddr_in6 *)b)->sin6_addr, sizeof(struct in6_addr)) == 0;
+    return false;
+}
+
+/* Accepts what the backlog holds, while there is room. */
+static void gate_accept(struct api_gate *g, int64_t now)
+{
+    while (g->n < g->max) {
+        struct gate_conn c = {.addrlen = sizeof(c.addr)};
+        c.fd =
+            accept4(g->lfd, (struct sockaddr *)&c.addr, &c.addrlen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (c.fd < 0) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+                g->accept_pause_ns = now + 100 * 1000000LL; /* else poll() would spin */
+            return;                                         /* EAGAIN, or the client left */
+        }
+        unsigned from_addr = 0;
+        for (size_t i = 0; i < g->n; i++)
+            from_addr += same_addr(&g->conns[i].addr, &c.addr);
+        if (from_addr >= g->per_addr) {
+            close(c.fd);
+            continue;
+        }
+        c.deadline_ns = now + (int64_t)g->deadline_s * 1000000000;
+        g->conns[g->n++] = c;
+    }
+}
+
+static void *gate_main(void *arg)
+{
+    struct api_gate *g = arg;
+    struct pollfd *p = xcalloc(g->max + 2, sizeof(*p));
+    for (;;) {
+        int64_t now = time_mono_ns();
+        int64_t next = now + 3600 * 1000000000LL;
+        size_t np = 0;
+        p[np++] = (struct pollfd){.fd = g->wake[0], .events = POLLIN};
+        bool listening = g->n < g->max && now >= g->accept_pause_ns;
+        p[np++] = (struct pollfd){.fd = listening ? g->lfd : -1, .events = POLLIN};
+        if (!listening && g->accept_pause_ns > now && g->accept_pause_ns < next)
+            next = g->accept_pause_ns;
+        for (size_t i = 0; i < g->n; i++) {
+            p[np++] = (struct pollfd){.fd = g->conns[i].fd, .events = POLLIN | POLLRDHUP};
+            if (g->conns[i].deadline_ns < next)
+                next = g->conns[i].deadline_ns;
+        }
+        int64_t ms = (next - now + 999999) / 1000000;
+        int rc = poll(p, np, ms < 0 ? 0 : ms > 3600000 ? 3600000 : (int)ms);
+        if (rc < 0 && errno != EINTR)
+            break;
+        if (rc > 0 && p[0].revents)
+            break;
+        /* the connections, newest slot first: a slot left is filled from the end */
+        size_t n0 = g->n;
+        for (size_t k = n0; k-- > 0;)
+            if (k < g->n && p[2 + k].revents && p[2 + k].fd == g->conns[k].fd)
+                conn_examine(g, k, p[2 + k].revents);
+        now = time_mono_ns();
+        for (size_t k = g->n; k-- > 0;)
+            if (g->conns[k].deadline_ns <= now) {
+                gate_reply(g->conns[k].fd, 408, "Request Timeout", "timeout",
+                           "request line not received in time", "send the request at once");
+                conn_drop(g, k);
+            }
+        if (rc > 0 && listening && p[1].revents)
+            gate_accept(g, now);
+    }
+    free(p);
+    return NULL;
+}
+
+/* ---- start and stop ----------------------------------------------------------------------- */
+
+int api_gate_open(const struct sockaddr_storage *ss, unsigned max_pending,
+                  unsigned max_pending_per_addr, unsigned deadline_s, struct api_gate **out,
+                  struct err *e)
+{
+    *out = NULL;
+    socklen_t len =
+        ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return err_sys(e, errno, NULL, "cannot create the API's socket");
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (ss->ss_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (bind(fd, (const struct sockaddr *)ss, len) != 0 || listen(fd, 64) != 0) {
+        int err = errno;
+        close(fd);
+        return err_sys(e, err,
+                       "check that the port is free (BACKUP_API_LISTEN; none turns the API off)",
+                       "cannot listen");
+    }
+    struct api_gate *g = xcalloc(1, sizeof(*g));
+    g->lfd = fd;
+    g->max = max_pending;
+    g->per_addr = max_pending_per_addr;
+    g->deadline_s = deadline_s;
+    g->conns = xcalloc(max_pending, sizeof(*g->conns));
+    if (pipe2(g->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
+        int err = errno;
+        close(fd);
+        free(g->conns);
+        free(g);
+        return err_sys(e, err, NULL, "cannot create a pipe");
+    }
+    *out = g;
+    return 0;
+}
+
+unsigned api_gate_port(const struct api_gate *g)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    if (getsockname(g->lfd, (struct sockaddr *)&ss, &len) != 0)
+        return 0;
+    if (ss.ss_family == AF_INET)
+        return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    if (ss.ss_family == AF_INET6)
+        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    return 0;
+}
+
+int api_gate_run(struct api_gate *g, struct MHD_Daemon *mhd, struct err *e)
+{
+    g->mhd = mhd;
+    int rc = pthread_create(&g->thread, NULL, gate_main, g);
+    if (rc != 0)
+        return err_sys(e, rc, NULL, "cannot start the API's accept thread");
+    g->running = true;
+    return 0;
+}
+
+void api_gate_close(struct api_gate *g)
+{
+    if (!g)
+        return;
+    if (g->running) {
+        ssize_t w = write(g->wake[1], "x", 1);
+        (void)w;
+        pthread_join(g->thread, NULL);
+    }
+    for (size_t i = 0; i < g->n; i++)
+        close(g->conns[i].fd);
+    close(g->lfd);
+    close(g->wake[0]);
+    close(g->wake[1]);
+    free(g->conns);
+    free(g);
+}

@@ -1,0 +1,46 @@
+/* The API's own accept loop (api_gate.c), in front of libmicrohttpd on plain HTTP.
+ *
+ * libmicrohttpd answers a request line whose version it does not support (HTTP/0.9, HTTP/2.0,
+ * HTTP/3.x) with its own 505 before any handler of ours runs, and no option or callback of
+ * it comes earlier (its URI log callback runs after the version check). The gate accepts the
+ * connections itself, reads the request line without consuming it (MSG_PEEK), answers a line
+ * that libmicrohttpd would refuse with our 400 and JSON error, and hands every other
+ * connection to libmicrohttpd untouched (MHD_add_connection). */
+#ifndef CARIS_DAEMON_API_GATE_H
+#define CARIS_DAEMON_API_GATE_H
+
+#include <microhttpd.h>
+#include <stddef.h>
+#include <sys/socket.h>
+
+#include "caris/err.h"
+
+/* The longest request line (with the empty lines a client may send before it) the gate waits
+ * for; a longer one is answered 414. The API's longest is under 100 bytes. */
+#define API_GATE_LINE_MAX 4096
+
+struct api_gate;
+
+/* Binds and listens on ss (nothing is accepted yet): 0, or -1 with e. */
+int api_gate_open(const struct sockaddr_storage *ss, unsigned max_pending,
+                  unsigned max_pending_per_addr, unsigned deadline_s, struct api_gate **out,
+                  struct err *e);
+/* The port it listens on. */
+unsigned api_gate_port(const struct api_gate *g);
+/* Starts accepting and handing connections to mhd (started with MHD_USE_NO_LISTEN_SOCKET and
+ * MHD_USE_ITC): 0, or -1 with e. */
+int api_gate_run(struct api_gate *g, struct MHD_Daemon *mhd, struct err *e);
+/* Stops the thread, closes the connections not handed over and the socket, frees g (NULL is
+ * fine). Call before stopping mhd. */
+void api_gate_close(struct api_gate *g);
+
+/* What the gate makes of the bytes that start a connection (exposed for the unit test). */
+enum api_gate_verdict {
+    API_GATE_MORE,     /* no complete request line yet */
+    API_GATE_PASS,     /* a request line libmicrohttpd accepts (HTTP/1.x) */
+    API_GATE_BAD,      /* a request line libmicrohttpd would refuse (400, 505 or close) */
+    API_GATE_TOO_LONG, /* no request line in API_GATE_LINE_MAX bytes */
+};
+enum api_gate_verdict api_gate_check(const char *b, size_t n);
+
+#endif
