@@ -53,7 +53,8 @@ int caris_audit_verify_heads(struct repo *r, const char *backup_dir, size_t *che
                              struct err *e);
 
 /* Redacts an argument for the log: one with "://" becomes its scheme only ("postgresql://…"),
- * so that a URL's user, password and host never reach it. Returns out. */
+ * so that a URL's user, password and host never reach it; a connection string of keywords is
+ * cut after "password" ("dbname=x password=…"). Returns out. */
 const char *caris_audit_redact_arg(const char *arg, char *out, size_t n);
 
 #endif

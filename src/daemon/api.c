@@ -924,8 +924,9 @@ static enum MHD_Result route(struct api *a, struct MHD_Connection *c, const char
 }
 
 /* The audit line of an API request: every one under /api/ but the reads a dashboard polls
- * (status and jobs, when answered 200). The body's fields are recorded, but never the text
- * of a target URL. */
+ * (status and jobs, when answered 200). The body's fields the API knows are recorded (never
+ * the text of a target URL); a field it does not know is not, nor its name — a client may
+ * have put anything there, a password too — only how many there were. */
 static void audit_request(struct api *a, const char *url, const char *method, const struct req *q,
                           const char *who, const char *addr)
 {
@@ -941,10 +942,19 @@ static void audit_request(struct api *a, const char *url, const char *method, co
     if (json_is_object(body)) {
         const char *k;
         json_t *v;
+        static const char *const known[] = {"type",    "includeFiles", "backupId", "dryRun",
+                                            "verify",  "target",       "clean",    "create",
+                                            "confirm", "targetUrl"};
+        json_int_t unknown = 0;
         json_object_foreach(body, k, v)
         {
-            if (strlen(k) > 32 || json_object_size(args) >= 16)
+            bool is_known = false;
+            for (size_t i = 0; i < sizeof(known) / sizeof(known[0]) && !is_known; i++)
+                is_known = strcmp(k, known[i]) == 0;
+            if (!is_known) {
+                unknown++;
                 continue;
+            }
             if (strcmp(k, "targetUrl") == 0 && json_is_string(v)) {
                 char r[64];
                 json_object_set_new(
@@ -956,6 +966,8 @@ static void audit_request(struct api *a, const char *url, const char *method, co
                 json_object_set(args, k, v);
             }
         }
+        if (unknown)
+            json_object_set_new(args, "unknownFields", json_integer(unknown));
     }
     json_decref(body);
     char op[200], result[16];

@@ -1,6 +1,7 @@
 /* The audit log (caris/audit.h). */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -229,10 +230,22 @@ json_t *caris_audit_read(const char *backup_dir, int64_t since_ns, struct err *e
 const char *caris_audit_redact_arg(const char *arg, char *out, size_t n)
 {
     const char *sep = strstr(arg, "://");
-    if (sep)
+    if (sep) {
         snprintf(out, n, "%.*s://…", (int)(sep - arg) > 32 ? 32 : (int)(sep - arg), arg);
-    else
-        snprintf(out, n, "%s", arg);
+        return out;
+    }
+    /* a libpq connection string of keywords ("host=h dbname=d password=p"): cut at the first
+     * "password =" (sslpassword too), whatever the case */
+    for (const char *p = strcasestr(arg, "password"); p; p = strcasestr(p + 1, "password")) {
+        const char *q = p + 8;
+        while (*q == ' ' || *q == '\t')
+            q++;
+        if (*q == '=') {
+            snprintf(out, n, "%.*s=…", (int)(q - arg) > 200 ? 200 : (int)(q - arg), arg);
+            return out;
+        }
+    }
+    snprintf(out, n, "%s", arg);
     return out;
 }
 
@@ -255,6 +268,22 @@ static int log_hashes(const char *backup_dir, char (**hashes)[2 * CX_SHA256_LEN 
     return 0;
 }
 
+/* Where the log is, as recorded with its head: BACKUP_DIR's absolute path. */
+static char *log_dir(const char *backup_dir)
+{
+    char *real = realpath(backup_dir, NULL);
+    return real ? real : xstrdup(backup_dir);
+}
+
+/* Whether a head was recorded by this BACKUP_DIR on this host (a head of before "dir" was
+ * recorded: unknown, false). */
+static bool head_is_ours(json_t *rec, const char *host, const char *dir)
+{
+    const char *h = json_string_value(json_object_get(rec, "host"));
+    const char *d = json_string_value(json_object_get(rec, "dir"));
+    return h && d && strcmp(h, host) == 0 && strcmp(d, dir) == 0;
+}
+
 int caris_audit_head_record(struct repo *r, const char *backup_dir, struct err *e)
 {
     char(*h)[2 * CX_SHA256_LEN + 1];
@@ -266,8 +295,11 @@ int caris_audit_head_record(struct repo *r, const char *backup_dir, struct err *
         char when[40], host[256] = "";
         time_format_iso(time_now_ns(), when, sizeof(when));
         gethostname(host, sizeof(host) - 1);
-        json_t *rec = json_pack("{s:s, s:I, s:s, s:s, s:s}", "logId", h[0], "seq", (json_int_t)n,
-                                "sha256", h[n - 1], "time", when, "host", host);
+        char *dir = log_dir(backup_dir);
+        json_t *rec =
+            json_pack("{s:s, s:I, s:s, s:s, s:s, s:s}", "logId", h[0], "seq", (json_int_t)n,
+                      "sha256", h[n - 1], "time", when, "host", host, "dir", dir);
+        free(dir);
         rc = repo_record_add(r, "audit-head", rec, e);
         json_decref(rec);
     }
@@ -293,6 +325,12 @@ int caris_audit_verify_heads(struct repo *r, const char *backup_dir, size_t *che
     json_int_t bad = 0;
     const char *bad_time = NULL;
     bool bad_missing = false;
+    /* a head of this BACKUP_DIR on this host for another log: this one was begun anew */
+    const char *replaced_time = NULL;
+    json_int_t replaced_seq = 0;
+    char host[256] = "";
+    gethostname(host, sizeof(host) - 1);
+    char *dir = log_dir(backup_dir);
     size_t i;
     json_t *rec;
     json_array_foreach(recs, i, rec)
@@ -302,9 +340,22 @@ int caris_audit_verify_heads(struct repo *r, const char *backup_dir, size_t *che
         const char *sha = json_string_value(json_object_get(rec, "sha256"));
         if (!log_id || !sha || seq < 1)
             continue;
-        /* another log (another BACKUP_DIR on this repository), unless this log's first
-         * line is gone or changed: a log whose first line was replaced is told by its seq */
-        if (n > 0 && strcmp(log_id, h[0]) != 0)
+        bool ours = head_is_ours(rec, host, dir);
+        /* another log: another BACKUP_DIR on this repository (or another host), unless the
+         * head says it was this BACKUP_DIR's — then this log replaced the one recorded (its
+         * first line is not the one recorded: deleted, or the whole log begun anew) */
+        if (n > 0 && strcmp(log_id, h[0]) != 0) {
+            if (ours && (!replaced_time || seq > replaced_seq)) {
+                replaced_seq = seq;
+                replaced_time = json_string_value(json_object_get(rec, "time"));
+            }
+            if (ours)
+                (*checked)++;
+            continue;
+        }
+        /* no log at all: every head of this BACKUP_DIR (and those of before "dir") is of a
+         * log that is gone */
+        if (n == 0 && !ours && json_object_get(rec, "dir"))
             continue;
         (*checked)++;
         bool missing = (size_t)seq > n;
@@ -317,7 +368,13 @@ int caris_audit_verify_heads(struct repo *r, const char *backup_dir, size_t *che
         }
     }
     int rc = 0;
-    if (bad && bad_missing)
+    if (replaced_time)
+        rc = err_set(e, ERR_DAMAGE, hint,
+                     "the audit log's first line is not the one the repository recorded for "
+                     "this BACKUP_DIR on %s (a log of %lld lines then): the log was replaced or "
+                     "begun anew",
+                     replaced_time, (long long)replaced_seq);
+    else if (bad && bad_missing)
         rc = err_set(e, ERR_DAMAGE, hint,
                      "the audit log has %zu lines, but the repository recorded line %lld on %s: "
                      "lines at its end were deleted",
@@ -327,6 +384,7 @@ int caris_audit_verify_heads(struct repo *r, const char *backup_dir, size_t *che
                      "audit log line %lld is not the one the repository recorded on %s: it was "
                      "changed",
                      (long long)bad, bad_time ? bad_time : "?");
+    free(dir);
     free(h);
     json_decref(recs);
     return rc;

@@ -247,6 +247,13 @@ _allowed() { API_SRC=127.0.0.3 req GET /api/admin/backup/status "$ADMIN"; [[ $ST
 wait_until 30 _allowed || fail "the address stayed blocked"
 pass "the wait ends"
 
+# what a client puts in a body never brings a secret into the audit log: a field the API
+# does not know is not recorded, a targetUrl in libpq's keyword form is cut at its password
+req POST /api/admin/backup/create "$ADMIN" '{"type": "full", "pgPassword": "hunter2-in-a-field"}'
+assert_eq 400 "$STATUS" "an unknown field: 400"
+req POST /api/admin/backup/restore "$ADMIN" '{"backupId": "nope", "targetUrl": "dbname=x password=hunter2-in-conninfo"}'
+assert_eq 404 "$STATUS" "a restore of an unknown backup: 404"
+
 req GET /healthz
 assert_eq 200 "$STATUS" "the daemon still answers"
 kill -TERM "$DAEMON"
@@ -272,6 +279,11 @@ assert_eq true "$(json_eval "$AUDIT" 'any(l["actor"] == "cron" and l["operation"
 assert_eq true "$(json_eval "$AUDIT" 'any(l["operation"] == "token revoke" and l["actor"].startswith("cli:") for l in d)')" \
     "the command line's token revoke"
 assert_no_password_in "$BACKUP_DIR/metadata/audit.log" "no password in the audit log"
+assert_false "no secret a client put in a body in the audit log" grep -q hunter2 "$BACKUP_DIR/metadata/audit.log"
+assert_eq true "$(json_eval "$AUDIT" 'any(l["operation"] == "api POST /api/admin/backup/create" and l["result"] == "400" and l["args"] == {"type": "full", "unknownFields": 1} for l in d)')" \
+    "an unknown field is counted, not recorded"
+assert_eq true "$(json_eval "$AUDIT" 'any(l["args"].get("targetUrl") == "dbname=x password=…" for l in d)')" \
+    "a keyword targetUrl is cut at its password"
 assert_false "no token in the audit log" grep -q -e "${ADMIN#cbt_}" -e "$CRON_SECRET" "$BACKUP_DIR/metadata/audit.log"
 
 # --- HTTPS ------------------------------------------------------------------------------------

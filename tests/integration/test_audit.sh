@@ -94,4 +94,15 @@ assert_exit 0 cb audit verify
 assert_contains "$OUT" "2 heads recorded in the repository agree" "the intact log agrees with both heads"
 run cb --json audit verify
 assert_eq "True True 2" "$(json_eval "$OUT_FILE" '"%s %s %s" % (d["ok"], d["headsChecked"], d["heads"])')" "--json: heads checked"
+
+# a log deleted and begun anew (its first line is another): the repository recorded a log of
+# this BACKUP_DIR that began otherwise
+mv "$LOG" "$TEST_TMP/audit.moved"
+assert_exit 0 cb list
+assert_eq 1 "$(wc -l <"$LOG")" "a new log of one line"
+assert_exit 4 cb audit verify
+assert_contains "$ERR" "the log was replaced or begun anew" "a log begun anew is found through the repository's heads"
+mv "$TEST_TMP/audit.moved" "$LOG"
+assert_exit 0 cb audit verify
+
 test_done

@@ -127,6 +127,17 @@ static void test_redact(void **state)
     assert_string_equal(caris_audit_redact_arg("postgresql://u:pw@h/db", out, sizeof(out)),
                         "postgresql://…");
     assert_string_equal(caris_audit_redact_arg("--clean", out, sizeof(out)), "--clean");
+    /* libpq's keyword form carries a password too */
+    assert_string_equal(caris_audit_redact_arg("dbname=x password=hunter2", out, sizeof(out)),
+                        "dbname=x password=…");
+    assert_string_equal(
+        caris_audit_redact_arg("--target-url=dbname=password_db PassWord = 'hunter2' host=h", out,
+                               sizeof(out)),
+        "--target-url=dbname=password_db PassWord =…");
+    assert_string_equal(caris_audit_redact_arg("host=h sslpassword=k", out, sizeof(out)),
+                        "host=h sslpassword=…");
+    assert_string_equal(caris_audit_redact_arg("--password-file", out, sizeof(out)),
+                        "--password-file");
 }
 
 static void test_tokens(void **state)
