@@ -32,6 +32,11 @@
 #include "internal.h"
 
 #define BODY_MAX (64 * 1024)
+/* A body over BODY_MAX is read to its end to answer 413 (libmicrohttpd 0.9.75 cannot queue a
+ * response while a body arrives); past BODY_DROP_MAX, or BODY_DEADLINE_S after the request
+ * began, the connection is closed instead: an endless (chunked) body holds no connection. */
+#define BODY_DROP_MAX (1024 * 1024)
+#define BODY_DEADLINE_S 60
 #define CONN_MEMORY (32 * 1024) /* request line and headers of one connection */
 #define CONN_TIMEOUT_S 15       /* a client that sends nothing for that long is dropped */
 #define CONN_MAX 64
@@ -47,6 +52,7 @@ struct fail_slot {
     char addr[INET6_ADDRSTRLEN];
     unsigned fails;
     int64_t last_ns, until_ns;
+    bool refusal_audited; /* the wait until until_ns has its audit line already */
 };
 
 struct api {
@@ -65,12 +71,17 @@ struct api {
 struct req {
     struct buf body;
     bool too_big;
+    uint64_t received; /* the body's bytes so far, those dropped too */
+    int64_t start_ns;
 };
 
 /* ---- responses ---------------------------------------------------------------------------- */
 
 /* The status of the response this thread queued last (for the audit line). */
 static __thread unsigned last_status;
+/* The request need not be audited: a 429 of a wait whose first 429 was (a client that keeps
+ * knocking while it must wait would otherwise grow the log, one fdatasync'd line each). */
+static __thread bool skip_audit;
 
 static enum MHD_Result respond(struct MHD_Connection *c, unsigned status, json_t *j,
                                const char *header, const char *value)
@@ -180,16 +191,21 @@ static struct fail_slot *fail_slot_locked(struct api *a, const char *addr, bool 
     return oldest;
 }
 
-/* Seconds the address must still wait before it may try again (0: none). */
-static int64_t fail_wait(struct api *a, const char *addr)
+/* Seconds the address must still wait before it may try again (0: none); *audit: whether
+ * this refusal is the first of the wait (the one to audit). */
+static int64_t fail_wait(struct api *a, const char *addr, bool *audit)
 {
     int64_t now = time_mono_ns(), wait = 0;
+    *audit = true;
     pthread_mutex_lock(&a->mu);
     struct fail_slot *s = fail_slot_locked(a, addr, false);
-    if (s && now - s->last_ns > (int64_t)FAIL_FORGET_S * 1000000000)
+    if (s && now - s->last_ns > (int64_t)FAIL_FORGET_S * 1000000000) {
         memset(s, 0, sizeof(*s));
-    else if (s && s->until_ns > now)
+    } else if (s && s->until_ns > now) {
         wait = (s->until_ns - now + 999999999) / 1000000000;
+        *audit = !s->refusal_audited;
+        s->refusal_audited = true;
+    }
     pthread_mutex_unlock(&a->mu);
     return wait;
 }
@@ -210,6 +226,7 @@ static void fail_record(struct api *a, const char *addr)
         if (wait > FAIL_WAIT_MAX_S)
             wait = FAIL_WAIT_MAX_S;
         s->until_ns = now + wait * 1000000000;
+        s->refusal_audited = false;
     }
     pthread_mutex_unlock(&a->mu);
 }
@@ -253,8 +270,10 @@ enum access { ACCESS_VIEWER, ACCESS_ADMIN, ACCESS_CRON };
 static int authorize(struct api *a, struct MHD_Connection *c, enum access need, const char *addr,
                      char who[80], enum MHD_Result *mr)
 {
-    int64_t wait = fail_wait(a, addr);
+    bool audit;
+    int64_t wait = fail_wait(a, addr, &audit);
     if (wait > 0) {
+        skip_audit = !audit;
         char v[24];
         snprintf(v, sizeof(v), "%lld", (long long)wait);
         json_t *j = json_pack("{s:{s:s, s:s, s:s}}", "error", "code", "too_many_requests",
@@ -271,6 +290,9 @@ static int authorize(struct api *a, struct MHD_Connection *c, enum access need, 
     }
     const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
     if (!h) {
+        /* a failure too: else a client could knock without a credential for ever, each
+         * knock a line of the audit log */
+        fail_record(a, addr);
         *mr = respond_error(c, MHD_HTTP_UNAUTHORIZED, "unauthorized",
                             need == ACCESS_CRON ? "send Authorization: Bearer <CRON_SECRET>"
                                                 : "send Authorization: Bearer <token> (a token "
@@ -930,7 +952,7 @@ static enum MHD_Result route(struct api *a, struct MHD_Connection *c, const char
 static void audit_request(struct api *a, const char *url, const char *method, const struct req *q,
                           const char *who, const char *addr)
 {
-    if (strncmp(url, "/api/", 5) != 0 || !*addr)
+    if (strncmp(url, "/api/", 5) != 0 || !*addr || skip_audit)
         return;
     if (last_status == MHD_HTTP_OK && (strcmp(url, "/api/admin/backup/status") == 0 ||
                                        strcmp(url, "/api/admin/backup/audit") == 0 ||
@@ -1000,6 +1022,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     struct req *q = *con_cls;
     if (!q) {
         q = xcalloc(1, sizeof(*q));
+        q->start_ns = time_mono_ns();
         *con_cls = q;
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
         if (cl) {
@@ -1015,6 +1038,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_YES;
     }
     if (*upload_size) {
+        q->received += *upload_size;
+        if (q->received > BODY_DROP_MAX ||
+            time_mono_ns() - q->start_ns > (int64_t)BODY_DEADLINE_S * 1000000000)
+            return MHD_NO;
         if (!q->too_big && q->body.len + *upload_size <= BODY_MAX)
             buf_append(&q->body, upload_data, *upload_size);
         else
@@ -1027,6 +1054,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                              "request body larger than %d bytes", BODY_MAX);
     char who[80] = "", addr[INET6_ADDRSTRLEN] = "";
     last_status = 0;
+    skip_audit = false;
     enum MHD_Result mr = route(a, c, url, method, q, who, addr);
     audit_request(a, url, method, q, who, addr);
     return mr;

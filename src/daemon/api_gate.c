@@ -10,8 +10,9 @@
  * client closed (reset to 1 before the hand-over).
  *
  * Bounded: at most max_pending connections wait here (the others wait in the kernel's
- * backlog), at most max_pending_per_addr from one address, each at most deadline_s; the
- * request line at most API_GATE_LINE_MAX bytes, read into one buffer of the gate.
+ * backlog), at most max_pending_per_addr from one address, each at most deadline_s (and,
+ * once answered, LINGER_MS more); the request line at most API_GATE_LINE_MAX bytes, read
+ * into one buffer of the gate.
  *
  * Every response of the API carries "Connection: close" (api.c), so that each request is on
  * a new connection and passes here: a second request on a kept-alive connection would reach
@@ -37,8 +38,15 @@ struct gate_conn {
     struct sockaddr_storage addr;
     socklen_t addrlen;
     int64_t deadline_ns;
-    size_t seen; /* bytes peeked last time */
+    size_t seen;   /* bytes peeked last time; once answered, bytes dropped */
+    bool answered; /* answered by the gate: reading what the client still sends, then closed */
 };
+
+/* After the gate's answer, what the client still sends (the rest of its request) is read and
+ * dropped until it closes, for at most LINGER_MS and LINGER_MAX bytes: closing a socket with
+ * unread bytes sends a reset, which can destroy the answer before the client read it. */
+#define LINGER_MS 2000
+#define LINGER_MAX (64 * 1024)
 
 struct api_gate {
     int lfd;
@@ -122,8 +130,8 @@ static void gate_reply(int fd, unsigned status, const char *reason, const char *
     free(body);
     ssize_t w = send(fd, b.data, b.len, MSG_NOSIGNAL | MSG_DONTWAIT);
     (void)w;
-    /* the client may still be sending: stop reading so that close() sends FIN, not RST over
-     * the unread bytes before the answer arrived */
+    /* the answer is whole: FIN after it (the connection is read until the client closes, see
+     * conn_answer) */
     shutdown(fd, SHUT_WR);
     buf_free(&b);
 }
@@ -134,11 +142,44 @@ static void conn_drop(struct api_gate *g, size_t i)
     g->conns[i] = g->conns[--g->n];
 }
 
+/* Answers connection i and keeps it to read what the client still sends (LINGER_MS). */
+static void conn_answer(struct api_gate *g, size_t i, unsigned status, const char *reason,
+                        const char *code, const char *msg, const char *hint)
+{
+    struct gate_conn *c = &g->conns[i];
+    gate_reply(c->fd, status, reason, code, msg, hint);
+    int one = 1;
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
+    c->answered = true;
+    c->seen = 0;
+    c->deadline_ns = time_mono_ns() + LINGER_MS * 1000000LL;
+}
+
+/* An answered connection has something to read: dropped; true when it was closed (the
+ * client closed, LINGER_MAX was reached, or an error). */
+static bool conn_drain(struct api_gate *g, size_t i)
+{
+    struct gate_conn *c = &g->conns[i];
+    for (;;) {
+        ssize_t n = recv(c->fd, g->line, sizeof(g->line), MSG_DONTWAIT);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return false;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0 || (c->seen += (size_t)n) > LINGER_MAX) {
+            conn_drop(g, i);
+            return true;
+        }
+    }
+}
+
 /* Looks at connection i after poll() said something happened: true when it left the gate
  * (handed over or closed; slot i then holds another connection). */
 static bool conn_examine(struct api_gate *g, size_t i, short revents)
 {
     struct gate_conn *c = &g->conns[i];
+    if (c->answered)
+        return conn_drain(g, i);
     ssize_t n = recv(c->fd, g->line, sizeof(g->line), MSG_PEEK | MSG_DONTWAIT);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) &&
         !(revents & (POLLERR | POLLHUP | POLLRDHUP)))
@@ -158,25 +199,22 @@ static bool conn_examine(struct api_gate *g, size_t i, short revents)
         return true;
     }
     case API_GATE_BAD:
-        gate_reply(c->fd, 400, "Bad Request", "bad_request",
-                   "malformed request line or unsupported HTTP version",
-                   "send an HTTP/1.1 (or HTTP/1.0) request: METHOD /path HTTP/1.1");
-        conn_drop(g, i);
-        return true;
+        conn_answer(g, i, 400, "Bad Request", "bad_request",
+                    "malformed request line or unsupported HTTP version",
+                    "send an HTTP/1.1 (or HTTP/1.0) request: METHOD /path HTTP/1.1");
+        return conn_drain(g, i);
     case API_GATE_TOO_LONG:
-        gate_reply(c->fd, 414, "URI Too Long", "uri_too_long", "request line too long",
-                   "the API's paths and queries are short: see docs/BACKUP_RECOVERY.md");
-        conn_drop(g, i);
-        return true;
+        conn_answer(g, i, 414, "URI Too Long", "uri_too_long", "request line too long",
+                    "the API's paths and queries are short: see docs/BACKUP_RECOVERY.md");
+        return conn_drain(g, i);
     case API_GATE_MORE:
         break;
     }
     if ((size_t)n <= c->seen || (revents & (POLLRDHUP | POLLHUP | POLLERR))) {
         /* the client stopped sending before its request line was complete */
-        gate_reply(c->fd, 400, "Bad Request", "bad_request", "incomplete request line",
-                   "send a whole request: METHOD /path HTTP/1.1, headers, an empty line");
-        conn_drop(g, i);
-        return true;
+        conn_answer(g, i, 400, "Bad Request", "bad_request", "incomplete request line",
+                    "send a whole request: METHOD /path HTTP/1.1, headers, an empty line");
+        return conn_drain(g, i);
     }
     c->seen = (size_t)n;
     int low = (int)n + 1;
@@ -253,9 +291,11 @@ static void *gate_main(void *arg)
         now = time_mono_ns();
         for (size_t k = g->n; k-- > 0;)
             if (g->conns[k].deadline_ns <= now) {
-                gate_reply(g->conns[k].fd, 408, "Request Timeout", "timeout",
-                           "request line not received in time", "send the request at once");
-                conn_drop(g, k);
+                if (g->conns[k].answered)
+                    conn_drop(g, k);
+                else
+                    conn_answer(g, k, 408, "Request Timeout", "timeout",
+                                "request line not received in time", "send the request at once");
             }
         if (rc > 0 && listening && p[1].revents)
             gate_accept(g, now);

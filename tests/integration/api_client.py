@@ -282,6 +282,28 @@ def hold(base, src, n):
         s.close()
 
 
+def endless(base, admin):
+    """A chunked body that never ends, up to 64 MiB: "closed MiB" when the server closed the
+    connection after that many MiB were sent, "open" when it took them all."""
+    host, port = split(base)
+    s = socket.create_connection((host, port), timeout=20)
+    s.sendall(b"POST /api/admin/backup/create HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+              + admin.encode() + b"\r\nContent-Type: application/json\r\n"
+              b"Transfer-Encoding: chunked\r\n\r\n")
+    chunk = b"10000\r\n" + b" " * 0x10000 + b"\r\n"
+    sent = 0
+    try:
+        while sent < 64 << 20:
+            s.sendall(chunk)
+            sent += 0x10000
+    except (BrokenPipeError, ConnectionResetError, socket.timeout):
+        print("closed %d" % (sent >> 20))
+        return
+    finally:
+        s.close()
+    print("open")
+
+
 def main():
     cmd = sys.argv[1]
     if cmd == "req":
@@ -308,6 +330,8 @@ def main():
         cafile = sys.argv[3] if len(sys.argv) > 3 else None
         run_versions(sys.argv[2], cafile)
         print("pipelined %s" % " ".join(map(str, pipelined(sys.argv[2], cafile))))
+    elif cmd == "endless":
+        endless(sys.argv[2], sys.argv[3])
     elif cmd == "hold":
         hold(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     elif cmd == "bad":

@@ -68,12 +68,14 @@ req GET /healthz
 assert_eq 200 "$STATUS" "healthz without a token"
 assert_eq "status=ok" "$(jq_body '" ".join("%s=%s" % kv for kv in d.items())')" "healthz tells nothing more"
 
-# every endpoint without a token: 401; with a viewer token where admin is needed: 403
+# every endpoint without a token: 401 (each from its own address: a request without a
+# credential counts as a failed authentication); with a viewer token where admin is needed: 403
+src=20
 for ep in "POST /api/admin/backup/create" "GET /api/admin/backup/list" "POST /api/admin/backup/verify" \
     "POST /api/admin/backup/restore" "GET /api/admin/backup/status" "GET /api/admin/backup/jobs/job-1-1" \
     "GET /api/cron/backup" "GET /api/admin/backup/audit"; do
     read -r m p <<<"$ep"
-    req "$m" "$p" - '{}'
+    API_SRC=127.0.0.$((src++)) req "$m" "$p" - '{}'
     assert_eq 401 "$STATUS" "$ep without a token: 401"
 done
 assert_eq unauthorized "$(jq_body 'd["error"]["code"]')" "a JSON error with its code"
@@ -216,6 +218,10 @@ exec {V}>&-
 assert_match '^HTTP/1.1 400 ' "$V_OUT" "HTTP/2.0: 400"
 assert_contains "$V_OUT" '{"error":{"code":"bad_request","hint":' "with the API's JSON error"
 
+# a body that never ends is not read forever: past 1 MiB the connection is closed
+END_OUT=$($CLIENT endless "$BASE" "$ADMIN")
+assert_match '^closed ([0-9]|1[0-9])$' "$END_OUT" "an endless chunked body: closed after a few MiB ($END_OUT)"
+
 # clients that send half a request line and wait: at most 16 from one address wait for their
 # line (the next one from there is closed at once), others are not held up, and a waiting
 # one that finishes its line is answered
@@ -254,6 +260,17 @@ assert_eq 400 "$STATUS" "an unknown field: 400"
 req POST /api/admin/backup/restore "$ADMIN" '{"backupId": "nope", "targetUrl": "dbname=x password=hunter2-in-conninfo"}'
 assert_eq 404 "$STATUS" "a restore of an unknown backup: 404"
 
+# requests without a credential are failed authentications too: after five the address
+# waits; the waits' refusals are audited once per wait (a knocking client grows no log)
+for i in 1 2 3 4 5; do
+    API_SRC=127.0.0.6 req GET /api/admin/backup/status
+    assert_eq 401 "$STATUS" "no credential $i: 401"
+done
+for i in 1 2 3 4 5; do
+    API_SRC=127.0.0.6 req GET /api/admin/backup/list
+    assert_eq 429 "$STATUS" "no credential, while waiting $i: 429"
+done
+
 req GET /healthz
 assert_eq 200 "$STATUS" "the daemon still answers"
 kill -TERM "$DAEMON"
@@ -278,6 +295,8 @@ assert_eq true "$(json_eval "$AUDIT" 'any(l["actor"] == "cron" and l["operation"
     "the cron run"
 assert_eq true "$(json_eval "$AUDIT" 'any(l["operation"] == "token revoke" and l["actor"].startswith("cli:") for l in d)')" \
     "the command line's token revoke"
+assert_eq "401 401 401 401 401 429" "$(json_eval "$AUDIT" '" ".join(l["result"] for l in d if l["source"] == "127.0.0.6")')" \
+    "five 401 then one 429 audited for ten requests"
 assert_no_password_in "$BACKUP_DIR/metadata/audit.log" "no password in the audit log"
 assert_false "no secret a client put in a body in the audit log" grep -q hunter2 "$BACKUP_DIR/metadata/audit.log"
 assert_eq true "$(json_eval "$AUDIT" 'any(l["operation"] == "api POST /api/admin/backup/create" and l["result"] == "400" and l["args"] == {"type": "full", "unknownFields": 1} for l in d)')" \

@@ -1,0 +1,93 @@
+/* The API gate's reading of a request line (src/daemon/api_gate.c): what libmicrohttpd takes
+ * passes, what it would refuse (its 505 among them) is ours to answer, an unfinished line
+ * waits, a line too long is refused. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "../../src/daemon/api_gate.h"
+
+static enum api_gate_verdict check(const char *s)
+{
+    return api_gate_check(s, strlen(s));
+}
+
+static void test_pass(void **state)
+{
+    (void)state;
+    assert_int_equal(check("GET /healthz HTTP/1.1\r\n"), API_GATE_PASS);
+    assert_int_equal(check("GET /healthz HTTP/1.0\n"), API_GATE_PASS);
+    assert_int_equal(check("POST /api/admin/backup/create HTTP/1.1\r\nHost: x\r\n"), API_GATE_PASS);
+    /* HTTP/1.2 to 1.9: libmicrohttpd answers them as HTTP/1.1 (RFC 9110) */
+    assert_int_equal(check("GET / HTTP/1.2\r\n"), API_GATE_PASS);
+    assert_int_equal(check("GET / HTTP/1.9\r\n"), API_GATE_PASS);
+    /* empty lines before the request line are skipped, as libmicrohttpd does */
+    assert_int_equal(check("\r\n\n\r\nGET / HTTP/1.1\r\n"), API_GATE_PASS);
+    /* spaces between method and target; a space in the target (the version is after the
+     * last space) */
+    assert_int_equal(check("GET    / HTTP/1.1\r\n"), API_GATE_PASS);
+    assert_int_equal(check("GET /a b HTTP/1.1\r\n"), API_GATE_PASS);
+    assert_int_equal(check("BREW /pot HTTP/1.1\r\n"), API_GATE_PASS); /* any method */
+}
+
+static void test_bad(void **state)
+{
+    (void)state;
+    const char *bad[] = {
+        "GET / HTTP/2.0\r\n",
+        "GET / HTTP/3.0\r\n",
+        "GET / HTTP/3.1\r\n",
+        "GET / HTTP/0.9\r\n",
+        "GET / HTTP/9.9\r\n",
+        "GET / HTTP/2\r\n",
+        "GET / HTTP/1.10\r\n",
+        "GET / HTTP/11.1\r\n",
+        "GET / HTTP/1.x\r\n",
+        "GET / http/1.1\r\n",
+        "GET / HTTPS/1.1\r\n",
+        "GET / HTTP/1.1 \r\n",
+        "GET / HTTP/1.\r\n",
+        "GET /\r\n",
+        "GET / \r\n",
+        "GET\r\n",
+        " / HTTP/1.1\r\n",
+        "GET / HTTP/1.1\r\r\n",
+        "PRI * HTTP/2.0\r\n",
+        "\r\nGET / HTTP/2.0\n",
+        "\x16\x03\x01\x02\xa5\n",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        if (check(bad[i]) != API_GATE_BAD)
+            fail_msg("not refused: case %zu", i);
+    }
+    /* a NUL in the version */
+    assert_int_equal(api_gate_check("GET / HTTP/1\0.1\r\n", 17), API_GATE_BAD);
+}
+
+static void test_more_and_too_long(void **state)
+{
+    (void)state;
+    assert_int_equal(api_gate_check("", 0), API_GATE_MORE);
+    assert_int_equal(check("GET /healthz HTTP/1.1"), API_GATE_MORE);
+    assert_int_equal(check("GET /healthz HTTP/1.1\r"), API_GATE_MORE);
+    assert_int_equal(check("\r\n\r\n"), API_GATE_MORE);
+    static char big[API_GATE_LINE_MAX];
+    memset(big, 'a', sizeof(big));
+    assert_int_equal(api_gate_check(big, sizeof(big) - 1), API_GATE_MORE);
+    assert_int_equal(api_gate_check(big, sizeof(big)), API_GATE_TOO_LONG);
+    /* a line that ends within the limit is judged, whatever follows */
+    memcpy(big, "GET / HTTP/1.1\r\n", 16);
+    assert_int_equal(api_gate_check(big, sizeof(big)), API_GATE_PASS);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_pass),
+        cmocka_unit_test(test_bad),
+        cmocka_unit_test(test_more_and_too_long),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
