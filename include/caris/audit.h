@@ -37,6 +37,10 @@ int caris_audit_verify(const char *backup_dir, size_t *lines, struct err *e);
 /* The lines at or after since_ns (0: all), oldest first, as parsed JSON (a line that is not
  * JSON appears as {"seq": null, "unreadable": "<text>"}). NULL with e on an I/O error. */
 json_t *caris_audit_read(const char *backup_dir, int64_t since_ns, struct err *e);
+/* The last limit lines, oldest first, as caris_audit_read's, reading only the end of the log
+ * (at most 16 MiB of it: fewer lines when they are longer). [] when there is no log; NULL
+ * with e on an I/O error. */
+json_t *caris_audit_read_tail(const char *backup_dir, size_t limit, struct err *e);
 
 /* ---- the chain's head in the repository ------------------------------------------------
  * Deleting whole lines at the end of the log, or editing its last line, leaves a valid

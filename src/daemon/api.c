@@ -798,11 +798,9 @@ static enum MHD_Result ep_audit(struct api *a, struct MHD_Connection *c)
                              "limit is a number of lines from 1 to 1000 (default 50)",
                              "invalid query parameter");
     struct err e = ERR_INIT;
-    json_t *lines = caris_audit_read(a->backup_dir, 0, &e);
+    json_t *lines = caris_audit_read_tail(a->backup_dir, (size_t)limit, &e);
     if (!lines)
         return respond_err(c, &e);
-    while (json_array_size(lines) > (size_t)limit)
-        json_array_remove(lines, 0);
     return respond(c, MHD_HTTP_OK, json_pack("{s:o}", "lines", lines), NULL, NULL);
 }
 

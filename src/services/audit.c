@@ -12,7 +12,9 @@
 #include "caris/crypto.h"
 #include "caris/repo.h"
 
-#define TAIL_MAX (256 * 1024) /* the longest line looked back at when appending */
+#define TAIL_MAX (256 * 1024)    /* the longest line looked back at when appending */
+#define TAIL_BLOCK (64 * 1024)   /* caris_audit_read_tail reads back by that much */
+#define TAIL_READ_MAX (16 << 20) /* and at most that much */
 #define ZERO_HASH "0000000000000000000000000000000000000000000000000000000000000000"
 
 static char *audit_path(const char *backup_dir)
@@ -196,6 +198,88 @@ int caris_audit_verify(const char *backup_dir, size_t *lines_out, struct err *e)
     return rc;
 }
 
+/* A line as read: its JSON object, or {"seq": null, "unreadable": "<text>"} (*readable
+ * false). */
+static json_t *line_json(const char *line, bool *readable)
+{
+    json_t *j = json_loads(line, 0, NULL);
+    *readable = json_is_object(j);
+    if (!*readable) {
+        json_decref(j);
+        char esc[512];
+        str_escape(line, strlen(line), esc, sizeof(esc));
+        j = json_pack("{s:n, s:s}", "seq", "unreadable", esc);
+    }
+    return j;
+}
+
+json_t *caris_audit_read_tail(const char *backup_dir, size_t limit, struct err *e)
+{
+    char *path = audit_path(backup_dir);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int err = errno;
+        json_t *none = err == ENOENT ? json_array() : NULL;
+        if (!none)
+            err_sys(e, err, NULL, "cannot open the audit log %s", path);
+        free(path);
+        return none;
+    }
+    struct stat st;
+    struct buf b = {0};
+    int rc = fstat(fd, &st) == 0 ? 0 : err_sys(e, errno, NULL, "cannot stat %s", path);
+    /* from the end, a block at a time, until limit + 1 newlines (the line before the first
+     * one wanted ends with one) or the start; at most TAIL_READ_MAX bytes */
+    off_t off = rc == 0 ? st.st_size : 0;
+    size_t newlines = 0;
+    while (rc == 0 && off > 0 && newlines <= limit && b.len < TAIL_READ_MAX) {
+        size_t n = off > TAIL_BLOCK ? TAIL_BLOCK : (size_t)off;
+        off -= (off_t)n;
+        struct buf blk = {0};
+        buf_reserve(&blk, n);
+        ssize_t got = pread(fd, blk.data, n, off);
+        if (got != (ssize_t)n) {
+            rc = err_sys(e, got < 0 ? errno : EIO, NULL, "cannot read %s", path);
+        } else {
+            for (size_t i = 0; i < n; i++)
+                newlines += blk.data[i] == '\n';
+            blk.len = n;
+            buf_append(&blk, b.data, b.len);
+            buf_free(&b);
+            b = blk;
+            blk = (struct buf){0};
+        }
+        buf_free(&blk);
+    }
+    close(fd);
+    free(path);
+    if (rc != 0) {
+        buf_free(&b);
+        return NULL;
+    }
+    /* not from the start: the first line read may be a part of one */
+    size_t skip = 0;
+    if (off > 0) {
+        const uint8_t *nl = b.len ? memchr(b.data, '\n', b.len) : NULL;
+        skip = nl ? (size_t)(nl - b.data) + 1 : b.len;
+    }
+    struct buf t = {0};
+    buf_append(&t, b.data + skip, b.len - skip);
+    buf_free(&b);
+    buf_append_u8(&t, 0);
+    t.len--;
+    size_t n;
+    bool complete;
+    char **lines = split_lines(&t, &n, &complete);
+    json_t *out = json_array();
+    bool readable;
+    for (size_t i = n > limit ? n - limit : 0; i < n; i++)
+        json_array_append_new(out, line_json(lines[i], &readable));
+    free(lines);
+    buf_free(&t);
+    return out;
+}
+
 json_t *caris_audit_read(const char *backup_dir, int64_t since_ns, struct err *e)
 {
     struct buf b = {0};
@@ -206,13 +290,9 @@ json_t *caris_audit_read(const char *backup_dir, int64_t since_ns, struct err *e
     char **lines = split_lines(&b, &n, &complete);
     json_t *out = json_array();
     for (size_t i = 0; i < n; i++) {
-        json_t *j = json_loads(lines[i], 0, NULL);
-        if (!json_is_object(j)) {
-            json_decref(j);
-            char esc[512];
-            str_escape(lines[i], strlen(lines[i]), esc, sizeof(esc));
-            j = json_pack("{s:n, s:s}", "seq", "unreadable", esc);
-        } else if (since_ns) {
+        bool readable;
+        json_t *j = line_json(lines[i], &readable);
+        if (readable && since_ns) {
             int64_t t;
             const char *ts = json_string_value(json_object_get(j, "time"));
             if (!ts || time_parse_iso(ts, &t) != 0 || t < since_ns) {

@@ -8,6 +8,8 @@
   api_client.py versions BASE [CAFILE]                   request lines with bad HTTP versions
                                                           (over TLS with CAFILE): "STATUS name"
                                                           per case, "CRASH name" when no answer
+  api_client.py knock BASE SRC N                         N requests without a credential from
+                                                          SRC: their statuses on one line
   api_client.py hold BASE SRC N                          N half request lines from SRC held
                                                           open, then one more (see hold())
   api_client.py bad BASE ADMIN VIEWER CRON_SECRET        the bad inputs: prints one line per
@@ -330,6 +332,10 @@ def main():
         cafile = sys.argv[3] if len(sys.argv) > 3 else None
         run_versions(sys.argv[2], cafile)
         print("pipelined %s" % " ".join(map(str, pipelined(sys.argv[2], cafile))))
+    elif cmd == "knock":  # N requests without a credential from SRC: their statuses
+        base, src, n = sys.argv[2], sys.argv[3], int(sys.argv[4])
+        print(" ".join(str(request(base, "GET", "/api/admin/backup/status", src=src)[0])
+                       for _ in range(n)))
     elif cmd == "endless":
         endless(sys.argv[2], sys.argv[3])
     elif cmd == "hold":

@@ -262,14 +262,11 @@ assert_eq 404 "$STATUS" "a restore of an unknown backup: 404"
 
 # requests without a credential are failed authentications too: after five the address
 # waits; the waits' refusals are audited once per wait (a knocking client grows no log)
-for i in 1 2 3 4 5; do
-    API_SRC=127.0.0.6 req GET /api/admin/backup/status
-    assert_eq 401 "$STATUS" "no credential $i: 401"
-done
-for i in 1 2 3 4 5; do
-    API_SRC=127.0.0.6 req GET /api/admin/backup/list
-    assert_eq 429 "$STATUS" "no credential, while waiting $i: 429"
-done
+KNOCK=$($CLIENT knock "$BASE" 127.0.0.6 12)
+assert_match '^401 401 401 401 401 429( 429| 401)+$' "$KNOCK" "no credential: five 401, then 429 ($KNOCK)"
+# (what is audited follows from the answers, however slow the machine: every 401, and the
+# first 429 of each wait)
+KNOCK_AUDITED=$(python3 -c 'import sys; s = sys.argv[1].split(); print(" ".join(x for i, x in enumerate(s) if x == "401" or s[i - 1] != "429"))' "$KNOCK")
 
 req GET /healthz
 assert_eq 200 "$STATUS" "the daemon still answers"
@@ -295,8 +292,8 @@ assert_eq true "$(json_eval "$AUDIT" 'any(l["actor"] == "cron" and l["operation"
     "the cron run"
 assert_eq true "$(json_eval "$AUDIT" 'any(l["operation"] == "token revoke" and l["actor"].startswith("cli:") for l in d)')" \
     "the command line's token revoke"
-assert_eq "401 401 401 401 401 429" "$(json_eval "$AUDIT" '" ".join(l["result"] for l in d if l["source"] == "127.0.0.6")')" \
-    "five 401 then one 429 audited for ten requests"
+assert_eq "$KNOCK_AUDITED" "$(json_eval "$AUDIT" '" ".join(l["result"] for l in d if l["source"] == "127.0.0.6")')" \
+    "knocking without a credential: every 401 and the first 429 of a wait audited, no more"
 assert_no_password_in "$BACKUP_DIR/metadata/audit.log" "no password in the audit log"
 assert_false "no secret a client put in a body in the audit log" grep -q hunter2 "$BACKUP_DIR/metadata/audit.log"
 assert_eq true "$(json_eval "$AUDIT" 'any(l["operation"] == "api POST /api/admin/backup/create" and l["result"] == "400" and l["args"] == {"type": "full", "unknownFields": 1} for l in d)')" \

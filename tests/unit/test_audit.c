@@ -120,6 +120,46 @@ static void test_chain(void **state)
     tmpdir_free(dir);
 }
 
+/* The tail: the same lines as the whole log's last ones, read from its end only (across
+ * blocks of 64 KiB, with a torn last line, without a log). */
+static void test_tail(void **state)
+{
+    (void)state;
+    char *dir = make_backup_dir();
+    struct err e = ERR_INIT;
+    json_t *none = caris_audit_read_tail(dir, 5, &e);
+    assert_non_null(none);
+    assert_int_equal(json_array_size(none), 0);
+    json_decref(none);
+    char op[64];
+    for (int i = 0; i < 700; i++) { /* ~250 bytes a line: over two blocks */
+        snprintf(op, sizeof(op), "operation %d", i);
+        append(dir, op);
+    }
+    char *p = xasprintf("%s/metadata/audit.log", dir);
+    FILE *f = fopen(p, "a");
+    assert_non_null(f);
+    fputs("{\"seq\": 701, \"torn", f); /* a torn last line */
+    fclose(f);
+    free(p);
+    json_t *all = caris_audit_read(dir, 0, &e);
+    assert_int_equal(json_array_size(all), 701);
+    size_t limits[] = {1, 2, 3, 250, 262, 263, 700, 701, 1000};
+    for (size_t k = 0; k < sizeof(limits) / sizeof(limits[0]); k++) {
+        json_t *t = caris_audit_read_tail(dir, limits[k], &e);
+        assert_non_null(t);
+        size_t want = limits[k] < 701 ? limits[k] : 701;
+        assert_int_equal(json_array_size(t), want);
+        for (size_t i = 0; i < want; i++)
+            if (!json_equal(json_array_get(t, i), json_array_get(all, 701 - want + i)))
+                fail_msg("limit %zu: line %zu differs", limits[k], i);
+        json_decref(t);
+    }
+    assert_true(json_is_null(json_object_get(json_array_get(all, 700), "seq")));
+    json_decref(all);
+    tmpdir_free(dir);
+}
+
 static void test_redact(void **state)
 {
     (void)state;
@@ -195,6 +235,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_chain),
+        cmocka_unit_test(test_tail),
         cmocka_unit_test(test_redact),
         cmocka_unit_test(test_tokens),
     };
