@@ -49,7 +49,7 @@
 #define FAIL_FORGET_S 900   /* failures older than that are forgotten */
 
 struct fail_slot {
-    char addr[INET6_ADDRSTRLEN];
+    char addr[API_FAIL_KEY_MAX]; /* api_fail_key */
     unsigned fails;
     int64_t last_ns, until_ns;
     bool refusal_audited; /* the wait until until_ns has its audit line already */
@@ -174,9 +174,26 @@ static void client_addr(struct MHD_Connection *c, char out[INET6_ADDRSTRLEN])
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, out, INET6_ADDRSTRLEN);
 }
 
-/* Under a->mu. The address's slot, a new one (the least recently used) when create. */
+void api_fail_key(const char *addr, char out[API_FAIL_KEY_MAX])
+{
+    struct in6_addr a6;
+    if (inet_pton(AF_INET6, addr, &a6) == 1 && !IN6_IS_ADDR_V4MAPPED(&a6)) {
+        memset(a6.s6_addr + 8, 0, 8);
+        char net[INET6_ADDRSTRLEN];
+        inet_ntop(AF_INET6, &a6, net, sizeof(net));
+        snprintf(out, API_FAIL_KEY_MAX, "%s/64", net);
+    } else {
+        snprintf(out, API_FAIL_KEY_MAX, "%s", addr);
+    }
+}
+
+/* Under a->mu. The address's slot (its /64 for IPv6: api_fail_key), a new one (the least
+ * recently used) when create. */
 static struct fail_slot *fail_slot_locked(struct api *a, const char *addr, bool create)
 {
+    char key[API_FAIL_KEY_MAX];
+    api_fail_key(addr, key);
+    addr = key;
     struct fail_slot *oldest = &a->fails[0];
     for (size_t i = 0; i < FAIL_SLOTS; i++) {
         if (a->fails[i].fails && strcmp(a->fails[i].addr, addr) == 0)

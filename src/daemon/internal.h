@@ -77,5 +77,9 @@ struct api_opts {
 int api_start(const struct api_opts *o, struct api **out, struct err *e);
 /* Stops serving (waits for requests in progress) and frees it; NULL is fine. */
 void api_stop(struct api *a);
+/* What failed authentications are counted by: the address, or for IPv6 its /64 ("2001:db8::/64":
+ * one host commonly has a whole /64, and would otherwise start afresh from each address). */
+#define API_FAIL_KEY_MAX 64
+void api_fail_key(const char *addr, char out[API_FAIL_KEY_MAX]);
 
 #endif

@@ -1,6 +1,6 @@
 /* The API gate's reading of a request line (src/daemon/api_gate.c): what libmicrohttpd takes
  * passes, what it would refuse (its 505 among them) is ours to answer, an unfinished line
- * waits, a line too long is refused. */
+ * waits, a line too long is refused. And the key the API counts failed authentications by. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include "../../src/daemon/api_gate.h"
+#include "../../src/daemon/internal.h"
 
 static enum api_gate_verdict check(const char *s)
 {
@@ -82,12 +83,35 @@ static void test_more_and_too_long(void **state)
     assert_int_equal(api_gate_check(big, sizeof(big)), API_GATE_PASS);
 }
 
+/* Failed authentications are counted per address, per /64 for IPv6. */
+static void test_fail_key(void **state)
+{
+    (void)state;
+    char k[API_FAIL_KEY_MAX];
+    api_fail_key("127.0.0.3", k);
+    assert_string_equal(k, "127.0.0.3");
+    api_fail_key("2001:db8:1:2:aaaa:bbbb:cccc:dddd", k);
+    assert_string_equal(k, "2001:db8:1:2::/64");
+    char k2[API_FAIL_KEY_MAX];
+    api_fail_key("2001:db8:1:2::1", k2);
+    assert_string_equal(k, k2);
+    api_fail_key("2001:db8:1:3::1", k2);
+    assert_string_not_equal(k, k2);
+    api_fail_key("::1", k);
+    assert_string_equal(k, "::/64");
+    api_fail_key("::ffff:10.0.0.1", k); /* an IPv4 client of an IPv6 socket: its address */
+    assert_string_equal(k, "::ffff:10.0.0.1");
+    api_fail_key("?", k);
+    assert_string_equal(k, "?");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pass),
         cmocka_unit_test(test_bad),
         cmocka_unit_test(test_more_and_too_long),
+        cmocka_unit_test(test_fail_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
