@@ -139,9 +139,8 @@ int cmd_backup_database(struct globals *g, int argc, char **argv)
                                          {"time", required_argument, 0, 'T'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
-    int physical = physical_not_implemented(argc, argv, "backup database");
-    if (physical >= 0)
-        return physical;
+    if (has_physical(argc, argv))
+        return cmd_backup_physical(g, argc, argv);
     bool incremental = false;
     int compress = -1; /* -1: BACKUP_COMPRESS_DUMPS decides */
     int64_t time_ns = 0;
@@ -271,9 +270,8 @@ int cmd_restore_database(struct globals *g, int argc, char **argv)
                                          {"verify", no_argument, 0, 'v'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
-    int physical = physical_not_implemented(argc, argv, "restore database");
-    if (physical >= 0)
-        return physical;
+    if (has_physical(argc, argv))
+        return cmd_restore_physical(g, argc, argv);
     struct db_restore_opts o = {.jobs = 1, .threads = g->threads};
     const char **tables = NULL, **schemas = NULL;
     const char *target_url = NULL;

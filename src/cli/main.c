@@ -597,12 +597,19 @@ static int cmd_list(struct globals *g, int argc, char **argv)
             str_human_bytes(x->bytes_read, read, sizeof(read));
             str_human_bytes(x->bytes_added, added, sizeof(added));
             snprintf(type, sizeof(type), "%s/%s", x->kind ? x->kind : "?", x->mode ? x->mode : "?");
+            /* physical backups (issue 10): method and WAL range */
+            json_t *xb = json_array_get(res.entries, i);
+            const char *lsns = json_string_value(json_object_get(xb, "lsn_range"));
+            if (lsns)
+                snprintf(type, sizeof(type), "%s/physical", x->kind ? x->kind : "?");
             cli_human_iso(x->started, when, sizeof(when));
             cli_human_duration(x->duration_ms, dur, sizeof(dur));
             printf("%-44s %-18s %-25s %8s %9llu %10s %10s %s%s\n", x->id ? x->id : "?", type, when,
                    dur, (unsigned long long)x->files, read, added, x->status ? x->status : "?",
                    x->record && strcmp(x->record, "replayed") == 0 ? " REPLAYED (was forgotten)"
                                                                    : "");
+            if (lsns)
+                printf("%-44s LSN %s\n", "", lsns);
         }
     }
     caris_list_result_free(&res);
