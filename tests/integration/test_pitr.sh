@@ -68,6 +68,9 @@ assert_contains "$OUT" "physical" "list shows the method"
 pg_sum rich "$TEST_TMP/src-rich.sum"
 run cb verify "$id1"
 assert_rc 0 "verify of the physical backup reads every file"
+run cb restore database "$id1"
+assert_rc 2 "a logical restore of a physical backup is refused"
+assert_contains "$ERR" "is a physical backup" "the error says it is a physical backup"
 
 # 3. refusals of restore: no env file for restore_command, a non-empty data directory
 R=$TEST_TMP/restores
