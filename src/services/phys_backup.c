@@ -688,7 +688,7 @@ int caris_phys_backup(struct repo *r, const struct phys_backup_opts *o,
     pgsrc_target_host(&t, target, sizeof(target));
     size_t nwarn = json_array_size(b.warnings);
     summary =
-        json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:s, s:s, s:s, s:i, s:O, "
+        json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:s, s:s, s:s, s:i, s:o, "
                   "s:{s:I, s:I, s:I, s:I, s:I, s:I}, s:s, s:O, s:s}",
                   "id", id, "kind", "database", "type", "database", "method", "physical", "mode",
                   "full", "started", started, "finished", finished, "duration_ms",

@@ -89,7 +89,9 @@ batch() { psql_db "$CARIS_PG_DB" -c "INSERT INTO t SELECT g, $1, 'row' FROM gene
 batch 1 || fail "batch 1"
 T1=$(now_utc)
 L1=$(psql_db postgres -c "SELECT pg_current_wal_insert_lsn()")
-batch 2 || fail "batch 2"
+# batch 2 and its transaction id, in one transaction
+X2=$(psql_db "$CARIS_PG_DB" -c "INSERT INTO t SELECT g, 2, 'row' FROM generate_series(2001, 2100) g; SELECT pg_current_xact_id()")
+[[ $X2 =~ ^[0-9]+$ ]] || fail "batch 2 (xid '$X2')"
 T2=$(now_utc)
 psql_db postgres -c "SELECT pg_create_restore_point('after_batch_2')" >/dev/null
 batch 3 || fail "batch 3"
@@ -139,6 +141,10 @@ restore_start rp --to-name after_batch_2 "$id1"
 assert_rc 0 "restore --to-name after_batch_2"
 assert_eq "200" "$(q_at rp "SELECT count(*) FROM t")" "to the restore point: batches 1 and 2"
 stop_at rp
+restore_start xid --to-xid "$X2" "$id1"
+assert_rc 0 "restore --to-xid X2"
+assert_eq "200 2" "$(q_at xid "SELECT count(*) || ' ' || max(batch) FROM t")" "to the commit of X2: batches 1 and 2"
+stop_at xid
 restore_start lsn --to-lsn "$L1" --target-action pause "$id1"
 assert_rc 0 "restore --to-lsn L1 --target-action pause"
 assert_eq paused "$(json_get "$OUT_FILE" '["state"]')" "recovery paused at the target"
