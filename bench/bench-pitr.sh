@@ -107,6 +107,9 @@ say "  repository bytes (backup + WAL so far): caris $(mb $((c1 - c0))) MiB, pgb
 "$CARIS_PG_BIN/pgbench" -n -t "$TX" -h "$DATA" -p "$PORT" -U caris caris_test >"$DIR/pgbench.out" 2>&1
 say "pgbench -t $TX: $(grep -E '^tps' "$DIR/pgbench.out" | head -1)"
 T=$(DB=postgres PSQL -c "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'")
+# a commit after T: recovery must see one to know it reached T (else "recovery ended before
+# configured recovery target was reached")
+PSQL -c "CREATE TABLE bench_after_t (i int)" >/dev/null
 DB=postgres PSQL -c "SELECT pg_switch_wal()" >/dev/null
 last=$(DB=postgres PSQL -c "SELECT pg_walfile_name(pg_current_wal_lsn())")
 caught_up

@@ -171,5 +171,27 @@ assert_eq "$rel" "$(json_get "$OUT_FILE" '["warnings"][0]["file"]')" "the warnin
 assert_eq 0 "$(json_get "$OUT_FILE" '["warnings"][0]["block"]')" "the warning names the block"
 assert_contains "$ERR" "invalid page checksum in $rel block 0" "the warning is printed"
 
+# 7. check reads physical backups like any other; a damaged backup is never put in place
+run cb check --read-data
+assert_rc 0 "check --read-data of a repository with physical backups and WAL"
+python3 - "$REPO" <<'PY'
+import os, sys
+for d, _, files in os.walk(os.path.join(sys.argv[1], "data")):
+    for f in files:
+        if f.startswith("."):
+            continue
+        p = os.path.join(d, f)
+        n = os.path.getsize(p)
+        with open(p, "r+b") as h:
+            h.seek(n // 2)
+            b = h.read(1)
+            h.seek(n // 2)
+            h.write(bytes([b[0] ^ 1]))
+PY
+run cb --env-file "$envf" restore database --physical --pgdata "$R/damaged"
+assert_rc 4 "restore of a damaged backup fails as damage (exit 4)"
+assert_false "nothing is put in place" test -e "$R/damaged"
+assert_eq "" "$(find "$R" -maxdepth 1 -name '.damaged.caris-restore-*')" "no temporary directory is left"
+
 give_server
 test_done
