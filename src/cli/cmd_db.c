@@ -37,7 +37,8 @@ static const char BACKUP_USAGE[] =
     "string; PGPASSWORD is used when it has no password. The password reaches pg_dump only\n"
     "through its environment, never its arguments. The pg_dump of the server's major version\n"
     "is used (/usr/lib/postgresql/<major>/bin, else PATH); an older one is refused.\n"
-    "Exit 10 when the database side fails (nothing is committed then).\n";
+    "Exit 10 when the database side fails (nothing is committed then).\n"
+    "A base backup of the whole cluster: `backup database --physical --help`.\n";
 
 static const char RESTORE_USAGE[] =
     "usage: caris-backup [--json] restore database ID [--target-url URL] [--clean] [--create]\n"
@@ -67,7 +68,8 @@ static const char RESTORE_USAGE[] =
     "\n"
     "Object owners and privileges are restored as in the backup when the roles exist on the\n"
     "target and the restoring user may assign them; otherwise they are left out (--no-owner,\n"
-    "and --no-privileges for missing roles), as the plan says.\n";
+    "and --no-privileges for missing roles), as the plan says.\n"
+    "A physical backup, to a point in time: `restore database --physical --help`.\n";
 
 static const char TEST_USAGE[] =
     "usage: caris-backup [--json] test-restore ID [--scratch database|local]\n"

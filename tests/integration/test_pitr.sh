@@ -152,6 +152,11 @@ assert_eq "100" "$(q_at lsn "SELECT count(*) FROM t")" "to L1: batch 1 only"
 assert_eq t "$(q_at lsn "SELECT pg_is_in_recovery()")" "paused: still in recovery"
 stop_at lsn
 
+restore_start imm --to-immediate --target-action shutdown "$id1"
+assert_rc 0 "restore --to-immediate --target-action shutdown"
+assert_eq "shut down" "$(json_get "$OUT_FILE" '["state"]')" "the server shut down at the target"
+assert_contains "$(as_pg "$CARIS_PG_BIN/pg_controldata" "$R/imm")" "shut down in recovery" "pg_controldata: shut down in recovery"
+
 # 6. data checksums on: no page of a clean cluster is reported; a flipped byte is (file, block)
 pg_pause || fail "stop for pg_checksums"
 as_pg "$CARIS_PG_BIN/pg_checksums" --enable -D "$data" >/dev/null || fail "pg_checksums --enable"
