@@ -30,7 +30,7 @@ PKGS=(
   man-db zsh
 )
 if [ "${1:-}" = "--bench" ]; then
-  PKGS+=(restic borgbackup time openssl)
+  PKGS+=(restic borgbackup time openssl pgbackrest)
 fi
 
 missing=()

@@ -97,9 +97,11 @@ struct repo *cli_open_chunker_source(struct globals *g, const char *from, struct
 int cli_to_key(const struct globals *g, const char *var, const char **key, struct err *e);
 /* wal push | get | list (cmd_wal.c). */
 int cmd_wal(struct globals *g, int argc, char **argv);
-/* When argv holds --physical: says physical backup/restore (what) is not implemented yet and
- * returns the exit code; else -1. */
-int physical_not_implemented(int argc, char **argv, const char *what);
+/* Whether argv holds --physical (before any `--`). */
+bool has_physical(int argc, char **argv);
+/* backup database --physical, restore database --physical (cmd_pitr.c). */
+int cmd_backup_physical(struct globals *g, int argc, char **argv);
+int cmd_restore_physical(struct globals *g, int argc, char **argv);
 /* mount DIR (cmd_mount.c). */
 int cmd_mount(struct globals *g, int argc, char **argv);
 /* open_repo, then caris_backup_resolve(text, kind) into id; NULL (repository closed) on

@@ -37,7 +37,8 @@ static const char BACKUP_USAGE[] =
     "string; PGPASSWORD is used when it has no password. The password reaches pg_dump only\n"
     "through its environment, never its arguments. The pg_dump of the server's major version\n"
     "is used (/usr/lib/postgresql/<major>/bin, else PATH); an older one is refused.\n"
-    "Exit 10 when the database side fails (nothing is committed then).\n";
+    "Exit 10 when the database side fails (nothing is committed then).\n"
+    "A base backup of the whole cluster: `backup database --physical --help`.\n";
 
 static const char RESTORE_USAGE[] =
     "usage: caris-backup [--json] restore database ID [--target-url URL] [--clean] [--create]\n"
@@ -67,7 +68,8 @@ static const char RESTORE_USAGE[] =
     "\n"
     "Object owners and privileges are restored as in the backup when the roles exist on the\n"
     "target and the restoring user may assign them; otherwise they are left out (--no-owner,\n"
-    "and --no-privileges for missing roles), as the plan says.\n";
+    "and --no-privileges for missing roles), as the plan says.\n"
+    "A physical backup, to a point in time: `restore database --physical --help`.\n";
 
 static const char TEST_USAGE[] =
     "usage: caris-backup [--json] test-restore ID [--scratch database|local]\n"
@@ -139,9 +141,8 @@ int cmd_backup_database(struct globals *g, int argc, char **argv)
                                          {"time", required_argument, 0, 'T'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
-    int physical = physical_not_implemented(argc, argv, "backup database");
-    if (physical >= 0)
-        return physical;
+    if (has_physical(argc, argv))
+        return cmd_backup_physical(g, argc, argv);
     bool incremental = false;
     int compress = -1; /* -1: BACKUP_COMPRESS_DUMPS decides */
     int64_t time_ns = 0;
@@ -271,9 +272,8 @@ int cmd_restore_database(struct globals *g, int argc, char **argv)
                                          {"verify", no_argument, 0, 'v'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
-    int physical = physical_not_implemented(argc, argv, "restore database");
-    if (physical >= 0)
-        return physical;
+    if (has_physical(argc, argv))
+        return cmd_restore_physical(g, argc, argv);
     struct db_restore_opts o = {.jobs = 1, .threads = g->threads};
     const char **tables = NULL, **schemas = NULL;
     const char *target_url = NULL;

@@ -134,19 +134,3 @@ int cmd_wal(struct globals *g, int argc, char **argv)
     }
     return usage_error("unknown wal command '%s' (push, get, list)", argv[1]);
 }
-
-int physical_not_implemented(int argc, char **argv, const char *what)
-{
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "--physical") == 0) {
-            struct err e = ERR_INIT;
-            err_set(&e, ERR_FAILURE,
-                    "use logical backups (without --physical) meanwhile; `wal push` already "
-                    "archives WAL for the point-in-time recovery to come",
-                    "not implemented yet: %s --physical (base backups over the replication "
-                    "protocol and point-in-time recovery)",
-                    what);
-            return fail(&e);
-        }
-    return -1;
-}

@@ -36,6 +36,8 @@ static const char USAGE[] =
     "                            back up files (PATHs or BACKUP_FILES_PATHS)\n"
     "  backup database [--full|--incremental] [--compress|--no-compress] [--time TIME]\n"
     "                            back up the PostgreSQL database at POSTGRES_URL\n"
+    "  backup database --physical [--spread-checkpoint]\n"
+    "                            base backup of the whole cluster (replication protocol)\n"
     "  list [--type files|database]\n"
     "                            list backups\n"
     "  verify ID | --all         read every blob of a backup and check every file's SHA-256\n"
@@ -56,6 +58,9 @@ static const char USAGE[] =
     "  restore database ID [--target-url URL] [--clean] [--create] [--table T]...\n"
     "                   [--schema S]... [--jobs N] [--dry-run] [--verify]\n"
     "                            restore a database backup (`restore database --help`)\n"
+    "  restore database --physical --pgdata DIR [ID] [--to-time T|--to-lsn L|--to-xid X|\n"
+    "                   --to-name N] [--start --port P]\n"
+    "                            restore a base backup, to a point in time (needs --env-file)\n"
     "  test-restore ID [--scratch database|local]\n"
     "                            prove a database backup restores: scratch restore, row counts\n"
     "  forget [--keep-last N] [--keep-daily N] [--keep-weekly N] [--keep-monthly N]\n"
@@ -597,12 +602,19 @@ static int cmd_list(struct globals *g, int argc, char **argv)
             str_human_bytes(x->bytes_read, read, sizeof(read));
             str_human_bytes(x->bytes_added, added, sizeof(added));
             snprintf(type, sizeof(type), "%s/%s", x->kind ? x->kind : "?", x->mode ? x->mode : "?");
+            /* physical backups (issue 10): method and WAL range */
+            json_t *xb = json_array_get(res.entries, i);
+            const char *lsns = json_string_value(json_object_get(xb, "lsn_range"));
+            if (lsns)
+                snprintf(type, sizeof(type), "%s/physical", x->kind ? x->kind : "?");
             cli_human_iso(x->started, when, sizeof(when));
             cli_human_duration(x->duration_ms, dur, sizeof(dur));
             printf("%-44s %-18s %-25s %8s %9llu %10s %10s %s%s\n", x->id ? x->id : "?", type, when,
                    dur, (unsigned long long)x->files, read, added, x->status ? x->status : "?",
                    x->record && strcmp(x->record, "replayed") == 0 ? " REPLAYED (was forgotten)"
                                                                    : "");
+            if (lsns)
+                printf("%-44s LSN %s\n", "", lsns);
         }
     }
     caris_list_result_free(&res);

@@ -61,10 +61,17 @@ static int backup_load(struct repo *r, const char *id, struct dbk *k, struct err
         return -1;
     const char *kind = json_string_value(json_object_get(s, "kind"));
     bool is_db = kind && strcmp(kind, "database") == 0;
+    const char *method = json_string_value(json_object_get(s, "method"));
+    bool physical = method && strcmp(method, "physical") == 0;
     json_decref(s);
     if (!is_db)
         return err_set(e, ERR_USAGE, "restore it with `caris-backup restore files`",
                        "backup %s is not a database backup", id);
+    if (physical) /* a base backup of the whole cluster, not a dump (caris/pitr.h) */
+        return err_set(e, ERR_USAGE,
+                       "restore it with `caris-backup --env-file F restore database --physical "
+                       "--pgdata DIR ID`",
+                       "backup %s is a physical backup", id);
     if (repo_snapshot_load(r, name, &k->summary, &k->entries, e) != 0)
         return -1;
     size_t i;

@@ -98,10 +98,11 @@ assert_contains "$ERR" "not a segment size" "a torn segment is refused"
 assert_exit 1 cb wal get 000000010000000000000008 "$TEST_TMP/out/torn"
 assert_exit 1 cb wal receive
 assert_contains "$ERR" "not implemented yet" "wal receive says it is not implemented yet"
-assert_exit 1 cb backup database --physical
-assert_contains "$ERR" "not implemented yet" "backup database --physical says it is not implemented yet"
-assert_exit 1 cb restore database --physical --pgdata "$TEST_TMP/pgdata"
-assert_contains "$ERR" "not implemented yet" "restore database --physical says it is not implemented yet"
+# (physical backups and PITR: test_pitr.sh)
+assert_exit 2 cb backup database --physical --incremental
+assert_contains "$ERR" "not implemented yet" "backup database --physical --incremental says it is not implemented yet"
+assert_exit 2 cb restore database --physical --pgdata "$TEST_TMP/pgdata"
+assert_contains "$ERR" "--env-file" "restore database --physical without --env-file: restore_command needs it"
 assert_false "restore database --physical wrote nothing" test -e "$TEST_TMP/pgdata"
 
 # --- dedup: a segment mostly like another stores the difference ---------------------------

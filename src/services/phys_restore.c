@@ -1,0 +1,676 @@
+/* Restore of a physical backup and point-in-time recovery (caris/pitr.h): the data directory
+ * is written beside its place and renamed into it once every file matched its SHA-256; then
+ * recovery.signal and the recovery settings (restore_command = caris-backup wal get), and,
+ * when asked, PostgreSQL is started and watched until recovery reaches the target. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "caris/crypto.h"
+#include "caris/pgsrc.h"
+#include "caris/pitr.h"
+#include "caris/retention.h"
+#include "caris/stream.h"
+#include "common.h"
+
+int phys_time_parse(const char *s, const char *tz, int64_t *ns, struct err *e)
+{
+    /* fractions of a second (PostgreSQL's now() has them) are passed to the server as given;
+     * here they are dropped, which only makes the choice of a backup more careful */
+    char t[128];
+    snprintf(t, sizeof(t), "%s", s);
+    char *dot = strchr(t, '.');
+    if (dot) {
+        size_t k = strspn(dot + 1, "0123456789");
+        memmove(dot, dot + 1 + k, strlen(dot + 1 + k) + 1);
+    }
+    /* PostgreSQL writes "+00" for a zone: the parser wants "+00:00" */
+    size_t n = strlen(t);
+    if (n > 3 && (t[n - 3] == '+' || t[n - 3] == '-') && n + 3 < sizeof(t) && strchr(t, ':'))
+        strcat(t, ":00");
+    return caris_time_parse(t, tz, ns, e);
+}
+
+static bool is_physical(json_t *s)
+{
+    const char *k = json_string_value(json_object_get(s, "kind"));
+    const char *m = json_string_value(json_object_get(s, "method"));
+    return k && m && strcmp(k, "database") == 0 && strcmp(m, "physical") == 0;
+}
+
+/* Whether backup s (physical) ends before the target: it must be consistent by then. */
+static bool ends_before(json_t *s, const struct phys_restore_opts *o)
+{
+    json_t *phys = json_object_get(s, "physical");
+    if (o->target == PHYS_TARGET_TIME) {
+        int64_t fin;
+        const char *f = json_string_value(json_object_get(s, "finished"));
+        return f && time_parse_iso(f, &fin) == 0 && fin <= o->target_time_ns;
+    }
+    if (o->target == PHYS_TARGET_LSN) {
+        uint64_t stop;
+        return phys_lsn_parse(json_string_value(json_object_get(phys, "stop_lsn")), &stop) == 0 &&
+               stop <= o->target_lsn;
+    }
+    return true;
+}
+
+/* The backup to restore: the one named, or the latest physical one that ends before the
+ * target. *name gets its snapshot's object name. */
+static int choose_backup(struct repo *r, const struct phys_restore_opts *o, char name[65],
+                         json_t **summary, struct err *e)
+{
+    if (o->backup_id) {
+        if (repo_snapshot_find(r, o->backup_id, name, summary, e) != 0)
+            return -1;
+        if (!is_physical(*summary)) {
+            json_decref(*summary);
+            *summary = NULL;
+            return err_set(e, ERR_USAGE,
+                           "restore it with `caris-backup restore database ID` (without "
+                           "--physical)",
+                           "backup %s is not a physical backup", o->backup_id);
+        }
+        if (!ends_before(*summary, o)) {
+            json_decref(*summary);
+            *summary = NULL;
+            return err_set(e, ERR_USAGE, "choose an earlier backup, or leave out the id",
+                           "backup %s ends after the recovery target: recovery cannot stop "
+                           "before the backup's end",
+                           o->backup_id);
+        }
+        return 0;
+    }
+    json_t *all = repo_snapshot_list(r, NULL, e);
+    if (!all)
+        return -1;
+    json_t *best = NULL;
+    size_t i;
+    json_t *s;
+    json_array_foreach(all, i, s) if (is_physical(s) && ends_before(s, o)) best = s; /* oldest
+                                                                                       first */
+    if (!best) {
+        json_decref(all);
+        return err_set(e, ERR_NOT_FOUND,
+                       "take one with `caris-backup backup database --physical` (a target "
+                       "before the first base backup cannot be reached)",
+                       "no physical backup ends before the recovery target");
+    }
+    snprintf(name, 65, "%s", json_string_value(json_object_get(best, "_file")));
+    *summary = json_incref(best);
+    json_decref(all);
+    return 0;
+}
+
+static bool safe_rel(const char *p)
+{
+    if (!p || !*p || *p == '/')
+        return false;
+    for (const char *s = p; s;) {
+        if (strncmp(s, "..", 2) == 0 && (s[2] == '/' || s[2] == '\0'))
+            return false;
+        if (s[0] == '/')
+            return false;
+        s = strchr(s, '/');
+        if (s)
+            s++;
+    }
+    return true;
+}
+
+/* mkdir -p of root/rel, each new directory 0700. */
+static int make_dirs(const char *root, const char *rel, struct err *e)
+{
+    char *p = xasprintf("%s/%s", root, rel);
+    for (char *s = p + strlen(root) + 1;; s++) {
+        if (*s == '/' || *s == '\0') {
+            char c = *s;
+            *s = '\0';
+            if (mkdir(p, 0700) != 0 && errno != EEXIST) {
+                err_sys(e, errno, NULL, "cannot create directory %s", p);
+                free(p);
+                return -1;
+            }
+            *s = c;
+            if (!c)
+                break;
+        }
+    }
+    free(p);
+    return 0;
+}
+
+static int write_small(const char *path, const char *text, struct err *e)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return err_sys(e, errno, NULL, "cannot create %s", path);
+    size_t n = strlen(text);
+    if ((n && write(fd, text, n) != (ssize_t)n) || fsync(fd) != 0) {
+        int er = errno;
+        close(fd);
+        return err_sys(e, er, NULL, "cannot write %s", path);
+    }
+    close(fd);
+    return 0;
+}
+
+/* A value for postgresql.conf: single-quoted, quotes doubled. */
+static char *conf_quote(const char *v)
+{
+    struct buf b = {0};
+    buf_append_u8(&b, '\'');
+    for (const char *p = v; *p; p++) {
+        if (*p == '\'')
+            buf_append_u8(&b, '\'');
+        buf_append_u8(&b, (uint8_t)*p);
+    }
+    buf_append(&b, "'", 2);
+    return (char *)b.data;
+}
+
+/* The time target as PostgreSQL's recovery_target_time takes it: UTC with an explicit offset
+ * (its own TimeZone may differ from ours, and it refuses zone abbreviations such as Z), with
+ * the fraction of a second as given. */
+static void pg_time_value(const struct phys_restore_opts *o, char *out, size_t n)
+{
+    char iso[40];
+    time_format_iso(o->target_time_ns - o->target_time_ns % 1000000000, iso, sizeof(iso));
+    /* "YYYY-MM-DDTHH:MM:SS[.mmm]Z" */
+    iso[10] = ' ';
+    iso[19] = '\0';
+    const char *dot = o->target_value ? strchr(o->target_value, '.') : NULL;
+    size_t k = dot ? strspn(dot + 1, "0123456789") : 0;
+    snprintf(out, n, "%s%.*s+00", iso, k ? (int)k + 1 : 0, dot ? dot : "");
+}
+
+static int write_recovery_settings(const char *dir, const char *id,
+                                   const struct phys_restore_opts *o, struct err *e)
+{
+    static const char *const keys[] = {"",
+                                       "recovery_target_time",
+                                       "recovery_target_lsn",
+                                       "recovery_target_xid",
+                                       "recovery_target_name",
+                                       "recovery_target"};
+    char *path = xasprintf("%s/postgresql.auto.conf", dir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        err_sys(e, errno, NULL, "cannot open %s", path);
+        free(path);
+        return -1;
+    }
+    struct buf b = {0};
+    char *rc = conf_quote(o->restore_command);
+    char *line = xasprintf("\n# recovery settings written by caris-backup restore database "
+                           "--physical %s\nrestore_command = %s\n",
+                           id, rc);
+    buf_append(&b, line, strlen(line));
+    free(line);
+    free(rc);
+    /* the restored server must not archive into the repository it came from until the
+     * operator has checked it (docs/BACKUP_RECOVERY.md: turn archiving back on) */
+    const char *fixed = "archive_mode = 'off'\n";
+    buf_append(&b, fixed, strlen(fixed));
+    if (o->target != PHYS_TARGET_NONE) {
+        char tv[96];
+        if (o->target == PHYS_TARGET_TIME)
+            pg_time_value(o, tv, sizeof(tv));
+        char *v = conf_quote(o->target == PHYS_TARGET_IMMEDIATE ? "immediate"
+                             : o->target == PHYS_TARGET_TIME    ? tv
+                                                                : o->target_value);
+        /* stay on the backup's timeline: a timeline that an earlier restore created (its
+         * .history file in the archive) is not where this target lies */
+        line = xasprintf("%s = %s\nrecovery_target_action = '%s'\n"
+                         "recovery_target_timeline = 'current'\n",
+                         keys[o->target], v, o->target_action ? o->target_action : "promote");
+        buf_append(&b, line, strlen(line));
+        free(line);
+        free(v);
+    }
+    int rcode = 0;
+    if (write(fd, b.data, b.len) != (ssize_t)b.len || fsync(fd) != 0)
+        rcode = err_sys(e, errno, NULL, "cannot write %s", path);
+    close(fd);
+    buf_free(&b);
+    free(path);
+    return rcode;
+}
+
+struct restore_ctx {
+    const struct phys_restore_opts *o;
+    uint64_t files, done_bytes;
+    int64_t start_mono, last;
+};
+
+static void on_bytes(void *ctx, uint64_t bytes)
+{
+    struct restore_ctx *rc = ctx;
+    int64_t now = time_mono_ns();
+    if (!rc->o->progress || now - rc->last < 200000000)
+        return;
+    rc->last = now;
+    progress_report(rc->o->progress, rc->o->ctx, "restore", rc->files, rc->done_bytes + bytes, 0,
+                    rc->start_mono);
+}
+
+/* Writes every directory, file and link of the backup under dir. */
+static int write_tree(struct repo *r, json_t *summary, json_t *entries, const char *dir,
+                      const struct phys_restore_opts *o, struct phys_restore_result *res,
+                      struct err *e)
+{
+    json_t *phys = json_object_get(summary, "physical");
+    size_t i;
+    json_t *x;
+    json_array_foreach(json_object_get(phys, "directories"), i, x)
+    {
+        const char *n = json_string_value(json_object_get(x, "name"));
+        if (!safe_rel(n))
+            return err_set(e, ERR_DAMAGE, NULL, "unsafe directory name in the backup");
+        if (make_dirs(dir, n, e) != 0)
+            return -1;
+    }
+    /* tablespaces come back inside the data directory (in-place, as directories under
+     * pg_tblspc), never at their old location, which may be another cluster's */
+    json_array_foreach(json_object_get(phys, "symlinks"), i, x)
+    {
+        const char *n = json_string_value(json_object_get(x, "name"));
+        const char *t = json_string_value(json_object_get(x, "target"));
+        if (!safe_rel(n) || !t)
+            return err_set(e, ERR_DAMAGE, NULL, "unsafe link name in the backup");
+        if (strncmp(n, "pg_tblspc/", 10) == 0) {
+            if (make_dirs(dir, n, e) != 0)
+                return -1;
+            continue;
+        }
+        char *p = xasprintf("%s/%s", dir, n);
+        int s = symlink(t, p);
+        free(p);
+        if (s != 0)
+            return err_sys(e, errno, NULL, "cannot create link %s", n);
+    }
+    struct restore_ctx rc = {.o = o, .start_mono = time_mono_ns()};
+    json_array_foreach(entries, i, x)
+    {
+        const char *n = json_string_value(json_object_get(x, "name"));
+        const char *hex = json_string_value(json_object_get(x, "sha256"));
+        uint8_t sha[32];
+        if (!safe_rel(n) || !hex || cx_unhex(hex, sha, 32) != 0)
+            return err_set(e, ERR_DAMAGE, "run `caris-backup check --read-data`",
+                           "malformed file entry in the backup");
+        char *slash = strrchr(n, '/');
+        if (slash) {
+            char *parent = xstrndup(n, (size_t)(slash - n));
+            int mrc = make_dirs(dir, parent, e);
+            free(parent);
+            if (mrc != 0)
+                return -1;
+        }
+        char *p = xasprintf("%s/%s", dir, n);
+        int fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0) {
+            err_sys(e, errno, NULL, "cannot create %s", p);
+            free(p);
+            return -1;
+        }
+        int src = stream_restore_fd(r, json_object_get(x, "chunks"), sha, fd, o->threads, on_bytes,
+                                    &rc, o->op, e);
+        int mode = (int)json_integer_value(json_object_get(x, "mode")) & 0700;
+        if (src == 0 && (fchmod(fd, (mode_t)(mode ? mode : 0600)) != 0 || fsync(fd) != 0))
+            src = err_sys(e, errno, NULL, "cannot write %s", p);
+        close(fd);
+        free(p);
+        if (src != 0) {
+            if (e->code == ERR_DAMAGE)
+                err_wrap(e, "file %s of backup %s", n,
+                         json_string_value(json_object_get(summary, "id")));
+            return -1;
+        }
+        rc.files++;
+        rc.done_bytes += (uint64_t)json_integer_value(json_object_get(x, "size"));
+    }
+    /* WAL comes from the archive: the directories the server needs, even if empty */
+    if (make_dirs(dir, "pg_wal/archive_status", e) != 0)
+        return -1;
+    res->files = rc.files;
+    res->bytes = rc.done_bytes;
+    return 0;
+}
+
+static bool dir_empty(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        close(fd);
+        return false;
+    }
+    struct dirent *de;
+    bool empty = true;
+    while ((de = readdir(d)) != NULL)
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
+            empty = false;
+            break;
+        }
+    closedir(d);
+    return empty;
+}
+
+/* ---- starting the restored server ------------------------------------------------------ */
+
+static pid_t postmaster_pid(const char *pgdata)
+{
+    char *p = xasprintf("%s/postmaster.pid", pgdata);
+    FILE *f = fopen(p, "r");
+    free(p);
+    if (!f)
+        return 0;
+    long v = 0;
+    if (fscanf(f, "%ld", &v) != 1)
+        v = 0;
+    fclose(f);
+    return (pid_t)v;
+}
+
+static void log_tail(const char *path, char *out, size_t n)
+{
+    struct buf b = {0};
+    struct err ie = ERR_INIT;
+    out[0] = '\0';
+    if (fs_read_all(path, &b, &ie) != 0)
+        return;
+    size_t keep = b.len > 600 ? 600 : b.len;
+    snprintf(out, n, "%.*s", (int)keep, (const char *)b.data + b.len - keep);
+    buf_free(&b);
+}
+
+static bool log_has(const char *path, const char *needle)
+{
+    struct buf b = {0};
+    struct err ie = ERR_INIT;
+    if (fs_read_all(path, &b, &ie) != 0)
+        return false;
+    buf_append_u8(&b, 0);
+    bool has = strstr((const char *)b.data, needle) != NULL;
+    buf_free(&b);
+    return has;
+}
+
+static void pause_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static int start_and_wait(const struct phys_restore_opts *o, int version_num,
+                          struct phys_restore_result *res, struct err *e)
+{
+    if (geteuid() == 0)
+        return err_set(e, ERR_USAGE,
+                       "run the restore as the database's system user (e.g. runuser -u postgres "
+                       "-- caris-backup ...), or start the server yourself",
+                       "--start: PostgreSQL does not run as root");
+    if (strchr(o->pgdata, '\''))
+        return err_set(e, ERR_USAGE, NULL, "--start: the data directory's path has a quote");
+    struct pgsrc_tool pg_ctl;
+    if (pgsrc_tool_find("pg_ctl", version_num, true, &pg_ctl, e) != 0)
+        return -1;
+    res->log_path = xasprintf("%s.log", o->pgdata);
+    char *opts = xasprintf("-p %d -c listen_addresses='' -c unix_socket_directories='%s'", o->port,
+                           o->pgdata);
+    char *argv[] = {pg_ctl.path, "start", "-D", (char *)o->pgdata, "-l", res->log_path, "-W", "-s",
+                    "-o",        opts,    NULL};
+    char *out = NULL;
+    int rc = pgsrc_run_capture(pg_ctl.path, argv, &out, 4096, e);
+    free(out);
+    free(opts);
+    if (rc != 0)
+        return -1;
+    struct pgsrc_target t;
+    if (pgsrc_target_parse(o->url, o->password, "POSTGRES_URL", &t, e) != 0)
+        return -1;
+    char port[16];
+    snprintf(port, sizeof(port), "%d", o->port);
+    pgsrc_target_set(&t, "host", o->pgdata);
+    pgsrc_target_set(&t, "port", port);
+    pgsrc_target_set(&t, "sslmode", NULL);
+    const char *action = o->target == PHYS_TARGET_NONE ? "promote"
+                         : o->target_action            ? o->target_action
+                                                       : "promote";
+    int64_t deadline =
+        time_mono_ns() + (int64_t)(o->wait_seconds > 0 ? o->wait_seconds : 600) * 1000000000LL;
+    rc = -1;
+    bool seen_pid = false;
+    while (rc != 0) {
+        if (caris_op_check(o->op, "the started server keeps running: stop it with pg_ctl stop",
+                           e) != 0)
+            break;
+        pid_t pid = postmaster_pid(o->pgdata);
+        bool alive = pid > 0 && kill(pid, 0) == 0;
+        seen_pid |= pid > 0;
+        if (!alive && seen_pid) {
+            if (strcmp(action, "shutdown") == 0 &&
+                log_has(res->log_path, "shutdown at recovery target")) {
+                res->state = xstrdup("shut down");
+                rc = 0;
+                break;
+            }
+            char tail[700];
+            log_tail(res->log_path, tail, sizeof(tail));
+            err_set(e, ERR_DATABASE, "see the server's log; the restored data directory is kept",
+                    "the restored server stopped before reaching the recovery target: %s", tail);
+            break;
+        }
+        if (alive && strcmp(action, "shutdown") != 0) {
+            struct err ce = ERR_INIT;
+            PGconn *c = pgsrc_connect(&t, NULL, &ce);
+            if (c) {
+                struct err qe = ERR_INIT;
+                PGresult *q =
+                    pgsrc_query(c,
+                                "SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() THEN "
+                                "pg_get_wal_replay_pause_state() ELSE '' END, "
+                                "to_char(pg_last_xact_replay_timestamp() AT TIME ZONE 'UTC', "
+                                "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+                                0, NULL, &qe);
+                if (q && PQntuples(q) == 1) {
+                    bool in_rec = strcmp(PQgetvalue(q, 0, 0), "t") == 0;
+                    const char *pause = PQgetvalue(q, 0, 1);
+                    bool done =
+                        (strcmp(action, "promote") == 0 && !in_rec) ||
+                        (strcmp(action, "pause") == 0 && in_rec && strcmp(pause, "paused") == 0);
+                    if (done) {
+                        res->state = xstrdup(in_rec ? "paused" : "promoted");
+                        if (!PQgetisnull(q, 0, 2))
+                            res->reached_time = xstrdup(PQgetvalue(q, 0, 2));
+                        rc = 0;
+                    }
+                }
+                PQclear(q);
+                PQfinish(c);
+                if (rc == 0)
+                    break;
+            }
+        }
+        if (time_mono_ns() > deadline) {
+            err_set(e, ERR_DATABASE,
+                    "the server keeps running: look at its log, stop it with pg_ctl stop",
+                    "recovery did not reach the target within %d s",
+                    o->wait_seconds > 0 ? o->wait_seconds : 600);
+            break;
+        }
+        pause_ms(100);
+    }
+    pgsrc_target_free(&t);
+    if (rc == 0)
+        res->started = true;
+    return rc;
+}
+
+int caris_phys_restore(struct repo *r, const struct phys_restore_opts *o,
+                       struct phys_restore_result *res, struct err *e)
+{
+    memset(res, 0, sizeof(*res));
+    int64_t t0 = time_mono_ns();
+    if (!o->pgdata || !*o->pgdata)
+        return err_set(e, ERR_USAGE, NULL, "--pgdata DIR is required");
+    if (!o->restore_command || !*o->restore_command)
+        return err_set(e, ERR_USAGE, NULL, "no restore_command for the restored server");
+    struct stat st;
+    bool exists = stat(o->pgdata, &st) == 0;
+    if (exists && !S_ISDIR(st.st_mode))
+        return err_set(e, ERR_USAGE, NULL, "%s exists and is not a directory", o->pgdata);
+    if (exists && !dir_empty(o->pgdata) && !o->overwrite)
+        return err_set(e, ERR_USAGE,
+                       "restore into an empty or new directory, or add --overwrite to replace it "
+                       "(stop the server that uses it first)",
+                       "data directory %s is not empty", o->pgdata);
+    if (exists && o->overwrite && postmaster_pid(o->pgdata) > 0 &&
+        kill(postmaster_pid(o->pgdata), 0) == 0)
+        return err_set(e, ERR_USAGE, "stop it first (pg_ctl stop -D DIR)",
+                       "a server is running on data directory %s", o->pgdata);
+    char *copy = xstrdup(o->pgdata), *copy2 = xstrdup(o->pgdata);
+    char *parent = dirname(copy), *base = basename(copy2);
+    char *tmp = xasprintf("%s/.%s.caris-restore-XXXXXX", parent, base);
+    char *old = NULL;
+    json_t *summary = NULL, *full = NULL, *entries = NULL;
+    char name[65];
+    int rc = -1;
+    bool locked = false, made = false;
+    if (repo_lock(r, false, "restore database --physical", e) != 0)
+        goto out;
+    locked = true;
+    if (choose_backup(r, o, name, &summary, e) != 0)
+        goto out;
+    res->backup_id = jsonx_strdup_member(summary, "id");
+    res->ran = true;
+    if (repo_snapshot_load(r, name, &full, &entries, e) != 0)
+        goto out;
+    if (!mkdtemp(tmp)) {
+        err_sys(e, errno, "the parent directory must exist and be writable",
+                "cannot create a directory beside %s", o->pgdata);
+        goto out;
+    }
+    made = true;
+    if (chmod(tmp, 0700) != 0 || write_tree(r, full, entries, tmp, o, res, e) != 0)
+        goto out;
+    char *sig = xasprintf("%s/recovery.signal", tmp);
+    int wrc = write_small(sig, "", e);
+    free(sig);
+    if (wrc != 0 || write_recovery_settings(tmp, res->backup_id, o, e) != 0)
+        goto out;
+    /* into place: an empty directory is replaced, an old one (with --overwrite) moved aside
+     * and removed only once the new one is in place */
+    if (exists && dir_empty(o->pgdata)) {
+        if (rmdir(o->pgdata) != 0) {
+            err_sys(e, errno, NULL, "cannot replace %s", o->pgdata);
+            goto out;
+        }
+    } else if (exists) {
+        old = xasprintf("%s/.%s.caris-old-%lld", parent, base, (long long)getpid());
+        if (rename(o->pgdata, old) != 0) {
+            err_sys(e, errno, NULL, "cannot move %s aside", o->pgdata);
+            free(old);
+            old = NULL;
+            goto out;
+        }
+    }
+    if (rename(tmp, o->pgdata) != 0) {
+        err_sys(e, errno, NULL, "cannot rename %s to %s", tmp, o->pgdata);
+        if (old)
+            rename(old, o->pgdata);
+        goto out;
+    }
+    made = false;
+    int pfd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (pfd >= 0) {
+        fsync(pfd);
+        close(pfd);
+    }
+    if (old)
+        pgsrc_remove_tree(old);
+    res->summary = json_incref(summary);
+    caris_op_log(o->op, LOG_INFO, "restored backup %s into %s (%llu files)", res->backup_id,
+                 o->pgdata, (unsigned long long)res->files);
+    repo_unlock(r);
+    locked = false;
+    if (o->start &&
+        start_and_wait(o, (int)json_integer_value(json_object_get(summary, "server_version_num")),
+                       res, e) != 0)
+        goto out;
+    rc = 0;
+out:
+    res->duration_ms = (time_mono_ns() - t0) / 1000000;
+    if (made)
+        pgsrc_remove_tree(tmp);
+    if (locked)
+        repo_unlock(r);
+    json_decref(summary);
+    json_decref(full);
+    json_decref(entries);
+    free(tmp);
+    free(old);
+    free(copy);
+    free(copy2);
+    return rc;
+}
+
+void phys_restore_result_free(struct phys_restore_result *res)
+{
+    free(res->backup_id);
+    free(res->state);
+    free(res->reached_time);
+    free(res->log_path);
+    json_decref(res->summary);
+    memset(res, 0, sizeof(*res));
+}
+
+json_t *phys_restore_result_to_json(const struct phys_restore_result *res)
+{
+    if (!res->ran)
+        return NULL;
+    json_t *j = json_pack("{s:s, s:I, s:I, s:I, s:b}", "backupId", res->backup_id, "files",
+                          (json_int_t)res->files, "bytes", (json_int_t)res->bytes, "duration_ms",
+                          (json_int_t)res->duration_ms, "started", res->started);
+    json_t *phys = json_object_get(res->summary, "physical");
+    if (phys) {
+        json_object_set(j, "startLsn", json_object_get(phys, "start_lsn"));
+        json_object_set(j, "stopLsn", json_object_get(phys, "stop_lsn"));
+    }
+    if (res->state)
+        json_object_set_new(j, "state", json_string(res->state));
+    json_object_set_new(j, "reachedTime",
+                        res->reached_time ? json_string(res->reached_time) : json_null());
+    if (res->log_path)
+        json_object_set_new(j, "serverLog", json_string(res->log_path));
+    return j;
+}
+
+int caris_recovery_point_in_time(struct repo *r, const struct caris_pitr_request *req,
+                                 struct phys_restore_result *res, struct err *e)
+{
+    struct phys_restore_opts o = {.pgdata = req->pgdata,
+                                  .target = PHYS_TARGET_TIME,
+                                  .target_value = req->targetTime,
+                                  .target_action = "promote",
+                                  .overwrite = req->overwrite,
+                                  .restore_command = req->restore_command,
+                                  .start = req->start,
+                                  .port = req->port,
+                                  .url = req->url,
+                                  .password = req->password,
+                                  .op = req->op};
+    memset(res, 0, sizeof(*res));
+    if (phys_time_parse(req->targetTime ? req->targetTime : "", NULL, &o.target_time_ns, e) != 0)
+        return -1;
+    return caris_phys_restore(r, &o, res, e);
+}
