@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <openssl/evp.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -39,8 +40,9 @@
 #define MAX_XML (16u << 20)      /* a list page or an error document */
 #define READ_WINDOW (4u << 20)   /* bytes fetched ahead by a read of a pack */
 #define READ_CACHE 8             /* windows kept */
-#define IDLE_HANDLES 16          /* curl handles (each with its connections) kept for reuse */
+#define IDLE_HANDLES 80          /* curl handles (each with its connections) kept for reuse */
 #define DEFAULT_RETRY_SECONDS 60 /* total time spent retrying one request */
+#define DEFAULT_CONNECTIONS 8    /* uploads at once (BACKUP_S3_CONNECTIONS) */
 
 /* ---- settings ------------------------------------------------------------------------ */
 
@@ -69,6 +71,17 @@ void storage_set_cache_root(const char *dir)
 {
     free(cache_root);
     cache_root = dir ? xstrdup(dir) : NULL;
+}
+
+/* ---- counters (storage_s3_get_counters) ------------------------------------------- */
+
+static _Atomic uint64_t n_requests, n_sent, n_received;
+
+void storage_s3_get_counters(struct storage_s3_counters *out)
+{
+    out->requests = atomic_load(&n_requests);
+    out->bytes_sent = atomic_load(&n_sent);
+    out->bytes_received = atomic_load(&n_received);
 }
 
 /* ---- the handle ---------------------------------------------------------------------- */
@@ -371,6 +384,9 @@ static CURLcode attempt(struct s3_storage *s, CURL *c, const struct request *rq,
         curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, rq->method);
     }
     CURLcode rc = curl_easy_perform(c);
+    atomic_fetch_add(&n_requests, 1);
+    atomic_fetch_add(&n_sent, rs->sent);
+    atomic_fetch_add(&n_received, rs->out_len + rs->body.len);
     rs->status = 0;
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &rs->status);
     curl_slist_free_all(hl);
@@ -1264,6 +1280,18 @@ struct storage *storage_s3_open(const char *location, struct err *e)
         goto fail;
     }
     s->retry_ns = (int64_t)(secs * 1e9);
+    const char *conn = setting("BACKUP_S3_CONNECTIONS");
+    s->base.connections = DEFAULT_CONNECTIONS;
+    if (conn) {
+        char *end;
+        long n = strtol(conn, &end, 10);
+        if (end == conn || *end || n < 1 || n > STORAGE_CONNECTIONS_MAX) {
+            err_set(e, ERR_CONFIG, "give a number of connections from 1 to 64",
+                    "BACKUP_S3_CONNECTIONS (--s3-connections) is invalid: '%s'", conn);
+            goto fail;
+        }
+        s->base.connections = (int)n;
+    }
     /* Test knob: smaller listing pages, so that tests page through continuation tokens
      * without writing thousands of objects. */
     const char *page = setting("BACKUP_S3_LIST_PAGE");
