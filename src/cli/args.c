@@ -234,6 +234,17 @@ void cli_set_command(int argc, char **argv)
             snprintf(command_name, sizeof(command_name), "%.40s %.40s", argv[0], argv[1]);
 }
 
+bool cli_command_moves_data(void)
+{
+    static const char *const MOVERS[] = {"backup", "restore", "copy",         "upload",
+                                         "check",  "verify",  "test-restore", "prune"};
+    size_t n = strcspn(command_name, " ");
+    for (size_t i = 0; i < sizeof(MOVERS) / sizeof(MOVERS[0]); i++)
+        if (strlen(MOVERS[i]) == n && strncmp(command_name, MOVERS[i], n) == 0)
+            return true;
+    return false;
+}
+
 int cli_getopt(int argc, char **argv, const char *shortopts, const struct option *longopts)
 {
     opterr = 0;

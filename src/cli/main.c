@@ -170,10 +170,10 @@ int usage_error(const char *fmt, const char *arg)
 
 void print_json(json_t *j)
 {
-    /* What the command cost in S3 requests, when it talked to an S3 server. */
+    /* What a command that moves data cost in S3 requests, when it talked to an S3 server. */
     struct storage_s3_counters c;
     storage_s3_get_counters(&c);
-    if (c.requests && json_is_object(j) && !json_object_get(j, "s3"))
+    if (c.requests && cli_command_moves_data() && json_is_object(j) && !json_object_get(j, "s3"))
         json_object_set_new(j, "s3",
                             json_pack("{s:I, s:I, s:I}", "requests", (json_int_t)c.requests,
                                       "bytesSent", (json_int_t)c.bytes_sent, "bytesReceived",

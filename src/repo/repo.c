@@ -1602,6 +1602,16 @@ const char *repo_blob_pack(struct repo *r, const uint8_t id[32], char out[65])
     return out;
 }
 
+bool repo_blob_where(struct repo *r, const uint8_t id[32], uint32_t *pack, uint32_t *off)
+{
+    struct ientry en;
+    if (!lookup_entry(r, id, &en))
+        return false;
+    *pack = en.pack;
+    *off = en.off;
+    return true;
+}
+
 static int pack_key(struct repo *r, uint32_t pidx, uint8_t key[32], char *name, size_t n,
                     struct err *e)
 {

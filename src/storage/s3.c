@@ -39,7 +39,7 @@
 #define EMPTY_SHA256 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 #define MAX_XML (16u << 20)      /* a list page or an error document */
 #define READ_WINDOW (4u << 20)   /* bytes fetched ahead by a read of a pack */
-#define READ_CACHE 8             /* windows kept */
+#define READ_CACHE 16            /* windows kept (or being read) */
 #define IDLE_HANDLES 80          /* curl handles (each with its connections) kept for reuse */
 #define DEFAULT_RETRY_SECONDS 60 /* total time spent retrying one request */
 #define DEFAULT_CONNECTIONS 8    /* uploads at once (BACKUP_S3_CONNECTIONS) */
@@ -91,6 +91,9 @@ struct window {
     uint64_t off;
     struct buf data;
     uint64_t used; /* LRU clock */
+    bool loading;  /* a thread is reading [off, off + want) into it */
+    bool dropped;  /* forgotten while loading: the loader frees it */
+    size_t want;
 };
 
 struct s3_storage {
@@ -109,6 +112,7 @@ struct s3_storage {
     int64_t retry_ns;
     char list_page[8]; /* max-keys of a listing ("": the server's default, 1,000 on AWS) */
     pthread_mutex_t mu;
+    pthread_cond_t loaded; /* a window stopped loading */
     CURL *idle[IDLE_HANDLES];
     size_t nidle;
     struct window cache[READ_CACHE];
@@ -650,6 +654,10 @@ static void cache_forget(struct s3_storage *s, const char *name)
     pthread_mutex_lock(&s->mu);
     for (int i = 0; i < READ_CACHE; i++)
         if (s->cache[i].name && strcmp(s->cache[i].name, name) == 0) {
+            if (s->cache[i].loading) {
+                s->cache[i].dropped = true;
+                continue;
+            }
             free(s->cache[i].name);
             s->cache[i].name = NULL;
             buf_free(&s->cache[i].data);
@@ -800,6 +808,85 @@ static int get_range(struct s3_storage *s, const char *name, uint64_t off, size_
     return r;
 }
 
+/* A read of len (< READ_WINDOW) bytes of a pack. Packs never change, and a restore, check
+ * or copy reads many blobs of one pack, from several threads: the pack is read in windows
+ * aligned to READ_WINDOW (one ranged GET covers every blob inside), a window is read once
+ * (a thread that needs one being read waits for it rather than asking again) and the last
+ * READ_CACHE are kept. A blob that crosses a window's end extends that window. */
+static int read_windowed(struct s3_storage *s, const char *name, uint64_t off, void *out,
+                         size_t len, struct err *e)
+{
+    uint64_t start = off - off % READ_WINDOW;
+    size_t want = READ_WINDOW;
+    if (off + len > start + want)
+        want = (size_t)(off + len - start);
+    pthread_mutex_lock(&s->mu);
+    struct window *slot = NULL;
+    for (;;) {
+        bool waited = false;
+        for (int i = 0; i < READ_CACHE && !waited; i++) {
+            struct window *w = &s->cache[i];
+            if (!w->name || w->dropped || strcmp(w->name, name) != 0 || off < w->off)
+                continue;
+            if (w->loading && off + len <= w->off + w->want) {
+                pthread_cond_wait(&s->loaded, &s->mu);
+                waited = true; /* the slots may have changed: look again */
+            } else if (!w->loading && off + len <= w->off + w->data.len) {
+                memcpy(out, w->data.data + (off - w->off), len);
+                w->used = ++s->clock;
+                pthread_mutex_unlock(&s->mu);
+                return 0;
+            }
+        }
+        if (!waited)
+            break;
+    }
+    /* Not there: this thread reads the window, into the least recently used free slot (or,
+     * when every slot is being loaded, into a buffer of its own). */
+    for (int i = 0; i < READ_CACHE; i++) {
+        struct window *w = &s->cache[i];
+        if (!w->loading && (!slot || w->used < slot->used))
+            slot = w;
+    }
+    if (slot) {
+        free(slot->name);
+        buf_free(&slot->data);
+        slot->name = xstrdup(name);
+        slot->off = start;
+        slot->want = want;
+        slot->loading = true;
+        slot->dropped = false;
+    }
+    pthread_mutex_unlock(&s->mu);
+    struct buf data = {0};
+    buf_reserve(&data, want);
+    size_t got;
+    int r = get_range(s, name, start, want, (size_t)(off - start) + len, data.data, &got, e);
+    if (r == 0) {
+        data.len = got;
+        memcpy(out, data.data + (off - start), len);
+    }
+    if (!slot) {
+        buf_free(&data);
+        return r;
+    }
+    pthread_mutex_lock(&s->mu);
+    slot->loading = false;
+    if (r == 0 && !slot->dropped) {
+        slot->data = data;
+        slot->used = ++s->clock;
+    } else {
+        free(slot->name);
+        slot->name = NULL;
+        slot->used = 0;
+        buf_free(&data);
+    }
+    slot->dropped = false;
+    pthread_cond_broadcast(&s->loaded);
+    pthread_mutex_unlock(&s->mu);
+    return r;
+}
+
 static int s3_read_at(struct storage *st, const char *name, uint64_t off, void *out, size_t len,
                       struct err *e)
 {
@@ -826,41 +913,7 @@ static int s3_read_at(struct storage *st, const char *name, uint64_t off, void *
         size_t got;
         return get_range(s, name, off, len, len, out, &got, e);
     }
-    /* Packs never change: serve from a window read before, or read a new one. */
-    pthread_mutex_lock(&s->mu);
-    for (int i = 0; i < READ_CACHE; i++) {
-        struct window *w = &s->cache[i];
-        if (w->name && strcmp(w->name, name) == 0 && off >= w->off &&
-            off + len <= w->off + w->data.len) {
-            memcpy(out, w->data.data + (off - w->off), len);
-            w->used = ++s->clock;
-            pthread_mutex_unlock(&s->mu);
-            return 0;
-        }
-    }
-    pthread_mutex_unlock(&s->mu);
-    struct buf data = {0};
-    buf_reserve(&data, READ_WINDOW);
-    size_t got;
-    if (get_range(s, name, off, READ_WINDOW, len, data.data, &got, e) != 0) {
-        buf_free(&data);
-        return -1;
-    }
-    data.len = got;
-    memcpy(out, data.data, len);
-    pthread_mutex_lock(&s->mu);
-    struct window *victim = &s->cache[0];
-    for (int i = 1; i < READ_CACHE; i++)
-        if (s->cache[i].used < victim->used)
-            victim = &s->cache[i];
-    free(victim->name);
-    buf_free(&victim->data);
-    victim->name = xstrdup(name);
-    victim->off = off;
-    victim->data = data;
-    victim->used = ++s->clock;
-    pthread_mutex_unlock(&s->mu);
-    return 0;
+    return read_windowed(s, name, off, out, len, e);
 }
 
 static int head(struct s3_storage *s, const char *name, struct response *rs, struct err *e)
@@ -1112,6 +1165,7 @@ static void s3_close(struct storage *st)
         free(s->cache[i].name);
         buf_free(&s->cache[i].data);
     }
+    pthread_cond_destroy(&s->loaded);
     pthread_mutex_destroy(&s->mu);
     free(s->endpoint);
     free(s->host);
@@ -1246,6 +1300,7 @@ struct storage *storage_s3_open(const char *location, struct err *e)
     s->base.ops = &s3_ops;
     s->base.location = xstrdup(location);
     pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->loaded, NULL);
     bool plain_http = false;
     bool vh = false;
     if (config_bool(settings, "BACKUP_S3_VIRTUAL_HOST", false, &vh, e) != 0)
