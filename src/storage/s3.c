@@ -812,14 +812,19 @@ static int get_range(struct s3_storage *s, const char *name, uint64_t off, size_
  * or copy reads many blobs of one pack, from several threads: the pack is read in windows
  * aligned to READ_WINDOW (one ranged GET covers every blob inside), a window is read once
  * (a thread that needs one being read waits for it rather than asking again) and the last
- * READ_CACHE are kept. A blob that crosses a window's end extends that window. */
+ * READ_CACHE are kept. A blob that crosses a window's end is read from both windows. */
 static int read_windowed(struct s3_storage *s, const char *name, uint64_t off, void *out,
                          size_t len, struct err *e)
 {
     uint64_t start = off - off % READ_WINDOW;
     size_t want = READ_WINDOW;
-    if (off + len > start + want)
-        want = (size_t)(off + len - start);
+    if (off + len > start + want) {
+        /* Across two windows (len < READ_WINDOW): each part from its own. */
+        size_t first = (size_t)(start + want - off);
+        if (read_windowed(s, name, off, out, first, e) != 0)
+            return -1;
+        return read_windowed(s, name, start + want, (uint8_t *)out + first, len - first, e);
+    }
     pthread_mutex_lock(&s->mu);
     struct window *slot = NULL;
     for (;;) {
