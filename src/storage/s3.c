@@ -8,9 +8,11 @@
  *   (x-amz-content-sha256) and sent as x-amz-checksum-sha256, its MD5 as Content-MD5: the
  *   server refuses a body that changed on the way; the response's checksum (or its ETag,
  *   the MD5 of a single-part upload) is checked too.
- * - read_at: ranged GETs. Pack objects (data/) are immutable: a read fetches a window of up
- *   to READ_WINDOW bytes from the offset and keeps the last few windows, so the blob-by-blob
- *   reads of a restore cost one GET per window, not one per blob.
+ * - read_at: ranged GETs. Pack objects (data/) are immutable: a read fetches the aligned
+ *   window of READ_WINDOW bytes that holds it and keeps the last few windows, so the
+ *   blob-by-blob reads of a restore cost one GET per window, not one per blob.
+ * - put is made by the caller's thread; storage.connections (BACKUP_S3_CONNECTIONS) tells
+ *   the upload queue (queue.c) how many puts may run at once.
  * - put_new: a PUT with If-None-Match: * (412: the object exists), after a HEAD.
  * - list: ListObjectsV2 with continuation tokens.
  * Failures: connection errors, timeouts, 5xx (503 SlowDown included), 429 and truncated bodies
@@ -38,8 +40,8 @@
 
 #define EMPTY_SHA256 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 #define MAX_XML (16u << 20)      /* a list page or an error document */
-#define READ_WINDOW (4u << 20)   /* bytes fetched ahead by a read of a pack */
-#define READ_CACHE 16            /* windows kept (or being read) */
+#define READ_WINDOW (2u << 20)   /* bytes fetched ahead by a read of a pack */
+#define READ_CACHE 32            /* windows kept (or being read) */
 #define IDLE_HANDLES 80          /* curl handles (each with its connections) kept for reuse */
 #define DEFAULT_RETRY_SECONDS 60 /* total time spent retrying one request */
 #define DEFAULT_CONNECTIONS 8    /* uploads at once (BACKUP_S3_CONNECTIONS) */
