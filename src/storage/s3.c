@@ -42,6 +42,7 @@
 #define MAX_XML (16u << 20)      /* a list page or an error document */
 #define READ_WINDOW (2u << 20)   /* bytes fetched ahead by a read of a pack */
 #define READ_CACHE 32            /* windows kept (or being read) */
+#define READ_DIRECT (8u << 20)   /* reads of a pack this large bypass the windows */
 #define IDLE_HANDLES 80          /* curl handles (each with its connections) kept for reuse */
 #define DEFAULT_RETRY_SECONDS 60 /* total time spent retrying one request */
 #define DEFAULT_CONNECTIONS 8    /* uploads at once (BACKUP_S3_CONNECTIONS) */
@@ -810,7 +811,7 @@ static int get_range(struct s3_storage *s, const char *name, uint64_t off, size_
     return r;
 }
 
-/* A read of len (< READ_WINDOW) bytes of a pack. Packs never change, and a restore, check
+/* A read of len (< READ_DIRECT) bytes of a pack. Packs never change, and a restore, check
  * or copy reads many blobs of one pack, from several threads: the pack is read in windows
  * aligned to READ_WINDOW (one ranged GET covers every blob inside), a window is read once
  * (a thread that needs one being read waits for it rather than asking again) and the last
@@ -821,7 +822,8 @@ static int read_windowed(struct s3_storage *s, const char *name, uint64_t off, v
     uint64_t start = off - off % READ_WINDOW;
     size_t want = READ_WINDOW;
     if (off + len > start + want) {
-        /* Across two windows (len < READ_WINDOW): each part from its own. */
+        /* Across windows: the part in this one, then the rest (which may cross again; at
+         * most READ_DIRECT / READ_WINDOW levels). */
         size_t first = (size_t)(start + want - off);
         if (read_windowed(s, name, off, out, first, e) != 0)
             return -1;
@@ -916,7 +918,9 @@ static int s3_read_at(struct storage *st, const char *name, uint64_t off, void *
         return 0;
     }
     bool pack = strncmp(name, "data/", 5) == 0;
-    if (!pack || len >= READ_WINDOW) {
+    /* Blobs (at most REPO_MAX_BLOB, files' chunks at most 4 MiB) through the windows; larger
+     * reads (a check's whole pack) on their own: they would only push windows out. */
+    if (!pack || len >= READ_DIRECT) {
         size_t got;
         return get_range(s, name, off, len, len, out, &got, e);
     }
