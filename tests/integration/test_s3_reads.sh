@@ -2,7 +2,8 @@
 # Reads from an S3 repository are grouped by pack: a restore and a copy out of S3 make far
 # fewer requests than there are blobs (ranged GETs that cover many blobs, counted by the
 # "s3" object of --json), and both are byte-exact. A copy local -> S3 uploads each new blob
-# once, and a second copy sends no pack.
+# once, and a second copy sends no pack. --s3-connections and BACKUP_S3_CONNECTIONS are
+# checked (1..64).
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/s3lib.sh"
 
@@ -19,6 +20,13 @@ python3 "$LIB_DIR/../../bench/gen-tree.py" gen "$src" 24M --seed 7 >/dev/null ||
 
 # --- restore from S3 -------------------------------------------------------------------------
 assert_exit 0 scb init
+# --s3-connections / BACKUP_S3_CONNECTIONS: 1..64
+assert_exit 2 scb --s3-connections 0 list
+assert_contains "$ERR" "between 1 and 64" "--s3-connections 0 is refused"
+assert_exit 2 scb --s3-connections=65 list
+assert_exit 6 env BACKUP_S3_CONNECTIONS=many "$CARIS_BIN" --repo "$S3" list
+assert_contains "$ERR" "BACKUP_S3_CONNECTIONS" "an invalid BACKUP_S3_CONNECTIONS is named"
+assert_exit 0 scb --s3-connections 64 list
 run scb --threads 2 --json backup files "$src"
 assert_rc 0 "backup into S3"
 cp "$OUT_FILE" "$TEST_TMP/b.json"
