@@ -168,6 +168,10 @@ int repo_blob_load_flags(struct repo *r, const uint8_t id[32], struct buf *out, 
                          struct err *e);
 /* Name of the pack holding the blob (for damage reports), NULL when unknown. */
 const char *repo_blob_pack(struct repo *r, const uint8_t id[32], char out[65]);
+/* Where a stored blob lies: an opaque pack number (the same for the blobs of one pack, in this
+ * session) and its offset in the pack. For reading many blobs in storage order. false: not
+ * stored. */
+bool repo_blob_where(struct repo *r, const uint8_t id[32], uint32_t *pack, uint32_t *off);
 
 /* ---- snapshots (backup manifests) ---------------------------------------------------- */
 

@@ -42,9 +42,15 @@ struct storage_ops {
     void (*close)(struct storage *s);
 };
 
+struct storage_queue;
+
 struct storage {
     const struct storage_ops *ops;
     char *location; /* printable, for messages */
+    /* Uploads a storage_batch runs at once on their own threads (src/storage/queue.c);
+     * 0: a batch's puts are made by the caller, one after the other (the posix backend). */
+    int connections;
+    struct storage_queue *queue; /* started by the first batch that needs it */
 };
 
 /* A directory on a local file system. create: make the directory (mode 0700) when missing. */
@@ -82,6 +88,39 @@ int storage_put_new(struct storage *s, const char *name, const void *data, size_
                     struct err *e);
 int storage_mtime(struct storage *s, const char *name, int64_t *ns, struct err *e);
 int storage_list_temp(struct storage *s, storage_list_cb cb, void *ctx, struct err *e);
+/* ---- queued uploads (src/storage/queue.c) ----
+ * A batch is one writer's series of puts (a backup's packs) that may run in parallel with
+ * the writer, on the storage's upload threads (storage.connections of them). At most
+ * connections + STORAGE_QUEUE_SLACK objects are queued or being sent for the whole storage:
+ * storage_batch_put blocks while that many are. A failed put fails the batch: its later puts
+ * are not made, and storage_batch_put / storage_batch_wait return the first error. A storage
+ * without threads puts synchronously, in storage_batch_put. Nothing a batch put is known to
+ * be stored until storage_batch_wait returned 0. */
+#define STORAGE_QUEUE_SLACK 2
+#define STORAGE_CONNECTIONS_MAX 64
+struct storage_batch;
+struct storage_batch *storage_batch_new(struct storage *s);
+/* Called once per batch put, on whichever thread made it (or dropped it), before
+ * storage_batch_wait / _free return: stored says whether the object is stored. */
+typedef void (*storage_put_done)(void *ctx, bool stored);
+/* Queues the put of data under name; takes data's bytes (data is left empty). done may be
+ * NULL. Returns -1 (and done(ctx, false) was called) when the batch failed before. */
+int storage_batch_put(struct storage_batch *b, const char *name, struct buf *data,
+                      storage_put_done done, void *ctx, struct err *e);
+/* Waits until every put of the batch is done: 0 when all were stored. */
+int storage_batch_wait(struct storage_batch *b, struct err *e);
+/* Drops the batch's puts not started yet, waits for those being sent, frees the batch. */
+void storage_batch_free(struct storage_batch *b);
+/* Stops the upload threads (storage_close does; no batch may be alive). */
+void storage_queue_stop(struct storage *s);
+
+/* What this process sent to and received from S3 servers, all S3 storages together (bodies
+ * only, every attempt counted). */
+struct storage_s3_counters {
+    uint64_t requests, bytes_sent, bytes_received;
+};
+void storage_s3_get_counters(struct storage_s3_counters *out);
+
 /* 1 exists, 0 not, -1 error */
 int storage_exists(struct storage *s, const char *name, struct err *e);
 void storage_close(struct storage *s);

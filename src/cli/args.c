@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "caris/core.h"
+#include "caris/storage.h"
 
 #include "cli.h"
 
@@ -61,8 +62,9 @@ const char *cli_closest(const char *word, const char *const *cands, size_t n)
 
 /* ---- the options every command accepts ---------------------------------------------- */
 
-static const char *const GLOBAL_NAMES[] = {"env-file", "repo",      "json", "quiet",
-                                           "threads",  "lock-wait", "help", "version"};
+static const char *const GLOBAL_NAMES[] = {"env-file", "repo",    "json",
+                                           "quiet",    "threads", "lock-wait",
+                                           "help",     "version", "s3-connections"};
 #define NGLOBAL (sizeof(GLOBAL_NAMES) / sizeof(GLOBAL_NAMES[0]))
 
 /* "--name" or "--name=value": the name's length, when token names `name` exactly. */
@@ -124,6 +126,13 @@ static int global_value(struct globals *g, const char *name, const char *v)
         if (end == v || *end || t < 1 || t > 256)
             return usage_error("--threads must be between 1 and 256, got '%s'", v);
         g->threads = (int)t;
+    } else if (strcmp(name, "s3-connections") == 0) {
+        char *end;
+        long n = strtol(v, &end, 10);
+        if (end == v || *end || n < 1 || n > STORAGE_CONNECTIONS_MAX)
+            return usage_error("--s3-connections must be between 1 and 64, got '%s'", v);
+        /* The S3 driver reads it when it opens a repository (as from .env.local). */
+        setenv("BACKUP_S3_CONNECTIONS", v, 1);
     } else { /* lock-wait */
         g->lock_wait_ms = cli_parse_duration_ms(v);
         if (g->lock_wait_ms < 0)
@@ -136,7 +145,8 @@ static int global_value(struct globals *g, const char *name, const char *v)
 
 int cli_globals_extract(struct globals *g, int *argcp, char **argv, enum cli_action *action)
 {
-    static const char *const WITH_VALUE[] = {"env-file", "repo", "threads", "lock-wait"};
+    static const char *const WITH_VALUE[] = {"env-file", "repo", "threads", "lock-wait",
+                                             "s3-connections"};
     int argc = *argcp, out = 1;
     bool cmd_seen = false;
     *action = CLI_RUN;
@@ -146,7 +156,7 @@ int cli_globals_extract(struct globals *g, int *argcp, char **argv, enum cli_act
         if (strcmp(tok, "--") == 0)
             break; /* the rest is the command's, untouched */
         bool taken = false;
-        for (size_t k = 0; k < 4 && !taken; k++) {
+        for (size_t k = 0; k < sizeof(WITH_VALUE) / sizeof(WITH_VALUE[0]) && !taken; k++) {
             if (!long_is(tok, WITH_VALUE[k], &v))
                 continue;
             taken = true;
@@ -222,6 +232,17 @@ void cli_set_command(int argc, char **argv)
     for (size_t i = 0; i < sizeof(WITH_SUB) / sizeof(WITH_SUB[0]); i++)
         if (strcmp(argv[0], WITH_SUB[i]) == 0 && argc > 1 && argv[1][0] != '-')
             snprintf(command_name, sizeof(command_name), "%.40s %.40s", argv[0], argv[1]);
+}
+
+bool cli_command_moves_data(void)
+{
+    static const char *const MOVERS[] = {"backup", "restore", "copy",         "upload",
+                                         "check",  "verify",  "test-restore", "prune"};
+    size_t n = strcspn(command_name, " ");
+    for (size_t i = 0; i < sizeof(MOVERS) / sizeof(MOVERS[0]); i++)
+        if (strlen(MOVERS[i]) == n && strncmp(command_name, MOVERS[i], n) == 0)
+            return true;
+    return false;
 }
 
 int cli_getopt(int argc, char **argv, const char *shortopts, const struct option *longopts)

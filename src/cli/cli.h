@@ -120,6 +120,9 @@ enum cli_action { CLI_RUN, CLI_HELP, CLI_VERSION };
 int cli_globals_extract(struct globals *g, int *argc, char **argv, enum cli_action *action);
 /* The command's name for messages ("list", "backup files"). */
 void cli_set_command(int argc, char **argv);
+/* True for the commands that move repository data (backup, restore, copy, upload, check,
+ * verify, test-restore, prune): their --json result says what they cost in S3 requests. */
+bool cli_command_moves_data(void);
 /* getopt_long that refuses abbreviated long options and records a one-line message (with the
  * closest option name) for any option error: '?' then, and the caller returns
  * cli_opt_fail(). Callers set optind = 0 before the first call, as for getopt_long. */

@@ -101,6 +101,8 @@ static const char USAGE[] =
     "  --threads N       worker threads (default: number of CPUs)\n"
     "  --lock-wait DURATION  wait up to DURATION (30s, 5m, 1h; default 0) for a conflicting\n"
     "                    repository lock to go, then fail with exit 9\n"
+    "  --s3-connections N  uploads to an S3 repository at once, 1..64 (default 8;\n"
+    "                    BACKUP_S3_CONNECTIONS)\n"
     "  -h, --help        this help; `caris-backup COMMAND --help` for a command\n"
     "Options go before or after COMMAND, as --opt VALUE or --opt=VALUE; long options are\n"
     "never abbreviated; -- ends the options.\n"
@@ -173,6 +175,14 @@ int usage_error(const char *fmt, const char *arg)
 
 void print_json(json_t *j)
 {
+    /* What a command that moves data cost in S3 requests, when it talked to an S3 server. */
+    struct storage_s3_counters c;
+    storage_s3_get_counters(&c);
+    if (c.requests && cli_command_moves_data() && json_is_object(j) && !json_object_get(j, "s3"))
+        json_object_set_new(j, "s3",
+                            json_pack("{s:I, s:I, s:I}", "requests", (json_int_t)c.requests,
+                                      "bytesSent", (json_int_t)c.bytes_sent, "bytesReceived",
+                                      (json_int_t)c.bytes_received));
     char *s = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_ENCODE_ANY);
     if (s) {
         json_printed = true;

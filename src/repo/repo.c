@@ -1150,6 +1150,21 @@ struct repo_writer {
     size_t npacks;
     struct buf index_records; /* index-file records of those packs (see index_parse_into) */
     struct repo_writer_stats stats;
+    struct storage_batch *batch; /* the packs being uploaded (caris/storage.h) */
+};
+
+/* A closed pack on its way to storage. Its blobs' entries stay PACK_PENDING (known to this
+ * session's dedup, not readable) until the upload is confirmed: only then do they point to
+ * the pack and does the pack join the index this writer will write (pack_sent). In secret
+ * memory: it holds the pack's key. */
+struct sent_pack {
+    struct repo_writer *w;
+    uint8_t pid[32];
+    uint8_t key[32];
+    uint32_t *ents;
+    size_t nents;
+    struct buf trailer;
+    uint64_t len;
 };
 
 struct repo_writer *repo_writer_new(struct repo *r, int nslots)
@@ -1161,16 +1176,52 @@ struct repo_writer *repo_writer_new(struct repo *r, int nslots)
     w->slots = secmem_alloc(xsize((size_t)w->nslots, sizeof(*w->slots), 0));
     for (int i = 0; i < w->nslots; i++)
         w->slots[i].cctx = ZSTD_createCCtx();
+    w->batch = storage_batch_new(r->st);
     return w;
 }
 
-/* Seals the slot's open pack (version 2, docs/REPOSITORY-FORMAT.md "Packs") and stores it.
+/* The end of a pack's upload (a storage_put_done, on the thread that made it). */
+static void pack_sent(void *ctx, bool stored)
+{
+    struct sent_pack *sp = ctx;
+    struct repo_writer *w = sp->w;
+    struct repo *r = w->r;
+    pthread_mutex_lock(&r->mu);
+    if (stored) {
+        uint32_t pidx = repo_add_pack_locked(r, sp->pid, -2);
+        memcpy(r->packs[pidx].key, sp->key, 32);
+        r->packs[pidx].key_ready = true;
+        for (size_t i = 0; i < sp->nents; i++)
+            repo_entry(r, sp->ents[i])->pack = pidx;
+        w->packs = xrealloc(w->packs, xsize(w->npacks + 1, sizeof(uint32_t), 0));
+        w->packs[w->npacks++] = pidx;
+        /* An index record is the pack id, the blob count, and the trailer's own entries. */
+        buf_append(&w->index_records, sp->pid, 32);
+        buf_append_u32le(&w->index_records, (uint32_t)(sp->trailer.len / PACK_TRAILER_ENTRY_LEN));
+        buf_append(&w->index_records, sp->trailer.data, sp->trailer.len);
+        w->stats.packs++;
+        w->stats.bytes_stored += sp->len;
+    } else {
+        /* As repo_writer_free does for blobs never packed: a later writer stores them. */
+        for (size_t i = 0; i < sp->nents; i++) {
+            struct ientry *en = repo_entry(r, sp->ents[i]);
+            if (en->pack == PACK_PENDING)
+                en->pack = PACK_ABANDONED;
+        }
+    }
+    pthread_mutex_unlock(&r->mu);
+    free(sp->ents);
+    buf_free(&sp->trailer);
+    secmem_free(sp);
+}
+
+/* Seals the slot's open pack (version 2, docs/REPOSITORY-FORMAT.md "Packs") and queues its
+ * upload (stored for good once the writer's batch is waited for, in repo_writer_flush).
  * The trailer is padded so that the whole pack has a size from pad_size, and its length is
  * sealed in the footer: the pack's size tells neither how many blobs it holds nor, to within
  * the padding, how large they are. */
 static int slot_close_pack(struct repo_writer *w, struct wslot *s, struct err *e)
 {
-    struct repo *r = w->r;
     if (!s->pack.len)
         return 0;
     uint8_t nonce[CX_NONCE_LEN];
@@ -1202,31 +1253,24 @@ static int slot_close_pack(struct repo_writer *w, struct wslot *s, struct err *e
         return -1;
     s->pack.len += 4 + CX_TAG_LEN;
     buf_append(&s->pack, PACK_END_MAGIC, 4);
-    uint8_t pid[32];
-    char name[80];
-    cx_sha256(s->pack.data, s->pack.len, pid);
-    pack_object_name(pid, name, sizeof(name));
-    if (storage_put(r->st, name, s->pack.data, s->pack.len, e) != 0)
-        return err_wrap(e, "cannot store pack");
-    pthread_mutex_lock(&r->mu);
-    uint32_t pidx = repo_add_pack_locked(r, pid, -2);
-    memcpy(r->packs[pidx].key, s->key, 32);
-    r->packs[pidx].key_ready = true;
-    for (size_t i = 0; i < s->nents; i++)
-        repo_entry(r, s->ents[i])->pack = pidx;
-    w->packs = xrealloc(w->packs, xsize(w->npacks + 1, sizeof(uint32_t), 0));
-    w->packs[w->npacks++] = pidx;
-    /* An index record is the pack id, the blob count, and the trailer's own entries. */
-    buf_append(&w->index_records, pid, 32);
-    buf_append_u32le(&w->index_records, (uint32_t)(elen / PACK_TRAILER_ENTRY_LEN));
-    buf_append(&w->index_records, s->trailer.data, elen);
-    w->stats.packs++;
-    w->stats.bytes_stored += s->pack.len;
-    pthread_mutex_unlock(&r->mu);
-    s->pack.len = 0;
+    struct sent_pack *sp = secmem_alloc(sizeof(*sp));
+    sp->w = w;
+    cx_sha256(s->pack.data, s->pack.len, sp->pid);
+    memcpy(sp->key, s->key, 32);
+    sp->ents = s->ents;
+    sp->nents = s->nents;
+    buf_append(&sp->trailer, s->trailer.data, elen);
+    sp->len = s->pack.len;
+    s->ents = NULL;
+    s->nents = s->cap_ents = 0;
     s->trailer.len = 0;
-    s->nents = 0;
     cx_wipe(s->key, sizeof(s->key));
+    char name[80];
+    pack_object_name(sp->pid, name, sizeof(name));
+    /* The pack's buffer goes with the upload (s->pack is left empty); pack_sent runs when
+     * it is stored, or not. */
+    if (storage_batch_put(w->batch, name, &s->pack, pack_sent, sp, e) != 0)
+        return err_wrap(e, "cannot store pack");
     return 0;
 }
 
@@ -1414,6 +1458,9 @@ int repo_writer_flush(struct repo_writer *w, struct err *e)
     for (int i = 0; i < w->nslots; i++)
         if (slot_close_pack(w, &w->slots[i], e) != 0)
             return -1;
+    /* The index names only packs that are stored: every upload must have succeeded. */
+    if (storage_batch_wait(w->batch, e) != 0)
+        return err_wrap(e, "cannot store pack");
     pthread_mutex_lock(&r->mu);
     size_t total = w->npacks + r->nadopted;
     if (total == 0) {
@@ -1495,6 +1542,7 @@ void repo_writer_free(struct repo_writer *w)
 {
     if (!w)
         return;
+    storage_batch_free(w->batch); /* every pack_sent has run after this */
     pthread_mutex_lock(&w->r->mu);
     for (int i = 0; i < w->nslots; i++)
         for (size_t k = 0; k < w->slots[i].nents; k++) {
@@ -1552,6 +1600,16 @@ const char *repo_blob_pack(struct repo *r, const uint8_t id[32], char out[65])
     cx_hex(r->packs[en.pack].id, 32, out);
     pthread_mutex_unlock(&r->mu);
     return out;
+}
+
+bool repo_blob_where(struct repo *r, const uint8_t id[32], uint32_t *pack, uint32_t *off)
+{
+    struct ientry en;
+    if (!lookup_entry(r, id, &en))
+        return false;
+    *pack = en.pack;
+    *off = en.off;
+    return true;
 }
 
 static int pack_key(struct repo *r, uint32_t pidx, uint8_t key[32], char *name, size_t n,

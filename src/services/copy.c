@@ -7,6 +7,8 @@
 
 #include "caris/backup.h"
 #include "caris/core.h"
+#include "caris/pipeline.h"
+#include "caris/pool.h"
 
 /* The blobs one backup needs, as the reference walk gives them. */
 struct blob_ref {
@@ -119,10 +121,29 @@ static int dst_has_backup(struct repo *dst, const char *id, json_t *src_summary,
     return 1;
 }
 
+/* A blob to send, where it lies in the source. */
+struct blob_todo {
+    uint32_t pack, off;
+    size_t i; /* in the blob list */
+};
+
+static int cmp_todo(const void *a, const void *b)
+{
+    const struct blob_todo *x = a, *y = b;
+    if (x->pack != y->pack)
+        return x->pack < y->pack ? -1 : 1;
+    return x->off < y->off ? -1 : x->off > y->off;
+}
+
+#define COPY_WINDOW_BYTES (64u << 20) /* plaintext loaded ahead of the writer */
+
 /* Sends the blobs dst lacks, then commits the snapshot. Under both locks, with the id claimed
- * in dst. */
+ * in dst. The blobs are read in the order they lie in the source's packs, several at once
+ * (threads): the storage reads a pack in large ranged reads that cover many blobs, not one
+ * read per blob. Every blob is loaded with its id check: only a blob whose plaintext hashes
+ * to its id moves. */
 static int copy_blobs_and_commit(struct repo *src, struct repo *dst, const char *snap_name,
-                                 const struct blob_list *l, struct caris_copy_item *it,
+                                 const struct blob_list *l, struct caris_copy_item *it, int threads,
                                  const struct caris_op *op, struct err *e)
 {
     struct repo_writer *w = repo_writer_new(dst, 1);
@@ -130,27 +151,64 @@ static int copy_blobs_and_commit(struct repo *src, struct repo *dst, const char 
     struct buf plain = {0};
     json_t *summary = NULL, *ref = NULL;
     int rc = -1;
-    caris_op_progress(op, "copy", 0, l->n);
+    struct blob_todo *todo = xcalloc(l->n ? l->n : 1, sizeof(*todo));
+    size_t n = 0;
     for (size_t i = 0; i < l->n; i++) {
-        if (caris_op_check(op, "nothing was committed in the destination", e) != 0)
-            goto out;
         if (repo_has_blob(dst, l->v[i].id))
             continue;
-        /* loaded with the id check: only a blob whose plaintext hashes to its id moves */
-        if (repo_blob_load(src, l->v[i].id, &plain, e) != 0) {
+        if (!repo_blob_where(src, l->v[i].id, &todo[n].pack, &todo[n].off)) {
+            /* the load says what is wrong with it */
+            if (repo_blob_load(src, l->v[i].id, &plain, e) == 0)
+                err_set(e, ERR_DAMAGE, "run `caris-backup check` on the source",
+                        "a blob of backup %s is not in the source's index", it->backup_id);
             err_wrap(e, "cannot copy backup %s from the source", it->backup_id);
             goto out;
         }
-        int added =
-            repo_writer_add(w, l->v[i].meta ? meta_slot : 0, l->v[i].id, plain.data, plain.len, e);
-        if (added < 0)
-            goto out;
+        todo[n++].i = i;
+    }
+    qsort(todo, n, sizeof(*todo), cmp_todo);
+    struct pool *pool = pool_new(threads > 0 ? threads : sys_ncpu(), 64);
+    struct fetchq *q = fetchq_new(src, pool, 0, SIZE_MAX, COPY_WINDOW_BYTES);
+    caris_op_progress(op, "copy", 0, l->n);
+    size_t next = 0;
+    int lrc = 0;
+    for (size_t k = 0; k < n && lrc == 0; k++) {
+        if (caris_op_check(op, "nothing was committed in the destination", e) != 0) {
+            lrc = -1;
+            break;
+        }
+        while (next < n) {
+            const struct blob_ref *b = &l->v[todo[next].i];
+            int64_t len = repo_blob_size(src, b->id);
+            if (len < 0 || !fetchq_room(q, (uint32_t)len))
+                break;
+            fetchq_submit(q, b->id, (uint32_t)len, (void *)b);
+            next++;
+        }
+        void *tag;
+        if (fetchq_empty(q) || fetchq_next(q, &tag, &plain, e) != 0) {
+            if (fetchq_empty(q))
+                err_set(e, ERR_FAILURE, NULL, "internal error: a blob to copy has no size");
+            err_wrap(e, "cannot copy backup %s from the source", it->backup_id);
+            lrc = -1;
+            break;
+        }
+        const struct blob_ref *b = tag;
+        int added = repo_writer_add(w, b->meta ? meta_slot : 0, b->id, plain.data, plain.len, e);
+        if (added < 0) {
+            lrc = -1;
+            break;
+        }
         if (added == 1) {
             it->blobs_copied++;
             it->bytes_copied += plain.len;
         }
-        caris_op_progress(op, "copy", i + 1, l->n);
+        caris_op_progress(op, "copy", l->n - n + k + 1, l->n);
     }
+    fetchq_free(q); /* waits for loads still running after a failure */
+    pool_free(pool);
+    if (lrc != 0)
+        goto out;
     if (repo_writer_flush(w, e) != 0)
         goto out;
     struct repo_writer_stats ws;
@@ -164,6 +222,7 @@ static int copy_blobs_and_commit(struct repo *src, struct repo *dst, const char 
     it->copied = true;
     rc = 0;
 out:
+    free(todo);
     buf_free(&plain);
     repo_writer_free(w);
     json_decref(summary);
@@ -212,7 +271,7 @@ static int copy_one(struct repo *src, struct repo *dst, json_t *s, const struct 
         rc = 0;
         goto out;
     }
-    if (copy_blobs_and_commit(src, dst, file, &l, it, o->op, e) != 0)
+    if (copy_blobs_and_commit(src, dst, file, &l, it, o->threads, o->op, e) != 0)
         goto out;
     repo_claim_release(dst, id);
     claimed = false;

@@ -8,9 +8,11 @@
  *   (x-amz-content-sha256) and sent as x-amz-checksum-sha256, its MD5 as Content-MD5: the
  *   server refuses a body that changed on the way; the response's checksum (or its ETag,
  *   the MD5 of a single-part upload) is checked too.
- * - read_at: ranged GETs. Pack objects (data/) are immutable: a read fetches a window of up
- *   to READ_WINDOW bytes from the offset and keeps the last few windows, so the blob-by-blob
- *   reads of a restore cost one GET per window, not one per blob.
+ * - read_at: ranged GETs. Pack objects (data/) are immutable: a read fetches the aligned
+ *   window of READ_WINDOW bytes that holds it and keeps the last few windows, so the
+ *   blob-by-blob reads of a restore cost one GET per window, not one per blob.
+ * - put is made by the caller's thread; storage.connections (BACKUP_S3_CONNECTIONS) tells
+ *   the upload queue (queue.c) how many puts may run at once.
  * - put_new: a PUT with If-None-Match: * (412: the object exists), after a HEAD.
  * - list: ListObjectsV2 with continuation tokens.
  * Failures: connection errors, timeouts, 5xx (503 SlowDown included), 429 and truncated bodies
@@ -23,6 +25,7 @@
 #include <errno.h>
 #include <openssl/evp.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -37,10 +40,12 @@
 
 #define EMPTY_SHA256 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 #define MAX_XML (16u << 20)      /* a list page or an error document */
-#define READ_WINDOW (4u << 20)   /* bytes fetched ahead by a read of a pack */
-#define READ_CACHE 8             /* windows kept */
-#define IDLE_HANDLES 16          /* curl handles (each with its connections) kept for reuse */
+#define READ_WINDOW (2u << 20)   /* bytes fetched ahead by a read of a pack */
+#define READ_CACHE 32            /* windows kept (or being read) */
+#define READ_DIRECT (8u << 20)   /* reads of a pack this large bypass the windows */
+#define IDLE_HANDLES 80          /* curl handles (each with its connections) kept for reuse */
 #define DEFAULT_RETRY_SECONDS 60 /* total time spent retrying one request */
+#define DEFAULT_CONNECTIONS 8    /* uploads at once (BACKUP_S3_CONNECTIONS) */
 
 /* ---- settings ------------------------------------------------------------------------ */
 
@@ -71,6 +76,17 @@ void storage_set_cache_root(const char *dir)
     cache_root = dir ? xstrdup(dir) : NULL;
 }
 
+/* ---- counters (storage_s3_get_counters) ------------------------------------------- */
+
+static _Atomic uint64_t n_requests, n_sent, n_received;
+
+void storage_s3_get_counters(struct storage_s3_counters *out)
+{
+    out->requests = atomic_load(&n_requests);
+    out->bytes_sent = atomic_load(&n_sent);
+    out->bytes_received = atomic_load(&n_received);
+}
+
 /* ---- the handle ---------------------------------------------------------------------- */
 
 struct window {
@@ -78,6 +94,9 @@ struct window {
     uint64_t off;
     struct buf data;
     uint64_t used; /* LRU clock */
+    bool loading;  /* a thread is reading [off, off + want) into it */
+    bool dropped;  /* forgotten while loading: the loader frees it */
+    size_t want;
 };
 
 struct s3_storage {
@@ -96,6 +115,7 @@ struct s3_storage {
     int64_t retry_ns;
     char list_page[8]; /* max-keys of a listing ("": the server's default, 1,000 on AWS) */
     pthread_mutex_t mu;
+    pthread_cond_t loaded; /* a window stopped loading */
     CURL *idle[IDLE_HANDLES];
     size_t nidle;
     struct window cache[READ_CACHE];
@@ -371,6 +391,9 @@ static CURLcode attempt(struct s3_storage *s, CURL *c, const struct request *rq,
         curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, rq->method);
     }
     CURLcode rc = curl_easy_perform(c);
+    atomic_fetch_add(&n_requests, 1);
+    atomic_fetch_add(&n_sent, rs->sent);
+    atomic_fetch_add(&n_received, rs->out_len + rs->body.len);
     rs->status = 0;
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &rs->status);
     curl_slist_free_all(hl);
@@ -634,6 +657,10 @@ static void cache_forget(struct s3_storage *s, const char *name)
     pthread_mutex_lock(&s->mu);
     for (int i = 0; i < READ_CACHE; i++)
         if (s->cache[i].name && strcmp(s->cache[i].name, name) == 0) {
+            if (s->cache[i].loading) {
+                s->cache[i].dropped = true;
+                continue;
+            }
             free(s->cache[i].name);
             s->cache[i].name = NULL;
             buf_free(&s->cache[i].data);
@@ -784,6 +811,91 @@ static int get_range(struct s3_storage *s, const char *name, uint64_t off, size_
     return r;
 }
 
+/* A read of len (< READ_DIRECT) bytes of a pack. Packs never change, and a restore, check
+ * or copy reads many blobs of one pack, from several threads: the pack is read in windows
+ * aligned to READ_WINDOW (one ranged GET covers every blob inside), a window is read once
+ * (a thread that needs one being read waits for it rather than asking again) and the last
+ * READ_CACHE are kept. A blob that crosses a window's end is read from both windows. */
+static int read_windowed(struct s3_storage *s, const char *name, uint64_t off, void *out,
+                         size_t len, struct err *e)
+{
+    uint64_t start = off - off % READ_WINDOW;
+    size_t want = READ_WINDOW;
+    if (off + len > start + want) {
+        /* Across windows: the part in this one, then the rest (which may cross again; at
+         * most READ_DIRECT / READ_WINDOW levels). */
+        size_t first = (size_t)(start + want - off);
+        if (read_windowed(s, name, off, out, first, e) != 0)
+            return -1;
+        return read_windowed(s, name, start + want, (uint8_t *)out + first, len - first, e);
+    }
+    pthread_mutex_lock(&s->mu);
+    struct window *slot = NULL;
+    for (;;) {
+        bool waited = false;
+        for (int i = 0; i < READ_CACHE && !waited; i++) {
+            struct window *w = &s->cache[i];
+            if (!w->name || w->dropped || strcmp(w->name, name) != 0 || off < w->off)
+                continue;
+            if (w->loading && off + len <= w->off + w->want) {
+                pthread_cond_wait(&s->loaded, &s->mu);
+                waited = true; /* the slots may have changed: look again */
+            } else if (!w->loading && off + len <= w->off + w->data.len) {
+                memcpy(out, w->data.data + (off - w->off), len);
+                w->used = ++s->clock;
+                pthread_mutex_unlock(&s->mu);
+                return 0;
+            }
+        }
+        if (!waited)
+            break;
+    }
+    /* Not there: this thread reads the window, into the least recently used free slot (or,
+     * when every slot is being loaded, into a buffer of its own). */
+    for (int i = 0; i < READ_CACHE; i++) {
+        struct window *w = &s->cache[i];
+        if (!w->loading && (!slot || w->used < slot->used))
+            slot = w;
+    }
+    if (slot) {
+        free(slot->name);
+        buf_free(&slot->data);
+        slot->name = xstrdup(name);
+        slot->off = start;
+        slot->want = want;
+        slot->loading = true;
+        slot->dropped = false;
+    }
+    pthread_mutex_unlock(&s->mu);
+    struct buf data = {0};
+    buf_reserve(&data, want);
+    size_t got;
+    int r = get_range(s, name, start, want, (size_t)(off - start) + len, data.data, &got, e);
+    if (r == 0) {
+        data.len = got;
+        memcpy(out, data.data + (off - start), len);
+    }
+    if (!slot) {
+        buf_free(&data);
+        return r;
+    }
+    pthread_mutex_lock(&s->mu);
+    slot->loading = false;
+    if (r == 0 && !slot->dropped) {
+        slot->data = data;
+        slot->used = ++s->clock;
+    } else {
+        free(slot->name);
+        slot->name = NULL;
+        slot->used = 0;
+        buf_free(&data);
+    }
+    slot->dropped = false;
+    pthread_cond_broadcast(&s->loaded);
+    pthread_mutex_unlock(&s->mu);
+    return r;
+}
+
 static int s3_read_at(struct storage *st, const char *name, uint64_t off, void *out, size_t len,
                       struct err *e)
 {
@@ -806,45 +918,13 @@ static int s3_read_at(struct storage *st, const char *name, uint64_t off, void *
         return 0;
     }
     bool pack = strncmp(name, "data/", 5) == 0;
-    if (!pack || len >= READ_WINDOW) {
+    /* Blobs (at most REPO_MAX_BLOB, files' chunks at most 4 MiB) through the windows; larger
+     * reads (a check's whole pack) on their own: they would only push windows out. */
+    if (!pack || len >= READ_DIRECT) {
         size_t got;
         return get_range(s, name, off, len, len, out, &got, e);
     }
-    /* Packs never change: serve from a window read before, or read a new one. */
-    pthread_mutex_lock(&s->mu);
-    for (int i = 0; i < READ_CACHE; i++) {
-        struct window *w = &s->cache[i];
-        if (w->name && strcmp(w->name, name) == 0 && off >= w->off &&
-            off + len <= w->off + w->data.len) {
-            memcpy(out, w->data.data + (off - w->off), len);
-            w->used = ++s->clock;
-            pthread_mutex_unlock(&s->mu);
-            return 0;
-        }
-    }
-    pthread_mutex_unlock(&s->mu);
-    struct buf data = {0};
-    buf_reserve(&data, READ_WINDOW);
-    size_t got;
-    if (get_range(s, name, off, READ_WINDOW, len, data.data, &got, e) != 0) {
-        buf_free(&data);
-        return -1;
-    }
-    data.len = got;
-    memcpy(out, data.data, len);
-    pthread_mutex_lock(&s->mu);
-    struct window *victim = &s->cache[0];
-    for (int i = 1; i < READ_CACHE; i++)
-        if (s->cache[i].used < victim->used)
-            victim = &s->cache[i];
-    free(victim->name);
-    buf_free(&victim->data);
-    victim->name = xstrdup(name);
-    victim->off = off;
-    victim->data = data;
-    victim->used = ++s->clock;
-    pthread_mutex_unlock(&s->mu);
-    return 0;
+    return read_windowed(s, name, off, out, len, e);
 }
 
 static int head(struct s3_storage *s, const char *name, struct response *rs, struct err *e)
@@ -1096,6 +1176,7 @@ static void s3_close(struct storage *st)
         free(s->cache[i].name);
         buf_free(&s->cache[i].data);
     }
+    pthread_cond_destroy(&s->loaded);
     pthread_mutex_destroy(&s->mu);
     free(s->endpoint);
     free(s->host);
@@ -1230,6 +1311,7 @@ struct storage *storage_s3_open(const char *location, struct err *e)
     s->base.ops = &s3_ops;
     s->base.location = xstrdup(location);
     pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->loaded, NULL);
     bool plain_http = false;
     bool vh = false;
     if (config_bool(settings, "BACKUP_S3_VIRTUAL_HOST", false, &vh, e) != 0)
@@ -1264,6 +1346,18 @@ struct storage *storage_s3_open(const char *location, struct err *e)
         goto fail;
     }
     s->retry_ns = (int64_t)(secs * 1e9);
+    const char *conn = setting("BACKUP_S3_CONNECTIONS");
+    s->base.connections = DEFAULT_CONNECTIONS;
+    if (conn) {
+        char *end;
+        long n = strtol(conn, &end, 10);
+        if (end == conn || *end || n < 1 || n > STORAGE_CONNECTIONS_MAX) {
+            err_set(e, ERR_CONFIG, "give a number of connections from 1 to 64",
+                    "BACKUP_S3_CONNECTIONS (--s3-connections) is invalid: '%s'", conn);
+            goto fail;
+        }
+        s->base.connections = (int)n;
+    }
     /* Test knob: smaller listing pages, so that tests page through continuation tokens
      * without writing thousands of objects. */
     const char *page = setting("BACKUP_S3_LIST_PAGE");

@@ -93,8 +93,10 @@ struct storage *storage_open(const char *location, bool create, struct err *e)
 
 void storage_close(struct storage *s)
 {
-    if (s)
-        s->ops->close(s);
+    if (!s)
+        return;
+    storage_queue_stop(s);
+    s->ops->close(s);
 }
 
 /* ---- POSIX backend ------------------------------------------------------------------- */

@@ -6,6 +6,7 @@ usage: faultproxy.py --port PORT --upstream HOST:PORT --stats FILE
                      [--every N] [--faults 500,503,drop,cut,truncate,delay]
                      [--always KIND --match SUBSTRING [--method METHOD] [--times N]]
                      [--if-none-match] [--verify-sigv4 SECRET]
+                     [--hold N --match S [--method M]] [--fail-object K --match S [--method M]]
 
 --every N: every Nth request (counted over all connections) gets the next fault of the
   --faults cycle:
@@ -30,6 +31,14 @@ usage: faultproxy.py --port PORT --upstream HOST:PORT --stats FILE
   x-amz-content-sha256 is the SHA-256 of the body; a request that fails is answered 403
   SignatureDoesNotMatch and counted as "sig_bad" ("sig_ok" otherwise). An implementation
   independent of the C one, run on every request shape the program sends.
+--hold N: the first N requests matching --match / --method are held (not forwarded yet)
+  until N of them are held at once, then all go on: proof that a client has N such requests
+  in flight together ("max_held" counts the most held at once). With --fail-object, a held
+  request goes on instead once the failing object has been refused 3 times: proof that the
+  client sends other requests while one keeps failing. Either way a hold ends after 20 s
+  ("hold_timeouts"), so a client that sends one request at a time is slowed, never stuck.
+--fail-object K: the K-th distinct object (path) of the requests matching --match / --method
+  is answered 503 SlowDown every time ("failed_object" is its path, "object_fails" the count).
 The counts of what it did go to --stats as JSON after every request.
 """
 import argparse
@@ -99,6 +108,47 @@ class State:
         self.cycle = 0
         self.spoiled_last = set()
         self.stats = {"requests": 0, "forwarded": 0}
+        self.cond = threading.Condition(self.lock)
+        self.holds_left = args.hold
+        self.held = 0
+        self.objects = []  # distinct paths matching --match / --method, in order
+
+    def matches(self, method, path):
+        return self.args.match in path and (not self.args.method or self.args.method == method)
+
+    def fail_object(self, method, path):
+        """True when this request is of the object --fail-object refuses."""
+        if not self.args.fail_object or not self.matches(method, path):
+            return False
+        with self.lock:
+            p = path.split("?")[0]
+            if p not in self.objects:
+                self.objects.append(p)
+            if self.objects.index(p) + 1 != self.args.fail_object:
+                return False
+            self.stats["failed_object"] = p
+            self.stats["object_fails"] = self.stats.get("object_fails", 0) + 1
+            self.cond.notify_all()
+            return True
+
+    def hold(self, method, path):
+        """Holds the first --hold matching requests (see the usage above)."""
+        if not self.args.hold or not self.matches(method, path):
+            return
+        with self.lock:
+            if self.holds_left == 0:
+                return
+            self.holds_left -= 1
+            self.held += 1
+            self.stats["max_held"] = max(self.stats.get("max_held", 0), self.held)
+            self.cond.notify_all()
+            def released():
+                if self.args.fail_object:
+                    return self.stats.get("object_fails", 0) >= 3
+                return self.stats["max_held"] >= self.args.hold
+            if not self.cond.wait_for(released, timeout=20):
+                self.stats["hold_timeouts"] = self.stats.get("hold_timeouts", 0) + 1
+            self.held -= 1
 
     def decide(self, method, path):
         with self.lock:
@@ -178,6 +228,11 @@ class Handler(socketserver.StreamRequestHandler):
                     self.send_error_doc(403, "Forbidden", "SignatureDoesNotMatch")
                     st.save()
                     continue
+            if st.fail_object(method, path):
+                self.send_error_doc(503, "Slow Down", "SlowDown")
+                st.save()
+                continue
+            st.hold(method, path)
             kind = st.decide(method, path)
             try:
                 keep = self.serve(kind, method, path, headers, body, up_host, int(up_port))
@@ -286,6 +341,8 @@ def main():
     ap.add_argument("--times", type=int, default=0)
     ap.add_argument("--if-none-match", action="store_true")
     ap.add_argument("--verify-sigv4", default="")
+    ap.add_argument("--hold", type=int, default=0)
+    ap.add_argument("--fail-object", type=int, default=0)
     args = ap.parse_args()
     srv = Server(("127.0.0.1", args.port), Handler)
     srv.state = State(args)

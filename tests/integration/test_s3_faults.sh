@@ -4,7 +4,8 @@
 # their headers, bodies truncated, delays. A backup through it succeeds (every failure is
 # retried) and verifies; restore is byte-exact. Behind a server that keeps failing, a backup
 # fails cleanly: exit 8 naming the object and the status, no backup listed, and `check`
-# (straight to the server) passes.
+# (straight to the server) passes. Pack uploads run in parallel (two held in flight at once),
+# and one failing for good while another is in flight fails the backup just as cleanly.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/s3lib.sh"
 
@@ -79,6 +80,46 @@ assert_exit 0 cb --repo "$direct" check
 assert_contains "$OUT" "no errors found" "check passes after the failed backup"
 assert_exit 0 cb --repo "$direct" unlock
 assert_eq "" "$(find "$S3_DIR/bkt/repo/locks" -name '*._S3rver_object' 2>/dev/null)" "no lock left behind"
+
+# --- uploads run beside the hashing: two pack PUTs in flight at once ------------------------
+# The proxy holds the first two PUTs of packs until both are held: an uploader that sends one
+# pack at a time would keep the first held until the proxy gives up (hold_timeouts).
+proxy_start --hold 2 --match /data/ --method PUT
+export BACKUP_S3_RETRY_SECONDS=30
+par=$TEST_TMP/par
+mkdir -p "$par"
+head -c 48000000 /dev/urandom >"$par/a.bin" # 2 workers: 2 full packs of 16 MiB while hashing
+assert_exit 0 cb --repo "$PROXY" --threads 2 --s3-connections 4 --json backup files "$par"
+assert_eq 2 "$(stat_of max_held)" "two pack uploads were in flight at once"
+assert_eq 0 "$(stat_of hold_timeouts)" "no upload waited for another to finish"
+par_id=$(json_get "$OUT_FILE" '["id"]')
+assert_cmp "$(json_get "$OUT_FILE" '["s3"]["requests"]')" -ge 3 "--json counts the S3 requests"
+assert_cmp "$(json_get "$OUT_FILE" '["s3"]["bytesSent"]')" -ge 48000000 "... and the bytes sent"
+assert_exit 0 cb --repo "$direct" verify "$par_id"
+
+# --- one pack PUT failing for good while another is in flight: a clean failure --------------
+# The second pack is refused every time; the first is held until the second was refused three
+# times, so it is in flight during the retries. The backup fails naming the refused pack;
+# no backup is listed and the repository checks clean.
+run cb --repo "$direct" --json list
+nbefore=$(json_eval "$OUT_FILE" 'len(d)')
+proxy_start --hold 1 --fail-object 2 --match /data/ --method PUT
+export BACKUP_S3_RETRY_SECONDS=3
+par2=$TEST_TMP/par2
+mkdir -p "$par2"
+head -c 48000000 /dev/urandom >"$par2/b.bin"
+run cb --repo "$PROXY" --threads 2 backup files "$par2"
+assert_rc 8 "a backup whose pack upload fails for good fails"
+failed=$(stat_of failed_object)
+assert_contains "$ERR" "${failed#/bkt/repo/}" "the error names the pack that could not be stored"
+assert_contains "$ERR" "HTTP 503 SlowDown" "... and the server's answer"
+assert_cmp "$(stat_of object_fails)" -ge 3 "the failing upload was retried"
+assert_eq 0 "$(stat_of hold_timeouts)" "another pack was being uploaded while it failed"
+run cb --repo "$direct" --json list
+assert_eq "$nbefore" "$(json_eval "$OUT_FILE" 'len(d)')" "no backup listed for the failed one"
+assert_exit 0 cb --repo "$direct" check
+assert_contains "$OUT" "no errors found" "check passes after the failed upload"
+assert_exit 0 cb --repo "$direct" unlock
 
 # --- an exclusive create whose answer was lost ---------------------------------------------
 # The PUT of init.lock (If-None-Match: *) reaches the server but its answer is lost; the retry
