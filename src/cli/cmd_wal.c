@@ -1,15 +1,17 @@
 /* wal push | get | list | receive: the WAL archive (caris/wal.h does the work). */
+#include <getopt.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "caris/crypto.h"
+#include "caris/daemon.h"
 #include "caris/op.h"
 #include "caris/wal.h"
 
 #include "cli.h"
 
 static const char WAL_USAGE[] =
-    "usage: caris-backup [--env-file F] wal push PATH\n"
+    "usage: caris-backup [--env-file F] wal push [--no-daemon] PATH\n"
     "       caris-backup [--env-file F] wal get NAME DEST\n"
     "       caris-backup [--json] wal list\n"
     "\n"
@@ -22,34 +24,60 @@ static const char WAL_USAGE[] =
     "push  archives the file (segment, .partial, .history or .backup) under its name. Pushing a\n"
     "      file archived before with identical content succeeds; with different content it\n"
     "      fails (exit 4) and the archived file is kept: nothing is ever overwritten.\n"
+    "      When the daemon of BACKUP_DIR runs (same user, same repository), the file is handed\n"
+    "      to it (its open descriptor, over the control socket): it keeps the repository open\n"
+    "      and answers once the file is durably archived, so the exit code is the truth; a\n"
+    "      daemon killed meanwhile makes the push fail and PostgreSQL retry it. Without a\n"
+    "      daemon (or with --no-daemon) the push opens the repository itself.\n"
     "get   writes the archived file NAME to DEST, checked end to end, or exits 1 without a\n"
     "      word when the archive does not have it (what restore_command must do at the end of\n"
     "      the archive). A damaged file is never written: exit 4.\n"
     "list  the archived files: name, kind, timeline, start LSN, size, SHA-256.\n"
     "\n"
-    "Not implemented yet: `wal receive` (streaming over a replication slot) and handing a push\n"
-    "to a running daemon; each push opens the repository (one Argon2id derivation).\n";
+    "Not implemented yet: `wal receive` (streaming over a replication slot).\n";
 
 static int wal_push(struct globals *g, int argc, char **argv)
 {
-    if (argc != 3)
+    static const struct option opts[] = {
+        {"no-daemon", no_argument, 0, 'n'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    bool alone = false;
+    int c;
+    optind = 0; /* 0, not 1: makes GNU getopt reinitialise */
+    while ((c = cli_getopt(argc - 1, argv + 1, "h", opts)) != -1) {
+        if (c == 'n')
+            alone = true;
+        else if (c == 'h') {
+            fputs(WAL_USAGE, stdout);
+            return 0;
+        } else
+            return cli_opt_fail();
+    }
+    int rest = argc - 1 - optind;
+    if (rest != 1)
         return usage_error("wal push takes one PATH (archive_command's %%p)%s", "");
+    const char *path = argv[1 + optind];
     struct err e = ERR_INIT;
-    struct repo *r = open_repo(g, false, &e);
-    if (!r)
-        return fail(&e);
-    struct caris_op op;
-    cli_op_init_service(g, &op);
     struct caris_wal_push_result res;
-    int rc = caris_wal_push(r, argv[2], &op, &res, &e);
-    repo_close(r);
+    /* a running daemon has the repository open and its key derived: hand it the file */
+    int rc = alone ? 1 : caris_daemon_wal_push(&g->cfg, g->repo_path, path, &res, &e);
+    bool via_daemon = rc != 1;
+    if (rc == 1) {
+        struct repo *r = open_repo(g, false, &e);
+        if (!r)
+            return fail(&e);
+        struct caris_op op;
+        cli_op_init_service(g, &op);
+        rc = caris_wal_push(r, path, &op, &res, &e);
+        repo_close(r);
+    }
     if (rc != 0)
         return fail(&e);
     if (g->json) {
         char hex[65];
         cx_hex(res.sha256, 32, hex);
-        json_t *j = json_pack("{s:s, s:b, s:I, s:s}", "path", argv[2], "already_archived",
-                              res.already, "bytes", (json_int_t)res.bytes, "sha256", hex);
+        json_t *j =
+            json_pack("{s:s, s:b, s:I, s:s, s:b}", "path", path, "already_archived", res.already,
+                      "bytes", (json_int_t)res.bytes, "sha256", hex, "via_daemon", via_daemon);
         print_json(j);
         json_decref(j);
     }

@@ -151,7 +151,26 @@ int caris_wal_push(struct repo *r, const char *path, const struct caris_op *op,
     char *pcopy = xstrdup(path);
     const char *name = basename(pcopy);
     struct caris_wal_name wn;
-    int rc = -1, fd = -1;
+    int rc = -1;
+    if (caris_wal_name_parse(name, &wn, e) == 0) {
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            err_sys(e, errno, NULL, "cannot open WAL file %s", path);
+        } else {
+            rc = caris_wal_push_fd(r, fd, name, path, op, res, e);
+            close(fd);
+        }
+    }
+    free(pcopy);
+    return rc;
+}
+
+int caris_wal_push_fd(struct repo *r, int fd, const char *name, const char *path,
+                      const struct caris_op *op, struct caris_wal_push_result *res, struct err *e)
+{
+    memset(res, 0, sizeof(*res));
+    struct caris_wal_name wn;
+    int rc = -1;
     bool locked = false;
     json_t *found = NULL, *rec = NULL;
     struct repo_writer *w = NULL;
@@ -159,9 +178,10 @@ int caris_wal_push(struct repo *r, const char *path, const struct caris_op *op,
 
     if (caris_wal_name_parse(name, &wn, e) != 0)
         goto out;
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        err_sys(e, errno, NULL, "cannot open WAL file %s", path);
+    /* the file is read from its start whoever opened it (a descriptor passed by `wal push`
+     * to the daemon may have been read from before) */
+    if (lseek(fd, 0, SEEK_SET) != 0) {
+        err_sys(e, errno, NULL, "cannot read WAL file %s", path);
         goto out;
     }
     struct stat st;
@@ -268,9 +288,6 @@ out:
         repo_writer_free(w);
     if (locked)
         repo_unlock(r);
-    if (fd >= 0)
-        close(fd);
-    free(pcopy);
     return rc;
 }
 
