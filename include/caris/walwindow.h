@@ -99,4 +99,26 @@ json_t *caris_wal_recovery_window(json_t *timelines, const struct caris_wal_base
  * unreadable WAL records (then the answer leaves them out). */
 json_t *caris_wal_window(struct repo *r, json_t **damaged, struct err *e);
 
+/* For `check`: each gap as {"object": "WAL <from>..<to>", "error": what and which recovery it
+ * breaks, "backups": the base backups it cuts short}, appended to errors when it cuts short a
+ * kept base backup's recovery, else to warnings (nothing restorable depends on it yet).
+ * Returns the number of errors added, -1 with e when the archive could not be read. *window
+ * (may be NULL): caris_wal_window's answer. */
+int caris_wal_check(struct repo *r, json_t *errors, json_t *warnings, json_t **window,
+                    struct err *e);
+
+/* WAL retention, run by prune under the exclusive lock before it marks: removes the WAL
+ * records caris_wal_retain does not keep (their data then goes with the unreferenced blobs),
+ * oldest first. Nothing when no physical base backup is kept. dry_run: counts only. Refuses
+ * (ERR_DAMAGE) when a WAL record or a snapshot cannot be read. */
+struct caris_op;
+struct caris_wal_retention_result {
+    uint64_t base_backups, kept, removed, bytes_removed;
+    uint64_t keep_from_lsn; /* 0: keep all */
+};
+int caris_wal_retention_apply(struct repo *r, bool dry_run, const struct caris_op *op,
+                              struct caris_wal_retention_result *res, struct err *e);
+/* {"base_backups", "keep_from_lsn" (null: all kept), "kept", "removed", "bytes_removed", "rule"} */
+json_t *caris_wal_retention_to_json(const struct caris_wal_retention_result *res);
+
 #endif

@@ -7,6 +7,7 @@
 #include "caris/daemon.h"
 #include "caris/op.h"
 #include "caris/wal.h"
+#include "caris/walwindow.h"
 
 #include "cli.h"
 
@@ -32,7 +33,11 @@ static const char WAL_USAGE[] =
     "get   writes the archived file NAME to DEST, checked end to end, or exits 1 without a\n"
     "      word when the archive does not have it (what restore_command must do at the end of\n"
     "      the archive). A damaged file is never written: exit 4.\n"
-    "list  the archived files: name, kind, timeline, start LSN, size, SHA-256.\n"
+    "list  the archived files: name, kind, timeline, start LSN, size, SHA-256; then the range\n"
+    "      archived per timeline, any gap in it (a segment missing between the first and the\n"
+    "      last, or across a .history switch) with the recovery it breaks, and the recovery\n"
+    "      window. --json: {files, damaged, segment_size, timelines, gaps, recovery_window,\n"
+    "      retention}.\n"
     "\n"
     "Not implemented yet: `wal receive` (streaming over a replication slot).\n";
 
@@ -114,11 +119,17 @@ static int wal_list(struct globals *g, int argc, char **argv)
         return fail(&e);
     json_t *damaged = NULL;
     json_t *list = caris_wal_list(r, &damaged, &e);
+    /* the range per timeline, the gaps and the recovery window (records read once more) */
+    json_t *window = list ? caris_wal_window(r, NULL, &e) : NULL;
     repo_close(r);
-    if (!list)
+    if (!list || !window) {
+        json_decref(list);
+        json_decref(damaged);
         return fail(&e);
+    }
     if (g->json) {
         json_t *j = json_pack("{s:o, s:O}", "files", list, "damaged", damaged);
+        json_object_update(j, window);
         print_json(j);
         json_decref(j);
     } else {
@@ -133,12 +144,49 @@ static int wal_list(struct globals *g, int argc, char **argv)
                    (long long)json_integer_value(json_object_get(x, "size")),
                    json_string_value(json_object_get(x, "sha256")));
         json_decref(list);
+        json_array_foreach(json_object_get(window, "timelines"), i, x)
+        {
+            printf("timeline %lld: ",
+                   (long long)json_integer_value(json_object_get(x, "timeline")));
+            if (json_integer_value(json_object_get(x, "segments")))
+                printf("%s .. %s (%lld segments, %s .. %s)",
+                       json_string_value(json_object_get(x, "first")),
+                       json_string_value(json_object_get(x, "last")),
+                       (long long)json_integer_value(json_object_get(x, "segments")),
+                       json_string_value(json_object_get(x, "start_lsn")),
+                       json_string_value(json_object_get(x, "end_lsn")));
+            else
+                printf("no segment");
+            if (json_is_integer(json_object_get(x, "parent")))
+                printf(", branched off timeline %lld at %s",
+                       (long long)json_integer_value(json_object_get(x, "parent")),
+                       json_string_value(json_object_get(x, "switch_lsn")));
+            printf("\n");
+            size_t k;
+            json_t *gap;
+            json_array_foreach(json_object_get(x, "gaps"), k, gap)
+                printf("  GAP %s .. %s (%lld segments, %s): %s\n",
+                       json_string_value(json_object_get(gap, "from")),
+                       json_string_value(json_object_get(gap, "to")),
+                       (long long)json_integer_value(json_object_get(gap, "segments")),
+                       json_string_value(json_object_get(gap, "reason")),
+                       json_string_value(json_object_get(gap, "breaks")));
+        }
+        json_t *rw = json_object_get(window, "recovery_window");
+        if (json_is_string(json_object_get(rw, "earliest")))
+            printf("recovery window: %s .. %s\n",
+                   json_string_value(json_object_get(rw, "earliest")),
+                   json_string_value(json_object_get(rw, "latest")));
+        else
+            printf("recovery window: none (%s)\n",
+                   json_string_value(json_object_get(rw, "reason")) ?: "?");
         json_array_foreach(damaged, i, x) fprintf(stderr, "damaged WAL record %s: %s\n",
                                                   json_string_value(json_object_get(x, "object")),
                                                   json_string_value(json_object_get(x, "error")));
     }
     int code = json_array_size(damaged) ? 4 : 0;
     json_decref(damaged);
+    json_decref(window);
     return code;
 }
 

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "caris/core.h"
+#include "caris/op.h"
 #include "caris/crypto.h"
 #include "caris/stream.h"
 #include "caris/wal.h"
@@ -445,6 +446,19 @@ json_t *caris_wal_recovery_window(json_t *timelines, const struct caris_wal_base
     return w;
 }
 
+/* By timeline, then name: by LSN within a timeline. */
+static int cmp_record_by_name(const void *a, const void *b)
+{
+    json_t *x = *(json_t *const *)a, *y = *(json_t *const *)b;
+    json_int_t tx = json_integer_value(json_object_get(x, "timeline"));
+    json_int_t ty = json_integer_value(json_object_get(y, "timeline"));
+    if (tx != ty)
+        return tx < ty ? -1 : 1;
+    const char *nx = json_string_value(json_object_get(x, "name"));
+    const char *ny = json_string_value(json_object_get(y, "name"));
+    return strcmp(nx ? nx : "", ny ? ny : "");
+}
+
 /* Test-only: CARIS_TEST_WAL_BASES="TLI:LSN[,TLI:LSN...]" adds base backups that start at LSN
  * on TLI, so that retention and the window are tested end to end before physical base
  * backups exist on this branch. */
@@ -470,17 +484,18 @@ static void add_test_bases(struct caris_wal_base **bases, size_t *n)
     free(copy);
 }
 
-/* The kept base backups of r. */
-static int load_bases(struct repo *r, struct caris_wal_base **bases, size_t *n, struct err *e)
+/* The kept base backups of r. strict (retention): an unreadable snapshot, which may be a base
+ * backup, makes the answer unknown (ERR_DAMAGE); otherwise (reports) the readable ones count. */
+static int load_bases(struct repo *r, bool strict, struct caris_wal_base **bases, size_t *n,
+                      struct err *e)
 {
     json_t *damaged = NULL;
     json_t *snaps = repo_snapshot_list(r, &damaged, e);
     if (!snaps)
         return -1;
-    if (json_array_size(damaged)) {
-        /* an unreadable snapshot may be a base backup: what it needs is unknown */
+    if (strict && json_array_size(damaged)) {
         err_set(e, ERR_DAMAGE, "run `caris-backup check`; forget or repair that backup first",
-                "snapshot %s cannot be read, so which WAL it needs is unknown",
+                "refusing to prune: snapshot %s cannot be read, so which WAL it needs is unknown",
                 json_string_value(json_object_get(json_array_get(damaged, 0), "object")));
         json_decref(snaps);
         json_decref(damaged);
@@ -502,7 +517,7 @@ json_t *caris_wal_window(struct repo *r, json_t **damaged, struct err *e)
     struct caris_wal_base *bases = NULL;
     size_t nbases = 0;
     int64_t segsize = caris_wal_segment_size(recs, e);
-    if (segsize < 0 || load_bases(r, &bases, &nbases, e) != 0)
+    if (segsize < 0 || load_bases(r, false, &bases, &nbases, e) != 0)
         goto done;
     size_t i;
     json_t *x;
@@ -560,4 +575,118 @@ done:
         *damaged = NULL;
     }
     return out;
+}
+
+int caris_wal_check(struct repo *r, json_t *errors, json_t *warnings, json_t **window,
+                    struct err *e)
+{
+    if (window)
+        *window = NULL;
+    json_t *damaged = NULL;
+    json_t *w = caris_wal_window(r, &damaged, e);
+    if (!w)
+        return -1;
+    json_decref(damaged); /* the check's own walk reports unreadable records */
+    int nerr = 0;
+    size_t i;
+    json_t *g;
+    json_array_foreach(json_object_get(w, "gaps"), i, g)
+    {
+        json_t *ids = json_object_get(g, "backups");
+        char object[80], msg[700];
+        snprintf(object, sizeof(object), "WAL %s..%s",
+                 json_string_value(json_object_get(g, "from")),
+                 json_string_value(json_object_get(g, "to")));
+        snprintf(msg, sizeof(msg), "%lld WAL segment%s %s: %s",
+                 (long long)json_integer_value(json_object_get(g, "segments")),
+                 json_integer_value(json_object_get(g, "segments")) == 1 ? "" : "s",
+                 json_string_value(json_object_get(g, "reason")),
+                 json_string_value(json_object_get(g, "breaks")));
+        json_t *x = json_pack("{s:s, s:s, s:O}", "object", object, "error", msg, "backups", ids);
+        /* an error when it cuts short the recovery of a kept base backup; otherwise (no base
+         * backup before it) nothing restorable depends on it yet: a warning */
+        if (json_array_size(ids)) {
+            json_array_append_new(errors, x);
+            nerr++;
+        } else {
+            json_array_append_new(warnings, x);
+        }
+    }
+    if (window)
+        *window = w;
+    else
+        json_decref(w);
+    return nerr;
+}
+
+int caris_wal_retention_apply(struct repo *r, bool dry_run, const struct caris_op *op,
+                              struct caris_wal_retention_result *res, struct err *e)
+{
+    memset(res, 0, sizeof(*res));
+    json_t *damaged = NULL;
+    json_t *recs = repo_record_list_named(r, "wal", &damaged, e);
+    if (!recs)
+        return -1;
+    int rc = -1;
+    struct caris_wal_base *bases = NULL;
+    size_t nbases = 0;
+    json_t *drop = json_array();
+    if (json_array_size(damaged)) {
+        err_set(e, ERR_DAMAGE, "run `caris-backup check`",
+                "refusing to prune: WAL record %s cannot be read, so what it needs is unknown",
+                json_string_value(json_object_get(json_array_get(damaged, 0), "object")));
+        goto out;
+    }
+    int64_t segsize = caris_wal_segment_size(recs, e);
+    if (segsize < 0 || load_bases(r, true, &bases, &nbases, e) != 0)
+        goto out;
+    res->base_backups = nbases;
+    res->keep_from_lsn = caris_wal_keep_from(bases, nbases);
+    size_t i;
+    json_t *x;
+    json_array_foreach(recs, i, x)
+    {
+        if (caris_wal_retain(x, res->keep_from_lsn, segsize))
+            res->kept++;
+        else
+            json_array_append(drop, x);
+    }
+    /* oldest first: a prune stopped half-way leaves the archive shorter at its start, never
+     * with a hole in the middle */
+    size_t n = json_array_size(drop);
+    json_t **v = xcalloc(n + 1, sizeof(*v));
+    for (size_t k = 0; k < n; k++)
+        v[k] = json_array_get(drop, k);
+    qsort(v, n, sizeof(*v), cmp_record_by_name);
+    rc = 0;
+    for (size_t k = 0; k < n && rc == 0; k++) {
+        const char *obj = json_string_value(json_object_get(v[k], "_object"));
+        res->removed++;
+        res->bytes_removed += (uint64_t)json_integer_value(json_object_get(v[k], "size"));
+        if (!dry_run)
+            rc = repo_record_remove(r, obj, e);
+    }
+    free(v);
+    if (rc == 0 && res->removed)
+        caris_op_log(op, LOG_INFO, "WAL retention: %s%llu archived WAL file%s older than %s",
+                     dry_run ? "would remove " : "removed ", (unsigned long long)res->removed,
+                     res->removed == 1 ? "" : "s", "the oldest kept base backup's start");
+out:
+    free(bases);
+    json_decref(drop);
+    json_decref(recs);
+    json_decref(damaged);
+    return rc;
+}
+
+json_t *caris_wal_retention_to_json(const struct caris_wal_retention_result *res)
+{
+    return json_pack("{s:I, s:o, s:I, s:I, s:I, s:s}", "base_backups",
+                     (json_int_t)res->base_backups, "keep_from_lsn",
+                     res->keep_from_lsn ? lsn_json(res->keep_from_lsn) : json_null(), "kept",
+                     (json_int_t)res->kept, "removed", (json_int_t)res->removed, "bytes_removed",
+                     (json_int_t)res->bytes_removed, "rule",
+                     res->keep_from_lsn ? "WAL needed from the oldest kept base backup's start "
+                                          "to the present is kept"
+                                        : "no physical base backup: all archived WAL is kept");
 }
