@@ -13,16 +13,21 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "caris/core.h"
 #include "caris/crypto.h"
 #include "caris/open.h"
 #include "caris/wal.h"
+#include "caris/walwindow.h"
 
 #include "internal.h"
 
 #define WALQ_MAX 64 /* queued pushes; more are answered "busy" and push alone */
+/* The archive's range and gaps for the status are worked out again when the queue is empty,
+ * at most this often: it reads every WAL record (~0.5 ms each). */
+#define WALQ_WINDOW_EVERY_NS (30ll * 1000000000)
 
 struct walq_item {
     struct walq_item *next;
@@ -43,6 +48,10 @@ struct walq {
     pthread_t thread;
     struct repo *r; /* the thread's; opened at the first push */
     uint64_t pushed, already, failed;
+    json_t *window;         /* caris_wal_window's answer, for the status (under mu) */
+    int64_t window_mono_ns; /* when it was worked out; 0: never */
+    char window_at[40];     /* the same, as an ISO time */
+    bool window_stale;      /* a push since */
 };
 
 static void send_answer(int fd, json_t *j)
@@ -99,6 +108,7 @@ static void push_one(struct walq *q, struct walq_item *it)
         q->pushed++;
         if (pr.already)
             q->already++;
+        q->window_stale = true;
         pthread_mutex_unlock(&q->mu);
     } else {
         ans = walq_error_json(err_code_name(e.code), &e);
@@ -113,13 +123,53 @@ static void push_one(struct walq *q, struct walq_item *it)
     json_decref(ans);
 }
 
+/* Works out the archive's range per timeline, its gaps and the recovery window again (the
+ * thread's handle, under a shared lock so that a prune does not remove records under it). */
+static void refresh_window(struct walq *q)
+{
+    struct err e = ERR_INIT;
+    json_t *w = NULL;
+    if (repo_lock(q->r, false, "wal status", &e) == 0) {
+        w = caris_wal_window(q->r, NULL, &e);
+        repo_unlock(q->r);
+    }
+    if (!w)
+        daemon_log(q->d, LOG_WARN, "wal", "cannot work out the WAL archive's range: %s", e.msg);
+    pthread_mutex_lock(&q->mu);
+    if (w) {
+        json_decref(q->window);
+        q->window = w;
+        time_format_iso(time_now_ns(), q->window_at, sizeof(q->window_at));
+    }
+    q->window_mono_ns = time_mono_ns();
+    q->window_stale = false;
+    pthread_mutex_unlock(&q->mu);
+}
+
 static void *walq_main(void *arg)
 {
     struct walq *q = arg;
     pthread_mutex_lock(&q->mu);
     for (;;) {
-        while (!q->head && !q->stop)
-            pthread_cond_wait(&q->cv, &q->mu);
+        while (!q->head && !q->stop) {
+            if (q->r && q->window_stale &&
+                time_mono_ns() - q->window_mono_ns >= WALQ_WINDOW_EVERY_NS) {
+                pthread_mutex_unlock(&q->mu);
+                refresh_window(q);
+                pthread_mutex_lock(&q->mu);
+                continue;
+            }
+            if (q->r && q->window_stale) { /* again once the interval has passed */
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ts.tv_sec +=
+                    1 + (time_t)((WALQ_WINDOW_EVERY_NS - (time_mono_ns() - q->window_mono_ns)) /
+                                 1000000000);
+                pthread_cond_timedwait(&q->cv, &q->mu, &ts);
+            } else {
+                pthread_cond_wait(&q->cv, &q->mu);
+            }
+        }
         if (!q->head) /* stop, and nothing left */
             break;
         struct walq_item *it = q->head;
@@ -201,6 +251,9 @@ json_t *walq_status(struct walq *q)
     json_t *s = json_pack("{s:I, s:I, s:I, s:I}", "queued", (json_int_t)q->len, "pushed",
                           (json_int_t)q->pushed, "alreadyArchived", (json_int_t)q->already,
                           "failed", (json_int_t)q->failed);
+    /* the archive's range per timeline, gaps and recovery window, as of archiveAt */
+    json_object_set_new(s, "archive", q->window ? json_deep_copy(q->window) : json_null());
+    json_object_set_new(s, "archiveAt", q->window ? json_string(q->window_at) : json_null());
     pthread_mutex_unlock(&q->mu);
     return s;
 }
@@ -216,6 +269,7 @@ void walq_stop(struct walq *q)
     pthread_join(q->thread, NULL);
     if (q->r)
         repo_close(q->r);
+    json_decref(q->window);
     pthread_mutex_destroy(&q->mu);
     pthread_cond_destroy(&q->cv);
     free(q->repo_path);

@@ -61,8 +61,20 @@ assert_true "the archived file is unchanged" cmp "$TEST_TMP/pg_wal/0000000100000
 assert_exit 2 cb --env-file "$TEST_TMP/env" wal push "$TEST_TMP/pg_wal/notwal"
 assert_exit 7 cb --env-file "$TEST_TMP/env" wal push "$TEST_TMP/pg_wal/000000010000000000000009"
 assert_exit 0 cb --env-file "$TEST_TMP/env" --json schedule status
-assert_eq 3 "$(json_eval "$OUT_FILE" 'd.get("walArchiver", d.get("wal_archiver", {})).get("pushed")')" \
+assert_eq 3 "$(json_eval "$OUT_FILE" 'd["walArchiver"]["pushed"]')" \
     "schedule status counts the daemon's pushes (two new, one identical)"
+# the archive's range per timeline, worked out by the daemon once its queue is empty
+_status_has_range() {
+    "$CARIS_BIN" --env-file "$TEST_TMP/env" --json schedule status >"$OUT_FILE" 2>/dev/null &&
+        [[ $(json_eval "$OUT_FILE" 'd["walArchiver"]["archive"] is not None') == true ]]
+}
+wait_until 60 _status_has_range
+assert_eq 0 "$?" "schedule status shows the archive's range once the daemon worked it out"
+assert_eq "000000010000000000000001" \
+    "$(json_eval "$OUT_FILE" 'd["walArchiver"]["archive"]["timelines"][0]["first"]')" \
+    "schedule status: the archived WAL range of timeline 1"
+assert_eq null "$(json_eval "$OUT_FILE" 'd["walArchiver"]["archive"]["recovery_window"]["earliest"]')" \
+    "schedule status: no recovery window without a base backup"
 assert_exit 0 cb --env-file "$TEST_TMP/env" --json wal push --no-daemon "$TEST_TMP/pg_wal/000000010000000000000003"
 assert_eq false "$(json_get "$OUT_FILE" '["via_daemon"]')" "--no-daemon pushes alone"
 stop_daemon
