@@ -228,7 +228,12 @@ int caris_daemon_wal_push(const struct config *cfg, const char *repo_path, const
         err_sys(e, errno, NULL, "cannot open WAL file %s", path);
         goto out;
     }
-    req = json_pack("{s:s, s:s, s:s}", "cmd", "wal-push", "name", name, "repo", repo_path);
+    /* the repository as an absolute path when it is local: the daemon's working directory
+     * is not ours */
+    char *abs_repo = realpath(repo_path, NULL);
+    req = json_pack("{s:s, s:s, s:s}", "cmd", "wal-push", "name", name, "repo",
+                    abs_repo ? abs_repo : repo_path);
+    free(abs_repo);
     text = json_dumps(req, JSON_COMPACT);
     size_t len = strlen(text);
     text[len] = '\n'; /* json_dumps' terminator becomes the line's end */

@@ -877,8 +877,10 @@ static void wal_push_request(struct daemon *d, size_t i, json_t *req)
     const char *name = json_string_value(json_object_get(req, "name"));
     const char *repo = json_string_value(json_object_get(req, "repo"));
     char *mine = realpath(d->repo_path, NULL), *theirs = repo ? realpath(repo, NULL) : NULL;
-    bool same =
-        (repo && strcmp(repo, d->repo_path) == 0) || (mine && theirs && strcmp(mine, theirs) == 0);
+    /* the same local repository (both resolved), or the same URL (s3://...) */
+    bool same = mine && theirs ? strcmp(mine, theirs) == 0
+                               : !mine && !theirs && repo && strcmp(repo, d->repo_path) == 0 &&
+                                     strstr(repo, "://") != NULL;
     free(mine);
     free(theirs);
     if (!name || strlen(name) >= WALQ_NAME_MAX || c->passed_fd < 0) {

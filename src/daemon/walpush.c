@@ -24,7 +24,8 @@
 
 #include "internal.h"
 
-#define WALQ_MAX 64 /* queued pushes; more are answered "busy" and push alone */
+#define WALQ_MAX 64                    /* queued pushes; more are answered "busy" and push alone */
+#define WALQ_LOCK_WAIT_MS (120 * 1000) /* under the client's answer timeout (300 s) */
 /* The archive's range and gaps for the status are worked out again when the queue is empty,
  * at most this often: it reads every WAL record (~0.5 ms each). */
 #define WALQ_WINDOW_EVERY_NS (30ll * 1000000000)
@@ -96,6 +97,10 @@ static void push_one(struct walq *q, struct walq_item *it)
         if (config_encryption_key(q->cfg, &oo.key, &e) == 0)
             q->r = caris_repo_open(&oo, &res, &e);
         json_decref(res.state);
+        /* a prune (exclusive lock) is waited for rather than failed: PostgreSQL would retry,
+         * but only after a minute once three tries failed */
+        if (q->r)
+            repo_set_lock_wait(q->r, WALQ_LOCK_WAIT_MS, NULL, NULL);
     }
     struct caris_wal_push_result pr;
     struct caris_op op = {.log = op_log, .log_ctx = q, .actor = "wal push"};
