@@ -296,9 +296,11 @@ json_t *caris_wal_timelines(json_t *records, json_t *histories, int64_t segsize,
         t->sw.parent = (uint32_t)json_integer_value(json_object_get(last, "parent"));
         t->sw.switch_lsn = sw;
     }
-    qsort(v, n, sizeof(*v), cmp_tl);
+    if (n)
+        qsort(v, n, sizeof(*v), cmp_tl);
     for (size_t k = 0; k < n; k++) {
-        qsort(v[k].segs, v[k].n, sizeof(uint64_t), cmp_u64);
+        if (v[k].n)
+            qsort(v[k].segs, v[k].n, sizeof(uint64_t), cmp_u64);
         size_t u = 0; /* the same segment twice (two pushes at once) counts once */
         for (size_t j = 0; j < v[k].n; j++)
             if (u == 0 || v[k].segs[u - 1] != v[k].segs[j])
