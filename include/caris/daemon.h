@@ -70,7 +70,8 @@ int caris_daemon_run_now(const struct config *cfg, enum caris_job_type type, boo
  * archived. 0 with *res; -1 with e (the push's own failure, e.g. ERR_DAMAGE for different
  * content, or the daemon died or did not answer: nothing was archived unless a retry finds
  * it); 1 when no daemon takes it (none runs, it archives into another repository than
- * repo_path, its queue is full or it is stopping): the caller pushes alone. */
+ * repo_path, its queue is full, it is stopping, or it answers with a usage error): the caller
+ * pushes alone, and its own answer is the one that counts. */
 struct caris_wal_push_result;
 int caris_daemon_wal_push(const struct config *cfg, const char *repo_path, const char *path,
                           struct caris_wal_push_result *res, struct err *e);

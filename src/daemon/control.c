@@ -267,11 +267,12 @@ int caris_daemon_wal_push(const struct config *cfg, const char *repo_path, const
     if (err) {
         const char *code = json_string_value(json_object_get(err, "code"));
         const char *msg = json_string_value(json_object_get(err, "message"));
-        /* the daemon does not take it (full queue, stopping, another repository, or a daemon
-         * from before `wal-push`): the push is made here, alone */
+        /* the daemon does not take it (full queue, stopping, another repository, a request
+         * it refuses as such, e.g. too long, or a daemon from before `wal-push`): the push is
+         * made here, alone. A push the daemon refused as a usage error (a torn segment) fails
+         * alone the same way: the answer is then this process's own. */
         if (code && (strcmp(code, "busy") == 0 || strcmp(code, "stopping") == 0 ||
-                     strcmp(code, "other-repository") == 0 ||
-                     (strcmp(code, "usage") == 0 && msg && strcmp(msg, "unknown request") == 0))) {
+                     strcmp(code, "other-repository") == 0 || strcmp(code, "usage") == 0)) {
             rc = 1;
             goto out;
         }

@@ -60,6 +60,9 @@ assert_exit 0 cb --env-file "$TEST_TMP/env" wal get 000000010000000000000001 "$T
 assert_true "the archived file is unchanged" cmp "$TEST_TMP/pg_wal/000000010000000000000001" "$TEST_TMP/out/again"
 assert_exit 2 cb --env-file "$TEST_TMP/env" wal push "$TEST_TMP/pg_wal/notwal"
 assert_exit 7 cb --env-file "$TEST_TMP/env" wal push "$TEST_TMP/pg_wal/000000010000000000000009"
+head -c 500000 "$TEST_TMP/pg_wal/000000010000000000000001" >"$TEST_TMP/other/000000010000000000000008"
+assert_exit 2 cb --env-file "$TEST_TMP/env" wal push "$TEST_TMP/other/000000010000000000000008"
+assert_contains "$ERR" "not a segment size" "a torn segment is refused with a daemon running too"
 assert_exit 0 cb --env-file "$TEST_TMP/env" --json schedule status
 assert_eq 3 "$(json_eval "$OUT_FILE" 'd["walArchiver"]["pushed"]')" \
     "schedule status counts the daemon's pushes (two new, one identical)"
