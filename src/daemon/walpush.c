@@ -48,6 +48,7 @@ struct walq {
     bool stop;
     pthread_t thread;
     struct repo *r; /* the thread's; opened at the first push */
+    json_t *known;  /* the WAL records read so far (caris_wal_push_fd_cached) */
     uint64_t pushed, already, failed;
     json_t *window;         /* caris_wal_window's answer, for the status (under mu) */
     int64_t window_mono_ns; /* when it was worked out; 0: never */
@@ -104,7 +105,10 @@ static void push_one(struct walq *q, struct walq_item *it)
     }
     struct caris_wal_push_result pr;
     struct caris_op op = {.log = op_log, .log_ctx = q, .actor = "wal push"};
-    if (q->r && caris_wal_push_fd(q->r, it->file_fd, it->name, it->name, &op, &pr, &e) == 0) {
+    if (!q->known)
+        q->known = json_object();
+    if (q->r && caris_wal_push_fd_cached(q->r, it->file_fd, it->name, it->name, q->known, &op, &pr,
+                                         &e) == 0) {
         char hex[65];
         cx_hex(pr.sha256, 32, hex);
         ans = json_pack("{s:b, s:s, s:b, s:I, s:s}", "ok", 1, "name", it->name, "alreadyArchived",
@@ -275,6 +279,7 @@ void walq_stop(struct walq *q)
     if (q->r)
         repo_close(q->r);
     json_decref(q->window);
+    json_decref(q->known);
     pthread_mutex_destroy(&q->mu);
     pthread_cond_destroy(&q->cv);
     free(q->repo_path);

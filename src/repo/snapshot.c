@@ -486,7 +486,9 @@ int repo_record_add(struct repo *r, const char *kind, json_t *record, struct err
 struct record_ctx {
     struct repo *r;
     json_t *out, *damaged;
-    bool named; /* each record gets "_object": its object name */
+    bool named;      /* each record gets "_object": its object name */
+    json_t *known;   /* objects not to read again (NULL: none) */
+    json_t *present; /* every object name listed (NULL: not wanted) */
 };
 
 static int record_one(void *ctx, const char *name, uint64_t size, struct err *e)
@@ -496,6 +498,10 @@ static int record_one(void *ctx, const char *name, uint64_t size, struct err *e)
     struct err re = ERR_INIT;
     json_t *j = NULL;
     (void)size;
+    if (c->present)
+        json_array_append_new(c->present, json_string(name));
+    if (c->known && json_object_get(c->known, name))
+        return 0;
     if (storage_get(c->r->st, name, 1 << 20, &raw, &re) != 0 && re.code != ERR_DAMAGE) {
         *e = re;
         buf_free(&raw);
@@ -517,19 +523,23 @@ static int record_one(void *ctx, const char *name, uint64_t size, struct err *e)
     return 0;
 }
 
-static json_t *record_list(struct repo *r, const char *kind, bool named, json_t **damaged,
-                           struct err *e)
+static json_t *record_list(struct repo *r, const char *kind, bool named, json_t *known,
+                           json_t **present, json_t **damaged, struct err *e)
 {
     if (check_kind(kind, e) != 0)
         return NULL;
     char dir[64];
     snprintf(dir, sizeof(dir), "records/%s", kind);
-    struct record_ctx c = {r, json_array(), json_array(), named};
+    struct record_ctx c = {r,     json_array(), json_array(),
+                           named, known,        present ? json_array() : NULL};
     if (storage_list(r->st, dir, record_one, &c, e) != 0) {
         json_decref(c.out);
         json_decref(c.damaged);
+        json_decref(c.present);
         return NULL;
     }
+    if (present)
+        *present = c.present;
     if (damaged)
         *damaged = c.damaged;
     else
@@ -539,12 +549,18 @@ static json_t *record_list(struct repo *r, const char *kind, bool named, json_t 
 
 json_t *repo_record_list(struct repo *r, const char *kind, json_t **damaged, struct err *e)
 {
-    return record_list(r, kind, false, damaged, e);
+    return record_list(r, kind, false, NULL, NULL, damaged, e);
 }
 
 json_t *repo_record_list_named(struct repo *r, const char *kind, json_t **damaged, struct err *e)
 {
-    return record_list(r, kind, true, damaged, e);
+    return record_list(r, kind, true, NULL, NULL, damaged, e);
+}
+
+json_t *repo_record_list_except(struct repo *r, const char *kind, json_t *known, json_t **present,
+                                json_t **damaged, struct err *e)
+{
+    return record_list(r, kind, true, known, present, damaged, e);
 }
 
 int repo_record_remove(struct repo *r, const char *object, struct err *e)

@@ -80,6 +80,15 @@ assert_eq null "$(json_eval "$OUT_FILE" 'd["walArchiver"]["archive"]["recovery_w
     "schedule status: no recovery window without a base backup"
 assert_exit 0 cb --env-file "$TEST_TMP/env" --json wal push --no-daemon "$TEST_TMP/pg_wal/000000010000000000000003"
 assert_eq false "$(json_get "$OUT_FILE" '["via_daemon"]')" "--no-daemon pushes alone"
+# the daemon reads again only the records written since its last push: one pushed alone
+# meanwhile is seen, and a different file under its name is refused through the daemon
+seg "$TEST_TMP/other/000000010000000000000003" 98 1048576
+assert_exit 4 cb --env-file "$TEST_TMP/env" wal push "$TEST_TMP/other/000000010000000000000003"
+assert_contains "$ERR" "already archived with different content" \
+    "a different re-push of a file pushed alone meanwhile is refused through the daemon"
+assert_exit 0 cb --env-file "$TEST_TMP/env" --json wal push "$TEST_TMP/pg_wal/000000010000000000000003"
+assert_eq "true true" "$(json_eval "$OUT_FILE" '"%s %s" % (str(d["via_daemon"]).lower(), str(d["already_archived"]).lower())')" \
+    "the identical one is already archived, through the daemon"
 stop_daemon
 
 # --- the daemon dies in the middle of a push (test hook: after the data, before the record) --
