@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2317,SC2153 # cleanup runs from the EXIT trap; CARIS_PG_* come from the server's env file
 # WAL archiving under pgbench, both ways: archive_command = `caris-backup wal push --no-daemon
 # %p` (each push opens the repository) and `caris-backup wal push %p` with the daemon running
 # (the segment handed to it). The load writes WAL as fast as it can: `pgbench -i -s SCALE`
