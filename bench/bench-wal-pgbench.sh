@@ -91,7 +91,7 @@ run_mode() { # NAME ARCHIVE_COMMAND
         pause 1
     done
     wait "$pb"
-    local tps written archived failed
+    local tps archived failed
     tps=$(grep -o 'tps = [0-9.]*' "$DIR/pgbench-$name.log" | head -1 | cut -d' ' -f3)
     # drain: how long until everything written is archived
     local d0=$SECONDS
