@@ -63,4 +63,17 @@ int caris_schedule_status(const struct config *cfg, json_t **out, struct err *e)
 int caris_daemon_run_now(const struct config *cfg, enum caris_job_type type, bool wait,
                          json_t **out, struct err *e);
 
+/* `wal push` through the running daemon of BACKUP_DIR (caris/wal.h): opens the file and
+ * hands its descriptor over the control socket (SCM_RIGHTS: the daemon never resolves the
+ * path, which is relative to PostgreSQL's data directory, nor needs to read pg_wal itself);
+ * the daemon stores it through the repository it keeps open and answers once it is durably
+ * archived. 0 with *res; -1 with e (the push's own failure, e.g. ERR_DAMAGE for different
+ * content, or the daemon died or did not answer: nothing was archived unless a retry finds
+ * it); 1 when no daemon takes it (none runs, it archives into another repository than
+ * repo_path, its queue is full, it is stopping, or it answers with a usage error): the caller
+ * pushes alone, and its own answer is the one that counts. */
+struct caris_wal_push_result;
+int caris_daemon_wal_push(const struct config *cfg, const char *repo_path, const char *path,
+                          struct caris_wal_push_result *res, struct err *e);
+
 #endif

@@ -259,6 +259,17 @@ int repo_record_add(struct repo *r, const char *kind, json_t *record, struct err
 /* All records of a kind (array, unordered); damaged ones are skipped and reported in
  * *damaged when not NULL. */
 json_t *repo_record_list(struct repo *r, const char *kind, json_t **damaged, struct err *e);
+/* The same, each record with "_object": its object name (records/<kind>/<64 hex>), for
+ * repo_record_remove. */
+json_t *repo_record_list_named(struct repo *r, const char *kind, json_t **damaged, struct err *e);
+/* repo_record_list_named without reading again the objects known has as keys (a process that
+ * keeps records in memory, keyed by "_object": the daemon's WAL pushes): returns the others;
+ * *present receives every object name listed, so the caller drops what is gone. */
+json_t *repo_record_list_except(struct repo *r, const char *kind, json_t *known, json_t **present,
+                                json_t **damaged, struct err *e);
+/* Removes one record (its "_object" name). Only under the exclusive lock (ERR_LOCKED): records
+ * are otherwise never deleted. WAL retention (caris/walwindow.h) is its one user. */
+int repo_record_remove(struct repo *r, const char *object, struct err *e);
 
 /* ---- locks --------------------------------------------------------------------------- */
 /* Backups, restores, verify, check and test-restore take shared locks (any number at once);

@@ -40,6 +40,19 @@ struct caris_op;
  * point: a push that did not write it archived nothing). */
 int caris_wal_push(struct repo *r, const char *path, const struct caris_op *op,
                    struct caris_wal_push_result *res, struct err *e);
+/* The same for a file already open (fd, read from its start; the caller keeps it): name is
+ * its base name (what it is archived as), path only names it in messages. The daemon stores
+ * the descriptors `wal push` passes it through this. */
+int caris_wal_push_fd(struct repo *r, int fd, const char *name, const char *path,
+                      const struct caris_op *op, struct caris_wal_push_result *res, struct err *e);
+/* The same with cache, a JSON object the caller keeps across pushes on one handle (the
+ * daemon): the WAL records read by earlier calls, by object name. Each call still lists the
+ * records (so pushes by other processes and records removed by retention are seen) but reads
+ * only the new ones: the check against a different re-push costs a directory listing instead
+ * of one read per archived file. */
+int caris_wal_push_fd_cached(struct repo *r, int fd, const char *name, const char *path,
+                             json_t *cache, const struct caris_op *op,
+                             struct caris_wal_push_result *res, struct err *e);
 
 /* Writes the archived file name to dest: into a temporary file beside it, every chunk
  * authenticated and the whole file's SHA-256 checked, fsynced, then renamed, so dest never holds

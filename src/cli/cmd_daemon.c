@@ -226,6 +226,26 @@ int cmd_schedule_status(struct globals *g, int argc, char **argv)
                json_string_value(json_object_get(st, "nextRun")) ?: "none");
         print_run("last run", json_object_get(st, "lastRun"));
     }
+    json_t *wa = json_object_get(s, "walArchiver");
+    if (json_is_object(wa)) {
+        printf("WAL pushes through the daemon: %lld (%lld already archived), %lld failed, %lld "
+               "queued\n",
+               (long long)json_integer_value(json_object_get(wa, "pushed")),
+               (long long)json_integer_value(json_object_get(wa, "alreadyArchived")),
+               (long long)json_integer_value(json_object_get(wa, "failed")),
+               (long long)json_integer_value(json_object_get(wa, "queued")));
+        size_t i;
+        json_t *t;
+        json_array_foreach(json_object_get(json_object_get(wa, "archive"), "timelines"), i, t)
+            printf("WAL timeline %lld: %s .. %s, %lld segments, %zu gap%s (as of %s)\n",
+                   (long long)json_integer_value(json_object_get(t, "timeline")),
+                   json_string_value(json_object_get(t, "first")) ?: "-",
+                   json_string_value(json_object_get(t, "last")) ?: "-",
+                   (long long)json_integer_value(json_object_get(t, "segments")),
+                   json_array_size(json_object_get(t, "gaps")),
+                   json_array_size(json_object_get(t, "gaps")) == 1 ? "" : "s",
+                   json_string_value(json_object_get(wa, "archiveAt")) ?: "?");
+    }
     json_decref(s);
     return 0;
 }

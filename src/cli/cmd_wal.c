@@ -1,15 +1,18 @@
 /* wal push | get | list | receive: the WAL archive (caris/wal.h does the work). */
+#include <getopt.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "caris/crypto.h"
+#include "caris/daemon.h"
 #include "caris/op.h"
 #include "caris/wal.h"
+#include "caris/walwindow.h"
 
 #include "cli.h"
 
 static const char WAL_USAGE[] =
-    "usage: caris-backup [--env-file F] wal push PATH\n"
+    "usage: caris-backup [--env-file F] wal push [--no-daemon] PATH\n"
     "       caris-backup [--env-file F] wal get NAME DEST\n"
     "       caris-backup [--json] wal list\n"
     "\n"
@@ -22,34 +25,64 @@ static const char WAL_USAGE[] =
     "push  archives the file (segment, .partial, .history or .backup) under its name. Pushing a\n"
     "      file archived before with identical content succeeds; with different content it\n"
     "      fails (exit 4) and the archived file is kept: nothing is ever overwritten.\n"
+    "      When the daemon of BACKUP_DIR runs (same user, same repository), the file is handed\n"
+    "      to it (its open descriptor, over the control socket): it keeps the repository open\n"
+    "      and answers once the file is durably archived, so the exit code is the truth; a\n"
+    "      daemon killed meanwhile makes the push fail and PostgreSQL retry it. Without a\n"
+    "      daemon (or with --no-daemon) the push opens the repository itself.\n"
     "get   writes the archived file NAME to DEST, checked end to end, or exits 1 without a\n"
     "      word when the archive does not have it (what restore_command must do at the end of\n"
     "      the archive). A damaged file is never written: exit 4.\n"
-    "list  the archived files: name, kind, timeline, start LSN, size, SHA-256.\n"
+    "list  the archived files: name, kind, timeline, start LSN, size, SHA-256; then the range\n"
+    "      archived per timeline, any gap in it (a segment missing between the first and the\n"
+    "      last, or across a .history switch) with the recovery it breaks, and the recovery\n"
+    "      window. --json: {files, damaged, segment_size, timelines, gaps, recovery_window,\n"
+    "      retention}.\n"
     "\n"
-    "Not implemented yet: `wal receive` (streaming over a replication slot) and handing a push\n"
-    "to a running daemon; each push opens the repository (one Argon2id derivation).\n";
+    "Not implemented yet: `wal receive` (streaming over a replication slot).\n";
 
 static int wal_push(struct globals *g, int argc, char **argv)
 {
-    if (argc != 3)
+    static const struct option opts[] = {
+        {"no-daemon", no_argument, 0, 'n'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    bool alone = false;
+    int c;
+    optind = 0; /* 0, not 1: makes GNU getopt reinitialise */
+    while ((c = cli_getopt(argc - 1, argv + 1, "h", opts)) != -1) {
+        if (c == 'n')
+            alone = true;
+        else if (c == 'h') {
+            fputs(WAL_USAGE, stdout);
+            return 0;
+        } else
+            return cli_opt_fail();
+    }
+    int rest = argc - 1 - optind;
+    if (rest != 1)
         return usage_error("wal push takes one PATH (archive_command's %%p)%s", "");
+    const char *path = argv[1 + optind];
     struct err e = ERR_INIT;
-    struct repo *r = open_repo(g, false, &e);
-    if (!r)
-        return fail(&e);
-    struct caris_op op;
-    cli_op_init_service(g, &op);
     struct caris_wal_push_result res;
-    int rc = caris_wal_push(r, argv[2], &op, &res, &e);
-    repo_close(r);
+    /* a running daemon has the repository open and its key derived: hand it the file */
+    int rc = alone ? 1 : caris_daemon_wal_push(&g->cfg, g->repo_path, path, &res, &e);
+    bool via_daemon = rc != 1;
+    if (rc == 1) {
+        struct repo *r = open_repo(g, false, &e);
+        if (!r)
+            return fail(&e);
+        struct caris_op op;
+        cli_op_init_service(g, &op);
+        rc = caris_wal_push(r, path, &op, &res, &e);
+        repo_close(r);
+    }
     if (rc != 0)
         return fail(&e);
     if (g->json) {
         char hex[65];
         cx_hex(res.sha256, 32, hex);
-        json_t *j = json_pack("{s:s, s:b, s:I, s:s}", "path", argv[2], "already_archived",
-                              res.already, "bytes", (json_int_t)res.bytes, "sha256", hex);
+        json_t *j =
+            json_pack("{s:s, s:b, s:I, s:s, s:b}", "path", path, "already_archived", res.already,
+                      "bytes", (json_int_t)res.bytes, "sha256", hex, "via_daemon", via_daemon);
         print_json(j);
         json_decref(j);
     }
@@ -86,11 +119,17 @@ static int wal_list(struct globals *g, int argc, char **argv)
         return fail(&e);
     json_t *damaged = NULL;
     json_t *list = caris_wal_list(r, &damaged, &e);
+    /* the range per timeline, the gaps and the recovery window (records read once more) */
+    json_t *window = list ? caris_wal_window(r, NULL, &e) : NULL;
     repo_close(r);
-    if (!list)
+    if (!list || !window) {
+        json_decref(list);
+        json_decref(damaged);
         return fail(&e);
+    }
     if (g->json) {
         json_t *j = json_pack("{s:o, s:O}", "files", list, "damaged", damaged);
+        json_object_update(j, window);
         print_json(j);
         json_decref(j);
     } else {
@@ -105,12 +144,49 @@ static int wal_list(struct globals *g, int argc, char **argv)
                    (long long)json_integer_value(json_object_get(x, "size")),
                    json_string_value(json_object_get(x, "sha256")));
         json_decref(list);
+        json_array_foreach(json_object_get(window, "timelines"), i, x)
+        {
+            printf("timeline %lld: ",
+                   (long long)json_integer_value(json_object_get(x, "timeline")));
+            if (json_integer_value(json_object_get(x, "segments")))
+                printf("%s .. %s (%lld segments, %s .. %s)",
+                       json_string_value(json_object_get(x, "first")),
+                       json_string_value(json_object_get(x, "last")),
+                       (long long)json_integer_value(json_object_get(x, "segments")),
+                       json_string_value(json_object_get(x, "start_lsn")),
+                       json_string_value(json_object_get(x, "end_lsn")));
+            else
+                printf("no segment");
+            if (json_is_integer(json_object_get(x, "parent")))
+                printf(", branched off timeline %lld at %s",
+                       (long long)json_integer_value(json_object_get(x, "parent")),
+                       json_string_value(json_object_get(x, "switch_lsn")));
+            printf("\n");
+            size_t k;
+            json_t *gap;
+            json_array_foreach(json_object_get(x, "gaps"), k, gap)
+                printf("  GAP %s .. %s (%lld segments, %s): %s\n",
+                       json_string_value(json_object_get(gap, "from")),
+                       json_string_value(json_object_get(gap, "to")),
+                       (long long)json_integer_value(json_object_get(gap, "segments")),
+                       json_string_value(json_object_get(gap, "reason")),
+                       json_string_value(json_object_get(gap, "breaks")));
+        }
+        json_t *rw = json_object_get(window, "recovery_window");
+        if (json_is_string(json_object_get(rw, "earliest")))
+            printf("recovery window: %s .. %s\n",
+                   json_string_value(json_object_get(rw, "earliest")),
+                   json_string_value(json_object_get(rw, "latest")));
+        else
+            printf("recovery window: none (%s)\n",
+                   json_string_value(json_object_get(rw, "reason")) ?: "?");
         json_array_foreach(damaged, i, x) fprintf(stderr, "damaged WAL record %s: %s\n",
                                                   json_string_value(json_object_get(x, "object")),
                                                   json_string_value(json_object_get(x, "error")));
     }
     int code = json_array_size(damaged) ? 4 : 0;
     json_decref(damaged);
+    json_decref(window);
     return code;
 }
 

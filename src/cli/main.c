@@ -21,6 +21,7 @@
 #include "caris/repo.h"
 #include "caris/secmem.h"
 #include "caris/storage.h"
+#include "caris/walwindow.h"
 
 #include "cli.h"
 
@@ -555,20 +556,28 @@ static int cmd_backup(struct globals *g, int argc, char **argv)
 
 static int cmd_list(struct globals *g, int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"type", required_argument, 0, 't'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    static const struct option opts[] = {{"type", required_argument, 0, 't'},
+                                         {"wal", no_argument, 0, 'w'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
     const char *kind = NULL;
+    bool wal = false;
     int c;
     optind = 0;
     while ((c = cli_getopt(argc, argv, "h", opts)) != -1) {
-        if (c == 't') {
+        if (c == 'w') {
+            wal = true;
+        } else if (c == 't') {
             kind = optarg;
             if (strcmp(kind, "files") && strcmp(kind, "database"))
                 return usage_error("unknown --type '%s' (files or database)", kind);
         } else if (c == 'h') {
-            printf("usage: caris-backup [--json] list [--type files|database]\n\nLists backups, "
-                   "oldest first: id, type, time, duration, files, bytes read,\nbytes added to "
-                   "the repository, status.\n");
+            printf("usage: caris-backup [--json] list [--type files|database] [--wal]\n\nLists "
+                   "backups, oldest first: id, type, time, duration, files, bytes read,\nbytes "
+                   "added to the repository, status. --wal adds the WAL archive: the range\n"
+                   "per timeline, its gaps and the recovery window (as `wal list`); with --json "
+                   "the\noutput is then {\"backups\": [...], \"wal\": {...}} instead of the "
+                   "array.\n");
             return 0;
         } else {
             return cli_opt_fail();
@@ -582,11 +591,19 @@ static int cmd_list(struct globals *g, int argc, char **argv)
         return fail(&e);
     struct caris_list_result res;
     int rc = caris_list(r, kind, g->state, &res, &e);
+    json_t *window = rc == 0 && wal ? caris_wal_window(r, NULL, &e) : NULL;
     repo_close(r);
+    if (rc == 0 && wal && !window) {
+        caris_list_result_free(&res);
+        rc = -1;
+    }
     if (rc != 0)
         return fail(&e);
     if (g->json) {
         json_t *j = caris_list_result_to_json(&res);
+        if (window)
+            j = json_pack("{s:o, s:o}", "backups", j, "wal", window);
+        window = NULL;
         print_json(j);
         json_decref(j);
     } else if (res.n == 0) {
@@ -626,6 +643,27 @@ static int cmd_list(struct globals *g, int argc, char **argv)
             if (lsns)
                 printf("%-44s LSN %s\n", "", lsns);
         }
+    }
+    if (window) { /* not --json */
+        json_t *rw = json_object_get(window, "recovery_window");
+        size_t i;
+        json_t *t;
+        json_array_foreach(json_object_get(window, "timelines"), i, t)
+            printf("WAL timeline %lld: %s .. %s, %lld segments, %zu gap%s\n",
+                   (long long)json_integer_value(json_object_get(t, "timeline")),
+                   json_string_value(json_object_get(t, "first")) ?: "-",
+                   json_string_value(json_object_get(t, "last")) ?: "-",
+                   (long long)json_integer_value(json_object_get(t, "segments")),
+                   json_array_size(json_object_get(t, "gaps")),
+                   json_array_size(json_object_get(t, "gaps")) == 1 ? "" : "s");
+        if (json_is_string(json_object_get(rw, "earliest")))
+            printf("recovery window: %s .. %s\n",
+                   json_string_value(json_object_get(rw, "earliest")),
+                   json_string_value(json_object_get(rw, "latest")));
+        else
+            printf("recovery window: none (%s)\n",
+                   json_string_value(json_object_get(rw, "reason")) ?: "?");
+        json_decref(window);
     }
     caris_list_result_free(&res);
     return 0;
@@ -782,6 +820,15 @@ static int cmd_check(struct globals *g, int argc, char **argv)
     struct repo_check_result res;
     int rc = repo_check_run(r, &o, &res, &e);
     progress_end(g);
+    /* the WAL archive's gaps, and which recovery each breaks (caris/walwindow.h) */
+    if (rc == 0 && caris_wal_check(r, res.errors, res.warnings, NULL, &e) != 0) {
+        if (err_is_set(&e)) { /* could not read the archive: that is damage to report */
+            json_array_append_new(res.errors,
+                                  json_pack("{s:s, s:s}", "object", "records/wal", "error", e.msg));
+            err_clear(&e);
+        }
+        res.ok = false;
+    }
     if (rc == 0) { /* list then shows the backups found damaged as damaged */
         json_t *j = repo_check_result_to_json(&res);
         caris_check_record(r, j, &op);

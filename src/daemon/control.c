@@ -1,5 +1,7 @@
 /* The client side of the control socket, and the status when no daemon answers. */
 #include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,7 +10,9 @@
 #include <unistd.h>
 
 #include "caris/core.h"
+#include "caris/crypto.h"
 #include "caris/daemon.h"
+#include "caris/wal.h"
 #include "caris/schedule.h"
 
 /* Connects to the daemon of BACKUP_DIR: fd, or -1 when none answers (no error: the caller
@@ -36,16 +40,10 @@ static int daemon_connect(const struct config *cfg, struct err *e)
     return fd;
 }
 
-/* Sends one request, reads one line of answer (timeout_ms < 0: wait as long as it takes). */
-static int daemon_call(int fd, json_t *req, int timeout_ms, json_t **out, struct err *e)
+/* Reads one line of answer (timeout_ms < 0: wait as long as it takes), as it is: an
+ * {"error": ...} answer is the caller's to judge. */
+static int daemon_answer(int fd, int timeout_ms, json_t **out, struct err *e)
 {
-    char *text = json_dumps(req, JSON_COMPACT);
-    size_t len = strlen(text);
-    bool ok =
-        send(fd, text, len, MSG_NOSIGNAL) == (ssize_t)len && send(fd, "\n", 1, MSG_NOSIGNAL) == 1;
-    free(text);
-    if (!ok)
-        return err_sys(e, errno, NULL, "cannot send a request to the daemon");
     struct buf b = {0};
     int64_t deadline = time_mono_ns() + (int64_t)timeout_ms * 1000000;
     for (;;) {
@@ -83,6 +81,21 @@ static int daemon_call(int fd, json_t *req, int timeout_ms, json_t **out, struct
     buf_free(&b);
     if (!*out)
         return err_set(e, ERR_FAILURE, NULL, "the daemon's answer is not JSON: %s", je.text);
+    return 0;
+}
+
+/* Sends one request, reads one line of answer (timeout_ms < 0: wait as long as it takes). */
+static int daemon_call(int fd, json_t *req, int timeout_ms, json_t **out, struct err *e)
+{
+    char *text = json_dumps(req, JSON_COMPACT);
+    size_t len = strlen(text);
+    bool ok =
+        send(fd, text, len, MSG_NOSIGNAL) == (ssize_t)len && send(fd, "\n", 1, MSG_NOSIGNAL) == 1;
+    free(text);
+    if (!ok)
+        return err_sys(e, errno, NULL, "cannot send a request to the daemon");
+    if (daemon_answer(fd, timeout_ms, out, e) != 0)
+        return -1;
     json_t *err = json_object_get(*out, "error");
     if (err) {
         err_set(e, ERR_USAGE, NULL, "the daemon refused the request: %s",
@@ -176,5 +189,113 @@ int caris_daemon_run_now(const struct config *cfg, enum caris_job_type type, boo
     int rc = daemon_call(fd, req, wait ? -1 : 10000, out, e);
     json_decref(req);
     close(fd);
+    return rc;
+}
+
+/* How long `wal push` waits for the daemon's answer: storing a segment takes well under a
+ * second, the first push of a daemon also opens the repository; a daemon that does not answer
+ * in this time is taken as failed (PostgreSQL retries the segment). */
+#define WAL_PUSH_TIMEOUT_MS (300 * 1000)
+
+static enum err_code code_of_name(const char *name)
+{
+    for (int c = ERR_FAILURE; c <= ERR_DATABASE; c++)
+        if (name && strcmp(err_code_name((enum err_code)c), name) == 0)
+            return (enum err_code)c;
+    return ERR_FAILURE;
+}
+
+int caris_daemon_wal_push(const struct config *cfg, const char *repo_path, const char *path,
+                          struct caris_wal_push_result *res, struct err *e)
+{
+    memset(res, 0, sizeof(*res));
+    char *pcopy = xstrdup(path);
+    const char *name = basename(pcopy);
+    struct caris_wal_name wn;
+    int rc = -1, sock = -1, fd = -1;
+    json_t *req = NULL, *ans = NULL;
+    char *text = NULL;
+    if (caris_wal_name_parse(name, &wn, e) != 0)
+        goto out;
+    struct err ce = ERR_INIT;
+    sock = daemon_connect(cfg, &ce);
+    if (sock < 0) { /* none, or one that refuses us: push alone */
+        rc = 1;
+        goto out;
+    }
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        err_sys(e, errno, NULL, "cannot open WAL file %s", path);
+        goto out;
+    }
+    /* the repository as an absolute path when it is local: the daemon's working directory
+     * is not ours */
+    char *abs_repo = realpath(repo_path, NULL);
+    req = json_pack("{s:s, s:s, s:s}", "cmd", "wal-push", "name", name, "repo",
+                    abs_repo ? abs_repo : repo_path);
+    free(abs_repo);
+    text = json_dumps(req, JSON_COMPACT);
+    size_t len = strlen(text);
+    text[len] = '\n'; /* json_dumps' terminator becomes the line's end */
+    struct iovec iov = {.iov_base = text, .iov_len = len + 1};
+    union {
+        struct cmsghdr h;
+        char b[CMSG_SPACE(sizeof(int))];
+    } cm;
+    memset(&cm, 0, sizeof(cm));
+    struct msghdr mh = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.b, .msg_controllen = sizeof(cm.b)};
+    struct cmsghdr *h = CMSG_FIRSTHDR(&mh);
+    h->cmsg_level = SOL_SOCKET;
+    h->cmsg_type = SCM_RIGHTS;
+    h->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(h), &fd, sizeof(int));
+    ssize_t sent;
+    do
+        sent = sendmsg(sock, &mh, MSG_NOSIGNAL);
+    while (sent < 0 && errno == EINTR);
+    if (sent != (ssize_t)(len + 1)) {
+        /* nothing is stored on a request the daemon did not get whole: push alone */
+        rc = 1;
+        goto out;
+    }
+    if (daemon_answer(sock, WAL_PUSH_TIMEOUT_MS, &ans, e) != 0) {
+        err_wrap(e, "wal push %s through the daemon", name);
+        goto out;
+    }
+    json_t *err = json_object_get(ans, "error");
+    if (err) {
+        const char *code = json_string_value(json_object_get(err, "code"));
+        const char *msg = json_string_value(json_object_get(err, "message"));
+        /* the daemon does not take it (full queue, stopping, another repository, a request
+         * it refuses as such, e.g. too long, or a daemon from before `wal-push`): the push is
+         * made here, alone. A push the daemon refused as a usage error (a torn segment) fails
+         * alone the same way: the answer is then this process's own. */
+        if (code && (strcmp(code, "busy") == 0 || strcmp(code, "stopping") == 0 ||
+                     strcmp(code, "other-repository") == 0 || strcmp(code, "usage") == 0)) {
+            rc = 1;
+            goto out;
+        }
+        const char *hint = json_string_value(json_object_get(err, "hint"));
+        err_set(e, code_of_name(code), hint, "%s", msg ? msg : "the daemon's push failed");
+        goto out;
+    }
+    const char *hex = json_string_value(json_object_get(ans, "sha256"));
+    if (!json_is_true(json_object_get(ans, "ok")) || !hex || cx_unhex(hex, res->sha256, 32) != 0) {
+        err_set(e, ERR_FAILURE, NULL, "wal push %s: the daemon's answer is malformed", name);
+        goto out;
+    }
+    res->already = json_is_true(json_object_get(ans, "alreadyArchived"));
+    res->bytes = (uint64_t)json_integer_value(json_object_get(ans, "bytes"));
+    rc = 0;
+out:
+    free(text);
+    json_decref(req);
+    json_decref(ans);
+    if (fd >= 0)
+        close(fd);
+    if (sock >= 0)
+        close(sock);
+    free(pcopy);
     return rc;
 }

@@ -61,7 +61,9 @@ struct client {
     int fd;
     char buf[CLIENT_LINE_MAX];
     size_t len;
-    bool waiting; /* handed to a job; the main thread answers when it ends */
+    bool waiting;  /* handed to a job; the main thread answers when it ends */
+    int passed_fd; /* a descriptor sent with the request (SCM_RIGHTS, `wal push`); -1: none */
+    bool detached; /* handed to the WAL queue, which answers and closes it */
 };
 
 struct daemon {
@@ -82,6 +84,7 @@ struct daemon {
     struct job *kept; /* the last JOBS_KEPT finished jobs, newest first (for the API) */
     uint64_t job_seq;
     struct api *api;
+    struct walq *walq;
     bool worker_stop;
     pthread_t worker;
     volatile sig_atomic_t cancel;
@@ -829,7 +832,10 @@ static void send_line(int fd, json_t *j)
 
 static void client_close(struct daemon *d, size_t i)
 {
-    close(d->clients[i].fd);
+    if (d->clients[i].passed_fd >= 0)
+        close(d->clients[i].passed_fd);
+    if (!d->clients[i].detached)
+        close(d->clients[i].fd);
     d->clients[i] = d->clients[--d->nclients];
 }
 
@@ -847,6 +853,7 @@ static json_t *status_locked(struct daemon *d)
     json_object_set_new(s, "queue", json_integer((json_int_t)queue_len_locked(d)));
     if (d->nc_loaded) /* BACKUP_ALERT_AFTER, for the dashboard's stale banner */
         json_object_set_new(s, "alertAfterSeconds", json_integer(d->nc.alert_after_ms / 1000));
+    json_object_set_new(s, "walArchiver", walq_status(d->walq));
     json_t *job = json_object_get(s, "job");
     if (job && *d->current_step)
         json_object_set_new(job, "progress", json_string(d->current_step));
@@ -858,6 +865,35 @@ static json_t *status_locked(struct daemon *d)
 static json_t *error_json(const char *code, const char *msg)
 {
     return json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", msg);
+}
+
+/* `wal push` hands over a WAL file: {"cmd": "wal-push", "name", "repo"} with the file's open
+ * descriptor attached. Answers "busy", "stopping" or "other-repository" tell the client to
+ * push alone; anything else is the push's own result, sent by the WAL queue once the file is
+ * durably archived (or failed). */
+static void wal_push_request(struct daemon *d, size_t i, json_t *req)
+{
+    struct client *c = &d->clients[i];
+    const char *name = json_string_value(json_object_get(req, "name"));
+    const char *repo = json_string_value(json_object_get(req, "repo"));
+    char *mine = realpath(d->repo_path, NULL), *theirs = repo ? realpath(repo, NULL) : NULL;
+    /* the same local repository (both resolved), or the same URL (s3://...) */
+    bool same = mine && theirs ? strcmp(mine, theirs) == 0
+                               : !mine && !theirs && repo && strcmp(repo, d->repo_path) == 0 &&
+                                     strstr(repo, "://") != NULL;
+    free(mine);
+    free(theirs);
+    if (!name || strlen(name) >= WALQ_NAME_MAX || c->passed_fd < 0) {
+        send_line(c->fd, error_json("usage", "wal-push needs a name and the file's descriptor"));
+    } else if (!same) {
+        send_line(c->fd,
+                  error_json("other-repository", "this daemon archives into another repository"));
+    } else if (!d->walq || walq_submit(d->walq, c->fd, c->passed_fd, name) != 0) {
+        send_line(c->fd, error_json("busy", "the WAL queue is full"));
+    } else {
+        c->passed_fd = -1; /* the queue's now, and the connection with it */
+        c->detached = true;
+    }
 }
 
 /* One request line from client i. Returns true when the client is to be closed. */
@@ -900,6 +936,8 @@ static bool handle_request(struct daemon *d, size_t i, const char *line)
                 json_decref(ok);
             }
         }
+    } else if (strcmp(cmd, "wal-push") == 0) {
+        wal_push_request(d, i, req);
     } else {
         send_line(d->clients[i].fd, error_json("usage", "unknown request"));
     }
@@ -910,7 +948,28 @@ static bool handle_request(struct daemon *d, size_t i, const char *line)
 static void client_read(struct daemon *d, size_t i)
 {
     struct client *c = &d->clients[i];
-    ssize_t n = recv(c->fd, c->buf + c->len, sizeof(c->buf) - 1 - c->len, 0);
+    /* a request may carry one descriptor (`wal push`); any other is closed at once */
+    union {
+        struct cmsghdr h;
+        char b[CMSG_SPACE(sizeof(int) * 4)];
+    } cm;
+    struct iovec iov = {.iov_base = c->buf + c->len, .iov_len = sizeof(c->buf) - 1 - c->len};
+    struct msghdr mh = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.b, .msg_controllen = sizeof(cm.b)};
+    ssize_t n = recvmsg(c->fd, &mh, MSG_CMSG_CLOEXEC);
+    for (struct cmsghdr *h = n >= 0 ? CMSG_FIRSTHDR(&mh) : NULL; h; h = CMSG_NXTHDR(&mh, h)) {
+        if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t nfd = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t k = 0; k < nfd; k++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(h) + k * sizeof(int), sizeof(int));
+            if (c->passed_fd < 0 && !c->waiting)
+                c->passed_fd = fd;
+            else
+                close(fd);
+        }
+    }
     if (n <= 0) {
         if (n < 0 && (errno == EINTR || errno == EAGAIN))
             return;
@@ -942,7 +1001,7 @@ static void client_read(struct daemon *d, size_t i)
         return;
     }
     *nl = '\0';
-    if (handle_request(d, i, c->buf))
+    if (handle_request(d, i, c->buf) || d->clients[i].detached)
         client_close(d, i);
 }
 
@@ -964,7 +1023,7 @@ static void client_accept(struct daemon *d)
         close(fd);
         return;
     }
-    d->clients[d->nclients++] = (struct client){.fd = fd};
+    d->clients[d->nclients++] = (struct client){.fd = fd, .passed_fd = -1};
 }
 
 static void job_free(struct job *j)
@@ -1231,8 +1290,9 @@ static void reload(struct daemon *d)
 
 static void daemon_free(struct daemon *d)
 {
-    for (size_t i = 0; i < d->nclients; i++)
-        close(d->clients[i].fd);
+    while (d->nclients)
+        client_close(d, d->nclients - 1);
+    walq_stop(d->walq);
     while (d->queue) {
         struct job *j = d->queue;
         d->queue = j->next;
@@ -1309,7 +1369,8 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
         err_sys(e, errno, NULL, "pipe");
         goto out;
     }
-    if (listen_socket(d, e) != 0)
+    if (walq_start(d, o->cfg, d->repo_path, d->backup_dir, &d->walq, e) != 0 ||
+        listen_socket(d, e) != 0)
         goto out;
     struct api_opts ao = {
         .d = d, .cfg = d->cfg, .backup_dir = d->backup_dir, .repo_path = d->repo_path};
@@ -1444,6 +1505,8 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
      * queued ones */
     api_stop(d->api);
     d->api = NULL;
+    walq_stop(d->walq);
+    d->walq = NULL;
     pthread_mutex_lock(&d->mu);
     size_t dropped = queue_len_locked(d);
     bool was_running = d->running != NULL;

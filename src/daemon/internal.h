@@ -82,4 +82,22 @@ void api_stop(struct api *a);
 #define API_FAIL_KEY_MAX 64
 void api_fail_key(const char *addr, char out[API_FAIL_KEY_MAX]);
 
+/* The daemon's side of `wal push` (walpush.c): a queue of WAL files handed over the control
+ * socket and the thread that stores them through a repository handle of its own. */
+#define WALQ_NAME_MAX 64
+struct walq;
+int walq_start(struct daemon *d, const struct config *cfg, const char *repo_path,
+               const char *backup_dir, struct walq **out, struct err *e);
+/* Queues the push of file_fd under name; the queue then owns both descriptors and answers
+ * client_fd once the file is durably archived or failed. -1 (nothing taken) when the queue is
+ * full or stopping: the caller answers "busy". */
+int walq_submit(struct walq *q, int client_fd, int file_fd, const char *name);
+/* {"queued", "pushed", "alreadyArchived", "failed"} since the daemon started (null: no queue) */
+json_t *walq_status(struct walq *q);
+/* {"error": {"code", "message", "hint"}} */
+json_t *walq_error_json(const char *code, const struct err *e);
+/* Answers what is queued with "stopping" (its client then pushes alone), waits for the push in
+ * progress, and frees the queue. NULL is fine. */
+void walq_stop(struct walq *q);
+
 #endif

@@ -486,6 +486,9 @@ int repo_record_add(struct repo *r, const char *kind, json_t *record, struct err
 struct record_ctx {
     struct repo *r;
     json_t *out, *damaged;
+    bool named;      /* each record gets "_object": its object name */
+    json_t *known;   /* objects not to read again (NULL: none) */
+    json_t *present; /* every object name listed (NULL: not wanted) */
 };
 
 static int record_one(void *ctx, const char *name, uint64_t size, struct err *e)
@@ -495,6 +498,10 @@ static int record_one(void *ctx, const char *name, uint64_t size, struct err *e)
     struct err re = ERR_INIT;
     json_t *j = NULL;
     (void)size;
+    if (c->present)
+        json_array_append_new(c->present, json_string(name));
+    if (c->known && json_object_get(c->known, name))
+        return 0;
     if (storage_get(c->r->st, name, 1 << 20, &raw, &re) != 0 && re.code != ERR_DAMAGE) {
         *e = re;
         buf_free(&raw);
@@ -502,9 +509,11 @@ static int record_one(void *ctx, const char *name, uint64_t size, struct err *e)
     }
     if (!err_is_set(&re) && container_open(c->r, 'R', raw.data, raw.len, &plain, &re) == 0)
         j = json_loadb((const char *)plain.data, plain.len, 0, NULL);
-    if (j && json_is_object(j))
+    if (j && json_is_object(j)) {
+        if (c->named)
+            json_object_set_new(j, "_object", json_string(name));
         json_array_append_new(c->out, j);
-    else {
+    } else {
         json_decref(j);
         json_array_append_new(c->damaged, json_pack("{s:s, s:s}", "object", name, "error",
                                                     err_is_set(&re) ? re.msg : "not a record"));
@@ -514,21 +523,52 @@ static int record_one(void *ctx, const char *name, uint64_t size, struct err *e)
     return 0;
 }
 
-json_t *repo_record_list(struct repo *r, const char *kind, json_t **damaged, struct err *e)
+static json_t *record_list(struct repo *r, const char *kind, bool named, json_t *known,
+                           json_t **present, json_t **damaged, struct err *e)
 {
     if (check_kind(kind, e) != 0)
         return NULL;
     char dir[64];
     snprintf(dir, sizeof(dir), "records/%s", kind);
-    struct record_ctx c = {r, json_array(), json_array()};
+    struct record_ctx c = {r,     json_array(), json_array(),
+                           named, known,        present ? json_array() : NULL};
     if (storage_list(r->st, dir, record_one, &c, e) != 0) {
         json_decref(c.out);
         json_decref(c.damaged);
+        json_decref(c.present);
         return NULL;
     }
+    if (present)
+        *present = c.present;
     if (damaged)
         *damaged = c.damaged;
     else
         json_decref(c.damaged);
     return c.out;
+}
+
+json_t *repo_record_list(struct repo *r, const char *kind, json_t **damaged, struct err *e)
+{
+    return record_list(r, kind, false, NULL, NULL, damaged, e);
+}
+
+json_t *repo_record_list_named(struct repo *r, const char *kind, json_t **damaged, struct err *e)
+{
+    return record_list(r, kind, true, NULL, NULL, damaged, e);
+}
+
+json_t *repo_record_list_except(struct repo *r, const char *kind, json_t *known, json_t **present,
+                                json_t **damaged, struct err *e)
+{
+    return record_list(r, kind, true, known, present, damaged, e);
+}
+
+int repo_record_remove(struct repo *r, const char *object, struct err *e)
+{
+    if (!r->lock || !r->lock->exclusive)
+        return err_set(e, ERR_LOCKED, "take the exclusive lock first (repo_lock)",
+                       "removing a record needs the exclusive lock of %s", r->path);
+    if (!object || strncmp(object, "records/", 8) != 0 || strstr(object, ".."))
+        return err_set(e, ERR_USAGE, NULL, "'%s' is not a record", object ? object : "(null)");
+    return storage_remove(r->st, object, e);
 }

@@ -21,7 +21,10 @@ int caris_prune(struct repo *r, const struct caris_prune_opts *o, const struct c
                                  .op = op,
                                  .assume_forgotten = o ? o->assume_forgotten : NULL,
                                  .nassume_forgotten = o ? o->nassume_forgotten : 0};
-    int rc = repo_prune(r, &po, &res->stats, e);
+    /* WAL retention first: the WAL it removes is then unreferenced data for repo_prune */
+    int rc = caris_wal_retention_apply(r, res->dry_run, op, &res->wal, e);
+    if (rc == 0)
+        rc = repo_prune(r, &po, &res->stats, e);
     repo_unlock(r);
     res->duration_ns = time_mono_ns() - t0;
     if (rc == 0 && !res->dry_run)
@@ -37,7 +40,7 @@ int caris_prune(struct repo *r, const struct caris_prune_opts *o, const struct c
 json_t *caris_prune_result_to_json(const struct caris_prune_result *res)
 {
     const struct repo_prune_stats *s = &res->stats;
-    return json_pack(
+    json_t *j = json_pack(
         "{s:b, s:I, s:I, s:{s:I, s:I, s:I, s:I}, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
         "s:I}, s:{s:I, s:I}, s:{s:I, s:I}, s:I}",
         "dry_run", res->dry_run, "duration_ms", (json_int_t)(res->duration_ns / 1000000),
@@ -56,4 +59,6 @@ json_t *caris_prune_result_to_json(const struct caris_prune_result *res)
         (json_int_t)s->index_files_written, "repository_bytes", "before",
         (json_int_t)s->repo_bytes_before, "after", (json_int_t)s->repo_bytes_after,
         "leftovers_removed", (json_int_t)s->leftovers_removed);
+    json_object_set_new(j, "wal", caris_wal_retention_to_json(&res->wal));
+    return j;
 }

@@ -110,6 +110,55 @@ static json_t *records_of(struct repo *r, const char *name, struct err *e)
     return out;
 }
 
+/* records_of through cache ({object name: record}, kept by the caller across pushes): only
+ * the records written since (by any process) are read; those gone (WAL retention) are
+ * dropped. Unreadable records are never cached, so they make every call fail as above. */
+static json_t *records_of_cached(struct repo *r, json_t *cache, const char *name, struct err *e)
+{
+    json_t *present = NULL, *damaged = NULL;
+    json_t *fresh = repo_record_list_except(r, WAL_RECORD_KIND, cache, &present, &damaged, e);
+    if (!fresh)
+        return NULL;
+    json_t *now = json_object();
+    size_t i;
+    json_t *x;
+    json_array_foreach(present, i, x)
+    {
+        json_t *rec = json_object_get(cache, json_string_value(x));
+        if (rec)
+            json_object_set(now, json_string_value(x), rec);
+    }
+    json_array_foreach(fresh, i, x)
+    {
+        const char *obj = json_string_value(json_object_get(x, "_object"));
+        if (obj)
+            json_object_set(now, obj, x);
+    }
+    json_object_clear(cache);
+    json_object_update(cache, now);
+    json_decref(now);
+    json_decref(fresh);
+    json_decref(present);
+    json_t *out = NULL;
+    if (json_array_size(damaged)) {
+        err_set(e, ERR_DAMAGE, "run `caris-backup check --read-data`",
+                "cannot tell whether the WAL archive holds %s: WAL record %s cannot be read (%s)",
+                name, json_string_value(json_object_get(json_array_get(damaged, 0), "object")),
+                json_string_value(json_object_get(json_array_get(damaged, 0), "error")));
+    } else {
+        out = json_array();
+        const char *k;
+        json_object_foreach(cache, k, x)
+        {
+            const char *xn = json_string_value(json_object_get(x, "name"));
+            if (xn && strcmp(xn, name) == 0)
+                json_array_append(out, x);
+        }
+    }
+    json_decref(damaged);
+    return out;
+}
+
 static int hash_fd(int fd, const char *path, uint8_t sha[32], uint64_t *size, struct err *e)
 {
     struct cx_sha256 *h = cx_sha256_new();
@@ -151,7 +200,33 @@ int caris_wal_push(struct repo *r, const char *path, const struct caris_op *op,
     char *pcopy = xstrdup(path);
     const char *name = basename(pcopy);
     struct caris_wal_name wn;
-    int rc = -1, fd = -1;
+    int rc = -1;
+    if (caris_wal_name_parse(name, &wn, e) == 0) {
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            err_sys(e, errno, NULL, "cannot open WAL file %s", path);
+        } else {
+            rc = caris_wal_push_fd(r, fd, name, path, op, res, e);
+            close(fd);
+        }
+    }
+    free(pcopy);
+    return rc;
+}
+
+int caris_wal_push_fd(struct repo *r, int fd, const char *name, const char *path,
+                      const struct caris_op *op, struct caris_wal_push_result *res, struct err *e)
+{
+    return caris_wal_push_fd_cached(r, fd, name, path, NULL, op, res, e);
+}
+
+int caris_wal_push_fd_cached(struct repo *r, int fd, const char *name, const char *path,
+                             json_t *cache, const struct caris_op *op,
+                             struct caris_wal_push_result *res, struct err *e)
+{
+    memset(res, 0, sizeof(*res));
+    struct caris_wal_name wn;
+    int rc = -1;
     bool locked = false;
     json_t *found = NULL, *rec = NULL;
     struct repo_writer *w = NULL;
@@ -159,9 +234,10 @@ int caris_wal_push(struct repo *r, const char *path, const struct caris_op *op,
 
     if (caris_wal_name_parse(name, &wn, e) != 0)
         goto out;
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        err_sys(e, errno, NULL, "cannot open WAL file %s", path);
+    /* the file is read from its start whoever opened it (a descriptor passed by `wal push`
+     * to the daemon may have been read from before) */
+    if (lseek(fd, 0, SEEK_SET) != 0) {
+        err_sys(e, errno, NULL, "cannot read WAL file %s", path);
         goto out;
     }
     struct stat st;
@@ -186,7 +262,7 @@ int caris_wal_push(struct repo *r, const char *path, const struct caris_op *op,
     if (repo_lock(r, false, "wal push", e) != 0)
         goto out;
     locked = true;
-    if (!(found = records_of(r, name, e)))
+    if (!(found = cache ? records_of_cached(r, cache, name, e) : records_of(r, name, e)))
         goto out;
     if (json_array_size(found)) {
         /* archived before: identical content is success (PostgreSQL retries a push whose
@@ -268,9 +344,6 @@ out:
         repo_writer_free(w);
     if (locked)
         repo_unlock(r);
-    if (fd >= 0)
-        close(fd);
-    free(pcopy);
     return rc;
 }
 

@@ -1,0 +1,124 @@
+/* What the WAL archive covers (caris/wal.h holds push, get and list): the archived range per
+ * timeline, the gaps in it, the recovery window the kept base backups and the archive give,
+ * and which archived WAL retention may drop.
+ *
+ * The pure functions take the WAL records as caris_wal_list gives them and the timelines'
+ * .history contents already parsed, so they are tested without a repository
+ * (tests/unit/test_walwindow.c); caris_wal_window reads both from a repository.
+ *
+ * Base backups are seen through struct caris_wal_base only: physical snapshots (issue 10's
+ * base backups) record their start LSN (backup_label's START WAL LOCATION: the first WAL
+ * they need), timeline and end time; caris_wal_bases_from_snapshots reads those from the
+ * snapshot summaries. Logical (pg_dump) backups need no WAL. */
+#ifndef CARIS_WALWINDOW_H
+#define CARIS_WALWINDOW_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "caris/err.h"
+#include "caris/repo.h"
+
+struct caris_wal_base {
+    char id[128];       /* the backup's id */
+    uint32_t timeline;  /* the timeline it was taken on */
+    uint64_t start_lsn; /* the first WAL it needs (START WAL LOCATION) */
+    uint64_t end_lsn; /* where its WAL ends (STOP WAL LOCATION): consistent from there; 0 unknown */
+    int64_t end_time; /* Unix seconds it ended; 0 unknown */
+};
+
+/* "X/Y" (hex, as PostgreSQL writes LSNs): 0 and *lsn, or -1. */
+int caris_lsn_parse(const char *s, uint64_t *lsn);
+void caris_lsn_format(uint64_t lsn, char *out, size_t n);
+
+/* The physical base backups among snapshot summaries (repo_snapshot_list): those with
+ * "method": "physical" and a parsable "start_lsn" and "timeline" ("stop_lsn", "time" read when
+ * there). Returns how many; *out (free) holds them, oldest first as listed. Summaries without
+ * those fields (every logical backup) are not base backups. */
+size_t caris_wal_bases_from_snapshots(json_t *summaries, struct caris_wal_base **out);
+
+/* One line of a timeline's .history file: the timeline `parent` ended at switch_lsn and the
+ * history's own timeline began there. */
+struct caris_wal_switch {
+    uint32_t parent;
+    uint64_t switch_lsn;
+};
+/* Parses a .history file (lines "parentTLI<tab>LSN<tab>reason", '#' comments and blank lines
+ * ignored): 0 with *out (free) and *n, the last entry being the direct parent; -1 with
+ * ERR_DAMAGE naming name when a line is malformed. */
+int caris_wal_history_parse(const char *text, size_t len, const char *name,
+                            struct caris_wal_switch **out, size_t *n, struct err *e);
+
+/* The WAL segment size of the archive: the size all segment records share (0 when there are
+ * none); -1 with e when they disagree (two clusters in one archive?). */
+int64_t caris_wal_segment_size(json_t *records, struct err *e);
+
+/* Retention: the first LSN the kept base backups need (the smallest start_lsn), or 0 when
+ * there is no base backup, meaning "keep all archived WAL" (WAL alone restores nothing, but
+ * without a base backup to judge by, nothing is known to be unneeded). */
+uint64_t caris_wal_keep_from(const struct caris_wal_base *bases, size_t n);
+
+/* Whether retention keeps record rec (caris_wal_list's), keep_from being caris_wal_keep_from's
+ * answer and segsize caris_wal_segment_size's: .history files always (a few bytes, and needed
+ * to follow any timeline); a segment, .partial or .backup label when its segment ends after
+ * keep_from; everything when keep_from is 0 or segsize is unknown (0). */
+bool caris_wal_retain(json_t *rec, uint64_t keep_from, int64_t segsize);
+
+/* The archive per timeline, ordered by timeline: [{"timeline", "parent" (null when none is
+ * known), "switch_lsn" (where it branched off its parent, from its .history; null), "first",
+ * "last" (segment names; null when the timeline has only .history/.partial files),
+ * "start_lsn", "end_lsn" (of the range first..last), "segments", "partial" (the .partial
+ * file's name or null), "first_pushed", "last_pushed", "gaps": [{"timeline", "from", "to"
+ * (the first and last missing segment names), "segments", "start_lsn", "end_lsn", "reason",
+ * "breaks" (what recovery it makes impossible, in words), "backups" (ids of the bases whose
+ * recovery to the present it cuts short)}]}].
+ *
+ * A gap is a segment missing between the first and the last archived on a timeline, and,
+ * following the .history switches, a segment missing between a parent's last archived
+ * segment and the child's switch point, or between the switch point and the child's first
+ * archived segment (both only when the parent has archived segments: an archive that starts
+ * on a later timeline, or whose older part retention dropped, has no gap there).
+ * histories: {"<timeline decimal>": [caris_wal_switch as {"parent", "switch_lsn"}]}.
+ * bases may be NULL (n 0). */
+json_t *caris_wal_timelines(json_t *records, json_t *histories, int64_t segsize,
+                            const struct caris_wal_base *bases, size_t nbases);
+
+/* The recovery window from the timelines (caris_wal_timelines) and the bases: {"earliest" (the
+ * end time of the oldest base backup whose WAL from its start to the present is gapless, or
+ * null), "latest" (the time the last segment of the latest timeline was archived: recovery
+ * reaches at least the commits before it), "latest_lsn", "timeline", "base_backups" (how many
+ * kept), "reason" (when there is no window: why)}. */
+json_t *caris_wal_recovery_window(json_t *timelines, const struct caris_wal_base *bases,
+                                  size_t nbases);
+
+/* All of the above for a repository: {"segment_size", "timelines", "gaps" (every timeline's,
+ * flattened), "recovery_window", "retention": {"keep_from_lsn" (null: keep all), "rule"}}.
+ * Reads every WAL record, the .history files' contents and the snapshot list. -1 with e
+ * (ERR_DAMAGE when a record or .history file cannot be read). *damaged (may be NULL): the
+ * unreadable WAL records (then the answer leaves them out). */
+json_t *caris_wal_window(struct repo *r, json_t **damaged, struct err *e);
+
+/* For `check`: each gap as {"object": "WAL <from>..<to>", "error": what and which recovery it
+ * breaks, "backups": the base backups it cuts short}, appended to errors when it cuts short a
+ * kept base backup's recovery, else to warnings (nothing restorable depends on it yet).
+ * Returns the number of errors added, -1 with e when the archive could not be read. *window
+ * (may be NULL): caris_wal_window's answer. */
+int caris_wal_check(struct repo *r, json_t *errors, json_t *warnings, json_t **window,
+                    struct err *e);
+
+/* WAL retention, run by prune under the exclusive lock before it marks: removes the WAL
+ * records caris_wal_retain does not keep (their data then goes with the unreferenced blobs),
+ * oldest first. Nothing when no physical base backup is kept. dry_run: counts only. Refuses
+ * (ERR_DAMAGE) when a WAL record or a snapshot cannot be read. */
+struct caris_op;
+struct caris_wal_retention_result {
+    uint64_t base_backups, kept, removed, bytes_removed;
+    uint64_t keep_from_lsn; /* 0: keep all */
+};
+int caris_wal_retention_apply(struct repo *r, bool dry_run, const struct caris_op *op,
+                              struct caris_wal_retention_result *res, struct err *e);
+/* {"base_backups", "keep_from_lsn" (null: all kept), "kept", "removed", "bytes_removed", "rule"} */
+json_t *caris_wal_retention_to_json(const struct caris_wal_retention_result *res);
+
+#endif

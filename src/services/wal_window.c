@@ -1,0 +1,694 @@
+/* What the WAL archive covers: ranges and gaps per timeline, the recovery window, and WAL
+ * retention (caris/walwindow.h). */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "caris/core.h"
+#include "caris/op.h"
+#include "caris/crypto.h"
+#include "caris/stream.h"
+#include "caris/wal.h"
+#include "caris/walwindow.h"
+
+#define HISTORY_MAX (1u << 20) /* a .history file is a line per timeline switch */
+
+int caris_lsn_parse(const char *s, uint64_t *lsn)
+{
+    if (!s)
+        return -1;
+    char *end;
+    const char *slash = strchr(s, '/');
+    if (!slash || slash == s || slash - s > 8 || !slash[1] || strlen(slash + 1) > 8)
+        return -1;
+    for (const char *p = s; *p; p++)
+        if (p != slash &&
+            !((*p >= '0' && *p <= '9') || (*p >= 'A' && *p <= 'F') || (*p >= 'a' && *p <= 'f')))
+            return -1;
+    uint64_t hi = strtoull(s, &end, 16);
+    if (end != slash)
+        return -1;
+    uint64_t lo = strtoull(slash + 1, &end, 16);
+    if (*end)
+        return -1;
+    *lsn = (hi << 32) | lo;
+    return 0;
+}
+
+void caris_lsn_format(uint64_t lsn, char *out, size_t n)
+{
+    snprintf(out, n, "%X/%X", (unsigned)(lsn >> 32), (unsigned)(lsn & 0xffffffffu));
+}
+
+static json_t *lsn_json(uint64_t lsn)
+{
+    char t[32];
+    caris_lsn_format(lsn, t, sizeof(t));
+    return json_string(t);
+}
+
+size_t caris_wal_bases_from_snapshots(json_t *summaries, struct caris_wal_base **out)
+{
+    size_t n = 0;
+    *out = xcalloc(json_array_size(summaries) + 1, sizeof(**out));
+    size_t i;
+    json_t *s;
+    json_array_foreach(summaries, i, s)
+    {
+        const char *method = json_string_value(json_object_get(s, "method"));
+        uint64_t start;
+        json_int_t tli = json_integer_value(json_object_get(s, "timeline"));
+        if (!method || strcmp(method, "physical") != 0 ||
+            caris_lsn_parse(json_string_value(json_object_get(s, "start_lsn")), &start) != 0 ||
+            tli <= 0 || tli > UINT32_MAX)
+            continue;
+        struct caris_wal_base *b = &(*out)[n++];
+        snprintf(b->id, sizeof(b->id), "%s", json_string_value(json_object_get(s, "id")) ?: "?");
+        b->timeline = (uint32_t)tli;
+        b->start_lsn = start;
+        if (caris_lsn_parse(json_string_value(json_object_get(s, "stop_lsn")), &b->end_lsn) != 0)
+            b->end_lsn = 0;
+        int64_t t;
+        const char *ts = json_string_value(json_object_get(s, "time"));
+        if (ts && time_parse_iso(ts, &t) == 0)
+            b->end_time = t / 1000000000;
+    }
+    return n;
+}
+
+int caris_wal_history_parse(const char *text, size_t len, const char *name,
+                            struct caris_wal_switch **out, size_t *n, struct err *e)
+{
+    *out = NULL;
+    *n = 0;
+    size_t cap = 0, lineno = 0;
+    const char *p = text, *end = text + len;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *le = nl ? nl : end;
+        lineno++;
+        char line[256];
+        size_t ll = (size_t)(le - p);
+        if (ll >= sizeof(line))
+            ll = sizeof(line) - 1;
+        memcpy(line, p, ll);
+        line[ll] = '\0';
+        p = nl ? nl + 1 : end;
+        char *s = line;
+        while (*s == ' ' || *s == '\t')
+            s++;
+        if (!*s || *s == '#' || *s == '\r')
+            continue;
+        char *tend;
+        unsigned long parent = strtoul(s, &tend, 10);
+        char lsn[40] = "";
+        if (tend == s || (*tend != ' ' && *tend != '\t') || parent == 0 || parent > UINT32_MAX ||
+            sscanf(tend, " %39s", lsn) != 1) {
+            free(*out);
+            *out = NULL;
+            *n = 0;
+            return err_set(e, ERR_DAMAGE, NULL, "timeline history %s: line %zu is malformed", name,
+                           lineno);
+        }
+        uint64_t x;
+        if (caris_lsn_parse(lsn, &x) != 0) {
+            free(*out);
+            *out = NULL;
+            *n = 0;
+            return err_set(e, ERR_DAMAGE, NULL, "timeline history %s: line %zu: '%s' is not an LSN",
+                           name, lineno, lsn);
+        }
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 4;
+            *out = xrealloc(*out, cap * sizeof(**out));
+        }
+        (*out)[(*n)++] = (struct caris_wal_switch){(uint32_t)parent, x};
+    }
+    return 0;
+}
+
+static bool is_kind(json_t *rec, const char *kind)
+{
+    const char *k = json_string_value(json_object_get(rec, "kind"));
+    return k && strcmp(k, kind) == 0;
+}
+
+int64_t caris_wal_segment_size(json_t *records, struct err *e)
+{
+    int64_t size = 0;
+    size_t i;
+    json_t *x;
+    json_array_foreach(records, i, x)
+    {
+        if (!is_kind(x, "segment"))
+            continue;
+        int64_t s = (int64_t)json_integer_value(json_object_get(x, "size"));
+        if (size && s != size)
+            return err_set(e, ERR_DAMAGE,
+                           "find out which cluster archived into this repository; one archive is "
+                           "one cluster",
+                           "the WAL archive holds segments of %" PRId64 " and of %" PRId64 " bytes",
+                           size, s);
+        size = s;
+    }
+    return size;
+}
+
+uint64_t caris_wal_keep_from(const struct caris_wal_base *bases, size_t n)
+{
+    uint64_t from = 0;
+    for (size_t i = 0; i < n; i++)
+        if (i == 0 || bases[i].start_lsn < from)
+            from = bases[i].start_lsn;
+    return from;
+}
+
+/* A record's segment number (log * segments per log + seg); false for .history files. */
+static bool record_segno(json_t *rec, int64_t segsize, uint64_t *segno)
+{
+    if (segsize <= 0 || is_kind(rec, "history") || !json_is_integer(json_object_get(rec, "log")) ||
+        !json_is_integer(json_object_get(rec, "seg")))
+        return false;
+    uint64_t per_log = (1ull << 32) / (uint64_t)segsize;
+    *segno = (uint64_t)json_integer_value(json_object_get(rec, "log")) * per_log +
+             (uint64_t)json_integer_value(json_object_get(rec, "seg"));
+    return true;
+}
+
+bool caris_wal_retain(json_t *rec, uint64_t keep_from, int64_t segsize)
+{
+    uint64_t segno;
+    if (keep_from == 0 || !record_segno(rec, segsize, &segno))
+        return true;
+    /* the segment ends at (segno + 1) * segsize: needed when that is after keep_from */
+    return (segno + 1) * (uint64_t)segsize > keep_from;
+}
+
+static void seg_name(uint32_t tli, uint64_t segno, int64_t segsize, char out[25])
+{
+    uint64_t per_log = (1ull << 32) / (uint64_t)segsize;
+    snprintf(out, 25, "%08X%08X%08X", tli, (unsigned)(segno / per_log),
+             (unsigned)(segno % per_log));
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+struct tl {
+    uint32_t tli;
+    uint64_t *segs;
+    size_t n, cap;
+    const char *partial;
+    const char *first_pushed, *last_pushed;
+    bool has_parent;
+    struct caris_wal_switch sw;
+};
+
+static struct tl *tl_get(struct tl **v, size_t *n, uint32_t tli)
+{
+    for (size_t i = 0; i < *n; i++)
+        if ((*v)[i].tli == tli)
+            return &(*v)[i];
+    *v = xrealloc(*v, (*n + 1) * sizeof(**v));
+    struct tl *t = &(*v)[(*n)++];
+    memset(t, 0, sizeof(*t));
+    t->tli = tli;
+    return t;
+}
+
+static int cmp_tl(const void *a, const void *b)
+{
+    const struct tl *x = a, *y = b;
+    return x->tli < y->tli ? -1 : x->tli > y->tli;
+}
+
+static json_t *gap_json(uint32_t tli, uint64_t from, uint64_t to, int64_t segsize,
+                        const char *reason, const struct caris_wal_base *bases, size_t nbases)
+{
+    char a[25], b[25], s[32], x[32];
+    seg_name(tli, from, segsize, a);
+    seg_name(tli, to, segsize, b);
+    uint64_t start = from * (uint64_t)segsize, end = (to + 1) * (uint64_t)segsize;
+    caris_lsn_format(start, s, sizeof(s));
+    caris_lsn_format(end, x, sizeof(x));
+    char breaks[400];
+    snprintf(breaks, sizeof(breaks),
+             "recovery from a base backup that starts before %s cannot replay past %s (timeline "
+             "%u); base backups that start at or after %s are not affected",
+             s, s, tli, x);
+    json_t *ids = json_array();
+    for (size_t i = 0; i < nbases; i++)
+        if (bases[i].start_lsn < start)
+            json_array_append_new(ids, json_string(bases[i].id));
+    return json_pack("{s:I, s:s, s:s, s:I, s:s, s:s, s:s, s:s, s:o}", "timeline", (json_int_t)tli,
+                     "from", a, "to", b, "segments", (json_int_t)(to - from + 1), "start_lsn", s,
+                     "end_lsn", x, "reason", reason, "breaks", breaks, "backups", ids);
+}
+
+json_t *caris_wal_timelines(json_t *records, json_t *histories, int64_t segsize,
+                            const struct caris_wal_base *bases, size_t nbases)
+{
+    struct tl *v = NULL;
+    size_t n = 0;
+    size_t i;
+    json_t *x;
+    json_array_foreach(records, i, x)
+    {
+        json_int_t tli = json_integer_value(json_object_get(x, "timeline"));
+        if (tli <= 0 || tli > UINT32_MAX)
+            continue;
+        struct tl *t = tl_get(&v, &n, (uint32_t)tli);
+        const char *pushed = json_string_value(json_object_get(x, "pushed"));
+        uint64_t segno;
+        if (is_kind(x, "partial"))
+            t->partial = json_string_value(json_object_get(x, "name"));
+        if (!is_kind(x, "segment") || !record_segno(x, segsize, &segno))
+            continue;
+        if (t->n == t->cap) {
+            t->cap = t->cap ? t->cap * 2 : 16;
+            t->segs = xrealloc(t->segs, t->cap * sizeof(uint64_t));
+        }
+        t->segs[t->n++] = segno;
+        if (pushed && (!t->first_pushed || strcmp(pushed, t->first_pushed) < 0))
+            t->first_pushed = pushed;
+        if (pushed && (!t->last_pushed || strcmp(pushed, t->last_pushed) > 0))
+            t->last_pushed = pushed;
+    }
+    /* the switches the .history files record (a timeline may have a history and no segment) */
+    const char *key;
+    json_t *h;
+    json_object_foreach(histories, key, h)
+    {
+        long tli = strtol(key, NULL, 10);
+        size_t hn = json_array_size(h);
+        if (tli <= 0 || tli > (long)UINT32_MAX || hn == 0)
+            continue;
+        struct tl *t = tl_get(&v, &n, (uint32_t)tli);
+        json_t *last = json_array_get(h, hn - 1);
+        uint64_t sw;
+        if (caris_lsn_parse(json_string_value(json_object_get(last, "switch_lsn")), &sw) != 0)
+            continue;
+        t->has_parent = true;
+        t->sw.parent = (uint32_t)json_integer_value(json_object_get(last, "parent"));
+        t->sw.switch_lsn = sw;
+    }
+    if (n)
+        qsort(v, n, sizeof(*v), cmp_tl);
+    for (size_t k = 0; k < n; k++) {
+        if (v[k].n)
+            qsort(v[k].segs, v[k].n, sizeof(uint64_t), cmp_u64);
+        size_t u = 0; /* the same segment twice (two pushes at once) counts once */
+        for (size_t j = 0; j < v[k].n; j++)
+            if (u == 0 || v[k].segs[u - 1] != v[k].segs[j])
+                v[k].segs[u++] = v[k].segs[j];
+        v[k].n = u;
+    }
+
+    json_t *out = json_array();
+    for (size_t k = 0; k < n; k++) {
+        struct tl *t = &v[k];
+        json_t *o = json_pack("{s:I}", "timeline", (json_int_t)t->tli);
+        json_object_set_new(o, "parent", t->has_parent ? json_integer(t->sw.parent) : json_null());
+        json_object_set_new(o, "switch_lsn",
+                            t->has_parent ? lsn_json(t->sw.switch_lsn) : json_null());
+        json_t *gaps = json_array();
+        if (t->n && segsize > 0) {
+            char a[25], b[25];
+            seg_name(t->tli, t->segs[0], segsize, a);
+            seg_name(t->tli, t->segs[t->n - 1], segsize, b);
+            json_object_set_new(o, "first", json_string(a));
+            json_object_set_new(o, "last", json_string(b));
+            json_object_set_new(o, "start_lsn", lsn_json(t->segs[0] * (uint64_t)segsize));
+            json_object_set_new(o, "end_lsn",
+                                lsn_json((t->segs[t->n - 1] + 1) * (uint64_t)segsize));
+            for (size_t j = 1; j < t->n; j++)
+                if (t->segs[j] > t->segs[j - 1] + 1)
+                    json_array_append_new(
+                        gaps, gap_json(t->tli, t->segs[j - 1] + 1, t->segs[j] - 1, segsize,
+                                       "missing between archived segments", bases, nbases));
+        } else {
+            json_object_set_new(o, "first", json_null());
+            json_object_set_new(o, "last", json_null());
+            json_object_set_new(o, "start_lsn", json_null());
+            json_object_set_new(o, "end_lsn", json_null());
+        }
+        /* across the switch from the parent: the parent up to the segment before the one
+         * holding the switch point, this timeline from that segment on (PostgreSQL copies
+         * it to the new timeline) */
+        struct tl *p = NULL;
+        for (size_t j = 0; t->has_parent && j < n; j++)
+            if (v[j].tli == t->sw.parent)
+                p = &v[j];
+        if (p && p->n && segsize > 0) {
+            uint64_t s = t->sw.switch_lsn / (uint64_t)segsize;
+            char reason[120];
+            if (s > 0 && p->segs[p->n - 1] < s - 1) {
+                snprintf(reason, sizeof(reason), "missing before the switch to timeline %u",
+                         t->tli);
+                json_array_append_new(gaps, gap_json(p->tli, p->segs[p->n - 1] + 1, s - 1, segsize,
+                                                     reason, bases, nbases));
+            }
+            if (t->n && t->segs[0] > s) {
+                snprintf(reason, sizeof(reason),
+                         "missing after the switch from timeline %u (its first segments)", p->tli);
+                json_array_append_new(
+                    gaps, gap_json(t->tli, s, t->segs[0] - 1, segsize, reason, bases, nbases));
+            }
+        }
+        json_object_set_new(o, "segments", json_integer((json_int_t)t->n));
+        json_object_set_new(o, "partial", t->partial ? json_string(t->partial) : json_null());
+        json_object_set_new(o, "first_pushed",
+                            t->first_pushed ? json_string(t->first_pushed) : json_null());
+        json_object_set_new(o, "last_pushed",
+                            t->last_pushed ? json_string(t->last_pushed) : json_null());
+        json_object_set_new(o, "gaps", gaps);
+        json_array_append_new(out, o);
+    }
+    for (size_t k = 0; k < n; k++)
+        free(v[k].segs);
+    free(v);
+    return out;
+}
+
+json_t *caris_wal_recovery_window(json_t *timelines, const struct caris_wal_base *bases,
+                                  size_t nbases)
+{
+    /* the latest point: the end of the highest timeline that has segments */
+    json_t *latest = NULL;
+    size_t i;
+    json_t *t;
+    json_array_foreach(timelines, i, t) if (json_integer_value(json_object_get(t, "segments")) > 0)
+        latest = t;
+    json_t *w = json_pack("{s:I}", "base_backups", (json_int_t)nbases);
+    json_object_set_new(w, "timeline",
+                        latest ? json_incref(json_object_get(latest, "timeline")) : json_null());
+    json_object_set_new(w, "latest_lsn",
+                        latest ? json_incref(json_object_get(latest, "end_lsn")) : json_null());
+    if (!nbases) {
+        json_object_set_new(w, "earliest", json_null());
+        json_object_set_new(w, "latest", json_null());
+        json_object_set_new(w, "reason",
+                            json_string("no physical base backup: archived WAL alone restores "
+                                        "nothing (logical backups restore to the time each was "
+                                        "taken)"));
+        return w;
+    }
+    if (!latest) {
+        json_object_set_new(w, "earliest", json_null());
+        json_object_set_new(w, "latest", json_null());
+        json_object_set_new(w, "reason", json_string("no WAL segment archived"));
+        return w;
+    }
+    /* a base's recovery to the present is whole when no gap lies after its start and the
+     * archive has WAL from its start on */
+    int64_t earliest = 0;
+    json_t *cut = json_array();
+    for (size_t b = 0; b < nbases; b++) {
+        bool whole = true;
+        uint64_t first_start = UINT64_MAX;
+        json_array_foreach(timelines, i, t)
+        {
+            uint64_t s;
+            if (caris_lsn_parse(json_string_value(json_object_get(t, "start_lsn")), &s) == 0 &&
+                s < first_start)
+                first_start = s;
+            size_t g;
+            json_t *gap;
+            json_array_foreach(json_object_get(t, "gaps"), g, gap)
+            {
+                uint64_t ge;
+                if (caris_lsn_parse(json_string_value(json_object_get(gap, "end_lsn")), &ge) == 0 &&
+                    ge > bases[b].start_lsn)
+                    whole = false;
+            }
+        }
+        if (first_start > bases[b].start_lsn)
+            whole = false; /* the WAL from its start was never archived, or was dropped */
+        if (whole && bases[b].end_time && (!earliest || bases[b].end_time < earliest))
+            earliest = bases[b].end_time;
+        if (!whole)
+            json_array_append_new(cut, json_string(bases[b].id));
+    }
+    char ts[40];
+    if (earliest) {
+        time_format_iso(earliest * 1000000000, ts, sizeof(ts));
+        json_object_set_new(w, "earliest", json_string(ts));
+    } else {
+        json_object_set_new(w, "earliest", json_null());
+        json_object_set_new(w, "reason",
+                            json_string("no kept base backup has gapless WAL from its start to "
+                                        "the present"));
+    }
+    json_object_set_new(w, "latest", json_incref(json_object_get(latest, "last_pushed")));
+    json_object_set_new(w, "backups_cut_short", cut);
+    return w;
+}
+
+/* By timeline, then name: by LSN within a timeline. */
+static int cmp_record_by_name(const void *a, const void *b)
+{
+    json_t *x = *(json_t *const *)a, *y = *(json_t *const *)b;
+    json_int_t tx = json_integer_value(json_object_get(x, "timeline"));
+    json_int_t ty = json_integer_value(json_object_get(y, "timeline"));
+    if (tx != ty)
+        return tx < ty ? -1 : 1;
+    const char *nx = json_string_value(json_object_get(x, "name"));
+    const char *ny = json_string_value(json_object_get(y, "name"));
+    return strcmp(nx ? nx : "", ny ? ny : "");
+}
+
+/* Test-only: CARIS_TEST_WAL_BASES="TLI:LSN[,TLI:LSN...]" adds base backups that start at LSN
+ * on TLI, so that retention and the window are tested end to end before physical base
+ * backups exist on this branch. */
+static void add_test_bases(struct caris_wal_base **bases, size_t *n)
+{
+    const char *env = getenv("CARIS_TEST_WAL_BASES");
+    if (!env || !*env)
+        return;
+    char *copy = xstrdup(env), *save = NULL;
+    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        char *colon = strchr(tok, ':');
+        uint64_t lsn;
+        if (!colon || caris_lsn_parse(colon + 1, &lsn) != 0)
+            continue;
+        *bases = xrealloc(*bases, (*n + 1) * sizeof(**bases));
+        struct caris_wal_base *b = &(*bases)[(*n)++];
+        memset(b, 0, sizeof(*b));
+        snprintf(b->id, sizeof(b->id), "test-base-%zu", *n);
+        b->timeline = (uint32_t)strtoul(tok, NULL, 10);
+        b->start_lsn = lsn;
+        b->end_time = time_now_ns() / 1000000000;
+    }
+    free(copy);
+}
+
+/* The kept base backups of r. strict (retention): an unreadable snapshot, which may be a base
+ * backup, makes the answer unknown (ERR_DAMAGE); otherwise (reports) the readable ones count. */
+static int load_bases(struct repo *r, bool strict, struct caris_wal_base **bases, size_t *n,
+                      struct err *e)
+{
+    json_t *damaged = NULL;
+    json_t *snaps = repo_snapshot_list(r, &damaged, e);
+    if (!snaps)
+        return -1;
+    if (strict && json_array_size(damaged)) {
+        err_set(e, ERR_DAMAGE, "run `caris-backup check`; forget or repair that backup first",
+                "refusing to prune: snapshot %s cannot be read, so which WAL it needs is unknown",
+                json_string_value(json_object_get(json_array_get(damaged, 0), "object")));
+        json_decref(snaps);
+        json_decref(damaged);
+        return -1;
+    }
+    json_decref(damaged);
+    *n = caris_wal_bases_from_snapshots(snaps, bases);
+    json_decref(snaps);
+    add_test_bases(bases, n);
+    return 0;
+}
+
+json_t *caris_wal_window(struct repo *r, json_t **damaged, struct err *e)
+{
+    json_t *recs = repo_record_list(r, "wal", damaged, e);
+    if (!recs)
+        return NULL;
+    json_t *out = NULL, *histories = json_object();
+    struct caris_wal_base *bases = NULL;
+    size_t nbases = 0;
+    int64_t segsize = caris_wal_segment_size(recs, e);
+    if (segsize < 0 || load_bases(r, false, &bases, &nbases, e) != 0)
+        goto done;
+    size_t i;
+    json_t *x;
+    json_array_foreach(recs, i, x)
+    {
+        if (!is_kind(x, "history"))
+            continue;
+        const char *name = json_string_value(json_object_get(x, "name"));
+        const char *hex = json_string_value(json_object_get(x, "sha256"));
+        uint8_t sha[32];
+        struct buf text = {0};
+        if (!name || !hex || cx_unhex(hex, sha, 32) != 0 ||
+            stream_restore_buf(r, json_object_get(x, "chunks"), sha, HISTORY_MAX, &text, e) != 0) {
+            if (!err_is_set(e))
+                err_set(e, ERR_DAMAGE, "run `caris-backup check --read-data`",
+                        "the WAL record of %s is malformed", name ? name : "?");
+            buf_free(&text);
+            goto done;
+        }
+        struct caris_wal_switch *sw = NULL;
+        size_t nsw = 0;
+        int rc = caris_wal_history_parse((const char *)text.data, text.len, name, &sw, &nsw, e);
+        buf_free(&text);
+        if (rc != 0)
+            goto done;
+        json_t *arr = json_array();
+        for (size_t k = 0; k < nsw; k++)
+            json_array_append_new(arr, json_pack("{s:I, s:o}", "parent", (json_int_t)sw[k].parent,
+                                                 "switch_lsn", lsn_json(sw[k].switch_lsn)));
+        free(sw);
+        char key[16];
+        snprintf(key, sizeof(key), "%lld",
+                 (long long)json_integer_value(json_object_get(x, "timeline")));
+        json_object_set_new(histories, key, arr);
+    }
+    json_t *tls = caris_wal_timelines(recs, histories, segsize, bases, nbases);
+    json_t *gaps = json_array();
+    json_t *t;
+    json_array_foreach(tls, i, t) json_array_extend(gaps, json_object_get(t, "gaps"));
+    uint64_t keep = caris_wal_keep_from(bases, nbases);
+    json_t *ret = json_pack(
+        "{s:o, s:s}", "keep_from_lsn", keep ? lsn_json(keep) : json_null(), "rule",
+        keep ? "WAL from the oldest kept base backup's start on is kept; older WAL is removed by "
+               "prune"
+             : "no physical base backup: all archived WAL is kept");
+    out = json_pack("{s:I, s:o, s:o, s:o, s:o}", "segment_size", (json_int_t)segsize, "timelines",
+                    tls, "gaps", gaps, "recovery_window",
+                    caris_wal_recovery_window(tls, bases, nbases), "retention", ret);
+done:
+    free(bases);
+    json_decref(histories);
+    json_decref(recs);
+    if (!out && damaged) {
+        json_decref(*damaged);
+        *damaged = NULL;
+    }
+    return out;
+}
+
+int caris_wal_check(struct repo *r, json_t *errors, json_t *warnings, json_t **window,
+                    struct err *e)
+{
+    if (window)
+        *window = NULL;
+    json_t *damaged = NULL;
+    json_t *w = caris_wal_window(r, &damaged, e);
+    if (!w)
+        return -1;
+    json_decref(damaged); /* the check's own walk reports unreadable records */
+    int nerr = 0;
+    size_t i;
+    json_t *g;
+    json_array_foreach(json_object_get(w, "gaps"), i, g)
+    {
+        json_t *ids = json_object_get(g, "backups");
+        char object[80], msg[700];
+        snprintf(object, sizeof(object), "WAL %s..%s",
+                 json_string_value(json_object_get(g, "from")),
+                 json_string_value(json_object_get(g, "to")));
+        snprintf(msg, sizeof(msg), "%lld WAL segment%s %s: %s",
+                 (long long)json_integer_value(json_object_get(g, "segments")),
+                 json_integer_value(json_object_get(g, "segments")) == 1 ? "" : "s",
+                 json_string_value(json_object_get(g, "reason")),
+                 json_string_value(json_object_get(g, "breaks")));
+        json_t *x = json_pack("{s:s, s:s, s:O}", "object", object, "error", msg, "backups", ids);
+        /* an error when it cuts short the recovery of a kept base backup; otherwise (no base
+         * backup before it) nothing restorable depends on it yet: a warning */
+        if (json_array_size(ids)) {
+            json_array_append_new(errors, x);
+            nerr++;
+        } else {
+            json_array_append_new(warnings, x);
+        }
+    }
+    if (window)
+        *window = w;
+    else
+        json_decref(w);
+    return nerr;
+}
+
+int caris_wal_retention_apply(struct repo *r, bool dry_run, const struct caris_op *op,
+                              struct caris_wal_retention_result *res, struct err *e)
+{
+    memset(res, 0, sizeof(*res));
+    json_t *damaged = NULL;
+    json_t *recs = repo_record_list_named(r, "wal", &damaged, e);
+    if (!recs)
+        return -1;
+    int rc = -1;
+    struct caris_wal_base *bases = NULL;
+    size_t nbases = 0;
+    json_t *drop = json_array();
+    if (json_array_size(damaged)) {
+        err_set(e, ERR_DAMAGE, "run `caris-backup check`",
+                "refusing to prune: WAL record %s cannot be read, so what it needs is unknown",
+                json_string_value(json_object_get(json_array_get(damaged, 0), "object")));
+        goto out;
+    }
+    int64_t segsize = caris_wal_segment_size(recs, e);
+    if (segsize < 0 || load_bases(r, true, &bases, &nbases, e) != 0)
+        goto out;
+    res->base_backups = nbases;
+    res->keep_from_lsn = caris_wal_keep_from(bases, nbases);
+    size_t i;
+    json_t *x;
+    json_array_foreach(recs, i, x)
+    {
+        if (caris_wal_retain(x, res->keep_from_lsn, segsize))
+            res->kept++;
+        else
+            json_array_append(drop, x);
+    }
+    /* oldest first: a prune stopped half-way leaves the archive shorter at its start, never
+     * with a hole in the middle */
+    size_t n = json_array_size(drop);
+    json_t **v = xcalloc(n + 1, sizeof(*v));
+    for (size_t k = 0; k < n; k++)
+        v[k] = json_array_get(drop, k);
+    qsort(v, n, sizeof(*v), cmp_record_by_name);
+    rc = 0;
+    for (size_t k = 0; k < n && rc == 0; k++) {
+        const char *obj = json_string_value(json_object_get(v[k], "_object"));
+        res->removed++;
+        res->bytes_removed += (uint64_t)json_integer_value(json_object_get(v[k], "size"));
+        if (!dry_run)
+            rc = repo_record_remove(r, obj, e);
+    }
+    free(v);
+    if (rc == 0 && res->removed)
+        caris_op_log(op, LOG_INFO, "WAL retention: %s%llu archived WAL file%s older than %s",
+                     dry_run ? "would remove " : "removed ", (unsigned long long)res->removed,
+                     res->removed == 1 ? "" : "s", "the oldest kept base backup's start");
+out:
+    free(bases);
+    json_decref(drop);
+    json_decref(recs);
+    json_decref(damaged);
+    return rc;
+}
+
+json_t *caris_wal_retention_to_json(const struct caris_wal_retention_result *res)
+{
+    return json_pack("{s:I, s:o, s:I, s:I, s:I, s:s}", "base_backups",
+                     (json_int_t)res->base_backups, "keep_from_lsn",
+                     res->keep_from_lsn ? lsn_json(res->keep_from_lsn) : json_null(), "kept",
+                     (json_int_t)res->kept, "removed", (json_int_t)res->removed, "bytes_removed",
+                     (json_int_t)res->bytes_removed, "rule",
+                     res->keep_from_lsn ? "WAL needed from the oldest kept base backup's start "
+                                          "to the present is kept"
+                                        : "no physical base backup: all archived WAL is kept");
+}

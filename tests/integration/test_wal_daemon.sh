@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# `wal push` handed to a running daemon (its open descriptor over the control socket): the
+# push goes through the daemon (via_daemon, the daemon's log and status count it), `wal get`
+# returns identical bytes, a relative path works (PostgreSQL's %p), an identical re-push
+# succeeds, a different one is refused (exit 4) through the daemon too and the archive is
+# unchanged; a daemon that dies in the middle of a push makes `wal push` fail (non-zero, so
+# PostgreSQL retries) and nothing is archived; with no daemon running, `wal push` works alone;
+# --no-daemon pushes alone while a daemon runs.
+source "$(dirname "$0")/lib.sh"
+
+seg() {
+    python3 - "$1" "$2" "${3:-16777216}" <<'PY'
+import random, sys
+r = random.Random(int(sys.argv[2]))
+with open(sys.argv[1], "wb") as f:
+    f.write(r.randbytes(int(sys.argv[3])))
+PY
+}
+
+init_repo
+mkdir -p "$TEST_TMP/pg_wal" "$TEST_TMP/out" "$TEST_TMP/other"
+: >"$TEST_TMP/env"
+for i in 1 2 3 4 5; do seg "$TEST_TMP/pg_wal/00000001000000000000000$i" "$i" 1048576; done
+
+start_daemon() {
+    bg_start "$@" "$CARIS_BIN" --env-file "$TEST_TMP/env" daemon
+    DAEMON=$BG_PID DAEMON_ERR=$BG_ERR
+    # shellcheck disable=SC2317
+    _daemon_up() { [[ -S $BACKUP_DIR/metadata/daemon.sock ]] && grep -q 'started' "$DAEMON_ERR"; }
+    wait_until 60 _daemon_up || fail "the daemon did not start" "$(_tail "$DAEMON_ERR")"
+}
+stop_daemon() {
+    kill -TERM "$DAEMON"
+    wait "$DAEMON"
+    assert_eq 0 "$?" "the daemon stops on SIGTERM"
+}
+
+# --- through the daemon ----------------------------------------------------------------------
+start_daemon env
+assert_exit 0 cb --env-file "$TEST_TMP/env" --json wal push "$TEST_TMP/pg_wal/000000010000000000000001"
+assert_eq true "$(json_get "$OUT_FILE" '["via_daemon"]')" "the push went through the daemon"
+assert_eq false "$(json_get "$OUT_FILE" '["already_archived"]')" "a first push is not already archived"
+# relative to the caller's working directory, as PostgreSQL passes %p (pg_wal/...)
+(cd "$TEST_TMP" && "$CARIS_BIN" --env-file "$TEST_TMP/env" --quiet wal push pg_wal/000000010000000000000002)
+assert_eq 0 "$?" "a relative path through the daemon"
+assert_contains "$(cat "$DAEMON_ERR")" "archived WAL file 000000010000000000000002" \
+    "the daemon's log says it archived the segment"
+for i in 1 2; do
+    f=00000001000000000000000$i
+    assert_exit 0 cb --env-file "$TEST_TMP/env" wal get "$f" "$TEST_TMP/out/$f"
+    assert_true "wal get $f after a push through the daemon: the same bytes" \
+        cmp "$TEST_TMP/pg_wal/$f" "$TEST_TMP/out/$f"
+done
+assert_exit 0 cb --env-file "$TEST_TMP/env" --json wal push "$TEST_TMP/pg_wal/000000010000000000000001"
+assert_eq true "$(json_get "$OUT_FILE" '["already_archived"]')" "identical re-push through the daemon"
+seg "$TEST_TMP/other/000000010000000000000001" 99 1048576
+assert_exit 4 cb --env-file "$TEST_TMP/env" wal push "$TEST_TMP/other/000000010000000000000001"
+assert_contains "$ERR" "already archived with different content" "different content refused through the daemon"
+assert_exit 0 cb --env-file "$TEST_TMP/env" wal get 000000010000000000000001 "$TEST_TMP/out/again"
+assert_true "the archived file is unchanged" cmp "$TEST_TMP/pg_wal/000000010000000000000001" "$TEST_TMP/out/again"
+assert_exit 2 cb --env-file "$TEST_TMP/env" wal push "$TEST_TMP/pg_wal/notwal"
+assert_exit 7 cb --env-file "$TEST_TMP/env" wal push "$TEST_TMP/pg_wal/000000010000000000000009"
+head -c 500000 "$TEST_TMP/pg_wal/000000010000000000000001" >"$TEST_TMP/other/000000010000000000000008"
+assert_exit 2 cb --env-file "$TEST_TMP/env" wal push "$TEST_TMP/other/000000010000000000000008"
+assert_contains "$ERR" "not a segment size" "a torn segment is refused with a daemon running too"
+assert_exit 0 cb --env-file "$TEST_TMP/env" --json schedule status
+assert_eq 3 "$(json_eval "$OUT_FILE" 'd["walArchiver"]["pushed"]')" \
+    "schedule status counts the daemon's pushes (two new, one identical)"
+# the archive's range per timeline, worked out by the daemon once its queue is empty
+_status_has_range() {
+    "$CARIS_BIN" --env-file "$TEST_TMP/env" --json schedule status >"$OUT_FILE" 2>/dev/null &&
+        [[ $(json_eval "$OUT_FILE" 'd["walArchiver"]["archive"] is not None') == true ]]
+}
+wait_until 60 _status_has_range
+assert_eq 0 "$?" "schedule status shows the archive's range once the daemon worked it out"
+assert_eq "000000010000000000000001" \
+    "$(json_eval "$OUT_FILE" 'd["walArchiver"]["archive"]["timelines"][0]["first"]')" \
+    "schedule status: the archived WAL range of timeline 1"
+assert_eq null "$(json_eval "$OUT_FILE" 'd["walArchiver"]["archive"]["recovery_window"]["earliest"]')" \
+    "schedule status: no recovery window without a base backup"
+assert_exit 0 cb --env-file "$TEST_TMP/env" --json wal push --no-daemon "$TEST_TMP/pg_wal/000000010000000000000003"
+assert_eq false "$(json_get "$OUT_FILE" '["via_daemon"]')" "--no-daemon pushes alone"
+# the daemon reads again only the records written since its last push: one pushed alone
+# meanwhile is seen, and a different file under its name is refused through the daemon
+seg "$TEST_TMP/other/000000010000000000000003" 98 1048576
+assert_exit 4 cb --env-file "$TEST_TMP/env" wal push "$TEST_TMP/other/000000010000000000000003"
+assert_contains "$ERR" "already archived with different content" \
+    "a different re-push of a file pushed alone meanwhile is refused through the daemon"
+assert_exit 0 cb --env-file "$TEST_TMP/env" --json wal push "$TEST_TMP/pg_wal/000000010000000000000003"
+assert_eq "true true" "$(json_eval "$OUT_FILE" '"%s %s" % (str(d["via_daemon"]).lower(), str(d["already_archived"]).lower())')" \
+    "the identical one is already archived, through the daemon"
+stop_daemon
+
+# --- the daemon dies in the middle of a push (test hook: after the data, before the record) --
+start_daemon env CARIS_TEST_WAL_PUSH_CRASH=1
+assert_exit 1 cb --env-file "$TEST_TMP/env" wal push "$TEST_TMP/pg_wal/000000010000000000000004"
+assert_contains "$ERR" "daemon" "the failed push names the daemon"
+wait "$DAEMON"
+assert_eq 137 "$?" "the daemon died in the push (test hook)"
+assert_exit 1 cb --env-file "$TEST_TMP/env" wal get 000000010000000000000004 "$TEST_TMP/out/s4"
+assert_false "the interrupted push archived nothing" test -e "$TEST_TMP/out/s4"
+
+# --- no daemon: the push works alone (the daemon's socket file may be left behind) ----------
+assert_exit 0 cb --env-file "$TEST_TMP/env" --json wal push "$TEST_TMP/pg_wal/000000010000000000000004"
+assert_eq false "$(json_get "$OUT_FILE" '["via_daemon"]')" "without a daemon the push works alone"
+assert_exit 0 cb --env-file "$TEST_TMP/env" wal get 000000010000000000000004 "$TEST_TMP/out/s4"
+assert_true "the retried push archived the segment" cmp "$TEST_TMP/pg_wal/000000010000000000000004" "$TEST_TMP/out/s4"
+
+# --- a new daemon takes pushes again; the archive checks clean ------------------------------
+start_daemon env
+assert_exit 0 cb --env-file "$TEST_TMP/env" --json wal push "$TEST_TMP/pg_wal/000000010000000000000005"
+assert_eq true "$(json_get "$OUT_FILE" '["via_daemon"]')" "a restarted daemon takes pushes"
+stop_daemon
+assert_exit 0 cb --env-file "$TEST_TMP/env" --quiet check --read-data
+assert_exit 0 cb --env-file "$TEST_TMP/env" --json wal list
+assert_eq 5 "$(json_eval "$OUT_FILE" 'len(d["files"])')" "five segments archived, each once"
+
+test_done
