@@ -57,20 +57,27 @@ size_t caris_wal_bases_from_snapshots(json_t *summaries, struct caris_wal_base *
     json_array_foreach(summaries, i, s)
     {
         const char *method = json_string_value(json_object_get(s, "method"));
+        /* a physical backup's summary keeps its WAL position in "physical" (phys_backup.c) */
+        json_t *ph = json_object_get(s, "physical");
+        if (!json_is_object(ph))
+            ph = s;
         uint64_t start;
-        json_int_t tli = json_integer_value(json_object_get(s, "timeline"));
+        json_t *tl = json_object_get(ph, "start_timeline");
+        json_int_t tli = json_integer_value(tl ? tl : json_object_get(ph, "timeline"));
         if (!method || strcmp(method, "physical") != 0 ||
-            caris_lsn_parse(json_string_value(json_object_get(s, "start_lsn")), &start) != 0 ||
+            caris_lsn_parse(json_string_value(json_object_get(ph, "start_lsn")), &start) != 0 ||
             tli <= 0 || tli > UINT32_MAX)
             continue;
         struct caris_wal_base *b = &(*out)[n++];
         snprintf(b->id, sizeof(b->id), "%s", json_string_value(json_object_get(s, "id")) ?: "?");
         b->timeline = (uint32_t)tli;
         b->start_lsn = start;
-        if (caris_lsn_parse(json_string_value(json_object_get(s, "stop_lsn")), &b->end_lsn) != 0)
+        if (caris_lsn_parse(json_string_value(json_object_get(ph, "stop_lsn")), &b->end_lsn) != 0)
             b->end_lsn = 0;
         int64_t t;
-        const char *ts = json_string_value(json_object_get(s, "time"));
+        const char *ts = json_string_value(json_object_get(s, "finished"));
+        if (!ts)
+            ts = json_string_value(json_object_get(s, "time"));
         if (ts && time_parse_iso(ts, &t) == 0)
             b->end_time = t / 1000000000;
     }

@@ -63,6 +63,7 @@ assert_match '^caris_full_' "$id1" "a physical backup has a caris_full_ id"
 assert_eq physical "$(json_get "$OUT_FILE" '["method"]')" "the summary says method physical"
 assert_match '^[0-9A-F]+/[0-9A-F]+-[0-9A-F]+/[0-9A-F]+$' "$(json_get "$OUT_FILE" '["lsn_range"]')" "the summary has the LSN range"
 assert_true "the backup holds backup_label" json_eval "$OUT_FILE" '"START WAL LOCATION" in d["physical"]["backup_label"]'
+S1=$(json_get "$OUT_FILE" '["physical"]["start_lsn"]')
 run cb list
 assert_contains "$OUT" "physical" "list shows the method"
 pg_sum rich "$TEST_TMP/src-rich.sum"
@@ -156,6 +157,20 @@ restore_start imm --to-immediate --target-action shutdown "$id1"
 assert_rc 0 "restore --to-immediate --target-action shutdown"
 assert_eq "shut down" "$(json_get "$OUT_FILE" '["state"]')" "the server shut down at the target"
 assert_contains "$(as_pg "$CARIS_PG_BIN/pg_controldata" "$R/imm")" "shut down in recovery" "pg_controldata: shut down in recovery"
+
+# 5b. the WAL archive beside the base backup: a recovery window from it, no gap; prune keeps
+# the WAL from the base backup's start on (what a restore needs), the older segments go
+run cb --json wal list
+assert_rc 0 "wal list --json"
+assert_eq 1 "$(json_get "$OUT_FILE" '["recovery_window"]["base_backups"]')" "the window counts the physical base backup"
+assert_true "the recovery window has an earliest time" json_eval "$OUT_FILE" 'd["recovery_window"]["earliest"] is not None'
+assert_eq 0 "$(json_eval "$OUT_FILE" 'len(d["gaps"])')" "no gap in the archive"
+run cb --json prune
+assert_rc 0 "prune with a physical base backup"
+assert_eq "$S1" "$(json_get "$OUT_FILE" '["wal"]["keep_from_lsn"]')" "prune keeps WAL from the base backup's start LSN"
+run cb --env-file "$envf" --json restore database --physical --pgdata "$R/afterprune" --to-name after_batch_2
+assert_rc 0 "after prune the base backup and its WAL still restore (no --start: files and settings)"
+as_pg rm -rf "$R/afterprune"
 
 # 6. data checksums on: no page of a clean cluster is reported; a flipped byte is (file, block)
 pg_pause || fail "stop for pg_checksums"
