@@ -486,7 +486,24 @@ int repo_record_add(struct repo *r, const char *kind, json_t *record, struct err
 struct record_ctx {
     struct repo *r;
     json_t *out, *damaged;
+    json_t *names;  /* object names of the files read, when wanted (compaction) */
+    bool compacted; /* a compacted record was among them */
 };
+
+/* A compacted record (see record_compact.c) is unfolded into the records it holds. */
+static void record_take(struct record_ctx *c, json_t *j)
+{
+    json_t *held = json_object_get(j, RECORD_COMPACTED_KEY);
+    if (!json_is_array(held)) {
+        json_array_append_new(c->out, j);
+        return;
+    }
+    c->compacted = true;
+    size_t i;
+    json_t *x;
+    json_array_foreach(held, i, x) if (json_is_object(x)) json_array_append(c->out, x);
+    json_decref(j);
+}
 
 static int record_one(void *ctx, const char *name, uint64_t size, struct err *e)
 {
@@ -495,16 +512,18 @@ static int record_one(void *ctx, const char *name, uint64_t size, struct err *e)
     struct err re = ERR_INIT;
     json_t *j = NULL;
     (void)size;
-    if (storage_get(c->r->st, name, 1 << 20, &raw, &re) != 0 && re.code != ERR_DAMAGE) {
+    if (storage_get(c->r->st, name, RECORD_MAX_FILE, &raw, &re) != 0 && re.code != ERR_DAMAGE) {
         *e = re;
         buf_free(&raw);
         return -1;
     }
     if (!err_is_set(&re) && container_open(c->r, 'R', raw.data, raw.len, &plain, &re) == 0)
         j = json_loadb((const char *)plain.data, plain.len, 0, NULL);
-    if (j && json_is_object(j))
-        json_array_append_new(c->out, j);
-    else {
+    if (j && json_is_object(j)) {
+        record_take(c, j);
+        if (c->names)
+            json_array_append_new(c->names, json_string(name));
+    } else {
         json_decref(j);
         json_array_append_new(c->damaged, json_pack("{s:s, s:s}", "object", name, "error",
                                                     err_is_set(&re) ? re.msg : "not a record"));
@@ -514,21 +533,54 @@ static int record_one(void *ctx, const char *name, uint64_t size, struct err *e)
     return 0;
 }
 
-json_t *repo_record_list(struct repo *r, const char *kind, json_t **damaged, struct err *e)
+/* Drops records equal to an earlier one (same JSON, keys sorted). Only needed when a
+ * compacted record was read: a compaction that stopped between writing the compacted record
+ * and deleting the files it folded leaves each of their records twice. */
+static json_t *record_dedupe(json_t *recs)
+{
+    json_t *seen = json_object(), *out = json_array();
+    size_t i;
+    json_t *x;
+    json_array_foreach(recs, i, x)
+    {
+        char *text = json_dumps(x, JSON_COMPACT | JSON_SORT_KEYS);
+        if (text && !json_object_get(seen, text)) {
+            json_object_set_new(seen, text, json_true());
+            json_array_append(out, x);
+        }
+        free(text);
+    }
+    json_decref(seen);
+    json_decref(recs);
+    return out;
+}
+
+json_t *record_list_files(struct repo *r, const char *kind, json_t **damaged, json_t **names,
+                          struct err *e)
 {
     if (check_kind(kind, e) != 0)
         return NULL;
     char dir[64];
     snprintf(dir, sizeof(dir), "records/%s", kind);
-    struct record_ctx c = {r, json_array(), json_array()};
+    struct record_ctx c = {r, json_array(), json_array(), names ? json_array() : NULL, false};
     if (storage_list(r->st, dir, record_one, &c, e) != 0) {
         json_decref(c.out);
         json_decref(c.damaged);
+        json_decref(c.names);
         return NULL;
     }
+    if (c.compacted)
+        c.out = record_dedupe(c.out);
     if (damaged)
         *damaged = c.damaged;
     else
         json_decref(c.damaged);
+    if (names)
+        *names = c.names;
     return c.out;
+}
+
+json_t *repo_record_list(struct repo *r, const char *kind, json_t **damaged, struct err *e)
+{
+    return record_list_files(r, kind, damaged, NULL, e);
 }
