@@ -29,7 +29,8 @@ struct caris_prune_result {
 };
 /* Takes the exclusive lock (ERR_LOCKED while any backup or other operation holds a lock),
  * compacts the verify and test-restore records (repo_record_compact: those of forgotten
- * backups go; skipped while a snapshot cannot be read), prunes, releases it. The repository handle is only fit for repo_close afterwards. */
+ * backups go; skipped while a snapshot cannot be read), prunes, releases it. The repository handle
+ * is only fit for repo_close afterwards. */
 int caris_prune(struct repo *r, const struct caris_prune_opts *o, const struct caris_op *op,
                 struct caris_prune_result *res, struct err *e);
 /* {"dry_run", "duration_ms", "snapshots", "blobs": {...}, "packs": {...}, "index_files":
