@@ -90,9 +90,15 @@ as_server() {
 ensure_os_user() {
     (($(id -u) == 0)) || return 0
     id -u "$OS_USER" >/dev/null 2>&1 && return 0
-    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin \
-        --user-group "$OS_USER" ||
-        die "cannot create the system user $OS_USER" "create it, or set CARIS_PG_OS_USER to an existing non-root user"
+    # Tests run in parallel (tests/integration/run.sh -j): two servers starting at once must
+    # not both try to create the user (the second useradd would fail).
+    {
+        flock -w 120 9 || die "cannot lock /tmp/caris-pgtest-useradd.lock" "remove it if no test is running"
+        id -u "$OS_USER" >/dev/null 2>&1 ||
+            useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin \
+                --user-group "$OS_USER" ||
+            die "cannot create the system user $OS_USER" "create it, or set CARIS_PG_OS_USER to an existing non-root user"
+    } 9>>/tmp/caris-pgtest-useradd.lock
 }
 
 running() {

@@ -26,17 +26,20 @@ struct caris_prune_result {
     bool dry_run;
     int64_t duration_ns;
     struct repo_prune_stats stats;
-    struct caris_wal_retention_result wal; /* archived WAL no kept base backup needs */
+    struct caris_wal_retention_result wal;    /* archived WAL no kept base backup needs */
+    struct repo_record_compact_stats records; /* verify and test-restore records, summed */
 };
 /* Takes the exclusive lock (ERR_LOCKED while any backup or other operation holds a lock),
  * applies WAL retention (caris_wal_retention_apply: removes the archived WAL older than the
- * oldest kept base backup's start; none without a physical base backup), prunes, releases it. The
- * repository handle is only fit for repo_close afterwards. */
+ * oldest kept base backup's start; none without a physical base backup), compacts the verify
+ * and test-restore records (repo_record_compact: those of forgotten backups go; skipped while a
+ * snapshot cannot be read), prunes, releases it. The repository handle is only fit for
+ * repo_close afterwards. */
 int caris_prune(struct repo *r, const struct caris_prune_opts *o, const struct caris_op *op,
                 struct caris_prune_result *res, struct err *e);
 /* {"dry_run", "duration_ms", "snapshots", "blobs": {...}, "packs": {...}, "index_files":
  * {...}, "repository_bytes": {"before", "after"}, "leftovers_removed", "wal":
- * caris_wal_retention_to_json} */
+ * caris_wal_retention_to_json, "records": {"files_before", "files_after", "before", "after"}} */
 json_t *caris_prune_result_to_json(const struct caris_prune_result *res);
 
 #endif

@@ -271,6 +271,23 @@ json_t *repo_record_list_except(struct repo *r, const char *kind, json_t *known,
  * are otherwise never deleted. WAL retention (caris/walwindow.h) is its one user. */
 int repo_record_remove(struct repo *r, const char *object, struct err *e);
 
+/* Compaction (src/repo/record_compact.c): folds every readable record file of kind into as
+ * few compacted records as fit (each well under the record size limit), keeping per backup
+ * its newest `keep` records (0: REPO_RECORD_KEEP_PER_BACKUP) and its newest failed one (a
+ * record with "ok": false) however old; when live_ids (a JSON object whose keys are backup
+ * ids) is given, records of other backups (forgotten ones) are dropped. Records without a
+ * "backupId" are all kept. Crash-safe: the compacted records are written first, then the
+ * files they replace are deleted; readers drop the duplicates a stop in between leaves.
+ * Damaged files are left alone (check reports them). Nothing is written when the kind is
+ * already compact. dry_run: counts only. */
+#define REPO_RECORD_KEEP_PER_BACKUP 20
+struct repo_record_compact_stats {
+    uint64_t files_before, files_after;     /* readable record files */
+    uint64_t records_before, records_after; /* records they hold (duplicates counted once) */
+};
+int repo_record_compact(struct repo *r, const char *kind, const json_t *live_ids, unsigned keep,
+                        bool dry_run, struct repo_record_compact_stats *st, struct err *e);
+
 /* ---- locks --------------------------------------------------------------------------- */
 /* Backups, restores, verify, check and test-restore take shared locks (any number at once);
  * prune takes the exclusive one. A lock is a file locks/<32 hex> naming its holder (host,

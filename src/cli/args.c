@@ -143,6 +143,36 @@ static int global_value(struct globals *g, const char *name, const char *v)
     return 0;
 }
 
+/* A value given as a separate argument is taken literally unless it starts with "--": then
+ * the user most likely forgot the value (`--label --json`), so it is refused, and the value
+ * must be written `--opt=VALUE` (as git does). `--opt=VALUE` is always literal. */
+static int separate_value_refused(const char *opt, const char *value)
+{
+    char msg[320];
+    snprintf(msg, sizeof(msg),
+             "option '%.60s' needs a value: '%.60s' after it is an option (to give a value "
+             "that starts with '--', write %.60s=%.60s)",
+             opt, value, opt, value);
+    return one_line_usage(msg);
+}
+
+/* The global flags (--json, --quiet, -q) taken out of the command line, each with the token
+ * it followed, so that a command option left without its value can say why (cli_getopt):
+ * `--label --json` is `--label` without a value, not a label "--json". */
+#define MAX_TAKEN 16
+static struct taken_flag {
+    const char *after, *flag;
+} taken_flags[MAX_TAKEN];
+static size_t ntaken_flags;
+
+static const char *flag_taken_after(const char *tok)
+{
+    for (size_t i = 0; i < ntaken_flags; i++)
+        if (taken_flags[i].after == tok)
+            return taken_flags[i].flag;
+    return NULL;
+}
+
 int cli_globals_extract(struct globals *g, int *argcp, char **argv, enum cli_action *action)
 {
     static const char *const WITH_VALUE[] = {"env-file", "repo", "threads", "lock-wait",
@@ -167,6 +197,8 @@ int cli_globals_extract(struct globals *g, int *argcp, char **argv, enum cli_act
                     return one_line_usage(msg);
                 }
                 v = argv[++i];
+                if (strncmp(v, "--", 2) == 0)
+                    return separate_value_refused(argv[i - 1], v);
             }
             int rc = global_value(g, WITH_VALUE[k], v);
             if (rc)
@@ -189,8 +221,11 @@ int cli_globals_extract(struct globals *g, int *argcp, char **argv, enum cli_act
             taken = true;
             g->quiet = true;
         }
-        if (taken)
+        if (taken) {
+            if (out > 1 && tok[0] == '-' && ntaken_flags < MAX_TAKEN && !strchr(tok, '='))
+                taken_flags[ntaken_flags++] = (struct taken_flag){argv[out - 1], tok};
             continue;
+        }
         if (!cmd_seen) {
             /* Before the command word: help, version, or an unknown option. */
             if (strcmp(tok, "--help") == 0 || strcmp(tok, "-h") == 0) {
@@ -282,6 +317,11 @@ int cli_getopt(int argc, char **argv, const char *shortopts, const struct option
             } else if (eq) {
                 snprintf(opt_error, sizeof(opt_error), "option '%.*s' takes no value",
                          (int)(eq - tok), tok);
+            } else if (flag_taken_after(tok)) {
+                snprintf(opt_error, sizeof(opt_error),
+                         "option '%.60s' needs a value: '%s' after it is an option (to give a "
+                         "value that starts with '--', write %.60s=%s)",
+                         tok, flag_taken_after(tok), tok, flag_taken_after(tok));
             } else {
                 snprintf(opt_error, sizeof(opt_error), "option '%s' needs a value", tok);
             }
@@ -302,12 +342,22 @@ int cli_getopt(int argc, char **argv, const char *shortopts, const struct option
         if (o->has_arg != no_argument && optarg && optarg == argv[optind - 1] && optind >= 2)
             tok = argv[optind - 2];
         const char *v;
+        bool separate =
+            o->has_arg != no_argument && optarg && optarg == argv[optind - 1] && optind >= 2;
         if (!long_is(tok, o->name, &v)) {
             char name[128];
             snprintf(name, sizeof(name), "%s", tok + 2);
             name[strcspn(name, "=")] = '\0';
             snprintf(opt_error, sizeof(opt_error),
                      "unknown option '--%s' for %s: did you mean `--%s`?", name, cmd, o->name);
+            return '?';
+        }
+        const char *flag = separate ? flag_taken_after(tok) : NULL;
+        if (separate && (strncmp(optarg, "--", 2) == 0 || flag)) {
+            snprintf(opt_error, sizeof(opt_error),
+                     "option '%.60s' needs a value: '%.60s' after it is an option (to give a "
+                     "value that starts with '--', write %.60s=%.60s)",
+                     tok, flag ? flag : optarg, tok, flag ? flag : optarg);
             return '?';
         }
     }

@@ -190,6 +190,11 @@ static void print_prune(const struct caris_prune_result *res)
            (unsigned long long)s->index_files_before,
            (unsigned long long)(res->dry_run ? s->index_files_before : s->index_files_written),
            res->dry_run ? "found" : "removed", (unsigned long long)s->leftovers_removed);
+    printf("  verification records: %llu files -> %llu, %llu records -> %llu\n",
+           (unsigned long long)res->records.files_before,
+           (unsigned long long)res->records.files_after,
+           (unsigned long long)res->records.records_before,
+           (unsigned long long)res->records.records_after);
     char dur[32];
     cli_human_duration(res->duration_ns / 1000000, dur, sizeof(dur));
     printf("  repository: %s -> %s%s (%s freed), %s\n", before, after,

@@ -168,6 +168,16 @@ int container_put(struct repo *r, char type, const char *dir, const void *data, 
 int container_open(const struct repo *r, char type, const uint8_t *data, size_t len,
                    struct buf *out, struct err *e);
 
+/* Records (snapshot.c, record_compact.c). A compacted record is {RECORD_COMPACTED_KEY: [the
+ * records it holds], "time"}; readers unfold it. A record file is at most RECORD_MAX_FILE
+ * bytes; compaction keeps each compacted file well under it (RECORD_COMPACT_FILE_TEXT). */
+#define RECORD_COMPACTED_KEY "compactedRecords"
+#define RECORD_MAX_FILE (1u << 20)
+#define RECORD_COMPACT_FILE_TEXT (256u * 1024)
+/* repo_record_list, and *names (when not NULL): the object names of the files read. */
+json_t *record_list_files(struct repo *r, const char *kind, json_t **damaged, json_t **names,
+                          struct err *e);
+
 int zstd_pack(const void *in, size_t len, int level, struct buf *out);
 int zstd_unpack(const uint8_t *in, size_t len, size_t max, struct buf *out, struct err *e);
 

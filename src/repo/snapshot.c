@@ -489,7 +489,24 @@ struct record_ctx {
     bool named;      /* each record gets "_object": its object name */
     json_t *known;   /* objects not to read again (NULL: none) */
     json_t *present; /* every object name listed (NULL: not wanted) */
+    json_t *names;   /* object names of the files read, when wanted (compaction) */
+    bool compacted;  /* a compacted record was among them */
 };
+
+/* A compacted record (see record_compact.c) is unfolded into the records it holds. */
+static void record_take(struct record_ctx *c, json_t *j)
+{
+    json_t *held = json_object_get(j, RECORD_COMPACTED_KEY);
+    if (!json_is_array(held)) {
+        json_array_append_new(c->out, j);
+        return;
+    }
+    c->compacted = true;
+    size_t i;
+    json_t *x;
+    json_array_foreach(held, i, x) if (json_is_object(x)) json_array_append(c->out, x);
+    json_decref(j);
+}
 
 static int record_one(void *ctx, const char *name, uint64_t size, struct err *e)
 {
@@ -502,7 +519,7 @@ static int record_one(void *ctx, const char *name, uint64_t size, struct err *e)
         json_array_append_new(c->present, json_string(name));
     if (c->known && json_object_get(c->known, name))
         return 0;
-    if (storage_get(c->r->st, name, 1 << 20, &raw, &re) != 0 && re.code != ERR_DAMAGE) {
+    if (storage_get(c->r->st, name, RECORD_MAX_FILE, &raw, &re) != 0 && re.code != ERR_DAMAGE) {
         *e = re;
         buf_free(&raw);
         return -1;
@@ -512,7 +529,9 @@ static int record_one(void *ctx, const char *name, uint64_t size, struct err *e)
     if (j && json_is_object(j)) {
         if (c->named)
             json_object_set_new(j, "_object", json_string(name));
-        json_array_append_new(c->out, j);
+        record_take(c, j);
+        if (c->names)
+            json_array_append_new(c->names, json_string(name));
     } else {
         json_decref(j);
         json_array_append_new(c->damaged, json_pack("{s:s, s:s}", "object", name, "error",
@@ -523,44 +542,77 @@ static int record_one(void *ctx, const char *name, uint64_t size, struct err *e)
     return 0;
 }
 
+/* Drops records equal to an earlier one (same JSON, keys sorted). Only needed when a
+ * compacted record was read: a compaction that stopped between writing the compacted record
+ * and deleting the files it folded leaves each of their records twice. */
+static json_t *record_dedupe(json_t *recs)
+{
+    json_t *seen = json_object(), *out = json_array();
+    size_t i;
+    json_t *x;
+    json_array_foreach(recs, i, x)
+    {
+        char *text = json_dumps(x, JSON_COMPACT | JSON_SORT_KEYS);
+        if (text && !json_object_get(seen, text)) {
+            json_object_set_new(seen, text, json_true());
+            json_array_append(out, x);
+        }
+        free(text);
+    }
+    json_decref(seen);
+    json_decref(recs);
+    return out;
+}
+
 static json_t *record_list(struct repo *r, const char *kind, bool named, json_t *known,
-                           json_t **present, json_t **damaged, struct err *e)
+                           json_t **present, json_t **names, json_t **damaged, struct err *e)
 {
     if (check_kind(kind, e) != 0)
         return NULL;
     char dir[64];
     snprintf(dir, sizeof(dir), "records/%s", kind);
-    struct record_ctx c = {r,     json_array(), json_array(),
-                           named, known,        present ? json_array() : NULL};
+    struct record_ctx c = {r,
+                           json_array(),
+                           json_array(),
+                           named,
+                           known,
+                           present ? json_array() : NULL,
+                           names ? json_array() : NULL,
+                           false};
     if (storage_list(r->st, dir, record_one, &c, e) != 0) {
         json_decref(c.out);
         json_decref(c.damaged);
         json_decref(c.present);
+        json_decref(c.names);
         return NULL;
     }
     if (present)
         *present = c.present;
+    if (c.compacted)
+        c.out = record_dedupe(c.out);
     if (damaged)
         *damaged = c.damaged;
     else
         json_decref(c.damaged);
+    if (names)
+        *names = c.names;
     return c.out;
 }
 
 json_t *repo_record_list(struct repo *r, const char *kind, json_t **damaged, struct err *e)
 {
-    return record_list(r, kind, false, NULL, NULL, damaged, e);
+    return record_list(r, kind, false, NULL, NULL, NULL, damaged, e);
 }
 
 json_t *repo_record_list_named(struct repo *r, const char *kind, json_t **damaged, struct err *e)
 {
-    return record_list(r, kind, true, NULL, NULL, damaged, e);
+    return record_list(r, kind, true, NULL, NULL, NULL, damaged, e);
 }
 
 json_t *repo_record_list_except(struct repo *r, const char *kind, json_t *known, json_t **present,
                                 json_t **damaged, struct err *e)
 {
-    return record_list(r, kind, true, known, present, damaged, e);
+    return record_list(r, kind, true, known, present, NULL, damaged, e);
 }
 
 int repo_record_remove(struct repo *r, const char *object, struct err *e)
@@ -571,4 +623,10 @@ int repo_record_remove(struct repo *r, const char *object, struct err *e)
     if (!object || strncmp(object, "records/", 8) != 0 || strstr(object, ".."))
         return err_set(e, ERR_USAGE, NULL, "'%s' is not a record", object ? object : "(null)");
     return storage_remove(r->st, object, e);
+}
+
+json_t *record_list_files(struct repo *r, const char *kind, json_t **damaged, json_t **names,
+                          struct err *e)
+{
+    return record_list(r, kind, false, NULL, NULL, names, damaged, e);
 }

@@ -3,6 +3,54 @@
 
 #include <string.h>
 
+/* The kinds of records that grow with every run and that only list and show read. */
+static const char *const COMPACTED_KINDS[] = {"verify", "test-restore"};
+
+/* Before the engine's prune (after it the handle is only fit for closing). With a snapshot
+ * that cannot be read, which backups exist is unknown: nothing is compacted (prune refuses
+ * then anyway). */
+static int compact_records(struct repo *r, const struct caris_prune_opts *o,
+                           const struct caris_op *op, struct repo_record_compact_stats *sum,
+                           struct err *e)
+{
+    json_t *damaged = NULL;
+    json_t *list = repo_snapshot_list(r, &damaged, e);
+    if (!list)
+        return -1;
+    int rc = 0;
+    if (json_array_size(damaged) == 0) {
+        json_t *live = json_object();
+        size_t i;
+        json_t *s;
+        json_array_foreach(list, i, s)
+        {
+            const char *id = json_string_value(json_object_get(s, "id"));
+            if (id)
+                json_object_set_new(live, id, json_true());
+        }
+        for (size_t k = 0; o && o->dry_run && k < o->nassume_forgotten; k++)
+            json_object_del(live, o->assume_forgotten[k]);
+        for (size_t k = 0; rc == 0 && k < sizeof(COMPACTED_KINDS) / sizeof(*COMPACTED_KINDS); k++) {
+            struct repo_record_compact_stats st;
+            rc = repo_record_compact(r, COMPACTED_KINDS[k], live, 0, o && o->dry_run, &st, e);
+            sum->files_before += st.files_before;
+            sum->files_after += st.files_after;
+            sum->records_before += st.records_before;
+            sum->records_after += st.records_after;
+        }
+        json_decref(live);
+        if (rc == 0 && sum->files_before != sum->files_after)
+            caris_op_log(
+                op, LOG_INFO,
+                "prune: %llu record files folded into %llu (%llu records kept of %llu)",
+                (unsigned long long)sum->files_before, (unsigned long long)sum->files_after,
+                (unsigned long long)sum->records_after, (unsigned long long)sum->records_before);
+    }
+    json_decref(list);
+    json_decref(damaged);
+    return rc;
+}
+
 int caris_prune(struct repo *r, const struct caris_prune_opts *o, const struct caris_op *op,
                 struct caris_prune_result *res, struct err *e)
 {
@@ -16,6 +64,10 @@ int caris_prune(struct repo *r, const struct caris_prune_opts *o, const struct c
     /* A dry run changes nothing: a shared lock lets backups go on meanwhile. */
     if (repo_lock(r, !res->dry_run, res->dry_run ? "prune --dry-run" : "prune", e) != 0)
         return -1;
+    if (compact_records(r, o, op, &res->records, e) != 0) {
+        repo_unlock(r);
+        return -1;
+    }
     struct repo_prune_opts po = {.dry_run = res->dry_run,
                                  .max_unused = max_unused,
                                  .op = op,
@@ -60,5 +112,11 @@ json_t *caris_prune_result_to_json(const struct caris_prune_result *res)
         (json_int_t)s->repo_bytes_before, "after", (json_int_t)s->repo_bytes_after,
         "leftovers_removed", (json_int_t)s->leftovers_removed);
     json_object_set_new(j, "wal", caris_wal_retention_to_json(&res->wal));
+    json_object_set_new(j, "records",
+                        json_pack("{s:I, s:I, s:I, s:I}", "files_before",
+                                  (json_int_t)res->records.files_before, "files_after",
+                                  (json_int_t)res->records.files_after, "before",
+                                  (json_int_t)res->records.records_before, "after",
+                                  (json_int_t)res->records.records_after));
     return j;
 }

@@ -180,8 +180,10 @@ def main():
         summary["rowsBefore"] = page.eval("document.querySelectorAll('#backups tbody tr').length")
         summary["pointsBefore"] = page.eval("document.querySelectorAll('#chart-duration circle').length")
         summary["barsBefore"] = page.eval("document.querySelectorAll('#chart-size rect').length")
-        summary["nextRuns"] = page.eval("document.getElementById('next').textContent")
-        summary["alerts"] = page.eval("document.getElementById('alerts').textContent")
+        # the status (next runs, alerts) comes in a request of its own, after the list's:
+        # wait for it (a loaded machine answers it later than the list)
+        summary["nextRuns"] = page.wait("document.getElementById('next').textContent", 30)
+        summary["alerts"] = page.wait("document.getElementById('alerts').textContent", 30)
         summary["screenshots"].append(page.shot(os.path.join(out, "1-signed-in.png")))
         page.eval("document.querySelector('[data-action=full]').click(); true")
         summary["sawRunning"] = bool(page.wait(

@@ -319,6 +319,24 @@ print(v if isinstance(v, str) else json.dumps(v))
 EOF
 }
 
+# --- ports -----------------------------------------------------------------------------
+
+# free_port: a free loopback port for a server this test starts. Tests run in parallel
+# (run.sh -j): a port is also reserved in run.sh's CARIS_TEST_PORTS directory (mkdir is
+# atomic), so no two tests of one run are ever given the same port, even when one test
+# closes its probe socket before its server binds the port.
+free_port() {
+    local p k
+    for ((k = 0; k < 100; k++)); do
+        p=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])') || return 1
+        if [[ -z ${CARIS_TEST_PORTS:-} ]] || mkdir "$CARIS_TEST_PORTS/$p" 2>/dev/null; then
+            echo "$p"
+            return 0
+        fi
+    done
+    return 1
+}
+
 # --- waiting ---------------------------------------------------------------------------
 
 # wait_until SECONDS CMD...: poll CMD (every 20 ms) until it succeeds; fails at the

@@ -29,9 +29,7 @@ _pg_on_exit() {
 # lib.sh's EXIT trap first (it kills background processes, e.g. a running backup), then ours.
 trap '_lib_on_exit; _pg_on_exit' EXIT
 
-_pg_free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+_pg_free_port() { free_port; } # lib.sh: reserved for this run
 
 # pg_start: start this test's server; on failure the test cannot go on (one failure).
 pg_start() {

@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # Integration tests: the real binary on real files, in real processes.
 #
-# usage: tests/integration/run.sh [--bin PATH] [TEST...]
+# usage: tests/integration/run.sh [--bin PATH] [-j N] [TEST...]
 #
 # Runs every tests/integration/test_*.sh (or the TESTs named, e.g. `roundtrip` or
 # `test_roundtrip`), each in a fresh temporary directory (its cwd) with its own
 # BACKUP_DIR and BACKUP_ENCRYPTION_KEY. The binary is --bin PATH, else $CARIS_BIN, else
 # build/src/cli/caris-backup under the repository root.
+#
+# -j N (--jobs N; default $CARIS_TEST_JOBS, else the number of CPUs) runs N tests at once.
+# Tests are isolated (own directory, own servers on ports reserved for the run: lib.sh's
+# free_port), so the order does not matter: the longest ones (tests/integration/durations.txt,
+# seconds measured with -j 2 on a 2-CPU machine; unknown tests count as long) start first.
+# Each test's output is kept in its directory and the results are printed in name order.
 #
 # What is counted is assertions: each assert_* in lib.sh is one pass or one failure. A test
 # that does not reach its end (crash of the script, timeout) adds one failure. Failures
@@ -22,6 +28,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 
 bin=${CARIS_BIN:-$root/build/src/cli/caris-backup}
+jobs_n=${CARIS_TEST_JOBS:-$(nproc 2>/dev/null || echo 1)}
 selected=()
 while (($#)); do
     case $1 in
@@ -32,6 +39,17 @@ while (($#)); do
         ;;
     --bin=*)
         bin=${1#--bin=}
+        shift
+        ;;
+    -j | --jobs)
+        [[ ${2:-} =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: $1 needs a positive count" >&2; exit 2; }
+        jobs_n=$2
+        shift 2
+        ;;
+    -j[1-9]* | --jobs=*)
+        jobs_n=${1#-j}
+        jobs_n=${jobs_n#--jobs=}
+        [[ $jobs_n =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: $1: not a positive count" >&2; exit 2; }
         shift
         ;;
     -h | --help)
@@ -71,34 +89,71 @@ fi
 timeout_s=${CARIS_TEST_TIMEOUT:-300}
 tmpbase=${CARIS_TEST_TMPDIR:-${TMPDIR:-/tmp}}
 all_failures=$(mktemp "$tmpbase/caris-it-failures.XXXXXX")
-trap 'rm -f "$all_failures"' EXIT
+# ports handed out to this run's tests (lib.sh free_port), one directory each
+CARIS_TEST_PORTS=$(mktemp -d "$tmpbase/caris-it-ports.XXXXXX")
+export CARIS_TEST_PORTS
+pids=()
+stop_all() {
+    local p
+    for p in "${pids[@]}"; do
+        [[ -n $p ]] && kill -TERM "$p" 2>/dev/null
+    done
+    wait
+}
+trap 'rm -f "$all_failures"; rm -rf "$CARIS_TEST_PORTS"' EXIT
+trap 'stop_all; exit 130' INT TERM
 
 echo "binary: $bin"
 passed=0 failed=0 skipped=0
 suite_start=$SECONDS
-for t in "${tests[@]}"; do
+
+# The order of starting: longest first (a long test started last would decide the wall time).
+declare -A known=()
+if [[ -f $here/durations.txt ]]; then
+    while read -r name secs; do
+        [[ $name == \#* || -z $name ]] || known[$name]=$secs
+    done <"$here/durations.txt"
+fi
+order=()
+while read -r _ i; do order+=("$i"); done < <(
+    for i in "${!tests[@]}"; do
+        name=$(basename "${tests[$i]}" .sh)
+        echo "${known[$name]:-100000} $i"
+    done | sort -k1,1nr -k2,2n
+)
+
+# run_one I: start test I in the background (the pid is its `timeout`).
+dirs=() starts=() done_=()
+run_one() {
+    local i=$1 t=${tests[$1]} name dir key
     name=$(basename "$t" .sh)
     dir=$(mktemp -d "$tmpbase/caris-it-$name.XXXXXX")
     chmod 755 "$dir" # tests run the binary as another user too
     mkdir "$dir/work"
-    results=$dir/results failures=$dir/failures
-    : >"$results"
-    : >"$failures"
+    : >"$dir/results"
+    : >"$dir/failures"
     key="it-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-    start=$SECONDS
+    dirs[i]=$dir
+    starts[i]=$SECONDS
     (
         cd "$dir/work" || exit 1
         # a clean environment: nothing from the caller's configuration leaks in
         unset BACKUP_FILES_PATHS CARIS_NEW_ENCRYPTION_KEY
-        export CARIS_BIN=$bin TEST_TMP=$dir TEST_RESULTS=$results TEST_FAILURES=$failures
+        export CARIS_BIN=$bin TEST_TMP=$dir TEST_RESULTS=$dir/results TEST_FAILURES=$dir/failures
         export BACKUP_DIR=$dir/backup BACKUP_ENCRYPTION_KEY=$key
         # for sanitizer builds: stack traces with UBSan reports (lib.sh fails on any report)
         export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1}
         exec timeout --kill-after=10 "$timeout_s" bash "$t"
-    ) >"$dir/log" 2>&1
-    rc=$?
-    elapsed=$((SECONDS - start))
+    ) >"$dir/log" 2>&1 </dev/null &
+    pids[i]=$!
+}
 
+# report I RC: count and print test I's results (in name order, by the caller).
+report() {
+    local i=$1 rc=$2 name dir results failures elapsed p f s why
+    name=$(basename "${tests[$i]}" .sh)
+    dir=${dirs[$i]} results=${dirs[$i]}/results failures=${dirs[$i]}/failures
+    elapsed=${elapsed_of[$i]}
     p=$(grep -c '^PASS ' "$results")
     f=$(grep -c '^FAIL ' "$results")
     s=$(grep -c '^SKIP ' "$results")
@@ -128,6 +183,33 @@ for t in "${tests[@]}"; do
     if ((f == 0)) && [[ ${CARIS_TEST_KEEP:-0} != 1 ]]; then
         rm -rf "$dir"
     fi
+}
+
+declare -A idx_of_pid=()
+rcs=() elapsed_of=()
+next_start=0 next_print=0 running=0 ntests=${#tests[@]}
+while ((next_print < ntests)); do
+    while ((running < jobs_n && next_start < ntests)); do
+        i=${order[next_start]}
+        run_one "$i"
+        idx_of_pid[${pids[i]}]=$i
+        next_start=$((next_start + 1))
+        running=$((running + 1))
+    done
+    finished=""
+    wait -n -p finished
+    rc=$?
+    [[ -n $finished && -n ${idx_of_pid[$finished]:-} ]] || continue
+    i=${idx_of_pid[$finished]}
+    rcs[i]=$rc
+    elapsed_of[i]=$((SECONDS - starts[i]))
+    done_[i]=1
+    pids[i]=""
+    running=$((running - 1))
+    while ((next_print < ntests)) && [[ -n ${done_[next_print]:-} ]]; do
+        report "$next_print" "${rcs[next_print]}"
+        next_print=$((next_print + 1))
+    done
 done
 
 if [[ -s $all_failures ]]; then
@@ -136,6 +218,6 @@ if [[ -s $all_failures ]]; then
     cat "$all_failures"
     echo
 fi
-echo "suite time: $((SECONDS - suite_start))s"
+echo "suite time: $((SECONDS - suite_start))s (-j $jobs_n)"
 echo "$passed passed, $failed failed"
 ((failed == 0))

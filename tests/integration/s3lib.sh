@@ -26,9 +26,7 @@ _s3_on_exit() {
 }
 trap '_lib_on_exit; _s3_on_exit' EXIT
 
-_s3_free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+_s3_free_port() { free_port; } # lib.sh: reserved for this run
 
 _s3_ready() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 

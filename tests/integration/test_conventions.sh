@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Command-line conventions (issue 11): global options before or after the command word,
-# `--opt=value` and `--opt value`, exact long options (no silent abbreviation), one line with
+# `--opt=value` (always literal) and `--opt value` (refused when the value starts with `--`:
+# `--label --json` is a forgotten value, so `--label=--json`), exact long options (no silent
+# abbreviation), one line with
 # the closest match for an unknown command or option (exit 2), JSON errors on stdout with
 # --json, local times with their offset and short durations in human output.
 source "$(dirname "$0")/lib.sh"
@@ -131,6 +133,26 @@ printf 'x\n' >"$TEST_TMP/dash/--json/x"
 run bash -c "cd '$TEST_TMP/dash' && '$CARIS_BIN' backup files -q -- --json"
 assert_rc 0 "backup files -- --json: a path named --json"
 assert_eq "" "$OUT" "backup files -q -- --json: --json was a path, not the option"
+
+# --- a value that looks like an option: --opt=VALUE is literal; --opt --x is refused -----
+run_stdin "conv-second-key-0123456789abcdef0123" "$CARIS_BIN" key add --label=--json
+assert_rc 0 "key add --label=--json: a label that starts with --"
+assert_match "^added key slot [0-9a-f]+$" "$OUT" "key add --label=--json: --json was the label, not the option (human output)"
+run cb --json key list
+assert_eq 1 "$(json_eval "$OUT_FILE" 'len([k for k in d if k["label"] == "--json"])')" \
+    "key list: the slot labelled '--json'"
+for args in "key add --label --json" "key add --label --quiet" "key add --label --no-such" \
+    "list --type --json" "list --repo --json" "backup files --exclude --json $TEST_TMP/src"; do
+    opt=$(awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^--/) { print $i; exit } }' <<<"$args")
+    val=$(awk '{ n = 0; for (i = 1; i <= NF; i++) if ($i ~ /^--/ && ++n == 2) { print $i; exit } }' <<<"$args")
+    # shellcheck disable=SC2086 # word splitting of $args is the point
+    run cb $args
+    assert_rc 2 "$args: refused (exit 2)"
+    assert_contains "$ERR" "option '$opt' needs a value: '$val' after it is an option (to give a value that starts with '--', write $opt=$val)" \
+        "$args: says the value is missing and how to give one starting with --"
+done
+assert_eq 2 "$(cb --json key list | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')" \
+    "the refused key add commands added no key slot"
 
 # --- human output: local time with offset (BACKUP_TZ), to the second; durations ---------
 run env BACKUP_TZ=Europe/Berlin "$CARIS_BIN" list
