@@ -819,7 +819,9 @@ static int cmd_restore(struct globals *g, int argc, char **argv)
                "[--overwrite]\n\nRestores a file backup under DIR (each backed-up path at "
                "DIR/<its absolute path>).\nEvery file is written to a temporary name and renamed "
                "once its SHA-256 matched.\nDIR must be empty unless --overwrite. --include "
-               "restores only that path (absolute,\nas backed up) and what is below it.\n");
+               "restores only that path and what is below it:\nabsolute as backed up, or relative "
+               "to a "
+               "root as `ls` shows it (found under two roots:\nan error listing both).\n");
         return argc < 2 ? 2 : 0;
     }
     if (strcmp(argv[1], "database") == 0)
