@@ -551,7 +551,7 @@ static int show_locked(struct repo *r, const char *id_text, struct caris_show *s
     if (caris_backup_resolve(r, id_text, NULL, s->id, e) != 0 ||
         repo_snapshot_find(r, s->id, name, &s->summary, e) != 0)
         return -1;
-    json_object_del(s->summary, "_file");
+    backup_summary_public(s->summary);
     inspect_warnings_full_paths(s->summary);
     s->testRestores = records_of(r, "test-restore", s->id, e);
     if (!s->testRestores)
@@ -858,7 +858,7 @@ json_t *caris_find_to_json(const struct caris_find_result *res, const char *patt
         const struct caris_find_match *m = &res->matches[i];
         json_t *o = ls_entry_to_json(&m->entry);
         json_object_set_new(o, "backupId", json_string(res->backups[m->backup].id));
-        json_object_set_new(o, "startedAt", json_string(res->backups[m->backup].started));
+        json_object_set_new(o, "started", json_string(res->backups[m->backup].started));
         json_array_append_new(arr, o);
     }
     return json_pack("{s:s, s:I, s:o}", "pattern", pattern, "backupsSearched",
