@@ -82,6 +82,13 @@ run cb --json schedule next --cron '0 3 * * *' --tz UTC --from 2024-01-01T00:00:
 shape "schedule next" "schedule next: its shape"
 run cb --json schedule status
 shape "schedule status" "schedule status: its shape"
+dst=$TEST_TMP/dst
+assert_exit 0 env CARIS_COPY_TO_KEY=0123456789abcdef0123456789abcdef-dst "$CARIS_BIN" --quiet \
+    --repo "$dst" init --copy-chunker-from "$REPO" --kdf-memory 8 --kdf-ops 1
+run env CARIS_COPY_TO_KEY=0123456789abcdef0123456789abcdef-dst "$CARIS_BIN" --json copy --all --to "$dst"
+assert_rc 0 "copy --json"
+shape copy "copy: its shape"
+assert_eq "[\"$id1\", \"$id2\"]" "$(json_eval "$OUT_FILE" '[b["backupId"] for b in d["backups"]]')" "copy: both backups"
 run cb --json audit verify
 shape "audit verify" "audit verify: its shape"
 run cb --json wal list
