@@ -334,8 +334,8 @@ if ((CARIS_OK)); then
     # the last run's repository stays: the incremental and the restore use it
     if finish caris_full && [[ $(tail -n 1 "$LOGS/caris_full.runs" | cut -d' ' -f7) == 0 ]]; then
         FULL_ID=$(json_field "$LOGS/caris_full.log" '["id"]')
-        FULL_ADDED=$(json_field "$LOGS/caris_full.log" '["stats"]["bytes_added"]')
-        FULL_READ=$(json_field "$LOGS/caris_full.log" '["stats"]["bytes_read"]')
+        FULL_ADDED=$(json_field "$LOGS/caris_full.log" '["stats"]["bytesAdded"]')
+        FULL_READ=$(json_field "$LOGS/caris_full.log" '["stats"]["bytesRead"]')
     fi
 else
     skip caris_full "caris not available"
@@ -347,7 +347,7 @@ step pgbench_t1000 /dev/null "$PG_BIN/pgbench" -n -t 1000 "$SRC_NOPW"
 psql_src -c 'CHECKPOINT' >/dev/null 2>&1
 if ((CARIS_OK)) && [[ -n $FULL_ID ]]; then
     if step caris_incr "$BENCH_DIR/repo/repository" "${CARIS[@]}" --json --quiet backup database --incremental; then
-        INC_ADDED=$(json_field "$LOGS/caris_incr.log" '["stats"]["bytes_added"]')
+        INC_ADDED=$(json_field "$LOGS/caris_incr.log" '["stats"]["bytesAdded"]')
     fi
 else
     skip caris_incr "no full backup"

@@ -34,6 +34,8 @@ int usage_error(const char *fmt, const char *arg);
 /* {"code", "message", "hint", "exitCode"}: the object fail() prints as {"error": ...}. */
 json_t *cli_err_to_json(const struct err *e);
 void print_json(json_t *j);
+/* As print_json, names as the document has them (the audit log's lines as written). */
+void print_json_as_stored(json_t *j);
 /* A backup's summary: printed as JSON with --json; true when nothing more is to be printed
  * (--json or --quiet). */
 bool print_backup_json(const struct globals *g, const struct caris_backup_result *res);

@@ -36,7 +36,7 @@ static int audit_show(struct globals *g, const char *since)
     if (!lines)
         return fail(&e);
     if (g->json) {
-        print_json(lines);
+        print_json_as_stored(lines); /* the chain's lines as written (args as given) */
     } else {
         size_t i;
         json_t *l;

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "caris/backup.h"
+#include "caris/jsonx.h"
 #include "caris/op.h"
 #include "caris/open.h"
 #include "caris/dbbackup.h"
@@ -184,6 +185,13 @@ void print_json(json_t *j)
                             json_pack("{s:I, s:I, s:I}", "requests", (json_int_t)c.requests,
                                       "bytesSent", (json_int_t)c.bytes_sent, "bytesReceived",
                                       (json_int_t)c.bytes_received));
+    json_t *pub = jsonx_public(j); /* public names: camelCase (docs/JSON.md) */
+    print_json_as_stored(pub);
+    json_decref(pub);
+}
+
+void print_json_as_stored(json_t *j)
+{
     char *s = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_ENCODE_ANY);
     if (s) {
         json_printed = true;
@@ -673,7 +681,7 @@ static int cmd_list(struct globals *g, int argc, char **argv)
 struct verify_print {
     const struct globals *g;
     int code;     /* exit code so far */
-    json_t *json; /* --json: the results so far (an array for --all) */
+    json_t *json; /* --json: the results so far (an array, for one backup too: docs/JSON.md) */
     bool all;
 };
 
@@ -702,11 +710,7 @@ static void verify_print_one(void *ctx, const char *id, int rc,
         vp->code = err_exit_code(ve);
     }
     if (g->json) {
-        json_t *j = caris_verify_result_to_json(res);
-        if (vp->all)
-            json_array_append_new(vp->json, j);
-        else
-            vp->json = j;
+        json_array_append_new(vp->json, caris_verify_result_to_json(res));
         return;
     }
     printf("%s: %s (%llu files, %llu bytes checked)\n", id, rc == 0 ? "valid" : "DAMAGED",
@@ -758,7 +762,7 @@ static int cmd_verify(struct globals *g, int argc, char **argv)
         return fail(&e);
     if (!all)
         id = idbuf;
-    struct verify_print vp = {.g = g, .all = all, .json = all ? json_array() : NULL};
+    struct verify_print vp = {.g = g, .all = all, .json = g->json ? json_array() : NULL};
     struct verify_opts vo = {.progress = progress_fn(g), .threads = g->threads, .op = &op};
     if (all) {
         if (caris_backup_verify_all(r, &vo, verify_print_one, &vp, &e) != 0 && vp.code == 0)
@@ -769,7 +773,7 @@ static int cmd_verify(struct globals *g, int argc, char **argv)
         verify_print_one(&vp, id, rc, &res, &e);
         caris_verify_result_free(&res);
     }
-    if (g->json && vp.json)
+    if (g->json && (all || json_array_size(vp.json)))
         print_json(vp.json);
     json_decref(vp.json);
     int code = vp.code;
@@ -888,7 +892,9 @@ static int cmd_restore(struct globals *g, int argc, char **argv)
                "[--overwrite]\n\nRestores a file backup under DIR (each backed-up path at "
                "DIR/<its absolute path>).\nEvery file is written to a temporary name and renamed "
                "once its SHA-256 matched.\nDIR must be empty unless --overwrite. --include "
-               "restores only that path (absolute,\nas backed up) and what is below it.\n");
+               "restores only that path and what is below it:\nabsolute as backed up, or relative "
+               "to a "
+               "root as `ls` shows it (found under two roots:\nan error listing both).\n");
         return argc < 2 ? 2 : 0;
     }
     if (strcmp(argv[1], "database") == 0)
@@ -1289,10 +1295,12 @@ int main(int argc, char **argv)
         if (wants_help(cargc, cargv))
             printf("usage: caris-backup [--json] version\n\nPrints the program's version and "
                    "the repository format it reads.\n");
-        else if (g.json)
-            printf("{\n  \"repository_format\": %d,\n  \"version\": \"%s\"\n}\n",
-                   REPO_FORMAT_VERSION, VERSION);
-        else
+        else if (g.json) {
+            json_t *j = json_pack("{s:i, s:s}", "repositoryFormat", REPO_FORMAT_VERSION, "version",
+                                  VERSION);
+            print_json(j);
+            json_decref(j);
+        } else
             printf("caris-backup %s (repository format %d)\n", VERSION, REPO_FORMAT_VERSION);
         return 0;
     }

@@ -21,6 +21,7 @@
 #include <sys/socket.h>
 
 #include "caris/audit.h"
+#include "caris/jsonx.h"
 #include "caris/backup.h"
 #include "caris/core.h"
 #include "caris/crypto.h"
@@ -86,8 +87,10 @@ static __thread bool skip_audit;
 static enum MHD_Result respond(struct MHD_Connection *c, unsigned status, json_t *j,
                                const char *header, const char *value)
 {
-    char *text = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+    json_t *pub = jsonx_public(j); /* public names: camelCase (docs/JSON.md) */
     json_decref(j);
+    char *text = json_dumps(pub, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(pub);
     if (!text)
         text = xstrdup("{}");
     size_t len = strlen(text);

@@ -167,11 +167,20 @@ void caris_backup_result_free(struct caris_backup_result *res)
     memset(res, 0, sizeof(*res));
 }
 
+void backup_summary_public(json_t *summary)
+{
+    json_object_del(summary, "_file");
+    json_t *type = json_object_get(summary, "type");
+    if (type && !json_object_get(summary, "kind"))
+        json_object_set(summary, "kind", type);
+    json_object_del(summary, "type");
+}
+
 json_t *caris_backup_result_to_json(const struct caris_backup_result *res)
 {
     if (!res->summary)
         return NULL;
     json_t *copy = json_deep_copy(res->summary);
-    json_object_del(copy, "_file"); /* the repository's object name: internal */
+    backup_summary_public(copy);
     return copy;
 }

@@ -25,6 +25,11 @@ json_t *backup_latest(struct repo *r, const char *kind, const char *field, json_
 /* A copy of obj's string member key (free it), or NULL when there is none. */
 char *jsonx_strdup_member(json_t *obj, const char *key);
 
+/* A backup's summary as the commands and the API give it: without the repository's object
+ * name ("_file", internal) and without "type", which the summaries store beside "kind" with
+ * the same value (docs/JSON.md: the kind of a backup has one name). In place. */
+void backup_summary_public(json_t *summary);
+
 /* Fills res from a backup's summary (NULL: an empty result), which it takes. */
 void backup_result_take(struct caris_backup_result *res, json_t *summary);
 

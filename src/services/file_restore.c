@@ -16,6 +16,7 @@
 #include "caris/pool.h"
 #include "caris/stream.h"
 #include "common.h"
+#include "inspect_internal.h"
 #include "manifest.h"
 
 #define CANCEL_RESTORE_HINT                                                                        \
@@ -366,8 +367,8 @@ static int check_includes(const struct files_read_opts *o, json_t *roots, const 
         if (!hit[k])
             rc = err_set(
                 e, ERR_NOT_FOUND,
-                "give the absolute path as it was backed up (see the roots in `caris-backup "
-                "--json list`)",
+                "give the path as `caris-backup ls ID` shows it (relative to a root) or the "
+                "absolute path as it was backed up",
                 "--include %s: no such path in the backup", o->includes[k]);
     free(hit);
     return rc;
@@ -618,18 +619,35 @@ static int files_restore_locked(struct repo *r, const struct files_restore_opts 
         buf_free(&entries);
         return -1;
     }
+    /* --include as `ls` shows paths (relative to a root) or as they were backed up: a view
+     * of the loaded backup for the inspect services' resolver (borrows summary and entries). */
+    struct loaded view = {.summary = summary, .files = true, .text = entries};
+    snprintf(view.id, sizeof(view.id), "%s", o->backup_id);
+    char **inc = NULL;
+    int rc = inspect_loaded_roots(&view, e);
+    if (rc == 0 && o->nincludes)
+        rc = inspect_resolve_paths(&view, o->includes, o->nincludes, &inc, e);
+    free(view.roots);
+    if (rc != 0) {
+        json_decref(summary);
+        buf_free(&entries);
+        return -1;
+    }
     struct files_read_opts ro = {.target = o->target,
                                  .overwrite = o->overwrite,
-                                 .includes = o->includes,
+                                 .includes = (const char *const *)inc,
                                  .nincludes = o->nincludes,
                                  .threads = o->threads,
                                  .progress = o->progress,
                                  .ctx = o->ctx,
                                  .op = o->op};
     res->ran = true;
-    int rc = files_read_backup(r, summary, &entries, &ro, &res->read, e);
+    rc = files_read_backup(r, summary, &entries, &ro, &res->read, e);
     json_decref(summary);
     buf_free(&entries);
+    for (size_t i = 0; inc && i < o->nincludes; i++)
+        free(inc[i]);
+    free(inc);
     if (rc == 0 && json_array_size(res->read.warnings))
         return CARIS_DONE_WARNINGS;
     return rc;

@@ -147,6 +147,22 @@ void inspect_loaded_free(struct loaded *l)
     memset(l, 0, sizeof(*l));
 }
 
+/* l->roots and l->nroots from l->summary's roots (borrowed); every root must be absolute. */
+int inspect_loaded_roots(struct loaded *l, struct err *e)
+{
+    json_t *roots = json_object_get(l->summary, "roots");
+    l->nroots = (int)json_array_size(roots);
+    if (l->nroots == 0)
+        return err_set(e, ERR_DAMAGE, NULL, "backup %s: manifest has no roots", l->id);
+    l->roots = xcalloc((size_t)l->nroots, sizeof(char *));
+    for (int i = 0; i < l->nroots; i++) {
+        l->roots[i] = json_string_value(json_array_get(roots, (size_t)i));
+        if (!l->roots[i] || l->roots[i][0] != '/')
+            return err_set(e, ERR_DAMAGE, NULL, "backup %s: malformed root %d", l->id, i);
+    }
+    return 0;
+}
+
 /* Resolves and loads (entries only for file backups). kind: as for caris_backup_resolve;
  * with "files", a database backup is refused. */
 int inspect_load(struct repo *r, const char *id_text, const char *kind, struct loaded *l,
@@ -166,19 +182,9 @@ int inspect_load(struct repo *r, const char *id_text, const char *kind, struct l
     }
     if (!l->files)
         return 0;
-    json_t *roots = json_object_get(l->summary, "roots");
-    l->nroots = (int)json_array_size(roots);
-    if (l->nroots == 0) {
+    if (inspect_loaded_roots(l, e) != 0) {
         inspect_loaded_free(l);
-        return err_set(e, ERR_DAMAGE, NULL, "backup %s: manifest has no roots", id_text);
-    }
-    l->roots = xcalloc((size_t)l->nroots, sizeof(char *));
-    for (int i = 0; i < l->nroots; i++) {
-        l->roots[i] = json_string_value(json_array_get(roots, (size_t)i));
-        if (!l->roots[i] || l->roots[i][0] != '/') {
-            inspect_loaded_free(l);
-            return err_set(e, ERR_DAMAGE, NULL, "backup %s: malformed root %d", id_text, i);
-        }
+        return -1;
     }
     if (repo_snapshot_load_entries_text(r, l->name, &l->text, e) != 0) {
         inspect_loaded_free(l);
@@ -284,6 +290,88 @@ bool inspect_below(const char *full, size_t fl, const char *a, size_t al, bool d
     if (fl <= start || memcmp(full, a, al) != 0 || (!root && full[al] != '/'))
         return false;
     return !direct || memchr(full + start, '/', fl - start) == NULL;
+}
+
+/* The distinct full paths one typed path matched. */
+struct candidates {
+    char **p;
+    size_t n, cap;
+};
+
+static void candidates_add(struct candidates *c, const char *full, size_t len)
+{
+    for (size_t k = 0; k < c->n; k++)
+        if (strlen(c->p[k]) == len && memcmp(c->p[k], full, len) == 0)
+            return;
+    if (c->n == c->cap) {
+        c->cap = c->cap ? c->cap * 2 : 2;
+        c->p = xrealloc(c->p, xsize(c->cap, sizeof(char *), 0));
+    }
+    c->p[c->n++] = xstrndup(full, len);
+}
+
+static void candidates_free(struct candidates *c)
+{
+    for (size_t k = 0; k < c->n; k++)
+        free(c->p[k]);
+    free(c->p);
+}
+
+static int ambiguous_path(const char *id, const char *q, const struct candidates *c, struct err *e)
+{
+    char list[900] = "", esc[300];
+    size_t used = 0;
+    for (size_t k = 0; k < c->n && used + 8 < sizeof(list); k++) {
+        str_escape(c->p[k], strlen(c->p[k]), esc, sizeof(esc));
+        int w = snprintf(list + used, sizeof(list) - used, "%s%s", k ? ", " : "", esc);
+        used = w < 0 ? used : used + (size_t)w;
+    }
+    str_escape(q, strlen(q), esc, sizeof(esc));
+    err_set(e, ERR_USAGE, NULL, "path %s is in %zu roots of backup %s: %s", esc, c->n, id, list);
+    snprintf(e->hint, sizeof(e->hint),
+             "give the full path of the one you mean (see `caris-backup ls %s`)", id);
+    return -1;
+}
+
+int inspect_resolve_paths(struct loaded *l, const char *const *in, size_t n, char ***out,
+                          struct err *e)
+{
+    *out = xcalloc(n ? n : 1, sizeof(char *));
+    struct candidates *c = xcalloc(n ? n : 1, sizeof(*c));
+    bool relative = false;
+    for (size_t i = 0; i < n; i++)
+        relative |= in[i][0] != '/';
+    int rc = 0;
+    if (relative) {
+        struct entry_iter it;
+        entry_iter_init(&it, &l->text);
+        struct dentry d;
+        int more;
+        while ((more = inspect_next_entry(l, &it, &d, e)) == 1) {
+            for (size_t i = 0; i < n; i++)
+                if (in[i][0] != '/' && inspect_path_matches(&d, in[i], strlen(in[i])))
+                    candidates_add(&c[i], d.full, d.full_len);
+            inspect_dentry_clear(&d);
+        }
+        rc = more < 0 ? -1 : 0;
+    }
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        if (c[i].n > 1)
+            rc = ambiguous_path(l->id, in[i], &c[i], e);
+        else
+            (*out)[i] = xstrdup(c[i].n == 1 ? c[i].p[0] : in[i]);
+    }
+    for (size_t i = 0; i < n; i++) {
+        candidates_free(&c[i]);
+        if (rc != 0)
+            free((*out)[i]);
+    }
+    free(c);
+    if (rc != 0) {
+        free(*out);
+        *out = NULL;
+    }
+    return rc;
 }
 
 static void ls_entry_take(struct caris_ls_entry *x, struct dentry *d)
@@ -463,7 +551,7 @@ static int show_locked(struct repo *r, const char *id_text, struct caris_show *s
     if (caris_backup_resolve(r, id_text, NULL, s->id, e) != 0 ||
         repo_snapshot_find(r, s->id, name, &s->summary, e) != 0)
         return -1;
-    json_object_del(s->summary, "_file");
+    backup_summary_public(s->summary);
     inspect_warnings_full_paths(s->summary);
     s->testRestores = records_of(r, "test-restore", s->id, e);
     if (!s->testRestores)
@@ -770,7 +858,7 @@ json_t *caris_find_to_json(const struct caris_find_result *res, const char *patt
         const struct caris_find_match *m = &res->matches[i];
         json_t *o = ls_entry_to_json(&m->entry);
         json_object_set_new(o, "backupId", json_string(res->backups[m->backup].id));
-        json_object_set_new(o, "startedAt", json_string(res->backups[m->backup].started));
+        json_object_set_new(o, "started", json_string(res->backups[m->backup].started));
         json_array_append_new(arr, o);
     }
     return json_pack("{s:s, s:I, s:o}", "pattern", pattern, "backupsSearched",

@@ -28,6 +28,8 @@ struct loaded {
 int inspect_load(struct repo *r, const char *id_text, const char *kind, struct loaded *l,
                  struct err *e);
 void inspect_loaded_free(struct loaded *l);
+/* l->roots and l->nroots from l->summary (borrowed from it); ERR_DAMAGE when malformed. */
+int inspect_loaded_roots(struct loaded *l, struct err *e);
 /* Gives each warning of a file backup's summary its full path: "fullPath" (or "fullPath_b64"
  * when not UTF-8) = its root + '/' + its path below the root (show, list). */
 void inspect_warnings_full_paths(json_t *summary);
@@ -54,6 +56,13 @@ char *inspect_link_full(struct loaded *l, const struct dentry *d, size_t *len);
 /* Does the entry match what the operator typed: a full path (leading slashes optional) or a
  * path relative to the entry's root? Trailing slashes are ignored. */
 bool inspect_path_matches(const struct dentry *d, const char *q, size_t ql);
+/* What the operator typed as paths in file backup l (restore --include), as the full paths
+ * they name: an absolute path is kept; a relative one is matched as `ls` matches it
+ * (inspect_path_matches), against every root. A path found under two roots is an error
+ * listing the candidates (ERR_USAGE); one found nowhere is kept as typed (the caller says it
+ * is missing). *out: n malloc'd strings in a malloc'd array (NULL on error). */
+int inspect_resolve_paths(struct loaded *l, const char *const *in, size_t n, char ***out,
+                          struct err *e);
 /* Is full below the anchor a (with direct: one level down only)? */
 bool inspect_below(const char *full, size_t fl, const char *a, size_t al, bool direct);
 

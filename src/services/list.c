@@ -157,7 +157,7 @@ json_t *caris_backup_list_report(struct repo *r, const char *kind, json_t *state
     json_decref(tests);
     json_decref(verifs);
     mark_record(state, list);
-    json_array_foreach(list, i, b) json_object_del(b, "_file");
+    json_array_foreach(list, i, b) backup_summary_public(b);
     return list;
 }
 

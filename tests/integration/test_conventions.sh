@@ -119,7 +119,7 @@ assert_rc 7 "list --repo TYPO (after the command): exit 7"
 assert_false "a typo'd --repo after the command created nothing" test -e "$TEST_TMP/typo"
 run cb verify "$id1" --json
 assert_rc 0 "verify ID --json"
-assert_eq "$id1" "$(json_get "$OUT_FILE" '["backupId"]')" "verify ID --json: the backup"
+assert_eq "$id1" "$(json_get "$OUT_FILE" '[0]["backupId"]')" "verify ID --json: a list of one, the backup"
 run cb restore files "$id1" --target="$TEST_TMP/out" --json
 assert_rc 0 "restore files --target=DIR --json"
 assert_true "--target=DIR restored" cmp "$TEST_TMP/src/sub/two.txt" "$TEST_TMP/out$TEST_TMP/src/sub/two.txt"

@@ -53,10 +53,10 @@ assert_contains "$OUT$ERR" "patient-scan.bin" "verify names the damaged file"
 assert_contains "$OUT$ERR" "$id_a" "verify names the backup"
 run cb --json verify "$id_a"
 assert_rc 4 "verify --json of the damaged backup"
-assert_eq false "$(json_get "$OUT_FILE" '["valid"]')" "verify --json: valid is false"
-assert_eq true "$(json_eval "$OUT_FILE" 'any("patient-scan.bin" in e["path"] for e in d["errors"])')" \
+assert_eq false "$(json_get "$OUT_FILE" '[0]["valid"]')" "verify --json: valid is false"
+assert_eq true "$(json_eval "$OUT_FILE" 'any("patient-scan.bin" in e["path"] for e in d[0]["errors"])')" \
     "verify --json: an error names patient-scan.bin"
-assert_eq true "$(json_eval "$OUT_FILE" 'all("small.txt" not in e["path"] for e in d["errors"])')" \
+assert_eq true "$(json_eval "$OUT_FILE" 'all("small.txt" not in e["path"] for e in d[0]["errors"])')" \
     "verify --json: the intact file is not blamed"
 assert_exit 0 cb verify "$id_b"
 

@@ -14,13 +14,13 @@ psql_db "$CARIS_PG_DB" -c "CREATE TABLE notes (id integer PRIMARY KEY, body text
     FROM generate_series(1, 1000) AS i" >/dev/null || fail "creating the table failed"
 
 repo_size() { du -sb --exclude=state "$1" | cut -f1; }
-stored() { json_get "$1" '["stats"]["bytes_stored"]'; }
+stored() { json_get "$1" '["stats"]["bytesStored"]'; }
 
 # --- the default: uncompressed ---------------------------------------------------------
 init_repo
 db_backup_json "$TEST_TMP/default.json" --full
 assert_rc 0 "backup database with BACKUP_COMPRESS_DUMPS unset"
-dump=$(json_get "$TEST_TMP/default.json" '["dump_size"]')
+dump=$(json_get "$TEST_TMP/default.json" '["dumpSize"]')
 assert_cmp "$dump" -gt 4000000 "the dump is over 4 MB"
 assert_eq false "$(json_get "$TEST_TMP/default.json" '["compress"]')" "summary: compress false by default"
 assert_cmp "$(stored "$TEST_TMP/default.json")" -ge "$dump" "default: bytes stored >= the dump's size"
@@ -40,7 +40,7 @@ init_repo --repo "$TEST_TMP/repo-off"
 run env BACKUP_COMPRESS_DUMPS=true "$CARIS_BIN" --json --repo "$TEST_TMP/repo-off" backup database --full --no-compress
 assert_rc 0 "--no-compress with BACKUP_COMPRESS_DUMPS=true"
 assert_eq false "$(json_eval "$OUT_FILE" 'd["compress"]')" "--no-compress wins"
-assert_cmp "$(json_eval "$OUT_FILE" 'd["stats"]["bytes_stored"]')" -ge "$dump" "--no-compress: stored uncompressed"
+assert_cmp "$(json_eval "$OUT_FILE" 'd["stats"]["bytesStored"]')" -ge "$dump" "--no-compress: stored uncompressed"
 init_repo --repo "$TEST_TMP/repo-c"
 run env BACKUP_COMPRESS_DUMPS=false "$CARIS_BIN" --json --repo "$TEST_TMP/repo-c" backup database --full --compress
 assert_rc 0 "--compress with BACKUP_COMPRESS_DUMPS=false"

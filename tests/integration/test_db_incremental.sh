@@ -23,8 +23,8 @@ init_repo
 db_backup_json "$TEST_TMP/full.json" --full
 assert_rc 0 "full backup"
 full=$BACKUP_ID
-full_added=$(json_get "$TEST_TMP/full.json" '["stats"]["bytes_added"]')
-full_read=$(json_get "$TEST_TMP/full.json" '["stats"]["bytes_read"]')
+full_added=$(json_get "$TEST_TMP/full.json" '["stats"]["bytesAdded"]')
+full_read=$(json_get "$TEST_TMP/full.json" '["stats"]["bytesRead"]')
 note "full: dump $full_read bytes, added $full_added bytes"
 assert_cmp "$full_read" -gt 20000000 "the dump is over 20 MB"
 
@@ -54,11 +54,11 @@ inc=$BACKUP_ID
 assert_match '^caris_incremental_' "$inc" "incremental backup id"
 assert_eq incremental "$(json_get "$TEST_TMP/inc.json" '["mode"]')" "summary: mode incremental"
 assert_eq "$full" "$(json_get "$TEST_TMP/inc.json" '["parent"]')" "summary: parent is the full backup"
-inc_added=$(json_get "$TEST_TMP/inc.json" '["stats"]["bytes_added"]')
+inc_added=$(json_get "$TEST_TMP/inc.json" '["stats"]["bytesAdded"]')
 note "incremental: added $inc_added bytes = $((inc_added * 1000 / (full_added > 0 ? full_added : 1)))‰ of the full's $full_added"
 assert_cmp "$inc_added" -gt 0 "the incremental added something"
 assert_cmp "$((inc_added * 100))" -lt "$((full_added * 10))" "the incremental adds under 10% of the full's bytes"
-assert_cmp "$(json_get "$TEST_TMP/inc.json" '["stats"]["chunks_known"]')" -gt 0 "the incremental reused chunks"
+assert_cmp "$(json_get "$TEST_TMP/inc.json" '["stats"]["chunksKnown"]')" -gt 0 "the incremental reused chunks"
 assert_eq '[100997]' "$(json_eval "$TEST_TMP/inc.json" "[t['rows'] for t in d['tables'] if t['name'] == 'notes']")" \
     "summary: the new row count of clinical.notes"
 
@@ -67,7 +67,7 @@ db_backup_json "$TEST_TMP/inc2.json" --incremental
 assert_rc 0 "incremental backup without changes"
 inc2=$BACKUP_ID
 assert_eq "$inc" "$(json_get "$TEST_TMP/inc2.json" '["parent"]')" "summary: parent is the previous incremental"
-inc2_added=$(json_get "$TEST_TMP/inc2.json" '["stats"]["bytes_added"]')
+inc2_added=$(json_get "$TEST_TMP/inc2.json" '["stats"]["bytesAdded"]')
 note "incremental without changes: added $inc2_added bytes"
 assert_cmp "$((inc2_added * 100))" -lt "$((full_added * 2))" "an unchanged database adds under 2% of the full's bytes"
 

@@ -22,16 +22,16 @@ full=$BACKUP_ID
 assert_match '^caris_full_[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}-[0-9]{2}-[0-9]{2}' "$full" "full backup id"
 j=$TEST_TMP/full.json
 assert_eq database "$(json_get "$j" '["kind"]')" "summary: kind database"
-assert_eq database "$(json_get "$j" '["type"]')" "summary: type database"
+assert_eq database "$(json_get "$j" '["kind"]')" "summary: kind database"
 assert_eq full "$(json_get "$j" '["mode"]')" "summary: mode full"
 assert_eq ok "$(json_get "$j" '["status"]')" "summary: status ok"
 assert_eq "$src" "$(json_get "$j" '["database"]')" "summary: database name"
 assert_eq UTF8 "$(json_get "$j" '["encoding"]')" "summary: encoding"
-assert_match '^15[0-9]{4}$' "$(json_get "$j" '["server_version_num"]')" "summary: server_version_num"
-assert_match '^15\.' "$(json_get "$j" '["pg_dump_version"]')" "summary: pg_dump_version"
+assert_match '^15[0-9]{4}$' "$(json_get "$j" '["serverVersionNum"]')" "summary: server_version_num"
+assert_match '^15\.' "$(json_get "$j" '["pgDumpVersion"]')" "summary: pg_dump_version"
 assert_eq false "$(json_get "$j" '["compress"]')" "summary: compress defaults to false (BACKUP_COMPRESS_DUMPS)"
-assert_cmp "$(json_get "$j" '["database_size"]')" -gt 1000000 "summary: database_size"
-assert_cmp "$(json_get "$j" '["stats"]["bytes_read"]')" -gt 1000000 "summary: stats.bytes_read (dump bytes)"
+assert_cmp "$(json_get "$j" '["databaseSize"]')" -gt 1000000 "summary: database_size"
+assert_cmp "$(json_get "$j" '["stats"]["bytesRead"]')" -gt 1000000 "summary: stats.bytes_read (dump bytes)"
 # exact row counts, also for quoted, non-ASCII names and partitions
 rows() { json_eval "$j" "[t['rows'] for t in d['tables'] if t['schema'] == '$1' and t['name'] == '$2']"; }
 assert_eq '[1200]' "$(rows clinical Pacientes)" 'summary: rows of clinical."Pacientes"'
@@ -97,15 +97,15 @@ assert_sum_equal "$TEST_TMP/src.sum" "$TEST_TMP/rt_json.sum" "restored rt_json e
 assert_exit 0 cb verify "$full"
 run cb --json verify "$full"
 assert_rc 0 "verify --json"
-assert_eq true "$(json_get "$OUT_FILE" '["valid"]')" "verify --json: valid"
-assert_cmp "$(json_get "$OUT_FILE" '["bytes"]' || echo 0)" -gt "$(json_get "$j" '["stats"]["bytes_read"]')" \
+assert_eq true "$(json_get "$OUT_FILE" '[0]["valid"]')" "verify --json: valid"
+assert_cmp "$(json_get "$OUT_FILE" '[0]["bytes"]' || echo 0)" -gt "$(json_get "$j" '["stats"]["bytesRead"]')" \
     "verify --json read the dump and the globals back (bytes checked > dump bytes)"
 run cb --json test-restore "$full"
 assert_rc 0 "test-restore"
 cp "$OUT_FILE" "$TEST_TMP/tr.json"
 assert_eq true "$(json_get "$TEST_TMP/tr.json" '["ok"]')" "test-restore --json: ok"
 assert_eq "$full" "$(json_get "$TEST_TMP/tr.json" '["backupId"]')" "test-restore --json: backupId"
-assert_eq true "$(json_eval "$TEST_TMP/tr.json" 'len(d["tables"]) > 0 and isinstance(d["restore_ms"], int) and isinstance(d["verify_ms"], int)')" \
+assert_eq true "$(json_eval "$TEST_TMP/tr.json" 'len(d["tables"]) > 0 and isinstance(d["restoreMs"], int) and isinstance(d["verifyMs"], int)')" \
     "test-restore --json: tables and timings"
 assert_eq "" "$(psql_db postgres -c "SELECT string_agg(datname, ' ') FROM pg_database WHERE datname LIKE 'caris_test_%'")" \
     "test-restore dropped its scratch database"

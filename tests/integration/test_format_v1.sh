@@ -42,7 +42,7 @@ for p in $(list_packs); do
     *) assert_eq CARISPK2 "$(head -c 8 "$p")" "new pack $(basename "$p" | cut -c1-12) is version 2" ;;
     esac
 done
-assert_eq 3 "$(json_get "$TEST_TMP/b2.json" '["stats"]["chunks_known"]')" "the version 1 blobs are known, not stored again"
+assert_eq 3 "$(json_get "$TEST_TMP/b2.json" '["stats"]["chunksKnown"]')" "the version 1 blobs are known, not stored again"
 assert_exit 0 cb check --read-data
 
 # Without index files, every pack (both versions) is found through its trailer.

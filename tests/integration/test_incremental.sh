@@ -40,10 +40,10 @@ assert_match "$id_re" "$incr" "incremental id has the documented form"
 assert_match '^file_incremental_' "$incr" "incremental id starts with file_incremental_"
 assert_ne "$full" "$incr" "the two backups have distinct ids"
 assert_eq "$full" "$(json_get "$TEST_TMP/incr.json" '["parent"]')" "incremental's parent is the full backup"
-unchanged=$(json_get "$TEST_TMP/incr.json" '["stats"]["files_unchanged"]')
+unchanged=$(json_get "$TEST_TMP/incr.json" '["stats"]["filesUnchanged"]')
 nfiles=$(json_get "$TEST_TMP/incr.json" '["stats"]["files"]')
-read_bytes=$(json_get "$TEST_TMP/incr.json" '["stats"]["bytes_read"]')
-total=$(json_get "$TEST_TMP/incr.json" '["stats"]["bytes_total"]')
+read_bytes=$(json_get "$TEST_TMP/incr.json" '["stats"]["bytesRead"]')
+total=$(json_get "$TEST_TMP/incr.json" '["stats"]["bytesTotal"]')
 assert_cmp "$unchanged" -gt 0 "files_unchanged > 0"
 # hello.txt, owned-by-1234, 'name with space' changed; new-file.txt is new
 assert_cmp "$unchanged" -le $((nfiles - 4)) "the four changed or new files are not counted unchanged"
@@ -62,10 +62,10 @@ tree_compare "@$TEST_TMP/old-tree.json" "$TEST_TMP/r-full$src"
 backup_json "$TEST_TMP/incr2.json" "$src"
 assert_rc 0 "second incremental backup (the default mode)"
 assert_eq "$incr" "$(json_get "$TEST_TMP/incr2.json" '["parent"]')" "second incremental's parent is the first"
-assert_eq 0 "$(json_get "$TEST_TMP/incr2.json" '["stats"]["bytes_read"]')" "unchanged tree: nothing read"
+assert_eq 0 "$(json_get "$TEST_TMP/incr2.json" '["stats"]["bytesRead"]')" "unchanged tree: nothing read"
 assert_eq "$(json_get "$TEST_TMP/incr2.json" '["stats"]["files"]')" \
-    "$(json_get "$TEST_TMP/incr2.json" '["stats"]["files_unchanged"]')" "unchanged tree: every file unchanged"
-assert_eq 0 "$(json_get "$TEST_TMP/incr2.json" '["stats"]["bytes_added"]')" "unchanged tree: nothing added"
+    "$(json_get "$TEST_TMP/incr2.json" '["stats"]["filesUnchanged"]')" "unchanged tree: every file unchanged"
+assert_eq 0 "$(json_get "$TEST_TMP/incr2.json" '["stats"]["bytesAdded"]')" "unchanged tree: nothing added"
 
 run cb --json list
 assert_rc 0 "list --json"

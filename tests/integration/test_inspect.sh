@@ -85,7 +85,7 @@ import base64, json, sys
 d = json.load(open(sys.argv[1]))
 out = {}
 for e in d["entries"]:
-    k = e["path"] if "path" in e else "b64:" + e["path_b64"]
+    k = e["path"] if "path" in e else "b64:" + e["pathB64"]
     t = "file" if e["type"] == "hardlink" else e["type"]
     out[k] = [t, e["mode"], e["uid"], e["gid"], e.get("size")]
 json.dump(out, sys.stdout, sort_keys=True)

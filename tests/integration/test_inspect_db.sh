@@ -63,7 +63,7 @@ assert_exit 2 cb ls "$id" some/path
 # ---- dump: the archive, byte-exact ----------------------------------------------------------
 run bash -c '"$0" dump "$1" database.dump >"$2"' "$CARIS_BIN" "$id" "$TEST_TMP/db.dump"
 assert_rc 0 "dump database.dump"
-assert_eq "$(json_get "$TEST_TMP/db.json" '["dump_sha256"]')" "$(sha256sum <"$TEST_TMP/db.dump" | cut -c1-64)" \
+assert_eq "$(json_get "$TEST_TMP/db.json" '["dumpSha256"]')" "$(sha256sum <"$TEST_TMP/db.dump" | cut -c1-64)" \
     "the dumped archive has the backup's SHA-256"
 assert_true "pg_restore reads the dumped archive" "$CARIS_PG_BIN/pg_restore" -l "$TEST_TMP/db.dump"
 assert_exit 0 cb dump "$id" globals.sql

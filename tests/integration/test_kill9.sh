@@ -65,7 +65,7 @@ assert_eq true "$(json_get "$OUT_FILE" '["ok"]')" "check --json says ok"
 # The next backup reuses the completed packs.
 backup_json "$TEST_TMP/again.json" --full "$src"
 assert_rc 0 "backup after the kill"
-stored=$(json_get "$TEST_TMP/again.json" '["stats"]["bytes_stored"]')
+stored=$(json_get "$TEST_TMP/again.json" '["stats"]["bytesStored"]')
 note "data $size bytes, stored again $stored bytes"
 # Without reuse `stored` would be about `size` (plus a little overhead); each completed pack
 # must save its bytes. Allow 10% of the completed packs and 1% of the data as slack, plus the

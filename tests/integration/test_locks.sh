@@ -32,7 +32,7 @@ assert_exit 0 cb unlock --help
 assert_contains "$OUT" "usage: caris-backup unlock [--force] [--json]" "unlock --help"
 assert_exit 2 cb unlock --bogus
 assert_exit 0 cb --json unlock
-assert_eq "0 0 0 0" "$(json_eval "$OUT_FILE" '" ".join(str(len(d[k])) for k in ("removed", "kept", "leftovers_removed", "leftovers_kept"))')" "unlock --json on a clean repository: nothing to do"
+assert_eq "0 0 0 0" "$(json_eval "$OUT_FILE" '" ".join(str(len(d[k])) for k in ("removed", "kept", "leftoversRemoved", "leftoversKept"))')" "unlock --json on a clean repository: nothing to do"
 
 # lock files (not claims, not temporary files)
 lock_files() { find "$repo/locks" -maxdepth 1 -type f ! -name '.*' -printf '%f\n' | LC_ALL=C sort; }
@@ -172,7 +172,7 @@ assert_contains "$warn" "stale lock of backup database on $host pid $backup" "ch
 assert_contains "$warn" "stale claim of backup database on $host pid $backup" "check reports the stale claim"
 assert_contains "$warn" "process $backup is gone" "check says why"
 assert_contains "$warn" "data/.tmp-0123456789abcdef: temporary file of an interrupted write" "check reports the temporary file"
-assert_eq 2 "$(json_get "$OUT_FILE" '["stats"]["stale_locks"]')" "stats count the stale lock and claim"
+assert_eq 2 "$(json_get "$OUT_FILE" '["stats"]["staleLocks"]')" "stats count the stale lock and claim"
 
 # the stale lock does not block shared operations
 assert_exit 0 cb verify --all
@@ -217,7 +217,7 @@ wait "$backup"
 assert_eq 0 "$?" "the backup completed after unlock and prune ran beside it"
 wait "$pruner"
 assert_eq 0 "$?" "prune --lock-wait ran once the backup was done"
-assert_contains "$(cat "$pruner_out")" '"repository_bytes"' "prune reported its work"
+assert_contains "$(cat "$pruner_out")" '"repositoryBytes"' "prune reported its work"
 id=$(json_get "$backup_out" '["id"]')
 assert_contains " $(list_ids) " " $id " "its backup is listed"
 assert_exit 0 cb verify "$id"
@@ -237,7 +237,7 @@ table_lock_release
 assert_eq 2 "$(lock_files | wc -l)" "it left its lock and claim"
 run cb --json prune
 assert_rc 0 "prune after the kill: the stale lock and claim are recognised"
-assert_cmp "$(json_get "$OUT_FILE" '["leftovers_removed"]')" -ge 2 "prune removed the stale lock and claim"
+assert_cmp "$(json_get "$OUT_FILE" '["leftoversRemoved"]')" -ge 2 "prune removed the stale lock and claim"
 assert_eq "" "$(lock_files)" "no lock or claim left after prune"
 assert_exit 0 cb check --read-data
 assert_exit 0 cb verify --all

@@ -110,7 +110,7 @@ note "prune: $before -> $after bytes (freed $freed)"
 # padded by at most 1/16, a metadata pack of 64 KiB)
 assert_cmp "$freed" -ge 1200000 "the repository shrank by at least the forgotten-only data"
 assert_cmp "$freed" -le 1600000 "the repository shrank by about that, no more"
-assert_eq "$after" "$(json_get "$TEST_TMP/prune.json" '["repository_bytes"]["after"]')" \
+assert_eq "$after" "$(json_get "$TEST_TMP/prune.json" '["repositoryBytes"]["after"]')" \
     "prune reports the size after"
 assert_cmp "$(json_get "$TEST_TMP/prune.json" '["packs"]["repacked"]')" -ge 1 \
     "the first backup's pack (shared + forgotten data) was repacked"

@@ -98,4 +98,38 @@ mkdir "$t"
 run cb restore files "$id" --target "$t" --include "$src/no-such-path"
 assert_fails "--include of a path the backup does not hold is reported (not exit 0)"
 
+# --- --include relative to a root, as `ls` shows paths ----------------------------------
+t=$TEST_TMP/t-include-rel
+mkdir "$t"
+assert_exit 0 cb restore files "$id" --target "$t" --include sub/deeper --include top.txt
+assert_eq "$(printf '%s\n' "$t$src/sub/deeper/c.txt" "$t$src/top.txt")" \
+    "$(find "$t" ! -type d | sort)" "relative --include: resolved against the root, laid out by full path"
+t=$TEST_TMP/t-include-rel-missing
+mkdir "$t"
+run cb restore files "$id" --target "$t" --include sub/nothing-here
+assert_rc 7 "a relative --include the backup does not hold: not found"
+assert_contains "$ERR" "sub/nothing-here" "the error names the path"
+assert_eq "" "$(find "$t" ! -type d)" "nothing restored"
+
+# two roots that both hold common.txt: a relative path naming both is refused, listing them
+src2=$TEST_TMP/src2
+mkdir -p "$src2/sub" "$TEST_TMP/src3/sub"
+printf 'two\n' >"$src2/sub/common.txt"
+printf 'three\n' >"$TEST_TMP/src3/sub/common.txt"
+printf 'only\n' >"$TEST_TMP/src3/only3.txt"
+backup_json "$TEST_TMP/b2.json" "$src2" "$TEST_TMP/src3"
+assert_rc 0 "backup of two roots"
+id2=$BACKUP_ID
+t=$TEST_TMP/t-include-ambiguous
+mkdir "$t"
+run cb restore files "$id2" --target "$t" --include sub/common.txt
+assert_rc 2 "a relative --include found under two roots: a usage error"
+assert_contains "$ERR" "$src2/sub/common.txt" "the candidates are listed (first root)"
+assert_contains "$ERR" "$TEST_TMP/src3/sub/common.txt" "the candidates are listed (second root)"
+assert_eq "" "$(find "$t" ! -type d)" "nothing restored when ambiguous"
+assert_exit 0 cb restore files "$id2" --target "$t" --include only3.txt
+assert_eq "$t$TEST_TMP/src3/only3.txt" "$(find "$t" ! -type d)" "a relative path only one root holds"
+assert_exit 0 cb restore files "$id2" --target "$t" --overwrite --include "$src2/sub/common.txt"
+assert_eq "two" "$(cat "$t$src2/sub/common.txt")" "the full path picks one of the candidates"
+
 test_done

@@ -12,7 +12,7 @@ backup_json "$TEST_TMP/full.json" --full "$src"
 assert_rc 3 "backup of a tree with a socket and a device completes with warnings"
 assert_match '^file_full_' "$BACKUP_ID" "full backup id"
 assert_eq "warnings" "$(json_get "$TEST_TMP/full.json" '["status"]')" "status is warnings"
-assert_eq 2 "$(json_get "$TEST_TMP/full.json" '["warnings_count"]')" "two warnings"
+assert_eq 2 "$(json_get "$TEST_TMP/full.json" '["warningsCount"]')" "two warnings"
 assert_eq true "$(json_eval "$TEST_TMP/full.json" 'any(w["path"] == "unix.sock" for w in d["warnings"])')" \
     "--json warnings name the socket"
 assert_eq true "$(json_eval "$TEST_TMP/full.json" 'any(w["path"] == "null-like" for w in d["warnings"])')" \
@@ -36,7 +36,7 @@ assert_contains "$OUT" "valid" "verify reports the backup valid"
 # The same through the JSON interface.
 run cb --json verify "$id"
 assert_rc 0 "verify --json"
-assert_eq true "$(json_get "$OUT_FILE" '["valid"]')" "verify --json says valid"
+assert_eq true "$(json_get "$OUT_FILE" '[0]["valid"]')" "verify --json says valid"
 
 # A second restore into another empty directory gives the same tree (nothing depends on
 # state left by the first one).

@@ -81,7 +81,7 @@ assert_rc 4 "check after a rollback"
 assert_contains "$OUT" "went back in time" "check: counter went backwards"
 assert_contains "$OUT" "$id3" "check names the lost backup"
 run cb --json check
-assert_eq "true" "$(json_eval "$OUT_FILE" 'd["state"]["rolled_back"]')" "check --json: state.rolled_back"
+assert_eq "true" "$(json_eval "$OUT_FILE" 'd["state"]["rolledBack"]')" "check --json: state.rolled_back"
 # Removing the local copy accepts the older repository (an intended restore of it).
 rm "$local_copy"
 assert_exit 0 cb check
@@ -154,7 +154,7 @@ backup_json "$TEST_TMP/p2.json" "$src"
 assert_rc 0 "backup after losing a pack"
 pid2=$BACKUP_ID
 assert_contains "$ERR" "is missing" "the backup warns about the missing pack"
-assert_cmp "$(json_get "$TEST_TMP/p2.json" '["stats"]["bytes_added"]')" -gt 0 "the lost data is stored again"
+assert_cmp "$(json_get "$TEST_TMP/p2.json" '["stats"]["bytesAdded"]')" -gt 0 "the lost data is stored again"
 mkdir "$TEST_TMP/r2" "$TEST_TMP/r1"
 assert_exit 0 cb restore files "$pid2" --target "$TEST_TMP/r2"
 tree_compare "$src" "$TEST_TMP/r2$src"

@@ -61,7 +61,7 @@ assert_exit 0 cb --json wal list
 assert_eq 6 "$(json_eval "$OUT_FILE" 'len(d["files"])')" "wal list: six files"
 assert_eq "$S1 $S2 $S2.00000028.backup $S2.partial $S4 00000002.history" \
     "$(json_eval "$OUT_FILE" '" ".join(sorted(f["name"] for f in d["files"]))')" "wal list: the names"
-assert_eq "0/1000000" "$(json_eval "$OUT_FILE" "[f['start_lsn'] for f in d['files'] if f['name'] == '$S1'][0]")" \
+assert_eq "0/1000000" "$(json_eval "$OUT_FILE" "[f['startLsn'] for f in d['files'] if f['name'] == '$S1'][0]")" \
     "wal list: start LSN of segment 1 (16 MiB segments)"
 assert_eq "history" "$(json_eval "$OUT_FILE" "[f['kind'] for f in d['files'] if f['name'] == '00000002.history'][0]")" \
     "wal list: kind of a .history file"
@@ -72,7 +72,7 @@ assert_eq "$(sha256sum <"$TEST_TMP/wal/$S2" | cut -d' ' -f1)" \
 # --- re-push: identical succeeds and writes nothing; different fails, archive unchanged ---
 before=$(repo_bytes)
 assert_exit 0 cb --json wal push "$TEST_TMP/wal/$S1"
-assert_eq true "$(json_eval "$OUT_FILE" 'd["already_archived"]')" "identical re-push: already_archived"
+assert_eq true "$(json_eval "$OUT_FILE" 'd["alreadyArchived"]')" "identical re-push: already_archived"
 assert_eq "$before" "$(repo_bytes)" "identical re-push writes nothing"
 mkdir -p "$TEST_TMP/other"
 seg "$TEST_TMP/other/$S1" 99

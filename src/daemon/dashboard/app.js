@@ -68,16 +68,16 @@ function renderBackups() {
     cell(tr, b.kind || "");
     cell(tr, b.mode || "");
     cell(tr, (b.started || "").slice(0, 19).replace("T", " "));
-    cell(tr, seconds(b.duration_ms), "num");
-    cell(tr, human(st.bytes_read), "num");
-    cell(tr, human(st.bytes_added), "num");
+    cell(tr, seconds(b.durationMs), "num");
+    cell(tr, human(st.bytesRead), "num");
+    cell(tr, human(st.bytesAdded), "num");
     cell(tr, b.status || "", b.status === "ok" ? "ok" : "bad");
     cell(tr, outcome(b.lastVerification), b.lastVerification && !b.lastVerification.ok ? "bad" : "");
     cell(tr, outcome(b.lastTestRestore), b.lastTestRestore && !b.lastTestRestore.ok ? "bad" : "");
     tb.appendChild(tr);
   }
   let total = 0;
-  for (const b of backups) total += (b.stats && b.stats.bytes_added) || 0;
+  for (const b of backups) total += (b.stats && b.stats.bytesAdded) || 0;
   text($("repo-size"), backups.length + " backups; " + human(total) +
        " added to the repository by them (its growth)");
 }
@@ -126,9 +126,9 @@ function chart(container, label, bars, line, fmt) {
 }
 
 function renderCharts() {
-  const read = backups.map((b) => (b.stats && b.stats.bytes_read) || 0);
-  const added = backups.map((b) => (b.stats && b.stats.bytes_added) || 0);
-  const dur = backups.map((b) => (b.duration_ms || 0) / 1000);
+  const read = backups.map((b) => (b.stats && b.stats.bytesRead) || 0);
+  const added = backups.map((b) => (b.stats && b.stats.bytesAdded) || 0);
+  const dur = backups.map((b) => (b.durationMs || 0) / 1000);
   chart($("chart-size"), "Backup sizes: bytes read and bytes added, oldest first", read, added, human);
   chart($("chart-duration"), "Backup durations in seconds, oldest first", null, dur,
         (v) => v.toFixed(1) + " s");

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# JSON as an interface (docs/JSON.md): every command's --json document, produced on a real
+# repository, matches its shape in the doc's machine-readable block (jsonshape.py), and no
+# key anywhere is snake_case. The checker itself is shown to catch an undocumented key, a
+# snake_case key and a wrong type.
+source "$(dirname "$0")/lib.sh"
+
+DOC=$LIB_DIR/../../docs/JSON.md
+# shape COMMAND MESSAGE: the last run's stdout has COMMAND's shape
+shape() {
+    if python3 "$LIB_DIR/jsonshape.py" "$DOC" "$1" "$OUT_FILE" >"$TEST_TMP/.shape" 2>&1; then
+        pass "$2"
+    else
+        fail "$2" "$(cat "$TEST_TMP/.shape")" "document:" "$(_tail "$OUT_FILE")"
+    fi
+}
+
+src=$TEST_TMP/src
+mkdir -p "$src/sub"
+printf 'a\n' >"$src/a.txt"
+printf 'b\n' >"$src/sub/b.txt"
+init_repo -- --kdf-memory 8 --kdf-ops 1
+
+run cb --json backup files --full --time 2024-01-01T00:00:00Z "$src"
+assert_rc 0 "backup files --json"
+shape "backup files" "backup files: its shape"
+id1=$(json_get "$OUT_FILE" '["id"]')
+printf 'c\n' >"$src/c.txt"
+run cb --json backup files --time 2024-01-02T00:00:00Z "$src"
+shape "backup files" "incremental backup files: its shape (with parent)"
+assert_eq "$id1" "$(json_get "$OUT_FILE" '["parent"]')" "an incremental names its parent"
+id2=$(json_get "$OUT_FILE" '["id"]')
+
+run cb --json list
+assert_rc 0 "list --json"
+shape list "list: its shape"
+assert_eq "[\"$id1\", \"$id2\"]" "$(json_eval "$OUT_FILE" '[b["id"] for b in d]')" "list: the ids, oldest first"
+assert_eq '["files", "files"]' "$(json_eval "$OUT_FILE" '[b["kind"] for b in d]')" "list: the kind is kind"
+assert_eq false "$(json_eval "$OUT_FILE" 'any("type" in b for b in d)')" "list: no second name for the kind"
+assert_eq 4 "$(json_get "$OUT_FILE" '[0]["stats"]["bytesRead"]')" "list: stats in camelCase (bytesRead)"
+
+run cb --json show latest
+shape show "show: its shape"
+run cb --json ls latest
+shape ls "ls: its shape"
+run cb --json ls latest sub --long --recursive
+shape ls "ls PATH --long --recursive: its shape"
+run cb --json find '*.txt'
+shape find "find: its shape"
+run cb --json diff "$id1" "$id2"
+shape diff "diff: its shape"
+assert_eq '["c.txt"]' "$(json_eval "$OUT_FILE" '[a["path"].rsplit("/", 1)[-1] for a in d["added"]]')" "diff: the added file"
+
+run cb --json verify "$id1"
+assert_rc 0 "verify ID --json"
+shape verify "verify ID: its shape (a list)"
+assert_eq 1 "$(json_eval "$OUT_FILE" 'len(d)')" "verify ID: a list of one"
+run cb --json verify --all
+shape verify "verify --all: its shape"
+assert_eq 2 "$(json_eval "$OUT_FILE" 'len(d)')" "verify --all: one result per backup"
+
+run cb --json check
+assert_rc 0 "check --json"
+shape check "check: its shape"
+run cb --json check --read-data
+shape check "check --read-data: its shape"
+
+run cb --json restore files latest --target "$TEST_TMP/t" --include sub
+assert_rc 0 "restore files --json (a relative --include)"
+shape "restore files" "restore files: its shape"
+assert_eq b "$(cat "$TEST_TMP/t$src/sub/b.txt")" "restore files: the file under TARGET/<absolute path>"
+
+run cb --json forget --keep-last 1 --dry-run
+shape forget "forget --dry-run: its shape"
+run cb --json prune --dry-run
+shape prune "prune --dry-run: its shape"
+run cb --json key list
+shape "key list" "key list: its shape"
+run cb --json unlock
+shape unlock "unlock: its shape"
+run cb --json schedule next --cron '0 3 * * *' --tz UTC --from 2024-01-01T00:00:00Z --count 2
+shape "schedule next" "schedule next: its shape"
+run cb --json schedule status
+shape "schedule status" "schedule status: its shape"
+dst=$TEST_TMP/dst
+assert_exit 0 env CARIS_COPY_TO_KEY=0123456789abcdef0123456789abcdef-dst "$CARIS_BIN" --quiet \
+    --repo "$dst" init --copy-chunker-from "$REPO" --kdf-memory 8 --kdf-ops 1
+run env CARIS_COPY_TO_KEY=0123456789abcdef0123456789abcdef-dst "$CARIS_BIN" --json copy --all --to "$dst"
+assert_rc 0 "copy --json"
+shape copy "copy: its shape"
+assert_eq "[\"$id1\", \"$id2\"]" "$(json_eval "$OUT_FILE" '[b["backupId"] for b in d["backups"]]')" "copy: both backups"
+run cb --json audit verify
+shape "audit verify" "audit verify: its shape"
+run cb --json wal list
+shape "wal list" "wal list: its shape"
+run cb --json version
+shape version "version: its shape"
+
+run cb --json show no-such-backup
+assert_rc 7 "an unknown id: exit 7"
+shape error "an error with --json: its shape"
+assert_eq 7 "$(json_get "$OUT_FILE" '["error"]["exitCode"]')" "the error's exitCode is the exit status"
+run cb --json list --no-such-option
+assert_rc 2 "an unknown option: exit 2"
+shape error "a usage error with --json: its shape"
+
+# the checker catches what it must
+printf '{"version": "1", "repositoryFormat": 1, "extra": true}' >"$TEST_TMP/bad1.json"
+assert_false "jsonshape: an undocumented key is caught" \
+    python3 "$LIB_DIR/jsonshape.py" "$DOC" version "$TEST_TMP/bad1.json"
+printf '{"version": "1", "repository_format": 1}' >"$TEST_TMP/bad2.json"
+assert_false "jsonshape: a snake_case key is caught" \
+    python3 "$LIB_DIR/jsonshape.py" "$DOC" version "$TEST_TMP/bad2.json"
+printf '{"version": 1, "repositoryFormat": 1}' >"$TEST_TMP/bad3.json"
+assert_false "jsonshape: a wrong type is caught" \
+    python3 "$LIB_DIR/jsonshape.py" "$DOC" version "$TEST_TMP/bad3.json"
+printf '{"forced": true, "removed": [], "kept": [], "leftoversRemoved": [], "leftoversKept": [{"boot_id": "x"}]}' >"$TEST_TMP/bad4.json"
+assert_false "jsonshape: a snake_case key deep inside an 'any' value is caught" \
+    python3 "$LIB_DIR/jsonshape.py" "$DOC" unlock "$TEST_TMP/bad4.json"
+
+test_done
