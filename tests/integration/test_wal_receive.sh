@@ -42,10 +42,12 @@ wait_log "streaming WAL from" "receive connects and starts streaming"
 psql_db "$CARIS_PG_DB" -c "CREATE TABLE t (i int, pad text)" \
     -c "INSERT INTO t SELECT g, repeat('x', 100) FROM generate_series(1, 20000) g" >/dev/null || fail "insert"
 seg=$(psql_db postgres -c "SELECT pg_walfile_name(pg_current_wal_lsn())")
+t0=$EPOCHREALTIME
 sw=$(psql_db postgres -c "SELECT pg_switch_wal()")
 # the slot holds the segment until receive reports it flushed: the server's copy is still there
 cp "$data/pg_wal/$seg" "$TEST_TMP/server-seg" || fail "copy the server's segment $seg"
 wait_log "stored WAL segment $seg" "receive stores segment $seg when it is complete"
+note "segment stored $(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", (b - a) * 1000 }') ms after pg_switch_wal (poll granularity 0.1 s)"
 deadline=$((SECONDS + 60))
 until [[ $(psql_db postgres -c "SELECT restart_lsn > '$sw'::pg_lsn FROM pg_replication_slots WHERE slot_name = 'caris_backup'") == t ]]; do
     ((SECONDS < deadline)) || { fail "the slot's restart LSN moves past the archived segment"; break; }
