@@ -115,6 +115,11 @@ int caris_recovery_point_in_time(struct repo *r, const struct caris_pitr_request
 int phys_time_parse(const char *s, const char *tz, int64_t *ns, struct err *e);
 /* "0/3000028" <-> 64-bit LSN. */
 int phys_lsn_parse(const char *s, uint64_t *lsn);
+/* A replication connection (replication=true added to t) to the server of t, with the hints
+ * for the usual refusals (pg_hba.conf, REPLICATION attribute); NULL with e. wal receive uses
+ * it too. */
+struct pgsrc_target;
+struct pg_conn *caris_phys_replication_connect(struct pgsrc_target *t, struct err *e);
 void phys_lsn_format(uint64_t lsn, char *out, size_t n);
 
 #endif

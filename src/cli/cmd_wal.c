@@ -7,6 +7,7 @@
 #include "caris/daemon.h"
 #include "caris/op.h"
 #include "caris/wal.h"
+#include "caris/walrecv.h"
 #include "caris/walwindow.h"
 
 #include "cli.h"
@@ -15,6 +16,7 @@ static const char WAL_USAGE[] =
     "usage: caris-backup [--env-file F] wal push [--no-daemon] PATH\n"
     "       caris-backup [--env-file F] wal get NAME DEST\n"
     "       caris-backup [--json] wal list\n"
+    "       caris-backup [--env-file F] wal receive [--slot NAME] [--create-slot]\n"
     "\n"
     "The WAL archive of point-in-time recovery, for PostgreSQL's settings:\n"
     "  archive_command = 'caris-backup --env-file /etc/caris/backup.env wal push %p'\n"
@@ -39,7 +41,16 @@ static const char WAL_USAGE[] =
     "      window. --json: {files, damaged, segment_size, timelines, gaps, recovery_window,\n"
     "      retention}.\n"
     "\n"
-    "Not implemented yet: `wal receive` (streaming over a replication slot).\n";
+    "receive  streams WAL from the server (BACKUP_PG_REPLICATION_URL, else POSTGRES_URL; the\n"
+    "      role needs REPLICATION) over the physical replication slot NAME (default\n"
+    "      caris_backup; --create-slot creates it), from where the archive's newest segment of\n"
+    "      the server's timeline ends (else the slot's restart LSN), and stores each segment as\n"
+    "      soon as it is complete (like push; identical to what archive_command pushes). The\n"
+    "      server is told as flushed only what is durably archived, so the slot keeps the rest.\n"
+    "      Runs until SIGTERM/Ctrl-C (exit 0; the unfinished segment stays in the slot for the\n"
+    "      next run). Not implemented yet: storing the unfinished segment every flush interval\n"
+    "      (--flush-seconds, BACKUP_WAL_FLUSH_SECONDS), following a timeline switch (it stops\n"
+    "      with an error), and the daemon running it (BACKUP_WAL_STREAMING).\n";
 
 static int wal_push(struct globals *g, int argc, char **argv)
 {
@@ -190,6 +201,54 @@ static int wal_list(struct globals *g, int argc, char **argv)
     return code;
 }
 
+static int wal_receive(struct globals *g, int argc, char **argv)
+{
+    static const struct option opts[] = {{"slot", required_argument, 0, 's'},
+                                         {"create-slot", no_argument, 0, 'c'},
+                                         {"flush-seconds", required_argument, 0, 'f'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    struct wal_receive_opts o = {.slot = "caris_backup"};
+    struct err e = ERR_INIT;
+    int c;
+    optind = 0;
+    while ((c = cli_getopt(argc - 1, argv + 1, "h", opts)) != -1) {
+        if (c == 's')
+            o.slot = optarg;
+        else if (c == 'c')
+            o.create_slot = true;
+        else if (c == 'f') {
+            err_set(&e, ERR_USAGE, "archive with `wal push` from archive_command meanwhile",
+                    "not implemented yet: wal receive --flush-seconds (storing the unfinished "
+                    "segment); whole segments are stored as they complete");
+            return fail(&e);
+        } else if (c == 'h') {
+            fputs(WAL_USAGE, stdout);
+            return 0;
+        } else
+            return cli_opt_fail();
+    }
+    if (argc - 1 - optind != 0)
+        return usage_error("unexpected argument '%s' for wal receive", argv[1 + optind]);
+    /* a slot name is [a-z0-9_], at most 63 characters (PostgreSQL's rule) */
+    size_t n = strlen(o.slot);
+    if (n == 0 || n > 63 || strspn(o.slot, "abcdefghijklmnopqrstuvwxyz0123456789_") != n)
+        return usage_error("--slot '%s': a slot name is lower-case letters, digits and _", o.slot);
+    o.url = config_get(&g->cfg, "BACKUP_PG_REPLICATION_URL");
+    if (!o.url || !*o.url)
+        o.url = config_get(&g->cfg, "POSTGRES_URL");
+    o.password = config_get(&g->cfg, "PGPASSWORD");
+    struct repo *r = open_repo(g, false, &e);
+    if (!r)
+        return fail(&e);
+    struct caris_op op;
+    cli_op_init_service(g, &op);
+    o.op = &op;
+    int rc = caris_wal_receive(r, &o, &e);
+    repo_close(r);
+    return rc != 0 ? fail(&e) : 0;
+}
+
 int cmd_wal(struct globals *g, int argc, char **argv)
 {
     if (argc < 2 || wants_help(argc, argv)) {
@@ -202,11 +261,7 @@ int cmd_wal(struct globals *g, int argc, char **argv)
         return wal_get(g, argc, argv);
     if (strcmp(argv[1], "list") == 0)
         return wal_list(g, argc, argv);
-    if (strcmp(argv[1], "receive") == 0) {
-        struct err e = ERR_INIT;
-        err_set(&e, ERR_FAILURE, "archive with `wal push` from archive_command meanwhile",
-                "not implemented yet: wal receive (WAL streaming over a replication slot)");
-        return fail(&e);
-    }
+    if (strcmp(argv[1], "receive") == 0)
+        return wal_receive(g, argc, argv);
     return usage_error("unknown wal command '%s' (push, get, list)", argv[1]);
 }

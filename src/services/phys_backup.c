@@ -434,6 +434,11 @@ static PGconn *replication_connect(const struct phys_backup_opts *o, struct pgsr
     return NULL;
 }
 
+struct pg_conn *caris_phys_replication_connect(struct pgsrc_target *t, struct err *e)
+{
+    return replication_connect(NULL, t, e);
+}
+
 /* A one-row, text result of a replication command. */
 static PGresult *repl_query(PGconn *c, const char *sql, struct err *e)
 {

@@ -1,0 +1,309 @@
+/* wal receive: streams WAL over a physical replication slot (START_REPLICATION) into the WAL
+ * archive. This first cut stores whole segments only (each as soon as its last byte arrives,
+ * through caris_wal_push_fd, so the identical-content rule applies when archive_command pushed
+ * it too) and reports to the server as flushed only what is durably in the repository, so the
+ * slot keeps every byte the archive does not have yet. Storing the unfinished segment every
+ * flush interval (.partial records) is not implemented yet. */
+#include <errno.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/select.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "caris/op.h"
+#include "caris/pgsrc.h"
+#include "caris/pitr.h"
+#include "caris/wal.h"
+#include "caris/walrecv.h"
+
+static uint64_t get64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+static void put64(uint8_t *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--, v >>= 8)
+        p[i] = (uint8_t)v;
+}
+
+static int64_t now_pg_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    /* microseconds since 2000-01-01 00:00:00 UTC */
+    return ((int64_t)ts.tv_sec - 946684800) * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int send_status(PGconn *c, uint64_t flushed, struct err *e)
+{
+    uint8_t m[34];
+    m[0] = 'r';
+    put64(m + 1, flushed);
+    put64(m + 9, flushed);
+    put64(m + 17, 0);
+    put64(m + 25, (uint64_t)now_pg_us());
+    m[33] = 0;
+    if (PQputCopyData(c, (const char *)m, sizeof(m)) != 1 || PQflush(c) != 0)
+        return err_set(e, ERR_DATABASE, "check the server and the network, then run it again",
+                       "sending the standby status update failed: %s", PQerrorMessage(c));
+    return 0;
+}
+
+static PGresult *one_row(PGconn *c, const char *sql, struct err *e)
+{
+    PGresult *res = PQexec(c, sql);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) < 1) {
+        err_set(e, ERR_DATABASE, "the server's log may say more", "%s failed: %s", sql,
+                PQerrorMessage(c));
+        PQclear(res);
+        return NULL;
+    }
+    return res;
+}
+
+/* The end of the newest whole segment of timeline tli in the archive; 0 when none. */
+static uint64_t archive_end(struct repo *r, uint32_t tli, uint64_t segsz, struct err *e, int *rc)
+{
+    *rc = 0;
+    json_t *list = caris_wal_list(r, NULL, e);
+    if (!list) {
+        *rc = -1;
+        return 0;
+    }
+    uint64_t end = 0;
+    size_t i;
+    json_t *x;
+    json_array_foreach(list, i, x)
+    {
+        struct caris_wal_name n;
+        struct err e2 = ERR_INIT;
+        const char *name = json_string_value(json_object_get(x, "name"));
+        if (!name || caris_wal_name_parse(name, &n, &e2) != 0 || n.kind != WAL_SEGMENT ||
+            n.timeline != tli)
+            continue;
+        uint64_t segs_per_id = 0x100000000ULL / segsz;
+        uint64_t s = ((uint64_t)n.log * segs_per_id + n.seg + 1) * segsz;
+        if (s > end)
+            end = s;
+    }
+    json_decref(list);
+    return end;
+}
+
+static int store_segment(struct repo *r, const uint8_t *buf, uint64_t segsz, uint32_t tli,
+                         uint64_t start, const struct caris_op *op, struct err *e)
+{
+    uint64_t segs_per_id = 0x100000000ULL / segsz, segno = start / segsz;
+    char name[32];
+    snprintf(name, sizeof(name), "%08X%08X%08X", tli, (unsigned)(segno / segs_per_id),
+             (unsigned)(segno % segs_per_id));
+    int fd = memfd_create("caris-walrecv", MFD_CLOEXEC);
+    if (fd < 0)
+        return err_set(e, ERR_FAILURE, NULL, "memfd_create: %s", strerror(errno));
+    size_t off = 0;
+    while (off < segsz) {
+        ssize_t w = write(fd, buf + off, segsz - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            close(fd);
+            return err_set(e, ERR_FAILURE, NULL, "writing segment %s to memory: %s", name,
+                           strerror(errno));
+        }
+        off += (size_t)w;
+    }
+    lseek(fd, 0, SEEK_SET);
+    struct caris_wal_push_result res;
+    int rc = caris_wal_push_fd(r, fd, name, name, op, &res, e);
+    close(fd);
+    if (rc == 0)
+        caris_op_log(op, LOG_INFO, "stored WAL segment %s%s; flushed up to %X/%X", name,
+                     res.already ? " (archived before, identical)" : "",
+                     (unsigned)((start + segsz) >> 32), (unsigned)(start + segsz));
+    return rc;
+}
+
+int caris_wal_receive(struct repo *r, const struct wal_receive_opts *o, struct err *e)
+{
+    struct pgsrc_target t;
+    if (pgsrc_target_parse(o->url, o->password, "POSTGRES_URL", &t, e) != 0)
+        return -1;
+    PGconn *c = caris_phys_replication_connect(&t, e);
+    pgsrc_target_free(&t);
+    if (!c)
+        return -1;
+    int rc = -1;
+    uint8_t *buf = NULL;
+    PGresult *res = one_row(c, "IDENTIFY_SYSTEM", e);
+    if (!res)
+        goto out;
+    uint32_t tli = (uint32_t)atoi(PQgetvalue(res, 0, 1));
+    uint64_t xlogpos = 0;
+    phys_lsn_parse(PQgetvalue(res, 0, 2), &xlogpos);
+    PQclear(res);
+    if (!(res = one_row(c, "SHOW wal_segment_size", e)))
+        goto out;
+    char *unit;
+    uint64_t segsz = strtoull(PQgetvalue(res, 0, 0), &unit, 10);
+    segsz *= strcmp(unit, "GB") == 0 ? 1 << 30 : strcmp(unit, "MB") == 0 ? 1 << 20 : 1;
+    PQclear(res);
+    if (segsz < (1 << 20) || (segsz & (segsz - 1))) {
+        err_set(e, ERR_DATABASE, NULL, "unexpected wal_segment_size %llu",
+                (unsigned long long)segsz);
+        goto out;
+    }
+    char sql[256];
+    if (o->create_slot) {
+        snprintf(sql, sizeof(sql), "CREATE_REPLICATION_SLOT %s PHYSICAL RESERVE_WAL", o->slot);
+        if (!(res = one_row(c, sql, e)))
+            goto out;
+        PQclear(res);
+        caris_op_log(o->op, LOG_INFO, "created physical replication slot %s", o->slot);
+    }
+    int lrc;
+    uint64_t start = archive_end(r, tli, segsz, e, &lrc);
+    if (lrc != 0)
+        goto out;
+    if (!start) {
+        snprintf(sql, sizeof(sql), "READ_REPLICATION_SLOT %s", o->slot);
+        if (!(res = one_row(c, sql, e)))
+            goto out;
+        if (PQgetisnull(res, 0, 1)) {
+            PQclear(res);
+            err_set(e, ERR_DATABASE, "create it with --create-slot",
+                    "replication slot %s does not exist or has no WAL reserved", o->slot);
+            goto out;
+        }
+        phys_lsn_parse(PQgetvalue(res, 0, 1), &start);
+        PQclear(res);
+    }
+    start -= start % segsz;
+    if (start > xlogpos) {
+        err_set(e, ERR_DATABASE, "check that BACKUP_DIR archives this server",
+                "the WAL archive ends at %X/%X, after the server's position %X/%X",
+                (unsigned)(start >> 32), (unsigned)start, (unsigned)(xlogpos >> 32),
+                (unsigned)xlogpos);
+        goto out;
+    }
+    snprintf(sql, sizeof(sql), "START_REPLICATION SLOT %s PHYSICAL %X/%X TIMELINE %u", o->slot,
+             (unsigned)(start >> 32), (unsigned)start, tli);
+    res = PQexec(c, sql);
+    if (PQresultStatus(res) != PGRES_COPY_BOTH) {
+        err_set(e, ERR_DATABASE, "the server's log may say more", "%s failed: %s", sql,
+                PQerrorMessage(c));
+        PQclear(res);
+        goto out;
+    }
+    PQclear(res);
+    caris_op_log(o->op, LOG_INFO, "streaming WAL from %X/%X on timeline %u (slot %s)",
+                 (unsigned)(start >> 32), (unsigned)start, tli, o->slot);
+    buf = malloc(segsz);
+    if (!buf) {
+        err_set(e, ERR_FAILURE, NULL, "out of memory");
+        goto out;
+    }
+    uint64_t seg_start = start, flushed = start;
+    size_t have = 0;
+    for (;;) {
+        if (caris_op_cancelled(o->op)) {
+            /* whole segments are stored; the slot keeps the rest for the next run */
+            caris_op_log(o->op, LOG_INFO, "stopping: flushed up to %X/%X",
+                         (unsigned)(flushed >> 32), (unsigned)flushed);
+            rc = 0;
+            break;
+        }
+        char *m = NULL;
+        int n = PQgetCopyData(c, &m, 1);
+        if (n == 0) {
+            fd_set fds;
+            FD_ZERO(&fds);
+            FD_SET(PQsocket(c), &fds);
+            struct timeval tv = {.tv_sec = 0, .tv_usec = 200000};
+            if (select(PQsocket(c) + 1, &fds, NULL, NULL, &tv) < 0 && errno != EINTR) {
+                err_set(e, ERR_FAILURE, NULL, "select: %s", strerror(errno));
+                break;
+            }
+            if (!PQconsumeInput(c)) {
+                err_set(e, ERR_DATABASE, NULL, "replication connection lost: %s",
+                        PQerrorMessage(c));
+                break;
+            }
+            continue;
+        }
+        if (n == -1) {
+            res = PQgetResult(c);
+            PQclear(res);
+            err_set(e, ERR_DATABASE,
+                    "the server ended streaming (timeline switch or shutdown); following a "
+                    "timeline switch is not implemented yet: archive with `wal push` and run "
+                    "`wal receive` again",
+                    "the server ended streaming at %X/%X", (unsigned)((seg_start + have) >> 32),
+                    (unsigned)(seg_start + have));
+            break;
+        }
+        if (n < 0) {
+            err_set(e, ERR_DATABASE, NULL, "replication stream failed: %s", PQerrorMessage(c));
+            break;
+        }
+        const uint8_t *p = (const uint8_t *)m;
+        if (p[0] == 'k' && n >= 18) {
+            int reply = p[17];
+            PQfreemem(m);
+            if (reply && send_status(c, flushed, e) != 0)
+                break;
+            continue;
+        }
+        if (p[0] != 'w' || n < 25) {
+            PQfreemem(m);
+            err_set(e, ERR_DATABASE, NULL, "unexpected message '%c' in the replication stream",
+                    p[0]);
+            break;
+        }
+        uint64_t at = get64(p + 1);
+        const uint8_t *d = p + 25;
+        size_t len = (size_t)n - 25;
+        if (at != seg_start + have) {
+            PQfreemem(m);
+            err_set(e, ERR_DATABASE, NULL, "WAL data at %X/%X, expected %X/%X",
+                    (unsigned)(at >> 32), (unsigned)at, (unsigned)((seg_start + have) >> 32),
+                    (unsigned)(seg_start + have));
+            break;
+        }
+        bool failed = false;
+        while (len > 0) {
+            size_t k = segsz - have < len ? segsz - have : len;
+            memcpy(buf + have, d, k);
+            have += k;
+            d += k;
+            len -= k;
+            if (have == segsz) {
+                if (store_segment(r, buf, segsz, tli, seg_start, o->op, e) != 0) {
+                    failed = true;
+                    break;
+                }
+                seg_start += segsz;
+                flushed = seg_start;
+                have = 0;
+                if (send_status(c, flushed, e) != 0) {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        PQfreemem(m);
+        if (failed)
+            break;
+    }
+out:
+    free(buf);
+    PQfinish(c);
+    return rc;
+}

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# wal receive against a real PostgreSQL 15: streams WAL over a physical replication slot and
+# stores each segment when it is complete. Checked: the refusals (bad slot name, a slot that
+# does not exist, --flush-seconds not implemented yet), the streamed segment is byte-identical
+# to the server's, the slot's restart LSN moves past it only once it is archived (the standby
+# status update reports what is durable), SIGTERM ends it with exit 0, and a second run goes
+# on from where the archive ends.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/pglib.sh"
+
+pg_start
+init_repo
+data=$CARIS_PG_SOCKET # the source's data directory
+if [[ $(id -u) == 0 ]]; then
+    echo "host replication all 127.0.0.1/32 scram-sha-256" | runuser -u "$CARIS_PG_OS_USER" -- tee -a "$data/pg_hba.conf" >/dev/null
+else
+    echo "host replication all 127.0.0.1/32 scram-sha-256" >>"$data/pg_hba.conf"
+fi
+psql_db postgres -c "SELECT pg_reload_conf()" >/dev/null
+
+run cb wal receive --slot Bad-Name
+assert_rc 2 "a slot name with upper case and - is refused"
+run cb wal receive --flush-seconds 5
+assert_rc 2 "--flush-seconds is refused"
+assert_contains "$ERR" "not implemented yet" "--flush-seconds says not implemented yet"
+run cb wal receive --slot nosuchslot
+assert_rc 10 "a slot that does not exist fails (database error)"
+assert_contains "$ERR" "--create-slot" "the hint names --create-slot"
+
+log=$TEST_TMP/receive.log
+wait_log() { # PATTERN MESSAGE: poll the receiver's log, 60 s deadline
+    local deadline=$((SECONDS + 60))
+    until grep -q -- "$1" "$log" 2>/dev/null; do
+        ((SECONDS < deadline)) || { _tail "$log"; fail "$2"; return 1; }
+        read -r -t 0.1 <> <(:) || true
+    done
+    pass "$2"
+}
+"$CARIS_BIN" wal receive --create-slot 2>"$log" &
+rpid=$!
+wait_log "streaming WAL from" "receive connects and starts streaming"
+psql_db "$CARIS_PG_DB" -c "CREATE TABLE t (i int, pad text)" \
+    -c "INSERT INTO t SELECT g, repeat('x', 100) FROM generate_series(1, 20000) g" >/dev/null || fail "insert"
+seg=$(psql_db postgres -c "SELECT pg_walfile_name(pg_current_wal_lsn())")
+t0=$EPOCHREALTIME
+sw=$(psql_db postgres -c "SELECT pg_switch_wal()")
+# the slot holds the segment until receive reports it flushed: the server's copy is still there
+cp "$data/pg_wal/$seg" "$TEST_TMP/server-seg" || fail "copy the server's segment $seg"
+wait_log "stored WAL segment $seg" "receive stores segment $seg when it is complete"
+note "segment stored $(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", (b - a) * 1000 }') ms after pg_switch_wal (poll granularity 0.1 s)"
+deadline=$((SECONDS + 60))
+until [[ $(psql_db postgres -c "SELECT restart_lsn > '$sw'::pg_lsn FROM pg_replication_slots WHERE slot_name = 'caris_backup'") == t ]]; do
+    ((SECONDS < deadline)) || { fail "the slot's restart LSN moves past the archived segment"; break; }
+    read -r -t 0.1 <> <(:) || true
+done
+pass "the slot's restart LSN moved past the archived segment (status update = durable LSN)"
+run cb wal get "$seg" "$TEST_TMP/got-seg"
+assert_rc 0 "wal get of the streamed segment"
+assert_true "the streamed segment is byte-identical to the server's" cmp -s "$TEST_TMP/server-seg" "$TEST_TMP/got-seg"
+kill -TERM "$rpid"
+wait "$rpid"
+assert_eq 0 "$?" "SIGTERM: receive exits 0"
+assert_contains "$(cat "$log")" "stopping: flushed up to" "it says how far it flushed"
+
+# a second run goes on from the end of the archive (the next segment's start)
+"$CARIS_BIN" wal receive 2>"$log" &
+rpid=$!
+wait_log "streaming WAL from" "a second receive starts streaming"
+psql_db "$CARIS_PG_DB" -c "INSERT INTO t SELECT g, 'y' FROM generate_series(1, 1000) g" >/dev/null || fail "insert 2"
+next=$(psql_db postgres -c "SELECT pg_walfile_name(pg_current_wal_lsn())")
+psql_db postgres -c "SELECT pg_switch_wal()" >/dev/null
+wait_log "stored WAL segment $next" "the second run stores the next segment $next"
+assert_not_contains "$(cat "$log")" "stored WAL segment $seg" "it does not stream $seg again"
+kill -TERM "$rpid"
+wait "$rpid"
+assert_eq 0 "$?" "SIGTERM: the second receive exits 0"
+test_done
