@@ -138,10 +138,9 @@ static void get_one(struct walq *q, struct walq_item *it)
     } else {
         if (e.code != ERR_NOT_FOUND) /* not there: PostgreSQL asks past the end every time */
             daemon_log(q->d, LOG_ERROR, "wal", "wal get %s failed: %s", it->name, e.msg);
-        /* the temporary file keeps nothing of a failed get (the client removes it too) */
-        if (ftruncate(it->file_fd, 0) != 0) {
-            /* the client does not rename it on an error answer */
-        }
+        /* the temporary file keeps nothing of a failed get (the client, which does not rename
+         * it on an error answer, removes it too) */
+        (void)!ftruncate(it->file_fd, 0);
         ans = walq_error_json(err_code_name(e.code), &e);
     }
     send_answer(it->client_fd, ans);
