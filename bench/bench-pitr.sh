@@ -152,7 +152,11 @@ get_all() { for f in $segs; do CB --quiet --env-file "$envf" wal get "$@" "$f" "
 timed "wal get x$nseg (daemon)" get_all
 timed "wal get x$nseg (alone)" get_all --no-daemon
 say "  per segment: divide by $nseg"
-kill -TERM "$DAEMON" && wait "$DAEMON"
+# the daemon itself (as root, runuser's child: runuser does not pass SIGTERM on to it)
+dpid=$DAEMON
+[[ $(id -u) == 0 ]] && dpid=$(pgrep -P "$DAEMON")
+kill -TERM "$dpid"
+wait "$DAEMON"
 mkdir -p "$DIR/r/pgbr" && chmod 0700 "$DIR/r/pgbr" && [[ $(id -u) == 0 ]] && chown "$U:" "$DIR/r/pgbr"
 promoted() { [[ $("$CARIS_PG_BIN/psql" -X -At -h "$DIR/r/pgbr" -p "$RP" -U caris -d postgres -c "SELECT pg_is_in_recovery()" 2>/dev/null) == f ]]; }
 pgbr_restore() {
