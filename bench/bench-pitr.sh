@@ -127,9 +127,36 @@ say "  bytes added by the second backup: caris $(mb $((c3 - c2))) MiB, pgbackres
 RP=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 # (no id: the latest physical backup that ends before T, the first one; pgBackRest: the same)
 mkdir -p "$DIR/r" && chmod 0755 "$DIR/r" && { [[ $(id -u) != 0 ]] || chown "$U:" "$DIR/r"; }
-timed "caris restore + replay to T" CB --quiet --env-file "$envf" restore database --physical \
+# first alone (each `wal get` opens the repository), then with the daemon running (it serves
+# `wal get` with the repository open and the WAL records read)
+timed "caris restore + replay to T (alone)" CB --quiet --env-file "$envf" restore database --physical \
     --pgdata "$DIR/r/caris" --to-time "$T" --start --port "$RP" --wait 1800
 as_pg "$CARIS_PG_BIN/pg_ctl" stop -D "$DIR/r/caris" -m fast >/dev/null 2>&1
+rm -rf "$DIR/r/caris"
+as_pg env BACKUP_API_LISTEN=none BACKUP_SCHEDULE_DAILY=off BACKUP_SCHEDULE_WEEKLY=off \
+    BACKUP_SCHEDULE_MONTHLY=off "$BIN" --env-file "$envf" daemon 2>"$DIR/daemon.err" &
+DAEMON=$!
+deadline=$((SECONDS + 120))
+until [[ -S $BACKUP_DIR/metadata/daemon.sock ]] && grep -q started "$DIR/daemon.err"; do
+    ((SECONDS < deadline)) || { say "the daemon did not start"; break; }
+    read -r -t 0.1 _ <> <(:) || true
+done
+timed "caris restore + replay to T (daemon)" CB --quiet --env-file "$envf" restore database --physical \
+    --pgdata "$DIR/r/caris" --to-time "$T" --start --port "$RP" --wait 1800
+as_pg "$CARIS_PG_BIN/pg_ctl" stop -D "$DIR/r/caris" -m fast >/dev/null 2>&1
+# per-segment `wal get` of the archived segments, alone and through the daemon
+segs=$("$BIN" --json wal list | python3 -c 'import json,sys; print(" ".join(f["name"] for f in json.load(sys.stdin)["files"] if f["kind"] == "segment"))')
+nseg=$(wc -w <<<"$segs")
+mkdir -p "$DIR/get" && { [[ $(id -u) != 0 ]] || chown "$U:" "$DIR/get"; }
+get_all() { for f in $segs; do CB --quiet --env-file "$envf" wal get "$@" "$f" "$DIR/get/$f" || return 1; done; }
+timed "wal get x$nseg (daemon)" get_all
+timed "wal get x$nseg (alone)" get_all --no-daemon
+say "  per segment: divide by $nseg"
+# the daemon itself (as root, runuser's child: runuser does not pass SIGTERM on to it)
+dpid=$DAEMON
+[[ $(id -u) == 0 ]] && dpid=$(pgrep -P "$DAEMON")
+kill -TERM "$dpid"
+wait "$DAEMON"
 mkdir -p "$DIR/r/pgbr" && chmod 0700 "$DIR/r/pgbr" && [[ $(id -u) == 0 ]] && chown "$U:" "$DIR/r/pgbr"
 promoted() { [[ $("$CARIS_PG_BIN/psql" -X -At -h "$DIR/r/pgbr" -p "$RP" -U caris -d postgres -c "SELECT pg_is_in_recovery()" 2>/dev/null) == f ]]; }
 pgbr_restore() {

@@ -75,5 +75,12 @@ int caris_daemon_run_now(const struct config *cfg, enum caris_job_type type, boo
 struct caris_wal_push_result;
 int caris_daemon_wal_push(const struct config *cfg, const char *repo_path, const char *path,
                           struct caris_wal_push_result *res, struct err *e);
+/* `wal get NAME DEST` through the running daemon of the repository: the daemon writes the
+ * archived file into a temporary file created here beside dest (its descriptor passed over the
+ * control socket), checks it end to end and fsyncs it; it is renamed to dest only then, so
+ * dest never holds a partial or bad file. 1: no daemon took it (get alone); 0: written;
+ * -1 with e (ERR_NOT_FOUND: not archived; a daemon that died meanwhile: ERR_FAILURE). */
+int caris_daemon_wal_get(const struct config *cfg, const char *repo_path, const char *name,
+                         const char *dest, struct err *e);
 
 #endif

@@ -62,6 +62,13 @@ int caris_wal_push_fd_cached(struct repo *r, int fd, const char *name, const cha
 int caris_wal_get(struct repo *r, const char *name, const char *dest, const struct caris_op *op,
                   struct err *e);
 
+/* The same into fd (a regular file the caller created and renames once this returned 0):
+ * truncated, written from its start, the whole file's SHA-256 checked, fsynced. On failure fd
+ * holds nothing usable. cache as for caris_wal_push_fd_cached (NULL: list and read every
+ * record). The daemon serves `wal get` through this. */
+int caris_wal_get_fd_cached(struct repo *r, const char *name, int fd, json_t *cache,
+                            const struct caris_op *op, struct err *e);
+
 /* Every WAL record (array of {name, kind, timeline, start_lsn, size, sha256, pushed}), ordered
  * by timeline, then name. *damaged (may be NULL): unreadable records. */
 json_t *caris_wal_list(struct repo *r, json_t **damaged, struct err *e);

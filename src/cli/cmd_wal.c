@@ -14,7 +14,7 @@
 
 static const char WAL_USAGE[] =
     "usage: caris-backup [--env-file F] wal push [--no-daemon] PATH\n"
-    "       caris-backup [--env-file F] wal get NAME DEST\n"
+    "       caris-backup [--env-file F] wal get [--no-daemon] NAME DEST\n"
     "       caris-backup [--json] wal list\n"
     "       caris-backup [--env-file F] wal receive [--slot NAME] [--create-slot]\n"
     "\n"
@@ -34,7 +34,10 @@ static const char WAL_USAGE[] =
     "      daemon (or with --no-daemon) the push opens the repository itself.\n"
     "get   writes the archived file NAME to DEST, checked end to end, or exits 1 without a\n"
     "      word when the archive does not have it (what restore_command must do at the end of\n"
-    "      the archive). A damaged file is never written: exit 4.\n"
+    "      the archive). A damaged file is never written: exit 4. When the daemon of BACKUP_DIR\n"
+    "      runs, it writes the file (it keeps the repository open and the WAL records read)\n"
+    "      into a temporary file beside DEST, renamed once checked; a daemon killed meanwhile\n"
+    "      makes the get fail and leaves DEST untouched. --no-daemon: alone.\n"
     "list  the archived files: name, kind, timeline, start LSN, size, SHA-256; then the range\n"
     "      archived per timeline, any gap in it (a segment missing between the first and the\n"
     "      last, or across a .history switch) with the recovery it breaks, and the recovery\n"
@@ -102,16 +105,35 @@ static int wal_push(struct globals *g, int argc, char **argv)
 
 static int wal_get(struct globals *g, int argc, char **argv)
 {
-    if (argc != 4)
+    static const struct option opts[] = {
+        {"no-daemon", no_argument, 0, 'n'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    bool alone = false;
+    int c;
+    optind = 0; /* 0, not 1: makes GNU getopt reinitialise */
+    while ((c = cli_getopt(argc - 1, argv + 1, "h", opts)) != -1) {
+        if (c == 'n')
+            alone = true;
+        else if (c == 'h') {
+            fputs(WAL_USAGE, stdout);
+            return 0;
+        } else
+            return cli_opt_fail();
+    }
+    if (argc - 1 - optind != 2)
         return usage_error("wal get takes NAME and DEST (restore_command's %%f and %%p)%s", "");
+    const char *name = argv[1 + optind], *dest = argv[2 + optind];
     struct err e = ERR_INIT;
-    struct repo *r = open_repo(g, false, &e);
-    if (!r)
-        return fail(&e);
-    struct caris_op op;
-    cli_op_init_service(g, &op);
-    int rc = caris_wal_get(r, argv[2], argv[3], &op, &e);
-    repo_close(r);
+    /* a running daemon has the repository open and the WAL records read: it writes the file */
+    int rc = alone ? 1 : caris_daemon_wal_get(&g->cfg, g->repo_path, name, dest, &e);
+    if (rc == 1) {
+        struct repo *r = open_repo(g, false, &e);
+        if (!r)
+            return fail(&e);
+        struct caris_op op;
+        cli_op_init_service(g, &op);
+        rc = caris_wal_get(r, name, dest, &op, &e);
+        repo_close(r);
+    }
     if (rc != 0 && e.code == ERR_NOT_FOUND)
         return 1; /* PostgreSQL asks for files past the end of the archive as a matter of
                    * course: "not there" is an answer, not an error to print */

@@ -205,36 +205,12 @@ static enum err_code code_of_name(const char *name)
     return ERR_FAILURE;
 }
 
-int caris_daemon_wal_push(const struct config *cfg, const char *repo_path, const char *path,
-                          struct caris_wal_push_result *res, struct err *e)
+/* Sends req as one line with fd attached (SCM_RIGHTS). -1 when it did not go out whole. */
+static int send_with_fd(int sock, json_t *req, int fd)
 {
-    memset(res, 0, sizeof(*res));
-    char *pcopy = xstrdup(path);
-    const char *name = basename(pcopy);
-    struct caris_wal_name wn;
-    int rc = -1, sock = -1, fd = -1;
-    json_t *req = NULL, *ans = NULL;
-    char *text = NULL;
-    if (caris_wal_name_parse(name, &wn, e) != 0)
-        goto out;
-    struct err ce = ERR_INIT;
-    sock = daemon_connect(cfg, &ce);
-    if (sock < 0) { /* none, or one that refuses us: push alone */
-        rc = 1;
-        goto out;
-    }
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        err_sys(e, errno, NULL, "cannot open WAL file %s", path);
-        goto out;
-    }
-    /* the repository as an absolute path when it is local: the daemon's working directory
-     * is not ours */
-    char *abs_repo = realpath(repo_path, NULL);
-    req = json_pack("{s:s, s:s, s:s}", "cmd", "wal-push", "name", name, "repo",
-                    abs_repo ? abs_repo : repo_path);
-    free(abs_repo);
-    text = json_dumps(req, JSON_COMPACT);
+    char *text = json_dumps(req, JSON_COMPACT);
+    if (!text)
+        return -1;
     size_t len = strlen(text);
     text[len] = '\n'; /* json_dumps' terminator becomes the line's end */
     struct iovec iov = {.iov_base = text, .iov_len = len + 1};
@@ -254,7 +230,45 @@ int caris_daemon_wal_push(const struct config *cfg, const char *repo_path, const
     do
         sent = sendmsg(sock, &mh, MSG_NOSIGNAL);
     while (sent < 0 && errno == EINTR);
-    if (sent != (ssize_t)(len + 1)) {
+    free(text);
+    return sent == (ssize_t)(len + 1) ? 0 : -1;
+}
+
+/* The repository as an absolute path when it is local (the daemon's working directory is not
+ * ours): a request {"cmd": cmd, "name": name, "repo": ...}. */
+static json_t *wal_request(const char *cmd, const char *name, const char *repo_path)
+{
+    char *abs_repo = realpath(repo_path, NULL);
+    json_t *req = json_pack("{s:s, s:s, s:s}", "cmd", cmd, "name", name, "repo",
+                            abs_repo ? abs_repo : repo_path);
+    free(abs_repo);
+    return req;
+}
+
+int caris_daemon_wal_push(const struct config *cfg, const char *repo_path, const char *path,
+                          struct caris_wal_push_result *res, struct err *e)
+{
+    memset(res, 0, sizeof(*res));
+    char *pcopy = xstrdup(path);
+    const char *name = basename(pcopy);
+    struct caris_wal_name wn;
+    int rc = -1, sock = -1, fd = -1;
+    json_t *req = NULL, *ans = NULL;
+    if (caris_wal_name_parse(name, &wn, e) != 0)
+        goto out;
+    struct err ce = ERR_INIT;
+    sock = daemon_connect(cfg, &ce);
+    if (sock < 0) { /* none, or one that refuses us: push alone */
+        rc = 1;
+        goto out;
+    }
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        err_sys(e, errno, NULL, "cannot open WAL file %s", path);
+        goto out;
+    }
+    req = wal_request("wal-push", name, repo_path);
+    if (send_with_fd(sock, req, fd) != 0) {
         /* nothing is stored on a request the daemon did not get whole: push alone */
         rc = 1;
         goto out;
@@ -289,7 +303,6 @@ int caris_daemon_wal_push(const struct config *cfg, const char *repo_path, const
     res->bytes = (uint64_t)json_integer_value(json_object_get(ans, "bytes"));
     rc = 0;
 out:
-    free(text);
     json_decref(req);
     json_decref(ans);
     if (fd >= 0)
@@ -297,5 +310,84 @@ out:
     if (sock >= 0)
         close(sock);
     free(pcopy);
+    return rc;
+}
+
+/* How long `wal get` waits for the daemon's answer: a segment is read back in well under a
+ * second; the daemon's first request also opens the repository, and a push or get before it
+ * in the queue may wait for a prune's lock (WALQ_LOCK_WAIT_MS). */
+#define WAL_GET_TIMEOUT_MS (300 * 1000)
+
+int caris_daemon_wal_get(const struct config *cfg, const char *repo_path, const char *name,
+                         const char *dest, struct err *e)
+{
+    struct caris_wal_name wn;
+    if (caris_wal_name_parse(name, &wn, e) != 0)
+        return -1;
+    int rc = -1, sock = -1, fd = -1;
+    json_t *req = NULL, *ans = NULL;
+    char *tmp = NULL;
+    struct err ce = ERR_INIT;
+    sock = daemon_connect(cfg, &ce);
+    if (sock < 0) /* none, or one that refuses us: get alone */
+        return 1;
+    /* the daemon writes into a temporary file beside dest, created here (PostgreSQL's %p is
+     * relative to its working directory, and the file is the caller's); it is renamed to dest
+     * only once the daemon said every byte is written, checked and fsynced */
+    tmp = xasprintf("%s.caris-tmp", dest);
+    fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        err_sys(e, errno, NULL, "cannot create %s", tmp);
+        goto out;
+    }
+    req = wal_request("wal-get", name, repo_path);
+    if (send_with_fd(sock, req, fd) != 0) {
+        rc = 1;
+        goto out;
+    }
+    if (daemon_answer(sock, WAL_GET_TIMEOUT_MS, &ans, e) != 0) {
+        err_wrap(e, "wal get %s through the daemon", name);
+        goto out;
+    }
+    json_t *err = json_object_get(ans, "error");
+    if (err) {
+        const char *code = json_string_value(json_object_get(err, "code"));
+        const char *msg = json_string_value(json_object_get(err, "message"));
+        /* not taken (full queue, stopping, another repository, a daemon from before
+         * `wal-get`, which answers "usage"): get alone */
+        if (code && (strcmp(code, "busy") == 0 || strcmp(code, "stopping") == 0 ||
+                     strcmp(code, "other-repository") == 0 || strcmp(code, "usage") == 0)) {
+            rc = 1;
+            goto out;
+        }
+        const char *hint = json_string_value(json_object_get(err, "hint"));
+        err_set(e, code_of_name(code), hint, "%s", msg ? msg : "the daemon's get failed");
+        goto out;
+    }
+    if (!json_is_true(json_object_get(ans, "ok"))) {
+        err_set(e, ERR_FAILURE, NULL, "wal get %s: the daemon's answer is malformed", name);
+        goto out;
+    }
+    if (close(fd) != 0) {
+        fd = -1;
+        err_sys(e, errno, NULL, "cannot write %s", tmp);
+        goto out;
+    }
+    fd = -1;
+    if (rename(tmp, dest) != 0) {
+        err_sys(e, errno, NULL, "cannot rename %s to %s", tmp, dest);
+        goto out;
+    }
+    rc = 0;
+out:
+    if (fd >= 0)
+        close(fd);
+    if (rc != 0 && tmp)
+        unlink(tmp);
+    free(tmp);
+    json_decref(req);
+    json_decref(ans);
+    if (sock >= 0)
+        close(sock);
     return rc;
 }

@@ -870,8 +870,10 @@ static json_t *error_json(const char *code, const char *msg)
 /* `wal push` hands over a WAL file: {"cmd": "wal-push", "name", "repo"} with the file's open
  * descriptor attached. Answers "busy", "stopping" or "other-repository" tell the client to
  * push alone; anything else is the push's own result, sent by the WAL queue once the file is
- * durably archived (or failed). */
-static void wal_push_request(struct daemon *d, size_t i, json_t *req)
+ * durably archived (or failed). `wal get` the same: {"cmd": "wal-get", "name", "repo"} with
+ * the descriptor of the client's temporary file, answered once the file is written into it and
+ * checked. */
+static void wal_push_request(struct daemon *d, size_t i, json_t *req, bool get)
 {
     struct client *c = &d->clients[i];
     const char *name = json_string_value(json_object_get(req, "name"));
@@ -884,11 +886,11 @@ static void wal_push_request(struct daemon *d, size_t i, json_t *req)
     free(mine);
     free(theirs);
     if (!name || strlen(name) >= WALQ_NAME_MAX || c->passed_fd < 0) {
-        send_line(c->fd, error_json("usage", "wal-push needs a name and the file's descriptor"));
+        send_line(c->fd, error_json("usage", "wal-push and wal-get need a name and a descriptor"));
     } else if (!same) {
         send_line(c->fd,
                   error_json("other-repository", "this daemon archives into another repository"));
-    } else if (!d->walq || walq_submit(d->walq, c->fd, c->passed_fd, name) != 0) {
+    } else if (!d->walq || walq_submit(d->walq, c->fd, c->passed_fd, name, get) != 0) {
         send_line(c->fd, error_json("busy", "the WAL queue is full"));
     } else {
         c->passed_fd = -1; /* the queue's now, and the connection with it */
@@ -937,7 +939,9 @@ static bool handle_request(struct daemon *d, size_t i, const char *line)
             }
         }
     } else if (strcmp(cmd, "wal-push") == 0) {
-        wal_push_request(d, i, req);
+        wal_push_request(d, i, req, false);
+    } else if (strcmp(cmd, "wal-get") == 0) {
+        wal_push_request(d, i, req, true);
     } else {
         send_line(d->clients[i].fd, error_json("usage", "unknown request"));
     }

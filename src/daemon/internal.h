@@ -88,11 +88,13 @@ void api_fail_key(const char *addr, char out[API_FAIL_KEY_MAX]);
 struct walq;
 int walq_start(struct daemon *d, const struct config *cfg, const char *repo_path,
                const char *backup_dir, struct walq **out, struct err *e);
-/* Queues the push of file_fd under name; the queue then owns both descriptors and answers
- * client_fd once the file is durably archived or failed. -1 (nothing taken) when the queue is
- * full or stopping: the caller answers "busy". */
-int walq_submit(struct walq *q, int client_fd, int file_fd, const char *name);
-/* {"queued", "pushed", "alreadyArchived", "failed"} since the daemon started (null: no queue) */
+/* Queues the push of file_fd under name (get: the `wal get` of name into file_fd, the
+ * client's temporary file, answered once written and checked); the queue then owns both descriptors
+ * and answers client_fd once the file is durably archived or failed. -1 (nothing taken) when the
+ * queue is full or stopping: the caller answers "busy". */
+int walq_submit(struct walq *q, int client_fd, int file_fd, const char *name, bool get);
+/* {"queued", "pushed", "alreadyArchived", "failed", "gets": {"served", "missing", "failed"}} since
+ * the daemon started (null: no queue) */
 json_t *walq_status(struct walq *q);
 /* {"error": {"code", "message", "hint"}} */
 json_t *walq_error_json(const char *code, const struct err *e);

@@ -33,6 +33,7 @@
 struct walq_item {
     struct walq_item *next;
     int client_fd, file_fd;
+    bool get; /* `wal get`: file_fd is the client's temporary file to write name into */
     char name[WALQ_NAME_MAX];
     int64_t queued_ns;
 };
@@ -50,10 +51,11 @@ struct walq {
     struct repo *r; /* the thread's; opened at the first push */
     json_t *known;  /* the WAL records read so far (caris_wal_push_fd_cached) */
     uint64_t pushed, already, failed;
-    json_t *window;         /* caris_wal_window's answer, for the status (under mu) */
-    int64_t window_mono_ns; /* when it was worked out; 0: never */
-    char window_at[40];     /* the same, as an ISO time */
-    bool window_stale;      /* a push since */
+    uint64_t served, missing, get_failed; /* `wal get`s */
+    json_t *window;                       /* caris_wal_window's answer, for the status (under mu) */
+    int64_t window_mono_ns;               /* when it was worked out; 0: never */
+    char window_at[40];                   /* the same, as an ISO time */
+    bool window_stale;                    /* a push since */
 };
 
 static void send_answer(int fd, json_t *j)
@@ -88,21 +90,68 @@ static void op_log(void *ctx, enum log_level l, const char *msg)
     daemon_log(q->d, l, "wal", "%s", msg);
 }
 
+/* Opens the thread's repository handle if it is not open yet (at the first push or get; a
+ * handle that could not open is tried again at the next one). */
+static void ensure_open(struct walq *q, struct err *e)
+{
+    if (q->r)
+        return;
+    struct caris_open_opts oo = {.repo_path = q->repo_path, .backup_dir = q->backup_dir};
+    struct caris_open_result res = {0};
+    if (config_encryption_key(q->cfg, &oo.key, e) == 0)
+        q->r = caris_repo_open(&oo, &res, e);
+    json_decref(res.state);
+    /* a prune (exclusive lock) is waited for rather than failed: PostgreSQL would retry,
+     * but only after a minute once three tries failed */
+    if (q->r)
+        repo_set_lock_wait(q->r, WALQ_LOCK_WAIT_MS, NULL, NULL);
+}
+
+/* `wal get`: the archived file written into the client's temporary file (every chunk
+ * authenticated, the whole file's SHA-256 checked, fsynced) before the answer "ok"; the client
+ * renames it only then. The record cache is the pushes' one: a get lists the WAL records (to
+ * see pushes by others and retention) but reads only those not read before. */
+static void get_one(struct walq *q, struct walq_item *it)
+{
+    struct err e = ERR_INIT;
+    json_t *ans = NULL;
+    ensure_open(q, &e);
+    struct caris_op op = {.log = op_log, .log_ctx = q, .actor = "wal get"};
+    if (!q->known)
+        q->known = json_object();
+    int rc = q->r ? caris_wal_get_fd_cached(q->r, it->name, it->file_fd, q->known, &op, &e) : -1;
+    /* Test-only: CARIS_TEST_WAL_GET_CRASH=1 ends the daemon as kill -9 would once the whole
+     * file is in the client's temporary file but before the answer: the worst moment. */
+    const char *crash = getenv("CARIS_TEST_WAL_GET_CRASH");
+    if (rc == 0 && crash && strcmp(crash, "1") == 0)
+        _exit(137);
+    pthread_mutex_lock(&q->mu);
+    if (rc == 0)
+        q->served++;
+    else if (e.code == ERR_NOT_FOUND)
+        q->missing++;
+    else
+        q->get_failed++;
+    pthread_mutex_unlock(&q->mu);
+    if (rc == 0) {
+        ans = json_pack("{s:b, s:s}", "ok", 1, "name", it->name);
+    } else {
+        if (e.code != ERR_NOT_FOUND) /* not there: PostgreSQL asks past the end every time */
+            daemon_log(q->d, LOG_ERROR, "wal", "wal get %s failed: %s", it->name, e.msg);
+        /* the temporary file keeps nothing of a failed get (the client, which does not rename
+         * it on an error answer, removes it too) */
+        (void)!ftruncate(it->file_fd, 0);
+        ans = walq_error_json(err_code_name(e.code), &e);
+    }
+    send_answer(it->client_fd, ans);
+    json_decref(ans);
+}
+
 static void push_one(struct walq *q, struct walq_item *it)
 {
     struct err e = ERR_INIT;
     json_t *ans = NULL;
-    if (!q->r) {
-        struct caris_open_opts oo = {.repo_path = q->repo_path, .backup_dir = q->backup_dir};
-        struct caris_open_result res = {0};
-        if (config_encryption_key(q->cfg, &oo.key, &e) == 0)
-            q->r = caris_repo_open(&oo, &res, &e);
-        json_decref(res.state);
-        /* a prune (exclusive lock) is waited for rather than failed: PostgreSQL would retry,
-         * but only after a minute once three tries failed */
-        if (q->r)
-            repo_set_lock_wait(q->r, WALQ_LOCK_WAIT_MS, NULL, NULL);
-    }
+    ensure_open(q, &e);
     struct caris_wal_push_result pr;
     struct caris_op op = {.log = op_log, .log_ctx = q, .actor = "wal push"};
     if (!q->known)
@@ -195,6 +244,8 @@ static void *walq_main(void *arg)
             json_t *ans = walq_error_json("stopping", &e);
             send_answer(it->client_fd, ans);
             json_decref(ans);
+        } else if (it->get) {
+            get_one(q, it);
         } else {
             push_one(q, it);
         }
@@ -229,7 +280,7 @@ int walq_start(struct daemon *d, const struct config *cfg, const char *repo_path
     return 0;
 }
 
-int walq_submit(struct walq *q, int client_fd, int file_fd, const char *name)
+int walq_submit(struct walq *q, int client_fd, int file_fd, const char *name, bool get)
 {
     pthread_mutex_lock(&q->mu);
     if (q->stop || q->len >= WALQ_MAX) {
@@ -239,6 +290,7 @@ int walq_submit(struct walq *q, int client_fd, int file_fd, const char *name)
     struct walq_item *it = xcalloc(1, sizeof(*it));
     it->client_fd = client_fd;
     it->file_fd = file_fd;
+    it->get = get;
     snprintf(it->name, sizeof(it->name), "%s", name);
     it->queued_ns = time_mono_ns();
     if (q->tail)
@@ -260,6 +312,9 @@ json_t *walq_status(struct walq *q)
     json_t *s = json_pack("{s:I, s:I, s:I, s:I}", "queued", (json_int_t)q->len, "pushed",
                           (json_int_t)q->pushed, "alreadyArchived", (json_int_t)q->already,
                           "failed", (json_int_t)q->failed);
+    json_object_set_new(s, "gets",
+                        json_pack("{s:I, s:I, s:I}", "served", (json_int_t)q->served, "missing",
+                                  (json_int_t)q->missing, "failed", (json_int_t)q->get_failed));
     /* the archive's range per timeline, gaps and recovery window, as of archiveAt */
     json_object_set_new(s, "archive", q->window ? json_deep_copy(q->window) : json_null());
     json_object_set_new(s, "archiveAt", q->window ? json_string(q->window_at) : json_null());

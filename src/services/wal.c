@@ -347,20 +347,34 @@ out:
     return rc;
 }
 
-int caris_wal_get(struct repo *r, const char *name, const char *dest, const struct caris_op *op,
-                  struct err *e)
+/* Whether a chunk of the stream ([[id hex, length], ...]) is not in r's index. */
+static bool chunks_unknown(struct repo *r, json_t *chunks)
+{
+    size_t i;
+    json_t *c;
+    json_array_foreach(chunks, i, c)
+    {
+        uint8_t id[32];
+        const char *hex = json_string_value(json_array_get(c, 0));
+        if (hex && cx_unhex(hex, id, 32) == 0 && !repo_has_blob(r, id))
+            return true;
+    }
+    return false;
+}
+
+int caris_wal_get_fd_cached(struct repo *r, const char *name, int fd, json_t *cache,
+                            const struct caris_op *op, struct err *e)
 {
     struct caris_wal_name wn;
     if (caris_wal_name_parse(name, &wn, e) != 0)
         return -1;
-    int rc = -1, fd = -1;
+    int rc = -1;
     bool locked = false;
     json_t *found = NULL;
-    char *tmp = xasprintf("%s.caris-tmp", dest);
     if (repo_lock(r, false, "wal get", e) != 0)
         goto out;
     locked = true;
-    if (!(found = records_of(r, name, e)))
+    if (!(found = cache ? records_of_cached(r, cache, name, e) : records_of(r, name, e)))
         goto out;
     if (json_array_size(found) == 0) {
         err_set(e, ERR_NOT_FOUND, NULL, "WAL file %s is not in the archive", name);
@@ -385,18 +399,51 @@ int caris_wal_get(struct repo *r, const char *name, const char *dest, const stru
                 "the WAL record of %s is malformed", name);
         goto out;
     }
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        err_sys(e, errno, NULL, "cannot create %s", tmp);
+    /* a handle kept open (the daemon's, cache set) has not read the index files that other
+     * processes wrote since (a push made alone): when a chunk is not in its index, the index
+     * is read again once, rather than the file reported damaged */
+    if (cache && chunks_unknown(r, chunks) && repo_refresh(r, e) != 0)
+        goto out;
+    /* the descriptor is written from its start whoever opened it (one passed by `wal get` to
+     * the daemon is a fresh temporary file, but may have been written to before) */
+    if (ftruncate(fd, 0) != 0 || lseek(fd, 0, SEEK_SET) != 0) {
+        err_sys(e, errno, NULL, "cannot write the temporary file of %s", name);
         goto out;
     }
     if (stream_restore_fd(r, chunks, sha, fd, sys_ncpu(), NULL, NULL, op, e) != 0)
         goto out;
     if (fsync(fd) != 0) {
+        err_sys(e, errno, NULL, "cannot write the temporary file of %s", name);
+        goto out;
+    }
+    rc = 0;
+out:
+    json_decref(found);
+    if (locked)
+        repo_unlock(r);
+    return rc;
+}
+
+int caris_wal_get(struct repo *r, const char *name, const char *dest, const struct caris_op *op,
+                  struct err *e)
+{
+    struct caris_wal_name wn;
+    if (caris_wal_name_parse(name, &wn, e) != 0)
+        return -1;
+    char *tmp = xasprintf("%s.caris-tmp", dest);
+    int rc = -1;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        err_sys(e, errno, NULL, "cannot create %s", tmp);
+        goto out;
+    }
+    if (caris_wal_get_fd_cached(r, name, fd, NULL, op, e) != 0)
+        goto out;
+    if (close(fd) != 0) {
+        fd = -1;
         err_sys(e, errno, NULL, "cannot write %s", tmp);
         goto out;
     }
-    close(fd);
     fd = -1;
     if (rename(tmp, dest) != 0) {
         err_sys(e, errno, NULL, "cannot rename %s to %s", tmp, dest);
@@ -409,9 +456,6 @@ out:
     if (rc != 0)
         unlink(tmp);
     free(tmp);
-    json_decref(found);
-    if (locked)
-        repo_unlock(r);
     return rc;
 }
 

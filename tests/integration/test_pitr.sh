@@ -103,7 +103,6 @@ wait_until 60 archived || fail "WAL up to $last not archived within 60 s" "$(psq
 note "T1=$T1 L1=$L1 T2=$T2 last segment $last"
 
 port_n=0
-free_port() { _pg_free_port; }
 # restore_start NAME ARGS...: restore (as the server's user) into $R/NAME with --start
 restore_start() {
     local name=$1
@@ -134,6 +133,30 @@ assert_rc 0 "restore --to-time T1"
 assert_eq "100 1" "$(q_at t1 "SELECT count(*) || ' ' || max(batch) FROM t")" "to T1: exactly batch 1"
 assert_match '^[0-9]{4}-' "$(json_get "$OUT_FILE" '["reachedTime"]')" "the time reached is reported"
 stop_at t1
+
+# 5a. the same recovery with the daemon running: PostgreSQL's `wal get` goes through it (the
+# daemon writes each segment into the temporary file wal get passes it), same rows
+dcmd=(env BACKUP_SCHEDULE_DAILY=off BACKUP_SCHEDULE_WEEKLY=off BACKUP_SCHEDULE_MONTHLY=off "$CARIS_BIN" --env-file "$envf" daemon)
+[[ $(id -u) == 0 ]] && dcmd=(runuser -u "$CARIS_PG_OS_USER" -- "${dcmd[@]}")
+bg_start "${dcmd[@]}"
+DAEMON=$BG_PID DAEMON_ERR=$BG_ERR
+# shellcheck disable=SC2317
+_daemon_up() { [[ -S $BACKUP_DIR/metadata/daemon.sock ]] && grep -q 'started' "$DAEMON_ERR"; }
+wait_until 60 _daemon_up
+assert_eq 0 "$?" "the daemon started"
+restore_start t1d --to-time "$T1"
+assert_rc 0 "restore --to-time T1 with the daemon running"
+assert_eq "100 1" "$(q_at t1d "SELECT count(*) || ' ' || max(batch) FROM t")" "to T1 through the daemon: exactly batch 1"
+stop_at t1d
+assert_exit 0 cb --env-file "$envf" --json schedule status
+assert_true "the recovery's wal get went through the daemon" \
+    test "$(json_eval "$OUT_FILE" 'd["walArchiver"]["gets"]["served"]')" -gt 0
+# the daemon itself, not runuser around it (which would end its session by signal)
+dpid=$DAEMON
+[[ $(id -u) == 0 ]] && dpid=$(pgrep -P "$DAEMON")
+kill -TERM "$dpid"
+wait "$DAEMON"
+assert_eq 0 "$?" "the daemon stops on SIGTERM"
 restore_start t2 --to-time "$T2"
 assert_rc 0 "restore --to-time T2 (no id: the latest backup before T2)"
 assert_eq "200 2" "$(q_at t2 "SELECT count(*) || ' ' || max(batch) FROM t")" "to T2: exactly batches 1 and 2"

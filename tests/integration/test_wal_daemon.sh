@@ -5,7 +5,9 @@
 # succeeds, a different one is refused (exit 4) through the daemon too and the archive is
 # unchanged; a daemon that dies in the middle of a push makes `wal push` fail (non-zero, so
 # PostgreSQL retries) and nothing is archived; with no daemon running, `wal push` works alone;
-# --no-daemon pushes alone while a daemon runs.
+# --no-daemon pushes alone while a daemon runs. `wal get` through the daemon: the same bytes, a
+# missing segment exits 1 quietly, a damaged one is never handed over (exit 4), a daemon killed
+# mid-get leaves nothing at DEST (nor its temporary file).
 source "$(dirname "$0")/lib.sh"
 
 seg() {
@@ -89,7 +91,37 @@ assert_contains "$ERR" "already archived with different content" \
 assert_exit 0 cb --env-file "$TEST_TMP/env" --json wal push "$TEST_TMP/pg_wal/000000010000000000000003"
 assert_eq "true true" "$(json_eval "$OUT_FILE" '"%s %s" % (str(d["via_daemon"]).lower(), str(d["already_archived"]).lower())')" \
     "the identical one is already archived, through the daemon"
+# --- `wal get` through the daemon: the same bytes, missing → 1 quietly ------------------------
+# segment 3 was pushed alone (--no-daemon) since the daemon read the index: it reads it again
+for i in 1 2 3; do
+    f=00000001000000000000000$i
+    rm -f "$TEST_TMP/out/$f"
+    (cd "$TEST_TMP" && "$CARIS_BIN" --env-file "$TEST_TMP/env" wal get "$f" "out/$f")
+    assert_eq 0 "$?" "wal get $f through the daemon (relative DEST, as PostgreSQL's %p)"
+    assert_true "wal get $f through the daemon: the same bytes" cmp "$TEST_TMP/pg_wal/$f" "$TEST_TMP/out/$f"
+done
+assert_exit 1 cb --env-file "$TEST_TMP/env" wal get 000000010000000000000009 "$TEST_TMP/out/s9"
+assert_eq "" "$ERR" "a segment not archived: exit 1 without a word, through the daemon"
+assert_false "nothing written for a missing segment" test -e "$TEST_TMP/out/s9"
+assert_false "no temporary file left for a missing segment" test -e "$TEST_TMP/out/s9.caris-tmp"
+assert_exit 2 cb --env-file "$TEST_TMP/env" wal get notwal "$TEST_TMP/out/x"
+assert_exit 0 cb --env-file "$TEST_TMP/env" --json schedule status
+assert_eq "6 1" "$(json_eval "$OUT_FILE" '"%d %d" % (d["walArchiver"]["gets"]["served"], d["walArchiver"]["gets"]["missing"])')" \
+    "schedule status counts the gets the daemon served (three above, three here) and the missing one"
+assert_exit 0 cb --env-file "$TEST_TMP/env" wal get --no-daemon 000000010000000000000002 "$TEST_TMP/out/alone2"
+assert_true "wal get --no-daemon: the same bytes" cmp "$TEST_TMP/pg_wal/000000010000000000000002" "$TEST_TMP/out/alone2"
+assert_exit 0 cb --env-file "$TEST_TMP/env" --json schedule status
+assert_eq 6 "$(json_eval "$OUT_FILE" 'd["walArchiver"]["gets"]["served"]')" "--no-daemon did not go through the daemon"
 stop_daemon
+
+# --- the daemon dies in the middle of a get (test hook: file written, before the answer) ----
+start_daemon env CARIS_TEST_WAL_GET_CRASH=1
+assert_exit 1 cb --env-file "$TEST_TMP/env" wal get 000000010000000000000001 "$TEST_TMP/out/crashed"
+assert_contains "$ERR" "daemon" "the failed get names the daemon"
+wait "$DAEMON"
+assert_eq 137 "$?" "the daemon died in the get (test hook)"
+assert_false "a get whose daemon died writes nothing at DEST" test -e "$TEST_TMP/out/crashed"
+assert_false "and leaves no temporary file" test -e "$TEST_TMP/out/crashed.caris-tmp"
 
 # --- the daemon dies in the middle of a push (test hook: after the data, before the record) --
 start_daemon env CARIS_TEST_WAL_PUSH_CRASH=1
@@ -114,5 +146,14 @@ stop_daemon
 assert_exit 0 cb --env-file "$TEST_TMP/env" --quiet check --read-data
 assert_exit 0 cb --env-file "$TEST_TMP/env" --json wal list
 assert_eq 5 "$(json_eval "$OUT_FILE" 'len(d["files"])')" "five segments archived, each once"
+
+# --- damage: the daemon never hands over a bad segment --------------------------------------
+start_daemon env
+assert_exit 0 cb --env-file "$TEST_TMP/env" wal get 000000010000000000000005 "$TEST_TMP/out/before"
+for p in $(list_packs); do flip_byte "$p"; done
+assert_exit 4 cb --env-file "$TEST_TMP/env" wal get 000000010000000000000005 "$TEST_TMP/out/damaged"
+assert_false "a damaged segment is not written to DEST through the daemon" test -e "$TEST_TMP/out/damaged"
+assert_false "nor left in a temporary file" test -e "$TEST_TMP/out/damaged.caris-tmp"
+stop_daemon
 
 test_done
