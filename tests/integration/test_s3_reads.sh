@@ -41,7 +41,7 @@ tree_compare "$src" "$target$src"
 req=$(json_get "$OUT_FILE" '["s3"]["requests"]')
 note "restore of $blobs blobs: $req S3 requests"
 assert_cmp "$req" -lt $((blobs / 4)) "restore reads blobs grouped by pack ($req requests < $blobs blobs / 4)"
-# The repository (~20 MB) is smaller than the reader's windows kept (32 x 2 MiB): no window is
+# The repository (~20 MB) is smaller than the reader's windows kept (64 x 2 MiB): no window is
 # read twice, so the restore receives what the backup stored, once.
 stored=$(json_get "$TEST_TMP/b.json" '["stats"]["bytesStored"]')
 got=$(json_get "$OUT_FILE" '["s3"]["bytesReceived"]')
