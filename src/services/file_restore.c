@@ -27,6 +27,19 @@
 #define MAX_INFLIGHT_BYTES (64u << 20)
 #define MAX_INFLIGHT_JOBS 4096
 
+/* Hard links of a partial restore (--include) whose first name (the entry holding the
+ * content) is outside the selection: the first selected name of each such file takes its
+ * content, the other selected names link to it. Sorted by first name. */
+struct relink {
+    char *first; /* the first name, outside the selection */
+    char *name;  /* the selected name that takes the content */
+    size_t seq;  /* order in the manifest */
+};
+struct relinks {
+    struct relink *v;
+    size_t n;
+};
+
 struct rctx;
 struct rfile {
     struct rctx *ctx;
@@ -58,6 +71,7 @@ struct rctx {
     int64_t start_mono, last_progress;
     struct err fatal; /* a failure that stops everything (not damage) */
     bool stop;
+    struct relinks relinks; /* hard links whose first name is outside --include */
 };
 
 /* Workers restore small files themselves: everything they report goes through c->mu. */
@@ -374,6 +388,94 @@ static int check_includes(const struct files_read_opts *o, json_t *roots, const 
     return rc;
 }
 
+static int relink_cmp(const void *a, const void *b)
+{
+    const struct relink *x = a, *y = b;
+    int c = strcmp(x->first, y->first);
+    return c ? c : (x->seq > y->seq) - (x->seq < y->seq);
+}
+
+static int relink_first_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct relink *)a)->first, ((const struct relink *)b)->first);
+}
+
+static const char *relink_find(const struct relinks *rl, const char *first)
+{
+    struct relink key = {.first = (char *)first};
+    struct relink *hit = rl->n ? bsearch(&key, rl->v, rl->n, sizeof(key), relink_first_cmp) : NULL;
+    return hit ? hit->name : NULL;
+}
+
+static void relinks_free(struct relinks *rl)
+{
+    for (size_t i = 0; i < rl->n; i++) {
+        free(rl->v[i].first);
+        free(rl->v[i].name);
+    }
+    free(rl->v);
+    memset(rl, 0, sizeof(*rl));
+}
+
+static int relinks_build(const struct files_read_opts *o, json_t *roots, const struct buf *entries,
+                         struct relinks *rl, struct err *e)
+{
+    if (!o->nincludes || !o->target)
+        return 0;
+    int nroots = (int)json_array_size(roots);
+    size_t cap = 0;
+    struct entry_iter it;
+    entry_iter_init(&it, entries);
+    json_t *ent;
+    int more;
+    while ((more = entry_iter_next(&it, &ent, e)) == 1) {
+        int root;
+        char *path;
+        size_t plen;
+        struct fs_meta m;
+        struct err de = ERR_INIT; /* the restore loop reports a bad entry */
+        if (manifest_entry_decode(ent, nroots, &root, &path, &plen, &m, &de) != 0) {
+            json_decref(ent);
+            continue;
+        }
+        json_decref(ent);
+        const char *rootp = json_string_value(json_array_get(roots, (size_t)root));
+        char *rel = NULL, *to = NULL;
+        if (m.type == FS_HARDLINK && rootp && m.link) {
+            rel = target_path(rootp, path, plen);
+            to = target_path(rootp, m.link, strlen(m.link));
+        }
+        free(path);
+        fs_meta_free(&m);
+        if (rel && to && selected(o, rel, false) && !selected(o, to, false)) {
+            if (rl->n == cap) {
+                cap = cap ? cap * 2 : 16;
+                rl->v = xrealloc(rl->v, cap * sizeof(*rl->v));
+            }
+            rl->v[rl->n] = (struct relink){.first = to, .name = rel, .seq = rl->n};
+            rl->n++;
+        } else {
+            free(rel);
+            free(to);
+        }
+    }
+    if (rl->n) {
+        /* one per first name: the one met first in the manifest */
+        qsort(rl->v, rl->n, sizeof(*rl->v), relink_cmp);
+        size_t k = 0;
+        for (size_t i = 0; i < rl->n; i++) {
+            if (k && strcmp(rl->v[k - 1].first, rl->v[i].first) == 0) {
+                free(rl->v[i].first);
+                free(rl->v[i].name);
+            } else {
+                rl->v[k++] = rl->v[i];
+            }
+        }
+        rl->n = k;
+    }
+    return more < 0 ? -1 : 0;
+}
+
 int files_read_backup(struct repo *r, json_t *summary, const struct buf *entries,
                       const struct files_read_opts *o, struct caris_read_report *out, struct err *e)
 {
@@ -393,6 +495,8 @@ int files_read_backup(struct repo *r, json_t *summary, const struct buf *entries
         goto out;
     }
     if (check_includes(o, roots, entries, e) != 0)
+        goto out;
+    if (relinks_build(o, roots, entries, &c.relinks, e) != 0)
         goto out;
     json_t *bt = json_object_get(summary, "stats");
     c.bytes_total = (uint64_t)json_integer_value(json_object_get(bt, "bytes_total"));
@@ -442,7 +546,11 @@ int files_read_backup(struct repo *r, json_t *summary, const struct buf *entries
             json_decref(pathj);
             goto out;
         }
-        if (!selected(o, rel, m.type == FS_DIR)) {
+        const char *as = m.type == FS_REG ? relink_find(&c.relinks, rel) : NULL;
+        if (as && !selected(o, rel, false)) { /* restored under a selected name of its own */
+            free(rel);
+            rel = xstrdup(as);
+        } else if (!selected(o, rel, m.type == FS_DIR)) {
             free(rel);
             fs_meta_free(&m);
             json_decref(pathj);
@@ -476,9 +584,14 @@ int files_read_backup(struct repo *r, json_t *summary, const struct buf *entries
                 char *to = target_path(rootp, m.link, strlen(m.link));
                 if (!to || fsrestore_check_path(to, strlen(to), &fe) != 0)
                     frc = err_set(&fe, ERR_DAMAGE, NULL, "invalid hard link target");
-                else if (!selected(o, to, false))
-                    frc = 0; /* its target is not being restored: skip the extra name */
-                else
+                else if (!selected(o, to, false)) {
+                    /* its first name is not being restored: the first selected name holds
+                     * the content (relinks_build), the others link to it */
+                    const char *holder = relink_find(&c.relinks, to);
+                    frc = holder && strcmp(holder, rel) != 0
+                              ? fsrestore_hardlink(c.fr, rel, holder, &fe)
+                              : 0;
+                } else
                     frc = fsrestore_hardlink(c.fr, rel, to, &fe);
                 free(to);
             }
@@ -585,6 +698,7 @@ out:
     out->errors = c.errors;
     out->warnings = c.warnings;
     pthread_mutex_destroy(&c.mu);
+    relinks_free(&c.relinks);
     return rc;
 }
 

@@ -41,7 +41,7 @@
 #define EMPTY_SHA256 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 #define MAX_XML (16u << 20)      /* a list page or an error document */
 #define READ_WINDOW (2u << 20)   /* bytes fetched ahead by a read of a pack */
-#define READ_CACHE 32            /* windows kept (or being read) */
+#define READ_CACHE 64            /* windows kept (or being read): at most 128 MiB */
 #define READ_DIRECT (8u << 20)   /* reads of a pack this large bypass the windows */
 #define IDLE_HANDLES 80          /* curl handles (each with its connections) kept for reuse */
 #define DEFAULT_RETRY_SECONDS 60 /* total time spent retrying one request */
