@@ -31,7 +31,7 @@ run scb --threads 2 --json backup files "$src"
 assert_rc 0 "backup into S3"
 cp "$OUT_FILE" "$TEST_TMP/b.json"
 id=$(json_get "$TEST_TMP/b.json" '["id"]')
-blobs=$(json_get "$TEST_TMP/b.json" '["stats"]["chunks_new"]')
+blobs=$(json_get "$TEST_TMP/b.json" '["stats"]["chunksNew"]')
 assert_cmp "$blobs" -ge 400 "the backup has many blobs ($blobs)"
 target=$TEST_TMP/restore
 mkdir "$target"
@@ -43,7 +43,7 @@ note "restore of $blobs blobs: $req S3 requests"
 assert_cmp "$req" -lt $((blobs / 4)) "restore reads blobs grouped by pack ($req requests < $blobs blobs / 4)"
 # The repository (~20 MB) is smaller than the reader's windows kept (32 x 2 MiB): no window is
 # read twice, so the restore receives what the backup stored, once.
-stored=$(json_get "$TEST_TMP/b.json" '["stats"]["bytes_stored"]')
+stored=$(json_get "$TEST_TMP/b.json" '["stats"]["bytesStored"]')
 got=$(json_get "$OUT_FILE" '["s3"]["bytesReceived"]')
 note "restore received $got bytes of $stored stored"
 assert_cmp "$got" -le $((stored + stored / 20 + 1048576)) "restore reads each stored byte once ($got received, $stored stored)"
