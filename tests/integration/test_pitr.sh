@@ -64,6 +64,8 @@ assert_eq physical "$(json_get "$OUT_FILE" '["method"]')" "the summary says meth
 assert_match '^[0-9A-F]+/[0-9A-F]+-[0-9A-F]+/[0-9A-F]+$' "$(json_get "$OUT_FILE" '["lsnRange"]')" "the summary has the LSN range"
 assert_true "the backup holds backup_label" json_eval "$OUT_FILE" '"START WAL LOCATION" in d["physical"]["backupLabel"]'
 S1=$(json_get "$OUT_FILE" '["physical"]["startLsn"]')
+assert_true "backup database --physical --json: the shape in docs/JSON.md" \
+    python3 "$LIB_DIR/jsonshape.py" "$LIB_DIR/../../docs/JSON.md" "backup database --physical" "$OUT_FILE"
 run cb list
 assert_contains "$OUT" "physical" "list shows the method"
 pg_sum rich "$TEST_TMP/src-rich.sum"
@@ -120,6 +122,8 @@ stop_at() { as_pg "$CARIS_PG_BIN/pg_ctl" stop -D "$R/$1" -m fast -w -s >/dev/nul
 restore_start full "$id1"
 assert_rc 0 "restore --physical --start (replay all archived WAL)"
 assert_eq promoted "$(json_get "$OUT_FILE" '["state"]')" "the restored server was promoted"
+assert_true "restore database --physical --json: the shape in docs/JSON.md" \
+    python3 "$LIB_DIR/jsonshape.py" "$LIB_DIR/../../docs/JSON.md" "restore database --physical" "$OUT_FILE"
 assert_true "recovery.signal is gone once promoted" test ! -e "$R/full/recovery.signal"
 assert_false "the key is not in the restored settings" grep -qF "$BACKUP_ENCRYPTION_KEY" "$R/full/postgresql.auto.conf"
 assert_true "restore_command calls wal get" grep -q "wal get %f %p" "$R/full/postgresql.auto.conf"
@@ -188,6 +192,8 @@ run cb --json backup database --physical
 assert_rc 3 "a bad page: the backup completes with warnings (exit 3)"
 assert_eq 1 "$(json_get "$OUT_FILE" '["physical"]["badPages"]')" "one bad page"
 assert_eq "$rel" "$(json_get "$OUT_FILE" '["warnings"][0]["file"]')" "the warning names the file"
+assert_true "a physical backup with a bad page: the shape in docs/JSON.md" \
+    python3 "$LIB_DIR/jsonshape.py" "$LIB_DIR/../../docs/JSON.md" "backup database --physical" "$OUT_FILE"
 assert_eq 0 "$(json_get "$OUT_FILE" '["warnings"][0]["block"]')" "the warning names the block"
 assert_contains "$ERR" "invalid page checksum in $rel block 0" "the warning is printed"
 

@@ -78,6 +78,8 @@ assert_eq "000000010000000000000001" \
     "schedule status: the archived WAL range of timeline 1"
 assert_eq null "$(json_eval "$OUT_FILE" 'd["walArchiver"]["archive"]["recoveryWindow"]["earliest"]')" \
     "schedule status: no recovery window without a base backup"
+assert_true "schedule status with a running daemon and its walArchiver: the shape in docs/JSON.md" \
+    python3 "$LIB_DIR/jsonshape.py" "$LIB_DIR/../../docs/JSON.md" "schedule status" "$OUT_FILE"
 assert_exit 0 cb --env-file "$TEST_TMP/env" --json wal push --no-daemon "$TEST_TMP/pg_wal/000000010000000000000003"
 assert_eq false "$(json_get "$OUT_FILE" '["viaDaemon"]')" "--no-daemon pushes alone"
 # the daemon reads again only the records written since its last push: one pushed alone
