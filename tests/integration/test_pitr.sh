@@ -104,8 +104,6 @@ archived() { [[ $(psql_db postgres -c "SELECT last_archived_wal >= '$last' FROM 
 wait_until 60 archived || fail "WAL up to $last not archived within 60 s" "$(psql_db postgres -c 'SELECT * FROM pg_stat_archiver')"
 note "T1=$T1 L1=$L1 T2=$T2 last segment $last"
 
-port_n=0
-free_port() { _pg_free_port; }
 # restore_start NAME ARGS...: restore (as the server's user) into $R/NAME with --start
 restore_start() {
     local name=$1
