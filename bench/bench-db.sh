@@ -464,7 +464,7 @@ ratio("caris full CPU / floor CPU", rows["caris_full"]["cpu"] if ok("caris_full"
 ratio("caris repository / naive file (size)", o("caris_full"), o("naive"), target="< 1")
 ratio("caris repository / pg_dump -Fc file (size)", o("caris_full"), o("pg_dump_Fc"))
 full_added, inc_added = int(env["FULL_ADDED"] or 0), int(env["INC_ADDED"] or 0)
-ratio("incremental bytes_added / full bytes_added", inc_added if ok("caris_incr") else None,
+ratio("incremental bytesAdded / full bytesAdded", inc_added if ok("caris_incr") else None,
       full_added or None, fmt="%.3f", target="< 0.10")
 ratio("caris restore / pg_restore (wall)", w("caris_restore"), w("pg_restore"))
 print()

@@ -50,7 +50,7 @@ t0=$(ms)
 via=0
 for f in "$DIR"/wal/*; do
     out=$("$BIN" --env-file "$DIR/env" --json wal push "$f") || echo "push $f failed" >&2
-    [[ $out == *'"via_daemon": true'* || $out == *'"viaDaemon": true'* ]] && via=$((via + 1))
+    [[ $out == *'"viaDaemon": true'* ]] && via=$((via + 1))
 done
 daemon=$(($(ms) - t0))
 kill -TERM "$dpid"

@@ -29,7 +29,7 @@ def load_shapes(md_path):
 
 
 def check(shape, v, path, defs, problems):
-    if isinstance(shape, str) and shape.startswith("$"):
+    if isinstance(shape, str) and shape.startswith("$") and "|" not in shape:
         return check(defs[shape[1:]], v, path, defs, problems)
     if isinstance(shape, str):
         alts = shape.split("|")

@@ -93,6 +93,41 @@ run cb --json audit verify
 shape "audit verify" "audit verify: its shape"
 run cb --json wal list
 shape "wal list" "wal list: its shape"
+# a WAL archive without PostgreSQL: three generated 1 MiB segments with segment 3 missing (a
+# gap), a .history for timeline 2; a base backup from the test hook gives a recovery window
+mkdir -p "$TEST_TMP/pg_wal"
+for i in 1 2 4; do
+    head -c 1048576 /dev/zero | tr '\0' "$i" >"$TEST_TMP/pg_wal/00000001000000000000000$i"
+done
+printf '1\t0/400010\tno recovery target specified\n' >"$TEST_TMP/pg_wal/00000002.history"
+for f in "$TEST_TMP"/pg_wal/*; do
+    run cb --json wal push --no-daemon "$f"
+    assert_rc 0 "wal push $(basename "$f")"
+done
+shape "wal push" "wal push: its shape"
+run cb --json wal push --no-daemon "$TEST_TMP/pg_wal/000000010000000000000001"
+shape "wal push" "wal push of an archived file: its shape"
+assert_eq "true false" "$(json_eval "$OUT_FILE" '"%s %s" % (str(d["alreadyArchived"]).lower(), str(d["viaDaemon"]).lower())')" \
+    "wal push: alreadyArchived, viaDaemon"
+export CARIS_TEST_WAL_BASES=1:0/100028
+run cb --json wal list
+shape "wal list" "wal list with segments, a gap, a timeline and a base backup: its shape"
+assert_eq "2 1 1 0/300000" \
+    "$(json_eval "$OUT_FILE" '"%d %d %d %s" % (len(d["timelines"]), len(d["gaps"]), d["recoveryWindow"]["baseBackups"], d["gaps"][0]["startLsn"])')" \
+    "wal list: two timelines, the gap at 0/300000, one base backup"
+run cb --json list --wal
+shape "list --wal" "list --wal: its shape"
+assert_eq "2 1" "$(json_eval "$OUT_FILE" '"%d %d" % (len(d["backups"]), len(d["wal"]["gaps"]))')" \
+    "list --wal: the backups and the archive's gap"
+run cb --json prune --dry-run
+shape prune "prune --dry-run with WAL and a base backup: its shape"
+assert_eq "0/100028 4" "$(json_eval "$OUT_FILE" '"%s %d" % (d["wal"]["keepFromLsn"], d["wal"]["kept"])')" \
+    "prune: the WAL kept from the base backup's start"
+unset CARIS_TEST_WAL_BASES
+run cb --json prune
+assert_rc 0 "prune --json"
+shape prune "prune: its shape"
+assert_cmp "$(json_get "$OUT_FILE" '["records"]["before"]')" -ge 3 "prune: the verification records counted"
 run cb --json version
 shape version "version: its shape"
 
@@ -117,5 +152,11 @@ assert_false "jsonshape: a wrong type is caught" \
 printf '{"forced": true, "removed": [], "kept": [], "leftoversRemoved": [], "leftoversKept": [{"boot_id": "x"}]}' >"$TEST_TMP/bad4.json"
 assert_false "jsonshape: a snake_case key deep inside an 'any' value is caught" \
     python3 "$LIB_DIR/jsonshape.py" "$DOC" unlock "$TEST_TMP/bad4.json"
+printf '{"now": "x", "running": true, "queue": 0, "job": null, "history": [], "nextRuns": [], "schedules": {}, "walArchiver": {"queued": 0}}' >"$TEST_TMP/bad5.json"
+assert_false "jsonshape: a shape given as \$def|null is checked against the def" \
+    python3 "$LIB_DIR/jsonshape.py" "$DOC" "schedule status" "$TEST_TMP/bad5.json"
+sed 's/"walArchiver": {"queued": 0}/"walArchiver": null/' "$TEST_TMP/bad5.json" >"$TEST_TMP/good5.json"
+assert_true "jsonshape: ... and null is taken" \
+    python3 "$LIB_DIR/jsonshape.py" "$DOC" "schedule status" "$TEST_TMP/good5.json"
 
 test_done

@@ -61,9 +61,11 @@ assert_rc 0 "backup database --physical"
 id1=$(json_get "$OUT_FILE" '["id"]')
 assert_match '^caris_full_' "$id1" "a physical backup has a caris_full_ id"
 assert_eq physical "$(json_get "$OUT_FILE" '["method"]')" "the summary says method physical"
-assert_match '^[0-9A-F]+/[0-9A-F]+-[0-9A-F]+/[0-9A-F]+$' "$(json_get "$OUT_FILE" '["lsn_range"]')" "the summary has the LSN range"
-assert_true "the backup holds backup_label" json_eval "$OUT_FILE" '"START WAL LOCATION" in d["physical"]["backup_label"]'
-S1=$(json_get "$OUT_FILE" '["physical"]["start_lsn"]')
+assert_match '^[0-9A-F]+/[0-9A-F]+-[0-9A-F]+/[0-9A-F]+$' "$(json_get "$OUT_FILE" '["lsnRange"]')" "the summary has the LSN range"
+assert_true "the backup holds backup_label" json_eval "$OUT_FILE" '"START WAL LOCATION" in d["physical"]["backupLabel"]'
+S1=$(json_get "$OUT_FILE" '["physical"]["startLsn"]')
+assert_true "backup database --physical --json: the shape in docs/JSON.md" \
+    python3 "$LIB_DIR/jsonshape.py" "$LIB_DIR/../../docs/JSON.md" "backup database --physical" "$OUT_FILE"
 run cb list
 assert_contains "$OUT" "physical" "list shows the method"
 pg_sum rich "$TEST_TMP/src-rich.sum"
@@ -102,7 +104,6 @@ archived() { [[ $(psql_db postgres -c "SELECT last_archived_wal >= '$last' FROM 
 wait_until 60 archived || fail "WAL up to $last not archived within 60 s" "$(psql_db postgres -c 'SELECT * FROM pg_stat_archiver')"
 note "T1=$T1 L1=$L1 T2=$T2 last segment $last"
 
-port_n=0
 # restore_start NAME ARGS...: restore (as the server's user) into $R/NAME with --start
 restore_start() {
     local name=$1
@@ -119,6 +120,8 @@ stop_at() { as_pg "$CARIS_PG_BIN/pg_ctl" stop -D "$R/$1" -m fast -w -s >/dev/nul
 restore_start full "$id1"
 assert_rc 0 "restore --physical --start (replay all archived WAL)"
 assert_eq promoted "$(json_get "$OUT_FILE" '["state"]')" "the restored server was promoted"
+assert_true "restore database --physical --json: the shape in docs/JSON.md" \
+    python3 "$LIB_DIR/jsonshape.py" "$LIB_DIR/../../docs/JSON.md" "restore database --physical" "$OUT_FILE"
 assert_true "recovery.signal is gone once promoted" test ! -e "$R/full/recovery.signal"
 assert_false "the key is not in the restored settings" grep -qF "$BACKUP_ENCRYPTION_KEY" "$R/full/postgresql.auto.conf"
 assert_true "restore_command calls wal get" grep -q "wal get %f %p" "$R/full/postgresql.auto.conf"
@@ -185,12 +188,12 @@ assert_contains "$(as_pg "$CARIS_PG_BIN/pg_controldata" "$R/imm")" "shut down in
 # the WAL from the base backup's start on (what a restore needs), the older segments go
 run cb --json wal list
 assert_rc 0 "wal list --json"
-assert_eq 1 "$(json_get "$OUT_FILE" '["recovery_window"]["base_backups"]')" "the window counts the physical base backup"
-assert_true "the recovery window has an earliest time" json_eval "$OUT_FILE" 'd["recovery_window"]["earliest"] is not None'
+assert_eq 1 "$(json_get "$OUT_FILE" '["recoveryWindow"]["baseBackups"]')" "the window counts the physical base backup"
+assert_true "the recovery window has an earliest time" json_eval "$OUT_FILE" 'd["recoveryWindow"]["earliest"] is not None'
 assert_eq 0 "$(json_eval "$OUT_FILE" 'len(d["gaps"])')" "no gap in the archive"
 run cb --json prune
 assert_rc 0 "prune with a physical base backup"
-assert_eq "$S1" "$(json_get "$OUT_FILE" '["wal"]["keep_from_lsn"]')" "prune keeps WAL from the base backup's start LSN"
+assert_eq "$S1" "$(json_get "$OUT_FILE" '["wal"]["keepFromLsn"]')" "prune keeps WAL from the base backup's start LSN"
 run cb --env-file "$envf" --json restore database --physical --pgdata "$R/afterprune" --to-name after_batch_2
 assert_rc 0 "after prune the base backup and its WAL still restore (no --start: files and settings)"
 as_pg rm -rf "$R/afterprune"
@@ -201,16 +204,18 @@ as_pg "$CARIS_PG_BIN/pg_checksums" --enable -D "$data" >/dev/null || fail "pg_ch
 pg_resume || fail "restart with checksums"
 run cb --json backup database --physical
 assert_rc 0 "backup of a cluster with checksums: no bad page"
-assert_cmp "$(json_get "$OUT_FILE" '["physical"]["pages_checked"]')" -gt 100 "pages were checked"
-assert_eq 0 "$(json_get "$OUT_FILE" '["physical"]["bad_pages"]')" "no page of the clean cluster is reported bad"
+assert_cmp "$(json_get "$OUT_FILE" '["physical"]["pagesChecked"]')" -gt 100 "pages were checked"
+assert_eq 0 "$(json_get "$OUT_FILE" '["physical"]["badPages"]')" "no page of the clean cluster is reported bad"
 rel=$(psql_db "$CARIS_PG_DB" -c "SELECT pg_relation_filepath('t')")
 pg_pause || fail "stop to flip a byte"
 flip_byte "$data/$rel" 5000
 pg_resume || fail "restart after the flip"
 run cb --json backup database --physical
 assert_rc 3 "a bad page: the backup completes with warnings (exit 3)"
-assert_eq 1 "$(json_get "$OUT_FILE" '["physical"]["bad_pages"]')" "one bad page"
+assert_eq 1 "$(json_get "$OUT_FILE" '["physical"]["badPages"]')" "one bad page"
 assert_eq "$rel" "$(json_get "$OUT_FILE" '["warnings"][0]["file"]')" "the warning names the file"
+assert_true "a physical backup with a bad page: the shape in docs/JSON.md" \
+    python3 "$LIB_DIR/jsonshape.py" "$LIB_DIR/../../docs/JSON.md" "backup database --physical" "$OUT_FILE"
 assert_eq 0 "$(json_get "$OUT_FILE" '["warnings"][0]["block"]')" "the warning names the block"
 assert_contains "$ERR" "invalid page checksum in $rel block 0" "the warning is printed"
 

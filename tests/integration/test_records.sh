@@ -91,7 +91,7 @@ run cb list
 assert_match "${ids[0]} .* damaged" "$(grep -F "${ids[0]}" <<<"$OUT")" "list (human) still shows backup 1 damaged"
 run cb --json prune
 assert_eq 1 "$(record_files)" "a second prune leaves the compacted record alone"
-assert_eq "0 0" "$(json_eval "$OUT_FILE" '"%d %d" % (d["records"]["files_before"] - d["records"]["files_after"], d["records"]["before"] - d["records"]["after"])')" \
+assert_eq "0 0" "$(json_eval "$OUT_FILE" '"%d %d" % (d["records"]["filesBefore"] - d["records"]["filesAfter"], d["records"]["before"] - d["records"]["after"])')" \
     "a second prune: nothing folded or dropped"
 
 # --- an old failure is kept beyond the bound --------------------------------------------------

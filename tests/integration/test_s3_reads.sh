@@ -29,6 +29,8 @@ assert_contains "$ERR" "BACKUP_S3_CONNECTIONS" "an invalid BACKUP_S3_CONNECTIONS
 assert_exit 0 scb --s3-connections 64 list
 run scb --threads 2 --json backup files "$src"
 assert_rc 0 "backup into S3"
+assert_true "backup files --json against S3, with its s3 counters: the shape in docs/JSON.md" \
+    python3 "$LIB_DIR/jsonshape.py" "$LIB_DIR/../../docs/JSON.md" "backup files" "$OUT_FILE"
 cp "$OUT_FILE" "$TEST_TMP/b.json"
 id=$(json_get "$TEST_TMP/b.json" '["id"]')
 blobs=$(json_get "$TEST_TMP/b.json" '["stats"]["chunksNew"]')
@@ -37,6 +39,8 @@ target=$TEST_TMP/restore
 mkdir "$target"
 run scb --threads 2 --json restore files "$id" --target "$target"
 assert_rc 0 "restore from S3"
+assert_true "restore files --json against S3, with its s3 counters: the shape in docs/JSON.md" \
+    python3 "$LIB_DIR/jsonshape.py" "$LIB_DIR/../../docs/JSON.md" "restore files" "$OUT_FILE"
 tree_compare "$src" "$target$src"
 req=$(json_get "$OUT_FILE" '["s3"]["requests"]')
 note "restore of $blobs blobs: $req S3 requests"
@@ -63,6 +67,8 @@ run cb --quiet --repo "$LOCAL" init --copy-chunker-from "$S3"
 assert_rc 0 "a local destination that deduplicates with the S3 repository"
 run scb --threads 2 --json copy "$id" --to "$LOCAL"
 assert_rc 0 "copy out of S3"
+assert_true "copy --json against S3, with its s3 counters: the shape in docs/JSON.md" \
+    python3 "$LIB_DIR/jsonshape.py" "$LIB_DIR/../../docs/JSON.md" "copy" "$OUT_FILE"
 req=$(json_get "$OUT_FILE" '["s3"]["requests"]')
 copied=$(json_get "$OUT_FILE" '["backups"][0]["blobsCopied"]')
 assert_eq "$blobs" "$copied" "every blob was copied"

@@ -40,8 +40,8 @@ stop_daemon() {
 # --- through the daemon ----------------------------------------------------------------------
 start_daemon env
 assert_exit 0 cb --env-file "$TEST_TMP/env" --json wal push "$TEST_TMP/pg_wal/000000010000000000000001"
-assert_eq true "$(json_get "$OUT_FILE" '["via_daemon"]')" "the push went through the daemon"
-assert_eq false "$(json_get "$OUT_FILE" '["already_archived"]')" "a first push is not already archived"
+assert_eq true "$(json_get "$OUT_FILE" '["viaDaemon"]')" "the push went through the daemon"
+assert_eq false "$(json_get "$OUT_FILE" '["alreadyArchived"]')" "a first push is not already archived"
 # relative to the caller's working directory, as PostgreSQL passes %p (pg_wal/...)
 (cd "$TEST_TMP" && "$CARIS_BIN" --env-file "$TEST_TMP/env" --quiet wal push pg_wal/000000010000000000000002)
 assert_eq 0 "$?" "a relative path through the daemon"
@@ -54,7 +54,7 @@ for i in 1 2; do
         cmp "$TEST_TMP/pg_wal/$f" "$TEST_TMP/out/$f"
 done
 assert_exit 0 cb --env-file "$TEST_TMP/env" --json wal push "$TEST_TMP/pg_wal/000000010000000000000001"
-assert_eq true "$(json_get "$OUT_FILE" '["already_archived"]')" "identical re-push through the daemon"
+assert_eq true "$(json_get "$OUT_FILE" '["alreadyArchived"]')" "identical re-push through the daemon"
 seg "$TEST_TMP/other/000000010000000000000001" 99 1048576
 assert_exit 4 cb --env-file "$TEST_TMP/env" wal push "$TEST_TMP/other/000000010000000000000001"
 assert_contains "$ERR" "already archived with different content" "different content refused through the daemon"
@@ -78,10 +78,12 @@ assert_eq 0 "$?" "schedule status shows the archive's range once the daemon work
 assert_eq "000000010000000000000001" \
     "$(json_eval "$OUT_FILE" 'd["walArchiver"]["archive"]["timelines"][0]["first"]')" \
     "schedule status: the archived WAL range of timeline 1"
-assert_eq null "$(json_eval "$OUT_FILE" 'd["walArchiver"]["archive"]["recovery_window"]["earliest"]')" \
+assert_eq null "$(json_eval "$OUT_FILE" 'd["walArchiver"]["archive"]["recoveryWindow"]["earliest"]')" \
     "schedule status: no recovery window without a base backup"
+assert_true "schedule status with a running daemon and its walArchiver: the shape in docs/JSON.md" \
+    python3 "$LIB_DIR/jsonshape.py" "$LIB_DIR/../../docs/JSON.md" "schedule status" "$OUT_FILE"
 assert_exit 0 cb --env-file "$TEST_TMP/env" --json wal push --no-daemon "$TEST_TMP/pg_wal/000000010000000000000003"
-assert_eq false "$(json_get "$OUT_FILE" '["via_daemon"]')" "--no-daemon pushes alone"
+assert_eq false "$(json_get "$OUT_FILE" '["viaDaemon"]')" "--no-daemon pushes alone"
 # the daemon reads again only the records written since its last push: one pushed alone
 # meanwhile is seen, and a different file under its name is refused through the daemon
 seg "$TEST_TMP/other/000000010000000000000003" 98 1048576
@@ -89,7 +91,7 @@ assert_exit 4 cb --env-file "$TEST_TMP/env" wal push "$TEST_TMP/other/0000000100
 assert_contains "$ERR" "already archived with different content" \
     "a different re-push of a file pushed alone meanwhile is refused through the daemon"
 assert_exit 0 cb --env-file "$TEST_TMP/env" --json wal push "$TEST_TMP/pg_wal/000000010000000000000003"
-assert_eq "true true" "$(json_eval "$OUT_FILE" '"%s %s" % (str(d["via_daemon"]).lower(), str(d["already_archived"]).lower())')" \
+assert_eq "true true" "$(json_eval "$OUT_FILE" '"%s %s" % (str(d["viaDaemon"]).lower(), str(d["alreadyArchived"]).lower())')" \
     "the identical one is already archived, through the daemon"
 # --- `wal get` through the daemon: the same bytes, missing → 1 quietly ------------------------
 # segment 3 was pushed alone (--no-daemon) since the daemon read the index: it reads it again
@@ -134,14 +136,14 @@ assert_false "the interrupted push archived nothing" test -e "$TEST_TMP/out/s4"
 
 # --- no daemon: the push works alone (the daemon's socket file may be left behind) ----------
 assert_exit 0 cb --env-file "$TEST_TMP/env" --json wal push "$TEST_TMP/pg_wal/000000010000000000000004"
-assert_eq false "$(json_get "$OUT_FILE" '["via_daemon"]')" "without a daemon the push works alone"
+assert_eq false "$(json_get "$OUT_FILE" '["viaDaemon"]')" "without a daemon the push works alone"
 assert_exit 0 cb --env-file "$TEST_TMP/env" wal get 000000010000000000000004 "$TEST_TMP/out/s4"
 assert_true "the retried push archived the segment" cmp "$TEST_TMP/pg_wal/000000010000000000000004" "$TEST_TMP/out/s4"
 
 # --- a new daemon takes pushes again; the archive checks clean ------------------------------
 start_daemon env
 assert_exit 0 cb --env-file "$TEST_TMP/env" --json wal push "$TEST_TMP/pg_wal/000000010000000000000005"
-assert_eq true "$(json_get "$OUT_FILE" '["via_daemon"]')" "a restarted daemon takes pushes"
+assert_eq true "$(json_get "$OUT_FILE" '["viaDaemon"]')" "a restarted daemon takes pushes"
 stop_daemon
 assert_exit 0 cb --env-file "$TEST_TMP/env" --quiet check --read-data
 assert_exit 0 cb --env-file "$TEST_TMP/env" --json wal list

@@ -29,17 +29,17 @@ done
 
 # --- ranges and the gap ------------------------------------------------------------------------
 assert_exit 0 cb --json wal list
-assert_eq 1048576 "$(json_get "$OUT_FILE" '["segment_size"]')" "wal list: the segment size"
+assert_eq 1048576 "$(json_get "$OUT_FILE" '["segmentSize"]')" "wal list: the segment size"
 assert_eq "1 000000010000000000000001 000000010000000000000005 4" \
     "$(json_eval "$OUT_FILE" '"%s %s %s %s" % tuple(d["timelines"][0][k] for k in ("timeline", "first", "last", "segments"))')" \
     "wal list: timeline 1 from segment 1 to 5, four segments"
 assert_eq "2 1 0/600010 000000020000000000000006 000000020000000000000007" \
-    "$(json_eval "$OUT_FILE" '"%s %s %s %s %s" % tuple(d["timelines"][1][k] for k in ("timeline", "parent", "switch_lsn", "first", "last"))')" \
+    "$(json_eval "$OUT_FILE" '"%s %s %s %s %s" % tuple(d["timelines"][1][k] for k in ("timeline", "parent", "switchLsn", "first", "last"))')" \
     "wal list: timeline 2 branched off 1 at its .history's switch point"
 assert_eq "1 000000010000000000000004 000000010000000000000004 0/400000" \
-    "$(json_eval "$OUT_FILE" '"%d %s %s %s" % (len(d["gaps"]), d["gaps"][0]["from"], d["gaps"][0]["to"], d["gaps"][0]["start_lsn"])')" \
+    "$(json_eval "$OUT_FILE" '"%d %s %s %s" % (len(d["gaps"]), d["gaps"][0]["from"], d["gaps"][0]["to"], d["gaps"][0]["startLsn"])')" \
     "wal list: the missing segment 4 is the one gap"
-assert_eq "null" "$(json_eval "$OUT_FILE" 'd["recovery_window"]["earliest"]')" \
+assert_eq "null" "$(json_eval "$OUT_FILE" 'd["recoveryWindow"]["earliest"]')" \
     "no physical base backup: no recovery window"
 assert_contains "$(json_eval "$OUT_FILE" 'd["retention"]["rule"]')" "all archived WAL is kept" \
     "retention says all WAL is kept without a base backup"
@@ -71,7 +71,7 @@ assert_contains "$OUT" "WAL timeline 1: 000000010000000000000001 .. 000000010000
 
 # --- retention ------------------------------------------------------------------------------
 assert_exit 0 cb --json prune
-assert_eq "0 None" "$(json_eval "$OUT_FILE" '"%s %s" % (d["wal"]["removed"], d["wal"]["keep_from_lsn"])')" \
+assert_eq "0 None" "$(json_eval "$OUT_FILE" '"%s %s" % (d["wal"]["removed"], d["wal"]["keepFromLsn"])')" \
     "prune without a base backup keeps all WAL"
 assert_exit 0 cb --json wal list
 assert_eq 7 "$(json_eval "$OUT_FILE" 'len(d["files"])')" "all seven files still archived"
@@ -83,7 +83,7 @@ assert_exit 0 cb --json wal list
 assert_eq 7 "$(json_eval "$OUT_FILE" 'len(d["files"])')" "the dry run removed nothing"
 CARIS_TEST_WAL_BASES=1:0/300028 "$CARIS_BIN" --json prune >"$OUT_FILE" 2>"$ERR_FILE"
 assert_eq 0 "$?" "prune with a base backup starting at 0/300028"
-assert_eq "2 0/300028" "$(json_eval "$OUT_FILE" '"%s %s" % (d["wal"]["removed"], d["wal"]["keep_from_lsn"])')" \
+assert_eq "2 0/300028" "$(json_eval "$OUT_FILE" '"%s %s" % (d["wal"]["removed"], d["wal"]["keepFromLsn"])')" \
     "prune removed the two segments that end before the base's start"
 assert_exit 0 cb --json wal list
 assert_eq "000000010000000000000003 000000010000000000000005 00000002.history 000000020000000000000006 000000020000000000000007" \
