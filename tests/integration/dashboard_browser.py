@@ -196,7 +196,11 @@ def main():
             % summary["rowsBefore"], 30)
         summary["auditRows"] = page.wait(
             "document.querySelectorAll('#audit tbody tr').length", 10)
-        summary["auditText"] = page.eval("document.getElementById('audit').textContent")
+        # the audit table is fetched after the list (refreshList): wait for the run's line, which
+        # the daemon writes before it reports the job done
+        summary["auditText"] = page.wait(
+            "(t => /backup run/.test(t) ? t : '')(document.getElementById('audit').textContent)", 30
+        ) or page.eval("document.getElementById('audit').textContent")
         summary["notifications"] = page.eval("document.getElementById('notifications').textContent")
         summary["alertsAfter"] = page.wait(
             "(t => t === '' ? 'none' : '')(document.getElementById('alerts').textContent)", 10)

@@ -96,8 +96,8 @@ head -c 5000000 "$TEST_TMP/wal/$S1" >"$TEST_TMP/other/000000010000000000000008"
 assert_exit 2 cb wal push "$TEST_TMP/other/000000010000000000000008"
 assert_contains "$ERR" "not a segment size" "a torn segment is refused"
 assert_exit 1 cb wal get 000000010000000000000008 "$TEST_TMP/out/torn"
-assert_exit 1 cb wal receive
-assert_contains "$ERR" "not implemented yet" "wal receive says it is not implemented yet"
+assert_exit 6 cb wal receive
+assert_contains "$ERR" "POSTGRES_URL not set" "wal receive without a server to stream from says so (streaming: test_wal_receive.sh)"
 # (physical backups and PITR: test_pitr.sh)
 assert_exit 2 cb backup database --physical --incremental
 assert_contains "$ERR" "not implemented yet" "backup database --physical --incremental says it is not implemented yet"
