@@ -245,6 +245,39 @@ static json_t *wal_request(const char *cmd, const char *name, const char *repo_p
     return req;
 }
 
+/* Sends the WAL request cmd for name with fd and reads the answer into *ans. 0: the daemon
+ * answered ok; 1: it did not take the request (none reached, a request it did not get whole,
+ * a full queue, stopping, another repository, a request it refuses as such or a daemon from
+ * before cmd, which answers "usage"): the caller does the work alone, nothing was done; -1:
+ * the daemon's error or a malformed answer, in e. */
+static int wal_exchange(int sock, const char *cmd, const char *name, const char *repo_path, int fd,
+                        int timeout_ms, json_t **ans, struct err *e)
+{
+    const char *what = strcmp(cmd, "wal-push") == 0 ? "wal push" : "wal get";
+    json_t *req = wal_request(cmd, name, repo_path);
+    int sent = send_with_fd(sock, req, fd);
+    json_decref(req);
+    if (sent != 0)
+        return 1;
+    if (daemon_answer(sock, timeout_ms, ans, e) != 0) {
+        err_wrap(e, "%s %s through the daemon", what, name);
+        return -1;
+    }
+    json_t *err = json_object_get(*ans, "error");
+    if (err) {
+        const char *code = json_string_value(json_object_get(err, "code"));
+        const char *msg = json_string_value(json_object_get(err, "message"));
+        if (code && (strcmp(code, "busy") == 0 || strcmp(code, "stopping") == 0 ||
+                     strcmp(code, "other-repository") == 0 || strcmp(code, "usage") == 0))
+            return 1;
+        const char *hint = json_string_value(json_object_get(err, "hint"));
+        return err_set(e, code_of_name(code), hint, "%s", msg ? msg : "the daemon failed");
+    }
+    if (!json_is_true(json_object_get(*ans, "ok")))
+        return err_set(e, ERR_FAILURE, NULL, "%s %s: the daemon's answer is malformed", what, name);
+    return 0;
+}
+
 int caris_daemon_wal_push(const struct config *cfg, const char *repo_path, const char *path,
                           struct caris_wal_push_result *res, struct err *e)
 {
@@ -253,7 +286,7 @@ int caris_daemon_wal_push(const struct config *cfg, const char *repo_path, const
     const char *name = basename(pcopy);
     struct caris_wal_name wn;
     int rc = -1, sock = -1, fd = -1;
-    json_t *req = NULL, *ans = NULL;
+    json_t *ans = NULL;
     if (caris_wal_name_parse(name, &wn, e) != 0)
         goto out;
     struct err ce = ERR_INIT;
@@ -267,35 +300,14 @@ int caris_daemon_wal_push(const struct config *cfg, const char *repo_path, const
         err_sys(e, errno, NULL, "cannot open WAL file %s", path);
         goto out;
     }
-    req = wal_request("wal-push", name, repo_path);
-    if (send_with_fd(sock, req, fd) != 0) {
-        /* nothing is stored on a request the daemon did not get whole: push alone */
-        rc = 1;
+    /* a push the daemon refused as a usage error (a torn segment) fails alone the same way:
+     * the answer is then this process's own */
+    rc = wal_exchange(sock, "wal-push", name, repo_path, fd, WAL_PUSH_TIMEOUT_MS, &ans, e);
+    if (rc != 0)
         goto out;
-    }
-    if (daemon_answer(sock, WAL_PUSH_TIMEOUT_MS, &ans, e) != 0) {
-        err_wrap(e, "wal push %s through the daemon", name);
-        goto out;
-    }
-    json_t *err = json_object_get(ans, "error");
-    if (err) {
-        const char *code = json_string_value(json_object_get(err, "code"));
-        const char *msg = json_string_value(json_object_get(err, "message"));
-        /* the daemon does not take it (full queue, stopping, another repository, a request
-         * it refuses as such, e.g. too long, or a daemon from before `wal-push`): the push is
-         * made here, alone. A push the daemon refused as a usage error (a torn segment) fails
-         * alone the same way: the answer is then this process's own. */
-        if (code && (strcmp(code, "busy") == 0 || strcmp(code, "stopping") == 0 ||
-                     strcmp(code, "other-repository") == 0 || strcmp(code, "usage") == 0)) {
-            rc = 1;
-            goto out;
-        }
-        const char *hint = json_string_value(json_object_get(err, "hint"));
-        err_set(e, code_of_name(code), hint, "%s", msg ? msg : "the daemon's push failed");
-        goto out;
-    }
+    rc = -1;
     const char *hex = json_string_value(json_object_get(ans, "sha256"));
-    if (!json_is_true(json_object_get(ans, "ok")) || !hex || cx_unhex(hex, res->sha256, 32) != 0) {
+    if (!hex || cx_unhex(hex, res->sha256, 32) != 0) {
         err_set(e, ERR_FAILURE, NULL, "wal push %s: the daemon's answer is malformed", name);
         goto out;
     }
@@ -303,7 +315,6 @@ int caris_daemon_wal_push(const struct config *cfg, const char *repo_path, const
     res->bytes = (uint64_t)json_integer_value(json_object_get(ans, "bytes"));
     rc = 0;
 out:
-    json_decref(req);
     json_decref(ans);
     if (fd >= 0)
         close(fd);
@@ -325,7 +336,7 @@ int caris_daemon_wal_get(const struct config *cfg, const char *repo_path, const 
     if (caris_wal_name_parse(name, &wn, e) != 0)
         return -1;
     int rc = -1, sock = -1, fd = -1;
-    json_t *req = NULL, *ans = NULL;
+    json_t *ans = NULL;
     char *tmp = NULL;
     struct err ce = ERR_INIT;
     sock = daemon_connect(cfg, &ce);
@@ -340,34 +351,10 @@ int caris_daemon_wal_get(const struct config *cfg, const char *repo_path, const 
         err_sys(e, errno, NULL, "cannot create %s", tmp);
         goto out;
     }
-    req = wal_request("wal-get", name, repo_path);
-    if (send_with_fd(sock, req, fd) != 0) {
-        rc = 1;
+    rc = wal_exchange(sock, "wal-get", name, repo_path, fd, WAL_GET_TIMEOUT_MS, &ans, e);
+    if (rc != 0)
         goto out;
-    }
-    if (daemon_answer(sock, WAL_GET_TIMEOUT_MS, &ans, e) != 0) {
-        err_wrap(e, "wal get %s through the daemon", name);
-        goto out;
-    }
-    json_t *err = json_object_get(ans, "error");
-    if (err) {
-        const char *code = json_string_value(json_object_get(err, "code"));
-        const char *msg = json_string_value(json_object_get(err, "message"));
-        /* not taken (full queue, stopping, another repository, a daemon from before
-         * `wal-get`, which answers "usage"): get alone */
-        if (code && (strcmp(code, "busy") == 0 || strcmp(code, "stopping") == 0 ||
-                     strcmp(code, "other-repository") == 0 || strcmp(code, "usage") == 0)) {
-            rc = 1;
-            goto out;
-        }
-        const char *hint = json_string_value(json_object_get(err, "hint"));
-        err_set(e, code_of_name(code), hint, "%s", msg ? msg : "the daemon's get failed");
-        goto out;
-    }
-    if (!json_is_true(json_object_get(ans, "ok"))) {
-        err_set(e, ERR_FAILURE, NULL, "wal get %s: the daemon's answer is malformed", name);
-        goto out;
-    }
+    rc = -1;
     if (close(fd) != 0) {
         fd = -1;
         err_sys(e, errno, NULL, "cannot write %s", tmp);
@@ -385,7 +372,6 @@ out:
     if (rc != 0 && tmp)
         unlink(tmp);
     free(tmp);
-    json_decref(req);
     json_decref(ans);
     if (sock >= 0)
         close(sock);
