@@ -19,6 +19,7 @@
 #include "caris/err.h"
 #include "caris/op.h"
 #include "caris/repo.h"
+#include "caris/walwindow.h"
 
 /* Relation files are cut into fixed blocks of this size (32 pages): page-aligned, so a
  * block that PostgreSQL did not change keeps its chunk id from one backup to the next. */
@@ -113,8 +114,7 @@ int caris_recovery_point_in_time(struct repo *r, const struct caris_pitr_request
 /* A recovery target time ("YYYY-MM-DD[T ]HH:MM[:SS[.frac]]" with Z, +HH[:MM] or nothing:
  * local time in tz) as nanoseconds, the fraction dropped. */
 int phys_time_parse(const char *s, const char *tz, int64_t *ns, struct err *e);
-/* "0/3000028" <-> 64-bit LSN. */
-int phys_lsn_parse(const char *s, uint64_t *lsn);
+/* 64-bit LSN -> "0/3000028" (the other way: caris_lsn_parse, caris/walwindow.h). */
 /* A replication connection (replication=true added to t) to the server of t, with the hints
  * for the usual refusals (pg_hba.conf, REPLICATION attribute); NULL with e. wal receive uses
  * it too. */

@@ -214,7 +214,7 @@ int cmd_restore_physical(struct globals *g, int argc, char **argv)
             o.target = PHYS_TARGET_LSN;
             o.target_value = optarg;
             ntargets++;
-            if (phys_lsn_parse(optarg, &o.target_lsn) != 0)
+            if (caris_lsn_parse(optarg, &o.target_lsn) != 0)
                 return usage_error("--to-lsn takes a WAL position like 0/3000060, got '%s'",
                                    optarg);
             break;

@@ -24,16 +24,6 @@
 #define TAR_BLOCK 512
 #define MAX_WARNINGS 1000 /* bad pages listed one by one; beyond, only counted */
 
-int phys_lsn_parse(const char *s, uint64_t *lsn)
-{
-    unsigned hi, lo;
-    char tail;
-    if (!s || sscanf(s, "%X/%X%c", &hi, &lo, &tail) != 2)
-        return -1;
-    *lsn = ((uint64_t)hi << 32) | lo;
-    return 0;
-}
-
 void phys_lsn_format(uint64_t lsn, char *out, size_t n)
 {
     snprintf(out, n, "%X/%X", (unsigned)(lsn >> 32), (unsigned)(lsn & 0xffffffffu));
@@ -544,7 +534,7 @@ static int run_base_backup(struct pb *b, PGconn *c, const char *label, json_t *p
             if (tuples == 1 || (copied && PQntuples(res) >= 1 && PQnfields(res) >= 2)) {
                 const char *lsn = PQgetvalue(res, 0, 0);
                 uint64_t v;
-                if (phys_lsn_parse(lsn, &v) != 0) {
+                if (caris_lsn_parse(lsn, &v) != 0) {
                     rc = err_set(e, ERR_DATABASE, NULL, "BASE_BACKUP sent a bad LSN '%s'", lsn);
                 } else if (!copied) {
                     b->start_lsn = v;

@@ -56,7 +56,7 @@ static bool ends_before(json_t *s, const struct phys_restore_opts *o)
     }
     if (o->target == PHYS_TARGET_LSN) {
         uint64_t stop;
-        return phys_lsn_parse(json_string_value(json_object_get(phys, "stop_lsn")), &stop) == 0 &&
+        return caris_lsn_parse(json_string_value(json_object_get(phys, "stop_lsn")), &stop) == 0 &&
                stop <= o->target_lsn;
     }
     return true;

@@ -147,7 +147,12 @@ int caris_wal_receive(struct repo *r, const struct wal_receive_opts *o, struct e
         goto out;
     uint32_t tli = (uint32_t)atoi(PQgetvalue(res, 0, 1));
     uint64_t xlogpos = 0;
-    phys_lsn_parse(PQgetvalue(res, 0, 2), &xlogpos);
+    if (caris_lsn_parse(PQgetvalue(res, 0, 2), &xlogpos) != 0) {
+        err_set(e, ERR_DATABASE, NULL, "IDENTIFY_SYSTEM sent a bad LSN '%s'",
+                PQgetvalue(res, 0, 2));
+        PQclear(res);
+        goto out;
+    }
     PQclear(res);
     if (!(res = one_row(c, "SHOW wal_segment_size", e)))
         goto out;
@@ -182,7 +187,12 @@ int caris_wal_receive(struct repo *r, const struct wal_receive_opts *o, struct e
                     "replication slot %s does not exist or has no WAL reserved", o->slot);
             goto out;
         }
-        phys_lsn_parse(PQgetvalue(res, 0, 1), &start);
+        if (caris_lsn_parse(PQgetvalue(res, 0, 1), &start) != 0) {
+            err_set(e, ERR_DATABASE, NULL, "READ_REPLICATION_SLOT sent a bad LSN '%s'",
+                    PQgetvalue(res, 0, 1));
+            PQclear(res);
+            goto out;
+        }
         PQclear(res);
     }
     start -= start % segsz;
