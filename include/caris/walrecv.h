@@ -16,8 +16,8 @@ struct wal_receive_opts {
     const struct caris_op *op; /* cancel: stop (0); log: a line per stored segment */
 };
 
-/* Streams from where the archive's newest whole segment of the server's timeline ends (or the
- * slot's restart_lsn when the archive has none), stores each segment when complete and
+/* Streams from the slot's restart_lsn (rounded down to its segment: never past WAL the
+ * archive may lack), stores each segment when complete and
  * reports it flushed to the server only then. Runs until op->cancel (returns 0) or an error
  * (-1 with e; the server ending the stream, e.g. a timeline switch, is an error). Whole
  * segments only: partial segments are not stored yet. */

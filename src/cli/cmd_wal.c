@@ -12,6 +12,10 @@
 
 #include "cli.h"
 
+/* wal get's exit status for every failure but "not in the archive" (1): above 125, which
+ * PostgreSQL's recovery treats as fatal instead of as the end of the archive */
+#define WAL_GET_FATAL_EXIT 255
+
 static const char WAL_USAGE[] =
     "usage: caris-backup [--env-file F] wal push [--no-daemon] PATH\n"
     "       caris-backup [--env-file F] wal get [--no-daemon] NAME DEST\n"
@@ -34,7 +38,9 @@ static const char WAL_USAGE[] =
     "      daemon (or with --no-daemon) the push opens the repository itself.\n"
     "get   writes the archived file NAME to DEST, checked end to end, or exits 1 without a\n"
     "      word when the archive does not have it (what restore_command must do at the end of\n"
-    "      the archive). A damaged file is never written: exit 4. When the daemon of BACKUP_DIR\n"
+    "      the archive). Any other failure exits 255 (PostgreSQL then stops the recovery with\n"
+    "      an error rather than ending it early); a damaged file is never written. When the\n"
+    "      daemon of BACKUP_DIR\n"
     "      runs, it writes the file (it keeps the repository open and the WAL records read)\n"
     "      into a temporary file beside DEST, renamed once checked; a daemon killed meanwhile\n"
     "      makes the get fail and leaves DEST untouched. --no-daemon: alone.\n"
@@ -46,8 +52,8 @@ static const char WAL_USAGE[] =
     "\n"
     "receive  streams WAL from the server (BACKUP_PG_REPLICATION_URL, else POSTGRES_URL; the\n"
     "      role needs REPLICATION) over the physical replication slot NAME (default\n"
-    "      caris_backup; --create-slot creates it), from where the archive's newest segment of\n"
-    "      the server's timeline ends (else the slot's restart LSN), and stores each segment as\n"
+    "      caris_backup; --create-slot creates it), from the slot's position (the start of the\n"
+    "      segment it holds), and stores each segment as\n"
     "      soon as it is complete (like push; identical to what archive_command pushes). The\n"
     "      server is told as flushed only what is durably archived, so the slot keeps the rest.\n"
     "      Runs until SIGTERM/Ctrl-C (exit 0; the unfinished segment stays in the slot for the\n"
@@ -137,8 +143,13 @@ static int wal_get(struct globals *g, int argc, char **argv)
     if (rc != 0 && e.code == ERR_NOT_FOUND)
         return 1; /* PostgreSQL asks for files past the end of the archive as a matter of
                    * course: "not there" is an answer, not an error to print */
-    if (rc != 0)
-        return fail(&e);
+    if (rc != 0) {
+        /* Any other failure must stop the recovery, never end it: PostgreSQL takes an exit
+         * status up to 125 as "not in the archive", ends recovery there and promotes without
+         * the rest of the WAL; above 125 it stops with a FATAL error (docs: restore_command). */
+        fail(&e);
+        return WAL_GET_FATAL_EXIT;
+    }
     return 0;
 }
 

@@ -345,8 +345,8 @@ int caris_daemon_wal_get(const struct config *cfg, const char *repo_path, const 
     /* the daemon writes into a temporary file beside dest, created here (PostgreSQL's %p is
      * relative to its working directory, and the file is the caller's); it is renamed to dest
      * only once the daemon said every byte is written, checked and fsynced */
-    tmp = xasprintf("%s.caris-tmp", dest);
-    fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    tmp = xasprintf("%s.caris-tmp.XXXXXX", dest); /* one name per call, never reused */
+    fd = mkostemp(tmp, O_CLOEXEC);
     if (fd < 0) {
         err_sys(e, errno, NULL, "cannot create %s", tmp);
         goto out;

@@ -162,14 +162,20 @@ static int write_small(const char *path, const char *text, struct err *e)
     return 0;
 }
 
-/* A value for postgresql.conf: single-quoted, quotes doubled. */
+/* A value for postgresql.conf: single-quoted, quotes and backslashes doubled (its parser
+ * takes backslash escapes in quoted values); NULL for a value with a control character (a
+ * newline would end the setting and could start another). */
 static char *conf_quote(const char *v)
 {
     struct buf b = {0};
     buf_append_u8(&b, '\'');
     for (const char *p = v; *p; p++) {
-        if (*p == '\'')
-            buf_append_u8(&b, '\'');
+        if ((unsigned char)*p < 0x20 || *p == 0x7f) {
+            buf_free(&b);
+            return NULL;
+        }
+        if (*p == '\'' || *p == '\\')
+            buf_append_u8(&b, (uint8_t)*p);
         buf_append_u8(&b, (uint8_t)*p);
     }
     buf_append(&b, "'", 2);
@@ -209,6 +215,23 @@ static int write_recovery_settings(const char *dir, const char *id,
     }
     struct buf b = {0};
     char *rc = conf_quote(o->restore_command);
+    char *v = NULL;
+    if (o->target != PHYS_TARGET_NONE) {
+        char tv[96];
+        if (o->target == PHYS_TARGET_TIME)
+            pg_time_value(o, tv, sizeof(tv));
+        v = conf_quote(o->target == PHYS_TARGET_IMMEDIATE ? "immediate"
+                       : o->target == PHYS_TARGET_TIME    ? tv
+                                                          : o->target_value);
+    }
+    if (!rc || (o->target != PHYS_TARGET_NONE && !v)) {
+        free(rc);
+        free(v);
+        close(fd);
+        free(path);
+        return err_set(e, ERR_USAGE, "give the value without control characters (newlines)",
+                       "a recovery setting holds a control character");
+    }
     char *line = xasprintf("\n# recovery settings written by caris-backup restore database "
                            "--physical %s\nrestore_command = %s\n",
                            id, rc);
@@ -219,13 +242,16 @@ static int write_recovery_settings(const char *dir, const char *id,
      * operator has checked it (docs/BACKUP_RECOVERY.md: turn archiving back on) */
     const char *fixed = "archive_mode = 'off'\n";
     buf_append(&b, fixed, strlen(fixed));
+    /* every target but ours set empty: a setting of an earlier recovery left in the source's
+     * postgresql.auto.conf would otherwise add a second target (PostgreSQL refuses to start) */
+    for (size_t k = 1; k < sizeof(keys) / sizeof(keys[0]); k++) {
+        if ((int)k == (int)o->target)
+            continue;
+        line = xasprintf("%s = ''\n", keys[k]);
+        buf_append(&b, line, strlen(line));
+        free(line);
+    }
     if (o->target != PHYS_TARGET_NONE) {
-        char tv[96];
-        if (o->target == PHYS_TARGET_TIME)
-            pg_time_value(o, tv, sizeof(tv));
-        char *v = conf_quote(o->target == PHYS_TARGET_IMMEDIATE ? "immediate"
-                             : o->target == PHYS_TARGET_TIME    ? tv
-                                                                : o->target_value);
         /* stay on the backup's timeline: a timeline that an earlier restore created (its
          * .history file in the archive) is not where this target lies */
         line = xasprintf("%s = %s\nrecovery_target_action = '%s'\n"
@@ -568,6 +594,19 @@ int caris_phys_restore(struct repo *r, const struct phys_restore_opts *o,
     free(sig);
     if (wrc != 0 || write_recovery_settings(tmp, res->backup_id, o, e) != 0)
         goto out;
+    /* the new directories' entries durable before the tree goes into place (and the old one
+     * is removed): the files are fsynced one by one, their directories are not; one syncfs()
+     * covers them all, as the file restore does */
+    {
+        int sfd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (sfd < 0 || syncfs(sfd) != 0) {
+            err_sys(e, errno, NULL, "cannot sync %s to disk", tmp);
+            if (sfd >= 0)
+                close(sfd);
+            goto out;
+        }
+        close(sfd);
+    }
     /* into place: an empty directory is replaced, an old one (with --overwrite) moved aside
      * and removed only once the new one is in place */
     if (exists && dir_empty(o->pgdata)) {

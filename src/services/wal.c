@@ -430,9 +430,11 @@ int caris_wal_get(struct repo *r, const char *name, const char *dest, const stru
     struct caris_wal_name wn;
     if (caris_wal_name_parse(name, &wn, e) != 0)
         return -1;
-    char *tmp = xasprintf("%s.caris-tmp", dest);
+    /* a name of its own per call (never reused: a stale writer of an earlier call cannot
+     * write into the file this call renames into place) */
+    char *tmp = xasprintf("%s.caris-tmp.XXXXXX", dest);
     int rc = -1;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    int fd = mkostemp(tmp, O_CLOEXEC);
     if (fd < 0) {
         err_sys(e, errno, NULL, "cannot create %s", tmp);
         goto out;

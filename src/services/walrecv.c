@@ -69,35 +69,6 @@ static PGresult *one_row(PGconn *c, const char *sql, struct err *e)
     return res;
 }
 
-/* The end of the newest whole segment of timeline tli in the archive; 0 when none. */
-static uint64_t archive_end(struct repo *r, uint32_t tli, uint64_t segsz, struct err *e, int *rc)
-{
-    *rc = 0;
-    json_t *list = caris_wal_list(r, NULL, e);
-    if (!list) {
-        *rc = -1;
-        return 0;
-    }
-    uint64_t end = 0;
-    size_t i;
-    json_t *x;
-    json_array_foreach(list, i, x)
-    {
-        struct caris_wal_name n;
-        struct err e2 = ERR_INIT;
-        const char *name = json_string_value(json_object_get(x, "name"));
-        if (!name || caris_wal_name_parse(name, &n, &e2) != 0 || n.kind != WAL_SEGMENT ||
-            n.timeline != tli)
-            continue;
-        uint64_t segs_per_id = 0x100000000ULL / segsz;
-        uint64_t s = ((uint64_t)n.log * segs_per_id + n.seg + 1) * segsz;
-        if (s > end)
-            end = s;
-    }
-    json_decref(list);
-    return end;
-}
-
 static int store_segment(struct repo *r, const uint8_t *buf, uint64_t segsz, uint32_t tli,
                          uint64_t start, const struct caris_op *op, struct err *e)
 {
@@ -173,32 +144,32 @@ int caris_wal_receive(struct repo *r, const struct wal_receive_opts *o, struct e
         PQclear(res);
         caris_op_log(o->op, LOG_INFO, "created physical replication slot %s", o->slot);
     }
-    int lrc;
-    uint64_t start = archive_end(r, tli, segsz, e, &lrc);
-    if (lrc != 0)
+    /* Streaming starts at the slot's position (rounded down to its segment), not after the
+     * newest archived segment: the archive may hold a later segment (pushed by hand or by
+     * archive_command) while the ones between were never archived, and acknowledging from
+     * there would let the server recycle them. Segments archived already are stored again as
+     * "identical" (caris_wal_push_fd). */
+    uint64_t start = 0;
+    snprintf(sql, sizeof(sql), "READ_REPLICATION_SLOT %s", o->slot);
+    if (!(res = one_row(c, sql, e)))
         goto out;
-    if (!start) {
-        snprintf(sql, sizeof(sql), "READ_REPLICATION_SLOT %s", o->slot);
-        if (!(res = one_row(c, sql, e)))
-            goto out;
-        if (PQgetisnull(res, 0, 1)) {
-            PQclear(res);
-            err_set(e, ERR_DATABASE, "create it with --create-slot",
-                    "replication slot %s does not exist or has no WAL reserved", o->slot);
-            goto out;
-        }
-        if (caris_lsn_parse(PQgetvalue(res, 0, 1), &start) != 0) {
-            err_set(e, ERR_DATABASE, NULL, "READ_REPLICATION_SLOT sent a bad LSN '%s'",
-                    PQgetvalue(res, 0, 1));
-            PQclear(res);
-            goto out;
-        }
+    if (PQgetisnull(res, 0, 1)) {
         PQclear(res);
+        err_set(e, ERR_DATABASE, "create it with --create-slot",
+                "replication slot %s does not exist or has no WAL reserved", o->slot);
+        goto out;
     }
+    if (caris_lsn_parse(PQgetvalue(res, 0, 1), &start) != 0) {
+        err_set(e, ERR_DATABASE, NULL, "READ_REPLICATION_SLOT sent a bad LSN '%s'",
+                PQgetvalue(res, 0, 1));
+        PQclear(res);
+        goto out;
+    }
+    PQclear(res);
     start -= start % segsz;
     if (start > xlogpos) {
-        err_set(e, ERR_DATABASE, "check that BACKUP_DIR archives this server",
-                "the WAL archive ends at %X/%X, after the server's position %X/%X",
+        err_set(e, ERR_DATABASE, "drop and re-create the replication slot",
+                "replication slot %s is at %X/%X, after the server's position %X/%X", o->slot,
                 (unsigned)(start >> 32), (unsigned)start, (unsigned)(xlogpos >> 32),
                 (unsigned)xlogpos);
         goto out;
