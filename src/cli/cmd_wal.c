@@ -61,22 +61,32 @@ static const char WAL_USAGE[] =
     "      (--flush-seconds, BACKUP_WAL_FLUSH_SECONDS), following a timeline switch (it stops\n"
     "      with an error), and the daemon running it (BACKUP_WAL_STREAMING).\n";
 
-static int wal_push(struct globals *g, int argc, char **argv)
+/* The options of wal push and wal get (--no-daemon, --help), from argv[1]: -1 to go on with
+ * the operands at argv[1 + optind], else the exit code (help printed, or a bad option). */
+static int wal_opts(int argc, char **argv, bool *alone)
 {
     static const struct option opts[] = {
         {"no-daemon", no_argument, 0, 'n'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-    bool alone = false;
     int c;
     optind = 0; /* 0, not 1: makes GNU getopt reinitialise */
     while ((c = cli_getopt(argc - 1, argv + 1, "h", opts)) != -1) {
         if (c == 'n')
-            alone = true;
+            *alone = true;
         else if (c == 'h') {
             fputs(WAL_USAGE, stdout);
             return 0;
         } else
             return cli_opt_fail();
     }
+    return -1;
+}
+
+static int wal_push(struct globals *g, int argc, char **argv)
+{
+    bool alone = false;
+    int done = wal_opts(argc, argv, &alone);
+    if (done >= 0)
+        return done;
     int rest = argc - 1 - optind;
     if (rest != 1)
         return usage_error("wal push takes one PATH (archive_command's %%p)%s", "");
@@ -111,20 +121,10 @@ static int wal_push(struct globals *g, int argc, char **argv)
 
 static int wal_get(struct globals *g, int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"no-daemon", no_argument, 0, 'n'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     bool alone = false;
-    int c;
-    optind = 0; /* 0, not 1: makes GNU getopt reinitialise */
-    while ((c = cli_getopt(argc - 1, argv + 1, "h", opts)) != -1) {
-        if (c == 'n')
-            alone = true;
-        else if (c == 'h') {
-            fputs(WAL_USAGE, stdout);
-            return 0;
-        } else
-            return cli_opt_fail();
-    }
+    int done = wal_opts(argc, argv, &alone);
+    if (done >= 0)
+        return done;
     if (argc - 1 - optind != 2)
         return usage_error("wal get takes NAME and DEST (restore_command's %%f and %%p)%s", "");
     const char *name = argv[1 + optind], *dest = argv[2 + optind];
