@@ -60,7 +60,12 @@ struct phys_restore_opts {
     int64_t target_time_ns;    /* PHYS_TARGET_TIME: the same time, parsed (choosing a backup) */
     uint64_t target_lsn;       /* PHYS_TARGET_LSN: parsed */
     const char *target_action; /* promote (default), pause, shutdown */
-    bool overwrite;            /* replace a non-empty pgdata */
+    /* recovery_target_timeline: NULL or "latest" (the archive's newest timeline, PostgreSQL's
+     * default: the history the database went on with after an earlier PITR or a promotion),
+     * "current" (the backup's own timeline) or a timeline number. A backup is chosen (and a
+     * named one accepted) only when the target timeline's history passes through it. */
+    const char *target_timeline;
+    bool overwrite; /* replace a non-empty pgdata */
     /* restore_command, whole (the CLI builds it: this program's path, --env-file, wal get
      * %f %p). Never holds a secret. */
     const char *restore_command;

@@ -92,6 +92,17 @@ json_t *caris_wal_timelines(json_t *records, json_t *histories, int64_t segsize,
 json_t *caris_wal_recovery_window(json_t *timelines, const struct caris_wal_base *bases,
                                   size_t nbases);
 
+/* Timelines for recovery (timelines: caris_wal_timelines' answer). The highest timeline the
+ * archive knows (by a segment or a .history file), as PostgreSQL's recovery_target_timeline
+ * = 'latest' finds it; 0 when the archive is empty. */
+uint32_t caris_wal_latest_timeline(json_t *timelines);
+/* Whether recovery along target's history passes through a base backup taken on base_tli
+ * whose WAL ends at base_end_lsn: target is base_tli, or following each timeline's parent
+ * (from its .history) leads to base_tli with every switch point at or after base_end_lsn
+ * (the backup is consistent before its timeline was left). False when a parent is unknown. */
+bool caris_wal_timeline_reaches(json_t *timelines, uint32_t base_tli, uint64_t base_end_lsn,
+                                uint32_t target);
+
 /* All of the above for a repository: {"segment_size", "timelines", "gaps" (every timeline's,
  * flattened), "recovery_window", "retention": {"keep_from_lsn" (null: keep all), "rule"}}.
  * Reads every WAL record, the .history files' contents and the snapshot list. -1 with e

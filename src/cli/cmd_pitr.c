@@ -36,8 +36,8 @@ static const char PBACKUP_USAGE[] =
 static const char PRESTORE_USAGE[] =
     "usage: caris-backup --env-file F [--json] restore database --physical --pgdata DIR [ID]\n"
     "          [--to-time T | --to-lsn L | --to-xid X | --to-name N | --to-immediate]\n"
-    "          [--target-action promote|pause|shutdown] [--overwrite]\n"
-    "          [--start --port P [--wait SECONDS]]\n"
+    "          [--target-action promote|pause|shutdown] [--timeline latest|current|N]\n"
+    "          [--overwrite] [--start --port P [--wait SECONDS]]\n"
     "\n"
     "Writes the data directory of a physical backup (without ID: the latest one that ends\n"
     "before the target), every file checked against its SHA-256, into a directory beside DIR\n"
@@ -56,6 +56,10 @@ static const char PRESTORE_USAGE[] =
     "  --to-immediate        ... to the end of the base backup (the first consistent point)\n"
     "                        Without a target: replay all archived WAL.\n"
     "  --target-action A     at the target: promote (default), pause or shutdown\n"
+    "  --timeline TL         the timeline recovery follows: latest (default: the newest\n"
+    "                        timeline in the WAL archive, e.g. after an earlier PITR or a\n"
+    "                        promotion), current (the backup's own) or a number. Without ID,\n"
+    "                        only a backup on that timeline's history is chosen.\n"
     "  --start               start PostgreSQL on DIR (pg_ctl, as the current user, not root),\n"
     "                        listening on its socket in DIR only, and wait until recovery has\n"
     "                        reached the target; report the time of the last replayed commit.\n"
@@ -179,14 +183,21 @@ static int command_path(const char *in, char out[PATH_MAX], const char *what, st
 
 int cmd_restore_physical(struct globals *g, int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"physical", no_argument, 0, 'P'},      {"pgdata", required_argument, 0, 'D'},
-        {"to-time", required_argument, 0, 't'}, {"to-lsn", required_argument, 0, 'l'},
-        {"to-xid", required_argument, 0, 'x'},  {"to-name", required_argument, 0, 'n'},
-        {"to-immediate", no_argument, 0, 'i'},  {"target-action", required_argument, 0, 'a'},
-        {"overwrite", no_argument, 0, 'o'},     {"start", no_argument, 0, 's'},
-        {"port", required_argument, 0, 'p'},    {"wait", required_argument, 0, 'w'},
-        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
+    static const struct option opts[] = {{"physical", no_argument, 0, 'P'},
+                                         {"pgdata", required_argument, 0, 'D'},
+                                         {"to-time", required_argument, 0, 't'},
+                                         {"to-lsn", required_argument, 0, 'l'},
+                                         {"to-xid", required_argument, 0, 'x'},
+                                         {"to-name", required_argument, 0, 'n'},
+                                         {"to-immediate", no_argument, 0, 'i'},
+                                         {"target-action", required_argument, 0, 'a'},
+                                         {"overwrite", no_argument, 0, 'o'},
+                                         {"start", no_argument, 0, 's'},
+                                         {"port", required_argument, 0, 'p'},
+                                         {"wait", required_argument, 0, 'w'},
+                                         {"timeline", required_argument, 0, 'T'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
     struct phys_restore_opts o = {.threads = g->threads};
     struct err e = ERR_INIT;
     int c, ntargets = 0;
@@ -239,6 +250,15 @@ int cmd_restore_physical(struct globals *g, int argc, char **argv)
                 return usage_error("--target-action is promote, pause or shutdown, not '%s'",
                                    optarg);
             o.target_action = optarg;
+            break;
+        case 'T':
+            if (strcmp(optarg, "latest") && strcmp(optarg, "current") &&
+                (!*optarg || strspn(optarg, "0123456789") != strlen(optarg) ||
+                 strspn(optarg, "0") == strlen(optarg) || strlen(optarg) > 10))
+                return usage_error("--timeline is latest, current or a timeline number (1 or "
+                                   "more), not '%s'",
+                                   optarg);
+            o.target_timeline = optarg;
             break;
         case 'o':
             o.overwrite = true;

@@ -23,19 +23,27 @@
 int phys_time_parse(const char *s, const char *tz, int64_t *ns, struct err *e)
 {
     /* fractions of a second (PostgreSQL's now() has them) are passed to the server as given;
-     * here they are dropped, which only makes the choice of a backup more careful */
+     * here they are added to the parsed time (to the nanosecond), so that a backup that ended
+     * earlier in the same second as the target is still chosen */
     char t[128];
     snprintf(t, sizeof(t), "%s", s);
     char *dot = strchr(t, '.');
+    int64_t frac = 0;
     if (dot) {
         size_t k = strspn(dot + 1, "0123456789");
+        int64_t scale = 100000000;
+        for (size_t i = 0; i < k && i < 9; i++, scale /= 10)
+            frac += (dot[1 + i] - '0') * scale;
         memmove(dot, dot + 1 + k, strlen(dot + 1 + k) + 1);
     }
     /* PostgreSQL writes "+00" for a zone: the parser wants "+00:00" */
     size_t n = strlen(t);
     if (n > 3 && (t[n - 3] == '+' || t[n - 3] == '-') && n + 3 < sizeof(t) && strchr(t, ':'))
         strcat(t, ":00");
-    return caris_time_parse(t, tz, ns, e);
+    if (caris_time_parse(t, tz, ns, e) != 0)
+        return -1;
+    *ns += frac;
+    return 0;
 }
 
 static bool is_physical(json_t *s)
@@ -62,29 +70,81 @@ static bool ends_before(json_t *s, const struct phys_restore_opts *o)
     return true;
 }
 
+/* The timeline recovery follows (0: each backup's own, "current"), from the archive's
+ * timelines (*tls, kept for on_target_history). */
+static int target_timeline(struct repo *r, const struct phys_restore_opts *o, uint32_t *tli,
+                           json_t **tls, struct err *e)
+{
+    *tli = 0;
+    *tls = NULL;
+    const char *t = o->target_timeline ? o->target_timeline : "latest";
+    if (strcmp(t, "current") == 0)
+        return 0;
+    json_t *damaged = NULL;
+    json_t *w = caris_wal_window(r, &damaged, e);
+    json_decref(damaged);
+    if (!w)
+        return -1;
+    *tls = json_incref(json_object_get(w, "timelines"));
+    json_decref(w);
+    if (strcmp(t, "latest") == 0) {
+        *tli = caris_wal_latest_timeline(*tls);
+        return 0;
+    }
+    char *end;
+    unsigned long v = strtoul(t, &end, 10);
+    if (!*t || *end || v == 0 || v > UINT32_MAX)
+        return err_set(e, ERR_USAGE, NULL,
+                       "the recovery timeline is latest, current or a timeline number, not '%s'",
+                       t);
+    *tli = (uint32_t)v;
+    return 0;
+}
+
+/* Whether recovery to timeline tli (0: the backup's own) passes through backup s. */
+static bool on_target_history(json_t *s, json_t *tls, uint32_t tli)
+{
+    json_t *phys = json_object_get(s, "physical");
+    json_int_t btl = json_integer_value(json_object_get(phys, "stop_timeline"));
+    if (btl <= 0)
+        btl = json_integer_value(json_object_get(phys, "timeline"));
+    uint64_t stop;
+    if (tli == 0 || btl == (json_int_t)tli)
+        return true;
+    if (btl <= 0 || btl > UINT32_MAX ||
+        caris_lsn_parse(json_string_value(json_object_get(phys, "stop_lsn")), &stop) != 0)
+        return false;
+    return caris_wal_timeline_reaches(tls, (uint32_t)btl, stop, tli);
+}
+
 /* The backup to restore: the one named, or the latest physical one that ends before the
- * target. *name gets its snapshot's object name. */
-static int choose_backup(struct repo *r, const struct phys_restore_opts *o, char name[65],
-                         json_t **summary, struct err *e)
+ * target on the target timeline's history (tli, 0: any). *name gets its snapshot's object
+ * name. */
+static int choose_backup_on(struct repo *r, const struct phys_restore_opts *o, uint32_t tli,
+                            json_t *tls, char name[65], json_t **summary, struct err *e)
 {
     if (o->backup_id) {
         if (repo_snapshot_find(r, o->backup_id, name, summary, e) != 0)
             return -1;
+        const char *why = NULL, *hint = NULL;
         if (!is_physical(*summary)) {
-            json_decref(*summary);
-            *summary = NULL;
-            return err_set(e, ERR_USAGE,
-                           "restore it with `caris-backup restore database ID` (without "
-                           "--physical)",
-                           "backup %s is not a physical backup", o->backup_id);
+            why = "is not a physical backup";
+            hint = "restore it with `caris-backup restore database ID` (without --physical)";
+        } else if (!ends_before(*summary, o)) {
+            why = "ends after the recovery target: recovery cannot stop before the backup's end";
+            hint = "choose an earlier backup, or leave out the id";
+        } else if (!on_target_history(*summary, tls, tli)) {
+            why = "is not on the history of the recovery timeline (it was taken on another "
+                  "timeline, or after the target timeline branched off its own)";
+            hint = "leave out the id to pick a backup on that history, or choose the timeline "
+                   "with --timeline (current: the backup's own); `caris-backup wal list` shows "
+                   "the timelines and where each branched off";
         }
-        if (!ends_before(*summary, o)) {
+        if (why) {
             json_decref(*summary);
             *summary = NULL;
-            return err_set(e, ERR_USAGE, "choose an earlier backup, or leave out the id",
-                           "backup %s ends after the recovery target: recovery cannot stop "
-                           "before the backup's end",
-                           o->backup_id);
+            return err_set(e, ERR_USAGE, hint, "backup %s %s (recovery timeline %u)", o->backup_id,
+                           why, tli);
         }
         return 0;
     }
@@ -94,19 +154,37 @@ static int choose_backup(struct repo *r, const struct phys_restore_opts *o, char
     json_t *best = NULL;
     size_t i;
     json_t *s;
-    json_array_foreach(all, i, s) if (is_physical(s) && ends_before(s, o)) best = s; /* oldest
-                                                                                       first */
+    json_array_foreach(all, i, s) /* oldest first */
+    {
+        if (is_physical(s) && ends_before(s, o) && on_target_history(s, tls, tli))
+            best = s;
+    }
     if (!best) {
         json_decref(all);
         return err_set(e, ERR_NOT_FOUND,
                        "take one with `caris-backup backup database --physical` (a target "
                        "before the first base backup cannot be reached)",
-                       "no physical backup ends before the recovery target");
+                       "no physical backup ends before the recovery target on the history of "
+                       "timeline %u",
+                       tli);
     }
     snprintf(name, 65, "%s", json_string_value(json_object_get(best, "_file")));
     *summary = json_incref(best);
     json_decref(all);
     return 0;
+}
+
+/* The backup to restore (choose_backup_on) on the timeline o asks for. */
+static int choose_backup(struct repo *r, const struct phys_restore_opts *o, char name[65],
+                         json_t **summary, struct err *e)
+{
+    uint32_t tli;
+    json_t *tls;
+    if (target_timeline(r, o, &tli, &tls, e) != 0)
+        return -1;
+    int rc = choose_backup_on(r, o, tli, tls, name, summary, e);
+    json_decref(tls);
+    return rc;
 }
 
 static bool safe_rel(const char *p)
@@ -252,15 +330,19 @@ static int write_recovery_settings(const char *dir, const char *id,
         free(line);
     }
     if (o->target != PHYS_TARGET_NONE) {
-        /* stay on the backup's timeline: a timeline that an earlier restore created (its
-         * .history file in the archive) is not where this target lies */
-        line = xasprintf("%s = %s\nrecovery_target_action = '%s'\n"
-                         "recovery_target_timeline = 'current'\n",
-                         keys[o->target], v, o->target_action ? o->target_action : "promote");
+        line = xasprintf("%s = %s\nrecovery_target_action = '%s'\n", keys[o->target], v,
+                         o->target_action ? o->target_action : "promote");
         buf_append(&b, line, strlen(line));
         free(line);
         free(v);
     }
+    /* the timeline to follow, always written (a setting of the source's own would otherwise
+     * apply): 'latest' by default, the history the database went on with after an earlier
+     * PITR or a promotion (its .history file in the archive, fetched by wal get) */
+    line = xasprintf("recovery_target_timeline = '%s'\n",
+                     o->target_timeline ? o->target_timeline : "latest");
+    buf_append(&b, line, strlen(line));
+    free(line);
     int rcode = 0;
     if (write(fd, b.data, b.len) != (ssize_t)b.len || fsync(fd) != 0)
         rcode = err_sys(e, errno, NULL, "cannot write %s", path);

@@ -699,3 +699,47 @@ json_t *caris_wal_retention_to_json(const struct caris_wal_retention_result *res
                                           "to the present is kept"
                                         : "no physical base backup: all archived WAL is kept");
 }
+
+uint32_t caris_wal_latest_timeline(json_t *timelines)
+{
+    uint32_t latest = 0;
+    size_t i;
+    json_t *t;
+    json_array_foreach(timelines, i, t)
+    {
+        json_int_t tli = json_integer_value(json_object_get(t, "timeline"));
+        if (tli > 0 && tli <= UINT32_MAX && (uint32_t)tli > latest)
+            latest = (uint32_t)tli;
+    }
+    return latest;
+}
+
+static json_t *timeline_of(json_t *timelines, uint32_t tli)
+{
+    size_t i;
+    json_t *t;
+    json_array_foreach(timelines, i, t) if (json_integer_value(json_object_get(t, "timeline")) ==
+                                            (json_int_t)tli) return t;
+    return NULL;
+}
+
+bool caris_wal_timeline_reaches(json_t *timelines, uint32_t base_tli, uint64_t base_end_lsn,
+                                uint32_t target)
+{
+    /* each step goes to a lower timeline (a parent is older than its child), so the walk ends
+     * after at most as many steps as there are timelines, even on a malformed history */
+    uint32_t cur = target;
+    for (size_t steps = 0; steps <= json_array_size(timelines); steps++) {
+        if (cur == base_tli)
+            return true;
+        json_t *t = timeline_of(timelines, cur);
+        json_int_t parent = json_integer_value(json_object_get(t, "parent"));
+        uint64_t sw;
+        if (!t || parent <= 0 || (uint32_t)parent >= cur ||
+            caris_lsn_parse(json_string_value(json_object_get(t, "switch_lsn")), &sw) != 0 ||
+            sw < base_end_lsn)
+            return false;
+        cur = (uint32_t)parent;
+    }
+    return false;
+}

@@ -219,6 +219,44 @@ static void test_timeline_switch(void **state)
     json_decref(recs);
 }
 
+/* recovery_target_timeline: the latest timeline, and which base backups lie on a target's
+ * history (timeline 3 branched from 2 at 0/9000000, 2 from 1 at 0/5000028) */
+static void test_timeline_reaches(void **state)
+{
+    (void)state;
+    json_t *recs = json_array();
+    for (uint64_t s = 1; s <= 7; s++)
+        json_array_append_new(recs, seg_rec("segment", 1, s, "a"));
+    json_array_append_new(recs, hist_rec(2));
+    json_array_append_new(recs, hist_rec(3));
+    for (uint64_t s = 5; s <= 9; s++)
+        json_array_append_new(recs, seg_rec("segment", 2, s, "b"));
+    json_t *hist = json_pack("{s:[{s:i, s:s}], s:[{s:i, s:s}, {s:i, s:s}]}", "2", "parent", 1,
+                             "switch_lsn", "0/5000028", "3", "parent", 1, "switch_lsn", "0/5000028",
+                             "parent", 2, "switch_lsn", "0/9000000");
+    json_t *tls = caris_wal_timelines(recs, hist, SEG16, NULL, 0);
+    /* timeline 3 has a .history file and no segment yet: still the latest */
+    assert_int_equal(caris_wal_latest_timeline(tls), 3);
+    assert_true(caris_wal_timeline_reaches(tls, 3, 0x9800000, 3));
+    assert_true(caris_wal_timeline_reaches(tls, 2, 0x6000000, 3));
+    assert_true(caris_wal_timeline_reaches(tls, 2, 0x9000000, 3));  /* ends at the switch */
+    assert_false(caris_wal_timeline_reaches(tls, 2, 0x9000001, 3)); /* ends after it */
+    assert_true(caris_wal_timeline_reaches(tls, 1, 0x2000000, 3));
+    /* a base on timeline 1 taken after the switch to 2 (the abandoned timeline) */
+    assert_false(caris_wal_timeline_reaches(tls, 1, 0x6000000, 3));
+    assert_false(caris_wal_timeline_reaches(tls, 1, 0x6000000, 2));
+    assert_true(caris_wal_timeline_reaches(tls, 1, 0x6000000, 1));
+    /* a child never reaches its parent's later timeline, nor an unknown one */
+    assert_false(caris_wal_timeline_reaches(tls, 3, 0x9800000, 2));
+    assert_false(caris_wal_timeline_reaches(tls, 1, 0x2000000, 4));
+    json_decref(tls);
+    tls = json_array();
+    assert_int_equal(caris_wal_latest_timeline(tls), 0);
+    json_decref(tls);
+    json_decref(hist);
+    json_decref(recs);
+}
+
 static void test_bases_from_snapshots(void **state)
 {
     (void)state;
@@ -248,6 +286,7 @@ int main(void)
         cmocka_unit_test(test_segment_size),
         cmocka_unit_test(test_gap_in_timeline),
         cmocka_unit_test(test_timeline_switch),
+        cmocka_unit_test(test_timeline_reaches),
         cmocka_unit_test(test_bases_from_snapshots),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# Point-in-time recovery across a timeline switch, against a real PostgreSQL 15 archiving with
+# `caris-backup wal push`. A base backup B1 on timeline 1, batches of committed rows; an
+# earlier PITR of B1 to T1 is promoted (timeline 2) and becomes the primary, archiving into
+# the same repository (its 00000002.history with it); more batches on timeline 2 with their
+# times. Checked: the SAME base backup B1 restored to a time on timeline 2 has exactly the rows
+# committed before it on timeline 2's history (the batch of timeline 1 after the branch point
+# is not there), with and without the backup's id; a base backup B2 taken on timeline 2
+# restores; `wal list` and `check` follow the switch (no gap, window on timeline 2); after
+# forget + prune the history is kept and B2 still restores; --timeline current restores the
+# abandoned timeline 1.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/pglib.sh"
+
+pg_start
+init_repo
+data=$CARIS_PG_SOCKET # the source's data directory
+envf=$TEST_TMP/backup.env
+(umask 077 && printf 'BACKUP_DIR=%s\nBACKUP_ENCRYPTION_KEY=%s\nPOSTGRES_URL=%s\n' \
+    "$BACKUP_DIR" "$BACKUP_ENCRYPTION_KEY" "$POSTGRES_URL" >"$envf")
+as_pg() {
+    if [[ $(id -u) == 0 ]]; then
+        runuser -u "$CARIS_PG_OS_USER" -- "$@"
+    else
+        "$@"
+    fi
+}
+R=$TEST_TMP/restores
+mkdir -p "$R"
+chmod 0755 "$TEST_TMP"
+[[ $(id -u) == 0 ]] && chown -R "$CARIS_PG_OS_USER:" "$BACKUP_DIR" "$envf" "$R"
+cb() { as_pg "$CARIS_BIN" "$@"; }
+
+# every server this test starts on a restored directory is stopped when it ends
+STARTED=()
+_stop_started() {
+    local d
+    for d in "${STARTED[@]}"; do
+        as_pg "$CARIS_PG_BIN/pg_ctl" stop -D "$d" -m immediate -w -s >/dev/null 2>&1
+    done
+    return 0
+}
+trap '_stop_started; _lib_on_exit; _pg_on_exit' EXIT
+
+psql_db postgres -c "ALTER SYSTEM SET archive_mode = on" \
+    -c "ALTER SYSTEM SET archive_command = '$CARIS_BIN --quiet --env-file $envf wal push %p'" \
+    -c "ALTER SYSTEM SET wal_level = replica" || fail "ALTER SYSTEM archive settings"
+if [[ $(id -u) == 0 ]]; then
+    echo "host replication all 127.0.0.1/32 scram-sha-256" | runuser -u "$CARIS_PG_OS_USER" -- tee -a "$data/pg_hba.conf" >/dev/null
+else
+    echo "host replication all 127.0.0.1/32 scram-sha-256" >>"$data/pg_hba.conf"
+fi
+pg_pause && pg_resume || fail "restart with archive_mode = on"
+psql_db "$CARIS_PG_DB" -c "CREATE TABLE t (i int PRIMARY KEY, batch int)" || fail "create t"
+
+# SQL on the current primary: the source first, then the promoted restore (host, port)
+PHOST=$CARIS_PG_SOCKET PPORT=$CARIS_PG_PORT
+q() { "$CARIS_PG_BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h "$PHOST" -p "$PPORT" -U "$CARIS_PG_USER" -d "${2:-$CARIS_PG_DB}" -c "$1" </dev/null; }
+now_utc() { q "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')" postgres; }
+batch() { q "INSERT INTO t SELECT g, $1 FROM generate_series($1 * 1000 + 1, $1 * 1000 + 100) g"; }
+# archive_all: switch to a new segment and wait until the primary archived the old one
+archive_all() {
+    local last
+    last=$(q "SELECT pg_walfile_name(pg_switch_wal())" postgres)
+    # shellcheck disable=SC2317
+    _archived() { [[ $(q "SELECT last_archived_wal >= '$last' AND coalesce(last_failed_wal, '') <= coalesce(last_archived_wal, '') FROM pg_stat_archiver" postgres) == t ]]; }
+    wait_until 60 _archived || fail "WAL up to $last not archived within 60 s" "$(q 'SELECT * FROM pg_stat_archiver' postgres)"
+}
+
+# restore_start NAME ARGS...: restore into $R/NAME with --start (PORT: its port)
+restore_start() {
+    local name=$1
+    shift
+    PORT=$(free_port)
+    STARTED+=("$R/$name")
+    run cb --env-file "$envf" --json restore database --physical --pgdata "$R/$name" --start --port "$PORT" --wait 90 "$@"
+}
+q_at() { "$CARIS_PG_BIN/psql" -X -q -At -h "$R/$1" -p "$PORT" -U "$CARIS_PG_USER" -d "$CARIS_PG_DB" -c "$2" </dev/null; }
+rows_at() { q_at "$1" "SELECT count(*) || ' ' || string_agg(DISTINCT batch::text, ',' ORDER BY batch::text) FROM t"; }
+stop_at() { as_pg "$CARIS_PG_BIN/pg_ctl" stop -D "$R/$1" -m fast -w -s >/dev/null 2>&1; }
+
+# 1. timeline 1: base backup B1, batch 1, T1, batch 2 (after the branch point to come), T2,
+# batch 6
+run cb --json backup database --physical
+assert_rc 0 "base backup B1 on timeline 1"
+B1=$(json_get "$OUT_FILE" '["id"]')
+assert_eq 1 "$(json_get "$OUT_FILE" '["physical"]["startTimeline"]')" "B1 starts on timeline 1"
+batch 1 || fail "batch 1"
+T1=$(now_utc)
+batch 2 || fail "batch 2"
+T2=$(now_utc)
+batch 6 || fail "batch 6" # a commit after T2 on timeline 1: recovery to T2 stops there
+archive_all
+note "B1=$B1 T1=$T1 T2=$T2"
+
+# 2. an earlier PITR: B1 to T1, made the new primary (timeline 2) archiving into the same
+# repository; the old primary is retired. The restore writes archive_mode = 'off'; the new
+# primary turns it on before its first start, so the switch's .history file is archived.
+run cb --env-file "$envf" restore database --physical --pgdata "$R/p2" --to-time "$T1" "$B1"
+assert_rc 0 "restore B1 to T1 (without --start)" || test_done
+pg_pause || fail "stop the old primary"
+P2PORT=$(free_port)
+as_pg sh -c "echo \"archive_mode = 'on'\" >>'$R/p2/postgresql.auto.conf'"
+STARTED+=("$R/p2")
+as_pg "$CARIS_PG_BIN/pg_ctl" start -D "$R/p2" -l "$R/p2.log" -W -s \
+    -o "-p $P2PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories='$R/p2'" >/dev/null ||
+    { fail "start the restored server p2" "$(_tail "$R/p2.log")"; test_done; }
+PHOST=$R/p2 PPORT=$P2PORT
+# shellcheck disable=SC2317
+_promoted() { [[ $(q "SELECT NOT pg_is_in_recovery()" postgres 2>/dev/null) == t ]]; }
+wait_until 90 _promoted || { fail "p2 did not reach T1 and promote" "$(_tail "$R/p2.log")"; test_done; }
+assert_eq 2 "$(q "SELECT timeline_id FROM pg_control_checkpoint()" postgres)" "p2 is on timeline 2"
+assert_eq "100 1" "$(q "SELECT count(*) || ' ' || string_agg(DISTINCT batch::text, ',') FROM t")" "p2 has batch 1 only"
+
+# 3. timeline 2: batch 3, T3, batch 4, archived (with 00000002.history)
+batch 3 || fail "batch 3 on timeline 2"
+T3=$(now_utc)
+batch 4 || fail "batch 4 on timeline 2"
+archive_all
+note "T3=$T3"
+run cb --json wal list
+assert_rc 0 "wal list --json"
+assert_true "the archive holds 00000002.history" json_eval "$OUT_FILE" \
+    'any(r["name"] == "00000002.history" for r in d["files"])'
+assert_eq "1" "$(json_eval "$OUT_FILE" '[t["parent"] for t in d["timelines"] if t["timeline"] == 2][0]')" \
+    "wal list: timeline 2's parent is timeline 1"
+assert_eq 2 "$(json_get "$OUT_FILE" '["recoveryWindow"]["timeline"]')" "the recovery window ends on timeline 2"
+assert_eq 0 "$(json_eval "$OUT_FILE" 'len(d["gaps"])')" "no gap across the switch"
+run cb check
+assert_rc 0 "check: the archive across the switch has no gap"
+
+# 4. the SAME base backup B1 to T3 on timeline 2: batches 1 and 3, never batch 2
+restore_start a "$B1" --to-time "$T3"
+assert_rc 0 "restore B1 to T3 (on timeline 2)"
+assert_eq "200 1,3" "$(rows_at a)" "B1 to T3: batches 1 and 3 (batch 2 of timeline 1 is not there)"
+stop_at a
+restore_start b --to-time "$T3"
+assert_rc 0 "restore to T3 without an id"
+assert_eq "$B1" "$(json_get "$OUT_FILE" '["backupId"]')" "without an id B1 is chosen"
+assert_eq "200 1,3" "$(rows_at b)" "to T3 without an id: batches 1 and 3"
+stop_at b
+# the abandoned timeline 1 on request: to T2 with --timeline current
+restore_start c "$B1" --to-time "$T2" --timeline current
+assert_rc 0 "restore B1 to T2 --timeline current"
+assert_eq "200 1,2" "$(rows_at c)" "--timeline current: batches 1 and 2 of timeline 1"
+stop_at c
+restore_start c1 "$B1" --to-time "$T2" --timeline 1
+assert_rc 0 "restore B1 to T2 --timeline 1"
+assert_eq "200 1,2" "$(rows_at c1)" "--timeline 1: batches 1 and 2"
+stop_at c1
+run cb --env-file "$envf" restore database --physical --pgdata "$R/bad" --timeline 0 "$B1"
+assert_rc 2 "--timeline 0 is refused"
+
+# 5. a base backup B2 taken on timeline 2, batch 5, T5, batch 7
+# (POSTGRES_URL from the environment wins over the env file's)
+P2URL="postgresql://$CARIS_PG_USER:$CARIS_PG_PASSWORD@127.0.0.1:$P2PORT/$CARIS_PG_DB"
+POSTGRES_URL=$P2URL run cb --json backup database --physical
+assert_rc 0 "base backup B2 on timeline 2"
+B2=$(json_get "$OUT_FILE" '["id"]')
+assert_eq 2 "$(json_get "$OUT_FILE" '["physical"]["startTimeline"]')" "B2 starts on timeline 2"
+batch 5 || fail "batch 5"
+T5=$(now_utc)
+batch 7 || fail "batch 7"
+archive_all
+restore_start d "$B2" --to-time "$T5"
+assert_rc 0 "restore B2 (timeline 2) to T5"
+assert_eq "400 1,3,4,5" "$(rows_at d)" "B2 to T5: batches 1, 3, 4 and 5"
+stop_at d
+restore_start e --to-time "$T3"
+assert_rc 0 "restore to T3 without an id, B2 existing"
+assert_eq "$B1" "$(json_get "$OUT_FILE" '["backupId"]')" "to T3 (before B2) B1 is chosen"
+stop_at e
+restore_start f --to-time "$T5"
+assert_rc 0 "restore to T5 without an id"
+assert_eq "$B2" "$(json_get "$OUT_FILE" '["backupId"]')" "to T5 the latest base backup, B2, is chosen"
+assert_eq "400 1,3,4,5" "$(rows_at f)" "to T5 without an id: batches 1, 3, 4 and 5"
+stop_at f
+
+# 6. retention: B1 forgotten and pruned; the .history files stay, B2 still restores to T5
+run cb --json forget --keep-last 1
+assert_rc 0 "forget --keep-last 1"
+run cb --json prune
+assert_rc 0 "prune"
+run cb --json wal list
+assert_true "prune keeps 00000002.history" json_eval "$OUT_FILE" \
+    'any(r["name"] == "00000002.history" for r in d["files"])'
+restore_start g --to-time "$T5"
+assert_rc 0 "after prune: restore to T5"
+assert_eq "$B2" "$(json_get "$OUT_FILE" '["backupId"]')" "after prune: B2"
+assert_eq "400 1,3,4,5" "$(rows_at g)" "after prune, to T5: batches 1, 3, 4 and 5"
+stop_at g
+
+test_done
