@@ -32,7 +32,12 @@ struct phys_backup_opts {
     int threads;
     caris_progress_fn progress;
     void *ctx;
-    int64_t time_ns;           /* record this as the backup's time; 0 = now */
+    int64_t time_ns; /* record this as the backup's time; 0 = now */
+    /* after the stream: wait at most archive_timeout_s (0: 60) until the backup's WAL (start
+     * to stop segment) is in this repository's WAL archive, else fail with nothing committed;
+     * no_archive_check skips that (a warning "archive-check-skipped" in the summary) */
+    int archive_timeout_s;
+    bool no_archive_check;
     const struct caris_op *op; /* cancel stops it, nothing committed; warnings to its log */
 };
 

@@ -73,4 +73,18 @@ int caris_wal_get_fd_cached(struct repo *r, const char *name, int fd, json_t *ca
  * by timeline, then name. *damaged (may be NULL): unreadable records. */
 json_t *caris_wal_list(struct repo *r, json_t **damaged, struct err *e);
 
+/* A base backup's WAL in the archive: waits (polling the WAL index, at most timeout_s, 0:
+ * 60) until every segment of timeline tli from start_lsn's to stop_lsn's is archived in r.
+ * res: how many segments, the first and last names, how long it waited; on failure the
+ * first missing one. -1 with ERR_DATABASE naming the missing segment (and asking whether
+ * archive_command pushes into this repository) when the time is up; cancel through op. */
+struct caris_wal_await_result {
+    uint64_t segments;
+    int64_t waited_ms;
+    char first[25], last[25], missing[25];
+};
+int caris_wal_await(struct repo *r, uint32_t tli, uint64_t start_lsn, uint64_t stop_lsn,
+                    int64_t segsize, int timeout_s, const struct caris_op *op,
+                    struct caris_wal_await_result *res, struct err *e);
+
 #endif

@@ -14,7 +14,7 @@
 
 static const char PBACKUP_USAGE[] =
     "usage: caris-backup [--json] backup database --physical [--full] [--spread-checkpoint]\n"
-    "                                                       [--time TIME]\n"
+    "                [--time TIME] [--archive-timeout S | --no-archive-check]\n"
     "\n"
     "Takes a base backup of the whole cluster over the streaming replication protocol\n"
     "(BASE_BACKUP, PostgreSQL 15 or later) and streams every file straight into the\n"
@@ -22,13 +22,18 @@ static const char PBACKUP_USAGE[] =
     "page boundaries, so a later backup stores only the blocks that changed. When the cluster\n"
     "has data checksums, every page is checked and a bad one reported (file, block): the\n"
     "backup completes with warnings (exit 3). WAL is not in the backup: the server must\n"
-    "archive it with `caris-backup wal push` (archive_mode = on), which is checked.\n"
+    "archive it with `caris-backup wal push` (archive_mode = on), which is checked: once\n"
+    "the files are read, the backup waits until the WAL from its start to its end is in this\n"
+    "repository's WAL archive, and fails (nothing kept) when it does not arrive in time.\n"
     "\n"
     "  --full               (the default) a full base backup\n"
     "  --incremental        not implemented yet (it needs PostgreSQL 17's incremental\n"
     "                       BASE_BACKUP); every full backup already adds only changed blocks\n"
     "  --spread-checkpoint  let the server spread its starting checkpoint (default: fast)\n"
     "  --time TIME          record TIME as the backup's time (as for logical backups)\n"
+    "  --archive-timeout S  wait at most S (default 60 s) for the backup's WAL in the archive\n"
+    "  --no-archive-check   do not wait for it (a warning in the summary, exit 3): the backup\n"
+    "                       restores only if its WAL reaches the archive some other way\n"
     "\n"
     "The connection: BACKUP_PG_REPLICATION_URL, else POSTGRES_URL, with replication=true\n"
     "added. The role needs the REPLICATION attribute and pg_hba.conf a `replication` line.\n";
@@ -102,7 +107,17 @@ static void print_phys_summary(const struct globals *g, const struct caris_backu
         printf(" (%lld pages checked, %lld bad)",
                (long long)json_integer_value(json_object_get(phys, "pages_checked")),
                (long long)json_integer_value(json_object_get(phys, "bad_pages")));
+    if (json_integer_value(json_object_get(phys, "pages_skipped_recent")) > 0)
+        printf("; %lld pages written during the backup (rewritten by WAL replay)",
+               (long long)json_integer_value(json_object_get(phys, "pages_skipped_recent")));
     printf("\n");
+    json_t *ac = json_object_get(phys, "archive_check");
+    const char *acs = json_string_value(json_object_get(ac, "status"));
+    if (acs && strcmp(acs, "ok") == 0)
+        printf("  WAL %s..%s in the archive\n", json_string_value(json_object_get(ac, "first")),
+               json_string_value(json_object_get(ac, "last")));
+    else if (acs)
+        printf("  WAL archive not checked (--no-archive-check)\n");
 }
 
 int cmd_backup_physical(struct globals *g, int argc, char **argv)
@@ -112,6 +127,8 @@ int cmd_backup_physical(struct globals *g, int argc, char **argv)
                                          {"incremental", no_argument, 0, 'I'},
                                          {"spread-checkpoint", no_argument, 0, 's'},
                                          {"time", required_argument, 0, 'T'},
+                                         {"archive-timeout", required_argument, 0, 'A'},
+                                         {"no-archive-check", no_argument, 0, 'N'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     struct phys_backup_opts o = {.threads = g->threads};
@@ -138,6 +155,18 @@ int cmd_backup_physical(struct globals *g, int argc, char **argv)
         case 'T':
             if (backup_time_option(g, optarg, &o.time_ns, &e) != 0)
                 return fail(&e);
+            break;
+        case 'A': {
+            int64_t ms = cli_parse_duration_ms(optarg);
+            if (ms <= 0 || ms > 86400000)
+                return usage_error("--archive-timeout takes a duration up to a day (60, 5m), "
+                                   "got '%s'",
+                                   optarg);
+            o.archive_timeout_s = (int)((ms + 999) / 1000);
+            break;
+        }
+        case 'N':
+            o.no_archive_check = true;
             break;
         case 'h':
             fputs(PBACKUP_USAGE, stdout);

@@ -8,7 +8,8 @@
 # is not there), with and without the backup's id; a base backup B2 taken on timeline 2
 # restores; `wal list` and `check` follow the switch (no gap, window on timeline 2); after
 # forget + prune the history is kept and B2 still restores; --timeline current restores the
-# abandoned timeline 1.
+# abandoned timeline 1. And a base backup waits for its WAL in this repository: with
+# archive_command archiving nowhere it fails (nothing listed); --no-archive-check warns.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/pglib.sh"
 
@@ -85,6 +86,7 @@ run cb --json backup database --physical
 assert_rc 0 "base backup B1 on timeline 1"
 B1=$(json_get "$OUT_FILE" '["id"]')
 assert_eq 1 "$(json_get "$OUT_FILE" '["physical"]["startTimeline"]')" "B1 starts on timeline 1"
+assert_eq ok "$(json_get "$OUT_FILE" '["physical"]["archiveCheck"]["status"]')" "B1's WAL was seen in the archive"
 batch 1 || fail "batch 1"
 T1=$(now_utc)
 batch 2 || fail "batch 2"
@@ -189,5 +191,27 @@ assert_rc 0 "after prune: restore to T5"
 assert_eq "$B2" "$(json_get "$OUT_FILE" '["backupId"]')" "after prune: B2"
 assert_eq "400 1,3,4,5" "$(rows_at g)" "after prune, to T5: batches 1, 3, 4 and 5"
 stop_at g
+
+# 7. a base backup waits for its WAL in this repository: with archive_command archiving
+# nowhere it fails after --archive-timeout, naming the missing segment, and lists nothing;
+# --no-archive-check takes it with a warning
+q "ALTER SYSTEM SET archive_command = 'true'" postgres && q "SELECT pg_reload_conf()" postgres >/dev/null ||
+    fail "archive_command = 'true'"
+n_before=$(list_ids | wc -w)
+POSTGRES_URL=$P2URL run cb --json backup database --physical --archive-timeout 3
+assert_rc 10 "a base backup whose WAL does not reach the repository fails"
+assert_contains "$(json_get "$OUT_FILE" '["error"]["message"]')" "did not reach this repository's WAL archive" \
+    "the error says the WAL did not reach the archive"
+assert_match 'WAL segment 00000002[0-9A-F]{16} ' "$(json_get "$OUT_FILE" '["error"]["message"]')" "the error names the missing segment"
+assert_contains "$(json_get "$OUT_FILE" '["error"]["hint"]')" "archive_command" "the hint asks about archive_command"
+assert_eq "$n_before" "$(list_ids | wc -w)" "no backup is listed after the failed check"
+POSTGRES_URL=$P2URL run cb --json backup database --physical --no-archive-check
+assert_rc 3 "--no-archive-check: the backup completes with a warning (exit 3)"
+assert_eq archive-check-skipped "$(json_get "$OUT_FILE" '["warnings"][0]["kind"]')" "the warning says the check was skipped"
+assert_eq skipped "$(json_get "$OUT_FILE" '["physical"]["archiveCheck"]["status"]')" "archiveCheck: skipped"
+assert_true "a backup with a skipped check: the shape in docs/JSON.md" \
+    python3 "$LIB_DIR/jsonshape.py" "$LIB_DIR/../../docs/JSON.md" "backup database --physical" "$OUT_FILE"
+run cb backup database --physical --archive-timeout 0
+assert_rc 2 "--archive-timeout 0 is refused"
 
 test_done
