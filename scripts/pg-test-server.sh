@@ -28,6 +28,8 @@
 #                     (default caris-pgtest, created with useradd when missing)
 #   CARIS_PG_FSYNC    on|off (default off)
 #   CARIS_PG_TIMEOUT  seconds to wait for the server to accept connections (default 60)
+#   CARIS_PG_WALDIR   when set: initdb -X there (pg_wal a symlink to it, as packagers do;
+#                     created for the server's user)
 #
 # The env file exports CARIS_PG_PORT, CARIS_PG_DIR, CARIS_PG_HOST, CARIS_PG_USER,
 # CARIS_PG_PASSWORD, CARIS_PG_SOCKET, CARIS_PG_BIN, CARIS_PG_DB, CARIS_PG_OS_USER (who runs
@@ -163,9 +165,15 @@ cmd_start() {
     pwfile=$DIR/.pw
     (umask 077 && printf '%s\n' "$password" >"$pwfile")
     (($(id -u) == 0)) && chown "$OS_USER:" "$pwfile"
+    local waldir=()
+    if [[ -n ${CARIS_PG_WALDIR:-} ]]; then
+        (umask 077 && mkdir -p "$CARIS_PG_WALDIR")
+        (($(id -u) == 0)) && chown "$OS_USER:" "$CARIS_PG_WALDIR"
+        waldir=(-X "$CARIS_PG_WALDIR")
+    fi
     # C.UTF-8: byte-order collation (ordered checksums are reproducible), UTF-8 identifiers
     if ! as_server "$PG_BIN/initdb" -D "$DATA" -U "$SUPERUSER" --pwfile="$pwfile" -E UTF8 \
-        --locale=C.UTF-8 --auth-local=trust --auth-host=scram-sha-256 --no-sync \
+        --locale=C.UTF-8 --auth-local=trust --auth-host=scram-sha-256 --no-sync "${waldir[@]}" \
         >"$DIR/initdb.log" 2>&1 </dev/null; then
         cat "$DIR/initdb.log" >&2
         die "initdb failed in $DATA"

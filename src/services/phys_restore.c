@@ -276,7 +276,8 @@ static void pg_time_value(const struct phys_restore_opts *o, char *out, size_t n
 }
 
 static int write_recovery_settings(const char *dir, const char *id,
-                                   const struct phys_restore_opts *o, struct err *e)
+                                   const struct phys_restore_opts *o, bool tablespaces,
+                                   struct err *e)
 {
     static const char *const keys[] = {"",
                                        "recovery_target_time",
@@ -320,6 +321,12 @@ static int write_recovery_settings(const char *dir, const char *id,
      * operator has checked it (docs/BACKUP_RECOVERY.md: turn archiving back on) */
     const char *fixed = "archive_mode = 'off'\n";
     buf_append(&b, fixed, strlen(fixed));
+    /* tablespaces come back as directories under pg_tblspc (write_tree): PostgreSQL 15 stops
+     * recovery on such "in-place" tablespaces unless this is on */
+    if (tablespaces) {
+        fixed = "allow_in_place_tablespaces = on\n";
+        buf_append(&b, fixed, strlen(fixed));
+    }
     /* every target but ours set empty: a setting of an earlier recovery left in the source's
      * postgresql.auto.conf would otherwise add a second target (PostgreSQL refuses to start) */
     for (size_t k = 1; k < sizeof(keys) / sizeof(keys[0]); k++) {
@@ -385,24 +392,24 @@ static int write_tree(struct repo *r, json_t *summary, json_t *entries, const ch
         if (make_dirs(dir, n, e) != 0)
             return -1;
     }
-    /* tablespaces come back inside the data directory (in-place, as directories under
-     * pg_tblspc), never at their old location, which may be another cluster's */
+    /* no link of the backup is restored as a link: tablespaces (pg_tblspc/<oid>) and any
+     * other link the stream holds (PostgreSQL sends pg_wal and its other known directories
+     * as directories even when they are links, e.g. after initdb -X) come back as
+     * directories inside the data directory, never pointing at their old location, which
+     * may be another cluster's (or the source's own, still in use) */
     json_array_foreach(json_object_get(phys, "symlinks"), i, x)
     {
         const char *n = json_string_value(json_object_get(x, "name"));
         const char *t = json_string_value(json_object_get(x, "target"));
         if (!safe_rel(n) || !t)
             return err_set(e, ERR_DAMAGE, NULL, "unsafe link name in the backup");
-        if (strncmp(n, "pg_tblspc/", 10) == 0) {
-            if (make_dirs(dir, n, e) != 0)
-                return -1;
-            continue;
-        }
-        char *p = xasprintf("%s/%s", dir, n);
-        int s = symlink(t, p);
-        free(p);
-        if (s != 0)
-            return err_sys(e, errno, NULL, "cannot create link %s", n);
+        if (strncmp(n, "pg_tblspc/", 10) != 0)
+            caris_op_log(o->op, LOG_WARN,
+                         "link %s -> %s of the source restored as a directory inside the data "
+                         "directory",
+                         n, t);
+        if (make_dirs(dir, n, e) != 0)
+            return -1;
     }
     struct restore_ctx rc = {.o = o, .start_mono = time_mono_ns()};
     json_array_foreach(entries, i, x)
@@ -674,7 +681,11 @@ int caris_phys_restore(struct repo *r, const struct phys_restore_opts *o,
     char *sig = xasprintf("%s/recovery.signal", tmp);
     int wrc = write_small(sig, "", e);
     free(sig);
-    if (wrc != 0 || write_recovery_settings(tmp, res->backup_id, o, e) != 0)
+    if (wrc != 0 ||
+        write_recovery_settings(
+            tmp, res->backup_id, o,
+            json_array_size(json_object_get(json_object_get(full, "physical"), "tablespaces")) > 0,
+            e) != 0)
         goto out;
     /* the new directories' entries durable before the tree goes into place (and the old one
      * is removed): the files are fsynced one by one, their directories are not; one syncfs()
