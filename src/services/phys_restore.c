@@ -80,24 +80,30 @@ static int target_timeline(struct repo *r, const struct phys_restore_opts *o, ui
     const char *t = o->target_timeline ? o->target_timeline : "latest";
     if (strcmp(t, "current") == 0)
         return 0;
-    json_t *damaged = NULL;
-    json_t *w = caris_wal_window(r, &damaged, e);
-    json_decref(damaged);
-    if (!w)
-        return -1;
-    *tls = json_incref(json_object_get(w, "timelines"));
-    json_decref(w);
-    if (strcmp(t, "latest") == 0) {
-        *tli = caris_wal_latest_timeline(*tls);
-        return 0;
-    }
     char *end;
     unsigned long v = strtoul(t, &end, 10);
-    if (!*t || *end || v == 0 || v > UINT32_MAX)
+    bool latest = strcmp(t, "latest") == 0;
+    if (!latest && (!*t || *end || v == 0 || v > UINT32_MAX))
         return err_set(e, ERR_USAGE, NULL,
                        "the recovery timeline is latest, current or a timeline number, not '%s'",
                        t);
-    *tli = (uint32_t)v;
+    json_t *damaged = NULL;
+    struct err we = ERR_INIT;
+    json_t *w = caris_wal_window(r, &damaged, &we);
+    json_decref(damaged);
+    if (!w) {
+        /* the restore does not depend on reading the archive's timelines: without them no
+         * backup is ruled out, and PostgreSQL itself follows the timeline asked for */
+        caris_op_log(o->op, LOG_WARN,
+                     "cannot read the WAL archive's timelines (%s): the backup is chosen "
+                     "without them",
+                     we.msg);
+        *tls = json_array();
+        return 0;
+    }
+    *tls = json_incref(json_object_get(w, "timelines"));
+    json_decref(w);
+    *tli = latest ? caris_wal_latest_timeline(*tls) : (uint32_t)v;
     return 0;
 }
 
