@@ -87,6 +87,7 @@ assert_rc 0 "base backup B1 on timeline 1"
 B1=$(json_get "$OUT_FILE" '["id"]')
 assert_eq 1 "$(json_get "$OUT_FILE" '["physical"]["startTimeline"]')" "B1 starts on timeline 1"
 assert_eq ok "$(json_get "$OUT_FILE" '["physical"]["archiveCheck"]["status"]')" "B1's WAL was seen in the archive"
+note "archive check: $(json_get "$OUT_FILE" '["physical"]["archiveCheck"]["segments"]') segment(s), waited $(json_get "$OUT_FILE" '["physical"]["archiveCheck"]["waitedMs"]') ms"
 batch 1 || fail "batch 1"
 T1=$(now_utc)
 batch 2 || fail "batch 2"
