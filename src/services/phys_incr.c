@@ -37,7 +37,7 @@ struct phys_incr {
     struct buf phash;  /* the parent's page-hash records for it */
     struct buf hashes; /* the records of this backup */
     size_t k;          /* next block */
-    struct buf delta;
+    struct buf delta, basebuf;
     struct phys_incr_stats st;
 };
 
@@ -73,6 +73,7 @@ void phys_incr_free(struct phys_incr *pi)
     buf_free(&pi->ptext);
     buf_free(&pi->hashes);
     buf_free(&pi->delta);
+    buf_free(&pi->basebuf);
     free(pi->parent_id);
     free(pi);
 }
@@ -212,6 +213,28 @@ static void page_hashes(struct phys_incr *pi, const uint8_t *data, size_t pages,
     }
 }
 
+/* Encodes the block's delta against the base's content (read back: changed pages are stored
+ * XOR their base page) into pi->delta. True when it pays: its weight (non-zero bytes, a
+ * stand-in for its compressed size) is at most half the block's. Otherwise the block is stored
+ * whole and becomes a new base, so deltas never grow to cost more than the block and the
+ * chain depth stays 1. A base that cannot be read back, or whose length is not the one its
+ * page hashes describe, is not built on. */
+static bool delta_pays(struct phys_incr *pi, const uint8_t base[32], size_t base_pages,
+                       const uint8_t *data, size_t len, const bool *differ)
+{
+    struct err le = ERR_INIT;
+    if (repo_blob_load_flags(pi->r, base, &pi->basebuf, REPO_LOAD_NO_ID_CHECK, &le) != 0) {
+        caris_op_log(pi->op, LOG_WARN, "%s: base block cannot be read back (%s): stored whole",
+                     pi->name, le.msg);
+        return false;
+    }
+    if (pi->basebuf.len != base_pages * PAGEDELTA_PAGE)
+        return false;
+    size_t w =
+        pagedelta_encode(base, pi->basebuf.data, pi->basebuf.len, data, len, differ, &pi->delta);
+    return w * 2 <= pagedelta_weight(data, len);
+}
+
 int phys_incr_block(struct phys_incr *pi, const uint8_t *data, size_t len, json_t *chunks,
                     struct err *e)
 {
@@ -246,9 +269,7 @@ int phys_incr_block(struct phys_incr *pi, const uint8_t *data, size_t len, json_
                         memcmp(rec + 1 + i * HASH_LEN, brec + 1 + i * HASH_LEN, HASH_LEN) != 0;
             ndiff += differ[i];
         }
-        /* more than half the pages differ: the block is a new base (chain depth stays 1) */
-        if (ndiff * 2 <= pages) {
-            pagedelta_encode(base, data, len, differ, &pi->delta);
+        if (ndiff > 0 && delta_pays(pi, base, brec[0], data, len, differ)) {
             uint8_t did[32];
             repo_chunk_id(pi->r, pi->delta.data, pi->delta.len, did);
             if (repo_writer_add(pi->w, 0, did, pi->delta.data, pi->delta.len, e) < 0)

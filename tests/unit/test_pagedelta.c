@@ -36,10 +36,14 @@ static void test_roundtrip(void **state)
         differ[changed[k]] = true;
     }
     struct buf d = {0}, out = {0};
-    pagedelta_encode(bid, block, sizeof(block), differ, &d);
-    /* header, 4-byte bitmap, the 4 pages: nothing else */
-    assert_int_equal(d.len, PAGEDELTA_HEAD + 4 + 4 * P);
+    /* one byte changed in each: stored XOR the base page, one non-zero byte each */
+    assert_int_equal(pagedelta_encode(bid, base, sizeof(base), block, sizeof(block), differ, &d),
+                     4);
+    /* header, two 4-byte bitmaps, the 4 pages: nothing else */
+    assert_int_equal(d.len, PAGEDELTA_HEAD + 8 + 4 * P);
     assert_int_equal(pagedelta_pages(d.data, d.len), 4);
+    assert_int_equal(d.data[PAGEDELTA_HEAD + 4], 0x21); /* XOR bits of pages 0 and 5 */
+    assert_int_equal(pagedelta_weight(block, sizeof(block)), pagedelta_weight(base, sizeof(base)));
     struct err e = ERR_INIT;
     assert_int_equal(
         pagedelta_apply(d.data, d.len, bid, base, sizeof(base), sizeof(block), &out, &e), 0);
@@ -47,8 +51,8 @@ static void test_roundtrip(void **state)
     assert_memory_equal(out.data, block, sizeof(block));
     /* no page differs: a delta of the header and bitmap only, rebuilding the base */
     memset(differ, 0, sizeof(differ));
-    pagedelta_encode(bid, base, sizeof(base), differ, &d);
-    assert_int_equal(d.len, PAGEDELTA_HEAD + 4);
+    assert_int_equal(pagedelta_encode(bid, base, sizeof(base), base, sizeof(base), differ, &d), 0);
+    assert_int_equal(d.len, PAGEDELTA_HEAD + 8);
     assert_int_equal(
         pagedelta_apply(d.data, d.len, bid, base, sizeof(base), sizeof(base), &out, &e), 0);
     assert_memory_equal(out.data, base, sizeof(base));
@@ -68,13 +72,20 @@ static void test_lengths(void **state)
     differ[10] = differ[11] = true;
     struct buf d = {0}, out = {0};
     struct err e = ERR_INIT;
-    pagedelta_encode(bid, block, sizeof(block), differ, &d);
+    /* pages 10 and 11 are not in the base: carried as they are (weight: their non-zero bytes) */
+    assert_int_equal(pagedelta_encode(bid, base, sizeof(base), block, sizeof(block), differ, &d),
+                     pagedelta_weight(block + 10 * P, 2 * P));
+    assert_int_equal(d.data[PAGEDELTA_HEAD + 2] | d.data[PAGEDELTA_HEAD + 3], 0); /* no XOR */
     assert_int_equal(
         pagedelta_apply(d.data, d.len, bid, base, sizeof(base), sizeof(block), &out, &e), 0);
     assert_memory_equal(out.data, block, sizeof(block));
+    /* a page marked XOR past the base's pages is damage */
+    d.data[PAGEDELTA_HEAD + 3] |= 0x04; /* page 10 */
+    assert_int_equal(
+        pagedelta_apply(d.data, d.len, bid, base, sizeof(base), sizeof(block), &out, &e), -1);
     /* a delta that takes page 11 from a base of 10 pages is damage, not zeros */
     differ[11] = false;
-    pagedelta_encode(bid, block, sizeof(block), differ, &d);
+    pagedelta_encode(bid, base, sizeof(base), block, sizeof(block), differ, &d);
     assert_int_equal(
         pagedelta_apply(d.data, d.len, bid, base, sizeof(base), sizeof(block), &out, &e), -1);
     assert_int_equal(e.code, ERR_DAMAGE);
@@ -82,7 +93,7 @@ static void test_lengths(void **state)
     bool d3[3] = {false, true, false};
     uint8_t small[3 * P];
     fill(small, 3, 9);
-    pagedelta_encode(bid, small, sizeof(small), d3, &d);
+    pagedelta_encode(bid, base, sizeof(base), small, sizeof(small), d3, &d);
     e = (struct err)ERR_INIT;
     assert_int_equal(
         pagedelta_apply(d.data, d.len, bid, base, sizeof(base), sizeof(small), &out, &e), 0);
@@ -103,7 +114,7 @@ static void test_refusals(void **state)
     fill(block, 4, 1);
     bool differ[4] = {true, false, false, true};
     struct buf d = {0}, out = {0};
-    pagedelta_encode(bid, block, sizeof(block), differ, &d);
+    pagedelta_encode(bid, base, sizeof(base), block, sizeof(block), differ, &d);
     struct err e = ERR_INIT;
     /* another base than the entry names */
     assert_int_equal(
@@ -121,6 +132,10 @@ static void test_refusals(void **state)
     assert_int_equal(pagedelta_pages(d.data, d.len), -1);
     d.data[0] ^= 1;
     d.data[PAGEDELTA_HEAD] |= 0x80; /* page 7 of a 4-page block */
+    assert_int_equal(pagedelta_pages(d.data, d.len), -1);
+    d.data[PAGEDELTA_HEAD] &= 0x7f;
+    assert_int_equal(pagedelta_pages(d.data, d.len), 2);
+    d.data[PAGEDELTA_HEAD + 1] |= 0x02; /* XOR bit of page 1, which is not carried */
     assert_int_equal(pagedelta_pages(d.data, d.len), -1);
     assert_int_equal(e.code, ERR_DAMAGE);
     buf_free(&d);
