@@ -100,6 +100,11 @@ static void print_phys_summary(const struct globals *g, const struct caris_backu
                (long long)json_integer_value(json_object_get(phys, "pages_checked")),
                (long long)json_integer_value(json_object_get(phys, "bad_pages")));
     printf("\n");
+    const char *parent = json_string_value(json_object_get(s, "parent"));
+    if (parent)
+        printf("  incremental on %s: %lld blocks stored as page deltas (%lld pages)\n", parent,
+               (long long)json_integer_value(json_object_get(phys, "delta_blocks")),
+               (long long)json_integer_value(json_object_get(phys, "delta_pages")));
 }
 
 int cmd_backup_physical(struct globals *g, int argc, char **argv)

@@ -160,6 +160,10 @@ run cb --json backup database --physical --incremental
 assert_rc 0 "an incremental after prune"
 assert_eq "$id3" "$(json_get "$OUT_FILE" '["parent"]')" "its parent is the latest"
 assert_cmp "$(json_get "$OUT_FILE" '["stats"]["bytesAdded"]')" -lt $((full_added / 4)) "nothing much changed: little added"
+id4=$(json_get "$OUT_FILE" '["id"]')
+run cb backup database --physical --incremental
+assert_rc 0 "an incremental, human output"
+assert_contains "$OUT" "incremental on $id4:" "the output names the parent and the page deltas"
 
 # 6. damaged base blocks: every blob of 256 KiB (the full blocks, bases of the deltas) gets a
 # flipped byte; restore fails as damage and leaves nothing behind
