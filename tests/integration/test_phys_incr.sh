@@ -35,7 +35,8 @@ give_server
 cb() { as_pg "$CARIS_BIN" "$@"; }
 psql_db postgres -c "ALTER SYSTEM SET archive_mode = on" \
     -c "ALTER SYSTEM SET archive_command = '$CARIS_BIN --quiet --env-file $envf wal push %p'" \
-    -c "ALTER SYSTEM SET wal_level = replica" || fail "ALTER SYSTEM archive settings"
+    -c "ALTER SYSTEM SET wal_level = replica" \
+    -c "ALTER SYSTEM SET autovacuum = off" || fail "ALTER SYSTEM archive settings"
 if [[ $(id -u) == 0 ]]; then
     echo "host replication all 127.0.0.1/32 scram-sha-256" | runuser -u "$CARIS_PG_OS_USER" -- tee -a "$data/pg_hba.conf" >/dev/null
 else
@@ -44,8 +45,9 @@ fi
 pg_pause && pg_resume || fail "restart with archive_mode = on"
 
 # a database of tricky content, a table of ~23 MiB (92 blocks of 256 KiB) and tables to
-# truncate, drop and rewrite; frozen, as pgbench -i leaves its tables (the first read after
-# a bulk load would otherwise set hint bits on every page: every page changed)
+# truncate, drop and rewrite; all frozen, as pgbench -i leaves its tables (the first read
+# after a bulk load would otherwise set hint bits on every page: every page changed), and no
+# autovacuum, so that what changes between the backups is what the test changes
 pg_load_rich rich || fail "load rich.sql"
 psql_db "$CARIS_PG_DB" -c "CREATE TABLE big (id int PRIMARY KEY, n int, pad text) WITH (fillfactor = 90);
     INSERT INTO big SELECT g, 0, repeat(md5(g::text), 2) FROM generate_series(1, 200000) g;
@@ -53,12 +55,14 @@ psql_db "$CARIS_PG_DB" -c "CREATE TABLE big (id int PRIMARY KEY, n int, pad text
     CREATE TABLE drop_me AS SELECT g AS i, md5(g::text) AS m FROM generate_series(1, 20000) g;
     CREATE TABLE rewrite_me AS SELECT g AS i, md5(g::text) AS m FROM generate_series(1, 20000) g" \
     -c "VACUUM (FREEZE, ANALYZE)" || fail "create the tables"
+psql_db rich -c "VACUUM (FREEZE, ANALYZE)" || fail "freeze rich"
 
 run cb --json backup database --physical --full
 assert_rc 0 "full physical backup"
 id1=$(json_get "$OUT_FILE" '["id"]')
 assert_match '^caris_full_' "$id1" "--full: a caris_full_ id"
 full_added=$(json_get "$OUT_FILE" '["stats"]["bytesAdded"]')
+full_stored=$(json_get "$OUT_FILE" '["stats"]["bytesStored"]')
 note "full: $full_added bytes added"
 
 # 1. changes: one row in 400 updated (every few pages of big), a new table, TRUNCATE, DROP,
@@ -156,10 +160,13 @@ run cb --env-file "$envf" restore database --physical --pgdata "$R/afterprune" "
 assert_rc 0 "after prune, the second incremental restores"
 as_pg rm -rf "$R/afterprune"
 # and an incremental on it still finds its parent's page hashes
+psql_db "$CARIS_PG_DB" -c "UPDATE big SET n = n + 1 WHERE id % 400 = 11" || fail "changes 3"
 run cb --json backup database --physical --incremental
 assert_rc 0 "an incremental after prune"
 assert_eq "$id3" "$(json_get "$OUT_FILE" '["parent"]')" "its parent is the latest"
-assert_cmp "$(json_get "$OUT_FILE" '["stats"]["bytesAdded"]')" -lt $((full_added / 4)) "nothing much changed: little added"
+assert_not_contains "$ERR" "page hashes cannot be read" "the parent's page hashes were kept by prune"
+assert_cmp "$(json_get "$OUT_FILE" '["physical"]["deltaBlocks"]')" -gt 0 "it stores page deltas"
+assert_cmp "$(json_get "$OUT_FILE" '["stats"]["bytesStored"]')" -lt $((full_stored / 4)) "little stored"
 id4=$(json_get "$OUT_FILE" '["id"]')
 run cb backup database --physical --incremental
 assert_rc 0 "an incremental, human output"
@@ -187,8 +194,10 @@ run cb --env-file "$envf" restore database --physical --pgdata "$R/damaged" "$id
 assert_rc 4 "restore with damaged base blocks fails as damage (exit 4)"
 assert_false "nothing is put in place" test -e "$R/damaged"
 assert_eq "" "$(find "$R" -maxdepth 1 -name '.damaged.caris-restore-*')" "no temporary directory is left"
-run cb verify "$id3"
+run cb --json verify "$id3"
 assert_rc 4 "verify reports the damage"
+assert_true "a file rebuilt from page deltas fails on its damaged base block" \
+    json_eval "$OUT_FILE" 'any("base block of a page delta" in x["error"] for x in d[0]["errors"])'
 
 give_server
 test_done
