@@ -56,6 +56,16 @@ bool fetchq_empty(const struct fetchq *q);
 bool fetchq_room(const struct fetchq *q, uint32_t len);
 /* Queues the load of chunk id, whose plaintext must be len bytes; tag comes back with it. */
 void fetchq_submit(struct fetchq *q, const uint8_t id[32], uint32_t len, void *tag);
+/* One item of a chunk list: a chunk, or (incremental physical backups) a page delta that
+ * rebuilds len bytes from its base block (caris/pagedelta.h). */
+struct chunk_item {
+    uint8_t id[32];   /* the chunk, or the delta blob */
+    uint8_t base[32]; /* delta only: the full block it applies to */
+    uint32_t len;     /* plaintext bytes the item stands for in the stream */
+    bool delta;
+};
+/* fetchq_submit for one item: a delta is loaded with its base and comes back rebuilt. */
+void fetchq_submit_item(struct fetchq *q, const struct chunk_item *c, void *tag);
 /* Waits for the oldest chunk in the queue (which must not be empty): *tag receives its tag;
  * returns 0 with its plaintext in out (out's old contents are freed), or -1 with e (ERR_DAMAGE
  * for a bad chunk). */
@@ -65,7 +75,13 @@ int fetchq_next(struct fetchq *q, void **tag, struct buf *out, struct err *e);
 
 /* Decodes a manifest's chunk list [[id hex, length], ...] into arrays (owned by the caller,
  * both NULL for an empty or absent list). Returns -1 when it is malformed: not an array, an
- * id that is not 64 hex digits, a length that is not an integer in 0..REPO_MAX_BLOB. */
+ * id that is not 64 hex digits, a length that is not an integer in 0..REPO_MAX_BLOB; also for
+ * a list with page deltas (below), which a reader of plain chunks must not take as data. */
 int chunklist_decode(json_t *chunks, uint8_t (**ids)[32], uint32_t **lens, size_t *n);
+
+/* The same for lists that may hold page deltas, items {"base": hex, "id": hex, "len": n}
+ * (docs/REPOSITORY-FORMAT.md "Page deltas"): *refs is owned by the caller (NULL for an empty
+ * or absent list). -1 when malformed. */
+int chunklist_decode_items(json_t *chunks, struct chunk_item **refs, size_t *n);
 
 #endif

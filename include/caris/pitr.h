@@ -29,6 +29,7 @@ struct phys_backup_opts {
     const char *url;        /* a libpq URI or key=value string; replication=true is added */
     const char *password;   /* when url has none (PGPASSWORD); may be NULL */
     bool spread_checkpoint; /* CHECKPOINT 'spread' instead of 'fast' */
+    bool incremental;       /* page deltas against the latest physical backup of the cluster */
     int threads;
     caris_progress_fn progress;
     void *ctx;

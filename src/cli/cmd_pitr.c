@@ -13,8 +13,8 @@
 #include "cli.h"
 
 static const char PBACKUP_USAGE[] =
-    "usage: caris-backup [--json] backup database --physical [--full] [--spread-checkpoint]\n"
-    "                [--time TIME] [--archive-timeout S | --no-archive-check]\n"
+    "usage: caris-backup [--json] backup database --physical [--full|--incremental]\n"
+    "                [--spread-checkpoint] [--time TIME] [--archive-timeout S | --no-archive-check]\n"
     "\n"
     "Takes a base backup of the whole cluster over the streaming replication protocol\n"
     "(BASE_BACKUP, PostgreSQL 15 or later) and streams every file straight into the\n"
@@ -27,8 +27,9 @@ static const char PBACKUP_USAGE[] =
     "repository's WAL archive, and fails (nothing kept) when it does not arrive in time.\n"
     "\n"
     "  --full               (the default) a full base backup\n"
-    "  --incremental        not implemented yet (it needs PostgreSQL 17's incremental\n"
-    "                       BASE_BACKUP); every full backup already adds only changed blocks\n"
+    "  --incremental        on the latest physical backup of the same cluster: a changed\n"
+    "                       block is stored as the pages that differ from the earlier\n"
+    "                       block (a page delta); without an earlier one, a full backup\n"
     "  --spread-checkpoint  let the server spread its starting checkpoint (default: fast)\n"
     "  --time TIME          record TIME as the backup's time (as for logical backups)\n"
     "  --archive-timeout S  wait at most S (default 60 s) for the backup's WAL in the archive\n"
@@ -118,6 +119,11 @@ static void print_phys_summary(const struct globals *g, const struct caris_backu
                json_string_value(json_object_get(ac, "last")));
     else if (acs)
         printf("  WAL archive not checked (--no-archive-check)\n");
+    const char *parent = json_string_value(json_object_get(s, "parent"));
+    if (parent)
+        printf("  incremental on %s: %lld blocks stored as page deltas (%lld pages)\n", parent,
+               (long long)json_integer_value(json_object_get(phys, "delta_blocks")),
+               (long long)json_integer_value(json_object_get(phys, "delta_pages")));
 }
 
 int cmd_backup_physical(struct globals *g, int argc, char **argv)
@@ -140,15 +146,13 @@ int cmd_backup_physical(struct globals *g, int argc, char **argv)
     while ((c = cli_getopt(sargc, sargv, "h", opts)) != -1) {
         switch (c) {
         case 'P':
+            break;
         case 'F':
+            o.incremental = false;
             break;
         case 'I':
-            err_set(&e, ERR_USAGE,
-                    "take full physical backups: each stores only the blocks that changed since "
-                    "the last one (deduplicated by content)",
-                    "not implemented yet: backup database --physical --incremental (skipping "
-                    "unchanged files needs PostgreSQL 17's incremental BASE_BACKUP)");
-            return fail(&e);
+            o.incremental = true;
+            break;
         case 's':
             o.spread_checkpoint = true;
             break;

@@ -38,7 +38,7 @@ static const char USAGE[] =
     "                            back up files (PATHs or BACKUP_FILES_PATHS)\n"
     "  backup database [--full|--incremental] [--compress|--no-compress] [--time TIME]\n"
     "                            back up the PostgreSQL database at POSTGRES_URL\n"
-    "  backup database --physical [--spread-checkpoint]\n"
+    "  backup database --physical [--full|--incremental] [--spread-checkpoint]\n"
     "                            base backup of the whole cluster (replication protocol)\n"
     "  list [--type files|database]\n"
     "                            list backups\n"

@@ -20,25 +20,33 @@
 
 /* A malformed chunk list is one reference to nothing (id NULL): check reports it, prune
  * refuses to run, as restore would refuse the entry. */
+static void walk_blob(struct repo *r, const uint8_t id[32], const struct repo_ref_walk *w,
+                      bool meta)
+{
+    pthread_mutex_lock(&r->mu);
+    long ei = repo_lookup_locked(r, id);
+    if (ei >= 0 && !PACK_IS_REAL(repo_entry(r, (size_t)ei)->pack))
+        ei = -1;
+    pthread_mutex_unlock(&r->mu);
+    w->blob(w->ctx, id, ei, meta);
+}
+
+/* A page delta needs its base block as much as itself (docs/REPOSITORY-FORMAT.md "Page
+ * deltas"). */
 static void walk_chunks(struct repo *r, json_t *chunks, const struct repo_ref_walk *w, bool meta)
 {
-    uint8_t(*ids)[32];
-    uint32_t *lens;
+    struct chunk_item *refs;
     size_t n;
-    if (chunklist_decode(chunks, &ids, &lens, &n) != 0) {
+    if (chunklist_decode_items(chunks, &refs, &n) != 0) {
         w->blob(w->ctx, NULL, -1, meta);
         return;
     }
     for (size_t m = 0; m < n; m++) {
-        pthread_mutex_lock(&r->mu);
-        long ei = repo_lookup_locked(r, ids[m]);
-        if (ei >= 0 && !PACK_IS_REAL(repo_entry(r, (size_t)ei)->pack))
-            ei = -1;
-        pthread_mutex_unlock(&r->mu);
-        w->blob(w->ctx, ids[m], ei, meta);
+        walk_blob(r, refs[m].id, w, meta);
+        if (refs[m].delta)
+            walk_blob(r, refs[m].base, w, meta);
     }
-    free(ids);
-    free(lens);
+    free(refs);
 }
 
 /* One snapshot: its entries stream's chunks, then every entry's, one entry at a time. */
@@ -60,6 +68,9 @@ static void walk_one(struct repo *r, const struct repo_ref_walk *w, json_t *s)
         entry_iter_init(&it, &text);
         while (entry_iter_next(&it, &ent, &le) == 1) {
             walk_chunks(r, json_object_get(ent, "chunks"), w, false);
+            /* a relation file's page hashes (physical backups): what the next incremental
+             * compares with */
+            walk_chunks(r, json_object_get(ent, "page_hashes"), w, false);
             json_decref(ent);
         }
     } else {

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "caris/crypto.h"
+#include "caris/pagedelta.h"
 
 /* ---- storing ------------------------------------------------------------------------- */
 
@@ -58,6 +59,8 @@ void pstore_chunk(struct pstore *s, int worker, const void *data, size_t len, ui
 struct fjob {
     struct fetchq *q;
     uint8_t id[32];
+    uint8_t base[32];
+    bool delta;
     uint32_t len;
     void *tag;
     struct buf data;
@@ -85,6 +88,19 @@ static void fetch_job(void *arg, int worker)
     (void)worker;
     struct fjob *j = arg;
     j->rc = repo_blob_load_flags(j->q->r, j->id, &j->data, j->q->load_flags, &j->e);
+    if (j->rc == 0 && j->delta) {
+        /* the delta and its base, then the block they make */
+        struct buf base = {0}, block = {0};
+        j->rc = repo_blob_load_flags(j->q->r, j->base, &base, j->q->load_flags, &j->e);
+        if (j->rc != 0)
+            err_wrap(&j->e, "base block of a page delta");
+        else
+            j->rc = pagedelta_apply(j->data.data, j->data.len, j->base, base.data, base.len, j->len,
+                                    &block, &j->e);
+        buf_free(&base);
+        buf_free(&j->data);
+        j->data = block;
+    }
     if (j->rc == 0 && j->data.len != j->len)
         j->rc = err_set(&j->e, ERR_DAMAGE, NULL, "chunk has %zu bytes, the manifest says %u",
                         j->data.len, j->len);
@@ -150,10 +166,20 @@ bool fetchq_room(const struct fetchq *q, uint32_t len)
 
 void fetchq_submit(struct fetchq *q, const uint8_t id[32], uint32_t len, void *tag)
 {
+    struct chunk_item c = {.len = len};
+    memcpy(c.id, id, 32);
+    fetchq_submit_item(q, &c, tag);
+}
+
+void fetchq_submit_item(struct fetchq *q, const struct chunk_item *c, void *tag)
+{
     struct fjob *j = xcalloc(1, sizeof(*j));
     j->q = q;
-    memcpy(j->id, id, 32);
-    j->len = len;
+    memcpy(j->id, c->id, 32);
+    memcpy(j->base, c->base, 32);
+    j->delta = c->delta;
+    j->len = c->len;
+    uint32_t len = c->len;
     j->tag = tag;
     if (q->tail)
         q->tail->next = j;
@@ -213,6 +239,57 @@ int chunklist_decode(json_t *chunks, uint8_t (**ids)[32], uint32_t **lens, size_
     }
     *ids = iv;
     *lens = lv;
+    *n = cnt;
+    return 0;
+}
+
+static bool hex_id(json_t *v, uint8_t out[32])
+{
+    const char *hex = json_string_value(v);
+    return hex && strlen(hex) == 64 && cx_unhex(hex, out, 32) == 0;
+}
+
+static bool len_ok(json_t *len)
+{
+    return json_is_integer(len) && json_integer_value(len) >= 0 &&
+           json_integer_value(len) <= (json_int_t)REPO_MAX_BLOB;
+}
+
+int chunklist_decode_items(json_t *chunks, struct chunk_item **refs, size_t *n)
+{
+    *refs = NULL;
+    *n = 0;
+    if (!chunks)
+        return 0;
+    if (!json_is_array(chunks))
+        return -1;
+    size_t cnt = json_array_size(chunks);
+    if (cnt == 0)
+        return 0;
+    struct chunk_item *v = xcalloc(cnt, sizeof(*v));
+    size_t i;
+    json_t *c;
+    json_array_foreach(chunks, i, c)
+    {
+        json_t *len;
+        bool ok;
+        if (json_is_object(c)) {
+            len = json_object_get(c, "len");
+            ok = hex_id(json_object_get(c, "id"), v[i].id) &&
+                 hex_id(json_object_get(c, "base"), v[i].base) && len_ok(len) &&
+                 json_object_size(c) == 3;
+            v[i].delta = true;
+        } else {
+            len = json_array_get(c, 1);
+            ok = hex_id(json_array_get(c, 0), v[i].id) && len_ok(len);
+        }
+        if (!ok) {
+            free(v);
+            return -1;
+        }
+        v[i].len = (uint32_t)json_integer_value(len);
+    }
+    *refs = v;
     *n = cnt;
     return 0;
 }

@@ -237,10 +237,10 @@ static int sink_write(struct sink *s, const uint8_t *p, size_t n, struct err *e)
 static int restore(struct repo *r, json_t *chunks, const uint8_t sha[32], struct sink *sk,
                    int threads, void (*progress)(void *, uint64_t), void *ctx, struct err *e)
 {
-    uint8_t(*ids)[32];
-    uint32_t *lens;
+    struct chunk_item *refs;
     size_t n;
-    if (!json_is_array(chunks) || chunklist_decode(chunks, &ids, &lens, &n) != 0)
+    /* page deltas (incremental physical backups) are rebuilt by the fetch queue */
+    if (!json_is_array(chunks) || chunklist_decode_items(chunks, &refs, &n) != 0)
         return err_set(e, ERR_DAMAGE, NULL, "malformed chunk list");
     struct pool *pool = pool_new(threads > 0 ? threads : sys_ncpu(), 64);
     struct fetchq *q = fetchq_new(r, pool, 0, SIZE_MAX, WINDOW_BYTES);
@@ -254,8 +254,8 @@ static int restore(struct repo *r, json_t *chunks, const uint8_t sha[32], struct
             rc = -1;
             break;
         }
-        while (next < n && fetchq_room(q, lens[next])) {
-            fetchq_submit(q, ids[next], lens[next], NULL);
+        while (next < n && fetchq_room(q, refs[next].len)) {
+            fetchq_submit_item(q, &refs[next], NULL);
             next++;
         }
         void *tag;
@@ -272,8 +272,7 @@ static int restore(struct repo *r, json_t *chunks, const uint8_t sha[32], struct
     fetchq_free(q); /* waits for loads still running after a failure */
     pool_free(pool);
     buf_free(&data);
-    free(ids);
-    free(lens);
+    free(refs);
     uint8_t sum[32];
     cx_sha256_final(h, sum);
     cx_sha256_free(h);

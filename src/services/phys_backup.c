@@ -17,6 +17,7 @@
 #include "caris/stream.h"
 #include "caris/wal.h"
 #include "common.h"
+#include "phys_incr.h"
 
 /* A non-relation file up to this size is held in memory and cut into content-defined chunks
  * (they are small: configuration, pg_xact, pg_multixact, ...); a larger one is cut into fixed
@@ -47,6 +48,7 @@ struct pb {
     struct repo *r;
     struct repo_writer *w;
     const struct phys_backup_opts *o;
+    struct phys_incr *pi; /* relation files' blocks: whole or as page deltas */
     bool checksums;
     uint64_t start_lsn;
     /* the archive being read */
@@ -110,6 +112,12 @@ static int store_block(struct pb *b, struct err *e)
     if (f->data.len == 0)
         return 0;
     check_pages(b, f->data.data, f->data.len, f->done - f->data.len);
+    if (f->relation) {
+        if (phys_incr_block(b->pi, f->data.data, f->data.len, f->chunks, e) != 0)
+            return -1;
+        f->data.len = 0;
+        return 0;
+    }
     uint8_t id[32];
     repo_chunk_id(b->r, f->data.data, f->data.len, id);
     if (repo_writer_add(b->w, 0, id, f->data.data, f->data.len, e) < 0)
@@ -166,10 +174,14 @@ static int file_end(struct pb *b, struct err *e)
     cx_sha256_final(f->sha, sha);
     char hex[65];
     cx_hex(sha, 32, hex);
-    json_array_append_new(b->entries,
-                          json_pack("{s:s, s:s, s:I, s:i, s:s, s:b, s:O}", "type", "file", "name",
-                                    f->name, "size", (json_int_t)f->size, "mode", (int)f->mode,
-                                    "sha256", hex, "fixed", f->fixed, "chunks", f->chunks));
+    json_t *ent = json_pack("{s:s, s:s, s:I, s:i, s:s, s:b, s:O}", "type", "file", "name", f->name,
+                            "size", (json_int_t)f->size, "mode", (int)f->mode, "sha256", hex,
+                            "fixed", f->fixed, "chunks", f->chunks);
+    if (f->relation && phys_incr_file_end(b->pi, ent, e) != 0) {
+        json_decref(ent);
+        return -1;
+    }
+    json_array_append_new(b->entries, ent);
     if (strcmp(f->name, "backup_label") == 0)
         b->backup_label = xstrndup((const char *)f->data.data, f->data.len);
     b->files++;
@@ -253,6 +265,8 @@ static int tar_header(struct pb *b, struct err *e)
     f->chunks = json_array();
     b->in_file = true;
     b->pad = (TAR_BLOCK - size % TAR_BLOCK) % TAR_BLOCK;
+    if (f->relation && phys_incr_file_begin(b->pi, f->name, e) != 0)
+        return -1;
     if (size == 0)
         return file_end(b, e);
     return 0;
@@ -656,6 +670,7 @@ int caris_phys_backup(struct repo *r, const struct phys_backup_opts *o,
     char id[160] = "";
     int rc = -1;
     struct sysinfo si;
+    const char *parent_id = NULL; /* borrowed from b.pi */
 
     if (!(c = replication_connect(o, &t, e)))
         goto out;
@@ -666,10 +681,23 @@ int caris_phys_backup(struct repo *r, const struct phys_backup_opts *o,
     if (repo_lock(r, false, "backup database --physical", e) != 0)
         goto out;
     locked = true;
-    if (backup_id_claim(r, "caris", "full", start_ns, o->time_ns != 0, id, sizeof(id), e) != 0)
+    b.w = repo_writer_new(r, 1);
+    b.pi = phys_incr_new(r, b.w, o->op);
+    if (o->incremental) {
+        if (phys_incr_set_parent(b.pi, si.systemid, &parent_id, e) != 0)
+            goto out;
+        if (!parent_id)
+            caris_op_log(o->op, LOG_WARN,
+                         "no earlier physical backup of this cluster (system identifier %s): "
+                         "taking a full backup",
+                         si.systemid);
+        else
+            caris_op_log(o->op, LOG_INFO, "incremental on %s", parent_id);
+    }
+    if (backup_id_claim(r, "caris", parent_id ? "incremental" : "full", start_ns, o->time_ns != 0,
+                        id, sizeof(id), e) != 0)
         goto out;
     claimed = true;
-    b.w = repo_writer_new(r, 1);
     if (run_base_backup(&b, c, id, phys, e) != 0) {
         err_wrap(e, "physical backup");
         goto out;
@@ -716,6 +744,10 @@ int caris_phys_backup(struct repo *r, const struct phys_backup_opts *o,
     json_object_set_new(phys, "bad_pages", json_integer((json_int_t)b.bad_pages));
     json_object_set_new(phys, "pages_skipped_recent",
                         json_integer((json_int_t)b.pages_skipped_recent));
+    struct phys_incr_stats is;
+    phys_incr_get_stats(b.pi, &is);
+    json_object_set_new(phys, "delta_blocks", json_integer((json_int_t)is.blocks_delta));
+    json_object_set_new(phys, "delta_pages", json_integer((json_int_t)is.pages_delta));
 
     struct repo_writer_stats ws;
     repo_writer_get_stats(b.w, &ws);
@@ -739,6 +771,10 @@ int caris_phys_backup(struct repo *r, const struct phys_backup_opts *o,
                   (json_int_t)ws.blobs_new, "chunks_known", (json_int_t)ws.blobs_known, "status",
                   nwarn ? "warnings" : "ok", "warnings", b.warnings, "version", "1");
     json_object_set(summary, "physical", phys);
+    if (parent_id) {
+        json_object_set_new(summary, "mode", json_string("incremental"));
+        json_object_set_new(summary, "parent", json_string(parent_id));
+    }
     {
         /* `list` shows the LSN range */
         char range[80];
@@ -760,6 +796,7 @@ int caris_phys_backup(struct repo *r, const struct phys_backup_opts *o,
 out:
     if (c)
         PQfinish(c);
+    phys_incr_free(b.pi);
     if (b.w)
         repo_writer_free(b.w);
     if (claimed)

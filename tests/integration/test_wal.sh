@@ -99,8 +99,8 @@ assert_exit 1 cb wal get 000000010000000000000008 "$TEST_TMP/out/torn"
 assert_exit 6 cb wal receive
 assert_contains "$ERR" "POSTGRES_URL not set" "wal receive without a server to stream from says so (streaming: test_wal_receive.sh)"
 # (physical backups and PITR: test_pitr.sh)
-assert_exit 2 cb backup database --physical --incremental
-assert_contains "$ERR" "not implemented yet" "backup database --physical --incremental says it is not implemented yet"
+assert_exit 6 cb backup database --physical --incremental
+assert_contains "$ERR" "POSTGRES_URL not set" "backup database --physical --incremental without a server says so (incrementals: test_phys_incr.sh)"
 assert_exit 2 cb restore database --physical --pgdata "$TEST_TMP/pgdata"
 assert_contains "$ERR" "--env-file" "restore database --physical without --env-file: restore_command needs it"
 assert_false "restore database --physical wrote nothing" test -e "$TEST_TMP/pgdata"
