@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# wal receive against a real PostgreSQL 15: streams WAL over a physical replication slot and
-# stores each segment when it is complete. Checked: the refusals (bad slot name, a slot that
-# does not exist, --flush-seconds not implemented yet), the streamed segment is byte-identical
-# to the server's, the slot's restart LSN moves past it only once it is archived (the standby
-# status update reports what is durable), SIGTERM ends it with exit 0, and a second run goes
-# on from where the archive ends.
+# wal receive against a real PostgreSQL 15: streams WAL over a physical replication slot,
+# stores each segment when it is complete and the unfinished one every flush interval (a
+# streamed partial). Checked: the refusals (bad slot name, a bad flush interval, a slot that
+# does not exist), a partial is stored and reported flushed inside the segment, `wal get`
+# serves it zero-padded with the server's bytes, the streamed segment is byte-identical to the
+# server's, the slot's restart LSN moves past it only once it is archived (the standby status
+# update reports what is durable), prune drops the partials the segment supersedes, SIGTERM
+# ends it with exit 0, and a second run goes on from where the archive ends.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/pglib.sh"
 
@@ -20,9 +22,11 @@ psql_db postgres -c "SELECT pg_reload_conf()" >/dev/null
 
 run cb wal receive --slot Bad-Name
 assert_rc 2 "a slot name with upper case and - is refused"
-run cb wal receive --flush-seconds 5
-assert_rc 2 "--flush-seconds is refused"
-assert_contains "$ERR" "not implemented yet" "--flush-seconds says not implemented yet"
+run cb wal receive --flush-seconds 0
+assert_rc 2 "--flush-seconds 0 is refused"
+assert_contains "$ERR" "seconds" "the error says what a flush interval is"
+run env BACKUP_WAL_FLUSH_SECONDS=x "$CARIS_BIN" wal receive
+assert_rc 2 "BACKUP_WAL_FLUSH_SECONDS=x is refused"
 run cb wal receive --slot nosuchslot
 assert_rc 10 "a slot that does not exist fails (database error)"
 assert_contains "$ERR" "--create-slot" "the hint names --create-slot"
@@ -36,12 +40,29 @@ wait_log() { # PATTERN MESSAGE: poll the receiver's log, 60 s deadline
     done
     pass "$2"
 }
-"$CARIS_BIN" wal receive --create-slot 2>"$log" &
+"$CARIS_BIN" wal receive --create-slot --flush-seconds 1 2>"$log" &
 rpid=$!
 wait_log "streaming WAL from" "receive connects and starts streaming"
 psql_db "$CARIS_PG_DB" -c "CREATE TABLE t (i int, pad text)" \
     -c "INSERT INTO t SELECT g, repeat('x', 100) FROM generate_series(1, 20000) g" >/dev/null || fail "insert"
 seg=$(psql_db postgres -c "SELECT pg_walfile_name(pg_current_wal_lsn())")
+ins=$(psql_db postgres -c "SELECT pg_current_wal_flush_lsn()")
+# partials: within the flush interval the unfinished segment is stored, and the slot's
+# restart LSN (what receive reported flushed) moves past the insert before the segment ends
+slot_past() { [[ $(psql_db postgres -c "SELECT restart_lsn >= '$1'::pg_lsn FROM pg_replication_slots WHERE slot_name = 'caris_backup'") == t ]]; }
+wait_until 60 slot_past "$ins"
+assert_eq 0 "$?" "a partial is flushed: the slot's restart LSN reaches the insert's LSN $ins inside segment $seg"
+assert_contains "$(cat "$log")" "stored WAL partial $seg." "receive logs the stored partial of $seg"
+run cb wal get "$seg" "$TEST_TMP/partial-seg"
+assert_rc 0 "wal get $seg serves the streamed partial (the segment is not archived whole)"
+assert_eq $((16 * 1024 * 1024)) "$(stat -c %s "$TEST_TMP/partial-seg")" "the partial is padded to a whole segment"
+plen=$(grep -o "stored WAL partial $seg\.[0-9A-F]*" "$log" | tail -1 | sed 's/.*\.//')
+plen=$((16#$plen))
+assert_true "the served partial's bytes are the server's" cmp -n "$plen" "$data/pg_wal/$seg" "$TEST_TMP/partial-seg"
+assert_eq 0 "$(tail -c +$((plen + 1)) "$TEST_TMP/partial-seg" | tr -d '\0' | wc -c)" "after them: zeros"
+run cb --json wal list
+assert_eq true "$(json_eval "$OUT_FILE" "any(f['kind'] == 'stream' and f['name'].startswith('$seg.') for f in d['files'])")" \
+    "wal list shows the partials as kind stream"
 t0=$EPOCHREALTIME
 sw=$(psql_db postgres -c "SELECT pg_switch_wal()")
 # the slot holds the segment until receive reports it flushed: the server's copy is still there
@@ -57,6 +78,15 @@ pass "the slot's restart LSN moved past the archived segment (status update = du
 run cb wal get "$seg" "$TEST_TMP/got-seg"
 assert_rc 0 "wal get of the streamed segment"
 assert_true "the streamed segment is byte-identical to the server's" cmp -s "$TEST_TMP/server-seg" "$TEST_TMP/got-seg"
+# the whole segment supersedes its partials: prune removes them, wal get serves the segment
+run cb --json prune
+assert_rc 0 "prune"
+run cb --json wal list
+assert_eq 0 "$(json_eval "$OUT_FILE" "len([f for f in d['files'] if f['kind'] == 'stream' and f['name'].startswith('$seg.')])")" \
+    "prune removed the partials of $seg (superseded by the whole segment)"
+run cb wal get "$seg" "$TEST_TMP/got-seg2"
+assert_rc 0 "wal get $seg after prune"
+assert_true "it is the whole segment" cmp -s "$TEST_TMP/server-seg" "$TEST_TMP/got-seg2"
 kill -TERM "$rpid"
 wait "$rpid"
 assert_eq 0 "$?" "SIGTERM: receive exits 0"
