@@ -6,7 +6,8 @@
 # serves it zero-padded with the server's bytes, the streamed segment is byte-identical to the
 # server's, the slot's restart LSN moves past it only once it is archived (the standby status
 # update reports what is durable), prune drops the partials the segment supersedes, SIGTERM
-# ends it with exit 0, and a second run goes on from where the archive ends.
+# ends it with exit 0, a second run goes on from where the archive ends, and when the server
+# is killed the receiver stores what it had received before exiting with the error.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/pglib.sh"
 
@@ -46,7 +47,7 @@ wait_log "streaming WAL from" "receive connects and starts streaming"
 psql_db "$CARIS_PG_DB" -c "CREATE TABLE t (i int, pad text)" \
     -c "INSERT INTO t SELECT g, repeat('x', 100) FROM generate_series(1, 20000) g" >/dev/null || fail "insert"
 seg=$(psql_db postgres -c "SELECT pg_walfile_name(pg_current_wal_lsn())")
-ins=$(psql_db postgres -c "SELECT pg_current_wal_flush_lsn()")
+ins=$(psql_db postgres -c "SELECT pg_current_wal_insert_lsn()")
 # partials: within the flush interval the unfinished segment is stored, and the slot's
 # restart LSN (what receive reported flushed) moves past the insert before the segment ends
 slot_past() { [[ $(psql_db postgres -c "SELECT restart_lsn >= '$1'::pg_lsn FROM pg_replication_slots WHERE slot_name = 'caris_backup'") == t ]]; }
@@ -97,11 +98,34 @@ assert_contains "$(cat "$log")" "stopping: flushed up to" "it says how far it fl
 rpid=$!
 wait_log "streaming WAL from" "a second receive starts streaming"
 psql_db "$CARIS_PG_DB" -c "INSERT INTO t SELECT g, 'y' FROM generate_series(1, 1000) g" >/dev/null || fail "insert 2"
-next=$(psql_db postgres -c "SELECT pg_walfile_name(pg_current_wal_lsn())")
+next=$(psql_db postgres -c "SELECT pg_walfile_name(pg_current_wal_insert_lsn())")
 psql_db postgres -c "SELECT pg_switch_wal()" >/dev/null
 wait_log "stored WAL segment $next" "the second run stores the next segment $next"
 assert_not_contains "$(cat "$log")" "stored WAL segment $seg" "it does not stream $seg again"
 kill -TERM "$rpid"
 wait "$rpid"
 assert_eq 0 "$?" "SIGTERM: the second receive exits 0"
+
+# the server dies (kill -9): what the receiver got since its last flush (here: no periodic
+# flush within the test, --flush-seconds 3600) is stored before it exits with the error
+"$CARIS_BIN" wal receive --flush-seconds 3600 2>"$log" &
+rpid=$!
+wait_log "streaming WAL from" "a third receive starts streaming"
+psql_db "$CARIS_PG_DB" -c "INSERT INTO t SELECT g, 'z' FROM generate_series(1, 1000) g" >/dev/null || fail "insert 3"
+cur=$(psql_db postgres -c "SELECT pg_walfile_name(pg_current_wal_insert_lsn())")
+ins=$(psql_db postgres -c "SELECT pg_current_wal_insert_lsn()")
+sent_past() { [[ $(psql_db postgres -c "SELECT bool_or(sent_lsn >= '$ins'::pg_lsn) FROM pg_stat_replication") == t ]]; }
+wait_until 60 sent_past
+assert_eq 0 "$?" "the server sent the insert's WAL ($ins)"
+pm=$(head -1 "$data/postmaster.pid")
+# shellcheck disable=SC2046
+kill -KILL "$pm" $(pgrep -P "$pm")
+wait "$rpid"
+assert_eq 10 "$?" "the server killed: receive exits with a database error"
+assert_contains "$(cat "$log")" "stored WAL partial $cur." "it stored what it had received of $cur first"
+run cb wal get "$cur" "$TEST_TMP/last-seg"
+assert_rc 0 "wal get $cur serves that partial"
+plen=$(grep -o "stored WAL partial $cur\.[0-9A-F]*" "$log" | tail -1 | sed 's/.*\.//')
+off=$(( $(printf '%d' "0x${ins#*/}") % (16 * 1024 * 1024) ))
+assert_true "the partial reaches the insert's LSN ($((16#$plen)) >= $off bytes into $cur)" test "$((16#$plen))" -ge "$off"
 test_done
