@@ -211,6 +211,13 @@ int caris_wal_receive(struct repo *r, const struct wal_receive_opts *o, struct e
         err_set(e, ERR_FAILURE, NULL, "out of memory");
         goto out;
     }
+    /* stores run to their end even when a stop is asked (each is at most one segment): the
+     * stop itself stores what arrived, which a cancelled store would lose */
+    struct caris_op sop = {0};
+    if (o->op) {
+        sop = *o->op;
+        sop.cancel = NULL;
+    }
     uint64_t seg_start = start, flushed = start;
     size_t have = 0;
     /* Every flush interval, what has arrived of the current segment is stored as a streamed
@@ -222,10 +229,14 @@ int caris_wal_receive(struct repo *r, const struct wal_receive_opts *o, struct e
         if (caris_op_cancelled(o->op)) {
             /* the unfinished segment is stored as a partial; the slot keeps the rest */
             if (have && seg_start + have > flushed &&
-                store(r, buf, have, segsz, tli, seg_start, o->op, e) != 0)
+                store(r, buf, have, segsz, tli, seg_start, &sop, e) != 0)
                 break;
             if (have)
                 flushed = seg_start + have;
+            /* tell the server (so the slot lets go of it), then end the stream */
+            struct err e2 = ERR_INIT;
+            if (send_status(c, flushed, &e2) == 0 && PQputCopyEnd(c, NULL) == 1)
+                PQflush(c);
             caris_op_log(o->op, LOG_INFO, "stopping: flushed up to %X/%X",
                          (unsigned)(flushed >> 32), (unsigned)flushed);
             rc = 0;
@@ -234,7 +245,7 @@ int caris_wal_receive(struct repo *r, const struct wal_receive_opts *o, struct e
         int64_t now = mono_ns();
         if (now >= next_flush) {
             if (have && seg_start + have > flushed) {
-                if (store(r, buf, have, segsz, tli, seg_start, o->op, e) != 0)
+                if (store(r, buf, have, segsz, tli, seg_start, &sop, e) != 0)
                     break;
                 flushed = seg_start + have;
                 if (o->on_flush)
@@ -316,7 +327,7 @@ int caris_wal_receive(struct repo *r, const struct wal_receive_opts *o, struct e
             d += k;
             len -= k;
             if (have == segsz) {
-                if (store(r, buf, segsz, segsz, tli, seg_start, o->op, e) != 0) {
+                if (store(r, buf, segsz, segsz, tli, seg_start, &sop, e) != 0) {
                     failed = true;
                     break;
                 }
@@ -340,7 +351,7 @@ int caris_wal_receive(struct repo *r, const struct wal_receive_opts *o, struct e
      * the error that ended the stream is the one reported) */
     if (rc != 0 && buf && have && seg_start + have > flushed) {
         struct err e2 = ERR_INIT;
-        if (store(r, buf, have, segsz, tli, seg_start, o->op, &e2) == 0) {
+        if (store(r, buf, have, segsz, tli, seg_start, &sop, &e2) == 0) {
             flushed = seg_start + have;
             if (o->on_flush)
                 o->on_flush(o->on_flush_ctx, flushed);

@@ -106,6 +106,23 @@ kill -TERM "$rpid"
 wait "$rpid"
 assert_eq 0 "$?" "SIGTERM: the second receive exits 0"
 
+# SIGTERM stores what arrived since the last flush (none within the test: --flush-seconds
+# 3600) before exit 0
+sent_past() { [[ $(psql_db postgres -c "SELECT bool_or(sent_lsn >= '$1'::pg_lsn) FROM pg_stat_replication") == t ]]; }
+"$CARIS_BIN" wal receive --flush-seconds 3600 2>"$log" &
+rpid=$!
+wait_log "streaming WAL from" "a receive with a long flush interval starts streaming"
+psql_db "$CARIS_PG_DB" -c "INSERT INTO t SELECT g, 'w' FROM generate_series(1, 1000) g" >/dev/null || fail "insert 2b"
+ins=$(psql_db postgres -c "SELECT pg_current_wal_insert_lsn()")
+wait_until 60 sent_past "$ins"
+assert_eq 0 "$?" "the server sent the insert's WAL ($ins)"
+kill -TERM "$rpid"
+wait "$rpid"
+assert_eq 0 "$?" "SIGTERM: exit 0"
+assert_contains "$(cat "$log")" "stored WAL partial" "SIGTERM stored the partial first"
+wait_until 60 slot_past "$ins"
+assert_eq 0 "$?" "and reported it flushed (the slot's restart LSN reaches the insert)"
+
 # the server dies (kill -9): what the receiver got since its last flush (here: no periodic
 # flush within the test, --flush-seconds 3600) is stored before it exits with the error
 "$CARIS_BIN" wal receive --flush-seconds 3600 2>"$log" &
@@ -114,8 +131,7 @@ wait_log "streaming WAL from" "a third receive starts streaming"
 psql_db "$CARIS_PG_DB" -c "INSERT INTO t SELECT g, 'z' FROM generate_series(1, 1000) g" >/dev/null || fail "insert 3"
 cur=$(psql_db postgres -c "SELECT pg_walfile_name(pg_current_wal_insert_lsn())")
 ins=$(psql_db postgres -c "SELECT pg_current_wal_insert_lsn()")
-sent_past() { [[ $(psql_db postgres -c "SELECT bool_or(sent_lsn >= '$ins'::pg_lsn) FROM pg_stat_replication") == t ]]; }
-wait_until 60 sent_past
+wait_until 60 sent_past "$ins"
 assert_eq 0 "$?" "the server sent the insert's WAL ($ins)"
 pm=$(head -1 "$data/postmaster.pid")
 # shellcheck disable=SC2046
