@@ -123,6 +123,49 @@ assert_contains "$(cat "$log")" "stored WAL partial" "SIGTERM stored the partial
 wait_until 60 slot_past "$ins"
 assert_eq 0 "$?" "and reported it flushed (the slot's restart LSN reaches the insert)"
 
+# the daemon with BACKUP_WAL_STREAMING=true: it creates its slot, streams and flushes every
+# BACKUP_WAL_FLUSH_SECONDS; schedule status shows it; the server going away makes it wait and
+# start again (backoff); SIGTERM stops it cleanly
+run env BACKUP_WAL_STREAMING=true BACKUP_WAL_FLUSH_SECONDS=0 "$CARIS_BIN" daemon
+assert_rc 6 "the daemon refuses BACKUP_WAL_FLUSH_SECONDS=0 (configuration error)"
+bg_start env BACKUP_SCHEDULE_DAILY=off BACKUP_SCHEDULE_WEEKLY=off BACKUP_SCHEDULE_MONTHLY=off \
+    BACKUP_WAL_STREAMING=true BACKUP_WAL_FLUSH_SECONDS=1 BACKUP_WAL_SLOT=caris_daemon "$CARIS_BIN" daemon
+DAEMON=$BG_PID DLOG=$BG_ERR
+# shellcheck disable=SC2317
+st_json() { "$CARIS_BIN" --json schedule status >"$TEST_TMP/st.json" 2>/dev/null; }
+# shellcheck disable=SC2317
+st_state() { st_json && [[ $(json_get "$TEST_TMP/st.json" '["walStreaming"]["state"]') == "$1" ]]; }
+wait_until 60 st_state streaming
+assert_eq 0 "$?" "schedule status: walStreaming.state is streaming"
+assert_true "schedule status --json: the shape in docs/JSON.md" \
+    python3 "$LIB_DIR/jsonshape.py" "$LIB_DIR/../../docs/JSON.md" "schedule status" "$TEST_TMP/st.json"
+assert_eq t "$(psql_db postgres -c "SELECT count(*) = 1 FROM pg_replication_slots WHERE slot_name = 'caris_daemon'")" "the daemon created its slot caris_daemon"
+psql_db "$CARIS_PG_DB" -c "INSERT INTO t SELECT g, 'd' FROM generate_series(1, 1000) g" >/dev/null || fail "insert d"
+ins=$(psql_db postgres -c "SELECT pg_current_wal_insert_lsn()")
+# shellcheck disable=SC2317
+st_flushed() {
+    st_json || return 1
+    local f
+    f=$(json_get "$TEST_TMP/st.json" '["walStreaming"]["flushedLsn"]') || return 1
+    [[ $f =~ / ]] && [[ $(psql_db postgres -c "SELECT '$f'::pg_lsn >= '$ins'::pg_lsn") == t ]]
+}
+wait_until 60 st_flushed
+assert_eq 0 "$?" "schedule status: flushedLsn reaches the insert ($ins) within the flush interval"
+pg_pause || fail "stop the server"
+wait_until 60 st_state waiting
+assert_eq 0 "$?" "the server stopped: walStreaming.state is waiting"
+assert_eq true "$(json_eval "$TEST_TMP/st.json" 'd["walStreaming"]["lastError"] is not None and d["walStreaming"]["retryAt"] is not None')" \
+    "it says why (lastError) and when it tries again (retryAt)"
+pg_resume || fail "start the server again"
+# shellcheck disable=SC2317
+st_back() { st_state streaming && [[ $(json_get "$TEST_TMP/st.json" '["walStreaming"]["restarts"]') -ge 1 ]]; }
+wait_until 120 st_back
+assert_eq 0 "$?" "it starts again once the server is back (restarts >= 1, streaming)"
+kill -TERM "$DAEMON"
+wait "$DAEMON"
+assert_eq 0 "$?" "the daemon stops on SIGTERM"
+assert_contains "$(cat "$DLOG")" "stopping: flushed up to" "its wal receive stopped cleanly, saying how far it flushed"
+
 # the server dies (kill -9): what the receiver got since its last flush (here: no periodic
 # flush within the test, --flush-seconds 3600) is stored before it exits with the error
 "$CARIS_BIN" wal receive --flush-seconds 3600 2>"$log" &
