@@ -32,7 +32,9 @@ run cb wal receive --slot nosuchslot
 assert_rc 10 "a slot that does not exist fails (database error)"
 assert_contains "$ERR" "--create-slot" "the hint names --create-slot"
 
-log=$TEST_TMP/receive.log
+# each run's log is a new .bg*.err file: lib.sh scans those for sanitizer reports
+nlog=0
+new_log() { nlog=$((nlog + 1)); log=$TEST_TMP/.bg-receive-$nlog.err; }
 wait_log() { # PATTERN MESSAGE: poll the receiver's log, 60 s deadline
     local deadline=$((SECONDS + 60))
     until grep -q -- "$1" "$log" 2>/dev/null; do
@@ -41,6 +43,7 @@ wait_log() { # PATTERN MESSAGE: poll the receiver's log, 60 s deadline
     done
     pass "$2"
 }
+new_log
 "$CARIS_BIN" wal receive --create-slot --flush-seconds 1 2>"$log" &
 rpid=$!
 wait_log "streaming WAL from" "receive connects and starts streaming"
@@ -94,6 +97,7 @@ assert_eq 0 "$?" "SIGTERM: receive exits 0"
 assert_contains "$(cat "$log")" "stopping: flushed up to" "it says how far it flushed"
 
 # a second run goes on from the end of the archive (the next segment's start)
+new_log
 "$CARIS_BIN" wal receive 2>"$log" &
 rpid=$!
 wait_log "streaming WAL from" "a second receive starts streaming"
@@ -109,6 +113,7 @@ assert_eq 0 "$?" "SIGTERM: the second receive exits 0"
 # SIGTERM stores what arrived since the last flush (none within the test: --flush-seconds
 # 3600) before exit 0
 sent_past() { [[ $(psql_db postgres -c "SELECT bool_or(sent_lsn >= '$1'::pg_lsn) FROM pg_stat_replication") == t ]]; }
+new_log
 "$CARIS_BIN" wal receive --flush-seconds 3600 2>"$log" &
 rpid=$!
 wait_log "streaming WAL from" "a receive with a long flush interval starts streaming"
@@ -168,6 +173,7 @@ assert_contains "$(cat "$DLOG")" "stopping: flushed up to" "its wal receive stop
 
 # the server dies (kill -9): what the receiver got since its last flush (here: no periodic
 # flush within the test, --flush-seconds 3600) is stored before it exits with the error
+new_log
 "$CARIS_BIN" wal receive --flush-seconds 3600 2>"$log" &
 rpid=$!
 wait_log "streaming WAL from" "a third receive starts streaming"
