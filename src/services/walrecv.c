@@ -69,6 +69,13 @@ static PGresult *one_row(PGconn *c, const char *sql, struct err *e)
     return res;
 }
 
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 /* Stores the first len bytes of the segment at seg_start: the whole segment (len == segsz) as
  * archive_command would push it (caris_wal_push_fd: the identical-content rule holds when
  * archive_command pushes it too), a shorter prefix as a streamed partial. */
@@ -98,23 +105,18 @@ static int store(struct repo *r, const uint8_t *buf, size_t len, uint64_t segsz,
         off += (size_t)w;
     }
     lseek(fd, 0, SEEK_SET);
+    int64_t t0 = mono_ns();
     struct caris_wal_push_result res;
     int rc = len == segsz ? caris_wal_push_fd(r, fd, name, name, op, &res, e)
                           : caris_wal_push_stream_fd(r, fd, tli, seg_start, segsz, op, &res, e);
     close(fd);
     if (rc == 0)
-        caris_op_log(op, LOG_INFO, "stored WAL %s %s%s; flushed up to %X/%X",
+        caris_op_log(op, LOG_INFO, "stored WAL %s %s%s; flushed up to %X/%X (%lld ms)",
                      len == segsz ? "segment" : "partial", name,
                      res.already ? " (archived before, identical)" : "",
-                     (unsigned)((seg_start + len) >> 32), (unsigned)(seg_start + len));
+                     (unsigned)((seg_start + len) >> 32), (unsigned)(seg_start + len),
+                     (long long)((mono_ns() - t0) / 1000000));
     return rc;
-}
-
-static int64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 int caris_wal_receive(struct repo *r, const struct wal_receive_opts *o, struct err *e)
