@@ -69,6 +69,56 @@ static PGresult *one_row(PGconn *c, const char *sql, struct err *e)
     return res;
 }
 
+/* A timeline after the first: its .history file (TIMELINE_HISTORY), archived as `wal push`
+ * would (identical when archive_command pushed it too), so that a recovery from streamed WAL
+ * alone can follow the switch. */
+static int store_history(PGconn *c, struct repo *r, uint32_t tli, const struct caris_op *op,
+                         struct err *e)
+{
+    char sql[64];
+    snprintf(sql, sizeof(sql), "TIMELINE_HISTORY %u", tli);
+    PGresult *res = one_row(c, sql, e);
+    if (!res)
+        return -1;
+    int rc = -1;
+    const char *name = PQgetvalue(res, 0, 0);
+    struct caris_wal_name wn;
+    if (PQnfields(res) < 2 || caris_wal_name_parse(name, &wn, e) != 0 || wn.kind != WAL_HISTORY ||
+        wn.timeline != tli) {
+        if (!err_is_set(e))
+            err_set(e, ERR_DATABASE, NULL, "TIMELINE_HISTORY %u sent an unexpected file name", tli);
+        PQclear(res);
+        return -1;
+    }
+    int fd = memfd_create("caris-walrecv-history", MFD_CLOEXEC);
+    if (fd < 0) {
+        PQclear(res);
+        return err_set(e, ERR_FAILURE, NULL, "memfd_create: %s", strerror(errno));
+    }
+    const char *data = PQgetvalue(res, 0, 1);
+    size_t len = (size_t)PQgetlength(res, 0, 1), off = 0;
+    while (off < len) {
+        ssize_t w = write(fd, data + off, len - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            err_set(e, ERR_FAILURE, NULL, "writing %s to memory: %s", name, strerror(errno));
+            goto out;
+        }
+        off += (size_t)w;
+    }
+    struct caris_wal_push_result pr;
+    if (caris_wal_push_fd(r, fd, name, name, op, &pr, e) == 0) {
+        caris_op_log(op, LOG_INFO, "stored timeline history %s%s", name,
+                     pr.already ? " (archived before, identical)" : "");
+        rc = 0;
+    }
+out:
+    close(fd);
+    PQclear(res);
+    return rc;
+}
+
 static int64_t mono_ns(void)
 {
     struct timespec ts;
@@ -196,6 +246,8 @@ int caris_wal_receive(struct repo *r, const struct wal_receive_opts *o, struct e
                 (unsigned)xlogpos);
         goto out;
     }
+    if (tli > 1 && store_history(c, r, tli, o->op, e) != 0)
+        goto out;
     snprintf(sql, sizeof(sql), "START_REPLICATION SLOT %s PHYSICAL %X/%X TIMELINE %u", o->slot,
              (unsigned)(start >> 32), (unsigned)start, tli);
     res = PQexec(c, sql);

@@ -131,6 +131,28 @@ rlog=$(json_get "$OUT_FILE" '["serverLog"]')
 assert_contains "$(cat "$rlog")" "redo done" "recovery ended cleanly at the end of the valid WAL (the zero padding)"
 assert_not_contains "$(cat "$rlog")" "PANIC" "no PANIC in the restored server's log"
 note "restored server: $(grep -E 'invalid record|redo done|last completed transaction|selected new timeline' "$rlog" | cut -c 25- | tr '\n' '|')"
+
+# 5b. the restored server runs on timeline 2: wal receive from it stores 00000002.history
+# first (a recovery from streamed WAL alone can then follow the switch)
+echo "local replication all trust" | as_pg tee -a "$R/latest/pg_hba.conf" >/dev/null
+q_at "SELECT pg_reload_conf()" >/dev/null
+rcmd=(env "BACKUP_PG_REPLICATION_URL=postgresql://$CARIS_PG_USER@/$CARIS_PG_DB?host=$R/latest&port=$PORT"
+    "$CARIS_BIN" --env-file "$envf" wal receive --create-slot --slot tl2 --flush-seconds "$FLUSH")
+[[ $(id -u) == 0 ]] && rcmd=(runuser -u "$CARIS_PG_OS_USER" -- "${rcmd[@]}")
+bg_start "${rcmd[@]}"
+RECV2=$BG_PID
+log2=$BG_ERR
+# shellcheck disable=SC2317
+_history() { grep -q "stored timeline history 00000002.history" "$log2"; }
+wait_until 60 _history
+assert_eq 0 "$?" "wal receive on timeline 2 stores 00000002.history" || _tail "$log2"
+rpid=$RECV2
+[[ $(id -u) == 0 ]] && rpid=$(pgrep -P "$RECV2")
+kill -TERM "$rpid"
+wait "$RECV2"
+assert_eq 0 "$?" "SIGTERM: it exits 0"
+run cb --env-file "$envf" --json wal list
+assert_eq true "$(json_eval "$OUT_FILE" "any(f['name'] == '00000002.history' for f in d['files'])")" "wal list has 00000002.history"
 as_pg "$CARIS_PG_BIN/pg_ctl" stop -D "$R/latest" -m fast -w -s >/dev/null 2>&1
 
 # 6. the loss, from the marker client's log (a line per acknowledged commit, in order, with
