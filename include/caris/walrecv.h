@@ -26,8 +26,10 @@ struct wal_receive_opts {
  * archive may lack), stores each segment when complete and, every flush_seconds, what has
  * arrived of the current one as a streamed partial; reports to the server as flushed only what
  * is stored. Runs until op->cancel (stores the partial, returns 0) or an error (-1 with e,
- * after storing what arrived; the server ending the stream, e.g. a timeline switch, is an
- * error). */
+ * after storing what arrived; the server ending the stream other than at a timeline switch
+ * is an error). A timeline switch is followed: the next timeline's .history is stored and
+ * streaming goes on on it from the start of the segment holding the switch point; so is a
+ * server on a timeline after the first at the start. */
 int caris_wal_receive(struct repo *r, const struct wal_receive_opts *o, struct err *e);
 
 /* BACKUP_WAL_FLUSH_SECONDS / --flush-seconds: 1 to 3600; ERR_USAGE otherwise. */

@@ -61,7 +61,8 @@ static const char WAL_USAGE[] =
     "      (zero-padded) while the whole segment is not archived: a crash of the server loses\n"
     "      at most the last interval. The server is told as flushed only what is durably\n"
     "      archived, so the slot keeps the rest. Runs until SIGTERM/Ctrl-C (stores the\n"
-    "      partial, exit 0). A timeline switch stops it with an error (not followed yet).\n"
+    "      partial, exit 0). It follows a timeline switch (a promoted standby): the new\n"
+    "      timeline's .history is stored and streaming goes on on it.\n"
     "      The daemon runs it when BACKUP_WAL_STREAMING=true.\n";
 
 /* The options of wal push and wal get (--no-daemon, --help), from argv[1]: -1 to go on with

@@ -246,6 +246,15 @@ int caris_wal_receive(struct repo *r, const struct wal_receive_opts *o, struct e
                 (unsigned)xlogpos);
         goto out;
     }
+    /* stores run to their end even when a stop is asked (each is at most one segment): the
+     * stop itself stores what arrived, which a cancelled store would lose */
+    struct caris_op sop = {0};
+    if (o->op) {
+        sop = *o->op;
+        sop.cancel = NULL;
+    }
+    uint64_t flushed = start; /* what the archive holds: reported to the server, never less */
+restart:
     if (tli > 1 && store_history(c, r, tli, o->op, e) != 0)
         goto out;
     snprintf(sql, sizeof(sql), "START_REPLICATION SLOT %s PHYSICAL %X/%X TIMELINE %u", o->slot,
@@ -260,19 +269,11 @@ int caris_wal_receive(struct repo *r, const struct wal_receive_opts *o, struct e
     PQclear(res);
     caris_op_log(o->op, LOG_INFO, "streaming WAL from %X/%X on timeline %u (slot %s)",
                  (unsigned)(start >> 32), (unsigned)start, tli, o->slot);
-    buf = malloc(segsz);
-    if (!buf) {
+    if (!buf && !(buf = malloc(segsz))) {
         err_set(e, ERR_FAILURE, NULL, "out of memory");
         goto out;
     }
-    /* stores run to their end even when a stop is asked (each is at most one segment): the
-     * stop itself stores what arrived, which a cancelled store would lose */
-    struct caris_op sop = {0};
-    if (o->op) {
-        sop = *o->op;
-        sop.cancel = NULL;
-    }
-    uint64_t seg_start = start, flushed = start;
+    uint64_t seg_start = start;
     size_t have = 0;
     /* Every flush interval, what has arrived of the current segment is stored as a streamed
      * partial and only then reported flushed: the server's slot keeps everything after, and
@@ -335,14 +336,49 @@ int caris_wal_receive(struct repo *r, const struct wal_receive_opts *o, struct e
             continue;
         }
         if (n == -1) {
+            /* The server ended the stream: at a timeline switch (the server was a standby,
+             * promoted) it then sends the next timeline and where it starts, and streaming
+             * goes on there from the start of that segment (the new timeline's file holds
+             * the old one's WAL before the switch), as pg_receivewal does; otherwise (a
+             * shutdown) it is an error. What arrived is stored first either way. */
+            if (have && seg_start + have > flushed) {
+                if (store(r, buf, have, segsz, tli, seg_start, &sop, e) != 0)
+                    break;
+                flushed = seg_start + have;
+                if (o->on_flush)
+                    o->on_flush(o->on_flush_ctx, flushed);
+            }
+            if (PQputCopyEnd(c, NULL) != 1 || PQflush(c) != 0) {
+                err_set(e, ERR_DATABASE, NULL, "ending the replication stream failed: %s",
+                        PQerrorMessage(c));
+                break;
+            }
+            uint32_t next_tli = 0;
+            uint64_t next_start = 0;
             res = PQgetResult(c);
+            if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
+                PQnfields(res) >= 2) {
+                next_tli = (uint32_t)strtoul(PQgetvalue(res, 0, 0), NULL, 10);
+                if (caris_lsn_parse(PQgetvalue(res, 0, 1), &next_start) != 0)
+                    next_tli = 0;
+                PQclear(res);
+                res = PQgetResult(c);
+            }
+            bool ended_ok = PQresultStatus(res) == PGRES_COMMAND_OK;
             PQclear(res);
-            err_set(e, ERR_DATABASE,
-                    "the server ended streaming (timeline switch or shutdown); following a "
-                    "timeline switch is not implemented yet: archive with `wal push` and run "
-                    "`wal receive` again",
-                    "the server ended streaming at %X/%X", (unsigned)((seg_start + have) >> 32),
-                    (unsigned)(seg_start + have));
+            while ((res = PQgetResult(c)))
+                PQclear(res);
+            if (ended_ok && next_tli > tli && next_start >= seg_start) {
+                caris_op_log(o->op, LOG_INFO,
+                             "timeline switch: timeline %u ends at %X/%X, following timeline %u",
+                             tli, (unsigned)(next_start >> 32), (unsigned)next_start, next_tli);
+                tli = next_tli;
+                start = next_start - next_start % segsz;
+                goto restart;
+            }
+            err_set(e, ERR_DATABASE, "the daemon starts it again; by hand: run `wal receive` again",
+                    "the server ended streaming at %X/%X (shut down?)",
+                    (unsigned)((seg_start + have) >> 32), (unsigned)(seg_start + have));
             break;
         }
         if (n < 0) {

@@ -6,8 +6,10 @@
 # serves it zero-padded with the server's bytes, the streamed segment is byte-identical to the
 # server's, the slot's restart LSN moves past it only once it is archived (the standby status
 # update reports what is durable), prune drops the partials the segment supersedes, SIGTERM
-# ends it with exit 0, a second run goes on from where the archive ends, and when the server
-# is killed the receiver stores what it had received before exiting with the error.
+# ends it with exit 0, a second run goes on from where the archive ends, the daemon runs it
+# (BACKUP_WAL_STREAMING) and restarts it, a timeline switch (a promoted standby) is followed,
+# and when the server is killed the receiver stores what it had received before exiting with
+# the error.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/pglib.sh"
 
@@ -170,6 +172,38 @@ kill -TERM "$DAEMON"
 wait "$DAEMON"
 assert_eq 0 "$?" "the daemon stops on SIGTERM"
 assert_contains "$(cat "$DLOG")" "stopping: flushed up to" "its wal receive stopped cleanly, saying how far it flushed"
+
+# a timeline switch while receiving: streaming from a standby that is then promoted, wal
+# receive follows the switch (TIMELINE_HISTORY stored, streaming goes on on timeline 2)
+as_srv() { if [[ $(id -u) == 0 ]]; then runuser -u "$CARIS_PG_OS_USER" -- "$@"; else "$@"; fi; }
+echo "local replication all trust" | as_srv tee -a "$data/pg_hba.conf" >/dev/null
+psql_db postgres -c "SELECT pg_reload_conf()" >/dev/null
+sb=$TEST_TMP/standby
+SPORT=$(free_port)
+mkdir -p "$sb" && chmod 0700 "$sb"
+[[ $(id -u) == 0 ]] && chown "$CARIS_PG_OS_USER:" "$sb"
+as_srv "$CARIS_PG_BIN/pg_basebackup" -h "$data" -p "$CARIS_PG_PORT" -U "$CARIS_PG_USER" -D "$sb" -X stream -R -c fast >/dev/null 2>"$TEST_TMP/basebackup.err" ||
+    fail "pg_basebackup for the standby" "$(_tail "$TEST_TMP/basebackup.err")"
+printf "port = %s\nunix_socket_directories = '%s'\narchive_mode = off\n" "$SPORT" "$sb" | as_srv tee -a "$sb/postgresql.auto.conf" >/dev/null
+as_srv "$CARIS_PG_BIN/pg_ctl" start -D "$sb" -l "$sb/server.log" -w -s >/dev/null || { fail "start the standby" "$(_tail "$sb/server.log")"; test_done; }
+_standby_stop() { as_srv "$CARIS_PG_BIN/pg_ctl" stop -D "$sb" -m immediate -w -s >/dev/null 2>&1; }
+new_log
+env "BACKUP_PG_REPLICATION_URL=postgresql://$CARIS_PG_USER@/$CARIS_PG_DB?host=$sb&port=$SPORT" \
+    "$CARIS_BIN" wal receive --create-slot --slot sb --flush-seconds 1 2>"$log" &
+rpid=$!
+wait_log "streaming WAL from .* on timeline 1" "receive streams from the standby (timeline 1)"
+psql_db "$CARIS_PG_DB" -c "INSERT INTO t SELECT g, 's' FROM generate_series(1, 1000) g" >/dev/null || fail "insert s"
+as_srv "$CARIS_PG_BIN/pg_ctl" promote -D "$sb" -w -s || fail "promote the standby"
+wait_log "timeline switch: timeline 1 ends at" "receive sees the timeline switch"
+wait_log "stored timeline history 00000002.history" "it stores 00000002.history"
+wait_log "streaming WAL from .* on timeline 2" "and streams on on timeline 2"
+"$CARIS_PG_BIN/psql" -X -q -At -h "$sb" -p "$SPORT" -U "$CARIS_PG_USER" -d "$CARIS_PG_DB" \
+    -c "INSERT INTO t SELECT g, 'p' FROM generate_series(1, 1000) g" </dev/null || fail "insert on the promoted standby"
+wait_log "stored WAL partial 00000002" "a partial of timeline 2 is stored"
+kill -TERM "$rpid"
+wait "$rpid"
+assert_eq 0 "$?" "SIGTERM after the switch: exit 0"
+_standby_stop
 
 # the server dies (kill -9): what the receiver got since its last flush (here: no periodic
 # flush within the test, --flush-seconds 3600) is stored before it exits with the error
