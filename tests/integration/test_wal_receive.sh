@@ -129,6 +129,22 @@ assert_eq 0 "$?" "SIGTERM: exit 0"
 assert_contains "$(cat "$log")" "stored WAL partial" "SIGTERM stored the partial first"
 wait_until 60 slot_past "$ins"
 assert_eq 0 "$?" "and reported it flushed (the slot's restart LSN reaches the insert)"
+pa=$(grep -o "stored WAL partial [0-9A-F.]*stream" "$log" | tail -1 | cut -d' ' -f4)
+# a second run re-streams that segment from its start and, stopped after one more row, stores
+# a longer partial of it, which supersedes the first
+new_log
+"$CARIS_BIN" wal receive --flush-seconds 3600 2>"$log" &
+rpid=$!
+wait_log "streaming WAL from" "a receive streams the same segment again"
+psql_db "$CARIS_PG_DB" -c "INSERT INTO t VALUES (1, 'v')" >/dev/null || fail "insert 2c"
+ins=$(psql_db postgres -c "SELECT pg_current_wal_insert_lsn()")
+wait_until 60 sent_past "$ins"
+kill -TERM "$rpid"
+wait "$rpid"
+assert_eq 0 "$?" "SIGTERM: exit 0"
+pb=$(grep -o "stored WAL partial [0-9A-F.]*stream" "$log" | tail -1 | cut -d' ' -f4)
+assert_eq "${pa%%.*}" "${pb%%.*}" "the second partial ($pb) is of the same segment as the first ($pa)"
+assert_true "and longer" test "$((16#$(cut -d. -f2 <<<"$pb")))" -gt "$((16#$(cut -d. -f2 <<<"$pa")))"
 
 # the daemon with BACKUP_WAL_STREAMING=true: it creates its slot, streams and flushes every
 # BACKUP_WAL_FLUSH_SECONDS; schedule status shows it; the server going away makes it wait and
@@ -227,4 +243,29 @@ assert_rc 0 "wal get $cur serves that partial"
 plen=$(grep -o "stored WAL partial $cur\.[0-9A-F]*" "$log" | tail -1 | sed 's/.*\.//')
 off=$(( $(printf '%d' "0x${ins#*/}") % (16 * 1024 * 1024) ))
 assert_true "the partial reaches the insert's LSN ($((16#$plen)) >= $off bytes into $cur)" test "$((16#$plen))" -ge "$off"
+# prune removes exactly the superseded partials: those with a longer partial or the whole
+# segment archived (worked out here from the listing before); the longest of each stays
+run cb --json wal list
+cp "$OUT_FILE" "$TEST_TMP/before.json"
+run cb --json prune
+assert_rc 0 "prune"
+run cb --json wal list
+sup=$(python3 - "$TEST_TMP/before.json" "$OUT_FILE" "$pa" <<'EOF2'
+import json, sys
+before = json.load(open(sys.argv[1]))["files"]
+after = {f["name"] for f in json.load(open(sys.argv[2]))["files"]}
+key = lambda f: (f["timeline"], f.get("log"), f.get("seg"))
+whole = {key(f) for f in before if f["kind"] == "segment"}
+longest = {}
+for f in before:
+    if f["kind"] == "stream" and f["size"] > longest.get(key(f), 0):
+        longest[key(f)] = f["size"]
+superseded = {f["name"] for f in before if f["kind"] == "stream" and
+              (key(f) in whole or f["size"] < longest[key(f)])}
+expected = {f["name"] for f in before} - superseded
+print("ok" if after == expected and sys.argv[3] in superseded else
+      "superseded %s; kept %s; expected %s" % (sorted(superseded), sorted(after), sorted(expected)))
+EOF2
+)
+assert_eq ok "$sup" "prune removed exactly the superseded partials (the first SIGTERM partial among them) and kept the rest"
 test_done
