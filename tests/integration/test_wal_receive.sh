@@ -174,6 +174,15 @@ st_flushed() {
 }
 wait_until 60 st_flushed
 assert_eq 0 "$?" "schedule status: flushedLsn reaches the insert ($ins) within the flush interval"
+# wal get through the daemon (its cached records) serves the partial too
+segd=$(psql_db postgres -c "SELECT pg_walfile_name('$ins')")
+offd=$(psql_db postgres -c "SELECT file_offset FROM pg_walfile_name_offset('$ins')")
+run cb wal get "$segd" "$TEST_TMP/daemon-partial"
+assert_rc 0 "wal get $segd through the daemon"
+assert_eq $((16 * 1024 * 1024)) "$(stat -c %s "$TEST_TMP/daemon-partial")" "a whole (padded) segment"
+assert_true "its first $offd bytes are the server's" cmp -n "$offd" "$data/pg_wal/$segd" "$TEST_TMP/daemon-partial"
+st_json
+assert_eq true "$(json_eval "$TEST_TMP/st.json" 'd["walArchiver"]["gets"]["served"] >= 1')" "the daemon served it (walArchiver.gets.served)"
 pg_pause || fail "stop the server"
 wait_until 60 st_state waiting
 assert_eq 0 "$?" "the server stopped: walStreaming.state is waiting"

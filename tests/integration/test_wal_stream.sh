@@ -157,7 +157,8 @@ as_pg "$CARIS_PG_BIN/pg_ctl" stop -D "$R/latest" -m fast -w -s >/dev/null 2>&1
 
 # 6. the loss, from the marker client's log (a line per acknowledged commit, in order, with
 # the time its answer arrived): commits acknowledged by the old server, N; recovered, M
-mlog=$(ls "$TEST_TMP"/marks.* | head -1)
+mlogs=("$TEST_TMP"/marks.[0-9]*) # pgbench's log: marks.<its pid>
+mlog=${mlogs[0]}
 N=$(wc -l <"$mlog")
 assert_true "the old server acknowledged at least the recovered markers ($N >= $M)" test "$N" -ge "$M"
 ack() { awk -v n="$1" 'NR == n { printf "%d.%06d", $5, $6 }' "$mlog"; }
