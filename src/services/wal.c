@@ -15,6 +15,10 @@
 #include "caris/wal.h"
 
 #define WAL_RECORD_KIND "wal"
+/* streamed partials (wal receive) have a record kind of their own: readers of segments never
+ * read them (a slow server makes one per flush interval), and versions that predate them do
+ * not see them at all */
+#define WAL_STREAM_RECORD_KIND "walstream"
 #define WAL_RECORD_FORMAT 1
 /* A .history or .backup file is a few lines; a segment at most 1 GiB (PostgreSQL's largest
  * --wal-segsize). Larger files are refused rather than archived under a WAL name. */
@@ -82,10 +86,10 @@ const char *caris_wal_kind_name(enum caris_wal_kind k)
 
 /* The records of name among all WAL records (new reference). Records that cannot be read make
  * the answer unknown: ERR_DAMAGE, since the unreadable one may be this very file. */
-static json_t *records_of(struct repo *r, const char *name, struct err *e)
+static json_t *records_of(struct repo *r, const char *kind, const char *name, struct err *e)
 {
     json_t *damaged = NULL;
-    json_t *all = repo_record_list(r, WAL_RECORD_KIND, &damaged, e);
+    json_t *all = repo_record_list(r, kind, &damaged, e);
     if (!all)
         return NULL;
     json_t *out = json_array();
@@ -113,10 +117,11 @@ static json_t *records_of(struct repo *r, const char *name, struct err *e)
 /* records_of through cache ({object name: record}, kept by the caller across pushes): only
  * the records written since (by any process) are read; those gone (WAL retention) are
  * dropped. Unreadable records are never cached, so they make every call fail as above. */
-static json_t *records_of_cached(struct repo *r, json_t *cache, const char *name, struct err *e)
+static json_t *records_of_cached(struct repo *r, const char *kind, json_t *cache, const char *name,
+                                 struct err *e)
 {
     json_t *present = NULL, *damaged = NULL;
-    json_t *fresh = repo_record_list_except(r, WAL_RECORD_KIND, cache, &present, &damaged, e);
+    json_t *fresh = repo_record_list_except(r, kind, cache, &present, &damaged, e);
     if (!fresh)
         return NULL;
     json_t *now = json_object();
@@ -246,7 +251,7 @@ void caris_wal_stream_name(uint32_t tli, uint64_t seg_start, uint64_t segsz, uin
 }
 
 int caris_wal_push_stream_fd(struct repo *r, int fd, uint32_t tli, uint64_t seg_start,
-                             uint64_t segsz, const struct caris_op *op,
+                             uint64_t segsz, json_t *cache, const struct caris_op *op,
                              struct caris_wal_push_result *res, struct err *e)
 {
     struct stat st;
@@ -257,7 +262,7 @@ int caris_wal_push_stream_fd(struct repo *r, int fd, uint32_t tli, uint64_t seg_
     char name[CARIS_WAL_STREAM_NAME_MAX];
     caris_wal_stream_name(tli, seg_start, segsz, (uint64_t)st.st_size, name);
     struct stream_part sp = {tli, seg_start, segsz};
-    return push_fd(r, fd, name, name, NULL, &sp, op, res, e);
+    return push_fd(r, fd, name, name, cache, &sp, op, res, e);
 }
 
 static int push_fd(struct repo *r, int fd, const char *name, const char *path, json_t *cache,
@@ -308,7 +313,9 @@ static int push_fd(struct repo *r, int fd, const char *name, const char *path, j
     if (repo_lock(r, false, "wal push", e) != 0)
         goto out;
     locked = true;
-    if (!(found = cache ? records_of_cached(r, cache, name, e) : records_of(r, name, e)))
+    const char *kind = sp ? WAL_STREAM_RECORD_KIND : WAL_RECORD_KIND;
+    if (!(found =
+              cache ? records_of_cached(r, kind, cache, name, e) : records_of(r, kind, name, e)))
         goto out;
     if (json_array_size(found)) {
         /* archived before: identical content is success (PostgreSQL retries a push whose
@@ -382,7 +389,7 @@ static int push_fd(struct repo *r, int fd, const char *name, const char *path, j
     const char *crash = getenv("CARIS_TEST_WAL_PUSH_CRASH");
     if (crash && strcmp(crash, "1") == 0)
         _exit(137);
-    if (repo_record_add(r, WAL_RECORD_KIND, rec, e) != 0)
+    if (repo_record_add(r, kind, rec, e) != 0)
         goto out;
     res->bytes = sr.bytes;
     memcpy(res->sha256, sr.sha256, 32);
@@ -432,25 +439,17 @@ static bool stream_of(json_t *rec, const struct caris_wal_name *wn)
            size < segsz;
 }
 
-/* The longest streamed partial of segment wn among records (an array, or an object whose
- * values are records: the daemon's cache); borrowed, NULL when there is none. A longer one
- * supersedes a shorter (each is a prefix of the segment, flushed later). */
+/* The longest streamed partial of segment wn among records (an array); borrowed, NULL when
+ * there is none. A longer one supersedes a shorter (each is a prefix of the segment, flushed
+ * later). */
 static json_t *newest_stream(json_t *records, const struct caris_wal_name *wn)
 {
     json_t *best = NULL, *x;
-    if (json_is_object(records)) {
-        const char *k;
-        json_object_foreach(records, k,
-                            x) if (stream_of(x, wn) &&
-                                   (!best || json_integer_value(json_object_get(x, "size")) >
-                                                 json_integer_value(json_object_get(best, "size"))))
-            best = x;
-    } else {
-        size_t i;
-        json_array_foreach(records, i,
-                           x) if (stream_of(x, wn) &&
-                                  (!best || json_integer_value(json_object_get(x, "size")) >
-                                                json_integer_value(json_object_get(best, "size"))))
+    size_t i;
+    json_array_foreach(records, i, x)
+    {
+        if (stream_of(x, wn) && (!best || json_integer_value(json_object_get(x, "size")) >
+                                              json_integer_value(json_object_get(best, "size"))))
             best = x;
     }
     return best;
@@ -468,16 +467,31 @@ int caris_wal_get_fd_cached(struct repo *r, const char *name, int fd, json_t *ca
     if (repo_lock(r, false, "wal get", e) != 0)
         goto out;
     locked = true;
-    if (!(found = cache ? records_of_cached(r, cache, name, e) : records_of(r, name, e)))
+    if (!(found = cache ? records_of_cached(r, WAL_RECORD_KIND, cache, name, e)
+                        : records_of(r, WAL_RECORD_KIND, name, e)))
         goto out;
     json_int_t pad_to = 0;
     if (json_array_size(found) == 0 && wn.kind == WAL_SEGMENT) {
         /* not archived whole: the newest partial `wal receive` stored of it, zero-padded to a
          * whole segment (recovery replays it up to its last record and ends there, at the end
          * of valid WAL, as after a crash) */
-        json_t *all = cache ? json_incref(cache) : repo_record_list(r, WAL_RECORD_KIND, NULL, e);
+        json_t *damaged = NULL;
+        json_t *all = repo_record_list(r, WAL_STREAM_RECORD_KIND, &damaged, e);
         if (!all)
             goto out;
+        if (json_array_size(damaged)) {
+            /* one of them may be the newest partial: serving an older one would end the
+             * recovery early without a word */
+            err_set(e, ERR_DAMAGE, "run `caris-backup check --read-data`",
+                    "cannot tell which streamed partial of %s is the newest: record %s cannot be "
+                    "read (%s)",
+                    name, json_string_value(json_object_get(json_array_get(damaged, 0), "object")),
+                    json_string_value(json_object_get(json_array_get(damaged, 0), "error")));
+            json_decref(damaged);
+            json_decref(all);
+            goto out;
+        }
+        json_decref(damaged);
         json_t *best = newest_stream(all, &wn);
         if (best) {
             json_array_append(found, best);
@@ -597,6 +611,21 @@ json_t *caris_wal_list(struct repo *r, json_t **damaged, struct err *e)
     json_t *all = repo_record_list(r, WAL_RECORD_KIND, damaged, e);
     if (!all)
         return NULL;
+    json_t *sdamaged = NULL;
+    json_t *streams = repo_record_list(r, WAL_STREAM_RECORD_KIND, &sdamaged, e);
+    if (!streams) {
+        json_decref(all);
+        if (damaged) {
+            json_decref(*damaged);
+            *damaged = NULL;
+        }
+        return NULL;
+    }
+    json_array_extend(all, streams);
+    json_decref(streams);
+    if (damaged && *damaged)
+        json_array_extend(*damaged, sdamaged);
+    json_decref(sdamaged);
     size_t n = json_array_size(all);
     json_t **v = xcalloc(n + 1, sizeof(*v));
     for (size_t i = 0; i < n; i++) {

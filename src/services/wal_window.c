@@ -682,10 +682,21 @@ int caris_wal_retention_apply(struct repo *r, bool dry_run, const struct caris_o
                               struct caris_wal_retention_result *res, struct err *e)
 {
     memset(res, 0, sizeof(*res));
-    json_t *damaged = NULL;
+    json_t *damaged = NULL, *damaged_streams = NULL;
     json_t *recs = repo_record_list_named(r, "wal", &damaged, e);
     if (!recs)
         return -1;
+    /* the streamed partials (caris/wal.h) go by the same rules, and once superseded */
+    json_t *streams = repo_record_list_named(r, "walstream", &damaged_streams, e);
+    if (!streams) {
+        json_decref(recs);
+        json_decref(damaged);
+        return -1;
+    }
+    json_array_extend(recs, streams);
+    json_decref(streams);
+    json_array_extend(damaged, damaged_streams);
+    json_decref(damaged_streams);
     int rc = -1;
     struct caris_wal_base *bases = NULL;
     size_t nbases = 0;

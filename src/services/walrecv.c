@@ -130,7 +130,7 @@ static int64_t mono_ns(void)
  * archive_command would push it (caris_wal_push_fd: the identical-content rule holds when
  * archive_command pushes it too), a shorter prefix as a streamed partial. */
 static int store(struct repo *r, const uint8_t *buf, size_t len, uint64_t segsz, uint32_t tli,
-                 uint64_t seg_start, const struct caris_op *op, struct err *e)
+                 uint64_t seg_start, json_t *cache, const struct caris_op *op, struct err *e)
 {
     uint64_t segs_per_id = 0x100000000ULL / segsz, segno = seg_start / segsz;
     char name[CARIS_WAL_STREAM_NAME_MAX];
@@ -157,8 +157,9 @@ static int store(struct repo *r, const uint8_t *buf, size_t len, uint64_t segsz,
     lseek(fd, 0, SEEK_SET);
     int64_t t0 = mono_ns();
     struct caris_wal_push_result res;
-    int rc = len == segsz ? caris_wal_push_fd(r, fd, name, name, op, &res, e)
-                          : caris_wal_push_stream_fd(r, fd, tli, seg_start, segsz, op, &res, e);
+    int rc = len == segsz
+                 ? caris_wal_push_fd(r, fd, name, name, op, &res, e)
+                 : caris_wal_push_stream_fd(r, fd, tli, seg_start, segsz, cache, op, &res, e);
     close(fd);
     if (rc == 0)
         caris_op_log(op, LOG_INFO, "stored WAL %s %s%s; flushed up to %X/%X (%lld ms)",
@@ -180,6 +181,7 @@ int caris_wal_receive(struct repo *r, const struct wal_receive_opts *o, struct e
         return -1;
     int rc = -1;
     uint8_t *buf = NULL;
+    json_t *cache = NULL;
     PGresult *res = one_row(c, "IDENTIFY_SYSTEM", e);
     if (!res)
         goto out;
@@ -254,6 +256,8 @@ int caris_wal_receive(struct repo *r, const struct wal_receive_opts *o, struct e
         sop.cancel = NULL;
     }
     uint64_t flushed = start; /* what the archive holds: reported to the server, never less */
+    /* the streamed partials' records read so far: each store reads only the new ones */
+    cache = json_object();
 restart:
     if (tli > 1 && store_history(c, r, tli, o->op, e) != 0)
         goto out;
@@ -284,7 +288,7 @@ restart:
         if (caris_op_cancelled(o->op)) {
             /* the unfinished segment is stored as a partial; the slot keeps the rest */
             if (have && seg_start + have > flushed &&
-                store(r, buf, have, segsz, tli, seg_start, &sop, e) != 0)
+                store(r, buf, have, segsz, tli, seg_start, cache, &sop, e) != 0)
                 break;
             if (have)
                 flushed = seg_start + have;
@@ -300,7 +304,7 @@ restart:
         int64_t now = mono_ns();
         if (now >= next_flush) {
             if (have && seg_start + have > flushed) {
-                if (store(r, buf, have, segsz, tli, seg_start, &sop, e) != 0)
+                if (store(r, buf, have, segsz, tli, seg_start, cache, &sop, e) != 0)
                     break;
                 flushed = seg_start + have;
                 if (o->on_flush)
@@ -342,7 +346,7 @@ restart:
              * the old one's WAL before the switch), as pg_receivewal does; otherwise (a
              * shutdown) it is an error. What arrived is stored first either way. */
             if (have && seg_start + have > flushed) {
-                if (store(r, buf, have, segsz, tli, seg_start, &sop, e) != 0)
+                if (store(r, buf, have, segsz, tli, seg_start, cache, &sop, e) != 0)
                     break;
                 flushed = seg_start + have;
                 if (o->on_flush)
@@ -417,7 +421,7 @@ restart:
             d += k;
             len -= k;
             if (have == segsz) {
-                if (store(r, buf, segsz, segsz, tli, seg_start, &sop, e) != 0) {
+                if (store(r, buf, segsz, segsz, tli, seg_start, cache, &sop, e) != 0) {
                     failed = true;
                     break;
                 }
@@ -441,7 +445,7 @@ restart:
      * the error that ended the stream is the one reported) */
     if (rc != 0 && buf && have && seg_start + have > flushed) {
         struct err e2 = ERR_INIT;
-        if (store(r, buf, have, segsz, tli, seg_start, &sop, &e2) == 0) {
+        if (store(r, buf, have, segsz, tli, seg_start, cache, &sop, &e2) == 0) {
             flushed = seg_start + have;
             if (o->on_flush)
                 o->on_flush(o->on_flush_ctx, flushed);
@@ -450,6 +454,7 @@ restart:
         }
     }
 out:
+    json_decref(cache);
     free(buf);
     PQfinish(c);
     return rc;
