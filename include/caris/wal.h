@@ -54,11 +54,28 @@ int caris_wal_push_fd_cached(struct repo *r, int fd, const char *name, const cha
                              json_t *cache, const struct caris_op *op,
                              struct caris_wal_push_result *res, struct err *e);
 
+/* Streamed partial segments (`wal receive`, docs/REPOSITORY-FORMAT.md "Streamed partial
+ * segments"): the first len bytes of a segment, stored every flush interval as a record of
+ * kind "walstream" (not "wal": readers of segments never read them), "kind": "stream", named
+ * TTTTTTTTXXXXXXXXYYYYYYYY.LLLLLLLL.stream (LLLLLLLL: len in hex), a name PostgreSQL never asks
+ * for. A longer one or the whole segment supersedes it; prune removes superseded ones. */
+#define CARIS_WAL_STREAM_NAME_MAX 48
+void caris_wal_stream_name(uint32_t tli, uint64_t seg_start, uint64_t segsz, uint64_t len,
+                           char out[CARIS_WAL_STREAM_NAME_MAX]);
+/* Stores fd (read from its start: 1 to segsz - 1 bytes, the start of the segment at
+ * seg_start on timeline tli) as a streamed partial. cache (may be NULL): as for
+ * caris_wal_push_fd_cached, for the "walstream" records. The same name stored before with identical
+ * content: success, already = true; different content: ERR_DAMAGE, nothing written. */
+int caris_wal_push_stream_fd(struct repo *r, int fd, uint32_t tli, uint64_t seg_start,
+                             uint64_t segsz, json_t *cache, const struct caris_op *op,
+                             struct caris_wal_push_result *res, struct err *e);
+
 /* Writes the archived file name to dest: into a temporary file beside it, every chunk
  * authenticated and the whole file's SHA-256 checked, fsynced, then renamed, so dest never holds
  * a bad or partial file. ERR_NOT_FOUND when the archive does not have it (restore_command's
  * ordinary "no such file"); ERR_DAMAGE when two records of the name disagree or a record cannot
- * be read. */
+ * be read. A segment not archived whole is served from its longest streamed partial, padded
+ * with zeros to the segment size (recovery ends at the end of its valid WAL). */
 int caris_wal_get(struct repo *r, const char *name, const char *dest, const struct caris_op *op,
                   struct err *e);
 
@@ -69,8 +86,9 @@ int caris_wal_get(struct repo *r, const char *name, const char *dest, const stru
 int caris_wal_get_fd_cached(struct repo *r, const char *name, int fd, json_t *cache,
                             const struct caris_op *op, struct err *e);
 
-/* Every WAL record (array of {name, kind, timeline, start_lsn, size, sha256, pushed}), ordered
- * by timeline, then name. *damaged (may be NULL): unreadable records. */
+/* Every WAL record, streamed partials included (array of {name, kind, timeline, start_lsn,
+ * size, sha256, pushed}), ordered by timeline, then name. *damaged (may be NULL): unreadable
+ * records. */
 json_t *caris_wal_list(struct repo *r, json_t **damaged, struct err *e);
 
 /* A base backup's WAL in the archive: waits (polling the WAL index, at most timeout_s, 0:

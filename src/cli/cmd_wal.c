@@ -21,6 +21,7 @@ static const char WAL_USAGE[] =
     "       caris-backup [--env-file F] wal get [--no-daemon] NAME DEST\n"
     "       caris-backup [--json] wal list\n"
     "       caris-backup [--env-file F] wal receive [--slot NAME] [--create-slot]\n"
+    "                                            [--flush-seconds N]\n"
     "\n"
     "The WAL archive of point-in-time recovery, for PostgreSQL's settings:\n"
     "  archive_command = 'caris-backup --env-file /etc/caris/backup.env wal push %p'\n"
@@ -51,15 +52,18 @@ static const char WAL_USAGE[] =
     "      retention}.\n"
     "\n"
     "receive  streams WAL from the server (BACKUP_PG_REPLICATION_URL, else POSTGRES_URL; the\n"
-    "      role needs REPLICATION) over the physical replication slot NAME (default\n"
-    "      caris_backup; --create-slot creates it), from the slot's position (the start of the\n"
-    "      segment it holds), and stores each segment as\n"
-    "      soon as it is complete (like push; identical to what archive_command pushes). The\n"
-    "      server is told as flushed only what is durably archived, so the slot keeps the rest.\n"
-    "      Runs until SIGTERM/Ctrl-C (exit 0; the unfinished segment stays in the slot for the\n"
-    "      next run). Not implemented yet: storing the unfinished segment every flush interval\n"
-    "      (--flush-seconds, BACKUP_WAL_FLUSH_SECONDS), following a timeline switch (it stops\n"
-    "      with an error), and the daemon running it (BACKUP_WAL_STREAMING).\n";
+    "      role needs REPLICATION) over the physical replication slot NAME (--slot, else\n"
+    "      BACKUP_WAL_SLOT, else caris_backup; --create-slot creates it when missing), from the\n"
+    "      slot's position (the start of the segment it holds). Each segment is stored as soon\n"
+    "      as it is complete (like push; identical to what archive_command pushes), and every\n"
+    "      --flush-seconds N (else BACKUP_WAL_FLUSH_SECONDS, else 5; 1 to 3600) what has\n"
+    "      arrived of the current one is stored as a streamed partial, which `wal get` serves\n"
+    "      (zero-padded) while the whole segment is not archived: a crash of the server loses\n"
+    "      at most the last interval. The server is told as flushed only what is durably\n"
+    "      archived, so the slot keeps the rest. Runs until SIGTERM/Ctrl-C (stores the\n"
+    "      partial, exit 0). It follows a timeline switch (a promoted standby): the new\n"
+    "      timeline's .history is stored and streaming goes on on it.\n"
+    "      The daemon runs it when BACKUP_WAL_STREAMING=true.\n";
 
 /* The options of wal push and wal get (--no-daemon, --help), from argv[1]: -1 to go on with
  * the operands at argv[1 + optind], else the exit code (help printed, or a bad option). */
@@ -241,7 +245,10 @@ static int wal_receive(struct globals *g, int argc, char **argv)
                                          {"flush-seconds", required_argument, 0, 'f'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
-    struct wal_receive_opts o = {.slot = "caris_backup"};
+    struct wal_receive_opts o = {.slot = config_get(&g->cfg, "BACKUP_WAL_SLOT")};
+    if (!o.slot || !*o.slot)
+        o.slot = "caris_backup";
+    const char *flush = config_get(&g->cfg, "BACKUP_WAL_FLUSH_SECONDS");
     struct err e = ERR_INIT;
     int c;
     optind = 0;
@@ -250,12 +257,9 @@ static int wal_receive(struct globals *g, int argc, char **argv)
             o.slot = optarg;
         else if (c == 'c')
             o.create_slot = true;
-        else if (c == 'f') {
-            err_set(&e, ERR_USAGE, "archive with `wal push` from archive_command meanwhile",
-                    "not implemented yet: wal receive --flush-seconds (storing the unfinished "
-                    "segment); whole segments are stored as they complete");
-            return fail(&e);
-        } else if (c == 'h') {
+        else if (c == 'f')
+            flush = optarg;
+        else if (c == 'h') {
             fputs(WAL_USAGE, stdout);
             return 0;
         } else
@@ -263,6 +267,9 @@ static int wal_receive(struct globals *g, int argc, char **argv)
     }
     if (argc - 1 - optind != 0)
         return usage_error("unexpected argument '%s' for wal receive", argv[1 + optind]);
+    o.flush_seconds = 5;
+    if (flush && *flush && caris_wal_flush_seconds_parse(flush, &o.flush_seconds, &e) != 0)
+        return fail(&e);
     /* a slot name is [a-z0-9_], at most 63 characters (PostgreSQL's rule) */
     size_t n = strlen(o.slot);
     if (n == 0 || n > 63 || strspn(o.slot, "abcdefghijklmnopqrstuvwxyz0123456789_") != n)

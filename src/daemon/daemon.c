@@ -85,6 +85,7 @@ struct daemon {
     uint64_t job_seq;
     struct api *api;
     struct walq *walq;
+    struct walstream *walstream; /* BACKUP_WAL_STREAMING */
     bool worker_stop;
     pthread_t worker;
     volatile sig_atomic_t cancel;
@@ -854,6 +855,7 @@ static json_t *status_locked(struct daemon *d)
     if (d->nc_loaded) /* BACKUP_ALERT_AFTER, for the dashboard's stale banner */
         json_object_set_new(s, "alertAfterSeconds", json_integer(d->nc.alert_after_ms / 1000));
     json_object_set_new(s, "walArchiver", walq_status(d->walq));
+    json_object_set_new(s, "walStreaming", walstream_status(d->walstream));
     json_t *job = json_object_get(s, "job");
     if (job && *d->current_step)
         json_object_set_new(job, "progress", json_string(d->current_step));
@@ -1296,6 +1298,7 @@ static void daemon_free(struct daemon *d)
 {
     while (d->nclients)
         client_close(d, d->nclients - 1);
+    walstream_stop(d->walstream);
     walq_stop(d->walq);
     while (d->queue) {
         struct job *j = d->queue;
@@ -1374,7 +1377,8 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
         goto out;
     }
     if (walq_start(d, o->cfg, d->repo_path, d->backup_dir, &d->walq, e) != 0 ||
-        listen_socket(d, e) != 0)
+        listen_socket(d, e) != 0 ||
+        walstream_start(d, o->cfg, d->repo_path, d->backup_dir, &d->walstream, e) != 0)
         goto out;
     struct api_opts ao = {
         .d = d, .cfg = d->cfg, .backup_dir = d->backup_dir, .repo_path = d->repo_path};
@@ -1509,6 +1513,8 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
      * queued ones */
     api_stop(d->api);
     d->api = NULL;
+    walstream_stop(d->walstream);
+    d->walstream = NULL;
     walq_stop(d->walq);
     d->walq = NULL;
     pthread_mutex_lock(&d->mu);

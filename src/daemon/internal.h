@@ -102,4 +102,17 @@ json_t *walq_error_json(const char *code, const struct err *e);
  * progress, and frees the queue. NULL is fine. */
 void walq_stop(struct walq *q);
 
+/* The daemon's `wal receive` (walstream.c), run when BACKUP_WAL_STREAMING=true: *out = NULL
+ * when it is off; -1 with e (ERR_CONFIG) when BACKUP_WAL_STREAMING, BACKUP_WAL_SLOT or
+ * BACKUP_WAL_FLUSH_SECONDS is invalid. */
+struct walstream;
+int walstream_start(struct daemon *d, const struct config *cfg, const char *repo_path,
+                    const char *backup_dir, struct walstream **out, struct err *e);
+/* {"state" ("starting", "streaming", "waiting" after an error), "slot", "flushSeconds",
+ * "flushedLsn", "flushedAt", "restarts", "lastError", "lastErrorAt", "retryAt"}; null when
+ * off. */
+json_t *walstream_status(struct walstream *w);
+/* Stops it (the unfinished segment is stored first) and frees it. NULL is fine. */
+void walstream_stop(struct walstream *w);
+
 #endif

@@ -145,9 +145,10 @@ int repo_walk_references(struct repo *r, json_t *list, const struct repo_ref_wal
     return 0;
 }
 
-/* Records of kinds that keep data (the WAL archive's "wal" records: caris/wal.h) reference the
- * chunks of their "chunks" list. A record that cannot be read makes what it needs unknown. */
-static const char *const DATA_RECORD_KINDS[] = {"wal", NULL};
+/* Records of kinds that keep data (the WAL archive's "wal" records and its streamed partials,
+ * "walstream": caris/wal.h) reference the chunks of their "chunks" list. A record that cannot
+ * be read makes what it needs unknown. */
+static const char *const DATA_RECORD_KINDS[] = {"wal", "walstream", NULL};
 
 int repo_walk_record_references(struct repo *r, const struct repo_ref_walk *w, struct err *e)
 {

@@ -15,6 +15,10 @@
 #include "caris/wal.h"
 
 #define WAL_RECORD_KIND "wal"
+/* streamed partials (wal receive) have a record kind of their own: readers of segments never
+ * read them (a slow server makes one per flush interval), and versions that predate them do
+ * not see them at all */
+#define WAL_STREAM_RECORD_KIND "walstream"
 #define WAL_RECORD_FORMAT 1
 /* A .history or .backup file is a few lines; a segment at most 1 GiB (PostgreSQL's largest
  * --wal-segsize). Larger files are refused rather than archived under a WAL name. */
@@ -82,10 +86,10 @@ const char *caris_wal_kind_name(enum caris_wal_kind k)
 
 /* The records of name among all WAL records (new reference). Records that cannot be read make
  * the answer unknown: ERR_DAMAGE, since the unreadable one may be this very file. */
-static json_t *records_of(struct repo *r, const char *name, struct err *e)
+static json_t *records_of(struct repo *r, const char *kind, const char *name, struct err *e)
 {
     json_t *damaged = NULL;
-    json_t *all = repo_record_list(r, WAL_RECORD_KIND, &damaged, e);
+    json_t *all = repo_record_list(r, kind, &damaged, e);
     if (!all)
         return NULL;
     json_t *out = json_array();
@@ -113,10 +117,11 @@ static json_t *records_of(struct repo *r, const char *name, struct err *e)
 /* records_of through cache ({object name: record}, kept by the caller across pushes): only
  * the records written since (by any process) are read; those gone (WAL retention) are
  * dropped. Unreadable records are never cached, so they make every call fail as above. */
-static json_t *records_of_cached(struct repo *r, json_t *cache, const char *name, struct err *e)
+static json_t *records_of_cached(struct repo *r, const char *kind, json_t *cache, const char *name,
+                                 struct err *e)
 {
     json_t *present = NULL, *damaged = NULL;
-    json_t *fresh = repo_record_list_except(r, WAL_RECORD_KIND, cache, &present, &damaged, e);
+    json_t *fresh = repo_record_list_except(r, kind, cache, &present, &damaged, e);
     if (!fresh)
         return NULL;
     json_t *now = json_object();
@@ -220,9 +225,49 @@ int caris_wal_push_fd(struct repo *r, int fd, const char *name, const char *path
     return caris_wal_push_fd_cached(r, fd, name, path, NULL, op, res, e);
 }
 
+/* What a streamed record (kind "stream") adds to a push: the segment it is the start of. */
+struct stream_part {
+    uint32_t timeline;
+    uint64_t seg_start, segsz; /* the segment's start LSN and size */
+};
+
+static int push_fd(struct repo *r, int fd, const char *name, const char *path, json_t *cache,
+                   const struct stream_part *sp, const struct caris_op *op,
+                   struct caris_wal_push_result *res, struct err *e);
+
 int caris_wal_push_fd_cached(struct repo *r, int fd, const char *name, const char *path,
                              json_t *cache, const struct caris_op *op,
                              struct caris_wal_push_result *res, struct err *e)
+{
+    return push_fd(r, fd, name, path, cache, NULL, op, res, e);
+}
+
+void caris_wal_stream_name(uint32_t tli, uint64_t seg_start, uint64_t segsz, uint64_t len,
+                           char out[CARIS_WAL_STREAM_NAME_MAX])
+{
+    uint64_t per_log = 0x100000000ULL / segsz, segno = seg_start / segsz;
+    snprintf(out, CARIS_WAL_STREAM_NAME_MAX, "%08X%08X%08X.%08X.stream", tli,
+             (unsigned)(segno / per_log), (unsigned)(segno % per_log), (unsigned)len);
+}
+
+int caris_wal_push_stream_fd(struct repo *r, int fd, uint32_t tli, uint64_t seg_start,
+                             uint64_t segsz, json_t *cache, const struct caris_op *op,
+                             struct caris_wal_push_result *res, struct err *e)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0 || st.st_size <= 0 || (uint64_t)st.st_size >= segsz ||
+        segsz < (1u << 20) || segsz > WAL_MAX_FILE || (segsz & (segsz - 1)) || seg_start % segsz)
+        return err_set(e, ERR_USAGE, NULL,
+                       "a streamed partial segment is 1 byte to one less than its segment");
+    char name[CARIS_WAL_STREAM_NAME_MAX];
+    caris_wal_stream_name(tli, seg_start, segsz, (uint64_t)st.st_size, name);
+    struct stream_part sp = {tli, seg_start, segsz};
+    return push_fd(r, fd, name, name, cache, &sp, op, res, e);
+}
+
+static int push_fd(struct repo *r, int fd, const char *name, const char *path, json_t *cache,
+                   const struct stream_part *sp, const struct caris_op *op,
+                   struct caris_wal_push_result *res, struct err *e)
 {
     memset(res, 0, sizeof(*res));
     struct caris_wal_name wn;
@@ -232,8 +277,14 @@ int caris_wal_push_fd_cached(struct repo *r, int fd, const char *name, const cha
     struct repo_writer *w = NULL;
     struct stream_result sr = {0};
 
-    if (caris_wal_name_parse(name, &wn, e) != 0)
+    if (sp) {
+        /* not one of PostgreSQL's names (see caris_wal_stream_name): no request names it */
+        uint64_t per_log = 0x100000000ULL / sp->segsz, segno = sp->seg_start / sp->segsz;
+        wn = (struct caris_wal_name){WAL_PARTIAL, sp->timeline, (uint32_t)(segno / per_log),
+                                     (uint32_t)(segno % per_log)};
+    } else if (caris_wal_name_parse(name, &wn, e) != 0) {
         goto out;
+    }
     /* the file is read from its start whoever opened it (a descriptor passed by `wal push`
      * to the daemon may have been read from before) */
     if (lseek(fd, 0, SEEK_SET) != 0) {
@@ -252,7 +303,7 @@ int caris_wal_push_fd_cached(struct repo *r, int fd, const char *name, const cha
     /* a whole segment is a power of two from 1 MiB to 1 GiB (--wal-segsize): anything else
      * under a segment's name is a torn copy, which must not become the archived version */
     uint64_t sz = (uint64_t)st.st_size;
-    if (wn.kind == WAL_SEGMENT && (sz < (1u << 20) || (sz & (sz - 1)) != 0)) {
+    if (!sp && wn.kind == WAL_SEGMENT && (sz < (1u << 20) || (sz & (sz - 1)) != 0)) {
         err_set(e, ERR_USAGE, "archive the whole segment (PostgreSQL's %p)",
                 "WAL segment %s has %llu bytes, not a segment size (a power of two from 1 MiB "
                 "to 1 GiB)",
@@ -262,7 +313,9 @@ int caris_wal_push_fd_cached(struct repo *r, int fd, const char *name, const cha
     if (repo_lock(r, false, "wal push", e) != 0)
         goto out;
     locked = true;
-    if (!(found = cache ? records_of_cached(r, cache, name, e) : records_of(r, name, e)))
+    const char *kind = sp ? WAL_STREAM_RECORD_KIND : WAL_RECORD_KIND;
+    if (!(found =
+              cache ? records_of_cached(r, kind, cache, name, e) : records_of(r, kind, name, e)))
         goto out;
     if (json_array_size(found)) {
         /* archived before: identical content is success (PostgreSQL retries a push whose
@@ -309,9 +362,9 @@ int caris_wal_push_fd_cached(struct repo *r, int fd, const char *name, const cha
     cx_hex(sr.sha256, 32, hex);
     time_format_iso(time_now_ns(), pushed, sizeof(pushed));
     rec = json_pack("{s:i, s:s, s:s, s:I, s:I, s:s, s:O, s:s}", "format", WAL_RECORD_FORMAT, "name",
-                    name, "kind", caris_wal_kind_name(wn.kind), "timeline", (json_int_t)wn.timeline,
-                    "size", (json_int_t)sr.bytes, "sha256", hex, "chunks", sr.chunks, "pushed",
-                    pushed);
+                    name, "kind", sp ? "stream" : caris_wal_kind_name(wn.kind), "timeline",
+                    (json_int_t)wn.timeline, "size", (json_int_t)sr.bytes, "sha256", hex, "chunks",
+                    sr.chunks, "pushed", pushed);
     if (wn.kind != WAL_HISTORY) {
         /* a segment's start LSN: segment number times the segment size, which is the size of
          * a whole segment file (PostgreSQL's --wal-segsize) */
@@ -322,12 +375,21 @@ int caris_wal_push_fd_cached(struct repo *r, int fd, const char *name, const cha
         json_object_set_new(rec, "log", json_integer(wn.log));
         json_object_set_new(rec, "seg", json_integer(wn.seg));
     }
+    if (sp) {
+        /* the segment this is the start of: start_lsn, end_lsn (its last byte + 1) and the
+         * segment's size, which `wal get` pads it to */
+        format_lsn(sp->seg_start, lsn, sizeof(lsn));
+        json_object_set_new(rec, "start_lsn", json_string(lsn));
+        format_lsn(sp->seg_start + sr.bytes, lsn, sizeof(lsn));
+        json_object_set_new(rec, "end_lsn", json_string(lsn));
+        json_object_set_new(rec, "segment_size", json_integer((json_int_t)sp->segsz));
+    }
     /* Test-only: CARIS_TEST_WAL_PUSH_CRASH=1 ends the process as kill -9 would between the
      * data (packs and index, durable) and the record, the worst moment for a push to die. */
     const char *crash = getenv("CARIS_TEST_WAL_PUSH_CRASH");
     if (crash && strcmp(crash, "1") == 0)
         _exit(137);
-    if (repo_record_add(r, WAL_RECORD_KIND, rec, e) != 0)
+    if (repo_record_add(r, kind, rec, e) != 0)
         goto out;
     res->bytes = sr.bytes;
     memcpy(res->sha256, sr.sha256, 32);
@@ -362,6 +424,37 @@ static bool chunks_unknown(struct repo *r, json_t *chunks)
     return false;
 }
 
+/* Whether rec is a usable streamed partial of segment wn: kind "stream", same timeline and
+ * segment, a size below its segment size (a power of two). */
+static bool stream_of(json_t *rec, const struct caris_wal_name *wn)
+{
+    const char *k = json_string_value(json_object_get(rec, "kind"));
+    json_int_t size = json_integer_value(json_object_get(rec, "size"));
+    json_int_t segsz = json_integer_value(json_object_get(rec, "segment_size"));
+    return k && strcmp(k, "stream") == 0 &&
+           json_integer_value(json_object_get(rec, "timeline")) == (json_int_t)wn->timeline &&
+           json_integer_value(json_object_get(rec, "log")) == (json_int_t)wn->log &&
+           json_integer_value(json_object_get(rec, "seg")) == (json_int_t)wn->seg && size > 0 &&
+           segsz >= (1 << 20) && (uint64_t)segsz <= WAL_MAX_FILE && (segsz & (segsz - 1)) == 0 &&
+           size < segsz;
+}
+
+/* The longest streamed partial of segment wn among records (an array); borrowed, NULL when
+ * there is none. A longer one supersedes a shorter (each is a prefix of the segment, flushed
+ * later). */
+static json_t *newest_stream(json_t *records, const struct caris_wal_name *wn)
+{
+    json_t *best = NULL, *x;
+    size_t i;
+    json_array_foreach(records, i, x)
+    {
+        if (stream_of(x, wn) && (!best || json_integer_value(json_object_get(x, "size")) >
+                                              json_integer_value(json_object_get(best, "size"))))
+            best = x;
+    }
+    return best;
+}
+
 int caris_wal_get_fd_cached(struct repo *r, const char *name, int fd, json_t *cache,
                             const struct caris_op *op, struct err *e)
 {
@@ -374,8 +467,44 @@ int caris_wal_get_fd_cached(struct repo *r, const char *name, int fd, json_t *ca
     if (repo_lock(r, false, "wal get", e) != 0)
         goto out;
     locked = true;
-    if (!(found = cache ? records_of_cached(r, cache, name, e) : records_of(r, name, e)))
+    if (!(found = cache ? records_of_cached(r, WAL_RECORD_KIND, cache, name, e)
+                        : records_of(r, WAL_RECORD_KIND, name, e)))
         goto out;
+    json_int_t pad_to = 0;
+    if (json_array_size(found) == 0 && wn.kind == WAL_SEGMENT) {
+        /* not archived whole: the newest partial `wal receive` stored of it, zero-padded to a
+         * whole segment (recovery replays it up to its last record and ends there, at the end
+         * of valid WAL, as after a crash) */
+        json_t *damaged = NULL;
+        json_t *all = repo_record_list(r, WAL_STREAM_RECORD_KIND, &damaged, e);
+        if (!all)
+            goto out;
+        if (json_array_size(damaged)) {
+            /* one of them may be the newest partial: serving an older one would end the
+             * recovery early without a word */
+            err_set(e, ERR_DAMAGE, "run `caris-backup check --read-data`",
+                    "cannot tell which streamed partial of %s is the newest: record %s cannot be "
+                    "read (%s)",
+                    name, json_string_value(json_object_get(json_array_get(damaged, 0), "object")),
+                    json_string_value(json_object_get(json_array_get(damaged, 0), "error")));
+            json_decref(damaged);
+            json_decref(all);
+            goto out;
+        }
+        json_decref(damaged);
+        json_t *best = newest_stream(all, &wn);
+        if (best) {
+            json_array_append(found, best);
+            pad_to = json_integer_value(json_object_get(best, "segment_size"));
+            caris_op_log(op, LOG_INFO,
+                         "WAL segment %s is not archived whole: serving the streamed partial %s "
+                         "(%lld bytes), zero-padded to %lld bytes",
+                         name, json_string_value(json_object_get(best, "name")),
+                         (long long)json_integer_value(json_object_get(best, "size")),
+                         (long long)pad_to);
+        }
+        json_decref(all);
+    }
     if (json_array_size(found) == 0) {
         err_set(e, ERR_NOT_FOUND, NULL, "WAL file %s is not in the archive", name);
         goto out;
@@ -412,6 +541,10 @@ int caris_wal_get_fd_cached(struct repo *r, const char *name, int fd, json_t *ca
     }
     if (stream_restore_fd(r, chunks, sha, fd, sys_ncpu(), NULL, NULL, op, e) != 0)
         goto out;
+    if (pad_to && ftruncate(fd, (off_t)pad_to) != 0) {
+        err_sys(e, errno, NULL, "cannot write the temporary file of %s", name);
+        goto out;
+    }
     if (fsync(fd) != 0) {
         err_sys(e, errno, NULL, "cannot write the temporary file of %s", name);
         goto out;
@@ -478,6 +611,21 @@ json_t *caris_wal_list(struct repo *r, json_t **damaged, struct err *e)
     json_t *all = repo_record_list(r, WAL_RECORD_KIND, damaged, e);
     if (!all)
         return NULL;
+    json_t *sdamaged = NULL;
+    json_t *streams = repo_record_list(r, WAL_STREAM_RECORD_KIND, &sdamaged, e);
+    if (!streams) {
+        json_decref(all);
+        if (damaged) {
+            json_decref(*damaged);
+            *damaged = NULL;
+        }
+        return NULL;
+    }
+    json_array_extend(all, streams);
+    json_decref(streams);
+    if (damaged && *damaged)
+        json_array_extend(*damaged, sdamaged);
+    json_decref(sdamaged);
     size_t n = json_array_size(all);
     json_t **v = xcalloc(n + 1, sizeof(*v));
     for (size_t i = 0; i < n; i++) {

@@ -628,14 +628,75 @@ int caris_wal_check(struct repo *r, json_t *errors, json_t *warnings, json_t **w
     return nerr;
 }
 
+/* A streamed partial's segment: "timeline/log/seg". */
+static void stream_key(json_t *rec, char *out, size_t n)
+{
+    snprintf(out, n, "%lld/%lld/%lld",
+             (long long)json_integer_value(json_object_get(rec, "timeline")),
+             (long long)json_integer_value(json_object_get(rec, "log")),
+             (long long)json_integer_value(json_object_get(rec, "seg")));
+}
+
+/* For each segment that has streamed partials ("stream" records, caris/wal.h): the size of the
+ * longest, or -1 when the whole segment is archived ({key: size}, new reference). */
+static json_t *stream_supersession(json_t *recs)
+{
+    json_t *m = json_object();
+    char key[80];
+    size_t i;
+    json_t *x;
+    json_array_foreach(recs, i, x)
+    {
+        if (!is_kind(x, "stream"))
+            continue;
+        stream_key(x, key, sizeof(key));
+        json_int_t size = json_integer_value(json_object_get(x, "size"));
+        json_t *cur = json_object_get(m, key);
+        if (!cur || json_integer_value(cur) < size)
+            json_object_set_new(m, key, json_integer(size));
+    }
+    json_array_foreach(recs, i, x)
+    {
+        if (!is_kind(x, "segment") || !json_is_integer(json_object_get(x, "log")))
+            continue;
+        stream_key(x, key, sizeof(key));
+        if (json_object_get(m, key))
+            json_object_set_new(m, key, json_integer(-1));
+    }
+    return m;
+}
+
+/* Whether rec is a streamed partial that a longer one or the whole segment supersedes (wal
+ * get never serves it again). */
+static bool stream_superseded(json_t *rec, json_t *longest)
+{
+    if (!is_kind(rec, "stream"))
+        return false;
+    char key[80];
+    stream_key(rec, key, sizeof(key));
+    json_int_t best = json_integer_value(json_object_get(longest, key));
+    return best == -1 || best > json_integer_value(json_object_get(rec, "size"));
+}
+
 int caris_wal_retention_apply(struct repo *r, bool dry_run, const struct caris_op *op,
                               struct caris_wal_retention_result *res, struct err *e)
 {
     memset(res, 0, sizeof(*res));
-    json_t *damaged = NULL;
+    json_t *damaged = NULL, *damaged_streams = NULL;
     json_t *recs = repo_record_list_named(r, "wal", &damaged, e);
     if (!recs)
         return -1;
+    /* the streamed partials (caris/wal.h) go by the same rules, and once superseded */
+    json_t *streams = repo_record_list_named(r, "walstream", &damaged_streams, e);
+    if (!streams) {
+        json_decref(recs);
+        json_decref(damaged);
+        return -1;
+    }
+    json_array_extend(recs, streams);
+    json_decref(streams);
+    json_array_extend(damaged, damaged_streams);
+    json_decref(damaged_streams);
     int rc = -1;
     struct caris_wal_base *bases = NULL;
     size_t nbases = 0;
@@ -653,13 +714,15 @@ int caris_wal_retention_apply(struct repo *r, bool dry_run, const struct caris_o
     res->keep_from_lsn = caris_wal_keep_from(bases, nbases);
     size_t i;
     json_t *x;
+    json_t *longest = stream_supersession(recs);
     json_array_foreach(recs, i, x)
     {
-        if (caris_wal_retain(x, res->keep_from_lsn, segsize))
+        if (caris_wal_retain(x, res->keep_from_lsn, segsize) && !stream_superseded(x, longest))
             res->kept++;
         else
             json_array_append(drop, x);
     }
+    json_decref(longest);
     /* oldest first: a prune stopped half-way leaves the archive shorter at its start, never
      * with a hole in the middle */
     size_t n = json_array_size(drop);
@@ -679,7 +742,8 @@ int caris_wal_retention_apply(struct repo *r, bool dry_run, const struct caris_o
     if (rc == 0 && res->removed)
         caris_op_log(op, LOG_INFO, "WAL retention: %s%llu archived WAL file%s older than %s",
                      dry_run ? "would remove " : "removed ", (unsigned long long)res->removed,
-                     res->removed == 1 ? "" : "s", "the oldest kept base backup's start");
+                     res->removed == 1 ? "" : "s",
+                     "the oldest kept base backup's start, or streamed partials superseded");
 out:
     free(bases);
     json_decref(drop);

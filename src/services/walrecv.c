@@ -1,9 +1,9 @@
 /* wal receive: streams WAL over a physical replication slot (START_REPLICATION) into the WAL
- * archive. This first cut stores whole segments only (each as soon as its last byte arrives,
- * through caris_wal_push_fd, so the identical-content rule applies when archive_command pushed
- * it too) and reports to the server as flushed only what is durably in the repository, so the
- * slot keeps every byte the archive does not have yet. Storing the unfinished segment every
- * flush interval (.partial records) is not implemented yet. */
+ * archive. Each segment is stored when its last byte arrives (through caris_wal_push_fd, so the
+ * identical-content rule applies when archive_command pushed it too), and every flush interval
+ * what has arrived of the current one is stored as a streamed partial (caris/wal.h). Only what
+ * is durably in the repository is reported flushed to the server, so the slot keeps every byte
+ * the archive does not have yet. */
 #include <errno.h>
 #include <libpq-fe.h>
 #include <stdio.h>
@@ -69,19 +69,82 @@ static PGresult *one_row(PGconn *c, const char *sql, struct err *e)
     return res;
 }
 
-static int store_segment(struct repo *r, const uint8_t *buf, uint64_t segsz, uint32_t tli,
-                         uint64_t start, const struct caris_op *op, struct err *e)
+/* A timeline after the first: its .history file (TIMELINE_HISTORY), archived as `wal push`
+ * would (identical when archive_command pushed it too), so that a recovery from streamed WAL
+ * alone can follow the switch. */
+static int store_history(PGconn *c, struct repo *r, uint32_t tli, const struct caris_op *op,
+                         struct err *e)
 {
-    uint64_t segs_per_id = 0x100000000ULL / segsz, segno = start / segsz;
-    char name[32];
-    snprintf(name, sizeof(name), "%08X%08X%08X", tli, (unsigned)(segno / segs_per_id),
-             (unsigned)(segno % segs_per_id));
+    char sql[64];
+    snprintf(sql, sizeof(sql), "TIMELINE_HISTORY %u", tli);
+    PGresult *res = one_row(c, sql, e);
+    if (!res)
+        return -1;
+    int rc = -1;
+    const char *name = PQgetvalue(res, 0, 0);
+    struct caris_wal_name wn;
+    if (PQnfields(res) < 2 || caris_wal_name_parse(name, &wn, e) != 0 || wn.kind != WAL_HISTORY ||
+        wn.timeline != tli) {
+        if (!err_is_set(e))
+            err_set(e, ERR_DATABASE, NULL, "TIMELINE_HISTORY %u sent an unexpected file name", tli);
+        PQclear(res);
+        return -1;
+    }
+    int fd = memfd_create("caris-walrecv-history", MFD_CLOEXEC);
+    if (fd < 0) {
+        PQclear(res);
+        return err_set(e, ERR_FAILURE, NULL, "memfd_create: %s", strerror(errno));
+    }
+    const char *data = PQgetvalue(res, 0, 1);
+    size_t len = (size_t)PQgetlength(res, 0, 1), off = 0;
+    while (off < len) {
+        ssize_t w = write(fd, data + off, len - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            err_set(e, ERR_FAILURE, NULL, "writing %s to memory: %s", name, strerror(errno));
+            goto out;
+        }
+        off += (size_t)w;
+    }
+    struct caris_wal_push_result pr;
+    if (caris_wal_push_fd(r, fd, name, name, op, &pr, e) == 0) {
+        caris_op_log(op, LOG_INFO, "stored timeline history %s%s", name,
+                     pr.already ? " (archived before, identical)" : "");
+        rc = 0;
+    }
+out:
+    close(fd);
+    PQclear(res);
+    return rc;
+}
+
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Stores the first len bytes of the segment at seg_start: the whole segment (len == segsz) as
+ * archive_command would push it (caris_wal_push_fd: the identical-content rule holds when
+ * archive_command pushes it too), a shorter prefix as a streamed partial. */
+static int store(struct repo *r, const uint8_t *buf, size_t len, uint64_t segsz, uint32_t tli,
+                 uint64_t seg_start, json_t *cache, const struct caris_op *op, struct err *e)
+{
+    uint64_t segs_per_id = 0x100000000ULL / segsz, segno = seg_start / segsz;
+    char name[CARIS_WAL_STREAM_NAME_MAX];
+    if (len == segsz)
+        snprintf(name, sizeof(name), "%08X%08X%08X", tli, (unsigned)(segno / segs_per_id),
+                 (unsigned)(segno % segs_per_id));
+    else
+        caris_wal_stream_name(tli, seg_start, segsz, len, name);
     int fd = memfd_create("caris-walrecv", MFD_CLOEXEC);
     if (fd < 0)
         return err_set(e, ERR_FAILURE, NULL, "memfd_create: %s", strerror(errno));
     size_t off = 0;
-    while (off < segsz) {
-        ssize_t w = write(fd, buf + off, segsz - off);
+    while (off < len) {
+        ssize_t w = write(fd, buf + off, len - off);
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0) {
@@ -92,13 +155,18 @@ static int store_segment(struct repo *r, const uint8_t *buf, uint64_t segsz, uin
         off += (size_t)w;
     }
     lseek(fd, 0, SEEK_SET);
+    int64_t t0 = mono_ns();
     struct caris_wal_push_result res;
-    int rc = caris_wal_push_fd(r, fd, name, name, op, &res, e);
+    int rc = len == segsz
+                 ? caris_wal_push_fd(r, fd, name, name, op, &res, e)
+                 : caris_wal_push_stream_fd(r, fd, tli, seg_start, segsz, cache, op, &res, e);
     close(fd);
     if (rc == 0)
-        caris_op_log(op, LOG_INFO, "stored WAL segment %s%s; flushed up to %X/%X", name,
+        caris_op_log(op, LOG_INFO, "stored WAL %s %s%s; flushed up to %X/%X (%lld ms)",
+                     len == segsz ? "segment" : "partial", name,
                      res.already ? " (archived before, identical)" : "",
-                     (unsigned)((start + segsz) >> 32), (unsigned)(start + segsz));
+                     (unsigned)((seg_start + len) >> 32), (unsigned)(seg_start + len),
+                     (long long)((mono_ns() - t0) / 1000000));
     return rc;
 }
 
@@ -113,6 +181,7 @@ int caris_wal_receive(struct repo *r, const struct wal_receive_opts *o, struct e
         return -1;
     int rc = -1;
     uint8_t *buf = NULL;
+    json_t *cache = NULL;
     PGresult *res = one_row(c, "IDENTIFY_SYSTEM", e);
     if (!res)
         goto out;
@@ -137,13 +206,6 @@ int caris_wal_receive(struct repo *r, const struct wal_receive_opts *o, struct e
         goto out;
     }
     char sql[256];
-    if (o->create_slot) {
-        snprintf(sql, sizeof(sql), "CREATE_REPLICATION_SLOT %s PHYSICAL RESERVE_WAL", o->slot);
-        if (!(res = one_row(c, sql, e)))
-            goto out;
-        PQclear(res);
-        caris_op_log(o->op, LOG_INFO, "created physical replication slot %s", o->slot);
-    }
     /* Streaming starts at the slot's position (rounded down to its segment), not after the
      * newest archived segment: the archive may hold a later segment (pushed by hand or by
      * archive_command) while the ones between were never archived, and acknowledging from
@@ -153,6 +215,18 @@ int caris_wal_receive(struct repo *r, const struct wal_receive_opts *o, struct e
     snprintf(sql, sizeof(sql), "READ_REPLICATION_SLOT %s", o->slot);
     if (!(res = one_row(c, sql, e)))
         goto out;
+    if (PQgetisnull(res, 0, 0) && o->create_slot) {
+        /* no such slot: create it (--create-slot, the daemon: "create if missing") */
+        PQclear(res);
+        snprintf(sql, sizeof(sql), "CREATE_REPLICATION_SLOT %s PHYSICAL RESERVE_WAL", o->slot);
+        if (!(res = one_row(c, sql, e)))
+            goto out;
+        PQclear(res);
+        caris_op_log(o->op, LOG_INFO, "created physical replication slot %s", o->slot);
+        snprintf(sql, sizeof(sql), "READ_REPLICATION_SLOT %s", o->slot);
+        if (!(res = one_row(c, sql, e)))
+            goto out;
+    }
     if (PQgetisnull(res, 0, 1)) {
         PQclear(res);
         err_set(e, ERR_DATABASE, "create it with --create-slot",
@@ -174,6 +248,19 @@ int caris_wal_receive(struct repo *r, const struct wal_receive_opts *o, struct e
                 (unsigned)xlogpos);
         goto out;
     }
+    /* stores run to their end even when a stop is asked (each is at most one segment): the
+     * stop itself stores what arrived, which a cancelled store would lose */
+    struct caris_op sop = {0};
+    if (o->op) {
+        sop = *o->op;
+        sop.cancel = NULL;
+    }
+    uint64_t flushed = start; /* what the archive holds: reported to the server, never less */
+    /* the streamed partials' records read so far: each store reads only the new ones */
+    cache = json_object();
+restart:
+    if (tli > 1 && store_history(c, r, tli, o->op, e) != 0)
+        goto out;
     snprintf(sql, sizeof(sql), "START_REPLICATION SLOT %s PHYSICAL %X/%X TIMELINE %u", o->slot,
              (unsigned)(start >> 32), (unsigned)start, tli);
     res = PQexec(c, sql);
@@ -186,20 +273,48 @@ int caris_wal_receive(struct repo *r, const struct wal_receive_opts *o, struct e
     PQclear(res);
     caris_op_log(o->op, LOG_INFO, "streaming WAL from %X/%X on timeline %u (slot %s)",
                  (unsigned)(start >> 32), (unsigned)start, tli, o->slot);
-    buf = malloc(segsz);
-    if (!buf) {
+    if (!buf && !(buf = malloc(segsz))) {
         err_set(e, ERR_FAILURE, NULL, "out of memory");
         goto out;
     }
-    uint64_t seg_start = start, flushed = start;
+    uint64_t seg_start = start;
     size_t have = 0;
+    /* Every flush interval, what has arrived of the current segment is stored as a streamed
+     * partial and only then reported flushed: the server's slot keeps everything after, and
+     * a crash of the server loses at most what arrived since (the interval plus one store). */
+    int64_t flush_ns = (int64_t)(o->flush_seconds > 0 ? o->flush_seconds : 5) * 1000000000;
+    int64_t next_flush = mono_ns() + flush_ns;
     for (;;) {
         if (caris_op_cancelled(o->op)) {
-            /* whole segments are stored; the slot keeps the rest for the next run */
+            /* the unfinished segment is stored as a partial; the slot keeps the rest */
+            if (have && seg_start + have > flushed &&
+                store(r, buf, have, segsz, tli, seg_start, cache, &sop, e) != 0)
+                break;
+            if (have)
+                flushed = seg_start + have;
+            /* tell the server (so the slot lets go of it), then end the stream */
+            struct err e2 = ERR_INIT;
+            if (send_status(c, flushed, &e2) == 0 && PQputCopyEnd(c, NULL) == 1)
+                PQflush(c);
             caris_op_log(o->op, LOG_INFO, "stopping: flushed up to %X/%X",
                          (unsigned)(flushed >> 32), (unsigned)flushed);
             rc = 0;
             break;
+        }
+        int64_t now = mono_ns();
+        if (now >= next_flush) {
+            if (have && seg_start + have > flushed) {
+                if (store(r, buf, have, segsz, tli, seg_start, cache, &sop, e) != 0)
+                    break;
+                flushed = seg_start + have;
+                if (o->on_flush)
+                    o->on_flush(o->on_flush_ctx, flushed);
+                if (send_status(c, flushed, e) != 0)
+                    break;
+            }
+            /* from now: storing a large partial may take a while, and the next one must
+             * still follow within an interval of the data it adds */
+            next_flush = mono_ns() + flush_ns;
         }
         char *m = NULL;
         int n = PQgetCopyData(c, &m, 1);
@@ -207,7 +322,12 @@ int caris_wal_receive(struct repo *r, const struct wal_receive_opts *o, struct e
             fd_set fds;
             FD_ZERO(&fds);
             FD_SET(PQsocket(c), &fds);
-            struct timeval tv = {.tv_sec = 0, .tv_usec = 200000};
+            int64_t wait_us = (next_flush - mono_ns()) / 1000;
+            if (wait_us > 200000)
+                wait_us = 200000;
+            if (wait_us < 1000)
+                wait_us = 1000;
+            struct timeval tv = {.tv_sec = 0, .tv_usec = (suseconds_t)wait_us};
             if (select(PQsocket(c) + 1, &fds, NULL, NULL, &tv) < 0 && errno != EINTR) {
                 err_set(e, ERR_FAILURE, NULL, "select: %s", strerror(errno));
                 break;
@@ -220,14 +340,49 @@ int caris_wal_receive(struct repo *r, const struct wal_receive_opts *o, struct e
             continue;
         }
         if (n == -1) {
+            /* The server ended the stream: at a timeline switch (the server was a standby,
+             * promoted) it then sends the next timeline and where it starts, and streaming
+             * goes on there from the start of that segment (the new timeline's file holds
+             * the old one's WAL before the switch), as pg_receivewal does; otherwise (a
+             * shutdown) it is an error. What arrived is stored first either way. */
+            if (have && seg_start + have > flushed) {
+                if (store(r, buf, have, segsz, tli, seg_start, cache, &sop, e) != 0)
+                    break;
+                flushed = seg_start + have;
+                if (o->on_flush)
+                    o->on_flush(o->on_flush_ctx, flushed);
+            }
+            if (PQputCopyEnd(c, NULL) != 1 || PQflush(c) != 0) {
+                err_set(e, ERR_DATABASE, NULL, "ending the replication stream failed: %s",
+                        PQerrorMessage(c));
+                break;
+            }
+            uint32_t next_tli = 0;
+            uint64_t next_start = 0;
             res = PQgetResult(c);
+            if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
+                PQnfields(res) >= 2) {
+                next_tli = (uint32_t)strtoul(PQgetvalue(res, 0, 0), NULL, 10);
+                if (caris_lsn_parse(PQgetvalue(res, 0, 1), &next_start) != 0)
+                    next_tli = 0;
+                PQclear(res);
+                res = PQgetResult(c);
+            }
+            bool ended_ok = PQresultStatus(res) == PGRES_COMMAND_OK;
             PQclear(res);
-            err_set(e, ERR_DATABASE,
-                    "the server ended streaming (timeline switch or shutdown); following a "
-                    "timeline switch is not implemented yet: archive with `wal push` and run "
-                    "`wal receive` again",
-                    "the server ended streaming at %X/%X", (unsigned)((seg_start + have) >> 32),
-                    (unsigned)(seg_start + have));
+            while ((res = PQgetResult(c)))
+                PQclear(res);
+            if (ended_ok && next_tli > tli && next_start >= seg_start) {
+                caris_op_log(o->op, LOG_INFO,
+                             "timeline switch: timeline %u ends at %X/%X, following timeline %u",
+                             tli, (unsigned)(next_start >> 32), (unsigned)next_start, next_tli);
+                tli = next_tli;
+                start = next_start - next_start % segsz;
+                goto restart;
+            }
+            err_set(e, ERR_DATABASE, "the daemon starts it again; by hand: run `wal receive` again",
+                    "the server ended streaming at %X/%X (shut down?)",
+                    (unsigned)((seg_start + have) >> 32), (unsigned)(seg_start + have));
             break;
         }
         if (n < 0) {
@@ -266,13 +421,15 @@ int caris_wal_receive(struct repo *r, const struct wal_receive_opts *o, struct e
             d += k;
             len -= k;
             if (have == segsz) {
-                if (store_segment(r, buf, segsz, tli, seg_start, o->op, e) != 0) {
+                if (store(r, buf, segsz, segsz, tli, seg_start, cache, &sop, e) != 0) {
                     failed = true;
                     break;
                 }
                 seg_start += segsz;
                 flushed = seg_start;
                 have = 0;
+                if (o->on_flush)
+                    o->on_flush(o->on_flush_ctx, flushed);
                 if (send_status(c, flushed, e) != 0) {
                     failed = true;
                     break;
@@ -283,8 +440,34 @@ int caris_wal_receive(struct repo *r, const struct wal_receive_opts *o, struct e
         if (failed)
             break;
     }
+    /* the stream ended with an error (the server crashed, the connection broke): what did
+     * arrive is WAL the server had flushed, so it is stored before giving up (best effort:
+     * the error that ended the stream is the one reported) */
+    if (rc != 0 && buf && have && seg_start + have > flushed) {
+        struct err e2 = ERR_INIT;
+        if (store(r, buf, have, segsz, tli, seg_start, cache, &sop, &e2) == 0) {
+            flushed = seg_start + have;
+            if (o->on_flush)
+                o->on_flush(o->on_flush_ctx, flushed);
+        } else {
+            caris_op_log(o->op, LOG_ERROR, "storing the last partial segment failed: %s", e2.msg);
+        }
+    }
 out:
+    json_decref(cache);
     free(buf);
     PQfinish(c);
     return rc;
+}
+
+int caris_wal_flush_seconds_parse(const char *s, unsigned *out, struct err *e)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = s ? strtoul(s, &end, 10) : 0;
+    if (!s || *s < '0' || *s > '9' || *end || errno || v < 1 || v > 3600)
+        return err_set(e, ERR_USAGE, "a whole number of seconds from 1 to 3600 (default 5)",
+                       "flush interval '%s' is not a number of seconds", s ? s : "");
+    *out = (unsigned)v;
+    return 0;
 }

@@ -5,6 +5,7 @@
 #include <cmocka.h>
 
 #include "caris/wal.h"
+#include "caris/walrecv.h"
 
 static void parse_ok(const char *name, enum caris_wal_kind kind, uint32_t tli, uint32_t log,
                      uint32_t seg)
@@ -56,9 +57,46 @@ static void test_refused(void **state)
     parse_bad("000000010000000000000001/");
 }
 
+/* Streamed partials have names of their own (segment, length, ".stream") that the parser of
+ * PostgreSQL's names refuses: no restore_command can ask for one. */
+static void test_stream_names(void **state)
+{
+    (void)state;
+    char name[CARIS_WAL_STREAM_NAME_MAX];
+    caris_wal_stream_name(1, 0x5000000, 16u << 20, 0x134438, name);
+    assert_string_equal(name, "000000010000000000000005.00134438.stream");
+    /* log/seg split by the segment size: 64 MiB segments, 64 per log */
+    caris_wal_stream_name(3, (2ull << 32) + 5 * (64ull << 20), 64u << 20, 1, name);
+    assert_string_equal(name, "000000030000000200000005.00000001.stream");
+    caris_wal_stream_name(0xffffffffu, 0xffffffffull << 32 | 0xff000000u, 16u << 20,
+                          (16u << 20) - 1, name);
+    assert_string_equal(name, "FFFFFFFFFFFFFFFF000000FF.00FFFFFF.stream");
+    parse_bad("000000010000000000000005.00134438.stream");
+}
+
+static void test_flush_seconds(void **state)
+{
+    (void)state;
+    unsigned v = 0;
+    struct err e = ERR_INIT;
+    assert_int_equal(caris_wal_flush_seconds_parse("1", &v, &e), 0);
+    assert_int_equal(v, 1);
+    assert_int_equal(caris_wal_flush_seconds_parse("3600", &v, &e), 0);
+    assert_int_equal(v, 3600);
+    const char *bad[] = {"0", "3601", "-1", "+5", "5s", "", " 5", "99999999999999999999", NULL};
+    for (size_t i = 0; bad[i]; i++) {
+        struct err e2 = ERR_INIT;
+        v = 7;
+        assert_int_equal(caris_wal_flush_seconds_parse(bad[i], &v, &e2), -1);
+        assert_int_equal(e2.code, ERR_USAGE);
+        assert_int_equal(v, 7);
+    }
+}
+
 int main(void)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_names),
-                                       cmocka_unit_test(test_refused)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_names), cmocka_unit_test(test_refused),
+                                       cmocka_unit_test(test_stream_names),
+                                       cmocka_unit_test(test_flush_seconds)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
