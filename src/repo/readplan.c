@@ -257,7 +257,8 @@ int readplan_run(struct readplan *p, int threads, unsigned load_flags,
         ops->damaged(ctx, u->tag, u->off, &de);
     }
     p->n = n;
-    qsort(p->v, p->n, sizeof(*p->v), use_cmp);
+    if (p->n)
+        qsort(p->v, p->n, sizeof(*p->v), use_cmp);
     /* Ranges: within a pack, the next blob joins the current range when the gap to it is
      * at most READPLAN_GAP and the range stays within READPLAN_RANGE_MAX. A pack's first
      * range starts at 0 when its first blob is that close to the start: the header then
