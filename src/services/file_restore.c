@@ -34,6 +34,7 @@
  * of them per batch (below the limit on open descriptors). */
 #define PLAN_MAX_FILES 65536
 #define PLAN_MAX_USES (1u << 20)
+#define PLAN_SYNC_BATCH 2048 /* files committed per syncfs, when descriptors allow */
 
 /* Hard links of a partial restore (--include) whose first name (the entry holding the
  * content) is outside the selection: the first selected name of each such file takes its
@@ -548,8 +549,15 @@ static void plan_start(struct rctx *c)
         }
         lim = rl.rlim_cur;
     }
-    size_t open_max = lim > 1024 ? (size_t)(lim - 1024) / 2 : 64;
-    c->plan_max_open = open_max > 4096 ? 4096 : open_max;
+    /* Files being written and files committed but waiting for their batch's syncfs each
+     * hold two descriptors: with room for it, larger syncfs batches (each syncfs flushes
+     * the whole file system, which costs most when others write to it too). */
+    if (lim >= 16384) {
+        c->plan_max_open = 2048;
+        fsrestore_set_batch(c->fr, PLAN_SYNC_BATCH);
+    } else {
+        c->plan_max_open = lim >= 4096 ? 512 : 64;
+    }
 }
 
 static void plan_file_finish(struct rctx *c, struct rfile *f)
