@@ -34,7 +34,8 @@
  * of them per batch (below the limit on open descriptors). */
 #define PLAN_MAX_FILES 65536
 #define PLAN_MAX_USES (1u << 20)
-#define PLAN_SYNC_BATCH 2048 /* files committed per syncfs, when descriptors allow */
+#define PLAN_SYNC_BATCH 2048      /* files committed per syncfs, when descriptors allow */
+#define PLAN_HOLD_MAX (64u << 20) /* early chunks a verification holds, all files together */
 
 /* Hard links of a partial restore (--include) whose first name (the entry holding the
  * content) is outside the selection: the first selected name of each such file takes its
@@ -66,8 +67,22 @@ struct rfile {
     json_t *path_json; /* for reports */
     /* restores read through a plan: chunks arrive in any order, on any thread */
     bool planned, finished;
-    pthread_mutex_t mu; /* guards out, failed and remaining */
+    pthread_mutex_t mu; /* guards out, failed, remaining and the hashing below */
     size_t remaining;   /* chunks not arrived yet */
+    /* Hashing in order as chunks arrive: chunks 0 .. next_k - 1 are hashed (up to pos). A
+     * chunk that comes early: a restore hashes the rest from the written file at the end
+     * (readback); a verification holds it (held, within PLAN_HOLD_MAX for all files) or,
+     * beyond that, verifies the file again in order after the plan (recheck). */
+    size_t next_k;
+    bool readback, recheck;
+    struct held *held;
+};
+
+/* A chunk of a file being verified that arrived before the ones ahead of it. */
+struct held {
+    size_t k;
+    struct buf data;
+    struct held *next;
 };
 
 /* A hard link met while a plan batch was open: made once its batch ran. */
@@ -99,6 +114,7 @@ struct rctx {
     struct deferred_link *links;
     size_t nlinks, cap_links;
     int plan_threads;
+    uint64_t held_bytes; /* atomic: bytes of struct held in all files */
 };
 
 /* Workers restore small files themselves: everything they report goes through c->mu. */
@@ -151,12 +167,24 @@ static void add_error(json_t *arr, json_t *path, const char *msg)
     json_array_append_new(arr, o);
 }
 
+static void held_free(struct rfile *f)
+{
+    while (f->held) {
+        struct held *h = f->held;
+        f->held = h->next;
+        __atomic_fetch_sub(&f->ctx->held_bytes, (uint64_t)h->data.len, __ATOMIC_RELAXED);
+        buf_free(&h->data);
+        free(h);
+    }
+}
+
 static void rfile_free(struct rfile *f)
 {
     if (f->out)
         fsrestore_file_abort(f->out);
     if (f->planned)
         pthread_mutex_destroy(&f->mu);
+    held_free(f);
     cx_sha256_free(f->h);
     free(f->relpath);
     fs_meta_free(&f->meta);
@@ -554,19 +582,91 @@ static void plan_start(struct rctx *c)
      * the whole file system, which costs most when others write to it too). */
     if (lim >= 16384) {
         c->plan_max_open = 2048;
-        fsrestore_set_batch(c->fr, PLAN_SYNC_BATCH);
+        if (c->fr)
+            fsrestore_set_batch(c->fr, PLAN_SYNC_BATCH);
     } else {
         c->plan_max_open = lim >= 4096 ? 512 : 64;
     }
 }
 
+/* Hashes chunk next_k (at off) into the file's hash. Under f->mu. */
+static void plan_hash_chunk(struct rfile *f, uint64_t off, const uint8_t *data, size_t len)
+{
+    if (off > f->pos)
+        sha256_zeros(f->h, off - f->pos);
+    cx_sha256_update(f->h, data, len);
+    f->pos = off + len;
+    f->next_k++;
+}
+
+/* Number of the chunk at logical offset off (offsets increase with the number). */
+static size_t plan_chunk_index(const struct rfile *f, uint64_t off)
+{
+    size_t lo = 0, hi = f->nchunks;
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (f->offs[mid] <= off)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* The chunk at off arrived: hashed now if it is the next one (then the held ones that
+ * follow it), else kept aside as an early chunk. Under f->mu. */
+static void plan_hash(struct rctx *c, struct rfile *f, uint64_t off, const uint8_t *data,
+                      size_t len)
+{
+    if (f->failed || f->readback || f->recheck)
+        return;
+    size_t k = plan_chunk_index(f, off);
+    if (k == f->next_k) {
+        plan_hash_chunk(f, off, data, len);
+        for (struct held **hp = &f->held; *hp;) {
+            struct held *h = *hp;
+            if (h->k != f->next_k) {
+                hp = &h->next;
+                continue;
+            }
+            plan_hash_chunk(f, f->offs[h->k], h->data.data, h->data.len);
+            *hp = h->next;
+            __atomic_fetch_sub(&c->held_bytes, (uint64_t)h->data.len, __ATOMIC_RELAXED);
+            buf_free(&h->data);
+            free(h);
+            hp = &f->held; /* the one after it may be anywhere in the list */
+        }
+        return;
+    }
+    if (c->o->target) { /* written: hashed from the file at the end */
+        f->readback = true;
+        return;
+    }
+    if (__atomic_add_fetch(&c->held_bytes, (uint64_t)len, __ATOMIC_RELAXED) > PLAN_HOLD_MAX) {
+        __atomic_fetch_sub(&c->held_bytes, (uint64_t)len, __ATOMIC_RELAXED);
+        f->recheck = true;
+        held_free(f);
+        return;
+    }
+    struct held *h = xcalloc(1, sizeof(*h));
+    h->k = k;
+    buf_append(&h->data, data, len);
+    h->next = f->held;
+    f->held = h;
+}
+
 static void plan_file_finish(struct rctx *c, struct rfile *f)
 {
     struct err e = ERR_INIT;
-    if (!f->failed) {
-        /* the file as written, holes (never written) read as zeros */
+    if (f->recheck && !f->failed) { /* verified again, in order, after the plan */
+        f->finished = true;
+        return;
+    }
+    if (!f->failed && f->readback) {
+        /* the rest of the file as written, from where the hash stopped; holes (never
+         * written) read as zeros */
         uint8_t *b = xmalloc(1u << 20);
-        uint64_t pos = 0;
+        uint64_t pos = f->pos;
         while (pos < f->meta.size) {
             size_t want = f->meta.size - pos < (1u << 20) ? (size_t)(f->meta.size - pos) : 1u << 20;
             ssize_t n = fsrestore_file_read(f->out, b, want, pos, &e);
@@ -581,19 +681,21 @@ static void plan_file_finish(struct rctx *c, struct rfile *f)
             pos += (uint64_t)n;
         }
         free(b);
-        if (!f->failed) {
-            sha256_zeros(f->h, f->meta.size - pos);
-            uint8_t sum[32];
-            cx_sha256_final(f->h, sum);
-            if (memcmp(sum, f->sha, 32) != 0) {
-                f->failed = true;
-                note(c, c->errors, f->path_json,
-                     "checksum mismatch: restored content does not match the SHA-256 recorded "
-                     "at backup time");
-            }
-        }
+        f->pos = pos;
     }
     if (!f->failed) {
+        if (f->meta.size > f->pos)
+            sha256_zeros(f->h, f->meta.size - f->pos);
+        uint8_t sum[32];
+        cx_sha256_final(f->h, sum);
+        if (memcmp(sum, f->sha, 32) != 0) {
+            f->failed = true;
+            note(c, c->errors, f->path_json,
+                 "checksum mismatch: restored content does not match the SHA-256 recorded "
+                 "at backup time");
+        }
+    }
+    if (!f->failed && f->out) {
         struct fsrestore_file *out = f->out;
         f->out = NULL; /* commit frees it, whatever happens */
         if (fsrestore_file_commit_meta(out, f->meta.size, &f->meta, &e) != 0) {
@@ -617,14 +719,14 @@ static int plan_use(void *ctx, void *tag, uint64_t off, const uint8_t *data, siz
     struct rfile *f = tag;
     int rc = 0;
     pthread_mutex_lock(&f->mu);
-    if (!f->failed && !f->out) {
+    if (c->fr && !f->failed && !f->out) {
         f->out = fsrestore_file_begin(c->fr, f->relpath, e);
         if (!f->out) {
             f->failed = true;
             rc = -1;
         }
     }
-    if (!f->failed && fsrestore_file_write(f->out, data, len, off, e) != 0) {
+    if (f->out && !f->failed && fsrestore_file_write(f->out, data, len, off, e) != 0) {
         f->failed = true;
         rc = -1;
     }
@@ -632,6 +734,7 @@ static int plan_use(void *ctx, void *tag, uint64_t off, const uint8_t *data, siz
         note(c, c->errors, f->path_json, e->msg);
         rc = 0;
     }
+    plan_hash(c, f, off, data, len);
     bool last = --f->remaining == 0;
     pthread_mutex_unlock(&f->mu);
     __atomic_fetch_add(&c->bytes, (uint64_t)len, __ATOMIC_RELAXED);
@@ -695,10 +798,28 @@ static int plan_flush(struct rctx *c, struct err *e)
     if (readplan_uses(c->plan))
         rc = readplan_run(c->plan, c->plan_threads, c->load_flags, &ops, c, c->o->op, e);
     if (rc != 0 && caris_op_cancelled(c->o->op))
-        caris_op_check(c->o->op, CANCEL_RESTORE_HINT, e);
-    /* files the plan did not finish (it stopped) are removed with the batch */
-    for (size_t i = 0; i < c->nbatch; i++)
-        rfile_free(c->batch[i]);
+        caris_op_check(c->o->op, c->o->target ? CANCEL_RESTORE_HINT : CANCEL_VERIFY_HINT, e);
+    /* Files a verification could not hash as their chunks came (too many came early) are
+     * verified again, in order; files the plan did not finish (it stopped) are removed with
+     * the batch. */
+    for (size_t i = 0; i < c->nbatch; i++) {
+        struct rfile *f = c->batch[i];
+        if (rc == 0 && f->finished && f->recheck && !f->failed && f->ids) {
+            uint64_t counted = 0;
+            for (size_t k = 0; k < f->nchunks; k++)
+                counted += f->lens[k];
+            __atomic_fetch_sub(&c->bytes, counted, __ATOMIC_RELAXED);
+            cx_sha256_free(f->h);
+            f->h = cx_sha256_new();
+            f->pos = 0;
+            f->done_chunks = 0;
+            for (size_t k = 0; k < f->nchunks; k++)
+                submit(c, f, k); /* consume_one finishes and frees it */
+            continue;
+        }
+        rfile_free(f);
+    }
+    drain(c);
     c->nbatch = c->batch_open = 0;
     for (size_t i = 0; i < c->nlinks && rc == 0 && !has_fatal(c); i++) {
         struct deferred_link *l = &c->links[i];
@@ -733,7 +854,7 @@ static void plan_defer_link(struct rctx *c, const char *rootp, char *rel, const 
 /* A regular file with chunks into the batch (which runs first when it is full). */
 static int plan_add_file(struct rctx *c, struct rfile *f, struct err *e)
 {
-    bool open_long = f->nchunks > 1;
+    bool open_long = c->fr && f->nchunks > 1;
     if (c->nbatch >= PLAN_MAX_FILES ||
         (readplan_uses(c->plan) && readplan_uses(c->plan) + f->nchunks > PLAN_MAX_USES) ||
         (open_long && c->batch_open >= c->plan_max_open)) {
@@ -753,8 +874,10 @@ static int plan_add_file(struct rctx *c, struct rfile *f, struct err *e)
     c->batch_open += open_long;
     for (size_t k = 0; k < f->nchunks; k++)
         readplan_add(c->plan, f->ids[k], f->lens[k], f, f->offs[k]);
-    free(f->ids); /* the plan has them */
-    f->ids = NULL;
+    if (c->o->target) { /* the plan has them (a verification may need them again) */
+        free(f->ids);
+        f->ids = NULL;
+    }
     return 0;
 }
 
@@ -791,7 +914,7 @@ int files_read_backup(struct repo *r, json_t *summary, const struct buf *entries
     int nthreads = o->threads > 0 ? o->threads : sys_ncpu();
     c.pool = pool_new(nthreads, MAX_INFLIGHT_JOBS);
     c.q = fetchq_new(r, c.pool, c.load_flags, MAX_INFLIGHT_JOBS, MAX_INFLIGHT_BYTES);
-    if (o->target && readplan_preferred(r))
+    if (readplan_preferred(r))
         plan_start(&c);
     struct entry_iter it;
     entry_iter_init(&it, entries);
@@ -863,7 +986,7 @@ int files_read_backup(struct repo *r, json_t *summary, const struct buf *entries
             }
             break;
         case FS_HARDLINK:
-            if (c.plan) { /* after the files of its batch */
+            if (c.plan && c.fr) { /* after the files of its batch */
                 plan_defer_link(&c, rootp, rel, m.link, pathj);
                 rel = NULL;
             } else if (c.fr) {

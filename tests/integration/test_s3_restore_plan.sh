@@ -67,6 +67,16 @@ assert_cmp "$((gets * 20))" -lt "$blobs" "far fewer GETs than blobs ($gets GETs,
 assert_cmp "$req" -le $((pack_bytes / 8388608 + 2 * packs + 30)) "few requests in all ($req)"
 assert_cmp "$got" -le $((stored + stored / 20 + 1048576)) "each stored byte is received once at most ($got received, $stored stored)"
 
+# verify reads through the plan too (each file hashed in order as its chunks come)
+g0=$(data_gets)
+run scb --threads 2 --json verify "$id"
+assert_rc 0 "verify from S3"
+assert_eq true "$(json_get "$OUT_FILE" '[0]["valid"]')" "the backup verifies"
+assert_eq "$(json_get "$OUT_FILE" '[0]["files"]')" "$(find "$src" -type f | wc -l)" "verify checked every file"
+vgets=$(($(data_gets) - g0))
+note "verify: $vgets GETs of packs"
+assert_cmp "$vgets" -le $((pack_bytes / 8388608 + 2 * packs)) "verify: at most a few GETs per pack ($vgets GETs, $packs packs)"
+
 # --- a damaged pack: a clean failure --------------------------------------------------------
 # One byte flipped in the middle of the largest pack (s3rver serves the altered bytes).
 pack=$(find "$S3_DIR/bkt/repo/data" -type f -name '*._S3rver_object' -printf '%s %p\n' | sort -n | tail -1 | cut -d' ' -f2)
@@ -87,4 +97,8 @@ while IFS= read -r -d '' f; do
     cmp -s "$f" "$src/${f#"$bad$src"/}" || wrong=$((wrong + 1))
 done < <(find "$bad$src" -type f -print0)
 assert_eq 0 "$wrong" "every file that was restored is byte-exact"
+run scb --threads 2 --json verify "$id"
+assert_rc 4 "verify finds the damage (exit 4)"
+assert_eq false "$(json_get "$OUT_FILE" '[0]["valid"]')" "the backup is not valid"
+assert_eq "$nerr" "$(json_get "$OUT_FILE" '[0]["errors"].__len__()')" "verify names the files restore could not restore"
 test_done
