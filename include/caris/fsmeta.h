@@ -128,6 +128,10 @@ int fsrestore_file_fd(const struct fsrestore_file *f); /* write with pwrite to k
  * is already right). Prefer it to writing to fsrestore_file_fd. */
 int fsrestore_file_write(struct fsrestore_file *f, const void *data, size_t len, uint64_t off,
                          struct err *e);
+/* Reads back what was written (pread: fewer bytes at the end of what was written so far;
+ * -1 with e on error), e.g. to hash a file written out of order before it is committed. */
+ssize_t fsrestore_file_read(struct fsrestore_file *f, void *buf, size_t len, uint64_t off,
+                            struct err *e);
 /* Sets the final size (ftruncate, which leaves trailing holes), fsyncs and renames. */
 int fsrestore_file_commit(struct fsrestore_file *f, uint64_t size, struct err *e);
 void fsrestore_file_abort(struct fsrestore_file *f); /* unlinks the temporary file */

@@ -40,6 +40,10 @@ struct storage_ops {
      * writer that was killed. */
     int (*list_temp)(struct storage *s, storage_list_cb cb, void *ctx, struct err *e);
     void (*close)(struct storage *s);
+    /* Optional: read_at in exactly one request, past any read cache of the backend (for a
+     * caller that planned its ranges itself). NULL: read_at. */
+    int (*read_direct)(struct storage *s, const char *name, uint64_t off, void *out, size_t len,
+                       struct err *e);
 };
 
 struct storage_queue;
@@ -81,6 +85,10 @@ int storage_read_at(struct storage *s, const char *name, uint64_t off, void *out
                     struct err *e);
 /* Reads a whole object into out (replacing its contents). max: refuse larger objects. */
 int storage_get(struct storage *s, const char *name, size_t max, struct buf *out, struct err *e);
+/* storage_read_at in one request of exactly that range, bypassing the backend's read
+ * windows (see read_direct): for reads planned by the caller (src/repo/readplan.c). */
+int storage_read_direct(struct storage *s, const char *name, uint64_t off, void *out, size_t len,
+                        struct err *e);
 int storage_size(struct storage *s, const char *name, uint64_t *size, struct err *e);
 int storage_list(struct storage *s, const char *dir, storage_list_cb cb, void *ctx, struct err *e);
 int storage_remove(struct storage *s, const char *name, struct err *e);

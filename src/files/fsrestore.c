@@ -496,7 +496,7 @@ struct fsrestore_file *fsrestore_file_begin(struct fsrestore *r, const char *pat
     f->overwrite = r->overwrite;
     f->name = f->path + (name - path);
     if (!r->overwrite && __atomic_load_n(&r->anon_ok, __ATOMIC_RELAXED)) {
-        f->fd = openat(dfd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+        f->fd = openat(dfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
         if (f->fd >= 0) {
             f->tmp[0] = '\0';
             return f;
@@ -510,7 +510,7 @@ struct fsrestore_file *fsrestore_file_begin(struct fsrestore *r, const char *pat
     }
     for (int attempt = 0; f->fd < 0; attempt++) {
         tmp_name(f->tmp);
-        f->fd = openat(dfd, f->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        f->fd = openat(dfd, f->tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (f->fd < 0 && (errno != EEXIST || attempt == 10)) {
             err_sys(e, errno, NULL, "cannot create a temporary file for %s", esc(path, ep));
             file_free(f);
@@ -535,6 +535,19 @@ int fsrestore_file_write(struct fsrestore_file *f, const void *data, size_t len,
     if (off + len > f->end)
         f->end = off + len;
     return 0;
+}
+
+ssize_t fsrestore_file_read(struct fsrestore_file *f, void *buf, size_t len, uint64_t off,
+                            struct err *e)
+{
+    char ep[ESC_MAX];
+    ssize_t n;
+    do
+        n = pread(f->fd, buf, len, (off_t)off);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        err_sys(e, errno, NULL, "cannot read back %s", esc(f->path, ep));
+    return n;
 }
 
 /* Moves the finished temporary file to its name. Without overwrite an existing name is an

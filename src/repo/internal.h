@@ -208,6 +208,13 @@ int index_payload_unpack(const uint8_t *p, size_t len, struct buf *out, struct e
 /* Nonce of the blob at byte offset off of its pack (big-endian, zero-padded). */
 void pack_nonce(uint64_t off, uint8_t nonce[CX_NONCE_LEN]);
 void pack_object_name(const uint8_t id[32], char *out, size_t n);
+/* The index entry of blob id, when it lies in a stored pack. */
+bool repo_lookup_entry(struct repo *r, const uint8_t id[32], struct ientry *out);
+/* The key of pack number pidx (an ientry's pack) and its object name ("data/xx/<hex>").
+ * head: the pack's first PACK_HEADER_LEN bytes when the caller read them, or NULL (they are
+ * read when the key is not known yet). */
+int repo_pack_key(struct repo *r, uint32_t pidx, const uint8_t *head, uint8_t key[32], char *name,
+                  size_t n, struct err *e);
 int blob_decode(struct repo *r, const uint8_t id[32], const struct ientry *ep,
                 const uint8_t key[32], const uint8_t *ct, const char *name, bool check_id,
                 struct buf *out, struct err *e);

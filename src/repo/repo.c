@@ -1612,8 +1612,13 @@ bool repo_blob_where(struct repo *r, const uint8_t id[32], uint32_t *pack, uint3
     return true;
 }
 
-static int pack_key(struct repo *r, uint32_t pidx, uint8_t key[32], char *name, size_t n,
-                    struct err *e)
+bool repo_lookup_entry(struct repo *r, const uint8_t id[32], struct ientry *out)
+{
+    return lookup_entry(r, id, out);
+}
+
+int repo_pack_key(struct repo *r, uint32_t pidx, const uint8_t *have_head, uint8_t key[32],
+                  char *name, size_t n, struct err *e)
 {
     pthread_mutex_lock(&r->mu);
     struct packinfo p = r->packs[pidx];
@@ -1624,7 +1629,9 @@ static int pack_key(struct repo *r, uint32_t pidx, uint8_t key[32], char *name, 
         return 0;
     }
     uint8_t head[PACK_HEADER_LEN];
-    if (storage_read_at(r->st, name, 0, head, sizeof(head), e) != 0)
+    if (have_head)
+        memcpy(head, have_head, sizeof(head));
+    else if (storage_read_at(r->st, name, 0, head, sizeof(head), e) != 0)
         return -1;
     if (pack_version(head) == 0)
         return err_set(e, ERR_DAMAGE, NULL, "pack %s: bad magic", name);
@@ -1716,7 +1723,7 @@ int repo_blob_load_flags(struct repo *r, const uint8_t id[32], struct buf *out, 
     uint8_t key[32];
     out->len = 0;
     struct buf ct = {0};
-    int rc = pack_key(r, en.pack, key, name, sizeof(name), e);
+    int rc = repo_pack_key(r, en.pack, NULL, key, name, sizeof(name), e);
     if (rc == 0) {
         buf_reserve(&ct, en.clen);
         rc = storage_read_at(r->st, name, en.off, ct.data, en.clen, e);

@@ -2,13 +2,14 @@
  * caris/copy.h for the contract. */
 #include "caris/copy.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "caris/backup.h"
 #include "caris/core.h"
 #include "caris/pipeline.h"
-#include "caris/pool.h"
+#include "caris/readplan.h"
 
 /* The blobs one backup needs, as the reference walk gives them. */
 struct blob_ref {
@@ -121,94 +122,104 @@ static int dst_has_backup(struct repo *dst, const char *id, json_t *src_summary,
     return 1;
 }
 
-/* A blob to send, where it lies in the source. */
-struct blob_todo {
-    uint32_t pack, off;
-    size_t i; /* in the blob list */
+/* The plan's uses (on its threads): each blob goes to the writer, one at a time. */
+struct copy_run {
+    struct repo_writer *w;
+    int meta_slot;
+    pthread_mutex_t mu;
+    struct caris_copy_item *it;
+    const struct caris_op *op;
+    size_t done, total;
+    bool damaged;
+    struct err damage;
 };
 
-static int cmp_todo(const void *a, const void *b)
+static int copy_use(void *ctx, void *tag, uint64_t off, const uint8_t *data, size_t len,
+                    struct err *e)
 {
-    const struct blob_todo *x = a, *y = b;
-    if (x->pack != y->pack)
-        return x->pack < y->pack ? -1 : 1;
-    return x->off < y->off ? -1 : x->off > y->off;
+    (void)off;
+    struct copy_run *cr = ctx;
+    const struct blob_ref *b = tag;
+    pthread_mutex_lock(&cr->mu);
+    int added = repo_writer_add(cr->w, b->meta ? cr->meta_slot : 0, b->id, data, len, e);
+    if (added == 1) {
+        cr->it->blobs_copied++;
+        cr->it->bytes_copied += len;
+    }
+    cr->done++;
+    pthread_mutex_unlock(&cr->mu);
+    return added < 0 ? -1 : 0;
 }
 
-#define COPY_WINDOW_BYTES (64u << 20) /* plaintext loaded ahead of the writer */
+static void copy_damaged(void *ctx, void *tag, uint64_t off, const struct err *e)
+{
+    (void)tag;
+    (void)off;
+    struct copy_run *cr = ctx;
+    pthread_mutex_lock(&cr->mu);
+    if (!cr->damaged) {
+        cr->damaged = true;
+        cr->damage = *e;
+    }
+    pthread_mutex_unlock(&cr->mu);
+}
+
+static void copy_tick(void *ctx)
+{
+    struct copy_run *cr = ctx;
+    pthread_mutex_lock(&cr->mu);
+    size_t done = cr->done;
+    pthread_mutex_unlock(&cr->mu);
+    caris_op_progress(cr->op, "copy", done, cr->total);
+}
 
 /* Sends the blobs dst lacks, then commits the snapshot. Under both locks, with the id claimed
- * in dst. The blobs are read in the order they lie in the source's packs, several at once
- * (threads): the storage reads a pack in large ranged reads that cover many blobs, not one
- * read per blob. Every blob is loaded with its id check: only a blob whose plaintext hashes
- * to its id moves. */
+ * in dst. The blobs are read through a read plan (caris/readplan.h): grouped by the source's
+ * packs, near blobs in one ranged read, several reads at once (threads). Every blob is loaded
+ * with its id check: only a blob whose plaintext hashes to its id moves; a blob that cannot
+ * be read fails the copy before anything is committed. */
 static int copy_blobs_and_commit(struct repo *src, struct repo *dst, const char *snap_name,
                                  const struct blob_list *l, struct caris_copy_item *it, int threads,
                                  const struct caris_op *op, struct err *e)
 {
     struct repo_writer *w = repo_writer_new(dst, 1);
-    int meta_slot = repo_writer_meta_slot(w);
-    struct buf plain = {0};
     json_t *summary = NULL, *ref = NULL;
     int rc = -1;
-    struct blob_todo *todo = xcalloc(l->n ? l->n : 1, sizeof(*todo));
-    size_t n = 0;
+    struct readplan *plan = readplan_new(src);
+    struct copy_run cr = {.w = w,
+                          .meta_slot = repo_writer_meta_slot(w),
+                          .it = it,
+                          .op = op,
+                          .total = l->n,
+                          .damage = ERR_INIT};
+    pthread_mutex_init(&cr.mu, NULL);
     for (size_t i = 0; i < l->n; i++) {
         if (repo_has_blob(dst, l->v[i].id))
             continue;
-        if (!repo_blob_where(src, l->v[i].id, &todo[n].pack, &todo[n].off)) {
-            /* the load says what is wrong with it */
-            if (repo_blob_load(src, l->v[i].id, &plain, e) == 0)
-                err_set(e, ERR_DAMAGE, "run `caris-backup check` on the source",
-                        "a blob of backup %s is not in the source's index", it->backup_id);
+        int64_t len = repo_blob_size(src, l->v[i].id);
+        if (len < 0) {
+            err_set(e, ERR_DAMAGE, "run `caris-backup check` on the source",
+                    "a blob of backup %s is not in the source's index", it->backup_id);
             err_wrap(e, "cannot copy backup %s from the source", it->backup_id);
             goto out;
         }
-        todo[n++].i = i;
+        readplan_add(plan, l->v[i].id, (uint32_t)len, (void *)&l->v[i], 0);
     }
-    qsort(todo, n, sizeof(*todo), cmp_todo);
-    struct pool *pool = pool_new(threads > 0 ? threads : sys_ncpu(), 64);
-    struct fetchq *q = fetchq_new(src, pool, 0, SIZE_MAX, COPY_WINDOW_BYTES);
-    caris_op_progress(op, "copy", 0, l->n);
-    size_t next = 0;
-    int lrc = 0;
-    for (size_t k = 0; k < n && lrc == 0; k++) {
-        if (caris_op_check(op, "nothing was committed in the destination", e) != 0) {
-            lrc = -1;
-            break;
-        }
-        while (next < n) {
-            const struct blob_ref *b = &l->v[todo[next].i];
-            int64_t len = repo_blob_size(src, b->id);
-            if (len < 0 || !fetchq_room(q, (uint32_t)len))
-                break;
-            fetchq_submit(q, b->id, (uint32_t)len, (void *)b);
-            next++;
-        }
-        void *tag;
-        if (fetchq_empty(q) || fetchq_next(q, &tag, &plain, e) != 0) {
-            if (fetchq_empty(q))
-                err_set(e, ERR_FAILURE, NULL, "internal error: a blob to copy has no size");
-            err_wrap(e, "cannot copy backup %s from the source", it->backup_id);
-            lrc = -1;
-            break;
-        }
-        const struct blob_ref *b = tag;
-        int added = repo_writer_add(w, b->meta ? meta_slot : 0, b->id, plain.data, plain.len, e);
-        if (added < 0) {
-            lrc = -1;
-            break;
-        }
-        if (added == 1) {
-            it->blobs_copied++;
-            it->bytes_copied += plain.len;
-        }
-        caris_op_progress(op, "copy", l->n - n + k + 1, l->n);
-    }
-    fetchq_free(q); /* waits for loads still running after a failure */
-    pool_free(pool);
-    if (lrc != 0)
+    cr.done = l->n - readplan_uses(plan);
+    caris_op_progress(op, "copy", cr.done, l->n);
+    static const struct readplan_ops ops = {
+        .use = copy_use, .damaged = copy_damaged, .tick = copy_tick};
+    if (readplan_run(plan, readplan_threads(src, threads), 0, &ops, &cr, op, e) != 0) {
+        if (caris_op_cancelled(op))
+            caris_op_check(op, "nothing was committed in the destination", e);
+        err_wrap(e, "cannot copy backup %s", it->backup_id);
         goto out;
+    }
+    if (cr.damaged) {
+        *e = cr.damage;
+        err_wrap(e, "cannot copy backup %s from the source", it->backup_id);
+        goto out;
+    }
     if (repo_writer_flush(w, e) != 0)
         goto out;
     struct repo_writer_stats ws;
@@ -222,8 +233,8 @@ static int copy_blobs_and_commit(struct repo *src, struct repo *dst, const char 
     it->copied = true;
     rc = 0;
 out:
-    free(todo);
-    buf_free(&plain);
+    readplan_free(plan);
+    pthread_mutex_destroy(&cr.mu);
     repo_writer_free(w);
     json_decref(summary);
     json_decref(ref);

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -14,6 +15,7 @@
 #include "caris/fsmeta.h"
 #include "caris/pipeline.h"
 #include "caris/pool.h"
+#include "caris/readplan.h"
 #include "caris/stream.h"
 #include "common.h"
 #include "inspect_internal.h"
@@ -26,6 +28,14 @@
 
 #define MAX_INFLIGHT_BYTES (64u << 20)
 #define MAX_INFLIGHT_JOBS 4096
+/* A restore read through a plan (readplan.h) runs the manifest in batches: at most this many
+ * files, or blob uses, per plan (the plan holds ~64 bytes per use, a file ~300 bytes). Files
+ * of several chunks stay open from their first chunk to their last: at most plan_max_open
+ * of them per batch (below the limit on open descriptors). */
+#define PLAN_MAX_FILES 65536
+#define PLAN_MAX_USES (1u << 20)
+#define PLAN_SYNC_BATCH 2048      /* files committed per syncfs, when descriptors allow */
+#define PLAN_HOLD_MAX (64u << 20) /* early chunks a verification holds, all files together */
 
 /* Hard links of a partial restore (--include) whose first name (the entry holding the
  * content) is outside the selection: the first selected name of each such file takes its
@@ -55,6 +65,31 @@ struct rfile {
     struct fsrestore_file *out;
     bool failed;
     json_t *path_json; /* for reports */
+    /* restores read through a plan: chunks arrive in any order, on any thread */
+    bool planned, finished;
+    pthread_mutex_t mu; /* guards out, failed, remaining and the hashing below */
+    size_t remaining;   /* chunks not arrived yet */
+    /* Hashing in order as chunks arrive: chunks 0 .. next_k - 1 are hashed (up to pos). A
+     * chunk that comes early: a restore hashes the rest from the written file at the end
+     * (readback); a verification holds it (held, within PLAN_HOLD_MAX for all files) or,
+     * beyond that, verifies the file again in order after the plan (recheck). */
+    size_t next_k;
+    bool readback, recheck;
+    struct held *held;
+};
+
+/* A chunk of a file being verified that arrived before the ones ahead of it. */
+struct held {
+    size_t k;
+    struct buf data;
+    struct held *next;
+};
+
+/* A hard link met while a plan batch was open: made once its batch ran. */
+struct deferred_link {
+    char *rel, *link;
+    const char *rootp;
+    json_t *path_json;
 };
 
 struct rctx {
@@ -72,6 +107,14 @@ struct rctx {
     struct err fatal; /* a failure that stops everything (not damage) */
     bool stop;
     struct relinks relinks; /* hard links whose first name is outside --include */
+    /* a restore read through a plan: the batch's files and deferred hard links */
+    struct readplan *plan;
+    struct rfile **batch;
+    size_t nbatch, cap_batch, batch_open, plan_max_open;
+    struct deferred_link *links;
+    size_t nlinks, cap_links;
+    int plan_threads;
+    uint64_t held_bytes; /* atomic: bytes of struct held in all files */
 };
 
 /* Workers restore small files themselves: everything they report goes through c->mu. */
@@ -124,10 +167,24 @@ static void add_error(json_t *arr, json_t *path, const char *msg)
     json_array_append_new(arr, o);
 }
 
+static void held_free(struct rfile *f)
+{
+    while (f->held) {
+        struct held *h = f->held;
+        f->held = h->next;
+        __atomic_fetch_sub(&f->ctx->held_bytes, (uint64_t)h->data.len, __ATOMIC_RELAXED);
+        buf_free(&h->data);
+        free(h);
+    }
+}
+
 static void rfile_free(struct rfile *f)
 {
     if (f->out)
         fsrestore_file_abort(f->out);
+    if (f->planned)
+        pthread_mutex_destroy(&f->mu);
+    held_free(f);
     cx_sha256_free(f->h);
     free(f->relpath);
     fs_meta_free(&f->meta);
@@ -476,6 +533,354 @@ static int relinks_build(const struct files_read_opts *o, json_t *roots, const s
     return more < 0 ? -1 : 0;
 }
 
+/* Makes the hard link rel -> link (paths as the manifest gives them, below rootp) once the
+ * file it names is in place. */
+static int hardlink_make(struct rctx *c, const char *rootp, const char *rel, const char *link,
+                         struct err *fe)
+{
+    int frc;
+    char *to = target_path(rootp, link, strlen(link));
+    if (!to || fsrestore_check_path(to, strlen(to), fe) != 0)
+        frc = err_set(fe, ERR_DAMAGE, NULL, "invalid hard link target");
+    else if (!selected(c->o, to, false)) {
+        /* its first name is not being restored: the first selected name holds the content
+         * (relinks_build), the others link to it */
+        const char *holder = relink_find(&c->relinks, to);
+        frc = holder && strcmp(holder, rel) != 0 ? fsrestore_hardlink(c->fr, rel, holder, fe) : 0;
+    } else
+        frc = fsrestore_hardlink(c->fr, rel, to, fe);
+    free(to);
+    return frc;
+}
+
+/* ---- restores read through a plan (remote repositories) ------------------------------
+ * The manifest is read in batches. A batch's regular files are created when their first
+ * chunk arrives, written at each chunk's offset as chunks arrive (in pack order, from
+ * several threads), and, once the last one arrived, read back and hashed: only a file whose
+ * SHA-256 is the manifest's is committed (named); the others are removed. Hard links of the
+ * batch are made after its files. */
+
+static void plan_start(struct rctx *c)
+{
+    c->plan = readplan_new(c->r);
+    c->plan_threads = readplan_threads(c->r, c->o->threads);
+    /* two descriptors per open file (the file and its directory), and the batch of files
+     * fsrestore keeps open until it syncs them */
+    struct rlimit rl;
+    rlim_t lim = 1024;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        if (rl.rlim_cur < rl.rlim_max && rl.rlim_cur < 65536) {
+            rlim_t want = rl.rlim_max < 65536 ? rl.rlim_max : 65536;
+            struct rlimit nl = {want, rl.rlim_max};
+            if (setrlimit(RLIMIT_NOFILE, &nl) == 0)
+                rl.rlim_cur = want;
+        }
+        lim = rl.rlim_cur;
+    }
+    /* Files being written and files committed but waiting for their batch's syncfs each
+     * hold two descriptors: with room for it, larger syncfs batches (each syncfs flushes
+     * the whole file system, which costs most when others write to it too). */
+    if (lim >= 16384) {
+        c->plan_max_open = 2048;
+        if (c->fr)
+            fsrestore_set_batch(c->fr, PLAN_SYNC_BATCH);
+    } else {
+        c->plan_max_open = lim >= 4096 ? 512 : 64;
+    }
+}
+
+/* Hashes chunk next_k (at off) into the file's hash. Under f->mu. */
+static void plan_hash_chunk(struct rfile *f, uint64_t off, const uint8_t *data, size_t len)
+{
+    if (off > f->pos)
+        sha256_zeros(f->h, off - f->pos);
+    cx_sha256_update(f->h, data, len);
+    f->pos = off + len;
+    f->next_k++;
+}
+
+/* Number of the chunk at logical offset off (offsets increase with the number). */
+static size_t plan_chunk_index(const struct rfile *f, uint64_t off)
+{
+    size_t lo = 0, hi = f->nchunks;
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (f->offs[mid] <= off)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* The chunk at off arrived: hashed now if it is the next one (then the held ones that
+ * follow it), else kept aside as an early chunk. Under f->mu. */
+static void plan_hash(struct rctx *c, struct rfile *f, uint64_t off, const uint8_t *data,
+                      size_t len)
+{
+    if (f->failed || f->readback || f->recheck)
+        return;
+    size_t k = plan_chunk_index(f, off);
+    if (k == f->next_k) {
+        plan_hash_chunk(f, off, data, len);
+        for (struct held **hp = &f->held; *hp;) {
+            struct held *h = *hp;
+            if (h->k != f->next_k) {
+                hp = &h->next;
+                continue;
+            }
+            plan_hash_chunk(f, f->offs[h->k], h->data.data, h->data.len);
+            *hp = h->next;
+            __atomic_fetch_sub(&c->held_bytes, (uint64_t)h->data.len, __ATOMIC_RELAXED);
+            buf_free(&h->data);
+            free(h);
+            hp = &f->held; /* the one after it may be anywhere in the list */
+        }
+        return;
+    }
+    if (c->o->target) { /* written: hashed from the file at the end */
+        f->readback = true;
+        return;
+    }
+    if (__atomic_add_fetch(&c->held_bytes, (uint64_t)len, __ATOMIC_RELAXED) > PLAN_HOLD_MAX) {
+        __atomic_fetch_sub(&c->held_bytes, (uint64_t)len, __ATOMIC_RELAXED);
+        f->recheck = true;
+        held_free(f);
+        return;
+    }
+    struct held *h = xcalloc(1, sizeof(*h));
+    h->k = k;
+    buf_append(&h->data, data, len);
+    h->next = f->held;
+    f->held = h;
+}
+
+static void plan_file_finish(struct rctx *c, struct rfile *f)
+{
+    struct err e = ERR_INIT;
+    if (f->recheck && !f->failed) { /* verified again, in order, after the plan */
+        f->finished = true;
+        return;
+    }
+    if (!f->failed && f->readback) {
+        /* the rest of the file as written, from where the hash stopped; holes (never
+         * written) read as zeros */
+        uint8_t *b = xmalloc(1u << 20);
+        uint64_t pos = f->pos;
+        while (pos < f->meta.size) {
+            size_t want = f->meta.size - pos < (1u << 20) ? (size_t)(f->meta.size - pos) : 1u << 20;
+            ssize_t n = fsrestore_file_read(f->out, b, want, pos, &e);
+            if (n < 0) {
+                f->failed = true;
+                note_failure(c, f, &e);
+                break;
+            }
+            if (n == 0)
+                break;
+            cx_sha256_update(f->h, b, (size_t)n);
+            pos += (uint64_t)n;
+        }
+        free(b);
+        f->pos = pos;
+    }
+    if (!f->failed) {
+        if (f->meta.size > f->pos)
+            sha256_zeros(f->h, f->meta.size - f->pos);
+        uint8_t sum[32];
+        cx_sha256_final(f->h, sum);
+        if (memcmp(sum, f->sha, 32) != 0) {
+            f->failed = true;
+            note(c, c->errors, f->path_json,
+                 "checksum mismatch: restored content does not match the SHA-256 recorded "
+                 "at backup time");
+        }
+    }
+    if (!f->failed && f->out) {
+        struct fsrestore_file *out = f->out;
+        f->out = NULL; /* commit frees it, whatever happens */
+        if (fsrestore_file_commit_meta(out, f->meta.size, &f->meta, &e) != 0) {
+            f->failed = true;
+            note_failure(c, f, &e);
+        }
+    }
+    if (f->out) { /* failed: its temporary file goes now */
+        fsrestore_file_abort(f->out);
+        f->out = NULL;
+    }
+    if (!f->failed)
+        __atomic_fetch_add(&c->files, 1, __ATOMIC_RELAXED);
+    f->finished = true;
+}
+
+static int plan_use(void *ctx, void *tag, uint64_t off, const uint8_t *data, size_t len,
+                    struct err *e)
+{
+    struct rctx *c = ctx;
+    struct rfile *f = tag;
+    int rc = 0;
+    pthread_mutex_lock(&f->mu);
+    if (c->fr && !f->failed && !f->out) {
+        f->out = fsrestore_file_begin(c->fr, f->relpath, e);
+        if (!f->out) {
+            f->failed = true;
+            rc = -1;
+        }
+    }
+    if (f->out && !f->failed && fsrestore_file_write(f->out, data, len, off, e) != 0) {
+        f->failed = true;
+        rc = -1;
+    }
+    if (rc != 0 && e->code == ERR_DAMAGE) { /* an invalid path: this file only */
+        note(c, c->errors, f->path_json, e->msg);
+        rc = 0;
+    }
+    plan_hash(c, f, off, data, len);
+    bool last = --f->remaining == 0;
+    pthread_mutex_unlock(&f->mu);
+    __atomic_fetch_add(&c->bytes, (uint64_t)len, __ATOMIC_RELAXED);
+    if (last)
+        plan_file_finish(c, f);
+    return rc;
+}
+
+static void plan_damaged(void *ctx, void *tag, uint64_t off, const struct err *e)
+{
+    (void)off;
+    struct rctx *c = ctx;
+    struct rfile *f = tag;
+    pthread_mutex_lock(&f->mu);
+    if (!f->failed) {
+        f->failed = true;
+        note(c, c->errors, f->path_json, e->msg);
+    }
+    bool last = --f->remaining == 0;
+    pthread_mutex_unlock(&f->mu);
+    if (last)
+        plan_file_finish(c, f);
+}
+
+static void plan_tick(void *ctx)
+{
+    struct rctx *c = ctx;
+    if (c->o->progress || c->o->op) {
+        int64_t now = time_mono_ns();
+        if (now - c->last_progress > 200000000) {
+            c->last_progress = now;
+            report_progress(c);
+        }
+    }
+}
+
+/* Drops the batch without running it: files not finished lose their temporary files. */
+static void plan_discard(struct rctx *c)
+{
+    for (size_t i = 0; i < c->nbatch; i++)
+        rfile_free(c->batch[i]);
+    free(c->batch);
+    c->batch = NULL;
+    c->nbatch = c->cap_batch = c->batch_open = 0;
+    for (size_t i = 0; i < c->nlinks; i++) {
+        free(c->links[i].rel);
+        free(c->links[i].link);
+        json_decref(c->links[i].path_json);
+    }
+    free(c->links);
+    c->links = NULL;
+    c->nlinks = c->cap_links = 0;
+}
+
+/* Runs the batch: its files, then its hard links. */
+static int plan_flush(struct rctx *c, struct err *e)
+{
+    static const struct readplan_ops ops = {
+        .use = plan_use, .damaged = plan_damaged, .tick = plan_tick};
+    int rc = 0;
+    if (readplan_uses(c->plan))
+        rc = readplan_run(c->plan, c->plan_threads, c->load_flags, &ops, c, c->o->op, e);
+    if (rc != 0 && caris_op_cancelled(c->o->op))
+        caris_op_check(c->o->op, c->o->target ? CANCEL_RESTORE_HINT : CANCEL_VERIFY_HINT, e);
+    /* Files a verification could not hash as their chunks came (too many came early) are
+     * verified again, in order; files the plan did not finish (it stopped) are removed with
+     * the batch. */
+    for (size_t i = 0; i < c->nbatch; i++) {
+        struct rfile *f = c->batch[i];
+        if (rc == 0 && f->finished && f->recheck && !f->failed && f->ids) {
+            uint64_t counted = 0;
+            for (size_t k = 0; k < f->nchunks; k++)
+                counted += f->lens[k];
+            __atomic_fetch_sub(&c->bytes, counted, __ATOMIC_RELAXED);
+            cx_sha256_free(f->h);
+            f->h = cx_sha256_new();
+            f->pos = 0;
+            f->done_chunks = 0;
+            for (size_t k = 0; k < f->nchunks; k++)
+                submit(c, f, k); /* consume_one finishes and frees it */
+            continue;
+        }
+        rfile_free(f);
+    }
+    drain(c);
+    c->nbatch = c->batch_open = 0;
+    for (size_t i = 0; i < c->nlinks && rc == 0 && !has_fatal(c); i++) {
+        struct deferred_link *l = &c->links[i];
+        struct err fe = ERR_INIT;
+        if (hardlink_make(c, l->rootp, l->rel, l->link, &fe) != 0) {
+            if (fe.code == ERR_DAMAGE)
+                note(c, c->errors, l->path_json, fe.msg);
+            else
+                note_fatal(c, &fe);
+        }
+    }
+    for (size_t i = 0; i < c->nlinks; i++) {
+        free(c->links[i].rel);
+        free(c->links[i].link);
+        json_decref(c->links[i].path_json);
+    }
+    c->nlinks = 0;
+    return rc;
+}
+
+static void plan_defer_link(struct rctx *c, const char *rootp, char *rel, const char *link,
+                            json_t *pathj)
+{
+    if (c->nlinks == c->cap_links) {
+        c->cap_links = c->cap_links ? c->cap_links * 2 : 16;
+        c->links = xrealloc(c->links, xsize(c->cap_links, sizeof(*c->links), 0));
+    }
+    c->links[c->nlinks++] = (struct deferred_link){
+        .rel = rel, .link = xstrdup(link), .rootp = rootp, .path_json = json_incref(pathj)};
+}
+
+/* A regular file with chunks into the batch (which runs first when it is full). */
+static int plan_add_file(struct rctx *c, struct rfile *f, struct err *e)
+{
+    bool open_long = c->fr && f->nchunks > 1;
+    if (c->nbatch >= PLAN_MAX_FILES ||
+        (readplan_uses(c->plan) && readplan_uses(c->plan) + f->nchunks > PLAN_MAX_USES) ||
+        (open_long && c->batch_open >= c->plan_max_open)) {
+        if (plan_flush(c, e) != 0) {
+            rfile_free(f);
+            return -1;
+        }
+    }
+    f->planned = true;
+    pthread_mutex_init(&f->mu, NULL);
+    f->remaining = f->nchunks;
+    if (c->nbatch == c->cap_batch) {
+        c->cap_batch = c->cap_batch ? c->cap_batch * 2 : 256;
+        c->batch = xrealloc(c->batch, xsize(c->cap_batch, sizeof(*c->batch), 0));
+    }
+    c->batch[c->nbatch++] = f;
+    c->batch_open += open_long;
+    for (size_t k = 0; k < f->nchunks; k++)
+        readplan_add(c->plan, f->ids[k], f->lens[k], f, f->offs[k]);
+    if (c->o->target) { /* the plan has them (a verification may need them again) */
+        free(f->ids);
+        f->ids = NULL;
+    }
+    return 0;
+}
+
 int files_read_backup(struct repo *r, json_t *summary, const struct buf *entries,
                       const struct files_read_opts *o, struct caris_read_report *out, struct err *e)
 {
@@ -509,6 +914,8 @@ int files_read_backup(struct repo *r, json_t *summary, const struct buf *entries
     int nthreads = o->threads > 0 ? o->threads : sys_ncpu();
     c.pool = pool_new(nthreads, MAX_INFLIGHT_JOBS);
     c.q = fetchq_new(r, c.pool, c.load_flags, MAX_INFLIGHT_JOBS, MAX_INFLIGHT_BYTES);
+    if (readplan_preferred(r))
+        plan_start(&c);
     struct entry_iter it;
     entry_iter_init(&it, entries);
     int more;
@@ -579,21 +986,12 @@ int files_read_backup(struct repo *r, json_t *summary, const struct buf *entries
             }
             break;
         case FS_HARDLINK:
-            if (c.fr) {
+            if (c.plan && c.fr) { /* after the files of its batch */
+                plan_defer_link(&c, rootp, rel, m.link, pathj);
+                rel = NULL;
+            } else if (c.fr) {
                 drain_all(&c); /* the file it names must be in place */
-                char *to = target_path(rootp, m.link, strlen(m.link));
-                if (!to || fsrestore_check_path(to, strlen(to), &fe) != 0)
-                    frc = err_set(&fe, ERR_DAMAGE, NULL, "invalid hard link target");
-                else if (!selected(o, to, false)) {
-                    /* its first name is not being restored: the first selected name holds
-                     * the content (relinks_build), the others link to it */
-                    const char *holder = relink_find(&c.relinks, to);
-                    frc = holder && strcmp(holder, rel) != 0
-                              ? fsrestore_hardlink(c.fr, rel, holder, &fe)
-                              : 0;
-                } else
-                    frc = fsrestore_hardlink(c.fr, rel, to, &fe);
-                free(to);
+                frc = hardlink_make(&c, rootp, rel, m.link, &fe);
             }
             break;
         case FS_REG: {
@@ -620,6 +1018,11 @@ int files_read_backup(struct repo *r, json_t *summary, const struct buf *entries
                 chunk_offsets(ent, f) != 0) {
                 note(&c, c.errors, pathj, "malformed manifest entry (chunks, extents or sha256)");
                 rfile_free(f);
+                break;
+            }
+            if (c.plan && f->nchunks) {
+                if (plan_add_file(&c, f, e) != 0)
+                    goto out;
                 break;
             }
             if (f->nchunks <= 1) {
@@ -660,6 +1063,8 @@ int files_read_backup(struct repo *r, json_t *summary, const struct buf *entries
     }
     if (more < 0)
         goto out;
+    if (c.plan && plan_flush(&c, e) != 0)
+        goto out;
     drain_all(&c);
     /* small files skipped by their jobs after a cancel: not an error of theirs */
     if (caris_op_check(o->op, o->target ? CANCEL_RESTORE_HINT : CANCEL_VERIFY_HINT, e) != 0)
@@ -686,6 +1091,8 @@ out:
     json_decref(ent);
     if (c.pool)
         drain_all(&c);
+    plan_discard(&c);
+    readplan_free(c.plan);
     fetchq_free(c.q);
     if (c.pool)
         pool_free(c.pool);

@@ -927,6 +927,16 @@ static int s3_read_at(struct storage *st, const char *name, uint64_t off, void *
     return read_windowed(s, name, off, out, len, e);
 }
 
+/* One ranged GET of exactly the range asked for (a restore plan's merged range). */
+static int s3_read_direct(struct storage *st, const char *name, uint64_t off, void *out, size_t len,
+                          struct err *e)
+{
+    size_t got;
+    if (len == 0)
+        return 0;
+    return get_range(S(st), name, off, len, len, out, &got, e);
+}
+
 static int head(struct s3_storage *s, const char *name, struct response *rs, struct err *e)
 {
     struct request rq = {.method = "HEAD", .name = name};
@@ -1202,6 +1212,7 @@ static const struct storage_ops s3_ops = {
     .mtime = s3_mtime,
     .list_temp = s3_list_temp,
     .close = s3_close,
+    .read_direct = s3_read_direct,
 };
 
 /* ---- opening ------------------------------------------------------------------------- */

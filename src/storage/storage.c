@@ -23,6 +23,14 @@ int storage_read_at(struct storage *s, const char *name, uint64_t off, void *out
     return s->ops->read_at(s, name, off, out, len, e);
 }
 
+int storage_read_direct(struct storage *s, const char *name, uint64_t off, void *out, size_t len,
+                        struct err *e)
+{
+    if (s->ops->read_direct)
+        return s->ops->read_direct(s, name, off, out, len, e);
+    return s->ops->read_at(s, name, off, out, len, e);
+}
+
 int storage_size(struct storage *s, const char *name, uint64_t *size, struct err *e)
 {
     return s->ops->size(s, name, size, e);

@@ -1,0 +1,304 @@
+/* Read plans: blobs read grouped by pack, in merged ranges, on several threads (see
+ * caris/readplan.h). */
+#include "caris/readplan.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "caris/crypto.h"
+#include "caris/pool.h"
+#include "internal.h"
+
+struct use {
+    uint8_t id[32];
+    uint32_t len;
+    void *tag;
+    uint64_t off;
+    struct ientry en; /* where the blob lies */
+};
+
+struct readplan {
+    struct repo *r;
+    struct use *v;
+    size_t n, cap;
+};
+
+struct run {
+    struct readplan *p;
+    const struct readplan_ops *ops;
+    void *ctx;
+    const struct caris_op *op;
+    bool check_id;
+    pthread_mutex_t mu;
+    bool stop;
+    struct err fatal;
+};
+
+/* One read: uses v[first .. last) of one pack, their blobs in [start, start + len). */
+struct range {
+    struct run *run;
+    size_t first, last;
+    uint64_t start;
+    size_t len;
+};
+
+struct readplan *readplan_new(struct repo *r)
+{
+    struct readplan *p = xcalloc(1, sizeof(*p));
+    p->r = r;
+    return p;
+}
+
+void readplan_free(struct readplan *p)
+{
+    if (!p)
+        return;
+    free(p->v);
+    free(p);
+}
+
+void readplan_add(struct readplan *p, const uint8_t id[32], uint32_t len, void *tag, uint64_t off)
+{
+    if (p->n == p->cap) {
+        p->cap = p->cap ? p->cap * 2 : 1024;
+        p->v = xrealloc(p->v, xsize(p->cap, sizeof(*p->v), 0));
+    }
+    struct use *u = &p->v[p->n++];
+    memcpy(u->id, id, 32);
+    u->len = len;
+    u->tag = tag;
+    u->off = off;
+}
+
+size_t readplan_uses(const struct readplan *p)
+{
+    return p->n;
+}
+
+bool readplan_preferred(struct repo *r)
+{
+    return r->st->connections > 0;
+}
+
+int readplan_threads(struct repo *r, int threads)
+{
+    int n = r->st->connections > 0 ? r->st->connections : sys_ncpu();
+    return threads > n ? threads : n;
+}
+
+/* Pack order, then offset in the pack (the uses of one blob end up next to each other). */
+static int use_cmp(const void *a, const void *b)
+{
+    const struct use *x = a, *y = b;
+    if (x->en.pack != y->en.pack)
+        return x->en.pack < y->en.pack ? -1 : 1;
+    if (x->en.off != y->en.off)
+        return x->en.off < y->en.off ? -1 : 1;
+    return memcmp(x->id, y->id, 32);
+}
+
+static bool stopped(struct run *rn)
+{
+    pthread_mutex_lock(&rn->mu);
+    bool s = rn->stop;
+    pthread_mutex_unlock(&rn->mu);
+    return s;
+}
+
+static void stop_with(struct run *rn, const struct err *e)
+{
+    pthread_mutex_lock(&rn->mu);
+    if (!rn->stop) {
+        rn->stop = true;
+        if (e)
+            rn->fatal = *e;
+    }
+    pthread_mutex_unlock(&rn->mu);
+}
+
+static void damage_uses(struct run *rn, size_t first, size_t last, const struct err *e)
+{
+    for (size_t k = first; k < last; k++)
+        rn->ops->damaged(rn->ctx, rn->p->v[k].tag, rn->p->v[k].off, e);
+}
+
+static void range_job(void *arg, int worker)
+{
+    (void)worker;
+    struct range *rg = arg;
+    struct run *rn = rg->run;
+    struct readplan *p = rn->p;
+    struct repo *r = p->r;
+    struct buf data = {0}, plain = {0};
+    struct err e = ERR_INIT;
+    uint8_t key[32];
+    char name[80];
+    bool have_key = false;
+    if (stopped(rn) || caris_op_cancelled(rn->op))
+        goto out;
+    buf_reserve(&data, rg->len);
+    uint32_t pack = p->v[rg->first].en.pack;
+    pthread_mutex_lock(&r->mu);
+    pack_object_name(r->packs[pack].id, name, sizeof(name));
+    pthread_mutex_unlock(&r->mu);
+    if (storage_read_direct(r->st, name, rg->start, data.data, rg->len, &e) != 0) {
+        if (e.code == ERR_NOT_FOUND)
+            err_set(&e, ERR_DAMAGE,
+                    "the repository lost a file: run `caris-backup check` to see which backups "
+                    "are affected",
+                    "pack %s is missing", name);
+        if (e.code == ERR_DAMAGE)
+            damage_uses(rn, rg->first, rg->last, &e);
+        else
+            stop_with(rn, &e);
+        goto out;
+    }
+    data.len = rg->len;
+    /* The pack's key comes from its header: in the range when it starts at 0, else read
+     * alone (40 bytes, not a read window of the storage) unless known already. */
+    uint8_t head[PACK_HEADER_LEN];
+    const uint8_t *headp = rg->start == 0 ? data.data : NULL;
+    pthread_mutex_lock(&r->mu);
+    bool known = r->packs[pack].key_ready;
+    pthread_mutex_unlock(&r->mu);
+    if (!headp && !known) {
+        if (storage_read_direct(r->st, name, 0, head, sizeof(head), &e) != 0) {
+            if (e.code == ERR_DAMAGE || e.code == ERR_NOT_FOUND)
+                damage_uses(rn, rg->first, rg->last, &e);
+            else
+                stop_with(rn, &e);
+            goto out;
+        }
+        headp = head;
+    }
+    if (repo_pack_key(r, pack, headp, key, name, sizeof(name), &e) != 0) {
+        if (e.code == ERR_DAMAGE)
+            damage_uses(rn, rg->first, rg->last, &e);
+        else
+            stop_with(rn, &e);
+        goto out;
+    }
+    have_key = true;
+    for (size_t k = rg->first; k < rg->last;) {
+        const struct use *u = &p->v[k];
+        size_t end = k + 1; /* the uses of this blob */
+        while (end < rg->last && p->v[end].en.off == u->en.off)
+            end++;
+        struct err be = ERR_INIT;
+        int rc = blob_decode(r, u->id, &u->en, key, data.data + (u->en.off - rg->start), name,
+                             rn->check_id, &plain, &be);
+        for (size_t j = k; j < end && !stopped(rn); j++) {
+            const struct use *uj = &p->v[j];
+            if (rc != 0) {
+                rn->ops->damaged(rn->ctx, uj->tag, uj->off, &be);
+            } else if (plain.len != uj->len) {
+                struct err le = ERR_INIT;
+                char hex[65];
+                cx_hex(uj->id, 32, hex);
+                err_set(&le, ERR_DAMAGE, NULL, "chunk %.16s has %zu bytes, the manifest says %u",
+                        hex, plain.len, uj->len);
+                rn->ops->damaged(rn->ctx, uj->tag, uj->off, &le);
+            } else if (rn->ops->use(rn->ctx, uj->tag, uj->off, plain.data, plain.len, &e) != 0) {
+                stop_with(rn, &e);
+            }
+        }
+        k = end;
+    }
+out:
+    if (have_key)
+        cx_wipe(key, sizeof(key));
+    if (plain.data)
+        cx_wipe(plain.data, plain.len);
+    buf_free(&plain);
+    buf_free(&data);
+    free(rg);
+}
+
+/* Queues the range of uses [first, last) (one pack, sorted), and returns when it is queued. */
+static void submit_range(struct run *rn, struct pool *pool, size_t first, size_t last,
+                         uint64_t start, uint64_t end)
+{
+    struct range *rg = xcalloc(1, sizeof(*rg));
+    rg->run = rn;
+    rg->first = first;
+    rg->last = last;
+    rg->start = start;
+    rg->len = (size_t)(end - start);
+    pool_submit(pool, range_job, rg);
+}
+
+int readplan_run(struct readplan *p, int threads, unsigned load_flags,
+                 const struct readplan_ops *ops, void *ctx, const struct caris_op *op,
+                 struct err *e)
+{
+    struct run rn = {.p = p,
+                     .ops = ops,
+                     .ctx = ctx,
+                     .op = op,
+                     .check_id = !(load_flags & REPO_LOAD_NO_ID_CHECK),
+                     .fatal = ERR_INIT};
+    pthread_mutex_init(&rn.mu, NULL);
+    /* Where every blob lies; blobs the index does not know are damage, reported first. */
+    size_t n = 0;
+    for (size_t i = 0; i < p->n; i++) {
+        struct use *u = &p->v[i];
+        if (repo_lookup_entry(p->r, u->id, &u->en)) {
+            p->v[n++] = *u;
+            continue;
+        }
+        struct err de = ERR_INIT;
+        char hex[65];
+        cx_hex(u->id, 32, hex);
+        err_set(&de, ERR_DAMAGE,
+                "an index file or pack is missing: run `caris-backup check` to see what is "
+                "damaged",
+                "blob %.16s is not in the repository index", hex);
+        ops->damaged(ctx, u->tag, u->off, &de);
+    }
+    p->n = n;
+    if (p->n)
+        qsort(p->v, p->n, sizeof(*p->v), use_cmp);
+    /* Ranges: within a pack, the next blob joins the current range when the gap to it is
+     * at most READPLAN_GAP and the range stays within READPLAN_RANGE_MAX. A pack's first
+     * range starts at 0 when its first blob is that close to the start: the header then
+     * comes with it, and the pack's key needs no read of its own. */
+    struct pool *pool = pool_new(threads > 0 ? threads : 1, (size_t)(threads > 0 ? threads : 1));
+    size_t first = 0;
+    uint64_t start = 0, end = 0;
+    for (size_t i = 0; i < p->n; i++) {
+        const struct use *u = &p->v[i];
+        uint64_t bs = u->en.off, be = (uint64_t)u->en.off + u->en.clen;
+        bool same_pack = i > first && p->v[i - 1].en.pack == u->en.pack;
+        if (same_pack && bs <= end + READPLAN_GAP &&
+            (be <= end || be - start <= READPLAN_RANGE_MAX)) {
+            if (be > end)
+                end = be;
+            continue;
+        }
+        if (i > first)
+            submit_range(&rn, pool, first, i, start, end);
+        if (ops->tick)
+            ops->tick(ctx);
+        if (stopped(&rn) || caris_op_cancelled(op)) {
+            first = p->n;
+            break;
+        }
+        first = i;
+        start = !same_pack && bs <= PACK_HEADER_LEN + READPLAN_GAP ? 0 : bs;
+        end = be;
+    }
+    if (first < p->n)
+        submit_range(&rn, pool, first, p->n, start, end);
+    pool_free(pool); /* waits for every range */
+    int rc = 0;
+    if (err_is_set(&rn.fatal)) {
+        *e = rn.fatal;
+        rc = -1;
+    } else if (caris_op_check(op, NULL, e) != 0) {
+        rc = -1;
+    }
+    pthread_mutex_destroy(&rn.mu);
+    p->n = 0;
+    return rc;
+}
