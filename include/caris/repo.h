@@ -135,6 +135,10 @@ struct repo_writer_stats {
     uint64_t bytes_new;    /* plaintext bytes of new blobs */
     uint64_t bytes_stored; /* bytes written to the repository (packs, index) */
     uint64_t packs;
+    /* Time spent per stage, summed over the threads (so it may exceed the wall time):
+     * compressing new blobs, encrypting them, and closing packs and handing them to storage
+     * (their pack's trailer, its SHA-256 name, the upload queue) plus the final flush. */
+    uint64_t compress_ns, encrypt_ns, write_ns;
 };
 struct repo_writer *repo_writer_new(struct repo *r, int nslots);
 /* The writer has one more slot, after the nslots data slots, for metadata (manifests' entry

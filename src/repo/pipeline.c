@@ -45,7 +45,9 @@ bool pstore_failed(struct pstore *s, struct err *e)
 
 void pstore_chunk(struct pstore *s, int worker, const void *data, size_t len, uint8_t id[32])
 {
+    int64_t t0 = time_mono_ns();
     repo_chunk_id(s->r, data, len, id);
+    __atomic_fetch_add(&s->id_ns, (uint64_t)(time_mono_ns() - t0), __ATOMIC_RELAXED);
     if (pstore_failed(s, NULL))
         return;
     struct err e = ERR_INIT;

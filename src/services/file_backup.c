@@ -97,6 +97,10 @@ struct bctx {
     uint64_t bytes_total, bytes_read;
     uint64_t total_estimate;
     int64_t start_mono, last_progress;
+    /* stage times in ns, summed over the threads (read, sha256 and chunk: atomics, added by
+     * the readers; the others: main thread) */
+    uint64_t read_ns, sha_ns, chunk_ns, walk_ns, reuse_ns, manifest_ns;
+    uint64_t cb_ns; /* in on_entry after its first timestamp: the walk's time is the rest */
     /* chunk -> id -> writer; the first error raised in a worker stops the backup */
     struct pstore ps;
 };
@@ -212,7 +216,10 @@ static int backup_extent(struct bctx *b, struct filerec *f, struct rbuf *rb, uin
             size_t want = rb->cap - have;
             if (want > end - pos)
                 want = (size_t)(end - pos);
+            int64_t t0 = time_mono_ns();
             ssize_t n = pread(fd, rb->p + have, want, (off_t)pos);
+            int64_t t1 = time_mono_ns();
+            __atomic_fetch_add(&b->read_ns, (uint64_t)(t1 - t0), __ATOMIC_RELAXED);
             if (n < 0) {
                 if (errno == EINTR)
                     continue;
@@ -223,6 +230,7 @@ static int backup_extent(struct bctx *b, struct filerec *f, struct rbuf *rb, uin
                 break;
             }
             cx_sha256_update(h, rb->p + have, (size_t)n);
+            __atomic_fetch_add(&b->sha_ns, (uint64_t)(time_mono_ns() - t1), __ATOMIC_RELAXED);
             have += (size_t)n;
             pos += (uint64_t)n;
             __atomic_fetch_add(&b->bytes_read, (uint64_t)n, __ATOMIC_RELAXED);
@@ -234,7 +242,9 @@ static int backup_extent(struct bctx *b, struct filerec *f, struct rbuf *rb, uin
             size_t avail = have - used;
             if (!eof && avail < max)
                 break;
+            int64_t tc = time_mono_ns();
             size_t cut = chunker_cut(&b->ch, rb->p + used, avail);
+            __atomic_fetch_add(&b->chunk_ns, (uint64_t)(time_mono_ns() - tc), __ATOMIC_RELAXED);
             emit_chunk(b, f, rb->p + used, cut);
             used += cut;
         }
@@ -585,6 +595,7 @@ static size_t entry_add(struct bctx *b, json_t *obj)
 static int on_entry(void *ctx, const struct fswalk_entry *ent, struct err *e)
 {
     struct bctx *b = ctx;
+    int64_t t0 = time_mono_ns();
     if (worker_failed(b, e))
         return -1;
     json_t *obj = manifest_entry_new(b->root, ent->path, ent->path_len, &ent->meta);
@@ -595,7 +606,12 @@ static int on_entry(void *ctx, const struct fswalk_entry *ent, struct err *e)
         json_object_set_new(obj, "ctime_s", json_integer(ent->st.st_ctim.tv_sec));
         json_object_set_new(obj, "ctime_ns", json_integer(ent->st.st_ctim.tv_nsec));
         json_object_set_new(obj, "ino", json_integer((json_int_t)ent->st.st_ino));
-        if (!try_reuse(b, ent, obj))
+        int64_t t1 = time_mono_ns();
+        b->manifest_ns += (uint64_t)(t1 - t0);
+        bool reused = try_reuse(b, ent, obj);
+        t0 = time_mono_ns();
+        b->reuse_ns += (uint64_t)(t0 - t1);
+        if (!reused)
             b->entry_recs[idx] = backup_file(b, ent, obj);
         break;
     case FS_DIR:
@@ -609,8 +625,30 @@ static int on_entry(void *ctx, const struct fswalk_entry *ent, struct err *e)
         break;
     }
     maybe_progress(b, false);
+    int64_t t2 = time_mono_ns();
     flush_entries(b);
+    int64_t t3 = time_mono_ns();
+    b->manifest_ns += (uint64_t)(t3 - t2);
+    b->cb_ns += (uint64_t)(t3 - t0);
     return 0;
+}
+
+static json_t *ms(uint64_t ns)
+{
+    return json_real((double)(ns / 1000) / 1000.0);
+}
+
+/* Where the time went, per stage, in ms summed over the threads that did the stage (read,
+ * sha256, chunk: reader threads; chunkId, compress, encrypt: workers; write: workers closing
+ * packs plus the final flush; walk, reuse, manifest: main thread). Stages overlap in time, so
+ * the sum may exceed the wall time. docs/JSON.md ("stageMs") says what each one covers. */
+static json_t *stage_ms_json(const struct bctx *b, const struct repo_writer_stats *ws)
+{
+    return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "walk", ms(b->walk_ns),
+                     "reuse", ms(b->reuse_ns), "read", ms(b->read_ns), "sha256", ms(b->sha_ns),
+                     "chunk", ms(b->chunk_ns), "chunk_id", ms(b->ps.id_ns), "compress",
+                     ms(ws->compress_ns), "encrypt", ms(ws->encrypt_ns), "write", ms(ws->write_ns),
+                     "manifest", ms(b->manifest_ns));
 }
 
 static int count_size(void *ctx, const struct fswalk_entry *ent, struct err *e)
@@ -698,8 +736,11 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
             /* nothing to build on: it reads every file, so it is a full backup, and says so */
             caris_op_log(o->op, LOG_INFO, "no earlier backup of these paths: making a full backup");
             incremental = false;
-        } else if (!(b.prev = prev_load(r, parent, e))) {
-            goto out;
+        } else {
+            int64_t t0 = time_mono_ns();
+            if (!(b.prev = prev_load(r, parent, e)))
+                goto out;
+            b.manifest_ns += (uint64_t)(time_mono_ns() - t0);
         }
     }
     if (backup_id_claim(r, "file", incremental ? "incremental" : "full", start_ns, o->time_ns != 0,
@@ -721,12 +762,14 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
             fswalk_run(json_string_value(json_array_get(roots, i)), &wo, count_size, &ie);
         }
     }
+    int64_t walk0 = time_mono_ns();
     for (size_t i = 0; i < json_array_size(roots); i++) {
         b.root = (int)i;
         struct fswalk_opts wo = {.excludes = o->excludes, .warn = walk_warn, .ctx = &b};
         if (fswalk_run(json_string_value(json_array_get(roots, i)), &wo, on_entry, e) != 0)
             goto out;
     }
+    b.walk_ns = (uint64_t)(time_mono_ns() - walk0) - b.cb_ns;
     pool_wait(b.readers);
     pool_wait(b.pool);
     if (worker_failed(&b, e))
@@ -736,13 +779,16 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
     maybe_progress(&b, true);
 
     /* Every chunk id is known now: the rest of the entries are complete. */
+    int64_t man0 = time_mono_ns();
     flush_entries(&b);
     buf_append_u8(&b.text, b.nentries ? ']' : '[');
     if (!b.nentries)
         buf_append_u8(&b.text, ']');
     if (repo_snapshot_put_entries_text(r, b.w, (const char *)b.text.data, b.text.len, &entries_ref,
-                                       e) != 0 ||
-        repo_writer_flush(b.w, e) != 0)
+                                       e) != 0)
+        goto out;
+    b.manifest_ns += (uint64_t)(time_mono_ns() - man0);
+    if (repo_writer_flush(b.w, e) != 0)
         goto out;
     struct repo_writer_stats ws;
     repo_writer_get_stats(b.w, &ws);
@@ -767,9 +813,13 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
     if (parent && !json_is_null(parent))
         json_object_set(summary, "parent", json_object_get(parent, "id"));
     char name[65];
+    int64_t commit0 = time_mono_ns();
     if (repo_snapshot_commit(r, summary, entries_ref, name, e) != 0)
         goto out;
+    b.manifest_ns += (uint64_t)(time_mono_ns() - commit0);
     json_object_set_new(summary, "_file", json_string(name));
+    /* Added after the commit: this run's profile, reported, not stored in the repository. */
+    json_object_set_new(json_object_get(summary, "stats"), "stage_ms", stage_ms_json(&b, &ws));
     *summary_out = summary;
     summary = NULL;
     rc = b.nwarnings ? CARIS_DONE_WARNINGS : CARIS_DONE;
