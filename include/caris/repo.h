@@ -116,6 +116,9 @@ json_t *repo_warnings(const struct repo *r);
 int repo_pack_blobs(struct repo *r, const char *name, json_t **out, struct err *e);
 /* The repository's id (32 hex digits, from its config). */
 const char *repo_id(const struct repo *r);
+/* A key for authenticating a local cache of this repository (never stored): HKDF-SHA-256 of
+ * the master key with info "caris local cache v1 <purpose>". */
+int repo_local_key(const struct repo *r, const char *purpose, uint8_t key[32], struct err *e);
 
 /* ---- key slots ----------------------------------------------------------------------- */
 /* Id of the key slot that opened the repository (16 hex digits). */

@@ -71,6 +71,15 @@ int pack_derive_key(const struct repo *r, const uint8_t salt[32], uint8_t key[32
                           32, e);
 }
 
+int repo_local_key(const struct repo *r, const char *purpose, uint8_t key[32], struct err *e)
+{
+    char info[128];
+    int n = snprintf(info, sizeof(info), "caris local cache v1 %s", purpose);
+    if (n < 0 || (size_t)n >= sizeof(info))
+        return err_set(e, ERR_FAILURE, NULL, "cache purpose too long");
+    return cx_hkdf_sha256(r->enc_key, 32, NULL, 0, (const uint8_t *)info, (size_t)n, key, 32, e);
+}
+
 int pack_version(const uint8_t head[8])
 {
     if (memcmp(head, PACK_MAGIC, 8) == 0)
