@@ -55,8 +55,12 @@ struct fswalk_entry {
     const char *name;    /* name within dirfd (for the root: its last component) */
     struct stat st;      /* lstat() result */
     struct fs_meta meta; /* filled; owned by the walker, valid during the callback only */
-    bool known;          /* the opts' known() said the caller knows this file: it was not opened and
-                            meta.xattrs was not read (empty) */
+    /* the opts' known() said the caller knows this file: it was not opened and meta.xattrs
+     * was not read (empty) */
+    bool known;
+    /* regular files that were opened: the file, read-only (st is its fstat), valid during the
+     * callback only (dup it to keep it); else -1 */
+    int fd;
 };
 
 /* Called for every entry, parents before children, siblings in byte order of their names.

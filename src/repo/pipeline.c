@@ -27,14 +27,17 @@ void pstore_fail(struct pstore *s, const struct err *e)
 {
     pthread_mutex_lock(&s->mu);
     if (!s->failed) {
-        s->failed = true;
         s->err = *e;
+        __atomic_store_n(&s->failed, true, __ATOMIC_RELEASE); /* after err: see pstore_failed */
     }
     pthread_mutex_unlock(&s->mu);
 }
 
 bool pstore_failed(struct pstore *s, struct err *e)
 {
+    /* asked per buffer and per chunk by every thread: no lock while nothing failed */
+    if (!__atomic_load_n(&s->failed, __ATOMIC_ACQUIRE))
+        return false;
     pthread_mutex_lock(&s->mu);
     bool f = s->failed;
     if (f && e)

@@ -572,10 +572,20 @@ static void read_file_job(void *arg, int reader)
         rb->cap = READ_SIZE + b->ch.p.max_size;
         rb->p = xmalloc(rb->cap);
     }
-    posix_fadvise(f->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
     uint64_t size = (uint64_t)f->st.st_size;
+    /* A larger readahead pays only for files read in several buffers. */
+    if (size > READ_SIZE)
+        posix_fadvise(f->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
     struct err e = ERR_INIT;
-    if (fs_data_extents(f->fd, size, &f->ext, &f->next, &e) != 0) {
+    /* A file with as many bytes allocated as it is long has no holes worth keeping (four
+     * lseeks saved per file); one with fewer is asked where its data is. A file with holes and
+     * blocks preallocated past its end is then stored without its holes: the same bytes, only
+     * not sparse when restored. */
+    if ((uint64_t)f->st.st_blocks * 512 >= size) {
+        f->ext = xmalloc(sizeof(*f->ext));
+        f->ext[0] = (struct fs_extent){0, size};
+        f->next = size ? 1 : 0;
+    } else if (fs_data_extents(f->fd, size, &f->ext, &f->next, &e) != 0) {
         f->ext = xmalloc(sizeof(*f->ext));
         f->ext[0] = (struct fs_extent){0, size};
         f->next = 1;
@@ -613,9 +623,13 @@ static void read_file_job(void *arg, int reader)
  * and hand it to a reader. */
 static struct filerec *backup_file(struct bctx *b, const struct fswalk_entry *ent, json_t *obj)
 {
-    int fd = openat(ent->dirfd, ent->name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
-    if (fd < 0 && errno == EPERM)
-        fd = openat(ent->dirfd, ent->name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    /* The walker's descriptor, duplicated: ent->st is its fstat, taken after it was opened. */
+    int fd = ent->fd >= 0 ? fcntl(ent->fd, F_DUPFD_CLOEXEC, 0) : -1;
+    if (fd < 0 && ent->fd < 0) {
+        fd = openat(ent->dirfd, ent->name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
+        if (fd < 0 && errno == EPERM)
+            fd = openat(ent->dirfd, ent->name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    }
     if (fd < 0) {
         char msg[300];
         snprintf(msg, sizeof(msg), "cannot read file: %s", strerror(errno));
@@ -623,8 +637,9 @@ static struct filerec *backup_file(struct bctx *b, const struct fswalk_entry *en
         json_object_set_new(obj, "error", json_string(msg));
         return NULL;
     }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || st.st_ino != ent->st.st_ino || !S_ISREG(st.st_mode)) {
+    struct stat st = ent->st;
+    if ((ent->fd < 0 && fstat(fd, &st) != 0) || st.st_ino != ent->st.st_ino ||
+        !S_ISREG(st.st_mode)) {
         warn_path(b, ent->path, ent->path_len, "file was replaced while being backed up");
         json_object_set_new(obj, "error", json_string("replaced while being backed up"));
         close(fd);
@@ -989,8 +1004,10 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
     int64_t walk0 = time_mono_ns();
     for (size_t i = 0; i < json_array_size(roots); i++) {
         b.root = (int)i;
-        struct fswalk_opts wo = {
-            .excludes = o->excludes, .warn = walk_warn, .ctx = &b, .known = known_file};
+        struct fswalk_opts wo = {.excludes = o->excludes,
+                                 .warn = walk_warn,
+                                 .ctx = &b,
+                                 .known = b.tab ? known_file : NULL};
         if (fswalk_run(json_string_value(json_array_get(roots, i)), &wo, on_entry, e) != 0)
             goto out;
     }
