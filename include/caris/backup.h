@@ -44,6 +44,10 @@ struct files_backup_opts {
     /* Its cancel flag stops the backup at the next file or buffer (nothing is committed, the
      * lock released; the error says "cancelled"); may be NULL. */
     const struct caris_op *op;
+    /* The local cache directory (BACKUP_DIR/metadata/cache), where the file table of the
+     * latest backup of these paths is kept (it makes a backup of unchanged files one stat and
+     * one lookup per file); NULL: none, every incremental backup reads the previous manifest */
+    const char *cache_dir;
 };
 
 /* A committed backup (files or database). The typed fields are read from its summary, the
@@ -92,7 +96,7 @@ struct caris_list_entry {
     char *id;
     bool missing; /* in the state record, but its snapshot is gone: only id is set */
     char *kind, *mode, *started, *status;
-    char *record; /* "recorded", "unrecorded", "replayed", "none"; NULL without state */
+    char *record;        /* "recorded", "unrecorded", "replayed", "none"; NULL without state */
     char *file, *damage; /* a snapshot file that cannot be read (id may then be NULL): its
                             object name and the error; NULL otherwise */
     int64_t duration_ms;

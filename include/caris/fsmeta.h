@@ -55,6 +55,12 @@ struct fswalk_entry {
     const char *name;    /* name within dirfd (for the root: its last component) */
     struct stat st;      /* lstat() result */
     struct fs_meta meta; /* filled; owned by the walker, valid during the callback only */
+    /* the opts' known() said the caller knows this file: it was not opened and meta.xattrs
+     * was not read (empty) */
+    bool known;
+    /* regular files that were opened: the file, read-only (st is its fstat), valid during the
+     * callback only (dup it to keep it); else -1 */
+    int fd;
 };
 
 /* Called for every entry, parents before children, siblings in byte order of their names.
@@ -71,7 +77,13 @@ struct fswalk_opts {
                                     path, otherwise against the entry's name. */
     bool one_file_system;        /* do not descend into other mounts */
     fswalk_warn_cb warn;
-    void *ctx; /* passed to both callbacks */
+    void *ctx; /* passed to all callbacks */
+    /* Optional. Asked for every regular file with one link (not the root itself) before it is
+     * opened, with its lstat() and meta (owner names filled, no xattrs): true says the caller
+     * already knows this file as it is, so the walker neither opens it nor reads its xattrs
+     * (one fstatat per unchanged file) and the entry comes with `known` set. */
+    bool (*known)(void *ctx, const char *path, size_t path_len, const struct stat *st,
+                  const struct fs_meta *meta);
 };
 
 /* Walks root (an absolute or relative path to a directory or a single file). Hard links:

@@ -27,6 +27,7 @@ struct pstore {
     pthread_mutex_t mu;
     bool failed;
     struct err err;
+    uint64_t id_ns; /* time spent computing chunk ids, summed over the workers (atomic) */
 };
 
 void pstore_init(struct pstore *s, struct repo *r, struct repo_writer *w, int first_slot);

@@ -116,6 +116,9 @@ json_t *repo_warnings(const struct repo *r);
 int repo_pack_blobs(struct repo *r, const char *name, json_t **out, struct err *e);
 /* The repository's id (32 hex digits, from its config). */
 const char *repo_id(const struct repo *r);
+/* A key for authenticating a local cache of this repository (never stored): HKDF-SHA-256 of
+ * the master key with info "caris local cache v1 <purpose>". */
+int repo_local_key(const struct repo *r, const char *purpose, uint8_t key[32], struct err *e);
 
 /* ---- key slots ----------------------------------------------------------------------- */
 /* Id of the key slot that opened the repository (16 hex digits). */
@@ -135,6 +138,10 @@ struct repo_writer_stats {
     uint64_t bytes_new;    /* plaintext bytes of new blobs */
     uint64_t bytes_stored; /* bytes written to the repository (packs, index) */
     uint64_t packs;
+    /* Time spent per stage, summed over the threads (so it may exceed the wall time):
+     * compressing new blobs, encrypting them, and closing packs and handing them to storage
+     * (their pack's trailer, its SHA-256 name, the upload queue) plus the final flush. */
+    uint64_t compress_ns, encrypt_ns, write_ns;
 };
 struct repo_writer *repo_writer_new(struct repo *r, int nslots);
 /* The writer has one more slot, after the nslots data slots, for metadata (manifests' entry

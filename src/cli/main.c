@@ -535,6 +535,8 @@ static int cmd_backup(struct globals *g, int argc, char **argv)
                                   .estimate_total = progress_fn(g) != NULL,
                                   .time_ns = time_ns,
                                   .op = &op};
+    char *cache_dir = xasprintf("%s/metadata/cache", config_backup_dir(&g->cfg));
+    o.cache_dir = cache_dir;
     if (!npaths) {
         err_set(&e, ERR_CONFIG,
                 "name the paths on the command line or set BACKUP_FILES_PATHS (colon-separated) "
@@ -557,6 +559,7 @@ static int cmd_backup(struct globals *g, int argc, char **argv)
     }
     caris_backup_result_free(&res);
     repo_close(r);
+    free(cache_dir);
     free_list(paths, npaths);
     free_list(excl, nexcl);
     return code;

@@ -28,14 +28,17 @@ void pstore_fail(struct pstore *s, const struct err *e)
 {
     pthread_mutex_lock(&s->mu);
     if (!s->failed) {
-        s->failed = true;
         s->err = *e;
+        __atomic_store_n(&s->failed, true, __ATOMIC_RELEASE); /* after err: see pstore_failed */
     }
     pthread_mutex_unlock(&s->mu);
 }
 
 bool pstore_failed(struct pstore *s, struct err *e)
 {
+    /* asked per buffer and per chunk by every thread: no lock while nothing failed */
+    if (!__atomic_load_n(&s->failed, __ATOMIC_ACQUIRE))
+        return false;
     pthread_mutex_lock(&s->mu);
     bool f = s->failed;
     if (f && e)
@@ -46,7 +49,9 @@ bool pstore_failed(struct pstore *s, struct err *e)
 
 void pstore_chunk(struct pstore *s, int worker, const void *data, size_t len, uint8_t id[32])
 {
+    int64_t t0 = time_mono_ns();
     repo_chunk_id(s->r, data, len, id);
+    __atomic_fetch_add(&s->id_ns, (uint64_t)(time_mono_ns() - t0), __ATOMIC_RELAXED);
     if (pstore_failed(s, NULL))
         return;
     struct err e = ERR_INIT;

@@ -71,6 +71,15 @@ int pack_derive_key(const struct repo *r, const uint8_t salt[32], uint8_t key[32
                           32, e);
 }
 
+int repo_local_key(const struct repo *r, const char *purpose, uint8_t key[32], struct err *e)
+{
+    char info[128];
+    int n = snprintf(info, sizeof(info), "caris local cache v1 %s", purpose);
+    if (n < 0 || (size_t)n >= sizeof(info))
+        return err_set(e, ERR_FAILURE, NULL, "cache purpose too long");
+    return cx_hkdf_sha256(r->enc_key, 32, NULL, 0, (const uint8_t *)info, (size_t)n, key, 32, e);
+}
+
 int pack_version(const uint8_t head[8])
 {
     if (memcmp(head, PACK_MAGIC, 8) == 0)
@@ -1140,6 +1149,7 @@ struct wslot {
     size_t nents, cap_ents;
     ZSTD_CCtx *cctx;
     struct buf cbuf;
+    uint64_t compress_ns, encrypt_ns, write_ns; /* this slot's stage times (one thread's) */
 };
 
 struct repo_writer {
@@ -1312,8 +1322,10 @@ static int slot_append(struct repo_writer *w, struct wslot *s, uint32_t ei, cons
      * trailer's nonce is its own offset, past every blob; the footer's is all-ones. */
     pack_nonce(off, nonce);
     buf_reserve(&s->pack, plen + CX_TAG_LEN);
+    int64_t t0 = time_mono_ns();
     if (cx_aead_seal(s->key, nonce, id, 32, payload, plen, s->pack.data + off, e) != 0)
         return -1;
+    s->encrypt_ns += (uint64_t)(time_mono_ns() - t0);
     s->pack.len += plen + CX_TAG_LEN;
     uint32_t clen = (uint32_t)(plen + CX_TAG_LEN);
     buf_append(&s->trailer, id, 32);
@@ -1328,8 +1340,12 @@ static int slot_append(struct repo_writer *w, struct wslot *s, uint32_t ei, cons
     pthread_mutex_unlock(&r->mu);
     /* The trailer counts towards the target: a pack of many tiny blobs stays bounded too
      * (PACK_MAX_SIZE). */
-    if (s->pack.len + s->trailer.len >= REPO_PACK_TARGET && slot_close_pack(w, s, e) != 0)
-        return -1;
+    if (s->pack.len + s->trailer.len >= REPO_PACK_TARGET) {
+        int64_t t1 = time_mono_ns();
+        if (slot_close_pack(w, s, e) != 0)
+            return -1;
+        s->write_ns += (uint64_t)(time_mono_ns() - t1);
+    }
     return 0;
 }
 
@@ -1370,6 +1386,7 @@ int repo_writer_add(struct repo_writer *w, int slot, const uint8_t id[32], const
     size_t plen = len;
     uint32_t ulf = (uint32_t)len;
     if (r->compression > 0) {
+        int64_t t0 = time_mono_ns();
         size_t bound = ZSTD_compressBound(len);
         s->cbuf.len = 0;
         buf_reserve(&s->cbuf, bound);
@@ -1379,6 +1396,7 @@ int repo_writer_add(struct repo_writer *w, int slot, const uint8_t id[32], const
             plen = n;
             ulf |= ULEN_COMPRESSED;
         }
+        s->compress_ns += (uint64_t)(time_mono_ns() - t0);
     }
     pthread_mutex_lock(&r->mu);
     w->stats.blobs_new++;
@@ -1450,7 +1468,18 @@ static int writer_merge_open_packs(struct repo_writer *w, struct err *e)
     return rc;
 }
 
+static int writer_flush(struct repo_writer *w, struct err *e);
+
+/* The flush counts as writing (stats.write_ns). */
 int repo_writer_flush(struct repo_writer *w, struct err *e)
+{
+    int64_t t0 = time_mono_ns();
+    int rc = writer_flush(w, e);
+    w->stats.write_ns += (uint64_t)(time_mono_ns() - t0);
+    return rc;
+}
+
+static int writer_flush(struct repo_writer *w, struct err *e)
 {
     struct repo *r = w->r;
     if (writer_merge_open_packs(w, e) != 0)
@@ -1536,6 +1565,12 @@ void repo_writer_get_stats(struct repo_writer *w, struct repo_writer_stats *out)
     pthread_mutex_lock(&w->r->mu);
     *out = w->stats;
     pthread_mutex_unlock(&w->r->mu);
+    /* the slots' own counters: read once no add runs (after a flush, or between backups) */
+    for (int i = 0; i < w->nslots; i++) {
+        out->compress_ns += w->slots[i].compress_ns;
+        out->encrypt_ns += w->slots[i].encrypt_ns;
+        out->write_ns += w->slots[i].write_ns;
+    }
 }
 
 void repo_writer_free(struct repo_writer *w)

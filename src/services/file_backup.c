@@ -15,6 +15,7 @@
 #include "caris/pipeline.h"
 #include "caris/pool.h"
 #include "common.h"
+#include "filetable.h"
 #include "manifest.h"
 
 #define READ_SIZE (1u << 20)
@@ -73,6 +74,24 @@ struct rbuf {
 
 #define READERS 4
 
+/* What the next file table (filetable.h) needs of a regular file's entry, kept from the walk
+ * until the entry is serialised. */
+struct tpend {
+    char *key;
+    size_t kl;
+    struct stat st;
+    char *user, *group;
+    uint8_t (*ids)[32];           /* owned; or NULL with tab_ids set */
+    const uint8_t (*tab_ids)[32]; /* borrowed from the previous table */
+    size_t nids;
+};
+
+/* An entry copied as it was from the previous table: its text, not a JSON object. */
+struct etext {
+    const char *p;
+    size_t len;
+};
+
 struct bctx {
     struct repo *r;
     struct repo_writer *w;
@@ -87,7 +106,14 @@ struct bctx {
     struct buf text; /* the entries serialised so far: "[e0,e1,..." */
     json_t *warnings;
     size_t nwarnings;
-    struct prev_map *prev; /* incremental */
+    struct prev_map *prev; /* incremental, without a usable file table */
+    /* the file table cache: the previous one when usable (incremental), the next one */
+    struct ftable *tab;
+    const struct ftable_rec *known_rec; /* the table's record for the entry the walker emits */
+    struct ftable_builder *nb;
+    struct tpend **entry_tp;  /* slot i: entry i's table data, or NULL */
+    struct etext *entry_text; /* slot i: entry i's text when copied from the table */
+    struct buf keybuf;
     int root;
     struct pool *readers; /* whole files, I/O-bound: several at once hide read latency */
     struct rbuf *rbufs;   /* one per reader */
@@ -97,6 +123,10 @@ struct bctx {
     uint64_t bytes_total, bytes_read;
     uint64_t total_estimate;
     int64_t start_mono, last_progress;
+    /* stage times in ns, summed over the threads (read, sha256 and chunk: atomics, added by
+     * the readers; the others: main thread) */
+    uint64_t read_ns, sha_ns, chunk_ns, walk_ns, reuse_ns, manifest_ns;
+    uint64_t cb_ns; /* in on_entry after its first timestamp: the walk's time is the rest */
     /* chunk -> id -> writer; the first error raised in a worker stops the backup */
     struct pstore ps;
 };
@@ -212,7 +242,10 @@ static int backup_extent(struct bctx *b, struct filerec *f, struct rbuf *rb, uin
             size_t want = rb->cap - have;
             if (want > end - pos)
                 want = (size_t)(end - pos);
+            int64_t t0 = time_mono_ns();
             ssize_t n = pread(fd, rb->p + have, want, (off_t)pos);
+            int64_t t1 = time_mono_ns();
+            __atomic_fetch_add(&b->read_ns, (uint64_t)(t1 - t0), __ATOMIC_RELAXED);
             if (n < 0) {
                 if (errno == EINTR)
                     continue;
@@ -223,6 +256,7 @@ static int backup_extent(struct bctx *b, struct filerec *f, struct rbuf *rb, uin
                 break;
             }
             cx_sha256_update(h, rb->p + have, (size_t)n);
+            __atomic_fetch_add(&b->sha_ns, (uint64_t)(time_mono_ns() - t1), __ATOMIC_RELAXED);
             have += (size_t)n;
             pos += (uint64_t)n;
             __atomic_fetch_add(&b->bytes_read, (uint64_t)n, __ATOMIC_RELAXED);
@@ -234,7 +268,9 @@ static int backup_extent(struct bctx *b, struct filerec *f, struct rbuf *rb, uin
             size_t avail = have - used;
             if (!eof && avail < max)
                 break;
+            int64_t tc = time_mono_ns();
             size_t cut = chunker_cut(&b->ch, rb->p + used, avail);
+            __atomic_fetch_add(&b->chunk_ns, (uint64_t)(time_mono_ns() - tc), __ATOMIC_RELAXED);
             emit_chunk(b, f, rb->p + used, cut);
             used += cut;
         }
@@ -369,18 +405,121 @@ static struct prev_map *prev_load(struct repo *r, json_t *parent, struct err *e)
     return m;
 }
 
+/* "<root index>/<path>": how the previous backup's files are looked up. Valid until the next
+ * call. */
+static const char *entry_key(struct bctx *b, const char *path, size_t plen, size_t *kl)
+{
+    char head[24];
+    int n = snprintf(head, sizeof(head), "%d/", b->root);
+    b->keybuf.len = 0;
+    buf_append(&b->keybuf, head, (size_t)n);
+    buf_append(&b->keybuf, path, plen);
+    buf_append_u8(&b->keybuf, 0);
+    *kl = b->keybuf.len - 1;
+    return (const char *)b->keybuf.data;
+}
+
+static bool blobs_present(struct bctx *b, const uint8_t (*ids)[32], size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!repo_has_blob(b->r, ids[i]))
+            return false;
+    return true;
+}
+
+static struct tpend *tpend_new(struct bctx *b, const struct fswalk_entry *ent)
+{
+    if (!b->nb)
+        return NULL;
+    struct tpend *t = xcalloc(1, sizeof(*t));
+    const char *k = entry_key(b, ent->path, ent->path_len, &t->kl);
+    t->key = xmemdup(k, t->kl + 1);
+    t->st = ent->st;
+    t->user = ent->meta.user ? xstrdup(ent->meta.user) : NULL;
+    t->group = ent->meta.group ? xstrdup(ent->meta.group) : NULL;
+    return t;
+}
+
+static void tpend_free(struct tpend *t)
+{
+    if (!t)
+        return;
+    free(t->key);
+    free(t->user);
+    free(t->group);
+    free(t->ids);
+    free(t);
+}
+
+/* The walker's question (fswalk_opts.known): is this file in the previous table, as it is
+ * (stat, owners, one link), with all its chunks still in the repository? Then its entry is
+ * the previous entry's text, copied. */
+static bool known_file(void *ctx, const char *path, size_t plen, const struct stat *st,
+                       const struct fs_meta *m)
+{
+    struct bctx *b = ctx;
+    if (!b->tab)
+        return false;
+    int64_t t0 = time_mono_ns();
+    size_t kl;
+    const char *key = entry_key(b, path, plen, &kl);
+    const struct ftable_rec *rec = ftable_find(b->tab, key, kl);
+    bool ok = rec && ftable_matches(b->tab, rec, st, m->user, m->group) &&
+              blobs_present(b, ftable_ids(b->tab, rec), rec->nids);
+    b->known_rec = ok ? rec : NULL;
+    uint64_t dt = (uint64_t)(time_mono_ns() - t0);
+    b->reuse_ns += dt;
+    b->cb_ns += dt; /* not the walk's */
+    return ok;
+}
+
+/* A file the table has but the walker did not skip (several links, or owners or mode
+ * changed): its content is reused as try_reuse does, from the table's text of its entry. */
+static bool try_reuse_table(struct bctx *b, const struct fswalk_entry *ent, json_t *obj,
+                            struct tpend *tp)
+{
+    size_t kl;
+    const char *key = entry_key(b, ent->path, ent->path_len, &kl);
+    const struct ftable_rec *rec = ftable_find(b->tab, key, kl);
+    const struct stat *st = &ent->st;
+    if (!rec || rec->size != (int64_t)st->st_size || rec->mtime_s != (int64_t)st->st_mtim.tv_sec ||
+        rec->mtime_ns != (uint32_t)st->st_mtim.tv_nsec ||
+        rec->ctime_s != (int64_t)st->st_ctim.tv_sec ||
+        rec->ctime_ns != (uint32_t)st->st_ctim.tv_nsec || rec->ino != (uint64_t)st->st_ino ||
+        !blobs_present(b, ftable_ids(b->tab, rec), rec->nids))
+        return false;
+    json_t *old = json_loadb(ftable_text(b->tab, rec), rec->text_len, 0, NULL);
+    json_t *chunks = json_object_get(old, "chunks"), *sha = json_object_get(old, "sha256");
+    if (!json_is_array(chunks) || !json_is_string(sha)) {
+        json_decref(old);
+        return false;
+    }
+    json_object_set(obj, "chunks", chunks);
+    json_object_set(obj, "sha256", sha);
+    json_t *ext = json_object_get(old, "extents");
+    if (ext)
+        json_object_set(obj, "extents", ext);
+    json_decref(old);
+    if (tp) {
+        tp->tab_ids = ftable_ids(b->tab, rec);
+        tp->nids = rec->nids;
+    }
+    b->unchanged++;
+    b->bytes_total += (uint64_t)st->st_size;
+    return true;
+}
+
 /* Incremental: reuse the previous entry's chunks when the file looks unchanged and all its
  * chunks are still in the repository. */
-static bool try_reuse(struct bctx *b, const struct fswalk_entry *ent, json_t *obj)
+static bool try_reuse(struct bctx *b, const struct fswalk_entry *ent, json_t *obj, struct tpend *tp)
 {
+    if (b->tab)
+        return try_reuse_table(b, ent, obj, tp);
     if (!b->prev)
         return false;
-    char *key = xasprintf("%d/", b->root);
-    size_t kl = strlen(key);
-    key = xrealloc(key, kl + ent->path_len + 1);
-    memcpy(key + kl, ent->path, ent->path_len + 1);
-    const struct prev_file *p = prev_find(b->prev, key, kl + ent->path_len);
-    free(key);
+    size_t kl;
+    const char *key = entry_key(b, ent->path, ent->path_len, &kl);
+    const struct prev_file *p = prev_find(b->prev, key, kl);
     const struct stat *st = &ent->st;
     if (!p || p->size != (int64_t)st->st_size || p->mtime_s != (int64_t)st->st_mtim.tv_sec ||
         p->mtime_ns != (int64_t)st->st_mtim.tv_nsec || p->ctime_s != (int64_t)st->st_ctim.tv_sec ||
@@ -394,14 +533,18 @@ static bool try_reuse(struct bctx *b, const struct fswalk_entry *ent, json_t *ob
         json_decref(chunks);
         return false;
     }
-    bool ok = true;
-    for (size_t i = 0; i < n && ok; i++)
-        ok = repo_has_blob(b->r, ids[i]);
-    free(ids);
+    bool ok = blobs_present(b, (const uint8_t(*)[32])ids, n);
     free(lens);
     if (!ok) {
+        free(ids);
         json_decref(chunks);
         return false;
+    }
+    if (tp) {
+        tp->ids = ids;
+        tp->nids = n;
+    } else {
+        free(ids);
     }
     json_object_set_new(obj, "chunks", chunks);
     json_object_set_new(obj, "sha256", json_string(p->sha));
@@ -429,10 +572,20 @@ static void read_file_job(void *arg, int reader)
         rb->cap = READ_SIZE + b->ch.p.max_size;
         rb->p = xmalloc(rb->cap);
     }
-    posix_fadvise(f->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
     uint64_t size = (uint64_t)f->st.st_size;
+    /* A larger readahead pays only for files read in several buffers. */
+    if (size > READ_SIZE)
+        posix_fadvise(f->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
     struct err e = ERR_INIT;
-    if (fs_data_extents(f->fd, size, &f->ext, &f->next, &e) != 0) {
+    /* A file with as many bytes allocated as it is long has no holes worth keeping (four
+     * lseeks saved per file); one with fewer is asked where its data is. A file with holes and
+     * blocks preallocated past its end is then stored without its holes: the same bytes, only
+     * not sparse when restored. */
+    if ((uint64_t)f->st.st_blocks * 512 >= size) {
+        f->ext = xmalloc(sizeof(*f->ext));
+        f->ext[0] = (struct fs_extent){0, size};
+        f->next = size ? 1 : 0;
+    } else if (fs_data_extents(f->fd, size, &f->ext, &f->next, &e) != 0) {
         f->ext = xmalloc(sizeof(*f->ext));
         f->ext[0] = (struct fs_extent){0, size};
         f->next = 1;
@@ -470,9 +623,13 @@ static void read_file_job(void *arg, int reader)
  * and hand it to a reader. */
 static struct filerec *backup_file(struct bctx *b, const struct fswalk_entry *ent, json_t *obj)
 {
-    int fd = openat(ent->dirfd, ent->name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
-    if (fd < 0 && errno == EPERM)
-        fd = openat(ent->dirfd, ent->name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    /* The walker's descriptor, duplicated: ent->st is its fstat, taken after it was opened. */
+    int fd = ent->fd >= 0 ? fcntl(ent->fd, F_DUPFD_CLOEXEC, 0) : -1;
+    if (fd < 0 && ent->fd < 0) {
+        fd = openat(ent->dirfd, ent->name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
+        if (fd < 0 && errno == EPERM)
+            fd = openat(ent->dirfd, ent->name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    }
     if (fd < 0) {
         char msg[300];
         snprintf(msg, sizeof(msg), "cannot read file: %s", strerror(errno));
@@ -480,8 +637,9 @@ static struct filerec *backup_file(struct bctx *b, const struct fswalk_entry *en
         json_object_set_new(obj, "error", json_string(msg));
         return NULL;
     }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || st.st_ino != ent->st.st_ino || !S_ISREG(st.st_mode)) {
+    struct stat st = ent->st;
+    if ((ent->fd < 0 && fstat(fd, &st) != 0) || st.st_ino != ent->st.st_ino ||
+        !S_ISREG(st.st_mode)) {
         warn_path(b, ent->path, ent->path_len, "file was replaced while being backed up");
         json_object_set_new(obj, "error", json_string("replaced while being backed up"));
         close(fd);
@@ -551,21 +709,48 @@ static void flush_entries(struct bctx *b)
         struct filerec *f = b->entry_recs[i];
         if (f && __atomic_load_n(&f->pending, __ATOMIC_ACQUIRE) != 0)
             break;
+        struct tpend *tp = b->entry_tp[i];
         if (f) {
             rec_finish(f);
+            if (tp && !f->error && !f->changed) {
+                tp->ids = xcalloc(f->nrefs ? f->nrefs : 1, 32);
+                for (size_t k = 0; k < f->nrefs; k++)
+                    memcpy(tp->ids[k], f->refs[k].id, 32);
+                tp->nids = f->nrefs;
+            }
             rec_free(f);
             b->entry_recs[i] = NULL;
         }
-        char *s = json_dumps(json_array_get(b->entries, i), JSON_COMPACT | JSON_SORT_KEYS);
-        if (!s) { /* out of memory: the backup fails, nothing is committed */
-            struct err ie = ERR_INIT;
-            err_set(&ie, ERR_FAILURE, NULL, "cannot serialise manifest entry %zu", i);
-            pstore_fail(&b->ps, &ie);
-            return;
-        }
+        const struct etext *et = &b->entry_text[i];
+        size_t off, len;
+        bool cacheable = tp != NULL;
         buf_append_u8(&b->text, i == 0 ? '[' : ',');
-        buf_append(&b->text, s, strlen(s));
-        free(s);
+        off = b->text.len;
+        if (et->p) {
+            buf_append(&b->text, et->p, et->len);
+            len = et->len;
+        } else {
+            json_t *obj = json_array_get(b->entries, i);
+            cacheable = cacheable && !json_object_get(obj, "error") &&
+                        !json_object_get(obj, "changed_during_backup");
+            char *s = json_dumps(obj, JSON_COMPACT | JSON_SORT_KEYS);
+            if (!s) { /* out of memory: the backup fails, nothing is committed */
+                struct err ie = ERR_INIT;
+                err_set(&ie, ERR_FAILURE, NULL, "cannot serialise manifest entry %zu", i);
+                pstore_fail(&b->ps, &ie);
+                return;
+            }
+            len = strlen(s);
+            buf_append(&b->text, s, len);
+            free(s);
+        }
+        if (tp) {
+            if (cacheable && (tp->ids || tp->tab_ids || tp->nids == 0))
+                ftable_builder_add(b->nb, tp->key, tp->kl, &tp->st, tp->user, tp->group, off, len,
+                                   tp->ids ? (const uint8_t(*)[32])tp->ids : tp->tab_ids, tp->nids);
+            tpend_free(tp);
+            b->entry_tp[i] = NULL;
+        }
         json_array_set_new(b->entries, i, json_null());
         b->nflushed++;
     }
@@ -576,41 +761,120 @@ static size_t entry_add(struct bctx *b, json_t *obj)
     if (b->nentries == b->cap_entries) {
         b->cap_entries = b->cap_entries ? b->cap_entries * 2 : 1024;
         b->entry_recs = xrealloc(b->entry_recs, xsize(b->cap_entries, sizeof(*b->entry_recs), 0));
+        b->entry_tp = xrealloc(b->entry_tp, xsize(b->cap_entries, sizeof(*b->entry_tp), 0));
+        b->entry_text = xrealloc(b->entry_text, xsize(b->cap_entries, sizeof(*b->entry_text), 0));
     }
     b->entry_recs[b->nentries] = NULL;
+    b->entry_tp[b->nentries] = NULL;
+    b->entry_text[b->nentries] = (struct etext){0};
     json_array_append_new(b->entries, obj);
     return b->nentries++;
+}
+
+/* An unchanged file the walker did not open (known_file said so): its entry is the previous
+ * one's text. */
+static int add_known(struct bctx *b, const struct fswalk_entry *ent, struct err *e)
+{
+    const struct ftable_rec *rec = b->known_rec;
+    b->known_rec = NULL;
+    if (!rec || !b->tab)
+        return err_set(e, ERR_FAILURE, "report this as a bug",
+                       "internal error: a file reported known without its record");
+    size_t idx = entry_add(b, json_null());
+    b->entry_text[idx] = (struct etext){ftable_text(b->tab, rec), rec->text_len};
+    struct tpend *tp = tpend_new(b, ent);
+    if (tp) {
+        tp->tab_ids = ftable_ids(b->tab, rec);
+        tp->nids = rec->nids;
+    }
+    b->entry_tp[idx] = tp;
+    b->files++;
+    b->unchanged++;
+    b->bytes_total += (uint64_t)ent->st.st_size;
+    return 0;
 }
 
 static int on_entry(void *ctx, const struct fswalk_entry *ent, struct err *e)
 {
     struct bctx *b = ctx;
+    int64_t start = time_mono_ns(), t0 = start;
     if (worker_failed(b, e))
         return -1;
-    json_t *obj = manifest_entry_new(b->root, ent->path, ent->path_len, &ent->meta);
-    size_t idx = entry_add(b, obj);
-    switch (ent->meta.type) {
-    case FS_REG:
-        b->files++;
-        json_object_set_new(obj, "ctime_s", json_integer(ent->st.st_ctim.tv_sec));
-        json_object_set_new(obj, "ctime_ns", json_integer(ent->st.st_ctim.tv_nsec));
-        json_object_set_new(obj, "ino", json_integer((json_int_t)ent->st.st_ino));
-        if (!try_reuse(b, ent, obj))
-            b->entry_recs[idx] = backup_file(b, ent, obj);
-        break;
-    case FS_DIR:
-        b->dirs++;
-        break;
-    case FS_SYMLINK:
-        b->symlinks++;
-        break;
-    default:
-        b->others++;
-        break;
+    if (ent->known) {
+        if (add_known(b, ent, e) != 0)
+            return -1;
+    } else {
+        json_t *obj = manifest_entry_new(b->root, ent->path, ent->path_len, &ent->meta);
+        size_t idx = entry_add(b, obj);
+        switch (ent->meta.type) {
+        case FS_REG: {
+            b->files++;
+            json_object_set_new(obj, "ctime_s", json_integer(ent->st.st_ctim.tv_sec));
+            json_object_set_new(obj, "ctime_ns", json_integer(ent->st.st_ctim.tv_nsec));
+            json_object_set_new(obj, "ino", json_integer((json_int_t)ent->st.st_ino));
+            struct tpend *tp = tpend_new(b, ent);
+            b->entry_tp[idx] = tp;
+            int64_t t1 = time_mono_ns();
+            b->manifest_ns += (uint64_t)(t1 - t0);
+            bool reused = try_reuse(b, ent, obj, tp);
+            t0 = time_mono_ns();
+            b->reuse_ns += (uint64_t)(t0 - t1);
+            if (!reused)
+                b->entry_recs[idx] = backup_file(b, ent, obj);
+            break;
+        }
+        case FS_DIR:
+            b->dirs++;
+            break;
+        case FS_SYMLINK:
+            b->symlinks++;
+            break;
+        default:
+            b->others++;
+            break;
+        }
     }
     maybe_progress(b, false);
+    int64_t t2 = time_mono_ns();
     flush_entries(b);
+    int64_t t3 = time_mono_ns();
+    b->manifest_ns += (uint64_t)(t3 - t2);
+    b->cb_ns += (uint64_t)(t3 - start);
     return 0;
+}
+
+static json_t *ms(uint64_t ns)
+{
+    return json_real((double)(ns / 1000) / 1000.0);
+}
+
+/* Where the time went, per stage, in ms summed over the threads that did the stage (read,
+ * sha256, chunk: reader threads; chunkId, compress, encrypt: workers; write: workers closing
+ * packs plus the final flush; walk, reuse, manifest: main thread). Stages overlap in time, so
+ * the sum may exceed the wall time. docs/JSON.md ("stageMs") says what each one covers. */
+static json_t *stage_ms_json(const struct bctx *b, const struct repo_writer_stats *ws)
+{
+    return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "walk", ms(b->walk_ns),
+                     "reuse", ms(b->reuse_ns), "read", ms(b->read_ns), "sha256", ms(b->sha_ns),
+                     "chunk", ms(b->chunk_ns), "chunk_id", ms(b->ps.id_ns), "compress",
+                     ms(ws->compress_ns), "encrypt", ms(ws->encrypt_ns), "write", ms(ws->write_ns),
+                     "manifest", ms(b->manifest_ns));
+}
+
+/* The previous backup's table, when it is there, made for that backup, and intact; else NULL
+ * (the backup then reads the previous manifest from the repository, and says why). */
+static struct ftable *table_open(struct bctx *b, const char *path, const uint8_t key[32],
+                                 json_t *parent)
+{
+    const char *snap = json_string_value(json_object_get(parent, "_file"));
+    const char *why = "no snapshot name";
+    struct ftable *t = snap ? ftable_open(path, key, snap, &why) : NULL;
+    if (t)
+        caris_op_log(b->o->op, LOG_DEBUG, "file table cache: %zu files", ftable_count(t));
+    else
+        caris_op_log(b->o->op, LOG_INFO,
+                     "file table cache not used (%s): reading the previous backup's manifest", why);
+    return t;
 }
 
 static int count_size(void *ctx, const struct fswalk_entry *ent, struct err *e)
@@ -682,6 +946,8 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
     b.warnings = json_array();
     json_t *parent = NULL, *summary = NULL, *entries_ref = NULL;
     char id[160] = "";
+    char *tab_path = NULL;
+    uint8_t tab_key[32];
     bool claimed = false;
     int rc = -1;
     if (chunker_init(&b.ch, repo_chunker_params(r, false), repo_chunker_seed(r)) != 0) {
@@ -690,6 +956,15 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
     }
     if (repo_lock(r, false, "backup files", e) != 0)
         goto out;
+    if (o->cache_dir && ftable_key(r, tab_key, e) == 0) {
+        char *rj = json_dumps(roots, JSON_COMPACT);
+        tab_path = ftable_path(o->cache_dir, r, rj ? rj : "");
+        free(rj);
+        b.nb = ftable_builder_new();
+    } else if (o->cache_dir) { /* no cache then: slower, not wrong */
+        caris_op_log(o->op, LOG_WARN, "file table cache not used: %s", e->msg);
+        err_clear(e);
+    }
     if (incremental) {
         parent = backup_latest(r, "files", "roots", roots, e);
         if (!parent)
@@ -698,8 +973,13 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
             /* nothing to build on: it reads every file, so it is a full backup, and says so */
             caris_op_log(o->op, LOG_INFO, "no earlier backup of these paths: making a full backup");
             incremental = false;
-        } else if (!(b.prev = prev_load(r, parent, e))) {
-            goto out;
+        } else {
+            int64_t t0 = time_mono_ns();
+            if (tab_path)
+                b.tab = table_open(&b, tab_path, tab_key, parent);
+            if (!b.tab && !(b.prev = prev_load(r, parent, e)))
+                goto out;
+            b.manifest_ns += (uint64_t)(time_mono_ns() - t0);
         }
     }
     if (backup_id_claim(r, "file", incremental ? "incremental" : "full", start_ns, o->time_ns != 0,
@@ -721,12 +1001,17 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
             fswalk_run(json_string_value(json_array_get(roots, i)), &wo, count_size, &ie);
         }
     }
+    int64_t walk0 = time_mono_ns();
     for (size_t i = 0; i < json_array_size(roots); i++) {
         b.root = (int)i;
-        struct fswalk_opts wo = {.excludes = o->excludes, .warn = walk_warn, .ctx = &b};
+        struct fswalk_opts wo = {.excludes = o->excludes,
+                                 .warn = walk_warn,
+                                 .ctx = &b,
+                                 .known = b.tab ? known_file : NULL};
         if (fswalk_run(json_string_value(json_array_get(roots, i)), &wo, on_entry, e) != 0)
             goto out;
     }
+    b.walk_ns = (uint64_t)(time_mono_ns() - walk0) - b.cb_ns;
     pool_wait(b.readers);
     pool_wait(b.pool);
     if (worker_failed(&b, e))
@@ -736,13 +1021,16 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
     maybe_progress(&b, true);
 
     /* Every chunk id is known now: the rest of the entries are complete. */
+    int64_t man0 = time_mono_ns();
     flush_entries(&b);
     buf_append_u8(&b.text, b.nentries ? ']' : '[');
     if (!b.nentries)
         buf_append_u8(&b.text, ']');
     if (repo_snapshot_put_entries_text(r, b.w, (const char *)b.text.data, b.text.len, &entries_ref,
-                                       e) != 0 ||
-        repo_writer_flush(b.w, e) != 0)
+                                       e) != 0)
+        goto out;
+    b.manifest_ns += (uint64_t)(time_mono_ns() - man0);
+    if (repo_writer_flush(b.w, e) != 0)
         goto out;
     struct repo_writer_stats ws;
     repo_writer_get_stats(b.w, &ws);
@@ -767,9 +1055,22 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
     if (parent && !json_is_null(parent))
         json_object_set(summary, "parent", json_object_get(parent, "id"));
     char name[65];
+    int64_t commit0 = time_mono_ns();
     if (repo_snapshot_commit(r, summary, entries_ref, name, e) != 0)
         goto out;
+    b.manifest_ns += (uint64_t)(time_mono_ns() - commit0);
     json_object_set_new(summary, "_file", json_string(name));
+    if (b.nb) {
+        /* the next backup's table: a failure costs that backup time, not correctness */
+        int64_t t0 = time_mono_ns();
+        struct err te = ERR_INIT;
+        if (ftable_builder_write(b.nb, tab_path, tab_key, name, (const char *)b.text.data,
+                                 b.text.len, &te) != 0)
+            caris_op_log(o->op, LOG_WARN, "file table cache not written: %s", te.msg);
+        b.manifest_ns += (uint64_t)(time_mono_ns() - t0);
+    }
+    /* Added after the commit: this run's profile, reported, not stored in the repository. */
+    json_object_set_new(json_object_get(summary, "stats"), "stage_ms", stage_ms_json(&b, &ws));
     *summary_out = summary;
     summary = NULL;
     rc = b.nwarnings ? CARIS_DONE_WARNINGS : CARIS_DONE;
@@ -782,10 +1083,19 @@ out:
     for (size_t i = 0; b.rbufs && i < READERS; i++)
         free(b.rbufs[i].p);
     free(b.rbufs);
-    for (size_t i = b.nflushed; i < b.nentries; i++)
+    for (size_t i = b.nflushed; i < b.nentries; i++) {
         if (b.entry_recs[i])
             rec_free(b.entry_recs[i]);
+        tpend_free(b.entry_tp[i]);
+    }
     free(b.entry_recs);
+    free(b.entry_tp);
+    free(b.entry_text);
+    ftable_builder_free(b.nb);
+    ftable_close(b.tab);
+    free(tab_path);
+    cx_wipe(tab_key, sizeof(tab_key));
+    buf_free(&b.keybuf);
     buf_free(&b.text);
     if (claimed)
         backup_id_release(r, id);

@@ -140,8 +140,11 @@ static int do_backup(struct run *x, const char *what, char **id)
                                       .ctx = (void *)x->op,
                                       .time_ns = x->o->time_ns,
                                       .op = x->op};
+        char *cache_dir = xasprintf("%s/metadata/cache", config_backup_dir(cfg));
+        o.cache_dir = cache_dir;
         rc = full ? caris_files_backup_full(x->r, &o, &res, &e)
                   : caris_files_backup_incremental(x->r, &o, &res, &e);
+        free(cache_dir);
         free(paths);
         free(list);
     }

@@ -1,0 +1,426 @@
+/* The file table cache (see filetable.h).
+ *
+ * File layout, every integer in the machine's byte order:
+ *   header   FT_HEADER_LEN bytes: magic "CARISFT1", u32 version, u32 sizeof(struct
+ *            ftable_rec), u32 nrec, u32 nslots, u64 nids, u64 strs_len, u64 text_len,
+ *            the snapshot's name (64 bytes, NUL-padded), u32 0x01020304 (byte order)
+ *   records  nrec x struct ftable_rec
+ *   slots    nslots x u32 (open addressing on FNV-1a of the key: record index + 1, 0 = empty)
+ *   ids      nids x 32 bytes (chunk ids)
+ *   strs     keys and owner names
+ *   text     the manifest's entries text the records point into
+ *   mac      HMAC-SHA-256 (repo_local_key "file table") of the SHA-256 of everything before
+ *            it (hashed as it is written, so the table is never held twice in memory)
+ */
+#include "filetable.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "caris/crypto.h"
+#include "caris/repo.h"
+
+#define FT_MAGIC "CARISFT1"
+#define FT_VERSION 1u
+#define FT_BOM 0x01020304u
+#define FT_NAME_LEN 64
+/* magic 8, version 4, recsize 4, nrec 4, nslots 4, nids 8, strs 8, text 8, name 64, bom 4 */
+#define FT_HEADER_LEN 120
+#define FT_NONAME UINT32_MAX
+
+struct ftable {
+    const uint8_t *map;
+    size_t size;
+    const struct ftable_rec *recs;
+    const uint32_t *slots;
+    const uint8_t (*ids)[32];
+    const char *strs, *text;
+    uint32_t nrec, nslots;
+    uint64_t nids, strs_len, text_len;
+};
+
+static void table_mac(const uint8_t key[32], const uint8_t digest[32], uint8_t mac[32])
+{
+    cx_hmac_sha256(key, 32, digest, 32, mac);
+}
+
+static uint64_t key_hash(const char *k, size_t n)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (uint8_t)k[i]) * 1099511628211ull;
+    return h;
+}
+
+int ftable_key(const struct repo *r, uint8_t key[32], struct err *e)
+{
+    return repo_local_key(r, "file table", key, e);
+}
+
+char *ftable_path(const char *cache_dir, const struct repo *r, const char *roots_json)
+{
+    uint8_t h[32];
+    char hex[65];
+    cx_sha256(roots_json, strlen(roots_json), h);
+    cx_hex(h, 16, hex);
+    return xasprintf("%s/%s/files-%s.tbl", cache_dir, repo_id(r), hex);
+}
+
+/* ---- reading --------------------------------------------------------------------------- */
+
+/* off + len within [0, limit], without overflow. */
+static bool in_range(uint64_t off, uint64_t len, uint64_t limit)
+{
+    return off <= limit && len <= limit - off;
+}
+
+static bool rec_ok(const struct ftable *t, const struct ftable_rec *r)
+{
+    if (!in_range(r->text_off, r->text_len, t->text_len) ||
+        !in_range(r->key_off, r->key_len, t->strs_len) || !in_range(r->ids_off, r->nids, t->nids))
+        return false;
+    if (r->user_len != FT_NONAME && !in_range(r->user_off, r->user_len, t->strs_len))
+        return false;
+    if (r->group_len != FT_NONAME && !in_range(r->group_off, r->group_len, t->strs_len))
+        return false;
+    return true;
+}
+
+/* Checks the header and that every section and record lies inside the file. */
+static bool layout_ok(struct ftable *t, const char *snapshot)
+{
+    const uint8_t *p = t->map;
+    uint32_t version, recsize, bom;
+    uint64_t off;
+    if (t->size < FT_HEADER_LEN + 32 || memcmp(p, FT_MAGIC, 8) != 0)
+        return false;
+    memcpy(&version, p + 8, 4);
+    memcpy(&recsize, p + 12, 4);
+    memcpy(&t->nrec, p + 16, 4);
+    memcpy(&t->nslots, p + 20, 4);
+    memcpy(&t->nids, p + 24, 8);
+    memcpy(&t->strs_len, p + 32, 8);
+    memcpy(&t->text_len, p + 40, 8);
+    memcpy(&bom, p + 112, 4);
+    if (version != FT_VERSION || recsize != sizeof(struct ftable_rec) || bom != FT_BOM)
+        return false;
+    char name[FT_NAME_LEN + 1];
+    memcpy(name, p + 48, FT_NAME_LEN);
+    name[FT_NAME_LEN] = '\0';
+    if (strcmp(name, snapshot) != 0)
+        return false;
+    /* the slots are a power of two, more than the records (so a probe always ends) */
+    if (t->nslots == 0 || (t->nslots & (t->nslots - 1)) != 0 || t->nslots <= t->nrec)
+        return false;
+    uint64_t limit = t->size - 32;
+    off = FT_HEADER_LEN;
+    if ((uint64_t)t->nrec > limit / sizeof(struct ftable_rec))
+        return false;
+    t->recs = (const struct ftable_rec *)(p + off); /* 120 is a multiple of 8 */
+    off += (uint64_t)t->nrec * sizeof(struct ftable_rec);
+    if (!in_range(off, (uint64_t)t->nslots * 4, limit))
+        return false;
+    t->slots = (const uint32_t *)(p + off);
+    off += (uint64_t)t->nslots * 4;
+    if (t->nids > limit / 32 || !in_range(off, t->nids * 32, limit))
+        return false;
+    t->ids = (const uint8_t(*)[32])(p + off);
+    off += t->nids * 32;
+    if (!in_range(off, t->strs_len, limit))
+        return false;
+    t->strs = (const char *)(p + off);
+    off += t->strs_len;
+    if (off + t->text_len != limit || !in_range(off, t->text_len, limit))
+        return false;
+    t->text = (const char *)(p + off);
+    for (uint32_t i = 0; i < t->nslots; i++)
+        if (t->slots[i] > t->nrec)
+            return false;
+    for (uint32_t i = 0; i < t->nrec; i++)
+        if (!rec_ok(t, &t->recs[i]))
+            return false;
+    return true;
+}
+
+struct ftable *ftable_open(const char *path, const uint8_t key[32], const char *snapshot,
+                           const char **why)
+{
+    *why = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+        *why = errno == ENOENT ? "none yet" : "cannot be opened";
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size < FT_HEADER_LEN + 32 ||
+        (uint64_t)st.st_size > SIZE_MAX) {
+        close(fd);
+        *why = "not a table";
+        return NULL;
+    }
+    void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED) {
+        *why = "cannot be mapped";
+        return NULL;
+    }
+    struct ftable *t = xcalloc(1, sizeof(*t));
+    t->map = map;
+    t->size = (size_t)st.st_size;
+    uint8_t digest[32], mac[32];
+    cx_sha256(t->map, t->size - 32, digest);
+    table_mac(key, digest, mac);
+    if (cx_memcmp(mac, t->map + t->size - 32, 32) != 0) {
+        *why = "fails its authentication (damaged or not made with this repository's key)";
+        ftable_close(t);
+        return NULL;
+    }
+    if (!layout_ok(t, snapshot)) {
+        *why = "made for another backup, or of another layout";
+        ftable_close(t);
+        return NULL;
+    }
+    return t;
+}
+
+void ftable_close(struct ftable *t)
+{
+    if (!t)
+        return;
+    munmap((void *)t->map, t->size);
+    free(t);
+}
+
+size_t ftable_count(const struct ftable *t)
+{
+    return t->nrec;
+}
+
+const struct ftable_rec *ftable_find(const struct ftable *t, const char *key, size_t kl)
+{
+    uint32_t mask = t->nslots - 1;
+    for (uint64_t h = key_hash(key, kl) & mask, n = 0; n < t->nslots; h = (h + 1) & mask, n++) {
+        uint32_t v = t->slots[h];
+        if (!v)
+            return NULL;
+        const struct ftable_rec *r = &t->recs[v - 1];
+        if (r->key_len == kl && memcmp(t->strs + r->key_off, key, kl) == 0)
+            return r;
+    }
+    return NULL;
+}
+
+static bool name_is(const struct ftable *t, uint32_t off, uint32_t len, const char *name)
+{
+    if (len == FT_NONAME || !name)
+        return len == FT_NONAME && !name;
+    return strlen(name) == len && memcmp(t->strs + off, name, len) == 0;
+}
+
+bool ftable_matches(const struct ftable *t, const struct ftable_rec *r, const struct stat *st,
+                    const char *user, const char *group)
+{
+    return S_ISREG(st->st_mode) && st->st_nlink == 1 && r->size == (int64_t)st->st_size &&
+           r->mtime_s == (int64_t)st->st_mtim.tv_sec &&
+           r->mtime_ns == (uint32_t)st->st_mtim.tv_nsec &&
+           r->ctime_s == (int64_t)st->st_ctim.tv_sec &&
+           r->ctime_ns == (uint32_t)st->st_ctim.tv_nsec && r->ino == (uint64_t)st->st_ino &&
+           r->mode == (uint32_t)(st->st_mode & 07777) && r->uid == (uint32_t)st->st_uid &&
+           r->gid == (uint32_t)st->st_gid && name_is(t, r->user_off, r->user_len, user) &&
+           name_is(t, r->group_off, r->group_len, group);
+}
+
+const char *ftable_text(const struct ftable *t, const struct ftable_rec *r)
+{
+    return t->text + r->text_off;
+}
+
+const uint8_t (*ftable_ids(const struct ftable *t, const struct ftable_rec *r))[32]
+{
+    return t->ids + r->ids_off;
+}
+
+/* ---- writing --------------------------------------------------------------------------- */
+
+struct ftable_builder {
+    struct ftable_rec *recs;
+    size_t nrec, cap;
+    struct buf ids, strs;
+};
+
+struct ftable_builder *ftable_builder_new(void)
+{
+    return xcalloc(1, sizeof(struct ftable_builder));
+}
+
+static void add_name(struct ftable_builder *b, const char *name, uint32_t *off, uint32_t *len)
+{
+    size_t n = name ? strlen(name) : 0;
+    if (!name || n >= FT_NONAME || b->strs.len > UINT32_MAX - n) {
+        *off = 0;
+        *len = FT_NONAME; /* never matches a name: such a file is read again */
+        return;
+    }
+    *off = (uint32_t)b->strs.len;
+    *len = (uint32_t)n;
+    buf_append(&b->strs, name, n);
+}
+
+void ftable_builder_add(struct ftable_builder *b, const char *key, size_t kl, const struct stat *st,
+                        const char *user, const char *group, uint64_t text_off, size_t text_len,
+                        const uint8_t (*ids)[32], size_t nids)
+{
+    if (b->nrec >= UINT32_MAX / 4 || text_len > UINT32_MAX || kl > UINT32_MAX || nids > UINT32_MAX)
+        return; /* past what a table holds: left out, so read again next time */
+    if (b->nrec == b->cap) {
+        b->cap = b->cap ? b->cap * 2 : 1024;
+        b->recs = xrealloc(b->recs, xsize(b->cap, sizeof(*b->recs), 0));
+    }
+    struct ftable_rec *r = &b->recs[b->nrec++];
+    memset(r, 0, sizeof(*r));
+    r->text_off = text_off;
+    r->text_len = (uint32_t)text_len;
+    r->key_off = b->strs.len;
+    r->key_len = (uint32_t)kl;
+    buf_append(&b->strs, key, kl);
+    r->ids_off = b->ids.len / 32;
+    r->nids = (uint32_t)nids;
+    if (nids)
+        buf_append(&b->ids, ids, xsize(nids, 32, 0));
+    r->mode = (uint32_t)(st->st_mode & 07777);
+    r->size = (int64_t)st->st_size;
+    r->mtime_s = (int64_t)st->st_mtim.tv_sec;
+    r->mtime_ns = (uint32_t)st->st_mtim.tv_nsec;
+    r->ctime_s = (int64_t)st->st_ctim.tv_sec;
+    r->ctime_ns = (uint32_t)st->st_ctim.tv_nsec;
+    r->ino = (uint64_t)st->st_ino;
+    r->uid = (uint32_t)st->st_uid;
+    r->gid = (uint32_t)st->st_gid;
+    add_name(b, user, &r->user_off, &r->user_len);
+    add_name(b, group, &r->group_off, &r->group_len);
+}
+
+static int write_all(int fd, const void *p, size_t n)
+{
+    const uint8_t *q = p;
+    while (n) {
+        ssize_t w = write(fd, q, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        q += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+int ftable_builder_write(struct ftable_builder *b, const char *path, const uint8_t key[32],
+                         const char *snapshot, const char *text, size_t text_len, struct err *e)
+{
+    if (strlen(snapshot) > FT_NAME_LEN)
+        return err_set(e, ERR_FAILURE, NULL, "snapshot name too long for the file table");
+    if (b->strs.len > UINT32_MAX)
+        return err_set(e, ERR_FAILURE, NULL, "file table too large");
+    uint32_t nslots = 16;
+    while (nslots <= b->nrec * 2)
+        nslots *= 2;
+    uint32_t *slots = xcalloc(nslots, sizeof(uint32_t));
+    for (size_t i = 0; i < b->nrec; i++) {
+        const struct ftable_rec *r = &b->recs[i];
+        uint32_t mask = nslots - 1;
+        uint64_t h = key_hash((const char *)b->strs.data + r->key_off, r->key_len) & mask;
+        while (slots[h])
+            h = (h + 1) & mask;
+        slots[h] = (uint32_t)i + 1;
+    }
+    uint8_t head[FT_HEADER_LEN] = {0};
+    uint32_t version = FT_VERSION, recsize = sizeof(struct ftable_rec), nrec = (uint32_t)b->nrec,
+             bom = FT_BOM;
+    uint64_t nids = b->ids.len / 32, strs_len = b->strs.len, tl = text_len;
+    memcpy(head, FT_MAGIC, 8);
+    memcpy(head + 8, &version, 4);
+    memcpy(head + 12, &recsize, 4);
+    memcpy(head + 16, &nrec, 4);
+    memcpy(head + 20, &nslots, 4);
+    memcpy(head + 24, &nids, 8);
+    memcpy(head + 32, &strs_len, 8);
+    memcpy(head + 40, &tl, 8);
+    memcpy(head + 48, snapshot, strlen(snapshot));
+    memcpy(head + 112, &bom, 4);
+
+    /* The MAC is computed over the sections as they are written. */
+    struct {
+        const void *p;
+        size_t n;
+    } parts[] = {{head, sizeof(head)},        {b->recs, b->nrec * sizeof(*b->recs)},
+                 {slots, (size_t)nslots * 4}, {b->ids.data, b->ids.len},
+                 {b->strs.data, b->strs.len}, {text, text_len}};
+    char *dir = xstrdup(path);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *slash = '\0';
+    /* a name of its own: two backups of the same paths may run at once (in one daemon too) */
+    uint8_t rnd[8];
+    char rhex[17];
+    cx_random(rnd, sizeof(rnd));
+    cx_hex(rnd, sizeof(rnd), rhex);
+    char *tmp = xasprintf("%s.tmp.%s", path, rhex);
+    int rc = -1;
+    if (slash && fs_mkdir_p(dir, 0700, e) != 0)
+        goto out;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+        err_sys(e, errno, "check that BACKUP_DIR/metadata/cache is writable", "cannot write %s",
+                tmp);
+        goto out;
+    }
+    struct cx_sha256 *h = cx_sha256_new();
+    bool ok = true;
+    for (size_t i = 0; ok && i < sizeof(parts) / sizeof(parts[0]); i++) {
+        if (!parts[i].n)
+            continue;
+        cx_sha256_update(h, parts[i].p, parts[i].n);
+        ok = write_all(fd, parts[i].p, parts[i].n) == 0;
+    }
+    uint8_t digest[32], mac[32];
+    cx_sha256_final(h, digest);
+    cx_sha256_free(h);
+    table_mac(key, digest, mac);
+    if (!ok || write_all(fd, mac, 32) != 0) {
+        err_sys(e, errno, "check the free space under BACKUP_DIR", "cannot write %s", tmp);
+        close(fd);
+        unlink(tmp);
+        goto out;
+    }
+    close(fd);
+    /* no fsync: a table torn by a crash fails its MAC and is rebuilt from the repository */
+    if (rename(tmp, path) != 0) {
+        err_sys(e, errno, "check that BACKUP_DIR/metadata/cache is writable", "cannot rename %s",
+                tmp);
+        unlink(tmp);
+        goto out;
+    }
+    rc = 0;
+out:
+    free(slots);
+    free(tmp);
+    free(dir);
+    return rc;
+}
+
+void ftable_builder_free(struct ftable_builder *b)
+{
+    if (!b)
+        return;
+    free(b->recs);
+    buf_free(&b->ids);
+    buf_free(&b->strs);
+    free(b);
+}

@@ -1,0 +1,75 @@
+/* The file table cache: the previous file backup's regular files in a compact, memory-mapped
+ * form in the local cache (BACKUP_DIR/metadata/cache/<repo id>/), so that a backup where most
+ * files did not change costs one stat and one lookup per file instead of reading, decrypting
+ * and parsing the previous manifest.
+ *
+ * It is a cache: rebuilt from the repository whenever it is missing, stale (made for another
+ * snapshot than the parent the backup builds on) or not intact. It is trusted only after its
+ * HMAC-SHA-256 (a key derived from the repository's master key, so only a holder of the key
+ * can make one the program accepts) and its bounds check out. Layout: docs/BACKUP_RECOVERY.md
+ * ("The file table cache"); the records are in the machine's own byte order (a cache made on
+ * another machine fails the header check and is rebuilt). */
+#ifndef CARIS_FILETABLE_H
+#define CARIS_FILETABLE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+
+#include "caris/core.h"
+#include "caris/err.h"
+
+/* What the table keeps of one regular file: the stat fields that decide "unchanged", the
+ * owner names written in its entry, its chunk ids, and its manifest entry's exact text. */
+struct ftable_rec {
+    uint64_t text_off, key_off, ids_off; /* text: bytes of the text; key: strs; ids: ids */
+    uint32_t text_len, key_len, nids, mode;
+    int64_t size, mtime_s, ctime_s;
+    uint64_t ino;
+    uint32_t mtime_ns, ctime_ns, uid, gid;
+    uint32_t user_off, user_len, group_off, group_len; /* in strs; len UINT32_MAX: no name */
+};
+
+struct ftable; /* a verified table, read-only */
+
+/* The key that authenticates tables, derived from the repository's keys. */
+struct repo;
+int ftable_key(const struct repo *r, uint8_t key[32], struct err *e);
+
+/* The path of the table for these roots (their compact JSON text) of repository r under
+ * cache_dir, newly allocated. */
+char *ftable_path(const char *cache_dir, const struct repo *r, const char *roots_json);
+
+/* Opens and checks the table at path: NULL when it is missing, made for another snapshot than
+ * `snapshot` (the parent's snapshot name), or fails its MAC or bounds check; *why then says
+ * which (a static string, for the log). */
+struct ftable *ftable_open(const char *path, const uint8_t key[32], const char *snapshot,
+                           const char **why);
+void ftable_close(struct ftable *t);
+size_t ftable_count(const struct ftable *t);
+
+/* The record for key ("<root index>/<path>"), NULL when absent. */
+const struct ftable_rec *ftable_find(const struct ftable *t, const char *key, size_t kl);
+/* True when st, the owner names (NULL: none) and the link count say the file is the one the
+ * record describes: same size, mtime, ctime, inode, mode, uid, gid and names, one link. */
+bool ftable_matches(const struct ftable *t, const struct ftable_rec *rec, const struct stat *st,
+                    const char *user, const char *group);
+const char *ftable_text(const struct ftable *t, const struct ftable_rec *rec);
+const uint8_t (*ftable_ids(const struct ftable *t, const struct ftable_rec *rec))[32];
+
+/* Building the next table while a backup runs. */
+struct ftable_builder;
+struct ftable_builder *ftable_builder_new(void);
+/* One regular file: its key, stat, owner names (NULL: none) and chunk ids; its entry's text is
+ * [text_off, text_off + text_len) of the manifest text given to ftable_builder_write. */
+void ftable_builder_add(struct ftable_builder *b, const char *key, size_t kl, const struct stat *st,
+                        const char *user, const char *group, uint64_t text_off, size_t text_len,
+                        const uint8_t (*ids)[32], size_t nids);
+/* Writes the table for snapshot (a temporary file, then renamed: a reader sees the old table
+ * or the new one, never a mixture). */
+int ftable_builder_write(struct ftable_builder *b, const char *path, const uint8_t key[32],
+                         const char *snapshot, const char *text, size_t text_len, struct err *e);
+void ftable_builder_free(struct ftable_builder *b);
+
+#endif

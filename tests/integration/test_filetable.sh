@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# The file table cache (BACKUP_DIR/metadata/cache/<repo id>/files-*.tbl): a backup that
+# uses it records exactly what a backup without it records, and a missing, stale or tampered
+# table is ignored (the previous manifest is read instead), never trusted.
+#
+# Two repositories back up the same tree step by step: A keeps its cache, B has its cache
+# removed before every backup. After every step both must agree (stats, listing), A's
+# backups must verify, and a restore of A must equal the tree.
+source "$(dirname "$0")/lib.sh"
+
+src=$TEST_TMP/src
+make_tree "$src" --no-special || fail "make_tree failed"
+A=$BACKUP_DIR
+B=$TEST_TMP/nocache
+
+init_repo
+BACKUP_DIR=$B init_repo
+
+table() { find "$A/metadata/cache" -name 'files-*.tbl' -type f 2>/dev/null; }
+
+# both MODE STEP: back up with A (cache kept) and B (cache removed), compare.
+both() {
+    local mode=$1 step=$2
+    backup_json "$TEST_TMP/a-$step.json" "--$mode" "$src"
+    assert_rc 0 "$step: backup with the cache"
+    A_ID=$BACKUP_ID
+    A_ERR=$ERR
+    rm -rf "$B/metadata/cache"
+    BACKUP_DIR=$B backup_json "$TEST_TMP/b-$step.json" "--$mode" "$src"
+    assert_rc 0 "$step: backup without the cache"
+    B_ID=$BACKUP_ID
+    local k
+    for k in files filesUnchanged bytesRead bytesTotal dirs symlinks; do
+        assert_eq "$(json_get "$TEST_TMP/b-$step.json" "[\"stats\"][\"$k\"]")" \
+            "$(json_get "$TEST_TMP/a-$step.json" "[\"stats\"][\"$k\"]")" "$step: same $k with and without the cache"
+    done
+    run cb --json ls "$A_ID" --recursive --long
+    json_eval "$OUT_FILE" 'd["entries"]' >"$TEST_TMP/a-$step.ls"
+    BACKUP_DIR=$B run cb --json ls "$B_ID" --recursive --long
+    json_eval "$OUT_FILE" 'd["entries"]' >"$TEST_TMP/b-$step.ls"
+    assert_true "$step: same listing (paths, types, modes, owners, mtimes, sizes)" \
+        cmp -s "$TEST_TMP/a-$step.ls" "$TEST_TMP/b-$step.ls"
+    assert_exit 0 cb verify "$A_ID"
+}
+
+both full full
+assert_eq 1 "$(table | wc -l)" "a full backup leaves a file table in the cache"
+
+both incremental nochange
+assert_eq 0 "$(json_get "$TEST_TMP/a-nochange.json" '["stats"]["bytesRead"]')" "no change: nothing read"
+assert_eq "$(json_get "$TEST_TMP/a-nochange.json" '["stats"]["files"]')" \
+    "$(json_get "$TEST_TMP/a-nochange.json" '["stats"]["filesUnchanged"]')" "no change: every file unchanged"
+assert_not_contains "$A_ERR" "cache not used" "no change: the table was used"
+assert_eq true "$(json_eval "$TEST_TMP/a-nochange.json" 'd["stats"]["stageMs"]["read"] == 0 and d["stats"]["stageMs"]["walk"] > 0')" \
+    "no change: stageMs reports a walk and no reading"
+assert_eq true "$(json_eval "$TEST_TMP/a-full.json" 'all(d["stats"]["stageMs"][k] > 0 for k in ("read", "sha256", "chunk", "chunkId", "compress", "encrypt", "write", "manifest"))')" \
+    "full: stageMs reports time in every stage of the data path"
+
+# Changes the table must not hide: content, size, mode, owner, xattrs, a rewrite with the
+# mtime put back, new and deleted files, a new hard link.
+printf 'more\n' >>"$src/hello.txt"
+chmod 0600 "$src/odd-mode"
+chown 4321:8765 "$src/read-only"
+setfattr -n user.x -v changed "$src/xattr-file"
+setfattr -n user.added -v new "$src/docs/numbers.txt"
+printf 'new file\n' >"$src/docs/new.txt"
+rm "$src/docs/reports/records.csv"
+ln "$src/name with space" "$src/docs/space-link"
+python3 - "$src/setgid-file" <<'EOF'
+import os, sys
+p = sys.argv[1]
+st = os.stat(p)
+with open(p, "r+b") as f:
+    f.write(b"y")
+os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+EOF
+both incremental changed
+assert_not_contains "$A_ERR" "cache not used" "changed: the table was used"
+mkdir "$TEST_TMP/r"
+assert_exit 0 cb restore files "$A_ID" --target "$TEST_TMP/r"
+tree_compare "$src" "$TEST_TMP/r$src"
+
+# Tampered: one byte flipped. Ignored (its MAC fails), and the backup is still right.
+flip_byte "$(table)"
+both incremental tampered
+assert_contains "$A_ERR" "fails its authentication" "a tampered table is refused"
+assert_eq 0 "$(json_get "$TEST_TMP/a-tampered.json" '["stats"]["bytesRead"]')" "tampered: the previous manifest was used instead (nothing read)"
+
+# Stale: the table of an earlier backup put back. Ignored.
+cp "$(table)" "$TEST_TMP/old.tbl"
+printf 'again\n' >>"$src/hello.txt"
+both incremental before-stale
+cp "$TEST_TMP/old.tbl" "$(table)"
+both incremental stale
+assert_contains "$A_ERR" "made for another backup" "a stale table is refused"
+
+# A table whose MAC is right but made with another repository's key: copied from B.
+backup_json "$TEST_TMP/a-x.json" --incremental "$src"
+BACKUP_DIR=$B run cb --quiet backup files --incremental "$src"
+btab=$(find "$B/metadata/cache" -name 'files-*.tbl' -type f)
+cp "$btab" "$(table)"
+both incremental foreign
+assert_contains "$A_ERR" "fails its authentication" "another repository's table is refused"
+
+# Missing: rebuilt from the repository.
+rm -rf "$A/metadata/cache"
+both incremental missing
+assert_eq 1 "$(table | wc -l)" "the table is written again"
+both incremental after
+assert_not_contains "$A_ERR" "cache not used" "the rewritten table is used"
+
+test_done

@@ -1,0 +1,224 @@
+/* The file table cache: what is written is found again; a table is refused when it is for
+ * another snapshot, made with another key, altered in any byte, truncated, or (MAC recomputed
+ * with the right key) lies about its sections. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "caris/crypto.h"
+#include "services/filetable.h"
+#include "tmpdir.h"
+
+static const char SNAP[] = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+static const char TEXT[] = "[{\"a\":1},{\"b\":2},{\"c\":3}]";
+
+static struct stat file_stat(int i)
+{
+    struct stat st;
+    memset(&st, 0, sizeof(st));
+    st.st_mode = S_IFREG | 0640;
+    st.st_nlink = 1;
+    st.st_size = 1000 + i;
+    st.st_mtim.tv_sec = 1700000000 + i;
+    st.st_mtim.tv_nsec = 123456789;
+    st.st_ctim.tv_sec = 1700000100 + i;
+    st.st_ctim.tv_nsec = 987654321;
+    st.st_ino = 42 + (ino_t)i;
+    st.st_uid = 1000;
+    st.st_gid = 100;
+    return st;
+}
+
+static char *write_table(const char *dir, const uint8_t key[32])
+{
+    char *path = xasprintf("%s/sub/files-x.tbl", dir);
+    struct ftable_builder *b = ftable_builder_new();
+    uint8_t ids[3][32];
+    for (int i = 0; i < 3; i++)
+        memset(ids[i], 0x10 + i, 32);
+    static const char *keys[] = {"0/a", "0/dir/b", "1/c"};
+    /* entry i's text: {"a":1} at 1, {"b":2} at 9, {"c":3} at 17 */
+    for (int i = 0; i < 3; i++) {
+        struct stat st = file_stat(i);
+        ftable_builder_add(b, keys[i], strlen(keys[i]), &st, i == 2 ? NULL : "alice", "staff",
+                           1 + 8 * (uint64_t)i, 7, (const uint8_t(*)[32])ids, (size_t)i);
+    }
+    struct err e = ERR_INIT;
+    assert_int_equal(ftable_builder_write(b, path, key, SNAP, TEXT, strlen(TEXT), &e), 0);
+    ftable_builder_free(b);
+    return path;
+}
+
+static void read_file(const char *path, struct buf *out)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    uint8_t chunk[4096];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+        buf_append(out, chunk, n);
+    fclose(f);
+}
+
+static void write_file(const char *path, const void *p, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(p, 1, n, f), n);
+    fclose(f);
+}
+
+static void test_roundtrip(void **state)
+{
+    (void)state;
+    char *dir = tmpdir_new();
+    uint8_t key[32];
+    memset(key, 7, 32);
+    char *path = write_table(dir, key);
+    const char *why;
+    struct ftable *t = ftable_open(path, key, SNAP, &why);
+    assert_non_null(t);
+    assert_int_equal(ftable_count(t), 3);
+    const struct ftable_rec *r = ftable_find(t, "0/dir/b", 7);
+    assert_non_null(r);
+    assert_memory_equal(ftable_text(t, r), "{\"b\":2}", 7);
+    assert_int_equal(r->nids, 1);
+    uint8_t want[32];
+    memset(want, 0x10, 32);
+    assert_memory_equal(ftable_ids(t, r)[0], want, 32);
+    struct stat st = file_stat(1);
+    assert_true(ftable_matches(t, r, &st, "alice", "staff"));
+    assert_false(ftable_matches(t, r, &st, "bob", "staff"));
+    assert_false(ftable_matches(t, r, &st, "alice", NULL));
+    st.st_ctim.tv_nsec++;
+    assert_false(ftable_matches(t, r, &st, "alice", "staff"));
+    st = file_stat(1);
+    st.st_mode = S_IFREG | 0644;
+    assert_false(ftable_matches(t, r, &st, "alice", "staff"));
+    st = file_stat(1);
+    st.st_nlink = 2;
+    assert_false(ftable_matches(t, r, &st, "alice", "staff"));
+    st = file_stat(1);
+    st.st_ino++;
+    assert_false(ftable_matches(t, r, &st, "alice", "staff"));
+    /* no owner name recorded: only "no name" matches */
+    r = ftable_find(t, "1/c", 3);
+    assert_non_null(r);
+    st = file_stat(2);
+    assert_true(ftable_matches(t, r, &st, NULL, "staff"));
+    assert_false(ftable_matches(t, r, &st, "", "staff"));
+    assert_null(ftable_find(t, "0/dir", 5));
+    assert_null(ftable_find(t, "0/dir/bb", 8));
+    ftable_close(t);
+
+    /* another snapshot, another key, no file */
+    char other[65];
+    memcpy(other, SNAP, 65);
+    other[0] = '1';
+    assert_null(ftable_open(path, key, other, &why));
+    assert_string_equal(why, "made for another backup, or of another layout");
+    uint8_t key2[32];
+    memset(key2, 8, 32);
+    assert_null(ftable_open(path, key2, SNAP, &why));
+    char *none = xasprintf("%s/none.tbl", dir);
+    assert_null(ftable_open(none, key, SNAP, &why));
+    assert_string_equal(why, "none yet");
+    free(none);
+    free(path);
+    tmpdir_free(dir);
+}
+
+static void test_every_byte_and_truncation(void **state)
+{
+    (void)state;
+    char *dir = tmpdir_new();
+    uint8_t key[32];
+    memset(key, 7, 32);
+    char *path = write_table(dir, key);
+    struct buf good = {0};
+    read_file(path, &good);
+    const char *why;
+    for (size_t i = 0; i < good.len; i++) {
+        good.data[i] ^= 0x01;
+        write_file(path, good.data, good.len);
+        good.data[i] ^= 0x01;
+        assert_null(ftable_open(path, key, SNAP, &why));
+    }
+    for (size_t n = 0; n < good.len; n += 7) {
+        write_file(path, good.data, n);
+        assert_null(ftable_open(path, key, SNAP, &why));
+    }
+    write_file(path, good.data, good.len);
+    struct ftable *t = ftable_open(path, key, SNAP, &why);
+    assert_non_null(t);
+    ftable_close(t);
+    buf_free(&good);
+    free(path);
+    tmpdir_free(dir);
+}
+
+/* Rewrites the header field at off with v (len bytes) and seals the table again with key. */
+static void forge(const char *path, const struct buf *good, size_t off, uint64_t v, size_t len,
+                  const uint8_t key[32])
+{
+    struct buf b = {0};
+    buf_append(&b, good->data, good->len);
+    memcpy(b.data + off, &v, len);
+    uint8_t d[32];
+    cx_sha256(b.data, b.len - 32, d);
+    cx_hmac_sha256(key, 32, d, 32, b.data + b.len - 32);
+    write_file(path, b.data, b.len);
+    buf_free(&b);
+}
+
+static void test_lying_sections(void **state)
+{
+    (void)state;
+    char *dir = tmpdir_new();
+    uint8_t key[32];
+    memset(key, 7, 32);
+    char *path = write_table(dir, key);
+    struct buf good = {0};
+    read_file(path, &good);
+    const char *why;
+    forge(path, &good, 16, 4, 4, key); /* nrec: 3 -> 4 */
+    struct ftable *t = ftable_open(path, key, SNAP, &why);
+    assert_null(t);
+    forge(path, &good, 16, UINT32_MAX, 4, key);
+    assert_null(ftable_open(path, key, SNAP, &why));
+    forge(path, &good, 20, 12, 4, key); /* nslots: not a power of two */
+    assert_null(ftable_open(path, key, SNAP, &why));
+    forge(path, &good, 24, UINT64_MAX / 16, 8, key); /* nids: overflow */
+    assert_null(ftable_open(path, key, SNAP, &why));
+    forge(path, &good, 32, UINT64_MAX, 8, key); /* strs_len */
+    assert_null(ftable_open(path, key, SNAP, &why));
+    forge(path, &good, 40, 1, 8, key); /* text_len */
+    assert_null(ftable_open(path, key, SNAP, &why));
+    /* a record pointing past the text: the first record's text_off (at 120) */
+    forge(path, &good, 120, 1u << 20, 8, key);
+    assert_null(ftable_open(path, key, SNAP, &why));
+    /* unchanged but sealed again: accepted (the forging itself is right) */
+    forge(path, &good, 8, 1, 4, key);
+    t = ftable_open(path, key, SNAP, &why);
+    assert_non_null(t);
+    ftable_close(t);
+    buf_free(&good);
+    free(path);
+    tmpdir_free(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_roundtrip),
+        cmocka_unit_test(test_every_byte_and_truncation),
+        cmocka_unit_test(test_lying_sections),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
