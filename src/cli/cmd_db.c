@@ -206,7 +206,7 @@ int cmd_backup_database(struct globals *g, int argc, char **argv)
     int rc = incremental ? caris_db_backup_incremental(r, &o, &res, &e)
                          : caris_db_backup_full(r, &o, &res, &e);
     progress_end(g);
-    repo_close(r);
+    cli_keep_repo_for_audit(g, r);
     if (rc < 0)
         return fail(&e);
     print_db_summary(g, &res);

@@ -558,7 +558,7 @@ static int cmd_backup(struct globals *g, int argc, char **argv)
         code = rc == CARIS_DONE_WARNINGS ? EXIT_WARNINGS : 0;
     }
     caris_backup_result_free(&res);
-    repo_close(r);
+    cli_keep_repo_for_audit(g, r);
     free(cache_dir);
     free_list(paths, npaths);
     free_list(excl, nexcl);
@@ -1384,6 +1384,7 @@ int main(int argc, char **argv)
     else
         code = cli_unknown_command(cmd, COMMANDS, sizeof(COMMANDS) / sizeof(COMMANDS[0]));
     cli_audit(&g, cargc, cargv, code, (time_mono_ns() - t0) / 1000000);
+    repo_close(g.audit_repo); /* when cli_audit returned before using it */
     free(g.repo_path);
     storage_set_cache_root(NULL);
     storage_set_config(NULL);
