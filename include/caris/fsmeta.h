@@ -63,8 +63,9 @@ struct fswalk_entry {
     int fd;
 };
 
-/* Called for every entry, parents before children, siblings in byte order of their names.
- * Return 0 to continue, 1 to skip a directory's contents, -1 (with e set) to abort. */
+/* Called for every entry, parents before children, siblings in byte order of their names,
+ * always on the thread that called fswalk_run. Return 0 to continue, 1 to skip a directory's
+ * contents, -1 (with e set) to abort. */
 typedef int (*fswalk_cb)(void *ctx, const struct fswalk_entry *ent, struct err *e);
 
 /* Called for every entry that could not be read (permission denied, vanished, socket or
@@ -84,6 +85,11 @@ struct fswalk_opts {
      * (one fstatat per unchanged file) and the entry comes with `known` set. */
     bool (*known)(void *ctx, const char *path, size_t path_len, const struct stat *st,
                   const struct fs_meta *meta);
+    /* Threads that read directories ahead of the walk (open, xattrs, names, one fstatat per
+     * name), in the order the walk reaches them, a bounded number ahead; 0: the walk reads
+     * each directory itself when it gets there. The callbacks run on the calling thread
+     * either way, in the same order, with the same entries and warnings. */
+    int threads;
 };
 
 /* Walks root (an absolute or relative path to a directory or a single file). Hard links:

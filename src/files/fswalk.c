@@ -1,7 +1,8 @@
 /* Walking a tree at backup time: every entry is reached through a descriptor of the
  * directory that holds it (openat/fstatat/readlinkat), so names may be any bytes and paths
  * may be longer than PATH_MAX. One directory descriptor is open per level of depth, never
- * one per sibling. */
+ * one per sibling, plus those of the directories read ahead (see "reading directories
+ * ahead" below). */
 #include "caris/fsmeta.h"
 #include "caris/core.h"
 
@@ -10,11 +11,13 @@
 #include <fcntl.h>
 #include <fnmatch.h>
 #include <grp.h>
+#include <pthread.h>
 #include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -190,6 +193,17 @@ struct walker {
     size_t nusers, ngroups;
     char *pwbuf;
     size_t pwbuf_size;
+
+    /* reading ahead (below): scanner threads, and the directories waiting for one */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct dnode **heap; /* queued directories, earliest in the walk's order first */
+    size_t nheap, capheap;
+    size_t ahead_dirs, ahead_ents; /* scanned or being scanned by a scanner, not yet taken */
+    size_t max_ahead;
+    pthread_t *threads;
+    size_t nthreads;
+    bool stop;
 };
 
 static const char *shown(const struct walker *w, char *buf)
@@ -225,7 +239,7 @@ static int problem(struct walker *w, bool fatal, int errnum, const char *fmt, ..
     if (fatal || is_resource_errno(errnum)) {
         const char *hint = errnum == EMFILE || errnum == ENFILE
                                ? "raise the open-file limit (ulimit -n); one descriptor is "
-                                 "used per level of directory depth"
+                                 "used per level of directory depth, plus up to 64 read ahead"
                                : NULL;
         if (errnum)
             return err_sys(w->e, errnum, hint, "%s", msg);
@@ -474,8 +488,6 @@ static int check_same(struct walker *w, bool root, int fd, struct stat *st)
     return 1;
 }
 
-static int walk_dir(struct walker *w, int fd);
-
 static int visit_reg(struct walker *w, int dfd, const char *name, struct stat *st, bool root)
 {
     struct fs_meta m;
@@ -525,45 +537,6 @@ static int visit_reg(struct walker *w, int dfd, const char *name, struct stat *s
     rc = emit_entry(w, dfd, name, st, &m, false, fd);
     close(fd);
     return rc < 0 ? -1 : 0;
-}
-
-static int visit_dir(struct walker *w, int dfd, const char *name, struct stat *st, bool root)
-{
-    char ep[ESC_MAX];
-    struct fs_meta m;
-    int fd = open_entry(dfd, name, O_RDONLY | O_DIRECTORY);
-    if (fd < 0) {
-        int err = errno;
-        if (root || is_resource_errno(err) || err == ENOENT || err == ELOOP || err == ENOTDIR)
-            return open_failed(w, root, err, "directory");
-        /* the directory exists and has metadata: keep it, without its contents */
-        problem(w, false, err, "cannot open directory %s, its contents are skipped", shown(w, ep));
-        if (meta_fill(w, st, FS_DIR, &m) < 0)
-            return -1;
-        return emit(w, dfd, name, st, &m) < 0 ? -1 : 0;
-    }
-    int rc = check_same(w, root, fd, st);
-    if (rc <= 0) {
-        close(fd);
-        return rc;
-    }
-    if (meta_fill(w, st, FS_DIR, &m) < 0) {
-        close(fd);
-        return -1;
-    }
-    if (meta_read_xattrs(w, fd, &m) < 0) {
-        fs_meta_free(&m);
-        close(fd);
-        return -1;
-    }
-    rc = emit(w, dfd, name, st, &m);
-    if (rc != 0 || (w->o->one_file_system && st->st_dev != w->root_dev)) {
-        close(fd);
-        return rc < 0 ? -1 : 0;
-    }
-    if (root)
-        path_truncate(w, 0); /* children of the root are "name", not "./name" */
-    return walk_dir(w, fd);
 }
 
 static int visit_symlink(struct walker *w, int dfd, const char *name, const struct stat *st,
@@ -641,8 +614,14 @@ static int visit_fifo(struct walker *w, int dfd, const char *name, struct stat *
     return emit(w, dfd, name, st, &m) < 0 ? -1 : 0;
 }
 
-/* Visits the entry whose path is w->path; st is its lstat(). */
-static int visit(struct walker *w, int dfd, const char *name, struct stat *st, bool root)
+struct dnode;
+static int visit_dir(struct walker *w, int dfd, const char *name, struct stat *st, bool root,
+                     struct dnode *n);
+
+/* Visits the entry whose path is w->path; st is its lstat(). node: a directory's scan, or
+ * NULL (made here); always freed. */
+static int visit(struct walker *w, int dfd, const char *name, struct stat *st, bool root,
+                 struct dnode *node)
 {
     char ep[ESC_MAX];
     const char *kind;
@@ -650,7 +629,7 @@ static int visit(struct walker *w, int dfd, const char *name, struct stat *st, b
     case S_IFREG:
         return visit_reg(w, dfd, name, st, root);
     case S_IFDIR:
-        return visit_dir(w, dfd, name, st, root);
+        return visit_dir(w, dfd, name, st, root, node);
     case S_IFLNK:
         return visit_symlink(w, dfd, name, st, root);
     case S_IFIFO:
@@ -673,11 +652,75 @@ static int visit(struct walker *w, int dfd, const char *name, struct stat *st, b
     return problem(w, false, 0, "skipped %s %s", kind, shown(w, ep));
 }
 
-static bool excluded(const struct walker *w, const char *name)
+/* ---- reading directories ahead -------------------------------------------------------------
+ *
+ * A directory is read in one go, a "scan": opened (never through a symlink), checked to be
+ * the directory its parent listed, its xattrs read, its names read and sorted, and every name
+ * that is not excluded fstatat'ed. A scan only records what it found, errors included; the
+ * walk (one thread, the caller's) then replays it entry by entry, so the callbacks and the
+ * warnings come in exactly the order, and with exactly the content, of a walk that reads
+ * each directory when it reaches it, whichever thread scanned what and when.
+ *
+ * With opts.threads > 0, scanner threads scan the directories the walk will reach next, in
+ * the order it will reach them (preorder), at most max_ahead directories and AHEAD_ENTRIES
+ * entries ahead of it (memory and descriptors stay bounded); the walk scans a directory
+ * itself when it reaches one no scanner has started. A directory read ahead may thus be
+ * listed before the callback has seen the directory itself: a callback that changes the
+ * tree below the entry it is given may not see the change (a backup does not). A directory's
+ * descriptor is open from its scan until the walk leaves it (or skips it): the levels of
+ * depth plus at most max_ahead + threads. */
+
+enum { AHEAD_DIRS = 64, AHEAD_ENTRIES = 16384 };
+
+enum dstate {
+    D_QUEUED,   /* in the heap, for a scanner or the walk */
+    D_DEFERRED, /* not in the heap: the walk scans it when it gets there */
+    D_RUNNING,
+    D_DONE,
+};
+
+struct dent {
+    const char *name; /* in the directory's names buffer */
+    struct stat st;
+    int err; /* fstatat's errno; 0: st is valid */
+    bool excluded;
+    struct dnode *kid; /* a directory: its node, until the walk takes it */
+};
+
+struct dnode {
+    /* set when made */
+    int pfd;          /* the parent directory, open as long as this node exists */
+    const char *name; /* in the parent's names buffer (the root: fswalk_run's copy) */
+    char *path;       /* relative path ("." for the root) */
+    struct stat st;   /* the parent's fstatat; after the scan, the directory's fstat */
+    bool root;
+    uint32_t *key; /* entry indices from the root: the walk's order is key order */
+    size_t depth;
+    /* scheduling, under the walker's mutex */
+    enum dstate state;
+    size_t heap_pos;
+    bool counted; /* scanned by a scanner, not taken yet: counts against the read-ahead */
+    /* what the scan found */
+    int fd;       /* the directory, or -1 */
+    int open_err; /* openat's errno: nothing else was done */
+    int stat_err; /* fstat's errno */
+    bool changed_type;
+    int xattr_err;
+    struct fs_xattr *xattrs;
+    size_t nxattrs;
+    bool listed;     /* names read (not: another file system with one_file_system) */
+    int readdir_err; /* reading the names failed after some (or none) were read */
+    bool nomem;
+    char *names;
+    struct dent *ents;
+    size_t n;
+};
+
+static bool excluded(const struct fswalk_opts *o, const char *path, const char *name)
 {
-    const char *const *p = w->o->excludes;
+    const char *const *p = o->excludes;
     for (; p && *p; p++) {
-        if (strchr(*p, '/') ? fnmatch(*p, w->path, FNM_PATHNAME) == 0 : fnmatch(*p, name, 0) == 0)
+        if (strchr(*p, '/') ? fnmatch(*p, path, FNM_PATHNAME) == 0 : fnmatch(*p, name, 0) == 0)
             return true;
     }
     return false;
@@ -688,94 +731,446 @@ static int name_cmp(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Reads all names of the directory w->path first, so that they can be visited in byte
- * order and no readdir stream is interleaved with the visits below it. */
-static int read_names(struct walker *w, DIR *d, char **buf_out, char ***names_out, size_t *n_out)
+static struct dnode *node_new(int pfd, const char *name, const char *path, size_t path_len,
+                              const struct stat *st, const struct dnode *parent, uint32_t index)
 {
-    char ep[ESC_MAX];
-    char *buf = NULL;
-    size_t used = 0, cap = 0, n = 0;
-    for (;;) {
-        errno = 0;
-        struct dirent *de = readdir(d);
-        if (!de) {
-            if (errno)
-                problem(w, false, errno, "cannot list all of directory %s", shown(w, ep));
-            break;
-        }
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-            continue;
-        size_t l = strlen(de->d_name) + 1;
-        if (used + l > cap) {
-            size_t c = cap ? cap * 2 : 4096;
-            while (c < used + l)
-                c *= 2;
-            char *b = realloc(buf, c);
-            if (!b)
-                goto nomem;
-            buf = b;
-            cap = c;
-        }
-        memcpy(buf + used, de->d_name, l);
-        used += l;
-        n++;
+    struct dnode *n = calloc(1, sizeof(*n));
+    if (!n)
+        return NULL;
+    n->pfd = pfd;
+    n->name = name;
+    n->st = *st;
+    n->fd = -1;
+    n->state = D_DEFERRED; /* until published */
+    n->root = parent == NULL;
+    n->depth = parent ? parent->depth + 1 : 0;
+    n->path = malloc(path_len + 1);
+    n->key = malloc((n->depth ? n->depth : 1) * sizeof(*n->key));
+    if (!n->path || !n->key) {
+        free(n->path);
+        free(n->key);
+        free(n);
+        return NULL;
     }
-    char **names = malloc((n ? n : 1) * sizeof(*names));
-    if (!names)
-        goto nomem;
-    for (size_t i = 0, off = 0; i < n; i++) {
-        names[i] = buf + off;
-        off += strlen(buf + off) + 1;
+    memcpy(n->path, path, path_len);
+    n->path[path_len] = '\0';
+    if (parent) {
+        memcpy(n->key, parent->key, parent->depth * sizeof(*n->key));
+        n->key[parent->depth] = index;
     }
-    qsort(names, n, sizeof(*names), name_cmp);
-    *buf_out = buf;
-    *names_out = names;
-    *n_out = n;
-    return 0;
-nomem:
-    free(buf);
-    return oom(w);
+    return n;
 }
 
-/* Visits the entries of the directory open as fd (consumed), whose path is w->path. */
-static int walk_dir(struct walker *w, int fd)
+/* Reads the names of n's directory, sorted bytewise (no "." and ".."). */
+static void scan_names(struct dnode *n, char ***sorted)
+{
+    _Alignas(struct dirent64) char dbuf[32768];
+    size_t used = 0, cap = 0, count = 0;
+    for (;;) {
+        ssize_t got = getdents64(n->fd, dbuf, sizeof(dbuf));
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            n->readdir_err = errno;
+            break;
+        }
+        if (got == 0)
+            break;
+        for (ssize_t off = 0; off < got;) {
+            const struct dirent64 *de = (const struct dirent64 *)(dbuf + off);
+            off += de->d_reclen;
+            const char *nm = de->d_name;
+            if (nm[0] == '.' && (nm[1] == '\0' || (nm[1] == '.' && nm[2] == '\0')))
+                continue;
+            size_t l = strlen(nm) + 1;
+            if (used + l > cap) {
+                size_t c = cap ? cap * 2 : 4096;
+                while (c < used + l)
+                    c *= 2;
+                char *b = realloc(n->names, c);
+                if (!b) {
+                    n->nomem = true;
+                    return;
+                }
+                n->names = b;
+                cap = c;
+            }
+            memcpy(n->names + used, nm, l);
+            used += l;
+            count++;
+        }
+    }
+    char **v = malloc((count ? count : 1) * sizeof(*v));
+    if (!v) {
+        n->nomem = true;
+        return;
+    }
+    for (size_t i = 0, off = 0; i < count; i++) {
+        v[i] = n->names + off;
+        off += strlen(n->names + off) + 1;
+    }
+    qsort(v, count, sizeof(*v), name_cmp);
+    *sorted = v;
+    n->n = count;
+}
+
+/* The scan of one directory (any thread): touches only n and the walk's options. */
+static void scan_dir(const struct walker *w, struct dnode *n)
+{
+    n->fd = open_entry(n->pfd, n->name, O_RDONLY | O_DIRECTORY);
+    if (n->fd < 0) {
+        n->open_err = errno;
+        return;
+    }
+    struct stat now;
+    if (fstat(n->fd, &now) < 0) {
+        n->stat_err = errno;
+        return;
+    }
+    if ((now.st_mode & S_IFMT) != (n->st.st_mode & S_IFMT)) {
+        n->changed_type = true; /* something else took its name */
+        return;
+    }
+    n->st = now;
+    if (xattrs_read(n->fd, &n->xattrs, &n->nxattrs) < 0)
+        n->xattr_err = errno;
+    if (w->o->one_file_system && now.st_dev != w->root_dev)
+        return;
+    n->listed = true;
+    char **sorted = NULL;
+    scan_names(n, &sorted);
+    if (n->nomem || !(n->ents = calloc(n->n ? n->n : 1, sizeof(*n->ents)))) {
+        n->nomem = true;
+        n->n = 0;
+        free(sorted);
+        return;
+    }
+    /* the children's paths, for the excludes: "name" below the root, else "path/name" */
+    size_t base = n->root ? 0 : strlen(n->path) + 1;
+    char *cpath = NULL;
+    size_t ccap = 0;
+    for (size_t i = 0; i < n->n; i++) {
+        struct dent *d = &n->ents[i];
+        d->name = sorted[i];
+        size_t nl = strlen(d->name);
+        if (base + nl + 1 > ccap) {
+            size_t c = (base + nl + 1) * 2;
+            char *p = realloc(cpath, c);
+            if (!p) {
+                n->nomem = true;
+                break;
+            }
+            cpath = p;
+            ccap = c;
+            if (base) {
+                memcpy(cpath, n->path, base - 1);
+                cpath[base - 1] = '/';
+            }
+        }
+        memcpy(cpath + base, d->name, nl + 1);
+        if ((d->excluded = excluded(w->o, cpath, d->name)))
+            continue;
+        if (fstatat(n->fd, d->name, &d->st, AT_SYMLINK_NOFOLLOW) < 0) {
+            d->err = errno;
+            continue;
+        }
+        if (S_ISDIR(d->st.st_mode) &&
+            !(d->kid = node_new(n->fd, d->name, cpath, base + nl, &d->st, n, (uint32_t)i))) {
+            n->nomem = true;
+            break;
+        }
+    }
+    free(cpath);
+    free(sorted);
+}
+
+/* ---- the queue of directories to scan: a binary heap in the walk's order ---- */
+
+static bool node_before(const struct dnode *a, const struct dnode *b)
+{
+    size_t d = a->depth < b->depth ? a->depth : b->depth;
+    for (size_t i = 0; i < d; i++)
+        if (a->key[i] != b->key[i])
+            return a->key[i] < b->key[i];
+    return a->depth < b->depth;
+}
+
+static void heap_set(struct walker *w, size_t i, struct dnode *n)
+{
+    w->heap[i] = n;
+    n->heap_pos = i;
+}
+
+static void heap_fix(struct walker *w, size_t i)
+{
+    struct dnode *n = w->heap[i];
+    while (i > 0 && node_before(n, w->heap[(i - 1) / 2])) {
+        heap_set(w, i, w->heap[(i - 1) / 2]);
+        i = (i - 1) / 2;
+    }
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= w->nheap)
+            break;
+        if (c + 1 < w->nheap && node_before(w->heap[c + 1], w->heap[c]))
+            c++;
+        if (!node_before(w->heap[c], n))
+            break;
+        heap_set(w, i, w->heap[c]);
+        i = c;
+    }
+    heap_set(w, i, n);
+}
+
+static int heap_push(struct walker *w, struct dnode *n)
+{
+    if (w->nheap == w->capheap) {
+        size_t c = w->capheap ? w->capheap * 2 : 64;
+        struct dnode **h = c < SIZE_MAX / sizeof(*h) ? realloc(w->heap, c * sizeof(*h)) : NULL;
+        if (!h)
+            return -1;
+        w->heap = h;
+        w->capheap = c;
+    }
+    heap_set(w, w->nheap++, n);
+    heap_fix(w, w->nheap - 1);
+    return 0;
+}
+
+static void heap_remove(struct walker *w, struct dnode *n)
+{
+    size_t i = n->heap_pos;
+    struct dnode *last = w->heap[--w->nheap];
+    if (i < w->nheap) {
+        heap_set(w, i, last);
+        heap_fix(w, i);
+    }
+}
+
+/* Under the mutex: n's scan is done; its subdirectories become work for the scanners. */
+static void publish(struct walker *w, struct dnode *n)
+{
+    for (size_t i = 0; i < n->n; i++) {
+        struct dnode *k = n->ents[i].kid;
+        if (k)
+            k->state = w->nthreads && heap_push(w, k) == 0 ? D_QUEUED : D_DEFERRED;
+    }
+    n->state = D_DONE;
+    pthread_cond_broadcast(&w->cv);
+}
+
+static void uncount(struct walker *w, struct dnode *n)
+{
+    if (n->counted) {
+        n->counted = false;
+        w->ahead_dirs--;
+        w->ahead_ents -= n->n;
+        pthread_cond_broadcast(&w->cv);
+    }
+}
+
+static void *scanner_main(void *arg)
+{
+    struct walker *w = arg;
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        while (!w->stop &&
+               !(w->nheap && w->ahead_dirs < w->max_ahead && w->ahead_ents < AHEAD_ENTRIES))
+            pthread_cond_wait(&w->cv, &w->mu);
+        if (w->stop)
+            break;
+        struct dnode *n = w->heap[0];
+        heap_remove(w, n);
+        n->state = D_RUNNING;
+        w->ahead_dirs++;
+        pthread_mutex_unlock(&w->mu);
+        scan_dir(w, n);
+        pthread_mutex_lock(&w->mu);
+        if (n->open_err == EMFILE || n->open_err == ENFILE) {
+            /* out of descriptors because of the read-ahead: the walk tries again when it
+             * gets there, with the descriptors of what it left closed by then */
+            n->open_err = 0;
+            n->state = D_DEFERRED;
+            w->ahead_dirs--;
+            pthread_cond_broadcast(&w->cv);
+            continue;
+        }
+        n->counted = true;
+        w->ahead_ents += n->n;
+        publish(w, n);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+/* The walk reaches n: its scan, waited for, or done here. */
+static void node_take(struct walker *w, struct dnode *n)
+{
+    pthread_mutex_lock(&w->mu);
+    while (n->state == D_RUNNING)
+        pthread_cond_wait(&w->cv, &w->mu);
+    if (n->state == D_DONE) {
+        uncount(w, n);
+        pthread_mutex_unlock(&w->mu);
+        return;
+    }
+    if (n->state == D_QUEUED)
+        heap_remove(w, n);
+    n->state = D_RUNNING;
+    pthread_mutex_unlock(&w->mu);
+    scan_dir(w, n);
+    pthread_mutex_lock(&w->mu);
+    publish(w, n);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void node_free(struct walker *w, struct dnode *n);
+
+/* A directory the walk will not visit (skipped, or the walk stops): waits for a scan in
+ * progress, then frees it and everything found below it. */
+static void node_discard(struct walker *w, struct dnode *n)
+{
+    pthread_mutex_lock(&w->mu);
+    while (n->state == D_RUNNING)
+        pthread_cond_wait(&w->cv, &w->mu);
+    if (n->state == D_QUEUED)
+        heap_remove(w, n);
+    uncount(w, n);
+    pthread_mutex_unlock(&w->mu);
+    node_free(w, n);
+}
+
+/* Frees n (scanned or not, taken or not) and discards the subdirectories the walk did not
+ * take; their descriptors are below n's, so n's is closed last. */
+static void node_free(struct walker *w, struct dnode *n)
+{
+    for (size_t i = 0; i < n->n; i++)
+        if (n->ents[i].kid)
+            node_discard(w, n->ents[i].kid);
+    if (n->fd >= 0)
+        close(n->fd);
+    xattrs_free(n->xattrs, n->nxattrs);
+    free(n->ents);
+    free(n->names);
+    free(n->path);
+    free(n->key);
+    free(n);
+}
+
+static void scanners_start(struct walker *w)
+{
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    /* the read-ahead's descriptors stay well inside the open-file limit */
+    struct rlimit rl;
+    w->max_ahead = AHEAD_DIRS;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        rl.rlim_cur < 4 * AHEAD_DIRS + 64)
+        w->max_ahead = rl.rlim_cur > 64 ? (size_t)(rl.rlim_cur - 64) / 4 : 0;
+    size_t want = w->o->threads > 0 && w->max_ahead ? (size_t)w->o->threads : 0;
+    if (want > 16)
+        want = 16;
+    if (want && !(w->threads = calloc(want, sizeof(*w->threads))))
+        want = 0;
+    for (size_t i = 0; i < want; i++) {
+        if (pthread_create(&w->threads[w->nthreads], NULL, scanner_main, w) != 0)
+            break; /* fewer scanners: slower, not wrong */
+        w->nthreads++;
+    }
+}
+
+static void scanners_stop(struct walker *w)
+{
+    pthread_mutex_lock(&w->mu);
+    w->stop = true;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    for (size_t i = 0; i < w->nthreads; i++)
+        pthread_join(w->threads[i], NULL);
+    free(w->threads);
+    free(w->heap);
+    pthread_cond_destroy(&w->cv);
+    pthread_mutex_destroy(&w->mu);
+}
+
+/* ---- the walk ------------------------------------------------------------------------------ */
+
+/* Visits the entries of n, scanned and open, whose path is w->path. */
+static int walk_node(struct walker *w, struct dnode *n)
 {
     char ep[ESC_MAX];
-    DIR *d = fdopendir(fd);
-    if (!d) {
-        int err = errno;
-        close(fd);
-        return problem(w, false, err, "cannot list directory %s", shown(w, ep));
-    }
-    char *buf = NULL;
-    char **names = NULL;
-    size_t n = 0;
-    if (read_names(w, d, &buf, &names, &n) < 0) {
-        closedir(d);
-        return -1;
-    }
+    if (n->readdir_err)
+        problem(w, false, n->readdir_err, "cannot list all of directory %s", shown(w, ep));
     size_t base = w->len;
     int rc = 0;
-    for (size_t i = 0; i < n && rc == 0; i++) {
-        if (path_append(w, names[i]) < 0) {
+    for (size_t i = 0; i < n->n && rc == 0; i++) {
+        struct dent *d = &n->ents[i];
+        if (path_append(w, d->name) < 0) {
             rc = -1;
             break;
         }
-        if (!excluded(w, names[i])) {
-            struct stat st;
-            if (fstatat(dirfd(d), names[i], &st, AT_SYMLINK_NOFOLLOW) < 0) {
-                int err = errno;
-                rc = err == ENOENT ? open_failed(w, false, err, "")
-                                   : problem(w, false, err, "cannot read %s", shown(w, ep));
-            } else {
-                rc = visit(w, dirfd(d), names[i], &st, false);
-            }
+        if (d->excluded) {
+            /* not visited */
+        } else if (d->err) {
+            rc = d->err == ENOENT ? open_failed(w, false, d->err, "")
+                                  : problem(w, false, d->err, "cannot read %s", shown(w, ep));
+        } else {
+            struct dnode *kid = d->kid;
+            d->kid = NULL; /* visit frees it */
+            rc = visit(w, n->fd, d->name, &d->st, false, kid);
         }
         path_truncate(w, base);
     }
-    free(names);
-    free(buf);
-    closedir(d);
+    return rc;
+}
+
+/* A directory: node is its scan (made here when the caller has none); freed here. */
+static int visit_dir(struct walker *w, int dfd, const char *name, struct stat *st, bool root,
+                     struct dnode *n)
+{
+    char ep[ESC_MAX];
+    struct fs_meta m;
+    if (!n && !(n = node_new(dfd, name, w->path, w->len, st, NULL, 0)))
+        return oom(w);
+    n->root = root;
+    node_take(w, n);
+    int rc;
+    if (n->nomem) {
+        rc = oom(w);
+    } else if (n->open_err) {
+        int err = n->open_err;
+        if (root || is_resource_errno(err) || err == ENOENT || err == ELOOP || err == ENOTDIR) {
+            rc = open_failed(w, root, err, "directory");
+        } else {
+            /* the directory exists and has metadata: keep it, without its contents */
+            problem(w, false, err, "cannot open directory %s, its contents are skipped",
+                    shown(w, ep));
+            rc = meta_fill(w, st, FS_DIR, &m) < 0 ? -1 : emit(w, dfd, name, st, &m) < 0 ? -1 : 0;
+        }
+    } else if (n->stat_err) {
+        rc = problem(w, root, n->stat_err, "cannot read %s", shown(w, ep));
+    } else if (n->changed_type) {
+        rc = problem(w, root, 0, "skipped %s: it changed type while being read", shown(w, ep));
+    } else if (*st = n->st, meta_fill(w, st, FS_DIR, &m) < 0) {
+        rc = -1;
+    } else {
+        m.xattrs = n->xattrs; /* the entry's now */
+        m.nxattrs = n->nxattrs;
+        n->xattrs = NULL;
+        n->nxattrs = 0;
+        if (n->xattr_err && problem(w, false, n->xattr_err, "cannot read extended attributes of %s",
+                                    shown(w, ep)) < 0) {
+            fs_meta_free(&m);
+            rc = -1;
+        } else if ((rc = emit(w, dfd, name, st, &m)) != 0 || !n->listed) {
+            rc = rc < 0 ? -1 : 0;
+        } else {
+            if (root)
+                path_truncate(w, 0); /* children of the root are "name", not "./name" */
+            rc = walk_node(w, n);
+        }
+    }
+    node_free(w, n);
     return rc;
 }
 
@@ -856,7 +1251,12 @@ int fswalk_run(const char *root, const struct fswalk_opts *o, fswalk_cb cb, stru
         rc = err_sys(e, errno, NULL, "cannot open %s", esc(root, ep, sizeof(ep)));
     } else if ((rc = path_append(&w, ".")) == 0) {
         w.root_dev = st.st_dev;
-        rc = visit(&w, dfd, name, &st, true);
+        bool dir = S_ISDIR(st.st_mode);
+        if (dir)
+            scanners_start(&w);
+        rc = visit(&w, dfd, name, &st, true, NULL); /* frees every directory's scan */
+        if (dir)
+            scanners_stop(&w);
     }
     close(dfd);
     free(name);

@@ -995,8 +995,10 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
 
     if (o->estimate_total) {
         for (size_t i = 0; i < json_array_size(roots); i++) {
-            struct fswalk_opts wo = {
-                .excludes = o->excludes, .warn = quiet_warn, .ctx = &b.total_estimate};
+            struct fswalk_opts wo = {.excludes = o->excludes,
+                                     .warn = quiet_warn,
+                                     .ctx = &b.total_estimate,
+                                     .threads = nthreads};
             struct err ie = ERR_INIT;
             fswalk_run(json_string_value(json_array_get(roots, i)), &wo, count_size, &ie);
         }
@@ -1004,10 +1006,12 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
     int64_t walk0 = time_mono_ns();
     for (size_t i = 0; i < json_array_size(roots); i++) {
         b.root = (int)i;
+        /* directories are read ahead on every core; the entries come in the same order */
         struct fswalk_opts wo = {.excludes = o->excludes,
                                  .warn = walk_warn,
                                  .ctx = &b,
-                                 .known = b.tab ? known_file : NULL};
+                                 .known = b.tab ? known_file : NULL,
+                                 .threads = nthreads};
         if (fswalk_run(json_string_value(json_array_get(roots, i)), &wo, on_entry, e) != 0)
             goto out;
     }

@@ -302,6 +302,9 @@ static void test_data_extents(void **state)
     free(root);
 }
 
+/* Directory read-ahead threads for the walks of the tests that run twice (0, then 2). */
+static int walk_threads;
+
 /* Runs the walk of root as an unprivileged user when we are root (permissions do not stop
  * root) and reports it through a pipe: "E path" and "W message" lines. */
 static void walk_as_nobody(const char *root, char *out, size_t size)
@@ -315,7 +318,7 @@ static void walk_as_nobody(const char *root, char *out, size_t size)
         if (geteuid() == 0 && (setgid(65534) < 0 || setuid(65534) < 0))
             _exit(2);
         struct t_recs r = {0};
-        struct fswalk_opts o = {.warn = t_warn, .ctx = &r};
+        struct fswalk_opts o = {.warn = t_warn, .ctx = &r, .threads = walk_threads};
         struct err e = ERR_INIT;
         if (fswalk_run(root, &o, t_record, &e) < 0)
             _exit(3);
@@ -399,7 +402,7 @@ static void test_walk_vanished(void **state)
     t_write_file(rfd, "c", "", 0644);
     close(rfd);
     struct t_recs r = {0};
-    struct fswalk_opts o = {.warn = t_warn, .ctx = &r};
+    struct fswalk_opts o = {.warn = t_warn, .ctx = &r, .threads = walk_threads};
     struct err e = ERR_INIT;
     assert_int_equal(fswalk_run(root, &o, cb_remove_b, &e), 0);
     assert_int_equal(r.n, 3);
@@ -427,10 +430,12 @@ static void test_walk_skip_and_abort(void **state)
     (void)state;
     char *root = t_mkdtemp();
     t_build_tree(root);
+    int fds = t_count_fds();
     struct t_recs r = {0};
-    struct fswalk_opts o = {.warn = t_warn, .ctx = &r};
+    struct fswalk_opts o = {.warn = t_warn, .ctx = &r, .threads = walk_threads};
     struct err e = ERR_INIT;
     assert_int_equal(fswalk_run(root, &o, cb_skip_and_abort, &e), -1);
+    assert_int_equal(t_count_fds(), fds); /* the directories read ahead are closed too */
     assert_string_equal(e.msg, "stop at hl_a");
     assert_string_equal(r.v[r.n - 1].path, "hl_a");
     for (size_t i = 0; i < r.n; i++)
@@ -523,6 +528,147 @@ static void test_walk_one_file_system(void **state)
     t_recs_free(&r);
 }
 
+/* ---- reading directories ahead (opts.threads) ---- */
+
+/* The walk as text: every entry and warning, in order, with what a backup keeps of it. */
+struct dump {
+    char *p;
+    size_t len;
+    int fd_base, fd_max;
+};
+
+static void dump_add(struct dump *d, const char *s)
+{
+    size_t l = strlen(s);
+    d->p = realloc(d->p, d->len + l + 1);
+    memcpy(d->p + d->len, s, l + 1);
+    d->len += l;
+}
+
+static int cb_dump(void *ctx, const struct fswalk_entry *ent, struct err *e)
+{
+    (void)e;
+    struct dump *d = ctx;
+    char line[8192];
+    snprintf(line, sizeof(line), "E %s|%s|%d|%o|%llu|%lld.%09lld|%llu|%s|%zu|%d\n", ent->path,
+             ent->name, ent->meta.type, ent->meta.mode, (unsigned long long)ent->meta.size,
+             (long long)ent->meta.mtime_sec, (long long)ent->meta.mtime_nsec,
+             (unsigned long long)ent->st.st_ino, ent->meta.link ? ent->meta.link : "-",
+             ent->meta.nxattrs, ent->fd >= 0);
+    dump_add(d, line);
+    /* the entry is reachable through its directory */
+    struct stat st;
+    assert_int_equal(fstatat(ent->dirfd, ent->name, &st, AT_SYMLINK_NOFOLLOW), 0);
+    assert_int_equal(st.st_ino, ent->st.st_ino);
+    if (ent->meta.type == FS_DIR) { /* (counting them all takes long) */
+        int n = t_count_fds() - d->fd_base;
+        if (n > d->fd_max)
+            d->fd_max = n;
+    }
+    return 0;
+}
+
+static void warn_dump(void *ctx, const char *path, const char *msg)
+{
+    struct dump *d = ctx;
+    char line[8192];
+    snprintf(line, sizeof(line), "W %s|%s\n", path, msg);
+    dump_add(d, line);
+}
+
+static char *walk_dump(const char *root, int threads, const char *const *excludes, int *fd_max)
+{
+    struct dump d = {.fd_base = t_count_fds()};
+    struct fswalk_opts o = {.excludes = excludes, .warn = warn_dump, .ctx = &d, .threads = threads};
+    struct err e = ERR_INIT;
+    int rc = fswalk_run(root, &o, cb_dump, &e);
+    if (rc < 0)
+        err_print(&e, stderr);
+    assert_int_equal(rc, 0);
+    assert_int_equal(t_count_fds(), d.fd_base); /* nothing left open */
+    if (fd_max)
+        *fd_max = d.fd_max;
+    return d.p;
+}
+
+/* A wide tree: W directories of W directories of W directories, files at every level. */
+static void build_wide(int rfd, int w)
+{
+    char p[128];
+    for (int i = 0; i < w; i++) {
+        snprintf(p, sizeof(p), "w%02d", i);
+        assert_int_equal(mkdirat(rfd, p, 0700), 0);
+        snprintf(p, sizeof(p), "w%02d.f", i);
+        t_write_file(rfd, p, "x", 0600);
+        for (int j = 0; j < w; j++) {
+            snprintf(p, sizeof(p), "w%02d/%02d", i, j);
+            assert_int_equal(mkdirat(rfd, p, 0700), 0);
+            snprintf(p, sizeof(p), "w%02d/%02d.tmp", i, j);
+            t_write_file(rfd, p, "y", 0600);
+            for (int k = 0; k < w; k++) {
+                snprintf(p, sizeof(p), "w%02d/%02d/%02d", i, j, k);
+                assert_int_equal(mkdirat(rfd, p, 0700), 0);
+                snprintf(p, sizeof(p), "w%02d/%02d/%02d/leaf", i, j, k);
+                t_write_file(rfd, p, "z", 0600);
+            }
+        }
+    }
+}
+
+static void test_walk_threads_same(void **state)
+{
+    (void)state;
+    char *root = t_mkdtemp();
+    t_build_tree(root);
+    int rfd = open(root, O_RDONLY | O_DIRECTORY);
+    build_wide(rfd, 9); /* 819 directories: many more than are ever read ahead */
+    close(rfd);
+    const char *const excludes[] = {"*.tmp", "w03", "w05/*/04", NULL};
+    for (int x = 0; x < 2; x++) {
+        const char *const *ex = x ? excludes : NULL;
+        int fd0;
+        char *want = walk_dump(root, 0, ex, &fd0);
+        assert_non_null(strstr(want, "\nE w08/08/08/leaf|"));
+        assert_true((strstr(want, "\nE w03|") == NULL) == (x == 1));
+        assert_non_null(strstr(want, "W sock|skipped socket sock\n"));
+        for (int threads = 1; threads <= 4; threads++) {
+            for (int round = 0; round < 2; round++) {
+                int fdn;
+                char *got = walk_dump(root, threads, ex, &fdn);
+                if (strcmp(got, want) != 0)
+                    fail_msg("threads %d: the walk differs from the walk without threads", threads);
+                /* depth + the read-ahead (64 directories, one being scanned per thread) */
+                assert_true(fdn <= fd0 + 64 + threads);
+                free(got);
+            }
+        }
+        free(want);
+    }
+    t_rm_tree(root);
+    free(root);
+}
+
+static void test_walk_unreadable_threads(void **state)
+{
+    walk_threads = 2;
+    test_walk_unreadable(state);
+    walk_threads = 0;
+}
+
+static void test_walk_vanished_threads(void **state)
+{
+    walk_threads = 2;
+    test_walk_vanished(state);
+    walk_threads = 0;
+}
+
+static void test_walk_skip_and_abort_threads(void **state)
+{
+    walk_threads = 2;
+    test_walk_skip_and_abort(state);
+    walk_threads = 0;
+}
+
 static void test_meta_free(void **state)
 {
     (void)state;
@@ -541,12 +687,21 @@ static void test_meta_free(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_walk_tree),     cmocka_unit_test(test_walk_fds_bounded),
-        cmocka_unit_test(test_walk_excludes), cmocka_unit_test(test_exclude_file),
-        cmocka_unit_test(test_data_extents),  cmocka_unit_test(test_walk_unreadable),
-        cmocka_unit_test(test_walk_vanished), cmocka_unit_test(test_walk_skip_and_abort),
-        cmocka_unit_test(test_walk_roots),    cmocka_unit_test(test_walk_one_file_system),
+        cmocka_unit_test(test_walk_tree),
+        cmocka_unit_test(test_walk_fds_bounded),
+        cmocka_unit_test(test_walk_excludes),
+        cmocka_unit_test(test_exclude_file),
+        cmocka_unit_test(test_data_extents),
+        cmocka_unit_test(test_walk_unreadable),
+        cmocka_unit_test(test_walk_vanished),
+        cmocka_unit_test(test_walk_skip_and_abort),
+        cmocka_unit_test(test_walk_roots),
+        cmocka_unit_test(test_walk_one_file_system),
         cmocka_unit_test(test_meta_free),
+        cmocka_unit_test(test_walk_threads_same),
+        cmocka_unit_test(test_walk_unreadable_threads),
+        cmocka_unit_test(test_walk_vanished_threads),
+        cmocka_unit_test(test_walk_skip_and_abort_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
