@@ -1130,9 +1130,11 @@ static int visit_dir(struct walker *w, int dfd, const char *name, struct stat *s
 {
     char ep[ESC_MAX];
     struct fs_meta m;
-    if (!n && !(n = node_new(dfd, name, w->path, w->len, st, NULL, 0)))
-        return oom(w);
-    n->root = root;
+    if (!n) { /* the root (a subdirectory always comes with the node its parent's scan made) */
+        if (!(n = node_new(dfd, name, w->path, w->len, st, NULL, 0)))
+            return oom(w);
+        n->root = root;
+    }
     node_take(w, n);
     int rc;
     if (n->nomem) {

@@ -977,6 +977,9 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
             int64_t t0 = time_mono_ns();
             if (tab_path)
                 b.tab = table_open(&b, tab_path, tab_key, parent);
+            /* the new manifest text is about the previous one's size: one allocation */
+            if (b.tab)
+                buf_reserve(&b.text, ftable_text_len(b.tab) + ftable_text_len(b.tab) / 16 + 4096);
             if (!b.tab && !(b.prev = prev_load(r, parent, e)))
                 goto out;
             b.manifest_ns += (uint64_t)(time_mono_ns() - t0);

@@ -201,6 +201,11 @@ size_t ftable_count(const struct ftable *t)
     return t->nrec;
 }
 
+size_t ftable_text_len(const struct ftable *t)
+{
+    return (size_t)t->text_len;
+}
+
 const struct ftable_rec *ftable_find(const struct ftable *t, const char *key, size_t kl)
 {
     uint32_t mask = t->nslots - 1;

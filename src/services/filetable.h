@@ -48,6 +48,7 @@ struct ftable *ftable_open(const char *path, const uint8_t key[32], const char *
                            const char **why);
 void ftable_close(struct ftable *t);
 size_t ftable_count(const struct ftable *t);
+size_t ftable_text_len(const struct ftable *t); /* its manifest text's length */
 
 /* The record for key ("<root index>/<path>"), NULL when absent. */
 const struct ftable_rec *ftable_find(const struct ftable *t, const char *key, size_t kl);
