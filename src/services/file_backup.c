@@ -73,6 +73,7 @@ struct rbuf {
 };
 
 #define READERS 4
+#define WALK_SCANNERS_MIN 4
 
 /* What the next file table (filetable.h) needs of a regular file's entry, kept from the walk
  * until the entry is serialised. */
@@ -1006,6 +1007,10 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
             fswalk_run(json_string_value(json_array_get(roots, i)), &wo, count_size, &ie);
         }
     }
+    /* Directory scanners mostly wait for the disk when the cache is cold: more of them than
+     * cores keep more reads in flight (2 GB tree, 42,279 files, cold: walk 1.2-1.8 s with 4,
+     * 2.3 s with 2) and cost nothing measurable when it is warm. */
+    int scanners = nthreads < WALK_SCANNERS_MIN ? WALK_SCANNERS_MIN : nthreads;
     int64_t walk0 = time_mono_ns();
     for (size_t i = 0; i < json_array_size(roots); i++) {
         b.root = (int)i;
@@ -1014,7 +1019,7 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
                                  .warn = walk_warn,
                                  .ctx = &b,
                                  .known = b.tab ? known_file : NULL,
-                                 .threads = nthreads};
+                                 .threads = scanners};
         if (fswalk_run(json_string_value(json_array_get(roots, i)), &wo, on_entry, e) != 0)
             goto out;
     }
