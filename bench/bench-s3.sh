@@ -10,11 +10,12 @@
 #   BENCH_S3_CONNECTIONS  caris --s3-connections (default: caris's default, 8)
 #   CARIS_BIN     our CLI (default: build/src/cli/caris-backup of this checkout)
 #
-# Steps, each timed with GNU time (wall, peak RSS), with the S3 requests it made (lines of
-# s3rver's log) and the bytes it added to the bucket:
-#   caris:  init, backup (first), backup (no change), restore (verified with diff -r),
+# Steps, each timed with GNU time (wall, CPU = user + sys, peak RSS), with the S3 requests it
+# made (lines of s3rver's log), the bytes it added to the bucket and the 1-minute load average
+# when it started (the machine is shared):
+#   caris:  init, backup (first), backup (no change, twice), restore (verified with diff -r),
 #           copy of a local backup of the same tree into a second S3 repository
-#   restic: init, backup (first), backup (no change), restore (verified with diff -r)
+#   restic: init, backup (first), backup (no change, twice), restore (verified with diff -r)
 # s3rver runs with TLS (a throw-away self-signed certificate): over plain http restic 0.14
 # (minio-go) signs uploads as STREAMING-AWS4-HMAC-SHA256-PAYLOAD (aws-chunked bodies), which
 # s3rver 3.7 stores undecoded, chunk headers included; restic then reads its own key file back
@@ -49,7 +50,7 @@ touch "$BENCH_DIR/.caris-bench-s3"
 SRC=$BENCH_DIR/src/tree
 LOGS=$BENCH_DIR/logs
 RESULTS=$BENCH_DIR/results.tsv
-printf 'tool\tstep\twall_s\trss_kb\trequests\tbucket_bytes\tnote\n' >"$RESULTS"
+printf 'tool\tstep\twall_s\tcpu_s\trss_kb\trequests\tbucket_bytes\tload\tnote\n' >"$RESULTS"
 
 for need in /usr/bin/time s3rver openssl python3; do
   command -v "$need" >/dev/null || { loud "$need is required"; exit 0; }
@@ -88,24 +89,25 @@ bucket_bytes() { du -sb "$BENCH_DIR/s3/$1" 2>/dev/null | cut -f1; }
 step() {
   local tool=$1 name=$2 bucket=$3
   shift 3
-  local r0 b0 r1 b1 rc
+  local r0 b0 r1 b1 rc load cpu usr sys
+  load=$(cut -d' ' -f1 /proc/loadavg)
   r0=$(requests)
   b0=$(bucket_bytes "$bucket")
-  /usr/bin/time -f '%e %M' -o "$LOGS/$tool.$name.time" "$@" >"$LOGS/$tool.$name.out" 2>"$LOGS/$tool.$name.err"
+  /usr/bin/time -f '%e %M %U %S' -o "$LOGS/$tool.$name.time" "$@" >"$LOGS/$tool.$name.out" 2>"$LOGS/$tool.$name.err"
   rc=$?
   r1=$(requests)
   b1=$(bucket_bytes "$bucket")
-  read -r wall rss <"$LOGS/$tool.$name.time" 2>/dev/null || { wall=?; rss=?; }
   # GNU time writes "Command exited with non-zero status N" first on failure
-  [ "$rc" -eq 0 ] || { wall=$(tail -1 "$LOGS/$tool.$name.time" | cut -d' ' -f1); rss=$(tail -1 "$LOGS/$tool.$name.time" | cut -d' ' -f2); }
+  read -r wall rss usr sys < <(tail -1 "$LOGS/$tool.$name.time" 2>/dev/null) || { wall=?; rss=?; usr=0; sys=0; }
+  cpu=$(python3 -c 'import sys; print("%.2f" % (float(sys.argv[1]) + float(sys.argv[2])))' "${usr:-0}" "${sys:-0}" 2>/dev/null || echo '?')
   local note=""
   # exit 3 is caris's "completed with warnings"
   if [ "$rc" -ne 0 ] && ! { [ "$tool" = caris ] && [ "$rc" -eq 3 ]; }; then
     note="FAILED (exit $rc, see $LOGS/$tool.$name.err)"
     loud "$tool $name: $note"
   fi
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$tool" "$name" "$wall" "$rss" "$((r1 - r0))" "$((b1 - b0))" "$note" >>"$RESULTS"
-  say "   $tool $name: ${wall}s, ${rss} KB, $((r1 - r0)) requests, +$((b1 - b0)) bytes ${note}"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$tool" "$name" "$wall" "$cpu" "$rss" "$((r1 - r0))" "$((b1 - b0))" "$load" "$note" >>"$RESULTS"
+  say "   $tool $name: ${wall}s wall, ${cpu}s CPU, ${rss} KB, $((r1 - r0)) requests, +$((b1 - b0)) bytes, load ${load} ${note}"
 }
 
 verify_restore() {
@@ -123,6 +125,7 @@ if [[ " $TOOLS " == *" caris "* ]]; then
   step caris init caris "$CARIS_BIN" --repo "$R" init
   step caris backup1 caris "$CARIS_BIN" --repo "$R" --json backup files --full "$SRC"
   step caris backup2 caris "$CARIS_BIN" --repo "$R" --json backup files "$SRC"
+  step caris backup2b caris "$CARIS_BIN" --repo "$R" --json backup files "$SRC"
   id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$LOGS/caris.backup1.out" 2>/dev/null)
   mkdir -p "$BENCH_DIR/restore/caris"
   step caris restore caris "$CARIS_BIN" --repo "$R" --json restore files "$id" --target "$BENCH_DIR/restore/caris"
@@ -135,7 +138,7 @@ if [[ " $TOOLS " == *" caris "* ]]; then
   export CARIS_COPY_TO_KEY=$PASS
   "$CARIS_BIN" --quiet --repo "s3:$EP/caris-copy/repo" init --copy-chunker-from "$L" >/dev/null 2>&1
   step caris copy caris-copy "$CARIS_BIN" --repo "$L" --json copy --latest --to "s3:$EP/caris-copy/repo"
-  for s in backup1 backup2 restore copy; do
+  for s in backup1 backup2 backup2b restore copy; do
     python3 - "$LOGS/caris.$s.out" "$s" <<'EOF' 2>/dev/null
 import json, sys
 d = json.load(open(sys.argv[1]))
@@ -155,6 +158,7 @@ if [[ " $TOOLS " == *" restic "* ]]; then
   step restic init restic "${RR[@]}" init --repository-version 2
   step restic backup1 restic "${RR[@]}" backup --compression auto "$SRC"
   step restic backup2 restic "${RR[@]}" backup --compression auto "$SRC"
+  step restic backup2b restic "${RR[@]}" backup --compression auto "$SRC"
   mkdir -p "$BENCH_DIR/restore/restic"
   step restic restore restic "${RR[@]}" restore latest --target "$BENCH_DIR/restore/restic"
   verify_restore "$BENCH_DIR/restore/restic$SRC" restic
@@ -162,6 +166,6 @@ if [[ " $TOOLS " == *" restic "* ]]; then
 fi
 
 say ""
-say "== results ($SIZE tree; wall seconds, peak RSS KB, S3 requests, bytes added to the bucket)"
+say "== results ($SIZE tree; wall and CPU seconds, peak RSS KB, S3 requests, bytes added to the bucket, load average at the start)"
 column -t -s $'\t' "$RESULTS" 2>/dev/null || cat "$RESULTS"
 exit 0
