@@ -25,6 +25,10 @@ struct globals {
     char *repo_path;       /* resolved */
     json_t *state;         /* repo_state_audit's report from open_repo (NULL if none) */
     bool no_open_warnings; /* the command reports the open's findings itself (check) */
+    /* A successful backup's repository, left open for cli_audit to record the audit log's
+     * head in: opening it again would cost a second key derivation and, on S3, a dozen
+     * requests. main closes it. */
+    struct repo *kept;
 };
 
 /* Prints the error (and its HINT) to stderr; returns its exit code. */

@@ -198,7 +198,8 @@ void cli_audit(struct globals *g, int argc, char **argv, int code, int64_t durat
                   strcmp(op, "backup") == 0 || strcmp(op, "run-now") == 0;
     if (backup && (code == 0 || code == EXIT_WARNINGS) && !err_is_set(&e)) {
         g->no_open_warnings = true; /* the backup's own open reported them already */
-        struct repo *r = open_repo(g, false, &e);
+        struct repo *r = g->kept ? g->kept : open_repo(g, false, &e);
+        g->kept = NULL;
         if (!r || caris_audit_head_record(r, dir, &e) != 0)
             fprintf(stderr, "warning: the audit log's head is not in the repository: %s\n", e.msg);
         if (r)

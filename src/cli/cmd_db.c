@@ -206,9 +206,11 @@ int cmd_backup_database(struct globals *g, int argc, char **argv)
     int rc = incremental ? caris_db_backup_incremental(r, &o, &res, &e)
                          : caris_db_backup_full(r, &o, &res, &e);
     progress_end(g);
-    repo_close(r);
-    if (rc < 0)
+    if (rc < 0) {
+        repo_close(r);
         return fail(&e);
+    }
+    g->kept = r; /* for the audit head (cli_audit) */
     print_db_summary(g, &res);
     caris_backup_result_free(&res);
     return rc == CARIS_DONE_WARNINGS ? EXIT_WARNINGS : 0;

@@ -558,6 +558,10 @@ static int cmd_backup(struct globals *g, int argc, char **argv)
         code = rc == CARIS_DONE_WARNINGS ? EXIT_WARNINGS : 0;
     }
     caris_backup_result_free(&res);
+    if (rc >= 0) {
+        g->kept = r; /* for the audit head (cli_audit) */
+        r = NULL;
+    }
     repo_close(r);
     free(cache_dir);
     free_list(paths, npaths);
@@ -1384,6 +1388,7 @@ int main(int argc, char **argv)
     else
         code = cli_unknown_command(cmd, COMMANDS, sizeof(COMMANDS) / sizeof(COMMANDS[0]));
     cli_audit(&g, cargc, cargv, code, (time_mono_ns() - t0) / 1000000);
+    repo_close(g.kept);
     free(g.repo_path);
     storage_set_cache_root(NULL);
     storage_set_config(NULL);
