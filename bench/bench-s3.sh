@@ -13,9 +13,9 @@
 # Steps, each timed with GNU time (wall, CPU = user + sys, peak RSS), with the S3 requests it
 # made (lines of s3rver's log), the bytes it added to the bucket and the 1-minute load average
 # when it started (the machine is shared):
-#   caris:  init, backup (first), backup (no change, twice), restore (verified with diff -r),
-#           copy of a local backup of the same tree into a second S3 repository
-#   restic: init, backup (first), backup (no change, twice), restore (verified with diff -r)
+#   caris:  init, backup (first), backup (no change, twice); restic: the same
+#   restores (each verified with diff -r): caris, restic, then restic, caris again (restore2)
+#   caris:  copy of a local backup of the same tree into a second S3 repository
 # s3rver runs with TLS (a throw-away self-signed certificate): over plain http restic 0.14
 # (minio-go) signs uploads as STREAMING-AWS4-HMAC-SHA256-PAYLOAD (aws-chunked bodies), which
 # s3rver 3.7 stores undecoded, chunk headers included; restic then reads its own key file back
@@ -115,8 +115,9 @@ verify_restore() {
   else loud "$2 restore differs from the source"; printf 'verify\t%s\tDIFFERS\n' "$2" >>"$RESULTS"; fi
 }
 
-# ---- caris ----------------------------------------------------------------------------------
-if [[ " $TOOLS " == *" caris "* ]]; then
+# ---- backups: caris, then restic ------------------------------------------------------------
+has() { [[ " $TOOLS " == *" $1 "* ]]; }
+if has caris; then
   say "== caris ($("$CARIS_BIN" version 2>/dev/null))"
   export BACKUP_DIR=$BENCH_DIR/home/caris BACKUP_ENCRYPTION_KEY=$PASS BACKUP_API_LISTEN=none
   export BACKUP_S3_CA_FILE=$BENCH_DIR/cert.pem
@@ -127,18 +128,47 @@ if [[ " $TOOLS " == *" caris "* ]]; then
   step caris backup2 caris "$CARIS_BIN" --repo "$R" --json backup files "$SRC"
   step caris backup2b caris "$CARIS_BIN" --repo "$R" --json backup files "$SRC"
   id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$LOGS/caris.backup1.out" 2>/dev/null)
-  mkdir -p "$BENCH_DIR/restore/caris"
-  step caris restore caris "$CARIS_BIN" --repo "$R" --json restore files "$id" --target "$BENCH_DIR/restore/caris"
-  verify_restore "$BENCH_DIR/restore/caris$SRC" caris
-  rm -rf "$BENCH_DIR/restore/caris"
-  # copy: a local repository's backup of the same tree into a second S3 repository
+fi
+if has restic; then
+  say "== restic ($(restic version 2>/dev/null | cut -d' ' -f2))"
+  export RESTIC_PASSWORD=$PASS RESTIC_CACHE_DIR=$BENCH_DIR/home/restic-cache
+  RR=(restic --cacert "$BENCH_DIR/cert.pem" -r "s3:$EP/restic/repo")
+  step restic init restic "${RR[@]}" init --repository-version 2
+  step restic backup1 restic "${RR[@]}" backup --compression auto "$SRC"
+  step restic backup2 restic "${RR[@]}" backup --compression auto "$SRC"
+  step restic backup2b restic "${RR[@]}" backup --compression auto "$SRC"
+fi
+
+# ---- restores: two rounds, the second in reversed order, nothing deleted in between ----------
+# (ext4 searches longer for a free inode soon after many were freed, which slows whichever
+# tool restores first after a deletion: here no restored tree is deleted before the last
+# restore; every restore must match the source)
+restore_one() { # TOOL STEP
+  local dir=$BENCH_DIR/restore/$1.$2
+  mkdir -p "$dir"
+  if [ "$1" = caris ]; then
+    step caris "$2" caris "$CARIS_BIN" --repo "$R" --json restore files "$id" --target "$dir"
+  else
+    step restic "$2" restic "${RR[@]}" restore latest --target "$dir"
+  fi
+  verify_restore "$dir$SRC" "$1 $2"
+}
+order=()
+has caris && order+=(caris)
+has restic && order+=(restic)
+for t in "${order[@]}"; do restore_one "$t" restore; done
+for ((i = ${#order[@]} - 1; i >= 0; i--)); do restore_one "${order[$i]}" restore2; done
+rm -rf "${BENCH_DIR:?}/restore"/*
+
+# ---- caris copy: a local repository's backup of the same tree into a second S3 repository ----
+if has caris; then
   L=$BENCH_DIR/home/caris-local
   "$CARIS_BIN" --quiet --repo "$L" init >/dev/null 2>&1
   "$CARIS_BIN" --quiet --repo "$L" backup files --full "$SRC" >/dev/null 2>&1
   export CARIS_COPY_TO_KEY=$PASS
   "$CARIS_BIN" --quiet --repo "s3:$EP/caris-copy/repo" init --copy-chunker-from "$L" >/dev/null 2>&1
   step caris copy caris-copy "$CARIS_BIN" --repo "$L" --json copy --latest --to "s3:$EP/caris-copy/repo"
-  for s in backup1 backup2 backup2b restore copy; do
+  for s in backup1 backup2 backup2b restore restore2 copy; do
     python3 - "$LOGS/caris.$s.out" "$s" <<'EOF' 2>/dev/null
 import json, sys
 d = json.load(open(sys.argv[1]))
@@ -148,21 +178,6 @@ if c:
           % (sys.argv[2], c["requests"], c["bytesSent"], c["bytesReceived"]))
 EOF
   done
-fi
-
-# ---- restic ---------------------------------------------------------------------------------
-if [[ " $TOOLS " == *" restic "* ]]; then
-  say "== restic ($(restic version 2>/dev/null | cut -d' ' -f2))"
-  export RESTIC_PASSWORD=$PASS RESTIC_CACHE_DIR=$BENCH_DIR/home/restic-cache
-  RR=(restic --cacert "$BENCH_DIR/cert.pem" -r "s3:$EP/restic/repo")
-  step restic init restic "${RR[@]}" init --repository-version 2
-  step restic backup1 restic "${RR[@]}" backup --compression auto "$SRC"
-  step restic backup2 restic "${RR[@]}" backup --compression auto "$SRC"
-  step restic backup2b restic "${RR[@]}" backup --compression auto "$SRC"
-  mkdir -p "$BENCH_DIR/restore/restic"
-  step restic restore restic "${RR[@]}" restore latest --target "$BENCH_DIR/restore/restic"
-  verify_restore "$BENCH_DIR/restore/restic$SRC" restic
-  rm -rf "$BENCH_DIR/restore/restic"
 fi
 
 say ""
