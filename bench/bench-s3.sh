@@ -82,7 +82,7 @@ export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER
 unset AWS_SESSION_TOKEN AWS_REGION AWS_DEFAULT_REGION
 say "== s3rver on $EP (TLS)"
 
-requests() { grep -cE ' [0-9]{3} [0-9.]+ms' "$S3LOG"; }
+requests() { grep -cE ' [0-9]{3} [0-9.,]+ms' "$S3LOG"; }
 bucket_bytes() { du -sb "$BENCH_DIR/s3/$1" 2>/dev/null | cut -f1; }
 
 # step TOOL STEP BUCKET CMD...: runs CMD timed; records wall, RSS, requests, bucket growth.

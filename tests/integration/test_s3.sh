@@ -108,7 +108,7 @@ assert_rc 3 "a no-change backup to S3"
 n1=$(s3_requests)
 note "no-change backup: $((n1 - n0)) requests"
 assert_cmp $((n1 - n0)) -le 30 "a no-change backup makes at most 30 requests ($((n1 - n0)))"
-assert_eq 1 "$(grep -c 'records/audit-head' <(tail -n +$((n0 + 1)) <(grep -E ' [0-9]{3} [0-9.]+ms' "$S3_LOG")))" \
+assert_eq 1 "$(grep -c 'records/audit-head' <(tail -n +$((n0 + 1)) <(grep -E ' [0-9]{3} [0-9.,]+ms' "$S3_LOG")))" \
     "the backup recorded the audit log's head in the repository"
 assert_exit 7 cb --repo "s3:$S3_ENDPOINT/bkt/caris/nothing-here" list
 assert_contains "$ERR" "no repository at s3:$S3_ENDPOINT/bkt/caris/nothing-here" \
