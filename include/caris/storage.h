@@ -44,6 +44,9 @@ struct storage_ops {
      * caller that planned its ranges itself). NULL: read_at. */
     int (*read_direct)(struct storage *s, const char *name, uint64_t off, void *out, size_t len,
                        struct err *e);
+    /* Optional: storage_get in one request (a backend where asking the size first costs a
+     * round trip). NULL: size, then read_at. */
+    int (*get)(struct storage *s, const char *name, size_t max, struct buf *out, struct err *e);
 };
 
 struct storage_queue;

@@ -209,6 +209,7 @@ struct lk_scan {
     struct repo *r;
     struct lk_entry *v;
     size_t n;
+    const char *skip; /* an object not to read nor list (NULL: none) */
 };
 
 static const char *jstr(json_t *j, const char *k)
@@ -220,6 +221,8 @@ static int lk_collect(void *ctx, const char *name, uint64_t size, struct err *e)
 {
     (void)e;
     struct lk_scan *s = ctx;
+    if (s->skip && strcmp(name, s->skip) == 0)
+        return 0;
     struct lk_entry x = {0};
     x.object = xstrdup(name);
     x.claim = strncmp(name, CLAIM_PREFIX, strlen(CLAIM_PREFIX)) == 0;
@@ -412,17 +415,25 @@ static void lk_judge(struct lk_scan *s)
     }
 }
 
-static int lk_scan_run(struct repo *r, struct lk_scan *s, struct err *e)
+/* skip: the lock file this handle has just written (lock_try's second look), which no
+ * judgement needs (lk_conflict passes over it) and reading it would cost requests. */
+static int lk_scan_run_skip(struct repo *r, struct lk_scan *s, const char *skip, struct err *e)
 {
     s->r = r;
     s->v = NULL;
     s->n = 0;
+    s->skip = skip;
     if (storage_list(r->st, "locks", lk_collect, s, e) != 0) {
         lk_scan_free(s);
         return -1;
     }
     lk_judge(s);
     return 0;
+}
+
+static int lk_scan_run(struct repo *r, struct lk_scan *s, struct err *e)
+{
+    return lk_scan_run_skip(r, s, NULL, e);
 }
 
 /* "backup files on host pid 123 since 2026-..." */
@@ -533,7 +544,7 @@ static int lock_try(struct repo *r, bool exclusive, const char *operation, struc
     /* Two lockers can both pass the first look (each before the other wrote its file). Each
      * looks again after writing: of any two, the one that looks last sees the other, so two
      * conflicting locks never both stand. Both may back off; the waiting loop retries. */
-    if (lk_scan_run(r, &s, e) != 0) {
+    if (lk_scan_run_skip(r, &s, h->name, e) != 0) {
         struct err ie = ERR_INIT;
         storage_remove(r->st, h->name, &ie);
         holder_free(h);

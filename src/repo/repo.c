@@ -842,9 +842,9 @@ static int check_marker(struct repo *r, struct err *e)
         buf_free(&b);
         if (me.code == ERR_NOT_FOUND)
             return err_set(e, ERR_NOT_FOUND,
-                           "create one with `caris-backup init`, or point BACKUP_DIR (or --repo) "
-                           "at an existing repository",
-                           "%s is not a caris-backup repository", r->path);
+                           "create it with `caris-backup init` (BACKUP_DIR / --repo), or point "
+                           "BACKUP_DIR / --repo at an existing repository",
+                           "no repository at %s", r->path);
         *e = me;
         return -1;
     }

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "caris/core.h"
+#include "caris/storage.h"
 
 int caris_backup_dir_prepare(const char *dir, struct err *e)
 {
@@ -83,7 +84,9 @@ struct repo *caris_repo_open(const struct caris_open_opts *o, struct caris_open_
     out->audit_err = (struct err)ERR_INIT;
     /* Only `init` creates a repository: a mistyped --repo or BACKUP_DIR must not become a
      * new, empty one that backups go to unnoticed. */
-    int ex = repo_exists(o->repo_path, e);
+    /* On S3 the open's own read of the marker tells the same (repo_open_hint: "no repository
+     * at"), without a connection and two requests of its own. */
+    int ex = storage_location_is_s3(o->repo_path) ? 1 : repo_exists(o->repo_path, e);
     if (ex < 0)
         return NULL;
     if (ex == 0) {

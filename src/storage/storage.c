@@ -38,6 +38,8 @@ int storage_size(struct storage *s, const char *name, uint64_t *size, struct err
 
 int storage_get(struct storage *s, const char *name, size_t max, struct buf *out, struct err *e)
 {
+    if (s->ops->get)
+        return s->ops->get(s, name, max, out, e);
     uint64_t size;
     if (storage_size(s, name, &size, e) != 0)
         return -1;

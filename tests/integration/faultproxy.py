@@ -7,6 +7,7 @@ usage: faultproxy.py --port PORT --upstream HOST:PORT --stats FILE
                      [--always KIND --match SUBSTRING [--method METHOD] [--times N]]
                      [--if-none-match] [--verify-sigv4 SECRET]
                      [--hold N --match S [--method M]] [--fail-object K --match S [--method M]]
+                     [--checksums [--echo-checksums N]]
 
 --every N: every Nth request (counted over all connections) gets the next fault of the
   --faults cycle:
@@ -39,9 +40,15 @@ usage: faultproxy.py --port PORT --upstream HOST:PORT --stats FILE
   ("hold_timeouts"), so a client that sends one request at a time is slowed, never stuck.
 --fail-object K: the K-th distinct object (path) of the requests matching --match / --method
   is answered 503 SlowDown every time ("failed_object" is its path, "object_fails" the count).
+--checksums: checks PUTs as AWS S3 does: an x-amz-checksum-sha256 or Content-MD5 that is not
+  the body's is answered 400 BadDigest, not forwarded ("bad_digest"); a stored PUT's answer
+  carries the x-amz-checksum-sha256 it checked ("checksum_echoed"), which s3rver's does not.
+  PUTs with and without Content-MD5 are counted ("put_md5", "put_no_md5"). With
+  --echo-checksums N, only the first N answers carry it (a server that stops confirming).
 The counts of what it did go to --stats as JSON after every request.
 """
 import argparse
+import base64
 import hashlib
 import hmac
 import http.client
@@ -267,6 +274,27 @@ class Handler(socketserver.StreamRequestHandler):
             return False
         if kind == "delay":
             time.sleep(0.3)
+        echo = None
+        if st.args.checksums and method == "PUT":
+            h = {n.lower(): v.strip() for n, v in headers}
+            sha = base64.b64encode(hashlib.sha256(body).digest()).decode()
+            md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
+            with st.lock:
+                k = "put_md5" if "content-md5" in h else "put_no_md5"
+                st.stats[k] = st.stats.get(k, 0) + 1
+                bad = (h.get("x-amz-checksum-sha256", sha) != sha or
+                       h.get("content-md5", md5) != md5)
+                if bad:
+                    st.stats["bad_digest"] = st.stats.get("bad_digest", 0) + 1
+            if bad:
+                self.send_error_doc(400, "Bad Request", "BadDigest")
+                return True
+            if "x-amz-checksum-sha256" in h:
+                with st.lock:
+                    n = st.stats.get("checksum_echoed", 0)
+                    if not st.args.echo_checksums or n < st.args.echo_checksums:
+                        st.stats["checksum_echoed"] = n + 1
+                        echo = sha
         if (st.args.if_none_match and method == "PUT" and
                 any(n.lower() == "if-none-match" and v.strip() == "*" for n, v in headers)):
             probe = http.client.HTTPConnection(up_host, up_port, timeout=60)
@@ -294,6 +322,8 @@ class Handler(socketserver.StreamRequestHandler):
         data = resp.read()
         out_headers = [(n, v) for n, v in resp.getheaders()
                        if n.lower() not in ("transfer-encoding", "connection", "content-length")]
+        if echo and 200 <= resp.status < 300:
+            out_headers.append(("x-amz-checksum-sha256", echo))
         conn.close()
         with st.lock:
             st.stats["forwarded"] += 1
@@ -343,6 +373,8 @@ def main():
     ap.add_argument("--verify-sigv4", default="")
     ap.add_argument("--hold", type=int, default=0)
     ap.add_argument("--fail-object", type=int, default=0)
+    ap.add_argument("--checksums", action="store_true")
+    ap.add_argument("--echo-checksums", type=int, default=0)
     args = ap.parse_args()
     srv = Server(("127.0.0.1", args.port), Handler)
     srv.state = State(args)

@@ -58,4 +58,5 @@ exec_bg_s3() {
 }
 
 # s3_requests: how many requests the server has answered so far.
-s3_requests() { grep -cE ' [0-9]{3} [0-9.]+ms' "$S3_LOG" 2>/dev/null; }
+# (s3rver writes durations of a second or more as "1,234ms")
+s3_requests() { grep -cE ' [0-9]{3} [0-9.,]+ms' "$S3_LOG" 2>/dev/null; }

@@ -93,6 +93,27 @@ assert_exit 0 env -u BACKUP_REPOSITORY "$CARIS_BIN" --repo "$BACKUP_REPOSITORY" 
 assert_contains "$OUT" "$id2" "--repo s3:... works as BACKUP_REPOSITORY does"
 assert_eq "" "$(objects | grep '^locks/')" "no lock left behind"
 
+# --- a no-change backup: few requests, one open -------------------------------------------
+# Its requests, counted by the server: opening (probe, marker, key slots, config, listings of
+# data/ index/ state/ snapshots/, the state record; index files and snapshots come from the
+# local cache), the lock (list, put, list), the backup-id claim (HEAD, PUT), the lock check,
+# the snapshot, the state record (list, get, list, put, delete), three deletes and the audit
+# log's head. 54 before whole objects were read in one GET (no HEAD first), the backup's open
+# handle was kept for the audit head (a second open: a dozen requests and a second key
+# derivation) and a new lock stopped being read back.
+backup_json "$TEST_TMP/same0.json" "$src"
+n0=$(s3_requests)
+backup_json "$TEST_TMP/same.json" "$src"
+assert_rc 3 "a no-change backup to S3"
+n1=$(s3_requests)
+note "no-change backup: $((n1 - n0)) requests"
+assert_cmp $((n1 - n0)) -le 30 "a no-change backup makes at most 30 requests ($((n1 - n0)))"
+assert_eq 1 "$(grep -c 'records/audit-head' <(tail -n +$((n0 + 1)) <(grep -E ' [0-9]{3} [0-9.,]+ms' "$S3_LOG")))" \
+    "the backup recorded the audit log's head in the repository"
+assert_exit 7 cb --repo "s3:$S3_ENDPOINT/bkt/caris/nothing-here" list
+assert_contains "$ERR" "no repository at s3:$S3_ENDPOINT/bkt/caris/nothing-here" \
+    "an S3 location without a repository: no repository at (exit 7)"
+
 # --- virtual-hosted addressing: the same repository through BUCKET.s3.localhost ---------
 vport=${S3_ENDPOINT##*:}
 BACKUP_S3_VIRTUAL_HOST=true assert_exit 0 cb --repo "s3:http://bkt.s3.localhost:$vport/caris/repo" list

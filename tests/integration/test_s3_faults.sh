@@ -6,6 +6,8 @@
 # fails cleanly: exit 8 naming the object and the status, no backup listed, and `check`
 # (straight to the server) passes. Pack uploads run in parallel (two held in flight at once),
 # and one failing for good while another is in flight fails the backup just as cleanly.
+# Behind a server that confirms x-amz-checksum-sha256 (as AWS S3 does), uploads stop sending
+# Content-MD5, and send it again when the server stops confirming.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/s3lib.sh"
 
@@ -129,6 +131,30 @@ assert_exit 0 cb --repo "${PROXY%/repo}/repo2" init
 assert_eq 1 "$(stat_of cut)" "the first PUT of init.lock lost its answer"
 assert_eq 1 "$(stat_of 412)" "its retry was refused with 412"
 assert_exit 0 cb --repo "${PROXY%/repo}/repo2" list
+
+# --- a server that checks x-amz-checksum-sha256 and says so (AWS S3, MinIO) ------------------
+# The first PUT carries Content-MD5 too; once the server answered with the checksum it checked,
+# the others go without the MD5. A server that stops confirming gets the PUT again with it.
+proxy_start --checksums
+head -c 3000000 /dev/urandom >"$src/new1.bin"
+run cb --repo "$PROXY" --json backup files "$src"
+assert_rc 0 "backup through a server that confirms checksums"
+note "proxy: $(cat "$PROXY_STATS")"
+assert_eq 1 "$(stat_of put_md5)" "one PUT with Content-MD5 (the first)"
+assert_cmp "$(stat_of put_no_md5)" -ge 4 "the later PUTs (claim, pack, index, snapshot, ...) without it"
+assert_eq 0 "$(stat_of bad_digest)" "every checksum sent was the body's"
+proxy_start --checksums --echo-checksums 2
+head -c 3000000 /dev/urandom >"$src/new2.bin"
+run cb --repo "$PROXY" --json backup files "$src"
+assert_rc 0 "backup through a server that stops confirming checksums"
+note "proxy: $(cat "$PROXY_STATS")"
+# (PUTs of packs run at once: more than one may go out unconfirmed before the first answer)
+assert_eq 2 "$(stat_of checksum_echoed)" "the server confirmed two checksums, then stopped"
+assert_cmp "$(stat_of put_no_md5)" -ge 2 "PUTs without Content-MD5 after the first confirmation"
+assert_cmp "$(stat_of put_md5)" -ge "$(stat_of put_no_md5)" \
+    "every unconfirmed one went again with Content-MD5 (and the first PUT had it)"
+assert_exit 0 cb --repo "$direct" check --read-data
+assert_contains "$OUT" "no errors found" "the repository is sound, seen straight from the server"
 
 # --- a wrong region: said at once, with the bucket's region, without retries ---------------
 proxy_start --always region --match /bkt

@@ -15,7 +15,7 @@ S3=s3:$S3_ENDPOINT/bkt/repo
 scb() { cb --repo "$S3" "$@"; }
 # Requests for pack objects the server answered so far (one log line per request: path,
 # status, time); a restore writes no pack, so during one they are its GETs.
-data_gets() { grep -cE 'data/[0-9a-f]{2}/[0-9a-f]{64} [0-9]{3} [0-9.]+ms' "$S3_LOG" 2>/dev/null; }
+data_gets() { grep -cE 'data/[0-9a-f]{2}/[0-9a-f]{64} [0-9]{3} [0-9.,]+ms' "$S3_LOG" 2>/dev/null; }
 
 src=$TEST_TMP/src
 python3 "$LIB_DIR/../../bench/gen-tree.py" gen "$src/tree" 24M --seed 5 >/dev/null || fail "gen-tree failed"
