@@ -19,7 +19,7 @@
 # are printed with their context at the end; the last line is `N passed, N failed`, and
 # the exit status is 1 when anything failed.
 #
-# Environment: CARIS_TEST_TIMEOUT (seconds per test, default 300), CARIS_TEST_TMPDIR
+# Environment: CARIS_TEST_TIMEOUT (seconds per test, default 900), CARIS_TEST_TMPDIR
 # (where the temporary directories go, default $TMPDIR or /tmp), CARIS_TEST_KEEP=1 (keep
 # every temporary directory; by default only those of failed tests are kept).
 set -u
@@ -86,7 +86,7 @@ else
     tests=("$here"/test_*.sh)
 fi
 
-timeout_s=${CARIS_TEST_TIMEOUT:-300}
+timeout_s=${CARIS_TEST_TIMEOUT:-900}
 tmpbase=${CARIS_TEST_TMPDIR:-${TMPDIR:-/tmp}}
 all_failures=$(mktemp "$tmpbase/caris-it-failures.XXXXXX")
 # ports handed out to this run's tests (lib.sh free_port), one directory each
