@@ -386,6 +386,12 @@ static void refresh_window(struct walq *q)
 static void *walq_main(void *arg)
 {
     struct walq *q = arg;
+    /* the handle opened now, not at the first push or get: the Argon2id derivation and the
+     * index load (a second or more on a busy machine) would otherwise delay the first `wal
+     * get` of a recovery that starts right after the daemon (a restore on a new machine). A
+     * repository that cannot be opened yet is tried again at the first push or get. */
+    struct err oe = ERR_INIT;
+    ensure_open(q, &oe);
     pthread_mutex_lock(&q->mu);
     for (;;) {
         while (!q->head && !q->stop) {

@@ -418,7 +418,9 @@ static int restore_file(struct file_job *j, struct pool *pool, bool progress, st
     int fd = open(j->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0)
         return err_sys(e, errno, NULL, "cannot create %s", j->path);
-    int src = stream_restore_fd_on(j->rc->r, j->chunks, j->sha, fd, pool,
+    /* no chunk id recomputed (as the file restore): every blob is authenticated (AES-GCM
+     * under its id), and the tree is used only once every file matched its SHA-256 */
+    int src = stream_restore_fd_on(j->rc->r, j->chunks, j->sha, fd, pool, REPO_LOAD_NO_ID_CHECK,
                                    progress ? on_bytes : NULL, j->rc, j->rc->o->op, e);
     if (src == 0 && fchmod(fd, j->mode) != 0)
         src = err_sys(e, errno, NULL, "cannot write %s", j->path);
