@@ -147,7 +147,10 @@ mkdir -p "$DIR/r/pgbr-inc" && chmod 0700 "$DIR/r/pgbr-inc" && { [[ $(id -u) != 0
 timed "pgbackrest restore of the incr" BR --pg1-path="$DIR/r/pgbr-inc" --type=immediate restore
 rm -rf "$DIR/r/pgbr-inc"
 
-# restore of the backup before T + replay to T, until promoted
+# restore of the backup before T + replay to T, until promoted. pgBackRest's archive-get runs
+# with its defaults (archive-async=n: one segment per call, no queue), as caris without the
+# daemon; its segments come from its own full backup, taken after caris's: it replays fewer
+# (the servers' logs in $DIR/r/*.log say how many: "restored log file")
 RP=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 # (no id: the latest physical backup that ends before T, the first one; pgBackRest: the same)
 mkdir -p "$DIR/r" && chmod 0755 "$DIR/r" && { [[ $(id -u) != 0 ]] || chown "$U:" "$DIR/r"; }
@@ -168,6 +171,15 @@ done
 timed "caris restore + replay to T (daemon)" CB --quiet --env-file "$envf" restore database --physical \
     --pgdata "$DIR/r/caris" --to-time "$T" --start --port "$RP" --wait 1800
 as_pg "$CARIS_PG_BIN/pg_ctl" stop -D "$DIR/r/caris" -m fast >/dev/null 2>&1
+# the daemon reads the next segments ahead while PostgreSQL replays (walArchiver.gets)
+CB --quiet --env-file "$envf" --json schedule status 2>/dev/null | python3 -c '
+import json, sys
+try:
+    g = json.load(sys.stdin)["walArchiver"]["gets"]
+    print("  daemon: %d gets served, %d of them read ahead (%d segments read ahead)"
+          % (g["served"], g.get("servedReadAhead", 0), g.get("readAhead", 0)))
+except Exception:
+    pass'
 # per-segment `wal get` of the archived segments, alone and through the daemon
 segs=$("$BIN" --json wal list | python3 -c 'import json,sys; print(" ".join(f["name"] for f in json.load(sys.stdin)["files"] if f["kind"] == "segment"))')
 nseg=$(wc -w <<<"$segs")

@@ -12,8 +12,10 @@ struct pool;
 /* Starts up to nthreads workers; when the system refuses some, it runs with those that
  * started, and with none, pool_submit runs each job in the caller's thread (worker 0). */
 struct pool *pool_new(int nthreads, size_t queue_len);
+/* p NULL: fn runs in the caller's thread, as worker 0, before pool_submit returns (for work
+ * that is itself one job of a pool, where waiting on the same pool could deadlock). */
 void pool_submit(struct pool *p, pool_fn fn, void *arg);
-/* Waits until every submitted job has finished. */
+/* Waits until every submitted job has finished (p NULL: nothing to wait for). */
 void pool_wait(struct pool *p);
 /* Waits, stops the threads, frees. */
 void pool_free(struct pool *p);

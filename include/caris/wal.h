@@ -86,6 +86,17 @@ int caris_wal_get(struct repo *r, const char *name, const char *dest, const stru
 int caris_wal_get_fd_cached(struct repo *r, const char *name, int fd, json_t *cache,
                             const struct caris_op *op, struct err *e);
 
+/* The daemon's read-ahead of `wal get` (a recovery asks for segment after segment):
+ * caris_wal_next_segment writes the name of the segment after name on its timeline (segments
+ * of segsz bytes) into out; -1 when name is not a segment's or segsz not a segment size.
+ * caris_wal_load_cached reads archived segment name whole into out, every chunk authenticated
+ * and the whole file's SHA-256 checked against its record (-1 and out empty otherwise):
+ * ERR_NOT_FOUND when it is not archived whole (a streamed partial is never read ahead: it
+ * may still grow), ERR_USAGE when it is larger than max, ERR_DAMAGE as caris_wal_get. */
+int caris_wal_next_segment(const char *name, uint64_t segsz, char out[25]);
+int caris_wal_load_cached(struct repo *r, const char *name, json_t *cache, size_t max,
+                          struct buf *out, struct err *e);
+
 /* Every WAL record, streamed partials included (array of {name, kind, timeline, start_lsn,
  * size, sha256, pushed}), ordered by timeline, then name. *damaged (may be NULL): unreadable
  * records. */

@@ -83,7 +83,7 @@ struct pool *pool_new(int nthreads, size_t queue_len)
 
 void pool_submit(struct pool *p, pool_fn fn, void *arg)
 {
-    if (p->nthreads == 0) {
+    if (!p || p->nthreads == 0) {
         fn(arg, 0);
         return;
     }
@@ -98,6 +98,8 @@ void pool_submit(struct pool *p, pool_fn fn, void *arg)
 
 void pool_wait(struct pool *p)
 {
+    if (!p)
+        return;
     pthread_mutex_lock(&p->mu);
     while (p->n || p->running)
         pthread_cond_wait(&p->idle, &p->mu);

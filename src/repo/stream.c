@@ -234,16 +234,19 @@ static int sink_write(struct sink *s, const uint8_t *p, size_t n, struct err *e)
     return 0;
 }
 
+/* Chunks are loaded on shared when own is false (the caller's pool; NULL: in this thread),
+ * else on a pool of threads workers made for this stream. */
 static int restore(struct repo *r, json_t *chunks, const uint8_t sha[32], struct sink *sk,
-                   int threads, void (*progress)(void *, uint64_t), void *ctx, struct err *e)
+                   int threads, bool own, struct pool *shared, unsigned load_flags,
+                   void (*progress)(void *, uint64_t), void *ctx, struct err *e)
 {
     struct chunk_item *refs;
     size_t n;
     /* page deltas (incremental physical backups) are rebuilt by the fetch queue */
     if (!json_is_array(chunks) || chunklist_decode_items(chunks, &refs, &n) != 0)
         return err_set(e, ERR_DAMAGE, NULL, "malformed chunk list");
-    struct pool *pool = pool_new(threads > 0 ? threads : sys_ncpu(), 64);
-    struct fetchq *q = fetchq_new(r, pool, 0, SIZE_MAX, WINDOW_BYTES);
+    struct pool *pool = own ? pool_new(threads > 0 ? threads : sys_ncpu(), 64) : shared;
+    struct fetchq *q = fetchq_new(r, pool, load_flags, SIZE_MAX, WINDOW_BYTES);
     struct cx_sha256 *h = cx_sha256_new();
     struct buf data = {0};
     size_t next = 0; /* next chunk to ask for */
@@ -270,7 +273,8 @@ static int restore(struct repo *r, json_t *chunks, const uint8_t sha[32], struct
         }
     }
     fetchq_free(q); /* waits for loads still running after a failure */
-    pool_free(pool);
+    if (own)
+        pool_free(pool);
     buf_free(&data);
     free(refs);
     uint8_t sum[32];
@@ -288,7 +292,16 @@ int stream_restore_fd(struct repo *r, json_t *chunks, const uint8_t sha256[32], 
                       const struct caris_op *op, struct err *e)
 {
     struct sink s = {.fd = fd, .op = op};
-    return restore(r, chunks, sha256, &s, threads, progress, ctx, e);
+    return restore(r, chunks, sha256, &s, threads, true, NULL, 0, progress, ctx, e);
+}
+
+int stream_restore_fd_on(struct repo *r, json_t *chunks, const uint8_t sha256[32], int fd,
+                         struct pool *pool, unsigned load_flags,
+                         void (*progress)(void *ctx, uint64_t bytes), void *ctx,
+                         const struct caris_op *op, struct err *e)
+{
+    struct sink s = {.fd = fd, .op = op};
+    return restore(r, chunks, sha256, &s, 0, false, pool, load_flags, progress, ctx, e);
 }
 
 int stream_restore_buf(struct repo *r, json_t *chunks, const uint8_t sha256[32], size_t max,
@@ -296,5 +309,5 @@ int stream_restore_buf(struct repo *r, json_t *chunks, const uint8_t sha256[32],
 {
     out->len = 0;
     struct sink s = {.fd = -1, .buf = out, .max = max};
-    return restore(r, chunks, sha256, &s, 0, NULL, NULL, e);
+    return restore(r, chunks, sha256, &s, 0, true, NULL, 0, NULL, NULL, e);
 }

@@ -455,6 +455,37 @@ static json_t *newest_stream(json_t *records, const struct caris_wal_name *wn)
     return best;
 }
 
+/* The chunk list of name, from its records (found, not empty) and their SHA-256 in sha:
+ * several records of one name come from concurrent pushes of the same file; they must agree,
+ * or the archive cannot say which is right. NULL with ERR_DAMAGE when they do not or a record
+ * is malformed. */
+static json_t *agreed_chunks(struct repo *r, json_t *found, const char *name, json_t *cache,
+                             uint8_t sha[32], struct err *e)
+{
+    json_t *rec = json_array_get(found, 0);
+    const char *hex = json_string_value(json_object_get(rec, "sha256"));
+    for (size_t i = 1; i < json_array_size(found); i++) {
+        const char *xs = json_string_value(json_object_get(json_array_get(found, i), "sha256"));
+        if (!hex || !xs || strcmp(hex, xs) != 0) {
+            err_set(e, ERR_DAMAGE, "run `caris-backup check --read-data`",
+                    "the WAL archive holds two different versions of %s", name);
+            return NULL;
+        }
+    }
+    json_t *chunks = json_object_get(rec, "chunks");
+    if (!hex || cx_unhex(hex, sha, 32) != 0 || !json_is_array(chunks)) {
+        err_set(e, ERR_DAMAGE, "run `caris-backup check --read-data`",
+                "the WAL record of %s is malformed", name);
+        return NULL;
+    }
+    /* a handle kept open (the daemon's, cache set) has not read the index files that other
+     * processes wrote since (a push made alone): when a chunk is not in its index, the index
+     * is read again once, rather than the file reported damaged */
+    if (cache && chunks_unknown(r, chunks) && repo_refresh(r, e) != 0)
+        return NULL;
+    return chunks;
+}
+
 int caris_wal_get_fd_cached(struct repo *r, const char *name, int fd, json_t *cache,
                             const struct caris_op *op, struct err *e)
 {
@@ -509,29 +540,9 @@ int caris_wal_get_fd_cached(struct repo *r, const char *name, int fd, json_t *ca
         err_set(e, ERR_NOT_FOUND, NULL, "WAL file %s is not in the archive", name);
         goto out;
     }
-    /* several records of one name come from concurrent pushes of the same file; they must
-     * agree, or the archive cannot say which is right */
-    json_t *rec = json_array_get(found, 0);
-    const char *hex = json_string_value(json_object_get(rec, "sha256"));
-    for (size_t i = 1; i < json_array_size(found); i++) {
-        const char *xs = json_string_value(json_object_get(json_array_get(found, i), "sha256"));
-        if (!hex || !xs || strcmp(hex, xs) != 0) {
-            err_set(e, ERR_DAMAGE, "run `caris-backup check --read-data`",
-                    "the WAL archive holds two different versions of %s", name);
-            goto out;
-        }
-    }
     uint8_t sha[32];
-    json_t *chunks = json_object_get(rec, "chunks");
-    if (!hex || cx_unhex(hex, sha, 32) != 0 || !json_is_array(chunks)) {
-        err_set(e, ERR_DAMAGE, "run `caris-backup check --read-data`",
-                "the WAL record of %s is malformed", name);
-        goto out;
-    }
-    /* a handle kept open (the daemon's, cache set) has not read the index files that other
-     * processes wrote since (a push made alone): when a chunk is not in its index, the index
-     * is read again once, rather than the file reported damaged */
-    if (cache && chunks_unknown(r, chunks) && repo_refresh(r, e) != 0)
+    json_t *chunks;
+    if (!(chunks = agreed_chunks(r, found, name, cache, sha, e)))
         goto out;
     /* the descriptor is written from its start whoever opened it (one passed by `wal get` to
      * the daemon is a fresh temporary file, but may have been written to before) */
@@ -591,6 +602,54 @@ out:
     if (rc != 0)
         unlink(tmp);
     free(tmp);
+    return rc;
+}
+
+int caris_wal_next_segment(const char *name, uint64_t segsz, char out[25])
+{
+    struct caris_wal_name wn;
+    struct err e = ERR_INIT;
+    if (caris_wal_name_parse(name, &wn, &e) != 0 || wn.kind != WAL_SEGMENT || segsz < (1u << 20) ||
+        segsz > WAL_MAX_FILE || (segsz & (segsz - 1)) != 0)
+        return -1;
+    uint64_t per_log = 0x100000000ULL / segsz;
+    uint64_t next = (uint64_t)wn.log * per_log + wn.seg + 1;
+    if (wn.seg >= per_log || next / per_log > UINT32_MAX)
+        return -1;
+    snprintf(out, 25, "%08X%08X%08X", wn.timeline, (unsigned)(next / per_log),
+             (unsigned)(next % per_log));
+    return 0;
+}
+
+int caris_wal_load_cached(struct repo *r, const char *name, json_t *cache, size_t max,
+                          struct buf *out, struct err *e)
+{
+    struct caris_wal_name wn;
+    out->len = 0;
+    if (caris_wal_name_parse(name, &wn, e) != 0)
+        return -1;
+    if (wn.kind != WAL_SEGMENT)
+        return err_set(e, ERR_USAGE, NULL, "%s is not a WAL segment name", name);
+    if (repo_lock(r, false, "wal get", e) != 0)
+        return -1;
+    int rc = -1;
+    json_t *found = cache ? records_of_cached(r, WAL_RECORD_KIND, cache, name, e)
+                          : records_of(r, WAL_RECORD_KIND, name, e);
+    uint8_t sha[32];
+    json_t *chunks = NULL;
+    if (found && json_array_size(found) == 0)
+        err_set(e, ERR_NOT_FOUND, NULL, "WAL segment %s is not archived whole", name);
+    else if (found && (chunks = agreed_chunks(r, found, name, cache, sha, e)) != NULL) {
+        json_int_t size = json_integer_value(json_object_get(json_array_get(found, 0), "size"));
+        if (size < 0 || (uint64_t)size > max)
+            err_set(e, ERR_USAGE, NULL, "WAL segment %s is larger than %zu bytes", name, max);
+        else
+            rc = stream_restore_buf(r, chunks, sha, max, out, e);
+    }
+    json_decref(found);
+    repo_unlock(r);
+    if (rc != 0)
+        out->len = 0;
     return rc;
 }
 

@@ -74,6 +74,31 @@ static void test_stream_names(void **state)
     parse_bad("000000010000000000000005.00134438.stream");
 }
 
+/* The segment after a segment, as the daemon's read-ahead names it: within a log, across a
+ * log boundary (per_log = 4 GiB / segment size), for 16 MiB and 1 GiB segments; refused for
+ * anything but a segment name and a segment size. */
+static void test_next_segment(void **state)
+{
+    (void)state;
+    char out[25];
+    assert_int_equal(0, caris_wal_next_segment("000000010000000000000029", 16u << 20, out));
+    assert_string_equal("00000001000000000000002A", out);
+    assert_int_equal(0, caris_wal_next_segment("0000000300000002000000FF", 16u << 20, out));
+    assert_string_equal("000000030000000300000000", out);
+    assert_int_equal(0, caris_wal_next_segment("000000010000000000000003", 1u << 30, out));
+    assert_string_equal("000000010000000100000000", out);
+    assert_int_equal(0, caris_wal_next_segment("000000010000000000000FFF", 1u << 20, out));
+    assert_string_equal("000000010000000100000000", out);
+    /* a segment number past the last of its log is not a name PostgreSQL makes */
+    assert_int_equal(-1, caris_wal_next_segment("000000010000000000000100", 16u << 20, out));
+    assert_int_equal(-1, caris_wal_next_segment("00000001FFFFFFFF000000FF", 16u << 20, out));
+    assert_int_equal(-1, caris_wal_next_segment("00000002.history", 16u << 20, out));
+    assert_int_equal(-1,
+                     caris_wal_next_segment("000000010000000000000001.partial", 16u << 20, out));
+    assert_int_equal(-1, caris_wal_next_segment("000000010000000000000001", 3u << 20, out));
+    assert_int_equal(-1, caris_wal_next_segment("000000010000000000000001", 1u << 19, out));
+}
+
 static void test_flush_seconds(void **state)
 {
     (void)state;
@@ -97,6 +122,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_names), cmocka_unit_test(test_refused),
                                        cmocka_unit_test(test_stream_names),
-                                       cmocka_unit_test(test_flush_seconds)};
+                                       cmocka_unit_test(test_flush_seconds),
+                                       cmocka_unit_test(test_next_segment)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
