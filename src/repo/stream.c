@@ -45,7 +45,7 @@ static void store_job(void *arg, int worker)
     free(j);
 }
 
-static void emit(struct sctx *c, const uint8_t *p, size_t len)
+static void emit(struct sctx *c, const uint8_t *p, size_t len, uint64_t *queue_ns)
 {
     if (c->nrefs / REF_BLOCK >= c->nblocks) {
         c->blocks = xrealloc(c->blocks, xsize(c->nblocks + 1, sizeof(*c->blocks), 0));
@@ -59,7 +59,9 @@ static void emit(struct sctx *c, const uint8_t *p, size_t len)
     j->data = xmemdup(p, len);
     j->len = len;
     j->ref = ref;
+    int64_t t0 = time_mono_ns();
     pool_submit(c->pool, store_job, j);
+    *queue_ns += (uint64_t)(time_mono_ns() - t0);
 }
 
 /* Source of bytes: an fd, or a buffer. Returns bytes read, 0 at end, -1 (errno) on error. */
@@ -119,7 +121,10 @@ static int store(struct repo *r, struct repo_writer *w, int first_slot, int thre
     struct cx_sha256 *h = cx_sha256_new();
     while (!eof || have) {
         while (!eof && have < cap) {
+            int64_t t0 = time_mono_ns();
             ssize_t n = src_read(s, buf + have, cap - have);
+            int64_t t1 = time_mono_ns();
+            out->read_ns += (uint64_t)(t1 - t0);
             if (n < 0) {
                 if (errno == ECANCELED)
                     rc =
@@ -133,6 +138,7 @@ static int store(struct repo *r, struct repo_writer *w, int first_slot, int thre
                 break;
             }
             cx_sha256_update(h, buf + have, (size_t)n);
+            out->sha_ns += (uint64_t)(time_mono_ns() - t1);
             have += (size_t)n;
             out->bytes += (uint64_t)n;
         }
@@ -140,8 +146,10 @@ static int store(struct repo *r, struct repo_writer *w, int first_slot, int thre
             break;
         size_t used = 0;
         while (have - used > 0 && (eof || have - used >= cp->max_size)) {
+            int64_t t0 = time_mono_ns();
             size_t cut = chunker_cut(&ch, buf + used, have - used);
-            emit(&c, buf + used, cut);
+            out->chunk_ns += (uint64_t)(time_mono_ns() - t0);
+            emit(&c, buf + used, cut, &out->queue_ns);
             used += cut;
         }
         memmove(buf, buf + used, have - used);
@@ -151,7 +159,10 @@ static int store(struct repo *r, struct repo_writer *w, int first_slot, int thre
         if (pstore_failed(&c.ps, NULL))
             break;
     }
-    pool_free(c.pool);
+    int64_t tq = time_mono_ns();
+    pool_free(c.pool); /* waits for the last chunks */
+    out->queue_ns += (uint64_t)(time_mono_ns() - tq);
+    out->id_ns = c.ps.id_ns;
     cx_sha256_final(h, out->sha256);
     cx_sha256_free(h);
     free(buf);
