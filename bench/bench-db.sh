@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # shellcheck disable=SC2317 # functions called indirectly: PREP hooks of step, the EXIT trap
-# Database-backup benchmark: caris-backup's logical backup of a pgbench database against
-# plain pg_dump and the naive "pg_dump | gzip | openssl" script.
+# Database-backup benchmark: caris-backup's logical backup of a pgbench database (plus an
+# application schema holding incompressible attachments) against plain pg_dump, the naive
+# "pg_dump | gzip | openssl" script and the "pg_dump | zstd | openssl" one-liner.
 #
-#   bench/bench-db.sh [SCALE]        # pgbench scale, default 50 (~750 MB database)
+#   bench/bench-db.sh [SCALE]        # pgbench scale, default 50 (~750 MB) + 70 MB of bytea
 #
 # Steps (each under /usr/bin/time: wall, CPU = user + sys of the whole pipeline, peak RSS
 # of its largest process; output = file or repository growth):
 #   floor        pg_dump -Fc -Z0 > /dev/null            (the dump alone)
 #   pg_dump -Fc  pg_dump -Fc > file                     (default gzip compression)
 #   naive        pg_dump | gzip | openssl enc -aes-256-cbc -pbkdf2 > file
-#   caris full   caris-backup backup database --full
+#   one-liner    pg_dump -Fc -Z0 | zstd -3 -T2 | openssl enc -aes-256-cbc -pbkdf2 > file
+#   caris full   caris-backup backup database --full [--compress]
 #   pgbench      pgbench -t 1000 (changes, not a backup)
 #   caris incr   caris-backup backup database --incremental
 #   pg_restore   pg_restore -d NEW file                 (the -Fc file into a new database)
@@ -25,6 +27,10 @@
 #   BENCH_DIR           work dir, wiped first (default /tmp/caris-bench-db)
 #   BENCH_PG_PORT       port of the private server (default 55434)
 #   BENCH_PG_FSYNC      on|off for the private server (default on: restores sync as usual)
+#   BENCH_APP_MB        MB of incompressible bytea in app.attachments (default 70; 0: none)
+#   BENCH_CARIS_COMPRESS 1 (default): caris backs up with --compress (BACKUP_COMPRESS_DUMPS
+#                       is false by default: the sizes compare with the compressing peers
+#                       only with it); 0: caris's default, dumps stored uncompressed
 #   BENCH_REPEAT        runs of each backup and restore step; the median is reported
 #                       (default 3; caris full backups go into a new repository each time)
 #   BENCH_STEP_TIMEOUT  seconds per measured step (default 3600)
@@ -278,7 +284,8 @@ fingerprint() {
         SELECT 'accounts:' || count(*) || ':' || coalesce(sum(hashtext(a::text)::bigint), 0) AS t FROM pgbench_accounts a
         UNION ALL SELECT 'branches:' || count(*) || ':' || coalesce(sum(hashtext(b::text)::bigint), 0) FROM pgbench_branches b
         UNION ALL SELECT 'tellers:' || count(*) || ':' || coalesce(sum(hashtext(t::text)::bigint), 0) FROM pgbench_tellers t
-        UNION ALL SELECT 'history:' || count(*) || ':' || coalesce(sum(hashtext(h::text)::bigint), 0) FROM pgbench_history h) x" 2>>"$LOGS/fingerprint.err"
+        UNION ALL SELECT 'history:' || count(*) || ':' || coalesce(sum(hashtext(h::text)::bigint), 0) FROM pgbench_history h
+        $( ((APP_MB > 0)) && printf '%s' "UNION ALL SELECT 'attachments:' || count(*) || ':' || coalesce(sum(hashtext(id || md5(body))::bigint), 0) FROM app.attachments")) x" 2>>"$LOGS/fingerprint.err"
 }
 
 say ""
@@ -287,6 +294,23 @@ if ! /usr/bin/time -f '%e' -o "$LOGS/pgbench-init.time" "$PG_BIN/pgbench" -i -s 
     >"$LOGS/pgbench-init.log" 2>&1 </dev/null; then
     loud "pgbench -i failed: $(tail -n 3 "$LOGS/pgbench-init.log")"
     exit 0
+fi
+APP_MB=${BENCH_APP_MB:-70}
+[[ $APP_MB =~ ^[0-9]+$ ]] || APP_MB=70
+if ((APP_MB > 0)); then
+    # an application's attachments (scans, PDFs): 64 KiB values of pseudo-random bytes (MD5
+    # chains, the same every run), stored uncompressed (STORAGE EXTERNAL); pg_dump writes them
+    # as hex text, which compresses to half and no further
+    say "== app.attachments: $APP_MB MB of incompressible bytea"
+    if ! psql_src -c "DROP SCHEMA IF EXISTS app CASCADE" -c "CREATE SCHEMA app" \
+        -c "CREATE TABLE app.attachments (id int PRIMARY KEY, patient_id int NOT NULL, name text NOT NULL, body bytea NOT NULL)" \
+        -c "ALTER TABLE app.attachments ALTER COLUMN body SET STORAGE EXTERNAL" \
+        -c "INSERT INTO app.attachments SELECT i, i % 997, 'scan-' || i || '.pdf',
+              decode((SELECT string_agg(md5(i || ':' || j), '' ORDER BY j) FROM generate_series(1, 4096) j), 'hex')
+            FROM generate_series(1, $((APP_MB * 1000000 / 65536))) i" >"$LOGS/app-init.log" 2>&1; then
+        loud "cannot create app.attachments: $(tail -n 3 "$LOGS/app-init.log")"
+        exit 0
+    fi
 fi
 DB_SIZE=$(psql_src -c 'SELECT pg_database_size(current_database())')
 ROWS=$(psql_src -c 'SELECT count(*) FROM pgbench_accounts')
@@ -300,16 +324,22 @@ say ""
 say "== backups"
 DUMP=$OUT/pgdump.Fc
 NAIVE=$OUT/naive.sql.gz.enc
+ONELINER=$OUT/oneliner.Fc.zst.enc
 REPEAT=${BENCH_REPEAT:-3}
 rm_dump() { rm -f "$DUMP"; }
 rm_naive() { rm -f "$NAIVE"; }
+rm_oneliner() { rm -f "$ONELINER"; }
+CARIS_COMPRESS=()
+[[ ${BENCH_CARIS_COMPRESS:-1} == 1 ]] && CARIS_COMPRESS=(--compress)
 # every caris run into a new repository: a full backup into a repository that already has
 # the data would only measure deduplication
 new_repo() { rm -rf "${BENCH_DIR:?}/repo" && "${CARIS[@]}" init; }
-# The four backups take turns (floor, pg_dump -Fc, naive, caris; then again), so that a
-# slow phase of the machine does not land on one tool's runs only.
-say "  ($REPEAT rounds of the four backups, interleaved)"
+# The backups take turns (floor, pg_dump -Fc, naive, one-liner, caris; then again), so that
+# a slow phase of the machine does not land on one tool's runs only.
+say "  ($REPEAT rounds of the five backups, interleaved)"
 names=(floor pg_dump_Fc naive)
+HAVE_ZSTD=0
+command -v zstd >/dev/null 2>&1 && HAVE_ZSTD=1 && names+=(oneliner)
 ((CARIS_OK)) && names+=(caris_full)
 for n in "${names[@]}"; do : >"$LOGS/$n.runs"; done
 for ((round = 1; round <= REPEAT; round++)); do
@@ -322,12 +352,18 @@ for ((round = 1; round <= REPEAT; round++)); do
     PREP=rm_naive run_once naive "$NAIVE" \
         sh -c '"$0" -d "$1" | gzip | openssl enc -aes-256-cbc -pbkdf2 -pass env:BENCH_NAIVE_KEY >"$2"' \
         "$PG_BIN/pg_dump" "$SRC_NOPW" "$NAIVE"
+    # shellcheck disable=SC2016
+    ((HAVE_ZSTD)) && PREP=rm_oneliner run_once oneliner "$ONELINER" \
+        sh -c '"$0" -Fc -Z0 -d "$1" | zstd -3 -T2 -q | openssl enc -aes-256-cbc -pbkdf2 -pass env:BENCH_NAIVE_KEY >"$2"' \
+        "$PG_BIN/pg_dump" "$SRC_NOPW" "$ONELINER"
     if ((CARIS_OK)); then
         PREP=new_repo run_once caris_full "$BENCH_DIR/repo/repository" \
-            "${CARIS[@]}" --json --quiet backup database --full
+            "${CARIS[@]}" --json --quiet backup database --full "${CARIS_COMPRESS[@]}"
+        cp "$LOGS/caris_full.log" "$LOGS/caris_full.$round.json"
     fi
 done
 for n in floor pg_dump_Fc naive; do finish "$n"; done
+if ((HAVE_ZSTD)); then finish oneliner; else skip oneliner "zstd (the command) not installed"; fi
 FULL_ID="" FULL_ADDED=0 INC_ADDED=0 FULL_READ=0
 json_field() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); v=eval("d"+sys.argv[2]); print(v)' "$@" 2>/dev/null; }
 if ((CARIS_OK)); then
@@ -346,7 +382,7 @@ say "== changes: pgbench -t 1000"
 step pgbench_t1000 /dev/null "$PG_BIN/pgbench" -n -t 1000 "$SRC_NOPW"
 psql_src -c 'CHECKPOINT' >/dev/null 2>&1
 if ((CARIS_OK)) && [[ -n $FULL_ID ]]; then
-    if step caris_incr "$BENCH_DIR/repo/repository" "${CARIS[@]}" --json --quiet backup database --incremental; then
+    if step caris_incr "$BENCH_DIR/repo/repository" "${CARIS[@]}" --json --quiet backup database --incremental "${CARIS_COMPRESS[@]}"; then
         INC_ADDED=$(json_field "$LOGS/caris_incr.log" '["stats"]["bytesAdded"]')
     fi
 else
@@ -400,7 +436,7 @@ fi
 
 # ------------------------------------------------------------------------------ report --
 say ""
-export PM_PID BENCH_DIR SCALE DB_SIZE ROWS SERVER_VERSION CARIS_VERSION FULL_ADDED INC_ADDED FULL_READ RESTORE_CHECK DROP_OK
+export APP_MB PM_PID BENCH_DIR SCALE DB_SIZE ROWS SERVER_VERSION CARIS_VERSION FULL_ADDED INC_ADDED FULL_READ RESTORE_CHECK DROP_OK
 PG_DUMP_VERSION=$("$PG_BIN/pg_dump" --version)
 export PG_DUMP_VERSION
 python3 - <<'PY' || loud "report generation failed"
@@ -425,6 +461,7 @@ labels = {
     "floor": "pg_dump -Fc -Z0 > /dev/null (floor)",
     "pg_dump_Fc": "pg_dump -Fc > file",
     "naive": "pg_dump | gzip | openssl enc",
+    "oneliner": "pg_dump -Z0 | zstd -3 -T2 | openssl",
     "caris_full": "caris backup database --full",
     "pgbench_t1000": "pgbench -t 1000 (changes)",
     "caris_incr": "caris backup database --incremental",
@@ -432,8 +469,8 @@ labels = {
     "caris_restore": "caris restore database --create",
 }
 mib = lambda b: "%.1f" % (b / 1048576)
-print("database: pgbench scale %s, %s accounts, %s MiB, PostgreSQL %s; %s" % (
-    env["SCALE"], env["ROWS"], mib(int(env["DB_SIZE"])), env["SERVER_VERSION"],
+print("database: pgbench scale %s, %s accounts, app.attachments %s MB, %s MiB, PostgreSQL %s; %s" % (
+    env["SCALE"], env["ROWS"], env["APP_MB"], mib(int(env["DB_SIZE"])), env["SERVER_VERSION"],
     "cold page cache" if env["DROP_OK"] == "1" else "warm page cache"))
 print()
 print("%-38s %8s %7s %8s %8s %11s  %s" % ("step", "wall s", "CPU s", "srv CPU", "RSS MiB", "output MiB", "status"))
@@ -456,11 +493,13 @@ def ratio(label, num, den, fmt="%.2f", target=""):
         ratios.append((label, fmt % (num / den), target))
 w = lambda n: rows[n]["wall"] if ok(n) else None
 o = lambda n: rows[n]["output"] if ok(n) else None
-ratio("caris full / floor (wall)", w("caris_full"), w("floor"), target="<= 1.10")
+ratio("caris full / floor (wall)", w("caris_full"), w("floor"), target="<= 1.05")
+ratio("caris full / one-liner (wall)", w("caris_full"), w("oneliner"))
 ratio("pg_dump -Fc / floor (wall)", w("pg_dump_Fc"), w("floor"))
 ratio("naive / caris full (wall)", w("naive"), w("caris_full"), target="> 1")
 ratio("caris full CPU / floor CPU", rows["caris_full"]["cpu"] if ok("caris_full") else None,
       rows["floor"]["cpu"] if ok("floor") else None)
+ratio("caris repository / one-liner file (size)", o("caris_full"), o("oneliner"), target="<= 1")
 ratio("caris repository / naive file (size)", o("caris_full"), o("naive"), target="< 1")
 ratio("caris repository / pg_dump -Fc file (size)", o("caris_full"), o("pg_dump_Fc"))
 full_added, inc_added = int(env["FULL_ADDED"] or 0), int(env["INC_ADDED"] or 0)
@@ -471,14 +510,31 @@ print()
 for label, v, target in ratios:
     print("%-46s %8s   %s" % (label, v, ("target " + target) if target else ""))
 print()
+# where caris's time went, per run (stats.stageMs: ms summed over the threads doing a stage)
+stages = []
+for k in range(1, 100):
+    f = os.path.join(env["BENCH_DIR"], "logs", "caris_full.%d.json" % k)
+    if not os.path.exists(f):
+        break
+    try:
+        d = json.load(open(f))
+        st = d["stats"].get("stageMs") or {}
+        stages.append(st)
+        print("caris full run %d: %d ms, stored %s MiB; stageMs %s" % (
+            k, d["durationMs"], mib(d["stats"]["bytesStored"]),
+            ", ".join("%s %.0f" % (n, v) for n, v in st.items())))
+    except (ValueError, KeyError):
+        pass
+print()
 print("restore check: %s" % (env["RESTORE_CHECK"] or "n/a"))
 res = {"meta": {"scale": int(env["SCALE"]), "rows": int(env["ROWS"]), "database_size": int(env["DB_SIZE"]),
                 "server_version": env["SERVER_VERSION"], "pg_dump": env["PG_DUMP_VERSION"],
                 "caris": env["CARIS_VERSION"], "cold_cache": env["DROP_OK"] == "1",
-                "loadavg": open("/proc/loadavg").read().split()[:3]},
+                "app_mb": int(env["APP_MB"]), "loadavg": open("/proc/loadavg").read().split()[:3]},
        "steps": rows, "caris_stats": {"full_bytes_read": int(env["FULL_READ"] or 0),
                                       "full_bytes_added": full_added, "incremental_bytes_added": inc_added},
-       "ratios": {l: v for l, v, _ in ratios}, "restore_check": env["RESTORE_CHECK"]}
+       "ratios": {l: v for l, v, _ in ratios}, "restore_check": env["RESTORE_CHECK"],
+       "caris_stage_ms": stages}
 json.dump(res, open(os.path.join(env["BENCH_DIR"], "results.json"), "w"), indent=2)
 print("raw figures: %s" % os.path.join(env["BENCH_DIR"], "results.json"))
 PY

@@ -16,6 +16,11 @@ struct stream_result {
     json_t *chunks;     /* [[id hex, length], ...]: owned by the caller */
     uint8_t sha256[32]; /* of the whole stream */
     uint64_t bytes;     /* stream length */
+    /* Where the time went (ns; reported, never stored): on the reading thread, waiting for
+     * and reading the input (read: a pipe's producer's pace shows here), the whole-stream
+     * SHA-256, finding cut points, and waiting for a worker to take a chunk (queue: the
+     * workers are behind); summed over the workers, chunk ids (HMAC). */
+    uint64_t read_ns, sha_ns, chunk_ns, queue_ns, id_ns;
 };
 
 /* Reads fd to end of file (a pipe is fine) and stores it through w, whose slots 0..threads-1

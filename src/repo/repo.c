@@ -1230,13 +1230,20 @@ static void pack_sent(void *ctx, bool stored)
  * The trailer is padded so that the whole pack has a size from pad_size, and its length is
  * sealed in the footer: the pack's size tells neither how many blobs it holds nor, to within
  * the padding, how large they are. */
+/* Size of a version 2 pack before padding: blobs (with the header) up to off, and a trailer
+ * of elen bytes of entries. */
+static uint64_t pack_bare_size(size_t off, size_t elen)
+{
+    return (uint64_t)off + 4 + elen + CX_TAG_LEN + PACK_FOOTER_V2_LEN;
+}
+
 static int slot_close_pack(struct repo_writer *w, struct wslot *s, struct err *e)
 {
     if (!s->pack.len)
         return 0;
     uint8_t nonce[CX_NONCE_LEN];
     size_t toff = s->pack.len, elen = s->trailer.len;
-    uint64_t bare = (uint64_t)toff + 4 + elen + CX_TAG_LEN + PACK_FOOTER_V2_LEN;
+    uint64_t bare = pack_bare_size(toff, elen);
     uint64_t total = pad_size(bare, PACK_MIN_SIZE);
     size_t tplain = 4 + elen + (size_t)(total - bare), tlen = tplain + CX_TAG_LEN;
     struct buf tp = {0};
@@ -1300,6 +1307,23 @@ static int slot_append(struct repo_writer *w, struct wslot *s, uint32_t ei, cons
                        const void *payload, size_t plen, uint32_t ulf, struct err *e)
 {
     struct repo *r = w->r;
+    /* A pack that this blob would take past REPO_PACK_TARGET closes first. The target is a
+     * step of pad_size, so a full pack is padded to exactly the target, instead of closing
+     * just past it and being padded to the next step (512 KiB more: ~3% of a full pack, all
+     * of it padding). */
+    if (s->trailer.len &&
+        pack_bare_size(s->pack.len + plen + CX_TAG_LEN, s->trailer.len + PACK_TRAILER_ENTRY_LEN) >
+            REPO_PACK_TARGET) {
+        /* The caller claimed ei for this slot just before (slot_claim): it belongs to the
+         * next pack, not to the one closing. */
+        s->nents--;
+        int64_t t1 = time_mono_ns();
+        int rc = slot_close_pack(w, s, e);
+        s->write_ns += (uint64_t)(time_mono_ns() - t1);
+        slot_claim(s, ei); /* even on failure: repo_writer_free abandons it */
+        if (rc != 0)
+            return -1;
+    }
     if (!s->pack.len) {
         uint8_t salt[32];
         cx_random(salt, sizeof(salt));

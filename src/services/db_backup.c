@@ -67,6 +67,26 @@ static int dump_stream(struct dbb *b, struct repo_writer *w, const struct pgsrc_
     return 0;
 }
 
+static json_t *ms(uint64_t ns)
+{
+    return json_real((double)(ns / 1000) / 1000.0);
+}
+
+/* Where the time went, per stage, in ms summed over the threads doing it (docs/JSON.md,
+ * "stageMs"): the streams' reading thread (read: waiting for pg_dump and reading its pipe;
+ * sha256; chunk; queue: waiting for a free worker), the workers (chunkId, compress, encrypt,
+ * write), and the manifest (entry list, flush, commit) on the main thread. */
+static json_t *stage_ms_json(const struct stream_result *d, const struct stream_result *g,
+                             const struct repo_writer_stats *ws, uint64_t manifest_ns)
+{
+    return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "read",
+                     ms(d->read_ns + g->read_ns), "sha256", ms(d->sha_ns + g->sha_ns), "chunk",
+                     ms(d->chunk_ns + g->chunk_ns), "queue", ms(d->queue_ns + g->queue_ns),
+                     "chunk_id", ms(d->id_ns + g->id_ns), "compress", ms(ws->compress_ns),
+                     "encrypt", ms(ws->encrypt_ns), "write", ms(ws->write_ns), "manifest",
+                     ms(manifest_ns));
+}
+
 static json_t *stream_entry(const char *type, const char *name, struct stream_result *res)
 {
     char hex[65];
@@ -177,6 +197,7 @@ static int db_backup(struct repo *r, const struct db_backup_opts *o, bool increm
         json_array_append_new(warnings, json_pack("{s:s}", "message", msg));
     }
 
+    int64_t manifest0 = time_mono_ns();
     entries = json_array();
     json_array_append_new(entries, stream_entry("dump", "database.dump", &dump));
     if (globals.chunks)
@@ -215,6 +236,10 @@ static int db_backup(struct repo *r, const struct db_backup_opts *o, bool increm
     if (repo_snapshot_commit(r, summary, ref, name, e) != 0)
         goto out;
     json_object_set_new(summary, "_file", json_string(name));
+    /* Added after the commit: this run's profile, reported, not stored in the repository. */
+    json_object_set_new(
+        json_object_get(summary, "stats"), "stage_ms",
+        stage_ms_json(&dump, &globals, &ws, (uint64_t)(time_mono_ns() - manifest0)));
     *summary_out = summary;
     summary = NULL;
     rc = nwarn ? CARIS_DONE_WARNINGS : CARIS_DONE;

@@ -35,6 +35,20 @@ assert_eq true "$(json_get "$TEST_TMP/on.json" '["compress"]')" "summary: compre
 assert_cmp "$(stored "$TEST_TMP/on.json")" -lt $((dump / 4)) "true: the dump is stored compressed"
 assert_cmp "$(repo_size "$TEST_TMP/repo-on")" -lt $((dump / 4)) "true: the repository is much smaller than the dump"
 
+# --- the per-stage profile (issue 12): reported by --json, never stored ---------------------
+stage() { json_eval "$1" "d['stats']['stageMs']['$2']"; }
+for k in read sha256 chunk queue chunkId compress encrypt write manifest; do
+    assert_eq true "$(json_eval "$TEST_TMP/on.json" "isinstance(d['stats']['stageMs']['$k'], (int, float)) and d['stats']['stageMs']['$k'] >= 0")" "stageMs.$k reported"
+done
+assert_eq true "$(json_eval "$TEST_TMP/on.json" "d['stats']['stageMs']['compress'] > 0")" "compressed: time spent compressing"
+assert_eq true "$(json_eval "$TEST_TMP/default.json" "d['stats']['stageMs']['compress'] == 0")" "uncompressed: no time compressing"
+assert_eq true "$(json_eval "$TEST_TMP/on.json" "d['stats']['stageMs']['read'] > 0 and d['stats']['stageMs']['sha256'] > 0")" "reading and hashing the dump timed"
+assert_eq "" "$(json_eval "$TEST_TMP/on.json" "' '.join(sorted(set(d['stats']['stageMs']) - {'read', 'sha256', 'chunk', 'queue', 'chunkId', 'compress', 'encrypt', 'write', 'manifest'}))")" "stageMs: no other keys"
+run "$CARIS_BIN" --json --repo "$TEST_TMP/repo-on" show "$(json_get "$TEST_TMP/on.json" '["id"]')"
+assert_rc 0 "show the compressed backup"
+assert_contains "$(cat "$OUT_FILE")" "bytesStored" "show prints the stored stats"
+assert_not_contains "$(cat "$OUT_FILE")" "stageMs" "the profile is not stored with the backup"
+
 # --- flags win over the variable ----------------------------------------------------------
 init_repo --repo "$TEST_TMP/repo-off"
 run env BACKUP_COMPRESS_DUMPS=true "$CARIS_BIN" --json --repo "$TEST_TMP/repo-off" backup database --full --no-compress

@@ -3408,8 +3408,10 @@ static void test_orphan_adoption(void **state)
     }
     struct repo_writer_stats st;
     repo_writer_get_stats(w, &st);
-    assert_int_equal(st.packs, 1); /* 16 MiB reached once; the rest sits in the open pack */
-    repo_writer_free(w);           /* interrupted: no flush */
+    /* one full pack (the sixteenth MiB would take it past 16 MiB: it opened the next); the
+     * rest sits in the open pack */
+    assert_int_equal(st.packs, 1);
+    repo_writer_free(w); /* interrupted: no flush */
     repo_close(r);
     struct paths ps = paths_list(dir, "index");
     assert_int_equal(ps.n, 0);
@@ -3428,9 +3430,9 @@ static void test_orphan_adoption(void **state)
             fill_random(5000 + (uint64_t)i, data, n);
             assert_blob(r, ids[i], data, n);
         }
-    assert_int_equal(in_pack, 16);
+    assert_int_equal(in_pack, 15);
     for (int i = 0; i < in_pack; i++)
-        assert_true(repo_has_blob(r, ids[i])); /* the first sixteen */
+        assert_true(repo_has_blob(r, ids[i])); /* the first fifteen */
     assert_int_equal(r->nadopted, 1);
     /* check: an adopted pack is a warning (the next backup indexes it), not an error */
     json_t *rep0 = check_report(r, true);
@@ -3438,7 +3440,7 @@ static void test_orphan_adoption(void **state)
     assert_int_equal(json_array_size(json_object_get(rep0, "warnings")), 1);
     json_decref(rep0);
 
-    /* The next backup finds them: only the four lost ones are stored again. */
+    /* The next backup finds them: only the five lost ones are stored again. */
     w = repo_writer_new(r, 1);
     for (int i = 0; i < ORPHAN_N; i++) {
         fill_random(5000 + (uint64_t)i, data, n);
@@ -3447,8 +3449,8 @@ static void test_orphan_adoption(void **state)
     }
     flush_ok(w);
     repo_writer_get_stats(w, &st);
-    assert_int_equal(st.blobs_known, 16);
-    assert_int_equal(st.blobs_new, 4);
+    assert_int_equal(st.blobs_known, 15);
+    assert_int_equal(st.blobs_new, ORPHAN_N - 15);
     repo_writer_free(w);
     repo_close(r);
 
@@ -3840,6 +3842,64 @@ static void test_pack_sizes_hidden(void **state)
     tmpdir_free(dir);
 }
 
+/* A full pack is padded to exactly REPO_PACK_TARGET (a step of pad_size): the blob that
+ * would take it past the target goes to the next pack, instead of the pack closing just past
+ * the target and being padded to the next step (+512 KiB). Incompressible blobs of uneven
+ * sizes into one slot: every pack but the last is exactly the target, and all of them load. */
+static void test_full_packs_exact(void **state)
+{
+    (void)state;
+    assert_int_equal(pad_size(REPO_PACK_TARGET, PACK_MIN_SIZE), REPO_PACK_TARGET);
+    char *dir = tmpdir_new();
+    struct repo *r = init_ok(dir, &TINY);
+    enum { NBLOBS = 330 };
+    uint8_t *buf = malloc(200u << 10);
+    uint8_t(*ids)[32] = malloc(NBLOBS * 32);
+    struct repo_writer *w = repo_writer_new(r, 1);
+    uint64_t total = 0;
+    for (int i = 0; i < NBLOBS; i++) {
+        size_t n = (100u << 10) + (size_t)i * 307;
+        fill_random(51000 + (uint64_t)i, buf, n);
+        add_ok(r, w, 0, buf, n, ids[i]);
+        total += n;
+    }
+    flush_ok(w);
+    struct repo_writer_stats st;
+    repo_writer_get_stats(w, &st);
+    repo_writer_free(w);
+    struct paths ps = paths_list(dir, "data");
+    size_t full = 0, other = 0;
+    uint64_t sum = 0;
+    for (size_t k = 0; k < ps.n; k++) {
+        size_t n = file_size(ps.v[k]);
+        sum += n;
+        if (n == REPO_PACK_TARGET)
+            full++;
+        else
+            other++;
+    }
+    paths_free(&ps);
+    printf("full packs: %zu of exactly %u bytes, %zu other; %llu bytes for %llu of blobs\n", full,
+           REPO_PACK_TARGET, other, (unsigned long long)sum, (unsigned long long)total);
+    assert_int_equal(st.packs, full + other);
+    assert_true(full >= 2);
+    assert_int_equal(other, 1);
+    /* nothing but the last pack's padding beyond 60 bytes a blob and the headers */
+    assert_true(sum - total < (uint64_t)NBLOBS * 64 + (st.packs * 128) + (1u << 20));
+    repo_close(r);
+    r = open_ok(dir, PW);
+    for (int i = 0; i < NBLOBS; i++) {
+        size_t n = (100u << 10) + (size_t)i * 307;
+        fill_random(51000 + (uint64_t)i, buf, n);
+        assert_blob(r, ids[i], buf, n);
+    }
+    assert_true(check_ok(r, true));
+    repo_close(r);
+    free(ids);
+    free(buf);
+    tmpdir_free(dir);
+}
+
 /* check --read-data authenticates each pack's trailer with its padding, and compares it with
  * the index: a pack renamed after its bytes were changed only there (blobs intact) is found. */
 static void test_check_reads_trailer(void **state)
@@ -4089,6 +4149,7 @@ int main(void)
         cmocka_unit_test(test_prune_repacks_v1),
         cmocka_unit_test(test_prune_refuses_unreadable),
         cmocka_unit_test(test_pack_sizes_hidden),
+        cmocka_unit_test(test_full_packs_exact),
         cmocka_unit_test(test_check_reads_trailer),
         cmocka_unit_test(test_trailer_length_bounded),
         cmocka_unit_test(test_copy_chunker_from),
