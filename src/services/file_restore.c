@@ -195,21 +195,28 @@ static void rfile_free(struct rfile *f)
     free(f);
 }
 
+/* The end of a file's hash (the zeros of a sparse tail) compared with the SHA-256 recorded at
+ * backup time; a mismatch fails the file (an error of the read). */
+static void file_check_sum(struct rctx *c, struct rfile *f)
+{
+    if (f->failed)
+        return;
+    if (f->meta.size > f->pos)
+        sha256_zeros(f->h, f->meta.size - f->pos);
+    uint8_t sum[32];
+    cx_sha256_final(f->h, sum);
+    if (memcmp(sum, f->sha, 32) != 0) {
+        f->failed = true;
+        note(c, c->errors, f->path_json,
+             "checksum mismatch: restored content does not match the SHA-256 recorded at "
+             "backup time");
+    }
+}
+
 /* Finishes a file whose last chunk was consumed (or that has none). */
 static void file_finish(struct rctx *c, struct rfile *f)
 {
-    if (!f->failed) {
-        if (f->meta.size > f->pos)
-            sha256_zeros(f->h, f->meta.size - f->pos);
-        uint8_t sum[32];
-        cx_sha256_final(f->h, sum);
-        if (memcmp(sum, f->sha, 32) != 0) {
-            f->failed = true;
-            note(c, c->errors, f->path_json,
-                 "checksum mismatch: restored content does not match the SHA-256 recorded at "
-                 "backup time");
-        }
-    }
+    file_check_sum(c, f);
     if (!f->failed && f->out) {
         struct err e = ERR_INIT;
         struct fsrestore_file *out = f->out;
@@ -683,18 +690,7 @@ static void plan_file_finish(struct rctx *c, struct rfile *f)
         free(b);
         f->pos = pos;
     }
-    if (!f->failed) {
-        if (f->meta.size > f->pos)
-            sha256_zeros(f->h, f->meta.size - f->pos);
-        uint8_t sum[32];
-        cx_sha256_final(f->h, sum);
-        if (memcmp(sum, f->sha, 32) != 0) {
-            f->failed = true;
-            note(c, c->errors, f->path_json,
-                 "checksum mismatch: restored content does not match the SHA-256 recorded "
-                 "at backup time");
-        }
-    }
+    file_check_sum(c, f);
     if (!f->failed && f->out) {
         struct fsrestore_file *out = f->out;
         f->out = NULL; /* commit frees it, whatever happens */

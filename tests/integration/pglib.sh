@@ -221,3 +221,20 @@ pg_lock_waiters() {
     psql_db "$1" -c "SELECT count(*) FROM pg_stat_activity
         WHERE wait_event_type = 'Lock' AND query ILIKE '%$2%'"
 }
+
+# pg_env_file PATH: the env file of the commands the server runs (archive_command,
+# restore_command) and of restores run as its user: BACKUP_DIR, the key, POSTGRES_URL; mode 0600.
+pg_env_file() {
+    (umask 077 && printf 'BACKUP_DIR=%s\nBACKUP_ENCRYPTION_KEY=%s\nPOSTGRES_URL=%s\n' \
+        "$BACKUP_DIR" "$BACKUP_ENCRYPTION_KEY" "$POSTGRES_URL" >"$1")
+}
+
+# as_pg CMD...: CMD as the server's system user when the tests run as root (PostgreSQL refuses
+# to run as root), else as is.
+as_pg() {
+    if [[ $(id -u) == 0 ]]; then
+        runuser -u "$CARIS_PG_OS_USER" -- "$@"
+    else
+        "$@"
+    fi
+}

@@ -15,17 +15,9 @@ pg_start
 init_repo
 data=$CARIS_PG_SOCKET # the source's data directory
 envf=$TEST_TMP/backup.env
-(umask 077 && printf 'BACKUP_DIR=%s\nBACKUP_ENCRYPTION_KEY=%s\nPOSTGRES_URL=%s\n' \
-    "$BACKUP_DIR" "$BACKUP_ENCRYPTION_KEY" "$POSTGRES_URL" >"$envf")
+pg_env_file "$envf"
 # the restores and the restored servers run as the server's user (PostgreSQL refuses root):
 # it reads the env file, the repository and writes its own directory
-as_pg() {
-    if [[ $(id -u) == 0 ]]; then
-        runuser -u "$CARIS_PG_OS_USER" -- "$@"
-    else
-        "$@"
-    fi
-}
 give_server() {
     [[ $(id -u) == 0 ]] && chown -R "$CARIS_PG_OS_USER:" "$BACKUP_DIR" "$envf" "$TEST_TMP/restores"
     return 0

@@ -15,15 +15,7 @@ init_repo
 data=$CARIS_PG_SOCKET
 assert_true "the source's pg_wal is a link (initdb -X)" test -L "$data/pg_wal"
 envf=$TEST_TMP/backup.env
-(umask 077 && printf 'BACKUP_DIR=%s\nBACKUP_ENCRYPTION_KEY=%s\nPOSTGRES_URL=%s\n' \
-    "$BACKUP_DIR" "$BACKUP_ENCRYPTION_KEY" "$POSTGRES_URL" >"$envf")
-as_pg() {
-    if [[ $(id -u) == 0 ]]; then
-        runuser -u "$CARIS_PG_OS_USER" -- "$@"
-    else
-        "$@"
-    fi
-}
+pg_env_file "$envf"
 R=$TEST_TMP/restores
 TS=$TEST_TMP/pg/ts
 mkdir -p "$R" "$TS"

@@ -17,15 +17,7 @@ pg_start
 init_repo
 data=$CARIS_PG_SOCKET # the source's data directory
 envf=$TEST_TMP/backup.env
-(umask 077 && printf 'BACKUP_DIR=%s\nBACKUP_ENCRYPTION_KEY=%s\nPOSTGRES_URL=%s\n' \
-    "$BACKUP_DIR" "$BACKUP_ENCRYPTION_KEY" "$POSTGRES_URL" >"$envf")
-as_pg() {
-    if [[ $(id -u) == 0 ]]; then
-        runuser -u "$CARIS_PG_OS_USER" -- "$@"
-    else
-        "$@"
-    fi
-}
+pg_env_file "$envf"
 R=$TEST_TMP/restores
 mkdir -p "$R"
 chmod 0755 "$TEST_TMP"
