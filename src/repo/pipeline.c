@@ -214,6 +214,18 @@ int fetchq_next(struct fetchq *q, void **tag, struct buf *out, struct err *e)
 
 /* ---- chunk lists --------------------------------------------------------------------- */
 
+static bool hex_id(json_t *v, uint8_t out[32])
+{
+    const char *hex = json_string_value(v);
+    return hex && strlen(hex) == 64 && cx_unhex(hex, out, 32) == 0;
+}
+
+static bool len_ok(json_t *len)
+{
+    return json_is_integer(len) && json_integer_value(len) >= 0 &&
+           json_integer_value(len) <= (json_int_t)REPO_MAX_BLOB;
+}
+
 int chunklist_decode(json_t *chunks, uint8_t (**ids)[32], uint32_t **lens, size_t *n)
 {
     *ids = NULL;
@@ -232,10 +244,8 @@ int chunklist_decode(json_t *chunks, uint8_t (**ids)[32], uint32_t **lens, size_
     json_t *c;
     json_array_foreach(chunks, i, c)
     {
-        const char *hex = json_string_value(json_array_get(c, 0));
         json_t *len = json_array_get(c, 1);
-        if (!hex || strlen(hex) != 64 || cx_unhex(hex, iv[i], 32) != 0 || !json_is_integer(len) ||
-            json_integer_value(len) < 0 || json_integer_value(len) > (json_int_t)REPO_MAX_BLOB) {
+        if (!hex_id(json_array_get(c, 0), iv[i]) || !len_ok(len)) {
             free(iv);
             free(lv);
             return -1;
@@ -246,18 +256,6 @@ int chunklist_decode(json_t *chunks, uint8_t (**ids)[32], uint32_t **lens, size_
     *lens = lv;
     *n = cnt;
     return 0;
-}
-
-static bool hex_id(json_t *v, uint8_t out[32])
-{
-    const char *hex = json_string_value(v);
-    return hex && strlen(hex) == 64 && cx_unhex(hex, out, 32) == 0;
-}
-
-static bool len_ok(json_t *len)
-{
-    return json_is_integer(len) && json_integer_value(len) >= 0 &&
-           json_integer_value(len) <= (json_int_t)REPO_MAX_BLOB;
 }
 
 int chunklist_decode_items(json_t *chunks, struct chunk_item **refs, size_t *n)
