@@ -77,6 +77,10 @@ struct repo *repo_open(const char *path, const char *password, struct err *e);
 struct repo *repo_open_hint(const char *path, const char *password, const char *slot_hint,
                             struct err *e);
 void repo_close(struct repo *r);
+/* Where opening an S3 repository keeps what it learnt from listing data/ (the open cache,
+ * one directory per repository id below dir: docs/REPOSITORY-FORMAT.md, "Opening without
+ * listing data/"); NULL, the default: no cache, every open lists data/. */
+void repo_set_cache_root(const char *dir);
 /* Threads: one operation at a time per handle. Within an operation, blob loads and writer
  * slots may run on many threads (see each function), but the handle's lock (repo_lock and
  * its nesting), repo_refresh and the state record's audit are not guarded against another

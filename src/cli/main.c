@@ -1323,6 +1323,7 @@ int main(int argc, char **argv)
     storage_set_config(&g.cfg);
     char *s3_cache = xasprintf("%s/metadata/cache", config_backup_dir(&g.cfg));
     storage_set_cache_root(s3_cache);
+    repo_set_cache_root(s3_cache);
     free(s3_cache);
     int64_t t0 = time_mono_ns();
     if (strcmp(cmd, "init") == 0)
@@ -1387,6 +1388,7 @@ int main(int argc, char **argv)
     repo_close(g.audit_repo); /* when cli_audit returned before using it */
     free(g.repo_path);
     storage_set_cache_root(NULL);
+    repo_set_cache_root(NULL);
     storage_set_config(NULL);
     json_decref(g.state);
     config_free(&g.cfg);

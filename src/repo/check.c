@@ -391,6 +391,9 @@ static int check_locked(struct repo *r, const struct repo_check_opts *o,
     uint64_t nrefs = 0, bytes = 0;
     size_t i;
     json_t *d;
+    /* check needs the truth about data/ (and refreshes the open cache with it) */
+    if (r->index_cached && repo_index_reload_full(r, e) != 0)
+        goto out;
     json_array_foreach(repo_damage(r), i, d)
     {
         add_issue(c.errors, json_string_value(json_object_get(d, "object")), "%s",

@@ -527,6 +527,10 @@ int repo_prune(struct repo *r, const struct repo_prune_opts *o, struct repo_prun
         return err_set(e, ERR_LOCKED, "take the exclusive lock first (repo_lock)",
                        "prune needs the %s lock of %s", dry ? "shared or exclusive" : "exclusive",
                        r->path);
+    /* a dry run under a shared lock may have read the index with the open cache: prune
+     * needs every pack, orphans too (the exclusive lock listed data/ already) */
+    if (r->index_cached && repo_index_reload_full(r, e) != 0)
+        return -1;
     if (json_array_size(r->damage))
         return err_set(e, ERR_DAMAGE,
                        "run `caris-backup check` and repair the damage it reports first",

@@ -90,6 +90,24 @@ struct lock_holder {
     int64_t last_refresh_mono; /* last successful write */
 };
 
+/* Names of the objects in a directory of the repository, sorted. */
+struct namelist {
+    char **v;
+    size_t n;
+};
+
+/* The open cache (opencache.c; docs/REPOSITORY-FORMAT.md, "Opening without listing data/"). */
+struct opencache {
+    int64_t listed_ns;      /* last full listing of data/ */
+    uint32_t npacks;        /* packs known when written */
+    struct namelist index;  /* index files the facts cover (sorted) */
+    uint8_t (*missing)[32]; /* packs they name that are missing (sorted) */
+    size_t nmissing;
+    struct namelist stale; /* stale locks whose packs a full listing saw (sorted) */
+    uint32_t nadopted;     /* packs no index lists, as index file records */
+    struct buf adopted;
+};
+
 struct repo {
     char *path;
     struct storage *st;
@@ -128,20 +146,28 @@ struct repo {
     bool state_needed; /* config says a state record exists from init on (state.c) */
     char *state_local; /* local copy of the state record, NULL when none (state.c) */
     bool init_claimed; /* repo_init holds init.lock */
+    /* The open cache (opencache.c). index_cached: the index was loaded without listing data/
+     * (the cache vouched for the packs), so orphan packs were adopted only as far as the
+     * cache knew them; check and prune read it again with a full listing. oc: what the cache
+     * file says for this handle's index (valid when oc_valid), updated by the writer. While
+     * loading: oc_missing (sorted) are the packs a cached load treats as missing, flagged
+     * those found missing by this load (what the next cache file records). */
+    bool index_cached, oc_valid, oc_loading;
+    struct opencache oc;
+    uint8_t (*oc_missing)[32];
+    size_t noc_missing;
+    struct buf flagged; /* 32-byte pack ids */
 };
 
 /* Reads the index again when an index file or adopted pack that the handle loaded at open
- * is gone (a prune ran between repo_open and repo_lock). repo_lock calls it once the lock is
- * held; no writer of the handle may be active. */
-int repo_index_refresh(struct repo *r, struct err *e);
+ * is gone (a prune ran between repo_open and repo_lock), or, with the open cache, when
+ * stale_locks (sorted names of stale locks, may be NULL) holds one the cache has not
+ * accounted for (its holder may have left packs no index lists: data/ is listed to adopt
+ * them). repo_lock calls it once the lock is held; no writer of the handle may be active. */
+int repo_index_refresh(struct repo *r, const struct namelist *stale_locks, struct err *e);
 /* Releases the lock this handle holds, however deeply nested (repo_close). */
 void repo_lock_release(struct repo *r);
 
-/* Names of the objects in a directory of the repository, sorted. */
-struct namelist {
-    char **v;
-    size_t n;
-};
 int repo_list_names(struct repo *r, const char *dir, struct namelist *l, struct err *e);
 void namelist_free(struct namelist *l);
 
@@ -153,6 +179,19 @@ int repo_read_config(struct repo *r, struct err *e);
 int keys_unlock(struct repo *r, const char *password, const char *hint, struct err *e);
 int keys_write_slot(struct repo *r, const char *password, const char *label, uint64_t ops,
                     uint64_t mem, char id_out[17], struct err *e);
+
+/* true when opening r uses the cache: an S3 repository with an id, and a cache root set. */
+bool opencache_enabled(const struct repo *r);
+/* 0 and c filled when the cache file exists, parses and its MAC matches; -1 otherwise (c
+ * empty). */
+int opencache_load(struct repo *r, struct opencache *c);
+int opencache_save(struct repo *r, const struct opencache *c, struct err *e);
+/* Removes the cache file (the next open lists data/). */
+void opencache_drop(struct repo *r);
+void opencache_free(struct opencache *c);
+bool opencache_has_name(const struct namelist *l, const char *name);
+/* Reads the index again with a full listing of data/ (check, prune, new stale locks). */
+int repo_index_reload_full(struct repo *r, struct err *e);
 
 struct ientry *repo_entry(struct repo *r, size_t i);
 /* Returns entry number or -1. Caller holds r->mu (or the repo is single-threaded). */

@@ -505,6 +505,11 @@ static int conflict_error(struct repo *r, const struct lk_entry *x, struct err *
     return err_set(e, ERR_LOCKED, hint, "repository locked by %s", d);
 }
 
+static int cmp_name(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
 /* One attempt: 0 taken, 1 conflict (described in *e), -1 error. */
 static int lock_try(struct repo *r, bool exclusive, const char *operation, struct err *e)
 {
@@ -559,6 +564,13 @@ static int lock_try(struct repo *r, bool exclusive, const char *operation, struc
         holder_free(h);
         return 1;
     }
+    /* stale locks (not claims): their holders may have left packs no index lists */
+    struct namelist stale = {0};
+    for (size_t i = 0; i < s.n; i++)
+        if (s.v[i].stale && !s.v[i].claim && !s.v[i].mine) {
+            stale.v = xrealloc(stale.v, xsize(stale.n + 1, sizeof(char *), 0));
+            stale.v[stale.n++] = xstrdup(s.v[i].object);
+        }
     lk_scan_free(&s);
     if (pthread_create(&h->thread, NULL, refresh_main, h) != 0) {
         struct err ie = ERR_INIT;
@@ -572,7 +584,12 @@ static int lock_try(struct repo *r, bool exclusive, const char *operation, struc
      * have removed packs it lists. The exclusive holder (prune) must also know every blob
      * that backups committed in between (while it waited for them, say): it reads the
      * index again whatever changed; no writer runs while it holds the lock. */
-    if ((exclusive ? repo_refresh(r, e) : repo_index_refresh(r, e)) != 0) {
+    if (stale.n)
+        qsort(stale.v, stale.n, sizeof(char *), cmp_name);
+    /* (and prune needs the truth about data/: a full listing, whatever the open cache says) */
+    int rc = exclusive ? repo_index_reload_full(r, e) : repo_index_refresh(r, &stale, e);
+    namelist_free(&stale);
+    if (rc != 0) {
         repo_lock_release(r);
         return -1;
     }
@@ -827,6 +844,11 @@ int repo_unlock_stale(struct repo *r, bool force, json_t **report, struct err *e
             continue;
         if (x->stale || force) {
             rc = storage_remove(r->st, x->object, e);
+            /* Its holder may have left packs no index lists, and no later lock will see it
+             * stale: the next open lists data/ (and adopts them) instead of trusting the
+             * open cache. */
+            if (!x->claim)
+                opencache_drop(r);
             json_t *j = lk_json(x);
             if (!x->stale)
                 json_object_set_new(j, "forced", json_true());

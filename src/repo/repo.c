@@ -357,10 +357,16 @@ void repo_warn(struct repo *r, const char *object, const char *fmt, ...)
 static bool pack_missing_at_open(struct repo *r, const uint8_t pid[32], uint32_t nblobs,
                                  const char *index_name)
 {
-    if (!r->listed_packs)
-        return false;
-    if (r->nlisted_packs && bsearch(pid, r->listed_packs, r->nlisted_packs, 32, cmp_id32))
-        return false;
+    if (r->oc_loading) {
+        /* a load the open cache vouched for: only the packs it knows to be missing */
+        if (!r->noc_missing || !bsearch(pid, r->oc_missing, r->noc_missing, 32, cmp_id32))
+            return false;
+    } else {
+        if (!r->listed_packs)
+            return false;
+        if (r->nlisted_packs && bsearch(pid, r->listed_packs, r->nlisted_packs, 32, cmp_id32))
+            return false;
+    }
     char name[80];
     pack_object_name(pid, name, sizeof(name));
     struct err xe = ERR_INIT;
@@ -371,6 +377,7 @@ static bool pack_missing_at_open(struct repo *r, const uint8_t pid[32], uint32_t
               "backup stores them again; backups made before need them (see `caris-backup "
               "check`)",
               index_name, nblobs);
+    buf_append(&r->flagged, pid, 32);
     return true;
 }
 
@@ -593,6 +600,9 @@ void repo_close(struct repo *r)
     json_decref(r->damage);
     json_decref(r->warnings);
     free(r->listed_packs);
+    opencache_free(&r->oc);
+    free(r->oc_missing);
+    buf_free(&r->flagged);
     free(r->state_local);
     cx_hmac_key_free(r->idkey);
     storage_close(r->st);
@@ -733,11 +743,10 @@ out:
     return rc;
 }
 
-static int load_indexes(struct repo *r, struct err *e)
+/* Reads the index files l (a listing of index/). */
+static int load_indexes(struct repo *r, const struct namelist *lp, struct err *e)
 {
-    struct namelist l;
-    if (repo_list_names(r, "index", &l, e) != 0)
-        return -1;
+    const struct namelist l = *lp;
     struct buf raw = {0}, plain = {0}, payload = {0};
     for (size_t i = 0; i < l.n; i++) {
         struct err ie = ERR_INIT;
@@ -761,14 +770,28 @@ static int load_indexes(struct repo *r, struct err *e)
     buf_free(&raw);
     buf_free(&plain);
     buf_free(&payload);
-    namelist_free(&l);
     return 0;
 fail:
     buf_free(&raw);
     buf_free(&plain);
     buf_free(&payload);
-    namelist_free(&l);
     return -1;
+}
+
+/* Makes the blobs of pack pid (its decrypted trailer tr) findable, and queues its records
+ * for the next index file the writer writes. */
+static int adopt_pack(struct repo *r, const uint8_t pid[32], const uint8_t *tr, size_t len,
+                      uint64_t size, const char *name, struct err *e)
+{
+    uint32_t pidx = repo_add_pack_locked(r, pid, -1);
+    if (pack_trailer_parse_into(r, pidx, tr, len, size, name, e) != 0)
+        return -1;
+    r->adopted = xrealloc(r->adopted, xsize(r->nadopted + 1, sizeof(uint32_t), 0));
+    r->adopted[r->nadopted++] = pidx;
+    buf_append(&r->adopted_payload, pid, 32);
+    buf_append_u32le(&r->adopted_payload, (uint32_t)(len / PACK_TRAILER_ENTRY_LEN));
+    buf_append(&r->adopted_payload, tr, len);
+    return 0;
 }
 
 /* Packs in data/ that no index lists were left by an interrupted backup (or are being
@@ -796,26 +819,237 @@ static int adopt_orphan_packs(struct repo *r, const struct namelist *lp, struct 
             damage_add(r, l.v[i], &pe);
             continue;
         }
-        uint32_t pidx = repo_add_pack_locked(r, pid, -1);
-        if (pack_trailer_parse_into(r, pidx, tr.data, tr.len, size, l.v[i], &pe) != 0) {
+        if (adopt_pack(r, pid, tr.data, tr.len, size, l.v[i], &pe) != 0)
             damage_add(r, l.v[i], &pe);
-            continue;
-        }
-        r->adopted = xrealloc(r->adopted, xsize(r->nadopted + 1, sizeof(uint32_t), 0));
-        r->adopted[r->nadopted++] = pidx;
-        buf_append(&r->adopted_payload, pid, 32);
-        buf_append_u32le(&r->adopted_payload, (uint32_t)(tr.len / PACK_TRAILER_ENTRY_LEN));
-        buf_append(&r->adopted_payload, tr.data, tr.len);
     }
     buf_free(&tr);
     return rc;
 }
 
-/* data/ is listed before the index files are read: entries of packs that are not there are
- * left out (pack_missing_at_open), and packs that no index lists are adopted. */
-static int load_index_and_packs(struct repo *r, struct err *e)
+/* Adopts the packs the open cache found no index listing (index file records; see
+ * index_parse_into), without reading their trailers again. A pack an index file lists by
+ * now is not adopted. Whether they still exist is checked once a lock is held
+ * (index_stale), as for packs adopted from a listing. */
+static int adopt_cached(struct repo *r, const struct opencache *c)
 {
-    struct namelist l;
+    struct reader rd;
+    reader_init(&rd, c->adopted.data, c->adopted.len);
+    for (uint32_t i = 0; i < c->nadopted; i++) {
+        uint8_t pid[32];
+        uint32_t nblobs;
+        const uint8_t *p;
+        if (reader_bytes(&rd, pid, 32) || reader_u32le(&rd, &nblobs) ||
+            nblobs > (rd.len - rd.pos) / PACK_TRAILER_ENTRY_LEN ||
+            !(p = reader_skip(&rd, (size_t)nblobs * PACK_TRAILER_ENTRY_LEN)))
+            return -1;
+        if (repo_find_pack_locked(r, pid) >= 0)
+            continue;
+        char name[80];
+        pack_object_name(pid, name, sizeof(name));
+        struct err pe = ERR_INIT;
+        if (adopt_pack(r, pid, p, (size_t)nblobs * PACK_TRAILER_ENTRY_LEN, PACK_MAX_SIZE, name,
+                       &pe) != 0)
+            return -1; /* authenticated, so written by us: a bug, not damage; list instead */
+    }
+    return rd.pos == rd.len ? 0 : -1;
+}
+
+/* A cache older than this is not trusted: data/ is listed again, which bounds how long a pack
+ * deleted behind the program's back (damage) goes unnoticed by opens (check notices it at
+ * once). */
+#define OPENCACHE_MAX_AGE_NS (7LL * 24 * 3600 * 1000000000LL)
+
+/* c: what the handle's index says now, to be written as the open cache. */
+static void oc_from_handle(struct repo *r, struct opencache *c, int64_t listed_ns,
+                           const struct namelist *stale)
+{
+    memset(c, 0, sizeof(*c));
+    c->listed_ns = listed_ns;
+    c->npacks = (uint32_t)r->npacks;
+    c->index.v = xcalloc(r->nindex_files + 1, sizeof(char *));
+    for (size_t i = 0; i < r->nindex_files; i++)
+        c->index.v[c->index.n++] = xstrdup(r->index_files[i]);
+    if (c->index.n)
+        qsort(c->index.v, c->index.n, sizeof(char *), cmp_str);
+    size_t n = r->flagged.len / 32;
+    c->missing = xcalloc(n ? n : 1, 32);
+    memcpy(c->missing, r->flagged.data, n * 32);
+    if (n)
+        qsort(c->missing, n, 32, cmp_id32);
+    for (size_t i = 0; i < n; i++)
+        if (!c->nmissing || memcmp(c->missing[c->nmissing - 1], c->missing[i], 32) != 0)
+            memmove(c->missing[c->nmissing++], c->missing[i], 32);
+    c->stale.v = xcalloc(stale && stale->n ? stale->n : 1, sizeof(char *));
+    for (size_t i = 0; stale && i < stale->n; i++)
+        c->stale.v[c->stale.n++] = xstrdup(stale->v[i]);
+    c->nadopted = (uint32_t)r->nadopted;
+    buf_append(&c->adopted, r->adopted_payload.data, r->adopted_payload.len);
+}
+
+static bool oc_same(const struct opencache *a, const struct opencache *b)
+{
+    if (a->index.n != b->index.n || a->nmissing != b->nmissing || a->nadopted != b->nadopted ||
+        a->adopted.len != b->adopted.len || a->stale.n != b->stale.n)
+        return false;
+    for (size_t i = 0; i < a->index.n; i++)
+        if (strcmp(a->index.v[i], b->index.v[i]) != 0)
+            return false;
+    for (size_t i = 0; i < a->stale.n; i++)
+        if (strcmp(a->stale.v[i], b->stale.v[i]) != 0)
+            return false;
+    return (!a->nmissing || memcmp(a->missing, b->missing, a->nmissing * 32) == 0) &&
+           (!a->adopted.len || memcmp(a->adopted.data, b->adopted.data, a->adopted.len) == 0);
+}
+
+/* Makes c the handle's open cache, and writes it unless the file says the same already.
+ * The cache is a shortcut: a failure to write it costs the next open a listing, nothing
+ * else, so it is not reported. */
+static void oc_adopt_state(struct repo *r, struct opencache *c, const struct opencache *on_disk)
+{
+    if (!on_disk || !oc_same(c, on_disk)) {
+        struct err ignore = ERR_INIT;
+        opencache_save(r, c, &ignore);
+    }
+    opencache_free(&r->oc);
+    r->oc = *c;
+    r->oc_valid = true;
+    memset(c, 0, sizeof(*c));
+}
+
+/* The packs index file name lists (appended to ids, 32 bytes each), without loading its
+ * blobs. */
+static int index_file_packs(struct repo *r, const char *name, struct buf *ids, struct err *e)
+{
+    struct buf raw = {0}, plain = {0}, payload = {0};
+    int rc = -1;
+    if (storage_get(r->st, name, REPO_MAX_METADATA, &raw, e) != 0 ||
+        container_open(r, 'I', raw.data, raw.len, &plain, e) != 0 ||
+        index_payload_unpack(plain.data, plain.len, &payload, e) != 0)
+        goto out;
+    struct reader rd;
+    reader_init(&rd, payload.data, payload.len);
+    uint8_t magic[4], pid[32];
+    uint32_t version, npacks, nblobs;
+    if (reader_bytes(&rd, magic, 4) || memcmp(magic, "CIDX", 4) || reader_u32le(&rd, &version) ||
+        reader_u32le(&rd, &npacks)) {
+        err_set(e, ERR_DAMAGE, NULL, "index %s: bad header", name);
+        goto out;
+    }
+    for (uint32_t i = 0; i < npacks; i++) {
+        if (reader_bytes(&rd, pid, 32) || reader_u32le(&rd, &nblobs) ||
+            !reader_skip(&rd, (size_t)nblobs * 44)) {
+            err_set(e, ERR_DAMAGE, NULL, "index %s: truncated", name);
+            goto out;
+        }
+        buf_append(ids, pid, 32);
+    }
+    rc = 0;
+out:
+    if (plain.data)
+        cx_wipe(plain.data, plain.cap);
+    buf_free(&raw);
+    buf_free(&plain);
+    buf_free(&payload);
+    return rc;
+}
+
+/* Opening with the open cache: index/ is listed, data/ is not. Valid only while every index
+ * file the cache covers is still there: packs are deleted only by prune, which deletes every
+ * index file it started with before it deletes any pack (docs/REPOSITORY-FORMAT.md,
+ * "Prune"), so then every pack those files name that was there when the cache learnt it is
+ * still there. Packs of index files written since are looked up one HEAD each (a writer
+ * stores its packs before its index, so they are there unless damage or an index file
+ * replayed after its packs were pruned), unless a full listing costs fewer requests.
+ * 1: loaded, 0: the cache cannot vouch (the caller lists data/), -1: error. */
+static int load_index_cached(struct repo *r, struct err *e)
+{
+    struct opencache c;
+    if (opencache_load(r, &c) != 0)
+        return 0;
+    int rc = 0;
+    struct namelist li = {0};
+    struct buf ids = {0}, missing = {0};
+    int64_t now = time_now_ns();
+    if (!c.index.n || c.listed_ns > now || now - c.listed_ns > OPENCACHE_MAX_AGE_NS)
+        goto out;
+    if (repo_list_names(r, "index", &li, e) != 0) {
+        rc = -1;
+        goto out;
+    }
+    for (size_t i = 0; i < c.index.n; i++)
+        if (!opencache_has_name(&li, c.index.v[i]))
+            goto out; /* a prune ran: packs the cache saw may be gone */
+    for (size_t i = 0; i < li.n; i++) {
+        struct err ie = ERR_INIT;
+        if (!opencache_has_name(&c.index, li.v[i]) &&
+            index_file_packs(r, li.v[i], &ids, &ie) != 0 && ie.code != ERR_DAMAGE) {
+            *e = ie; /* a damaged one is reported by load_indexes below */
+            rc = -1;
+            goto out;
+        }
+    }
+    size_t nids = ids.len / 32, nuniq = 0;
+    uint8_t(*v)[32] = (uint8_t(*)[32])ids.data;
+    if (nids)
+        qsort(v, nids, 32, cmp_id32);
+    for (size_t i = 0; i < nids; i++)
+        if (!nuniq || memcmp(v[nuniq - 1], v[i], 32) != 0)
+            memmove(v[nuniq++], v[i], 32);
+    /* a full listing costs one request per 1,000 packs */
+    if (nuniq > c.npacks / 1000 + 1)
+        goto out;
+    buf_append(&missing, c.missing, c.nmissing * 32);
+    for (size_t i = 0; i < nuniq; i++) {
+        char name[80];
+        pack_object_name(v[i], name, sizeof(name));
+        int ex = storage_exists(r->st, name, e);
+        if (ex < 0) {
+            rc = -1;
+            goto out;
+        }
+        if (ex == 0)
+            buf_append(&missing, v[i], 32);
+    }
+    r->noc_missing = missing.len / 32;
+    r->oc_missing = (uint8_t(*)[32])missing.data;
+    missing.data = NULL;
+    if (r->noc_missing)
+        qsort(r->oc_missing, r->noc_missing, 32, cmp_id32);
+    r->oc_loading = true;
+    rc = load_indexes(r, &li, e) == 0 ? 1 : -1;
+    r->oc_loading = false;
+    free(r->oc_missing);
+    r->oc_missing = NULL;
+    r->noc_missing = 0;
+    if (rc == 1 && adopt_cached(r, &c) != 0)
+        rc = err_set(e, ERR_FAILURE, "remove the open cache file; the next open lists the packs",
+                     "the open cache of %s cannot be used", r->path);
+    if (rc == 1) {
+        r->index_cached = true;
+        struct opencache now_c;
+        oc_from_handle(r, &now_c, c.listed_ns, &c.stale);
+        oc_adopt_state(r, &now_c, &c);
+    }
+out:
+    opencache_free(&c);
+    namelist_free(&li);
+    buf_free(&ids);
+    buf_free(&missing);
+    return rc;
+}
+
+/* data/ is listed before the index files are read: entries of packs that are not there are
+ * left out (pack_missing_at_open), and packs that no index lists are adopted. full: list
+ * data/ even when the open cache could vouch for the packs. */
+static int load_index_and_packs(struct repo *r, bool full, struct err *e)
+{
+    if (!full && opencache_enabled(r)) {
+        int crc = load_index_cached(r, e);
+        if (crc != 0)
+            return crc < 0 ? -1 : 0;
+    }
+    int64_t listed_ns = time_now_ns();
+    struct namelist l, li = {0};
     if (repo_list_names(r, "data", &l, e) != 0)
         return -1;
     r->listed_packs = xcalloc(l.n ? l.n : 1, 32);
@@ -826,11 +1060,24 @@ static int load_index_and_packs(struct repo *r, struct err *e)
     }
     if (r->nlisted_packs)
         qsort(r->listed_packs, r->nlisted_packs, 32, cmp_id32);
-    int rc = load_indexes(r, e) == 0 && adopt_orphan_packs(r, &l, e) == 0 ? 0 : -1;
+    int rc = repo_list_names(r, "index", &li, e) == 0 && load_indexes(r, &li, e) == 0 &&
+                     adopt_orphan_packs(r, &l, e) == 0
+                 ? 0
+                 : -1;
     free(r->listed_packs);
     r->listed_packs = NULL;
     r->nlisted_packs = 0;
     namelist_free(&l);
+    namelist_free(&li);
+    r->index_cached = false;
+    if (rc == 0 && opencache_enabled(r)) {
+        /* the stale locks a former listing accounted for stay accounted for */
+        struct opencache prev, now_c;
+        bool had = opencache_load(r, &prev) == 0;
+        oc_from_handle(r, &now_c, listed_ns, had ? &prev.stale : NULL);
+        oc_adopt_state(r, &now_c, had ? &prev : NULL);
+        opencache_free(&prev);
+    }
     return rc;
 }
 
@@ -890,7 +1137,7 @@ struct repo *repo_open_hint(const char *path, const char *password, const char *
         keys_unlock(r, password, slot_hint, e) != 0)
         goto fail;
     r->idkey = cx_hmac_key_new(r->mac_key, 32);
-    if (load_index_and_packs(r, e) != 0)
+    if (load_index_and_packs(r, false, e) != 0)
         goto fail;
     return r;
 fail:
@@ -919,8 +1166,9 @@ static int index_stale(struct repo *r, bool *stale, struct err *e)
     return 0;
 }
 
-/* Reads the index (index files, packs no index lists) again from scratch. */
-static int index_reload(struct repo *r, struct err *e)
+/* Reads the index (index files, packs no index lists) again from scratch. full: list data/
+ * whatever the open cache says. */
+static int index_reload(struct repo *r, bool full, struct err *e)
 {
     for (size_t i = 0; i < r->nblocks; i++)
         free(r->blocks[i]);
@@ -944,22 +1192,47 @@ static int index_reload(struct repo *r, struct err *e)
     r->adopted = NULL;
     r->nadopted = 0;
     json_array_clear(r->damage);
-    return load_index_and_packs(r, e);
+    r->flagged.len = 0;
+    opencache_free(&r->oc);
+    r->oc_valid = false;
+    r->index_cached = false;
+    return load_index_and_packs(r, full, e);
 }
 
-int repo_index_refresh(struct repo *r, struct err *e)
+int repo_index_reload_full(struct repo *r, struct err *e)
 {
+    return index_reload(r, true, e);
+}
+
+int repo_index_refresh(struct repo *r, const struct namelist *stale_locks, struct err *e)
+{
+    /* A stale lock the open cache has not accounted for may have left packs that no index
+     * lists (a backup killed before its index): list data/ once to adopt them, then record
+     * the lock as accounted for. */
+    bool unseen = false;
+    for (size_t i = 0; opencache_enabled(r) && stale_locks && i < stale_locks->n && !unseen; i++)
+        unseen = !r->oc_valid || !opencache_has_name(&r->oc.stale, stale_locks->v[i]);
+    if (unseen) {
+        if (index_reload(r, true, e) != 0)
+            return -1;
+        if (r->oc_valid) {
+            struct opencache c;
+            oc_from_handle(r, &c, r->oc.listed_ns, stale_locks);
+            oc_adopt_state(r, &c, NULL);
+        }
+        return 0;
+    }
     bool stale;
     if (index_stale(r, &stale, e) != 0)
         return -1;
     /* What the handle read before it held its lock is outdated (a prune ran meanwhile):
      * read it again, so that nothing is deduplicated against blobs that are gone. */
-    return stale ? index_reload(r, e) : 0;
+    return stale ? index_reload(r, false, e) : 0;
 }
 
 int repo_refresh(struct repo *r, struct err *e)
 {
-    return index_reload(r, e);
+    return index_reload(r, false, e);
 }
 
 struct repo *repo_init(const char *path, const char *password, const struct repo_init_opts *o,
@@ -1300,6 +1573,17 @@ static void slot_claim(struct wslot *s, uint32_t ei)
     s->ents[s->nents++] = ei;
 }
 
+/* REPO_PACK_TARGET; tests that need many packs from few bytes (a repository of more than
+ * 1,000 packs, to page S3 listings) lower it with CARIS_TEST_PACK_TARGET (bytes, test-only:
+ * the packs are as valid, only smaller). */
+static uint64_t pack_target(void)
+{
+    const char *v = getenv("CARIS_TEST_PACK_TARGET");
+    char *end;
+    unsigned long long n = v && *v ? strtoull(v, &end, 10) : 0;
+    return n > 0 && *end == '\0' && n < REPO_PACK_TARGET ? (uint64_t)n : REPO_PACK_TARGET;
+}
+
 /* Encrypts a blob's payload (as stored: compressed or raw, ulf says which) into the slot's
  * open pack, opening one when none is, and closes the pack once full. Entry ei is the slot's
  * (slot_claim). */
@@ -1311,9 +1595,8 @@ static int slot_append(struct repo_writer *w, struct wslot *s, uint32_t ei, cons
      * step of pad_size, so a full pack is padded to exactly the target, instead of closing
      * just past it and being padded to the next step (512 KiB more: ~3% of a full pack, all
      * of it padding). */
-    if (s->trailer.len &&
-        pack_bare_size(s->pack.len + plen + CX_TAG_LEN, s->trailer.len + PACK_TRAILER_ENTRY_LEN) >
-            REPO_PACK_TARGET) {
+    if (s->trailer.len && pack_bare_size(s->pack.len + plen + CX_TAG_LEN,
+                                         s->trailer.len + PACK_TRAILER_ENTRY_LEN) > pack_target()) {
         /* The caller claimed ei for this slot just before (slot_claim): it belongs to the
          * next pack, not to the one closing. */
         s->nents--;
@@ -1364,7 +1647,7 @@ static int slot_append(struct repo_writer *w, struct wslot *s, uint32_t ei, cons
     pthread_mutex_unlock(&r->mu);
     /* The trailer counts towards the target: a pack of many tiny blobs stays bounded too
      * (PACK_MAX_SIZE). */
-    if (s->pack.len + s->trailer.len >= REPO_PACK_TARGET) {
+    if (s->pack.len + s->trailer.len >= pack_target()) {
         int64_t t1 = time_mono_ns();
         if (slot_close_pack(w, s, e) != 0)
             return -1;
@@ -1543,6 +1826,13 @@ static int writer_flush(struct repo_writer *w, struct err *e)
     w->index_records.len = 0;
     w->stats.bytes_stored += written;
     pthread_mutex_unlock(&r->mu);
+    /* The packs this index file names were stored by this writer (and the adopted ones were
+     * checked under the lock): the open cache covers it, so the next open needs no HEAD. */
+    if (r->oc_valid) {
+        struct opencache c;
+        oc_from_handle(r, &c, r->oc.listed_ns, &r->oc.stale);
+        oc_adopt_state(r, &c, NULL);
+    }
     rc = 0;
 out:
     buf_free(&records);

@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# Opening an S3 repository of more than 1,000 packs (several pages of LIST) does not list
+# data/: the open cache (BACKUP_DIR/metadata/cache/<repository id>/open.cache) vouches for the
+# packs of the index files it saw (docs/REPOSITORY-FORMAT.md, "Opening without listing
+# data/"). `list` and a no-change backup make no LIST request on data/ and few requests in
+# all. A prune run from another host invalidates the cache (no deduplication against pruned
+# blobs: the next backup stores them again, restores byte-exact, check passes); a tampered
+# cache is ignored (data/ is listed, the cache rewritten); a pack deleted from the bucket
+# behind the program's back is reported by check, and the next backup stores its blobs again.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/s3lib.sh"
+
+s3_start bkt
+export BACKUP_S3_RETRY_SECONDS=10
+S3=s3:$S3_ENDPOINT/bkt/repo
+export BACKUP_REPOSITORY=$S3
+HOST1=$BACKUP_DIR
+HOST2=$TEST_TMP/host2
+mkdir -p "$HOST2"
+
+# The server's log from line N on: requests (one line each), LIST pages of data/ (s3rver logs
+# the options of each listing), requests naming a pack.
+log_mark() { wc -l <"$S3_LOG"; }
+since() { tail -n +$(($1 + 1)) "$S3_LOG"; }
+nreq() { since "$1" | grep -cE ' [0-9]{3} [0-9.,]+ms'; }
+data_lists() { since "$1" | grep -c '"prefix":"repo/data/'; }
+data_reqs() { since "$1" | grep -E ' [0-9]{3} [0-9.,]+ms' | grep -cE 'data/[0-9a-f]{2}/[0-9a-f]{64}'; }
+packs_in_bucket() { find "$S3_DIR/bkt/repo/data" -type f -name '*._S3rver_object' | wc -l; }
+# make_files DIR N SEED: N small files of distinct content (deterministic)
+make_files() {
+    python3 - "$1" "$2" "$3" <<'EOF'
+import os, random, sys
+d, n, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rnd = random.Random(seed)
+for i in range(n):
+    sub = os.path.join(d, "d%02d" % (i % 16))
+    os.makedirs(sub, exist_ok=True)
+    with open(os.path.join(sub, "f%05d" % i), "wb") as f:
+        f.write(rnd.randbytes(200 + rnd.randrange(300)))
+EOF
+}
+
+init_repo
+
+# --- a repository of more than 1,000 packs ----------------------------------------------
+# One small file per blob, and a test-only pack target of 1 byte: each blob is a pack.
+src=$TEST_TMP/src
+make_files "$src" 1100 1 || fail "make_files failed"
+run env CARIS_TEST_PACK_TARGET=1 "$CARIS_BIN" --json backup files "$src"
+assert_rc 0 "backup of 1,100 files, one pack each"
+cp "$OUT_FILE" "$TEST_TMP/b1.json"
+id1=$(json_get "$TEST_TMP/b1.json" '["id"]')
+npacks=$(packs_in_bucket)
+note "packs in the bucket: $npacks"
+assert_cmp "$npacks" -gt 1000 "more than 1,000 packs (several pages of LIST)"
+rid=$(ls "$HOST1/metadata/cache" | grep -E '^[0-9a-f]{32}$' | head -1)
+cache=$HOST1/metadata/cache/$rid/open.cache
+assert_true "the open cache exists ($cache)" test -s "$cache"
+
+# --- opening lists index/ only --------------------------------------------------------------
+n0=$(log_mark)
+run cb --json list
+assert_rc 0 "list"
+assert_eq "$id1" "$(json_get "$OUT_FILE" '[0]["id"]')" "list shows the backup"
+n=$(nreq "$n0")
+assert_eq 0 "$(data_lists "$n0")" "list makes no LIST request on data/"
+assert_eq 0 "$(data_reqs "$n0")" "list makes no request on a pack"
+note "list: $n requests"
+assert_cmp "$n" -le 12 "list makes few requests ($n)"
+
+n0=$(log_mark)
+run cb --json backup files "$src"
+assert_rc 0 "no-change backup"
+cp "$OUT_FILE" "$TEST_TMP/b2.json"
+id2=$(json_get "$TEST_TMP/b2.json" '["id"]')
+n=$(nreq "$n0")
+assert_eq 0 "$(data_lists "$n0")" "a no-change backup makes no LIST request on data/"
+assert_eq 0 "$(json_get "$TEST_TMP/b2.json" '["stats"]["chunksNew"]')" "the no-change backup stores nothing"
+note "no-change backup: $n requests"
+assert_cmp "$n" -le 30 "a no-change backup makes few requests ($n)"
+# its own index file (if any) is covered by the cache: the next open makes no HEAD either
+n0=$(log_mark)
+run cb list
+assert_rc 0 "list after the no-change backup"
+assert_eq 0 "$(data_reqs "$n0")" "no request on a pack after this host's own backup"
+
+# A host without the cache lists data/ (pages of 1,000), then has a cache too.
+n0=$(log_mark)
+assert_exit 0 env BACKUP_DIR="$HOST2" "$CARIS_BIN" list
+assert_cmp "$(data_lists "$n0")" -ge 2 "a host without a cache lists data/ in pages"
+n0=$(log_mark)
+assert_exit 0 env BACKUP_DIR="$HOST2" "$CARIS_BIN" list
+assert_eq 0 "$(data_lists "$n0")" "... and not the next time"
+
+# --- a backup from another host: its packs are looked up (HEAD), not listed -----------------
+src2=$TEST_TMP/src2
+make_files "$src2" 3 2 || fail "make_files failed"
+assert_exit 0 env BACKUP_DIR="$HOST2" "$CARIS_BIN" backup files "$src2"
+n0=$(log_mark)
+run cb list
+assert_rc 0 "list after another host's backup"
+assert_eq 0 "$(data_lists "$n0")" "another host's new index file costs no listing"
+assert_cmp "$(data_reqs "$n0")" -ge 1 "its packs are looked up one by one"
+
+# --- a tampered cache is ignored --------------------------------------------------------------
+cp "$cache" "$TEST_TMP/cache.orig"
+flip_byte "$cache"
+n0=$(log_mark)
+run cb --json list
+assert_rc 0 "list with a tampered cache"
+assert_cmp "$(data_lists "$n0")" -ge 1 "a tampered cache is ignored: data/ is listed"
+assert_false "the cache was rewritten" cmp -s "$cache" "$TEST_TMP/cache.orig"
+n0=$(log_mark)
+run cb list
+assert_eq 0 "$(data_lists "$n0")" "the rewritten cache is used again"
+
+# --- a prune from another host ------------------------------------------------------------------
+# Host 1's cache saw the index files the prune replaces: it must not vouch for their packs.
+# New contents under the same path (the same group), then forget all but the newest and prune:
+# the 1,100 first files' blobs are deleted.
+rm -rf "$src"
+make_files "$src" 5 3 || fail "make_files failed"
+assert_exit 0 cb backup files "$src"
+assert_exit 0 env BACKUP_DIR="$HOST2" "$CARIS_BIN" forget --keep-last 1 --prune
+after_prune=$(packs_in_bucket)
+assert_cmp "$after_prune" -lt 100 "prune deleted the forgotten backups' packs ($after_prune left)"
+rm -rf "$src"
+make_files "$src" 1100 1 || fail "make_files failed"
+n0=$(log_mark)
+run cb --json backup files "$src"
+assert_rc 0 "backup again after the prune"
+cp "$OUT_FILE" "$TEST_TMP/b3.json"
+id3=$(json_get "$TEST_TMP/b3.json" '["id"]')
+assert_cmp "$(data_lists "$n0")" -ge 1 "after a prune the cache is invalid: data/ is listed"
+assert_cmp "$(json_get "$TEST_TMP/b3.json" '["stats"]["chunksNew"]')" -ge 1100 \
+    "no deduplication against pruned blobs: they are stored again"
+target=$TEST_TMP/restore3
+mkdir "$target"
+assert_exit 0 cb restore files "$id3" --target "$target"
+tree_compare "$src" "$target$src"
+assert_exit 0 cb check
+assert_contains "$OUT" "no errors found" "check passes after prune and backup"
+
+# --- a pack deleted behind the program's back --------------------------------------------------
+n0=$(log_mark)
+run cb list
+assert_eq 0 "$(data_lists "$n0")" "(the cache is valid again)"
+victim=$(find "$S3_DIR/bkt/repo/data" -type f -name '*._S3rver_object' | sort | head -1)
+vname=${victim#"$S3_DIR/bkt/repo/"}
+vname=${vname%._S3rver_object}
+rm -f "$S3_DIR/bkt/repo/$vname"._S3rver_*
+run cb list
+assert_rc 0 "list (an open does not notice the lost pack: the documented trade-off)"
+run cb --json check
+assert_rc 4 "check reports the lost pack (damage)"
+assert_contains "$OUT" "$vname" "check names the lost pack"
+# check listed data/ and refreshed the cache: the next backup stores the lost blobs again
+run cb --json backup files "$src"
+assert_rc 0 "backup after the loss"
+cp "$OUT_FILE" "$TEST_TMP/b4.json"
+id4=$(json_get "$TEST_TMP/b4.json" '["id"]')
+assert_cmp "$(json_get "$TEST_TMP/b4.json" '["stats"]["chunksNew"]')" -ge 1 "the lost pack's blobs are stored again"
+target=$TEST_TMP/restore4
+mkdir "$target"
+assert_exit 0 cb restore files "$id4" --target "$target"
+tree_compare "$src" "$target$src"
+
+test_done
