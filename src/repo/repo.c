@@ -873,9 +873,10 @@ static void oc_from_handle(struct repo *r, struct opencache *c, int64_t listed_n
         qsort(c->index.v, c->index.n, sizeof(char *), cmp_str);
     size_t n = r->flagged.len / 32;
     c->missing = xcalloc(n ? n : 1, 32);
-    memcpy(c->missing, r->flagged.data, n * 32);
-    if (n)
+    if (n) {
+        memcpy(c->missing, r->flagged.data, n * 32);
         qsort(c->missing, n, 32, cmp_id32);
+    }
     for (size_t i = 0; i < n; i++)
         if (!c->nmissing || memcmp(c->missing[c->nmissing - 1], c->missing[i], 32) != 0)
             memmove(c->missing[c->nmissing++], c->missing[i], 32);
@@ -1892,6 +1893,16 @@ void repo_writer_free(struct repo_writer *w)
     if (!w)
         return;
     storage_batch_free(w->batch); /* every pack_sent has run after this */
+    /* Packs stored but named by no index file (the backup failed before its flush): the open
+     * cache adopts them, so that the next backup on this host reuses them without listing
+     * data/. (Packs of a killed process are found through its stale lock: repo_lock.) */
+    struct repo *r = w->r;
+    if (w->npacks && r->oc_valid) {
+        buf_append(&r->oc.adopted, w->index_records.data, w->index_records.len);
+        r->oc.nadopted += (uint32_t)w->npacks;
+        struct err ignore = ERR_INIT;
+        opencache_save(r, &r->oc, &ignore);
+    }
     pthread_mutex_lock(&w->r->mu);
     for (int i = 0; i < w->nslots; i++)
         for (size_t k = 0; k < w->slots[i].nents; k++) {

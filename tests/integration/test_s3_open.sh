@@ -6,7 +6,8 @@
 # all. A prune run from another host invalidates the cache (no deduplication against pruned
 # blobs: the next backup stores them again, restores byte-exact, check passes); a tampered
 # cache is ignored (data/ is listed, the cache rewritten); a pack deleted from the bucket
-# behind the program's back is reported by check, and the next backup stores its blobs again.
+# behind the program's back is reported by check (and verify), and the next backup stores its
+# blobs again.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/s3lib.sh"
 
@@ -114,6 +115,86 @@ n0=$(log_mark)
 run cb list
 assert_eq 0 "$(data_lists "$n0")" "the rewritten cache is used again"
 
+# --- packs no index file lists ------------------------------------------------------------------
+# A backup that fails after storing packs (here: every PUT of an index file fails, behind
+# tests/integration/faultproxy.py) leaves packs no index lists. This host's cache adopts them
+# (the next backup reuses them without listing data/). Another host's cache does not know
+# them: a stale lock (a killed process) makes the next locker list data/ and adopt them, once;
+# `unlock`, which removes such a lock, lists data/ itself (or drops the cache).
+proxy_start() {
+    local port
+    port=$(_s3_free_port)
+    bg_start python3 "$LIB_DIR/faultproxy.py" --port "$port" --upstream "${S3_ENDPOINT#http://}" \
+        --stats "$TEST_TMP/proxy.json" --always 500 --match /index/ --method PUT
+    wait_until 20 _s3_ready "$port" || fail "the fault proxy did not start" "$(_tail "$BG_ERR")"
+    PROXY=s3:http://127.0.0.1:$port/bkt/repo
+}
+proxy_start
+# failed_backup DIR SEED [BACKUP_DIR]: 60 new files, backed up through the proxy: fails (exit 8)
+failed_backup() {
+    rm -rf "$1"
+    make_files "$1" 60 "$2" || fail "make_files failed"
+    assert_exit 8 env BACKUP_DIR="${3:-$HOST1}" BACKUP_S3_RETRY_SECONDS=1 "$CARIS_BIN" \
+        --repo "$PROXY" backup files "$1"
+}
+# stale_lock: a process killed while it holds a lock (a dump blocked on a pipe nobody reads)
+dsrc=$TEST_TMP/dsrc
+mkdir -p "$dsrc"
+head -c 4M /dev/urandom >"$dsrc/big.bin"
+assert_exit 0 cb backup files "$dsrc"
+did=$(cb --json list | python3 -c 'import json,sys; print([b["id"] for b in json.load(sys.stdin) if "dsrc" in json.dumps(b)][-1])')
+mkfifo "$TEST_TMP/fifo"
+exec 7<>"$TEST_TMP/fifo"
+locks_in_bucket() { find "$S3_DIR/bkt/repo/locks" -name '*._S3rver_metadata.json' 2>/dev/null | wc -l; }
+stale_lock() {
+    local before pid
+    before=$(locks_in_bucket)
+    have_lock() { (($(locks_in_bucket) > before)); }
+    "$CARIS_BIN" dump "$did" "$dsrc/big.bin" >"$TEST_TMP/fifo" 2>"$TEST_TMP/dump.err" </dev/null &
+    pid=$!
+    _BG_PIDS+=("$pid")
+    wait_until 60 have_lock || fail "the dump took no lock within 60 s" "$(_tail "$TEST_TMP/dump.err")"
+    kill -9 "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    assert_eq 137 "$?" "a process holding a lock was killed"
+}
+fsrc=$TEST_TMP/fsrc
+# this host's failed backup: adopted through the cache
+failed_backup "$fsrc" 11
+n0=$(log_mark)
+run cb --json backup files "$fsrc"
+assert_rc 0 "backup after a failed one"
+assert_eq 0 "$(data_lists "$n0")" "this host's failed backup's packs come from the cache: no listing"
+assert_cmp "$(json_get "$OUT_FILE" '["stats"]["chunksKnown"]')" -ge 60 "... and are reused, not stored again"
+# another host's failed backup, then a stale lock
+failed_backup "$fsrc" 12 "$HOST2"
+stale_lock
+n0=$(log_mark)
+run cb --json backup files "$fsrc"
+assert_rc 0 "backup after another host's failed one and a stale lock"
+assert_cmp "$(data_lists "$n0")" -ge 1 "a stale lock the cache had not seen: data/ is listed"
+assert_cmp "$(json_get "$OUT_FILE" '["stats"]["chunksKnown"]')" -ge 60 "the orphan packs are adopted, not stored again"
+n0=$(log_mark)
+run cb backup files "$fsrc"
+assert_rc 0 "another backup"
+assert_eq 0 "$(data_lists "$n0")" "the stale lock, once accounted for, costs no listing"
+# the same with `unlock` in between
+failed_backup "$fsrc" 13 "$HOST2"
+stale_lock
+n0=$(log_mark)
+run cb unlock
+assert_rc 0 "unlock"
+assert_contains "$OUT" "removed" "unlock removed the stale lock"
+# (unlock then takes the exclusive lock, which lists data/ and rewrites the cache; had a live
+# lock prevented that, it would have dropped the cache)
+assert_cmp "$(data_lists "$n0")" -ge 1 "unlock lists data/"
+n0=$(log_mark)
+run cb --json backup files "$fsrc"
+assert_rc 0 "backup after unlock"
+assert_eq 0 "$(data_lists "$n0")" "... so the backup after it does not"
+assert_cmp "$(json_get "$OUT_FILE" '["stats"]["chunksKnown"]')" -ge 60 "the orphan packs are adopted after unlock too"
+exec 7>&-
+
 # --- a prune from another host ------------------------------------------------------------------
 # Host 1's cache saw the index files the prune replaces: it must not vouch for their packs.
 # New contents under the same path (the same group), then forget all but the newest and prune:
@@ -126,6 +207,8 @@ after_prune=$(packs_in_bucket)
 assert_cmp "$after_prune" -lt 100 "prune deleted the forgotten backups' packs ($after_prune left)"
 rm -rf "$src"
 make_files "$src" 1100 1 || fail "make_files failed"
+pack_names() { find "$S3_DIR/bkt/repo/data" -type f -name '*._S3rver_object' | sed "s|$S3_DIR/bkt/repo/||; s|._S3rver_object$||" | sort; }
+pack_names >"$TEST_TMP/packs.before"
 n0=$(log_mark)
 run cb --json backup files "$src"
 assert_rc 0 "backup again after the prune"
@@ -145,21 +228,25 @@ assert_contains "$OUT" "no errors found" "check passes after prune and backup"
 n0=$(log_mark)
 run cb list
 assert_eq 0 "$(data_lists "$n0")" "(the cache is valid again)"
-victim=$(find "$S3_DIR/bkt/repo/data" -type f -name '*._S3rver_object' | sort | head -1)
-vname=${victim#"$S3_DIR/bkt/repo/"}
-vname=${vname%._S3rver_object}
-rm -f "$S3_DIR/bkt/repo/$vname"._S3rver_*
+# the packs the backup after the prune wrote (all its blobs: nothing was deduplicated)
+pack_names >"$TEST_TMP/packs.after"
+comm -13 "$TEST_TMP/packs.before" "$TEST_TMP/packs.after" >"$TEST_TMP/packs.lost"
+assert_cmp "$(wc -l <"$TEST_TMP/packs.lost")" -ge 1 "the backup wrote packs"
+while read -r p; do rm -f "$S3_DIR/bkt/repo/$p"._S3rver_*; done <"$TEST_TMP/packs.lost"
+vname=$(head -1 "$TEST_TMP/packs.lost")
 run cb list
 assert_rc 0 "list (an open does not notice the lost pack: the documented trade-off)"
 run cb --json check
 assert_rc 4 "check reports the lost pack (damage)"
-assert_contains "$OUT" "$vname" "check names the lost pack"
+assert_contains "$OUT" "$vname" "check names a lost pack"
+assert_exit 4 cb verify "$id3"
+
 # check listed data/ and refreshed the cache: the next backup stores the lost blobs again
 run cb --json backup files "$src"
 assert_rc 0 "backup after the loss"
 cp "$OUT_FILE" "$TEST_TMP/b4.json"
 id4=$(json_get "$TEST_TMP/b4.json" '["id"]')
-assert_cmp "$(json_get "$TEST_TMP/b4.json" '["stats"]["chunksNew"]')" -ge 1 "the lost pack's blobs are stored again"
+assert_cmp "$(json_get "$TEST_TMP/b4.json" '["stats"]["chunksNew"]')" -ge 1100 "the lost packs' blobs are stored again"
 target=$TEST_TMP/restore4
 mkdir "$target"
 assert_exit 0 cb restore files "$id4" --target "$target"
