@@ -1226,9 +1226,11 @@ int repo_index_refresh(struct repo *r, const struct namelist *stale_locks, struc
     bool stale;
     if (index_stale(r, &stale, e) != 0)
         return -1;
-    /* What the handle read before it held its lock is outdated (a prune ran meanwhile):
-     * read it again, so that nothing is deduplicated against blobs that are gone. */
-    return stale ? index_reload(r, false, e) : 0;
+    /* What the handle read before it held its lock is outdated (a prune ran meanwhile, or an
+     * adopted pack is gone): read it again, so that nothing is deduplicated against blobs
+     * that are gone. With a full listing: the open cache may still list the adopted pack
+     * that is gone. */
+    return stale ? index_reload(r, true, e) : 0;
 }
 
 int repo_refresh(struct repo *r, struct err *e)

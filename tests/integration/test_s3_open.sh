@@ -26,6 +26,7 @@ since() { tail -n +$(($1 + 1)) "$S3_LOG"; }
 nreq() { since "$1" | grep -cE ' [0-9]{3} [0-9.,]+ms'; }
 data_lists() { since "$1" | grep -c '"prefix":"repo/data/'; }
 data_reqs() { since "$1" | grep -E ' [0-9]{3} [0-9.,]+ms' | grep -cE 'data/[0-9a-f]{2}/[0-9a-f]{64}'; }
+pack_names() { find "$S3_DIR/bkt/repo/data" -type f -name '*._S3rver_object' | sed "s|$S3_DIR/bkt/repo/||; s|._S3rver_object$||" | sort; }
 packs_in_bucket() { find "$S3_DIR/bkt/repo/data" -type f -name '*._S3rver_object' | wc -l; }
 # make_files DIR N SEED: N small files of distinct content (deterministic)
 make_files() {
@@ -194,6 +195,19 @@ assert_rc 0 "backup after unlock"
 assert_eq 0 "$(data_lists "$n0")" "... so the backup after it does not"
 assert_cmp "$(json_get "$OUT_FILE" '["stats"]["chunksKnown"]')" -ge 60 "the orphan packs are adopted after unlock too"
 exec 7>&-
+# packs the cache adopted that are gone by the time a lock is held: not deduplicated against
+pack_names >"$TEST_TMP/packs.0"
+failed_backup "$fsrc" 14
+pack_names | comm -13 "$TEST_TMP/packs.0" - >"$TEST_TMP/packs.orphan"
+assert_cmp "$(wc -l <"$TEST_TMP/packs.orphan")" -ge 1 "the failed backup left packs"
+while read -r p; do rm -f "$S3_DIR/bkt/repo/$p"._S3rver_*; done <"$TEST_TMP/packs.orphan"
+run cb --json backup files "$fsrc"
+assert_rc 0 "backup after the adopted packs were lost"
+assert_cmp "$(json_get "$OUT_FILE" '["stats"]["chunksNew"]')" -ge 60 "lost adopted packs: their blobs are stored again"
+fid=$(json_get "$OUT_FILE" '["id"]')
+mkdir "$TEST_TMP/frestore"
+assert_exit 0 cb restore files "$fid" --target "$TEST_TMP/frestore"
+tree_compare "$fsrc" "$TEST_TMP/frestore$fsrc"
 
 # --- a prune from another host ------------------------------------------------------------------
 # Host 1's cache saw the index files the prune replaces: it must not vouch for their packs.
@@ -207,7 +221,6 @@ after_prune=$(packs_in_bucket)
 assert_cmp "$after_prune" -lt 100 "prune deleted the forgotten backups' packs ($after_prune left)"
 rm -rf "$src"
 make_files "$src" 1100 1 || fail "make_files failed"
-pack_names() { find "$S3_DIR/bkt/repo/data" -type f -name '*._S3rver_object' | sed "s|$S3_DIR/bkt/repo/||; s|._S3rver_object$||" | sort; }
 pack_names >"$TEST_TMP/packs.before"
 n0=$(log_mark)
 run cb --json backup files "$src"
