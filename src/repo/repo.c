@@ -830,7 +830,7 @@ static int adopt_orphan_packs(struct repo *r, const struct namelist *lp, struct 
  * index_parse_into), without reading their trailers again. A pack an index file lists by
  * now is not adopted. Whether they still exist is checked once a lock is held
  * (index_stale), as for packs adopted from a listing. */
-static int adopt_cached(struct repo *r, const struct opencache *c)
+static int adopt_cached(struct repo *r, const struct opencache *c, struct err *e)
 {
     struct reader rd;
     reader_init(&rd, c->adopted.data, c->adopted.len);
@@ -841,17 +841,23 @@ static int adopt_cached(struct repo *r, const struct opencache *c)
         if (reader_bytes(&rd, pid, 32) || reader_u32le(&rd, &nblobs) ||
             nblobs > (rd.len - rd.pos) / PACK_TRAILER_ENTRY_LEN ||
             !(p = reader_skip(&rd, (size_t)nblobs * PACK_TRAILER_ENTRY_LEN)))
-            return -1;
+            break;
         if (repo_find_pack_locked(r, pid) >= 0)
             continue;
         char name[80];
         pack_object_name(pid, name, sizeof(name));
-        struct err pe = ERR_INIT;
+        /* the records are authenticated (this program wrote them): what fails here is the
+         * index being full, or a program that wrote them wrong */
         if (adopt_pack(r, pid, p, (size_t)nblobs * PACK_TRAILER_ENTRY_LEN, PACK_MAX_SIZE, name,
-                       &pe) != 0)
-            return -1; /* authenticated, so written by us: a bug, not damage; list instead */
+                       e) != 0)
+            return err_wrap(e, "open cache of %s", r->path);
     }
-    return rd.pos == rd.len ? 0 : -1;
+    if (rd.pos != rd.len)
+        return err_set(e, ERR_FAILURE,
+                       "remove the open cache file (BACKUP_DIR/metadata/cache/<repository "
+                       "id>/open.cache); the next open lists the packs",
+                       "the open cache of %s is malformed", r->path);
+    return 0;
 }
 
 /* A cache older than this is not trusted: data/ is listed again, which bounds how long a pack
@@ -1022,9 +1028,8 @@ static int load_index_cached(struct repo *r, struct err *e)
     free(r->oc_missing);
     r->oc_missing = NULL;
     r->noc_missing = 0;
-    if (rc == 1 && adopt_cached(r, &c) != 0)
-        rc = err_set(e, ERR_FAILURE, "remove the open cache file; the next open lists the packs",
-                     "the open cache of %s cannot be used", r->path);
+    if (rc == 1 && adopt_cached(r, &c, e) != 0)
+        rc = -1;
     if (rc == 1) {
         r->index_cached = true;
         struct opencache now_c;
