@@ -93,7 +93,7 @@ for who in before after; do
   measure "$who" "$BENCH_DIR/$who" "$bin" backup files "$BENCH_DIR/src" >/dev/null
 done
 echo "uptime: $(uptime)"
-for i in $(seq "$RUNS"); do
+for _ in $(seq "$RUNS"); do
   for who in before after; do
     bin=$BEFORE
     [ $who = after ] && bin=$AFTER

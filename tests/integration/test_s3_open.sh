@@ -55,7 +55,7 @@ id1=$(json_get "$TEST_TMP/b1.json" '["id"]')
 npacks=$(packs_in_bucket)
 note "packs in the bucket: $npacks"
 assert_cmp "$npacks" -gt 1000 "more than 1,000 packs (several pages of LIST)"
-rid=$(ls "$HOST1/metadata/cache" | grep -E '^[0-9a-f]{32}$' | head -1)
+rid=$(find "$HOST1/metadata/cache" -mindepth 1 -maxdepth 1 -type d -printf '%f\n' | grep -E '^[0-9a-f]{32}$' | head -1)
 cache=$HOST1/metadata/cache/$rid/open.cache
 assert_true "the open cache exists ($cache)" test -s "$cache"
 
@@ -74,7 +74,6 @@ n0=$(log_mark)
 run cb --json backup files "$src"
 assert_rc 0 "no-change backup"
 cp "$OUT_FILE" "$TEST_TMP/b2.json"
-id2=$(json_get "$TEST_TMP/b2.json" '["id"]')
 n=$(nreq "$n0")
 assert_eq 0 "$(data_lists "$n0")" "a no-change backup makes no LIST request on data/"
 assert_eq 0 "$(json_get "$TEST_TMP/b2.json" '["stats"]["chunksNew"]')" "the no-change backup stores nothing"
