@@ -116,6 +116,18 @@ int opencache_load(struct repo *r, struct opencache *c)
     if (get_names(&rd, &c->stale, "locks/") != 0 || reader_u32le(&rd, &nadopted) ||
         reader_u32le(&rd, &alen) || !(p = reader_skip(&rd, alen)) || rd.pos != rd.len)
         goto out;
+    /* the adopted records must be whole: index file records (id, blob count, entries) */
+    struct reader ar;
+    reader_init(&ar, p, alen);
+    for (uint32_t i = 0; i < nadopted; i++) {
+        uint32_t nblobs;
+        if (!reader_skip(&ar, 32) || reader_u32le(&ar, &nblobs) ||
+            nblobs > (ar.len - ar.pos) / PACK_TRAILER_ENTRY_LEN ||
+            !reader_skip(&ar, (size_t)nblobs * PACK_TRAILER_ENTRY_LEN))
+            goto out;
+    }
+    if (ar.pos != ar.len)
+        goto out;
     c->nadopted = nadopted;
     buf_append(&c->adopted, p, alen);
     rc = 0;
