@@ -910,15 +910,17 @@ static struct ftable *table_open(struct bctx *b, const char *path, const uint8_t
 }
 
 /* The parent's entries reference ({"chunks", "sha256", "bytes"}) and, in sha, the SHA-256 of
- * the entries text it names; NULL when it cannot be read (then neither the file table nor the
- * parent's manifest is reused: slower, not wrong; reading the previous manifest says what is
- * damaged). */
-static json_t *parent_ref_load(struct bctx *b, json_t *parent, uint8_t sha[32])
+ * the entries text it names; NULL when it cannot be read (*damaged: its file is damaged) (then
+ * neither the file table nor the parent's manifest is reused: slower, not wrong; reading the
+ * previous manifest says what is damaged). */
+static json_t *parent_ref_load(struct bctx *b, json_t *parent, uint8_t sha[32], bool *damaged)
 {
     const char *name = json_string_value(json_object_get(parent, "_file"));
     json_t *summary = NULL, *ref = NULL;
     struct err le = ERR_INIT;
+    *damaged = false;
     if (!name || repo_snapshot_load_ref(b->r, name, &summary, &ref, &le) != 0) {
+        *damaged = le.code == ERR_DAMAGE;
         caris_op_log(b->o->op, LOG_INFO, "the previous backup's entries reference: %s",
                      le.msg[0] ? le.msg : "no snapshot name");
         return NULL;
@@ -1035,9 +1037,10 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
     pthread_mutex_init(&b.warn_mu, NULL);
     b.entries = json_array();
     b.warnings = json_array();
-    json_t *parent = NULL, *summary = NULL, *entries_ref = NULL, *pref = NULL;
+    json_t *parent = NULL, *summary = NULL, *entries_ref = NULL, *pref = NULL, *snaps = NULL;
     uint8_t parent_sha[32], entries_sha[32];
     bool manifest_reused = false, table_kept = false;
+    size_t snaps_read = 0; /* snapshot files read to find the parent and a free id */
     char id[160] = "";
     char *tab_path = NULL;
     uint8_t tab_key[32];
@@ -1058,17 +1061,41 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
         caris_op_log(o->op, LOG_WARN, "file table cache not used: %s", e->msg);
         err_clear(e);
     }
+    /* The snapshots' summaries, read once for the parent and the id, and from the local cache
+     * for the snapshots read before: a backup does not read every snapshot ever kept. */
+    if (o->cache_dir) {
+        char *sc = xasprintf("%s/%s/summaries", o->cache_dir, repo_id(r));
+        snaps = repo_snapshot_list_cached(r, sc, &snaps_read, e);
+        free(sc);
+    } else {
+        snaps = repo_snapshot_list(r, NULL, e);
+        snaps_read = json_array_size(snaps);
+    }
+    if (!snaps)
+        goto out;
     if (incremental) {
-        parent = backup_latest(r, "files", "roots", roots, e);
-        if (!parent)
-            goto out;
+        parent = backup_latest_in(snaps, "files", "roots", roots);
+        bool damaged = false;
+        if (!json_is_null(parent))
+            pref = parent_ref_load(&b, parent, parent_sha, &damaged);
+        if (damaged && o->cache_dir) {
+            /* its file damaged since its summary was cached: the parent is chosen again among
+             * the snapshots that can be read, as without the cache */
+            json_decref(parent);
+            json_decref(snaps);
+            if (!(snaps = repo_snapshot_list(r, NULL, e)))
+                goto out;
+            snaps_read += json_array_size(snaps);
+            parent = backup_latest_in(snaps, "files", "roots", roots);
+            if (!json_is_null(parent))
+                pref = parent_ref_load(&b, parent, parent_sha, &damaged);
+        }
         if (json_is_null(parent)) {
             /* nothing to build on: it reads every file, so it is a full backup, and says so */
             caris_op_log(o->op, LOG_INFO, "no earlier backup of these paths: making a full backup");
             incremental = false;
         } else {
             int64_t t0 = time_mono_ns();
-            pref = parent_ref_load(&b, parent, parent_sha);
             if (tab_path)
                 b.tab = table_open(&b, tab_path, tab_key, pref ? parent_sha : NULL);
             b.text_same = b.tab != NULL;
@@ -1077,8 +1104,8 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
             b.manifest_ns += (uint64_t)(time_mono_ns() - t0);
         }
     }
-    if (backup_id_claim(r, "file", incremental ? "incremental" : "full", start_ns, o->time_ns != 0,
-                        id, sizeof(id), e) != 0)
+    if (backup_id_claim_in(r, snaps, "file", incremental ? "incremental" : "full", start_ns,
+                           o->time_ns != 0, id, sizeof(id), e) != 0)
         goto out;
     claimed = true;
     int nthreads = o->threads > 0 ? o->threads : sys_ncpu();
@@ -1193,9 +1220,13 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
     }
     /* Added after the commit: this run's profile, reported, not stored in the repository. */
     json_object_set_new(json_object_get(summary, "stats"), "stage_ms", stage_ms_json(&b, &ws));
-    json_object_set_new(
-        json_object_get(summary, "stats"), "reused",
-        json_pack("{s:b, s:b}", "manifest", manifest_reused, "file_table", table_kept));
+    json_object_set_new(json_object_get(summary, "stats"), "reused",
+                        json_pack("{s:b, s:b, s:I, s:I}", "manifest", manifest_reused, "file_table",
+                                  table_kept, "snapshots_read", (json_int_t)snaps_read,
+                                  "snapshots_cached",
+                                  (json_int_t)(json_array_size(snaps) > snaps_read
+                                                   ? json_array_size(snaps) - snaps_read
+                                                   : 0)));
     *summary_out = summary;
     summary = NULL;
     rc = b.nwarnings ? CARIS_DONE_WARNINGS : CARIS_DONE;
@@ -1231,6 +1262,7 @@ out:
     json_decref(summary);
     json_decref(entries_ref);
     json_decref(pref);
+    json_decref(snaps);
     json_decref(b.entries);
     json_decref(b.warnings);
     json_decref(roots);

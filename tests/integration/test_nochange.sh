@@ -100,4 +100,35 @@ assert_rc 0 "no-change backup without the cache"
 assert_eq "True False" "$(reused "$TEST_TMP/nocache.json")" "without the cache: manifest reused, table written"
 assert_eq 1 "$(table | wc -l)" "the table is written again"
 
+# The parent lookup reads only the snapshots it has not seen before (their summaries are kept
+# in an authenticated local cache); a tampered cache is ignored; a parent whose snapshot file
+# was damaged after its summary was cached is passed over as without the cache.
+lookup() { json_eval "$1" '"%d %d" % (d["stats"]["reused"]["snapshotsRead"], d["stats"]["reused"]["snapshotsCached"])'; }
+sumcache=$(find "$BACKUP_DIR/metadata/cache" -name summaries -type f)
+assert_ne "" "$sumcache" "the summaries cache is there"
+backup_json "$TEST_TMP/l1.json" --incremental "$src"
+assert_rc 0 "lookup: backup"
+
+assert_eq "1 1" "$(lookup "$TEST_TMP/l1.json")" "lookup: only the snapshot new since the last backup is read"
+backup_json "$TEST_TMP/l2.json" --incremental "$src"
+assert_eq "1 2" "$(lookup "$TEST_TMP/l2.json")" "lookup: again only the new one"
+flip_byte "$sumcache"
+backup_json "$TEST_TMP/l3.json" --incremental "$src"
+assert_rc 0 "lookup: backup with a tampered cache"
+assert_eq "4 0" "$(lookup "$TEST_TMP/l3.json")" "lookup: a tampered cache is ignored (every snapshot read)"
+l3=$BACKUP_ID
+# l4: the parent to be damaged; then a backup of other paths caches its summary
+ls "$REPO/snapshots" | sort >"$TEST_TMP/snaps-before"
+backup_json "$TEST_TMP/l4.json" --incremental "$src"
+l4_file=$(ls "$REPO/snapshots" | sort | comm -13 "$TEST_TMP/snaps-before" -)
+mkdir "$TEST_TMP/other"
+printf 'other\n' >"$TEST_TMP/other/f"
+backup_json "$TEST_TMP/other.json" --full "$TEST_TMP/other"
+assert_rc 0 "lookup: backup of other paths"
+flip_byte "$REPO/snapshots/$l4_file"
+backup_json "$TEST_TMP/l5.json" --incremental "$src"
+assert_rc 0 "lookup: backup after its cached parent's file was damaged"
+assert_eq "$l3" "$(json_get "$TEST_TMP/l5.json" '["parent"]')" "lookup: the damaged snapshot is passed over"
+assert_eq 0 "$(json_get "$TEST_TMP/l5.json" '["stats"]["reused"]["snapshotsCached"]')" "lookup: chosen among the snapshots read again"
+
 test_done
