@@ -122,6 +122,8 @@ struct bctx {
     struct etext *entry_text; /* slot i: entry i's text when copied from the table */
     struct buf keybuf;
     int root;
+    char root_head[24]; /* "<root>/", the keys' prefix (formatted once per root) */
+    size_t root_head_len;
     struct pool *readers; /* whole files, I/O-bound: several at once hide read latency */
     struct rbuf *rbufs;   /* one per reader */
     pthread_mutex_t warn_mu;
@@ -416,10 +418,8 @@ static struct prev_map *prev_load(struct repo *r, json_t *parent, struct err *e)
  * call. */
 static const char *entry_key(struct bctx *b, const char *path, size_t plen, size_t *kl)
 {
-    char head[24];
-    int n = snprintf(head, sizeof(head), "%d/", b->root);
     b->keybuf.len = 0;
-    buf_append(&b->keybuf, head, (size_t)n);
+    buf_append(&b->keybuf, b->root_head, b->root_head_len);
     buf_append(&b->keybuf, path, plen);
     buf_append_u8(&b->keybuf, 0);
     *kl = b->keybuf.len - 1;
@@ -1132,6 +1132,7 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
     int64_t walk0 = time_mono_ns();
     for (size_t i = 0; i < json_array_size(roots); i++) {
         b.root = (int)i;
+        b.root_head_len = (size_t)snprintf(b.root_head, sizeof(b.root_head), "%d/", b.root);
         /* directories are read ahead on every core; the entries come in the same order */
         struct fswalk_opts wo = {.excludes = o->excludes,
                                  .warn = walk_warn,
