@@ -935,10 +935,10 @@ static json_t *parent_ref_load(struct bctx *b, json_t *parent, uint8_t sha[32], 
 }
 
 /* The parent's entries reference when this backup's entries text is byte for byte the
- * parent's: the text is the file table's, all of it (whose SHA-256 the table's MAC covers and
- * which was checked to be the parent's when the table was opened), or has the same length and
- * SHA-256 as the text the reference names; every chunk it lists
- * still in the repository, and its chunk lengths adding up to the text's length. Storing the
+ * parent's (the text is all of the file table's, whose SHA-256 the table's MAC covers and was
+ * checked to be the parent's when the table was opened; or it has the same length and SHA-256
+ * as the text the reference names), every chunk the reference lists is still in the
+ * repository, and their lengths add up to the text's length. Storing the
  * text again would only produce these chunks again (the same deterministic chunker, ids keyed
  * hashes of the content), so the text is neither chunked nor hashed per chunk nor looked up;
  * a restore checks the text it reassembles against the SHA-256 as for any manifest. The new
