@@ -229,6 +229,17 @@ int repo_snapshot_load(struct repo *r, const char *name, json_t **summary, json_
  * snapshot files are reported in *damaged (array of {object, error, and "id": its backup id
  * when the state record or this host's copy of it knows it}) and skipped. */
 json_t *repo_snapshot_list(struct repo *r, json_t **damaged, struct err *e);
+/* The same list (damaged files skipped, not reported), reading only the snapshots that are not
+ * yet in the local cache file at cache_path (e.g. BACKUP_DIR/metadata/cache/<repo id>/
+ * summaries): a snapshot file is immutable and named by the SHA-256 of its bytes, so the
+ * summary read once from it stays right for that name. The cache is authenticated
+ * (repo_local_key) and ignored when it does not check out; it is rewritten when the list
+ * changed. For a backup's lookups (its parent, a free id), where reading every snapshot would
+ * cost one read and decryption per backup ever kept; list, find and check read them all.
+ * *nread (may be NULL): how many snapshot files were read. NULL cache_path: repo_snapshot_list
+ * (*nread untouched). */
+json_t *repo_snapshot_list_cached(struct repo *r, const char *cache_path, size_t *nread,
+                                  struct err *e);
 /* -1 with e (ERR_DAMAGE, naming the file) when backup_id is the id of one of damaged
  * (repo_snapshot_list's unreadable snapshot files), else 0: a backup whose snapshot file is
  * damaged is damaged, not "not found". */

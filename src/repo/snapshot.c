@@ -311,6 +311,22 @@ static int cmp_started(const void *a, const void *b)
     return strcmp(ix ? ix : "", iy ? iy : "");
 }
 
+/* list (its reference taken) as a new array, oldest first. */
+static json_t *sort_summaries(json_t *list)
+{
+    size_t n = json_array_size(list);
+    json_t **v = xcalloc(n ? n : 1, sizeof(json_t *));
+    for (size_t i = 0; i < n; i++)
+        v[i] = json_incref(json_array_get(list, i));
+    qsort(v, n, sizeof(json_t *), cmp_started);
+    json_t *sorted = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(sorted, v[i]);
+    free(v);
+    json_decref(list);
+    return sorted;
+}
+
 json_t *repo_snapshot_list(struct repo *r, json_t **damaged, struct err *e)
 {
     struct list_ctx c = {r, json_array(), json_array()};
@@ -319,20 +335,124 @@ json_t *repo_snapshot_list(struct repo *r, json_t **damaged, struct err *e)
         json_decref(c.damaged);
         return NULL;
     }
-    size_t n = json_array_size(c.out);
-    json_t **v = xcalloc(n, sizeof(json_t *));
-    for (size_t i = 0; i < n; i++)
-        v[i] = json_incref(json_array_get(c.out, i));
-    qsort(v, n, sizeof(json_t *), cmp_started);
-    json_t *sorted = json_array();
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(sorted, v[i]);
-    free(v);
-    json_decref(c.out);
+    json_t *sorted = sort_summaries(c.out);
     if (damaged)
         *damaged = c.damaged;
     else
         json_decref(c.damaged);
+    return sorted;
+}
+
+/* ---- summaries from a local cache ------------------------------------------------ */
+
+/* The cache file: the compact JSON {"version": 1, "summaries": {object name: summary}}, then
+ * HMAC-SHA-256 (repo_local_key "snapshot summaries") of that text. */
+#define SUMCACHE_VERSION 1
+
+static json_t *sumcache_read(const char *path, const uint8_t key[32])
+{
+    struct buf b = {0};
+    struct err ie = ERR_INIT;
+    json_t *sums = NULL;
+    if (fs_read_all(path, &b, &ie) == 0 && b.len > 32) {
+        uint8_t mac[32];
+        cx_hmac_sha256(key, 32, b.data, b.len - 32, mac);
+        if (cx_memcmp(mac, b.data + b.len - 32, 32) == 0) {
+            json_t *doc = json_loadb((const char *)b.data, b.len - 32, 0, NULL);
+            json_t *v = json_object_get(doc, "summaries");
+            if (json_integer_value(json_object_get(doc, "version")) == SUMCACHE_VERSION &&
+                json_is_object(v))
+                sums = json_incref(v);
+            json_decref(doc);
+        }
+    }
+    buf_free(&b);
+    return sums ? sums : json_object();
+}
+
+static void sumcache_write(const char *path, const uint8_t key[32], json_t *sums)
+{
+    json_t *doc = json_pack("{s:i, s:O}", "version", SUMCACHE_VERSION, "summaries", sums);
+    char *text = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    if (!text)
+        return;
+    struct buf b = {0};
+    buf_append(&b, text, strlen(text));
+    free(text);
+    uint8_t mac[32];
+    cx_hmac_sha256(key, 32, b.data, b.len, mac);
+    buf_append(&b, mac, 32);
+    char *dir = xstrdup(path);
+    char *slash = strrchr(dir, '/');
+    struct err ie = ERR_INIT;
+    if (slash)
+        *slash = '\0';
+    /* a cache: a failure costs the next lookup time, not correctness */
+    if (!slash || fs_mkdir_p(dir, 0700, &ie) == 0)
+        fs_write_atomic(path, b.data, b.len, 0600, &ie);
+    free(dir);
+    buf_free(&b);
+}
+
+struct cached_ctx {
+    struct repo *r;
+    json_t *cached; /* name -> summary, from the cache file */
+    json_t *seen;   /* name -> summary, every readable snapshot listed now */
+    json_t *out;
+    size_t nread;
+};
+
+static int list_cached_one(void *ctx, const char *name, uint64_t size, struct err *e)
+{
+    (void)size;
+    struct cached_ctx *c = ctx;
+    const char *base = strrchr(name, '/') ? strrchr(name, '/') + 1 : name;
+    json_t *summary = json_object_get(c->cached, base);
+    if (summary && json_is_object(summary)) {
+        json_incref(summary);
+    } else {
+        struct err se = ERR_INIT;
+        if (repo_snapshot_load(c->r, base, &summary, NULL, &se) != 0) {
+            if (se.code != ERR_DAMAGE) {
+                *e = se;
+                return -1;
+            }
+            return 0; /* as repo_snapshot_list: skipped (list and check report it) */
+        }
+        c->nread++;
+    }
+    json_object_set(c->seen, base, summary);
+    json_t *copy = json_deep_copy(summary);
+    json_decref(summary);
+    json_object_set_new(copy, "_file", json_string(base));
+    json_array_append_new(c->out, copy);
+    return 0;
+}
+
+json_t *repo_snapshot_list_cached(struct repo *r, const char *cache_path, size_t *nread,
+                                  struct err *e)
+{
+    if (!cache_path)
+        return repo_snapshot_list(r, NULL, e);
+    uint8_t key[32];
+    if (repo_local_key(r, "snapshot summaries", key, e) != 0)
+        return NULL;
+    struct cached_ctx c = {r, sumcache_read(cache_path, key), json_object(), json_array(), 0};
+    json_t *sorted = NULL;
+    if (storage_list(r->st, "snapshots", list_cached_one, &c, e) == 0) {
+        /* rewritten when a snapshot was read or one in the cache is gone */
+        if (c.nread || json_object_size(c.seen) != json_object_size(c.cached))
+            sumcache_write(cache_path, key, c.seen);
+        sorted = sort_summaries(c.out);
+        c.out = NULL;
+        if (nread)
+            *nread = c.nread;
+    }
+    cx_wipe(key, sizeof(key));
+    json_decref(c.out);
+    json_decref(c.cached);
+    json_decref(c.seen);
     return sorted;
 }
 

@@ -26,11 +26,19 @@ int backup_time(int64_t o_time_ns, int64_t *ns, struct err *e)
 int backup_id_claim(struct repo *r, const char *prefix, const char *mode, int64_t now_ns,
                     bool exact, char *id, size_t n, struct err *e)
 {
-    char base[128];
-    caris_backup_id_format(prefix, mode, now_ns, base, sizeof(base));
     json_t *list = repo_snapshot_list(r, NULL, e);
     if (!list)
         return -1;
+    int rc = backup_id_claim_in(r, list, prefix, mode, now_ns, exact, id, n, e);
+    json_decref(list);
+    return rc;
+}
+
+int backup_id_claim_in(struct repo *r, json_t *list, const char *prefix, const char *mode,
+                       int64_t now_ns, bool exact, char *id, size_t n, struct err *e)
+{
+    char base[128];
+    caris_backup_id_format(prefix, mode, now_ns, base, sizeof(base));
     for (int k = 1; k < 1000; k++) {
         if (k == 1)
             snprintf(id, n, "%s", base);
@@ -50,18 +58,13 @@ int backup_id_claim(struct repo *r, const char *prefix, const char *mode, int64_
         if (taken)
             continue;
         int rc = repo_claim(r, id, e);
-        if (rc < 0) {
-            json_decref(list);
+        if (rc < 0)
             return -1;
-        }
-        if (rc == 0) {
-            json_decref(list);
+        if (rc == 0)
             return 0;
-        }
         if (exact)
             break;
     }
-    json_decref(list);
     if (exact)
         return err_set(e, ERR_USAGE, "give another --time: backup ids carry the time to the second",
                        "backup %s already exists (or is being made)", base);
@@ -80,6 +83,13 @@ json_t *backup_latest(struct repo *r, const char *kind, const char *field, json_
     json_t *list = repo_snapshot_list(r, NULL, e);
     if (!list)
         return NULL;
+    json_t *best = backup_latest_in(list, kind, field, value);
+    json_decref(list);
+    return best;
+}
+
+json_t *backup_latest_in(json_t *list, const char *kind, const char *field, json_t *value)
+{
     json_t *best = NULL;
     size_t i;
     json_t *s;
@@ -91,7 +101,6 @@ json_t *backup_latest(struct repo *r, const char *kind, const char *field, json_
     }
     if (best)
         json_incref(best);
-    json_decref(list);
     return best ? best : json_null();
 }
 

@@ -13,6 +13,10 @@
  * or an error. */
 int backup_id_claim(struct repo *r, const char *prefix, const char *mode, int64_t now_ns,
                     bool exact, char *id, size_t n, struct err *e);
+/* The same against list, the repository's snapshot summaries (repo_snapshot_list or
+ * repo_snapshot_list_cached), already read. */
+int backup_id_claim_in(struct repo *r, json_t *list, const char *prefix, const char *mode,
+                       int64_t now_ns, bool exact, char *id, size_t n, struct err *e);
 /* The time a backup records: o_time_ns when given (refused when in the future), else now. */
 int backup_time(int64_t o_time_ns, int64_t *ns, struct err *e);
 void backup_id_release(struct repo *r, const char *id);
@@ -21,6 +25,8 @@ void backup_id_release(struct repo *r, const char *id);
  * when there is none, NULL with e on error. Incremental backups build on it. */
 json_t *backup_latest(struct repo *r, const char *kind, const char *field, json_t *value,
                       struct err *e);
+/* The same in list (as backup_id_claim_in); never fails. */
+json_t *backup_latest_in(json_t *list, const char *kind, const char *field, json_t *value);
 
 /* A copy of obj's string member key (free it), or NULL when there is none. */
 char *jsonx_strdup_member(json_t *obj, const char *key);

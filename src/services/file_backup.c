@@ -104,7 +104,13 @@ struct bctx {
     json_t *entries;             /* slot i: entry i, or null once serialised */
     struct filerec **entry_recs; /* slot i: the file being read for entry i, or NULL */
     size_t nentries, cap_entries, nflushed;
-    struct buf text; /* the entries serialised so far: "[e0,e1,..." */
+    /* The entries serialised so far, "[e0,e1,...", text_len bytes long. While they are the
+     * previous table's text byte for byte (text_same: the usual case when little changed),
+     * they are not copied: the table's text is the text, and text stays empty until the
+     * first byte that differs. */
+    struct buf text;
+    size_t text_len;
+    bool text_same;
     json_t *warnings;
     size_t nwarnings;
     struct prev_map *prev; /* incremental, without a usable file table */
@@ -116,6 +122,8 @@ struct bctx {
     struct etext *entry_text; /* slot i: entry i's text when copied from the table */
     struct buf keybuf;
     int root;
+    char root_head[24]; /* "<root>/", the keys' prefix (formatted once per root) */
+    size_t root_head_len;
     struct pool *readers; /* whole files, I/O-bound: several at once hide read latency */
     struct rbuf *rbufs;   /* one per reader */
     pthread_mutex_t warn_mu;
@@ -410,10 +418,8 @@ static struct prev_map *prev_load(struct repo *r, json_t *parent, struct err *e)
  * call. */
 static const char *entry_key(struct bctx *b, const char *path, size_t plen, size_t *kl)
 {
-    char head[24];
-    int n = snprintf(head, sizeof(head), "%d/", b->root);
     b->keybuf.len = 0;
-    buf_append(&b->keybuf, head, (size_t)n);
+    buf_append(&b->keybuf, b->root_head, b->root_head_len);
     buf_append(&b->keybuf, path, plen);
     buf_append_u8(&b->keybuf, 0);
     *kl = b->keybuf.len - 1;
@@ -700,6 +706,31 @@ static void rec_free(struct filerec *f)
     free(f);
 }
 
+/* Appends n bytes to the entries text (see bctx.text_same). */
+static void text_append(struct bctx *b, const void *p, size_t n)
+{
+    if (b->text_same) {
+        const char *old = ftable_entries_text(b->tab);
+        size_t pos = b->text_len;
+        if (n <= ftable_text_len(b->tab) - pos &&
+            (p == old + pos || memcmp(old + pos, p, n) == 0)) {
+            b->text_len += n;
+            return;
+        }
+        b->text_same = false; /* from here on the text is built: the same part first */
+        buf_reserve(&b->text, ftable_text_len(b->tab) + ftable_text_len(b->tab) / 16 + 4096);
+        buf_append(&b->text, old, pos);
+    }
+    buf_append(&b->text, p, n);
+    b->text_len = b->text.len;
+}
+
+/* The entries text built so far (text_len bytes). */
+static const char *text_data(const struct bctx *b)
+{
+    return b->text_same ? ftable_entries_text(b->tab) : (const char *)b->text.data;
+}
+
 /* Serialises the complete entries at the head of the manifest, in order, and frees their
  * JSON. Stops at the first file whose chunk ids are still being computed; once the pools are
  * drained, every entry is complete. */
@@ -725,10 +756,10 @@ static void flush_entries(struct bctx *b)
         const struct etext *et = &b->entry_text[i];
         size_t off, len;
         bool cacheable = tp != NULL;
-        buf_append_u8(&b->text, i == 0 ? '[' : ',');
-        off = b->text.len;
+        text_append(b, i == 0 ? "[" : ",", 1);
+        off = b->text_len;
         if (et->p) {
-            buf_append(&b->text, et->p, et->len);
+            text_append(b, et->p, et->len);
             len = et->len;
         } else {
             json_t *obj = json_array_get(b->entries, i);
@@ -742,7 +773,7 @@ static void flush_entries(struct bctx *b)
                 return;
             }
             len = strlen(s);
-            buf_append(&b->text, s, len);
+            text_append(b, s, len);
             free(s);
         }
         if (tp) {
@@ -862,20 +893,81 @@ static json_t *stage_ms_json(const struct bctx *b, const struct repo_writer_stat
                      "manifest", ms(b->manifest_ns));
 }
 
-/* The previous backup's table, when it is there, made for that backup, and intact; else NULL
- * (the backup then reads the previous manifest from the repository, and says why). */
+/* The previous backup's table, when it is there, made for that backup's entries (their
+ * SHA-256, parent_sha; NULL: unknown), and intact; else NULL (the backup then reads the
+ * previous manifest from the repository, and says why). */
 static struct ftable *table_open(struct bctx *b, const char *path, const uint8_t key[32],
-                                 json_t *parent)
+                                 const uint8_t *parent_sha)
 {
-    const char *snap = json_string_value(json_object_get(parent, "_file"));
-    const char *why = "no snapshot name";
-    struct ftable *t = snap ? ftable_open(path, key, snap, &why) : NULL;
+    const char *why = "the previous backup's entries reference cannot be read";
+    struct ftable *t = parent_sha ? ftable_open(path, key, parent_sha, &why) : NULL;
     if (t)
         caris_op_log(b->o->op, LOG_DEBUG, "file table cache: %zu files", ftable_count(t));
     else
         caris_op_log(b->o->op, LOG_INFO,
                      "file table cache not used (%s): reading the previous backup's manifest", why);
     return t;
+}
+
+/* The parent's entries reference ({"chunks", "sha256", "bytes"}) and, in sha, the SHA-256 of
+ * the entries text it names; NULL when it cannot be read (*damaged: its file is damaged) (then
+ * neither the file table nor the parent's manifest is reused: slower, not wrong; reading the
+ * previous manifest says what is damaged). */
+static json_t *parent_ref_load(struct bctx *b, json_t *parent, uint8_t sha[32], bool *damaged)
+{
+    const char *name = json_string_value(json_object_get(parent, "_file"));
+    json_t *summary = NULL, *ref = NULL;
+    struct err le = ERR_INIT;
+    *damaged = false;
+    if (!name || repo_snapshot_load_ref(b->r, name, &summary, &ref, &le) != 0) {
+        *damaged = le.code == ERR_DAMAGE;
+        caris_op_log(b->o->op, LOG_INFO, "the previous backup's entries reference: %s",
+                     le.msg[0] ? le.msg : "no snapshot name");
+        return NULL;
+    }
+    json_decref(summary);
+    const char *hex = json_string_value(json_object_get(ref, "sha256"));
+    if (!hex || strlen(hex) != 64 || cx_unhex(hex, sha, 32) != 0) {
+        json_decref(ref);
+        return NULL;
+    }
+    return ref;
+}
+
+/* The parent's entries reference when this backup's entries text is byte for byte the
+ * parent's (the text is all of the file table's, whose SHA-256 the table's MAC covers and was
+ * checked to be the parent's when the table was opened; or it has the same length and SHA-256
+ * as the text the reference names), every chunk the reference lists is still in the
+ * repository, and their lengths add up to the text's length. Storing the
+ * text again would only produce these chunks again (the same deterministic chunker, ids keyed
+ * hashes of the content), so the text is neither chunked nor hashed per chunk nor looked up;
+ * a restore checks the text it reassembles against the SHA-256 as for any manifest. The new
+ * snapshot lists the chunks itself: forgetting the parent leaves them referenced. NULL when
+ * anything differs. */
+static json_t *manifest_reuse(struct bctx *b, json_t *pref, const uint8_t parent_sha[32])
+{
+    json_t *bytes = json_object_get(pref, "bytes");
+    if (!json_is_integer(bytes) || json_integer_value(bytes) < 0 ||
+        (uint64_t)json_integer_value(bytes) != (uint64_t)b->text_len)
+        return NULL;
+    if (!b->text_same) {
+        uint8_t sha[32];
+        cx_sha256(text_data(b), b->text_len, sha);
+        if (memcmp(sha, parent_sha, 32) != 0)
+            return NULL;
+    }
+    uint8_t(*ids)[32] = NULL;
+    uint32_t *lens = NULL;
+    size_t n = 0;
+    if (chunklist_decode(json_object_get(pref, "chunks"), &ids, &lens, &n) != 0)
+        return NULL;
+    uint64_t sum = 0;
+    for (size_t i = 0; i < n; i++)
+        sum += lens[i];
+    bool ok = sum == (uint64_t)b->text_len && blobs_present(b, (const uint8_t(*)[32])ids, n);
+    free(ids);
+    free(lens);
+    return ok ? json_incref(pref) : NULL;
 }
 
 static int count_size(void *ctx, const struct fswalk_entry *ent, struct err *e)
@@ -945,7 +1037,10 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
     pthread_mutex_init(&b.warn_mu, NULL);
     b.entries = json_array();
     b.warnings = json_array();
-    json_t *parent = NULL, *summary = NULL, *entries_ref = NULL;
+    json_t *parent = NULL, *summary = NULL, *entries_ref = NULL, *pref = NULL, *snaps = NULL;
+    uint8_t parent_sha[32], entries_sha[32];
+    bool manifest_reused = false, table_kept = false;
+    size_t snaps_read = 0; /* snapshot files read to find the parent and a free id */
     char id[160] = "";
     char *tab_path = NULL;
     uint8_t tab_key[32];
@@ -966,10 +1061,35 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
         caris_op_log(o->op, LOG_WARN, "file table cache not used: %s", e->msg);
         err_clear(e);
     }
+    /* The snapshots' summaries, read once for the parent and the id, and from the local cache
+     * for the snapshots read before: a backup does not read every snapshot ever kept. */
+    if (o->cache_dir) {
+        char *sc = xasprintf("%s/%s/summaries", o->cache_dir, repo_id(r));
+        snaps = repo_snapshot_list_cached(r, sc, &snaps_read, e);
+        free(sc);
+    } else {
+        snaps = repo_snapshot_list(r, NULL, e);
+        snaps_read = json_array_size(snaps);
+    }
+    if (!snaps)
+        goto out;
     if (incremental) {
-        parent = backup_latest(r, "files", "roots", roots, e);
-        if (!parent)
-            goto out;
+        parent = backup_latest_in(snaps, "files", "roots", roots);
+        bool damaged = false;
+        if (!json_is_null(parent))
+            pref = parent_ref_load(&b, parent, parent_sha, &damaged);
+        if (damaged && o->cache_dir) {
+            /* its file damaged since its summary was cached: the parent is chosen again among
+             * the snapshots that can be read, as without the cache */
+            json_decref(parent);
+            json_decref(snaps);
+            if (!(snaps = repo_snapshot_list(r, NULL, e)))
+                goto out;
+            snaps_read += json_array_size(snaps);
+            parent = backup_latest_in(snaps, "files", "roots", roots);
+            if (!json_is_null(parent))
+                pref = parent_ref_load(&b, parent, parent_sha, &damaged);
+        }
         if (json_is_null(parent)) {
             /* nothing to build on: it reads every file, so it is a full backup, and says so */
             caris_op_log(o->op, LOG_INFO, "no earlier backup of these paths: making a full backup");
@@ -977,17 +1097,15 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
         } else {
             int64_t t0 = time_mono_ns();
             if (tab_path)
-                b.tab = table_open(&b, tab_path, tab_key, parent);
-            /* the new manifest text is about the previous one's size: one allocation */
-            if (b.tab)
-                buf_reserve(&b.text, ftable_text_len(b.tab) + ftable_text_len(b.tab) / 16 + 4096);
+                b.tab = table_open(&b, tab_path, tab_key, pref ? parent_sha : NULL);
+            b.text_same = b.tab != NULL;
             if (!b.tab && !(b.prev = prev_load(r, parent, e)))
                 goto out;
             b.manifest_ns += (uint64_t)(time_mono_ns() - t0);
         }
     }
-    if (backup_id_claim(r, "file", incremental ? "incremental" : "full", start_ns, o->time_ns != 0,
-                        id, sizeof(id), e) != 0)
+    if (backup_id_claim_in(r, snaps, "file", incremental ? "incremental" : "full", start_ns,
+                           o->time_ns != 0, id, sizeof(id), e) != 0)
         goto out;
     claimed = true;
     int nthreads = o->threads > 0 ? o->threads : sys_ncpu();
@@ -1014,6 +1132,7 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
     int64_t walk0 = time_mono_ns();
     for (size_t i = 0; i < json_array_size(roots); i++) {
         b.root = (int)i;
+        b.root_head_len = (size_t)snprintf(b.root_head, sizeof(b.root_head), "%d/", b.root);
         /* directories are read ahead on every core; the entries come in the same order */
         struct fswalk_opts wo = {.excludes = o->excludes,
                                  .warn = walk_warn,
@@ -1035,12 +1154,26 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
     /* Every chunk id is known now: the rest of the entries are complete. */
     int64_t man0 = time_mono_ns();
     flush_entries(&b);
-    buf_append_u8(&b.text, b.nentries ? ']' : '[');
-    if (!b.nentries)
-        buf_append_u8(&b.text, ']');
-    if (repo_snapshot_put_entries_text(r, b.w, (const char *)b.text.data, b.text.len, &entries_ref,
-                                       e) != 0)
-        goto out;
+    text_append(&b, b.nentries ? "]" : "[]", b.nentries ? 1 : 2);
+    /* the whole of the table's text, not only a beginning of it */
+    if (b.text_same && b.text_len != ftable_text_len(b.tab)) {
+        b.text_same = false;
+        buf_append(&b.text, ftable_entries_text(b.tab), b.text_len);
+    }
+    if (pref && (entries_ref = manifest_reuse(&b, pref, parent_sha))) {
+        manifest_reused = true;
+        memcpy(entries_sha, parent_sha, 32);
+        caris_op_log(o->op, LOG_DEBUG, "entries identical to the previous backup's: reused");
+    } else {
+        if (repo_snapshot_put_entries_text(r, b.w, text_data(&b), b.text_len, &entries_ref, e) != 0)
+            goto out;
+        if (cx_unhex(json_string_value(json_object_get(entries_ref, "sha256")), entries_sha, 32) !=
+            0) {
+            err_set(e, ERR_FAILURE, "report this as a bug",
+                    "internal error: stored entries without their SHA-256");
+            goto out;
+        }
+    }
     b.manifest_ns += (uint64_t)(time_mono_ns() - man0);
     if (repo_writer_flush(b.w, e) != 0)
         goto out;
@@ -1073,16 +1206,28 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
     b.manifest_ns += (uint64_t)(time_mono_ns() - commit0);
     json_object_set_new(summary, "_file", json_string(name));
     if (b.nb) {
-        /* the next backup's table: a failure costs that backup time, not correctness */
+        /* the next backup's table: a failure costs that backup time, not correctness. When it
+         * would be the table there is, byte for byte (the same entries: nothing changed), that
+         * one is kept: it is bound to the entries, so it serves this backup as it served the
+         * parent. */
         int64_t t0 = time_mono_ns();
         struct err te = ERR_INIT;
-        if (ftable_builder_write(b.nb, tab_path, tab_key, name, (const char *)b.text.data,
-                                 b.text.len, &te) != 0)
+        if (b.tab && ftable_builder_same(b.nb, b.tab, entries_sha))
+            table_kept = true;
+        else if (ftable_builder_write(b.nb, tab_path, tab_key, entries_sha, text_data(&b),
+                                      b.text_len, &te) != 0)
             caris_op_log(o->op, LOG_WARN, "file table cache not written: %s", te.msg);
         b.manifest_ns += (uint64_t)(time_mono_ns() - t0);
     }
     /* Added after the commit: this run's profile, reported, not stored in the repository. */
     json_object_set_new(json_object_get(summary, "stats"), "stage_ms", stage_ms_json(&b, &ws));
+    json_object_set_new(json_object_get(summary, "stats"), "reused",
+                        json_pack("{s:b, s:b, s:I, s:I}", "manifest", manifest_reused, "file_table",
+                                  table_kept, "snapshots_read", (json_int_t)snaps_read,
+                                  "snapshots_cached",
+                                  (json_int_t)(json_array_size(snaps) > snaps_read
+                                                   ? json_array_size(snaps) - snaps_read
+                                                   : 0)));
     *summary_out = summary;
     summary = NULL;
     rc = b.nwarnings ? CARIS_DONE_WARNINGS : CARIS_DONE;
@@ -1117,6 +1262,8 @@ out:
     json_decref(parent);
     json_decref(summary);
     json_decref(entries_ref);
+    json_decref(pref);
+    json_decref(snaps);
     json_decref(b.entries);
     json_decref(b.warnings);
     json_decref(roots);

@@ -1,9 +1,10 @@
 /* The file table cache (see filetable.h).
  *
  * File layout, every integer in the machine's byte order:
- *   header   FT_HEADER_LEN bytes: magic "CARISFT1", u32 version, u32 sizeof(struct
+ *   header   FT_HEADER_LEN bytes: magic "CARISFT1", u32 version (2), u32 sizeof(struct
  *            ftable_rec), u32 nrec, u32 nslots, u64 nids, u64 strs_len, u64 text_len,
- *            the snapshot's name (64 bytes, NUL-padded), u32 0x01020304 (byte order)
+ *            the SHA-256 of the manifest entries text it holds (32 bytes), 32 zero bytes,
+ *            u32 0x01020304 (byte order)
  *   records  nrec x struct ftable_rec
  *   slots    nslots x u32 (open addressing on FNV-1a of the key: record index + 1, 0 = empty)
  *   ids      nids x 32 bytes (chunk ids)
@@ -11,6 +12,10 @@
  *   text     the manifest's entries text the records point into
  *   mac      HMAC-SHA-256 (repo_local_key "file table") of the SHA-256 of everything before
  *            it (hashed as it is written, so the table is never held twice in memory)
+ *
+ * Version 1 named the snapshot it was made for; version 2 names the entries text instead, so a
+ * backup that stores the same entries as its parent keeps the table as it is (no rewrite). A
+ * version 1 table fails the header check and is rebuilt once.
  */
 #include "filetable.h"
 
@@ -26,10 +31,10 @@
 #include "caris/repo.h"
 
 #define FT_MAGIC "CARISFT1"
-#define FT_VERSION 1u
+#define FT_VERSION 2u
 #define FT_BOM 0x01020304u
-#define FT_NAME_LEN 64
-/* magic 8, version 4, recsize 4, nrec 4, nslots 4, nids 8, strs 8, text 8, name 64, bom 4 */
+/* magic 8, version 4, recsize 4, nrec 4, nslots 4, nids 8, strs 8, text 8, sha 32, zero 32,
+ * bom 4 */
 #define FT_HEADER_LEN 120
 #define FT_NONAME UINT32_MAX
 
@@ -42,6 +47,7 @@ struct ftable {
     const char *strs, *text;
     uint32_t nrec, nslots;
     uint64_t nids, strs_len, text_len;
+    uint8_t text_sha[32]; /* of the entries text, from the header */
 };
 
 static void table_mac(const uint8_t key[32], const uint8_t digest[32], uint8_t mac[32])
@@ -92,7 +98,7 @@ static bool rec_ok(const struct ftable *t, const struct ftable_rec *r)
 }
 
 /* Checks the header and that every section and record lies inside the file. */
-static bool layout_ok(struct ftable *t, const char *snapshot)
+static bool layout_ok(struct ftable *t, const uint8_t entries_sha[32])
 {
     const uint8_t *p = t->map;
     uint32_t version, recsize, bom;
@@ -109,10 +115,8 @@ static bool layout_ok(struct ftable *t, const char *snapshot)
     memcpy(&bom, p + 112, 4);
     if (version != FT_VERSION || recsize != sizeof(struct ftable_rec) || bom != FT_BOM)
         return false;
-    char name[FT_NAME_LEN + 1];
-    memcpy(name, p + 48, FT_NAME_LEN);
-    name[FT_NAME_LEN] = '\0';
-    if (strcmp(name, snapshot) != 0)
+    memcpy(t->text_sha, p + 48, 32);
+    if (memcmp(t->text_sha, entries_sha, 32) != 0)
         return false;
     /* the slots are a power of two, more than the records (so a probe always ends) */
     if (t->nslots == 0 || (t->nslots & (t->nslots - 1)) != 0 || t->nslots <= t->nrec)
@@ -147,7 +151,7 @@ static bool layout_ok(struct ftable *t, const char *snapshot)
     return true;
 }
 
-struct ftable *ftable_open(const char *path, const uint8_t key[32], const char *snapshot,
+struct ftable *ftable_open(const char *path, const uint8_t key[32], const uint8_t entries_sha[32],
                            const char **why)
 {
     *why = NULL;
@@ -180,7 +184,7 @@ struct ftable *ftable_open(const char *path, const uint8_t key[32], const char *
         ftable_close(t);
         return NULL;
     }
-    if (!layout_ok(t, snapshot)) {
+    if (!layout_ok(t, entries_sha)) {
         *why = "made for another backup, or of another layout";
         ftable_close(t);
         return NULL;
@@ -204,6 +208,11 @@ size_t ftable_count(const struct ftable *t)
 size_t ftable_text_len(const struct ftable *t)
 {
     return (size_t)t->text_len;
+}
+
+const char *ftable_entries_text(const struct ftable *t)
+{
+    return t->text;
 }
 
 const struct ftable_rec *ftable_find(const struct ftable *t, const char *key, size_t kl)
@@ -326,13 +335,9 @@ static int write_all(int fd, const void *p, size_t n)
     return 0;
 }
 
-int ftable_builder_write(struct ftable_builder *b, const char *path, const uint8_t key[32],
-                         const char *snapshot, const char *text, size_t text_len, struct err *e)
+/* The lookup slots for b's records, newly allocated. */
+static uint32_t *builder_slots(const struct ftable_builder *b, uint32_t *nslots_out)
 {
-    if (strlen(snapshot) > FT_NAME_LEN)
-        return err_set(e, ERR_FAILURE, NULL, "snapshot name too long for the file table");
-    if (b->strs.len > UINT32_MAX)
-        return err_set(e, ERR_FAILURE, NULL, "file table too large");
     uint32_t nslots = 16;
     while (nslots <= b->nrec * 2)
         nslots *= 2;
@@ -345,6 +350,36 @@ int ftable_builder_write(struct ftable_builder *b, const char *path, const uint8
             h = (h + 1) & mask;
         slots[h] = (uint32_t)i + 1;
     }
+    *nslots_out = nslots;
+    return slots;
+}
+
+bool ftable_builder_same(const struct ftable_builder *b, const struct ftable *t,
+                         const uint8_t entries_sha[32])
+{
+    /* Every section the table would hold, compared with the one it holds (the text by its
+     * SHA-256, which t's MAC covers): equal means the write would produce these bytes. */
+    if (memcmp(t->text_sha, entries_sha, 32) != 0 || t->nrec != b->nrec ||
+        t->nids != b->ids.len / 32 || t->strs_len != b->strs.len ||
+        (b->nrec && memcmp(t->recs, b->recs, b->nrec * sizeof(*b->recs)) != 0) ||
+        (b->ids.len && memcmp(t->ids, b->ids.data, b->ids.len) != 0) ||
+        (b->strs.len && memcmp(t->strs, b->strs.data, b->strs.len) != 0))
+        return false;
+    uint32_t nslots;
+    uint32_t *slots = builder_slots(b, &nslots);
+    bool same = nslots == t->nslots && memcmp(slots, t->slots, (size_t)nslots * 4) == 0;
+    free(slots);
+    return same;
+}
+
+int ftable_builder_write(struct ftable_builder *b, const char *path, const uint8_t key[32],
+                         const uint8_t entries_sha[32], const char *text, size_t text_len,
+                         struct err *e)
+{
+    if (b->strs.len > UINT32_MAX)
+        return err_set(e, ERR_FAILURE, NULL, "file table too large");
+    uint32_t nslots;
+    uint32_t *slots = builder_slots(b, &nslots);
     uint8_t head[FT_HEADER_LEN] = {0};
     uint32_t version = FT_VERSION, recsize = sizeof(struct ftable_rec), nrec = (uint32_t)b->nrec,
              bom = FT_BOM;
@@ -357,7 +392,7 @@ int ftable_builder_write(struct ftable_builder *b, const char *path, const uint8
     memcpy(head + 24, &nids, 8);
     memcpy(head + 32, &strs_len, 8);
     memcpy(head + 40, &tl, 8);
-    memcpy(head + 48, snapshot, strlen(snapshot));
+    memcpy(head + 48, entries_sha, 32);
     memcpy(head + 112, &bom, 4);
 
     /* The MAC is computed over the sections as they are written. */

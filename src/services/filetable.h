@@ -3,10 +3,11 @@
  * files did not change costs one stat and one lookup per file instead of reading, decrypting
  * and parsing the previous manifest.
  *
- * It is a cache: rebuilt from the repository whenever it is missing, stale (made for another
- * snapshot than the parent the backup builds on) or not intact. It is trusted only after its
- * HMAC-SHA-256 (a key derived from the repository's master key, so only a holder of the key
- * can make one the program accepts) and its bounds check out. Layout: docs/BACKUP_RECOVERY.md
+ * It is a cache: rebuilt from the repository whenever it is missing, stale (made for other
+ * manifest entries than the parent's: it is bound to the SHA-256 of the entries text it holds,
+ * so every backup whose entries are byte-identical shares it) or not intact. It is trusted only
+ * after its HMAC-SHA-256 (a key derived from the repository's master key, so only a holder of the
+ * key can make one the program accepts) and its bounds check out. Layout: docs/BACKUP_RECOVERY.md
  * ("The file table cache"); the records are in the machine's own byte order (a cache made on
  * another machine fails the header check and is rebuilt). */
 #ifndef CARIS_FILETABLE_H
@@ -41,14 +42,16 @@ int ftable_key(const struct repo *r, uint8_t key[32], struct err *e);
  * cache_dir, newly allocated. */
 char *ftable_path(const char *cache_dir, const struct repo *r, const char *roots_json);
 
-/* Opens and checks the table at path: NULL when it is missing, made for another snapshot than
- * `snapshot` (the parent's snapshot name), or fails its MAC or bounds check; *why then says
- * which (a static string, for the log). */
-struct ftable *ftable_open(const char *path, const uint8_t key[32], const char *snapshot,
+/* Opens and checks the table at path: NULL when it is missing, made for other entries than
+ * those whose text has SHA-256 `entries_sha` (the parent's entries reference's "sha256"), or
+ * fails its MAC or bounds check; *why then says which (a static string, for the log). */
+struct ftable *ftable_open(const char *path, const uint8_t key[32], const uint8_t entries_sha[32],
                            const char **why);
 void ftable_close(struct ftable *t);
 size_t ftable_count(const struct ftable *t);
 size_t ftable_text_len(const struct ftable *t); /* its manifest text's length */
+/* The whole manifest entries text it holds (ftable_text_len bytes, SHA-256 as opened with). */
+const char *ftable_entries_text(const struct ftable *t);
 
 /* The record for key ("<root index>/<path>"), NULL when absent. */
 const struct ftable_rec *ftable_find(const struct ftable *t, const char *key, size_t kl);
@@ -67,10 +70,16 @@ struct ftable_builder *ftable_builder_new(void);
 void ftable_builder_add(struct ftable_builder *b, const char *key, size_t kl, const struct stat *st,
                         const char *user, const char *group, uint64_t text_off, size_t text_len,
                         const uint8_t (*ids)[32], size_t nids);
-/* Writes the table for snapshot (a temporary file, then renamed: a reader sees the old table
- * or the new one, never a mixture). */
+/* True when b, finished for entries text of SHA-256 entries_sha, holds exactly what t holds:
+ * same entries (by their SHA-256, which t's MAC covers), records, chunk ids and strings. Then
+ * t is already the next backup's table and need not be written again. */
+bool ftable_builder_same(const struct ftable_builder *b, const struct ftable *t,
+                         const uint8_t entries_sha[32]);
+/* Writes the table for the entries text (of SHA-256 entries_sha; a temporary file, then
+ * renamed: a reader sees the old table or the new one, never a mixture). */
 int ftable_builder_write(struct ftable_builder *b, const char *path, const uint8_t key[32],
-                         const char *snapshot, const char *text, size_t text_len, struct err *e);
+                         const uint8_t entries_sha[32], const char *text, size_t text_len,
+                         struct err *e);
 void ftable_builder_free(struct ftable_builder *b);
 
 #endif

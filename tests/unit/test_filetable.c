@@ -1,6 +1,6 @@
 /* The file table cache: what is written is found again; a table is refused when it is for
- * another snapshot, made with another key, altered in any byte, truncated, or (MAC recomputed
- * with the right key) lies about its sections. */
+ * other entries (another entries SHA-256), of the old layout, made with another key, altered in any
+ * byte, truncated, or (MAC recomputed with the right key) lies about its sections. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,7 +15,9 @@
 #include "services/filetable.h"
 #include "tmpdir.h"
 
-static const char SNAP[] = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+/* the SHA-256 of the entries text the table is made for (any 32 bytes here) */
+static const uint8_t SNAP[32] = {1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16,
+                                 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32};
 static const char TEXT[] = "[{\"a\":1},{\"b\":2},{\"c\":3}]";
 
 static struct stat file_stat(int i)
@@ -35,9 +37,9 @@ static struct stat file_stat(int i)
     return st;
 }
 
-static char *write_table(const char *dir, const uint8_t key[32])
+/* The builder of the test table: three files, entry i with i chunk ids. */
+static struct ftable_builder *test_builder(void)
 {
-    char *path = xasprintf("%s/sub/files-x.tbl", dir);
     struct ftable_builder *b = ftable_builder_new();
     uint8_t ids[3][32];
     for (int i = 0; i < 3; i++)
@@ -49,6 +51,13 @@ static char *write_table(const char *dir, const uint8_t key[32])
         ftable_builder_add(b, keys[i], strlen(keys[i]), &st, i == 2 ? NULL : "alice", "staff",
                            1 + 8 * (uint64_t)i, 7, (const uint8_t(*)[32])ids, (size_t)i);
     }
+    return b;
+}
+
+static char *write_table(const char *dir, const uint8_t key[32])
+{
+    char *path = xasprintf("%s/sub/files-x.tbl", dir);
+    struct ftable_builder *b = test_builder();
     struct err e = ERR_INIT;
     assert_int_equal(ftable_builder_write(b, path, key, SNAP, TEXT, strlen(TEXT), &e), 0);
     ftable_builder_free(b);
@@ -117,10 +126,10 @@ static void test_roundtrip(void **state)
     assert_null(ftable_find(t, "0/dir/bb", 8));
     ftable_close(t);
 
-    /* another snapshot, another key, no file */
-    char other[65];
-    memcpy(other, SNAP, 65);
-    other[0] = '1';
+    /* other entries, another key, no file */
+    uint8_t other[32];
+    memcpy(other, SNAP, 32);
+    other[31] ^= 1;
     assert_null(ftable_open(path, key, other, &why));
     assert_string_equal(why, "made for another backup, or of another layout");
     uint8_t key2[32];
@@ -203,12 +212,67 @@ static void test_lying_sections(void **state)
     /* a record pointing past the text: the first record's text_off (at 120) */
     forge(path, &good, 120, 1u << 20, 8, key);
     assert_null(ftable_open(path, key, SNAP, &why));
-    /* unchanged but sealed again: accepted (the forging itself is right) */
+    /* the old layout (version 1, bound to a snapshot name): refused, so rebuilt once */
     forge(path, &good, 8, 1, 4, key);
+    assert_null(ftable_open(path, key, SNAP, &why));
+    /* unchanged but sealed again: accepted (the forging itself is right) */
+    forge(path, &good, 8, 2, 4, key);
     t = ftable_open(path, key, SNAP, &why);
     assert_non_null(t);
     ftable_close(t);
     buf_free(&good);
+    free(path);
+    tmpdir_free(dir);
+}
+
+/* A builder holding what the table holds is "the same" (the table need not be written again);
+ * any difference in the entries' SHA-256, a record, a chunk id or a name is not. */
+static void test_builder_same(void **state)
+{
+    (void)state;
+    char *dir = tmpdir_new();
+    uint8_t key[32];
+    memset(key, 7, 32);
+    char *path = write_table(dir, key);
+    const char *why;
+    struct ftable *t = ftable_open(path, key, SNAP, &why);
+    assert_non_null(t);
+    struct ftable_builder *b = test_builder();
+    assert_true(ftable_builder_same(b, t, SNAP));
+    uint8_t other[32];
+    memcpy(other, SNAP, 32);
+    other[0] ^= 1;
+    assert_false(ftable_builder_same(b, t, other));
+    ftable_builder_free(b);
+
+    /* one more file */
+    b = test_builder();
+    struct stat st = file_stat(3);
+    ftable_builder_add(b, "1/d", 3, &st, NULL, NULL, 1, 7, NULL, 0);
+    assert_false(ftable_builder_same(b, t, SNAP));
+    ftable_builder_free(b);
+
+    /* the same files, one with another mtime (nanoseconds), another chunk id, another owner */
+    static const char *keys[] = {"0/a", "0/dir/b", "1/c"};
+    for (int change = 0; change < 3; change++) {
+        b = ftable_builder_new();
+        uint8_t ids[3][32];
+        for (int i = 0; i < 3; i++)
+            memset(ids[i], 0x10 + i, 32);
+        if (change == 1)
+            ids[0][31] ^= 1;
+        for (int i = 0; i < 3; i++) {
+            st = file_stat(i);
+            if (change == 0 && i == 2)
+                st.st_mtim.tv_nsec++;
+            const char *user = i == 2 ? NULL : change == 2 && i == 0 ? "alicf" : "alice";
+            ftable_builder_add(b, keys[i], strlen(keys[i]), &st, user, "staff", 1 + 8 * (uint64_t)i,
+                               7, (const uint8_t(*)[32])ids, (size_t)i);
+        }
+        assert_false(ftable_builder_same(b, t, SNAP));
+        ftable_builder_free(b);
+    }
+    ftable_close(t);
     free(path);
     tmpdir_free(dir);
 }
@@ -219,6 +283,7 @@ int main(void)
         cmocka_unit_test(test_roundtrip),
         cmocka_unit_test(test_every_byte_and_truncation),
         cmocka_unit_test(test_lying_sections),
+        cmocka_unit_test(test_builder_same),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
