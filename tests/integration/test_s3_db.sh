@@ -69,7 +69,10 @@ pg_sum rt_incr "$TEST_TMP/rt_incr.sum"
 assert_sum_equal "$TEST_TMP/src2.sum" "$TEST_TMP/rt_incr.sum" "restored incremental backup equals the changed source"
 
 assert_exit 0 cb verify --all
+g0=$(data_gets)
 assert_exit 0 cb check --read-data
+packs=$(find "$S3_DIR/bkt/db/data" -type f -name '*._S3rver_object' | wc -l)
+assert_eq "$packs" "$(($(data_gets) - g0))" "check --read-data reads each pack whole in one GET ($packs packs)"
 run cb --json test-restore "$full"
 assert_rc 0 "test-restore from S3"
 run cb --json list
