@@ -169,9 +169,7 @@ static void read_pack_job(void *arg, int worker)
     data->len = 0;
     buf_reserve(data, (size_t)pf->size);
     struct err pe = ERR_INIT;
-    /* one request for the whole pack (on S3: one GET), past the storage's read windows,
-     * which would cut a pack under 8 MiB into 2 MiB requests and evict what restores use */
-    if (storage_read_direct(r->st, pf->name, 0, data->data, (size_t)pf->size, &pe) != 0) {
+    if (storage_read_at(r->st, pf->name, 0, data->data, (size_t)pf->size, &pe) != 0) {
         pthread_mutex_lock(&c->mu);
         if (pe.code != ERR_DAMAGE && !err_is_set(&c->fatal))
             c->fatal = pe;

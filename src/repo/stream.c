@@ -333,11 +333,12 @@ static int restore_queued(struct repo *r, const struct chunk_item *refs, size_t 
 }
 
 /* From storage where a request costs far more than a byte (readplan_preferred: S3), a stream
- * restored by this call or on the caller's pool is read through windowed read plans
- * (streamplan.h: ranged reads covering many chunks, on readplan_threads threads instead of
- * the pool's); one restored inside a job of another pool (shared NULL, not own: a physical
- * restore's small files, several at once) keeps the chunk-by-chunk loads, whose reads share
- * the storage's read windows with the other streams of those packs. */
+ * longer than STREAMPLAN_MIN restored by this call or on the caller's pool is read through
+ * windowed read plans (streamplan.h: ranged reads covering many chunks, on readplan_threads
+ * threads instead of the pool's). Shorter streams, and one restored inside a job of another
+ * pool (shared NULL, not own: a physical restore's small files, several at once) keep the
+ * chunk-by-chunk loads, whose reads share the storage's read windows with the other streams
+ * of those packs. */
 static int restore(struct repo *r, json_t *chunks, const uint8_t sha[32], struct sink *sk,
                    int threads, bool own, struct pool *shared, unsigned load_flags,
                    void (*progress)(void *, uint64_t), void *ctx, struct err *e)
@@ -348,8 +349,11 @@ static int restore(struct repo *r, json_t *chunks, const uint8_t sha[32], struct
     if (!json_is_array(chunks) || chunklist_decode_items(chunks, &refs, &n) != 0)
         return err_set(e, ERR_DAMAGE, NULL, "malformed chunk list");
     struct put pt = {.sk = sk, .h = cx_sha256_new(), .progress = progress, .ctx = ctx};
+    uint64_t total = 0;
+    for (size_t i = 0; i < n; i++)
+        total += refs[i].len;
     int rc;
-    if (readplan_preferred(r) && (own || shared))
+    if (readplan_preferred(r) && (own || shared) && total > STREAMPLAN_MIN)
         rc =
             streamplan_run(r, refs, n, 0, readplan_threads(r, own ? threads : pool_threads(shared)),
                            load_flags, put_chunk, &pt, sk->op, e);

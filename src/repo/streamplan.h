@@ -24,6 +24,10 @@
 /* A window's bytes: the plaintext of its chunks, and for a page delta also the delta and its
  * base block while the block is rebuilt. */
 #define STREAMPLAN_WINDOW (32u << 20)
+/* Streams of at most this many bytes are not worth a plan: one or two of the storage's read
+ * windows (2 MiB on S3) cover them, and may be there already (a check reads the entry lists
+ * of manifests right after the small packs that hold them). */
+#define STREAMPLAN_MIN (2u << 20)
 
 /* The end of the window that starts at item first of n: items are taken while the sum of
  * their cost(ctx, i) stays within budget, and always at least one. Returns first for

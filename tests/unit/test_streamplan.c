@@ -289,27 +289,46 @@ static void test_restore_in_order(void **state)
     fixture_free(f);
 }
 
-/* stream_restore_buf on storage that prefers plans (as S3 does: connections > 0) restores
- * through them, checks the whole stream's SHA-256, and refuses a wrong one. */
+/* stream_restore_buf on storage that prefers plans (as S3 does: connections > 0) restores a
+ * stream longer than STREAMPLAN_MIN through them (the fixture's stream five times over),
+ * checks the whole stream's SHA-256, and refuses a wrong one; a shorter stream (the
+ * fixture's own) is read chunk by chunk, through the storage's reads. */
 static void test_stream_restore_buf_planned(void **state)
 {
     (void)state;
     struct fixture *f = fixture_new();
     f->r->st->connections = 2;
+    json_t *chunks_long = json_array();
+    struct buf want = {0};
+    for (int k = 0; k < 5; k++) {
+        json_array_extend(chunks_long, f->chunks);
+        buf_append(&want, f->expected.data, f->expected.len);
+    }
+    assert_true(want.len > STREAMPLAN_MIN);
+    assert_true(f->expected.len <= STREAMPLAN_MIN);
+    uint8_t sha_long[32];
+    cx_sha256(want.data, want.len, sha_long);
     struct buf out = {0};
     struct err e = ERR_INIT;
-    assert_int_equal(stream_restore_buf(f->r, f->chunks, f->sha, SIZE_MAX, &out, &e), 0);
-    assert_int_equal(out.len, f->expected.len);
-    assert_memory_equal(out.data, f->expected.data, out.len);
+    assert_int_equal(stream_restore_buf(f->r, chunks_long, sha_long, SIZE_MAX, &out, &e), 0);
+    assert_int_equal(out.len, want.len);
+    assert_memory_equal(out.data, want.data, out.len);
     assert_true(direct_reads >= 1);
     assert_int_equal(other_reads, 0); /* no blob by blob */
     uint8_t wrong[32];
-    memcpy(wrong, f->sha, 32);
+    memcpy(wrong, sha_long, 32);
     wrong[0] ^= 1;
-    assert_int_equal(stream_restore_buf(f->r, f->chunks, wrong, SIZE_MAX, &out, &e), -1);
+    assert_int_equal(stream_restore_buf(f->r, chunks_long, wrong, SIZE_MAX, &out, &e), -1);
     assert_int_equal(e.code, ERR_DAMAGE);
     assert_non_null(strstr(e.msg, "checksum mismatch"));
+    direct_reads = other_reads = 0;
+    assert_int_equal(stream_restore_buf(f->r, f->chunks, f->sha, SIZE_MAX, &out, &e), 0);
+    assert_memory_equal(out.data, f->expected.data, f->expected.len);
+    assert_int_equal(direct_reads, 0);
+    assert_true(other_reads >= 1);
     f->r->st->connections = 0;
+    json_decref(chunks_long);
+    buf_free(&want);
     buf_free(&out);
     fixture_free(f);
 }
