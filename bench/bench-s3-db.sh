@@ -16,7 +16,9 @@
 # wall, CPU (user + sys of caris-backup and its pg_restore; not the server's backend), peak
 # RSS; for S3 the requests it made (--json s3.requests) and the GETs of pack objects in
 # s3rver's log; the 1-minute load average when it started (the machine may be shared). Each
-# restored database is checked (pgbench_accounts' row count and sum of abalance). A program,
+# restored database is checked (pgbench_accounts' row count and sum of abalance). Then the
+# stream alone, `dump FULL database.dump > /dev/null` (rows "s3-dump", "local-dump"; requests
+# from s3rver's log, as dump has no --json). A program,
 # not a test: it always exits 0. Output: one line per restore, raw in $BENCH_DIR/results.tsv.
 set -u -o pipefail
 
@@ -98,6 +100,7 @@ export BACKUP_DIR=$BENCH_DIR/home
 S3_REPO=s3:http://127.0.0.1:$port/bench/repo
 LOCAL_REPO=$BENCH_DIR/local/repo
 pack_gets() { grep -cE 'data/[0-9a-f]{2}/[0-9a-f]{64} [0-9]{3} [0-9.,]+ms' "$LOGS/s3rver.log"; }
+all_requests() { grep -cE ' [0-9]{3} [0-9.,]+ms' "$LOGS/s3rver.log"; }
 
 # ---- backups (with the first build) ----
 read -r first_label <<<"${BINS%%=*}"
@@ -148,6 +151,22 @@ except Exception: print("-")' "$LOGS/restore-$n.json")
             printf '%-10s %-6s %-4s %8s %8s %9s %9s %9s %6s %s\n' "$label" "$repo" "$run" "$wall" "$cpu" "$rss" "$req" "$g" "$load" "$check"
             printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$repo" "$run" "$wall" "$cpu" "$rss" "$req" "$g" "$load" "$check" >>"$RESULTS"
             "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1
+            # the stream alone: `dump ID database.dump` into /dev/null (no pg_restore)
+            load=$(cut -d' ' -f1 /proc/loadavg)
+            g0=$(pack_gets)
+            r0=$(all_requests)
+            /usr/bin/time -f '%e %U %S %M' -o "$LOGS/time-$n-dump" \
+                "$bin" --repo "$loc" dump "${FULL[$repo]}" database.dump >/dev/null 2>"$LOGS/dump-$n.err"
+            rc=$?
+            g=$(($(pack_gets) - g0))
+            req=$(($(all_requests) - r0))
+            read -r wall user sys rss <"$LOGS/time-$n-dump"
+            cpu=$(python3 -c "print(round($user + $sys, 2))")
+            [[ $repo == local ]] && g=0 req=0
+            check=fail
+            ((rc == 0)) && check=ok
+            printf '%-10s %-6s %-4s %8s %8s %9s %9s %9s %6s %s\n' "$label" "$repo-dump" "$run" "$wall" "$cpu" "$rss" "$req" "$g" "$load" "$check"
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$repo-dump" "$run" "$wall" "$cpu" "$rss" "$req" "$g" "$load" "$check" >>"$RESULTS"
         done
     done
 done
