@@ -13,6 +13,8 @@
 #include "caris/op.h"
 #include "caris/pipeline.h"
 #include "caris/pool.h"
+#include "caris/readplan.h"
+#include "streamplan.h"
 
 #define READ_CHUNK (1u << 20)
 #define REF_BLOCK 1024
@@ -275,26 +277,41 @@ static int sink_write(struct sink *s, const uint8_t *p, size_t n, struct err *e)
     return 0;
 }
 
-/* Chunks are loaded on shared when own is false (the caller's pool; NULL: in this thread),
- * else on a pool of threads workers made for this stream. */
-static int restore(struct repo *r, json_t *chunks, const uint8_t sha[32], struct sink *sk,
-                   int threads, bool own, struct pool *shared, unsigned load_flags,
-                   void (*progress)(void *, uint64_t), void *ctx, struct err *e)
+/* Where restored chunks go, in order: the whole stream's hash, the sink, progress. */
+struct put {
+    struct sink *sk;
+    struct cx_sha256 *h;
+    uint64_t written;
+    void (*progress)(void *, uint64_t);
+    void *ctx;
+};
+
+static int put_chunk(void *arg, const uint8_t *data, size_t len, struct err *e)
 {
-    struct chunk_item *refs;
-    size_t n;
-    /* page deltas (incremental physical backups) are rebuilt by the fetch queue */
-    if (!json_is_array(chunks) || chunklist_decode_items(chunks, &refs, &n) != 0)
-        return err_set(e, ERR_DAMAGE, NULL, "malformed chunk list");
+    struct put *pt = arg;
+    cx_sha256_update(pt->h, data, len);
+    if (sink_write(pt->sk, data, len, e) != 0)
+        return -1;
+    pt->written += len;
+    if (pt->progress)
+        pt->progress(pt->ctx, pt->written);
+    return 0;
+}
+
+/* Chunk by chunk through the fetch queue: chunks are loaded on shared when own is false (the
+ * caller's pool; NULL: in this thread), else on a pool of threads workers made for this
+ * stream. */
+static int restore_queued(struct repo *r, const struct chunk_item *refs, size_t n, struct put *pt,
+                          int threads, bool own, struct pool *shared, unsigned load_flags,
+                          struct err *e)
+{
     struct pool *pool = own ? pool_new(threads > 0 ? threads : sys_ncpu(), 64) : shared;
     struct fetchq *q = fetchq_new(r, pool, load_flags, SIZE_MAX, WINDOW_BYTES);
-    struct cx_sha256 *h = cx_sha256_new();
     struct buf data = {0};
     size_t next = 0; /* next chunk to ask for */
-    uint64_t written = 0;
     int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
-        if (caris_op_check(sk->op, NULL, e) != 0) {
+        if (caris_op_check(pt->sk->op, NULL, e) != 0) {
             rc = -1;
             break;
         }
@@ -303,24 +320,49 @@ static int restore(struct repo *r, json_t *chunks, const uint8_t sha[32], struct
             next++;
         }
         void *tag;
-        if (fetchq_next(q, &tag, &data, e) != 0) {
+        if (fetchq_next(q, &tag, &data, e) != 0)
             rc = err_wrap(e, "chunk %zu of %zu", i + 1, n);
-        } else {
-            cx_sha256_update(h, data.data, data.len);
-            rc = sink_write(sk, data.data, data.len, e);
-            written += data.len;
-            if (progress)
-                progress(ctx, written);
-        }
+        else
+            rc = put_chunk(pt, data.data, data.len, e);
     }
     fetchq_free(q); /* waits for loads still running after a failure */
     if (own)
         pool_free(pool);
     buf_free(&data);
+    return rc;
+}
+
+/* From storage where a request costs far more than a byte (readplan_preferred: S3), a stream
+ * longer than STREAMPLAN_MIN restored by this call or on the caller's pool is read through
+ * windowed read plans (streamplan.h: ranged reads covering many chunks, on readplan_threads
+ * threads instead of the pool's). Shorter streams, and one restored inside a job of another
+ * pool (shared NULL, not own: a physical restore's small files, several at once) keep the
+ * chunk-by-chunk loads, whose reads share the storage's read windows with the other streams
+ * of those packs. */
+static int restore(struct repo *r, json_t *chunks, const uint8_t sha[32], struct sink *sk,
+                   int threads, bool own, struct pool *shared, unsigned load_flags,
+                   void (*progress)(void *, uint64_t), void *ctx, struct err *e)
+{
+    struct chunk_item *refs;
+    size_t n;
+    /* page deltas (incremental physical backups) are rebuilt by the fetch queue or the plan */
+    if (!json_is_array(chunks) || chunklist_decode_items(chunks, &refs, &n) != 0)
+        return err_set(e, ERR_DAMAGE, NULL, "malformed chunk list");
+    struct put pt = {.sk = sk, .h = cx_sha256_new(), .progress = progress, .ctx = ctx};
+    uint64_t total = 0;
+    for (size_t i = 0; i < n; i++)
+        total += refs[i].len;
+    int rc;
+    if (readplan_preferred(r) && (own || shared) && total > STREAMPLAN_MIN)
+        rc =
+            streamplan_run(r, refs, n, 0, readplan_threads(r, own ? threads : pool_threads(shared)),
+                           load_flags, put_chunk, &pt, sk->op, e);
+    else
+        rc = restore_queued(r, refs, n, &pt, threads, own, shared, load_flags, e);
     free(refs);
     uint8_t sum[32];
-    cx_sha256_final(h, sum);
-    cx_sha256_free(h);
+    cx_sha256_final(pt.h, sum);
+    cx_sha256_free(pt.h);
     if (rc == 0 && memcmp(sum, sha, 32) != 0)
         rc = err_set(e, ERR_DAMAGE, "the backup is corrupted: use a different backup",
                      "checksum mismatch: the restored stream's SHA-256 differs from the one "

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # A database backup into an S3 repository (s3rver on loopback) and back: full and
 # incremental backups of the rich fixture, restore --create --verify equal object by object
-# and row by row, verify, test-restore and its record in the repository.
+# and row by row, verify, test-restore and its record in the repository. The restore reads
+# the dump in ranged GETs covering many chunks (counted in the server's log, with a bound
+# from the dump's size); a damaged pack fails a restore --clean with exit 4, naming the chunk,
+# and the target database stays as it was.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/pglib.sh"
 source "$(dirname "$0")/s3lib.sh"
@@ -12,6 +15,10 @@ export BACKUP_REPOSITORY=s3:$S3_ENDPOINT/bkt/db
 pg_start
 src=$CARIS_PG_DB
 psql_db "$src" -f "$PG_FIXTURES/rich.sql" >/dev/null || fail "loading fixtures/rich.sql failed"
+# some bulk (~26 MB of dump, ~1,500 chunks, packs of several MiB): a restore's reads can be
+# counted against its chunks and packs
+psql_db "$src" -c "CREATE TABLE public.bulk AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS t
+    FROM generate_series(1, 300000) g" >/dev/null || fail "loading the bulk table failed"
 pg_sum "$src" "$TEST_TMP/src.sum" || fail "dbsum of the source failed"
 init_repo
 
@@ -26,8 +33,34 @@ assert_rc 0 "backup database --incremental into S3"
 incr=$BACKUP_ID
 assert_match '^caris_incremental_' "$incr" "incremental backup id"
 
-CARIS_RESTORE_TARGET_URL=$(pg_url rt_full) run cb restore database "$full" --create --verify
+# Requests for pack objects the server answered so far (one log line per request: path,
+# status, time); a restore writes no pack, so during one they are its GETs.
+data_gets() { grep -cE 'data/[0-9a-f]{2}/[0-9a-f]{64} [0-9]{3} [0-9.,]+ms' "$S3_LOG" 2>/dev/null; }
+g0=$(data_gets)
+CARIS_RESTORE_TARGET_URL=$(pg_url rt_full) run cb --json restore database "$full" --create --verify
 assert_rc 0 "restore --create --verify of the full backup from S3"
+gets=$(($(data_gets) - g0))
+req=$(json_get "$OUT_FILE" '["s3"]["requests"]')
+# The dump is read through windowed read plans (src/repo/streamplan.c): one plan per window
+# of at most 32 MiB of chunks (STREAMPLAN_WINDOW), each reading a pack in ranges of at most
+# 8 MiB (READPLAN_RANGE_MAX): per window at most packs + its bytes / 8 MiB GETs. A full
+# backup's dump fills its packs from their start, so each pack's first range starts at 0
+# and brings the pack's header (no read of its own). pg_restore reads the dump once (the
+# fixture has no partitioned index, which would add a pass for the table of contents), and
+# the globals stream is one chunk in one of those packs:
+# GETs <= windows * packs + stored / 8 MiB + 1. (Read blob by blob through the storage's
+# 2 MiB read windows, as before, it was about stored / 2 MiB.)
+chunks=$(json_get "$TEST_TMP/full.json" '["stats"]["chunksNew"]')
+dump=$(json_get "$TEST_TMP/full.json" '["dumpSize"]')
+packs=$(find "$S3_DIR/bkt/db/data" -type f -name '*._S3rver_object' | wc -l)
+pack_bytes=$(find "$S3_DIR/bkt/db/data" -type f -name '*._S3rver_object' -printf '%s\n' | awk '{s += $1} END {print s}')
+windows=$((dump / (32 * 1048576 - 65536) + 1))
+bound=$((windows * packs + pack_bytes / 8388608 + 1))
+note "restore from S3: $gets GETs of packs, $req requests in all, for a dump of $dump bytes in $chunks chunks, $packs packs ($pack_bytes bytes); bound $bound"
+assert_cmp "$gets" -ge 1 "the server's log counts the GETs of packs ($gets)"
+assert_cmp "$gets" -le "$bound" "the dump is read in ranged GETs covering many chunks ($gets GETs, bound $bound)"
+assert_cmp "$((gets * 50))" -lt "$chunks" "far fewer GETs than chunks ($gets GETs, $chunks chunks)"
+assert_cmp "$req" -le $((bound + 30)) "few requests in all ($req)"
 pg_sum rt_full "$TEST_TMP/rt_full.sum"
 assert_sum_equal "$TEST_TMP/src.sum" "$TEST_TMP/rt_full.sum" "restored full backup equals the source"
 CARIS_RESTORE_TARGET_URL=$(pg_url rt_incr) run cb restore database "$incr" --create --verify
@@ -36,7 +69,15 @@ pg_sum rt_incr "$TEST_TMP/rt_incr.sum"
 assert_sum_equal "$TEST_TMP/src2.sum" "$TEST_TMP/rt_incr.sum" "restored incremental backup equals the changed source"
 
 assert_exit 0 cb verify --all
+# check --read-data hashes every pack whole: one GET for a pack of 8 MiB or more, the 2 MiB
+# read windows for a smaller one (kept: the manifests' entry lists it reads next come from them)
+g0=$(data_gets)
 assert_exit 0 cb check --read-data
+cgets=$(($(data_gets) - g0))
+cbound=$(find "$S3_DIR/bkt/db/data" -type f -name '*._S3rver_object' -printf '%s\n' |
+    awk '{ n += ($1 >= 8388608) ? 1 : int(($1 + 2097151) / 2097152) } END { print n }')
+note "check --read-data: $cgets GETs of packs (bound $cbound)"
+assert_cmp "$cgets" -le "$cbound" "check --read-data reads each pack whole, in one GET or its 2 MiB windows ($cgets GETs)"
 run cb --json test-restore "$full"
 assert_rc 0 "test-restore from S3"
 run cb --json list
@@ -44,5 +85,20 @@ assert_rc 0 "list"
 assert_eq true "$(json_eval "$OUT_FILE" "any(b['id'] == '$full' and b.get('lastTestRestore') for b in d)")" \
     "list shows the test-restore result recorded in the S3 repository"
 assert_no_password_in "$ALL_OUTPUT" "the database password is in no output"
+
+# --- a damaged pack: the restore fails clearly and leaves the target as it was ---------------
+psql_db rt_full -c "DELETE FROM public.bulk WHERE id % 3 = 0" >/dev/null || fail "changing rt_full failed"
+pg_sum rt_full "$TEST_TMP/rt_before.sum"
+# One byte flipped in the middle of the largest pack (s3rver serves the altered bytes): the
+# bulk table's chunks are there.
+pack=$(find "$S3_DIR/bkt/db/data" -type f -name '*._S3rver_object' -printf '%s %p\n' | sort -n | tail -1 | cut -d' ' -f2)
+flip_byte "$pack"
+export BACKUP_S3_RETRY_SECONDS=10
+CARIS_RESTORE_TARGET_URL=$(pg_url rt_full) run cb restore database "$full" --clean
+assert_rc 4 "a restore from a damaged pack exits 4 (damage)"
+assert_contains "$ERR" "checksum mismatch" "the damage is reported as such"
+assert_match "chunk [0-9]+ of [0-9]+" "$ERR" "the error names the chunk of the dump"
+pg_sum rt_full "$TEST_TMP/rt_after.sum"
+assert_sum_equal "$TEST_TMP/rt_before.sum" "$TEST_TMP/rt_after.sum" "the failed restore left the target database untouched"
 
 test_done
