@@ -466,6 +466,13 @@ static int cmd_backup(struct globals *g, int argc, char **argv)
         return cmd_backup_database(g, argc, argv);
     if (strcmp(argv[1], "files") != 0)
         return usage_error("unknown backup kind '%s' (expected files or database)", argv[1]);
+    /* A file backup's buffers of 256 KiB and more are mapped and unmapped, never kept by
+     * malloc's arenas: glibc's moving threshold served them from per-thread arenas, which
+     * fragment and keep what was freed (~25 MiB of a full 2 GB backup's peak RSS, see
+     * docs/REPOSITORY-FORMAT.md, "Memory"). Its large buffers live long or are reused (chunk
+     * spares), so nothing is mapped per chunk. Not for every command: a restore frees two
+     * buffers per chunk, which would then be mapped afresh each (2-3x its system time). */
+    mallopt(M_MMAP_THRESHOLD, 256 << 10);
     static const struct option opts[] = {{"full", no_argument, 0, 'F'},
                                          {"incremental", no_argument, 0, 'I'},
                                          {"exclude", required_argument, 0, 'x'},
@@ -1272,11 +1279,6 @@ int main(int argc, char **argv)
     struct err ce = ERR_INIT;
     if (secmem_no_core_dumps(&ce) != 0)
         return fail(&ce);
-    /* Buffers of 256 KiB and more (chunks, packs' pieces, read buffers) are mapped and
-     * unmapped, never kept by malloc's arenas: glibc's moving threshold served them from
-     * per-thread arenas, which fragment and keep what was freed (about 25 MiB of a full 2 GB
-     * file backup's peak RSS; docs/REPOSITORY-FORMAT.md, "Memory"). */
-    mallopt(M_MMAP_THRESHOLD, 256 << 10);
     struct globals g = {0};
     enum cli_action action;
     int code = cli_globals_extract(&g, &argc, argv, &action);
