@@ -47,6 +47,15 @@ struct storage_ops {
     /* Optional: storage_get in one request (a backend where asking the size first costs a
      * round trip). NULL: size, then read_at. */
     int (*get)(struct storage *s, const char *name, size_t max, struct buf *out, struct err *e);
+    /* Optional, all five or none: an object written piece by piece (storage_obj_*, below)
+     * goes to a temporary file below dir (same rules as put's: not listed, removed as a
+     * leftover) and is renamed to its name by tmp_commit, which also ends h, success or not.
+     * NULL: such objects are kept in memory and put whole. */
+    int (*tmp_open)(struct storage *s, const char *dir, void **h, struct err *e);
+    int (*tmp_write)(struct storage *s, void *h, const void *p, size_t n, struct err *e);
+    int (*tmp_read)(struct storage *s, void *h, uint64_t off, void *out, size_t n, struct err *e);
+    int (*tmp_commit)(struct storage *s, void *h, const char *name, struct err *e);
+    void (*tmp_discard)(struct storage *s, void *h);
 };
 
 struct storage_queue;
@@ -99,6 +108,25 @@ int storage_put_new(struct storage *s, const char *name, const void *data, size_
                     struct err *e);
 int storage_mtime(struct storage *s, const char *name, int64_t *ns, struct err *e);
 int storage_list_temp(struct storage *s, storage_list_cb cb, void *ctx, struct err *e);
+/* ---- objects written piece by piece ----
+ * For an object too large to hold in memory while it is made (a pack: 16 MiB per writer
+ * slot). A backend with a temporary file (posix) takes each piece as it comes, so the writer
+ * holds only the piece at hand; the others (S3: one PUT) keep the bytes in memory until
+ * storage_obj_commit or storage_batch_put_obj puts them whole. Either way nothing is visible
+ * under the object's name before the commit returned 0, and a crash leaves at most a
+ * temporary file (a leftover, see storage_list_temp). An object is used by one thread. */
+struct storage_obj;
+/* dir: where the temporary file goes (the final name's directory or a parent of it). */
+struct storage_obj *storage_obj_new(struct storage *s, const char *dir, struct err *e);
+int storage_obj_append(struct storage_obj *o, const void *p, size_t n, struct err *e);
+/* Reads back n bytes at off of what was appended (off + n <= storage_obj_size). */
+int storage_obj_read(struct storage_obj *o, uint64_t off, void *out, size_t n, struct err *e);
+uint64_t storage_obj_size(const struct storage_obj *o);
+/* Stores the object under name, durable and whole (as put), and frees o, success or not. */
+int storage_obj_commit(struct storage_obj *o, const char *name, struct err *e);
+/* Frees o; its bytes are never visible (the temporary file is removed). NULL: nothing. */
+void storage_obj_discard(struct storage_obj *o);
+
 /* ---- queued uploads (src/storage/queue.c) ----
  * A batch is one writer's series of puts (a backup's packs) that may run in parallel with
  * the writer, on the storage's upload threads (storage.connections of them). At most
@@ -118,6 +146,11 @@ typedef void (*storage_put_done)(void *ctx, bool stored);
  * NULL. Returns -1 (and done(ctx, false) was called) when the batch failed before. */
 int storage_batch_put(struct storage_batch *b, const char *name, struct buf *data,
                       storage_put_done done, void *ctx, struct err *e);
+/* storage_batch_put of an object made piece by piece: one kept in memory is queued as a
+ * put of its bytes; one in a temporary file is committed now, on the caller's thread (such a
+ * backend has no upload threads). Frees o either way. */
+int storage_batch_put_obj(struct storage_batch *b, const char *name, struct storage_obj *o,
+                          storage_put_done done, void *ctx, struct err *e);
 /* Waits until every put of the batch is done: 0 when all were stored. */
 int storage_batch_wait(struct storage_batch *b, struct err *e);
 /* Drops the batch's puts not started yet, waits for those being sent, frees the batch. */

@@ -1422,8 +1422,17 @@ const char *repo_id(const struct repo *r)
 
 /* ---- writing ------------------------------------------------------------------------- */
 
+/* A pack being filled goes to storage piece by piece (storage_obj: a temporary file in a
+ * local repository), through a stage of about PACK_STAGE bytes, so that a slot holds at
+ * most the stage and one blob, not the pack (16 MiB per slot, which was most of a full
+ * backup's peak RSS). Its SHA-256, which names it, is computed on the way. */
+#define PACK_STAGE (1u << 20)
+
 struct wslot {
-    struct buf pack;
+    struct storage_obj *obj; /* the open pack, NULL when none is */
+    struct buf stage;        /* its last bytes, not appended to obj yet */
+    uint64_t len;            /* the open pack's length: obj's bytes and the stage's */
+    struct cx_sha256 *sha;   /* of obj's bytes */
     struct buf trailer;
     uint8_t key[32];
     uint32_t *ents;
@@ -1518,12 +1527,56 @@ static uint64_t pack_bare_size(size_t off, size_t elen)
     return (uint64_t)off + 4 + elen + CX_TAG_LEN + PACK_FOOTER_V2_LEN;
 }
 
+/* Moves the stage's bytes into the open pack's object. */
+static int slot_stage_flush(struct wslot *s, struct err *e)
+{
+    if (!s->stage.len)
+        return 0;
+    int64_t t0 = time_mono_ns();
+    cx_sha256_update(s->sha, s->stage.data, s->stage.len);
+    int rc = storage_obj_append(s->obj, s->stage.data, s->stage.len, e);
+    s->stage.len = 0;
+    s->write_ns += (uint64_t)(time_mono_ns() - t0);
+    return rc;
+}
+
+/* Reads n bytes at off of the open pack, wherever they are now (object or stage). */
+static int slot_read(struct wslot *s, uint64_t off, uint8_t *out, size_t n, struct err *e)
+{
+    uint64_t staged = s->len - s->stage.len; /* where the stage starts */
+    if (off < staged) {
+        size_t n1 = off + n <= staged ? n : (size_t)(staged - off);
+        if (storage_obj_read(s->obj, off, out, n1, e) != 0)
+            return -1;
+        out += n1;
+        off += n1;
+        n -= n1;
+    }
+    if (n)
+        memcpy(out, s->stage.data + (off - staged), n);
+    return 0;
+}
+
+/* Drops the open pack (never stored) and wipes its key. */
+static void slot_discard_pack(struct wslot *s)
+{
+    storage_obj_discard(s->obj);
+    s->obj = NULL;
+    if (s->sha)
+        cx_sha256_free(s->sha);
+    s->sha = NULL;
+    s->stage.len = 0;
+    s->len = 0;
+    s->trailer.len = 0;
+    cx_wipe(s->key, sizeof(s->key));
+}
+
 static int slot_close_pack(struct repo_writer *w, struct wslot *s, struct err *e)
 {
-    if (!s->pack.len)
+    if (!s->obj)
         return 0;
     uint8_t nonce[CX_NONCE_LEN];
-    size_t toff = s->pack.len, elen = s->trailer.len;
+    size_t toff = (size_t)s->len, elen = s->trailer.len;
     uint64_t bare = pack_bare_size(toff, elen);
     uint64_t total = pad_size(bare, PACK_MIN_SIZE);
     size_t tplain = 4 + elen + (size_t)(total - bare), tlen = tplain + CX_TAG_LEN;
@@ -1533,41 +1586,49 @@ static int slot_close_pack(struct repo_writer *w, struct wslot *s, struct err *e
     store_u32le(tp.data, (uint32_t)(elen / PACK_TRAILER_ENTRY_LEN));
     if (elen)
         memcpy(tp.data + 4, s->trailer.data, elen);
-    buf_reserve(&s->pack, tlen + PACK_FOOTER_V2_LEN);
+    buf_reserve(&s->stage, tlen + PACK_FOOTER_V2_LEN);
     /* The trailer's nonce is its offset: every blob lies before it. The footer's is all-ones,
      * which no offset reaches. */
     pack_nonce(toff, nonce);
     int rc = cx_aead_seal(s->key, nonce, TRAILER_AAD_V2, sizeof(TRAILER_AAD_V2) - 1, tp.data,
-                          tplain, s->pack.data + toff, e);
+                          tplain, s->stage.data + s->stage.len, e);
     buf_free(&tp);
     if (rc != 0)
         return -1;
-    s->pack.len += tlen;
+    s->stage.len += tlen;
     uint8_t lenbuf[4];
     store_u32le(lenbuf, (uint32_t)tlen);
     memset(nonce, 0xff, sizeof(nonce));
     if (cx_aead_seal(s->key, nonce, FOOTER_AAD_V2, sizeof(FOOTER_AAD_V2) - 1, lenbuf, 4,
-                     s->pack.data + s->pack.len, e) != 0)
+                     s->stage.data + s->stage.len, e) != 0)
         return -1;
-    s->pack.len += 4 + CX_TAG_LEN;
-    buf_append(&s->pack, PACK_END_MAGIC, 4);
+    s->stage.len += 4 + CX_TAG_LEN;
+    buf_append(&s->stage, PACK_END_MAGIC, 4);
+    s->len = toff + tlen + PACK_FOOTER_V2_LEN;
+    if (slot_stage_flush(s, e) != 0)
+        return -1;
     struct sent_pack *sp = secmem_alloc(sizeof(*sp));
     sp->w = w;
-    cx_sha256(s->pack.data, s->pack.len, sp->pid);
+    cx_sha256_final(s->sha, sp->pid);
+    cx_sha256_free(s->sha);
+    s->sha = NULL;
     memcpy(sp->key, s->key, 32);
     sp->ents = s->ents;
     sp->nents = s->nents;
     buf_append(&sp->trailer, s->trailer.data, elen);
-    sp->len = s->pack.len;
+    sp->len = s->len;
     s->ents = NULL;
     s->nents = s->cap_ents = 0;
     s->trailer.len = 0;
+    s->len = 0;
     cx_wipe(s->key, sizeof(s->key));
     char name[80];
     pack_object_name(sp->pid, name, sizeof(name));
-    /* The pack's buffer goes with the upload (s->pack is left empty); pack_sent runs when
-     * it is stored, or not. */
-    if (storage_batch_put(w->batch, name, &s->pack, pack_sent, sp, e) != 0)
+    /* The pack goes with the upload (s->obj is left empty); pack_sent runs when it is
+     * stored, or not. */
+    struct storage_obj *obj = s->obj;
+    s->obj = NULL;
+    if (storage_batch_put_obj(w->batch, name, obj, pack_sent, sp, e) != 0)
         return err_wrap(e, "cannot store pack");
     return 0;
 }
@@ -1603,7 +1664,7 @@ static int slot_append(struct repo_writer *w, struct wslot *s, uint32_t ei, cons
      * step of pad_size, so a full pack is padded to exactly the target, instead of closing
      * just past it and being padded to the next step (512 KiB more: ~3% of a full pack, all
      * of it padding). */
-    if (s->trailer.len && pack_bare_size(s->pack.len + plen + CX_TAG_LEN,
+    if (s->trailer.len && pack_bare_size(s->len + plen + CX_TAG_LEN,
                                          s->trailer.len + PACK_TRAILER_ENTRY_LEN) > pack_target()) {
         /* The caller claimed ei for this slot just before (slot_claim): it belongs to the
          * next pack, not to the one closing. */
@@ -1615,33 +1676,61 @@ static int slot_append(struct repo_writer *w, struct wslot *s, uint32_t ei, cons
         if (rc != 0)
             return -1;
     }
-    if (!s->pack.len) {
+    if (!s->obj) {
         uint8_t salt[32];
         cx_random(salt, sizeof(salt));
         if (pack_derive_key(r, salt, s->key, e) != 0)
             return -1;
-
-        buf_append(&s->pack, PACK_MAGIC, 8);
-        buf_append(&s->pack, salt, 32);
+        if (!(s->obj = storage_obj_new(r->st, "data", e)))
+            return err_wrap(e, "cannot store pack");
+        s->sha = cx_sha256_new();
+        s->stage.len = 0;
+        buf_append(&s->stage, PACK_MAGIC, 8);
+        buf_append(&s->stage, salt, 32);
+        s->len = s->stage.len;
     }
+    /* The stage goes to the object before it would grow past PACK_STAGE. A blob larger than
+     * that is sealed in the slot's compression buffer (in place when it was compressed
+     * there) and goes to the object alone, so the stage never grows past PACK_STAGE and the
+     * trailer. */
+    size_t sealed = plen + CX_TAG_LEN;
+    bool alone = sealed > PACK_STAGE;
+    if (s->stage.len && (alone || s->stage.len + sealed > PACK_STAGE) &&
+        slot_stage_flush(s, e) != 0)
+        return -1;
     uint8_t nonce[CX_NONCE_LEN];
-    /* Grow on demand (a metadata slot's pack stays small), but once a pack is large, make
-     * room for the rest in one step: doubling past the target would briefly need twice the
-     * memory. A pack closes once past the target, so target + one blob always fits. */
-    size_t need = s->pack.len + plen + CX_TAG_LEN;
-    if (need > s->pack.cap && need > (1u << 20) && s->pack.cap < REPO_PACK_TARGET + (8u << 20))
-        buf_reserve(&s->pack, REPO_PACK_TARGET + (8u << 20) - s->pack.len);
-    size_t off = s->pack.len;
+    size_t off = (size_t)s->len;
     /* A blob's nonce is its offset in the pack, under the pack's own key (HKDF of a random
      * 256-bit salt): two blobs of one pack never share an offset, so never a nonce. The
      * trailer's nonce is its own offset, past every blob; the footer's is all-ones. */
     pack_nonce(off, nonce);
-    buf_reserve(&s->pack, plen + CX_TAG_LEN);
+    uint8_t *out;
+    if (alone) {
+        bool in_place = payload == s->cbuf.data;
+        s->cbuf.len = 0;
+        buf_reserve(&s->cbuf, sealed); /* keeps the bytes: a realloc at most */
+        if (in_place)
+            payload = s->cbuf.data;
+        out = s->cbuf.data;
+    } else {
+        buf_reserve(&s->stage, sealed);
+        out = s->stage.data + s->stage.len;
+    }
     int64_t t0 = time_mono_ns();
-    if (cx_aead_seal(s->key, nonce, id, 32, payload, plen, s->pack.data + off, e) != 0)
+    if (cx_aead_seal(s->key, nonce, id, 32, payload, plen, out, e) != 0)
         return -1;
     s->encrypt_ns += (uint64_t)(time_mono_ns() - t0);
-    s->pack.len += plen + CX_TAG_LEN;
+    if (alone) {
+        int64_t t1 = time_mono_ns();
+        cx_sha256_update(s->sha, out, sealed);
+        int rc = storage_obj_append(s->obj, out, sealed, e);
+        s->write_ns += (uint64_t)(time_mono_ns() - t1);
+        if (rc != 0)
+            return -1;
+    } else {
+        s->stage.len += sealed;
+    }
+    s->len += sealed;
     uint32_t clen = (uint32_t)(plen + CX_TAG_LEN);
     buf_append(&s->trailer, id, 32);
     buf_append_u32le(&s->trailer, (uint32_t)off);
@@ -1655,7 +1744,7 @@ static int slot_append(struct repo_writer *w, struct wslot *s, uint32_t ei, cons
     pthread_mutex_unlock(&r->mu);
     /* The trailer counts towards the target: a pack of many tiny blobs stays bounded too
      * (PACK_MAX_SIZE). */
-    if (s->pack.len + s->trailer.len >= pack_target()) {
+    if (s->len + s->trailer.len >= pack_target()) {
         int64_t t1 = time_mono_ns();
         if (slot_close_pack(w, s, e) != 0)
             return -1;
@@ -1735,15 +1824,15 @@ static int writer_merge_open_packs(struct repo_writer *w, struct err *e)
     int ndata = w->nslots - 1;
     struct wslot *t = NULL;
     for (int i = 0; i < ndata; i++)
-        if (w->slots[i].pack.len && (!t || w->slots[i].pack.len > t->pack.len))
+        if (w->slots[i].obj && (!t || w->slots[i].len > t->len))
             t = &w->slots[i];
     if (!t)
         return 0;
-    struct buf plain = {0};
+    struct buf plain = {0}, ct = {0};
     int rc = 0;
     for (int i = 0; i < ndata && rc == 0; i++) {
         struct wslot *s = &w->slots[i];
-        if (s == t || !s->pack.len)
+        if (s == t || !s->obj)
             continue;
         for (size_t k = 0; k < s->trailer.len && rc == 0; k += PACK_TRAILER_ENTRY_LEN) {
             const uint8_t *te = s->trailer.data + k;
@@ -1753,7 +1842,13 @@ static int writer_merge_open_packs(struct repo_writer *w, struct err *e)
             pack_nonce(off, nonce);
             plain.len = 0;
             buf_reserve(&plain, clen);
-            if (cx_aead_open(s->key, nonce, te, 32, s->pack.data + off, clen, plain.data, e) != 0) {
+            ct.len = 0;
+            buf_reserve(&ct, clen);
+            if (slot_read(s, off, ct.data, clen, e) != 0) {
+                rc = -1;
+                break;
+            }
+            if (cx_aead_open(s->key, nonce, te, 32, ct.data, clen, plain.data, e) != 0) {
                 rc = err_set(e, ERR_FAILURE, NULL,
                              "internal error: a blob of an open pack does "
                              "not decrypt");
@@ -1771,15 +1866,14 @@ static int writer_merge_open_packs(struct repo_writer *w, struct err *e)
             rc = slot_append(w, t, (uint32_t)ei, te, plain.data, clen - CX_TAG_LEN, ulf, e);
         }
         if (rc == 0) {
-            s->pack.len = 0;
-            s->trailer.len = 0;
+            slot_discard_pack(s);
             s->nents = 0;
-            cx_wipe(s->key, sizeof(s->key));
         }
     }
     if (plain.data)
         cx_wipe(plain.data, plain.cap);
     buf_free(&plain);
+    buf_free(&ct);
     return rc;
 }
 
@@ -1920,7 +2014,8 @@ void repo_writer_free(struct repo_writer *w)
     pthread_mutex_unlock(&w->r->mu);
     for (int i = 0; i < w->nslots; i++) {
         struct wslot *s = &w->slots[i];
-        buf_free(&s->pack);
+        slot_discard_pack(s);
+        buf_free(&s->stage);
         buf_free(&s->trailer);
         buf_free(&s->cbuf);
         free(s->ents);

@@ -93,6 +93,20 @@ struct etext {
     size_t len;
 };
 
+/* Chunk copies (files' chunks: 512 KiB to 4 MiB) go from the readers to the workers in
+ * buffers that are used again, not a malloc and a free each: mapped afresh every time (see
+ * main.c, M_MMAP_THRESHOLD), each page of every chunk would be faulted in again (2.5 s more
+ * system time for 2 GB). At most SPARES are kept besides those in use (queued, or with a
+ * worker or a reader), so the memory they hold is bounded by the pool's queue. */
+#define SPARES 4
+#define SPARE_ROUND (256u << 10)
+struct spares {
+    pthread_mutex_t mu;
+    uint8_t *p[SPARES];
+    size_t cap[SPARES];
+    int n;
+};
+
 struct bctx {
     struct repo *r;
     struct repo_writer *w;
@@ -138,22 +152,61 @@ struct bctx {
     uint64_t cb_ns; /* in on_entry after its first timestamp: the walk's time is the rest */
     /* chunk -> id -> writer; the first error raised in a worker stops the backup */
     struct pstore ps;
+    struct spares spares;
 };
 
 struct cjob {
     struct bctx *b;
     struct filerec *rec;
     uint8_t *data;
-    size_t len;
+    size_t len, cap;
     struct chunkref *ref;
 };
+
+/* A buffer for a chunk of len bytes: a spare one that is large enough, or a new one whose
+ * size (*cap) is rounded up to SPARE_ROUND, so that it fits the next chunks too. */
+static uint8_t *spare_get(struct spares *sp, size_t len, size_t *cap)
+{
+    pthread_mutex_lock(&sp->mu);
+    int best = -1;
+    for (int i = 0; i < sp->n; i++)
+        if (sp->cap[i] >= len && (best < 0 || sp->cap[i] < sp->cap[best]))
+            best = i;
+    uint8_t *p = NULL;
+    if (best >= 0) {
+        p = sp->p[best];
+        *cap = sp->cap[best];
+        sp->n--;
+        sp->p[best] = sp->p[sp->n];
+        sp->cap[best] = sp->cap[sp->n];
+    }
+    pthread_mutex_unlock(&sp->mu);
+    if (!p) {
+        *cap = xsize(1, len / SPARE_ROUND + 1, 0) * SPARE_ROUND;
+        p = xmalloc(*cap);
+    }
+    return p;
+}
+
+/* Keeps the buffer for the next chunk, or frees it when SPARES are kept already. */
+static void spare_put(struct spares *sp, uint8_t *p, size_t cap)
+{
+    pthread_mutex_lock(&sp->mu);
+    if (sp->n < SPARES) {
+        sp->p[sp->n] = p;
+        sp->cap[sp->n++] = cap;
+        p = NULL;
+    }
+    pthread_mutex_unlock(&sp->mu);
+    free(p);
+}
 
 static void chunk_job(void *arg, int worker)
 {
     struct cjob *j = arg;
     pstore_chunk(&j->b->ps, worker, j->data, j->len, j->ref->id);
     __atomic_sub_fetch(&j->rec->pending, 1, __ATOMIC_RELEASE);
-    free(j->data);
+    spare_put(&j->b->spares, j->data, j->cap);
     free(j);
 }
 
@@ -217,7 +270,8 @@ static void emit_chunk(struct bctx *b, struct filerec *f, const uint8_t *p, size
     }
     struct cjob *j = xmalloc(sizeof(*j));
     j->b = b;
-    j->data = xmemdup(p, len);
+    j->data = spare_get(&b->spares, len, &j->cap);
+    memcpy(j->data, p, len);
     j->len = len;
     j->rec = f;
     j->ref = &f->refs[f->nrefs++];
@@ -1035,6 +1089,7 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
     struct bctx b = {.r = r, .o = o, .start_mono = time_mono_ns()};
     pstore_init(&b.ps, r, NULL, 0); /* its writer comes once the lock is held */
     pthread_mutex_init(&b.warn_mu, NULL);
+    pthread_mutex_init(&b.spares.mu, NULL);
     b.entries = json_array();
     b.warnings = json_array();
     json_t *parent = NULL, *summary = NULL, *entries_ref = NULL, *pref = NULL, *snaps = NULL;
@@ -1269,6 +1324,9 @@ out:
     json_decref(roots);
     pstore_destroy(&b.ps);
     pthread_mutex_destroy(&b.warn_mu);
+    for (int i = 0; i < b.spares.n; i++)
+        free(b.spares.p[i]);
+    pthread_mutex_destroy(&b.spares.mu);
     chunker_wipe(&b.ch);
     return rc;
 }

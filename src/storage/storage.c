@@ -94,6 +94,92 @@ int storage_exists(struct storage *s, const char *name, struct err *e)
     return -1;
 }
 
+/* ---- objects written piece by piece ------------------------------------------------- */
+
+struct storage_obj {
+    struct storage *s;
+    void *h;        /* the backend's temporary file, or NULL: the bytes are in mem */
+    struct buf mem; /* without a temporary file */
+    uint64_t size;
+};
+
+struct storage_obj *storage_obj_new(struct storage *s, const char *dir, struct err *e)
+{
+    struct storage_obj *o = xcalloc(1, sizeof(*o));
+    o->s = s;
+    if (s->ops->tmp_open && s->ops->tmp_open(s, dir, &o->h, e) != 0) {
+        free(o);
+        return NULL;
+    }
+    return o;
+}
+
+int storage_obj_append(struct storage_obj *o, const void *p, size_t n, struct err *e)
+{
+    if (o->h) {
+        if (o->s->ops->tmp_write(o->s, o->h, p, n, e) != 0)
+            return -1;
+    } else {
+        buf_append(&o->mem, p, n);
+    }
+    o->size += n;
+    return 0;
+}
+
+int storage_obj_read(struct storage_obj *o, uint64_t off, void *out, size_t n, struct err *e)
+{
+    if (off > o->size || n > o->size - off)
+        return err_set(e, ERR_FAILURE, "report this as a bug",
+                       "internal error: read of %zu bytes at %llu past an object being written "
+                       "(%llu bytes)",
+                       n, (unsigned long long)off, (unsigned long long)o->size);
+    if (o->h)
+        return o->s->ops->tmp_read(o->s, o->h, off, out, n, e);
+    memcpy(out, o->mem.data + off, n);
+    return 0;
+}
+
+uint64_t storage_obj_size(const struct storage_obj *o)
+{
+    return o->size;
+}
+
+int storage_obj_commit(struct storage_obj *o, const char *name, struct err *e)
+{
+    int rc = o->h ? o->s->ops->tmp_commit(o->s, o->h, name, e)
+                  : storage_put(o->s, name, o->mem.data, o->mem.len, e);
+    o->h = NULL;
+    storage_obj_discard(o);
+    return rc;
+}
+
+void storage_obj_discard(struct storage_obj *o)
+{
+    if (!o)
+        return;
+    if (o->h)
+        o->s->ops->tmp_discard(o->s, o->h);
+    buf_free(&o->mem);
+    free(o);
+}
+
+int storage_batch_put_obj(struct storage_batch *b, const char *name, struct storage_obj *o,
+                          storage_put_done done, void *ctx, struct err *e)
+{
+    if (o->h) {
+        int rc = storage_obj_commit(o, name, e);
+        if (done)
+            done(ctx, rc == 0);
+        return rc;
+    }
+    struct buf data = o->mem;
+    memset(&o->mem, 0, sizeof(o->mem));
+    storage_obj_discard(o);
+    int rc = storage_batch_put(b, name, &data, done, ctx, e);
+    buf_free(&data);
+    return rc;
+}
+
 struct storage *storage_open(const char *location, bool create, struct err *e)
 {
     if (storage_location_is_s3(location))
@@ -281,6 +367,102 @@ static int posix_put(struct storage *s, const char *name, const void *data, size
     }
     free(tmp);
     return fsync_parent(ps, name, e);
+}
+
+/* An object written piece by piece (storage_obj_*): a temporary file, named as put's. */
+struct posix_tmp {
+    int fd;
+    char *tmp;
+};
+
+static int posix_tmp_open(struct storage *s, const char *dir, void **h, struct err *e)
+{
+    struct posix_storage *ps = P(s);
+    uint8_t rnd[8];
+    char hex[17];
+    cx_random(rnd, sizeof(rnd));
+    cx_hex(rnd, sizeof(rnd), hex);
+    char *tmp = *dir ? xasprintf("%s/" TMP_PREFIX "%s", dir, hex) : xasprintf(TMP_PREFIX "%s", hex);
+    if (make_parents(ps, tmp, e) != 0) {
+        free(tmp);
+        return -1;
+    }
+    int fd = openat(ps->rootfd, tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        err_sys(e, errno, NULL, "cannot create %s/%s", ps->root, tmp);
+        free(tmp);
+        return -1;
+    }
+    struct posix_tmp *t = xcalloc(1, sizeof(*t));
+    t->fd = fd;
+    t->tmp = tmp;
+    *h = t;
+    return 0;
+}
+
+static int posix_tmp_write(struct storage *s, void *h, const void *p, size_t n, struct err *e)
+{
+    struct posix_tmp *t = h;
+    if (fs_write_full(t->fd, p, n) != 0)
+        return err_sys(e, errno, NULL, "cannot write %s/%s", P(s)->root, t->tmp);
+    return 0;
+}
+
+static int posix_tmp_read(struct storage *s, void *h, uint64_t off, void *out, size_t n,
+                          struct err *e)
+{
+    struct posix_tmp *t = h;
+    uint8_t *p = out;
+    size_t done = 0;
+    while (done < n) {
+        ssize_t r = pread(t->fd, p + done, n - done, (off_t)(off + done));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return err_sys(e, r < 0 ? errno : EIO, NULL, "cannot read %s/%s", P(s)->root, t->tmp);
+        done += (size_t)r;
+    }
+    return 0;
+}
+
+static void posix_tmp_discard(struct storage *s, void *h)
+{
+    struct posix_tmp *t = h;
+    if (t->fd >= 0)
+        close(t->fd);
+    unlinkat(P(s)->rootfd, t->tmp, 0);
+    free(t->tmp);
+    free(t);
+}
+
+/* As posix_put's end: the bytes durable, then the name, then the name durable. */
+static int posix_tmp_commit(struct storage *s, void *h, const char *name, struct err *e)
+{
+    struct posix_storage *ps = P(s);
+    struct posix_tmp *t = h;
+    int rc = -1;
+    if (fsync(t->fd) != 0) {
+        err_sys(e, errno, NULL, "cannot write %s/%s", ps->root, name);
+        goto out;
+    }
+    int fd = t->fd;
+    t->fd = -1;
+    if (close(fd) != 0) {
+        err_sys(e, errno, NULL, "cannot write %s/%s", ps->root, name);
+        goto out;
+    }
+    if (make_parents(ps, name, e) != 0)
+        goto out;
+    if (renameat(ps->rootfd, t->tmp, ps->rootfd, name) != 0) {
+        err_sys(e, errno, NULL, "cannot write %s/%s", ps->root, name);
+        goto out;
+    }
+    free(t->tmp);
+    free(t);
+    return fsync_parent(ps, name, e);
+out:
+    posix_tmp_discard(s, t);
+    return rc;
 }
 
 static int posix_read_at(struct storage *s, const char *name, uint64_t off, void *out, size_t len,
@@ -497,6 +679,11 @@ static const struct storage_ops posix_ops = {
     .mtime = posix_mtime,
     .list_temp = posix_list_temp,
     .close = posix_close,
+    .tmp_open = posix_tmp_open,
+    .tmp_write = posix_tmp_write,
+    .tmp_read = posix_tmp_read,
+    .tmp_commit = posix_tmp_commit,
+    .tmp_discard = posix_tmp_discard,
 };
 
 struct storage *storage_posix_open(const char *root, bool create, struct err *e)
