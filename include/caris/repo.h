@@ -123,6 +123,15 @@ const char *repo_id(const struct repo *r);
 /* A key for authenticating a local cache of this repository (never stored): HKDF-SHA-256 of
  * the master key with info "caris local cache v1 <purpose>". */
 int repo_local_key(const struct repo *r, const char *purpose, uint8_t key[32], struct err *e);
+/* A local cache file authenticated with repo_local_key(purpose): its bytes, then their
+ * HMAC-SHA-256. repo_local_file_read puts the bytes (without the MAC) in out; -1 when the file
+ * is missing, longer than max, or does not check out (a cache: the caller rebuilds it).
+ * repo_local_file_write makes the parent directory (0700) and replaces the file atomically
+ * (0600). */
+int repo_local_file_read(const struct repo *r, const char *purpose, const char *path, size_t max,
+                         struct buf *out);
+int repo_local_file_write(const struct repo *r, const char *purpose, const char *path,
+                          const void *data, size_t len, struct err *e);
 
 /* ---- key slots ----------------------------------------------------------------------- */
 /* Id of the key slot that opened the repository (16 hex digits). */

@@ -50,10 +50,7 @@ void opencache_free(struct opencache *c)
     memset(c, 0, sizeof(*c));
 }
 
-static int oc_key(const struct repo *r, uint8_t key[32], struct err *e)
-{
-    return repo_local_key(r, "open cache", key, e);
-}
+#define OC_PURPOSE "open cache" /* repo_local_key */
 
 static void put_names(struct buf *b, const struct namelist *l)
 {
@@ -91,18 +88,12 @@ int opencache_load(struct repo *r, struct opencache *c)
         return -1;
     char *path = oc_path(r);
     struct buf b = {0};
-    struct err e = ERR_INIT;
-    uint8_t key[32], mac[32];
     int rc = -1;
-    if (fs_read_all(path, &b, &e) != 0 || b.len < 8 + 32 || b.len > OC_FILE_MAX ||
-        oc_key(r, key, &e) != 0)
-        goto out;
-    cx_hmac_sha256(key, 32, b.data, b.len - 32, mac);
-    cx_wipe(key, sizeof(key));
-    if (cx_memcmp(mac, b.data + b.len - 32, 32) != 0 || memcmp(b.data, OC_MAGIC, 8) != 0)
+    if (repo_local_file_read(r, OC_PURPOSE, path, OC_FILE_MAX, &b) != 0 || b.len < 8 ||
+        memcmp(b.data, OC_MAGIC, 8) != 0)
         goto out;
     struct reader rd;
-    reader_init(&rd, b.data + 8, b.len - 8 - 32);
+    reader_init(&rd, b.data + 8, b.len - 8);
     uint64_t listed;
     uint32_t nmissing, nadopted, alen;
     const uint8_t *p;
@@ -154,20 +145,8 @@ int opencache_save(struct repo *r, const struct opencache *c, struct err *e)
     buf_append_u32le(&b, c->nadopted);
     buf_append_u32le(&b, (uint32_t)c->adopted.len);
     buf_append(&b, c->adopted.data, c->adopted.len);
-    uint8_t key[32], mac[32];
-    int rc = -1;
     char *path = oc_path(r);
-    char *dir = xasprintf("%s/%s", cache_root, r->id);
-    if (oc_key(r, key, e) != 0)
-        goto out;
-    cx_hmac_sha256(key, 32, b.data, b.len, mac);
-    cx_wipe(key, sizeof(key));
-    buf_append(&b, mac, 32);
-    /* fs_write_atomic: a torn file would only fail its MAC, but a whole one is cheaper */
-    rc = fs_mkdir_p(dir, 0700, e) == 0 && fs_write_atomic(path, b.data, b.len, 0600, e) == 0 ? 0
-                                                                                             : -1;
-out:
-    free(dir);
+    int rc = repo_local_file_write(r, OC_PURPOSE, path, b.data, b.len, e);
     free(path);
     buf_free(&b);
     return rc;

@@ -80,6 +80,48 @@ int repo_local_key(const struct repo *r, const char *purpose, uint8_t key[32], s
     return cx_hkdf_sha256(r->enc_key, 32, NULL, 0, (const uint8_t *)info, (size_t)n, key, 32, e);
 }
 
+int repo_local_file_read(const struct repo *r, const char *purpose, const char *path, size_t max,
+                         struct buf *out)
+{
+    struct err ie = ERR_INIT;
+    uint8_t key[32], mac[32];
+    out->len = 0;
+    if (fs_read_all(path, out, &ie) != 0 || out->len < 32 || out->len > max ||
+        repo_local_key(r, purpose, key, &ie) != 0)
+        return -1;
+    cx_hmac_sha256(key, 32, out->data, out->len - 32, mac);
+    cx_wipe(key, sizeof(key));
+    if (cx_memcmp(mac, out->data + out->len - 32, 32) != 0)
+        return -1;
+    out->len -= 32;
+    return 0;
+}
+
+int repo_local_file_write(const struct repo *r, const char *purpose, const char *path,
+                          const void *data, size_t len, struct err *e)
+{
+    uint8_t key[32], mac[32];
+    if (repo_local_key(r, purpose, key, e) != 0)
+        return -1;
+    struct buf b = {0};
+    buf_append(&b, data, len);
+    cx_hmac_sha256(key, 32, b.data, b.len, mac);
+    cx_wipe(key, sizeof(key));
+    buf_append(&b, mac, 32);
+    char *dir = xstrdup(path);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *slash = '\0';
+    /* atomic: a torn file would only fail its MAC, but a whole one is cheaper */
+    int rc = (!slash || fs_mkdir_p(dir, 0700, e) == 0) &&
+                     fs_write_atomic(path, b.data, b.len, 0600, e) == 0
+                 ? 0
+                 : -1;
+    free(dir);
+    buf_free(&b);
+    return rc;
+}
+
 int pack_version(const uint8_t head[8])
 {
     if (memcmp(head, PACK_MAGIC, 8) == 0)
@@ -384,26 +426,35 @@ static bool pack_missing_at_open(struct repo *r, const uint8_t pid[32], uint32_t
 /* Index file payload (after decryption and zstd):
  *   "CIDX" u32 version(1) u32 npacks, then per pack: id[32] u32 nblobs, then per blob:
  *   id[32] u32 off u32 clen u32 ulen_flags. */
-int index_parse_into(struct repo *r, const uint8_t *p, size_t len, int source, const char *name,
-                     struct err *e)
+static int index_header(struct reader *rd, const char *name, uint32_t *npacks, struct err *e)
 {
-    struct reader rd;
-    reader_init(&rd, p, len);
     uint8_t magic[4];
-    uint32_t version, npacks;
-    if (reader_bytes(&rd, magic, 4) || memcmp(magic, "CIDX", 4) || reader_u32le(&rd, &version) ||
-        reader_u32le(&rd, &npacks))
+    uint32_t version;
+    if (reader_bytes(rd, magic, 4) || memcmp(magic, "CIDX", 4) || reader_u32le(rd, &version) ||
+        reader_u32le(rd, npacks))
         return err_set(e, ERR_DAMAGE, NULL, "index %s: bad header", name);
     /* version 2 differs only in the padding after the compressed payload */
     if (version != 1 && version != 2)
         return err_set(e, ERR_DAMAGE, "upgrade caris-backup", "index %s: unsupported version %u",
                        name, version);
+    return 0;
+}
+
+/* A blob's record in an index file is laid out as in a pack trailer. */
+int index_parse_into(struct repo *r, const uint8_t *p, size_t len, int source, const char *name,
+                     struct err *e)
+{
+    struct reader rd;
+    reader_init(&rd, p, len);
+    uint32_t npacks;
+    if (index_header(&rd, name, &npacks, e) != 0)
+        return -1;
     for (uint32_t i = 0; i < npacks; i++) {
         uint8_t pid[32];
         uint32_t nblobs;
         if (reader_bytes(&rd, pid, 32) || reader_u32le(&rd, &nblobs))
             return err_set(e, ERR_DAMAGE, NULL, "index %s: truncated", name);
-        if ((uint64_t)nblobs * 44 > rd.len - rd.pos)
+        if ((uint64_t)nblobs * PACK_TRAILER_ENTRY_LEN > rd.len - rd.pos)
             return err_set(e, ERR_DAMAGE, NULL, "index %s: blob count exceeds file", name);
         uint32_t pidx = repo_add_pack_locked(r, pid, source);
         /* A pack that is gone keeps its place in the table (check reports it and the backups
@@ -743,6 +794,17 @@ out:
     return rc;
 }
 
+/* The payload of index file name: read, authenticated, decompressed. */
+static int index_file_read(struct repo *r, const char *name, struct buf *raw, struct buf *plain,
+                           struct buf *payload, struct err *e)
+{
+    return storage_get(r->st, name, REPO_MAX_METADATA, raw, e) != 0 ||
+                   container_open(r, 'I', raw->data, raw->len, plain, e) != 0 ||
+                   index_payload_unpack(plain->data, plain->len, payload, e) != 0
+               ? -1
+               : 0;
+}
+
 /* Reads the index files l (a listing of index/). */
 static int load_indexes(struct repo *r, const struct namelist *lp, struct err *e)
 {
@@ -753,9 +815,7 @@ static int load_indexes(struct repo *r, const struct namelist *lp, struct err *e
         int source = (int)r->nindex_files;
         r->index_files = xrealloc(r->index_files, xsize(r->nindex_files + 1, sizeof(char *), 0));
         r->index_files[r->nindex_files++] = xstrdup(l.v[i]);
-        if (storage_get(r->st, l.v[i], REPO_MAX_METADATA, &raw, &ie) != 0 ||
-            container_open(r, 'I', raw.data, raw.len, &plain, &ie) != 0 ||
-            index_payload_unpack(plain.data, plain.len, &payload, &ie) != 0 ||
+        if (index_file_read(r, l.v[i], &raw, &plain, &payload, &ie) != 0 ||
             index_parse_into(r, payload.data, payload.len, source, l.v[i], &ie) != 0) {
             if (ie.code != ERR_DAMAGE) {
                 *e = ie;
@@ -860,6 +920,18 @@ static int adopt_cached(struct repo *r, const struct opencache *c, struct err *e
     return 0;
 }
 
+/* Sorts n 32-byte ids and drops repeats; returns how many are left. */
+static size_t ids_sort_unique(uint8_t (*v)[32], size_t n)
+{
+    size_t m = 0;
+    if (n)
+        qsort(v, n, 32, cmp_id32);
+    for (size_t i = 0; i < n; i++)
+        if (!m || memcmp(v[m - 1], v[i], 32) != 0)
+            memmove(v[m++], v[i], 32);
+    return m;
+}
+
 /* A cache older than this is not trusted: data/ is listed again, which bounds how long a pack
  * deleted behind the program's back (damage) goes unnoticed by opens (check notices it at
  * once). */
@@ -879,13 +951,9 @@ static void oc_from_handle(struct repo *r, struct opencache *c, int64_t listed_n
         qsort(c->index.v, c->index.n, sizeof(char *), cmp_str);
     size_t n = r->flagged.len / 32;
     c->missing = xcalloc(n ? n : 1, 32);
-    if (n) {
+    if (n)
         memcpy(c->missing, r->flagged.data, n * 32);
-        qsort(c->missing, n, 32, cmp_id32);
-    }
-    for (size_t i = 0; i < n; i++)
-        if (!c->nmissing || memcmp(c->missing[c->nmissing - 1], c->missing[i], 32) != 0)
-            memmove(c->missing[c->nmissing++], c->missing[i], 32);
+    c->nmissing = ids_sort_unique(c->missing, n);
     c->stale.v = xcalloc(stale && stale->n ? stale->n : 1, sizeof(char *));
     for (size_t i = 0; stale && i < stale->n; i++)
         c->stale.v[c->stale.n++] = xstrdup(stale->v[i]);
@@ -929,22 +997,17 @@ static int index_file_packs(struct repo *r, const char *name, struct buf *ids, s
 {
     struct buf raw = {0}, plain = {0}, payload = {0};
     int rc = -1;
-    if (storage_get(r->st, name, REPO_MAX_METADATA, &raw, e) != 0 ||
-        container_open(r, 'I', raw.data, raw.len, &plain, e) != 0 ||
-        index_payload_unpack(plain.data, plain.len, &payload, e) != 0)
+    if (index_file_read(r, name, &raw, &plain, &payload, e) != 0)
         goto out;
     struct reader rd;
     reader_init(&rd, payload.data, payload.len);
-    uint8_t magic[4], pid[32];
-    uint32_t version, npacks, nblobs;
-    if (reader_bytes(&rd, magic, 4) || memcmp(magic, "CIDX", 4) || reader_u32le(&rd, &version) ||
-        reader_u32le(&rd, &npacks)) {
-        err_set(e, ERR_DAMAGE, NULL, "index %s: bad header", name);
+    uint8_t pid[32];
+    uint32_t npacks, nblobs;
+    if (index_header(&rd, name, &npacks, e) != 0)
         goto out;
-    }
     for (uint32_t i = 0; i < npacks; i++) {
         if (reader_bytes(&rd, pid, 32) || reader_u32le(&rd, &nblobs) ||
-            !reader_skip(&rd, (size_t)nblobs * 44)) {
+            !reader_skip(&rd, (size_t)nblobs * PACK_TRAILER_ENTRY_LEN)) {
             err_set(e, ERR_DAMAGE, NULL, "index %s: truncated", name);
             goto out;
         }
@@ -995,13 +1058,8 @@ static int load_index_cached(struct repo *r, struct err *e)
             goto out;
         }
     }
-    size_t nids = ids.len / 32, nuniq = 0;
     uint8_t(*v)[32] = (uint8_t(*)[32])ids.data;
-    if (nids)
-        qsort(v, nids, 32, cmp_id32);
-    for (size_t i = 0; i < nids; i++)
-        if (!nuniq || memcmp(v[nuniq - 1], v[i], 32) != 0)
-            memmove(v[nuniq++], v[i], 32);
+    size_t nuniq = ids_sort_unique(v, ids.len / 32);
     /* a full listing costs one request per 1,000 packs */
     if (nuniq > c.npacks / 1000 + 1)
         goto out;

@@ -349,50 +349,35 @@ json_t *repo_snapshot_list(struct repo *r, json_t **damaged, struct err *e)
  * HMAC-SHA-256 (repo_local_key "snapshot summaries") of that text. */
 #define SUMCACHE_VERSION 1
 
-static json_t *sumcache_read(const char *path, const uint8_t key[32])
+#define SUMCACHE_PURPOSE "snapshot summaries" /* repo_local_key */
+
+static json_t *sumcache_read(struct repo *r, const char *path)
 {
     struct buf b = {0};
-    struct err ie = ERR_INIT;
     json_t *sums = NULL;
-    if (fs_read_all(path, &b, &ie) == 0 && b.len > 32) {
-        uint8_t mac[32];
-        cx_hmac_sha256(key, 32, b.data, b.len - 32, mac);
-        if (cx_memcmp(mac, b.data + b.len - 32, 32) == 0) {
-            json_t *doc = json_loadb((const char *)b.data, b.len - 32, 0, NULL);
-            json_t *v = json_object_get(doc, "summaries");
-            if (json_integer_value(json_object_get(doc, "version")) == SUMCACHE_VERSION &&
-                json_is_object(v))
-                sums = json_incref(v);
-            json_decref(doc);
-        }
+    if (repo_local_file_read(r, SUMCACHE_PURPOSE, path, SIZE_MAX, &b) == 0 && b.len > 0) {
+        json_t *doc = json_loadb((const char *)b.data, b.len, 0, NULL);
+        json_t *v = json_object_get(doc, "summaries");
+        if (json_integer_value(json_object_get(doc, "version")) == SUMCACHE_VERSION &&
+            json_is_object(v))
+            sums = json_incref(v);
+        json_decref(doc);
     }
     buf_free(&b);
     return sums ? sums : json_object();
 }
 
-static void sumcache_write(const char *path, const uint8_t key[32], json_t *sums)
+static void sumcache_write(struct repo *r, const char *path, json_t *sums)
 {
     json_t *doc = json_pack("{s:i, s:O}", "version", SUMCACHE_VERSION, "summaries", sums);
     char *text = json_dumps(doc, JSON_COMPACT);
     json_decref(doc);
     if (!text)
         return;
-    struct buf b = {0};
-    buf_append(&b, text, strlen(text));
-    free(text);
-    uint8_t mac[32];
-    cx_hmac_sha256(key, 32, b.data, b.len, mac);
-    buf_append(&b, mac, 32);
-    char *dir = xstrdup(path);
-    char *slash = strrchr(dir, '/');
-    struct err ie = ERR_INIT;
-    if (slash)
-        *slash = '\0';
     /* a cache: a failure costs the next lookup time, not correctness */
-    if (!slash || fs_mkdir_p(dir, 0700, &ie) == 0)
-        fs_write_atomic(path, b.data, b.len, 0600, &ie);
-    free(dir);
-    buf_free(&b);
+    struct err ie = ERR_INIT;
+    repo_local_file_write(r, SUMCACHE_PURPOSE, path, text, strlen(text), &ie);
+    free(text);
 }
 
 struct cached_ctx {
@@ -435,21 +420,17 @@ json_t *repo_snapshot_list_cached(struct repo *r, const char *cache_path, size_t
 {
     if (!cache_path)
         return repo_snapshot_list(r, NULL, e);
-    uint8_t key[32];
-    if (repo_local_key(r, "snapshot summaries", key, e) != 0)
-        return NULL;
-    struct cached_ctx c = {r, sumcache_read(cache_path, key), json_object(), json_array(), 0};
+    struct cached_ctx c = {r, sumcache_read(r, cache_path), json_object(), json_array(), 0};
     json_t *sorted = NULL;
     if (storage_list(r->st, "snapshots", list_cached_one, &c, e) == 0) {
         /* rewritten when a snapshot was read or one in the cache is gone */
         if (c.nread || json_object_size(c.seen) != json_object_size(c.cached))
-            sumcache_write(cache_path, key, c.seen);
+            sumcache_write(r, cache_path, c.seen);
         sorted = sort_summaries(c.out);
         c.out = NULL;
         if (nread)
             *nread = c.nread;
     }
-    cx_wipe(key, sizeof(key));
     json_decref(c.out);
     json_decref(c.cached);
     json_decref(c.seen);
