@@ -96,10 +96,12 @@ struct etext {
 /* Chunk copies (files' chunks: 512 KiB to 4 MiB) go from the readers to the workers in
  * buffers that are used again, not a malloc and a free each: mapped afresh every time (see
  * main.c, M_MMAP_THRESHOLD), each page of every chunk would be faulted in again (2.5 s more
- * system time for 2 GB). At most SPARES are kept besides those in use (queued, or with a
- * worker or a reader), so the memory they hold is bounded by the pool's queue. */
-#define SPARES 4
+ * system time for 2 GB), and each unmapping interrupts the other cores to flush their TLBs.
+ * A new buffer is made only when every one made so far is in use (queued, or with a worker
+ * or a reader), so their number is bounded by the pool's queue; SPARES only caps it. */
+#define SPARES 32
 #define SPARE_ROUND (256u << 10)
+#define SPARE_SMALL (128u << 10)
 struct spares {
     pthread_mutex_t mu;
     uint8_t *p[SPARES];
@@ -163,24 +165,41 @@ struct cjob {
     struct chunkref *ref;
 };
 
-/* A buffer for a chunk of len bytes: a spare one that is large enough, or a new one whose
- * size (*cap) is rounded up to SPARE_ROUND, so that it fits the next chunks too. */
+/* A buffer for a chunk of len bytes. A small chunk (most files are one) gets its own
+ * malloc'd buffer, below the mapping threshold: served from an arena, no system call.
+ * A large one gets a spare that is large enough (the smallest such), or a new one whose
+ * size (*cap) is rounded up to SPARE_ROUND; when no spare fits, the largest spare is freed
+ * first, so that the spares and the buffers in use are never more than the most chunks
+ * ever in flight at once (bounded by the pool's queue). */
 static uint8_t *spare_get(struct spares *sp, size_t len, size_t *cap)
 {
+    if (len < SPARE_SMALL) {
+        *cap = 0; /* not a spare: freed after use */
+        return xmalloc(len ? len : 1);
+    }
     pthread_mutex_lock(&sp->mu);
-    int best = -1;
-    for (int i = 0; i < sp->n; i++)
+    int best = -1, largest = -1;
+    for (int i = 0; i < sp->n; i++) {
         if (sp->cap[i] >= len && (best < 0 || sp->cap[i] < sp->cap[best]))
             best = i;
-    uint8_t *p = NULL;
-    if (best >= 0) {
-        p = sp->p[best];
-        *cap = sp->cap[best];
+        if (largest < 0 || sp->cap[i] > sp->cap[largest])
+            largest = i;
+    }
+    int take = best >= 0 ? best : largest;
+    uint8_t *p = NULL, *drop = NULL;
+    if (take >= 0) {
+        p = sp->p[take];
+        *cap = sp->cap[take];
         sp->n--;
-        sp->p[best] = sp->p[sp->n];
-        sp->cap[best] = sp->cap[sp->n];
+        sp->p[take] = sp->p[sp->n];
+        sp->cap[take] = sp->cap[sp->n];
+        if (best < 0) { /* too small: replaced */
+            drop = p;
+            p = NULL;
+        }
     }
     pthread_mutex_unlock(&sp->mu);
+    free(drop);
     if (!p) {
         *cap = xsize(1, len / SPARE_ROUND + 1, 0) * SPARE_ROUND;
         p = xmalloc(*cap);
@@ -191,13 +210,15 @@ static uint8_t *spare_get(struct spares *sp, size_t len, size_t *cap)
 /* Keeps the buffer for the next chunk, or frees it when SPARES are kept already. */
 static void spare_put(struct spares *sp, uint8_t *p, size_t cap)
 {
-    pthread_mutex_lock(&sp->mu);
-    if (sp->n < SPARES) {
-        sp->p[sp->n] = p;
-        sp->cap[sp->n++] = cap;
-        p = NULL;
+    if (cap) {
+        pthread_mutex_lock(&sp->mu);
+        if (sp->n < SPARES) {
+            sp->p[sp->n] = p;
+            sp->cap[sp->n++] = cap;
+            p = NULL;
+        }
+        pthread_mutex_unlock(&sp->mu);
     }
-    pthread_mutex_unlock(&sp->mu);
     free(p);
 }
 
