@@ -96,7 +96,9 @@ int pgsrc_server_info(PGconn *c, struct pgsrc_info *out, struct err *e);
  * stays valid while this transaction is open. *snapshot_id is malloc'd. */
 int pgsrc_snapshot_begin(PGconn *c, char **snapshot_id, struct err *e);
 /* The user tables of the database (relkind 'r': plain tables and partitions; not the
- * system schemas, not extension members), sorted: [{"schema", "name"}, ...]. */
+ * system schemas, not extension members), sorted: [{"schema", "name"}, ...]. A table that
+ * has (or had) inheritance children also has "_parent": true, for the caller (its count(*)
+ * includes the children's rows); it is not meant to be stored. */
 json_t *pgsrc_list_tables(PGconn *c, struct err *e);
 /* Roles that own objects of the database or hold privileges on them: ["role", ...]. */
 json_t *pgsrc_list_roles(PGconn *c, struct err *e);

@@ -33,6 +33,12 @@ int stream_store_fd(struct repo *r, struct repo_writer *w, int threads, int fd,
                     const struct chunker_params *cp, struct stream_result *out,
                     void (*progress)(void *ctx, uint64_t bytes), void *ctx,
                     const struct caris_op *op, struct err *e);
+/* The same, and tap (may be NULL) sees every byte of fd in order, on the reading thread. */
+int stream_store_fd_tap(struct repo *r, struct repo_writer *w, int threads, int fd,
+                        const struct chunker_params *cp, struct stream_result *out,
+                        void (*progress)(void *ctx, uint64_t bytes), void *ctx,
+                        void (*tap)(void *tap_ctx, const uint8_t *p, size_t n), void *tap_ctx,
+                        const struct caris_op *op, struct err *e);
 int stream_store_buf(struct repo *r, struct repo_writer *w, int threads, const void *data,
                      size_t len, const struct chunker_params *cp, struct stream_result *out,
                      struct err *e);

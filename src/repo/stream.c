@@ -103,6 +103,8 @@ struct src {
     const uint8_t *buf;
     size_t len, pos;
     const struct caris_op *op; /* cancel: checked at least every CANCEL_POLL_MS while reading */
+    void (*tap)(void *ctx, const uint8_t *p, size_t n); /* sees every byte read, or NULL */
+    void *tap_ctx;
 };
 
 #define CANCEL_POLL_MS 250
@@ -172,6 +174,8 @@ static int store(struct repo *r, struct repo_writer *w, int first_slot, int thre
             }
             cx_sha256_update(h, buf + have, (size_t)n);
             out->sha_ns += (uint64_t)(time_mono_ns() - t1);
+            if (s->tap)
+                s->tap(s->tap_ctx, buf + have, (size_t)n);
             have += (size_t)n;
             out->bytes += (uint64_t)n;
         }
@@ -224,7 +228,16 @@ int stream_store_fd(struct repo *r, struct repo_writer *w, int threads, int fd,
                     void (*progress)(void *ctx, uint64_t bytes), void *ctx,
                     const struct caris_op *op, struct err *e)
 {
-    struct src s = {.fd = fd, .op = op};
+    return stream_store_fd_tap(r, w, threads, fd, cp, out, progress, ctx, NULL, NULL, op, e);
+}
+
+int stream_store_fd_tap(struct repo *r, struct repo_writer *w, int threads, int fd,
+                        const struct chunker_params *cp, struct stream_result *out,
+                        void (*progress)(void *ctx, uint64_t bytes), void *ctx,
+                        void (*tap)(void *tap_ctx, const uint8_t *p, size_t n), void *tap_ctx,
+                        const struct caris_op *op, struct err *e)
+{
+    struct src s = {.fd = fd, .op = op, .tap = tap, .tap_ctx = tap_ctx};
     return store(r, w, 0, threads, &s, cp, out, progress, ctx, e);
 }
 

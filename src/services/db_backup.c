@@ -2,7 +2,10 @@
  * each streamed from a pipe straight into the repository (chunker → id → dedup → zstd →
  * AES-256-GCM → packs): no copy of the dump ever touches the disk. The row counts are taken
  * in the same snapshot as the dump: this process exports a snapshot from a REPEATABLE READ
- * transaction, hands it to pg_dump --snapshot, and counts while pg_dump runs. */
+ * transaction and hands it to pg_dump --snapshot. Each table's rows are counted in the dump
+ * as it streams by (caris/dumpcount.h); the server counts (count(*), in the snapshot) only
+ * the tables with inheritance children, whose count includes the children's rows, while
+ * pg_dump runs, and, after it, any table the dump did not give a count for. */
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +14,7 @@
 #include "caris/backup.h"
 #include "caris/crypto.h"
 #include "caris/dbbackup.h"
+#include "caris/dumpcount.h"
 #include "caris/pgsrc.h"
 #include "caris/stream.h"
 #include "common.h"
@@ -39,9 +43,49 @@ static void on_stream_progress(void *ctx, uint64_t bytes)
 
 /* Runs a dump program and stores its stdout as one stream. *child_failed tells a failure of
  * the program (its exit status, its messages in e) from one of the repository. */
+static void count_tap(void *ctx, const uint8_t *p, size_t n)
+{
+    dumpcount_feed(ctx, p, n);
+}
+
+/* Every table's "rows" that the server did not count: from the dump when it gave one, else
+ * counted now, in the same snapshot (the transaction is still open). */
+static int count_the_rest(struct dbb *b, PGconn *conn, json_t *tables, struct dumpcount *counter,
+                          size_t *counted, struct err *e)
+{
+    json_t *rest = json_array(), *t;
+    size_t i;
+    json_array_foreach(tables, i, t)
+    {
+        int64_t rows;
+        if (json_object_get(t, "rows"))
+            continue;
+        if (dumpcount_rows(counter, json_string_value(json_object_get(t, "schema")),
+                           json_string_value(json_object_get(t, "name")), &rows))
+            json_object_set_new(t, "rows", json_integer((json_int_t)rows));
+        else
+            json_array_append(rest, t);
+    }
+    int rc = 0;
+    *counted = json_array_size(rest);
+    if (json_array_size(rest)) {
+        const char *why = dumpcount_why(counter);
+        caris_op_log(b->o->op, LOG_INFO,
+                     "%zu table(s) counted on the server after the dump (the dump gave no count "
+                     "for them%s%s)",
+                     json_array_size(rest), why ? ": " : "", why ? why : "");
+        rc = pgsrc_count_rows_send(conn, rest, e) != 0 ||
+                     pgsrc_count_rows_collect(conn, rest, "rows", e) != 0
+                 ? -1
+                 : 0;
+    }
+    json_decref(rest);
+    return rc;
+}
+
 static int dump_stream(struct dbb *b, struct repo_writer *w, const struct pgsrc_tool *tool,
-                       char *const argv[], const char *password, struct stream_result *res,
-                       bool *child_failed, struct err *e)
+                       char *const argv[], const char *password, struct dumpcount *counter,
+                       struct stream_result *res, bool *child_failed, struct err *e)
 {
     *child_failed = false;
     memset(res, 0, sizeof(*res));
@@ -49,8 +93,9 @@ static int dump_stream(struct dbb *b, struct repo_writer *w, const struct pgsrc_
     struct pgsrc_spawn so = {.password = password, .pipe_stdout = true};
     if (pgsrc_child_start(&c, tool->path, argv, &so, e) != 0)
         return -1;
-    if (stream_store_fd(b->r, w, b->threads, c.out_fd, repo_chunker_params(b->r, true), res,
-                        on_stream_progress, b, b->o->op, e) != 0) {
+    if (stream_store_fd_tap(b->r, w, b->threads, c.out_fd, repo_chunker_params(b->r, true), res,
+                            on_stream_progress, b, counter ? count_tap : NULL, counter, b->o->op,
+                            e) != 0) {
         /* The repository failed (disk full, ...): stop the dump, keep the first error. */
         pgsrc_child_kill(&c, SIGTERM);
         return -1;
@@ -111,9 +156,11 @@ static int db_backup(struct repo *r, const struct db_backup_opts *o, bool increm
         return -1;
     PGconn *conn = NULL;
     char *snapshot = NULL, *conninfo = NULL, *dbarg = NULL, *snaparg = NULL;
-    json_t *tables = NULL, *roles = NULL, *parent = NULL, *entries = NULL, *summary = NULL,
+    json_t *tables = NULL, *parents = NULL, *tj, *roles = NULL, *parent = NULL, *entries = NULL, *summary = NULL,
            *ref = NULL, *warnings = json_array();
     struct repo_writer *w = NULL;
+    struct dumpcount *counter = NULL;
+    size_t ti, server_counted = 0;
     struct stream_result dump = {0}, globals = {0};
     bool locked = false, claimed = false;
     char id[160] = "";
@@ -150,8 +197,16 @@ static int db_backup(struct repo *r, const struct db_backup_opts *o, bool increm
     /* The snapshot: listing, counting and pg_dump all see the database as of this moment. */
     if (pgsrc_snapshot_begin(conn, &snapshot, e) != 0 || !(tables = pgsrc_list_tables(conn, e)) ||
         !(roles = pgsrc_list_roles(conn, e)) ||
-        pgsrc_exec(conn, "SET row_security = off", e) != 0 ||
-        pgsrc_count_rows_send(conn, tables, e) != 0)
+        pgsrc_exec(conn, "SET row_security = off", e) != 0)
+        goto out;
+    parents = json_array();
+    json_array_foreach(tables, ti, tj)
+    {
+        if (json_is_true(json_object_get(tj, "_parent")))
+            json_array_append(parents, tj);
+        json_object_del(tj, "_parent");
+    }
+    if (pgsrc_count_rows_send(conn, parents, e) != 0)
         goto out;
 
     if (o->no_compress)
@@ -166,7 +221,9 @@ static int db_backup(struct repo *r, const struct db_backup_opts *o, bool increm
     char *dump_argv[] = {
         pg_dump.path, "--format=custom", "--compress=0", "--no-password", snaparg, dbarg, NULL};
     bool child_failed;
-    if (dump_stream(&b, w, &pg_dump, dump_argv, t.password, &dump, &child_failed, e) != 0) {
+    counter = dumpcount_new();
+    if (dump_stream(&b, w, &pg_dump, dump_argv, t.password, counter, &dump, &child_failed, e) !=
+        0) {
         if (child_failed) {
             err_wrap(e, "backup of database %s failed after %llu bytes of dump", info.database,
                      (unsigned long long)dump.bytes);
@@ -176,7 +233,8 @@ static int db_backup(struct repo *r, const struct db_backup_opts *o, bool increm
         }
         goto out;
     }
-    if (pgsrc_count_rows_collect(conn, tables, "rows", e) != 0)
+    if (pgsrc_count_rows_collect(conn, parents, "rows", e) != 0 ||
+        count_the_rest(&b, conn, tables, counter, &server_counted, e) != 0)
         goto out;
     PQfinish(conn); /* ends the snapshot's transaction */
     conn = NULL;
@@ -184,7 +242,8 @@ static int db_backup(struct repo *r, const struct db_backup_opts *o, bool increm
     char *globals_argv[] = {
         pg_dumpall.path, "--globals-only", "--no-role-passwords", "--no-password", dbarg, NULL};
     struct err ge = ERR_INIT;
-    if (dump_stream(&b, w, &pg_dumpall, globals_argv, t.password, &globals, &child_failed, &ge) !=
+    if (dump_stream(&b, w, &pg_dumpall, globals_argv, t.password, NULL, &globals, &child_failed,
+                    &ge) !=
         0) {
         if (!child_failed) {
             *e = ge;
@@ -240,6 +299,9 @@ static int db_backup(struct repo *r, const struct db_backup_opts *o, bool increm
     json_object_set_new(
         json_object_get(summary, "stats"), "stage_ms",
         stage_ms_json(&dump, &globals, &ws, (uint64_t)(time_mono_ns() - manifest0)));
+    /* How many tables the server counted (count(*)); the others were counted in the dump. */
+    json_object_set_new(json_object_get(summary, "stats"), "server_counted_tables",
+                        json_integer((json_int_t)(json_array_size(parents) + server_counted)));
     *summary_out = summary;
     summary = NULL;
     rc = nwarn ? CARIS_DONE_WARNINGS : CARIS_DONE;
@@ -255,6 +317,8 @@ out:
     json_decref(dump.chunks);
     json_decref(globals.chunks);
     json_decref(tables);
+    json_decref(parents);
+    dumpcount_free(counter);
     json_decref(roles);
     json_decref(parent);
     json_decref(entries);

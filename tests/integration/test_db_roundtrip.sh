@@ -12,6 +12,13 @@ source "$(dirname "$0")/pglib.sh"
 pg_start
 src=$CARIS_PG_DB
 psql_db "$src" -f "$PG_FIXTURES/rich.sql" >/dev/null || fail "loading fixtures/rich.sql failed"
+# Row counts are read from the dump, except for a table with inheritance children (count(*)
+# includes their rows, its COPY does not): such a pair, values with newlines, an empty table.
+psql_db "$src" -c "CREATE TABLE inh_parent (id int, note text);
+  CREATE TABLE inh_child (x int) INHERITS (inh_parent);
+  INSERT INTO inh_parent SELECT g, E'two\nlines\r\n' FROM generate_series(1, 5) g;
+  INSERT INTO inh_child SELECT g, E'\\.', g FROM generate_series(1, 4) g;
+  CREATE TABLE empty_one (a int);" >/dev/null || fail "creating the inheritance tables failed"
 pg_sum "$src" "$TEST_TMP/src.sum" || fail "dbsum of the source failed"
 
 # --- backup ------------------------------------------------------------------------------
@@ -40,6 +47,11 @@ assert_eq '[800]' "$(rows 'Faturação' 'ünïcødé table')" 'summary: rows of 
 assert_eq '[300]' "$(rows public select)" 'summary: rows of public."select"'
 assert_eq '[12]' "$(rows audit events_2025)" "summary: rows of partition audit.events_2025"
 assert_eq '[40]' "$(rows audit events_2026)" "summary: rows of partition audit.events_2026"
+assert_eq '[9]' "$(rows public inh_parent)" "summary: rows of a parent table include its children's (count(*))"
+assert_eq '[4]' "$(rows public inh_child)" "summary: rows of an inheritance child"
+assert_eq '[0]' "$(rows public empty_one)" "summary: rows of an empty table"
+assert_eq 1 "$(json_get "$j" '["stats"]["serverCountedTables"]')" \
+    "summary: only the parent table was counted on the server, the others in the dump"
 ntables=$(grep -c '^table ' "$TEST_TMP/src.sum")
 # dbsum counts the materialized view as a table; the summary lists tables only
 assert_eq "$((ntables - 1))" "$(json_eval "$j" 'len(d["tables"])')" "summary: every table listed"
