@@ -257,6 +257,13 @@ int repo_pack_key(struct repo *r, uint32_t pidx, const uint8_t *head, uint8_t ke
 int blob_decode(struct repo *r, const uint8_t id[32], const struct ientry *ep,
                 const uint8_t key[32], const uint8_t *ct, const char *name, bool check_id,
                 struct buf *out, struct err *e);
+/* The same, decrypting ct in place (its bytes are plaintext or wiped afterwards): *plain is
+ * the plaintext, in ct when the blob is stored uncompressed, else in scratch (reused from
+ * call to call). */
+int blob_decode_inplace(struct repo *r, const uint8_t id[32], const struct ientry *ep,
+                        const uint8_t key[32], uint8_t *ct, const char *name, bool check_id,
+                        struct buf *scratch, const uint8_t **plain, size_t *plen,
+                        struct err *e);
 /* Adds a warning to repo_warnings. */
 void repo_warn(struct repo *r, const char *object, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -186,20 +186,22 @@ static void range_job(void *arg, int worker)
         while (end < rg->last && p->v[end].en.off == u->en.off)
             end++;
         struct err be = ERR_INIT;
-        int rc = blob_decode(r, u->id, &u->en, key, data.data + (u->en.off - rg->start), name,
-                             rn->check_id, &plain, &be);
+        const uint8_t *pt = NULL;
+        size_t ptlen = 0;
+        int rc = blob_decode_inplace(r, u->id, &u->en, key, data.data + (u->en.off - rg->start),
+                                     name, rn->check_id, &plain, &pt, &ptlen, &be);
         for (size_t j = k; j < end && !stopped(rn); j++) {
             const struct use *uj = &p->v[j];
             if (rc != 0) {
                 rn->ops->damaged(rn->ctx, uj->tag, uj->off, &be);
-            } else if (plain.len != uj->len) {
+            } else if (ptlen != uj->len) {
                 struct err le = ERR_INIT;
                 char hex[65];
                 cx_hex(uj->id, 32, hex);
                 err_set(&le, ERR_DAMAGE, NULL, "chunk %.16s has %zu bytes, the manifest says %u",
-                        hex, plain.len, uj->len);
+                        hex, ptlen, uj->len);
                 rn->ops->damaged(rn->ctx, uj->tag, uj->off, &le);
-            } else if (rn->ops->use(rn->ctx, uj->tag, uj->off, plain.data, plain.len, &e) != 0) {
+            } else if (rn->ops->use(rn->ctx, uj->tag, uj->off, pt, ptlen, &e) != 0) {
                 stop_with(rn, &e);
             }
         }
@@ -211,6 +213,8 @@ out:
     if (plain.data)
         cx_wipe(plain.data, plain.len);
     buf_free(&plain);
+    if (data.data) /* blobs were decrypted in place */
+        cx_wipe(data.data, data.len);
     buf_free(&data);
     free(rg);
 }

@@ -2204,62 +2204,92 @@ int repo_pack_key(struct repo *r, uint32_t pidx, const uint8_t *have_head, uint8
     return 0;
 }
 
-/* Authenticates, decompresses and re-hashes one blob whose ciphertext (clen bytes) is in
- * ct: out receives its plaintext only when HMAC(plaintext) == id. name is for messages. */
-int blob_decode(struct repo *r, const uint8_t id[32], const struct ientry *ep,
-                const uint8_t key[32], const uint8_t *ctp, const char *name, bool check_id,
-                struct buf *out, struct err *e)
+/* The one rule for opening a blob: authenticate and decrypt ct (clen bytes) into pt (pt may
+ * be ct: in place), then, when compressed, decompress into scratch. On success *plain and
+ * *plen are the plaintext (in pt, or in scratch), and, with check_id, HMAC(plaintext) == id:
+ * plaintext reaches the caller only when it is the blob the id names. name is for messages. */
+static int blob_open(struct repo *r, const uint8_t id[32], const struct ientry *en,
+                     const uint8_t key[32], const uint8_t *ct, uint8_t *pt, const char *name,
+                     bool check_id, struct buf *scratch, const uint8_t **plain, size_t *plen,
+                     struct err *e)
 {
     char hex[65];
-    struct ientry en = *ep;
     uint8_t nonce[CX_NONCE_LEN];
-    struct buf ct = {(uint8_t *)ctp, en.clen, en.clen}; /* borrowed, never freed here */
-    out->len = 0;
-    pack_nonce(en.off, nonce);
-    size_t plen = en.clen - CX_TAG_LEN;
-    struct buf plain = {0};
-    buf_reserve(&plain, plen);
-    int rc = cx_aead_open(key, nonce, id, 32, ct.data, en.clen, plain.data, e);
-    cx_hex(id, 32, hex);
-    if (rc != 0) {
-        buf_free(&plain);
+    pack_nonce(en->off, nonce);
+    size_t n = en->clen - CX_TAG_LEN;
+    if (cx_aead_open(key, nonce, id, 32, ct, en->clen, pt, e) != 0) {
+        cx_hex(id, 32, hex);
         return err_set(e, ERR_DAMAGE,
                        "checksum mismatch: the backup is corrupted, DO NOT restore from it; use a "
                        "different backup and run `caris-backup check --read-data`",
                        "blob %.16s in pack %s: authentication failed (the data was altered)", hex,
                        name);
     }
-    plain.len = plen;
-    uint32_t ulen = en.ulen_flags & ULEN_MASK;
-    if (en.ulen_flags & ULEN_COMPRESSED) {
-        buf_reserve(out, ulen);
-        size_t n = ZSTD_decompress(out->data, ulen, plain.data, plain.len);
-        buf_free(&plain);
-        if (ZSTD_isError(n) || n != ulen)
+    uint32_t ulen = en->ulen_flags & ULEN_MASK;
+    const uint8_t *p = pt;
+    if (en->ulen_flags & ULEN_COMPRESSED) {
+        scratch->len = 0;
+        buf_reserve(scratch, ulen);
+        size_t got = ZSTD_decompress(scratch->data, ulen, pt, n);
+        cx_wipe(pt, n);
+        if (ZSTD_isError(got) || got != ulen) {
+            cx_hex(id, 32, hex);
             return err_set(e, ERR_DAMAGE, NULL, "blob %.16s in pack %s: bad compressed data", hex,
                            name);
-        out->len = n;
-    } else {
-        if (plen != ulen) {
-            buf_free(&plain);
-            return err_set(e, ERR_DAMAGE, NULL, "blob %.16s in pack %s: length mismatch", hex,
-                           name);
         }
-        buf_free(out);
-        *out = plain;
+        scratch->len = got;
+        p = scratch->data;
+        n = got;
+    } else if (n != ulen) {
+        cx_wipe(pt, n);
+        cx_hex(id, 32, hex);
+        return err_set(e, ERR_DAMAGE, NULL, "blob %.16s in pack %s: length mismatch", hex, name);
     }
-    /* Plaintext leaves this function only when it is the blob the id names (unless the
-     * caller checks a hash over it anyway: see repo_blob_load_flags). */
-    uint8_t check[32];
-    if (check_id)
-        repo_chunk_id(r, out->data, out->len, check);
-    if (check_id && cx_memcmp(check, id, 32) != 0) {
-        cx_wipe(out->data, out->len);
-        out->len = 0;
-        return err_set(e, ERR_DAMAGE, NULL, "blob %.16s in pack %s: content does not match its id",
-                       hex, name);
+    if (check_id) {
+        uint8_t check[32];
+        repo_chunk_id(r, p, n, check);
+        if (cx_memcmp(check, id, 32) != 0) {
+            cx_wipe((uint8_t *)p, n);
+            cx_hex(id, 32, hex);
+            return err_set(e, ERR_DAMAGE, NULL,
+                           "blob %.16s in pack %s: content does not match its id", hex, name);
+        }
     }
+    *plain = p;
+    *plen = n;
     return 0;
+}
+
+/* Authenticates, decompresses and re-hashes one blob whose ciphertext (clen bytes) is in
+ * ct (left as it is): out receives its plaintext only when HMAC(plaintext) == id. */
+int blob_decode(struct repo *r, const uint8_t id[32], const struct ientry *ep,
+                const uint8_t key[32], const uint8_t *ctp, const char *name, bool check_id,
+                struct buf *out, struct err *e)
+{
+    out->len = 0;
+    const uint8_t *p;
+    size_t n;
+    if (ep->ulen_flags & ULEN_COMPRESSED) { /* decrypted into a temporary, then into out */
+        struct buf tmp = {0};
+        buf_reserve(&tmp, ep->clen);
+        int rc = blob_open(r, id, ep, key, ctp, tmp.data, name, check_id, out, &p, &n, e);
+        buf_free(&tmp);
+        if (rc != 0)
+            out->len = 0;
+        return rc;
+    }
+    buf_reserve(out, ep->clen);
+    if (blob_open(r, id, ep, key, ctp, out->data, name, check_id, NULL, &p, &n, e) != 0)
+        return -1;
+    out->len = n;
+    return 0;
+}
+
+int blob_decode_inplace(struct repo *r, const uint8_t id[32], const struct ientry *ep,
+                        const uint8_t key[32], uint8_t *ct, const char *name, bool check_id,
+                        struct buf *scratch, const uint8_t **plain, size_t *plen, struct err *e)
+{
+    return blob_open(r, id, ep, key, ct, ct, name, check_id, scratch, plain, plen, e);
 }
 
 int repo_blob_load(struct repo *r, const uint8_t id[32], struct buf *out, struct err *e)
@@ -2298,8 +2328,21 @@ int repo_blob_load_flags(struct repo *r, const uint8_t id[32], struct buf *out, 
                            "blob %.16s: pack %s is missing", hex, name);
         return -1;
     }
-    rc = blob_decode(r, id, &en, key, ct.data, name, !(flags & REPO_LOAD_NO_ID_CHECK), out, e);
+    /* Opened in place: an uncompressed blob's plaintext is ct's buffer, handed over as out
+     * (no copy, no second buffer); a compressed one is decompressed into out. */
+    const uint8_t *p;
+    size_t n;
+    rc = blob_open(r, id, &en, key, ct.data, ct.data, name, !(flags & REPO_LOAD_NO_ID_CHECK), out,
+                   &p, &n, e);
     cx_wipe(key, sizeof(key));
+    if (rc == 0 && p == ct.data) {
+        buf_free(out);
+        *out = ct;
+        out->len = n;
+        return 0;
+    }
+    if (rc != 0)
+        out->len = 0;
     buf_free(&ct);
     return rc;
 }
