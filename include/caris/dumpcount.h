@@ -28,6 +28,9 @@ void dumpcount_free(struct dumpcount *d);
 /* The next n bytes of the archive. */
 void dumpcount_feed(struct dumpcount *d, const uint8_t *p, size_t n);
 
+/* The archive ended: call once after the last dumpcount_feed, before asking for results. */
+void dumpcount_end(struct dumpcount *d);
+
 /* Once the whole archive was fed: true when it was read to its end without a doubt. */
 bool dumpcount_complete(const struct dumpcount *d);
 

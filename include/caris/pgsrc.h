@@ -102,6 +102,10 @@ int pgsrc_snapshot_begin(PGconn *c, char **snapshot_id, struct err *e);
 json_t *pgsrc_list_tables(PGconn *c, struct err *e);
 /* Roles that own objects of the database or hold privileges on them: ["role", ...]. */
 json_t *pgsrc_list_roles(PGconn *c, struct err *e);
+/* LOCK TABLE ONLY ... IN ACCESS SHARE MODE on every table of the list, in c's transaction:
+ * until it ends, no TRUNCATE, DROP or rewriting ALTER TABLE (which are not MVCC-safe) can
+ * change what its snapshot sees of them, so counting them later still counts the snapshot. */
+int pgsrc_lock_tables(PGconn *c, json_t *tables, struct err *e);
 /* Exact row counts (count(*)) of tables, as one query sent without waiting (the server
  * counts while the caller does other work, e.g. reads pg_dump); collect sets each table's
  * key ("rows") to its count. Nothing else may use c in between. */

@@ -36,7 +36,9 @@ struct tentry {
     int64_t dump_id;
     char *schema, *name; /* "TABLE DATA" entries in COPY form only */
     int64_t rows;
-    bool seen; /* its block was read to its end */
+    bool started; /* its block began */
+    bool seen;    /* its block was read to its end, and ended with the end-of-copy marker */
+    bool twice;   /* another entry has the same schema and name: not counted */
 };
 
 enum state {
@@ -53,6 +55,7 @@ struct dumpcount {
     enum state st;
     const char *why;
     struct buf head;
+    size_t retry_at; /* head is parsed again once it holds this many bytes (or at the end) */
     int vminor, int_size;
     struct tentry *v; /* sorted by dump id */
     size_t n;
@@ -313,6 +316,9 @@ static int parse_head(struct dumpcount *d, size_t *used, const char **why)
     for (size_t i = 0; i < n; i++)
         d->byname[i] = &v[i];
     qsort(d->byname, n, sizeof(*d->byname), byname_cmp);
+    for (size_t i = 1; i < n; i++)
+        if (byname_cmp(&d->byname[i - 1], &d->byname[i]) == 0)
+            d->byname[i - 1]->twice = d->byname[i]->twice = true;
     *used = c.pos;
     return 0;
 }
@@ -365,10 +371,12 @@ static void feed_blocks(struct dumpcount *d, const uint8_t *p, size_t n)
             if (!d->blobs) {
                 struct tentry key = {.dump_id = v};
                 d->cur = bsearch(&key, d->v, d->n, sizeof(*d->v), tentry_cmp);
-                if (d->cur && d->cur->seen) {
+                if (d->cur && d->cur->started) {
                     give_up(d, "a table's data in two blocks");
                     return;
                 }
+                if (d->cur)
+                    d->cur->started = true;
             }
             d->st = d->blobs ? S_OID : S_LEN;
             break;
@@ -430,6 +438,8 @@ static void feed_blocks(struct dumpcount *d, const uint8_t *p, size_t n)
     }
 }
 
+static void try_head(struct dumpcount *d);
+
 void dumpcount_feed(struct dumpcount *d, const uint8_t *p, size_t n)
 {
     if (d->st == S_FAILED || n == 0)
@@ -443,11 +453,24 @@ void dumpcount_feed(struct dumpcount *d, const uint8_t *p, size_t n)
         return;
     }
     buf_append(&d->head, p, n);
+    /* Parsed again from the start only once it grew by half (pg_dump writes in pieces of a
+     * few KiB: parsing at every piece would be quadratic in the table of contents' size). */
+    if (d->head.len < d->retry_at)
+        return;
+    try_head(d);
+}
+
+/* Parses the gathered header and table of contents; when complete, reads on into the data
+ * blocks that came with them. */
+static void try_head(struct dumpcount *d)
+{
     size_t used = 0;
     const char *why = NULL;
     int rc = parse_head(d, &used, &why);
-    if (rc == NEED)
+    if (rc == NEED) {
+        d->retry_at = d->head.len + d->head.len / 2;
         return;
+    }
     if (rc == BAD) {
         give_up(d, why ? why : "an unexpected archive header");
         return;
@@ -457,6 +480,12 @@ void dumpcount_feed(struct dumpcount *d, const uint8_t *p, size_t n)
     memset(&d->head, 0, sizeof(d->head));
     feed_blocks(d, rest.data + used, rest.len - used);
     buf_free(&rest);
+}
+
+void dumpcount_end(struct dumpcount *d)
+{
+    if (d->st == S_HEAD && d->head.len) /* parse what was held back */
+        try_head(d);
 }
 
 bool dumpcount_complete(const struct dumpcount *d)
@@ -471,7 +500,7 @@ bool dumpcount_rows(const struct dumpcount *d, const char *schema, const char *n
         return false;
     struct tentry key = {.schema = (char *)schema, .name = (char *)name}, *kp = &key;
     struct tentry **t = bsearch(&kp, d->byname, d->n, sizeof(*d->byname), byname_cmp);
-    if (!t || !(*t)->seen)
+    if (!t || !(*t)->seen || (*t)->twice)
         return false;
     *rows = (*t)->rows;
     return true;

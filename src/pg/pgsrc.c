@@ -763,6 +763,35 @@ json_t *pgsrc_list_roles(PGconn *c, struct err *e)
     return out;
 }
 
+int pgsrc_lock_tables(PGconn *c, json_t *tables, struct err *e)
+{
+    if (!json_array_size(tables))
+        return 0;
+    struct buf b = {0};
+    sb_str(&b, "LOCK TABLE ");
+    size_t i;
+    json_t *t;
+    json_array_foreach(tables, i, t)
+    {
+        char *q = pgsrc_qualified_name(c, json_string_value(json_object_get(t, "schema")),
+                                       json_string_value(json_object_get(t, "name")), e);
+        if (!q) {
+            buf_free(&b);
+            return -1;
+        }
+        if (i)
+            sb_str(&b, ", ");
+        sb_str(&b, "ONLY ");
+        sb_str(&b, q);
+        free(q);
+    }
+    sb_str(&b, " IN ACCESS SHARE MODE");
+    char *sql = sb_finish(&b);
+    int rc = pgsrc_exec(c, sql, e);
+    free(sql);
+    return rc;
+}
+
 int pgsrc_count_rows_send(PGconn *c, json_t *tables, struct err *e)
 {
     if (!json_array_size(tables))

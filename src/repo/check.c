@@ -195,24 +195,6 @@ static void read_pack_job(void *arg, int worker)
         issue_locked(c, pf->name, "bad pack header", NULL);
         goto done;
     }
-    /* The index is not written during a check: entries are read without the lock. */
-    struct buf out = {0}; /* decompressed plaintext, reused */
-    for (size_t k = c->first[pidx]; k < c->first[pidx + 1]; k++) {
-        struct ientry en = *repo_entry(r, c->by_pack[k]);
-        struct err be = ERR_INIT;
-        if ((uint64_t)en.off + en.clen > data->len) {
-            issue_locked(c, pf->name, "index entry points past the end of the pack", en.id);
-            continue;
-        }
-        const uint8_t *pt;
-        size_t ptlen;
-        /* decrypted in place: the pack's hash was checked, and the trailer is apart */
-        if (blob_decode_inplace(r, en.id, &en, key, data->data + en.off, pf->name, true, &out,
-                                &pt, &ptlen, &be) != 0)
-            issue_locked(c, pf->name, be.msg, en.id);
-    }
-    cx_wipe(key, sizeof(key));
-    buf_free(&out);
     /* The trailer, and the padding inside it, are authenticated too, and must list every
      * blob the index places in this pack, at the same place: they rebuild the index when an
      * index file is lost. */
@@ -238,7 +220,29 @@ static void read_pack_job(void *arg, int worker)
             issue_locked(c, pf->name, "the pack's trailer and the index disagree", NULL);
     }
     buf_free(&tr);
+    /* The index is not written during a check: entries are read without the lock. */
+    struct buf out = {0}; /* decompressed plaintext, reused */
+    for (size_t k = c->first[pidx]; k < c->first[pidx + 1]; k++) {
+        struct ientry en = *repo_entry(r, c->by_pack[k]);
+        struct err be = ERR_INIT;
+        if ((uint64_t)en.off + en.clen > data->len) {
+            issue_locked(c, pf->name, "index entry points past the end of the pack", en.id);
+            continue;
+        }
+        const uint8_t *pt;
+        size_t ptlen;
+        /* decrypted in place: the pack's hash and its trailer were checked before */
+        if (blob_decode_inplace(r, en.id, &en, key, data->data + en.off, pf->name, true, &out,
+                                &pt, &ptlen, &be) != 0)
+            issue_locked(c, pf->name, be.msg, en.id);
+    }
+    cx_wipe(key, sizeof(key));
+    if (out.data)
+        cx_wipe(out.data, out.cap);
+    buf_free(&out);
 done:
+    if (data->data) /* blobs were decrypted in place */
+        cx_wipe(data->data, data->len);
     pthread_mutex_lock(&c->mu);
     c->packs_done++;
     if (c->o && c->o->progress)

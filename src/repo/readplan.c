@@ -210,8 +210,8 @@ static void range_job(void *arg, int worker)
 out:
     if (have_key)
         cx_wipe(key, sizeof(key));
-    if (plain.data)
-        cx_wipe(plain.data, plain.len);
+    if (plain.data) /* every blob decompressed into it, not only the last */
+        cx_wipe(plain.data, plain.cap);
     buf_free(&plain);
     if (data.data) /* blobs were decrypted in place */
         cx_wipe(data.data, data.len);

@@ -2233,6 +2233,7 @@ static int blob_open(struct repo *r, const uint8_t id[32], const struct ientry *
         size_t got = ZSTD_decompress(scratch->data, ulen, pt, n);
         cx_wipe(pt, n);
         if (ZSTD_isError(got) || got != ulen) {
+            cx_wipe(scratch->data, ulen); /* what was decompressed before the error */
             cx_hex(id, 32, hex);
             return err_set(e, ERR_DAMAGE, NULL, "blob %.16s in pack %s: bad compressed data", hex,
                            name);

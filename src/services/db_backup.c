@@ -2,7 +2,8 @@
  * each streamed from a pipe straight into the repository (chunker → id → dedup → zstd →
  * AES-256-GCM → packs): no copy of the dump ever touches the disk. The row counts are taken
  * in the same snapshot as the dump: this process exports a snapshot from a REPEATABLE READ
- * transaction and hands it to pg_dump --snapshot. Each table's rows are counted in the dump
+ * transaction, locks every table it lists (ACCESS SHARE, as pg_dump does, until the end)
+ * and hands the snapshot to pg_dump --snapshot. Each table's rows are counted in the dump
  * as it streams by (caris/dumpcount.h); the server counts (count(*), in the snapshot) only
  * the tables with inheritance children, whose count includes the children's rows, while
  * pg_dump runs, and, after it, any table the dump did not give a count for. */
@@ -197,7 +198,8 @@ static int db_backup(struct repo *r, const struct db_backup_opts *o, bool increm
     /* The snapshot: listing, counting and pg_dump all see the database as of this moment. */
     if (pgsrc_snapshot_begin(conn, &snapshot, e) != 0 || !(tables = pgsrc_list_tables(conn, e)) ||
         !(roles = pgsrc_list_roles(conn, e)) ||
-        pgsrc_exec(conn, "SET row_security = off", e) != 0)
+        pgsrc_exec(conn, "SET row_security = off", e) != 0 ||
+        pgsrc_lock_tables(conn, tables, e) != 0)
         goto out;
     parents = json_array();
     json_array_foreach(tables, ti, tj)
@@ -233,6 +235,7 @@ static int db_backup(struct repo *r, const struct db_backup_opts *o, bool increm
         }
         goto out;
     }
+    dumpcount_end(counter);
     if (pgsrc_count_rows_collect(conn, parents, "rows", e) != 0 ||
         count_the_rest(&b, conn, tables, counter, &server_counted, e) != 0)
         goto out;
