@@ -104,8 +104,11 @@ json_t *pgsrc_list_tables(PGconn *c, struct err *e);
 json_t *pgsrc_list_roles(PGconn *c, struct err *e);
 /* LOCK TABLE ONLY ... IN ACCESS SHARE MODE on every table of the list, in c's transaction:
  * until it ends, no TRUNCATE, DROP or rewriting ALTER TABLE (which are not MVCC-safe) can
- * change what its snapshot sees of them, so counting them later still counts the snapshot. */
-int pgsrc_lock_tables(PGconn *c, json_t *tables, struct err *e);
+ * change what its snapshot sees of them, so counting them later still counts the snapshot.
+ * Waits as long as another session holds a conflicting lock; a cancel of op (may be NULL)
+ * ends the wait with "cancelled". */
+struct caris_op;
+int pgsrc_lock_tables(PGconn *c, json_t *tables, const struct caris_op *op, struct err *e);
 /* Exact row counts (count(*)) of tables, as one query sent without waiting (the server
  * counts while the caller does other work, e.g. reads pg_dump); collect sets each table's
  * key ("rows") to its count. Nothing else may use c in between. */

@@ -8,6 +8,7 @@
 #include <ftw.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -763,7 +764,53 @@ json_t *pgsrc_list_roles(PGconn *c, struct err *e)
     return out;
 }
 
-int pgsrc_lock_tables(PGconn *c, json_t *tables, struct err *e)
+/* Runs sql (no rows expected) while watching op: a cancel sends the server a cancel request
+ * and ends with "cancelled" (the statement may wait for a lock for as long as it takes). */
+static int exec_op(PGconn *c, const char *sql, const struct caris_op *op, struct err *e)
+{
+    if (!PQsendQuery(c, sql))
+        return result_error(c, NULL, e);
+    bool cancelled = false;
+    int rc = 0;
+    for (;;) {
+        if (!PQconsumeInput(c)) {
+            rc = result_error(c, NULL, e);
+            break;
+        }
+        if (!PQisBusy(c))
+            break;
+        if (!cancelled && caris_op_cancelled(op)) {
+            cancelled = true;
+            char why[256];
+            PGcancel *cn = PQgetCancel(c);
+            if (cn) {
+                PQcancel(cn, why, sizeof(why));
+                PQfreeCancel(cn);
+            }
+        }
+        struct pollfd pfd = {.fd = PQsocket(c), .events = POLLIN};
+        if (pfd.fd < 0) {
+            rc = result_error(c, NULL, e);
+            break;
+        }
+        if (poll(&pfd, 1, 250) < 0 && errno != EINTR) {
+            rc = err_sys(e, errno, NULL, "cannot wait for the database server");
+            break;
+        }
+    }
+    PGresult *res;
+    while ((res = PQgetResult(c)) != NULL) {
+        ExecStatusType st = PQresultStatus(res);
+        if (rc == 0 && !cancelled && st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+            rc = result_error(c, res, e);
+        PQclear(res);
+    }
+    if (cancelled)
+        return err_set(e, ERR_FAILURE, "nothing was committed: run it again", "cancelled");
+    return rc;
+}
+
+int pgsrc_lock_tables(PGconn *c, json_t *tables, const struct caris_op *op, struct err *e)
 {
     if (!json_array_size(tables))
         return 0;
@@ -787,7 +834,7 @@ int pgsrc_lock_tables(PGconn *c, json_t *tables, struct err *e)
     }
     sb_str(&b, " IN ACCESS SHARE MODE");
     char *sql = sb_finish(&b);
-    int rc = pgsrc_exec(c, sql, e);
+    int rc = exec_op(c, sql, op, e);
     free(sql);
     return rc;
 }

@@ -199,7 +199,7 @@ static int db_backup(struct repo *r, const struct db_backup_opts *o, bool increm
     if (pgsrc_snapshot_begin(conn, &snapshot, e) != 0 || !(tables = pgsrc_list_tables(conn, e)) ||
         !(roles = pgsrc_list_roles(conn, e)) ||
         pgsrc_exec(conn, "SET row_security = off", e) != 0 ||
-        pgsrc_lock_tables(conn, tables, e) != 0)
+        pgsrc_lock_tables(conn, tables, o->op, e) != 0)
         goto out;
     parents = json_array();
     json_array_foreach(tables, ti, tj)
