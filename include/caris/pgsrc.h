@@ -102,17 +102,15 @@ int pgsrc_snapshot_begin(PGconn *c, char **snapshot_id, struct err *e);
 json_t *pgsrc_list_tables(PGconn *c, struct err *e);
 /* Roles that own objects of the database or hold privileges on them: ["role", ...]. */
 json_t *pgsrc_list_roles(PGconn *c, struct err *e);
-/* LOCK TABLE ONLY ... IN ACCESS SHARE MODE on every table of the list, in c's transaction:
- * until it ends, no TRUNCATE, DROP or rewriting ALTER TABLE (which are not MVCC-safe) can
- * change what its snapshot sees of them, so counting them later still counts the snapshot.
- * Waits as long as another session holds a conflicting lock; a cancel of op (may be NULL)
- * ends the wait with "cancelled". */
-struct caris_op;
-int pgsrc_lock_tables(PGconn *c, json_t *tables, const struct caris_op *op, struct err *e);
 /* Exact row counts (count(*)) of tables, as one query sent without waiting (the server
  * counts while the caller does other work, e.g. reads pg_dump); collect sets each table's
  * key ("rows") to its count. Nothing else may use c in between. */
-int pgsrc_count_rows_send(PGconn *c, json_t *tables, struct err *e);
+/* lock (may be NULL): tables locked first, in the same query, with LOCK TABLE ONLY ... IN
+ * ACCESS SHARE MODE, held until the transaction ends: no TRUNCATE, DROP or rewriting ALTER
+ * TABLE (not MVCC-safe) can then change what the snapshot sees of them, so counting them
+ * later still counts the snapshot. The lock waits while the caller goes on (pg_dump waits
+ * for the same locks). */
+int pgsrc_count_rows_send(PGconn *c, json_t *tables, json_t *lock, struct err *e);
 int pgsrc_count_rows_collect(PGconn *c, json_t *tables, const char *key, struct err *e);
 /* The same, one table at a time: a table that cannot be counted (missing) gets null. */
 int pgsrc_count_rows_each(PGconn *c, json_t *tables, const char *key, struct err *e);

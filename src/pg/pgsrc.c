@@ -8,7 +8,6 @@
 #include <ftw.h>
 #include <limits.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -764,90 +763,39 @@ json_t *pgsrc_list_roles(PGconn *c, struct err *e)
     return out;
 }
 
-/* Runs sql (no rows expected) while watching op: a cancel sends the server a cancel request
- * and ends with "cancelled" (the statement may wait for a lock for as long as it takes). */
-static int exec_op(PGconn *c, const char *sql, const struct caris_op *op, struct err *e)
+/* Appends "LOCK TABLE ONLY a, b IN ACCESS SHARE MODE; " for the tables of lock. */
+static int lock_text(PGconn *c, json_t *lock, struct buf *b, struct err *e)
 {
-    if (!PQsendQuery(c, sql))
-        return result_error(c, NULL, e);
-    bool cancelled = false;
-    int rc = 0;
-    for (;;) {
-        if (!PQconsumeInput(c)) {
-            rc = result_error(c, NULL, e);
-            break;
-        }
-        if (!PQisBusy(c))
-            break;
-        if (!cancelled && caris_op_cancelled(op)) {
-            cancelled = true;
-            char why[256];
-            PGcancel *cn = PQgetCancel(c);
-            if (cn) {
-                PQcancel(cn, why, sizeof(why));
-                PQfreeCancel(cn);
-            }
-        }
-        struct pollfd pfd = {.fd = PQsocket(c), .events = POLLIN};
-        if (pfd.fd < 0) {
-            rc = result_error(c, NULL, e);
-            break;
-        }
-        if (poll(&pfd, 1, 250) < 0 && errno != EINTR) {
-            rc = err_sys(e, errno, NULL, "cannot wait for the database server");
-            break;
-        }
-    }
-    PGresult *res;
-    while ((res = PQgetResult(c)) != NULL) {
-        ExecStatusType st = PQresultStatus(res);
-        if (rc == 0 && !cancelled && st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
-            rc = result_error(c, res, e);
-        PQclear(res);
-    }
-    if (cancelled)
-        return err_set(e, ERR_FAILURE, "nothing was committed: run it again", "cancelled");
-    return rc;
-}
-
-int pgsrc_lock_tables(PGconn *c, json_t *tables, const struct caris_op *op, struct err *e)
-{
-    if (!json_array_size(tables))
-        return 0;
-    struct buf b = {0};
-    sb_str(&b, "LOCK TABLE ");
     size_t i;
     json_t *t;
-    json_array_foreach(tables, i, t)
+    json_array_foreach(lock, i, t)
     {
         char *q = pgsrc_qualified_name(c, json_string_value(json_object_get(t, "schema")),
                                        json_string_value(json_object_get(t, "name")), e);
-        if (!q) {
-            buf_free(&b);
+        if (!q)
             return -1;
-        }
-        if (i)
-            sb_str(&b, ", ");
-        sb_str(&b, "ONLY ");
-        sb_str(&b, q);
+        sb_str(b, i ? ", ONLY " : "LOCK TABLE ONLY ");
+        sb_str(b, q);
         free(q);
     }
-    sb_str(&b, " IN ACCESS SHARE MODE");
-    char *sql = sb_finish(&b);
-    int rc = exec_op(c, sql, op, e);
-    free(sql);
-    return rc;
+    if (json_array_size(lock))
+        sb_str(b, " IN ACCESS SHARE MODE; ");
+    return 0;
 }
 
-int pgsrc_count_rows_send(PGconn *c, json_t *tables, struct err *e)
+int pgsrc_count_rows_send(PGconn *c, json_t *tables, json_t *lock, struct err *e)
 {
-    if (!json_array_size(tables))
+    if (!json_array_size(tables) && !json_array_size(lock))
         return 0;
     /* A failing count must not end the transaction: its snapshot may not have been imported
      * by pg_dump yet. */
     if (pgsrc_exec(c, "SAVEPOINT caris_counts", e) != 0)
         return -1;
     struct buf b = {0};
+    if (lock_text(c, lock, &b, e) != 0) {
+        buf_free(&b);
+        return -1;
+    }
     size_t i;
     json_t *t;
     json_array_foreach(tables, i, t)
@@ -874,12 +822,14 @@ int pgsrc_count_rows_send(PGconn *c, json_t *tables, struct err *e)
 
 int pgsrc_count_rows_collect(PGconn *c, json_t *tables, const char *key, struct err *e)
 {
-    if (!json_array_size(tables))
-        return 0;
     int rc = 0;
     bool got = false;
     PGresult *res;
-    while ((res = PQgetResult(c)) != NULL) {
+    while ((res = PQgetResult(c)) != NULL) { /* nothing when nothing was sent */
+        if (PQresultStatus(res) == PGRES_COMMAND_OK) { /* the LOCK */
+            PQclear(res);
+            continue;
+        }
         if (rc == 0 && PQresultStatus(res) != PGRES_TUPLES_OK) {
             rc = result_error(c, res, e);
         } else if (rc == 0) {
@@ -894,7 +844,7 @@ int pgsrc_count_rows_collect(PGconn *c, json_t *tables, const char *key, struct 
         }
         PQclear(res);
     }
-    if (rc == 0 && !got)
+    if (rc == 0 && !got && json_array_size(tables))
         rc = err_set(e, ERR_DATABASE, NULL, "row count query returned no result");
     return rc;
 }

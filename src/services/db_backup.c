@@ -2,8 +2,9 @@
  * each streamed from a pipe straight into the repository (chunker → id → dedup → zstd →
  * AES-256-GCM → packs): no copy of the dump ever touches the disk. The row counts are taken
  * in the same snapshot as the dump: this process exports a snapshot from a REPEATABLE READ
- * transaction, locks every table it lists (ACCESS SHARE, as pg_dump does, until the end)
- * and hands the snapshot to pg_dump --snapshot. Each table's rows are counted in the dump
+ * transaction, locks every table it lists (ACCESS SHARE, as pg_dump does, until the end,
+ * sent without waiting) and hands the snapshot to pg_dump --snapshot. Each table's rows are
+ * counted in the dump
  * as it streams by (caris/dumpcount.h); the server counts (count(*), in the snapshot) only
  * the tables with inheritance children, whose count includes the children's rows, while
  * pg_dump runs, and, after it, any table the dump did not give a count for. */
@@ -75,7 +76,7 @@ static int count_the_rest(struct dbb *b, PGconn *conn, json_t *tables, struct du
                      "%zu table(s) counted on the server after the dump (the dump gave no count "
                      "for them%s%s)",
                      json_array_size(rest), why ? ": " : "", why ? why : "");
-        rc = pgsrc_count_rows_send(conn, rest, e) != 0 ||
+        rc = pgsrc_count_rows_send(conn, rest, NULL, e) != 0 ||
                      pgsrc_count_rows_collect(conn, rest, "rows", e) != 0
                  ? -1
                  : 0;
@@ -198,8 +199,7 @@ static int db_backup(struct repo *r, const struct db_backup_opts *o, bool increm
     /* The snapshot: listing, counting and pg_dump all see the database as of this moment. */
     if (pgsrc_snapshot_begin(conn, &snapshot, e) != 0 || !(tables = pgsrc_list_tables(conn, e)) ||
         !(roles = pgsrc_list_roles(conn, e)) ||
-        pgsrc_exec(conn, "SET row_security = off", e) != 0 ||
-        pgsrc_lock_tables(conn, tables, o->op, e) != 0)
+        pgsrc_exec(conn, "SET row_security = off", e) != 0)
         goto out;
     parents = json_array();
     json_array_foreach(tables, ti, tj)
@@ -208,7 +208,9 @@ static int db_backup(struct repo *r, const struct db_backup_opts *o, bool increm
             json_array_append(parents, tj);
         json_object_del(tj, "_parent");
     }
-    if (pgsrc_count_rows_send(conn, parents, e) != 0)
+    /* Every table locked (ACCESS SHARE, until the end, as pg_dump does) and the parents
+     * counted: one query, answered while pg_dump runs. */
+    if (pgsrc_count_rows_send(conn, parents, tables, e) != 0)
         goto out;
 
     if (o->no_compress)
