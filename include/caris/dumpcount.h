@@ -36,8 +36,7 @@ bool dumpcount_complete(const struct dumpcount *d);
 
 /* The rows of table schema.name: true and *rows when the archive was complete and held
  * that table's data (a "TABLE DATA" entry in COPY form, whose block was read). */
-bool dumpcount_rows(const struct dumpcount *d, const char *schema, const char *name,
-                    int64_t *rows);
+bool dumpcount_rows(const struct dumpcount *d, const char *schema, const char *name, int64_t *rows);
 
 /* Why the counter gave up (a short phrase), or NULL. */
 const char *dumpcount_why(const struct dumpcount *d);

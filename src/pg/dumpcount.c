@@ -248,8 +248,8 @@ static int parse_head(struct dumpcount *d, size_t *used, const char **why)
         const uint8_t *tag, *desc, *copy, *nsp, *s;
         if ((rc = rd_int(&c, &id)) || (rc = rd_int(&c, &had)) || (rc = skip_str(&c)) ||
             (rc = skip_str(&c)) || (rc = rd_str(&c, &tag, &tlen)) ||
-            (rc = rd_str(&c, &desc, &dlen)) || (rc = rd_int(&c, &sect)) ||
-            (rc = skip_str(&c)) || (rc = skip_str(&c)) || (rc = rd_str(&c, &copy, &clen)) ||
+            (rc = rd_str(&c, &desc, &dlen)) || (rc = rd_int(&c, &sect)) || (rc = skip_str(&c)) ||
+            (rc = skip_str(&c)) || (rc = rd_str(&c, &copy, &clen)) ||
             (rc = rd_str(&c, &nsp, &nlen)) || (rc = skip_str(&c)))
             break;
         if (vmin >= 14 && (rc = skip_str(&c)))
@@ -493,8 +493,7 @@ bool dumpcount_complete(const struct dumpcount *d)
     return d->st == S_TYPE && d->ilen == 0;
 }
 
-bool dumpcount_rows(const struct dumpcount *d, const char *schema, const char *name,
-                    int64_t *rows)
+bool dumpcount_rows(const struct dumpcount *d, const char *schema, const char *name, int64_t *rows)
 {
     if (!dumpcount_complete(d))
         return false;

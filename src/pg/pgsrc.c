@@ -825,7 +825,7 @@ int pgsrc_count_rows_collect(PGconn *c, json_t *tables, const char *key, struct 
     int rc = 0;
     bool got = false;
     PGresult *res;
-    while ((res = PQgetResult(c)) != NULL) { /* nothing when nothing was sent */
+    while ((res = PQgetResult(c)) != NULL) {           /* nothing when nothing was sent */
         if (PQresultStatus(res) == PGRES_COMMAND_OK) { /* the LOCK */
             PQclear(res);
             continue;

@@ -232,8 +232,8 @@ static void read_pack_job(void *arg, int worker)
         const uint8_t *pt;
         size_t ptlen;
         /* decrypted in place: the pack's hash and its trailer were checked before */
-        if (blob_decode_inplace(r, en.id, &en, key, data->data + en.off, pf->name, true, &out,
-                                &pt, &ptlen, &be) != 0)
+        if (blob_decode_inplace(r, en.id, &en, key, data->data + en.off, pf->name, true, &out, &pt,
+                                &ptlen, &be) != 0)
             issue_locked(c, pf->name, be.msg, en.id);
     }
     cx_wipe(key, sizeof(key));

@@ -158,8 +158,8 @@ static int db_backup(struct repo *r, const struct db_backup_opts *o, bool increm
         return -1;
     PGconn *conn = NULL;
     char *snapshot = NULL, *conninfo = NULL, *dbarg = NULL, *snaparg = NULL;
-    json_t *tables = NULL, *parents = NULL, *tj, *roles = NULL, *parent = NULL, *entries = NULL, *summary = NULL,
-           *ref = NULL, *warnings = json_array();
+    json_t *tables = NULL, *parents = NULL, *tj, *roles = NULL, *parent = NULL, *entries = NULL,
+           *summary = NULL, *ref = NULL, *warnings = json_array();
     struct repo_writer *w = NULL;
     struct dumpcount *counter = NULL;
     size_t ti, server_counted = 0;
@@ -198,8 +198,7 @@ static int db_backup(struct repo *r, const struct db_backup_opts *o, bool increm
 
     /* The snapshot: listing, counting and pg_dump all see the database as of this moment. */
     if (pgsrc_snapshot_begin(conn, &snapshot, e) != 0 || !(tables = pgsrc_list_tables(conn, e)) ||
-        !(roles = pgsrc_list_roles(conn, e)) ||
-        pgsrc_exec(conn, "SET row_security = off", e) != 0)
+        !(roles = pgsrc_list_roles(conn, e)) || pgsrc_exec(conn, "SET row_security = off", e) != 0)
         goto out;
     parents = json_array();
     json_array_foreach(tables, ti, tj)
@@ -248,8 +247,7 @@ static int db_backup(struct repo *r, const struct db_backup_opts *o, bool increm
         pg_dumpall.path, "--globals-only", "--no-role-passwords", "--no-password", dbarg, NULL};
     struct err ge = ERR_INIT;
     if (dump_stream(&b, w, &pg_dumpall, globals_argv, t.password, NULL, &globals, &child_failed,
-                    &ge) !=
-        0) {
+                    &ge) != 0) {
         if (!child_failed) {
             *e = ge;
             goto out;

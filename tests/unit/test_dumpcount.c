@@ -201,7 +201,8 @@ static void test_cut_short_counts_nothing(void **state)
         }
         dumpcount_free(d);
     }
-    assert_int_equal(whole, 4); /* after the table of contents and after each of the first three blocks */
+    assert_int_equal(whole,
+                     4); /* after the table of contents and after each of the first three blocks */
     buf_free(&a.b);
 }
 
