@@ -56,7 +56,7 @@ struct dumpcount {
     const char *why;
     struct buf head;
     size_t retry_at; /* head is parsed again once it holds this many bytes (or at the end) */
-    int vminor, int_size;
+    int int_size;
     struct tentry *v; /* sorted by dump id */
     size_t n;
     struct tentry **byname; /* the same, sorted by schema and name */
@@ -210,7 +210,6 @@ static int parse_head(struct dumpcount *d, size_t *used, const char **why)
         return BAD;
     }
     c.int_size = isz;
-    d->vminor = vmin;
     d->int_size = isz;
     if (vmin >= 15) {
         int alg;

@@ -763,6 +763,13 @@ json_t *pgsrc_list_roles(PGconn *c, struct err *e)
     return out;
 }
 
+/* The quoted schema.name of a table of pgsrc_list_tables (malloc'd), or NULL. */
+static char *table_qname(PGconn *c, json_t *t, struct err *e)
+{
+    return pgsrc_qualified_name(c, json_string_value(json_object_get(t, "schema")),
+                                json_string_value(json_object_get(t, "name")), e);
+}
+
 /* Appends "LOCK TABLE ONLY a, b IN ACCESS SHARE MODE; " for the tables of lock. */
 static int lock_text(PGconn *c, json_t *lock, struct buf *b, struct err *e)
 {
@@ -770,8 +777,7 @@ static int lock_text(PGconn *c, json_t *lock, struct buf *b, struct err *e)
     json_t *t;
     json_array_foreach(lock, i, t)
     {
-        char *q = pgsrc_qualified_name(c, json_string_value(json_object_get(t, "schema")),
-                                       json_string_value(json_object_get(t, "name")), e);
+        char *q = table_qname(c, t, e);
         if (!q)
             return -1;
         sb_str(b, i ? ", ONLY " : "LOCK TABLE ONLY ");
@@ -800,8 +806,7 @@ int pgsrc_count_rows_send(PGconn *c, json_t *tables, json_t *lock, struct err *e
     json_t *t;
     json_array_foreach(tables, i, t)
     {
-        char *q = pgsrc_qualified_name(c, json_string_value(json_object_get(t, "schema")),
-                                       json_string_value(json_object_get(t, "name")), e);
+        char *q = table_qname(c, t, e);
         if (!q) {
             buf_free(&b);
             return -1;
@@ -855,8 +860,7 @@ int pgsrc_count_rows_each(PGconn *c, json_t *tables, const char *key, struct err
     json_t *t;
     json_array_foreach(tables, i, t)
     {
-        char *q = pgsrc_qualified_name(c, json_string_value(json_object_get(t, "schema")),
-                                       json_string_value(json_object_get(t, "name")), e);
+        char *q = table_qname(c, t, e);
         if (!q)
             return -1;
         char *sql = xasprintf("SELECT count(*) FROM %s", q);
