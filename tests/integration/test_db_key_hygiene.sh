@@ -46,9 +46,12 @@ pid=$BG_PID
 dump_pid=""
 # shellcheck disable=SC2317 # called through wait_until
 dump_waiting() { # pg_dump runs (exec'd: its name is pg_dump) and waits for the lock
-    dump_pid=$(find_child "$pid" pg_dump) || return 1
-    [[ $(psql_db "$db" -c "SELECT count(*) FROM pg_locks WHERE relation = 'held'::regclass
-        AND NOT granted") -ge 1 ]]
+    # pg_dump's own session waits (the backup's session waits for the same lock, and a short
+    # `pg_dump --version` runs before the dump): only then is the pg_dump found the dumping one
+    [[ $(psql_db "$db" -c "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+        WHERE l.relation = 'held'::regclass AND NOT l.granted
+        AND a.application_name = 'pg_dump'") -ge 1 ]] || return 1
+    dump_pid=$(find_child "$pid" pg_dump)
 }
 if wait_until 60 dump_waiting; then
     pass "pg_dump ($dump_pid) runs and waits for the table held by the test"
