@@ -113,6 +113,7 @@ static const char USAGE[] =
     "Environment (also read from .env.local; the environment wins):\n"
     "  BACKUP_DIR             backup directory (default /var/backups/caris)\n"
     "  BACKUP_ENCRYPTION_KEY  repository key, at least 32 characters (required)\n"
+    "  BACKUP_KDF_MEMORY / BACKUP_KDF_OPS   init's Argon2id MiB and passes (default 64 / 3)\n"
     "  BACKUP_FILES_PATHS     colon-separated directories for `backup files`\n"
     "  POSTGRES_URL           the database for `backup database` (libpq URI or key=value)\n"
     "  BACKUP_COMPRESS_DUMPS  compress database dumps before encryption (default false)\n"
@@ -289,6 +290,46 @@ struct repo *open_repo(struct globals *g, bool create, struct err *e)
 
 /* ---- commands ------------------------------------------------------------------------ */
 
+/* An Argon2id setting of init (--kdf-memory in MiB when mem, else --kdf-ops), checked against
+ * the readers' bounds (repo_kdf_check) before anything exists. */
+static int kdf_value(const char *s, bool mem, unsigned long long *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *end || *s == '-' || v == 0 ||
+        v > (mem ? (REPO_KDF_MEM_MAX >> 20) : REPO_KDF_OPS_MAX))
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* The defaults of --kdf-memory / --kdf-ops from BACKUP_KDF_MEMORY / BACKUP_KDF_OPS. */
+static int kdf_config(const struct globals *g, struct repo_init_opts *io, struct err *e)
+{
+    static const struct {
+        const char *name, *range;
+        bool mem;
+    } v[] = {{"BACKUP_KDF_MEMORY", "1 to 1024 (MiB)", true},
+             {"BACKUP_KDF_OPS", "1 to 8 (passes)", false}};
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+        if (v[i].mem ? io->kdf_mem != 0 : io->kdf_ops != 0)
+            continue; /* the command line wins */
+        const char *s = config_get(&g->cfg, v[i].name);
+        unsigned long long x;
+        if (!s)
+            continue;
+        if (kdf_value(s, v[i].mem, &x) != 0)
+            return err_set(e, ERR_CONFIG, "unset it for the default, or see `init --help`",
+                           "%s takes %s, not '%.40s'", v[i].name, v[i].range, s);
+        if (v[i].mem)
+            io->kdf_mem = (size_t)x << 20;
+        else
+            io->kdf_ops = x;
+    }
+    return 0;
+}
+
 static int cmd_init(struct globals *g, int argc, char **argv)
 {
     static const struct option opts[] = {{"kdf-memory", required_argument, 0, 'm'},
@@ -308,12 +349,8 @@ static int cmd_init(struct globals *g, int argc, char **argv)
         switch (c) {
         case 'm':
         case 'o': {
-            /* Checked against the readers' bounds (repo_kdf_check) before anything exists. */
-            char *end;
-            errno = 0;
-            unsigned long long v = strtoull(optarg, &end, 10);
-            if (errno || end == optarg || *end || *optarg == '-' || v == 0 ||
-                v > (c == 'm' ? (REPO_KDF_MEM_MAX >> 20) : REPO_KDF_OPS_MAX))
+            unsigned long long v;
+            if (kdf_value(optarg, c == 'm', &v) != 0)
                 return usage_error(c == 'm' ? "--kdf-memory takes 1 to 1024 (MiB), got '%s'"
                                             : "--kdf-ops takes 1 to 8 (passes), got '%s'",
                                    optarg);
@@ -344,7 +381,8 @@ static int cmd_init(struct globals *g, int argc, char **argv)
                    "(exit 7), so that a mistyped path never becomes a new, empty repository.\n"
                    "The key is BACKUP_ENCRYPTION_KEY; Argon2id defaults: 64 MiB, 3 passes\n"
                    "(--kdf-memory 1 to 1024 MiB, --kdf-ops 1 to 8: readers refuse key slots "
-                   "beyond).\nzstd level default 3 (1 = fastest, 19 = smallest).\n"
+                   "beyond;\ndefaults from BACKUP_KDF_MEMORY and BACKUP_KDF_OPS when set).\n"
+                   "zstd level default 3 (1 = fastest, 19 = smallest).\n"
                    "--if-missing: succeed without doing anything when a repository exists.\n"
                    "--copy-chunker-from SOURCE: the new repository takes SOURCE's chunker seed,\n"
                    "parameters and chunk-id key, so that `copy` from SOURCE sends only missing\n"
@@ -359,6 +397,8 @@ static int cmd_init(struct globals *g, int argc, char **argv)
     const char *key;
     if (to_key_env && !chunker_from)
         return usage_error("--to-key-env goes with --copy-chunker-from%s", NULL);
+    if (kdf_config(g, &io, &e) != 0)
+        return fail(&e);
     if (chunker_from ? cli_to_key(g, to_key_env, &key, &e) != 0
                      : config_encryption_key(&g->cfg, &key, &e) != 0)
         return fail(&e);

@@ -17,6 +17,35 @@ assert_exit 2 cb init --kdf-ops 0
 assert_exit 2 cb init --kdf-memory 1025
 assert_exit 2 cb init --kdf-memory 64abc
 assert_false "a refused init created nothing" test -e "$REPO/caris-repository"
+
+# --- BACKUP_KDF_MEMORY / BACKUP_KDF_OPS: init's defaults (run.sh sets 8 MiB, 1 pass) -----------
+slot_param() { # DIR FIELD: the field of the one key slot of the repository DIR
+    python3 -c 'import glob, json, sys; print(json.load(open(glob.glob(sys.argv[1] + "/keys/*")[0]))[sys.argv[2]])' "$1" "$2"
+}
+d=$TEST_TMP/kdf
+assert_exit 0 env -u BACKUP_KDF_MEMORY -u BACKUP_KDF_OPS "$CARIS_BIN" --quiet --repo "$d/default" init
+assert_eq "3 67108864" "$(slot_param "$d/default" ops) $(slot_param "$d/default" mem)" \
+    "without the variables init uses the defaults: 3 passes, 64 MiB"
+assert_exit 0 env BACKUP_KDF_MEMORY=16 BACKUP_KDF_OPS=2 "$CARIS_BIN" --quiet --repo "$d/env" init
+assert_eq "2 16777216" "$(slot_param "$d/env" ops) $(slot_param "$d/env" mem)" \
+    "BACKUP_KDF_OPS and BACKUP_KDF_MEMORY set init's parameters"
+assert_exit 0 env BACKUP_KDF_MEMORY=16 BACKUP_KDF_OPS=2 "$CARIS_BIN" --quiet --repo "$d/flags" init \
+    --kdf-memory 9 --kdf-ops 4
+assert_eq "4 9437184" "$(slot_param "$d/flags" ops) $(slot_param "$d/flags" mem)" \
+    "--kdf-ops and --kdf-memory win over the variables"
+printf 'BACKUP_KDF_OPS=5\n' >"$TEST_TMP/kdf.env"
+assert_exit 0 env -u BACKUP_KDF_OPS BACKUP_KDF_MEMORY=16 "$CARIS_BIN" --quiet --repo "$d/env-file" \
+    --env-file "$TEST_TMP/kdf.env" init
+assert_eq "5 16777216" "$(slot_param "$d/env-file" ops) $(slot_param "$d/env-file" mem)" \
+    "BACKUP_KDF_OPS is read from the env file too"
+for bad in 0 9 2x -1; do
+    assert_exit 6 env BACKUP_KDF_OPS="$bad" "$CARIS_BIN" --repo "$d/bad" init
+    assert_contains "$ERR" "BACKUP_KDF_OPS takes 1 to 8 (passes), not '$bad'" "BACKUP_KDF_OPS='$bad' is refused, saying why"
+done
+assert_exit 6 env BACKUP_KDF_MEMORY=1025 "$CARIS_BIN" --repo "$d/bad" init
+assert_contains "$ERR" "BACKUP_KDF_MEMORY takes 1 to 1024 (MiB), not '1025'" "BACKUP_KDF_MEMORY=1025 is refused"
+assert_false "a refused init created nothing" test -e "$d/bad"
+
 assert_exit 0 cb init --kdf-ops 8 --kdf-memory 8
 assert_exit 0 cb list
 slot=$(basename "$(ls "$REPO"/keys/)")
