@@ -11,13 +11,14 @@
 /* Allocation that cannot fail: out of memory aborts with a message (like git's xmalloc).
  * A backup that runs out of memory halfway is killed either way; aborting keeps the
  * "nothing half-written" rule because nothing is committed before the manifest. */
-void *xmalloc(size_t n);
-void *xcalloc(size_t n, size_t size);
-void *xrealloc(void *p, size_t n);
-char *xstrdup(const char *s);
-char *xstrndup(const char *s, size_t n);
-void *xmemdup(const void *p, size_t n);
-char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+#define X_NONNULL __attribute__((returns_nonnull))
+void *xmalloc(size_t n) X_NONNULL;
+void *xcalloc(size_t n, size_t size) X_NONNULL;
+void *xrealloc(void *p, size_t n) X_NONNULL;
+char *xstrdup(const char *s) X_NONNULL;
+char *xstrndup(const char *s, size_t n) X_NONNULL;
+void *xmemdup(const void *p, size_t n) X_NONNULL;
+char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2))) X_NONNULL;
 /* a * b + c without overflow, aborting otherwise (sizes computed from trusted values). */
 size_t xsize(size_t a, size_t b, size_t c);
 /* Out of memory: not recoverable; says so on stderr and aborts (core dumps are off). */

@@ -147,13 +147,32 @@ static int store(struct repo *r, struct repo_writer *w, int first_slot, int thre
         return err_set(e, ERR_FAILURE, NULL, "invalid chunker parameters");
     struct sctx c = {0};
     pstore_init(&c.ps, r, w, first_slot);
-    c.pool = pool_new(threads > 0 ? threads : sys_ncpu(), 8);
-    size_t cap = READ_CHUNK + cp->max_size;
-    uint8_t *buf = xmalloc(cap);
+    /* A buffer with one worker (a physical backup's small files, manifests, snapshots): its
+     * chunks are stored on this thread (pool_submit on NULL), with no thread to start. */
+    c.pool = s->buf && threads == 1 ? NULL : pool_new(threads > 0 ? threads : sys_ncpu(), 8);
+    /* A buffer is chunked where it is; an fd is read into buf. */
+    size_t cap = s->buf ? 0 : READ_CHUNK + cp->max_size;
+    uint8_t *buf = s->buf ? NULL : xmalloc(cap);
     size_t have = 0;
     bool eof = false;
     int rc = 0;
     struct cx_sha256 *h = cx_sha256_new();
+    if (s->buf) {
+        int64_t t1 = time_mono_ns();
+        cx_sha256_update(h, s->buf, s->len);
+        out->sha_ns += (uint64_t)(time_mono_ns() - t1);
+        out->bytes = s->len;
+        /* The same cuts as from a read buffer: each cut sees the data from the chunk's start
+         * to at least max_size bytes on, or to the end. */
+        for (size_t used = 0; used < s->len && !pstore_failed(&c.ps, NULL);) {
+            int64_t t0 = time_mono_ns();
+            size_t cut = chunker_cut(&ch, s->buf + used, s->len - used);
+            out->chunk_ns += (uint64_t)(time_mono_ns() - t0);
+            emit(&c, s->buf + used, cut, &out->queue_ns);
+            used += cut;
+        }
+        eof = true;
+    }
     while (!eof || have) {
         while (!eof && have < cap) {
             int64_t t0 = time_mono_ns();

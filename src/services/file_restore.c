@@ -381,10 +381,12 @@ static char *target_path(const char *root, const char *path, size_t plen)
         return dot ? NULL : xstrndup(path, plen);
     if (dot)
         return xstrdup(root);
-    char *p = xmalloc(strlen(root) + plen + 2);
-    sprintf(p, "%s/", root);
-    memcpy(p + strlen(root) + 1, path, plen);
-    p[strlen(root) + 1 + plen] = '\0';
+    size_t rlen = strlen(root);
+    char *p = xmalloc(rlen + plen + 2);
+    memcpy(p, root, rlen);
+    p[rlen] = '/';
+    memcpy(p + rlen + 1, path, plen);
+    p[rlen + 1 + plen] = '\0';
     return p;
 }
 
