@@ -150,11 +150,12 @@ static int store(struct repo *r, struct repo_writer *w, int first_slot, int thre
     /* A buffer with one worker (a physical backup's small files, manifests, snapshots): its
      * chunks are stored on this thread (pool_submit on NULL), with no thread to start. */
     c.pool = s->buf && threads == 1 ? NULL : pool_new(threads > 0 ? threads : sys_ncpu(), 8);
-    /* A buffer is chunked where it is; an fd is read into buf. */
+    /* An fd is read into rbuf; a buffer is chunked where it is, as if read whole. */
     size_t cap = s->buf ? 0 : READ_CHUNK + cp->max_size;
-    uint8_t *buf = s->buf ? NULL : xmalloc(cap);
-    size_t have = 0;
-    bool eof = false;
+    uint8_t *rbuf = s->buf ? NULL : xmalloc(cap);
+    const uint8_t *data = s->buf ? s->buf : rbuf;
+    size_t have = s->buf ? s->len : 0;
+    bool eof = s->buf != NULL;
     int rc = 0;
     struct cx_sha256 *h = cx_sha256_new();
     if (s->buf) {
@@ -162,21 +163,11 @@ static int store(struct repo *r, struct repo_writer *w, int first_slot, int thre
         cx_sha256_update(h, s->buf, s->len);
         out->sha_ns += (uint64_t)(time_mono_ns() - t1);
         out->bytes = s->len;
-        /* The same cuts as from a read buffer: each cut sees the data from the chunk's start
-         * to at least max_size bytes on, or to the end. */
-        for (size_t used = 0; used < s->len && !pstore_failed(&c.ps, NULL);) {
-            int64_t t0 = time_mono_ns();
-            size_t cut = chunker_cut(&ch, s->buf + used, s->len - used);
-            out->chunk_ns += (uint64_t)(time_mono_ns() - t0);
-            emit(&c, s->buf + used, cut, &out->queue_ns);
-            used += cut;
-        }
-        eof = true;
     }
     while (!eof || have) {
         while (!eof && have < cap) {
             int64_t t0 = time_mono_ns();
-            ssize_t n = src_read(s, buf + have, cap - have);
+            ssize_t n = src_read(s, rbuf + have, cap - have);
             int64_t t1 = time_mono_ns();
             out->read_ns += (uint64_t)(t1 - t0);
             if (n < 0) {
@@ -191,10 +182,10 @@ static int store(struct repo *r, struct repo_writer *w, int first_slot, int thre
                 eof = true;
                 break;
             }
-            cx_sha256_update(h, buf + have, (size_t)n);
+            cx_sha256_update(h, rbuf + have, (size_t)n);
             out->sha_ns += (uint64_t)(time_mono_ns() - t1);
             if (s->tap)
-                s->tap(s->tap_ctx, buf + have, (size_t)n);
+                s->tap(s->tap_ctx, rbuf + have, (size_t)n);
             have += (size_t)n;
             out->bytes += (uint64_t)n;
         }
@@ -203,12 +194,13 @@ static int store(struct repo *r, struct repo_writer *w, int first_slot, int thre
         size_t used = 0;
         while (have - used > 0 && (eof || have - used >= cp->max_size)) {
             int64_t t0 = time_mono_ns();
-            size_t cut = chunker_cut(&ch, buf + used, have - used);
+            size_t cut = chunker_cut(&ch, data + used, have - used);
             out->chunk_ns += (uint64_t)(time_mono_ns() - t0);
-            emit(&c, buf + used, cut, &out->queue_ns);
+            emit(&c, data + used, cut, &out->queue_ns);
             used += cut;
         }
-        memmove(buf, buf + used, have - used);
+        if (rbuf)
+            memmove(rbuf, rbuf + used, have - used);
         have -= used;
         if (progress)
             progress(ctx, out->bytes);
@@ -222,7 +214,7 @@ static int store(struct repo *r, struct repo_writer *w, int first_slot, int thre
     out->id_ns = c.ps.id_ns;
     cx_sha256_final(h, out->sha256);
     cx_sha256_free(h);
-    free(buf);
+    free(rbuf);
     if (rc == 0 && pstore_failed(&c.ps, e))
         rc = -1;
     if (rc == 0) {
