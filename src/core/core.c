@@ -574,9 +574,16 @@ int fs_read_all(const char *path, struct buf *out, struct err *e)
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return err_sys(e, errno, NULL, "cannot open %s", path);
+    /* sized once for a regular file (one byte more, to see the end in the same buffer); a
+     * file that reports no size (/proc) starts at 4 KiB; growth doubles */
+    struct stat st;
+    size_t first = 4096;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0)
+        first = xsize(1, (size_t)st.st_size, 1);
     out->len = 0;
     for (;;) {
-        buf_reserve(out, 65536);
+        if (out->cap - out->len == 0 || !out->data)
+            buf_reserve(out, out->len ? out->len : first);
         ssize_t r = read(fd, out->data + out->len, out->cap - out->len);
         if (r < 0) {
             if (errno == EINTR)
