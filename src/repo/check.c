@@ -441,9 +441,13 @@ static int check_locked(struct repo *r, const struct repo_check_opts *o,
                 c.by_pack[c.first[p + 1]++] = (uint32_t)k;
         }
         pthread_mutex_unlock(&r->mu);
+        /* no more workers than pack files; one: in this thread (worker 0), as starting a
+         * thread costs more than it could save */
         int nthreads = o->threads > 0 ? o->threads : sys_ncpu();
+        if ((size_t)nthreads > c.nfiles)
+            nthreads = c.nfiles > 0 ? (int)c.nfiles : 1;
         c.bufs = xcalloc((size_t)nthreads, sizeof(*c.bufs));
-        struct pool *pool = pool_new(nthreads, (size_t)nthreads * 2);
+        struct pool *pool = nthreads > 1 ? pool_new(nthreads, (size_t)nthreads * 2) : NULL;
         for (size_t p = 0; p < c.nfiles; p++) {
             struct pack_job *j = xmalloc(sizeof(*j));
             j->c = &c;

@@ -326,11 +326,18 @@ static int put_chunk(void *arg, const uint8_t *data, size_t len, struct err *e)
 
 /* Chunk by chunk through the fetch queue: chunks are loaded on shared when own is false (the
  * caller's pool; NULL: in this thread), else on a pool of threads workers made for this
- * stream. */
-static int restore_queued(struct repo *r, const struct chunk_item *refs, size_t n, struct put *pt,
-                          int threads, bool own, struct pool *shared, unsigned load_flags,
-                          struct err *e)
+ * stream, unless the stream is one chunk or at most INLINE_MAX bytes: then in this thread, as
+ * starting and joining the workers costs more than they could save (snapshot metadata, page
+ * hash lists, small WAL files: many per restore). */
+#define INLINE_MAX (1u << 20)
+static int restore_queued(struct repo *r, const struct chunk_item *refs, size_t n, uint64_t total,
+                          struct put *pt, int threads, bool own, struct pool *shared,
+                          unsigned load_flags, struct err *e)
 {
+    if (own && (n <= 1 || total <= INLINE_MAX)) {
+        own = false;
+        shared = NULL;
+    }
     struct pool *pool = own ? pool_new(threads > 0 ? threads : sys_ncpu(), 64) : shared;
     struct fetchq *q = fetchq_new(r, pool, load_flags, SIZE_MAX, WINDOW_BYTES);
     struct buf data = {0};
@@ -384,7 +391,7 @@ static int restore(struct repo *r, json_t *chunks, const uint8_t sha[32], struct
             streamplan_run(r, refs, n, 0, readplan_threads(r, own ? threads : pool_threads(shared)),
                            load_flags, put_chunk, &pt, sk->op, e);
     else
-        rc = restore_queued(r, refs, n, &pt, threads, own, shared, load_flags, e);
+        rc = restore_queued(r, refs, n, total, &pt, threads, own, shared, load_flags, e);
     free(refs);
     uint8_t sum[32];
     cx_sha256_final(pt.h, sum);
