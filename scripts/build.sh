@@ -2,7 +2,8 @@
 # Builds caris-backup into build/ (release-ish: -O2 -g). With --asan, into build-asan/ with
 # AddressSanitizer + UndefinedBehaviorSanitizer.
 #
-# The ASan build links the sanitizer runtimes statically and is not position-independent: the
+# The ASan build links the sanitizer runtimes statically and its executables are not
+# position-independent (libcaris.a keeps meson's -fPIC; the link resolves it): the
 # test suite runs the binary thousands of times, and on this 2-core guest every page fault costs
 # ~20 us. A PIE build relocates UBSan's 4.4 MiB of check descriptors at every start (a private
 # copy of each page), and LeakSanitizer scans the dynamic libubsan's 6 MiB .bss at every exit;
@@ -17,10 +18,14 @@ else
   dir=build
   opts=()
 fi
+stamp=$dir/.caris-build-options # the options this tree was last configured with
 if [ ! -f "$dir/build.ninja" ]; then
   meson setup "$dir" "${opts[@]}" >/dev/null
-elif [ ${#opts[@]} -gt 0 ]; then
-  meson configure "$dir" "${opts[@]}" >/dev/null # an older tree gets today's options
+  echo "${opts[*]}" >"$stamp"
+elif [ "$(cat "$stamp" 2>/dev/null)" != "${opts[*]}" ]; then
+  # an older tree gets today's options (only then: meson configure regenerates every time)
+  meson configure "$dir" "${opts[@]}" >/dev/null
+  echo "${opts[*]}" >"$stamp"
 fi
 ninja -C "$dir" >/dev/null
 echo "built $dir/src/cli/caris-backup"
