@@ -18,7 +18,7 @@ assert_exit 2 cb init --kdf-memory 1025
 assert_exit 2 cb init --kdf-memory 64abc
 assert_false "a refused init created nothing" test -e "$REPO/caris-repository"
 
-# --- BACKUP_KDF_MEMORY / BACKUP_KDF_OPS: init's defaults (run.sh sets 8 MiB, 1 pass) -----------
+# --- BACKUP_KDF_MEMORY / BACKUP_KDF_OPS: init's defaults (run.sh sets 1 MiB, 1 pass) -----------
 slot_param() { # DIR FIELD: the field of the one key slot of the repository DIR
     python3 -c 'import glob, json, sys; print(json.load(open(glob.glob(sys.argv[1] + "/keys/*")[0]))[sys.argv[2]])' "$1" "$2"
 }
