@@ -73,11 +73,31 @@ _sanitizer_scan() {
     fi
 }
 
-# A short, printable rendering of a command line.
+# A short, printable rendering of a command line: _cmdline_set puts it in $_CMDLINE without a
+# subshell (run and assert_exit use it for every command: forks are slow on the test machine),
+# _cmdline prints it.
+_cmdline_set() {
+    local a q
+    _CMDLINE=""
+    for a in "$@"; do
+        printf -v q '%q' "$a"
+        _CMDLINE+="$q "
+    done
+    _CMDLINE=${_CMDLINE% }
+}
 _cmdline() {
-    local s="" a
-    for a in "$@"; do s+="$(printf '%q' "$a") "; done
-    printf '%s' "${s% }"
+    _cmdline_set "$@"
+    printf '%s' "$_CMDLINE"
+}
+
+# _slurp VAR FILE: VAR=$(cat FILE) without a fork (NUL bytes dropped and trailing newlines
+# removed, as a command substitution does)
+_slurp() {
+    local -a _parts
+    mapfile -d '' -t _parts <"$2"
+    local _s
+    printf -v _s '%s' "${_parts[@]}"
+    printf -v "$1" '%s' "${_s%"${_s##*[!$'\n']}"}"
 }
 
 _tail() { # FILE [LINES]: last lines of a file, indented, for failure context
@@ -124,15 +144,16 @@ note() { echo "      $*"; }
 ALL_OUTPUT=$TEST_TMP/.all-output
 
 _run_done() {
-    OUT=$(cat "$OUT_FILE")
-    ERR=$(cat "$ERR_FILE")
+    _slurp OUT "$OUT_FILE"
+    _slurp ERR "$ERR_FILE"
     cat "$OUT_FILE" "$ERR_FILE" >>"$ALL_OUTPUT"
     return 0
 }
 
 # run CMD...: run with stdin from /dev/null; sets OUT, ERR, RC.
 run() {
-    LAST_CMD=$(_cmdline "$@")
+    _cmdline_set "$@"
+    LAST_CMD=$_CMDLINE
     "$@" >"$OUT_FILE" 2>"$ERR_FILE" </dev/null
     RC=$?
     _run_done
@@ -142,7 +163,8 @@ run() {
 run_stdin() {
     local text=$1
     shift
-    LAST_CMD="$(_cmdline "$@") <<< (stdin)"
+    _cmdline_set "$@"
+    LAST_CMD="$_CMDLINE <<< (stdin)"
     "$@" >"$OUT_FILE" 2>"$ERR_FILE" <<<"$text"
     RC=$?
     _run_done
@@ -159,10 +181,10 @@ assert_exit() {
     shift
     run "$@"
     if [[ $RC == "$want" ]]; then
-        pass "exit $want: $(_cmdline "$@" | cut -c1-160)"
+        pass "exit $want: ${LAST_CMD:0:160}"
         return 0
     fi
-    fail "expected exit $want, got $RC: $(_cmdline "$@" | cut -c1-160)" "$(_last_ctx)"
+    fail "expected exit $want, got $RC: ${LAST_CMD:0:160}" "$(_last_ctx)"
     return 1
 }
 
