@@ -582,7 +582,7 @@ int fs_read_all(const char *path, struct buf *out, struct err *e)
         first = xsize(1, (size_t)st.st_size, 1);
     out->len = 0;
     for (;;) {
-        if (out->cap - out->len == 0 || !out->data)
+        if (out->len == out->cap) /* full, or nothing allocated yet (len 0, cap 0) */
             buf_reserve(out, out->len ? out->len : first);
         ssize_t r = read(fd, out->data + out->len, out->cap - out->len);
         if (r < 0) {
