@@ -382,7 +382,7 @@ int repo_unlock_stale(struct repo *r, bool force, json_t **report, struct err *e
 /* ---- check --------------------------------------------------------------------------- */
 struct repo_check_opts {
     bool read_data; /* read and authenticate every blob of every pack */
-    int threads;    /* packs read at once; 0 = number of CPUs */
+    int threads;    /* packs read, and snapshots walked, at once; 0 = number of CPUs */
     void (*progress)(void *ctx, uint64_t done, uint64_t total);
     void *ctx;
     /* Its cancel flag stops the check between packs (-1, "cancelled"); its progress hears
@@ -416,26 +416,31 @@ int repo_check(struct repo *r, const struct repo_check_opts *o, json_t **report,
 struct caris_op;
 /* The one walk over what backups reference, shared by check and prune: for each snapshot of
  * list (as repo_snapshot_list returns it), every blob it needs — the chunks of its entries'
- * stream (meta = true) and every chunk of every entry (meta = false). entry is the blob's
- * number in the in-memory index, -1 when the index does not have it; id is NULL when a chunk
- * reference is malformed. snapshot_end gets load_error when the snapshot file or its entries
- * could not be read (its blobs are then unknown). Records of most kinds reference no blobs;
- * those that do (WAL records) are walked by repo_walk_record_references. */
+ * stream (meta = true) and every chunk of every entry (meta = false). snap is the snapshot's
+ * position in list. entry is the blob's number in the in-memory index, -1 when the index does
+ * not have it; id is NULL when a chunk reference is malformed. snapshot_end gets load_error
+ * when the snapshot file or its entries could not be read (its blobs are then unknown).
+ * Snapshots that name the same entries stream (the same SHA-256 and chunk list: a backup
+ * whose files did not change reuses its parent's) are walked one after the other, and the
+ * stream is read and parsed once: the later ones get the same calls, replayed. Records of
+ * most kinds reference no blobs; those that do (WAL records) are walked by
+ * repo_walk_record_references. */
 struct repo_ref_walk {
-    void (*snapshot_begin)(void *ctx, json_t *summary);
-    void (*blob)(void *ctx, const uint8_t *id, long entry, bool meta);
-    void (*snapshot_end)(void *ctx, json_t *summary, const struct err *load_error);
+    void (*snapshot_begin)(void *ctx, size_t snap, json_t *summary);
+    void (*blob)(void *ctx, size_t snap, const uint8_t *id, long entry, bool meta);
+    void (*snapshot_end)(void *ctx, size_t snap, json_t *summary, const struct err *load_error);
     void *ctx;
     const struct caris_op *op; /* progress ("mark") and cancel; may be NULL */
-    /* > 1: walk that many snapshots at once; the callbacks must then be thread-safe (those
-     * of one snapshot run on one thread, in order: begin, blobs, end). 0 or 1: in order. */
+    /* > 1: walk that many snapshots at once; the callbacks must then be thread-safe. Either
+     * way those of one snapshot run on one thread, in order (begin, blobs, end), but the
+     * snapshots are not taken in list order: use snap. */
     int threads;
 };
 int repo_walk_references(struct repo *r, json_t *list, const struct repo_ref_walk *w,
                          struct err *e);
 /* The blobs referenced by records that keep data (the WAL archive's "wal" records), through
- * w->blob (the snapshot callbacks are not called; threads is ignored). ERR_DAMAGE when such a
- * record cannot be read. Prune calls it after repo_walk_references. */
+ * w->blob with snap SIZE_MAX (the snapshot callbacks are not called; threads is ignored).
+ * ERR_DAMAGE when such a record cannot be read. Prune calls it after repo_walk_references. */
 int repo_walk_record_references(struct repo *r, const struct repo_ref_walk *w, struct err *e);
 
 struct repo_prune_opts {

@@ -251,58 +251,68 @@ done:
     pthread_mutex_unlock(&c->mu);
 }
 
-/* What one backup needs, gathered by the shared walk (repo_walk_references). */
-struct snap_walk {
-    struct check *c;
-    uint64_t *nrefs;
-    bool missing, damaged, weak;
+/* What one backup needs, gathered by the shared walk (repo_walk_references): one state per
+ * snapshot, as the walk takes several at once and not in list order. The findings are added
+ * to the report afterwards, in list order. */
+struct snap_state {
+    uint64_t nrefs;
+    bool missing, damaged, weak, failed;
+    struct err le;
 };
 
-static void snap_begin(void *ctx, json_t *summary)
-{
-    (void)summary;
-    struct snap_walk *sw = ctx;
-    sw->missing = sw->damaged = sw->weak = false;
-}
+struct snap_walk {
+    struct check *c;
+    struct snap_state *st;
+};
 
-static void snap_blob(void *ctx, const uint8_t *id, long entry, bool meta)
+static void snap_blob(void *ctx, size_t snap, const uint8_t *id, long entry, bool meta)
 {
     struct snap_walk *sw = ctx;
     struct check *c = sw->c;
+    struct snap_state *st = &sw->st[snap];
     if (!meta)
-        (*sw->nrefs)++;
+        st->nrefs++;
     if (!id) {
-        sw->damaged = true;
+        st->damaged = true;
         return;
     }
     if (entry < 0) {
-        sw->missing = true;
+        st->missing = true;
         return;
     }
     pthread_mutex_lock(&c->r->mu);
     uint32_t pack = repo_entry(c->r, (size_t)entry)->pack;
     pthread_mutex_unlock(&c->r->mu);
     if (idlist_has(&c->bad_blobs, id))
-        sw->damaged = true;
+        st->damaged = true;
     else if (idlist_has(&c->weak_packs, c->r->packs[pack].id))
-        sw->weak = true;
+        st->weak = true;
 }
 
-static void snap_end(void *ctx, json_t *s, const struct err *le)
+static void snap_end(void *ctx, size_t snap, json_t *s, const struct err *le)
 {
+    (void)s;
     struct snap_walk *sw = ctx;
-    struct check *c = sw->c;
+    if (le) {
+        sw->st[snap].failed = true;
+        sw->st[snap].le = *le;
+    }
+}
+
+/* One backup's findings, added to the report. */
+static void snap_report(struct check *c, json_t *s, const struct snap_state *st)
+{
     const char *file = json_string_value(json_object_get(s, "_file"));
     const char *bid = json_string_value(json_object_get(s, "id"));
-    if (le) {
+    if (st->failed) {
         /* the summary (from the list) still says which backup lost its file list */
-        add_issue(c->errors, file ? file : "?", "backup %s: %s", bid ? bid : "?", le->msg);
+        add_issue(c->errors, file ? file : "?", "backup %s: %s", bid ? bid : "?", st->le.msg);
         json_array_append_new(
             json_object_get(json_array_get(c->errors, json_array_size(c->errors) - 1), "backups"),
             json_string(bid ? bid : file));
         return;
     }
-    bool missing = sw->missing, damaged = sw->damaged, weak = sw->weak;
+    bool missing = st->missing, damaged = st->damaged, weak = st->weak;
     if (missing || damaged) {
         char what[200];
         snprintf(what, sizeof(what), "backup %s %s", bid ? bid : "?",
@@ -332,13 +342,20 @@ static int check_snapshots(struct check *c, json_t *list, uint64_t *nrefs, struc
         qsort(c->bad_blobs.v, c->bad_blobs.n, 32, cmp_id);
     if (c->weak_packs.n)
         qsort(c->weak_packs.v, c->weak_packs.n, 32, cmp_id);
-    struct snap_walk sw = {.c = c, .nrefs = nrefs};
-    struct repo_ref_walk w = {.snapshot_begin = snap_begin,
-                              .blob = snap_blob,
+    size_t n = json_array_size(list);
+    struct snap_walk sw = {.c = c, .st = xcalloc(n ? n : 1, sizeof(struct snap_state))};
+    struct repo_ref_walk w = {.blob = snap_blob,
                               .snapshot_end = snap_end,
                               .ctx = &sw,
-                              .op = c->o ? c->o->op : NULL};
-    return repo_walk_references(c->r, list, &w, e);
+                              .op = c->o ? c->o->op : NULL,
+                              .threads = c->o && c->o->threads > 0 ? c->o->threads : sys_ncpu()};
+    int rc = repo_walk_references(c->r, list, &w, e);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        *nrefs += sw.st[i].nrefs;
+        snap_report(c, json_array_get(list, i), &sw.st[i]);
+    }
+    free(sw.st);
+    return rc;
 }
 
 /* The state record's findings (repo_state_audit): every regression is an error naming the

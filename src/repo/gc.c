@@ -18,130 +18,270 @@
 
 /* ---- the walk ------------------------------------------------------------------------ */
 
+/* What the walk of one entries stream called, kept to be replayed for the next snapshot that
+ * shares it (a backup whose files did not change reuses its parent's stream): the same calls,
+ * in the same order, without reading and parsing the stream again. */
+struct walk_rec {
+    struct walk_call {
+        uint8_t id[32];
+        long entry;
+        bool null_id;
+    } * v;
+    size_t n, cap;
+    bool on;   /* recording */
+    bool full; /* over WALK_REC_MAX: not kept, the next snapshot walks its stream itself */
+};
+/* calls kept at most (about 48 MiB): a larger stream is read again */
+#define WALK_REC_MAX ((size_t)1 << 20)
+
 /* A malformed chunk list is one reference to nothing (id NULL): check reports it, prune
  * refuses to run, as restore would refuse the entry. */
+static void walk_call(const struct repo_ref_walk *w, size_t snap, const uint8_t *id, long ei,
+                      bool meta, struct walk_rec *rec)
+{
+    w->blob(w->ctx, snap, id, ei, meta);
+    if (!rec || !rec->on || rec->full)
+        return;
+    if (rec->n == WALK_REC_MAX) {
+        rec->full = true;
+        return;
+    }
+    if (rec->n == rec->cap) {
+        rec->cap = rec->cap ? rec->cap * 2 : 4096;
+        rec->v = xrealloc(rec->v, xsize(rec->cap, sizeof(*rec->v), 0));
+    }
+    struct walk_call *c = &rec->v[rec->n++];
+    c->null_id = id == NULL;
+    if (id)
+        memcpy(c->id, id, 32);
+    c->entry = ei;
+}
+
 static void walk_blob(struct repo *r, const uint8_t id[32], const struct repo_ref_walk *w,
-                      bool meta)
+                      size_t snap, bool meta, struct walk_rec *rec)
 {
     pthread_mutex_lock(&r->mu);
     long ei = repo_lookup_locked(r, id);
     if (ei >= 0 && !PACK_IS_REAL(repo_entry(r, (size_t)ei)->pack))
         ei = -1;
     pthread_mutex_unlock(&r->mu);
-    w->blob(w->ctx, id, ei, meta);
+    walk_call(w, snap, id, ei, meta, rec);
 }
 
 /* A page delta needs its base block as much as itself (docs/REPOSITORY-FORMAT.md "Page
  * deltas"). */
-static void walk_chunks(struct repo *r, json_t *chunks, const struct repo_ref_walk *w, bool meta)
+static void walk_chunks(struct repo *r, json_t *chunks, const struct repo_ref_walk *w, size_t snap,
+                        bool meta, struct walk_rec *rec)
 {
     struct chunk_item *refs;
     size_t n;
     if (chunklist_decode_items(chunks, &refs, &n) != 0) {
-        w->blob(w->ctx, NULL, -1, meta);
+        walk_call(w, snap, NULL, -1, meta, rec);
         return;
     }
     for (size_t m = 0; m < n; m++) {
-        walk_blob(r, refs[m].id, w, meta);
+        walk_blob(r, refs[m].id, w, snap, meta, rec);
         if (refs[m].delta)
-            walk_blob(r, refs[m].base, w, meta);
+            walk_blob(r, refs[m].base, w, snap, meta, rec);
     }
     free(refs);
 }
 
-/* One snapshot: its entries stream's chunks, then every entry's, one entry at a time. */
-static void walk_one(struct repo *r, const struct repo_ref_walk *w, json_t *s)
-{
-    const char *file = json_string_value(json_object_get(s, "_file"));
-    json_t *summary = NULL, *ref = NULL;
-    struct buf text = {0};
-    struct err le = ERR_INIT;
-    if (w->snapshot_begin)
-        w->snapshot_begin(w->ctx, s);
-    if (!file) {
-        err_set(&le, ERR_DAMAGE, NULL, "snapshot without an object name");
-    } else if (snapshot_load_parts(r, file, &summary, &ref, &text, &le) == 0) {
-        walk_chunks(r, json_object_get(ref, "chunks"), w, true);
-        /* one entry at a time: memory holds the entries' text, not all of them parsed */
-        struct entry_iter it;
-        json_t *ent;
-        entry_iter_init(&it, &text);
-        while (entry_iter_next(&it, &ent, &le) == 1) {
-            walk_chunks(r, json_object_get(ent, "chunks"), w, false);
-            /* a relation file's page hashes (physical backups): what the next incremental
-             * compares with */
-            walk_chunks(r, json_object_get(ent, "page_hashes"), w, false);
-            json_decref(ent);
-        }
-    } else {
-        /* The entries could not be read: their stream's own chunks are still known
-         * when the snapshot file is (a missing one is then what check names). */
-        struct err ignore = ERR_INIT;
-        if (snapshot_load_parts(r, file, &summary, &ref, NULL, &ignore) == 0)
-            walk_chunks(r, json_object_get(ref, "chunks"), w, true);
-    }
-    if (w->snapshot_end)
-        w->snapshot_end(w->ctx, s, err_is_set(&le) ? &le : NULL);
-    json_decref(summary);
-    json_decref(ref);
-    buf_free(&text);
-}
-
-struct walk_job {
-    struct repo *r;
-    const struct repo_ref_walk *w;
-    json_t *s;
-    pthread_mutex_t *mu;
-    size_t *done, n;
-    bool *cancelled;
+/* One snapshot of the list: its entries' reference, or why it cannot be read; and the next
+ * snapshot of the list that names the same entries stream (SIZE_MAX: none). */
+struct walk_snap {
+    json_t *s; /* the list's */
+    json_t *ref;
+    struct err le;
+    size_t next;
+    bool follower; /* not the first of its group */
 };
 
-static void walk_job(void *arg, int worker)
+struct walk {
+    struct repo *r;
+    const struct repo_ref_walk *w;
+    json_t *list;
+    struct walk_snap *snaps;
+    size_t n, done;
+    pthread_mutex_t mu;
+    bool cancelled;
+};
+
+struct walk_job {
+    struct walk *wk;
+    size_t i;
+};
+
+static void load_ref_job(void *arg, int worker)
 {
     (void)worker;
     struct walk_job *j = arg;
-    if (caris_op_cancelled(j->w->op)) {
-        __atomic_store_n(j->cancelled, true, __ATOMIC_RELAXED);
-    } else {
-        walk_one(j->r, j->w, j->s);
-        pthread_mutex_lock(j->mu);
-        caris_op_progress(j->w->op, "mark", ++*j->done, j->n);
-        pthread_mutex_unlock(j->mu);
+    struct walk_snap *ws = &j->wk->snaps[j->i];
+    const char *file = json_string_value(json_object_get(ws->s, "_file"));
+    json_t *summary = NULL;
+    if (!file)
+        err_set(&ws->le, ERR_DAMAGE, NULL, "snapshot without an object name");
+    else if (snapshot_load_parts(j->wk->r, file, &summary, &ws->ref, NULL, &ws->le) == 0 &&
+             !json_is_object(ws->ref))
+        err_set(&ws->le, ERR_DAMAGE, NULL, "snapshot %s: malformed entries reference", file);
+    if (err_is_set(&ws->le)) {
+        json_decref(ws->ref);
+        ws->ref = NULL;
     }
+    json_decref(summary);
     free(j);
+}
+
+/* One snapshot: its entries stream's chunks, then every entry's, one entry at a time (or the
+ * calls recorded from the group's previous snapshot). rec records when a later snapshot
+ * shares the stream. */
+static void walk_member(struct walk *wk, size_t i, struct walk_rec *rec)
+{
+    const struct repo_ref_walk *w = wk->w;
+    struct walk_snap *ws = &wk->snaps[i];
+    struct err le = ERR_INIT;
+    if (w->snapshot_begin)
+        w->snapshot_begin(w->ctx, i, ws->s);
+    if (!ws->ref) {
+        le = ws->le;
+    } else {
+        walk_chunks(wk->r, json_object_get(ws->ref, "chunks"), w, i, true, NULL);
+        if (rec->on && !rec->full) {
+            /* the group's previous snapshot walked this same stream without an error */
+            for (size_t k = 0; k < rec->n; k++)
+                w->blob(w->ctx, i, rec->v[k].null_id ? NULL : rec->v[k].id, rec->v[k].entry, false);
+        } else {
+            rec->n = 0;
+            rec->full = false;
+            rec->on = ws->next != SIZE_MAX;
+            struct buf text = {0};
+            const char *file = json_string_value(json_object_get(ws->s, "_file"));
+            if (snapshot_ref_text(wk->r, ws->ref, file, &text, &le) == 0) {
+                /* one entry at a time: memory holds the entries' text, not all of them parsed */
+                struct entry_iter it;
+                json_t *ent;
+                entry_iter_init(&it, &text);
+                while (entry_iter_next(&it, &ent, &le) == 1) {
+                    walk_chunks(wk->r, json_object_get(ent, "chunks"), w, i, false, rec);
+                    /* a relation file's page hashes (physical backups): what the next
+                     * incremental compares with */
+                    walk_chunks(wk->r, json_object_get(ent, "page_hashes"), w, i, false, rec);
+                    json_decref(ent);
+                }
+            }
+            buf_free(&text);
+            /* only a whole, error-free walk is replayed: else the next one reads it again */
+            if (err_is_set(&le))
+                rec->on = false;
+        }
+    }
+    if (w->snapshot_end)
+        w->snapshot_end(w->ctx, i, ws->s, err_is_set(&le) ? &le : NULL);
+}
+
+/* A group: the snapshots that share one entries stream, in list order, on one thread. */
+static void walk_group_job(void *arg, int worker)
+{
+    (void)worker;
+    struct walk_job *j = arg;
+    struct walk *wk = j->wk;
+    struct walk_rec rec = {0};
+    for (size_t i = j->i; i != SIZE_MAX; i = wk->snaps[i].next) {
+        if (caris_op_cancelled(wk->w->op)) {
+            __atomic_store_n(&wk->cancelled, true, __ATOMIC_RELAXED);
+            break;
+        }
+        walk_member(wk, i, &rec);
+        pthread_mutex_lock(&wk->mu);
+        caris_op_progress(wk->w->op, "mark", ++wk->done, wk->n);
+        pthread_mutex_unlock(&wk->mu);
+    }
+    free(rec.v);
+    free(j);
+}
+
+static int cmp_by_sha(const void *a, const void *b, void *ctx)
+{
+    const struct walk_snap *v = ctx;
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    int c = strcmp(json_string_value(json_object_get(v[x].ref, "sha256")) ?: "",
+                   json_string_value(json_object_get(v[y].ref, "sha256")) ?: "");
+    return c ? c : (x > y) - (x < y);
+}
+
+/* Links each snapshot to the next one (list order) with the same entries reference: the
+ * same SHA-256 and the same chunk list, so the same text and the same references. */
+static void walk_group(struct walk *wk)
+{
+    size_t *ord = xcalloc(wk->n ? wk->n : 1, sizeof(size_t)), m = 0;
+    for (size_t i = 0; i < wk->n; i++)
+        if (wk->snaps[i].ref && json_string_value(json_object_get(wk->snaps[i].ref, "sha256")))
+            ord[m++] = i;
+    qsort_r(ord, m, sizeof(size_t), cmp_by_sha, wk->snaps);
+    for (size_t a = 0; a < m;) {
+        size_t b = a + 1;
+        const char *sha = json_string_value(json_object_get(wk->snaps[ord[a]].ref, "sha256"));
+        while (b < m && strcmp(json_string_value(json_object_get(wk->snaps[ord[b]].ref, "sha256")),
+                               sha) == 0)
+            b++;
+        /* [a, b): one SHA-256, in list order; chained by equal chunk lists */
+        for (size_t x = a; x < b; x++) {
+            struct walk_snap *sx = &wk->snaps[ord[x]];
+            if (sx->follower)
+                continue;
+            size_t last = ord[x];
+            for (size_t y = x + 1; y < b; y++) {
+                struct walk_snap *sy = &wk->snaps[ord[y]];
+                if (!sy->follower && json_equal(json_object_get(sx->ref, "chunks"),
+                                                json_object_get(sy->ref, "chunks"))) {
+                    sy->follower = true;
+                    wk->snaps[last].next = ord[y];
+                    last = ord[y];
+                }
+            }
+        }
+        a = b;
+    }
+    free(ord);
 }
 
 int repo_walk_references(struct repo *r, json_t *list, const struct repo_ref_walk *w, struct err *e)
 {
-    size_t i, n = json_array_size(list);
-    json_t *s;
-    caris_op_progress(w->op, "mark", 0, n);
-    if (w->threads > 1 && n > 1) {
-        /* snapshots on several threads: parsing the manifests is most of the walk */
-        pthread_mutex_t mu;
-        pthread_mutex_init(&mu, NULL);
-        size_t done = 0;
-        bool cancelled = false;
-        struct pool *pool = pool_new(w->threads, (size_t)w->threads);
-        json_array_foreach(list, i, s)
-        {
-            struct walk_job *j = xmalloc(sizeof(*j));
-            *j = (struct walk_job){r, w, s, &mu, &done, n, &cancelled};
-            pool_submit(pool, walk_job, j);
-        }
-        pool_free(pool);
-        pthread_mutex_destroy(&mu);
-        if (__atomic_load_n(&cancelled, __ATOMIC_RELAXED))
-            return err_set(e, ERR_FAILURE, NULL, "cancelled");
-        return 0;
+    struct walk wk = {.r = r, .w = w, .list = list, .n = json_array_size(list)};
+    pthread_mutex_init(&wk.mu, NULL);
+    wk.snaps = xcalloc(wk.n ? wk.n : 1, sizeof(*wk.snaps));
+    for (size_t i = 0; i < wk.n; i++) {
+        wk.snaps[i].s = json_array_get(list, i);
+        wk.snaps[i].le = (struct err)ERR_INIT;
+        wk.snaps[i].next = SIZE_MAX;
     }
-    json_array_foreach(list, i, s)
-    {
-        if (caris_op_cancelled(w->op))
-            return err_set(e, ERR_FAILURE, NULL, "cancelled");
-        walk_one(r, w, s);
-        caris_op_progress(w->op, "mark", i + 1, n);
+    caris_op_progress(w->op, "mark", 0, wk.n);
+    /* snapshots on several threads: parsing the entries is most of the walk */
+    struct pool *pool =
+        w->threads > 1 && wk.n > 1 ? pool_new(w->threads, (size_t)w->threads) : NULL;
+    for (size_t i = 0; i < wk.n; i++) {
+        struct walk_job *j = xmalloc(sizeof(*j));
+        *j = (struct walk_job){&wk, i};
+        pool_submit(pool, load_ref_job, j);
     }
+    pool_wait(pool);
+    walk_group(&wk);
+    for (size_t i = 0; i < wk.n; i++) {
+        if (wk.snaps[i].follower)
+            continue;
+        struct walk_job *j = xmalloc(sizeof(*j));
+        *j = (struct walk_job){&wk, i};
+        pool_submit(pool, walk_group_job, j);
+        if (!pool && wk.cancelled)
+            break;
+    }
+    pool_free(pool);
+    for (size_t i = 0; i < wk.n; i++)
+        json_decref(wk.snaps[i].ref);
+    free(wk.snaps);
+    pthread_mutex_destroy(&wk.mu);
+    if (__atomic_load_n(&wk.cancelled, __ATOMIC_RELAXED))
+        return err_set(e, ERR_FAILURE, NULL, "cancelled");
     return 0;
 }
 
@@ -176,7 +316,7 @@ int repo_walk_record_references(struct repo *r, const struct repo_ref_walk *w, s
                 json_decref(recs);
                 return err_set(e, ERR_FAILURE, NULL, "cancelled");
             }
-            walk_chunks(r, json_object_get(x, "chunks"), w, false);
+            walk_chunks(r, json_object_get(x, "chunks"), w, SIZE_MAX, false, NULL);
         }
         json_decref(recs);
     }
@@ -221,8 +361,9 @@ struct mark {
 };
 
 /* Called from several threads at once (the walk's threads): atomic updates only. */
-static void mark_blob(void *ctx, const uint8_t *id, long entry, bool meta)
+static void mark_blob(void *ctx, size_t snap, const uint8_t *id, long entry, bool meta)
 {
+    (void)snap;
     struct mark *m = ctx;
     if (!id) {
         __atomic_fetch_add(&m->malformed, 1, __ATOMIC_RELAXED);
@@ -238,8 +379,9 @@ static void mark_blob(void *ctx, const uint8_t *id, long entry, bool meta)
         __atomic_fetch_or(&m->meta[(size_t)entry / 64], b, __ATOMIC_RELAXED);
 }
 
-static void mark_end(void *ctx, json_t *summary, const struct err *le)
+static void mark_end(void *ctx, size_t snap, json_t *summary, const struct err *le)
 {
+    (void)snap;
     struct mark *m = ctx;
     if (!le)
         return;

@@ -285,6 +285,10 @@ long repo_find_pack_locked(struct repo *r, const uint8_t id[32]);
  * is not NULL, its entries' text (read them with entry_iter). */
 int snapshot_load_parts(struct repo *r, const char *name, json_t **summary, json_t **ref,
                         struct buf *text, struct err *e);
+/* The entries' text that ref (a reference as snapshot_load_parts gives it) names, checked
+ * against its SHA-256; name (the snapshot's) is for the messages. */
+int snapshot_ref_text(struct repo *r, json_t *ref, const char *name, struct buf *text,
+                      struct err *e);
 /* Writes one index file whose payload holds npacks records (pack id, blob count, trailer
  * entries: see index_parse_into); name_out receives its object name ("index/<hex>"). */
 int index_file_write(struct repo *r, const void *records, size_t len, uint32_t npacks,

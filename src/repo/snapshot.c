@@ -124,6 +124,22 @@ static json_t *parse_json_part(const uint8_t *p, size_t len, const char *name, c
     return j;
 }
 
+/* The entries' text from their parsed reference: the stream it names. */
+int snapshot_ref_text(struct repo *r, json_t *ref, const char *name, struct buf *text,
+                      struct err *e)
+{
+    const char *sha_hex = json_string_value(json_object_get(ref, "sha256"));
+    uint8_t sha[32];
+    if (!sha_hex || cx_unhex(sha_hex, sha, 32) != 0)
+        return err_set(e, ERR_DAMAGE, NULL, "snapshot %s: malformed entries reference", name);
+    if (stream_restore_buf(r, json_object_get(ref, "chunks"), sha, REPO_MAX_METADATA, text, e) !=
+        0) {
+        err_wrap(e, "snapshot %s: entries", name);
+        return -1;
+    }
+    return 0;
+}
+
 /* The entries' text: their reference, then the stream it names. */
 static int load_entries_text(struct repo *r, const uint8_t *p, size_t len, const char *name,
                              struct buf *list, struct err *e)
@@ -131,16 +147,7 @@ static int load_entries_text(struct repo *r, const uint8_t *p, size_t len, const
     json_t *ref = parse_json_part(p, len, name, "entries reference", e);
     if (!ref)
         return -1;
-    const char *sha_hex = json_string_value(json_object_get(ref, "sha256"));
-    uint8_t sha[32];
-    int rc = -1;
-    if (!sha_hex || cx_unhex(sha_hex, sha, 32) != 0)
-        err_set(e, ERR_DAMAGE, NULL, "snapshot %s: malformed entries reference", name);
-    else if (stream_restore_buf(r, json_object_get(ref, "chunks"), sha, REPO_MAX_METADATA, list,
-                                e) != 0)
-        err_wrap(e, "snapshot %s: entries", name);
-    else
-        rc = 0;
+    int rc = snapshot_ref_text(r, ref, name, list, e);
     json_decref(ref);
     return rc;
 }

@@ -385,6 +385,10 @@ static int restore(struct repo *r, json_t *chunks, const uint8_t sha[32], struct
     uint64_t total = 0;
     for (size_t i = 0; i < n; i++)
         total += refs[i].len;
+    /* into a buffer: its whole length at once (snapshot entries are tens of MiB), not by
+     * doubling and copying; a longer stream than max fails in sink_write as before */
+    if (sk->buf && total <= sk->max)
+        buf_reserve(sk->buf, (size_t)total);
     int rc;
     if (readplan_preferred(r) && (own || shared) && total > STREAMPLAN_MIN)
         rc =

@@ -23,8 +23,9 @@ struct blob_list {
     struct err load_err;
 };
 
-static void collect_blob(void *ctx, const uint8_t *id, long entry, bool meta)
+static void collect_blob(void *ctx, size_t snap, const uint8_t *id, long entry, bool meta)
 {
+    (void)snap;
     (void)entry;
     struct blob_list *l = ctx;
     if (!id) {
@@ -40,8 +41,9 @@ static void collect_blob(void *ctx, const uint8_t *id, long entry, bool meta)
     l->n++;
 }
 
-static void collect_end(void *ctx, json_t *summary, const struct err *load_error)
+static void collect_end(void *ctx, size_t snap, json_t *summary, const struct err *load_error)
 {
+    (void)snap;
     (void)summary;
     struct blob_list *l = ctx;
     if (load_error)
