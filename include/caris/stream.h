@@ -69,5 +69,9 @@ int stream_restore_fd_on(struct repo *r, json_t *chunks, const uint8_t sha256[32
 /* The same into memory (max: refuse longer streams). */
 int stream_restore_buf(struct repo *r, json_t *chunks, const uint8_t sha256[32], size_t max,
                        struct buf *out, struct err *e);
+/* stream_restore_buf with every chunk loaded in this thread (for a caller whose threads each
+ * restore a stream of their own). */
+int stream_restore_buf_here(struct repo *r, json_t *chunks, const uint8_t sha256[32], size_t max,
+                            struct buf *out, struct err *e);
 
 #endif

@@ -256,8 +256,8 @@ done:
  * to the report afterwards, in list order. */
 struct snap_state {
     uint64_t nrefs;
-    bool missing, damaged, weak, failed;
-    struct err le;
+    bool missing, damaged, weak;
+    struct err *le; /* its file or entries could not be read */
 };
 
 struct snap_walk {
@@ -293,10 +293,8 @@ static void snap_end(void *ctx, size_t snap, json_t *s, const struct err *le)
 {
     (void)s;
     struct snap_walk *sw = ctx;
-    if (le) {
-        sw->st[snap].failed = true;
-        sw->st[snap].le = *le;
-    }
+    if (le)
+        *(sw->st[snap].le = xmalloc(sizeof(*le))) = *le;
 }
 
 /* One backup's findings, added to the report. */
@@ -304,9 +302,9 @@ static void snap_report(struct check *c, json_t *s, const struct snap_state *st)
 {
     const char *file = json_string_value(json_object_get(s, "_file"));
     const char *bid = json_string_value(json_object_get(s, "id"));
-    if (st->failed) {
+    if (st->le) {
         /* the summary (from the list) still says which backup lost its file list */
-        add_issue(c->errors, file ? file : "?", "backup %s: %s", bid ? bid : "?", st->le.msg);
+        add_issue(c->errors, file ? file : "?", "backup %s: %s", bid ? bid : "?", st->le->msg);
         json_array_append_new(
             json_object_get(json_array_get(c->errors, json_array_size(c->errors) - 1), "backups"),
             json_string(bid ? bid : file));
@@ -354,6 +352,8 @@ static int check_snapshots(struct check *c, json_t *list, uint64_t *nrefs, struc
         *nrefs += sw.st[i].nrefs;
         snap_report(c, json_array_get(list, i), &sw.st[i]);
     }
+    for (size_t i = 0; i < n; i++)
+        free(sw.st[i].le);
     free(sw.st);
     return rc;
 }

@@ -28,11 +28,16 @@ struct walk_rec {
         bool null_id;
     } * v;
     size_t n, cap;
-    bool on;   /* recording */
-    bool full; /* over WALK_REC_MAX: not kept, the next snapshot walks its stream itself */
+    bool on;       /* recording, or holding a whole walk to replay */
+    bool full;     /* went over WALK_REC_MAX: nothing to replay */
+    bool given_up; /* went over it once: the group's later snapshots read the stream */
 };
-/* calls kept at most (about 48 MiB): a larger stream is read again */
+/* calls kept at most (48 MiB) */
 #define WALK_REC_MAX ((size_t)1 << 20)
+/* Only streams whose calls fit are grouped: each call is a chunk id of 64 hex digits in the
+ * text, so a stream of n bytes makes at most n / 66 of them (short of malformed entries, which
+ * only cost a read again). */
+#define WALK_GROUP_MAX_BYTES ((uint64_t)WALK_REC_MAX * 66)
 
 /* A malformed chunk list is one reference to nothing (id NULL): check reports it, prune
  * refuses to run, as restore would refuse the entry. */
@@ -43,7 +48,7 @@ static void walk_call(const struct repo_ref_walk *w, size_t snap, const uint8_t 
     if (!rec || !rec->on || rec->full)
         return;
     if (rec->n == WALK_REC_MAX) {
-        rec->full = true;
+        rec->full = rec->given_up = true;
         return;
     }
     if (rec->n == rec->cap) {
@@ -87,24 +92,28 @@ static void walk_chunks(struct repo *r, json_t *chunks, const struct repo_ref_wa
     free(refs);
 }
 
-/* One snapshot of the list: its entries' reference, or why it cannot be read; and the next
- * snapshot of the list that names the same entries stream (SIZE_MAX: none). */
+/* One snapshot of the list: why its entries' reference cannot be read, or what identifies the
+ * stream it names; and the next snapshot of the list that names the same stream (SIZE_MAX:
+ * none). The references themselves are not kept (entries streams are cut like dumps, so a
+ * 20 MB stream's chunk list has some 1,300 items): a group's first snapshot reads its own
+ * again when its turn comes. */
 struct walk_snap {
-    json_t *s; /* the list's */
-    json_t *ref;
-    struct err le;
-    size_t next;
+    json_t *s;      /* the list's */
+    struct err *le; /* NULL: the reference could be read */
+    uint8_t key[32];
+    bool keyed;    /* key is set: the stream may be shared */
     bool follower; /* not the first of its group */
+    size_t next;
 };
 
 struct walk {
     struct repo *r;
     const struct repo_ref_walk *w;
-    json_t *list;
     struct walk_snap *snaps;
-    size_t n, done;
+    size_t n, done, groups;
     pthread_mutex_t mu;
     bool cancelled;
+    bool here; /* entries streams loaded by the walking thread itself (the walk is parallel) */
 };
 
 struct walk_job {
@@ -112,40 +121,87 @@ struct walk_job {
     size_t i;
 };
 
+static int load_ref(struct repo *r, json_t *s, json_t **ref, struct err *e)
+{
+    const char *file = json_string_value(json_object_get(s, "_file"));
+    json_t *summary = NULL;
+    *ref = NULL;
+    if (!file)
+        return err_set(e, ERR_DAMAGE, NULL, "snapshot without an object name");
+    int rc = snapshot_load_parts(r, file, &summary, ref, NULL, e);
+    json_decref(summary);
+    if (rc == 0 && !json_is_object(*ref))
+        rc = err_set(e, ERR_DAMAGE, NULL, "snapshot %s: malformed entries reference", file);
+    if (rc != 0) {
+        json_decref(*ref);
+        *ref = NULL;
+    }
+    return rc;
+}
+
+/* The identity of the stream a reference names: its SHA-256 and its chunk list, hashed. */
+static void ref_key(json_t *ref, struct walk_snap *ws)
+{
+    const char *sha = json_string_value(json_object_get(ref, "sha256"));
+    struct chunk_item *items;
+    size_t n;
+    if (!sha || chunklist_decode_items(json_object_get(ref, "chunks"), &items, &n) != 0)
+        return;
+    uint64_t bytes = 0;
+    for (size_t k = 0; k < n; k++)
+        bytes += items[k].len;
+    free(items);
+    if (bytes > WALK_GROUP_MAX_BYTES)
+        return;
+    char *chunks = json_dumps(json_object_get(ref, "chunks"), JSON_COMPACT | JSON_ENCODE_ANY);
+    if (!chunks)
+        return;
+    struct cx_sha256 *h = cx_sha256_new();
+    cx_sha256_update(h, sha, strlen(sha) + 1);
+    cx_sha256_update(h, chunks, strlen(chunks));
+    cx_sha256_final(h, ws->key);
+    cx_sha256_free(h);
+    free(chunks);
+    ws->keyed = true;
+}
+
 static void load_ref_job(void *arg, int worker)
 {
     (void)worker;
     struct walk_job *j = arg;
     struct walk_snap *ws = &j->wk->snaps[j->i];
-    const char *file = json_string_value(json_object_get(ws->s, "_file"));
-    json_t *summary = NULL;
-    if (!file)
-        err_set(&ws->le, ERR_DAMAGE, NULL, "snapshot without an object name");
-    else if (snapshot_load_parts(j->wk->r, file, &summary, &ws->ref, NULL, &ws->le) == 0 &&
-             !json_is_object(ws->ref))
-        err_set(&ws->le, ERR_DAMAGE, NULL, "snapshot %s: malformed entries reference", file);
-    if (err_is_set(&ws->le)) {
-        json_decref(ws->ref);
-        ws->ref = NULL;
-    }
-    json_decref(summary);
+    json_t *ref = NULL;
+    struct err le = ERR_INIT;
+    if (caris_op_cancelled(j->wk->w->op))
+        __atomic_store_n(&j->wk->cancelled, true, __ATOMIC_RELAXED);
+    else if (load_ref(j->wk->r, ws->s, &ref, &le) != 0)
+        *(ws->le = xmalloc(sizeof(le))) = le;
+    else
+        ref_key(ref, ws);
+    json_decref(ref);
     free(j);
 }
 
 /* One snapshot: its entries stream's chunks, then every entry's, one entry at a time (or the
- * calls recorded from the group's previous snapshot). rec records when a later snapshot
- * shares the stream. */
-static void walk_member(struct walk *wk, size_t i, struct walk_rec *rec)
+ * calls recorded from the group's previous snapshot). *gref is the group's reference, read
+ * once (the same chunks for every member); rec records when a later snapshot shares the
+ * stream. */
+static void walk_member(struct walk *wk, size_t i, struct walk_rec *rec, json_t **gref)
 {
     const struct repo_ref_walk *w = wk->w;
     struct walk_snap *ws = &wk->snaps[i];
     struct err le = ERR_INIT;
+    json_t *ref = NULL;
     if (w->snapshot_begin)
         w->snapshot_begin(w->ctx, i, ws->s);
-    if (!ws->ref) {
-        le = ws->le;
-    } else {
-        walk_chunks(wk->r, json_object_get(ws->ref, "chunks"), w, i, true, NULL);
+    if (ws->le)
+        le = *ws->le;
+    else if (*gref)
+        ref = json_incref(*gref);
+    else if (load_ref(wk->r, ws->s, &ref, &le) == 0 && ws->next != SIZE_MAX)
+        *gref = json_incref(ref);
+    if (ref) {
+        walk_chunks(wk->r, json_object_get(ref, "chunks"), w, i, true, NULL);
         if (rec->on && !rec->full) {
             /* the group's previous snapshot walked this same stream without an error */
             for (size_t k = 0; k < rec->n; k++)
@@ -153,10 +209,10 @@ static void walk_member(struct walk *wk, size_t i, struct walk_rec *rec)
         } else {
             rec->n = 0;
             rec->full = false;
-            rec->on = ws->next != SIZE_MAX;
+            rec->on = ws->next != SIZE_MAX && !rec->given_up;
             struct buf text = {0};
             const char *file = json_string_value(json_object_get(ws->s, "_file"));
-            if (snapshot_ref_text(wk->r, ws->ref, file, &text, &le) == 0) {
+            if (snapshot_ref_text(wk->r, ref, file, wk->here, &text, &le) == 0) {
                 /* one entry at a time: memory holds the entries' text, not all of them parsed */
                 struct entry_iter it;
                 json_t *ent;
@@ -174,6 +230,7 @@ static void walk_member(struct walk *wk, size_t i, struct walk_rec *rec)
             if (err_is_set(&le))
                 rec->on = false;
         }
+        json_decref(ref);
     }
     if (w->snapshot_end)
         w->snapshot_end(w->ctx, i, ws->s, err_is_set(&le) ? &le : NULL);
@@ -186,98 +243,87 @@ static void walk_group_job(void *arg, int worker)
     struct walk_job *j = arg;
     struct walk *wk = j->wk;
     struct walk_rec rec = {0};
+    json_t *gref = NULL;
     for (size_t i = j->i; i != SIZE_MAX; i = wk->snaps[i].next) {
         if (caris_op_cancelled(wk->w->op)) {
             __atomic_store_n(&wk->cancelled, true, __ATOMIC_RELAXED);
             break;
         }
-        walk_member(wk, i, &rec);
+        walk_member(wk, i, &rec, &gref);
         pthread_mutex_lock(&wk->mu);
         caris_op_progress(wk->w->op, "mark", ++wk->done, wk->n);
         pthread_mutex_unlock(&wk->mu);
     }
+    json_decref(gref);
     free(rec.v);
     free(j);
 }
 
-static int cmp_by_sha(const void *a, const void *b, void *ctx)
+static int cmp_by_key(const void *a, const void *b, void *ctx)
 {
     const struct walk_snap *v = ctx;
     size_t x = *(const size_t *)a, y = *(const size_t *)b;
-    int c = strcmp(json_string_value(json_object_get(v[x].ref, "sha256")) ?: "",
-                   json_string_value(json_object_get(v[y].ref, "sha256")) ?: "");
+    int c = memcmp(v[x].key, v[y].key, 32);
     return c ? c : (x > y) - (x < y);
 }
 
-/* Links each snapshot to the next one (list order) with the same entries reference: the
- * same SHA-256 and the same chunk list, so the same text and the same references. */
+/* Links each snapshot to the next one (list order) with the same stream key; counts the
+ * groups (a snapshot alone is one). */
 static void walk_group(struct walk *wk)
 {
     size_t *ord = xcalloc(wk->n ? wk->n : 1, sizeof(size_t)), m = 0;
     for (size_t i = 0; i < wk->n; i++)
-        if (wk->snaps[i].ref && json_string_value(json_object_get(wk->snaps[i].ref, "sha256")))
+        if (wk->snaps[i].keyed)
             ord[m++] = i;
-    qsort_r(ord, m, sizeof(size_t), cmp_by_sha, wk->snaps);
-    for (size_t a = 0; a < m;) {
-        size_t b = a + 1;
-        const char *sha = json_string_value(json_object_get(wk->snaps[ord[a]].ref, "sha256"));
-        while (b < m && strcmp(json_string_value(json_object_get(wk->snaps[ord[b]].ref, "sha256")),
-                               sha) == 0)
-            b++;
-        /* [a, b): one SHA-256, in list order; chained by equal chunk lists */
-        for (size_t x = a; x < b; x++) {
-            struct walk_snap *sx = &wk->snaps[ord[x]];
-            if (sx->follower)
-                continue;
-            size_t last = ord[x];
-            for (size_t y = x + 1; y < b; y++) {
-                struct walk_snap *sy = &wk->snaps[ord[y]];
-                if (!sy->follower && json_equal(json_object_get(sx->ref, "chunks"),
-                                                json_object_get(sy->ref, "chunks"))) {
-                    sy->follower = true;
-                    wk->snaps[last].next = ord[y];
-                    last = ord[y];
-                }
-            }
+    qsort_r(ord, m, sizeof(size_t), cmp_by_key, wk->snaps);
+    for (size_t a = 1; a < m; a++) {
+        struct walk_snap *prev = &wk->snaps[ord[a - 1]], *cur = &wk->snaps[ord[a]];
+        if (memcmp(prev->key, cur->key, 32) == 0) {
+            prev->next = ord[a];
+            cur->follower = true;
         }
-        a = b;
     }
     free(ord);
+    wk->groups = 0;
+    for (size_t i = 0; i < wk->n; i++)
+        wk->groups += !wk->snaps[i].follower;
 }
 
 int repo_walk_references(struct repo *r, json_t *list, const struct repo_ref_walk *w, struct err *e)
 {
-    struct walk wk = {.r = r, .w = w, .list = list, .n = json_array_size(list)};
+    struct walk wk = {.r = r, .w = w, .n = json_array_size(list)};
     pthread_mutex_init(&wk.mu, NULL);
     wk.snaps = xcalloc(wk.n ? wk.n : 1, sizeof(*wk.snaps));
     for (size_t i = 0; i < wk.n; i++) {
         wk.snaps[i].s = json_array_get(list, i);
-        wk.snaps[i].le = (struct err)ERR_INIT;
         wk.snaps[i].next = SIZE_MAX;
     }
     caris_op_progress(w->op, "mark", 0, wk.n);
-    /* snapshots on several threads: parsing the entries is most of the walk */
-    struct pool *pool =
-        w->threads > 1 && wk.n > 1 ? pool_new(w->threads, (size_t)w->threads) : NULL;
-    for (size_t i = 0; i < wk.n; i++) {
+    /* snapshots on several threads (no more than there are): parsing the entries is most of
+     * the walk */
+    int threads = w->threads > 1 ? w->threads : 1;
+    if ((size_t)threads > wk.n)
+        threads = wk.n > 1 ? (int)wk.n : 1;
+    struct pool *pool = threads > 1 ? pool_new(threads, (size_t)threads) : NULL;
+    for (size_t i = 0; i < wk.n && !__atomic_load_n(&wk.cancelled, __ATOMIC_RELAXED); i++) {
         struct walk_job *j = xmalloc(sizeof(*j));
         *j = (struct walk_job){&wk, i};
         pool_submit(pool, load_ref_job, j);
     }
     pool_wait(pool);
     walk_group(&wk);
-    for (size_t i = 0; i < wk.n; i++) {
+    /* several streams at once: each is loaded by its own thread, not by a pool of its own */
+    wk.here = pool && wk.groups > 1;
+    for (size_t i = 0; i < wk.n && !__atomic_load_n(&wk.cancelled, __ATOMIC_RELAXED); i++) {
         if (wk.snaps[i].follower)
             continue;
         struct walk_job *j = xmalloc(sizeof(*j));
         *j = (struct walk_job){&wk, i};
         pool_submit(pool, walk_group_job, j);
-        if (!pool && wk.cancelled)
-            break;
     }
     pool_free(pool);
     for (size_t i = 0; i < wk.n; i++)
-        json_decref(wk.snaps[i].ref);
+        free(wk.snaps[i].le);
     free(wk.snaps);
     pthread_mutex_destroy(&wk.mu);
     if (__atomic_load_n(&wk.cancelled, __ATOMIC_RELAXED))

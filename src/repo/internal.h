@@ -286,8 +286,9 @@ long repo_find_pack_locked(struct repo *r, const uint8_t id[32]);
 int snapshot_load_parts(struct repo *r, const char *name, json_t **summary, json_t **ref,
                         struct buf *text, struct err *e);
 /* The entries' text that ref (a reference as snapshot_load_parts gives it) names, checked
- * against its SHA-256; name (the snapshot's) is for the messages. */
-int snapshot_ref_text(struct repo *r, json_t *ref, const char *name, struct buf *text,
+ * against its SHA-256; name (the snapshot's) is for the messages. here: its chunks loaded in
+ * this thread (stream_restore_buf_here). */
+int snapshot_ref_text(struct repo *r, json_t *ref, const char *name, bool here, struct buf *text,
                       struct err *e);
 /* Writes one index file whose payload holds npacks records (pack id, blob count, trailer
  * entries: see index_parse_into); name_out receives its object name ("index/<hex>"). */

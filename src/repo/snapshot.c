@@ -125,15 +125,16 @@ static json_t *parse_json_part(const uint8_t *p, size_t len, const char *name, c
 }
 
 /* The entries' text from their parsed reference: the stream it names. */
-int snapshot_ref_text(struct repo *r, json_t *ref, const char *name, struct buf *text,
+int snapshot_ref_text(struct repo *r, json_t *ref, const char *name, bool here, struct buf *text,
                       struct err *e)
 {
     const char *sha_hex = json_string_value(json_object_get(ref, "sha256"));
     uint8_t sha[32];
     if (!sha_hex || cx_unhex(sha_hex, sha, 32) != 0)
         return err_set(e, ERR_DAMAGE, NULL, "snapshot %s: malformed entries reference", name);
-    if (stream_restore_buf(r, json_object_get(ref, "chunks"), sha, REPO_MAX_METADATA, text, e) !=
-        0) {
+    json_t *chunks = json_object_get(ref, "chunks");
+    if ((here ? stream_restore_buf_here(r, chunks, sha, REPO_MAX_METADATA, text, e)
+              : stream_restore_buf(r, chunks, sha, REPO_MAX_METADATA, text, e)) != 0) {
         err_wrap(e, "snapshot %s: entries", name);
         return -1;
     }
@@ -147,7 +148,7 @@ static int load_entries_text(struct repo *r, const uint8_t *p, size_t len, const
     json_t *ref = parse_json_part(p, len, name, "entries reference", e);
     if (!ref)
         return -1;
-    int rc = snapshot_ref_text(r, ref, name, list, e);
+    int rc = snapshot_ref_text(r, ref, name, false, list, e);
     json_decref(ref);
     return rc;
 }

@@ -431,3 +431,11 @@ int stream_restore_buf(struct repo *r, json_t *chunks, const uint8_t sha256[32],
     struct sink s = {.fd = -1, .buf = out, .max = max};
     return restore(r, chunks, sha256, &s, 0, true, NULL, 0, NULL, NULL, e);
 }
+
+int stream_restore_buf_here(struct repo *r, json_t *chunks, const uint8_t sha256[32], size_t max,
+                            struct buf *out, struct err *e)
+{
+    out->len = 0;
+    struct sink s = {.fd = -1, .buf = out, .max = max};
+    return restore(r, chunks, sha256, &s, 0, false, NULL, 0, NULL, NULL, e);
+}

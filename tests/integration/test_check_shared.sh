@@ -2,17 +2,20 @@
 # Backups whose files did not change share their parent's entries stream, and the walk of
 # check and prune reads and parses such a stream once, replaying its references for the
 # others: check counts every backup's references all the same, names every backup that
-# shares a damaged stream or needs damaged data, blames nothing on the others, and says the
-# same with one thread as with several.
+# needs damaged data or shares a stream that cannot be read (each with its own error), says
+# the same with one thread as with several, in list order; prune keeps what sharing backups
+# need.
 source "$(dirname "$0")/lib.sh"
 
-# Two trees that share no data (seeded: the same bytes on every run).
+# Two trees that share one file (seeded: the same bytes on every run).
 mkdir -p "$TEST_TMP/a/sub" "$TEST_TMP/b"
 python3 - "$TEST_TMP" <<'EOF'
 import random, sys
 random.seed(20261201)
 d = sys.argv[1]
-open(d + "/a/scan.bin", "wb").write(random.randbytes(3 << 20))
+common = random.randbytes(3 << 20)
+open(d + "/a/common.bin", "wb").write(common)
+open(d + "/b/common.bin", "wb").write(common)
 open(d + "/a/sub/small.txt", "w").write("small\n")
 open(d + "/b/other.bin", "wb").write(random.randbytes(300000))
 EOF
@@ -25,6 +28,15 @@ refs() {
     REFS=$(json_get "$OUT_FILE" '["stats"]["blobReferences"]')
 }
 reused() { json_get "$1" '["stats"]["reused"]["manifest"]'; }
+# ids ID...: sorted, on one line
+ids() { printf '%s\n' "$@" | sort | paste -sd ' '; }
+# named REPORT: the backups the report's errors name, sorted, on one line
+named() { json_eval "$1" '" ".join(sorted({b for i in d["errors"] for b in i["backups"]}))'; }
+# listed: the backups in list order, on one line
+listed() {
+    run cb --json list
+    json_eval "$OUT_FILE" '" ".join(b["id"] for b in d)'
+}
 
 backup_json "$TEST_TMP/a1.json" "$TEST_TMP/a"
 assert_rc 0 "backup a1"
@@ -49,7 +61,7 @@ backup_json "$TEST_TMP/b2.json" --incremental "$TEST_TMP/b"
 assert_rc 0 "backup b2"
 b2=$BACKUP_ID
 assert_eq true "$(reused "$TEST_TMP/b2.json")" "b2 shares b1's entries stream"
-# a third backup of a, in between in time, so that the sharing ones are not neighbours
+# a third backup of a, after b's, so that the sharing ones are not neighbours in the list
 backup_json "$TEST_TMP/a3.json" --incremental "$TEST_TMP/a"
 a3=$BACKUP_ID
 assert_eq true "$(reused "$TEST_TMP/a3.json")" "a3 shares the stream too"
@@ -57,21 +69,34 @@ refs "after a3"
 assert_eq $((3 * ra + 2 * rb)) "$REFS" "every backup's references counted once each"
 assert_exit 0 cb check --read-data
 
-# ids ID...: sorted, on one line
-ids() { printf '%s\n' "$@" | sort | paste -sd ' '; }
-# named REPORT: the backups the report's errors name, sorted, on one line
-named() { json_eval "$1" '" ".join(sorted({b for i in d["errors"] for b in i["backups"]}))'; }
+# --- prune keeps what backups that still share a stream need --------------------------
+# --keep-last 2 per group of paths: a1 goes, a2 and a3 (sharing a1's stream) stay
+assert_exit 0 cb forget --keep-last 2 --prune --max-unused 0
+assert_eq "$a2 $b1 $b2 $a3" "$(listed)" "a1 is forgotten, the others kept"
+refs "after the prune"
+assert_eq $((2 * ra + 2 * rb)) "$REFS" "the sharing backups' references after the prune"
+assert_exit 0 cb check --read-data
+for id in "$a2" "$a3"; do
+    rm -rf "$TEST_TMP/r"
+    mkdir "$TEST_TMP/r"
+    assert_exit 0 cb restore files "$id" --target "$TEST_TMP/r"
+    tree_compare "$TEST_TMP/a" "$TEST_TMP/r$TEST_TMP/a"
+done
 
-# --- damage in a pack that only tree a's backups need ----------------------------------
-largest=$(printf '%s\n' "$packs_a" | xargs -d '\n' ls -S | head -n 1)
+# --- damage in data that every backup needs (the shared file: the largest pack) -------
+largest=$(list_packs | xargs -d '\n' ls -S | head -n 1)
 cp "$largest" "$TEST_TMP/pack.orig"
 flip_byte "$largest"
+order=$(listed)
 for t in 1 2; do
     run cb --json --threads $t check --read-data
     assert_rc 4 "check --read-data --threads $t: damage"
     cp "$OUT_FILE" "$TEST_TMP/report-$t.json"
-    assert_eq "$(ids "$a1" "$a2" "$a3")" \
-        "$(named "$TEST_TMP/report-$t.json")" "threads $t: every backup of a is named, none of b"
+    assert_eq "$(ids "$a2" "$a3" "$b1" "$b2")" "$(named "$TEST_TMP/report-$t.json")" \
+        "threads $t: every backup is named"
+    assert_eq "$order" "$(json_eval "$TEST_TMP/report-$t.json" \
+        '" ".join(i["backups"][0] for i in d["errors"] if i["backups"] and "needs blobs" in i["error"])')" \
+        "threads $t: one finding per backup, in list order"
 done
 assert_true "one thread and two give the same report, in the same order" python3 -c \
     'import json, sys; sys.exit(json.load(open(sys.argv[1])) != json.load(open(sys.argv[2])))' \
@@ -79,24 +104,26 @@ assert_true "one thread and two give the same report, in the same order" python3
 cp "$TEST_TMP/pack.orig" "$largest"
 assert_exit 0 cb check --read-data
 
-# --- a shared entries stream that cannot be read: every backup sharing it is named -------
-# The stream's chunks sit in the last pack a1 wrote (its metadata comes last); a truncated
-# copy of every pack of a loses them whichever it is.
-for p in $packs_a; do cp "$p" "$p.keep"; truncate -s 100 "$p"; done
+# --- a shared entries stream that cannot be read: each sharer gets its own error ---------
+# Every pack a1 wrote (its data and its entries stream) truncated: a2 and a3 cannot read
+# their entries (each says so itself: a replay would not say it), b1 and b2 can, and need
+# the shared file's damaged blobs.
+kept_a=$(comm -12 <(printf '%s\n' "$packs_a" | sort) <(list_packs))
+assert_ne "" "$kept_a" "a1's packs are still there"
+for p in $kept_a; do
+    cp "$p" "$p.keep"
+    truncate -s 100 "$p"
+done
 run cb --json check
-assert_rc 4 "check: a's packs truncated"
-assert_eq "$(ids "$a1" "$a2" "$a3")" \
-    "$(named "$OUT_FILE")" "every backup sharing the unreadable stream is named, none of b"
-for p in $packs_a; do mv "$p.keep" "$p"; done
+assert_rc 4 "check: a1's packs truncated"
+# the backups with an error of their own saying that their entries cannot be read
+unreadable() {
+    json_eval "$OUT_FILE" '" ".join(sorted(i["backups"][0] for i in d["errors"]
+        if i["backups"] and i["error"].startswith("backup %s: snapshot " % i["backups"][0])))'
+}
+assert_eq "$(ids "$a2" "$a3")" "$(unreadable)" "a2 and a3 each cannot read their entries, b1 and b2 can"
+assert_eq "$(ids "$a2" "$a3" "$b1" "$b2")" "$(named "$OUT_FILE")" "every backup is named"
+for p in $kept_a; do mv "$p.keep" "$p"; done
 assert_exit 0 cb check --read-data
-
-# --- prune keeps what a shared stream needs after the first sharer is forgotten ----------
-assert_exit 0 cb forget --keep-last 1 --prune --max-unused 0
-run cb --json list
-assert_eq "$(ids "$a3" "$b2")" "$(json_eval "$OUT_FILE" '" ".join(sorted(b["id"] for b in d))')" "a3 and b2 are kept"
-assert_exit 0 cb check --read-data
-mkdir "$TEST_TMP/r"
-assert_exit 0 cb restore files "$a3" --target "$TEST_TMP/r"
-tree_compare "$TEST_TMP/a" "$TEST_TMP/r$TEST_TMP/a"
 
 test_done
