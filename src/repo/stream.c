@@ -339,7 +339,9 @@ static int restore_queued(struct repo *r, const struct chunk_item *refs, size_t 
         shared = NULL;
     }
     struct pool *pool = own ? pool_new(threads > 0 ? threads : sys_ncpu(), 64) : shared;
-    struct fetchq *q = fetchq_new(r, pool, load_flags, SIZE_MAX, WINDOW_BYTES);
+    /* loads in this thread (no pool) gain nothing from a window ahead: one chunk at a time,
+     * in the same order, instead of up to WINDOW_BYTES of them waiting in memory */
+    struct fetchq *q = fetchq_new(r, pool, load_flags, SIZE_MAX, pool ? WINDOW_BYTES : 1);
     struct buf data = {0};
     size_t next = 0; /* next chunk to ask for */
     int rc = 0;
