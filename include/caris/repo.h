@@ -426,13 +426,12 @@ struct caris_op;
  * most kinds reference no blobs; those that do (WAL records) are walked by
  * repo_walk_record_references. */
 struct repo_ref_walk {
-    void (*snapshot_begin)(void *ctx, size_t snap, json_t *summary);
     void (*blob)(void *ctx, size_t snap, const uint8_t *id, long entry, bool meta);
     void (*snapshot_end)(void *ctx, size_t snap, json_t *summary, const struct err *load_error);
     void *ctx;
     const struct caris_op *op; /* progress ("mark") and cancel; may be NULL */
     /* > 1: walk that many snapshots at once; the callbacks must then be thread-safe. Either
-     * way those of one snapshot run on one thread, in order (begin, blobs, end), but the
+     * way those of one snapshot run on one thread, in order (blobs, then end), but the
      * snapshots are not taken in list order: use snap. */
     int threads;
 };

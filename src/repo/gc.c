@@ -29,8 +29,7 @@ struct walk_rec {
     } * v;
     size_t n, cap;
     bool on;       /* recording, or holding a whole walk to replay */
-    bool full;     /* went over WALK_REC_MAX: nothing to replay */
-    bool given_up; /* went over it once: the group's later snapshots read the stream */
+    bool given_up; /* went over WALK_REC_MAX: the group's later snapshots read the stream */
 };
 /* calls kept at most (48 MiB) */
 #define WALK_REC_MAX ((size_t)1 << 20)
@@ -45,10 +44,11 @@ static void walk_call(const struct repo_ref_walk *w, size_t snap, const uint8_t 
                       bool meta, struct walk_rec *rec)
 {
     w->blob(w->ctx, snap, id, ei, meta);
-    if (!rec || !rec->on || rec->full)
+    if (!rec || !rec->on)
         return;
     if (rec->n == WALK_REC_MAX) {
-        rec->full = rec->given_up = true;
+        rec->on = false;
+        rec->given_up = true;
         return;
     }
     if (rec->n == rec->cap) {
@@ -139,7 +139,8 @@ static int load_ref(struct repo *r, json_t *s, json_t **ref, struct err *e)
     return rc;
 }
 
-/* The identity of the stream a reference names: its SHA-256 and its chunk list, hashed. */
+/* The identity of the stream a reference names: its SHA-256 and its chunk list as decoded
+ * (what the walk and the stream's restore use), hashed. */
 static void ref_key(json_t *ref, struct walk_snap *ws)
 {
     const char *sha = json_string_value(json_object_get(ref, "sha256"));
@@ -148,21 +149,22 @@ static void ref_key(json_t *ref, struct walk_snap *ws)
     if (!sha || chunklist_decode_items(json_object_get(ref, "chunks"), &items, &n) != 0)
         return;
     uint64_t bytes = 0;
-    for (size_t k = 0; k < n; k++)
-        bytes += items[k].len;
-    free(items);
-    if (bytes > WALK_GROUP_MAX_BYTES)
-        return;
-    char *chunks = json_dumps(json_object_get(ref, "chunks"), JSON_COMPACT | JSON_ENCODE_ANY);
-    if (!chunks)
-        return;
     struct cx_sha256 *h = cx_sha256_new();
     cx_sha256_update(h, sha, strlen(sha) + 1);
-    cx_sha256_update(h, chunks, strlen(chunks));
+    for (size_t k = 0; k < n; k++) {
+        uint8_t len[4], delta = items[k].delta;
+        store_u32le(len, items[k].len);
+        cx_sha256_update(h, items[k].id, 32);
+        cx_sha256_update(h, len, 4);
+        cx_sha256_update(h, &delta, 1);
+        if (delta)
+            cx_sha256_update(h, items[k].base, 32);
+        bytes += items[k].len;
+    }
     cx_sha256_final(h, ws->key);
     cx_sha256_free(h);
-    free(chunks);
-    ws->keyed = true;
+    free(items);
+    ws->keyed = bytes <= WALK_GROUP_MAX_BYTES;
 }
 
 static void load_ref_job(void *arg, int worker)
@@ -192,8 +194,6 @@ static void walk_member(struct walk *wk, size_t i, struct walk_rec *rec, json_t 
     struct walk_snap *ws = &wk->snaps[i];
     struct err le = ERR_INIT;
     json_t *ref = NULL;
-    if (w->snapshot_begin)
-        w->snapshot_begin(w->ctx, i, ws->s);
     if (ws->le)
         le = *ws->le;
     else if (*gref)
@@ -202,13 +202,12 @@ static void walk_member(struct walk *wk, size_t i, struct walk_rec *rec, json_t 
         *gref = json_incref(ref);
     if (ref) {
         walk_chunks(wk->r, json_object_get(ref, "chunks"), w, i, true, NULL);
-        if (rec->on && !rec->full) {
+        if (rec->on) {
             /* the group's previous snapshot walked this same stream without an error */
             for (size_t k = 0; k < rec->n; k++)
                 w->blob(w->ctx, i, rec->v[k].null_id ? NULL : rec->v[k].id, rec->v[k].entry, false);
         } else {
             rec->n = 0;
-            rec->full = false;
             rec->on = ws->next != SIZE_MAX && !rec->given_up;
             struct buf text = {0};
             const char *file = json_string_value(json_object_get(ws->s, "_file"));

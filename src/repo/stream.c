@@ -426,18 +426,24 @@ int stream_restore_fd_on(struct repo *r, json_t *chunks, const uint8_t sha256[32
     return restore(r, chunks, sha256, &s, 0, false, pool, load_flags, progress, ctx, e);
 }
 
-int stream_restore_buf(struct repo *r, json_t *chunks, const uint8_t sha256[32], size_t max,
-                       struct buf *out, struct err *e)
+/* own: on a pool of the stream's own (or in this thread when it is small); else in this
+ * thread */
+static int restore_buf(struct repo *r, json_t *chunks, const uint8_t sha256[32], size_t max,
+                       bool own, struct buf *out, struct err *e)
 {
     out->len = 0;
     struct sink s = {.fd = -1, .buf = out, .max = max};
-    return restore(r, chunks, sha256, &s, 0, true, NULL, 0, NULL, NULL, e);
+    return restore(r, chunks, sha256, &s, 0, own, NULL, 0, NULL, NULL, e);
+}
+
+int stream_restore_buf(struct repo *r, json_t *chunks, const uint8_t sha256[32], size_t max,
+                       struct buf *out, struct err *e)
+{
+    return restore_buf(r, chunks, sha256, max, true, out, e);
 }
 
 int stream_restore_buf_here(struct repo *r, json_t *chunks, const uint8_t sha256[32], size_t max,
                             struct buf *out, struct err *e)
 {
-    out->len = 0;
-    struct sink s = {.fd = -1, .buf = out, .max = max};
-    return restore(r, chunks, sha256, &s, 0, false, NULL, 0, NULL, NULL, e);
+    return restore_buf(r, chunks, sha256, max, false, out, e);
 }
