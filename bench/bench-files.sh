@@ -6,7 +6,7 @@
 # Environment:
 #   BENCH_DIR           work dir, wiped first (default /tmp/caris-bench)
 #   BENCH_SEED          tree seed (default 42)
-#   BENCH_TOOLS         tools to run, in order (default "caris restic borg")
+#   BENCH_TOOLS         tools to run, in order (default "caris restic borg floor")
 #   BENCH_STEP_TIMEOUT  seconds per measured step (default 7200)
 #   BENCH_KEEP_RESTORE  1 = keep restored trees (default: deleted after verify)
 #   CARIS_BIN           our CLI (default /work/main/build/src/cli/caris-backup)
@@ -16,6 +16,19 @@
 # backup-3 (~1 % changed), restore (latest snapshot, verified with diff -r),
 # check (full data read).  Each step: /usr/bin/time wall/user/sys/max-RSS,
 # repository size with du -sb.  Raw figures: $BENCH_DIR/results.json.
+#
+# The "floor" tool is shell one-liners doing only the I/O of a phase, on the same data
+# with the same cold cache, so each tool's time can be read against what the machine
+# needs for the I/O alone:
+#   backup-1   tar -cf - SRC | cat >/dev/null   (read every file; tar alone skips the
+#                                               reads when it writes to /dev/null)
+#   backup-2   find SRC -fprintf /dev/null ...  (lstat every entry)
+#   backup-3   the same stat walk (the changed files' reads are not counted)
+#   restore    tar -cf - SRC | tar -xf - -C T; sync   (copy the tree: read it cold,
+#                                               create every file, flush to disk, as
+#                                               caris's restore does; verified like the
+#                                               others)
+#   check      tar -cf - caris's repository | cat >/dev/null   (read what check reads)
 # This is a program, not a test: it always exits 0.
 
 set -u -o pipefail
@@ -23,7 +36,7 @@ set -u -o pipefail
 SIZE=${1:-300M}
 BENCH_DIR=${BENCH_DIR:-/tmp/caris-bench}
 SEED=${BENCH_SEED:-42}
-TOOLS=${BENCH_TOOLS:-"caris restic borg"}
+TOOLS=${BENCH_TOOLS:-"caris restic borg floor"}
 STEP_TIMEOUT=${BENCH_STEP_TIMEOUT:-7200}
 KEEP_RESTORE=${BENCH_KEEP_RESTORE:-0}
 CARIS_BIN=${CARIS_BIN:-/work/main/build/src/cli/caris-backup}
@@ -94,6 +107,10 @@ for t in $TOOLS; do
     borg)
       if command -v borg >/dev/null; then AVAIL[$t]=1; VERSION[$t]=$(borg --version 2>&1 | head -n1)
       else AVAIL[$t]=0; VERSION[$t]="n/a (not installed)"; fi ;;
+    floor)
+      if command -v tar >/dev/null && command -v find >/dev/null; then AVAIL[$t]=1
+        VERSION[$t]="one-liners: $(tar --version 2>&1 | head -n1), $(find --version 2>&1 | head -n1)"
+      else AVAIL[$t]=0; VERSION[$t]="n/a (tar or find missing)"; fi ;;
     *) loud "unknown tool $t"; AVAIL[$t]=0; VERSION[$t]="unknown tool" ;;
   esac
   say "tool $t: ${VERSION[$t]}"
@@ -169,6 +186,7 @@ phase_init() {
     caris)  mkdir -p "$REPOS/caris"; run_step "$t" init "${c[@]}" init ;;
     restic) run_step "$t" init "${c[@]}" init --repository-version 2 ;;
     borg)   run_step "$t" init "${c[@]}" init --encryption repokey-blake2 "$REPOS/borg" ;;
+    floor)  skip_step "$t" init "nothing to set up" ;;
   esac
 }
 
@@ -179,6 +197,8 @@ phase_backup() {  # N TOOL
             else run_step "$t" backup$n "${c[@]}" backup files --incremental "$SRC"; fi ;;
     restic) run_step "$t" backup$n "${c[@]}" backup --compression auto "$SRC" ;;
     borg)   run_step "$t" backup$n "${c[@]}" create --stats --compression zstd,3 "$REPOS/borg::b$n" "$SRC" ;;
+    floor)  if [ "$n" -eq 1 ]; then run_step "$t" backup$n bash -c 'tar -cf - "$1" 2>/dev/null | cat >/dev/null' _ "$SRC"
+            else run_step "$t" backup$n find "$SRC" -fprintf /dev/null '%s %T@ %i\n'; fi ;;
   esac
 }
 
@@ -221,6 +241,7 @@ if items:
     restic) run_step "$t" "$RPHASE" "${c[@]}" restore latest --target "$target" || rc=$? ;;
     borg)   # borg extracts into the current directory: env -C TARGET
             run_step "$t" "$RPHASE" env -C "$target" "${c[@]:1}" extract "$REPOS/borg::b3" || rc=$? ;;
+    floor)  run_step "$t" "$RPHASE" bash -c 'tar -cf - "$1" 2>/dev/null | tar -xf - -C "$2" && sync' _ "$SRC" "$target" || rc=$? ;;
   esac
   # Verify: restored tree must equal the (mutated) source, symlinks included.
   local got="$target$SRC" ndiff
@@ -244,6 +265,9 @@ phase_check() {
     caris)  run_step "$t" check "${c[@]}" check --read-data ;;
     restic) run_step "$t" check "${c[@]}" check --read-data ;;
     borg)   run_step "$t" check "${c[@]}" check --verify-data "$REPOS/borg" ;;
+    floor)  if [ -d "$(repo_path caris)" ]; then
+              run_step "$t" check bash -c 'tar -cf - "$1" 2>/dev/null | cat >/dev/null' _ "$(repo_path caris)"
+            else skip_step "$t" check "caris's repository is missing"; fi ;;
   esac
 }
 
@@ -362,10 +386,12 @@ for peer in tools:
         def ratio(k):
             x, y = b.get(k), a.get(k)
             return round(x / y, 3) if x is not None and y not in (None, 0) else None
+        io_only = peer == "floor"  # one-liners: no repository, their memory says nothing
         ratios.setdefault(peer, {})[ph] = {
-            "wall": ratio("wall_s"), "cpu": ratio("cpu_s"), "rss": ratio("max_rss_kib"),
-            "repo_growth": ratio("repo_growth_bytes"),
-            "repo_total": ratio("repo_bytes_after") if ph.startswith("backup") else None}
+            "wall": ratio("wall_s"), "cpu": ratio("cpu_s"),
+            "rss": None if io_only else ratio("max_rss_kib"),
+            "repo_growth": None if io_only else ratio("repo_growth_bytes"),
+            "repo_total": ratio("repo_bytes_after") if ph.startswith("backup") and not io_only else None}
 
 result = {
     "meta": {
@@ -380,7 +406,9 @@ result = {
         "versions": {t: env.get("VERSION_" + t, "") for t in tools},
         "settings": {"caris": "BACKUP_ENCRYPTION_KEY; backup files --full / --incremental",
                      "restic": "init --repository-version 2; backup --compression auto",
-                     "borg": "init --encryption repokey-blake2; create --compression zstd,3"},
+                     "borg": "init --encryption repokey-blake2; create --compression zstd,3",
+                     "floor": "I/O only: tar|cat (backup-1), find -printf (backup-2/3), "
+                              "tar|tar -x + sync (restore), tar|cat of caris's repository (check)"},
     },
     "steps": [steps[k] for k in sorted(steps, key=lambda k: (phases.index(k[1]) if k[1] in phases else 99, tools.index(k[0]) if k[0] in tools else 99))],
     "ratios_peer_over_caris": ratios,
@@ -435,12 +463,15 @@ if our in tools:
                 txt = "n/a" if v is None else f"{v:.2f}x" if v >= 0.1 else f"{v:.4f}x"
                 cells.append(f"{txt:>13}")
         print(f"{label[ph]:<20} " + " ".join(cells))
-    print("(size = repository growth in that phase; n/a = not meaningful, or caris or the peer did not run/succeed)")
+    print("(size = repository growth in that phase; n/a = not meaningful, or caris or the peer did not run/succeed;")
+    print(" floor = one-liners doing the phase's I/O only: floor / caris is the share of caris's time the I/O needs)")
     print()
 
 print("== final repository size / source size, client cache outside the repository")
 for t in tools:
     s = steps.get((t, "backup3"))
+    if t == "floor":
+        continue
     if not s or s["status"] == "n/a":
         print(f"  {t:<7} n/a")
         continue
