@@ -177,6 +177,11 @@ run_step() {
   return "$rc"
 }
 
+# The floor's one-liners (bash -c scripts; pipefail: a failed tar fails the step, it does not
+# time less work). READ_ALL DIR reads every file below DIR; COPY_TREE SRC DST copies and syncs.
+READ_ALL='set -o pipefail; tar -cf - "$1" | cat >/dev/null'
+COPY_TREE='set -o pipefail; tar -cf - "$1" | tar -xf - -C "$2" && sync'
+
 skip_step() { record "$1" "$2" "n/a" "" "" "" "" "" 0 0 0 "${3:-tool not available}"; printf '  %-7s %-9s ... n/a\n' "$1" "$2"; }
 
 # -------------------------------------------------------------- phases --
@@ -197,7 +202,7 @@ phase_backup() {  # N TOOL
             else run_step "$t" backup$n "${c[@]}" backup files --incremental "$SRC"; fi ;;
     restic) run_step "$t" backup$n "${c[@]}" backup --compression auto "$SRC" ;;
     borg)   run_step "$t" backup$n "${c[@]}" create --stats --compression zstd,3 "$REPOS/borg::b$n" "$SRC" ;;
-    floor)  if [ "$n" -eq 1 ]; then run_step "$t" backup$n bash -c 'tar -cf - "$1" 2>/dev/null | cat >/dev/null' _ "$SRC"
+    floor)  if [ "$n" -eq 1 ]; then run_step "$t" backup$n bash -c "$READ_ALL" _ "$SRC"
             else run_step "$t" backup$n find "$SRC" -fprintf /dev/null '%s %T@ %i\n'; fi ;;
   esac
 }
@@ -241,7 +246,7 @@ if items:
     restic) run_step "$t" "$RPHASE" "${c[@]}" restore latest --target "$target" || rc=$? ;;
     borg)   # borg extracts into the current directory: env -C TARGET
             run_step "$t" "$RPHASE" env -C "$target" "${c[@]:1}" extract "$REPOS/borg::b3" || rc=$? ;;
-    floor)  run_step "$t" "$RPHASE" bash -c 'tar -cf - "$1" 2>/dev/null | tar -xf - -C "$2" && sync' _ "$SRC" "$target" || rc=$? ;;
+    floor)  run_step "$t" "$RPHASE" bash -c "$COPY_TREE" _ "$SRC" "$target" || rc=$? ;;
   esac
   # Verify: restored tree must equal the (mutated) source, symlinks included.
   local got="$target$SRC" ndiff
@@ -266,7 +271,7 @@ phase_check() {
     restic) run_step "$t" check "${c[@]}" check --read-data ;;
     borg)   run_step "$t" check "${c[@]}" check --verify-data "$REPOS/borg" ;;
     floor)  if [ -d "$(repo_path caris)" ]; then
-              run_step "$t" check bash -c 'tar -cf - "$1" 2>/dev/null | cat >/dev/null' _ "$(repo_path caris)"
+              run_step "$t" check bash -c "$READ_ALL" _ "$(repo_path caris)"
             else skip_step "$t" check "caris's repository is missing"; fi ;;
   esac
 }
@@ -407,7 +412,7 @@ result = {
         "settings": {"caris": "BACKUP_ENCRYPTION_KEY; backup files --full / --incremental",
                      "restic": "init --repository-version 2; backup --compression auto",
                      "borg": "init --encryption repokey-blake2; create --compression zstd,3",
-                     "floor": "I/O only: tar|cat (backup-1), find -printf (backup-2/3), "
+                     "floor": "I/O only: tar|cat (backup-1), find -fprintf (backup-2/3), "
                               "tar|tar -x + sync (restore), tar|cat of caris's repository (check)"},
     },
     "steps": [steps[k] for k in sorted(steps, key=lambda k: (phases.index(k[1]) if k[1] in phases else 99, tools.index(k[0]) if k[0] in tools else 99))],
@@ -469,9 +474,9 @@ if our in tools:
 
 print("== final repository size / source size, client cache outside the repository")
 for t in tools:
-    s = steps.get((t, "backup3"))
     if t == "floor":
         continue
+    s = steps.get((t, "backup3"))
     if not s or s["status"] == "n/a":
         print(f"  {t:<7} n/a")
         continue
