@@ -11,7 +11,7 @@ make_tree "$src" || fail "make_tree failed"
 mkdir "$src/zz"
 ln "$src/hello.txt" "$src/zz/hello-link"
 # cheap key derivation: this test opens the repository some sixty times
-assert_exit 0 cb init --kdf-memory 8 --kdf-ops 1
+assert_exit 0 cb init
 
 # ---- ids ---------------------------------------------------------------------------------
 assert_exit 7 cb show latest
@@ -313,7 +313,7 @@ REPO=$BACKUP_DIR/repository
 mkdir -p "$TEST_TMP/d/sub"
 head -c 3M /dev/urandom >"$TEST_TMP/d/patient-scan.bin"
 printf 'small\n' >"$TEST_TMP/d/sub/small.txt"
-assert_exit 0 cb init --kdf-memory 8 --kdf-ops 1
+assert_exit 0 cb init
 backup_json "$TEST_TMP/d.json" "$TEST_TMP/d"
 assert_rc 0 "backup of the tree to damage"
 pack=$(list_packs | xargs -d '\n' ls -S | head -n 1)

@@ -9,7 +9,7 @@ source "$(dirname "$0")/pglib.sh"
 pg_start
 src=$CARIS_PG_DB
 psql_db "$src" -f "$PG_FIXTURES/rich.sql" >/dev/null || fail "loading fixtures/rich.sql failed"
-assert_exit 0 cb init --kdf-memory 8 --kdf-ops 1
+assert_exit 0 cb init
 
 db_backup_json "$TEST_TMP/db.json" --full
 assert_rc 0 "database backup"

@@ -113,7 +113,7 @@ fi
 # that only the entry lists compress).
 export BACKUP_DIR=$TEST_TMP/three
 REPO=$BACKUP_DIR/repository
-init_repo -- --kdf-memory 8 --kdf-ops 1
+init_repo
 snapshots() { find "$REPO/snapshots" -type f ! -name '.*' -printf '%f\n' | sort; }
 ids=() snaps=()
 for n in 1 2 3; do
@@ -234,7 +234,7 @@ assert_contains "$OUT" "${ids[0]}" "check names the deleted backup"
 # --- check --read-data results are recorded; warnings in list --json -------------------------
 export BACKUP_DIR=$TEST_TMP/checked
 REPO=$BACKUP_DIR/repository
-init_repo -- --kdf-memory 8 --kdf-ops 1
+init_repo
 mkdir -p "$TEST_TMP/w"
 head -c 300000 /dev/urandom >"$TEST_TMP/w/scan.bin"
 python3 -c 'import socket, sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])' "$TEST_TMP/w/unix.sock"

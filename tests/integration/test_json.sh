@@ -19,7 +19,7 @@ src=$TEST_TMP/src
 mkdir -p "$src/sub"
 printf 'a\n' >"$src/a.txt"
 printf 'b\n' >"$src/sub/b.txt"
-init_repo -- --kdf-memory 8 --kdf-ops 1
+init_repo
 
 run cb --json backup files --full --time 2024-01-01T00:00:00Z "$src"
 assert_rc 0 "backup files --json"
@@ -84,7 +84,7 @@ run cb --json schedule status
 shape "schedule status" "schedule status: its shape"
 dst=$TEST_TMP/dst
 assert_exit 0 env CARIS_COPY_TO_KEY=0123456789abcdef0123456789abcdef-dst "$CARIS_BIN" --quiet \
-    --repo "$dst" init --copy-chunker-from "$REPO" --kdf-memory 8 --kdf-ops 1
+    --repo "$dst" init --copy-chunker-from "$REPO"
 run env CARIS_COPY_TO_KEY=0123456789abcdef0123456789abcdef-dst "$CARIS_BIN" --json copy --all --to "$dst"
 assert_rc 0 "copy --json"
 shape copy "copy: its shape"

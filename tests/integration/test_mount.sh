@@ -16,7 +16,7 @@ mnt=$TEST_TMP/mnt
 mkdir "$mnt"
 make_tree "$src" || fail "make_tree failed"
 head -c 12M /dev/urandom >"$src/docs/large.bin" # several chunks: readahead, jumps
-assert_exit 0 cb init --kdf-memory 8 --kdf-ops 1
+assert_exit 0 cb init
 
 backup_json "$TEST_TMP/b1.json" --full --time 2024-01-15T03:00:00Z "$src"
 assert_rc 3 "first backup (the socket and the device are skipped with warnings)"
@@ -181,7 +181,7 @@ assert_eq "" "$(find "$REPO/locks" -type f ! -name '.*')" "the refused mounts le
 
 # an empty repository mounts as an empty directory; unmounted from outside, mount exits 0
 export BACKUP_DIR=$TEST_TMP/empty
-assert_exit 0 cb init --kdf-memory 8 --kdf-ops 1
+assert_exit 0 cb init
 bg_start cb mount "$mnt"
 assert_true "an empty repository mounts" wait_until 30 mounted
 assert_eq "" "$(ls -A "$mnt")" "no backups, no latest"
@@ -212,7 +212,7 @@ REPO=$BACKUP_DIR/repository
 mkdir -p "$TEST_TMP/d/sub"
 head -c 3M /dev/urandom >"$TEST_TMP/d/patient-scan.bin"
 printf 'small\n' >"$TEST_TMP/d/sub/small.txt"
-assert_exit 0 cb init --kdf-memory 8 --kdf-ops 1
+assert_exit 0 cb init
 backup_json "$TEST_TMP/d.json" "$TEST_TMP/d"
 assert_rc 0 "backup of the tree to damage"
 pack=$(list_packs | xargs -d '\n' ls -S | head -n 1)

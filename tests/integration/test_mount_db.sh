@@ -12,7 +12,7 @@ fi
 
 pg_start
 psql_db "$CARIS_PG_DB" -f "$PG_FIXTURES/rich.sql" >/dev/null || fail "loading fixtures/rich.sql failed"
-assert_exit 0 cb init --kdf-memory 8 --kdf-ops 1
+assert_exit 0 cb init
 mkdir "$TEST_TMP/files" && printf 'x\n' >"$TEST_TMP/files/x"
 backup_json "$TEST_TMP/f.json" --full "$TEST_TMP/files"
 assert_rc 0 "file backup"

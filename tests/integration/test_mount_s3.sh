@@ -12,7 +12,7 @@ fi
 s3_start bkt
 export BACKUP_REPOSITORY=s3:$S3_ENDPOINT/bkt/caris/repo
 export BACKUP_S3_RETRY_SECONDS=5
-assert_exit 0 cb init --kdf-memory 8 --kdf-ops 1
+assert_exit 0 cb init
 src=$TEST_TMP/src
 make_tree "$src" || fail "make_tree failed"
 backup_json "$TEST_TMP/b.json" --full "$src"

@@ -8,7 +8,7 @@
 # holds the exclusive lock. Bad input changes nothing.
 source "$(dirname "$0")/lib.sh"
 
-assert_exit 0 cb --quiet init --kdf-memory 8 --kdf-ops 1
+assert_exit 0 cb --quiet init
 
 # What prune counts as the repository: everything but locks (records included).
 repo_bytes() { find "$REPO" -type f ! -name '.*' ! -path '*/locks/*' -printf '%s\n' | awk '{s += $1} END {print s + 0}'; }
@@ -149,7 +149,7 @@ assert_cmp "$stopped" -ge 8 "prune was stopped at many points"
 
 # --- real kill -9s, on a repository with many packs ----------------------------------------
 rm -rf "$REPO"
-assert_exit 0 cb --quiet init --kdf-memory 8 --kdf-ops 1
+assert_exit 0 cb --quiet init
 many=$TEST_TMP/many
 mkdir -p "$many"
 for k in $(seq -w 1 40); do

@@ -8,7 +8,7 @@
 source "$(dirname "$0")/lib.sh"
 
 REPO=$BACKUP_DIR/repository
-init_repo -- --kdf-memory 8 --kdf-ops 1
+init_repo
 record_files() { find "$REPO/records/verify" -type f ! -name '.*' | wc -l; }
 
 # three backups of one directory whose only file changes (random, so packs are not shared)

@@ -8,7 +8,7 @@ source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/pglib.sh"
 
 export TZ=Europe/Berlin BACKUP_TZ=Europe/Berlin
-assert_exit 0 cb --quiet init --kdf-memory 8 --kdf-ops 1
+assert_exit 0 cb --quiet init
 
 declare -A label_of=() id_of=()
 # backup_at LABEL UTC-TIME KIND ROOT: a backup recorded at that time
