@@ -8,6 +8,10 @@
 #                prints each round's result and "rounds passed: K/N", and the final line
 #                counts every test of every round. A flaky test is a bug: fix it, never retry.
 #   --only V     run one variant only (plain or asan); CI runs both.
+#
+# Order: the plain build, then its integration tests; meanwhile, in the background at nice 10,
+# the ASan build and the unit tests of both builds (reported after the plain integration
+# tests); then the ASan integration tests.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,21 +56,23 @@ add_counts() { # reads "N passed, N failed" from the last such line of a log
   failed=$((failed + $(echo "$line" | cut -d' ' -f3)))
 }
 
-run_unit() { # $1 build dir: runs the cmocka programs, as many at once as CPUs, counts cases
-  local dir=$1 log=$1/unit-results.txt out=$1/unit-out
-  : > "$log"
+# run_unit DIR: the cmocka programs of build DIR, as many at once as CPUs; each program's
+# output and exit status go to DIR/unit-out. Prints nothing (it may run in the background).
+run_unit() {
+  local dir=$1 out=$1/unit-out
   rm -rf "$out" && mkdir -p "$out"
-  local p=0 f=0 progs=() t jobs=0 max
+  local progs=() t jobs=0 max
   max=$(nproc 2>/dev/null || echo 1)
   # the longest first (test_repo, test_state: 40 and 15 s plain, 100 and 35 s with ASan)
   for t in "$dir"/tests/unit/test_repo "$dir"/tests/unit/test_state "$dir"/tests/unit/test_*; do
     [ -f "$t" ] && [ -x "$t" ] || continue
     [[ " ${progs[*]} " == *" $t "* ]] || progs+=("$t")
   done
+  printf '%s\n' "${progs[@]}" >"$out/programs"
   # each program alone in the background (its output and exit status in $out), max at once:
   # test_repo takes most of a minute plain, and one program uses one CPU
   for t in "${progs[@]}"; do
-    (("$t" > "$out/$(basename "$t").log" 2>&1); echo $? > "$out/$(basename "$t").rc") &
+    ( ("$t" >"$out/$(basename "$t").log" 2>&1); echo $? >"$out/$(basename "$t").rc") &
     jobs=$((jobs + 1))
     if ((jobs >= max)); then
       wait -n
@@ -74,10 +80,24 @@ run_unit() { # $1 build dir: runs the cmocka programs, as many at once as CPUs, 
     fi
   done
   wait
-  for t in "${progs[@]}"; do
+}
+
+# report_unit DIR: counts the cases of run_unit DIR's programs (a crash or a sanitizer report
+# without a failed case counts one failure), prints the failures and a summary line, and
+# writes every output and the counts to DIR/unit-results.txt.
+report_unit() {
+  local dir=$1 log=$1/unit-results.txt out=$1/unit-out
+  : > "$log"
+  local p=0 f=0 t
+  if [ ! -s "$out/programs" ]; then
+    echo "unit tests ($dir): did not run"
+    failed=$((failed + 1))
+    return
+  fi
+  while read -r t; do
     local name o rc np nf
     name=$(basename "$t")
-    o=$(cat "$out/$name.log")
+    o=$(cat "$out/$name.log" 2>/dev/null)
     rc=$(cat "$out/$name.rc" 2>/dev/null || echo 1)
     echo "$o" >> "$log"
     np=$(echo "$o" | sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' | tail -n1)
@@ -88,11 +108,21 @@ run_unit() { # $1 build dir: runs the cmocka programs, as many at once as CPUs, 
     [ "$nf" -ne 0 ] && { echo "$o" | tail -n 40; echo "FAILED: $t"; }
     p=$((p + np))
     f=$((f + nf))
-  done
+  done <"$out/programs"
   echo "unit tests ($dir): $p passed, $f failed"
   echo "$p passed, $f failed" >> "$log"
   add_counts "$log"
 }
+
+sanitizer_env() { # $1 variant: the environment its programs run in
+  if [ "$1" = asan ]; then
+    export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
+    export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+  else
+    unset ASAN_OPTIONS UBSAN_OPTIONS
+  fi
+}
+variant_dir() { if [ "$1" = asan ]; then echo build-asan; else echo build; fi; }
 
 run_integration() { # $1 build dir
   local log=$1/integration-results.txt
@@ -100,32 +130,83 @@ run_integration() { # $1 build dir
   add_counts "$log"
 }
 
-built=()
-for variant in "${variants[@]}"; do
-  if [ $variant = asan ]; then
-    ./scripts/build.sh --asan && built+=(asan) || failed=$((failed + 1))
-  else
-    ./scripts/build.sh && built+=(plain) || failed=$((failed + 1))
+# Ports that tests reserve (tests/integration/lib.sh free_port, test_s3's free_port): one
+# directory for everything that runs at once.
+CARIS_TEST_PORTS=$(mktemp -d "${TMPDIR:-/tmp}/caris-test-ports.XXXXXX")
+export CARIS_TEST_PORTS
+side_dir=$(mktemp -d "${TMPDIR:-/tmp}/caris-test-side.XXXXXX")
+trap 'rm -rf "$CARIS_TEST_PORTS" "$side_dir"' EXIT
+
+build_variant() { # $1 variant; the build's output in $side_dir/build-$1.log
+  local flag=()
+  [ "$1" = asan ] && flag=(--asan)
+  if ./scripts/build.sh "${flag[@]}" >"$side_dir/build-$1.log" 2>&1; then
+    cat "$side_dir/build-$1.log"
+    return 0
   fi
-done
+  cat "$side_dir/build-$1.log"
+  # build.sh keeps ninja quiet: the compiler's messages
+  ninja -C "$(variant_dir "$1")" 2>&1 | tail -n 40
+  echo "BUILD FAILED: $1"
+  return 1
+}
+
+# The first variant is built here. While its integration tests run, the other variants are
+# built and every variant's unit tests run, in the background at a lower priority (nice 10):
+# the integration tests leave the CPUs idle a quarter of the time (servers starting, child
+# processes and polls they wait for), and that is where this work goes. The unit tests are
+# reported after the integration tests; their programs do not depend on timing.
+first=${variants[0]}
+others=("${variants[@]:1}")
+built=()
+if build_variant "$first"; then
+  built+=("$first")
+else
+  failed=$((failed + 1))
+fi
 
 rounds_ok=0
 for ((round = 1; round <= repeat; round++)); do
   before_failed=$failed
   ((repeat > 1)) && echo "== round $round of $repeat"
-  for variant in "${built[@]}"; do
-    if [ $variant = asan ]; then
-      dir=build-asan
-      export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
-      export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-    else
-      dir=build
-      unset ASAN_OPTIONS UBSAN_OPTIONS
+  (
+    renice -n 10 -p $BASHPID >/dev/null 2>&1
+    units=("${built[@]}")
+    if ((round == 1)); then
+      for v in "${others[@]}"; do
+        if build_variant "$v" >"$side_dir/built-$v.out" 2>&1; then
+          touch "$side_dir/built-$v"
+          units+=("$v")
+        fi
+      done
     fi
-    echo "== $variant build: unit tests"
-    run_unit $dir
-    echo "== $variant build: integration tests"
-    run_integration $dir
+    for v in "${units[@]}"; do
+      sanitizer_env "$v"
+      run_unit "$(variant_dir "$v")"
+    done
+  ) &
+  side=$!
+  if [[ " ${built[*]} " == *" $first "* ]]; then
+    sanitizer_env "$first"
+    echo "== $first build: integration tests"
+    run_integration "$(variant_dir "$first")"
+  fi
+  wait "$side"
+  if ((round == 1)); then
+    for v in "${others[@]}"; do
+      cat "$side_dir/built-$v.out"
+      if [ -e "$side_dir/built-$v" ]; then built+=("$v"); else failed=$((failed + 1)); fi
+    done
+  fi
+  for v in "${built[@]}"; do
+    echo "== $v build: unit tests"
+    report_unit "$(variant_dir "$v")"
+  done
+  for v in "${built[@]}"; do
+    [ "$v" = "$first" ] && continue
+    sanitizer_env "$v"
+    echo "== $v build: integration tests"
+    run_integration "$(variant_dir "$v")"
   done
   if [ "$failed" -eq "$before_failed" ]; then
     rounds_ok=$((rounds_ok + 1))

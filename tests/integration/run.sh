@@ -21,7 +21,9 @@
 #
 # Environment: CARIS_TEST_TIMEOUT (seconds per test, default 900), CARIS_TEST_TMPDIR
 # (where the temporary directories go, default $TMPDIR or /tmp), CARIS_TEST_KEEP=1 (keep
-# every temporary directory; by default only those of failed tests are kept).
+# every temporary directory; by default only those of failed tests are kept),
+# CARIS_TEST_PORTS (a directory where ports are reserved, shared with other suites running
+# at the same time; default a new one for this run).
 set -u
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -89,8 +91,14 @@ fi
 timeout_s=${CARIS_TEST_TIMEOUT:-900}
 tmpbase=${CARIS_TEST_TMPDIR:-${TMPDIR:-/tmp}}
 all_failures=$(mktemp "$tmpbase/caris-it-failures.XXXXXX")
-# ports handed out to this run's tests (lib.sh free_port), one directory each
-CARIS_TEST_PORTS=$(mktemp -d "$tmpbase/caris-it-ports.XXXXXX")
+# ports handed out to this run's tests (lib.sh free_port), one directory each; a directory
+# given by the caller is shared with whatever else it runs meanwhile (scripts/test.sh runs
+# the unit tests, whose test_s3 reserves its port there too) and is left to the caller
+own_ports=0
+if [[ -z ${CARIS_TEST_PORTS:-} || ! -d ${CARIS_TEST_PORTS:-} ]]; then
+    CARIS_TEST_PORTS=$(mktemp -d "$tmpbase/caris-it-ports.XXXXXX")
+    own_ports=1
+fi
 export CARIS_TEST_PORTS
 # Debian's python3 for the tests and their helpers, not a version manager's shim that comes
 # first in PATH: pyenv's shim runs a dozen bash processes per call (1.4 s a call on the 2-core
@@ -110,7 +118,7 @@ stop_all() {
     done
     wait
 }
-trap 'rm -f "$all_failures"; rm -rf "$CARIS_TEST_PORTS" "$CARIS_TEST_BIN"' EXIT
+trap 'rm -f "$all_failures"; rm -rf "$CARIS_TEST_BIN"; ((own_ports)) && rm -rf "$CARIS_TEST_PORTS"' EXIT
 trap 'stop_all; exit 130' INT TERM
 
 echo "binary: $bin"

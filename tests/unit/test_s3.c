@@ -12,9 +12,11 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -28,15 +30,33 @@ static pid_t server_pid;
 static char *server_dir;
 static char endpoint[64];
 
+/* A loopback port the kernel hands out as free. When CARIS_TEST_PORTS names a directory
+ * (scripts/test.sh runs these programs while the integration tests run), the port is also
+ * reserved there as tests/integration/lib.sh's free_port does, so that no test of either
+ * suite is given the same port before its server binds it. */
 static int free_port(void)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-    socklen_t len = sizeof(a);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    close(fd);
-    return ntohs(a.sin_port);
+    const char *reserved = getenv("CARIS_TEST_PORTS");
+    for (int k = 0; k < 100; k++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+        socklen_t len = sizeof(a);
+        assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+        close(fd);
+        int port = ntohs(a.sin_port);
+        if (!reserved || !*reserved)
+            return port;
+        char *mark = xasprintf("%s/%d", reserved, port);
+        int r = mkdir(mark, 0700);
+        free(mark);
+        if (r == 0)
+            return port;
+        if (errno != EEXIST)
+            fail_msg("cannot reserve port %d in %s: %s", port, reserved, strerror(errno));
+    }
+    fail_msg("no free port in 100 tries");
+    return -1;
 }
 
 static bool listening(int port)
