@@ -9,9 +9,9 @@
 #                counts every test of every round. A flaky test is a bug: fix it, never retry.
 #   --only V     run one variant only (plain or asan); CI runs both.
 #
-# Order: the plain build, then its integration tests; meanwhile, in the background at nice 10,
-# the ASan build and the unit tests of both builds (reported after the plain integration
-# tests); then the ASan integration tests.
+# Order: the plain build; its integration tests, with in the background (nice 10) its unit
+# tests and the ASan build; then the ASan integration tests, with the ASan unit tests in the
+# background. Each variant's unit tests are reported after its integration tests.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -151,62 +151,51 @@ build_variant() { # $1 variant; the build's output in $side_dir/build-$1.log
   return 1
 }
 
-# The first variant is built here. While its integration tests run, the other variants are
-# built and every variant's unit tests run, in the background at a lower priority (nice 10):
-# the integration tests leave the CPUs idle a quarter of the time (servers starting, child
-# processes and polls they wait for), and that is where this work goes. The unit tests are
-# reported after the integration tests; their programs do not depend on timing.
+# The first variant is built here. While a variant's integration tests run, its unit tests
+# run in the background at a lower priority (nice 10), and during the first variant's, the
+# other variants are built: the integration tests leave the CPUs idle a quarter of the time
+# (servers starting, child processes and polls they wait for), and that is where this work
+# goes. A variant's unit tests are reported after its integration tests; their programs do
+# not depend on timing.
 first=${variants[0]}
 others=("${variants[@]:1}")
 built=()
+build_others() { # in the background with the first variant's tests, else here
+  local o
+  for o in "${others[@]}"; do
+    if build_variant "$o" >"$side_dir/built-$o.out" 2>&1; then touch "$side_dir/built-$o"; fi
+  done
+}
 if build_variant "$first"; then
   built+=("$first")
 else
   failed=$((failed + 1))
+  build_others
 fi
 
 rounds_ok=0
 for ((round = 1; round <= repeat; round++)); do
   before_failed=$failed
   ((repeat > 1)) && echo "== round $round of $repeat"
-  (
-    renice -n 10 -p $BASHPID >/dev/null 2>&1
-    units=("${built[@]}")
-    if ((round == 1)); then
-      for v in "${others[@]}"; do
-        if build_variant "$v" >"$side_dir/built-$v.out" 2>&1; then
-          touch "$side_dir/built-$v"
-          units+=("$v")
-        fi
-      done
+  for v in "${variants[@]}"; do
+    if ((round == 1)) && [ "$v" != "$first" ]; then
+      cat "$side_dir/built-$v.out" 2>/dev/null
+      if [ -e "$side_dir/built-$v" ]; then built+=("$v"); else failed=$((failed + 1)); fi
     fi
-    for v in "${units[@]}"; do
+    [[ " ${built[*]} " == *" $v "* ]] || continue
+    (
+      renice -n 10 -p $BASHPID >/dev/null 2>&1
+      if ((round == 1)) && [ "$v" = "$first" ]; then build_others; fi
       sanitizer_env "$v"
       run_unit "$(variant_dir "$v")"
-    done
-  ) &
-  side=$!
-  if [[ " ${built[*]} " == *" $first "* ]]; then
-    sanitizer_env "$first"
-    echo "== $first build: integration tests"
-    run_integration "$(variant_dir "$first")"
-  fi
-  wait "$side"
-  if ((round == 1)); then
-    for v in "${others[@]}"; do
-      cat "$side_dir/built-$v.out"
-      if [ -e "$side_dir/built-$v" ]; then built+=("$v"); else failed=$((failed + 1)); fi
-    done
-  fi
-  for v in "${built[@]}"; do
-    echo "== $v build: unit tests"
-    report_unit "$(variant_dir "$v")"
-  done
-  for v in "${built[@]}"; do
-    [ "$v" = "$first" ] && continue
+    ) &
+    side=$!
     sanitizer_env "$v"
     echo "== $v build: integration tests"
     run_integration "$(variant_dir "$v")"
+    wait "$side"
+    echo "== $v build: unit tests"
+    report_unit "$(variant_dir "$v")"
   done
   if [ "$failed" -eq "$before_failed" ]; then
     rounds_ok=$((rounds_ok + 1))
