@@ -68,7 +68,8 @@ run_unit() {
     [ -f "$t" ] && [ -x "$t" ] || continue
     [[ " ${progs[*]} " == *" $t "* ]] || progs+=("$t")
   done
-  printf '%s\n' "${progs[@]}" >"$out/programs"
+  : >"$out/programs"
+  ((${#progs[@]})) && printf '%s\n' "${progs[@]}" >"$out/programs"
   # each program alone in the background (its output and exit status in $out), max at once:
   # test_repo takes most of a minute plain, and one program uses one CPU
   for t in "${progs[@]}"; do
@@ -135,7 +136,13 @@ run_integration() { # $1 build dir
 CARIS_TEST_PORTS=$(mktemp -d "${TMPDIR:-/tmp}/caris-test-ports.XXXXXX")
 export CARIS_TEST_PORTS
 side_dir=$(mktemp -d "${TMPDIR:-/tmp}/caris-test-side.XXXXXX")
-trap 'rm -rf "$CARIS_TEST_PORTS" "$side_dir"' EXIT
+side=
+stop_side() { # the background job (its own process group) and everything it started
+  [ -n "$side" ] && kill -TERM -- -"$side" 2>/dev/null
+  return 0
+}
+trap 'stop_side; rm -rf "$CARIS_TEST_PORTS" "$side_dir"' EXIT
+trap 'exit 130' INT TERM
 
 build_variant() { # $1 variant; the build's output in $side_dir/build-$1.log
   local flag=()
@@ -166,10 +173,11 @@ build_others() { # in the background with the first variant's tests, else here
     if build_variant "$o" >"$side_dir/built-$o.out" 2>&1; then touch "$side_dir/built-$o"; fi
   done
 }
+first_failed=0
 if build_variant "$first"; then
   built+=("$first")
 else
-  failed=$((failed + 1))
+  first_failed=1 # counted in round 1
   build_others
 fi
 
@@ -177,23 +185,29 @@ rounds_ok=0
 for ((round = 1; round <= repeat; round++)); do
   before_failed=$failed
   ((repeat > 1)) && echo "== round $round of $repeat"
+  ((round == 1 && first_failed)) && failed=$((failed + 1))
   for v in "${variants[@]}"; do
     if ((round == 1)) && [ "$v" != "$first" ]; then
       cat "$side_dir/built-$v.out" 2>/dev/null
       if [ -e "$side_dir/built-$v" ]; then built+=("$v"); else failed=$((failed + 1)); fi
     fi
     [[ " ${built[*]} " == *" $v "* ]] || continue
+    rm -rf "$(variant_dir "$v")/unit-out" # nothing of an earlier run is reported
+    set -m # the job gets a process group of its own, for stop_side
     (
       renice -n 10 -p $BASHPID >/dev/null 2>&1
       if ((round == 1)) && [ "$v" = "$first" ]; then build_others; fi
       sanitizer_env "$v"
       run_unit "$(variant_dir "$v")"
-    ) &
+    ) </dev/null &
     side=$!
+    set +m
     sanitizer_env "$v"
     echo "== $v build: integration tests"
     run_integration "$(variant_dir "$v")"
     wait "$side"
+    side=
+    rm -rf "${CARIS_TEST_PORTS:?}"/* # nothing runs now: the reservations can go
     echo "== $v build: unit tests"
     report_unit "$(variant_dir "$v")"
   done

@@ -10,7 +10,7 @@ make_tree "$src" || fail "make_tree failed"
 # a hard link whose first name (hello.txt, met first in the walk) is outside its directory
 mkdir "$src/zz"
 ln "$src/hello.txt" "$src/zz/hello-link"
-# cheap key derivation: this test opens the repository some sixty times
+# (run.sh's cheap key derivation: this test opens the repository some sixty times)
 assert_exit 0 cb init
 
 # ---- ids ---------------------------------------------------------------------------------

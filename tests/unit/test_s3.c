@@ -50,8 +50,8 @@ static int free_port(void)
         char *mark = xasprintf("%s/%d", reserved, port);
         int r = mkdir(mark, 0700);
         free(mark);
-        if (r == 0)
-            return port;
+        if (r == 0 || errno == ENOENT || errno == ENOTDIR)
+            return port; /* reserved, or no reservation directory (nothing else to avoid) */
         if (errno != EEXIST)
             fail_msg("cannot reserve port %d in %s: %s", port, reserved, strerror(errno));
     }
