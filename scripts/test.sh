@@ -147,11 +147,10 @@ trap 'exit 130' INT TERM
 build_variant() { # $1 variant; the build's output in $side_dir/build-$1.log
   local flag=()
   [ "$1" = asan ] && flag=(--asan)
-  if ./scripts/build.sh "${flag[@]}" >"$side_dir/build-$1.log" 2>&1; then
-    cat "$side_dir/build-$1.log"
-    return 0
-  fi
+  local rc=0
+  ./scripts/build.sh "${flag[@]}" >"$side_dir/build-$1.log" 2>&1 || rc=$?
   cat "$side_dir/build-$1.log"
+  ((rc == 0)) && return 0
   # build.sh keeps ninja quiet: the compiler's messages
   ninja -C "$(variant_dir "$1")" 2>&1 | tail -n 40
   echo "BUILD FAILED: $1"

@@ -48,12 +48,12 @@ static int free_port(void)
         if (!reserved || !*reserved)
             return port;
         char *mark = xasprintf("%s/%d", reserved, port);
-        int r = mkdir(mark, 0700);
+        int err = mkdir(mark, 0700) == 0 ? 0 : errno;
         free(mark);
-        if (r == 0 || errno == ENOENT || errno == ENOTDIR)
+        if (err == 0 || err == ENOENT || err == ENOTDIR)
             return port; /* reserved, or no reservation directory (nothing else to avoid) */
-        if (errno != EEXIST)
-            fail_msg("cannot reserve port %d in %s: %s", port, reserved, strerror(errno));
+        if (err != EEXIST)
+            fail_msg("cannot reserve port %d in %s: %s", port, reserved, strerror(err));
     }
     fail_msg("no free port in 100 tries");
     return -1;
