@@ -10,8 +10,8 @@
 # pg_start runs scripts/pg-test-server.sh with a free loopback port and the directory
 # $TEST_TMP/pg, exports what its env file sets (POSTGRES_URL, CARIS_PG_*), and stops the
 # server when the test exits (its log is kept in $TEST_TMP/pg-server.log). Each test has
-# its own server: tests can stop it, and run.sh needs no per-suite hook. A server costs
-# about one second (initdb --no-sync, fsync off).
+# its own server: tests can stop it. A server costs about half a second: it is a copy of
+# the cluster run.sh's CARIS_PG_TEMPLATE holds (one initdb per run), with fsync off.
 #
 # Helpers talk to the server over its unix socket (trusted, no password): their command
 # lines never hold the password, so the tests that look for it in `ps` see only ours.

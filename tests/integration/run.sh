@@ -118,7 +118,11 @@ stop_all() {
     done
     wait
 }
-trap 'rm -f "$all_failures"; rm -rf "$CARIS_TEST_BIN"; ((own_ports)) && rm -rf "$CARIS_TEST_PORTS"' EXIT
+# One initdb per run: the database tests' servers copy this cluster (scripts/pg-test-server.sh,
+# CARIS_PG_TEMPLATE), made by the first of them to start.
+CARIS_PG_TEMPLATE=$(mktemp -d "$tmpbase/caris-it-pgtemplate.XXXXXX")
+export CARIS_PG_TEMPLATE
+trap 'rm -f "$all_failures"; rm -rf "$CARIS_TEST_BIN" "$CARIS_PG_TEMPLATE"; ((own_ports)) && rm -rf "$CARIS_TEST_PORTS"' EXIT
 trap 'stop_all; exit 130' INT TERM
 
 echo "binary: $bin"
