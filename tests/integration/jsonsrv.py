@@ -10,19 +10,19 @@ usage: python3 -S jsonsrv.py DIR PID
        a.0 .. a.63, then writes its pid to DIR/ready
   PID  the test's shell; the server exits when that process is gone
 
-A caller claims an answer FIFO a.K by creating c.K exclusively (the shell's noclobber), opens
-a.K (read and write: no wait for the other end), and writes its request to req: four
-NUL-terminated fields in one write (well under PIPE_BUF, so the requests of concurrent
-callers do not interleave):
+A caller claims an answer FIFO a.K by creating c.K exclusively (the shell's noclobber) and
+writing its request into that file: four NUL-terminated fields,
   K     the claimed slot
   MODE  get | eval | valid | port | flip
   FILE  an absolute path (get, eval, valid, flip)
   ARG   the subscript chain (get), the expression (eval), the offset or "" (flip)
-The answer, written to a.K: the exit status, a newline, stdout, NUL, stderr, NUL. Exit
-status 255 means "ask the per-call code" (an answer holding a NUL byte, which a shell
-variable cannot hold). Once it has read the answer and closed a.K, the caller writes
-K, "release", "", "" the same way and the server removes c.K. No process is started per call:
-the shell has no unlink or mkfifo of its own.
+then opens a.K (read and write: no wait for the other end) and writes "K" and a NUL to req
+(a few bytes: one write, so the messages of concurrent callers never interleave). The
+answer, written to a.K: the exit status, a newline, stdout, NUL, stderr, NUL. Exit status
+255 means "ask the per-call code": an answer holding a NUL byte, which a shell variable
+cannot hold, or text that is not UTF-8, which the per-call code's print refuses. Once it
+has read the answer and closed a.K, the caller writes "K" "release" the same way, and the
+server removes c.K. No process is started per call: the shell has no unlink of its own.
 """
 import json
 import os
@@ -51,7 +51,7 @@ def answer(mode, path, arg):
         return 0, (v if isinstance(v, str) else json.dumps(v)) + "\n", ""
     if mode == "valid":  # what `python3 -m json.tool FILE >/dev/null` tells
         try:
-            with open(path) as f:
+            with open(path, encoding="utf-8") as f:
                 json.load(f)
         except ValueError as ex:
             return 1, "", "%s\n" % ex
@@ -83,10 +83,17 @@ def answer(mode, path, arg):
 SLOTS = 64
 
 
-def reply(path, status, out, err):
-    data = out.encode("utf-8", "surrogateescape") + b"\0" + err.encode("utf-8", "surrogateescape") + b"\0"
+def encode(status, out, err):
+    try:
+        data = out.encode("utf-8") + b"\0" + err.encode("utf-8") + b"\0"
+    except UnicodeEncodeError:
+        return b"255\n\0\0"
     if data.count(b"\0") != 2:
-        status, data = 255, b"\0\0"
+        return b"255\n\0\0"
+    return b"%d\n" % status + data
+
+
+def reply(path, data):
     # the caller opened its answer FIFO before it wrote the request; if it is gone, nobody
     # has the FIFO open and this open fails at once (ENXIO): nothing to answer, and the slot
     # stays claimed
@@ -96,7 +103,8 @@ def reply(path, status, out, err):
         return
     try:
         os.set_blocking(fd, True)
-        os.write(fd, b"%d\n" % status + data)
+        while data:
+            data = data[os.write(fd, data):]
     except OSError:
         pass
     finally:
@@ -111,8 +119,9 @@ def main():
         os.mkfifo(os.path.join(d, "a.%d" % k), 0o600)
     # read and write: the FIFO never reports end of file between callers
     fd = os.open(req, os.O_RDWR)
-    with open(os.path.join(d, "ready"), "w") as f:
+    with open(os.path.join(d, "ready.new"), "w") as f:
         f.write("%d\n" % os.getpid())
+    os.rename(os.path.join(d, "ready.new"), os.path.join(d, "ready"))
     buf = b""
     while True:
         r, _, _ = select.select([fd], [], [], 0.5)
@@ -125,24 +134,37 @@ def main():
         if not r:
             continue
         buf += os.read(fd, 65536)
-        while buf.count(b"\0") >= 4:
-            fields = buf.split(b"\0", 4)
-            buf = fields[4]
-            slot, mode, path, arg = (x.decode("utf-8", "surrogateescape") for x in fields[:4])
-            if not slot.isdigit() or int(slot) >= SLOTS:
-                continue
-            if mode == "release":
-                try:
-                    os.unlink(os.path.join(d, "c." + slot))
-                except OSError:
-                    pass
-                continue
+        while b"\0" in buf:
+            msg, buf = buf.split(b"\0", 1)
             try:
-                status, out, err = answer(mode, path, arg)
-            except Exception as ex:  # never die: callers would wait for the answer
-                status, out, err = 255, "", "jsonsrv: %r\n" % ex
-            reply(os.path.join(d, "a." + slot), status, out, err)
+                serve(d, msg)
+            except Exception:  # never die: callers would wait for an answer
+                pass
 
+
+def serve(d, msg):
+    """One message on req: "K" (the request is in c.K) or "K release"."""
+    words = msg.decode("ascii").split(" ")
+    slot = words[0]
+    if not (slot.isascii() and slot.isdigit()) or int(slot) >= SLOTS:
+        return
+    claim = os.path.join(d, "c." + slot)
+    if words[1:] == ["release"]:
+        os.unlink(claim)
+        return
+    with open(claim, "rb") as f:
+        fields = f.read().split(b"\0")
+    answer_fifo = os.path.join(d, "a." + slot)
+    if len(fields) != 5 or fields[0].decode("ascii") != slot:
+        reply(answer_fifo, encode(2, "", "jsonsrv: a malformed request\n"))
+        return
+    mode, path, arg = (x.decode("utf-8", "surrogateescape") for x in fields[1:4])
+    try:
+        status, out, err = answer(mode, path, arg)
+        data = encode(status, out, err)
+    except Exception:
+        data = b"255\n\0\0"
+    reply(answer_fifo, data)
 
 if __name__ == "__main__":
     main()

@@ -324,38 +324,44 @@ _jsrv_stop() {
 _jsrv() {
     [[ -n $_JSRV_PID ]] || { [[ -s $_JSRV_DIR/ready ]] && read -r _JSRV_PID <"$_JSRV_DIR/ready"; }
     [[ -n $_JSRV_PID && -p $_JSRV_DIR/req ]] && kill -0 "$_JSRV_PID" 2>/dev/null || return 255
-    local - f=$2 k fd st="" out="" err=""
+    local - f=$2 k fd st="" part="" out="" err=""
     # a regular file by its absolute path: not a /dev/fd/N of ours (process substitution),
     # which the server cannot open, nor a missing file (the per-call code says what it says)
     if [[ $1 != port ]]; then
         [[ -f $f ]] || return 255
         [[ $f == /* ]] || f=$PWD/$f
     fi
-    # claim an answer FIFO: create c.K exclusively (noclobber; `local -` restores it)
+    # claim an answer FIFO: create c.K exclusively (noclobber; `local -` restores it), with
+    # the request in it
     set -C
     for ((k = 0; k < 64; k++)); do
-        { : >"$_JSRV_DIR/c.$k"; } 2>/dev/null && break
+        { printf '%s\0%s\0%s\0%s\0' "$k" "$1" "$f" "$3" >"$_JSRV_DIR/c.$k"; } 2>/dev/null && break
     done
     set +C
     ((k < 64)) || return 255
-    # opened before the request (read and write: no wait for the other end); the answer is
-    # delimited, no end of file is needed
+    # a.K opened before the request (read and write: no wait for the other end); req opened
+    # read and write too (never blocks, even with the server gone); the answer is delimited
     exec {fd}<>"$_JSRV_DIR/a.$k"
-    if ! printf '%s\0%s\0%s\0%s\0' "$k" "$1" "$f" "$3" >"$_JSRV_DIR/req"; then
-        exec {fd}<&-
-        return 255
+    printf '%s\0' "$k" 1<>"$_JSRV_DIR/req"
+    # the status line, waiting as long as the server lives (a big document takes a while)
+    until IFS= read -r -t 1 -u "$fd" part; do
+        st+=$part
+        part=""
+        kill -0 "$_JSRV_PID" 2>/dev/null || break
+    done
+    st+=$part
+    if [[ $st =~ ^[0-9]+$ ]]; then # the rest follows in the same write
+        IFS= read -r -d '' -t 60 -u "$fd" out && IFS= read -r -d '' -t 60 -u "$fd" err || st=""
     fi
-    IFS= read -r -t 300 -u "$fd" st
-    IFS= read -r -d '' -u "$fd" out
-    IFS= read -r -d '' -u "$fd" err
     exec {fd}<&-
-    printf '%s\0release\0\0\0' "$k" >"$_JSRV_DIR/req"
+    printf '%s release\0' "$k" 1<>"$_JSRV_DIR/req"
     [[ $st =~ ^[0-9]+$ ]] || {
         # the request was sent and not answered (the server died with it): no second try,
         # flip_byte would flip the byte back
         echo "jsonsrv: no answer to $1 $f" >&2
         return 1
     }
+    ((st == 255)) && return 255
     printf '%s' "$out"
     [[ -z $err ]] || printf '%s' "$err" >&2
     return "$st"
