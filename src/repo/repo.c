@@ -2269,7 +2269,8 @@ int blob_decode(struct repo *r, const uint8_t id[32], const struct ientry *ep,
 {
     out->len = 0;
     const uint8_t *p = NULL;
-    size_t n = 0; /* set by blob_open on success; gcc -O3 cannot see it */
+    /* set by blob_open on success; gcc -O3 cannot see that */
+    size_t n = 0;
     if (ep->ulen_flags & ULEN_COMPRESSED) { /* decrypted into a temporary, then into out */
         struct buf tmp = {0};
         buf_reserve(&tmp, ep->clen);

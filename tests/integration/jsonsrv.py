@@ -2,10 +2,13 @@
 served by one python process per test instead of one python process per call.
 
 A call costs a python start otherwise (40-90 ms of CPU on the 2-core test machine, a
-quarter of the CPU of some tests); here it costs a mkfifo. The answers are those of the
-per-call code in lib.sh, which remains the fallback when this server is not running.
+quarter of the CPU of some tests); a call to the server starts no process. When the server is not
+running yet, or cannot take a request (a /dev/fd/N of the caller's own, an answer a shell
+variable cannot hold), lib.sh runs `jsonsrv.py --once`: the same code, in a python of its
+own.
 
 usage: python3 -S jsonsrv.py DIR PID
+       python3 -S jsonsrv.py --once MODE FILE ARG   (one answer, printed; lib.sh's fallback)
   DIR  a private directory (0700): the server makes there the FIFO req and the answer FIFOs
        a.0 .. a.63, then writes its pid to DIR/ready
   PID  the test's shell; the server exits when that process is gone
@@ -19,8 +22,8 @@ writing its request into that file: four NUL-terminated fields,
 then opens a.K (read and write: no wait for the other end) and writes "K" and a NUL to req
 (a few bytes: one write, so the messages of concurrent callers never interleave). The
 answer, written to a.K: the exit status, a newline, stdout, NUL, stderr, NUL. Exit status
-255 means "ask the per-call code": an answer holding a NUL byte, which a shell variable
-cannot hold, or text that is not UTF-8, which the per-call code's print refuses. Once it
+255 means "run jsonsrv.py --once instead": an answer holding a NUL byte, which a shell
+variable cannot hold, or text that is not UTF-8, which --once's write refuses. Once it
 has read the answer and closed a.K, the caller writes "K" "release" the same way, and the
 server removes c.K. No process is started per call: the shell has no unlink of its own.
 """
@@ -32,7 +35,7 @@ import sys
 
 
 def answer(mode, path, arg):
-    """(status, stdout, stderr) as the per-call code in lib.sh would give them."""
+    """(status, stdout, stderr) of one call of a lib.sh helper."""
     if mode == "get":
         try:
             with open(path) as f:
@@ -166,5 +169,15 @@ def serve(d, msg):
         data = b"255\n\0\0"
     reply(answer_fifo, data)
 
+def once(mode, path, arg):
+    """jsonsrv.py --once MODE FILE ARG: one answer, in this process (lib.sh's fallback)."""
+    status, out, err = answer(mode, path, arg)
+    sys.stdout.write(out)
+    sys.stderr.write(err)
+    return status
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--once"] and len(sys.argv) == 5:
+        sys.exit(once(*sys.argv[2:5]))
     main()

@@ -306,7 +306,7 @@ assert_cmp() {
 # process per test, started here in the background (not a child of the test's shell: a
 # `wait` does not wait for it; it exits with the test). A python start per call cost
 # 40-90 ms of CPU, a quarter of the CPU of some tests. Until the server is ready, or if it
-# is gone, each helper runs its own python as before, with the same answers.
+# is gone, a helper runs `jsonsrv.py --once`: the same code in a python of its own.
 _JSRV_DIR=$TEST_TMP/.jsonsrv
 _JSRV_PID=""
 if mkdir -m 700 "$_JSRV_DIR" 2>/dev/null; then
@@ -320,13 +320,13 @@ _jsrv_stop() {
 }
 
 # _jsrv MODE FILE ARG: the server's answer (stdout, stderr, status as jsonsrv.py says);
-# status 255 without output: the server cannot take the request, run the per-call code.
+# status 255 without output: the server cannot take the request, run jsonsrv.py --once.
 _jsrv() {
     [[ -n $_JSRV_PID ]] || { [[ -s $_JSRV_DIR/ready ]] && read -r _JSRV_PID <"$_JSRV_DIR/ready"; }
     [[ -n $_JSRV_PID && -p $_JSRV_DIR/req ]] && kill -0 "$_JSRV_PID" 2>/dev/null || return 255
     local - f=$2 k fd st="" part="" out="" err=""
     # a regular file by its absolute path: not a /dev/fd/N of ours (process substitution),
-    # which the server cannot open, nor a missing file (the per-call code says what it says)
+    # which the server cannot open, nor a missing file (--once says what it says)
     if [[ $1 != port ]]; then
         [[ -f $f ]] || return 255
         [[ $f == /* ]] || f=$PWD/$f
@@ -356,8 +356,8 @@ _jsrv() {
     exec {fd}<&-
     printf '%s release\0' "$k" 1<>"$_JSRV_DIR/req"
     [[ $st =~ ^[0-9]+$ ]] || {
-        # the request was sent and not answered (the server died with it): no second try,
-        # flip_byte would flip the byte back
+        # the request was sent and not answered (the server died with it): no second try
+        # with --once, flip_byte would flip the byte back
         echo "jsonsrv: no answer to $1 $f" >&2
         return 1
     }
@@ -367,12 +367,18 @@ _jsrv() {
     return "$st"
 }
 
+# _json MODE FILE ARG: jsonsrv.py's answer, from the server, else from a python of its own
+# (the same code: jsonsrv.py --once).
+_json() {
+    _jsrv "$@"
+    local st=$?
+    ((st == 255)) || return $st
+    python3 -S "$LIB_DIR/jsonsrv.py" --once "$@"
+}
+
 # assert_json FILE MESSAGE: FILE holds one valid JSON document.
 assert_json() {
-    _jsrv valid "$1" "" >/dev/null 2>"$TEST_TMP/.json.err"
-    local st=$?
-    ((st == 255)) && { python3 -m json.tool "$1" >/dev/null 2>"$TEST_TMP/.json.err"; st=$?; }
-    if ((st == 0)); then
+    if _json valid "$1" "" >/dev/null 2>"$TEST_TMP/.json.err"; then
         pass "$2"
         return 0
     fi
@@ -385,37 +391,10 @@ assert_json() {
 # json_get FILE PATH: print the value at PATH, a python subscript chain such as
 # '["stats"]["files"]' or '[0]["id"]' (strings bare, others as JSON); prints nothing and
 # fails when the file is not JSON or the path is absent.
-json_get() {
-    _jsrv get "$1" "$2"
-    local st=$?
-    ((st == 255)) || return $st
-    python3 - "$1" "$2" <<'EOF'
-import json, sys
-try:
-    d = json.load(open(sys.argv[1]))
-    v = eval("d" + sys.argv[2], {"d": d})
-except Exception:
-    sys.exit(1)
-print(v if isinstance(v, str) else json.dumps(v))
-EOF
-}
+json_get() { _json get "$1" "$2"; }
 
 # json_eval FILE EXPR: print the value of a python expression over `d` (the document).
-json_eval() {
-    _jsrv eval "$1" "$2"
-    local st=$?
-    ((st == 255)) || return $st
-    python3 - "$1" "$2" <<'EOF'
-import json, sys
-try:
-    d = json.load(open(sys.argv[1]))
-    v = eval(sys.argv[2], {"d": d, "any": any, "all": all, "len": len})
-except Exception as ex:
-    print("json_eval error: %r" % ex, file=sys.stderr)
-    sys.exit(1)
-print(v if isinstance(v, str) else json.dumps(v))
-EOF
-}
+json_eval() { _json eval "$1" "$2"; }
 
 # --- ports -----------------------------------------------------------------------------
 
@@ -426,8 +405,7 @@ EOF
 free_port() {
     local p k
     for ((k = 0; k < 100; k++)); do
-        p=$(_jsrv port "" "")
-        (($? == 255)) && p=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+        p=$(_json port "" "")
         [[ $p =~ ^[0-9]+$ ]] || return 1
         if [[ -z ${CARIS_TEST_PORTS:-} ]] || mkdir "$CARIS_TEST_PORTS/$p" 2>/dev/null; then
             echo "$p"
@@ -626,19 +604,4 @@ list_packs() { find "$REPO/data" -mindepth 2 -maxdepth 2 -type f ! -name '.*' 2>
 list_index_files() { find "$REPO/index" -mindepth 1 -maxdepth 1 -type f ! -name '.*' 2>/dev/null | sort; }
 
 # flip_byte FILE [OFFSET]: xor one byte (default: the middle one) with 0x01.
-flip_byte() {
-    _jsrv flip "$1" "${2:-}"
-    local st=$?
-    ((st == 255)) || return $st
-    python3 - "$1" "${2:-}" <<'EOF'
-import os, sys
-path, off = sys.argv[1], sys.argv[2]
-size = os.path.getsize(path)
-off = int(off) if off else size // 2
-with open(path, "r+b") as f:
-    f.seek(off)
-    b = f.read(1)
-    f.seek(off)
-    f.write(bytes([b[0] ^ 1]))
-EOF
-}
+flip_byte() { _json flip "$1" "${2:-}"; }
