@@ -147,7 +147,7 @@ def main():
 
 def serve(d, msg):
     """One message on req: "K" (the request is in c.K) or "K release"."""
-    words = msg.decode("ascii").split(" ")
+    words = msg.decode("ascii", "replace").split(" ")
     slot = words[0]
     if not (slot.isascii() and slot.isdigit()) or int(slot) >= SLOTS:
         return
@@ -155,19 +155,21 @@ def serve(d, msg):
     if words[1:] == ["release"]:
         os.unlink(claim)
         return
-    with open(claim, "rb") as f:
-        fields = f.read().split(b"\0")
-    answer_fifo = os.path.join(d, "a." + slot)
-    if len(fields) != 5 or fields[0].decode("ascii") != slot:
-        reply(answer_fifo, encode(2, "", "jsonsrv: a malformed request\n"))
-        return
-    mode, path, arg = (x.decode("utf-8", "surrogateescape") for x in fields[1:4])
+    # from here on the caller waits on a.K: it gets an answer whatever happens (255: it runs
+    # --once, which says what went wrong; only get, eval, valid and port can get there, as
+    # answer() catches flip's errors itself)
     try:
-        status, out, err = answer(mode, path, arg)
-        data = encode(status, out, err)
+        with open(claim, "rb") as f:
+            fields = f.read().split(b"\0")
+        if len(fields) != 5 or fields[0] != slot.encode():
+            data = encode(2, "", "jsonsrv: a malformed request\n")
+        else:
+            mode, path, arg = (x.decode("utf-8", "surrogateescape") for x in fields[1:4])
+            data = encode(*answer(mode, path, arg))
     except Exception:
         data = b"255\n\0\0"
-    reply(answer_fifo, data)
+    reply(os.path.join(d, "a." + slot), data)
+
 
 def once(mode, path, arg):
     """jsonsrv.py --once MODE FILE ARG: one answer, in this process (lib.sh's fallback)."""
