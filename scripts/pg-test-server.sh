@@ -139,21 +139,29 @@ wait_ready() {
     done
 }
 
-# run_initdb DATA PWFILE LOG [-X WALDIR]: a new cluster in DATA (owned by the server's user).
+new_password() { head -c 24 /dev/urandom | base64 | tr -d '+/=\n'; }
+
+# run_initdb DATA PASSWORD LOG [-X WALDIR]: a new cluster in DATA (owned by the server's user)
+# whose superuser has PASSWORD (handed to initdb in a 0600 file next to DATA, not in argv).
 # C.UTF-8: byte-order collation (ordered checksums are reproducible), UTF-8 identifiers.
 run_initdb() {
-    local data=$1 pwfile=$2 log=$3
+    local data=$1 pwfile=$1.pw log=$3
+    (umask 077 && printf '%s\n' "$2" >"$pwfile")
+    (($(id -u) == 0)) && chown "$OS_USER:" "$pwfile"
     shift 3
     if ! as_server "$PG_BIN/initdb" -D "$data" -U "$SUPERUSER" --pwfile="$pwfile" -E UTF8 \
         --locale=C.UTF-8 --auth-local=trust --auth-host=scram-sha-256 --no-sync "$@" \
         >"$log" 2>&1 </dev/null; then
+        rm -f "$pwfile"
         cat "$log" >&2
         die "initdb failed in $data"
     fi
+    rm -f "$pwfile"
 }
 
 # make_template: CARIS_PG_TEMPLATE/data, made once by whichever start comes first (the
 # others wait on the lock); a failed attempt leaves no data/ and the next start retries.
+# Its password is never used: every copy gets its own.
 make_template() {
     local t=$CARIS_PG_TEMPLATE
     [[ -d $t ]] || die "CARIS_PG_TEMPLATE=$t is not a directory"
@@ -164,11 +172,7 @@ make_template() {
             mkdir -m 0700 "$t/data.new"
             chmod 0711 "$t" # the server's user must traverse it
             (($(id -u) == 0)) && chown "$OS_USER:" "$t/data.new"
-            local pwfile=$t/.pw # never used: every copy gets its own password
-            (umask 077 && printf '%s\n' "$(head -c 24 /dev/urandom | base64 | tr -d '+/=\n')" >"$pwfile")
-            (($(id -u) == 0)) && chown "$OS_USER:" "$pwfile"
-            run_initdb "$t/data.new" "$pwfile" "$t/initdb.log"
-            rm -f "$pwfile"
+            run_initdb "$t/data.new" "$(new_password)" "$t/initdb.log"
             mv "$t/data.new" "$t/data"
         fi
     } 8>>"$t/.lock"
@@ -201,11 +205,8 @@ cmd_start() {
         chown "$OS_USER:" "$DATA" "$LOG"
     fi
 
-    local password pwfile
-    password=$(head -c 24 /dev/urandom | base64 | tr -d '+/=\n')
-    pwfile=$DIR/.pw
-    (umask 077 && printf '%s\n' "$password" >"$pwfile")
-    (($(id -u) == 0)) && chown "$OS_USER:" "$pwfile"
+    local password
+    password=$(new_password)
     local waldir=()
     if [[ -n ${CARIS_PG_WALDIR:-} ]]; then
         (umask 077 && mkdir -p "$CARIS_PG_WALDIR")
@@ -219,9 +220,8 @@ cmd_start() {
         cp -a "$CARIS_PG_TEMPLATE/data/." "$DATA/" || die "cannot copy the cluster template $CARIS_PG_TEMPLATE/data"
         templated=1
     else
-        run_initdb "$DATA" "$pwfile" "$DIR/initdb.log" "${waldir[@]}"
+        run_initdb "$DATA" "$password" "$DIR/initdb.log" "${waldir[@]}"
     fi
-    rm -f "$pwfile"
     as_server tee "$DATA/pg_hba.conf" >/dev/null <<EOF
 # caris-backup test server: unix socket (directory 0700) trusted, TCP with a password
 local all all                trust

@@ -313,17 +313,20 @@ if mkdir -m 700 "$_JSRV_DIR" 2>/dev/null; then
     (exec python3 -S "$LIB_DIR/jsonsrv.py" "$_JSRV_DIR" "$$" </dev/null >/dev/null 2>"$_JSRV_DIR/log" &)
 fi
 
-_jsrv_stop() {
+# _jsrv_pid: _JSRV_PID set from the server's ready file (fails while it is not ready).
+_jsrv_pid() {
     [[ -n $_JSRV_PID ]] || { [[ -s $_JSRV_DIR/ready ]] && read -r _JSRV_PID <"$_JSRV_DIR/ready"; }
-    [[ -n $_JSRV_PID ]] && kill "$_JSRV_PID" 2>/dev/null
+}
+
+_jsrv_stop() {
+    _jsrv_pid && kill "$_JSRV_PID" 2>/dev/null
     return 0
 }
 
 # _jsrv MODE FILE ARG: the server's answer (stdout, stderr, status as jsonsrv.py says);
 # status 255 without output: the server cannot take the request, run jsonsrv.py --once.
 _jsrv() {
-    [[ -n $_JSRV_PID ]] || { [[ -s $_JSRV_DIR/ready ]] && read -r _JSRV_PID <"$_JSRV_DIR/ready"; }
-    [[ -n $_JSRV_PID && -p $_JSRV_DIR/req ]] && kill -0 "$_JSRV_PID" 2>/dev/null || return 255
+    _jsrv_pid && [[ -p $_JSRV_DIR/req ]] && kill -0 "$_JSRV_PID" 2>/dev/null || return 255
     local - f=$2 k fd st="" part="" out="" err=""
     # a regular file by its absolute path: not a /dev/fd/N of ours (process substitution),
     # which the server cannot open, nor a missing file (--once says what it says)
