@@ -505,6 +505,9 @@ ratio("caris repository / pg_dump -Fc file (size)", o("caris_full"), o("pg_dump_
 full_added, inc_added = int(env["FULL_ADDED"] or 0), int(env["INC_ADDED"] or 0)
 ratio("incremental bytesAdded / full bytesAdded", inc_added if ok("caris_incr") else None,
       full_added or None, fmt="%.3f", target="< 0.10")
+# the same question in stored bytes: what the incremental adds to the repository (new chunks
+# compressed, their metadata, the changed part of the chunk list), against the full's growth
+ratio("incremental / full (repository growth)", o("caris_incr"), o("caris_full"), fmt="%.3f")
 ratio("caris restore / pg_restore (wall)", w("caris_restore"), w("pg_restore"))
 print()
 for label, v, target in ratios:

@@ -10,17 +10,20 @@
  *
  * For each option it prints, for dump A stored into an empty repository: the chunk count, the
  * compressed payload bytes, the per-blob metadata the repository adds (AES-GCM tag 16 bytes,
- * pack trailer entry 44, index entry 44: 104 bytes a blob; not counted: the manifest's chunk
- * list, ~40 bytes a chunk compressed), their sum, the CPU time spent compressing (one
- * thread); and for dump B stored after A: the fraction of B's bytes in
- * chunks A does not have (what the incremental adds, as stats.bytesAdded counts it).
- * Options: the chunker's average size (min = avg / 4, max = avg * 4, as the defaults; the
- * environment variable DUMPZ_MIN sets another minimum), the zstd level and minMatch (0: the
- * level's own), and "groups": runs of consecutive new chunks compressed as one zstd frame of
- * up to G bytes (what a blob group format would store). Chunker seeds are fixed (the table
- * is secret and random per repository): figures are the mean over --seeds seeds (default 1).
- * Level 100 + L: level L with a zstd dictionary (112 KiB, trained on every 8th chunk of A,
- * counted in the metadata), compressing every chunk of A and B.
+ * pack trailer entry 44, index entry 44: 104 bytes a blob), their sum, the CPU time spent
+ * compressing (one thread); for dump B stored after A: the fraction of B's bytes in chunks A
+ * does not have (what the incremental adds, as stats.bytesAdded counts it); then a model of the
+ * manifest's chunk list (LIST_* below), the full with it, and what the incremental stores (its
+ * new chunks compressed, their metadata, the list chunks it stores again) in MiB and as a
+ * fraction of the full (new chunks compressed one by one, with or without groups). DUMPZ_AVG=N
+ * DUMPZ_LEVEL=L: only that option (avg N bytes, a power of two; zstd level L). Options: the
+ * chunker's average size (min = avg / 4, max = avg * 4, as the defaults; the environment variable
+ * DUMPZ_MIN sets another minimum), the zstd level and minMatch (0: the level's own), and "groups":
+ * runs of consecutive new chunks compressed as one zstd frame of up to G bytes (what a blob group
+ * format would store). Chunker seeds are fixed (the table is secret and random per repository):
+ * figures are the mean over --seeds seeds (default 1). Level 100 + L: level L with a zstd
+ * dictionary (112 KiB, trained on every 8th chunk of A, counted in the metadata), compressing every
+ * chunk of A and B.
  *
  * A program, not a test: it prints figures and never fails a build. */
 #include "caris/chunker.h"
@@ -107,8 +110,15 @@ static void fp16(const uint8_t *p, size_t n, uint8_t out[16])
 
 struct result {
     size_t chunks;
-    double payload, meta, secs, incr;
+    double payload, meta, secs, incr, list, incr_stored;
 };
+
+/* The manifest's chunk list: about LIST_ENTRY bytes of JSON a chunk (`["<64 hex>",N],`), stored
+ * as a stream of 16 KiB chunks that compress to about half (hex). An incremental stores again
+ * each list chunk that names a new chunk. */
+#define LIST_ENTRY 75.0
+#define LIST_CHUNK 16384.0
+#define LIST_STORED (LIST_CHUNK * 0.51 + BLOB_META)
 
 /* Stores a (into an empty set) and then b; groups of consecutive new chunks up to group
  * bytes are compressed together (group 0: each chunk alone). */
@@ -163,7 +173,8 @@ static void run(const struct file *a, const struct file *b, uint32_t avg, int le
     uint8_t *out = malloc(cap);
     for (int pass = 0; pass < 2; pass++) {
         const struct file *f = pass ? b : a;
-        size_t pos = 0, gstart = 0, glen = 0, newbytes = 0, nblobs = 0;
+        size_t pos = 0, gstart = 0, glen = 0, newbytes = 0, nblobs = 0, nchunks = 0;
+        size_t last_bucket = SIZE_MAX;
         while (pos < f->len) {
             size_t n = chunker_cut(&ch, f->data + pos, f->len - pos);
             uint8_t k[16];
@@ -172,7 +183,16 @@ static void run(const struct file *a, const struct file *b, uint32_t avg, int le
             if (fresh) {
                 newbytes += n;
                 nblobs++;
+                if (pass == 1) { /* what the incremental stores: the chunk, its metadata */
+                    r->incr_stored +=
+                        (double)ZSTD_compress2(cc, out, cap, f->data + pos, n) + BLOB_META;
+                    size_t bucket = (size_t)((double)nchunks * LIST_ENTRY / LIST_CHUNK);
+                    if (bucket != last_bucket)
+                        r->incr_stored += LIST_STORED;
+                    last_bucket = bucket;
+                }
             }
+            nchunks++;
             if (pass == 0) {
                 /* a group ends at a known chunk or when it would exceed its size */
                 bool contiguous = fresh && glen && gstart + glen == pos;
@@ -198,6 +218,7 @@ static void run(const struct file *a, const struct file *b, uint32_t avg, int le
             }
             r->chunks = nblobs;
             r->meta += (double)nblobs * BLOB_META;
+            r->list = (double)nchunks * LIST_ENTRY / LIST_CHUNK * LIST_STORED; /* names all */
         } else {
             r->incr = (double)newbytes / (double)f->len;
         }
@@ -222,6 +243,14 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--only")) /* row N, or N+100: rows N.. */
             only = atoi(argv[i + 1]);
     }
+    const char *own_avg = getenv("DUMPZ_AVG");
+    if (own_avg && getenv("DUMPZ_LEVEL")) {
+        uint32_t v = (uint32_t)atoi(own_avg);
+        if (v < 1024 || (v & (v - 1))) { /* the chunker's mask needs a power of two */
+            fprintf(stderr, "DUMPZ_AVG must be a power of two >= 1024, not %s\n", own_avg);
+            return 0;
+        }
+    }
     struct file a, b;
     if (load(argv[1], &a) || load(argv[2], &b)) {
         fprintf(stderr, "cannot read the dumps\n");
@@ -237,7 +266,9 @@ int main(int argc, char **argv)
         free(out);
     }
     printf("| avg chunk | level | minMatch | group | chunks | payload MiB | meta MiB | total MiB | "
-           "compress s | incremental |\n|---|---|---|---|---|---|---|---|---|---|\n");
+           "compress s | incremental "
+           "| list MiB | full with list MiB | incr stored MiB | incr stored / full |\n"
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     struct {
         uint32_t avg;
         int level, minmatch;
@@ -252,7 +283,14 @@ int main(int argc, char **argv)
         {16384, -1, 0, 0},        {16384, 2, 0, 0},        {16384, 2, 6, 0},
         {16384, 103, 0, 0},       {16384, 101, 0, 0},
     };
-    for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++) {
+    size_t nopts = sizeof(opts) / sizeof(opts[0]);
+    if (getenv("DUMPZ_AVG") && getenv("DUMPZ_LEVEL")) { /* one option of one's own */
+        opts[0].avg = (uint32_t)atoi(getenv("DUMPZ_AVG"));
+        opts[0].level = atoi(getenv("DUMPZ_LEVEL"));
+        nopts = 1;
+        only = -1;
+    }
+    for (size_t i = 0; i < nopts; i++) {
         if (only >= 0 && (size_t)only != i && !(only >= 100 && i >= (size_t)only - 100))
             continue;
         struct result sum = {0};
@@ -265,12 +303,17 @@ int main(int argc, char **argv)
             sum.meta += r.meta;
             sum.secs += r.secs;
             sum.incr += r.incr;
+            sum.list += r.list;
+            sum.incr_stored += r.incr_stored;
         }
-        printf("| %u KiB | %d | %d | %s%zu KiB | %zu | %.1f | %.1f | %.1f | %.2f | %.1f%% |\n",
+        double full = (sum.payload + sum.meta + sum.list) / seeds;
+        printf("| %u KiB | %d | %d | %s%zu KiB | %zu | %.1f | %.1f | %.1f | %.2f | %.1f%% "
+               "| %.1f | %.1f | %.2f | %.1f%% |\n",
                opts[i].avg / 1024, opts[i].level, opts[i].minmatch, opts[i].group ? "" : "none ",
                opts[i].group / 1024, sum.chunks / (size_t)seeds, sum.payload / seeds / 1048576,
                sum.meta / seeds / 1048576, (sum.payload + sum.meta) / seeds / 1048576,
-               sum.secs / seeds, 100 * sum.incr / seeds);
+               sum.secs / seeds, 100 * sum.incr / seeds, sum.list / seeds / 1048576, full / 1048576,
+               sum.incr_stored / seeds / 1048576, 100 * sum.incr_stored / seeds / full);
         fflush(stdout);
     }
     free(a.data);
