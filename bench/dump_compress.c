@@ -243,13 +243,13 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--only")) /* row N, or N+100: rows N.. */
             only = atoi(argv[i + 1]);
     }
-    const char *own_avg = getenv("DUMPZ_AVG");
-    if (own_avg && getenv("DUMPZ_LEVEL")) {
-        uint32_t v = (uint32_t)atoi(own_avg);
-        if (v < 1024 || (v & (v - 1))) { /* the chunker's mask needs a power of two */
-            fprintf(stderr, "DUMPZ_AVG must be a power of two >= 1024, not %s\n", own_avg);
-            return 0;
-        }
+    /* DUMPZ_AVG and DUMPZ_LEVEL: one option of one's own instead of the table below */
+    const char *own_avg = getenv("DUMPZ_AVG"), *own_level = getenv("DUMPZ_LEVEL");
+    bool own = own_avg && own_level;
+    if (own && (atoi(own_avg) < 1024 || (atoi(own_avg) & (atoi(own_avg) - 1)))) {
+        /* the chunker's mask needs a power of two */
+        fprintf(stderr, "DUMPZ_AVG must be a power of two >= 1024, not %s\n", own_avg);
+        return 0;
     }
     struct file a, b;
     if (load(argv[1], &a) || load(argv[2], &b)) {
@@ -284,9 +284,9 @@ int main(int argc, char **argv)
         {16384, 103, 0, 0},       {16384, 101, 0, 0},
     };
     size_t nopts = sizeof(opts) / sizeof(opts[0]);
-    if (getenv("DUMPZ_AVG") && getenv("DUMPZ_LEVEL")) { /* one option of one's own */
-        opts[0].avg = (uint32_t)atoi(getenv("DUMPZ_AVG"));
-        opts[0].level = atoi(getenv("DUMPZ_LEVEL"));
+    if (own) {
+        opts[0].avg = (uint32_t)atoi(own_avg);
+        opts[0].level = atoi(own_level);
         nopts = 1;
         only = -1;
     }
