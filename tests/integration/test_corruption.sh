@@ -110,4 +110,20 @@ assert_exit 4 cb verify "$id_t"
 assert_contains "$OUT$ERR" "patient-scan.bin" "verify names the file in the truncated pack"
 assert_exit 4 cb check --read-data
 
+# --- data/ unreadable ------------------------------------------------------------------
+# An open lists data/ while the key slot's KDF runs (src/repo/repo.c, data_listing): a listing
+# that fails still fails the open, with its own message, and a wrong key still says so.
+use_repo no-data
+backup_json "$TEST_TMP/n.json" "$TEST_TMP/b"
+assert_rc 0 "backup into a fresh repository"
+mv "$REPO/data" "$TEST_TMP/data.saved"
+printf 'not a directory\n' >"$REPO/data"
+assert_exit 7 cb list
+assert_contains "$ERR" "cannot list $REPO/data" "an open names data/ when it cannot list it"
+BACKUP_ENCRYPTION_KEY=wrong-key-wrong-key-wrong-key-wrong-key assert_exit 5 cb list
+assert_contains "$ERR" "wrong encryption key" "a wrong key is reported as such, data/ or not"
+rm "$REPO/data"
+mv "$TEST_TMP/data.saved" "$REPO/data"
+assert_exit 0 cb check --read-data
+
 test_done
