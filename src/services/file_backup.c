@@ -73,7 +73,7 @@ struct rbuf {
 };
 
 #define READERS 4
-#define WALK_SCANNERS_MIN 4
+#define WALK_SCANNERS_MIN 8
 
 /* What the next file table (filetable.h) needs of a regular file's entry, kept from the walk
  * until the entry is serialised. */
@@ -1203,7 +1203,9 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
     }
     /* Directory scanners mostly wait for the disk when the cache is cold: more of them than
      * cores keep more reads in flight (2 GB tree, 42,279 files, cold: walk 1.2-1.8 s with 4,
-     * 2.3 s with 2) and cost nothing measurable when it is warm. */
+     * 2.3 s with 2) and cost nothing measurable when it is warm. On the 2-core test machine,
+     * cold, a no-change backup of that tree walked in 102-148 ms with 8 scanners against
+     * 158-211 with 4 (8 rounds each); 12 and 16 were slower again (141-292 ms). */
     int scanners = nthreads < WALK_SCANNERS_MIN ? WALK_SCANNERS_MIN : nthreads;
     int64_t walk0 = time_mono_ns();
     for (size_t i = 0; i < json_array_size(roots); i++) {
