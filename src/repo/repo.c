@@ -1113,8 +1113,8 @@ out:
 
 /* data/ is listed before the index files are read: entries of packs that are not there are
  * left out (pack_missing_at_open), and packs that no index lists are adopted. full: list
- * data/ even when the open cache could vouch for the packs. */
-/* listed: data/ listed already (taken over), or NULL. */
+ * data/ even when the open cache could vouch for the packs. listed: data/ listed already by
+ * the caller (taken over), or NULL. */
 static int load_index_and_packs(struct repo *r, bool full, struct namelist *listed, struct err *e)
 {
     if (!listed && !full && opencache_enabled(r)) {
