@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # No-change file backup: caris-backup (and optionally an earlier build of it) vs restic, the
 # same unchanged tree backed up again and again, the tools interleaved round by round so
-# that all see the same machine load. Warm page cache (the tree was just walked).
+# that all see the same machine load. Warm page cache (the tree was just walked), or cold
+# with BENCH_COLD=1 (as root: the page cache is dropped before every step, as bench-files.sh
+# does; one bench-files.sh run gives one cold no-change round per tool, this gives ROUNDS).
 #
 #   bench/bench-nochange.sh [SIZE]        # SIZE like 300M, 2G (default 2G)
 #
@@ -14,6 +16,7 @@
 #   CARIS_BIN         our CLI (default /work/main/build/src/cli/caris-backup)
 #   CARIS_BIN_BEFORE  optional: another build, measured side by side ("before")
 #   BENCH_TOOLS       default "before caris restic" (before only with CARIS_BIN_BEFORE)
+#   BENCH_COLD        1: drop the page cache before every measured step (needs root)
 #
 # Each step runs under /usr/bin/time: wall, user, sys. Printed: per tool the median and
 # the best of wall and of CPU (user + sys), and the load average before and after.
@@ -27,6 +30,7 @@ ROUNDS=${BENCH_ROUNDS:-7}
 CARIS_BIN=${CARIS_BIN:-/work/main/build/src/cli/caris-backup}
 BEFORE=${CARIS_BIN_BEFORE:-}
 TOOLS=${BENCH_TOOLS:-"before caris restic"}
+COLD=${BENCH_COLD:-0}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PASS='caris-bench-passphrase-0123456789abcdef'
 
@@ -39,6 +43,10 @@ if [ -d "$BENCH_DIR" ] && [ -n "$(ls -A "$BENCH_DIR")" ] && [ ! -e "$BENCH_DIR/.
   exit 0
 fi
 [ -x /usr/bin/time ] || { say "/usr/bin/time (GNU time) is required"; exit 0; }
+if [ "$COLD" = 1 ] && ! { sync && echo 3 2>/dev/null >/proc/sys/vm/drop_caches; }; then
+  say "BENCH_COLD=1: cannot drop the page cache (not root?): warm figures"
+  COLD=0
+fi
 mkdir -p "$BENCH_DIR" && touch "$BENCH_DIR/.caris-bench-nochange"
 SRC=$BENCH_DIR/tree
 export BACKUP_ENCRYPTION_KEY=$PASS RESTIC_PASSWORD=$PASS
@@ -60,6 +68,7 @@ mkdir -p "$BENCH_DIR/bin"
 # step TOOL: one no-change backup; prints "wall user sys"
 step() {
   local t=$1 out=$BENCH_DIR/time.$1
+  if [ "$COLD" = 1 ]; then sync; echo 3 >/proc/sys/vm/drop_caches; fi
   case $t in
     before|caris)
       BACKUP_DIR=$BENCH_DIR/bd-$t /usr/bin/time -o "$out" -f '%e %U %S' \
@@ -103,6 +112,7 @@ done
 load1=$(cut -d' ' -f1-3 /proc/loadavg)
 say "no-change backup, $ROUNDS rounds, tree $SRC ($(find "$SRC" -type f | wc -l) files), $(nproc) cores"
 say "load average before: $load0   after: $load1"
+if [ "$COLD" = 1 ]; then say "page cache: dropped before every step (cold)"; else say "page cache: warm"; fi
 python3 - "$BENCH_DIR/rounds.tsv" <<'PY'
 import sys, statistics
 rows = {}
