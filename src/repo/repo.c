@@ -826,6 +826,12 @@ static int load_indexes(struct repo *r, const struct namelist *lp, struct err *e
         r->index_files[r->nindex_files++] = xstrdup(l.v[i]);
         if (index_file_read(r, l.v[i], &raw, &plain, &payload, &ie) != 0 ||
             index_parse_into(r, payload.data, payload.len, source, l.v[i], &ie) != 0) {
+            /* Gone since index/ was listed: a prune deleted it after writing the index files
+             * that replace it, and this open takes no lock. Its entries are left out (a
+             * backup stores such blobs again); its name stays, so that a lock taken later
+             * finds the handle stale and reads the index again (index_stale). */
+            if (ie.code == ERR_NOT_FOUND)
+                continue;
             if (ie.code != ERR_DAMAGE) {
                 *e = ie;
                 goto fail;
@@ -880,6 +886,11 @@ static int adopt_orphan_packs(struct repo *r, const struct namelist *lp, struct 
         struct err pe = ERR_INIT;
         uint64_t size;
         if (pack_read_trailer(r, l.v[i], &tr, &size, &pe) != 0) {
+            /* Gone since data/ was listed: a prune deletes the packs no index lists any more
+             * (after the index files that listed them), and this open takes no lock. There
+             * is nothing to adopt. Before this, such an open failed ("cannot stat"). */
+            if (pe.code == ERR_NOT_FOUND)
+                continue;
             if (pe.code != ERR_DAMAGE) {
                 *e = pe;
                 rc = -1;
@@ -1209,7 +1220,11 @@ struct repo *repo_open(const char *path, const char *password, struct err *e)
  * decides whether there is one). It needs no key, so it runs while the key slot's Argon2id
  * does: with a cold cache, listing the 256 directories of data/ took 16 ms on the 2-core test
  * machine (a 2 GB file backup's repository), the derivation at the default parameters 110 ms
- * on one core. It ends before index/ is listed, as it did when it came after the derivation. */
+ * on one core. It still ends before index/ is listed, but now a derivation or more (one per
+ * key slot tried) before, not milliseconds: a concurrent prune has that much longer to
+ * delete index files and then packs the listing saw. Packs that are gone when their trailer
+ * is read are passed over (adopt_orphan_packs); a pack an index names that is missing from
+ * the listing is looked up once more (pack_missing_at_open). */
 struct data_listing {
     struct storage *st;
     struct namelist l;
@@ -1245,16 +1260,18 @@ struct repo *repo_open_hint(const char *path, const char *password, const char *
 {
     struct repo *r = repo_alloc(path);
     struct data_listing dl = {.e = ERR_INIT};
+    bool listed = false;
     r->st = storage_open(path, false, e);
-    if (r->st && !storage_location_is_s3(path)) {
+    if (!r->st || cx_init(e) != 0 || check_marker(r, e) != 0)
+        goto fail;
+    if (!storage_location_is_s3(path)) {
         dl.st = r->st;
         /* without a thread, load_index_and_packs lists data/ itself */
         dl.running = pthread_create(&dl.thread, NULL, data_listing_main, &dl) == 0;
     }
-    bool listed = dl.running;
+    listed = dl.running;
     /* keys_unlock reads the config too: a key slot counts only if it opens the config. */
-    if (!r->st || cx_init(e) != 0 || check_marker(r, e) != 0 ||
-        keys_unlock(r, password, slot_hint, e) != 0)
+    if (keys_unlock(r, password, slot_hint, e) != 0)
         goto fail;
     r->idkey = cx_hmac_key_new(r->mac_key, 32);
     if (data_listing_join(&dl, e) != 0 ||
