@@ -143,7 +143,8 @@ struct bctx {
     struct pool *readers; /* whole files, I/O-bound: several at once hide read latency */
     struct rbuf *rbufs;   /* one per reader */
     pthread_mutex_t warn_mu;
-    /* statistics (bytes_* are updated by readers: atomics) */
+    /* statistics; bytes_* are added to by the readers and, bytes_total, by the walk's thread
+     * as well: only with atomics (count_total) */
     uint64_t files, dirs, symlinks, others, unchanged;
     uint64_t bytes_total, bytes_read;
     uint64_t total_estimate;
@@ -310,6 +311,14 @@ static size_t chunk_bound(const struct bctx *b, const struct fs_extent *ext, siz
     return n;
 }
 
+/* bytes_total is added to by the walk's thread (unchanged files) and by the readers (what
+ * they read) at the same time: every add is atomic. A plain += on the walk's thread lost a
+ * reader's concurrent add now and then (test_filetable saw bytesTotal 2 bytes short). */
+static void count_total(struct bctx *b, uint64_t n)
+{
+    __atomic_fetch_add(&b->bytes_total, n, __ATOMIC_RELAXED);
+}
+
 /* Reads [off, off+len) of fd, chunks it, hashes it. Returns 0, or errno on a read error. */
 static int backup_extent(struct bctx *b, struct filerec *f, struct rbuf *rb, uint64_t off,
                          uint64_t len, struct cx_sha256 *h)
@@ -344,7 +353,7 @@ static int backup_extent(struct bctx *b, struct filerec *f, struct rbuf *rb, uin
             have += (size_t)n;
             pos += (uint64_t)n;
             __atomic_fetch_add(&b->bytes_read, (uint64_t)n, __ATOMIC_RELAXED);
-            __atomic_fetch_add(&b->bytes_total, (uint64_t)n, __ATOMIC_RELAXED);
+            count_total(b, (uint64_t)n);
         }
         bool eof = pos >= end;
         size_t used = 0;
@@ -364,14 +373,6 @@ static int backup_extent(struct bctx *b, struct filerec *f, struct rbuf *rb, uin
         if (eof && have == 0)
             return 0;
     }
-}
-
-/* bytes_total is added to by the walk's thread (unchanged files) and by the readers (what
- * they read) at the same time: every add is atomic. A plain += on the walk's thread lost a
- * reader's concurrent add now and then (test_filetable saw bytesTotal 2 bytes short). */
-static void count_total(struct bctx *b, uint64_t n)
-{
-    __atomic_fetch_add(&b->bytes_total, n, __ATOMIC_RELAXED);
 }
 
 static bool same_stat(const struct stat *a, const struct stat *c)

@@ -2,7 +2,7 @@
 # Damage in the repository is found and attributed: a flipped byte in a pack (verify and
 # check --read-data exit 4 and name the file and the backup; a restore does not write the
 # damaged file), a flipped byte in an index file (check exits 4 and names it), a truncated
-# pack (check and verify exit 4).
+# pack (check and verify exit 4), data/ that cannot be listed (the open fails and says so).
 source "$(dirname "$0")/lib.sh"
 
 # use_repo NAME: switch to a fresh repository under $TEST_TMP/NAME.
