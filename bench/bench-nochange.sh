@@ -78,7 +78,7 @@ step() {
         restic -r "$BENCH_DIR/restic-repo" backup --compression auto -q "$SRC" >/dev/null 2>"$BENCH_DIR/err.$t" ;;
   esac
   local rc=$?
-  [ $rc -eq 0 ] || { say "$t failed (exit $rc): $(tail -n 2 "$BENCH_DIR/err.$t")"; }
+  [ $rc -eq 0 ] || { say "$t failed (exit $rc): $(tail -n 2 "$BENCH_DIR/err.$t")" >&2; }
   tail -n 1 "$out"
 }
 
