@@ -829,8 +829,9 @@ static int load_indexes(struct repo *r, const struct namelist *lp, struct err *e
             /* Gone since index/ was listed: a prune deleted it after writing the index files
              * that replace it, and this open takes no lock. Its entries are left out (a
              * backup stores such blobs again); its name stays, so that a lock taken later
-             * finds the handle stale and reads the index again (index_stale). */
-            if (ie.code == ERR_NOT_FOUND)
+             * finds the handle stale and reads the index again (index_stale). Under a lock no
+             * prune runs: gone then is an error, as before. */
+            if (ie.code == ERR_NOT_FOUND && !r->lock)
                 continue;
             if (ie.code != ERR_DAMAGE) {
                 *e = ie;
@@ -888,8 +889,9 @@ static int adopt_orphan_packs(struct repo *r, const struct namelist *lp, struct 
         if (pack_read_trailer(r, l.v[i], &tr, &size, &pe) != 0) {
             /* Gone since data/ was listed: a prune deletes the packs no index lists any more
              * (after the index files that listed them), and this open takes no lock. There
-             * is nothing to adopt. Before this, such an open failed ("cannot stat"). */
-            if (pe.code == ERR_NOT_FOUND)
+             * is nothing to adopt. Before this, such an open failed ("cannot stat"). Under a
+             * lock no prune runs: gone then is an error, as before. */
+            if (pe.code == ERR_NOT_FOUND && !r->lock)
                 continue;
             if (pe.code != ERR_DAMAGE) {
                 *e = pe;
@@ -1073,7 +1075,9 @@ static int load_index_cached(struct repo *r, struct err *e)
         struct err ie = ERR_INIT;
         if (!opencache_has_name(&c.index, li.v[i]) &&
             index_file_packs(r, li.v[i], &ids, &ie) != 0 && ie.code != ERR_DAMAGE) {
-            *e = ie; /* a damaged one is reported by load_indexes below */
+            if (ie.code == ERR_NOT_FOUND)
+                goto out; /* deleted since index/ was listed: a prune is running */
+            *e = ie;      /* a damaged one is reported by load_indexes below */
             rc = -1;
             goto out;
         }

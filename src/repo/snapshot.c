@@ -280,6 +280,15 @@ struct list_ctx {
     json_t *damaged;
 };
 
+/* A snapshot listed but not found when read was removed meanwhile by a `forget` (which needs
+ * only a shared lock, and lists take none): passed over, as if listed a moment later, unless
+ * this handle holds the exclusive lock (prune lists the snapshots under it to mark what they
+ * use; then nobody else removes one, and a missing snapshot stays an error). */
+static bool snapshot_gone_meanwhile(const struct repo *r)
+{
+    return !(r->lock && r->lock->exclusive);
+}
+
 static int list_one(void *ctx, const char *name, uint64_t size, struct err *e)
 {
     (void)size;
@@ -288,6 +297,8 @@ static int list_one(void *ctx, const char *name, uint64_t size, struct err *e)
     json_t *summary;
     struct err se = ERR_INIT;
     if (repo_snapshot_load(c->r, base, &summary, NULL, &se) != 0) {
+        if (se.code == ERR_NOT_FOUND && snapshot_gone_meanwhile(c->r))
+            return 0;
         if (se.code != ERR_DAMAGE) {
             *e = se;
             return -1;
@@ -407,6 +418,8 @@ static int list_cached_one(void *ctx, const char *name, uint64_t size, struct er
     } else {
         struct err se = ERR_INIT;
         if (repo_snapshot_load(c->r, base, &summary, NULL, &se) != 0) {
+            if (se.code == ERR_NOT_FOUND && snapshot_gone_meanwhile(c->r))
+                return 0;
             if (se.code != ERR_DAMAGE) {
                 *e = se;
                 return -1;

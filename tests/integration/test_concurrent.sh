@@ -131,15 +131,18 @@ done
 EOS
 DONE=$TEST_TMP/prune-done SRC=$TEST_TMP/pr bg_start bash "$TEST_TMP/prune-loop.sh"
 prune_pid=$BG_PID prune_err=$BG_ERR
-opens=0 failed=0
+opens=0 failed=0 deadline=$((SECONDS + 600))
 : >"$TEST_TMP/open-errors"
-while [[ ! -e $TEST_TMP/prune-done ]]; do
+# the loop's EXIT trap writes prune-done however it ends; the deadline bounds a hung loop
+while [[ ! -e $TEST_TMP/prune-done ]] && ((SECONDS < deadline)); do
     opens=$((opens + 1))
     if ! "$CARIS_BIN" --quiet list >/dev/null 2>"$TEST_TMP/open-err"; then
         failed=$((failed + 1))
         head -c 300 "$TEST_TMP/open-err" >>"$TEST_TMP/open-errors"
     fi
 done
+assert_true "the backup + prune loop ended within 600 s" test -e "$TEST_TMP/prune-done" ||
+    kill -9 "$prune_pid" 2>/dev/null
 wait "$prune_pid"
 prune_rc=$?
 assert_eq 0 "$prune_rc" "40 backups and prunes succeed beside the opens"
