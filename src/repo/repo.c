@@ -814,6 +814,15 @@ static int index_file_read(struct repo *r, const char *name, struct buf *raw, st
                : 0;
 }
 
+/* True when e says that an index file or pack the open's listing named is not there any more.
+ * An open takes no lock, and a prune deletes old index files, then the packs no index lists
+ * any more: such a file is passed over, as if listed a moment later (before stop 29 the open
+ * failed, "cannot stat"). Under a lock no prune runs: gone then is an error, as before. */
+static bool gone_since_listed(const struct repo *r, const struct err *e)
+{
+    return e->code == ERR_NOT_FOUND && !r->lock;
+}
+
 /* Reads the index files l (a listing of index/). */
 static int load_indexes(struct repo *r, const struct namelist *lp, struct err *e)
 {
@@ -826,12 +835,10 @@ static int load_indexes(struct repo *r, const struct namelist *lp, struct err *e
         r->index_files[r->nindex_files++] = xstrdup(l.v[i]);
         if (index_file_read(r, l.v[i], &raw, &plain, &payload, &ie) != 0 ||
             index_parse_into(r, payload.data, payload.len, source, l.v[i], &ie) != 0) {
-            /* Gone since index/ was listed: a prune deleted it after writing the index files
-             * that replace it, and this open takes no lock. Its entries are left out (a
-             * backup stores such blobs again); its name stays, so that a lock taken later
-             * finds the handle stale and reads the index again (index_stale). Under a lock no
-             * prune runs: gone then is an error, as before. */
-            if (ie.code == ERR_NOT_FOUND && !r->lock)
+            /* Its entries are left out (a backup stores such blobs again); its name stays, so
+             * that a lock taken later finds the handle stale and reads the index again
+             * (index_stale). */
+            if (gone_since_listed(r, &ie))
                 continue;
             if (ie.code != ERR_DAMAGE) {
                 *e = ie;
@@ -887,12 +894,8 @@ static int adopt_orphan_packs(struct repo *r, const struct namelist *lp, struct 
         struct err pe = ERR_INIT;
         uint64_t size;
         if (pack_read_trailer(r, l.v[i], &tr, &size, &pe) != 0) {
-            /* Gone since data/ was listed: a prune deletes the packs no index lists any more
-             * (after the index files that listed them), and this open takes no lock. There
-             * is nothing to adopt. Before this, such an open failed ("cannot stat"). Under a
-             * lock no prune runs: gone then is an error, as before. */
-            if (pe.code == ERR_NOT_FOUND && !r->lock)
-                continue;
+            if (gone_since_listed(r, &pe))
+                continue; /* nothing to adopt */
             if (pe.code != ERR_DAMAGE) {
                 *e = pe;
                 rc = -1;
