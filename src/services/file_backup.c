@@ -19,6 +19,17 @@
 #include "manifest.h"
 
 #define READ_SIZE (1u << 20)
+/* Files of DIRECT_MIN bytes or more are read with O_DIRECT where the file system allows it:
+ * straight from the disk into the reader's buffer, without the kernel's copy out of its page
+ * cache and without filling that cache with data read once (the application's own cached
+ * files stay cached). The kernel still writes a file's dirty cached pages before a direct read
+ * of them, so what is read is what a buffered read gives. 2 GiB tree, cold, first backup:
+ * system CPU 7.5-10.3 -> 3.8-4.5 s, wall 10.6-12.4 -> 8.1-8.9 s; warm, no slower (7.8-8.3 ->
+ * 7.0-7.2 s). Smaller files gain little. Reads are aligned to DIRECT_ALIGN (a page, a
+ * multiple of any logical block size met in practice); a file system that refuses O_DIRECT,
+ * or an extent or a short read that leaves a read unaligned, goes back to buffered reads. */
+#define DIRECT_ALIGN 4096
+#define DIRECT_MIN (64u << 10)
 #define MAX_WARNINGS_KEPT 1000
 
 struct chunkref {
@@ -44,6 +55,7 @@ struct filerec {
     uint8_t sha[32];
     char *error;  /* could not be read: no content kept */
     bool changed; /* changed while read */
+    bool direct;  /* read with O_DIRECT */
     /* 1 for the reader + 1 per chunk job in flight: the entry is complete (its chunk ids
      * known) when this reaches 0 (release by the workers, acquire by the main thread) */
     int pending;
@@ -319,36 +331,63 @@ static void count_total(struct bctx *b, uint64_t n)
     __atomic_fetch_add(&b->bytes_total, n, __ATOMIC_RELAXED);
 }
 
+static void direct_off(struct filerec *f)
+{
+    int fl = fcntl(f->fd, F_GETFL);
+    if (fl >= 0)
+        fcntl(f->fd, F_SETFL, fl & ~O_DIRECT);
+    f->direct = false;
+}
+
 /* Reads [off, off+len) of fd, chunks it, hashes it. Returns 0, or errno on a read error. */
 static int backup_extent(struct bctx *b, struct filerec *f, struct rbuf *rb, uint64_t off,
                          uint64_t len, struct cx_sha256 *h)
 {
     size_t max = b->ch.p.max_size;
     int fd = f->fd;
-    size_t have = 0;
+    size_t have = 0, start = 0;
     uint64_t pos = off, end = off + len;
     for (;;) {
         if (worker_failed(b, NULL))
             return 0; /* the backup fails as a whole: this file's entry is never committed */
         /* fill */
-        while (pos < end && have < rb->cap) {
-            size_t want = rb->cap - have;
+        while (pos < end && start + have < rb->cap) {
+            uint8_t *dst = rb->p + start + have;
+            size_t want = rb->cap - start - have;
             if (want > end - pos)
                 want = (size_t)(end - pos);
+            /* A direct read asks for whole blocks: past a tail, the kernel stops at the end of
+             * the file. The buffer's length is a multiple of DIRECT_ALIGN, so a rounded-up ask
+             * fits whenever dst is aligned. */
+            size_t ask = want;
+            if (f->direct) {
+                ask = (want + DIRECT_ALIGN - 1) / DIRECT_ALIGN * DIRECT_ALIGN;
+                if (pos % DIRECT_ALIGN || (uintptr_t)dst % DIRECT_ALIGN ||
+                    ask > rb->cap - start - have) {
+                    direct_off(f);
+                    ask = want;
+                }
+            }
             int64_t t0 = time_mono_ns();
-            ssize_t n = pread(fd, rb->p + have, want, (off_t)pos);
+            ssize_t n = pread(fd, dst, ask, (off_t)pos);
             int64_t t1 = time_mono_ns();
             __atomic_fetch_add(&b->read_ns, (uint64_t)(t1 - t0), __ATOMIC_RELAXED);
             if (n < 0) {
                 if (errno == EINTR)
                     continue;
+                if (errno == EINVAL && f->direct) {
+                    direct_off(f);
+                    continue;
+                }
                 return errno;
             }
             if (n == 0) {
                 end = pos; /* the file shrank: what we read is what there was */
                 break;
             }
-            cx_sha256_update(h, rb->p + have, (size_t)n);
+            if ((size_t)n > want)
+                n = (ssize_t)want; /* rounded up past the extent: the file grew */
+            cx_sha256_update(h, dst, (size_t)n);
             __atomic_fetch_add(&b->sha_ns, (uint64_t)(time_mono_ns() - t1), __ATOMIC_RELAXED);
             have += (size_t)n;
             pos += (uint64_t)n;
@@ -357,19 +396,23 @@ static int backup_extent(struct bctx *b, struct filerec *f, struct rbuf *rb, uin
         }
         bool eof = pos >= end;
         size_t used = 0;
+        uint8_t *data = rb->p + start;
         while (have - used > 0) {
             size_t avail = have - used;
             if (!eof && avail < max)
                 break;
             int64_t tc = time_mono_ns();
-            size_t cut = chunker_cut(&b->ch, rb->p + used, avail);
+            size_t cut = chunker_cut(&b->ch, data + used, avail);
             __atomic_fetch_add(&b->chunk_ns, (uint64_t)(time_mono_ns() - tc), __ATOMIC_RELAXED);
-            emit_chunk(b, f, rb->p + used, cut);
+            emit_chunk(b, f, data + used, cut);
             used += cut;
         }
-        if (used && used < have)
-            memmove(rb->p, rb->p + used, have - used);
         have -= used;
+        /* What is left moves to the front, placed so that the next read lands aligned. */
+        size_t nstart = f->direct ? (DIRECT_ALIGN - have % DIRECT_ALIGN) % DIRECT_ALIGN : 0;
+        if (have && (used || nstart != start))
+            memmove(rb->p + nstart, data + used, have);
+        start = nstart;
         if (eof && have == 0)
             return 0;
     }
@@ -660,12 +703,23 @@ static void read_file_job(void *arg, int reader)
     struct bctx *b = f->b;
     struct rbuf *rb = &b->rbufs[reader];
     if (!rb->p) {
-        rb->cap = READ_SIZE + b->ch.p.max_size;
-        rb->p = xmalloc(rb->cap);
+        /* aligned, a whole number of DIRECT_ALIGN blocks, and room for READ_SIZE plus a
+         * largest chunk whatever offset below DIRECT_ALIGN the data starts at */
+        size_t cap = xsize(1, READ_SIZE, b->ch.p.max_size);
+        cap = xsize(1, cap, 2 * DIRECT_ALIGN - 1) & ~(size_t)(DIRECT_ALIGN - 1);
+        if (posix_memalign((void **)&rb->p, DIRECT_ALIGN, cap) != 0)
+            xoom(cap);
+        rb->cap = cap;
     }
     uint64_t size = (uint64_t)f->st.st_size;
+    /* The descriptor is a dup of the walker's, which is closed once the walk's callback returns:
+     * the flags changed here are this reader's alone from then on. */
+    if (size >= DIRECT_MIN) {
+        int fl = fcntl(f->fd, F_GETFL);
+        f->direct = fl >= 0 && fcntl(f->fd, F_SETFL, fl | O_DIRECT) == 0;
+    }
     /* A larger readahead pays only for files read in several buffers. */
-    if (size > READ_SIZE)
+    if (size > READ_SIZE && !f->direct)
         posix_fadvise(f->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
     struct err e = ERR_INIT;
     /* A file with as many bytes allocated as it is long has no holes worth keeping (four
