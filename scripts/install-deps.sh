@@ -20,6 +20,8 @@ PKGS=(
   tzdata
   # tests (a real PostgreSQL 15 server, started per test as a non-root user)
   libcmocka-dev attr python3 util-linux procps postgresql-15
+  # test_direct_io: fincore (pages of a file in the page cache)
+  util-linux-extra
   # notification tests: a real SMTP server (aiosmtpd, run with /usr/bin/python3), and
   # openssl to make its test CA and certificate
   python3-aiosmtpd openssl
