@@ -331,12 +331,15 @@ static void count_total(struct bctx *b, uint64_t n)
     __atomic_fetch_add(&b->bytes_total, n, __ATOMIC_RELAXED);
 }
 
-static void direct_off(struct filerec *f)
+/* Buffered reads from here on. 0, or errno when the flag cannot be cleared (then the read
+ * fails: an unaligned read of a descriptor still direct would be refused anyway). */
+static int direct_off(struct filerec *f)
 {
     int fl = fcntl(f->fd, F_GETFL);
-    if (fl >= 0)
-        fcntl(f->fd, F_SETFL, fl & ~O_DIRECT);
+    if (fl < 0 || fcntl(f->fd, F_SETFL, fl & ~O_DIRECT) != 0)
+        return errno;
     f->direct = false;
+    return 0;
 }
 
 /* Reads [off, off+len) of fd, chunks it, hashes it. Returns 0, or errno on a read error. */
@@ -364,7 +367,9 @@ static int backup_extent(struct bctx *b, struct filerec *f, struct rbuf *rb, uin
                 ask = (want + DIRECT_ALIGN - 1) / DIRECT_ALIGN * DIRECT_ALIGN;
                 if (pos % DIRECT_ALIGN || (uintptr_t)dst % DIRECT_ALIGN ||
                     ask > rb->cap - start - have) {
-                    direct_off(f);
+                    int en = direct_off(f);
+                    if (en)
+                        return en;
                     ask = want;
                 }
             }
@@ -375,8 +380,10 @@ static int backup_extent(struct bctx *b, struct filerec *f, struct rbuf *rb, uin
             if (n < 0) {
                 if (errno == EINTR)
                     continue;
-                if (errno == EINVAL && f->direct) {
-                    direct_off(f);
+                if (f->direct && (errno == EINVAL || errno == EOPNOTSUPP || errno == ENOTSUP)) {
+                    int en = direct_off(f); /* refused: buffered from here */
+                    if (en)
+                        return en;
                     continue;
                 }
                 return errno;

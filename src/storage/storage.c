@@ -425,6 +425,12 @@ static int posix_tmp_open(struct storage *s, const char *dir, void **h, struct e
     return 0;
 }
 
+/* The errors by which a file system refuses a direct read or write (of that alignment). */
+static bool refused(int en)
+{
+    return en == EINVAL || en == EOPNOTSUPP || en == ENOTSUP;
+}
+
 /* Direct writes end here: what dbuf holds is written buffered, and so is the rest. */
 static int tmp_direct_off(struct posix_tmp *t)
 {
@@ -452,7 +458,7 @@ static int tmp_direct_write(struct posix_tmp *t, size_t n)
         ssize_t w = pwrite(t->fd, t->dbuf + done, n - done, (off_t)(t->flushed + done));
         if (w < 0 && errno == EINTR)
             continue;
-        if (w < 0 && errno == EINVAL && done == 0)
+        if (w < 0 && refused(errno) && done == 0)
             return tmp_direct_off(t); /* refused: buffered from here */
         if (w < 0)
             return -1;
@@ -535,8 +541,10 @@ static void tmp_free_direct(struct posix_tmp *t)
 /* The direct writes' last block, padded, then the file cut to its length. */
 static int tmp_direct_finish(struct posix_tmp *t)
 {
-    if (!t->dbuf)
+    if (!t->dbuf) { /* buffered from the start, or since a refusal */
+        tmp_free_direct(t);
         return 0;
+    }
     size_t len = t->dlen;
     size_t padded = (len + TMP_ALIGN - 1) & ~(size_t)(TMP_ALIGN - 1);
     memset(t->dbuf + len, 0, padded - len);
