@@ -89,6 +89,10 @@ int b64_decode(const char *s, uint8_t **out, size_t *n); /* -1 on bad input */
 /* write()/pwrite() until done, retrying EINTR; -1 with errno set on failure. */
 int fs_write_full(int fd, const void *data, size_t len);
 int fs_pwrite_full(int fd, const void *data, size_t len, uint64_t off);
+/* Whether fd's file system is one where O_DIRECT reads and writes are worth it: a local
+ * block file system (ext2/3/4, XFS, btrfs, F2FS). Elsewhere direct I/O is refused, gains
+ * nothing (tmpfs) or costs a round trip per request (NFS, SMB, FUSE): the cache is used. */
+bool fs_direct_io_local(int fd);
 /* Creates dir and missing parents with the given mode (existing ones are left alone). */
 int fs_mkdir_p(const char *path, unsigned mode, struct err *e);
 /* Writes a whole file atomically: temp name in the same directory, fsync, rename, fsync of

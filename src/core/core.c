@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -513,6 +514,22 @@ int fs_pwrite_full(int fd, const void *data, size_t len, uint64_t off)
         off += (uint64_t)w;
     }
     return 0;
+}
+
+bool fs_direct_io_local(int fd)
+{
+    struct statfs sf;
+    if (fstatfs(fd, &sf) != 0)
+        return false;
+    switch ((unsigned long)sf.f_type) {
+    case 0xEF53UL:     /* ext2, ext3, ext4 */
+    case 0x58465342UL: /* XFS */
+    case 0x9123683EUL: /* btrfs */
+    case 0xF2F52010UL: /* F2FS */
+        return true;
+    default:
+        return false;
+    }
 }
 
 int fs_write_full(int fd, const void *data, size_t len)

@@ -19,18 +19,18 @@
 #include "manifest.h"
 
 #define READ_SIZE (1u << 20)
-/* Files of DIRECT_MIN bytes or more are read with O_DIRECT where the file system allows it:
- * straight from the disk into the reader's buffer, without the kernel's copy out of its page
- * cache and without filling that cache with data read once (the application's own cached
- * files stay cached). The kernel still writes a file's dirty cached pages before a direct read
- * of them, so what is read is what a buffered read gives. 2 GiB tree, cold, first backup:
- * system CPU 7.5-10.3 -> 3.8-4.5 s, wall 10.6-12.4 -> 8.1-8.9 s; warm, no slower (7.8-8.3 ->
- * 7.0-7.2 s). Smaller files gain little: with a threshold of 4 KiB, cold first backups took
- * 8.30-9.00 s against 8.55-9.17 (5 pairs, medians 8.66 and 8.89), warm ones 7.4-9.1 s against
- * 7.0-7.4 (a small file read from the disk while it was cached). Reads are aligned to DIRECT_ALIGN
- * (a page, a multiple of any logical block size met in practice); a file system that refuses
- * O_DIRECT, or an extent or a short read that leaves a read unaligned, goes back to buffered reads.
- */
+/* Files of DIRECT_MIN bytes or more on a local file system (fs_direct_io_local) are read with
+ * O_DIRECT where it allows it: straight from the disk into the reader's buffer, without the
+ * kernel's copy out of its page cache and without filling that cache with data read once (the
+ * application's own cached files stay cached). The kernel still writes a file's dirty cached
+ * pages before a direct read of them, so what is read is what a buffered read gives. 2 GiB tree,
+ * cold, first backup: system CPU 7.5-10.3 -> 3.8-4.5 s, wall 10.6-12.4 -> 8.1-8.9 s; warm, no
+ * slower (7.8-8.3 -> 7.0-7.2 s). Smaller files gain little: with a threshold of 4 KiB, cold first
+ * backups took 8.30-9.00 s against 8.55-9.17 (5 pairs, medians 8.66 and 8.89), warm ones 7.4-9.1
+ * s against 7.0-7.4 (a small file read from the disk while it was cached). Reads are aligned to
+ * DIRECT_ALIGN (a page, a multiple of any logical block size met in practice); a file system that
+ * refuses O_DIRECT, or an extent or a short read that leaves a read unaligned, goes back to
+ * buffered reads. */
 #define DIRECT_ALIGN 4096
 #define DIRECT_MIN (64u << 10)
 #define MAX_WARNINGS_KEPT 1000
@@ -724,7 +724,7 @@ static void read_file_job(void *arg, int reader)
     uint64_t size = (uint64_t)f->st.st_size;
     /* The descriptor is a dup of the walker's, which is closed once the walk's callback returns:
      * the flags changed here are this reader's alone from then on. */
-    if (size >= DIRECT_MIN) {
+    if (size >= DIRECT_MIN && fs_direct_io_local(f->fd)) {
         int fl = fcntl(f->fd, F_GETFL);
         f->direct = fl >= 0 && fcntl(f->fd, F_SETFL, fl | O_DIRECT) == 0;
     }

@@ -370,14 +370,14 @@ static int posix_put(struct storage *s, const char *name, const void *data, size
 }
 
 /* An object written piece by piece (storage_obj_*, a pack): a temporary file, named as put's,
- * written with O_DIRECT where the file system allows it: through an aligned buffer of
- * TMP_DIRECT_BUF bytes, in whole blocks, the last one padded and the file then cut to its length
- * before the fsync. The bytes skip the kernel's copy into its page cache and the later writeback,
- * and a backup does not fill the cache with packs it will not read again. A file system that
- * refuses O_DIRECT, or a direct write it refuses, gets buffered writes from there on. Pieces are
- * read back (tmp_read) through a second, buffered descriptor: the kernel keeps it coherent with
- * direct writes. First backup of a 2 GiB tree, cold, three pairs: system CPU 4.9-5.5 -> 3.0-3.4 s,
- * wall 8.6-9.1 -> 7.6-8.1 s. */
+ * written with O_DIRECT on a local file system that allows it (fs_direct_io_local): through an
+ * aligned buffer of TMP_DIRECT_BUF bytes, in whole blocks, the last one padded and the file then
+ * cut to its length before the fsync. The bytes skip the kernel's copy into its page cache and the
+ * later writeback, and a backup does not fill the cache with packs it will not read again. A file
+ * system that refuses O_DIRECT, or a direct write it refuses, gets buffered writes from there on.
+ * Pieces are read back (tmp_read) through a second, buffered descriptor: the kernel keeps it
+ * coherent with direct writes. First backup of a 2 GiB tree, cold, three pairs: system CPU 4.9-5.5
+ * -> 3.0-3.4 s, wall 8.6-9.1 -> 7.6-8.1 s. */
 #define TMP_ALIGN 4096
 #define TMP_DIRECT_BUF (1u << 20)
 
@@ -414,7 +414,7 @@ static int posix_tmp_open(struct storage *s, const char *dir, void **h, struct e
     t->tmp = tmp;
     t->rfd = -1;
     /* set after the open: an open that refused O_DIRECT would have created the file first */
-    int fl = fcntl(fd, F_GETFL);
+    int fl = fs_direct_io_local(fd) ? fcntl(fd, F_GETFL) : -1;
     if (fl >= 0 && fcntl(fd, F_SETFL, fl | O_DIRECT) == 0) {
         void *m = NULL;
         if (posix_memalign(&m, TMP_ALIGN, TMP_DIRECT_BUF) != 0)
