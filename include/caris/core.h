@@ -89,10 +89,17 @@ int b64_decode(const char *s, uint8_t **out, size_t *n); /* -1 on bad input */
 /* write()/pwrite() until done, retrying EINTR; -1 with errno set on failure. */
 int fs_write_full(int fd, const void *data, size_t len);
 int fs_pwrite_full(int fd, const void *data, size_t len, uint64_t off);
-/* Whether fd's file system is one where O_DIRECT reads and writes are worth it: a local
- * block file system (ext2/3/4, XFS, btrfs, F2FS). Elsewhere direct I/O is refused, gains
- * nothing (tmpfs) or costs a round trip per request (NFS, SMB, FUSE): the cache is used. */
-bool fs_direct_io_local(int fd);
+/* Direct I/O (O_DIRECT): offsets, lengths and memory aligned to FS_DIRECT_ALIGN (a page, a
+ * multiple of any logical block size met in practice). */
+#define FS_DIRECT_ALIGN 4096
+/* Turns O_DIRECT on for fd if its file system is one where it is worth it, a local block file
+ * system (ext2/3/4, XFS, btrfs, F2FS), and it takes it: whether it is on. Elsewhere direct I/O
+ * is refused, gains nothing (tmpfs) or costs a round trip per request (NFS, SMB, FUSE). */
+bool fs_direct_on(int fd);
+/* Turns O_DIRECT off again: 0, or -1 with errno set. */
+int fs_direct_off(int fd);
+/* Whether err is how a file system refuses a direct read or write (of that alignment). */
+bool fs_direct_refused(int err);
 /* Creates dir and missing parents with the given mode (existing ones are left alone). */
 int fs_mkdir_p(const char *path, unsigned mode, struct err *e);
 /* Writes a whole file atomically: temp name in the same directory, fsync, rename, fsync of

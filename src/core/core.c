@@ -516,7 +516,8 @@ int fs_pwrite_full(int fd, const void *data, size_t len, uint64_t off)
     return 0;
 }
 
-bool fs_direct_io_local(int fd)
+/* See fs_direct_on. */
+static bool fs_direct_io_local(int fd)
 {
     struct statfs sf;
     if (fstatfs(fd, &sf) != 0)
@@ -530,6 +531,25 @@ bool fs_direct_io_local(int fd)
     default:
         return false;
     }
+}
+
+bool fs_direct_on(int fd)
+{
+    if (!fs_direct_io_local(fd))
+        return false;
+    int fl = fcntl(fd, F_GETFL);
+    return fl >= 0 && fcntl(fd, F_SETFL, fl | O_DIRECT) == 0;
+}
+
+int fs_direct_off(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    return fl < 0 || fcntl(fd, F_SETFL, fl & ~O_DIRECT) != 0 ? -1 : 0;
+}
+
+bool fs_direct_refused(int err)
+{
+    return err == EINVAL || err == EOPNOTSUPP || err == ENOTSUP;
 }
 
 int fs_write_full(int fd, const void *data, size_t len)

@@ -19,7 +19,7 @@
 #include "manifest.h"
 
 #define READ_SIZE (1u << 20)
-/* Files of DIRECT_MIN bytes or more on a local file system (fs_direct_io_local) are read with
+/* Files of DIRECT_MIN bytes or more on a local file system (fs_direct_on) are read with
  * O_DIRECT where it allows it: straight from the disk into the reader's buffer, without the
  * kernel's copy out of its page cache and without filling that cache with data read once (the
  * application's own cached files stay cached). The kernel still writes a file's dirty cached
@@ -31,7 +31,7 @@
  * DIRECT_ALIGN (a page, a multiple of any logical block size met in practice); a file system that
  * refuses O_DIRECT, or an extent or a short read that leaves a read unaligned, goes back to
  * buffered reads. */
-#define DIRECT_ALIGN 4096
+#define DIRECT_ALIGN FS_DIRECT_ALIGN
 #define DIRECT_MIN (64u << 10)
 #define MAX_WARNINGS_KEPT 1000
 
@@ -338,8 +338,7 @@ static void count_total(struct bctx *b, uint64_t n)
  * fails: an unaligned read of a descriptor still direct would be refused anyway). */
 static int direct_off(struct filerec *f)
 {
-    int fl = fcntl(f->fd, F_GETFL);
-    if (fl < 0 || fcntl(f->fd, F_SETFL, fl & ~O_DIRECT) != 0)
+    if (fs_direct_off(f->fd) != 0)
         return errno;
     f->direct = false;
     return 0;
@@ -363,19 +362,16 @@ static int backup_extent(struct bctx *b, struct filerec *f, struct rbuf *rb, uin
             if (want > end - pos)
                 want = (size_t)(end - pos);
             /* A direct read asks for whole blocks: past a tail, the kernel stops at the end of
-             * the file. The buffer's length is a multiple of DIRECT_ALIGN, so a rounded-up ask
-             * fits whenever dst is aligned. */
+             * the file. The buffer and its length are multiples of DIRECT_ALIGN, so a
+             * rounded-up ask fits whenever dst is aligned. */
             size_t ask = want;
-            if (f->direct) {
-                ask = (want + DIRECT_ALIGN - 1) / DIRECT_ALIGN * DIRECT_ALIGN;
-                if (pos % DIRECT_ALIGN || (uintptr_t)dst % DIRECT_ALIGN ||
-                    ask > rb->cap - start - have) {
-                    int en = direct_off(f);
-                    if (en)
-                        return en;
-                    ask = want;
-                }
+            if (f->direct && (pos % DIRECT_ALIGN || (uintptr_t)dst % DIRECT_ALIGN)) {
+                int en = direct_off(f);
+                if (en)
+                    return en;
             }
+            if (f->direct)
+                ask = (want + DIRECT_ALIGN - 1) / DIRECT_ALIGN * DIRECT_ALIGN;
             int64_t t0 = time_mono_ns();
             ssize_t n = pread(fd, dst, ask, (off_t)pos);
             int64_t t1 = time_mono_ns();
@@ -383,7 +379,7 @@ static int backup_extent(struct bctx *b, struct filerec *f, struct rbuf *rb, uin
             if (n < 0) {
                 if (errno == EINTR)
                     continue;
-                if (f->direct && (errno == EINVAL || errno == EOPNOTSUPP || errno == ENOTSUP)) {
+                if (f->direct && fs_direct_refused(errno)) {
                     int en = direct_off(f); /* refused: buffered from here */
                     if (en)
                         return en;
@@ -724,10 +720,7 @@ static void read_file_job(void *arg, int reader)
     uint64_t size = (uint64_t)f->st.st_size;
     /* The descriptor is a dup of the walker's, which is closed once the walk's callback returns:
      * the flags changed here are this reader's alone from then on. */
-    if (size >= DIRECT_MIN && fs_direct_io_local(f->fd)) {
-        int fl = fcntl(f->fd, F_GETFL);
-        f->direct = fl >= 0 && fcntl(f->fd, F_SETFL, fl | O_DIRECT) == 0;
-    }
+    f->direct = size >= DIRECT_MIN && fs_direct_on(f->fd);
     /* A larger readahead pays only for files read in several buffers. */
     if (size > READ_SIZE && !f->direct)
         posix_fadvise(f->fd, 0, 0, POSIX_FADV_SEQUENTIAL);

@@ -370,7 +370,7 @@ static int posix_put(struct storage *s, const char *name, const void *data, size
 }
 
 /* An object written piece by piece (storage_obj_*, a pack): a temporary file, named as put's,
- * written with O_DIRECT on a local file system that allows it (fs_direct_io_local): through an
+ * written with O_DIRECT on a local file system that allows it (fs_direct_on): through an
  * aligned buffer of TMP_DIRECT_BUF bytes, in whole blocks, the last one padded and the file then
  * cut to its length before the fsync. The bytes skip the kernel's copy into its page cache and the
  * later writeback, and a backup does not fill the cache with packs it will not read again. A file
@@ -378,7 +378,7 @@ static int posix_put(struct storage *s, const char *name, const void *data, size
  * Pieces are read back (tmp_read) through a second, buffered descriptor: the kernel keeps it
  * coherent with direct writes. First backup of a 2 GiB tree, cold, three pairs: system CPU 4.9-5.5
  * -> 3.0-3.4 s, wall 8.6-9.1 -> 7.6-8.1 s. */
-#define TMP_ALIGN 4096
+#define TMP_ALIGN FS_DIRECT_ALIGN
 #define TMP_DIRECT_BUF (1u << 20)
 
 struct posix_tmp {
@@ -414,8 +414,7 @@ static int posix_tmp_open(struct storage *s, const char *dir, void **h, struct e
     t->tmp = tmp;
     t->rfd = -1;
     /* set after the open: an open that refused O_DIRECT would have created the file first */
-    int fl = fs_direct_io_local(fd) ? fcntl(fd, F_GETFL) : -1;
-    if (fl >= 0 && fcntl(fd, F_SETFL, fl | O_DIRECT) == 0) {
+    if (fs_direct_on(fd)) {
         void *m = NULL;
         if (posix_memalign(&m, TMP_ALIGN, TMP_DIRECT_BUF) != 0)
             xoom(TMP_DIRECT_BUF);
@@ -425,17 +424,10 @@ static int posix_tmp_open(struct storage *s, const char *dir, void **h, struct e
     return 0;
 }
 
-/* The errors by which a file system refuses a direct read or write (of that alignment). */
-static bool refused(int en)
-{
-    return en == EINVAL || en == EOPNOTSUPP || en == ENOTSUP;
-}
-
 /* Direct writes end here: what dbuf holds is written buffered, and so is the rest. */
 static int tmp_direct_off(struct posix_tmp *t)
 {
-    int fl = fcntl(t->fd, F_GETFL);
-    if (fl < 0 || fcntl(t->fd, F_SETFL, fl & ~O_DIRECT) != 0)
+    if (fs_direct_off(t->fd) != 0)
         return -1;
     int rc = fs_pwrite_full(t->fd, t->dbuf, t->dlen, t->flushed);
     if (rc == 0 && lseek(t->fd, (off_t)(t->flushed + t->dlen), SEEK_SET) < 0)
@@ -458,7 +450,7 @@ static int tmp_direct_write(struct posix_tmp *t, size_t n)
         ssize_t w = pwrite(t->fd, t->dbuf + done, n - done, (off_t)(t->flushed + done));
         if (w < 0 && errno == EINTR)
             continue;
-        if (w < 0 && refused(errno) && done == 0)
+        if (w < 0 && fs_direct_refused(errno) && done == 0)
             return tmp_direct_off(t); /* refused: buffered from here */
         if (w < 0)
             return -1;

@@ -45,7 +45,7 @@ sync
 for f in "$src"/*; do dd if="$f" iflag=nocache count=0 status=none; done
 resident() { fincore --bytes --noheadings "$@" | awk '{s += $1} END {print s + 0}'; }
 fs=$(stat -f -c %T "$TEST_TMP")
-# direct I/O is used on local block file systems only (fs_direct_io_local): ext2/3/4, XFS,
+# direct I/O is used on local block file systems only (fs_direct_on): ext2/3/4, XFS,
 # btrfs, F2FS
 local_fs=false
 case $(stat -f -c %t "$TEST_TMP") in ef53 | 58465342 | 9123683e | f2f52010) local_fs=true ;; esac
