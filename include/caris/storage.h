@@ -56,6 +56,9 @@ struct storage_ops {
     int (*tmp_read)(struct storage *s, void *h, uint64_t off, void *out, size_t n, struct err *e);
     int (*tmp_commit)(struct storage *s, void *h, const char *name, struct err *e);
     void (*tmp_discard)(struct storage *s, void *h);
+    /* Optional: a hint that len bytes at off of name will be read soon (a local file's
+     * pages are read ahead in the background). Never fails; NULL: nothing. */
+    void (*prefetch)(struct storage *s, const char *name, uint64_t off, uint64_t len);
 };
 
 struct storage_queue;
@@ -102,6 +105,8 @@ int storage_get(struct storage *s, const char *name, size_t max, struct buf *out
 int storage_read_direct(struct storage *s, const char *name, uint64_t off, void *out, size_t len,
                         struct err *e);
 int storage_size(struct storage *s, const char *name, uint64_t *size, struct err *e);
+/* A hint that the range will be read soon (see prefetch): never fails, may do nothing. */
+void storage_prefetch(struct storage *s, const char *name, uint64_t off, uint64_t len);
 int storage_list(struct storage *s, const char *dir, storage_list_cb cb, void *ctx, struct err *e);
 int storage_remove(struct storage *s, const char *name, struct err *e);
 int storage_put_new(struct storage *s, const char *name, const void *data, size_t len,

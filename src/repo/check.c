@@ -45,6 +45,7 @@ struct check {
     const struct repo_check_opts *o;
     pthread_mutex_t mu; /* the lists below, while packs are read in parallel */
     struct buf *bufs;   /* one pack buffer per worker */
+    int nthreads;
     size_t packs_done;
     struct err fatal;
     /* blobs of pack p: by_pack[first[p] .. first[p + 1]) (entry numbers) */
@@ -179,6 +180,10 @@ static void read_pack_job(void *arg, int worker)
         goto done;
     }
     data->len = (size_t)pf->size;
+    /* The pack a worker takes after this one is read ahead while this one is checked. */
+    size_t next = (size_t)(pf - c->files) + (size_t)c->nthreads;
+    if (next < c->nfiles && c->files[next].size <= PACK_MAX_SIZE)
+        storage_prefetch(r->st, c->files[next].name, 0, c->files[next].size);
     uint8_t sum[32];
     cx_sha256(data->data, data->len, sum);
     if (memcmp(sum, pf->id, 32) != 0)
@@ -463,6 +468,7 @@ static int check_locked(struct repo *r, const struct repo_check_opts *o,
         int nthreads = o->threads > 0 ? o->threads : sys_ncpu();
         if ((size_t)nthreads > c.nfiles)
             nthreads = c.nfiles > 0 ? (int)c.nfiles : 1;
+        c.nthreads = nthreads;
         c.bufs = xcalloc((size_t)nthreads, sizeof(*c.bufs));
         struct pool *pool = nthreads > 1 ? pool_new(nthreads, (size_t)nthreads * 2) : NULL;
         for (size_t p = 0; p < c.nfiles; p++) {
