@@ -75,12 +75,10 @@ static void walk_blob(struct repo *r, const uint8_t id[32], const struct repo_re
 
 /* A page delta needs its base block as much as itself (docs/REPOSITORY-FORMAT.md "Page
  * deltas"). */
-static void walk_chunks(struct repo *r, json_t *chunks, const struct repo_ref_walk *w, size_t snap,
-                        bool meta, struct walk_rec *rec)
+static void walk_items(struct repo *r, const struct chunk_item *refs, size_t n, bool bad,
+                       const struct repo_ref_walk *w, size_t snap, bool meta, struct walk_rec *rec)
 {
-    struct chunk_item *refs;
-    size_t n;
-    if (chunklist_decode_items(chunks, &refs, &n) != 0) {
+    if (bad) {
         walk_call(w, snap, NULL, -1, meta, rec);
         return;
     }
@@ -89,6 +87,15 @@ static void walk_chunks(struct repo *r, json_t *chunks, const struct repo_ref_wa
         if (refs[m].delta)
             walk_blob(r, refs[m].base, w, snap, meta, rec);
     }
+}
+
+static void walk_chunks(struct repo *r, json_t *chunks, const struct repo_ref_walk *w, size_t snap,
+                        bool meta, struct walk_rec *rec)
+{
+    struct chunk_item *refs;
+    size_t n;
+    bool bad = chunklist_decode_items(chunks, &refs, &n) != 0;
+    walk_items(r, refs, n, bad, w, snap, meta, rec);
     free(refs);
 }
 
@@ -214,14 +221,14 @@ static void walk_member(struct walk *wk, size_t i, struct walk_rec *rec, json_t 
             if (snapshot_ref_text(wk->r, ref, file, wk->here, &text, &le) == 0) {
                 /* one entry at a time: memory holds the entries' text, not all of them parsed */
                 struct entry_iter it;
-                json_t *ent;
+                struct entry_refs er;
                 entry_iter_init(&it, &text);
-                while (entry_iter_next(&it, &ent, &le) == 1) {
-                    walk_chunks(wk->r, json_object_get(ent, "chunks"), w, i, false, rec);
+                while (entry_iter_refs(&it, &er, &le) == 1) {
+                    walk_items(wk->r, er.chunks, er.nchunks, er.chunks_bad, w, i, false, rec);
                     /* a relation file's page hashes (physical backups): what the next
                      * incremental compares with */
-                    walk_chunks(wk->r, json_object_get(ent, "page_hashes"), w, i, false, rec);
-                    json_decref(ent);
+                    walk_items(wk->r, er.pages, er.npages, er.pages_bad, w, i, false, rec);
+                    entry_refs_free(&er);
                 }
             }
             buf_free(&text);

@@ -1,6 +1,7 @@
 /* Snapshot manifests (the commit point of a backup) and records. Locks are in lock.c. */
 #include "internal.h"
 
+#include "caris/pipeline.h"
 #include "caris/stream.h"
 
 #include <errno.h>
@@ -542,9 +543,10 @@ void entry_iter_init(struct entry_iter *it, const struct buf *text)
     it->started = false;
 }
 
-int entry_iter_next(struct entry_iter *it, json_t **ent, struct err *e)
+/* Up to the next entry: 1 with it->p at its first byte, 0 at the end of the array, -1 with
+ * ERR_DAMAGE when the text around the entries is malformed. */
+static int entry_iter_advance(struct entry_iter *it, struct err *e)
 {
-    *ent = NULL;
     while (it->p < it->end && (*it->p == ' ' || *it->p == '\n' || *it->p == '\t'))
         it->p++;
     if (!it->started) {
@@ -568,6 +570,12 @@ int entry_iter_next(struct entry_iter *it, json_t **ent, struct err *e)
     }
     if (it->p >= it->end)
         return err_set(e, ERR_DAMAGE, NULL, "manifest entries are truncated");
+    return 1;
+}
+
+/* The entry at it->p, parsed. */
+static int entry_iter_parse(struct entry_iter *it, json_t **ent, struct err *e)
+{
     /* jansson parses one value (of any type: what an entry must be is its reader's to check)
      * and reports where it stopped */
     json_error_t je;
@@ -578,6 +586,404 @@ int entry_iter_next(struct entry_iter *it, json_t **ent, struct err *e)
                        je.text);
     it->p += je.position;
     it->index++;
+    return 1;
+}
+
+int entry_iter_next(struct entry_iter *it, json_t **ent, struct err *e)
+{
+    *ent = NULL;
+    int rc = entry_iter_advance(it, e);
+    return rc == 1 ? entry_iter_parse(it, ent, e) : rc;
+}
+
+/* ---- an entry's chunk lists, without parsing the entry ----
+ *
+ * The walk over every blob the backups reference (check, prune, copy) needs only two members
+ * of each entry, "chunks" and "page_hashes"; parsing whole entries with jansson was most of
+ * its time. The scan below reads an entry once, checks its syntax and decodes those two lists
+ * itself, but only when the entry is in the form the writer makes and nothing about it could
+ * be read two ways: an object; keys without escapes, each of the two lists once; strings with
+ * no \u escape, no control byte, valid UTF-8; numbers that are plain integers of at most 18
+ * digits; nesting at most SCAN_DEPTH deep; each list an array of [64 hex digits, length] or
+ * {"id", "base", "len"} items, every id valid and every length in 0..REPO_MAX_BLOB. Anything
+ * else (a damaged entry, or a form the scan does not take) goes to jansson and
+ * chunklist_decode_items, as before: the result is the same either way, only slower. */
+
+enum { SCAN_DEPTH = 32 };
+
+struct scan {
+    const char *p, *end;
+};
+
+static void scan_ws(struct scan *s)
+{
+    while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
+        s->p++;
+}
+
+/* One UTF-8 sequence at s->p (its first byte >= 0x80), strictly: no overlong form, no
+ * surrogate, nothing past U+10FFFF. */
+static bool scan_utf8(struct scan *s)
+{
+    const unsigned char *u = (const unsigned char *)s->p;
+    size_t n;
+    uint32_t cp;
+    if (u[0] >= 0xc2 && u[0] <= 0xdf) {
+        n = 2;
+        cp = u[0] & 0x1fu;
+    } else if (u[0] >= 0xe0 && u[0] <= 0xef) {
+        n = 3;
+        cp = u[0] & 0x0fu;
+    } else if (u[0] >= 0xf0 && u[0] <= 0xf4) {
+        n = 4;
+        cp = u[0] & 0x07u;
+    } else {
+        return false;
+    }
+    if ((size_t)(s->end - s->p) < n)
+        return false;
+    for (size_t k = 1; k < n; k++) {
+        if ((u[k] & 0xc0) != 0x80)
+            return false;
+        cp = cp << 6 | (u[k] & 0x3fu);
+    }
+    if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || cp > 0x10ffff ||
+        (cp >= 0xd800 && cp <= 0xdfff))
+        return false;
+    s->p += n;
+    return true;
+}
+
+/* A string at s->p ('"'): *body and *len its bytes between the quotes; *escaped when it has
+ * an escape (its bytes are then not its value). */
+static bool scan_string(struct scan *s, const char **body, size_t *len, bool *escaped)
+{
+    s->p++;
+    *body = s->p;
+    *escaped = false;
+    while (s->p < s->end) {
+        unsigned char c = (unsigned char)*s->p;
+        if (c == '"') {
+            *len = (size_t)(s->p - *body);
+            s->p++;
+            return true;
+        }
+        if (c == '\\') {
+            if (s->end - s->p < 2 || !strchr("\"\\/bfnrt", s->p[1]) || s->p[1] == '\0')
+                return false; /* \u, or not an escape */
+            *escaped = true;
+            s->p += 2;
+        } else if (c < 0x20) {
+            return false;
+        } else if (c >= 0x80) {
+            if (!scan_utf8(s))
+                return false;
+        } else {
+            s->p++;
+        }
+    }
+    return false;
+}
+
+static bool scan_delim(const struct scan *s)
+{
+    return s->p < s->end && strchr(" \t\n\r,]}", *s->p) && *s->p != '\0';
+}
+
+/* A plain integer: -?(0|[1-9][0-9]*), at most 18 digits, followed by a delimiter. */
+static bool scan_int(struct scan *s, long long *v)
+{
+    bool neg = s->p < s->end && *s->p == '-';
+    if (neg)
+        s->p++;
+    const char *d = s->p;
+    long long x = 0;
+    while (s->p < s->end && *s->p >= '0' && *s->p <= '9' && s->p - d < 19)
+        x = x * 10 + (*s->p++ - '0');
+    size_t nd = (size_t)(s->p - d);
+    if (nd == 0 || nd > 18 || (nd > 1 && *d == '0') || !scan_delim(s))
+        return false;
+    *v = neg ? -x : x;
+    return true;
+}
+
+static bool scan_value(struct scan *s, int depth);
+
+/* An object or an array at s->p, every value in it checked. */
+static bool scan_container(struct scan *s, int depth)
+{
+    if (depth >= SCAN_DEPTH)
+        return false;
+    bool object = *s->p == '{';
+    char close = object ? '}' : ']';
+    s->p++;
+    scan_ws(s);
+    if (s->p < s->end && *s->p == close) {
+        s->p++;
+        return true;
+    }
+    for (;;) {
+        if (object) {
+            const char *k;
+            size_t kl;
+            bool esc;
+            if (s->p >= s->end || *s->p != '"' || !scan_string(s, &k, &kl, &esc))
+                return false;
+            scan_ws(s);
+            if (s->p >= s->end || *s->p != ':')
+                return false;
+            s->p++;
+            scan_ws(s);
+        }
+        if (!scan_value(s, depth + 1))
+            return false;
+        scan_ws(s);
+        if (s->p >= s->end)
+            return false;
+        if (*s->p == close) {
+            s->p++;
+            return true;
+        }
+        if (*s->p != ',')
+            return false;
+        s->p++;
+        scan_ws(s);
+    }
+}
+
+static bool scan_value(struct scan *s, int depth)
+{
+    if (s->p >= s->end)
+        return false;
+    const char *b;
+    size_t l;
+    bool esc;
+    long long v;
+    switch (*s->p) {
+    case '{':
+    case '[':
+        return scan_container(s, depth);
+    case '"':
+        return scan_string(s, &b, &l, &esc);
+    case 't':
+    case 'f':
+    case 'n': {
+        const char *lit = *s->p == 't' ? "true" : *s->p == 'f' ? "false" : "null";
+        size_t n = strlen(lit);
+        if ((size_t)(s->end - s->p) < n || memcmp(s->p, lit, n) != 0)
+            return false;
+        s->p += n;
+        return scan_delim(s);
+    }
+    default:
+        return scan_int(s, &v);
+    }
+}
+
+/* A chunk id: a string of 64 hex digits, no escape. */
+static bool scan_id(struct scan *s, uint8_t id[32])
+{
+    const char *b;
+    size_t l;
+    bool esc;
+    char hex[65];
+    if (s->p >= s->end || *s->p != '"' || !scan_string(s, &b, &l, &esc) || esc || l != 64)
+        return false;
+    memcpy(hex, b, 64);
+    hex[64] = '\0';
+    return cx_unhex(hex, id, 32) == 0;
+}
+
+static bool scan_len(struct scan *s, uint32_t *len)
+{
+    long long v;
+    if (!scan_int(s, &v) || v < 0 || v > (long long)REPO_MAX_BLOB)
+        return false;
+    *len = (uint32_t)v;
+    return true;
+}
+
+/* {"id", "base", "len"} (a page delta), each once, in any order. */
+static bool scan_delta_item(struct scan *s, struct chunk_item *it)
+{
+    unsigned seen = 0;
+    s->p++;
+    for (;;) {
+        scan_ws(s);
+        const char *k;
+        size_t kl;
+        bool esc;
+        if (s->p >= s->end || *s->p != '"' || !scan_string(s, &k, &kl, &esc) || esc)
+            return false;
+        scan_ws(s);
+        if (s->p >= s->end || *s->p != ':')
+            return false;
+        s->p++;
+        scan_ws(s);
+        unsigned bit;
+        bool ok;
+        if (kl == 2 && memcmp(k, "id", 2) == 0) {
+            bit = 1;
+            ok = scan_id(s, it->id);
+        } else if (kl == 4 && memcmp(k, "base", 4) == 0) {
+            bit = 2;
+            ok = scan_id(s, it->base);
+        } else if (kl == 3 && memcmp(k, "len", 3) == 0) {
+            bit = 4;
+            ok = scan_len(s, &it->len);
+        } else {
+            return false;
+        }
+        if (!ok || (seen & bit))
+            return false;
+        seen |= bit;
+        scan_ws(s);
+        if (s->p < s->end && *s->p == '}' && seen == 7) {
+            s->p++;
+            it->delta = true;
+            return true;
+        }
+        if (s->p >= s->end || *s->p != ',')
+            return false;
+        s->p++;
+    }
+}
+
+/* A chunk list: an array of [id, len] or delta items, into *items (the caller's). */
+static bool scan_chunklist(struct scan *s, struct chunk_item **items, size_t *n)
+{
+    size_t cap = 0;
+    *items = NULL;
+    *n = 0;
+    if (s->p >= s->end || *s->p != '[')
+        return false;
+    s->p++;
+    scan_ws(s);
+    if (s->p < s->end && *s->p == ']') {
+        s->p++;
+        return true;
+    }
+    for (;;) {
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 4;
+            *items = xrealloc(*items, xsize(cap, sizeof(**items), 0));
+        }
+        struct chunk_item *it = &(*items)[*n];
+        memset(it, 0, sizeof(*it));
+        bool ok;
+        if (s->p < s->end && *s->p == '[') {
+            s->p++;
+            scan_ws(s);
+            ok = scan_id(s, it->id);
+            scan_ws(s);
+            ok = ok && s->p < s->end && *s->p == ',';
+            if (ok) {
+                s->p++;
+                scan_ws(s);
+                ok = scan_len(s, &it->len);
+                scan_ws(s);
+                ok = ok && s->p < s->end && *s->p == ']';
+                s->p += ok;
+            }
+        } else {
+            ok = s->p < s->end && *s->p == '{' && scan_delta_item(s, it);
+        }
+        if (!ok)
+            goto fail;
+        (*n)++;
+        scan_ws(s);
+        if (s->p < s->end && *s->p == ']') {
+            s->p++;
+            return true;
+        }
+        if (s->p >= s->end || *s->p != ',')
+            goto fail;
+        s->p++;
+        scan_ws(s);
+    }
+fail:
+    free(*items);
+    *items = NULL;
+    *n = 0;
+    return false;
+}
+
+/* The entry at p as the fast scan takes it, or false (then jansson reads it). */
+static bool scan_entry(struct scan *s, struct entry_refs *out)
+{
+    bool have_chunks = false, have_pages = false;
+    if (s->p >= s->end || *s->p != '{')
+        return false;
+    s->p++;
+    scan_ws(s);
+    if (s->p < s->end && *s->p == '}') {
+        s->p++;
+        return true;
+    }
+    for (;;) {
+        const char *k;
+        size_t kl;
+        bool esc;
+        if (s->p >= s->end || *s->p != '"' || !scan_string(s, &k, &kl, &esc) || esc)
+            return false;
+        scan_ws(s);
+        if (s->p >= s->end || *s->p != ':')
+            return false;
+        s->p++;
+        scan_ws(s);
+        bool ok;
+        if (kl == 6 && memcmp(k, "chunks", 6) == 0) {
+            ok = !have_chunks && scan_chunklist(s, &out->chunks, &out->nchunks);
+            have_chunks = true;
+        } else if (kl == 11 && memcmp(k, "page_hashes", 11) == 0) {
+            ok = !have_pages && scan_chunklist(s, &out->pages, &out->npages);
+            have_pages = true;
+        } else {
+            ok = scan_value(s, 1);
+        }
+        if (!ok)
+            return false;
+        scan_ws(s);
+        if (s->p < s->end && *s->p == '}') {
+            s->p++;
+            return true;
+        }
+        if (s->p >= s->end || *s->p != ',')
+            return false;
+        s->p++;
+        scan_ws(s);
+    }
+}
+
+void entry_refs_free(struct entry_refs *r)
+{
+    free(r->chunks);
+    free(r->pages);
+    memset(r, 0, sizeof(*r));
+}
+
+int entry_iter_refs(struct entry_iter *it, struct entry_refs *out, struct err *e)
+{
+    memset(out, 0, sizeof(*out));
+    int rc = entry_iter_advance(it, e);
+    if (rc != 1)
+        return rc;
+    struct scan s = {.p = it->p, .end = it->end};
+    if (scan_entry(&s, out)) {
+        it->p = s.p;
+        it->index++;
+        out->scanned = true;
+        return 1;
+    }
+    entry_refs_free(out);
+    json_t *ent;
+    if (entry_iter_parse(it, &ent, e) != 1)
+        return -1;
+    out->chunks_bad =
+        chunklist_decode_items(json_object_get(ent, "chunks"), &out->chunks, &out->nchunks) != 0;
+    out->pages_bad =
+        chunklist_decode_items(json_object_get(ent, "page_hashes"), &out->pages, &out->npages) != 0;
+    json_decref(ent);
     return 1;
 }
 

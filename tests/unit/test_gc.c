@@ -14,6 +14,7 @@
 
 #include "caris/crypto.h"
 #include "caris/op.h"
+#include "caris/pipeline.h"
 #include "caris/repo.h"
 
 #define PW "gc-test-password-0123456789abcdef"
@@ -205,10 +206,208 @@ static void test_cancel_dry_run_and_prune(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+/* ---- the walk's entry scan (entry_iter_refs) against jansson ----
+ * The walk reads each entry's "chunks" and "page_hashes" with a scan of its own, and gives
+ * what it does not take to jansson. Both must agree on every text: the same lists, the same
+ * flags, the same position after each entry, the same error. A corpus in the writer's forms
+ * and in forms only jansson takes, then mutated (seeded: the same texts every run). */
+
+static const char *const HEX_A = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+static const char *const HEX_B = "ABCDEF0123456789abcdef0123456789ABCDEF0123456789abcdef0123456789";
+
+/* The corpus as one text (t), and each entry alone as a text of its own (each[k]). */
+static size_t corpus(struct buf *t, struct buf each[64])
+{
+    char one[4096];
+    const char *entries[] = {
+        /* the writer's forms */
+        "{\"path\":\"0/a/b.txt\",\"type\":\"file\",\"mode\":420,\"uid\":0,\"gid\":0,"
+        "\"user\":\"root\",\"group\":\"root\",\"mtime_s\":1700000000,\"mtime_ns\":123,"
+        "\"size\":5,\"sha256\":\"%A\",\"chunks\":[[\"%A\",5],[\"%B\",0]]}",
+        "{\"path\":\"0/dir\",\"type\":\"dir\",\"xattrs\":{\"user.x\":\"dmFs\"},\"mode\":493}",
+        "{\"path\":\"0/\\u00e9t\\u00e9\",\"chunks\":[[\"%A\",1]]}",
+        "{\"path\":\"0/caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\",\"chunks\":[]}",
+        "{\"path\":\"0/esc \\\"q\\\" \\\\ \\/ \\b\\f\\n\\r\\t\",\"chunks\":[[\"%B\",67108864]]}",
+        "{\"relation\":true,\"page_hashes\":[[\"%A\",8192],{\"id\":\"%B\",\"base\":\"%A\","
+        "\"len\":8192},{\"len\":16,\"base\":\"%B\",\"id\":\"%A\"}],\"chunks\":[[\"%A\",8]]}",
+        "{ \"chunks\" : [ [ \"%A\" , 3 ] , [\"%B\",4] ] , \"n\" : -12 , \"z\" : null ,"
+        " \"t\" : true , \"f\" : false , \"e\" : [ ] , \"o\" : { } }",
+        "{}",
+        /* forms only jansson takes, and what it makes of them */
+        "{\"chunks\":[[\"%A\",5]],\"chunks\":[[\"%B\",6]]}",
+        "{\"chun\\u006bs\":[[\"%A\",5]]}",
+        "{\"chunks\":[[\"%A\",5,\"extra\"]]}",
+        "{\"chunks\":[[\"%A\",5.0]]}",
+        "{\"chunks\":[[\"%A\",1e3]]}",
+        "{\"chunks\":[[\"%A\",-0]]}",
+        "{\"chunks\":[[\"%A\",67108865]]}",
+        "{\"chunks\":[[\"%A\",-1]]}",
+        "{\"chunks\":null}",
+        "{\"chunks\":{\"a\":1}}",
+        "{\"chunks\":[{\"id\":\"%A\",\"base\":\"%B\",\"len\":1,\"x\":2}]}",
+        "{\"chunks\":[{\"id\":\"%A\",\"len\":1}]}",
+        "{\"chunks\":[[\"%A\"]]}",
+        "{\"chunks\":[[\"0011\",5]]}",
+        "{\"size\":12345678901234567890,\"chunks\":[[\"%A\",5]]}",
+        "{\"r\":1.5e-3,\"chunks\":[[\"%A\",5]]}",
+        "{\"u\":\"\\ud83d\\ude00\",\"chunks\":[[\"%A\",5]]}",
+        "[1,2,3]",
+        "\"just a string\"",
+        "42",
+        "{\"deep\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]],"
+        "\"chunks\":[[\"%A\",9]]}",
+        /* what jansson refuses (the scan gives them to it): tested one by one below */
+        "{\"p\":\"surrogate \xed\xa0\x80\",\"chunks\":[[\"%A\",5]]}",
+        "{\"p\":\"overlong \xc0\xaf\",\"chunks\":[[\"%A\",5]]}",
+        "{\"p\":\"overlong \xe0\x80\xaf\",\"chunks\":[[\"%A\",5]]}",
+        "{\"p\":\"overlong \xf0\x80\x80\xaf\",\"chunks\":[[\"%A\",5]]}",
+        "{\"p\":\"past U+10FFFF \xf4\x90\x80\x80\",\"chunks\":[[\"%A\",5]]}",
+        "{\"p\":\"cut \xe2\x82\",\"chunks\":[[\"%A\",5]]}",
+        "{\"p\":\"control \x1f\",\"chunks\":[[\"%A\",5]]}",
+        "{\"p\":\"bad escape \\x\",\"chunks\":[[\"%A\",5]]}",
+        "{\"p\":truex,\"chunks\":[[\"%A\",5]]}",
+        "{\"p\":01,\"chunks\":[[\"%A\",5]]}",
+        "{\"chunks\":[[\"%A\",5]]",
+    };
+    buf_append(t, "[\n", 2);
+    for (size_t i = 0; i < sizeof(entries) / sizeof(entries[0]); i++) {
+        size_t o = 0;
+        for (const char *p = entries[i]; *p; p++) {
+            if (p[0] == '%' && (p[1] == 'A' || p[1] == 'B')) {
+                memcpy(one + o, p[1] == 'A' ? HEX_A : HEX_B, 64);
+                o += 64;
+                p++;
+            } else {
+                one[o++] = *p;
+            }
+        }
+        if (i)
+            buf_append(t, ",\n", 2);
+        buf_append(t, one, o);
+        assert_true(i < 64);
+        buf_append(&each[i], "[", 1);
+        buf_append(&each[i], one, o);
+        buf_append(&each[i], "]", 1);
+    }
+    buf_append(t, "\n]\n", 3);
+    return sizeof(entries) / sizeof(entries[0]);
+}
+
+/* One text through both readers; returns how many entries the scan took. */
+static size_t compare_readers(const uint8_t *text, size_t len)
+{
+    struct buf b = {.data = (uint8_t *)text, .len = len, .cap = len};
+    struct entry_iter a, f;
+    entry_iter_init(&a, &b);
+    entry_iter_init(&f, &b);
+    size_t scanned = 0;
+    for (;;) {
+        struct err ea = ERR_INIT, ef = ERR_INIT;
+        json_t *ent = NULL;
+        int ra = entry_iter_next(&a, &ent, &ea);
+        struct entry_refs er;
+        int rf = entry_iter_refs(&f, &er, &ef);
+        assert_int_equal(ra, rf);
+        if (ra != 1) {
+            assert_string_equal(ea.msg, ef.msg);
+            assert_int_equal(ea.code, ef.code);
+            entry_refs_free(&er);
+            return scanned;
+        }
+        assert_ptr_equal(a.p, f.p);
+        assert_int_equal(a.index, f.index);
+        scanned += er.scanned;
+        struct chunk_item *c, *pg;
+        size_t nc, np;
+        bool cbad = chunklist_decode_items(json_object_get(ent, "chunks"), &c, &nc) != 0;
+        bool pbad = chunklist_decode_items(json_object_get(ent, "page_hashes"), &pg, &np) != 0;
+        assert_int_equal(cbad, er.chunks_bad);
+        assert_int_equal(pbad, er.pages_bad);
+        assert_int_equal(nc, er.nchunks);
+        assert_int_equal(np, er.npages);
+        for (size_t k = 0; k < nc; k++) {
+            assert_memory_equal(c[k].id, er.chunks[k].id, 32);
+            assert_int_equal(c[k].len, er.chunks[k].len);
+            assert_int_equal(c[k].delta, er.chunks[k].delta);
+            if (c[k].delta)
+                assert_memory_equal(c[k].base, er.chunks[k].base, 32);
+        }
+        for (size_t k = 0; k < np; k++) {
+            assert_memory_equal(pg[k].id, er.pages[k].id, 32);
+            assert_int_equal(pg[k].len, er.pages[k].len);
+            assert_int_equal(pg[k].delta, er.pages[k].delta);
+            if (pg[k].delta)
+                assert_memory_equal(pg[k].base, er.pages[k].base, 32);
+        }
+        free(c);
+        free(pg);
+        json_decref(ent);
+        entry_refs_free(&er);
+    }
+}
+
+static uint64_t rng_next(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+static void test_entry_scan_matches_jansson(void **state)
+{
+    (void)state;
+    struct buf base = {0}, each[64] = {{0}};
+    size_t n = corpus(&base, each);
+    /* the corpus as it is: the writer's entries go through the scan, the rest to jansson (up
+     * to the first entry jansson refuses), and each entry alone */
+    assert_int_equal(compare_readers(base.data, base.len), 8);
+    size_t scanned = 0;
+    for (size_t i = 0; i < n; i++) {
+        scanned += compare_readers(each[i].data, each[i].len);
+        buf_free(&each[i]);
+    }
+    assert_int_equal(scanned, 8);
+    /* mutated: bytes replaced by ones that matter to either reader, removed, or repeated */
+    static const char pick[] = "\"\\,:[]{}0123456789-.eEabcdefABCDEFuntrl \t\r\n";
+    uint64_t seed = 0x9e3779b97f4a7c15ull;
+    struct buf m = {0};
+    size_t total_scanned = 0;
+    for (int round = 0; round < 20000; round++) {
+        m.len = 0;
+        buf_append(&m, base.data, base.len);
+        int edits = 1 + (int)(rng_next(&seed) % 3);
+        for (int k = 0; k < edits && m.len > 1; k++) {
+            size_t at = (size_t)(rng_next(&seed) % m.len);
+            uint64_t how = rng_next(&seed) % 8;
+            if (how < 5) {
+                uint64_t v = rng_next(&seed) % 64;
+                m.data[at] = v < sizeof(pick) - 1 ? (uint8_t)pick[v] : (uint8_t)rng_next(&seed);
+            } else if (how < 7) {
+                memmove(m.data + at, m.data + at + 1, m.len - at - 1);
+                m.len--;
+            } else {
+                size_t dup = 1 + (size_t)(rng_next(&seed) % 8);
+                if (at + dup > m.len)
+                    dup = m.len - at;
+                buf_reserve(&m, m.len + dup);
+                memmove(m.data + at + dup, m.data + at, m.len - at);
+                m.len += dup;
+            }
+        }
+        total_scanned += compare_readers(m.data, m.len);
+    }
+    /* most mutated texts still have entries the scan takes */
+    assert_true(total_scanned > 20000);
+    buf_free(&m);
+    buf_free(&base);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cancel_dry_run_and_prune),
+        cmocka_unit_test(test_entry_scan_matches_jansson),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
