@@ -698,10 +698,11 @@ static bool scan_int(struct scan *s, long long *v)
         s->p++;
     const char *d = s->p;
     long long x = 0;
-    while (s->p < s->end && *s->p >= '0' && *s->p <= '9' && s->p - d < 19)
+    /* at most 18 digits are read (no overflow): a 19th is not a delimiter */
+    while (s->p < s->end && *s->p >= '0' && *s->p <= '9' && s->p - d < 18)
         x = x * 10 + (*s->p++ - '0');
     size_t nd = (size_t)(s->p - d);
-    if (nd == 0 || nd > 18 || (nd > 1 && *d == '0') || !scan_delim(s))
+    if (nd == 0 || (nd > 1 && *d == '0') || !scan_delim(s))
         return false;
     *v = neg ? -x : x;
     return true;
