@@ -690,6 +690,58 @@ static bool scan_delim(const struct scan *s)
     return s->p < s->end && strchr(" \t\n\r,]}", *s->p) && *s->p != '\0';
 }
 
+/* The start of a container at s->p: -1 when it is not open, 1 when it is empty (and passed),
+ * 0 when a value follows (the space before it passed). */
+static int scan_open(struct scan *s, char open, char close)
+{
+    if (s->p >= s->end || *s->p != open)
+        return -1;
+    s->p++;
+    scan_ws(s);
+    if (s->p < s->end && *s->p == close) {
+        s->p++;
+        return 1;
+    }
+    return 0;
+}
+
+/* A member's key and its colon: *esc when the key has an escape (its bytes are then not its
+ * value). */
+static bool scan_key(struct scan *s, const char **k, size_t *kl, bool *esc)
+{
+    if (s->p >= s->end || *s->p != '"' || !scan_string(s, k, kl, esc))
+        return false;
+    scan_ws(s);
+    if (s->p >= s->end || *s->p != ':')
+        return false;
+    s->p++;
+    scan_ws(s);
+    return true;
+}
+
+/* A key without escapes (a member the scan compares by its bytes), and its colon. */
+static bool scan_plain_key(struct scan *s, const char **k, size_t *kl)
+{
+    bool esc;
+    return scan_key(s, k, kl, &esc) && !esc;
+}
+
+/* After a value in a container that ends with close: 1 at its end (passed), 0 at a comma
+ * (passed, and the space after it), -1 otherwise. */
+static int scan_after(struct scan *s, char close)
+{
+    scan_ws(s);
+    if (s->p < s->end && *s->p == close) {
+        s->p++;
+        return 1;
+    }
+    if (s->p >= s->end || *s->p != ',')
+        return -1;
+    s->p++;
+    scan_ws(s);
+    return 0;
+}
+
 /* A plain integer: -?(0|[1-9][0-9]*), at most 18 digits, followed by a delimiter. */
 static bool scan_int(struct scan *s, long long *v)
 {
@@ -717,38 +769,17 @@ static bool scan_container(struct scan *s, int depth)
         return false;
     bool object = *s->p == '{';
     char close = object ? '}' : ']';
-    s->p++;
-    scan_ws(s);
-    if (s->p < s->end && *s->p == close) {
-        s->p++;
-        return true;
-    }
+    if (scan_open(s, *s->p, close) != 0)
+        return true; /* empty: a value is always open here */
     for (;;) {
-        if (object) {
-            const char *k;
-            size_t kl;
-            bool esc;
-            if (s->p >= s->end || *s->p != '"' || !scan_string(s, &k, &kl, &esc))
-                return false;
-            scan_ws(s);
-            if (s->p >= s->end || *s->p != ':')
-                return false;
-            s->p++;
-            scan_ws(s);
-        }
-        if (!scan_value(s, depth + 1))
+        const char *k;
+        size_t kl;
+        bool esc;
+        if ((object && !scan_key(s, &k, &kl, &esc)) || !scan_value(s, depth + 1))
             return false;
-        scan_ws(s);
-        if (s->p >= s->end)
-            return false;
-        if (*s->p == close) {
-            s->p++;
-            return true;
-        }
-        if (*s->p != ',')
-            return false;
-        s->p++;
-        scan_ws(s);
+        int end = scan_after(s, close);
+        if (end != 0)
+            return end == 1;
     }
 }
 
@@ -809,18 +840,12 @@ static bool scan_delta_item(struct scan *s, struct chunk_item *it)
 {
     unsigned seen = 0;
     s->p++;
+    scan_ws(s);
     for (;;) {
-        scan_ws(s);
         const char *k;
         size_t kl;
-        bool esc;
-        if (s->p >= s->end || *s->p != '"' || !scan_string(s, &k, &kl, &esc) || esc)
+        if (!scan_plain_key(s, &k, &kl))
             return false;
-        scan_ws(s);
-        if (s->p >= s->end || *s->p != ':')
-            return false;
-        s->p++;
-        scan_ws(s);
         unsigned bit;
         bool ok;
         if (kl == 2 && memcmp(k, "id", 2) == 0) {
@@ -838,15 +863,11 @@ static bool scan_delta_item(struct scan *s, struct chunk_item *it)
         if (!ok || (seen & bit))
             return false;
         seen |= bit;
-        scan_ws(s);
-        if (s->p < s->end && *s->p == '}' && seen == 7) {
-            s->p++;
+        int end = scan_after(s, '}');
+        if (end != 0) {
             it->delta = true;
-            return true;
+            return end == 1 && seen == 7;
         }
-        if (s->p >= s->end || *s->p != ',')
-            return false;
-        s->p++;
     }
 }
 
@@ -856,14 +877,9 @@ static bool scan_chunklist(struct scan *s, struct chunk_item **items, size_t *n)
     size_t cap = 0;
     *items = NULL;
     *n = 0;
-    if (s->p >= s->end || *s->p != '[')
-        return false;
-    s->p++;
-    scan_ws(s);
-    if (s->p < s->end && *s->p == ']') {
-        s->p++;
-        return true;
-    }
+    int open = scan_open(s, '[', ']');
+    if (open != 0)
+        return open == 1;
     for (;;) {
         if (*n == cap) {
             cap = cap ? cap * 2 : 4;
@@ -892,15 +908,11 @@ static bool scan_chunklist(struct scan *s, struct chunk_item **items, size_t *n)
         if (!ok)
             goto fail;
         (*n)++;
-        scan_ws(s);
-        if (s->p < s->end && *s->p == ']') {
-            s->p++;
+        int end = scan_after(s, ']');
+        if (end == 1)
             return true;
-        }
-        if (s->p >= s->end || *s->p != ',')
+        if (end < 0)
             goto fail;
-        s->p++;
-        scan_ws(s);
     }
 fail:
     free(*items);
@@ -913,25 +925,14 @@ fail:
 static bool scan_entry(struct scan *s, struct entry_refs *out)
 {
     bool have_chunks = false, have_pages = false;
-    if (s->p >= s->end || *s->p != '{')
-        return false;
-    s->p++;
-    scan_ws(s);
-    if (s->p < s->end && *s->p == '}') {
-        s->p++;
-        return true;
-    }
+    int open = scan_open(s, '{', '}');
+    if (open != 0)
+        return open == 1;
     for (;;) {
         const char *k;
         size_t kl;
-        bool esc;
-        if (s->p >= s->end || *s->p != '"' || !scan_string(s, &k, &kl, &esc) || esc)
+        if (!scan_plain_key(s, &k, &kl))
             return false;
-        scan_ws(s);
-        if (s->p >= s->end || *s->p != ':')
-            return false;
-        s->p++;
-        scan_ws(s);
         bool ok;
         if (kl == 6 && memcmp(k, "chunks", 6) == 0) {
             ok = !have_chunks && scan_chunklist(s, &out->chunks, &out->nchunks);
@@ -942,17 +943,9 @@ static bool scan_entry(struct scan *s, struct entry_refs *out)
         } else {
             ok = scan_value(s, 1);
         }
-        if (!ok)
-            return false;
-        scan_ws(s);
-        if (s->p < s->end && *s->p == '}') {
-            s->p++;
-            return true;
-        }
-        if (s->p >= s->end || *s->p != ',')
-            return false;
-        s->p++;
-        scan_ws(s);
+        int end = ok ? scan_after(s, '}') : -1;
+        if (end != 0)
+            return end == 1;
     }
 }
 

@@ -301,6 +301,17 @@ static size_t corpus(struct buf *t, struct buf each[64])
     return sizeof(entries) / sizeof(entries[0]);
 }
 
+static void same_items(const struct chunk_item *a, const struct chunk_item *b, size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        assert_memory_equal(a[k].id, b[k].id, 32);
+        assert_int_equal(a[k].len, b[k].len);
+        assert_int_equal(a[k].delta, b[k].delta);
+        if (a[k].delta)
+            assert_memory_equal(a[k].base, b[k].base, 32);
+    }
+}
+
 /* One text through both readers; returns how many entries the scan took. */
 static size_t compare_readers(const uint8_t *src, size_t len)
 {
@@ -337,20 +348,8 @@ static size_t compare_readers(const uint8_t *src, size_t len)
         assert_int_equal(pbad, er.pages_bad);
         assert_int_equal(nc, er.nchunks);
         assert_int_equal(np, er.npages);
-        for (size_t k = 0; k < nc; k++) {
-            assert_memory_equal(c[k].id, er.chunks[k].id, 32);
-            assert_int_equal(c[k].len, er.chunks[k].len);
-            assert_int_equal(c[k].delta, er.chunks[k].delta);
-            if (c[k].delta)
-                assert_memory_equal(c[k].base, er.chunks[k].base, 32);
-        }
-        for (size_t k = 0; k < np; k++) {
-            assert_memory_equal(pg[k].id, er.pages[k].id, 32);
-            assert_int_equal(pg[k].len, er.pages[k].len);
-            assert_int_equal(pg[k].delta, er.pages[k].delta);
-            if (pg[k].delta)
-                assert_memory_equal(pg[k].base, er.pages[k].base, 32);
-        }
+        same_items(c, er.chunks, nc);
+        same_items(pg, er.pages, np);
         free(c);
         free(pg);
         json_decref(ent);
