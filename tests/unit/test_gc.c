@@ -230,7 +230,8 @@ static size_t corpus(struct buf *t, struct buf each[64])
         "{\"path\":\"0/esc \\\"q\\\" \\\\ \\/ \\b\\f\\n\\r\\t\",\"chunks\":[[\"%B\",67108864]]}",
         "{\"relation\":true,\"page_hashes\":[[\"%A\",8192],{\"id\":\"%B\",\"base\":\"%A\","
         "\"len\":8192},{\"len\":16,\"base\":\"%B\",\"id\":\"%A\"}],\"chunks\":[[\"%A\",8]]}",
-        "{ \"chunks\" : [ [ \"%A\" , 3 ] , [\"%B\",4] ] , \"n\" : -12 , \"z\" : null ,"
+        "{ \"chunks\" : [ [ \"%A\" , 3 ] , [\"%B\",4] ] , \"page_hashes\" : [ { \"id\" : \"%A\" ,"
+        " \"base\" : \"%B\" , \"len\" : 7 } ] , \"n\" : -12 , \"z\" : null ,"
         " \"t\" : true , \"f\" : false , \"e\" : [ ] , \"o\" : { } }",
         "{}",
         /* forms only jansson takes, and what it makes of them */
@@ -371,7 +372,8 @@ static void test_entry_scan_matches_jansson(void **state)
     struct buf base = {0}, each[64] = {{0}};
     size_t n = corpus(&base, each);
     /* the corpus as it is: the writer's entries go through the scan, the rest to jansson (up
-     * to the first entry jansson refuses), and each entry alone */
+     * to the first entry jansson refuses), and each entry alone; the counts also catch a scan
+     * made stricter by mistake, which the comparison cannot (jansson gives the same result) */
     assert_int_equal(compare_readers(base.data, base.len), 10);
     size_t scanned = 0;
     for (size_t i = 0; i < n; i++) {
@@ -433,7 +435,7 @@ static void test_entry_scan_matches_jansson(void **state)
         total_scanned += compare_readers(m.data, m.len);
     }
     /* the mutated texts still have many entries the scan takes */
-    assert_true(total_scanned > 120000); /* 153,735 with this seed */
+    assert_true(total_scanned > 120000); /* 152,284 with this seed */
     buf_free(&m);
     buf_free(&base);
 }
