@@ -603,9 +603,10 @@ int entry_iter_next(struct entry_iter *it, json_t **ent, struct err *e)
  * its time. The scan below reads an entry once, checks its syntax and decodes those two lists
  * itself, but only when the entry is in the form the writer makes and nothing about it could
  * be read two ways: an object; keys without escapes, each of the two lists once; strings with
- * no \u escape, no control byte, valid UTF-8; numbers that are plain integers of at most 18
- * digits; nesting at most SCAN_DEPTH deep; each list an array of [64 hex digits, length] or
- * {"id", "base", "len"} items, every id valid and every length in 0..REPO_MAX_BLOB. Anything
+ * no \u escape, no control byte, valid UTF-8 (str_is_utf8); numbers that are plain integers
+ * of at most 18 digits; nesting at most SCAN_DEPTH deep; each list an array of [64 hex digits,
+ * length] or {"id", "base", "len"} items, every id valid and every length in
+ * 0..REPO_MAX_BLOB. Anything
  * else (a damaged entry, or a form the scan does not take) goes to jansson and
  * chunklist_decode_items, as before: the result is the same either way, only slower. */
 
@@ -621,39 +622,6 @@ static void scan_ws(struct scan *s)
         s->p++;
 }
 
-/* One UTF-8 sequence at s->p (its first byte >= 0x80), strictly: no overlong form, no
- * surrogate, nothing past U+10FFFF. */
-static bool scan_utf8(struct scan *s)
-{
-    const unsigned char *u = (const unsigned char *)s->p;
-    size_t n;
-    uint32_t cp;
-    if (u[0] >= 0xc2 && u[0] <= 0xdf) {
-        n = 2;
-        cp = u[0] & 0x1fu;
-    } else if (u[0] >= 0xe0 && u[0] <= 0xef) {
-        n = 3;
-        cp = u[0] & 0x0fu;
-    } else if (u[0] >= 0xf0 && u[0] <= 0xf4) {
-        n = 4;
-        cp = u[0] & 0x07u;
-    } else {
-        return false;
-    }
-    if ((size_t)(s->end - s->p) < n)
-        return false;
-    for (size_t k = 1; k < n; k++) {
-        if ((u[k] & 0xc0) != 0x80)
-            return false;
-        cp = cp << 6 | (u[k] & 0x3fu);
-    }
-    if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || cp > 0x10ffff ||
-        (cp >= 0xd800 && cp <= 0xdfff))
-        return false;
-    s->p += n;
-    return true;
-}
-
 /* A string at s->p ('"'): *body and *len its bytes between the quotes; *escaped when it has
  * an escape (its bytes are then not its value). */
 static bool scan_string(struct scan *s, const char **body, size_t *len, bool *escaped)
@@ -661,12 +629,13 @@ static bool scan_string(struct scan *s, const char **body, size_t *len, bool *es
     s->p++;
     *body = s->p;
     *escaped = false;
+    bool high = false; /* bytes >= 0x80: checked as UTF-8 (strictly) once the end is found */
     while (s->p < s->end) {
         unsigned char c = (unsigned char)*s->p;
         if (c == '"') {
             *len = (size_t)(s->p - *body);
             s->p++;
-            return true;
+            return !high || str_is_utf8(*body, *len);
         }
         if (c == '\\') {
             if (s->end - s->p < 2 || !strchr("\"\\/bfnrt", s->p[1]) || s->p[1] == '\0')
@@ -675,10 +644,8 @@ static bool scan_string(struct scan *s, const char **body, size_t *len, bool *es
             s->p += 2;
         } else if (c < 0x20) {
             return false;
-        } else if (c >= 0x80) {
-            if (!scan_utf8(s))
-                return false;
         } else {
+            high |= c >= 0x80;
             s->p++;
         }
     }
