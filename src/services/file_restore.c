@@ -99,8 +99,9 @@ struct deferred_link {
 struct rctx {
     struct repo *r;
     const struct files_read_opts *o;
-    struct pool *pool;
-    unsigned load_flags; /* REPO_LOAD_NO_ID_CHECK when restoring (not verifying) */
+    struct pool *pool;       /* files of one chunk, start to finish (small_file_job) */
+    struct pool *fetch_pool; /* the chunks of larger files (q) */
+    unsigned load_flags;     /* REPO_LOAD_NO_ID_CHECK when restoring (not verifying) */
     struct fsrestore *fr;
     pthread_mutex_t mu;
     struct fetchq *q; /* chunks of files larger than one chunk, in manifest order */
@@ -915,7 +916,12 @@ int files_read_backup(struct repo *r, json_t *summary, const struct buf *entries
     }
     int nthreads = o->threads > 0 ? o->threads : sys_ncpu();
     c.pool = pool_new(nthreads, MAX_INFLIGHT_JOBS);
-    c.q = fetchq_new(r, c.pool, c.load_flags, MAX_INFLIGHT_JOBS, MAX_INFLIGHT_BYTES);
+    /* The chunks of larger files load on workers of their own. Queued behind the small
+     * files' jobs, each would wait for the whole backlog of small files before it; the main
+     * thread, which takes them in order, would wait with it, and then the workers for the
+     * main thread (the 2 GB bench tree: 3.4-3.9 s instead of 4.0-4.5 s). */
+    c.fetch_pool = pool_new(nthreads, MAX_INFLIGHT_JOBS);
+    c.q = fetchq_new(r, c.fetch_pool, c.load_flags, MAX_INFLIGHT_JOBS, MAX_INFLIGHT_BYTES);
     if (readplan_preferred(r))
         plan_start(&c);
     struct entry_iter it;
@@ -1096,6 +1102,8 @@ out:
     plan_discard(&c);
     readplan_free(c.plan);
     fetchq_free(c.q);
+    if (c.fetch_pool)
+        pool_free(c.fetch_pool);
     if (c.pool)
         pool_free(c.pool);
     buf_free(&c.data);
