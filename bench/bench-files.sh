@@ -209,6 +209,8 @@ phase_backup() {  # N TOOL
 
 VERIFY=$BENCH_DIR/verify.tsv
 : >"$VERIFY"
+SYNCS=$BENCH_DIR/syncs.tsv
+: >"$SYNCS"
 phase_restore() {
   local t=$1; local -a c; read -r -a c <<<"$(tool_cmd "$t")"
   local target="$BENCH_DIR/restore/$t$RROUND" rc=0
@@ -248,6 +250,14 @@ if items:
             run_step "$t" "$RPHASE" env -C "$target" "${c[@]:1}" extract "$REPOS/borg::b3" || rc=$? ;;
     floor)  run_step "$t" "$RPHASE" bash -c "$COPY_TREE" _ "$SRC" "$target" || rc=$? ;;
   esac
+  # A restore is complete when its files are on disk. caris syncs before it names a file and
+  # at its end, the floor ends with sync, restic and borg leave their writes in the page
+  # cache: the sync right after each restore is timed too ("restore + sync" in the report).
+  local s0 s1
+  s0=$(date +%s.%N); sync; s1=$(date +%s.%N)
+  s1=$(awk -v a="$s0" -v b="$s1" 'BEGIN { printf "%.2f", b - a }')
+  printf '%s\t%s\t%s\n' "$t" "$RPHASE" "$s1" >>"$SYNCS"
+  say "          then sync: ${s1}s"
   # Verify: restored tree must equal the (mutated) source, symlinks included.
   local got="$target$SRC" ndiff
   if [ ! -d "$got" ]; then
@@ -322,7 +332,7 @@ if [ -n "${CARIS_ORIG:-}" ] && [ "$(sha256sum "$CARIS_ORIG" 2>/dev/null | cut -c
 fi
 
 # -------------------------------------------------------------- report --
-export CARIS_ORIG="${CARIS_ORIG:-$CARIS_BIN}" LOAD_START LOAD_END BENCH_DIR SIZE SEED TOOLS SRC_BYTES SRC_FILES STEPS VERIFY DROP_OK CARIS_BIN
+export CARIS_ORIG="${CARIS_ORIG:-$CARIS_BIN}" LOAD_START LOAD_END BENCH_DIR SIZE SEED TOOLS SRC_BYTES SRC_FILES STEPS VERIFY SYNCS DROP_OK CARIS_BIN
 export BENCH_ELAPSED=$(( T1 - T0 ))
 export GEN_S=$(cat "$LOGS/gen.time" 2>/dev/null) MUTATE_S=$(cat "$LOGS/mutate.time" 2>/dev/null)
 export MUTATE_LOG=$(tail -n1 "$LOGS/mutate.log" 2>/dev/null)
@@ -332,10 +342,10 @@ import json, os, platform, time
 
 env = os.environ
 tools = env["TOOLS"].split()
-phases = ["init", "backup1", "backup2", "backup3", "restore", "check"]
+phases = ["init", "backup1", "backup2", "backup3", "restore", "restore_sync", "check"]
 label = {"init": "init", "backup1": "backup-1 full", "backup2": "backup-2 no change",
          "backup3": "backup-3 1% mutated", "restore": "restore latest",
-         "check": "check read-data"}
+         "restore_sync": "restore + sync", "check": "check read-data"}
 MiB = 1048576.0
 
 def num(x, f=float):
@@ -360,6 +370,27 @@ for line in open(env["STEPS"]):
         "repo_growth_bytes": after_b - before_b if status != "n/a" else None,
         "client_cache_bytes": num(cache, int), "note": note,
     }
+# The sync timed right after each restore round: "restore + sync" is the round's wall time
+# plus it (CPU and memory are the restore's own).
+syncs = {}
+for line in open(env["SYNCS"]):
+    t, ph, w = line.split()
+    syncs[(t, ph)] = num(w)
+for (t, ph), w in syncs.items():
+    if (t, ph) in steps:
+        steps[(t, ph)]["sync_after_s"] = w
+for t in tools:
+    best = None
+    for ph in ("restore", "restore2"):
+        r = steps.get((t, ph))
+        if not r or r["status"] != "ok" or r["wall_s"] is None or r.get("sync_after_s") is None:
+            continue
+        d = dict(r, phase="restore_sync", wall_s=round(r["wall_s"] + r["sync_after_s"], 2),
+                 note="restore + the sync after it, faster of 2 rounds")
+        if best is None or d["wall_s"] < best["wall_s"]:
+            best = d
+    if best:
+        steps[(t, "restore_sync")] = best
 # Restore: the faster of the two rounds counts (see the script).
 for t in tools:
     r1, r2 = steps.get((t, "restore")), steps.pop((t, "restore2"), None)
@@ -374,9 +405,10 @@ for line in open(env["VERIFY"]):
     t, n = line.split()
     diffs[t] = diffs.get(t, 0) + int(n)  # both rounds must match the source
 for t, n in diffs.items():
-    if (t, "restore") in steps:
-        steps[(t, "restore")]["restore_verified"] = (n == 0)
-        steps[(t, "restore")]["restore_differences"] = n
+    for ph in ("restore", "restore_sync"):
+        if (t, ph) in steps:
+            steps[(t, ph)]["restore_verified"] = (n == 0)
+            steps[(t, ph)]["restore_differences"] = n
 
 src_bytes = int(env["SRC_BYTES"])
 ratios = {}
@@ -441,12 +473,12 @@ for ph in phases:
             print(f"{label[ph]:<20} {t:<7} {'n/a':<8} {'n/a':>8} {'n/a':>8} {'n/a':>8} {'n/a':>9} {'n/a':>10} {'n/a':>7}")
             continue
         st = s["status"]
-        if ph == "restore" and "restore_verified" in s:
+        if ph in ("restore", "restore_sync") and "restore_verified" in s:
             st = st if s["restore_verified"] else "MISMATCH"
         tput = None
-        if ph in ("backup1", "restore") and s["wall_s"]:
+        if ph in ("backup1", "restore", "restore_sync") and s["wall_s"]:
             tput = src_bytes / 1e6 / s["wall_s"]
-        growth = s["repo_growth_bytes"] / MiB if ph != "restore" and ph != "check" else None
+        growth = s["repo_growth_bytes"] / MiB if ph.startswith("backup") or ph == "init" else None
         print(f"{label[ph]:<20} {t:<7} {st:<8} {f1(s['wall_s'], 2):>8} {f1(s['cpu_s'], 2):>8} "
               f"{f1(s['max_rss_kib'] / 1024 if s['max_rss_kib'] else None):>8} "
               f"{f1(s['repo_bytes_after'] / MiB):>9} {f1(growth, 2):>10} {f1(tput):>7}")
@@ -463,7 +495,7 @@ if our in tools:
             r = ratios.get(p, {}).get(ph)
             for k in ("wall", "cpu", "rss", "repo_growth"):
                 v = r.get(k) if r else None
-                if ph in ("init", "restore", "check") and k == "repo_growth":
+                if ph in ("init", "restore", "restore_sync", "check") and k == "repo_growth":
                     v = None
                 txt = "n/a" if v is None else f"{v:.2f}x" if v >= 0.1 else f"{v:.4f}x"
                 cells.append(f"{txt:>13}")
