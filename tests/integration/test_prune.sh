@@ -182,7 +182,7 @@ for point in new_index index_gone pack_gone; do
     # the kill may come after prune's last step: either way one assertion, so that the
     # suite's count does not depend on the timing
     [[ $status == 137 ]] || note "prune finished (exit $status) before the kill at $point"
-    assert_true "prune at $point: killed, or finished well before the kill" \
+    assert_true "prune at $point: killed, or finished before the kill" \
         test "$status" = 137 -o "$status" = 0
     assert_exit 0 cb --quiet check --read-data
     assert_exit 0 cb --quiet verify "$last_id"
