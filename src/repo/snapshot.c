@@ -606,9 +606,9 @@ int entry_iter_next(struct entry_iter *it, json_t **ent, struct err *e)
  * no \u escape, no control byte, valid UTF-8 (str_is_utf8); numbers that are plain integers
  * of at most 18 digits; nesting at most SCAN_DEPTH deep; each list an array of [64 hex digits,
  * length] or {"id", "base", "len"} items, every id valid and every length in
- * 0..REPO_MAX_BLOB. Anything
- * else (a damaged entry, or a form the scan does not take) goes to jansson and
- * chunklist_decode_items, as before: the result is the same either way, only slower. */
+ * 0..REPO_MAX_BLOB. Anything else (a damaged entry, or a form the scan does not take) goes to
+ * jansson and chunklist_decode_items, as before: the result is the same either way, only
+ * slower. */
 
 enum { SCAN_DEPTH = 32 };
 
