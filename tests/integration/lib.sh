@@ -399,6 +399,19 @@ json_get() { _json get "$1" "$2"; }
 # json_eval FILE EXPR: print the value of a python expression over `d` (the document).
 json_eval() { _json eval "$1" "$2"; }
 
+# --- test data -------------------------------------------------------------------------
+
+# seeded_bytes SIZE LABEL: SIZE bytes (as head -c takes it: 300000, 3M) that look random and
+# do not compress, and are the same in every run: the AES-256-CTR keystream under a key
+# derived from LABEL. Different labels give different bytes. Tests use it instead of
+# /dev/urandom, so that a failing run can be replayed with the same files.
+seeded_bytes() {
+    local key
+    key=$(printf 'caris-test-data:%s' "$2" | sha256sum | cut -c1-64)
+    head -c "$1" /dev/zero |
+        openssl enc -aes-256-ctr -nosalt -K "$key" -iv 00000000000000000000000000000000
+}
+
 # --- ports -----------------------------------------------------------------------------
 
 # free_port: a free loopback port for a server this test starts. Tests run in parallel
@@ -473,7 +486,7 @@ make_tree() {
         printf 'hello, world\n' >hello.txt
         mkdir -p docs/reports
         seq 1 20000 >docs/numbers.txt
-        head -c 1500000 /dev/urandom >docs/reports/random.bin
+        seeded_bytes 1500000 make_tree/random.bin >docs/reports/random.bin
         printf 'patient record %s\n' {1..500} >docs/reports/records.csv
         : >empty-file
         mkdir empty-dir
@@ -511,7 +524,7 @@ make_tree() {
         setfattr -n user.dir -v 'on a directory' xattr-dir
         # sparse: 64 MiB with 8 KiB of data in the middle
         truncate -s 64M sparse.img
-        head -c 8192 /dev/urandom | dd of=sparse.img bs=4096 seek=8192 conv=notrunc status=none
+        seeded_bytes 8192 make_tree/sparse | dd of=sparse.img bs=4096 seek=8192 conv=notrunc status=none
         # FIFO
         mkfifo fifo
         # awkward names

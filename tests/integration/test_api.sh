@@ -12,7 +12,7 @@ pg_start
 db=$CARIS_PG_DB
 psql_db "$db" -c "CREATE TABLE small (id integer PRIMARY KEY, v text);
     INSERT INTO small SELECT i, 'v' || i FROM generate_series(1, 500) AS i" >/dev/null
-export POSTGRES_URL BACKUP_FILES_PATHS BACKUP_TZ=UTC CRON_SECRET=cron-$RANDOM-secret-for-tests
+export POSTGRES_URL BACKUP_FILES_PATHS BACKUP_TZ=UTC CRON_SECRET=cron-4714-secret-for-tests
 export BACKUP_SCHEDULE_DAILY=off BACKUP_SCHEDULE_WEEKLY=off BACKUP_SCHEDULE_MONTHLY=off
 export BACKUP_DRILL_INTERVAL_DAYS=0
 POSTGRES_URL=$(pg_url)

@@ -11,7 +11,7 @@ assert_exit 0 cb init
 assert_exit 0 cb backup files "$TEST_TMP/src"
 assert_exit 0 cb list
 assert_exit 0 cb verify latest
-assert_exit 2 cb restore database latest --target-url "postgresql://someone:pw-$RANDOM-secret@db.example/x" --bogus
+assert_exit 2 cb restore database latest --target-url "postgresql://someone:pw-4713-secret@db.example/x" --bogus
 assert_exit 0 cb audit verify
 assert_contains "$OUT" "intact" "audit verify: intact"
 assert_eq 600 "$(stat -c %a "$LOG")" "the audit log is 0600"

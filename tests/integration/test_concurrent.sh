@@ -7,10 +7,10 @@ source "$(dirname "$0")/lib.sh"
 
 # Two trees, each with its own data and one file they share (both backups may store the
 # shared chunks at the same time).
-head -c 1M /dev/urandom >"$TEST_TMP/shared.bin"
+seeded_bytes 1M concurrent/shared >"$TEST_TMP/shared.bin"
 for t in one two; do
     mkdir -p "$TEST_TMP/$t/dir"
-    head -c 3M /dev/urandom >"$TEST_TMP/$t/unique.bin"
+    seeded_bytes 3M "concurrent/unique-$t" >"$TEST_TMP/$t/unique.bin"
     seq 1 5000 | sed "s/^/$t /" >"$TEST_TMP/$t/dir/lines.txt"
     cp "$TEST_TMP/shared.bin" "$TEST_TMP/$t/shared.bin"
 done
@@ -124,11 +124,12 @@ mkdir -p "$TEST_TMP/pr"
 cat >"$TEST_TMP/prune-loop.sh" <<'EOS'
 trap 'touch "$DONE"' EXIT
 for i in $(seq 1 40); do
-    head -c 300000 /dev/urandom >"$SRC/f"
+    seeded_bytes 300000 "concurrent/loop-$i" >"$SRC/f"
     "$CARIS_BIN" --quiet backup files --full "$SRC" >/dev/null || { echo "backup $i failed"; exit 1; }
     "$CARIS_BIN" --quiet forget --keep-last 1 --prune >/dev/null || { echo "prune $i failed"; exit 1; }
 done
 EOS
+export -f seeded_bytes # the loop runs in a bash of its own
 DONE=$TEST_TMP/prune-done SRC=$TEST_TMP/pr bg_start bash "$TEST_TMP/prune-loop.sh"
 prune_pid=$BG_PID prune_err=$BG_ERR
 opens=0 failed=0 deadline=$((SECONDS + 600))

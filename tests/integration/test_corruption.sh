@@ -14,9 +14,9 @@ use_repo() {
 
 # Two trees that share no data: damage to one must not be blamed on the other.
 mkdir -p "$TEST_TMP/a/sub" "$TEST_TMP/b"
-head -c 2M /dev/urandom >"$TEST_TMP/a/patient-scan.bin"
+seeded_bytes 2M corruption/patient-scan >"$TEST_TMP/a/patient-scan.bin"
 printf 'small\n' >"$TEST_TMP/a/sub/small.txt"
-head -c 300000 /dev/urandom >"$TEST_TMP/b/other.bin"
+seeded_bytes 300000 corruption/other >"$TEST_TMP/b/other.bin"
 
 largest_pack() { list_packs | xargs -d '\n' ls -S | head -n 1; }
 

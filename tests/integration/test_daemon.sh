@@ -15,7 +15,7 @@ psql_db "$db" -c "CREATE TABLE small (id integer PRIMARY KEY, v text);
 export POSTGRES_URL BACKUP_FILES_PATHS BACKUP_TZ=UTC
 POSTGRES_URL=$(pg_url)
 mkdir -p "$TEST_TMP/src/docs"
-head -c 200000 /dev/urandom >"$TEST_TMP/src/docs/scan.bin"
+seeded_bytes 200000 daemon/scan >"$TEST_TMP/src/docs/scan.bin"
 printf 'note\n' >"$TEST_TMP/src/docs/note.txt"
 BACKUP_FILES_PATHS=$TEST_TMP/src
 REPO=$BACKUP_DIR/repository

@@ -24,7 +24,7 @@ assert_rc 6 "an unparsable POSTGRES_URL"
 assert_not_contains "$OUT$ERR" "Parse-Secret-4711" "the unparsable URL's password is not printed"
 
 # --- wrong password ------------------------------------------------------------------------------
-wrong=Wrong-Secret-$RANDOM$RANDOM
+wrong=Wrong-Secret-4712-0815
 POSTGRES_URL="postgresql://$CARIS_PG_USER:$wrong@127.0.0.1:$CARIS_PG_PORT/$CARIS_PG_DB" run cb backup database
 assert_rc 10 "wrong password"
 assert_match '[Aa]uthentication' "$OUT$ERR" "the message says authentication failed"

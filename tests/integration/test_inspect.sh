@@ -311,7 +311,7 @@ tree_compare "$tsrc" "$x/tsrc"
 export BACKUP_DIR=$TEST_TMP/damaged
 REPO=$BACKUP_DIR/repository
 mkdir -p "$TEST_TMP/d/sub"
-head -c 3M /dev/urandom >"$TEST_TMP/d/patient-scan.bin"
+seeded_bytes 3M inspect/patient-scan >"$TEST_TMP/d/patient-scan.bin"
 printf 'small\n' >"$TEST_TMP/d/sub/small.txt"
 assert_exit 0 cb init
 backup_json "$TEST_TMP/d.json" "$TEST_TMP/d"

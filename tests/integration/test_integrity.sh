@@ -118,7 +118,7 @@ snapshots() { find "$REPO/snapshots" -type f ! -name '.*' -printf '%f\n' | sort;
 ids=() snaps=()
 for n in 1 2 3; do
     mkdir -p "$TEST_TMP/t$n/dir$n"
-    head -c $((20000 + n)) /dev/urandom >"$TEST_TMP/t$n/dir$n/data$n.bin"
+    seeded_bytes $((20000 + n)) "integrity/data$n" >"$TEST_TMP/t$n/dir$n/data$n.bin"
     before_packs=$(list_packs)
     before=$(snapshots)
     backup_json "$TEST_TMP/t$n.json" "$TEST_TMP/t$n"
@@ -236,7 +236,7 @@ export BACKUP_DIR=$TEST_TMP/checked
 REPO=$BACKUP_DIR/repository
 init_repo
 mkdir -p "$TEST_TMP/w"
-head -c 300000 /dev/urandom >"$TEST_TMP/w/scan.bin"
+seeded_bytes 300000 integrity/scan >"$TEST_TMP/w/scan.bin"
 python3 -c 'import socket, sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])' "$TEST_TMP/w/unix.sock"
 backup_json "$TEST_TMP/w.json" "$TEST_TMP/w"
 assert_rc 3 "a backup with a socket: completed with warnings"

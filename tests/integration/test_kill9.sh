@@ -16,7 +16,7 @@ first=$BACKUP_ID
 src=$TEST_TMP/big
 mkdir -p "$src"
 for i in $(seq -w 1 15); do
-    head -c 10M /dev/urandom >"$src/part$i.bin"
+    seeded_bytes 10M "kill9/part$i" >"$src/part$i.bin"
 done
 size=$((150 * 1024 * 1024))
 

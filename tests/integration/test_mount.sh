@@ -15,7 +15,7 @@ src=$TEST_TMP/src
 mnt=$TEST_TMP/mnt
 mkdir "$mnt"
 make_tree "$src" || fail "make_tree failed"
-head -c 12M /dev/urandom >"$src/docs/large.bin" # several chunks: readahead, jumps
+seeded_bytes 12M mount/large >"$src/docs/large.bin" # several chunks: readahead, jumps
 assert_exit 0 cb init
 
 backup_json "$TEST_TMP/b1.json" --full --time 2024-01-15T03:00:00Z "$src"
@@ -210,7 +210,7 @@ assert_eq "" "$(find "$BACKUP_DIR/repository/locks" -type f ! -name '.*')" "and 
 export BACKUP_DIR=$TEST_TMP/damaged
 REPO=$BACKUP_DIR/repository
 mkdir -p "$TEST_TMP/d/sub"
-head -c 3M /dev/urandom >"$TEST_TMP/d/patient-scan.bin"
+seeded_bytes 3M mount/patient-scan >"$TEST_TMP/d/patient-scan.bin"
 printf 'small\n' >"$TEST_TMP/d/sub/small.txt"
 assert_exit 0 cb init
 backup_json "$TEST_TMP/d.json" "$TEST_TMP/d"

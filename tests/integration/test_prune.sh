@@ -18,11 +18,11 @@ fingerprint() { (cd "$REPO" && find . -type f ! -path './locks/*' -printf '%P %s
 # Six backups: a file all share, and one 300 kB random file each that only it holds.
 src=$TEST_TMP/src
 mkdir -p "$src" "$TEST_TMP/states"
-head -c 400000 /dev/urandom >"$src/shared.bin"
+seeded_bytes 400000 prune/shared >"$src/shared.bin"
 ids=()
 for k in 1 2 3 4 5 6; do
     rm -f "$src"/only-*.bin
-    head -c 300000 /dev/urandom >"$src/only-$k.bin"
+    seeded_bytes 300000 "prune/only-$k" >"$src/only-$k.bin"
     printf 'version %s\n' "$k" >"$src/small.txt"
     # one thread: the first backup's shared and own data share a pack (repacked below)
     run cb --threads 1 --json backup files --time "2025-01-0${k}T03:00:00Z" "$src"
@@ -37,11 +37,13 @@ assert_eq 2025-01-06T03:00:00.000Z "$(json_get "$TEST_TMP/b6.json" '["started"]'
     "--time is the recorded start"
 
 # verify_restores K...: each kept backup K verifies and restores byte-exact.
+nrestores=0
 verify_restores() {
     local k t
     for k in "$@"; do
         assert_exit 0 cb --quiet verify "${ids[k - 1]}"
-        t=$TEST_TMP/restore-$k-$RANDOM
+        nrestores=$((nrestores + 1))
+        t=$TEST_TMP/restore-$k-$nrestores
         assert_exit 0 cb --quiet restore files "${ids[k - 1]}" --target "$t"
         if diff -r "$TEST_TMP/states/$k" "$t$src" >/dev/null; then
             pass "backup $k restores byte-exact"
@@ -154,7 +156,7 @@ many=$TEST_TMP/many
 mkdir -p "$many"
 for k in $(seq -w 1 40); do
     rm -f "$many"/f*
-    head -c 20000 /dev/urandom >"$many/f$k"
+    seeded_bytes 20000 "prune/many-$k" >"$many/f$k"
     run cb --quiet backup files --time "2025-02-01T00:00:${k}Z" "$many"
     [[ $RC == 0 ]] || fail "backup $k of many" "$(_last_ctx)"
 done
@@ -203,7 +205,7 @@ done
 # prune while a backup runs: refused (the backup holds a shared lock), the backup completes
 big=$TEST_TMP/big
 mkdir -p "$big"
-for i in $(seq -w 1 8); do head -c 10M /dev/urandom >"$big/part$i.bin"; done
+for i in $(seq -w 1 8); do seeded_bytes 10M "prune/part$i" >"$big/part$i.bin"; done
 bg_start cb --json backup files --full "$big"
 backup_pid=$BG_PID
 backup_out=$BG_OUT
@@ -228,7 +230,7 @@ assert_exit 0 cb --quiet verify "$big_id"
 assert_exit 0 cb --quiet verify "$last_id"
 
 # a backup (and forget) while prune holds the exclusive lock: refused, nothing written
-lockname=$REPO/locks/$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+lockname=$REPO/locks/5eed5eed5eed5eed5eed5eed5eed0001
 printf '{"exclusive":true,"pid":%d,"host":"%s","created":"%s","operation":"prune"}' \
     "$$" "$(hostname)" "$(date -u +%Y-%m-%dT%H:%M:%S.000Z)" >"$lockname"
 fp=$(fingerprint)

@@ -15,7 +15,7 @@ record_files() { find "$REPO/records/verify" -type f ! -name '.*' | wc -l; }
 mkdir -p "$TEST_TMP/src"
 ids=()
 for n in 1 2 3; do
-    head -c $((30000 + n)) /dev/urandom >"$TEST_TMP/src/data.bin"
+    seeded_bytes $((30000 + n)) "records/data$n" >"$TEST_TMP/src/data.bin"
     before_packs=$(list_packs)
     backup_json "$TEST_TMP/b$n.json" "$TEST_TMP/src"
     assert_rc 0 "backup $n"

@@ -41,7 +41,7 @@ export BACKUP_S3_LIST_PAGE=1 # listings page through continuation tokens, signed
 export BACKUP_S3_RETRY_SECONDS=30
 src=$TEST_TMP/src
 make_tree "$src" --no-special || fail "make_tree failed"
-head -c 6000000 /dev/urandom >"$src/big.bin"
+seeded_bytes 6000000 s3_faults/big >"$src/big.bin"
 
 run cb --repo "$PROXY" --json backup files "$src"
 assert_rc 0 "backup through the fault proxy succeeds"
@@ -71,7 +71,7 @@ assert_cmp "$(stat_of continued_lists)" -ge 1 "listings went through continuatio
 proxy_start --always 503 --match /data/ --method PUT
 export BACKUP_S3_RETRY_SECONDS=2
 printf 'new content\n' >"$src/new.txt"
-head -c 3000000 /dev/urandom >"$src/big2.bin"
+seeded_bytes 3000000 s3_faults/big2 >"$src/big2.bin"
 run cb --repo "$PROXY" backup files "$src"
 assert_rc 8 "backup fails when the server keeps failing"
 assert_contains "$ERR" "HTTP 503 SlowDown" "the error gives the status and S3's code"
@@ -90,7 +90,7 @@ proxy_start --hold 2 --match /data/ --method PUT
 export BACKUP_S3_RETRY_SECONDS=30
 par=$TEST_TMP/par
 mkdir -p "$par"
-head -c 48000000 /dev/urandom >"$par/a.bin" # 2 workers: 2 full packs of 16 MiB while hashing
+seeded_bytes 48000000 s3_faults/a >"$par/a.bin" # 2 workers: 2 full packs of 16 MiB while hashing
 assert_exit 0 cb --repo "$PROXY" --threads 2 --s3-connections 4 --json backup files "$par"
 assert_eq 2 "$(stat_of max_held)" "two pack uploads were in flight at once"
 assert_eq 0 "$(stat_of hold_timeouts)" "no upload waited for another to finish"
@@ -109,7 +109,7 @@ proxy_start --hold 1 --fail-object 2 --match /data/ --method PUT
 export BACKUP_S3_RETRY_SECONDS=3
 par2=$TEST_TMP/par2
 mkdir -p "$par2"
-head -c 48000000 /dev/urandom >"$par2/b.bin"
+seeded_bytes 48000000 s3_faults/b >"$par2/b.bin"
 run cb --repo "$PROXY" --threads 2 backup files "$par2"
 assert_rc 8 "a backup whose pack upload fails for good fails"
 failed=$(stat_of failed_object)
@@ -136,7 +136,7 @@ assert_exit 0 cb --repo "${PROXY%/repo}/repo2" list
 # The first PUT carries Content-MD5 too; once the server answered with the checksum it checked,
 # the others go without the MD5. A server that stops confirming gets the PUT again with it.
 proxy_start --checksums
-head -c 3000000 /dev/urandom >"$src/new1.bin"
+seeded_bytes 3000000 s3_faults/new1 >"$src/new1.bin"
 run cb --repo "$PROXY" --json backup files "$src"
 assert_rc 0 "backup through a server that confirms checksums"
 note "proxy: $(cat "$PROXY_STATS")"
@@ -144,7 +144,7 @@ assert_eq 1 "$(stat_of put_md5)" "one PUT with Content-MD5 (the first)"
 assert_cmp "$(stat_of put_no_md5)" -ge 4 "the later PUTs (claim, pack, index, snapshot, ...) without it"
 assert_eq 0 "$(stat_of bad_digest)" "every checksum sent was the body's"
 proxy_start --checksums --echo-checksums 2
-head -c 3000000 /dev/urandom >"$src/new2.bin"
+seeded_bytes 3000000 s3_faults/new2 >"$src/new2.bin"
 run cb --repo "$PROXY" --json backup files "$src"
 assert_rc 0 "backup through a server that stops confirming checksums"
 note "proxy: $(cat "$PROXY_STATS")"

@@ -140,7 +140,7 @@ failed_backup() {
 # stale_lock: a process killed while it holds a lock (a dump blocked on a pipe nobody reads)
 dsrc=$TEST_TMP/dsrc
 mkdir -p "$dsrc"
-head -c 4M /dev/urandom >"$dsrc/big.bin"
+seeded_bytes 4M s3_open/big >"$dsrc/big.bin"
 assert_exit 0 cb backup files "$dsrc"
 did=$(cb --json list | python3 -c 'import json,sys; print([b["id"] for b in json.load(sys.stdin) if "dsrc" in json.dumps(b)][-1])')
 mkfifo "$TEST_TMP/fifo"
