@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -861,9 +862,17 @@ static void text_append(struct bctx *b, const void *p, size_t n)
         b->text_same = false; /* from here on the text is built: the same part first */
         buf_reserve(&b->text, ftable_text_len(b->tab) + ftable_text_len(b->tab) / 16 + 4096);
         buf_append(&b->text, old, pos);
+        ftable_text_used(b->tab, pos);
     }
     buf_append(&b->text, p, n);
     b->text_len = b->text.len;
+    /* an unchanged entry's text, copied from the table's: the table's copy is not needed
+     * again (entries come in the table's order) */
+    if (b->tab) {
+        uintptr_t old = (uintptr_t)ftable_entries_text(b->tab), at = (uintptr_t)p;
+        if (at >= old && at - old < ftable_text_len(b->tab))
+            ftable_text_used(b->tab, (size_t)(at - old) + n);
+    }
 }
 
 /* The entries text built so far (text_len bytes). */

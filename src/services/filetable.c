@@ -48,7 +48,10 @@ struct ftable {
     uint32_t nrec, nslots;
     uint64_t nids, strs_len, text_len;
     uint8_t text_sha[32]; /* of the entries text, from the header */
+    size_t released;      /* bytes of the map before this have left memory (ftable_text_used) */
 };
+
+#define FT_RELEASE_STEP (1u << 20) /* ftable_text_used works in steps of this many bytes */
 
 static void table_mac(const uint8_t key[32], const uint8_t digest[32], uint8_t mac[32])
 {
@@ -189,7 +192,32 @@ struct ftable *ftable_open(const char *path, const uint8_t key[32], const uint8_
         ftable_close(t);
         return NULL;
     }
+    /* Checking the MAC read all of the table into the process's memory (peak RSS), but a
+     * backup then reads only parts of it: the records of the files it meets, and the entries
+     * text only if it rebuilds it. The pages go (a read-only private mapping: each comes back
+     * from the page cache, or the file, when it is read again; the kernel may drop them under
+     * memory pressure as well. A table is only ever replaced by a rename, never written in
+     * place, so what comes back is what the MAC covered). */
+    (void)madvise(map, t->size, MADV_DONTNEED);
     return t;
+}
+
+void ftable_text_used(struct ftable *t, size_t off)
+{
+    if (off > t->text_len)
+        off = (size_t)t->text_len;
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t end = (size_t)(t->text - (const char *)t->map) + off;
+    end -= end % page;
+    if (end < t->released + FT_RELEASE_STEP)
+        return;
+    size_t start = (size_t)(t->text - (const char *)t->map);
+    if (start < t->released)
+        start = t->released;
+    start = (start + page - 1) / page * page;
+    if (start < end)
+        (void)madvise((void *)(t->map + start), end - start, MADV_DONTNEED);
+    t->released = end;
 }
 
 void ftable_close(struct ftable *t)

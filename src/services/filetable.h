@@ -52,6 +52,10 @@ size_t ftable_count(const struct ftable *t);
 size_t ftable_text_len(const struct ftable *t); /* its manifest text's length */
 /* The whole manifest entries text it holds (ftable_text_len bytes, SHA-256 as opened with). */
 const char *ftable_entries_text(const struct ftable *t);
+/* The entries text before offset `off` has been used (copied into the next text): its pages
+ * leave the process's memory (they are read back from the file, intact, if used again). For
+ * a backup that rebuilds the text, so that the old and the new one are not both resident. */
+void ftable_text_used(struct ftable *t, size_t off);
 
 /* The record for key ("<root index>/<path>"), NULL when absent. */
 const struct ftable_rec *ftable_find(const struct ftable *t, const char *key, size_t kl);

@@ -9,6 +9,9 @@
 #include <cmocka.h>
 
 #include <fcntl.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include "caris/crypto.h"
@@ -277,6 +280,72 @@ static void test_builder_same(void **state)
     tmpdir_free(dir);
 }
 
+/* Resident bytes of the mappings of `path` (their Rss lines in /proc/self/smaps), -1 if none. */
+static long mapped_rss(const char *path)
+{
+    FILE *fp = fopen("/proc/self/smaps", "r");
+    assert_non_null(fp);
+    char line[4096];
+    long rss = -1;
+    bool in = false;
+    while (fgets(line, sizeof(line), fp)) {
+        size_t n = strcspn(line, "\n");
+        line[n] = 0;
+        unsigned long lo, hi, kb;
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2) /* a mapping's first line: it names it */
+            in = n >= strlen(path) && strcmp(line + n - strlen(path), path) == 0;
+        else if (in && sscanf(line, "Rss: %lu kB", &kb) == 1)
+            rss = (rss < 0 ? 0 : rss) + (long)kb * 1024;
+    }
+    fclose(fp);
+    return rss;
+}
+
+/* After the MAC check the table's pages leave memory; the entries text read again comes back
+ * intact; text marked used leaves memory again (in steps of 1 MiB). */
+static void test_pages_leave_memory_and_come_back_intact(void **state)
+{
+    (void)state;
+    char *dir = tmpdir_new();
+    uint8_t key[32];
+    memset(key, 7, 32);
+    char *path = xasprintf("%s/files-big.tbl", dir);
+    size_t len = 5u << 20;
+    char *text = malloc(len);
+    assert_non_null(text);
+    memcpy(text, TEXT, strlen(TEXT) - 1);
+    for (size_t i = strlen(TEXT) - 1; i < len - 1; i++)
+        text[i] = (char)('a' + (i * 7919) % 26);
+    text[len - 1] = ']';
+    struct ftable_builder *b = test_builder();
+    struct err e = ERR_INIT;
+    assert_int_equal(ftable_builder_write(b, path, key, SNAP, text, len, &e), 0);
+    ftable_builder_free(b);
+
+    const char *why;
+    struct ftable *t = ftable_open(path, key, SNAP, &why);
+    assert_non_null(t);
+    long rss = mapped_rss(path);
+    assert_true(rss >= 0 && rss < (1 << 20)); /* the check read 5 MiB; they are gone */
+    assert_memory_equal(ftable_entries_text(t), text, len);
+    assert_true(mapped_rss(path) >= (long)(4u << 20)); /* read again, all of it */
+    ftable_text_used(t, 4096);                         /* less than a step: nothing goes */
+    assert_true(mapped_rss(path) >= (long)(4u << 20));
+    ftable_text_used(t, (3u << 20) + 7);
+    rss = mapped_rss(path);
+    assert_true(rss >= (long)(1u << 20) && rss <= (long)(2u << 20) + 65536);
+    ftable_text_used(t, len + 100); /* past the end: up to the end */
+    assert_true(mapped_rss(path) < (1 << 20));
+    assert_memory_equal(ftable_entries_text(t), text, len); /* still intact */
+    const struct ftable_rec *r = ftable_find(t, "0/dir/b", 7);
+    assert_non_null(r);
+    assert_memory_equal(ftable_text(t, r), "{\"b\":2}", 7);
+    ftable_close(t);
+    free(text);
+    free(path);
+    tmpdir_free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -284,6 +353,7 @@ int main(void)
         cmocka_unit_test(test_every_byte_and_truncation),
         cmocka_unit_test(test_lying_sections),
         cmocka_unit_test(test_builder_same),
+        cmocka_unit_test(test_pages_leave_memory_and_come_back_intact),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
