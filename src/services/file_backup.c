@@ -1297,6 +1297,12 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
     }
     b.walk_ns = (uint64_t)(time_mono_ns() - walk0) - b.cb_ns;
     pool_wait(b.readers);
+    /* every file is read: the readers' buffers (up to 5 MiB each) go before the entries
+     * text is stored, which is when the backup holds the most else */
+    for (size_t i = 0; i < READERS; i++) {
+        free(b.rbufs[i].p);
+        b.rbufs[i] = (struct rbuf){0};
+    }
     pool_wait(b.pool);
     if (worker_failed(&b, e))
         goto out;
