@@ -20,5 +20,7 @@ void pool_wait(struct pool *p);
 /* Waits, stops the threads, frees. */
 void pool_free(struct pool *p);
 int pool_threads(const struct pool *p);
+/* Jobs submitted and not yet started (p NULL: 0); may have changed by the time it returns. */
+size_t pool_queued(struct pool *p);
 
 #endif

@@ -130,3 +130,13 @@ int pool_threads(const struct pool *p)
 {
     return p->nthreads;
 }
+
+size_t pool_queued(struct pool *p)
+{
+    if (!p)
+        return 0;
+    pthread_mutex_lock(&p->mu);
+    size_t n = p->n;
+    pthread_mutex_unlock(&p->mu);
+    return n;
+}

@@ -224,6 +224,49 @@ static void test_pool_runs_everything(void **state)
     pool_free(p);
 }
 
+/* A job that says it started (a byte on started[1]), then waits for a byte on gate[0]. */
+struct gate_job {
+    int started[2], gate[2];
+};
+
+static void gated_job(void *arg, int worker)
+{
+    (void)worker;
+    struct gate_job *g = arg;
+    char c = 's';
+    assert_int_equal(write(g->started[1], &c, 1), 1);
+    assert_int_equal(read(g->gate[0], &c, 1), 1);
+}
+
+/* pool_queued counts the jobs submitted and not started: with the one worker held by a job,
+ * exactly those submitted after it. */
+static void test_pool_queued(void **state)
+{
+    (void)state;
+    assert_int_equal(pool_queued(NULL), 0);
+    struct gate_job g;
+    assert_int_equal(pipe(g.started), 0);
+    assert_int_equal(pipe(g.gate), 0);
+    int count = 0;
+    struct pool *p = pool_new(1, 4);
+    pool_submit(p, gated_job, &g);
+    char c;
+    assert_int_equal(read(g.started[0], &c, 1), 1); /* the worker holds it now */
+    assert_int_equal(pool_queued(p), 0);
+    for (int i = 0; i < 3; i++)
+        pool_submit(p, add_job, &count);
+    assert_int_equal(pool_queued(p), 3);
+    assert_int_equal(write(g.gate[1], "g", 1), 1);
+    pool_wait(p);
+    assert_int_equal(pool_queued(p), 0);
+    assert_int_equal(count, 3);
+    pool_free(p);
+    for (int i = 0; i < 2; i++) {
+        close(g.started[i]);
+        close(g.gate[i]);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -236,6 +279,7 @@ int main(void)
         cmocka_unit_test(test_time),
         cmocka_unit_test(test_reader_bounds),
         cmocka_unit_test(test_pool_runs_everything),
+        cmocka_unit_test(test_pool_queued),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
