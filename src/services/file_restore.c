@@ -239,9 +239,11 @@ static void file_finish(struct rctx *c, struct rfile *f)
 static void report_progress(struct rctx *c)
 {
     const char *phase = c->o->target ? "restore" : "verify";
-    progress_report(c->o->progress, c->o->ctx, phase, c->files, c->bytes, c->bytes_total,
-                    c->start_mono);
-    caris_op_progress(c->o->op, phase, c->bytes, c->bytes_total);
+    /* the workers add to these as they finish files */
+    uint64_t files = __atomic_load_n(&c->files, __ATOMIC_RELAXED),
+             bytes = __atomic_load_n(&c->bytes, __ATOMIC_RELAXED);
+    progress_report(c->o->progress, c->o->ctx, phase, files, bytes, c->bytes_total, c->start_mono);
+    caris_op_progress(c->o->op, phase, bytes, c->bytes_total);
 }
 
 /* Consumes the oldest chunk in the queue: writes it, hashes it. The chunks of a file are
@@ -1018,7 +1020,11 @@ int files_read_backup(struct repo *r, json_t *summary, const struct buf *entries
             rel = NULL;
             f->meta = m;
             memset(&m, 0, sizeof(m));
-            f->path_json = json_incref(pathj);
+            /* a copy of its own: a worker frees the file, and jansson's json_decref reads the
+             * count without an atomic before it decrements it atomically */
+            f->path_json = json_deep_copy(pathj);
+            if (!f->path_json)
+                xoom(sizeof(json_t));
             f->h = cx_sha256_new();
             const char *sha = json_string_value(json_object_get(ent, "sha256"));
             if (!sha || cx_unhex(sha, f->sha, 32) != 0 ||
