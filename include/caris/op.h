@@ -18,9 +18,10 @@ struct caris_op {
     /* One line of information for the operator (no trailing newline). Never a secret. */
     void (*log)(void *ctx, enum log_level level, const char *msg);
     void *log_ctx;
-    /* Set to non-zero (from a signal handler or another thread) to ask the operation to
-     * stop at its next safe point; it then fails with "cancelled" and leaves the
-     * repository as consistent as it found it. */
+    /* Set to non-zero (from a signal handler or another thread, with __atomic_store_n: the
+     * operation's threads read it with __atomic_load_n) to ask the operation to stop at its
+     * next safe point; it then fails with "cancelled" and leaves the repository as
+     * consistent as it found it. */
     volatile sig_atomic_t *cancel;
     const char *actor; /* who asked ("cli", "scheduler", an API token's name); for locks/audit */
 };

@@ -47,9 +47,9 @@ static void on_daemon_signal(int sig)
 {
     int saved = errno;
     if (sig == SIGHUP)
-        reload_flag = 1;
+        __atomic_store_n(&reload_flag, 1, __ATOMIC_RELAXED);
     else
-        stop_flag = 1;
+        __atomic_store_n(&stop_flag, 1, __ATOMIC_RELAXED);
     if (wake_w >= 0)
         (void)!write(wake_w, "s", 1);
     errno = saved;

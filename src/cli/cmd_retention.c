@@ -66,7 +66,7 @@ static volatile sig_atomic_t cancel_flag;
 static void on_signal(int sig)
 {
     (void)sig;
-    cancel_flag = 1;
+    __atomic_store_n(&cancel_flag, 1, __ATOMIC_RELAXED); /* read by the operation's threads */
 }
 
 static void op_progress(void *ctx, const char *phase, uint64_t done, uint64_t total)

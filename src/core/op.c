@@ -26,7 +26,7 @@ void caris_op_log(const struct caris_op *op, enum log_level level, const char *f
 
 bool caris_op_cancelled(const struct caris_op *op)
 {
-    return op && op->cancel && *op->cancel;
+    return op && op->cancel && __atomic_load_n(op->cancel, __ATOMIC_RELAXED);
 }
 
 int caris_op_check(const struct caris_op *op, const char *hint, struct err *e)

@@ -1346,7 +1346,7 @@ static void daemon_free(struct daemon *d)
 
 static bool stop_requested(const struct daemon *d)
 {
-    return d->o->stop && *d->o->stop;
+    return d->o->stop && __atomic_load_n(d->o->stop, __ATOMIC_RELAXED);
 }
 
 int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
@@ -1417,8 +1417,7 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
     d->next_stale_check = now;
 
     while (!stop_requested(d)) {
-        if (o->reload && *o->reload) {
-            *o->reload = 0;
+        if (o->reload && __atomic_exchange_n(o->reload, 0, __ATOMIC_RELAXED)) {
             reload(d);
         }
         pthread_mutex_lock(&d->mu);
@@ -1520,7 +1519,7 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
     pthread_mutex_lock(&d->mu);
     size_t dropped = queue_len_locked(d);
     bool was_running = d->running != NULL;
-    d->cancel = 1;
+    __atomic_store_n(&d->cancel, 1, __ATOMIC_RELAXED); /* the running job reads it */
     d->worker_stop = true;
     pthread_cond_broadcast(&d->cv);
     pthread_mutex_unlock(&d->mu);

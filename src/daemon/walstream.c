@@ -217,7 +217,7 @@ void walstream_stop(struct walstream *w)
         return;
     pthread_mutex_lock(&w->mu);
     w->stop = true;
-    w->cancel = 1;
+    __atomic_store_n(&w->cancel, 1, __ATOMIC_RELAXED); /* the receive's op reads it */
     pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
     pthread_join(w->thread, NULL);
