@@ -10,7 +10,8 @@ typedef void (*pool_fn)(void *arg, int worker);
 
 struct pool;
 /* Starts up to nthreads workers; when the system refuses some, it runs with those that
- * started, and with none, pool_submit runs each job in the caller's thread (worker 0). */
+ * started, and with none, pool_submit runs each job in the caller's thread (worker 0), one
+ * at a time (as a pool of one would). */
 struct pool *pool_new(int nthreads, size_t queue_len);
 /* p NULL: fn runs in the caller's thread, as worker 0, before pool_submit returns (for work
  * that is itself one job of a pool, where waiting on the same pool could deadlock). */

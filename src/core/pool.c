@@ -13,6 +13,9 @@ struct job {
 
 struct pool {
     pthread_mutex_t mu;
+    /* With no thread, jobs run in the submitters' threads as worker 0, one at a time as on a
+     * pool of one (recursive: a job may submit to its own pool) */
+    pthread_mutex_t inline_mu;
     pthread_cond_t not_empty, not_full, idle;
     struct job *q;
     size_t cap, head, n;
@@ -59,6 +62,11 @@ struct pool *pool_new(int nthreads, size_t queue_len)
 {
     struct pool *p = xcalloc(1, sizeof(*p));
     pthread_mutex_init(&p->mu, NULL);
+    pthread_mutexattr_t ra;
+    pthread_mutexattr_init(&ra);
+    pthread_mutexattr_settype(&ra, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&p->inline_mu, &ra);
+    pthread_mutexattr_destroy(&ra);
     pthread_cond_init(&p->not_empty, NULL);
     pthread_cond_init(&p->not_full, NULL);
     pthread_cond_init(&p->idle, NULL);
@@ -83,8 +91,14 @@ struct pool *pool_new(int nthreads, size_t queue_len)
 
 void pool_submit(struct pool *p, pool_fn fn, void *arg)
 {
-    if (!p || p->nthreads == 0) {
+    if (!p) {
         fn(arg, 0);
+        return;
+    }
+    if (p->nthreads == 0) {
+        pthread_mutex_lock(&p->inline_mu);
+        fn(arg, 0);
+        pthread_mutex_unlock(&p->inline_mu);
         return;
     }
     pthread_mutex_lock(&p->mu);
@@ -118,6 +132,7 @@ void pool_free(struct pool *p)
     for (int i = 0; i < p->nthreads; i++)
         pthread_join(p->threads[i], NULL);
     pthread_mutex_destroy(&p->mu);
+    pthread_mutex_destroy(&p->inline_mu);
     pthread_cond_destroy(&p->not_empty);
     pthread_cond_destroy(&p->not_full);
     pthread_cond_destroy(&p->idle);

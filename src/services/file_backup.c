@@ -1069,16 +1069,17 @@ static int on_entry(void *ctx, const struct fswalk_entry *ent, struct err *e)
     maybe_progress(b, false);
     int64_t t2 = time_mono_ns();
     flush_entries(b);
-    if (b->nentries - b->nflushed >= b->stall_next) {
+    size_t waiting = b->nentries - b->nflushed;
+    if (waiting >= b->stall_next) {
         /* a reader may sit on a batch with the chunk the entries wait for */
         for (size_t i = 0; i < READERS; i++) {
             pthread_mutex_lock(&b->rbufs[i].mu);
             batch_submit(b, &b->rbufs[i]);
             pthread_mutex_unlock(&b->rbufs[i].mu);
         }
-        b->stall_next = b->nentries - b->nflushed + STALL_ENTRIES;
-    } else if (b->nentries - b->nflushed < STALL_ENTRIES) {
-        b->stall_next = STALL_ENTRIES;
+        b->stall_next = waiting + STALL_ENTRIES;
+    } else if (b->stall_next > waiting + STALL_ENTRIES) {
+        b->stall_next = waiting + STALL_ENTRIES; /* follows the queue down, not only up */
     }
     int64_t t3 = time_mono_ns();
     b->manifest_ns += (uint64_t)(t3 - t2);

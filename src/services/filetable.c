@@ -197,7 +197,9 @@ struct ftable *ftable_open(const char *path, const uint8_t key[32], const uint8_
      * text only if it rebuilds it. The pages go (a read-only private mapping: each comes back
      * from the page cache, or the file, when it is read again; the kernel may drop them under
      * memory pressure as well. A table is only ever replaced by a rename, never written in
-     * place, so what comes back is what the MAC covered). */
+     * place, so what comes back is what the MAC covered, unless the kernel failed to write the
+     * table to its disk: it is written without fsync, being a cache, and a page of it whose
+     * writeback failed is read back from the disk. The next backup's MAC check catches that). */
     (void)madvise(map, t->size, MADV_DONTNEED);
     return t;
 }

@@ -281,8 +281,10 @@ static void test_builder_same(void **state)
 }
 
 /* Resident bytes of the mappings of `path` (their Rss lines in /proc/self/smaps), -1 if none. */
-static long mapped_rss(const char *path)
+static long mapped_rss(const char *given)
 {
+    char *path = realpath(given, NULL); /* smaps names the file by its canonical path */
+    assert_non_null(path);
     FILE *fp = fopen("/proc/self/smaps", "r");
     assert_non_null(fp);
     char line[4096];
@@ -298,6 +300,7 @@ static long mapped_rss(const char *path)
             rss = (rss < 0 ? 0 : rss) + (long)kb * 1024;
     }
     fclose(fp);
+    free(path);
     return rss;
 }
 
