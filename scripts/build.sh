@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds caris-backup into build/ (release-ish: -O2 -g). With --asan, into build-asan/ with
-# AddressSanitizer + UndefinedBehaviorSanitizer.
+# AddressSanitizer + UndefinedBehaviorSanitizer; with --tsan, into build-tsan/ with
+# ThreadSanitizer (not run by CI: `scripts/test.sh --only tsan`).
 #
 # The ASan build links the sanitizer runtimes statically and its executables are not
 # position-independent (libcaris.a keeps meson's -fPIC; the link resolves it): the
@@ -14,6 +15,9 @@ if [ "${1:-}" = "--asan" ]; then
   dir=build-asan
   opts=(-Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug -Dc_args=-fno-pie
     "-Dc_link_args=-static-libasan -static-libubsan -no-pie")
+elif [ "${1:-}" = "--tsan" ]; then
+  dir=build-tsan
+  opts=(-Db_sanitize=thread -Db_lundef=false -Dbuildtype=debugoptimized)
 else
   dir=build
   opts=()

@@ -64,9 +64,10 @@ json.dump({"version": 1, "kdf": "argon2id13", "ops": 100, "mem": 4 << 30, "salt"
            "label": "planted"}, open(sys.argv[1], "w"))
 PY
 # under a 2 GiB address-space limit: a 4 GiB derivation could not even start (not under
-# AddressSanitizer, which reserves terabytes of address space for its shadow memory)
+# AddressSanitizer or ThreadSanitizer, which reserve terabytes of address space for their
+# shadow memory)
 limit=(prlimit --as=$((2 << 30)))
-grep -qa __asan_init "$CARIS_BIN" && limit=()
+grep -qaE '__(asan|tsan)_init' "$CARIS_BIN" && limit=()
 run "${limit[@]}" "$CARIS_BIN" --json list
 assert_rc 0 "the repository opens with a planted 100-pass / 4 GiB slot present"
 run cb --json key list

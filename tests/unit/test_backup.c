@@ -46,7 +46,7 @@ static void cancel_on_progress(void *ctx, const struct caris_progress *p)
     (void)p;
     struct cancel_after *c = ctx;
     if (++c->calls >= 1)
-        *c->flag = 1;
+        __atomic_store_n(c->flag, 1, __ATOMIC_RELAXED); /* the op's threads read it */
 }
 
 static void test_cancelled_backup_commits_nothing(void **state)

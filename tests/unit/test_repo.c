@@ -4074,12 +4074,12 @@ static void test_check_reads_trailer(void **state)
 
 /* A planted file in data/ whose clear (version 1) trailer length claims 4 GiB: opening reports
  * it as damage without allocating or reading it. The open runs in a child limited to 1 GiB of
- * address space (not under AddressSanitizer, which reserves terabytes of it), where the old
- * reader's 4 GiB allocation failed and the process aborted. */
-#if defined(__SANITIZE_ADDRESS__)
+ * address space (not under AddressSanitizer or ThreadSanitizer, which reserve terabytes of
+ * it), where the old reader's 4 GiB allocation failed and the process aborted. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define UNDER_ASAN 1
 #elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
 #define UNDER_ASAN 1
 #endif
 #endif

@@ -253,7 +253,7 @@ static int on_write(void *ctx, const uint8_t *data, size_t len, struct err *e)
     if (o->win_of && (o->chunks == o->f->n || o->win_of[o->chunks] != o->win_of[o->chunks - 1]))
         __atomic_store_n(&windows_written, (int)o->win_of[o->chunks - 1] + 1, __ATOMIC_SEQ_CST);
     if (o->cancel_at && o->chunks == o->cancel_at)
-        *o->cancel_at_flag = 1;
+        __atomic_store_n(o->cancel_at_flag, 1, __ATOMIC_RELAXED); /* the op reads it atomically */
     return 0;
 }
 
