@@ -277,6 +277,16 @@ static void batch_submit(struct bctx *b, struct rbuf *rb)
     }
 }
 
+/* Hands every reader's open batch to the workers, each under its reader's lock. */
+static void batches_submit_all(struct bctx *b)
+{
+    for (size_t i = 0; i < READERS; i++) {
+        pthread_mutex_lock(&b->rbufs[i].mu);
+        batch_submit(b, &b->rbufs[i]);
+        pthread_mutex_unlock(&b->rbufs[i].mu);
+    }
+}
+
 /* True once anything failed, or the operation was cancelled (which then counts as the
  * failure): every loop of the backup asks, so a cancel stops it at the next file or buffer. */
 static bool worker_failed(struct bctx *b, struct err *e)
@@ -1071,12 +1081,7 @@ static int on_entry(void *ctx, const struct fswalk_entry *ent, struct err *e)
     flush_entries(b);
     size_t waiting = b->nentries - b->nflushed;
     if (waiting >= b->stall_next) {
-        /* a reader may sit on a batch with the chunk the entries wait for */
-        for (size_t i = 0; i < READERS; i++) {
-            pthread_mutex_lock(&b->rbufs[i].mu);
-            batch_submit(b, &b->rbufs[i]);
-            pthread_mutex_unlock(&b->rbufs[i].mu);
-        }
+        batches_submit_all(b); /* a reader may sit on the chunk the entries wait for */
         b->stall_next = waiting + STALL_ENTRIES;
     } else if (b->stall_next > waiting + STALL_ENTRIES) {
         b->stall_next = waiting + STALL_ENTRIES; /* follows the queue down, not only up */
@@ -1366,8 +1371,8 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
     /* every file is read: the readers' last batches go to the workers, and their buffers (up
      * to 5 MiB each) are freed before the entries text is stored, which is when the backup
      * holds the most else */
+    batches_submit_all(&b);
     for (size_t i = 0; i < READERS; i++) {
-        batch_submit(&b, &b.rbufs[i]);
         free(b.rbufs[i].p);
         b.rbufs[i].p = NULL;
         b.rbufs[i].cap = 0;
@@ -1465,8 +1470,8 @@ out:
         pool_free(b.readers);
     /* batches left open by a backup that stopped early: their jobs run as every job in
      * flight does (nothing is stored after a failure) and free what they hold */
-    for (size_t i = 0; b.rbufs && b.pool && i < READERS; i++)
-        batch_submit(&b, &b.rbufs[i]);
+    if (b.rbufs && b.pool)
+        batches_submit_all(&b);
     if (b.pool)
         pool_free(b.pool);
     for (size_t i = 0; b.rbufs && i < READERS; i++) {

@@ -209,11 +209,11 @@ void ftable_text_used(struct ftable *t, size_t off)
     if (off > t->text_len)
         off = (size_t)t->text_len;
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    size_t end = (size_t)(t->text - (const char *)t->map) + off;
+    size_t start = (size_t)(t->text - (const char *)t->map); /* the text's offset in the map */
+    size_t end = start + off;
     end -= end % page;
     if (end < t->released + FT_RELEASE_STEP)
         return;
-    size_t start = (size_t)(t->text - (const char *)t->map);
     if (start < t->released)
         start = t->released;
     start = (start + page - 1) / page * page;
