@@ -59,7 +59,11 @@ struct filerec {
     uint8_t sha[32];
     char *error;  /* could not be read: no content kept */
     bool changed; /* changed while read */
-    bool direct;  /* read with O_DIRECT */
+    /* The file ended before its size said (it was truncated while read, e.g. by logrotate's
+     * copytruncate): its content as kept ends at eof_at, which is then the entry's size. */
+    bool shrunk;
+    uint64_t eof_at;
+    bool direct; /* read with O_DIRECT */
     /* 1 for the reader + 1 per chunk job in flight: the entry is complete (its chunk ids
      * known) when this reaches 0 (release by the workers, acquire by the main thread) */
     int pending;
@@ -443,6 +447,8 @@ static int backup_extent(struct bctx *b, struct filerec *f, struct rbuf *rb, uin
             }
             if (n == 0) {
                 end = pos; /* the file shrank: what we read is what there was */
+                f->shrunk = true;
+                f->eof_at = pos;
                 break;
             }
             if ((size_t)n > want)
@@ -801,14 +807,23 @@ static void read_file_job(void *arg, int reader)
         if (f->ext[i].off > pos)
             sha256_zeros(h, f->ext[i].off - pos);
         rerr = backup_extent(b, f, rb, f->ext[i].off, f->ext[i].len, h);
+        if (f->shrunk) {
+            /* the file ends at eof_at now: the extents past it hold nothing that was read, and
+             * the entry (size, extents, SHA-256) describes the bytes kept, so that a restore
+             * gives back exactly those and checks them */
+            f->ext[i].len = f->eof_at - f->ext[i].off;
+            f->next = f->ext[i].len ? i + 1 : i;
+            pos = f->eof_at;
+            break;
+        }
         pos = f->ext[i].off + f->ext[i].len;
     }
-    if (!rerr && size > pos)
+    if (!rerr && size > pos && !f->shrunk)
         sha256_zeros(h, size - pos);
     cx_sha256_final(h, f->sha);
     cx_sha256_free(h);
     struct stat after;
-    f->changed = fstat(f->fd, &after) != 0 || !same_stat(&f->st, &after);
+    f->changed = f->shrunk || fstat(f->fd, &after) != 0 || !same_stat(&f->st, &after);
     close(f->fd);
     f->fd = -1;
     if (rerr) {
@@ -880,6 +895,10 @@ static void rec_finish(struct filerec *f)
     if (f->changed)
         json_object_set_new(obj, "changed_during_backup", json_true());
     uint64_t size = (uint64_t)f->st.st_size;
+    if (f->shrunk && f->eof_at < size) {
+        size = f->eof_at;
+        json_object_set_new(obj, "size", json_integer((json_int_t)size));
+    }
     /* Holes are recorded only when the file has them. */
     if (!(f->next == 1 && f->ext[0].off == 0 && f->ext[0].len == size) &&
         !(f->next == 0 && size == 0)) {

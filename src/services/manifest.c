@@ -125,6 +125,30 @@ static int get_int(json_t *o, const char *k, json_int_t lo, json_int_t hi, json_
     return 0;
 }
 
+/* Backups made before 2026-12-03 recorded a file that was truncated while it was read (marked
+ * changed_during_backup) with the size it had before: its chunks, and its SHA-256, hold only
+ * the bytes read, so every reader refused the entry as malformed. Such a file without holes
+ * (no "extents") is read as what it is, its chunks back to back: the SHA-256 then decides, as
+ * for every file. Entries written since record the length kept as their size. */
+static uint64_t legacy_truncated_size(json_t *ent, uint64_t size)
+{
+    json_t *chunks = json_object_get(ent, "chunks");
+    if (!json_is_true(json_object_get(ent, "changed_during_backup")) ||
+        json_object_get(ent, "extents") || !json_is_array(chunks))
+        return size;
+    uint64_t sum = 0;
+    size_t i;
+    json_t *c;
+    json_array_foreach(chunks, i, c)
+    {
+        json_int_t len = json_integer_value(json_array_get(c, 1));
+        if (len <= 0 || (uint64_t)len > size - sum)
+            return size; /* not that case: the readers' own checks decide */
+        sum += (uint64_t)len;
+    }
+    return sum;
+}
+
 int manifest_entry_decode(json_t *ent, int nroots, int *root, char **path, size_t *path_len,
                           struct fs_meta *m, struct err *e)
 {
@@ -148,6 +172,8 @@ int manifest_entry_decode(json_t *ent, int nroots, int *root, char **path, size_
     m->mtime_sec = ms;
     m->mtime_nsec = mns;
     m->size = (uint64_t)size;
+    if (m->type == FS_REG)
+        m->size = legacy_truncated_size(ent, m->size);
     size_t n;
     if (m->type == FS_SYMLINK || m->type == FS_HARDLINK) {
         if (manifest_get_bytes(ent, "link", &m->link, &n) != 0)

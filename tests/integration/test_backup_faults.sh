@@ -1,0 +1,205 @@
+#!/usr/bin/env bash
+# What happens to files while a backup reads them, made to happen at a known moment by
+# tests/integration/read_faults.c (LD_PRELOAD, on real files): a file truncated while read
+# (logrotate's copytruncate), grown, rewritten, a read error, SIGTERM while a file is read,
+# and the main thread handing a reader's open batch of chunks to the workers while every
+# reader waits. Each backup that ends holds what was read, verifies, and restores exactly
+# that; one that is cancelled commits nothing.
+source "$(dirname "$0")/lib.sh"
+
+shim=$TEST_TMP/read_faults.so
+if ! cc -shared -fPIC -O2 -o "$shim" "$(dirname "$0")/read_faults.c" -ldl 2>"$TEST_TMP/cc.err"; then
+    fail "cannot build the fault injector: $(head -c 300 "$TEST_TMP/cc.err")"
+    test_done
+fi
+REPO=$BACKUP_DIR/repository
+src=$TEST_TMP/src
+mkdir -p "$src"
+init_repo
+
+# A large file, read in several reads (12 MB: the backup reads files in buffers of a few
+# MiB), and a small one.
+reset_tree() {
+    seeded_bytes 12000000 "big-$1" >"$src/big.log"
+    seq 1 20000 >"$src/small.txt"
+    cp "$src/big.log" "$TEST_TMP/big.before"
+}
+
+# faulty MODE FILE AT [VAR=VALUE...]: a full backup of $src with the shim acting on FILE at
+# its first read at offset AT or later; JSON to $TEST_TMP/MODE.json, BACKUP_ID set; FAULTS:
+# how many times the shim acted.
+faulty() {
+    local mode=$1 file=$2 at=$3
+    shift 3
+    : >"$TEST_TMP/faults"
+    run env LD_PRELOAD="$shim" READ_FAULT="$mode" READ_FAULT_FILE="$file" READ_FAULT_AT="$at" \
+        READ_FAULT_LOG="$TEST_TMP/faults" "$@" "$CARIS_BIN" --json backup files --full "$src"
+    cp "$OUT_FILE" "$TEST_TMP/$mode.json"
+    BACKUP_ID=$(json_get "$TEST_TMP/$mode.json" '["id"]' 2>/dev/null || true)
+    FAULTS=$(awk '{s += $2} END {print s + 0}' "$TEST_TMP/faults")
+}
+
+# restored ID NAME: restores backup ID into a fresh directory; RESTORED: NAME's path there.
+restored() {
+    local t=$TEST_TMP/restore-$RANDOM$RANDOM
+    mkdir "$t"
+    run cb restore files "$1" --target "$t"
+    RESTORED=$t$src/$2
+}
+
+warning_of() { # FILE JSON: the backup's warning message for FILE, or nothing
+    json_eval "$2" "' '.join(w['message'] for w in d['warnings'] if w['path'] == '$1')"
+}
+
+# --- truncated while read: what was read, as long as it was -------------------------------
+reset_tree 1
+faulty truncate big.log 1 READ_FAULT_SIZE=6000000
+assert_rc 3 "truncated while read: the backup ends with a warning"
+assert_eq 1 "$FAULTS" "truncated while read: the shim truncated the file once"
+assert_contains "$(warning_of big.log "$TEST_TMP/truncate.json")" "changed while being read" \
+    "truncated while read: the warning names the file"
+assert_exit 0 cb verify "$BACKUP_ID"
+restored "$BACKUP_ID" big.log
+assert_rc 0 "truncated while read: the restore succeeds"
+assert_eq 6000000 "$(stat -c %s "$RESTORED" 2>/dev/null)" "truncated while read: restored at the length read"
+assert_true "truncated while read: the restored bytes are the file's first 6,000,000" \
+    cmp -s "$RESTORED" <(head -c 6000000 "$TEST_TMP/big.before")
+assert_true "truncated while read: the other file is whole" cmp -s "${RESTORED%/*}/small.txt" "$src/small.txt"
+run cb --json backup files --incremental "$src"
+assert_rc 0 "the next incremental backup"
+assert_eq 1 "$(json_get "$OUT_FILE" '["stats"]["filesUnchanged"]')" \
+    "a file that changed while read is read again by the next backup"
+inc=$(json_get "$OUT_FILE" '["id"]')
+restored "$inc" big.log
+assert_true "the incremental restores the file as it is now" cmp -s "$RESTORED" "$src/big.log"
+
+# truncated to nothing before its first read, a small file (one read)
+reset_tree 2
+cp "$src/small.txt" "$TEST_TMP/small.before"
+faulty truncate small.txt 0 READ_FAULT_SIZE=0
+assert_rc 3 "truncated to 0 before its only read: a warning"
+assert_exit 0 cb verify "$BACKUP_ID"
+restored "$BACKUP_ID" small.txt
+assert_rc 0 "truncated to 0: the restore succeeds"
+assert_eq 0 "$(stat -c %s "$RESTORED" 2>/dev/null)" "truncated to 0: restored empty"
+assert_true "truncated to 0: the other file is whole" cmp -s "${RESTORED%/*}/big.log" "$src/big.log"
+
+# --- grown while read: the length it had when the backup found it --------------------------
+reset_tree 3
+faulty grow big.log 1
+assert_rc 3 "grown while read: a warning"
+assert_contains "$(warning_of big.log "$TEST_TMP/grow.json")" "changed while being read" \
+    "grown while read: the warning names the file"
+assert_eq 12100000 "$(stat -c %s "$src/big.log")" "grown while read: the shim appended to the file"
+restored "$BACKUP_ID" big.log
+assert_rc 0 "grown while read: the restore succeeds"
+assert_true "grown while read: restored as it was found, 12,000,000 bytes" cmp -s "$RESTORED" "$TEST_TMP/big.before"
+
+# --- rewritten behind the reader: the bytes read, not the new ones -------------------------
+reset_tree 4
+faulty rewrite big.log 1
+assert_rc 3 "rewritten while read: a warning"
+restored "$BACKUP_ID" big.log
+assert_rc 0 "rewritten while read: the restore succeeds"
+assert_true "rewritten while read: the restore holds what was read before the rewrite" \
+    cmp -s "$RESTORED" "$TEST_TMP/big.before"
+assert_false "rewritten while read: the file itself did change" cmp -s "$src/big.log" "$TEST_TMP/big.before"
+
+# --- a read error: the file is named, nothing of it is kept, the rest is ------------------
+reset_tree 5
+faulty eio big.log 1
+assert_rc 3 "a read error: the backup ends with a warning"
+assert_contains "$(warning_of big.log "$TEST_TMP/eio.json")" "read error: Input/output error" \
+    "a read error: the warning says which and what"
+assert_exit 0 cb verify "$BACKUP_ID"
+restored "$BACKUP_ID" small.txt
+assert_rc 3 "a read error: the restore says a file is missing (exit 3)"
+assert_contains "$ERR" "could not be read at backup time" "a read error: the restore says why"
+assert_true "a read error: the other file is restored" cmp -s "$RESTORED" "$src/small.txt"
+assert_false "a read error: the unreadable file is not restored" test -e "${RESTORED%/*}/big.log"
+assert_exit 0 cb check --read-data
+
+# --- SIGTERM while a file is read: nothing committed ---------------------------------------
+reset_tree 6
+before=$(cb --json list | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
+hold=$TEST_TMP/hold
+mkdir "$hold"
+bg_start env LD_PRELOAD="$shim" READ_FAULT=hold READ_FAULT_FILE=big.log READ_FAULT_AT=1 \
+    READ_FAULT_DIR="$hold" "$CARIS_BIN" --json backup files --full "$src"
+backup=$BG_PID backup_err=$BG_ERR
+wait_until 60 test -e "$hold/reached-big.log" || fail "the backup did not reach the held read" "$(_tail "$backup_err")"
+kill -TERM "$backup"
+touch "$hold/release"
+wait "$backup"
+assert_eq 1 "$?" "SIGTERM while a file is read: exit 1"
+assert_contains "$(cat "$backup_err")" "cancelled" "SIGTERM while a file is read: it says cancelled"
+assert_eq "$before" "$(cb --json list | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')" \
+    "SIGTERM while a file is read: no backup was committed"
+assert_eq "" "$(find "$REPO/locks" -maxdepth 1 -type f ! -name '.*')" "SIGTERM: its lock and claim are released"
+assert_eq "" "$(find "$REPO" -name '.tmp-*')" "SIGTERM: no temporary file is left"
+assert_exit 0 cb check --read-data
+
+# --- every reader waits, one of them with an open batch: the main thread hands it over ----
+# A reader keeps its batch of small chunks open at the end of a file when other files wait
+# to be read; the walk's thread hands such batches to the workers when 1,024 entries wait
+# behind one whose chunks are not stored. Here: a0.hold is read by reader A while the three
+# others wait in h01-h03.hold and the readers' queue (16) is full; A ends a0 with files
+# waiting, keeps a0's chunk in its open batch and waits in h04.hold. Nothing else can store a
+# chunk then: a pack appears only if the 3,000 symlinks walked after them make the main
+# thread hand A's batch over.
+st=$TEST_TMP/stall
+mkdir -p "$st/zz"
+seeded_bytes 4096 a0 >"$st/a0.hold"
+for i in $(seq -w 1 20); do seeded_bytes 4096 "h$i" >"$st/h$i.hold"; done
+for i in $(seq 3000); do ln -s "target-$i" "$st/zz/l$i"; done
+hold=$TEST_TMP/hold2
+mkdir "$hold"
+bg_start env LD_PRELOAD="$shim" READ_FAULT=hold 'READ_FAULT_FILE=*.hold' READ_FAULT_DIR="$hold" \
+    "$CARIS_BIN" --json backup files --full "$st"
+backup=$BG_PID backup_err=$BG_ERR backup_out=$BG_OUT
+reached() { [[ $(find "$hold" -name 'reached-*' | wc -l) -ge $1 ]]; }
+# shellcheck disable=SC2317 # called through wait_until
+queue_full() { [[ $(find "/proc/$backup/fd" -lname '*.hold' 2>/dev/null | wc -l) -ge 20 ]]; }
+# shellcheck disable=SC2317
+pack_started() { [[ -n $(find "$REPO/data" -name '.tmp-*' 2>/dev/null) ]]; }
+wait_until 60 reached 4 || fail "four readers did not reach the held reads" "$(_tail "$backup_err")"
+wait_until 60 queue_full || fail "the readers' queue did not fill" "$(_tail "$backup_err")"
+assert_false "while every reader waits before its first read, no chunk is stored" pack_started
+touch "$hold/release-a0.hold"
+wait_until 60 reached 5 || fail "reader A did not go on to the next held file" "$(_tail "$backup_err")"
+if wait_until 60 pack_started; then
+    pass "every reader waiting, the main thread handed the open batch to the workers"
+else
+    fail "no chunk was stored while every reader waited: the open batch was not handed over"
+fi
+touch "$hold/release"
+wait "$backup"
+assert_eq 0 "$?" "the backup with the hand-over ends well"
+id=$(json_get "$backup_out" '["id"]')
+assert_exit 0 cb verify "$id"
+t=$TEST_TMP/restore-stall
+mkdir "$t"
+assert_exit 0 cb restore files "$id" --target "$t"
+tree_compare "$st" "$t$st"
+
+# --- a backup made before the fix: the truncated file's entry kept its old size -----------
+# (fixtures/repo-truncated.README): it verifies and restores as the bytes that were read.
+old_dir=$TEST_TMP/old
+mkdir -p "$old_dir"
+cp -r "$LIB_DIR/fixtures/repo-truncated" "$old_dir/repository"
+chmod -R u+w "$old_dir/repository"
+old() { env BACKUP_DIR="$old_dir" BACKUP_ENCRYPTION_KEY='fixture key for the truncated-file repository 0123' "$@"; }
+run old "$CARIS_BIN" --json list
+old_id=$(json_eval "$OUT_FILE" 'd[0]["id"]' 2>/dev/null)
+assert_match '^file_full_' "$old_id" "the older repository's backup is listed"
+assert_exit 0 old "$CARIS_BIN" verify "$old_id"
+mkdir "$TEST_TMP/old-restore"
+assert_exit 0 old "$CARIS_BIN" restore files "$old_id" --target "$TEST_TMP/old-restore"
+got=$(cd "$TEST_TMP/old-restore/tmp/trfix/src" 2>/dev/null && sha256sum zeros.log hello.txt)
+assert_eq "a973958be9796e1828804c04894509fdf6b70d2c77b62b49bd2cef25674c032b  zeros.log
+23de10b5548856825482d55122a5d56058934773cdc20013f3ca6d6b478afc66  hello.txt" "$got" \
+    "the older backup restores the 6,000,000 bytes read, and the other file"
+assert_eq 6000000 "$(old "$CARIS_BIN" dump "$old_id" /tmp/trfix/src/zeros.log | wc -c)" "dump gives the bytes read"
+assert_exit 0 old "$CARIS_BIN" check --read-data
+
+test_done
