@@ -683,8 +683,8 @@ static int commit_batched(struct fsrestore_file *f, uint64_t size, struct err *e
     else if (f->overwrite && fstatat(f->dirfd, f->name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
              S_ISDIR(st.st_mode))
         /* decided now, not at the rename, so the caller hears of it with this file */
-        rc = err_set(e, ERR_FAILURE, HINT_EMPTY, "cannot restore %s: it already exists%s",
-                     esc(f->path, ep), S_ISDIR(st.st_mode) ? " as a directory" : "");
+        rc = err_set(e, ERR_FAILURE, "remove the directory, or restore into an empty one",
+                     "cannot restore %s: a directory of that name exists", esc(f->path, ep));
     else if (find_pending(r, f->path))
         rc = err_set(e, ERR_FAILURE, HINT_EMPTY, "cannot restore %s: it already exists",
                      esc(f->path, ep));

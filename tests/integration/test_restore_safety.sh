@@ -36,6 +36,30 @@ assert_exit 0 cb restore files "$id" --target "$t" --overwrite
 assert_eq "top" "$(cat "$t$src/top.txt")" "--overwrite replaced top.txt"
 assert_eq "precious" "$(cat "$t/precious.txt")" "--overwrite left an unrelated file alone"
 
+# --- --overwrite over other kinds: a file where the backup has a directory, a symlink or a
+# fifo is replaced by it; a directory where the backup has a file is refused, saying what to do
+kinds=$TEST_TMP/kinds
+mkdir -p "$kinds/dir"
+printf 'x\n' >"$kinds/dir/x"
+ln -s dir/x "$kinds/link"
+mkfifo "$kinds/fifo"
+printf 'f\n' >"$kinds/file"
+backup_json "$TEST_TMP/kinds.json" "$kinds"
+assert_rc 0 "backup of a directory, a symlink, a fifo and a file"
+kid=$BACKUP_ID
+t=$TEST_TMP/t-kinds
+mkdir -p "$t$kinds"
+for n in dir link fifo; do printf 'in the way\n' >"$t$kinds/$n"; done
+assert_exit 0 cb restore files "$kid" --target "$t" --overwrite
+tree_compare "$kinds" "$t$kinds"
+t=$TEST_TMP/t-dirinway
+mkdir -p "$t$kinds/file/sub"
+run cb restore files "$kid" --target "$t" --overwrite
+assert_fails "--overwrite: a directory where the backup has a file is refused"
+assert_contains "$ERR" "a directory of that name exists" "the error says a directory is in the way"
+assert_contains "$ERR" "remove the directory" "and what to do"
+assert_true "the directory in the way is left as it was" test -d "$t$kinds/file/sub"
+
 # --- a symlink where a directory of the backup goes ------------------------------------
 t=$TEST_TMP/t-dirlink
 mkdir -p "$t$src"
