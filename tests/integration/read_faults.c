@@ -13,6 +13,12 @@
  *                         ms, for at most 120 s) until "$READ_FAULT_DIR/release-NAME" or
  *                         "$READ_FAULT_DIR/release" exists, then reads
  *
+ *
+ * and on the first openat(2) of such a file, before it (the walk found it moments ago):
+ *
+ *   READ_FAULT=vanish     unlinks it (a temporary file deleted while the backup walks)
+ *   READ_FAULT=to-dir     unlinks it and makes a directory of that name
+ *
  *   READ_FAULT_LOG=FILE   at exit, appends "faults N" (how many times the shim acted)
  *
  * Built by the test: cc -shared -fPIC -o read_faults.so read_faults.c -ldl */
@@ -21,6 +27,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -136,6 +143,42 @@ static ssize_t fault_pread(const char *sym, int fd, void *buf, size_t n, off_t o
         }
     }
     return real(fd, buf, n, off);
+}
+
+static int fault_openat(const char *sym, int dfd, const char *name, int flags, mode_t mode)
+{
+    int (*real)(int, const char *, int, ...) =
+        (int (*)(int, const char *, int, ...))dlsym(RTLD_NEXT, sym);
+    const char *m = env("READ_FAULT"), *want = env("READ_FAULT_FILE");
+    const char *slash = strrchr(name, '/');
+    const char *base = slash ? slash + 1 : name;
+    if ((strcmp(m, "vanish") == 0 || strcmp(m, "to-dir") == 0) && strcmp(base, want) == 0 &&
+        fired(want, 1)) {
+        __atomic_add_fetch(&faults, 1, __ATOMIC_RELAXED);
+        if (unlinkat(dfd, name, 0) != 0)
+            perror("read_faults: unlinkat");
+        if (m[0] == 't' && mkdirat(dfd, name, 0700) != 0)
+            perror("read_faults: mkdirat");
+    }
+    return real(dfd, name, flags, mode);
+}
+
+int openat(int dfd, const char *name, int flags, ...)
+{
+    va_list ap;
+    va_start(ap, flags);
+    mode_t mode = (flags & (O_CREAT | O_TMPFILE)) ? va_arg(ap, mode_t) : 0;
+    va_end(ap);
+    return fault_openat("openat", dfd, name, flags, mode);
+}
+
+int openat64(int dfd, const char *name, int flags, ...)
+{
+    va_list ap;
+    va_start(ap, flags);
+    mode_t mode = (flags & (O_CREAT | O_TMPFILE)) ? va_arg(ap, mode_t) : 0;
+    va_end(ap);
+    return fault_openat("openat64", dfd, name, flags, mode);
 }
 
 ssize_t pread(int fd, void *buf, size_t n, off_t off)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What happens to files while a backup reads them, made to happen at a known moment by
 # tests/integration/read_faults.c (LD_PRELOAD, on real files): a file truncated while read
-# (logrotate's copytruncate), grown, rewritten, a read error, SIGTERM while a file is read,
+# (logrotate's copytruncate), grown, rewritten, a read error, deleted or replaced by a
+# directory between the walk's listing and its open, SIGTERM while a file is read,
 # and the main thread handing a reader's open batch of chunks to the workers while every
 # reader waits. Each backup that ends holds what was read, verifies, and restores exactly
 # that; one that is cancelled commits nothing.
@@ -118,6 +119,24 @@ assert_contains "$ERR" "could not be read at backup time" "a read error: the res
 assert_true "a read error: the other file is restored" cmp -s "$RESTORED" "$src/small.txt"
 assert_false "a read error: the unreadable file is not restored" test -e "${RESTORED%/*}/big.log"
 assert_exit 0 cb check --read-data
+
+# --- a file deleted, or replaced by a directory, between the walk's listing and its open ---
+for mode in vanish to-dir; do
+    reset_tree 7
+    seq 1 10 >"$src/tmp.txt"
+    faulty "$mode" tmp.txt 0
+    assert_rc 3 "$mode: the backup ends with a warning"
+    assert_eq 1 "$FAULTS" "$mode: the shim acted once"
+    want="it vanished while being read"
+    [[ $mode == to-dir ]] && want="it changed type while being read"
+    assert_contains "$(warning_of tmp.txt "$TEST_TMP/$mode.json")" "$want" "$mode: the warning says what happened"
+    assert_exit 0 cb verify "$BACKUP_ID"
+    restored "$BACKUP_ID" big.log
+    assert_rc 0 "$mode: the restore succeeds"
+    assert_true "$mode: the other files are whole" cmp -s "$RESTORED" "$src/big.log"
+    assert_false "$mode: nothing is restored under that name" test -e "${RESTORED%/*}/tmp.txt"
+    rm -rf "$src/tmp.txt"
+done
 
 # --- SIGTERM while a file is read: nothing committed ---------------------------------------
 reset_tree 6
