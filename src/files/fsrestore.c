@@ -44,6 +44,17 @@ static const char HINT_SYMLINK[] =
     "symlinks in the restore target are never followed: restore into an empty directory; if "
     "it was empty, the backup holds a path below one of its own symlinks and was crafted";
 
+/* A system error of the restore target: as err_sys, with a hint about the target's file
+ * system where the default one (err.c) would be about the repository's. */
+static const char *target_hint(int errnum)
+{
+    if (errnum == ENOSPC || errnum == EDQUOT)
+        return "the restore target's file system is full: free space there (df -h) or restore "
+               "into a larger one; the restore removed the files it had not committed yet";
+    return NULL;
+}
+#define target_sys(e, errnum, ...) err_sys(e, errnum, target_hint(errnum), __VA_ARGS__)
+
 /* Directory metadata waiting for fsrestore_finish. */
 struct deferred {
     char *path;
@@ -173,12 +184,12 @@ static int open_subdir(const struct fsrestore *r, int dfd, const char *name, con
         int err = errno;
         if (err == ENOENT && create && attempt == 0) {
             if (mkdirat(dfd, name, 0700) < 0 && errno != EEXIST)
-                return err_sys(e, errno, NULL, "cannot create directory %s", esc(path, ep));
+                return target_sys(e, errno, "cannot create directory %s", esc(path, ep));
             continue;
         }
         if (err == ELOOP || err == ENOTDIR)
             return refuse_nondir(r, dfd, name, path, e);
-        return err_sys(e, err, NULL, "cannot open directory %s", esc(path, ep));
+        return target_sys(e, err, "cannot open directory %s", esc(path, ep));
     }
 }
 
@@ -199,7 +210,7 @@ static int resolve_parent(struct fsrestore *r, const char *path, bool create, co
     int fd = base >= 0 ? fcntl(base, F_DUPFD_CLOEXEC, 0) : -2;
     pthread_mutex_unlock(&r->mu);
     if (fd == -1)
-        return err_sys(e, errno, NULL, "cannot restore %s", esc(path, ep));
+        return target_sys(e, errno, "cannot restore %s", esc(path, ep));
     if (fd >= 0)
         return fd;
     char *buf = strndup(path, plen);
@@ -208,7 +219,7 @@ static int resolve_parent(struct fsrestore *r, const char *path, bool create, co
     fd = fcntl(r->rootfd, F_DUPFD_CLOEXEC, 0);
     if (fd < 0) {
         free(buf);
-        return err_sys(e, errno, NULL, "cannot open restore target");
+        return target_sys(e, errno, "cannot open restore target");
     }
     for (char *c = buf;;) {
         char *s = strchr(c, '/');
@@ -252,7 +263,7 @@ struct fsrestore *fsrestore_open(const char *target, bool overwrite, struct err 
     }
     int fd = open(target, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) {
-        err_sys(e, errno, NULL, "cannot open restore target %s", esc(target, ep));
+        target_sys(e, errno, "cannot open restore target %s", esc(target, ep));
         return NULL;
     }
     if (!overwrite) {
@@ -260,7 +271,7 @@ struct fsrestore *fsrestore_open(const char *target, bool overwrite, struct err 
         int lfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         DIR *d = lfd >= 0 ? fdopendir(lfd) : NULL;
         if (!d) {
-            err_sys(e, errno, NULL, "cannot list restore target %s", esc(target, ep));
+            target_sys(e, errno, "cannot list restore target %s", esc(target, ep));
             if (lfd >= 0)
                 close(lfd);
             close(fd);
@@ -275,7 +286,7 @@ struct fsrestore *fsrestore_open(const char *target, bool overwrite, struct err 
         closedir(d);
         if (!empty || err) {
             if (err)
-                err_sys(e, err, NULL, "cannot list restore target %s", esc(target, ep));
+                target_sys(e, err, "cannot list restore target %s", esc(target, ep));
             else
                 err_set(e, ERR_USAGE, HINT_EMPTY, "restore target %s is not empty",
                         esc(target, ep));
@@ -309,12 +320,12 @@ static int make_room(const struct fsrestore *r, int dfd, const char *name, const
         return err_set(e, ERR_FAILURE, HINT_EMPTY, "cannot restore %s: it already exists",
                        esc(path, ep));
     if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-        return err_sys(e, errno, NULL, "cannot restore %s", esc(path, ep));
+        return target_sys(e, errno, "cannot restore %s", esc(path, ep));
     if (S_ISDIR(st.st_mode))
         return err_set(e, ERR_FAILURE, "remove the directory, or restore into an empty one",
                        "cannot restore %s: a directory of that name exists", esc(path, ep));
     if (unlinkat(dfd, name, 0) < 0 && errno != ENOENT)
-        return err_sys(e, errno, NULL, "cannot replace %s", esc(path, ep));
+        return target_sys(e, errno, "cannot replace %s", esc(path, ep));
     return 0;
 }
 
@@ -333,11 +344,11 @@ int fsrestore_mkdir(struct fsrestore *r, const char *path, struct err *e)
             break;
         struct stat st;
         if (errno != EEXIST) {
-            rc = err_sys(e, errno, NULL, "cannot create directory %s", esc(path, ep));
+            rc = target_sys(e, errno, "cannot create directory %s", esc(path, ep));
             break;
         }
         if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-            rc = err_sys(e, errno, NULL, "cannot create directory %s", esc(path, ep));
+            rc = target_sys(e, errno, "cannot create directory %s", esc(path, ep));
             break;
         }
         if (S_ISDIR(st.st_mode))
@@ -370,7 +381,7 @@ static int create_entry(struct fsrestore *r, const char *path, const char *what,
         if (create(dfd, name, arg) == 0)
             break;
         if (errno != EEXIST || attempt > 0) {
-            rc = err_sys(e, errno, NULL, "cannot create %s %s", what, esc(path, ep));
+            rc = target_sys(e, errno, "cannot create %s %s", what, esc(path, ep));
             break;
         }
         if ((rc = make_room(r, dfd, name, path, e)) < 0)
@@ -502,7 +513,7 @@ struct fsrestore_file *fsrestore_file_begin(struct fsrestore *r, const char *pat
             return f;
         }
         if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL) {
-            err_sys(e, errno, NULL, "cannot create a file for %s", esc(path, ep));
+            target_sys(e, errno, "cannot create a file for %s", esc(path, ep));
             file_free(f);
             return NULL;
         }
@@ -512,7 +523,7 @@ struct fsrestore_file *fsrestore_file_begin(struct fsrestore *r, const char *pat
         tmp_name(f->tmp);
         f->fd = openat(dfd, f->tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (f->fd < 0 && (errno != EEXIST || attempt == 10)) {
-            err_sys(e, errno, NULL, "cannot create a temporary file for %s", esc(path, ep));
+            target_sys(e, errno, "cannot create a temporary file for %s", esc(path, ep));
             file_free(f);
             return NULL;
         }
@@ -531,7 +542,7 @@ int fsrestore_file_write(struct fsrestore_file *f, const void *data, size_t len,
 {
     char ep[ESC_MAX];
     if (fs_pwrite_full(f->fd, data, len, off) != 0)
-        return err_sys(e, errno, NULL, "cannot write %s", esc(f->path, ep));
+        return target_sys(e, errno, "cannot write %s", esc(f->path, ep));
     if (off + len > f->end)
         f->end = off + len;
     return 0;
@@ -546,7 +557,7 @@ ssize_t fsrestore_file_read(struct fsrestore_file *f, void *buf, size_t len, uin
         n = pread(f->fd, buf, len, (off_t)off);
     while (n < 0 && errno == EINTR);
     if (n < 0)
-        err_sys(e, errno, NULL, "cannot read back %s", esc(f->path, ep));
+        target_sys(e, errno, "cannot read back %s", esc(f->path, ep));
     return n;
 }
 
@@ -564,11 +575,11 @@ static int file_rename(struct fsrestore_file *f, struct err *e)
         if (errno == EEXIST)
             return err_set(e, ERR_FAILURE, HINT_EMPTY, "cannot restore %s: it already exists",
                            esc(f->path, ep));
-        return err_sys(e, errno, NULL, "cannot move %s into place", esc(f->path, ep));
+        return target_sys(e, errno, "cannot move %s into place", esc(f->path, ep));
     }
     if (f->overwrite) {
         if (renameat(f->dirfd, f->tmp, f->dirfd, f->name) < 0)
-            return err_sys(e, errno, NULL, "cannot move %s into place", esc(f->path, ep));
+            return target_sys(e, errno, "cannot move %s into place", esc(f->path, ep));
         return 0;
     }
     if (renameat2(f->dirfd, f->tmp, f->dirfd, f->name, RENAME_NOREPLACE) == 0)
@@ -585,7 +596,7 @@ static int file_rename(struct fsrestore_file *f, struct err *e)
     if (err == EEXIST)
         return err_set(e, ERR_FAILURE, HINT_EMPTY, "cannot restore %s: it already exists",
                        esc(f->path, ep));
-    return err_sys(e, err, NULL, "cannot move %s into place", esc(f->path, ep));
+    return target_sys(e, err, "cannot move %s into place", esc(f->path, ep));
 }
 
 void fsrestore_set_batch(struct fsrestore *r, size_t n)
@@ -610,7 +621,7 @@ static int flush_list(struct fsrestore *r, struct pending *list, size_t n, struc
     if (!n)
         return 0;
     if (syncfs(r->rootfd) < 0)
-        rc = err_sys(e, errno, NULL, "cannot flush restore target %s to disk", esc(r->target, et));
+        rc = target_sys(e, errno, "cannot flush restore target %s to disk", esc(r->target, et));
     for (size_t i = 0; i < n; i++) {
         struct pending *p = &list[i];
         struct fsrestore_file f = {.r = r,
@@ -677,7 +688,7 @@ static int commit_batched(struct fsrestore_file *f, uint64_t size, struct err *e
         rc = err_set(e, ERR_DAMAGE, NULL, "cannot restore %s: size %llu is out of range",
                      esc(f->path, ep), (unsigned long long)size);
     else if (!f->sized && ftruncate(f->fd, (off_t)size) < 0)
-        rc = err_sys(e, errno, NULL, "cannot set the size of %s", esc(f->path, ep));
+        rc = target_sys(e, errno, "cannot set the size of %s", esc(f->path, ep));
     /* with overwrite, a directory in the way is found now; without, the flush's
      * RENAME_NOREPLACE refuses any existing name (reported then) */
     else if (f->overwrite && fstatat(f->dirfd, f->name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
@@ -691,7 +702,7 @@ static int commit_batched(struct fsrestore_file *f, uint64_t size, struct err *e
     /* an anonymous file stays open until it is linked; a named one can be closed */
     if (f->tmp[0]) {
         if (close(f->fd) < 0 && rc == 0)
-            rc = err_sys(e, errno, NULL, "cannot write %s", esc(f->path, ep));
+            rc = target_sys(e, errno, "cannot write %s", esc(f->path, ep));
         f->fd = -1;
     }
     if (rc < 0) {
@@ -776,12 +787,12 @@ int fsrestore_file_commit(struct fsrestore_file *f, uint64_t size, struct err *e
         rc = err_set(e, ERR_DAMAGE, NULL, "cannot restore %s: size %llu is out of range",
                      esc(f->path, ep), (unsigned long long)size);
     else if (!f->sized && ftruncate(f->fd, (off_t)size) < 0)
-        rc = err_sys(e, errno, NULL, "cannot set the size of %s", esc(f->path, ep));
+        rc = target_sys(e, errno, "cannot set the size of %s", esc(f->path, ep));
     else if (fsync(f->fd) < 0) /* data on disk before the name points at it */
-        rc = err_sys(e, errno, NULL, "cannot write %s", esc(f->path, ep));
+        rc = target_sys(e, errno, "cannot write %s", esc(f->path, ep));
     if (f->tmp[0]) { /* a named temporary is closed before the rename; anonymous after */
         if (close(f->fd) < 0 && rc == 0)
-            rc = err_sys(e, errno, NULL, "cannot write %s", esc(f->path, ep));
+            rc = target_sys(e, errno, "cannot write %s", esc(f->path, ep));
         f->fd = -1;
     }
     if (rc == 0)
@@ -846,7 +857,7 @@ static int note(struct err *e, int *rc, int errnum, const char *hint, const char
         va_start(ap, fmt);
         vsnprintf(msg, sizeof(msg), fmt, ap);
         va_end(ap);
-        err_sys(e, errnum, hint, "%s", msg);
+        err_sys(e, errnum, hint ? hint : target_hint(errnum), "%s", msg);
     }
     *rc = -1;
     return -1;
@@ -908,7 +919,7 @@ static int apply_at(int dfd, const char *name, const char *path, const struct fs
         struct stat st;
         int rc = 0;
         if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-            return err_sys(e, errno, NULL, "cannot apply metadata to %s", esc(path, ep));
+            return target_sys(e, errno, "cannot apply metadata to %s", esc(path, ep));
         if (!S_ISLNK(st.st_mode))
             return err_set(e, ERR_FAILURE, NULL,
                            "cannot apply metadata to %s: it is a %s, not "
@@ -932,12 +943,12 @@ static int apply_at(int dfd, const char *name, const char *path, const struct fs
             return err_set(e, ERR_FAILURE, NULL,
                            "cannot apply metadata to %s: it is a %s, not a %s", esc(path, ep),
                            type_name(st.st_mode), type_name(want));
-        return err_sys(e, err, NULL, "cannot apply metadata to %s", esc(path, ep));
+        return target_sys(e, err, "cannot apply metadata to %s", esc(path, ep));
     }
     struct stat st;
     int rc;
     if (fstat(fd, &st) < 0)
-        rc = err_sys(e, errno, NULL, "cannot apply metadata to %s", esc(path, ep));
+        rc = target_sys(e, errno, "cannot apply metadata to %s", esc(path, ep));
     else if ((st.st_mode & S_IFMT) != want)
         rc = err_set(e, ERR_FAILURE, NULL, "cannot apply metadata to %s: it is a %s, not a %s",
                      esc(path, ep), type_name(st.st_mode), type_name(want));
@@ -1043,7 +1054,7 @@ int fsrestore_apply_meta(struct fsrestore *r, const char *path, const struct fs_
     /* A further name: the inode's metadata came with its first name. Applying it again
      * would only fail where a mode without read permission stops the unprivileged open. */
     else if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-        rc = err_sys(e, errno, NULL, "cannot apply metadata to %s", esc(path, ep));
+        rc = target_sys(e, errno, "cannot apply metadata to %s", esc(path, ep));
     else if (!S_ISREG(st.st_mode))
         rc = err_set(e, ERR_FAILURE, NULL, "cannot apply metadata to %s: it is a %s, not a %s",
                      esc(path, ep), type_name(st.st_mode), type_name(S_IFREG));
@@ -1085,7 +1096,7 @@ int fsrestore_finish(struct fsrestore *r, struct err *e)
     }
     /* one syncfs for the whole restore: the directory entries, and the files' metadata */
     if (syncfs(r->rootfd) < 0 && rc == 0)
-        rc = err_sys(e, errno, NULL, "cannot flush restore target %s to disk", esc(r->target, et));
+        rc = target_sys(e, errno, "cannot flush restore target %s to disk", esc(r->target, et));
     fsrestore_free(r);
     return rc;
 }
