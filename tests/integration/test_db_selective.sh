@@ -49,4 +49,20 @@ assert_fails "restore --table of a table the backup does not have"
 assert_contains "$OUT$ERR" "no_such_table" "the error names the table"
 assert_eq "" "$(pg_user_tables no_table)" "nothing was restored"
 
+# --- pg_restore fails after the restore made a schema for it: in one transaction (no --jobs)
+# nothing stays, the schema made for it included, and the error says so. An event trigger in
+# the target refuses every CREATE TABLE; CREATE SCHEMA goes through.
+pg_createdb blocked
+psql_db blocked -c "CREATE FUNCTION no_tables() RETURNS event_trigger LANGUAGE plpgsql AS
+    \$\$ BEGIN RAISE EXCEPTION 'no new tables here'; END \$\$" >/dev/null
+psql_db blocked -c "CREATE EVENT TRIGGER no_tables ON ddl_command_start WHEN TAG IN ('CREATE TABLE')
+    EXECUTE FUNCTION no_tables()" >/dev/null
+CARIS_RESTORE_TARGET_URL=$(pg_url blocked) run cb restore database "$id" --schema audit
+assert_fails "a restore that pg_restore cannot apply fails"
+assert_contains "$ERR" "was not changed" "it says the database was not changed"
+assert_not_contains "$ERR" "partially restored" "it does not say partially restored"
+assert_eq 0 "$(psql_db blocked -c "SELECT count(*) FROM pg_namespace WHERE nspname = 'audit'")" \
+    "the schema made for the restore is dropped again"
+assert_eq "" "$(pg_user_tables blocked)" "no table was restored"
+
 test_done
