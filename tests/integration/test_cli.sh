@@ -144,4 +144,27 @@ else
     assert_false "the unreadable file is not in the backup" test -e "$p/restore$p/tree/unreadable.txt"
 fi
 
+# --- progress on a terminal (script(1) gives the command a pseudo-terminal): a line on stderr
+# rewritten in place, with the total found by a first walk; none with --quiet -----------------
+if command -v script >/dev/null; then
+    tt=$TEST_TMP/tty
+    mkdir -p "$tt/src"
+    seeded_bytes 3000000 tty-a >"$tt/src/a.bin"
+    seq 1 5000 >"$tt/src/b.txt"
+    # shellcheck disable=SC2016 # expanded by script's shell
+    run script -qec "$(printf '%q ' "$CARIS_BIN" backup files --full "$tt/src")" /dev/null
+    assert_rc 0 "a backup on a terminal"
+    assert_contains "$OUT" $'\r\033[K'"backup: " "a progress line, rewritten in place"
+    assert_match 'backup: 2 files, [0-9.]+ MiB of 2\.9 MiB' "$OUT" "it counts files and bytes against the total"
+    assert_contains "$OUT" "completed" "then the summary"
+    run script -qec "$(printf '%q ' "$CARIS_BIN" restore files latest --target "$tt/restore")" /dev/null
+    assert_rc 0 "a restore on a terminal"
+    assert_contains "$OUT" $'\r\033[K'"restore: " "the restore shows its progress too"
+    run script -qec "$(printf '%q ' "$CARIS_BIN" --quiet backup files "$tt/src")" /dev/null
+    assert_rc 0 "a quiet backup on a terminal"
+    assert_not_contains "$OUT" "backup: " "--quiet: no progress line"
+else
+    skip "progress on a terminal: script(1) not installed (package bsdutils)"
+fi
+
 test_done
