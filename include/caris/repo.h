@@ -358,6 +358,11 @@ void repo_set_lock_wait(struct repo *r, int64_t wait_ms, repo_lock_wait_fn waiti
  * while held, or could not be refreshed for the staleness timeout (others may have removed
  * it as stale). repo_snapshot_commit checks it: such a backup commits nothing. */
 int repo_lock_check(struct repo *r, struct err *e);
+/* For an operation that failed (e set) while holding the lock: when the lock was removed
+ * meanwhile (repo_lock_check), that is the cause (`unlock --force` also removes the temporary
+ * packs of writers it no longer sees, which then fail to be read or renamed), so e becomes the
+ * lock's error, exit 9, with the failure it caused after it. Nothing otherwise. */
+void repo_lock_explain(struct repo *r, struct err *e);
 
 /* Claims name (a backup id) under the lock this handle holds: locks/claim-<name>, created
  * only if absent, naming the lock. A claim is stale when its lock is gone or stale. Returns

@@ -685,6 +685,20 @@ int repo_lock_check(struct repo *r, struct err *e)
     return 0;
 }
 
+void repo_lock_explain(struct repo *r, struct err *e)
+{
+    if (!r || !r->lock || !e || !err_is_set(e) || e->code == ERR_LOCKED)
+        return;
+    struct err le = ERR_INIT;
+    if (repo_lock_check(r, &le) == 0 || le.code != ERR_LOCKED)
+        return;
+    char then[sizeof(e->msg)];
+    snprintf(then, sizeof(then), "%s", e->msg);
+    *e = le;
+    size_t l = strlen(e->msg);
+    snprintf(e->msg + l, sizeof(e->msg) - l, " (then: %s)", then);
+}
+
 /* ---- claims -------------------------------------------------------------------------- */
 
 static int check_claim_name(const char *name, struct err *e)

@@ -44,6 +44,8 @@ bool pstore_failed(struct pstore *s, struct err *e)
     if (f && e)
         *e = s->err;
     pthread_mutex_unlock(&s->mu);
+    if (f && e)
+        repo_lock_explain(s->r, e); /* asked with e by the operation's own thread, at its end */
     return f;
 }
 

@@ -2091,6 +2091,8 @@ int repo_writer_flush(struct repo_writer *w, struct err *e)
     int64_t t0 = time_mono_ns();
     int rc = writer_flush(w, e);
     w->stats.write_ns += (uint64_t)(time_mono_ns() - t0);
+    if (rc != 0)
+        repo_lock_explain(w->r, e);
     return rc;
 }
 

@@ -190,6 +190,29 @@ assert_eq "" "$(find "$REPO/locks" -maxdepth 1 -type f ! -name '.*')" "SIGTERM: 
 assert_eq "" "$(find "$REPO" -name '.tmp-*')" "SIGTERM: no temporary file is left"
 assert_exit 0 cb check --read-data
 
+# --- the lock removed while a backup runs (`unlock --force` from another shell): the backup
+# fails before it commits, says why (exit 9), and nothing is committed. The backup is held in
+# a read; its lock is refreshed every 50 ms meanwhile, so the refresh thread finds it gone too.
+reset_tree 9
+hold=$TEST_TMP/hold-unlock
+mkdir "$hold"
+before=$(cb --json list | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
+bg_start env LD_PRELOAD="$shim" READ_FAULT=hold READ_FAULT_FILE=big.log READ_FAULT_AT=1 \
+    READ_FAULT_DIR="$hold" CARIS_LOCK_REFRESH_SECONDS=0.05 "$CARIS_BIN" --json backup files --full "$src"
+backup=$BG_PID backup_err=$BG_ERR
+wait_until 60 test -e "$hold/reached-big.log" || fail "the backup did not reach the held read" "$(_tail "$backup_err")"
+run cb --json unlock --force
+assert_rc 0 "unlock --force while the backup runs"
+assert_eq "" "$(find "$REPO/locks" -maxdepth 1 -type f ! -name '.*')" "unlock --force removed its lock and claim"
+touch "$hold/release"
+wait "$backup"
+assert_eq 9 "$?" "the backup whose lock was removed fails with exit 9 (locked)"
+assert_contains "$(cat "$backup_err")" "was removed while it ran: nothing was committed" "it says why, and that nothing was committed"
+assert_eq "$before" "$(cb --json list | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')" \
+    "no backup was committed"
+assert_eq "" "$(find "$REPO/locks" -maxdepth 1 -type f ! -name '.*')" "it left no lock behind"
+assert_exit 0 cb check --read-data
+
 # --- every reader waits, one of them with an open batch: the main thread hands it over ----
 # A reader keeps its batch of small chunks open at the end of a file when other files wait
 # to be read; the walk's thread hands such batches to the workers when 1,024 entries wait
