@@ -33,6 +33,12 @@ struct storage_ops {
      * existed, -1 error. Used to claim names (backup ids) between concurrent writers. */
     int (*put_new)(struct storage *s, const char *name, const void *data, size_t len,
                    struct err *e);
+    /* Optional: replaces a small object only if it exists: 0 replaced (durable), 1 there was
+     * none (nothing is created), -1 error. An object removed while it is replaced stays
+     * removed. Used to refresh a lock without bringing back one that `unlock --force`
+     * removed. NULL: storage_put_existing asks whether it exists, then puts (see there). */
+    int (*put_existing)(struct storage *s, const char *name, const void *data, size_t len,
+                        struct err *e);
     /* Last modification time of an object (ns since the epoch). */
     int (*mtime)(struct storage *s, const char *name, int64_t *ns, struct err *e);
     /* Lists the temporary files of interrupted writes (names starting with ".tmp-", in any
@@ -111,6 +117,10 @@ int storage_list(struct storage *s, const char *dir, storage_list_cb cb, void *c
 int storage_remove(struct storage *s, const char *name, struct err *e);
 int storage_put_new(struct storage *s, const char *name, const void *data, size_t len,
                     struct err *e);
+/* put_existing (above); a backend without it (S3) asks whether the object exists and then
+ * puts it, so an object removed between the two comes back. */
+int storage_put_existing(struct storage *s, const char *name, const void *data, size_t len,
+                         struct err *e);
 int storage_mtime(struct storage *s, const char *name, int64_t *ns, struct err *e);
 int storage_list_temp(struct storage *s, storage_list_cb cb, void *ctx, struct err *e);
 /* ---- objects written piece by piece ----

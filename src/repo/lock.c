@@ -126,6 +126,21 @@ static int holder_write(struct lock_holder *h, struct err *e)
     return rc;
 }
 
+/* The refresh: the lock rewritten only where it still is (storage_put_existing): 0, 1 when
+ * it is gone (removed by `unlock --force`, or judged stale), -1 on error. */
+static int holder_rewrite(struct lock_holder *h, struct err *e)
+{
+    char now[40];
+    time_format_iso(time_now_ns(), now, sizeof(now));
+    json_t *j = holder_json(h, now);
+    char *text = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(j);
+    int rc = text ? storage_put_existing(h->r->st, h->name, text, strlen(text), e)
+                  : err_set(e, ERR_FAILURE, NULL, "out of memory");
+    free(text);
+    return rc;
+}
+
 static struct timespec mono_deadline(int64_t ns_from_now)
 {
     struct timespec ts;
@@ -138,7 +153,9 @@ static struct timespec mono_deadline(int64_t ns_from_now)
 
 /* Rewrites the lock every refresh interval until told to stop. A lock file that has
  * disappeared (removed by `unlock --force`, or by someone who judged it stale) is not
- * written again: the holder learns it at repo_lock_check and commits nothing. */
+ * written again: the holder learns it at repo_lock_check and commits nothing. On a directory
+ * repository the rewrite is made in place, so a removal between the check and the write
+ * cannot bring the file back; on S3 (no conditional overwrite here) it can, in that window. */
 static void *refresh_main(void *arg)
 {
     struct lock_holder *h = arg;
@@ -152,12 +169,11 @@ static void *refresh_main(void *arg)
             continue;
         pthread_mutex_unlock(&h->mu);
         struct err e = ERR_INIT;
-        int ex = storage_exists(h->r->st, h->name, &e);
-        bool ok = ex == 1 && holder_write(h, &e) == 0;
+        int rc = holder_rewrite(h, &e);
         pthread_mutex_lock(&h->mu);
-        if (ex == 0)
+        if (rc == 1)
             h->lost = true;
-        if (ok)
+        if (rc == 0)
             h->last_refresh_mono = time_mono_ns();
     }
     pthread_mutex_unlock(&h->mu);

@@ -78,6 +78,17 @@ int storage_put_new(struct storage *s, const char *name, const void *data, size_
     return s->ops->put_new(s, name, data, len, e);
 }
 
+int storage_put_existing(struct storage *s, const char *name, const void *data, size_t len,
+                         struct err *e)
+{
+    if (s->ops->put_existing)
+        return s->ops->put_existing(s, name, data, len, e);
+    int ex = storage_exists(s, name, e);
+    if (ex <= 0)
+        return ex < 0 ? -1 : 1;
+    return storage_put(s, name, data, len, e);
+}
+
 int storage_mtime(struct storage *s, const char *name, int64_t *ns, struct err *e)
 {
     return s->ops->mtime(s, name, ns, e);
@@ -800,6 +811,29 @@ static int posix_put_new(struct storage *s, const char *name, const void *data, 
     return fsync_parent(ps, name, e);
 }
 
+/* In place: a rename would bring back a name removed since it was looked up; writing through
+ * a descriptor opened without O_CREAT does not (removed after the open, the bytes go to the
+ * unlinked file). A reader in between may see the old bytes or a mix: the callers' objects
+ * (locks) are read as "unreadable, recently modified", i.e. held. */
+static int posix_put_existing(struct storage *s, const char *name, const void *data, size_t len,
+                              struct err *e)
+{
+    struct posix_storage *ps = P(s);
+    int fd = openat(ps->rootfd, name, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return 1;
+        return err_sys(e, errno, NULL, "cannot open %s/%s", ps->root, name);
+    }
+    if (fs_write_full(fd, data, len) != 0 || ftruncate(fd, (off_t)len) != 0 || fsync(fd) != 0) {
+        int en = errno;
+        close(fd);
+        return err_sys(e, en, NULL, "cannot write %s/%s", ps->root, name);
+    }
+    close(fd);
+    return 0;
+}
+
 static void posix_close(struct storage *s)
 {
     struct posix_storage *ps = P(s);
@@ -822,6 +856,7 @@ static const struct storage_ops posix_ops = {
     .list = posix_list,
     .remove = posix_remove,
     .put_new = posix_put_new,
+    .put_existing = posix_put_existing,
     .mtime = posix_mtime,
     .list_temp = posix_list_temp,
     .close = posix_close,

@@ -807,9 +807,40 @@ static void test_lock_rereads_index(void **state)
     tmpdir_free(dir);
 }
 
+/* storage_put_existing on a directory: replaces in place (longer, then shorter), never
+ * creates; written through the descriptor it opened, so a name removed after that stays
+ * removed (what keeps the refresh thread from bringing back a lock `unlock --force` took). */
+static void test_put_existing(void **state)
+{
+    (void)state;
+    char *dir = tmpdir_new();
+    struct err e = ERR_INIT;
+    struct storage *s = storage_open(dir, false, &e);
+    assert_non_null(s);
+    struct buf b = {0};
+    assert_int_equal(storage_put_existing(s, "locks/x", "a", 1, &e), 1);
+    assert_int_equal(storage_exists(s, "locks/x", &e), 0);
+    assert_int_equal(storage_put(s, "locks/x", "first", 5, &e), 0);
+    assert_int_equal(storage_put_existing(s, "locks/x", "a longer one", 12, &e), 0);
+    assert_int_equal(storage_get(s, "locks/x", 100, &b, &e), 0);
+    assert_int_equal(b.len, 12);
+    assert_memory_equal(b.data, "a longer one", 12);
+    assert_int_equal(storage_put_existing(s, "locks/x", "short", 5, &e), 0);
+    assert_int_equal(storage_get(s, "locks/x", 100, &b, &e), 0);
+    assert_int_equal(b.len, 5);
+    assert_memory_equal(b.data, "short", 5);
+    assert_int_equal(storage_remove(s, "locks/x", &e), 0);
+    assert_int_equal(storage_put_existing(s, "locks/x", "back?", 5, &e), 1);
+    assert_int_equal(storage_exists(s, "locks/x", &e), 0);
+    buf_free(&b);
+    storage_close(s);
+    tmpdir_free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_put_existing),
         cmocka_unit_test(test_modes),
         cmocka_unit_test(test_stale_rules),
         cmocka_unit_test(test_claims),

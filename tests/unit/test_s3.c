@@ -187,6 +187,13 @@ static void test_objects(void **state)
     assert_int_equal(storage_put_new(s, "locks/claim-x", "b", 1, &e), 1);
     assert_int_equal(storage_get(s, "locks/claim-x", 10, &b, &e), 0);
     assert_memory_equal(b.data, "a", 1);
+    /* put_existing: replaces an object that is there, creates none */
+    assert_int_equal(storage_put_existing(s, "locks/claim-x", "cc", 2, &e), 0);
+    assert_int_equal(storage_get(s, "locks/claim-x", 10, &b, &e), 0);
+    assert_int_equal(b.len, 2);
+    assert_memory_equal(b.data, "cc", 2);
+    assert_int_equal(storage_put_existing(s, "locks/absent", "d", 1, &e), 1);
+    assert_int_equal(storage_exists(s, "locks/absent", &e), 0);
     /* An empty object. */
     assert_int_equal(storage_put(s, "keys/empty", "", 0, &e), 0);
     assert_int_equal(storage_get(s, "keys/empty", 10, &b, &e), 0);
