@@ -257,7 +257,8 @@ struct fsrestore *fsrestore_open(const char *target, bool overwrite, struct err 
 {
     char ep[ESC_MAX];
     if (mkdir(target, 0700) < 0 && errno != EEXIST) {
-        err_sys(e, errno, errno == ENOENT ? "create the parent directories first" : NULL,
+        err_sys(e, errno,
+                errno == ENOENT ? "create the parent directories first" : target_hint(errno),
                 "cannot create restore target %s", esc(target, ep));
         return NULL;
     }
@@ -737,8 +738,8 @@ int fsrestore_file_commit_meta(struct fsrestore_file *f, uint64_t size, const st
      * file: no second lookup by name. */
     bool sized = !f->raw && f->end == size; /* a new file is exactly what was written */
     if (size > (uint64_t)INT64_MAX || (!sized && ftruncate(f->fd, (off_t)size) < 0)) {
-        err_sys(e, size > (uint64_t)INT64_MAX ? EFBIG : errno, NULL, "cannot set the size of %s",
-                esc(f->path, ep));
+        target_sys(e, size > (uint64_t)INT64_MAX ? EFBIG : errno, "cannot set the size of %s",
+                   esc(f->path, ep));
         fsrestore_file_abort(f);
         return -1;
     }
@@ -1088,7 +1089,7 @@ int fsrestore_finish(struct fsrestore *r, struct err *e)
                                   : resolve_parent(r, d->path, false, &name, ei);
         if (dfd < 0 || apply_at(dfd, name, d->path, &d->meta, ei) < 0) {
             if (dfd < 0 && is_dot(d->path))
-                err_sys(ei, errno, NULL, "cannot open restore target %s", esc(r->target, et));
+                target_sys(ei, errno, "cannot open restore target %s", esc(r->target, et));
             rc = -1;
         }
         if (dfd >= 0)

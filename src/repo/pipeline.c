@@ -45,7 +45,7 @@ bool pstore_failed(struct pstore *s, struct err *e)
         *e = s->err;
     pthread_mutex_unlock(&s->mu);
     if (f && e)
-        repo_lock_explain(s->r, e); /* asked with e by the operation's own thread, at its end */
+        repo_lock_explain(s->r, e); /* asked with e only by the operation's own thread */
     return f;
 }
 

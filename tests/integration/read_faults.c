@@ -167,7 +167,7 @@ int openat(int dfd, const char *name, int flags, ...)
 {
     va_list ap;
     va_start(ap, flags);
-    mode_t mode = (flags & (O_CREAT | O_TMPFILE)) ? va_arg(ap, mode_t) : 0;
+    mode_t mode = (flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE ? va_arg(ap, mode_t) : 0;
     va_end(ap);
     return fault_openat("openat", dfd, name, flags, mode);
 }
@@ -176,7 +176,7 @@ int openat64(int dfd, const char *name, int flags, ...)
 {
     va_list ap;
     va_start(ap, flags);
-    mode_t mode = (flags & (O_CREAT | O_TMPFILE)) ? va_arg(ap, mode_t) : 0;
+    mode_t mode = (flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE ? va_arg(ap, mode_t) : 0;
     va_end(ap);
     return fault_openat("openat64", dfd, name, flags, mode);
 }

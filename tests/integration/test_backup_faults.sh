@@ -179,7 +179,21 @@ bg_start env LD_PRELOAD="$shim" READ_FAULT=hold READ_FAULT_FILE=big.log READ_FAU
     READ_FAULT_DIR="$hold" "$CARIS_BIN" --json backup files --full "$src"
 backup=$BG_PID backup_err=$BG_ERR
 wait_until 60 test -e "$hold/reached-big.log" || fail "the backup did not reach the held read" "$(_tail "$backup_err")"
+# (the reader goes on only once the signal is no longer pending in any thread of the backup:
+# its handler, which only sets the cancel flag, has been entered)
+# shellcheck disable=SC2317 # called through wait_until
+term_delivered() {
+    local f k v
+    for f in "/proc/$backup/status" "/proc/$backup"/task/*/status; do
+        while read -r k v; do
+            [[ $k == ShdPnd: || $k == SigPnd: ]] || continue
+            ((0x$v & 0x4000)) && return 1 # bit 14: SIGTERM (15)
+        done <"$f" 2>/dev/null
+    done
+    return 0
+}
 kill -TERM "$backup"
+wait_until 60 term_delivered || fail "SIGTERM stayed pending"
 touch "$hold/release"
 wait "$backup"
 assert_eq 1 "$?" "SIGTERM while a file is read: exit 1"
