@@ -131,4 +131,26 @@ assert_rc 0 "lookup: backup after its cached parent's file was damaged"
 assert_eq "$l3" "$(json_get "$TEST_TMP/l5.json" '["parent"]')" "lookup: the damaged snapshot is passed over"
 assert_eq 0 "$(json_get "$TEST_TMP/l5.json" '["stats"]["reused"]["snapshotsCached"]')" "lookup: chosen among the snapshots read again"
 
+# --- the last entry removed, nothing else changed: the new entries text is the parent's cut
+# short (the parent directory's mtime set back, so its entry is the same), which is neither
+# reused nor taken from the table whole, and must be stored as the shorter text --------------
+short=$TEST_TMP/short
+mkdir -p "$short/a" "$short/z"
+for i in 1 2 3; do
+    printf 'a%s\n' "$i" >"$short/a/f$i"
+    printf 'z%s\n' "$i" >"$short/z/f$i"
+done
+backup_json "$TEST_TMP/short1.json" "$short"
+assert_rc 0 "short: a first backup"
+zmtime=$(stat -c %y "$short/z")
+rm "$short/z/f3"
+touch -m -d "$zmtime" "$short/z"
+backup_json "$TEST_TMP/short2.json" --incremental "$short"
+assert_rc 0 "short: the backup without the last file"
+assert_eq "False False" "$(reused "$TEST_TMP/short2.json")" "short: neither the manifest nor the table is reused"
+assert_exit 0 cb verify "$BACKUP_ID"
+mkdir "$TEST_TMP/short-restore"
+assert_exit 0 cb restore files "$BACKUP_ID" --target "$TEST_TMP/short-restore"
+tree_compare "$short" "$TEST_TMP/short-restore$short"
+
 test_done
