@@ -114,29 +114,20 @@ static json_t *holder_json(const struct lock_holder *h, const char *refreshed)
                      refreshed);
 }
 
-static int holder_write(struct lock_holder *h, struct err *e)
+/* Writes the lock with the time now as "refreshed": created (storage_put), or, with
+ * only_existing, rewritten only where it still is (storage_put_existing: 1 when it is gone,
+ * removed by `unlock --force` or judged stale). 0, 1, or -1 on error. */
+static int holder_write(struct lock_holder *h, bool only_existing, struct err *e)
 {
     char now[40];
     time_format_iso(time_now_ns(), now, sizeof(now));
     json_t *j = holder_json(h, now);
     char *text = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(j);
-    int rc = storage_put(h->r->st, h->name, text, strlen(text), e);
-    free(text);
-    return rc;
-}
-
-/* The refresh: the lock rewritten only where it still is (storage_put_existing): 0, 1 when
- * it is gone (removed by `unlock --force`, or judged stale), -1 on error. */
-static int holder_rewrite(struct lock_holder *h, struct err *e)
-{
-    char now[40];
-    time_format_iso(time_now_ns(), now, sizeof(now));
-    json_t *j = holder_json(h, now);
-    char *text = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
-    json_decref(j);
-    int rc = text ? storage_put_existing(h->r->st, h->name, text, strlen(text), e)
-                  : err_set(e, ERR_FAILURE, NULL, "out of memory");
+    if (!text)
+        return err_set(e, ERR_FAILURE, NULL, "out of memory");
+    int rc = only_existing ? storage_put_existing(h->r->st, h->name, text, strlen(text), e)
+                           : storage_put(h->r->st, h->name, text, strlen(text), e);
     free(text);
     return rc;
 }
@@ -169,7 +160,7 @@ static void *refresh_main(void *arg)
             continue;
         pthread_mutex_unlock(&h->mu);
         struct err e = ERR_INIT;
-        int rc = holder_rewrite(h, &e);
+        int rc = holder_write(h, true, &e);
         pthread_mutex_lock(&h->mu);
         if (rc == 1)
             h->lost = true;
@@ -557,7 +548,7 @@ static int lock_try(struct repo *r, bool exclusive, const char *operation, struc
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&h->cv, &ca);
     pthread_condattr_destroy(&ca);
-    if (holder_write(h, e) != 0) {
+    if (holder_write(h, false, e) != 0) {
         holder_free(h);
         return -1;
     }

@@ -470,6 +470,28 @@ bg_start() {
     _BG_PIDS+=("$BG_PID")
 }
 
+# run_in_tmpfs SIZE DIR SCRIPT [ARGS...]: `run`s SCRIPT with bash, as `bash -c SCRIPT caris DIR
+# ARGS...` ($0 is the binary under test, $1 DIR), in a private mount namespace in which DIR
+# (made if missing) is a fresh tmpfs of SIZE (e.g. 3m): a small file system that fills up, and
+# is gone with the namespace. Returns 1 with a note, RC/OUT/ERR unset, where mount namespaces
+# or tmpfs are not available.
+run_in_tmpfs() {
+    local size=$1 dir=$2 script=$3
+    shift 3
+    mkdir -p "$dir"
+    if ! unshare -m true 2>/dev/null; then
+        note "no mount namespaces here: a case on a small file system is skipped"
+        return 1
+    fi
+    run unshare -m bash -c "mount -t tmpfs -o size=$size tmpfs \"\$1\" || exit 99
+$script" "$CARIS_BIN" "$dir" "$@"
+    if [[ $RC == 99 ]]; then
+        note "tmpfs cannot be mounted here: a case on a small file system is skipped"
+        return 1
+    fi
+    return 0
+}
+
 # --- trees -----------------------------------------------------------------------------
 
 # make_tree DIR [--no-special]: build the case tree (see the list below) under DIR,

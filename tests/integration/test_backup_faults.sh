@@ -141,12 +141,9 @@ done
 # --- the repository's file system fills up while chunks are stored: exit 8, nothing
 # committed, no temporary pack or lock left, check clean (a 3 MiB tmpfs in a private mount
 # namespace holds a fresh BACKUP_DIR) ----------------------------------------------------------
-if unshare -m true 2>/dev/null; then
-    mkdir "$TEST_TMP/fullrepo"
-    reset_tree 8
-    # shellcheck disable=SC2016 # expanded by the inner shell
-    run unshare -m bash -c 'mount -t tmpfs -o size=3m tmpfs "$1" || exit 99
-        export BACKUP_DIR=$1
+reset_tree 8
+# shellcheck disable=SC2016 # expanded by the inner shell
+if run_in_tmpfs 3m "$TEST_TMP/fullrepo" 'export BACKUP_DIR=$1
         "$0" --quiet init || exit 98
         "$0" --json backup files --full "$2"
         rc=$?
@@ -154,20 +151,14 @@ if unshare -m true 2>/dev/null; then
         echo "temporaries: $(find "$1" -name ".tmp-*" | wc -l)"
         echo "locks: $(find "$1/repository/locks" -type f | wc -l)"
         "$0" --quiet check >/dev/null && echo "check: ok"
-        exit $rc' "$CARIS_BIN" "$TEST_TMP/fullrepo" "$src"
-    if [[ $RC == 99 ]]; then
-        note "tmpfs cannot be mounted here: the full-repository case is skipped"
-    else
-        assert_rc 8 "the repository's disk full during a backup: exit 8"
-        assert_contains "$ERR" "No space left on device" "the error says the disk is full"
-        assert_contains "$ERR" "retention" "the hint says how to free space in the repository"
-        assert_contains "$OUT" "backups: 0" "nothing was committed"
-        assert_contains "$OUT" "temporaries: 0" "no temporary pack is left"
-        assert_contains "$OUT" "locks: 0" "the lock is released"
-        assert_contains "$OUT" "check: ok" "check finds the repository clean"
-    fi
-else
-    note "no mount namespaces here: the full-repository case is skipped"
+        exit $rc' "$src"; then
+    assert_rc 8 "the repository's disk full during a backup: exit 8"
+    assert_contains "$ERR" "No space left on device" "the error says the disk is full"
+    assert_contains "$ERR" "retention" "the hint says how to free space in the repository"
+    assert_contains "$OUT" "backups: 0" "nothing was committed"
+    assert_contains "$OUT" "temporaries: 0" "no temporary pack is left"
+    assert_contains "$OUT" "locks: 0" "the lock is released"
+    assert_contains "$OUT" "check: ok" "check finds the repository clean"
 fi
 
 # --- SIGTERM while a file is read: nothing committed ---------------------------------------

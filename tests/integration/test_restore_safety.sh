@@ -159,31 +159,22 @@ assert_eq "two" "$(cat "$t$src2/sub/common.txt")" "the full path picks one of th
 # --- a restore target whose file system fills up: a clear error about the target, exit 8,
 # and no file of the restore left behind (in a private mount namespace: a 3 MiB tmpfs) -----
 full_src=$TEST_TMP/full-src
-mkdir "$TEST_TMP/full-mnt"
 mkdir "$full_src"
 seeded_bytes 2000000 full-a >"$full_src/a.bin"
 seeded_bytes 2000000 full-b >"$full_src/b.bin"
 seq 1 1000 >"$full_src/c.txt"
 backup_json "$TEST_TMP/full.json" "$full_src"
 assert_rc 0 "backup of 4 MB for the full target"
-if unshare -m true 2>/dev/null; then
-    # shellcheck disable=SC2016 # expanded by the inner shell
-    run unshare -m bash -c 'mount -t tmpfs -o size=3m tmpfs "$1" || exit 99
-        "$0" restore files "$2" --target "$1/t"
+# shellcheck disable=SC2016 # expanded by the inner shell
+if run_in_tmpfs 3m "$TEST_TMP/full-mnt" '"$0" restore files "$2" --target "$1/t"
         rc=$?
         echo "files: $(find "$1" -type f | wc -l)"
-        exit $rc' "$CARIS_BIN" "$TEST_TMP/full-mnt" "$BACKUP_ID" 2>&1
-    if [[ $RC == 99 ]]; then
-        note "tmpfs cannot be mounted here: the full-target case is skipped"
-    else
-        assert_rc 8 "a full restore target: exit 8 (I/O error)"
-        assert_contains "$ERR" "No space left on device" "the error says the disk is full"
-        assert_contains "$ERR" "restore target's file system is full" "the hint is about the target, not the repository"
-        assert_not_contains "$ERR" "cleanup-old-backups" "no advice to prune the repository"
-        assert_contains "$OUT" "files: 0" "no file of the failed restore is left in the target"
-    fi
-else
-    note "no mount namespaces here: the full-target case is skipped"
+        exit $rc' "$BACKUP_ID"; then
+    assert_rc 8 "a full restore target: exit 8 (I/O error)"
+    assert_contains "$ERR" "No space left on device" "the error says the disk is full"
+    assert_contains "$ERR" "restore target's file system is full" "the hint is about the target, not the repository"
+    assert_not_contains "$ERR" "cleanup-old-backups" "no advice to prune the repository"
+    assert_contains "$OUT" "files: 0" "no file of the failed restore is left in the target"
 fi
 
 test_done
