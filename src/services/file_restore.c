@@ -1357,9 +1357,10 @@ int caris_verify(struct repo *r, const char *backup_id, const struct verify_opts
         return -1;
     int rc = verify_locked(r, backup_id, o, res, e);
     repo_unlock(r);
-    if (rc != 0 && e->code != ERR_DAMAGE && caris_op_cancelled(o ? o->op : NULL))
-        /* stopped before the end, not judged: nothing that could read as damage (a
-         * verification that ran to its end reports what it found, cancel or not) */
+    if (rc != 0 && e->code != ERR_DAMAGE)
+        /* stopped before the end (cancelled, or a read failed: an I/O error, the storage
+         * unreachable), not judged: nothing that could read as damage, and nothing recorded
+         * (a verification that ran to its end reports what it found, cancel or not) */
         res->ran = false;
     /* What a verification that ran found is remembered (records/verify), so that `list`
      * shows a damaged backup as damaged, not ok, until a later verification finds it whole. */

@@ -218,6 +218,30 @@ assert_eq "$before" "$(cb --json list | python3 -c 'import json,sys; print(len(j
 assert_eq "" "$(find "$REPO/locks" -maxdepth 1 -type f ! -name '.*')" "it left no lock behind"
 assert_exit 0 cb check --read-data
 
+# --- a pack that cannot be read (EIO) while verifying: the backup could not be checked, which
+# is not damage: exit 8, the error, no "DAMAGED", nothing recorded (list does not say damaged),
+# and a verify that can read it finds the backup valid ----------------------------------------
+reset_tree 10
+touch "$TEST_TMP/before-eio-pack"
+backup_json "$TEST_TMP/eio-pack.json" --full "$src"
+assert_rc 0 "a backup to verify"
+vid=$BACKUP_ID
+# the largest pack this backup wrote: it holds chunks of big.log
+pack=$(find "$REPO/data" -mindepth 2 -type f ! -name '.*' -newer "$TEST_TMP/before-eio-pack" -printf '%s %f\n' |
+    sort -n | tail -1 | cut -d' ' -f2)
+run env LD_PRELOAD="$shim" READ_FAULT=eio READ_FAULT_FILE="$pack" "$CARIS_BIN" verify "$vid"
+assert_rc 8 "verify with a pack that cannot be read: exit 8 (I/O error)"
+assert_contains "$ERR" "Input/output error" "it says what failed"
+assert_not_contains "$OUT$ERR" "DAMAGED" "it does not call the backup damaged"
+run env LD_PRELOAD="$shim" READ_FAULT=eio READ_FAULT_FILE="$pack" "$CARIS_BIN" --json verify --all
+assert_rc 8 "verify --all with that pack: exit 8"
+assert_eq "None io" "$(json_eval "$OUT_FILE" "' '.join(str(x.get('valid')) + ' ' + x.get('error', {}).get('code', '') for x in d if x['backupId'] == '$vid')")" \
+    "--json: that backup's valid is null, with the I/O error"
+run cb --json list
+assert_eq "" "$(json_eval "$OUT_FILE" "' '.join(x['id'] for x in d if x.get('status') == 'damaged')")" \
+    "list: no backup is shown as damaged"
+assert_exit 0 cb verify "$vid"
+
 # --- every reader waits, one of them with an open batch: the main thread hands it over ----
 # A reader keeps its batch of small chunks open at the end of a file when other files wait
 # to be read; the walk's thread hands such batches to the workers when 1,024 entries wait
