@@ -142,7 +142,8 @@ struct caris_verify_result {
 /* Reads every blob the backup needs (authentication tag, chunk id) and checks every file's
  * SHA-256. Returns 0 when valid, -1 with e (ERR_DAMAGE when damaged, res->ran — also when the
  * backup's snapshot file or entry list cannot be read: then an error with a null path; other
- * codes when the check could not run or was cancelled). A verification that ran is recorded
+ * codes, with res->ran false, when the check could not run, a read failed (I/O, the storage
+ * unreachable: not judged) or it was cancelled). A verification that ran is recorded
  * (caris_verification_record), so that `list` shows a backup found damaged as "damaged".
  * res: caris_verify_result_free. */
 int caris_verify(struct repo *r, const char *backup_id, const struct verify_opts *o,
