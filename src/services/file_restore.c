@@ -1097,9 +1097,9 @@ int files_read_backup(struct repo *r, json_t *summary, const struct buf *entries
     rc = 0;
     if (json_array_size(c.errors))
         rc = err_set(e, ERR_DAMAGE,
-                     "checksum mismatch: the backup is corrupted, DO NOT trust the affected "
-                     "files; restore them from a different backup and run `caris-backup check "
-                     "--read-data`",
+                     "the backup is damaged (each file's error says how: a checksum mismatch, "
+                     "a missing or altered chunk): DO NOT trust the affected files; restore "
+                     "them from a different backup and run `caris-backup check --read-data`",
                      "%zu file(s) failed verification", json_array_size(c.errors));
 out:
     json_decref(ent);

@@ -285,6 +285,22 @@ mkdir "$t"
 assert_exit 0 cb restore files "$id" --target "$t"
 tree_compare "$st" "$t$st"
 
+# --- a pack of a backup deleted: verify says DAMAGED (exit 4), names the missing chunk, and
+# its hint does not call it a checksum mismatch ------------------------------------------------
+reset_tree 11
+touch "$TEST_TMP/before-lost-pack"
+backup_json "$TEST_TMP/lost-pack.json" --full "$src"
+assert_rc 0 "a backup whose pack will be lost"
+lid=$BACKUP_ID
+lost=$(find "$REPO/data" -mindepth 2 -type f ! -name '.*' -newer "$TEST_TMP/before-lost-pack" -printf '%s %p\n' |
+    sort -n | tail -1 | cut -d' ' -f2)
+rm -f "$lost"
+run cb verify "$lid"
+assert_rc 4 "verify of a backup with a pack deleted: exit 4"
+assert_contains "$OUT" "DAMAGED" "it says damaged"
+assert_contains "$OUT" "is not in the repository index" "it names the missing chunk"
+assert_not_contains "$ERR" "HINT: checksum mismatch" "the hint does not claim a checksum mismatch"
+
 # --- a backup made before the fix: the truncated file's entry kept its old size -----------
 # (fixtures/repo-truncated.README): it verifies and restores as the bytes that were read.
 old_dir=$TEST_TMP/old
