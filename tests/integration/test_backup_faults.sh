@@ -221,14 +221,19 @@ assert_exit 0 cb check --read-data
 # --- a pack that cannot be read (EIO) while verifying: the backup could not be checked, which
 # is not damage: exit 8, the error, no "DAMAGED", nothing recorded (list does not say damaged),
 # and a verify that can read it finds the backup valid ----------------------------------------
-reset_tree 10
-touch "$TEST_TMP/before-eio-pack"
-backup_json "$TEST_TMP/eio-pack.json" --full "$src"
-assert_rc 0 "a backup to verify"
+# backup_new_pack N LABEL: a new tree (reset_tree N), its full backup (BACKUP_ID), and PACK:
+# the path of the largest pack that backup wrote (it holds chunks of big.log)
+backup_new_pack() {
+    reset_tree "$1"
+    touch "$TEST_TMP/before-$2"
+    backup_json "$TEST_TMP/$2.json" --full "$src"
+    assert_rc 0 "$2: the backup"
+    PACK=$(find "$REPO/data" -mindepth 2 -type f ! -name '.*' -newer "$TEST_TMP/before-$2" -printf '%s %p\n' |
+        sort -n | tail -1 | cut -d' ' -f2)
+}
+backup_new_pack 10 eio-pack
 vid=$BACKUP_ID
-# the largest pack this backup wrote: it holds chunks of big.log
-pack=$(find "$REPO/data" -mindepth 2 -type f ! -name '.*' -newer "$TEST_TMP/before-eio-pack" -printf '%s %f\n' |
-    sort -n | tail -1 | cut -d' ' -f2)
+pack=$(basename "$PACK")
 run env LD_PRELOAD="$shim" READ_FAULT=eio READ_FAULT_FILE="$pack" "$CARIS_BIN" verify "$vid"
 assert_rc 8 "verify with a pack that cannot be read: exit 8 (I/O error)"
 assert_contains "$ERR" "Input/output error" "it says what failed"
@@ -287,14 +292,9 @@ tree_compare "$st" "$t$st"
 
 # --- a pack of a backup deleted: verify says DAMAGED (exit 4), names the missing chunk, and
 # its hint does not call it a checksum mismatch ------------------------------------------------
-reset_tree 11
-touch "$TEST_TMP/before-lost-pack"
-backup_json "$TEST_TMP/lost-pack.json" --full "$src"
-assert_rc 0 "a backup whose pack will be lost"
+backup_new_pack 11 lost-pack
 lid=$BACKUP_ID
-lost=$(find "$REPO/data" -mindepth 2 -type f ! -name '.*' -newer "$TEST_TMP/before-lost-pack" -printf '%s %p\n' |
-    sort -n | tail -1 | cut -d' ' -f2)
-rm -f "$lost"
+rm -f "$PACK"
 run cb verify "$lid"
 assert_rc 4 "verify of a backup with a pack deleted: exit 4"
 assert_contains "$OUT" "DAMAGED" "it says damaged"
