@@ -895,7 +895,7 @@ static void rec_finish(struct filerec *f)
     if (f->changed)
         json_object_set_new(obj, "changed_during_backup", json_true());
     uint64_t size = (uint64_t)f->st.st_size;
-    if (f->shrunk && f->eof_at < size) {
+    if (f->shrunk) { /* eof_at < size: the read ended early */
         size = f->eof_at;
         json_object_set_new(obj, "size", json_integer((json_int_t)size));
     }

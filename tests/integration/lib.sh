@@ -637,6 +637,17 @@ backup_json() {
     BACKUP_ID=$(json_get "$f" '["id"]' 2>/dev/null || true)
 }
 
+# list_ids: ids of `list --json`, space-separated, in its order.
+list_ids() {
+    cb --json list 2>/dev/null | python3 -c '
+import json, sys
+try:
+    d = json.load(sys.stdin)
+except Exception:
+    sys.exit(1)
+print(" ".join(b.get("id", "?") for b in d))'
+}
+
 # Pack files of the repository (finished ones; temporaries are dot files).
 list_packs() { find "$REPO/data" -mindepth 2 -maxdepth 2 -type f ! -name '.*' 2>/dev/null | sort; }
 list_index_files() { find "$REPO/index" -mindepth 1 -maxdepth 1 -type f ! -name '.*' 2>/dev/null | sort; }

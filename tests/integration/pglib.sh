@@ -116,17 +116,6 @@ db_backup_json() {
     BACKUP_ID=$(json_get "$f" '["id"]' 2>/dev/null || true)
 }
 
-# list_ids: ids of `list --json`, space-separated, in its order.
-list_ids() {
-    cb --json list 2>/dev/null | python3 -c '
-import json, sys
-try:
-    d = json.load(sys.stdin)
-except Exception:
-    sys.exit(1)
-print(" ".join(b.get("id", "?") for b in d))'
-}
-
 # pg_big_table DB NAME MIB: a table whose dump is about MIB MiB but which takes almost no
 # time or disk to create (rows of one 32-byte pattern repeated to 128 KiB: lz4 shrinks it
 # to nothing in the table, pg_dump expands it again).

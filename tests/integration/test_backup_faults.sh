@@ -163,7 +163,7 @@ fi
 
 # --- SIGTERM while a file is read: nothing committed ---------------------------------------
 reset_tree 6
-before=$(cb --json list | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
+before=$(list_ids | wc -w)
 hold=$TEST_TMP/hold
 mkdir "$hold"
 bg_start env LD_PRELOAD="$shim" READ_FAULT=hold READ_FAULT_FILE=big.log READ_FAULT_AT=1 \
@@ -189,7 +189,7 @@ touch "$hold/release"
 wait "$backup"
 assert_eq 1 "$?" "SIGTERM while a file is read: exit 1"
 assert_contains "$(cat "$backup_err")" "cancelled" "SIGTERM while a file is read: it says cancelled"
-assert_eq "$before" "$(cb --json list | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')" \
+assert_eq "$before" "$(list_ids | wc -w)" \
     "SIGTERM while a file is read: no backup was committed"
 assert_eq "" "$(find "$REPO/locks" -maxdepth 1 -type f ! -name '.*')" "SIGTERM: its lock and claim are released"
 assert_eq "" "$(find "$REPO" -name '.tmp-*')" "SIGTERM: no temporary file is left"
@@ -201,7 +201,7 @@ assert_exit 0 cb check --read-data
 reset_tree 9
 hold=$TEST_TMP/hold-unlock
 mkdir "$hold"
-before=$(cb --json list | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
+before=$(list_ids | wc -w)
 bg_start env LD_PRELOAD="$shim" READ_FAULT=hold READ_FAULT_FILE=big.log READ_FAULT_AT=1 \
     READ_FAULT_DIR="$hold" CARIS_LOCK_REFRESH_SECONDS=0.05 "$CARIS_BIN" --json backup files --full "$src"
 backup=$BG_PID backup_err=$BG_ERR
@@ -213,7 +213,7 @@ touch "$hold/release"
 wait "$backup"
 assert_eq 9 "$?" "the backup whose lock was removed fails with exit 9 (locked)"
 assert_contains "$(cat "$backup_err")" "was removed while it ran: nothing was committed" "it says why, and that nothing was committed"
-assert_eq "$before" "$(cb --json list | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')" \
+assert_eq "$before" "$(list_ids | wc -w)" \
     "no backup was committed"
 assert_eq "" "$(find "$REPO/locks" -maxdepth 1 -type f ! -name '.*')" "it left no lock behind"
 assert_exit 0 cb check --read-data
