@@ -59,8 +59,9 @@ json_t *caris_copy_result_to_json(const struct caris_copy_result *res);
 
 /* The seed's fileBackupService.uploadToCloud(id, {provider, bucket, region, endpoint}): a copy
  * of one backup to the S3 repository s3:<endpoint>/<bucket>[/<prefix>]. Credentials come from
- * the usual variables (AWS_ACCESS_KEY_ID, ...); region, when given, is set as AWS_REGION for
- * this process. The destination repository must exist (init --copy-chunker-from); its key is
+ * the usual variables (AWS_ACCESS_KEY_ID, ...), and so does the region: a target whose region
+ * is not storage_s3_region() is refused (ERR_USAGE), the process's settings are not changed.
+ * The destination repository must exist (init --copy-chunker-from); its key is
  * dst_key. */
 struct caris_cloud_target {
     const char *provider; /* "s3" (the only one) */

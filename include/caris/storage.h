@@ -92,6 +92,9 @@ bool storage_location_is_s3(const char *location);
  * the process environment alone. */
 struct config;
 void storage_set_config(const struct config *c);
+/* The region S3 requests are signed for, from that source: AWS_REGION, else AWS_DEFAULT_REGION,
+ * else BACKUP_S3_REGION, else "us-east-1". */
+const char *storage_s3_region(void);
 
 /* Where the S3 backend keeps local copies of index files and snapshots (one directory per
  * location below dir; NULL: none). Copies are checked against their SHA-256 names. */

@@ -10,6 +10,7 @@
 #include "caris/core.h"
 #include "caris/pipeline.h"
 #include "caris/readplan.h"
+#include "caris/storage.h"
 
 /* The blobs one backup needs, as the reference walk gives them. */
 struct blob_ref {
@@ -458,11 +459,20 @@ int caris_files_upload_to_cloud(struct repo *src, const char *backup_id,
                                 struct err *e)
 {
     memset(res, 0, sizeof(*res));
+    /* The region is the process's S3 setting, read by every S3 storage: a target naming
+     * another one is refused rather than changing it for the whole process (a daemon's other
+     * jobs and threads read it too). */
+    if (t->region && *t->region && strcmp(t->region, storage_s3_region()) != 0) {
+        err_set(e, ERR_USAGE,
+                "set AWS_REGION (or BACKUP_S3_REGION in .env.local) to the bucket's region, or "
+                "leave the target's region out",
+                "the cloud target's region '%s' is not the configured S3 region '%s'", t->region,
+                storage_s3_region());
+        return -1;
+    }
     char *loc = caris_cloud_location(t, e);
     if (!loc)
         return -1;
-    if (t->region && *t->region)
-        setenv("AWS_REGION", t->region, 1); /* the S3 driver reads it at open */
     struct repo *dst = repo_open(loc, dst_key, e);
     if (!dst) {
         err_wrap(e, "destination %s", loc);

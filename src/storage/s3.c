@@ -68,6 +68,14 @@ static const char *setting2(const char *a, const char *b)
     return v ? v : setting(b);
 }
 
+const char *storage_s3_region(void)
+{
+    const char *region = setting("AWS_REGION");
+    if (!region)
+        region = setting2("AWS_DEFAULT_REGION", "BACKUP_S3_REGION");
+    return region ? region : "us-east-1";
+}
+
 static char *cache_root;
 
 void storage_set_cache_root(const char *dir)
@@ -1430,10 +1438,7 @@ struct storage *storage_s3_open(const char *location, struct err *e)
     s->secret_key = secmem_strdup(sk);
     const char *tok = setting2("AWS_SESSION_TOKEN", "BACKUP_S3_SESSION_TOKEN");
     s->token = tok ? secmem_strdup(tok) : NULL;
-    const char *region = setting("AWS_REGION");
-    if (!region)
-        region = setting2("AWS_DEFAULT_REGION", "BACKUP_S3_REGION");
-    s->region = xstrdup(region ? region : "us-east-1");
+    s->region = xstrdup(storage_s3_region());
     const char *ca = setting("BACKUP_S3_CA_FILE");
     s->ca_file = ca ? xstrdup(ca) : NULL;
     const char *rs = setting("BACKUP_S3_RETRY_SECONDS");

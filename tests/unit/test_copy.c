@@ -10,6 +10,7 @@
 #include "caris/copy.h"
 #include "caris/crypto.h"
 #include "caris/repo.h"
+#include "caris/storage.h"
 
 #include "tmpdir.h"
 
@@ -153,6 +154,25 @@ static void test_cloud_location(void **state)
     e = (struct err)ERR_INIT;
     assert_null(caris_cloud_location(&nob, &e));
     assert_int_equal(e.code, ERR_USAGE);
+
+    /* A target in another region than the configured one is refused before anything opens,
+     * and the process's settings stay as they were. */
+    unsetenv("AWS_REGION");
+    unsetenv("AWS_DEFAULT_REGION");
+    setenv("BACKUP_S3_REGION", "eu-central-1", 1);
+    assert_string_equal(storage_s3_region(), "eu-central-1");
+    struct caris_copy_result res;
+    e = (struct err)ERR_INIT;
+    assert_int_equal(caris_files_upload_to_cloud(NULL, "caris_full_2024-01-15T03-00-00", &aws, PW2,
+                                                 NULL, &res, &e),
+                     -1);
+    assert_int_equal(e.code, ERR_USAGE);
+    assert_non_null(strstr(e.msg, "'eu-west-1'"));
+    assert_non_null(strstr(e.msg, "'eu-central-1'"));
+    assert_null(getenv("AWS_REGION"));
+    assert_string_equal(storage_s3_region(), "eu-central-1");
+    unsetenv("BACKUP_S3_REGION");
+    assert_string_equal(storage_s3_region(), "us-east-1");
 }
 
 int main(void)
