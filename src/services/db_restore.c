@@ -1384,6 +1384,11 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
             pgsrc_target_copy(&t, &server);
             if (drop_database(&server, dbname, &de) == 0)
                 err_wrap(e, "database %s (created for this restore) dropped again", dbname);
+            else
+                err_wrap(e,
+                         "database %s (created for this restore) is left behind, not dropped "
+                         "(%s): drop it before restoring again",
+                         dbname, de.msg);
             pgsrc_target_free(&server);
         } else if (rr.applying) {
             err_wrap(e, "database %s may be partially restored", dbname);
