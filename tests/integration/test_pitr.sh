@@ -79,6 +79,24 @@ run cb --env-file "$envf" restore database --physical --pgdata "$R/busy" "$id1"
 assert_rc 2 "a non-empty data directory is refused without --overwrite"
 assert_contains "$ERR" "not empty" "the error says the directory is not empty"
 assert_eq "keep" "$(ls "$R/busy")" "the non-empty directory is untouched"
+# a backup that cannot serve the target is refused before anything is written: a file backup,
+# a base backup ending after the target, a target before the first base backup
+mkdir -p "$TEST_TMP/few" && echo one >"$TEST_TMP/few/a"
+run cb --json backup files "$TEST_TMP/few"
+assert_rc 0 "a file backup beside the physical one"
+fid=$(json_get "$OUT_FILE" '["id"]')
+run cb --env-file "$envf" restore database --physical --pgdata "$R/x" "$fid"
+assert_rc 2 "restore --physical of a file backup is refused"
+assert_contains "$ERR" "is not a physical backup" "the error says it is not a physical backup"
+run cb --env-file "$envf" restore database --physical --pgdata "$R/x" --to-time 2001-01-01T00:00:00Z "$id1"
+assert_rc 2 "restore --physical of a backup ending after the target is refused"
+assert_contains "$ERR" "ends after the recovery target" "the error says the backup ends after the target"
+assert_contains "$ERR" "choose an earlier backup" "the hint says what to do"
+run cb --env-file "$envf" restore database --physical --pgdata "$R/x" --to-time 2001-01-01T00:00:00Z
+assert_rc 7 "a target before the first base backup is refused"
+assert_contains "$ERR" "no physical backup ends before the recovery target" "the error says no base backup can reach it"
+assert_true "the refused restores wrote nothing" test ! -e "$R/x"
+assert_eq "" "$(find "$R" -maxdepth 1 -name '.x.caris-*')" "no temporary directory beside the target"
 
 # batches of committed rows, each followed by the time, the LSN or a restore point
 now_utc() { psql_db postgres -c "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"; }
