@@ -166,6 +166,16 @@ assert_rc 0 "restore --create --jobs 2 --verify"
 pg_sum rt_jobs "$TEST_TMP/rt_jobs.sum"
 assert_sum_equal "$TEST_TMP/src.sum" "$TEST_TMP/rt_jobs.sum" "restored rt_jobs (--jobs 2) equals the source"
 assert_eq "" "$(find "$BACKUP_DIR/temp" -type f 2>/dev/null | head -n 3)" "no staged dump is left in BACKUP_DIR/temp"
+# a staging area too small for the dump (a 1 MiB file system on BACKUP_DIR/temp): refused
+# before anything is written, and the database made for the restore is dropped again
+if CARIS_RESTORE_TARGET_URL=$(pg_url rt_jobs_small) run_in_tmpfs 1m "$BACKUP_DIR/temp" \
+    '"$0" restore database "$2" --create --jobs 2' "$full"; then
+    assert_rc 8 "restore --jobs 2 with no room to stage the dump fails (I/O)"
+    assert_contains "$ERR" "not enough space in $BACKUP_DIR/temp to stage the dump" "the error names the staging directory"
+    assert_contains "$ERR" "restore without --jobs" "the hint offers the streamed restore"
+    assert_contains "$ERR" "rt_jobs_small (created for this restore) dropped again" "the error says the new database is dropped again"
+    assert_false "the database made for the failed restore is gone" pg_db_exists rt_jobs_small
+fi
 
 # --- --no-compress ---------------------------------------------------------------------------
 list_packs >"$TEST_TMP/packs-full"
