@@ -41,6 +41,14 @@
 #define PLAN_SYNC_BATCH 2048      /* files committed per syncfs, when descriptors allow */
 #define PLAN_HOLD_MAX (64u << 20) /* early chunks a verification holds, all files together */
 
+/* Test knob: CARIS_TEST_PLAN_HOLD_MAX=N holds at most N bytes of early chunks, so that tests
+ * reach the verification's second, in-order pass (recheck) without files of 64 MiB. */
+static uint64_t plan_hold_max(void)
+{
+    const char *v = getenv("CARIS_TEST_PLAN_HOLD_MAX");
+    return v && *v ? strtoull(v, NULL, 10) : PLAN_HOLD_MAX;
+}
+
 /* Hard links of a partial restore (--include) whose first name (the entry holding the
  * content) is outside the selection: the first selected name of each such file takes its
  * content, the other selected names link to it. Sorted by first name. */
@@ -120,6 +128,7 @@ struct rctx {
     size_t nlinks, cap_links;
     int plan_threads;
     uint64_t held_bytes; /* atomic: bytes of struct held in all files */
+    uint64_t hold_max;   /* PLAN_HOLD_MAX, or the test knob's value */
 };
 
 /* Workers restore small files themselves: everything they report goes through c->mu. */
@@ -658,7 +667,7 @@ static void plan_hash(struct rctx *c, struct rfile *f, uint64_t off, const uint8
         f->readback = true;
         return;
     }
-    if (__atomic_add_fetch(&c->held_bytes, (uint64_t)len, __ATOMIC_RELAXED) > PLAN_HOLD_MAX) {
+    if (__atomic_add_fetch(&c->held_bytes, (uint64_t)len, __ATOMIC_RELAXED) > c->hold_max) {
         __atomic_fetch_sub(&c->held_bytes, (uint64_t)len, __ATOMIC_RELAXED);
         f->recheck = true;
         held_free(f);
@@ -893,7 +902,8 @@ int files_read_backup(struct repo *r, json_t *summary, const struct buf *entries
     struct rctx c = {.r = r,
                      .o = o,
                      .start_mono = time_mono_ns(),
-                     .load_flags = o->target ? REPO_LOAD_NO_ID_CHECK : 0};
+                     .load_flags = o->target ? REPO_LOAD_NO_ID_CHECK : 0,
+                     .hold_max = plan_hold_max()};
     c.errors = json_array();
     c.warnings = json_array();
     pthread_mutex_init(&c.mu, NULL);
