@@ -557,7 +557,9 @@ static int reopen_repo(struct daemon *d, struct err *e)
 }
 
 /* Whether the cadence of a periodic extra (prune, drill) is due: BACKUP_PRUNE_INTERVAL_DAYS /
- * BACKUP_DRILL_INTERVAL_DAYS (default 7; 0 = never) since the last one. */
+ * BACKUP_DRILL_INTERVAL_DAYS (default 7; 0 = never) since the last one. A last one more than
+ * a day in the future was recorded under a wrong clock: it does not hold the extra back (it
+ * would until the clock caught up, months perhaps, without a word). */
 static bool cadence_due(struct daemon *d, const char *var, const char *key, int64_t now)
 {
     const char *v = config_get(d->cfg, var);
@@ -575,7 +577,8 @@ static bool cadence_due(struct daemon *d, const char *var, const char *key, int6
     pthread_mutex_lock(&d->mu);
     int64_t last = state_time(d->state, key);
     pthread_mutex_unlock(&d->mu);
-    return !last || now - last >= days * DAY_S - 3600; /* an hour's slack for DST / drift */
+    return !last || last - now > DAY_S ||
+           now - last >= days * DAY_S - 3600; /* an hour's slack for DST / drift */
 }
 
 /* BACKUP_DRILL_SCRATCH: "database" (default: a scratch database on the POSTGRES_URL server)

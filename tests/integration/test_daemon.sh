@@ -209,4 +209,22 @@ assert_contains "$ERR" "notification not delivered" "the undelivered notificatio
 assert_eq true "$(json_eval "$STATE" 'd["history"][0]["ok"]')" "the run itself succeeded"
 assert_contains "$(list_ids)" "file_incremental_2026-03-21T03-00-00" "its backup is listed"
 
+# A restore drill that cannot run is a failure, mailed as such: a local scratch cluster cannot
+# start as root (initdb refuses), so as root the drill fails after good backups.
+if [[ $(id -u) == 0 ]]; then
+    rm -f "$TEST_TMP"/smtp/msg-*.eml
+    run env BACKUP_SMTP_URL="smtp://127.0.0.1:$smtp_port" BACKUP_EMAIL_FROM=caris@example.org \
+        BACKUP_EMAIL_RECIPIENTS=ops@example.org BACKUP_DRILL_SCRATCH=local BACKUP_DRILL_INTERVAL_DAYS=1 \
+        CARIS_TEST_CLOCK=2026-03-22T02:30:00Z,2026-03-22T04:00:00Z "$CARIS_BIN" daemon
+    assert_rc 0 "the daemon ran a run whose drill fails"
+    assert_eq "false" "$(json_eval "$STATE" 'd["history"][0]["ok"]')" "the run is recorded as failed"
+    assert_eq "drill:false" "$(json_eval "$STATE" '" ".join("%s:%s" % (s["step"], str(s["ok"]).lower()) for s in d["history"][0]["steps"] if not s["ok"])')" \
+        "the drill is the step that failed"
+    wait_until 30 _mail || fail "no mail received for the failed drill" "$(ls "$TEST_TMP/smtp")"
+    mail=$(cat "$TEST_TMP"/smtp/msg-*.eml)
+    assert_contains "$mail" "A restore drill (test restore) failed" "the mail says the restore drill failed"
+    assert_contains "$mail" "as root" "the mail gives the reason"
+    assert_contains "$(list_ids)" "caris_incremental_2026-03-22T03-00-00" "the run's database backup is listed all the same"
+fi
+
 test_done
