@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The daemon's HTTP API over real HTTP on loopback (a free port the daemon picks): tokens,
 # every endpoint with good input (create, list, verify, restore dry run and a confirmed
-# restore into a new database, cron, status, jobs), 401 / 403 / 409 / 413 / 429, and 200+
+# restore into a new database; a files restore: dry run, refusals, a confirmed restore and
+# one into a non-empty target; cron, status, jobs), 401 / 403 / 409 / 413 / 429, and 200+
 # bad inputs (malformed JSON, wrong types, huge bodies, unknown ids, ids with ../, wrong
 # methods, duplicated headers, broken framing, a slow client): never a 500, never a crash.
 source "$(dirname "$0")/lib.sh"
@@ -156,6 +157,34 @@ assert_eq true "$(jq_body 'str(d["ok"]).lower()')" "the confirmed restore succee
 assert_eq 500 "$(psql_db restored -c 'SELECT count(*) FROM small')" "the rows are in the new database"
 assert_no_password_in "$BODY_FILE" "the job's JSON holds no password"
 assert_no_password_in "$DAEMON_ERR" "the daemon's log holds no password"
+
+# --- restore of the files backup: dry run (a verification), refusals, a confirmed restore ----
+req GET "/api/admin/backup/list?includeFiles=true" "$VIEWER"
+FILE_ID=$(jq_body '[b["id"] for b in d["backups"] if b["kind"] == "files"][0]')
+req POST /api/admin/backup/restore "$ADMIN" '{"backupId": "latest:files", "dryRun": true}'
+assert_eq 202 "$STATUS" "files restore dry run: 202"
+wait_job "$(jq_body 'd["jobId"]')"
+assert_eq "true verify true" "$(jq_body '"%s %s %s" % (d["ok"], d["result"]["method"], d["result"]["valid"])' | tr A-Z a-z)" \
+    "a files restore dry run is a verification, and it passed"
+req POST /api/admin/backup/restore "$ADMIN" "{\"backupId\": \"$FILE_ID\", \"dryRun\": false, \"confirm\": \"$FILE_ID\"}"
+assert_eq 400 "$STATUS" "a confirmed files restore without a target: 400"
+assert_contains "$(jq_body 'd["error"]["message"]')" 'field "target" is missing' "the error names the missing field"
+req POST /api/admin/backup/restore "$ADMIN" "{\"backupId\": \"$FILE_ID\", \"dryRun\": false, \"confirm\": \"$FILE_ID\", \"target\": \"api-out\"}"
+assert_eq 400 "$STATUS" "a relative target: 400"
+assert_contains "$(jq_body 'd["error"]["message"]')" "not absolute" "the error says the target is not absolute"
+req POST /api/admin/backup/restore "$ADMIN" "{\"backupId\": \"$FILE_ID\", \"target\": \"$TEST_TMP/api-out\", \"create\": true}"
+assert_eq 400 "$STATUS" "create (a database option) on a files restore: 400"
+assert_false "the refused requests wrote nothing" test -e "$TEST_TMP/api-out"
+req POST /api/admin/backup/restore "$ADMIN" "{\"backupId\": \"$FILE_ID\", \"dryRun\": false, \"confirm\": \"$FILE_ID\", \"target\": \"$TEST_TMP/api-out\"}"
+assert_eq 202 "$STATUS" "a confirmed files restore: 202"
+wait_job "$(jq_body 'd["jobId"]')"
+assert_eq true "$(jq_body 'str(d["ok"]).lower()')" "the confirmed files restore succeeded"
+assert_true "the restored file is the source's" cmp "$TEST_TMP/src/note.txt" "$TEST_TMP/api-out$TEST_TMP/src/note.txt"
+req POST /api/admin/backup/restore "$ADMIN" "{\"backupId\": \"$FILE_ID\", \"dryRun\": false, \"confirm\": \"$FILE_ID\", \"target\": \"$TEST_TMP/api-out\"}"
+assert_eq 202 "$STATUS" "a second restore into the same target is accepted as a job"
+wait_job "$(jq_body 'd["jobId"]')"
+assert_eq false "$(jq_body 'str(d["ok"]).lower()')" "it fails: the target is not empty"
+assert_contains "$(jq_body 'd["error"]["message"]')" "restore target $TEST_TMP/api-out is not empty" "its error names the target and says why"
 
 # --- cron ----------------------------------------------------------------------------------
 req GET "/api/cron/backup?type=incremental" "$CRON_SECRET"
