@@ -1,7 +1,8 @@
 /* Repository locks (src/repo/lock.c): shared and exclusive modes, the staleness rules
  * (process gone, pid reused, host restarted, not refreshed, format 1), the refresh thread,
- * waiting, claims, leftovers, and a backup killed with SIGKILL in the middle (a child
- * process held mid-backup by its progress callback, so nothing depends on timing). */
+ * waiting, claims, leftovers, the second look that settles two lockers who raced, a backup killed
+ * with SIGKILL in the middle (a child process held mid-backup by its progress callback, so nothing
+ * depends on timing). */
 
 #include <errno.h>
 #include <fcntl.h>
@@ -810,6 +811,64 @@ static void test_lock_rereads_index(void **state)
 /* storage_put_existing on a directory: replaces in place (longer, then shorter), never
  * creates; written through the descriptor it opened, so a name removed after that stays
  * removed (what keeps the refresh thread from bringing back a lock `unlock --force` took). */
+/* Two lockers that both passed the first look: each looks again after writing its file, so
+ * of two conflicting locks the one that looks last backs off. Played here without timing:
+ * the storage of a writes the other locker's file (taken from a real exclusive lock of b)
+ * just before a's own, as if b had written it between a's first look and a's write. */
+static const struct storage_ops *race_real;
+static char *race_name;
+static struct buf race_bytes;
+static int race_put(struct storage *s, const char *name, const void *data, size_t len,
+                    struct err *e)
+{
+    if (race_name && strncmp(name, "locks/", 6) == 0 && strcmp(name, race_name) != 0) {
+        if (race_real->put(s, race_name, race_bytes.data, race_bytes.len, e) != 0)
+            return -1;
+        free(race_name);
+        race_name = NULL; /* once */
+    }
+    return race_real->put(s, name, data, len, e);
+}
+
+static void test_race_second_look(void **state)
+{
+    (void)state;
+    char *dir = tmpdir_new();
+    struct repo *a = init_ok(dir), *b = open_ok(dir);
+    struct err e = ERR_INIT;
+    lock_ok(b, true, "prune");
+    json_t *l = repo_lock_list(b, &e);
+    assert_int_equal(json_array_size(l), 1);
+    race_name = xstrdup(json_string_value(json_object_get(json_array_get(l, 0), "object")));
+    json_decref(l);
+    assert_int_equal(storage_get(repo_storage(b), race_name, 1 << 16, &race_bytes, &e), 0);
+    repo_unlock(b); /* gone: a's first look finds nothing */
+    assert_int_equal(count_locks(dir), 0);
+
+    struct storage *st = repo_storage(a);
+    race_real = st->ops;
+    struct storage_ops racing = *st->ops;
+    racing.put = race_put;
+    st->ops = &racing;
+    lock_fails(a, false, &e); /* shared against the exclusive lock that appeared meanwhile */
+    st->ops = race_real;
+    assert_null(race_name); /* the other locker's file was written */
+    assert_non_null(strstr(e.msg, "repository locked by prune on "));
+    l = repo_lock_list(a, &e);
+    assert_int_equal(json_array_size(l), 1); /* a removed its own file again */
+    char *other = xstrdup(json_string_value(json_object_get(json_array_get(l, 0), "object")));
+    json_decref(l);
+    assert_int_equal(storage_remove(st, other, &e), 0);
+    free(other);
+    lock_ok(a, false, "backup files"); /* with the other gone, a locks */
+    assert_int_equal(count_locks(dir), 1);
+    repo_unlock(a);
+    buf_free(&race_bytes);
+    repo_close(a);
+    repo_close(b);
+    tmpdir_free(dir);
+}
+
 static void test_put_existing(void **state)
 {
     (void)state;
@@ -849,6 +908,7 @@ int main(void)
         cmocka_unit_test(test_kill9_backup),
         cmocka_unit_test(test_exclusive_waits_for_backup),
         cmocka_unit_test(test_lock_rereads_index),
+        cmocka_unit_test(test_race_second_look),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
