@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# prune on a damaged repository deletes nothing: a snapshot it cannot read (what that backup
+# needs is unknown, so nothing may be called unused), and a blob a kept backup needs that is
+# damaged in a pack prune would rewrite (a damaged blob is never copied as if it were sound).
+# Both exit 4 with the object named; the repository is as it was; once the damage is
+# repaired, prune runs.
+source "$(dirname "$0")/lib.sh"
+
+assert_exit 0 cb --quiet init
+# Everything in the repository except locks: names and sizes.
+fingerprint() { (cd "$REPO" && find . -type f ! -path './locks/*' -printf '%P %s\n' | sort | md5sum); }
+
+# Three backups: a file all share, one 300 kB random file each that only it holds. One
+# thread: the first backup's shared and own data share one data pack.
+src=$TEST_TMP/src
+mkdir -p "$src"
+seeded_bytes 400000 prune-damage/shared >"$src/shared.bin"
+ids=()
+for k in 1 2 3; do
+    rm -f "$src"/only-*.bin
+    seeded_bytes 300000 "prune-damage/only-$k" >"$src/only-$k.bin"
+    list_packs >"$TEST_TMP/packs-before-$k"
+    run cb --threads 1 --json backup files --time "2025-02-0${k}T03:00:00Z" "$src"
+    assert_rc 0 "backup $k"
+    ids+=("$(json_get "$OUT_FILE" '["id"]')")
+    list_packs | comm -13 "$TEST_TMP/packs-before-$k" - >"$TEST_TMP/packs-new-$k"
+done
+
+# --- a snapshot that cannot be read --------------------------------------------------------
+assert_exit 0 cb --quiet forget --keep-last 2
+snap=$(find "$REPO/snapshots" -type f ! -name '.*' -newer "$TEST_TMP/packs-new-2" | head -n 1)
+[[ -n $snap ]] || fail "no snapshot object of the third backup"
+cp "$snap" "$TEST_TMP/snap.saved"
+flip_byte "$snap"
+fp=$(fingerprint)
+run cb prune
+assert_rc 4 "prune with an unreadable snapshot is refused as damage"
+assert_contains "$ERR" "refusing to prune: snapshot" "the error says why"
+assert_contains "$ERR" "$(basename "$snap")" "the error names the snapshot"
+assert_eq "$fp" "$(fingerprint)" "prune deleted and wrote nothing"
+cp "$TEST_TMP/snap.saved" "$snap"
+
+# --- a damaged blob in a pack prune would rewrite ----------------------------------------
+# The first backup is forgotten (above): its pack holds its own file (unused now) and the
+# shared file (used), so prune rewrites it with the used blobs only. Every data blob of that
+# pack is damaged: the shared file's among them.
+pack=$(xargs -d '\n' ls -S <"$TEST_TMP/packs-new-1" | head -n 1)
+cp "$pack" "$TEST_TMP/pack.saved"
+run cb --json debug pack "$pack"
+assert_rc 0 "debug pack lists the first backup's data pack"
+offsets=$(json_eval "$OUT_FILE" '" ".join(str(b["offset"] + b["length"] // 2) for b in d["blobs"])')
+note "flipping the middle byte of each blob of $pack: $offsets"
+for off in $offsets; do flip_byte "$pack" "$off"; done
+run cb --json prune --dry-run
+assert_rc 0 "prune --dry-run"
+assert_cmp "$(json_get "$OUT_FILE" '["packs"]["repacked"]')" -ge 1 "the dry run would rewrite the damaged pack"
+fp=$(fingerprint)
+run cb prune
+assert_rc 4 "prune stops at the damaged blob it would copy"
+assert_contains "$ERR" "cannot repack" "the error says the rewrite stopped"
+assert_contains "$ERR" "$(basename "$pack")" "the error names the pack"
+assert_eq "$fp" "$(fingerprint)" "nothing was deleted or written"
+assert_exit 4 cb --quiet verify "${ids[2]}"
+
+# the refused prune left the repository as it was: with the pack repaired (from a copy),
+# prune runs, and the kept backups verify
+cp "$TEST_TMP/pack.saved" "$pack"
+run cb --json prune
+assert_rc 0 "prune once the pack is sound again"
+assert_cmp "$(json_get "$OUT_FILE" '["packs"]["repacked"]')" -ge 1 "it rewrote the pack"
+assert_exit 0 cb --quiet check --read-data
+assert_exit 0 cb --quiet verify "${ids[1]}"
+assert_exit 0 cb --quiet verify "${ids[2]}"
+
+test_done
