@@ -67,7 +67,8 @@ struct caris_cloud_target {
     const char *provider; /* "s3" (the only one) */
     const char *bucket;
     const char *region;   /* may be NULL */
-    const char *endpoint; /* "https://host[:port]"; NULL: https://s3.<region>.amazonaws.com */
+    const char *endpoint; /* "https://host[:port]"; NULL: https://s3.<region>.amazonaws.com,
+                             with region, or else the configured one (storage_s3_region) */
     const char *prefix;   /* may be NULL */
 };
 int caris_files_upload_to_cloud(struct repo *src, const char *backup_id,

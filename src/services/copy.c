@@ -443,7 +443,7 @@ char *caris_cloud_location(const struct caris_cloud_target *t, struct err *e)
     char *endpoint = t->endpoint && *t->endpoint
                          ? xstrdup(t->endpoint)
                          : xasprintf("https://s3.%s.amazonaws.com",
-                                     t->region && *t->region ? t->region : "us-east-1");
+                                     t->region && *t->region ? t->region : storage_s3_region());
     size_t el = strlen(endpoint);
     while (el && endpoint[el - 1] == '/')
         endpoint[--el] = 0;

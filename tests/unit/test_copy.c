@@ -171,6 +171,11 @@ static void test_cloud_location(void **state)
     assert_non_null(strstr(e.msg, "'eu-central-1'"));
     assert_null(getenv("AWS_REGION"));
     assert_string_equal(storage_s3_region(), "eu-central-1");
+    /* without a region or an endpoint, the configured region's AWS endpoint */
+    struct caris_cloud_target plain = {.provider = "s3", .bucket = "bk"};
+    loc = caris_cloud_location(&plain, &e);
+    assert_string_equal(loc, "s3:https://s3.eu-central-1.amazonaws.com/bk");
+    free(loc);
     unsetenv("BACKUP_S3_REGION");
     assert_string_equal(storage_s3_region(), "us-east-1");
 }
