@@ -418,6 +418,8 @@ static CURLcode attempt(struct s3_storage *s, CURL *c, const struct request *rq,
 /* The text of <tag>...</tag> in an XML document, entities decoded; NULL when absent. */
 static char *xml_text(const char *doc, size_t len, const char *tag, const char **after)
 {
+    if (!doc || !len) /* an empty body (its data pointer may be NULL) */
+        return NULL;
     char open[64], close[64];
     snprintf(open, sizeof(open), "<%s>", tag);
     snprintf(close, sizeof(close), "</%s>", tag);
@@ -1205,6 +1207,20 @@ static int s3_list(struct storage *st, const char *dir, storage_list_cb cb, void
         }
         const char *doc = (const char *)rs.body.data;
         size_t len = rs.body.len;
+        /* A 200 that is not a whole ListBucketResult (an empty body, a proxy's or a captive
+         * portal's page, a cut document) is an error, never an empty listing: prune would
+         * take "no snapshots" for "nothing is used" and delete every pack. */
+        if (!doc || !memmem(doc, len, "<ListBucketResult", 17) ||
+            !memmem(doc, len, "</ListBucketResult>", 19)) {
+            r = err_set(e, ERR_FAILURE,
+                        "check the endpoint: something between caris and the S3 server (a "
+                        "proxy?) may be answering for it",
+                        "cannot list %s in %s: the answer (HTTP 200, %zu bytes) is not an S3 "
+                        "listing",
+                        dir, s->base.location, len);
+            buf_free(&rs.body);
+            break;
+        }
         /* Collect the page, then call back (a caller may write meanwhile). */
         struct listed *v = NULL;
         size_t n = 0;

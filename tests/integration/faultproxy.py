@@ -19,6 +19,8 @@ usage: faultproxy.py --port PORT --upstream HOST:PORT --stats FILE
     delay     forward after 300 ms
     region    answer 400 AuthorizationHeaderMalformed naming region eu-west-1 (as S3 does
               for a request signed for another region), not forwarded
+    empty     answer 200 OK with an empty body, not forwarded (a proxy that swallows it)
+    html      answer 200 OK with an HTML page, not forwarded (a captive portal)
   A request whose previous attempt (same method and path) was spoiled is always forwarded
   untouched, so no request fails twice in a row: a client that retries always gets through
   (the bound the tests rely on, independent of thread timing).
@@ -267,6 +269,13 @@ class Handler(socketserver.StreamRequestHandler):
                    '</Code><Message>the region is wrong</Message><Region>eu-west-1</Region></Error>').encode()
             self.wfile.write(("HTTP/1.1 400 Bad Request\r\nContent-Type: application/xml\r\n"
                               "Content-Length: %d\r\n\r\n" % len(doc)).encode() + doc)
+            self.wfile.flush()
+            return True
+        if kind in ("empty", "html"):
+            doc = b"" if kind == "empty" else b"<html><body>Please sign in</body></html>\n"
+            ctype = "application/xml" if kind == "empty" else "text/html"
+            self.wfile.write(("HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n"
+                              % (ctype, len(doc))).encode() + doc)
             self.wfile.flush()
             return True
         if kind == "drop":

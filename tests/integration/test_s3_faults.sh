@@ -7,7 +7,8 @@
 # (straight to the server) passes. Pack uploads run in parallel (two held in flight at once),
 # and one failing for good while another is in flight fails the backup just as cleanly.
 # Behind a server that confirms x-amz-checksum-sha256 (as AWS S3 does), uploads stop sending
-# Content-MD5, and send it again when the server stops confirming.
+# Content-MD5, and send it again when the server stops confirming. A listing answered with a
+# 200 that is not a listing (empty, an HTML page) fails list and prune; prune deletes nothing.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/s3lib.sh"
 
@@ -163,5 +164,22 @@ assert_contains "$ERR" "wrong region" "a wrong region is named as such"
 assert_contains "$ERR" "eu-west-1" "the bucket's region is given"
 assert_contains "$ERR" "AWS_REGION" "the hint names AWS_REGION"
 assert_eq 1 "$(stat_of requests)" "one request, no retries"
+
+# --- a 200 that is not a listing (an empty body; an HTML page, as a captive portal sends) ------
+# is an error, never an empty listing: prune would take "no snapshots" for "nothing is used"
+data_objects() { find "$S3_DIR/bkt/repo/data" -type f -name '*._S3rver_object' | wc -l; }
+for kind in empty html; do
+    ndata=$(data_objects)
+    assert_cmp "$ndata" -ge 1 "the repository holds packs"
+    proxy_start --always "$kind" --match "snapshots%2F" --method GET
+    run cb --repo "$PROXY" --json list
+    assert_rc 1 "list behind a proxy answering the snapshot listing with '$kind': fails"
+    assert_contains "$ERR" "not an S3 listing" "the error says the answer is not a listing"
+    run cb --repo "$PROXY" prune
+    assert_rc 1 "prune behind it fails"
+    assert_eq "$ndata" "$(data_objects)" "prune deleted no pack"
+    assert_cmp "$(stat_of "$kind")" -ge 2 "the proxy spoiled the listings ($kind)"
+done
+assert_exit 0 cb --repo "$direct" check --read-data
 
 test_done
