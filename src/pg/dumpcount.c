@@ -298,7 +298,8 @@ static int parse_head(struct dumpcount *d, size_t *used, const char **why)
         free(v);
         return rc;
     }
-    qsort(v, n, sizeof(*v), tentry_cmp);
+    if (n > 1) /* (v is NULL when n is 0: qsort's pointer must not be) */
+        qsort(v, n, sizeof(*v), tentry_cmp);
     for (size_t i = 1; i < n; i++)
         if (v[i].dump_id == v[i - 1].dump_id) {
             *why = "a table of contents with a repeated dump id";

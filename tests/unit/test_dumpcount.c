@@ -273,6 +273,23 @@ static void test_gives_up(void **state)
     buf_free(&a.b);
 }
 
+/* A table of contents with no entry (found by fuzzing: qsort was handed a NULL array, which
+ * UBSan reports): read to its end, nothing to count. */
+static void test_empty_toc(void **state)
+{
+    (void)state;
+    int64_t rows;
+    struct ar a = {0};
+    header(&a, 15, 0);
+    put_int(&a, 0);
+    struct dumpcount *d = dumpcount_new();
+    dumpcount_feed(d, a.b.data, a.b.len);
+    dumpcount_end(d);
+    assert_false(dumpcount_rows(d, "public", "t1", &rows));
+    dumpcount_free(d);
+    buf_free(&a.b);
+}
+
 static void test_two_blocks_and_twins_not_counted(void **state)
 {
     (void)state;
@@ -356,6 +373,7 @@ int main(void)
         cmocka_unit_test(test_versions_whole_and_byte_by_byte),
         cmocka_unit_test(test_cut_short_counts_nothing),
         cmocka_unit_test(test_gives_up),
+        cmocka_unit_test(test_empty_toc),
         cmocka_unit_test(test_two_blocks_and_twins_not_counted),
         cmocka_unit_test(test_large_toc),
     };
