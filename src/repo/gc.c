@@ -752,6 +752,7 @@ int repo_prune(struct repo *r, const struct repo_prune_opts *o, struct repo_prun
                 json_string_value(json_object_get(json_array_get(damaged, 0), "object")));
         goto out;
     }
+    size_t listed = json_array_size(list);
     if (dry && o->nassume_forgotten) {
         json_t *kept = json_array();
         size_t i;
@@ -795,6 +796,19 @@ int repo_prune(struct repo *r, const struct repo_prune_opts *o, struct repo_prun
     st->blobs_missing = m.missing;
     for (size_t k = 0; k < nent; k++)
         st->blobs_referenced += bit(m.bits, k);
+    /* No backup listed and nothing a record needs, while the index lists blobs: either no
+     * backup ever committed (the blobs are the garbage of failed ones), or the backups cannot
+     * be seen (snapshots/ gone, a listing that came back empty). Prune cannot tell the two
+     * apart, and the second would cost every pack: refused. A backup that commits ends it. */
+    if (listed == 0 && st->blobs_referenced == 0 && nent > 0) {
+        err_set(e, ERR_DAMAGE,
+                "if backups were made into this repository, its snapshots/ are missing: restore "
+                "them, and run `caris-backup check`; if none ever completed, make one (prune "
+                "then removes what failed ones left)",
+                "refusing to prune: no backup is listed in %s, yet its index lists %zu blobs",
+                r->st->location, nent);
+        goto out;
+    }
 
     /* 2. Decide each pack's fate. */
     size_t npacks = r->npacks;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # prune on a damaged repository deletes nothing: a snapshot it cannot read (what that backup
-# needs is unknown, so nothing may be called unused), and a blob a kept backup needs that is
+# needs is unknown, so nothing may be called unused), no snapshot at all while the index
+# lists blobs (snapshots/ gone: every pack would go), and a blob a kept backup needs that is
 # damaged in a pack prune would rewrite (a damaged blob is never copied as if it were sound).
 # Both exit 4 with the object named; the repository is as it was; once the damage is
 # repaired, prune runs.
@@ -39,6 +40,16 @@ assert_contains "$ERR" "refusing to prune: snapshot" "the error says why"
 assert_contains "$ERR" "$(basename "$snap")" "the error names the snapshot"
 assert_eq "$fp" "$(fingerprint)" "prune deleted and wrote nothing"
 cp "$TEST_TMP/snap.saved" "$snap"
+
+# --- no snapshot at all, while the index lists blobs (snapshots/ gone) ----------------------
+mv "$REPO/snapshots" "$TEST_TMP/snapshots.away"
+fp=$(fingerprint)
+run cb prune
+assert_rc 4 "prune with snapshots/ gone is refused as damage"
+assert_contains "$ERR" "refusing to prune: no backup is listed" "the error says why"
+assert_contains "$ERR" "snapshots/ are missing" "the hint names the likely cause"
+assert_eq "$fp" "$(fingerprint)" "prune deleted and wrote nothing"
+mv "$TEST_TMP/snapshots.away" "$REPO/snapshots"
 
 # --- a damaged blob in a pack prune would rewrite ----------------------------------------
 # The first backup is forgotten (above): its pack holds its own file (unused now) and the
