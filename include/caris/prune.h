@@ -21,6 +21,10 @@ struct caris_prune_opts {
     /* dry run only: backups (ids) to count as forgotten (those a forget --dry-run chose) */
     const char *const *assume_forgotten;
     size_t nassume_forgotten;
+    /* Backups the state record lists whose snapshot is gone ("missing") make prune refuse
+     * (what only they needed would be deleted); true: record them as removed, as forget
+     * does, and go on. */
+    bool accept_missing;
 };
 struct caris_prune_result {
     bool dry_run;

@@ -40,7 +40,7 @@ static const char FORGET_USAGE[] =
     "Forgetting removes a backup's snapshot; the data only it used is deleted by prune.\n";
 
 static const char PRUNE_USAGE[] =
-    "usage: caris-backup [--json] prune [--dry-run] [--max-unused PERCENT]\n"
+    "usage: caris-backup [--json] prune [--dry-run] [--max-unused PERCENT] [--accept-missing]\n"
     "\n"
     "Deletes from the repository what no backup needs: packs that hold no blob any backup\n"
     "references are deleted; then, while more than PERCENT (default 5) of what remains would\n"
@@ -50,7 +50,12 @@ static const char PRUNE_USAGE[] =
     "Interrupting it (Ctrl-C, kill -9, a crash) is safe: the repository stays consistent and\n"
     "the next prune finishes the job.\n"
     "\n"
-    "  --dry-run     report what would be deleted and rewritten; change nothing\n";
+    "  --dry-run     report what would be deleted and rewritten; change nothing\n"
+    "  --accept-missing\n"
+    "                backups the repository's state record lists but whose snapshot is\n"
+    "                gone (deleted by hand, an older copy put back) make prune refuse\n"
+    "                (exit 4): find out what happened first; this records them as removed\n"
+    "                and prunes what only they needed\n";
 
 int backup_time_option(const struct globals *g, const char *s, int64_t *ns, struct err *e)
 {
@@ -332,6 +337,7 @@ int cmd_prune(struct globals *g, int argc, char **argv)
 {
     static const struct option opts[] = {{"dry-run", no_argument, 0, 'n'},
                                          {"max-unused", required_argument, 0, 'm'},
+                                         {"accept-missing", no_argument, 0, 'a'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     struct caris_prune_opts po = {.max_unused = -1};
@@ -341,6 +347,9 @@ int cmd_prune(struct globals *g, int argc, char **argv)
         switch (c) {
         case 'n':
             po.dry_run = true;
+            break;
+        case 'a':
+            po.accept_missing = true;
             break;
         case 'm':
             if (parse_percent(optarg, &po.max_unused) != 0)

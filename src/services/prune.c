@@ -1,6 +1,7 @@
 /* Prune as a service: the lock around the engine (repo_prune) and its report. */
 #include "caris/prune.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 /* The kinds of records that grow with every run and that only list and show read. */
@@ -51,6 +52,45 @@ static int compact_records(struct repo *r, const struct caris_prune_opts *o,
     return rc;
 }
 
+/* Under the lock: backups the state record lists whose snapshot is gone (deleted by hand, or
+ * an older copy of snapshots/ put back). Pruning would delete what only they needed, which
+ * may still be wanted to find out what happened or to recover: refused, unless accepted,
+ * then recorded as removed (a dry run records nothing). */
+static int check_missing(struct repo *r, const struct caris_prune_opts *o,
+                         const struct caris_op *op, bool dry_run, struct err *e)
+{
+    json_t *rep = NULL;
+    if (repo_state_audit(r, &rep, e) != 0)
+        return err_wrap(e, "refusing to prune: cannot audit the state record");
+    json_t *missing = json_object_get(rep, "missing");
+    size_t n = json_array_size(missing);
+    int rc = 0;
+    const char *first =
+        n ? json_string_value(json_object_get(json_array_get(missing, 0), "id")) : NULL;
+    if (n && !(o && o->accept_missing)) {
+        rc = err_set(e, ERR_DAMAGE,
+                     "find out what happened first (docs/BACKUP_RECOVERY.md, \"Checking "
+                     "backups\"); to accept that they are gone and prune what only they needed, "
+                     "run `caris-backup prune --accept-missing`",
+                     "refusing to prune: %zu backup(s) in the state record have no snapshot "
+                     "(%s%s): what only they needed would be deleted",
+                     n, first ? first : "?", n > 1 ? ", ..." : "");
+    } else if (n && !dry_run) {
+        const char **names = xcalloc(n, sizeof(*names));
+        for (size_t i = 0; i < n; i++)
+            names[i] = json_string_value(json_object_get(json_array_get(missing, i), "object"));
+        rc = repo_snapshots_remove(r, names, n, e);
+        free(names);
+        if (rc == 0)
+            caris_op_log(op, LOG_WARN,
+                         "prune: %zu missing backup(s) accepted as gone (%s%s): recorded as "
+                         "removed",
+                         n, first ? first : "?", n > 1 ? ", ..." : "");
+    }
+    json_decref(rep);
+    return rc;
+}
+
 int caris_prune(struct repo *r, const struct caris_prune_opts *o, const struct caris_op *op,
                 struct caris_prune_result *res, struct err *e)
 {
@@ -64,7 +104,8 @@ int caris_prune(struct repo *r, const struct caris_prune_opts *o, const struct c
     /* A dry run changes nothing: a shared lock lets backups go on meanwhile. */
     if (repo_lock(r, !res->dry_run, res->dry_run ? "prune --dry-run" : "prune", e) != 0)
         return -1;
-    if (compact_records(r, o, op, &res->records, e) != 0) {
+    if (check_missing(r, o, op, res->dry_run, e) != 0 ||
+        compact_records(r, o, op, &res->records, e) != 0) {
         repo_unlock(r);
         return -1;
     }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # prune on a damaged repository deletes nothing: a snapshot it cannot read (what that backup
 # needs is unknown, so nothing may be called unused), no snapshot at all while the index
-# lists blobs (snapshots/ gone: every pack would go), and a blob a kept backup needs that is
+# lists blobs (snapshots/ gone: every pack would go), a backup the state record lists whose
+# snapshot was deleted by hand (until --accept-missing), and a blob a kept backup needs that is
 # damaged in a pack prune would rewrite (a damaged blob is never copied as if it were sound).
 # Both exit 4 with the object named; the repository is as it was; once the damage is
 # repaired, prune runs.
@@ -21,16 +22,17 @@ for k in 1 2 3; do
     rm -f "$src"/only-*.bin
     seeded_bytes 300000 "prune-damage/only-$k" >"$src/only-$k.bin"
     list_packs >"$TEST_TMP/packs-before-$k"
+    find "$REPO/snapshots" -type f ! -name '.*' | sort >"$TEST_TMP/snaps-before-$k"
     run cb --threads 1 --json backup files --time "2025-02-0${k}T03:00:00Z" "$src"
     assert_rc 0 "backup $k"
     ids+=("$(json_get "$OUT_FILE" '["id"]')")
     list_packs | comm -13 "$TEST_TMP/packs-before-$k" - >"$TEST_TMP/packs-new-$k"
+    find "$REPO/snapshots" -type f ! -name '.*' | sort | comm -13 "$TEST_TMP/snaps-before-$k" - >"$TEST_TMP/snap-$k"
 done
 
 # --- a snapshot that cannot be read --------------------------------------------------------
 assert_exit 0 cb --quiet forget --keep-last 2
-snap=$(find "$REPO/snapshots" -type f ! -name '.*' -newer "$TEST_TMP/packs-new-2" | head -n 1)
-[[ -n $snap ]] || fail "no snapshot object of the third backup"
+snap=$(cat "$TEST_TMP/snap-3")
 cp "$snap" "$TEST_TMP/snap.saved"
 flip_byte "$snap"
 fp=$(fingerprint)
@@ -46,6 +48,10 @@ mv "$REPO/snapshots" "$TEST_TMP/snapshots.away"
 fp=$(fingerprint)
 run cb prune
 assert_rc 4 "prune with snapshots/ gone is refused as damage"
+assert_contains "$ERR" "refusing to prune: 2 backup(s) in the state record have no snapshot" "the error says why"
+assert_contains "$ERR" "--accept-missing" "the hint names the way out"
+run cb prune --dry-run --accept-missing
+assert_rc 4 "accepted as missing, no backup at all while the index lists blobs: still refused"
 assert_contains "$ERR" "refusing to prune: no backup is listed" "the error says why"
 assert_contains "$ERR" "snapshots/ are missing" "the hint names the likely cause"
 assert_eq "$fp" "$(fingerprint)" "prune deleted and wrote nothing"
@@ -81,6 +87,29 @@ assert_rc 0 "prune once the pack is sound again"
 assert_cmp "$(json_get "$OUT_FILE" '["packs"]["repacked"]')" -ge 1 "it rewrote the pack"
 assert_exit 0 cb --quiet check --read-data
 assert_exit 0 cb --quiet verify "${ids[1]}"
+assert_exit 0 cb --quiet verify "${ids[2]}"
+
+# --- a backup whose snapshot was deleted by hand -----------------------------------------
+# The state record still lists it: prune refuses until that is accepted, then records it
+# as removed (as forget does) and deletes what only it needed.
+snap2=$(cat "$TEST_TMP/snap-2")
+assert_true "the second backup's snapshot object is there" test -f "$snap2"
+rm -f "$snap2"
+fp=$(fingerprint)
+run cb prune
+assert_rc 4 "prune with a backup missing from snapshots/ is refused"
+assert_contains "$ERR" "1 backup(s) in the state record have no snapshot (${ids[1]})" "the error names the backup"
+run cb prune --dry-run
+assert_rc 4 "the dry run refuses as well"
+assert_eq "$fp" "$(fingerprint)" "nothing changed"
+run cb --json prune --accept-missing
+assert_rc 0 "prune --accept-missing"
+assert_contains "$ERR" "1 missing backup(s) accepted as gone (${ids[1]})" "it says what it accepted"
+run cb --json list
+assert_rc 0 "list after the accepted prune"
+assert_eq "${ids[2]}" "$(json_eval "$OUT_FILE" '" ".join(b["id"] for b in d)')" "only the third backup is listed, none missing"
+assert_not_contains "$ERR" "state record" "no warning about the state record any more"
+assert_exit 0 cb --quiet check --read-data
 assert_exit 0 cb --quiet verify "${ids[2]}"
 
 test_done
