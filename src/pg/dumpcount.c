@@ -370,7 +370,7 @@ static void feed_blocks(struct dumpcount *d, const uint8_t *p, size_t n)
             d->tail_len = 0;
             if (!d->blobs) {
                 struct tentry key = {.dump_id = v};
-                d->cur = bsearch(&key, d->v, d->n, sizeof(*d->v), tentry_cmp);
+                d->cur = d->n ? bsearch(&key, d->v, d->n, sizeof(*d->v), tentry_cmp) : NULL;
                 if (d->cur && d->cur->started) {
                     give_up(d, "a table's data in two blocks");
                     return;

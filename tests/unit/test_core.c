@@ -186,6 +186,13 @@ static void test_time(void **state)
     assert_int_equal(time_parse_iso("2024-01-15T03:00:00Z", &ns), 0);
     assert_int_equal(time_parse_iso("2024-01-15 03:00:00", &ns), -1);
     assert_int_equal(time_parse_iso("2024-01-15T03:00:00Zx", &ns), -1);
+    /* years whose nanoseconds an int64_t cannot hold (found by fuzzing: the product
+     * overflowed, which UBSan reports) */
+    assert_int_equal(time_parse_iso("2-1-5T0:0:0Z", &ns), -1);
+    assert_int_equal(time_parse_iso("9999-12-31T23:59:59Z", &ns), -1);
+    assert_int_equal(time_parse_iso("1600-01-01T00:00:00Z", &ns), -1);
+    assert_int_equal(time_parse_iso("2262-01-01T00:00:00Z", &ns), 0);
+    assert_int_equal(time_parse_iso("1678-01-01T00:00:00Z", &ns), 0);
 }
 
 static void test_reader_bounds(void **state)

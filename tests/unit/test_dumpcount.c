@@ -288,6 +288,22 @@ static void test_empty_toc(void **state)
     assert_false(dumpcount_rows(d, "public", "t1", &rows));
     dumpcount_free(d);
     buf_free(&a.b);
+    /* ... followed by a data block (as a dump made with --inserts has, whose table data is
+     * no COPY): its id is looked up in the empty table (bsearch was handed NULL) */
+    memset(&a, 0, sizeof(a));
+    header(&a, 15, 0);
+    put_int(&a, 1);
+    toc_entry(&a, 3, "TABLE", "public", "t1", NULL);
+    put_byte(&a, 1);
+    put_int(&a, 40);
+    chunk(&a, "INSERT INTO public.t1 VALUES (1);\n");
+    put_int(&a, 0);
+    d = dumpcount_new();
+    dumpcount_feed(d, a.b.data, a.b.len);
+    dumpcount_end(d);
+    assert_false(dumpcount_rows(d, "public", "t1", &rows));
+    dumpcount_free(d);
+    buf_free(&a.b);
 }
 
 static void test_two_blocks_and_twins_not_counted(void **state)
