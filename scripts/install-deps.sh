@@ -30,6 +30,8 @@ PKGS=(
   chromium curl
   # the install test: man renders the generated page; zsh loads the zsh completion
   man-db zsh
+  # tests/fuzz: the parsers' fuzz harnesses (libFuzzer), replayed on their saved inputs
+  clang libclang-rt-14-dev
 )
 if [ "${1:-}" = "--bench" ]; then
   PKGS+=(restic borgbackup time openssl pgbackrest)

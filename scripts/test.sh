@@ -13,7 +13,8 @@
 #                up to 25 minutes for the two variants alone.
 #
 # Order: the plain build; its integration tests, with in the background (nice 10) its unit
-# tests and the ASan build; then the ASan integration tests, with the ASan unit tests in the
+# tests and the ASan build; then the ASan integration tests, with the ASan unit tests and the
+# replay of the fuzz harnesses' saved inputs (tests/fuzz/run.sh, FUZZ_REPLAY=1) in the
 # background. Each variant's unit tests are reported after its integration tests.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -132,6 +133,17 @@ sanitizer_env() { # $1 variant: the environment its programs run in
 }
 variant_dir() { case $1 in asan) echo build-asan ;; tsan) echo build-tsan ;; *) echo build ;; esac; }
 
+# The fuzz harnesses of tests/fuzz (clang, ASan + UBSan), each run once on its seeds and on
+# the inputs that once failed: no fuzzing, deterministic. One result per harness.
+run_fuzz_replay() { # the log in $side_dir/fuzz-replay.log
+  FUZZ_REPLAY=1 FUZZ_BUILD="$side_dir/fuzz" sh tests/fuzz/run.sh >"$side_dir/fuzz-replay.log" 2>&1
+}
+report_fuzz_replay() {
+  grep -E '^run\.sh: |SUMMARY|runtime error|^Running: ' "$side_dir/fuzz-replay.log" | grep -v 'ran clean' || true
+  echo "fuzz replay: $(grep -E '^[0-9]+ passed, [0-9]+ failed' "$side_dir/fuzz-replay.log" | tail -n 1)"
+  add_counts "$side_dir/fuzz-replay.log"
+}
+
 run_integration() { # $1 build dir
   local log=$1/integration-results.txt
   bash tests/integration/run.sh --bin "$1/src/cli/caris-backup" 2>&1 | tee "$log" | grep -vE '^(ok|PASS)' || true
@@ -206,6 +218,7 @@ for ((round = 1; round <= repeat; round++)); do
       if ((round == 1)) && [ "$v" = "$first" ]; then build_others; fi
       sanitizer_env "$v"
       run_unit "$(variant_dir "$v")"
+      if [ "$v" = asan ]; then run_fuzz_replay; fi
     ) </dev/null &
     side=$!
     set +m
@@ -217,6 +230,10 @@ for ((round = 1; round <= repeat; round++)); do
     rm -rf "${CARIS_TEST_PORTS:?}"/* # nothing runs now: the reservations can go
     echo "== $v build: unit tests"
     report_unit "$(variant_dir "$v")"
+    if [ "$v" = asan ]; then
+      echo "== fuzz harnesses: replay of their saved inputs"
+      report_fuzz_replay
+    fi
   done
   if [ "$failed" -eq "$before_failed" ]; then
     rounds_ok=$((rounds_ok + 1))
