@@ -24,12 +24,14 @@ enum notify_kind {
     NOTIFY_BACKUP_FAILED,
     NOTIFY_VERIFY_FAILED,
     NOTIFY_DRILL_FAILED, /* a restore drill (test-restore) failed */
+    NOTIFY_STEP_FAILED,  /* a later step of a run failed (backup_kind: "retention", "prune",
+                            "copy"); the run's backups are not affected */
     NOTIFY_STALE,        /* no successful backup of a kind for longer than BACKUP_ALERT_AFTER */
     NOTIFY_TEST,         /* `caris-backup notify test` */
 };
 
-/* "backup-succeeded", "backup-failed", "verification-failed", "drill-failed", "stale",
- * "test". */
+/* "backup-succeeded", "backup-failed", "verification-failed", "drill-failed", "step-failed",
+ * "stale", "test". */
 const char *notify_kind_name(enum notify_kind k);
 
 /* What happened. Every pointer is optional (NULL: not known / not applicable); the strings

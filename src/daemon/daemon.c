@@ -441,7 +441,7 @@ static void notify_step(struct daemon *d, const struct caris_job_step *s, int64_
     } else if (s->kind == CARIS_STEP_DRILL && !s->ok) {
         ev.kind = NOTIFY_DRILL_FAILED;
     } else if (!s->ok) {
-        ev.kind = NOTIFY_BACKUP_FAILED; /* retention or prune failed: a failure of the run */
+        ev.kind = NOTIFY_STEP_FAILED; /* retention, prune or the copy: a failure of the run */
         snprintf(kind, sizeof(kind), "%s", caris_job_step_name(s->kind));
     } else {
         return;

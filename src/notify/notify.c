@@ -24,6 +24,8 @@ const char *notify_kind_name(enum notify_kind k)
         return "verification-failed";
     case NOTIFY_DRILL_FAILED:
         return "drill-failed";
+    case NOTIFY_STEP_FAILED:
+        return "step-failed";
     case NOTIFY_STALE:
         return "stale";
     case NOTIFY_TEST:

@@ -141,6 +141,13 @@ void notify_text_build(const struct notify_config *nc, const struct notify_event
                              "restore.",
                              t->host);
         break;
+    case NOTIFY_STEP_FAILED:
+        t->failure = true;
+        t->subject = xasprintf("CÁRIS Backup: %s FAILED on %s", kind ? kind : "a step", t->host);
+        t->intro = xasprintf("The %s step of a backup run failed on %s. The backups the run made "
+                             "are not affected; the error says what this step did not do.",
+                             kind ? kind : "last", t->host);
+        break;
     case NOTIFY_STALE: {
         t->failure = true;
         char *alert = human_duration(nc ? nc->alert_after_ms : NOTIFY_DEFAULT_ALERT_AFTER_MS);

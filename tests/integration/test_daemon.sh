@@ -4,7 +4,8 @@
 # runs, run-now through the control socket, a second daemon refused, SIGTERM in the middle
 # of a backup (held by a table lock, not by timing), SIGHUP reload, and notifications: a
 # failed run is mailed to a real SMTP server; with the SMTP server down the backup still
-# succeeds and the failure is logged.
+# succeeds and the failure is logged; a drill that cannot run and a prune that refuses are
+# mailed as what they are.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/pglib.sh"
 
@@ -226,5 +227,25 @@ if [[ $(id -u) == 0 ]]; then
     assert_contains "$mail" "as root" "the mail gives the reason"
     assert_contains "$(list_ids)" "caris_incremental_2026-03-22T03-00-00" "the run's database backup is listed all the same"
 fi
+
+# A later step that fails is mailed as that step's failure, not as a failed backup: a snapshot
+# deleted by hand makes the run's prune refuse (what only that backup needed would go).
+rm -f "$TEST_TMP"/smtp/msg-*.eml
+gone=$(find "$REPO/snapshots" -type f ! -name '.*' | sort | head -n 1)
+rm -f "$gone"
+run env BACKUP_SMTP_URL="smtp://127.0.0.1:$smtp_port" BACKUP_EMAIL_FROM=caris@example.org \
+    BACKUP_EMAIL_RECIPIENTS=ops@example.org BACKUP_PRUNE_INTERVAL_DAYS=1 \
+    CARIS_TEST_CLOCK=2026-03-23T02:30:00Z,2026-03-23T04:00:00Z "$CARIS_BIN" daemon
+assert_rc 0 "the daemon ran a run whose prune refuses"
+assert_eq "prune:false" "$(json_eval "$STATE" '" ".join("%s:%s" % (s["step"], str(s["ok"]).lower()) for s in d["history"][0]["steps"] if not s["ok"])')" \
+    "the prune is the step that failed"
+wait_until 30 _mail || fail "no mail received for the failed prune" "$(ls "$TEST_TMP/smtp")"
+mail=$(python3 -c 'import email, sys; m = email.message_from_binary_file(open(sys.argv[1], "rb")); print(str(email.header.make_header(email.header.decode_header(m["Subject"])))); print(m.get_payload(decode=True).decode())' "$(compgen -G "$TEST_TMP/smtp/msg-*.eml" | head -n 1)")
+assert_contains "$mail" "CÁRIS Backup: prune FAILED on" "the subject names the failed step"
+assert_contains "$mail" "The prune step of a backup run failed" "the mail says a step failed, not a backup"
+assert_contains "$mail" "step-failed" "its event is step-failed"
+assert_contains "$mail" "refusing to prune" "the mail gives prune's error"
+assert_not_contains "$mail" "backup FAILED" "it does not call it a failed backup"
+assert_contains "$(list_ids)" "caris_incremental_2026-03-23T03-00-00" "the run's backup is listed"
 
 test_done
