@@ -206,6 +206,15 @@ static void test_cut_short_counts_nothing(void **state)
     buf_free(&a.b);
 }
 
+/* A counter fed the whole archive in one piece, to its end. */
+static struct dumpcount *count_all(const struct ar *a)
+{
+    struct dumpcount *d = dumpcount_new();
+    dumpcount_feed(d, a->b.data, a->b.len);
+    dumpcount_end(d);
+    return d;
+}
+
 static void test_gives_up(void **state)
 {
     (void)state;
@@ -214,9 +223,7 @@ static void test_gives_up(void **state)
     struct ar a = {0};
     header(&a, 15, 1);
     put_int(&a, 0);
-    struct dumpcount *d = dumpcount_new();
-    dumpcount_feed(d, a.b.data, a.b.len);
-    dumpcount_end(d);
+    struct dumpcount *d = count_all(&a);
     assert_false(dumpcount_complete(d));
     assert_string_equal(dumpcount_why(d), "a compressed archive");
     dumpcount_free(d);
@@ -224,9 +231,7 @@ static void test_gives_up(void **state)
     /* an unknown version */
     memset(&a, 0, sizeof(a));
     header(&a, 17, 0);
-    d = dumpcount_new();
-    dumpcount_feed(d, a.b.data, a.b.len);
-    dumpcount_end(d);
+    d = count_all(&a);
     assert_false(dumpcount_complete(d));
     assert_non_null(strstr(dumpcount_why(d), "version"));
     dumpcount_free(d);
@@ -240,9 +245,7 @@ static void test_gives_up(void **state)
     /* an unknown block type after a good one */
     archive(&a, 14);
     put_byte(&a, 2);
-    d = dumpcount_new();
-    dumpcount_feed(d, a.b.data, a.b.len);
-    dumpcount_end(d);
+    d = count_all(&a);
     assert_false(dumpcount_complete(d));
     assert_false(dumpcount_rows(d, "public", "t1", &rows));
     dumpcount_free(d);
@@ -262,9 +265,7 @@ static void test_gives_up(void **state)
     put_int(&a, 41);
     chunk(&a, "1\n\\.\n\n\n");
     put_int(&a, 0);
-    d = dumpcount_new();
-    dumpcount_feed(d, a.b.data, a.b.len);
-    dumpcount_end(d);
+    d = count_all(&a);
     assert_true(dumpcount_complete(d));
     assert_false(dumpcount_rows(d, "public", "t1", &rows));
     assert_true(dumpcount_rows(d, "public", "t2", &rows));
@@ -282,9 +283,7 @@ static void test_empty_toc(void **state)
     struct ar a = {0};
     header(&a, 15, 0);
     put_int(&a, 0);
-    struct dumpcount *d = dumpcount_new();
-    dumpcount_feed(d, a.b.data, a.b.len);
-    dumpcount_end(d);
+    struct dumpcount *d = count_all(&a);
     assert_false(dumpcount_rows(d, "public", "t1", &rows));
     dumpcount_free(d);
     buf_free(&a.b);
@@ -298,9 +297,7 @@ static void test_empty_toc(void **state)
     put_int(&a, 40);
     chunk(&a, "INSERT INTO public.t1 VALUES (1);\n");
     put_int(&a, 0);
-    d = dumpcount_new();
-    dumpcount_feed(d, a.b.data, a.b.len);
-    dumpcount_end(d);
+    d = count_all(&a);
     assert_false(dumpcount_rows(d, "public", "t1", &rows));
     dumpcount_free(d);
     buf_free(&a.b);
