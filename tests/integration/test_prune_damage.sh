@@ -4,7 +4,7 @@
 # lists blobs (snapshots/ gone: every pack would go), a backup the state record lists whose
 # snapshot was deleted by hand (until --accept-missing), and a blob a kept backup needs that is
 # damaged in a pack prune would rewrite (a damaged blob is never copied as if it were sound).
-# Both exit 4 with the object named; the repository is as it was; once the damage is
+# Each exits 4 naming what is wrong; the repository is as it was; once the damage is
 # repaired, prune runs.
 source "$(dirname "$0")/lib.sh"
 
