@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # A verification of a remote (S3) repository reads through a read plan (src/repo/readplan.c),
-# pack by pack in offset order, and hashes each file as its chunks arrive: a chunk that arrives before the ones ahead of it in its file is held, and once
-# the held chunks of all files pass a bound (64 MiB) the file is verified again, in order,
-# after the plan (src/services/file_restore.c, "recheck"). CARIS_TEST_PLAN_HOLD_MAX=1 lowers
-# the bound so that every early chunk takes that path.
+# pack by pack in offset order, and hashes each file as its chunks arrive: a chunk that
+# arrives before the ones ahead of it in its file is held, and once the held chunks of all
+# files pass a bound (64 MiB) the file is verified again, in order, after the plan
+# (src/services/file_restore.c, "recheck"). CARIS_TEST_PLAN_HOLD_MAX=1 lowers the bound so
+# that every early chunk takes that path.
 #
 # Why a chunk is always early here: big.bin is X Y X (X, Y seeded random), backed up on one
 # thread, so its blobs lie in file order; with one S3 connection and one thread the plan
