@@ -25,7 +25,11 @@ struct config {
      * config_load (values in secret memory; see include/caris/secmem.h) */
     struct config_var *env_secrets;
     size_t nenv_secrets;
-    char *env_file; /* path that was read, NULL if none */
+    char *env_file;         /* path that was read, NULL if none */
+    unsigned env_file_mode; /* its permission bits */
+    /* A secret the env file sets (the key, a password, a token) while its mode lets group or
+     * others read it: for a warning (chmod 600). NULL otherwise. */
+    const char *env_file_exposed;
 };
 
 /* Loads env_file, or ".env.local" when env_file is NULL (missing is fine then; a missing

@@ -1364,6 +1364,11 @@ int main(int argc, char **argv)
     struct err e = ERR_INIT;
     if (config_load(&g.cfg, g.env_file, &e) != 0)
         return fail(&e);
+    if (g.cfg.env_file_exposed)
+        fprintf(stderr,
+                "warning: %s sets %s but other users may read it (mode %04o)\n"
+                "HINT: chmod 600 %s (and keep it owned by the user caris-backup runs as)\n",
+                g.cfg.env_file, g.cfg.env_file_exposed, g.cfg.env_file_mode, g.cfg.env_file);
     if (g.quiet)
         log_set_level(LOG_WARN);
     cli_human_init(&g);

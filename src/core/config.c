@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include "caris/core.h"
 #include "caris/secmem.h"
@@ -20,6 +21,49 @@ extern char **environ;
 static const char *const ENV_SECRETS[] = {"BACKUP_ENCRYPTION_KEY", "CARIS_NEW_ENCRYPTION_KEY",
                                           "BACKUP_SMTP_PASSWORD", "BACKUP_SLACK_WEBHOOK_URL",
                                           "CARIS_COPY_TO_KEY"};
+
+/* Variables whose value is a secret, for the env file's mode check (the ones taken out of
+ * the environment, and the others that hold a password or a token). */
+static const char *const FILE_SECRETS[] = {"BACKUP_ENCRYPTION_KEY",
+                                           "CARIS_NEW_ENCRYPTION_KEY",
+                                           "BACKUP_SMTP_PASSWORD",
+                                           "BACKUP_SLACK_WEBHOOK_URL",
+                                           "CARIS_COPY_TO_KEY",
+                                           "PGPASSWORD",
+                                           "CRON_SECRET",
+                                           "AWS_SECRET_ACCESS_KEY",
+                                           "BACKUP_S3_SECRET_ACCESS_KEY",
+                                           "AWS_SESSION_TOKEN",
+                                           "BACKUP_S3_SESSION_TOKEN",
+                                           "POSTGRES_URL",
+                                           "CARIS_RESTORE_TARGET_URL"};
+
+/* The static name of a secret variable (the config's field outlives the file's text). */
+static const char *file_secret_name(const char *name)
+{
+    for (size_t i = 0; i < sizeof(FILE_SECRETS) / sizeof(FILE_SECRETS[0]); i++)
+        if (strcmp(FILE_SECRETS[i], name) == 0)
+            return FILE_SECRETS[i];
+    return NULL;
+}
+
+/* Whether name=value holds a secret: a database URL only when it carries a password
+ * (postgresql://user:PASSWORD@host, or password= in the keyword form). */
+static bool is_secret(const char *name, const char *value)
+{
+    if (!file_secret_name(name))
+        return false;
+    if (strcmp(name, "POSTGRES_URL") != 0 && strcmp(name, "CARIS_RESTORE_TARGET_URL") != 0)
+        return true;
+    if (strstr(value, "password="))
+        return true;
+    const char *u = strstr(value, "://");
+    if (!u)
+        return false;
+    const char *at = strchr(u + 3, '@');
+    const char *colon = strchr(u + 3, ':');
+    return at && colon && colon < at;
+}
 
 static char *trim(char *s)
 {
@@ -95,12 +139,14 @@ static void take_env_secret(struct config *c, const char *name)
  * it may hold the key. Grown with secmem_realloc, which wipes what it leaves, so that no
  * copy stays behind in freed heap memory. Pipes (--env-file <(...)) work too. */
 #define ENV_FILE_MAX (1u << 20)
-static int read_env_file(const char *path, struct buf *b, struct err *e)
+static int read_env_file(const char *path, struct buf *b, unsigned *mode, struct err *e)
 {
     memset(b, 0, sizeof(*b));
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return err_sys(e, errno, NULL, "cannot open %s", path);
+    struct stat st;
+    *mode = fstat(fd, &st) == 0 ? (unsigned)(st.st_mode & 07777) : 0;
     b->cap = 4096;
     b->data = secmem_alloc(b->cap);
     int rc = 0;
@@ -143,7 +189,7 @@ int config_load(struct config *c, const char *env_file, struct err *e)
     const char *path = env_file ? env_file : ".env.local";
     struct buf b = {0};
     struct err fe = ERR_INIT;
-    if (read_env_file(path, &b, &fe) != 0) {
+    if (read_env_file(path, &b, &c->env_file_mode, &fe) != 0) {
         if (!env_file && fe.sys_errno == ENOENT)
             return 0;
         config_free(c);
@@ -202,6 +248,8 @@ int config_load(struct config *c, const char *env_file, struct err *e)
         }
         /* Any value may be a secret (the key, a password inside POSTGRES_URL, ...). */
         c->file_vars[i].value = secmem_strdup(value);
+        if (!c->env_file_exposed && (c->env_file_mode & 044) && *value && is_secret(name, value))
+            c->env_file_exposed = file_secret_name(name);
     }
     secmem_free(b.data);
     return 0;

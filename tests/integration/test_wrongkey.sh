@@ -45,9 +45,19 @@ mkdir "$conf"
 printf '# written by the test\nBACKUP_DIR=%s\nBACKUP_ENCRYPTION_KEY=%s\n' "$BACKUP_DIR" "$key" >"$conf/.env.local"
 clean_env=(env -u BACKUP_DIR -u BACKUP_ENCRYPTION_KEY)
 
+chmod 600 "$conf/.env.local"
 run bash -c 'cd "$1" && shift && exec "$@"' _ "$conf" "${clean_env[@]}" "$CARIS_BIN" --json list
 assert_rc 0 "./.env.local supplies BACKUP_DIR and the key"
 assert_eq "$id" "$(json_eval "$OUT_FILE" '" ".join(b["id"] for b in d)')" "./.env.local: the right repository"
+assert_not_contains "$ERR" "other users may read it" "a 0600 .env.local draws no warning"
+# readable by others while it holds the key: a warning (the command still runs), no key shown
+chmod 644 "$conf/.env.local"
+run bash -c 'cd "$1" && shift && exec "$@"' _ "$conf" "${clean_env[@]}" "$CARIS_BIN" --json list
+assert_rc 0 "a 0644 .env.local still works"
+assert_contains "$ERR" "warning: .env.local sets BACKUP_ENCRYPTION_KEY but other users may read it (mode 0644)" \
+    "a 0644 .env.local holding the key draws a warning"
+assert_contains "$ERR" "chmod 600 .env.local" "the hint says how to fix it"
+assert_not_contains "$ERR" "$key" "the warning does not show the key"
 
 # the environment wins over .env.local: a wrong key in the environment is used ...
 run bash -c 'cd "$1" && shift && exec "$@"' _ "$conf" env -u BACKUP_DIR BACKUP_ENCRYPTION_KEY="$wrong" \

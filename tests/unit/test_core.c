@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "caris/config.h"
@@ -47,6 +48,42 @@ static void test_env_file_parsing(void **state)
     config_free(&c);
     unlink(p);
     free(p);
+}
+
+/* An env file that sets a secret while group or others may read it is flagged (the CLI
+ * warns); not one that sets none, nor a 0600 one, nor a database URL without a password. */
+static void test_env_file_exposed(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text;
+        unsigned mode;
+        const char *exposed;
+    } cases[] = {
+        {"BACKUP_DIR=/srv/b\nBACKUP_ENCRYPTION_KEY=k\n", 0644, "BACKUP_ENCRYPTION_KEY"},
+        {"BACKUP_ENCRYPTION_KEY=k\n", 0600, NULL},
+        {"BACKUP_ENCRYPTION_KEY=k\n", 0640, "BACKUP_ENCRYPTION_KEY"},
+        {"BACKUP_DIR=/srv/b\n", 0644, NULL},
+        {"POSTGRES_URL=postgresql://app@db/caris\n", 0644, NULL},
+        {"POSTGRES_URL=postgresql://app:pw@db/caris\n", 0644, "POSTGRES_URL"},
+        {"POSTGRES_URL='host=db password=pw'\n", 0604, "POSTGRES_URL"},
+        {"CRON_SECRET=\nAWS_SECRET_ACCESS_KEY=s\n", 0644, "AWS_SECRET_ACCESS_KEY"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *p = write_tmp(cases[i].text);
+        assert_int_equal(chmod(p, cases[i].mode), 0);
+        struct config c;
+        struct err e = ERR_INIT;
+        assert_int_equal(config_load(&c, p, &e), 0);
+        assert_int_equal(c.env_file_mode, cases[i].mode);
+        if (cases[i].exposed)
+            assert_string_equal(c.env_file_exposed, cases[i].exposed);
+        else
+            assert_null(c.env_file_exposed);
+        config_free(&c);
+        unlink(p);
+        free(p);
+    }
 }
 
 static void test_env_file_errors(void **state)
@@ -278,6 +315,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_env_file_parsing),
+        cmocka_unit_test(test_env_file_exposed),
         cmocka_unit_test(test_env_file_errors),
         cmocka_unit_test(test_encryption_key_rules),
         cmocka_unit_test(test_key_taken_from_environment),
