@@ -72,6 +72,10 @@ int64_t time_mono_ns(void); /* CLOCK_MONOTONIC */
 void time_format_iso(int64_t ns, char *out, size_t n);
 /* Parses what time_format_iso writes (milliseconds optional). -1 on bad input. */
 int time_parse_iso(const char *s, int64_t *ns);
+/* Seconds since 1970 (timegm's result) as nanoseconds: -1 when timegm failed or the time is
+ * outside what an int64_t of nanoseconds holds (before 1678, after 2261), with room for a
+ * fraction of a second to be added. */
+int time_ns_from_s(int64_t t, int64_t *ns);
 
 /* Escapes a byte string for messages: printable ASCII and printable UTF-8 as is, control
  * characters, backslashes and bytes that are not UTF-8 as \xNN. A string too long for n

@@ -22,47 +22,42 @@ static const char *const ENV_SECRETS[] = {"BACKUP_ENCRYPTION_KEY", "CARIS_NEW_EN
                                           "BACKUP_SMTP_PASSWORD", "BACKUP_SLACK_WEBHOOK_URL",
                                           "CARIS_COPY_TO_KEY"};
 
-/* Variables whose value is a secret, for the env file's mode check (the ones taken out of
- * the environment, and the others that hold a password or a token). */
-static const char *const FILE_SECRETS[] = {"BACKUP_ENCRYPTION_KEY",
-                                           "CARIS_NEW_ENCRYPTION_KEY",
-                                           "BACKUP_SMTP_PASSWORD",
-                                           "BACKUP_SLACK_WEBHOOK_URL",
-                                           "CARIS_COPY_TO_KEY",
-                                           "PGPASSWORD",
-                                           "CRON_SECRET",
-                                           "AWS_SECRET_ACCESS_KEY",
-                                           "BACKUP_S3_SECRET_ACCESS_KEY",
-                                           "AWS_SESSION_TOKEN",
-                                           "BACKUP_S3_SESSION_TOKEN",
-                                           "POSTGRES_URL",
-                                           "CARIS_RESTORE_TARGET_URL"};
+/* For the env file's mode check: the other variables whose value is a secret (a password,
+ * a token; a database URL when it carries a password). */
+static const char *const OTHER_SECRETS[] = {"PGPASSWORD",
+                                            "CRON_SECRET",
+                                            "AWS_SECRET_ACCESS_KEY",
+                                            "BACKUP_S3_SECRET_ACCESS_KEY",
+                                            "AWS_SESSION_TOKEN",
+                                            "BACKUP_S3_SESSION_TOKEN",
+                                            "POSTGRES_URL",
+                                            "CARIS_RESTORE_TARGET_URL"};
 
-/* The static name of a secret variable (the config's field outlives the file's text). */
-static const char *file_secret_name(const char *name)
+static const char *name_in(const char *const *names, size_t n, const char *name)
 {
-    for (size_t i = 0; i < sizeof(FILE_SECRETS) / sizeof(FILE_SECRETS[0]); i++)
-        if (strcmp(FILE_SECRETS[i], name) == 0)
-            return FILE_SECRETS[i];
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(names[i], name) == 0)
+            return names[i];
     return NULL;
 }
 
-/* Whether name=value holds a secret: a database URL only when it carries a password
- * (postgresql://user:PASSWORD@host, or password= in the keyword form). */
-static bool is_secret(const char *name, const char *value)
+/* The static name of the secret that name=value holds (it outlives the file's text), or
+ * NULL: a database URL only counts with a password (postgresql://user:PASSWORD@host, or
+ * password= in the keyword form). */
+static const char *secret_name(const char *name, const char *value)
 {
-    if (!file_secret_name(name))
-        return false;
-    if (strcmp(name, "POSTGRES_URL") != 0 && strcmp(name, "CARIS_RESTORE_TARGET_URL") != 0)
-        return true;
+    const char *k = name_in(ENV_SECRETS, sizeof(ENV_SECRETS) / sizeof(ENV_SECRETS[0]), name);
+    if (k)
+        return k;
+    k = name_in(OTHER_SECRETS, sizeof(OTHER_SECRETS) / sizeof(OTHER_SECRETS[0]), name);
+    if (!k || (strcmp(k, "POSTGRES_URL") != 0 && strcmp(k, "CARIS_RESTORE_TARGET_URL") != 0))
+        return k;
     if (strstr(value, "password="))
-        return true;
+        return k;
     const char *u = strstr(value, "://");
-    if (!u)
-        return false;
-    const char *at = strchr(u + 3, '@');
-    const char *colon = strchr(u + 3, ':');
-    return at && colon && colon < at;
+    const char *at = u ? strchr(u + 3, '@') : NULL;
+    const char *colon = u ? strchr(u + 3, ':') : NULL;
+    return at && colon && colon < at ? k : NULL;
 }
 
 static char *trim(char *s)
@@ -248,8 +243,8 @@ int config_load(struct config *c, const char *env_file, struct err *e)
         }
         /* Any value may be a secret (the key, a password inside POSTGRES_URL, ...). */
         c->file_vars[i].value = secmem_strdup(value);
-        if (!c->env_file_exposed && (c->env_file_mode & 044) && *value && is_secret(name, value))
-            c->env_file_exposed = file_secret_name(name);
+        if (!c->env_file_exposed && (c->env_file_mode & 044) && *value)
+            c->env_file_exposed = secret_name(name, value);
     }
     secmem_free(b.data);
     return 0;

@@ -284,11 +284,18 @@ int time_parse_iso(const char *s, int64_t *ns)
     }
     if (*p != 'Z' || p[1] != '\0')
         return -1;
-    time_t t = timegm(&tm);
-    /* nanoseconds since 1970 in an int64_t: years 1678 to 2261 (strptime takes any year) */
-    if (t == (time_t)-1 || t >= INT64_MAX / 1000000000 || t <= INT64_MIN / 1000000000)
+    /* (strptime takes any year) */
+    if (time_ns_from_s(timegm(&tm), ns) != 0)
         return -1;
-    *ns = (int64_t)t * 1000000000 + frac;
+    *ns += frac;
+    return 0;
+}
+
+int time_ns_from_s(int64_t t, int64_t *ns)
+{
+    if (t == -1 || t >= INT64_MAX / 1000000000 || t <= INT64_MIN / 1000000000)
+        return -1;
+    *ns = t * 1000000000;
     return 0;
 }
 

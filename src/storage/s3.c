@@ -1071,13 +1071,10 @@ static int s3_mtime(struct storage *st, const char *name, int64_t *ns, struct er
         struct tm tm;
         memset(&tm, 0, sizeof(tm));
         const char *end = strptime(rs.last_modified, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-        time_t t = end && !*end ? timegm(&tm) : (time_t)-1;
         /* (a year the nanoseconds of an int64_t cannot hold is as unreadable) */
-        if (t == (time_t)-1 || t >= INT64_MAX / 1000000000 || t <= INT64_MIN / 1000000000)
+        if (!end || *end || time_ns_from_s(timegm(&tm), ns) != 0)
             r = err_set(e, ERR_FAILURE, NULL, "HEAD %s in %s: unreadable Last-Modified '%.60s'",
                         name, s->base.location, rs.last_modified);
-        else
-            *ns = (int64_t)t * 1000000000;
     }
     buf_free(&rs.body);
     return r;
