@@ -27,7 +27,9 @@ int caris_duration_parse(const char *s, struct caris_duration *d, struct err *e)
  * of the last N calendar periods that have a backup (day, ISO-8601 week, month, year, in the
  * policy's time zone); last keeps the N newest; within keeps every backup no older than the
  * duration before the group's newest. The kept set is the union; the newest backup of a
- * group is always kept. 0 turns a rule off. */
+ * group is always kept. 0 turns a rule off. A backup dated in the future (see
+ * caris_backup_time_future) is kept and left out of every rule: "newest" is the newest backup
+ * that is not. */
 struct caris_retention_policy {
     int last, daily, weekly, monthly, yearly;
     bool has_within;
@@ -50,6 +52,7 @@ enum {
     CARIS_KEEP_YEARLY = 1u << 4,
     CARIS_KEEP_WITHIN = 1u << 5,
     CARIS_KEEP_NEWEST = 1u << 6,
+    CARIS_KEEP_FUTURE = 1u << 7, /* dated in the future: kept, counted by no rule */
 };
 /* Names of the bits set in reasons, as a JSON array of strings ("last", "daily", ...). */
 json_t *caris_retention_reasons_json(unsigned reasons);
@@ -61,11 +64,27 @@ struct caris_retention_item {
     bool keep;        /* out */
     unsigned reasons; /* out: CARIS_KEEP_* */
 };
-/* The pure decision, for any list of items (any order). tz: a TZ name ("Europe/Berlin"),
- * NULL or "" for the process's local time zone. Thread-safe: the zone is read with
- * caris/tz.h, never through TZ or the C library's local-time state. */
-int caris_retention_decide(const struct caris_retention_policy *p, const char *tz,
+/* The pure decision, for any list of items (any order), at the current time now_ns. tz: a TZ
+ * name ("Europe/Berlin"), NULL or "" for the process's local time zone. Thread-safe: the zone
+ * is read with caris/tz.h, never through TZ or the C library's local-time state. */
+int caris_retention_decide(const struct caris_retention_policy *p, const char *tz, int64_t now_ns,
                            struct caris_retention_item *items, size_t n, struct err *e);
+
+/* How far a backup's time may lie after the current time (clocks of machines that share a
+ * repository disagree a little) before the backup counts as dated in the future. */
+#define CARIS_CLOCK_SKEW_NS ((int64_t)15 * 60 * 1000000000)
+/* Whether a backup of time time_ns is dated in the future at now_ns: the clock was ahead when
+ * it was made, or is behind now. Such a backup is not the newest for anything that asks which
+ * is (retention's rules, `latest`, the stale alert): taken for the newest, it would hold the
+ * retention of every real backup after it, be restored for `latest`, and hide that backups
+ * stopped. */
+bool caris_backup_time_future(int64_t time_ns, int64_t now_ns);
+/* "backup ID is dated TIME, after the current time NOW" into out. */
+void caris_backup_future_text(const char *id, int64_t time_ns, int64_t now_ns, char *out, size_t n);
+/* For `what` ("'latest'", "--latest") that chose the backup summary s (as listed) for being the
+ * newest: 0, or -1 with ERR_USAGE when s is dated in the future (which backup is meant is
+ * then a guess, and the wrong one holds older data). */
+int caris_backup_latest_check(json_t *s, const char *what, struct err *e);
 
 /* Parses a backup time for `backup --time`: "YYYY-MM-DD[T| ]HH:MM[:SS]" followed by "Z",
  * "+HH:MM" / "-HH:MM", or nothing (local time in tz; NULL = the process's). */
@@ -78,6 +97,11 @@ struct caris_forget_opts {
     const char *kind; /* "files", "database", or NULL for both */
     const char *tz;   /* BACKUP_TZ; NULL = local */
     bool dry_run;     /* decide and report only */
+    /* When nids > 0: forget exactly these backups (full ids, as listed), whatever the policy,
+     * and report only them; an id that is not listed is ERR_NOT_FOUND and nothing is
+     * forgotten. */
+    const char *const *ids;
+    size_t nids;
 };
 struct caris_forget_decision {
     char id[160];
@@ -93,6 +117,8 @@ struct caris_forget_result {
     size_t nbackups;
     json_t *groups; /* [{"kind", "roots"} | {"kind", "database", "source"}] */
     size_t kept, removed;
+    json_t *warnings; /* [string]: backups dated in the future */
+    bool by_id;       /* the backups were named (caris_forget_opts.ids) */
 };
 /* Decides with opts->policy and removes (repo_snapshot_remove) every backup not kept, under
  * a shared lock. The data only they used stays until prune. */
@@ -100,7 +126,7 @@ int caris_retention_apply(struct repo *r, const struct caris_forget_opts *o,
                           const struct caris_op *op, struct caris_forget_result *res,
                           struct err *e);
 /* {"dry_run", "kept", "removed", "groups": [{..., "backups": [{"id", "time", "keep",
- * "reasons"}]}]} */
+ * "reasons"}]}], "warnings": [string]} */
 json_t *caris_forget_result_to_json(const struct caris_forget_result *res);
 void caris_forget_result_free(struct caris_forget_result *res);
 

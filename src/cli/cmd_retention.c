@@ -18,6 +18,7 @@ static const char FORGET_USAGE[] =
     "usage: caris-backup [--json] forget [--keep-last N] [--keep-daily N] [--keep-weekly N]\n"
     "                    [--keep-monthly N] [--keep-yearly N] [--keep-within DURATION]\n"
     "                    [--type files|database] [--dry-run] [--prune] [--max-unused PCT]\n"
+    "       caris-backup [--json] forget ID... [--dry-run] [--prune] [--max-unused PCT]\n"
     "\n"
     "Applies a retention policy: decides which backups to keep and forgets (removes) the\n"
     "others. Backups are judged in groups: the same kind and source (the same set of file\n"
@@ -26,7 +27,12 @@ static const char FORGET_USAGE[] =
     "weeks / months / years that have a backup (in BACKUP_TZ, default the local time zone);\n"
     "--keep-last N keeps the N newest; --keep-within D every backup no older than D before\n"
     "the newest (D: 1y6m, 14d, 36h; units y m w d h). A backup is kept if any rule keeps it,\n"
-    "and the newest backup of a group is always kept.\n"
+    "and the newest backup of a group is always kept. A backup dated more than 15 minutes\n"
+    "after the current time (the clock was ahead when it was made, or is behind now) is kept,\n"
+    "counted by no rule, and named in a warning.\n"
+    "\n"
+    "With IDs (full backup ids, as `list` shows them), exactly those backups are forgotten,\n"
+    "whatever the policy; an id that does not exist forgets nothing (exit 7).\n"
     "\n"
     "Without --keep-* options the configured policy applies: BACKUP_RETENTION_DAILY (7),\n"
     "BACKUP_RETENTION_WEEKLY (4), BACKUP_RETENTION_MONTHLY (12).\n"
@@ -164,7 +170,10 @@ static void print_forget(const struct caris_forget_result *res)
                    d->keep        ? "keep"
                    : res->dry_run ? "forget"
                                   : "forgot",
-                   d->id, when, d->keep ? reasons : "no rule keeps it");
+                   d->id, when,
+                   d->keep      ? reasons
+                   : res->by_id ? "named on the command line"
+                                : "no rule keeps it");
         }
     }
     printf("%zu kept, %zu %s%s\n", res->kept, res->removed,
@@ -285,9 +294,14 @@ int cmd_forget(struct globals *g, int argc, char **argv)
             any_keep = true;
         }
     }
-    if (optind < argc)
-        return usage_error("unexpected argument '%s' for forget", argv[optind]);
-    if (!any_keep && caris_retention_policy_from_config(&g->cfg, &fo.policy, &e) != 0)
+    if (optind < argc) {
+        if (any_keep)
+            return usage_error("forget takes backup ids or --keep-* options, not both (%s)",
+                               argv[optind]);
+        fo.ids = (const char *const *)argv + optind;
+        fo.nids = (size_t)(argc - optind);
+    }
+    if (!any_keep && !fo.nids && caris_retention_policy_from_config(&g->cfg, &fo.policy, &e) != 0)
         return fail(&e);
     fo.tz = config_get(&g->cfg, "BACKUP_TZ");
     struct repo *r = open_repo(g, false, &e);

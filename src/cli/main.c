@@ -70,6 +70,8 @@ static const char USAGE[] =
     "         [--keep-yearly N] [--keep-within DURATION] [--type files|database]\n"
     "         [--dry-run] [--prune]\n"
     "                            apply the retention policy (`forget --help`)\n"
+    "  forget ID... [--dry-run] [--prune]\n"
+    "                            forget exactly these backups\n"
     "  prune [--dry-run] [--max-unused PERCENT]\n"
     "                            delete data no backup needs (exclusive lock)\n"
     "  key list | key add [--label L] | key remove ID\n"

@@ -24,19 +24,50 @@ int backup_time(int64_t o_time_ns, int64_t *ns, struct err *e)
 }
 
 int backup_id_claim(struct repo *r, const char *prefix, const char *mode, int64_t now_ns,
-                    bool exact, char *id, size_t n, struct err *e)
+                    bool exact, const struct caris_op *op, char *id, size_t n, struct err *e)
 {
     json_t *list = repo_snapshot_list(r, NULL, e);
     if (!list)
         return -1;
-    int rc = backup_id_claim_in(r, list, prefix, mode, now_ns, exact, id, n, e);
+    int rc = backup_id_claim_in(r, list, prefix, mode, now_ns, exact, op, id, n, e);
     json_decref(list);
     return rc;
 }
 
-int backup_id_claim_in(struct repo *r, json_t *list, const char *prefix, const char *mode,
-                       int64_t now_ns, bool exact, char *id, size_t n, struct err *e)
+/* The newest backup of list dated after the current time, in a warning. */
+static void clock_check(json_t *list, const struct caris_op *op)
 {
+    int64_t now = time_now_ns(), newest = 0;
+    const char *newest_id = NULL;
+    size_t i;
+    json_t *s;
+    json_array_foreach(list, i, s)
+    {
+        int64_t t;
+        const char *started = json_string_value(json_object_get(s, "started"));
+        if (started && time_parse_iso(started, &t) == 0 && caris_backup_time_future(t, now) &&
+            (!newest_id || t > newest)) {
+            newest = t;
+            newest_id = json_string_value(json_object_get(s, "id"));
+        }
+    }
+    if (!newest_id)
+        return;
+    char text[300];
+    caris_backup_future_text(newest_id, newest, now, text, sizeof(text));
+    caris_op_log(op, LOG_WARN,
+                 "%s: the clock is behind, or was ahead when it was made. Until this is sorted "
+                 "out, `latest` is refused and retention keeps it without counting it; check the "
+                 "clock (`date`), and forget backups with a wrong date by id (`caris-backup "
+                 "forget ID`)",
+                 text);
+}
+
+int backup_id_claim_in(struct repo *r, json_t *list, const char *prefix, const char *mode,
+                       int64_t now_ns, bool exact, const struct caris_op *op, char *id, size_t n,
+                       struct err *e)
+{
+    clock_check(list, op);
     char base[128];
     caris_backup_id_format(prefix, mode, now_ns, base, sizeof(base));
     for (int k = 1; k < 1000; k++) {

@@ -12,11 +12,14 @@
  * after the snapshot is saved (or on failure). exact (a time given with --time): the base id
  * or an error. */
 int backup_id_claim(struct repo *r, const char *prefix, const char *mode, int64_t now_ns,
-                    bool exact, char *id, size_t n, struct err *e);
+                    bool exact, const struct caris_op *op, char *id, size_t n, struct err *e);
 /* The same against list, the repository's snapshot summaries (repo_snapshot_list or
- * repo_snapshot_list_cached), already read. */
+ * repo_snapshot_list_cached), already read. Both log a warning through op when a backup in
+ * the list is dated after the current time (caris_backup_time_future): the clock is behind
+ * now, or was ahead then, and that backup passes for the newest. */
 int backup_id_claim_in(struct repo *r, json_t *list, const char *prefix, const char *mode,
-                       int64_t now_ns, bool exact, char *id, size_t n, struct err *e);
+                       int64_t now_ns, bool exact, const struct caris_op *op, char *id, size_t n,
+                       struct err *e);
 /* The time a backup records: o_time_ns when given (refused when in the future), else now. */
 int backup_time(int64_t o_time_ns, int64_t *ns, struct err *e);
 void backup_id_release(struct repo *r, const char *id);

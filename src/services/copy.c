@@ -10,6 +10,7 @@
 #include "caris/core.h"
 #include "caris/pipeline.h"
 #include "caris/readplan.h"
+#include "caris/retention.h"
 #include "caris/storage.h"
 
 /* The blobs one backup needs, as the reference walk gives them. */
@@ -327,6 +328,8 @@ static json_t *select_backups(struct repo *src, const struct caris_copy_opts *o,
             err_set(e, ERR_NOT_FOUND, "make a backup first", "the source holds no backup");
             goto fail;
         }
+        if (caris_backup_latest_check(json_array_get(list, n - 1), "--latest", e) != 0)
+            goto fail;
         json_array_append(out, json_array_get(list, n - 1));
     } else {
         for (size_t k = 0; k < o->nids; k++) {

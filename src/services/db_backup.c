@@ -192,7 +192,7 @@ static int db_backup(struct repo *r, const struct db_backup_opts *o, bool increm
         }
     }
     if (backup_id_claim(r, "caris", incremental ? "incremental" : "full", start_ns, o->time_ns != 0,
-                        id, sizeof(id), e) != 0)
+                        o->op, id, sizeof(id), e) != 0)
         goto out;
     claimed = true;
 

@@ -1343,7 +1343,7 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
         }
     }
     if (backup_id_claim_in(r, snaps, "file", incremental ? "incremental" : "full", start_ns,
-                           o->time_ns != 0, id, sizeof(id), e) != 0)
+                           o->time_ns != 0, o->op, id, sizeof(id), e) != 0)
         goto out;
     claimed = true;
     int nthreads = o->threads > 0 ? o->threads : sys_ncpu();

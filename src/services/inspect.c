@@ -3,6 +3,7 @@
  * inspect_diff.c. Entries are read one at a time from the manifest's text (entry_iter) and
  * decoded by manifest_entry_decode. */
 #include "caris/inspect.h"
+#include "caris/retention.h"
 
 #include <errno.h>
 #include <fnmatch.h>
@@ -54,6 +55,8 @@ static int resolve_latest(struct repo *r, json_t *list, const char *want, char *
                                                   : "make one with `caris-backup backup files`",
             "no %sbackup in repository %s",
             want ? (strcmp(want, "files") == 0 ? "file " : "database ") : "", repo_path(r));
+    if (caris_backup_latest_check(pick, "'latest'", e) != 0)
+        return -1;
     snprintf(id, CARIS_ID_MAX, "%s", json_string_value(json_object_get(pick, "id")));
     return 0;
 }

@@ -695,7 +695,7 @@ int caris_phys_backup(struct repo *r, const struct phys_backup_opts *o,
             caris_op_log(o->op, LOG_INFO, "incremental on %s", parent_id);
     }
     if (backup_id_claim(r, "caris", parent_id ? "incremental" : "full", start_ns, o->time_ns != 0,
-                        id, sizeof(id), e) != 0)
+                        o->op, id, sizeof(id), e) != 0)
         goto out;
     claimed = true;
     if (run_base_backup(&b, c, id, phys, e) != 0) {

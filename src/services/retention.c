@@ -198,7 +198,7 @@ int caris_backup_time_check(int64_t ns, struct err *e)
 json_t *caris_retention_reasons_json(unsigned reasons)
 {
     static const char *const names[] = {"last",   "daily",  "weekly", "monthly",
-                                        "yearly", "within", "newest"};
+                                        "yearly", "within", "newest", "future"};
     json_t *a = json_array();
     for (unsigned i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if (reasons & (1u << i))
@@ -265,7 +265,35 @@ static int64_t within_cutoff(const struct tz *z, int64_t newest_ns, const struct
     return c * 1000000000 + (newest_ns - t * 1000000000);
 }
 
-int caris_retention_decide(const struct caris_retention_policy *p, const char *tz,
+bool caris_backup_time_future(int64_t time_ns, int64_t now_ns)
+{
+    return now_ns < INT64_MAX - CARIS_CLOCK_SKEW_NS && time_ns > now_ns + CARIS_CLOCK_SKEW_NS;
+}
+
+void caris_backup_future_text(const char *id, int64_t time_ns, int64_t now_ns, char *out, size_t n)
+{
+    char when[40], at[40];
+    time_format_iso(time_ns, when, sizeof(when));
+    time_format_iso(now_ns, at, sizeof(at));
+    snprintf(out, n, "backup %s is dated %s, after the current time %s", id ? id : "?", when, at);
+}
+
+int caris_backup_latest_check(json_t *s, const char *what, struct err *e)
+{
+    int64_t t, now = time_now_ns();
+    const char *started = json_string_value(json_object_get(s, "started"));
+    if (!started || time_parse_iso(started, &t) != 0 || !caris_backup_time_future(t, now))
+        return 0;
+    char text[300];
+    caris_backup_future_text(json_string_value(json_object_get(s, "id")), t, now, text,
+                             sizeof(text));
+    return err_set(
+        e, ERR_USAGE, "give a backup id (`caris-backup list`), and check the clock (`date`)",
+        "%s is ambiguous: %s (was the clock ahead when it was made, or is it behind now?)", what,
+        text);
+}
+
+int caris_retention_decide(const struct caris_retention_policy *p, const char *tz, int64_t now_ns,
                            struct caris_retention_item *items, size_t n, struct err *e)
 {
     if (p->last < 0 || p->daily < 0 || p->weekly < 0 || p->monthly < 0 || p->yearly < 0)
@@ -280,6 +308,15 @@ int caris_retention_decide(const struct caris_retention_policy *p, const char *t
         items[i].reasons = 0;
     }
     qsort_r(ord, n, sizeof(size_t), cmp_newest_first, items);
+    /* a backup dated in the future: kept, and left out of the rules (ord keeps the others, in
+     * the same order) */
+    size_t judged = 0;
+    for (size_t k = 0; k < n; k++) {
+        if (caris_backup_time_future(items[ord[k]].time_ns, now_ns))
+            items[ord[k]].reasons = CARIS_KEEP_FUTURE;
+        else
+            ord[judged++] = ord[k];
+    }
     const struct {
         int count, per;
         unsigned reason;
@@ -287,9 +324,9 @@ int caris_retention_decide(const struct caris_retention_policy *p, const char *t
                  {p->weekly, PER_WEEK, CARIS_KEEP_WEEKLY},
                  {p->monthly, PER_MONTH, CARIS_KEEP_MONTHLY},
                  {p->yearly, PER_YEAR, CARIS_KEEP_YEARLY}};
-    for (size_t a = 0; a < n;) {
+    for (size_t a = 0; a < judged;) {
         size_t b = a; /* the group is ord[a .. b), newest first */
-        while (b < n && items[ord[b]].group == items[ord[a]].group)
+        while (b < judged && items[ord[b]].group == items[ord[a]].group)
             b++;
         items[ord[a]].reasons |= CARIS_KEEP_NEWEST;
         for (size_t k = a; k < b && (int)(k - a) < p->last; k++)
@@ -349,6 +386,8 @@ int caris_retention_apply(struct repo *r, const struct caris_forget_opts *o,
     memset(res, 0, sizeof(*res));
     res->dry_run = o->dry_run;
     res->groups = json_array();
+    res->warnings = json_array();
+    res->by_id = o->nids > 0;
     if (o->kind && strcmp(o->kind, "files") && strcmp(o->kind, "database"))
         return err_set(e, ERR_USAGE, "--type is files or database", "unknown backup type '%s'",
                        o->kind);
@@ -395,14 +434,37 @@ int caris_retention_apply(struct repo *r, const struct caris_forget_opts *o,
         items[i].group = gi;
         items[i].time_ns = t;
     }
-    if (caris_retention_decide(&o->policy, o->tz, items, n, e) != 0)
+    int64_t now = time_now_ns();
+    if (o->nids) {
+        for (size_t k = 0; k < o->nids; k++) {
+            bool found = false;
+            for (i = 0; i < n && !found; i++)
+                found = strcmp(items[i].id ? items[i].id : "", o->ids[k]) == 0;
+            if (!found) {
+                err_set(e, ERR_NOT_FOUND, "give full backup ids, as `caris-backup list` shows them",
+                        "no backup %s%s%s: nothing forgotten", o->ids[k],
+                        o->kind ? " of type " : "", o->kind ? o->kind : "");
+                goto out;
+            }
+        }
+        for (i = 0; i < n; i++) {
+            items[i].keep = true;
+            for (size_t k = 0; k < o->nids && items[i].keep; k++)
+                items[i].keep = strcmp(items[i].id ? items[i].id : "", o->ids[k]) != 0;
+        }
+    } else if (caris_retention_decide(&o->policy, o->tz, now, items, n, e) != 0) {
         goto out;
+    }
     /* Report grouped, each group newest first: the order the decision was made in. */
     size_t *ord = xcalloc(n ? n : 1, sizeof(size_t));
     for (i = 0; i < n; i++)
         ord[i] = i;
     qsort_r(ord, n, sizeof(size_t), cmp_newest_first, items);
-    for (size_t k = 0; k < n; k++) {
+    size_t nrep = 0; /* with ids, only the named backups are reported */
+    for (size_t k = 0; k < n; k++)
+        if (!o->nids || !items[ord[k]].keep)
+            ord[nrep++] = ord[k];
+    for (size_t k = 0; k < nrep; k++) {
         struct caris_forget_decision *d = &res->backups[k];
         const struct caris_retention_item *it = &items[ord[k]];
         json_t *sum = json_array_get(list, ord[k]);
@@ -413,18 +475,31 @@ int caris_retention_apply(struct repo *r, const struct caris_forget_opts *o,
         d->time_ns = it->time_ns;
         d->keep = it->keep;
         d->reasons = it->reasons;
+        if (d->reasons & CARIS_KEEP_FUTURE) {
+            char text[300];
+            caris_backup_future_text(d->id, d->time_ns, now, text, sizeof(text));
+            char *w = xasprintf("%s: it is kept and no rule counts it. Was the clock ahead when it "
+                                "was made, or is it behind now? Check the clock (`date`); a "
+                                "backup that is not wanted can be forgotten by id (`forget ID`)",
+                                text);
+            caris_op_log(op, LOG_WARN, "%s", w);
+            json_array_append_new(res->warnings, json_string(w));
+            free(w);
+        }
         res->nbackups++;
         if (d->keep)
             res->kept++;
         else
             res->removed++;
     }
+    if (o->nids)
+        res->kept = n - res->removed; /* the backups not named, not reported */
     /* Remove through repo_snapshots_remove (the one place that knows what removing a
      * snapshot involves): one update of the state record for all of them. */
     if (!o->dry_run && res->removed) {
         const char **names = xcalloc(res->removed, sizeof(char *));
         size_t nn = 0;
-        for (size_t k = n; k-- > 0;) {
+        for (size_t k = nrep; k-- > 0;) {
             const char *f =
                 json_string_value(json_object_get(json_array_get(list, ord[k]), "_file"));
             if (!res->backups[k].keep && f) /* every listed snapshot has its object name */
@@ -440,7 +515,7 @@ int caris_retention_apply(struct repo *r, const struct caris_forget_opts *o,
             free(ord);
             goto out;
         }
-        for (size_t k = n; k-- > 0;)
+        for (size_t k = nrep; k-- > 0;)
             if (!res->backups[k].keep)
                 caris_op_log(op, LOG_INFO, "forgot backup %s", res->backups[k].id);
     }
@@ -473,13 +548,15 @@ json_t *caris_forget_result_to_json(const struct caris_forget_result *res)
                                         d->keep, "reasons",
                                         caris_retention_reasons_json(d->reasons)));
     }
-    return json_pack("{s:b, s:I, s:I, s:o}", "dry_run", res->dry_run, "kept", (json_int_t)res->kept,
-                     "removed", (json_int_t)res->removed, "groups", groups);
+    return json_pack("{s:b, s:I, s:I, s:o, s:o}", "dry_run", res->dry_run, "kept",
+                     (json_int_t)res->kept, "removed", (json_int_t)res->removed, "groups", groups,
+                     "warnings", res->warnings ? json_incref(res->warnings) : json_array());
 }
 
 void caris_forget_result_free(struct caris_forget_result *res)
 {
     free(res->backups);
     json_decref(res->groups);
+    json_decref(res->warnings);
     memset(res, 0, sizeof(*res));
 }

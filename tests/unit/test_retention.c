@@ -60,7 +60,7 @@ static void expect_kept(const struct caris_retention_policy *p, const char *tz, 
         assert_int_equal(time_parse_iso(TIMELINE[i].utc, &items[i].time_ns), 0);
     }
     struct err e = ERR_INIT;
-    if (caris_retention_decide(p, tz, items, N, &e) != 0)
+    if (caris_retention_decide(p, tz, time_now_ns(), items, N, &e) != 0)
         fail_msg("%s: %s", what, e.msg);
     char got[512] = "", exp[512];
     snprintf(exp, sizeof(exp), " %s ", want);
@@ -224,13 +224,62 @@ static void test_bad_input(void **state)
     /* a negative count never reaches the decision */
     struct caris_retention_policy p = {.daily = -1};
     struct caris_retention_item it = {.id = "x", .time_ns = 1};
-    assert_int_equal(caris_retention_decide(&p, NULL, &it, 1, &e), -1);
+    assert_int_equal(caris_retention_decide(&p, NULL, time_now_ns(), &it, 1, &e), -1);
     /* the TZ of the process is left as it was */
     setenv("TZ", "America/New_York", 1);
     struct caris_retention_policy q = {.daily = 1};
-    assert_int_equal(caris_retention_decide(&q, "Europe/Berlin", &it, 1, &e), 0);
+    assert_int_equal(caris_retention_decide(&q, "Europe/Berlin", time_now_ns(), &it, 1, &e), 0);
     assert_string_equal(getenv("TZ"), "America/New_York");
     unsetenv("TZ");
+}
+
+/* Backups dated after now (beyond CARIS_CLOCK_SKEW_NS) are kept, with the one reason
+ * "future", and counted by no rule: the rules start from the newest backup that is not. */
+static void test_future_dated(void **state)
+{
+    (void)state;
+    static const char *const times[] = {
+        "2026-01-01T03:00:00Z", "2026-01-02T03:00:00Z", "2026-01-03T03:00:00Z",
+        "2026-01-04T03:00:00Z", "2026-01-05T03:00:00Z", "2027-02-10T03:00:00Z",
+        "2027-02-11T03:00:00Z", "2026-01-06T00:15:00Z", /* now + the skew: not future */
+    };
+    enum { NT = sizeof(times) / sizeof(times[0]) };
+    int64_t now;
+    assert_int_equal(time_parse_iso("2026-01-06T00:00:00Z", &now), 0);
+    struct caris_retention_item it[NT];
+    char ids[NT][8];
+    for (size_t i = 0; i < NT; i++) {
+        snprintf(ids[i], sizeof(ids[i]), "d%zu", i);
+        it[i] = (struct caris_retention_item){.id = ids[i]};
+        assert_int_equal(time_parse_iso(times[i], &it[i].time_ns), 0);
+    }
+    struct err e = ERR_INIT;
+    struct caris_retention_policy p = {.daily = 2};
+    assert_int_equal(caris_retention_decide(&p, "UTC", now, it, NT, &e), 0);
+    const unsigned want[NT] = {0,
+                               0,
+                               0,
+                               0,
+                               CARIS_KEEP_DAILY,
+                               CARIS_KEEP_FUTURE,
+                               CARIS_KEEP_FUTURE,
+                               CARIS_KEEP_DAILY | CARIS_KEEP_NEWEST};
+    for (size_t i = 0; i < NT; i++) {
+        if (it[i].reasons != want[i] || it[i].keep != (want[i] != 0))
+            fail_msg("%s (%s): reasons %#x, want %#x", it[i].id, times[i], it[i].reasons, want[i]);
+    }
+    /* within: from the newest that is not in the future (2026-01-06T00:15: 2 days back keeps
+     * 2026-01-04T03:00 and later) */
+    struct caris_retention_policy w = {.has_within = true, .within = {.days = 2}};
+    assert_int_equal(caris_retention_decide(&w, "UTC", now, it, NT, &e), 0);
+    for (size_t i = 0; i < NT; i++)
+        assert_int_equal(it[i].keep, i >= 3);
+    /* the boundary, and no overflow near the end of time */
+    assert_false(caris_backup_time_future(now + CARIS_CLOCK_SKEW_NS, now));
+    assert_true(caris_backup_time_future(now + CARIS_CLOCK_SKEW_NS + 1, now));
+    assert_false(caris_backup_time_future(INT64_MAX, INT64_MAX));
+    assert_false(caris_backup_time_future(INT64_MAX, INT64_MAX - CARIS_CLOCK_SKEW_NS));
+    assert_true(caris_backup_time_future(INT64_MAX, INT64_MAX - CARIS_CLOCK_SKEW_NS - 1));
 }
 
 int main(void)
@@ -243,6 +292,7 @@ int main(void)
         cmocka_unit_test(test_iso_weeks_span_years),
         cmocka_unit_test(test_newest_always_kept),
         cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_future_dated),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
