@@ -26,6 +26,7 @@
 #include "caris/daemon.h"
 #include "caris/notify.h"
 #include "caris/open.h"
+#include "caris/retention.h"
 #include "caris/schedule.h"
 
 #include "internal.h"
@@ -480,8 +481,10 @@ static void stale_check(struct daemon *d, int64_t now)
             const char *kind = json_string_value(json_object_get(b, "kind"));
             const char *status = json_string_value(json_object_get(b, "status"));
             int64_t t = state_time(b, "started");
+            /* one dated in the future proves no recent success (and would hide the lack of
+             * one until its date) */
             if (kind && strcmp(kind, kinds[k]) == 0 && status && strcmp(status, "damaged") != 0 &&
-                t > newest) {
+                t > newest && !caris_backup_time_future(t * 1000000000, now * 1000000000)) {
                 newest = t;
                 newest_id = json_string_value(json_object_get(b, "id"));
             }
@@ -1453,6 +1456,8 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
                     state_schedules_locked(d);
                     state_save_locked(d);
                     pthread_mutex_unlock(&d->mu);
+                    if (stale_due) /* the check due before the jump (at the start, too) */
+                        stale_check(d, now);
                     dlog(d, LOG_INFO, "stopping", "the test clock reached its end");
                     break;
                 }

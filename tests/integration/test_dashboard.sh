@@ -66,8 +66,28 @@ assert_contains "$(json_eval "$S" 'd["auditText"]')" "api:dashboard" "by the tok
 assert_contains "$(json_eval "$S" 'd["notifications"]')" "None" "no notification configured: none sent"
 assert_eq false "$(json_eval "$S" 'd["phoneOverflow"]')" "nothing wider than a phone's screen"
 assert_eq "[]" "$(json_eval "$S" 'd["consoleErrors"]')" "no console error"
-assert_eq 3 "$(ls "$TEST_TMP"/dashboard/*.png | wc -l)" "three screenshots saved"
+assert_eq 3 "$(ls "$TEST_TMP"/dashboard/[123]-*.png | wc -l)" "three screenshots saved"
 note "screenshots: $TEST_TMP/dashboard/*.png"
+
+# A backup dated in the future (made with the clock 400 days ahead, libfaketime) is no recent
+# success: with the backup just made forgotten, the newest real one is a day old again, and the
+# stale banner shows beside one that names the future-dated backup.
+assert_exit 0 cb --json list
+made=$(json_eval "$OUT_FILE" 'd[-1]["id"]')
+assert_exit 0 cb forget "$made"
+ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0 \
+    run faketime -f +400d "$CARIS_BIN" --json backup files
+assert_rc 0 "a backup with the clock 400 days ahead"
+future=$(json_get "$OUT_FILE" '["id"]')
+run python3 "$LIB_DIR/dashboard_browser.py" "$CHROMIUM" "$BASE" "$TOKEN" "$TEST_TMP/dashboard" alerts
+assert_rc 0 "the second browser session ran"
+S=$TEST_TMP/dashboard/alerts.json
+printf '%s\n' "$OUT" >"$S"
+assert_contains "$(json_eval "$S" 'd["alerts"]')" "Backup $future is dated" \
+    "a banner names the future-dated backup"
+assert_contains "$(json_eval "$S" 'd["alerts"]')" "No successful files backup for more than 12 hours" \
+    "and the stale banner shows: the future-dated backup does not count"
+assert_eq "[]" "$(json_eval "$S" 'd["consoleErrors"]')" "no console error"
 
 kill -TERM "$DAEMON"
 wait "$DAEMON"

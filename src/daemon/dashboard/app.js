@@ -4,6 +4,7 @@
 
 const KEY = "caris-backup-token";
 const DEFAULT_ALERT_AFTER_S = 26 * 3600; /* BACKUP_ALERT_AFTER's default */
+const CLOCK_SKEW_MS = 15 * 60 * 1000; /* CARIS_CLOCK_SKEW_NS */
 let pollTimer = null;
 let lastRunning = null;
 let backups = [];
@@ -142,7 +143,18 @@ function renderAlerts(status) {
   for (const kind of ["database", "files"]) {
     const ofKind = backups.filter((b) => b.kind === kind);
     if (!ofKind.length) continue;
-    const good = ofKind.filter((b) => b.status !== "damaged" && b.status !== "missing");
+    // a backup dated in the future (beyond the 15 minutes of clock skew the server allows)
+    // proves no recent success: the clock is behind, or was ahead when it was made
+    const future = ofKind.filter((b) => Date.parse(b.started) > now + CLOCK_SKEW_MS);
+    for (const b of future) {
+      const p = document.createElement("p");
+      p.className = "banner";
+      p.textContent = "Backup " + b.id + " is dated " + b.started + ", after the current time: " +
+        "check the clock. `latest` is refused until it is sorted out.";
+      box.appendChild(p);
+    }
+    const good = ofKind.filter((b) => b.status !== "damaged" && b.status !== "missing" &&
+      !future.includes(b));
     const newest = good.length ? Date.parse(good[good.length - 1].started) : 0;
     if (!newest || (now - newest) / 1000 > after) {
       const p = document.createElement("p");

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The daemon's stale alert, mailed to a real SMTP server: no successful backup within
+# BACKUP_ALERT_AFTER is mailed once per newest backup; a backup dated in the future (made
+# while the clock was ahead, libfaketime here) is no recent success (taken for the newest, it
+# kept the alert silent until its date). The daemon runs on a test clock (CARIS_TEST_CLOCK).
+source "$(dirname "$0")/lib.sh"
+
+command -v faketime >/dev/null || fail "faketime is not installed (scripts/install-deps.sh installs it)"
+export BACKUP_FILES_PATHS=$TEST_TMP/src BACKUP_TZ=UTC BACKUP_ALERT_AFTER=1d
+export BACKUP_SCHEDULE_DAILY=off BACKUP_SCHEDULE_WEEKLY=off BACKUP_SCHEDULE_MONTHLY=off
+unset POSTGRES_URL
+mkdir -p "$TEST_TMP/src"
+printf 'note\n' >"$TEST_TMP/src/note.txt"
+assert_exit 0 cb --quiet init
+assert_exit 0 cb --quiet backup files --time 2026-03-01T03:00:00Z
+old=file_full_2026-03-01T03-00-00
+
+mkdir -p "$TEST_TMP/smtp"
+bg_start /usr/bin/python3 "$LIB_DIR/notify_servers.py" smtp "$TEST_TMP/smtp"
+# shellcheck disable=SC2317
+_smtp_up() { [[ -s $TEST_TMP/smtp/port ]]; }
+wait_until 30 _smtp_up || fail "the SMTP server did not start" "$(_tail "$BG_ERR")"
+BACKUP_SMTP_URL="smtp://127.0.0.1:$(cat "$TEST_TMP/smtp/port")"
+export BACKUP_SMTP_URL BACKUP_EMAIL_FROM=caris@example.org BACKUP_EMAIL_RECIPIENTS=ops@example.org
+# shellcheck disable=SC2317
+_mail() { compgen -G "$TEST_TMP/smtp/msg-*.eml" >/dev/null; }
+subject() {
+    python3 -c 'import email, email.header, sys
+m = email.message_from_binary_file(open(sys.argv[1], "rb"))
+print(str(email.header.make_header(email.header.decode_header(m["Subject"]))))
+print(m.get_payload(decode=True).decode())' "$(compgen -G "$TEST_TMP/smtp/msg-*.eml" | head -n 1)"
+}
+
+# A backup made with the clock 400 days ahead: dated about a year after now, and after the
+# daemon's test clock below.
+ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0 \
+    run faketime -f +400d "$CARIS_BIN" --json backup files
+assert_rc 0 "a backup with the clock 400 days ahead"
+future=$(json_get "$OUT_FILE" '["id"]')
+
+# Four days after the real backup: the alert is due, whatever the future-dated one says.
+run env CARIS_TEST_CLOCK=2026-03-05T03:00:00Z,2026-03-05T04:00:00Z "$CARIS_BIN" daemon
+assert_rc 0 "the daemon ran"
+assert_contains "$ERR" "no successful files backup since $old" "the daemon logs the stale alert, naming the newest real backup"
+wait_until 30 _mail || fail "no stale alert mailed" "$(ls "$TEST_TMP/smtp")"
+mail=$(subject)
+assert_contains "$mail" "CÁRIS Backup: no files backup for 4 d 0 h on" "the subject says how long"
+assert_contains "$mail" "is 4 d 0 h old, more than BACKUP_ALERT_AFTER (24 h 0 min)" "the mail says why"
+assert_contains "$mail" "Last success: 2026-03-01T03:00:00.000Z" "the last success is the real backup"
+assert_not_contains "$mail" "$future" "the future-dated backup is not called the newest"
+
+# Once per newest backup: the next day's check sends nothing new.
+rm -f "$TEST_TMP"/smtp/msg-*.eml
+run env CARIS_TEST_CLOCK=2026-03-06T03:00:00Z,2026-03-06T04:00:00Z "$CARIS_BIN" daemon
+assert_rc 0 "the daemon ran again"
+assert_not_contains "$ERR" "no successful files backup since" "no second alert for the same newest backup"
+assert_false "no second mail" _mail
+
+test_done
