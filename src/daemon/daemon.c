@@ -36,6 +36,10 @@
 #define CLIENT_LINE_MAX 4096
 #define DAY_S 86400
 #define JOBS_KEPT 50 /* finished jobs the API can still show */
+/* The clock set back by more than this (it was hours or days ahead): the next runs are computed
+ * again from the new time. A smaller step back only delays them by as much (recomputing would
+ * repeat a run just made), as cron does for changes under 3 hours. */
+#define CLOCK_BACK_S (3 * 3600)
 
 enum job_state { JOB_QUEUED, JOB_RUNNING, JOB_DONE };
 
@@ -97,7 +101,8 @@ struct daemon {
 
     int64_t next_run[SCHEDULE_COUNT]; /* virtual seconds; 0: off */
     int64_t next_stale_check;
-    json_t *state; /* what scheduler.json holds */
+    int64_t last_now; /* the time the loop saw last: a clock set back shows against it */
+    json_t *state;    /* what scheduler.json holds */
     int64_t started_ns;
     struct client clients[MAX_CLIENTS];
     size_t nclients;
@@ -1428,6 +1433,19 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
         }
         pthread_mutex_lock(&d->mu);
         now = now_s_locked(d);
+        if (!d->vclock && d->last_now && now < d->last_now - CLOCK_BACK_S) {
+            /* the clock was set back (it was ahead): the next runs and the stale check, computed
+             * on the old time, would wait until the clock caught up with it */
+            char was[40], is[40];
+            time_format_iso(d->last_now * 1000000000, was, sizeof(was));
+            time_format_iso(now * 1000000000, is, sizeof(is));
+            dlog(d, LOG_WARN, "clock",
+                 "the clock went back from %s to %s: the next runs are computed again", was, is);
+            for (size_t i = 0; i < SCHEDULE_COUNT; i++)
+                compute_next_locked(d, i, now);
+            d->next_stale_check = now;
+        }
+        d->last_now = now;
         bool idle = !d->queue && !d->running;
         /* enqueue what is due */
         int64_t next = INT64_MAX;

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# The daemon's stale alert, mailed to a real SMTP server: no successful backup within
-# BACKUP_ALERT_AFTER is mailed once per newest backup; a backup dated in the future (made
-# while the clock was ahead, libfaketime here) is no recent success (taken for the newest, it
-# kept the alert silent until its date). The daemon runs on a test clock (CARIS_TEST_CLOCK).
+# The daemon and a clock that was wrong (libfaketime).
+# - The stale alert, mailed to a real SMTP server: no successful backup within
+#   BACKUP_ALERT_AFTER is mailed once per newest backup; a backup dated in the future (made
+#   while the clock was ahead) is no recent success (taken for the newest, it kept the alert
+#   silent until its date). The daemon runs on a test clock (CARIS_TEST_CLOCK).
+# - A daemon running while its clock is set back by 400 days computes its next runs again
+#   (they used to wait for the old time: no scheduled backup for 400 days).
 source "$(dirname "$0")/lib.sh"
 
 command -v faketime >/dev/null || fail "faketime is not installed (scripts/install-deps.sh installs it)"
@@ -55,5 +58,38 @@ run env CARIS_TEST_CLOCK=2026-03-06T03:00:00Z,2026-03-06T04:00:00Z "$CARIS_BIN" 
 assert_rc 0 "the daemon ran again"
 assert_not_contains "$ERR" "no successful files backup since" "no second alert for the same newest backup"
 assert_false "no second mail" _mail
+
+# --- the clock set back while the daemon runs ---------------------------------------------------
+# The fake time is read from a file at every call (FAKETIME_NO_CACHE); the monotonic clock is
+# left alone, as when an administrator sets the clock.
+unset BACKUP_SMTP_URL BACKUP_EMAIL_FROM BACKUP_EMAIL_RECIPIENTS
+export BACKUP_SCHEDULE_DAILY="0 3 * * *"
+lib=$(compgen -G "/usr/lib/*/faketime/libfaketimeMT.so.1" | head -n 1)
+[[ -n $lib ]] || fail "libfaketimeMT.so.1 not found (the faketime package installs it)"
+fake=$TEST_TMP/faketime
+printf '+400d\n' >"$fake"
+bg_start env LD_PRELOAD="$lib" FAKETIME_TIMESTAMP_FILE="$fake" FAKETIME_NO_CACHE=1 \
+    FAKETIME_DONT_FAKE_MONOTONIC=1 \
+    ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0" "$CARIS_BIN" daemon
+DAEMON=$BG_PID DAEMON_ERR=$BG_ERR
+# next_daily: whole days from now to the daemon's next daily run (from `schedule status`, which
+# asks the daemon over its control socket): 400 with the clock 400 days ahead (the run is at
+# most a day after the fake now), 0 or 1 once it is set right
+next_daily() {
+    cb --json schedule status >"$TEST_TMP/status.json" 2>/dev/null || return 1
+    json_eval "$TEST_TMP/status.json" 'd["running"] and d["schedules"]["daily"]["nextRun"] and "%d" % ((__import__("datetime").datetime.fromisoformat(d["schedules"]["daily"]["nextRun"].replace("Z", "+00:00")) - __import__("datetime").datetime.now(__import__("datetime").timezone.utc)).total_seconds() // 86400)'
+}
+# shellcheck disable=SC2317
+_ahead() { [[ $(next_daily) == 40[01] ]]; }
+wait_until 60 _ahead || fail "the daemon's next run is not 400 days ahead" "$(cat "$TEST_TMP/status.json" 2>/dev/null; _tail "$DAEMON_ERR")"
+printf '+0d\n' >"$fake.new" && mv "$fake.new" "$fake"
+# shellcheck disable=SC2317
+_today() { [[ $(next_daily) == [01] ]]; }
+wait_until 30 _today || fail "the next run did not follow the clock back" "$(cat "$TEST_TMP/status.json" 2>/dev/null)"
+assert_match '^[01]$' "$(next_daily)" "after the clock went back 400 days, the next daily run is within a day"
+assert_contains "$(cat "$DAEMON_ERR")" "the clock went back from" "the daemon logs the clock change"
+kill -TERM "$DAEMON"
+wait "$DAEMON"
+assert_eq 0 "$?" "the daemon exits 0"
 
 test_done
