@@ -358,6 +358,24 @@ static struct job *job_new(enum caris_job_type type, const char *source, int64_t
 /* At start: a schedule whose last run was before a slot that has passed missed it (the
  * machine was off): run it once now, however many slots passed. A schedule that never ran
  * (first start) does not catch up. */
+/* The newest slot of s after `after` and not after now (0: none), and how many there are
+ * (bounded: a minute-by-minute schedule over a year). */
+static int64_t newest_slot(const struct daemon *d, const struct schedule *s, int64_t after,
+                           int64_t now, int *count)
+{
+    struct err e = ERR_INIT;
+    int64_t t = after, newest = 0;
+    *count = 0;
+    for (int k = 0; k < 600000; k++) {
+        int64_t n;
+        if (cron_next(&s->cron, d->sch.tz, t, &n, &e) != 0 || n > now)
+            break;
+        newest = t = n;
+        ++*count;
+    }
+    return newest;
+}
+
 static void catch_up_locked(struct daemon *d, int64_t now)
 {
     for (size_t i = 0; i < SCHEDULE_COUNT; i++) {
@@ -370,15 +388,8 @@ static void catch_up_locked(struct daemon *d, int64_t now)
             last_slot = state_time(last, "startedAt");
         if (!last_slot)
             continue;
-        struct err e = ERR_INIT;
-        int64_t t = last_slot, missed = 0;
-        /* the newest slot not after now (bounded: a minute-by-minute schedule over a year) */
-        for (int k = 0; k < 600000; k++) {
-            int64_t n;
-            if (cron_next(&s->cron, d->sch.tz, t, &n, &e) != 0 || n > now)
-                break;
-            missed = t = n;
-        }
+        int count;
+        int64_t missed = newest_slot(d, s, last_slot, now, &count);
         if (missed) {
             char when[40];
             iso_s(missed, when, sizeof(when));
@@ -1453,9 +1464,24 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
             if (!d->next_run[i])
                 continue;
             if (d->next_run[i] <= now) {
-                enqueue_locked(
-                    d, job_new(sched_type(&d->sch.items[i]), d->sch.items[i].name, d->next_run[i]));
-                compute_next_locked(d, i, d->next_run[i]);
+                /* slots passed while the machine was suspended or the clock was set forward:
+                 * one run, for the newest of them (as at start), not one per slot */
+                const struct schedule *s = &d->sch.items[i];
+                int count;
+                int64_t slot = newest_slot(d, s, d->next_run[i], now, &count);
+                struct job *j = job_new(sched_type(s), s->name, slot ? slot : d->next_run[i]);
+                if (slot) {
+                    char was[40], when[40];
+                    iso_s(d->next_run[i], was, sizeof(was));
+                    iso_s(slot, when, sizeof(when));
+                    dlog(d, LOG_INFO, "catch-up",
+                         "%d %s runs, %s to %s, were passed over (the machine was suspended or "
+                         "the clock set forward): running once, for %s",
+                         count + 1, s->name, was, when, when);
+                    j->catch_up = true;
+                }
+                enqueue_locked(d, j);
+                compute_next_locked(d, i, slot ? slot : d->next_run[i]);
                 idle = false;
             }
             if (d->next_run[i] && d->next_run[i] < next)

@@ -5,7 +5,8 @@
 #   while the clock was ahead) is no recent success (taken for the newest, it kept the alert
 #   silent until its date). The daemon runs on a test clock (CARIS_TEST_CLOCK).
 # - A daemon running while its clock is set back by 400 days computes its next runs again
-#   (they used to wait for the old time: no scheduled backup for 400 days).
+#   (they used to wait for the old time: no scheduled backup for 400 days); set forward by 5
+#   days (as a machine suspended that long), it runs once, not once per slot passed over.
 source "$(dirname "$0")/lib.sh"
 
 command -v faketime >/dev/null || fail "faketime is not installed (scripts/install-deps.sh installs it)"
@@ -88,6 +89,23 @@ _today() { [[ $(next_daily) == [01] ]]; }
 wait_until 30 _today || fail "the next run did not follow the clock back" "$(cat "$TEST_TMP/status.json" 2>/dev/null)"
 assert_match '^[01]$' "$(next_daily)" "after the clock went back 400 days, the next daily run is within a day"
 assert_contains "$(cat "$DAEMON_ERR")" "the clock went back from" "the daemon logs the clock change"
+
+# Set forward by 5 days (as a machine suspended that long): the 5 daily slots passed over make
+# one run, for the newest of them, not 5 runs one after the other.
+before=$(cb --json list | python3 -c 'import json, sys; print(len(json.load(sys.stdin)))')
+printf '+5d\n' >"$fake.new" && mv "$fake.new" "$fake"
+# shellcheck disable=SC2317
+_ran() {
+    cb --json schedule status >"$TEST_TMP/status.json" 2>/dev/null &&
+        [[ $(json_eval "$TEST_TMP/status.json" 'len(d["history"]) >= 1 and d["job"] is None and d["queue"] == 0') == true ]]
+}
+wait_until 60 _ran || fail "no run after the clock was set forward" "$(cat "$TEST_TMP/status.json" 2>/dev/null)"
+assert_eq "1 True True" "$(json_eval "$TEST_TMP/status.json" '"%d %s %s" % (len(d["history"]), d["history"][0]["ok"], d["history"][0].get("catchUp"))')" \
+    "one run, ok, marked as a catch-up"
+assert_contains "$(cat "$DAEMON_ERR")" "5 daily runs," "the daemon logs how many slots were passed over"
+assert_contains "$(cat "$DAEMON_ERR")" "running once, for" "and that it runs once"
+assert_exit 0 cb --json list
+assert_eq $((before + 1)) "$(json_eval "$OUT_FILE" 'len(d)')" "one new backup"
 kill -TERM "$DAEMON"
 wait "$DAEMON"
 assert_eq 0 "$?" "the daemon exits 0"
