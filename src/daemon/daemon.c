@@ -101,6 +101,11 @@ struct daemon {
 
     int64_t next_run[SCHEDULE_COUNT]; /* virtual seconds; 0: off */
     int64_t next_stale_check;
+    /* the stale check's newest backups (STALE_KINDS order), as the worker last read them */
+    bool stale_listed, stale_refresh;
+    int64_t stale_at; /* the time the requested check is for (0: the worker's now) */
+    int64_t stale_newest[2];
+    char stale_newest_id[2][CARIS_ID_MAX];
     int64_t last_now; /* the time the loop saw last: a clock set back shows against it */
     json_t *state;    /* what scheduler.json holds */
     int64_t started_ns;
@@ -472,66 +477,105 @@ static void notify_step(struct daemon *d, const struct caris_job_step *s, int64_
 }
 
 /* Stale alerts: no successful backup of a configured kind within BACKUP_ALERT_AFTER. One
- * alert per newest backup (or per "none ever"), not one per check. */
-static void stale_check(struct daemon *d, int64_t now)
+ * alert per newest backup (or per "none ever"), not one per check.
+ *
+ * The newest backups are read from the repository (stale_refresh) only where d->r may be used:
+ * in the worker, between jobs, and at start before the worker runs. The check itself
+ * (stale_eval) reads what was found last, so that it runs while a job does too: a backup that
+ * hangs (a table lock that is never released, a file system that stopped answering) would
+ * otherwise keep the alert silent for as long as it hangs. */
+static const char *const STALE_KINDS[2] = {"database", "files"};
+
+static void stale_refresh(struct daemon *d, int64_t now)
 {
     if (!d->nc_loaded || !d->r)
         return;
-    static const char *const kinds[] = {"database", "files"};
-    static const char *const vars[] = {"POSTGRES_URL", "BACKUP_FILES_PATHS"};
     struct err e = ERR_INIT;
     json_t *list = caris_backup_list(d->r, NULL, &e);
     if (!list) {
         dlog(d, LOG_WARN, "stale", "cannot list backups: %s", e.msg);
         return;
     }
-    for (size_t k = 0; k < 2; k++) {
-        if (!config_get(d->cfg, vars[k]))
-            continue;
-        int64_t newest = 0;
-        const char *newest_id = "none";
-        size_t i;
-        json_t *b;
-        json_array_foreach(list, i, b)
-        {
-            const char *kind = json_string_value(json_object_get(b, "kind"));
-            const char *status = json_string_value(json_object_get(b, "status"));
-            int64_t t = state_time(b, "started");
+    int64_t newest[2] = {0, 0};
+    const char *newest_id[2] = {"none", "none"};
+    size_t i;
+    json_t *b;
+    json_array_foreach(list, i, b)
+    {
+        const char *kind = json_string_value(json_object_get(b, "kind"));
+        const char *status = json_string_value(json_object_get(b, "status"));
+        int64_t t = state_time(b, "started");
+        for (size_t k = 0; k < 2; k++)
             /* one dated in the future proves no recent success (and would hide the lack of
              * one until its date) */
-            if (kind && strcmp(kind, kinds[k]) == 0 && status && strcmp(status, "damaged") != 0 &&
-                t > newest && !caris_backup_time_future(t * 1000000000, now * 1000000000)) {
-                newest = t;
-                newest_id = json_string_value(json_object_get(b, "id"));
+            if (kind && strcmp(kind, STALE_KINDS[k]) == 0 && status &&
+                strcmp(status, "damaged") != 0 && t > newest[k] &&
+                !caris_backup_time_future(t * 1000000000, now * 1000000000)) {
+                newest[k] = t;
+                newest_id[k] = json_string_value(json_object_get(b, "id"));
             }
-        }
-        if (!notify_stale_due(&d->nc, newest * 1000000000, now * 1000000000))
-            continue;
+    }
+    pthread_mutex_lock(&d->mu);
+    for (size_t k = 0; k < 2; k++) {
+        d->stale_newest[k] = newest[k];
+        snprintf(d->stale_newest_id[k], sizeof(d->stale_newest_id[k]), "%s", newest_id[k]);
+    }
+    d->stale_listed = true;
+    pthread_mutex_unlock(&d->mu);
+    json_decref(list);
+}
+
+static void stale_eval(struct daemon *d, int64_t now)
+{
+    static const char *const vars[] = {"POSTGRES_URL", "BACKUP_FILES_PATHS"};
+    for (size_t k = 0; k < 2; k++) {
         pthread_mutex_lock(&d->mu);
-        json_t *alerted = json_object_get(d->state, "staleAlerted");
-        if (!alerted) {
-            alerted = json_object();
-            json_object_set_new(d->state, "staleAlerted", alerted);
+        if (!d->nc_loaded || !d->stale_listed || !config_get(d->cfg, vars[k])) {
+            pthread_mutex_unlock(&d->mu);
+            continue;
         }
-        const char *was = json_string_value(json_object_get(alerted, kinds[k]));
-        bool send = !was || strcmp(was, newest_id) != 0;
-        if (send) {
-            json_object_set_new(alerted, kinds[k], json_string(newest_id));
-            state_save_locked(d);
+        int64_t newest = d->stale_newest[k];
+        char newest_id[CARIS_ID_MAX];
+        snprintf(newest_id, sizeof(newest_id), "%s", d->stale_newest_id[k]);
+        bool send = false;
+        if (notify_stale_due(&d->nc, newest * 1000000000, now * 1000000000)) {
+            json_t *alerted = json_object_get(d->state, "staleAlerted");
+            if (!alerted) {
+                alerted = json_object();
+                json_object_set_new(d->state, "staleAlerted", alerted);
+            }
+            const char *was = json_string_value(json_object_get(alerted, STALE_KINDS[k]));
+            send = !was || strcmp(was, newest_id) != 0;
+            if (send) {
+                json_object_set_new(alerted, STALE_KINDS[k], json_string(newest_id));
+                state_save_locked(d);
+            }
         }
         pthread_mutex_unlock(&d->mu);
         if (send) {
-            dlog(d, LOG_WARN, "stale", "no successful %s backup since %s", kinds[k],
+            dlog(d, LOG_WARN, "stale", "no successful %s backup since %s", STALE_KINDS[k],
                  newest ? newest_id : "ever");
             struct notify_event ev = {.kind = NOTIFY_STALE,
-                                      .backup_kind = kinds[k],
+                                      .backup_kind = STALE_KINDS[k],
                                       .duration_ms = -1,
                                       .last_success_ns = newest * 1000000000,
                                       .time_ns = now * 1000000000};
             notify(d, &ev);
         }
     }
-    json_decref(list);
+}
+
+/* Asks the worker to read the newest backups again and check, and waits until it has (the
+ * worker must be idle or about to be: it does this between jobs). */
+static void stale_refresh_wait(struct daemon *d, int64_t at)
+{
+    pthread_mutex_lock(&d->mu);
+    d->stale_refresh = true;
+    d->stale_at = at;
+    pthread_cond_broadcast(&d->cv);
+    while (d->stale_refresh && !d->worker_stop)
+        pthread_cond_wait(&d->cv, &d->mu);
+    pthread_mutex_unlock(&d->mu);
 }
 
 /* ---- the worker ------------------------------------------------------------------------- */
@@ -705,7 +749,8 @@ static void run_job(struct daemon *d, struct job *j)
          caris_job_type_name(j->type), rc == 0 ? "succeeded" : "failed", rc == 0 ? "" : ": ",
          rc == 0 ? "" : e.msg);
     caris_job_result_free(&res);
-    stale_check(d, now_s(d));
+    stale_refresh(d, now_s(d));
+    stale_eval(d, now_s(d));
 }
 
 /* A verify or restore job (from the API): the services through api_jobs.c. */
@@ -790,10 +835,21 @@ static void *worker_main(void *arg)
     struct daemon *d = arg;
     pthread_mutex_lock(&d->mu);
     for (;;) {
-        while (!d->queue && !d->worker_stop)
+        while (!d->queue && !d->worker_stop && !d->stale_refresh)
             pthread_cond_wait(&d->cv, &d->mu);
         if (d->worker_stop)
             break;
+        if (d->stale_refresh) {
+            int64_t now = d->stale_at ? d->stale_at : now_s_locked(d);
+            d->stale_at = 0;
+            pthread_mutex_unlock(&d->mu);
+            stale_refresh(d, now);
+            stale_eval(d, now);
+            pthread_mutex_lock(&d->mu);
+            d->stale_refresh = false;
+            pthread_cond_broadcast(&d->cv);
+            continue;
+        }
         struct job *j = d->queue;
         d->queue = j->next;
         if (!d->queue)
@@ -1420,6 +1476,9 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
     state_schedules_locked(d);
     state_save_locked(d);
     pthread_mutex_unlock(&d->mu);
+    /* the newest backups, read before the worker may use d->r: the stale check then works
+     * from the start, even when a run starts at once and hangs */
+    stale_refresh(d, now);
     if (pthread_create(&d->worker, NULL, worker_main, d) != 0) {
         err_set(e, ERR_FAILURE, NULL, "cannot start the worker thread");
         goto out;
@@ -1501,7 +1560,7 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
                     state_save_locked(d);
                     pthread_mutex_unlock(&d->mu);
                     if (stale_due) /* the check due before the jump (at the start, too) */
-                        stale_check(d, now);
+                        stale_refresh_wait(d, now);
                     dlog(d, LOG_INFO, "stopping", "the test clock reached its end");
                     break;
                 }
@@ -1512,8 +1571,14 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
         }
         state_schedules_locked(d);
         pthread_mutex_unlock(&d->mu);
-        if (stale_due && idle)
-            stale_check(d, now);
+        if (stale_due && idle) {
+            pthread_mutex_lock(&d->mu);
+            d->stale_refresh = true; /* the worker reads the repository, then checks */
+            pthread_cond_broadcast(&d->cv);
+            pthread_mutex_unlock(&d->mu);
+        } else if (stale_due) {
+            stale_eval(d, now); /* a job runs: with the newest backups read last */
+        }
         if (vjump)
             continue;
 

@@ -470,6 +470,18 @@ bg_start() {
     _BG_PIDS+=("$BG_PID")
 }
 
+# clock_ahead DAYS CMD...: CMD with the wall clock DAYS days ahead (libfaketime, from the
+# faketime package); the monotonic clock is left alone, as when a clock is set by hand (and
+# ThreadSanitizer then still understands the program's timed waits). `cb` is spelled out.
+clock_ahead() {
+    local days=$1
+    shift
+    [[ $1 == cb ]] && set -- "$CARIS_BIN" "${@:2}"
+    FAKETIME_DONT_FAKE_MONOTONIC=1 \
+        ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0 \
+        faketime -f "+${days}d" "$@"
+}
+
 # run_in_tmpfs SIZE DIR SCRIPT [ARGS...]: `run`s SCRIPT with bash, as `bash -c SCRIPT caris DIR
 # ARGS...` ($0 is the binary under test, $1 DIR), in a private mount namespace in which DIR
 # (made if missing) is a fresh tmpfs of SIZE (e.g. 3m): a small file system that fills up, and

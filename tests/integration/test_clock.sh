@@ -8,14 +8,6 @@
 source "$(dirname "$0")/lib.sh"
 
 command -v faketime >/dev/null || fail "faketime is not installed (scripts/install-deps.sh installs it)"
-# libfaketime is preloaded: under AddressSanitizer its runtime is then not the first library
-export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0
-# ahead: the command run with the clock DAYS days ahead (FAKETIME_DONT_RESET: children too)
-ahead() {
-    local days=$1
-    shift
-    faketime -f "+${days}d" "$@"
-}
 
 assert_exit 0 cb --quiet init
 src=$TEST_TMP/src
@@ -27,10 +19,11 @@ for d in 1 2 3 4 5; do
     assert_rc 0 "backup of 2026-01-0$d"
     ids+=("$(json_get "$OUT_FILE" '["id"]')")
 done
-# two backups while the clock is 400 and 401 days ahead; the source as of day 5
+# two backups while the clock is 400 and 401 days ahead (clock_ahead: libfaketime); the source
+# as of day 5
 future=()
 for d in 400 401; do
-    run ahead "$d" "$CARIS_BIN" --json backup files "$src"
+    run clock_ahead "$d" cb --json backup files "$src"
     assert_rc 0 "backup with the clock $d days ahead"
     future+=("$(json_get "$OUT_FILE" '["id"]')")
 done

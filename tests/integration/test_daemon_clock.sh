@@ -7,6 +7,8 @@
 # - A daemon running while its clock is set back by 400 days computes its next runs again
 #   (they used to wait for the old time: no scheduled backup for 400 days); set forward by 5
 #   days (as a machine suspended that long), it runs once, not once per slot passed over.
+# - A run that hangs (a database backup waiting for a table lock) does not silence the stale
+#   alert.
 source "$(dirname "$0")/lib.sh"
 
 command -v faketime >/dev/null || fail "faketime is not installed (scripts/install-deps.sh installs it)"
@@ -37,8 +39,7 @@ print(m.get_payload(decode=True).decode())' "$(compgen -G "$TEST_TMP/smtp/msg-*.
 
 # A backup made with the clock 400 days ahead: dated about a year after now, and after the
 # daemon's test clock below.
-ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0 \
-    run faketime -f +400d "$CARIS_BIN" --json backup files
+run clock_ahead 400 cb --json backup files
 assert_rc 0 "a backup with the clock 400 days ahead"
 future=$(json_get "$OUT_FILE" '["id"]')
 
@@ -106,6 +107,54 @@ assert_contains "$(cat "$DAEMON_ERR")" "5 daily runs," "the daemon logs how many
 assert_contains "$(cat "$DAEMON_ERR")" "running once, for" "and that it runs once"
 assert_exit 0 cb --json list
 assert_eq $((before + 1)) "$(json_eval "$OUT_FILE" 'len(d)')" "one new backup"
+kill -TERM "$DAEMON"
+wait "$DAEMON"
+assert_eq 0 "$?" "the daemon exits 0"
+
+# --- a run that hangs does not silence the stale alert -------------------------------------------
+# A database backup waits for a table lock that is not released; meanwhile the clock goes 2
+# days forward: the stale alert is mailed while the run still waits (it used to wait for the
+# daemon to be idle, that is for the run to end).
+source "$LIB_DIR/pglib.sh"
+pg_start
+db=$CARIS_PG_DB
+psql_db "$db" -c "CREATE TABLE small (id integer PRIMARY KEY, v text);
+    INSERT INTO small SELECT i, 'v' || i FROM generate_series(1, 100) AS i" >/dev/null
+POSTGRES_URL=$(pg_url)
+BACKUP_SMTP_URL="smtp://127.0.0.1:$(cat "$TEST_TMP/smtp/port")"
+export POSTGRES_URL BACKUP_SMTP_URL
+export BACKUP_EMAIL_FROM=caris@example.org BACKUP_EMAIL_RECIPIENTS=ops@example.org
+unset BACKUP_FILES_PATHS
+assert_exit 0 cb --quiet backup database --time "$(date -u -d '2 hours ago' +%Y-%m-%dT%H:%M:%SZ)"
+rm -f "$TEST_TMP"/smtp/msg-*.eml
+printf '+0d\n' >"$fake.new" && mv "$fake.new" "$fake"
+pg_table_lock_take "$db" small
+bg_start env LD_PRELOAD="$lib" FAKETIME_TIMESTAMP_FILE="$fake" FAKETIME_NO_CACHE=1 \
+    FAKETIME_DONT_FAKE_MONOTONIC=1 \
+    ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0" "$CARIS_BIN" daemon
+DAEMON=$BG_PID DAEMON_ERR=$BG_ERR
+# shellcheck disable=SC2317
+_up() { cb --json schedule status >"$TEST_TMP/status.json" 2>/dev/null && [[ $(json_get "$TEST_TMP/status.json" '["running"]') == true ]]; }
+wait_until 60 _up || fail "the daemon did not start" "$(_tail "$DAEMON_ERR")"
+assert_exit 0 cb run-now incremental
+# shellcheck disable=SC2317
+_waiting() { (($(pg_lock_waiters "$db" small) >= 1)); }
+wait_until 60 _waiting || fail "the backup does not wait for the table" "$(_tail "$DAEMON_ERR")"
+assert_false "no mail while the newest backup is 2 hours old" _mail
+printf '+2d\n' >"$fake.new" && mv "$fake.new" "$fake"
+# shellcheck disable=SC2317
+_alerted() { cb schedule status >/dev/null 2>&1; _mail; } # the request wakes the daemon's loop
+wait_until 60 _alerted || fail "no stale alert while the run hangs" "$(_tail "$DAEMON_ERR")"
+mail=$(subject)
+assert_contains "$mail" "CÁRIS Backup: no database backup for 2 d 2 h on" "the stale alert names the database backup's age"
+run cb --json schedule status
+assert_eq incremental "$(json_get "$OUT_FILE" '["job"]["type"]')" "the run still waits"
+pg_table_lock_release
+# shellcheck disable=SC2317
+_done() { cb --json schedule status >"$TEST_TMP/status.json" 2>/dev/null &&
+    [[ $(json_eval "$TEST_TMP/status.json" 'len(d["history"]) >= 1 and d["job"] is None and d["queue"] == 0') == true ]]; }
+wait_until 120 _done || fail "the runs did not end" "$(_tail "$DAEMON_ERR")"
+assert_eq true "$(json_eval "$TEST_TMP/status.json" 'all(h["ok"] for h in d["history"])')" "the runs succeeded once the lock was released"
 kill -TERM "$DAEMON"
 wait "$DAEMON"
 assert_eq 0 "$?" "the daemon exits 0"

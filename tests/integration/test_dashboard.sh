@@ -75,8 +75,7 @@ note "screenshots: $TEST_TMP/dashboard/*.png"
 assert_exit 0 cb --json list
 made=$(json_eval "$OUT_FILE" 'd[-1]["id"]')
 assert_exit 0 cb forget "$made"
-ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0 \
-    run faketime -f +400d "$CARIS_BIN" --json backup files
+run clock_ahead 400 cb --json backup files
 assert_rc 0 "a backup with the clock 400 days ahead"
 future=$(json_get "$OUT_FILE" '["id"]')
 run python3 "$LIB_DIR/dashboard_browser.py" "$CHROMIUM" "$BASE" "$TOKEN" "$TEST_TMP/dashboard" alerts
