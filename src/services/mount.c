@@ -9,6 +9,7 @@
 #define FUSE_USE_VERSION 314
 
 #include "caris/mount.h"
+#include "caris/retention.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -988,6 +989,13 @@ static int build_top(struct mountfs *m, struct err *e)
         }
     }
     json_decref(list);
+    if (latest && caris_backup_time_future(newest, time_now_ns())) {
+        /* as `latest` elsewhere: the newest by time is then not the newest made */
+        char text[300];
+        caris_backup_future_text(latest, newest, time_now_ns(), text, sizeof(text));
+        caris_op_log(m->op, LOG_WARN, "%s: no `latest` link (check the clock)", text);
+        latest = NULL;
+    }
     if (latest) {
         struct mnode *n = node_new(m, S_IFLNK | 0777);
         n->link = xstrdup(latest);

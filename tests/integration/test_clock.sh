@@ -3,8 +3,8 @@
 # keeps them without counting them (they used to take the daily slots of real backups, so
 # that real backups were forgotten); `latest` is refused instead of naming the wrong backup
 # (it named the future-dated one, whose data is older than the newest backup's); a backup made
-# afterwards warns; `copy --latest` is refused too; `forget ID...` removes exactly the named backups, and nothing when an id
-# does not exist.
+# afterwards warns; `copy --latest` is refused too, and `mount` shows no `latest` link;
+# `forget ID...` removes exactly the named backups, and nothing when an id does not exist.
 source "$(dirname "$0")/lib.sh"
 
 command -v faketime >/dev/null || fail "faketime is not installed (scripts/install-deps.sh installs it)"
@@ -59,6 +59,25 @@ assert_false "nothing was copied" test -d "$TEST_TMP/offsite/snapshots"
 run cb restore files "${ids[5]}" --target "$TEST_TMP/r2"
 assert_rc 0 "a restore by id works"
 assert_eq "day 6" "$(cat "$TEST_TMP/r2/$src/note.txt")" "and restores the newest data"
+
+# mount: no `latest` link while the newest by time is dated in the future
+if [[ -c /dev/fuse ]]; then
+    mnt=$TEST_TMP/mnt
+    mkdir -p "$mnt"
+    # shellcheck disable=SC2317
+    mounted() { mountpoint -q "$mnt"; }
+    bg_start cb mount "$mnt"
+    MOUNT_PID=$BG_PID MOUNT_ERR=$BG_ERR
+    assert_true "the mount appears" wait_until 30 mounted
+    assert_true "every backup is there" test -d "$mnt/${ids[5]}"
+    assert_false "no latest link" test -L "$mnt/latest"
+    assert_contains "$(cat "$MOUNT_ERR")" "${future[1]} is dated" "the mount says why"
+    kill -TERM "$MOUNT_PID"
+    wait "$MOUNT_PID"
+    assert_eq 0 "$?" "the mount exits 0"
+else
+    note "/dev/fuse is missing: the mount case is skipped"
+fi
 
 # --- forget by id ---------------------------------------------------------------------------
 count() { cb --json list | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'; }
