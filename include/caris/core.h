@@ -2,9 +2,11 @@
 #ifndef CARIS_CORE_H
 #define CARIS_CORE_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "caris/err.h"
 
@@ -68,6 +70,10 @@ void log_msg(enum log_level l, const char *fmt, ...) __attribute__((format(print
 /* Time. */
 int64_t time_now_ns(void);  /* CLOCK_REALTIME */
 int64_t time_mono_ns(void); /* CLOCK_MONOTONIC */
+/* A condition variable whose timed waits count on CLOCK_MONOTONIC, so that a clock set back or
+ * forward neither stretches nor cuts them; and the deadline ns_from_now for such a wait. */
+void cond_init_monotonic(pthread_cond_t *c);
+struct timespec time_mono_deadline(int64_t ns_from_now);
 /* "2024-01-15T03:00:00.123Z" (UTC, milliseconds). out >= 32 bytes. */
 void time_format_iso(int64_t ns, char *out, size_t n);
 /* Parses what time_format_iso writes (milliseconds optional). -1 on bad input. */

@@ -251,6 +251,21 @@ int64_t time_mono_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+void cond_init_monotonic(pthread_cond_t *c)
+{
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(c, &ca);
+    pthread_condattr_destroy(&ca);
+}
+
+struct timespec time_mono_deadline(int64_t ns_from_now)
+{
+    int64_t t = time_mono_ns() + ns_from_now;
+    return (struct timespec){.tv_sec = (time_t)(t / 1000000000), .tv_nsec = (long)(t % 1000000000)};
+}
+
 void time_format_iso(int64_t ns, char *out, size_t n)
 {
     time_t s = (time_t)(ns / 1000000000);

@@ -416,17 +416,12 @@ static void *walq_main(void *arg)
                 continue;
             }
             if (q->r && q->window_stale) { /* again once the interval has passed */
-                struct timespec ts;
-                clock_gettime(CLOCK_REALTIME, &ts);
-                ts.tv_sec +=
-                    1 + (time_t)((WALQ_WINDOW_EVERY_NS - (time_mono_ns() - q->window_mono_ns)) /
-                                 1000000000);
+                struct timespec ts = time_mono_deadline(
+                    WALQ_WINDOW_EVERY_NS - (time_mono_ns() - q->window_mono_ns) + 1000000000);
                 pthread_cond_timedwait(&q->cv, &q->mu, &ts);
             } else if (q->last_get_ns) { /* the spool is emptied once gets stop coming */
-                struct timespec ts;
-                clock_gettime(CLOCK_REALTIME, &ts);
-                ts.tv_sec += 1 + (time_t)((q->spool_idle_ns - (time_mono_ns() - q->last_get_ns)) /
-                                          1000000000);
+                struct timespec ts = time_mono_deadline(
+                    q->spool_idle_ns - (time_mono_ns() - q->last_get_ns) + 1000000000);
                 pthread_cond_timedwait(&q->cv, &q->mu, &ts);
             } else {
                 pthread_cond_wait(&q->cv, &q->mu);
@@ -475,7 +470,7 @@ int walq_start(struct daemon *d, const struct config *cfg, const char *repo_path
     if (idle && atoi(idle) > 0)
         q->spool_idle_ns = (int64_t)atoi(idle) * 1000000;
     pthread_mutex_init(&q->mu, NULL);
-    pthread_cond_init(&q->cv, NULL);
+    cond_init_monotonic(&q->cv);
     if (pthread_create(&q->thread, NULL, walq_main, q) != 0) {
         pthread_mutex_destroy(&q->mu);
         pthread_cond_destroy(&q->cv);

@@ -129,11 +129,7 @@ static void *walstream_main(void *arg)
         daemon_log(w->d, LOG_ERROR, "wal-stream", "wal receive failed: %s; again in %lld s", e.msg,
                    (long long)(backoff_ms / 1000));
         /* the pause, cut short by the stop */
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        int64_t ns = ts.tv_nsec + (backoff_ms % 1000) * 1000000;
-        ts.tv_sec += (time_t)(backoff_ms / 1000 + ns / 1000000000);
-        ts.tv_nsec = (long)(ns % 1000000000);
+        struct timespec ts = time_mono_deadline(backoff_ms * 1000000);
         pthread_mutex_lock(&w->mu);
         while (!w->stop && pthread_cond_timedwait(&w->cv, &w->mu, &ts) != ETIMEDOUT)
             ;
@@ -176,7 +172,7 @@ int walstream_start(struct daemon *d, const struct config *cfg, const char *repo
     w->flush_seconds = flush;
     w->state = "starting";
     pthread_mutex_init(&w->mu, NULL);
-    pthread_cond_init(&w->cv, NULL);
+    cond_init_monotonic(&w->cv);
     if (pthread_create(&w->thread, NULL, walstream_main, w) != 0) {
         pthread_mutex_destroy(&w->mu);
         pthread_cond_destroy(&w->cv);

@@ -132,16 +132,6 @@ static int holder_write(struct lock_holder *h, bool only_existing, struct err *e
     return rc;
 }
 
-static struct timespec mono_deadline(int64_t ns_from_now)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    int64_t t = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + ns_from_now;
-    ts.tv_sec = (time_t)(t / 1000000000);
-    ts.tv_nsec = (long)(t % 1000000000);
-    return ts;
-}
-
 /* Rewrites the lock every refresh interval until told to stop. A lock file that has
  * disappeared (removed by `unlock --force`, or by someone who judged it stale) is not
  * written again: the holder learns it at repo_lock_check and commits nothing. On a directory
@@ -153,7 +143,7 @@ static void *refresh_main(void *arg)
     int64_t interval = refresh_ns();
     pthread_mutex_lock(&h->mu);
     while (!h->stop) {
-        struct timespec until = mono_deadline(interval);
+        struct timespec until = time_mono_deadline(interval);
         while (!h->stop && pthread_cond_timedwait(&h->cv, &h->mu, &until) != ETIMEDOUT)
             ;
         if (h->stop || h->lost)
@@ -543,11 +533,7 @@ static int lock_try(struct repo *r, bool exclusive, const char *operation, struc
     time_format_iso(time_now_ns(), h->created, sizeof(h->created));
     ident_self(&h->id);
     pthread_mutex_init(&h->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&h->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    cond_init_monotonic(&h->cv);
     if (holder_write(h, false, e) != 0) {
         holder_free(h);
         return -1;
