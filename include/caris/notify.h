@@ -27,6 +27,8 @@ enum notify_kind {
     NOTIFY_STEP_FAILED,  /* a later step of a run failed (backup_kind: "retention", "prune",
                             "copy"); the run's backups are not affected */
     NOTIFY_STALE,        /* no successful backup of a kind for longer than BACKUP_ALERT_AFTER */
+    NOTIFY_WAL_FAILING,  /* PostgreSQL's archive_command has been failing (pg_stat_archiver) for
+                            BACKUP_WAL_ALERT_MINUTES; error: the archiver's figures */
     NOTIFY_TEST,         /* `caris-backup notify test` */
 };
 

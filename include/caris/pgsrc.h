@@ -92,6 +92,19 @@ struct pgsrc_info {
 };
 int pgsrc_server_info(PGconn *c, struct pgsrc_info *out, struct err *e);
 
+/* The WAL archiver's state (archive_mode and pg_stat_archiver; readable by any role). */
+struct pgsrc_archiver {
+    bool archive_mode; /* archive_mode is on or always */
+    int64_t archived_count, failed_count;
+    char last_archived_wal[64], last_failed_wal[64]; /* "" when none */
+    int64_t last_archived_ns, last_failed_ns;        /* 0 when none */
+    int64_t server_now_ns;                           /* the server's now() */
+};
+int pgsrc_archiver(PGconn *c, struct pgsrc_archiver *out, struct err *e);
+/* Whether archiving is failing now: on, and the last attempt (a failure) came after the last
+ * success. */
+bool pgsrc_archiver_failing(const struct pgsrc_archiver *a);
+
 /* BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY, then pg_export_snapshot(). The snapshot
  * stays valid while this transaction is open. *snapshot_id is malloc'd. */
 int pgsrc_snapshot_begin(PGconn *c, char **snapshot_id, struct err *e);

@@ -10,7 +10,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "caris/config.h"
 #include "caris/err.h"
+#include "caris/pgsrc.h"
 #include "caris/repo.h"
 
 enum caris_wal_kind { WAL_SEGMENT, WAL_PARTIAL, WAL_HISTORY, WAL_BACKUP_LABEL };
@@ -22,6 +24,11 @@ struct caris_wal_name {
     uint32_t timeline;
     uint32_t log, seg; /* 0 for a .history file */
 };
+
+/* The WAL archiver of the server at POSTGRES_URL (PGPASSWORD when the URL has no password):
+ * archive_mode and pg_stat_archiver. ERR_CONFIG without POSTGRES_URL, ERR_DATABASE when the
+ * server cannot be asked. */
+int caris_wal_archiver(const struct config *cfg, struct pgsrc_archiver *out, struct err *e);
 
 /* Parses a bare file name (no directory); ERR_USAGE naming it when it is not one of the above. */
 int caris_wal_name_parse(const char *name, struct caris_wal_name *out, struct err *e);

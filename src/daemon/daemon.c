@@ -40,6 +40,8 @@
  * again from the new time. A smaller step back only delays them by as much (recomputing would
  * repeat a run just made), as cron does for changes under 3 hours. */
 #define CLOCK_BACK_S (3 * 3600)
+/* How long the stale check waits for a run in progress (see the main loop). */
+#define STALE_RUN_WAIT_NS (3600ll * 1000000000)
 
 enum job_state { JOB_QUEUED, JOB_RUNNING, JOB_DONE };
 
@@ -91,6 +93,7 @@ struct daemon {
     struct api *api;
     struct walq *walq;
     struct walstream *walstream; /* BACKUP_WAL_STREAMING */
+    struct walmon *walmon;       /* the watch on the server's WAL archiver */
     bool worker_stop;
     pthread_t worker;
     volatile sig_atomic_t cancel;
@@ -443,6 +446,11 @@ static void notify(struct daemon *d, const struct notify_event *ev)
     pthread_mutex_unlock(&d->mu);
 }
 
+void daemon_notify(struct daemon *d, const struct notify_event *ev)
+{
+    notify(d, ev);
+}
+
 static void notify_step(struct daemon *d, const struct caris_job_step *s, int64_t when_s)
 {
     struct notify_event ev = {.backup_id = *s->backup_id ? s->backup_id : NULL,
@@ -481,9 +489,10 @@ static void notify_step(struct daemon *d, const struct caris_job_step *s, int64_
  *
  * The newest backups are read from the repository (stale_refresh) only where d->r may be used:
  * in the worker, between jobs, and at start before the worker runs. The check itself
- * (stale_eval) reads what was found last, so that it runs while a job does too: a backup that
- * hangs (a table lock that is never released, a file system that stopped answering) would
- * otherwise keep the alert silent for as long as it hangs. */
+ * (stale_eval) reads what was found last, so that it also runs while a job has been going
+ * for over STALE_RUN_WAIT_NS: a backup that hangs (a table lock that is never released, a file
+ * system that stopped answering) would otherwise keep the alert silent for as long as it
+ * hangs. */
 static const char *const STALE_KINDS[2] = {"database", "files"};
 
 static void stale_refresh(struct daemon *d, int64_t now)
@@ -934,6 +943,7 @@ static json_t *status_locked(struct daemon *d)
         json_object_set_new(s, "alertAfterSeconds", json_integer(d->nc.alert_after_ms / 1000));
     json_object_set_new(s, "walArchiver", walq_status(d->walq));
     json_object_set_new(s, "walStreaming", walstream_status(d->walstream));
+    json_object_set_new(s, "walArchiving", walmon_status(d->walmon));
     json_t *job = json_object_get(s, "job");
     if (job && *d->current_step)
         json_object_set_new(job, "progress", json_string(d->current_step));
@@ -1376,6 +1386,7 @@ static void daemon_free(struct daemon *d)
 {
     while (d->nclients)
         client_close(d, d->nclients - 1);
+    walmon_stop(d->walmon);
     walstream_stop(d->walstream);
     walq_stop(d->walq);
     while (d->queue) {
@@ -1479,6 +1490,8 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
     /* the newest backups, read before the worker may use d->r: the stale check then works
      * from the start, even when a run starts at once and hangs */
     stale_refresh(d, now);
+    if (walmon_start(d, o->cfg, &d->walmon, e) != 0)
+        goto out;
     if (pthread_create(&d->worker, NULL, worker_main, d) != 0) {
         err_set(e, ERR_FAILURE, NULL, "cannot start the worker thread");
         goto out;
@@ -1517,6 +1530,9 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
         }
         d->last_now = now;
         bool idle = !d->queue && !d->running;
+        /* a run going for over STALE_RUN_WAIT_NS may be stuck: the stale check stops waiting
+         * for it (a run that ends sooner decides it afterwards, with its own backups) */
+        bool long_run = d->running && time_now_ns() - d->running->started_ns > STALE_RUN_WAIT_NS;
         /* enqueue what is due */
         int64_t next = INT64_MAX;
         for (size_t i = 0; i < SCHEDULE_COUNT; i++) {
@@ -1576,8 +1592,8 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
             d->stale_refresh = true; /* the worker reads the repository, then checks */
             pthread_cond_broadcast(&d->cv);
             pthread_mutex_unlock(&d->mu);
-        } else if (stale_due) {
-            stale_eval(d, now); /* a job runs: with the newest backups read last */
+        } else if (stale_due && long_run) {
+            stale_eval(d, now); /* with the newest backups read last */
         }
         if (vjump)
             continue;
@@ -1629,6 +1645,8 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
      * queued ones */
     api_stop(d->api);
     d->api = NULL;
+    walmon_stop(d->walmon);
+    d->walmon = NULL;
     walstream_stop(d->walstream);
     d->walstream = NULL;
     walq_stop(d->walq);

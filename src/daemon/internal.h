@@ -115,4 +115,20 @@ json_t *walstream_status(struct walstream *w);
 /* Stops it (the unfinished segment is stored first) and frees it. NULL is fine. */
 void walstream_stop(struct walstream *w);
 
+/* The watch on PostgreSQL's WAL archiver (walmon.c): *out = NULL when POSTGRES_URL is not set
+ * or BACKUP_WAL_ALERT_MINUTES is off; -1 with e (ERR_CONFIG) when BACKUP_WAL_ALERT_MINUTES is
+ * invalid. */
+struct walmon;
+int walmon_start(struct daemon *d, const struct config *cfg, struct walmon **out, struct err *e);
+/* {"state" ("unknown", "off", "ok", "failing"), "checkedAt", "archivedCount", "failedCount",
+ * "lastArchivedWal", "lastFailedWal", "failingSince", "error"}; null when not watching. */
+json_t *walmon_status(struct walmon *w);
+/* Stops and frees it. NULL is fine. */
+void walmon_stop(struct walmon *w);
+
+/* Sends a notification through the daemon's channels and records it for the status (as the
+ * scheduler's own). Any thread. */
+struct notify_event;
+void daemon_notify(struct daemon *d, const struct notify_event *ev);
+
 #endif

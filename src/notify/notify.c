@@ -28,6 +28,8 @@ const char *notify_kind_name(enum notify_kind k)
         return "step-failed";
     case NOTIFY_STALE:
         return "stale";
+    case NOTIFY_WAL_FAILING:
+        return "wal-archiving-failing";
     case NOTIFY_TEST:
         return "test";
     }

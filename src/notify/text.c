@@ -167,6 +167,14 @@ void notify_text_build(const struct notify_config *nc, const struct notify_event
         free(alert);
         break;
     }
+    case NOTIFY_WAL_FAILING:
+        t->failure = true;
+        t->subject = xasprintf("CÁRIS Backup: WAL archiving FAILING on %s", t->host);
+        t->intro = xasprintf("PostgreSQL on %s cannot archive its WAL: point-in-time recovery "
+                             "stops at the last segment archived, and pg_wal grows until the "
+                             "archive takes segments again (a full disk stops the database).",
+                             t->host);
+        break;
     case NOTIFY_TEST:
     default:
         t->subject = xasprintf("CÁRIS Backup: test notification from %s", t->host);

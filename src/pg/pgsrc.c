@@ -893,6 +893,42 @@ int64_t pgsrc_count_relations(PGconn *c, struct err *e)
     return n;
 }
 
+/* ---- the WAL archiver ------------------------------------------------------------------ */
+
+int pgsrc_archiver(PGconn *c, struct pgsrc_archiver *out, struct err *e)
+{
+    memset(out, 0, sizeof(*out));
+    PGresult *res = pgsrc_query(
+        c,
+        "SELECT current_setting('archive_mode') <> 'off', archived_count, failed_count, "
+        "coalesce(last_archived_wal, ''), coalesce(last_failed_wal, ''), "
+        "coalesce((extract(epoch FROM last_archived_time) * 1000)::bigint, 0), "
+        "coalesce((extract(epoch FROM last_failed_time) * 1000)::bigint, 0), "
+        "(extract(epoch FROM now()) * 1000)::bigint FROM pg_stat_archiver",
+        0, NULL, e);
+    if (!res)
+        return -1;
+    if (PQntuples(res) != 1 || PQnfields(res) != 8) {
+        PQclear(res);
+        return err_set(e, ERR_DATABASE, NULL, "pg_stat_archiver: unexpected answer");
+    }
+    out->archive_mode = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    out->archived_count = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+    out->failed_count = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
+    snprintf(out->last_archived_wal, sizeof(out->last_archived_wal), "%s", PQgetvalue(res, 0, 3));
+    snprintf(out->last_failed_wal, sizeof(out->last_failed_wal), "%s", PQgetvalue(res, 0, 4));
+    out->last_archived_ns = strtoll(PQgetvalue(res, 0, 5), NULL, 10) * 1000000;
+    out->last_failed_ns = strtoll(PQgetvalue(res, 0, 6), NULL, 10) * 1000000;
+    out->server_now_ns = strtoll(PQgetvalue(res, 0, 7), NULL, 10) * 1000000;
+    PQclear(res);
+    return 0;
+}
+
+bool pgsrc_archiver_failing(const struct pgsrc_archiver *a)
+{
+    return a->archive_mode && a->last_failed_ns > 0 && a->last_failed_ns >= a->last_archived_ns;
+}
+
 /* ---- pg_restore and partitioned indexes ---------------------------------------------- */
 
 void pgsrc_index_trees_free(struct pgsrc_index_tree *p, size_t n)

@@ -14,6 +14,8 @@
 #include "caris/stream.h"
 #include "caris/wal.h"
 
+#include <libpq-fe.h>
+
 #define WAL_RECORD_KIND "wal"
 /* streamed partials (wal receive) have a record kind of their own: readers of segments never
  * read them (a slow server makes one per flush interval), and versions that predate them do
@@ -699,4 +701,22 @@ json_t *caris_wal_list(struct repo *r, json_t **damaged, struct err *e)
     free(v);
     json_decref(all);
     return out;
+}
+
+/* ---- the server's archiver ------------------------------------------------------------------ */
+
+int caris_wal_archiver(const struct config *cfg, struct pgsrc_archiver *out, struct err *e)
+{
+    const char *url = config_get(cfg, "POSTGRES_URL");
+    if (!url)
+        return err_set(e, ERR_CONFIG, "set POSTGRES_URL", "POSTGRES_URL is not set");
+    struct pgsrc_target t;
+    if (pgsrc_target_parse(url, config_get(cfg, "PGPASSWORD"), "POSTGRES_URL", &t, e) != 0)
+        return -1;
+    PGconn *c = pgsrc_connect(&t, NULL, e);
+    int rc = c ? pgsrc_archiver(c, out, e) : -1;
+    if (c)
+        PQfinish(c);
+    pgsrc_target_free(&t);
+    return rc;
 }

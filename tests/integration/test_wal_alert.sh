@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# The daemon watches PostgreSQL's WAL archiver (pg_stat_archiver): while archive_command fails
+# (here it is `false`) for BACKUP_WAL_ALERT_MINUTES, a wal-archiving-failing alert is mailed to
+# a real SMTP server, once, and `schedule status` says "failing"; once archiving works again,
+# the daemon logs it and the status says "ok". A bad BACKUP_WAL_ALERT_MINUTES stops the daemon
+# at start (exit 6).
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/pglib.sh"
+
+pg_start
+init_repo
+export POSTGRES_URL BACKUP_TZ=UTC
+POSTGRES_URL=$(pg_url)
+export BACKUP_SCHEDULE_DAILY=off BACKUP_SCHEDULE_WEEKLY=off BACKUP_SCHEDULE_MONTHLY=off
+export BACKUP_API_LISTEN=none BACKUP_DRILL_INTERVAL_DAYS=0
+psql_db postgres -c "ALTER SYSTEM SET archive_mode = on" -c "ALTER SYSTEM SET archive_command = 'false'" ||
+    fail "ALTER SYSTEM archive settings"
+pg_pause && pg_resume || fail "restart with archive_mode = on"
+assert_eq on "$(psql_db postgres -c 'SHOW archive_mode')" "archive_mode is on"
+
+# a segment to archive: archive_command (false) fails on it
+psql_db "$CARIS_PG_DB" -c "CREATE TABLE t (i int)" -c "INSERT INTO t SELECT generate_series(1, 1000)" >/dev/null
+failing_seg=$(psql_db postgres -c "SELECT pg_walfile_name(pg_switch_wal())")
+# shellcheck disable=SC2317
+_failed() { (($(psql_db postgres -c 'SELECT failed_count FROM pg_stat_archiver') >= 1)); }
+wait_until 60 _failed || fail "archive_command did not fail" "$(psql_db postgres -c 'SELECT * FROM pg_stat_archiver')"
+
+mkdir -p "$TEST_TMP/smtp"
+bg_start /usr/bin/python3 "$LIB_DIR/notify_servers.py" smtp "$TEST_TMP/smtp"
+# shellcheck disable=SC2317
+_smtp_up() { [[ -s $TEST_TMP/smtp/port ]]; }
+wait_until 30 _smtp_up || fail "the SMTP server did not start" "$(_tail "$BG_ERR")"
+BACKUP_SMTP_URL="smtp://127.0.0.1:$(cat "$TEST_TMP/smtp/port")"
+export BACKUP_SMTP_URL BACKUP_EMAIL_FROM=caris@example.org BACKUP_EMAIL_RECIPIENTS=ops@example.org
+
+run env BACKUP_WAL_ALERT_MINUTES=soon "$CARIS_BIN" daemon
+assert_rc 6 "a bad BACKUP_WAL_ALERT_MINUTES stops the daemon at start"
+assert_contains "$ERR" "invalid BACKUP_WAL_ALERT_MINUTES 'soon'" "the error names the variable"
+
+# alert at once (0 minutes), the server asked every 200 ms
+bg_start env BACKUP_WAL_ALERT_MINUTES=0 CARIS_TEST_WALMON_INTERVAL_MS=200 "$CARIS_BIN" daemon
+DAEMON=$BG_PID DAEMON_ERR=$BG_ERR
+# wal_mails: the mails about WAL archiving (there is also the stale alert: no database
+# backup was ever made here), subject and body of each
+wal_mails() {
+    python3 -c 'import email, email.header, glob, sys
+for f in sorted(glob.glob(sys.argv[1] + "/msg-*.eml")):
+    m = email.message_from_binary_file(open(f, "rb"))
+    subject = str(email.header.make_header(email.header.decode_header(m["Subject"])))
+    if "WAL archiving" in subject:
+        print(subject)
+        print(m.get_payload(decode=True).decode())' "$TEST_TMP/smtp"
+}
+# shellcheck disable=SC2317
+_mail() { [[ -n $(wal_mails) ]]; }
+wait_until 60 _mail || fail "no WAL archiving alert" "$(_tail "$DAEMON_ERR")"
+mail=$(wal_mails)
+assert_contains "$mail" "CÁRIS Backup: WAL archiving FAILING on" "the subject"
+assert_contains "$mail" "point-in-time recovery stops at the last segment archived" "what it means"
+assert_contains "$mail" "segment $failing_seg" "the failing segment"
+assert_contains "$mail" "wal-archiving-failing" "the event"
+assert_not_contains "$mail" "$CARIS_PG_PASSWORD" "no database password in the mail"
+run cb --json schedule status
+assert_eq failing "$(json_get "$OUT_FILE" '["walArchiving"]["state"]')" "status: failing"
+assert_eq "$failing_seg" "$(json_get "$OUT_FILE" '["walArchiving"]["lastFailedWal"]')" "status: the failing segment"
+assert_contains "$(cat "$DAEMON_ERR")" "archive_command fails: segment $failing_seg" "the daemon logs it"
+# once per episode: more checks, no second mail
+# shellcheck disable=SC2317
+_checked() {
+    cb --json schedule status >"$TEST_TMP/st.json" 2>/dev/null &&
+        [[ $(json_get "$TEST_TMP/st.json" '["walArchiving"]["checkedAt"]') > "$1" ]]
+}
+first=$(json_get "$OUT_FILE" '["walArchiving"]["checkedAt"]')
+wait_until 30 _checked "$first" || fail "the archiver was not asked again"
+assert_eq 1 "$(wal_mails | grep -c '^CÁRIS Backup: WAL archiving FAILING')" "one alert per episode"
+
+# archiving works again: logged, status ok (the reload wakes the archiver, which retries)
+psql_db postgres -c "ALTER SYSTEM SET archive_command = 'true'" -c "SELECT pg_reload_conf()" >/dev/null
+# shellcheck disable=SC2317
+_ok() {
+    cb --json schedule status >"$TEST_TMP/st.json" 2>/dev/null &&
+        [[ $(json_get "$TEST_TMP/st.json" '["walArchiving"]["state"]') == ok ]]
+}
+wait_until 90 _ok || fail "the status did not become ok" "$(psql_db postgres -c 'SELECT * FROM pg_stat_archiver')"
+assert_eq ok "$(json_get "$TEST_TMP/st.json" '["walArchiving"]["state"]')" "status: ok once archiving works"
+assert_contains "$(cat "$DAEMON_ERR")" "WAL archiving works again" "the daemon logs the end"
+kill -TERM "$DAEMON"
+wait "$DAEMON"
+assert_eq 0 "$?" "the daemon exits 0"
+
+test_done
