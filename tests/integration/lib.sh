@@ -470,6 +470,29 @@ bg_start() {
     _BG_PIDS+=("$BG_PID")
 }
 
+# smtp_start: a real SMTP server (notify_servers.py) on loopback, its messages in
+# $TEST_TMP/smtp/msg-N.eml; exports BACKUP_SMTP_URL and a sender and a recipient.
+smtp_start() {
+    mkdir -p "$TEST_TMP/smtp"
+    bg_start /usr/bin/python3 "$LIB_DIR/notify_servers.py" smtp "$TEST_TMP/smtp"
+    # shellcheck disable=SC2317
+    _smtp_up() { [[ -s $TEST_TMP/smtp/port ]]; }
+    wait_until 30 _smtp_up || fail "the SMTP server did not start" "$(_tail "$BG_ERR")"
+    BACKUP_SMTP_URL="smtp://127.0.0.1:$(cat "$TEST_TMP/smtp/port")"
+    export BACKUP_SMTP_URL BACKUP_EMAIL_FROM=caris@example.org BACKUP_EMAIL_RECIPIENTS=ops@example.org
+}
+# mail_texts [WORDS]: the subject (decoded) and body of each message smtp_start's server
+# received, in order; with WORDS, only those whose subject contains them.
+mail_texts() {
+    python3 -c 'import email, email.header, glob, re, sys
+for f in sorted(glob.glob(sys.argv[1] + "/msg-*.eml"), key=lambda f: int(re.sub(r"\D", "", f.rsplit("/", 1)[1]))):
+    m = email.message_from_binary_file(open(f, "rb"))
+    subject = str(email.header.make_header(email.header.decode_header(m["Subject"])))
+    if sys.argv[2] in subject:
+        print(subject)
+        print(m.get_payload(decode=True).decode())' "$TEST_TMP/smtp" "${1:-}"
+}
+
 # clock_ahead DAYS CMD...: CMD with the wall clock DAYS days ahead (libfaketime, from the
 # faketime package); the monotonic clock is left alone, as when a clock is set by hand (and
 # ThreadSanitizer then still understands the program's timed waits). `cb` is spelled out.

@@ -21,21 +21,10 @@ assert_exit 0 cb --quiet init
 assert_exit 0 cb --quiet backup files --time 2026-03-01T03:00:00Z
 old=file_full_2026-03-01T03-00-00
 
-mkdir -p "$TEST_TMP/smtp"
-bg_start /usr/bin/python3 "$LIB_DIR/notify_servers.py" smtp "$TEST_TMP/smtp"
-# shellcheck disable=SC2317
-_smtp_up() { [[ -s $TEST_TMP/smtp/port ]]; }
-wait_until 30 _smtp_up || fail "the SMTP server did not start" "$(_tail "$BG_ERR")"
-BACKUP_SMTP_URL="smtp://127.0.0.1:$(cat "$TEST_TMP/smtp/port")"
-export BACKUP_SMTP_URL BACKUP_EMAIL_FROM=caris@example.org BACKUP_EMAIL_RECIPIENTS=ops@example.org
+smtp_start
+smtp_url=$BACKUP_SMTP_URL
 # shellcheck disable=SC2317
 _mail() { compgen -G "$TEST_TMP/smtp/msg-*.eml" >/dev/null; }
-subject() {
-    python3 -c 'import email, email.header, sys
-m = email.message_from_binary_file(open(sys.argv[1], "rb"))
-print(str(email.header.make_header(email.header.decode_header(m["Subject"]))))
-print(m.get_payload(decode=True).decode())' "$(compgen -G "$TEST_TMP/smtp/msg-*.eml" | head -n 1)"
-}
 
 # A backup made with the clock 400 days ahead: dated about a year after now, and after the
 # daemon's test clock below.
@@ -48,7 +37,7 @@ run env CARIS_TEST_CLOCK=2026-03-05T03:00:00Z,2026-03-05T04:00:00Z "$CARIS_BIN" 
 assert_rc 0 "the daemon ran"
 assert_contains "$ERR" "no successful files backup since $old" "the daemon logs the stale alert, naming the newest real backup"
 wait_until 30 _mail || fail "no stale alert mailed" "$(ls "$TEST_TMP/smtp")"
-mail=$(subject)
+mail=$(mail_texts)
 assert_contains "$mail" "CÁRIS Backup: no files backup for 4 d 0 h on" "the subject says how long"
 assert_contains "$mail" "is 4 d 0 h old, more than BACKUP_ALERT_AFTER (24 h 0 min)" "the mail says why"
 assert_contains "$mail" "Last success: 2026-03-01T03:00:00.000Z" "the last success is the real backup"
@@ -121,8 +110,7 @@ db=$CARIS_PG_DB
 psql_db "$db" -c "CREATE TABLE small (id integer PRIMARY KEY, v text);
     INSERT INTO small SELECT i, 'v' || i FROM generate_series(1, 100) AS i" >/dev/null
 POSTGRES_URL=$(pg_url)
-BACKUP_SMTP_URL="smtp://127.0.0.1:$(cat "$TEST_TMP/smtp/port")"
-export POSTGRES_URL BACKUP_SMTP_URL
+export POSTGRES_URL BACKUP_SMTP_URL=$smtp_url
 export BACKUP_EMAIL_FROM=caris@example.org BACKUP_EMAIL_RECIPIENTS=ops@example.org
 unset BACKUP_FILES_PATHS
 assert_exit 0 cb --quiet backup database --time "$(date -u -d '2 hours ago' +%Y-%m-%dT%H:%M:%SZ)"
@@ -145,7 +133,7 @@ printf '+2d\n' >"$fake.new" && mv "$fake.new" "$fake"
 # shellcheck disable=SC2317
 _alerted() { cb schedule status >/dev/null 2>&1; _mail; } # the request wakes the daemon's loop
 wait_until 60 _alerted || fail "no stale alert while the run hangs" "$(_tail "$DAEMON_ERR")"
-mail=$(subject)
+mail=$(mail_texts)
 assert_contains "$mail" "CÁRIS Backup: no database backup for 2 d 2 h on" "the stale alert names the database backup's age"
 run cb --json schedule status
 assert_eq incremental "$(json_get "$OUT_FILE" '["job"]["type"]')" "the run still waits"

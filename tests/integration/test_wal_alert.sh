@@ -25,13 +25,7 @@ failing_seg=$(psql_db postgres -c "SELECT pg_walfile_name(pg_switch_wal())")
 _failed() { (($(psql_db postgres -c 'SELECT failed_count FROM pg_stat_archiver') >= 1)); }
 wait_until 60 _failed || fail "archive_command did not fail" "$(psql_db postgres -c 'SELECT * FROM pg_stat_archiver')"
 
-mkdir -p "$TEST_TMP/smtp"
-bg_start /usr/bin/python3 "$LIB_DIR/notify_servers.py" smtp "$TEST_TMP/smtp"
-# shellcheck disable=SC2317
-_smtp_up() { [[ -s $TEST_TMP/smtp/port ]]; }
-wait_until 30 _smtp_up || fail "the SMTP server did not start" "$(_tail "$BG_ERR")"
-BACKUP_SMTP_URL="smtp://127.0.0.1:$(cat "$TEST_TMP/smtp/port")"
-export BACKUP_SMTP_URL BACKUP_EMAIL_FROM=caris@example.org BACKUP_EMAIL_RECIPIENTS=ops@example.org
+smtp_start
 
 run env BACKUP_WAL_ALERT_MINUTES=soon "$CARIS_BIN" daemon
 assert_rc 6 "a bad BACKUP_WAL_ALERT_MINUTES stops the daemon at start"
@@ -41,16 +35,8 @@ assert_contains "$ERR" "invalid BACKUP_WAL_ALERT_MINUTES 'soon'" "the error name
 bg_start env BACKUP_WAL_ALERT_MINUTES=0 CARIS_TEST_WALMON_INTERVAL_MS=200 "$CARIS_BIN" daemon
 DAEMON=$BG_PID DAEMON_ERR=$BG_ERR
 # wal_mails: the mails about WAL archiving (there is also the stale alert: no database
-# backup was ever made here), subject and body of each
-wal_mails() {
-    python3 -c 'import email, email.header, glob, sys
-for f in sorted(glob.glob(sys.argv[1] + "/msg-*.eml")):
-    m = email.message_from_binary_file(open(f, "rb"))
-    subject = str(email.header.make_header(email.header.decode_header(m["Subject"])))
-    if "WAL archiving" in subject:
-        print(subject)
-        print(m.get_payload(decode=True).decode())' "$TEST_TMP/smtp"
-}
+# backup was ever made here)
+wal_mails() { mail_texts "WAL archiving"; }
 # shellcheck disable=SC2317
 _mail() { [[ -n $(wal_mails) ]]; }
 wait_until 60 _mail || fail "no WAL archiving alert" "$(_tail "$DAEMON_ERR")"
