@@ -29,7 +29,9 @@ enum notify_kind {
     NOTIFY_STALE,        /* no successful backup of a kind for longer than BACKUP_ALERT_AFTER */
     NOTIFY_WAL_FAILING,  /* PostgreSQL's archive_command has been failing (pg_stat_archiver) for
                             BACKUP_WAL_ALERT_MINUTES; error: the archiver's figures */
-    NOTIFY_TEST,         /* `caris-backup notify test` */
+    NOTIFY_WAL_STREAM_FAILING, /* the daemon's WAL streaming (BACKUP_WAL_STREAMING) has been
+                                  failing for BACKUP_WAL_ALERT_MINUTES; error: its last error */
+    NOTIFY_TEST,               /* `caris-backup notify test` */
 };
 
 /* "backup-succeeded", "backup-failed", "verification-failed", "drill-failed", "step-failed",

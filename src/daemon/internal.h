@@ -119,6 +119,9 @@ void walstream_stop(struct walstream *w);
  * or BACKUP_WAL_ALERT_MINUTES is off; -1 with e (ERR_CONFIG) when BACKUP_WAL_ALERT_MINUTES is
  * invalid. */
 struct walmon;
+/* BACKUP_WAL_ALERT_MINUTES (default 15, 0 to 10080, or off: *ns = -1), also for the WAL
+ * streaming's alert. -1 with e (ERR_CONFIG) when invalid. */
+int wal_alert_after(const struct config *cfg, int64_t *ns, struct err *e);
 int walmon_start(struct daemon *d, const struct config *cfg, struct walmon **out, struct err *e);
 /* {"state" ("unknown", "off", "ok", "failing"), "checkedAt", "archivedCount", "failedCount",
  * "lastArchivedWal", "lastFailedWal", "failingSince", "error"}; null when not watching. */

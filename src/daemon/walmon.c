@@ -132,11 +132,11 @@ static void *walmon_main(void *arg)
     return NULL;
 }
 
-int walmon_start(struct daemon *d, const struct config *cfg, struct walmon **out, struct err *e)
+int wal_alert_after(const struct config *cfg, int64_t *ns, struct err *e)
 {
-    *out = NULL;
     const char *v = config_get(cfg, "BACKUP_WAL_ALERT_MINUTES");
     long minutes = 15;
+    *ns = -1;
     if (v && strcmp(v, "off") == 0)
         return 0;
     if (v) {
@@ -147,12 +147,23 @@ int walmon_start(struct daemon *d, const struct config *cfg, struct walmon **out
             return err_set(e, ERR_CONFIG, "a number of minutes from 0 to 10080, or off",
                            "invalid BACKUP_WAL_ALERT_MINUTES '%.40s'", v);
     }
-    if (!config_get(cfg, "POSTGRES_URL"))
+    *ns = (int64_t)minutes * 60 * 1000000000;
+    return 0;
+}
+
+int walmon_start(struct daemon *d, const struct config *cfg, struct walmon **out, struct err *e)
+{
+    *out = NULL;
+    int64_t after;
+    if (wal_alert_after(cfg, &after, e) != 0)
+        return -1;
+    if (after < 0 || !config_get(cfg, "POSTGRES_URL"))
         return 0;
+    long minutes = (long)(after / 60000000000);
     struct walmon *w = xcalloc(1, sizeof(*w));
     w->d = d;
     w->cfg = cfg;
-    w->alert_after_ns = (int64_t)minutes * 60 * 1000000000;
+    w->alert_after_ns = after;
     w->interval_ns = WALMON_INTERVAL_NS;
     const char *t = config_get(cfg, "CARIS_TEST_WALMON_INTERVAL_MS"); /* test knob */
     if (t && atol(t) > 0)

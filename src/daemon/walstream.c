@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "caris/core.h"
+#include "caris/notify.h"
 #include "caris/open.h"
 #include "caris/walrecv.h"
 #include "caris/walwindow.h"
@@ -37,6 +38,9 @@ struct walstream {
     char flushed_at[40], error_at[40], retry_at[40];
     char last_error[600];
     uint64_t restarts;
+    /* the alert (BACKUP_WAL_ALERT_MINUTES; < 0: off), the thread's own */
+    int64_t alert_after_ns, failing_since_ns;
+    bool alerted;
 };
 
 static void op_log(void *ctx, enum log_level l, const char *msg)
@@ -93,6 +97,34 @@ static int run_once(struct walstream *w, struct err *e)
     return rc;
 }
 
+/* After a failed run: an episode of failures starts at the first failure after a steady run
+ * (or at start); once it lasts alert_after_ns, one alert. */
+static void alert_check(struct walstream *w, bool steady, const struct err *e)
+{
+    int64_t now = time_now_ns();
+    if (steady || !w->failing_since_ns) {
+        if (w->alerted)
+            daemon_log(w->d, LOG_INFO, "wal-stream", "WAL streaming had worked again");
+        w->failing_since_ns = now;
+        w->alerted = false;
+    }
+    if (w->alert_after_ns < 0 || w->alerted || now - w->failing_since_ns < w->alert_after_ns)
+        return;
+    w->alerted = true;
+    char since[40];
+    time_format_iso(w->failing_since_ns, since, sizeof(since));
+    char *msg = xasprintf("wal receive over replication slot %s has failed since %s (%llu "
+                          "restarts in all): %s",
+                          w->slot, since, (unsigned long long)w->restarts, e->msg);
+    struct notify_event ev = {.kind = NOTIFY_WAL_STREAM_FAILING,
+                              .duration_ms = -1,
+                              .error = msg,
+                              .hint = *e->hint ? e->hint : NULL,
+                              .time_ns = now};
+    daemon_notify(w->d, &ev);
+    free(msg);
+}
+
 static void *walstream_main(void *arg)
 {
     struct walstream *w = arg;
@@ -114,7 +146,8 @@ static void *walstream_main(void *arg)
         }
         if (rc == 0) /* returned without a stop: not expected; treated as an error */
             err_set(&e, ERR_FAILURE, NULL, "wal receive ended");
-        if (time_mono_ns() - t0 >= WALSTREAM_STEADY_NS)
+        bool steady = time_mono_ns() - t0 >= WALSTREAM_STEADY_NS;
+        if (steady)
             backoff_ms = WALSTREAM_BACKOFF_MIN_MS;
         w->restarts++;
         w->state = "waiting";
@@ -128,6 +161,7 @@ static void *walstream_main(void *arg)
         pthread_mutex_unlock(&w->mu);
         daemon_log(w->d, LOG_ERROR, "wal-stream", "wal receive failed: %s; again in %lld s", e.msg,
                    (long long)(backoff_ms / 1000));
+        alert_check(w, steady, &e);
         /* the pause, cut short by the stop */
         struct timespec ts = time_mono_deadline(backoff_ms * 1000000);
         pthread_mutex_lock(&w->mu);
@@ -156,6 +190,9 @@ int walstream_start(struct daemon *d, const struct config *cfg, const char *repo
         e->code = ERR_CONFIG;
         return err_wrap(e, "BACKUP_WAL_FLUSH_SECONDS");
     }
+    int64_t alert_after;
+    if (wal_alert_after(cfg, &alert_after, e) != 0)
+        return -1;
     const char *slot = config_get(cfg, "BACKUP_WAL_SLOT");
     if (!slot || !*slot)
         slot = "caris_backup";
@@ -170,6 +207,7 @@ int walstream_start(struct daemon *d, const struct config *cfg, const char *repo
     w->backup_dir = xstrdup(backup_dir);
     w->slot = xstrdup(slot);
     w->flush_seconds = flush;
+    w->alert_after_ns = alert_after;
     w->state = "starting";
     pthread_mutex_init(&w->mu, NULL);
     cond_init_monotonic(&w->cv);

@@ -30,6 +30,8 @@ const char *notify_kind_name(enum notify_kind k)
         return "stale";
     case NOTIFY_WAL_FAILING:
         return "wal-archiving-failing";
+    case NOTIFY_WAL_STREAM_FAILING:
+        return "wal-streaming-failing";
     case NOTIFY_TEST:
         return "test";
     }

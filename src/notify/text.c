@@ -175,6 +175,15 @@ void notify_text_build(const struct notify_config *nc, const struct notify_event
                              "archive takes segments again (a full disk stops the database).",
                              t->host);
         break;
+    case NOTIFY_WAL_STREAM_FAILING:
+        t->failure = true;
+        t->subject = xasprintf("CÁRIS Backup: WAL streaming FAILING on %s", t->host);
+        t->intro = xasprintf("The daemon on %s cannot stream WAL from PostgreSQL: what the "
+                             "server writes now reaches the archive only through "
+                             "archive_command, a whole segment at a time, and the replication "
+                             "slot keeps the WAL not yet streamed on the server's disk.",
+                             t->host);
+        break;
     case NOTIFY_TEST:
     default:
         t->subject = xasprintf("CÁRIS Backup: test notification from %s", t->host);

@@ -3,7 +3,8 @@
 # (here it is `false`) for BACKUP_WAL_ALERT_MINUTES, a wal-archiving-failing alert is mailed to
 # a real SMTP server, once, and `schedule status` says "failing"; once archiving works again,
 # the daemon logs it and the status says "ok". A bad BACKUP_WAL_ALERT_MINUTES stops the daemon
-# at start (exit 6).
+# at start (exit 6). WAL streaming (BACKUP_WAL_STREAMING) that keeps failing is alerted once
+# (wal-streaming-failing).
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/pglib.sh"
 
@@ -70,6 +71,28 @@ _ok() {
 wait_until 90 _ok || fail "the status did not become ok" "$(psql_db postgres -c 'SELECT * FROM pg_stat_archiver')"
 assert_eq ok "$(json_get "$TEST_TMP/st.json" '["walArchiving"]["state"]')" "status: ok once archiving works"
 assert_contains "$(cat "$DAEMON_ERR")" "WAL archiving works again" "the daemon logs the end"
+kill -TERM "$DAEMON"
+wait "$DAEMON"
+assert_eq 0 "$?" "the daemon exits 0"
+
+# --- WAL streaming that keeps failing ---------------------------------------------------------
+# nothing listens on port 1: every `wal receive` fails at once; alert at the first failure
+bg_start env BACKUP_WAL_ALERT_MINUTES=0 BACKUP_WAL_STREAMING=true \
+    BACKUP_PG_REPLICATION_URL="postgresql://caris@127.0.0.1:1/postgres" "$CARIS_BIN" daemon
+DAEMON=$BG_PID DAEMON_ERR=$BG_ERR
+# shellcheck disable=SC2317
+_stream_mail() { [[ -n $(mail_texts "WAL streaming") ]]; }
+wait_until 60 _stream_mail || fail "no WAL streaming alert" "$(_tail "$DAEMON_ERR")"
+mail=$(mail_texts "WAL streaming")
+assert_contains "$mail" "CÁRIS Backup: WAL streaming FAILING on" "the subject"
+assert_contains "$mail" "wal-streaming-failing" "the event"
+assert_contains "$mail" "over replication slot caris_backup has failed since" "the error says since when"
+assert_contains "$mail" "127.0.0.1" "and why (the server it cannot reach)"
+# shellcheck disable=SC2317
+_restarted() { (($(grep -c "wal receive failed" "$DAEMON_ERR") >= 3)); }
+wait_until 60 _restarted || fail "wal receive was not retried" "$(_tail "$DAEMON_ERR")"
+assert_eq 1 "$(mail_texts "WAL streaming" | grep -c '^CÁRIS Backup: WAL streaming FAILING')" \
+    "one alert for the episode, however many restarts"
 kill -TERM "$DAEMON"
 wait "$DAEMON"
 assert_eq 0 "$?" "the daemon exits 0"
