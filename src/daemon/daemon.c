@@ -1590,6 +1590,7 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
         if (stale_due && idle) {
             pthread_mutex_lock(&d->mu);
             d->stale_refresh = true; /* the worker reads the repository, then checks */
+            d->stale_at = now;       /* (a test clock may have jumped by then) */
             pthread_cond_broadcast(&d->cv);
             pthread_mutex_unlock(&d->mu);
         } else if (stale_due && long_run) {

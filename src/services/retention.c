@@ -441,9 +441,11 @@ int caris_retention_apply(struct repo *r, const struct caris_forget_opts *o,
             for (i = 0; i < n && !found; i++)
                 found = strcmp(items[i].id ? items[i].id : "", o->ids[k]) == 0;
             if (!found) {
+                char esc[200];
+                str_escape(o->ids[k], strlen(o->ids[k]), esc, sizeof(esc));
                 err_set(e, ERR_NOT_FOUND, "give full backup ids, as `caris-backup list` shows them",
-                        "no backup %s%s%s: nothing forgotten", o->ids[k],
-                        o->kind ? " of type " : "", o->kind ? o->kind : "");
+                        "no backup %s%s%s: nothing forgotten", esc, o->kind ? " of type " : "",
+                        o->kind ? o->kind : "");
                 goto out;
             }
         }
