@@ -14,7 +14,8 @@
 
 static const char PBACKUP_USAGE[] =
     "usage: caris-backup [--json] backup database --physical [--full|--incremental]\n"
-    "                [--spread-checkpoint] [--time TIME] [--archive-timeout S | --no-archive-check]\n"
+    "                [--spread-checkpoint] [--time TIME] [--archive-timeout S | "
+    "--no-archive-check]\n"
     "\n"
     "Takes a base backup of the whole cluster over the streaming replication protocol\n"
     "(BASE_BACKUP, PostgreSQL 15 or later) and streams every file straight into the\n"
