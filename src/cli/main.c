@@ -21,6 +21,7 @@
 #include "caris/inspect.h"
 #include "caris/keys.h"
 #include "caris/repo.h"
+#include "caris/retention.h"
 #include "caris/secmem.h"
 #include "caris/storage.h"
 #include "caris/walwindow.h"
@@ -705,6 +706,16 @@ static int cmd_list(struct globals *g, int argc, char **argv)
                                                                    : "");
             if (lsns)
                 printf("%-44s LSN %s\n", "", lsns);
+            int64_t t;
+            if (x->started && time_parse_iso(x->started, &t) == 0 &&
+                caris_backup_time_future(t, time_now_ns())) {
+                char text[300];
+                caris_backup_future_text(x->id, t, time_now_ns(), text, sizeof(text));
+                fprintf(stderr,
+                        "warning: %s: the clock was ahead when it was made, or is behind now; "
+                        "`latest` is refused while it is the newest (`forget --help`)\n",
+                        text);
+            }
         }
     }
     if (window) { /* not --json */

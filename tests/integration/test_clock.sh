@@ -45,6 +45,11 @@ assert_eq 2 "$(json_eval "$OUT_FILE" 'len(d["warnings"])')" "one warning per fut
 assert_contains "$ERR" "warning: backup ${future[0]} is dated" "the warning is shown"
 assert_contains "$ERR" "forgotten by id (\`forget ID\`)" "it names the remedy"
 
+run cb list
+assert_rc 0 "list"
+assert_contains "$ERR" "warning: backup ${future[0]} is dated" "list warns about each future-dated backup"
+assert_contains "$ERR" "warning: backup ${future[1]} is dated" "(both)"
+
 # --- latest ---------------------------------------------------------------------------------
 run cb restore files latest --target "$TEST_TMP/r1"
 assert_rc 2 "restore of latest is refused while a backup is dated in the future"
