@@ -12,7 +12,6 @@
 
 #include "caris/config.h"
 #include "caris/err.h"
-#include "caris/pgsrc.h"
 #include "caris/repo.h"
 
 enum caris_wal_kind { WAL_SEGMENT, WAL_PARTIAL, WAL_HISTORY, WAL_BACKUP_LABEL };
@@ -25,6 +24,7 @@ struct caris_wal_name {
     uint32_t log, seg; /* 0 for a .history file */
 };
 
+struct pgsrc_archiver; /* caris/pgsrc.h (which needs libpq's headers) */
 /* The WAL archiver of the server at POSTGRES_URL (PGPASSWORD when the URL has no password):
  * archive_mode and pg_stat_archiver. ERR_CONFIG without POSTGRES_URL, ERR_DATABASE when the
  * server cannot be asked. */

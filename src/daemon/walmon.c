@@ -16,6 +16,7 @@
 
 #include "caris/core.h"
 #include "caris/notify.h"
+#include "caris/pgsrc.h"
 #include "caris/wal.h"
 
 #include "internal.h"

@@ -11,6 +11,7 @@
 #include "caris/core.h"
 #include "caris/crypto.h"
 #include "caris/op.h"
+#include "caris/pgsrc.h"
 #include "caris/stream.h"
 #include "caris/wal.h"
 
