@@ -102,6 +102,10 @@ struct daemon {
     bool vclock;
     int64_t v_base_s, v_base_mono_ns, v_end_s;
 
+    /* held for reading while a notification uses d->nc, for writing while SIGHUP replaces it:
+     * notifications come from the WAL threads too, at any time */
+    pthread_rwlock_t nc_rw;
+
     int64_t next_run[SCHEDULE_COUNT]; /* virtual seconds; 0: off */
     int64_t next_stale_check;
     /* the stale check's newest backups (STALE_KINDS order), as the worker last read them */
@@ -414,11 +418,15 @@ static void catch_up_locked(struct daemon *d, int64_t now)
 
 static void notify(struct daemon *d, const struct notify_event *ev)
 {
-    if (!d->nc_loaded || !notify_configured(&d->nc) || !notify_should_send(&d->nc, ev))
+    pthread_rwlock_rdlock(&d->nc_rw);
+    if (!d->nc_loaded || !notify_configured(&d->nc) || !notify_should_send(&d->nc, ev)) {
+        pthread_rwlock_unlock(&d->nc_rw);
         return;
+    }
     struct err e = ERR_INIT;
     struct caris_op op = {.log = op_log, .log_ctx = d, .cancel = &d->cancel, .actor = "scheduler"};
     int rc = caris_notify(&d->nc, ev, &op, &e);
+    pthread_rwlock_unlock(&d->nc_rw);
     if (rc != 0)
         dlog(d, LOG_WARN, "notify", "%s notification not delivered: %s", notify_kind_name(ev->kind),
              e.msg);
@@ -1363,8 +1371,10 @@ static void reload(struct daemon *d)
         d->cfg = &d->cfg_own;
         schedule_config_free(&d->sch);
         d->sch = sch;
+        pthread_rwlock_wrlock(&d->nc_rw); /* a notification in flight ends first */
         notify_config_free(&d->nc);
         d->nc = nc;
+        pthread_rwlock_unlock(&d->nc_rw);
         int64_t now = now_s_locked(d);
         for (size_t i = 0; i < SCHEDULE_COUNT; i++)
             compute_next_locked(d, i, now);
@@ -1431,6 +1441,7 @@ static void daemon_free(struct daemon *d)
     free(d->repo_path);
     pthread_mutex_destroy(&d->mu);
     pthread_cond_destroy(&d->cv);
+    pthread_rwlock_destroy(&d->nc_rw);
 }
 
 static bool stop_requested(const struct daemon *d)
@@ -1444,6 +1455,7 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
     struct daemon *d = &dd;
     pthread_mutex_init(&d->mu, NULL);
     pthread_cond_init(&d->cv, NULL);
+    pthread_rwlock_init(&d->nc_rw, NULL);
     d->started_ns = time_now_ns();
     int rc = -1;
     d->cfg = o->cfg;
