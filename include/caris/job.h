@@ -41,8 +41,9 @@ struct caris_job_step {
     char what[16];       /* "database", "files" (backup, verify, drill); "" otherwise */
     char backup_id[160]; /* the backup made, verified or drilled; "" when none */
     bool ok;
-    bool warnings; /* completed with warnings (unreadable files) */
-    int64_t started_ns, duration_ns;
+    bool warnings;                   /* completed with warnings (unreadable files) */
+    int64_t started_ns, duration_ns; /* the duration counted on the monotonic clock */
+    int64_t started_mono_ns;
     uint64_t bytes; /* backup: bytes of the source read; verify: bytes checked */
     struct err err; /* when !ok */
     json_t *detail; /* the step's own result (summary, report): owned, may be NULL */
@@ -69,7 +70,8 @@ struct caris_job_opts {
 
 struct caris_job_result {
     enum caris_job_type type;
-    int64_t started_ns, ended_ns;
+    int64_t started_ns, ended_ns; /* ended_ns: started_ns + the monotonic clock's count */
+    int64_t started_mono_ns;
     struct caris_job_step *steps;
     size_t nsteps;
     bool ok;           /* every step succeeded (warnings allowed) */

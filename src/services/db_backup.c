@@ -146,7 +146,7 @@ static json_t *stream_entry(const char *type, const char *name, struct stream_re
 static int db_backup(struct repo *r, const struct db_backup_opts *o, bool incremental,
                      json_t **summary_out, struct err *e)
 {
-    int64_t start_ns, clock0 = time_now_ns();
+    int64_t start_ns, clock0 = time_mono_ns(); /* the duration: immune to clock changes */
     *summary_out = NULL;
     if (backup_time(o->time_ns, &start_ns, e) != 0)
         return -1;
@@ -270,7 +270,7 @@ static int db_backup(struct repo *r, const struct db_backup_opts *o, bool increm
 
     struct repo_writer_stats ws;
     repo_writer_get_stats(w, &ws);
-    int64_t end_ns = start_ns + (time_now_ns() - clock0);
+    int64_t end_ns = start_ns + (time_mono_ns() - clock0);
     char started[40], finished[40], host[256] = "", sha[65];
     time_format_iso(start_ns, started, sizeof(started));
     time_format_iso(end_ns, finished, sizeof(finished));

@@ -1262,7 +1262,7 @@ static json_t *resolve_roots(const struct files_backup_opts *o, struct err *e)
 static int files_backup(struct repo *r, const struct files_backup_opts *o, bool incremental,
                         json_t **summary_out, struct err *e)
 {
-    int64_t start_ns, clock0 = time_now_ns();
+    int64_t start_ns, clock0 = time_mono_ns(); /* the duration: immune to clock changes */
     if (backup_time(o->time_ns, &start_ns, e) != 0)
         return -1;
     json_t *roots = resolve_roots(o, e);
@@ -1431,7 +1431,7 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
         goto out;
     struct repo_writer_stats ws;
     repo_writer_get_stats(b.w, &ws);
-    int64_t end_ns = start_ns + (time_now_ns() - clock0);
+    int64_t end_ns = start_ns + (time_mono_ns() - clock0);
     char started[40], finished[40], host[256] = "";
     time_format_iso(start_ns, started, sizeof(started));
     time_format_iso(end_ns, finished, sizeof(finished));

@@ -66,6 +66,7 @@ static struct caris_job_step *step_begin(struct run *x, enum caris_job_step_kind
     snprintf(s->what, sizeof(s->what), "%s", what ? what : "");
     snprintf(s->backup_id, sizeof(s->backup_id), "%s", id ? id : "");
     s->started_ns = time_now_ns();
+    s->started_mono_ns = time_mono_ns();
     caris_op_log(x->op, LOG_INFO, "%s%s%s%s%s: started", caris_job_step_name(k), what ? " " : "",
                  what ? what : "", id && *id ? " " : "", id ? id : "");
     return s;
@@ -74,7 +75,7 @@ static struct caris_job_step *step_begin(struct run *x, enum caris_job_step_kind
 /* Ends step s: rc < 0 failed with se; CARIS_DONE_WARNINGS completed with warnings. */
 static void step_end(struct run *x, struct caris_job_step *s, int rc, const struct err *se)
 {
-    s->duration_ns = time_now_ns() - s->started_ns;
+    s->duration_ns = time_mono_ns() - s->started_mono_ns;
     s->ok = rc >= 0;
     s->warnings = rc == CARIS_DONE_WARNINGS;
     if (!s->ok) {
@@ -264,11 +265,12 @@ int caris_job_run(struct repo *r, const struct caris_job_opts *o, const struct c
     res->type = o->type;
     res->ok = true;
     res->started_ns = time_now_ns();
+    res->started_mono_ns = time_mono_ns();
     bool db = config_get(o->cfg, "POSTGRES_URL") != NULL;
     bool files = !o->skip_files && config_get(o->cfg, "BACKUP_FILES_PATHS") != NULL;
     if (!db && !files) {
         res->ok = false;
-        res->ended_ns = time_now_ns();
+        res->ended_ns = res->started_ns + (time_mono_ns() - res->started_mono_ns);
         return err_set(e, ERR_CONFIG,
                        "set POSTGRES_URL (the database) and/or BACKUP_FILES_PATHS "
                        "(colon-separated directories) in the environment or .env.local",
@@ -303,7 +305,7 @@ int caris_job_run(struct repo *r, const struct caris_job_opts *o, const struct c
         do_prune(&x);
     free(db_id);
     free(files_id);
-    res->ended_ns = time_now_ns();
+    res->ended_ns = res->started_ns + (time_mono_ns() - res->started_mono_ns);
     if (caris_op_cancelled(op) && res->ok) {
         res->ok = false;
         err_set(e, ERR_FAILURE, NULL, "cancelled");

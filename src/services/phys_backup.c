@@ -652,7 +652,7 @@ int caris_phys_backup(struct repo *r, const struct phys_backup_opts *o,
                       struct caris_backup_result *res, struct err *e)
 {
     backup_result_take(res, NULL);
-    int64_t start_ns, clock0 = time_now_ns();
+    int64_t start_ns, clock0 = time_mono_ns(); /* the duration: immune to clock changes */
     if (backup_time(o->time_ns, &start_ns, e) != 0)
         return -1;
     struct pgsrc_target t;
@@ -751,7 +751,7 @@ int caris_phys_backup(struct repo *r, const struct phys_backup_opts *o,
 
     struct repo_writer_stats ws;
     repo_writer_get_stats(b.w, &ws);
-    int64_t end_ns = start_ns + (time_now_ns() - clock0);
+    int64_t end_ns = start_ns + (time_mono_ns() - clock0);
     char started[40], finished[40], host[256] = "", target[256];
     time_format_iso(start_ns, started, sizeof(started));
     time_format_iso(end_ns, finished, sizeof(finished));

@@ -8,7 +8,7 @@
 #   (they used to wait for the old time: no scheduled backup for 400 days); set forward by 5
 #   days (as a machine suspended that long), it runs once, not once per slot passed over.
 # - A run that hangs (a database backup waiting for a table lock) does not silence the stale
-#   alert.
+#   alert; a backup during which the clock goes back has a duration that is not negative.
 source "$(dirname "$0")/lib.sh"
 
 command -v faketime >/dev/null || fail "faketime is not installed (scripts/install-deps.sh installs it)"
@@ -146,5 +146,23 @@ assert_eq true "$(json_eval "$TEST_TMP/status.json" 'all(h["ok"] for h in d["his
 kill -TERM "$DAEMON"
 wait "$DAEMON"
 assert_eq 0 "$?" "the daemon exits 0"
+
+# --- the clock set back during a backup ----------------------------------------------------------
+# A database backup held by the table lock while the clock goes back a day: its duration and its
+# end time count on the monotonic clock (they came out a day negative, the end before the start).
+printf '+0d\n' >"$fake.new" && mv "$fake.new" "$fake"
+pg_table_lock_take "$db" small
+bg_start env LD_PRELOAD="$lib" FAKETIME_TIMESTAMP_FILE="$fake" FAKETIME_NO_CACHE=1 \
+    FAKETIME_DONT_FAKE_MONOTONIC=1 \
+    ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0" \
+    "$CARIS_BIN" --json backup database
+BACKUP=$BG_PID BACKUP_OUT=$BG_OUT
+wait_until 60 _waiting || fail "the backup does not wait for the table"
+printf -- '-1d\n' >"$fake.new" && mv "$fake.new" "$fake"
+pg_table_lock_release
+wait "$BACKUP"
+assert_eq 0 "$?" "the backup succeeded"
+assert_eq "true true" "$(json_eval "$BACKUP_OUT" '"%s %s" % (str(0 <= d["durationMs"] < 600000).lower(), str(d["finished"] >= d["started"]).lower())')" \
+    "its duration is not negative, and it ends after it starts"
 
 test_done
