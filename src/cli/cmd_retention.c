@@ -143,6 +143,11 @@ static void print_forget(const struct caris_forget_result *res)
 {
     size_t ng = json_array_size(res->groups);
     for (size_t gi = 0; gi < ng; gi++) {
+        bool any = false; /* forget ID...: only the groups of the backups named */
+        for (size_t k = 0; k < res->nbackups && !any; k++)
+            any = res->backups[k].group == gi;
+        if (!any)
+            continue;
         json_t *g = json_array_get(res->groups, gi);
         const char *kind = json_string_value(json_object_get(g, "kind"));
         char *what =
