@@ -19,7 +19,7 @@ data_gets() { grep -cE 'data/[0-9a-f]{2}/[0-9a-f]{64} [0-9]{3} [0-9.,]+ms' "$S3_
 
 src=$TEST_TMP/src
 python3 "$LIB_DIR/../../bench/gen-tree.py" gen "$src/tree" 24M --seed 5 >/dev/null || fail "gen-tree failed"
-# duplicated content: one 2 MiB block (several chunks) in eight files, twice in one more
+# duplicated content: one 2 MiB block in eight files, twice in one more
 python3 - "$src" <<'PY'
 import os, random, sys
 src = sys.argv[1]
@@ -41,7 +41,10 @@ id=$(json_get "$TEST_TMP/b.json" '["id"]')
 blobs=$(json_get "$TEST_TMP/b.json" '["stats"]["chunksNew"]')
 known=$(json_get "$TEST_TMP/b.json" '["stats"]["chunksKnown"]')
 stored=$(json_get "$TEST_TMP/b.json" '["stats"]["bytesStored"]')
-assert_cmp "$known" -ge 8 "the backup found the duplicated chunks ($known)"
+# each of the 7 copies after the first is made of known chunks (at least one: how many depends
+# on the repository's secret chunker seed; with a single chunk, none of twice.bin's need be
+# known, so 8 failed about once in 60 seeds)
+assert_cmp "$known" -ge 7 "the backup found the duplicated chunks ($known)"
 packs=$(find "$S3_DIR/bkt/repo/data" -type f -name '*._S3rver_object' | wc -l)
 pack_bytes=$(find "$S3_DIR/bkt/repo/data" -type f -name '*._S3rver_object' -printf '%s\n' | awk '{s += $1} END {print s}')
 
