@@ -529,6 +529,19 @@ static int fail(struct s3_storage *s, const struct request *rq, CURLcode rc,
                     "wrong region for bucket %s: the request was signed for %s%s%s (HTTP %ld%s%s)",
                     s->bucket, s->region, region ? ", the bucket is in " : "", region ? region : "",
                     rs->status, *c ? " " : "", c);
+    } else if (strcmp(c, "RequestTimeTooSkewed") == 0) {
+        /* signatures carry the time: a clock more than 15 minutes off is refused */
+        char *server = xml_text((const char *)rs->body.data, rs->body.len, "ServerTime", NULL);
+        char now[40];
+        time_format_iso(time_now_ns(), now, sizeof(now));
+        r = err_set(e, ERR_CONFIG,
+                    "set this machine's clock right (`date`; NTP: `timedatectl set-ntp true`): "
+                    "S3 refuses requests signed more than 15 minutes off its own time",
+                    "the S3 server refused the time of the request: this machine's clock says "
+                    "%s%s%s (%s %s in %s: HTTP %ld RequestTimeTooSkewed)",
+                    now, server ? ", the server's " : "", server ? server : "", rq->method, obj,
+                    s->base.location, rs->status);
+        free(server);
     } else if (rs->status == 403 || rs->status == 401) {
         r = err_set(e, ERR_CONFIG,
                     "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or BACKUP_S3_ACCESS_KEY_ID / "

@@ -19,6 +19,8 @@ usage: faultproxy.py --port PORT --upstream HOST:PORT --stats FILE
     delay     forward after 300 ms
     region    answer 400 AuthorizationHeaderMalformed naming region eu-west-1 (as S3 does
               for a request signed for another region), not forwarded
+    skew      answer 403 RequestTimeTooSkewed (as S3 does for a request signed with a clock
+              more than 15 minutes off), not forwarded
     empty     answer 200 OK with an empty body, not forwarded (a proxy that swallows it)
     html      answer 200 OK with an HTML page, not forwarded (a captive portal)
   A request whose previous attempt (same method and path) was spoiled is always forwarded
@@ -268,6 +270,16 @@ class Handler(socketserver.StreamRequestHandler):
             doc = ('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AuthorizationHeaderMalformed'
                    '</Code><Message>the region is wrong</Message><Region>eu-west-1</Region></Error>').encode()
             self.wfile.write(("HTTP/1.1 400 Bad Request\r\nContent-Type: application/xml\r\n"
+                              "Content-Length: %d\r\n\r\n" % len(doc)).encode() + doc)
+            self.wfile.flush()
+            return True
+        if kind == "skew":
+            doc = ('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>RequestTimeTooSkewed</Code>'
+                   '<Message>The difference between the request time and the current time is too '
+                   'large.</Message><RequestTime>20270101T000000Z</RequestTime>'
+                   '<ServerTime>2026-12-03T10:00:00Z</ServerTime><MaxAllowedSkewMilliseconds>900000'
+                   '</MaxAllowedSkewMilliseconds></Error>').encode()
+            self.wfile.write(("HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\n"
                               "Content-Length: %d\r\n\r\n" % len(doc)).encode() + doc)
             self.wfile.flush()
             return True

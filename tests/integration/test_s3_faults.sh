@@ -165,6 +165,14 @@ assert_contains "$ERR" "eu-west-1" "the bucket's region is given"
 assert_contains "$ERR" "AWS_REGION" "the hint names AWS_REGION"
 assert_eq 1 "$(stat_of requests)" "one request, no retries"
 
+# --- a clock too far off: S3 refuses the request's time; said as such, without retries --------
+proxy_start --always skew --match /bkt
+assert_exit 6 cb --repo "$PROXY" list
+assert_contains "$ERR" "the S3 server refused the time of the request" "a clock too far off is named as such"
+assert_contains "$ERR" "the server's 2026-12-03T10:00:00Z" "with the server's time"
+assert_contains "$ERR" "timedatectl" "the hint says how to set the clock"
+assert_eq 1 "$(stat_of requests)" "one request, no retries"
+
 # --- a 200 that is not a listing (an empty body; an HTML page, as a captive portal sends) ------
 # is an error, never an empty listing: prune would take "no snapshots" for "nothing is used"
 data_objects() { find "$S3_DIR/bkt/repo/data" -type f -name '*._S3rver_object' | wc -l; }
