@@ -582,15 +582,16 @@ static void stale_eval(struct daemon *d, int64_t now)
     }
 }
 
-/* Asks the worker to read the newest backups again and check, and waits until it has (the
- * worker must be idle or about to be: it does this between jobs). */
-static void stale_refresh_wait(struct daemon *d, int64_t at)
+/* Asks the worker to read the newest backups again and check, for the time at (a test clock
+ * may have jumped by the time it does); with wait, waits until it has. The worker does this
+ * between jobs. */
+static void stale_refresh_ask(struct daemon *d, int64_t at, bool wait)
 {
     pthread_mutex_lock(&d->mu);
     d->stale_refresh = true;
     d->stale_at = at;
     pthread_cond_broadcast(&d->cv);
-    while (d->stale_refresh && !d->worker_stop)
+    while (wait && d->stale_refresh && !d->worker_stop)
         pthread_cond_wait(&d->cv, &d->mu);
     pthread_mutex_unlock(&d->mu);
 }
@@ -1588,7 +1589,7 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
                     state_save_locked(d);
                     pthread_mutex_unlock(&d->mu);
                     if (stale_due) /* the check due before the jump (at the start, too) */
-                        stale_refresh_wait(d, now);
+                        stale_refresh_ask(d, now, true);
                     dlog(d, LOG_INFO, "stopping", "the test clock reached its end");
                     break;
                 }
@@ -1600,11 +1601,7 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
         state_schedules_locked(d);
         pthread_mutex_unlock(&d->mu);
         if (stale_due && idle) {
-            pthread_mutex_lock(&d->mu);
-            d->stale_refresh = true; /* the worker reads the repository, then checks */
-            d->stale_at = now;       /* (a test clock may have jumped by then) */
-            pthread_cond_broadcast(&d->cv);
-            pthread_mutex_unlock(&d->mu);
+            stale_refresh_ask(d, now, false); /* the worker reads the repository, then checks */
         } else if (stale_due && long_run) {
             stale_eval(d, now); /* with the newest backups read last */
         }

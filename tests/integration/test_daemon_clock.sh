@@ -58,10 +58,21 @@ export BACKUP_SCHEDULE_DAILY="0 3 * * *"
 lib=$(compgen -G "/usr/lib/*/faketime/libfaketimeMT.so.1" | head -n 1)
 [[ -n $lib ]] || fail "libfaketimeMT.so.1 not found (the faketime package installs it)"
 fake=$TEST_TMP/faketime
-printf '+400d\n' >"$fake"
-bg_start env LD_PRELOAD="$lib" FAKETIME_TIMESTAMP_FILE="$fake" FAKETIME_NO_CACHE=1 \
-    FAKETIME_DONT_FAKE_MONOTONIC=1 \
-    ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0" "$CARIS_BIN" daemon
+# set_clock OFFSET: the fake clock's offset from now ("+400d", "-1d"), for every process started
+# as "${FAKED[@]}" CMD... (read at every call of the clock; an array, not a function, so that
+# bg_start can exec it)
+set_clock() { printf '%s\n' "$1" >"$fake.new" && mv "$fake.new" "$fake"; }
+FAKED=(env LD_PRELOAD="$lib" FAKETIME_TIMESTAMP_FILE="$fake" FAKETIME_NO_CACHE=1
+    FAKETIME_DONT_FAKE_MONOTONIC=1 ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0")
+# _runs_ended: the daemon ran at least one run and has none going or queued (its status in
+# $TEST_TMP/status.json)
+# shellcheck disable=SC2317
+_runs_ended() {
+    cb --json schedule status >"$TEST_TMP/status.json" 2>/dev/null &&
+        [[ $(json_eval "$TEST_TMP/status.json" 'len(d["history"]) >= 1 and d["job"] is None and d["queue"] == 0') == true ]]
+}
+set_clock +400d
+bg_start "${FAKED[@]}" "$CARIS_BIN" daemon
 DAEMON=$BG_PID DAEMON_ERR=$BG_ERR
 # next_daily: whole days from now to the daemon's next daily run (from `schedule status`, which
 # asks the daemon over its control socket): 400 with the clock 400 days ahead (the run is at
@@ -73,7 +84,7 @@ next_daily() {
 # shellcheck disable=SC2317
 _ahead() { [[ $(next_daily) == 40[01] ]]; }
 wait_until 60 _ahead || fail "the daemon's next run is not 400 days ahead" "$(cat "$TEST_TMP/status.json" 2>/dev/null; _tail "$DAEMON_ERR")"
-printf '+0d\n' >"$fake.new" && mv "$fake.new" "$fake"
+set_clock +0d
 # shellcheck disable=SC2317
 _today() { [[ $(next_daily) == [01] ]]; }
 wait_until 30 _today || fail "the next run did not follow the clock back" "$(cat "$TEST_TMP/status.json" 2>/dev/null)"
@@ -83,13 +94,8 @@ assert_contains "$(cat "$DAEMON_ERR")" "the clock went back from" "the daemon lo
 # Set forward by 5 days (as a machine suspended that long): the 5 daily slots passed over make
 # one run, for the newest of them, not 5 runs one after the other.
 before=$(cb --json list | python3 -c 'import json, sys; print(len(json.load(sys.stdin)))')
-printf '+5d\n' >"$fake.new" && mv "$fake.new" "$fake"
-# shellcheck disable=SC2317
-_ran() {
-    cb --json schedule status >"$TEST_TMP/status.json" 2>/dev/null &&
-        [[ $(json_eval "$TEST_TMP/status.json" 'len(d["history"]) >= 1 and d["job"] is None and d["queue"] == 0') == true ]]
-}
-wait_until 60 _ran || fail "no run after the clock was set forward" "$(cat "$TEST_TMP/status.json" 2>/dev/null)"
+set_clock +5d
+wait_until 60 _runs_ended || fail "no run after the clock was set forward" "$(cat "$TEST_TMP/status.json" 2>/dev/null)"
 assert_eq "1 True True" "$(json_eval "$TEST_TMP/status.json" '"%d %s %s" % (len(d["history"]), d["history"][0]["ok"], d["history"][0].get("catchUp"))')" \
     "one run, ok, marked as a catch-up"
 assert_contains "$(cat "$DAEMON_ERR")" "5 daily runs," "the daemon logs how many slots were passed over"
@@ -115,11 +121,9 @@ export BACKUP_EMAIL_FROM=caris@example.org BACKUP_EMAIL_RECIPIENTS=ops@example.o
 unset BACKUP_FILES_PATHS
 assert_exit 0 cb --quiet backup database --time "$(date -u -d '2 hours ago' +%Y-%m-%dT%H:%M:%SZ)"
 rm -f "$TEST_TMP"/smtp/msg-*.eml
-printf '+0d\n' >"$fake.new" && mv "$fake.new" "$fake"
+set_clock +0d
 pg_table_lock_take "$db" small
-bg_start env LD_PRELOAD="$lib" FAKETIME_TIMESTAMP_FILE="$fake" FAKETIME_NO_CACHE=1 \
-    FAKETIME_DONT_FAKE_MONOTONIC=1 \
-    ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0" "$CARIS_BIN" daemon
+bg_start "${FAKED[@]}" "$CARIS_BIN" daemon
 DAEMON=$BG_PID DAEMON_ERR=$BG_ERR
 # shellcheck disable=SC2317
 _up() { cb --json schedule status >"$TEST_TMP/status.json" 2>/dev/null && [[ $(json_get "$TEST_TMP/status.json" '["running"]') == true ]]; }
@@ -129,7 +133,7 @@ assert_exit 0 cb run-now incremental
 _waiting() { (($(pg_lock_waiters "$db" small) >= 1)); }
 wait_until 60 _waiting || fail "the backup does not wait for the table" "$(_tail "$DAEMON_ERR")"
 assert_false "no mail while the newest backup is 2 hours old" _mail
-printf '+2d\n' >"$fake.new" && mv "$fake.new" "$fake"
+set_clock +2d
 # shellcheck disable=SC2317
 _alerted() { cb schedule status >/dev/null 2>&1; _mail; } # the request wakes the daemon's loop
 wait_until 60 _alerted || fail "no stale alert while the run hangs" "$(_tail "$DAEMON_ERR")"
@@ -138,10 +142,7 @@ assert_contains "$mail" "CÁRIS Backup: no database backup for 2 d 2 h on" "the 
 run cb --json schedule status
 assert_eq incremental "$(json_get "$OUT_FILE" '["job"]["type"]')" "the run still waits"
 pg_table_lock_release
-# shellcheck disable=SC2317
-_done() { cb --json schedule status >"$TEST_TMP/status.json" 2>/dev/null &&
-    [[ $(json_eval "$TEST_TMP/status.json" 'len(d["history"]) >= 1 and d["job"] is None and d["queue"] == 0') == true ]]; }
-wait_until 120 _done || fail "the runs did not end" "$(_tail "$DAEMON_ERR")"
+wait_until 120 _runs_ended || fail "the runs did not end" "$(_tail "$DAEMON_ERR")"
 assert_eq true "$(json_eval "$TEST_TMP/status.json" 'all(h["ok"] for h in d["history"])')" "the runs succeeded once the lock was released"
 kill -TERM "$DAEMON"
 wait "$DAEMON"
@@ -150,15 +151,12 @@ assert_eq 0 "$?" "the daemon exits 0"
 # --- the clock set back during a backup ----------------------------------------------------------
 # A database backup held by the table lock while the clock goes back a day: its duration and its
 # end time count on the monotonic clock (they came out a day negative, the end before the start).
-printf '+0d\n' >"$fake.new" && mv "$fake.new" "$fake"
+set_clock +0d
 pg_table_lock_take "$db" small
-bg_start env LD_PRELOAD="$lib" FAKETIME_TIMESTAMP_FILE="$fake" FAKETIME_NO_CACHE=1 \
-    FAKETIME_DONT_FAKE_MONOTONIC=1 \
-    ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0" \
-    "$CARIS_BIN" --json backup database
+bg_start "${FAKED[@]}" "$CARIS_BIN" --json backup database
 BACKUP=$BG_PID BACKUP_OUT=$BG_OUT
 wait_until 60 _waiting || fail "the backup does not wait for the table"
-printf -- '-1d\n' >"$fake.new" && mv "$fake.new" "$fake"
+set_clock -1d
 pg_table_lock_release
 wait "$BACKUP"
 assert_eq 0 "$?" "the backup succeeded"
