@@ -32,8 +32,6 @@ PKGS=(
   man-db zsh
   # tests/fuzz: the parsers' fuzz harnesses (libFuzzer), replayed on their saved inputs
   clang libclang-rt-14-dev
-  # test_clock: backups made while the clock is ahead (libfaketime)
-  faketime
 )
 if [ "${1:-}" = "--bench" ]; then
   PKGS+=(restic borgbackup time openssl pgbackrest)

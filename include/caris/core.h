@@ -68,7 +68,11 @@ void log_msg(enum log_level l, const char *fmt, ...) __attribute__((format(print
 #define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
 
 /* Time. */
-int64_t time_now_ns(void);  /* CLOCK_REALTIME */
+/* CLOCK_REALTIME. Test knob: CARIS_TEST_CLOCK_OFFSET=[+-]N[smhd] ("+400d") moves it by that
+ * much, as a clock set ahead or back would; CARIS_TEST_CLOCK_OFFSET=/PATH, by the offset that
+ * file holds at each call (missing: none), so that a test moves the clock of a running process.
+ * The monotonic clock is left alone. */
+int64_t time_now_ns(void);
 int64_t time_mono_ns(void); /* CLOCK_MONOTONIC */
 /* A condition variable whose timed waits count on CLOCK_MONOTONIC, so that a clock set back or
  * forward neither stretches nor cuts them; and the deadline ns_from_now for such a wait. */

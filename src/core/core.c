@@ -237,11 +237,76 @@ void log_msg(enum log_level l, const char *fmt, ...)
         fprintf(stderr, "%s: %s\n", names[l], line);
 }
 
+/* Test knob CARIS_TEST_CLOCK_OFFSET (see core.h): the offset "[+-]N[smhd]" in ns, in *ns; -1 if
+ * s is not one. */
+static int clock_offset_parse(const char *s, int64_t *ns)
+{
+    int64_t sign = 1;
+    if (*s == '+' || *s == '-')
+        sign = *s++ == '-' ? -1 : 1;
+    if (*s < '0' || *s > '9')
+        return -1;
+    char *end;
+    errno = 0;
+    long long n = strtoll(s, &end, 10);
+    static const char units[] = "smhd";
+    static const int64_t unit_s[] = {1, 60, 3600, 86400};
+    const char *u = *end ? strchr(units, *end) : NULL;
+    if (!u)
+        return -1;
+    int64_t unit = unit_s[u - units];
+    while (*++end == '\n' || *end == ' ')
+        ;
+    if (errno || *end || n > 100LL * 365 * 86400 / unit)
+        return -1;
+    *ns = sign * n * unit * 1000000000;
+    return 0;
+}
+
+static const char *g_clock_offset; /* CARIS_TEST_CLOCK_OFFSET, or NULL */
+static int64_t g_clock_offset_ns;  /* its value when it is not a file's path */
+static pthread_once_t g_clock_offset_once = PTHREAD_ONCE_INIT;
+
+static void clock_offset_init(void)
+{
+    const char *v = getenv("CARIS_TEST_CLOCK_OFFSET");
+    if (!v || !*v)
+        return;
+    if (*v != '/' && clock_offset_parse(v, &g_clock_offset_ns) < 0) {
+        log_warn("CARIS_TEST_CLOCK_OFFSET=%s is neither an offset such as +400d nor a file's path: "
+                 "ignored",
+                 v);
+        return;
+    }
+    g_clock_offset = v;
+}
+
+/* The offset a file names, read at each call (so that a test moves the clock of a running
+ * process); 0 while it is missing or does not hold an offset. */
+static int64_t clock_offset_file(const char *path)
+{
+    char buf[64];
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    int64_t ns;
+    if (n <= 0)
+        return 0;
+    buf[n] = 0;
+    return clock_offset_parse(buf, &ns) == 0 ? ns : 0;
+}
+
 int64_t time_now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    int64_t now = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    pthread_once(&g_clock_offset_once, clock_offset_init);
+    if (g_clock_offset)
+        now += *g_clock_offset == '/' ? clock_offset_file(g_clock_offset) : g_clock_offset_ns;
+    return now;
 }
 
 int64_t time_mono_ns(void)

@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
-# Backups dated in the future (made while the clock was ahead, libfaketime here): retention
-# keeps them without counting them (they used to take the daily slots of real backups, so
-# that real backups were forgotten); `latest` is refused instead of naming the wrong backup
-# (it named the future-dated one, whose data is older than the newest backup's); a backup made
-# afterwards warns; `copy --latest` is refused too, and `mount` shows no `latest` link;
-# `forget ID...` removes exactly the named backups, and nothing when an id does not exist.
+# Backups dated in the future (made while the clock was ahead; here the test knob
+# CARIS_TEST_CLOCK_OFFSET): retention keeps them without counting them (they used to take the
+# daily slots of real backups, so that real backups were forgotten); `latest` is refused
+# instead of naming the wrong backup (it named the future-dated one, whose data is older than
+# the newest backup's); a backup made afterwards warns; `copy --latest` is refused too, and
+# `mount` shows no `latest` link; `forget ID...` removes exactly the named backups, and nothing
+# when an id does not exist.
 source "$(dirname "$0")/lib.sh"
-
-command -v faketime >/dev/null || fail "faketime is not installed (scripts/install-deps.sh installs it)"
 
 assert_exit 0 cb --quiet init
 src=$TEST_TMP/src
@@ -19,7 +18,7 @@ for d in 1 2 3 4 5; do
     assert_rc 0 "backup of 2026-01-0$d"
     ids+=("$(json_get "$OUT_FILE" '["id"]')")
 done
-# two backups while the clock is 400 and 401 days ahead (clock_ahead: libfaketime); the source
+# two backups while the clock is 400 and 401 days ahead (clock_ahead); the source
 # as of day 5
 future=()
 for d in 400 401; do

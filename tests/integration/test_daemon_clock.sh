@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The daemon and a clock that was wrong (libfaketime).
+# The daemon and a clock that was wrong (the test knob CARIS_TEST_CLOCK_OFFSET).
 # - The stale alert, mailed to a real SMTP server: no successful backup within
 #   BACKUP_ALERT_AFTER is mailed once per newest backup; a backup dated in the future (made
 #   while the clock was ahead) is no recent success (taken for the newest, it kept the alert
@@ -11,7 +11,6 @@
 #   alert; a backup during which the clock goes back has a duration that is not negative.
 source "$(dirname "$0")/lib.sh"
 
-command -v faketime >/dev/null || fail "faketime is not installed (scripts/install-deps.sh installs it)"
 export BACKUP_FILES_PATHS=$TEST_TMP/src BACKUP_TZ=UTC BACKUP_ALERT_AFTER=1d
 export BACKUP_SCHEDULE_DAILY=off BACKUP_SCHEDULE_WEEKLY=off BACKUP_SCHEDULE_MONTHLY=off
 unset POSTGRES_URL
@@ -51,19 +50,16 @@ assert_not_contains "$ERR" "no successful files backup since" "no second alert f
 assert_false "no second mail" _mail
 
 # --- the clock set back while the daemon runs ---------------------------------------------------
-# The fake time is read from a file at every call (FAKETIME_NO_CACHE); the monotonic clock is
-# left alone, as when an administrator sets the clock.
+# The clock's offset is read from a file at every call (CARIS_TEST_CLOCK_OFFSET=PATH); the
+# monotonic clock is left alone, as when an administrator sets the clock.
 unset BACKUP_SMTP_URL BACKUP_EMAIL_FROM BACKUP_EMAIL_RECIPIENTS
 export BACKUP_SCHEDULE_DAILY="0 3 * * *"
-lib=$(compgen -G "/usr/lib/*/faketime/libfaketimeMT.so.1" | head -n 1)
-[[ -n $lib ]] || fail "libfaketimeMT.so.1 not found (the faketime package installs it)"
-fake=$TEST_TMP/faketime
-# set_clock OFFSET: the fake clock's offset from now ("+400d", "-1d"), for every process started
-# as "${FAKED[@]}" CMD... (read at every call of the clock; an array, not a function, so that
+fake=$TEST_TMP/clock-offset
+# set_clock OFFSET: the clock's offset from now ("+400d", "-1d"), for every process started as
+# "${FAKED[@]}" CMD... (read at every call of the clock; an array, not a function, so that
 # bg_start can exec it)
 set_clock() { printf '%s\n' "$1" >"$fake.new" && mv "$fake.new" "$fake"; }
-FAKED=(env LD_PRELOAD="$lib" FAKETIME_TIMESTAMP_FILE="$fake" FAKETIME_NO_CACHE=1
-    FAKETIME_DONT_FAKE_MONOTONIC=1 ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0")
+FAKED=(env CARIS_TEST_CLOCK_OFFSET="$fake")
 # _runs_ended: the daemon ran at least one run and has none going or queued (its status in
 # $TEST_TMP/status.json)
 # shellcheck disable=SC2317

@@ -69,7 +69,7 @@ assert_eq "[]" "$(json_eval "$S" 'd["consoleErrors"]')" "no console error"
 assert_eq 3 "$(ls "$TEST_TMP"/dashboard/[123]-*.png | wc -l)" "three screenshots saved"
 note "screenshots: $TEST_TMP/dashboard/*.png"
 
-# A backup dated in the future (made with the clock 400 days ahead, libfaketime) is no recent
+# A backup dated in the future (made with the clock 400 days ahead, clock_ahead) is no recent
 # success: with the backup just made forgotten, the newest real one is a day old again, and the
 # stale banner shows beside one that names the future-dated backup.
 assert_exit 0 cb --json list
