@@ -80,6 +80,11 @@ int caris_files_backup_incremental(struct repo *r, const struct files_backup_opt
 
 /* Summaries of all backups, oldest first. kind: "files", "database" or NULL for all. */
 json_t *caris_backup_list(struct repo *r, const char *kind, struct err *e);
+/* As caris_backup_list; and the snapshots that cannot be read (whatever their kind, which is
+ * unknown) in *damaged: [{"object": "snapshots/<name>", "error", "id"?}] (the id when the
+ * state record knows it). damaged may be NULL. */
+json_t *caris_backup_list_damaged(struct repo *r, const char *kind, json_t **damaged,
+                                  struct err *e);
 /* The list as front ends show it: caris_backup_list with each backup's lastTestRestore,
  * lastVerification ("status": "damaged" and "damage": its error when that failed) and
  * warnings (each with its "fullPath"); an entry {"id" (null when unknown), "file",

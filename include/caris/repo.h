@@ -266,6 +266,13 @@ json_t *repo_snapshot_list_cached(struct repo *r, const char *cache_path, size_t
  * (repo_snapshot_list's unreadable snapshot files), else 0: a backup whose snapshot file is
  * damaged is damaged, not "not found". */
 int repo_snapshot_damaged_id(json_t *damaged, const char *backup_id, struct err *e);
+/* The entry of damaged (repo_snapshot_list's) that name names: by its backup id (when the state
+ * record knows it), or by its file, "snapshots/<name>" as `list` shows it, or <name>. NULL:
+ * none. `forget ID` names an unreadable snapshot so. */
+json_t *repo_snapshot_damaged_find(json_t *damaged, const char *name);
+/* Drops from damaged every entry one of names[0..n) names (repo_snapshot_damaged_find): what a
+ * dry run of prune passes over when `forget --dry-run --prune` was named to remove it. */
+void repo_snapshot_damaged_drop(json_t *damaged, const char *const *names, size_t n);
 /* Finds a snapshot by backup id ("id" field of the summary). ERR_NOT_FOUND when absent,
  * ERR_DAMAGE when its snapshot file cannot be read. */
 int repo_snapshot_find(struct repo *r, const char *backup_id, char name_out[65], json_t **summary,

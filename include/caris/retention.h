@@ -99,7 +99,9 @@ struct caris_forget_opts {
     bool dry_run;     /* decide and report only */
     /* When nids > 0: forget exactly these backups (full ids, as listed), whatever the policy,
      * and report only them; an id that is not listed is ERR_NOT_FOUND and nothing is
-     * forgotten. */
+     * forgotten. A backup whose snapshot cannot be read is named by its id when the state
+     * record knows it, else by its file as `list` shows it ("snapshots/<name>", or <name>);
+     * only so is it ever forgotten. */
     const char *const *ids;
     size_t nids;
 };
@@ -110,6 +112,8 @@ struct caris_forget_decision {
     int64_t time_ns;
     bool keep;
     unsigned reasons;
+    bool damaged;    /* its snapshot cannot be read: kind and time unknown (time_ns 0) */
+    char error[200]; /* then why */
 };
 struct caris_forget_result {
     bool dry_run;
@@ -126,7 +130,8 @@ int caris_retention_apply(struct repo *r, const struct caris_forget_opts *o,
                           const struct caris_op *op, struct caris_forget_result *res,
                           struct err *e);
 /* {"dry_run", "kept", "removed", "groups": [{..., "backups": [{"id", "time", "keep",
- * "reasons"}]}], "warnings": [string]} */
+ * "reasons", "damaged"?, "error"?}]}], "warnings": [string]}; the backups named whose snapshot
+ * cannot be read are in a group {"kind": "damaged"}, with "time" null. */
 json_t *caris_forget_result_to_json(const struct caris_forget_result *res);
 void caris_forget_result_free(struct caris_forget_result *res);
 

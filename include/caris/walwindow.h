@@ -120,14 +120,16 @@ int caris_wal_check(struct repo *r, json_t *errors, json_t *warnings, json_t **w
 
 /* WAL retention, run by prune under the exclusive lock before it marks: removes the WAL
  * records caris_wal_retain does not keep (their data then goes with the unreferenced blobs),
- * oldest first. Nothing when no physical base backup is kept. dry_run: counts only. Refuses
- * (ERR_DAMAGE) when a WAL record or a snapshot cannot be read. */
+ * oldest first. Nothing when no physical base backup is kept. dry_run: counts only, as if the
+ * backups assume_forgotten[0..n) names (by id, or an unreadable snapshot by its file) were
+ * forgotten. Refuses (ERR_DAMAGE) when a WAL record or a snapshot cannot be read. */
 struct caris_op;
 struct caris_wal_retention_result {
     uint64_t base_backups, kept, removed, bytes_removed;
     uint64_t keep_from_lsn; /* 0: keep all */
 };
-int caris_wal_retention_apply(struct repo *r, bool dry_run, const struct caris_op *op,
+int caris_wal_retention_apply(struct repo *r, bool dry_run, const char *const *assume_forgotten,
+                              size_t nassume_forgotten, const struct caris_op *op,
                               struct caris_wal_retention_result *res, struct err *e);
 /* {"base_backups", "keep_from_lsn" (null: all kept), "kept", "removed", "bytes_removed", "rule"} */
 json_t *caris_wal_retention_to_json(const struct caris_wal_retention_result *res);

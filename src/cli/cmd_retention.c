@@ -32,7 +32,9 @@ static const char FORGET_USAGE[] =
     "counted by no rule, and named in a warning.\n"
     "\n"
     "With IDs (full backup ids, as `list` shows them), exactly those backups are forgotten,\n"
-    "whatever the policy; an id that does not exist forgets nothing (exit 7).\n"
+    "whatever the policy; an id that does not exist forgets nothing (exit 7). A backup whose\n"
+    "snapshot cannot be read (`list`: DAMAGED; prune refuses while one exists) is forgotten\n"
+    "only so: by its id, or by its file (snapshots/NAME) when `list` shows no id.\n"
     "\n"
     "Without --keep-* options the configured policy applies: BACKUP_RETENTION_DAILY (7),\n"
     "BACKUP_RETENTION_WEEKLY (4), BACKUP_RETENTION_MONTHLY (12).\n"
@@ -150,11 +152,15 @@ static void print_forget(const struct caris_forget_result *res)
             continue;
         json_t *g = json_array_get(res->groups, gi);
         const char *kind = json_string_value(json_object_get(g, "kind"));
-        char *what =
-            json_dumps(json_object_get(g, strcmp(kind, "database") == 0 ? "database" : "roots"),
-                       JSON_COMPACT | JSON_ENCODE_ANY);
-        printf("%s %s:\n", kind, what ? what : "?");
-        free(what);
+        if (strcmp(kind, "damaged") == 0) {
+            printf("backups whose snapshot cannot be read:\n");
+        } else {
+            char *what =
+                json_dumps(json_object_get(g, strcmp(kind, "database") == 0 ? "database" : "roots"),
+                           JSON_COMPACT | JSON_ENCODE_ANY);
+            printf("%s %s:\n", kind, what ? what : "?");
+            free(what);
+        }
         for (size_t k = 0; k < res->nbackups; k++) {
             const struct caris_forget_decision *d = &res->backups[k];
             if (d->group != gi)
@@ -171,12 +177,15 @@ static void print_forget(const struct caris_forget_result *res)
                          json_string_value(x));
             }
             json_decref(rs);
+            if (d->damaged)
+                snprintf(when, sizeof(when), "%-19s", "time unknown");
             printf("  %-6s %-44s %.19s  %s\n",
                    d->keep        ? "keep"
                    : res->dry_run ? "forget"
                                   : "forgot",
                    d->id, when,
                    d->keep      ? reasons
+                   : d->damaged ? "named on the command line; it cannot be read"
                    : res->by_id ? "named on the command line"
                                 : "no rule keeps it");
         }

@@ -746,6 +746,10 @@ int repo_prune(struct repo *r, const struct repo_prune_opts *o, struct repo_prun
     list = repo_snapshot_list(r, &damaged, e);
     if (!list)
         goto out;
+    /* a dry run's estimate passes over an unreadable snapshot that `forget` was named to
+     * remove */
+    if (dry)
+        repo_snapshot_damaged_drop(damaged, o->assume_forgotten, o->nassume_forgotten);
     if (json_array_size(damaged)) {
         err_set(e, ERR_DAMAGE, "run `caris-backup check`; forget or repair that backup first",
                 "refusing to prune: snapshot %s cannot be read, so what it needs is unknown",

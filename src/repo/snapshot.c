@@ -477,6 +477,38 @@ int repo_snapshot_damaged_id(json_t *damaged, const char *backup_id, struct err 
     return 0;
 }
 
+json_t *repo_snapshot_damaged_find(json_t *damaged, const char *name)
+{
+    size_t i;
+    json_t *d;
+    json_array_foreach(damaged, i, d)
+    {
+        const char *id = json_string_value(json_object_get(d, "id"));
+        const char *obj = json_string_value(json_object_get(d, "object")) ?: "";
+        const char *base = strrchr(obj, '/') ? strrchr(obj, '/') + 1 : obj;
+        if ((id && strcmp(id, name) == 0) || strcmp(obj, name) == 0 ||
+            (*base && strcmp(base, name) == 0))
+            return d;
+    }
+    return NULL;
+}
+
+void repo_snapshot_damaged_drop(json_t *damaged, const char *const *names, size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        json_t *d = repo_snapshot_damaged_find(damaged, names[k]);
+        size_t i;
+        json_t *x;
+        json_array_foreach(damaged, i, x)
+        {
+            if (x == d) {
+                json_array_remove(damaged, i);
+                break;
+            }
+        }
+    }
+}
+
 int repo_snapshot_find(struct repo *r, const char *backup_id, char name_out[65], json_t **summary,
                        struct err *e)
 {

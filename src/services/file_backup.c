@@ -1557,7 +1557,12 @@ int caris_files_backup_incremental(struct repo *r, const struct files_backup_opt
 
 json_t *caris_backup_list(struct repo *r, const char *kind, struct err *e)
 {
-    json_t *list = repo_snapshot_list(r, NULL, e);
+    return caris_backup_list_damaged(r, kind, NULL, e);
+}
+
+json_t *caris_backup_list_damaged(struct repo *r, const char *kind, json_t **damaged, struct err *e)
+{
+    json_t *list = repo_snapshot_list(r, damaged, e);
     if (!list || !kind)
         return list;
     json_t *out = json_array();

@@ -18,6 +18,8 @@ static int compact_records(struct repo *r, const struct caris_prune_opts *o,
     json_t *list = repo_snapshot_list(r, &damaged, e);
     if (!list)
         return -1;
+    if (o && o->dry_run)
+        repo_snapshot_damaged_drop(damaged, o->assume_forgotten, o->nassume_forgotten);
     int rc = 0;
     if (json_array_size(damaged) == 0) {
         json_t *live = json_object();
@@ -115,7 +117,8 @@ int caris_prune(struct repo *r, const struct caris_prune_opts *o, const struct c
                                  .assume_forgotten = o ? o->assume_forgotten : NULL,
                                  .nassume_forgotten = o ? o->nassume_forgotten : 0};
     /* WAL retention first: the WAL it removes is then unreferenced data for repo_prune */
-    int rc = caris_wal_retention_apply(r, res->dry_run, op, &res->wal, e);
+    int rc = caris_wal_retention_apply(r, res->dry_run, po.assume_forgotten, po.nassume_forgotten,
+                                       op, &res->wal, e);
     if (rc == 0)
         rc = repo_prune(r, &po, &res->stats, e);
     repo_unlock(r);

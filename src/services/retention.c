@@ -399,12 +399,13 @@ int caris_retention_apply(struct repo *r, const struct caris_forget_opts *o,
         return -1;
     int rc = -1;
     struct caris_retention_item *items = NULL;
-    json_t *list = caris_backup_list(r, o->kind, e);
+    json_t *damaged = NULL, *named_damaged = json_array();
+    json_t *list = caris_backup_list_damaged(r, o->kind, &damaged, e);
     if (!list)
         goto out;
     size_t n = json_array_size(list);
     items = xcalloc(n ? n : 1, sizeof(*items));
-    res->backups = xcalloc(n ? n : 1, sizeof(*res->backups));
+    res->backups = xcalloc(n + json_array_size(damaged) + 1, sizeof(*res->backups));
     size_t i;
     json_t *s;
     json_array_foreach(list, i, s)
@@ -440,7 +441,12 @@ int caris_retention_apply(struct repo *r, const struct caris_forget_opts *o,
             bool found = false;
             for (i = 0; i < n && !found; i++)
                 found = strcmp(items[i].id ? items[i].id : "", o->ids[k]) == 0;
-            if (!found) {
+            json_t *d = found ? NULL : repo_snapshot_damaged_find(damaged, o->ids[k]);
+            if (d && !json_is_true(json_object_get(d, "_named"))) {
+                json_object_set_new(d, "_named", json_true());
+                json_array_append(named_damaged, d);
+            }
+            if (!found && !d) {
                 char esc[200];
                 str_escape(o->ids[k], strlen(o->ids[k]), esc, sizeof(esc));
                 err_set(e, ERR_NOT_FOUND, "give full backup ids, as `caris-backup list` shows them",
@@ -494,8 +500,34 @@ int caris_retention_apply(struct repo *r, const struct caris_forget_opts *o,
         else
             res->removed++;
     }
+    /* The named backups whose snapshot cannot be read: in a group of their own. */
+    if (json_array_size(named_damaged)) {
+        size_t gi = json_array_size(res->groups);
+        json_array_append_new(res->groups, json_pack("{s:s}", "kind", "damaged"));
+        json_t *d;
+        json_array_foreach(named_damaged, i, d)
+        {
+            struct caris_forget_decision *x = &res->backups[res->nbackups++];
+            const char *obj = json_string_value(json_object_get(d, "object")) ?: "?";
+            snprintf(x->id, sizeof(x->id), "%s",
+                     json_string_value(json_object_get(d, "id")) ?: obj);
+            snprintf(x->kind, sizeof(x->kind), "?");
+            snprintf(x->error, sizeof(x->error), "%s",
+                     json_string_value(json_object_get(d, "error")) ?: "?");
+            x->group = gi;
+            x->damaged = true;
+            res->removed++;
+            char *w =
+                xasprintf("backup %s cannot be read (%s): %s as named; what only it used "
+                          "goes at the next prune",
+                          x->id, x->error, o->dry_run ? "it would be forgotten" : "forgotten");
+            caris_op_log(op, LOG_WARN, "%s", w);
+            json_array_append_new(res->warnings, json_string(w));
+            free(w);
+        }
+    }
     if (o->nids)
-        res->kept = n - res->removed; /* the backups not named, not reported */
+        res->kept = n - (res->removed - json_array_size(named_damaged)); /* not named */
     /* Remove through repo_snapshots_remove (the one place that knows what removing a
      * snapshot involves): one update of the state record for all of them. */
     if (!o->dry_run && res->removed) {
@@ -507,6 +539,12 @@ int caris_retention_apply(struct repo *r, const struct caris_forget_opts *o,
             if (!res->backups[k].keep && f) /* every listed snapshot has its object name */
                 names[nn++] = f;
         }
+        json_t *d;
+        json_array_foreach(named_damaged, i, d)
+        {
+            const char *obj = json_string_value(json_object_get(d, "object")) ?: "";
+            names[nn++] = strrchr(obj, '/') ? strrchr(obj, '/') + 1 : obj;
+        }
         int rrc = -1;
         if (caris_op_cancelled(op))
             err_set(e, ERR_FAILURE, NULL, "cancelled");
@@ -517,7 +555,7 @@ int caris_retention_apply(struct repo *r, const struct caris_forget_opts *o,
             free(ord);
             goto out;
         }
-        for (size_t k = nrep; k-- > 0;)
+        for (size_t k = res->nbackups; k-- > 0;)
             if (!res->backups[k].keep)
                 caris_op_log(op, LOG_INFO, "forgot backup %s", res->backups[k].id);
     }
@@ -527,6 +565,8 @@ out:
     repo_unlock(r);
     free(items);
     json_decref(list);
+    json_decref(damaged);
+    json_decref(named_damaged);
     return rc;
 }
 
@@ -545,10 +585,14 @@ json_t *caris_forget_result_to_json(const struct caris_forget_result *res)
         const struct caris_forget_decision *d = &res->backups[k];
         char when[40];
         time_format_iso(d->time_ns, when, sizeof(when));
-        json_array_append_new(json_object_get(json_array_get(groups, d->group), "backups"),
-                              json_pack("{s:s, s:s, s:b, s:o}", "id", d->id, "time", when, "keep",
-                                        d->keep, "reasons",
-                                        caris_retention_reasons_json(d->reasons)));
+        json_t *b = json_pack("{s:s, s:o, s:b, s:o}", "id", d->id, "time",
+                              d->damaged ? json_null() : json_string(when), "keep", d->keep,
+                              "reasons", caris_retention_reasons_json(d->reasons));
+        if (d->damaged) {
+            json_object_set_new(b, "damaged", json_true());
+            json_object_set_new(b, "error", json_string(d->error));
+        }
+        json_array_append_new(json_object_get(json_array_get(groups, d->group), "backups"), b);
     }
     return json_pack("{s:b, s:I, s:I, s:o, s:o}", "dry_run", res->dry_run, "kept",
                      (json_int_t)res->kept, "removed", (json_int_t)res->removed, "groups", groups,

@@ -493,15 +493,25 @@ static void add_test_bases(struct caris_wal_base **bases, size_t *n)
     free(copy);
 }
 
-/* The kept base backups of r. strict (retention): an unreadable snapshot, which may be a base
- * backup, makes the answer unknown (ERR_DAMAGE); otherwise (reports) the readable ones count. */
-static int load_bases(struct repo *r, bool strict, struct caris_wal_base **bases, size_t *n,
-                      struct err *e)
+/* The kept base backups of r, but those gone[0..ngone) names (a dry run's backups assumed
+ * forgotten). strict (retention): an unreadable snapshot, which may be a base backup, makes the
+ * answer unknown (ERR_DAMAGE); otherwise (reports) the readable ones count. */
+static int load_bases(struct repo *r, bool strict, const char *const *gone, size_t ngone,
+                      struct caris_wal_base **bases, size_t *n, struct err *e)
 {
     json_t *damaged = NULL;
     json_t *snaps = repo_snapshot_list(r, &damaged, e);
     if (!snaps)
         return -1;
+    repo_snapshot_damaged_drop(damaged, gone, ngone);
+    for (size_t k = json_array_size(snaps); ngone && k-- > 0;) {
+        const char *id = json_string_value(json_object_get(json_array_get(snaps, k), "id"));
+        for (size_t j = 0; id && j < ngone; j++)
+            if (strcmp(id, gone[j]) == 0) {
+                json_array_remove(snaps, k);
+                break;
+            }
+    }
     if (strict && json_array_size(damaged)) {
         err_set(e, ERR_DAMAGE, "run `caris-backup check`; forget or repair that backup first",
                 "refusing to prune: snapshot %s cannot be read, so which WAL it needs is unknown",
@@ -526,7 +536,7 @@ json_t *caris_wal_window(struct repo *r, json_t **damaged, struct err *e)
     struct caris_wal_base *bases = NULL;
     size_t nbases = 0;
     int64_t segsize = caris_wal_segment_size(recs, e);
-    if (segsize < 0 || load_bases(r, false, &bases, &nbases, e) != 0)
+    if (segsize < 0 || load_bases(r, false, NULL, 0, &bases, &nbases, e) != 0)
         goto done;
     size_t i;
     json_t *x;
@@ -678,7 +688,8 @@ static bool stream_superseded(json_t *rec, json_t *longest)
     return best == -1 || best > json_integer_value(json_object_get(rec, "size"));
 }
 
-int caris_wal_retention_apply(struct repo *r, bool dry_run, const struct caris_op *op,
+int caris_wal_retention_apply(struct repo *r, bool dry_run, const char *const *assume_forgotten,
+                              size_t nassume_forgotten, const struct caris_op *op,
                               struct caris_wal_retention_result *res, struct err *e)
 {
     memset(res, 0, sizeof(*res));
@@ -708,7 +719,8 @@ int caris_wal_retention_apply(struct repo *r, bool dry_run, const struct caris_o
         goto out;
     }
     int64_t segsize = caris_wal_segment_size(recs, e);
-    if (segsize < 0 || load_bases(r, true, &bases, &nbases, e) != 0)
+    if (segsize < 0 || load_bases(r, true, dry_run ? assume_forgotten : NULL,
+                                  dry_run ? nassume_forgotten : 0, &bases, &nbases, e) != 0)
         goto out;
     res->base_backups = nbases;
     res->keep_from_lsn = caris_wal_keep_from(bases, nbases);

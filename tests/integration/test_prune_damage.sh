@@ -5,7 +5,7 @@
 # snapshot was deleted by hand (until --accept-missing), and a blob a kept backup needs that is
 # damaged in a pack prune would rewrite (a damaged blob is never copied as if it were sound).
 # Each exits 4 naming what is wrong; the repository is as it was; once the damage is
-# repaired, prune runs.
+# repaired, prune runs. An unreadable snapshot is forgotten by naming it (`forget ID`).
 source "$(dirname "$0")/lib.sh"
 
 assert_exit 0 cb --quiet init
@@ -111,5 +111,49 @@ assert_eq "${ids[2]}" "$(json_eval "$OUT_FILE" '" ".join(b["id"] for b in d)')" 
 assert_not_contains "$ERR" "state record" "no warning about the state record any more"
 assert_exit 0 cb --quiet check --read-data
 assert_exit 0 cb --quiet verify "${ids[2]}"
+
+# --- the way out of an unreadable snapshot: forget it by name ------------------------------
+# Prune refuses while a snapshot cannot be read, and says to forget that backup: `forget ID`
+# does, by the id `list` shows (it said "no backup ...: nothing forgotten", exit 7, so that
+# prune refused for ever), or by the file `list` shows when no id is known. Two more backups;
+# the third's snapshot and the fourth's are damaged, the fifth is kept.
+for k in 4 5; do
+    rm -f "$src"/only-*.bin
+    seeded_bytes 300000 "prune-damage/only-$k" >"$src/only-$k.bin"
+    find "$REPO/snapshots" -type f ! -name '.*' | sort >"$TEST_TMP/snaps-before-$k"
+    run cb --threads 1 --json backup files --time "2025-02-0${k}T03:00:00Z" "$src"
+    assert_rc 0 "backup $k"
+    ids+=("$(json_get "$OUT_FILE" '["id"]')")
+    find "$REPO/snapshots" -type f ! -name '.*' | sort | comm -13 "$TEST_TMP/snaps-before-$k" - >"$TEST_TMP/snap-$k"
+done
+flip_byte "$(cat "$TEST_TMP/snap-3")"
+snap4=$(cat "$TEST_TMP/snap-4")
+flip_byte "$snap4"
+run cb --json list
+assert_rc 0 "list"
+assert_eq "${ids[2]}=damaged ${ids[3]}=damaged ${ids[4]}=ok" \
+    "$(json_eval "$OUT_FILE" '" ".join("%s=%s" % (b["id"], b["status"]) for b in sorted(d, key=lambda b: b["id"]))')" \
+    "list shows both damaged backups by id"
+fp=$(fingerprint)
+run cb --json forget --dry-run --prune "${ids[2]}" "snapshots/$(basename "$snap4")"
+assert_rc 0 "forget --dry-run --prune names the unreadable snapshots, by id and by file"
+assert_eq "${ids[2]}:None:True ${ids[3]}:None:True" \
+    "$(json_eval "$OUT_FILE" '" ".join("%s:%s:%s" % (b["id"], b["time"], b["damaged"]) for g in d["groups"] if g["kind"] == "damaged" for b in g["backups"])')" \
+    "both are reported, in a group of their own, time unknown"
+assert_eq "2 1" "$(json_eval "$OUT_FILE" '"%d %d" % (d["removed"], d["kept"])')" "2 would be forgotten, 1 kept"
+assert_true "its shape is docs/JSON.md's" python3 "$LIB_DIR/jsonshape.py" "$LIB_DIR/../../docs/JSON.md" forget "$OUT_FILE"
+assert_cmp "$(json_get "$OUT_FILE" '["prune"]["packs"]["deleted"]')" -ge 1 "the dry run's prune estimates what they alone used"
+assert_contains "$ERR" "backup ${ids[2]} cannot be read" "a warning names each"
+assert_eq "$fp" "$(fingerprint)" "the dry run changed nothing"
+run cb forget --prune "${ids[2]}" "$(basename "$snap4")"
+assert_rc 0 "forget --prune of the unreadable snapshots"
+assert_contains "$OUT" "forgot ${ids[2]}" "the table says what was forgotten"
+assert_contains "$OUT" "it cannot be read" "and why it is special"
+run cb --json list
+assert_eq "${ids[4]}" "$(json_eval "$OUT_FILE" '" ".join(b["id"] for b in d)')" "only the fifth backup is left"
+assert_exit 0 cb --quiet check --read-data
+assert_exit 0 cb --quiet verify "${ids[4]}"
+run cb forget "${ids[2]}"
+assert_rc 7 "a forgotten backup cannot be named again"
 
 test_done
