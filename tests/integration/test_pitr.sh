@@ -206,6 +206,12 @@ assert_eq 0 "$(json_eval "$OUT_FILE" 'len(d["gaps"])')" "no gap in the archive"
 run cb --json prune
 assert_rc 0 "prune with a physical base backup"
 assert_eq "$S1" "$(json_get "$OUT_FILE" '["wal"]["keepFromLsn"]')" "prune keeps WAL from the base backup's start LSN"
+# the estimate of forget --dry-run --prune leaves out the base backup it would forget: no base
+# left, all the WAL is kept (it counted the base as kept)
+run cb --json forget --dry-run --prune "$id1"
+assert_rc 0 "forget --dry-run --prune of the base backup"
+assert_eq "0 None" "$(json_eval "$OUT_FILE" '"%d %s" % (d["prune"]["wal"]["baseBackups"], d["prune"]["wal"]["keepFromLsn"])')" \
+    "the WAL estimate counts no base backup, and keeps all"
 run cb --env-file "$envf" --json restore database --physical --pgdata "$R/afterprune" --to-name after_batch_2
 assert_rc 0 "after prune the base backup and its WAL still restore (no --start: files and settings)"
 as_pg rm -rf "$R/afterprune"
