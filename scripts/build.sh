@@ -13,6 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--asan" ]; then
   dir=build-asan
+  # shellcheck disable=SC2054 # the commas are in one meson option's value
   opts=(-Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug -Dc_args=-fno-pie
     "-Dc_link_args=-static-libasan -static-libubsan -no-pie")
 elif [ "${1:-}" = "--tsan" ]; then

@@ -17,7 +17,7 @@
 # replay of the fuzz harnesses' saved inputs (tests/fuzz/run.sh, FUZZ_REPLAY=1) in the
 # background. Each variant's unit tests are reported after its integration tests.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 
 repeat=1
 variants=(plain asan)

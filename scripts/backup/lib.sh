@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the scripts in scripts/backup/: finds the caris-backup binary.
 # CARIS_BIN overrides; otherwise the build in this checkout, then the one on PATH.
 caris_bin() {

@@ -94,9 +94,12 @@ all_failures=$(mktemp "$tmpbase/caris-it-failures.XXXXXX")
 # ports handed out to this run's tests (lib.sh free_port), one directory each; a directory
 # given by the caller is shared with whatever else it runs meanwhile (scripts/test.sh runs
 # the unit tests, whose test_s3 reserves its port there too) and is left to the caller
+# (own_ports is read by the EXIT trap below)
+# shellcheck disable=SC2034
 own_ports=0
 if [[ -z ${CARIS_TEST_PORTS:-} || ! -d ${CARIS_TEST_PORTS:-} ]]; then
     CARIS_TEST_PORTS=$(mktemp -d "$tmpbase/caris-it-ports.XXXXXX")
+    # shellcheck disable=SC2034
     own_ports=1
 fi
 export CARIS_TEST_PORTS

@@ -40,7 +40,6 @@ listed() {
 
 backup_json "$TEST_TMP/a1.json" "$TEST_TMP/a"
 assert_rc 0 "backup a1"
-a1=$BACKUP_ID
 packs_a=$(list_packs)
 refs "after a1"
 ra=$REFS

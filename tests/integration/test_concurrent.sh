@@ -118,6 +118,7 @@ assert_exit 0 cb check
 # about 1 % of such opens failed (23 of 2,257 in a minute with this loop); with the listing
 # moved before the KDF, a third did. 40 backup + prune rounds race the opens below.
 export BACKUP_DIR=$TEST_TMP/backup-prune
+# shellcheck disable=SC2034 # read by lib.sh's helpers
 REPO=$BACKUP_DIR/repository
 init_repo
 mkdir -p "$TEST_TMP/pr"

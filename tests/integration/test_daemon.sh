@@ -102,7 +102,7 @@ cat >"$TEST_TMP/env" <<EOF
 BACKUP_SCHEDULE_DAILY=0 3 * * *
 EOF
 start_daemon() {
-    bg_start cb --env-file "$TEST_TMP/env" daemon "$@"
+    bg_start cb --env-file "$TEST_TMP/env" daemon
     DAEMON=$BG_PID DAEMON_ERR=$BG_ERR
     # shellcheck disable=SC2317
     _daemon_up() { [[ -S $BACKUP_DIR/metadata/daemon.sock ]] && grep -q 'started' "$DAEMON_ERR"; }

@@ -291,7 +291,7 @@ assert_exit 2 cb find '*' --since 2025-01-01T00:00:00Z --until 2024-01-01T00:00:
 # name above), and without the socket and the device.
 tsrc=$TEST_TMP/tsrc
 make_tree "$tsrc" --no-special || fail "make_tree failed"
-rm -rf "$tsrc/$(printf 'd%.0s' {1..200})"
+rm -rf "${tsrc:?}/$(printf 'd%.0s' {1..200})"
 touch -d '2001-02-03 04:05:06.000000001' "$tsrc"
 backup_json "$TEST_TMP/b3.json" --full "$tsrc"
 assert_rc 0 "backup of the tar tree"
@@ -309,6 +309,7 @@ tree_compare "$tsrc" "$x/tsrc"
 
 # ---- damage: dump stops, and never writes a damaged chunk's bytes ---------------------------
 export BACKUP_DIR=$TEST_TMP/damaged
+# shellcheck disable=SC2034 # read by lib.sh's helpers
 REPO=$BACKUP_DIR/repository
 mkdir -p "$TEST_TMP/d/sub"
 seeded_bytes 3M inspect/patient-scan >"$TEST_TMP/d/patient-scan.bin"
