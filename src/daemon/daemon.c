@@ -50,7 +50,8 @@ struct job {
     char id[DJOB_ID_MAX];
     struct djob_spec spec;
     enum job_state state;
-    int64_t queued_ns, started_ns, ended_ns;
+    int64_t queued_ns, started_ns, ended_ns; /* ended_ns: started_ns + the monotonic count */
+    int64_t started_mono_ns;
     char phase[32]; /* progress of the running job */
     uint64_t done, total;
     bool ok;
@@ -108,6 +109,9 @@ struct daemon {
 
     int64_t next_run[SCHEDULE_COUNT]; /* virtual seconds; 0: off */
     int64_t next_stale_check;
+    /* how long (monotonic) the stale check waits for a run in progress: STALE_RUN_WAIT_NS, or
+     * the test knob CARIS_TEST_STALE_RUN_WAIT_MS */
+    int64_t stale_run_wait_ns;
     /* the stale check's newest backups (STALE_KINDS order), as the worker last read them */
     bool stale_listed, stale_refresh;
     int64_t stale_at; /* the time the requested check is for (0: the worker's now) */
@@ -835,7 +839,7 @@ static void audit_job(struct daemon *d, const struct job *j)
                                    .result = ok ? "ok" : "failed",
                                    .error = json_string_value(json_object_get(j->error, "message")),
                                    .backup_ids = ids,
-                                   .duration_ms = (time_now_ns() - j->started_ns) / 1000000};
+                                   .duration_ms = (time_mono_ns() - j->started_mono_ns) / 1000000};
     struct err e = ERR_INIT;
     if (caris_audit_append(d->backup_dir, &en, &e) != 0)
         dlog(d, LOG_ERROR, "audit", "%s", e.msg);
@@ -875,6 +879,7 @@ static void *worker_main(void *arg)
         d->running = j;
         j->state = JOB_RUNNING;
         j->started_ns = time_now_ns();
+        j->started_mono_ns = time_mono_ns();
         d->current_step[0] = '\0';
         json_t *st =
             json_pack("{s:s, s:s, s:s, s:s, s:o}", "id", j->id, "kind",
@@ -892,7 +897,8 @@ static void *worker_main(void *arg)
         audit_job(d, j);
         pthread_mutex_lock(&d->mu);
         j->state = JOB_DONE;
-        j->ended_ns = time_now_ns();
+        /* on the monotonic clock: a clock set back or forward meanwhile is no part of it */
+        j->ended_ns = j->started_ns + (time_mono_ns() - j->started_mono_ns);
         d->running = NULL;
         j->next = d->finished;
         d->finished = j;
@@ -1460,6 +1466,10 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
     d->started_ns = time_now_ns();
     int rc = -1;
     d->cfg = o->cfg;
+    d->stale_run_wait_ns = STALE_RUN_WAIT_NS;
+    const char *wait_ms = config_get(d->cfg, "CARIS_TEST_STALE_RUN_WAIT_MS"); /* test knob */
+    if (wait_ms && atol(wait_ms) > 0)
+        d->stale_run_wait_ns = (int64_t)atol(wait_ms) * 1000000;
     if (load_settings(d->cfg, &d->sch, &d->nc, e) != 0)
         goto out;
     d->nc_loaded = true;
@@ -1543,9 +1553,12 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
         }
         d->last_now = now;
         bool idle = !d->queue && !d->running;
-        /* a run going for over STALE_RUN_WAIT_NS may be stuck: the stale check stops waiting
-         * for it (a run that ends sooner decides it afterwards, with its own backups) */
-        bool long_run = d->running && time_now_ns() - d->running->started_ns > STALE_RUN_WAIT_NS;
+        /* a run going for over stale_run_wait_ns (counted on the monotonic clock: a clock set
+         * back would stretch the wait, one set forward cut it) may be stuck: the stale check
+         * stops waiting for it (a run that ends sooner decides it afterwards, with its own
+         * backups) */
+        int64_t run_ns = d->running ? time_mono_ns() - d->running->started_mono_ns : 0;
+        bool long_run = d->running && run_ns > d->stale_run_wait_ns;
         /* enqueue what is due */
         int64_t next = INT64_MAX;
         for (size_t i = 0; i < SCHEDULE_COUNT; i++) {
@@ -1576,8 +1589,13 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
                 next = d->next_run[i];
         }
         bool stale_due = now >= d->next_stale_check;
-        if (stale_due)
+        if (stale_due) {
             d->next_stale_check = now + 3600;
+            /* held by a run: checked again when the run has gone on long enough */
+            int64_t left_s = (d->stale_run_wait_ns - run_ns) / 1000000000 + 1;
+            if (d->running && !long_run && !d->vclock && left_s < 3600)
+                d->next_stale_check = now + left_s;
+        }
         if (d->next_stale_check < next && !d->vclock)
             next = d->next_stale_check;
         bool vjump = false;

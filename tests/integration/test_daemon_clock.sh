@@ -119,11 +119,14 @@ assert_exit 0 cb --quiet backup database --time "$(date -u -d '2 hours ago' +%Y-
 rm -f "$TEST_TMP"/smtp/msg-*.eml
 set_clock +0d
 pg_table_lock_take "$db" small
-bg_start "${FAKED[@]}" "$CARIS_BIN" daemon
+# the stale check waits 5 s (CARIS_TEST_STALE_RUN_WAIT_MS; an hour by default), on the
+# monotonic clock, for a run in progress before it counts the run as stuck
+bg_start "${FAKED[@]}" CARIS_TEST_STALE_RUN_WAIT_MS=5000 "$CARIS_BIN" daemon
 DAEMON=$BG_PID DAEMON_ERR=$BG_ERR
 # shellcheck disable=SC2317
 _up() { cb --json schedule status >"$TEST_TMP/status.json" 2>/dev/null && [[ $(json_get "$TEST_TMP/status.json" '["running"]') == true ]]; }
 wait_until 60 _up || fail "the daemon did not start" "$(_tail "$DAEMON_ERR")"
+asked=$SECONDS # the run starts after this
 assert_exit 0 cb run-now incremental
 # shellcheck disable=SC2317
 _waiting() { (($(pg_lock_waiters "$db" small) >= 1)); }
@@ -133,6 +136,10 @@ set_clock +2d
 # shellcheck disable=SC2317
 _alerted() { cb schedule status >/dev/null 2>&1; _mail; } # the request wakes the daemon's loop
 wait_until 60 _alerted || fail "no stale alert while the run hangs" "$(_tail "$DAEMON_ERR")"
+# the clock jumped 2 days, but the alert waited until the run, counted on the monotonic clock,
+# had gone on for 5 s (it was taken as going for 2 days, and a clock set back as not going at
+# all): at least 4 whole seconds of $SECONDS after it was asked for
+assert_cmp $((SECONDS - asked)) -ge 4 "the alert waited 5 s for the run, though the clock jumped 2 days"
 mail=$(mail_texts)
 assert_contains "$mail" "CÁRIS Backup: no database backup for 2 d 2 h on" "the stale alert names the database backup's age"
 run cb --json schedule status
@@ -140,6 +147,13 @@ assert_eq incremental "$(json_get "$OUT_FILE" '["job"]["type"]')" "the run still
 pg_table_lock_release
 wait_until 120 _runs_ended || fail "the runs did not end" "$(_tail "$DAEMON_ERR")"
 assert_eq true "$(json_eval "$TEST_TMP/status.json" 'all(h["ok"] for h in d["history"])')" "the runs succeeded once the lock was released"
+# the audit log's duration of the run counts on the monotonic clock: seconds, not 2 days
+run cb --json audit
+runs=$(json_eval "$OUT_FILE" '" ".join(str(l["durationMs"]) for l in d if l["operation"] == "backup run")')
+note "the runs' durations in the audit log (ms): $runs"
+assert_match '^[0-9]' "$runs" "the runs are in the audit log"
+assert_eq "true" "$(json_eval "$OUT_FILE" 'str(all(0 <= l["durationMs"] < 600000 for l in d if l["operation"] == "backup run")).lower()')" \
+    "they last seconds, not the 2 days the clock jumped"
 kill -TERM "$DAEMON"
 wait "$DAEMON"
 assert_eq 0 "$?" "the daemon exits 0"
