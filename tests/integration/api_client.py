@@ -16,6 +16,12 @@
                                                           case "STATUS name", and "CRASH name"
                                                           when the server closed without an
                                                           answer
+  api_client.py fuzz BASE ADMIN VIEWER CRON_SECRET SEED N
+                                                          N requests mutated from valid ones,
+                                                          the same for the same SEED: prints
+                                                          the statuses' counts, and a "FAIL"
+                                                          line for each 5xx, each 4xx without
+                                                          a JSON error, and a server gone
 """
 import http.client
 import json
@@ -306,6 +312,128 @@ def endless(base, admin):
     print("open")
 
 
+# ---- fuzz: seeded, structure-aware mutations of valid requests ----------------------------
+
+FUZZ_ROUTES = [  # (method, path, a valid body or None)
+    ("POST", "/api/admin/backup/create", {"type": "full", "includeFiles": True}),
+    ("POST", "/api/admin/backup/create", {"type": "incremental"}),
+    ("POST", "/api/admin/backup/verify", {"backupId": "latest", "type": "files"}),
+    ("POST", "/api/admin/backup/restore", {"backupId": "latest:files", "dryRun": True,
+                                           "target": "/nonexistent/fuzz-target"}),
+    ("GET", "/api/admin/backup/list", None),
+    ("GET", "/api/admin/backup/status", None),
+    ("GET", "/api/admin/backup/audit", None),
+    ("GET", "/api/admin/backup/jobs/job-1-1", None),
+    ("GET", "/api/cron/backup", None),
+]
+# field names a mutation may add: the endpoints' own and others, never "confirm" (no mutation
+# may make a restore that is not a dry run)
+FUZZ_NAMES = ["type", "includeFiles", "backupId", "dryRun", "verify", "target", "targetUrl",
+              "clean", "create", "extra", "", "\u0000", "typ\u00e9", "__proto__", "x" * 300]
+
+
+def fuzz_value(rng, depth=0):
+    k = rng.randrange(14 if depth < 4 else 9)
+    return [None, True, False, 0, -1, 2 ** 63, 1e308, -0.0, "", "full", "incremental",
+            "latest", "files", "database"][k] if k < 9 or depth >= 4 else \
+        [lambda: rng.choice(["latest:files", "latest:database", "../x", "/etc/passwd",
+                             "caris_full_2024-01-15T03-00-00", "file_full_9999-99-99T99-99-99",
+                             "a\u0000b", "\ud800", "\u2028", "%00", "x" * rng.choice([255, 256, 4097])]),
+         lambda: [fuzz_value(rng, depth + 1) for _ in range(rng.randrange(4))],
+         lambda: {rng.choice(FUZZ_NAMES): fuzz_value(rng, depth + 1) for _ in range(rng.randrange(3))},
+         lambda: rng.choice([1.5, 10 ** 30, -(2 ** 64), 3]),
+         lambda: "".join(chr(rng.randrange(1, 0x3000)) for _ in range(rng.randrange(1, 40)))][k - 9]()
+
+
+def fuzz_body(rng, valid):
+    doc = dict(valid or {})
+    for _ in range(rng.randrange(1, 4)):
+        m = rng.randrange(6)
+        if m == 0 and doc:
+            del doc[rng.choice(sorted(doc))]
+        elif m == 1 and doc:
+            doc[rng.choice(sorted(doc))] = fuzz_value(rng)
+        elif m == 2:
+            doc[rng.choice(FUZZ_NAMES)] = fuzz_value(rng)
+        elif m == 3:
+            doc = fuzz_value(rng)  # not an object at all, sometimes
+            break
+    text = json.dumps(doc, ensure_ascii=rng.random() < 0.5).encode("utf-8", "surrogatepass")
+    m = rng.randrange(8)
+    if m == 0 and text:  # bytes flipped, cut or repeated
+        b = bytearray(text)
+        for _ in range(rng.randrange(1, 4)):
+            b[rng.randrange(len(b))] = rng.randrange(256)
+        text = bytes(b)
+    elif m == 1:
+        text = text[:rng.randrange(len(text) + 1)]
+    elif m == 2:
+        text = text * rng.randrange(2, 4)
+    elif m == 3:
+        text = b" \t\r\n" * rng.randrange(3) + text + b"\x00" * rng.randrange(2)
+    return text
+
+
+def fuzz_path(rng, path):
+    m = rng.randrange(10)
+    if m == 0:
+        path += "?" + "&".join(rng.choice(["dryRun=1", "a=b", "%zz", "=", "x=%00", "type=full",
+                                           "since=" + "9" * 40, "&&", "k" * 300 + "=v"])
+                               for _ in range(rng.randrange(1, 4)))
+    elif m == 1:
+        path += rng.choice(["/", "//", "/..", "/%2e%2e", "/x", "%00", "/" + "j" * 500])
+    elif m == 2 and path.endswith("job-1-1"):
+        path = path[:-len("job-1-1")] + rng.choice(["", "..", "job-", "job-%ff", "job-" + "9" * 60,
+                                                      "job-1-1/x", "%2f", "job-1-1?x"])
+    elif m == 3:
+        path = path.upper() if rng.random() < 0.5 else path.replace("backup", "b%C3%A4ckup")
+    return path
+
+
+def run_fuzz(base, admin, viewer, cron, seed, n):
+    """n requests made from seed; prints "STATUS-COUNTS ..." and one "FAIL ..." line for each
+    answer that is a 5xx, a 4xx whose body is not a JSON object with "error", or none."""
+    import random
+    rng = random.Random(seed)
+    counts = {}
+    for i in range(n):
+        method, path, valid = rng.choice(FUZZ_ROUTES)
+        token = rng.choice([admin] * 8 + [viewer])
+        headers = {}
+        if path.startswith("/api/cron/"):
+            token = None
+            headers["Authorization"] = "Bearer " + cron
+        if rng.random() < 0.1:
+            method = rng.choice(["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"])
+        body = fuzz_body(rng, valid) if method == "POST" or rng.random() < 0.05 else None
+        if body is not None and rng.random() < 0.15:
+            headers["Content-Type"] = rng.choice(["text/plain", "application/json; charset=latin1",
+                                                  "application/JSON", "", "multipart/form-data"])
+        path = fuzz_path(rng, path)
+        name = "#%d %s %s" % (i, method, path[:80])
+        try:
+            status, data, _ = request(base, method, path, token, body, headers)
+        except (http.client.HTTPException, ConnectionError, socket.timeout) as e:
+            st = raw(base, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            if st != 200:
+                print("FAIL %s: no answer, and the server is gone (%s)" % (name, type(e).__name__))
+                return
+            status, data = "closed", b""
+        counts[status] = counts.get(status, 0) + 1
+        if status == "closed":
+            continue
+        if status >= 500:
+            print("FAIL %s: %d %r" % (name, status, data[:200]))
+        elif status >= 400 and method != "HEAD":
+            try:
+                ok = isinstance(json.loads(data), dict) and "error" in json.loads(data)
+            except ValueError:
+                ok = False
+            if not ok:
+                print("FAIL %s: %d without a JSON error: %r" % (name, status, data[:200]))
+    print("STATUS-COUNTS " + " ".join("%s:%d" % (k, counts[k]) for k in sorted(counts, key=str)))
+
+
 def main():
     cmd = sys.argv[1]
     if cmd == "req":
@@ -342,6 +470,9 @@ def main():
         hold(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     elif cmd == "bad":
         run_bad(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5])
+    elif cmd == "fuzz":
+        run_fuzz(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6]),
+                 int(sys.argv[7]))
     return 0
 
 

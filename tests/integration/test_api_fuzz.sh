@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The daemon's HTTP API under seeded mutations of valid requests (api_client.py fuzz): bodies
+# with fields dropped, retyped (nested, huge, NUL, lone surrogates) or added, bytes flipped,
+# cut or repeated; query strings and paths bent; wrong methods and content types. The same
+# seeds give the same requests every run. Whatever comes: never a 5xx, every 4xx a JSON error,
+# the server answers after the last request, and the daemon then exits 0 (under ASan: nothing
+# leaked). test_api.sh has the hand-written cases; this one is the breadth.
+source "$(dirname "$0")/lib.sh"
+
+CLIENT="python3 $LIB_DIR/api_client.py"
+export BACKUP_TZ=UTC CRON_SECRET=cron-fuzz-secret-for-tests
+export BACKUP_SCHEDULE_DAILY=off BACKUP_SCHEDULE_WEEKLY=off BACKUP_SCHEDULE_MONTHLY=off
+export BACKUP_DRILL_INTERVAL_DAYS=0
+unset POSTGRES_URL
+mkdir -p "$TEST_TMP/src"
+printf 'note\n' >"$TEST_TMP/src/note.txt"
+export BACKUP_FILES_PATHS=$TEST_TMP/src
+assert_exit 0 cb --quiet init
+assert_exit 0 cb --quiet backup files
+assert_exit 0 cb token add --label admin
+ADMIN=$OUT
+assert_exit 0 cb token add --label viewer --role viewer
+VIEWER=$OUT
+
+export BACKUP_API_LISTEN=127.0.0.1:0
+bg_start cb daemon
+DAEMON=$BG_PID DAEMON_ERR=$BG_ERR
+# shellcheck disable=SC2317
+_listening() { grep -q 'HTTP API listening on' "$DAEMON_ERR"; }
+wait_until 60 _listening || fail "the API did not start" "$(_tail "$DAEMON_ERR")"
+BASE=$(grep -o 'http://127.0.0.1:[0-9]*' "$DAEMON_ERR" | head -n 1)
+note "API at $BASE"
+
+for seed in 1 2 3; do
+    $CLIENT fuzz "$BASE" "$ADMIN" "$VIEWER" "$CRON_SECRET" "$seed" 600 >"$TEST_TMP/fuzz-$seed.out" 2>&1
+    assert_rc_of=$?
+    assert_eq 0 "$assert_rc_of" "seed $seed: the client ran to its end"
+    counts=$(grep '^STATUS-COUNTS' "$TEST_TMP/fuzz-$seed.out")
+    note "seed $seed: ${counts#STATUS-COUNTS }"
+    assert_match '^STATUS-COUNTS ' "$counts" "seed $seed: 600 requests sent"
+    assert_eq "" "$(grep '^FAIL' "$TEST_TMP/fuzz-$seed.out" | head -n 5)" \
+        "seed $seed: no 5xx, every 4xx a JSON error, no answer missing"
+    assert_match ' 400:[0-9]' "$counts" "seed $seed: bad requests were refused (400)"
+done
+run python3 "$LIB_DIR/api_client.py" req "$BASE" GET /api/admin/backup/status "$VIEWER"
+assert_eq 200 "$(head -n 1 <<<"$OUT")" "the API answers after the fuzzing"
+kill -TERM "$DAEMON"
+wait "$DAEMON"
+assert_eq 0 "$?" "the daemon exits 0"
+
+test_done
