@@ -32,7 +32,9 @@ struct walmon {
     pthread_cond_t cv;
     bool stop;
     /* the episode of failure (the thread's own) */
-    int64_t failing_since_ns; /* 0: not failing */
+    int64_t failing_since_ns;      /* 0: not failing */
+    int64_t failing_since_mono_ns; /* the same moment on the monotonic clock, which the alert
+                                    * counts on (a clock set forward is no time failing) */
     bool alerted, error_logged;
     /* status, under mu */
     const char *state; /* "unknown" (not asked yet, or could not), "off", "ok", "failing" */
@@ -60,7 +62,7 @@ static void check_once(struct walmon *w)
 {
     struct pgsrc_archiver a;
     struct err e = ERR_INIT;
-    int64_t now = time_now_ns();
+    int64_t now = time_now_ns(), mono = time_mono_ns();
     if (caris_wal_archiver(w->cfg, &a, &e) != 0) {
         /* the server down or unreachable: the backups say so; logged once per streak */
         if (!w->error_logged)
@@ -87,6 +89,7 @@ static void check_once(struct walmon *w)
         time_format_iso(a.last_archived_ns, archived_at, sizeof(archived_at));
     if (!w->failing_since_ns) {
         w->failing_since_ns = now;
+        w->failing_since_mono_ns = mono;
         daemon_log(w->d, LOG_WARN, "wal-archiver",
                    "archive_command fails: segment %s at %s (%lld failures in all; last "
                    "archived: %s at %s)",
@@ -94,14 +97,14 @@ static void check_once(struct walmon *w)
                    *a.last_archived_wal ? a.last_archived_wal : "none", archived_at);
     }
     set_state(w, "failing", &a, NULL);
-    if (w->alerted || now - w->failing_since_ns < w->alert_after_ns)
+    if (w->alerted || mono - w->failing_since_mono_ns < w->alert_after_ns)
         return;
     w->alerted = true;
     char *msg = xasprintf(
         "archive_command has failed since this daemon first saw it (%lld min ago): the last "
         "attempt, segment %s at %s, failed; %lld failures in all; the last segment archived: "
         "%s at %s (pg_stat_archiver)",
-        (long long)((now - w->failing_since_ns) / 60000000000), a.last_failed_wal, failed_at,
+        (long long)((mono - w->failing_since_mono_ns) / 60000000000), a.last_failed_wal, failed_at,
         (long long)a.failed_count, *a.last_archived_wal ? a.last_archived_wal : "none",
         archived_at);
     struct notify_event ev = {

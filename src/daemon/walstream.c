@@ -40,6 +40,7 @@ struct walstream {
     uint64_t restarts;
     /* the alert (BACKUP_WAL_ALERT_MINUTES; < 0: off), the thread's own */
     int64_t alert_after_ns, failing_since_ns;
+    int64_t failing_since_mono_ns; /* the alert counts on the monotonic clock */
     bool alerted;
 };
 
@@ -101,14 +102,15 @@ static int run_once(struct walstream *w, struct err *e)
  * (or at start); once it lasts alert_after_ns, one alert. */
 static void alert_check(struct walstream *w, bool steady, const struct err *e)
 {
-    int64_t now = time_now_ns();
+    int64_t now = time_now_ns(), mono = time_mono_ns();
     if (steady || !w->failing_since_ns) {
         if (w->alerted)
             daemon_log(w->d, LOG_INFO, "wal-stream", "WAL streaming had worked again");
         w->failing_since_ns = now;
+        w->failing_since_mono_ns = mono;
         w->alerted = false;
     }
-    if (w->alert_after_ns < 0 || w->alerted || now - w->failing_since_ns < w->alert_after_ns)
+    if (w->alert_after_ns < 0 || w->alerted || mono - w->failing_since_mono_ns < w->alert_after_ns)
         return;
     w->alerted = true;
     char since[40];

@@ -32,12 +32,47 @@ run env BACKUP_WAL_ALERT_MINUTES=soon "$CARIS_BIN" daemon
 assert_rc 6 "a bad BACKUP_WAL_ALERT_MINUTES stops the daemon at start"
 assert_contains "$ERR" "invalid BACKUP_WAL_ALERT_MINUTES 'soon'" "the error names the variable"
 
-# alert at once (0 minutes), the server asked every 200 ms
-bg_start env BACKUP_WAL_ALERT_MINUTES=0 CARIS_TEST_WALMON_INTERVAL_MS=200 "$CARIS_BIN" daemon
-DAEMON=$BG_PID DAEMON_ERR=$BG_ERR
 # wal_mails: the mails about WAL archiving (there is also the stale alert: no database
 # backup was ever made here)
 wal_mails() { mail_texts "WAL archiving"; }
+# shellcheck disable=SC2317
+_checked() {
+    cb --json schedule status >"$TEST_TMP/st.json" 2>/dev/null &&
+        [[ $(json_get "$TEST_TMP/st.json" '["walArchiving"]["checkedAt"]') > "$1" ]]
+}
+
+# The failures are counted on the monotonic clock: the clock set 2 hours forward
+# (CARIS_TEST_CLOCK_OFFSET, read from a file at each reading) is no time failing, and no alert
+# comes before the minute of BACKUP_WAL_ALERT_MINUTES=1 has passed (the jump used to count as
+# 2 hours of failures: an alert at the next check).
+offset=$TEST_TMP/clock-offset
+printf '+0d\n' >"$offset"
+started=$SECONDS # the daemon sees the failures after this
+bg_start env BACKUP_WAL_ALERT_MINUTES=1 CARIS_TEST_WALMON_INTERVAL_MS=200 \
+    CARIS_TEST_CLOCK_OFFSET="$offset" "$CARIS_BIN" daemon
+DAEMON=$BG_PID DAEMON_ERR=$BG_ERR
+# shellcheck disable=SC2317
+_failing() { cb --json schedule status >"$TEST_TMP/st.json" 2>/dev/null && [[ $(json_get "$TEST_TMP/st.json" '["walArchiving"]["state"]') == failing ]]; }
+wait_until 60 _failing || fail "the daemon did not see archiving fail" "$(_tail "$DAEMON_ERR")"
+printf '+2h\n' >"$offset.new" && mv "$offset.new" "$offset"
+at=$(json_get "$TEST_TMP/st.json" '["walArchiving"]["checkedAt"]')
+for _ in 1 2 3; do # three checks after the jump
+    wait_until 30 _checked "$at" || fail "the archiver was not asked again" "$(_tail "$DAEMON_ERR")"
+    at=$(json_get "$TEST_TMP/st.json" '["walArchiving"]["checkedAt"]')
+done
+if ((SECONDS - started < 59)); then
+    assert_eq "" "$(wal_mails)" "no alert: the clock jumped 2 hours, but the failures have not lasted a minute"
+else
+    note "the checks took a minute: the no-alert case is not judged (the alert may be due)"
+fi
+kill -TERM "$DAEMON"
+wait "$DAEMON"
+assert_eq 0 "$?" "the daemon exits 0"
+rm -f "$TEST_TMP"/smtp/msg-*.eml
+
+# alert at once (0 minutes), the server asked every 200 ms
+bg_start env BACKUP_WAL_ALERT_MINUTES=0 CARIS_TEST_WALMON_INTERVAL_MS=200 "$CARIS_BIN" daemon
+DAEMON=$BG_PID DAEMON_ERR=$BG_ERR
 # shellcheck disable=SC2317
 _mail() { [[ -n $(wal_mails) ]]; }
 wait_until 60 _mail || fail "no WAL archiving alert" "$(_tail "$DAEMON_ERR")"
@@ -52,11 +87,6 @@ assert_eq failing "$(json_get "$OUT_FILE" '["walArchiving"]["state"]')" "status:
 assert_eq "$failing_seg" "$(json_get "$OUT_FILE" '["walArchiving"]["lastFailedWal"]')" "status: the failing segment"
 assert_contains "$(cat "$DAEMON_ERR")" "archive_command fails: segment $failing_seg" "the daemon logs it"
 # once per episode: more checks, no second mail
-# shellcheck disable=SC2317
-_checked() {
-    cb --json schedule status >"$TEST_TMP/st.json" 2>/dev/null &&
-        [[ $(json_get "$TEST_TMP/st.json" '["walArchiving"]["checkedAt"]') > "$1" ]]
-}
 first=$(json_get "$OUT_FILE" '["walArchiving"]["checkedAt"]')
 wait_until 30 _checked "$first" || fail "the archiver was not asked again"
 assert_eq 1 "$(wal_mails | grep -c '^CÁRIS Backup: WAL archiving FAILING')" "one alert per episode"
