@@ -493,6 +493,18 @@ for f in sorted(glob.glob(sys.argv[1] + "/msg-*.eml"), key=lambda f: int(re.sub(
         print(m.get_payload(decode=True).decode())' "$TEST_TMP/smtp" "${1:-}"
 }
 
+# api_daemon_start [CB ARGS...]: `cb [CB ARGS...] daemon` in the background, its HTTP API on the
+# address BACKUP_API_LISTEN gives (export BACKUP_API_LISTEN=127.0.0.1:0 for a free port);
+# waits until it listens, then sets DAEMON, DAEMON_ERR and BASE (http://127.0.0.1:PORT).
+api_daemon_start() {
+    bg_start cb "$@" daemon
+    DAEMON=$BG_PID DAEMON_ERR=$BG_ERR
+    # shellcheck disable=SC2317
+    _api_listening() { grep -q 'HTTP API listening on' "$DAEMON_ERR"; }
+    wait_until 60 _api_listening || fail "the API did not start" "$(_tail "$DAEMON_ERR")"
+    BASE=$(grep -o 'http://127.0.0.1:[0-9]*' "$DAEMON_ERR" | head -n 1)
+}
+
 # clock_ahead DAYS CMD...: CMD with the wall clock DAYS days ahead (the binary's test knob
 # CARIS_TEST_CLOCK_OFFSET: libfaketime hung the ASan build on CI); the monotonic clock is left
 # alone, as when a clock is set by hand. `cb` is spelled out.

@@ -44,11 +44,7 @@ assert_eq false "$(json_eval "$OUT_FILE" 'any("sha256" in t for t in d)')" "toke
 
 # --- the daemon with its API on a free port ---------------------------------------------
 export BACKUP_API_LISTEN=127.0.0.1:0
-bg_start cb daemon
-DAEMON=$BG_PID DAEMON_ERR=$BG_ERR
-_listening() { grep -q 'HTTP API listening on' "$DAEMON_ERR"; }
-wait_until 60 _listening || fail "the API did not start" "$(_tail "$DAEMON_ERR")"
-BASE=$(grep -o 'http://127.0.0.1:[0-9]*' "$DAEMON_ERR" | head -n 1)
+api_daemon_start
 note "API at $BASE"
 
 # req METHOD PATH [TOKEN|-] [BODY]: $STATUS and $BODY_FILE
@@ -334,9 +330,7 @@ assert_false "no token in the audit log" grep -q -e "${ADMIN#cbt_}" -e "$CRON_SE
 # --- HTTPS ------------------------------------------------------------------------------------
 openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
     -keyout "$TEST_TMP/key.pem" -out "$TEST_TMP/cert.pem" 2>/dev/null
-BACKUP_API_TLS_CERT=$TEST_TMP/cert.pem BACKUP_API_TLS_KEY=$TEST_TMP/key.pem bg_start cb daemon
-DAEMON=$BG_PID DAEMON_ERR=$BG_ERR
-wait_until 60 _listening || fail "the HTTPS API did not start" "$(_tail "$DAEMON_ERR")"
+BACKUP_API_TLS_CERT=$TEST_TMP/cert.pem BACKUP_API_TLS_KEY=$TEST_TMP/key.pem api_daemon_start
 TBASE=$(grep -o 'https://127.0.0.1:[0-9]*' "$DAEMON_ERR" | head -n 1)
 assert_match '^https://' "$TBASE" "HTTPS when the certificate and key are set"
 assert_eq 200 "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$TEST_TMP/cert.pem" -H "Authorization: Bearer $VIEWER" "$TBASE/api/admin/backup/status")" \

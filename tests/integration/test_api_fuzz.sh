@@ -23,12 +23,7 @@ assert_exit 0 cb token add --label viewer --role viewer
 VIEWER=$OUT
 
 export BACKUP_API_LISTEN=127.0.0.1:0
-bg_start cb daemon
-DAEMON=$BG_PID DAEMON_ERR=$BG_ERR
-# shellcheck disable=SC2317
-_listening() { grep -q 'HTTP API listening on' "$DAEMON_ERR"; }
-wait_until 60 _listening || fail "the API did not start" "$(_tail "$DAEMON_ERR")"
-BASE=$(grep -o 'http://127.0.0.1:[0-9]*' "$DAEMON_ERR" | head -n 1)
+api_daemon_start
 note "API at $BASE"
 
 for seed in 1 2 3; do

@@ -25,11 +25,7 @@ done
 assert_exit 0 cb token add --label dashboard
 TOKEN=$OUT
 
-bg_start cb daemon
-DAEMON=$BG_PID DAEMON_ERR=$BG_ERR
-_listening() { grep -q 'HTTP API listening on' "$DAEMON_ERR"; }
-wait_until 60 _listening || fail "the API did not start" "$(_tail "$DAEMON_ERR")"
-BASE=$(grep -o 'http://127.0.0.1:[0-9]*' "$DAEMON_ERR" | head -n 1)
+api_daemon_start
 
 # the pages themselves: no credential needed, a strict content security policy, no CDN
 run curl -s -D "$TEST_TMP/page.head" -o "$TEST_TMP/page.html" -w '%{http_code}' "$BASE/admin/backup"
