@@ -27,6 +27,8 @@ static const char DAEMON_USAGE[] =
     "(BACKUP_SMTP_*, BACKUP_EMAIL_*, BACKUP_SLACK_*), as are backups that are too old\n"
     "(BACKUP_ALERT_AFTER), and WAL archiving (pg_stat_archiver, every 5 minutes) or WAL\n"
     "streaming that keeps failing (BACKUP_WAL_ALERT_MINUTES, default 15, or off).\n"
+    "A backup run going on longer than BACKUP_RUN_TIMEOUT (e.g. 12h; default off) is\n"
+    "cancelled and notified as failed; the next runs then go on.\n"
     "A run missed while the machine was off or suspended runs once; a clock set back by more\n"
     "than 3 hours makes it compute the next runs again.\n\n"
     "Logs one line per event on stderr (--json-log: JSON lines). SIGTERM or SIGINT stop it\n"

@@ -52,6 +52,7 @@ struct job {
     enum job_state state;
     int64_t queued_ns, started_ns, ended_ns; /* ended_ns: started_ns + the monotonic count */
     int64_t started_mono_ns;
+    bool timed_out; /* cancelled for going on longer than BACKUP_RUN_TIMEOUT (under d->mu) */
     char phase[32]; /* progress of the running job */
     uint64_t done, total;
     bool ok;
@@ -97,7 +98,8 @@ struct daemon {
     struct walmon *walmon;       /* the watch on the server's WAL archiver */
     bool worker_stop;
     pthread_t worker;
-    volatile sig_atomic_t cancel;
+    volatile sig_atomic_t cancel;   /* the running job's: set at stop, or at its timeout */
+    volatile sig_atomic_t stopping; /* set at stop: notifications give up their retries */
 
     /* clock: virtual when CARIS_TEST_CLOCK is set */
     bool vclock;
@@ -112,6 +114,8 @@ struct daemon {
     /* how long (monotonic) the stale check waits for a run in progress: STALE_RUN_WAIT_NS, or
      * the test knob CARIS_TEST_STALE_RUN_WAIT_MS */
     int64_t stale_run_wait_ns;
+    /* BACKUP_RUN_TIMEOUT (0: none): a backup run going on longer (monotonic) is cancelled */
+    int64_t run_timeout_ns;
     /* the stale check's newest backups (STALE_KINDS order), as the worker last read them */
     bool stale_listed, stale_refresh;
     int64_t stale_at; /* the time the requested check is for (0: the worker's now) */
@@ -428,7 +432,9 @@ static void notify(struct daemon *d, const struct notify_event *ev)
         return;
     }
     struct err e = ERR_INIT;
-    struct caris_op op = {.log = op_log, .log_ctx = d, .cancel = &d->cancel, .actor = "scheduler"};
+    /* not the job's cancel: a run cancelled for its timeout still tells of its failure */
+    struct caris_op op = {
+        .log = op_log, .log_ctx = d, .cancel = &d->stopping, .actor = "scheduler"};
     int rc = caris_notify(&d->nc, ev, &op, &e);
     pthread_rwlock_unlock(&d->nc_rw);
     if (rc != 0)
@@ -605,11 +611,35 @@ static void stale_refresh_ask(struct daemon *d, int64_t at, bool wait)
 struct step_ctx {
     struct daemon *d;
     int64_t when;
+    struct job *j;
 };
+
+/* Whether j was cancelled for going on longer than BACKUP_RUN_TIMEOUT; then *e (a failure of
+ * it, "cancelled") says so. */
+static bool timed_out_explain(struct daemon *d, struct job *j, struct err *e)
+{
+    pthread_mutex_lock(&d->mu);
+    bool t = j->timed_out;
+    int64_t limit_s = d->run_timeout_ns / 1000000000;
+    pthread_mutex_unlock(&d->mu);
+    if (t && e && strncmp(e->msg, "cancelled", 9) == 0)
+        err_set(e, ERR_FAILURE,
+                "find what it waited for (a table lock never released, a storage that stopped "
+                "answering: the daemon's log has its last step), or raise BACKUP_RUN_TIMEOUT",
+                "cancelled: the run went on longer than BACKUP_RUN_TIMEOUT (%lld s)",
+                (long long)limit_s);
+    return t;
+}
 
 static void on_step(void *ctx, const struct caris_job_step *s)
 {
     struct step_ctx *sc = ctx;
+    if (!s->ok && timed_out_explain(sc->d, sc->j, NULL)) {
+        struct caris_job_step copy = *s;
+        timed_out_explain(sc->d, sc->j, &copy.err);
+        notify_step(sc->d, &copy, now_s(sc->d));
+        return;
+    }
     notify_step(sc->d, s, now_s(sc->d));
 }
 
@@ -698,7 +728,7 @@ static void run_job(struct daemon *d, struct job *j)
         res.type = j->type;
         res.started_ns = res.ended_ns = time_now_ns();
     } else {
-        struct step_ctx sc = {d, start};
+        struct step_ctx sc = {d, start, j};
         struct caris_job_opts jo = {
             .type = j->type,
             .cfg = d->cfg,
@@ -719,6 +749,8 @@ static void run_job(struct daemon *d, struct job *j)
                               .cancel = &d->cancel,
                               .actor = j->spec.actor};
         rc = caris_job_run(d->r, &jo, &op, &res, &e);
+        if (rc != 0)
+            timed_out_explain(d, j, &e);
         if (res.handle_spent) {
             repo_close(d->r); /* prune spent the handle: the next job opens again */
             d->r = NULL;
@@ -900,6 +932,8 @@ static void *worker_main(void *arg)
         /* on the monotonic clock: a clock set back or forward meanwhile is no part of it */
         j->ended_ns = j->started_ns + (time_mono_ns() - j->started_mono_ns);
         d->running = NULL;
+        if (j->timed_out && !d->worker_stop) /* that cancel was for this job only */
+            __atomic_store_n(&d->cancel, 0, __ATOMIC_RELAXED);
         j->next = d->finished;
         d->finished = j;
         pthread_mutex_unlock(&d->mu);
@@ -1335,9 +1369,36 @@ static int take_daemon_lock(struct daemon *d, struct err *e)
 }
 
 /* The schedules and notification settings of cfg. */
-static int load_settings(const struct config *cfg, struct schedule_config *sch,
-                         struct notify_config *nc, struct err *e)
+/* BACKUP_RUN_TIMEOUT: a duration in weeks, days and hours (6h, 1d12h), or off (the default);
+ * the test knob CARIS_TEST_RUN_TIMEOUT_MS overrides it. */
+static int run_timeout_load(const struct config *cfg, int64_t *ns, struct err *e)
 {
+    *ns = 0;
+    const char *v = config_get(cfg, "BACKUP_RUN_TIMEOUT");
+    struct caris_duration d;
+    if (v && strcmp(v, "off") != 0 && strcmp(v, "0") != 0) {
+        if (caris_duration_parse(v, &d, e) != 0 || d.years || d.months ||
+            (!d.weeks && !d.days && !d.hours)) {
+            char esc[64];
+            str_escape(v, strlen(v), esc, sizeof(esc));
+            return err_set(e, ERR_CONFIG,
+                           "a duration in weeks, days and hours, e.g. 6h, 1d12h, or off (the "
+                           "default)",
+                           "invalid BACKUP_RUN_TIMEOUT '%s'", esc);
+        }
+        *ns = (((int64_t)d.weeks * 7 + d.days) * 24 + d.hours) * 3600 * 1000000000;
+    }
+    const char *t = config_get(cfg, "CARIS_TEST_RUN_TIMEOUT_MS"); /* test knob */
+    if (t && atol(t) > 0)
+        *ns = (int64_t)atol(t) * 1000000;
+    return 0;
+}
+
+static int load_settings(const struct config *cfg, struct schedule_config *sch,
+                         struct notify_config *nc, int64_t *run_timeout_ns, struct err *e)
+{
+    if (run_timeout_load(cfg, run_timeout_ns, e) != 0)
+        return -1;
     if (schedule_config_load(cfg, NULL, sch, e) != 0)
         return -1;
     if (notify_config_load(cfg, nc, e) != 0) {
@@ -1360,7 +1421,8 @@ static void reload(struct daemon *d)
         dlog(d, LOG_ERROR, "reload", "configuration not reloaded: %s", e.msg);
         return;
     }
-    if (load_settings(&cfg, &sch, &nc, &e) != 0) {
+    int64_t run_timeout_ns;
+    if (load_settings(&cfg, &sch, &nc, &run_timeout_ns, &e) != 0) {
         config_free(&cfg);
         dlog(d, LOG_ERROR, "reload", "configuration not reloaded: %s", e.msg);
         return;
@@ -1381,6 +1443,7 @@ static void reload(struct daemon *d)
         pthread_rwlock_wrlock(&d->nc_rw); /* a notification in flight ends first */
         notify_config_free(&d->nc);
         d->nc = nc;
+        d->run_timeout_ns = run_timeout_ns;
         pthread_rwlock_unlock(&d->nc_rw);
         int64_t now = now_s_locked(d);
         for (size_t i = 0; i < SCHEDULE_COUNT; i++)
@@ -1470,7 +1533,7 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
     const char *wait_ms = config_get(d->cfg, "CARIS_TEST_STALE_RUN_WAIT_MS"); /* test knob */
     if (wait_ms && atol(wait_ms) > 0)
         d->stale_run_wait_ns = (int64_t)atol(wait_ms) * 1000000;
-    if (load_settings(d->cfg, &d->sch, &d->nc, e) != 0)
+    if (load_settings(d->cfg, &d->sch, &d->nc, &d->run_timeout_ns, e) != 0)
         goto out;
     d->nc_loaded = true;
     d->backup_dir = xstrdup(config_backup_dir(d->cfg));
@@ -1559,6 +1622,18 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
          * backups) */
         int64_t run_ns = d->running ? time_mono_ns() - d->running->started_mono_ns : 0;
         bool long_run = d->running && run_ns > d->stale_run_wait_ns;
+        /* a backup run going on longer than BACKUP_RUN_TIMEOUT is cancelled (at its next safe
+         * point: it fails, saying why, and the queue goes on) */
+        bool timed_run = d->running && d->running->spec.kind == DJOB_BACKUP && d->run_timeout_ns;
+        if (timed_run && run_ns > d->run_timeout_ns && !d->running->timed_out) {
+            d->running->timed_out = true;
+            __atomic_store_n(&d->cancel, 1, __ATOMIC_RELAXED);
+            dlog(d, LOG_WARN, "job",
+                 "%s %s run has gone on for %lld s, longer than BACKUP_RUN_TIMEOUT (%lld s): "
+                 "cancelling it",
+                 d->running->source, caris_job_type_name(d->running->type),
+                 (long long)(run_ns / 1000000000), (long long)(d->run_timeout_ns / 1000000000));
+        }
         /* enqueue what is due */
         int64_t next = INT64_MAX;
         for (size_t i = 0; i < SCHEDULE_COUNT; i++) {
@@ -1587,6 +1662,11 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
             }
             if (d->next_run[i] && d->next_run[i] < next)
                 next = d->next_run[i];
+        }
+        if (timed_run && !d->running->timed_out) { /* wake up when it is due */
+            int64_t left_s = (d->run_timeout_ns - run_ns) / 1000000000 + 1;
+            if (now + left_s < next)
+                next = now + left_s;
         }
         bool stale_due = now >= d->next_stale_check;
         if (stale_due) {
@@ -1683,6 +1763,7 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
     size_t dropped = queue_len_locked(d);
     bool was_running = d->running != NULL;
     __atomic_store_n(&d->cancel, 1, __ATOMIC_RELAXED); /* the running job reads it */
+    __atomic_store_n(&d->stopping, 1, __ATOMIC_RELAXED);
     d->worker_stop = true;
     pthread_cond_broadcast(&d->cv);
     pthread_mutex_unlock(&d->mu);

@@ -158,6 +158,44 @@ kill -TERM "$DAEMON"
 wait "$DAEMON"
 assert_eq 0 "$?" "the daemon exits 0"
 
+# --- a run that goes on longer than BACKUP_RUN_TIMEOUT is cancelled -------------------------------
+run env BACKUP_RUN_TIMEOUT=soon "$CARIS_BIN" daemon
+assert_rc 6 "a bad BACKUP_RUN_TIMEOUT stops the daemon at start"
+assert_contains "$ERR" "invalid BACKUP_RUN_TIMEOUT 'soon'" "the error names the variable"
+# A run held by a table lock is cancelled once it has gone on for 3 s (CARIS_TEST_RUN_TIMEOUT_MS;
+# BACKUP_RUN_TIMEOUT counts in hours) and says why in its failure mail; the next run then runs
+# and succeeds (a hung run used to hold every later one back until the daemon was restarted).
+rm -f "$TEST_TMP"/smtp/msg-*.eml
+set_clock +0d
+pg_table_lock_take "$db" small
+bg_start "${FAKED[@]}" CARIS_TEST_RUN_TIMEOUT_MS=3000 "$CARIS_BIN" daemon
+DAEMON=$BG_PID DAEMON_ERR=$BG_ERR
+wait_until 60 _up || fail "the daemon did not start" "$(_tail "$DAEMON_ERR")"
+h0=$(json_eval "$TEST_TMP/status.json" 'len(d["history"])') # the earlier daemons' runs
+assert_exit 0 cb run-now incremental
+wait_until 60 _waiting || fail "the backup does not wait for the table" "$(_tail "$DAEMON_ERR")"
+# _history N: the daemon's history has N runs and none going or queued
+# shellcheck disable=SC2317
+_history() {
+    cb --json schedule status >"$TEST_TMP/status.json" 2>/dev/null &&
+        [[ $(json_eval "$TEST_TMP/status.json" 'len(d["history"]) >= '"$1"' and d["job"] is None and d["queue"] == 0') == true ]]
+}
+wait_until 60 _history $((h0 + 1)) || fail "the run was not cancelled" "$(_tail "$DAEMON_ERR")"
+assert_eq false "$(json_eval "$TEST_TMP/status.json" 'd["history"][0]["ok"]')" "the run failed"
+assert_contains "$(json_eval "$TEST_TMP/status.json" 'd["history"][0]["error"]["message"]')" \
+    "cancelled: the run went on longer than BACKUP_RUN_TIMEOUT (3 s)" "it says why"
+assert_contains "$(cat "$DAEMON_ERR")" "longer than BACKUP_RUN_TIMEOUT (3 s): cancelling it" "the daemon logs it"
+# shellcheck disable=SC2317
+_failure_mail() { mail_texts FAILED | grep -q "BACKUP_RUN_TIMEOUT"; }
+wait_until 30 _failure_mail || fail "no failure mail names the timeout" "$(ls "$TEST_TMP/smtp")"
+pg_table_lock_release
+assert_exit 0 cb run-now incremental
+wait_until 120 _history $((h0 + 2)) || fail "the next run did not end" "$(_tail "$DAEMON_ERR")"
+assert_eq true "$(json_eval "$TEST_TMP/status.json" 'd["history"][0]["ok"]')" "the next run succeeded"
+kill -TERM "$DAEMON"
+wait "$DAEMON"
+assert_eq 0 "$?" "the daemon exits 0"
+
 # --- the clock set back during a backup ----------------------------------------------------------
 # A database backup held by the table lock while the clock goes back a day: its duration and its
 # end time count on the monotonic clock (they came out a day negative, the end before the start).
