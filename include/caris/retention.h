@@ -112,8 +112,8 @@ struct caris_forget_decision {
     int64_t time_ns;
     bool keep;
     unsigned reasons;
-    bool damaged;    /* its snapshot cannot be read: kind and time unknown (time_ns 0) */
-    char error[200]; /* then why */
+    bool damaged;     /* its snapshot cannot be read: kind and time unknown (time_ns 0) */
+    char error[1024]; /* then why (as long as an error message: never cut) */
 };
 struct caris_forget_result {
     bool dry_run;

@@ -622,12 +622,15 @@ static bool timed_out_explain(struct daemon *d, struct job *j, struct err *e)
     bool t = j->timed_out;
     int64_t limit_s = d->run_timeout_ns / 1000000000;
     pthread_mutex_unlock(&d->mu);
-    if (t && e && strncmp(e->msg, "cancelled", 9) == 0)
+    if (t && e && strncmp(e->msg, "cancelled", 9) == 0) {
+        char rest[sizeof(e->msg)]; /* what the cancelled operation said after "cancelled" */
+        snprintf(rest, sizeof(rest), "%s", e->msg + 9);
         err_set(e, ERR_FAILURE,
                 "find what it waited for (a table lock never released, a storage that stopped "
                 "answering: the daemon's log has its last step), or raise BACKUP_RUN_TIMEOUT",
-                "cancelled: the run went on longer than BACKUP_RUN_TIMEOUT (%lld s)",
-                (long long)limit_s);
+                "cancelled: the run went on longer than BACKUP_RUN_TIMEOUT (%lld s)%s",
+                (long long)limit_s, rest);
+    }
     return t;
 }
 
@@ -635,9 +638,21 @@ static void on_step(void *ctx, const struct caris_job_step *s)
 {
     struct step_ctx *sc = ctx;
     if (!s->ok && timed_out_explain(sc->d, sc->j, NULL)) {
+        /* cancelled at the timeout: the run failed (a verify or drill cut short found no
+         * damage) */
         struct caris_job_step copy = *s;
         timed_out_explain(sc->d, sc->j, &copy.err);
-        notify_step(sc->d, &copy, now_s(sc->d));
+        char kind[64];
+        snprintf(kind, sizeof(kind), "%s%s%s", s->what, *s->what ? " " : "",
+                 caris_job_step_name(s->kind));
+        struct notify_event ev = {.kind = NOTIFY_BACKUP_FAILED,
+                                  .backup_kind = kind,
+                                  .backup_id = *s->backup_id ? s->backup_id : NULL,
+                                  .duration_ms = s->duration_ns / 1000000,
+                                  .error = copy.err.msg,
+                                  .hint = *copy.err.hint ? copy.err.hint : NULL,
+                                  .time_ns = now_s(sc->d) * 1000000000};
+        notify(sc->d, &ev);
         return;
     }
     notify_step(sc->d, s, now_s(sc->d));
@@ -770,7 +785,12 @@ static void run_job(struct daemon *d, struct job *j)
         json_object_set_new(rj, "error",
                             json_pack("{s:s, s:s, s:s}", "code", err_code_name(e.code), "message",
                                       e.msg, "hint", e.hint));
-    if (rc != 0 && res.nsteps == 0) { /* failed before any step (repository, configuration) */
+    bool step_failed = false;
+    for (size_t i = 0; i < res.nsteps; i++)
+        step_failed |= !res.steps[i].ok;
+    /* failed before any step (repository, configuration), or between steps (cancelled at
+     * BACKUP_RUN_TIMEOUT after a step that ended well): no step told of it */
+    if (rc != 0 && !step_failed) {
         struct notify_event ev = {.kind = NOTIFY_BACKUP_FAILED,
                                   .backup_kind = caris_job_type_name(j->type),
                                   .duration_ms = -1,
@@ -1378,18 +1398,19 @@ static int run_timeout_load(const struct config *cfg, int64_t *ns, struct err *e
     struct caris_duration d;
     if (v && strcmp(v, "off") != 0 && strcmp(v, "0") != 0) {
         if (caris_duration_parse(v, &d, e) != 0 || d.years || d.months ||
-            (!d.weeks && !d.days && !d.hours)) {
+            (!d.weeks && !d.days && !d.hours) ||
+            ((int64_t)d.weeks * 7 + d.days) * 24 + d.hours > 366 * 24) {
             char esc[64];
             str_escape(v, strlen(v), esc, sizeof(esc));
             return err_set(e, ERR_CONFIG,
-                           "a duration in weeks, days and hours, e.g. 6h, 1d12h, or off (the "
-                           "default)",
+                           "a duration in weeks, days and hours up to a year, e.g. 6h, 1d12h, "
+                           "or off (the default)",
                            "invalid BACKUP_RUN_TIMEOUT '%s'", esc);
         }
         *ns = (((int64_t)d.weeks * 7 + d.days) * 24 + d.hours) * 3600 * 1000000000;
     }
     const char *t = config_get(cfg, "CARIS_TEST_RUN_TIMEOUT_MS"); /* test knob */
-    if (t && atol(t) > 0)
+    if (t && atol(t) > 0 && atol(t) < 86400000)
         *ns = (int64_t)atol(t) * 1000000;
     return 0;
 }

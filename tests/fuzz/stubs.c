@@ -72,6 +72,26 @@ json_t *caris_backup_list(struct repo *r, const char *kind, struct err *e)
     return NULL;
 }
 
+json_t *caris_backup_list_damaged(struct repo *r, const char *kind, json_t **damaged, struct err *e)
+{
+    (void)r, (void)kind, (void)damaged, (void)e;
+    unreachable(__func__);
+    return NULL;
+}
+
+json_t *repo_snapshot_damaged_find(json_t *damaged, const char *name)
+{
+    (void)damaged, (void)name;
+    unreachable(__func__);
+    return NULL;
+}
+
+void repo_snapshot_damaged_drop(json_t *damaged, const char *const *names, size_t n)
+{
+    (void)damaged, (void)names, (void)n;
+    unreachable(__func__);
+}
+
 int stream_restore_buf(struct repo *r, json_t *chunks, const uint8_t sha256[32], size_t max,
                        struct buf *out, struct err *e)
 {

@@ -155,5 +155,21 @@ assert_exit 0 cb --quiet check --read-data
 assert_exit 0 cb --quiet verify "${ids[4]}"
 run cb forget "${ids[2]}"
 assert_rc 7 "a forgotten backup cannot be named again"
+# A snapshot file no record knows (put there by hand, or its record lost), and unreadable:
+# `list` names it by its file only, and so does forget.
+stray=$REPO/snapshots/$(printf 'stray' | sha256sum | cut -c1-64)
+seeded_bytes 500 prune-damage/stray >"$stray"
+run cb --json list
+assert_rc 0 "list with a stray snapshot file"
+assert_eq "None snapshots/$(basename "$stray")" \
+    "$(json_eval "$OUT_FILE" '" ".join("%s %s" % (b["id"], b.get("file")) for b in d if b["status"] == "damaged")')" \
+    "it is listed as damaged, by its file, no id"
+run cb --json forget "snapshots/$(basename "$stray")"
+assert_rc 0 "forget snapshots/NAME"
+assert_eq "snapshots/$(basename "$stray")" \
+    "$(json_eval "$OUT_FILE" '" ".join(b["id"] for g in d["groups"] if g["kind"] == "damaged" for b in g["backups"])')" \
+    "reported by its file"
+assert_false "the file is gone" test -e "$stray"
+assert_exit 0 cb --quiet prune
 
 test_done
