@@ -63,6 +63,11 @@ int caris_schedule_status(const struct config *cfg, json_t **out, struct err *e)
 int caris_daemon_run_now(const struct config *cfg, enum caris_job_type type, bool wait,
                          json_t **out, struct err *e);
 
+/* Asks the running daemon to cancel the job it runs (at its next safe point: it fails
+ * "cancelled", is notified so, and the queued jobs go on). *out: {"cancelled": whether a job
+ * was running, "job": its id or null}. ERR_NOT_FOUND when no daemon runs. */
+int caris_daemon_cancel(const struct config *cfg, json_t **out, struct err *e);
+
 /* `wal push` through the running daemon of BACKUP_DIR (caris/wal.h): opens the file and
  * hands its descriptor over the control socket (SCM_RIGHTS: the daemon never resolves the
  * path, which is relative to PostgreSQL's data directory, nor needs to read pg_wal itself);

@@ -74,6 +74,7 @@ int cmd_prune(struct globals *g, int argc, char **argv);
 int cmd_daemon(struct globals *g, int argc, char **argv);
 int cmd_run_now(struct globals *g, int argc, char **argv);
 int cmd_schedule_status(struct globals *g, int argc, char **argv); /* argv: schedule status ... */
+int cmd_schedule_cancel(struct globals *g, int argc, char **argv); /* argv: schedule cancel ... */
 /* Low-level views (cmd_debug.c). */
 int cmd_debug(struct globals *g, int argc, char **argv);
 /* Notification commands (cmd_notify.c): notify test. */

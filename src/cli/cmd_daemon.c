@@ -255,6 +255,47 @@ int cmd_schedule_status(struct globals *g, int argc, char **argv)
     return 0;
 }
 
+/* ---- schedule cancel ------------------------------------------------------------------- */
+
+int cmd_schedule_cancel(struct globals *g, int argc, char **argv)
+{
+    static const struct option opts[] = {{"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    int c;
+    optind = 0;
+    while ((c = cli_getopt(argc - 1, argv + 1, "h", opts)) != -1) {
+        if (c != 'h')
+            return cli_opt_fail();
+        printf("usage: caris-backup schedule cancel [--json]\n\n"
+               "Asks the running daemon to stop the job it runs now (a backup run that hangs,\n"
+               "waiting for a table lock that is never released, say). The job stops at its\n"
+               "next safe point, commits nothing half-made, fails with \"cancelled by\n"
+               "`caris-backup schedule cancel`\" and is notified so; the queued jobs then run.\n"
+               "Exit 0 when a job was asked to stop, 7 when none runs or no daemon runs.\n"
+               "BACKUP_RUN_TIMEOUT does the same by itself for runs that go on too long.\n");
+        return 0;
+    }
+    if (optind < argc - 1)
+        return usage_error("unknown argument '%s' for schedule cancel", argv[optind + 1]);
+    struct err e = ERR_INIT;
+    json_t *ans = NULL;
+    if (caris_daemon_cancel(&g->cfg, &ans, &e) != 0)
+        return fail(&e);
+    if (!json_is_true(json_object_get(ans, "cancelled"))) {
+        json_decref(ans);
+        err_set(&e, ERR_NOT_FOUND, "`caris-backup schedule status` shows the queue",
+                "the daemon runs no job now: nothing cancelled");
+        return fail(&e);
+    }
+    if (g->json)
+        print_json(ans);
+    else
+        printf("job %s asked to stop: it ends at its next safe point (`caris-backup schedule "
+               "status` shows it)\n",
+               json_string_value(json_object_get(ans, "job")) ?: "?");
+    json_decref(ans);
+    return 0;
+}
+
 /* ---- run-now --------------------------------------------------------------------------- */
 
 static int job_exit_code(json_t *res)

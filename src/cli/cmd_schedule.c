@@ -18,6 +18,8 @@ static const char USAGE[] =
     "                                       [--count N] [--json]\n"
     "       caris-backup schedule status [--json]   (the daemon's status: `schedule status "
     "--help`)\n"
+    "       caris-backup schedule cancel [--json]   (stop the daemon's running job: `schedule "
+    "cancel --help`)\n"
     "\n"
     "Prints the next run times, as ISO-8601 times with their UTC offset, of the configured\n"
     "schedules (the daemon's):\n"
@@ -192,5 +194,7 @@ int cmd_schedule(struct globals *g, int argc, char **argv)
         return cmd_schedule_next(g, argc - 1, argv + 1);
     if (strcmp(argv[1], "status") == 0)
         return cmd_schedule_status(g, argc, argv);
-    return usage_error("unknown schedule command '%s' (next, status)", argv[1]);
+    if (strcmp(argv[1], "cancel") == 0)
+        return cmd_schedule_cancel(g, argc, argv);
+    return usage_error("unknown schedule command '%s' (next, status, cancel)", argv[1]);
 }

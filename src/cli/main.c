@@ -83,6 +83,7 @@ static const char USAGE[] =
     "  unlock [--force]          remove stale locks and, when no operation runs, the\n"
     "                            leftovers of crashed ones (--force: every lock)\n"
     "  daemon [--json-log]       run the scheduler in the foreground (`daemon --help`)\n"
+    "  schedule cancel           stop the daemon's running job (at its next safe point)\n"
     "  schedule status           the scheduler's status: last and next runs, the job running\n"
     "  run-now full|incremental [--wait]\n"
     "                            run a scheduled-style backup now (in the daemon if it runs)\n"

@@ -192,6 +192,22 @@ int caris_daemon_run_now(const struct config *cfg, enum caris_job_type type, boo
     return rc;
 }
 
+int caris_daemon_cancel(const struct config *cfg, json_t **out, struct err *e)
+{
+    *out = NULL;
+    int fd = daemon_connect(cfg, e);
+    if (fd == -2)
+        return -1;
+    if (fd < 0)
+        return err_set(e, ERR_NOT_FOUND, "`caris-backup schedule status` shows what ran last",
+                       "no daemon runs for %s: no job to cancel", config_backup_dir(cfg));
+    json_t *req = json_pack("{s:s}", "cmd", "cancel");
+    int rc = daemon_call(fd, req, 10000, out, e);
+    json_decref(req);
+    close(fd);
+    return rc;
+}
+
 /* How long `wal push` waits for the daemon's answer: storing a segment takes well under a
  * second, the first push of a daemon also opens the repository; a daemon that does not answer
  * in this time is taken as failed (PostgreSQL retries the segment). */

@@ -52,8 +52,9 @@ struct job {
     enum job_state state;
     int64_t queued_ns, started_ns, ended_ns; /* ended_ns: started_ns + the monotonic count */
     int64_t started_mono_ns;
-    bool timed_out; /* cancelled for going on longer than BACKUP_RUN_TIMEOUT (under d->mu) */
-    char phase[32]; /* progress of the running job */
+    bool timed_out;    /* cancelled for going on longer than BACKUP_RUN_TIMEOUT (under d->mu) */
+    bool cancel_asked; /* cancelled by `schedule cancel` (under d->mu) */
+    char phase[32];    /* progress of the running job */
     uint64_t done, total;
     bool ok;
     enum caris_job_type type;
@@ -614,34 +615,39 @@ struct step_ctx {
     struct job *j;
 };
 
-/* Whether j was cancelled for going on longer than BACKUP_RUN_TIMEOUT; then *e (a failure of
- * it, "cancelled") says so. */
-static bool timed_out_explain(struct daemon *d, struct job *j, struct err *e)
+/* Whether j was cancelled on purpose: for going on longer than BACKUP_RUN_TIMEOUT, or by
+ * `schedule cancel`; then *e (a failure of it, "cancelled") says which. */
+static bool cancel_explain(struct daemon *d, struct job *j, struct err *e)
 {
     pthread_mutex_lock(&d->mu);
-    bool t = j->timed_out;
+    bool timed_out = j->timed_out, asked = j->cancel_asked;
     int64_t limit_s = d->run_timeout_ns / 1000000000;
     pthread_mutex_unlock(&d->mu);
-    if (t && e && strncmp(e->msg, "cancelled", 9) == 0) {
+    if ((timed_out || asked) && e && strncmp(e->msg, "cancelled", 9) == 0) {
         char rest[sizeof(e->msg)]; /* what the cancelled operation said after "cancelled" */
         snprintf(rest, sizeof(rest), "%s", e->msg + 9);
-        err_set(e, ERR_FAILURE,
-                "find what it waited for (a table lock never released, a storage that stopped "
-                "answering: the daemon's log has its last step), or raise BACKUP_RUN_TIMEOUT",
-                "cancelled: the run went on longer than BACKUP_RUN_TIMEOUT (%lld s)%s",
-                (long long)limit_s, rest);
+        if (timed_out)
+            err_set(e, ERR_FAILURE,
+                    "find what it waited for (a table lock never released, a storage that "
+                    "stopped answering: the daemon's log has its last step), or raise "
+                    "BACKUP_RUN_TIMEOUT",
+                    "cancelled: the run went on longer than BACKUP_RUN_TIMEOUT (%lld s)%s",
+                    (long long)limit_s, rest);
+        else
+            err_set(e, ERR_FAILURE, "the next run makes the backup this one did not",
+                    "cancelled by `caris-backup schedule cancel`%s", rest);
     }
-    return t;
+    return timed_out || asked;
 }
 
 static void on_step(void *ctx, const struct caris_job_step *s)
 {
     struct step_ctx *sc = ctx;
-    if (!s->ok && timed_out_explain(sc->d, sc->j, NULL)) {
-        /* cancelled at the timeout: the run failed (a verify or drill cut short found no
-         * damage) */
+    if (!s->ok && cancel_explain(sc->d, sc->j, NULL)) {
+        /* cancelled at the timeout or when asked: the run failed (a verify or drill cut short
+         * found no damage) */
         struct caris_job_step copy = *s;
-        timed_out_explain(sc->d, sc->j, &copy.err);
+        cancel_explain(sc->d, sc->j, &copy.err);
         char kind[64];
         snprintf(kind, sizeof(kind), "%s%s%s", s->what, *s->what ? " " : "",
                  caris_job_step_name(s->kind));
@@ -765,7 +771,7 @@ static void run_job(struct daemon *d, struct job *j)
                               .actor = j->spec.actor};
         rc = caris_job_run(d->r, &jo, &op, &res, &e);
         if (rc != 0)
-            timed_out_explain(d, j, &e);
+            cancel_explain(d, j, &e);
         if (res.handle_spent) {
             repo_close(d->r); /* prune spent the handle: the next job opens again */
             d->r = NULL;
@@ -952,7 +958,7 @@ static void *worker_main(void *arg)
         /* on the monotonic clock: a clock set back or forward meanwhile is no part of it */
         j->ended_ns = j->started_ns + (time_mono_ns() - j->started_mono_ns);
         d->running = NULL;
-        if (j->timed_out && !d->worker_stop) /* that cancel was for this job only */
+        if ((j->timed_out || j->cancel_asked) && !d->worker_stop) /* for this job only */
             __atomic_store_n(&d->cancel, 0, __ATOMIC_RELAXED);
         j->next = d->finished;
         d->finished = j;
@@ -1097,6 +1103,23 @@ static bool handle_request(struct daemon *d, size_t i, const char *line)
                 json_decref(ok);
             }
         }
+    } else if (strcmp(cmd, "cancel") == 0) {
+        /* the running job stops at its next safe point, fails "cancelled" and is notified so;
+         * the queue goes on */
+        pthread_mutex_lock(&d->mu);
+        struct job *j = d->running;
+        json_t *ans = json_pack("{s:b, s:o}", "cancelled", j != NULL, "job",
+                                j ? json_string(j->id) : json_null());
+        if (j) {
+            j->cancel_asked = true;
+            __atomic_store_n(&d->cancel, 1, __ATOMIC_RELAXED);
+        }
+        pthread_mutex_unlock(&d->mu);
+        if (j)
+            dlog(d, LOG_WARN, "cancel", "job %s: cancel asked for through the control socket",
+                 json_string_value(json_object_get(ans, "job")));
+        send_line(d->clients[i].fd, ans);
+        json_decref(ans);
     } else if (strcmp(cmd, "wal-push") == 0) {
         wal_push_request(d, i, req, false);
     } else if (strcmp(cmd, "wal-get") == 0) {

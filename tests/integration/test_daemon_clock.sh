@@ -8,7 +8,8 @@
 #   (they used to wait for the old time: no scheduled backup for 400 days); set forward by 5
 #   days (as a machine suspended that long), it runs once, not once per slot passed over.
 # - A run that hangs (a database backup waiting for a table lock) does not silence the stale
-#   alert; a backup during which the clock goes back has a duration that is not negative.
+#   alert; BACKUP_RUN_TIMEOUT cancels it, and so does `schedule cancel`; a backup during which
+#   the clock goes back has a duration that is not negative.
 source "$(dirname "$0")/lib.sh"
 
 export BACKUP_FILES_PATHS=$TEST_TMP/src BACKUP_TZ=UTC BACKUP_ALERT_AFTER=1d
@@ -198,6 +199,35 @@ pg_table_lock_release
 assert_exit 0 cb run-now incremental
 wait_until 120 _history $((h0 + 2)) || fail "the next run did not end" "$(_tail "$DAEMON_ERR")"
 assert_eq true "$(json_eval "$TEST_TMP/status.json" 'd["history"][0]["ok"]')" "the next run succeeded"
+kill -TERM "$DAEMON"
+wait "$DAEMON"
+assert_eq 0 "$?" "the daemon exits 0"
+
+# --- schedule cancel: the running job, when asked ------------------------------------------------
+run cb schedule cancel
+assert_rc 7 "schedule cancel without a daemon: exit 7"
+assert_contains "$ERR" "no daemon runs for" "it says so"
+pg_table_lock_take "$db" small
+bg_start "${FAKED[@]}" "$CARIS_BIN" daemon
+DAEMON=$BG_PID DAEMON_ERR=$BG_ERR
+wait_until 60 _up || fail "the daemon did not start" "$(_tail "$DAEMON_ERR")"
+h0=$(json_eval "$TEST_TMP/status.json" 'len(d["history"])')
+run cb schedule cancel
+assert_rc 7 "schedule cancel while no job runs: exit 7"
+assert_contains "$ERR" "the daemon runs no job now: nothing cancelled" "it says so"
+assert_exit 0 cb run-now incremental
+wait_until 60 _waiting || fail "the backup does not wait for the table" "$(_tail "$DAEMON_ERR")"
+run cb --json schedule cancel
+assert_rc 0 "schedule cancel of the run held by the lock"
+assert_eq true "$(json_get "$OUT_FILE" '["cancelled"]')" "a job was asked to stop"
+wait_until 60 _history $((h0 + 1)) || fail "the run was not cancelled" "$(_tail "$DAEMON_ERR")"
+assert_eq false "$(json_eval "$TEST_TMP/status.json" 'd["history"][0]["ok"]')" "the run failed"
+assert_contains "$(json_eval "$TEST_TMP/status.json" 'd["history"][0]["error"]["message"]')" \
+    "cancelled by \`caris-backup schedule cancel\`" "it says who stopped it"
+pg_table_lock_release
+assert_exit 0 cb run-now incremental
+wait_until 120 _history $((h0 + 2)) || fail "the next run did not end" "$(_tail "$DAEMON_ERR")"
+assert_eq true "$(json_eval "$TEST_TMP/status.json" 'd["history"][0]["ok"]')" "the next run succeeded: the cancel was for that job only"
 kill -TERM "$DAEMON"
 wait "$DAEMON"
 assert_eq 0 "$?" "the daemon exits 0"
