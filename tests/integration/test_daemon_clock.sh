@@ -179,8 +179,9 @@ bg_start "${FAKED[@]}" CARIS_TEST_RUN_TIMEOUT_MS=3000 "$CARIS_BIN" daemon
 DAEMON=$BG_PID DAEMON_ERR=$BG_ERR
 wait_until 60 _up || fail "the daemon did not start" "$(_tail "$DAEMON_ERR")"
 h0=$(json_eval "$TEST_TMP/status.json" 'len(d["history"])') # the earlier daemons' runs
+# (the run cannot end by itself while the lock is held: it is cancelled wherever it is at 3 s,
+# waiting for the table or, on a slow machine, before)
 assert_exit 0 cb run-now incremental
-wait_until 60 _waiting || fail "the backup does not wait for the table" "$(_tail "$DAEMON_ERR")"
 # _history N: the daemon's history has N runs and none going or queued
 # shellcheck disable=SC2317
 _history() {
