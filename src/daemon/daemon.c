@@ -1660,6 +1660,9 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
         }
         d->last_now = now;
         bool idle = !d->queue && !d->running;
+        /* a job queued now starts in the worker after this pass: with BACKUP_RUN_TIMEOUT the
+         * loop looks again each second, so that it sees the run and when it is due */
+        bool watch_runs = d->run_timeout_ns && !idle;
         /* a run going for over stale_run_wait_ns (counted on the monotonic clock: a clock set
          * back would stretch the wait, one set forward cut it) may be stuck: the stale check
          * stops waiting for it (a run that ends sooner decides it afterwards, with its own
@@ -1764,7 +1767,7 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
         } else {
             timeout = 60000;
         }
-        if (d->vclock)
+        if (d->vclock || watch_runs)
             timeout = timeout > 1000 ? 1000 : timeout;
         int n = poll(p, (nfds_t)np, timeout);
         if (n < 0 && errno != EINTR) {

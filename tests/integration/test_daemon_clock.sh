@@ -180,8 +180,13 @@ DAEMON=$BG_PID DAEMON_ERR=$BG_ERR
 wait_until 60 _up || fail "the daemon did not start" "$(_tail "$DAEMON_ERR")"
 h0=$(json_eval "$TEST_TMP/status.json" 'len(d["history"])') # the earlier daemons' runs
 # (the run cannot end by itself while the lock is held: it is cancelled wherever it is at 3 s,
-# waiting for the table or, on a slow machine, before)
+# waiting for the table or, on a slow machine, before). Its failure mail is awaited first,
+# without asking the daemon anything: a request wakes its loop, and the loop must wake by
+# itself to cancel the run (it slept until the run ended).
 assert_exit 0 cb run-now incremental
+# shellcheck disable=SC2317
+_failure_mail() { mail_texts FAILED | grep -q "BACKUP_RUN_TIMEOUT"; }
+wait_until 30 _failure_mail || fail "no failure mail names the timeout" "$(ls "$TEST_TMP/smtp"; _tail "$DAEMON_ERR")"
 # _history N: the daemon's history has N runs and none going or queued
 # shellcheck disable=SC2317
 _history() {
@@ -193,9 +198,6 @@ assert_eq false "$(json_eval "$TEST_TMP/status.json" 'd["history"][0]["ok"]')" "
 assert_contains "$(json_eval "$TEST_TMP/status.json" 'd["history"][0]["error"]["message"]')" \
     "cancelled: the run went on longer than BACKUP_RUN_TIMEOUT (3 s)" "it says why"
 assert_contains "$(cat "$DAEMON_ERR")" "longer than BACKUP_RUN_TIMEOUT (3 s): cancelling it" "the daemon logs it"
-# shellcheck disable=SC2317
-_failure_mail() { mail_texts FAILED | grep -q "BACKUP_RUN_TIMEOUT"; }
-wait_until 30 _failure_mail || fail "no failure mail names the timeout" "$(ls "$TEST_TMP/smtp")"
 pg_table_lock_release
 assert_exit 0 cb run-now incremental
 wait_until 120 _history $((h0 + 2)) || fail "the next run did not end" "$(_tail "$DAEMON_ERR")"
