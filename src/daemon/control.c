@@ -96,7 +96,9 @@ static int daemon_call(int fd, json_t *req, int timeout_ms, json_t **out, struct
         return err_sys(e, errno, NULL, "cannot send a request to the daemon");
     if (daemon_answer(fd, timeout_ms, out, e) != 0)
         return -1;
-    json_t *err = json_object_get(*out, "error");
+    /* a refusal is {"error"}; a job's result (run-now --wait) has "ok" and, when it failed, its
+     * "error": the caller reports that run */
+    json_t *err = json_object_get(*out, "ok") ? NULL : json_object_get(*out, "error");
     if (err) {
         err_set(e, ERR_USAGE, NULL, "the daemon refused the request: %s",
                 json_string_value(json_object_get(err, "message")) ?: "?");

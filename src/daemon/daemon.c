@@ -770,8 +770,12 @@ static void run_job(struct daemon *d, struct job *j)
                               .cancel = &d->cancel,
                               .actor = j->spec.actor};
         rc = caris_job_run(d->r, &jo, &op, &res, &e);
-        if (rc != 0)
+        if (rc != 0) { /* the run's error and its steps' say why it was cancelled */
             cancel_explain(d, j, &e);
+            for (size_t i = 0; i < res.nsteps; i++)
+                if (!res.steps[i].ok)
+                    cancel_explain(d, j, &res.steps[i].err);
+        }
         if (res.handle_spent) {
             repo_close(d->r); /* prune spent the handle: the next job opens again */
             d->r = NULL;

@@ -180,10 +180,13 @@ DAEMON=$BG_PID DAEMON_ERR=$BG_ERR
 wait_until 60 _up || fail "the daemon did not start" "$(_tail "$DAEMON_ERR")"
 h0=$(json_eval "$TEST_TMP/status.json" 'len(d["history"])') # the earlier daemons' runs
 # (the run cannot end by itself while the lock is held: it is cancelled wherever it is at 3 s,
-# waiting for the table or, on a slow machine, before). Its failure mail is awaited first,
-# without asking the daemon anything: a request wakes its loop, and the loop must wake by
-# itself to cancel the run (it slept until the run ended).
-assert_exit 0 cb run-now incremental
+# waiting for the table or, on a slow machine, before). `run-now --wait` and then its failure
+# mail are awaited without asking the daemon anything: a request wakes its loop, and the loop
+# must wake by itself to cancel the run.
+run cb run-now incremental --wait # returns when the run ended: here, when it was cancelled
+assert_cmp "$RC" -ne 0 "run-now --wait: the run failed"
+assert_contains "$OUT" "cancelled: the run went on longer than BACKUP_RUN_TIMEOUT (3 s)" "it prints why"
+assert_contains "$OUT" "incremental run: FAILED" "and the run's result (it said the daemon refused the request)"
 # shellcheck disable=SC2317
 _failure_mail() { mail_texts FAILED | grep -q "BACKUP_RUN_TIMEOUT"; }
 wait_until 30 _failure_mail || fail "no failure mail names the timeout" "$(ls "$TEST_TMP/smtp"; _tail "$DAEMON_ERR")"
