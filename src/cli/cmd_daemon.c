@@ -181,7 +181,9 @@ static void print_run(const char *label, json_t *run)
     printf("\n");
 }
 
-int cmd_schedule_status(struct globals *g, int argc, char **argv)
+/* A schedule command that takes no option but --help (argv: schedule NAME ...): 0 once usage
+ * is printed (--help), the exit code of a bad option or argument, or -1 to go on. */
+static int help_only(int argc, char **argv, const char *usage)
 {
     static const struct option opts[] = {{"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int c;
@@ -189,15 +191,26 @@ int cmd_schedule_status(struct globals *g, int argc, char **argv)
     while ((c = cli_getopt(argc - 1, argv + 1, "h", opts)) != -1) {
         if (c != 'h')
             return cli_opt_fail();
-        printf("usage: caris-backup schedule status [--json]\n\n"
-               "The scheduler's status (the seed's getStatus()): whether the daemon runs, the\n"
-               "job running now and its progress, each schedule's last run (time, backup\n"
-               "ids, result) and next run. Works whether the daemon runs or not (then from\n"
-               "what it recorded in BACKUP_DIR/metadata/scheduler.json).\n");
+        fputs(usage, stdout);
         return 0;
     }
     if (optind < argc - 1)
-        return usage_error("unknown argument '%s' for schedule status", argv[optind + 1]);
+        return usage_error("unknown argument '%s' for schedule %s", argv[optind + 1], argv[1]);
+    return -1;
+}
+
+static const char STATUS_USAGE[] =
+    "usage: caris-backup schedule status [--json]\n\n"
+    "The scheduler's status (the seed's getStatus()): whether the daemon runs, the\n"
+    "job running now and its progress, each schedule's last run (time, backup\n"
+    "ids, result) and next run. Works whether the daemon runs or not (then from\n"
+    "what it recorded in BACKUP_DIR/metadata/scheduler.json).\n";
+
+int cmd_schedule_status(struct globals *g, int argc, char **argv)
+{
+    int code = help_only(argc, argv, STATUS_USAGE);
+    if (code >= 0)
+        return code;
     struct err e = ERR_INIT;
     json_t *s = NULL;
     if (caris_schedule_status(&g->cfg, &s, &e) != 0)
@@ -257,25 +270,20 @@ int cmd_schedule_status(struct globals *g, int argc, char **argv)
 
 /* ---- schedule cancel ------------------------------------------------------------------- */
 
+static const char CANCEL_USAGE[] =
+    "usage: caris-backup schedule cancel [--json]\n\n"
+    "Asks the running daemon to stop the job it runs now (a backup run that hangs,\n"
+    "waiting for a table lock that is never released, say). The job stops at its\n"
+    "next safe point, commits nothing half-made, fails with \"cancelled by\n"
+    "`caris-backup schedule cancel`\" and is notified so; the queued jobs then run.\n"
+    "Exit 0 when a job was asked to stop, 7 when none runs or no daemon runs.\n"
+    "BACKUP_RUN_TIMEOUT does the same by itself for runs that go on too long.\n";
+
 int cmd_schedule_cancel(struct globals *g, int argc, char **argv)
 {
-    static const struct option opts[] = {{"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-    int c;
-    optind = 0;
-    while ((c = cli_getopt(argc - 1, argv + 1, "h", opts)) != -1) {
-        if (c != 'h')
-            return cli_opt_fail();
-        printf("usage: caris-backup schedule cancel [--json]\n\n"
-               "Asks the running daemon to stop the job it runs now (a backup run that hangs,\n"
-               "waiting for a table lock that is never released, say). The job stops at its\n"
-               "next safe point, commits nothing half-made, fails with \"cancelled by\n"
-               "`caris-backup schedule cancel`\" and is notified so; the queued jobs then run.\n"
-               "Exit 0 when a job was asked to stop, 7 when none runs or no daemon runs.\n"
-               "BACKUP_RUN_TIMEOUT does the same by itself for runs that go on too long.\n");
-        return 0;
-    }
-    if (optind < argc - 1)
-        return usage_error("unknown argument '%s' for schedule cancel", argv[optind + 1]);
+    int code = help_only(argc, argv, CANCEL_USAGE);
+    if (code >= 0)
+        return code;
     struct err e = ERR_INIT;
     json_t *ans = NULL;
     if (caris_daemon_cancel(&g->cfg, &ans, &e) != 0)

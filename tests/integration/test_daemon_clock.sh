@@ -196,18 +196,23 @@ _history() {
     cb --json schedule status >"$TEST_TMP/status.json" 2>/dev/null &&
         [[ $(json_eval "$TEST_TMP/status.json" 'len(d["history"]) >= '"$1"' and d["job"] is None and d["queue"] == 0') == true ]]
 }
-wait_until 60 _history $((h0 + 1)) || fail "the run was not cancelled" "$(_tail "$DAEMON_ERR")"
-assert_eq false "$(json_eval "$TEST_TMP/status.json" 'd["history"][0]["ok"]')" "the run failed"
-assert_contains "$(json_eval "$TEST_TMP/status.json" 'd["history"][0]["error"]["message"]')" \
-    "cancelled: the run went on longer than BACKUP_RUN_TIMEOUT (3 s)" "it says why"
+# cancelled_then_next WHY: the run (the h0+1-th) failed saying WHY; with the lock released,
+# the next one asked for succeeds (the cancel was for that run only); the daemon then stops.
+cancelled_then_next() {
+    wait_until 60 _history $((h0 + 1)) || fail "the run was not cancelled" "$(_tail "$DAEMON_ERR")"
+    assert_eq false "$(json_eval "$TEST_TMP/status.json" 'd["history"][0]["ok"]')" "the run failed"
+    assert_contains "$(json_eval "$TEST_TMP/status.json" 'd["history"][0]["error"]["message"]')" \
+        "$1" "it says why"
+    pg_table_lock_release
+    assert_exit 0 cb run-now incremental
+    wait_until 120 _history $((h0 + 2)) || fail "the next run did not end" "$(_tail "$DAEMON_ERR")"
+    assert_eq true "$(json_eval "$TEST_TMP/status.json" 'd["history"][0]["ok"]')" "the next run succeeded"
+    kill -TERM "$DAEMON"
+    wait "$DAEMON"
+    assert_eq 0 "$?" "the daemon exits 0"
+}
 assert_contains "$(cat "$DAEMON_ERR")" "longer than BACKUP_RUN_TIMEOUT (3 s): cancelling it" "the daemon logs it"
-pg_table_lock_release
-assert_exit 0 cb run-now incremental
-wait_until 120 _history $((h0 + 2)) || fail "the next run did not end" "$(_tail "$DAEMON_ERR")"
-assert_eq true "$(json_eval "$TEST_TMP/status.json" 'd["history"][0]["ok"]')" "the next run succeeded"
-kill -TERM "$DAEMON"
-wait "$DAEMON"
-assert_eq 0 "$?" "the daemon exits 0"
+cancelled_then_next "cancelled: the run went on longer than BACKUP_RUN_TIMEOUT (3 s)"
 
 # --- schedule cancel: the running job, when asked ------------------------------------------------
 run cb schedule cancel
@@ -226,17 +231,7 @@ wait_until 60 _waiting || fail "the backup does not wait for the table" "$(_tail
 run cb --json schedule cancel
 assert_rc 0 "schedule cancel of the run held by the lock"
 assert_eq true "$(json_get "$OUT_FILE" '["cancelled"]')" "a job was asked to stop"
-wait_until 60 _history $((h0 + 1)) || fail "the run was not cancelled" "$(_tail "$DAEMON_ERR")"
-assert_eq false "$(json_eval "$TEST_TMP/status.json" 'd["history"][0]["ok"]')" "the run failed"
-assert_contains "$(json_eval "$TEST_TMP/status.json" 'd["history"][0]["error"]["message"]')" \
-    "cancelled by \`caris-backup schedule cancel\`" "it says who stopped it"
-pg_table_lock_release
-assert_exit 0 cb run-now incremental
-wait_until 120 _history $((h0 + 2)) || fail "the next run did not end" "$(_tail "$DAEMON_ERR")"
-assert_eq true "$(json_eval "$TEST_TMP/status.json" 'd["history"][0]["ok"]')" "the next run succeeded: the cancel was for that job only"
-kill -TERM "$DAEMON"
-wait "$DAEMON"
-assert_eq 0 "$?" "the daemon exits 0"
+cancelled_then_next "cancelled by \`caris-backup schedule cancel\`"
 
 # --- the clock set back during a backup ----------------------------------------------------------
 # A database backup held by the table lock while the clock goes back a day: its duration and its
