@@ -195,7 +195,9 @@ static int help_only(int argc, char **argv, const char *usage)
         return 0;
     }
     if (optind < argc - 1)
-        return usage_error("unknown argument '%s' for schedule %s", argv[optind + 1], argv[1]);
+        return strcmp(argv[1], "cancel") == 0
+                   ? usage_error("unknown argument '%s' for schedule cancel", argv[optind + 1])
+                   : usage_error("unknown argument '%s' for schedule status", argv[optind + 1]);
     return -1;
 }
 
