@@ -270,9 +270,11 @@ int repo_snapshot_damaged_id(json_t *damaged, const char *backup_id, struct err 
  * record knows it), or by its file, "snapshots/<name>" as `list` shows it, or <name>. NULL:
  * none. `forget ID` names an unreadable snapshot so. */
 json_t *repo_snapshot_damaged_find(json_t *damaged, const char *name);
-/* Drops from damaged every entry one of names[0..n) names (repo_snapshot_damaged_find): what a
- * dry run of prune passes over when `forget --dry-run --prune` was named to remove it. */
-void repo_snapshot_damaged_drop(json_t *damaged, const char *const *names, size_t n);
+/* What a dry run of prune passes over when `forget --dry-run --prune` was named to remove it:
+ * drops from list (repo_snapshot_list's, may be NULL) every snapshot whose backup id one of
+ * names[0..n) is, and from damaged (its unreadable ones, may be NULL) every entry one of them
+ * names (repo_snapshot_damaged_find). */
+void repo_snapshots_drop_named(json_t *list, json_t *damaged, const char *const *names, size_t n);
 /* Finds a snapshot by backup id ("id" field of the summary). ERR_NOT_FOUND when absent,
  * ERR_DAMAGE when its snapshot file cannot be read. */
 int repo_snapshot_find(struct repo *r, const char *backup_id, char name_out[65], json_t **summary,

@@ -22,6 +22,9 @@ struct caris_duration {
 /* Parses "<n><unit>..." with units y, m, w, d, h (each at most once, n >= 0, not all zero).
  * ERR_USAGE naming the input otherwise. */
 int caris_duration_parse(const char *s, struct caris_duration *d, struct err *e);
+/* As caris_duration_parse, for a duration in weeks, days and hours only (a year's or a month's
+ * length varies): its length in hours in *hours; -1 with e (ERR_USAGE) otherwise. */
+int caris_duration_hours(const char *s, int64_t *hours, struct err *e);
 
 /* Each rule keeps, going back from the newest backup of a group, the newest backup of each
  * of the last N calendar periods that have a backup (day, ISO-8601 week, month, year, in the

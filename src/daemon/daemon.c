@@ -643,11 +643,10 @@ static bool cancel_explain(struct daemon *d, struct job *j, struct err *e)
 static void on_step(void *ctx, const struct caris_job_step *s)
 {
     struct step_ctx *sc = ctx;
-    if (!s->ok && cancel_explain(sc->d, sc->j, NULL)) {
+    struct caris_job_step copy = *s;
+    if (!s->ok && cancel_explain(sc->d, sc->j, &copy.err)) {
         /* cancelled at the timeout or when asked: the run failed (a verify or drill cut short
          * found no damage) */
-        struct caris_job_step copy = *s;
-        cancel_explain(sc->d, sc->j, &copy.err);
         char kind[64];
         snprintf(kind, sizeof(kind), "%s%s%s", s->what, *s->what ? " " : "",
                  caris_job_step_name(s->kind));
@@ -1416,17 +1415,22 @@ static int take_daemon_lock(struct daemon *d, struct err *e)
 }
 
 /* The schedules and notification settings of cfg. */
+int64_t daemon_test_knob_ns(const struct config *cfg, const char *name, int64_t dflt_ns)
+{
+    const char *t = config_get(cfg, name);
+    long ms = t ? atol(t) : 0;
+    return ms > 0 && ms <= 86400000 ? (int64_t)ms * 1000000 : dflt_ns;
+}
+
 /* BACKUP_RUN_TIMEOUT: a duration in weeks, days and hours (6h, 1d12h), or off (the default);
  * the test knob CARIS_TEST_RUN_TIMEOUT_MS overrides it. */
 static int run_timeout_load(const struct config *cfg, int64_t *ns, struct err *e)
 {
     *ns = 0;
     const char *v = config_get(cfg, "BACKUP_RUN_TIMEOUT");
-    struct caris_duration d;
+    int64_t hours;
     if (v && strcmp(v, "off") != 0 && strcmp(v, "0") != 0) {
-        if (caris_duration_parse(v, &d, e) != 0 || d.years || d.months ||
-            (!d.weeks && !d.days && !d.hours) ||
-            ((int64_t)d.weeks * 7 + d.days) * 24 + d.hours > 366 * 24) {
+        if (caris_duration_hours(v, &hours, e) != 0 || hours > 366 * 24) {
             char esc[64];
             str_escape(v, strlen(v), esc, sizeof(esc));
             return err_set(e, ERR_CONFIG,
@@ -1434,11 +1438,9 @@ static int run_timeout_load(const struct config *cfg, int64_t *ns, struct err *e
                            "or off (the default)",
                            "invalid BACKUP_RUN_TIMEOUT '%s'", esc);
         }
-        *ns = (((int64_t)d.weeks * 7 + d.days) * 24 + d.hours) * 3600 * 1000000000;
+        *ns = hours * 3600 * 1000000000;
     }
-    const char *t = config_get(cfg, "CARIS_TEST_RUN_TIMEOUT_MS"); /* test knob */
-    if (t && atol(t) > 0 && atol(t) < 86400000)
-        *ns = (int64_t)atol(t) * 1000000;
+    *ns = daemon_test_knob_ns(cfg, "CARIS_TEST_RUN_TIMEOUT_MS", *ns);
     return 0;
 }
 
@@ -1577,10 +1579,8 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
     d->started_ns = time_now_ns();
     int rc = -1;
     d->cfg = o->cfg;
-    d->stale_run_wait_ns = STALE_RUN_WAIT_NS;
-    const char *wait_ms = config_get(d->cfg, "CARIS_TEST_STALE_RUN_WAIT_MS"); /* test knob */
-    if (wait_ms && atol(wait_ms) > 0)
-        d->stale_run_wait_ns = (int64_t)atol(wait_ms) * 1000000;
+    d->stale_run_wait_ns =
+        daemon_test_knob_ns(d->cfg, "CARIS_TEST_STALE_RUN_WAIT_MS", STALE_RUN_WAIT_NS);
     if (load_settings(d->cfg, &d->sch, &d->nc, &d->run_timeout_ns, e) != 0)
         goto out;
     d->nc_loaded = true;

@@ -61,6 +61,9 @@ json_t *daemon_job_json(struct daemon *d, const char *id);
 /* The live status (caris_schedule_status of a running daemon). */
 json_t *daemon_status_json(struct daemon *d);
 /* One line of the daemon's log (event: a short word). */
+/* A test knob of cfg in milliseconds (1 to a day), in ns; dflt_ns when it is not set or not
+ * such a number. */
+int64_t daemon_test_knob_ns(const struct config *cfg, const char *name, int64_t dflt_ns);
 void daemon_log(struct daemon *d, enum log_level l, const char *event, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 

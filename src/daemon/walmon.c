@@ -168,10 +168,7 @@ int walmon_start(struct daemon *d, const struct config *cfg, struct walmon **out
     w->d = d;
     w->cfg = cfg;
     w->alert_after_ns = after;
-    w->interval_ns = WALMON_INTERVAL_NS;
-    const char *t = config_get(cfg, "CARIS_TEST_WALMON_INTERVAL_MS"); /* test knob */
-    if (t && atol(t) > 0)
-        w->interval_ns = (int64_t)atol(t) * 1000000;
+    w->interval_ns = daemon_test_knob_ns(cfg, "CARIS_TEST_WALMON_INTERVAL_MS", WALMON_INTERVAL_NS);
     w->state = "unknown";
     pthread_mutex_init(&w->mu, NULL);
     cond_init_monotonic(&w->cv);

@@ -375,8 +375,8 @@ int notify_config_load(const struct config *c, struct notify_config *nc, struct 
         goto fail;
     const char *aa = config_get(c, "BACKUP_ALERT_AFTER");
     if (aa) {
-        struct caris_duration d;
-        if (caris_duration_parse(aa, &d, e) != 0 || d.years || d.months) {
+        int64_t hours;
+        if (caris_duration_hours(aa, &hours, e) != 0) {
             char esc[64];
             str_escape(aa, strlen(aa), esc, sizeof(esc));
             err_set(e, ERR_CONFIG,
@@ -384,7 +384,7 @@ int notify_config_load(const struct config *c, struct notify_config *nc, struct 
                     "invalid BACKUP_ALERT_AFTER '%s'", esc);
             goto fail;
         }
-        nc->alert_after_ms = (((int64_t)d.weeks * 7 + d.days) * 24 + d.hours) * 3600 * 1000;
+        nc->alert_after_ms = hours * 3600 * 1000;
     }
     const char *t = config_get(c, "CARIS_NOTIFY_TIMEOUT_SECONDS"); /* test knob */
     if (t) {

@@ -746,32 +746,16 @@ int repo_prune(struct repo *r, const struct repo_prune_opts *o, struct repo_prun
     list = repo_snapshot_list(r, &damaged, e);
     if (!list)
         goto out;
-    /* a dry run's estimate passes over an unreadable snapshot that `forget` was named to
-     * remove */
+    /* a dry run's estimate passes over the backups `forget` was named to remove, unreadable
+     * ones too */
+    size_t listed = json_array_size(list);
     if (dry)
-        repo_snapshot_damaged_drop(damaged, o->assume_forgotten, o->nassume_forgotten);
+        repo_snapshots_drop_named(list, damaged, o->assume_forgotten, o->nassume_forgotten);
     if (json_array_size(damaged)) {
         err_set(e, ERR_DAMAGE, "run `caris-backup check`; forget or repair that backup first",
                 "refusing to prune: snapshot %s cannot be read, so what it needs is unknown",
                 json_string_value(json_object_get(json_array_get(damaged, 0), "object")));
         goto out;
-    }
-    size_t listed = json_array_size(list);
-    if (dry && o->nassume_forgotten) {
-        json_t *kept = json_array();
-        size_t i;
-        json_t *s;
-        json_array_foreach(list, i, s)
-        {
-            const char *id = json_string_value(json_object_get(s, "id"));
-            bool gone = false;
-            for (size_t k = 0; id && k < o->nassume_forgotten && !gone; k++)
-                gone = strcmp(id, o->assume_forgotten[k]) == 0;
-            if (!gone)
-                json_array_append(kept, s);
-        }
-        json_decref(list);
-        list = kept;
     }
     st->snapshots = json_array_size(list);
     size_t nent = r->nentries, words = nent / 64 + 1;

@@ -493,20 +493,22 @@ json_t *repo_snapshot_damaged_find(json_t *damaged, const char *name)
     return NULL;
 }
 
-void repo_snapshot_damaged_drop(json_t *damaged, const char *const *names, size_t n)
+void repo_snapshots_drop_named(json_t *list, json_t *damaged, const char *const *names, size_t n)
 {
-    for (size_t k = 0; k < n; k++) {
-        json_t *d = repo_snapshot_damaged_find(damaged, names[k]);
-        size_t i;
-        json_t *x;
-        json_array_foreach(damaged, i, x)
-        {
-            if (x == d) {
+    for (size_t i = json_array_size(list); n && i-- > 0;) {
+        const char *id = json_string_value(json_object_get(json_array_get(list, i), "id"));
+        for (size_t k = 0; id && k < n; k++)
+            if (strcmp(id, names[k]) == 0) {
+                json_array_remove(list, i);
+                break;
+            }
+    }
+    for (size_t i = json_array_size(damaged); n && i-- > 0;)
+        for (size_t k = 0; k < n; k++)
+            if (repo_snapshot_damaged_find(damaged, names[k]) == json_array_get(damaged, i)) {
                 json_array_remove(damaged, i);
                 break;
             }
-        }
-    }
 }
 
 int repo_snapshot_find(struct repo *r, const char *backup_id, char name_out[65], json_t **summary,

@@ -19,7 +19,7 @@ static int compact_records(struct repo *r, const struct caris_prune_opts *o,
     if (!list)
         return -1;
     if (o && o->dry_run)
-        repo_snapshot_damaged_drop(damaged, o->assume_forgotten, o->nassume_forgotten);
+        repo_snapshots_drop_named(NULL, damaged, o->assume_forgotten, o->nassume_forgotten);
     int rc = 0;
     if (json_array_size(damaged) == 0) {
         json_t *live = json_object();

@@ -83,6 +83,18 @@ int caris_duration_parse(const char *s, struct caris_duration *d, struct err *e)
     return 0;
 }
 
+int caris_duration_hours(const char *s, int64_t *hours, struct err *e)
+{
+    struct caris_duration d;
+    if (caris_duration_parse(s, &d, e) != 0)
+        return -1;
+    if (d.years || d.months)
+        return err_set(e, ERR_USAGE, "use weeks, days and hours",
+                       "a duration of years or months has no fixed length");
+    *hours = ((int64_t)d.weeks * 7 + d.days) * 24 + d.hours;
+    return 0;
+}
+
 int caris_retention_policy_from_config(const struct config *c, struct caris_retention_policy *p,
                                        struct err *e)
 {

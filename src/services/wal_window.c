@@ -503,15 +503,7 @@ static int load_bases(struct repo *r, bool strict, const char *const *gone, size
     json_t *snaps = repo_snapshot_list(r, &damaged, e);
     if (!snaps)
         return -1;
-    repo_snapshot_damaged_drop(damaged, gone, ngone);
-    for (size_t k = json_array_size(snaps); ngone && k-- > 0;) {
-        const char *id = json_string_value(json_object_get(json_array_get(snaps, k), "id"));
-        for (size_t j = 0; id && j < ngone; j++)
-            if (strcmp(id, gone[j]) == 0) {
-                json_array_remove(snaps, k);
-                break;
-            }
-    }
+    repo_snapshots_drop_named(snaps, damaged, gone, ngone);
     if (strict && json_array_size(damaged)) {
         err_set(e, ERR_DAMAGE, "run `caris-backup check`; forget or repair that backup first",
                 "refusing to prune: snapshot %s cannot be read, so which WAL it needs is unknown",

@@ -86,9 +86,9 @@ json_t *repo_snapshot_damaged_find(json_t *damaged, const char *name)
     return NULL;
 }
 
-void repo_snapshot_damaged_drop(json_t *damaged, const char *const *names, size_t n)
+void repo_snapshots_drop_named(json_t *list, json_t *damaged, const char *const *names, size_t n)
 {
-    (void)damaged, (void)names, (void)n;
+    (void)list, (void)damaged, (void)names, (void)n;
     unreachable(__func__);
 }
 
