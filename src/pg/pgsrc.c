@@ -150,8 +150,15 @@ static char *redact_kv(const char *s)
         size_t klen = (size_t)(p - k);
         while (*p && isspace((unsigned char)*p))
             p++;
-        if (*p != '=') { /* malformed: copy the rest */
-            sb_str(&b, start);
+        bool word = klen > 0;
+        for (size_t i = 0; i < klen; i++)
+            word = word && (isalnum((unsigned char)k[i]) || k[i] == '_');
+        if (*p != '=' || !word) {
+            /* malformed (no "=", or a key that is no keyword): the rest may hold a password (a URI
+             * of a scheme libpq does not take, "postgresql+psycopg2://user:pw@host/db", is read as
+             * key=value): not copied */
+            sb_add(&b, start, (size_t)(k - start));
+            sb_str(&b, REDACTED);
             break;
         }
         p++;
@@ -205,10 +212,35 @@ static void trim_msg(char *s)
     *w = '\0';
 }
 
+/* The length of a URI scheme and its "://" at the start of s ("jdbc:postgresql://" counts
+ * whole), 0 when s does not start with one. */
+static size_t uri_scheme_len(const char *s)
+{
+    size_t n = 0;
+    while (isalnum((unsigned char)s[n]) || s[n] == '+' || s[n] == '-' || s[n] == '.' ||
+           (s[n] == ':' && strncmp(s + n, "://", 3) != 0))
+        n++;
+    return n && strncmp(s + n, "://", 3) == 0 ? n + 3 : 0;
+}
+
 /* libpq's parse error may quote the token it stumbled on, which can be the password: the
- * message shown is the one for the redacted URL. */
+ * message shown is the one for the redacted URL, and a URI of another scheme (which libpq
+ * reads as key=value text) is named by its scheme alone. */
 static int parse_error(const char *url, const char *label, struct err *e)
 {
+    size_t scheme = uri_scheme_len(url);
+    if (scheme && !has_uri_prefix(url))
+        return err_set(e, ERR_CONFIG,
+                       "use a libpq URI (postgresql://user:password@host:port/database) or a "
+                       "key=value string (host=... dbname=...)",
+                       "%s is invalid: a URI of scheme '%.*s' (only postgresql:// and "
+                       "postgres:// are PostgreSQL connection URIs)",
+                       label, (int)(scheme > 40 ? 40 : scheme - 3), url);
+    if (!strchr(url, '='))
+        return err_set(e, ERR_CONFIG,
+                       "use a libpq URI (postgresql://user:password@host:port/database) or a "
+                       "key=value string (host=... dbname=...)",
+                       "%s is invalid: neither a postgresql:// URI nor key=value text", label);
     char *red = pgsrc_url_redact(url);
     char *msg = NULL;
     PQconninfoOption *o = PQconninfoParse(red, &msg);
@@ -218,7 +250,7 @@ static int parse_error(const char *url, const char *label, struct err *e)
         return err_set(e, ERR_CONFIG,
                        "percent-encode special characters in a URI password (%40 for @, %3A "
                        "for :, %2F for /, %25 for %), or use key=value syntax",
-                       "invalid %s: malformed password", label);
+                       "%s is invalid: malformed password", label);
     }
     char m[512];
     snprintf(m, sizeof(m), "%s", msg ? msg : "cannot parse");
@@ -227,7 +259,7 @@ static int parse_error(const char *url, const char *label, struct err *e)
     return err_set(e, ERR_CONFIG,
                    "use a libpq URI (postgresql://user:password@host:port/database) or a "
                    "key=value string (host=... dbname=...)",
-                   "invalid %s: %s", label, m);
+                   "%s is invalid: %s", label, m);
 }
 
 int pgsrc_target_parse(const char *url, const char *fallback_password, const char *label,

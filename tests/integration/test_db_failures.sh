@@ -22,6 +22,19 @@ assert_contains "$OUT$ERR" "POSTGRES_URL not set" \
 POSTGRES_URL="host=127.0.0.1 password=Parse-Secret-4711 dbname" run cb backup database
 assert_rc 6 "an unparsable POSTGRES_URL"
 assert_not_contains "$OUT$ERR" "Parse-Secret-4711" "the unparsable URL's password is not printed"
+# URIs libpq reads as key=value text (another scheme, a typo, a blank before it): the text is
+# never quoted, in the error, in --json, in the audit log or by the restore's target URL
+for url in 'postgresql+psycopg2://app:Parse-Secret-4711@db/caris' 'jdbc:postgresql://db/caris?password=Parse-Secret-4711' \
+    'postgresql:/app:Parse-Secret-4711@db/caris?sslmode=require' 'postgresql//app:Parse-Secret-4711@db/caris' \
+    ' postgresql://app:Parse-Secret-4711@db/caris'; do
+    POSTGRES_URL=$url run cb --json backup database
+    assert_rc 6 "POSTGRES_URL '${url%%:*}...' is refused"
+    assert_contains "$ERR" "POSTGRES_URL is invalid" "POSTGRES_URL '${url%%:*}...': the error says which setting"
+    assert_not_contains "$OUT$ERR" "Parse-Secret-4711" "POSTGRES_URL '${url%%:*}...': its password is not printed"
+done
+CARIS_RESTORE_TARGET_URL='pgsql://app:Parse-Secret-4711@db/caris' run cb restore database latest:database
+assert_not_contains "$OUT$ERR" "Parse-Secret-4711" "a target URL of another scheme: its password is not printed"
+assert_false "no such password in the audit log" grep -q -F Parse-Secret-4711 "$BACKUP_DIR/metadata/audit.log"
 
 # --- wrong password ------------------------------------------------------------------------------
 wrong=Wrong-Secret-4712-0815
