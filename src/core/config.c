@@ -80,10 +80,15 @@ static bool valid_name(const char *s)
     return true;
 }
 
-/* Parses one value in place: quoted ('...' literal, "..." with \n \" \\ escapes) or bare
- * (an unquoted " #" starts a comment). Returns NULL on an unterminated quote. */
+/* Parses one value (all that follows the '=') in place: quoted ('...' literal, "..." with \n
+ * \" \\ escapes) or bare, in which a '#' after a blank or a tab starts a comment, as in a
+ * shell: "KEY=   # note" is empty, "KEY=a#b" is "a#b". Returns NULL on an unterminated
+ * quote. */
 static char *parse_value(char *v)
 {
+    bool blank = *v == ' ' || *v == '\t';
+    while (*v == ' ' || *v == '\t')
+        v++;
     if (*v == '\'' || *v == '"') {
         char q = *v++;
         char *out = v, *w = v;
@@ -103,9 +108,13 @@ static char *parse_value(char *v)
         *w = '\0';
         return out;
     }
-    char *hash = strstr(v, " #");
-    if (hash)
-        *hash = '\0';
+    if (blank && *v == '#')
+        *v = '\0';
+    for (char *p = v; *p; p++)
+        if (*p == '#' && p > v && (p[-1] == ' ' || p[-1] == '\t')) {
+            *p = '\0';
+            break;
+        }
     return trim(v);
 }
 
@@ -221,7 +230,7 @@ int config_load(struct config *c, const char *env_file, struct err *e)
                     "%s line %d: invalid variable name", path, lineno);
             goto fail;
         }
-        char *value = parse_value(trim(eq + 1));
+        char *value = parse_value(eq + 1);
         if (!value) {
             err_set(e, ERR_CONFIG, "close the quote, and put nothing but a comment after it",
                     "%s line %d: unterminated or malformed quoted value for %s", path, lineno,

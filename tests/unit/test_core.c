@@ -29,7 +29,10 @@ static void test_env_file_parsing(void **state)
     (void)state;
     char *p = write_tmp("# comment\n\nBACKUP_DIR=/srv/b\nexport CARIS_T1='single # quoted'\n"
                         "CARIS_T2=\"dq \\\"x\\\"\\n\" # trailing comment\n"
-                        "CARIS_T3=bare value # comment\nCARIS_T3=later wins\nCARIS_EMPTY=\n");
+                        "CARIS_T3=bare value # comment\nCARIS_T3=later wins\nCARIS_EMPTY=\n"
+                        "CARIS_T4=   # only a comment: empty, as in a shell\n"
+                        "CARIS_T5=\t# a tab, then a comment\nCARIS_T6=tab\t# comment\r\n"
+                        "CARIS_T7=a#b\nCARIS_T8=#not-a-comment\nCARIS_T9= \"quoted\" # c\n");
     struct config c;
     struct err e = ERR_INIT;
     unsetenv("BACKUP_DIR");
@@ -40,6 +43,12 @@ static void test_env_file_parsing(void **state)
     assert_string_equal(config_get(&c, "CARIS_T2"), "dq \"x\"\n");
     assert_string_equal(config_get(&c, "CARIS_T3"), "later wins");
     assert_null(config_get(&c, "CARIS_EMPTY"));
+    assert_null(config_get(&c, "CARIS_T4"));
+    assert_null(config_get(&c, "CARIS_T5"));
+    assert_string_equal(config_get(&c, "CARIS_T6"), "tab");
+    assert_string_equal(config_get(&c, "CARIS_T7"), "a#b");
+    assert_string_equal(config_get(&c, "CARIS_T8"), "#not-a-comment");
+    assert_string_equal(config_get(&c, "CARIS_T9"), "quoted");
     assert_null(config_get(&c, "CARIS_NOT_THERE"));
     /* the environment wins over the file */
     setenv("BACKUP_DIR", "/from/env", 1);
