@@ -3,6 +3,10 @@
 # Creates a database backup (caris-backup backup database; the repository first if there is none). Exit codes: see caris-backup --help.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
+if [ $# -gt 1 ]; then
+  echo "error: one argument at most, full or incremental (got $#)" >&2
+  exit 2
+fi
 mode=${1:-full}
 case "$mode" in
   full | incremental) ;;

@@ -7,12 +7,12 @@ if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then sed -n '2,3s/^# //p' "$0
 if [ $# -ne 0 ]; then sed -n '2,3s/^# //p' "$0" >&2; exit 2; fi
 bin=$(caris_bin)
 args=(forget --prune)
-if is_true "${DRY_RUN:-}"; then args+=(--dry-run); fi
+if dry_run; then args+=(--dry-run); fi
 
 # The file system that holds the repository, as df shows it, before and after.
 backup_dir=${BACKUP_DIR:-}
-if [ -z "$backup_dir" ] && [ -f .env.local ]; then
-  backup_dir=$(sed -n 's/^\(export \)\{0,1\}BACKUP_DIR=["'\'']\{0,1\}\([^"'\'']*\).*/\2/p' .env.local | tail -n 1)
+if [ -z "$backup_dir" ]; then
+  backup_dir=$(env_file_get BACKUP_DIR)
 fi
 backup_dir=${backup_dir:-/var/backups/caris}
 show_df() {

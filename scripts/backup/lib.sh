@@ -17,6 +17,41 @@ caris_bin() {
   fi
 }
 
-is_true() {
-  case "${1:-}" in true | TRUE | True | 1 | yes | on) return 0 ;; *) return 1 ;; esac
+# dry_run: whether DRY_RUN asks for a dry run (true, 1, yes, on in any case) or not (unset,
+# empty, false, 0, no, off). Any other value ends the script with exit 2 before anything is
+# done: a misspelt DRY_RUN must never run the real, destructive operation.
+dry_run() {
+  local v=${DRY_RUN:-}
+  case "${v,,}" in
+    true | 1 | yes | on) return 0 ;;
+    "" | false | 0 | no | off) return 1 ;;
+  esac
+  printf "error: DRY_RUN must be true or false, not '%s': nothing was done\n" "$v" >&2
+  echo "HINT: DRY_RUN=true shows what would happen and changes nothing; unset it to run" >&2
+  exit 2
+}
+
+# env_file_get NAME [FILE]: NAME's value in the env file (default .env.local), read as the
+# binary reads it (export, blanks around '=', quotes, a comment after a blank, CRLF; the last
+# assignment wins); nothing when it is not set there.
+env_file_get() {
+  local name=$1 file=${2:-.env.local} line v out="" q
+  [ -r "$file" ] || return 0
+  while IFS= read -r line || [ -n "$line" ]; do
+    line=${line%$'\r'}
+    line=${line#"${line%%[![:blank:]]*}"}
+    [[ $line == export[[:blank:]]* ]] && line=${line#export} && line=${line#"${line%%[![:blank:]]*}"}
+    [[ $line =~ ^${name}[[:blank:]]*=(.*)$ ]] || continue
+    v=${BASH_REMATCH[1]}
+    v=${v#"${v%%[![:blank:]]*}"}
+    q=${v:0:1}
+    if [ "$q" = "'" ] || [ "$q" = '"' ]; then
+      v=${v:1}
+      v=${v%%"$q"*}
+    else
+      v=$(sed 's/[[:blank:]]#.*//; s/^#.*//; s/[[:blank:]]*$//' <<<"$v")
+    fi
+    out=$v
+  done <"$file"
+  printf '%s' "$out"
 }

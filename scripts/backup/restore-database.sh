@@ -4,13 +4,11 @@
 # a scratch database and the plan printed.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-if [ $# -lt 1 ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then
-  sed -n '2,4s/^# //p' "$0"
-  [ $# -lt 1 ] && exit 2 || exit 0
-fi
+if [ $# -lt 1 ]; then sed -n '2,4s/^# //p' "$0" >&2; exit 2; fi
+if [ "$1" = "-h" ] || [ "$1" = "--help" ]; then sed -n '2,4s/^# //p' "$0"; exit 0; fi
 id=$1
 shift
 bin=$(caris_bin)
 args=(restore database "$id")
-if is_true "${DRY_RUN:-}"; then args+=(--dry-run); fi
+if dry_run; then args+=(--dry-run); fi
 exec "$bin" "${args[@]}" "$@"

@@ -3,9 +3,7 @@
 # Reads every blob the backup needs and checks every file's SHA-256 (exit 4 on damage).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-if [ $# -ne 1 ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then
-  sed -n '2,3s/^# //p' "$0"
-  [ $# -ne 1 ] && exit 2 || exit 0
-fi
+if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then sed -n '2,3s/^# //p' "$0"; exit 0; fi
+if [ $# -ne 1 ]; then sed -n '2,3s/^# //p' "$0" >&2; exit 2; fi
 bin=$(caris_bin)
 exec "$bin" verify "$1"

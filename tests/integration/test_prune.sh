@@ -254,6 +254,28 @@ assert_contains "$OUT" "2 would be forgotten" "the dry run says what would go"
 assert_contains "$OUT" "Avail" "df figures are shown"
 assert_match 'before:.*after:' "$(tr '\n' ' ' <<<"$OUT")" "before and after"
 assert_eq "$fp" "$(fingerprint)" "DRY_RUN=true changed nothing"
+# any case of the words; anything else is refused before anything is done (a misspelt DRY_RUN
+# once ran the real operation)
+DRY_RUN=YES run "$script"
+assert_rc 0 "DRY_RUN=YES, the script run directly (it is executable)"
+assert_contains "$OUT" "2 would be forgotten" "DRY_RUN=YES is a dry run"
+for v in maybe y dry-run; do
+    DRY_RUN=$v run "$script"
+    assert_rc 2 "DRY_RUN=$v is refused"
+    assert_contains "$ERR" "DRY_RUN must be true or false" "DRY_RUN=$v: the error says why"
+done
+DRY_RUN=Off run "$script" extra
+assert_rc 2 "an argument is refused"
+assert_eq "$fp" "$(fingerprint)" "the refused runs changed nothing"
+# BACKUP_DIR from .env.local as the binary reads it (CRLF, blanks, quotes, a comment): the
+# disk usage shown is the repository's
+(
+    cd "$TEST_TMP" && printf 'export  BACKUP_DIR = "%s"   # the backups\r\n' "$BACKUP_DIR" >.env.local &&
+        env -u BACKUP_DIR DRY_RUN=true "$script" >"$TEST_TMP/envlocal.out" 2>&1
+)
+assert_contains "$(cat "$TEST_TMP/envlocal.out")" "2 would be forgotten" "the script uses BACKUP_DIR from .env.local"
+assert_not_contains "$(cat "$TEST_TMP/envlocal.out")" "does not exist" "its disk usage is found"
+rm -f "$TEST_TMP/.env.local"
 run bash "$script"
 assert_rc 0 "cleanup-old-backups.sh"
 assert_contains "$OUT" "2 forgotten" "the script forgot the two older backups of src"
