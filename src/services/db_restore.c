@@ -177,8 +177,41 @@ static void list_tables_hint(json_t *all, char *out, size_t n)
         snprintf(out + len, n - len, " none");
 }
 
+/* Marks in asked (keys "schema\x1fname") every table of all in schema (NULL: any) named name
+ * (NULL: any). */
+static void ask_tables(json_t *asked, json_t *all, const char *schema, const char *name)
+{
+    size_t i;
+    json_t *t;
+    json_array_foreach(all, i, t)
+    {
+        const char *ts = json_string_value(json_object_get(t, "schema"));
+        const char *tn = json_string_value(json_object_get(t, "name"));
+        if (ts && tn && (!schema || strcmp(ts, schema) == 0) && (!name || strcmp(tn, name) == 0)) {
+            char *key = xasprintf("%s\x1f%s", ts, tn); /* a dot may be in either */
+            json_object_set_new(asked, key, json_true());
+            free(key);
+        }
+    }
+}
+
+/* Appends "schema.name" to out (up to n bytes, "..." past that). */
+static void name_list_add(char *out, size_t n, const char *key)
+{
+    size_t len = strlen(out);
+    if (len + strlen(key) + 8 > n) {
+        if (len + 5 < n && !strstr(out, "..."))
+            snprintf(out + len, n - len, ", ...");
+        return;
+    }
+    snprintf(out + len, n - len, "%s%s", len ? ", " : "", key);
+}
+
 /* pg_restore's -n and -t: -t matches a table's name in any schema, -n restricts to schemas.
- * "schema.name" is taken as --schema schema --table name when no table is named so. */
+ * "schema.name" is taken as --schema schema --table name when no table is named so. Together
+ * they select every named schema's tables of every named name: a selection that this does not
+ * give exactly (s1.a with s2.b would also bring s1.b and s2.a, which a --clean restore would
+ * overwrite with the backup's rows) is refused. */
 static int select_objects(const struct dbk *k, const char *const *tables, size_t nt,
                           const char *const *schemas, size_t ns, struct selection *s, struct err *e)
 {
@@ -186,19 +219,23 @@ static int select_objects(const struct dbk *k, const char *const *tables, size_t
     s->schemas = json_object();
     s->names = json_object();
     json_t *all = json_object_get(k->summary, "tables");
+    json_t *asked = json_object(); /* the tables the caller named */
     char hint[500];
     for (size_t i = 0; i < ns; i++) {
         if (!has_table(all, schemas[i], NULL)) {
             list_tables_hint(all, hint, sizeof(hint));
+            json_decref(asked);
             return err_set(e, ERR_NOT_FOUND, hint, "backup %s has no table in schema %s", k->id,
                            schemas[i]);
         }
         sel_schema(s, schemas[i]);
+        ask_tables(asked, all, schemas[i], NULL);
     }
     for (size_t i = 0; i < nt; i++) {
         const char *t = tables[i];
         if (has_table(all, NULL, t)) {
             sel_name(s, t);
+            ask_tables(asked, all, NULL, t);
             continue;
         }
         bool found = false;
@@ -207,16 +244,19 @@ static int select_objects(const struct dbk *k, const char *const *tables, size_t
             if (has_table(all, schema, dot + 1)) {
                 sel_schema(s, schema);
                 sel_name(s, dot + 1);
+                ask_tables(asked, all, schema, dot + 1);
                 found = true;
             }
             free(schema);
         }
         if (!found) {
             list_tables_hint(all, hint, sizeof(hint));
+            json_decref(asked);
             return err_set(e, ERR_NOT_FOUND, hint, "backup %s has no table %s", k->id, t);
         }
     }
     s->expected = json_array();
+    char extra[300] = "", missing[300] = "";
     size_t i;
     json_t *t;
     json_array_foreach(all, i, t)
@@ -225,12 +265,31 @@ static int select_objects(const struct dbk *k, const char *const *tables, size_t
         const char *name = json_string_value(json_object_get(t, "name"));
         if (!schema || !name)
             continue;
-        if ((json_object_size(s->schemas) && !json_object_get(s->schemas, schema)) ||
-            (json_object_size(s->names) && !json_object_get(s->names, name)))
+        char *key = xasprintf("%s\x1f%s", schema, name);
+        bool want = !nt && !ns ? true : json_object_get(asked, key) != NULL;
+        key[strlen(schema)] = '.'; /* as the plan shows it */
+        bool selected = !((json_object_size(s->schemas) && !json_object_get(s->schemas, schema)) ||
+                          (json_object_size(s->names) && !json_object_get(s->names, name)));
+        if (selected && !want)
+            name_list_add(extra, sizeof(extra), key);
+        else if (want && !selected)
+            name_list_add(missing, sizeof(missing), key);
+        free(key);
+        if (!selected)
             continue;
         json_array_append_new(s->expected, json_pack("{s:s, s:s, s:O}", "schema", schema, "name",
                                                      name, "expected", json_object_get(t, "rows")));
     }
+    json_decref(asked);
+    if (*extra || *missing)
+        return err_set(e, ERR_USAGE,
+                       "pg_restore selects schemas and table names separately (every named "
+                       "schema's tables of every named name): restore the tables of one schema "
+                       "at a time, or whole schemas with --schema",
+                       "cannot restore exactly these tables of backup %s together: pg_restore "
+                       "would %s%s%s%s%s; nothing was restored",
+                       k->id, *extra ? "also restore " : "", extra,
+                       *extra && *missing ? ", and " : "", *missing ? "leave out " : "", missing);
     return 0;
 }
 
@@ -1309,6 +1368,11 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
                  "only %zu table(s): %s (their schemas are created first where missing: "
                  "pg_restore does not create them for --table/--schema)",
                  json_array_size(sel.expected), json_array_size(sel.expected) ? list : "(none)");
+    if (o->ntables)
+        plan_add(plan, "--table restores each table's definition and rows only, as pg_restore "
+                       "-t does: not its indexes, primary key, constraints, column defaults, "
+                       "triggers or the sequences it uses (over a live table with --clean "
+                       "they are gone); --schema restores all of a schema's objects");
     if (o->jobs > 1)
         plan_add(plan,
                  "pg_restore %s with %d parallel jobs from a copy of the dump staged in %s (mode "

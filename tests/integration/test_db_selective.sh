@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # Selective restore: --table restores one table (and nothing else) into an empty database,
-# row for row; --schema restores one schema's objects; a table that is not in the backup is
-# an error, not a silent empty restore.
+# row for row, and its plan says it leaves out indexes, keys and defaults; --schema restores
+# one schema's objects; a table that is not in the backup is an error, not a silent empty
+# restore; tables of several schemas that pg_restore cannot select exactly are refused.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/pglib.sh"
 
 pg_start
 src=$CARIS_PG_DB
 psql_db "$src" -f "$PG_FIXTURES/rich.sql" >/dev/null || fail "loading fixtures/rich.sql failed"
+# two schemas with tables of the same two names, for the selections pg_restore cannot express
+psql_db "$src" -c "CREATE SCHEMA s1; CREATE SCHEMA s2;
+    CREATE TABLE s1.a (id int); CREATE TABLE s1.b (id int); CREATE TABLE s2.a (id int); CREATE TABLE s2.b (id int);
+    INSERT INTO s1.a VALUES (1); INSERT INTO s1.b VALUES (2); INSERT INTO s2.a VALUES (3); INSERT INTO s2.b VALUES (4)" \
+    >/dev/null || fail "creating s1 and s2 failed"
 pg_sum "$src" "$TEST_TMP/src.sum"
 
 init_repo
@@ -19,6 +25,7 @@ id=$BACKUP_ID
 pg_createdb one_table
 CARIS_RESTORE_TARGET_URL=$(pg_url one_table) run cb restore database "$id" --table appointments --verify
 assert_rc 0 "restore --table appointments --verify into an empty database"
+assert_contains "$ERR" "definition and rows only" "the plan says --table leaves out indexes, keys and defaults"
 assert_eq public.appointments "$(pg_user_tables one_table)" "only that table exists"
 pg_sum one_table "$TEST_TMP/one_table.sum"
 grep '^table public\.appointments ' "$TEST_TMP/src.sum" >"$TEST_TMP/want.tbl"
@@ -48,6 +55,31 @@ CARIS_RESTORE_TARGET_URL=$(pg_url no_table) run cb restore database "$id" --tabl
 assert_fails "restore --table of a table the backup does not have"
 assert_contains "$OUT$ERR" "no_such_table" "the error names the table"
 assert_eq "" "$(pg_user_tables no_table)" "nothing was restored"
+
+# --- several tables: exactly those, or refused ------------------------------------------------
+# pg_restore selects schemas (-n) and names (-t) separately: s1.a with s2.b would also bring
+# s1.b and s2.a, which --clean would overwrite with the backup's rows (newer rows lost)
+pg_createdb live
+psql_db live -c "CREATE SCHEMA s1; CREATE SCHEMA s2; CREATE TABLE s1.a (id int); CREATE TABLE s1.b (id int);
+    CREATE TABLE s2.a (id int); CREATE TABLE s2.b (id int); INSERT INTO s1.b VALUES (20), (21); INSERT INTO s2.a VALUES (30), (31)" >/dev/null
+live_rows() { psql_db live -c "SELECT (SELECT count(*) FROM s1.a) || ' ' || (SELECT count(*) FROM s1.b) || ' ' ||
+    (SELECT count(*) FROM s2.a) || ' ' || (SELECT count(*) FROM s2.b)"; }
+CARIS_RESTORE_TARGET_URL=$(pg_url live) run cb restore database "$id" --clean --table s1.a --table s2.b
+assert_rc 2 "restore --table s1.a --table s2.b is refused"
+assert_contains "$ERR" "also restore s1.b, s2.a" "the error names the tables pg_restore would add"
+assert_eq "0 2 2 0" "$(live_rows)" "the refused restore changed nothing"
+CARIS_RESTORE_TARGET_URL=$(pg_url live) run cb restore database "$id" --clean --schema s1 --table s2.b
+assert_rc 2 "restore --schema s1 --table s2.b is refused"
+assert_contains "$ERR" "leave out s1.a" "the error names the table pg_restore would leave out"
+assert_eq "0 2 2 0" "$(live_rows)" "the refused restore changed nothing"
+pg_createdb two_tables
+CARIS_RESTORE_TARGET_URL=$(pg_url two_tables) run cb restore database "$id" --table s1.a --table s1.b --verify
+assert_rc 0 "restore --table s1.a --table s1.b (one schema)"
+assert_eq "$(printf '%s\n' s1.a s1.b)" "$(pg_user_tables two_tables)" "exactly those two tables"
+pg_createdb same_name
+CARIS_RESTORE_TARGET_URL=$(pg_url same_name) run cb restore database "$id" --table s1.a --table s2.a
+assert_rc 0 "restore --table s1.a --table s2.a (one name)"
+assert_eq "$(printf '%s\n' s1.a s2.a)" "$(pg_user_tables same_name)" "exactly those two tables"
 
 # --- pg_restore fails after the restore made a schema for it: in one transaction (no --jobs)
 # nothing stays, the schema made for it included, and the error says so. An event trigger in
