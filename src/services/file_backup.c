@@ -1259,6 +1259,102 @@ static json_t *resolve_roots(const struct files_backup_opts *o, struct err *e)
     return roots;
 }
 
+/* The part of an absolute path below root ("" for the root itself), or NULL when the path is
+ * not root or below it. */
+static const char *below_root(const char *path, const char *root)
+{
+    size_t n = strlen(root);
+    if (strcmp(root, "/") == 0)
+        return path[0] == '/' ? path + 1 : NULL;
+    if (strncmp(path, root, n) != 0 || (path[n] != '/' && path[n] != '\0'))
+        return NULL;
+    return path[n] == '/' ? path + n + 1 : path + n;
+}
+
+/* A root inside another would be backed up twice (its files under both), and a restore of the
+ * backup would meet each of them twice: refused. */
+static int check_nested_roots(json_t *roots, struct err *e)
+{
+    size_t i, k;
+    json_t *a, *b;
+    json_array_foreach(roots, i, a) json_array_foreach(roots, k, b)
+    {
+        const char *inner = json_string_value(a), *outer = json_string_value(b);
+        if (i != k && below_root(inner, outer))
+            return err_set(e, ERR_USAGE,
+                           "give only the outer one; --exclude leaves out what is below it",
+                           "backup root %s is inside backup root %s: its files would be backed up "
+                           "twice",
+                           inner, outer);
+    }
+    return 0;
+}
+
+/* The exclude patterns as the walk of root takes them, NULL-terminated (free with
+ * free_patterns): trailing slashes dropped ("cache/" is "cache"), an absolute pattern made
+ * relative to the root it lies under and left out for the others. With roots (and e), checks
+ * instead that every absolute pattern lies under some root and is not one. */
+static char **root_excludes(const char *const *ex, const char *root, json_t *roots, struct err *e)
+{
+    size_t n = 0;
+    while (ex && ex[n])
+        n++;
+    char **out = xcalloc(n + 1, sizeof(char *));
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        char *p = xstrdup(ex[i]);
+        size_t len = strlen(p);
+        while (len > 1 && p[len - 1] == '/')
+            p[--len] = '\0';
+        if (p[0] != '/') {
+            out[k++] = p;
+            continue;
+        }
+        if (roots) {
+            const char *rest = NULL;
+            size_t ri;
+            json_t *rv;
+            json_array_foreach(roots, ri, rv)
+            {
+                const char *b = below_root(p, json_string_value(rv));
+                if (b && !*b) {
+                    err_set(e, ERR_USAGE, "name what to leave out below the root",
+                            "--exclude %s would exclude the backup root itself", ex[i]);
+                    goto bad;
+                }
+                rest = rest ? rest : b;
+            }
+            if (!rest) {
+                err_set(e, ERR_USAGE,
+                        "an absolute pattern starts with a backup root's path (a pattern with "
+                        "'/' is also matched below each root, e.g. uploads/tmp)",
+                        "--exclude %s is outside every backup root: it would match nothing", ex[i]);
+                goto bad;
+            }
+            free(p);
+            continue;
+        bad:
+            free(p);
+            for (size_t j = 0; j < k; j++)
+                free(out[j]);
+            free(out);
+            return NULL;
+        }
+        const char *b = below_root(p, root);
+        if (b && *b)
+            out[k++] = xstrdup(b);
+        free(p);
+    }
+    return out;
+}
+
+static void free_patterns(char **p)
+{
+    for (size_t i = 0; p && p[i]; i++)
+        free(p[i]);
+    free(p);
+}
+
 static int files_backup(struct repo *r, const struct files_backup_opts *o, bool incremental,
                         json_t **summary_out, struct err *e)
 {
@@ -1268,6 +1364,13 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
     json_t *roots = resolve_roots(o, e);
     if (!roots)
         return -1;
+    char **checked = NULL;
+    if (check_nested_roots(roots, e) != 0 ||
+        !(checked = root_excludes(o->excludes, NULL, roots, e))) {
+        json_decref(roots);
+        return -1;
+    }
+    free_patterns(checked); /* the relative ones: each root's walk takes its own */
     struct bctx b = {.r = r, .o = o, .start_mono = time_mono_ns()};
     pstore_init(&b.ps, r, NULL, 0); /* its writer comes once the lock is held */
     pthread_mutex_init(&b.warn_mu, NULL);
@@ -1358,12 +1461,15 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
 
     if (o->estimate_total) {
         for (size_t i = 0; i < json_array_size(roots); i++) {
-            struct fswalk_opts wo = {.excludes = o->excludes,
+            const char *root = json_string_value(json_array_get(roots, i));
+            char **ex = root_excludes(o->excludes, root, NULL, NULL);
+            struct fswalk_opts wo = {.excludes = (const char *const *)ex,
                                      .warn = quiet_warn,
                                      .ctx = &b.total_estimate,
                                      .threads = nthreads};
             struct err ie = ERR_INIT;
-            fswalk_run(json_string_value(json_array_get(roots, i)), &wo, count_size, &ie);
+            fswalk_run(root, &wo, count_size, &ie);
+            free_patterns(ex);
         }
     }
     /* Directory scanners mostly wait for the disk when the cache is cold: more of them than
@@ -1377,12 +1483,16 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
         b.root = (int)i;
         b.root_head_len = (size_t)snprintf(b.root_head, sizeof(b.root_head), "%d/", b.root);
         /* directories are read ahead on every core; the entries come in the same order */
-        struct fswalk_opts wo = {.excludes = o->excludes,
+        const char *root = json_string_value(json_array_get(roots, i));
+        char **ex = root_excludes(o->excludes, root, NULL, NULL);
+        struct fswalk_opts wo = {.excludes = (const char *const *)ex,
                                  .warn = walk_warn,
                                  .ctx = &b,
                                  .known = b.tab ? known_file : NULL,
                                  .threads = scanners};
-        if (fswalk_run(json_string_value(json_array_get(roots, i)), &wo, on_entry, e) != 0)
+        int wrc = fswalk_run(root, &wo, on_entry, e);
+        free_patterns(ex);
+        if (wrc != 0)
             goto out;
     }
     b.walk_ns = (uint64_t)(time_mono_ns() - walk0) - b.cb_ns;

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# backup files --exclude: a name, a path below the root, a trailing '/' (once ignored by the
+# match: nothing was excluded), an absolute pattern under a root (the same); an absolute
+# pattern outside every root or naming a root itself is refused before anything is written.
+# Backup roots inside one another are refused (their files were backed up twice, and the
+# backup could not be restored).
+source "$(dirname "$0")/lib.sh"
+
+src=$TEST_TMP/src
+mkdir -p "$src/excl/cache" "$src/keep/cache" "$src/other"
+echo c >"$src/excl/cache/c"
+echo k >"$src/keep/cache/k"
+echo o >"$src/other/o"
+init_repo
+# paths_of: the backup's paths below the root, sorted, on one line
+paths_of() { cb ls latest --recursive | sed "s|^$src/||;s|^$src\$||" | grep -v '^$' | LC_ALL=C sort | tr '\n' ' '; }
+count() { cb --json list | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'; }
+
+for pat in cache 'cache/'; do
+    assert_exit 0 cb --quiet backup files --full --exclude "$pat" "$src"
+    assert_eq "excl keep other other/o " "$(paths_of)" "--exclude '$pat' leaves out every cache"
+done
+for pat in excl/cache 'excl/cache/' "$src/excl/cache" "$src/excl/cache/" "$src/excl/*"; do
+    assert_exit 0 cb --quiet backup files --full --exclude "$pat" "$src"
+    assert_eq "excl keep keep/cache keep/cache/k other other/o " "$(paths_of)" \
+        "--exclude '${pat#"$TEST_TMP"/}' leaves out excl/cache only"
+done
+n=$(count)
+run cb backup files --full --exclude /elsewhere/cache "$src"
+assert_rc 2 "an absolute --exclude outside every root is refused"
+assert_contains "$ERR" "outside every backup root" "the error says why"
+run cb backup files --full --exclude "$src/" "$src"
+assert_rc 2 "an --exclude of the root itself is refused"
+assert_contains "$ERR" "the backup root itself" "the error says why"
+run cb backup files --full "$src" "$src/keep"
+assert_rc 2 "a root inside another is refused"
+assert_contains "$ERR" "is inside backup root" "the error names both roots"
+BACKUP_FILES_PATHS=$src:$src/other run cb backup files
+assert_rc 2 "BACKUP_FILES_PATHS with a root inside another is refused"
+assert_eq "$n" "$(count)" "the refused backups wrote no snapshot"
+# two roots side by side are fine, and an absolute pattern applies to its own root only
+assert_exit 0 cb --quiet backup files --full --exclude "$src/keep/cache" "$src/keep" "$src/excl"
+assert_eq "$(printf '%s\n' "$src/excl" "$src/excl/cache" "$src/excl/cache/c" "$src/keep")" \
+    "$(cb ls latest --recursive | LC_ALL=C sort)" "an absolute pattern excludes below its own root only"
+
+test_done
