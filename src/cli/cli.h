@@ -34,6 +34,9 @@ struct globals {
 int fail(const struct err *e);
 /* A usage error (exit 2); fmt has one %s for arg. */
 int usage_error(const char *fmt, const char *arg);
+/* --full ('F') or --incremental ('I') seen: 0, or a usage error (exit 2) when the other one
+ * was seen before (*seen holds the one seen, 0 at first). */
+int cli_backup_mode(char *seen, char flag);
 /* {"code", "message", "hint", "exitCode"}: the object fail() prints as {"error": ...}. */
 json_t *cli_err_to_json(const struct err *e);
 void print_json(json_t *j);

@@ -147,6 +147,7 @@ int cmd_backup_database(struct globals *g, int argc, char **argv)
     if (has_physical(argc, argv))
         return cmd_backup_physical(g, argc, argv);
     bool incremental = false;
+    char mode_seen = 0;
     int compress = -1; /* -1: BACKUP_COMPRESS_DUMPS decides */
     int64_t time_ns = 0;
     struct err e = ERR_INIT;
@@ -158,10 +159,10 @@ int cmd_backup_database(struct globals *g, int argc, char **argv)
     while ((c = cli_getopt(sargc, sargv, "h", opts)) != -1) {
         switch (c) {
         case 'F':
-            incremental = false;
-            break;
         case 'I':
-            incremental = true;
+            if ((c = cli_backup_mode(&mode_seen, (char)c)) != 0)
+                return c;
+            incremental = mode_seen == 'I';
             break;
         case 'n':
             compress = 0;

@@ -139,6 +139,7 @@ int cmd_backup_physical(struct globals *g, int argc, char **argv)
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     struct phys_backup_opts o = {.threads = g->threads};
+    char mode_seen = 0;
     struct err e = ERR_INIT;
     int c;
     int sargc = argc - 1;
@@ -149,10 +150,10 @@ int cmd_backup_physical(struct globals *g, int argc, char **argv)
         case 'P':
             break;
         case 'F':
-            o.incremental = false;
-            break;
         case 'I':
-            o.incremental = true;
+            if ((c = cli_backup_mode(&mode_seen, (char)c)) != 0)
+                return c;
+            o.incremental = mode_seen == 'I';
             break;
         case 's':
             o.spread_checkpoint = true;

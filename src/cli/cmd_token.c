@@ -30,7 +30,7 @@ static int token_add(struct globals *g, int argc, char **argv)
     const char *label = NULL, *role_s = "admin";
     optind = 1;
     int c;
-    while ((c = cli_getopt(argc, argv, "+", opts)) != -1) {
+    while ((c = cli_getopt(argc, argv, "+h", opts)) != -1) {
         if (c == 'l')
             label = optarg;
         else if (c == 'r')
@@ -104,6 +104,13 @@ int cmd_token(struct globals *g, int argc, char **argv)
             json_after = true;
     if (json_after)
         g->json = true;
+    /* --help or -h after list or revoke: the usage, not a label to revoke */
+    if (strcmp(argv[1], "add") != 0)
+        for (int i = 2; i < argc; i++)
+            if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+                fputs(TOKEN_USAGE, stdout);
+                return 0;
+            }
     if (strcmp(argv[1], "add") == 0) {
         char **args = xcalloc((size_t)argc + 1, sizeof(*args));
         int n = 0;

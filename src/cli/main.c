@@ -183,6 +183,14 @@ int usage_error(const char *fmt, const char *arg)
     return fail(&e);
 }
 
+int cli_backup_mode(char *seen, char flag)
+{
+    if (*seen && *seen != flag)
+        return usage_error("--full and --incremental exclude each other%s: give one", "");
+    *seen = flag;
+    return 0;
+}
+
 void print_json(json_t *j)
 {
     /* What a command that moves data cost in S3 requests, when it talked to an S3 server. */
@@ -492,7 +500,11 @@ static void free_list(char **v, size_t n)
 
 static int cmd_backup(struct globals *g, int argc, char **argv)
 {
-    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+    if (argc < 2)
+        return usage_error("%s: `backup files` or `backup database` (see `caris-backup backup "
+                           "--help`)",
+                           "missing the backup kind");
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         printf("usage: caris-backup backup files [--full|--incremental] [--exclude PATTERN]...\n"
                "                                 [--exclude-file FILE] [--time TIME] [PATH...]\n\n"
                "Backs up PATHs (default: BACKUP_FILES_PATHS, colon-separated). --full reads\n"
@@ -500,13 +512,16 @@ static int cmd_backup(struct globals *g, int argc, char **argv)
                "ctime or inode changed since the last backup of the same paths. Either way\n"
                "the backup is complete on its own.\n"
                "PATTERN is fnmatch(3): with a '/' it matches the path below the root,\n"
-               "otherwise the name. The repository must exist (`caris-backup init`).\n"
+               "otherwise the name; a trailing '/' is ignored. An absolute PATTERN starts\n"
+               "with a root's path and matches below that root; one outside every root is\n"
+               "refused. No PATH may be inside another. The repository must exist\n"
+               "(`caris-backup init`).\n"
                "--time TIME records TIME as the backup's time (and in its id), e.g. to import\n"
                "an older backup: 2024-01-15T03:00:00Z, 2024-01-15T04:00:00+01:00, or local time\n"
                "in BACKUP_TZ as 2024-01-15 04:00:00. Not in the future; an existing id is an\n"
                "error.\n"
                "Database backups: `backup database --help`.\n");
-        return argc < 2 ? 2 : 0;
+        return 0;
     }
     if (strcmp(argv[1], "database") == 0)
         return cmd_backup_database(g, argc, argv);
@@ -527,6 +542,7 @@ static int cmd_backup(struct globals *g, int argc, char **argv)
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     bool incremental = true;
+    char mode_seen = 0;
     int64_t time_ns = 0;
     char **excl = NULL;
     size_t nexcl = 0;
@@ -539,10 +555,12 @@ static int cmd_backup(struct globals *g, int argc, char **argv)
     while ((c = cli_getopt(sargc, sargv, "h", opts)) != -1) {
         switch (c) {
         case 'F':
-            incremental = false;
-            break;
         case 'I':
-            incremental = true;
+            if ((c = cli_backup_mode(&mode_seen, (char)c)) != 0) {
+                free_list(excl, nexcl);
+                return c;
+            }
+            incremental = mode_seen == 'I';
             break;
         case 'x':
             excl = xrealloc(excl, xsize(nexcl + 2, sizeof(char *), 0));
@@ -1337,6 +1355,10 @@ int main(int argc, char **argv)
         return fail(&ce);
     struct globals g = {0};
     enum cli_action action;
+    /* --json anywhere (before a "--"): the errors of the global options are JSON too */
+    for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
+        if (strcmp(argv[i], "--json") == 0)
+            cli_set_json_errors(true);
     int code = cli_globals_extract(&g, &argc, argv, &action);
     if (code != 0)
         return code;

@@ -7,7 +7,8 @@ source "$(dirname "$0")/lib.sh"
 no_config=(env -u BACKUP_ENCRYPTION_KEY BACKUP_DIR="$TEST_TMP/no-such-dir")
 for args in "--help" "-h" "init --help" "backup --help" "backup files --help" "list --help" \
     "verify --help" "check --help" "restore --help" "restore files --help" "key --help" \
-    "key list --help" "key add --help" "key remove --help"; do
+    "key list --help" "key add --help" "key remove --help" "token --help" "token list --help" \
+    "token list -h" "token add -h" "token revoke --help" "token revoke -h"; do
     # shellcheck disable=SC2086 # word splitting of $args is the point
     run "${no_config[@]}" "$CARIS_BIN" $args
     assert_rc 0 "caris-backup $args"
@@ -37,6 +38,15 @@ assert_contains "$ERR" "file_full_2000-01-01T00-00-00" "unknown id: named in the
 assert_exit 7 cb restore files file_full_2000-01-01T00-00-00 --target "$TEST_TMP/nowhere"
 assert_exit 2 cb restore files
 assert_exit 2 cb --threads abc list
+# with --json, every usage error is a JSON object on stdout, those of the global options too
+for args in "--json --threads abc list" "--json --lock-wait xyz list" "--json --env-file" "--json list --repo" \
+    "--json backup" "--json backup files --full --incremental $TEST_TMP" "--json backup database --incremental --full"; do
+    # shellcheck disable=SC2086 # word splitting of $args is the point
+    run cb $args
+    assert_rc 2 "$args: a usage error"
+    assert_eq usage "$(json_eval "$OUT_FILE" 'd["error"]["code"]' 2>/dev/null)" "$args: a JSON error on stdout"
+done
+assert_contains "$ERR" "--full and --incremental exclude each other" "--full with --incremental is refused"
 assert_exit 2 cb --threads 0 list
 assert_exit 2 cb list --type bogus
 assert_exit 7 cb backup files "$TEST_TMP/no-such-path"
