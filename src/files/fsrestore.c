@@ -36,7 +36,7 @@ static const char *esc(const char *s, char *buf)
 
 /* ---- the restore -------------------------------------------------------------------------- */
 
-static const char HINT_EMPTY[] = "restore into an empty or new directory, or enable overwriting";
+static const char HINT_EMPTY[] = "restore into an empty or new directory, or give --overwrite";
 static const char HINT_UNSAFE[] =
     "the backup holds a path that would lead outside the restore target; it is damaged or "
     "was crafted: nothing outside the target was written";
@@ -51,6 +51,10 @@ static const char *target_hint(int errnum)
     if (errnum == ENOSPC || errnum == EDQUOT)
         return "the restore target's file system is full: free space there (df -h) or restore "
                "into a larger one; the restore removed the files it had not committed yet";
+    if (errnum == EPERM || errnum == EACCES || errnum == EROFS)
+        return "the restore target refuses this change (paths are relative to the target): "
+               "check its permissions, mount options and attributes (lsattr: immutable or "
+               "append-only files), or restore into a new directory";
     return NULL;
 }
 #define target_sys(e, errnum, ...) err_sys(e, errnum, target_hint(errnum), __VA_ARGS__)
@@ -507,7 +511,10 @@ struct fsrestore_file *fsrestore_file_begin(struct fsrestore *r, const char *pat
     f->fd = -1;
     f->overwrite = r->overwrite;
     f->name = f->path + (name - path);
-    if (!r->overwrite && __atomic_load_n(&r->anon_ok, __ATOMIC_RELAXED)) {
+    /* Anonymous (O_TMPFILE) where the file system has them: a restore killed while it writes
+     * leaves nothing behind that looks like a file (with overwrite too: the file gets a
+     * temporary name only for the instant before its rename, see file_rename) */
+    if (__atomic_load_n(&r->anon_ok, __ATOMIC_RELAXED)) {
         f->fd = openat(dfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
         if (f->fd >= 0) {
             f->tmp[0] = '\0';
@@ -571,6 +578,23 @@ static int file_rename(struct fsrestore_file *f, struct err *e)
         /* anonymous: give the open inode its name (linkat never replaces) */
         char proc[64];
         snprintf(proc, sizeof(proc), "/proc/self/fd/%d", f->fd);
+        if (f->overwrite) {
+            /* a temporary name for an instant, then renamed over the old file: only a crash
+             * between the two leaves it (complete) under that name */
+            char tmp[32];
+            for (int attempt = 0;; attempt++) {
+                tmp_name(tmp);
+                if (linkat(AT_FDCWD, proc, f->dirfd, tmp, AT_SYMLINK_FOLLOW) == 0)
+                    break;
+                if (errno != EEXIST || attempt == 10)
+                    return target_sys(e, errno, "cannot move %s into place", esc(f->path, ep));
+            }
+            if (renameat(f->dirfd, tmp, f->dirfd, f->name) == 0)
+                return 0;
+            int err = errno;
+            unlinkat(f->dirfd, tmp, 0);
+            return target_sys(e, err, "cannot move %s into place", esc(f->path, ep));
+        }
         if (linkat(AT_FDCWD, proc, f->dirfd, f->name, AT_SYMLINK_FOLLOW) == 0)
             return 0;
         if (errno == EEXIST)
