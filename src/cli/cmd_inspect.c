@@ -128,6 +128,22 @@ static void print_show(const struct caris_show *s)
                json_integer_value(json_object_get(st, "symlinks")),
                json_integer_value(json_object_get(st, "other")), a);
         printf("stored    new data %s, written %s\n", b, c);
+    } else if (json_object_get(m, "physical")) {
+        /* a base backup of the whole cluster: no dump, no table list */
+        json_t *ph = json_object_get(m, "physical");
+        str_human_bytes((uint64_t)json_integer_value(json_object_get(st, "bytes_read")), a,
+                        sizeof(a));
+        str_human_bytes((uint64_t)json_integer_value(json_object_get(st, "bytes_stored")), b,
+                        sizeof(b));
+        printf("cluster   PostgreSQL %s, system identifier %s, timeline %lld\n",
+               json_string_value(json_object_get(m, "server_version")) ?: "?",
+               json_string_value(json_object_get(ph, "system_identifier")) ?: "?",
+               json_integer_value(json_object_get(ph, "timeline")));
+        printf("WAL       %s (start %s)\n",
+               json_string_value(json_object_get(m, "lsn_range")) ?: "?",
+               json_string_value(json_object_get(ph, "start_time")) ?: "?");
+        printf("content   %lld files, %s read; written %s\n",
+               json_integer_value(json_object_get(st, "files")), a, b);
     } else {
         str_human_bytes((uint64_t)json_integer_value(json_object_get(m, "dump_size")), a,
                         sizeof(a));

@@ -62,6 +62,11 @@ assert_true "backup database --physical --json: the shape in docs/JSON.md" \
     python3 "$LIB_DIR/jsonshape.py" "$LIB_DIR/../../docs/JSON.md" "backup database --physical" "$OUT_FILE"
 run cb list
 assert_contains "$OUT" "physical" "list shows the method"
+run cb show "$id1"
+assert_rc 0 "show of a physical backup"
+assert_match "WAL +${S1}-" "$OUT" "show gives its WAL range"
+assert_contains "$OUT" "timeline 1" "show gives its timeline"
+assert_not_contains "$OUT" "0 tables" "show does not describe a physical backup as an empty dump"
 pg_sum rich "$TEST_TMP/src-rich.sum"
 run cb verify "$id1"
 assert_rc 0 "verify of the physical backup reads every file"
