@@ -61,6 +61,12 @@ struct fswalk_entry {
     /* regular files that were opened: the file, read-only (st is its fstat), valid during the
      * callback only (dup it to keep it); else -1 */
     int fd;
+    /* A regular file or directory below the root that exists but could not be opened (EACCES,
+     * EPERM, EIO...): the errno, already reported through warn. The entry is still given, with
+     * its lstat() and meta (no xattrs), so that the backup records it as unreadable instead of
+     * leaving it out: a file then has no descriptor (fd -1), a directory no children. 0 for
+     * every other entry. */
+    int error;
 };
 
 /* Called for every entry, parents before children, siblings in byte order of their names,
@@ -69,7 +75,8 @@ struct fswalk_entry {
 typedef int (*fswalk_cb)(void *ctx, const struct fswalk_entry *ent, struct err *e);
 
 /* Called for every entry that could not be read (permission denied, vanished, socket or
- * device skipped, ...): msg says what and why. The walk continues. */
+ * device skipped, ...): msg says what and why. The walk continues. A file or directory that
+ * could not be opened then comes to the entry callback too, with fswalk_entry.error set. */
 typedef void (*fswalk_warn_cb)(void *ctx, const char *path, const char *msg);
 
 struct fswalk_opts {

@@ -425,7 +425,7 @@ static int meta_read_xattrs(struct walker *w, int fd, struct fs_meta *m)
 }
 
 static int emit_entry(struct walker *w, int dfd, const char *name, const struct stat *st,
-                      struct fs_meta *m, bool known, int fd)
+                      struct fs_meta *m, bool known, int fd, int error)
 {
     struct fswalk_entry ent = {
         .path = w->path,
@@ -436,6 +436,7 @@ static int emit_entry(struct walker *w, int dfd, const char *name, const struct 
         .meta = *m,
         .known = known,
         .fd = fd,
+        .error = error,
     };
     int rc = w->cb(w->o->ctx, &ent, w->e);
     fs_meta_free(m);
@@ -449,7 +450,7 @@ static int emit_entry(struct walker *w, int dfd, const char *name, const struct 
 static int emit(struct walker *w, int dfd, const char *name, const struct stat *st,
                 struct fs_meta *m)
 {
-    return emit_entry(w, dfd, name, st, m, false, -1);
+    return emit_entry(w, dfd, name, st, m, false, -1, 0);
 }
 
 /* Opens an entry of dfd without following a symlink and, where we may ask for it, without
@@ -472,6 +473,32 @@ static int open_failed(struct walker *w, bool root, int err, const char *what)
     if (err == ELOOP || err == ENOTDIR || err == ENXIO)
         return problem(w, root, 0, "skipped %s: it changed type while being read", shown(w, ep));
     return problem(w, root, err, "cannot open %s %s", what, shown(w, ep));
+}
+
+/* The open of an entry below the root failed for a reason other than the entry being gone
+ * (vanished, changed type: open_failed says so) or the walk running out of descriptors or
+ * memory: EACCES for a root-owned 0600 file when the backup runs as another user, or for a
+ * write-only file of /sys as root, EIO... The entry exists and its lstat() is known: it is
+ * warned about and still given to the callback, with the errno, so that the backup records it
+ * as unreadable and a restore says so, rather than leaving it out of the backup silently. */
+static bool open_err_unreadable(bool root, int err)
+{
+    return !root && !is_resource_errno(err) && err != ENOENT && err != ELOOP && err != ENOTDIR &&
+           err != ENXIO;
+}
+
+static int emit_unreadable(struct walker *w, int dfd, const char *name, const struct stat *st,
+                           enum fs_type type, int err)
+{
+    char ep[ESC_MAX];
+    struct fs_meta m;
+    if (problem(w, false, err,
+                type == FS_DIR ? "cannot open directory %s, its contents are skipped"
+                               : "cannot open file %s",
+                shown(w, ep)) < 0 ||
+        meta_fill(w, st, type, &m) < 0)
+        return -1;
+    return emit_entry(w, dfd, name, st, &m, false, -1, err) < 0 ? -1 : 0;
 }
 
 /* The descriptor opened for the entry stat'ed before: use its attributes from now on, and
@@ -510,12 +537,16 @@ static int visit_reg(struct walker *w, int dfd, const char *name, struct stat *s
         if (meta_fill(w, st, FS_REG, &m) < 0)
             return -1;
         if (w->o->known(w->o->ctx, w->path, w->len, st, &m))
-            return emit_entry(w, dfd, name, st, &m, true, -1) < 0 ? -1 : 0;
+            return emit_entry(w, dfd, name, st, &m, true, -1, 0) < 0 ? -1 : 0;
         fs_meta_free(&m);
     }
     int fd = open_entry(dfd, name, O_RDONLY | O_NONBLOCK);
-    if (fd < 0)
-        return open_failed(w, root, errno, "file");
+    if (fd < 0) {
+        int err = errno;
+        if (open_err_unreadable(root, err))
+            return emit_unreadable(w, dfd, name, st, FS_REG, err);
+        return open_failed(w, root, err, "file");
+    }
     int rc = check_same(w, root, fd, st);
     if (rc <= 0) {
         close(fd);
@@ -534,7 +565,7 @@ static int visit_reg(struct walker *w, int dfd, const char *name, struct stat *s
         return -1;
     }
     /* the descriptor goes with the entry: a caller reading the file need not open it again */
-    rc = emit_entry(w, dfd, name, st, &m, false, fd);
+    rc = emit_entry(w, dfd, name, st, &m, false, fd, 0);
     close(fd);
     return rc < 0 ? -1 : 0;
 }
@@ -1140,15 +1171,10 @@ static int visit_dir(struct walker *w, int dfd, const char *name, struct stat *s
     if (n->nomem) {
         rc = oom(w);
     } else if (n->open_err) {
+        /* the directory exists and has metadata: it is kept, marked as not read */
         int err = n->open_err;
-        if (root || is_resource_errno(err) || err == ENOENT || err == ELOOP || err == ENOTDIR) {
-            rc = open_failed(w, root, err, "directory");
-        } else {
-            /* the directory exists and has metadata: keep it, without its contents */
-            problem(w, false, err, "cannot open directory %s, its contents are skipped",
-                    shown(w, ep));
-            rc = meta_fill(w, st, FS_DIR, &m) < 0 ? -1 : emit(w, dfd, name, st, &m) < 0 ? -1 : 0;
-        }
+        rc = open_err_unreadable(root, err) ? emit_unreadable(w, dfd, name, st, FS_DIR, err)
+                                            : open_failed(w, root, err, "directory");
     } else if (n->stat_err) {
         rc = problem(w, root, n->stat_err, "cannot read %s", shown(w, ep));
     } else if (n->changed_type) {

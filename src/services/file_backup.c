@@ -1055,6 +1055,18 @@ static int add_known(struct bctx *b, const struct fswalk_entry *ent, struct err 
     return 0;
 }
 
+/* A file or directory the walker could not open: recorded the way a read error is ("error": no
+ * content for a file, no contents for a directory), so that ls marks it, dump leaves it out,
+ * and a restore says it is not restored (exit 3) instead of losing it silently. The entry is
+ * not cacheable (flush_entries): the next backup tries it again. */
+static void record_unopened(const struct fswalk_entry *ent, json_t *obj)
+{
+    char msg[300];
+    snprintf(msg, sizeof(msg), "cannot open %s: %s",
+             ent->meta.type == FS_DIR ? "directory" : "file", strerror(ent->error));
+    json_object_set_new(obj, "error", json_string(msg));
+}
+
 static int on_entry(void *ctx, const struct fswalk_entry *ent, struct err *e)
 {
     struct bctx *b = ctx;
@@ -1067,12 +1079,16 @@ static int on_entry(void *ctx, const struct fswalk_entry *ent, struct err *e)
     } else {
         json_t *obj = manifest_entry_new(b->root, ent->path, ent->path_len, &ent->meta);
         size_t idx = entry_add(b, obj);
+        if (ent->error) /* the walker warned */
+            record_unopened(ent, obj);
         switch (ent->meta.type) {
         case FS_REG: {
             b->files++;
             json_object_set_new(obj, "ctime_s", json_integer(ent->st.st_ctim.tv_sec));
             json_object_set_new(obj, "ctime_ns", json_integer(ent->st.st_ctim.tv_nsec));
             json_object_set_new(obj, "ino", json_integer((json_int_t)ent->st.st_ino));
+            if (ent->error)
+                break; /* no content, and never reused from an earlier backup */
             struct tpend *tp = tpend_new(b, ent);
             b->entry_tp[idx] = tp;
             int64_t t1 = time_mono_ns();

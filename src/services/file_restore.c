@@ -993,6 +993,14 @@ int files_read_backup(struct repo *r, json_t *summary, const struct buf *entries
             c.dirs++;
             if (c.fr)
                 frc = fsrestore_mkdir(c.fr, rel, &fe) || fsrestore_apply_meta(c.fr, rel, &m, &fe);
+            if (err_msg) { /* the directory is there, what was in it is not */
+                char w[400];
+                snprintf(w, sizeof(w),
+                         "contents not restored: the directory could not be read at backup "
+                         "time (%s)",
+                         err_msg);
+                note(&c, c.warnings, pathj, w);
+            }
             break;
         case FS_SYMLINK:
             if (c.fr) {

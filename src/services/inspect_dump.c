@@ -257,7 +257,11 @@ static void warn_unreadable(struct caris_dump_result *res, const struct dentry *
     json_t *w = json_object();
     manifest_set_bytes(w, "path", d->full, d->full_len);
     char m[600];
-    snprintf(m, sizeof(m), "left out: the file could not be read at backup time (%s)", msg);
+    if (d->m.type == FS_DIR) /* the directory is in the archive, what was in it is not */
+        snprintf(m, sizeof(m),
+                 "contents left out: the directory could not be read at backup time (%s)", msg);
+    else
+        snprintf(m, sizeof(m), "left out: the file could not be read at backup time (%s)", msg);
     json_object_set_new(w, "message", json_string(m));
     json_array_append_new(res->warnings, w);
 }
@@ -387,6 +391,8 @@ static int dump_tar(struct dumper *dp, struct loaded *l, const char *a, size_t a
             }
             free(t);
         } else {
+            if (d.m.type == FS_DIR && err_msg)
+                warn_unreadable(res, &d, err_msg);
             rc = tar_member(dp, &d, name, nlen, tar_type(d.m.type), NULL, d.ent, d.m.size, e);
             queued = true;
         }

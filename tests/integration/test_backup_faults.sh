@@ -120,6 +120,81 @@ assert_true "a read error: the other file is restored" cmp -s "$RESTORED" "$src/
 assert_false "a read error: the unreadable file is not restored" test -e "${RESTORED%/*}/big.log"
 assert_exit 0 cb check --read-data
 
+# --- a file and a directory the backup may not open (EACCES: root's 0600 file and 0700
+# directory, the backup running as nobody): both are in the backup, each named in a warning and
+# marked as not read, and the restore says so (exit 3) and restores the rest; a file made
+# unreadable between two backups is not taken as unchanged by the second ------------------------
+if ((EUID != 0)); then
+    note "files the backup may not open: not checked (needs root, to run the backup as nobody)"
+elif ! command -v setpriv >/dev/null || ! setpriv --reuid=65534 --regid=65534 --clear-groups true 2>/dev/null; then
+    note "files the backup may not open: not checked (setpriv cannot switch to uid 65534 here)"
+else
+    np=$TEST_TMP/as-nobody
+    nsrc=$np/src
+    mkdir -p "$np/backup" "$nsrc/locked"
+    chmod 777 "$np/backup"
+    printf 'readable\n' >"$nsrc/readable.txt"
+    printf 'notes\n' >"$nsrc/notes.txt"
+    printf 'secret\n' >"$nsrc/secret.txt"
+    printf 'inside\n' >"$nsrc/locked/inside.txt"
+    chmod 0600 "$nsrc/secret.txt"
+    chmod 0700 "$nsrc/locked"
+    nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups env BACKUP_DIR="$np/backup" "$@"; }
+    # entry_error ID NAME: the "error" ls gives for $nsrc/NAME in backup ID, "-" when ls does not list it
+    entry_error() {
+        run env BACKUP_DIR="$np/backup" "$CARIS_BIN" --json ls "$1"
+        json_eval "$OUT_FILE" "([e.get('error', '') for e in d['entries'] if e['path'] == '$nsrc/$2'] + ['-'])[0]"
+    }
+    assert_exit 0 nobody "$CARIS_BIN" --quiet init
+    run nobody "$CARIS_BIN" --json backup files --full "$nsrc"
+    assert_rc 3 "not openable: the backup ends with a warning"
+    cp "$OUT_FILE" "$TEST_TMP/eacces.json"
+    nid=$(json_get "$TEST_TMP/eacces.json" '["id"]')
+    assert_contains "$(warning_of secret.txt "$TEST_TMP/eacces.json")" "cannot open file secret.txt: Permission denied" \
+        "not openable: the warning names the file and says why"
+    assert_contains "$(warning_of locked "$TEST_TMP/eacces.json")" "cannot open directory locked" \
+        "not openable: the warning names the directory"
+    assert_eq "cannot open file: Permission denied" "$(entry_error "$nid" secret.txt)" \
+        "not openable: ls lists the file, marked as not read"
+    assert_eq "cannot open directory: Permission denied" "$(entry_error "$nid" locked)" \
+        "not openable: ls lists the directory, marked as not read"
+    assert_eq "" "$(entry_error "$nid" readable.txt)" "not openable: the readable file is listed, not marked"
+    run env BACKUP_DIR="$np/backup" "$CARIS_BIN" dump "$nid" "$nsrc/secret.txt"
+    assert_rc 7 "not openable: dump of the file has nothing to give"
+    assert_contains "$ERR" "could not be read at backup time" "not openable: dump says why"
+    t=$TEST_TMP/restore-eacces
+    mkdir "$t"
+    run env BACKUP_DIR="$np/backup" "$CARIS_BIN" restore files "$nid" --target "$t"
+    assert_rc 3 "not openable: the restore says something is missing"
+    assert_contains "$ERR" '"secret.txt": not restored: the file could not be read at backup time' \
+        "not openable: the restore names the file"
+    assert_contains "$ERR" '"locked": contents not restored: the directory could not be read at backup time' \
+        "not openable: the restore names the directory whose contents are missing"
+    assert_true "not openable: the other files are restored intact" \
+        cmp -s "$t$nsrc/readable.txt" "$nsrc/readable.txt"
+    assert_true "not openable: (notes.txt too)" cmp -s "$t$nsrc/notes.txt" "$nsrc/notes.txt"
+    assert_false "not openable: the file is not restored" test -e "$t$nsrc/secret.txt"
+    # notes.txt becomes unreadable: the file table of the first backup must not stand for it
+    chmod 0600 "$nsrc/notes.txt"
+    run nobody "$CARIS_BIN" --json backup files --incremental "$nsrc"
+    assert_rc 3 "made unreadable: the incremental backup ends with a warning"
+    cp "$OUT_FILE" "$TEST_TMP/eacces-incr.json"
+    iid=$(json_get "$TEST_TMP/eacces-incr.json" '["id"]')
+    assert_eq 1 "$(json_get "$TEST_TMP/eacces-incr.json" '["stats"]["filesUnchanged"]')" \
+        "made unreadable: only readable.txt is unchanged"
+    assert_contains "$(warning_of notes.txt "$TEST_TMP/eacces-incr.json")" "Permission denied" \
+        "made unreadable: the warning names the file"
+    assert_eq "cannot open file: Permission denied" "$(entry_error "$iid" notes.txt)" \
+        "made unreadable: the incremental marks the file as not read"
+    t=$TEST_TMP/restore-eacces-incr
+    mkdir "$t"
+    run env BACKUP_DIR="$np/backup" "$CARIS_BIN" restore files "$iid" --target "$t"
+    assert_rc 3 "made unreadable: the restore of the incremental says something is missing"
+    assert_contains "$ERR" '"notes.txt": not restored' "made unreadable: the restore names the file"
+    assert_true "made unreadable: the other file is restored intact" \
+        cmp -s "$t$nsrc/readable.txt" "$nsrc/readable.txt"
+fi
+
 # --- a file deleted, or replaced by a directory, between the walk's listing and its open ---
 for mode in vanish to-dir; do
     reset_tree 7

@@ -149,9 +149,11 @@ else
     run "${as_nobody[@]}" "$CARIS_BIN" --json list
     assert_eq warnings "$(json_eval "$OUT_FILE" 'd[-1]["status"]')" "list shows the backup's status as warnings"
     mkdir "$p/restore"
-    assert_exit 0 env BACKUP_DIR="$p/backup" "$CARIS_BIN" restore files "$pid" --target "$p/restore"
+    run env BACKUP_DIR="$p/backup" "$CARIS_BIN" restore files "$pid" --target "$p/restore"
+    assert_rc 3 "the restore says the unreadable file and directory are not restored"
+    assert_contains "$ERR" '"unreadable.txt": not restored' "the restore names the unreadable file"
     assert_eq readable "$(cat "$p/restore$p/tree/readable.txt")" "the readable file was backed up"
-    assert_false "the unreadable file is not in the backup" test -e "$p/restore$p/tree/unreadable.txt"
+    assert_false "the unreadable file is not restored" test -e "$p/restore$p/tree/unreadable.txt"
 fi
 
 # --- progress on a terminal (script(1) gives the command a pseudo-terminal): a line on stderr

@@ -180,6 +180,7 @@ struct t_rec {
     struct stat st;
     struct fs_meta meta;
     uint64_t hash; /* FNV-1a of a regular file's contents */
+    int error;     /* fswalk_entry.error: not opened, so neither hashed */
 };
 
 struct t_recs {
@@ -240,7 +241,10 @@ static inline int t_record(void *ctx, const struct fswalk_entry *ent, struct err
     struct stat st;
     assert_int_equal(fstatat(ent->dirfd, ent->name, &st, AT_SYMLINK_NOFOLLOW), 0);
     assert_int_equal(st.st_ino, ent->st.st_ino);
-    if (ent->meta.type == FS_REG)
+    x->error = ent->error;
+    if (ent->error) /* the walker could not open it: it comes without a descriptor */
+        assert_int_equal(ent->fd, -1);
+    else if (ent->meta.type == FS_REG)
         x->hash = t_hash_at(ent->dirfd, ent->name);
     return 0;
 }

@@ -323,8 +323,12 @@ static void walk_as_nobody(const char *root, char *out, size_t size)
         if (fswalk_run(root, &o, t_record, &e) < 0)
             _exit(3);
         FILE *f = fdopen(p[1], "w");
-        for (size_t i = 0; i < r.n; i++)
-            fprintf(f, "E %s\n", r.v[i].path);
+        for (size_t i = 0; i < r.n; i++) {
+            fprintf(f, "E %s", r.v[i].path);
+            if (r.v[i].error)
+                fprintf(f, " not opened: %s", strerror(r.v[i].error));
+            fputc('\n', f);
+        }
         for (size_t i = 0; i < r.nwarn; i++)
             fprintf(f, "W %s\n", r.warn[i]);
         fclose(f);
@@ -361,10 +365,12 @@ static void test_walk_unreadable(void **state)
     walk_as_nobody(root, out, sizeof(out));
     assert_non_null(strstr(out, "E .\n"));
     assert_non_null(strstr(out, "E ok\n"));
-    assert_null(strstr(out, "E secret\n"));
+    /* the file is warned about and still given, marked as not opened, so that the backup
+     * records it as unreadable instead of leaving it out */
+    assert_non_null(strstr(out, "E secret not opened: Permission denied\n"));
     assert_non_null(strstr(out, "W cannot open file secret: Permission denied\n"));
-    /* the directory is kept, without its contents */
-    assert_non_null(strstr(out, "E locked\n"));
+    /* the directory is kept, without its contents, marked as not opened */
+    assert_non_null(strstr(out, "E locked not opened: Permission denied\n"));
     assert_null(strstr(out, "inside"));
     assert_non_null(
         strstr(out, "W cannot open directory locked, its contents are skipped: Permission denied"));
