@@ -103,6 +103,19 @@ uint32_t caris_wal_latest_timeline(json_t *timelines);
 bool caris_wal_timeline_reaches(json_t *timelines, uint32_t base_tli, uint64_t base_end_lsn,
                                 uint32_t target);
 
+/* The first gap (a member of a timeline's "gaps" in timelines, borrowed) that recovery from a
+ * base backup taken on base_tli, whose WAL starts at base_start_lsn, runs into when it follows
+ * target's history (target 0: base_tli itself, `--timeline current`) to the end of the
+ * archive; NULL when it crosses none. Recovery reads base_tli from base_start_lsn on, each
+ * later timeline of the history from its switch point on, and each timeline up to the segment
+ * that holds the next switch point (PostgreSQL reads that segment on the new timeline), so a
+ * gap counts when it overlaps those ranges; of several, the one with the lowest LSN (where
+ * replay stops). NULL as well when target's history does not lead back to base_tli
+ * (caris_wal_timeline_reaches decides whether such a backup is chosen at all) or segsize is
+ * unknown. */
+json_t *caris_wal_recovery_gap(json_t *timelines, int64_t segsize, uint32_t base_tli,
+                               uint64_t base_start_lsn, uint32_t target);
+
 /* All of the above for a repository: {"segment_size", "timelines", "gaps" (every timeline's,
  * flattened), "recovery_window", "retention": {"keep_from_lsn" (null: keep all), "rule"}}.
  * Reads every WAL record, the .history files' contents and the snapshot list. -1 with e

@@ -75,7 +75,9 @@ static const char PRESTORE_USAGE[] =
     "  --wait SECONDS        give up waiting after SECONDS (default 600)\n"
     "\n"
     "Exit 2 for usage errors (a non-empty DIR without --overwrite), 4 when a file of the\n"
-    "backup is damaged (nothing is put in place), 10 when the started server fails.\n";
+    "backup is damaged (nothing is put in place) or when recovery would run into a gap in\n"
+    "the WAL archive without a target or with --to-lsn at or after it (nothing is written;\n"
+    "--to-lsn before the gap accepts the loss), 10 when the started server fails.\n";
 
 bool has_physical(int argc, char **argv)
 {

@@ -72,40 +72,38 @@ static bool ends_before(json_t *s, const struct phys_restore_opts *o)
     return true;
 }
 
-/* The timeline recovery follows (0: each backup's own, "current"), from the archive's
- * timelines (*tls, kept for on_target_history). */
+/* The timeline recovery follows (0: each backup's own, "current"), and the archive as
+ * caris_wal_window sees it (*w, NULL when it cannot be read: then no backup is ruled out by
+ * its timelines and no gap is found; the restore says so). */
 static int target_timeline(struct repo *r, const struct phys_restore_opts *o, uint32_t *tli,
-                           json_t **tls, struct err *e)
+                           json_t **w, struct err *e)
 {
     *tli = 0;
-    *tls = NULL;
+    *w = NULL;
     const char *t = o->target_timeline ? o->target_timeline : "latest";
-    if (strcmp(t, "current") == 0)
-        return 0;
     char *end;
     unsigned long v = strtoul(t, &end, 10);
-    bool latest = strcmp(t, "latest") == 0;
-    if (!latest && (!*t || *end || v == 0 || v > UINT32_MAX))
+    bool latest = strcmp(t, "latest") == 0, current = strcmp(t, "current") == 0;
+    if (!latest && !current && (!*t || *end || v == 0 || v > UINT32_MAX))
         return err_set(e, ERR_USAGE, NULL,
                        "the recovery timeline is latest, current or a timeline number, not '%s'",
                        t);
     json_t *damaged = NULL;
     struct err we = ERR_INIT;
-    json_t *w = caris_wal_window(r, &damaged, &we);
+    *w = caris_wal_window(r, &damaged, &we);
     json_decref(damaged);
-    if (!w) {
+    if (!*w) {
         /* the restore does not depend on reading the archive's timelines: without them no
-         * backup is ruled out, and PostgreSQL itself follows the timeline asked for */
+         * backup is ruled out, and PostgreSQL itself follows the timeline asked for; but gaps
+         * are not looked for either, which the operator must know */
         caris_op_log(o->op, LOG_WARN,
                      "cannot read the WAL archive's timelines (%s): the backup is chosen "
-                     "without them",
+                     "without them, and the archive is not checked for missing segments",
                      we.msg);
-        *tls = json_array();
         return 0;
     }
-    *tls = json_incref(json_object_get(w, "timelines"));
-    json_decref(w);
-    *tli = latest ? caris_wal_latest_timeline(*tls) : (uint32_t)v;
+    json_t *tls = json_object_get(*w, "timelines");
+    *tli = current ? 0 : latest ? caris_wal_latest_timeline(tls) : (uint32_t)v;
     return 0;
 }
 
@@ -182,17 +180,103 @@ static int choose_backup_on(struct repo *r, const struct phys_restore_opts *o, u
     return 0;
 }
 
-/* The backup to restore (choose_backup_on) on the timeline o asks for. */
+/* The backup to restore (choose_backup_on) on the timeline o asks for (*tli), and the archive
+ * (*w, target_timeline's) for check_gaps. */
 static int choose_backup(struct repo *r, const struct phys_restore_opts *o, char name[65],
-                         json_t **summary, struct err *e)
+                         json_t **summary, uint32_t *tli, json_t **w, struct err *e)
 {
-    uint32_t tli;
-    json_t *tls;
-    if (target_timeline(r, o, &tli, &tls, e) != 0)
+    if (target_timeline(r, o, tli, w, e) != 0)
         return -1;
-    int rc = choose_backup_on(r, o, tli, tls, name, summary, e);
-    json_decref(tls);
-    return rc;
+    return choose_backup_on(r, o, *tli, json_object_get(*w, "timelines"), name, summary, e);
+}
+
+/* The refusal of a recovery the archive cannot complete (the README's "Physical base backups
+ * and point-in-time recovery"): PostgreSQL, when restore_command finds no next segment, takes
+ * it for the end of the archive. Without a target it then promotes, which silently drops every
+ * transaction in the WAL archived after the gap; so a recovery from backup s (its summary)
+ * that runs into a gap (caris_wal_recovery_gap) is refused without a target, with a --to-lsn
+ * target at or after the gap's start (replay stops at a record that starts at or after the
+ * target, which would lie in the missing segment), and with any target when the gap lies
+ * before the backup is consistent. For --to-time, --to-xid and --to-name where the target lies
+ * is unknown here (the archive records when a segment was pushed, not when its commits were
+ * made): PostgreSQL refuses to promote when the WAL ends before the target ("recovery ended
+ * before configured recovery target was reached"), so those go on, with a warning, and *note
+ * (size n) gets what to add to that failure's hint. */
+static int check_gaps(const struct phys_restore_opts *o, json_t *s, json_t *w, uint32_t tli,
+                      char *note, size_t n, struct err *e)
+{
+    note[0] = '\0';
+    if (!w)
+        return 0; /* target_timeline warned */
+    json_t *phys = json_object_get(s, "physical");
+    json_t *stl = json_object_get(phys, "start_timeline");
+    json_int_t btl = json_integer_value(stl ? stl : json_object_get(phys, "timeline"));
+    const char *id = json_string_value(json_object_get(s, "id")) ?: "?";
+    uint64_t start, stop;
+    if (btl <= 0 || btl > UINT32_MAX ||
+        caris_lsn_parse(json_string_value(json_object_get(phys, "start_lsn")), &start) != 0 ||
+        caris_lsn_parse(json_string_value(json_object_get(phys, "stop_lsn")), &stop) != 0)
+        return err_set(e, ERR_DAMAGE, "run `caris-backup check`",
+                       "backup %s does not record where its WAL starts and ends: whether the "
+                       "archive can complete its recovery is unknown",
+                       id);
+    json_t *g = caris_wal_recovery_gap(
+        json_object_get(w, "timelines"),
+        (int64_t)json_integer_value(json_object_get(w, "segment_size")), (uint32_t)btl, start, tli);
+    if (!g)
+        return 0;
+    const char *from = json_string_value(json_object_get(g, "from"));
+    const char *to = json_string_value(json_object_get(g, "to"));
+    const char *reach = json_string_value(json_object_get(g, "start_lsn"));
+    json_int_t nseg = json_integer_value(json_object_get(g, "segments"));
+    uint64_t gs;
+    if (!from || !to || !reach || caris_lsn_parse(reach, &gs) != 0)
+        return 0; /* caris_wal_recovery_gap only returns gaps with a parsable start */
+    char missing[128];
+    if (nseg == 1)
+        snprintf(missing, sizeof(missing), "WAL segment %s", from);
+    else
+        snprintf(missing, sizeof(missing), "%lld WAL segments %s..%s", (long long)nseg, from, to);
+    if (gs < stop)
+        return err_set(e, ERR_DAMAGE,
+                       "find the segment (e.g. in the source server's pg_wal) and archive it with "
+                       "`caris-backup wal push`, or restore another base backup (`caris-backup "
+                       "list --type database`; `caris-backup wal list` shows the gaps)",
+                       "backup %s cannot be restored: %s, needed before the backup is consistent "
+                       "(at %s), is missing from the WAL archive",
+                       id, missing, json_string_value(json_object_get(phys, "stop_lsn")));
+    char hint[512];
+    snprintf(hint, sizeof(hint),
+             "to accept losing the WAL from %s on, restore with --to-lsn before %s (e.g. an LSN "
+             "pg_current_wal_insert_lsn() gave after the last transaction you need); or find the "
+             "missing WAL (e.g. in the source server's pg_wal) and archive it with `caris-backup "
+             "wal push`, or restore a base backup taken after the gap; `caris-backup check` and "
+             "`caris-backup wal list` show the gap",
+             reach, reach);
+    if (o->target == PHYS_TARGET_NONE)
+        return err_set(e, ERR_DAMAGE, hint,
+                       "%s is missing from the WAL archive: recovery from backup %s can replay "
+                       "the WAL only up to %s, and without a target it would end there and "
+                       "promote, silently losing the transactions archived after the gap",
+                       missing, id, reach);
+    if (o->target == PHYS_TARGET_LSN && o->target_lsn >= gs)
+        return err_set(e, ERR_DAMAGE, hint,
+                       "%s is missing from the WAL archive: recovery from backup %s can replay "
+                       "the WAL only up to %s, so it cannot reach the target %s",
+                       missing, id, reach, o->target_value ? o->target_value : "?");
+    if (o->target == PHYS_TARGET_LSN || o->target == PHYS_TARGET_IMMEDIATE)
+        return 0; /* the target lies before the gap */
+    snprintf(note, n,
+             "%s is missing from the WAL archive: recovery from backup %s can replay the WAL "
+             "only up to %s, so a target after that cannot be reached (restore with --to-lsn "
+             "before %s to accept the loss, or archive the missing WAL with `caris-backup wal "
+             "push`)",
+             missing, id, reach, reach);
+    caris_op_log(o->op, LOG_WARN,
+                 "%s; where this target lies is not known before recovery: if after %s, the "
+                 "server stops before it and the restore fails",
+                 note, reach);
+    return 0;
 }
 
 static bool safe_rel(const char *p)
@@ -631,7 +715,18 @@ static void log_tail(const char *path, char *out, size_t n)
     if (fs_read_all(path, &b, &ie) != 0)
         return;
     size_t keep = b.len > 600 ? 600 : b.len;
-    snprintf(out, n, "%.*s", (int)keep, (const char *)b.data + b.len - keep);
+    const char *from = (const char *)b.data + b.len - keep;
+    /* whole lines only: a cut excerpt starts after its first newline */
+    if (keep < b.len) {
+        const char *nl = memchr(from, '\n', keep);
+        if (nl && nl + 1 < (const char *)b.data + b.len) {
+            keep -= (size_t)(nl + 1 - from);
+            from = nl + 1;
+        }
+    }
+    while (keep && (from[keep - 1] == '\n' || from[keep - 1] == '\r'))
+        keep--;
+    snprintf(out, n, "%.*s", (int)keep, from);
     buf_free(&b);
 }
 
@@ -653,7 +748,26 @@ static void pause_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
-static int start_and_wait(const struct phys_restore_opts *o, int version_num,
+/* The hint of a server that stopped before its target: the gap recovery ran into (gap_note,
+ * check_gaps'), else, for a --to-xid or --to-name target with the backup chosen here (the
+ * newest: where such a target lies is unknown), that an older backup may be needed. */
+static void stopped_hint(const struct phys_restore_opts *o, const char *backup_id,
+                         const char *gap_note, char *out, size_t n)
+{
+    if (gap_note && *gap_note)
+        snprintf(out, n, "%s; the restored data directory is kept", gap_note);
+    else if (!o->backup_id && (o->target == PHYS_TARGET_XID || o->target == PHYS_TARGET_NAME))
+        snprintf(out, n,
+                 "without an id the newest base backup (%s) is restored, and a --to-xid or "
+                 "--to-name target before its end cannot be reached from it: name an older base "
+                 "backup's id (`caris-backup list --type database`); the restored data directory "
+                 "is kept",
+                 backup_id ? backup_id : "?");
+    else
+        snprintf(out, n, "see the server's log; the restored data directory is kept");
+}
+
+static int start_and_wait(const struct phys_restore_opts *o, int version_num, const char *gap_note,
                           struct phys_restore_result *res, struct err *e)
 {
     if (geteuid() == 0)
@@ -706,10 +820,13 @@ static int start_and_wait(const struct phys_restore_opts *o, int version_num,
                 rc = 0;
                 break;
             }
-            char tail[700];
+            char tail[700], hint[512];
             log_tail(res->log_path, tail, sizeof(tail));
-            err_set(e, ERR_DATABASE, "see the server's log; the restored data directory is kept",
-                    "the restored server stopped before reaching the recovery target: %s", tail);
+            stopped_hint(o, res->backup_id, gap_note, hint, sizeof(hint));
+            err_set(e, ERR_DATABASE, hint,
+                    "the restored server stopped before reaching the recovery target (its log: "
+                    "%s):\n%s",
+                    res->log_path, tail);
             break;
         }
         if (alive && strcmp(action, "shutdown") != 0) {
@@ -785,16 +902,21 @@ int caris_phys_restore(struct repo *r, const struct phys_restore_opts *o,
     char *tmp = xasprintf("%s/.%s.caris-restore-XXXXXX", parent, base);
     char *old = NULL;
     json_t *summary = NULL, *full = NULL, *entries = NULL;
-    char name[65];
+    char name[65], gap_note[480];
+    json_t *window = NULL;
+    uint32_t tli = 0;
     int rc = -1;
     bool locked = false, made = false;
     if (repo_lock(r, false, "restore database --physical", e) != 0)
         goto out;
     locked = true;
-    if (choose_backup(r, o, name, &summary, e) != 0)
+    if (choose_backup(r, o, name, &summary, &tli, &window, e) != 0)
         goto out;
     res->backup_id = jsonx_strdup_member(summary, "id");
     res->ran = true;
+    /* before anything is written: a refused restore leaves DIR as it was */
+    if (check_gaps(o, summary, window, tli, gap_note, sizeof(gap_note), e) != 0)
+        goto out;
     if (repo_snapshot_load(r, name, &full, &entries, e) != 0)
         goto out;
     if (!mkdtemp(tmp)) {
@@ -864,7 +986,7 @@ int caris_phys_restore(struct repo *r, const struct phys_restore_opts *o,
     locked = false;
     if (o->start &&
         start_and_wait(o, (int)json_integer_value(json_object_get(summary, "server_version_num")),
-                       res, e) != 0)
+                       gap_note, res, e) != 0)
         goto out;
     rc = 0;
 out:
@@ -873,6 +995,7 @@ out:
         pgsrc_remove_tree(tmp);
     if (locked)
         repo_unlock(r);
+    json_decref(window);
     json_decref(summary);
     json_decref(full);
     json_decref(entries);

@@ -811,3 +811,44 @@ bool caris_wal_timeline_reaches(json_t *timelines, uint32_t base_tli, uint64_t b
     }
     return false;
 }
+
+json_t *caris_wal_recovery_gap(json_t *timelines, int64_t segsize, uint32_t base_tli,
+                               uint64_t base_start_lsn, uint32_t target)
+{
+    if (segsize <= 0)
+        return NULL;
+    json_t *first = NULL;
+    uint64_t first_start = UINT64_MAX;
+    uint32_t cur = target ? target : base_tli;
+    uint64_t hi = UINT64_MAX; /* recovery reads cur's WAL below hi */
+    /* each step goes to a lower timeline, as in caris_wal_timeline_reaches */
+    for (size_t steps = 0; steps <= json_array_size(timelines); steps++) {
+        json_t *t = timeline_of(timelines, cur);
+        bool at_base = cur == base_tli;
+        json_int_t parent = json_integer_value(json_object_get(t, "parent"));
+        uint64_t lo = base_start_lsn, sw = 0;
+        if (!at_base) {
+            if (!t || parent <= 0 || (uint32_t)parent >= cur ||
+                caris_lsn_parse(json_string_value(json_object_get(t, "switch_lsn")), &sw) != 0)
+                return NULL;
+            lo = sw;
+        }
+        size_t i;
+        json_t *g;
+        json_array_foreach(json_object_get(t, "gaps"), i, g)
+        {
+            uint64_t gs, ge;
+            if (caris_lsn_parse(json_string_value(json_object_get(g, "start_lsn")), &gs) == 0 &&
+                caris_lsn_parse(json_string_value(json_object_get(g, "end_lsn")), &ge) == 0 &&
+                gs < hi && ge > lo && gs < first_start) {
+                first = g;
+                first_start = gs;
+            }
+        }
+        if (at_base)
+            return first;
+        hi = sw - sw % (uint64_t)segsize;
+        cur = (uint32_t)parent;
+    }
+    return NULL;
+}

@@ -257,6 +257,46 @@ static void test_timeline_reaches(void **state)
     json_decref(recs);
 }
 
+/* The gap a recovery runs into: timeline 1 misses segments 3 and 6, timeline 2 (branched off
+ * at 0/5000028, in segment 5) misses 7. Recovery to timeline 2 reads timeline 1 only up to
+ * segment 4: its missing 6 does not count there, but does for recovery on timeline 1. */
+static void test_recovery_gap(void **state)
+{
+    (void)state;
+    json_t *recs = json_array();
+    for (uint64_t s = 1; s <= 7; s++)
+        if (s != 3 && s != 6)
+            json_array_append_new(recs, seg_rec("segment", 1, s, "a"));
+    json_array_append_new(recs, hist_rec(2));
+    for (uint64_t s = 5; s <= 8; s++)
+        if (s != 7)
+            json_array_append_new(recs, seg_rec("segment", 2, s, "b"));
+    json_t *hist = json_pack("{s:[{s:i, s:s}]}", "2", "parent", 1, "switch_lsn", "0/5000028");
+    json_t *tls = caris_wal_timelines(recs, hist, SEG16, NULL, 0);
+    json_t *g = caris_wal_recovery_gap(tls, SEG16, 1, 0x1000028, 2);
+    assert_non_null(g);
+    assert_string_equal(json_string_value(json_object_get(g, "from")), "000000010000000000000003");
+    assert_string_equal(json_string_value(json_object_get(g, "start_lsn")), "0/3000000");
+    /* a base after segment 3: timeline 2's missing 7, not timeline 1's 6 (after the switch) */
+    g = caris_wal_recovery_gap(tls, SEG16, 1, 0x4000028, 2);
+    assert_non_null(g);
+    assert_string_equal(json_string_value(json_object_get(g, "from")), "000000020000000000000007");
+    /* staying on timeline 1 (--timeline current, or 1): its missing 6 */
+    g = caris_wal_recovery_gap(tls, SEG16, 1, 0x4000028, 0);
+    assert_non_null(g);
+    assert_string_equal(json_string_value(json_object_get(g, "from")), "000000010000000000000006");
+    g = caris_wal_recovery_gap(tls, SEG16, 1, 0x4000028, 1);
+    assert_non_null(g);
+    assert_string_equal(json_string_value(json_object_get(g, "from")), "000000010000000000000006");
+    /* a base on timeline 2 after the gap; a history that does not lead to the base; no size */
+    assert_null(caris_wal_recovery_gap(tls, SEG16, 2, 0x8000028, 2));
+    assert_null(caris_wal_recovery_gap(tls, SEG16, 1, 0x1000028, 3));
+    assert_null(caris_wal_recovery_gap(tls, 0, 1, 0x1000028, 2));
+    json_decref(tls);
+    json_decref(hist);
+    json_decref(recs);
+}
+
 static void test_bases_from_snapshots(void **state)
 {
     (void)state;
@@ -287,6 +327,7 @@ int main(void)
         cmocka_unit_test(test_gap_in_timeline),
         cmocka_unit_test(test_timeline_switch),
         cmocka_unit_test(test_timeline_reaches),
+        cmocka_unit_test(test_recovery_gap),
         cmocka_unit_test(test_bases_from_snapshots),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# Point-in-time recovery across a gap in the WAL archive, against a real PostgreSQL 15: base
+# backup B1, batch 1 (with its LSN LA), then one segment that never reaches the archive
+# (archive_command drops the segment named in a file: a segment lost as with
+# archive_command = 'true'), batch 3 archived after it. PostgreSQL takes a segment
+# restore_command cannot find for the end of the archive: without a target it would promote
+# there, silently without batch 3. Checked: `restore database --physical --start` without a
+# target is refused (exit 4) before anything is written, naming the missing segment, how far
+# recovery reaches and what to do; so is --to-lsn at the gap; --to-lsn LA (before the gap)
+# restores batch 1; a --to-xid after the gap fails (PostgreSQL stops before the target) with a
+# hint naming the gap; a base backup B2 after the gap restores everything; and --to-xid of a
+# commit before B2 without an id (B2 is chosen) fails with a hint to name an older backup and
+# the server's log named.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/pglib.sh"
+
+pg_start
+init_repo
+data=$CARIS_PG_SOCKET # the source's data directory
+envf=$TEST_TMP/backup.env
+pg_env_file "$envf"
+R=$TEST_TMP/restores
+mkdir -p "$R"
+chmod 0755 "$TEST_TMP"
+[[ $(id -u) == 0 ]] && chown -R "$CARIS_PG_OS_USER:" "$BACKUP_DIR" "$envf" "$R"
+cb() { as_pg "$CARIS_BIN" "$@"; }
+
+# every server this test starts on a restored directory is stopped when it ends
+STARTED=()
+_stop_started() {
+    local d
+    for d in "${STARTED[@]}"; do
+        as_pg "$CARIS_PG_BIN/pg_ctl" stop -D "$d" -m immediate -w -s >/dev/null 2>&1
+    done
+    return 0
+}
+trap '_stop_started; _lib_on_exit; _pg_on_exit' EXIT
+
+# archive_command: wal push, but the segment named in $drop is "archived" nowhere
+drop=$TEST_TMP/drop
+cat >"$TEST_TMP/archive.sh" <<EOF
+#!/bin/sh
+[ "\$2" = "\$(cat '$drop' 2>/dev/null)" ] && exit 0
+exec '$CARIS_BIN' --quiet --env-file '$envf' wal push "\$1"
+EOF
+chmod 0755 "$TEST_TMP/archive.sh"
+psql_db postgres -c "ALTER SYSTEM SET archive_mode = on" \
+    -c "ALTER SYSTEM SET archive_command = '$TEST_TMP/archive.sh %p %f'" \
+    -c "ALTER SYSTEM SET wal_level = replica" || fail "ALTER SYSTEM archive settings"
+if [[ $(id -u) == 0 ]]; then
+    echo "host replication all 127.0.0.1/32 scram-sha-256" | runuser -u "$CARIS_PG_OS_USER" -- tee -a "$data/pg_hba.conf" >/dev/null
+else
+    echo "host replication all 127.0.0.1/32 scram-sha-256" >>"$data/pg_hba.conf"
+fi
+pg_pause && pg_resume || fail "restart with archive_mode = on"
+psql_db "$CARIS_PG_DB" -c "CREATE TABLE t (i int PRIMARY KEY, batch int)" || fail "create t"
+
+q() { psql_db "${2:-$CARIS_PG_DB}" -c "$1"; }
+batch() { q "INSERT INTO t SELECT g, $1 FROM generate_series($1 * 1000 + 1, $1 * 1000 + 100) g; SELECT pg_current_xact_id()"; }
+# archive_all: switch to a new segment and wait until the archiver is done with the old one
+archive_all() {
+    local last
+    last=$(q "SELECT pg_walfile_name(pg_switch_wal())" postgres)
+    # shellcheck disable=SC2317
+    _archived() { [[ $(q "SELECT last_archived_wal >= '$last' AND coalesce(last_failed_wal, '') <= coalesce(last_archived_wal, '') FROM pg_stat_archiver" postgres) == t ]]; }
+    wait_until 60 _archived || fail "WAL up to $last not archived within 60 s" "$(q 'SELECT * FROM pg_stat_archiver' postgres)"
+}
+# restore_start NAME ARGS...: restore into $R/NAME with --start (PORT: its port)
+restore_start() {
+    local name=$1
+    shift
+    PORT=$(free_port)
+    STARTED+=("$R/$name")
+    run cb --env-file "$envf" --json restore database --physical --pgdata "$R/$name" --start --port "$PORT" --wait 90 "$@"
+}
+rows_at() {
+    "$CARIS_PG_BIN/psql" -X -q -At -h "$R/$1" -p "$PORT" -U "$CARIS_PG_USER" -d "$CARIS_PG_DB" \
+        -c "SELECT count(*) || ' ' || string_agg(DISTINCT batch::text, ',' ORDER BY batch::text) FROM t" </dev/null
+}
+stop_at() { as_pg "$CARIS_PG_BIN/pg_ctl" stop -D "$R/$1" -m fast -w -s >/dev/null 2>&1; }
+# nothing_written NAME: neither $R/NAME nor a temporary directory beside it
+nothing_written() { [[ ! -e $R/$1 && -z $(find "$R" -maxdepth 1 -name ".$1.caris-*") ]]; }
+
+# 1. B1, batch 1 and LA (archived); batch 2 in a segment that is lost; batch 3 archived
+run cb --json backup database --physical
+assert_rc 0 "base backup B1"
+B1=$(json_get "$OUT_FILE" '["id"]')
+X1=$(batch 1) || fail "batch 1"
+LA=$(q "SELECT pg_current_wal_insert_lsn()" postgres)
+archive_all
+batch 2 >/dev/null || fail "batch 2"
+# the segment batch 2 is in: not complete yet, so not archived before $drop names it
+lost=$(q "SELECT pg_walfile_name(pg_current_wal_insert_lsn())" postgres)
+echo "$lost" >"$drop"
+archive_all
+X3=$(batch 3) || fail "batch 3"
+archive_all
+note "B1=$B1 LA=$LA lost=$lost X1=$X1 X3=$X3"
+run cb --json wal list
+assert_rc 0 "wal list"
+assert_eq "1 $lost $lost" "$(json_eval "$OUT_FILE" '"%d %s %s" % (len(d["gaps"]), d["gaps"][0]["from"], d["gaps"][0]["to"])')" \
+    "wal list: the lost segment is the one gap"
+GS=$(json_eval "$OUT_FILE" 'd["gaps"][0]["startLsn"]')
+run cb check
+assert_rc 4 "check: the gap cuts short B1's recovery"
+
+# 2. no target: refused before anything is written, the segment and the way out named
+restore_start none
+assert_rc 4 "restore without a target across the gap is refused (exit 4)"
+assert_contains "$ERR" "WAL segment $lost is missing from the WAL archive" "the error names the missing segment"
+assert_contains "$ERR" "backup $B1 can replay the WAL only up to $GS" "the error says how far recovery reaches"
+assert_contains "$ERR" "restore with --to-lsn before $GS" "the hint says how to accept the loss"
+assert_contains "$ERR" "wal push" "the hint says how to put the segment back"
+assert_true "the refused restore wrote nothing" nothing_written none
+run cb --env-file "$envf" restore database --physical --pgdata "$R/none" --timeline current "$B1"
+assert_rc 4 "with B1's id and --timeline current: refused as well"
+assert_contains "$ERR" "WAL segment $lost" "--timeline current: the error names the segment"
+
+# 3. --to-lsn at the gap's start: refused; before it (LA): batch 1, promoted
+restore_start atgap --to-lsn "$GS"
+assert_rc 4 "--to-lsn at the gap's start is refused"
+assert_contains "$ERR" "cannot reach the target $GS" "the error says the target cannot be reached"
+assert_true "the refused --to-lsn wrote nothing" nothing_written atgap
+restore_start la --to-lsn "$LA"
+assert_rc 0 "--to-lsn LA (before the gap) restores"
+assert_eq promoted "$(json_get "$OUT_FILE" '["state"]')" "to LA: promoted"
+assert_eq "100 1" "$(rows_at la)" "to LA: exactly batch 1"
+stop_at la
+
+# 4. --to-xid of batch 3 (after the gap) from B1: PostgreSQL stops before the target; the hint
+# names the gap
+restore_start x3 --to-xid "$X3" "$B1"
+assert_rc 10 "--to-xid after the gap fails: the server stops before the target"
+assert_contains "$ERR" "stopped before reaching the recovery target" "the error says the target was not reached"
+assert_contains "$ERR" "HINT: WAL segment $lost is missing" "the hint names the missing segment"
+
+# 5. B2 after the gap: without a target it restores everything (no gap after its start)
+run cb --json backup database --physical
+assert_rc 0 "base backup B2 after the gap"
+B2=$(json_get "$OUT_FILE" '["id"]')
+restore_start all
+assert_rc 0 "without a target and an id: B2, after the gap, restores"
+assert_eq "$B2" "$(json_get "$OUT_FILE" '["backupId"]')" "B2 is chosen"
+assert_eq "300 1,2,3" "$(rows_at all)" "from B2: batches 1, 2 and 3"
+stop_at all
+
+# 6. --to-xid of batch 1 without an id: B2 (the newest) is chosen, whose recovery never sees
+# that commit: the hint says to name an older backup, the error names the server's log and
+# quotes it from a line's start
+restore_start x1 --to-xid "$X1"
+assert_rc 10 "--to-xid before B2 without an id fails"
+assert_contains "$ERR" "name an older base backup's id (\`caris-backup list --type database\`)" \
+    "the hint says to name an older base backup"
+assert_contains "$ERR" "(its log: $R/x1.log):" "the error names the server's log"
+assert_match '^20[0-9][0-9]-' "$(sed -n '/(its log: /{n;p;q}' "$ERR_FILE")" "the log excerpt starts at a line's start"
+
+test_done
