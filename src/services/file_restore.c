@@ -460,12 +460,15 @@ static int check_includes(const struct files_read_opts *o, json_t *roots, const 
     }
     int rc = more < 0 ? -1 : 0;
     for (size_t k = 0; k < o->nincludes && rc == 0; k++)
-        if (!hit[k])
-            rc = err_set(
-                e, ERR_NOT_FOUND,
-                "give the path as `caris-backup ls ID` shows it (relative to a root) or the "
-                "absolute path as it was backed up",
-                "--include %s: no such path in the backup", o->includes[k]);
+        if (!hit[k]) {
+            char esc[600];
+            str_escape(o->includes[k], strlen(o->includes[k]), esc, sizeof(esc));
+            rc = err_set(e, ERR_NOT_FOUND,
+                         "give the path as `caris-backup ls ID` shows it (relative to a root) or "
+                         "the absolute path as it was backed up (a byte ls shows as \\xNN is "
+                         "that byte: in bash, $'\\xNN')",
+                         "--include %s: no such path in the backup", esc);
+        }
     free(hit);
     return rc;
 }

@@ -658,7 +658,9 @@ static int ls_files(struct loaded *l, const struct caris_ls_opts *o, struct cari
         str_escape(o->path, ql, esc, sizeof(esc));
         rc = err_set(e, ERR_NOT_FOUND, NULL, "no path %s in backup %s", esc, l->id);
         snprintf(e->hint, sizeof(e->hint),
-                 "give the path as `caris-backup ls %s` shows it, or relative to a root", l->id);
+                 "give the path as `caris-backup ls %s` shows it, or relative to a root (a "
+                 "byte ls shows as \\xNN is that byte: in bash, $'\\xNN')",
+                 l->id);
     }
     if (rc == 0)
         rc = hardlink_sizes(l, res->entries, res->nentries, e);

@@ -462,7 +462,10 @@ static int dump_files(struct dumper *dp, struct loaded *l, const char *path,
         } else if (nhits == 0) {
             rc = err_set(e, want ? ERR_DAMAGE : ERR_NOT_FOUND, NULL, "no path %s in backup %s", esc,
                          l->id);
-            snprintf(e->hint, sizeof(e->hint), "see `caris-backup ls %s`", l->id);
+            snprintf(e->hint, sizeof(e->hint),
+                     "see `caris-backup ls %s` (a byte it shows as \\xNN is that byte: in bash, "
+                     "$'\\xNN')",
+                     l->id);
         } else if (nhits > 1) {
             rc = err_set(e, ERR_USAGE, "give the full path (`caris-backup ls` shows it)",
                          "%s names %d entries of backup %s (one below each of several roots)", esc,
