@@ -165,8 +165,22 @@ static int choose_backup_on(struct repo *r, const struct phys_restore_opts *o, u
         if (is_physical(s) && ends_before(s, o) && on_target_history(s, tls, tli))
             best = s;
     }
+    bool any = false;
+    json_array_foreach(all, i, s) any |= is_physical(s);
+    if (!any) {
+        json_decref(all);
+        return err_set(e, ERR_NOT_FOUND,
+                       "take one with `caris-backup backup database --physical` (with PostgreSQL "
+                       "archiving its WAL with `caris-backup wal push`: README, \"WAL archive\")",
+                       "the repository has no physical base backup to restore");
+    }
     if (!best) {
         json_decref(all);
+        if (tli == 0)
+            return err_set(e, ERR_NOT_FOUND,
+                           "choose an earlier target, or give a backup's id (`caris-backup list "
+                           "--type database`)",
+                           "no physical backup ends before the recovery target");
         return err_set(e, ERR_NOT_FOUND,
                        "take one with `caris-backup backup database --physical` (a target "
                        "before the first base backup cannot be reached)",
