@@ -240,6 +240,11 @@ static int problem(struct walker *w, bool fatal, int errnum, const char *fmt, ..
         const char *hint = errnum == EMFILE || errnum == ENFILE
                                ? "raise the open-file limit (ulimit -n); one descriptor is "
                                  "used per level of directory depth, plus up to 64 read ahead"
+                           : errnum == EACCES || errnum == EPERM
+                               /* a path to back up (a root): not about the backup directory */
+                               ? "the user running caris-backup must be able to read what it "
+                                 "backs up: run it as root or as the files' owner, or give "
+                                 "other paths"
                                : NULL;
         if (errnum)
             return err_sys(w->e, errnum, hint, "%s", msg);

@@ -174,6 +174,11 @@ else
         cmp -s "$t$nsrc/readable.txt" "$nsrc/readable.txt"
     assert_true "not openable: (notes.txt too)" cmp -s "$t$nsrc/notes.txt" "$nsrc/notes.txt"
     assert_false "not openable: the file is not restored" test -e "$t$nsrc/secret.txt"
+    # a root the backup may not open fails it (nothing of it would be backed up), with a hint
+    # about the paths backed up, not the backup directory
+    run nobody "$CARIS_BIN" backup files "$nsrc/locked"
+    assert_rc 8 "not openable root: the backup fails"
+    assert_contains "$ERR" "must be able to read what it backs up" "not openable root: the hint is about the source"
     # notes.txt becomes unreadable: the file table of the first backup must not stand for it
     chmod 0600 "$nsrc/notes.txt"
     run nobody "$CARIS_BIN" --json backup files --incremental "$nsrc"
