@@ -445,8 +445,11 @@ static int cmd_init(struct globals *g, int argc, char **argv)
         json_decref(j);
     } else if (!g->quiet) {
         printf("created repository %s\n", g->repo_path);
-        printf("keep BACKUP_ENCRYPTION_KEY somewhere safe outside this machine: without it "
-               "no backup can be restored\n");
+        /* with --copy-chunker-from the new repository's key is the destination's */
+        printf("keep %s somewhere safe outside this machine: without it no backup can be "
+               "restored\n",
+               chunker_from ? (to_key_env ? to_key_env : "CARIS_COPY_TO_KEY")
+                            : "BACKUP_ENCRYPTION_KEY");
     }
     repo_close(r);
     return 0;

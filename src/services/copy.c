@@ -245,6 +245,32 @@ out:
     return rc;
 }
 
+/* Verifies backup id in dst (unless o says not to), as every copy ends. */
+static int verify_copied(struct repo *dst, const char *id, const struct caris_copy_opts *o,
+                         struct caris_copy_item *it, struct err *e)
+{
+    if (o->no_verify)
+        return 0;
+    struct caris_verify_result vr;
+    struct verify_opts vo = {.threads = o->threads, .op = o->op};
+    int vrc = caris_verify(dst, id, &vo, &vr, e);
+    caris_verify_result_free(&vr);
+    if (vrc != 0)
+        return err_wrap(e, "backup %s was copied but does not verify in the destination", id);
+    it->verified = true;
+    return 0;
+}
+
+/* Whether the destination's latest verification of backup id passed (records unreadable: no). */
+static bool verified_before(struct repo *dst, const char *id)
+{
+    struct err le = ERR_INIT;
+    json_t *last = caris_last_verifications(dst, &le);
+    bool ok = json_is_true(json_object_get(json_object_get(last, id), "ok"));
+    json_decref(last);
+    return ok;
+}
+
 static int copy_one(struct repo *src, struct repo *dst, json_t *s, const struct caris_copy_opts *o,
                     struct caris_copy_item *it, struct err *e)
 {
@@ -265,15 +291,28 @@ static int copy_one(struct repo *src, struct repo *dst, json_t *s, const struct 
     if (there == 1) {
         it->already_there = true;
         caris_op_log(o->op, LOG_INFO, "backup %s: already there", id);
-        rc = 0;
+        /* a copy whose verification failed, or that died before it, left the backup there
+         * unverified: verified now, not taken for a good copy */
+        if (!o->no_verify && verified_before(dst, id)) {
+            it->verified = true;
+            rc = 0;
+        } else {
+            rc = verify_copied(dst, id, o, it, e);
+        }
         goto out;
     }
     int c = repo_claim(dst, id, e);
     if (c < 0)
         goto out;
     if (c == 1) {
-        err_set(e, ERR_LOCKED, "wait for the other copy to finish, then copy again",
-                "backup %s is being written into the destination by another process", id);
+        err_set(e, ERR_LOCKED,
+                "wait for the other copy to finish, then copy again; if none runs, an earlier "
+                "copy was interrupted: `caris-backup --repo DESTINATION unlock` (with the "
+                "destination's key as BACKUP_ENCRYPTION_KEY) removes what it left, then copy "
+                "again",
+                "backup %s is being written into the destination by another process, or was "
+                "by one that died",
+                id);
         goto out;
     }
     claimed = true;
@@ -292,17 +331,8 @@ static int copy_one(struct repo *src, struct repo *dst, json_t *s, const struct 
     claimed = false;
     caris_op_log(o->op, LOG_INFO, "backup %s: copied %llu of %llu blobs", id,
                  (unsigned long long)it->blobs_copied, (unsigned long long)it->blobs);
-    if (!o->no_verify) {
-        struct caris_verify_result vr;
-        struct verify_opts vo = {.threads = o->threads, .op = o->op};
-        int vrc = caris_verify(dst, id, &vo, &vr, e);
-        caris_verify_result_free(&vr);
-        if (vrc != 0) {
-            err_wrap(e, "backup %s was copied but does not verify in the destination", id);
-            goto out;
-        }
-        it->verified = true;
-    }
+    if (verify_copied(dst, id, o, it, e) != 0)
+        goto out;
     rc = 0;
 out:
     if (claimed)

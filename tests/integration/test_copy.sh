@@ -45,6 +45,7 @@ assert_eq 0 "$(BACKUP_ENCRYPTION_KEY=$CARIS_COPY_TO_KEY "$CARIS_BIN" --json --re
 assert_exit 6 env -u CARIS_COPY_TO_KEY "$CARIS_BIN" --repo "$DST" init --copy-chunker-from "$REPO"
 assert_contains "$ERR" "CARIS_COPY_TO_KEY" "init --copy-chunker-from without the destination's key names the variable"
 assert_exit 0 cb --repo "$DST" init --copy-chunker-from "$REPO"
+assert_contains "$OUT" "keep CARIS_COPY_TO_KEY somewhere safe" "init names the new repository's key, not the source's"
 assert_false "the source's key does not open the new repository" \
     cb --repo "$DST" list
 assert_exit 0 dcb list
@@ -172,6 +173,22 @@ assert_contains "$ERR" "$id5" "the error names the backup"
 run env BACKUP_ENCRYPTION_KEY="$CARIS_COPY_TO_KEY" "$CARIS_BIN" --json --repo "$DST2" list
 assert_eq 0 "$(json_eval "$OUT_FILE" 'len(d)')" "no backup listed in the destination after the failed copy"
 assert_exit 0 env BACKUP_ENCRYPTION_KEY="$CARIS_COPY_TO_KEY" "$CARIS_BIN" --repo "$DST2" check
+
+# --- a backup already there whose verification never passed is verified again ------------------
+# (a copy whose verification failed, or that was killed between its commit and its verification,
+# left it listed: a later copy said "already there" and exit 0). A local destination, its
+# verification records removed and one of its packs damaged.
+LDST=$TEST_TMP/local-dst
+assert_exit 0 cb --quiet --repo "$LDST" init --copy-chunker-from "$REPO"
+assert_exit 0 cb copy --latest --to "$LDST"
+run cb copy --latest --to "$LDST"
+assert_rc 0 "again: already there, verified before"
+rm -rf "$LDST/records/verify"
+pack=$(find "$LDST/data" -type f -size +1k | LC_ALL=C sort | head -n 1)
+python3 -c 'import sys; f = open(sys.argv[1], "r+b"); f.seek(600); b = f.read(1); f.seek(600); f.write(bytes([b[0] ^ 0xff]))' "$pack"
+run cb copy --latest --to "$LDST"
+assert_fails "a backup there but never verified is verified, and the damage found"
+assert_contains "$ERR" "does not verify in the destination" "the copy says the backup there does not verify"
 
 # --- a database backup --------------------------------------------------------------------
 pg_start
