@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "caris/copy.h"
+#include "caris/storage.h"
 #include "caris/core.h"
 #include "caris/op.h"
 #include "caris/open.h"
@@ -131,7 +132,9 @@ static int run_copy(struct globals *g, const char *const *ids, size_t nids, bool
     struct caris_open_result ores;
     dst = caris_repo_open(&oo, &ores, &e);
     if (!dst) {
-        err_wrap(&e, "destination %s", to);
+        char *shown = storage_location_redact(to);
+        err_wrap(&e, "destination %s", shown);
+        free(shown);
         if (e.code == ERR_WRONG_KEY && !strstr(e.hint, "--to-key-env"))
             snprintf(e.hint, sizeof(e.hint),
                      "%s must hold the key of the destination repository (--to-key-env names "

@@ -1352,10 +1352,29 @@ static bool is_loopback(const char *host)
            strncmp(host, "127.", 4) == 0 || strcmp(host, "[::1]") == 0;
 }
 
+char *storage_location_redact(const char *location)
+{
+    const char *sep = strstr(location, "://");
+    if (!sep)
+        return xstrdup(location);
+    const char *auth = sep + 3;
+    size_t alen = strcspn(auth, "/");
+    const char *at = NULL;
+    for (size_t i = 0; i < alen; i++)
+        if (auth[i] == '@')
+            at = auth + i;
+    if (!at)
+        return xstrdup(location);
+    return xasprintf("%.*sxxxxx%s", (int)(auth - location), location, at);
+}
+
 static int bad_url(const char *url, const char *why, struct err *e)
 {
-    return err_set(e, ERR_USAGE, "write an S3 repository as s3:https://HOST[:PORT]/BUCKET[/PREFIX]",
-                   "invalid S3 repository location '%s': %s", url, why);
+    char *shown = storage_location_redact(url); /* user:secret@ never shown */
+    err_set(e, ERR_USAGE, "write an S3 repository as s3:https://HOST[:PORT]/BUCKET[/PREFIX]",
+            "invalid S3 repository location '%s': %s", shown, why);
+    free(shown);
+    return -1;
 }
 
 /* Splits s3:SCHEME://HOST[:PORT]/BUCKET[/PREFIX] into s. */

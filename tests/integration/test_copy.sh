@@ -30,6 +30,14 @@ assert_exit 7 cb copy "$id1" --to "$DST"
 assert_contains "$ERR" "init" "a missing destination: the error says to create it"
 assert_exit 2 cb copy "$id1"
 assert_contains "$ERR" "--to" "copy without --to is a usage error"
+# credentials in the location are refused, and never shown
+for loc in "s3:http://AKIDX:Loc-Secret-4711@${S3_ENDPOINT#*://}/bkt/x" "s3:http://AKIDX:Loc-Secret-4711@${S3_ENDPOINT#*://}"; do
+    run cb --json copy "$id1" --to "$loc"
+    assert_rc 2 "a location with credentials is refused"
+    assert_not_contains "$OUT$ERR" "Loc-Secret-4711" "the refusal does not show the credentials"
+    BACKUP_CLOUD_REPOSITORY=$loc run cb upload "$id1"
+    assert_not_contains "$OUT$ERR" "Loc-Secret-4711" "upload's refusal does not show them either"
+done
 # a destination with a chunking of its own: copy refuses, and says how to make one that works
 PLAIN=s3:$S3_ENDPOINT/bkt/plain
 run env BACKUP_ENCRYPTION_KEY="$CARIS_COPY_TO_KEY" "$CARIS_BIN" --quiet --repo "$PLAIN" init
