@@ -78,9 +78,40 @@ json_t *caris_key_add_result_to_json(const struct caris_key_add_result *res)
     return json_pack("{s:s}", "id", res->id);
 }
 
+/* Two removals at once, each with the other's key (A removes B's slot, B removes A's), each
+ * kept the slot in use and both went: no slot was left, and no key opened the repository.
+ * Removals now take turns (a claim, under a shared lock: backups go on), and each checks that
+ * the slot it opened the repository with is still there before it removes another: one slot
+ * always stays. */
+#define KEY_CLAIM "key-slots"
+
 int caris_key_remove(struct repo *r, const char *id, const struct caris_op *op, struct err *e)
 {
-    if (repo_key_remove(r, id, e) != 0)
+    if (repo_lock(r, false, "key remove", e) != 0)
+        return -1;
+    int rc = -1, c = repo_claim(r, KEY_CLAIM, e);
+    if (c == 1) {
+        err_set(e, ERR_LOCKED,
+                "retry when it is done; if none runs, one was interrupted: `caris-backup unlock` "
+                "removes what it left",
+                "another key slot removal is running in this repository");
+    } else if (c == 0) {
+        char *own = xasprintf("keys/%s", repo_key_slot(r));
+        int ex = storage_exists(repo_storage(r), own, e);
+        free(own);
+        if (ex == 0)
+            err_set(e, ERR_FAILURE,
+                    "open the repository with a key that still has a slot (`caris-backup key "
+                    "list`), then remove what is left to remove",
+                    "refusing to remove key slot %s: the slot of the key in use (%s) was removed "
+                    "meanwhile, and removing another could leave no key at all",
+                    id, repo_key_slot(r));
+        else if (ex == 1)
+            rc = repo_key_remove(r, id, e);
+        repo_claim_release(r, KEY_CLAIM);
+    }
+    repo_unlock(r);
+    if (rc != 0)
         return -1;
     caris_op_log(op, LOG_INFO, "removed key slot %s", id);
     return 0;

@@ -109,6 +109,39 @@ assert_exit 5 env BACKUP_ENCRYPTION_KEY="$key2" "$CARIS_BIN" list
 run cb --json key list
 assert_eq 1 "$(json_eval "$OUT_FILE" 'len(d)')" "one slot left"
 assert_exit 7 cb key remove 0123456789abcdef
+# two removals at once, each of the other's slot with its own key: whatever the interleaving,
+# one of the two slots stays and opens the repository (both went, before removals took turns).
+# Each round ends with the first key's slot alone, as it began.
+for round in 1 2 3 4 5; do
+    keyx="cross-$round-$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+    run_stdin "$keyx" cb key add --label "cross$round"
+    run cb --json key list
+    mine=$(json_eval "$OUT_FILE" '[k["id"] for k in d if k["current"]][0]')
+    theirs=$(json_eval "$OUT_FILE" '[k["id"] for k in d if k["label"] == "cross'"$round"'"][0]')
+    "$CARIS_BIN" key remove "$theirs" >/dev/null 2>&1 &
+    a=$!
+    BACKUP_ENCRYPTION_KEY=$keyx "$CARIS_BIN" key remove "$mine" >/dev/null 2>&1 &
+    b=$!
+    wait "$a" "$b"
+    if "$CARIS_BIN" list >/dev/null 2>&1; then
+        pass "cross removal $round: a key still opens the repository (the first)"
+        run cb --json key list
+        for id in $(json_eval "$OUT_FILE" '" ".join(k["id"] for k in d if not k["current"])'); do
+            assert_exit 0 cb key remove "$id"
+        done
+    elif BACKUP_ENCRYPTION_KEY=$keyx "$CARIS_BIN" list >/dev/null 2>&1; then
+        pass "cross removal $round: a key still opens the repository (the second)"
+        run_stdin "$key1" env BACKUP_ENCRYPTION_KEY="$keyx" "$CARIS_BIN" key add --label first
+        assert_rc 0 "cross removal $round: the first key added again"
+        run env BACKUP_ENCRYPTION_KEY="$keyx" "$CARIS_BIN" --json key list
+        assert_exit 0 cb key remove "$(json_eval "$OUT_FILE" '[k["id"] for k in d if k["current"]][0]')"
+    else
+        fail "cross removal $round: no key opens the repository"
+        break
+    fi
+done
+run cb --json key list
+assert_eq 1 "$(json_eval "$OUT_FILE" 'len(d)')" "one slot left after the cross removals"
 
 # the key from CARIS_NEW_ENCRYPTION_KEY; a short new key is refused
 key3="third-$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')"
