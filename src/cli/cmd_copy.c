@@ -140,6 +140,11 @@ static int run_copy(struct globals *g, const char *const *ids, size_t nids, bool
                      "%s must hold the key of the destination repository (--to-key-env names "
                      "another variable)",
                      key_env ? key_env : DEFAULT_TO_KEY_ENV);
+        else if (e.code == ERR_NOT_FOUND)
+            snprintf(e.hint, sizeof(e.hint),
+                     "create it so that it shares this repository's chunking: `caris-backup "
+                     "--repo DESTINATION init --copy-chunker-from %s` (its key from %s)",
+                     g->repo_path, key_env ? key_env : DEFAULT_TO_KEY_ENV);
         code = fail(&e);
         goto out;
     }

@@ -27,7 +27,7 @@ id1=$BACKUP_ID
 
 # --- refusals before anything is copied -------------------------------------------------
 assert_exit 7 cb copy "$id1" --to "$DST"
-assert_contains "$ERR" "init" "a missing destination: the error says to create it"
+assert_contains "$ERR" "init --copy-chunker-from $REPO" "a missing destination: the error says to create it sharing the chunking"
 assert_exit 2 cb copy "$id1"
 assert_contains "$ERR" "--to" "copy without --to is a usage error"
 # credentials in the location are refused, and never shown
