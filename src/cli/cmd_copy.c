@@ -78,10 +78,15 @@ int cli_to_key(const struct globals *g, const char *var, const char **key, struc
     return to_key(g, var ? var : DEFAULT_TO_KEY_ENV, key, e);
 }
 
-static void print_result(const struct globals *g, const struct caris_copy_result *res)
+/* failure: the error, when the copy failed (with --json, the result is the one document on
+ * stdout: it carries the error, as every failing command's document does) */
+static void print_result(const struct globals *g, const struct caris_copy_result *res,
+                         const struct err *failure)
 {
     if (g->json) {
         json_t *j = caris_copy_result_to_json(res);
+        if (failure)
+            json_object_set_new(j, "error", cli_err_to_json(failure));
         print_json(j);
         json_decref(j);
         return;
@@ -154,7 +159,7 @@ static int run_copy(struct globals *g, const char *const *ids, size_t nids, bool
     struct caris_copy_result res;
     int rc = caris_copy(src, dst, to, &o, &res, &e);
     cli_op_end(&op);
-    print_result(g, &res);
+    print_result(g, &res, rc != 0 ? &e : NULL);
     caris_copy_result_free(&res);
     if (rc != 0)
         code = fail(&e);

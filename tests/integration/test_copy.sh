@@ -194,9 +194,13 @@ assert_rc 0 "again: already there, verified before"
 rm -rf "$LDST/records/verify"
 pack=$(find "$LDST/data" -type f -size +1k | LC_ALL=C sort | head -n 1)
 python3 -c 'import sys; f = open(sys.argv[1], "r+b"); f.seek(600); b = f.read(1); f.seek(600); f.write(bytes([b[0] ^ 0xff]))' "$pack"
-run cb copy --latest --to "$LDST"
+run cb --json copy --latest --to "$LDST"
 assert_fails "a backup there but never verified is verified, and the damage found"
 assert_contains "$ERR" "does not verify in the destination" "the copy says the backup there does not verify"
+assert_contains "$(json_eval "$OUT_FILE" 'd["error"]["message"]')" "does not verify" \
+    "--json: the copy's document carries the error"
+assert_true "--json: the failed copy's document has the shape in docs/JSON.md" \
+    python3 "$LIB_DIR/jsonshape.py" "$LIB_DIR/../../docs/JSON.md" copy "$OUT_FILE"
 
 # --- a database backup --------------------------------------------------------------------
 pg_start
