@@ -201,6 +201,22 @@ static void deliver(const struct notify_config *nc, attempt_fn fn, const void *p
              res->tries, res->tries == 1 ? "y" : "ies");
 }
 
+/* One channel's delivery, on a thread of its own. */
+struct chan_job {
+    const struct notify_config *nc;
+    attempt_fn fn;
+    const void *payload;
+    const struct caris_op *op;
+    struct notify_result *res;
+};
+
+static void *chan_thread(void *arg)
+{
+    struct chan_job *j = arg;
+    deliver(j->nc, j->fn, j->payload, j->op, j->res);
+    return NULL;
+}
+
 int notify_send_all(const struct notify_config *nc, const struct notify_event *ev,
                     const struct caris_op *op, struct notify_result res[NOTIFY_MAX_CHANNELS],
                     size_t *nres)
@@ -211,30 +227,45 @@ int notify_send_all(const struct notify_config *nc, const struct notify_event *e
     notify_curl_init();
     struct notify_text t;
     notify_text_build(nc, ev, &t);
-    int rc = 0;
+    struct buf msg = {0};
+    char *json = NULL;
+    struct chan_job jobs[NOTIFY_MAX_CHANNELS];
+    size_t n = 0;
     if (nc->email) {
-        struct notify_result *r = &res[(*nres)++];
-        memset(r, 0, sizeof(*r));
-        r->channel = "email";
-        snprintf(r->target, sizeof(r->target), "%s", nc->smtp_target);
-        struct buf msg = {0};
         notify_email_build(nc, &t, time_now_ns(), &msg); /* Date: when it is sent */
-        deliver(nc, attempt_email, &msg, op, r);
-        buf_free(&msg);
-        if (!r->ok)
-            rc = -1;
+        jobs[n++] = (struct chan_job){nc, attempt_email, &msg, op, &res[*nres]};
+        memset(&res[*nres], 0, sizeof(res[0]));
+        res[*nres].channel = "email";
+        snprintf(res[*nres].target, sizeof(res[*nres].target), "%s", nc->smtp_target);
+        (*nres)++;
     }
     if (nc->slack) {
-        struct notify_result *r = &res[(*nres)++];
-        memset(r, 0, sizeof(*r));
-        r->channel = "slack";
-        snprintf(r->target, sizeof(r->target), "%s", nc->slack_target);
-        char *json = notify_slack_build(&t);
-        deliver(nc, attempt_slack, json, op, r);
-        free(json);
-        if (!r->ok)
-            rc = -1;
+        json = notify_slack_build(&t);
+        jobs[n++] = (struct chan_job){nc, attempt_slack, json, op, &res[*nres]};
+        memset(&res[*nres], 0, sizeof(res[0]));
+        res[*nres].channel = "slack";
+        snprintf(res[*nres].target, sizeof(res[*nres].target), "%s", nc->slack_target);
+        (*nres)++;
     }
+    /* The channels at the same time: a notification takes at most one channel's bound (60 s),
+     * not their sum, however many hang (one thread each but the last; inline if a thread
+     * cannot be made) */
+    pthread_t th[NOTIFY_MAX_CHANNELS];
+    bool started[NOTIFY_MAX_CHANNELS] = {false};
+    for (size_t i = 0; i + 1 < n; i++)
+        started[i] = pthread_create(&th[i], NULL, chan_thread, &jobs[i]) == 0;
+    for (size_t i = 0; i < n; i++)
+        if (!started[i])
+            chan_thread(&jobs[i]);
+    for (size_t i = 0; i < n; i++)
+        if (started[i])
+            pthread_join(th[i], NULL);
+    int rc = 0;
+    for (size_t i = 0; i < *nres; i++)
+        if (!res[i].ok)
+            rc = -1;
+    buf_free(&msg);
+    free(json);
     notify_text_free(&t);
     return rc;
 }

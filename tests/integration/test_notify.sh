@@ -284,6 +284,24 @@ else
     fail "notify test never connected to the hanging server" "$(_tail "$BG_ERR")"
 fi
 
+# Both channels on servers that never answer: they are tried at the same time (a notification
+# takes one channel's bound, not the sum). The webhook's server sees its connection while the
+# SMTP server's first try still waits; one after the other, it came only once the three SMTP
+# tries had given up (each ends at its connect timeout, 10 s, as no greeting comes).
+start_server hang2 blackhole
+# shellcheck disable=SC2317 # called through wait_until
+webhook_tried() { [[ -s $TEST_TMP/hang2/connections ]]; }
+bg_start env "${EMAIL_ENV[@]}" BACKUP_SMTP_URL="smtp://127.0.0.1:$HANG_PORT" \
+    BACKUP_SLACK_WEBHOOK_URL="http://127.0.0.1:$PORT$HOOK_PATH" CARIS_NOTIFY_TIMEOUT_SECONDS=300 \
+    "$CARIS_BIN" notify test
+if wait_until 20 webhook_tried; then
+    pass "both channels were tried at once"
+else
+    fail "the webhook was not tried while the SMTP server kept the email waiting"
+fi
+kill -TERM "$BG_PID"
+wait "$BG_PID"
+
 # --- webhook: transient errors retried, permanent ones not ----------------------------
 
 start_server flaky http --fail 2 --status 503
