@@ -122,6 +122,9 @@ struct daemon {
     int64_t stale_at; /* the time the requested check is for (0: the worker's now) */
     int64_t stale_newest[2];
     char stale_newest_id[2][CARIS_ID_MAX];
+    /* a stale alert that could not be delivered is tried again from then on (monotonic ns; an
+     * hour later: each try may take the channels' 60 s) */
+    int64_t stale_retry_mono[2];
     int64_t last_now; /* the time the loop saw last: a clock set back shows against it */
     json_t *state;    /* what scheduler.json holds */
     int64_t started_ns;
@@ -425,12 +428,13 @@ static void catch_up_locked(struct daemon *d, int64_t now)
 
 /* ---- notifications ------------------------------------------------------------------------ */
 
-static void notify(struct daemon *d, const struct notify_event *ev)
+/* Sends ev on every configured channel; -1 when it was to be sent and was not delivered. */
+static int notify(struct daemon *d, const struct notify_event *ev)
 {
     pthread_rwlock_rdlock(&d->nc_rw);
     if (!d->nc_loaded || !notify_configured(&d->nc) || !notify_should_send(&d->nc, ev)) {
         pthread_rwlock_unlock(&d->nc_rw);
-        return;
+        return 0;
     }
     struct err e = ERR_INIT;
     /* not the job's cancel: a run cancelled for its timeout still tells of its failure */
@@ -463,6 +467,7 @@ static void notify(struct daemon *d, const struct notify_event *ev)
         json_array_remove(list, 10);
     state_save_locked(d);
     pthread_mutex_unlock(&d->mu);
+    return rc == 0 ? 0 : -1;
 }
 
 void daemon_notify(struct daemon *d, const struct notify_event *ev)
@@ -573,7 +578,8 @@ static void stale_eval(struct daemon *d, int64_t now)
                 json_object_set_new(d->state, "staleAlerted", alerted);
             }
             const char *was = json_string_value(json_object_get(alerted, STALE_KINDS[k]));
-            send = !was || strcmp(was, newest_id) != 0;
+            send =
+                (!was || strcmp(was, newest_id) != 0) && time_mono_ns() >= d->stale_retry_mono[k];
             if (send) {
                 json_object_set_new(alerted, STALE_KINDS[k], json_string(newest_id));
                 state_save_locked(d);
@@ -588,7 +594,23 @@ static void stale_eval(struct daemon *d, int64_t now)
                                       .duration_ms = -1,
                                       .last_success_ns = newest * 1000000000,
                                       .time_ns = now * 1000000000};
-            notify(d, &ev);
+            if (notify(d, &ev) != 0) {
+                /* not delivered: not recorded as sent (the alert was lost for good when the
+                 * channels failed, or the daemon stopped, at that moment), tried again later */
+                pthread_mutex_lock(&d->mu);
+                json_t *alerted = json_object_get(d->state, "staleAlerted");
+                const char *was = json_string_value(json_object_get(alerted, STALE_KINDS[k]));
+                if (was && strcmp(was, newest_id) == 0) {
+                    json_object_del(alerted, STALE_KINDS[k]);
+                    state_save_locked(d);
+                }
+                d->stale_retry_mono[k] = time_mono_ns() + 3600 * INT64_C(1000000000);
+                pthread_mutex_unlock(&d->mu);
+                dlog(d, LOG_WARN, "stale",
+                     "the %s stale alert was not delivered: it is tried again in an hour, or "
+                     "when the daemon starts again",
+                     STALE_KINDS[k]);
+            }
         }
     }
 }

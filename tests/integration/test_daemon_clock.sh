@@ -50,6 +50,22 @@ assert_rc 0 "the daemon ran again"
 assert_not_contains "$ERR" "no successful files backup since" "no second alert for the same newest backup"
 assert_false "no second mail" _mail
 
+# An alert that cannot be delivered (nothing listens on the SMTP port) is not recorded as sent:
+# the next check sends it (it used to be marked sent first, and lost for good).
+assert_exit 0 cb --quiet backup files --time 2026-03-07T03:00:00Z
+newer=file_incremental_2026-03-07T03-00-00
+run env BACKUP_SMTP_URL="smtp://127.0.0.1:$(free_port)" CARIS_NOTIFY_TIMEOUT_SECONDS=2 \
+    CARIS_TEST_CLOCK=2026-03-09T03:00:00Z,2026-03-09T04:00:00Z "$CARIS_BIN" daemon
+assert_rc 0 "the daemon ran with the SMTP server down"
+assert_contains "$ERR" "stale alert was not delivered" "the undelivered alert is logged"
+assert_ne "$newer" "$(json_eval "$BACKUP_DIR/metadata/scheduler.json" 'd.get("staleAlerted", {}).get("files", "")')" \
+    "the undelivered alert is not recorded as sent"
+run env CARIS_TEST_CLOCK=2026-03-09T05:00:00Z,2026-03-09T06:00:00Z "$CARIS_BIN" daemon
+assert_rc 0 "the daemon ran again, the SMTP server up"
+wait_until 30 _mail || fail "the alert was not sent once the server was up" "$(_tail "$ERR_FILE")"
+assert_contains "$(mail_texts)" "Last success: 2026-03-07T03:00:00.000Z" "the alert sent then names the newer backup"
+rm -f "$TEST_TMP"/smtp/msg-*.eml
+
 # --- the clock set back while the daemon runs ---------------------------------------------------
 # The clock's offset is read from a file at every call (CARIS_TEST_CLOCK_OFFSET=PATH); the
 # monotonic clock is left alone, as when an administrator sets the clock.
