@@ -201,6 +201,10 @@ struct pgsrc_spawn {
     bool pipe_stdin;      /* else /dev/null */
     bool pipe_stdout;     /* else /dev/null, or log_path */
     const char *log_path; /* stdout and stderr appended to this file (0600) instead */
+    /* SIGTERM to the child when the thread that started it ends, or the process dies
+     * (kill -9): a dump or a restore never runs on, orphaned, holding its locks on the
+     * server. The starting thread must outlive the child (it waits for it). */
+    bool die_with_parent;
 };
 /* The child's environment is the part of ours that pgsrc_env_allowed passes (an allowlist:
  * PATH, HOME, locale, TZ, libpq's PG* variables, TLS and Kerberos settings; never

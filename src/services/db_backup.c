@@ -92,7 +92,7 @@ static int dump_stream(struct dbb *b, struct repo_writer *w, const struct pgsrc_
     *child_failed = false;
     memset(res, 0, sizeof(*res));
     struct pgsrc_child c;
-    struct pgsrc_spawn so = {.password = password, .pipe_stdout = true};
+    struct pgsrc_spawn so = {.password = password, .pipe_stdout = true, .die_with_parent = true};
     if (pgsrc_child_start(&c, tool->path, argv, &so, e) != 0)
         return -1;
     if (stream_store_fd_tap(b->r, w, b->threads, c.out_fd, repo_chunker_params(b->r, true), res,

@@ -675,7 +675,8 @@ static int restore_piped(struct restore_run *rr, char **argv, struct err *e)
      * inherits the mask), seen as EPIPE, and discarded below. */
     pthread_sigmask(SIG_BLOCK, &pipe_set, &old_mask);
     struct pgsrc_child c;
-    struct pgsrc_spawn so = {.password = rr->target->password, .pipe_stdin = true};
+    struct pgsrc_spawn so = {
+        .password = rr->target->password, .pipe_stdin = true, .die_with_parent = true};
     int rc = -1;
     int ip[2];
     if (pgsrc_child_start(&c, rr->tool->path, argv, &so, e) != 0)
@@ -819,7 +820,7 @@ static int toc_list(struct restore_run *rr, const char *file, char **toc, struct
     sigaddset(&pipe_set, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &pipe_set, &old_mask);
     struct pgsrc_child c;
-    struct pgsrc_spawn so = {.pipe_stdin = !file, .pipe_stdout = true};
+    struct pgsrc_spawn so = {.pipe_stdin = !file, .pipe_stdout = true, .die_with_parent = true};
     int rc = -1;
     if (pgsrc_child_start(&c, rr->tool->path, argv, &so, e) != 0)
         goto out;
@@ -981,7 +982,7 @@ static int pg_restore_run(struct restore_run *rr, struct err *e)
     free(conninfo);
     if (staged) {
         struct pgsrc_child c;
-        struct pgsrc_spawn so = {.password = rr->target->password};
+        struct pgsrc_spawn so = {.password = rr->target->password, .die_with_parent = true};
         if (pgsrc_child_start(&c, rr->tool->path, argv, &so, e) != 0)
             goto out;
         rr->applying = true;

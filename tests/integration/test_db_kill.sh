@@ -2,7 +2,8 @@
 # While a database backup runs, no process's arguments hold the password (ps is polled for
 # the whole backup). pg_dump killed with SIGKILL in the middle of its stream: the backup
 # fails (exit 10), no snapshot is listed, `check` passes, no temporary file (passfile) is
-# left, and the next backup works.
+# left, and the next backup works. The backup killed with SIGKILL while its pg_dump waits for a
+# table lock: pg_dump ends too.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/pglib.sh"
 
@@ -80,6 +81,29 @@ run cb --json check
 assert_rc 0 "check after the failed backup"
 assert_eq true "$(json_get "$OUT_FILE" '["ok"]')" "check --json says ok"
 assert_eq "" "$(find "$BACKUP_DIR/temp" -type f 2>/dev/null)" "no temporary file is left in BACKUP_DIR/temp"
+
+# --- the backup killed (-9) while its pg_dump waits for a table lock: pg_dump goes with it -------
+# (it stayed, orphaned, waiting on the server until the lock was released)
+pg_table_lock_take "$db" small
+bg_start cb backup database --full
+pid=$BG_PID
+# shellcheck disable=SC2317 # called through wait_until
+dump_waits() { dump_pid=$(find_child "$pid" pg_dump) && (($(pg_lock_waiters "$db" small) >= 1)); }
+if wait_until 60 dump_waits; then
+    kill -9 "$pid"
+    wait "$pid"
+    # shellcheck disable=SC2317 # called through wait_until
+    dump_gone() { [[ ! -e /proc/$dump_pid ]] || [[ $(awk '{print $3}' "/proc/$dump_pid/stat" 2>/dev/null) == Z ]]; }
+    if wait_until 30 dump_gone; then
+        pass "pg_dump ended with the backup killed under it"
+    else
+        fail "pg_dump runs on, orphaned, after the backup was killed"
+    fi
+else
+    fail "the backup's pg_dump did not wait for the table lock" "$(_tail "$BG_ERR")"
+fi
+pg_table_lock_release
+assert_exit 0 cb unlock
 
 # --- the next backup works ------------------------------------------------------------------------
 psql_db "$db" -c "DROP TABLE big" >/dev/null
