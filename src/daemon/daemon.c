@@ -895,6 +895,72 @@ static void run_other(struct daemon *d, struct job *j)
          rc >= 0 ? "" : e.msg);
 }
 
+/* A backup run the last daemon started and never finished (it was killed, crashed, or the
+ * machine went down): scheduler.json still holds it as the running job. It goes into the
+ * history as a failed run (a new reference to that entry), instead of vanishing without a
+ * word; NULL when there is none. Caller holds d->mu. */
+static const char INTERRUPTED_MSG[] =
+    "interrupted: the daemon that ran it stopped (killed, crashed or the machine went down) "
+    "before it finished; nothing of it was committed after that";
+static json_t *interrupted_run_locked(struct daemon *d)
+{
+    json_t *job = json_object_get(d->state, "job");
+    const char *kind = json_string_value(json_object_get(job, "kind"));
+    if (!kind || strcmp(kind, djob_kind_name(DJOB_BACKUP)) != 0)
+        return NULL;
+    const char *started = json_string_value(json_object_get(job, "startedAt"));
+    const char *type = json_string_value(json_object_get(job, "type"));
+    const char *sched = json_string_value(json_object_get(job, "schedule"));
+    json_t *rj =
+        json_pack("{s:s, s:b, s:s?, s:n, s:[], s:[], s:s, s:b, s:{s:s, s:s, s:s}}", "type",
+                  type ? type : "?", "ok", 0, "startedAt", started, "endedAt", "backupIds", "steps",
+                  "schedule", sched ? sched : "?", "interrupted", 1, "error", "code",
+                  err_code_name(ERR_FAILURE), "message", INTERRUPTED_MSG, "hint",
+                  "see the daemon's log (journalctl -u caris-backup) for its last lines; the next "
+                  "scheduled run backs up again, and `caris-backup unlock` removes what it left");
+    if (!rj)
+        return NULL;
+    json_t *hist = json_object_get(d->state, "history");
+    if (!json_is_array(hist)) {
+        hist = json_array();
+        json_object_set_new(d->state, "history", hist);
+    }
+    json_array_insert(hist, 0, rj);
+    while (json_array_size(hist) > HISTORY_MAX)
+        json_array_remove(hist, HISTORY_MAX);
+    return rj;
+}
+
+/* Logs, audits and notifies the interrupted run (interrupted_run_locked's; consumed). */
+static void interrupted_run_tell(struct daemon *d, json_t *rj)
+{
+    if (!rj)
+        return;
+    const char *type = json_string_value(json_object_get(rj, "type"));
+    const char *sched = json_string_value(json_object_get(rj, "schedule"));
+    dlog(d, LOG_ERROR, "job", "%s %s run started at %s: %s", sched ? sched : "?", type ? type : "?",
+         json_string_value(json_object_get(rj, "startedAt")) ?: "?", INTERRUPTED_MSG);
+    json_t *args =
+        json_pack("{s:s, s:s}", "schedule", sched ? sched : "?", "type", type ? type : "?");
+    struct caris_audit_entry en = {.actor = "scheduler",
+                                   .operation = "backup run",
+                                   .args = args,
+                                   .result = "failed",
+                                   .error = INTERRUPTED_MSG,
+                                   .duration_ms = -1};
+    struct err e = ERR_INIT;
+    if (caris_audit_append(d->backup_dir, &en, &e) != 0)
+        dlog(d, LOG_ERROR, "audit", "%s", e.msg);
+    json_decref(args);
+    struct notify_event ev = {.kind = NOTIFY_BACKUP_FAILED,
+                              .backup_kind = type,
+                              .duration_ms = -1,
+                              .error = INTERRUPTED_MSG,
+                              .time_ns = time_now_ns()};
+    notify(d, &ev);
+    json_decref(rj);
+}
+
 /* The audit line of a job that ended (the worker's: j->result and j->error are its own). */
 static void audit_job(struct daemon *d, const struct job *j)
 {
@@ -1639,10 +1705,12 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
     char started[40];
     time_format_iso(d->started_ns, started, sizeof(started));
     json_object_set_new(d->state, "startedAt", json_string(started));
+    json_t *dead = interrupted_run_locked(d);
     json_object_del(d->state, "job");
     state_schedules_locked(d);
     state_save_locked(d);
     pthread_mutex_unlock(&d->mu);
+    interrupted_run_tell(d, dead);
     /* the newest backups, read before the worker may use d->r: the stale check then works
      * from the start, even when a run starts at once and hangs */
     stale_refresh(d, now);

@@ -169,6 +169,31 @@ run cb --json run-now incremental
 assert_rc 0 "run-now without a daemon runs the job itself"
 assert_eq true "$(json_get "$OUT_FILE" '["ok"]')" "run-now without a daemon: ok"
 
+# kill -9 while the daemon's backup waits for a table lock: its pg_dump ends with it, and the
+# next daemon records the run as interrupted (history, audit log) instead of losing it
+printf 'BACKUP_SCHEDULE_DAILY=off\n' >"$TEST_TMP/env"
+pg_table_lock_take "$db" small
+start_daemon
+assert_exit 0 cb run-now full
+wait_until 60 _waiting || fail "the daemon's backup did not reach the table lock" "$(_tail "$DAEMON_ERR")"
+dump_pid=$(find_child "$DAEMON" pg_dump)
+kill -9 "$DAEMON"
+wait "$DAEMON"
+# shellcheck disable=SC2317 # called through wait_until
+dump_gone() { [[ ! -e /proc/$dump_pid ]] || [[ $(awk '{print $3}' "/proc/$dump_pid/stat" 2>/dev/null) == Z ]]; }
+wait_until 30 dump_gone || fail "the killed daemon's pg_dump runs on"
+pg_table_lock_release
+start_daemon
+run cb --json schedule status
+assert_eq true "$(json_eval "$OUT_FILE" 'd["history"][0].get("interrupted", False) and not d["history"][0]["ok"]')" \
+    "the killed run is in the history, failed and interrupted"
+assert_eq manual "$(json_get "$OUT_FILE" '["history"][0]["schedule"]')" "... as the manual run it was"
+assert_contains "$(cat "$DAEMON_ERR")" "interrupted" "the new daemon logs it"
+assert_contains "$(tail -n 3 "$BACKUP_DIR/metadata/audit.log")" "interrupted" "the audit log has it"
+kill -TERM "$DAEMON"
+wait "$DAEMON"
+assert_exit 0 cb unlock
+
 # --- notifications ------------------------------------------------------------------------
 NOTIFY=$LIB_DIR/notify_servers.py
 mkdir -p "$TEST_TMP/smtp"
