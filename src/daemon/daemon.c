@@ -125,6 +125,12 @@ struct daemon {
     /* a stale alert that could not be delivered is tried again from then on (monotonic ns; an
      * hour later: each try may take the channels' 60 s) */
     int64_t stale_retry_mono[2];
+    /* the stale check the main loop hands off during a long run (its notification may take
+     * the channels' 60 s, which the control socket must not wait for): one at a time */
+    pthread_t stale_th;
+    bool stale_th_started;
+    int stale_th_busy; /* atomic */
+    int64_t stale_th_now;
     int64_t last_now; /* the time the loop saw last: a clock set back shows against it */
     json_t *state;    /* what scheduler.json holds */
     int64_t started_ns;
@@ -612,6 +618,33 @@ static void stale_eval(struct daemon *d, int64_t now)
                      STALE_KINDS[k]);
             }
         }
+    }
+}
+
+static void *stale_thread_main(void *arg)
+{
+    struct daemon *d = arg;
+    stale_eval(d, d->stale_th_now);
+    __atomic_store_n(&d->stale_th_busy, 0, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+/* The stale check off the main thread (which serves the control socket): skipped while the
+ * last one still runs (it is delivering its alert). */
+static void stale_eval_async(struct daemon *d, int64_t now)
+{
+    if (__atomic_load_n(&d->stale_th_busy, __ATOMIC_ACQUIRE))
+        return;
+    if (d->stale_th_started)
+        pthread_join(d->stale_th, NULL);
+    d->stale_th_started = false;
+    d->stale_th_now = now;
+    __atomic_store_n(&d->stale_th_busy, 1, __ATOMIC_RELEASE);
+    if (pthread_create(&d->stale_th, NULL, stale_thread_main, d) == 0) {
+        d->stale_th_started = true;
+    } else {
+        __atomic_store_n(&d->stale_th_busy, 0, __ATOMIC_RELEASE);
+        stale_eval(d, now); /* no thread: here, as before */
     }
 }
 
@@ -1842,7 +1875,7 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
         if (stale_due && idle) {
             stale_refresh_ask(d, now, false); /* the worker reads the repository, then checks */
         } else if (stale_due && long_run) {
-            stale_eval(d, now); /* with the newest backups read last */
+            stale_eval_async(d, now); /* with the newest backups read last */
         }
         if (vjump)
             continue;
@@ -1911,6 +1944,8 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
     if (was_running)
         dlog(d, LOG_INFO, "stopping", "cancelling the running job");
     pthread_join(d->worker, NULL);
+    if (d->stale_th_started) /* its delivery gives up at d->stopping */
+        pthread_join(d->stale_th, NULL);
     jobs_finished(d);
     if (dropped)
         dlog(d, LOG_INFO, "stopping", "%zu queued job%s dropped", dropped, dropped == 1 ? "" : "s");
