@@ -141,6 +141,15 @@ static void note(struct rctx *c, json_t *arr, json_t *path, const char *msg)
     pthread_mutex_unlock(&c->mu);
 }
 
+/* A warning for an entry recorded as unreadable at backup time: what ("not restored: the
+ * file", "contents not restored: the directory") and the recorded error. */
+static void note_unread(struct rctx *c, json_t *path, const char *what, const char *err_msg)
+{
+    char w[400];
+    snprintf(w, sizeof(w), "%s could not be read at backup time (%s)", what, err_msg);
+    note(c, c->warnings, path, w);
+}
+
 static void note_fatal(struct rctx *c, const struct err *e)
 {
     pthread_mutex_lock(&c->mu);
@@ -996,14 +1005,8 @@ int files_read_backup(struct repo *r, json_t *summary, const struct buf *entries
             c.dirs++;
             if (c.fr)
                 frc = fsrestore_mkdir(c.fr, rel, &fe) || fsrestore_apply_meta(c.fr, rel, &m, &fe);
-            if (err_msg) { /* the directory is there, what was in it is not */
-                char w[400];
-                snprintf(w, sizeof(w),
-                         "contents not restored: the directory could not be read at backup "
-                         "time (%s)",
-                         err_msg);
-                note(&c, c.warnings, pathj, w);
-            }
+            if (err_msg) /* the directory is there, what was in it is not */
+                note_unread(&c, pathj, "contents not restored: the directory", err_msg);
             break;
         case FS_SYMLINK:
             if (c.fr) {
@@ -1027,12 +1030,7 @@ int files_read_backup(struct repo *r, json_t *summary, const struct buf *entries
             break;
         case FS_REG: {
             if (err_msg) {
-                char w[400];
-                snprintf(w, sizeof(w),
-                         "not restored: the file could not be read at backup "
-                         "time (%s)",
-                         err_msg);
-                note(&c, c.warnings, pathj, w);
+                note_unread(&c, pathj, "not restored: the file", err_msg);
                 break;
             }
             struct rfile *f = xcalloc(1, sizeof(*f));

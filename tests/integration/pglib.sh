@@ -211,6 +211,58 @@ pg_lock_waiters() {
         WHERE wait_event_type = 'Lock' AND query ILIKE '%$2%'"
 }
 
+# pitr_setup: what the point-in-time tests share, after pg_start: the repository, data (the
+# source's data directory), envf (the env file the server's commands read), R (a directory
+# for restores), all the server's user's (PostgreSQL refuses root), and cb as that user.
+pitr_setup() {
+    init_repo
+    data=$CARIS_PG_SOCKET
+    envf=$TEST_TMP/backup.env
+    pg_env_file "$envf"
+    R=$TEST_TMP/restores
+    mkdir -p "$R"
+    chmod 0755 "$TEST_TMP"
+    if [[ $(id -u) == 0 ]]; then
+        chown -R "$CARIS_PG_OS_USER:" "$BACKUP_DIR" "$envf" "$R"
+    fi
+    cb() { as_pg "$CARIS_BIN" "$@"; }
+}
+
+# pitr_stop_started_at_exit: every server a test starts on a restored directory (it adds the
+# directory to STARTED) is stopped when the test ends.
+pitr_stop_started_at_exit() {
+    STARTED=()
+    trap '_pitr_stop_started; _lib_on_exit; _pg_on_exit' EXIT
+}
+_pitr_stop_started() {
+    local d
+    for d in "${STARTED[@]}"; do
+        as_pg "$CARIS_PG_BIN/pg_ctl" stop -D "$d" -m immediate -w -s >/dev/null 2>&1
+    done
+    return 0
+}
+
+# pitr_restore_start NAME ARGS...: restore --physical into $R/NAME with --start (PORT: its
+# port; the server is stopped at exit, pitr_stop_started_at_exit)
+pitr_restore_start() {
+    local name=$1
+    shift
+    PORT=$(free_port)
+    STARTED+=("$R/$name")
+    run cb --env-file "$envf" --json restore database --physical --pgdata "$R/$name" --start --port "$PORT" --wait 90 "$@"
+}
+
+# pg_allow_replication: a pg_hba.conf line for replication connections from loopback (base
+# backups, wal receive); the server reads it at its next reload or restart.
+pg_allow_replication() {
+    local line="host replication all 127.0.0.1/32 scram-sha-256"
+    if [[ $(id -u) == 0 ]]; then
+        echo "$line" | runuser -u "$CARIS_PG_OS_USER" -- tee -a "$CARIS_PG_SOCKET/pg_hba.conf" >/dev/null
+    else
+        echo "$line" >>"$CARIS_PG_SOCKET/pg_hba.conf"
+    fi
+}
+
 # pg_env_file PATH: the env file of the commands the server runs (archive_command,
 # restore_command) and of restores run as its user: BACKUP_DIR, the key, POSTGRES_URL; mode 0600.
 pg_env_file() {

@@ -14,7 +14,6 @@ trap '_lib_on_exit; _pg_on_exit; _s3_on_exit' EXIT
 
 pg_start
 init_repo
-data=$CARIS_PG_SOCKET # the source's data directory
 envf=$TEST_TMP/backup.env
 pg_env_file "$envf"
 R=$TEST_TMP/restores
@@ -31,11 +30,7 @@ psql_db postgres -c "ALTER SYSTEM SET archive_mode = on" \
     -c "ALTER SYSTEM SET archive_command = '$CARIS_BIN --quiet --env-file $envf wal push %p'" \
     -c "ALTER SYSTEM SET wal_level = replica" \
     -c "ALTER SYSTEM SET autovacuum = off" || fail "ALTER SYSTEM archive settings"
-if [[ $(id -u) == 0 ]]; then
-    echo "host replication all 127.0.0.1/32 scram-sha-256" | runuser -u "$CARIS_PG_OS_USER" -- tee -a "$data/pg_hba.conf" >/dev/null
-else
-    echo "host replication all 127.0.0.1/32 scram-sha-256" >>"$data/pg_hba.conf"
-fi
+pg_allow_replication
 pg_pause && pg_resume || fail "restart with archive_mode = on"
 
 # a database of tricky content, a table of ~23 MiB (92 blocks of 256 KiB) and tables to

@@ -10,39 +10,18 @@
 # forget + prune the history is kept and B2 still restores; --timeline current restores the
 # abandoned timeline 1. And a base backup waits for its WAL in this repository: with
 # archive_command archiving nowhere it fails (nothing listed); --no-archive-check warns.
+# shellcheck disable=SC2154 # data, envf and R are set by pitr_setup (pglib.sh)
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/pglib.sh"
 
 pg_start
-init_repo
-data=$CARIS_PG_SOCKET # the source's data directory
-envf=$TEST_TMP/backup.env
-pg_env_file "$envf"
-R=$TEST_TMP/restores
-mkdir -p "$R"
-chmod 0755 "$TEST_TMP"
-[[ $(id -u) == 0 ]] && chown -R "$CARIS_PG_OS_USER:" "$BACKUP_DIR" "$envf" "$R"
-cb() { as_pg "$CARIS_BIN" "$@"; }
-
-# every server this test starts on a restored directory is stopped when it ends
-STARTED=()
-_stop_started() {
-    local d
-    for d in "${STARTED[@]}"; do
-        as_pg "$CARIS_PG_BIN/pg_ctl" stop -D "$d" -m immediate -w -s >/dev/null 2>&1
-    done
-    return 0
-}
-trap '_stop_started; _lib_on_exit; _pg_on_exit' EXIT
+pitr_setup # repository, $data, $envf, $R; cb as the server's user
+pitr_stop_started_at_exit
 
 psql_db postgres -c "ALTER SYSTEM SET archive_mode = on" \
     -c "ALTER SYSTEM SET archive_command = '$CARIS_BIN --quiet --env-file $envf wal push %p'" \
     -c "ALTER SYSTEM SET wal_level = replica" || fail "ALTER SYSTEM archive settings"
-if [[ $(id -u) == 0 ]]; then
-    echo "host replication all 127.0.0.1/32 scram-sha-256" | runuser -u "$CARIS_PG_OS_USER" -- tee -a "$data/pg_hba.conf" >/dev/null
-else
-    echo "host replication all 127.0.0.1/32 scram-sha-256" >>"$data/pg_hba.conf"
-fi
+pg_allow_replication
 pg_pause && pg_resume || fail "restart with archive_mode = on"
 psql_db "$CARIS_PG_DB" -c "CREATE TABLE t (i int PRIMARY KEY, batch int)" || fail "create t"
 
@@ -60,14 +39,7 @@ archive_all() {
     wait_until 60 _archived || fail "WAL up to $last not archived within 60 s" "$(q 'SELECT * FROM pg_stat_archiver' postgres)"
 }
 
-# restore_start NAME ARGS...: restore into $R/NAME with --start (PORT: its port)
-restore_start() {
-    local name=$1
-    shift
-    PORT=$(free_port)
-    STARTED+=("$R/$name")
-    run cb --env-file "$envf" --json restore database --physical --pgdata "$R/$name" --start --port "$PORT" --wait 90 "$@"
-}
+restore_start() { pitr_restore_start "$@"; }
 q_at() { "$CARIS_PG_BIN/psql" -X -q -At -h "$R/$1" -p "$PORT" -U "$CARIS_PG_USER" -d "$CARIS_PG_DB" -c "$2" </dev/null; }
 rows_at() { q_at "$1" "SELECT count(*) || ' ' || string_agg(DISTINCT batch::text, ',' ORDER BY batch::text) FROM t"; }
 stop_at() { as_pg "$CARIS_PG_BIN/pg_ctl" stop -D "$R/$1" -m fast -w -s >/dev/null 2>&1; }

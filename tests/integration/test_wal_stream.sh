@@ -14,6 +14,7 @@
 # every marker row 1..K is in the restored cluster, with no hole. The lost window in seconds
 # (the last commit on the old server, read after its crash recovery, minus the last recovered
 # commit) is measured and printed, not asserted.
+# shellcheck disable=SC2154 # data, envf and R are set by pitr_setup (pglib.sh)
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/pglib.sh"
 
@@ -23,20 +24,8 @@ export CARIS_PG_FSYNC=on
 FLUSH=${CARIS_TEST_STREAM_FLUSH_SECONDS:-1} # the flush interval (measurements: 5, the default)
 LATER=${CARIS_TEST_STREAM_LATER:-400}       # marker commits between the poll and the crash
 pg_start
-init_repo
-data=$CARIS_PG_SOCKET # the source's data directory
-envf=$TEST_TMP/backup.env
-pg_env_file "$envf"
-R=$TEST_TMP/restores
-mkdir -p "$R"
-chmod 0755 "$TEST_TMP"
-[[ $(id -u) == 0 ]] && chown -R "$CARIS_PG_OS_USER:" "$BACKUP_DIR" "$envf" "$R"
-cb() { as_pg "$CARIS_BIN" "$@"; }
-if [[ $(id -u) == 0 ]]; then
-    echo "host replication all 127.0.0.1/32 scram-sha-256" | runuser -u "$CARIS_PG_OS_USER" -- tee -a "$data/pg_hba.conf" >/dev/null
-else
-    echo "host replication all 127.0.0.1/32 scram-sha-256" >>"$data/pg_hba.conf"
-fi
+pitr_setup # repository, $data, $envf, $R; cb as the server's user
+pg_allow_replication
 # archive_command too (base backups require archive_mode = on): whole segments then reach
 # the archive twice, from both (the identical-content rule); the unfinished one only from
 # wal receive's partials
