@@ -82,7 +82,8 @@ typedef void (*fswalk_warn_cb)(void *ctx, const char *path, const char *msg);
 struct fswalk_opts {
     const char *const *excludes; /* fnmatch(3) patterns, NULL-terminated array or NULL.
                                     A pattern containing '/' is matched against the relative
-                                    path, otherwise against the entry's name. */
+                                    path (one starting with '/': the rest of it), otherwise
+                                    against the entry's name. */
     bool one_file_system;        /* do not descend into other mounts */
     fswalk_warn_cb warn;
     void *ctx; /* passed to all callbacks */

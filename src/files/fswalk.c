@@ -756,7 +756,9 @@ static bool excluded(const struct fswalk_opts *o, const char *path, const char *
 {
     const char *const *p = o->excludes;
     for (; p && *p; p++) {
-        if (strchr(*p, '/') ? fnmatch(*p, path, FNM_PATHNAME) == 0 : fnmatch(*p, name, 0) == 0)
+        if (**p == '/'        ? fnmatch(*p + 1, path, FNM_PATHNAME) == 0 /* anchored: the path */
+            : strchr(*p, '/') ? fnmatch(*p, path, FNM_PATHNAME) == 0
+                              : fnmatch(*p, name, 0) == 0)
             return true;
     }
     return false;

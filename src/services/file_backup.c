@@ -1308,7 +1308,8 @@ static int check_nested_roots(json_t *roots, struct err *e)
 
 /* The exclude patterns as the walk of root takes them, NULL-terminated (free with
  * free_patterns): trailing slashes dropped ("cache/" is "cache"), an absolute pattern made
- * relative to the root it lies under and left out for the others. With roots (and e), checks
+ * "/" and the path below the root it lies under (matched against that path only, see
+ * fswalk_opts) and left out for the others. With roots (and e), checks
  * instead that every absolute pattern lies under some root and is not one. */
 static char **root_excludes(const char *const *ex, const char *root, json_t *roots, struct err *e)
 {
@@ -1356,9 +1357,11 @@ static char **root_excludes(const char *const *ex, const char *root, json_t *roo
             free(out);
             return NULL;
         }
+        /* anchored at the root: "/cache" is the root's cache, never a cache deeper down (a
+         * bare "cache" would match every one, at any depth) */
         const char *b = below_root(p, root);
         if (b && *b)
-            out[k++] = xstrdup(b);
+            out[k++] = xasprintf("/%s", b);
         free(p);
     }
     return out;

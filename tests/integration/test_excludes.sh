@@ -25,6 +25,15 @@ for pat in excl/cache 'excl/cache/' "$src/excl/cache" "$src/excl/cache/" "$src/e
     assert_eq "excl keep keep/cache keep/cache/k other other/o " "$(paths_of)" \
         "--exclude '${pat#"$TEST_TMP"/}' leaves out excl/cache only"
 done
+# an absolute pattern is anchored at its root: /ROOT/tmp is that tmp, not every tmp below it
+# (made relative, it once became a bare name and matched at any depth)
+src2=$TEST_TMP/src2
+mkdir -p "$src2/tmp" "$src2/app/tmp"
+echo t >"$src2/tmp/t"
+echo a >"$src2/app/tmp/a"
+assert_exit 0 cb --quiet backup files --full --exclude "$src2/tmp" "$src2"
+assert_eq "$(printf '%s\n' "$src2" "$src2/app" "$src2/app/tmp" "$src2/app/tmp/a")" \
+    "$(cb ls latest --recursive | LC_ALL=C sort)" "--exclude ROOT/tmp leaves out that tmp only"
 n=$(count)
 run cb backup files --full --exclude /elsewhere/cache "$src"
 assert_rc 2 "an absolute --exclude outside every root is refused"
