@@ -145,6 +145,10 @@ static char *redact_kv(const char *s)
         const char *start = p;
         while (*p && isspace((unsigned char)*p))
             p++;
+        if (!*p) { /* trailing blanks: nothing malformed */
+            sb_str(&b, start);
+            break;
+        }
         const char *k = p;
         while (*p && *p != '=' && !isspace((unsigned char)*p))
             p++;

@@ -1357,12 +1357,8 @@ char *storage_location_redact(const char *location)
     const char *sep = strstr(location, "://");
     if (!sep)
         return xstrdup(location);
-    const char *auth = sep + 3;
-    size_t alen = strcspn(auth, "/");
-    const char *at = NULL;
-    for (size_t i = 0; i < alen; i++)
-        if (auth[i] == '@')
-            at = auth + i;
+    /* the last '@' anywhere: a secret key may hold a '/' ("KEY:ab/cd@host") */
+    const char *auth = sep + 3, *at = strrchr(auth, '@');
     if (!at)
         return xstrdup(location);
     return xasprintf("%.*sxxxxx%s", (int)(auth - location), location, at);
@@ -1391,7 +1387,7 @@ static int parse_location(struct s3_storage *s, const char *loc, bool *plain_htt
         slash = auth + strlen(auth);
     if (!slash || slash == auth)
         return bad_url(loc, "no host, or no bucket after it", e);
-    if (memchr(auth, '@', (size_t)(slash - auth)))
+    if (strchr(auth, '@')) /* anywhere: a secret may hold a '/' */
         return bad_url(loc,
                        "credentials do not belong in the location (they would show in "
                        "messages): use AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",

@@ -31,7 +31,8 @@ assert_contains "$ERR" "init --copy-chunker-from $REPO" "a missing destination: 
 assert_exit 2 cb copy "$id1"
 assert_contains "$ERR" "--to" "copy without --to is a usage error"
 # credentials in the location are refused, and never shown
-for loc in "s3:http://AKIDX:Loc-Secret-4711@${S3_ENDPOINT#*://}/bkt/x" "s3:http://AKIDX:Loc-Secret-4711@${S3_ENDPOINT#*://}"; do
+for loc in "s3:http://AKIDX:Loc-Secret-4711@${S3_ENDPOINT#*://}/bkt/x" "s3:http://AKIDX:Loc-Secret-4711@${S3_ENDPOINT#*://}" \
+    "s3:http://AKIDX:ab/Loc-Secret-4711@${S3_ENDPOINT#*://}/bkt/x"; do
     run cb --json copy "$id1" --to "$loc"
     assert_rc 2 "a location with credentials is refused"
     assert_not_contains "$OUT$ERR" "Loc-Secret-4711" "the refusal does not show the credentials"

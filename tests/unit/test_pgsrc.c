@@ -208,6 +208,7 @@ static void test_redaction(void **state)
         {"postgresql+psycopg2://u:secret@h/db", "xxxxx"},
         {"host=h u:secret@h", "host=h xxxxx"},
         {" postgresql://u:secret@h/db", " xxxxx"},
+        {"host=h password=secret ", "host=h password=xxxxx "},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char *r = pgsrc_url_redact(cases[i].in);
