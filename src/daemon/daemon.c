@@ -131,6 +131,11 @@ struct daemon {
     bool stale_th_started;
     int stale_th_busy; /* atomic */
     int64_t stale_th_now;
+    /* the telling of a run the last daemon left unfinished, off the main thread (its
+     * notification may take the channels' 60 s, which the start must not wait for) */
+    pthread_t tell_th;
+    bool tell_started;
+    json_t *tell_rj;
     int64_t last_now; /* the time the loop saw last: a clock set back shows against it */
     json_t *state;    /* what scheduler.json holds */
     int64_t started_ns;
@@ -994,6 +999,13 @@ static void interrupted_run_tell(struct daemon *d, json_t *rj)
     json_decref(rj);
 }
 
+static void *interrupted_tell_main(void *arg)
+{
+    struct daemon *d = arg;
+    interrupted_run_tell(d, d->tell_rj);
+    return NULL;
+}
+
 /* The audit line of a job that ended (the worker's: j->result and j->error are its own). */
 static void audit_job(struct daemon *d, const struct job *j)
 {
@@ -1635,6 +1647,12 @@ static void reload(struct daemon *d)
 
 static void daemon_free(struct daemon *d)
 {
+    /* the threads that may be delivering a notification: they give up at d->stopping */
+    __atomic_store_n(&d->stopping, 1, __ATOMIC_RELAXED);
+    if (d->tell_started)
+        pthread_join(d->tell_th, NULL);
+    if (d->stale_th_started)
+        pthread_join(d->stale_th, NULL);
     while (d->nclients)
         client_close(d, d->nclients - 1);
     walmon_stop(d->walmon);
@@ -1743,7 +1761,12 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
     state_schedules_locked(d);
     state_save_locked(d);
     pthread_mutex_unlock(&d->mu);
-    interrupted_run_tell(d, dead);
+    if (dead) {
+        d->tell_rj = dead;
+        d->tell_started = pthread_create(&d->tell_th, NULL, interrupted_tell_main, d) == 0;
+        if (!d->tell_started)
+            interrupted_run_tell(d, dead); /* no thread: here */
+    }
     /* the newest backups, read before the worker may use d->r: the stale check then works
      * from the start, even when a run starts at once and hangs */
     stale_refresh(d, now);
@@ -1946,6 +1969,7 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
     pthread_join(d->worker, NULL);
     if (d->stale_th_started) /* its delivery gives up at d->stopping */
         pthread_join(d->stale_th, NULL);
+    d->stale_th_started = false;
     jobs_finished(d);
     if (dropped)
         dlog(d, LOG_INFO, "stopping", "%zu queued job%s dropped", dropped, dropped == 1 ? "" : "s");
