@@ -32,6 +32,8 @@ struct globals {
 
 /* Prints the error (and its HINT) to stderr; returns its exit code. */
 int fail(const struct err *e);
+/* The message of the first error fail() printed (the audit line's "error"); NULL: none. */
+const char *cli_first_failure(void);
 /* A usage error (exit 2); fmt has one %s for arg. */
 int usage_error(const char *fmt, const char *arg);
 /* --full ('F') or --incremental ('I') seen: 0, or a usage error (exit 2) when the other one

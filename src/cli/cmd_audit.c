@@ -184,8 +184,13 @@ void cli_audit(struct globals *g, int argc, char **argv, int code, int64_t durat
     else
         snprintf(result, sizeof(result), "failed (exit %d)", code);
     json_t *a = json_pack("{s:o}", "argv", args);
-    struct caris_audit_entry en = {
-        .actor = actor, .operation = op, .args = a, .result = result, .duration_ms = duration_ms};
+    struct caris_audit_entry en = {.actor = actor,
+                                   .operation = op,
+                                   .args = a,
+                                   .result = result,
+                                   .error = code != 0 && code != EXIT_WARNINGS ? cli_first_failure()
+                                                                               : NULL,
+                                   .duration_ms = duration_ms};
     struct err e = ERR_INIT;
     if (caris_audit_append(dir, &en, &e) != 0) {
         fprintf(stderr, "warning: this operation is not in the audit log: %s\n", e.msg);

@@ -159,8 +159,17 @@ json_t *cli_err_to_json(const struct err *e)
                      "hint", e->hint[0] ? e->hint : NULL, "exitCode", err_exit_code(e));
 }
 
+static char first_failure[sizeof(((struct err *)0)->msg)]; /* for the audit line */
+
+const char *cli_first_failure(void)
+{
+    return first_failure[0] ? first_failure : NULL;
+}
+
 int fail(const struct err *e)
 {
+    if (!first_failure[0] && err_is_set(e))
+        snprintf(first_failure, sizeof(first_failure), "%s", e->msg);
     err_print(e, stderr);
     /* One document on stdout: a command that printed its result (which says what failed)
      * and then fails keeps that result as the document. */

@@ -598,8 +598,11 @@ static void stale_eval(struct daemon *d, int64_t now)
         }
         pthread_mutex_unlock(&d->mu);
         if (send) {
-            dlog(d, LOG_WARN, "stale", "no successful %s backup since %s", STALE_KINDS[k],
-                 newest ? newest_id : "ever");
+            if (newest)
+                dlog(d, LOG_WARN, "stale", "no successful %s backup since %s", STALE_KINDS[k],
+                     newest_id);
+            else
+                dlog(d, LOG_WARN, "stale", "no successful %s backup at all", STALE_KINDS[k]);
             struct notify_event ev = {.kind = NOTIFY_STALE,
                                       .backup_kind = STALE_KINDS[k],
                                       .duration_ms = -1,
@@ -1784,7 +1787,7 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
             iso_s(d->next_run[i], t, sizeof(t));
         dlog(d, LOG_INFO, "schedule", "%s (%s, %s): %s%s", d->sch.items[i].name,
              d->sch.items[i].backup_type, d->sch.items[i].enabled ? d->sch.items[i].text : "off",
-             d->next_run[i] ? "next run " : "", t);
+             d->next_run[i] ? "next run " : "not run", t);
     }
     if (o->ready)
         o->ready(o->ready_ctx);

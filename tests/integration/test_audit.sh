@@ -22,6 +22,8 @@ assert_eq "backup files|list|verify|restore database" \
 assert_eq "ok ok ok failed (exit 2)" \
     "$(json_eval "$OUT_FILE" '" ".join(l["result"] for l in d if l["operation"] != "init")')" "each with its result"
 assert_eq "cli:$(id -un)" "$(json_eval "$OUT_FILE" 'd[-1]["actor"]')" "the actor is the user"
+assert_contains "$(json_eval "$OUT_FILE" 'd[-1]["error"]')" "--bogus" "a failed command's line has its error"
+assert_eq true "$(json_eval "$OUT_FILE" 'd[-2]["error"] is None')" "a command that succeeded has none"
 assert_eq true "$(json_eval "$OUT_FILE" 'all(isinstance(l["durationMs"], int) for l in d)')" "each with its duration"
 assert_false "no URL's user, password or host in the log" grep -q -e someone -e secret -e db.example "$LOG"
 assert_contains "$(cat "$LOG")" 'postgresql://' "the URL's scheme is kept"
