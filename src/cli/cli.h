@@ -34,6 +34,8 @@ struct globals {
 int fail(const struct err *e);
 /* The message of the first error fail() printed (the audit line's "error"); NULL: none. */
 const char *cli_first_failure(void);
+/* wal get answered "not in the archive" (exit 1): its only exit status below 126 but 0 */
+extern bool cli_wal_get_absent;
 /* A usage error (exit 2); fmt has one %s for arg. */
 int usage_error(const char *fmt, const char *arg);
 /* --full ('F') or --incremental ('I') seen: 0, or a usage error (exit 2) when the other one

@@ -16,6 +16,8 @@
  * PostgreSQL's recovery treats as fatal instead of as the end of the archive */
 #define WAL_GET_FATAL_EXIT 255
 
+bool cli_wal_get_absent;
+
 static const char WAL_USAGE[] =
     "usage: caris-backup [--env-file F] wal push [--no-daemon] PATH\n"
     "       caris-backup [--env-file F] wal get [--no-daemon] NAME DEST\n"
@@ -137,16 +139,22 @@ static int wal_get(struct globals *g, int argc, char **argv)
     int rc = alone ? 1 : caris_daemon_wal_get(&g->cfg, g->repo_path, name, dest, &e);
     if (rc == 1) {
         struct repo *r = open_repo(g, false, &e);
-        if (!r)
-            return fail(&e);
+        if (!r) { /* a wrong key, a missing repository: never "not in the archive" */
+            fail(&e);
+            return WAL_GET_FATAL_EXIT;
+        }
         struct caris_op op;
         cli_op_init_service(g, &op);
         rc = caris_wal_get(r, name, dest, &op, &e);
         repo_close(r);
     }
-    if (rc != 0 && e.code == ERR_NOT_FOUND)
-        return 1; /* PostgreSQL asks for files past the end of the archive as a matter of
-                   * course: "not there" is an answer, not an error to print */
+    if (rc != 0 && e.code == ERR_NOT_FOUND && e.sys_errno == 0) {
+        /* PostgreSQL asks for files past the end of the archive as a matter of course: "not
+         * there" is an answer, not an error to print. Only the archive's own "not there" (a
+         * system error such as ENOENT for DEST's directory is a failure) */
+        cli_wal_get_absent = true;
+        return 1;
+    }
     if (rc != 0) {
         /* Any other failure must stop the recovery, never end it: PostgreSQL takes an exit
          * status up to 125 as "not in the archive", ends recovery there and promotes without

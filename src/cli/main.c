@@ -1359,7 +1359,45 @@ static int not_implemented(const char *cmd)
     return fail(&e);
 }
 
+/* Whether the command line is `wal get` (PostgreSQL's restore_command): the command word is
+ * the first word that is neither an option nor a global option's value. */
+static bool is_wal_get(int argc, char **argv)
+{
+    static const char *const WITH_VALUE[] = {"--env-file", "--repo", "--threads", "--lock-wait",
+                                             "--s3-connections"};
+    int i = 1;
+    for (; i < argc; i++) {
+        bool value = false;
+        for (size_t k = 0; k < sizeof(WITH_VALUE) / sizeof(WITH_VALUE[0]); k++)
+            value |= strcmp(argv[i], WITH_VALUE[k]) == 0;
+        if (value)
+            i++;
+        else if (argv[i][0] != '-')
+            break;
+    }
+    if (i >= argc || strcmp(argv[i], "wal") != 0)
+        return false;
+    for (i++; i < argc; i++)
+        if (argv[i][0] != '-')
+            return strcmp(argv[i], "get") == 0;
+    return false;
+}
+
+static int main_run(int argc, char **argv);
+
 int main(int argc, char **argv)
+{
+    /* PostgreSQL takes a restore_command's exit status up to 125 as "not in the archive" and
+     * ends the recovery there, promoting without the rest of the WAL: every failure of `wal
+     * get` (a bad env file, a usage error, a wrong key...) but that answer is 255 (fatal) */
+    bool wal_get = is_wal_get(argc, argv);
+    int code = main_run(argc, argv);
+    if (wal_get && code != 0 && !(code == 1 && cli_wal_get_absent))
+        return 255;
+    return code;
+}
+
+static int main_run(int argc, char **argv)
 {
     /* Before anything holds a key: a core dump would write keys and data to disk. */
     struct err ce = ERR_INIT;

@@ -366,7 +366,8 @@ int caris_daemon_wal_get(const struct config *cfg, const char *repo_path, const 
     tmp = xasprintf("%s.caris-tmp.XXXXXX", dest); /* one name per call, never reused */
     fd = mkostemp(tmp, O_CLOEXEC);
     if (fd < 0) {
-        err_sys(e, errno, NULL, "cannot create %s", tmp);
+        err_sys(e, errno, "DEST's directory must exist and be writable", "cannot create %s", tmp);
+        e->code = ERR_FAILURE; /* never the archive's "not there" */
         goto out;
     }
     rc = wal_exchange(sock, "wal-get", name, repo_path, fd, WAL_GET_TIMEOUT_MS, &ans, e);

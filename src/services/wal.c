@@ -394,6 +394,30 @@ static int push_fd(struct repo *r, int fd, const char *name, const char *path, j
         _exit(137);
     if (repo_record_add(r, kind, rec, e) != 0)
         goto out;
+    /* Another push of the same name may have stored its record meanwhile (its check above ran
+     * before this record existed, and this one's before its record did): looked at again now
+     * that this record is there, the last of two such pushes always sees the other, and a
+     * different version is a failure, never two silent successes. The archive then holds both
+     * versions, which `wal get` refuses (it cannot know which is the server's). */
+    json_decref(found);
+    if (!(found =
+              cache ? records_of_cached(r, kind, cache, name, e) : records_of(r, kind, name, e)))
+        goto out;
+    size_t fi;
+    json_t *fx;
+    json_array_foreach(found, fi, fx)
+    {
+        const char *xs = json_string_value(json_object_get(fx, "sha256"));
+        if (!xs || strcmp(xs, hex) != 0) {
+            err_set(e, ERR_DAMAGE,
+                    "find out why two different files were pushed under one name (two clusters "
+                    "archiving into one repository?); `wal get` refuses the name until then",
+                    "WAL file %s was archived at the same time by another push, with different "
+                    "content (SHA-256 %.16s…, this one %.16s…): the archive holds both",
+                    name, xs ? xs : "?", hex);
+            goto out;
+        }
+    }
     res->bytes = sr.bytes;
     memcpy(res->sha256, sr.sha256, 32);
     caris_op_log(op, LOG_INFO, "archived WAL file %s (%llu bytes)", name,
@@ -583,7 +607,8 @@ int caris_wal_get(struct repo *r, const char *name, const char *dest, const stru
     int rc = -1;
     int fd = mkostemp(tmp, O_CLOEXEC);
     if (fd < 0) {
-        err_sys(e, errno, NULL, "cannot create %s", tmp);
+        err_sys(e, errno, "DEST's directory must exist and be writable", "cannot create %s", tmp);
+        e->code = ERR_FAILURE; /* never the archive's "not there" */
         goto out;
     }
     if (caris_wal_get_fd_cached(r, name, fd, NULL, op, e) != 0)

@@ -81,12 +81,49 @@ assert_contains "$ERR" "already archived with different content" "different re-p
 assert_exit 0 cb wal get "$S1" "$TEST_TMP/out/again"
 assert_true "after a refused re-push the archived file is unchanged" cmp "$TEST_TMP/wal/$S1" "$TEST_TMP/out/again"
 
+# --- two pushes of different content under one name at once: never both succeed ----------
+# (both used to exit 0, and the archive held two versions that wal get refused)
+for n in 5 6 7; do
+    name=00000001000000000000000$n
+    mkdir -p "$TEST_TMP/race-a" "$TEST_TMP/race-b"
+    seg "$TEST_TMP/race-a/$name" $((n * 10))
+    seg "$TEST_TMP/race-b/$name" $((n * 10 + 1))
+    "$CARIS_BIN" --quiet wal push --no-daemon "$TEST_TMP/race-a/$name" 2>/dev/null &
+    a=$!
+    "$CARIS_BIN" --quiet wal push --no-daemon "$TEST_TMP/race-b/$name" 2>/dev/null &
+    b=$!
+    wait "$a"
+    ra=$?
+    wait "$b"
+    rb=$?
+    if ((ra == 0 && rb == 0)); then
+        fail "two different versions of $name both archived without an error"
+    else
+        pass "two different versions of $name at once: at least one push failed ($ra, $rb)"
+    fi
+done
+
 # --- missing files and bad names ---------------------------------------------------------
 assert_exit 1 cb wal get 000000010000000000000009 "$TEST_TMP/out/missing"
 assert_eq "" "$ERR" "wal get of a missing file: nothing on stderr"
 assert_false "wal get of a missing file creates nothing" test -e "$TEST_TMP/out/missing"
 assert_exit 1 cb wal get 00000003.history "$TEST_TMP/out/missing"
 assert_exit 255 cb wal get ../etc/passwd "$TEST_TMP/out/x"
+# every failure but "not in the archive" is fatal to the recovery (255): a wrong key, a missing
+# repository or env file, a usage error, DEST's directory missing (they exited 5, 7, 6, 2 and
+# a silent 1, which PostgreSQL takes for the end of the archive, and promotes)
+printf 'BACKUP_DIR=%s\nBACKUP_ENCRYPTION_KEY=wrong-key-for-this-repository-0123456789\n' "$BACKUP_DIR" >"$TEST_TMP/wrong.env"
+printf 'BACKUP_DIR=%s\nBACKUP_ENCRYPTION_KEY=%s\n' "$TEST_TMP/no-such-dir" "$BACKUP_ENCRYPTION_KEY" >"$TEST_TMP/nodir.env"
+chmod 600 "$TEST_TMP/wrong.env" "$TEST_TMP/nodir.env"
+for args in "--env-file $TEST_TMP/wrong.env wal get $S1 $TEST_TMP/out/k" "--env-file $TEST_TMP/nodir.env wal get $S1 $TEST_TMP/out/k" \
+    "--env-file $TEST_TMP/no-such.env wal get $S1 $TEST_TMP/out/k" "wal get $S1" "wal get --bogus $S1 $TEST_TMP/out/k" \
+    "wal get $S1 $TEST_TMP/no-such-dir/RECOVERYXLOG" "wal get --no-daemon $S1 $TEST_TMP/no-such-dir/RECOVERYXLOG"; do
+    # shellcheck disable=SC2086 # word splitting of $args is the point
+    run env -u BACKUP_ENCRYPTION_KEY -u BACKUP_DIR "$CARIS_BIN" $args
+    [[ $args == --env-file* ]] || run "$CARIS_BIN" $args
+    assert_rc 255 "wal get fails fatally: ${args//$TEST_TMP\//}"
+done
+assert_false "no DEST was written by the failed gets" test -e "$TEST_TMP/out/k"
 cp "$TEST_TMP/wal/$S1" "$TEST_TMP/wal/notawalfile"
 assert_exit 2 cb wal push "$TEST_TMP/wal/notawalfile"
 assert_contains "$ERR" "not a WAL file name" "a file that is not WAL is refused"
