@@ -10,6 +10,7 @@
 #include "caris/audit.h"
 #include "caris/core.h"
 #include "caris/repo.h"
+#include "caris/retention.h"
 
 #include "cli.h"
 
@@ -19,8 +20,9 @@ static const char AUDIT_USAGE[] =
     "\n"
     "The audit log, BACKUP_DIR/metadata/audit.log: one line per operation of the command\n"
     "line, the API and the scheduler (time, actor, source address, operation, arguments\n"
-    "without secrets, result, backup ids, duration). --since shows the lines from TIME on\n"
-    "(ISO-8601, e.g. 2026-03-01T00:00:00Z).\n"
+    "without secrets, result and error, backup ids, duration). --since shows the lines from\n"
+    "TIME on: 2026-03-01T00:00:00Z, 2026-03-01T01:00:00+01:00, or 2026-03-01 01:00 (local\n"
+    "time in BACKUP_TZ).\n"
     "\n"
     "verify checks the hash chain (each line carries the SHA-256 of the one before it and its\n"
     "sequence number): exit 0 when intact, 4 naming the first bad line when a line was\n"
@@ -30,8 +32,12 @@ static int audit_show(struct globals *g, const char *since)
 {
     int64_t since_ns = 0;
     struct err e = ERR_INIT;
-    if (since && time_parse_iso(since, &since_ns) != 0)
-        return usage_error("--since: '%s' is not an ISO-8601 time", since);
+    /* as --time takes it: UTC (Z), an offset, or local time in BACKUP_TZ */
+    if (since && caris_time_parse(since, config_get(&g->cfg, "BACKUP_TZ"), &since_ns, &e) != 0) {
+        err_wrap(&e, "--since");
+        e.code = ERR_USAGE;
+        return fail(&e);
+    }
     json_t *lines = caris_audit_read(config_backup_dir(&g->cfg), since_ns, &e);
     if (!lines)
         return fail(&e);

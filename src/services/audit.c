@@ -57,8 +57,23 @@ static int last_line(int fd, int64_t *seq, char hash[2 * CX_SHA256_LEN + 1], str
     line_hash(buf + start, end - start, hash);
     json_t *j = json_loadb(buf + start, end - start, 0, NULL);
     json_int_t s = json_integer_value(json_object_get(j, "seq"));
-    *seq = s > 0 ? s : 0;
     json_decref(j);
+    /* a torn last line (a crash, a full disk while it was written) has no number: it counts
+     * as the one after the line before it, so that numbering goes on (it restarted at 1, and
+     * the log could never verify past it again) */
+    json_int_t after = 1; /* lines from the one read back to the last */
+    for (size_t back = start; s <= 0 && back > 0; after++) {
+        size_t pend = back - 1, pstart = pend;
+        while (pstart > 0 && buf[pstart - 1] != '\n')
+            pstart--;
+        json_t *p = json_loadb(buf + pstart, pend - pstart, 0, NULL);
+        json_int_t ps = json_integer_value(json_object_get(p, "seq"));
+        json_decref(p);
+        if (ps > 0)
+            s = ps + after;
+        back = pstart;
+    }
+    *seq = s > 0 ? s : 0;
     free(buf);
     return 0;
 }

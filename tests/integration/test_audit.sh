@@ -31,6 +31,11 @@ assert_exit 0 cb audit --since 2000-01-01T00:00:00Z
 assert_exit 0 cb --json audit --since 2200-01-01T00:00:00Z
 assert_eq 0 "$(json_eval "$OUT_FILE" 'len(d)')" "--since in the future: no line"
 assert_exit 2 cb audit --since yesterday
+# --since as --time takes it: an offset, a local time in BACKUP_TZ
+assert_exit 0 cb --json audit --since 2000-01-01T01:00:00+01:00
+assert_cmp "$(json_eval "$OUT_FILE" 'len(d)')" -ge 4 "--since with an offset"
+assert_exit 0 env BACKUP_TZ=Europe/Berlin "$CARIS_BIN" --json audit --since "2000-01-01 01:00"
+assert_cmp "$(json_eval "$OUT_FILE" 'len(d)')" -ge 4 "--since in local time"
 
 # concurrent appends from 8 processes keep the chain whole
 before=$(wc -l <"$LOG")
@@ -66,10 +71,13 @@ assert_contains "$ERR" "line $n is cut short" "a truncated tail is found"
 run cb --json audit verify
 assert_eq "False $n" "$(json_eval "$OUT_FILE" '"%s %s" % (d["ok"], d["badLine"])')" "--json names the bad line"
 
-# an append after a torn line keeps the torn line visible to verify
+# an append after a torn line keeps the torn line visible to verify, and numbering goes on
+# (it restarted at 1: the log could then never verify past the torn line)
 assert_exit 0 cb list
 assert_exit 4 cb audit verify
 assert_contains "$ERR" "line $n is not a JSON object" "the torn line stays found after more appends"
+assert_eq $((n + 1)) "$(tail -n 1 "$LOG" | python3 -c 'import json,sys; print(json.load(sys.stdin)["seq"])')" \
+    "the line after the torn one is numbered after it"
 
 cp "$TEST_TMP/audit.good" "$LOG"
 assert_exit 0 cb audit verify
