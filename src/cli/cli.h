@@ -34,6 +34,8 @@ struct globals {
 int fail(const struct err *e);
 /* The message of the first error fail() printed (the audit line's "error"); NULL: none. */
 const char *cli_first_failure(void);
+/* A backup the command made, forgot, verified or restored: its audit line's backupIds. */
+void cli_audit_backup_id(const char *id);
 /* wal get answered "not in the archive" (exit 1): its only exit status below 126 but 0 */
 extern bool cli_wal_get_absent;
 /* A usage error (exit 2); fmt has one %s for arg. */

@@ -159,6 +159,17 @@ static int op_words(int argc, char **argv)
     return 1;
 }
 
+static json_t *audit_ids; /* cli_audit_backup_id's, for the command's line */
+
+void cli_audit_backup_id(const char *id)
+{
+    if (!id || !*id)
+        return;
+    if (!audit_ids)
+        audit_ids = json_array();
+    json_array_append_new(audit_ids, json_string(id));
+}
+
 void cli_audit(struct globals *g, int argc, char **argv, int code, int64_t duration_ms)
 {
     if (argc < 1 || strcmp(argv[0], "audit") == 0 || wants_help(argc, argv))
@@ -196,6 +207,7 @@ void cli_audit(struct globals *g, int argc, char **argv, int code, int64_t durat
                                    .result = result,
                                    .error = code != 0 && code != EXIT_WARNINGS ? cli_first_failure()
                                                                                : NULL,
+                                   .backup_ids = audit_ids,
                                    .duration_ms = duration_ms};
     struct err e = ERR_INIT;
     if (caris_audit_append(dir, &en, &e) != 0) {
@@ -204,6 +216,8 @@ void cli_audit(struct globals *g, int argc, char **argv, int code, int64_t durat
             fprintf(stderr, "HINT: %s\n", e.hint);
     }
     json_decref(a);
+    json_decref(audit_ids);
+    audit_ids = NULL;
     /* with each backup, the log's head goes into the repository too */
     bool backup = strcmp(op, "backup files") == 0 || strcmp(op, "backup database") == 0 ||
                   strcmp(op, "backup") == 0 || strcmp(op, "run-now") == 0;

@@ -330,6 +330,10 @@ int cmd_forget(struct globals *g, int argc, char **argv)
         code = fail(&e);
     } else {
         out = caris_forget_result_to_json(&res);
+        if (!fo.dry_run)
+            for (size_t k = 0; k < res.nbackups; k++)
+                if (!res.backups[k].keep)
+                    cli_audit_backup_id(res.backups[k].id);
         if (!g->json && !g->quiet)
             print_forget(&res);
         if (prune) {

@@ -466,6 +466,7 @@ static int cmd_init(struct globals *g, int argc, char **argv)
 
 bool print_backup_json(const struct globals *g, const struct caris_backup_result *res)
 {
+    cli_audit_backup_id(res->id); /* every backup's summary comes through here */
     if (g->json) {
         json_t *j = caris_backup_result_to_json(res);
         print_json(j);
@@ -788,6 +789,8 @@ static void verify_print_one(void *ctx, const char *id, int rc,
     struct verify_print *vp = ctx;
     const struct globals *g = vp->g;
     progress_end(g);
+    if (res->ran)
+        cli_audit_backup_id(id); /* resolved (open_repo_id, or --all's list) */
     if (rc != 0) {
         if (!res->ran && g->json && vp->all) {
             /* One document on stdout: the backup's entry in the list says why. Its check did

@@ -23,6 +23,11 @@ assert_eq "ok ok ok failed (exit 2)" \
     "$(json_eval "$OUT_FILE" '" ".join(l["result"] for l in d if l["operation"] != "init")')" "each with its result"
 assert_eq "cli:$(id -un)" "$(json_eval "$OUT_FILE" 'd[-1]["actor"]')" "the actor is the user"
 assert_contains "$(json_eval "$OUT_FILE" 'd[-1]["error"]')" "--bogus" "a failed command's line has its error"
+assert_match '^file_full_' "$(json_eval "$OUT_FILE" '[l for l in d if l["operation"] == "backup files"][0]["backupIds"][0]')" \
+    "the backup's line names the backup made"
+assert_eq "$(json_eval "$OUT_FILE" '[l for l in d if l["operation"] == "backup files"][0]["backupIds"][0]')" \
+    "$(json_eval "$OUT_FILE" '[l for l in d if l["operation"] == "verify"][0]["backupIds"][0]')" \
+    "the verify's line names the backup verified (latest, resolved)"
 assert_eq true "$(json_eval "$OUT_FILE" 'd[-2]["error"] is None')" "a command that succeeded has none"
 assert_eq true "$(json_eval "$OUT_FILE" 'all(isinstance(l["durationMs"], int) for l in d)')" "each with its duration"
 assert_false "no URL's user, password or host in the log" grep -q -e someone -e secret -e db.example "$LOG"
