@@ -383,6 +383,7 @@ int cmd_restore_database(struct globals *g, int argc, char **argv)
         code = fail(&e);
         goto out;
     }
+    cli_audit_backup_id(id); /* resolved by open_repo_id */
     int rc = caris_restore_database(r, &o, &res, &e);
     progress_end(g);
     if (g->json && res.ran) {
@@ -469,6 +470,7 @@ int cmd_test_restore(struct globals *g, int argc, char **argv)
         return fail(&e);
     }
     struct caris_test_restore_result res;
+    cli_audit_backup_id(id); /* resolved by open_repo_id */
     int rc = caris_test_restore(r, &o, &res, &e);
     progress_end(g);
     repo_close(r);

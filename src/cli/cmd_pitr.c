@@ -379,6 +379,8 @@ int cmd_restore_physical(struct globals *g, int argc, char **argv)
     struct phys_restore_result res;
     int rc = caris_phys_restore(r, &o, &res, &e);
     progress_end(g);
+    if (res.ran)
+        cli_audit_backup_id(res.backup_id); /* the one chosen, when no id was given */
     repo_close(r);
     free(cmd);
     if (g->json && res.ran) {

@@ -216,7 +216,7 @@ static void print_prune(const struct caris_prune_result *res)
            (unsigned long long)s->packs_after);
     printf("  index files: %llu -> %llu; leftovers of interrupted writes %s: %llu\n",
            (unsigned long long)s->index_files_before,
-           (unsigned long long)(res->dry_run ? s->index_files_before : s->index_files_written),
+           (unsigned long long)s->index_files_written, /* a dry run: what it would write */
            res->dry_run ? "found" : "removed", (unsigned long long)s->leftovers_removed);
     printf("  verification records: %llu files -> %llu, %llu records -> %llu\n",
            (unsigned long long)res->records.files_before,

@@ -1056,6 +1056,7 @@ static int cmd_restore(struct globals *g, int argc, char **argv)
                                    .progress = progress_fn(g),
                                    .op = &op};
     struct caris_files_restore_result res;
+    cli_audit_backup_id(id); /* resolved by open_repo_id */
     int rc = caris_restore_files(r, &o, &res, &e);
     progress_end(g);
     repo_close(r);

@@ -845,7 +845,9 @@ int repo_prune(struct repo *r, const struct repo_prune_opts *o, struct repo_prun
                 st->pack_bytes_after += ps[p].used + PACK_HEADER_LEN;
         st->repo_bytes_after =
             st->repo_bytes_before - (st->pack_bytes_before - st->pack_bytes_after);
-        st->index_files_written = st->packs_deleted + st->packs_repacked ? 1 : 0;
+        /* the index is rewritten as one file when anything changes, else stays as it is */
+        st->index_files_written =
+            st->packs_deleted + st->packs_repacked || r->nindex_files > 1 ? 1 : r->nindex_files;
         prune_remove_leftovers(r, true, &st->leftovers_removed, e);
         rc = 0;
         goto out;
@@ -855,7 +857,8 @@ int repo_prune(struct repo *r, const struct repo_prune_opts *o, struct repo_prun
         changes =
             changes || ps[p].fate == P_DROP || (ps[p].fate == P_KEEP && r->packs[p].source == -1);
     if (!changes && r->nindex_files <= 1) {
-        /* nothing to delete or rewrite: only leftovers */
+        /* nothing to delete or rewrite: only leftovers; the index stays as it is */
+        st->index_files_written = r->nindex_files;
         goto leftovers;
     }
 

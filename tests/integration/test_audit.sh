@@ -120,4 +120,9 @@ assert_contains "$ERR" "the log was replaced or begun anew" "a log begun anew is
 mv "$TEST_TMP/audit.moved" "$LOG"
 assert_exit 0 cb audit verify
 
+# a restore's line names the backup restored (latest, resolved)
+assert_exit 0 cb restore files latest --target "$TEST_TMP/restored"
+assert_match '^file_' "$(tail -n 1 "$LOG" | python3 -c 'import json,sys; print((json.load(sys.stdin)["backupIds"] or [""])[0])')" \
+    "the restore's line names the backup"
+
 test_done

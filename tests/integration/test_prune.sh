@@ -283,4 +283,14 @@ assert_eq $((nlist - 2)) "$(cb --json list | python3 -c 'import json,sys; print(
     "two backups fewer"
 assert_exit 0 cb --quiet check --read-data
 
+# a prune with nothing to do leaves the index as it is, and says so (it said "1 -> 0")
+assert_exit 0 cb --quiet prune
+run cb --json prune
+assert_rc 0 "a prune with nothing to do"
+assert_eq "$(json_get "$OUT_FILE" '["stats"]["indexFiles"]["before"]')" "$(json_get "$OUT_FILE" '["stats"]["indexFiles"]["written"]')" \
+    "a prune with nothing to do: index files before = after"
+run cb --json prune --dry-run
+assert_eq "$(json_get "$OUT_FILE" '["stats"]["indexFiles"]["before"]')" "$(json_get "$OUT_FILE" '["stats"]["indexFiles"]["written"]')" \
+    "its dry run says the same"
+
 test_done
