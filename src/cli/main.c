@@ -406,7 +406,8 @@ static int cmd_init(struct globals *g, int argc, char **argv)
                    "(--kdf-memory 1 to 1024 MiB, --kdf-ops 1 to 8: readers refuse key slots "
                    "beyond;\ndefaults from BACKUP_KDF_MEMORY and BACKUP_KDF_OPS when set).\n"
                    "zstd level default 3 (1 = fastest, 19 = smallest).\n"
-                   "--if-missing: succeed without doing anything when a repository exists.\n"
+                   "--if-missing: succeed without doing anything when a repository exists (with\n"
+                   "--copy-chunker-from, one that shares SOURCE's chunking: another is refused).\n"
                    "--copy-chunker-from SOURCE: the new repository takes SOURCE's chunker seed,\n"
                    "parameters and chunk-id key, so that `copy` from SOURCE sends only missing\n"
                    "blobs. SOURCE opens with BACKUP_ENCRYPTION_KEY; the new repository's key is\n"
@@ -428,6 +429,32 @@ static int cmd_init(struct globals *g, int argc, char **argv)
     int ex = if_missing ? repo_exists(g->repo_path, &e) : 0;
     if (ex < 0)
         return fail(&e);
+    if (ex == 1 && chunker_from) {
+        /* the repository that is there must be the copy destination asked for: one that
+         * does not share SOURCE's chunking would only fail at the first copy */
+        struct caris_open_opts oo = {
+            .repo_path = g->repo_path, .key = key, .backup_dir = config_backup_dir(&g->cfg)};
+        struct caris_open_result ores;
+        struct repo *have = caris_repo_open(&oo, &ores, &e);
+        if (!have)
+            return fail(&e);
+        json_decref(ores.state);
+        struct repo *from = cli_open_chunker_source(g, chunker_from, &e);
+        bool same = from && repo_same_chunking(from, have);
+        repo_close(from);
+        repo_close(have);
+        if (!from)
+            return fail(&e);
+        if (!same) {
+            err_set(&e, ERR_USAGE,
+                    "give --repo a new path for the copy destination, or drop "
+                    "--copy-chunker-from to keep this repository as it is",
+                    "repository %s exists but does not share the chunking of %s (it was not "
+                    "made with --copy-chunker-from %s): copy to it would refuse",
+                    g->repo_path, chunker_from, chunker_from);
+            return fail(&e);
+        }
+    }
     if (ex == 1) {
         if (g->json) {
             json_t *j = json_pack("{s:s, s:b}", "repository", g->repo_path, "created", 0);

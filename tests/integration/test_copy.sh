@@ -58,6 +58,12 @@ assert_contains "$OUT" "keep CARIS_COPY_TO_KEY somewhere safe" "init names the n
 assert_false "the source's key does not open the new repository" \
     cb --repo "$DST" list
 assert_exit 0 dcb list
+# --if-missing: a repository that is there must share the source's chunking
+assert_exit 0 cb --repo "$DST" init --if-missing --copy-chunker-from "$REPO"
+assert_contains "$OUT" "exists" "init --if-missing of the copy destination that is there succeeds"
+assert_exit 2 cb --repo "$PLAIN" init --if-missing --copy-chunker-from "$REPO"
+assert_contains "$ERR" "does not share the chunking of $REPO" "init --if-missing --copy-chunker-from refuses a repository with a chunking of its own"
+assert_exit 0 env BACKUP_ENCRYPTION_KEY="$CARIS_COPY_TO_KEY" "$CARIS_BIN" --repo "$PLAIN" init --if-missing
 
 # --- copy, restore from S3 byte-exact ------------------------------------------------------
 reqs0=$(s3_requests)
