@@ -30,9 +30,12 @@ struct caris_audit_entry {
 /* Appends a line (fdatasync'd). -1 with e when the log cannot be written. */
 int caris_audit_append(const char *backup_dir, const struct caris_audit_entry *en, struct err *e);
 
-/* Checks the chain: 0 with *lines (the number of lines; 0 when there is no log), or -1 with
- * ERR_DAMAGE naming the first bad line and why (*lines is then that line's number). */
-int caris_audit_verify(const char *backup_dir, size_t *lines, struct err *e);
+/* Checks the chain: 0 with *lines (the number of lines; 0 when there is no log) and, when
+ * torn is not NULL, *torn (new reference: the numbers of the lines an interrupted write cut
+ * short that later appends numbered and chained; [] when none), or -1 with ERR_DAMAGE naming
+ * the first bad line and why (*lines is then that line's number). A torn last line, which no
+ * append has taken into the chain yet, is damage (a truncated tail looks the same). */
+int caris_audit_verify(const char *backup_dir, size_t *lines, json_t **torn, struct err *e);
 
 /* The lines at or after since_ns (0: all), oldest first, as parsed JSON (a line that is not
  * JSON appears as {"seq": null, "unreadable": "<text>"}). NULL with e on an I/O error. */

@@ -69,12 +69,28 @@ static int audit_show(struct globals *g, const char *since)
     return 0;
 }
 
-static void print_json_verify(size_t lines, size_t heads, bool heads_checked)
+static void print_json_verify(size_t lines, json_t *torn, size_t heads, bool heads_checked)
 {
-    json_t *j = json_pack("{s:b, s:I, s:b, s:I}", "ok", 1, "lines", (json_int_t)lines,
-                          "headsChecked", heads_checked, "heads", (json_int_t)heads);
+    json_t *j =
+        json_pack("{s:b, s:I, s:O, s:b, s:I}", "ok", 1, "lines", (json_int_t)lines, "tornLines",
+                  torn, "headsChecked", heads_checked, "heads", (json_int_t)heads);
     print_json(j);
     json_decref(j);
+}
+
+/* the lines an interrupted write tore, which the log went on after: said, not damage */
+static void print_torn(const json_t *torn)
+{
+    size_t i, n = json_array_size(torn);
+    json_t *v;
+    if (n == 0)
+        return;
+    fprintf(stderr,
+            "note: %zu line%s of the audit log %s cut short when written (a crash or a "
+            "full disk) and the log went on after %s:",
+            n, n == 1 ? "" : "s", n == 1 ? "was" : "were", n == 1 ? "it" : "them");
+    json_array_foreach(torn, i, v) fprintf(stderr, " %lld", (long long)json_integer_value(v));
+    fputs("\n", stderr);
 }
 
 int cmd_audit(struct globals *g, int argc, char **argv)
@@ -107,7 +123,8 @@ int cmd_audit(struct globals *g, int argc, char **argv)
         return usage_error("audit verify checks the whole log (no --since)%s", "");
     struct err e = ERR_INIT;
     size_t lines;
-    int rc = caris_audit_verify(config_backup_dir(&g->cfg), &lines, &e);
+    json_t *torn = NULL;
+    int rc = caris_audit_verify(config_backup_dir(&g->cfg), &lines, &torn, &e);
     if (g->json && rc != 0) {
         json_t *j =
             json_pack("{s:b, s:I, s:s}", "ok", 0, "badLine", (json_int_t)lines, "error", e.msg);
@@ -116,6 +133,8 @@ int cmd_audit(struct globals *g, int argc, char **argv)
     }
     if (rc != 0)
         return fail(&e);
+    if (!g->json)
+        print_torn(torn);
     /* then the heads the repository recorded: they catch a tail deleted or a last line
      * changed, which leave the chain itself whole */
     size_t heads = 0;
@@ -124,8 +143,10 @@ int cmd_audit(struct globals *g, int argc, char **argv)
     int hrc = r ? caris_audit_verify_heads(r, config_backup_dir(&g->cfg), &heads, &e) : -1;
     if (r)
         repo_close(r);
-    if (hrc != 0 && e.code == ERR_DAMAGE)
+    if (hrc != 0 && e.code == ERR_DAMAGE) {
+        json_decref(torn);
         return fail(&e);
+    }
     if (hrc != 0) {
         fprintf(stderr, "warning: the heads recorded in the repository were not checked: %s\n",
                 e.msg);
@@ -133,11 +154,13 @@ int cmd_audit(struct globals *g, int argc, char **argv)
             printf("audit log chain intact: %zu line%s (heads not checked)\n", lines,
                    lines == 1 ? "" : "s");
         else
-            print_json_verify(lines, heads, false);
+            print_json_verify(lines, torn, heads, false);
+        json_decref(torn);
         return EXIT_WARNINGS;
     }
     if (g->json)
-        print_json_verify(lines, heads, true);
+        print_json_verify(lines, torn, heads, true);
+    json_decref(torn);
     if (!g->json)
         printf("audit log intact: %zu line%s, hash chain unbroken, %zu head%s recorded in the "
                "repository agree\n",

@@ -168,17 +168,20 @@ static int read_log(const char *backup_dir, struct buf *b, bool *exists, struct 
     return rc;
 }
 
-int caris_audit_verify(const char *backup_dir, size_t *lines_out, struct err *e)
+int caris_audit_verify(const char *backup_dir, size_t *lines_out, json_t **torn_out, struct err *e)
 {
     struct buf b = {0};
     bool exists, complete;
     *lines_out = 0;
+    if (torn_out)
+        *torn_out = NULL;
     if (read_log(backup_dir, &b, &exists, e) != 0)
         return -1;
     size_t n;
     char **lines = split_lines(&b, &n, &complete);
     char prev[2 * CX_SHA256_LEN + 1] = ZERO_HASH;
     int rc = 0;
+    json_t *torn = json_array();
     const char *hint = "the audit log was changed outside caris-backup: compare it with a copy "
                        "(backups of BACKUP_DIR/metadata) and find out who had access";
     for (size_t i = 0; i < n && rc == 0; i++) {
@@ -189,6 +192,12 @@ int caris_audit_verify(const char *backup_dir, size_t *lines_out, struct err *e)
         if (i == n - 1 && !complete)
             rc = err_set(e, ERR_DAMAGE, hint, "audit log line %zu is cut short (truncated tail)",
                          i + 1);
+        else if (!json_is_object(j) && i + 1 < n)
+            /* a line torn by an interrupted write (a crash, a full disk) that later appends
+             * went on after: they number it and carry its hash, so the next line's checks
+             * below hold it in the chain like any other (garbage put there instead breaks
+             * them); it is reported, not damage */
+            json_array_append_new(torn, json_integer((json_int_t)(i + 1)));
         else if (!json_is_object(j))
             rc = err_set(e, ERR_DAMAGE, hint, "audit log line %zu is not a JSON object", i + 1);
         else if (seq != (json_int_t)(i + 1))
@@ -208,6 +217,9 @@ int caris_audit_verify(const char *backup_dir, size_t *lines_out, struct err *e)
     }
     if (rc == 0)
         *lines_out = n;
+    if (rc == 0 && torn_out)
+        *torn_out = json_incref(torn);
+    json_decref(torn);
     free(lines);
     buf_free(&b);
     return rc;

@@ -78,9 +78,21 @@ assert_eq "False $n" "$(json_eval "$OUT_FILE" '"%s %s" % (d["ok"], d["badLine"])
 
 # an append after a torn line keeps the torn line visible to verify, and numbering goes on
 # (it restarted at 1: the log could then never verify past the torn line)
+# (the log then never verified again: the torn line is held in the chain by the lines after it,
+# which number it and carry its hash, so it is reported, not damage)
 assert_exit 0 cb list
+assert_exit 0 cb audit verify
+assert_contains "$ERR" "cut short when written (a crash or a full disk) and the log went on after it: $n" \
+    "the torn line stays named after more appends"
+run cb --json audit verify
+assert_rc 0 "audit verify --json after a torn line"
+assert_eq "True [$n]" "$(json_eval "$OUT_FILE" '"%s %s" % (d["ok"], d["tornLines"])')" "--json names the torn line"
+# garbage in its place breaks the chain: the next line no longer carries its hash
+cp "$LOG" "$TEST_TMP/audit.torn"
+sed -i "${n}s/.*/not an audit line/" "$LOG"
 assert_exit 4 cb audit verify
-assert_contains "$ERR" "line $n is not a JSON object" "the torn line stays found after more appends"
+assert_contains "$ERR" "line $((n + 1)) does not carry the hash of line $n" "a torn line replaced is found"
+cp "$TEST_TMP/audit.torn" "$LOG"
 assert_eq $((n + 1)) "$(tail -n 1 "$LOG" | python3 -c 'import json,sys; print(json.load(sys.stdin)["seq"])')" \
     "the line after the torn one is numbered after it"
 
