@@ -117,7 +117,8 @@ json_t *caris_wal_recovery_gap(json_t *timelines, int64_t segsize, uint32_t base
                                uint64_t base_start_lsn, uint32_t target);
 
 /* All of the above for a repository: {"segment_size", "timelines", "gaps" (every timeline's,
- * flattened), "recovery_window", "retention": {"keep_from_lsn" (null: keep all), "rule"}}.
+ * flattened), "recovery_window", "retention": {"keep_from_lsn" (null: keep all), "rule"},
+ * "conflicts": [{"name", "sha256": [...]}] (names archived with different contents)}.
  * Reads every WAL record, the .history files' contents and the snapshot list. -1 with e
  * (ERR_DAMAGE when a record or .history file cannot be read). *damaged (may be NULL): the
  * unreadable WAL records (then the answer leaves them out). */
@@ -125,9 +126,10 @@ json_t *caris_wal_window(struct repo *r, json_t **damaged, struct err *e);
 
 /* For `check`: each gap as {"object": "WAL <from>..<to>", "error": what and which recovery it
  * breaks, "backups": the base backups it cuts short}, appended to errors when it cuts short a
- * kept base backup's recovery, else to warnings (nothing restorable depends on it yet).
- * Returns the number of errors added, -1 with e when the archive could not be read. *window
- * (may be NULL): caris_wal_window's answer. */
+ * kept base backup's recovery, else to warnings (nothing restorable depends on it yet); each
+ * name archived with different contents, an error. Returns the number of errors added, -1
+ * with e when the archive could not be read. *window (may be NULL): caris_wal_window's
+ * answer. */
 int caris_wal_check(struct repo *r, json_t *errors, json_t *warnings, json_t **window,
                     struct err *e);
 

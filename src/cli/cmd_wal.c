@@ -50,8 +50,9 @@ static const char WAL_USAGE[] =
     "list  the archived files: name, kind, timeline, start LSN, size, SHA-256; then the range\n"
     "      archived per timeline, any gap in it (a segment missing between the first and the\n"
     "      last, or across a .history switch) with the recovery it breaks, and the recovery\n"
-    "      window. --json: {files, damaged, segment_size, timelines, gaps, recovery_window,\n"
-    "      retention}.\n"
+    "      window. A name archived twice with different content (two pushes at once) is\n"
+    "      named on stderr, exit 4 (damage, as an unreadable record). --json: {files,\n"
+    "      damaged, segment_size, timelines, gaps, recovery_window, retention, conflicts}.\n"
     "\n"
     "receive  streams WAL from the server (BACKUP_PG_REPLICATION_URL, else POSTGRES_URL; the\n"
     "      role needs REPLICATION) over the physical replication slot NAME (--slot, else\n"
@@ -239,8 +240,20 @@ static int wal_list(struct globals *g, int argc, char **argv)
         json_array_foreach(damaged, i, x) fprintf(stderr, "damaged WAL record %s: %s\n",
                                                   json_string_value(json_object_get(x, "object")),
                                                   json_string_value(json_object_get(x, "error")));
+        json_array_foreach(json_object_get(window, "conflicts"), i, x)
+        {
+            json_t *shas = json_object_get(x, "sha256");
+            fprintf(stderr,
+                    "WAL file %s is archived %zu times with different content (SHA-256 "
+                    "%.16s…, %.16s…): `wal get` refuses it, so a recovery that needs it stops "
+                    "there; find out which cluster pushed which\n",
+                    json_string_value(json_object_get(x, "name")), json_array_size(shas),
+                    json_string_value(json_array_get(shas, 0)),
+                    json_string_value(json_array_get(shas, 1)));
+        }
     }
-    int code = json_array_size(damaged) ? 4 : 0;
+    int code =
+        json_array_size(damaged) || json_array_size(json_object_get(window, "conflicts")) ? 4 : 0;
     json_decref(damaged);
     json_decref(window);
     return code;

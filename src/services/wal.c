@@ -320,6 +320,11 @@ static int push_fd(struct repo *r, int fd, const char *name, const char *path, j
     if (!(found =
               cache ? records_of_cached(r, kind, cache, name, e) : records_of(r, kind, name, e)))
         goto out;
+    /* Test-only: CARIS_TEST_WAL_PUSH_RACE=1 pushes as if another push of the name stored its
+     * record just after this look (the race the look after the record catches) */
+    const char *race = getenv("CARIS_TEST_WAL_PUSH_RACE");
+    if (race && strcmp(race, "1") == 0)
+        json_array_clear(found);
     if (json_array_size(found)) {
         /* archived before: identical content is success (PostgreSQL retries a push whose
          * answer it did not see), anything else is refused and nothing is overwritten */
@@ -494,8 +499,13 @@ static json_t *agreed_chunks(struct repo *r, json_t *found, const char *name, js
     for (size_t i = 1; i < json_array_size(found); i++) {
         const char *xs = json_string_value(json_object_get(json_array_get(found, i), "sha256"));
         if (!hex || !xs || strcmp(hex, xs) != 0) {
-            err_set(e, ERR_DAMAGE, "run `caris-backup check --read-data`",
-                    "the WAL archive holds two different versions of %s", name);
+            err_set(e, ERR_DAMAGE,
+                    "two pushes stored different files under this name at the same moment (two "
+                    "clusters archiving into one repository?): `caris-backup wal list` shows "
+                    "both; find out which is this cluster's",
+                    "the WAL archive holds two different versions of %s (SHA-256 %.16s…, "
+                    "%.16s…)",
+                    name, hex ? hex : "?", xs ? xs : "?");
             return NULL;
         }
     }

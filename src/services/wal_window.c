@@ -468,6 +468,45 @@ static int cmp_record_by_name(const void *a, const void *b)
     return strcmp(nx ? nx : "", ny ? ny : "");
 }
 
+/* Names archived with different contents: [{"name", "sha256": [each version's, once]}].
+ * Two pushes of different files under one name at the same moment both store theirs (the
+ * later one fails, exit 4); `wal get` then refuses the name, so a recovery stops there. */
+static json_t *wal_conflicts(json_t *recs)
+{
+    size_t n = json_array_size(recs);
+    json_t **v = xmalloc(xsize(n ? n : 1, sizeof(*v), 0));
+    for (size_t i = 0; i < n; i++)
+        v[i] = json_array_get(recs, i);
+    qsort(v, n, sizeof(*v), cmp_record_by_name);
+    json_t *out = json_array();
+    for (size_t i = 0; i < n;) {
+        const char *name = json_string_value(json_object_get(v[i], "name"));
+        json_t *shas = json_array();
+        size_t j = i;
+        for (; j < n; j++) {
+            const char *nj = json_string_value(json_object_get(v[j], "name"));
+            if (!name || !nj || strcmp(name, nj) != 0)
+                break;
+            const char *h = json_string_value(json_object_get(v[j], "sha256"));
+            bool seen = false;
+            size_t k;
+            json_t *y;
+            json_array_foreach(shas, k, y) seen |= h && strcmp(json_string_value(y), h) == 0;
+            if (h && !seen)
+                json_array_append_new(shas, json_string(h));
+        }
+        if (j == i)
+            j++; /* a record without a name */
+        if (json_array_size(shas) > 1)
+            json_array_append_new(out, json_pack("{s:s, s:o}", "name", name, "sha256", shas));
+        else
+            json_decref(shas);
+        i = j;
+    }
+    free(v);
+    return out;
+}
+
 /* Test-only: CARIS_TEST_WAL_BASES="TLI:LSN[,TLI:LSN...]" adds base backups that start at LSN
  * on TLI, so that retention and the window are tested end to end before physical base
  * backups exist on this branch. */
@@ -574,9 +613,10 @@ json_t *caris_wal_window(struct repo *r, json_t **damaged, struct err *e)
         keep ? "WAL from the oldest kept base backup's start on is kept; older WAL is removed by "
                "prune"
              : "no physical base backup: all archived WAL is kept");
-    out = json_pack("{s:I, s:o, s:o, s:o, s:o}", "segment_size", (json_int_t)segsize, "timelines",
-                    tls, "gaps", gaps, "recovery_window",
-                    caris_wal_recovery_window(tls, bases, nbases), "retention", ret);
+    out = json_pack("{s:I, s:o, s:o, s:o, s:o, s:o}", "segment_size", (json_int_t)segsize,
+                    "timelines", tls, "gaps", gaps, "recovery_window",
+                    caris_wal_recovery_window(tls, bases, nbases), "retention", ret, "conflicts",
+                    wal_conflicts(recs));
 done:
     free(bases);
     json_decref(histories);
@@ -622,6 +662,21 @@ int caris_wal_check(struct repo *r, json_t *errors, json_t *warnings, json_t **w
         } else {
             json_array_append_new(warnings, x);
         }
+    }
+    json_array_foreach(json_object_get(w, "conflicts"), i, g)
+    {
+        char object[80], msg[400];
+        json_t *shas = json_object_get(g, "sha256");
+        snprintf(object, sizeof(object), "WAL %s", json_string_value(json_object_get(g, "name")));
+        snprintf(msg, sizeof(msg),
+                 "archived %zu times with different content (SHA-256 %.16s…, %.16s…): `wal get` "
+                 "refuses it, so a recovery that needs it stops there; find out which cluster "
+                 "pushed which (two clusters archiving into one repository?)",
+                 json_array_size(shas), json_string_value(json_array_get(shas, 0)),
+                 json_string_value(json_array_get(shas, 1)));
+        json_array_append_new(
+            errors, json_pack("{s:s, s:s, s:[]}", "object", object, "error", msg, "backups"));
+        nerr++;
     }
     if (window)
         *window = w;

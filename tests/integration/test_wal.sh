@@ -82,15 +82,19 @@ assert_exit 0 cb wal get "$S1" "$TEST_TMP/out/again"
 assert_true "after a refused re-push the archived file is unchanged" cmp "$TEST_TMP/wal/$S1" "$TEST_TMP/out/again"
 
 # --- two pushes of different content under one name at once: never both succeed ----------
-# (both used to exit 0, and the archive held two versions that wal get refused)
+# (both used to exit 0, and the archive held two versions that wal get refused). In a
+# repository of their own: whether a race leaves both versions is chance, and check and wal
+# list name such a name (below), which the checks of $REPO further down must not see.
+RACE=$TEST_TMP/race-repo
+assert_exit 0 cb --quiet --repo "$RACE" init
 for n in 5 6 7; do
     name=00000001000000000000000$n
     mkdir -p "$TEST_TMP/race-a" "$TEST_TMP/race-b"
     seg "$TEST_TMP/race-a/$name" $((n * 10))
     seg "$TEST_TMP/race-b/$name" $((n * 10 + 1))
-    "$CARIS_BIN" --quiet wal push --no-daemon "$TEST_TMP/race-a/$name" 2>/dev/null &
+    "$CARIS_BIN" --quiet --repo "$RACE" wal push --no-daemon "$TEST_TMP/race-a/$name" 2>/dev/null &
     a=$!
-    "$CARIS_BIN" --quiet wal push --no-daemon "$TEST_TMP/race-b/$name" 2>/dev/null &
+    "$CARIS_BIN" --quiet --repo "$RACE" wal push --no-daemon "$TEST_TMP/race-b/$name" 2>/dev/null &
     b=$!
     wait "$a"
     ra=$?
@@ -102,6 +106,30 @@ for n in 5 6 7; do
         pass "two different versions of $name at once: at least one push failed ($ra, $rb)"
     fi
 done
+# the race made certain (the later push looked before the earlier one's record existed): the
+# later push fails, both versions stay, and wal get, wal list and check all say so (check and
+# wal list said nothing: the first sign was a recovery that stopped there)
+CONF=$TEST_TMP/conflict-repo
+CN=000000010000000000000008
+seg "$TEST_TMP/race-a/$CN" 80
+seg "$TEST_TMP/race-b/$CN" 81
+assert_exit 0 cb --quiet --repo "$CONF" init
+assert_exit 0 cb --quiet --repo "$CONF" wal push --no-daemon "$TEST_TMP/race-a/$CN"
+assert_exit 4 env CARIS_TEST_WAL_PUSH_RACE=1 "$CARIS_BIN" --quiet --repo "$CONF" wal push --no-daemon "$TEST_TMP/race-b/$CN"
+assert_contains "$ERR" "archived at the same time by another push" "the later of two racing pushes fails"
+assert_exit 255 cb --repo "$CONF" wal get --no-daemon "$CN" "$TEST_TMP/out/conflict"
+assert_contains "$ERR" "two different versions of $CN" "wal get refuses a name with two versions"
+assert_contains "$ERR" "wal list" "and says where to see them"
+assert_false "nothing written for it" test -e "$TEST_TMP/out/conflict"
+assert_exit 4 cb --repo "$CONF" wal list
+assert_contains "$ERR" "WAL file $CN is archived 2 times with different content" "wal list names it"
+run cb --json --repo "$CONF" wal list
+assert_rc 4 "wal list --json with two versions of a name"
+assert_eq "$CN 2" "$(json_eval "$OUT_FILE" '"%s %d" % (d["conflicts"][0]["name"], len(d["conflicts"][0]["sha256"]))')" \
+    "wal list --json: conflicts"
+assert_exit 4 cb --repo "$CONF" check
+assert_contains "$OUT$ERR" "WAL $CN" "check names it"
+assert_contains "$OUT$ERR" "archived 2 times with different content" "and says what is wrong"
 
 # --- missing files and bad names ---------------------------------------------------------
 assert_exit 1 cb wal get 000000010000000000000009 "$TEST_TMP/out/missing"
