@@ -165,8 +165,11 @@ static void print_forget(const struct caris_forget_result *res)
             const struct caris_forget_decision *d = &res->backups[k];
             if (d->group != gi)
                 continue;
-            char when[40], reasons[120] = "";
-            time_format_iso(d->time_ns, when, sizeof(when));
+            char when[48], reasons[120] = "";
+            /* in BACKUP_TZ with its offset, as list shows it: the days and weeks the rules
+             * count are BACKUP_TZ's (a UTC time cut to 19 characters, shown before, put a
+             * backup of the 9th in Berlin on the 8th) */
+            cli_human_time(d->time_ns / 1000000000, when, sizeof(when));
             json_t *rs = caris_retention_reasons_json(d->reasons);
             size_t i;
             json_t *x;
@@ -178,8 +181,8 @@ static void print_forget(const struct caris_forget_result *res)
             }
             json_decref(rs);
             if (d->damaged)
-                snprintf(when, sizeof(when), "%-19s", "time unknown");
-            printf("  %-6s %-44s %.19s  %s\n",
+                snprintf(when, sizeof(when), "%-25s", "time unknown");
+            printf("  %-6s %-44s %-25s  %s\n",
                    d->keep        ? "keep"
                    : res->dry_run ? "forget"
                                   : "forgot",

@@ -298,8 +298,10 @@ int caris_job_run(struct repo *r, const struct caris_job_opts *o, const struct c
     if (o->drill && db_id && !caris_op_cancelled(op))
         do_drill(&x, db_id);
     /* A source that fails must not cost old backups: no retention without a new backup of
-     * every configured kind. */
-    if (o->retention && backups_ok && !caris_op_cancelled(op))
+     * every configured kind that verified (one that failed its verification is no backup to
+     * rely on: the older ones retention would remove are what a restore needs then). */
+    if (o->retention && backups_ok && (!db || db_ok) && (!files || files_ok) &&
+        !caris_op_cancelled(op))
         do_retention(&x);
     if (o->prune && backups_ok && res->ok && !caris_op_cancelled(op))
         do_prune(&x);

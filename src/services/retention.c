@@ -209,8 +209,8 @@ int caris_backup_time_check(int64_t ns, struct err *e)
 
 json_t *caris_retention_reasons_json(unsigned reasons)
 {
-    static const char *const names[] = {"last",   "daily",  "weekly", "monthly",
-                                        "yearly", "within", "newest", "future"};
+    static const char *const names[] = {"last",   "daily",  "weekly", "monthly", "yearly",
+                                        "within", "newest", "future", "damaged"};
     json_t *a = json_array();
     for (unsigned i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if (reasons & (1u << i))
@@ -320,12 +320,16 @@ int caris_retention_decide(const struct caris_retention_policy *p, const char *t
         items[i].reasons = 0;
     }
     qsort_r(ord, n, sizeof(size_t), cmp_newest_first, items);
-    /* a backup dated in the future: kept, and left out of the rules (ord keeps the others, in
-     * the same order) */
+    /* a backup dated in the future, or one its last verification found damaged: kept, and
+     * left out of the rules (ord keeps the others, in the same order). Counted, a damaged
+     * backup would fill the slot of its day (or be the newest) and cost the intact backup
+     * the restore would need. */
     size_t judged = 0;
     for (size_t k = 0; k < n; k++) {
         if (caris_backup_time_future(items[ord[k]].time_ns, now_ns))
             items[ord[k]].reasons = CARIS_KEEP_FUTURE;
+        else if (items[ord[k]].damaged)
+            items[ord[k]].reasons = CARIS_KEEP_DAMAGED;
         else
             ord[judged++] = ord[k];
     }
@@ -411,9 +415,9 @@ int caris_retention_apply(struct repo *r, const struct caris_forget_opts *o,
         return -1;
     int rc = -1;
     struct caris_retention_item *items = NULL;
-    json_t *damaged = NULL, *named_damaged = json_array();
+    json_t *damaged = NULL, *named_damaged = json_array(), *verifs = NULL;
     json_t *list = caris_backup_list_damaged(r, o->kind, &damaged, e);
-    if (!list)
+    if (!list || !(verifs = caris_last_verifications(r, e)))
         goto out;
     size_t n = json_array_size(list);
     items = xcalloc(n ? n : 1, sizeof(*items));
@@ -446,6 +450,8 @@ int caris_retention_apply(struct repo *r, const struct caris_forget_opts *o,
         items[i].id = json_string_value(json_object_get(s, "id"));
         items[i].group = gi;
         items[i].time_ns = t;
+        json_t *v = json_object_get(verifs, items[i].id ? items[i].id : "");
+        items[i].damaged = v && json_is_false(json_object_get(v, "ok"));
     }
     int64_t now = time_now_ns();
     if (o->nids) {
@@ -502,6 +508,16 @@ int caris_retention_apply(struct repo *r, const struct caris_forget_opts *o,
                                 "was made, or is it behind now? Check the clock (`date`); a "
                                 "backup that is not wanted can be forgotten by id (`forget ID`)",
                                 text);
+            caris_op_log(op, LOG_WARN, "%s", w);
+            json_array_append_new(res->warnings, json_string(w));
+            free(w);
+        }
+        if (d->reasons & CARIS_KEEP_DAMAGED) {
+            char *w = xasprintf("backup %s failed its last verification: it is kept (it may "
+                                "still restore in part) and no rule counts it, so it takes no "
+                                "intact backup's place; forget it by id (`forget ID`) once it is "
+                                "not needed",
+                                d->id);
             caris_op_log(op, LOG_WARN, "%s", w);
             json_array_append_new(res->warnings, json_string(w));
             free(w);
@@ -577,6 +593,7 @@ out:
     repo_unlock(r);
     free(items);
     json_decref(list);
+    json_decref(verifs);
     json_decref(damaged);
     json_decref(named_damaged);
     return rc;

@@ -57,6 +57,7 @@ static void expect_kept(const struct caris_retention_policy *p, const char *tz, 
     for (size_t i = 0; i < N; i++) {
         items[i].id = TIMELINE[i].id;
         items[i].group = TIMELINE[i].group;
+        items[i].damaged = false;
         assert_int_equal(time_parse_iso(TIMELINE[i].utc, &items[i].time_ns), 0);
     }
     struct err e = ERR_INIT;
@@ -282,6 +283,31 @@ static void test_future_dated(void **state)
     assert_true(caris_backup_time_future(INT64_MAX, INT64_MAX - CARIS_CLOCK_SKEW_NS - 1));
 }
 
+/* A backup whose last verification failed is kept with the one reason "damaged" and counted
+ * by no rule: the newest intact backup of its day takes the slot (and "newest"). */
+static void test_damaged(void **state)
+{
+    (void)state;
+    static const char *const times[] = {"2026-01-04T03:00:00Z", "2026-01-05T03:00:00Z",
+                                        "2026-01-05T04:00:00Z", "2026-01-05T05:00:00Z"};
+    enum { NT = sizeof(times) / sizeof(times[0]) };
+    int64_t now;
+    assert_int_equal(time_parse_iso("2026-01-06T00:00:00Z", &now), 0);
+    struct caris_retention_item it[NT];
+    for (size_t i = 0; i < NT; i++) {
+        it[i] = (struct caris_retention_item){.id = times[i], .damaged = i == 3};
+        assert_int_equal(time_parse_iso(times[i], &it[i].time_ns), 0);
+    }
+    struct err e = ERR_INIT;
+    struct caris_retention_policy p = {.daily = 2};
+    assert_int_equal(caris_retention_decide(&p, "UTC", now, it, NT, &e), 0);
+    const unsigned want[NT] = {CARIS_KEEP_DAILY, 0, CARIS_KEEP_DAILY | CARIS_KEEP_NEWEST,
+                               CARIS_KEEP_DAMAGED};
+    for (size_t i = 0; i < NT; i++)
+        if (it[i].reasons != want[i] || it[i].keep != (want[i] != 0))
+            fail_msg("%s: reasons %#x, want %#x", it[i].id, it[i].reasons, want[i]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -293,6 +319,7 @@ int main(void)
         cmocka_unit_test(test_newest_always_kept),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_future_dated),
+        cmocka_unit_test(test_damaged),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
