@@ -785,10 +785,24 @@ int repo_prune(struct repo *r, const struct repo_prune_opts *o, struct repo_prun
     for (size_t k = 0; k < nent; k++)
         st->blobs_referenced += bit(m.bits, k);
     /* No backup listed and nothing a record needs, while the index lists blobs: either no
-     * backup ever committed (the blobs are the garbage of failed ones), or the backups cannot
-     * be seen (snapshots/ gone, a listing that came back empty). Prune cannot tell the two
-     * apart, and the second would cost every pack: refused. A backup that commits ends it. */
+     * backup ever committed (the blobs are the garbage of failed ones), every backup was
+     * forgotten (erasure: forget them all, then prune), or the backups cannot be seen
+     * (snapshots/ gone, a listing that came back empty). The state record tells them apart
+     * when there is one and its audit finds nothing (a snapshot it holds live that is gone is
+     * "missing"; the record deleted or rolled back is a finding too); without it the last
+     * would cost every pack: refused. A backup that commits ends it. */
+    bool accounted = false;
     if (listed == 0 && st->blobs_referenced == 0 && nent > 0) {
+        json_t *rep = NULL;
+        struct err ae = ERR_INIT;
+        if (repo_state_audit(r, &rep, &ae) == 0)
+            accounted =
+                json_is_true(json_object_get(rep, "ok")) &&
+                strcmp(json_string_value(json_object_get(rep, "record")) ?: "", "present") == 0 &&
+                json_array_size(json_object_get(rep, "unrecorded")) == 0;
+        json_decref(rep);
+    }
+    if (listed == 0 && st->blobs_referenced == 0 && nent > 0 && !accounted) {
         err_set(e, ERR_DAMAGE,
                 "if backups were made into this repository, its snapshots/ are missing: restore "
                 "them, and run `caris-backup check`; if none ever completed, make one (prune "

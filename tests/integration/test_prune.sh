@@ -293,4 +293,22 @@ run cb --json prune --dry-run
 assert_eq "$(json_get "$OUT_FILE" '["stats"]["indexFiles"]["before"]')" "$(json_get "$OUT_FILE" '["stats"]["indexFiles"]["written"]')" \
     "its dry run says the same"
 
+# --- erasure: every backup forgotten, then prune removes their data --------------------------
+# (prune refused it as damage, exit 4, 'no backup is listed': the state record says each
+# snapshot was removed by forget, which tells this apart from snapshots/ gone)
+ERA=$TEST_TMP/erasure-repo
+mkdir -p "$TEST_TMP/erasure"
+printf 'patient 4711: record to erase\n' >"$TEST_TMP/erasure/a"
+assert_exit 0 cb --quiet --repo "$ERA" init
+assert_exit 0 cb --quiet --repo "$ERA" backup files "$TEST_TMP/erasure"
+assert_exit 0 cb --quiet --repo "$ERA" backup files "$TEST_TMP/erasure"
+ids=$(cb --json --repo "$ERA" list | python3 -c 'import json,sys; print(" ".join(b["id"] for b in json.load(sys.stdin)))')
+# shellcheck disable=SC2086 # the ids, one argument each
+assert_exit 0 cb --repo "$ERA" forget $ids --prune
+assert_eq 0 "$(find "$ERA/data" -type f ! -name '.*' | wc -l)" "forget of every backup with --prune leaves no pack"
+assert_exit 0 cb --quiet --repo "$ERA" check --read-data
+assert_exit 0 cb --quiet --repo "$ERA" prune
+assert_exit 0 cb --quiet --repo "$ERA" backup files "$TEST_TMP/erasure"
+assert_exit 0 cb --quiet --repo "$ERA" check --read-data
+
 test_done
