@@ -1146,11 +1146,23 @@ static char *read_pem(const char *path, const char *var, struct err *e)
 }
 
 /* Stops serving too: the gate first (it hands connections to mhd), then mhd. */
+/* Plain HTTP: a connection the gate handed over is closed (it counts them, api_gate.c). */
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    struct api *a = cls;
+    (void)c;
+    (void)socket_context;
+    if (code == MHD_CONNECTION_NOTIFY_CLOSED && a->gate)
+        api_gate_conn_closed(a->gate);
+}
+
 static void api_free(struct api *a)
 {
     api_gate_close(a->gate);
     if (a->mhd)
         MHD_stop_daemon(a->mhd);
+    api_gate_free(a->gate); /* after: stopping workers tell it of the connections they close */
     if (a->r)
         repo_close(a->r);
     if (a->tls_key) {
@@ -1198,7 +1210,8 @@ int api_start(const struct api_opts *o, struct api **out, struct err *e)
     }
     /* plain HTTP: the gate accepts and hands connections over (api_gate.h); with TLS the
      * request line is encrypted, libmicrohttpd listens itself */
-    if (!tls && api_gate_open(&ss, CONN_MAX, CONN_PER_IP, CONN_TIMEOUT_S, &a->gate, e) != 0) {
+    if (!tls &&
+        api_gate_open(&ss, CONN_MAX, CONN_PER_IP, CONN_MAX, CONN_TIMEOUT_S, &a->gate, e) != 0) {
         api_free(a);
         return err_wrap(e, "cannot serve the HTTP API on %s", listen);
     }
@@ -1214,12 +1227,15 @@ int api_start(const struct api_opts *o, struct api **out, struct err *e)
             MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY, MHD_OPTION_HTTPS_MEM_CERT,
             a->tls_cert, MHD_OPTION_HTTPS_MEM_KEY, a->tls_key, MHD_OPTION_END);
     else
-        a->mhd = MHD_start_daemon(
-            flags, 0, NULL, NULL, on_request, a, MHD_OPTION_NOTIFY_COMPLETED, on_completed, a,
-            MHD_OPTION_THREAD_POOL_SIZE, 4u, MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONN_MAX,
-            MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)CONN_PER_IP,
-            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONN_TIMEOUT_S,
-            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY, MHD_OPTION_END);
+        /* the gate hands over at most CONN_MAX at once, and libmicrohttpd's limit gives
+         * each of its 4 workers room for all of them (api_gate.c says why it must) */
+        a->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, a, MHD_OPTION_NOTIFY_COMPLETED,
+                                  on_completed, a, MHD_OPTION_NOTIFY_CONNECTION, on_connection, a,
+                                  MHD_OPTION_THREAD_POOL_SIZE, 4u, MHD_OPTION_CONNECTION_LIMIT,
+                                  (unsigned)CONN_MAX * 4 + 4, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+                                  (unsigned)CONN_PER_IP, MHD_OPTION_CONNECTION_TIMEOUT,
+                                  (unsigned)CONN_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+                                  (size_t)CONN_MEMORY, MHD_OPTION_END);
     if (!a->mhd) {
         int err = errno;
         api_free(a);

@@ -40,6 +40,7 @@ struct gate_conn {
     int64_t deadline_ns;
     size_t seen;   /* bytes peeked last time; once answered, bytes dropped */
     bool answered; /* answered by the gate: reading what the client still sends, then closed */
+    bool ready;    /* request line and headers whole: waits for libmicrohttpd to have room */
 };
 
 /* After the gate's answer, what the client still sends (the rest of its request) is read and
@@ -50,15 +51,21 @@ struct gate_conn {
 
 struct api_gate {
     int lfd;
-    int wake[2]; /* a byte written to wake[1] stops the thread */
+    int wake[2]; /* 'x' written to wake[1] stops the thread; 'c': a handed connection closed */
     unsigned max, per_addr, deadline_s;
+    /* connections handed to libmicrohttpd and not closed yet (api_gate_conn_started/closed),
+     * at most max_handed: libmicrohttpd 0.9.75 deadlocks a worker for good when a connection
+     * handed over finds the worker's limit reached (new_connection_process_ returns without
+     * unlocking cleanup_connection_mutex), so it must never see its limit reached */
+    pthread_mutex_t mu;
+    unsigned handed, max_handed;
     struct MHD_Daemon *mhd;
     pthread_t thread;
     bool running;
     struct gate_conn *conns;
     size_t n;
     int64_t accept_pause_ns; /* after EMFILE and the like: when to try accept() again */
-    char line[API_GATE_LINE_MAX];
+    char line[API_GATE_HEAD_MAX];
 };
 
 /* ---- the request line --------------------------------------------------------------------- */
@@ -102,6 +109,28 @@ enum api_gate_verdict api_gate_check(const char *b, size_t n)
             return line_ok(b + i, len) ? API_GATE_PASS : API_GATE_BAD;
         i = end + 1;
     }
+}
+
+bool api_gate_head_complete(const char *b, size_t n)
+{
+    size_t i = 0;
+    while (i < n && (b[i] == '\r' || b[i] == '\n'))
+        i++; /* the empty lines before the request line */
+    const char *nl = i < n ? memchr(b + i, '\n', n - i) : NULL;
+    if (!nl)
+        return false;
+    /* an empty line after the request line: at once (no header), or after a header line */
+    for (const char *p = nl; p < b + n; p = memchr(p + 1, '\n', (size_t)(b + n - p - 1))) {
+        if (!p)
+            return false;
+        if (p + 1 < b + n && p[1] == '\n')
+            return true;
+        if (p + 2 < b + n && p[1] == '\r' && p[2] == '\n')
+            return true;
+        if (p + 1 >= b + n)
+            return false;
+    }
+    return false;
 }
 
 /* ---- one connection ----------------------------------------------------------------------- */
@@ -173,6 +202,42 @@ static bool conn_drain(struct api_gate *g, size_t i)
     }
 }
 
+/* Hands ready connection i to libmicrohttpd when it has room: true when it left the gate
+ * (slot i then holds another connection); false: it waits for a handed one to close. */
+static bool conn_hand(struct api_gate *g, size_t i)
+{
+    pthread_mutex_lock(&g->mu);
+    bool room = g->handed < g->max_handed;
+    if (room)
+        g->handed++; /* before the hand-over: it may close before MHD_add_connection returns */
+    pthread_mutex_unlock(&g->mu);
+    if (!room)
+        return false;
+    struct gate_conn *c = &g->conns[i];
+    int one = 1;
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
+    struct gate_conn h = *c;
+    g->conns[i] = g->conns[--g->n];
+    /* libmicrohttpd owns the socket from here, and closes it when it cannot take it (then it
+     * never started, and api_gate_conn_closed is not called for it) */
+    if (MHD_add_connection(g->mhd, h.fd, (const struct sockaddr *)&h.addr, h.addrlen) != MHD_YES) {
+        pthread_mutex_lock(&g->mu);
+        g->handed--;
+        pthread_mutex_unlock(&g->mu);
+    }
+    return true;
+}
+
+void api_gate_conn_closed(struct api_gate *g)
+{
+    pthread_mutex_lock(&g->mu);
+    if (g->handed > 0)
+        g->handed--;
+    pthread_mutex_unlock(&g->mu);
+    ssize_t w = write(g->wake[1], "c", 1); /* a waiting connection may go now */
+    (void)w;
+}
+
 /* Looks at connection i after poll() said something happened: true when it left the gate
  * (handed over or closed; slot i then holds another connection). */
 static bool conn_examine(struct api_gate *g, size_t i, short revents)
@@ -180,6 +245,12 @@ static bool conn_examine(struct api_gate *g, size_t i, short revents)
     struct gate_conn *c = &g->conns[i];
     if (c->answered)
         return conn_drain(g, i);
+    if (c->ready && (revents & (POLLERR | POLLHUP))) { /* gone while it waited */
+        conn_drop(g, i);
+        return true;
+    }
+    if (c->ready)
+        return conn_hand(g, i);
     ssize_t n = recv(c->fd, g->line, sizeof(g->line), MSG_PEEK | MSG_DONTWAIT);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) &&
         !(revents & (POLLERR | POLLHUP | POLLRDHUP)))
@@ -189,15 +260,21 @@ static bool conn_examine(struct api_gate *g, size_t i, short revents)
         return true;
     }
     switch (api_gate_check(g->line, (size_t)n)) {
-    case API_GATE_PASS: {
-        int one = 1;
-        setsockopt(c->fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
-        struct gate_conn h = *c;
-        g->conns[i] = g->conns[--g->n];
-        /* libmicrohttpd owns the socket from here, and closes it when it cannot take it */
-        MHD_add_connection(g->mhd, h.fd, (const struct sockaddr *)&h.addr, h.addrlen);
-        return true;
-    }
+    case API_GATE_PASS:
+        /* the headers too are read here, within the deadline: libmicrohttpd's own timeout
+         * starts again at every byte, so a client sending a header line every few seconds
+         * held its connection for ever (and 64 of them every connection) */
+        if (api_gate_head_complete(g->line, (size_t)n)) {
+            c->ready = true;
+            return conn_hand(g, i);
+        }
+        if ((size_t)n >= sizeof(g->line)) {
+            conn_answer(g, i, 431, "Request Header Fields Too Large", "headers_too_large",
+                        "request headers too large",
+                        "the API needs a few short headers (Host, Authorization, Content-Type)");
+            return conn_drain(g, i);
+        }
+        break;
     case API_GATE_BAD:
         conn_answer(g, i, 400, "Bad Request", "bad_request",
                     "malformed request line or unsupported HTTP version",
@@ -211,8 +288,8 @@ static bool conn_examine(struct api_gate *g, size_t i, short revents)
         break;
     }
     if ((size_t)n <= c->seen || (revents & (POLLRDHUP | POLLHUP | POLLERR))) {
-        /* the client stopped sending before its request line was complete */
-        conn_answer(g, i, 400, "Bad Request", "bad_request", "incomplete request line",
+        /* the client stopped sending before its request line and headers were complete */
+        conn_answer(g, i, 400, "Bad Request", "bad_request", "incomplete request",
                     "send a whole request: METHOD /path HTTP/1.1, headers, an empty line");
         return conn_drain(g, i);
     }
@@ -273,7 +350,10 @@ static void *gate_main(void *arg)
         if (!listening && g->accept_pause_ns > now && g->accept_pause_ns < next)
             next = g->accept_pause_ns;
         for (size_t i = 0; i < g->n; i++) {
-            p[np++] = (struct pollfd){.fd = g->conns[i].fd, .events = POLLIN | POLLRDHUP};
+            /* one waiting for room is not read (its body is libmicrohttpd's to read): only
+             * its hang-up is seen */
+            p[np++] = (struct pollfd){.fd = g->conns[i].fd,
+                                      .events = g->conns[i].ready ? 0 : POLLIN | POLLRDHUP};
             if (g->conns[i].deadline_ns < next)
                 next = g->conns[i].deadline_ns;
         }
@@ -281,8 +361,16 @@ static void *gate_main(void *arg)
         int rc = poll(p, np, ms < 0 ? 0 : ms > 3600000 ? 3600000 : (int)ms);
         if (rc < 0 && errno != EINTR)
             break;
-        if (rc > 0 && p[0].revents)
-            break;
+        if (rc > 0 && p[0].revents) {
+            char wb[64];
+            ssize_t r = read(g->wake[0], wb, sizeof(wb));
+            if (r > 0 && memchr(wb, 'x', (size_t)r))
+                break;
+        }
+        /* the connections waiting for room, while there is room */
+        for (size_t k = g->n; k-- > 0;)
+            if (k < g->n && g->conns[k].ready && !g->conns[k].answered)
+                conn_hand(g, k);
         /* the connections, newest slot first: a slot left is filled from the end */
         size_t n0 = g->n;
         for (size_t k = n0; k-- > 0;)
@@ -293,9 +381,14 @@ static void *gate_main(void *arg)
             if (g->conns[k].deadline_ns <= now) {
                 if (g->conns[k].answered)
                     conn_drop(g, k);
+                else if (g->conns[k].ready)
+                    conn_answer(g, k, 503, "Service Unavailable", "busy",
+                                "too many connections at once",
+                                "retry in a moment; the API serves 64 connections at a time");
                 else
                     conn_answer(g, k, 408, "Request Timeout", "timeout",
-                                "request line not received in time", "send the request at once");
+                                "request line and headers not received in time",
+                                "send the request at once");
             }
         if (rc > 0 && listening && p[1].revents)
             gate_accept(g, now);
@@ -307,8 +400,8 @@ static void *gate_main(void *arg)
 /* ---- start and stop ----------------------------------------------------------------------- */
 
 int api_gate_open(const struct sockaddr_storage *ss, unsigned max_pending,
-                  unsigned max_pending_per_addr, unsigned deadline_s, struct api_gate **out,
-                  struct err *e)
+                  unsigned max_pending_per_addr, unsigned max_handed, unsigned deadline_s,
+                  struct api_gate **out, struct err *e)
 {
     *out = NULL;
     socklen_t len =
@@ -333,6 +426,8 @@ int api_gate_open(const struct sockaddr_storage *ss, unsigned max_pending,
     g->per_addr = max_pending_per_addr;
     g->deadline_s = deadline_s;
     g->conns = xcalloc(max_pending, sizeof(*g->conns));
+    g->max_handed = max_handed;
+    pthread_mutex_init(&g->mu, NULL);
     if (pipe2(g->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
         int err = errno;
         close(fd);
@@ -369,18 +464,29 @@ int api_gate_run(struct api_gate *g, struct MHD_Daemon *mhd, struct err *e)
 
 void api_gate_close(struct api_gate *g)
 {
-    if (!g)
+    if (!g || g->lfd < 0)
         return;
     if (g->running) {
         ssize_t w = write(g->wake[1], "x", 1);
         (void)w;
         pthread_join(g->thread, NULL);
+        g->running = false;
     }
     for (size_t i = 0; i < g->n; i++)
         close(g->conns[i].fd);
+    g->n = 0;
     close(g->lfd);
+    g->lfd = -1;
+}
+
+void api_gate_free(struct api_gate *g)
+{
+    if (!g)
+        return;
+    api_gate_close(g);
     close(g->wake[0]);
     close(g->wake[1]);
+    pthread_mutex_destroy(&g->mu);
     free(g->conns);
     free(g);
 }

@@ -10,6 +10,7 @@
 #define CARIS_DAEMON_API_GATE_H
 
 #include <microhttpd.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/socket.h>
 
@@ -19,20 +20,33 @@
  * for; a longer one is answered 414. The API's longest is under 100 bytes. */
 #define API_GATE_LINE_MAX 4096
 
+/* The longest request line and headers the gate reads before it hands a connection over
+ * (libmicrohttpd's memory for them is 32 KiB, CONN_MEMORY in api.c); longer: 431. */
+#define API_GATE_HEAD_MAX (32 * 1024)
+
 struct api_gate;
 
-/* Binds and listens on ss (nothing is accepted yet): 0, or -1 with e. */
+/* Binds and listens on ss (nothing is accepted yet): 0, or -1 with e. A connection waits in
+ * the gate at most deadline_s for its request line and headers (408), and for libmicrohttpd
+ * to have room: at most max_handed connections are with it at once (503 after the deadline);
+ * libmicrohttpd's own connection limit must leave each of its workers room for max_handed. */
 int api_gate_open(const struct sockaddr_storage *ss, unsigned max_pending,
-                  unsigned max_pending_per_addr, unsigned deadline_s, struct api_gate **out,
-                  struct err *e);
+                  unsigned max_pending_per_addr, unsigned max_handed, unsigned deadline_s,
+                  struct api_gate **out, struct err *e);
 /* The port it listens on. */
 unsigned api_gate_port(const struct api_gate *g);
 /* Starts accepting and handing connections to mhd (started with MHD_USE_NO_LISTEN_SOCKET and
  * MHD_USE_ITC): 0, or -1 with e. */
 int api_gate_run(struct api_gate *g, struct MHD_Daemon *mhd, struct err *e);
-/* Stops the thread, closes the connections not handed over and the socket, frees g (NULL is
- * fine). Call before stopping mhd. */
+/* Stops the thread, closes the connections not handed over and the socket (NULL is fine).
+ * Call before stopping mhd; api_gate_free after it (libmicrohttpd's workers still call
+ * api_gate_conn_closed while they stop). */
 void api_gate_close(struct api_gate *g);
+void api_gate_free(struct api_gate *g);
+/* From libmicrohttpd's MHD_CONNECTION_NOTIFY_CLOSED of a connection the gate handed over. */
+void api_gate_conn_closed(struct api_gate *g);
+/* Whether b[0..n) holds a request line and the empty line that ends its headers. */
+bool api_gate_head_complete(const char *b, size_t n);
 
 /* What the gate makes of the bytes that start a connection (exposed for the unit test). */
 enum api_gate_verdict {

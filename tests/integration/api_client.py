@@ -290,6 +290,58 @@ def hold(base, src, n):
         s.close()
 
 
+def burst(base, n, naddr, complete):
+    """n connections at once from naddr addresses (127.0.5.1...), each sending a /healthz
+    request (complete: with the empty line that ends its headers; else without) before any is
+    read; then each answer is read (20 s at most each). Prints how many were answered 200."""
+    host, port = split(base)
+    socks = []
+    for i in range(n):
+        s = socket.create_connection((host, port), timeout=20,
+                                     source_address=("127.0.5.%d" % (i % naddr + 1), 0))
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + (b"\r\n" if complete else b""))
+        socks.append(s)
+    ok = 0
+    for s in socks:
+        if complete:
+            try:
+                ok += s.recv(64).startswith(b"HTTP/1.1 200")
+            except OSError:
+                pass
+        s.close()
+    print(ok)
+
+
+def dribble(base, every, secs):
+    """Headers sent a line every `every` seconds, never finished, for at most secs: prints
+    "answered STATUS SECONDS" when the server answers (or "closed SECONDS"), else "open"."""
+    host, port = split(base)
+    s = socket.create_connection((host, port), timeout=every)
+    start = time.monotonic()
+    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+    k = 0
+    while time.monotonic() - start < secs:
+        try:
+            buf = s.recv(4096)
+        except socket.timeout:
+            try:
+                s.sendall(b"X-Dribble-%d: y\r\n" % k)
+            except OSError:
+                print("closed %d" % (time.monotonic() - start))
+                return
+            k += 1
+            continue
+        except OSError:
+            buf = b""
+        t = time.monotonic() - start
+        if buf.startswith(b"HTTP/1."):
+            print("answered %s %d" % (buf.split(b" ")[1].decode(), t))
+        else:
+            print("closed %d" % t)
+        return
+    print("open")
+
+
 def endless(base, admin):
     """A chunked body that never ends, up to 64 MiB: "closed MiB" when the server closed the
     connection after that many MiB were sent, "open" when it took them all."""
@@ -467,6 +519,10 @@ def main():
                        for _ in range(n)))
     elif cmd == "endless":
         endless(sys.argv[2], sys.argv[3])
+    elif cmd == "burst":
+        burst(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1")
+    elif cmd == "dribble":
+        dribble(sys.argv[2], float(sys.argv[3]), float(sys.argv[4]))
     elif cmd == "hold":
         hold(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     elif cmd == "bad":

@@ -83,6 +83,31 @@ static void test_more_and_too_long(void **state)
     assert_int_equal(api_gate_check(big, sizeof(big)), API_GATE_PASS);
 }
 
+/* The gate hands a connection over once its headers are whole: the empty line after them. */
+static void test_head_complete(void **state)
+{
+    (void)state;
+    const char *whole[] = {"GET / HTTP/1.1\r\n\r\n",
+                           "GET / HTTP/1.0\n\n",
+                           "GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+                           "GET / HTTP/1.1\nHost: x\nA: b\n\n",
+                           "\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\nbody",
+                           "POST /x HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}"};
+    for (size_t i = 0; i < sizeof(whole) / sizeof(whole[0]); i++)
+        if (!api_gate_head_complete(whole[i], strlen(whole[i])))
+            fail_msg("not whole: %s", whole[i]);
+    const char *part[] = {"",
+                          "\r\n\r\n",
+                          "GET / HTTP/1.1",
+                          "GET / HTTP/1.1\r\n",
+                          "GET / HTTP/1.1\r\nHost: x\r\n",
+                          "GET / HTTP/1.1\r\nHost: x\r\n\r",
+                          "GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bea"};
+    for (size_t i = 0; i < sizeof(part) / sizeof(part[0]); i++)
+        if (api_gate_head_complete(part[i], strlen(part[i])))
+            fail_msg("whole: %s", part[i]);
+}
+
 /* Failed authentications are counted per address, per /64 for IPv6. */
 static void test_fail_key(void **state)
 {
@@ -112,6 +137,7 @@ int main(void)
         cmocka_unit_test(test_bad),
         cmocka_unit_test(test_more_and_too_long),
         cmocka_unit_test(test_fail_key),
+        cmocka_unit_test(test_head_complete),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
