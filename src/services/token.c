@@ -127,6 +127,12 @@ int caris_token_add(const char *backup_dir, const char *label, enum caris_token_
     json_array_foreach(list, i, t)
     {
         const char *l = json_string_value(json_object_get(t, "label"));
+        const char *tid = json_string_value(json_object_get(t, "id"));
+        if (tid && strcmp(tid, label) == 0) {
+            err_set(e, ERR_USAGE, "choose another label (`token revoke` takes ids and labels)",
+                    "the label '%s' is the id of another token", label);
+            goto out;
+        }
         if (l && strcmp(l, label) == 0) {
             err_set(e, ERR_USAGE, "choose another label, or revoke the old token first",
                     "a token labelled '%s' exists already", label);
@@ -184,14 +190,21 @@ int caris_token_revoke(const char *backup_dir, const char *which, struct err *e)
     json_t *doc = tokens_load(backup_dir, e);
     if (doc) {
         json_t *list = json_object_get(doc, "tokens"), *t;
-        size_t i, found = (size_t)-1;
+        /* an id names its token whatever the labels say: a label equal to another token's
+         * id made the revocation of that id remove the labelled token (the last match won)
+         * and leave the one named valid */
+        size_t i, found = (size_t)-1, by_label = (size_t)-1;
         json_array_foreach(list, i, t)
         {
             const char *id = json_string_value(json_object_get(t, "id"));
             const char *l = json_string_value(json_object_get(t, "label"));
-            if ((id && strcmp(id, which) == 0) || (l && strcmp(l, which) == 0))
+            if (id && strcmp(id, which) == 0)
                 found = i;
+            else if (l && strcmp(l, which) == 0)
+                by_label = i;
         }
+        if (found == (size_t)-1)
+            found = by_label;
         if (found == (size_t)-1) {
             err_set(e, ERR_NOT_FOUND, "`caris-backup token list` shows the tokens",
                     "no token with id or label '%s'", which);

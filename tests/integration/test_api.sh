@@ -41,6 +41,27 @@ assert_false "the token file does not hold the tokens themselves" grep -q -e "${
 assert_exit 0 cb --json token list
 assert_eq "admin:admin viewer:viewer gone:admin" "$(json_eval "$OUT_FILE" '" ".join(t["label"] + ":" + t["role"] for t in d)')" "token list"
 assert_eq false "$(json_eval "$OUT_FILE" 'any("sha256" in t for t in d)')" "token list shows no hash"
+# a label that is another token's id is refused, and an id names its own token (a token
+# labelled with another's id was the one `token revoke ID` removed, leaving the named one valid)
+assert_exit 0 cb --quiet token add --label ci --role viewer
+CI_ID=$(cb --json token list | python3 -c 'import json,sys; print([t["id"] for t in json.load(sys.stdin) if t["label"] == "ci"][0])')
+assert_exit 2 cb token add --label "$CI_ID"
+assert_contains "$ERR" "is the id of another token" "a label equal to another token's id is refused"
+assert_exit 0 cb --quiet token add --label x2
+python3 - "$TOKENS" "$CI_ID" <<'PY' # such a label, as an older version let it be made
+import json, sys
+d = json.load(open(sys.argv[1]))
+for t in d["tokens"]:
+    if t["label"] == "x2":
+        t["label"] = sys.argv[2]
+json.dump(d, open(sys.argv[1], "w"))
+PY
+assert_exit 0 cb token revoke "$CI_ID"
+assert_eq "$CI_ID admin gone viewer" "$(cb --json token list | python3 -c 'import json,sys; l = [t["label"] for t in json.load(sys.stdin)]; print(" ".join([x for x in l if x == sys.argv[1]] + sorted(x for x in l if x != sys.argv[1])))' "$CI_ID")" \
+    "token revoke ID removed the token of that id, not the one labelled so"
+assert_exit 0 cb token revoke "$CI_ID"
+assert_eq "admin gone viewer" "$(cb --json token list | python3 -c 'import json,sys; print(" ".join(sorted(t["label"] for t in json.load(sys.stdin))))')" \
+    "token revoke ID removed that token"
 
 # --- the daemon with its API on a free port ---------------------------------------------
 export BACKUP_API_LISTEN=127.0.0.1:0
