@@ -695,6 +695,20 @@ void repo_close(struct repo *r)
     secmem_free(r); /* wipes the keys and the chunker seed */
 }
 
+/* A repository whose marker is gone (deleted by hand, or lost) while its config is there:
+ * damage, never "no repository" (whose hint, init, would then say to remove the leftovers:
+ * every backup). */
+static int marker_missing(const char *path, struct err *e)
+{
+    return err_set(e, ERR_DAMAGE,
+                   "do not run init and remove nothing: put the marker back (from a copy of the "
+                   "repository, or write its text: \"caris-backup repository\", a newline, "
+                   "\"format 1\", a newline), then run `caris-backup check`",
+                   "%s holds a repository (its config is there) but its marker file " MARKER_NAME
+                   " is missing",
+                   path);
+}
+
 int repo_exists(const char *path, struct err *e)
 {
     if (!storage_location_is_s3(path)) {
@@ -711,6 +725,13 @@ int repo_exists(const char *path, struct err *e)
                                     : NULL,
                     "cannot read repository %s", path);
         free(m);
+        if (r == 0) {
+            char *c = xasprintf("%s/config", path);
+            bool has_config = lstat(c, &sb) == 0;
+            free(c);
+            if (has_config)
+                r = marker_missing(path, e);
+        }
         return r;
     }
     struct storage *st = storage_open(path, false, e);
@@ -1212,6 +1233,9 @@ static int check_marker(struct repo *r, struct err *e)
     struct err me = ERR_INIT;
     if (storage_get(r->st, MARKER_NAME, 4096, &b, &me) != 0) {
         buf_free(&b);
+        struct err ce = ERR_INIT;
+        if (me.code == ERR_NOT_FOUND && storage_exists(r->st, "config", &ce) == 1)
+            return marker_missing(r->path, e);
         if (me.code == ERR_NOT_FOUND)
             return err_set(e, ERR_NOT_FOUND,
                            "create it with `caris-backup init` (BACKUP_DIR / --repo), or point "

@@ -65,6 +65,17 @@ printf 'caris-backup repository\nformat 9\n' >"$REPO/caris-repository"
 run cb list
 assert_rc 1 "a newer format: exit 1"
 assert_contains "$ERR$OUT" "upgrade" "a newer format: upgrade"
+# a deleted marker is damage, never "no repository" (whose hint, init, then said to remove the
+# leftovers of an interrupted init: every backup)
+rm "$REPO/caris-repository"
+for args in list check "init" "init --if-missing"; do
+    # shellcheck disable=SC2086 # the words of args
+    run cb $args
+    assert_rc 4 "$args without the marker: exit 4"
+    assert_contains "$ERR" "marker file caris-repository is missing" "$args without the marker: said so"
+    assert_contains "$ERR" "do not run init and remove nothing" "$args without the marker: the hint keeps the backups"
+done
+assert_false "nothing was written in its place" test -e "$REPO/caris-repository"
 cp "$TEST_TMP/marker" "$REPO/caris-repository"
 assert_exit 0 cb list
 
