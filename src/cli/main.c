@@ -1093,11 +1093,15 @@ static int cmd_restore(struct globals *g, int argc, char **argv)
         json_t *j = caris_files_restore_result_to_json(&res);
         print_json(j);
         json_decref(j);
-    } else if (res.ran && !g->quiet && rc >= 0) {
+    } else if (res.ran) {
         char bytes[32];
         str_human_bytes(res.read.bytes, bytes, sizeof(bytes));
-        printf("restored %llu files, %llu dirs, %s into %s\n", (unsigned long long)res.read.files,
-               (unsigned long long)res.read.dirs, bytes, target);
+        if (!g->quiet && rc >= 0)
+            printf("restored %llu files, %llu dirs, %s into %s\n",
+                   (unsigned long long)res.read.files, (unsigned long long)res.read.dirs, bytes,
+                   target);
+        /* each file's error, also when the restore failed for them ("N file(s) failed
+         * verification" named none of them) */
         json_t *lists[] = {res.read.errors, res.read.warnings};
         for (int k = 0; k < 2; k++) {
             size_t i;

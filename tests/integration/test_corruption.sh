@@ -77,6 +77,7 @@ assert_eq true "$(json_eval "$OUT_FILE" "any(e.get('object') == '$rel' for e in 
 # Restoring the damaged backup writes the intact files and never the damaged one.
 mkdir "$TEST_TMP/r"
 assert_exit 4 cb restore files "$id_a" --target "$TEST_TMP/r"
+assert_contains "$ERR" "patient-scan.bin" "the text output names the file that failed (it said only how many)"
 assert_false "the damaged file was not restored" test -e "$TEST_TMP/r$TEST_TMP/a/patient-scan.bin"
 assert_true "the intact file was restored" cmp "$TEST_TMP/a/sub/small.txt" "$TEST_TMP/r$TEST_TMP/a/sub/small.txt"
 assert_eq "$TEST_TMP/r$TEST_TMP/a/sub/small.txt" "$(find "$TEST_TMP/r" ! -type d)" \
