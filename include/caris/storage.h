@@ -65,6 +65,9 @@ struct storage_ops {
     /* Optional: a hint that len bytes at off of name will be read soon (a local file's
      * pages are read ahead in the background). Never fails; NULL: nothing. */
     void (*prefetch)(struct storage *s, const char *name, uint64_t off, uint64_t len);
+    /* Optional: with off, reads go to the storage itself, past any local copy the backend
+     * keeps (check: a local copy stays good while the object in the bucket is damaged). */
+    void (*local_copies)(struct storage *s, bool use);
 };
 
 struct storage_queue;
@@ -103,6 +106,9 @@ const char *storage_s3_region(void);
 /* Where the S3 backend keeps local copies of index files and snapshots (one directory per
  * location below dir; NULL: none). Copies are checked against their SHA-256 names. */
 void storage_set_cache_root(const char *dir);
+/* Whether reads may be answered from the backend's local copies (default true). Set while no
+ * other thread reads through s. */
+void storage_local_copies(struct storage *s, bool use);
 
 /* A repository location: an S3 URL (above) or a directory. create: a directory is made when
  * missing (a bucket never is). */

@@ -421,8 +421,13 @@ static int check_locked(struct repo *r, const struct repo_check_opts *o,
     uint64_t nrefs = 0, bytes = 0;
     size_t i;
     json_t *d;
-    /* check needs the truth about data/ (and refreshes the open cache with it) */
-    if (r->index_cached && repo_index_reload_full(r, e) != 0)
+    /* check needs the truth about data/ (and refreshes the open cache with it), and about
+     * the index files and snapshots in the storage itself: on S3 the open read them from
+     * the local copies, which stay good while the objects in the bucket are damaged or gone
+     * (found only when another host, or a new one after a loss, read them) */
+    storage_local_copies(r->st, false);
+    bool copies = storage_location_is_s3(r->path);
+    if ((r->index_cached || copies) && repo_index_reload_full(r, e) != 0)
         goto out;
     json_array_foreach(repo_damage(r), i, d)
     {
@@ -521,6 +526,7 @@ static int check_locked(struct repo *r, const struct repo_check_opts *o,
     c.errors = c.warnings = NULL;
     rc = 0;
 out:
+    storage_local_copies(r->st, true);
     json_decref(list);
     json_decref(damaged);
     json_decref(state);

@@ -120,6 +120,7 @@ struct s3_storage {
     char *region;
     char *ca_file;
     char *cache_dir; /* local copies of index files and snapshots; NULL: none */
+    bool copies_off; /* storage_local_copies(false): neither read nor written */
     int64_t retry_ns;
     /* The server answered a PUT with the x-amz-checksum-sha256 it checked: it verifies that
      * header, so later PUTs need no Content-MD5 (see do_put). */
@@ -747,7 +748,7 @@ static void cache_forget(struct s3_storage *s, const char *name)
  * (Their contents are authenticated again by the repository layer.) */
 static bool cacheable(const struct s3_storage *s, const char *name)
 {
-    if (!s->cache_dir)
+    if (!s->cache_dir || s->copies_off)
         return false;
     const char *base;
     if (strncmp(name, "index/", 6) == 0)
@@ -1324,6 +1325,11 @@ static void s3_close(struct storage *st)
     free(s);
 }
 
+static void s3_local_copies(struct storage *st, bool use)
+{
+    S(st)->copies_off = !use;
+}
+
 static const struct storage_ops s3_ops = {
     .put = s3_put,
     .read_at = s3_read_at,
@@ -1336,6 +1342,7 @@ static const struct storage_ops s3_ops = {
     .close = s3_close,
     .read_direct = s3_read_direct,
     .get = s3_get,
+    .local_copies = s3_local_copies,
 };
 
 /* ---- opening ------------------------------------------------------------------------- */

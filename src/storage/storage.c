@@ -31,6 +31,12 @@ int storage_read_direct(struct storage *s, const char *name, uint64_t off, void 
     return s->ops->read_at(s, name, off, out, len, e);
 }
 
+void storage_local_copies(struct storage *s, bool use)
+{
+    if (s->ops->local_copies)
+        s->ops->local_copies(s, use);
+}
+
 void storage_prefetch(struct storage *s, const char *name, uint64_t off, uint64_t len)
 {
     if (s->ops->prefetch)

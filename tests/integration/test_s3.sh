@@ -73,6 +73,18 @@ idx=$(cd "$cache/index" && find . -type f -printf '%f\n' | head -n 1)
 printf 'garbage' >"$cache/index/$idx"
 assert_exit 0 cb check --read-data
 assert_eq "$idx" "$(sha256sum "$cache/index/$idx" | cut -c1-64)" "a damaged local copy is read from S3 again"
+# damage in the bucket while the local copies are good: check reads the bucket (it read the
+# copies, said 'no errors found', and only a new host found the backup gone)
+for kind in snapshots index; do
+    obj=$(objects | grep -m1 "^$kind/")
+    f=$S3_DIR/bkt/caris/repo/$obj._S3rver_object
+    cp "$f" "$TEST_TMP/obj.saved"
+    flip_byte "$f" 100
+    assert_exit 4 cb check
+    assert_contains "$OUT$ERR" "$(basename "$obj")" "check finds a damaged $kind object in the bucket, local copy or not"
+    cp "$TEST_TMP/obj.saved" "$f"
+    assert_exit 0 cb --quiet check
+done
 
 # --- keys, unlock, --repo ----------------------------------------------------------------
 newkey="second-key-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
