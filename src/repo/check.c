@@ -82,6 +82,17 @@ static int collect_pack(void *ctx, const char *name, uint64_t size, struct err *
         add_issue(c->warnings, name, "unexpected file in data/");
         return 0;
     }
+    if (!pack_name_parse(name, id)) {
+        char want[80];
+        pack_object_name(id, want, sizeof(want));
+        /* not counted as the pack: an index that lists it then reports it missing, with the
+         * backups that need it */
+        add_issue(c->errors, name,
+                  "pack in the wrong directory: reads look for it at %s, where it is not (move "
+                  "it back)",
+                  want);
+        return 0;
+    }
     c->files = xrealloc(c->files, xsize(c->nfiles + 1, sizeof(*c->files), 0));
     c->files[c->nfiles].name = xstrdup(name);
     memcpy(c->files[c->nfiles].id, id, 32);

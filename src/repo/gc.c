@@ -467,6 +467,10 @@ static int size_one(void *ctx, const char *name, uint64_t size, struct err *e)
     uint8_t id[32];
     if (strlen(base) != 64 || cx_unhex(base, id, 32) != 0)
         return 0;
+    if (!pack_name_parse(name, id)) { /* in another directory: not the pack reads find */
+        z->unknown_packs++;
+        return 0;
+    }
     pthread_mutex_lock(&z->r->mu);
     long p = repo_find_pack_locked(z->r, id);
     pthread_mutex_unlock(&z->r->mu);

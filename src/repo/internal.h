@@ -247,6 +247,10 @@ int index_payload_unpack(const uint8_t *p, size_t len, struct buf *out, struct e
 /* Nonce of the blob at byte offset off of its pack (big-endian, zero-padded). */
 void pack_nonce(uint64_t off, uint8_t nonce[CX_NONCE_LEN]);
 void pack_object_name(const uint8_t id[32], char *out, size_t n);
+/* The id of a listed pack (name as listing data/ gives it), true only where readers look for
+ * it: data/<its first two hex digits>/<64 hex digits>. A pack moved to another directory of
+ * data/ is not found by any read. */
+bool pack_name_parse(const char *name, uint8_t id[32]);
 /* The index entry of blob id, when it lies in a stored pack. */
 bool repo_lookup_entry(struct repo *r, const uint8_t id[32], struct ientry *out);
 /* The key of pack number pidx (an ientry's pack) and its object name ("data/xx/<hex>").

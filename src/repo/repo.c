@@ -96,6 +96,16 @@ void pack_object_name(const uint8_t id[32], char *out, size_t n)
     snprintf(out, n, "data/%.2s/%s", hex, hex);
 }
 
+bool pack_name_parse(const char *name, uint8_t id[32])
+{
+    const char *base = strrchr(name, '/');
+    if (!base || strlen(base + 1) != 64 || cx_unhex(base + 1, id, 32) != 0)
+        return false;
+    char want[80];
+    pack_object_name(id, want, sizeof(want));
+    return strcmp(name, want) == 0;
+}
+
 int pack_derive_key(const struct repo *r, const uint8_t salt[32], uint8_t key[32], struct err *e)
 {
     /* The same for pack versions 1 and 2: the key is unique to the pack by its salt. */
@@ -935,10 +945,9 @@ static int adopt_orphan_packs(struct repo *r, const struct namelist *lp, struct 
     struct buf tr = {0};
     int rc = 0;
     for (size_t i = 0; i < l.n; i++) {
-        const char *base = strrchr(l.v[i], '/');
         uint8_t pid[32];
-        if (!base || cx_unhex(base + 1, pid, 32) != 0)
-            continue; /* not a pack name: check reports it */
+        if (!pack_name_parse(l.v[i], pid))
+            continue; /* not a pack name, or not where reads look: check reports it */
         if (repo_find_pack_locked(r, pid) >= 0)
             continue;
         struct err pe = ERR_INIT;
@@ -1200,8 +1209,8 @@ static int load_index_and_packs(struct repo *r, bool full, struct namelist *list
     }
     r->listed_packs = xcalloc(l.n ? l.n : 1, 32);
     for (size_t i = 0; i < l.n; i++) {
-        const char *base = strrchr(l.v[i], '/');
-        if (base && cx_unhex(base + 1, r->listed_packs[r->nlisted_packs], 32) == 0)
+        /* a pack where reads do not look for it is missing to them (and to deduplication) */
+        if (pack_name_parse(l.v[i], r->listed_packs[r->nlisted_packs]))
             r->nlisted_packs++;
     }
     if (r->nlisted_packs)

@@ -111,6 +111,25 @@ assert_exit 4 cb verify "$id_t"
 assert_contains "$OUT$ERR" "patient-scan.bin" "verify names the file in the truncated pack"
 assert_exit 4 cb check --read-data
 
+# --- a pack moved to another directory of data/ (a repository copied back by hand) --------
+# reads look for it at data/<its first two hex digits>/: check said 'no errors found', and a
+# new backup deduplicated against it and could not be restored
+use_repo moved-pack
+backup_json "$TEST_TMP/m.json" "$TEST_TMP/a"
+id_m=$BACKUP_ID
+pack=$(largest_pack)
+mkdir -p "$REPO/data/zz"
+mv "$pack" "$REPO/data/zz/"
+assert_exit 4 cb check
+assert_contains "$OUT$ERR" "pack in the wrong directory" "check finds the pack out of place"
+assert_contains "$OUT$ERR" "$id_m" "and names the backup that needs it"
+run cb --json backup files "$TEST_TMP/a" --full
+assert_exit 0 cb verify "$(json_get "$OUT_FILE" '["id"]')"
+assert_contains "$ERR" "is missing" "the open warns of the pack it cannot find"
+mv "$REPO/data/zz/$(basename "$pack")" "$pack"
+rmdir "$REPO/data/zz"
+assert_exit 0 cb --quiet check --read-data
+
 # --- data/ unreadable ------------------------------------------------------------------
 # An open lists data/ while the key slot's KDF runs (src/repo/repo.c, data_listing): a listing
 # that fails still fails the open, with its own message, and a wrong key still says so.

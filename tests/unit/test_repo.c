@@ -2843,7 +2843,9 @@ static void test_hostile_payloads(void **state)
     mkdir(odd, 0700);
     snprintf(odd, sizeof(odd), "%s/data/zz/not-a-pack", h.dir);
     file_write(odd, "hello", 5);
-    snprintf(ipath, sizeof(ipath), "%s/data/zz/%064d", h.dir, 1);
+    snprintf(ipath, sizeof(ipath), "%s/data/00", h.dir);
+    mkdir(ipath, 0700);
+    snprintf(ipath, sizeof(ipath), "%s/data/00/%064d", h.dir, 1);
     file_write(ipath, "short", 5);
     {
         struct repo *r2 = open_ok(h.dir, PW);
