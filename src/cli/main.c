@@ -759,10 +759,14 @@ static int cmd_list(struct globals *g, int argc, char **argv)
                 snprintf(type, sizeof(type), "%s/physical", x->kind ? x->kind : "?");
             cli_human_iso(x->started, when, sizeof(when));
             cli_human_duration(x->duration_ms, dur, sizeof(dur));
-            printf("%-44s %-18s %-25s %8s %9llu %10s %10s %s%s\n", x->id ? x->id : "?", type, when,
-                   dur, (unsigned long long)x->files, read, added, x->status ? x->status : "?",
-                   x->record && strcmp(x->record, "replayed") == 0 ? " REPLAYED (was forgotten)"
-                                                                   : "");
+            /* the last test restore, when it failed (only --json showed it) */
+            json_t *tr = json_object_get(xb, "lastTestRestore");
+            bool drill_failed = tr && json_is_false(json_object_get(tr, "ok"));
+            printf(
+                "%-44s %-18s %-25s %8s %9llu %10s %10s %s%s%s\n", x->id ? x->id : "?", type, when,
+                dur, (unsigned long long)x->files, read, added, x->status ? x->status : "?",
+                drill_failed ? ", TEST RESTORE FAILED (`show` says why)" : "",
+                x->record && strcmp(x->record, "replayed") == 0 ? " REPLAYED (was forgotten)" : "");
             if (lsns)
                 printf("%-44s LSN %s\n", "", lsns);
             int64_t t;

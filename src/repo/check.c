@@ -392,6 +392,33 @@ static void state_issues(json_t *arr, json_t *found, const char *what)
     }
 }
 
+/* The records that hold results rather than data (the records of the WAL archive reference
+ * blobs and are read by the snapshot walk): one that cannot be read is damage, and what it
+ * said is lost (a verification that found a backup damaged would no longer mark it so). */
+static void check_records(struct check *c)
+{
+    static const char *const kinds[] = {"verify", "test-restore", "audit-head", NULL};
+    for (size_t k = 0; kinds[k]; k++) {
+        json_t *damaged = NULL;
+        struct err re = ERR_INIT;
+        json_t *l = repo_record_list(c->r, kinds[k], &damaged, &re);
+        if (!l) {
+            char dir[40];
+            snprintf(dir, sizeof(dir), "records/%s", kinds[k]);
+            add_issue(c->errors, dir, "records cannot be read: %s", re.msg);
+            continue;
+        }
+        json_decref(l);
+        size_t i;
+        json_t *d;
+        json_array_foreach(damaged, i, d)
+            add_issue(c->errors, json_string_value(json_object_get(d, "object")) ?: kinds[k],
+                      "%s record cannot be read (%s): what it recorded is lost", kinds[k],
+                      json_string_value(json_object_get(d, "error")) ?: "?");
+        json_decref(damaged);
+    }
+}
+
 static void check_state(struct check *c, json_t *st)
 {
     if (json_is_true(json_object_get(st, "rolled_back")))
@@ -523,6 +550,7 @@ static int check_locked(struct repo *r, const struct repo_check_opts *o,
     if (repo_state_audit(r, &state, e) != 0)
         goto out;
     check_state(&c, state);
+    check_records(&c);
     res->ok = json_array_size(c.errors) == 0;
     res->errors = c.errors;
     res->warnings = c.warnings;

@@ -130,6 +130,21 @@ mv "$REPO/data/zz/$(basename "$pack")" "$pack"
 rmdir "$REPO/data/zz"
 assert_exit 0 cb --quiet check --read-data
 
+# --- a damaged verification record: check reports it (it ignored records/, so a backup a
+# verification had found damaged was shown ok again, and check said 'no errors found') -----
+use_repo bad-record
+backup_json "$TEST_TMP/r.json" "$TEST_TMP/b"
+assert_exit 0 cb --quiet verify "$BACKUP_ID"
+rec=$(find "$REPO/records/verify" -type f ! -name '.*' | head -n 1)
+assert_ne "" "$rec" "verify left a record"
+cp "$rec" "$TEST_TMP/rec.saved"
+flip_byte "$rec"
+assert_exit 4 cb check
+assert_contains "$OUT$ERR" "verify record cannot be read" "check reports the damaged record"
+assert_contains "$OUT$ERR" "$(basename "$rec")" "and names it"
+cp "$TEST_TMP/rec.saved" "$rec"
+assert_exit 0 cb --quiet check
+
 # --- data/ unreadable ------------------------------------------------------------------
 # An open lists data/ while the key slot's KDF runs (src/repo/repo.c, data_listing): a listing
 # that fails still fails the open, with its own message, and a wrong key still says so.

@@ -208,5 +208,10 @@ assert_exit 4 cb verify "$full"
 assert_contains "$OUT$ERR" "$full" "verify names the damaged backup"
 CARIS_RESTORE_TARGET_URL=$(pg_url rt_damaged) run cb restore database "$full" --create
 assert_fails "restore of the damaged backup fails"
+# its test restore fails, and list's text says so (only --json did)
+run cb test-restore "$full"
+assert_rc 4 "test-restore of the damaged backup"
+run cb list
+assert_contains "$(grep "^$full " "$OUT_FILE")" "TEST RESTORE FAILED" "list shows the failed test restore"
 
 test_done
