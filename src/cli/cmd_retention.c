@@ -230,10 +230,19 @@ static void print_prune(const struct caris_prune_result *res)
     cli_human_duration(res->duration_ns / 1000000, dur, sizeof(dur));
     printf("  repository: %s -> %s%s (%s freed), %s\n", before, after,
            res->dry_run ? " (estimate)" : "", freed, dur);
-    if (s->blobs_missing)
-        printf("  warning: backups reference %llu blobs the index does not have: run "
-               "`caris-backup check`\n",
-               (unsigned long long)s->blobs_missing);
+}
+
+/* Backups that reference blobs the index does not have (a pack lost): prune deleted only what
+ * nothing references, but the repository is damaged; on stderr (--quiet too), exit 3. */
+static int prune_missing_warning(const struct caris_prune_result *res)
+{
+    if (!res->stats.blobs_missing)
+        return 0;
+    fprintf(stderr,
+            "warning: backups reference %llu blobs the index does not have (a pack is missing): "
+            "run `caris-backup check` to see which backups are affected\n",
+            (unsigned long long)res->stats.blobs_missing);
+    return EXIT_WARNINGS;
 }
 
 /* ---- commands ------------------------------------------------------------------------ */
@@ -357,6 +366,8 @@ int cmd_forget(struct globals *g, int argc, char **argv)
                 json_object_set_new(out, "prune", caris_prune_result_to_json(&pr));
                 if (!g->json && !g->quiet)
                     print_prune(&pr);
+                if (prune_missing_warning(&pr) && code == 0)
+                    code = EXIT_WARNINGS;
             }
         }
         if (g->json)
@@ -418,5 +429,5 @@ int cmd_prune(struct globals *g, int argc, char **argv)
     } else if (!g->quiet) {
         print_prune(&res);
     }
-    return 0;
+    return prune_missing_warning(&res);
 }

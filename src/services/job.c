@@ -255,6 +255,8 @@ static void do_prune(struct run *x)
     x->res->handle_spent = true;
     if (rc == 0)
         s->detail = caris_prune_result_to_json(&pr);
+    if (rc == 0 && pr.stats.blobs_missing) /* backups need blobs that are gone: check says which */
+        rc = CARIS_DONE_WARNINGS;
     step_end(x, s, rc, &e);
 }
 

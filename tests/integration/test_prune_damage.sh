@@ -172,4 +172,17 @@ assert_eq "snapshots/$(basename "$stray")" \
 assert_false "the file is gone" test -e "$stray"
 assert_exit 0 cb --quiet prune
 
+# --- a pack a kept backup needs is missing: prune deletes only what nothing references, and
+# says the repository is damaged (exit 3; it exited 0 with a line the daemon never saw) ------
+LP=$TEST_TMP/lost-pack
+mkdir -p "$TEST_TMP/lp"
+seeded_bytes 300000 prune-damage/lp >"$TEST_TMP/lp/keep"
+assert_exit 0 cb --quiet --repo "$LP" init
+assert_exit 0 cb --quiet --repo "$LP" backup files "$TEST_TMP/lp"
+lost=$(find "$LP/data" -type f ! -name '.*' -printf '%s %p\n' | sort -n | tail -n 1 | cut -d' ' -f2-)
+rm "$lost"
+assert_exit 3 cb --quiet --repo "$LP" prune
+assert_contains "$ERR" "blobs the index does not have" "prune says backups need blobs that are gone"
+assert_contains "$ERR" "caris-backup check" "and what to run"
+
 test_done
