@@ -214,6 +214,10 @@ req GET "/api/admin/backup/audit?limit=3" "$ADMIN"
 assert_eq 200 "$STATUS" "audit tail"
 assert_eq 3 "$(jq_body 'len(d["lines"])')" "limit=3: three lines"
 assert_eq "cron" "$(jq_body 'd["lines"][-1]["actor"]')" "the newest is the cron run"
+# reading the trail is in the trail (it was left out with the status and jobs reads)
+req GET "/api/admin/backup/audit?limit=1" "$ADMIN"
+assert_eq "api:admin api GET /api/admin/backup/audit" "$(jq_body '"%s %s" % (d["lines"][-1]["actor"], d["lines"][-1]["operation"])')" \
+    "the read of the audit log before is its newest line"
 for q in limit=0 limit=1001 limit=x 'limit=1&limit=2' other=1; do
     req GET "/api/admin/backup/audit?$q" "$ADMIN"
     assert_eq 400 "$STATUS" "audit ?$q: 400"
