@@ -703,11 +703,22 @@ static bool cancel_explain(struct daemon *d, struct job *j, struct err *e)
     return timed_out || asked;
 }
 
+/* A cancel after the backup was made (during its verification, copy or drill): the backup
+ * is there and only that step is undone (the hint said the next run makes the backup). */
+static void cancel_step_hint(const struct caris_job_step *s, struct err *e)
+{
+    if (s->kind != CARIS_STEP_BACKUP && *s->backup_id && strncmp(e->msg, "cancelled", 9) == 0)
+        snprintf(e->hint, sizeof(e->hint),
+                 "backup %s was made, but its %s did not finish: run `caris-backup verify %s`",
+                 s->backup_id, caris_job_step_name(s->kind), s->backup_id);
+}
+
 static void on_step(void *ctx, const struct caris_job_step *s)
 {
     struct step_ctx *sc = ctx;
     struct caris_job_step copy = *s;
     if (!s->ok && cancel_explain(sc->d, sc->j, &copy.err)) {
+        cancel_step_hint(s, &copy.err);
         /* cancelled at the timeout or when asked: the run failed (a verify or drill cut short
          * found no damage) */
         char kind[64];
@@ -834,9 +845,15 @@ static void run_job(struct daemon *d, struct job *j)
         rc = caris_job_run(d->r, &jo, &op, &res, &e);
         if (rc != 0) { /* the run's error and its steps' say why it was cancelled */
             cancel_explain(d, j, &e);
+            bool first = true;
             for (size_t i = 0; i < res.nsteps; i++)
-                if (!res.steps[i].ok)
+                if (!res.steps[i].ok) {
                     cancel_explain(d, j, &res.steps[i].err);
+                    cancel_step_hint(&res.steps[i], &res.steps[i].err);
+                    if (first)
+                        cancel_step_hint(&res.steps[i], &e);
+                    first = false;
+                }
         }
         if (res.handle_spent) {
             repo_close(d->r); /* prune spent the handle: the next job opens again */

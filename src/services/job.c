@@ -1,6 +1,7 @@
 /* One scheduled (or manual) run: configured backups, each verified, then retention, prune
  * and a restore drill as asked. */
 #include <stdlib.h>
+#include <time.h>
 #include <string.h>
 
 #include "caris/backup.h"
@@ -160,8 +161,21 @@ static int do_backup(struct run *x, const char *what, char **id)
     return rc;
 }
 
+/* Test-only: CARIS_TEST_HOLD_VERIFY=1 holds a run at the start of its verify step (logged)
+ * until it is cancelled (at most 60 s): a cancel that lands once the backup is made. */
+static void test_hold_verify(struct run *x)
+{
+    const char *h = getenv("CARIS_TEST_HOLD_VERIFY");
+    if (!h || strcmp(h, "1") != 0)
+        return;
+    caris_op_log(x->op, LOG_INFO, "test: holding the run before its verify step");
+    for (int i = 0; i < 6000 && !caris_op_cancelled(x->op); i++)
+        nanosleep(&(struct timespec){0, 10 * 1000000}, NULL);
+}
+
 static bool do_verify(struct run *x, const char *what, const char *id)
 {
+    test_hold_verify(x);
     struct caris_job_step *s = step_begin(x, CARIS_STEP_VERIFY, what, id);
     struct err e = ERR_INIT;
     struct verify_opts vo = {.threads = x->o->threads, .op = x->op};

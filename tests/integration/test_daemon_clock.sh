@@ -249,6 +249,27 @@ assert_rc 0 "schedule cancel of the run held by the lock"
 assert_eq true "$(json_get "$OUT_FILE" '["cancelled"]')" "a job was asked to stop"
 cancelled_then_next "cancelled by \`caris-backup schedule cancel\`"
 
+# a cancel once the backup is made (held at its verify step by a test knob): the hint said the
+# next run makes the backup this one did not, while it was made and only its verification is
+# undone
+bg_start env CARIS_TEST_HOLD_VERIFY=1 "${FAKED[@]}" "$CARIS_BIN" daemon
+DAEMON=$BG_PID DAEMON_ERR=$BG_ERR
+wait_until 60 _up || fail "the daemon did not start" "$(_tail "$DAEMON_ERR")"
+h0=$(json_eval "$TEST_TMP/status.json" 'len(d["history"])')
+assert_exit 0 cb run-now incremental
+# shellcheck disable=SC2317
+_holding() { grep -q "holding the run before its verify step" "$DAEMON_ERR"; }
+wait_until 60 _holding || fail "the run did not reach its verify step" "$(_tail "$DAEMON_ERR")"
+assert_exit 0 cb schedule cancel
+wait_until 60 _history $((h0 + 1)) || fail "the run was not cancelled" "$(_tail "$DAEMON_ERR")"
+made=$(json_eval "$TEST_TMP/status.json" '[s["backupId"] for s in d["history"][0]["steps"] if s["step"] == "backup"][0]')
+assert_contains "$(json_eval "$TEST_TMP/status.json" 'd["history"][0]["error"]["hint"]')" \
+    "backup $made was made, but its verify did not finish" "the hint says the backup is there, unverified"
+assert_contains "$(list_ids)" "$made" "and it is listed"
+kill -TERM "$DAEMON"
+wait "$DAEMON"
+assert_eq 0 "$?" "the daemon exits 0"
+
 # --- the clock set back during a backup ----------------------------------------------------------
 # A database backup held by the table lock while the clock goes back a day: its duration and its
 # end time count on the monotonic clock (they came out a day negative, the end before the start).
