@@ -1147,6 +1147,37 @@ static char *read_pem(const char *path, const char *var, struct err *e)
 }
 
 /* Stops serving too: the gate first (it hands connections to mhd), then mhd. */
+/* The URL's and the query's %XX escapes, as libmicrohttpd decodes them, except %00, which is
+ * kept as it is: decoded, it cut the string there, so that /api/admin/backup/list%00junk was
+ * served (and audited) as /api/admin/backup/list; kept, such a path names nothing (404) and
+ * such a value is invalid (400). */
+static int hexval(char ch)
+{
+    return ch >= '0' && ch <= '9'   ? ch - '0'
+           : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
+           : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10
+                                    : -1;
+}
+
+static size_t unescape(void *cls, struct MHD_Connection *c, char *s)
+{
+    (void)cls;
+    (void)c;
+    char *w = s;
+    for (const char *r = s; *r;) {
+        int hi, lo;
+        if (r[0] == '%' && r[1] && r[2] && (hi = hexval(r[1])) >= 0 && (lo = hexval(r[2])) >= 0 &&
+            (hi | lo) != 0) {
+            *w++ = (char)(hi << 4 | lo);
+            r += 3;
+        } else {
+            *w++ = *r++;
+        }
+    }
+    *w = '\0';
+    return (size_t)(w - s);
+}
+
 /* Plain HTTP: a connection the gate handed over is closed (it counts them, api_gate.c). */
 static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
                           enum MHD_ConnectionNotificationCode code)
@@ -1222,21 +1253,22 @@ int api_start(const struct api_opts *o, struct api **out, struct err *e)
     if (tls)
         a->mhd = MHD_start_daemon(
             flags, 0, NULL, NULL, on_request, a, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-            MHD_OPTION_NOTIFY_COMPLETED, on_completed, a, MHD_OPTION_THREAD_POOL_SIZE, 4u,
-            MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONN_MAX, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-            (unsigned)CONN_PER_IP, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONN_TIMEOUT_S,
+            MHD_OPTION_NOTIFY_COMPLETED, on_completed, a, MHD_OPTION_UNESCAPE_CALLBACK, unescape,
+            NULL, MHD_OPTION_THREAD_POOL_SIZE, 4u, MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONN_MAX,
+            MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)CONN_PER_IP,
+            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONN_TIMEOUT_S,
             MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY, MHD_OPTION_HTTPS_MEM_CERT,
             a->tls_cert, MHD_OPTION_HTTPS_MEM_KEY, a->tls_key, MHD_OPTION_END);
     else
         /* the gate hands over at most CONN_MAX at once, and libmicrohttpd's limit gives
          * each of its 4 workers room for all of them (api_gate.c says why it must) */
-        a->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, a, MHD_OPTION_NOTIFY_COMPLETED,
-                                  on_completed, a, MHD_OPTION_NOTIFY_CONNECTION, on_connection, a,
-                                  MHD_OPTION_THREAD_POOL_SIZE, 4u, MHD_OPTION_CONNECTION_LIMIT,
-                                  (unsigned)CONN_MAX * 4 + 4, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-                                  (unsigned)CONN_PER_IP, MHD_OPTION_CONNECTION_TIMEOUT,
-                                  (unsigned)CONN_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-                                  (size_t)CONN_MEMORY, MHD_OPTION_END);
+        a->mhd = MHD_start_daemon(
+            flags, 0, NULL, NULL, on_request, a, MHD_OPTION_NOTIFY_COMPLETED, on_completed, a,
+            MHD_OPTION_NOTIFY_CONNECTION, on_connection, a, MHD_OPTION_UNESCAPE_CALLBACK, unescape,
+            NULL, MHD_OPTION_THREAD_POOL_SIZE, 4u, MHD_OPTION_CONNECTION_LIMIT,
+            (unsigned)CONN_MAX * 4 + 4, MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)CONN_PER_IP,
+            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONN_TIMEOUT_S,
+            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY, MHD_OPTION_END);
     if (!a->mhd) {
         int err = errno;
         api_free(a);

@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "caris/core.h"
@@ -131,6 +132,70 @@ bool api_gate_head_complete(const char *b, size_t n)
             return false;
     }
     return false;
+}
+
+/* The value of a header line if its name is name (case-insensitive), with its length. */
+static const char *header_value(const char *line, size_t len, const char *name, size_t *vlen)
+{
+    size_t nl = strlen(name);
+    if (len <= nl || line[nl] != ':' || strncasecmp(line, name, nl) != 0)
+        return NULL;
+    const char *v = line + nl + 1, *end = line + len;
+    while (v < end && (*v == ' ' || *v == '\t'))
+        v++;
+    *vlen = (size_t)(end - v);
+    return v;
+}
+
+const char *api_gate_head_refusal(const char *b, size_t n)
+{
+    size_t i = 0;
+    while (i < n && (b[i] == '\r' || b[i] == '\n'))
+        i++;
+    const char *p = i < n ? memchr(b + i, '\n', n - i) : NULL;
+    bool have_cl = false, have_te = false;
+    unsigned long long cl = 0;
+    while (p && p + 1 < b + n) {
+        const char *line = p + 1;
+        const char *nl = memchr(line, '\n', (size_t)(b + n - line));
+        if (!nl)
+            break;
+        size_t len = (size_t)(nl - line);
+        if (len && line[len - 1] == '\r')
+            len--;
+        if (len == 0)
+            break; /* the end of the headers */
+        size_t vlen;
+        const char *v = header_value(line, len, "Content-Length", &vlen);
+        if (v) {
+            /* digits only: libmicrohttpd 0.9.75 answers "-1", "+2" or "2 " with a malformed
+             * response of its own (two status lines, an HTML body) */
+            unsigned long long x = 0;
+            if (vlen == 0 || vlen > 18)
+                return "malformed Content-Length (give the body's length in digits)";
+            for (size_t k = 0; k < vlen; k++) {
+                if (v[k] < '0' || v[k] > '9')
+                    return "malformed Content-Length (give the body's length in digits)";
+                x = x * 10 + (unsigned)(v[k] - '0');
+            }
+            if (have_cl && x != cl)
+                return "two different Content-Length headers";
+            have_cl = true;
+            cl = x;
+        }
+        v = header_value(line, len, "Transfer-Encoding", &vlen);
+        if (v) {
+            /* chunked is the one coding the API reads (libmicrohttpd closed the connection
+             * without an answer on any other) */
+            if (vlen != 7 || strncasecmp(v, "chunked", 7) != 0)
+                return "unsupported Transfer-Encoding (send the body as is, or chunked)";
+            have_te = true;
+        }
+        p = nl;
+    }
+    if (have_cl && have_te)
+        return "Content-Length and Transfer-Encoding together (send one of them)";
+    return NULL;
 }
 
 /* ---- one connection ----------------------------------------------------------------------- */
@@ -265,6 +330,12 @@ static bool conn_examine(struct api_gate *g, size_t i, short revents)
          * starts again at every byte, so a client sending a header line every few seconds
          * held its connection for ever (and 64 of them every connection) */
         if (api_gate_head_complete(g->line, (size_t)n)) {
+            const char *why = api_gate_head_refusal(g->line, (size_t)n);
+            if (why) {
+                conn_answer(g, i, 400, "Bad Request", "bad_request", why,
+                            "see docs/BACKUP_RECOVERY.md, \"HTTP API\"");
+                return conn_drain(g, i);
+            }
             c->ready = true;
             return conn_hand(g, i);
         }

@@ -47,6 +47,9 @@ void api_gate_free(struct api_gate *g);
 void api_gate_conn_closed(struct api_gate *g);
 /* Whether b[0..n) holds a request line and the empty line that ends its headers. */
 bool api_gate_head_complete(const char *b, size_t n);
+/* For whole headers: why the gate answers 400 itself (a Content-Length that is not digits,
+ * two that differ, a Transfer-Encoding other than chunked, both), or NULL. */
+const char *api_gate_head_refusal(const char *b, size_t n);
 
 /* What the gate makes of the bytes that start a connection (exposed for the unit test). */
 enum api_gate_verdict {

@@ -108,6 +108,31 @@ static void test_head_complete(void **state)
             fail_msg("whole: %s", part[i]);
 }
 
+/* Framing headers libmicrohttpd mishandles are the gate's to refuse. */
+static void test_head_refusal(void **state)
+{
+    (void)state;
+    const char *fine[] = {"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+                          "POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}",
+                          "POST / HTTP/1.1\r\ncontent-length:2\r\nContent-Length: 2\r\n\r\n",
+                          "POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n",
+                          "GET / HTTP/1.1\r\nContent-Length-X: -1\r\n\r\n"};
+    for (size_t i = 0; i < sizeof(fine) / sizeof(fine[0]); i++)
+        if (api_gate_head_refusal(fine[i], strlen(fine[i])))
+            fail_msg("refused: %s", fine[i]);
+    const char *bad[] = {"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+                         "POST / HTTP/1.1\r\nContent-Length: +2\r\n\r\n",
+                         "POST / HTTP/1.1\r\nContent-Length: 2 \r\n\r\n",
+                         "POST / HTTP/1.1\r\nContent-Length: \r\n\r\n",
+                         "POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n",
+                         "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+                         "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: "
+                         "2\r\n\r\n"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        if (!api_gate_head_refusal(bad[i], strlen(bad[i])))
+            fail_msg("passed: %s", bad[i]);
+}
+
 /* Failed authentications are counted per address, per /64 for IPv6. */
 static void test_fail_key(void **state)
 {
@@ -138,6 +163,7 @@ int main(void)
         cmocka_unit_test(test_more_and_too_long),
         cmocka_unit_test(test_fail_key),
         cmocka_unit_test(test_head_complete),
+        cmocka_unit_test(test_head_refusal),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
