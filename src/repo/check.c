@@ -334,17 +334,20 @@ static void snap_report(struct check *c, json_t *s, const struct snap_state *st)
                          : "needs blobs that are damaged");
         add_issue(c->errors, file, "%s", what);
     }
-    if (missing || damaged || weak) {
+    /* A backup whose blobs are found only through pack trailers (its index file damaged) is
+     * whole: the trailers are authenticated, and the next prune writes the index again. It is
+     * not named on the index file's error, whose "backups" mean "do not restore" (they were,
+     * and list then showed intact backups damaged). */
+    (void)weak;
+    if (missing || damaged) {
         /* Name the backup on every error it is affected by. */
         size_t q;
         json_t *iss;
         json_array_foreach(c->errors, q, iss)
         {
             json_t *b = json_object_get(iss, "backups");
-            if ((missing || damaged) && json_array_size(b) == 0 &&
+            if (json_array_size(b) == 0 &&
                 strstr(json_string_value(json_object_get(iss, "object")), "index/") == NULL)
-                json_array_append_new(b, json_string(bid ? bid : file));
-            else if (weak && strstr(json_string_value(json_object_get(iss, "object")), "index/"))
                 json_array_append_new(b, json_string(bid ? bid : file));
         }
     }

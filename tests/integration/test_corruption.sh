@@ -96,6 +96,13 @@ run cb --json check
 assert_rc 4 "check --json with a damaged index"
 assert_eq true "$(json_eval "$OUT_FILE" "any('$(basename "$index")' in e['object'] for e in d['errors'])")" \
     "check --json: an error's object is the index file"
+# the backup is whole (its blobs are found through the packs' authenticated trailers): it is
+# not named as affected, and list does not call it damaged (it did, while verify found it valid)
+assert_eq "[]" "$(json_eval "$OUT_FILE" "[b for e in d['errors'] for b in e.get('backups', [])]")" \
+    "check --json: no backup is named for a damaged index file"
+run cb --json list
+assert_eq ok "$(json_get "$OUT_FILE" '[0]["status"]')" "list: the backup stays ok"
+assert_exit 0 cb verify "$(json_get "$TEST_TMP/i.json" '["id"]')"
 
 # --- a truncated pack ------------------------------------------------------------------
 use_repo truncated-pack
