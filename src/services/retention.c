@@ -326,12 +326,19 @@ int caris_retention_decide(const struct caris_retention_policy *p, const char *t
      * the restore would need. */
     size_t judged = 0;
     for (size_t k = 0; k < n; k++) {
-        if (caris_backup_time_future(items[ord[k]].time_ns, now_ns))
+        const struct caris_retention_item *it = &items[ord[k]];
+        if (caris_backup_time_future(it->time_ns, now_ns)) {
             items[ord[k]].reasons = CARIS_KEEP_FUTURE;
-        else if (items[ord[k]].damaged)
-            items[ord[k]].reasons = CARIS_KEEP_DAMAGED;
-        else
+        } else if (it->damaged) {
+            /* kept while no intact backup of its group is newer (it may hold the latest data,
+             * in part); an older one goes like any backup no rule keeps */
+            bool newer_intact = false; /* ord[0 .. judged): the intact ones before it */
+            for (size_t q = 0; q < judged && !newer_intact; q++)
+                newer_intact = items[ord[q]].group == it->group;
+            items[ord[k]].reasons = newer_intact ? 0 : CARIS_KEEP_DAMAGED;
+        } else {
             ord[judged++] = ord[k];
+        }
     }
     const struct {
         int count, per;

@@ -283,26 +283,31 @@ static void test_future_dated(void **state)
     assert_true(caris_backup_time_future(INT64_MAX, INT64_MAX - CARIS_CLOCK_SKEW_NS - 1));
 }
 
-/* A backup whose last verification failed is kept with the one reason "damaged" and counted
- * by no rule: the newest intact backup of its day takes the slot (and "newest"). */
+/* A backup whose last verification failed is counted by no rule: the newest intact backup of
+ * its day takes the slot (and "newest"); while no intact backup is newer it is kept with the
+ * one reason "damaged". */
 static void test_damaged(void **state)
 {
     (void)state;
     static const char *const times[] = {"2026-01-04T03:00:00Z", "2026-01-05T03:00:00Z",
-                                        "2026-01-05T04:00:00Z", "2026-01-05T05:00:00Z"};
+                                        "2026-01-05T04:00:00Z", "2026-01-05T05:00:00Z",
+                                        "2026-01-04T04:00:00Z"};
     enum { NT = sizeof(times) / sizeof(times[0]) };
     int64_t now;
     assert_int_equal(time_parse_iso("2026-01-06T00:00:00Z", &now), 0);
     struct caris_retention_item it[NT];
     for (size_t i = 0; i < NT; i++) {
-        it[i] = (struct caris_retention_item){.id = times[i], .damaged = i == 3};
+        it[i] = (struct caris_retention_item){.id = times[i], .damaged = i >= 3};
         assert_int_equal(time_parse_iso(times[i], &it[i].time_ns), 0);
     }
     struct err e = ERR_INIT;
     struct caris_retention_policy p = {.daily = 2};
     assert_int_equal(caris_retention_decide(&p, "UTC", now, it, NT, &e), 0);
+    /* the damaged newest is kept; the damaged one older than intact ones goes (no rule
+     * counts it, and it would otherwise stay for ever: a forgotten backup put back, which
+     * check records as damaged, could never be forgotten by policy again) */
     const unsigned want[NT] = {CARIS_KEEP_DAILY, 0, CARIS_KEEP_DAILY | CARIS_KEEP_NEWEST,
-                               CARIS_KEEP_DAMAGED};
+                               CARIS_KEEP_DAMAGED, 0};
     for (size_t i = 0; i < NT; i++)
         if (it[i].reasons != want[i] || it[i].keep != (want[i] != 0))
             fail_msg("%s: reasons %#x, want %#x", it[i].id, it[i].reasons, want[i]);
