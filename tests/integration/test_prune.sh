@@ -302,9 +302,9 @@ printf 'patient 4711: record to erase\n' >"$TEST_TMP/erasure/a"
 assert_exit 0 cb --quiet --repo "$ERA" init
 assert_exit 0 cb --quiet --repo "$ERA" backup files "$TEST_TMP/erasure"
 assert_exit 0 cb --quiet --repo "$ERA" backup files "$TEST_TMP/erasure"
-ids=$(cb --json --repo "$ERA" list | python3 -c 'import json,sys; print(" ".join(b["id"] for b in json.load(sys.stdin)))')
-# shellcheck disable=SC2086 # the ids, one argument each
-assert_exit 0 cb --repo "$ERA" forget $ids --prune
+mapfile -t era_ids < <(cb --json --repo "$ERA" list | python3 -c 'import json,sys; print("\n".join(b["id"] for b in json.load(sys.stdin)))')
+assert_eq 2 "${#era_ids[@]}" "two backups to forget"
+assert_exit 0 cb --repo "$ERA" forget "${era_ids[@]}" --prune
 assert_eq 0 "$(find "$ERA/data" -type f ! -name '.*' | wc -l)" "forget of every backup with --prune leaves no pack"
 assert_exit 0 cb --quiet --repo "$ERA" check --read-data
 assert_exit 0 cb --quiet --repo "$ERA" prune
