@@ -93,6 +93,35 @@ static int check_missing(struct repo *r, const struct caris_prune_opts *o,
     return rc;
 }
 
+/* A dry run holds a shared lock, so a backup may be writing meanwhile: its packs (no index
+ * lists them yet) and temporary files count as unused in the estimate, which the real prune,
+ * waiting for the exclusive lock, would not delete. Said, with who holds a lock. */
+static void warn_busy(struct repo *r, const struct caris_op *op)
+{
+    struct err le = ERR_INIT;
+    json_t *locks = repo_lock_list(r, &le);
+    size_t i, n = 0;
+    json_t *l, *first = NULL;
+    json_array_foreach(locks, i, l)
+    {
+        const char *kind = json_string_value(json_object_get(l, "kind"));
+        if (kind && strcmp(kind, "lock") == 0 && !json_is_true(json_object_get(l, "mine")) &&
+            !json_is_true(json_object_get(l, "stale"))) {
+            n++;
+            if (!first)
+                first = l;
+        }
+    }
+    if (n)
+        caris_op_log(op, LOG_WARN,
+                     "%zu other operation%s hold%s a lock now (%s): what %s writing counts as "
+                     "unused in this estimate; the real prune waits for %s",
+                     n, n == 1 ? "" : "s", n == 1 ? "s" : "",
+                     json_string_value(json_object_get(first, "description")) ?: "?",
+                     n == 1 ? "it is" : "they are", n == 1 ? "it" : "them");
+    json_decref(locks);
+}
+
 int caris_prune(struct repo *r, const struct caris_prune_opts *o, const struct caris_op *op,
                 struct caris_prune_result *res, struct err *e)
 {
@@ -111,6 +140,8 @@ int caris_prune(struct repo *r, const struct caris_prune_opts *o, const struct c
         repo_unlock(r);
         return -1;
     }
+    if (res->dry_run)
+        warn_busy(r, op);
     struct repo_prune_opts po = {.dry_run = res->dry_run,
                                  .max_unused = max_unused,
                                  .op = op,

@@ -17,6 +17,20 @@ lock_files() { find "$REPO/locks" -maxdepth 1 -type f ! -name '.*' -printf '%f\n
 # shellcheck disable=SC2317 # called through wait_until
 held() { [[ -n $(lock_files | grep '^claim-caris_') ]] && (($(pg_lock_waiters "$db" small) >= 1)); }
 
+# a prune --dry-run while the backup runs (it takes a shared lock): says that what the backup
+# writes counts as unused in its estimate (it reported the backup's packs as garbage)
+pg_table_lock_take "$db" small
+bg_start cb --json backup database --full
+wait_until 60 held || fail "the backup did not reach its lock, claim and table wait" "$(_tail "$BG_ERR")"
+run cb prune --dry-run
+assert_rc 0 "prune --dry-run beside a running backup"
+assert_contains "$ERR" "other operation holds a lock now" "it says a backup is writing meanwhile"
+kill -TERM "$BG_PID"
+wait "$BG_PID"
+pg_table_lock_release
+assert_exit 0 cb prune --dry-run
+assert_not_contains "$ERR" "holds a lock now" "alone, it says nothing of the kind"
+
 for sig in TERM INT; do
     pg_table_lock_take "$db" small
     bg_start cb --json backup database --full
