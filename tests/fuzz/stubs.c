@@ -79,6 +79,13 @@ json_t *caris_backup_list_damaged(struct repo *r, const char *kind, json_t **dam
     return NULL;
 }
 
+json_t *caris_last_verifications(struct repo *r, struct err *e)
+{
+    (void)r, (void)e;
+    unreachable(__func__);
+    return NULL;
+}
+
 json_t *repo_snapshot_damaged_find(json_t *damaged, const char *name)
 {
     (void)damaged, (void)name;
