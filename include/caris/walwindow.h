@@ -124,6 +124,10 @@ json_t *caris_wal_recovery_gap(json_t *timelines, int64_t segsize, uint32_t base
  * unreadable WAL records (then the answer leaves them out). */
 json_t *caris_wal_window(struct repo *r, json_t **damaged, struct err *e);
 
+/* What is wrong with one of caris_wal_window's "conflicts", after its name: "archived N times
+ * with different content ...". */
+void caris_wal_conflict_text(const json_t *conflict, char *out, size_t n);
+
 /* For `check`: each gap as {"object": "WAL <from>..<to>", "error": what and which recovery it
  * breaks, "backups": the base backups it cuts short}, appended to errors when it cuts short a
  * kept base backup's recovery, else to warnings (nothing restorable depends on it yet); each

@@ -242,14 +242,10 @@ static int wal_list(struct globals *g, int argc, char **argv)
                                                   json_string_value(json_object_get(x, "error")));
         json_array_foreach(json_object_get(window, "conflicts"), i, x)
         {
-            json_t *shas = json_object_get(x, "sha256");
-            fprintf(stderr,
-                    "WAL file %s is archived %zu times with different content (SHA-256 "
-                    "%.16s…, %.16s…): `wal get` refuses it, so a recovery that needs it stops "
-                    "there; find out which cluster pushed which\n",
-                    json_string_value(json_object_get(x, "name")), json_array_size(shas),
-                    json_string_value(json_array_get(shas, 0)),
-                    json_string_value(json_array_get(shas, 1)));
+            char msg[400];
+            caris_wal_conflict_text(x, msg, sizeof(msg));
+            fprintf(stderr, "WAL file %s is %s\n", json_string_value(json_object_get(x, "name")),
+                    msg);
         }
     }
     int code =

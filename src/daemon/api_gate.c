@@ -112,12 +112,19 @@ enum api_gate_verdict api_gate_check(const char *b, size_t n)
     }
 }
 
-bool api_gate_head_complete(const char *b, size_t n)
+/* The newline that ends the request line (after the empty lines a client may send before
+ * it), or NULL when it has not arrived. */
+static const char *request_line_end(const char *b, size_t n)
 {
     size_t i = 0;
     while (i < n && (b[i] == '\r' || b[i] == '\n'))
-        i++; /* the empty lines before the request line */
-    const char *nl = i < n ? memchr(b + i, '\n', n - i) : NULL;
+        i++;
+    return i < n ? memchr(b + i, '\n', n - i) : NULL;
+}
+
+bool api_gate_head_complete(const char *b, size_t n)
+{
+    const char *nl = request_line_end(b, n);
     if (!nl)
         return false;
     /* an empty line after the request line: at once (no header), or after a header line */
@@ -149,10 +156,7 @@ static const char *header_value(const char *line, size_t len, const char *name, 
 
 const char *api_gate_head_refusal(const char *b, size_t n)
 {
-    size_t i = 0;
-    while (i < n && (b[i] == '\r' || b[i] == '\n'))
-        i++;
-    const char *p = i < n ? memchr(b + i, '\n', n - i) : NULL;
+    const char *p = request_line_end(b, n);
     bool have_cl = false, have_te = false;
     unsigned long long cl = 0;
     while (p && p + 1 < b + n) {

@@ -55,8 +55,7 @@ struct check {
     json_t *errors, *warnings;
     struct packfile *files;
     size_t nfiles;
-    struct idlist bad_blobs;  /* damaged or missing */
-    struct idlist weak_packs; /* packs only found through their trailers */
+    struct idlist bad_blobs; /* damaged or missing */
 };
 
 static void add_issue(json_t *arr, const char *object, const char *fmt, ...)
@@ -122,7 +121,6 @@ static void check_index(struct check *c)
         char name[80];
         pack_object_name(pi->id, name, sizeof(name));
         if (pi->source == -1) {
-            idlist_add(&c->weak_packs, pi->id);
             add_issue(c->warnings, name,
                       "pack is not listed in any index (left by an interrupted or running "
                       "backup, or its index file is damaged); the next backup indexes it");
@@ -272,7 +270,7 @@ done:
  * to the report afterwards, in list order. */
 struct snap_state {
     uint64_t nrefs;
-    bool missing, damaged, weak;
+    bool missing, damaged;
     struct err *le; /* its file or entries could not be read */
 };
 
@@ -296,13 +294,8 @@ static void snap_blob(void *ctx, size_t snap, const uint8_t *id, long entry, boo
         st->missing = true;
         return;
     }
-    pthread_mutex_lock(&c->r->mu);
-    uint32_t pack = repo_entry(c->r, (size_t)entry)->pack;
-    pthread_mutex_unlock(&c->r->mu);
     if (idlist_has(&c->bad_blobs, id))
         st->damaged = true;
-    else if (idlist_has(&c->weak_packs, c->r->packs[pack].id))
-        st->weak = true;
 }
 
 static void snap_end(void *ctx, size_t snap, json_t *s, const struct err *le)
@@ -326,7 +319,7 @@ static void snap_report(struct check *c, json_t *s, const struct snap_state *st)
             json_string(bid ? bid : file));
         return;
     }
-    bool missing = st->missing, damaged = st->damaged, weak = st->weak;
+    bool missing = st->missing, damaged = st->damaged;
     if (missing || damaged) {
         char what[200];
         snprintf(what, sizeof(what), "backup %s %s", bid ? bid : "?",
@@ -338,7 +331,6 @@ static void snap_report(struct check *c, json_t *s, const struct snap_state *st)
      * whole: the trailers are authenticated, and the next prune writes the index again. It is
      * not named on the index file's error, whose "backups" mean "do not restore" (they were,
      * and list then showed intact backups damaged). */
-    (void)weak;
     if (missing || damaged) {
         /* Name the backup on every error it is affected by. */
         size_t q;
@@ -357,8 +349,6 @@ static int check_snapshots(struct check *c, json_t *list, uint64_t *nrefs, struc
 {
     if (c->bad_blobs.n)
         qsort(c->bad_blobs.v, c->bad_blobs.n, 32, cmp_id);
-    if (c->weak_packs.n)
-        qsort(c->weak_packs.v, c->weak_packs.n, 32, cmp_id);
     size_t n = json_array_size(list);
     struct snap_walk sw = {.c = c, .st = xcalloc(n ? n : 1, sizeof(struct snap_state))};
     struct repo_ref_walk w = {.blob = snap_blob,
@@ -578,7 +568,6 @@ out:
         free(c.files[p].name);
     free(c.files);
     free(c.bad_blobs.v);
-    free(c.weak_packs.v);
     free(c.by_pack);
     free(c.first);
     pthread_mutex_destroy(&c.mu);

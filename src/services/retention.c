@@ -325,19 +325,21 @@ int caris_retention_decide(const struct caris_retention_policy *p, const char *t
      * backup would fill the slot of its day (or be the newest) and cost the intact backup
      * the restore would need. */
     size_t judged = 0;
+    size_t intact_in_group = 0, group = 0; /* judged ones of this group, all newer than it */
     for (size_t k = 0; k < n; k++) {
         const struct caris_retention_item *it = &items[ord[k]];
+        if (k == 0 || it->group != group)
+            intact_in_group = 0;
+        group = it->group;
         if (caris_backup_time_future(it->time_ns, now_ns)) {
             items[ord[k]].reasons = CARIS_KEEP_FUTURE;
         } else if (it->damaged) {
             /* kept while no intact backup of its group is newer (it may hold the latest data,
              * in part); an older one goes like any backup no rule keeps */
-            bool newer_intact = false; /* ord[0 .. judged): the intact ones before it */
-            for (size_t q = 0; q < judged && !newer_intact; q++)
-                newer_intact = items[ord[q]].group == it->group;
-            items[ord[k]].reasons = newer_intact ? 0 : CARIS_KEEP_DAMAGED;
+            items[ord[k]].reasons = intact_in_group ? 0 : CARIS_KEEP_DAMAGED;
         } else {
             ord[judged++] = ord[k];
+            intact_in_group++;
         }
     }
     const struct {

@@ -628,6 +628,17 @@ done:
     return out;
 }
 
+void caris_wal_conflict_text(const json_t *conflict, char *out, size_t n)
+{
+    json_t *shas = json_object_get(conflict, "sha256");
+    snprintf(out, n,
+             "archived %zu times with different content (SHA-256 %.16s…, %.16s…): `wal get` "
+             "refuses it, so a recovery that needs it stops there; find out which cluster pushed "
+             "which (two clusters archiving into one repository?)",
+             json_array_size(shas), json_string_value(json_array_get(shas, 0)),
+             json_string_value(json_array_get(shas, 1)));
+}
+
 int caris_wal_check(struct repo *r, json_t *errors, json_t *warnings, json_t **window,
                     struct err *e)
 {
@@ -666,14 +677,8 @@ int caris_wal_check(struct repo *r, json_t *errors, json_t *warnings, json_t **w
     json_array_foreach(json_object_get(w, "conflicts"), i, g)
     {
         char object[80], msg[400];
-        json_t *shas = json_object_get(g, "sha256");
         snprintf(object, sizeof(object), "WAL %s", json_string_value(json_object_get(g, "name")));
-        snprintf(msg, sizeof(msg),
-                 "archived %zu times with different content (SHA-256 %.16s…, %.16s…): `wal get` "
-                 "refuses it, so a recovery that needs it stops there; find out which cluster "
-                 "pushed which (two clusters archiving into one repository?)",
-                 json_array_size(shas), json_string_value(json_array_get(shas, 0)),
-                 json_string_value(json_array_get(shas, 1)));
+        caris_wal_conflict_text(g, msg, sizeof(msg));
         json_array_append_new(
             errors, json_pack("{s:s, s:s, s:[]}", "object", object, "error", msg, "backups"));
         nerr++;

@@ -242,6 +242,27 @@ _pitr_stop_started() {
     return 0
 }
 
+# pitr_archive_on CMD: the server archives its WAL with archive_command CMD (wal_level
+# replica, replication allowed), restarted for it
+pitr_archive_on() {
+    psql_db postgres -c "ALTER SYSTEM SET archive_mode = on" \
+        -c "ALTER SYSTEM SET archive_command = '$1'" \
+        -c "ALTER SYSTEM SET wal_level = replica" || fail "ALTER SYSTEM archive settings"
+    pg_allow_replication
+    pg_pause && pg_resume || fail "restart with archive_mode = on"
+}
+
+# pitr_archive_all Q: switch to a new WAL segment and wait until the archiver is done with the
+# old one (archived, and no failure after it). Q is the test's function that runs SQL (SQL
+# [DB]) on the current primary.
+pitr_archive_all() {
+    local qf=$1 last
+    last=$("$qf" "SELECT pg_walfile_name(pg_switch_wal())" postgres)
+    # shellcheck disable=SC2317
+    _pitr_archived() { [[ $("$qf" "SELECT last_archived_wal >= '$last' AND coalesce(last_failed_wal, '') <= coalesce(last_archived_wal, '') FROM pg_stat_archiver" postgres) == t ]]; }
+    wait_until 60 _pitr_archived || fail "WAL up to $last not archived within 60 s" "$("$qf" 'SELECT * FROM pg_stat_archiver' postgres)"
+}
+
 # pitr_restore_start NAME ARGS...: restore --physical into $R/NAME with --start (PORT: its
 # port; the server is stopped at exit, pitr_stop_started_at_exit)
 pitr_restore_start() {

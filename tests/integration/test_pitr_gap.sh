@@ -27,23 +27,12 @@ cat >"$TEST_TMP/archive.sh" <<EOF
 exec '$CARIS_BIN' --quiet --env-file '$envf' wal push "\$1"
 EOF
 chmod 0755 "$TEST_TMP/archive.sh"
-psql_db postgres -c "ALTER SYSTEM SET archive_mode = on" \
-    -c "ALTER SYSTEM SET archive_command = '$TEST_TMP/archive.sh %p %f'" \
-    -c "ALTER SYSTEM SET wal_level = replica" || fail "ALTER SYSTEM archive settings"
-pg_allow_replication
-pg_pause && pg_resume || fail "restart with archive_mode = on"
+pitr_archive_on "$TEST_TMP/archive.sh %p %f"
 psql_db "$CARIS_PG_DB" -c "CREATE TABLE t (i int PRIMARY KEY, batch int)" || fail "create t"
 
 q() { psql_db "${2:-$CARIS_PG_DB}" -c "$1"; }
 batch() { q "INSERT INTO t SELECT g, $1 FROM generate_series($1 * 1000 + 1, $1 * 1000 + 100) g; SELECT pg_current_xact_id()"; }
-# archive_all: switch to a new segment and wait until the archiver is done with the old one
-archive_all() {
-    local last
-    last=$(q "SELECT pg_walfile_name(pg_switch_wal())" postgres)
-    # shellcheck disable=SC2317
-    _archived() { [[ $(q "SELECT last_archived_wal >= '$last' AND coalesce(last_failed_wal, '') <= coalesce(last_archived_wal, '') FROM pg_stat_archiver" postgres) == t ]]; }
-    wait_until 60 _archived || fail "WAL up to $last not archived within 60 s" "$(q 'SELECT * FROM pg_stat_archiver' postgres)"
-}
+archive_all() { pitr_archive_all q; }
 restore_start() { pitr_restore_start "$@"; }
 rows_at() {
     "$CARIS_PG_BIN/psql" -X -q -At -h "$R/$1" -p "$PORT" -U "$CARIS_PG_USER" -d "$CARIS_PG_DB" \

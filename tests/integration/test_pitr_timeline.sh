@@ -18,11 +18,7 @@ pg_start
 pitr_setup # repository, $data, $envf, $R; cb as the server's user
 pitr_stop_started_at_exit
 
-psql_db postgres -c "ALTER SYSTEM SET archive_mode = on" \
-    -c "ALTER SYSTEM SET archive_command = '$CARIS_BIN --quiet --env-file $envf wal push %p'" \
-    -c "ALTER SYSTEM SET wal_level = replica" || fail "ALTER SYSTEM archive settings"
-pg_allow_replication
-pg_pause && pg_resume || fail "restart with archive_mode = on"
+pitr_archive_on "$CARIS_BIN --quiet --env-file $envf wal push %p"
 psql_db "$CARIS_PG_DB" -c "CREATE TABLE t (i int PRIMARY KEY, batch int)" || fail "create t"
 
 # SQL on the current primary: the source first, then the promoted restore (host, port)
@@ -30,14 +26,7 @@ PHOST=$CARIS_PG_SOCKET PPORT=$CARIS_PG_PORT
 q() { "$CARIS_PG_BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h "$PHOST" -p "$PPORT" -U "$CARIS_PG_USER" -d "${2:-$CARIS_PG_DB}" -c "$1" </dev/null; }
 now_utc() { q "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')" postgres; }
 batch() { q "INSERT INTO t SELECT g, $1 FROM generate_series($1 * 1000 + 1, $1 * 1000 + 100) g"; }
-# archive_all: switch to a new segment and wait until the primary archived the old one
-archive_all() {
-    local last
-    last=$(q "SELECT pg_walfile_name(pg_switch_wal())" postgres)
-    # shellcheck disable=SC2317
-    _archived() { [[ $(q "SELECT last_archived_wal >= '$last' AND coalesce(last_failed_wal, '') <= coalesce(last_archived_wal, '') FROM pg_stat_archiver" postgres) == t ]]; }
-    wait_until 60 _archived || fail "WAL up to $last not archived within 60 s" "$(q 'SELECT * FROM pg_stat_archiver' postgres)"
-}
+archive_all() { pitr_archive_all q; }
 
 restore_start() { pitr_restore_start "$@"; }
 q_at() { "$CARIS_PG_BIN/psql" -X -q -At -h "$R/$1" -p "$PORT" -U "$CARIS_PG_USER" -d "$CARIS_PG_DB" -c "$2" </dev/null; }
