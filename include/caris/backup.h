@@ -180,6 +180,11 @@ void caris_verification_record(struct repo *r, const char *backup_id, bool ok,
  * "backups" of its errors), a failed verification ({"ok": false, "error": "check[ --read-data]:
  * <object>: <error>"}), so that `list` shows those backups as damaged. */
 void caris_check_record(struct repo *r, json_t *report, const struct caris_op *op);
+/* Records the blobs r failed to open since the last call (repo_bad_blobs_save), with by
+ * ("verify", "check --read-data"), so that the next backup stores them again instead of
+ * deduplicating against the damaged copies. Logged to op: how many, or why it failed. The two
+ * functions above call it. */
+void caris_bad_blobs_record(struct repo *r, const char *by, const struct caris_op *op);
 /* The latest verification record of each backup: {"<backupId>": record, ...}. */
 json_t *caris_last_verifications(struct repo *r, struct err *e);
 

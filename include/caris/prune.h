@@ -32,6 +32,7 @@ struct caris_prune_result {
     struct repo_prune_stats stats;
     struct caris_wal_retention_result wal;    /* archived WAL no kept base backup needs */
     struct repo_record_compact_stats records; /* verify and test-restore records, summed */
+    size_t bad_blob_records_removed;          /* records of damage whose packs the prune removed */
 };
 /* Takes the exclusive lock (ERR_LOCKED while any backup or other operation holds a lock),
  * applies WAL retention (caris_wal_retention_apply: removes the archived WAL older than the

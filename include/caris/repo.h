@@ -173,6 +173,8 @@ void repo_writer_free(struct repo_writer *w);
 
 /* ---- reading blobs ------------------------------------------------------------------- */
 
+/* Whether a copy of the blob can be deduplicated against: stored, and not where it is known
+ * to be damaged (repo_bad_blobs_save). */
 bool repo_has_blob(struct repo *r, const uint8_t id[32]);
 /* Size of the blob's plaintext, -1 when unknown. */
 int64_t repo_blob_size(struct repo *r, const uint8_t id[32]);
@@ -186,6 +188,15 @@ int repo_blob_load(struct repo *r, const uint8_t id[32], struct buf *out, struct
 #define REPO_LOAD_NO_ID_CHECK 1u
 int repo_blob_load_flags(struct repo *r, const uint8_t id[32], struct buf *out, unsigned flags,
                          struct err *e);
+/* Records (records/bad-blob) the blobs this handle failed to open since its last call, each
+ * with the pack it was read from, so that no later backup deduplicates against those copies:
+ * the next one to meet such a blob stores it again. `by` says what found them ("verify",
+ * "check --read-data"). *saved (may be NULL): pairs recorded. Called by the services that
+ * judge damage (verify, check) after they ran. */
+int repo_bad_blobs_save(struct repo *r, const char *by, size_t *saved, struct err *e);
+/* Removes the records of damaged blobs none of whose packs is left (prune deleted them, and
+ * with them the damage). Needs the exclusive lock (repo_record_remove). */
+int repo_bad_blobs_forget_gone(struct repo *r, size_t *removed, struct err *e);
 /* Name of the pack holding the blob (for damage reports), NULL when unknown. */
 const char *repo_blob_pack(struct repo *r, const uint8_t id[32], char out[65]);
 /* Where a stored blob lies: an opaque pack number (the same for the blobs of one pack, in this

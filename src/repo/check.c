@@ -241,6 +241,7 @@ static void read_pack_job(void *arg, int worker)
         struct err be = ERR_INIT;
         if ((uint64_t)en.off + en.clen > data->len) {
             issue_locked(c, pf->name, "index entry points past the end of the pack", en.id);
+            bad_blob_note(r, (uint32_t)pidx, en.id); /* a truncated pack: gone where it lies */
             continue;
         }
         const uint8_t *pt;
@@ -390,7 +391,8 @@ static void state_issues(json_t *arr, json_t *found, const char *what)
  * said is lost (a verification that found a backup damaged would no longer mark it so). */
 static void check_records(struct check *c)
 {
-    static const char *const kinds[] = {"verify", "test-restore", "audit-head", NULL};
+    static const char *const kinds[] = {"verify", "test-restore", "audit-head",
+                                        BAD_BLOB_RECORD_KIND, NULL};
     for (size_t k = 0; kinds[k]; k++) {
         json_t *damaged = NULL;
         struct err re = ERR_INIT;

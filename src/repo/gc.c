@@ -402,6 +402,8 @@ struct packstat {
     uint32_t nused;
     enum { P_KEEP, P_DELETE, P_REPACK, P_DROP } fate;
     bool on_disk;
+    bool
+        damaged; /* holds a copy records/bad-blob names, superseded: rewritten whatever it wastes */
 };
 
 struct mark {
@@ -525,6 +527,31 @@ static int prune_remove_leftovers(struct repo *r, bool dry_run, uint64_t *remove
     return rc;
 }
 
+/* Entry ei when it is referenced (marked). */
+static bool marked_entry(struct repo *r, const struct mark *m, uint32_t ei, struct ientry *en)
+{
+    if (!bit(m->bits, ei))
+        return false;
+    pthread_mutex_lock(&r->mu);
+    *en = *repo_entry(r, ei);
+    pthread_mutex_unlock(&r->mu);
+    return true;
+}
+
+/* Opens a blob of pack p (read whole into data) for the repack; its id is checked: a damaged
+ * blob must not be copied as if it were sound. One past the pack's end (a truncated pack) is
+ * noted damaged too (bad_blob_note). */
+static int repack_open(struct repo *r, uint32_t p, const struct ientry *en, const uint8_t key[32],
+                       const struct buf *data, const char *name, struct buf *out, struct err *e)
+{
+    if ((uint64_t)en->off + en->clen > data->len) {
+        bad_blob_note(r, p, en->id);
+        return err_set(e, ERR_DAMAGE, "run `caris-backup check --read-data`",
+                       "pack %s: index entry points past its end", name);
+    }
+    return blob_decode(r, en->id, en, key, data->data + en->off, name, true, out, e);
+}
+
 /* Rewrites the referenced blobs of pack p through w. Each blob's entry is handed to the
  * writer (marked abandoned, which repo_writer_add takes over), so the writer stores it again
  * in a new pack with a fresh salt, and the entry then points there. */
@@ -550,21 +577,32 @@ static int repack_one(struct repo *r, struct repo_writer *w, uint32_t p, const u
                        name);
     struct buf out = {0};
     int rc = 0;
+    if (ps->damaged) {
+        /* Rewritten for its damage, not its waste: every referenced blob must open before any
+         * moves. One that does not stays where it is with the pack (noted, so the prune
+         * records it and the next backup stores it again); the prune goes on. */
+        for (size_t k = from; k < to && rc == 0; k++) {
+            struct ientry en;
+            struct err be = ERR_INIT;
+            if (marked_entry(r, m, by_pack[k], &en) &&
+                repack_open(r, p, &en, key, data, name, &out, &be) != 0)
+                rc = 1;
+        }
+        if (rc != 0) {
+            cx_wipe(key, sizeof(key));
+            if (out.data)
+                cx_wipe(out.data, out.cap);
+            buf_free(&out);
+            return rc;
+        }
+    }
     int data_slot = 0, meta_slot = repo_writer_meta_slot(w);
     for (size_t k = from; k < to && rc == 0; k++) {
         uint32_t ei = by_pack[k];
-        if (!bit(m->bits, ei))
+        struct ientry en;
+        if (!marked_entry(r, m, ei, &en))
             continue;
-        pthread_mutex_lock(&r->mu);
-        struct ientry en = *repo_entry(r, ei);
-        pthread_mutex_unlock(&r->mu);
-        if ((uint64_t)en.off + en.clen > data->len) {
-            rc = err_set(e, ERR_DAMAGE, "run `caris-backup check --read-data`",
-                         "pack %s: index entry points past its end", name);
-            break;
-        }
-        /* The id is checked: a damaged blob must not be copied as if it were sound. */
-        if (blob_decode(r, en.id, &en, key, data->data + en.off, name, true, &out, e) != 0) {
+        if (repack_open(r, p, &en, key, data, name, &out, e) != 0) {
             err_wrap(e, "cannot repack");
             rc = -1;
             break;
@@ -668,6 +706,11 @@ static void choose_repacks(struct packstat *ps, size_t npacks, double max_unused
     size_t n = 0;
     uint64_t unused = 0, size = 0;
     for (size_t p = 0; p < npacks; p++) {
+        if (ps[p].fate == P_KEEP && ps[p].damaged) {
+            ps[p].fate = P_REPACK;
+            st->packs_repacked++;
+            st->pack_bytes_repacked += ps[p].size;
+        }
         if (ps[p].fate != P_KEEP || !ps[p].on_disk)
             continue;
         unused += pack_unused(&ps[p]);
@@ -852,6 +895,21 @@ int repo_prune(struct repo *r, const struct repo_prune_opts *o, struct repo_prun
             st->pack_bytes_deleted += x->size;
         }
     }
+    /* A pack that holds a damaged copy of a blob stored again elsewhere (records/bad-blob)
+     * is rewritten, so that the damage leaves the repository; not while a referenced blob of
+     * it is itself known damaged (it cannot be copied: the next backup stores it again). */
+    pthread_mutex_lock(&r->mu);
+    for (size_t p = 0; p < npacks; p++) {
+        struct packstat *x = &ps[p];
+        if (x->fate != P_KEEP || !x->on_disk || !bad_pack_known_locked(r, (uint32_t)p))
+            continue;
+        bool blocked = false;
+        for (size_t k = first[p]; k < first[p + 1] && !blocked; k++)
+            blocked = bit(m.bits, by_pack[k]) && bad_entry_is_locked(r, by_pack[k]);
+        if (!blocked)
+            x->damaged = true;
+    }
+    pthread_mutex_unlock(&r->mu);
     choose_repacks(ps, npacks, max_unused, st);
     if (dry) {
         st->packs_after = st->packs_before - st->packs_deleted - st->packs_repacked;
@@ -898,9 +956,15 @@ int repo_prune(struct repo *r, const struct repo_prune_opts *o, struct repo_prun
                 goto out;
             }
             caris_op_progress(op, "repack", done++, st->packs_repacked);
-            if (repack_one(r, w, (uint32_t)p, by_pack, first[p], first[p + 1], &m, &ps[p], &data,
-                           st, e) != 0)
+            int rrc = repack_one(r, w, (uint32_t)p, by_pack, first[p], first[p + 1], &m, &ps[p],
+                                 &data, st, e);
+            if (rrc < 0)
                 goto out;
+            if (rrc > 0) { /* a damaged pack with a referenced blob that does not open: kept */
+                ps[p].fate = P_KEEP;
+                st->packs_repacked--;
+                st->pack_bytes_repacked -= ps[p].size;
+            }
         }
         if (repo_writer_flush(w, e) != 0)
             goto out;

@@ -157,7 +157,25 @@ struct repo {
     uint8_t (*oc_missing)[32];
     size_t noc_missing;
     struct buf flagged; /* 32-byte pack ids */
+    /* Damaged blobs (badblobs.c). bad_pairs: pack id || blob id (64 bytes, sorted) of the
+     * copies records/bad-blob names; bad_found: those this handle found since its last
+     * repo_bad_blobs_save (sorted); bad_entries: the entry numbers (u32, sorted) that place
+     * a blob in a pack where it is damaged, usable for reading but not for deduplication. */
+    struct buf bad_pairs, bad_found, bad_entries;
 };
+
+/* Damaged blobs (badblobs.c). All _locked functions need r->mu. */
+#define BAD_BLOB_RECORD_KIND "bad-blob"
+bool bad_entry_is_locked(const struct repo *r, uint32_t ei);
+void bad_entry_set_locked(struct repo *r, uint32_t ei, bool bad);
+/* Whether records/bad-blob names the blob id in pack number pidx. */
+bool bad_pair_known_locked(const struct repo *r, uint32_t pidx, const uint8_t id[32]);
+/* Whether records/bad-blob names a blob in pack number pidx. */
+bool bad_pack_known_locked(const struct repo *r, uint32_t pidx);
+/* Notes that the blob id failed to open from pack number pidx (takes r->mu). */
+void bad_blob_note(struct repo *r, uint32_t pidx, const uint8_t id[32]);
+/* Reads records/bad-blob into r->bad_pairs (before the index is loaded). */
+int bad_blobs_load(struct repo *r, struct err *e);
 
 /* Reads the index again when an index file or adopted pack that the handle loaded at open
  * is gone (a prune ran between repo_open and repo_lock), or, with the open cache, when

@@ -387,6 +387,31 @@ static uint32_t index_add_locked(struct repo *r, const uint8_t id[32], uint32_t 
     return (uint32_t)i;
 }
 
+/* index_add_locked for an entry read from an index file or a pack's trailer: a copy that
+ * records/bad-blob names is marked (read, never deduplicated against), and gives way to the
+ * first other copy loaded. */
+static uint32_t index_load_locked(struct repo *r, const uint8_t id[32], uint32_t pack, uint32_t off,
+                                  uint32_t clen, uint32_t ulen_flags)
+{
+    bool bad = bad_pair_known_locked(r, pack, id), added;
+    long have = repo_lookup_locked(r, id);
+    if (have >= 0) {
+        struct ientry *en = repo_entry(r, (size_t)have);
+        if (!bad && PACK_IS_REAL(en->pack) && bad_entry_is_locked(r, (uint32_t)have)) {
+            en->pack = pack;
+            en->off = off;
+            en->clen = clen;
+            en->ulen_flags = ulen_flags;
+            bad_entry_set_locked(r, (uint32_t)have, false);
+        }
+        return (uint32_t)have;
+    }
+    uint32_t ei = index_add_locked(r, id, pack, off, clen, ulen_flags, &added);
+    if (ei != INDEX_FULL && bad)
+        bad_entry_set_locked(r, ei, true);
+    return ei;
+}
+
 long repo_find_pack_locked(struct repo *r, const uint8_t id[32])
 {
     return idmap_find(r, &r->pmap, pack_id, id);
@@ -512,8 +537,7 @@ int index_parse_into(struct repo *r, const uint8_t *p, size_t len, int source, c
             if (clen < CX_TAG_LEN || (ulf & ULEN_MASK) > REPO_MAX_BLOB ||
                 clen > REPO_MAX_BLOB + CX_TAG_LEN || off < PACK_HEADER_LEN)
                 return err_set(e, ERR_DAMAGE, NULL, "index %s: invalid blob entry", name);
-            bool added;
-            if (!gone && index_add_locked(r, id, pidx, off, clen, ulf, &added) == INDEX_FULL)
+            if (!gone && index_load_locked(r, id, pidx, off, clen, ulf) == INDEX_FULL)
                 return err_set(e, ERR_FAILURE, INDEX_FULL_HINT,
                                "index %s: the repository's index is full", name);
         }
@@ -534,8 +558,7 @@ int pack_trailer_parse_into(struct repo *r, uint32_t pidx, const uint8_t *p, siz
         if (clen < CX_TAG_LEN || (ulf & ULEN_MASK) > REPO_MAX_BLOB || off < PACK_HEADER_LEN ||
             (uint64_t)off + clen > pack_size)
             return err_set(e, ERR_DAMAGE, NULL, "pack %s: invalid trailer entry", name);
-        bool added;
-        if (index_add_locked(r, p + i, pidx, off, clen, ulf, &added) == INDEX_FULL)
+        if (index_load_locked(r, p + i, pidx, off, clen, ulf) == INDEX_FULL)
             return err_set(e, ERR_FAILURE, INDEX_FULL_HINT,
                            "pack %s: the repository's index is full", name);
     }
@@ -697,6 +720,9 @@ void repo_close(struct repo *r)
     opencache_free(&r->oc);
     free(r->oc_missing);
     buf_free(&r->flagged);
+    buf_free(&r->bad_pairs);
+    buf_free(&r->bad_found);
+    buf_free(&r->bad_entries);
     free(r->state_local);
     cx_hmac_key_free(r->idkey);
     storage_close(r->st);
@@ -1343,7 +1369,7 @@ struct repo *repo_open_hint(const char *path, const char *password, const char *
     if (keys_unlock(r, password, slot_hint, e) != 0)
         goto fail;
     r->idkey = cx_hmac_key_new(r->mac_key, 32);
-    if (data_listing_join(&dl, e) != 0 ||
+    if (bad_blobs_load(r, e) != 0 || data_listing_join(&dl, e) != 0 ||
         load_index_and_packs(r, false, listed ? &dl.l : NULL, e) != 0)
         goto fail;
     return r;
@@ -1405,6 +1431,7 @@ static int index_reload(struct repo *r, bool full, struct err *e)
     r->nadopted = 0;
     json_array_clear(r->damage);
     r->flagged.len = 0;
+    r->bad_entries.len = 0;
     opencache_free(&r->oc);
     r->oc_valid = false;
     r->index_cached = false;
@@ -1993,13 +2020,15 @@ int repo_writer_add(struct repo_writer *w, int slot, const uint8_t id[32], const
     pthread_mutex_lock(&r->mu);
     long have = repo_lookup_locked(r, id);
     uint32_t ei;
-    if (have >= 0 && repo_entry(r, (size_t)have)->pack != PACK_ABANDONED) {
+    if (have >= 0 && repo_entry(r, (size_t)have)->pack != PACK_ABANDONED &&
+        !bad_entry_is_locked(r, (uint32_t)have)) {
         w->stats.blobs_known++;
         pthread_mutex_unlock(&r->mu);
         return 0;
     }
-    if (have >= 0) {
+    if (have >= 0) { /* abandoned, or known damaged where the entry places it: stored again */
         ei = (uint32_t)have;
+        bad_entry_set_locked(r, ei, false);
         repo_entry(r, ei)->pack = PACK_PENDING;
     } else {
         bool added;
@@ -2287,8 +2316,12 @@ static bool lookup_entry(struct repo *r, const uint8_t id[32], struct ientry *ou
 
 bool repo_has_blob(struct repo *r, const uint8_t id[32])
 {
-    struct ientry en;
-    return lookup_entry(r, id, &en);
+    pthread_mutex_lock(&r->mu);
+    long i = repo_lookup_locked(r, id);
+    bool ok = i >= 0 && PACK_IS_REAL(repo_entry(r, (size_t)i)->pack) &&
+              !bad_entry_is_locked(r, (uint32_t)i);
+    pthread_mutex_unlock(&r->mu);
+    return ok;
 }
 
 int64_t repo_blob_size(struct repo *r, const uint8_t id[32])
@@ -2353,11 +2386,12 @@ int repo_pack_key(struct repo *r, uint32_t pidx, const uint8_t *have_head, uint8
 /* The one rule for opening a blob: authenticate and decrypt ct (clen bytes) into pt (pt may
  * be ct: in place), then, when compressed, decompress into scratch. On success *plain and
  * *plen are the plaintext (in pt, or in scratch), and, with check_id, HMAC(plaintext) == id:
- * plaintext reaches the caller only when it is the blob the id names. name is for messages. */
-static int blob_open(struct repo *r, const uint8_t id[32], const struct ientry *en,
-                     const uint8_t key[32], const uint8_t *ct, uint8_t *pt, const char *name,
-                     bool check_id, struct buf *scratch, const uint8_t **plain, size_t *plen,
-                     struct err *e)
+ * plaintext reaches the caller only when it is the blob the id names. name is for messages.
+ * (blob_open below notes every copy that fails.) */
+static int blob_open_(struct repo *r, const uint8_t id[32], const struct ientry *en,
+                      const uint8_t key[32], const uint8_t *ct, uint8_t *pt, const char *name,
+                      bool check_id, struct buf *scratch, const uint8_t **plain, size_t *plen,
+                      struct err *e)
 {
     char hex[65];
     uint8_t nonce[CX_NONCE_LEN];
@@ -2405,6 +2439,19 @@ static int blob_open(struct repo *r, const uint8_t id[32], const struct ientry *
     *plain = p;
     *plen = n;
     return 0;
+}
+
+/* blob_open_, and every copy that fails to open is noted (bad_blob_note): its whole
+ * ciphertext was read, so the copy is damaged where it lies, not the storage unreachable. */
+static int blob_open(struct repo *r, const uint8_t id[32], const struct ientry *en,
+                     const uint8_t key[32], const uint8_t *ct, uint8_t *pt, const char *name,
+                     bool check_id, struct buf *scratch, const uint8_t **plain, size_t *plen,
+                     struct err *e)
+{
+    int rc = blob_open_(r, id, en, key, ct, pt, name, check_id, scratch, plain, plen, e);
+    if (rc != 0 && PACK_IS_REAL(en->pack))
+        bad_blob_note(r, en->pack, id);
+    return rc;
 }
 
 /* Authenticates, decompresses and re-hashes one blob whose ciphertext (clen bytes) is in

@@ -1169,6 +1169,8 @@ static int record_test_restore(struct repo *r, const char *id, enum db_scratch k
     if (rc != 0)
         caris_op_log(op, LOG_WARN, "cannot record the test restore in the repository: %s", e.msg);
     json_decref(rec);
+    if (!res->ok)
+        caris_bad_blobs_record(r, "test-restore", op);
     return rc;
 }
 

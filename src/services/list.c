@@ -56,6 +56,23 @@ void caris_verification_record(struct repo *r, const char *backup_id, bool ok,
     if (repo_record_add(r, "verify", rec, &e) != 0)
         caris_op_log(op, LOG_WARN, "cannot record the verification of %s: %s", backup_id, e.msg);
     json_decref(rec);
+    if (!ok)
+        caris_bad_blobs_record(r, "verify", op);
+}
+
+void caris_bad_blobs_record(struct repo *r, const char *by, const struct caris_op *op)
+{
+    struct err e = ERR_INIT;
+    size_t saved = 0;
+    if (repo_bad_blobs_save(r, by, &saved, &e) != 0)
+        caris_op_log(op, LOG_WARN,
+                     "cannot record the damaged blobs found: the next backup may reuse them: %s",
+                     e.msg);
+    else if (saved) /* a warning: prune finds damage that nothing else reports */
+        caris_op_log(op, LOG_WARN,
+                     "recorded %zu damaged blob%s: the next backup that meets %s stores %s again",
+                     saved, saved == 1 ? "" : "s", saved == 1 ? "it" : "them",
+                     saved == 1 ? "it" : "them");
 }
 
 /* The latest record of kind for each backup: {"<backupId>": record}. */
@@ -311,8 +328,9 @@ int caris_backup_verify_all(struct repo *r, const struct verify_opts *o, caris_v
 
 void caris_check_record(struct repo *r, json_t *report, const struct caris_op *op)
 {
-    json_t *done = json_object();
     bool read_data = json_is_true(json_object_get(json_object_get(report, "stats"), "read_data"));
+    caris_bad_blobs_record(r, read_data ? "check --read-data" : "check", op);
+    json_t *done = json_object();
     size_t i, k;
     json_t *x, *id;
     json_array_foreach(json_object_get(report, "errors"), i, x)

@@ -1,5 +1,6 @@
 /* Prune as a service: the lock around the engine (repo_prune) and its report. */
 #include "caris/prune.h"
+#include "caris/backup.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -152,6 +153,15 @@ int caris_prune(struct repo *r, const struct caris_prune_opts *o, const struct c
                                        op, &res->wal, e);
     if (rc == 0)
         rc = repo_prune(r, &po, &res->stats, e);
+    /* a damaged pack the prune rewrote or deleted takes its records of damage with it; what
+     * the prune found damaged itself is recorded for the next backup to store again */
+    size_t gone = 0;
+    struct err ge = ERR_INIT;
+    if (rc == 0 && !res->dry_run && repo_bad_blobs_forget_gone(r, &gone, &ge) != 0)
+        caris_op_log(op, LOG_WARN, "cannot remove the records of damage prune removed: %s", ge.msg);
+    res->bad_blob_records_removed = gone;
+    if (!res->dry_run)
+        caris_bad_blobs_record(r, "prune", op);
     repo_unlock(r);
     res->duration_ns = time_mono_ns() - t0;
     if (rc == 0 && !res->dry_run)
@@ -193,5 +203,7 @@ json_t *caris_prune_result_to_json(const struct caris_prune_result *res)
                                   (json_int_t)res->records.files_after, "before",
                                   (json_int_t)res->records.records_before, "after",
                                   (json_int_t)res->records.records_after));
+    json_object_set_new(j, "bad_blob_records_removed",
+                        json_integer((json_int_t)res->bad_blob_records_removed));
     return j;
 }

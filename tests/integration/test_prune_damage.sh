@@ -10,7 +10,8 @@ source "$(dirname "$0")/lib.sh"
 
 assert_exit 0 cb --quiet init
 # Everything in the repository except locks: names and sizes.
-fingerprint() { (cd "$REPO" && find . -type f ! -path './locks/*' -printf '%P %s\n' | sort | md5sum); }
+# (records/bad-blob: what a refused prune found damaged is recorded, see test_bad_blob)
+fingerprint() { (cd "$REPO" && find . -type f ! -path './locks/*' ! -path './records/bad-blob/*' -printf '%P %s\n' | sort | md5sum); }
 
 # Three backups: a file all share, one 300 kB random file each that only it holds. One
 # thread: the first backup's shared and own data share one data pack.
@@ -77,6 +78,8 @@ assert_rc 4 "prune stops at the damaged blob it would copy"
 assert_contains "$ERR" "cannot repack" "the error says the rewrite stopped"
 assert_contains "$ERR" "$(basename "$pack")" "the error names the pack"
 assert_eq "$fp" "$(fingerprint)" "nothing was deleted or written"
+assert_contains "$ERR" "recorded 1 damaged blob" "but the blob that stopped it is recorded damaged"
+assert_eq 1 "$(find "$REPO/records/bad-blob" -type f | wc -l)" "in one record"
 assert_exit 4 cb --quiet verify "${ids[2]}"
 
 # the refused prune left the repository as it was: with the pack repaired (from a copy),

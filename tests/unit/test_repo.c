@@ -891,6 +891,84 @@ static void test_missing_pack_is_damage(void **state)
     tmpdir_free(dir);
 }
 
+/* A copy found damaged and recorded (repo_bad_blobs_save) is never deduplicated against:
+ * the next writer stores the blob again, and from then on every open takes the new copy,
+ * whichever index file it reads first. The entry-number set keeps its order through inserts
+ * and removals. */
+static void test_damaged_copy_not_deduplicated(void **state)
+{
+    (void)state;
+    char *dir = tmpdir_new();
+    struct repo *r = init_ok(dir, &TINY);
+    struct repo_writer *w = repo_writer_new(r, 1);
+    uint8_t a[32], b[32];
+    add_ok(r, w, 0, "first blob, the damaged one", 27, a); /* at offset 40 */
+    add_ok(r, w, 0, "second blob, sound", 18, b);
+    flush_ok(w);
+    repo_writer_free(w);
+    repo_close(r);
+    char *pack = only_file(dir, "data");
+    int fd = open(pack, O_RDWR);
+    assert_true(fd >= 0);
+    uint8_t x;
+    assert_int_equal(pread(fd, &x, 1, 45), 1);
+    x ^= 1;
+    assert_int_equal(pwrite(fd, &x, 1, 45), 1);
+    close(fd);
+    free(pack);
+
+    r = open_ok(dir, PW);
+    assert_true(repo_has_blob(r, a)); /* nothing known yet */
+    struct buf out = {0};
+    struct err e = ERR_INIT;
+    assert_int_equal(repo_blob_load(r, a, &out, &e), -1);
+    assert_int_equal(e.code, ERR_DAMAGE);
+    size_t saved = 99;
+    e = (struct err)ERR_INIT;
+    assert_int_equal(repo_bad_blobs_save(r, "test", &saved, &e), 0);
+    assert_int_equal(saved, 1);
+    assert_false(repo_has_blob(r, a)); /* this handle knows at once */
+    assert_true(repo_has_blob(r, b));
+    assert_int_equal(repo_bad_blobs_save(r, "test", &saved, &e), 0);
+    assert_int_equal(saved, 0); /* nothing new */
+    repo_close(r);
+
+    r = open_ok(dir, PW);
+    assert_false(repo_has_blob(r, a)); /* from the record */
+    assert_true(repo_has_blob(r, b));
+    w = repo_writer_new(r, 1);
+    uint8_t a2[32], b2[32];
+    assert_int_equal(add_ok(r, w, 0, "first blob, the damaged one", 27, a2), 1);
+    assert_int_equal(add_ok(r, w, 0, "second blob, sound", 18, b2), 0);
+    flush_ok(w);
+    repo_writer_free(w);
+    assert_true(repo_has_blob(r, a));
+    e = (struct err)ERR_INIT;
+    assert_int_equal(repo_blob_load(r, a, &out, &e), 0);
+    repo_close(r);
+
+    r = open_ok(dir, PW);
+    assert_true(repo_has_blob(r, a));
+    e = (struct err)ERR_INIT;
+    assert_int_equal(repo_blob_load(r, a, &out, &e), 0);
+    assert_memory_equal(out.data, "first blob, the damaged one", 27);
+
+    pthread_mutex_lock(&r->mu);
+    static const uint32_t order[] = {7, 3, 9, 1, 5, 3, 0};
+    for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++)
+        bad_entry_set_locked(r, order[i], true);
+    bad_entry_set_locked(r, 5, false);
+    bad_entry_set_locked(r, 4, false); /* not there: nothing */
+    bool want[10] = {[0] = true, [1] = true, [3] = true, [7] = true, [9] = true};
+    for (uint32_t i = 0; i < 10; i++)
+        assert_int_equal(bad_entry_is_locked(r, i), want[i]);
+    assert_int_equal(r->bad_entries.len, 5 * 4);
+    pthread_mutex_unlock(&r->mu);
+    buf_free(&out);
+    repo_close(r);
+    tmpdir_free(dir);
+}
+
 /* ---- 3. nonce uniqueness ------------------------------------------------------------- */
 
 struct nonce_use {
@@ -4228,6 +4306,7 @@ int main(void)
         cmocka_unit_test(test_blob_edge_cases),
         cmocka_unit_test(test_writer_add_result),
         cmocka_unit_test(test_missing_pack_is_damage),
+        cmocka_unit_test(test_damaged_copy_not_deduplicated),
         cmocka_unit_test(test_nonce_uniqueness),
         cmocka_unit_test(test_hostile_files),
         cmocka_unit_test(test_hostile_key_slots),

@@ -1,0 +1,261 @@
+/* Copies of blobs known to be damaged (docs/REPOSITORY-FORMAT.md, "Damaged blobs").
+ *
+ * A blob that failed to open (authentication, decompression, length or id) is noted with the
+ * pack it was read from. repo_bad_blobs_save records what a handle noted (records/bad-blob),
+ * and every later open reads those records: an index entry that places a recorded blob in the
+ * recorded pack is usable for reading (it fails as before) but not for deduplication, so the
+ * next backup that meets the blob stores it again, and the index prefers any other copy. The
+ * backups made before are whole again once that copy exists. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "caris/core.h"
+#include "caris/repo.h"
+#include "internal.h"
+
+#define PAIR_LEN 64               /* pack id || blob id */
+#define BAD_RECORD_MAX_PAIRS 4096 /* ~550 KiB of record text, under RECORD_MAX_FILE */
+
+static int cmp_pair(const void *a, const void *b)
+{
+    return memcmp(a, b, PAIR_LEN);
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static bool pairs_have(const struct buf *pairs, const uint8_t pair[PAIR_LEN])
+{
+    return pairs->len && bsearch(pair, pairs->data, pairs->len / PAIR_LEN, PAIR_LEN, cmp_pair);
+}
+
+/* Inserts pair into the sorted buffer unless there; true when inserted. */
+static bool pairs_insert(struct buf *pairs, const uint8_t pair[PAIR_LEN])
+{
+    size_t n = pairs->len / PAIR_LEN, lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = memcmp(pairs->data + mid * PAIR_LEN, pair, PAIR_LEN);
+        if (c == 0)
+            return false;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    buf_reserve(pairs, pairs->len + PAIR_LEN);
+    memmove(pairs->data + (lo + 1) * PAIR_LEN, pairs->data + lo * PAIR_LEN, (n - lo) * PAIR_LEN);
+    memcpy(pairs->data + lo * PAIR_LEN, pair, PAIR_LEN);
+    pairs->len += PAIR_LEN;
+    return true;
+}
+
+bool bad_entry_is_locked(const struct repo *r, uint32_t ei)
+{
+    return r->bad_entries.len &&
+           bsearch(&ei, r->bad_entries.data, r->bad_entries.len / 4, 4, cmp_u32);
+}
+
+void bad_entry_set_locked(struct repo *r, uint32_t ei, bool bad)
+{
+    size_t n = r->bad_entries.len / 4, lo = 0, hi = n;
+    uint32_t *v = (uint32_t *)r->bad_entries.data;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (v[mid] == ei) {
+            if (!bad) {
+                memmove(v + mid, v + mid + 1, (n - mid - 1) * 4);
+                r->bad_entries.len -= 4;
+            }
+            return;
+        }
+        if (v[mid] < ei)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (!bad)
+        return;
+    buf_reserve(&r->bad_entries, r->bad_entries.len + 4);
+    v = (uint32_t *)r->bad_entries.data;
+    memmove(v + lo + 1, v + lo, (n - lo) * 4);
+    v[lo] = ei;
+    r->bad_entries.len += 4;
+}
+
+bool bad_pair_known_locked(const struct repo *r, uint32_t pidx, const uint8_t id[32])
+{
+    if (!r->bad_pairs.len)
+        return false;
+    uint8_t pair[PAIR_LEN];
+    memcpy(pair, r->packs[pidx].id, 32);
+    memcpy(pair + 32, id, 32);
+    return pairs_have(&r->bad_pairs, pair);
+}
+
+bool bad_pack_known_locked(const struct repo *r, uint32_t pidx)
+{
+    size_t n = r->bad_pairs.len / PAIR_LEN, lo = 0, hi = n;
+    const uint8_t *pid = r->packs[pidx].id;
+    while (lo < hi) { /* the first pair not below pid || 0...0 */
+        size_t mid = (lo + hi) / 2;
+        if (memcmp(r->bad_pairs.data + mid * PAIR_LEN, pid, 32) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < n && memcmp(r->bad_pairs.data + lo * PAIR_LEN, pid, 32) == 0;
+}
+
+void bad_blob_note(struct repo *r, uint32_t pidx, const uint8_t id[32])
+{
+    pthread_mutex_lock(&r->mu);
+    if (pidx < r->npacks) {
+        uint8_t pair[PAIR_LEN];
+        memcpy(pair, r->packs[pidx].id, 32);
+        memcpy(pair + 32, id, 32);
+        if (!pairs_have(&r->bad_pairs, pair))
+            pairs_insert(&r->bad_found, pair);
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* Marks the entry of each pair that still places the blob in that pack. */
+static void mark_pairs_locked(struct repo *r, const uint8_t *pairs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *p = pairs + i * PAIR_LEN;
+        long ei = repo_lookup_locked(r, p + 32);
+        if (ei < 0)
+            continue;
+        uint32_t pack = repo_entry(r, (size_t)ei)->pack;
+        if (PACK_IS_REAL(pack) && pack < r->npacks && memcmp(r->packs[pack].id, p, 32) == 0)
+            bad_entry_set_locked(r, (uint32_t)ei, true);
+    }
+}
+
+int repo_bad_blobs_save(struct repo *r, const char *by, size_t *saved, struct err *e)
+{
+    if (saved)
+        *saved = 0;
+    pthread_mutex_lock(&r->mu);
+    struct buf found = r->bad_found;
+    memset(&r->bad_found, 0, sizeof(r->bad_found));
+    pthread_mutex_unlock(&r->mu);
+    size_t n = found.len / PAIR_LEN;
+    char when[40];
+    time_format_iso(time_now_ns(), when, sizeof(when));
+    int rc = 0;
+    size_t done = 0;
+    while (done < n && rc == 0) {
+        size_t k = n - done < BAD_RECORD_MAX_PAIRS ? n - done : BAD_RECORD_MAX_PAIRS;
+        json_t *blobs = json_array();
+        for (size_t i = done; i < done + k; i++) {
+            char pack[65], blob[65];
+            cx_hex(found.data + i * PAIR_LEN, 32, pack);
+            cx_hex(found.data + i * PAIR_LEN + 32, 32, blob);
+            json_array_append_new(blobs, json_pack("[s, s]", pack, blob));
+        }
+        json_t *rec = json_pack("{s:s, s:s, s:o}", "time", when, "by", by, "blobs", blobs);
+        rc = repo_record_add(r, BAD_BLOB_RECORD_KIND, rec, e);
+        json_decref(rec);
+        if (rc == 0)
+            done += k;
+    }
+    pthread_mutex_lock(&r->mu);
+    /* what was recorded is known to this handle from now on; what was not is noted again */
+    for (size_t i = 0; i < n; i++)
+        pairs_insert(i < done ? &r->bad_pairs : &r->bad_found, found.data + i * PAIR_LEN);
+    mark_pairs_locked(r, found.data, done);
+    pthread_mutex_unlock(&r->mu);
+    buf_free(&found);
+    if (saved)
+        *saved = done;
+    return rc;
+}
+
+int bad_blobs_load(struct repo *r, struct err *e)
+{
+    json_t *damaged = NULL;
+    json_t *recs = repo_record_list(r, BAD_BLOB_RECORD_KIND, &damaged, e);
+    if (!recs)
+        return -1;
+    size_t i, k;
+    json_t *rec, *pair, *d;
+    struct buf pairs = {0};
+    json_array_foreach(recs, i, rec)
+    {
+        json_array_foreach(json_object_get(rec, "blobs"), k, pair)
+        {
+            uint8_t p[PAIR_LEN];
+            const char *pack = json_string_value(json_array_get(pair, 0));
+            const char *blob = json_string_value(json_array_get(pair, 1));
+            if (pack && blob && cx_unhex(pack, p, 32) == 0 && cx_unhex(blob, p + 32, 32) == 0)
+                buf_append(&pairs, p, PAIR_LEN);
+        }
+    }
+    /* An unreadable record is damage that `check` reports; the blobs it named are then
+     * deduplicated against as before. */
+    json_array_foreach(damaged, i, d)
+    {
+        repo_warn(r, json_string_value(json_object_get(d, "object")),
+                  "a record of damaged blobs cannot be read (%s): backups may reuse the blobs "
+                  "it named; run `caris-backup check --read-data`",
+                  json_string_value(json_object_get(d, "error")));
+    }
+    json_decref(recs);
+    json_decref(damaged);
+    size_t n = pairs.len / PAIR_LEN;
+    if (n)
+        qsort(pairs.data, n, PAIR_LEN, cmp_pair);
+    size_t u = 0;
+    for (size_t j = 0; j < n; j++)
+        if (!u || memcmp(pairs.data + (u - 1) * PAIR_LEN, pairs.data + j * PAIR_LEN, PAIR_LEN))
+            memmove(pairs.data + u++ * PAIR_LEN, pairs.data + j * PAIR_LEN, PAIR_LEN);
+    pairs.len = u * PAIR_LEN;
+    buf_free(&r->bad_pairs);
+    r->bad_pairs = pairs;
+    return 0;
+}
+
+int repo_bad_blobs_forget_gone(struct repo *r, size_t *removed, struct err *e)
+{
+    *removed = 0;
+    json_t *recs = repo_record_list_named(r, BAD_BLOB_RECORD_KIND, NULL, e);
+    if (!recs)
+        return -1;
+    int rc = 0;
+    size_t i, k;
+    json_t *rec, *pair;
+    json_array_foreach(recs, i, rec)
+    {
+        bool any = false;
+        json_array_foreach(json_object_get(rec, "blobs"), k, pair)
+        {
+            uint8_t pid[32];
+            const char *pack = json_string_value(json_array_get(pair, 0));
+            if (!pack || cx_unhex(pack, pid, 32) != 0)
+                continue;
+            char name[80];
+            pack_object_name(pid, name, sizeof(name));
+            struct err xe = ERR_INIT;
+            int x = storage_exists(r->st, name, &xe);
+            if (x != 0) { /* there, or cannot tell: the record stays */
+                any = true;
+                break;
+            }
+        }
+        if (any)
+            continue;
+        if (repo_record_remove(r, json_string_value(json_object_get(rec, "_object")), e) != 0) {
+            rc = -1;
+            break;
+        }
+        ++*removed;
+    }
+    json_decref(recs);
+    return rc;
+}

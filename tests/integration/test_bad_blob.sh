@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# A blob found damaged (by verify, check --read-data or prune) is recorded, so the next backup
+# stores it again instead of deduplicating against the damaged copy: the backups made before
+# it are whole again, and prune then rewrites the damaged pack, which takes the damage (and
+# its records) out of the repository. Before, every later backup reused the damaged copy.
+source "$(dirname "$0")/lib.sh"
+
+bad_records() { find "$REPO/records/bad-blob" -type f ! -name '.*' 2>/dev/null | wc -l; }
+stat_of() { json_get "$1" "[\"stats\"][\"$2\"]"; }
+
+init_repo
+mkdir -p "$TEST_TMP/src"
+# incompressible, and smaller than the smallest file chunk: one raw blob each, so the data pack
+# holds blob 0 at offset 40 and blob 1 at 40 + 300000 + 16 (its tag)
+seeded_bytes 300000 bad-a >"$TEST_TMP/src/a"
+seeded_bytes 300000 bad-b >"$TEST_TMP/src/b"
+backup_json "$TEST_TMP/a.json" "$TEST_TMP/src"
+A=$BACKUP_ID
+pack=$(list_packs | xargs -r ls -S | head -n 1)
+assert_eq 2 "$(stat_of "$TEST_TMP/a.json" files)" "backup A has both files"
+
+# --- verify finds a damaged blob and records it ----------------------------------------------
+flip_byte "$pack" 1000 # blob 0
+run cb verify "$A"
+assert_rc 4 "verify A: damaged"
+assert_contains "$ERR" "recorded 1 damaged blob" "verify says it recorded the damaged blob"
+assert_eq 1 "$(bad_records)" "one record of damaged blobs"
+
+# A prune before any backup stored the blob again keeps the pack (its referenced blob cannot be
+# copied) and succeeds.
+run cb --json prune
+assert_rc 0 "prune with a referenced blob known damaged"
+assert_true "the damaged pack is kept while a backup needs its blob" test -f "$pack"
+
+# --- the next backup stores it again ---------------------------------------------------------
+flip_byte "$pack" 301056 # blob 1 too, found by nothing yet: B reuses it
+backup_json "$TEST_TMP/b.json" "$TEST_TMP/src"
+assert_rc 0 "backup B"
+B=$BACKUP_ID
+assert_eq 1 "$(stat_of "$TEST_TMP/b.json" chunksNew)" \
+    "backup B stored again the blob known damaged (the file was read, not reused)"
+assert_eq 1 "$(stat_of "$TEST_TMP/b.json" filesUnchanged)" "the other file was reused"
+
+# --- prune: the damaged pack holds a blob that does not open: kept, and recorded ------------
+run cb --json prune
+assert_rc 0 "prune: a damaged pack whose referenced blob does not open is kept"
+assert_true "the pack is still there" test -f "$pack"
+assert_contains "$ERR" "recorded 1 damaged blob" "prune recorded the blob it could not copy"
+assert_eq 2 "$(bad_records)" "two records of damaged blobs"
+
+backup_json "$TEST_TMP/c.json" "$TEST_TMP/src"
+assert_rc 0 "backup C"
+C=$BACKUP_ID
+assert_eq 1 "$(stat_of "$TEST_TMP/c.json" chunksNew)" "backup C stored the second blob again"
+assert_eq 0 "$(stat_of "$TEST_TMP/c.json" chunksKnown)" "and deduplicated against nothing damaged"
+for id in "$A" "$B" "$C"; do
+    assert_exit 0 cb --quiet verify "$id"
+done
+mkdir -p "$TEST_TMP/restore"
+assert_exit 0 cb --quiet restore files "$A" --target "$TEST_TMP/restore"
+assert_exit 0 cmp "$TEST_TMP/src/a" "$TEST_TMP/restore/${TEST_TMP#/}/src/a"
+assert_exit 0 cmp "$TEST_TMP/src/b" "$TEST_TMP/restore/${TEST_TMP#/}/src/b"
+
+# check still sees the damaged pack, but no backup needs it
+run cb --json check --read-data
+assert_rc 4 "check --read-data: the damaged pack is still there"
+assert_json "$OUT_FILE" 'any("checksum mismatch" in x["error"] for x in d["errors"])' \
+    "check reports the pack's checksum"
+assert_json "$OUT_FILE" 'not any(x.get("backups") for x in d["errors"])' \
+    "and no backup as needing it"
+
+# --- prune rewrites the damaged pack: the damage and its records leave ----------------------
+run cb --json prune
+assert_rc 0 "prune"
+assert_false "the damaged pack is gone" test -f "$pack"
+assert_eq 2 "$(json_get "$OUT_FILE" '["badBlobRecordsRemoved"]')" "its two records went with it"
+assert_eq 0 "$(bad_records)" "no record of damage left"
+run cb --json check --read-data
+assert_rc 0 "check --read-data after the prune"
+assert_exit 0 cb --quiet verify --all
+
+# --- check --read-data records what it finds too --------------------------------------------
+seeded_bytes 300000 bad-c >"$TEST_TMP/src/c"
+before=$(list_packs)
+backup_json "$TEST_TMP/d.json" "$TEST_TMP/src"
+D=$BACKUP_ID
+pack=$(comm -13 <(printf '%s\n' "$before") <(list_packs) | xargs -r ls -S | head -n 1)
+flip_byte "$pack" 1000
+run cb --json check --read-data
+assert_rc 4 "check --read-data finds the damage"
+assert_json "$OUT_FILE" 'any("'"$D"'" in x.get("backups", []) for x in d["errors"])' \
+    "and names the backup that needs the blob"
+assert_eq 1 "$(bad_records)" "check recorded the damaged blob"
+backup_json "$TEST_TMP/e.json" "$TEST_TMP/src"
+assert_eq 1 "$(stat_of "$TEST_TMP/e.json" chunksNew)" "the next backup stored it again"
+assert_exit 0 cb --quiet verify "$D"
+assert_exit 0 cb --quiet prune
+assert_false "prune removed the damaged pack" test -f "$pack"
+assert_exit 0 cb --quiet check --read-data
+
+# --- a truncated pack: check --read-data records the blobs cut off ---------------------------
+seeded_bytes 300000 bad-d >"$TEST_TMP/src/d"
+seeded_bytes 300000 bad-e >"$TEST_TMP/src/e"
+before=$(list_packs)
+backup_json "$TEST_TMP/f.json" "$TEST_TMP/src"
+F=$BACKUP_ID
+pack=$(comm -13 <(printf '%s\n' "$before") <(list_packs) | xargs -r ls -S | head -n 1)
+truncate -s 400000 "$pack" # blob 1 (from 300056 on) and the trailer are cut off
+run cb --json check --read-data
+assert_rc 4 "check --read-data finds the truncated pack"
+assert_json "$OUT_FILE" 'any("past the end" in x["error"] for x in d["errors"])' \
+    "it names the blob past the end"
+assert_eq 1 "$(bad_records)" "and records it"
+backup_json "$TEST_TMP/g.json" "$TEST_TMP/src"
+assert_eq 1 "$(stat_of "$TEST_TMP/g.json" chunksNew)" "the next backup stored the blob cut off"
+assert_exit 0 cb --quiet verify "$F"
+run cb --json prune
+assert_rc 0 "prune"
+assert_false "prune removed the truncated pack, its intact blob copied" test -f "$pack"
+assert_eq 0 "$(bad_records)" "and the record"
+assert_exit 0 cb --quiet check --read-data
+assert_exit 0 cb --quiet verify --all
+test_done
