@@ -308,6 +308,8 @@ static int authorize(struct api *a, struct MHD_Connection *c, enum access need, 
                             "%u Authorization headers", n);
         return -1;
     }
+    /* (a NUL byte in it is refused by the gate, api_gate_head_refusal: libmicrohttpd gives
+     * the value up to the NUL, so "Bearer <token>\0<anything>" would pass for the token) */
     const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
     if (!h) {
         /* a failure too: else a client could knock without a credential for ever, each
@@ -321,18 +323,27 @@ static int authorize(struct api *a, struct MHD_Connection *c, enum access need, 
         return -1;
     }
     const char *tok = NULL;
-    if (strncasecmp(h, "Bearer ", 7) == 0) {
+    size_t tlen = 0;
+    if (strncasecmp(h, "Bearer", 6) == 0 && (h[6] == ' ' || h[6] == '\t')) {
+        /* spaces and tabs around the token are the header's, not the token's (RFC 9110,
+         * 5.5: optional whitespace) */
         tok = h + 7;
-        while (*tok == ' ')
+        while (*tok == ' ' || *tok == '\t')
             tok++;
+        tlen = strlen(tok);
+        while (tlen && (tok[tlen - 1] == ' ' || tok[tlen - 1] == '\t'))
+            tlen--;
     }
-    size_t tlen = tok ? strlen(tok) : 0;
     if (!tok || tlen == 0 || tlen > TOKEN_MAX) {
         fail_record(a, addr);
         *mr = respond_error(c, MHD_HTTP_UNAUTHORIZED, "unauthorized",
                             "send Authorization: Bearer <token>", "invalid credentials");
         return -1;
     }
+    char tokbuf[TOKEN_MAX + 1];
+    memcpy(tokbuf, tok, tlen);
+    tokbuf[tlen] = '\0';
+    tok = tokbuf;
     /* the cron secret and the tokens are both checked, whichever is asked for, so that the
      * time taken does not tell which one a credential was */
     bool is_cron = false;
@@ -346,6 +357,7 @@ static int authorize(struct api *a, struct MHD_Connection *c, enum access need, 
     struct caris_token_info info;
     struct err e = ERR_INIT;
     int trc = caris_token_check(a->backup_dir, tok, &info, &e);
+    cx_wipe(tokbuf, sizeof(tokbuf));
     if (trc < 0 && !is_cron) {
         daemon_log(a->d, LOG_ERROR, "api", "cannot check a token: %s", e.msg);
         *mr = respond_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "config", NULL,
@@ -391,9 +403,12 @@ static int authorize(struct api *a, struct MHD_Connection *c, enum access need, 
 /* A query parameter that is a boolean: 0 (set *v, default when absent), -1 when invalid. */
 static int query_bool(struct MHD_Connection *c, const char *name, bool *v)
 {
-    const char *s = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, name);
-    if (!s)
+    const char *s = NULL;
+    if (MHD_lookup_connection_value_n(c, MHD_GET_ARGUMENT_KIND, name, strlen(name), &s, NULL) !=
+        MHD_YES)
         return 0;
+    if (!s) /* "?includeStats" without a value: not a boolean */
+        return -1;
     if (strcmp(s, "true") == 0)
         *v = true;
     else if (strcmp(s, "false") == 0)

@@ -169,6 +169,11 @@ const char *api_gate_head_refusal(const char *b, size_t n)
             len--;
         if (len == 0)
             break; /* the end of the headers */
+        if (memchr(line, '\0', len))
+            /* libmicrohttpd reads a header up to a NUL: "Authorization: Bearer <token>\0junk"
+             * would pass for the token, "Content-Length: 2\0..." for 2 (RFC 9110, 5.5: a
+             * recipient rejects it) */
+            return "a header holds a NUL byte";
         size_t vlen;
         const char *v = header_value(line, len, "Content-Length", &vlen);
         if (v) {

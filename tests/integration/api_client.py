@@ -136,7 +136,7 @@ def bad_cases(admin, viewer, cron):
             cases.append((p + " " + m, m, p, admin, "{}", J))
     for q in ["includeFiles=yes", "includeStats=1", "includeFiles=", "bogus=true",
               "includeFiles=true&includeFiles=false", "includeFiles=%00", "includeStats=%ff",
-              "includeFiles=true&includeFiles=true"]:
+              "includeFiles=true&includeFiles=true", "includeStats", "includeFiles&includeStats=true"]:
         cases.append(("list ?" + q, "GET", "/api/admin/backup/list?" + q, viewer, None, {}))
     cases.append(("list with a body", "GET", "/api/admin/backup/list", viewer, '{"a":1}', J))
     for jid in ["job-1", "job-0-0", "job-999999999-1", "..%2F..%2Fetc%2Fpasswd", "../../etc/passwd",
@@ -200,6 +200,9 @@ def run_raw(base, admin):
         b"Content-Length: 16\r\n\r\n{\"type\": \"full\"}",
         "unknown method": b"BREW /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
         "nul in path": b"GET /heal\x00thz HTTP/1.1\r\nHost: x\r\n\r\n",
+        # read as a C string, the token would end at the NUL and be taken
+        "nul in auth": b"GET /api/admin/backup/status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+        + admin.encode() + b"\x00junk\r\n\r\n",
     }
     for name, data in raws.items():
         st = raw(base, data)
@@ -496,6 +499,9 @@ def main():
         status, data, _ = request(base, method, path, token, body)
         print(status)
         sys.stdout.write(data.decode("utf-8", "replace"))
+    elif cmd == "auth":  # BASE PATH VALUE: the status of a GET with that Authorization value
+        status, _, _ = request(sys.argv[2], "GET", sys.argv[3], headers={"Authorization": sys.argv[4]})
+        print(status)
     elif cmd == "wait":
         base, token, job, secs = sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5])
         deadline = time.monotonic() + secs

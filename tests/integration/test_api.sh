@@ -144,6 +144,14 @@ req GET "/api/admin/backup/list?includeFiles=false&includeStats=false" "$VIEWER"
 assert_eq "database" "$(jq_body '" ".join(sorted(b["kind"] for b in d["backups"]))')" "includeFiles=false: database backups only"
 assert_eq false "$(jq_body 'any("stats" in b for b in d["backups"])')" "includeStats=false: no stats"
 
+# spaces and tabs around the token belong to the header, not the token (RFC 9110, 5.5)
+assert_eq 200 "$($CLIENT auth "$BASE" /api/admin/backup/status "Bearer $VIEWER  ")" \
+    "a token followed by spaces is accepted"
+assert_eq 200 "$($CLIENT auth "$BASE" /api/admin/backup/status "bearer	$VIEWER	")" \
+    "a tab after the scheme and after the token"
+assert_eq 401 "$($CLIENT auth "$BASE" /api/admin/backup/status "Bearer ${VIEWER}x")" \
+    "a token with one character more is refused"
+
 # --- verify ------------------------------------------------------------------------------
 req POST /api/admin/backup/verify "$ADMIN" "{\"backupId\": \"$DB_ID\", \"type\": \"database\"}"
 assert_eq 202 "$STATUS" "verify: 202"

@@ -131,6 +131,13 @@ static void test_head_refusal(void **state)
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         if (!api_gate_head_refusal(bad[i], strlen(bad[i])))
             fail_msg("passed: %s", bad[i]);
+    /* a NUL in a header: libmicrohttpd would read the value up to it */
+    static const char nul[] = "GET / HTTP/1.1\r\nAuthorization: Bearer abc\0junk\r\n\r\n";
+    const char *why = api_gate_head_refusal(nul, sizeof(nul) - 1);
+    assert_non_null(why);
+    assert_non_null(strstr(why, "NUL"));
+    static const char after[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n\0body";
+    assert_null(api_gate_head_refusal(after, sizeof(after) - 1)); /* past the headers: body */
 }
 
 /* Failed authentications are counted per address, per /64 for IPv6. */
