@@ -1262,9 +1262,12 @@ int api_start(const struct api_opts *o, struct api **out, struct err *e)
         api_free(a);
         return err_wrap(e, "cannot serve the HTTP API on %s", listen);
     }
-    unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | (tls ? MHD_USE_TLS : 0) |
+    /* MHD_USE_ITC with TLS too: a worker at its limit stops watching the listening socket,
+     * and libmicrohttpd 0.9.75 without its wake-up channel then saw MHD_stop_daemon only at
+     * the worker's next event or its 15 s timeout (SIGTERM took 15 s) */
+    unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ITC | (tls ? MHD_USE_TLS : 0) |
                      (ss.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0) |
-                     (tls ? 0 : MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC);
+                     (tls ? 0 : MHD_USE_NO_LISTEN_SOCKET);
     if (tls)
         a->mhd = MHD_start_daemon(
             flags, 0, NULL, NULL, on_request, a, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,

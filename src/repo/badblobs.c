@@ -197,14 +197,20 @@ int bad_blobs_load(struct repo *r, struct err *e)
                 buf_append(&pairs, p, PAIR_LEN);
         }
     }
-    /* An unreadable record is damage that `check` reports; the blobs it named are then
-     * deduplicated against as before. */
+    /* An unreadable record is damage (check reports it, prune refuses): without it, a copy it
+     * named damaged could win over the sound one, and prune would delete the sound one. */
     json_array_foreach(damaged, i, d)
     {
-        repo_warn(r, json_string_value(json_object_get(d, "object")),
-                  "a record of damaged blobs cannot be read (%s): backups may reuse the blobs "
-                  "it named; run `caris-backup check --read-data`",
-                  json_string_value(json_object_get(d, "error")));
+        char msg[700];
+        snprintf(msg, sizeof(msg),
+                 "a record of damaged blobs cannot be read (%s): the damaged copies it named "
+                 "are unknown; run `caris-backup check --read-data` (it records what it finds "
+                 "again), then move this file out of the repository",
+                 json_string_value(json_object_get(d, "error")) ?: "?");
+        const char *obj =
+            json_string_value(json_object_get(d, "object")) ?: "records/" BAD_BLOB_RECORD_KIND;
+        json_array_append_new(r->damage, json_pack("{s:s, s:s}", "object", obj, "error", msg));
+        repo_warn(r, obj, "%s", msg); /* every command says so, not only check and prune */
     }
     json_decref(recs);
     json_decref(damaged);

@@ -402,8 +402,10 @@ struct packstat {
     uint32_t nused;
     enum { P_KEEP, P_DELETE, P_REPACK, P_DROP } fate;
     bool on_disk;
-    bool
-        damaged; /* holds a copy records/bad-blob names, superseded: rewritten whatever it wastes */
+    /* damaged: holds a copy records/bad-blob names: rewritten whatever it wastes; blocked: a
+     * referenced blob of it is such a copy: every referenced blob is opened before the
+     * rewrite, which is given up (the pack kept) if one fails */
+    bool damaged, blocked;
 };
 
 struct mark {
@@ -577,10 +579,11 @@ static int repack_one(struct repo *r, struct repo_writer *w, uint32_t p, const u
                        name);
     struct buf out = {0};
     int rc = 0;
-    if (ps->damaged) {
-        /* Rewritten for its damage, not its waste: every referenced blob must open before any
-         * moves. One that does not stays where it is with the pack (noted, so the prune
-         * records it and the next backup stores it again); the prune goes on. */
+    if (ps->damaged || ps->blocked) {
+        /* A pack with damage recorded in it: every referenced blob must open before any moves.
+         * One that does not stays where it is with the pack (noted, so the prune records it
+         * and the next backup stores it again); the prune goes on. (All open when the pack
+         * was put back from a copy: it is rewritten, and its records of damage go.) */
         for (size_t k = from; k < to && rc == 0; k++) {
             struct ientry en;
             struct err be = ERR_INIT;
@@ -895,19 +898,18 @@ int repo_prune(struct repo *r, const struct repo_prune_opts *o, struct repo_prun
             st->pack_bytes_deleted += x->size;
         }
     }
-    /* A pack that holds a damaged copy of a blob stored again elsewhere (records/bad-blob)
-     * is rewritten, so that the damage leaves the repository; not while a referenced blob of
-     * it is itself known damaged (it cannot be copied: the next backup stores it again). */
+    /* A pack that holds a copy records/bad-blob names is rewritten, so that the damage leaves
+     * the repository. One whose referenced blob is such a copy (blocked) is rewritten only if
+     * that blob opens after all (repack_one checks first, and keeps the pack otherwise: the
+     * next backup stores the blob again). */
     pthread_mutex_lock(&r->mu);
     for (size_t p = 0; p < npacks; p++) {
         struct packstat *x = &ps[p];
-        if (x->fate != P_KEEP || !x->on_disk || !bad_pack_known_locked(r, (uint32_t)p))
+        if (x->fate != P_KEEP || !x->on_disk)
             continue;
-        bool blocked = false;
-        for (size_t k = first[p]; k < first[p + 1] && !blocked; k++)
-            blocked = bit(m.bits, by_pack[k]) && bad_entry_is_locked(r, by_pack[k]);
-        if (!blocked)
-            x->damaged = true;
+        for (size_t k = first[p]; r->bad_entries.len && k < first[p + 1] && !x->blocked; k++)
+            x->blocked = bit(m.bits, by_pack[k]) && bad_entry_is_locked(r, by_pack[k]);
+        x->damaged = bad_pack_known_locked(r, (uint32_t)p);
     }
     pthread_mutex_unlock(&r->mu);
     choose_repacks(ps, npacks, max_unused, st);

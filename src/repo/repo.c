@@ -1435,6 +1435,10 @@ static int index_reload(struct repo *r, bool full, struct err *e)
     opencache_free(&r->oc);
     r->oc_valid = false;
     r->index_cached = false;
+    /* the records of damage too: written meanwhile by another process, they decide which
+     * copy the index takes (and prune deletes the others) */
+    if (bad_blobs_load(r, e) != 0)
+        return -1;
     return load_index_and_packs(r, full, NULL, e);
 }
 

@@ -429,6 +429,10 @@ out:
     json_decref(sel);
     repo_unlock(dst);
     repo_unlock(src);
+    /* damage met on either side (the source's blobs read, the copy read back) is recorded:
+     * the next backup into that repository stores those blobs again */
+    caris_bad_blobs_record(src, "copy", o->op);
+    caris_bad_blobs_record(dst, "copy", o->op);
     return rc;
 }
 

@@ -293,6 +293,19 @@ def hold(base, src, n):
         s.close()
 
 
+def idle(base, n, naddr):
+    """n TCP connections (from 127.0.0.10 .. 127.0.0.(9 + naddr)) that send nothing; prints
+    "ready" once all are accepted by the kernel, then holds them until stdin closes."""
+    host, port = split(base)
+    held = [socket.create_connection((host, port), timeout=20,
+                                     source_address=("127.0.0.%d" % (10 + i % naddr), 0))
+            for i in range(n)]
+    print("ready", flush=True)
+    sys.stdin.read()
+    for s in held:
+        s.close()
+
+
 def burst(base, n, naddr, complete):
     """n connections at once from naddr addresses (127.0.5.1...), each sending a /healthz
     request (complete: with the empty line that ends its headers; else without) before any is
@@ -499,6 +512,8 @@ def main():
         status, data, _ = request(base, method, path, token, body)
         print(status)
         sys.stdout.write(data.decode("utf-8", "replace"))
+    elif cmd == "idle":
+        idle(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
     elif cmd == "auth":  # BASE PATH VALUE: the status of a GET with that Authorization value
         status, _, _ = request(sys.argv[2], "GET", sys.argv[3], headers={"Authorization": sys.argv[4]})
         print(status)

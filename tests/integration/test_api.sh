@@ -413,8 +413,28 @@ assert_eq "" "$(grep -E '^(CRASH|5[0-9][0-9]) ' "$TEST_TMP/versions-tls.out" | g
     "TLS, unusual versions: no crash, no 5xx but libmicrohttpd's 505"
 assert_eq "pipelined 200" "$(grep '^pipelined' "$TEST_TMP/versions-tls.out")" \
     "TLS: the connection is closed after one request there too"
+# SIGTERM while every HTTPS slot holds a connection that sent nothing: a libmicrohttpd worker
+# that is full stops watching the listening socket, and without its own wake-up channel it
+# saw the stop only at its 15 s timeout
+mkfifo "$TEST_TMP/idle.in"
+$CLIENT idle "$TBASE" 64 4 <"$TEST_TMP/idle.in" >"$TEST_TMP/idle.out" &
+IDLE=$!
+exec 7>"$TEST_TMP/idle.in"
+# shellcheck disable=SC2317
+_idle_ready() { grep -q ready "$TEST_TMP/idle.out"; }
+wait_until 30 _idle_ready || fail "the idle connections were not made" "$(cat "$TEST_TMP/idle.out")"
+# shellcheck disable=SC2317
+_daemon_gone() { # exited (a zombie until waited for)
+    local st
+    st=$(ps -o stat= -p "$DAEMON" 2>/dev/null)
+    [[ -z $st || $st == Z* ]]
+}
 kill -TERM "$DAEMON"
+wait_until 8 _daemon_gone
+assert_eq 0 "$?" "SIGTERM with 64 idle HTTPS connections: the daemon is gone within 8 s"
 wait "$DAEMON"
+exec 7>&-
+wait "$IDLE"
 BACKUP_API_TLS_CERT=$TEST_TMP/cert.pem run cb daemon
 assert_rc 6 "a certificate without its key: configuration error"
 BACKUP_API_LISTEN=localhost:80 run cb daemon

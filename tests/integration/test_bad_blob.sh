@@ -120,4 +120,55 @@ assert_false "prune removed the truncated pack, its intact blob copied" test -f 
 assert_eq 0 "$(bad_records)" "and the record"
 assert_exit 0 cb --quiet check --read-data
 assert_exit 0 cb --quiet verify --all
+
+# --- a pack prune would rewrite for its waste, with a referenced blob known damaged ----------
+# It cannot be copied: prune keeps the pack and does the rest (it used to stop, exit 4, and so
+# did every prune after it until a backup stored the blob again).
+mkdir -p "$TEST_TMP/s1" "$TEST_TMP/s2"
+seeded_bytes 300000 waste-a >"$TEST_TMP/s1/a"
+seeded_bytes 300000 waste-b >"$TEST_TMP/s1/b"
+cp "$TEST_TMP/s1/a" "$TEST_TMP/s2/a"
+before=$(list_packs)
+backup_json "$TEST_TMP/w1.json" "$TEST_TMP/s1"
+W1=$BACKUP_ID
+pack=$(comm -13 <(printf '%s\n' "$before") <(list_packs) | xargs -r ls -S | head -n 1)
+backup_json "$TEST_TMP/w2.json" "$TEST_TMP/s2"
+W2=$BACKUP_ID
+flip_byte "$pack" 1000
+flip_byte "$pack" 301056 # a and b both: whichever is a, W2 needs a damaged blob
+run cb verify "$W2"
+assert_rc 4 "verify W2: damaged"
+assert_exit 0 cb --quiet forget "$W1"
+run cb --json prune --max-unused 0
+assert_rc 0 "prune: the pack with a known-damaged referenced blob is kept, the rest done"
+assert_true "the pack is kept" test -f "$pack"
+backup_json "$TEST_TMP/w3.json" "$TEST_TMP/s2"
+assert_eq 1 "$(stat_of "$TEST_TMP/w3.json" chunksNew)" "the next backup of s2 stored a again"
+assert_exit 0 cb --quiet verify "$W2"
+assert_exit 0 cb --quiet prune --max-unused 0
+assert_false "then prune rewrote it" test -f "$pack"
+assert_exit 0 cb --quiet check --read-data
+
+# --- a record of damage that cannot be read: prune refuses, check and every command say so ---
+rec=$(find "$REPO/records/bad-blob" -type f | head -n 1)
+if [[ -z $rec ]]; then
+    seeded_bytes 300000 rec-a >"$TEST_TMP/src/r"
+    before=$(list_packs)
+    backup_json "$TEST_TMP/r.json" "$TEST_TMP/src"
+    pack=$(comm -13 <(printf '%s\n' "$before") <(list_packs) | xargs -r ls -S | head -n 1)
+    flip_byte "$pack" 1000
+    assert_exit 4 cb --quiet verify "$BACKUP_ID"
+    rec=$(find "$REPO/records/bad-blob" -type f | head -n 1)
+fi
+assert_ne "" "$rec" "a record of damage exists"
+flip_byte "$rec"
+run cb --json prune
+assert_rc 4 "prune refuses while a record of damage cannot be read"
+assert_contains "$ERR" "record of damaged blobs cannot be read" "and says why"
+run cb --json check
+assert_rc 4 "check reports it"
+assert_json "$OUT_FILE" 'any("record of damaged blobs" in x["error"] for x in d["errors"])' \
+    "as an error naming the record"
+run cb list
+assert_contains "$ERR" "record of damaged blobs cannot be read" "list warns"
 test_done

@@ -88,6 +88,7 @@ cp "$TEST_TMP/pack.saved" "$pack"
 run cb --json prune
 assert_rc 0 "prune once the pack is sound again"
 assert_cmp "$(json_get "$OUT_FILE" '["packs"]["repacked"]')" -ge 1 "it rewrote the pack"
+assert_eq 0 "$(find "$REPO/records/bad-blob" -type f | wc -l)" "and removed the records of its damage"
 assert_exit 0 cb --quiet check --read-data
 assert_exit 0 cb --quiet verify "${ids[1]}"
 assert_exit 0 cb --quiet verify "${ids[2]}"

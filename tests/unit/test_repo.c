@@ -969,6 +969,69 @@ static void test_damaged_copy_not_deduplicated(void **state)
     tmpdir_free(dir);
 }
 
+/* A handle opened before a blob was recorded damaged and stored again (a prune waiting for
+ * its lock, the daemon) learns the record when it reads the index again: it takes the sound
+ * copy, not the damaged one, even when the damaged copy's index file is read first (which is
+ * what happened without the record: prune then deleted the sound copy). The order of the
+ * index files follows their names (hashes of random bytes): scenarios are made until the
+ * damaged copy's comes first, at most 64 (each has about one chance in two). */
+static void test_damage_record_reloaded(void **state)
+{
+    (void)state;
+    bool tried = false;
+    for (int round = 0; round < 64 && !tried; round++) {
+        char *dir = tmpdir_new();
+        struct repo *r = init_ok(dir, &TINY);
+        struct repo_writer *w = repo_writer_new(r, 1);
+        uint8_t a[32], a2[32];
+        add_ok(r, w, 0, "the blob that is damaged, then healed", 37, a); /* offset 40 */
+        flush_ok(w);
+        repo_writer_free(w);
+        repo_close(r);
+        char *pack = only_file(dir, "data");
+        char *first_index = only_file(dir, "index");
+        int fd = open(pack, O_RDWR);
+        assert_true(fd >= 0);
+        uint8_t x;
+        assert_int_equal(pread(fd, &x, 1, 45), 1);
+        x ^= 1;
+        assert_int_equal(pwrite(fd, &x, 1, 45), 1);
+        close(fd);
+
+        struct repo *early = open_ok(dir, PW); /* knows nothing of what follows */
+        r = open_ok(dir, PW);
+        struct buf out = {0};
+        struct err e = ERR_INIT;
+        assert_int_equal(repo_blob_load(r, a, &out, &e), -1);
+        size_t saved = 0;
+        assert_int_equal(repo_bad_blobs_save(r, "test", &saved, &e), 0);
+        assert_int_equal(saved, 1);
+        w = repo_writer_new(r, 1);
+        assert_int_equal(add_ok(r, w, 0, "the blob that is damaged, then healed", 37, a2), 1);
+        flush_ok(w);
+        repo_writer_free(w);
+        repo_close(r);
+        struct paths ix = paths_list(dir, "index");
+        assert_int_equal(ix.n, 2);
+        if (strcmp(ix.v[0], first_index) == 0) { /* the damaged copy's index is read first */
+            tried = true;
+            e = (struct err)ERR_INIT;
+            assert_int_equal(repo_refresh(early, &e), 0);
+            assert_true(repo_has_blob(early, a));
+            e = (struct err)ERR_INIT;
+            if (repo_blob_load(early, a, &out, &e) != 0)
+                fail_msg("after a refresh the handle read the damaged copy: %s", e.msg);
+        }
+        paths_free(&ix);
+        buf_free(&out);
+        repo_close(early);
+        free(pack);
+        free(first_index);
+        tmpdir_free(dir);
+    }
+    assert_true(tried);
+}
+
 /* ---- 3. nonce uniqueness ------------------------------------------------------------- */
 
 struct nonce_use {
@@ -4307,6 +4370,7 @@ int main(void)
         cmocka_unit_test(test_writer_add_result),
         cmocka_unit_test(test_missing_pack_is_damage),
         cmocka_unit_test(test_damaged_copy_not_deduplicated),
+        cmocka_unit_test(test_damage_record_reloaded),
         cmocka_unit_test(test_nonce_uniqueness),
         cmocka_unit_test(test_hostile_files),
         cmocka_unit_test(test_hostile_key_slots),
