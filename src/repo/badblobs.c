@@ -21,69 +21,89 @@ static int cmp_pair(const void *a, const void *b)
     return memcmp(a, b, PAIR_LEN);
 }
 
-static int cmp_u32(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 static bool pairs_have(const struct buf *pairs, const uint8_t pair[PAIR_LEN])
 {
     return pairs->len && bsearch(pair, pairs->data, pairs->len / PAIR_LEN, PAIR_LEN, cmp_pair);
 }
 
-/* Inserts pair into the sorted buffer unless there; true when inserted. */
-static bool pairs_insert(struct buf *pairs, const uint8_t pair[PAIR_LEN])
+/* Sorts the pairs and drops repeats. */
+static void pairs_sort_unique(struct buf *pairs)
 {
-    size_t n = pairs->len / PAIR_LEN, lo = 0, hi = n;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        int c = memcmp(pairs->data + mid * PAIR_LEN, pair, PAIR_LEN);
-        if (c == 0)
-            return false;
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    buf_reserve(pairs, pairs->len + PAIR_LEN);
-    memmove(pairs->data + (lo + 1) * PAIR_LEN, pairs->data + lo * PAIR_LEN, (n - lo) * PAIR_LEN);
-    memcpy(pairs->data + lo * PAIR_LEN, pair, PAIR_LEN);
-    pairs->len += PAIR_LEN;
-    return true;
+    size_t n = pairs->len / PAIR_LEN, u = 0;
+    if (n)
+        qsort(pairs->data, n, PAIR_LEN, cmp_pair);
+    for (size_t j = 0; j < n; j++)
+        if (!u || memcmp(pairs->data + (u - 1) * PAIR_LEN, pairs->data + j * PAIR_LEN, PAIR_LEN))
+            memmove(pairs->data + u++ * PAIR_LEN, pairs->data + j * PAIR_LEN, PAIR_LEN);
+    pairs->len = u * PAIR_LEN;
+}
+
+/* The entry numbers are a hash set (linear probing, at most half full, slots hold number + 1,
+ * 0 empty): one may be marked for every blob of a repository that a disk failure damaged,
+ * each at open and at a record's save, and each looked up by every deduplication. */
+static size_t slot_home(const struct u32set *h, uint32_t v)
+{
+    return (size_t)(((uint64_t)v * 0x9E3779B97F4A7C15ull) >> 32) & (h->cap - 1);
+}
+
+static size_t slot_find(const struct u32set *h, uint32_t v)
+{
+    size_t i = slot_home(h, v);
+    while (h->slots[i] && h->slots[i] != v + 1)
+        i = (i + 1) & (h->cap - 1);
+    return i;
 }
 
 bool bad_entry_is_locked(const struct repo *r, uint32_t ei)
 {
-    return r->bad_entries.len &&
-           bsearch(&ei, r->bad_entries.data, r->bad_entries.len / 4, 4, cmp_u32);
+    const struct u32set *h = &r->bad_entries;
+    return h->n && h->slots[slot_find(h, ei)] == ei + 1;
 }
 
 void bad_entry_set_locked(struct repo *r, uint32_t ei, bool bad)
 {
-    size_t n = r->bad_entries.len / 4, lo = 0, hi = n;
-    uint32_t *v = (uint32_t *)r->bad_entries.data;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (v[mid] == ei) {
-            if (!bad) {
-                memmove(v + mid, v + mid + 1, (n - mid - 1) * 4);
-                r->bad_entries.len -= 4;
-            }
-            return;
+    struct u32set *h = &r->bad_entries;
+    if (bad) {
+        if ((h->n + 1) * 2 > h->cap) {
+            struct u32set g = {.cap = h->cap ? h->cap * 2 : 64};
+            g.slots = xcalloc(g.cap, sizeof(uint32_t));
+            for (size_t i = 0; i < h->cap; i++)
+                if (h->slots[i])
+                    g.slots[slot_find(&g, h->slots[i] - 1)] = h->slots[i];
+            g.n = h->n;
+            free(h->slots);
+            *h = g;
         }
-        if (v[mid] < ei)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    if (!bad)
+        size_t i = slot_find(h, ei);
+        if (!h->slots[i]) {
+            h->slots[i] = ei + 1;
+            h->n++;
+        }
         return;
-    buf_reserve(&r->bad_entries, r->bad_entries.len + 4);
-    v = (uint32_t *)r->bad_entries.data;
-    memmove(v + lo + 1, v + lo, (n - lo) * 4);
-    v[lo] = ei;
-    r->bad_entries.len += 4;
+    }
+    if (!h->n)
+        return;
+    size_t i = slot_find(h, ei);
+    if (!h->slots[i])
+        return;
+    h->slots[i] = 0;
+    h->n--;
+    /* backward shift: what follows in the run moves up unless it is at or past its home */
+    for (size_t j = (i + 1) & (h->cap - 1); h->slots[j]; j = (j + 1) & (h->cap - 1)) {
+        size_t k = slot_home(h, h->slots[j] - 1);
+        bool stays = i <= j ? (i < k && k <= j) : (i < k || k <= j);
+        if (!stays) {
+            h->slots[i] = h->slots[j];
+            h->slots[j] = 0;
+            i = j;
+        }
+    }
+}
+
+void bad_entries_clear(struct repo *r)
+{
+    free(r->bad_entries.slots);
+    memset(&r->bad_entries, 0, sizeof(r->bad_entries));
 }
 
 bool bad_pair_known_locked(const struct repo *r, uint32_t pidx, const uint8_t id[32])
@@ -117,8 +137,8 @@ void bad_blob_note(struct repo *r, uint32_t pidx, const uint8_t id[32])
         uint8_t pair[PAIR_LEN];
         memcpy(pair, r->packs[pidx].id, 32);
         memcpy(pair + 32, id, 32);
-        if (!pairs_have(&r->bad_pairs, pair))
-            pairs_insert(&r->bad_found, pair);
+        if (!pairs_have(&r->bad_pairs, pair)) /* unsorted: repo_bad_blobs_save sorts */
+            buf_append(&r->bad_found, pair, PAIR_LEN);
     }
     pthread_mutex_unlock(&r->mu);
 }
@@ -145,6 +165,7 @@ int repo_bad_blobs_save(struct repo *r, const char *by, size_t *saved, struct er
     struct buf found = r->bad_found;
     memset(&r->bad_found, 0, sizeof(r->bad_found));
     pthread_mutex_unlock(&r->mu);
+    pairs_sort_unique(&found); /* a blob read twice is noted twice */
     size_t n = found.len / PAIR_LEN;
     char when[40];
     time_format_iso(time_now_ns(), when, sizeof(when));
@@ -167,8 +188,9 @@ int repo_bad_blobs_save(struct repo *r, const char *by, size_t *saved, struct er
     }
     pthread_mutex_lock(&r->mu);
     /* what was recorded is known to this handle from now on; what was not is noted again */
-    for (size_t i = 0; i < n; i++)
-        pairs_insert(i < done ? &r->bad_pairs : &r->bad_found, found.data + i * PAIR_LEN);
+    buf_append(&r->bad_pairs, found.data, done * PAIR_LEN);
+    pairs_sort_unique(&r->bad_pairs);
+    buf_append(&r->bad_found, found.data + done * PAIR_LEN, (n - done) * PAIR_LEN);
     mark_pairs_locked(r, found.data, done);
     pthread_mutex_unlock(&r->mu);
     buf_free(&found);
@@ -214,14 +236,7 @@ int bad_blobs_load(struct repo *r, struct err *e)
     }
     json_decref(recs);
     json_decref(damaged);
-    size_t n = pairs.len / PAIR_LEN;
-    if (n)
-        qsort(pairs.data, n, PAIR_LEN, cmp_pair);
-    size_t u = 0;
-    for (size_t j = 0; j < n; j++)
-        if (!u || memcmp(pairs.data + (u - 1) * PAIR_LEN, pairs.data + j * PAIR_LEN, PAIR_LEN))
-            memmove(pairs.data + u++ * PAIR_LEN, pairs.data + j * PAIR_LEN, PAIR_LEN);
-    pairs.len = u * PAIR_LEN;
+    pairs_sort_unique(&pairs);
     buf_free(&r->bad_pairs);
     r->bad_pairs = pairs;
     return 0;

@@ -907,7 +907,7 @@ int repo_prune(struct repo *r, const struct repo_prune_opts *o, struct repo_prun
         struct packstat *x = &ps[p];
         if (x->fate != P_KEEP || !x->on_disk)
             continue;
-        for (size_t k = first[p]; r->bad_entries.len && k < first[p + 1] && !x->blocked; k++)
+        for (size_t k = first[p]; r->bad_entries.n && k < first[p + 1] && !x->blocked; k++)
             x->blocked = bit(m.bits, by_pack[k]) && bad_entry_is_locked(r, by_pack[k]);
         x->damaged = bad_pack_known_locked(r, (uint32_t)p);
     }

@@ -159,15 +159,20 @@ struct repo {
     struct buf flagged; /* 32-byte pack ids */
     /* Damaged blobs (badblobs.c). bad_pairs: pack id || blob id (64 bytes, sorted) of the
      * copies records/bad-blob names; bad_found: those this handle found since its last
-     * repo_bad_blobs_save (sorted); bad_entries: the entry numbers (u32, sorted) that place
+     * repo_bad_blobs_save (unsorted); bad_entries: the entry numbers (a set) that place
      * a blob in a pack where it is damaged, usable for reading but not for deduplication. */
-    struct buf bad_pairs, bad_found, bad_entries;
+    struct buf bad_pairs, bad_found;
+    struct u32set {
+        uint32_t *slots;
+        size_t cap, n;
+    } bad_entries;
 };
 
 /* Damaged blobs (badblobs.c). All _locked functions need r->mu. */
 #define BAD_BLOB_RECORD_KIND "bad-blob"
 bool bad_entry_is_locked(const struct repo *r, uint32_t ei);
 void bad_entry_set_locked(struct repo *r, uint32_t ei, bool bad);
+void bad_entries_clear(struct repo *r);
 /* Whether records/bad-blob names the blob id in pack number pidx. */
 bool bad_pair_known_locked(const struct repo *r, uint32_t pidx, const uint8_t id[32]);
 /* Whether records/bad-blob names a blob in pack number pidx. */

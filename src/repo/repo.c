@@ -722,7 +722,7 @@ void repo_close(struct repo *r)
     buf_free(&r->flagged);
     buf_free(&r->bad_pairs);
     buf_free(&r->bad_found);
-    buf_free(&r->bad_entries);
+    bad_entries_clear(r);
     free(r->state_local);
     cx_hmac_key_free(r->idkey);
     storage_close(r->st);
@@ -1431,7 +1431,7 @@ static int index_reload(struct repo *r, bool full, struct err *e)
     r->nadopted = 0;
     json_array_clear(r->damage);
     r->flagged.len = 0;
-    r->bad_entries.len = 0;
+    bad_entries_clear(r);
     opencache_free(&r->oc);
     r->oc_valid = false;
     r->index_cached = false;

@@ -962,7 +962,18 @@ static void test_damaged_copy_not_deduplicated(void **state)
     bool want[10] = {[0] = true, [1] = true, [3] = true, [7] = true, [9] = true};
     for (uint32_t i = 0; i < 10; i++)
         assert_int_equal(bad_entry_is_locked(r, i), want[i]);
-    assert_int_equal(r->bad_entries.len, 5 * 4);
+    assert_int_equal(r->bad_entries.n, 5);
+    /* many, removed in another order: the set stays exact (its deletions shift runs) */
+    for (uint32_t i = 100; i < 5100; i++)
+        bad_entry_set_locked(r, 1000 + i * 7919u % 100003u, true);
+    for (uint32_t i = 100; i < 5100; i += 2)
+        bad_entry_set_locked(r, 1000 + i * 7919u % 100003u, false);
+    for (uint32_t i = 100; i < 5100; i++)
+        if (bad_entry_is_locked(r, 1000 + i * 7919u % 100003u) != (i % 2 == 1))
+            fail_msg("entry %u: wrong membership", 1000 + i * 7919u % 100003u);
+    assert_int_equal(r->bad_entries.n, 5 + 2500);
+    for (uint32_t i = 0; i < 10; i++)
+        assert_int_equal(bad_entry_is_locked(r, i), want[i]);
     pthread_mutex_unlock(&r->mu);
     buf_free(&out);
     repo_close(r);
@@ -1030,6 +1041,49 @@ static void test_damage_record_reloaded(void **state)
         tmpdir_free(dir);
     }
     assert_true(tried);
+}
+
+/* Damage on the scale of a failing disk: 60,000 blobs recorded damaged at once (15 record
+ * files) are all marked at the next open, and none is deduplicated against. (Kept sets and
+ * sorts, not sorted inserts: a quadratic mark made such an open hang.) */
+static void test_damage_many(void **state)
+{
+    (void)state;
+    enum { N = 60000 };
+    char *dir = tmpdir_new();
+    struct repo *r = init_ok(dir, &TINY);
+    struct repo_writer *w = repo_writer_new(r, 1);
+    uint8_t(*ids)[32] = calloc(N, 32);
+    assert_non_null(ids);
+    for (uint32_t i = 0; i < N; i++) {
+        char b[16];
+        snprintf(b, sizeof(b), "blob %u", i);
+        add_ok(r, w, 0, b, strlen(b), ids[i]);
+    }
+    flush_ok(w);
+    repo_writer_free(w);
+    for (uint32_t i = 0; i < N; i++) {
+        uint32_t pack, off;
+        assert_true(repo_blob_where(r, ids[i], &pack, &off));
+        bad_blob_note(r, pack, ids[i]);
+        bad_blob_note(r, pack, ids[i]); /* noted twice, recorded once */
+    }
+    size_t saved = 0;
+    struct err e = ERR_INIT;
+    assert_int_equal(repo_bad_blobs_save(r, "test", &saved, &e), 0);
+    assert_int_equal(saved, N);
+    repo_close(r);
+    struct paths recs = paths_list(dir, "records/bad-blob");
+    assert_int_equal(recs.n, (N + 4095) / 4096);
+    paths_free(&recs);
+    r = open_ok(dir, PW);
+    assert_int_equal(r->bad_entries.n, N);
+    for (uint32_t i = 0; i < N; i++)
+        if (repo_has_blob(r, ids[i]))
+            fail_msg("blob %u recorded damaged is deduplicated against", i);
+    repo_close(r);
+    free(ids);
+    tmpdir_free(dir);
 }
 
 /* ---- 3. nonce uniqueness ------------------------------------------------------------- */
@@ -4371,6 +4425,7 @@ int main(void)
         cmocka_unit_test(test_missing_pack_is_damage),
         cmocka_unit_test(test_damaged_copy_not_deduplicated),
         cmocka_unit_test(test_damage_record_reloaded),
+        cmocka_unit_test(test_damage_many),
         cmocka_unit_test(test_nonce_uniqueness),
         cmocka_unit_test(test_hostile_files),
         cmocka_unit_test(test_hostile_key_slots),
