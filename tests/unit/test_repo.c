@@ -891,6 +891,18 @@ static void test_missing_pack_is_damage(void **state)
     tmpdir_free(dir);
 }
 
+/* Flips one bit of the file at off. */
+static void flip_at(const char *path, off_t off)
+{
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    uint8_t x;
+    assert_int_equal(pread(fd, &x, 1, off), 1);
+    x ^= 1;
+    assert_int_equal(pwrite(fd, &x, 1, off), 1);
+    close(fd);
+}
+
 /* A copy found damaged and recorded (repo_bad_blobs_save) is never deduplicated against:
  * the next writer stores the blob again, and from then on every open takes the new copy,
  * whichever index file it reads first. The entry-number set keeps its order through inserts
@@ -908,13 +920,7 @@ static void test_damaged_copy_not_deduplicated(void **state)
     repo_writer_free(w);
     repo_close(r);
     char *pack = only_file(dir, "data");
-    int fd = open(pack, O_RDWR);
-    assert_true(fd >= 0);
-    uint8_t x;
-    assert_int_equal(pread(fd, &x, 1, 45), 1);
-    x ^= 1;
-    assert_int_equal(pwrite(fd, &x, 1, 45), 1);
-    close(fd);
+    flip_at(pack, 45); /* in the first blob's ciphertext */
     free(pack);
 
     r = open_ok(dir, PW);
@@ -1001,13 +1007,7 @@ static void test_damage_record_reloaded(void **state)
         repo_close(r);
         char *pack = only_file(dir, "data");
         char *first_index = only_file(dir, "index");
-        int fd = open(pack, O_RDWR);
-        assert_true(fd >= 0);
-        uint8_t x;
-        assert_int_equal(pread(fd, &x, 1, 45), 1);
-        x ^= 1;
-        assert_int_equal(pwrite(fd, &x, 1, 45), 1);
-        close(fd);
+        flip_at(pack, 45);
 
         struct repo *early = open_ok(dir, PW); /* knows nothing of what follows */
         r = open_ok(dir, PW);
