@@ -1506,6 +1506,7 @@ out:
     if (locked)
         repo_unlock(r);
     pgsrc_target_free(&t);
+    caris_bad_blobs_record(r, "restore", o->op); /* what failed to open: stored again next */
     return rc;
 }
 

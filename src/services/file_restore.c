@@ -1220,6 +1220,8 @@ int caris_restore_files(struct repo *r, const struct files_restore_opts *o,
     int rc = files_restore_locked(r, o, res, e);
     repo_unlock(r);
     res->ok = rc >= 0;
+    /* a chunk that failed to open is recorded: the next backup stores it again */
+    caris_bad_blobs_record(r, "restore", o->op);
     return rc;
 }
 

@@ -121,6 +121,23 @@ assert_eq 0 "$(bad_records)" "and the record"
 assert_exit 0 cb --quiet check --read-data
 assert_exit 0 cb --quiet verify --all
 
+# --- a restore that meets a damaged blob records it too ------------------------------------
+seeded_bytes 300000 bad-r >"$TEST_TMP/src/r"
+before=$(list_packs)
+backup_json "$TEST_TMP/h.json" "$TEST_TMP/src"
+H=$BACKUP_ID
+pack=$(comm -13 <(printf '%s\n' "$before") <(list_packs) | xargs -r ls -S | head -n 1)
+flip_byte "$pack" 1000
+run cb restore files "$H" --target "$TEST_TMP/restore-h"
+assert_rc 4 "restore files of the damaged backup"
+assert_contains "$ERR" "recorded 1 damaged blob" "the restore recorded the blob it could not read"
+assert_eq 1 "$(bad_records)" "in one record"
+backup_json "$TEST_TMP/i.json" "$TEST_TMP/src"
+assert_eq 1 "$(stat_of "$TEST_TMP/i.json" chunksNew)" "the next backup stored it again"
+assert_exit 0 cb --quiet verify "$H"
+assert_exit 0 cb --quiet prune
+assert_eq 0 "$(bad_records)" "prune removed the damaged pack and its record"
+
 # --- a pack prune would rewrite for its waste, with a referenced blob known damaged ----------
 # It cannot be copied: prune keeps the pack and does the rest (it used to stop, exit 4, and so
 # did every prune after it until a backup stored the blob again).
