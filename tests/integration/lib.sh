@@ -682,6 +682,15 @@ backup_json() {
     BACKUP_ID=$(json_get "$f" '["id"]' 2>/dev/null || true)
 }
 
+# backup_json_pack OUTFILE ARGS...: backup_json, and NEW_PACK: the largest pack the backup
+# wrote (its data; the other holds the manifest's entry list), empty when it wrote none.
+backup_json_pack() {
+    local before
+    before=$(list_packs)
+    backup_json "$@"
+    NEW_PACK=$(comm -13 <(printf '%s\n' "$before") <(list_packs) | xargs -r ls -S | head -n 1)
+}
+
 # list_ids: ids of `list --json`, space-separated, in its order.
 list_ids() {
     cb --json list 2>/dev/null | python3 -c '

@@ -81,10 +81,9 @@ assert_exit 0 cb --quiet verify --all
 
 # --- check --read-data records what it finds too --------------------------------------------
 seeded_bytes 300000 bad-c >"$TEST_TMP/src/c"
-before=$(list_packs)
-backup_json "$TEST_TMP/d.json" "$TEST_TMP/src"
+backup_json_pack "$TEST_TMP/d.json" "$TEST_TMP/src"
 D=$BACKUP_ID
-pack=$(comm -13 <(printf '%s\n' "$before") <(list_packs) | xargs -r ls -S | head -n 1)
+pack=$NEW_PACK
 flip_byte "$pack" 1000
 run cb --json check --read-data
 assert_rc 4 "check --read-data finds the damage"
@@ -101,10 +100,9 @@ assert_exit 0 cb --quiet check --read-data
 # --- a truncated pack: check --read-data records the blobs cut off ---------------------------
 seeded_bytes 300000 bad-d >"$TEST_TMP/src/d"
 seeded_bytes 300000 bad-e >"$TEST_TMP/src/e"
-before=$(list_packs)
-backup_json "$TEST_TMP/f.json" "$TEST_TMP/src"
+backup_json_pack "$TEST_TMP/f.json" "$TEST_TMP/src"
 F=$BACKUP_ID
-pack=$(comm -13 <(printf '%s\n' "$before") <(list_packs) | xargs -r ls -S | head -n 1)
+pack=$NEW_PACK
 truncate -s 400000 "$pack" # blob 1 (from 300056 on) and the trailer are cut off
 run cb --json check --read-data
 assert_rc 4 "check --read-data finds the truncated pack"
@@ -123,10 +121,9 @@ assert_exit 0 cb --quiet verify --all
 
 # --- a restore that meets a damaged blob records it too ------------------------------------
 seeded_bytes 300000 bad-r >"$TEST_TMP/src/r"
-before=$(list_packs)
-backup_json "$TEST_TMP/h.json" "$TEST_TMP/src"
+backup_json_pack "$TEST_TMP/h.json" "$TEST_TMP/src"
 H=$BACKUP_ID
-pack=$(comm -13 <(printf '%s\n' "$before") <(list_packs) | xargs -r ls -S | head -n 1)
+pack=$NEW_PACK
 flip_byte "$pack" 1000
 run cb restore files "$H" --target "$TEST_TMP/restore-h"
 assert_rc 4 "restore files of the damaged backup"
@@ -145,10 +142,9 @@ mkdir -p "$TEST_TMP/s1" "$TEST_TMP/s2"
 seeded_bytes 300000 waste-a >"$TEST_TMP/s1/a"
 seeded_bytes 300000 waste-b >"$TEST_TMP/s1/b"
 cp "$TEST_TMP/s1/a" "$TEST_TMP/s2/a"
-before=$(list_packs)
-backup_json "$TEST_TMP/w1.json" "$TEST_TMP/s1"
+backup_json_pack "$TEST_TMP/w1.json" "$TEST_TMP/s1"
 W1=$BACKUP_ID
-pack=$(comm -13 <(printf '%s\n' "$before") <(list_packs) | xargs -r ls -S | head -n 1)
+pack=$NEW_PACK
 backup_json "$TEST_TMP/w2.json" "$TEST_TMP/s2"
 W2=$BACKUP_ID
 flip_byte "$pack" 1000
@@ -170,9 +166,8 @@ assert_exit 0 cb --quiet check --read-data
 rec=$(find "$REPO/records/bad-blob" -type f | head -n 1)
 if [[ -z $rec ]]; then
     seeded_bytes 300000 rec-a >"$TEST_TMP/src/r"
-    before=$(list_packs)
-    backup_json "$TEST_TMP/r.json" "$TEST_TMP/src"
-    pack=$(comm -13 <(printf '%s\n' "$before") <(list_packs) | xargs -r ls -S | head -n 1)
+    backup_json_pack "$TEST_TMP/r.json" "$TEST_TMP/src"
+    pack=$NEW_PACK
     flip_byte "$pack" 1000
     assert_exit 4 cb --quiet verify "$BACKUP_ID"
     rec=$(find "$REPO/records/bad-blob" -type f | head -n 1)
