@@ -389,6 +389,19 @@ void repo_lock_explain(struct repo *r, struct err *e);
  * 0 claimed, 1 already claimed (live or stale: take another name), -1 error. */
 int repo_claim(struct repo *r, const char *name, struct err *e);
 void repo_claim_release(struct repo *r, const char *name);
+/* For a name that only one process may ever write (a copy's backup id): claims name as
+ * repo_claim does, but a stale claim of it (its holder died) is taken over, not left for
+ * `unlock`: the taker claims <name>.take-<the stale claim's lock>, exclusively, and while that
+ * claim is live the stale one stands (no one removes it, no one claims the name afresh). A
+ * taker that dies is taken over the same way, one step further. *held: the name claimed (to
+ * free; for repo_claim_release_all). Returns 0 claimed, 1 held by a live claim (or by one that
+ * names no lock: `unlock` removes it), holder then describing it ("copy on HOST pid N since
+ * T"), -1 error. */
+int repo_claim_or_take(struct repo *r, const char *name, char **held, char *holder, size_t n,
+                       struct err *e);
+/* Releases held and every claim it took over. Only once what the claim reserved is done (a
+ * backup committed): the claims taken over stop the name from being claimed afresh. */
+void repo_claim_release_all(struct repo *r, const char *held);
 
 /* Every lock and claim: array of {"object", "kind": "lock" | "claim", "exclusive" (locks),
  * "operation", "host", "pid", "created", "refreshed", "format", "readable", "stale",

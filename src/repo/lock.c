@@ -18,6 +18,8 @@
 
 #define LOCK_FORMAT 2
 #define CLAIM_PREFIX "locks/claim-"
+/* a claim that takes over a stale one: locks/claim-<name>.take-<32 hex of the stale one's lock> */
+#define TAKE_SEP ".take-"
 #define DEFAULT_REFRESH_NS ((int64_t)300 * 1000000000)        /* 5 minutes */
 #define DEFAULT_STALE_NS ((int64_t)1800 * 1000000000)         /* 30 minutes */
 #define OLD_FORMAT_LEASE_NS ((int64_t)24 * 3600 * 1000000000) /* locks of format 1 */
@@ -199,6 +201,7 @@ struct lk_entry {
     long long pid, pid_start;
     int64_t mtime_ns;
     bool stale, mine;
+    const char *taken_by; /* a stale claim standing for the live claim that took it over */
     char reason[160];
 };
 
@@ -410,6 +413,29 @@ static void lk_judge(struct lk_scan *s)
             }
         }
     }
+    /* A stale claim that a live claim takes over (repo_claim_or_take: its name followed by
+     * TAKE_SEP) still stands: removing it would let a fresh claim of the name start beside
+     * the one that took it over. Judged on the claims' own fates, before this pass. */
+    bool *own = xcalloc(s->n ? s->n : 1, sizeof(bool));
+    for (size_t i = 0; i < s->n; i++)
+        own[i] = s->v[i].stale;
+    for (size_t i = 0; i < s->n; i++) {
+        struct lk_entry *x = &s->v[i];
+        if (!x->claim || !x->stale)
+            continue;
+        size_t l = strlen(x->object);
+        for (size_t k = 0; k < s->n; k++) {
+            const struct lk_entry *y = &s->v[k];
+            if (k == i || !y->claim || own[k] || strncmp(y->object, x->object, l) != 0 ||
+                strncmp(y->object + l, TAKE_SEP, strlen(TAKE_SEP)) != 0)
+                continue;
+            x->stale = false;
+            x->reason[0] = 0;
+            x->taken_by = y->object;
+            break;
+        }
+    }
+    free(own);
 }
 
 /* skip: the lock file this handle has just written (lock_try's second look), which no
@@ -736,6 +762,97 @@ void repo_claim_release(struct repo *r, const char *name)
     char *obj = xasprintf(CLAIM_PREFIX "%s", name);
     storage_remove(r->st, obj, &e);
     free(obj);
+}
+
+static bool is_lock_hex(const char *s)
+{
+    size_t n = 0;
+    for (; s[n]; n++)
+        if (!((s[n] >= '0' && s[n] <= '9') || (s[n] >= 'a' && s[n] <= 'f')))
+            return false;
+    return n == 32;
+}
+
+int repo_claim_or_take(struct repo *r, const char *name, char **held, char *holder, size_t n,
+                       struct err *e)
+{
+    *held = NULL;
+    if (n)
+        holder[0] = 0;
+    char *cur = xstrdup(name);
+    int rc = -1;
+    /* a bounded number of looks: each either claims, moves one step down a chain of takeovers
+     * (each step a holder that died), or finds a claim removed meanwhile */
+    for (int round = 0; round < 8; round++) {
+        int c = repo_claim(r, cur, e);
+        if (c < 0)
+            goto out;
+        if (c == 0) {
+            if (strcmp(cur, name) == 0) {
+                *held = cur;
+                return 0;
+            }
+            /* The claim taken over must still stand: `unlock` may have removed it between our
+             * look and our claim, and a fresh claim of the name could then start beside us. */
+            /* (cur is name, then TAKE_SEP and a lock's hex once per step: the last '.' starts
+             * the last step) */
+            char *parent = xstrndup(cur, (size_t)(strrchr(cur, '.') - cur));
+            char *obj = xasprintf(CLAIM_PREFIX "%s", parent);
+            int ex = storage_exists(r->st, obj, e);
+            free(obj);
+            free(parent);
+            if (ex == 1) {
+                *held = cur;
+                return 0;
+            }
+            repo_claim_release(r, cur);
+            if (ex < 0)
+                goto out;
+            free(cur);
+            cur = xstrdup(name);
+            continue;
+        }
+        struct lk_scan s;
+        if (lk_scan_run(r, &s, e) != 0)
+            goto out;
+        char *obj = xasprintf(CLAIM_PREFIX "%s", cur);
+        const struct lk_entry *x = lk_find(&s, obj);
+        free(obj);
+        if (!x) {
+            lk_scan_free(&s); /* removed meanwhile: claim it again */
+            continue;
+        }
+        if (n) {
+            const struct lk_entry *t = x->taken_by ? lk_find(&s, x->taken_by) : NULL;
+            lk_describe(t ? t : x, holder, n);
+        }
+        char *next = NULL;
+        if (x->stale && x->parsed && x->lock_ref && is_lock_hex(x->lock_ref) &&
+            strlen(cur) + strlen(TAKE_SEP) + 32 < 200)
+            next = xasprintf("%s" TAKE_SEP "%s", cur, x->lock_ref);
+        lk_scan_free(&s);
+        if (!next) {
+            rc = 1; /* live, or stale in a way that names no lock: `unlock` decides */
+            goto out;
+        }
+        free(cur);
+        cur = next;
+    }
+    rc = 1;
+out:
+    free(cur);
+    return rc;
+}
+
+void repo_claim_release_all(struct repo *r, const char *held)
+{
+    /* the claims taken over first (outermost first), then our own */
+    for (const char *p = strstr(held, TAKE_SEP); p; p = strstr(p + 1, TAKE_SEP)) {
+        char *parent = xstrndup(held, (size_t)(p - held));
+        repo_claim_release(r, parent);
+        free(parent);
+    }
+    repo_claim_release(r, held);
 }
 
 /* ---- listing and cleaning ------------------------------------------------------------ */

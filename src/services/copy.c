@@ -281,7 +281,7 @@ static int copy_one(struct repo *src, struct repo *dst, json_t *s, const struct 
     it->backup_id = xstrdup(id);
     struct blob_list l = {.load_err = ERR_INIT};
     int rc = -1;
-    bool claimed = false;
+    char *claim = NULL;
     int there = dst_has_backup(dst, id, s, e);
     if (there < 0)
         goto out;
@@ -301,21 +301,21 @@ static int copy_one(struct repo *src, struct repo *dst, json_t *s, const struct 
         }
         goto out;
     }
-    int c = repo_claim(dst, id, e);
+    /* An earlier copy of this backup that died (kill -9, a machine that went down) left its
+     * claim: taken over, so that a nightly copy does not wait for someone to run `unlock`. */
+    char holder[400];
+    int c = repo_claim_or_take(dst, id, &claim, holder, sizeof(holder), e);
     if (c < 0)
         goto out;
     if (c == 1) {
         err_set(e, ERR_LOCKED,
-                "wait for the other copy to finish, then copy again; if none runs, an earlier "
-                "copy was interrupted: `caris-backup --repo DESTINATION unlock` (with the "
-                "destination's key as BACKUP_ENCRYPTION_KEY) removes what it left, then copy "
-                "again",
-                "backup %s is being written into the destination by another process, or was "
-                "by one that died",
-                id);
+                "wait for the other copy to finish, then copy again; if none runs, "
+                "`caris-backup --repo DESTINATION check` tells whether its claim is stale and "
+                "`unlock` (with the destination's key as BACKUP_ENCRYPTION_KEY) removes it",
+                "backup %s is being written into the destination by another process (%s)", id,
+                holder[0] ? holder : "an unreadable claim");
         goto out;
     }
-    claimed = true;
     /* a copy that committed between the check above and the claim */
     there = dst_has_backup(dst, id, s, e);
     if (there < 0)
@@ -327,16 +327,20 @@ static int copy_one(struct repo *src, struct repo *dst, json_t *s, const struct 
     }
     if (copy_blobs_and_commit(src, dst, file, &l, it, o->threads, o->op, e) != 0)
         goto out;
-    repo_claim_release(dst, id);
-    claimed = false;
+    repo_claim_release_all(dst, claim);
+    free(claim);
+    claim = NULL;
     caris_op_log(o->op, LOG_INFO, "backup %s: copied %llu of %llu blobs", id,
                  (unsigned long long)it->blobs_copied, (unsigned long long)it->blobs);
     if (verify_copied(dst, id, o, it, e) != 0)
         goto out;
     rc = 0;
 out:
-    if (claimed)
-        repo_claim_release(dst, id);
+    if (claim && it->already_there)
+        repo_claim_release_all(dst, claim); /* the backup is there: what we took over can go */
+    else if (claim)
+        repo_claim_release(dst, claim);
+    free(claim);
     free(l.v);
     return rc;
 }
