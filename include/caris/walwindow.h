@@ -113,6 +113,14 @@ bool caris_wal_timeline_reaches(json_t *timelines, uint32_t base_tli, uint64_t b
  * replay stops). NULL as well when target's history does not lead back to base_tli
  * (caris_wal_timeline_reaches decides whether such a backup is chosen at all) or segsize is
  * unknown. */
+/* The WAL a base backup needs to become consistent (start_lsn to stop_lsn on timeline tli, the
+ * segments caris_wal_await waits for) that lies outside the archived stretch of tli: before its
+ * first archived segment, after its last, or all of it when tli has none. The first such run,
+ * {"timeline", "from", "to", "segments", "start_lsn", "end_lsn"} (new reference), or NULL when
+ * none (holes between archived segments are "gaps", caris_wal_recovery_gap). */
+json_t *caris_wal_base_unarchived(json_t *timelines, int64_t segsize, uint32_t tli,
+                                  uint64_t start_lsn, uint64_t stop_lsn);
+
 json_t *caris_wal_recovery_gap(json_t *timelines, int64_t segsize, uint32_t base_tli,
                                uint64_t base_start_lsn, uint32_t target);
 

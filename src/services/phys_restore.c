@@ -234,6 +234,33 @@ static int check_gaps(const struct phys_restore_opts *o, json_t *s, json_t *w, u
                        "backup %s does not record where its WAL starts and ends: whether the "
                        "archive can complete its recovery is unknown",
                        id);
+    /* its own WAL outside what is archived (never pushed, --no-archive-check): the server
+     * could not even become consistent */
+    json_t *u =
+        caris_wal_base_unarchived(json_object_get(w, "timelines"),
+                                  (int64_t)json_integer_value(json_object_get(w, "segment_size")),
+                                  (uint32_t)btl, start, stop);
+    if (u) {
+        json_int_t un = json_integer_value(json_object_get(u, "segments"));
+        char what[128];
+        if (un == 1)
+            snprintf(what, sizeof(what), "WAL segment %s",
+                     json_string_value(json_object_get(u, "from")));
+        else
+            snprintf(what, sizeof(what), "%lld WAL segments %s..%s", (long long)un,
+                     json_string_value(json_object_get(u, "from")),
+                     json_string_value(json_object_get(u, "to")));
+        err_set(e, ERR_DAMAGE,
+                "if the source server still has the WAL in pg_wal, archive it with `caris-backup "
+                "wal push` (and check archive_command: `caris-backup --env-file F wal push %p`); "
+                "or restore another base backup (`caris-backup list --type database`)",
+                "backup %s cannot be restored: %s, needed before the backup is consistent (at "
+                "%s), %s not in the WAL archive",
+                id, what, json_string_value(json_object_get(phys, "stop_lsn")),
+                un == 1 ? "is" : "are");
+        json_decref(u);
+        return -1;
+    }
     json_t *g = caris_wal_recovery_gap(
         json_object_get(w, "timelines"),
         (int64_t)json_integer_value(json_object_get(w, "segment_size")), (uint32_t)btl, start, tli);

@@ -248,8 +248,9 @@ static json_t *gap_json(uint32_t tli, uint64_t from, uint64_t to, int64_t segsiz
              "%u); base backups that start at or after %s are not affected",
              s, s, tli, x);
     json_t *ids = json_array();
+    /* (a base that starts inside the gap lacks its own first WAL: affected as well) */
     for (size_t i = 0; i < nbases; i++)
-        if (bases[i].start_lsn < start)
+        if (bases[i].start_lsn < end)
             json_array_append_new(ids, json_string(bases[i].id));
     return json_pack("{s:I, s:s, s:s, s:I, s:s, s:s, s:s, s:s, s:o}", "timeline", (json_int_t)tli,
                      "from", a, "to", b, "segments", (json_int_t)(to - from + 1), "start_lsn", s,
@@ -674,6 +675,41 @@ int caris_wal_check(struct repo *r, json_t *errors, json_t *warnings, json_t **w
             json_array_append_new(warnings, x);
         }
     }
+    /* a kept base backup whose own WAL (start to stop) lies outside what is archived on its
+     * timeline: before the first archived segment, after the last (never archived: made with
+     * --no-archive-check, archive_command failing or pointing elsewhere), or none at all */
+    struct caris_wal_base *bases = NULL;
+    size_t nbases = 0;
+    if (load_bases(r, false, NULL, 0, &bases, &nbases, e) != 0) {
+        json_decref(w);
+        return -1;
+    }
+    int64_t segsize = (int64_t)json_integer_value(json_object_get(w, "segment_size"));
+    for (size_t b = 0; b < nbases; b++) {
+        if (!bases[b].end_lsn)
+            continue;
+        json_t *u =
+            caris_wal_base_unarchived(json_object_get(w, "timelines"), segsize, bases[b].timeline,
+                                      bases[b].start_lsn, bases[b].end_lsn);
+        if (!u)
+            continue;
+        char object[80], msg[700];
+        snprintf(object, sizeof(object), "WAL %s..%s",
+                 json_string_value(json_object_get(u, "from")),
+                 json_string_value(json_object_get(u, "to")));
+        json_int_t nseg = json_integer_value(json_object_get(u, "segments"));
+        snprintf(msg, sizeof(msg),
+                 "%lld WAL segment%s of base backup %s (the WAL it needs to become consistent) "
+                 "%s not in the archive: the backup cannot be restored; if the source server "
+                 "still has %s in pg_wal, archive %s with `caris-backup wal push`",
+                 (long long)nseg, nseg == 1 ? "" : "s", bases[b].id, nseg == 1 ? "is" : "are",
+                 nseg == 1 ? "it" : "them", nseg == 1 ? "it" : "them");
+        json_array_append_new(errors, json_pack("{s:s, s:s, s:[s]}", "object", object, "error", msg,
+                                                "backups", bases[b].id));
+        nerr++;
+        json_decref(u);
+    }
+    free(bases);
     json_array_foreach(json_object_get(w, "conflicts"), i, g)
     {
         char object[80], msg[400];
@@ -851,6 +887,36 @@ static json_t *timeline_of(json_t *timelines, uint32_t tli)
     return NULL;
 }
 
+json_t *caris_wal_base_unarchived(json_t *timelines, int64_t segsize, uint32_t tli,
+                                  uint64_t start_lsn, uint64_t stop_lsn)
+{
+    if (segsize <= 0 || tli == 0 || stop_lsn < start_lsn)
+        return NULL;
+    uint64_t first = start_lsn / (uint64_t)segsize;
+    uint64_t last = stop_lsn > start_lsn ? (stop_lsn - 1) / (uint64_t)segsize : first;
+    json_t *t = timeline_of(timelines, tli);
+    uint64_t as, ae, from = first, to = last; /* the archived stretch: segments as .. ae - 1 */
+    if (t && json_integer_value(json_object_get(t, "segments")) > 0 &&
+        caris_lsn_parse(json_string_value(json_object_get(t, "start_lsn")), &as) == 0 &&
+        caris_lsn_parse(json_string_value(json_object_get(t, "end_lsn")), &ae) == 0) {
+        as /= (uint64_t)segsize;
+        ae /= (uint64_t)segsize;
+        if (first < as)
+            to = last < as - 1 ? last : as - 1; /* before the first archived segment */
+        else if (last >= ae)
+            from = first > ae ? first : ae; /* after the last */
+        else
+            return NULL;
+    }
+    char a[25], b[25], ls[32], le[32];
+    seg_name(tli, from, segsize, a);
+    seg_name(tli, to, segsize, b);
+    caris_lsn_format(from * (uint64_t)segsize, ls, sizeof(ls));
+    caris_lsn_format((to + 1) * (uint64_t)segsize, le, sizeof(le));
+    return json_pack("{s:I, s:s, s:s, s:I, s:s, s:s}", "timeline", (json_int_t)tli, "from", a, "to",
+                     b, "segments", (json_int_t)(to - from + 1), "start_lsn", ls, "end_lsn", le);
+}
+
 bool caris_wal_timeline_reaches(json_t *timelines, uint32_t base_tli, uint64_t base_end_lsn,
                                 uint32_t target)
 {
@@ -893,16 +959,24 @@ json_t *caris_wal_recovery_gap(json_t *timelines, int64_t segsize, uint32_t base
                 return NULL;
             lo = sw;
         }
-        size_t i;
-        json_t *g;
-        json_array_foreach(json_object_get(t, "gaps"), i, g)
+        /* cur's gaps, wherever they are listed: the segments of a parent missing before a
+         * switch are listed with the child (caris_wal_timelines), and "timeline" names the
+         * parent */
+        size_t k, i;
+        json_t *lt, *g;
+        json_array_foreach(timelines, k, lt)
         {
-            uint64_t gs, ge;
-            if (caris_lsn_parse(json_string_value(json_object_get(g, "start_lsn")), &gs) == 0 &&
-                caris_lsn_parse(json_string_value(json_object_get(g, "end_lsn")), &ge) == 0 &&
-                gs < hi && ge > lo && gs < first_start) {
-                first = g;
-                first_start = gs;
+            json_array_foreach(json_object_get(lt, "gaps"), i, g)
+            {
+                uint64_t gs, ge;
+                json_int_t gtl = json_integer_value(json_object_get(g, "timeline"));
+                if (gtl == (json_int_t)cur &&
+                    caris_lsn_parse(json_string_value(json_object_get(g, "start_lsn")), &gs) == 0 &&
+                    caris_lsn_parse(json_string_value(json_object_get(g, "end_lsn")), &ge) == 0 &&
+                    gs < hi && ge > lo && gs < first_start) {
+                    first = g;
+                    first_start = gs;
+                }
             }
         }
         if (at_base)

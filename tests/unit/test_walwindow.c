@@ -297,6 +297,73 @@ static void test_recovery_gap(void **state)
     json_decref(recs);
 }
 
+/* Timeline 1's last segments (4 and 5) never reached the archive before timeline 2 branched
+ * off in segment 6 (a failover with the old primary's archiver behind). The gap is listed with
+ * timeline 2 but lies on timeline 1, which a recovery to timeline 2 reads up to segment 5:
+ * found. A base after the gap, or one on timeline 2, does not run into it. */
+static void test_recovery_gap_before_switch(void **state)
+{
+    (void)state;
+    json_t *recs = json_array();
+    for (uint64_t s = 1; s <= 3; s++)
+        json_array_append_new(recs, seg_rec("segment", 1, s, "a"));
+    json_array_append_new(recs, hist_rec(2));
+    for (uint64_t s = 6; s <= 8; s++)
+        json_array_append_new(recs, seg_rec("segment", 2, s, "b"));
+    json_t *hist = json_pack("{s:[{s:i, s:s}]}", "2", "parent", 1, "switch_lsn", "0/60000A0");
+    json_t *tls = caris_wal_timelines(recs, hist, SEG16, NULL, 0);
+    json_t *g = caris_wal_recovery_gap(tls, SEG16, 1, 0x1000028, 2);
+    assert_non_null(g);
+    assert_string_equal(json_string_value(json_object_get(g, "from")), "000000010000000000000004");
+    assert_string_equal(json_string_value(json_object_get(g, "to")), "000000010000000000000005");
+    assert_string_equal(json_string_value(json_object_get(g, "start_lsn")), "0/4000000");
+    /* the latest timeline (target 0 follows the base's own: timeline 1) also ends there */
+    g = caris_wal_recovery_gap(tls, SEG16, 1, 0x1000028, 0);
+    assert_non_null(g);
+    assert_string_equal(json_string_value(json_object_get(g, "from")), "000000010000000000000004");
+    assert_null(caris_wal_recovery_gap(tls, SEG16, 2, 0x6000100, 2));
+    json_decref(tls);
+    json_decref(hist);
+    json_decref(recs);
+}
+
+/* A base backup's own WAL outside the archived stretch of its timeline (segments 3..6 of
+ * timeline 1 archived): before it, after it, on a timeline with no segment; inside it none
+ * (holes there are gaps). */
+static void test_base_unarchived(void **state)
+{
+    (void)state;
+    json_t *recs = json_array();
+    for (uint64_t s = 3; s <= 6; s++)
+        json_array_append_new(recs, seg_rec("segment", 1, s, "a"));
+    json_t *hist = json_object();
+    json_t *tls = caris_wal_timelines(recs, hist, SEG16, NULL, 0);
+    assert_null(caris_wal_base_unarchived(tls, SEG16, 1, 0x3000028, 0x6000100));
+    assert_null(
+        caris_wal_base_unarchived(tls, SEG16, 1, 0x4000028, 0x7000000)); /* ends at 7's start */
+    json_t *u = caris_wal_base_unarchived(tls, SEG16, 1, 0x6000028, 0x7000100);
+    assert_non_null(u);
+    assert_string_equal(json_string_value(json_object_get(u, "from")), "000000010000000000000007");
+    assert_string_equal(json_string_value(json_object_get(u, "to")), "000000010000000000000007");
+    assert_int_equal(json_integer_value(json_object_get(u, "segments")), 1);
+    json_decref(u);
+    u = caris_wal_base_unarchived(tls, SEG16, 1, 0x1000028, 0x3000100);
+    assert_non_null(u);
+    assert_string_equal(json_string_value(json_object_get(u, "from")), "000000010000000000000001");
+    assert_string_equal(json_string_value(json_object_get(u, "to")), "000000010000000000000002");
+    assert_string_equal(json_string_value(json_object_get(u, "start_lsn")), "0/1000000");
+    json_decref(u);
+    u = caris_wal_base_unarchived(tls, SEG16, 2, 0x9000028, 0xA000100);
+    assert_non_null(u);
+    assert_string_equal(json_string_value(json_object_get(u, "from")), "000000020000000000000009");
+    assert_int_equal(json_integer_value(json_object_get(u, "segments")), 2);
+    json_decref(u);
+    assert_null(caris_wal_base_unarchived(tls, 0, 1, 0x1000028, 0x3000100));
+    json_decref(tls);
+    json_decref(hist);
+    json_decref(recs);
+}
+
 static void test_bases_from_snapshots(void **state)
 {
     (void)state;
@@ -328,6 +395,8 @@ int main(void)
         cmocka_unit_test(test_timeline_switch),
         cmocka_unit_test(test_timeline_reaches),
         cmocka_unit_test(test_recovery_gap),
+        cmocka_unit_test(test_recovery_gap_before_switch),
+        cmocka_unit_test(test_base_unarchived),
         cmocka_unit_test(test_bases_from_snapshots),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
