@@ -1325,6 +1325,12 @@ static void client_read(struct daemon *d, size_t i)
                 for (size_t k = 0; k < d->running->nwaiters; k++)
                     if (d->running->waiters[k] == c->fd)
                         d->running->waiters[k] = -1;
+            /* and a job that has just ended, not yet answered (jobs_finished): once closed,
+             * the fd number may be another thread's file by then */
+            for (struct job *j = d->finished; j; j = j->next)
+                for (size_t k = 0; k < j->nwaiters; k++)
+                    if (j->waiters[k] == c->fd)
+                        j->waiters[k] = -1;
             pthread_mutex_unlock(&d->mu);
         }
         client_close(d, i);
@@ -1648,9 +1654,13 @@ static void reload(struct daemon *d)
         d->nc = nc;
         d->run_timeout_ns = run_timeout_ns;
         pthread_rwlock_unlock(&d->nc_rw);
+        /* from the time the loop last queued what was due, not from now: a slot that came
+         * due since (a SIGHUP at 03:00:00.02, or a reload held up by a notification in
+         * flight) still runs at the loop's next pass */
         int64_t now = now_s_locked(d);
+        int64_t after = d->last_now && d->last_now < now ? d->last_now : now;
         for (size_t i = 0; i < SCHEDULE_COUNT; i++)
-            compute_next_locked(d, i, now);
+            compute_next_locked(d, i, after);
         state_schedules_locked(d);
         state_save_locked(d);
     }
@@ -1862,6 +1872,27 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
                 const struct schedule *s = &d->sch.items[i];
                 int count;
                 int64_t slot = newest_slot(d, s, d->next_run[i], now, &count);
+                /* a run of this schedule still waiting (runs outlasting the interval): it runs
+                 * once, for the newest slot, not once per slot passed while it waited */
+                struct job *w = NULL;
+                for (struct job *q = d->queue; q && !w; q = q->next)
+                    if (q->state == JOB_QUEUED && q->spec.kind == DJOB_BACKUP &&
+                        strcmp(q->source, s->name) == 0)
+                        w = q;
+                if (w) {
+                    char was[40], when[40];
+                    iso_s(w->scheduled_for, was, sizeof(was));
+                    iso_s(slot ? slot : d->next_run[i], when, sizeof(when));
+                    w->scheduled_for = slot ? slot : d->next_run[i];
+                    w->catch_up = true;
+                    dlog(d, LOG_INFO, "catch-up",
+                         "the %s run for %s is still waiting in the queue: it runs once, for %s",
+                         s->name, was, when);
+                    compute_next_locked(d, i, w->scheduled_for);
+                    if (d->next_run[i] && d->next_run[i] < next)
+                        next = d->next_run[i];
+                    continue;
+                }
                 struct job *j = job_new(sched_type(s), s->name, slot ? slot : d->next_run[i]);
                 if (slot) {
                     char was[40], when[40];

@@ -93,6 +93,10 @@ bool notify_stale_due(const struct notify_config *nc, int64_t last_success_ns, i
 {
     if (last_success_ns <= 0)
         return true;
+    /* BACKUP_ALERT_AFTER may be as long as 100000w, whose nanoseconds do not fit: longer than
+     * any age an int64_t of nanoseconds holds */
+    if (nc->alert_after_ms > INT64_MAX / 1000000)
+        return false;
     return now_ns - last_success_ns > nc->alert_after_ms * 1000000;
 }
 

@@ -514,6 +514,12 @@ static void test_config_rules(void **state)
     assert_true(notify_stale_due(&nc, now - after - 1, now));
     assert_false(notify_stale_due(&nc, now - 1000000000, now));
     assert_true(notify_stale_due(&nc, 0, now));
+    /* a BACKUP_ALERT_AFTER whose nanoseconds overflow (20000w): not stale after an hour */
+    int64_t saved = nc.alert_after_ms;
+    nc.alert_after_ms = 20000LL * 7 * 86400 * 1000;
+    assert_false(notify_stale_due(&nc, now - 3600LL * 1000000000, now));
+    assert_true(notify_stale_due(&nc, 0, now));
+    nc.alert_after_ms = saved;
     notify_config_free(&nc);
 }
 
