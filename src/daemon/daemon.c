@@ -105,6 +105,7 @@ struct daemon {
     /* clock: virtual when CARIS_TEST_CLOCK is set */
     bool vclock;
     int64_t v_base_s, v_base_mono_ns, v_end_s;
+    int64_t v_rate; /* CARIS_TEST_CLOCK_RATE: virtual seconds per second, no jumps; 0: jumps */
 
     /* held for reading while a notification uses d->nc, for writing while SIGHUP replaces it:
      * notifications come from the WAL threads too, at any time */
@@ -186,7 +187,8 @@ static int64_t now_s_locked(const struct daemon *d)
 {
     if (!d->vclock)
         return time_now_ns() / 1000000000;
-    return d->v_base_s + (time_mono_ns() - d->v_base_mono_ns) / 1000000000;
+    return d->v_base_s +
+           (time_mono_ns() - d->v_base_mono_ns) * (d->v_rate ? d->v_rate : 1) / 1000000000;
 }
 
 static int64_t now_s(struct daemon *d)
@@ -231,6 +233,21 @@ static int clock_setup(struct daemon *d, struct err *e)
     else if (start > time_now_ns() || (comma && end > time_now_ns()) || end < start)
         rc = err_set(e, ERR_CONFIG, "backups cannot be dated in the future",
                      "CARIS_TEST_CLOCK: the times must be in the past and START <= END");
+    /* CARIS_TEST_CLOCK_RATE=N: the test clock runs N times as fast as the monotonic one,
+     * continuously (no jump to the next due time when idle): what happens while time passes
+     * with the daemon idle or busy (a reload held up, runs outlasting their interval) is seen in
+     * seconds */
+    const char *rv = getenv("CARIS_TEST_CLOCK_RATE");
+    if (rc == 0 && rv && *rv) {
+        char *end_p;
+        errno = 0;
+        long rate = strtol(rv, &end_p, 10);
+        if (errno || end_p == rv || *end_p || rate < 1 || rate > 3600)
+            rc = err_set(e, ERR_CONFIG, "a number from 1 to 3600",
+                         "CARIS_TEST_CLOCK_RATE: not a rate");
+        else
+            d->v_rate = rate;
+    }
     if (rc == 0) {
         d->vclock = true;
         clock_jump_locked(d, start / 1000000000);
@@ -1866,7 +1883,8 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
         for (size_t i = 0; i < SCHEDULE_COUNT; i++) {
             if (!d->next_run[i])
                 continue;
-            if (d->next_run[i] <= now) {
+            /* a test clock that runs on (CARIS_TEST_CLOCK_RATE) queues nothing after its end */
+            if (d->next_run[i] <= now && !(d->v_rate && d->next_run[i] > d->v_end_s)) {
                 /* slots passed while the machine was suspended or the clock was set forward:
                  * one run, for the newest of them (as at start), not one per slot */
                 const struct schedule *s = &d->sch.items[i];
@@ -1927,7 +1945,14 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
         if (d->next_stale_check < next && !d->vclock)
             next = d->next_stale_check;
         bool vjump = false;
-        if (d->vclock && idle) {
+        if (d->vclock && d->v_rate && idle && now >= d->v_end_s) {
+            state_schedules_locked(d);
+            state_save_locked(d);
+            pthread_mutex_unlock(&d->mu);
+            dlog(d, LOG_INFO, "stopping", "the test clock reached its end");
+            break;
+        }
+        if (d->vclock && !d->v_rate && idle) {
             if (next == INT64_MAX || next > d->v_end_s) {
                 clock_jump_locked(d, d->v_end_s == INT64_MAX ? now : d->v_end_s);
                 if (d->v_end_s != INT64_MAX) {
@@ -1968,6 +1993,8 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
         } else {
             timeout = 60000;
         }
+        if (d->vclock && d->v_rate) /* virtual seconds pass v_rate times as fast */
+            timeout = timeout < 0 ? 1000 / (int)d->v_rate : timeout / (int)d->v_rate;
         if (d->vclock || watch_runs)
             timeout = timeout > 1000 ? 1000 : timeout;
         int n = poll(p, (nfds_t)np, timeout);
