@@ -109,6 +109,12 @@ void storage_set_cache_root(const char *dir);
 /* Whether reads may be answered from the backend's local copies (default true). Set while no
  * other thread reads through s. */
 void storage_local_copies(struct storage *s, bool use);
+/* The same for the calling thread only, on every storage (default true): a verification
+ * reads its backup's snapshot from the bucket, while other threads (the daemon's API) go on
+ * reading through the same handle. Returns the previous setting. */
+bool storage_local_copies_this_thread(bool use);
+/* Whether the calling thread may read local copies (for the backends). */
+bool storage_thread_copies_allowed(void);
 
 /* A repository location: an S3 URL (above) or a directory. create: a directory is made when
  * missing (a bucket never is). */

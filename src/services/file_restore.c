@@ -1376,7 +1376,12 @@ int caris_verify(struct repo *r, const char *backup_id, const struct verify_opts
     res->backup_id = xstrdup(backup_id);
     if (repo_lock(r, false, "verify", e) != 0)
         return -1;
+    /* On S3 the backup's snapshot is read from the bucket, not from this host's local copy:
+     * the copy stays good while the object in the bucket is damaged or gone, and a restore
+     * on another host reads the bucket. (The blobs' packs have no local copies.) */
+    bool copies = storage_local_copies_this_thread(false);
     int rc = verify_locked(r, backup_id, o, res, e);
+    storage_local_copies_this_thread(copies);
     repo_unlock(r);
     if (rc != 0 && e->code != ERR_DAMAGE)
         /* stopped before the end (cancelled, or a read failed: an I/O error, the storage

@@ -748,7 +748,7 @@ static void cache_forget(struct s3_storage *s, const char *name)
  * (Their contents are authenticated again by the repository layer.) */
 static bool cacheable(const struct s3_storage *s, const char *name)
 {
-    if (!s->cache_dir || s->copies_off)
+    if (!s->cache_dir || s->copies_off || !storage_thread_copies_allowed())
         return false;
     const char *base;
     if (strncmp(name, "index/", 6) == 0)

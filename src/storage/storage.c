@@ -37,6 +37,20 @@ void storage_local_copies(struct storage *s, bool use)
         s->ops->local_copies(s, use);
 }
 
+static __thread bool thread_copies_off;
+
+bool storage_local_copies_this_thread(bool use)
+{
+    bool was = !thread_copies_off;
+    thread_copies_off = !use;
+    return was;
+}
+
+bool storage_thread_copies_allowed(void)
+{
+    return !thread_copies_off;
+}
+
 void storage_prefetch(struct storage *s, const char *name, uint64_t off, uint64_t len)
 {
     if (s->ops->prefetch)

@@ -82,6 +82,12 @@ for kind in snapshots index; do
     flip_byte "$f" 100
     assert_exit 4 cb check
     assert_contains "$OUT$ERR" "$(basename "$obj")" "check finds a damaged $kind object in the bucket, local copy or not"
+    if [[ $kind == snapshots ]]; then
+        # verify reads its snapshot from the bucket too (it read the good local copy: valid)
+        run cb verify --all
+        assert_rc 4 "verify finds the damaged snapshot object in the bucket, local copy or not"
+        assert_contains "$OUT$ERR" "$(basename "$obj")" "and names it"
+    fi
     cp "$TEST_TMP/obj.saved" "$f"
     assert_exit 0 cb --quiet check
 done
