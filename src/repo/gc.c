@@ -7,9 +7,11 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "caris/op.h"
@@ -759,6 +761,32 @@ static void group_by_pack(struct repo *r, uint32_t **by_pack, size_t **first)
     }
 }
 
+/* Test-only: with CARIS_TEST_PRUNE_HOLD=PATH (an existing file), prune writes PATH.held once
+ * it has marked and before it acts on the marking, then waits (at most 120 s) until PATH is
+ * gone: a test removes the lock or runs a backup meanwhile. */
+static void test_hold(void)
+{
+    const char *h = getenv("CARIS_TEST_PRUNE_HOLD");
+    if (!h || !*h || access(h, F_OK) != 0)
+        return;
+    char *held = xasprintf("%s.held", h);
+    int fd = open(held, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (fd >= 0)
+        close(fd);
+    free(held);
+    for (int i = 0; i < 12000 && access(h, F_OK) == 0; i++)
+        nanosleep(&(struct timespec){0, 10 * 1000000}, NULL);
+}
+
+/* 0 while this handle still holds its lock (repo_lock_check), else the lock's error (exit 9)
+ * with what the stop left (then). */
+static int held_or_stop(struct repo *r, const char *then, struct err *e)
+{
+    if (repo_lock_check(r, e) == 0)
+        return 0;
+    return err_wrap(e, "prune stopped (%s)", then);
+}
+
 int repo_prune(struct repo *r, const struct repo_prune_opts *o, struct repo_prune_stats *st,
                struct err *e)
 {
@@ -982,6 +1010,15 @@ int repo_prune(struct repo *r, const struct repo_prune_opts *o, struct repo_prun
         goto out;
     }
 
+    /* The lock must still be ours before anything the marking decided is acted on: were it
+     * removed (`unlock --force`) or taken for stale (this process stopped, or unable to
+     * refresh it), a backup may have started meanwhile and deduplicated against a blob the
+     * marking found unused, in a pack about to go. Checked again before the old index files
+     * go and, as packs are deleted, every 64 of them (a lock check reads the lock file). */
+    test_hold();
+    if (held_or_stop(r, "nothing was deleted", e) != 0)
+        goto out;
+
     /* 4. New index files for everything that remains: kept packs (entries as the in-memory
      * index places them, so a blob repacked above is listed in its new pack only) and the
      * repack's new packs. Everything the old index files listed that is still needed is in
@@ -1007,6 +1044,8 @@ int repo_prune(struct repo *r, const struct repo_prune_opts *o, struct repo_prun
 
     /* 5. Old index files, then 6. old packs. Past this point a stop leaves only garbage for
      * the next prune; the cancel flag is still honoured between objects. */
+    if (held_or_stop(r, "nothing was deleted", e) != 0)
+        goto out;
     for (size_t i = 0; i < nold; i++) {
         if (caris_op_cancelled(op)) {
             err_set(e, ERR_FAILURE, NULL, "cancelled (run prune again to finish)");
@@ -1024,6 +1063,8 @@ int repo_prune(struct repo *r, const struct repo_prune_opts *o, struct repo_prun
             err_set(e, ERR_FAILURE, NULL, "cancelled (run prune again to finish)");
             goto out;
         }
+        if (done % 64 == 0 && held_or_stop(r, "run prune again to finish", e) != 0)
+            goto out;
         caris_op_progress(op, "delete", done++, todo);
         char name[80];
         pack_object_name(r->packs[p].id, name, sizeof(name));
