@@ -1076,8 +1076,10 @@ static void audit_job(struct daemon *d, const struct job *j)
         dlog(d, LOG_ERROR, "audit", "%s", e.msg);
     json_decref(args);
     json_decref(ids);
-    /* with each backup run, the log's head goes into the repository (caris/audit.h) */
-    if (sp->kind == DJOB_BACKUP && !err_is_set(&e) &&
+    /* with each backup run, and each restore (data taken out), the log's head goes into the
+     * repository (caris/audit.h) */
+    if ((sp->kind == DJOB_BACKUP || (sp->kind == DJOB_RESTORE && !sp->dry_run)) &&
+        !err_is_set(&e) &&
         ((!d->r && reopen_repo(d, &e) != 0) ||
          caris_audit_head_record(d->r, d->backup_dir, &e) != 0))
         dlog(d, LOG_WARN, "audit", "the audit log's head is not in the repository: %s", e.msg);
