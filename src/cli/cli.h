@@ -69,6 +69,9 @@ void cli_op_end(const struct caris_op *op);
 /* The same for a command that shows progress with progress_fn (backup, restore, verify,
  * check): no phase progress, and information lines go to the log too (not with --quiet). */
 void cli_op_init_service(const struct globals *g, struct caris_op *op);
+/* The same for the commands PostgreSQL runs (`wal push`, `wal get`): SIGHUP and SIGQUIT are
+ * left as they are. */
+void cli_op_init_archiver(const struct globals *g, struct caris_op *op);
 
 /* Database commands (cmd_db.c). argv[0] is the command word ("backup", "restore",
  * "test-restore"); for backup/restore argv[1] is "database". */

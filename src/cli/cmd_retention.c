@@ -100,7 +100,14 @@ static void op_log(void *ctx, enum log_level level, const char *msg)
         log_msg(level, "%s", msg);
 }
 
+static void op_init(const struct globals *g, struct caris_op *op, bool hangups);
+
 void cli_op_init(const struct globals *g, struct caris_op *op)
+{
+    op_init(g, op, true);
+}
+
+static void op_init(const struct globals *g, struct caris_op *op, bool hangups)
 {
     memset(op, 0, sizeof(*op));
     op->cancel = &cancel_flag;
@@ -114,11 +121,30 @@ void cli_op_init(const struct globals *g, struct caris_op *op)
     sa.sa_flags = SA_RESTART; /* a blocking call goes on; the operation polls the flag */
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    /* The terminal closed (an ssh session dropped during a restore) or Ctrl-\: cancelled as
+     * by SIGTERM, so that the operation removes what it made (a restore's decrypted dump in
+     * BACKUP_DIR/temp, a test restore's scratch database, a database --create made), instead of
+     * dying with it all left behind. Not when the signal is ignored (nohup). */
+    static const int more[] = {SIGHUP, SIGQUIT};
+    for (size_t i = 0; hangups && i < sizeof(more) / sizeof(more[0]); i++) {
+        struct sigaction old;
+        if (sigaction(more[i], NULL, &old) == 0 && old.sa_handler != SIG_IGN)
+            sigaction(more[i], &sa, NULL);
+    }
 }
 
 void cli_op_init_service(const struct globals *g, struct caris_op *op)
 {
-    cli_op_init(g, op);
+    op_init(g, op, true);
+    op->progress = NULL;
+    op->log_ctx = (void *)&log_info_lines;
+}
+
+void cli_op_init_archiver(const struct globals *g, struct caris_op *op)
+{
+    /* run by PostgreSQL (archive_command, restore_command): SIGHUP and SIGQUIT left as they
+     * are */
+    op_init(g, op, false);
     op->progress = NULL;
     op->log_ctx = (void *)&log_info_lines;
 }

@@ -108,7 +108,7 @@ static int wal_push(struct globals *g, int argc, char **argv)
         if (!r)
             return fail(&e);
         struct caris_op op;
-        cli_op_init_service(g, &op);
+        cli_op_init_archiver(g, &op);
         rc = caris_wal_push(r, path, &op, &res, &e);
         repo_close(r);
     }
@@ -145,7 +145,7 @@ static int wal_get(struct globals *g, int argc, char **argv)
             return WAL_GET_FATAL_EXIT;
         }
         struct caris_op op;
-        cli_op_init_service(g, &op);
+        cli_op_init_archiver(g, &op);
         rc = caris_wal_get(r, name, dest, &op, &e);
         repo_close(r);
     }
@@ -299,7 +299,7 @@ static int wal_receive(struct globals *g, int argc, char **argv)
     if (!r)
         return fail(&e);
     struct caris_op op;
-    cli_op_init_service(g, &op);
+    cli_op_init_archiver(g, &op);
     o.op = &op;
     int rc = caris_wal_receive(r, &o, &e);
     repo_close(r);

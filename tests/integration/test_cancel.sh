@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# SIGTERM (or Ctrl-C) during a backup: the backup stops within a moment, even while pg_dump
+# SIGTERM (or Ctrl-C, or SIGHUP: the terminal closed) during a backup: the backup stops within a moment, even while pg_dump
 # gives nothing, stops pg_dump, commits nothing, releases its lock and claim, and says
 # "cancelled" (exit 1). The backup is held mid-way by a table lock, not by timing.
 source "$(dirname "$0")/lib.sh"
@@ -31,7 +31,7 @@ pg_table_lock_release
 assert_exit 0 cb prune --dry-run
 assert_not_contains "$ERR" "holds a lock now" "alone, it says nothing of the kind"
 
-for sig in TERM INT; do
+for sig in TERM INT HUP; do
     pg_table_lock_take "$db" small
     bg_start cb --json backup database --full
     backup=$BG_PID backup_err=$BG_ERR
