@@ -267,6 +267,30 @@ static int parse_error(const char *url, const char *label, struct err *e)
                    "%s is invalid: %s", label, m);
 }
 
+/* A URI whose user or password holds an '@' or a '/' unencoded: libpq splits it at the first
+ * of them and takes a piece of the password for the host, the port or the database, which its
+ * messages (and ours, "cannot connect to ... at host H port P") would then show. Refused
+ * before it is parsed, naming nothing of it. */
+static bool uri_userinfo_broken(const char *url)
+{
+    if (!has_uri_prefix(url))
+        return false;
+    const char *a = strstr(url, "://") + 3;
+    size_t alen = strcspn(a, "/?#");
+    const char *at = memchr(a, '@', alen);
+    if (at && memchr(at + 1, '@', alen - (size_t)(at + 1 - a)))
+        return true; /* two '@' in the authority: one was the password's */
+    if (a[alen] == '/') {
+        /* an '@' in the database path: the authority ended at a '/' of the user or password
+         * (a database name with an '@' is written %40 too) */
+        const char *path = a + alen;
+        size_t plen = strcspn(path, "?#");
+        if (memchr(path, '@', plen))
+            return true;
+    }
+    return false;
+}
+
 int pgsrc_target_parse(const char *url, const char *fallback_password, const char *label,
                        struct pgsrc_target *t, struct err *e)
 {
@@ -277,6 +301,13 @@ int pgsrc_target_parse(const char *url, const char *fallback_password, const cha
                        "set it in the environment or .env.local, e.g. "
                        "postgresql://user:password@host:5432/database",
                        "%s not set", t->label);
+    if (uri_userinfo_broken(url))
+        return err_set(e, ERR_CONFIG,
+                       "percent-encode those characters in the user name and password (@ as %%40, "
+                       "/ as %%2F, : as %%3A), or use key=value text (host=... password=...)",
+                       "%s is invalid: its user name or password holds an '@' or a '/', which "
+                       "ends that part of a URI",
+                       t->label);
     char *msg = NULL;
     PQconninfoOption *opts = PQconninfoParse(url, &msg);
     if (!opts) {
@@ -286,6 +317,21 @@ int pgsrc_target_parse(const char *url, const char *fallback_password, const cha
     for (PQconninfoOption *o = opts; o->keyword; o++) {
         if (!o->val)
             continue;
+        /* a client key's passphrase: libpq reads it from the connection string only, which
+         * pg_dump and pg_restore would show in their argv (the process list) */
+        if (strcmp(o->keyword, "sslpassword") == 0 && *o->val) {
+            cx_wipe(o->val, strlen(o->val));
+            PQconninfoFree(opts);
+            const char *what = t->label;
+            pgsrc_target_free(t);
+            t->label = what;
+            return err_set(e, ERR_CONFIG,
+                           "use a client key without a passphrase (a file of mode 0600 owned by "
+                           "the user caris-backup runs as, named by sslkey=)",
+                           "%s sets sslpassword: the passphrase would appear in the process list "
+                           "of pg_dump and pg_restore",
+                           what);
+        }
         if (strcmp(o->keyword, "password") == 0) {
             if (*o->val)
                 t->password = xstrdup(o->val);
@@ -358,8 +404,9 @@ int pgsrc_url_has_password(const char *url)
         return -1;
     int has = 0;
     for (PQconninfoOption *o = opts; o->keyword; o++) {
-        if (strcmp(o->keyword, "password") == 0 && o->val) {
-            has = *o->val != '\0';
+        if ((strcmp(o->keyword, "password") == 0 || strcmp(o->keyword, "sslpassword") == 0) &&
+            o->val) {
+            has = has || *o->val != '\0';
             cx_wipe(o->val, strlen(o->val));
         }
     }

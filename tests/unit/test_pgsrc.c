@@ -249,6 +249,36 @@ static void test_parse_errors_hide_password(void **state)
     }
 }
 
+/* A URI whose password holds an unencoded '@' or '/' (libpq would take a piece of it for the
+ * host, port or database, which connection errors show), and a client key's passphrase
+ * (sslpassword: it would be in pg_dump's argv): refused, naming neither. */
+static void test_secrets_that_would_leak(void **state)
+{
+    (void)state;
+    const char *bad[] = {
+        "postgresql://caris:pa@secret:w0rd@127.0.0.1:5432/db",
+        "postgresql://caris:pa/secret@127.0.0.1:5432/db",
+        "postgres://caris:x/secret@h/db?sslmode=disable",
+        "postgresql://caris@h/db?sslpassword=secret",
+        "host=h dbname=db sslpassword=secret",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct pgsrc_target t;
+        struct err e = ERR_INIT;
+        assert_int_equal(pgsrc_target_parse(bad[i], NULL, NULL, &t, &e), -1);
+        assert_int_equal(e.code, ERR_CONFIG);
+        assert_non_null(strstr(e.msg, "POSTGRES_URL"));
+        assert_null(strstr(e.msg, "secret"));
+        assert_null(strstr(e.hint, "secret"));
+    }
+    assert_int_equal(pgsrc_url_has_password("host=h dbname=db sslpassword=secret"), 1);
+    /* encoded, and an '@' only in the query: fine */
+    struct pgsrc_target t;
+    parse_ok("postgresql://caris:pa%40ss%2Fw@127.0.0.1:5432/db?application_name=a@b", NULL, &t);
+    assert_string_equal(t.password, "pa@ss/w");
+    pgsrc_target_free(&t);
+}
+
 static void test_same_login(void **state)
 {
     (void)state;
@@ -585,6 +615,7 @@ int main(void)
         cmocka_unit_test(test_missing_password_and_fallback),
         cmocka_unit_test(test_redaction),
         cmocka_unit_test(test_parse_errors_hide_password),
+        cmocka_unit_test(test_secrets_that_would_leak),
         cmocka_unit_test(test_same_login),
         cmocka_unit_test(test_versions),
         cmocka_unit_test(test_child_environment_not_arguments),
