@@ -126,3 +126,8 @@ int storage_get(struct storage *s, const char *name, size_t max, struct buf *out
     unreachable(__func__);
     return -1;
 }
+
+bool storage_thread_copies_allowed(void)
+{
+    return true; /* (storage.c's per-thread switch: never turned off here) */
+}
