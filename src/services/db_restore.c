@@ -553,6 +553,23 @@ static int drop_database(const struct pgsrc_target *server, const char *name, st
     return rc;
 }
 
+/* After a --create restore failed: the database made for it is dropped again, and e says so
+ * (or says it is left, and why). */
+static void drop_created(const struct pgsrc_target *t, const char *dbname, struct err *e)
+{
+    struct err de = ERR_INIT;
+    struct pgsrc_target server;
+    pgsrc_target_copy(t, &server);
+    if (drop_database(&server, dbname, &de) == 0)
+        err_wrap(e, "database %s (created for this restore) dropped again", dbname);
+    else
+        err_wrap(e,
+                 "database %s (created for this restore) is left behind, not dropped (%s): drop "
+                 "it before restoring again",
+                 dbname, de.msg);
+    pgsrc_target_free(&server);
+}
+
 /* ---- pg_restore -------------------------------------------------------------------------- */
 
 struct relay {
@@ -1304,7 +1321,12 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
     } else {
         bool missing = false;
         if (!(c = pgsrc_connect(&t, NULL, e))) {
-            missing = strstr(e->msg, "does not exist") && strstr(e->msg, "database");
+            /* the server's own words for this database (a missing role also "does not exist",
+             * in a message that names the database) */
+            char said[300], ours[300];
+            snprintf(said, sizeof(said), "database \"%s\" does not exist", dbname);
+            snprintf(ours, sizeof(ours), "database %s does not exist", dbname); /* pgsrc's */
+            missing = strstr(e->msg, said) || strstr(e->msg, ours);
             if (!missing || !o->dry_run) {
                 if (missing)
                     snprintf(e->hint, sizeof(e->hint),
@@ -1446,17 +1468,7 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
                              .op = o->op};
     if (pg_restore_run(&rr, e) != 0) {
         if (created) {
-            struct err de = ERR_INIT;
-            struct pgsrc_target server;
-            pgsrc_target_copy(&t, &server);
-            if (drop_database(&server, dbname, &de) == 0)
-                err_wrap(e, "database %s (created for this restore) dropped again", dbname);
-            else
-                err_wrap(e,
-                         "database %s (created for this restore) is left behind, not dropped "
-                         "(%s): drop it before restoring again",
-                         dbname, de.msg);
-            pgsrc_target_free(&server);
+            drop_created(&t, dbname, e);
         } else if (rr.applying) {
             err_wrap(e, "database %s may be partially restored", dbname);
         } else {
@@ -1474,6 +1486,11 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
             char what[300];
             snprintf(what, sizeof(what), "restoring %s into %s", k.id, dbname);
             mismatch_error(tables, bad, what, e);
+            /* a database made for this restore that does not hold what the backup recorded
+             * goes, as after a failed pg_restore (one restored into stays: it is said above
+             * not to be relied on) */
+            if (created)
+                drop_created(&t, dbname, e);
             goto out;
         }
         verified = true;

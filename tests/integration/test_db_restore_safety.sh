@@ -72,6 +72,13 @@ assert_false "nothing was created" pg_db_exists with_pw
 CARIS_RESTORE_TARGET_URL=$(pg_url no_such_db) run cb restore database "$id"
 assert_rc 10 "restore into a database that does not exist (no --create)"
 assert_contains "$OUT$ERR" "no_such_db" "the error names the database"
+assert_contains "$ERR" "add --create to create it" "the hint says --create"
+# a role that does not exist "does not exist" too, in a message naming the database: not a
+# missing database (the hint said to add --create)
+CARIS_RESTORE_TARGET_URL="postgresql://ghost_role:pw@127.0.0.1:$CARIS_PG_PORT/$CARIS_PG_DB" \
+    run cb restore database "$id"
+assert_rc 10 "restore as a role that does not exist"
+assert_not_contains "$ERR" "add --create" "the hint does not say --create"
 pg_sum tgt "$TEST_TMP/tgt-before-create.sum"
 CARIS_RESTORE_TARGET_URL=$tgt_url run cb restore database "$id" --create
 assert_fails "--create of a database that exists is refused"
