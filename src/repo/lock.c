@@ -764,15 +764,6 @@ void repo_claim_release(struct repo *r, const char *name)
     free(obj);
 }
 
-static bool is_lock_hex(const char *s)
-{
-    size_t n = 0;
-    for (; s[n]; n++)
-        if (!((s[n] >= '0' && s[n] <= '9') || (s[n] >= 'a' && s[n] <= 'f')))
-            return false;
-    return n == 32;
-}
-
 int repo_claim_or_take(struct repo *r, const char *name, char **held, char *holder, size_t n,
                        struct err *e)
 {
@@ -827,7 +818,8 @@ int repo_claim_or_take(struct repo *r, const char *name, char **held, char *hold
             lk_describe(t ? t : x, holder, n);
         }
         char *next = NULL;
-        if (x->stale && x->parsed && x->lock_ref && is_lock_hex(x->lock_ref) &&
+        if (x->stale && x->parsed && x->lock_ref && strlen(x->lock_ref) == 32 &&
+            strspn(x->lock_ref, "0123456789abcdef") == 32 &&
             strlen(cur) + strlen(TAKE_SEP) + 32 < 200)
             next = xasprintf("%s" TAKE_SEP "%s", cur, x->lock_ref);
         lk_scan_free(&s);

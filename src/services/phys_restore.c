@@ -216,6 +216,18 @@ static int choose_backup(struct repo *r, const struct phys_restore_opts *o, char
  * made): PostgreSQL refuses to promote when the WAL ends before the target ("recovery ended
  * before configured recovery target was reached"), so those go on, with a warning, and *note
  * (size n) gets what to add to that failure's hint. */
+/* "WAL segment F" or "N WAL segments F..T", of a gap (or an unarchived run) g. */
+static void segments_text(json_t *g, char *out, size_t n)
+{
+    json_int_t k = json_integer_value(json_object_get(g, "segments"));
+    const char *from = json_string_value(json_object_get(g, "from"));
+    if (k == 1)
+        snprintf(out, n, "WAL segment %s", from);
+    else
+        snprintf(out, n, "%lld WAL segments %s..%s", (long long)k, from,
+                 json_string_value(json_object_get(g, "to")));
+}
+
 static int check_gaps(const struct phys_restore_opts *o, json_t *s, json_t *w, uint32_t tli,
                       char *note, size_t n, struct err *e)
 {
@@ -243,13 +255,7 @@ static int check_gaps(const struct phys_restore_opts *o, json_t *s, json_t *w, u
     if (u) {
         json_int_t un = json_integer_value(json_object_get(u, "segments"));
         char what[128];
-        if (un == 1)
-            snprintf(what, sizeof(what), "WAL segment %s",
-                     json_string_value(json_object_get(u, "from")));
-        else
-            snprintf(what, sizeof(what), "%lld WAL segments %s..%s", (long long)un,
-                     json_string_value(json_object_get(u, "from")),
-                     json_string_value(json_object_get(u, "to")));
+        segments_text(u, what, sizeof(what));
         err_set(e, ERR_DAMAGE,
                 "if the source server still has the WAL in pg_wal, archive it with `caris-backup "
                 "wal push` (and check archive_command: `caris-backup --env-file F wal push %p`); "
@@ -269,15 +275,11 @@ static int check_gaps(const struct phys_restore_opts *o, json_t *s, json_t *w, u
     const char *from = json_string_value(json_object_get(g, "from"));
     const char *to = json_string_value(json_object_get(g, "to"));
     const char *reach = json_string_value(json_object_get(g, "start_lsn"));
-    json_int_t nseg = json_integer_value(json_object_get(g, "segments"));
     uint64_t gs;
     if (!from || !to || !reach || caris_lsn_parse(reach, &gs) != 0)
         return 0; /* caris_wal_recovery_gap only returns gaps with a parsable start */
     char missing[128];
-    if (nseg == 1)
-        snprintf(missing, sizeof(missing), "WAL segment %s", from);
-    else
-        snprintf(missing, sizeof(missing), "%lld WAL segments %s..%s", (long long)nseg, from, to);
+    segments_text(g, missing, sizeof(missing));
     if (gs < stop)
         return err_set(e, ERR_DAMAGE,
                        "find the segment (e.g. in the source server's pg_wal) and archive it with "

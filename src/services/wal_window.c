@@ -559,7 +559,10 @@ static int load_bases(struct repo *r, bool strict, const char *const *gone, size
     return 0;
 }
 
-json_t *caris_wal_window(struct repo *r, json_t **damaged, struct err *e)
+/* caris_wal_window, and (when bases_out) the base backups it was computed with (to free). */
+static json_t *window_with_bases(struct repo *r, json_t **damaged,
+                                 struct caris_wal_base **bases_out, size_t *nbases_out,
+                                 struct err *e)
 {
     json_t *recs = repo_record_list(r, "wal", damaged, e);
     if (!recs)
@@ -619,7 +622,12 @@ json_t *caris_wal_window(struct repo *r, json_t **damaged, struct err *e)
                     caris_wal_recovery_window(tls, bases, nbases), "retention", ret, "conflicts",
                     wal_conflicts(recs));
 done:
-    free(bases);
+    if (out && bases_out) {
+        *bases_out = bases;
+        *nbases_out = nbases;
+    } else {
+        free(bases);
+    }
     json_decref(histories);
     json_decref(recs);
     if (!out && damaged) {
@@ -627,6 +635,11 @@ done:
         *damaged = NULL;
     }
     return out;
+}
+
+json_t *caris_wal_window(struct repo *r, json_t **damaged, struct err *e)
+{
+    return window_with_bases(r, damaged, NULL, NULL, e);
 }
 
 void caris_wal_conflict_text(const json_t *conflict, char *out, size_t n)
@@ -646,7 +659,9 @@ int caris_wal_check(struct repo *r, json_t *errors, json_t *warnings, json_t **w
     if (window)
         *window = NULL;
     json_t *damaged = NULL;
-    json_t *w = caris_wal_window(r, &damaged, e);
+    struct caris_wal_base *bases = NULL;
+    size_t nbases = 0;
+    json_t *w = window_with_bases(r, &damaged, &bases, &nbases, e);
     if (!w)
         return -1;
     json_decref(damaged); /* the check's own walk reports unreadable records */
@@ -678,12 +693,6 @@ int caris_wal_check(struct repo *r, json_t *errors, json_t *warnings, json_t **w
     /* a kept base backup whose own WAL (start to stop) lies outside what is archived on its
      * timeline: before the first archived segment, after the last (never archived: made with
      * --no-archive-check, archive_command failing or pointing elsewhere), or none at all */
-    struct caris_wal_base *bases = NULL;
-    size_t nbases = 0;
-    if (load_bases(r, false, NULL, 0, &bases, &nbases, e) != 0) {
-        json_decref(w);
-        return -1;
-    }
     int64_t segsize = (int64_t)json_integer_value(json_object_get(w, "segment_size"));
     for (size_t b = 0; b < nbases; b++) {
         if (!bases[b].end_lsn)

@@ -32,38 +32,41 @@ mkfifo "$pack"
 pack_back() { rm -f "$pack" && mv "$TEST_TMP/pack.saved" "$pack"; }
 # shellcheck disable=SC2317 # called through wait_until
 claim_count_is() { [[ $(claims | wc -l) -eq $1 ]]; }
+# copy_to_claims N PASS FAIL: a copy in the background (BG_PID), until N claims stand
+copy_to_claims() {
+    bg_start cb copy --latest --to "$DST"
+    if wait_until 60 claim_count_is "$1"; then
+        pass "$2"
+    else
+        fail "$3" "$(_tail "$BG_ERR")" "$(ls -la "$DST/locks" 2>&1)"
+    fi
+}
+# check_warnings: the warnings of the `check --json` just run, "object: error" a line
+check_warnings() { json_eval "$OUT_FILE" '"\n".join(w["object"] + ": " + w["error"] for w in d["warnings"])'; }
 
 # --- 1. a copy killed while it holds its claim ---------------------------------------------
-bg_start cb copy --latest --to "$DST"
+copy_to_claims 1 "the first copy claims the backup id and blocks on the source" \
+    "the first copy did not claim the id"
 c1=$BG_PID
-if wait_until 60 claim_count_is 1; then
-    pass "the first copy claims the backup id and blocks on the source"
-else
-    fail "the first copy did not claim the id" "$(_tail "$BG_ERR")" "$(ls -la "$DST/locks" 2>&1)"
-fi
 assert_eq "claim-$id" "$(claims)" "its claim names the backup id"
 assert_eq "" "$(cat "$BG_ERR")" "it has said nothing yet (it waits on the source's pack)"
 kill -9 "$c1"
 wait "$c1"
 assert_eq 137 "$?" "the first copy died of SIGKILL"
 run dcb --json check
-warn=$(json_eval "$OUT_FILE" '"\n".join(w["object"] + ": " + w["error"] for w in d["warnings"])')
+warn=$(check_warnings)
 assert_contains "$warn" "locks/claim-$id: stale claim of copy on $host pid $c1" "check calls the dead copy's claim stale"
 
 # --- 2. the next copy takes it over; while it lives, the claim stands ---------------------
-bg_start cb copy --latest --to "$DST"
+copy_to_claims 2 "the second copy takes the stale claim over and blocks on the source" \
+    "the second copy did not take the claim over"
 c2=$BG_PID
-if wait_until 60 claim_count_is 2; then
-    pass "the second copy takes the stale claim over and blocks on the source"
-else
-    fail "the second copy did not take the claim over" "$(_tail "$BG_ERR")" "$(ls -la "$DST/locks" 2>&1)"
-fi
 take=$(claims | grep -v "^claim-$id\$")
 assert_match "^claim-$id\\.take-[0-9a-f]{32}\$" "$take" "the taker's claim is the stale one's name, .take- and the dead copy's lock"
 assert_true "the dead copy's claim is left in place" test -f "$DST/locks/claim-$id"
 run dcb --json check
 assert_rc 0 "check while the taker runs"
-warn=$(json_eval "$OUT_FILE" '"\n".join(w["object"] + ": " + w["error"] for w in d["warnings"])')
+warn=$(check_warnings)
 assert_contains "$warn" "stale lock of copy on $host pid $c1" "check still reports the dead copy's lock"
 assert_not_contains "$warn" "claim" "no claim is called stale: the dead copy's is taken over, the taker's is live"
 # (bounded: were it not refused, it would block on the FIFO)
