@@ -234,6 +234,17 @@ static int select_objects(const struct dbk *k, const char *const *tables, size_t
     for (size_t i = 0; i < nt; i++) {
         const char *t = tables[i];
         if (has_table(all, NULL, t)) {
+            /* With the schemas of the tables so named: pg_restore -t alone also matches views,
+             * sequences and foreign tables of that name in every other schema. */
+            size_t j;
+            json_t *x;
+            json_array_foreach(all, j, x)
+            {
+                const char *xs = json_string_value(json_object_get(x, "schema"));
+                const char *xn = json_string_value(json_object_get(x, "name"));
+                if (xs && xn && strcmp(xn, t) == 0)
+                    sel_schema(s, xs);
+            }
             sel_name(s, t);
             ask_tables(asked, all, NULL, t);
             continue;

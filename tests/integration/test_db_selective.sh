@@ -2,7 +2,8 @@
 # Selective restore: --table restores one table (and nothing else) into an empty database,
 # row for row, and its plan says it leaves out indexes, keys and defaults; --schema restores
 # one schema's objects; a table that is not in the backup is an error, not a silent empty
-# restore; tables of several schemas that pg_restore cannot select exactly are refused.
+# restore; tables of several schemas that pg_restore cannot select exactly are refused; a bare
+# --table name does not bring a view of that name in another schema.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/pglib.sh"
 
@@ -14,6 +15,9 @@ psql_db "$src" -c "CREATE SCHEMA s1; CREATE SCHEMA s2;
     CREATE TABLE s1.a (id int); CREATE TABLE s1.b (id int); CREATE TABLE s2.a (id int); CREATE TABLE s2.b (id int);
     INSERT INTO s1.a VALUES (1); INSERT INTO s1.b VALUES (2); INSERT INTO s2.a VALUES (3); INSERT INTO s2.b VALUES (4)" \
     >/dev/null || fail "creating s1 and s2 failed"
+# a view with a table's name in another schema: pg_restore -t appointments alone would bring it
+psql_db "$src" -c "CREATE SCHEMA s3; CREATE VIEW s3.appointments AS SELECT 1 AS x" >/dev/null ||
+    fail "creating the view s3.appointments failed"
 pg_sum "$src" "$TEST_TMP/src.sum"
 
 init_repo
@@ -27,6 +31,8 @@ CARIS_RESTORE_TARGET_URL=$(pg_url one_table) run cb restore database "$id" --tab
 assert_rc 0 "restore --table appointments --verify into an empty database"
 assert_contains "$ERR" "definition and rows only" "the plan says --table leaves out indexes, keys and defaults"
 assert_eq public.appointments "$(pg_user_tables one_table)" "only that table exists"
+assert_eq 0 "$(psql_db one_table -c "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 's3'")" \
+    "the view of that name in another schema did not come with it"
 pg_sum one_table "$TEST_TMP/one_table.sum"
 grep '^table public\.appointments ' "$TEST_TMP/src.sum" >"$TEST_TMP/want.tbl"
 grep '^table ' "$TEST_TMP/one_table.sum" >"$TEST_TMP/got.tbl"
