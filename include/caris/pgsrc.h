@@ -18,6 +18,7 @@
 #include <sys/types.h>
 
 #include "caris/err.h"
+#include "caris/tempitem.h"
 
 /* ---- connection targets ---------------------------------------------------------------- */
 
@@ -233,7 +234,8 @@ int pgsrc_run_capture(const char *path, char *const argv[], char **out, size_t m
 /* ---- a throwaway local cluster (test restores) ------------------------------------------- */
 
 struct pgsrc_local {
-    char *dir; /* private directory (0700) holding everything below */
+    char *dir;             /* private directory (0700) holding everything below */
+    struct temp_item item; /* dir, locked (caris/tempitem.h): a sweep leaves it alone */
     char *datadir;
     int port;
     struct pgsrc_child server;
@@ -250,8 +252,9 @@ int pgsrc_local_start(const char *parent, int min_num, const char *encoding, str
 void pgsrc_local_target(const struct pgsrc_local *l, const char *dbname, struct pgsrc_target *t);
 /* Stops the server (fast shutdown) and removes the directory. */
 void pgsrc_local_stop(struct pgsrc_local *l);
-
-/* Removes a directory tree (used for local clusters). */
-int pgsrc_remove_tree(const char *path);
+/* Whether the local cluster in dir (one that pgsrc_local_start made) still has a server
+ * running: its postmaster.pid names a live process. The server of a process killed with
+ * SIGKILL stops by itself (it is told to when that process dies), but not at once. */
+bool pgsrc_local_running(const char *dir);
 
 #endif

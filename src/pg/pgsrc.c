@@ -5,7 +5,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -1624,23 +1623,6 @@ static int free_port(struct err *e)
     return ntohs(a.sin_port);
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)ftw;
-    /* keep going on errors: remove what can be removed */
-    if (flag == FTW_DP)
-        rmdir(path);
-    else
-        unlink(path);
-    return 0;
-}
-
-int pgsrc_remove_tree(const char *path)
-{
-    return nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
 static void local_log_tail(const char *path, char *out, size_t n)
 {
     struct buf b = {0};
@@ -1684,18 +1666,11 @@ int pgsrc_local_start(const char *parent, int min_num, const char *encoding, str
         return -1;
     /* The socket lives in the cluster's private directory: its path must fit a sockaddr_un
      * (107 bytes) with ".s.PGSQL.<port>". */
-    char *tmpl = xasprintf("%s/caris-scratch-XXXXXX", parent);
-    if (strlen(tmpl) > 80) {
-        free(tmpl);
-        tmpl = xstrdup("/tmp/caris-scratch-XXXXXX");
-    }
-    if (!mkdtemp(tmpl)) {
-        int en = errno;
-        err_sys(e, en, NULL, "cannot create a directory for the local cluster in %s", parent);
-        free(tmpl);
-        return -1;
-    }
-    l->dir = tmpl;
+    l->item = (struct temp_item)TEMP_ITEM_INIT;
+    if (temp_item_create(&l->item, strlen(parent) > 60 ? "/tmp" : parent, "caris-scratch-", true,
+                         e) != 0)
+        return err_wrap(e, "cannot create a directory for the local cluster");
+    l->dir = xstrdup(l->item.path);
     l->datadir = xasprintf("%s/data", l->dir);
     l->version_num = postgres.version_num;
     char *log = xasprintf("%s/initdb.log", l->dir);
@@ -1751,7 +1726,8 @@ int pgsrc_local_start(const char *parent, int min_num, const char *encoding, str
                          "-c",
                          "max_connections=30",
                          NULL};
-        struct pgsrc_spawn ps = {.log_path = log};
+        /* (killed with us, the server makes a smart shutdown: a sweep then removes it) */
+        struct pgsrc_spawn ps = {.log_path = log, .die_with_parent = true};
         if (pgsrc_child_start(&l->server, postgres.path, pargv, &ps, e) != 0)
             break;
         l->running = true;
@@ -1804,9 +1780,27 @@ void pgsrc_local_stop(struct pgsrc_local *l)
         child_reap(&l->server, 60000);
         l->running = false;
     }
-    if (l->dir)
-        pgsrc_remove_tree(l->dir);
+    if (l->item.path)
+        temp_item_remove(&l->item);
     free(l->dir);
     free(l->datadir);
     l->dir = l->datadir = NULL;
+}
+
+bool pgsrc_local_running(const char *dir)
+{
+    char *path = xasprintf("%s/data/postmaster.pid", dir);
+    struct buf b = {0};
+    struct err ignore = ERR_INIT;
+    bool running = false;
+    if (fs_read_all(path, &b, &ignore) == 0) {
+        buf_append_u8(&b, 0);
+        char *end;
+        long pid = strtol((const char *)b.data, &end, 10);
+        running = end != (const char *)b.data && pid > 0 && pid <= INT32_MAX &&
+                  (kill((pid_t)pid, 0) == 0 || errno == EPERM);
+    }
+    buf_free(&b);
+    free(path);
+    return running;
 }

@@ -20,6 +20,7 @@
 #include "caris/dbbackup.h"
 #include "caris/pgsrc.h"
 #include "caris/stream.h"
+#include "caris/tempitem.h"
 #include "common.h"
 
 /* The relay to pg_restore holds back the stream's last bytes until the stream's SHA-256
@@ -765,10 +766,10 @@ out:;
     return rc;
 }
 
-/* Parallel: pg_restore -j needs a seekable file, staged (0600); the caller removes it. */
-static int stage_dump(struct restore_run *rr, char **path_out, struct err *e)
+/* Parallel: pg_restore -j needs a seekable file, staged (0600, a temp item); the caller
+ * removes it. */
+static int stage_dump(struct restore_run *rr, struct temp_item *item, struct err *e)
 {
-    *path_out = NULL;
     if (fs_mkdir_p(rr->temp_dir, 0700, e) != 0)
         return err_wrap(e, "cannot stage the dump");
     struct statvfs vfs;
@@ -783,27 +784,20 @@ static int stage_dump(struct restore_run *rr, char **path_out, struct err *e)
                        "not enough space in %s to stage the dump for --jobs (%s needed, %s free)",
                        rr->temp_dir, need, have);
     }
-    char *path = xasprintf("%s/caris-restore-XXXXXX", rr->temp_dir);
-    int fd = mkstemp(path);
-    if (fd < 0) {
-        int en = errno;
-        err_sys(e, en, NULL, "cannot create a staging file in %s", rr->temp_dir);
-        free(path);
-        return -1;
-    }
-    *path_out = path; /* from here on the caller removes it, whatever happens */
-    if (fchmod(fd, 0600) != 0) {
-        err_sys(e, errno, NULL, "cannot set the mode of %s", path);
-        close(fd);
-        return -1;
-    }
+    if (temp_item_create(item, rr->temp_dir, "caris-restore-", false, e) != 0)
+        return err_wrap(e, "cannot stage the dump");
+    /* Written through a descriptor of its own: its close reports what a network file system
+     * could only report then; the item's descriptor keeps the lock. */
+    int fd = dup(item->fd);
+    if (fd < 0)
+        return err_sys(e, errno, NULL, "cannot write %s", item->path);
     if (stream_restore_fd(rr->r, json_object_get(rr->k->dump, "chunks"), rr->k->sha, fd,
                           rr->threads, on_restore_progress, rr, rr->op, e) != 0) {
         close(fd);
         return -1;
     }
     if (close(fd) != 0)
-        return err_sys(e, errno, NULL, "cannot write %s", path);
+        return err_sys(e, errno, NULL, "cannot write %s", item->path);
     return 0;
 }
 
@@ -890,24 +884,20 @@ out:;
     return rc;
 }
 
-/* Writes the reordered list to a 0600 file under temp_dir; *path_out: caller removes. */
-static int write_toc(struct restore_run *rr, const char *list, char **path_out, struct err *e)
+/* Writes the reordered list to a 0600 file under temp_dir (a temp item); the caller removes
+ * it. */
+static int write_toc(struct restore_run *rr, const char *list, struct temp_item *item,
+                     struct err *e)
 {
-    *path_out = NULL;
-    if (fs_mkdir_p(rr->temp_dir, 0700, e) != 0)
+    if (fs_mkdir_p(rr->temp_dir, 0700, e) != 0 ||
+        temp_item_create(item, rr->temp_dir, "caris-toc-", false, e) != 0)
         return -1;
-    char *path = xasprintf("%s/caris-toc-XXXXXX", rr->temp_dir);
-    int fd = mkstemp(path);
-    if (fd < 0) {
+    int fd = dup(item->fd);
+    if (fd < 0 || fs_write_full(fd, list, strlen(list)) != 0 || close(fd) != 0) {
         int en = errno;
-        free(path);
-        return err_sys(e, en, NULL, "cannot create a file in %s", rr->temp_dir);
-    }
-    *path_out = path;
-    if (fs_write_full(fd, list, strlen(list)) != 0 || close(fd) != 0) {
-        int en = errno;
-        close(fd);
-        return err_sys(e, en, NULL, "cannot write %s", path);
+        if (fd >= 0)
+            close(fd);
+        return err_sys(e, en, NULL, "cannot write %s", item->path);
     }
     return 0;
 }
@@ -981,19 +971,52 @@ static void drop_schemas(const struct restore_run *rr, json_t *created)
         PQfinish(c);
 }
 
+/* Test-only: with CARIS_TEST_RESTORE_HOLD=PATH (an existing file), a restore writes
+ * PATH.held just before it starts pg_restore (its dump staged, its scratch cluster running),
+ * then waits (at most 120 s) until PATH is gone: a test kills it there, or runs another. */
+static void test_hold(void)
+{
+    const char *h = getenv("CARIS_TEST_RESTORE_HOLD");
+    if (!h || !*h || access(h, F_OK) != 0)
+        return;
+    char *held = xasprintf("%s.held", h);
+    int fd = open(held, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (fd >= 0)
+        close(fd);
+    free(held);
+    for (int i = 0; i < 12000 && access(h, F_OK) == 0; i++)
+        nanosleep(&(struct timespec){0, 10 * 1000000}, NULL);
+}
+
+/* Removes what restores killed with SIGKILL left in temp_dir: staged dumps, pg_restore lists
+ * and scratch clusters (whose server has stopped) that no live process holds. */
+static void sweep_temp(const char *temp_dir, const struct caris_op *op)
+{
+    static const char *const prefixes[] = {"caris-restore-", "caris-toc-", "caris-scratch-", NULL};
+    char names[400];
+    size_t n =
+        temp_dir ? temp_sweep(temp_dir, prefixes, pgsrc_local_running, names, sizeof(names)) : 0;
+    if (n)
+        caris_op_log(op, LOG_INFO,
+                     "removed %zu item(s) that a restore killed earlier left in %s: %s", n,
+                     temp_dir, names);
+}
+
 static int pg_restore_run(struct restore_run *rr, struct err *e)
 {
     rr->start_mono = time_mono_ns();
-    char *staged = NULL, *listfile = NULL, *toc = NULL;
+    struct temp_item staged = TEMP_ITEM_INIT, listfile = TEMP_ITEM_INIT;
+    char *toc = NULL;
     char **argv = NULL;
     json_t *schemas = json_array();
     int rc = -1;
     if (caris_op_check(rr->op, NULL, e) != 0)
         goto out;
+    sweep_temp(rr->temp_dir, rr->op);
     if (rr->jobs > 1 && stage_dump(rr, &staged, e) != 0)
         goto out;
     if (rr->npidx) {
-        if (toc_list(rr, staged, &toc, e) != 0) {
+        if (toc_list(rr, staged.path, &toc, e) != 0) {
             err_wrap(e, "cannot read the dump's table of contents");
             goto out;
         }
@@ -1005,10 +1028,11 @@ static int pg_restore_run(struct restore_run *rr, struct err *e)
     }
     if (ensure_schemas(rr, schemas, e) != 0)
         goto out;
+    test_hold();
     char *conninfo = pgsrc_target_conninfo(rr->target, NULL);
-    argv = restore_argv(rr, conninfo, listfile, staged);
+    argv = restore_argv(rr, conninfo, listfile.path, staged.path);
     free(conninfo);
-    if (staged) {
+    if (staged.path) {
         struct pgsrc_child c;
         struct pgsrc_spawn so = {.password = rr->target->password, .die_with_parent = true};
         if (pgsrc_child_start(&c, rr->tool->path, argv, &so, e) != 0)
@@ -1027,12 +1051,8 @@ out:
     json_decref(schemas);
     argv_free(argv);
     free(toc);
-    if (staged)
-        unlink(staged);
-    if (listfile)
-        unlink(listfile);
-    free(staged);
-    free(listfile);
+    temp_item_remove(&staged);
+    temp_item_remove(&listfile);
     return rc;
 }
 

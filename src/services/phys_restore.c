@@ -20,6 +20,7 @@
 #include "caris/pool.h"
 #include "caris/retention.h"
 #include "caris/stream.h"
+#include "caris/tempitem.h"
 #include "common.h"
 
 int phys_time_parse(const char *s, const char *tz, int64_t *ns, struct err *e)
@@ -1021,7 +1022,7 @@ int caris_phys_restore(struct repo *r, const struct phys_restore_opts *o,
         close(pfd);
     }
     if (old)
-        pgsrc_remove_tree(old);
+        fs_remove_tree(old);
     res->summary = json_incref(summary);
     caris_op_log(o->op, LOG_INFO, "restored backup %s into %s (%llu files)", res->backup_id,
                  o->pgdata, (unsigned long long)res->files);
@@ -1035,7 +1036,7 @@ int caris_phys_restore(struct repo *r, const struct phys_restore_opts *o,
 out:
     res->duration_ms = (time_mono_ns() - t0) / 1000000;
     if (made)
-        pgsrc_remove_tree(tmp);
+        fs_remove_tree(tmp);
     if (locked)
         repo_unlock(r);
     json_decref(window);

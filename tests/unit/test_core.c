@@ -13,6 +13,8 @@
 #include "caris/config.h"
 #include "caris/core.h"
 #include "caris/pool.h"
+#include "caris/tempitem.h"
+#include "tmpdir.h"
 
 static char *write_tmp(const char *text)
 {
@@ -320,6 +322,94 @@ static void test_pool_queued(void **state)
     }
 }
 
+static bool keep_kept(const char *path)
+{
+    return strstr(path, "caris-scratch-") != NULL && fs_exists(path) &&
+           strcmp(strrchr(path, '/'), "/caris-scratch-kept") == 0;
+}
+
+/* Temp items: a sweep removes only what no live holder has locked, never a symbolic link's
+ * target, never a name it was not asked about. */
+static void test_temp_items(void **state)
+{
+    (void)state;
+    char *d = tmpdir_new();
+    struct err e = ERR_INIT;
+    struct temp_item a, b, orphan_f, orphan_d;
+    assert_int_equal(temp_item_create(&a, d, "caris-restore-", false, &e), 0);
+    assert_int_equal(temp_item_create(&b, d, "caris-scratch-", true, &e), 0);
+    assert_int_equal(write(a.fd, "dump", 4), 4);
+    struct stat st;
+    assert_int_equal(stat(a.path, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0600);
+    assert_int_equal(stat(b.path, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0700);
+    assert_non_null(strstr(a.path, "/caris-restore-"));
+    char *inner = xasprintf("%s/sub", b.path);
+    assert_int_equal(mkdir(inner, 0700), 0);
+    /* orphans: their holder "died" (the descriptor holding the lock closed) */
+    assert_int_equal(temp_item_create(&orphan_f, d, "caris-toc-", false, &e), 0);
+    assert_int_equal(temp_item_create(&orphan_d, d, "caris-scratch-", true, &e), 0);
+    char *odeep = xasprintf("%s/data/base", orphan_d.path);
+    assert_int_equal(fs_mkdir_p(odeep, 0700, &e), 0);
+    close(orphan_f.fd);
+    close(orphan_d.fd);
+    /* an orphaned directory whose keep() says it is in use, names no sweep looks at, and a
+     * symbolic link with a swept prefix */
+    char *kept = xasprintf("%s/caris-scratch-kept", d),
+         *fresh = xasprintf("%s/.caris-new-abcdef", d), *other = xasprintf("%s/unrelated", d),
+         *link = xasprintf("%s/caris-restore-link", d), *target = xasprintf("%s/target", d);
+    assert_int_equal(mkdir(kept, 0700), 0);
+    FILE *f;
+    assert_non_null(f = fopen(fresh, "w"));
+    fclose(f);
+    assert_non_null(f = fopen(other, "w"));
+    fclose(f);
+    assert_non_null(f = fopen(target, "w"));
+    fclose(f);
+    assert_int_equal(symlink(target, link), 0);
+    static const char *const prefixes[] = {"caris-restore-", "caris-toc-", "caris-scratch-", NULL};
+    char names[200];
+    assert_int_equal(temp_sweep(d, prefixes, keep_kept, names, sizeof(names)), 2);
+    assert_non_null(strstr(names, strrchr(orphan_f.path, '/') + 1));
+    assert_non_null(strstr(names, strrchr(orphan_d.path, '/') + 1));
+    assert_false(fs_exists(orphan_f.path));
+    assert_false(fs_exists(orphan_d.path));
+    assert_true(fs_exists(a.path) && fs_exists(inner) && fs_exists(kept) && fs_exists(fresh) &&
+                fs_exists(other) && fs_exists(target));
+    assert_int_equal(lstat(link, &st), 0);
+    /* nothing more to sweep; then the holders remove their items */
+    assert_int_equal(temp_sweep(d, prefixes, keep_kept, NULL, 0), 0);
+    char *apath = xstrdup(a.path), *bpath = xstrdup(b.path);
+    temp_item_remove(&a);
+    temp_item_remove(&b);
+    temp_item_remove(&a); /* again: nothing */
+    assert_null(a.path);
+    assert_int_equal(a.fd, -1);
+    assert_false(fs_exists(apath));
+    assert_false(fs_exists(bpath));
+    /* a directory that cannot be read has nothing to sweep */
+    char *missing = xasprintf("%s/missing", d);
+    assert_int_equal(temp_sweep(missing, prefixes, NULL, names, sizeof(names)), 0);
+    assert_string_equal(names, "");
+    /* a directory that does not exist cannot hold a new item: a clear error */
+    assert_int_equal(temp_item_create(&a, missing, "caris-restore-", false, &e), -1);
+    assert_non_null(strstr(e.msg, missing));
+    free(orphan_f.path);
+    free(orphan_d.path);
+    free(missing);
+    free(apath);
+    free(bpath);
+    free(inner);
+    free(odeep);
+    free(kept);
+    free(fresh);
+    free(other);
+    free(link);
+    free(target);
+    tmpdir_free(d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -334,6 +424,7 @@ int main(void)
         cmocka_unit_test(test_reader_bounds),
         cmocka_unit_test(test_pool_runs_everything),
         cmocka_unit_test(test_pool_queued),
+        cmocka_unit_test(test_temp_items),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

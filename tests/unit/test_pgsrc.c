@@ -481,7 +481,7 @@ static void test_remove_tree(void **state)
     assert_int_equal(fs_mkdir_p(sub, 0700, &e), 0);
     char *f = xasprintf("%s/file", sub);
     assert_int_equal(fs_write_atomic(f, "x", 1, 0600, &e), 0);
-    assert_int_equal(pgsrc_remove_tree(dir), 0);
+    assert_int_equal(fs_remove_tree(dir), 0);
     assert_false(fs_exists(dir));
     free(sub);
     free(f);
@@ -522,7 +522,7 @@ static void test_last_test_restores(void **state)
     assert_true(json_is_true(json_object_get(json_object_get(last, "caris_full_b"), "ok")));
     json_decref(last);
     repo_close(r);
-    pgsrc_remove_tree(dir);
+    fs_remove_tree(dir);
     free(path);
 }
 

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# A restore killed with SIGKILL cannot remove what it holds in BACKUP_DIR/temp: the decrypted
+# dump it staged for --jobs, and the throwaway cluster of a test restore (--scratch local).
+# The cluster's server stops by itself (it is told to when the restore dies), and the next
+# restore removes both, and says so. A restore that runs meanwhile keeps its own: a sweep
+# never removes what a live restore holds.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/pglib.sh"
+
+pg_start
+db=$CARIS_PG_DB
+psql_db "$db" -c "CREATE TABLE notes (id int PRIMARY KEY, body text);
+    INSERT INTO notes SELECT i, 'note ' || i FROM generate_series(1, 2000) AS i" >/dev/null ||
+    fail "creating the table failed"
+# as the server's user (a scratch cluster refuses root), with a directory of its own
+pitr_setup
+T=$BACKUP_DIR/temp
+hold=$R/hold
+run cb --json backup database --full
+assert_rc 0 "a full backup"
+id=$(json_get "$OUT_FILE" '["id"]')
+
+# held CMD...: start CMD (a restore, as the server's user) with CARIS_TEST_RESTORE_HOLD and
+# wait until it holds just before pg_restore; sets PID (the restore itself, not runuser)
+held() {
+    rm -f "$hold.held"
+    as_pg touch "$hold"
+    if [[ $(id -u) == 0 ]]; then
+        CARIS_TEST_RESTORE_HOLD=$hold bg_start runuser -u "$CARIS_PG_OS_USER" -- "$CARIS_BIN" "$@"
+    else
+        CARIS_TEST_RESTORE_HOLD=$hold bg_start "$CARIS_BIN" "$@"
+    fi
+    HELD_BG=$BG_PID HELD_ERR=$BG_ERR
+    # shellcheck disable=SC2317 # called through wait_until
+    _held() { [[ -e $hold.held ]]; }
+    if ! wait_until 120 _held; then
+        fail "the restore did not reach its hold" "$(_tail "$BG_ERR")"
+        return 1
+    fi
+    if [[ $(id -u) == 0 ]]; then
+        PID=$(find_child "$BG_PID" caris-backup) || { fail "no caris-backup under runuser"; return 1; }
+    else
+        PID=$BG_PID
+    fi
+}
+items() { find "$T" -mindepth 1 -maxdepth 1 -name "$1" 2>/dev/null | LC_ALL=C sort; }
+
+# --- a staged dump (--jobs 2) left by a restore killed with SIGKILL ---------------------------
+export CARIS_RESTORE_TARGET_URL
+CARIS_RESTORE_TARGET_URL=$(pg_url killed)
+held restore database "$id" --create --jobs 2
+staged=$(items 'caris-restore-*')
+assert_ne "" "$staged" "the held restore staged its dump in BACKUP_DIR/temp"
+kill -9 "$PID"
+wait "$HELD_BG"
+assert_eq "$staged" "$(items 'caris-restore-*')" "killed with SIGKILL, it left the staged dump behind"
+
+# the next restore removes it, and says so
+CARIS_RESTORE_TARGET_URL=$(pg_url after_kill) run cb restore database "$id" --create --jobs 2 --verify
+assert_rc 0 "the next restore (--jobs 2) succeeds"
+assert_contains "$ERR" "removed 1 item(s) that a restore killed earlier left" "it says it removed the leftover"
+assert_contains "$ERR" "$(basename "$staged")" "... and names it"
+assert_eq "" "$(items '*')" "BACKUP_DIR/temp is empty afterwards"
+
+# --- a live restore's staged dump is not swept by another restore ----------------------------
+CARIS_RESTORE_TARGET_URL=$(pg_url live_a)
+held restore database "$id" --create --jobs 2 --verify
+live=$(items 'caris-restore-*')
+assert_ne "" "$live" "the held (live) restore staged its dump"
+CARIS_RESTORE_TARGET_URL=$(pg_url live_b) run cb restore database "$id" --create --jobs 2 --verify
+assert_rc 0 "another restore meanwhile succeeds"
+assert_not_contains "$ERR" "killed earlier" "it removed nothing"
+assert_eq "$live" "$(items 'caris-restore-*')" "the live restore's staged dump is still there"
+rm -f "$hold"
+wait "$HELD_BG"
+assert_eq 0 "$?" "the held restore, let go, succeeds (row counts verified)"
+assert_not_contains "$(cat "$HELD_ERR")" "killed earlier" "... and removed nothing either"
+assert_eq "" "$(items '*')" "BACKUP_DIR/temp is empty afterwards"
+
+# --- a scratch cluster left by a test restore killed with SIGKILL -----------------------------
+held test-restore "$id" --scratch local
+cluster=$(items 'caris-scratch-*')
+assert_ne "" "$cluster" "the held test restore made its cluster in BACKUP_DIR/temp"
+pm=$(head -n 1 "$cluster/data/postmaster.pid" 2>/dev/null)
+assert_match '^[0-9]+$' "$pm" "its server runs (postmaster.pid)"
+kill -9 "$PID"
+wait "$HELD_BG"
+# shellcheck disable=SC2317 # called through wait_until
+pm_gone() { [[ ! -e /proc/$pm ]] || [[ $(awk '{print $3}' "/proc/$pm/stat" 2>/dev/null) == Z ]]; }
+if wait_until 60 pm_gone; then
+    pass "the cluster's server stopped by itself once the test restore was killed"
+else
+    fail "the cluster's server runs on, orphaned, after the test restore was killed"
+    kill -9 "$pm" 2>/dev/null
+fi
+assert_eq "$cluster" "$(items 'caris-scratch-*')" "the cluster's directory was left behind"
+run cb --json test-restore "$id" --scratch local
+assert_rc 0 "the next test restore succeeds"
+assert_eq true "$(json_get "$OUT_FILE" '["ok"]')" "... ok"
+assert_contains "$ERR" "$(basename "$cluster")" "it says it removed the leftover cluster"
+assert_eq "" "$(items '*')" "BACKUP_DIR/temp is empty afterwards"
+
+test_done
