@@ -47,10 +47,13 @@ int caris_db_backup_incremental(struct repo *r, const struct db_backup_opts *o,
 
 struct db_restore_opts {
     const char *backup_id;
-    const char *url;           /* POSTGRES_URL: the default target */
-    const char *password;      /* PGPASSWORD; may be NULL */
-    const char *target_url;    /* NULL: url. Its password, when it has none: url's when both
-                                  name the same server and user, else password */
+    const char *url;        /* POSTGRES_URL: the default target */
+    const char *password;   /* PGPASSWORD; may be NULL */
+    const char *target_url; /* NULL: url. Its password, when it has none: url's when both
+                               name the same server and user, else password */
+    /* target_url came from someone who is not given the passwords (an API request): it gets
+     * url's password, or password, only when it names url's server and user; else none. */
+    bool target_untrusted;
     bool clean;                /* drop the backup's objects before recreating them */
     bool create;               /* create the target database (it must not exist) */
     const char *const *tables; /* restore only these tables ("name" or "schema.name") */

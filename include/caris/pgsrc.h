@@ -65,7 +65,7 @@ void pgsrc_target_user(const struct pgsrc_target *t, char *out, size_t n);
 void pgsrc_target_describe(const struct pgsrc_target *t, char *out, size_t n);
 /* {"host", "port", "database"} */
 json_t *pgsrc_target_json(const struct pgsrc_target *t);
-/* Same server and user (host, port, user as resolved above). */
+/* Same server and user: host, hostaddr, port, service and user, each as resolved above. */
 bool pgsrc_target_same_login(const struct pgsrc_target *a, const struct pgsrc_target *b);
 
 /* ---- connections and queries ----------------------------------------------------------- */

@@ -17,15 +17,15 @@ extern char **environ;
 /* Variables that are secrets in themselves: read once from the environment into secret
  * memory, then removed from it (and their bytes in the environment block overwritten, which
  * is what /proc/<pid>/environ shows), so that no child inherits them and no reader of our
- * environment sees them. */
+ * environment sees them. PGPASSWORD too: libpq would otherwise send it to whatever server a
+ * connection names that has no password of its own; each use passes it on explicitly. */
 static const char *const ENV_SECRETS[] = {"BACKUP_ENCRYPTION_KEY", "CARIS_NEW_ENCRYPTION_KEY",
-                                          "BACKUP_SMTP_PASSWORD", "BACKUP_SLACK_WEBHOOK_URL",
-                                          "CARIS_COPY_TO_KEY"};
+                                          "BACKUP_SMTP_PASSWORD",  "BACKUP_SLACK_WEBHOOK_URL",
+                                          "CARIS_COPY_TO_KEY",     "PGPASSWORD"};
 
 /* For the env file's mode check: the other variables whose value is a secret (a password,
  * a token; a database URL when it carries a password). */
-static const char *const OTHER_SECRETS[] = {"PGPASSWORD",
-                                            "CRON_SECRET",
+static const char *const OTHER_SECRETS[] = {"CRON_SECRET",
                                             "AWS_SECRET_ACCESS_KEY",
                                             "BACKUP_S3_SECRET_ACCESS_KEY",
                                             "AWS_SESSION_TOKEN",

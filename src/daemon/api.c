@@ -1011,14 +1011,16 @@ static void audit_request(struct api *a, const char *url, const char *method, co
                 unknown++;
                 continue;
             }
-            if (strcmp(k, "targetUrl") == 0 && json_is_string(v)) {
-                char r[64];
+            /* every string as the command line's arguments are (a URL given in a field
+             * meant for a path or an id is still a URL, and may hold a password) */
+            if (json_is_string(v) && (strcmp(k, "targetUrl") == 0 ||
+                                      (json_string_length(v) < 256 &&
+                                       str_is_utf8(json_string_value(v), json_string_length(v))))) {
+                char r[300];
                 json_object_set_new(
                     args, k,
                     json_string(caris_audit_redact_arg(json_string_value(v), r, sizeof(r))));
-            } else if (json_is_boolean(v) || json_is_number(v) ||
-                       (json_is_string(v) && json_string_length(v) < 256 &&
-                        str_is_utf8(json_string_value(v), json_string_length(v)))) {
+            } else if (json_is_boolean(v) || json_is_number(v)) {
                 json_object_set(args, k, v);
             }
         }

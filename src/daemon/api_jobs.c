@@ -58,6 +58,7 @@ int djob_exec(struct repo *r, const struct config *cfg, int threads, const struc
                                 .url = config_get(cfg, "POSTGRES_URL"),
                                 .password = config_get(cfg, "PGPASSWORD"),
                                 .target_url = *s->target ? s->target : NULL,
+                                .target_untrusted = true,
                                 .clean = s->clean,
                                 .create = s->create,
                                 .dry_run = s->dry_run,

@@ -510,18 +510,22 @@ json_t *pgsrc_target_json(const struct pgsrc_target *t)
 
 bool pgsrc_target_same_login(const struct pgsrc_target *a, const struct pgsrc_target *b)
 {
-    char x[256], y[256];
-    pgsrc_target_host(a, x, sizeof(x));
-    pgsrc_target_host(b, y, sizeof(y));
-    if (strcmp(x, y) != 0)
-        return false;
-    pgsrc_target_port(a, x, sizeof(x));
-    pgsrc_target_port(b, y, sizeof(y));
-    if (strcmp(x, y) != 0)
-        return false;
-    pgsrc_target_user(a, x, sizeof(x));
-    pgsrc_target_user(b, y, sizeof(y));
-    return strcmp(x, y) == 0;
+    /* Each of what decides where libpq connects and as whom, on its own: host and hostaddr
+     * (libpq connects to hostaddr, and names host only for TLS and the password file), port,
+     * a service (whose file may set any of them) and user. */
+    static const char *const keys[] = {"host", "hostaddr", "port", "service", "user"};
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        char x[256], y[256];
+        resolve(a, keys[i], x, sizeof(x));
+        resolve(b, keys[i], y, sizeof(y));
+        if (strcmp(keys[i], "port") == 0) {
+            pgsrc_target_port(a, x, sizeof(x));
+            pgsrc_target_port(b, y, sizeof(y));
+        }
+        if (strcmp(x, y) != 0)
+            return false;
+    }
+    return true;
 }
 
 /* ---- connections ---------------------------------------------------------------------------- */

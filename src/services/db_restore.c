@@ -1269,12 +1269,17 @@ static int resolve_target(const struct db_restore_opts *o, struct pgsrc_target *
         return 0;
     struct pgsrc_target src;
     struct err ie = ERR_INIT;
+    bool same = false;
     if (o->url && pgsrc_target_parse(o->url, NULL, "POSTGRES_URL", &src, &ie) == 0) {
-        if (src.password && pgsrc_target_same_login(&src, t))
+        same = pgsrc_target_same_login(&src, t);
+        if (src.password && same)
             t->password = xstrdup(src.password);
         pgsrc_target_free(&src);
     }
-    if (!t->password && o->password && *o->password)
+    /* PGPASSWORD: the operator's for any target they name; for an API request's target only
+     * when that is POSTGRES_URL's server and user (a password is never sent to a host that
+     * whoever sent the request chose) */
+    if (!t->password && o->password && *o->password && (!o->target_untrusted || same))
         t->password = xstrdup(o->password);
     return 0;
 }

@@ -64,8 +64,9 @@ assert_eq "admin gone viewer" "$(cb --json token list | python3 -c 'import json,
     "token revoke ID removed that token"
 
 # --- the daemon with its API on a free port ---------------------------------------------
+# (with PGPASSWORD too, the database's password: no request may send it elsewhere)
 export BACKUP_API_LISTEN=127.0.0.1:0
-api_daemon_start
+PGPASSWORD=$CARIS_PG_PASSWORD api_daemon_start
 note "API at $BASE"
 
 # req METHOD PATH [TOKEN|-] [BODY]: $STATUS and $BODY_FILE
@@ -182,6 +183,28 @@ assert_eq true "$(jq_body 'str(d["ok"]).lower()')" "the confirmed restore succee
 assert_eq 500 "$(psql_db restored -c 'SELECT count(*) FROM small')" "the rows are in the new database"
 assert_no_password_in "$BODY_FILE" "the job's JSON holds no password"
 assert_no_password_in "$DAEMON_ERR" "the daemon's log holds no password"
+
+# --- a restore's targetUrl never gets a password that is not its own -------------------------
+# A fake server asks every client for its password in clear text and records what it gets. The
+# request names POSTGRES_URL's host, port and user but another address (hostaddr, where libpq
+# connects), then another host and user: the password of POSTGRES_URL, or PGPASSWORD, went
+# there (found by a review).
+FAKE_LOG=$TEST_TMP/fake-pg.log
+bg_start python3 "$LIB_DIR/pg_fake_auth.py" 127.0.0.2 "$CARIS_PG_PORT" "$FAKE_LOG"
+# shellcheck disable=SC2317
+_fake_ready() { [[ -e $FAKE_LOG.ready ]]; }
+wait_until 30 _fake_ready || fail "the fake server did not start" "$(_tail "$BG_ERR")"
+for url in "postgresql://$CARIS_PG_USER@127.0.0.1:$CARIS_PG_PORT/x?hostaddr=127.0.0.2" \
+    "postgresql://attacker@127.0.0.2:$CARIS_PG_PORT/x"; do
+    req POST /api/admin/backup/restore "$ADMIN" "{\"backupId\": \"$DB_ID\", \"dryRun\": true, \"targetUrl\": \"$url\"}"
+    assert_eq 202 "$STATUS" "a dry run into ${url#*@}: 202"
+    wait_job "$(jq_body 'd["jobId"]')"
+    assert_eq false "$(jq_body 'str(d["ok"]).lower()')" "it fails (the server wants a password it is not given)"
+done
+assert_true "the first restore reached the fake server" grep -q "^startup user=$CARIS_PG_USER " "$FAKE_LOG"
+assert_true "the second too" grep -q '^startup user=attacker ' "$FAKE_LOG"
+assert_false "no password was sent to it" grep -q 'password=' "$FAKE_LOG"
+assert_no_password_in "$FAKE_LOG" "nor POSTGRES_URL's password in any form"
 
 # --- restore of the files backup: dry run (a verification), refusals, a confirmed restore ----
 req GET "/api/admin/backup/list?includeFiles=true" "$VIEWER"
@@ -354,6 +377,10 @@ req POST /api/admin/backup/create "$ADMIN" '{"type": "full", "pgPassword": "hunt
 assert_eq 400 "$STATUS" "an unknown field: 400"
 req POST /api/admin/backup/restore "$ADMIN" '{"backupId": "nope", "targetUrl": "dbname=x password=hunter2-in-conninfo"}'
 assert_eq 404 "$STATUS" "a restore of an unknown backup: 404"
+# a URL in a field meant for a path is recorded as the command line's arguments are (a review
+# found it in the audit log whole)
+req POST /api/admin/backup/restore "$ADMIN" '{"backupId": "nope", "dryRun": false, "confirm": "x", "target": "postgresql://u:hunter2-in-target@db/x"}'
+assert_eq 404 "$STATUS" "a restore with a URL as its target: 404"
 
 # requests without a credential are failed authentications too: after five the address
 # waits; the waits' refusals are audited once per wait (a knocking client grows no log)
@@ -395,6 +422,8 @@ assert_eq true "$(json_eval "$AUDIT" 'any(l["operation"] == "api POST /api/admin
     "an unknown field is counted, not recorded"
 assert_eq true "$(json_eval "$AUDIT" 'any(l["args"].get("targetUrl") == "dbname=x password=…" for l in d)')" \
     "a keyword targetUrl is cut at its password"
+assert_eq true "$(json_eval "$AUDIT" 'any(l["args"].get("target") == "postgresql://…" for l in d)')" \
+    "a URL given as target is reduced to its scheme"
 assert_false "no token in the audit log" grep -q -e "${ADMIN#cbt_}" -e "$CRON_SECRET" "$BACKUP_DIR/metadata/audit.log"
 
 # --- HTTPS ------------------------------------------------------------------------------------

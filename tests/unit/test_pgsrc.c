@@ -294,6 +294,16 @@ static void test_same_login(void **state)
     assert_true(pgsrc_target_same_login(&a, &d));
     pgsrc_target_set(&d, "port", "5433");
     assert_false(pgsrc_target_same_login(&a, &d));
+    /* libpq connects to hostaddr: the same host text with another hostaddr, or a service
+     * (whose file may set the host), is another login */
+    struct pgsrc_target x, y;
+    parse_ok("postgresql://u@h:5432/x?hostaddr=127.0.0.2", NULL, &x);
+    parse_ok("postgresql://u@h:5432/x?service=other", NULL, &y);
+    assert_false(pgsrc_target_same_login(&a, &x));
+    assert_false(pgsrc_target_same_login(&x, &a));
+    assert_false(pgsrc_target_same_login(&a, &y));
+    pgsrc_target_free(&x);
+    pgsrc_target_free(&y);
     pgsrc_target_free(&a);
     pgsrc_target_free(&b);
     pgsrc_target_free(&c);
