@@ -49,6 +49,8 @@ struct caris_copy_result {
  * A backup is committed in dst only after every blob it needs is durable there, so an
  * interrupted copy leaves no listed backup (its packs are adopted by the next writer). Stops
  * at the first backup that fails; res holds what was done until then (caris_copy_result_free).
+ * A damaged snapshot of src that --all, or --latest (one that may be newer than the one
+ * copied), would have copied fails the copy (ERR_DAMAGE, naming it) once the others are.
  * Refuses (ERR_USAGE) when src and dst are the same repository or do not share the chunking. */
 int caris_copy(struct repo *src, struct repo *dst, const char *dst_location,
                const struct caris_copy_opts *o, struct caris_copy_result *res, struct err *e);

@@ -345,11 +345,50 @@ out:
     return rc;
 }
 
-/* The summaries to copy, in order (new reference). */
-static json_t *select_backups(struct repo *src, const struct caris_copy_opts *o, struct err *e)
+/* The time part of a backup id ("..._2024-01-15T03-00-00"), or NULL. */
+static const char *id_time(const char *id)
+{
+    size_t n = id ? strlen(id) : 0;
+    return n > 20 && id[n - 20] == '_' ? id + n - 19 : NULL;
+}
+
+/* The damaged snapshots of the source that a --latest or --all copy leaves out, named (their
+ * backup id, else their object): for --all every one; for --latest those that may be newer
+ * than latest (an unknown id may be). "" when none. */
+static void damaged_left_out(json_t *damaged, const struct caris_copy_opts *o, json_t *latest,
+                             char *out, size_t n)
+{
+    out[0] = '\0';
+    const char *lt = id_time(json_string_value(json_object_get(latest, "id")));
+    size_t i, len = 0;
+    json_t *d;
+    json_array_foreach(damaged, i, d)
+    {
+        const char *id = json_string_value(json_object_get(d, "id"));
+        const char *dt = id_time(id);
+        if (o->latest && lt && dt && strcmp(dt, lt) < 0) /* older: not the latest */
+            continue;
+        const char *name = id ? id : json_string_value(json_object_get(d, "object"));
+        if (len + 80 > n) {
+            if (!strstr(out, "..."))
+                snprintf(out + len, n - len, ", ...");
+            break;
+        }
+        len += (size_t)snprintf(out + len, n - len, "%s%s", len ? ", " : "", name ? name : "?");
+    }
+}
+
+/* The summaries to copy, in order (new reference). *left_out: the damaged backups a --latest
+ * or --all copy cannot include (see damaged_left_out). */
+static json_t *select_backups(struct repo *src, const struct caris_copy_opts *o, char *left_out,
+                              size_t nleft, struct err *e)
 {
     json_t *damaged = NULL;
     json_t *list = repo_snapshot_list(src, &damaged, e);
+    left_out[0] = '\0';
+    if (list && (o->all || o->latest))
+        damaged_left_out(damaged, o, json_array_get(list, json_array_size(list) - 1), left_out,
+                         nleft);
     json_decref(damaged);
     if (!list)
         return NULL;
@@ -394,7 +433,7 @@ int caris_copy(struct repo *src, struct repo *dst, const char *dst_location,
                const struct caris_copy_opts *o, struct caris_copy_result *res, struct err *e)
 {
     memset(res, 0, sizeof(*res));
-    res->destination = xstrdup(dst_location ? dst_location : repo_path(dst));
+    res->destination = storage_location_redact(dst_location ? dst_location : repo_path(dst));
     if (!o->all && !o->latest && o->nids == 0)
         return err_set(e, ERR_USAGE, NULL, "copy needs backup ids, --latest or --all");
     if (strcmp(repo_id(src), repo_id(dst)) == 0)
@@ -415,7 +454,8 @@ int caris_copy(struct repo *src, struct repo *dst, const char *dst_location,
         repo_unlock(src);
         return -1;
     }
-    if (!(sel = select_backups(src, o, e)))
+    char left_out[600];
+    if (!(sel = select_backups(src, o, left_out, sizeof(left_out), e)))
         goto out;
     size_t n = json_array_size(sel);
     res->items = xcalloc(n ? n : 1, sizeof(*res->items));
@@ -427,6 +467,15 @@ int caris_copy(struct repo *src, struct repo *dst, const char *dst_location,
         res->bytes_stored += it->bytes_stored;
         if (r1 != 0)
             goto out;
+    }
+    /* What could be copied is; the newest backup (or any, for --all) that could not be is an
+     * error, not a success: the copy off the machine lacks it. */
+    if (*left_out) {
+        err_set(e, ERR_DAMAGE,
+                "`caris-backup check` says what is damaged; copy the backups that can be read "
+                "by id, and make a new backup",
+                "damaged in the source, not copied: %s", left_out);
+        goto out;
     }
     rc = 0;
 out:
@@ -516,7 +565,9 @@ int caris_files_upload_to_cloud(struct repo *src, const char *backup_id,
         return -1;
     struct repo *dst = repo_open(loc, dst_key, e);
     if (!dst) {
-        err_wrap(e, "destination %s", loc);
+        char *shown = storage_location_redact(loc);
+        err_wrap(e, "destination %s", shown);
+        free(shown);
         free(loc);
         return -1;
     }

@@ -12,6 +12,7 @@
 #include "caris/open.h"
 #include "caris/prune.h"
 #include "caris/retention.h"
+#include "caris/storage.h"
 
 const char *caris_job_type_name(enum caris_job_type t)
 {
@@ -195,6 +196,7 @@ static void do_copy(struct run *x, const char *what, const char *id, const char 
     struct caris_job_step *s = step_begin(x, CARIS_STEP_COPY, what, id);
     struct err e = ERR_INIT;
     int rc = -1;
+    char *shown = storage_location_redact(to);
     struct caris_open_opts oo = {.repo_path = to,
                                  .backup_dir = config_backup_dir(x->o->cfg),
                                  .key = config_get(x->o->cfg, "CARIS_COPY_TO_KEY")};
@@ -206,7 +208,7 @@ static void do_copy(struct run *x, const char *what, const char *id, const char 
         struct caris_open_result ores;
         dst = caris_repo_open(&oo, &ores, &e);
         if (!dst)
-            err_wrap(&e, "copy to %s", to);
+            err_wrap(&e, "copy to %s", shown); /* (user:secret@ never shown) */
         else
             json_decref(ores.state);
     }
@@ -214,12 +216,13 @@ static void do_copy(struct run *x, const char *what, const char *id, const char 
         const char *ids[] = {id};
         struct caris_copy_opts co = {.ids = ids, .nids = 1, .threads = x->o->threads, .op = x->op};
         struct caris_copy_result cr;
-        rc = caris_copy(x->r, dst, to, &co, &cr, &e);
+        rc = caris_copy(x->r, dst, shown, &co, &cr, &e);
         s->bytes = cr.bytes_stored;
         s->detail = caris_copy_result_to_json(&cr);
         caris_copy_result_free(&cr);
         repo_close(dst);
     }
+    free(shown);
     step_end(x, s, rc, &e);
 }
 

@@ -170,6 +170,14 @@ BACKUP_FILES_PATHS=$src BACKUP_CLOUD_REPOSITORY=$S3_ENDPOINT/bkt/none run cb --j
 assert_false "a copy step that fails fails the job" test "$RC" -eq 0
 assert_eq false "$(json_eval "$OUT_FILE" 'str([s for s in d["steps"] if s["step"] == "copy"][0]["ok"]).lower()')" \
     "the copy step is reported failed"
+# credentials in BACKUP_CLOUD_REPOSITORY: the job's copy step fails, and shows them nowhere
+# (its error and JSON held the location whole; found by a review)
+BACKUP_FILES_PATHS=$src BACKUP_CLOUD_REPOSITORY="s3:http://AKIDX:Job-Secret-4711@${S3_ENDPOINT#*://}/bkt/copy" \
+    run cb --json run-now incremental
+assert_false "a copy step to a location with credentials fails the job" test "$RC" -eq 0
+assert_eq false "$(json_eval "$OUT_FILE" 'str([s for s in d["steps"] if s["step"] == "copy"][0]["ok"]).lower()')" \
+    "the copy step is reported failed"
+assert_not_contains "$OUT$ERR" "Job-Secret-4711" "neither its JSON nor its errors show the credentials"
 
 # --- a copy that fails half-way leaves no backup listed in the destination ----------------
 # The source's data pack is damaged: the copy stops at the damaged blob, after some blobs were
@@ -188,6 +196,31 @@ assert_contains "$ERR" "$id5" "the error names the backup"
 run env BACKUP_ENCRYPTION_KEY="$CARIS_COPY_TO_KEY" "$CARIS_BIN" --json --repo "$DST2" list
 assert_eq 0 "$(json_eval "$OUT_FILE" 'len(d)')" "no backup listed in the destination after the failed copy"
 assert_exit 0 env BACKUP_ENCRYPTION_KEY="$CARIS_COPY_TO_KEY" "$CARIS_BIN" --repo "$DST2" check
+
+# --- --latest and --all with the newest backup damaged in the source: copied what can be, and
+# the exit says what could not (exit 0 with an older backup as "latest"; found by a review) --
+SRC3=$TEST_TMP/src3
+DST3=$TEST_TMP/dst3
+assert_exit 0 cb --quiet --repo "$SRC3" init
+run cb --json --repo "$SRC3" backup files "$src"
+id6=$(json_get "$OUT_FILE" '["id"]')
+find "$SRC3/snapshots" -type f | LC_ALL=C sort >"$TEST_TMP/snaps-before"
+echo newer >"$src/newer.txt"
+run cb --json --repo "$SRC3" backup files "$src"
+id7=$(json_get "$OUT_FILE" '["id"]')
+rm -f "$src/newer.txt"
+snap7=$(find "$SRC3/snapshots" -type f | LC_ALL=C sort | comm -13 "$TEST_TMP/snaps-before" -)
+assert_eq 1 "$(printf '%s\n' "$snap7" | grep -c .)" "the newest backup's snapshot file is found"
+flip_byte "$snap7"
+assert_exit 0 cb --quiet --repo "$DST3" init --copy-chunker-from "$SRC3"
+run cb --repo "$SRC3" copy --latest --to "$DST3"
+assert_rc 4 "copy --latest with the newest backup damaged fails (exit 4)"
+assert_contains "$ERR" "not copied: $id7" "the error names the damaged newest backup"
+run env BACKUP_ENCRYPTION_KEY="$CARIS_COPY_TO_KEY" "$CARIS_BIN" --json --repo "$DST3" list
+assert_eq "$id6" "$(json_eval "$OUT_FILE" '" ".join(b["id"] for b in d)')" "the older backup was copied all the same"
+run cb --repo "$SRC3" copy --all --to "$DST3"
+assert_rc 4 "copy --all with a damaged backup fails (exit 4)"
+assert_contains "$ERR" "not copied: $id7" "and names it"
 
 # --- a backup already there whose verification never passed is verified again ------------------
 # (a copy whose verification failed, or that was killed between its commit and its verification,
