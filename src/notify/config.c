@@ -27,7 +27,8 @@ static const char *const SECRET_VARS[] = {"BACKUP_SMTP_PASSWORD",
                                           "BACKUP_S3_SECRET_ACCESS_KEY",
                                           "BACKUP_S3_SECRET_KEY"};
 /* Variables holding connection strings whose password is a secret. */
-static const char *const URL_VARS[] = {"POSTGRES_URL", "CARIS_RESTORE_TARGET_URL", "DATABASE_URL"};
+static const char *const URL_VARS[] = {"POSTGRES_URL", "CARIS_RESTORE_TARGET_URL", "DATABASE_URL",
+                                       "BACKUP_CLOUD_REPOSITORY"};
 
 /* Shorter values would redact ordinary words. */
 #define SECRET_MIN_LEN 4
