@@ -448,6 +448,38 @@ static bool query_unknown(struct MHD_Connection *c, const char *const *allowed)
     return qc.bad;
 }
 
+/* Content-Type application/json, with no parameter but a charset of UTF-8 (RFC 8259: JSON
+ * between systems is UTF-8; the body is read as such). */
+static bool json_media_type(const char *ct)
+{
+    if (strncasecmp(ct, "application/json", 16) != 0)
+        return false;
+    const char *p = ct + 16;
+    p += strspn(p, " \t");
+    if (!*p)
+        return true;
+    if (*p != ';')
+        return false;
+    p++;
+    p += strspn(p, " \t");
+    if (strncasecmp(p, "charset", 7) != 0)
+        return false;
+    p += 7;
+    p += strspn(p, " \t");
+    if (*p++ != '=')
+        return false;
+    p += strspn(p, " \t");
+    bool quoted = *p == '"';
+    p += quoted;
+    if (strncasecmp(p, "utf-8", 5) != 0)
+        return false;
+    p += 5;
+    if (quoted && *p++ != '"')
+        return false;
+    p += strspn(p, " \t");
+    return *p == '\0';
+}
+
 /* The body as a JSON object: the object, or NULL with a 400/415 queued into *mr. */
 static json_t *body_object(struct MHD_Connection *c, const struct req *q, enum MHD_Result *mr)
 {
@@ -457,8 +489,7 @@ static json_t *body_object(struct MHD_Connection *c, const struct req *q, enum M
                             "several Content-Type headers");
         return NULL;
     }
-    if (!ct || strncasecmp(ct, "application/json", 16) != 0 ||
-        (ct[16] != '\0' && ct[16] != ';' && ct[16] != ' ')) {
+    if (!ct || !json_media_type(ct)) {
         *mr = respond_error(c, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type",
                             "send Content-Type: application/json", "the body must be JSON");
         return NULL;
@@ -961,6 +992,15 @@ static enum MHD_Result route(struct api *a, struct MHD_Connection *c, const char
     if (strcmp(rt->method, "GET") == 0 && q->body.len)
         return respond_error(c, MHD_HTTP_BAD_REQUEST, "bad_request", "send no body with GET",
                              "unexpected body");
+    /* list, cron and audit take parameters (and check them); the others none */
+    static const char *const none[] = {NULL};
+    if (strcmp(rt->path, "/api/admin/backup/list") != 0 &&
+        strcmp(rt->path, "/api/cron/backup") != 0 &&
+        strcmp(rt->path, "/api/admin/backup/audit") != 0 && query_unknown(c, none))
+        return respond_error(c, MHD_HTTP_BAD_REQUEST, "bad_request",
+                             "this endpoint takes no query parameters (a POST's fields go in its "
+                             "JSON body)",
+                             "unknown query parameter");
     if (strcmp(rt->path, "/api/admin/backup/create") == 0)
         return ep_create(a, c, q, who, addr);
     if (strcmp(rt->path, "/api/admin/backup/list") == 0)

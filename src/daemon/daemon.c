@@ -1556,6 +1556,8 @@ json_t *daemon_status_json(struct daemon *d)
 {
     pthread_mutex_lock(&d->mu);
     json_t *s = status_locked(d);
+    if (!json_is_array(json_object_get(s, "notifications"))) /* none sent yet: an empty list */
+        json_object_set_new(s, "notifications", json_array());
     json_t *jobs = json_array();
     for (const struct job *j = d->queue; j; j = j->next)
         json_array_append_new(jobs, job_json_locked(j));

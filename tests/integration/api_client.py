@@ -127,6 +127,12 @@ def bad_cases(admin, viewer, cron):
                       {"Content-Type": "text/plain"}))
         cases.append((p + " json-ish type", "POST", p, admin, '{"type": "full"}',
                       {"Content-Type": "application/jsonx"}))
+        # (accepted by a prefix check, found by a review; the body is read as UTF-8)
+        for ct in ["application/json garbage", "application/json; charset=utf-16",
+                   "application/json;charset=latin1", "application/json; boundary=x"]:
+            cases.append((p + " type " + ct, "POST", p, admin, '{"type": "full"}',
+                          {"Content-Type": ct}))
+        cases.append((p + " query", "POST", p + "?type=full", admin, '{"type": "full"}', J))
         cases.append((p + " huge body", "POST", p, admin, "{" + " " * (1 << 20) + "}", J))
         for m in ["GET", "PUT", "DELETE", "PATCH", "OPTIONS"]:
             cases.append((p + " " + m, m, p, admin, None, {}))
@@ -139,6 +145,10 @@ def bad_cases(admin, viewer, cron):
               "includeFiles=true&includeFiles=true", "includeStats", "includeFiles&includeStats=true"]:
         cases.append(("list ?" + q, "GET", "/api/admin/backup/list?" + q, viewer, None, {}))
     cases.append(("list with a body", "GET", "/api/admin/backup/list", viewer, '{"a":1}', J))
+    for q in ["foo=bar", "verbose=1", "x"]:
+        cases.append(("status ?" + q, "GET", "/api/admin/backup/status?" + q, viewer, None, {}))
+        cases.append(("jobs/job-1-1 ?" + q, "GET", "/api/admin/backup/jobs/job-1-1?" + q, viewer,
+                      None, {}))
     for jid in ["job-1", "job-0-0", "job-999999999-1", "..%2F..%2Fetc%2Fpasswd", "../../etc/passwd",
                 "job-1-1/../../x", "%00", "job-" + "9" * 100, "JOB-1-1", "job--", "job-1-1%0a"]:
         cases.append(("jobs/" + jid, "GET", "/api/admin/backup/jobs/" + jid, viewer, None, {}))

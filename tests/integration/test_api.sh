@@ -86,6 +86,9 @@ wait_job() {
 req GET /healthz
 assert_eq 200 "$STATUS" "healthz without a token"
 assert_eq "status=ok" "$(jq_body '" ".join("%s=%s" % kv for kv in d.items())')" "healthz tells nothing more"
+req GET /api/admin/backup/status "$VIEWER"
+assert_eq "200 list 0" "$STATUS $(jq_body '"%s %d" % (type(d["notifications"]).__name__, len(d["notifications"]))')" \
+    "status has notifications (an empty list before the first), as documented"
 
 # every endpoint without a token: 401 (each from its own address: a request without a
 # credential counts as a failed authentication); with a viewer token where admin is needed: 403
