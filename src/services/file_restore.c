@@ -392,14 +392,15 @@ static int chunk_offsets(json_t *ent, struct rfile *f)
 }
 
 /* Path inside the target for an entry: the root's absolute path without its leading '/',
- * then the entry's path. */
+ * then the entry's path. The root's own entry (".") of a root "/" is the target itself:
+ * "." (see is_target_itself). */
 static char *target_path(const char *root, const char *path, size_t plen)
 {
     while (*root == '/')
         root++;
     bool dot = plen == 1 && path[0] == '.';
     if (!*root)
-        return dot ? NULL : xstrndup(path, plen);
+        return xstrndup(path, plen);
     if (dot)
         return xstrdup(root);
     size_t rlen = strlen(root);
@@ -409,6 +410,14 @@ static char *target_path(const char *root, const char *path, size_t plen)
     memcpy(p + rlen + 1, path, plen);
     p[rlen + 1 + plen] = '\0';
     return p;
+}
+
+/* The entry that stands for the restore target itself: the directory "." (the root of a
+ * backup of "/"), which fsrestore_mkdir and fsrestore_apply_meta take as the target. Any
+ * other entry named "." is refused by fsrestore_check_path. */
+static bool is_target_itself(const char *rel, enum fs_type type)
+{
+    return type == FS_DIR && rel[0] == '.' && rel[1] == '\0';
 }
 
 /* Selected: the entry is an include, lies under one, or (directories) above one. */
@@ -976,7 +985,8 @@ int files_read_backup(struct repo *r, json_t *summary, const struct buf *entries
                                                                 : json_object_get(pj, "path_b64"));
         json_decref(pj);
         free(path);
-        if (!rel || (o->target && fsrestore_check_path(rel, strlen(rel), e) != 0)) {
+        if (!rel || (o->target && !is_target_itself(rel, m.type) &&
+                     fsrestore_check_path(rel, strlen(rel), e) != 0)) {
             if (!rel)
                 err_set(e, ERR_DAMAGE, NULL, "manifest entry %zu has an invalid path", i);
             err_wrap(e, "refusing to restore");

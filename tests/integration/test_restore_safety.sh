@@ -177,4 +177,56 @@ if run_in_tmpfs 3m "$TEST_TMP/full-mnt" '"$0" restore files "$2" --target "$1/t"
     assert_contains "$OUT" "files: 0" "no file of the failed restore is left in the target"
 fi
 
+# --- a backup whose root is "/" (in a chroot: the backup really walks "/", the chroot's system
+# directories excluded): the root's own entry is the target itself. It once restored nothing
+# ("manifest entry 0 has an invalid path", exit 4) and verify called it damaged --------------
+if ((EUID != 0)) || ! command -v chroot >/dev/null || ! command -v ldd >/dev/null; then
+    note "a backup of /: not checked (needs root, chroot and ldd)"
+else
+    cr=$TEST_TMP/chroot
+    mkdir -p "$cr/bin"
+    cp "$CARIS_BIN" "$cr/bin/caris-backup"
+    for lib in $(ldd "$CARIS_BIN" | grep -o '/[^ ]*'); do
+        mkdir -p "$cr${lib%/*}" && cp -L "$lib" "$cr$lib"
+    done
+    make_tree "$cr/data" --no-special || fail "make_tree failed"
+    # chrooted ARGS...: the binary in the chroot, its repository in /bk; excl: the chroot's
+    # directories but data/
+    chrooted() { BACKUP_DIR=/bk chroot "$cr" /bin/caris-backup "$@"; }
+    excl=()
+    for d in "$cr"/*; do [[ $d == "$cr/data" ]] || excl+=(--exclude "/${d##*/}"); done
+    excl+=(--exclude /bk)
+    if ! chroot "$cr" /bin/caris-backup --version >/dev/null 2>&1; then
+        note "the binary does not run in a chroot here: a backup of / is not checked"
+    else
+        run chrooted --quiet init
+        assert_rc 0 "chroot: init"
+        run chrooted --json backup files "${excl[@]}" /
+        assert_rc 0 "a backup of / (system directories excluded)"
+        cp "$OUT_FILE" "$TEST_TMP/slash.json"
+        sid=$(json_get "$TEST_TMP/slash.json" '["id"]')
+        root_meta=$(stat -c '%a %u %g %y' "$cr") # before the restores add to it
+        run chrooted restore files "$sid" --target /r
+        assert_rc 0 "the backup of / restores"
+        tree_compare "$cr/data" "$cr/r/data"
+        assert_eq "data" "$(ls -A "$cr/r")" "the restore of / holds what was backed up, nothing else"
+        assert_eq "$root_meta" "$(stat -c '%a %u %g %y' "$cr/r")" \
+            "the root's own entry (/) gave its metadata to the target"
+        run chrooted restore files "$sid" --target /r-include --include /data/docs
+        assert_rc 0 "--include /data/docs of the backup of /"
+        tree_compare "$cr/data/docs" "$cr/r-include/data/docs"
+        assert_eq "docs" "$(ls -A "$cr/r-include/data")" "--include /data/docs: nothing else"
+        run chrooted restore files "$sid" --target /r-rel --include data/hello.txt
+        assert_rc 0 "a relative --include of the backup of /"
+        assert_true "a relative --include: the file restored" cmp -s "$cr/data/hello.txt" "$cr/r-rel/data/hello.txt"
+        run chrooted verify "$sid"
+        assert_rc 0 "verify of the backup of /"
+        assert_contains "$OUT" "valid" "verify says valid"
+        assert_not_contains "$OUT$ERR" "DAMAGED" "verify does not say damaged"
+        run chrooted --json list
+        assert_eq "ok" "$(json_eval "$OUT_FILE" "[b.get('status') for b in d if b['id'] == '$sid'][0]")" \
+            "list shows the backup of / as ok, not damaged"
+    fi
+fi
+
 test_done
