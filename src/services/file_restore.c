@@ -62,6 +62,14 @@ struct relinks {
     size_t n;
 };
 
+/* A file whose content is not restored: damaged (reported as an error), or not read at backup
+ * time (why: the recorded error, a warning). By the name it was to be restored as: its hard
+ * links are not made either, and say why (hardlink_make). */
+struct lost {
+    char *path;
+    char *why; /* not read at backup time: the recorded error; damaged: NULL */
+};
+
 struct rctx;
 struct rfile {
     struct rctx *ctx;
@@ -129,6 +137,10 @@ struct rctx {
     int plan_threads;
     uint64_t held_bytes; /* atomic: bytes of struct held in all files */
     uint64_t hold_max;   /* PLAN_HOLD_MAX, or the test knob's value */
+    /* files not restored (under mu): sorted by path when lost_sorted */
+    struct lost *lost;
+    size_t nlost, cap_lost;
+    bool lost_sorted;
 };
 
 /* Workers restore small files themselves: everything they report goes through c->mu. */
@@ -148,6 +160,58 @@ static void note_unread(struct rctx *c, json_t *path, const char *what, const ch
     char w[400];
     snprintf(w, sizeof(w), "%s could not be read at backup time (%s)", what, err_msg);
     note(c, c->warnings, path, w);
+}
+
+static void lost_add(struct rctx *c, const char *path, const char *why)
+{
+    pthread_mutex_lock(&c->mu);
+    if (c->nlost == c->cap_lost) {
+        c->cap_lost = c->cap_lost ? c->cap_lost * 2 : 16;
+        c->lost = xrealloc(c->lost, xsize(c->cap_lost, sizeof(*c->lost), 0));
+    }
+    c->lost[c->nlost++] = (struct lost){.path = xstrdup(path), .why = why ? xstrdup(why) : NULL};
+    c->lost_sorted = false;
+    pthread_mutex_unlock(&c->mu);
+}
+
+static int lost_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct lost *)a)->path, ((const struct lost *)b)->path);
+}
+
+/* True when the file to be restored as path was not: *why is then the recorded error when it
+ * was not read at backup time, NULL when it is damaged. Asked once the file's outcome is
+ * known (its jobs drained). */
+static bool lost_find(struct rctx *c, const char *path, const char **why)
+{
+    pthread_mutex_lock(&c->mu);
+    if (!c->lost_sorted && c->nlost)
+        qsort(c->lost, c->nlost, sizeof(*c->lost), lost_cmp);
+    c->lost_sorted = true;
+    struct lost key = {.path = (char *)path};
+    struct lost *hit = c->nlost ? bsearch(&key, c->lost, c->nlost, sizeof(key), lost_cmp) : NULL;
+    if (hit)
+        *why = hit->why; /* the string stays (freed with the list) */
+    pthread_mutex_unlock(&c->mu);
+    return hit != NULL;
+}
+
+static void lost_free(struct rctx *c)
+{
+    for (size_t i = 0; i < c->nlost; i++) {
+        free(c->lost[i].path);
+        free(c->lost[i].why);
+    }
+    free(c->lost);
+    c->lost = NULL;
+    c->nlost = c->cap_lost = 0;
+}
+
+/* A file found damaged: reported, and its hard links are not made. */
+static void note_damaged(struct rctx *c, struct rfile *f, const char *msg)
+{
+    note(c, c->errors, f->path_json, msg);
+    lost_add(c, f->relpath, NULL);
 }
 
 static void note_fatal(struct rctx *c, const struct err *e)
@@ -171,7 +235,7 @@ static bool has_fatal(struct rctx *c)
 static void note_failure(struct rctx *c, struct rfile *f, const struct err *e)
 {
     if (e->code == ERR_DAMAGE)
-        note(c, c->errors, f->path_json, e->msg);
+        note_damaged(c, f, e->msg);
     else
         note_fatal(c, e);
 }
@@ -230,9 +294,9 @@ static void file_check_sum(struct rctx *c, struct rfile *f)
     cx_sha256_final(f->h, sum);
     if (memcmp(sum, f->sha, 32) != 0) {
         f->failed = true;
-        note(c, c->errors, f->path_json,
-             "checksum mismatch: restored content does not match the SHA-256 recorded at "
-             "backup time");
+        note_damaged(c, f,
+                     "checksum mismatch: restored content does not match the SHA-256 recorded "
+                     "at backup time");
     }
 }
 
@@ -579,12 +643,34 @@ static int relinks_build(const struct files_read_opts *o, json_t *roots, const s
     return more < 0 ? -1 : 0;
 }
 
-/* Makes the hard link rel -> link (paths as the manifest gives them, below rootp) once the
- * file it names is in place. */
-static int hardlink_make(struct rctx *c, const char *rootp, const char *rel, const char *link,
+/* A hard link whose file was not restored (lost_find: why) is not made either: a warning
+ * when its content was not read at backup time, damage when it is damaged. link: the first
+ * name, as the manifest gives it. */
+static int hardlink_lost(struct rctx *c, json_t *pathj, const char *link, const char *why,
                          struct err *fe)
 {
+    char el[600];
+    str_escape(link, strlen(link), el, sizeof(el));
+    if (!why)
+        return err_set(fe, ERR_DAMAGE, NULL,
+                       "not restored: a hard link of %s, whose content is damaged in the backup",
+                       el);
+    char w[1200];
+    snprintf(w, sizeof(w),
+             "not restored: a hard link of %s, whose content could not be read at backup time "
+             "(%s)",
+             el, why);
+    note(c, c->warnings, pathj, w);
+    return 0;
+}
+
+/* Makes the hard link rel -> link (paths as the manifest gives them, below rootp) once the
+ * file it names is in place (or its outcome known: a file not restored gets no links). */
+static int hardlink_make(struct rctx *c, const char *rootp, const char *rel, const char *link,
+                         json_t *pathj, struct err *fe)
+{
     int frc;
+    const char *why;
     char *to = target_path(rootp, link, strlen(link));
     if (!to || fsrestore_check_path(to, strlen(to), fe) != 0)
         frc = err_set(fe, ERR_DAMAGE, NULL, "invalid hard link target");
@@ -592,8 +678,14 @@ static int hardlink_make(struct rctx *c, const char *rootp, const char *rel, con
         /* its first name is not being restored: the first selected name holds the content
          * (relinks_build), the others link to it */
         const char *holder = relink_find(&c->relinks, to);
-        frc = holder && strcmp(holder, rel) != 0 ? fsrestore_hardlink(c->fr, rel, holder, fe) : 0;
-    } else
+        if (holder && lost_find(c, holder, &why))
+            frc = hardlink_lost(c, pathj, link, why, fe);
+        else
+            frc =
+                holder && strcmp(holder, rel) != 0 ? fsrestore_hardlink(c->fr, rel, holder, fe) : 0;
+    } else if (lost_find(c, to, &why))
+        frc = hardlink_lost(c, pathj, link, why, fe);
+    else
         frc = fsrestore_hardlink(c->fr, rel, to, fe);
     free(to);
     return frc;
@@ -766,7 +858,7 @@ static int plan_use(void *ctx, void *tag, uint64_t off, const uint8_t *data, siz
         rc = -1;
     }
     if (rc != 0 && e->code == ERR_DAMAGE) { /* an invalid path: this file only */
-        note(c, c->errors, f->path_json, e->msg);
+        note_damaged(c, f, e->msg);
         rc = 0;
     }
     plan_hash(c, f, off, data, len);
@@ -786,7 +878,7 @@ static void plan_damaged(void *ctx, void *tag, uint64_t off, const struct err *e
     pthread_mutex_lock(&f->mu);
     if (!f->failed) {
         f->failed = true;
-        note(c, c->errors, f->path_json, e->msg);
+        note_damaged(c, f, e->msg);
     }
     bool last = --f->remaining == 0;
     pthread_mutex_unlock(&f->mu);
@@ -854,12 +946,13 @@ static int plan_flush(struct rctx *c, struct err *e)
         }
         rfile_free(f);
     }
-    drain(c);
+    /* the batch's files, and empty ones (small_file_job): done before their links */
+    drain_all(c);
     c->nbatch = c->batch_open = 0;
     for (size_t i = 0; i < c->nlinks && rc == 0 && !has_fatal(c); i++) {
         struct deferred_link *l = &c->links[i];
         struct err fe = ERR_INIT;
-        if (hardlink_make(c, l->rootp, l->rel, l->link, &fe) != 0) {
+        if (hardlink_make(c, l->rootp, l->rel, l->link, l->path_json, &fe) != 0) {
             if (fe.code == ERR_DAMAGE)
                 note(c, c->errors, l->path_json, fe.msg);
             else
@@ -1034,13 +1127,15 @@ int files_read_backup(struct repo *r, json_t *summary, const struct buf *entries
                 plan_defer_link(&c, rootp, rel, m.link, pathj);
                 rel = NULL;
             } else if (c.fr) {
-                drain_all(&c); /* the file it names must be in place */
-                frc = hardlink_make(&c, rootp, rel, m.link, &fe);
+                drain_all(&c);      /* the file it names must be in place, or known lost */
+                if (!has_fatal(&c)) /* else that failure is the one reported */
+                    frc = hardlink_make(&c, rootp, rel, m.link, pathj, &fe);
             }
             break;
         case FS_REG: {
             if (err_msg) {
                 note_unread(&c, pathj, "not restored: the file", err_msg);
+                lost_add(&c, rel, err_msg); /* its hard links are not made either */
                 break;
             }
             struct rfile *f = xcalloc(1, sizeof(*f));
@@ -1059,7 +1154,7 @@ int files_read_backup(struct repo *r, json_t *summary, const struct buf *entries
             if (!sha || cx_unhex(sha, f->sha, 32) != 0 ||
                 chunklist_decode(json_object_get(ent, "chunks"), &f->ids, &f->lens, &f->nchunks) ||
                 chunk_offsets(ent, f) != 0) {
-                note(&c, c.errors, pathj, "malformed manifest entry (chunks, extents or sha256)");
+                note_damaged(&c, f, "malformed manifest entry (chunks, extents or sha256)");
                 rfile_free(f);
                 break;
             }
@@ -1091,7 +1186,11 @@ int files_read_backup(struct repo *r, json_t *summary, const struct buf *entries
             if (fe.code == ERR_DAMAGE) {
                 note(&c, c.errors, pathj, fe.msg);
             } else {
-                *e = fe;
+                /* a failure before it (a worker's) stays the one reported */
+                note_fatal(&c, &fe);
+                pthread_mutex_lock(&c.mu);
+                *e = c.fatal;
+                pthread_mutex_unlock(&c.mu);
                 free(rel);
                 fs_meta_free(&m);
                 json_decref(pathj);
@@ -1151,6 +1250,7 @@ out:
     out->warnings = c.warnings;
     pthread_mutex_destroy(&c.mu);
     relinks_free(&c.relinks);
+    lost_free(&c);
     return rc;
 }
 

@@ -120,6 +120,41 @@ assert_true "a read error: the other file is restored" cmp -s "$RESTORED" "$src/
 assert_false "a read error: the unreadable file is not restored" test -e "${RESTORED%/*}/big.log"
 assert_exit 0 cb check --read-data
 
+# --- a read error in a hard-linked file: the walk had listed its first name for the inode, so
+# the second name is in the backup as a hard link of a file without content. The restore says
+# both are not restored and why (exit 3), and restores everything after them (it stopped at the
+# link, exit 7: "cannot restore hard link", nothing after it restored) -----------------------
+reset_tree 12
+printf 'linked\n' >"$src/a.x"
+ln "$src/a.x" "$src/b.lnk"
+printf 'after the link\n' >"$src/c.txt" # walked after b.lnk (names sort bytewise)
+faulty eio '*.x' 0
+assert_rc 3 "a read error in a hard-linked file: the backup ends with a warning"
+assert_eq 1 "$FAULTS" "a read error in a hard-linked file: the shim failed the reads of a.x"
+run cb --json ls "$BACKUP_ID" --recursive
+assert_eq "hardlink $src/a.x" "$(json_eval "$OUT_FILE" "' '.join(e['type'] + ' ' + e.get('link', '') for e in d['entries'] if e['path'] == '$src/b.lnk')")" \
+    "a read error in a hard-linked file: the backup holds b.lnk as a hard link of a.x"
+restored "$BACKUP_ID" c.txt
+assert_rc 3 "a hard link of an unread file: the restore ends with a warning (exit 3), not an error"
+assert_contains "$ERR" '"a.x": not restored: the file could not be read at backup time' \
+    "a hard link of an unread file: the restore names the unread file"
+assert_contains "$ERR" '"b.lnk": not restored: a hard link of a.x, whose content could not be read at backup time (read error: Input/output error)' \
+    "a hard link of an unread file: the restore names the link and says why"
+assert_not_contains "$ERR" "cannot restore hard link" "a hard link of an unread file: no hard-link error"
+assert_false "a hard link of an unread file: the link is not restored" test -e "${RESTORED%/*}/b.lnk"
+assert_true "a hard link of an unread file: the file after it is restored" cmp -s "$RESTORED" "$src/c.txt"
+assert_true "a hard link of an unread file: the large file after it is whole" cmp -s "${RESTORED%/*}/big.log" "$src/big.log"
+assert_true "a hard link of an unread file: the last file is whole" cmp -s "${RESTORED%/*}/small.txt" "$src/small.txt"
+# only the link selected: it would take the content (its first name is outside --include)
+t=$TEST_TMP/restore-link-only
+mkdir "$t"
+run cb restore files "$BACKUP_ID" --target "$t" --include "$src/b.lnk"
+assert_rc 3 "--include of the link alone: a warning (exit 3)"
+assert_contains "$ERR" '"b.lnk": not restored: a hard link of a.x, whose content could not be read' \
+    "--include of the link alone: the restore names the link and says why"
+assert_eq "" "$(find "$t" ! -type d)" "--include of the link alone: nothing is restored"
+rm -f "$src/a.x" "$src/b.lnk" "$src/c.txt"
+
 # --- a file and a directory the backup may not open (EACCES: root's 0600 file and 0700
 # directory, the backup running as nobody): both are in the backup, each named in a warning and
 # marked as not read, and the restore says so (exit 3) and restores the rest; a file made

@@ -3,6 +3,7 @@
 # check --read-data exit 4 and name the file and the backup; a restore does not write the
 # damaged file), a flipped byte in an index file (check exits 4 and names it), a truncated
 # pack (check and verify exit 4), data/ that cannot be listed (the open fails and says so).
+# A hard link of a damaged file is not restored either, and is named; the restore goes on.
 source "$(dirname "$0")/lib.sh"
 
 # use_repo NAME: switch to a fresh repository under $TEST_TMP/NAME.
@@ -15,6 +16,8 @@ use_repo() {
 # Two trees that share no data: damage to one must not be blamed on the other.
 mkdir -p "$TEST_TMP/a/sub" "$TEST_TMP/b"
 seeded_bytes 2M corruption/patient-scan >"$TEST_TMP/a/patient-scan.bin"
+# a second name of the damaged file, walked after it (names sort bytewise) and before sub/
+ln "$TEST_TMP/a/patient-scan.bin" "$TEST_TMP/a/patient-scan.lnk"
 printf 'small\n' >"$TEST_TMP/a/sub/small.txt"
 seeded_bytes 300000 corruption/other >"$TEST_TMP/b/other.bin"
 
@@ -74,11 +77,18 @@ rel=${pack#"$REPO"/}
 assert_eq true "$(json_eval "$OUT_FILE" "any(e.get('object') == '$rel' for e in d['errors'])")" \
     "check --json: an error names the damaged pack"
 
-# Restoring the damaged backup writes the intact files and never the damaged one.
+# Restoring the damaged backup writes the intact files and never the damaged one, nor its
+# hard link, which is named as damaged; the files after the link are restored (the link once
+# stopped the restore: exit 7, "cannot restore hard link", small.txt not restored).
 mkdir "$TEST_TMP/r"
 assert_exit 4 cb restore files "$id_a" --target "$TEST_TMP/r"
 assert_contains "$ERR" "patient-scan.bin" "the text output names the file that failed (it said only how many)"
+assert_contains "$ERR" '"patient-scan.lnk": not restored: a hard link of patient-scan.bin, whose content is damaged in the backup' \
+    "the restore names the hard link of the damaged file as damaged"
+assert_contains "$ERR" "2 file(s) failed verification" "the damaged file and its hard link are counted"
+assert_not_contains "$ERR" "cannot restore hard link" "no hard-link error"
 assert_false "the damaged file was not restored" test -e "$TEST_TMP/r$TEST_TMP/a/patient-scan.bin"
+assert_false "its hard link was not restored" test -e "$TEST_TMP/r$TEST_TMP/a/patient-scan.lnk"
 assert_true "the intact file was restored" cmp "$TEST_TMP/a/sub/small.txt" "$TEST_TMP/r$TEST_TMP/a/sub/small.txt"
 assert_eq "$TEST_TMP/r$TEST_TMP/a/sub/small.txt" "$(find "$TEST_TMP/r" ! -type d)" \
     "nothing else is left in the target (no temporary file)"

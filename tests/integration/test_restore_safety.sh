@@ -177,6 +177,35 @@ if run_in_tmpfs 3m "$TEST_TMP/full-mnt" '"$0" restore files "$2" --target "$1/t"
     assert_contains "$OUT" "files: 0" "no file of the failed restore is left in the target"
 fi
 
+# --- a restore target that refuses a file's metadata (user xattrs on ramfs, in a private
+# mount namespace), the file being hard-linked: the error is the metadata's (exit 8), not the
+# hard link's that follows from it ("cannot restore hard link ...: No such file", exit 7) ---
+xa_src=$TEST_TMP/xattr-src
+mkdir "$xa_src"
+printf 'with an xattr\n' >"$xa_src/a"
+ln "$xa_src/a" "$xa_src/b"
+if setfattr -n user.note -v kept "$xa_src/a" 2>/dev/null; then
+    backup_json "$TEST_TMP/xattr.json" "$xa_src"
+    assert_rc 0 "backup of a hard-linked file with an xattr"
+    mkdir -p "$TEST_TMP/ramfs"
+    if unshare -m true 2>/dev/null; then
+        # shellcheck disable=SC2016 # expanded by the inner shell
+        run unshare -m bash -c 'mount -t ramfs ramfs "$1" || exit 99
+            "$0" restore files "$2" --target "$1/t"' "$CARIS_BIN" "$TEST_TMP/ramfs" "$BACKUP_ID"
+        if [[ $RC == 99 ]]; then
+            note "ramfs cannot be mounted here: a target without xattrs is not checked"
+        else
+            assert_rc 8 "a target without user xattrs: exit 8"
+            assert_contains "$ERR" "cannot set extended attribute user.note" "the error is the xattr's"
+            assert_not_contains "$ERR" "hard link" "no later hard-link error replaces it"
+        fi
+    else
+        note "no mount namespaces here: a target without xattrs is not checked"
+    fi
+else
+    note "no user xattrs on $TEST_TMP: a target without xattrs is not checked"
+fi
+
 # --- a backup whose root is "/" (in a chroot: the backup really walks "/", the chroot's system
 # directories excluded): the root's own entry is the target itself. It once restored nothing
 # ("manifest entry 0 has an invalid path", exit 4) and verify called it damaged --------------
