@@ -219,13 +219,22 @@ else
         mkdir -p "$cr${lib%/*}" && cp -L "$lib" "$cr$lib"
     done
     make_tree "$cr/data" --no-special || fail "make_tree failed"
-    # chrooted ARGS...: the binary in the chroot, its repository in /bk; excl: the chroot's
-    # directories but data/
-    chrooted() { BACKUP_DIR=/bk chroot "$cr" /bin/caris-backup "$@"; }
+    # chrooted ARGS...: the binary in the chroot, its repository in /bk, with /proc where mount
+    # namespaces allow it (an ASan build needs it); excl: the chroot's directories but data/
+    mkdir -p "$cr/proc"
+    if unshare -m true 2>/dev/null; then
+        # shellcheck disable=SC2016 # expanded by the inner shell
+        chrooted() {
+            BACKUP_DIR=/bk unshare -m sh -c 'mount --bind /proc "$0/proc" && exec chroot "$0" /bin/caris-backup "$@"' \
+                "$cr" "$@"
+        }
+    else
+        chrooted() { BACKUP_DIR=/bk chroot "$cr" /bin/caris-backup "$@"; }
+    fi
     excl=()
     for d in "$cr"/*; do [[ $d == "$cr/data" ]] || excl+=(--exclude "/${d##*/}"); done
     excl+=(--exclude /bk)
-    if ! chroot "$cr" /bin/caris-backup --version >/dev/null 2>&1; then
+    if ! chrooted --version >/dev/null 2>&1; then
         note "the binary does not run in a chroot here: a backup of / is not checked"
     else
         run chrooted --quiet init
