@@ -76,6 +76,11 @@ struct client {
     bool detached; /* handed to the WAL queue, which answers and closes it */
 };
 
+struct nc_ref {
+    struct notify_config nc;
+    int refs; /* under the daemon's mu */
+};
+
 struct daemon {
     const struct caris_daemon_opts *o;
     const struct config *cfg; /* the front end's (o->cfg) or, after a reload, cfg_own */
@@ -86,7 +91,6 @@ struct daemon {
     struct repo *r;
     struct schedule_config sch;
     struct notify_config nc;
-    bool nc_loaded;
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -107,9 +111,10 @@ struct daemon {
     int64_t v_base_s, v_base_mono_ns, v_end_s;
     int64_t v_rate; /* CARIS_TEST_CLOCK_RATE: virtual seconds per second, no jumps; 0: jumps */
 
-    /* held for reading while a notification uses d->nc, for writing while SIGHUP replaces it:
-     * notifications come from the WAL threads too, at any time */
-    pthread_rwlock_t nc_rw;
+    /* The notification settings (under mu; NULL until loaded). A notification in flight (from
+     * the worker, the stale check or the WAL threads, at any time) holds a reference: a reload
+     * puts new ones in place at once, and the old ones go with their last user. */
+    struct nc_ref *ncr;
 
     int64_t next_run[SCHEDULE_COUNT]; /* virtual seconds; 0: off */
     int64_t next_stale_check;
@@ -456,20 +461,37 @@ static void catch_up_locked(struct daemon *d, int64_t now)
 
 /* ---- notifications ------------------------------------------------------------------------ */
 
+/* Lets go of a reference to notification settings (under d->mu): the last one frees them. */
+static void nc_put_locked(struct nc_ref *r)
+{
+    if (r && --r->refs == 0) {
+        notify_config_free(&r->nc);
+        free(r);
+    }
+}
+
 /* Sends ev on every configured channel; -1 when it was to be sent and was not delivered. */
 static int notify(struct daemon *d, const struct notify_event *ev)
 {
-    pthread_rwlock_rdlock(&d->nc_rw);
-    if (!d->nc_loaded || !notify_configured(&d->nc) || !notify_should_send(&d->nc, ev)) {
-        pthread_rwlock_unlock(&d->nc_rw);
-        return 0;
-    }
+    pthread_mutex_lock(&d->mu);
+    struct nc_ref *r = d->ncr;
+    if (r)
+        r->refs++;
+    pthread_mutex_unlock(&d->mu);
+    int rc = 0;
     struct err e = ERR_INIT;
-    /* not the job's cancel: a run cancelled for its timeout still tells of its failure */
-    struct caris_op op = {
-        .log = op_log, .log_ctx = d, .cancel = &d->stopping, .actor = "scheduler"};
-    int rc = caris_notify(&d->nc, ev, &op, &e);
-    pthread_rwlock_unlock(&d->nc_rw);
+    bool sent = r && notify_configured(&r->nc) && notify_should_send(&r->nc, ev);
+    if (sent) {
+        /* not the job's cancel: a run cancelled for its timeout still tells of its failure */
+        struct caris_op op = {
+            .log = op_log, .log_ctx = d, .cancel = &d->stopping, .actor = "scheduler"};
+        rc = caris_notify(&r->nc, ev, &op, &e);
+    }
+    pthread_mutex_lock(&d->mu);
+    nc_put_locked(r);
+    pthread_mutex_unlock(&d->mu);
+    if (!sent)
+        return 0;
     if (rc != 0)
         dlog(d, LOG_WARN, "notify", "%s notification not delivered: %s", notify_kind_name(ev->kind),
              e.msg);
@@ -549,7 +571,7 @@ static const char *const STALE_KINDS[2] = {"database", "files"};
 
 static void stale_refresh(struct daemon *d, int64_t now)
 {
-    if (!d->nc_loaded || !d->r)
+    if (!d->ncr || !d->r)
         return;
     struct err e = ERR_INIT;
     json_t *list = caris_backup_list(d->r, NULL, &e);
@@ -591,7 +613,7 @@ static void stale_eval(struct daemon *d, int64_t now)
     static const char *const vars[] = {"POSTGRES_URL", "BACKUP_FILES_PATHS"};
     for (size_t k = 0; k < 2; k++) {
         pthread_mutex_lock(&d->mu);
-        if (!d->nc_loaded || !d->stale_listed || !config_get(d->cfg, vars[k])) {
+        if (!d->ncr || !d->stale_listed || !config_get(d->cfg, vars[k])) {
             pthread_mutex_unlock(&d->mu);
             continue;
         }
@@ -599,7 +621,7 @@ static void stale_eval(struct daemon *d, int64_t now)
         char newest_id[CARIS_ID_MAX];
         snprintf(newest_id, sizeof(newest_id), "%s", d->stale_newest_id[k]);
         bool send = false;
-        if (notify_stale_due(&d->nc, newest * 1000000000, now * 1000000000)) {
+        if (notify_stale_due(&d->ncr->nc, newest * 1000000000, now * 1000000000)) {
             json_t *alerted = json_object_get(d->state, "staleAlerted");
             if (!alerted) {
                 alerted = json_object();
@@ -1189,8 +1211,8 @@ static json_t *status_locked(struct daemon *d)
     json_object_set_new(s, "startedAt", json_string(t));
     json_object_set_new(s, "now", json_iso_s(now_s_locked(d)));
     json_object_set_new(s, "queue", json_integer((json_int_t)queue_len_locked(d)));
-    if (d->nc_loaded) /* BACKUP_ALERT_AFTER, for the dashboard's stale banner */
-        json_object_set_new(s, "alertAfterSeconds", json_integer(d->nc.alert_after_ms / 1000));
+    if (d->ncr) /* BACKUP_ALERT_AFTER, for the dashboard's stale banner */
+        json_object_set_new(s, "alertAfterSeconds", json_integer(d->ncr->nc.alert_after_ms / 1000));
     json_object_set_new(s, "walArchiver", walq_status(d->walq));
     json_object_set_new(s, "walStreaming", walstream_status(d->walstream));
     json_object_set_new(s, "walArchiving", walmon_status(d->walmon));
@@ -1670,11 +1692,13 @@ static void reload(struct daemon *d)
         d->cfg = &d->cfg_own;
         schedule_config_free(&d->sch);
         d->sch = sch;
-        pthread_rwlock_wrlock(&d->nc_rw); /* a notification in flight ends first */
-        notify_config_free(&d->nc);
-        d->nc = nc;
+        /* at once: a notification in flight keeps the settings it began with */
+        struct nc_ref *r = xcalloc(1, sizeof(*r));
+        r->nc = nc;
+        r->refs = 1;
+        nc_put_locked(d->ncr);
+        d->ncr = r;
         d->run_timeout_ns = run_timeout_ns;
-        pthread_rwlock_unlock(&d->nc_rw);
         /* from the time the loop last queued what was due, not from now: a slot that came
          * due since (a SIGHUP at 03:00:00.02, or a reload held up by a notification in
          * flight) still runs at the loop's next pass */
@@ -1739,8 +1763,8 @@ static void daemon_free(struct daemon *d)
         close(d->lock_fd);
     json_decref(d->state);
     schedule_config_free(&d->sch);
-    if (d->nc_loaded)
-        notify_config_free(&d->nc);
+    nc_put_locked(d->ncr); /* every thread that notifies has ended */
+    d->ncr = NULL;
     if (d->cfg_owned)
         config_free(&d->cfg_own);
     free(d->backup_dir);
@@ -1751,7 +1775,6 @@ static void daemon_free(struct daemon *d)
     free(d->repo_path);
     pthread_mutex_destroy(&d->mu);
     pthread_cond_destroy(&d->cv);
-    pthread_rwlock_destroy(&d->nc_rw);
 }
 
 static bool stop_requested(const struct daemon *d)
@@ -1765,15 +1788,17 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
     struct daemon *d = &dd;
     pthread_mutex_init(&d->mu, NULL);
     pthread_cond_init(&d->cv, NULL);
-    pthread_rwlock_init(&d->nc_rw, NULL);
     d->started_ns = time_now_ns();
     int rc = -1;
     d->cfg = o->cfg;
     d->stale_run_wait_ns =
         daemon_test_knob_ns(d->cfg, "CARIS_TEST_STALE_RUN_WAIT_MS", STALE_RUN_WAIT_NS);
-    if (load_settings(d->cfg, &d->sch, &d->nc, &d->run_timeout_ns, e) != 0)
+    struct notify_config nc0;
+    if (load_settings(d->cfg, &d->sch, &nc0, &d->run_timeout_ns, e) != 0)
         goto out;
-    d->nc_loaded = true;
+    d->ncr = xcalloc(1, sizeof(*d->ncr));
+    d->ncr->nc = nc0;
+    d->ncr->refs = 1;
     d->backup_dir = xstrdup(config_backup_dir(d->cfg));
     d->metadata = xasprintf("%s/metadata", d->backup_dir);
     d->state_path = xasprintf("%s/scheduler.json", d->metadata);

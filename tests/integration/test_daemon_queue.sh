@@ -8,7 +8,8 @@
 #  2. A reload (SIGHUP) held up by a notification in flight (the stale alert, on an SMTP server
 #     that never answers, 12 s = 12 minutes) while the 03:00 slot comes due: that slot still
 #     runs (it was dropped, silently, before the fix: the next runs were computed from the
-#     time the reload ended).
+#     time the reload ended). The reload no longer waits for the notification (it held the
+#     daemon's lock until the notification gave up: no status was answered meanwhile).
 source "$(dirname "$0")/lib.sh"
 
 export BACKUP_FILES_PATHS=$TEST_TMP/src BACKUP_TZ=UTC BACKUP_API_LISTEN=none
@@ -66,6 +67,17 @@ else
     fail "the stale alert never reached the SMTP server" "$(_tail "$BG_ERR")"
 fi
 kill -HUP "$daemon"
+# the reload does not wait for the notification in flight, and the daemon answers meanwhile
+# (the reload waited, holding the daemon's lock, until the notification gave up: the status
+# came only then)
+answered=0
+for _ in 1 2 3 4 5; do
+    run cb --json schedule status
+    [[ $RC == 0 && $(json_get "$OUT_FILE" '["running"]') == true ]] && answered=$((answered + 1))
+done
+assert_eq 5 "$answered" "the daemon answered five status requests"
+assert_not_contains "$(cat "$BG_ERR")" "stale notification not delivered" \
+    "... while the notification was still in flight"
 # shellcheck disable=SC2317 # called through wait_until
 gone() { ! kill -0 "$daemon" 2>/dev/null; }
 wait_until 120 gone || fail "the daemon did not stop at the test clock's end" "$(_tail "$BG_ERR")"
@@ -73,6 +85,9 @@ wait "$daemon"
 assert_eq 0 "$?" "the daemon ran to the test clock's end"
 log=$(cat "$BG_ERR")
 assert_contains "$log" "reload: configuration reloaded" "the reload went through"
+reloaded_at=$(grep -m 1 -n 'reload: configuration reloaded' "$BG_ERR" | cut -d: -f1)
+gave_up_at=$(grep -m 1 -n 'stale notification not delivered' "$BG_ERR" | cut -d: -f1)
+assert_cmp "${reloaded_at:-999999}" -lt "${gave_up_at:-0}" "the reload ended before the notification in flight gave up"
 before=$(grep -m 1 -n 'reload: configuration reloaded' "$BG_ERR" | cut -d: -f1)
 assert_cmp "$(grep -c 'run (scheduled for 2026-03-05T03:00:00' "$BG_ERR")" -eq 1 \
     "the 03:00 run that came due during the reload ran, once"
