@@ -7,7 +7,8 @@
  *   are no temporary files and list_temp lists nothing. The body's SHA-256 is signed
  *   (x-amz-content-sha256) and sent as x-amz-checksum-sha256, its MD5 as Content-MD5: the
  *   server refuses a body that changed on the way; the response's checksum (or its ETag,
- *   the MD5 of a single-part upload) is checked too.
+ *   the MD5 of a single-part upload) is checked too. A 2xx answer with neither confirms
+ *   nothing (something else answered in the server's place): the PUT is sent again.
  * - read_at: ranged GETs. Pack objects (data/) are immutable: a read fetches the aligned
  *   window of READ_WINDOW bytes that holds it and keeps the last few windows, so the
  *   blob-by-blob reads of a restore cost one GET per window, not one per blob.
@@ -565,9 +566,10 @@ static int fail(struct s3_storage *s, const struct request *rq, CURLcode rc,
 }
 
 /* A check of a response that can fail and is worth another attempt (a truncated body, an
- * upload whose checksum came back wrong): NULL when fine, else what was wrong. */
+ * upload whose checksum came back wrong): NULL when fine, else what was wrong (and *hint,
+ * when set, what to do should it stay wrong). */
 typedef const char *(*response_check)(const struct request *rq, const struct response *rs,
-                                      void *ctx);
+                                      void *ctx, const char **hint);
 
 /* Sends rq until it succeeds (2xx, or a status in ok_status), fails for good, or the retry
  * time runs out. The response of the last attempt is in *rs (the caller frees rs->body). */
@@ -587,9 +589,9 @@ static int perform(struct s3_storage *s, const struct request *rq, const long *o
         bool ok = rc == CURLE_OK && rs->status >= 200 && rs->status < 300;
         for (const long *st = ok_status; !ok && rc == CURLE_OK && st && *st; st++)
             ok = rs->status == *st;
-        const char *bad = NULL;
+        const char *bad = NULL, *bad_hint = NULL;
         if (ok && check)
-            bad = check(rq, rs, check_ctx);
+            bad = check(rq, rs, check_ctx, &bad_hint);
         if (ok && !bad) {
             handle_give(s, c);
             return 0;
@@ -598,7 +600,7 @@ static int perform(struct s3_storage *s, const struct request *rq, const long *o
         if (!again || time_mono_ns() >= deadline) {
             int r;
             if (bad)
-                r = err_set(e, ERR_IO, "run the command again",
+                r = err_set(e, ERR_IO, bad_hint ? bad_hint : "run the command again",
                             "cannot %s %s in %s: %s (after %d attempt%s)", rq->method,
                             rq->name ? rq->name : "(bucket)", s->base.location, bad, n,
                             n == 1 ? "" : "s");
@@ -616,8 +618,11 @@ static int perform(struct s3_storage *s, const struct request *rq, const long *o
             handle_give(s, c);
             return r;
         }
-        log_debug("%s %s: retrying (%s, HTTP %ld)", rq->method, rq->name ? rq->name : "(bucket)",
-                  curl_easy_strerror(rc), rs->status);
+        if (bad)
+            log_debug("%s %s: retrying (%s)", rq->method, rq->name ? rq->name : "(bucket)", bad);
+        else
+            log_debug("%s %s: retrying (%s, HTTP %ld)", rq->method,
+                      rq->name ? rq->name : "(bucket)", curl_easy_strerror(rc), rs->status);
         backoff(n, deadline);
     }
 }
@@ -636,7 +641,8 @@ struct put_ctx {
     bool unconfirmed;  /* neither the checksum nor an MD5 confirmed the bytes */
 };
 
-static const char *check_put(const struct request *rq, const struct response *rs, void *ctx)
+static const char *check_put(const struct request *rq, const struct response *rs, void *ctx,
+                             const char **hint)
 {
     (void)rq;
     struct put_ctx *p = ctx;
@@ -654,10 +660,24 @@ static const char *check_put(const struct request *rq, const struct response *rs
         return NULL;
     }
     /* Without a checksum in the response, the ETag of a single-part upload is the MD5 of
-     * the bytes, quoted, unless the server encrypts with its own keys (then it is not hex). */
-    const char *t = rs->etag[0] == '"' ? rs->etag + 1 : rs->etag;
-    if (strlen(t) >= 32 && strspn(t, "0123456789abcdefABCDEF") == 32 &&
-        (t[32] == '\0' || t[32] == '"') && strncasecmp(t, p->md5hex, 32) != 0)
+     * the bytes, quoted, unless the server encrypts with its own keys (then it is not hex).
+     * An S3 server answers every PUT it stored with an ETag: a 2xx without one (nor the
+     * checksum) does not say that anything was stored (something between here and the server
+     * answered in its place), and the PUT is sent again. */
+    const char *t = rs->etag;
+    if (strncmp(t, "W/", 2) == 0)
+        t += 2;
+    if (*t == '"')
+        t++;
+    size_t n = strcspn(t, "\"");
+    if (n == 0) {
+        *hint = "something between here and the S3 server (a proxy, a gateway) may be answering "
+                "in its place: check the endpoint of the repository location, then run the "
+                "command again";
+        return "the server's answer confirmed nothing (no ETag, no x-amz-checksum-sha256): the "
+               "object may not have been stored";
+    }
+    if (n == 32 && strspn(t, "0123456789abcdefABCDEF") == 32 && strncasecmp(t, p->md5hex, 32) != 0)
         return "the server stored other bytes than were sent (ETag differs from the MD5)";
     return NULL;
 }
@@ -829,9 +849,10 @@ struct range_ctx {
     uint64_t total;
 };
 
-static const char *check_range(const struct request *rq, const struct response *rs, void *ctx)
+static const char *check_range(const struct request *rq, const struct response *rs, void *ctx,
+                               const char **hint)
 {
-    (void)rq;
+    (void)rq, (void)hint;
     struct range_ctx *r = ctx;
     uint64_t a, b, total;
     if (rs->status == 206 && parse_content_range(rs->content_range, &a, &b, &total)) {
@@ -1000,9 +1021,10 @@ static int s3_read_at(struct storage *st, const char *name, uint64_t off, void *
     return read_windowed(s, name, off, out, len, e);
 }
 
-static const char *check_whole(const struct request *rq, const struct response *rs, void *ctx)
+static const char *check_whole(const struct request *rq, const struct response *rs, void *ctx,
+                               const char **hint)
 {
-    (void)rq, (void)ctx;
+    (void)rq, (void)ctx, (void)hint;
     if (rs->has_length && rs->body.len != rs->content_length)
         return "the response body was cut short";
     return NULL;

@@ -7,8 +7,10 @@
 # (straight to the server) passes. Pack uploads run in parallel (two held in flight at once),
 # and one failing for good while another is in flight fails the backup just as cleanly.
 # Behind a server that confirms x-amz-checksum-sha256 (as AWS S3 does), uploads stop sending
-# Content-MD5, and send it again when the server stops confirming. A listing answered with a
-# 200 that is not a listing (empty, an HTML page) fails list and prune; prune deletes nothing.
+# Content-MD5, and send it again when the server stops confirming. A PUT answered 200 with
+# neither ETag nor checksum (nothing says it was stored) is sent again; answered so every time,
+# the backup fails and none is listed. A listing answered with a 200 that is not a listing
+# (empty, an HTML page) fails list and prune; prune deletes nothing.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/s3lib.sh"
 
@@ -132,6 +134,50 @@ assert_exit 0 cb --repo "${PROXY%/repo}/repo2" init
 assert_eq 1 "$(stat_of cut)" "the first PUT of init.lock lost its answer"
 assert_eq 1 "$(stat_of 412)" "its retry was refused with 412"
 assert_exit 0 cb --repo "${PROXY%/repo}/repo2" list
+
+# --- a 2xx answer to a PUT that confirms nothing: sent again, never taken for stored ----------
+# The proxy's 'empty' answers 200 OK with an empty body and no ETag, and forwards nothing (a
+# proxy answering in the server's place). S3 answers every PUT it stored with an ETag (or the
+# checksum it checked): without either, nothing says the object is there. Once: the PUT goes
+# again and the backup is whole (its packs checked, its snapshot listed). Every time: the
+# backup fails naming the object, and no backup is listed.
+nempty=0
+for where in data snapshots; do
+    proxy_start --always empty --match "/$where/" --method PUT --times 1
+    export BACKUP_S3_RETRY_SECONDS=30
+    nempty=$((nempty + 1))
+    printf 'empty answer, once, to a PUT in %s\n' "$where" >"$src/empty$nempty.txt"
+    run cb --repo "$PROXY" --json backup files "$src"
+    assert_rc 0 "backup with one PUT in $where/ answered 200 without an ETag: succeeds"
+    eid=$(json_get "$OUT_FILE" '["id"]')
+    assert_eq 1 "$(stat_of empty)" "the proxy answered one PUT in $where/ with an empty 200"
+    run cb --repo "$direct" --json list
+    assert_eq 1 "$(json_eval "$OUT_FILE" "sum(b['id'] == '$eid' for b in d)")" \
+        "the backup is listed, seen straight from the server"
+    assert_exit 0 cb --repo "$direct" check
+    assert_contains "$OUT" "no errors found" "check passes: the PUT answered empty went again"
+done
+export BACKUP_S3_RETRY_SECONDS=2
+for where in data snapshots; do
+    run cb --repo "$direct" --json list
+    nbefore=$(json_eval "$OUT_FILE" 'len(d)')
+    proxy_start --always empty --match "/$where/" --method PUT
+    nempty=$((nempty + 1))
+    printf 'empty answer, every time, to PUTs in %s\n' "$where" >"$src/empty$nempty.txt"
+    run cb --repo "$PROXY" backup files "$src"
+    assert_rc 8 "backup whose PUTs in $where/ are always answered 200 without an ETag: fails"
+    assert_contains "$ERR" "confirmed nothing (no ETag, no x-amz-checksum-sha256)" \
+        "the error says the answer confirmed nothing"
+    assert_match "cannot PUT $where/([0-9a-f]{2}/)?[0-9a-f]{64} in " "$ERR" "the error names the object"
+    assert_match "after [0-9]+ attempts" "$ERR" "... after several attempts"
+    assert_cmp "$(stat_of empty)" -ge 2 "the PUT was sent again"
+    assert_not_contains "$OUT$ERR" "completed" "no success is reported"
+    run cb --repo "$direct" --json list
+    assert_eq "$nbefore" "$(json_eval "$OUT_FILE" 'len(d)')" "no backup listed for the failed one"
+    assert_exit 0 cb --repo "$direct" check
+    assert_contains "$OUT" "no errors found" "check passes after the failed backup"
+    assert_exit 0 cb --repo "$direct" unlock
+done
 
 # --- a server that checks x-amz-checksum-sha256 and says so (AWS S3, MinIO) ------------------
 # The first PUT carries Content-MD5 too; once the server answered with the checksum it checked,
