@@ -16,11 +16,12 @@
  *   the upload queue (queue.c) how many puts may run at once.
  * - put_new: a PUT with If-None-Match: * (412: the object exists), after a HEAD.
  * - list: ListObjectsV2 with continuation tokens.
- * Failures: connection errors, timeouts, 5xx (503 SlowDown included), 429 and truncated bodies
- * are retried with exponential backoff and jitter within a total time (BACKUP_S3_RETRY_SECONDS,
- * default 60); 403, a missing bucket and a wrong region are reported at once.
- * Secrets (the secret key, the session token) are kept in secret memory and never appear in
- * a message. */
+ * Failures: connection errors, timeouts, 5xx (503 SlowDown included), 408, 429, the transient
+ * 4xx errors of S3 (400 RequestTimeout, 409 OperationAborted: told by the error document's
+ * <Code>), truncated bodies and 2xx answers to a PUT that confirm nothing are retried with
+ * exponential backoff and jitter within a total time (BACKUP_S3_RETRY_SECONDS, default 60); 403, a
+ * missing bucket and a wrong region are reported at once. Secrets (the secret key, the session
+ * token) are kept in secret memory and never appear in a message. */
 #include <curl/curl.h>
 #include <dirent.h>
 #include <errno.h>
@@ -471,13 +472,29 @@ static char *xml_text(const char *doc, size_t len, const char *tag, const char *
     return (char *)out.data;
 }
 
-static bool retryable(CURLcode rc, long status)
+/* S3's error code (the <Code> of an error document), NULL when the body has none. */
+static char *error_code(const struct response *rs)
+{
+    return xml_text((const char *)rs->body.data, rs->body.len, "Code", NULL);
+}
+
+/* An answer worth another attempt: a server failing or busy (5xx, 429), a timeout (408), and
+ * the transient errors S3 gives a 4xx status: 400 RequestTimeout (an upload that stalled on
+ * the way; AWS's SDKs send it again) and 409 OperationAborted (a conflicting operation on
+ * the object or bucket was in progress). */
+static bool transient_status(long status, const char *code)
+{
+    return status >= 500 || status == 429 || status == 408 ||
+           (code && (strcmp(code, "RequestTimeout") == 0 || strcmp(code, "OperationAborted") == 0));
+}
+
+static bool retryable(CURLcode rc, long status, const char *code)
 {
     if (rc != CURLE_OK)
         return rc != CURLE_SSL_CACERT_BADFILE && rc != CURLE_PEER_FAILED_VERIFICATION &&
                rc != CURLE_UNSUPPORTED_PROTOCOL && rc != CURLE_URL_MALFORMAT &&
                rc != CURLE_SSL_CERTPROBLEM && rc != CURLE_WRITE_ERROR;
-    return status >= 500 || status == 429 || status == 408;
+    return transient_status(status, code);
 }
 
 /* Waits before attempt n (1, 2, ...): exponential, capped at 5 s, with jitter (half to all
@@ -500,9 +517,10 @@ static void backoff(int n, int64_t deadline)
         ;
 }
 
-/* Turns a final failure into an error naming the object, the status and S3's code. */
+/* Turns a final failure into an error naming the object, the status and S3's code (code,
+ * from error_code; NULL when none). */
 static int fail(struct s3_storage *s, const struct request *rq, CURLcode rc,
-                const struct response *rs, int attempts, struct err *e)
+                const struct response *rs, const char *code, int attempts, struct err *e)
 {
     const char *obj = rq->name ? rq->name : "(bucket)";
     if (rc != CURLE_OK)
@@ -512,8 +530,6 @@ static int fail(struct s3_storage *s, const struct request *rq, CURLcode rc,
                        "cannot %s %s in %s: %s (after %d attempt%s)", rq->method, obj,
                        s->base.location, curl_easy_strerror(rc), attempts,
                        attempts == 1 ? "" : "s");
-    char *code =
-        rs->body.len ? xml_text((const char *)rs->body.data, rs->body.len, "Code", NULL) : NULL;
     char *region =
         rs->body.len ? xml_text((const char *)rs->body.data, rs->body.len, "Region", NULL) : NULL;
     if (!region && rs->bucket_region[0])
@@ -554,13 +570,13 @@ static int fail(struct s3_storage *s, const struct request *rq, CURLcode rc,
     } else if (rs->status == 404) {
         r = err_set(e, ERR_NOT_FOUND, NULL, "no object %s in %s", obj, s->base.location);
     } else {
-        r = err_set(
-            e, rs->status >= 500 || rs->status == 429 ? ERR_IO : ERR_FAILURE,
-            rs->status >= 500 ? "the S3 server kept failing: run the command again later" : NULL,
-            "cannot %s %s in %s: HTTP %ld%s%s (after %d attempt%s)", rq->method, obj,
-            s->base.location, rs->status, *c ? " " : "", c, attempts, attempts == 1 ? "" : "s");
+        bool transient = transient_status(rs->status, code);
+        r = err_set(e, transient ? ERR_IO : ERR_FAILURE,
+                    transient ? "the S3 server kept failing: run the command again later" : NULL,
+                    "cannot %s %s in %s: HTTP %ld%s%s (after %d attempt%s)", rq->method, obj,
+                    s->base.location, rs->status, *c ? " " : "", c, attempts,
+                    attempts == 1 ? "" : "s");
     }
-    free(code);
     free(region);
     return r;
 }
@@ -596,7 +612,8 @@ static int perform(struct s3_storage *s, const struct request *rq, const long *o
             handle_give(s, c);
             return 0;
         }
-        bool again = bad ? true : rs->overflow ? false : retryable(rc, rs->status);
+        char *code = !bad && rc == CURLE_OK ? error_code(rs) : NULL;
+        bool again = bad ? true : rs->overflow ? false : retryable(rc, rs->status, code);
         if (!again || time_mono_ns() >= deadline) {
             int r;
             if (bad)
@@ -614,15 +631,18 @@ static int perform(struct s3_storage *s, const struct request *rq, const long *o
                             "%s %s in %s: the response is larger than expected", rq->method,
                             rq->name ? rq->name : "(bucket)", s->base.location);
             else
-                r = fail(s, rq, rc, rs, n, e);
+                r = fail(s, rq, rc, rs, code, n, e);
+            free(code);
             handle_give(s, c);
             return r;
         }
         if (bad)
             log_debug("%s %s: retrying (%s)", rq->method, rq->name ? rq->name : "(bucket)", bad);
         else
-            log_debug("%s %s: retrying (%s, HTTP %ld)", rq->method,
-                      rq->name ? rq->name : "(bucket)", curl_easy_strerror(rc), rs->status);
+            log_debug("%s %s: retrying (%s, HTTP %ld%s%s)", rq->method,
+                      rq->name ? rq->name : "(bucket)", curl_easy_strerror(rc), rs->status,
+                      code ? " " : "", code ? code : "");
+        free(code);
         backoff(n, deadline);
     }
 }

@@ -23,12 +23,18 @@ usage: faultproxy.py --port PORT --upstream HOST:PORT --stats FILE
               more than 15 minutes off), not forwarded
     empty     answer 200 OK with an empty body, not forwarded (a proxy that swallows it)
     html      answer 200 OK with an HTML page, not forwarded (a captive portal)
+    reqtimeout  answer 400 RequestTimeout, not forwarded (as S3 does for an upload that stalled:
+              a transient error under a 4xx status)
+    aborted   answer 409 OperationAborted, not forwarded (a conflicting operation in progress:
+              transient too)
+    invalid   answer 400 InvalidArgument, not forwarded (a request S3 refuses for good)
   A request whose previous attempt (same method and path) was spoiled is always forwarded
   untouched, so no request fails twice in a row: a client that retries always gets through
   (the bound the tests rely on, independent of thread timing).
 --always KIND --match S [--method M] [--times N]: every request whose path contains S (and
   whose method is M, when given) gets fault KIND (a server that keeps failing); with --times,
-  only the first N such requests.
+  only the first N such requests. "always_objects" counts the distinct objects (paths) so
+  spoiled: as many faults as objects means that none was asked for twice (no retry).
 --if-none-match: a PUT with "If-None-Match: *" of an object that exists is answered 412
   PreconditionFailed and not forwarded, as AWS S3 does (s3rver ignores the header).
 --verify-sigv4 SECRET: checks the AWS Signature V4 of every request (rebuilt here from what
@@ -66,6 +72,15 @@ import time
 
 ERR = ('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
        '<Message>injected by faultproxy</Message></Error>')
+
+# fault kinds answered with an error document: kind -> (status, reason, S3 code)
+ERROR_KINDS = {
+    "500": (500, "Internal Server Error", "InternalError"),
+    "503": (503, "Slow Down", "SlowDown"),
+    "reqtimeout": (400, "Bad Request", "RequestTimeout"),
+    "aborted": (409, "Conflict", "OperationAborted"),
+    "invalid": (400, "Bad Request", "InvalidArgument"),
+}
 
 
 def sigv4_problem(secret, method, path, headers, body):
@@ -123,6 +138,7 @@ class State:
         self.holds_left = args.hold
         self.held = 0
         self.objects = []  # distinct paths matching --match / --method, in order
+        self.always_paths = set()  # distinct paths given the --always fault
 
     def matches(self, method, path):
         return self.args.match in path and (not self.args.method or self.args.method == method)
@@ -172,6 +188,8 @@ class State:
                     (not self.args.method or self.args.method == method) and
                     (not self.args.times or self.stats.get(self.args.always, 0) < self.args.times)):
                 kind = self.args.always
+                self.always_paths.add(key[1])
+                self.stats["always_objects"] = len(self.always_paths)
             elif key in self.spoiled_last:
                 self.spoiled_last.discard(key)
                 kind = None
@@ -260,11 +278,8 @@ class Handler(socketserver.StreamRequestHandler):
 
     def serve(self, kind, method, path, headers, body, up_host, up_port):
         st = self.server.state
-        if kind == "500":
-            self.send_error_doc(500, "Internal Server Error", "InternalError")
-            return True
-        if kind == "503":
-            self.send_error_doc(503, "Slow Down", "SlowDown")
+        if kind in ERROR_KINDS:
+            self.send_error_doc(*ERROR_KINDS[kind])
             return True
         if kind == "region":
             doc = ('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AuthorizationHeaderMalformed'

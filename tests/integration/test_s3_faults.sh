@@ -9,8 +9,9 @@
 # Behind a server that confirms x-amz-checksum-sha256 (as AWS S3 does), uploads stop sending
 # Content-MD5, and send it again when the server stops confirming. A PUT answered 200 with
 # neither ETag nor checksum (nothing says it was stored) is sent again; answered so every time,
-# the backup fails and none is listed. A listing answered with a 200 that is not a listing
-# (empty, an HTML page) fails list and prune; prune deletes nothing.
+# the backup fails and none is listed. 400 RequestTimeout and 409 OperationAborted are retried,
+# a 400 InvalidArgument is not. A listing answered with a 200 that is not a listing (empty, an
+# HTML page) fails list and prune; prune deletes nothing.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/s3lib.sh"
 
@@ -178,6 +179,50 @@ for where in data snapshots; do
     assert_contains "$OUT" "no errors found" "check passes after the failed backup"
     assert_exit 0 cb --repo "$direct" unlock
 done
+
+# --- transient errors under a 4xx status: sent again; any other 4xx is final -----------------
+# AWS answers an upload that stalled with 400 RequestTimeout, and a request that met a
+# conflicting operation with 409 OperationAborted: both are sent again (the SDKs do too), so
+# one of them does not fail the backup; answered so every time, the backup fails like a server
+# that keeps failing (exit 8). A 400 InvalidArgument is final: one attempt, no retry.
+export BACKUP_S3_RETRY_SECONDS=30
+ntransient=0
+for kw in reqtimeout:data aborted:snapshots; do
+    kind=${kw%%:*} where=${kw#*:}
+    proxy_start --always "$kind" --match "/$where/" --method PUT --times 1
+    ntransient=$((ntransient + 1))
+    printf 'one %s to a PUT in %s\n' "$kind" "$where" >"$src/transient$ntransient.txt"
+    run cb --repo "$PROXY" --json backup files "$src"
+    assert_rc 0 "backup with one PUT in $where/ answered '$kind': succeeds"
+    tid=$(json_get "$OUT_FILE" '["id"]')
+    assert_eq 1 "$(stat_of "$kind")" "the proxy answered one PUT in $where/ with '$kind'"
+    assert_exit 0 cb --repo "$direct" verify "$tid"
+    assert_exit 0 cb --repo "$direct" check
+    assert_contains "$OUT" "no errors found" "check passes: the PUT answered '$kind' went again"
+done
+run cb --repo "$direct" --json list
+nbefore=$(json_eval "$OUT_FILE" 'len(d)')
+export BACKUP_S3_RETRY_SECONDS=2
+proxy_start --always reqtimeout --match /data/ --method PUT
+printf 'RequestTimeout every time\n' >"$src/transient-always.txt"
+run cb --repo "$PROXY" backup files "$src"
+assert_rc 8 "backup whose pack PUTs are always answered 400 RequestTimeout: fails (I/O)"
+assert_match "cannot PUT data/[0-9a-f]{2}/[0-9a-f]{64} in .*: HTTP 400 RequestTimeout \(after [0-9]+ attempts\)" \
+    "$ERR" "the error names the object, the status and the code, after several attempts"
+assert_cmp "$(stat_of reqtimeout)" -gt "$(stat_of always_objects)" "a PUT was sent again"
+export BACKUP_S3_RETRY_SECONDS=30
+proxy_start --always invalid --match /data/ --method PUT
+run cb --repo "$PROXY" backup files "$src"
+assert_rc 1 "backup whose pack PUT is answered 400 InvalidArgument: fails"
+assert_match "cannot PUT data/[0-9a-f]{2}/[0-9a-f]{64} in .*: HTTP 400 InvalidArgument \(after 1 attempt\)" \
+    "$ERR" "the error names the object, the status and the code, after one attempt"
+assert_cmp "$(stat_of invalid)" -ge 1 "the proxy refused a pack"
+assert_eq "$(stat_of always_objects)" "$(stat_of invalid)" "no PUT answered InvalidArgument was sent again"
+run cb --repo "$direct" --json list
+assert_eq "$nbefore" "$(json_eval "$OUT_FILE" 'len(d)')" "no backup listed for the failed ones"
+assert_exit 0 cb --repo "$direct" check
+assert_contains "$OUT" "no errors found" "check passes after the failed backups"
+assert_exit 0 cb --repo "$direct" unlock
 
 # --- a server that checks x-amz-checksum-sha256 and says so (AWS S3, MinIO) ------------------
 # The first PUT carries Content-MD5 too; once the server answered with the checksum it checked,
