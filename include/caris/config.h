@@ -34,13 +34,16 @@ struct config {
 
 /* Loads env_file, or ".env.local" when env_file is NULL (missing is fine then; a missing
  * explicit file is an error). First it moves BACKUP_ENCRYPTION_KEY,
- * CARIS_NEW_ENCRYPTION_KEY, BACKUP_SMTP_PASSWORD and BACKUP_SLACK_WEBHOOK_URL out of the
- * process environment into c (unsetenv, and their bytes
+ * CARIS_NEW_ENCRYPTION_KEY, BACKUP_SMTP_PASSWORD, BACKUP_SLACK_WEBHOOK_URL, CARIS_COPY_TO_KEY
+ * and PGPASSWORD out of the process environment into c (unsetenv, and their bytes
  * in the initial environment block wiped): child processes never inherit them, and
  * /proc/<pid>/environ no longer shows them; config_get still returns them. Syntax: KEY=VALUE lines,
  * optional "export ", '#' comments, values optionally in single or double quotes. A malformed line
  * is an error naming the file and line. */
 int config_load(struct config *c, const char *env_file, struct err *e);
+/* A configuration loaded again (a daemon's reload) finds the secret variables gone from the
+ * environment (config_load took them): this gives c those that from took and c lacks. */
+void config_keep_env_secrets(struct config *c, const struct config *from);
 void config_free(struct config *c);
 
 /* The value of a variable: environment first, then the file. NULL when unset or empty. */

@@ -263,6 +263,22 @@ fail:
     return -1;
 }
 
+void config_keep_env_secrets(struct config *c, const struct config *from)
+{
+    for (size_t i = 0; from && i < from->nenv_secrets; i++) {
+        bool have = false;
+        for (size_t k = 0; k < c->nenv_secrets && !have; k++)
+            have = strcmp(c->env_secrets[k].name, from->env_secrets[i].name) == 0;
+        if (have)
+            continue;
+        c->env_secrets =
+            xrealloc(c->env_secrets, xsize(c->nenv_secrets + 1, sizeof(*c->env_secrets), 0));
+        c->env_secrets[c->nenv_secrets].name = xstrdup(from->env_secrets[i].name);
+        c->env_secrets[c->nenv_secrets].value = secmem_strdup(from->env_secrets[i].value);
+        c->nenv_secrets++;
+    }
+}
+
 void config_free(struct config *c)
 {
     for (size_t i = 0; i < c->nfile_vars; i++) {

@@ -1673,6 +1673,9 @@ static void reload(struct daemon *d)
         dlog(d, LOG_ERROR, "reload", "configuration not reloaded: %s", e.msg);
         return;
     }
+    /* the secrets the daemon was started with in its environment (the first load took them
+     * out of it): a reload re-reads the env file, it does not lose them */
+    config_keep_env_secrets(&cfg, d->o->cfg);
     int64_t run_timeout_ns;
     if (load_settings(&cfg, &sch, &nc, &run_timeout_ns, &e) != 0) {
         config_free(&cfg);

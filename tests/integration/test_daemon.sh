@@ -108,7 +108,8 @@ start_daemon() {
     _daemon_up() { [[ -S $BACKUP_DIR/metadata/daemon.sock ]] && grep -q 'started' "$DAEMON_ERR"; }
     wait_until 60 _daemon_up || fail "the daemon did not start" "$(_tail "$DAEMON_ERR")"
 }
-start_daemon
+# the database's password in PGPASSWORD (a secret the daemon takes out of its environment)
+POSTGRES_URL=$(pg_url_nopw) PGPASSWORD=$CARIS_PG_PASSWORD start_daemon
 assert_eq 600 "$(stat -c %a "$BACKUP_DIR/metadata/daemon.sock")" "the control socket is mode 0600"
 assert_exit 9 cb daemon
 assert_contains "$ERR" "a daemon already runs" "a second daemon is refused, clearly"
@@ -132,6 +133,11 @@ _reloaded() { grep -q 'configuration reloaded' "$DAEMON_ERR"; }
 wait_until 30 _reloaded || fail "no reload" "$(_tail "$DAEMON_ERR")"
 run cb --json schedule status
 assert_eq "off" "$(json_get "$OUT_FILE" '["schedules"]["daily"]["cron"]')" "after SIGHUP the daily schedule is off"
+# the reload kept the secrets of the daemon's environment (it lost them: the first load had
+# taken them out of the environment, and database backups failed from then on; found by a review)
+run cb --json run-now incremental --wait
+assert_rc 0 "run-now after the reload"
+assert_eq 2 "$(json_eval "$OUT_FILE" 'len(d["backupIds"])')" "after the reload: a database backup (PGPASSWORD kept) and a file backup"
 # a broken configuration is refused and the old one kept
 printf 'BACKUP_SCHEDULE_WEEKLY=0 25 * * *\n' >"$TEST_TMP/env"
 kill -HUP "$DAEMON"
