@@ -30,6 +30,11 @@ struct config {
     /* A secret the env file sets (the key, a password, a token) while its mode lets group or
      * others read it: for a warning (chmod 600). NULL otherwise. */
     const char *env_file_exposed;
+    /* The env file can be changed by others than its owner (group or other write bits), or
+     * belongs to another user than root or the one running: whoever can write it can turn
+     * backups off or send notifications elsewhere. For a warning. */
+    bool env_file_writable;
+    unsigned env_file_uid;
 };
 
 /* Loads env_file, or ".env.local" when env_file is NULL (missing is fine then; a missing
@@ -41,6 +46,15 @@ struct config {
  * optional "export ", '#' comments, values optionally in single or double quotes. A malformed line
  * is an error naming the file and line. */
 int config_load(struct config *c, const char *env_file, struct err *e);
+/* The variables of the env file named like caris-backup's (BACKUP_*, CARIS_*, POSTGRES*)
+ * and the BACKUP_* ones of the environment that caris-backup does not know, misspelt most
+ * likely (they are ignored): ", "-separated into out ("..." past n bytes), "" when none.
+ * Returns how many. */
+size_t config_unknown_names(const struct config *c, char *out, size_t n);
+/* BACKUP_DIR must be an absolute path: a relative one (or "~/x", "$HOME/x", which no shell
+ * expanded) would be a new, empty place for each working directory. 0, or -1 with e. */
+int config_check(const struct config *c, struct err *e);
+
 /* A configuration loaded again (a daemon's reload) finds the secret variables gone from the
  * environment (config_load took them): this gives c those that from took and c lacks. */
 void config_keep_env_secrets(struct config *c, const struct config *from);

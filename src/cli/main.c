@@ -1494,6 +1494,27 @@ static int main_run(int argc, char **argv)
                 "warning: %s sets %s but other users may read it (mode %04o)\n"
                 "HINT: chmod 600 %s (and keep it owned by the user caris-backup runs as)\n",
                 g.cfg.env_file, g.cfg.env_file_exposed, g.cfg.env_file_mode, g.cfg.env_file);
+    if (g.cfg.env_file_writable)
+        fprintf(stderr,
+                "warning: other users may change %s (mode %04o, owner uid %u): whoever can write "
+                "it can turn backups off or send notifications elsewhere\n"
+                "HINT: chmod 600 %s, owned by root or the user caris-backup runs as\n",
+                g.cfg.env_file, g.cfg.env_file_mode, g.cfg.env_file_uid, g.cfg.env_file);
+    {
+        char unknown[600];
+        size_t nu = config_unknown_names(&g.cfg, unknown, sizeof(unknown));
+        if (nu)
+            fprintf(stderr,
+                    "warning: caris-backup does not know the variable%s %s (misspelt?): %s "
+                    "ignored\n"
+                    "HINT: the variables are listed in README.md (Configuration)\n",
+                    nu == 1 ? "" : "s", unknown, nu == 1 ? "it is" : "they are");
+    }
+    if (config_check(&g.cfg, &e) != 0) {
+        int rc = fail(&e);
+        config_free(&g.cfg);
+        return rc;
+    }
     if (g.quiet)
         log_set_level(LOG_WARN);
     cli_human_init(&g);

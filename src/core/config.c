@@ -143,14 +143,19 @@ static void take_env_secret(struct config *c, const char *name)
  * it may hold the key. Grown with secmem_realloc, which wipes what it leaves, so that no
  * copy stays behind in freed heap memory. Pipes (--env-file <(...)) work too. */
 #define ENV_FILE_MAX (1u << 20)
-static int read_env_file(const char *path, struct buf *b, unsigned *mode, struct err *e)
+static int read_env_file(const char *path, struct buf *b, unsigned *mode, unsigned *uid,
+                         struct err *e)
 {
     memset(b, 0, sizeof(*b));
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return err_sys(e, errno, NULL, "cannot open %s", path);
     struct stat st;
-    *mode = fstat(fd, &st) == 0 ? (unsigned)(st.st_mode & 07777) : 0;
+    bool got = fstat(fd, &st) == 0;
+    *mode = got ? (unsigned)(st.st_mode & 07777) : 0;
+    *uid = got && S_ISREG(st.st_mode) ? (unsigned)st.st_uid : (unsigned)geteuid();
+    if (got && !S_ISREG(st.st_mode)) /* a pipe (--env-file <(...)), /dev/null: no one's file */
+        *mode &= ~022u;
     b->cap = 4096;
     b->data = secmem_alloc(b->cap);
     int rc = 0;
@@ -193,7 +198,7 @@ int config_load(struct config *c, const char *env_file, struct err *e)
     const char *path = env_file ? env_file : ".env.local";
     struct buf b = {0};
     struct err fe = ERR_INIT;
-    if (read_env_file(path, &b, &c->env_file_mode, &fe) != 0) {
+    if (read_env_file(path, &b, &c->env_file_mode, &c->env_file_uid, &fe) != 0) {
         if (!env_file && fe.sys_errno == ENOENT)
             return 0;
         config_free(c);
@@ -202,6 +207,8 @@ int config_load(struct config *c, const char *env_file, struct err *e)
         return err_wrap(e, "cannot read env file");
     }
     c->env_file = xstrdup(path);
+    c->env_file_writable = (c->env_file_mode & 022) != 0 ||
+                           (c->env_file_uid != 0 && c->env_file_uid != (unsigned)geteuid());
     char *save = NULL;
     int lineno = 0;
     char *text = (char *)b.data;
@@ -261,6 +268,137 @@ fail:
     secmem_free(b.data);
     config_free(c);
     return -1;
+}
+
+/* Every variable caris-backup reads (its own and the seed's names), for config_unknown_names:
+ * a variable added to the program is added here (tests/unit/test_core.c checks that every name
+ * the sources read is listed). */
+static const char *const KNOWN[] = {
+    "BACKUP_ALERT_AFTER",
+    "BACKUP_API_LISTEN",
+    "BACKUP_API_TLS_CERT",
+    "BACKUP_API_TLS_KEY",
+    "BACKUP_CLOUD_REPOSITORY",
+    "BACKUP_COMPRESS_DUMPS",
+    "BACKUP_DIR",
+    "BACKUP_DRILL_INTERVAL_DAYS",
+    "BACKUP_DRILL_SCRATCH",
+    "BACKUP_EMAIL_FROM",
+    "BACKUP_EMAIL_NOTIFICATIONS",
+    "BACKUP_EMAIL_RECIPIENTS",
+    "BACKUP_ENCRYPTION_KEY",
+    "BACKUP_FILES_PATHS",
+    "BACKUP_KDF_MEMORY",
+    "BACKUP_KDF_OPS",
+    "BACKUP_NOTIFY_SUCCESS",
+    "BACKUP_PG_REPLICATION_URL",
+    "BACKUP_PRUNE_INTERVAL_DAYS",
+    "BACKUP_REPOSITORY",
+    "BACKUP_RETENTION_DAILY",
+    "BACKUP_RETENTION_MONTHLY",
+    "BACKUP_RETENTION_WEEKLY",
+    "BACKUP_RUN_TIMEOUT",
+    "BACKUP_S3_ACCESS_KEY_ID",
+    "BACKUP_S3_CA_FILE",
+    "BACKUP_S3_CONNECTIONS",
+    "BACKUP_S3_LIST_PAGE",
+    "BACKUP_S3_REGION",
+    "BACKUP_S3_RETRY_SECONDS",
+    "BACKUP_S3_SECRET_ACCESS_KEY",
+    "BACKUP_S3_SECRET_KEY",
+    "BACKUP_S3_SESSION_TOKEN",
+    "BACKUP_S3_VIRTUAL_HOST",
+    "BACKUP_SCHEDULE_DAILY",
+    "BACKUP_SCHEDULE_MONTHLY",
+    "BACKUP_SCHEDULE_WEEKLY",
+    "BACKUP_SLACK_NOTIFICATIONS",
+    "BACKUP_SLACK_WEBHOOK_URL",
+    "BACKUP_SMTP_CA_FILE",
+    "BACKUP_SMTP_PASSWORD",
+    "BACKUP_SMTP_TLS",
+    "BACKUP_SMTP_URL",
+    "BACKUP_SMTP_USER",
+    "BACKUP_TZ",
+    "BACKUP_WAL_ALERT_MINUTES",
+    "BACKUP_WAL_FLUSH_SECONDS",
+    "BACKUP_WAL_SLOT",
+    "BACKUP_WAL_STREAMING",
+    "CARIS_COPY_TO_KEY",
+    "CARIS_LOCK_REFRESH_SECONDS",
+    "CARIS_LOCK_STALE_SECONDS",
+    "CARIS_NEW_ENCRYPTION_KEY",
+    "CARIS_NOTIFY_TIMEOUT_SECONDS",
+    "CARIS_RESTORE_TARGET_URL",
+    "POSTGRES_URL",
+};
+
+static bool known_name(const char *name)
+{
+    for (size_t i = 0; i < sizeof(KNOWN) / sizeof(KNOWN[0]); i++)
+        if (strcmp(KNOWN[i], name) == 0)
+            return true;
+    return false;
+}
+
+/* Named like ours: BACKUP_*, CARIS_* (not the tests' knobs, CARIS_TEST_*), POSTGRES*. */
+static bool ours(const char *name, bool env)
+{
+    if (strncmp(name, "BACKUP_", 7) == 0)
+        return true;
+    if (env) /* the environment holds the tests' and scripts' own CARIS_* variables too */
+        return false;
+    return (strncmp(name, "CARIS_", 6) == 0 && strncmp(name, "CARIS_TEST_", 11) != 0) ||
+           strncmp(name, "POSTGRES", 8) == 0;
+}
+
+static void name_add(char *out, size_t n, size_t *count, const char *name, size_t len)
+{
+    (*count)++;
+    size_t used = strlen(out);
+    if (used + len + 8 > n) {
+        if (used + 6 < n && !strstr(out, "..."))
+            snprintf(out + used, n - used, "%s...", used ? ", " : "");
+        return;
+    }
+    snprintf(out + used, n - used, "%s%.*s", used ? ", " : "", (int)len, name);
+}
+
+size_t config_unknown_names(const struct config *c, char *out, size_t n)
+{
+    size_t count = 0;
+    if (n)
+        out[0] = '\0';
+    for (size_t i = 0; c && i < c->nfile_vars; i++)
+        if (ours(c->file_vars[i].name, false) && !known_name(c->file_vars[i].name))
+            name_add(out, n, &count, c->file_vars[i].name, strlen(c->file_vars[i].name));
+    for (char **ep = environ; ep && *ep; ep++) {
+        const char *eq = strchr(*ep, '=');
+        if (!eq)
+            continue;
+        char name[128];
+        size_t len = (size_t)(eq - *ep);
+        if (len >= sizeof(name))
+            continue;
+        memcpy(name, *ep, len);
+        name[len] = '\0';
+        bool in_file = false;
+        for (size_t i = 0; c && i < c->nfile_vars && !in_file; i++)
+            in_file = strcmp(c->file_vars[i].name, name) == 0;
+        if (!in_file && ours(name, true) && !known_name(name))
+            name_add(out, n, &count, name, len);
+    }
+    return count;
+}
+
+int config_check(const struct config *c, struct err *e)
+{
+    const char *d = config_get(c, "BACKUP_DIR");
+    if (d && d[0] != '/')
+        return err_set(e, ERR_CONFIG,
+                       "give BACKUP_DIR as an absolute path (e.g. /var/backups/caris); an env file "
+                       "is not a shell: ~ and $HOME are not expanded there",
+                       "BACKUP_DIR is not an absolute path: '%s'", d);
+    return 0;
 }
 
 void config_keep_env_secrets(struct config *c, const struct config *from)

@@ -1676,6 +1676,14 @@ static void reload(struct daemon *d)
     /* the secrets the daemon was started with in its environment (the first load took them
      * out of it): a reload re-reads the env file, it does not lose them */
     config_keep_env_secrets(&cfg, d->o->cfg);
+    if (config_check(&cfg, &e) != 0) {
+        config_free(&cfg);
+        dlog(d, LOG_ERROR, "reload", "configuration not reloaded: %s", e.msg);
+        return;
+    }
+    char unknown[600];
+    if (config_unknown_names(&cfg, unknown, sizeof(unknown)))
+        dlog(d, LOG_WARN, "reload", "unknown variables (misspelt?), ignored: %s", unknown);
     int64_t run_timeout_ns;
     if (load_settings(&cfg, &sch, &nc, &run_timeout_ns, &e) != 0) {
         config_free(&cfg);

@@ -58,6 +58,42 @@ assert_contains "$ERR" "warning: .env.local sets BACKUP_ENCRYPTION_KEY but other
     "a 0644 .env.local holding the key draws a warning"
 assert_contains "$ERR" "chmod 600 .env.local" "the hint says how to fix it"
 assert_not_contains "$ERR" "$key" "the warning does not show the key"
+# writable by others: a warning (whoever can write it can turn backups off)
+chmod 622 "$conf/.env.local"
+run bash -c 'cd "$1" && shift && exec "$@"' _ "$conf" "${clean_env[@]}" "$CARIS_BIN" --json list
+assert_rc 0 "a 0622 .env.local still works"
+assert_contains "$ERR" "warning: other users may change .env.local (mode 0622" "a .env.local others may write draws a warning"
+chmod 600 "$conf/.env.local"
+run bash -c 'cd "$1" && shift && exec "$@"' _ "$conf" "${clean_env[@]}" "$CARIS_BIN" --json list
+assert_not_contains "$ERR" "other users may change" "a 0600 one does not"
+
+# misspelt variables (the file's, and BACKUP_* ones of the environment) draw a warning that
+# names them; they were ignored without a word: POSTGRESS_URL meant no database backup at all
+cp "$conf/.env.local" "$TEST_TMP/typo.env"
+printf 'POSTGRESS_URL=postgresql://app:SecretInUrl@db/caris\nBACKUP_RETENTION_DAYS=30\nCARIS_TEST_WHATEVER=1\n' >>"$TEST_TMP/typo.env"
+BACKUP_SCHEDUEL_DAILY='0 3 * * *' run "${clean_env[@]}" "$CARIS_BIN" --env-file "$TEST_TMP/typo.env" --json list
+assert_rc 0 "unknown variables: the command still runs"
+assert_contains "$ERR" "does not know the variables POSTGRESS_URL, BACKUP_RETENTION_DAYS, BACKUP_SCHEDUEL_DAILY (misspelt?)" \
+    "the warning names the unknown variables"
+assert_not_contains "$ERR" "SecretInUrl" "the warning shows names, not values"
+assert_not_contains "$ERR" "CARIS_TEST_WHATEVER" "the tests' knobs are not warned about"
+# every variable the program reads is known (the list in config.c is complete): an env file
+# setting each one, empty, draws no warning
+grep -rhoE '"(BACKUP|CARIS|POSTGRES)_[A-Z0-9_]+"' "$LIB_DIR/../../src" | tr -d '"' | grep -v '^CARIS_TEST_' |
+    LC_ALL=C sort -u | sed 's/$/=/' >"$TEST_TMP/all.env"
+assert_cmp "$(grep -c . "$TEST_TMP/all.env")" -ge 50 "the sources read 50+ variables ($(grep -c . "$TEST_TMP/all.env"))"
+run "${clean_env[@]}" BACKUP_ENCRYPTION_KEY="$key" BACKUP_DIR="$BACKUP_DIR" "$CARIS_BIN" --env-file "$TEST_TMP/all.env" --json list
+assert_not_contains "$ERR" "does not know" "no variable the sources read is unknown to the check"
+
+# a relative BACKUP_DIR (or ~, $HOME: an env file is no shell) is refused: each working
+# directory would get a new, empty repository
+# shellcheck disable=SC2088,SC2016 # literally: no shell expands them in an env file
+for d in rel/bk '~/bk' '$HOME/bk'; do
+    run env BACKUP_DIR="$d" BACKUP_ENCRYPTION_KEY="$key" "$CARIS_BIN" init
+    assert_rc 6 "BACKUP_DIR=$d is refused (exit 6)"
+    assert_contains "$ERR" "BACKUP_DIR is not an absolute path" "... saying why"
+done
+assert_false "no directory was made for the relative BACKUP_DIR" test -e rel
 
 # the environment wins over .env.local: a wrong key in the environment is used ...
 run bash -c 'cd "$1" && shift && exec "$@"' _ "$conf" env -u BACKUP_DIR BACKUP_ENCRYPTION_KEY="$wrong" \
