@@ -361,6 +361,8 @@ int cmd_dump(struct globals *g, int argc, char **argv)
     }
     if (optind != argc - 2)
         return usage_error("dump needs a backup id and a path%s", NULL);
+    /* stdout is the data: an error is said on stderr only, never appended to the bytes */
+    cli_set_json_errors(false);
     struct err e = ERR_INIT;
     struct repo *r = open_repo(g, false, &e);
     if (!r)

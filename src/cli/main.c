@@ -1585,6 +1585,15 @@ static int main_run(int argc, char **argv)
         code = not_implemented(cmd);
     else
         code = cli_unknown_command(cmd, COMMANDS, sizeof(COMMANDS) / sizeof(COMMANDS[0]));
+    /* What was printed must have been written: `ls --json > inventory.json` on a full disk
+     * must not exit 0 with half a document. */
+    if ((fflush(stdout) != 0 || ferror(stdout)) && (code == 0 || code == 3)) {
+        struct err we = ERR_INIT;
+        err_sys(&we, errno ? errno : EIO, "free space where the output goes, or send it elsewhere",
+                "cannot write the output (stdout)");
+        json_printed = true; /* no error document on the stdout that failed */
+        code = fail(&we);
+    }
     cli_audit(&g, cargc, cargv, code, (time_mono_ns() - t0) / 1000000);
     repo_close(g.audit_repo); /* when cli_audit returned before using it */
     free(g.repo_path);

@@ -62,6 +62,19 @@ assert_eq true "$(json_eval "$OUT_FILE" 'any("patient-scan.bin" in e["path"] for
 assert_eq true "$(json_eval "$OUT_FILE" 'all("small.txt" not in e["path"] for e in d[0]["errors"])')" \
     "verify --json: the intact file is not blamed"
 assert_exit 0 cb verify "$id_b"
+# dump --json of the damaged file: exit 4, and stdout holds the bytes only (the error document
+# was appended to them)
+cb --json dump "$id_a" "$TEST_TMP/a/patient-scan.bin" >"$TEST_TMP/dumped.bin" 2>"$TEST_TMP/dumped.err"
+assert_eq 4 "$?" "dump --json of the damaged file: exit 4"
+assert_false "no error document among the dumped bytes" grep -q -a '"exitCode"' "$TEST_TMP/dumped.bin"
+assert_contains "$(cat "$TEST_TMP/dumped.err")" "patient-scan.bin" "the error is on stderr"
+# output that cannot be written fails the command (exit 8), instead of exit 0 with half a
+# document (found by a review)
+cb --json ls "$id_b" >/dev/full 2>"$TEST_TMP/full.err"
+assert_eq 8 "$?" "ls --json > /dev/full: exit 8"
+assert_contains "$(cat "$TEST_TMP/full.err")" "cannot write the output (stdout)" "... saying why"
+cb list >/dev/full 2>/dev/null
+assert_eq 8 "$?" "list > /dev/full: exit 8"
 
 assert_exit 4 cb check --read-data
 assert_contains "$OUT$ERR" "$id_a" "check --read-data names the affected backup"
