@@ -52,7 +52,10 @@ static int64_t stale_ns(void)
 /* ---- process identity ---------------------------------------------------------------- */
 
 /* Start time of a process: 1 found, 0 no such process, -1 unknown (no /proc). */
-static int proc_start(long long pid, long long *start)
+/* 1 with *start (its start time, in clock ticks after boot) and *zombie (it has exited,
+ * its parent has not collected it yet: it holds nothing any more), 0 when there is no such
+ * process, -1 when it cannot be told. */
+static int proc_start_state(long long pid, long long *start, bool *zombie)
 {
     char path[64];
     snprintf(path, sizeof(path), "/proc/%lld/stat", pid);
@@ -69,6 +72,7 @@ static int proc_start(long long pid, long long *start)
     int rc = -1;
     if (p) {
         p++;
+        *zombie = p[0] == ' ' && p[1] == 'Z';
         for (int field = 3; field < 22 && p; field++)
             p = strchr(p + 1, ' ');
         if (p) {
@@ -82,6 +86,12 @@ static int proc_start(long long pid, long long *start)
     }
     buf_free(&b);
     return rc;
+}
+
+static int proc_start(long long pid, long long *start)
+{
+    bool zombie;
+    return proc_start_state(pid, start, &zombie);
 }
 
 static void ident_self(struct ident *id)
@@ -292,8 +302,14 @@ static bool holder_gone(const struct lk_entry *x, const struct ident *self, char
         return true;
     }
     long long start;
-    if (x->pid_start > 0 && proc_start(x->pid, &start) == 1 && start != x->pid_start) {
+    bool zombie = false;
+    int st = proc_start_state(x->pid, &start, &zombie);
+    if (st == 1 && x->pid_start > 0 && start != x->pid_start) {
         snprintf(why, n, "process %lld is gone (its pid is now another process's)", x->pid);
+        return true;
+    }
+    if (st == 1 && zombie && (x->pid_start <= 0 || start == x->pid_start)) {
+        snprintf(why, n, "process %lld has exited", x->pid);
         return true;
     }
     return false;

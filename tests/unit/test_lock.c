@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sched.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -278,6 +279,7 @@ static void test_stale_rules(void **state)
         {"locks/0000000000000000000000000000000a", false}, /* unreadable, new */
         {"locks/0000000000000000000000000000000b", true},  /* unreadable, 31 min old */
         {"locks/0000000000000000000000000000000c", false}, /* dead pid, other pid namespace */
+        {"locks/0000000000000000000000000000000d", true},  /* exited, not yet collected */
     };
     put_json(a, cases[0].name, LOCK2(host, boot, dead, 0, now));
     put_json(a, cases[1].name, LOCK2(host, boot, getpid(), start + 1, now));
@@ -299,6 +301,30 @@ static void test_stale_rules(void **state)
              json_pack("{s:i, s:b, s:s, s:s, s:s, s:s, s:I, s:s, s:s}", "version", 2, "exclusive",
                        1, "operation", "planted", "host", host, "boot_id", boot, "pid_ns",
                        "pid:[1]", "pid", (json_int_t)dead, "created", now, "refreshed", now));
+    /* a process that has exited and that its parent (this test) has not collected yet: a
+     * zombie holds nothing, though kill(pid, 0) still finds it */
+    pid_t zombie = fork();
+    assert_true(zombie >= 0);
+    if (zombie == 0)
+        _exit(0);
+    long long zstart = 0;
+    for (;;) { /* until it has exited (state Z), read without collecting it */
+        char zpath[64], zline[1024];
+        snprintf(zpath, sizeof(zpath), "/proc/%d/stat", (int)zombie);
+        FILE *zf = fopen(zpath, "r");
+        assert_non_null(zf);
+        assert_non_null(fgets(zline, sizeof(zline), zf));
+        fclose(zf);
+        char *zp = strrchr(zline, ')') + 1;
+        bool z = zp[1] == 'Z';
+        for (int field = 3; field < 22; field++)
+            zp = strchr(zp + 1, ' ');
+        zstart = strtoll(zp + 1, NULL, 10);
+        if (z)
+            break;
+        sched_yield();
+    }
+    put_json(a, cases[12].name, LOCK2(host, boot, zombie, zstart, now));
     put_text(a, cases[9].name, "{\"trunc");
     put_text(a, cases[10].name, "");
     set_mtime(dir, cases[10].name, 31 * 60);
@@ -317,13 +343,16 @@ static void test_stale_rules(void **state)
                            "pid is now another process"));
     assert_non_null(strstr(json_string_value(json_object_get(entry_of(l, cases[3].name), "reason")),
                            "not refreshed for 31 min"));
+    assert_non_null(strstr(
+        json_string_value(json_object_get(entry_of(l, cases[12].name), "reason")), "has exited"));
     json_decref(l);
+    assert_int_equal(waitpid(zombie, NULL, 0), zombie);
 
     /* the live ones block an exclusive locker; the stale ones do not */
     lock_fails(b, true, &e);
     json_t *rep = NULL;
     assert_int_equal(repo_unlock_stale(b, false, &rep, &e), 0);
-    assert_int_equal(json_array_size(json_object_get(rep, "removed")), 6);
+    assert_int_equal(json_array_size(json_object_get(rep, "removed")), 7);
     assert_int_equal(json_array_size(json_object_get(rep, "kept")), 6);
     json_decref(rep);
     assert_int_equal(count_locks(dir), 6);
