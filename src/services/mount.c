@@ -899,18 +899,25 @@ static void fuse_log_capture(enum fuse_log_level level, const char *fmt, va_list
         fuse_last_msg[--n] = '\0';
 }
 
+static const char *dir_hint(int err)
+{
+    return err == ENOENT     ? "create it first (mkdir)"
+           : err == ENOTCONN ? "an earlier mount is left there, its process killed: unmount it "
+                               "(fusermount3 -u DIR, or umount DIR), then mount again"
+                             : NULL;
+}
+
 static int check_dir(const char *dir, struct err *e)
 {
     struct stat st;
     if (stat(dir, &st) != 0)
-        return err_sys(e, errno, errno == ENOENT ? "create it first (mkdir)" : NULL,
-                       "mount point %s", dir);
+        return err_sys(e, errno, dir_hint(errno), "mount point %s", dir);
     if (!S_ISDIR(st.st_mode))
         return err_set(e, ERR_USAGE, "give an empty directory", "mount point %s is not a directory",
                        dir);
     DIR *d = opendir(dir);
     if (!d)
-        return err_sys(e, errno, NULL, "mount point %s", dir);
+        return err_sys(e, errno, dir_hint(errno), "mount point %s", dir);
     struct dirent *de;
     bool empty = true;
     while ((de = readdir(d)))

@@ -205,6 +205,24 @@ fi
 wait "$BG_PID"
 assert_eq 0 "$?" "unmounted from outside: mount exits 0"
 assert_eq "" "$(find "$BACKUP_DIR/repository/locks" -type f ! -name '.*')" "and leaves no lock"
+# kill -9: the mount stays behind ("Transport endpoint is not connected"); mounting again says
+# to unmount it first, and the dead process's lock is stale
+bg_start cb mount "$mnt"
+assert_true "mounted" wait_until 30 mounted
+mount_pid=$BG_PID
+kill -9 "$mount_pid"
+wait "$mount_pid"
+run cb --json unlock
+assert_rc 0 "unlock after the mount was killed"
+assert_eq 1 "$(json_eval "$OUT_FILE" 'len(d["removed"])')" "its lock is removed as stale"
+run cb mount "$mnt"
+assert_rc 8 "mounting over the mount left behind fails (exit 8)"
+assert_contains "$ERR" "fusermount3 -u" "... and says to unmount it first"
+if [[ $(id -u) == 0 ]]; then
+    assert_true "umount of the mount left behind" umount "$mnt"
+else
+    assert_true "fusermount3 -u of the mount left behind" fusermount3 -u "$mnt"
+fi
 
 # ---- damage: EIO on the damaged file only, never its bytes ----------------------------------------
 export BACKUP_DIR=$TEST_TMP/damaged
