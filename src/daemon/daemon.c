@@ -1646,10 +1646,30 @@ static int run_timeout_load(const struct config *cfg, int64_t *ns, struct err *e
     return 0;
 }
 
+/* The settings of the periodic extras, checked when the configuration is loaded (a bad value
+ * was found only when a run came to use it, and replaced by the default then). */
+static int extras_check(const struct config *cfg, struct err *e)
+{
+    static const char *const days[] = {"BACKUP_PRUNE_INTERVAL_DAYS", "BACKUP_DRILL_INTERVAL_DAYS"};
+    for (size_t i = 0; i < 2; i++) {
+        const char *v = config_get(cfg, days[i]);
+        char *end;
+        long n = v ? strtol(v, &end, 10) : 0;
+        if (v && (end == v || *end || n < 0 || n > 3660))
+            return err_set(e, ERR_CONFIG, "a whole number of days, 0 for never (default 7)",
+                           "%s must be a number of days from 0 to 3660, not '%s'", days[i], v);
+    }
+    const char *v = config_get(cfg, "BACKUP_DRILL_SCRATCH");
+    if (v && strcmp(v, "local") != 0 && strcmp(v, "database") != 0)
+        return err_set(e, ERR_CONFIG, "database (the default) or local",
+                       "BACKUP_DRILL_SCRATCH must be database or local, not '%s'", v);
+    return 0;
+}
+
 static int load_settings(const struct config *cfg, struct schedule_config *sch,
                          struct notify_config *nc, int64_t *run_timeout_ns, struct err *e)
 {
-    if (run_timeout_load(cfg, run_timeout_ns, e) != 0)
+    if (extras_check(cfg, e) != 0 || run_timeout_load(cfg, run_timeout_ns, e) != 0)
         return -1;
     if (schedule_config_load(cfg, NULL, sch, e) != 0)
         return -1;
@@ -1863,8 +1883,15 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
         err_set(e, ERR_FAILURE, NULL, "cannot start the worker thread");
         goto out;
     }
-    dlog(d, LOG_INFO, "started", "daemon for %s started (pid %d, %d schedules%s)", d->repo_path,
-         (int)getpid(), SCHEDULE_COUNT, d->vclock ? ", test clock" : "");
+    int enabled = 0;
+    for (size_t i = 0; i < SCHEDULE_COUNT; i++)
+        enabled += d->sch.items[i].enabled;
+    dlog(d, LOG_INFO, "started", "daemon for %s started (pid %d, %d of %d schedules on%s)",
+         d->repo_path, (int)getpid(), enabled, SCHEDULE_COUNT, d->vclock ? ", test clock" : "");
+    if (!enabled)
+        dlog(d, LOG_WARN, "schedule",
+             "every schedule is off (BACKUP_SCHEDULE_DAILY, _WEEKLY, _MONTHLY): no backup runs "
+             "unless asked (run-now, the API)");
     for (size_t i = 0; i < SCHEDULE_COUNT; i++) {
         char t[40] = "";
         if (d->next_run[i])

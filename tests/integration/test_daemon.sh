@@ -27,6 +27,18 @@ assert_exit 0 cb daemon --help
 assert_contains "$OUT" "BACKUP_SCHEDULE_DAILY" "daemon --help names the schedules"
 assert_exit 2 cb daemon --bogus
 assert_exit 2 cb run-now sideways
+# the extras' settings are checked at start (a bad one was found only when a run used it,
+# then replaced by the default)
+for bad in BACKUP_PRUNE_INTERVAL_DAYS=weekly BACKUP_DRILL_INTERVAL_DAYS=-1 BACKUP_DRILL_SCRATCH=remote; do
+    run env "$bad" timeout -k 5 60 "$CARIS_BIN" daemon
+    assert_rc 6 "the daemon refuses to start with $bad (exit 6)"
+    assert_contains "$ERR" "${bad%%=*} must be" "... naming the variable"
+done
+run env BACKUP_SCHEDULE_DAILY=off BACKUP_SCHEDULE_WEEKLY=off BACKUP_SCHEDULE_MONTHLY=off \
+    CARIS_TEST_CLOCK=2026-03-01T00:00:00Z,2026-03-01T00:01:00Z "$CARIS_BIN" daemon
+assert_rc 0 "a daemon with every schedule off runs"
+assert_contains "$ERR" "0 of 3 schedules on" "its start says no schedule is on"
+assert_contains "$ERR" "warning schedule: every schedule is off" "... and warns"
 
 # --- a week on the test clock ----------------------------------------------------------
 # 2026-03-01 is a Sunday: the monthly full run (01:00), the weekly full run (02:00) and the
