@@ -1066,7 +1066,86 @@ struct scratch {
     struct pgsrc_target target; /* the scratch database */
     int server_num;
     bool created, local_started;
+    /* a maintenance session holding the scratch database's advisory lock (SCRATCH_LOCK) from
+     * before it is made until after it is dropped: a sweep drops only unheld ones */
+    PGconn *holder;
 };
+
+/* The advisory lock of scratch database caris_test_<8 hex>: pg_advisory_lock(SCRATCH_LOCK,
+ * the hex as a 32-bit number). Advisory locks belong to a database, but pg_locks shows those
+ * of every database: the sweep looks there. */
+#define SCRATCH_LOCK 1128354377 /* "CARI" */
+#define SCRATCH_PREFIX "caris_test_"
+
+/* The second key of a scratch database's lock, or -1 when name is not a scratch database's. */
+static int64_t scratch_key(const char *name)
+{
+    size_t pn = strlen(SCRATCH_PREFIX);
+    if (strncmp(name, SCRATCH_PREFIX, pn) != 0 || strlen(name) != pn + 8 ||
+        strspn(name + pn, "0123456789abcdef") != 8)
+        return -1;
+    return (int64_t)strtoul(name + pn, NULL, 16);
+}
+
+/* Drops the scratch databases on c's server that no live session holds (their test restore
+ * was killed): a copy of the patients' records each, left on the production server. Best
+ * effort; logs what it dropped or could not. */
+static void scratch_sweep(PGconn *c, const struct pgsrc_target *server, const struct caris_op *op)
+{
+    struct err e = ERR_INIT;
+    PGresult *dbs = pgsrc_query(c,
+                                "SELECT datname FROM pg_database WHERE datname LIKE "
+                                "'caris\\_test\\_%' ORDER BY 1",
+                                0, NULL, &e);
+    char held_sql[200];
+    snprintf(held_sql, sizeof(held_sql),
+             "SELECT objid::int8 FROM pg_locks WHERE locktype = 'advisory' AND classid = %u AND "
+             "objsubid = 2 AND granted",
+             (unsigned)SCRATCH_LOCK);
+    PGresult *held = dbs ? pgsrc_query(c, held_sql, 0, NULL, &e) : NULL;
+    char names[400] = "";
+    int dropped = 0;
+    for (int i = 0; held && i < PQntuples(dbs); i++) {
+        const char *name = PQgetvalue(dbs, i, 0);
+        int64_t key = scratch_key(name);
+        bool live = key < 0;
+        for (int j = 0; !live && j < PQntuples(held); j++)
+            live = strtoll(PQgetvalue(held, j, 0), NULL, 10) == key;
+        if (live)
+            continue;
+        /* held here while it goes: a test restore that drew the same name waits, then finds
+         * it gone */
+        char lock[120];
+        snprintf(lock, sizeof(lock), "SELECT pg_try_advisory_lock(%d, %d)", SCRATCH_LOCK,
+                 (int)(uint32_t)key);
+        PGresult *got = pgsrc_query(c, lock, 0, NULL, &e);
+        bool mine = got && PQntuples(got) == 1 && strcmp(PQgetvalue(got, 0, 0), "t") == 0;
+        PQclear(got);
+        if (!mine)
+            continue;
+        struct err de = ERR_INIT;
+        if (drop_database(server, name, &de) == 0) {
+            dropped++;
+            size_t len = strlen(names);
+            if (len + strlen(name) + 8 < sizeof(names))
+                snprintf(names + len, sizeof(names) - len, "%s%s", len ? ", " : "", name);
+        } else {
+            caris_op_log(op, LOG_WARN,
+                         "cannot drop the scratch database %s that a killed test restore left: %s "
+                         "(drop it by hand)",
+                         name, de.msg);
+        }
+        snprintf(lock, sizeof(lock), "SELECT pg_advisory_unlock(%d, %d)", SCRATCH_LOCK,
+                 (int)(uint32_t)key);
+        PQclear(pgsrc_query(c, lock, 0, NULL, &e));
+    }
+    if (dropped)
+        caris_op_log(op, LOG_INFO,
+                     "dropped %d scratch database(s) that a killed test restore left: %s", dropped,
+                     names);
+    PQclear(dbs);
+    PQclear(held);
+}
 
 static const char *scratch_kind_name(enum db_scratch k)
 {
@@ -1085,7 +1164,7 @@ static void scratch_name(char *out, size_t n)
 /* server: the server of DB_SCRATCH_DATABASE (ignored for local). */
 static int scratch_create(struct scratch *s, enum db_scratch kind,
                           const struct pgsrc_target *server, const struct dbk *k,
-                          const char *temp_dir, struct err *e)
+                          const char *temp_dir, const struct caris_op *op, struct err *e)
 {
     memset(s, 0, sizeof(*s));
     s->kind = kind;
@@ -1103,8 +1182,27 @@ static int scratch_create(struct scratch *s, enum db_scratch kind,
     if (!c)
         return -1;
     s->server_num = PQserverVersion(c);
-    int rc = create_database(c, s->name, k, e);
-    PQfinish(c);
+    int rc = 0;
+    if (kind != DB_SCRATCH_LOCAL) {
+        if (s->server_num >= 140000) { /* the holder stays idle: a timeout would drop the lock */
+            struct err ie = ERR_INIT;
+            pgsrc_exec(c, "SET idle_session_timeout = 0", &ie);
+        }
+        char lock[120];
+        snprintf(lock, sizeof(lock), "SELECT pg_advisory_lock(%d, %d)", SCRATCH_LOCK,
+                 (int)(uint32_t)scratch_key(s->name));
+        PGresult *res = pgsrc_query(c, lock, 0, NULL, e);
+        rc = res ? 0 : -1;
+        PQclear(res);
+        if (rc == 0)
+            scratch_sweep(c, &s->server, op);
+    }
+    if (rc == 0)
+        rc = create_database(c, s->name, k, e);
+    if (rc != 0 || kind == DB_SCRATCH_LOCAL)
+        PQfinish(c);
+    else
+        s->holder = c; /* the lock stays held until the database is dropped */
     if (rc != 0)
         return -1;
     s->created = true;
@@ -1121,6 +1219,9 @@ static void scratch_drop(struct scratch *s, const struct caris_op *op)
             caris_op_log(op, LOG_WARN, "cannot drop the scratch database %s: %s (drop it by hand)",
                          s->name, e.msg);
     }
+    if (s->holder) /* its lock goes with the session */
+        PQfinish(s->holder);
+    s->holder = NULL;
     if (s->local_started)
         pgsrc_local_stop(&s->local);
     pgsrc_target_free(&s->server);
@@ -1145,7 +1246,7 @@ static int test_restore_core(struct repo *r, const struct dbk *k, enum db_scratc
     memset(res, 0, sizeof(*res));
     res->tables = json_deep_copy(sel->expected);
     struct scratch s;
-    if (scratch_create(&s, kind, server, k, temp_dir, e) != 0) {
+    if (scratch_create(&s, kind, server, k, temp_dir, op, e) != 0) {
         scratch_drop(&s, op);
         return -1;
     }

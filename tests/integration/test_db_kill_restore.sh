@@ -3,7 +3,8 @@
 # dump it staged for --jobs, and the throwaway cluster of a test restore (--scratch local).
 # The cluster's server stops by itself (it is told to when the restore dies), and the next
 # restore removes both, and says so. A restore that runs meanwhile keeps its own: a sweep
-# never removes what a live restore holds.
+# never removes what a live restore holds. The same for the scratch database a killed test
+# restore leaves on the server.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/pglib.sh"
 
@@ -76,6 +77,31 @@ wait "$HELD_BG"
 assert_eq 0 "$?" "the held restore, let go, succeeds (row counts verified)"
 assert_not_contains "$(cat "$HELD_ERR")" "killed earlier" "... and removed nothing either"
 assert_eq "" "$(items '*')" "BACKUP_DIR/temp is empty afterwards"
+
+# --- a scratch database left on the server by a test restore killed with SIGKILL --------------
+# (a copy of the records on the production server; the next test restore drops it, never the
+# scratch database of one that still runs: each holds an advisory lock on it while it lives)
+scratch_dbs() { psql_db postgres -c "SELECT datname FROM pg_database WHERE datname LIKE 'caris\_test\_%' ORDER BY 1"; }
+held test-restore "$id"
+orphan=$(scratch_dbs)
+assert_match '^caris_test_[0-9a-f]{8}$' "$orphan" "the held test restore made its scratch database"
+kill -9 "$PID"
+wait "$HELD_BG"
+assert_eq "$orphan" "$(scratch_dbs)" "killed with SIGKILL, it left its scratch database behind"
+held test-restore "$id"
+live=$(scratch_dbs)
+assert_not_contains "$live" "$orphan" "the next test restore dropped the one left behind"
+assert_match '^caris_test_[0-9a-f]{8}$' "$live" "... and made its own"
+assert_contains "$(cat "$HELD_ERR")" "dropped 1 scratch database(s) that a killed test restore left: $orphan" \
+    "... and said so"
+run cb --json test-restore "$id"
+assert_rc 0 "another test restore meanwhile succeeds"
+assert_not_contains "$ERR" "dropped" "it dropped nothing"
+assert_eq "$live" "$(scratch_dbs)" "the live test restore's scratch database is still there"
+rm -f "$hold"
+wait "$HELD_BG"
+assert_eq 0 "$?" "the held test restore, let go, succeeds"
+assert_eq "" "$(scratch_dbs)" "no scratch database is left"
 
 # --- a scratch cluster left by a test restore killed with SIGKILL -----------------------------
 held test-restore "$id" --scratch local
