@@ -613,7 +613,11 @@ static void stale_eval(struct daemon *d, int64_t now)
     static const char *const vars[] = {"POSTGRES_URL", "BACKUP_FILES_PATHS"};
     for (size_t k = 0; k < 2; k++) {
         pthread_mutex_lock(&d->mu);
-        if (!d->ncr || !d->stale_listed || !config_get(d->cfg, vars[k])) {
+        /* a kind not configured is not watched, unless the repository holds backups of it:
+         * a POSTGRES_URL that went missing (a typo, an edit) stops database backups, and
+         * that is what the alert is for */
+        if (!d->ncr || !d->stale_listed ||
+            (!config_get(d->cfg, vars[k]) && d->stale_newest[k] == 0)) {
             pthread_mutex_unlock(&d->mu);
             continue;
         }

@@ -66,6 +66,18 @@ wait_until 30 _mail || fail "the alert was not sent once the server was up" "$(_
 assert_contains "$(mail_texts)" "Last success: 2026-03-07T03:00:00.000Z" "the alert sent then names the newer backup"
 rm -f "$TEST_TMP"/smtp/msg-*.eml
 
+# BACKUP_FILES_PATHS gone (a typo, an edit): no files backup runs any more, and the repository
+# holds files backups: the stale alert still watches them (it stopped watching a kind whose
+# variable was unset, so nothing ever said that backups had stopped)
+assert_exit 0 cb --quiet backup files --time 2026-03-10T03:00:00Z
+run env -u BACKUP_FILES_PATHS CARIS_TEST_CLOCK=2026-03-12T03:00:00Z,2026-03-12T04:00:00Z "$CARIS_BIN" daemon
+assert_rc 0 "the daemon ran without BACKUP_FILES_PATHS"
+assert_contains "$ERR" "no successful files backup since file_incremental_2026-03-10T03-00-00" \
+    "the stale alert watches the files backups the repository holds"
+wait_until 30 _mail || fail "no stale alert mailed" "$(_tail "$ERR_FILE")"
+assert_not_contains "$ERR" "no successful database backup" "the database, never backed up here, is not watched"
+rm -f "$TEST_TMP"/smtp/msg-*.eml
+
 # --- the clock set back while the daemon runs ---------------------------------------------------
 # The clock's offset is read from a file at every call (CARIS_TEST_CLOCK_OFFSET=PATH); the
 # monotonic clock is left alone, as when an administrator sets the clock.
