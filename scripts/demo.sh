@@ -27,16 +27,31 @@ if [ -z "$BIN" ]; then
   BIN=build/src/cli/caris-backup
 fi
 cb() { "$BIN" --env-file "$ENV_FILE" "$@"; }
+# shellcheck source=scripts/backup/lib.sh
+. scripts/backup/lib.sh
+# is_set NAME: whether the binary sees NAME: set and not empty in the environment or in the env
+# file, read as the binary reads it (export, indented, quoted, ...; env_file_get in lib.sh).
+is_set() { [ -n "${!1:-}" ] || [ -n "$(env_file_get "$1" "$ENV_FILE")" ]; }
 
 # A key is required. For a first local run, make one and keep it in .env.local (mode 0600,
 # ignored by git). In production set BACKUP_ENCRYPTION_KEY yourself and keep a copy offline.
-if [ -z "${BACKUP_ENCRYPTION_KEY:-}" ] && ! grep -qs '^BACKUP_ENCRYPTION_KEY=.' "$ENV_FILE"; then
-  (umask 077 && echo "BACKUP_ENCRYPTION_KEY=$(head -c 33 /dev/urandom | base64)" >> "$ENV_FILE")
+if ! is_set BACKUP_ENCRYPTION_KEY; then
+  if [ -e "$ENV_FILE" ] && [ ! -f "$ENV_FILE" ]; then
+    echo "error: $ENV_FILE is not a regular file: cannot keep a generated key in it" >&2
+    echo "HINT: set BACKUP_ENCRYPTION_KEY in the environment, or give --env-file a file" >&2
+    exit 2
+  fi
+  [ -e "$ENV_FILE" ] || (umask 077 && : >"$ENV_FILE")
+  # 0600 before the key goes in: an existing file keeps its mode otherwise
+  chmod 600 "$ENV_FILE"
+  # a last line without its newline would take the key into its value
+  if [ -n "$(tail -c 1 "$ENV_FILE")" ]; then echo >>"$ENV_FILE"; fi
+  echo "BACKUP_ENCRYPTION_KEY=$(head -c 33 /dev/urandom | base64)" >>"$ENV_FILE"
   echo "generated a new BACKUP_ENCRYPTION_KEY in $(realpath "$ENV_FILE"): keep a copy somewhere safe"
 fi
-touch "$ENV_FILE"
+[ -e "$ENV_FILE" ] || (umask 077 && : >"$ENV_FILE")
 
-if [ -z "${BACKUP_FILES_PATHS:-}" ] && ! grep -qs '^BACKUP_FILES_PATHS=' "$ENV_FILE"; then
+if ! is_set BACKUP_FILES_PATHS; then
   demo=${TMPDIR:-/tmp}/caris-demo-files
   if [ ! -d "$demo" ]; then
     mkdir -p "$demo/patients/2024" "$demo/uploads"
@@ -53,7 +68,7 @@ fi
 # The database: POSTGRES_URL when set, else a throwaway cluster (scripts/pg-test-server.sh, as
 # the tests start one) on a free loopback port, with a small demo schema.
 own_db=1
-if [ -z "${POSTGRES_URL:-}" ] && ! grep -qs '^POSTGRES_URL=' "$ENV_FILE"; then
+if ! is_set POSTGRES_URL; then
   own_db=0
   CARIS_PG_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   # in /tmp, not TMPDIR: as root, the server's own user must reach its directory

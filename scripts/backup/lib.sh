@@ -32,10 +32,11 @@ dry_run() {
 }
 
 # env_file_get NAME [FILE]: NAME's value in the env file (default .env.local), read as the
-# binary reads it (export, blanks around '=', quotes, a comment after a blank, CRLF; the last
-# assignment wins); nothing when it is not set there.
+# binary reads it (export, blanks around '=', quotes with the \n \" \\ escapes of "...", a
+# comment at the start of the value or after a blank, CRLF; the last assignment wins); nothing
+# when it is not set there.
 env_file_get() {
-  local name=$1 file=${2:-.env.local} line v out="" q
+  local name=$1 file=${2:-.env.local} line v out="" q w c i blank
   [ -r "$file" ] || return 0
   while IFS= read -r line || [ -n "$line" ]; do
     line=${line%$'\r'}
@@ -43,15 +44,34 @@ env_file_get() {
     [[ $line == export[[:blank:]]* ]] && line=${line#export} && line=${line#"${line%%[![:blank:]]*}"}
     [[ $line =~ ^${name}[[:blank:]]*=(.*)$ ]] || continue
     v=${BASH_REMATCH[1]}
+    blank=0
+    [[ $v == [[:blank:]]* ]] && blank=1
     v=${v#"${v%%[![:blank:]]*}"}
     q=${v:0:1}
-    if [ "$q" = "'" ] || [ "$q" = '"' ]; then
+    if [ "$q" = "'" ]; then
       v=${v:1}
-      v=${v%%"$q"*}
+      v=${v%%"'"*}
+    elif [ "$q" = '"' ]; then
+      w=""
+      for ((i = 1; i < ${#v}; i++)); do
+        c=${v:i:1}
+        [ "$c" = '"' ] && break
+        if [ "$c" = '\' ] && ((i + 1 < ${#v})); then
+          i=$((i + 1))
+          c=${v:i:1}
+          [ "$c" = n ] && c=$'\n'
+        fi
+        w+=$c
+      done
+      v=$w
+    elif ((blank)) && [[ $v == '#'* ]]; then
+      v="" # KEY=   # note
     else
-      v=$(sed 's/[[:blank:]]#.*//; s/^#.*//; s/[[:blank:]]*$//' <<<"$v")
+      v=${v%%[[:blank:]]#*}
+      v=${v%"${v##*[![:blank:]]}"}
     fi
     out=$v
   done <"$file"
   printf '%s' "$out"
 }
+

@@ -3,7 +3,9 @@
 # repository when there is none and backs up; verify-backup.sh verifies; restore-database.sh
 # with DRY_RUN=true (any case of true/yes/on/1) changes nothing, without it restores; a DRY_RUN
 # that is neither true nor false is refused before anything is done (exit 2); usage errors go
-# to stderr with exit 2, --help to stdout with exit 0.
+# to stderr with exit 2, --help to stdout with exit 0. scripts/demo.sh reads its env file as the
+# binary does (export, indent, quotes), appends a generated key on a line of its own and makes
+# the file 0600.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/pglib.sh"
 
@@ -68,5 +70,56 @@ done
 DRY_RUN=off run "$S/restore-database.sh" "$id" --clean
 assert_rc 0 "restore-database.sh ID --clean with DRY_RUN=off"
 assert_eq 100 "$(rows)" "the restore brought the backup's rows back"
+
+# --- scripts/demo.sh reads its env file as the binary does ------------------------------------
+# On this test's server (POSTGRES_URL in the env file: no throwaway cluster) and a small tree;
+# every variable only from the env file.
+mkdir -p "$TEST_TMP/demo-tree" && echo "demo file" >"$TEST_TMP/demo-tree/a.txt"
+demo() {
+    run env -u BACKUP_ENCRYPTION_KEY -u BACKUP_DIR -u POSTGRES_URL -u BACKUP_FILES_PATHS \
+        TMPDIR="$TEST_TMP" bash "$LIB_DIR/../../scripts/demo.sh" --bin "$CARIS_BIN" --env-file "$1"
+}
+demo_count() { # ENV_FILE TYPE: how many backups of TYPE the env file's repository holds
+    env -u BACKUP_ENCRYPTION_KEY -u BACKUP_DIR "$CARIS_BIN" --env-file "$1" --json list --type "$2" |
+        python3 -c 'import json, sys; d = json.load(sys.stdin); print(len(d) if isinstance(d, list) else "error")'
+}
+
+# (a) a key set with `export`, variables set with `export`, indented, quoted; a repository made
+# with that key: the demo uses them all and adds no key
+ea=$TEST_TMP/demo-a.env
+key_a=$(head -c 33 /dev/urandom | base64)
+(umask 077 && printf "BACKUP_DIR=%s\nexport BACKUP_ENCRYPTION_KEY=%s\nexport BACKUP_FILES_PATHS=%s\n  POSTGRES_URL='%s'\n" \
+    "$TEST_TMP/demo-a" "$key_a" "$TEST_TMP/demo-tree" "$POSTGRES_URL" >"$ea")
+run env -u BACKUP_ENCRYPTION_KEY -u BACKUP_DIR "$CARIS_BIN" --env-file "$ea" init
+assert_rc 0 "a repository made with the env file's export-ed key"
+demo "$ea"
+assert_rc 0 "demo.sh on that repository with the export-ed key (the right key)"
+assert_eq 1 "$(grep -c BACKUP_ENCRYPTION_KEY "$ea")" "demo.sh added no second key to the env file"
+assert_not_contains "$OUT" "generated a new BACKUP_ENCRYPTION_KEY" "demo.sh generated no key"
+assert_not_contains "$OUT" "backing up the demo tree" "demo.sh kept the export-ed BACKUP_FILES_PATHS"
+assert_not_contains "$OUT" "starting a throwaway PostgreSQL" "demo.sh kept the indented, quoted POSTGRES_URL"
+assert_eq "1 1" "$(demo_count "$ea" files) $(demo_count "$ea" database)" \
+    "the demo's file and database backups are in the existing repository"
+
+# (b), (c) no key; the last line without a newline; mode 0644: the key goes on a line of its
+# own, the file becomes 0600
+eb=$TEST_TMP/demo-b.env
+printf "export BACKUP_FILES_PATHS=%s\nPOSTGRES_URL=%s\nBACKUP_DIR=%s" \
+    "$TEST_TMP/demo-tree" "$POSTGRES_URL" "$TEST_TMP/demo-b" >"$eb"
+chmod 644 "$eb"
+demo "$eb"
+assert_rc 0 "demo.sh on a 0644 env file without a key and without a final newline"
+assert_contains "$OUT" "generated a new BACKUP_ENCRYPTION_KEY" "demo.sh says it generated a key"
+assert_eq "BACKUP_DIR=$TEST_TMP/demo-b" "$(sed -n 3p "$eb")" "the last line before the key is intact"
+assert_match '^BACKUP_ENCRYPTION_KEY=[A-Za-z0-9+/]{44}$' "$(sed -n 4p "$eb")" "the key is on a line of its own"
+assert_eq 4 "$(wc -l <"$eb")" "four lines, each ending with a newline"
+assert_eq 600 "$(stat -c %a "$eb")" "the env file is mode 0600 once it holds the key"
+assert_true "the repository is under the env file's BACKUP_DIR" test -d "$TEST_TMP/demo-b/repository"
+key_b=$(grep -o 'BACKUP_ENCRYPTION_KEY=.*' "$eb" | head -n 1)
+key_b=${key_b#BACKUP_ENCRYPTION_KEY=}
+assert_match '^.{44}$' "$key_b" "the generated key is 44 characters"
+assert_not_contains "$OUT$ERR" "$key_b" "demo.sh printed no part of the key"
+assert_eq "1 1" "$(demo_count "$eb" files) $(demo_count "$eb" database)" \
+    "the demo's backups open with the generated key"
 
 test_done
