@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Usage: backup-database.sh [full|incremental]
-# Creates a database backup (caris-backup backup database; the repository first if there is none). Exit codes: see caris-backup --help.
+# Usage: [DRY_RUN=true] backup-database.sh [full|incremental]
+# Creates a database backup (caris-backup backup database; the repository first if there is none, said on stderr).
+# With DRY_RUN=true nothing is created or backed up: the plan is printed. Exit codes: see caris-backup --help.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 if [ $# -gt 1 ]; then
@@ -10,11 +11,45 @@ fi
 mode=${1:-full}
 case "$mode" in
   full | incremental) ;;
-  -h | --help) sed -n '2,3s/^# //p' "$0"; exit 0 ;;
+  -h | --help) sed -n '2,4s/^# //p' "$0"; exit 0 ;;
   *) echo "error: unknown backup type '$mode' (full or incremental)" >&2; exit 2 ;;
 esac
 bin=$(caris_bin)
+repo=$(repo_location)
+
+if dry_run; then
+  # What a real run would do; `list` opens the repository (so a wrong key shows here too) and
+  # creates nothing. POSTGRES_URL is not shown: it may hold a password.
+  if [ -z "$(env_get POSTGRES_URL)" ]; then
+    echo "error: POSTGRES_URL is not set: a real run would fail" >&2
+    echo "HINT: set POSTGRES_URL (postgresql://USER@HOST:5432/DB) in the environment or in .env.local" >&2
+    exit 6
+  fi
+  rc=0
+  err=$("$bin" --quiet list --type database 2>&1 >/dev/null) || rc=$?
+  case $rc in
+    0) echo "dry run: a real run would use the repository at $repo (it exists)" ;;
+    7) echo "dry run: a real run would create a new repository at $repo (there is none: is BACKUP_DIR right?)" ;;
+    *)
+      printf '%s\n' "$err" >&2
+      echo "error: the repository at $repo cannot be opened: a real run would fail" >&2
+      exit "$rc"
+      ;;
+  esac
+  if [ -n "${POSTGRES_URL:-}" ]; then src="the environment"; else src=".env.local"; fi
+  article=a
+  if [ "$mode" = incremental ]; then article=an; fi
+  echo "dry run: a real run would make $article $mode backup of the database at POSTGRES_URL (from $src)"
+  echo "dry run: nothing was created or backed up"
+  exit 0
+fi
+
 # The seed's quick start runs this script first on a new BACKUP_DIR: create the repository
-# there when it has none (only `init` creates one; the backup itself refuses a missing one).
-"$bin" --quiet init --if-missing
+# there when it has none (only `init` creates one; the backup itself refuses a missing one),
+# and say so: on a mistyped BACKUP_DIR that new, empty repository is not the one expected.
+created=$("$bin" --json init --if-missing)
+if [[ $created =~ \"created\":[[:space:]]*true ]]; then
+  echo "backup-database.sh: created a new repository at $repo (there was none; if you expected one, check BACKUP_DIR)" >&2
+  echo "keep BACKUP_ENCRYPTION_KEY somewhere safe outside this machine: without it no backup can be restored" >&2
+fi
 exec "$bin" backup database "--$mode"

@@ -75,3 +75,26 @@ env_file_get() {
   printf '%s' "$out"
 }
 
+# env_get NAME: NAME as the binary sees it when run here without --env-file: the environment
+# when it is set and not empty, else .env.local.
+env_get() {
+  local v=${!1:-}
+  [ -n "$v" ] || v=$(env_file_get "$1")
+  printf '%s' "$v"
+}
+
+# repo_location: where the binary looks for the repository (BACKUP_REPOSITORY, else
+# BACKUP_DIR/repository, BACKUP_DIR by default /var/backups/caris), with the user info of a URL
+# (user:secret@) replaced by xxxxx, as the binary shows it.
+repo_location() {
+  local r d
+  r=$(env_get BACKUP_REPOSITORY)
+  if [ -z "$r" ]; then
+    d=$(env_get BACKUP_DIR)
+    r=${d:-/var/backups/caris}/repository
+  fi
+  case $r in
+    *://*@*) r=${r%%://*}://xxxxx@${r##*@} ;;
+  esac
+  printf '%s' "$r"
+}

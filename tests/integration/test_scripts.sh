@@ -3,9 +3,10 @@
 # repository when there is none and backs up; verify-backup.sh verifies; restore-database.sh
 # with DRY_RUN=true (any case of true/yes/on/1) changes nothing, without it restores; a DRY_RUN
 # that is neither true nor false is refused before anything is done (exit 2); usage errors go
-# to stderr with exit 2, --help to stdout with exit 0. scripts/demo.sh reads its env file as the
-# binary does (export, indent, quotes), appends a generated key on a line of its own and makes
-# the file 0600.
+# to stderr with exit 2, --help to stdout with exit 0. backup-database.sh with DRY_RUN prints its
+# plan and creates nothing, and says on stderr when it creates a repository. scripts/demo.sh
+# reads its env file as the binary does (export, indent, quotes), appends a generated key on a
+# line of its own and makes the file 0600.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/pglib.sh"
 
@@ -37,14 +38,46 @@ for args in "restore-database.sh" "verify-backup.sh" "verify-backup.sh a b" "bac
 done
 assert_false "no repository was made by the refused runs" test -e "$BACKUP_DIR/repository"
 
-# --- backup-database.sh makes the repository, then backs up -----------------------------------
+# --- backup-database.sh with DRY_RUN on a new BACKUP_DIR: the plan, nothing created ------------
+for v in true On; do
+    DRY_RUN=$v run "$S/backup-database.sh" incremental
+    assert_rc 0 "backup-database.sh incremental with DRY_RUN=$v on a new BACKUP_DIR"
+    assert_contains "$OUT" "would create a new repository at $BACKUP_DIR/repository" \
+        "DRY_RUN=$v: the plan says there is no repository and a real run would create one"
+    assert_contains "$OUT" "an incremental backup of the database at POSTGRES_URL" \
+        "DRY_RUN=$v: the plan names the type and the database variable"
+    assert_not_contains "$OUT$ERR" "$CARIS_PG_PASSWORD" "DRY_RUN=$v: the plan shows no password"
+    assert_false "DRY_RUN=$v created no BACKUP_DIR" test -e "$BACKUP_DIR"
+done
+run cb list --type database
+assert_rc 7 "after the dry runs there is still no repository (so no backup)"
+for v in maybe dry; do
+    DRY_RUN=$v run "$S/backup-database.sh"
+    assert_rc 2 "backup-database.sh with DRY_RUN=$v is refused"
+    assert_contains "$ERR" "DRY_RUN must be true or false, not '$v': nothing was done" \
+        "DRY_RUN=$v: the error says why"
+    assert_false "DRY_RUN=$v created no BACKUP_DIR" test -e "$BACKUP_DIR"
+done
+DRY_RUN=true run env -u POSTGRES_URL "$S/backup-database.sh"
+assert_rc 6 "DRY_RUN=true without POSTGRES_URL: a real run would fail, so does the dry run"
+assert_contains "$ERR" "POSTGRES_URL is not set" "DRY_RUN=true without POSTGRES_URL: says so"
+
+# --- backup-database.sh makes the repository (and says so), then backs up -----------------------
 run "$S/backup-database.sh"
 assert_rc 0 "backup-database.sh (full by default) on a new BACKUP_DIR"
+assert_contains "$ERR" "created a new repository at $BACKUP_DIR/repository" \
+    "backup-database.sh says on stderr that it created a repository"
 run "$S/backup-database.sh" incremental
 assert_rc 0 "backup-database.sh incremental"
+assert_not_contains "$ERR" "created a new repository" "the second run creates none and says nothing of it"
+DRY_RUN=yes run "$S/backup-database.sh"
+assert_rc 0 "backup-database.sh with DRY_RUN=yes on an existing repository"
+assert_contains "$OUT" "use the repository at $BACKUP_DIR/repository (it exists" \
+    "DRY_RUN=yes: the plan says the repository exists"
+assert_contains "$OUT" "a full backup of the database at POSTGRES_URL" "DRY_RUN=yes: a full backup by default"
 assert_eq "full incremental" "$(cb --json list --type database |
     python3 -c 'import json,sys; print(" ".join(b["mode"] for b in sorted(json.load(sys.stdin), key=lambda b: b["started"])))')" \
-    "one full and one incremental database backup"
+    "one full and one incremental database backup (the dry run added none)"
 id=$(cb --json list --type database | python3 -c 'import json,sys; print(max(json.load(sys.stdin), key=lambda b: b["started"])["id"])')
 
 # --- verify-backup.sh -------------------------------------------------------------------------
