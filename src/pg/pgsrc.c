@@ -950,7 +950,8 @@ int pgsrc_count_rows_each(PGconn *c, json_t *tables, const char *key, struct err
         char *q = table_qname(c, t, e);
         if (!q)
             return -1;
-        char *sql = xasprintf("SELECT count(*) FROM %s", q);
+        char *sql = xasprintf("SELECT count(*) FROM %s%s",
+                              json_is_true(json_object_get(t, "only")) ? "ONLY " : "", q);
         free(q);
         PGresult *res = PQexec(c, sql);
         free(sql);

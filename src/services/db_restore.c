@@ -289,8 +289,15 @@ static int select_objects(const struct dbk *k, const char *const *tables, size_t
         free(key);
         if (!selected)
             continue;
-        json_array_append_new(s->expected, json_pack("{s:s, s:s, s:O}", "schema", schema, "name",
-                                                     name, "expected", json_object_get(t, "rows")));
+        /* a table with inheritance children: its own rows (count(*) FROM ONLY), which a
+         * restore of it alone brings back, not its count with the children's (backups before
+         * rows_own: the count with them) */
+        json_t *own = json_object_get(t, "rows_own");
+        json_t *x = json_pack("{s:s, s:s, s:O}", "schema", schema, "name", name, "expected",
+                              own ? own : json_object_get(t, "rows"));
+        if (own)
+            json_object_set_new(x, "only", json_true());
+        json_array_append_new(s->expected, x);
     }
     json_decref(asked);
     if (*extra || *missing)
@@ -307,6 +314,24 @@ static int select_objects(const struct dbk *k, const char *const *tables, size_t
 
 /* Counts the expected tables in the database and compares. Returns the number that differ
  * (a table that cannot be counted differs), -1 with e when the database cannot be read. */
+/* Test-only: CARIS_TEST_ROWS_SKEW=SCHEMA.NAME counts one row more in that table after a
+ * restore than there is (a mismatch, as a restore that lost rows would give). */
+static void test_rows_skew(json_t *tables)
+{
+    const char *v = getenv("CARIS_TEST_ROWS_SKEW");
+    size_t i;
+    json_t *x;
+    json_array_foreach(tables, i, x)
+    {
+        char *key = xasprintf("%s.%s", json_string_value(json_object_get(x, "schema")),
+                              json_string_value(json_object_get(x, "name")));
+        json_t *a = json_object_get(x, "actual");
+        if (v && strcmp(v, key) == 0 && json_is_integer(a))
+            json_integer_set(a, json_integer_value(a) + 1);
+        free(key);
+    }
+}
+
 static int compare_counts(const struct pgsrc_target *t, json_t *tables, struct err *e)
 {
     PGconn *c = pgsrc_connect(t, NULL, e);
@@ -316,6 +341,7 @@ static int compare_counts(const struct pgsrc_target *t, json_t *tables, struct e
     PQfinish(c);
     if (rc != 0)
         return -1;
+    test_rows_skew(tables);
     int bad = 0;
     size_t i;
     json_t *x;
