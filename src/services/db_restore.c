@@ -492,6 +492,43 @@ static PGconn *connect_maintenance(const struct pgsrc_target *t, struct err *e)
     return c;
 }
 
+/* The comment on a database a --create restore made, while it runs. */
+#define CREATE_MARK "caris-backup: restore in progress, or killed: backup "
+
+/* COMMENT ON DATABASE name IS text (NULL: none). */
+static int set_db_comment(PGconn *c, const char *name, const char *text, struct err *e)
+{
+    char *qn = PQescapeIdentifier(c, name, strlen(name));
+    char *qt = text ? PQescapeLiteral(c, text, strlen(text)) : NULL;
+    if (!qn || (text && !qt)) {
+        PQfreemem(qn);
+        PQfreemem(qt);
+        return err_set(e, ERR_DATABASE, NULL, "cannot quote the comment of database %s", name);
+    }
+    char *sql = xasprintf("COMMENT ON DATABASE %s IS %s", qn, qt ? qt : "NULL");
+    int rc = pgsrc_exec(c, sql, e);
+    free(sql);
+    PQfreemem(qn);
+    PQfreemem(qt);
+    return rc;
+}
+
+/* The mark a --create restore left on database name ("" when none). */
+static void create_mark(PGconn *c, const char *name, char *out, size_t n)
+{
+    out[0] = '\0';
+    const char *params[] = {name};
+    struct err ie = ERR_INIT;
+    PGresult *res = pgsrc_query(c,
+                                "SELECT shobj_description(oid, 'pg_database') FROM pg_database "
+                                "WHERE datname = $1",
+                                1, params, &ie);
+    if (res && PQntuples(res) == 1 && !PQgetisnull(res, 0, 0) &&
+        strncmp(PQgetvalue(res, 0, 0), CREATE_MARK, strlen(CREATE_MARK)) == 0)
+        snprintf(out, n, "%s", PQgetvalue(res, 0, 0) + strlen(CREATE_MARK));
+    PQclear(res);
+}
+
 static int database_exists(PGconn *c, const char *name, struct err *e)
 {
     const char *params[] = {name};
@@ -1470,11 +1507,23 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
                      "(--create makes a new database)",
                      dbname);
         } else if (ex) {
-            err_set(e, ERR_USAGE,
-                    "drop it first, name another database in the target URL, or restore into it "
-                    "with --clean instead of --create",
-                    "database %s already exists at host %s port %s: --create makes a new one",
-                    dbname, host, port);
+            char mark[300];
+            create_mark(c, dbname, mark, sizeof(mark));
+            if (*mark)
+                err_set(e, ERR_USAGE,
+                        "if that restore is not running any more, drop the database (DROP "
+                        "DATABASE, or dropdb) and restore again",
+                        "database %s at host %s port %s is what a --create restore of %s made, "
+                        "which did not finish (it runs still, or was killed): it may be empty "
+                        "or partly restored",
+                        dbname, host, port, mark);
+            else
+                err_set(e, ERR_USAGE,
+                        "drop it first, name another database in the target URL, or restore "
+                        "into it with --clean instead of --create",
+                        "database %s already exists at host %s port %s: --create makes a new "
+                        "one",
+                        dbname, host, port);
             goto out;
         }
         plan_add(plan,
@@ -1609,9 +1658,18 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
     if (o->create) {
         if (!(c = connect_maintenance(&t, e)) || create_database(c, dbname, &k, e) != 0)
             goto out;
+        created = true;
+        /* marked until the restore is done: one killed (SIGKILL, the machine down) leaves the
+         * database it made, and the next --create says what it is */
+        char *mark = xasprintf("%s%s (%s)", CREATE_MARK, k.id, summary_str(&k, "started"));
+        if (set_db_comment(c, dbname, mark, e) != 0) {
+            free(mark);
+            drop_created(&t, dbname, e);
+            goto out;
+        }
+        free(mark);
         PQfinish(c);
         c = NULL;
-        created = true;
     }
     struct restore_run rr = {.r = r,
                              .k = &k,
@@ -1657,6 +1715,15 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
             goto out;
         }
         verified = true;
+    }
+    if (created) { /* done: the mark goes */
+        if (!(c = connect_maintenance(&t, e)) || set_db_comment(c, dbname, NULL, e) != 0) {
+            err_wrap(e,
+                     "database %s is restored, but its mark (a comment saying a restore is in "
+                     "progress) could not be removed",
+                     dbname);
+            goto out;
+        }
     }
     rc = 0;
 out:

@@ -63,6 +63,22 @@ assert_contains "$ERR" "removed 1 item(s) that a restore killed earlier left" "i
 assert_contains "$ERR" "$(basename "$staged")" "... and names it"
 assert_eq "" "$(items '*')" "BACKUP_DIR/temp is empty afterwards"
 
+# --- the database a killed --create restore made: the next --create says what it is ---------
+CARIS_RESTORE_TARGET_URL=$(pg_url killed_create)
+held restore database "$id" --create
+kill -9 "$PID"
+wait "$HELD_BG"
+assert_true "the killed --create restore left its database" pg_db_exists killed_create
+run cb restore database "$id" --create
+assert_rc 2 "a --create restore into it is refused"
+assert_contains "$ERR" "is what a --create restore of $id" "the refusal says which restore made it"
+assert_contains "$ERR" "did not finish" "... and that it did not finish"
+psql_db postgres -c "DROP DATABASE killed_create" >/dev/null
+run cb restore database "$id" --create --verify
+assert_rc 0 "once dropped, the restore goes through"
+assert_eq "" "$(psql_db postgres -c "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = 'killed_create'")" \
+    "the restored database carries no mark"
+
 # --- a live restore's staged dump is not swept by another restore ----------------------------
 CARIS_RESTORE_TARGET_URL=$(pg_url live_a)
 held restore database "$id" --create --jobs 2 --verify
