@@ -271,6 +271,21 @@ static bool verified_before(struct repo *dst, const char *id)
     return ok;
 }
 
+/* A backup already in the destination: good once verified there. A copy whose verification
+ * failed, or that died before it, left it unverified: verified now, not taken for a good
+ * copy. */
+static int already_there(struct repo *dst, const char *id, const struct caris_copy_opts *o,
+                         struct caris_copy_item *it, struct err *e)
+{
+    it->already_there = true;
+    caris_op_log(o->op, LOG_INFO, "backup %s: already there", id);
+    if (!o->no_verify && verified_before(dst, id)) {
+        it->verified = true;
+        return 0;
+    }
+    return verify_copied(dst, id, o, it, e);
+}
+
 static int copy_one(struct repo *src, struct repo *dst, json_t *s, const struct caris_copy_opts *o,
                     struct caris_copy_item *it, struct err *e)
 {
@@ -289,16 +304,7 @@ static int copy_one(struct repo *src, struct repo *dst, json_t *s, const struct 
         goto out;
     it->blobs = l.n;
     if (there == 1) {
-        it->already_there = true;
-        caris_op_log(o->op, LOG_INFO, "backup %s: already there", id);
-        /* a copy whose verification failed, or that died before it, left the backup there
-         * unverified: verified now, not taken for a good copy */
-        if (!o->no_verify && verified_before(dst, id)) {
-            it->verified = true;
-            rc = 0;
-        } else {
-            rc = verify_copied(dst, id, o, it, e);
-        }
+        rc = already_there(dst, id, o, it, e);
         goto out;
     }
     /* An earlier copy of this backup that died (kill -9, a machine that went down) left its
@@ -316,13 +322,13 @@ static int copy_one(struct repo *src, struct repo *dst, json_t *s, const struct 
                 holder[0] ? holder : "an unreadable claim");
         goto out;
     }
-    /* a copy that committed between the check above and the claim */
+    /* a copy that committed between the check above and the claim (verified as any backup
+     * already there: that copy's own verification may yet fail) */
     there = dst_has_backup(dst, id, s, e);
     if (there < 0)
         goto out;
     if (there == 1) {
-        it->already_there = true;
-        rc = 0;
+        rc = already_there(dst, id, o, it, e);
         goto out;
     }
     if (copy_blobs_and_commit(src, dst, file, &l, it, o->threads, o->op, e) != 0)
