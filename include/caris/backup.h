@@ -194,6 +194,10 @@ struct files_restore_opts {
     const char *const *includes; /* restore only these paths (and below); NULL = all */
     size_t nincludes;
     bool overwrite; /* allow a non-empty target */
+    /* A target that cannot take them (vfat, exFAT, some NFS exports): no extended attributes
+     * (ACLs included), owner and group the restoring user's. Otherwise each one refused fails
+     * the restore. */
+    bool no_xattrs, no_owner;
     int threads;
     caris_progress_fn progress;
     void *ctx;

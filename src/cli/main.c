@@ -1020,12 +1020,17 @@ static int cmd_restore(struct globals *g, int argc, char **argv)
 {
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         printf("usage: caris-backup restore files ID --target DIR [--include PATH]... "
-               "[--overwrite]\n\nRestores a file backup under DIR (each backed-up path at "
+               "[--overwrite]\n                     [--no-xattrs] [--no-owner]\n\nRestores a file "
+               "backup under DIR (each backed-up path at "
                "DIR/<its absolute path>).\nEvery file is written to a temporary name and renamed "
                "once its SHA-256 matched.\nDIR must be empty unless --overwrite. --include "
                "restores only that path and what is below it:\nabsolute as backed up, or relative "
                "to a "
-               "root as `ls` shows it (found under two roots:\nan error listing both).\n");
+               "root as `ls` shows it (found under two roots:\nan error listing both).\n"
+               "Owners, modes, times and extended attributes (ACLs too) are restored; one that\n"
+               "the target refuses fails the restore. Onto a file system that cannot hold them\n"
+               "(vfat, exFAT, some NFS exports): --no-xattrs leaves the extended attributes\n"
+               "(and ACLs) out, --no-owner makes the restoring user the owner.\n");
         return argc < 2 ? 2 : 0;
     }
     if (strcmp(argv[1], "database") == 0)
@@ -1035,9 +1040,12 @@ static int cmd_restore(struct globals *g, int argc, char **argv)
     static const struct option opts[] = {{"target", required_argument, 0, 't'},
                                          {"include", required_argument, 0, 'i'},
                                          {"overwrite", no_argument, 0, 'o'},
+                                         {"no-xattrs", no_argument, 0, 'X'},
+                                         {"no-owner", no_argument, 0, 'O'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     const char *target = NULL;
+    bool no_xattrs = false, no_owner = false;
     const char **inc = NULL;
     size_t ninc = 0;
     bool overwrite = false;
@@ -1056,6 +1064,12 @@ static int cmd_restore(struct globals *g, int argc, char **argv)
             break;
         case 'o':
             overwrite = true;
+            break;
+        case 'X':
+            no_xattrs = true;
+            break;
+        case 'O':
+            no_owner = true;
             break;
         case 'h':
             free(inc);
@@ -1083,6 +1097,8 @@ static int cmd_restore(struct globals *g, int argc, char **argv)
                                    .includes = inc,
                                    .nincludes = ninc,
                                    .overwrite = overwrite,
+                                   .no_xattrs = no_xattrs,
+                                   .no_owner = no_owner,
                                    .threads = g->threads,
                                    .progress = progress_fn(g),
                                    .op = &op};

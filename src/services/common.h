@@ -57,6 +57,7 @@ void progress_report(caris_progress_fn fn, void *ctx, const char *phase, uint64_
 struct files_read_opts {
     const char *target; /* NULL: verify only */
     bool overwrite;
+    bool no_xattrs, no_owner; /* see struct files_restore_opts */
     const char *const *includes;
     size_t nincludes;
     int threads;

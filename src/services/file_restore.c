@@ -1100,6 +1100,19 @@ int files_read_backup(struct repo *r, json_t *summary, const struct buf *entries
             ent = NULL;
             continue;
         }
+        if (o->no_xattrs) {
+            for (size_t x = 0; x < m.nxattrs; x++) {
+                free(m.xattrs[x].name);
+                free(m.xattrs[x].value);
+            }
+            free(m.xattrs);
+            m.xattrs = NULL;
+            m.nxattrs = 0;
+        }
+        if (o->no_owner) {
+            m.uid = (uint32_t)geteuid();
+            m.gid = (uint32_t)getegid();
+        }
         struct err fe = ERR_INIT;
         int frc = 0;
         const char *err_msg = json_string_value(json_object_get(ent, "error"));
@@ -1301,6 +1314,8 @@ static int files_restore_locked(struct repo *r, const struct files_restore_opts 
     }
     struct files_read_opts ro = {.target = o->target,
                                  .overwrite = o->overwrite,
+                                 .no_xattrs = o->no_xattrs,
+                                 .no_owner = o->no_owner,
                                  .includes = (const char *const *)inc,
                                  .nincludes = o->nincludes,
                                  .threads = o->threads,

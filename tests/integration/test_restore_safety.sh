@@ -198,6 +198,15 @@ if setfattr -n user.note -v kept "$xa_src/a" 2>/dev/null; then
             assert_rc 8 "a target without user xattrs: exit 8"
             assert_contains "$ERR" "cannot set extended attribute user.note" "the error is the xattr's"
             assert_not_contains "$ERR" "hard link" "no later hard-link error replaces it"
+            # --no-xattrs (and --no-owner): the restore onto such a target goes through, the
+            # content checked as always
+            # shellcheck disable=SC2016 # expanded by the inner shell
+            run unshare -m bash -c 'mount -t ramfs ramfs "$1" || exit 99
+                "$0" restore files "$2" --target "$1/t" --no-xattrs --no-owner || exit
+                cmp "$3/a" "$1/t$3/a" && test "$(stat -c %i "$1/t$3/a")" = "$(stat -c %i "$1/t$3/b")" &&
+                test "$(stat -c %u "$1/t$3/a")" = "$(id -u)"' \
+                "$CARIS_BIN" "$TEST_TMP/ramfs" "$BACKUP_ID" "$xa_src"
+            assert_rc 0 "--no-xattrs --no-owner: the restore onto it succeeds, content, hard link and owner as asked"
         fi
     else
         note "no mount namespaces here: a target without xattrs is not checked"
