@@ -58,6 +58,7 @@ static const char USAGE[] =
     "  upload ID                 copy a backup to BACKUP_CLOUD_REPOSITORY\n"
     "  check [--read-data]       check the repository's structure (and all its data)\n"
     "  restore files ID --target DIR [--include PATH]... [--overwrite]\n"
+    "                   [--no-xattrs] [--no-owner]\n"
     "                            restore a file backup\n"
     "  restore database ID [--target-url URL] [--clean] [--create] [--table T]...\n"
     "                   [--schema S]... [--jobs N] [--dry-run] [--verify]\n"
