@@ -104,6 +104,7 @@ struct mountfs {
     uint8_t (*bad)[32];   /* damaged chunks logged already (each is logged once) */
     size_t nbad;
     struct caris_mount_stats st;
+    bool no_kernel_acl; /* the kernel cannot apply POSIX ACLs (op_init): node_stat masks */
 };
 
 static struct mnode *node_new(struct mountfs *m, uint32_t mode)
@@ -515,6 +516,14 @@ static void node_stat(struct mountfs *m, struct mnode *n, struct stat *st)
     memset(st, 0, sizeof(*st));
     st->st_ino = n == &m->root ? 1 : n->ino;
     st->st_mode = n->mode;
+    if (m->no_kernel_acl && !S_ISLNK(n->mode))
+        for (size_t i = 0; i < n->nxattrs; i++)
+            if (strcmp(n->xattrs[i].name, "system.posix_acl_access") == 0) {
+                /* the kernel would check the mode bits only, and with an ACL they say too
+                 * much: the owner alone keeps access */
+                st->st_mode &= ~(mode_t)077;
+                break;
+            }
     st->st_nlink = n->nlink;
     st->st_uid = n->uid;
     st->st_gid = n->gid;
@@ -871,7 +880,22 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
     buf_free(&b);
 }
 
+/* The kernel checks permissions itself (default_permissions). Without FUSE_CAP_POSIX_ACL it
+ * looks at the mode bits only, and a file's group bits are its ACL's mask when it has an ACL:
+ * a named user or group the ACL leaves out, or the owning group with "group::---", would read
+ * what they could not read on the source. With it, the kernel asks getxattr for
+ * system.posix_acl_access (the backed-up ACL) and applies it. */
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+    struct mountfs *m = userdata;
+    if (conn->capable & FUSE_CAP_POSIX_ACL)
+        conn->want |= FUSE_CAP_POSIX_ACL;
+    else
+        m->no_kernel_acl = true;
+}
+
 static const struct fuse_lowlevel_ops mount_ops = {
+    .init = op_init,
     .lookup = op_lookup,
     .getattr = op_getattr,
     .readlink = op_readlink,

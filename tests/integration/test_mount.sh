@@ -16,6 +16,25 @@ mnt=$TEST_TMP/mnt
 mkdir "$mnt"
 make_tree "$src" || fail "make_tree failed"
 seeded_bytes 12M mount/large >"$src/docs/large.bin" # several chunks: readahead, jumps
+# a file with a POSIX ACL whose mask is narrower than the owning group's entry:
+# -rw-r-----+ root:users; user::rw-, user:nobody:r--, group::---, mask::r--, other::---
+# (written as the xattr: setfacl is not installed everywhere)
+acl_file=$src/acl-notes.txt
+printf 'session notes\n' >"$acl_file"
+chown 0:100 "$acl_file" && chmod 0600 "$acl_file"
+have_acl=false
+if [[ $(id -u) == 0 ]] && python3 - "$acl_file" <<'EOF_ACL'; then
+import os, struct, sys
+none = 0xFFFFFFFF
+entries = [(0x01, 6, none), (0x02, 4, 65534), (0x04, 0, none), (0x10, 4, none), (0x20, 0, none)]
+os.setxattr(sys.argv[1], "system.posix_acl_access",
+            struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *x) for x in entries))
+EOF_ACL
+    have_acl=true
+    assert_eq "-rw-r-----+" "$(ls -l "$acl_file" | cut -c1-11)" "the ACL file as ls shows it"
+    assert_false "on the source, uid 4242 of group 100 (group::---) cannot read the ACL file" \
+        setpriv --reuid=4242 --regid=100 --clear-groups cat "$acl_file"
+fi
 assert_exit 0 cb init
 
 backup_json "$TEST_TMP/b1.json" --full --time 2024-01-15T03:00:00Z "$src"
@@ -139,6 +158,17 @@ if [[ $(id -u) == 0 ]]; then
     assert_false "--allow-other: another user cannot read root's 0400 file" as_nobody cat "$l/read-only"
     assert_contains "$(cat "$TEST_TMP/.check.err")" "Permission denied" "permission denied"
     assert_true "root reads it" cmp "$src/read-only" "$l/read-only"
+    # POSIX ACLs are the kernel's to check too (FUSE_CAP_POSIX_ACL): the mode's group bits
+    # (r) are the ACL's mask, and the owning group's entry is ---
+    if $have_acl; then
+        assert_false "--allow-other: the ACL's owning group (group::---) cannot read the file" \
+            setpriv --reuid=4242 --regid=100 --clear-groups cat "$l/acl-notes.txt"
+        assert_contains "$(cat "$TEST_TMP/.check.err")" "Permission denied" "permission denied by the ACL"
+        assert_eq "session notes" "$(as_nobody cat "$l/acl-notes.txt")" \
+            "--allow-other: the user the ACL names (user:nobody:r--) reads the file"
+    else
+        skip "the file system of $TEST_TMP takes no POSIX ACL: the ACL checks are not tested"
+    fi
 else
     skip "not root: the --allow-other permission checks need another user"
 fi
