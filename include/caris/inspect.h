@@ -158,16 +158,27 @@ struct caris_find_backup {
     char id[CARIS_ID_MAX];
     char started[40];
 };
+/* A backup whose snapshot file cannot be read: it could not be searched (its kind and time
+ * are unknown, so whatever --since/--until say). */
+struct caris_find_unsearched {
+    char *id; /* NULL when neither the state record nor this host's copy names it */
+    char *file;
+    char *error;
+};
 struct caris_find_result {
     struct caris_find_backup *backups; /* the file backups searched, oldest first */
     size_t nbackups;
     struct caris_find_match *matches; /* by backup, then in tree order */
     size_t nmatches;
+    struct caris_find_unsearched *unsearched; /* snapshot files that cannot be read */
+    size_t nunsearched;
 };
+/* CARIS_DONE, or CARIS_DONE_WARNINGS when some backups could not be searched (unsearched),
+ * or -1 with e set. */
 int caris_backup_find(struct repo *r, const struct caris_find_opts *o,
                       struct caris_find_result *res, struct err *e);
 /* {"pattern", "backupsSearched", "matches": [{"backupId", "startedAt", "path", "type", "mode",
- * ..., as ls}]} */
+ * ..., as ls}], "notSearched": [{"backupId" (null when unknown), "file", "error"}]} */
 json_t *caris_find_to_json(const struct caris_find_result *res, const char *pattern);
 void caris_find_result_free(struct caris_find_result *res);
 

@@ -473,7 +473,9 @@ static const char FIND_USAGE[] =
     "(`docs/*.csv`); `*` then also matches '/'.\n"
     "--since / --until: only backups started in that range. TIME: 2024-01-15T03:00:00Z,\n"
     "2024-01-15T04:00:00+01:00, or local time in BACKUP_TZ as 2024-01-15 04:00[:00].\n"
-    "--long (-l): as `ls --long`.\n";
+    "--long (-l): as `ls --long`.\n"
+    "A backup whose snapshot file is damaged cannot be searched: it is named in a warning\n"
+    "(exit 3).\n";
 
 int cmd_find(struct globals *g, int argc, char **argv)
 {
@@ -520,7 +522,7 @@ int cmd_find(struct globals *g, int argc, char **argv)
     int rc = caris_backup_find(r, &o, &res, &e);
     cli_op_end(&op);
     repo_close(r);
-    if (rc != 0)
+    if (rc < 0)
         return fail(&e);
     if (g->json) {
         json_t *j = caris_find_to_json(&res, o.pattern);
@@ -544,6 +546,24 @@ int cmd_find(struct globals *g, int argc, char **argv)
             printf("%s%zu match%s in %zu file backup%s\n", res.nmatches ? "\n" : "", res.nmatches,
                    res.nmatches == 1 ? "" : "es", res.nbackups, res.nbackups == 1 ? "" : "s");
     }
+    /* a damaged snapshot may hold matches: never a quiet "no match" */
+    for (size_t i = 0; i < res.nunsearched; i++) {
+        const struct caris_find_unsearched *u = &res.unsearched[i];
+        if (u->id)
+            fprintf(stderr,
+                    "warning: backup %s was not searched: its snapshot file %s is damaged (%s)\n",
+                    u->id, u->file ? u->file : "?", u->error ? u->error : "");
+        else
+            fprintf(stderr,
+                    "warning: a backup was not searched: its snapshot file %s is damaged (%s)\n",
+                    u->file ? u->file : "?", u->error ? u->error : "");
+    }
+    if (res.nunsearched)
+        fprintf(stderr,
+                "warning: %zu backup%s could not be searched: matches in %s are not shown "
+                "(`list` shows %s as DAMAGED)\n",
+                res.nunsearched, res.nunsearched == 1 ? "" : "s",
+                res.nunsearched == 1 ? "it" : "them", res.nunsearched == 1 ? "it" : "them");
     caris_find_result_free(&res);
-    return 0;
+    return rc == CARIS_DONE_WARNINGS ? EXIT_WARNINGS : 0;
 }

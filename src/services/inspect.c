@@ -800,12 +800,24 @@ static int find_in(struct loaded *l, const struct caris_find_opts *o, struct car
 static int find_locked(struct repo *r, const struct caris_find_opts *o,
                        struct caris_find_result *res, struct err *e)
 {
-    json_t *list = caris_backup_list(r, "files", e);
+    json_t *damaged = NULL;
+    json_t *list = caris_backup_list_damaged(r, "files", &damaged, e);
     if (!list)
         return -1;
     size_t i, cap = 0;
     json_t *s;
     int rc = 0;
+    /* a snapshot that cannot be read may be a file backup's: said, never passed over */
+    json_array_foreach(damaged, i, s)
+    {
+        res->unsearched =
+            xrealloc(res->unsearched, xsize(res->nunsearched + 1, sizeof(*res->unsearched), 0));
+        struct caris_find_unsearched *u = &res->unsearched[res->nunsearched++];
+        u->id = jsonx_strdup_member(s, "id");
+        u->file = jsonx_strdup_member(s, "object");
+        u->error = jsonx_strdup_member(s, "error");
+    }
+    json_decref(damaged);
     json_array_foreach(list, i, s)
     {
         const char *started = json_string_value(json_object_get(s, "started"));
@@ -851,9 +863,11 @@ int caris_backup_find(struct repo *r, const struct caris_find_opts *o,
         return -1;
     int rc = find_locked(r, o, res, e);
     repo_unlock(r);
-    if (rc != 0)
+    if (rc != 0) {
         caris_find_result_free(res);
-    return rc;
+        return -1;
+    }
+    return res->nunsearched ? CARIS_DONE_WARNINGS : CARIS_DONE;
 }
 
 json_t *caris_find_to_json(const struct caris_find_result *res, const char *pattern)
@@ -866,8 +880,16 @@ json_t *caris_find_to_json(const struct caris_find_result *res, const char *patt
         json_object_set_new(o, "started", json_string(res->backups[m->backup].started));
         json_array_append_new(arr, o);
     }
-    return json_pack("{s:s, s:I, s:o}", "pattern", pattern, "backupsSearched",
-                     (json_int_t)res->nbackups, "matches", arr);
+    json_t *skipped = json_array();
+    for (size_t i = 0; i < res->nunsearched; i++) {
+        const struct caris_find_unsearched *u = &res->unsearched[i];
+        json_array_append_new(skipped,
+                              json_pack("{s:o, s:s, s:s}", "backupId",
+                                        u->id ? json_string(u->id) : json_null(), "file",
+                                        u->file ? u->file : "", "error", u->error ? u->error : ""));
+    }
+    return json_pack("{s:s, s:I, s:o, s:o}", "pattern", pattern, "backupsSearched",
+                     (json_int_t)res->nbackups, "matches", arr, "notSearched", skipped);
 }
 
 void caris_find_result_free(struct caris_find_result *res)
@@ -876,5 +898,11 @@ void caris_find_result_free(struct caris_find_result *res)
         ls_entry_free(&res->matches[i].entry);
     free(res->matches);
     free(res->backups);
+    for (size_t i = 0; i < res->nunsearched; i++) {
+        free(res->unsearched[i].id);
+        free(res->unsearched[i].file);
+        free(res->unsearched[i].error);
+    }
+    free(res->unsearched);
     memset(res, 0, sizeof(*res));
 }

@@ -4,8 +4,8 @@
 # "permission denied" (exit 8), not "no repository" (exit 7), the marker's text is
 # validated, a damaged key slot is damage (exit 4), never "wrong encryption key"; a backup
 # never vanishes quietly: a flipped, truncated or deleted snapshot file
-# shows in `list` and fails `verify --all` (exit 4), named by its id when it can be
-# recovered; a damaged entry list in the first of three backups does not stop `verify --all`;
+# shows in `list` and fails `verify --all` (exit 4), and `find` names it as not searched
+# (exit 3), named by its id when it can be recovered; a damaged entry list in the first of three backups does not stop `verify --all`;
 # results of verify and check are recorded and `list` shows a damaged backup as damaged; a
 # backup's warnings (full path, reason) are in `list --json`.
 source "$(dirname "$0")/lib.sh"
@@ -201,6 +201,22 @@ assert_eq "${ids[0]}:True ${ids[1]}:False ${ids[2]}:False" \
 run cb verify --all
 assert_contains "$OUT" "${ids[1]}: DAMAGED" "verify --all (human) names the flipped one"
 assert_contains "$OUT" "${ids[2]}: DAMAGED" "verify --all (human) names the truncated one"
+# find cannot search them: it says so (exit 3), never a quiet "no match" there
+run cb find '*.bin'
+assert_rc 3 "find with two damaged snapshot files: exit 3 (warnings)"
+assert_contains "$OUT" "data1.bin" "find shows the match in the backup it could read"
+assert_contains "$OUT" "1 match in 1 file backup" "find counts the one backup it searched"
+for k in 1 2; do
+    assert_contains "$ERR" "warning: backup ${ids[$k]} was not searched: its snapshot file snapshots/${snaps[$k]} is damaged" \
+        "find names backup $((k + 1)) (damaged snapshot file) as not searched"
+done
+assert_contains "$ERR" "2 backups could not be searched" "find counts the backups it could not search"
+run cb --json find '*.bin'
+assert_rc 3 "find --json with two damaged snapshot files: exit 3"
+assert_eq "[[\"${ids[1]}\", \"snapshots/${snaps[1]}\"], [\"${ids[2]}\", \"snapshots/${snaps[2]}\"]]" \
+    "$(json_eval "$OUT_FILE" 'sorted([u["backupId"], u["file"]] for u in d["notSearched"])')" \
+    "find --json: notSearched names both, by id and file"
+assert_eq 1 "$(json_get "$OUT_FILE" '["backupsSearched"]')" "find --json: one backup searched"
 run cb verify "${ids[2]}"
 assert_rc 4 "verify of the backup whose snapshot file is truncated: exit 4 (damaged, not 'not found')"
 assert_contains "$ERR" "snapshots/${snaps[2]} is damaged" "verify ID names its damaged snapshot file"
@@ -222,6 +238,13 @@ assert_eq damaged "$(json_eval "$OUT_FILE" "[b for b in d if b.get('file') == 's
 run cb verify --all
 assert_rc 4 "verify --all, ids unknown: exit 4"
 assert_contains "$OUT" "snapshots/${snaps[2]}: DAMAGED" "verify --all names it by its file"
+run cb --json find '*.bin'
+assert_rc 3 "find, ids unknown: exit 3"
+assert_eq "[null, null]" "$(json_eval "$OUT_FILE" '[u["backupId"] for u in d["notSearched"]]')" \
+    "find --json, ids unknown: backupId null"
+run cb find '*.bin'
+assert_contains "$ERR" "warning: a backup was not searched: its snapshot file snapshots/${snaps[2]} is damaged" \
+    "find, ids unknown: the backup named by its file"
 rm -rf "$REPO/state" "$BACKUP_DIR/metadata"
 mv "$TEST_TMP/state.saved" "$REPO/state"
 mv "$TEST_TMP/metadata.saved" "$BACKUP_DIR/metadata"
