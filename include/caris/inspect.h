@@ -111,7 +111,8 @@ void caris_dump_result_free(struct caris_dump_result *res);
 
 enum {
     CARIS_DIFF_TYPE = 1u << 0,
-    CARIS_DIFF_CONTENT = 1u << 1, /* size or SHA-256 (or readability at backup time) */
+    CARIS_DIFF_CONTENT = 1u << 1, /* size or SHA-256 (or readability at backup time); a hard
+                                     link: its first name's */
     CARIS_DIFF_MODE = 1u << 2,
     CARIS_DIFF_OWNER = 1u << 3, /* uid or gid */
     CARIS_DIFF_MTIME = 1u << 4,

@@ -19,6 +19,7 @@ struct fp {
     uint8_t xh[32];  /* SHA-256 of the xattrs as stored; zeros when none */
     uint8_t lh[32];  /* SHA-256 of the link; zeros when none */
     bool unreadable; /* "error" at backup time */
+    char *target;    /* FS_HARDLINK: the full path of its first name (which holds the content) */
 };
 
 /* Tree order: byte order where '/' sorts before every other byte, so that a directory's
@@ -38,6 +39,29 @@ static int fp_cmp(const void *a, const void *b)
         return cx < cy ? -1 : 1;
     }
     return (x->len > y->len) - (x->len < y->len);
+}
+
+/* A hard link holds no content of its own: it gets its first name's (size, SHA-256, unreadable),
+ * so that a content change shows on every name of the file, whichever name came first. v is
+ * sorted (fp_cmp). */
+static void hardlink_contents(struct fp *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (v[i].type != FS_HARDLINK || !v[i].target)
+            continue;
+        struct fp key = {.path = v[i].target, .len = strlen(v[i].target)};
+        const struct fp *t = bsearch(&key, v, n, sizeof(*v), fp_cmp);
+        if (!t || t->type != FS_REG)
+            continue; /* a first name the backup does not hold: content unknown (zeros) */
+        v[i].size = t->size;
+        memcpy(v[i].sha, t->sha, 32);
+        v[i].unreadable = t->unreadable;
+    }
+}
+
+static bool has_content(const struct fp *f)
+{
+    return f->type == FS_REG || f->type == FS_HARDLINK;
 }
 
 static int fingerprints(struct loaded *l, struct fp **out, size_t *n, struct err *e)
@@ -80,17 +104,23 @@ static int fingerprints(struct loaded *l, struct fp **out, size_t *n, struct err
         }
         if (d.m.link)
             cx_sha256(d.m.link, strlen(d.m.link), f->lh);
+        if (d.m.type == FS_HARDLINK && d.m.link)
+            f->target = xstrdup(d.m.link);
         inspect_dentry_clear(&d);
     }
     if (more == 0 && *n)
         qsort(*out, *n, sizeof(struct fp), fp_cmp);
+    if (more == 0)
+        hardlink_contents(*out, *n);
     return more;
 }
 
 static void fps_free(struct fp *v, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         free(v[i].path);
+        free(v[i].target);
+    }
     free(v);
 }
 
@@ -99,7 +129,7 @@ static unsigned fp_changes(const struct fp *a, const struct fp *b)
     unsigned c = 0;
     if (a->type != b->type)
         c |= CARIS_DIFF_TYPE;
-    if (a->type == FS_REG && b->type == FS_REG &&
+    if (has_content(a) && has_content(b) &&
         (a->size != b->size || memcmp(a->sha, b->sha, 32) != 0 || a->unreadable != b->unreadable))
         c |= CARIS_DIFF_CONTENT;
     if (a->mode != b->mode)

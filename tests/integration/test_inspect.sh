@@ -214,6 +214,10 @@ assert_true "docs/reports/random.bin extracted equal" cmp "$src/docs/reports/ran
 root_mtime=$(stat -c %y "$src")
 printf 'hello, changed world\n' >"$src/hello.txt"
 touch -d '2020-01-02 03:04:05.123456789' "$src/hello.txt" # same mtime: content alone
+# hardlink-a and docs/hardlink-b are one inode, written through its second name: both names
+# changed content (a hard link's own entry holds no content: it is its first name's)
+printf 'shared content, edited\n' >"$src/docs/hardlink-b"
+touch -d '2022-03-04 05:06:07' "$src/docs/hardlink-b"
 chmod 0600 "$src/odd-mode"
 touch -d '1970-01-01 00:00:01.5' "$src/odd-mode"
 chown 4321 "$src/owned-by-1234"
@@ -232,24 +236,27 @@ run cb --json diff "$id1" "$id2"
 assert_rc 0 "diff --json"
 assert_eq "[\"$src/docs/new.txt\"]" "$(json_eval "$OUT_FILE" '[x["path"] for x in d["added"]]')" "diff: added"
 assert_eq "[\"$src/name with space\"]" "$(json_eval "$OUT_FILE" '[x["path"] for x in d["removed"]]')" "diff: removed"
-want="{\"$src/docs\": [\"mtime\"], \"$src/docs/numbers.txt\": [\"mtime\"], \"$src/hello.txt\": [\"content\"], \"$src/odd-mode\": [\"mode\"], \"$src/owned-by-1234\": [\"owner\"], \"$src/xattr-file\": [\"xattrs\"]}"
+want="{\"$src/docs\": [\"mtime\"], \"$src/docs/hardlink-b\": [\"content\", \"mtime\"], \"$src/docs/numbers.txt\": [\"mtime\"], \"$src/hardlink-a\": [\"content\", \"mtime\"], \"$src/hello.txt\": [\"content\"], \"$src/odd-mode\": [\"mode\"], \"$src/owned-by-1234\": [\"owner\"], \"$src/xattr-file\": [\"xattrs\"], \"$src/zz/hello-link\": [\"content\"]}"
 assert_eq "$want" "$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(json.dumps({x["path"]: x["changes"] for x in d["changed"]}, sort_keys=True))' "$OUT_FILE")" \
-    "diff: exactly the changed entries, each with what changed"
-assert_eq '{"added": 1, "changed": 6, "removed": 1}' "$(json_get "$OUT_FILE" '["stats"]')" "diff: counts"
+    "diff: exactly the changed entries, each with what changed (both names of an edited hard-linked file: content)"
+assert_eq '{"added": 1, "changed": 9, "removed": 1}' "$(json_get "$OUT_FILE" '["stats"]')" "diff: counts"
 assert_exit 0 cb diff "$id1" latest
 assert_contains "$OUT" "+  $src/docs/new.txt" "diff: human output, added"
 assert_contains "$OUT" "-  $src/name with space" "diff: human output, removed"
 assert_contains "$OUT" "M  $src/hello.txt  (content)" "diff: human output, changed"
 golden="comparing $id1 to $id2
 M  $src/docs  (mtime)
+M  $src/docs/hardlink-b  (content, mtime)
 +  $src/docs/new.txt
 M  $src/docs/numbers.txt  (mtime)
+M  $src/hardlink-a  (content, mtime)
 M  $src/hello.txt  (content)
 -  $src/name with space
 M  $src/odd-mode  (mode)
 M  $src/owned-by-1234  (owner)
 M  $src/xattr-file  (xattrs)
-1 added, 1 removed, 6 changed"
+M  $src/zz/hello-link  (content)
+1 added, 1 removed, 9 changed"
 assert_eq "$golden" "$OUT" "diff: the whole human output, in tree order"
 assert_exit 0 cb --json diff "$id2" "$id2"
 assert_eq 0 "$(json_eval "$OUT_FILE" 'len(d["added"]) + len(d["removed"]) + len(d["changed"])')" \
