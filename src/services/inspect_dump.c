@@ -317,8 +317,25 @@ static int tar_hardlink_content(struct dumper *dp, struct loaded *l, struct dent
     return tar_member(dp, d, name, nlen, '0', NULL, first, size, e);
 }
 
+/* A hard link whose first name could not be read at backup time (why) is left out: its
+ * member would name a file the archive does not hold (tar: "Cannot hard link"). */
+static void warn_unread_link(struct caris_dump_result *res, const struct dentry *d,
+                             const char *first, size_t first_len, const char *why)
+{
+    json_t *w = json_object();
+    manifest_set_bytes(w, "path", d->full, d->full_len);
+    char el[600], m[1400];
+    str_escape(first, first_len, el, sizeof(el));
+    snprintf(m, sizeof(m),
+             "left out: a hard link of %s, whose content could not be read at backup time (%s)", el,
+             why);
+    json_object_set_new(w, "message", json_string(m));
+    json_array_append_new(res->warnings, w);
+}
+
 /* A directory as a tar stream. Hard links whose first name is inside the directory stay hard
- * links; those whose first name is outside get that file's content (found in a first pass). */
+ * links; those whose first name is outside get that file's content (found in a first pass).
+ * Those whose first name could not be read at backup time are left out with a warning. */
 static int dump_tar(struct dumper *dp, struct loaded *l, const char *a, size_t al,
                     struct caris_dump_result *res, struct err *e)
 {
@@ -331,15 +348,12 @@ static int dump_tar(struct dumper *dp, struct loaded *l, const char *a, size_t a
     entry_iter_init(&it, &l->text);
     while ((more = inspect_next_entry(l, &it, &d, e)) == 1) {
         if (d.m.type == FS_HARDLINK && inspect_below(d.full, d.full_len, a, al, false)) {
+            /* every first name (inside too: was it read at backup time?) */
             size_t tl;
             char *t = inspect_link_full(l, &d, &tl);
-            if (!inspect_below(t, tl, a, al, false)) {
-                refs = xrealloc(refs, xsize(nrefs + 1, sizeof(*refs), 0));
-                refs[nrefs] = (struct pathref){t, tl, nrefs};
-                nrefs++;
-            } else {
-                free(t);
-            }
+            refs = xrealloc(refs, xsize(nrefs + 1, sizeof(*refs), 0));
+            refs[nrefs] = (struct pathref){t, tl, nrefs};
+            nrefs++;
         }
         inspect_dentry_clear(&d);
     }
@@ -370,20 +384,26 @@ static int dump_tar(struct dumper *dp, struct loaded *l, const char *a, size_t a
         } else if (d.m.type == FS_HARDLINK) {
             size_t tl;
             char *t = inspect_link_full(l, &d, &tl);
-            if (inspect_below(t, tl, a, al, false)) {
+            /* its first name comes before it in the backup: its entry is known by now */
+            size_t k = inspect_pathref_find(refs, nrefs, t, tl);
+            json_t *first_err =
+                k < nrefs && ref_ents[k] ? json_object_get(ref_ents[k], "error") : NULL;
+            const char *why =
+                first_err ? (json_string_value(first_err) ? json_string_value(first_err) : "?")
+                          : NULL;
+            bool inside = inspect_below(t, tl, a, al, false);
+            if (why) {
+                warn_unread_link(res, &d, t, tl, why);
+            } else if (inside) {
                 size_t ln;
                 char *lname = member_name(a, al, t, tl, false, &ln);
                 rc = tar_member(dp, &d, name, nlen, '1', lname, NULL, 0, e);
                 queued = true;
             } else {
-                size_t k = inspect_pathref_find(refs, nrefs, t, tl);
                 if (k == nrefs || !ref_ents[k]) {
                     rc = err_set(e, ERR_DAMAGE, NULL,
                                  "backup %s: hard link %s names a file the backup does not hold",
                                  l->id, name);
-                } else if (json_object_get(ref_ents[k], "error")) {
-                    warn_unreadable(res, &d,
-                                    json_string_value(json_object_get(ref_ents[k], "error")));
                 } else {
                     rc = tar_hardlink_content(dp, l, &d, name, nlen, ref_ents[k], e);
                     queued = true;

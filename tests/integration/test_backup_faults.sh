@@ -153,6 +153,21 @@ assert_rc 3 "--include of the link alone: a warning (exit 3)"
 assert_contains "$ERR" '"b.lnk": not restored: a hard link of a.x, whose content could not be read' \
     "--include of the link alone: the restore names the link and says why"
 assert_eq "" "$(find "$t" ! -type d)" "--include of the link alone: nothing is restored"
+# dump of the directory as tar: the link is left out with a warning, as the file is (a member
+# "b.lnk link to a.x" without a.x made `tar -x` fail: "Cannot hard link")
+run bash -c '"$0" dump "$1" "$2" >"$3"' "$CARIS_BIN" "$BACKUP_ID" "$src" "$TEST_TMP/link-unread.tar"
+assert_rc 3 "a hard link of an unread file: dump as tar ends with a warning (exit 3)"
+assert_contains "$ERR" "warning: $src/a.x: left out: the file could not be read at backup time" \
+    "a hard link of an unread file: dump names the unread file"
+assert_contains "$ERR" "warning: $src/b.lnk: left out: a hard link of $src/a.x, whose content could not be read at backup time (read error: Input/output error)" \
+    "a hard link of an unread file: dump names the link and says why"
+t=$TEST_TMP/untar-link-unread
+mkdir "$t"
+assert_true "a hard link of an unread file: GNU tar extracts the dump without an error" \
+    tar -xpf "$TEST_TMP/link-unread.tar" -C "$t"
+assert_false "a hard link of an unread file: no member for the link" \
+    bash -c 'tar -tvf "$0" | grep -F b.lnk' "$TEST_TMP/link-unread.tar"
+assert_true "a hard link of an unread file: the file after it is in the dump" cmp -s "$t/${src##*/}/c.txt" "$src/c.txt"
 rm -f "$src/a.x" "$src/b.lnk" "$src/c.txt"
 
 # --- a file and a directory the backup may not open (EACCES: root's 0600 file and 0700
