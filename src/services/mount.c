@@ -81,6 +81,7 @@ struct mnode {
     uint64_t *offs;
     size_t nchunks;
     char *unreadable; /* could not be read at backup time */
+    char *text;       /* a file made up by the mount (its content; no chunks) */
 };
 
 /* ---- the file system ------------------------------------------------------------------- */
@@ -133,6 +134,7 @@ static void node_free(struct mnode *n)
     free(n->lens);
     free(n->offs);
     free(n->unreadable);
+    free(n->text);
     free(n);
 }
 
@@ -414,6 +416,38 @@ static int load_streams(struct builder *bd, const char *snap, struct err *e)
     return rc;
 }
 
+/* A physical backup (the cluster's data directory) is not shown: an incremental's blocks are
+ * page deltas the mount cannot rebuild, and PostgreSQL reads a data directory only restored.
+ * Its directory holds one file saying so and what to use instead, and the log says it once
+ * (at the first look inside): an intact backup is never shown as an error (EIO). */
+#define PHYSICAL_NOTE_NAME "NOT-SHOWN-physical-backup.txt"
+static void load_physical_note(struct builder *bd)
+{
+    const char *id = bd->b->id;
+    size_t need = 2 * strlen(id) + 600;
+    char *t = xmalloc(need);
+    snprintf(t, need,
+             "%s is a physical backup: a copy of a PostgreSQL cluster's data directory.\n"
+             "mount does not show its files (they are of use only restored, and an incremental\n"
+             "backup holds page deltas). The backup is not damaged by that. To see what it holds\n"
+             "and to restore it:\n"
+             "\n"
+             "  caris-backup ls %s\n"
+             "  caris-backup restore database --physical --pgdata DIR %s\n",
+             id, id, id);
+    struct mnode *n = builder_add(bd, node_new(bd->m, S_IFREG | 0444));
+    n->real = true;
+    n->mtime_sec = bd->time_sec;
+    n->text = t;
+    n->size = strlen(t);
+    n->blocks = (n->size + 511) / 512;
+    child_add(bd->top, PHYSICAL_NOTE_NAME, strlen(PHYSICAL_NOTE_NAME), n);
+    caris_op_log(bd->m->op, LOG_WARN,
+                 "backup %s is a physical backup: its files are not shown (its directory holds "
+                 "%s; use `caris-backup ls` or `restore database --physical`)",
+                 id, PHYSICAL_NOTE_NAME);
+}
+
 /* A root becomes directories of the mount: no empty, "." or ".." component. */
 static bool root_ok(const char *root)
 {
@@ -483,7 +517,11 @@ static int backup_ensure(struct mountfs *m, struct mnode *top)
     struct builder bd = {.m = m, .b = b, .top = top, .time_sec = top->mtime_sec};
     int rc = inspect_load(m->r, b->id, NULL, &l, &e);
     if (rc == 0) {
-        rc = l.files ? load_files(&bd, &l, &e) : load_streams(&bd, l.name, &e);
+        const char *method = json_string_value(json_object_get(l.summary, "method"));
+        if (!l.files && method && strcmp(method, "physical") == 0)
+            load_physical_note(&bd);
+        else
+            rc = l.files ? load_files(&bd, &l, &e) : load_streams(&bd, l.name, &e);
         inspect_loaded_free(&l);
     }
     pathmap_free(&bd.pm);
@@ -811,6 +849,13 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     uint64_t end = n->size - start < size ? n->size : start + size;
     size_t len = (size_t)(end - start);
     uint8_t *out = xcalloc(len, 1); /* holes read as zeros */
+    if (n->text) {
+        memcpy(out, n->text + start, len);
+        m->st.bytes_read += len;
+        fuse_reply_buf(req, (const char *)out, len);
+        free(out);
+        return;
+    }
     /* the first chunk that ends after start (chunks are in offset order) */
     size_t lo = 0, hi = n->nchunks;
     while (lo < hi) {

@@ -4,7 +4,7 @@
 # incremental, more changes, a second incremental. Checked: ids, parents and the page deltas
 # in the summaries; an incremental adds a small fraction of a full's bytes; the last
 # incremental restores (WAL replayed, server started) to the source's fingerprint; verify and
-# check --read-data; forget + prune of the full keeps the incrementals restorable (their base
+# check --read-data; mount shows each physical backup as one note, not as damage; forget + prune of the full keeps the incrementals restorable (their base
 # blocks are kept); copy to a second repository, and to an S3 one (s3rver) whose restore
 # equals the directory's; damaged base blocks make the restore fail with nothing left behind.
 source "$(dirname "$0")/lib.sh"
@@ -126,6 +126,39 @@ run cb verify "$id3"
 assert_rc 0 "verify reads the second incremental"
 run cb check --read-data
 assert_rc 0 "check --read-data with incrementals"
+
+# mount does not show a physical backup's files; its directory holds one file saying so and
+# what to use instead (every physical backup was an Input/output error, logged as a
+# "malformed stream entry": a healthy backup shown as damaged). As root: /dev/fuse is root's
+# here; give_server hands back anything the mount wrote.
+note_name=NOT-SHOWN-physical-backup.txt
+if [[ -c /dev/fuse && $(id -u) == 0 ]]; then
+    mnt=$TEST_TMP/mnt
+    mkdir "$mnt"
+    mounted() { mountpoint -q "$mnt"; }
+    unmounted() { ! mountpoint -q "$mnt"; }
+    bg_start "$CARIS_BIN" mount "$mnt"
+    assert_true "mount of a repository of physical backups" wait_until 30 mounted
+    for id in "$id1" "$id3"; do
+        assert_eq "$note_name" "$(ls "$mnt/$id")" "mount: $id holds the one note"
+        run cat "$mnt/$id/$note_name"
+        assert_rc 0 "mount: $id's note reads (no Input/output error)"
+        assert_contains "$OUT" "$id is a physical backup" "mount: the note names the backup"
+        assert_contains "$OUT" "caris-backup restore database --physical --pgdata DIR $id" \
+            "mount: the note says how to restore it"
+    done
+    kill -TERM "$BG_PID"
+    assert_true "mount: SIGTERM unmounts" wait_until 30 unmounted
+    wait "$BG_PID"
+    assert_eq 0 "$?" "mount: exits 0"
+    assert_not_contains "$(cat "$BG_ERR")" "malformed" "mount: no backup called malformed"
+    assert_not_contains "$(cat "$BG_ERR")" "cannot show backup" "mount: no backup failed"
+    assert_contains "$(cat "$BG_ERR")" "backup $id3 is a physical backup: its files are not shown" \
+        "mount: the log says why the files are not shown"
+    give_server
+else
+    skip "mount of physical backups: needs /dev/fuse and root"
+fi
 
 # 4. copy the incremental to a second repository: its base blocks go with it
 export CARIS_COPY_TO_KEY=$BACKUP_ENCRYPTION_KEY
