@@ -297,6 +297,12 @@ int caris_job_run(struct repo *r, const struct caris_job_opts *o, const struct c
     }
     struct run x = {r, o, op, res};
     caris_op_log(op, LOG_INFO, "%s backup run: started", caris_job_type_name(o->type));
+    /* a source left out is said, every run: a variable gone missing must not look like a
+     * quiet night */
+    if (!db)
+        caris_op_log(op, LOG_WARN, "database: not backed up (POSTGRES_URL is not set)");
+    if (!files && !o->skip_files)
+        caris_op_log(op, LOG_WARN, "files: not backed up (BACKUP_FILES_PATHS is not set)");
     char *db_id = NULL, *files_id = NULL;
     bool backups_ok = true;
     if (db && !caris_op_cancelled(op) && do_backup(&x, "database", &db_id) < 0)

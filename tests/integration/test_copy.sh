@@ -159,6 +159,8 @@ assert_eq true "$(json_get "$OUT_FILE" '["backups"][0]["verified"]')" "upload co
 # --- the scheduled job copies each new backup once verified -------------------------------
 BACKUP_FILES_PATHS=$src BACKUP_CLOUD_REPOSITORY=$DST run cb --json run-now incremental
 assert_rc 0 "run-now with BACKUP_CLOUD_REPOSITORY"
+assert_contains "$ERR" "warning: database: not backed up (POSTGRES_URL is not set)" \
+    "the run says the database is left out (a POSTGRES_URL gone missing must not look like a quiet night)"
 cp "$OUT_FILE" "$TEST_TMP/job.json"
 assert_eq "backup verify copy" "$(json_eval "$TEST_TMP/job.json" '" ".join(s["step"] for s in d["steps"][:3])')" \
     "the job's steps: backup, verify, then copy"
