@@ -123,6 +123,11 @@ int fs_read_all(const char *path, struct buf *out, struct err *e);
 int fs_fsync_dir(const char *path, struct err *e);
 bool fs_exists(const char *path);
 
+/* Test-only: with the environment variable var set to PATH (an existing file), writes
+ * PATH.held, then waits (at most 120 s) until PATH is gone: a test acts while the caller is
+ * held at that point (kills it, removes its lock, runs another). Nothing otherwise. */
+void test_hold_point(const char *var);
+
 /* Number of online CPUs (>= 1). */
 int sys_ncpu(void);
 

@@ -761,23 +761,6 @@ static void group_by_pack(struct repo *r, uint32_t **by_pack, size_t **first)
     }
 }
 
-/* Test-only: with CARIS_TEST_PRUNE_HOLD=PATH (an existing file), prune writes PATH.held once
- * it has marked and before it acts on the marking, then waits (at most 120 s) until PATH is
- * gone: a test removes the lock or runs a backup meanwhile. */
-static void test_hold(void)
-{
-    const char *h = getenv("CARIS_TEST_PRUNE_HOLD");
-    if (!h || !*h || access(h, F_OK) != 0)
-        return;
-    char *held = xasprintf("%s.held", h);
-    int fd = open(held, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
-    if (fd >= 0)
-        close(fd);
-    free(held);
-    for (int i = 0; i < 12000 && access(h, F_OK) == 0; i++)
-        nanosleep(&(struct timespec){0, 10 * 1000000}, NULL);
-}
-
 /* 0 while this handle still holds its lock (repo_lock_check), else the lock's error (exit 9)
  * with what the stop left (then). */
 static int held_or_stop(struct repo *r, const char *then, struct err *e)
@@ -1015,7 +998,9 @@ int repo_prune(struct repo *r, const struct repo_prune_opts *o, struct repo_prun
      * refresh it), a backup may have started meanwhile and deduplicated against a blob the
      * marking found unused, in a pack about to go. Checked again before the old index files
      * go and, as packs are deleted, every 64 of them (a lock check reads the lock file). */
-    test_hold();
+    /* test-only: CARIS_TEST_PRUNE_HOLD=PATH holds prune here, once it has marked and before
+     * it acts on the marking: a test removes the lock or runs a backup meanwhile */
+    test_hold_point("CARIS_TEST_PRUNE_HOLD");
     if (held_or_stop(r, "nothing was deleted", e) != 0)
         goto out;
 

@@ -1034,23 +1034,6 @@ static void drop_schemas(const struct restore_run *rr, json_t *created)
         PQfinish(c);
 }
 
-/* Test-only: with CARIS_TEST_RESTORE_HOLD=PATH (an existing file), a restore writes
- * PATH.held just before it starts pg_restore (its dump staged, its scratch cluster running),
- * then waits (at most 120 s) until PATH is gone: a test kills it there, or runs another. */
-static void test_hold(void)
-{
-    const char *h = getenv("CARIS_TEST_RESTORE_HOLD");
-    if (!h || !*h || access(h, F_OK) != 0)
-        return;
-    char *held = xasprintf("%s.held", h);
-    int fd = open(held, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
-    if (fd >= 0)
-        close(fd);
-    free(held);
-    for (int i = 0; i < 12000 && access(h, F_OK) == 0; i++)
-        nanosleep(&(struct timespec){0, 10 * 1000000}, NULL);
-}
-
 /* Removes what restores killed with SIGKILL left in temp_dir: staged dumps, pg_restore lists
  * and scratch clusters (whose server has stopped) that no live process holds. */
 static void sweep_temp(const char *temp_dir, const struct caris_op *op)
@@ -1091,7 +1074,9 @@ static int pg_restore_run(struct restore_run *rr, struct err *e)
     }
     if (ensure_schemas(rr, schemas, e) != 0)
         goto out;
-    test_hold();
+    /* test-only: CARIS_TEST_RESTORE_HOLD=PATH holds it here, just before pg_restore (its dump
+     * staged, its scratch cluster running): a test kills it there, or runs another */
+    test_hold_point("CARIS_TEST_RESTORE_HOLD");
     char *conninfo = pgsrc_target_conninfo(rr->target, NULL);
     argv = restore_argv(rr, conninfo, listfile.path, staged.path);
     free(conninfo);
