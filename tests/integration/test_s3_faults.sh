@@ -143,6 +143,15 @@ assert_exit 0 cb --repo "${PROXY%/repo}/repo2" list
 # again and the backup is whole (its packs checked, its snapshot listed). Every time: the
 # backup fails naming the object, and no backup is listed.
 nempty=0
+# left_nothing WHAT: after failed backups, the repository (read straight from the server) lists
+# no more backups than $nbefore, check passes, and the failed backups' locks go with unlock
+left_nothing() {
+    run cb --repo "$direct" --json list
+    assert_eq "$nbefore" "$(json_eval "$OUT_FILE" 'len(d)')" "no backup listed for $1"
+    assert_exit 0 cb --repo "$direct" check
+    assert_contains "$OUT" "no errors found" "check passes after $1"
+    assert_exit 0 cb --repo "$direct" unlock
+}
 for where in data snapshots; do
     proxy_start --always empty --match "/$where/" --method PUT --times 1
     export BACKUP_S3_RETRY_SECONDS=30
@@ -173,11 +182,7 @@ for where in data snapshots; do
     assert_match "after [0-9]+ attempts" "$ERR" "... after several attempts"
     assert_cmp "$(stat_of empty)" -ge 2 "the PUT was sent again"
     assert_not_contains "$OUT$ERR" "completed" "no success is reported"
-    run cb --repo "$direct" --json list
-    assert_eq "$nbefore" "$(json_eval "$OUT_FILE" 'len(d)')" "no backup listed for the failed one"
-    assert_exit 0 cb --repo "$direct" check
-    assert_contains "$OUT" "no errors found" "check passes after the failed backup"
-    assert_exit 0 cb --repo "$direct" unlock
+    left_nothing "the failed backup"
 done
 
 # --- transient errors under a 4xx status: sent again; any other 4xx is final -----------------
@@ -218,11 +223,7 @@ assert_match "cannot PUT data/[0-9a-f]{2}/[0-9a-f]{64} in .*: HTTP 400 InvalidAr
     "$ERR" "the error names the object, the status and the code, after one attempt"
 assert_cmp "$(stat_of invalid)" -ge 1 "the proxy refused a pack"
 assert_eq "$(stat_of always_objects)" "$(stat_of invalid)" "no PUT answered InvalidArgument was sent again"
-run cb --repo "$direct" --json list
-assert_eq "$nbefore" "$(json_eval "$OUT_FILE" 'len(d)')" "no backup listed for the failed ones"
-assert_exit 0 cb --repo "$direct" check
-assert_contains "$OUT" "no errors found" "check passes after the failed backups"
-assert_exit 0 cb --repo "$direct" unlock
+left_nothing "the failed backups"
 
 # --- a server that checks x-amz-checksum-sha256 and says so (AWS S3, MinIO) ------------------
 # The first PUT carries Content-MD5 too; once the server answered with the checksum it checked,
