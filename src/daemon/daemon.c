@@ -90,7 +90,6 @@ struct daemon {
     int lock_fd, listen_fd, done_pipe[2];
     struct repo *r;
     struct schedule_config sch;
-    struct notify_config nc;
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -571,7 +570,7 @@ static const char *const STALE_KINDS[2] = {"database", "files"};
 
 static void stale_refresh(struct daemon *d, int64_t now)
 {
-    if (!d->ncr || !d->r)
+    if (!d->r) /* (d->ncr is set before any thread starts) */
         return;
     struct err e = ERR_INIT;
     json_t *list = caris_backup_list(d->r, NULL, &e);
