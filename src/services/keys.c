@@ -89,12 +89,16 @@ int caris_key_remove(struct repo *r, const char *id, const struct caris_op *op, 
 {
     if (repo_lock(r, false, "key remove", e) != 0)
         return -1;
-    int rc = -1, c = repo_claim(r, KEY_CLAIM, e);
+    /* the claim of a removal that died (kill -9) is taken over, as a copy's is: it blocked
+     * every later removal (a leaked key could not be revoked) until someone ran `unlock` */
+    char *held = NULL, holder[400];
+    int rc = -1, c = repo_claim_or_take(r, KEY_CLAIM, &held, holder, sizeof(holder), e);
     if (c == 1) {
         err_set(e, ERR_LOCKED,
                 "retry when it is done; if none runs, one was interrupted: `caris-backup unlock` "
                 "removes what it left",
-                "another key slot removal is running in this repository");
+                "another key slot removal is running in this repository (%s)",
+                holder[0] ? holder : "an unreadable claim");
     } else if (c == 0) {
         char *own = xasprintf("keys/%s", repo_key_slot(r));
         int ex = storage_exists(repo_storage(r), own, e);
@@ -108,8 +112,9 @@ int caris_key_remove(struct repo *r, const char *id, const struct caris_op *op, 
                     id, repo_key_slot(r));
         else if (ex == 1)
             rc = repo_key_remove(r, id, e);
-        repo_claim_release(r, KEY_CLAIM);
+        repo_claim_release_all(r, held);
     }
+    free(held);
     repo_unlock(r);
     if (rc != 0)
         return -1;

@@ -809,11 +809,60 @@ static int posix_remove(struct storage *s, const char *name, struct err *e)
     return fsync_parent(ps, name, e);
 }
 
+/* put_new with its bytes in place before its name exists: written as an anonymous file
+ * (O_TMPFILE) and linked under name, which fails if name exists. A process killed meanwhile
+ * leaves nothing (a claim or lock created empty, then killed before its bytes, was taken for
+ * live by everyone after). 1: name exists; -2: no anonymous files here (the caller falls
+ * back); 0 / -1 with e. */
+static int put_new_anon(struct posix_storage *ps, const char *name, const void *data, size_t len,
+                        struct err *e)
+{
+    char *dir = xstrdup(name);
+    char *slash = strrchr(dir, '/');
+    const char *base = strrchr(name, '/') ? strrchr(name, '/') + 1 : name;
+    if (slash)
+        *slash = '\0';
+    int dfd = slash ? openat(ps->rootfd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : dup(ps->rootfd);
+    free(dir);
+    if (dfd < 0)
+        return err_sys(e, errno, NULL, "cannot open the directory of %s/%s", ps->root, name);
+    int fd = access("/proc/self/fd", X_OK) == 0
+                 ? openat(dfd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600)
+                 : (errno = EOPNOTSUPP, -1);
+    if (fd < 0) {
+        int en = errno;
+        close(dfd);
+        if (en == EOPNOTSUPP || en == EISDIR || en == EINVAL || en == ENOENT)
+            return -2;
+        return err_sys(e, en, NULL, "cannot create %s/%s", ps->root, name);
+    }
+    int rc = 0;
+    if (fs_write_full(fd, data, len) != 0 || fsync(fd) != 0) {
+        rc = err_sys(e, errno, NULL, "cannot write %s/%s", ps->root, name);
+    } else {
+        char proc[64];
+        snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+        if (linkat(AT_FDCWD, proc, dfd, base, AT_SYMLINK_FOLLOW) != 0)
+            rc = errno == EEXIST ? 1
+                                 : err_sys(e, errno, NULL, "cannot create %s/%s", ps->root, name);
+    }
+    close(fd);
+    close(dfd);
+    return rc;
+}
+
 static int posix_put_new(struct storage *s, const char *name, const void *data, size_t len,
                          struct err *e)
 {
     struct posix_storage *ps = P(s);
     if (make_parents(ps, name, e) != 0)
+        return -1;
+    int arc = put_new_anon(ps, name, data, len, e);
+    if (arc == 1)
+        return 1;
+    if (arc == 0)
+        return fsync_parent(ps, name, e);
+    if (arc == -1)
         return -1;
     int fd = openat(ps->rootfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) {

@@ -142,6 +142,20 @@ for round in 1 2 3 4 5; do
 done
 run cb --json key list
 assert_eq 1 "$(json_eval "$OUT_FILE" 'len(d)')" "one slot left after the cross removals"
+# a removal killed (kill -9) left its claim: the next removal takes it over (every removal was
+# refused, exit 9, until someone ran unlock: a leaked key could not be revoked; found by a
+# review). The planted claim names a lock that no longer exists, as a dead removal's does.
+keyy="stale-claim-$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+run_stdin "$keyy" cb key add --label stale-claim
+run cb --json key list
+stale_id=$(json_eval "$OUT_FILE" '[k["id"] for k in d if k["label"] == "stale-claim"][0]')
+printf '{"claim":"key-slots","created":"2026-12-01T00:00:00.000Z","host":"%s","lock":"0123456789abcdef0123456789abcdef","operation":"key remove","pid":1,"version":2}' \
+    "$(hostname)" >"$BACKUP_DIR/repository/locks/claim-key-slots"
+run cb key remove "$stale_id"
+assert_rc 0 "key remove takes over the claim a killed removal left"
+assert_eq "" "$(find "$BACKUP_DIR/repository/locks" -type f ! -name '.*')" "and leaves no claim behind"
+run cb --json key list
+assert_eq 1 "$(json_eval "$OUT_FILE" 'len(d)')" "the slot is removed"
 
 # the key from CARIS_NEW_ENCRYPTION_KEY; a short new key is refused
 key3="third-$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')"
