@@ -94,6 +94,9 @@ char *str_escape(const char *s, size_t len, char *out, size_t n);
 bool str_is_utf8(const char *s, size_t len);
 /* "1.5 GiB", "512 B". */
 void str_human_bytes(uint64_t n, char *out, size_t sz);
+/* Appends item to the ", "-separated list in out (NUL-terminated, n bytes); past what fits,
+ * one "..." instead. For messages that name what they found. */
+void str_list_add(char *out, size_t n, const char *item);
 
 /* base64 (standard alphabet, with padding). */
 char *b64_encode(const void *p, size_t n);               /* malloc'd, NUL-terminated */

@@ -351,26 +351,16 @@ static bool ours(const char *name, bool env)
            strncmp(name, "POSTGRES", 8) == 0;
 }
 
-static void name_add(char *out, size_t n, size_t *count, const char *name, size_t len)
-{
-    (*count)++;
-    size_t used = strlen(out);
-    if (used + len + 8 > n) {
-        if (used + 6 < n && !strstr(out, "..."))
-            snprintf(out + used, n - used, "%s...", used ? ", " : "");
-        return;
-    }
-    snprintf(out + used, n - used, "%s%.*s", used ? ", " : "", (int)len, name);
-}
-
 size_t config_unknown_names(const struct config *c, char *out, size_t n)
 {
     size_t count = 0;
     if (n)
         out[0] = '\0';
     for (size_t i = 0; c && i < c->nfile_vars; i++)
-        if (ours(c->file_vars[i].name, false) && !known_name(c->file_vars[i].name))
-            name_add(out, n, &count, c->file_vars[i].name, strlen(c->file_vars[i].name));
+        if (ours(c->file_vars[i].name, false) && !known_name(c->file_vars[i].name)) {
+            count++;
+            str_list_add(out, n, c->file_vars[i].name);
+        }
     for (char **ep = environ; ep && *ep; ep++) {
         const char *eq = strchr(*ep, '=');
         if (!eq)
@@ -384,8 +374,10 @@ size_t config_unknown_names(const struct config *c, char *out, size_t n)
         bool in_file = false;
         for (size_t i = 0; c && i < c->nfile_vars && !in_file; i++)
             in_file = strcmp(c->file_vars[i].name, name) == 0;
-        if (!in_file && ours(name, true) && !known_name(name))
-            name_add(out, n, &count, name, len);
+        if (!in_file && ours(name, true) && !known_name(name)) {
+            count++;
+            str_list_add(out, n, name);
+        }
     }
     return count;
 }

@@ -752,3 +752,14 @@ void test_hold_point(const char *var)
     for (int i = 0; i < 12000 && access(h, F_OK) == 0; i++)
         nanosleep(&(struct timespec){0, 10 * 1000000}, NULL);
 }
+
+void str_list_add(char *out, size_t n, const char *item)
+{
+    size_t len = strlen(out);
+    if (len + strlen(item) + 8 > n) {
+        if (len + 6 < n && !strstr(out, "..."))
+            snprintf(out + len, n - len, "%s...", len ? ", " : "");
+        return;
+    }
+    snprintf(out + len, n - len, "%s%s", len ? ", " : "", item);
+}

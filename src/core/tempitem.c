@@ -110,17 +110,6 @@ void temp_item_remove(struct temp_item *t)
     *t = (struct temp_item)TEMP_ITEM_INIT;
 }
 
-static void names_add(char *names, size_t n, const char *name)
-{
-    size_t len = strlen(names);
-    if (len + strlen(name) + 8 > n) {
-        if (len + 6 < n && !strstr(names, "..."))
-            snprintf(names + len, n - len, "%s...", len ? ", " : "");
-        return;
-    }
-    snprintf(names + len, n - len, "%s%s", len ? ", " : "", name);
-}
-
 size_t temp_sweep(const char *dir, const char *const *prefixes, bool (*keep)(const char *path),
                   char *names, size_t n)
 {
@@ -159,7 +148,7 @@ size_t temp_sweep(const char *dir, const char *const *prefixes, bool (*keep)(con
             remove_path(path, isdir);
             removed++;
             if (names && n)
-                names_add(names, n, de->d_name);
+                str_list_add(names, n, de->d_name);
         }
         free(path);
         close(fd);

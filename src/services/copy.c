@@ -366,7 +366,7 @@ static void damaged_left_out(json_t *damaged, const struct caris_copy_opts *o, j
 {
     out[0] = '\0';
     const char *lt = id_time(json_string_value(json_object_get(latest, "id")));
-    size_t i, len = 0;
+    size_t i;
     json_t *d;
     json_array_foreach(damaged, i, d)
     {
@@ -375,12 +375,7 @@ static void damaged_left_out(json_t *damaged, const struct caris_copy_opts *o, j
         if (o->latest && lt && dt && strcmp(dt, lt) < 0) /* older: not the latest */
             continue;
         const char *name = id ? id : json_string_value(json_object_get(d, "object"));
-        if (len + 80 > n) {
-            if (!strstr(out, "..."))
-                snprintf(out + len, n - len, ", ...");
-            break;
-        }
-        len += (size_t)snprintf(out + len, n - len, "%s%s", len ? ", " : "", name ? name : "?");
+        str_list_add(out, n, name ? name : "?");
     }
 }
 

@@ -196,18 +196,6 @@ static void ask_tables(json_t *asked, json_t *all, const char *schema, const cha
     }
 }
 
-/* Appends "schema.name" to out (up to n bytes, "..." past that). */
-static void name_list_add(char *out, size_t n, const char *key)
-{
-    size_t len = strlen(out);
-    if (len + strlen(key) + 8 > n) {
-        if (len + 5 < n && !strstr(out, "..."))
-            snprintf(out + len, n - len, ", ...");
-        return;
-    }
-    snprintf(out + len, n - len, "%s%s", len ? ", " : "", key);
-}
-
 /* pg_restore's -n and -t: -t matches a table's name in any schema, -n restricts to schemas.
  * "schema.name" is taken as --schema schema --table name when no table is named so. Together
  * they select every named schema's tables of every named name: a selection that this does not
@@ -283,9 +271,9 @@ static int select_objects(const struct dbk *k, const char *const *tables, size_t
         bool selected = !((json_object_size(s->schemas) && !json_object_get(s->schemas, schema)) ||
                           (json_object_size(s->names) && !json_object_get(s->names, name)));
         if (selected && !want)
-            name_list_add(extra, sizeof(extra), key);
+            str_list_add(extra, sizeof(extra), key);
         else if (want && !selected)
-            name_list_add(missing, sizeof(missing), key);
+            str_list_add(missing, sizeof(missing), key);
         free(key);
         if (!selected)
             continue;
@@ -1174,9 +1162,7 @@ static void scratch_sweep(PGconn *c, const struct pgsrc_target *server, const st
         struct err de = ERR_INIT;
         if (drop_database(server, name, &de) == 0) {
             dropped++;
-            size_t len = strlen(names);
-            if (len + strlen(name) + 8 < sizeof(names))
-                snprintf(names + len, sizeof(names) - len, "%s%s", len ? ", " : "", name);
+            str_list_add(names, sizeof(names), name);
         } else {
             caris_op_log(op, LOG_WARN,
                          "cannot drop the scratch database %s that a killed test restore left: %s "
