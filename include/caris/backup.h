@@ -90,10 +90,10 @@ json_t *caris_backup_list_damaged(struct repo *r, const char *kind, json_t **dam
  * warnings (each with its "fullPath"); an entry {"id" (null when unknown), "file",
  * "status": "damaged", "damage"} for each snapshot file that cannot be read (whatever kind was
  * asked); and, from state (repo_state_audit's report, may be NULL), the state record's findings:
- * "record" on every backup ("recorded", "unrecorded", "replayed", or "none" before the record
- * began), an entry {"id", "record": "missing", "status": "missing"} for each backup the record
- * expects whose snapshot is gone, and "repositoryRolledBack": true when the repository went back in
- * time. The internal field _file is left out. */
+ * "record" on every backup ("recorded", "unrecorded", "replayed", "removing", or "none" before the
+ * record began), an entry {"id", "record": "missing", "status": "missing"} for each backup the
+ * record expects whose snapshot is gone, and "repositoryRolledBack": true when the repository went
+ * back in time. The internal field _file is left out. */
 json_t *caris_backup_list_report(struct repo *r, const char *kind, json_t *state, struct err *e);
 
 /* One line of the list, typed (read from the entry caris_backup_list_report gives). */
@@ -101,7 +101,7 @@ struct caris_list_entry {
     char *id;
     bool missing; /* in the state record, but its snapshot is gone: only id is set */
     char *kind, *mode, *started, *status;
-    char *record;        /* "recorded", "unrecorded", "replayed", "none"; NULL without state */
+    char *record; /* "recorded", "unrecorded", "replayed", "removing", "none"; NULL without state */
     char *file, *damage; /* a snapshot file that cannot be read (id may then be NULL): its
                             object name and the error; NULL otherwise */
     int64_t duration_ms;

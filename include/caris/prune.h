@@ -33,6 +33,9 @@ struct caris_prune_result {
     struct caris_wal_retention_result wal;    /* archived WAL no kept base backup needs */
     struct repo_record_compact_stats records; /* verify and test-restore records, summed */
     size_t bad_blob_records_removed;          /* records of damage whose packs the prune removed */
+    /* backup ids whose interrupted forget the prune finished (a dry run: would finish), as
+     * repo_state_finish_removals; free with caris_prune_result_free */
+    json_t *removals_finished;
 };
 /* Takes the exclusive lock (ERR_LOCKED while any backup or other operation holds a lock),
  * applies WAL retention (caris_wal_retention_apply: removes the archived WAL older than the
@@ -43,8 +46,10 @@ struct caris_prune_result {
 int caris_prune(struct repo *r, const struct caris_prune_opts *o, const struct caris_op *op,
                 struct caris_prune_result *res, struct err *e);
 /* {"dry_run", "duration_ms", "snapshots", "blobs": {...}, "packs": {...}, "index_files":
- * {...}, "repository_bytes": {"before", "after"}, "leftovers_removed", "wal":
+ * {...}, "repository_bytes": {"before", "after"}, "leftovers_removed", "removals_finished":
+ * [backup ids], "wal":
  * caris_wal_retention_to_json, "records": {"files_before", "files_after", "before", "after"}} */
 json_t *caris_prune_result_to_json(const struct caris_prune_result *res);
+void caris_prune_result_free(struct caris_prune_result *res);
 
 #endif

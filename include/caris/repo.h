@@ -309,11 +309,19 @@ void repo_state_use_local(struct repo *r, const char *path);
 /* Compares the record (and the local copy) with the snapshots there are. *report:
  * {"ok", "record": "present" | "none" (made before the record; it starts at the first write)
  * | "deleted", "counter", "local_counter" (null without a local copy), "rolled_back",
- * "missing": [{"object", "id"}], "replayed": [{"object", "id"}], "unrecorded": [object names:
+ * "missing": [{"object", "id"}], "replayed": [{"object", "id"}], "removing": [{"object", "id"}:
+ * removed in the record, the removal interrupted before the file was deleted; not a finding
+ * ("ok" stays true), prune finishes it], "unrecorded": [object names:
  * a backup committing right now, one that stopped at its commit, or made before the record
  * began], "damaged": [{"object", "message"}]}. Each problem is also added to repo_warnings.
  * -1 only when the audit could not run. */
 int repo_state_audit(struct repo *r, json_t **report, struct err *e);
+/* Finishes the removals a forget began and did not complete (the record has the snapshots
+ * removed and "removing", their files are still there): deletes those files, then writes a
+ * state object that says so. *finished: [{"object", "id"}] (with dry_run: what would be
+ * deleted; nothing is). Needs the exclusive lock (no forget runs meanwhile), except for
+ * dry_run. Used by prune. */
+int repo_state_finish_removals(struct repo *r, bool dry_run, json_t **finished, struct err *e);
 
 /* ---- records ------------------------------------------------------------------------- */
 /* Small encrypted JSON documents that accompany immutable snapshots, such as the results of

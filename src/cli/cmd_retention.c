@@ -238,6 +238,15 @@ static void print_prune(const struct caris_prune_result *res)
     printf("prune%s: %llu backups, %llu of %llu blobs referenced\n",
            res->dry_run ? " (dry run: nothing changed)" : "", (unsigned long long)s->snapshots,
            (unsigned long long)s->blobs_referenced, (unsigned long long)s->blobs);
+    size_t nfin = json_array_size(res->removals_finished);
+    if (nfin) {
+        char ids[400] = "";
+        for (size_t i = 0; i < nfin; i++)
+            str_list_add(ids, sizeof(ids),
+                         json_string_value(json_array_get(res->removals_finished, i)));
+        printf("  forgotten backups whose forget was interrupted, %s: %zu (%s)\n",
+               res->dry_run ? "to remove" : "removed", nfin, ids);
+    }
     printf("  packs: %llu unused %s (%s), %llu %s (%s, %llu blobs kept), %llu -> %llu\n",
            (unsigned long long)s->packs_deleted, res->dry_run ? "to delete" : "deleted", del,
            (unsigned long long)s->packs_repacked, res->dry_run ? "to repack" : "repacked", rep,
@@ -395,6 +404,7 @@ int cmd_forget(struct globals *g, int argc, char **argv)
                 if (prune_missing_warning(&pr) && code == 0)
                     code = EXIT_WARNINGS;
             }
+            caris_prune_result_free(&pr);
         }
         if (g->json)
             print_json(out);
@@ -455,5 +465,7 @@ int cmd_prune(struct globals *g, int argc, char **argv)
     } else if (!g->quiet) {
         print_prune(&res);
     }
-    return prune_missing_warning(&res);
+    int code = prune_missing_warning(&res);
+    caris_prune_result_free(&res);
+    return code;
 }

@@ -279,6 +279,11 @@ static void report_open(const struct globals *g, struct repo *r, const struct ca
                 "HINT: find out who replaced the repository; if you put an older copy in place "
                 "on purpose, remove %s/metadata/state-%s.json to accept it\n",
                 config_backup_dir(&g->cfg), repo_id(r));
+    else if (json_array_size(repo_warnings(r)) &&
+             json_array_size(repo_warnings(r)) ==
+                 json_array_size(json_object_get(o->state, "removing")))
+        fprintf(stderr, "HINT: `caris-backup prune` (or the next retention run) finishes the "
+                        "removal; the backups kept are not affected\n");
     else if (json_array_size(repo_warnings(r)))
         fprintf(stderr, "HINT: run `caris-backup check` to see the backups affected\n");
 }
@@ -763,11 +768,16 @@ static int cmd_list(struct globals *g, int argc, char **argv)
             /* the last test restore, when it failed (only --json showed it) */
             json_t *tr = json_object_get(xb, "lastTestRestore");
             bool drill_failed = tr && json_is_false(json_object_get(tr, "ok"));
-            printf(
-                "%-44s %-18s %-25s %8s %9llu %10s %10s %s%s%s\n", x->id ? x->id : "?", type, when,
-                dur, (unsigned long long)x->files, read, added, x->status ? x->status : "?",
-                drill_failed ? ", TEST RESTORE FAILED (`show` says why)" : "",
-                x->record && strcmp(x->record, "replayed") == 0 ? " REPLAYED (was forgotten)" : "");
+            printf("%-44s %-18s %-25s %8s %9llu %10s %10s %s%s%s\n", x->id ? x->id : "?", type,
+                   when, dur, (unsigned long long)x->files, read, added,
+                   x->status ? x->status : "?",
+                   drill_failed ? ", TEST RESTORE FAILED (`show` says why)" : "",
+                   !x->record                           ? ""
+                   : strcmp(x->record, "replayed") == 0 ? " REPLAYED (was forgotten)"
+                   : strcmp(x->record, "removing") == 0
+                       ? " FORGOTTEN (its forget was interrupted: the "
+                         "next prune removes it)"
+                       : "");
             if (lsns)
                 printf("%-44s LSN %s\n", "", lsns);
             int64_t t;

@@ -434,6 +434,15 @@ static void check_state(struct check *c, json_t *st)
     json_array_foreach(json_object_get(st, "damaged"), i, x)
         add_issue(c->errors, json_string_value(json_object_get(x, "object")), "%s",
                   json_string_value(json_object_get(x, "message")));
+    json_array_foreach(json_object_get(st, "removing"), i, x)
+    {
+        char obj[100];
+        snprintf(obj, sizeof(obj), "snapshots/%s", json_string_value(json_object_get(x, "object")));
+        add_issue(c->warnings, obj,
+                  "backup %s was being removed when its forget stopped: the next prune "
+                  "finishes removing it",
+                  json_string_value(json_object_get(x, "id")) ?: "?");
+    }
     json_array_foreach(json_object_get(st, "unrecorded"), i, x)
     {
         char obj[100];

@@ -12,7 +12,13 @@
  * theirs (same counter, different random part); the next writer merges both. Because a
  * removal is remembered for ever and a snapshot name (SHA-256 of a file sealed under a
  * random salt) never comes back, the merge never resurrects a removed snapshot nor loses an
- * added one, whatever the interleaving. */
+ * added one, whatever the interleaving.
+ *
+ * A removal also names its snapshots in "removing" until it has deleted their files (a second
+ * object, written after the deletions, drops them; so does any later writer that finds them
+ * gone). A snapshot removed and still there is then either a removal that was interrupted
+ * ("removing": prune deletes it) or one put back after its removal was complete ("replayed":
+ * a finding). */
 #include "internal.h"
 
 #include <errno.h>
@@ -29,11 +35,12 @@
 
 struct state {
     uint64_t counter;
-    json_t *live;    /* object: snapshot object name -> backup id */
-    json_t *removed; /* object: snapshot object name -> true */
-    bool present;    /* at least one state object was read */
-    json_t *read;    /* array of the state object names that were merged */
-    json_t *damaged; /* array of {object, message} */
+    json_t *live;     /* object: snapshot object name -> backup id */
+    json_t *removed;  /* object: snapshot object name -> true */
+    json_t *removing; /* object: removed snapshots whose file may not be deleted yet -> true */
+    bool present;     /* at least one state object was read */
+    json_t *read;     /* array of the state object names that were merged */
+    json_t *damaged;  /* array of {object, message} */
 };
 
 static void state_init(struct state *s)
@@ -41,6 +48,7 @@ static void state_init(struct state *s)
     memset(s, 0, sizeof(*s));
     s->live = json_object();
     s->removed = json_object();
+    s->removing = json_object();
     s->read = json_array();
     s->damaged = json_array();
 }
@@ -49,6 +57,7 @@ static void state_free(struct state *s)
 {
     json_decref(s->live);
     json_decref(s->removed);
+    json_decref(s->removing);
     json_decref(s->read);
     json_decref(s->damaged);
     memset(s, 0, sizeof(*s));
@@ -70,9 +79,10 @@ static int state_merge_doc(struct state *s, json_t *doc, const char *what, struc
 {
     json_t *live = json_object_get(doc, "live"), *removed = json_object_get(doc, "removed");
     json_t *counter = json_object_get(doc, "counter");
+    json_t *removing = json_object_get(doc, "removing"); /* optional: older writers */
     if (!json_is_object(doc) || json_integer_value(json_object_get(doc, "version")) != 1 ||
         !json_is_integer(counter) || json_integer_value(counter) < 0 || !json_is_object(live) ||
-        !json_is_array(removed))
+        !json_is_array(removed) || (removing && !json_is_array(removing)))
         return err_set(e, ERR_DAMAGE, NULL, "%s: malformed state record", what);
     const char *k;
     json_t *v;
@@ -87,30 +97,52 @@ static int state_merge_doc(struct state *s, json_t *doc, const char *what, struc
         if (!json_is_string(v) || !is_hex(json_string_value(v), 64))
             return err_set(e, ERR_DAMAGE, NULL, "%s: malformed removed snapshot entry", what);
     }
+    json_array_foreach(removing, i, v)
+    {
+        if (!json_is_string(v) || !is_hex(json_string_value(v), 64))
+            return err_set(e, ERR_DAMAGE, NULL, "%s: malformed removing snapshot entry", what);
+    }
     json_object_foreach(live, k, v) json_object_set(s->live, k, v);
     json_array_foreach(removed, i, v)
         json_object_set_new(s->removed, json_string_value(v), json_true());
+    json_array_foreach(removing, i, v)
+        json_object_set_new(s->removing, json_string_value(v), json_true());
     if ((uint64_t)json_integer_value(counter) > s->counter)
         s->counter = (uint64_t)json_integer_value(counter);
     return 0;
 }
 
-/* A removal wins over any state that still lists the snapshot as live. */
+/* A removal wins over any state that still lists the snapshot as live; "removing" names only
+ * removed snapshots. */
 static void state_settle(struct state *s)
 {
     const char *k;
     json_t *v;
+    void *tmp;
     json_object_foreach(s->removed, k, v) json_object_del(s->live, k);
+    json_object_foreach_safe(s->removing, tmp, k, v)
+    {
+        if (!json_object_get(s->removed, k))
+            json_object_del(s->removing, k);
+    }
 }
 
+/* The document as written. "removing" only when it names something: a record without
+ * interrupted removals is byte for byte what older versions wrote. */
 static json_t *state_doc(const struct state *s)
 {
     json_t *removed = json_array();
     const char *k;
     json_t *v;
     json_object_foreach(s->removed, k, v) json_array_append_new(removed, json_string(k));
-    return json_pack("{s:i, s:I, s:O, s:o}", "version", STATE_VERSION, "counter",
-                     (json_int_t)s->counter, "live", s->live, "removed", removed);
+    json_t *doc = json_pack("{s:i, s:I, s:O, s:o}", "version", STATE_VERSION, "counter",
+                            (json_int_t)s->counter, "live", s->live, "removed", removed);
+    if (json_object_size(s->removing)) {
+        json_t *removing = json_array();
+        json_object_foreach(s->removing, k, v) json_array_append_new(removing, json_string(k));
+        json_object_set_new(doc, "removing", removing);
+    }
+    return doc;
 }
 
 static int collect(void *ctx, const char *name, uint64_t size, struct err *e)
@@ -462,8 +494,16 @@ int state_record_change(struct repo *r, const char *added, const char *added_id,
     {
         json_object_del(s.live, k);
         json_object_set(s.removed, k, v);
+        json_object_set(s.removing, k, v); /* until its file is deleted */
     }
     json_decref(removing);
+    /* a removal whose file is gone is complete (a name never comes back) */
+    void *tmp;
+    json_object_foreach_safe(s.removing, tmp, k, v)
+    {
+        if (!json_object_get(present, k))
+            json_object_del(s.removing, k);
+    }
     s.counter++;
     if (state_write(r, &s, e) != 0)
         goto out;
@@ -499,7 +539,7 @@ static int audit_pass(struct repo *r, json_t **report, struct err *e)
     state_init(&s);
     state_init(&l);
     json_t *present = NULL, *missing = json_array(), *replayed = json_array(),
-           *unrecorded = json_array(), *seen = json_object();
+           *removing = json_array(), *unrecorded = json_array(), *seen = json_object();
     int rc = -1;
     /* State first, then the listing: a backup commits its snapshot before its state, so a
      * commit racing with us shows as "unrecorded", never as "missing". */
@@ -523,7 +563,9 @@ static int audit_pass(struct repo *r, json_t **report, struct err *e)
     }
     json_object_foreach(present, k, v)
     {
-        if (json_object_get(s.removed, k) || (have_local && json_object_get(l.removed, k)))
+        if (json_object_get(s.removing, k))
+            add_found(removing, seen, k, snapshot_backup_id(r, k, id, sizeof(id)));
+        else if (json_object_get(s.removed, k) || (have_local && json_object_get(l.removed, k)))
             add_found(replayed, seen, k, snapshot_backup_id(r, k, id, sizeof(id)));
         else if (!json_object_get(s.live, k))
             json_array_append_new(unrecorded, json_string(k));
@@ -542,12 +584,12 @@ static int audit_pass(struct repo *r, json_t **report, struct err *e)
                                                            : "none";
     bool ok = !rolled_back && !json_array_size(missing) && !json_array_size(replayed) &&
               strcmp(record, "deleted") != 0 && !json_array_size(s.damaged);
-    *report = json_pack("{s:b, s:s, s:I, s:o, s:b, s:o, s:o, s:o, s:O}", "ok", ok, "record", record,
-                        "counter", (json_int_t)s.counter, "local_counter",
+    *report = json_pack("{s:b, s:s, s:I, s:o, s:b, s:o, s:o, s:o, s:o, s:O}", "ok", ok, "record",
+                        record, "counter", (json_int_t)s.counter, "local_counter",
                         have_local ? json_integer((json_int_t)l.counter) : json_null(),
                         "rolled_back", rolled_back, "missing", missing, "replayed", replayed,
-                        "unrecorded", unrecorded, "damaged", s.damaged);
-    missing = replayed = unrecorded = NULL;
+                        "removing", removing, "unrecorded", unrecorded, "damaged", s.damaged);
+    missing = replayed = removing = unrecorded = NULL;
     if (s.present)
         local_update(r, &s);
     rc = 0;
@@ -555,6 +597,7 @@ out:
     json_decref(present);
     json_decref(missing);
     json_decref(replayed);
+    json_decref(removing);
     json_decref(unrecorded);
     json_decref(seen);
     state_free(&s);
@@ -581,7 +624,8 @@ int repo_state_audit(struct repo *r, json_t **report, struct err *e)
         return -1;
     /* A forget or a commit that ran between our reading the state and listing the snapshots
      * can show as a finding that is gone a moment later: look again, keep the second look. */
-    if (!json_is_true(json_object_get(*report, "ok"))) {
+    if (!json_is_true(json_object_get(*report, "ok")) ||
+        json_array_size(json_object_get(*report, "removing"))) {
         json_decref(*report);
         *report = NULL;
         if (audit_pass(r, report, e) != 0)
@@ -602,10 +646,50 @@ int repo_state_audit(struct repo *r, json_t **report, struct err *e)
     warn_list(r, json_object_get(rep, "replayed"),
               "was removed (forgotten) but its snapshot is back (put back from an old copy, or "
               "a forget was interrupted)");
+    warn_list(r, json_object_get(rep, "removing"),
+              "was being removed when its forget stopped: the next prune finishes removing it");
     size_t i;
     json_t *d;
     json_array_foreach(json_object_get(rep, "damaged"), i, d)
         repo_warn(r, json_string_value(json_object_get(d, "object")), "%s",
                   json_string_value(json_object_get(d, "message")));
     return 0;
+}
+
+int repo_state_finish_removals(struct repo *r, bool dry_run, json_t **finished, struct err *e)
+{
+    *finished = json_array();
+    if (!r->lock || (!dry_run && !r->lock->exclusive))
+        return err_set(e, ERR_LOCKED, "take the exclusive lock first (repo_lock)",
+                       "finishing removals needs the exclusive lock of %s", r->path);
+    struct state s;
+    state_init(&s);
+    json_t *present = NULL;
+    int rc = -1;
+    /* the record first, then the listing (as the audit) */
+    if (state_read(r, &s, e) != 0 || !(present = snapshot_names(r, e)))
+        goto out;
+    const char *k;
+    json_t *v;
+    json_object_foreach(s.removing, k, v)
+    {
+        if (!json_object_get(present, k))
+            continue;
+        char id[200], obj[100];
+        snapshot_backup_id(r, k, id, sizeof(id));
+        snprintf(obj, sizeof(obj), "snapshots/%s", k);
+        if (!dry_run && storage_remove(r->st, obj, e) != 0 && e->code != ERR_NOT_FOUND)
+            goto out;
+        err_clear(e);
+        json_array_append_new(*finished, json_pack("{s:s, s:s}", "object", k, "id", id));
+    }
+    /* and the record says they are gone */
+    if (!dry_run && json_array_size(*finished) &&
+        state_record_change(r, NULL, NULL, NULL, 0, e) != 0)
+        goto out;
+    rc = 0;
+out:
+    json_decref(present);
+    state_free(&s);
+    return rc;
 }

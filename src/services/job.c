@@ -274,6 +274,7 @@ static void do_prune(struct run *x)
         s->detail = caris_prune_result_to_json(&pr);
     if (rc == 0 && pr.stats.blobs_missing) /* backups need blobs that are gone: check says which */
         rc = CARIS_DONE_WARNINGS;
+    caris_prune_result_free(&pr);
     step_end(x, s, rc, &e);
 }
 

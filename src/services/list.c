@@ -8,7 +8,7 @@
 #include "inspect_internal.h"
 
 /* The state record's findings, in the list itself (so that `list --json` carries them):
- * "record" on every backup ("recorded", "unrecorded", "replayed", or "none" before the
+ * "record" on every backup ("recorded", "unrecorded", "replayed", "removing", or "none" before the
  * record began), an entry {"id", "record": "missing", "status": "missing"} for each backup
  * the record (or the local copy) expects but whose snapshot is gone, and
  * "repositoryRolledBack": true on every entry when the repository went back in time. */
@@ -16,11 +16,13 @@ static void mark_record(json_t *st, json_t *list)
 {
     if (!st)
         return;
-    json_t *replayed = json_object(), *unrecorded = json_object();
+    json_t *replayed = json_object(), *unrecorded = json_object(), *removing = json_object();
     size_t i;
     json_t *x;
     json_array_foreach(json_object_get(st, "replayed"), i, x)
         json_object_set_new(replayed, json_string_value(json_object_get(x, "object")), json_true());
+    json_array_foreach(json_object_get(st, "removing"), i, x)
+        json_object_set_new(removing, json_string_value(json_object_get(x, "object")), json_true());
     json_array_foreach(json_object_get(st, "unrecorded"), i, x)
         json_object_set_new(unrecorded, json_string_value(x), json_true());
     bool none = strcmp(json_string_value(json_object_get(st, "record")) ?: "", "none") == 0;
@@ -29,6 +31,7 @@ static void mark_record(json_t *st, json_t *list)
         const char *f = json_string_value(json_object_get(x, "_file")) ?: "";
         json_object_set_new(x, "record",
                             json_string(json_object_get(replayed, f)     ? "replayed"
+                                        : json_object_get(removing, f)   ? "removing"
                                         : none                           ? "none"
                                         : json_object_get(unrecorded, f) ? "unrecorded"
                                                                          : "recorded"));
@@ -39,6 +42,7 @@ static void mark_record(json_t *st, json_t *list)
     if (json_is_true(json_object_get(st, "rolled_back")))
         json_array_foreach(list, i, x) json_object_set_new(x, "repositoryRolledBack", json_true());
     json_decref(replayed);
+    json_decref(removing);
     json_decref(unrecorded);
 }
 

@@ -94,6 +94,32 @@ static int check_missing(struct repo *r, const struct caris_prune_opts *o,
     return rc;
 }
 
+/* Under the lock: a forget that stopped between its state object and the deletion of the
+ * snapshot files left backups the record calls removed, their files still there. Their
+ * removal is finished first, so that the rest of the prune (records, WAL, data) counts them as
+ * gone; a dry run only names them, and its estimate counts them as forgotten. */
+static int finish_removals(struct repo *r, bool dry_run, const struct caris_op *op,
+                           struct caris_prune_result *res, struct err *e)
+{
+    json_t *done = NULL;
+    if (repo_state_finish_removals(r, dry_run, &done, e) != 0) {
+        json_decref(done);
+        return err_wrap(e, "refusing to prune: cannot finish the removals a forget began");
+    }
+    size_t i;
+    json_t *x;
+    res->removals_finished = json_array();
+    json_array_foreach(done, i, x)
+    {
+        const char *id = json_string_value(json_object_get(x, "id"));
+        json_array_append_new(res->removals_finished, json_string(id ? id : "?"));
+        caris_op_log(op, LOG_INFO, "prune: %s backup %s, whose forget was interrupted",
+                     dry_run ? "would finish removing" : "finished removing", id ? id : "?");
+    }
+    json_decref(done);
+    return 0;
+}
+
 /* A dry run holds a shared lock, so a backup may be writing meanwhile: its packs (no index
  * lists them yet) and temporary files count as unused in the estimate, which the real prune,
  * waiting for the exclusive lock, would not delete. Said, with who holds a lock. */
@@ -136,9 +162,29 @@ int caris_prune(struct repo *r, const struct caris_prune_opts *o, const struct c
     /* A dry run changes nothing: a shared lock lets backups go on meanwhile. */
     if (repo_lock(r, !res->dry_run, res->dry_run ? "prune --dry-run" : "prune", e) != 0)
         return -1;
+    if (finish_removals(r, res->dry_run, op, res, e) != 0) {
+        repo_unlock(r);
+        return -1;
+    }
+    /* a dry run counts what the real one would finish removing as forgotten */
+    struct caris_prune_opts oo = o ? *o : (struct caris_prune_opts){.max_unused = -1};
+    size_t nfin = json_array_size(res->removals_finished);
+    const char **assumed = NULL;
+    if (res->dry_run && nfin) {
+        assumed = xcalloc(oo.nassume_forgotten + nfin, sizeof(*assumed));
+        for (size_t k = 0; k < oo.nassume_forgotten; k++)
+            assumed[k] = oo.assume_forgotten[k];
+        for (size_t k = 0; k < nfin; k++)
+            assumed[oo.nassume_forgotten + k] =
+                json_string_value(json_array_get(res->removals_finished, k));
+        oo.assume_forgotten = assumed;
+        oo.nassume_forgotten += nfin;
+    }
+    o = &oo;
     if (check_missing(r, o, op, res->dry_run, e) != 0 ||
         compact_records(r, o, op, &res->records, e) != 0) {
         repo_unlock(r);
+        free(assumed);
         return -1;
     }
     if (res->dry_run)
@@ -146,8 +192,8 @@ int caris_prune(struct repo *r, const struct caris_prune_opts *o, const struct c
     struct repo_prune_opts po = {.dry_run = res->dry_run,
                                  .max_unused = max_unused,
                                  .op = op,
-                                 .assume_forgotten = o ? o->assume_forgotten : NULL,
-                                 .nassume_forgotten = o ? o->nassume_forgotten : 0};
+                                 .assume_forgotten = o->assume_forgotten,
+                                 .nassume_forgotten = o->nassume_forgotten};
     /* WAL retention first: the WAL it removes is then unreferenced data for repo_prune */
     int rc = caris_wal_retention_apply(r, res->dry_run, po.assume_forgotten, po.nassume_forgotten,
                                        op, &res->wal, e);
@@ -163,6 +209,7 @@ int caris_prune(struct repo *r, const struct caris_prune_opts *o, const struct c
     if (!res->dry_run)
         caris_bad_blobs_record(r, "prune", op);
     repo_unlock(r);
+    free(assumed);
     res->duration_ns = time_mono_ns() - t0;
     if (rc == 0 && !res->dry_run)
         caris_op_log(op, LOG_INFO,
@@ -205,5 +252,14 @@ json_t *caris_prune_result_to_json(const struct caris_prune_result *res)
                                   (json_int_t)res->records.records_after));
     json_object_set_new(j, "bad_blob_records_removed",
                         json_integer((json_int_t)res->bad_blob_records_removed));
+    json_object_set_new(j, "removals_finished",
+                        res->removals_finished ? json_incref(res->removals_finished)
+                                               : json_array());
     return j;
+}
+
+void caris_prune_result_free(struct caris_prune_result *res)
+{
+    json_decref(res->removals_finished);
+    res->removals_finished = NULL;
 }

@@ -2,7 +2,8 @@
 # The state record and the local copy of it (issue 14, "deletion, replay and rollback"): a
 # snapshot deleted from the repository, and a rollback of the whole repository to an older
 # copy, are reported by `list` (stderr, and `list --json`) and are errors for `check`,
-# naming the backups; a forgotten snapshot put back is reported as replayed. Then (issue 14, "deduplication trusts the index"): a lost pack
+# naming the backups; a forgotten snapshot put back is reported as replayed, one whose forget
+# was killed as "removing" (prune finishes it). Then (issue 14, "deduplication trusts the index"): a lost pack
 # does not break the next backup, which stores its blobs again.
 source "$(dirname "$0")/lib.sh"
 
@@ -137,6 +138,65 @@ assert_contains "$OUT" "$fid1" "check names it"
 assert_exit 0 cb forget --keep-last 1
 run cb check
 assert_rc 0 "forget removes it again; check is clean"
+
+# --- a forget killed between its state object and the deletion of the snapshot ---------------
+# Not a finding: the record says "removing" until the file is gone; prune finishes the removal
+# (before, check said DAMAGED until the same forget was run again by hand).
+rm -rf "$REPO" "$BACKUP_DIR/metadata"
+init_repo
+seeded_bytes 400000 only-in-k1 >"$src/only-in-k1" # data only the forgotten backup needs
+backup_json "$TEST_TMP/k1.json" --full "$src"
+assert_rc 0 "backup whose forget is killed"
+kid1=$BACKUP_ID
+rm "$src/only-in-k1"
+backup_json "$TEST_TMP/k2.json" --full "$src"
+assert_rc 0 "backup to keep"
+kid2=$BACKUP_ID
+hold=$TEST_TMP/forget-hold
+touch "$hold"
+CARIS_TEST_FORGET_HOLD=$hold bg_start cb forget --keep-last 1
+# shellcheck disable=SC2317 # called through wait_until
+_forget_held() { [[ -e $hold.held ]]; }
+wait_until 60 _forget_held || fail "the forget did not reach its hold" "$(_tail "$BG_ERR")"
+kill -9 "$BG_PID"
+wait "$BG_PID" 2>/dev/null
+rm -f "$hold"
+assert_eq 2 "$(find "$REPO/snapshots" -type f ! -name '.*' | wc -l)" "the killed forget left the snapshot"
+run cb --json list
+assert_rc 0 "list after the killed forget"
+assert_eq "removing recorded" "$(json_eval "$OUT_FILE" '" ".join(b["record"] for b in d)')" \
+    "list --json: the backup being forgotten has record \"removing\""
+assert_contains "$ERR" "$kid1 was being removed when its forget stopped" "list warns, naming it"
+assert_contains "$ERR" "caris-backup prune" "and says what finishes it"
+run cb list
+assert_contains "$OUT" "FORGOTTEN (its forget was interrupted" "the table marks it"
+run cb --json check
+assert_rc 0 "check: an interrupted forget is no damage"
+assert_eq "true" "$(json_eval "$OUT_FILE" 'd["state"]["ok"]')" "check --json: the state record is ok"
+assert_eq "$kid1" "$(json_eval "$OUT_FILE" '" ".join(x["id"] for x in d["state"]["removing"])')" \
+    "check --json: state.removing names it"
+assert_contains "$(json_eval "$OUT_FILE" '" ".join(w["error"] for w in d["warnings"])')" \
+    "was being removed when its forget stopped" "check warns"
+run cb --json prune --dry-run
+assert_rc 0 "prune --dry-run"
+assert_eq "$kid1" "$(json_eval "$OUT_FILE" '" ".join(d["removalsFinished"])')" \
+    "prune --dry-run names the removal it would finish"
+assert_eq 2 "$(find "$REPO/snapshots" -type f ! -name '.*' | wc -l)" "the dry run deleted nothing"
+run cb --json prune
+assert_rc 0 "prune"
+assert_eq "$kid1" "$(json_eval "$OUT_FILE" '" ".join(d["removalsFinished"])')" \
+    "prune finished the interrupted removal"
+assert_cmp "$(json_eval "$OUT_FILE" 'd["packs"]["deleted"] + d["packs"]["repacked"]')" -gt 0 \
+    "and freed what only that backup needed"
+run cb --json list
+assert_eq "$kid2" "$(json_eval "$OUT_FILE" '" ".join(b["id"] for b in d)')" "only the kept backup is left"
+assert_eq "" "$ERR" "no warning any more"
+run cb check
+assert_rc 0 "check is clean"
+assert_exit 0 cb verify "$kid2"
+mkdir "$TEST_TMP/rk"
+assert_exit 0 cb restore files "$kid2" --target "$TEST_TMP/rk"
+tree_compare "$src" "$TEST_TMP/rk$src"
 
 # --- a lost pack is stored again by the next backup -------------------------------------------
 rm -rf "$REPO" "$BACKUP_DIR/metadata"

@@ -205,7 +205,8 @@ static void test_deleted_and_replayed(void **state)
     free(dir);
 }
 
-/* Removing several snapshots at once writes one state object. */
+/* Removing several snapshots at once writes one state object for all of them before the
+ * deletions, and one after them (which says the removal is complete). */
 static void test_remove_many(void **state)
 {
     (void)state;
@@ -231,7 +232,8 @@ static void test_remove_many(void **state)
     assert_int_equal(count_files(dir, "snapshots"), 2);
     rep = audit(r);
     assert_true(rep_ok(rep));
-    assert_int_equal(json_integer_value(json_object_get(rep, "counter")), before + 1);
+    assert_int_equal(json_integer_value(json_object_get(rep, "counter")), before + 2);
+    assert_int_equal(count_files(dir, "state"), 1);
     json_decref(rep);
     assert_int_equal(rename(keep, p1), 0);
     rep = audit(r);
@@ -241,6 +243,73 @@ static void test_remove_many(void **state)
     const char *const bad[] = {names[2], "../config"};
     assert_int_equal(repo_snapshots_remove(r, bad, 2, &e), -1);
     assert_int_equal(count_files(dir, "snapshots"), 3);
+    repo_close(r);
+    rm_rf(dir);
+    free(dir);
+}
+
+/* A removal stopped between its state object and the deletion of the file (a forget killed):
+ * "removing", not a finding; prune's step (repo_state_finish_removals) deletes the file and
+ * records that, after which the same file put back is "replayed" again. */
+static void test_interrupted_removal(void **state)
+{
+    (void)state;
+    char *dir = tmpdir_new();
+    struct err e = ERR_INIT;
+    struct repo *r = repo_init(dir, PW, &TINY, &e);
+    assert_non_null(r);
+    char a[65], b[65], pa[PATH_MAX], keep[PATH_MAX];
+    commit(r, "backup-a", a);
+    commit(r, "backup-b", b);
+    snap_path(dir, a, pa, sizeof(pa));
+    snprintf(keep, sizeof(keep), "%s/kept-a", dir);
+    sh("cp -p '%s' '%s'", pa, keep);
+    /* what a forget killed after its state object leaves */
+    const char *const gone[] = {a};
+    assert_int_equal(state_record_change(r, NULL, NULL, gone, 1, &e), 0);
+    json_t *rep = audit(r);
+    assert_true(rep_ok(rep));
+    assert_string_equal(ids_of(rep, "removing"), "backup-a");
+    assert_string_equal(ids_of(rep, "replayed"), "");
+    json_decref(rep);
+    /* any other writer keeps it "removing" while the file is there */
+    char c[65];
+    commit(r, "backup-c", c);
+    rep = audit(r);
+    assert_string_equal(ids_of(rep, "removing"), "backup-a");
+    json_decref(rep);
+    /* finishing needs the exclusive lock; a dry run names it and changes nothing */
+    json_t *fin = NULL;
+    assert_int_equal(repo_state_finish_removals(r, false, &fin, &e), -1);
+    assert_int_equal(e.code, ERR_LOCKED);
+    json_decref(fin);
+    err_clear(&e);
+    assert_int_equal(repo_lock(r, true, "test", &e), 0);
+    assert_int_equal(repo_state_finish_removals(r, true, &fin, &e), 0);
+    assert_int_equal(json_array_size(fin), 1);
+    json_decref(fin);
+    assert_int_equal(access(pa, F_OK), 0);
+    assert_int_equal(repo_state_finish_removals(r, false, &fin, &e), 0);
+    assert_int_equal(json_array_size(fin), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(fin, 0), "id")),
+                        "backup-a");
+    json_decref(fin);
+    assert_int_equal(access(pa, F_OK), -1);
+    assert_int_equal(repo_state_finish_removals(r, false, &fin, &e), 0);
+    assert_int_equal(json_array_size(fin), 0); /* nothing left to finish */
+    json_decref(fin);
+    repo_unlock(r);
+    rep = audit(r);
+    assert_true(rep_ok(rep));
+    assert_string_equal(ids_of(rep, "removing"), "");
+    json_decref(rep);
+    /* put back now: a finding, as before */
+    assert_int_equal(rename(keep, pa), 0);
+    rep = audit(r);
+    assert_false(rep_ok(rep));
+    assert_string_equal(ids_of(rep, "replayed"), "backup-a");
+    assert_string_equal(ids_of(rep, "removing"), "");
+    json_decref(rep);
     repo_close(r);
     rm_rf(dir);
     free(dir);
@@ -607,6 +676,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_deleted_and_replayed),
         cmocka_unit_test(test_remove_many),
+        cmocka_unit_test(test_interrupted_removal),
         cmocka_unit_test(test_rollback_needs_local_copy),
         cmocka_unit_test(test_concurrent_merge),
         cmocka_unit_test(test_concurrent_threads),
