@@ -369,8 +369,12 @@ static int check_snapshots(struct check *c, json_t *list, uint64_t *nrefs, struc
 }
 
 /* The state record's findings (repo_state_audit): every regression is an error naming the
- * backup; snapshots not yet recorded are a warning. */
-static void state_issues(json_t *arr, json_t *found, const char *what)
+ * backup; snapshots not yet recorded are a warning. With `affects`, the backup is listed as
+ * affected, and check records a failed verification for it (caris_check_record). A replayed
+ * backup is not: its data was not judged, the record disagrees about its presence; marked
+ * damaged, it would stay so after the older copy is accepted (its local state file removed,
+ * docs/BACKUP_RECOVERY.md) and then count for no retention rule. */
+static void state_issues(json_t *arr, json_t *found, const char *what, bool affects)
 {
     size_t i;
     json_t *x;
@@ -380,9 +384,10 @@ static void state_issues(json_t *arr, json_t *found, const char *what)
         const char *id = json_string_value(json_object_get(x, "id"));
         snprintf(obj, sizeof(obj), "snapshots/%s", json_string_value(json_object_get(x, "object")));
         add_issue(arr, obj, "backup %s %s", id, what);
-        json_array_append_new(
-            json_object_get(json_array_get(arr, json_array_size(arr) - 1), "backups"),
-            json_string(id));
+        if (affects)
+            json_array_append_new(
+                json_object_get(json_array_get(arr, json_array_size(arr) - 1), "backups"),
+                json_string(id));
     }
 }
 
@@ -425,10 +430,11 @@ static void check_state(struct check *c, json_t *st)
     if (strcmp(json_string_value(json_object_get(st, "record")), "deleted") == 0)
         add_issue(c->errors, "state", "the state record is missing: its objects were deleted");
     state_issues(c->errors, json_object_get(st, "missing"),
-                 "is in the state record but its snapshot is gone (deleted or rolled back)");
+                 "is in the state record but its snapshot is gone (deleted or rolled back)", true);
     state_issues(c->errors, json_object_get(st, "replayed"),
                  "was removed (forgotten) but its snapshot is back (put back from an old copy, "
-                 "or a forget was interrupted)");
+                 "or a forget was interrupted)",
+                 false);
     size_t i;
     json_t *x;
     json_array_foreach(json_object_get(st, "damaged"), i, x)

@@ -139,6 +139,31 @@ assert_exit 0 cb forget --keep-last 1
 run cb check
 assert_rc 0 "forget removes it again; check is clean"
 
+# --- an older copy of the whole repository put back on purpose, then accepted ----------------
+# (docs/BACKUP_RECOVERY.md, "Checking backups": remove the local copy of the state record to
+# accept it.) check, run before (as every warning's hint says), must not record the backups
+# the older copy still has as damaged: they would stay damaged once accepted, and count for no
+# retention rule.
+rm -rf "$REPO" "$BACKUP_DIR/metadata"
+init_repo
+backup_json "$TEST_TMP/o1.json" --full "$src"
+assert_rc 0 "backup that the older copy keeps"
+oid1=$BACKUP_ID
+backup_json "$TEST_TMP/o2.json" --full "$src"
+assert_rc 0 "newer backup"
+cp -a "$REPO" "$TEST_TMP/older-copy"
+assert_exit 0 cb forget --keep-last 1
+rm -rf "$REPO"
+mv "$TEST_TMP/older-copy" "$REPO"
+run cb check
+assert_rc 4 "check: the older copy (a backup forgotten since is back) is an error"
+assert_contains "$OUT" "$oid1" "check names the replayed backup"
+rm "$(find "$BACKUP_DIR/metadata" -name 'state-*.json')"
+run cb --json list
+assert_eq "ok recorded" "$(json_eval "$OUT_FILE" '[b["status"] + " " + b["record"] for b in d if b["id"] == "'"$oid1"'"][0]')" \
+    "accepted: the backup check called replayed is an ordinary backup, not damaged"
+assert_exit 0 cb check
+
 # --- a forget killed between its state object and the deletion of the snapshot ---------------
 # Not a finding: the record says "removing" until the file is gone; prune finishes the removal
 # (before, check said DAMAGED until the same forget was run again by hand).
