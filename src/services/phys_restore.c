@@ -811,16 +811,26 @@ static void stopped_hint(const struct phys_restore_opts *o, const char *backup_i
         snprintf(out, n, "see the server's log; the restored data directory is kept");
 }
 
-static int start_and_wait(const struct phys_restore_opts *o, int version_num, const char *gap_note,
-                          struct phys_restore_result *res, struct err *e)
+/* --start's conditions, checked before anything is written: refused after the restore, they
+ * left a data directory owned by root that the server's user can neither start nor replace. */
+static int start_preflight(const struct phys_restore_opts *o, struct err *e)
 {
     if (geteuid() == 0)
         return err_set(e, ERR_USAGE,
                        "run the restore as the database's system user (e.g. runuser -u postgres "
-                       "-- caris-backup ...), or start the server yourself",
+                       "-- caris-backup ...), or start the server yourself; nothing was written",
                        "--start: PostgreSQL does not run as root");
     if (strchr(o->pgdata, '\''))
-        return err_set(e, ERR_USAGE, NULL, "--start: the data directory's path has a quote");
+        return err_set(e, ERR_USAGE, "nothing was written",
+                       "--start: the data directory's path has a quote");
+    return 0;
+}
+
+static int start_and_wait(const struct phys_restore_opts *o, int version_num, const char *gap_note,
+                          struct phys_restore_result *res, struct err *e)
+{
+    if (start_preflight(o, e) != 0)
+        return -1;
     struct pgsrc_tool pg_ctl;
     if (pgsrc_tool_find("pg_ctl", version_num, true, &pg_ctl, e) != 0)
         return -1;
@@ -928,6 +938,8 @@ int caris_phys_restore(struct repo *r, const struct phys_restore_opts *o,
         return err_set(e, ERR_USAGE, NULL, "--pgdata DIR is required");
     if (!o->restore_command || !*o->restore_command)
         return err_set(e, ERR_USAGE, NULL, "no restore_command for the restored server");
+    if (o->start && start_preflight(o, e) != 0)
+        return -1;
     struct stat st;
     bool exists = stat(o->pgdata, &st) == 0;
     if (exists && !S_ISDIR(st.st_mode))

@@ -42,6 +42,15 @@ _archived() { [[ $(psql_db postgres -c "SELECT last_archived_wal >= '$last' FROM
 wait_until 60 _archived || fail "WAL up to $last not archived"
 
 PORT=$(free_port)
+if [[ $(id -u) == 0 ]]; then
+    # README's example runs it through `cb` (sudo): --start as root is refused before anything
+    # is written (it used to restore first, leaving a root-owned data directory behind)
+    run "$CARIS_BIN" --env-file "$envf" restore database --physical --pgdata "$R/as-root" --start --port "$PORT"
+    assert_rc 2 "restore --start as root: refused"
+    assert_contains "$ERR" "does not run as root" "it says why"
+    assert_false "nothing was written: no data directory" test -e "$R/as-root"
+    assert_eq "" "$(find "$R" -maxdepth 1 -name '.as-root.caris-restore-*')" "no temporary directory"
+fi
 run cb --env-file "$envf" --json restore database --physical --pgdata "$R/x" --start --port "$PORT" --wait 90
 assert_rc 0 "restore --start of that backup"
 assert_true "pg_wal is a directory in the restored data directory" test -d "$R/x/pg_wal"
