@@ -5,6 +5,8 @@
  * fixed page-aligned blocks (PHYS_BLOCK_SIZE), with every page's checksum checked when the
  * cluster has data checksums; other files in content-defined chunks. Nothing is written to
  * local disk. */
+#include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -530,6 +532,37 @@ static int system_info(PGconn *c, struct sysinfo *si, struct err *e)
     return 0;
 }
 
+/* Waits until the connection has input, a quarter of a second at a time, checking for a
+ * cancellation in between: the server may send nothing for a long time (a checkpoint; at the
+ * end, WAIT true: until it has archived the backup's WAL, forever while its archive_command
+ * fails), and Ctrl-C or SIGTERM must still stop the backup (libpq's blocking calls would wait
+ * on). */
+static int await_input(struct pb *b, PGconn *c, struct err *e)
+{
+    for (;;) {
+        if (caris_op_check(b->o->op, "nothing was committed", e) != 0)
+            return -1;
+        struct pollfd p = {.fd = PQsocket(c), .events = POLLIN};
+        int r = poll(&p, 1, 250);
+        if (r < 0 && errno != EINTR)
+            return err_sys(e, errno, NULL, "cannot wait for the server");
+        if (r > 0)
+            return PQconsumeInput(c) ? 0 : server_error(c, "base backup stream", e);
+    }
+}
+
+/* PQgetResult without blocking past a cancellation: NULL with *rc -1 when cancelled or the
+ * connection failed. */
+static PGresult *next_result(struct pb *b, PGconn *c, int *rc, struct err *e)
+{
+    while (PQisBusy(c))
+        if (await_input(b, c, e) != 0) {
+            *rc = -1;
+            return NULL;
+        }
+    return PQgetResult(c);
+}
+
 /* Reads BASE_BACKUP's replies: the start position, the tablespaces, the COPY stream, the end
  * position. */
 static int run_base_backup(struct pb *b, PGconn *c, const char *label, json_t *phys, struct err *e)
@@ -544,7 +577,7 @@ static int run_base_backup(struct pb *b, PGconn *c, const char *label, json_t *p
     int tuples = 0, rc = 0;
     bool copied = false;
     PGresult *res;
-    while ((res = PQgetResult(c)) != NULL) {
+    while ((res = next_result(b, c, &rc, e)) != NULL) {
         ExecStatusType st = PQresultStatus(res);
         if (rc != 0) {
             PQclear(res);
@@ -573,7 +606,14 @@ static int run_base_backup(struct pb *b, PGconn *c, const char *label, json_t *p
             copied = true;
             for (;;) {
                 char *m = NULL;
-                int n = PQgetCopyData(c, &m, 0);
+                int n = PQgetCopyData(c, &m, 1);
+                if (n == 0) {
+                    if (await_input(b, c, e) != 0) {
+                        rc = -1;
+                        break;
+                    }
+                    continue;
+                }
                 if (n == -1)
                     break;
                 if (n < 0) {
