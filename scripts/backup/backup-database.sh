@@ -17,14 +17,21 @@ esac
 bin=$(caris_bin)
 repo=$(repo_location)
 
+# Without a database there is nothing to back up: say so before anything is created (a real
+# run used to create the repository first, then fail).
+if [ -z "$(env_get POSTGRES_URL)" ]; then
+  if dry_run; then
+    echo "error: POSTGRES_URL is not set: a real run would fail" >&2
+  else
+    echo "error: POSTGRES_URL is not set: nothing was done" >&2
+  fi
+  echo "HINT: set POSTGRES_URL (postgresql://USER@HOST:5432/DB) in the environment or in .env.local" >&2
+  exit 6
+fi
+
 if dry_run; then
   # What a real run would do; `list` opens the repository (so a wrong key shows here too) and
   # creates nothing. POSTGRES_URL is not shown: it may hold a password.
-  if [ -z "$(env_get POSTGRES_URL)" ]; then
-    echo "error: POSTGRES_URL is not set: a real run would fail" >&2
-    echo "HINT: set POSTGRES_URL (postgresql://USER@HOST:5432/DB) in the environment or in .env.local" >&2
-    exit 6
-  fi
   rc=0
   err=$("$bin" --quiet list --type database 2>&1 >/dev/null) || rc=$?
   case $rc in

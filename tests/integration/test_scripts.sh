@@ -61,6 +61,10 @@ done
 DRY_RUN=true run env -u POSTGRES_URL "$S/backup-database.sh"
 assert_rc 6 "DRY_RUN=true without POSTGRES_URL: a real run would fail, so does the dry run"
 assert_contains "$ERR" "POSTGRES_URL is not set" "DRY_RUN=true without POSTGRES_URL: says so"
+run env -u POSTGRES_URL "$S/backup-database.sh"
+assert_rc 6 "without POSTGRES_URL: exit 6"
+assert_contains "$ERR" "POSTGRES_URL is not set: nothing was done" "without POSTGRES_URL: says so"
+assert_false "without POSTGRES_URL: no repository created (no BACKUP_DIR)" test -e "$BACKUP_DIR"
 
 # --- backup-database.sh makes the repository (and says so), then backs up -----------------------
 run "$S/backup-database.sh"
