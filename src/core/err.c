@@ -52,8 +52,8 @@ static const char *hint_for_errno(int errnum)
                "user running caris-backup, mode 700)";
     case ENOSPC:
     case EDQUOT:
-        return "the disk is full: free space (df -h), or apply the retention policy with "
-               "scripts/backup/cleanup-old-backups.sh";
+        return "the disk is full: free space (df -h), or apply the retention policy and "
+               "reclaim its space: `caris-backup forget --prune` (--dry-run first)";
     case EROFS:
         return "the file system is mounted read-only";
     case EIO:

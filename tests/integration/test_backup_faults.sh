@@ -285,6 +285,7 @@ if run_in_tmpfs 3m "$TEST_TMP/fullrepo" 'export BACKUP_DIR=$1
     assert_rc 8 "the repository's disk full during a backup: exit 8"
     assert_contains "$ERR" "No space left on device" "the error says the disk is full"
     assert_contains "$ERR" "retention" "the hint says how to free space in the repository"
+    assert_contains "$ERR" "caris-backup forget --prune" "with a command an installed system has (no scripts/ there)"
     assert_contains "$OUT" "backups: 0" "nothing was committed"
     assert_contains "$OUT" "temporaries: 0" "no temporary pack is left"
     assert_contains "$OUT" "locks: 0" "the lock is released"
