@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Usage: [DRY_RUN=true] backup-database.sh [full|incremental]
+# Usage: [DRY_RUN=true] [CARIS_ENV_FILE=F] backup-database.sh [full|incremental]
 # Creates a database backup (caris-backup backup database; the repository first if there is none, said on stderr).
 # With DRY_RUN=true nothing is created or backed up: the plan is printed. Exit codes: see caris-backup --help.
 set -euo pipefail
@@ -25,7 +25,7 @@ if [ -z "$(env_get POSTGRES_URL)" ]; then
   else
     echo "error: POSTGRES_URL is not set: nothing was done" >&2
   fi
-  echo "HINT: set POSTGRES_URL (postgresql://USER@HOST:5432/DB) in the environment or in .env.local" >&2
+  echo "HINT: set POSTGRES_URL (postgresql://USER@HOST:5432/DB) in the environment or in $(env_file)" >&2
   exit 6
 fi
 
@@ -33,7 +33,7 @@ if dry_run; then
   # What a real run would do; `list` opens the repository (so a wrong key shows here too) and
   # creates nothing. POSTGRES_URL is not shown: it may hold a password.
   rc=0
-  err=$("$bin" --quiet list --type database 2>&1 >/dev/null) || rc=$?
+  err=$("$bin" "${CARIS_ENV_ARGS[@]}" --quiet list --type database 2>&1 >/dev/null) || rc=$?
   case $rc in
     0) echo "dry run: a real run would use the repository at $repo (it exists)" ;;
     7) echo "dry run: a real run would create a new repository at $repo (there is none: is BACKUP_DIR right?)" ;;
@@ -43,7 +43,7 @@ if dry_run; then
       exit "$rc"
       ;;
   esac
-  if [ -n "${POSTGRES_URL:-}" ]; then src="the environment"; else src=".env.local"; fi
+  if [ -n "${POSTGRES_URL:-}" ]; then src="the environment"; else src=$(env_file); fi
   article=a
   if [ "$mode" = incremental ]; then article=an; fi
   echo "dry run: a real run would make $article $mode backup of the database at POSTGRES_URL (from $src)"
@@ -54,9 +54,9 @@ fi
 # The seed's quick start runs this script first on a new BACKUP_DIR: create the repository
 # there when it has none (only `init` creates one; the backup itself refuses a missing one),
 # and say so: on a mistyped BACKUP_DIR that new, empty repository is not the one expected.
-created=$("$bin" --json init --if-missing)
+created=$("$bin" "${CARIS_ENV_ARGS[@]}" --json init --if-missing)
 if [[ $created =~ \"created\":[[:space:]]*true ]]; then
   echo "backup-database.sh: created a new repository at $repo (there was none; if you expected one, check BACKUP_DIR)" >&2
   echo "keep BACKUP_ENCRYPTION_KEY somewhere safe outside this machine: without it no backup can be restored" >&2
 fi
-exec "$bin" backup database "--$mode"
+exec "$bin" "${CARIS_ENV_ARGS[@]}" backup database "--$mode"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Usage: [DRY_RUN=true] cleanup-old-backups.sh
+# Usage: [DRY_RUN=true] [CARIS_ENV_FILE=F] cleanup-old-backups.sh
 # Applies the retention policy (BACKUP_RETENTION_DAILY/WEEKLY/MONTHLY, default 7/4/12), then prunes what no backup needs.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -27,6 +27,6 @@ show_df() {
 
 show_df "before"
 rc=0
-"$bin" "${args[@]}" || rc=$?
+"$bin" "${CARIS_ENV_ARGS[@]}" "${args[@]}" || rc=$?
 show_df "after"
 exit "$rc"

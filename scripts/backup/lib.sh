@@ -17,6 +17,21 @@ caris_bin() {
   fi
 }
 
+# CARIS_ENV_FILE: the env file to read instead of ./.env.local (an installed system's
+# /etc/caris-backup/env): the scripts read it, and give it to caris-backup as --env-file.
+# shellcheck disable=SC2034 # used by the scripts that source this file
+CARIS_ENV_ARGS=()
+if [ -n "${CARIS_ENV_FILE:-}" ]; then
+  if [ ! -r "$CARIS_ENV_FILE" ]; then
+    echo "error: CARIS_ENV_FILE=$CARIS_ENV_FILE cannot be read: nothing was done" >&2
+    echo "HINT: name an env file this user may read (e.g. run with sudo for /etc/caris-backup/env)" >&2
+    exit 6
+  fi
+  # shellcheck disable=SC2034
+  CARIS_ENV_ARGS=(--env-file "$CARIS_ENV_FILE")
+fi
+env_file() { printf '%s' "${CARIS_ENV_FILE:-.env.local}"; }
+
 # dry_run: whether DRY_RUN asks for a dry run (true, 1, yes, on in any case) or not (unset,
 # empty, false, 0, no, off). Any other value ends the script with exit 2 before anything is
 # done: a misspelt DRY_RUN must never run the real, destructive operation.
@@ -31,12 +46,12 @@ dry_run() {
   exit 2
 }
 
-# env_file_get NAME [FILE]: NAME's value in the env file (default .env.local), read as the
+# env_file_get NAME [FILE]: NAME's value in the env file (default: env_file), read as the
 # binary reads it (export, blanks around '=', quotes with the \n \" \\ escapes of "...", a
 # comment at the start of the value or after a blank, CRLF; the last assignment wins); nothing
 # when it is not set there.
 env_file_get() {
-  local name=$1 file=${2:-.env.local} line v out="" q w c i blank
+  local name=$1 file=${2:-$(env_file)} line v out="" q w c i blank
   [ -r "$file" ] || return 0
   while IFS= read -r line || [ -n "$line" ]; do
     line=${line%$'\r'}
@@ -76,7 +91,7 @@ env_file_get() {
 }
 
 # env_get NAME: NAME as the binary sees it when run here without --env-file: the environment
-# when it is set and not empty, else .env.local.
+# when it is set and not empty, else the env file (CARIS_ENV_FILE, else .env.local).
 env_get() {
   local v=${!1:-}
   [ -n "$v" ] || v=$(env_file_get "$1")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Usage: [DRY_RUN=true] restore-database.sh BACKUP_ID [caris-backup restore options...]
+# Usage: [DRY_RUN=true] [CARIS_ENV_FILE=F] restore-database.sh BACKUP_ID [caris-backup restore options...]
 # Restores a database backup. With DRY_RUN=true nothing is changed: the restore is proven in
 # a scratch database and the plan printed.
 set -euo pipefail
@@ -11,4 +11,4 @@ shift
 bin=$(caris_bin)
 args=(restore database "$id")
 if dry_run; then args+=(--dry-run); fi
-exec "$bin" "${args[@]}" "$@"
+exec "$bin" "${CARIS_ENV_ARGS[@]}" "${args[@]}" "$@"

@@ -108,6 +108,31 @@ DRY_RUN=off run "$S/restore-database.sh" "$id" --clean
 assert_rc 0 "restore-database.sh ID --clean with DRY_RUN=off"
 assert_eq 100 "$(rows)" "the restore brought the backup's rows back"
 
+# --- CARIS_ENV_FILE: an installed system's env file (no .env.local where the script runs) --------
+ef=$TEST_TMP/installed.env
+(umask 077 && printf 'BACKUP_DIR=%s\nBACKUP_ENCRYPTION_KEY=%s\nPOSTGRES_URL=%s\n' \
+    "$BACKUP_DIR" "$BACKUP_ENCRYPTION_KEY" "$POSTGRES_URL" >"$ef")
+mkdir -p "$TEST_TMP/elsewhere"
+in_elsewhere() {
+    cd "$TEST_TMP/elsewhere" || return
+    run env -u BACKUP_DIR -u BACKUP_ENCRYPTION_KEY -u POSTGRES_URL "$@"
+    cd - >/dev/null || return
+}
+in_elsewhere DRY_RUN=true CARIS_ENV_FILE="$ef" "$S/backup-database.sh"
+assert_rc 0 "backup-database.sh DRY_RUN with CARIS_ENV_FILE"
+assert_contains "$OUT" "use the repository at $BACKUP_DIR/repository (it exists" "it reads BACKUP_DIR from that file"
+assert_contains "$OUT" "POSTGRES_URL (from $ef)" "and POSTGRES_URL"
+in_elsewhere CARIS_ENV_FILE="$ef" "$S/backup-database.sh" incremental
+assert_rc 0 "backup-database.sh with CARIS_ENV_FILE: the binary gets --env-file"
+in_elsewhere CARIS_ENV_FILE="$ef" "$S/verify-backup.sh" latest:database
+assert_rc 0 "verify-backup.sh with CARIS_ENV_FILE"
+in_elsewhere DRY_RUN=1 CARIS_ENV_FILE="$ef" "$S/cleanup-old-backups.sh"
+assert_rc 0 "cleanup-old-backups.sh DRY_RUN with CARIS_ENV_FILE"
+assert_contains "$OUT" "dry run: nothing changed" "it ran forget --prune --dry-run on that repository"
+in_elsewhere CARIS_ENV_FILE="$TEST_TMP/no-such.env" "$S/verify-backup.sh" --all
+assert_rc 6 "an unreadable CARIS_ENV_FILE: exit 6"
+assert_contains "$ERR" "cannot be read: nothing was done" "it says so"
+
 # --- scripts/demo.sh reads its env file as the binary does ------------------------------------
 # On this test's server (POSTGRES_URL in the env file: no throwaway cluster) and a small tree;
 # every variable only from the env file.
