@@ -419,6 +419,35 @@ static void check_records(struct check *c)
     }
 }
 
+/* Key slots: one that cannot be read (key list: UNUSABLE) no longer opens the repository for
+ * whoever holds its key, a second custodian's perhaps, found out the day the first key is
+ * lost. (A slot that parses is authenticated only with its own key: that part is not judged.) */
+static void check_keys(struct check *c)
+{
+    struct err ke = ERR_INIT;
+    json_t *keys = repo_key_list(c->r, &ke);
+    if (!keys) {
+        add_issue(c->errors, "keys", "the key slots cannot be listed: %s", ke.msg);
+        return;
+    }
+    size_t i;
+    json_t *k;
+    json_array_foreach(keys, i, k)
+    {
+        const char *msg = json_string_value(json_object_get(k, "error"));
+        if (!msg)
+            continue;
+        char obj[100];
+        snprintf(obj, sizeof(obj), "keys/%s", json_string_value(json_object_get(k, "id")));
+        add_issue(c->errors, obj,
+                  "%s: its key no longer opens the repository (add that key again with "
+                  "`caris-backup key add`, opened with a working key, then `caris-backup key "
+                  "remove %s`)",
+                  msg, json_string_value(json_object_get(k, "id")));
+    }
+    json_decref(keys);
+}
+
 static void check_state(struct check *c, json_t *st)
 {
     if (json_is_true(json_object_get(st, "rolled_back")))
@@ -561,6 +590,7 @@ static int check_locked(struct repo *r, const struct repo_check_opts *o,
         goto out;
     check_state(&c, state);
     check_records(&c);
+    check_keys(&c);
     res->ok = json_array_size(c.errors) == 0;
     res->errors = c.errors;
     res->warnings = c.warnings;

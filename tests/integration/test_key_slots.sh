@@ -74,7 +74,14 @@ run cb --json key list
 assert_rc 0 "key list"
 assert_eq "bounds" "$(json_eval "$OUT_FILE" '"bounds" if "bounds" in [k for k in d if k["id"] == "0000000000000000"][0].get("error", "") else "accepted"')" \
     "key list reports the planted slot as beyond the accepted bounds"
+# check reports a slot that cannot be used (a second custodian's damaged slot would otherwise
+# be found the day the first key is lost)
+run cb check
+assert_rc 4 "check: a key slot that cannot be used is damage"
+assert_contains "$OUT" "keys/0000000000000000" "check names the slot"
+assert_contains "$OUT" "key remove 0000000000000000" "and says how to replace it"
 rm -f "$planted"
+assert_exit 0 cb check
 
 # --- every field is bound ---------------------------------------------------------------------
 # A changed field is damage to a version-3 slot (its checksum, exit 4, never "wrong key"), and
