@@ -213,6 +213,7 @@ struct lk_entry {
     bool stale, mine;
     const char *taken_by; /* a stale claim standing for the live claim that took it over */
     char reason[160];
+    bool denied; /* unreadable because this user may not read it (another user's file) */
 };
 
 struct lk_scan {
@@ -248,7 +249,8 @@ static int lk_collect(void *ctx, const char *name, uint64_t size, struct err *e)
         buf_free(&b);
         free(x.object);
         return 0;
-    }
+    } else if (strstr(le.msg, "Permission denied"))
+        x.denied = true;
     buf_free(&b);
     if (x.j && !json_is_object(x.j)) {
         json_decref(x.j);
@@ -479,7 +481,8 @@ static int lk_scan_run(struct repo *r, struct lk_scan *s, struct err *e)
 static void lk_describe(const struct lk_entry *x, char *out, size_t n)
 {
     if (!x->parsed)
-        snprintf(out, n, "an unreadable lock file %s", x->object);
+        snprintf(out, n, "an unreadable lock file %s%s", x->object,
+                 x->denied ? " (another user's: this user may not read it)" : "");
     else
         snprintf(out, n, "%s on %s pid %lld since %s", x->operation ? x->operation : "?",
                  x->host ? x->host : "?", x->pid, x->created ? x->created : "?");
@@ -537,10 +540,19 @@ static int conflict_error(struct repo *r, const struct lk_entry *x, struct err *
 {
     char d[600], hint[512];
     lk_describe(x, d, sizeof(d));
-    snprintf(hint, sizeof(hint),
-             "wait for it to finish, or retry with --lock-wait DURATION; if that process is "
-             "gone, `caris-backup unlock` removes its lock (%s in %s)",
-             x->object, r->path);
+    if (x->denied)
+        /* unlock as this user cannot judge it either: it would keep it as live */
+        snprintf(hint, sizeof(hint),
+                 "a caris-backup command of another user (root?) holds it or left it: wait for "
+                 "it, or run `caris-backup unlock` as that user (it counts as stale 30 minutes "
+                 "after it was last written); run every command on this repository as one user "
+                 "(%s in %s)",
+                 x->object, r->path);
+    else
+        snprintf(hint, sizeof(hint),
+                 "wait for it to finish, or retry with --lock-wait DURATION; if that process is "
+                 "gone, `caris-backup unlock` removes its lock (%s in %s)",
+                 x->object, r->path);
     return err_set(e, ERR_LOCKED, hint, "repository locked by %s", d);
 }
 

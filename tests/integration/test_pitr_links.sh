@@ -50,6 +50,16 @@ if [[ $(id -u) == 0 ]]; then
     assert_contains "$ERR" "does not run as root" "it says why"
     assert_false "nothing was written: no data directory" test -e "$R/as-root"
     assert_eq "" "$(find "$R" -maxdepth 1 -name '.as-root.caris-restore-*')" "no temporary directory"
+    # a lock file of root's (a command run as root on the repository the server's user
+    # archives into): the server's user cannot read it, and `unlock` as that user keeps it,
+    # so the error must not send them there
+    rootlock=$BACKUP_DIR/repository/locks/0123456789abcdef0123456789abcdef
+    (umask 077 && echo '{}' >"$rootlock")
+    run cb --env-file "$envf" check
+    assert_rc 9 "another user's lock file: locked"
+    assert_contains "$ERR" "another user's" "the error says whose it is"
+    assert_contains "$ERR" "run \`caris-backup unlock\` as that user" "the hint says who can remove it"
+    rm -f "$rootlock"
 fi
 run cb --env-file "$envf" --json restore database --physical --pgdata "$R/x" --start --port "$PORT" --wait 90
 assert_rc 0 "restore --start of that backup"
