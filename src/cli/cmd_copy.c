@@ -146,6 +146,15 @@ static int run_copy(struct globals *g, const char *const *ids, size_t nids, bool
                      "%s must hold the key of the destination repository (--to-key-env names "
                      "another variable)",
                      key_env ? key_env : DEFAULT_TO_KEY_ENV);
+        else if (e.code == ERR_DAMAGE && strstr(e.msg, "key slot") &&
+                 !strstr(e.msg, "does not authenticate"))
+            /* the key in question is the destination's, not BACKUP_ENCRYPTION_KEY */
+            snprintf(e.hint, sizeof(e.hint),
+                     "the destination's key comes from %s, not BACKUP_ENCRYPTION_KEY: if it is "
+                     "right, its key slot in the destination is the damaged one: restore the "
+                     "destination's keys/ from a copy (or open it with another key and `key add` "
+                     "this one again)",
+                     key_env ? key_env : DEFAULT_TO_KEY_ENV);
         else if (e.code == ERR_NOT_FOUND)
             snprintf(e.hint, sizeof(e.hint),
                      "create it so that it shares this repository's chunking: `caris-backup "

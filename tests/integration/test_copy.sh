@@ -243,6 +243,14 @@ assert_contains "$(json_eval "$OUT_FILE" 'd["error"]["message"]')" "does not ver
     "--json: the copy's document carries the error"
 assert_true "--json: the failed copy's document has the shape in docs/JSON.md" \
     python3 "$LIB_DIR/jsonshape.py" "$LIB_DIR/../../docs/JSON.md" copy "$OUT_FILE"
+# the destination's key slot damaged: the hint is about the destination's key, not ours
+dslot=$(find "$LDST/keys" -type f | head -n 1)
+cp "$dslot" "$TEST_TMP/dslot.orig"
+python3 -c 'import json, sys; p = sys.argv[1]; d = json.load(open(p)); d["label"] += "x"; json.dump(d, open(p, "w"))' "$dslot"
+run cb copy --latest --to "$LDST"
+assert_rc 4 "the destination's key slot damaged: exit 4"
+assert_contains "$ERR" "the destination's key comes from CARIS_COPY_TO_KEY" "the hint names the destination's key variable"
+cp "$TEST_TMP/dslot.orig" "$dslot"
 
 # --- a database backup --------------------------------------------------------------------
 pg_start
