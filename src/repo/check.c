@@ -461,8 +461,8 @@ static void check_state(struct check *c, json_t *st)
     state_issues(c->errors, json_object_get(st, "missing"),
                  "is in the state record but its snapshot is gone (deleted or rolled back)", true);
     state_issues(c->errors, json_object_get(st, "replayed"),
-                 "was removed (forgotten) but its snapshot is back (put back from an old copy, "
-                 "or a forget was interrupted)",
+                 "was removed (forgotten) but its snapshot is back (put back from an old copy; "
+                 "or an interrupted forget of a caris-backup older than this one)",
                  false);
     size_t i;
     json_t *x;

@@ -249,8 +249,9 @@ static int lk_collect(void *ctx, const char *name, uint64_t size, struct err *e)
         buf_free(&b);
         free(x.object);
         return 0;
-    } else if (strstr(le.msg, "Permission denied"))
+    } else if (le.sys_errno == EACCES || le.sys_errno == EPERM) {
         x.denied = true;
+    }
     buf_free(&b);
     if (x.j && !json_is_object(x.j)) {
         json_decref(x.j);

@@ -644,8 +644,8 @@ int repo_state_audit(struct repo *r, json_t **report, struct err *e)
     warn_list(r, json_object_get(rep, "missing"),
               "is in the state record but its snapshot is gone (deleted, or rolled back)");
     warn_list(r, json_object_get(rep, "replayed"),
-              "was removed (forgotten) but its snapshot is back (put back from an old copy, or "
-              "a forget was interrupted)");
+              "was removed (forgotten) but its snapshot is back (put back from an old copy; or an "
+              "interrupted forget of a caris-backup older than this one)");
     warn_list(r, json_object_get(rep, "removing"),
               "was being removed when its forget stopped: the next prune finishes removing it");
     size_t i;
