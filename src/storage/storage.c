@@ -254,14 +254,39 @@ struct posix_storage {
     uint64_t clock;
 };
 
-/* An fd for reading name and its slot (NULL: not cached, the caller closes the fd). Lock
- * files (locks/) are the one kind of object rewritten under the same name (their holder
- * refreshes them), so they are never cached: a cached fd would keep showing the old file. */
+/* The repository's directory is not trusted: an object's name may hold a FIFO or a device
+ * (or a link to one), whose open(O_RDONLY) blocks until a writer comes, for ever and whatever
+ * signal arrives (the open is restarted). Opened without blocking, and anything but a regular
+ * file is refused: -2 (errno kept for other failures, -1). */
+#define NOT_REGULAR (-2)
+static int open_regular(int rootfd, const char *name)
+{
+    int fd = openat(rootfd, name, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int en = errno;
+        close(fd);
+        errno = en;
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return NOT_REGULAR;
+    }
+    return fd;
+}
+
+/* An fd for reading name and its slot (NULL: not cached, the caller closes the fd); -1 with
+ * errno, or NOT_REGULAR. Lock files (locks/) are the one kind of object rewritten under the
+ * same name (their holder refreshes them), so they are never cached: a cached fd would keep
+ * showing the old file. */
 static int fd_acquire(struct posix_storage *ps, const char *name, struct fd_slot **slot)
 {
     if (strncmp(name, "locks/", 6) == 0) {
         *slot = NULL;
-        return openat(ps->rootfd, name, O_RDONLY | O_CLOEXEC);
+        return open_regular(ps->rootfd, name);
     }
     pthread_mutex_lock(&ps->mu);
     struct fd_slot *victim = NULL;
@@ -277,7 +302,7 @@ static int fd_acquire(struct posix_storage *ps, const char *name, struct fd_slot
         if (s->refs == 0 && (!victim || s->used < victim->used))
             victim = s;
     }
-    int fd = openat(ps->rootfd, name, O_RDONLY | O_CLOEXEC);
+    int fd = open_regular(ps->rootfd, name);
     *slot = NULL;
     if (fd >= 0 && victim) {
         if (victim->name) {
@@ -634,6 +659,10 @@ static int posix_read_at(struct storage *s, const char *name, uint64_t off, void
     struct posix_storage *ps = P(s);
     struct fd_slot *slot;
     int fd = fd_acquire(ps, name, &slot);
+    if (fd == NOT_REGULAR)
+        return err_set(e, ERR_DAMAGE,
+                       "someone put something else in its place: run `caris-backup check`",
+                       "%s/%s is not a regular file", ps->root, name);
     if (fd < 0)
         return err_sys(e, errno, NULL, "cannot open %s/%s", ps->root, name);
     uint8_t *p = out;
@@ -888,11 +917,17 @@ static int posix_put_existing(struct storage *s, const char *name, const void *d
                               struct err *e)
 {
     struct posix_storage *ps = P(s);
-    int fd = openat(ps->rootfd, name, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO put in its place must not block the open (ENXIO without a reader) */
+    int fd = openat(ps->rootfd, name, O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) {
         if (errno == ENOENT)
             return 1;
         return err_sys(e, errno, NULL, "cannot open %s/%s", ps->root, name);
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return err_set(e, ERR_DAMAGE, NULL, "%s/%s is not a regular file", ps->root, name);
     }
     if (fs_write_full(fd, data, len) != 0 || ftruncate(fd, (off_t)len) != 0 || fsync(fd) != 0) {
         int en = errno;
