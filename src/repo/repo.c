@@ -857,6 +857,15 @@ int repo_read_config(struct repo *r, struct err *e)
     const char *seed_hex;
     json_int_t version, comp;
     json_t *chunker = NULL;
+    /* The version first: a newer format's config need not have this version's fields, and
+     * must be refused as newer, never as damage. */
+    json_t *jv = json_object_get(j, "version");
+    if (json_is_integer(jv) && json_integer_value(jv) != REPO_FORMAT_VERSION) {
+        err_set(e, ERR_FAILURE, "upgrade caris-backup to open this repository",
+                "repository %s has format version %lld, this program reads version %d", r->path,
+                (long long)json_integer_value(jv), REPO_FORMAT_VERSION);
+        goto out;
+    }
     if (!j ||
         json_unpack(j, "{s:I, s:s, s:o, s:I}", "version", &version, "chunker_seed", &seed_hex,
                     "chunker", &chunker, "compression", &comp) != 0 ||
@@ -864,12 +873,6 @@ int repo_read_config(struct repo *r, struct err *e)
         params_from_json(json_object_get(chunker, "files"), &r->cp_files) != 0 ||
         params_from_json(json_object_get(chunker, "dumps"), &r->cp_dumps) != 0) {
         err_set(e, ERR_DAMAGE, NULL, "repository config %s/config is malformed", r->path);
-        goto out;
-    }
-    if (version != REPO_FORMAT_VERSION) {
-        err_set(e, ERR_FAILURE, "upgrade caris-backup to open this repository",
-                "repository %s has format version %lld, this program reads version %d", r->path,
-                (long long)version, REPO_FORMAT_VERSION);
         goto out;
     }
     r->compression = (int)comp;

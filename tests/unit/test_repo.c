@@ -2044,6 +2044,33 @@ static void test_key_slot_config_mismatch(void **state)
     tmpdir_free(other);
 }
 
+/* A config written by a newer format (its version above ours, and, as a new format may, without
+ * this version's fields) is refused as newer, never as damage. */
+static void test_config_newer_version(void **state)
+{
+    (void)state;
+    char *dir = tmpdir_new();
+    struct repo *r = init_ok(dir, &FAST);
+    struct err e = ERR_INIT;
+    const char *cfgs[] = {"{\"version\": 2, \"chunker\": {\"kind\": \"something new\"}}",
+                          "{\"version\": 99}"};
+    for (size_t i = 0; i < 2; i++) {
+        struct buf sealed = {0};
+        assert_int_equal(container_seal(r, 'C', cfgs[i], strlen(cfgs[i]), &sealed, &e), 0);
+        char *path = xasprintf("%s/config", dir);
+        file_write(path, sealed.data, sealed.len);
+        free(path);
+        buf_free(&sealed);
+        e = (struct err)ERR_INIT;
+        assert_null(repo_open(dir, PW, &e));
+        assert_int_not_equal(e.code, ERR_DAMAGE);
+        assert_non_null(strstr(e.msg, "has format version"));
+        assert_non_null(strstr(e.hint, "upgrade"));
+    }
+    repo_close(r);
+    tmpdir_free(dir);
+}
+
 /* Every field of a version-2 slot is bound to the wrapped key: changing any of them (within
  * the bounds, so the slot is read and derived) or moving the slot to another name makes it a
  * slot that opens nothing. A version-3 slot (written since issue 11) also carries a checksum:
@@ -4433,6 +4460,7 @@ int main(void)
         cmocka_unit_test(test_key_slot_planted_huge),
         cmocka_unit_test(test_key_slot_order),
         cmocka_unit_test(test_key_slot_config_mismatch),
+        cmocka_unit_test(test_config_newer_version),
         cmocka_unit_test(test_key_slot_fields_bound),
         cmocka_unit_test(test_key_slot_damage_not_wrong_key),
         cmocka_unit_test(test_key_slot_v2_format),
