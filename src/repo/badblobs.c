@@ -130,9 +130,8 @@ bool bad_pack_known_locked(const struct repo *r, uint32_t pidx)
     return lo < n && memcmp(r->bad_pairs.data + lo * PAIR_LEN, pid, 32) == 0;
 }
 
-void bad_blob_note(struct repo *r, uint32_t pidx, const uint8_t id[32])
+void bad_blob_note_locked(struct repo *r, uint32_t pidx, const uint8_t id[32])
 {
-    pthread_mutex_lock(&r->mu);
     if (pidx < r->npacks) {
         uint8_t pair[PAIR_LEN];
         memcpy(pair, r->packs[pidx].id, 32);
@@ -140,6 +139,12 @@ void bad_blob_note(struct repo *r, uint32_t pidx, const uint8_t id[32])
         if (!pairs_have(&r->bad_pairs, pair)) /* unsorted: repo_bad_blobs_save sorts */
             buf_append(&r->bad_found, pair, PAIR_LEN);
     }
+}
+
+void bad_blob_note(struct repo *r, uint32_t pidx, const uint8_t id[32])
+{
+    pthread_mutex_lock(&r->mu);
+    bad_blob_note_locked(r, pidx, id);
     pthread_mutex_unlock(&r->mu);
 }
 

@@ -138,6 +138,9 @@ static void check_index(struct check *c)
         } else if ((uint64_t)en->off + en->clen > pf->size) {
             idlist_add(&c->bad_blobs, en->id);
             add_issue(c->errors, pf->name, "index entry points past the end of the pack");
+            /* a truncated pack: the copy is gone where it lies, as check --read-data finds it.
+             * Recorded, so that backups stop deduplicating against it and store it again. */
+            bad_blob_note_locked(r, en->pack, en->id); /* check_index runs under r->mu */
         }
     }
 }

@@ -179,6 +179,8 @@ bool bad_pair_known_locked(const struct repo *r, uint32_t pidx, const uint8_t id
 bool bad_pack_known_locked(const struct repo *r, uint32_t pidx);
 /* Notes that the blob id failed to open from pack number pidx (takes r->mu). */
 void bad_blob_note(struct repo *r, uint32_t pidx, const uint8_t id[32]);
+/* bad_blob_note with r->mu held. */
+void bad_blob_note_locked(struct repo *r, uint32_t pidx, const uint8_t id[32]);
 /* Reads records/bad-blob into r->bad_pairs (before the index is loaded). */
 int bad_blobs_load(struct repo *r, struct err *e);
 
