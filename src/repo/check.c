@@ -514,6 +514,11 @@ static int check_locked(struct repo *r, const struct repo_check_opts *o,
         add_issue(c.errors, json_string_value(json_object_get(d, "object")), "%s",
                   json_string_value(json_object_get(d, "error")));
     }
+    json_array_foreach(r->truncated, i, d)
+    {
+        add_issue(c.errors, json_string_value(json_object_get(d, "object")), "%s",
+                  json_string_value(json_object_get(d, "error")));
+    }
     if (storage_list(r->st, "data", collect_pack, &c, e) != 0)
         goto out;
     if (c.nfiles)

@@ -133,6 +133,10 @@ struct repo {
     size_t nadopted;
     struct buf adopted_payload; /* their index-file records, ready to write */
     json_t *damage;
+    /* [{object, error}]: packs the index places blobs past the end of (truncated), found at
+     * open; reported by check, but unlike damage no reason for prune to refuse (it rewrites
+     * them) */
+    json_t *truncated;
     struct lock_holder *lock; /* the lock this handle holds (lock.c), NULL when none */
     int64_t lock_wait_ms;     /* how long repo_lock waits for conflicting locks */
     repo_lock_wait_fn lock_waiting;
@@ -142,6 +146,10 @@ struct repo {
      * is gone are treated as absent (see pack_missing_at_open). NULL after open. */
     uint8_t (*listed_packs)[32];
     size_t nlisted_packs;
+    /* While opening, when data/ was listed here: each listed pack's id and size (a 32-byte id
+     * then a u64 size, sorted by id), so that index entries past a pack's end (a truncated
+     * pack) are not deduplicated against (see index_parse_into). Empty after open. */
+    struct buf listed_sizes;
     char id[33];       /* repository id, from config */
     bool state_needed; /* config says a state record exists from init on (state.c) */
     char *state_local; /* local copy of the state record, NULL when none (state.c) */

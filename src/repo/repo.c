@@ -491,6 +491,20 @@ static bool pack_missing_at_open(struct repo *r, const uint8_t pid[32], uint32_t
     return true;
 }
 
+#define LISTED_SIZE_LEN 40 /* id (32) || size (u64, host order) */
+
+/* The size data/'s listing at open gave pack pid, or UINT64_MAX when unknown. */
+static uint64_t listed_pack_size(const struct repo *r, const uint8_t pid[32])
+{
+    size_t n = r->listed_sizes.len / LISTED_SIZE_LEN;
+    const uint8_t *hit =
+        n ? bsearch(pid, r->listed_sizes.data, n, LISTED_SIZE_LEN, cmp_id32) : NULL;
+    uint64_t size = UINT64_MAX;
+    if (hit)
+        memcpy(&size, hit + 32, sizeof(size));
+    return size;
+}
+
 /* Index file payload (after decryption and zstd):
  *   "CIDX" u32 version(1) u32 npacks, then per pack: id[32] u32 nblobs, then per blob:
  *   id[32] u32 off u32 clen u32 ulen_flags. */
@@ -528,6 +542,8 @@ int index_parse_into(struct repo *r, const uint8_t *p, size_t len, int source, c
         /* A pack that is gone keeps its place in the table (check reports it and the backups
          * that need it), but its blobs are absent: the next backup stores them again. */
         bool gone = pack_missing_at_open(r, pid, nblobs, name);
+        uint64_t psize = gone ? UINT64_MAX : listed_pack_size(r, pid);
+        uint32_t past_end = 0;
         for (uint32_t b = 0; b < nblobs; b++) {
             uint8_t id[32];
             uint32_t off, clen, ulf;
@@ -537,9 +553,31 @@ int index_parse_into(struct repo *r, const uint8_t *p, size_t len, int source, c
             if (clen < CX_TAG_LEN || (ulf & ULEN_MASK) > REPO_MAX_BLOB ||
                 clen > REPO_MAX_BLOB + CX_TAG_LEN || off < PACK_HEADER_LEN)
                 return err_set(e, ERR_DAMAGE, NULL, "index %s: invalid blob entry", name);
-            if (!gone && index_load_locked(r, id, pidx, off, clen, ulf) == INDEX_FULL)
+            uint32_t ei = gone ? INDEX_FULL : index_load_locked(r, id, pidx, off, clen, ulf);
+            if (!gone && ei == INDEX_FULL)
                 return err_set(e, ERR_FAILURE, INDEX_FULL_HINT,
                                "index %s: the repository's index is full", name);
+            /* Past the end of a truncated pack: kept for reading (which reports the damage)
+             * but, like a recorded damaged copy, never deduplicated against, and replaced by
+             * any other copy: the next backup that meets the blob stores it again. */
+            if (!gone && (uint64_t)off + clen > psize) {
+                struct ientry *en = repo_entry(r, ei);
+                if (en->pack == pidx && en->off == off)
+                    bad_entry_set_locked(r, ei, true);
+                past_end++;
+            }
+        }
+        if (past_end) {
+            char pname[80];
+            pack_object_name(pid, pname, sizeof(pname));
+            repo_warn(r, pname,
+                      "pack is shorter than %s says (truncated): %u of its blobs lie past its "
+                      "end and are treated as damaged, so the next backup stores them again; "
+                      "backups made before need them (see `caris-backup check`)",
+                      name, past_end);
+            json_array_append_new(r->truncated,
+                                  json_pack("{s:s, s:s}", "object", pname, "error",
+                                            "pack is shorter than the index says (truncated)"));
         }
     }
     if (rd.pos != rd.len)
@@ -693,6 +731,7 @@ static struct repo *repo_alloc(const char *path)
     r->path = xstrdup(path);
     pthread_mutex_init(&r->mu, NULL);
     r->damage = json_array();
+    r->truncated = json_array();
     r->warnings = json_array();
     r->compression = DEFAULT_COMPRESSION;
     return r;
@@ -715,8 +754,10 @@ void repo_close(struct repo *r)
     free(r->adopted);
     buf_free(&r->adopted_payload);
     json_decref(r->damage);
+    json_decref(r->truncated);
     json_decref(r->warnings);
     free(r->listed_packs);
+    buf_free(&r->listed_sizes);
     opencache_free(&r->oc);
     free(r->oc_missing);
     buf_free(&r->flagged);
@@ -833,6 +874,41 @@ static int list_names_in(struct storage *st, const char *dir, struct namelist *l
     }
     if (l->n)
         qsort(l->v, l->n, sizeof(char *), cmp_str);
+    return 0;
+}
+
+struct names_sizes {
+    struct namelist *l;
+    struct buf *sizes;
+};
+
+static int collect_name_size(void *ctx, const char *name, uint64_t size, struct err *e)
+{
+    struct names_sizes *ns = ctx;
+    uint8_t rec[LISTED_SIZE_LEN];
+    if (pack_name_parse(name, rec)) {
+        memcpy(rec + 32, &size, sizeof(size));
+        buf_append(ns->sizes, rec, sizeof(rec));
+    }
+    return collect_name(ns->l, name, size, e);
+}
+
+/* As repo_list_names, for data/: also each pack's size (see struct repo, listed_sizes). */
+static int list_names_sizes(struct storage *st, const char *dir, struct namelist *l,
+                            struct buf *sizes, struct err *e)
+{
+    memset(l, 0, sizeof(*l));
+    sizes->len = 0;
+    struct names_sizes ns = {l, sizes};
+    if (storage_list(st, dir, collect_name_size, &ns, e) != 0) {
+        namelist_free(l);
+        buf_free(sizes);
+        return -1;
+    }
+    if (l->n)
+        qsort(l->v, l->n, sizeof(char *), cmp_str);
+    if (sizes->len)
+        qsort(sizes->data, sizes->len / LISTED_SIZE_LEN, LISTED_SIZE_LEN, cmp_id32);
     return 0;
 }
 
@@ -1233,7 +1309,7 @@ static int load_index_and_packs(struct repo *r, bool full, struct namelist *list
     if (listed) {
         l = *listed;
         memset(listed, 0, sizeof(*listed));
-    } else if (repo_list_names(r, "data", &l, e) != 0) {
+    } else if (list_names_sizes(r->st, "data", &l, &r->listed_sizes, e) != 0) {
         return -1;
     }
     r->listed_packs = xcalloc(l.n ? l.n : 1, 32);
@@ -1251,6 +1327,7 @@ static int load_index_and_packs(struct repo *r, bool full, struct namelist *list
     free(r->listed_packs);
     r->listed_packs = NULL;
     r->nlisted_packs = 0;
+    buf_free(&r->listed_sizes);
     namelist_free(&l);
     namelist_free(&li);
     r->index_cached = false;
@@ -1326,6 +1403,7 @@ struct repo *repo_open(const char *path, const char *password, struct err *e)
 struct data_listing {
     struct storage *st;
     struct namelist l;
+    struct buf sizes; /* see struct repo, listed_sizes */
     struct err e;
     int rc;
     pthread_t thread;
@@ -1335,7 +1413,7 @@ struct data_listing {
 static void *data_listing_main(void *arg)
 {
     struct data_listing *d = arg;
-    d->rc = list_names_in(d->st, "data", &d->l, &d->e);
+    d->rc = list_names_sizes(d->st, "data", &d->l, &d->sizes, &d->e);
     return NULL;
 }
 
@@ -1372,8 +1450,14 @@ struct repo *repo_open_hint(const char *path, const char *password, const char *
     if (keys_unlock(r, password, slot_hint, e) != 0)
         goto fail;
     r->idkey = cx_hmac_key_new(r->mac_key, 32);
-    if (bad_blobs_load(r, e) != 0 || data_listing_join(&dl, e) != 0 ||
-        load_index_and_packs(r, false, listed ? &dl.l : NULL, e) != 0)
+    if (bad_blobs_load(r, e) != 0 || data_listing_join(&dl, e) != 0)
+        goto fail;
+    if (listed) { /* taken over, as the names are */
+        buf_free(&r->listed_sizes);
+        r->listed_sizes = dl.sizes;
+        memset(&dl.sizes, 0, sizeof(dl.sizes));
+    }
+    if (load_index_and_packs(r, false, listed ? &dl.l : NULL, e) != 0)
         goto fail;
     return r;
 fail:
@@ -1382,6 +1466,7 @@ fail:
         (void)data_listing_join(&dl, &ignore);
     }
     namelist_free(&dl.l);
+    buf_free(&dl.sizes);
     repo_close(r);
     return NULL;
 }
@@ -1433,6 +1518,7 @@ static int index_reload(struct repo *r, bool full, struct err *e)
     r->adopted = NULL;
     r->nadopted = 0;
     json_array_clear(r->damage);
+    json_array_clear(r->truncated);
     r->flagged.len = 0;
     bad_entries_clear(r);
     opencache_free(&r->oc);
