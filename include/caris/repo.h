@@ -306,6 +306,11 @@ int repo_snapshots_remove(struct repo *r, const char *const *names, size_t n, st
  * compared and updated by every audit, commit and removal of this handle: it catches a
  * rollback of the whole repository, record included. NULL: none. */
 void repo_state_use_local(struct repo *r, const char *path);
+/* For `init`, which creates a repository at a path on purpose: the local copies beside the one
+ * set with repo_state_use_local that belong to another repository at the same path (the audit
+ * reports them as "replaced") are renamed to <file>.replaced, kept but no longer compared.
+ * Returns how many. */
+size_t repo_state_retire_others(struct repo *r);
 /* Compares the record (and the local copy) with the snapshots there are. *report:
  * {"ok", "record": "present" | "none" (made before the record; it starts at the first write)
  * | "deleted", "counter", "local_counter" (null without a local copy), "rolled_back",

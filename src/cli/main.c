@@ -481,6 +481,20 @@ static int cmd_init(struct globals *g, int argc, char **argv)
     repo_close(from);
     if (!r)
         return fail(&e);
+    /* A repository created anew at a path: this host's copies of the state record of the one
+     * that was there before would report it as replaced (see repo_state_retire_others). */
+    const char *bdir = config_backup_dir(&g->cfg);
+    if (bdir) {
+        char *local = xasprintf("%s/metadata/state-%s.json", bdir, repo_id(r));
+        repo_state_use_local(r, local);
+        free(local);
+        size_t retired = repo_state_retire_others(r);
+        if (retired && !g->quiet)
+            fprintf(stderr,
+                    "note: this host's record of the repository that was at %s before was set "
+                    "aside (%s/metadata/state-*.json.replaced)\n",
+                    g->repo_path, bdir);
+    }
     if (g->json) {
         json_t *j = json_pack("{s:s, s:b}", "repository", g->repo_path, "created", 1);
         print_json(j);

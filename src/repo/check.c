@@ -461,6 +461,16 @@ static void check_state(struct check *c, json_t *st)
                   (long long)json_integer_value(json_object_get(st, "local_counter")));
     if (strcmp(json_string_value(json_object_get(st, "record")), "deleted") == 0)
         add_issue(c->errors, "state", "the state record is missing: its objects were deleted");
+    size_t k;
+    json_t *o;
+    json_array_foreach(json_object_get(st, "replaced"), k, o)
+        add_issue(c->errors, "state",
+                  "this is not the repository this host used at this path before (id %s, %lld "
+                  "backups): replaced by another one (made with the same key?) or created anew; "
+                  "if on purpose, remove %s to accept it",
+                  json_string_value(json_object_get(o, "repository")),
+                  (long long)json_integer_value(json_object_get(o, "backups")),
+                  json_string_value(json_object_get(o, "file")));
     state_issues(c->errors, json_object_get(st, "missing"),
                  "is in the state record but its snapshot is gone (deleted or rolled back)", true);
     state_issues(c->errors, json_object_get(st, "replayed"),

@@ -21,8 +21,10 @@
  * a finding). */
 #include "internal.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -327,6 +329,64 @@ static int local_read(struct repo *r, struct state *s, struct err *e)
     return rc;
 }
 
+/* The other local copies beside ours (state-<id>.json in the same directory) that this host
+ * kept for a repository at the same path, with backups live in them: the repository there is
+ * not the one this host used (replaced by another one made with the same key, or created
+ * anew). [{"repository", "file", "backups"}]; empty when there are none. */
+static json_t *local_others(const struct repo *r)
+{
+    json_t *out = json_array();
+    char *dir = xstrdup(r->state_local);
+    char *slash = strrchr(dir, '/');
+    DIR *d = slash ? (*slash = '\0', opendir(dir)) : NULL;
+    struct dirent *de;
+    while (d && (de = readdir(d)) != NULL) {
+        const char *n = de->d_name;
+        size_t len = strlen(n);
+        if (len != 6 + 32 + 5 || strncmp(n, "state-", 6) != 0 || strcmp(n + len - 5, ".json") ||
+            strncmp(n + 6, r->id, 32) == 0)
+            continue;
+        char *path = xasprintf("%s/%s", dir, n);
+        struct buf b = {0};
+        struct err ignore = ERR_INIT;
+        json_t *doc = NULL;
+        if (fs_read_all(path, &b, &ignore) == 0)
+            doc = json_loadb((const char *)b.data, b.len, 0, NULL);
+        buf_free(&b);
+        const char *rp = json_string_value(json_object_get(doc, "repository_path"));
+        const char *id = json_string_value(json_object_get(doc, "repository"));
+        size_t live = json_object_size(json_object_get(doc, "live"));
+        if (rp && id && strcmp(rp, r->path) == 0 && strcmp(id, r->id) != 0 && live)
+            json_array_append_new(out, json_pack("{s:s, s:s, s:I}", "repository", id, "file", path,
+                                                 "backups", (json_int_t)live));
+        json_decref(doc);
+        free(path);
+    }
+    if (d)
+        closedir(d);
+    free(dir);
+    return out;
+}
+
+size_t repo_state_retire_others(struct repo *r)
+{
+    if (!r->state_local)
+        return 0;
+    json_t *others = local_others(r);
+    size_t i, n = 0;
+    json_t *o;
+    json_array_foreach(others, i, o)
+    {
+        const char *f = json_string_value(json_object_get(o, "file"));
+        char *to = xasprintf("%s.replaced", f);
+        if (rename(f, to) == 0)
+            n++;
+        free(to);
+    }
+    json_decref(others);
+    return n;
+}
+
 bool state_backup_id_of(struct repo *r, const char *name, char *out, size_t n)
 {
     struct state s, l;
@@ -547,6 +607,7 @@ static int audit_pass(struct repo *r, json_t **report, struct err *e)
         goto out;
     struct err le = ERR_INIT;
     bool have_local = false;
+    json_t *replaced = r->state_local ? local_others(r) : json_array();
     if (r->state_local) {
         if (local_read(r, &l, &le) != 0)
             repo_warn(r, r->state_local, "local copy of the state record ignored: %s", le.msg);
@@ -583,17 +644,22 @@ static int audit_pass(struct repo *r, json_t **report, struct err *e)
                          : (r->state_needed || have_local) ? "deleted"
                                                            : "none";
     bool ok = !rolled_back && !json_array_size(missing) && !json_array_size(replayed) &&
-              strcmp(record, "deleted") != 0 && !json_array_size(s.damaged);
-    *report = json_pack("{s:b, s:s, s:I, s:o, s:b, s:o, s:o, s:o, s:o, s:O}", "ok", ok, "record",
-                        record, "counter", (json_int_t)s.counter, "local_counter",
-                        have_local ? json_integer((json_int_t)l.counter) : json_null(),
-                        "rolled_back", rolled_back, "missing", missing, "replayed", replayed,
-                        "removing", removing, "unrecorded", unrecorded, "damaged", s.damaged);
-    missing = replayed = removing = unrecorded = NULL;
-    if (s.present)
+              strcmp(record, "deleted") != 0 && !json_array_size(s.damaged) &&
+              !json_array_size(replaced);
+    *report =
+        json_pack("{s:b, s:s, s:I, s:o, s:b, s:o, s:o, s:o, s:o, s:O, s:o}", "ok", ok, "record",
+                  record, "counter", (json_int_t)s.counter, "local_counter",
+                  have_local ? json_integer((json_int_t)l.counter) : json_null(), "rolled_back",
+                  rolled_back, "missing", missing, "replayed", replayed, "removing", removing,
+                  "unrecorded", unrecorded, "damaged", s.damaged, "replaced", replaced);
+    missing = replayed = removing = unrecorded = replaced = NULL;
+    /* Not for a repository that took the place of another one at this path: the local copy
+     * would make the other one, once put back, look replaced in its turn. */
+    if (s.present && !json_array_size(json_object_get(*report, "replaced")))
         local_update(r, &s);
     rc = 0;
 out:
+    json_decref(replaced);
     json_decref(present);
     json_decref(missing);
     json_decref(replayed);
@@ -641,6 +707,15 @@ int repo_state_audit(struct repo *r, json_t **report, struct err *e)
                   (long long)json_integer_value(json_object_get(rep, "local_counter")));
     if (strcmp(json_string_value(json_object_get(rep, "record")), "deleted") == 0)
         repo_warn(r, STATE_DIR, "the state record is missing: its objects were deleted");
+    size_t k;
+    json_t *o;
+    json_array_foreach(json_object_get(rep, "replaced"), k, o)
+        repo_warn(r, json_string_value(json_object_get(o, "file")),
+                  "this host used another repository at %s (id %s, %lld backups), and none of "
+                  "its backups is here: the repository was replaced (by one made with the same "
+                  "key?) or created anew; if on purpose, remove this file to accept it",
+                  r->path, json_string_value(json_object_get(o, "repository")),
+                  (long long)json_integer_value(json_object_get(o, "backups")));
     warn_list(r, json_object_get(rep, "missing"),
               "is in the state record but its snapshot is gone (deleted, or rolled back)");
     warn_list(r, json_object_get(rep, "replayed"),
