@@ -304,6 +304,11 @@ static void get_one(struct walq *q, struct walq_item *it)
     const char *crash = getenv("CARIS_TEST_WAL_GET_CRASH");
     if (rc == 0 && crash && strcmp(crash, "1") == 0)
         _exit(137);
+    /* only the archive's own "not there" may reach the client as such (it exits 1 and the
+     * recovery ends there): a repository that cannot be opened, or a file missing under it
+     * (a system error, whose errno the answer does not carry), is a failure */
+    if (rc != 0 && e.code == ERR_NOT_FOUND && (!q->r || e.sys_errno != 0))
+        e.code = ERR_IO;
     pthread_mutex_lock(&q->mu);
     if (rc == 0)
         q->served++;

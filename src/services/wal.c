@@ -574,6 +574,19 @@ int caris_wal_get_fd_cached(struct repo *r, const char *name, int fd, json_t *ca
         json_decref(all);
     }
     if (json_array_size(found) == 0) {
+        /* "not there" ends the recovery (restore_command's exit 1): said only while the
+         * repository itself is still there. A handle kept open (the daemon's) over a
+         * repository whose files went away (a volume unmounted under it, an emptied
+         * directory) lists no record at all, which is not the archive's answer. */
+        struct err xe = ERR_INIT;
+        int ex = repo_exists(repo_path(r), &xe);
+        if (ex != 1) {
+            err_set(e, ERR_IO, "check that the repository's volume is mounted and complete",
+                    "cannot tell whether the WAL archive holds %s: repository %s is not there "
+                    "any more%s%s",
+                    name, repo_path(r), ex < 0 ? ": " : "", ex < 0 ? xe.msg : "");
+            goto out;
+        }
         err_set(e, ERR_NOT_FOUND, NULL, "WAL file %s is not in the archive", name);
         goto out;
     }

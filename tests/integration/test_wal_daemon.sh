@@ -7,7 +7,8 @@
 # PostgreSQL retries) and nothing is archived; with no daemon running, `wal push` works alone;
 # --no-daemon pushes alone while a daemon runs. `wal get` through the daemon: the same bytes, a
 # missing segment exits 1 quietly, a damaged one is never handed over (exit 4), a daemon killed
-# mid-get leaves nothing at DEST (nor its temporary file).
+# mid-get leaves nothing at DEST (nor its temporary file), a repository whose files vanished
+# under the running daemon is a failure (255), never "not archived" (1).
 source "$(dirname "$0")/lib.sh"
 
 seg() {
@@ -148,6 +149,21 @@ stop_daemon
 assert_exit 0 cb --env-file "$TEST_TMP/env" --quiet check --read-data
 assert_exit 0 cb --env-file "$TEST_TMP/env" --json wal list
 assert_eq 5 "$(json_eval "$OUT_FILE" 'len(d["files"])')" "five segments archived, each once"
+
+# --- the repository's files gone under a running daemon (a volume unmounted, leaving the empty
+# mount point): its open handle lists no WAL record, which must not become "not in the
+# archive" (exit 1: PostgreSQL would end the recovery there and promote) ----------------------
+start_daemon env
+assert_exit 0 cb --env-file "$TEST_TMP/env" wal get 000000010000000000000005 "$TEST_TMP/out/present"
+mkdir "$TEST_TMP/away"
+mv "$REPO"/* "$TEST_TMP/away/"
+assert_exit 255 cb --env-file "$TEST_TMP/env" wal get 000000010000000000000005 "$TEST_TMP/out/gone"
+assert_contains "$ERR" "is not there any more" "an archived segment of a vanished repository is a failure, not \"not archived\""
+assert_false "nothing written at DEST" test -e "$TEST_TMP/out/gone"
+mv "$TEST_TMP/away"/* "$REPO/"
+assert_exit 0 cb --env-file "$TEST_TMP/env" wal get 000000010000000000000005 "$TEST_TMP/out/back"
+assert_true "served again once the repository is back" cmp "$TEST_TMP/pg_wal/000000010000000000000005" "$TEST_TMP/out/back"
+stop_daemon
 
 # --- damage: the daemon never hands over a bad segment --------------------------------------
 start_daemon env
