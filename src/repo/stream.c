@@ -252,18 +252,23 @@ int stream_store_fd_tap(struct repo *r, struct repo_writer *w, int threads, int 
     return store(r, w, 0, threads, &s, cp, out, progress, ctx, e);
 }
 
+/* A buffer source is told apart from a descriptor by its pointer: an empty buffer may come
+ * without one (a struct buf never appended to), and would otherwise be read as descriptor -1,
+ * polled forever. */
+static const uint8_t EMPTY_BUF[1];
+
 int stream_store_buf(struct repo *r, struct repo_writer *w, int threads, const void *data,
                      size_t len, const struct chunker_params *cp, struct stream_result *out,
                      struct err *e)
 {
-    struct src s = {.fd = -1, .buf = data, .len = len};
+    struct src s = {.fd = -1, .buf = data ? data : EMPTY_BUF, .len = data ? len : 0};
     return store(r, w, 0, threads, &s, cp, out, NULL, NULL, e);
 }
 
 int stream_store_meta_buf(struct repo *r, struct repo_writer *w, const void *data, size_t len,
                           const struct chunker_params *cp, struct stream_result *out, struct err *e)
 {
-    struct src s = {.fd = -1, .buf = data, .len = len};
+    struct src s = {.fd = -1, .buf = data ? data : EMPTY_BUF, .len = data ? len : 0};
     return store(r, w, repo_writer_meta_slot(w), 1, &s, cp, out, NULL, NULL, e);
 }
 
