@@ -955,7 +955,9 @@ int caris_phys_restore(struct repo *r, const struct phys_restore_opts *o,
                        "a server is running on data directory %s", o->pgdata);
     char *copy = xstrdup(o->pgdata), *copy2 = xstrdup(o->pgdata);
     char *parent = dirname(copy), *base = basename(copy2);
-    char *tmp = xasprintf("%s/.%s.caris-restore-XXXXXX", parent, base);
+    char *prefix = xasprintf(".%s.caris-restore-", base);
+    struct temp_item ti = TEMP_ITEM_INIT;
+    char *tmp = NULL;
     char *old = NULL;
     json_t *summary = NULL, *full = NULL, *entries = NULL;
     char name[65], gap_note[480];
@@ -975,13 +977,26 @@ int caris_phys_restore(struct repo *r, const struct phys_restore_opts *o,
         goto out;
     if (repo_snapshot_load(r, name, &full, &entries, e) != 0)
         goto out;
-    if (!mkdtemp(tmp)) {
-        err_sys(e, errno, "the parent directory must exist and be writable",
-                "cannot create a directory beside %s", o->pgdata);
+    {
+        /* the half-written directories of restores of DIR that were killed (SIGKILL, power
+         * loss) before their rename: copies of the cluster, removed once their process is gone
+         * (each is locked by its restore while it lives) */
+        const char *const prefixes[] = {prefix, NULL};
+        char names[400];
+        size_t n = temp_sweep(parent, prefixes, NULL, names, sizeof(names));
+        if (n)
+            caris_op_log(o->op, LOG_INFO,
+                         "removed %zu half-written data director%s that a restore killed earlier "
+                         "left beside %s: %s",
+                         n, n == 1 ? "y" : "ies", o->pgdata, names);
+    }
+    if (temp_item_create(&ti, parent, prefix, true, e) != 0) {
+        err_wrap(e, "the parent directory of %s must exist and be writable", o->pgdata);
         goto out;
     }
+    tmp = ti.path;
     made = true;
-    if (chmod(tmp, 0700) != 0 || write_tree(r, full, entries, tmp, o, res, e) != 0)
+    if (write_tree(r, full, entries, tmp, o, res, e) != 0)
         goto out;
     char *sig = xasprintf("%s/recovery.signal", tmp);
     int wrc = write_small(sig, "", e);
@@ -1028,6 +1043,11 @@ int caris_phys_restore(struct repo *r, const struct phys_restore_opts *o,
         goto out;
     }
     made = false;
+    /* the item is DIR now: its lock is given up, nothing removed */
+    close(ti.fd);
+    free(ti.path);
+    ti = (struct temp_item)TEMP_ITEM_INIT;
+    tmp = NULL;
     int pfd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (pfd >= 0) {
         fsync(pfd);
@@ -1048,14 +1068,14 @@ int caris_phys_restore(struct repo *r, const struct phys_restore_opts *o,
 out:
     res->duration_ms = (time_mono_ns() - t0) / 1000000;
     if (made)
-        fs_remove_tree(tmp);
+        temp_item_remove(&ti);
     if (locked)
         repo_unlock(r);
     json_decref(window);
     json_decref(summary);
     json_decref(full);
     json_decref(entries);
-    free(tmp);
+    free(prefix);
     free(old);
     free(copy);
     free(copy2);

@@ -3,7 +3,8 @@
 # its own (that tablespace's archive then holds one relation file, of 0 bytes) and an empty
 # file in the data directory (a standby's standby.signal is one). Each used to hang the
 # backup for good (an empty buffer stored as if it were a descriptor, polled forever); the
-# backup must finish, and its restore must bring the empty files back and recover.
+# backup must finish, and its restore must bring the empty files back and recover. A restore
+# killed while it writes: the next restore of that directory removes what it left.
 # shellcheck disable=SC2154 # envf and R are set by pitr_setup (pglib.sh)
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/pglib.sh"
@@ -40,4 +41,29 @@ for id in "$id1" "$id2"; do
     assert_eq "0 1000" "$(rq "SELECT (SELECT count(*) FROM e), (SELECT count(*) FROM k)" | tr '|' ' ')" \
         "the restored cluster has the empty table and the rows of $id"
 done
+
+# a restore killed (SIGKILL) while it writes leaves its half-written directory beside DIR (a
+# copy of the cluster's files); the next restore of DIR removes it, and says so
+pid_of_restore() { pgrep -f -- "--pgdata $R/killed" | while read -r p; do [[ $(cat "/proc/$p/comm" 2>/dev/null) == caris-backup ]] && echo "$p"; done | head -1; }
+( cb --env-file "$envf" restore database --physical --pgdata "$R/killed" "$id1" >/dev/null 2>&1 ) &
+bgp=$!
+for _ in $(seq 1 3000); do
+    compgen -G "$R/.killed.caris-restore-*" >/dev/null && break
+    sleep 0.01
+done
+rp=$(pid_of_restore)
+[[ -n $rp ]] && kill -STOP "$rp"
+assert_true "a restore writing its directory beside DIR" compgen -G "$R/.killed.caris-restore-*"
+[[ -n $rp ]] && kill -KILL "$rp"
+# runuser (as_pg) stops itself when its child stops: let it go on and see the child's end
+sleep 0.2
+pkill -CONT -P "$bgp" 2>/dev/null
+wait "$bgp"
+assert_false "DIR itself was never made" test -e "$R/killed"
+assert_true "the killed restore left its half-written directory" compgen -G "$R/.killed.caris-restore-*"
+run cb --env-file "$envf" restore database --physical --pgdata "$R/killed" "$id1"
+assert_rc 0 "a restore of DIR again after the killed one"
+assert_contains "$ERR" "that a restore killed earlier left beside" "it says it removed the leftover"
+assert_false "no half-written directory is left beside DIR" compgen -G "$R/.killed.caris-restore-*"
+assert_true "DIR is restored" test -f "$R/killed/PG_VERSION"
 test_done
