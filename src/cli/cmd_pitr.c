@@ -9,6 +9,7 @@
 
 #include "caris/core.h"
 #include "caris/pitr.h"
+#include "caris/storage.h"
 
 #include "cli.h"
 
@@ -49,10 +50,10 @@ static const char PRESTORE_USAGE[] =
     "Writes the data directory of a physical backup (without ID: the latest one that ends\n"
     "before the target), every file checked against its SHA-256, into a directory beside DIR\n"
     "that is renamed into place at the end; then recovery.signal and, in\n"
-    "postgresql.auto.conf, restore_command = '<this program> --env-file F wal get %f %p'\n"
-    "(F, mode 0600, holds BACKUP_DIR and BACKUP_ENCRYPTION_KEY: the key is never written into\n"
-    "the settings), the recovery target, and archive_mode = 'off' (turn it on again once the\n"
-    "restored server is checked).\n"
+    "postgresql.auto.conf, restore_command = '<this program> --env-file F --repo R wal get\n"
+    "%f %p' (R: the repository restored from; F, mode 0600, holds BACKUP_DIR and\n"
+    "BACKUP_ENCRYPTION_KEY: the key is never written into the settings), the recovery target,\n"
+    "and archive_mode = 'off' (turn it on again once the restored server is checked).\n"
     "\n"
     "  --pgdata DIR          the data directory to write (a missing or empty directory)\n"
     "  --overwrite           replace a non-empty DIR (its server must be stopped)\n"
@@ -349,11 +350,26 @@ int cmd_restore_physical(struct globals *g, int argc, char **argv)
                 "--env-file F is required (the key never goes into the server's settings)");
         return fail(&e);
     }
-    char exe[PATH_MAX], envf[PATH_MAX];
+    char exe[PATH_MAX], envf[PATH_MAX], repo[PATH_MAX];
     if (command_path("/proc/self/exe", exe, "this program", &e) != 0 ||
         command_path(g->env_file, envf, "env file", &e) != 0)
         return fail(&e);
-    char *cmd = xasprintf("'%s' --quiet --env-file '%s' wal get %%f %%p", exe, envf);
+    /* the repository this restore reads (--repo, BACKUP_REPOSITORY or BACKUP_DIR from our
+     * environment or the env file) is named in restore_command too: the server runs it with
+     * another environment, and the env file alone may name another repository, whose archive
+     * was not checked for gaps here (one with a gap ends the recovery early, silently) */
+    if (storage_location_is_s3(g->repo_path)) {
+        if (strpbrk(g->repo_path, "'\\\n") || strlen(g->repo_path) >= sizeof(repo)) {
+            err_set(&e, ERR_USAGE, NULL, "repository %s has a quote or backslash in its location",
+                    g->repo_path);
+            return fail(&e);
+        }
+        snprintf(repo, sizeof(repo), "%s", g->repo_path);
+    } else if (command_path(g->repo_path, repo, "repository", &e) != 0) {
+        return fail(&e);
+    }
+    char *cmd =
+        xasprintf("'%s' --quiet --env-file '%s' --repo '%s' wal get %%f %%p", exe, envf, repo);
     o.restore_command = cmd;
     o.url = config_get(&g->cfg, "POSTGRES_URL");
     o.password = config_get(&g->cfg, "PGPASSWORD");

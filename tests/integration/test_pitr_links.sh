@@ -5,7 +5,8 @@
 # restored and started: pg_wal and the tablespace come back as directories inside the
 # restored data directory, never as links to the source's locations (which the running
 # source still uses); the restored server has the rows of both, and the source's WAL
-# directory is untouched by it.
+# directory is untouched by it. A restore from `--repo R` with an env file naming another
+# BACKUP_DIR: restore_command reads R.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/pglib.sh"
 
@@ -77,5 +78,23 @@ assert_true "the restored server writes WAL into its own pg_wal" \
 assert_eq "" "$(find "$CARIS_PG_WALDIR" -name '00000002*')" \
     "the restored server (timeline 2) wrote nothing into the source's WAL directory (timeline 1)"
 as_pg "$CARIS_PG_BIN/pg_ctl" stop -D "$R/x" -m fast -w -s >/dev/null 2>&1
+
+# restored from a repository named with --repo, with an env file whose BACKUP_DIR holds another
+# (here none): the restored server's restore_command reads the repository restored from (the
+# archive this restore checked for gaps), not the env file's
+other=$TEST_TMP/other-backup-dir
+envf2=$TEST_TMP/other.env
+mkdir -p "$other"
+(umask 077 && sed "s|^BACKUP_DIR=.*|BACKUP_DIR=$other|" "$envf" >"$envf2")
+[[ $(id -u) == 0 ]] && chown -R "$CARIS_PG_OS_USER:" "$other" "$envf2"
+PORT=$(free_port)
+trap 'as_pg "$CARIS_PG_BIN/pg_ctl" stop -D "$R/x" -m immediate -w -s >/dev/null 2>&1; as_pg "$CARIS_PG_BIN/pg_ctl" stop -D "$R/y" -m immediate -w -s >/dev/null 2>&1; _lib_on_exit; _pg_on_exit' EXIT
+run cb --env-file "$envf2" --repo "$REPO" --json restore database --physical --pgdata "$R/y" --start --port "$PORT" --wait 90
+assert_rc 0 "restore --start from --repo R with an env file naming another BACKUP_DIR"
+assert_contains "$(cat "$R/y/postgresql.auto.conf")" "--repo ''$(realpath "$REPO")'' wal get %f %p" \
+    "restore_command names the repository restored from (quotes doubled in the setting)"
+qy() { "$CARIS_PG_BIN/psql" -X -q -At -h "$R/y" -p "$PORT" -U "$CARIS_PG_USER" -d "$CARIS_PG_DB" -c "$1" </dev/null; }
+assert_eq "150" "$(qy "SELECT count(*) FROM a")" "its WAL was replayed from that repository"
+as_pg "$CARIS_PG_BIN/pg_ctl" stop -D "$R/y" -m fast -w -s >/dev/null 2>&1
 
 test_done
