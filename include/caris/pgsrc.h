@@ -100,10 +100,13 @@ struct pgsrc_archiver {
     char last_archived_wal[64], last_failed_wal[64]; /* "" when none */
     int64_t last_archived_ns, last_failed_ns;        /* 0 when none */
     int64_t server_now_ns;                           /* the server's now() */
+    /* archive_mode on, but neither archive_command nor archive_library set: the server
+     * archives nothing (it only logs it) and pg_stat_archiver shows no failure */
+    bool no_command;
 };
 int pgsrc_archiver(PGconn *c, struct pgsrc_archiver *out, struct err *e);
 /* Whether archiving is failing now: on, and the last attempt (a failure) came after the last
- * success. */
+ * success, or nothing set to archive with (no_command). */
 bool pgsrc_archiver_failing(const struct pgsrc_archiver *a);
 
 /* BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY, then pg_export_snapshot(). The snapshot

@@ -90,30 +90,48 @@ static void check_once(struct walmon *w)
     if (!w->failing_since_ns) {
         w->failing_since_ns = now;
         w->failing_since_mono_ns = mono;
-        daemon_log(w->d, LOG_WARN, "wal-archiver",
-                   "archive_command fails: segment %s at %s (%lld failures in all; last "
-                   "archived: %s at %s)",
-                   a.last_failed_wal, failed_at, (long long)a.failed_count,
-                   *a.last_archived_wal ? a.last_archived_wal : "none", archived_at);
+        if (a.no_command)
+            daemon_log(w->d, LOG_WARN, "wal-archiver",
+                       "archive_mode is on but archive_command is not set: PostgreSQL archives "
+                       "nothing (last archived: %s at %s)",
+                       *a.last_archived_wal ? a.last_archived_wal : "none", archived_at);
+        else
+            daemon_log(w->d, LOG_WARN, "wal-archiver",
+                       "archive_command fails: segment %s at %s (%lld failures in all; last "
+                       "archived: %s at %s)",
+                       a.last_failed_wal, failed_at, (long long)a.failed_count,
+                       *a.last_archived_wal ? a.last_archived_wal : "none", archived_at);
     }
     set_state(w, "failing", &a, NULL);
     if (w->alerted || mono - w->failing_since_mono_ns < w->alert_after_ns)
         return;
     w->alerted = true;
-    char *msg = xasprintf(
-        "archive_command has failed since this daemon first saw it (%lld min ago): the last "
-        "attempt, segment %s at %s, failed; %lld failures in all; the last segment archived: "
-        "%s at %s (pg_stat_archiver)",
-        (long long)((mono - w->failing_since_mono_ns) / 60000000000), a.last_failed_wal, failed_at,
-        (long long)a.failed_count, *a.last_archived_wal ? a.last_archived_wal : "none",
-        archived_at);
+    char *msg =
+        a.no_command
+            ? xasprintf("archive_mode is on but archive_command is not set (since this daemon "
+                        "first saw it, %lld min ago): PostgreSQL archives nothing and reports no "
+                        "failure; the last segment archived: %s at %s (pg_stat_archiver)",
+                        (long long)((mono - w->failing_since_mono_ns) / 60000000000),
+                        *a.last_archived_wal ? a.last_archived_wal : "none", archived_at)
+            : xasprintf("archive_command has failed since this daemon first saw it (%lld min ago): "
+                        "the last "
+                        "attempt, segment %s at %s, failed; %lld failures in all; the last segment "
+                        "archived: "
+                        "%s at %s (pg_stat_archiver)",
+                        (long long)((mono - w->failing_since_mono_ns) / 60000000000),
+                        a.last_failed_wal, failed_at, (long long)a.failed_count,
+                        *a.last_archived_wal ? a.last_archived_wal : "none", archived_at);
     struct notify_event ev = {
         .kind = NOTIFY_WAL_FAILING,
         .duration_ms = -1,
         .error = msg,
-        .hint = "PostgreSQL's log has archive_command's error: `caris-backup wal push` fails when "
-                "the repository is unreachable or full, the key or env file is wrong, or the "
-                "repository stayed locked; fix it and the archiver catches up by itself",
+        .hint = a.no_command
+                    ? "set archive_command = 'caris-backup --env-file /etc/caris/backup.env wal "
+                      "push %p' on the server and reload it: the archiver catches up by itself"
+                    : "PostgreSQL's log has archive_command's error: `caris-backup wal push` "
+                      "fails when the repository is unreachable or full, the key or env file is "
+                      "wrong, or the repository stayed locked; fix it and the archiver catches up "
+                      "by itself",
         .time_ns = now};
     daemon_notify(w->d, &ev);
     free(msg);

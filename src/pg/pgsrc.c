@@ -992,11 +992,13 @@ int pgsrc_archiver(PGconn *c, struct pgsrc_archiver *out, struct err *e)
         "coalesce(last_archived_wal, ''), coalesce(last_failed_wal, ''), "
         "coalesce((extract(epoch FROM last_archived_time) * 1000)::bigint, 0), "
         "coalesce((extract(epoch FROM last_failed_time) * 1000)::bigint, 0), "
-        "(extract(epoch FROM now()) * 1000)::bigint FROM pg_stat_archiver",
+        "(extract(epoch FROM now()) * 1000)::bigint, "
+        "coalesce(current_setting('archive_command', true), '') = '' AND "
+        "coalesce(current_setting('archive_library', true), '') = '' FROM pg_stat_archiver",
         0, NULL, e);
     if (!res)
         return -1;
-    if (PQntuples(res) != 1 || PQnfields(res) != 8) {
+    if (PQntuples(res) != 1 || PQnfields(res) != 9) {
         PQclear(res);
         return err_set(e, ERR_DATABASE, NULL, "pg_stat_archiver: unexpected answer");
     }
@@ -1008,13 +1010,15 @@ int pgsrc_archiver(PGconn *c, struct pgsrc_archiver *out, struct err *e)
     out->last_archived_ns = strtoll(PQgetvalue(res, 0, 5), NULL, 10) * 1000000;
     out->last_failed_ns = strtoll(PQgetvalue(res, 0, 6), NULL, 10) * 1000000;
     out->server_now_ns = strtoll(PQgetvalue(res, 0, 7), NULL, 10) * 1000000;
+    out->no_command = out->archive_mode && strcmp(PQgetvalue(res, 0, 8), "t") == 0;
     PQclear(res);
     return 0;
 }
 
 bool pgsrc_archiver_failing(const struct pgsrc_archiver *a)
 {
-    return a->archive_mode && a->last_failed_ns > 0 && a->last_failed_ns >= a->last_archived_ns;
+    return a->archive_mode &&
+           (a->no_command || (a->last_failed_ns > 0 && a->last_failed_ns >= a->last_archived_ns));
 }
 
 /* ---- pg_restore and partitioned indexes ---------------------------------------------- */

@@ -4,7 +4,8 @@
 # a real SMTP server, once, and `schedule status` says "failing"; once archiving works again,
 # the daemon logs it and the status says "ok". A bad BACKUP_WAL_ALERT_MINUTES stops the daemon
 # at start (exit 6). WAL streaming (BACKUP_WAL_STREAMING) that keeps failing is alerted once
-# (wal-streaming-failing).
+# (wal-streaming-failing). archive_mode on with an empty archive_command (nothing archived,
+# no failure counted) is failing too.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/pglib.sh"
 
@@ -101,6 +102,23 @@ _ok() {
 wait_until 90 _ok || fail "the status did not become ok" "$(psql_db postgres -c 'SELECT * FROM pg_stat_archiver')"
 assert_eq ok "$(json_get "$TEST_TMP/st.json" '["walArchiving"]["state"]')" "status: ok once archiving works"
 assert_contains "$(cat "$DAEMON_ERR")" "WAL archiving works again" "the daemon logs the end"
+kill -TERM "$DAEMON"
+wait "$DAEMON"
+assert_eq 0 "$?" "the daemon exits 0"
+
+# --- archive_mode on but archive_command empty: PostgreSQL archives nothing and counts no
+# failure (pg_stat_archiver stays clean); the daemon says so, it used to say "ok"
+psql_db postgres -c "ALTER SYSTEM SET archive_command = ''" -c "SELECT pg_reload_conf()" >/dev/null
+assert_eq "" "$(psql_db postgres -c 'SHOW archive_command')" "archive_command is empty"
+rm -f "$TEST_TMP"/smtp/msg-*.eml
+bg_start env BACKUP_WAL_ALERT_MINUTES=0 CARIS_TEST_WALMON_INTERVAL_MS=200 "$CARIS_BIN" daemon
+DAEMON=$BG_PID DAEMON_ERR=$BG_ERR
+wait_until 60 _failing || fail "the daemon did not see that nothing is archived" "$(_tail "$DAEMON_ERR")"
+assert_eq failing "$(json_get "$TEST_TMP/st.json" '["walArchiving"]["state"]')" \
+    "status: failing while archive_command is empty"
+assert_contains "$(cat "$DAEMON_ERR")" "archive_mode is on but archive_command is not set" "the daemon logs why"
+wait_until 60 _mail || fail "no WAL archiving alert for an empty archive_command" "$(_tail "$DAEMON_ERR")"
+assert_contains "$(wal_mails)" "archive_command is not set" "the alert says why"
 kill -TERM "$DAEMON"
 wait "$DAEMON"
 assert_eq 0 "$?" "the daemon exits 0"
