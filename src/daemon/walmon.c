@@ -114,10 +114,8 @@ static void check_once(struct walmon *w)
                         (long long)((mono - w->failing_since_mono_ns) / 60000000000),
                         *a.last_archived_wal ? a.last_archived_wal : "none", archived_at)
             : xasprintf("archive_command has failed since this daemon first saw it (%lld min ago): "
-                        "the last "
-                        "attempt, segment %s at %s, failed; %lld failures in all; the last segment "
-                        "archived: "
-                        "%s at %s (pg_stat_archiver)",
+                        "the last attempt, segment %s at %s, failed; %lld failures in all; the "
+                        "last segment archived: %s at %s (pg_stat_archiver)",
                         (long long)((mono - w->failing_since_mono_ns) / 60000000000),
                         a.last_failed_wal, failed_at, (long long)a.failed_count,
                         *a.last_archived_wal ? a.last_archived_wal : "none", archived_at);
