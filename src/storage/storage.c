@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "caris/crypto.h"
@@ -259,9 +260,24 @@ struct posix_storage {
  * signal arrives (the open is restarted). Opened without blocking, and anything but a regular
  * file is refused: -2 (errno kept for other failures, -1). */
 #define NOT_REGULAR (-2)
+/* A regular file another process holds a lease on (F_SETLEASE: a file server's, or a test
+ * holding a read mid-way) answers a non-blocking open with EWOULDBLOCK and is told to let go;
+ * a blocking open would wait for that. Tried again every 10 ms, for at most the kernel's
+ * lease-break time (45 s by default, after which it breaks the lease itself) and a margin. */
+#define LEASE_WAIT_NS (120 * 1000000000LL)
 static int open_regular(int rootfd, const char *name)
 {
-    int fd = openat(rootfd, name, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    int fd;
+    int64_t deadline = 0;
+    while ((fd = openat(rootfd, name, O_RDONLY | O_NONBLOCK | O_CLOEXEC)) < 0 &&
+           errno == EWOULDBLOCK) {
+        int64_t now = time_mono_ns();
+        if (!deadline)
+            deadline = now + LEASE_WAIT_NS;
+        else if (now > deadline)
+            break;
+        nanosleep(&(struct timespec){0, 10 * 1000000}, NULL);
+    }
     if (fd < 0)
         return -1;
     struct stat st;

@@ -454,6 +454,29 @@ _poll_interval() {
     read -r -t 0.02 -u "$_POLL_FD" _ || true
 }
 
+# hold_start FILE...: packhold.py takes a lease on every FILE (HOLD_PID, its output in
+# HOLD_OUT): a process that then opens one waits until hold_release (caris-backup retries its
+# non-blocking open; the kernel breaks a lease by itself lease-break-time, 45 s, after an open
+# asked for it). "opened" in HOLD_OUT: a reader reached one.
+HOLD_OUT="" HOLD_FD="" HOLD_PID=""
+_HOLD_N=0
+hold_start() {
+    _HOLD_N=$((_HOLD_N + 1))
+    local fifo=$TEST_TMP/.hold$_HOLD_N.fifo
+    mkfifo "$fifo"
+    exec {HOLD_FD}<>"$fifo"
+    HOLD_OUT=$fifo.out
+    python3 "$LIB_DIR/packhold.py" "$@" <"$fifo" >"$HOLD_OUT" 2>&1 &
+    HOLD_PID=$!
+    _BG_PIDS+=("$HOLD_PID")
+    wait_until 30 grep -q '^held' "$HOLD_OUT" || fail "packhold did not take its leases" "$(_tail "$HOLD_OUT")"
+}
+hold_release() {
+    echo release >&"$HOLD_FD"
+    wait "$HOLD_PID"
+    exec {HOLD_FD}>&-
+}
+
 # bg_start CMD...: start CMD in the background (stdout/stderr to $BG_OUT/$BG_ERR, fresh
 # per call) and set BG_PID; the process is killed if the test exits before it ends.
 BG_PID="" BG_OUT="" BG_ERR=""

@@ -34,23 +34,6 @@ backup_json "$TEST_TMP/b.json" --full "$src"
 assert_rc 0 "a backup of the tree"
 id=$BACKUP_ID
 
-HOLD_OUT="" HOLD_FD="" HOLD_PID=""
-hold_start() {
-    local fifo=$TEST_TMP/.hold$_BG_N.fifo
-    mkfifo "$fifo"
-    exec {HOLD_FD}<>"$fifo"
-    HOLD_OUT=$TEST_TMP/.hold$_BG_N.out
-    # shellcheck disable=SC2046 # one argument per pack
-    python3 "$LIB_DIR/packhold.py" $(list_packs) <"$fifo" >"$HOLD_OUT" 2>&1 &
-    HOLD_PID=$!
-    _BG_PIDS+=("$HOLD_PID")
-    wait_until 30 grep -q '^held' "$HOLD_OUT" || fail "packhold did not take its leases" "$(_tail "$HOLD_OUT")"
-}
-hold_release() {
-    echo release >&"$HOLD_FD"
-    wait "$HOLD_PID"
-    exec {HOLD_FD}>&-
-}
 # shellcheck disable=SC2317 # called through wait_until
 sig_taken() { # PID SIGNUM: no thread of PID has SIGNUM pending
     local bit=$((1 << ($2 - 1))) f m
@@ -67,7 +50,8 @@ sig_taken() { # PID SIGNUM: no thread of PID has SIGNUM pending
 cancel_during() {
     local sig=$1 name=$2
     shift 2
-    hold_start
+    # shellcheck disable=SC2046 # one argument per pack
+    hold_start $(list_packs)
     bg_start "$@"
     local pid=$BG_PID
     wait_until 60 grep -q '^opened' "$HOLD_OUT" || fail "$name: the reader did not reach a pack" "$(_tail "$BG_ERR")"

@@ -3,8 +3,8 @@
 # copy of that backup: the next copy takes the stale claim over (locks/claim-<id>.take-<its
 # lock>), and while the taker lives, nobody else copies the backup, `check` does not call the
 # claim stale and `unlock` keeps it. A taker that dies is taken over in turn. The copy held in
-# place: the source's data pack is a FIFO nobody writes to, so a copy blocks reading it after
-# it claimed the id, every time; kill -9 then lands with the claim held.
+# place: a lease on the source's data pack (packhold.py, a fresh one for each copy), so a copy
+# waits to read it after it claimed the id, every time; kill -9 then lands with the claim held.
 source "$(dirname "$0")/lib.sh"
 
 DST=$TEST_TMP/dst
@@ -26,10 +26,8 @@ pack=$NEW_PACK
 assert_ne "" "$pack" "the backup wrote a data pack"
 assert_exit 0 cb --quiet --repo "$DST" init --copy-chunker-from "$REPO"
 
-# the data pack becomes a FIFO: a copy claims the id, then blocks reading it
-mv "$pack" "$TEST_TMP/pack.saved"
-mkfifo "$pack"
-pack_back() { rm -f "$pack" && mv "$TEST_TMP/pack.saved" "$pack"; }
+# a lease on the data pack: a copy claims the id, then waits to read it
+hold_start "$pack"
 # shellcheck disable=SC2317 # called through wait_until
 claim_count_is() { [[ $(claims | wc -l) -eq $1 ]]; }
 # copy_to_claims N PASS FAIL: a copy in the background (BG_PID), until N claims stand
@@ -53,6 +51,8 @@ assert_eq "" "$(cat "$BG_ERR")" "it has said nothing yet (it waits on the source
 kill -9 "$c1"
 wait "$c1"
 assert_eq 137 "$?" "the first copy died of SIGKILL"
+hold_release # a fresh lease for the next copy: the kernel breaks one 45 s after a reader asked
+hold_start "$pack"
 run dcb --json check
 warn=$(check_warnings)
 assert_contains "$warn" "locks/claim-$id: stale claim of copy on $host pid $c1" "check calls the dead copy's claim stale"
@@ -69,7 +69,7 @@ assert_rc 0 "check while the taker runs"
 warn=$(check_warnings)
 assert_contains "$warn" "stale lock of copy on $host pid $c1" "check still reports the dead copy's lock"
 assert_not_contains "$warn" "claim" "no claim is called stale: the dead copy's is taken over, the taker's is live"
-# (bounded: were it not refused, it would block on the FIFO)
+# (bounded: were it not refused, it would wait on the lease)
 run timeout -k 5 120 "$CARIS_BIN" copy --latest --to "$DST"
 assert_rc 9 "a third copy of the same backup is refused while the taker runs (exit 9)"
 assert_contains "$ERR" "backup $id is being written into the destination by another process (copy on $host pid $c2" \
@@ -87,7 +87,7 @@ assert_eq "$(printf 'claim-%s\n%s' "$id" "$take")" "$(claims)" "both claims are 
 kill -9 "$c2"
 wait "$c2"
 assert_eq 137 "$?" "the taker died of SIGKILL"
-pack_back
+hold_release
 run cb --json copy --latest --to "$DST"
 assert_rc 0 "a copy after two dead copies succeeds"
 assert_eq true "$(json_get "$OUT_FILE" '["backups"][0]["copied"]')" "it copied the backup"
