@@ -456,8 +456,10 @@ int cmd_prune(struct globals *g, int argc, char **argv)
     int rc = caris_prune(r, &po, &op, &res, &e);
     cli_op_end(&op);
     repo_close(r);
-    if (rc != 0)
+    if (rc != 0) {
+        caris_prune_result_free(&res);
         return fail(&e);
+    }
     if (g->json) {
         json_t *j = caris_prune_result_to_json(&res);
         print_json(j);

@@ -599,7 +599,8 @@ static int audit_pass(struct repo *r, json_t **report, struct err *e)
     state_init(&s);
     state_init(&l);
     json_t *present = NULL, *missing = json_array(), *replayed = json_array(),
-           *removing = json_array(), *unrecorded = json_array(), *seen = json_object();
+           *removing = json_array(), *unrecorded = json_array(), *seen = json_object(),
+           *replaced = NULL;
     int rc = -1;
     /* State first, then the listing: a backup commits its snapshot before its state, so a
      * commit racing with us shows as "unrecorded", never as "missing". */
@@ -607,7 +608,7 @@ static int audit_pass(struct repo *r, json_t **report, struct err *e)
         goto out;
     struct err le = ERR_INIT;
     bool have_local = false;
-    json_t *replaced = r->state_local ? local_others(r) : json_array();
+    replaced = r->state_local ? local_others(r) : json_array();
     if (r->state_local) {
         if (local_read(r, &l, &le) != 0)
             repo_warn(r, r->state_local, "local copy of the state record ignored: %s", le.msg);
