@@ -17,7 +17,10 @@ bg_start "$CARIS_BIN" backup database --physical
 # shellcheck disable=SC2317 # called through wait_until
 _waiting() { grep -q "waiting for required WAL segments to be archived" "$BG_ERR"; }
 wait_until 60 _waiting || fail "the server did not start waiting for its archiver" "$(_tail "$BG_ERR")"
-sleep 1 # the backup is now in its read of the server's next message
+# the backup is then in its wait for the server's next message (a poll of a quarter second)
+# shellcheck disable=SC2317 # called through wait_until
+_in_poll() { grep -q poll "/proc/$BG_PID/wchan" 2>/dev/null; }
+wait_until 30 _in_poll || fail "the backup is not waiting in poll" "$(cat "/proc/$BG_PID/wchan" 2>&1)"
 kill -TERM "$BG_PID"
 # shellcheck disable=SC2317 # called through wait_until
 _gone() { ! kill -0 "$BG_PID" 2>/dev/null; }

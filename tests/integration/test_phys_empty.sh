@@ -47,16 +47,17 @@ done
 pid_of_restore() { pgrep -f -- "--pgdata $R/killed" | while read -r p; do [[ $(cat "/proc/$p/comm" 2>/dev/null) == caris-backup ]] && echo "$p"; done | head -1; }
 ( cb --env-file "$envf" restore database --physical --pgdata "$R/killed" "$id1" >/dev/null 2>&1 ) &
 bgp=$!
-for _ in $(seq 1 3000); do
-    compgen -G "$R/.killed.caris-restore-*" >/dev/null && break
-    sleep 0.01
-done
+# shellcheck disable=SC2317 # called through wait_until
+_half_written() { compgen -G "$R/.killed.caris-restore-*" >/dev/null; }
+wait_until 30 _half_written
 rp=$(pid_of_restore)
 [[ -n $rp ]] && kill -STOP "$rp"
 assert_true "a restore writing its directory beside DIR" compgen -G "$R/.killed.caris-restore-*"
 [[ -n $rp ]] && kill -KILL "$rp"
-# runuser (as_pg) stops itself when its child stops: let it go on and see the child's end
-sleep 0.2
+# runuser (as_pg) stops itself when its child stops: let it go on, once the child is gone
+# shellcheck disable=SC2317 # called through wait_until
+_restore_gone() { [[ -z $rp ]] || ! kill -0 "$rp" 2>/dev/null; }
+wait_until 30 _restore_gone
 pkill -CONT -P "$bgp" 2>/dev/null
 wait "$bgp"
 assert_false "DIR itself was never made" test -e "$R/killed"
