@@ -21,6 +21,7 @@
 #include <sys/socket.h>
 
 #include "caris/audit.h"
+#include "caris/lazylib.h"
 #include "caris/jsonx.h"
 #include "caris/backup.h"
 #include "caris/core.h"
@@ -39,7 +40,9 @@
 #define BODY_DROP_MAX (1024 * 1024)
 #define BODY_DEADLINE_S 60
 #define CONN_MEMORY (32 * 1024) /* request line and headers of one connection */
-#define CONN_TIMEOUT_S 15       /* a client that sends nothing for that long is dropped */
+/* a client that sends nothing for that long is dropped (the test knob
+ * CARIS_TEST_API_TIMEOUT_MS, in whole seconds, overrides it) */
+#define CONN_TIMEOUT_S 15
 #define CONN_MAX 64
 #define CONN_PER_IP 16
 #define TOKEN_MAX 512
@@ -1276,8 +1279,11 @@ int api_start(const struct api_opts *o, struct api **out, struct err *e)
         return 0;
     }
     struct sockaddr_storage ss;
-    if (parse_listen(listen, &ss, e) != 0)
+    if (parse_listen(listen, &ss, e) != 0 || lazylib_load(LAZYLIB_MHD, e) != 0)
         return -1;
+    int64_t timeout_ns =
+        daemon_test_knob_ns(o->cfg, "CARIS_TEST_API_TIMEOUT_MS", CONN_TIMEOUT_S * 1000000000LL);
+    unsigned timeout_s = timeout_ns < 1000000000 ? 1u : (unsigned)(timeout_ns / 1000000000);
     struct api *a = xcalloc(1, sizeof(*a));
     pthread_mutex_init(&a->mu, NULL);
     a->d = o->d;
@@ -1299,8 +1305,7 @@ int api_start(const struct api_opts *o, struct api **out, struct err *e)
     }
     /* plain HTTP: the gate accepts and hands connections over (api_gate.h); with TLS the
      * request line is encrypted, libmicrohttpd listens itself */
-    if (!tls &&
-        api_gate_open(&ss, CONN_MAX, CONN_PER_IP, CONN_MAX, CONN_TIMEOUT_S, &a->gate, e) != 0) {
+    if (!tls && api_gate_open(&ss, CONN_MAX, CONN_PER_IP, CONN_MAX, timeout_s, &a->gate, e) != 0) {
         api_free(a);
         return err_wrap(e, "cannot serve the HTTP API on %s", listen);
     }
@@ -1310,25 +1315,30 @@ int api_start(const struct api_opts *o, struct api **out, struct err *e)
     unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ITC | (tls ? MHD_USE_TLS : 0) |
                      (ss.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0) |
                      (tls ? 0 : MHD_USE_NO_LISTEN_SOCKET);
-    if (tls)
-        a->mhd = MHD_start_daemon(
-            flags, 0, NULL, NULL, on_request, a, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-            MHD_OPTION_NOTIFY_COMPLETED, on_completed, a, MHD_OPTION_UNESCAPE_CALLBACK, unescape,
-            NULL, MHD_OPTION_THREAD_POOL_SIZE, 4u, MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONN_MAX,
-            MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)CONN_PER_IP,
-            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONN_TIMEOUT_S,
-            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY, MHD_OPTION_HTTPS_MEM_CERT,
-            a->tls_cert, MHD_OPTION_HTTPS_MEM_KEY, a->tls_key, MHD_OPTION_END);
-    else
-        /* the gate hands over at most CONN_MAX at once, and libmicrohttpd's limit gives
-         * each of its 4 workers room for all of them (api_gate.c says why it must) */
-        a->mhd = MHD_start_daemon(
-            flags, 0, NULL, NULL, on_request, a, MHD_OPTION_NOTIFY_COMPLETED, on_completed, a,
-            MHD_OPTION_NOTIFY_CONNECTION, on_connection, a, MHD_OPTION_UNESCAPE_CALLBACK, unescape,
-            NULL, MHD_OPTION_THREAD_POOL_SIZE, 4u, MHD_OPTION_CONNECTION_LIMIT,
-            (unsigned)CONN_MAX * 4 + 4, MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)CONN_PER_IP,
-            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONN_TIMEOUT_S,
-            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY, MHD_OPTION_END);
+    /* the options as one array: the form src/core/lazylib.c forwards to the library */
+    struct MHD_OptionItem opts[16];
+    size_t n = 0;
+#define OPT(o, v, p) (opts[n++] = (struct MHD_OptionItem){(o), (intptr_t)(v), (p)})
+    OPT(MHD_OPTION_NOTIFY_COMPLETED, on_completed, a);
+    if (!tls)
+        OPT(MHD_OPTION_NOTIFY_CONNECTION, on_connection, a);
+    OPT(MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL);
+    OPT(MHD_OPTION_THREAD_POOL_SIZE, 4, NULL);
+    /* without TLS the gate hands over at most CONN_MAX at once, and libmicrohttpd's limit
+     * gives each of its 4 workers room for all of them (api_gate.c says why it must) */
+    OPT(MHD_OPTION_CONNECTION_LIMIT, tls ? CONN_MAX : CONN_MAX * 4 + 4, NULL);
+    OPT(MHD_OPTION_PER_IP_CONNECTION_LIMIT, CONN_PER_IP, NULL);
+    OPT(MHD_OPTION_CONNECTION_TIMEOUT, timeout_s, NULL);
+    OPT(MHD_OPTION_CONNECTION_MEMORY_LIMIT, CONN_MEMORY, NULL);
+    if (tls) {
+        OPT(MHD_OPTION_SOCK_ADDR, 0, &ss);
+        OPT(MHD_OPTION_HTTPS_MEM_CERT, 0, a->tls_cert);
+        OPT(MHD_OPTION_HTTPS_MEM_KEY, 0, a->tls_key);
+    }
+    OPT(MHD_OPTION_END, 0, NULL);
+#undef OPT
+    a->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, a, MHD_OPTION_ARRAY, opts,
+                              MHD_OPTION_END);
     if (!a->mhd) {
         int err = errno;
         api_free(a);

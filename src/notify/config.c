@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "caris/core.h"
+#include "caris/lazylib.h"
 #include "caris/notify.h"
 #include "caris/retention.h"
 #include "caris/secmem.h"
@@ -207,6 +208,8 @@ static int load_email(const struct config *c, struct notify_config *nc, struct e
             return err_set(e, ERR_CONFIG, "e.g. smtp://mail.example.org:587",
                            "BACKUP_SMTP_URL contains a space or control character");
     struct url_parts u;
+    if (lazylib_load(LAZYLIB_CURL, e) != 0)
+        return -1;
     if (url_parse(url, &u) != 0)
         return err_set(e, ERR_CONFIG, "e.g. smtp://mail.example.org:587 or smtps://host:465",
                        "BACKUP_SMTP_URL is not a valid URL");
@@ -327,6 +330,8 @@ static int load_slack(const struct config *c, struct notify_config *nc, struct e
             return err_set(e, ERR_CONFIG, "copy the URL Slack gave for the incoming webhook",
                            "BACKUP_SLACK_WEBHOOK_URL contains a space or control character");
     struct url_parts u;
+    if (lazylib_load(LAZYLIB_CURL, e) != 0)
+        return -1;
     if (url_parse(url, &u) != 0)
         return err_set(e, ERR_CONFIG, "copy the URL Slack gave for the incoming webhook",
                        "BACKUP_SLACK_WEBHOOK_URL is not a valid URL");
@@ -354,7 +359,6 @@ static int load_slack(const struct config *c, struct notify_config *nc, struct e
 int notify_config_load(const struct config *c, struct notify_config *nc, struct err *e)
 {
     memset(nc, 0, sizeof(*nc));
-    notify_curl_init();
     nc->alert_after_ms = NOTIFY_DEFAULT_ALERT_AFTER_MS;
     nc->tries = NOTIFY_DEFAULT_TRIES;
     nc->backoff_ms = NOTIFY_DEFAULT_BACKOFF_MS;
@@ -402,6 +406,10 @@ int notify_config_load(const struct config *c, struct notify_config *nc, struct 
         if (nc->connect_timeout_ms > nc->deadline_ms)
             nc->connect_timeout_ms = nc->deadline_ms;
     }
+    /* libcurl only with a channel (loaded by load_email/load_slack then): a command without
+     * notifications does not load it (caris/lazylib.h); initialised here, before threads */
+    if (notify_configured(nc))
+        notify_curl_init();
     return 0;
 fail:
     notify_config_free(nc);

@@ -1,5 +1,6 @@
 /* PostgreSQL connection targets, connections, metadata queries and client programs. */
 #include "caris/pgsrc.h"
+#include "caris/lazylib.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -295,6 +296,8 @@ int pgsrc_target_parse(const char *url, const char *fallback_password, const cha
 {
     memset(t, 0, sizeof(*t));
     t->label = label ? label : "POSTGRES_URL";
+    if (lazylib_load(LAZYLIB_PQ, e) != 0)
+        return -1;
     if (!url || !*url)
         return err_set(e, ERR_CONFIG,
                        "set it in the environment or .env.local, e.g. "
@@ -396,6 +399,9 @@ void pgsrc_target_set(struct pgsrc_target *t, const char *key, const char *val)
 
 int pgsrc_url_has_password(const char *url)
 {
+    struct err le = ERR_INIT;
+    if (lazylib_load(LAZYLIB_PQ, &le) != 0)
+        return -1; /* the caller's pgsrc_target_parse says why */
     char *msg = NULL;
     PQconninfoOption *opts = PQconninfoParse(url, &msg);
     PQfreemem(msg);
@@ -579,6 +585,8 @@ static bool contains(const char *s, const char *needle)
 
 PGconn *pgsrc_connect(const struct pgsrc_target *t, const char *dbname, struct err *e)
 {
+    if (lazylib_load(LAZYLIB_PQ, e) != 0)
+        return NULL;
     struct kv kv;
     kv_build(t, dbname, &kv);
     PGconn *c = PQconnectdbParams(kv.k, kv.v, 0);
@@ -1661,6 +1669,8 @@ int pgsrc_local_start(const char *parent, int min_num, const char *encoding, str
                       struct err *e)
 {
     memset(l, 0, sizeof(*l));
+    if (lazylib_load(LAZYLIB_PQ, e) != 0)
+        return -1;
     if (geteuid() == 0)
         return err_set(e, ERR_CONFIG,
                        "run caris-backup as an unprivileged user for --scratch local, or use "

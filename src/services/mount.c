@@ -9,6 +9,7 @@
 #define FUSE_USE_VERSION 314
 
 #include "caris/mount.h"
+#include "caris/lazylib.h"
 #include "caris/retention.h"
 
 #include <dirent.h>
@@ -1180,6 +1181,10 @@ static int mount_locked(struct repo *r, const struct caris_mount_opts *o,
     char *argv[] = {"caris-backup", "-o", opts, NULL};
     struct fuse_args args = FUSE_ARGS_INIT(3, argv);
     fuse_last_msg[0] = '\0';
+    if (lazylib_load(LAZYLIB_FUSE, e) != 0) {
+        mountfs_free(&m);
+        return -1;
+    }
     fuse_set_log_func(fuse_log_capture);
     int rc = -1;
     struct fuse_session *se = fuse_session_new(&args, &mount_ops, sizeof(mount_ops), &m);

@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "caris/config.h"
+#include "caris/lazylib.h"
 #include "caris/crypto.h"
 #include "caris/secmem.h"
 #include "caris/sigv4.h"
@@ -1499,6 +1500,8 @@ static int probe(struct s3_storage *s, struct err *e)
 
 struct storage *storage_s3_open(const char *location, struct err *e)
 {
+    if (lazylib_load(LAZYLIB_CURL, e) != 0)
+        return NULL;
     pthread_once(&curl_once, curl_init);
     if (curl_init_rc != CURLE_OK) {
         err_set(e, ERR_FAILURE, NULL, "cannot initialise libcurl: %s",
