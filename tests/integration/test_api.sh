@@ -65,8 +65,10 @@ assert_eq "admin gone viewer" "$(cb --json token list | python3 -c 'import json,
 
 # --- the daemon with its API on a free port ---------------------------------------------
 # (with PGPASSWORD too, the database's password: no request may send it elsewhere)
+# (a client that sends nothing is dropped after 5 s, not 15: the test knob, so that the
+# timeouts below take less of the suite)
 export BACKUP_API_LISTEN=127.0.0.1:0
-PGPASSWORD=$CARIS_PG_PASSWORD api_daemon_start
+CARIS_TEST_API_TIMEOUT_MS=5000 PGPASSWORD=$CARIS_PG_PASSWORD api_daemon_start
 note "API at $BASE"
 
 # req METHOD PATH [TOKEN|-] [BODY]: $STATUS and $BODY_FILE
@@ -353,8 +355,8 @@ for round in 1 2 3; do
 done
 # headers dribbled a line at a time get no more time than a request line: libmicrohttpd's idle
 # timeout restarted at every byte, so such a client held its connection for ever
-DRIB=$($CLIENT dribble "$BASE" 2 40)
-assert_match '^answered 408 (1[4-9]|2[0-9])$' "$DRIB" "headers never finished: 408 after the gate's 15 s ($DRIB)"
+DRIB=$($CLIENT dribble "$BASE" 2 30)
+assert_match '^answered 408 [4-9]$' "$DRIB" "headers never finished: 408 after the gate's 5 s ($DRIB)"
 
 assert_eq "" "$(grep -E "^[0-9]+ auth" "$TEST_TMP/bad.out" | grep -v -E '^(401|429) ')" "bad credentials: 401, then 429"
 assert_contains "$(grep -E "^[0-9]+ auth" "$TEST_TMP/bad.out")" "429 " "the address that kept failing had to wait"
@@ -432,7 +434,9 @@ assert_false "no token in the audit log" grep -q -e "${ADMIN#cbt_}" -e "$CRON_SE
 # --- HTTPS ------------------------------------------------------------------------------------
 openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
     -keyout "$TEST_TMP/key.pem" -out "$TEST_TMP/cert.pem" 2>/dev/null
-BACKUP_API_TLS_CERT=$TEST_TMP/cert.pem BACKUP_API_TLS_KEY=$TEST_TMP/key.pem api_daemon_start
+# (the 5-second knob here too: an unfinished line over TLS, "CR only" below, waits for it)
+CARIS_TEST_API_TIMEOUT_MS=5000 BACKUP_API_TLS_CERT=$TEST_TMP/cert.pem BACKUP_API_TLS_KEY=$TEST_TMP/key.pem \
+    api_daemon_start
 TBASE=$(grep -o 'https://127.0.0.1:[0-9]*' "$DAEMON_ERR" | head -n 1)
 assert_match '^https://' "$TBASE" "HTTPS when the certificate and key are set"
 assert_eq 200 "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$TEST_TMP/cert.pem" -H "Authorization: Bearer $VIEWER" "$TBASE/api/admin/backup/status")" \
@@ -447,7 +451,12 @@ assert_eq "pipelined 200" "$(grep '^pipelined' "$TEST_TMP/versions-tls.out")" \
     "TLS: the connection is closed after one request there too"
 # SIGTERM while every HTTPS slot holds a connection that sent nothing: a libmicrohttpd worker
 # that is full stops watching the listening socket, and without its own wake-up channel it
-# saw the stop only at its 15 s timeout
+# saw the stop only at its 15 s timeout (a daemon of its own, with that timeout: with the
+# knob's 5 s the idle connections would end before the bound below)
+kill -TERM "$DAEMON"
+wait "$DAEMON"
+BACKUP_API_TLS_CERT=$TEST_TMP/cert.pem BACKUP_API_TLS_KEY=$TEST_TMP/key.pem api_daemon_start
+TBASE=$(grep -o 'https://127.0.0.1:[0-9]*' "$DAEMON_ERR" | head -n 1)
 mkfifo "$TEST_TMP/idle.in"
 $CLIENT idle "$TBASE" 64 4 <"$TEST_TMP/idle.in" >"$TEST_TMP/idle.out" &
 IDLE=$!
