@@ -123,7 +123,11 @@ report_unit() {
 sanitizer_env() { # $1 variant: the environment its programs run in
   unset ASAN_OPTIONS UBSAN_OPTIONS TSAN_OPTIONS
   if [ "$1" = asan ]; then
-    export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
+    # a quarantine of 64 MiB, not 256: freed memory is still held back from reuse (a use after
+    # free is still caught while it is there), and the suite's ASan phase takes a tenth less
+    # (fewer fresh pages; each page fault is dear on this guest: 106 s -> 95 s for test_prune,
+    # test_s3_open and test_concurrent)
+    export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:quarantine_size_mb=64
     export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
   elif [ "$1" = tsan ]; then
     # a race is reported and the program goes on (it then exits 66); lib.sh fails the test
