@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "caris/core.h"
+#include "caris/lazylib.h"
 #include "caris/dbbackup.h"
 #include "caris/pgsrc.h"
 
@@ -343,6 +344,10 @@ int cmd_restore_database(struct globals *g, int argc, char **argv)
     }
     o.backup_id = id; /* resolved when the repository is open */
     if (target_url) {
+        if (lazylib_load(LAZYLIB_PQ, &e) != 0) {
+            code = fail(&e);
+            goto out;
+        }
         int has = pgsrc_url_has_password(target_url);
         if (has < 0) {
             /* the parser's message, which never quotes a password */

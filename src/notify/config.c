@@ -407,7 +407,9 @@ int notify_config_load(const struct config *c, struct notify_config *nc, struct 
             nc->connect_timeout_ms = nc->deadline_ms;
     }
     /* libcurl only with a channel (loaded by load_email/load_slack then): a command without
-     * notifications does not load it (caris/lazylib.h); initialised here, before threads */
+     * notifications does not load it (caris/lazylib.h). Initialised here, before threads,
+     * except for a daemon given its first channel by a reload (curl_global_init is thread
+     * safe from libcurl 7.84; meson asks for 7.85) */
     if (notify_configured(nc))
         notify_curl_init();
     return 0;

@@ -55,6 +55,8 @@ POSTGRES_URL="postgresql://nobody@127.0.0.1:$port/none" run "${B[@]}" backup dat
 expect_load_error "${sonames[0]}" libpq5 "backup database"
 run env CARIS_RESTORE_TARGET_URL="postgresql://nobody@127.0.0.1:$port/none" "${B[@]}" restore database "$id"
 expect_load_error "${sonames[0]}" libpq5 "restore database"
+run "${B[@]}" restore database "$id" --target-url "postgresql://nobody@127.0.0.1:$port/none"
+expect_load_error "${sonames[0]}" libpq5 "restore database --target-url"
 BACKUP_SLACK_WEBHOOK_URL=https://hooks.example.org/services/T0/B0/x run "${B[@]}" notify test
 expect_load_error "${sonames[1]}" libcurl4 "notify test with a Slack webhook configured"
 run "${B[@]}" --repo "s3:http://127.0.0.1:$port/bucket/repo" list
