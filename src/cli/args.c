@@ -114,11 +114,25 @@ static int unknown_long(const char *tok, const char *where, const char *const *n
     return one_line_usage(msg);
 }
 
+static int twice(const char *opt, const char *a, const char *b)
+{
+    char msg[400];
+    snprintf(msg, sizeof(msg), "%s is given twice ('%.150s' and '%.150s'): give it once", opt, a,
+             b);
+    return one_line_usage(msg);
+}
+
 static int global_value(struct globals *g, const char *name, const char *v)
 {
+    /* given twice, the last one won without a word: a script's --env-file or --repo and the
+     * one a user added, silently another configuration or repository */
     if (strcmp(name, "env-file") == 0) {
+        if (g->env_file && strcmp(g->env_file, v) != 0)
+            return twice("--env-file", g->env_file, v);
         g->env_file = v;
     } else if (strcmp(name, "repo") == 0) {
+        if (g->repo && strcmp(g->repo, v) != 0)
+            return twice("--repo", g->repo, v);
         g->repo = v;
     } else if (strcmp(name, "threads") == 0) {
         char *end;

@@ -48,6 +48,13 @@ for args in "--json --threads abc list" "--json --lock-wait xyz list" "--json --
 done
 assert_contains "$ERR" "--full and --incremental exclude each other" "--full with --incremental is refused"
 assert_exit 2 cb --threads 0 list
+# a global option given twice with different values is refused (the last one won, silently
+# another configuration or repository); the same value twice is harmless
+assert_exit 2 cb --env-file "$TEST_TMP/a.env" list --env-file "$TEST_TMP/b.env"
+assert_contains "$ERR" "--env-file is given twice" "two --env-file: refused, saying why"
+assert_exit 2 cb --repo "$TEST_TMP/r1" list --repo="$TEST_TMP/r2"
+assert_contains "$ERR" "--repo is given twice" "two --repo: refused, saying why"
+assert_exit 0 cb --repo "$REPO" --quiet list --repo "$REPO"
 assert_exit 2 cb list --type bogus
 assert_exit 7 cb backup files "$TEST_TMP/no-such-path"
 assert_exit 7 env BACKUP_DIR="$TEST_TMP/empty-backup-dir" "$CARIS_BIN" list
