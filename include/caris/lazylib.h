@@ -26,10 +26,4 @@ enum lazylib {
  * safe). 0, or -1 with a message naming the library file and what to install. */
 int lazylib_load(enum lazylib lib, struct err *e);
 
-/* The file name (soname) of each library, e.g. "libpq.so.5", for messages and tests. */
-const char *lazylib_soname(enum lazylib lib);
-
-/* Whether the library is loaded already (without loading it). */
-int lazylib_loaded(enum lazylib lib);
-
 #endif

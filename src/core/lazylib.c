@@ -285,16 +285,6 @@ int lazylib_load(enum lazylib lib, struct err *e)
                    l->what, l->err);
 }
 
-const char *lazylib_soname(enum lazylib lib)
-{
-    return libs[lib].soname;
-}
-
-int lazylib_loaded(enum lazylib lib)
-{
-    return libs[lib].ok;
-}
-
 /* a call whose caller did not load the library first, and it cannot be: a bug (see the
  * header); says what is missing and aborts */
 static void need(enum lazylib lib)
