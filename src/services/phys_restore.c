@@ -751,6 +751,67 @@ static pid_t postmaster_pid(const char *pgdata)
     return (pid_t)v;
 }
 
+/* May a server be running on PGDATA? Its postmaster.pid names a live process. A process of
+ * another user (EPERM) counts: a restore run by another user than the server's cannot signal
+ * it, and must not take that for "not running" (PostgreSQL's own check may, because it always
+ * runs as the data directory's owner). *pid is the process named, 0 without one. */
+static bool server_may_run(const char *pgdata, pid_t *pid, bool *other_user)
+{
+    *pid = postmaster_pid(pgdata);
+    *other_user = false;
+    if (*pid <= 0)
+        return false;
+    if (kill(*pid, 0) == 0)
+        return true;
+    *other_user = errno == EPERM;
+    return errno != ESRCH;
+}
+
+/* The previous data directories (.BASE.caris-old-PID) that a restore --overwrite killed
+ * between its two renames left beside PGDATA: each may be the only copy of that cluster, so
+ * none is removed; each is named, so that the operator looks at it. Those of a live process
+ * (a restore in its swap now) are not named. */
+static void report_old_copies(const char *parent, const char *base, const char *pgdata, bool exists,
+                              const struct caris_op *op)
+{
+    DIR *d = opendir(parent);
+    if (!d)
+        return;
+    char *prefix = xasprintf(".%s.caris-old-", base);
+    size_t plen = strlen(prefix);
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (strncmp(de->d_name, prefix, plen) != 0)
+            continue;
+        char *end = NULL;
+        errno = 0;
+        long long pid = strtoll(de->d_name + plen, &end, 10);
+        struct stat st;
+        if (errno || !end || *end || end == de->d_name + plen || pid <= 0 ||
+            fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode))
+            continue;
+        if (pid <= INT32_MAX && (kill((pid_t)pid, 0) == 0 || errno != ESRCH))
+            continue;
+        if (exists)
+            caris_op_log(op, LOG_WARN,
+                         "%s/%s holds the data directory that was at %s before a restore "
+                         "--overwrite, which was killed before it removed it. It may be the only "
+                         "copy of that cluster, and nothing removes it: look at it, then remove it "
+                         "(rm -rf) once it is not needed",
+                         parent, de->d_name, pgdata);
+        else
+            caris_op_log(
+                op, LOG_WARN,
+                "%s/%s holds the data directory that was at %s before a restore "
+                "--overwrite, which was killed before its new one went in place (that is "
+                "why %s was missing). It may be the only copy of that cluster, and nothing "
+                "removes it: look at it, then remove it (rm -rf) once it is not needed",
+                parent, de->d_name, pgdata, pgdata);
+    }
+    free(prefix);
+    closedir(d);
+}
+
 static void log_tail(const char *path, char *out, size_t n)
 {
     struct buf b = {0};
@@ -949,10 +1010,20 @@ int caris_phys_restore(struct repo *r, const struct phys_restore_opts *o,
                        "restore into an empty or new directory, or add --overwrite to replace it "
                        "(stop the server that uses it first)",
                        "data directory %s is not empty", o->pgdata);
-    if (exists && o->overwrite && postmaster_pid(o->pgdata) > 0 &&
-        kill(postmaster_pid(o->pgdata), 0) == 0)
+    pid_t pm;
+    bool other_user;
+    if (exists && o->overwrite && server_may_run(o->pgdata, &pm, &other_user)) {
+        if (other_user)
+            return err_set(e, ERR_USAGE,
+                           "stop it first (pg_ctl stop -D DIR, as its user); if it is not a "
+                           "PostgreSQL server using DIR, remove DIR/postmaster.pid",
+                           "a server may be running on data directory %s: its postmaster.pid "
+                           "names process %lld, which belongs to another user",
+                           o->pgdata, (long long)pm);
         return err_set(e, ERR_USAGE, "stop it first (pg_ctl stop -D DIR)",
-                       "a server is running on data directory %s", o->pgdata);
+                       "a server is running on data directory %s (process %lld)", o->pgdata,
+                       (long long)pm);
+    }
     char *copy = xstrdup(o->pgdata), *copy2 = xstrdup(o->pgdata);
     char *parent = dirname(copy), *base = basename(copy2);
     char *prefix = xasprintf(".%s.caris-restore-", base);
@@ -981,6 +1052,7 @@ int caris_phys_restore(struct repo *r, const struct phys_restore_opts *o,
         /* the half-written directories of restores of DIR that were killed (SIGKILL, power
          * loss) before their rename: copies of the cluster, removed once their process is gone
          * (each is locked by its restore while it lives) */
+        report_old_copies(parent, base, o->pgdata, exists, o->op);
         const char *const prefixes[] = {prefix, NULL};
         char names[400];
         size_t n = temp_sweep(parent, prefixes, NULL, names, sizeof(names));

@@ -4,7 +4,9 @@
 # file in the data directory (a standby's standby.signal is one). Each used to hang the
 # backup for good (an empty buffer stored as if it were a descriptor, polled forever); the
 # backup must finish, and its restore must bring the empty files back and recover. A restore
-# killed while it writes: the next restore of that directory removes what it left.
+# killed while it writes: the next restore of that directory removes what it left. Restore
+# --overwrite: refused while a server may run on DIR; names the previous cluster a killed one
+# left.
 # shellcheck disable=SC2154 # envf and R are set by pitr_setup (pglib.sh)
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/pglib.sh"
@@ -73,4 +75,37 @@ assert_rc 0 "a restore of DIR again after the killed one"
 assert_contains "$ERR" "that a restore killed earlier left beside" "it says it removed the leftover"
 assert_false "no half-written directory is left beside DIR" compgen -G "$R/.killed.caris-restore-*"
 assert_true "DIR is restored" test -f "$R/killed/PG_VERSION"
+
+# --overwrite over a data directory a server may be running on is refused, and DIR is left as
+# it was: the source cluster's postmaster (the same user), and a process of another user (pid
+# 1; the restore cannot signal it, which once counted as "not running")
+as_pg touch "$R/killed/caris_test_mark"
+pm=$(head -n 1 "$data/postmaster.pid")
+for who in "$pm" 1; do
+    printf '%s\n' "$who" | as_pg tee "$R/killed/postmaster.pid" >/dev/null
+    run cb --env-file "$envf" restore database --physical --overwrite --pgdata "$R/killed" "$id1"
+    assert_rc 2 "restore --overwrite with postmaster.pid naming process $who is refused"
+    assert_contains "$ERR" "running on data directory $R/killed" "the error says a server may be running (process $who)"
+    assert_true "DIR is left as it was (process $who)" test -f "$R/killed/caris_test_mark" -a -f "$R/killed/postmaster.pid"
+done
+assert_contains "$ERR" "belongs to another user" "the error says the process is another user's"
+assert_contains "$ERR" "remove DIR/postmaster.pid" "the hint says what to do when it is no server"
+# a restore --overwrite killed between its two renames leaves the previous cluster at
+# .DIR.caris-old-PID: the next restore names it (it may be the only copy) and keeps it; a
+# stale postmaster.pid (no such process: above pid_max) does not stop --overwrite
+nopid=$(($(cat /proc/sys/kernel/pid_max) + 1))
+as_pg mkdir "$R/.killed.caris-old-$nopid" && as_pg touch "$R/.killed.caris-old-$nopid/PG_VERSION"
+printf '%s\n' "$nopid" | as_pg tee "$R/killed/postmaster.pid" >/dev/null
+run cb --env-file "$envf" restore database --physical --overwrite --pgdata "$R/killed" "$id1"
+assert_rc 0 "restore --overwrite over DIR with a stale postmaster.pid"
+assert_contains "$ERR" "$R/.killed.caris-old-$nopid holds the data directory that was at $R/killed" "it names the previous cluster a killed restore left"
+assert_contains "$ERR" "may be the only copy" "it says why it keeps it"
+assert_true "the previous cluster is kept" test -f "$R/.killed.caris-old-$nopid/PG_VERSION"
+assert_false "DIR was replaced" test -e "$R/killed/caris_test_mark"
+assert_true "DIR holds the restored cluster" test -f "$R/killed/PG_VERSION" -a -f "$R/killed/recovery.signal"
+assert_eq ".killed.caris-old-$nopid" "$(cd "$R" && compgen -G '.killed.caris-*')" "this restore left nothing beside DIR"
+as_pg mv "$R/killed" "$R/gone"
+run cb --env-file "$envf" restore database --physical --pgdata "$R/killed" "$id1"
+assert_rc 0 "a restore into the missing DIR"
+assert_contains "$ERR" "that is why $R/killed was missing" "it says why DIR was missing"
 test_done
