@@ -8,6 +8,9 @@
 #include "notify/internal.h"
 
 static const char REDACTED[] = "[redacted]";
+/* The shortest end of a text taken for the start of a secret (the secrets themselves have at
+ * least 4 characters: SECRET_MIN_LEN in config.c). */
+#define PREFIX_MIN 4
 
 /* Replaces every occurrence of needle in *s. */
 static void replace_all(char **s, const char *needle)
@@ -53,6 +56,16 @@ char *notify_redact(const struct notify_config *nc, const char *in)
             }
         for (size_t i = 0; i < n; i++)
             replace_all(&s, order[i]);
+        /* a text cut to a fixed length (an error message's buffer) may end in the first part
+         * of a secret, which no whole match finds: such an end is redacted too */
+        for (size_t i = 0; i < n; i++) {
+            size_t sl = strlen(s), nl = strlen(order[i]);
+            for (size_t k = nl - 1 < sl ? nl - 1 : sl; k >= PREFIX_MIN; k--)
+                if (memcmp(s + sl - k, order[i], k) == 0) {
+                    replace_span(&s, sl - k, sl);
+                    break;
+                }
+        }
         free(order);
     }
     /* scheme://user:password@host: the user info ends at the authority's last '@' (a

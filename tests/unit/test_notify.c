@@ -591,6 +591,17 @@ static void test_redact(void **state)
     assert_null(strstr(t.error, "Cut-Here"));
     assert_true(strlen(t.error) <= 4000);
     notify_text_free(&t);
+    /* a text cut inside a secret (a channel's error in its fixed-size buffer): the start of
+     * the secret it ends with is redacted; an end that is no secret's start stays */
+    char *r2 = notify_redact(&nc, "the server said: Cut-Here-Sec");
+    assert_string_equal(r2, "the server said: [redacted]");
+    free(r2);
+    r2 = notify_redact(&nc, "the server said: Cut");
+    assert_string_equal(r2, "the server said: Cut");
+    free(r2);
+    r2 = notify_redact(&nc, "Cut-Here-Secret-4 and Cut-Here-Secret-42");
+    assert_string_equal(r2, "Cut-Here-Secret-4 and [redacted]");
+    free(r2);
     notify_config_free(&nc);
 }
 
