@@ -344,6 +344,16 @@ json_t *repo_record_list_named(struct repo *r, const char *kind, json_t **damage
  * *present receives every object name listed, so the caller drops what is gone. */
 json_t *repo_record_list_except(struct repo *r, const char *kind, json_t *known, json_t **present,
                                 json_t **damaged, struct err *e);
+/* Order of two records of one kind: > 0 when a is the newer, < 0 when b is, 0 when neither.
+ * Newer is a higher "seq" (written by repo_record_add_sequenced; a record without one counts
+ * as 0), then, for equal seq, a later "time". So a record written after another one was read
+ * comes after it whatever the clocks of the hosts that wrote them said. */
+int repo_record_cmp(const json_t *a, const json_t *b);
+/* repo_record_add for a record of one backup ("backupId") whose latest record counts (verify,
+ * test-restore): "seq" is set to one more than the highest seq among the records of kind of the
+ * same backup. A listing that fails (a damaged record is only skipped) gives seq 1 and the
+ * record is still written: a result is never lost for want of its order. */
+int repo_record_add_sequenced(struct repo *r, const char *kind, json_t *record, struct err *e);
 /* Removes one record (its "_object" name). Only under the exclusive lock (ERR_LOCKED): records
  * are otherwise never deleted. WAL retention (caris/walwindow.h) is its one user. */
 int repo_record_remove(struct repo *r, const char *object, struct err *e);

@@ -21,12 +21,41 @@ static void durable_step(long *steps)
         _exit(137);
 }
 
+int repo_record_cmp(const json_t *a, const json_t *b)
+{
+    json_int_t sa = json_integer_value(json_object_get(a, "seq"));
+    json_int_t sb = json_integer_value(json_object_get(b, "seq"));
+    if (sa != sb)
+        return sa > sb ? 1 : -1;
+    const char *x = json_string_value(json_object_get(a, "time")) ?: "";
+    const char *y = json_string_value(json_object_get(b, "time")) ?: "";
+    int c = strcmp(x, y);
+    return c > 0 ? 1 : c < 0 ? -1 : 0;
+}
+
+int repo_record_add_sequenced(struct repo *r, const char *kind, json_t *record, struct err *e)
+{
+    const char *id = json_string_value(json_object_get(record, "backupId"));
+    json_int_t top = 0;
+    struct err le = ERR_INIT;
+    json_t *recs = id ? repo_record_list(r, kind, NULL, &le) : NULL;
+    size_t i;
+    json_t *x;
+    json_array_foreach(recs, i, x)
+    {
+        json_int_t s = json_integer_value(json_object_get(x, "seq"));
+        if (s > top && strcmp(json_string_value(json_object_get(x, "backupId")) ?: "", id) == 0)
+            top = s;
+    }
+    json_decref(recs);
+    json_object_set_new(record, "seq", json_integer(top + 1));
+    return repo_record_add(r, kind, record, e);
+}
+
 /* Newest first; records without a time last. */
 static int cmp_newest(const void *a, const void *b)
 {
-    const char *x = json_string_value(json_object_get(*(json_t *const *)a, "time")) ?: "";
-    const char *y = json_string_value(json_object_get(*(json_t *const *)b, "time")) ?: "";
-    return strcmp(y, x);
+    return repo_record_cmp(*(json_t *const *)b, *(json_t *const *)a);
 }
 
 /* The records to keep: per backup its newest `keep` and its newest failed one; every record of

@@ -1348,7 +1348,7 @@ static int record_test_restore(struct repo *r, const char *id, enum db_scratch k
     if (failure && err_is_set(failure))
         json_object_set_new(rec, "error", json_string(failure->msg));
     struct err e = ERR_INIT;
-    int rc = repo_record_add(r, "test-restore", rec, &e);
+    int rc = repo_record_add_sequenced(r, "test-restore", rec, &e);
     if (rc != 0)
         caris_op_log(op, LOG_WARN, "cannot record the test restore in the repository: %s", e.msg);
     json_decref(rec);

@@ -497,11 +497,9 @@ static json_t *ls_entry_to_json(const struct caris_ls_entry *x)
 
 /* ---- show ---------------------------------------------------------------------------- */
 
-static int cmp_time(const void *a, const void *b)
+static int cmp_oldest(const void *a, const void *b)
 {
-    const char *x = json_string_value(json_object_get(*(json_t *const *)a, "time")) ?: "";
-    const char *y = json_string_value(json_object_get(*(json_t *const *)b, "time")) ?: "";
-    return strcmp(x, y);
+    return repo_record_cmp(*(json_t *const *)a, *(json_t *const *)b);
 }
 
 /* The records of kind about backup id, oldest first. */
@@ -519,7 +517,7 @@ static json_t *records_of(struct repo *r, const char *kind, const char *id, stru
         if (b && strcmp(b, id) == 0)
             v[n++] = rec;
     }
-    qsort(v, n, sizeof(json_t *), cmp_time);
+    qsort(v, n, sizeof(json_t *), cmp_oldest);
     json_t *out = json_array();
     for (i = 0; i < n; i++)
         json_array_append(out, v[i]);

@@ -57,7 +57,7 @@ void caris_verification_record(struct repo *r, const char *backup_id, bool ok,
     if (!ok && failure)
         json_object_set_new(rec, "error", json_string(failure->msg));
     struct err e = ERR_INIT;
-    if (repo_record_add(r, "verify", rec, &e) != 0)
+    if (repo_record_add_sequenced(r, "verify", rec, &e) != 0)
         caris_op_log(op, LOG_WARN, "cannot record the verification of %s: %s", backup_id, e.msg);
     json_decref(rec);
     if (!ok)
@@ -79,7 +79,7 @@ void caris_bad_blobs_record(struct repo *r, const char *by, const struct caris_o
                      saved == 1 ? "it" : "them");
 }
 
-/* The latest record of kind for each backup: {"<backupId>": record}. */
+/* The latest record of kind for each backup (repo_record_cmp): {"<backupId>": record}. */
 static json_t *last_records(struct repo *r, const char *kind, struct err *e)
 {
     json_t *recs = repo_record_list(r, kind, NULL, e);
@@ -95,8 +95,7 @@ static json_t *last_records(struct repo *r, const char *kind, struct err *e)
         if (!id || !when)
             continue;
         json_t *cur = json_object_get(out, id);
-        const char *cur_when = cur ? json_string_value(json_object_get(cur, "time")) : NULL;
-        if (!cur_when || strcmp(when, cur_when) > 0)
+        if (!cur || repo_record_cmp(rec, cur) > 0)
             json_object_set(out, id, rec);
     }
     json_decref(recs);

@@ -4,7 +4,8 @@
 # failure, dropping those of forgotten backups; `list` and `show` say the same before and
 # after; a prune killed between writing the compacted record and deleting the folded files
 # (CARIS_TEST_RECORD_COMPACT_CRASH_AT) leaves a repository that reads the same, without
-# duplicates; a backup whose last verification failed is still shown damaged afterwards.
+# duplicates; a backup whose last verification failed is still shown damaged afterwards; a
+# verification dated ahead by a wrong clock does not hide a later failure.
 source "$(dirname "$0")/lib.sh"
 
 REPO=$BACKUP_DIR/repository
@@ -115,5 +116,42 @@ assert_eq "${ids[1]} ${ids[2]}" "$(json_eval "$OUT_FILE" '" ".join(b["id"] for b
 run cb --json prune
 assert_eq "40 40" "$(json_eval "$OUT_FILE" '"%d %d" % (d["records"]["before"], d["records"]["after"])')" \
     "only the records of backups 2 and 3 are left"
+
+# --- a verification dated ahead (a host whose clock was wrong) does not hide a later failure:
+# records are ordered by the order they were written in ("seq"), not by their clocks
+seeded_bytes 30004 "records/data4" >"$TEST_TMP/src/data.bin"
+before_packs=$(list_packs)
+backup_json "$TEST_TMP/b4.json" "$TEST_TMP/src"
+assert_rc 0 "backup 4"
+id4=$BACKUP_ID
+pack4="" blob4=""
+for pk in $(comm -13 <(echo "$before_packs") <(list_packs)); do
+    blob=$(cd "$REPO" && "$CARIS_BIN" debug pack "${pk#"$REPO"/}" | awk '$3 == 30004 {print $1, $2}')
+    [[ -n $blob ]] && pack4=$pk blob4=$blob
+done
+assert_ne "" "$pack4" "found the pack of backup 4's data"
+read -r off len <<<"${blob4:-0 0}"
+run clock_ahead 1 cb verify "$id4"
+assert_rc 0 "verify of backup 4 on a clock a day ahead"
+flip_byte "$pack4" $((off + len / 2))
+run cb verify "$id4"
+assert_rc 4 "verify of backup 4 with a flipped byte, on the right clock: exit 4"
+run cb --json list
+assert_eq "damaged False" "$(json_eval "$OUT_FILE" '" ".join("%s %s" % (b["status"], b["lastVerification"]["ok"]) for b in d if b["id"] == "'"$id4"'")')" \
+    "list: backup 4 is damaged, its last verification the failure (not the ok dated a day later)"
+run cb --json show "$id4"
+assert_eq "True False" "$(json_eval "$OUT_FILE" '" ".join(str(v["ok"]) for v in d["verifications"])')" \
+    "show: the failure comes after the ok dated ahead"
+run cb --json forget --keep-last 1 --dry-run
+assert_rc 0 "forget --keep-last 1 --dry-run"
+kept_by() { json_eval "$OUT_FILE" '" ".join(",".join(b["reasons"]) for g in d["groups"] for b in g["backups"] if b["id"] == "'"$1"'")'; }
+assert_match "(^|,)last(,|$)" "$(kept_by "${ids[2]}")" "retention keeps backup 3 (intact) as the last one"
+assert_match "damaged" "$(kept_by "$id4")" "retention keeps the damaged backup 4 as damaged, not as the last one"
+flip_byte "$pack4" $((off + len / 2))
+run cb verify "$id4"
+assert_rc 0 "with the byte put back, backup 4 verifies again"
+run cb --json list
+assert_eq "ok True" "$(json_eval "$OUT_FILE" '" ".join("%s %s" % (b["status"], b["lastVerification"]["ok"]) for b in d if b["id"] == "'"$id4"'")')" \
+    "list: backup 4 ok again (the newest record wins, whatever its date)"
 
 test_done
