@@ -178,6 +178,12 @@ struct bctx {
     json_t *warnings;
     size_t nwarnings;
     struct prev_map *prev; /* incremental, without a usable file table */
+    /* A previous entry whose ctime is at or after this (seconds, nanoseconds) is not reused:
+     * its file was changed within RACY_WINDOW_S before the previous backup started, so a
+     * change right after that backup read it may have left the same timestamps (a file
+     * system's clock advances in ticks, or whole seconds). */
+    int64_t racy_s, racy_ns;
+    uint64_t racy; /* files not reused for that reason (counted by on_entry's thread) */
     /* the file table cache: the previous one when usable (incremental), the next one */
     struct ftable *tab;
     const struct ftable_rec *known_rec; /* the table's record for the entry the walker emits */
@@ -484,6 +490,32 @@ static int backup_extent(struct bctx *b, struct filerec *f, struct rbuf *rb, uin
     }
 }
 
+/* The window before the previous backup's start in which a change makes a file "racy" (read
+ * again rather than reused): a file system's timestamps advance in ticks of the kernel's
+ * coarse clock (before Linux 6.13), in whole seconds on ext4 with 128-byte inodes, in two on
+ * FAT. The test knob CARIS_TEST_RACY_WINDOW_S replaces it (whole seconds, may be negative). */
+#define RACY_WINDOW_S 2
+
+static void racy_set(struct bctx *b, json_t *parent)
+{
+    int64_t started;
+    const char *v = getenv("CARIS_TEST_RACY_WINDOW_S");
+    int64_t w = v && *v ? strtoll(v, NULL, 10) : RACY_WINDOW_S;
+    if (time_parse_iso(json_string_value(json_object_get(parent, "started")) ?: "", &started) !=
+        0) {
+        b->racy_s = INT64_MIN; /* unknown: nothing is reused */
+        return;
+    }
+    int64_t t = started - w * 1000000000;
+    b->racy_s = t / 1000000000 - (t % 1000000000 < 0);
+    b->racy_ns = t - b->racy_s * 1000000000;
+}
+
+static bool racy(const struct bctx *b, int64_t ctime_s, int64_t ctime_ns)
+{
+    return ctime_s > b->racy_s || (ctime_s == b->racy_s && ctime_ns >= b->racy_ns);
+}
+
 static bool same_stat(const struct stat *a, const struct stat *c)
 {
     return a->st_size == c->st_size && a->st_mtim.tv_sec == c->st_mtim.tv_sec &&
@@ -665,6 +697,7 @@ static bool known_file(void *ctx, const char *path, size_t plen, const struct st
     const char *key = entry_key(b, path, plen, &kl);
     const struct ftable_rec *rec = ftable_find(b->tab, key, kl);
     bool ok = rec && ftable_matches(b->tab, rec, st, m->user, m->group) &&
+              !racy(b, rec->ctime_s, rec->ctime_ns) &&
               blobs_present(b, ftable_ids(b->tab, rec), rec->nids);
     b->known_rec = ok ? rec : NULL;
     uint64_t dt = (uint64_t)(time_mono_ns() - t0);
@@ -685,8 +718,13 @@ static bool try_reuse_table(struct bctx *b, const struct fswalk_entry *ent, json
     if (!rec || rec->size != (int64_t)st->st_size || rec->mtime_s != (int64_t)st->st_mtim.tv_sec ||
         rec->mtime_ns != (uint32_t)st->st_mtim.tv_nsec ||
         rec->ctime_s != (int64_t)st->st_ctim.tv_sec ||
-        rec->ctime_ns != (uint32_t)st->st_ctim.tv_nsec || rec->ino != (uint64_t)st->st_ino ||
-        !blobs_present(b, ftable_ids(b->tab, rec), rec->nids))
+        rec->ctime_ns != (uint32_t)st->st_ctim.tv_nsec || rec->ino != (uint64_t)st->st_ino)
+        return false;
+    if (racy(b, rec->ctime_s, rec->ctime_ns)) {
+        b->racy++;
+        return false;
+    }
+    if (!blobs_present(b, ftable_ids(b->tab, rec), rec->nids))
         return false;
     json_t *old = json_loadb(ftable_text(b->tab, rec), rec->text_len, 0, NULL);
     json_t *chunks = json_object_get(old, "chunks"), *sha = json_object_get(old, "sha256");
@@ -725,6 +763,10 @@ static bool try_reuse(struct bctx *b, const struct fswalk_entry *ent, json_t *ob
         p->mtime_ns != (int64_t)st->st_mtim.tv_nsec || p->ctime_s != (int64_t)st->st_ctim.tv_sec ||
         p->ctime_ns != (int64_t)st->st_ctim.tv_nsec || p->ino != (int64_t)st->st_ino)
         return false;
+    if (racy(b, p->ctime_s, p->ctime_ns)) {
+        b->racy++;
+        return false;
+    }
     json_t *chunks = json_loads(p->chunks, 0, NULL);
     uint8_t(*ids)[32];
     uint32_t *lens;
@@ -1456,6 +1498,7 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
             incremental = false;
         } else {
             int64_t t0 = time_mono_ns();
+            racy_set(&b, parent);
             if (tab_path)
                 b.tab = table_open(&b, tab_path, tab_key, pref ? parent_sha : NULL);
             b.text_same = b.tab != NULL;
@@ -1541,6 +1584,13 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
         b.text_same = false;
         buf_append(&b.text, ftable_entries_text(b.tab), b.text_len);
     }
+    if (b.racy)
+        caris_op_log(o->op, LOG_INFO,
+                     "%llu file%s changed less than %d s before the previous backup started: "
+                     "read again, not taken as unchanged (a change right after that backup read "
+                     "%s may have left the same timestamps)",
+                     (unsigned long long)b.racy, b.racy == 1 ? "" : "s", RACY_WINDOW_S,
+                     b.racy == 1 ? "it" : "them");
     if (pref && (entries_ref = manifest_reuse(&b, pref, parent_sha))) {
         manifest_reused = true;
         memcpy(entries_sha, parent_sha, 32);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Full backup, change the tree, incremental backup: the incremental reads only what
 # changed, names the full as its parent, and restores to exactly the new tree, while the
-# full still restores to exactly the old one.
+# full still restores to exactly the old one. A file changed less than 2 s before the
+# previous backup started is read again.
 source "$(dirname "$0")/lib.sh"
 
 id_re='^file_(full|incremental)_[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}-[0-9]{2}-[0-9]{2}(-[0-9]+)?$'
@@ -84,5 +85,26 @@ assert_rc 0 "first incremental backup of new paths"
 assert_eq full "$(json_eval "$OUT_FILE" 'd["mode"]')" "with no earlier backup, the mode is full"
 assert_match '^file_full_' "$(json_eval "$OUT_FILE" 'd["id"]')" "and so is the id"
 assert_eq null "$(json_eval "$OUT_FILE" 'd.get("parent")')" "and it has no parent"
+
+# Files changed less than 2 s before the previous backup started (the real window: lib.sh's
+# knob unset) are read again by the next backup, not taken as unchanged: a change right
+# after that backup read them may have left the same size and timestamps (timestamps advance
+# in clock ticks, or whole seconds). These were made just now, so both backups below start
+# within 2 s of their changes, or later; either way none can be reused by the second.
+fresh=$TEST_TMP/fresh
+mkdir -p "$fresh"
+for n in 1 2 3; do seeded_bytes "$((5000 + n))" "racy$n" >"$fresh/f$n"; done
+run env -u CARIS_TEST_RACY_WINDOW_S "$CARIS_BIN" --json backup files --full "$fresh"
+assert_rc 0 "full backup of files changed just now"
+run env -u CARIS_TEST_RACY_WINDOW_S "$CARIS_BIN" --json backup files "$fresh"
+assert_rc 0 "an incremental right after it"
+racy_unchanged=$(json_eval "$OUT_FILE" 'd["stats"]["filesUnchanged"]')
+racy_read=$(json_eval "$OUT_FILE" 'd["stats"]["bytesRead"]')
+assert_eq 0 "$racy_unchanged" "files changed within 2 s before the previous backup: none taken as unchanged"
+assert_eq 15006 "$racy_read" "they are read again (3 files, 15,006 bytes)"
+assert_contains "$ERR" "changed less than 2 s before the previous backup started" "the backup says why it read them"
+# with the tests' window (files counted old), the same backup reuses them all
+run "$CARIS_BIN" --json backup files "$fresh"
+assert_eq 3 "$(json_eval "$OUT_FILE" 'd["stats"]["filesUnchanged"]')" "the window moved back: all 3 taken as unchanged"
 
 test_done
