@@ -372,6 +372,37 @@ int fsrestore_mkdir(struct fsrestore *r, const char *path, struct err *e)
 }
 
 /* Creates an entry with create(); on EEXIST makes room and tries once more. */
+static void tmp_name(char out[32]);
+
+/* With overwrite, name exists: the new entry is made under a temporary name beside it and
+ * renamed over it, so that the old entry stays as it was when it cannot be made (a full file
+ * system, a quota, EMLINK, EIO). It was unlinked first, and lost with the restore's failure. */
+static int replace_entry(struct fsrestore *r, int dfd, const char *name, const char *path,
+                         const char *what,
+                         int (*create)(int dfd, const char *name, const void *arg),
+                         const void *arg, struct err *e)
+{
+    char ep[ESC_MAX], tmp[32];
+    struct stat st;
+    if (!r->overwrite || fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || S_ISDIR(st.st_mode))
+        return make_room(r, dfd, name, path, e); /* its refusals and messages */
+    for (int attempt = 0;; attempt++) {
+        tmp_name(tmp);
+        if (create(dfd, tmp, arg) == 0)
+            break;
+        if (errno != EEXIST || attempt == 10)
+            return target_sys(e, errno, "cannot create %s %s", what, esc(path, ep));
+    }
+    if (renameat(dfd, tmp, dfd, name) != 0) {
+        int err = errno;
+        unlinkat(dfd, tmp, 0);
+        return target_sys(e, err, "cannot create %s %s", what, esc(path, ep));
+    }
+    /* a hard link renamed over a name of the same file: rename does nothing, tmp stays */
+    unlinkat(dfd, tmp, 0);
+    return 0;
+}
+
 static int create_entry(struct fsrestore *r, const char *path, const char *what,
                         int (*create)(int dfd, const char *name, const void *arg), const void *arg,
                         struct err *e)
@@ -382,15 +413,11 @@ static int create_entry(struct fsrestore *r, const char *path, const char *what,
     if (dfd < 0)
         return -1;
     int rc = 0;
-    for (int attempt = 0; attempt < 2; attempt++) {
-        if (create(dfd, name, arg) == 0)
-            break;
-        if (errno != EEXIST || attempt > 0) {
+    if (create(dfd, name, arg) != 0) {
+        if (errno != EEXIST)
             rc = target_sys(e, errno, "cannot create %s %s", what, esc(path, ep));
-            break;
-        }
-        if ((rc = make_room(r, dfd, name, path, e)) < 0)
-            break;
+        else
+            rc = replace_entry(r, dfd, name, path, what, create, arg, e);
     }
     close(dfd);
     return rc;

@@ -177,6 +177,29 @@ if run_in_tmpfs 3m "$TEST_TMP/full-mnt" '"$0" restore files "$2" --target "$1/t"
     assert_contains "$OUT" "files: 0" "no file of the failed restore is left in the target"
 fi
 
+# --- --overwrite on a full target: a symlink (target over 128 bytes: a page of tmpfs) that
+# cannot be made in place of an existing empty file leaves that file as it was (it was
+# unlinked first, and lost with the failed restore) -------------------------------------------
+sl_src=$TEST_TMP/symlink-src
+mkdir "$sl_src"
+ln -s "/srv/caris/uploads/$(printf 'x%.0s' {1..200})/record.pdf" "$sl_src/current"
+backup_json "$TEST_TMP/symlink.json" "$sl_src"
+assert_rc 0 "backup of a long symlink"
+# shellcheck disable=SC2016 # expanded by the inner shell
+if run_in_tmpfs 1m "$TEST_TMP/sl-mnt" 'd=$1/t$3
+        mkdir -p "$d" && : >"$d/current" || exit 98 # empty: its removal would free no page
+        fallocate -l "$(( $(df -k --output=avail "$1" | tail -n 1) * 1024 ))" "$1/filler" 2>/dev/null
+        "$0" restore files "$2" --target "$1/t" --overwrite
+        rc=$?
+        echo "current: $(stat -c %F "$d/current" 2>&1)"
+        echo "temporaries: $(find "$1/t" -name ".caris-tmp-*" | wc -l)"
+        exit $rc' "$BACKUP_ID" "$sl_src"; then
+    assert_rc 8 "--overwrite, no room for the symlink: exit 8"
+    assert_contains "$ERR" "No space left on device" "the error says the disk is full"
+    assert_contains "$OUT" "current: regular empty file" "the file the symlink would replace is still there"
+    assert_contains "$OUT" "temporaries: 0" "no temporary name is left"
+fi
+
 # --- a restore target that refuses a file's metadata (user xattrs on ramfs, in a private
 # mount namespace), the file being hard-linked: the error is the metadata's (exit 8), not the
 # hard link's that follows from it ("cannot restore hard link ...: No such file", exit 7) ---
