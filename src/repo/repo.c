@@ -1590,6 +1590,7 @@ struct repo *repo_init(const char *path, const char *password, const struct repo
         return NULL;
     }
     struct repo *r = repo_alloc(path);
+    bool ours = false; /* everything in the directory is this init's own (undone on failure) */
     r->st = storage_open(path, true, e);
     if (!r->st)
         goto fail;
@@ -1619,6 +1620,7 @@ struct repo *repo_init(const char *path, const char *password, const struct repo
                 "%s holds key slots but no repository marker", path);
         goto fail;
     }
+    ours = true;
     cx_random(r->enc_key, 32);
     cx_random(r->mac_key, 32);
     if (o->chunker_seed)
@@ -1674,8 +1676,26 @@ struct repo *repo_init(const char *path, const char *password, const struct repo
     return r;
 fail:
     if (r->init_claimed) {
-        /* leave the lock only when the half-made repository could not be undone */
         struct err ignore = ERR_INIT;
+        if (ours) {
+            /* Undo what this init wrote (a full disk, an I/O error): it found no key slot and
+             * holds init.lock, so the marker, config, state objects and slot here are its
+             * own. The marker first. Left in place, a config without a marker made every
+             * command, init included, report the directory as a damaged repository. */
+            static const char *const dirs[] = {"state", "keys"};
+            storage_remove(r->st, MARKER_NAME, &ignore);
+            storage_remove(r->st, "config", &ignore);
+            for (size_t d = 0; d < sizeof(dirs) / sizeof(dirs[0]); d++) {
+                struct namelist made;
+                if (list_names_in(r->st, dirs[d], &made, &ignore) == 0) {
+                    for (size_t i = 0; i < made.n; i++)
+                        storage_remove(r->st, made.v[i], &ignore);
+                    namelist_free(&made);
+                }
+            }
+        }
+        /* leave the lock only when the half-made repository could not be undone */
+        ignore = (struct err)ERR_INIT;
         if (storage_exists(r->st, "config", &ignore) == 0)
             storage_remove(r->st, INIT_LOCK, &ignore);
     }

@@ -292,6 +292,29 @@ if run_in_tmpfs 3m "$TEST_TMP/fullrepo" 'export BACKUP_DIR=$1
     assert_contains "$OUT" "check: ok" "check finds the repository clean"
 fi
 
+# --- init on a file system that fills up after its config (12 KiB left: slot and config fit,
+# the state object does not): exit 8, and nothing is left of the half-made repository; it
+# was left with its config and no marker, which every command, init included, reported as a
+# damaged repository (exit 4, "put the marker back") ------------------------------------------
+# shellcheck disable=SC2016 # expanded by the inner shell
+if run_in_tmpfs 1m "$TEST_TMP/fullinit" 'export BACKUP_DIR=$1/bd
+        mkdir -p "$BACKUP_DIR" || exit 98
+        fallocate -l "$(( ($(df -k --output=avail "$1" | tail -n 1) - 12) * 1024 ))" "$1/filler" || exit 98
+        "$0" --quiet init
+        rc=$?
+        echo "left: $(find "$BACKUP_DIR/repository" -type f 2>/dev/null | wc -l)"
+        rm -f "$1/filler"
+        "$0" --quiet list >/dev/null 2>&1
+        echo "list: $?"
+        "$0" --quiet init >/dev/null 2>&1 && echo "init again: ok"
+        exit $rc'; then
+    assert_rc 8 "init on a full disk: exit 8"
+    assert_contains "$ERR" "No space left on device" "the error says the disk is full"
+    assert_contains "$OUT" "left: 0" "no file of the half-made repository is left"
+    assert_contains "$OUT" "list: 7" "no repository there (not a damaged one)"
+    assert_contains "$OUT" "init again: ok" "init works once there is room"
+fi
+
 # --- SIGTERM while a file is read: nothing committed ---------------------------------------
 reset_tree 6
 before=$(list_ids | wc -w)
