@@ -52,8 +52,9 @@ static const char *hint_for_errno(int errnum)
                "user running caris-backup, mode 700)";
     case ENOSPC:
     case EDQUOT:
-        return "the disk is full: free space (df -h), or apply the retention policy and "
-               "reclaim its space: `caris-backup forget --prune` (--dry-run first)";
+        return "the file system is full: free space on it (df -h); if it is the repository's, "
+               "apply the retention policy to reclaim space: `caris-backup forget --prune` "
+               "(--dry-run first)";
     case EROFS:
         return "the file system is mounted read-only";
     case EIO:

@@ -379,13 +379,20 @@ static void tmp_name(char out[32]);
  * system, a quota, EMLINK, EIO). It was unlinked first, and lost with the restore's failure. */
 static int replace_entry(struct fsrestore *r, int dfd, const char *name, const char *path,
                          const char *what,
-                         int (*create)(int dfd, const char *name, const void *arg),
-                         const void *arg, struct err *e)
+                         int (*create)(int dfd, const char *name, const void *arg), const void *arg,
+                         struct err *e)
 {
     char ep[ESC_MAX], tmp[32];
     struct stat st;
-    if (!r->overwrite || fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || S_ISDIR(st.st_mode))
-        return make_room(r, dfd, name, path, e); /* its refusals and messages */
+    if (!r->overwrite || fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || S_ISDIR(st.st_mode)) {
+        /* its refusals and messages; 0 only when the name came back meanwhile and is gone
+         * again: made once more */
+        if (make_room(r, dfd, name, path, e) < 0)
+            return -1;
+        return create(dfd, name, arg) == 0
+                   ? 0
+                   : target_sys(e, errno, "cannot create %s %s", what, esc(path, ep));
+    }
     for (int attempt = 0;; attempt++) {
         tmp_name(tmp);
         if (create(dfd, tmp, arg) == 0)
