@@ -49,6 +49,29 @@ static int64_t stale_ns(void)
     return knob_ns("CARIS_LOCK_STALE_SECONDS", DEFAULT_STALE_NS);
 }
 
+/* How long a holder may go without a refresh before it must assume that others took its lock
+ * for stale: the staleness timeout less a margin for clocks that differ a little (a refresh
+ * interval, at most half the timeout). A lock that lapsed once is never refreshed again: a
+ * prune may have ignored it meanwhile (and deleted what its holder deduplicated against), and a
+ * refresh would make it look live again to that prune's final look. */
+static int64_t lapse_ns(void)
+{
+    int64_t st = stale_ns(), m = refresh_ns();
+    if (m > st / 2)
+        m = st / 2;
+    return st - m;
+}
+
+/* A clock that keeps counting while the process is stopped (SIGSTOP) and while the machine is
+ * suspended, which CLOCK_MONOTONIC does not: the time others see pass on their wall clocks. */
+static int64_t lapse_clock_ns(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_BOOTTIME, &ts) != 0)
+        return time_mono_ns();
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 /* ---- process identity ---------------------------------------------------------------- */
 
 /* Start time of a process: 1 found, 0 no such process, -1 unknown (no /proc). */
@@ -160,6 +183,12 @@ static void *refresh_main(void *arg)
             ;
         if (h->stop || h->lost)
             continue;
+        int64_t t0 = lapse_clock_ns();
+        if (t0 - h->last_refresh_mono > lapse_ns()) {
+            /* stopped (SIGSTOP, a suspended machine) or unable to write for too long */
+            h->lost = h->lapsed = true;
+            continue;
+        }
         pthread_mutex_unlock(&h->mu);
         struct err e = ERR_INIT;
         int rc = holder_write(h, true, &e);
@@ -167,7 +196,7 @@ static void *refresh_main(void *arg)
         if (rc == 1)
             h->lost = true;
         if (rc == 0)
-            h->last_refresh_mono = time_mono_ns();
+            h->last_refresh_mono = t0;
     }
     pthread_mutex_unlock(&h->mu);
     return NULL;
@@ -589,11 +618,12 @@ static int lock_try(struct repo *r, bool exclusive, const char *operation, struc
     ident_self(&h->id);
     pthread_mutex_init(&h->mu, NULL);
     cond_init_monotonic(&h->cv);
+    int64_t t0 = lapse_clock_ns();
     if (holder_write(h, false, e) != 0) {
         holder_free(h);
         return -1;
     }
-    h->last_refresh_mono = time_mono_ns();
+    h->last_refresh_mono = t0;
     /* Two lockers can both pass the first look (each before the other wrote its file). Each
      * looks again after writing: of any two, the one that looks last sees the other, so two
      * conflicting locks never both stand. Both may back off; the waiting loop retries. */
@@ -712,9 +742,17 @@ int repo_lock_check(struct repo *r, struct err *e)
     if (!h)
         return 0;
     pthread_mutex_lock(&h->mu);
-    bool lost = h->lost;
-    int64_t since = time_mono_ns() - h->last_refresh_mono;
+    bool lost = h->lost, lapsed = h->lapsed;
+    int64_t since = lapse_clock_ns() - h->last_refresh_mono;
     pthread_mutex_unlock(&h->mu);
+    if (lapsed || since > lapse_ns())
+        return err_set(e, ERR_LOCKED,
+                       "the process was stopped or suspended, or the repository was not writable, "
+                       "for too long; run the operation again",
+                       "the lock of this %s (%s) was not refreshed for %lld s, so other processes "
+                       "may have taken it for stale (and a prune may have deleted data it uses): "
+                       "nothing was committed",
+                       h->operation, h->name, (long long)(since / 1000000000));
     int ex = lost ? 0 : storage_exists(r->st, h->name, e);
     if (ex < 0)
         return -1;
@@ -724,12 +762,38 @@ int repo_lock_check(struct repo *r, struct err *e)
                        "again",
                        "the lock of this %s (%s) was removed while it ran: nothing was committed",
                        h->operation, h->name);
-    if (since > stale_ns())
-        return err_set(e, ERR_LOCKED,
-                       "check that the repository is writable; run the operation again",
-                       "the lock of this %s (%s) could not be refreshed for %lld min, so other "
-                       "processes may have taken it for stale: nothing was committed",
-                       h->operation, h->name, (long long)(since / 60000000000));
+    if (h->exclusive) {
+        /* The exclusive holder (prune) ignored the locks it judged stale. One of them live again
+         * (its holder was stopped and resumed, or this host's clock jumped ahead) belongs to a
+         * process that may commit what references data this prune is deleting. A lock made
+         * after ours is a locker's first step that its second look withdraws: not counted. */
+        struct lk_scan s;
+        if (lk_scan_run(r, &s, e) != 0)
+            return -1;
+        int64_t ours = 0, t;
+        time_parse_iso(h->created, &ours);
+        const struct lk_entry *c = NULL;
+        for (size_t i = 0; i < s.n && !c; i++) {
+            const struct lk_entry *x = &s.v[i];
+            if (x->claim || x->stale || x->mine)
+                continue;
+            if (x->created && time_parse_iso(x->created, &t) == 0 && ours && t > ours)
+                continue;
+            c = x;
+        }
+        if (c) {
+            char d[600];
+            lk_describe(c, d, sizeof(d));
+            int rc = err_set(e, ERR_LOCKED,
+                             "run the operation again once it is done",
+                             "another operation holds a live lock beside the exclusive lock of "
+                             "this %s: %s (taken for stale before, its holder has resumed)",
+                             h->operation, d);
+            lk_scan_free(&s);
+            return rc;
+        }
+        lk_scan_free(&s);
+    }
     return 0;
 }
 

@@ -110,7 +110,9 @@ int caris_key_remove(struct repo *r, const char *id, const struct caris_op *op, 
                     "refusing to remove key slot %s: the slot of the key in use (%s) was removed "
                     "meanwhile, and removing another could leave no key at all",
                     id, repo_key_slot(r));
-        else if (ex == 1)
+        else if (ex == 1 && repo_lock_check(r, e) == 0)
+            /* (a removal stopped longer than the staleness timeout has had its claim taken
+             * over: the other removal may have removed the slot this one relies on) */
             rc = repo_key_remove(r, id, e);
         repo_claim_release_all(r, held);
     }

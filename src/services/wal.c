@@ -397,7 +397,10 @@ static int push_fd(struct repo *r, int fd, const char *name, const char *path, j
     const char *crash = getenv("CARIS_TEST_WAL_PUSH_CRASH");
     if (crash && strcmp(crash, "1") == 0)
         _exit(137);
-    if (repo_record_add(r, kind, rec, e) != 0)
+    /* As a backup before its snapshot: a push whose lock was removed or lapsed meanwhile may
+     * have stored its segment in packs a prune has deleted since (they were unreferenced until
+     * this record), or deduplicated against such data: it must not say "archived". */
+    if (repo_lock_check(r, e) != 0 || repo_record_add(r, kind, rec, e) != 0)
         goto out;
     /* Another push of the same name may have stored its record meanwhile (its check above ran
      * before this record existed, and this one's before its record did): looked at again now

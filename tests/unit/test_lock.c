@@ -925,6 +925,110 @@ static void test_put_existing(void **state)
     tmpdir_free(dir);
 }
 
+/* ---- a lock that lapsed (its holder stopped past the staleness timeout) ------------------- */
+
+/* A holder stopped (SIGSTOP, a suspended machine) longer than the staleness timeout may have
+ * been taken for stale, and a prune may have deleted what it deduplicated against. Once
+ * resumed, its refresh thread used to rewrite the lock at once, after which repo_lock_check
+ * passed and the backup committed a snapshot needing deleted blobs (the prune, which had
+ * ignored the stale lock, found it live at its end and kept it). Now a lapsed lock is not
+ * refreshed again and the check fails. The child holds the lock; the parent stops it. */
+static void test_lapse(void **state)
+{
+    (void)state;
+    setenv("CARIS_LOCK_STALE_SECONDS", "1", 1);
+    setenv("CARIS_LOCK_REFRESH_SECONDS", "0.1", 1);
+    char *dir = tmpdir_new();
+    repo_close(init_ok(dir));
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(p[0]);
+        struct err e = ERR_INIT;
+        struct repo *r = repo_open(dir, PW, &e);
+        if (!r || repo_lock(r, false, "backup files", &e) != 0)
+            _exit(10);
+        char *name = strdup(r->lock->name);
+        if (write(p[1], "x", 1) != 1)
+            _exit(11);
+        /* the parent stops us for 1.5 s within these 3 s; the refresh thread runs after */
+        int64_t until = time_mono_ns() + (int64_t)3 * 1000000000;
+        while (time_mono_ns() < until) {
+            struct timespec ts = {0, 20000000};
+            nanosleep(&ts, NULL);
+        }
+        char *ref = refreshed_of(r, name);
+        int64_t t = 0;
+        bool revived = ref && time_parse_iso(ref, &t) == 0 &&
+                       time_now_ns() - t < (int64_t)500 * 1000000;
+        err_clear(&e);
+        int rc = repo_lock_check(r, &e);
+        _exit(rc == -1 && e.code == ERR_LOCKED ? (revived ? 2 : 0) : 1);
+    }
+    close(p[1]);
+    char c;
+    assert_int_equal(read(p[0], &c, 1), 1);
+    close(p[0]);
+    struct timespec ts = {0, 100000000};
+    nanosleep(&ts, NULL);
+    assert_int_equal(kill(pid, SIGSTOP), 0);
+    ts = (struct timespec){1, 500000000};
+    nanosleep(&ts, NULL);
+    /* meanwhile the lock is stale to everyone else */
+    struct repo *o = open_ok(dir);
+    struct err e = ERR_INIT;
+    json_t *l = repo_lock_list(o, &e);
+    assert_non_null(l);
+    assert_int_equal(json_array_size(l), 1);
+    assert_true(json_is_true(json_object_get(json_array_get(l, 0), "stale")));
+    json_decref(l);
+    repo_close(o);
+    assert_int_equal(kill(pid, SIGCONT), 0);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    if (WEXITSTATUS(status) == 1)
+        fail_msg("the resumed holder's lock check passed: it would commit");
+    if (WEXITSTATUS(status) == 2)
+        fail_msg("the resumed holder refreshed its lapsed lock");
+    assert_int_equal(WEXITSTATUS(status), 0);
+    tmpdir_free(dir);
+    unsetenv("CARIS_LOCK_STALE_SECONDS");
+    unsetenv("CARIS_LOCK_REFRESH_SECONDS");
+}
+
+/* The exclusive holder's check also fails when a lock older than its own is live again (one it
+ * took for stale, whose holder resumed or whose host's clock was behind); a lock made after its
+ * own (a locker's first step, withdrawn at its second look) does not count. */
+static void test_exclusive_sees_revived(void **state)
+{
+    (void)state;
+    char *dir = tmpdir_new();
+    struct repo *a = init_ok(dir);
+    struct err e = ERR_INIT;
+    lock_ok(a, true, "prune");
+    assert_int_equal(repo_lock_check(a, &e), 0);
+    char now[40], before[40], later[40];
+    iso_ago(0, now);
+    iso_ago(60, before);
+    time_format_iso(time_now_ns() + (int64_t)60 * 1000000000, later, sizeof(later));
+    const char *fmt = "{s:i, s:b, s:s, s:s, s:s, s:s}";
+    put_json(a, "locks/0000000000000000000000000000aaaa",
+             json_pack(fmt, "version", 2, "exclusive", 0, "operation", "backup files", "host",
+                       "elsewhere", "created", later, "refreshed", later));
+    assert_int_equal(repo_lock_check(a, &e), 0);
+    put_json(a, "locks/0000000000000000000000000000bbbb",
+             json_pack(fmt, "version", 2, "exclusive", 0, "operation", "backup files", "host",
+                       "elsewhere", "created", before, "refreshed", now));
+    assert_int_equal(repo_lock_check(a, &e), -1);
+    assert_err(e, ERR_LOCKED);
+    repo_unlock(a);
+    repo_close(a);
+    tmpdir_free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -938,6 +1042,8 @@ int main(void)
         cmocka_unit_test(test_exclusive_waits_for_backup),
         cmocka_unit_test(test_lock_rereads_index),
         cmocka_unit_test(test_race_second_look),
+        cmocka_unit_test(test_lapse),
+        cmocka_unit_test(test_exclusive_sees_revived),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
