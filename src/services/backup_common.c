@@ -6,6 +6,7 @@
 
 #include "caris/crypto.h"
 #include "caris/retention.h"
+#include "caris/storage.h"
 
 void caris_backup_id_format(const char *prefix, const char *mode, int64_t ns, char *out, size_t n)
 {
@@ -63,6 +64,53 @@ static void clock_check(json_t *list, const struct caris_op *op)
                  text);
 }
 
+static int collect_name(void *ctx, const char *name, uint64_t size, struct err *e)
+{
+    (void)size;
+    (void)e;
+    json_array_append_new(ctx, json_string(name));
+    return 0;
+}
+
+/* Was id committed by a backup that list (read before our claim) does not have? A backup that
+ * started in the same second can claim the id, write its snapshot and release its claim after
+ * our listing and before our claim: our claim then succeeds on an id that exists. Its snapshot
+ * was written before its claim went, so a listing of snapshots/ made now holds it: only the
+ * snapshots list does not name are read. 1 taken, 0 free, -1 error. */
+static int id_committed_since(struct repo *r, json_t *list, const char *id, struct err *e)
+{
+    json_t *known = json_object(), *names = json_array();
+    size_t i;
+    json_t *s;
+    json_array_foreach(list, i, s)
+    {
+        const char *f = json_string_value(json_object_get(s, "_file"));
+        if (f)
+            json_object_set_new(known, f, json_true());
+    }
+    int rc = storage_list(repo_storage(r), "snapshots", collect_name, names, e) != 0 ? -1 : 0;
+    json_array_foreach(names, i, s)
+    {
+        if (rc != 0)
+            break;
+        const char *full = json_string_value(s);
+        const char *base = strrchr(full, '/') ? strrchr(full, '/') + 1 : full;
+        if (strlen(base) != 64 || json_object_get(known, base))
+            continue;
+        json_t *summary = NULL;
+        struct err le = ERR_INIT;
+        if (repo_snapshot_load(r, base, &summary, NULL, &le) == 0) {
+            const char *sid = json_string_value(json_object_get(summary, "id"));
+            if (sid && strcmp(sid, id) == 0)
+                rc = 1;
+        }
+        json_decref(summary);
+    }
+    json_decref(known);
+    json_decref(names);
+    return rc;
+}
+
 int backup_id_claim_in(struct repo *r, json_t *list, const char *prefix, const char *mode,
                        int64_t now_ns, bool exact, const struct caris_op *op, char *id, size_t n,
                        struct err *e)
@@ -91,8 +139,14 @@ int backup_id_claim_in(struct repo *r, json_t *list, const char *prefix, const c
         int rc = repo_claim(r, id, e);
         if (rc < 0)
             return -1;
-        if (rc == 0)
-            return 0;
+        if (rc == 0) {
+            int t = id_committed_since(r, list, id, e);
+            if (t == 0)
+                return 0;
+            repo_claim_release(r, id);
+            if (t < 0)
+                return -1;
+        }
         if (exact)
             break;
     }
