@@ -30,7 +30,7 @@ static void test_sys_maps_errno(void **state)
     err_sys(&e, ENOSPC, NULL, "cannot write %s", "pack");
     assert_int_equal(e.code, ERR_IO);
     assert_non_null(strstr(e.msg, "No space left on device"));
-    assert_non_null(strstr(e.hint, "disk is full"));
+    assert_non_null(strstr(e.hint, "file system is full"));
     err_sys(&e, EACCES, NULL, "cannot open %s", "d");
     assert_non_null(strstr(e.hint, "permissions"));
     err_sys(&e, ENOENT, NULL, "cannot open %s", "d");
