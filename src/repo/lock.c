@@ -674,6 +674,34 @@ static int lock_try(struct repo *r, bool exclusive, const char *operation, struc
     return 0;
 }
 
+/* Operations that only read the repository they lock (copy: its source; its destination on a
+ * read-only file system fails at its first write). */
+static bool reads_only(const char *operation)
+{
+    static const char *const ops[] = {"check",
+                                      "diff",
+                                      "dump",
+                                      "find",
+                                      "ls",
+                                      "mount",
+                                      "show",
+                                      "verify",
+                                      "test-restore",
+                                      "restore files",
+                                      "wal get",
+                                      "wal status",
+                                      "forget --dry-run",
+                                      "prune --dry-run",
+                                      "restore database",
+                                      "restore database --physical",
+                                      "copy",
+                                      NULL};
+    for (size_t i = 0; ops[i]; i++)
+        if (strcmp(operation, ops[i]) == 0)
+            return true;
+    return false;
+}
+
 int repo_lock(struct repo *r, bool exclusive, const char *operation, struct err *e)
 {
     if (r->lock) {
@@ -690,6 +718,17 @@ int repo_lock(struct repo *r, bool exclusive, const char *operation, struct err 
     bool told = false;
     for (;;) {
         int rc = lock_try(r, exclusive, operation, e);
+        if (rc < 0 && !exclusive && e->sys_errno == EROFS && reads_only(operation)) {
+            /* A repository on a read-only file system (an off-site disk or a snapshot mounted
+             * read-only for a disaster recovery) is read without a lock: nothing can prune it
+             * through this mount, every read is authenticated, and what writes fails on its
+             * own writes. Refusing here made every restore of it impossible. */
+            repo_warn(r, "locks",
+                      "the repository is on a read-only file system: %s reads it without a lock",
+                      operation);
+            err_clear(e);
+            return 0;
+        }
         if (rc <= 0)
             return rc;
         int64_t left = deadline - time_mono_ns();
@@ -784,8 +823,7 @@ int repo_lock_check(struct repo *r, struct err *e)
         if (c) {
             char d[600];
             lk_describe(c, d, sizeof(d));
-            int rc = err_set(e, ERR_LOCKED,
-                             "run the operation again once it is done",
+            int rc = err_set(e, ERR_LOCKED, "run the operation again once it is done",
                              "another operation holds a live lock beside the exclusive lock of "
                              "this %s: %s (taken for stale before, its holder has resumed)",
                              h->operation, d);

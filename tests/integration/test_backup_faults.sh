@@ -477,4 +477,36 @@ assert_eq "a973958be9796e1828804c04894509fdf6b70d2c77b62b49bd2cef25674c032b  zer
 assert_eq 6000000 "$(old "$CARIS_BIN" dump "$old_id" /tmp/trfix/src/zeros.log | wc -c)" "dump gives the bytes read"
 assert_exit 0 old "$CARIS_BIN" check --read-data
 
+# A repository on a read-only file system (an off-site disk or a snapshot mounted read-only
+# for a disaster recovery) is read without a lock: restore, verify, ls and check work; a
+# backup into it still fails at once (exit 8), saying the file system is read-only. Every
+# command used to fail on its lock file (exit 8), restores included.
+ro_src=$TEST_TMP/ro-src
+mkdir -p "$ro_src" && seeded_bytes 70001 ro >"$ro_src/f"
+ro() { env BACKUP_DIR="$TEST_TMP/ro-bd" "$@"; }
+assert_exit 0 ro "$CARIS_BIN" --quiet init --kdf-memory 8 --kdf-ops 1
+assert_exit 0 ro "$CARIS_BIN" --quiet backup files "$ro_src"
+if unshare -m true 2>/dev/null; then
+    rorepo=$TEST_TMP/ro-bd/repository
+    run unshare -m bash -c 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" || exit 99
+        export BACKUP_DIR=$2
+        "$3" restore files latest --target "$4" || exit 11
+        "$3" verify latest || exit 12
+        "$3" ls latest >/dev/null || exit 13
+        "$3" check || exit 14
+        "$3" backup files "$5"; echo "backup exit $?"' \
+        ro "$rorepo" "$TEST_TMP/ro-bd" "$CARIS_BIN" "$TEST_TMP/ro-out" "$ro_src"
+    if [[ $RC == 99 ]]; then
+        note "no read-only bind mount here: the read-only repository case is skipped"
+    else
+        assert_rc 0 "restore, verify, ls and check of a repository on a read-only file system"
+        assert_eq "$(sha256sum <"$ro_src/f")" "$(sha256sum <"$TEST_TMP/ro-out$ro_src/f")" "the restore is exact"
+        assert_contains "$OUT" "backup exit 8" "a backup into it fails (exit 8)"
+        assert_contains "$ERR" "Read-only file system" "and says why"
+        assert_eq "" "$(find "$rorepo/locks" -type f)" "no lock file was left"
+    fi
+else
+    note "no mount namespaces here: the read-only repository case is skipped"
+fi
+
 test_done
