@@ -394,9 +394,55 @@ static void state_issues(json_t *arr, json_t *found, const char *what, bool affe
     }
 }
 
-/* The records that hold results rather than data (the records of the WAL archive reference
- * blobs and are read by the snapshot walk): one that cannot be read is damage, and what it
- * said is lost (a verification that found a backup damaged would no longer mark it so). */
+/* The records of the WAL archive ("wal", and "walstream": streamed partials) reference blobs
+ * as backups do: one whose blobs are missing or damaged is a WAL file that `wal get` cannot
+ * serve (a recovery through it fails), an error. Records that cannot be read are reported
+ * below with the others. Runs after check_snapshots (bad_blobs sorted). */
+static void check_wal_records(struct check *c)
+{
+    static const char *const kinds[] = {"wal", "walstream", NULL};
+    for (size_t k = 0; kinds[k]; k++) {
+        struct err re = ERR_INIT;
+        json_t *l = repo_record_list_named(c->r, kinds[k], NULL, &re);
+        if (!l) {
+            char dir[40];
+            snprintf(dir, sizeof(dir), "records/%s", kinds[k]);
+            add_issue(c->errors, dir, "records cannot be read: %s", re.msg);
+            continue;
+        }
+        size_t i;
+        json_t *x;
+        json_array_foreach(l, i, x)
+        {
+            struct chunk_item *refs = NULL;
+            size_t n = 0, bad = 0;
+            bool malformed = chunklist_decode_items(json_object_get(x, "chunks"), &refs, &n) != 0;
+            for (size_t j = 0; j < n; j++) {
+                bool ok = repo_has_blob(c->r, refs[j].id) && !idlist_has(&c->bad_blobs, refs[j].id);
+                if (ok && refs[j].delta)
+                    ok = repo_has_blob(c->r, refs[j].base) &&
+                         !idlist_has(&c->bad_blobs, refs[j].base);
+                bad += !ok;
+            }
+            free(refs);
+            const char *obj = json_string_value(json_object_get(x, "_object")) ?: kinds[k];
+            const char *name = json_string_value(json_object_get(x, "name")) ?: "?";
+            if (malformed)
+                add_issue(c->errors, obj, "WAL file %s: its record's chunk list is malformed",
+                          name);
+            else if (bad)
+                add_issue(c->errors, obj,
+                          "WAL file %s needs %zu blob%s that %s missing or damaged: `wal get` "
+                          "cannot serve it, and a recovery through it would stop there",
+                          name, bad, bad == 1 ? "" : "s", bad == 1 ? "is" : "are");
+        }
+        json_decref(l);
+    }
+}
+
+/* The records that hold results rather than data (those of the WAL archive: above): one that
+ * cannot be read is damage, and what it said is lost (a verification that found a backup
+ * damaged would no longer mark it so). */
 static void check_records(struct check *c)
 {
     /* (records/bad-blob are read at open: one that cannot be read is in repo_damage) */
@@ -604,6 +650,7 @@ static int check_locked(struct repo *r, const struct repo_check_opts *o,
     }
     if (check_snapshots(&c, list, &nrefs, e) != 0)
         goto out;
+    check_wal_records(&c);
     if (repo_state_audit(r, &state, e) != 0)
         goto out;
     check_state(&c, state);

@@ -5,7 +5,8 @@
 # missing file exits 1 without a word and creates nothing, names that are not WAL names are
 # refused (exit 2), a push killed before its record archived nothing and its retry does,
 # identical content is stored once (dedup), prune keeps archived WAL, and a
-# damaged pack makes `wal get` fail (exit 4) without writing DEST.
+# damaged pack makes `wal get` fail (exit 4) without writing DEST, and `check` name the WAL
+# files it cannot serve.
 source "$(dirname "$0")/lib.sh"
 
 # seg FILE SEED [SIZE]: SIZE (default 16 MiB) bytes, the same for the same SEED
@@ -206,5 +207,10 @@ for p in $(list_packs); do flip_byte "$p"; done
 assert_exit 255 cb wal get "$S2" "$TEST_TMP/out/damaged"
 assert_false "a damaged segment is not written to DEST" test -e "$TEST_TMP/out/damaged"
 assert_eq "" "$(find "$TEST_TMP/out" -name '*.caris-tmp*')" "a failed wal get leaves no temporary file"
+# check names the WAL files it cannot serve (it walked only the backups' references, and
+# passed an archive whose segments were gone along with their index entries)
+run cb check --read-data
+assert_rc 4 "check --read-data with every pack damaged: exit 4"
+assert_contains "$OUT$ERR" "WAL file $S2 needs" "check names a WAL file that wal get cannot serve"
 
 test_done
