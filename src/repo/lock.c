@@ -570,7 +570,22 @@ static int conflict_error(struct repo *r, const struct lk_entry *x, struct err *
 {
     char d[600], hint[512];
     lk_describe(x, d, sizeof(d));
-    if (x->denied)
+    struct ident self;
+    ident_self(&self);
+    bool elsewhere =
+        x->parsed && !x->denied &&
+        (!x->host || strcmp(x->host, self.host) != 0 ||
+         (x->boot_id && *x->boot_id && *self.boot_id && strcmp(x->boot_id, self.boot_id) != 0) ||
+         (x->pid_ns && *x->pid_ns && *self.pid_ns && strcmp(x->pid_ns, self.pid_ns) != 0));
+    if (elsewhere)
+        /* `unlock` cannot tell whether that process lives: it keeps such a lock as live */
+        snprintf(hint, sizeof(hint),
+                 "it was taken on another machine (or before this one restarted, or in another "
+                 "container): wait for it, or retry with --lock-wait DURATION; it counts as stale "
+                 "%lld minutes after it was last written; if that process is certainly gone, "
+                 "`caris-backup unlock --force` removes it (%s in %s)",
+                 (long long)(stale_ns() / 60000000000), x->object, r->path);
+    else if (x->denied)
         /* unlock as this user cannot judge it either: it would keep it as live */
         snprintf(hint, sizeof(hint),
                  "a caris-backup command of another user (root?) holds it or left it: wait for "

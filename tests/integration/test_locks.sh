@@ -242,4 +242,18 @@ assert_eq "" "$(lock_files)" "no lock or claim left after prune"
 assert_exit 0 cb check --read-data
 assert_exit 0 cb verify --all
 
+# --- a live lock taken on another machine: `unlock` cannot judge it, so the hint says when it
+# becomes stale and names `unlock --force` (it used to say `unlock` removes it, which keeps it)
+now=$(date -u +%Y-%m-%dT%H:%M:%S.000Z)
+printf '{"version":2,"exclusive":true,"operation":"prune","host":"other-host.example","boot_id":"x","pid":4242,"pid_start":1,"created":"%s","refreshed":"%s"}' \
+    "$now" "$now" >"$repo/locks/feedfacefeedfacefeedfacefeedface"
+assert_exit 9 cb check
+assert_contains "$ERR" "taken on another machine" "the hint says the lock was taken elsewhere"
+assert_contains "$ERR" "counts as stale 30 minutes after it was last written" "it says when it becomes stale"
+assert_contains "$ERR" "unlock --force" "it names unlock --force"
+assert_exit 0 cb unlock
+assert_eq "feedfacefeedfacefeedfacefeedface" "$(lock_files)" "unlock keeps it as live"
+assert_exit 0 cb unlock --force
+assert_eq "" "$(lock_files)" "unlock --force removes it"
+
 test_done
