@@ -961,8 +961,8 @@ static void test_lapse(void **state)
         }
         char *ref = refreshed_of(r, name);
         int64_t t = 0;
-        bool revived = ref && time_parse_iso(ref, &t) == 0 &&
-                       time_now_ns() - t < (int64_t)500 * 1000000;
+        bool revived =
+            ref && time_parse_iso(ref, &t) == 0 && time_now_ns() - t < (int64_t)500 * 1000000;
         err_clear(&e);
         int rc = repo_lock_check(r, &e);
         _exit(rc == -1 && e.code == ERR_LOCKED ? (revived ? 2 : 0) : 1);
