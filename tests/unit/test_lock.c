@@ -933,6 +933,18 @@ static void test_put_existing(void **state)
  * passed and the backup committed a snapshot needing deleted blobs (the prune, which had
  * ignored the stale lock, found it live at its end and kept it). Now a lapsed lock is not
  * refreshed again and the check fails. The child holds the lock; the parent stops it. */
+static bool lock_stale_now(const char *dir)
+{
+    struct repo *o = open_ok(dir);
+    struct err e = ERR_INIT;
+    json_t *l = repo_lock_list(o, &e);
+    bool stale = l && json_array_size(l) == 1 &&
+                 json_is_true(json_object_get(json_array_get(l, 0), "stale"));
+    json_decref(l);
+    repo_close(o);
+    return stale;
+}
+
 static void test_lapse(void **state)
 {
     (void)state;
@@ -940,54 +952,58 @@ static void test_lapse(void **state)
     setenv("CARIS_LOCK_REFRESH_SECONDS", "0.1", 1);
     char *dir = tmpdir_new();
     repo_close(init_ok(dir));
-    int p[2];
-    assert_int_equal(pipe(p), 0);
+    int up[2], down[2];
+    assert_int_equal(pipe(up), 0);
+    assert_int_equal(pipe(down), 0);
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
-        close(p[0]);
+        close(up[0]);
+        close(down[1]);
         struct err e = ERR_INIT;
         struct repo *r = repo_open(dir, PW, &e);
         if (!r || repo_lock(r, false, "backup files", &e) != 0)
             _exit(10);
         char *name = strdup(r->lock->name);
-        if (write(p[1], "x", 1) != 1)
+        char c;
+        /* stopped by the parent while it waits here, until its lock is stale to others */
+        if (write(up[1], "x", 1) != 1 || read(down[0], &c, 1) != 1)
             _exit(11);
-        /* the parent stops us for 1.5 s within these 3 s; the refresh thread runs after */
-        int64_t until = time_mono_ns() + (int64_t)3 * 1000000000;
-        while (time_mono_ns() < until) {
+        /* resumed: a refresh thread that revived the lock would have written it within a few
+         * of its 0.1 s intervals (polled for 0.5 s: what is shown is that none came) */
+        bool revived = false;
+        int64_t resumed = time_now_ns(), until = time_mono_ns() + (int64_t)500 * 1000000;
+        while (!revived && time_mono_ns() < until) {
+            char *ref = refreshed_of(r, name);
+            int64_t t = 0;
+            revived = ref && time_parse_iso(ref, &t) == 0 && t >= resumed - 50 * 1000000;
+            free(ref);
             struct timespec ts = {0, 20000000};
             nanosleep(&ts, NULL);
         }
-        char *ref = refreshed_of(r, name);
-        int64_t t = 0;
-        bool revived =
-            ref && time_parse_iso(ref, &t) == 0 && time_now_ns() - t < (int64_t)500 * 1000000;
         err_clear(&e);
         int rc = repo_lock_check(r, &e);
         _exit(rc == -1 && e.code == ERR_LOCKED ? (revived ? 2 : 0) : 1);
     }
-    close(p[1]);
+    close(up[1]);
+    close(down[0]);
     char c;
-    assert_int_equal(read(p[0], &c, 1), 1);
-    close(p[0]);
-    struct timespec ts = {0, 100000000};
-    nanosleep(&ts, NULL);
+    assert_int_equal(read(up[0], &c, 1), 1);
     assert_int_equal(kill(pid, SIGSTOP), 0);
-    ts = (struct timespec){1, 500000000};
-    nanosleep(&ts, NULL);
-    /* meanwhile the lock is stale to everyone else */
-    struct repo *o = open_ok(dir);
-    struct err e = ERR_INIT;
-    json_t *l = repo_lock_list(o, &e);
-    assert_non_null(l);
-    assert_int_equal(json_array_size(l), 1);
-    assert_true(json_is_true(json_object_get(json_array_get(l, 0), "stale")));
-    json_decref(l);
-    repo_close(o);
+    /* the lock goes stale to everyone else 1 s after its last refresh (polled, 10 s at most) */
+    bool stale = false;
+    for (int64_t until = time_mono_ns() + (int64_t)10 * 1000000000;
+         !(stale = lock_stale_now(dir)) && time_mono_ns() < until;) {
+        struct timespec ts = {0, 20000000};
+        nanosleep(&ts, NULL);
+    }
+    assert_true(stale);
     assert_int_equal(kill(pid, SIGCONT), 0);
+    assert_int_equal(write(down[1], "g", 1), 1);
     int status;
     assert_int_equal(waitpid(pid, &status, 0), pid);
+    close(up[0]);
+    close(down[1]);
     assert_true(WIFEXITED(status));
     if (WEXITSTATUS(status) == 1)
         fail_msg("the resumed holder's lock check passed: it would commit");
