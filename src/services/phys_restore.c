@@ -367,7 +367,7 @@ static int write_small(const char *path, const char *text, struct err *e)
     if (fd < 0)
         return err_sys(e, errno, NULL, "cannot create %s", path);
     size_t n = strlen(text);
-    if ((n && write(fd, text, n) != (ssize_t)n) || fsync(fd) != 0) {
+    if (fs_write_full(fd, text, n) != 0 || fsync(fd) != 0) {
         int er = errno;
         close(fd);
         return err_sys(e, er, NULL, "cannot write %s", path);
