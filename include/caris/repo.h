@@ -114,6 +114,12 @@ json_t *repo_damage(const struct repo *r);
  * the next backup stores those blobs again) and by repo_state_audit, as a JSON array of
  * {"object": name, "message": msg}. Never NULL. Borrowed. */
 json_t *repo_warnings(const struct repo *r);
+/* Called with each warning added to repo_warnings from now on (the opening's were reported by
+ * then): a front end shows what a command met after it opened the repository (a state object
+ * that could not be written after a commit, a read-only file system read without a lock).
+ * NULL: none. */
+typedef void (*repo_warn_fn)(void *ctx, const char *object, const char *message);
+void repo_set_warn_sink(struct repo *r, repo_warn_fn fn, void *ctx);
 /* The blobs a pack holds, read from its trailer (not from the index): {"pack", "bytes",
  * "blobs": [{"id", "offset", "length" (ciphertext + tag), "size" (plaintext), "compressed"}]}.
  * name: the object name, "data/<2 hex>/<64 hex>". New reference in *out. */

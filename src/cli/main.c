@@ -288,6 +288,14 @@ static void report_open(const struct globals *g, struct repo *r, const struct ca
         fprintf(stderr, "HINT: run `caris-backup check` to see the backups affected\n");
 }
 
+/* A warning the repository handle met after the opening (report_open told those before). */
+static void warn_late(void *ctx, const char *object, const char *message)
+{
+    const struct globals *g = ctx;
+    if (!g->no_open_warnings)
+        fprintf(stderr, "warning: %s: %s\n", object, message);
+}
+
 /* Told once when an operation starts to wait for a lock (--lock-wait). */
 static void lock_waiting(void *ctx, const char *conflict)
 {
@@ -312,6 +320,7 @@ struct repo *open_repo(struct globals *g, bool create, struct err *e)
     if (!r)
         return NULL;
     report_open(g, r, &res);
+    repo_set_warn_sink(r, warn_late, g);
     json_decref(g->state);
     g->state = res.state;
     return r;

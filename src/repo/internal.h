@@ -144,6 +144,8 @@ struct repo {
     repo_lock_wait_fn lock_waiting;
     void *lock_waiting_ctx;
     json_t *warnings; /* [{object, message}]: found while opening or auditing (repo_warnings) */
+    repo_warn_fn warn_sink; /* told of each warning added after it was set */
+    void *warn_sink_ctx;
     /* While opening: the pack ids listed in data/ (sorted), so that index entries whose pack
      * is gone are treated as absent (see pack_missing_at_open). NULL after open. */
     uint8_t (*listed_packs)[32];

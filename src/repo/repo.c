@@ -457,6 +457,14 @@ void repo_warn(struct repo *r, const char *object, const char *fmt, ...)
             return;
     }
     json_array_append_new(r->warnings, json_pack("{s:s, s:s}", "object", object, "message", msg));
+    if (r->warn_sink)
+        r->warn_sink(r->warn_sink_ctx, object, msg);
+}
+
+void repo_set_warn_sink(struct repo *r, repo_warn_fn fn, void *ctx)
+{
+    r->warn_sink = fn;
+    r->warn_sink_ctx = ctx;
 }
 
 /* True when, while the repository is being opened, pack pid (listed by index file

@@ -501,6 +501,8 @@ if unshare -m true 2>/dev/null; then
     else
         assert_rc 0 "restore, verify, ls and check of a repository on a read-only file system"
         assert_eq "$(sha256sum <"$ro_src/f")" "$(sha256sum <"$TEST_TMP/ro-out$ro_src/f")" "the restore is exact"
+        assert_contains "$ERR" "read-only file system: restore files reads it without a lock" \
+            "the restore says it reads without a lock (a warning met after the opening)"
         assert_contains "$OUT" "backup exit 8" "a backup into it fails (exit 8)"
         assert_contains "$ERR" "Read-only file system" "and says why"
         assert_eq "" "$(find "$rorepo/locks" -type f)" "no lock file was left"
