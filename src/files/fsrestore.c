@@ -371,7 +371,6 @@ int fsrestore_mkdir(struct fsrestore *r, const char *path, struct err *e)
     return rc;
 }
 
-/* Creates an entry with create(); on EEXIST makes room and tries once more. */
 static void tmp_name(char out[32]);
 
 /* With overwrite, name exists: the new entry is made under a temporary name beside it and
@@ -410,6 +409,7 @@ static int replace_entry(struct fsrestore *r, int dfd, const char *name, const c
     return 0;
 }
 
+/* Creates an entry with create(); on EEXIST replaces what is there (replace_entry). */
 static int create_entry(struct fsrestore *r, const char *path, const char *what,
                         int (*create)(int dfd, const char *name, const void *arg), const void *arg,
                         struct err *e)

@@ -86,10 +86,10 @@ struct lock_holder {
     pthread_mutex_t mu; /* guards the fields below */
     pthread_cond_t cv;
     bool stop;
-    bool lost;                 /* the lock file was gone at a refresh, or it lapsed */
-    bool lapsed;               /* not refreshed for lock_lapse_ns: others may have taken it for
-                                * stale (and acted on it), so it is not refreshed again */
-    int64_t last_refresh_mono; /* CLOCK_BOOTTIME when the last successful write started */
+    bool lost;               /* the lock file was gone at a refresh, or it lapsed */
+    bool lapsed;             /* not refreshed for lock_lapse_ns: others may have taken it for
+                              * stale (and acted on it), so it is not refreshed again */
+    int64_t last_refresh_ns; /* CLOCK_BOOTTIME when the last successful write started */
 };
 
 /* Names of the objects in a directory of the repository, sorted. */

@@ -184,7 +184,7 @@ static void *refresh_main(void *arg)
         if (h->stop || h->lost)
             continue;
         int64_t t0 = lapse_clock_ns();
-        if (t0 - h->last_refresh_mono > lapse_ns()) {
+        if (t0 - h->last_refresh_ns > lapse_ns()) {
             /* stopped (SIGSTOP, a suspended machine) or unable to write for too long */
             h->lost = h->lapsed = true;
             continue;
@@ -196,7 +196,7 @@ static void *refresh_main(void *arg)
         if (rc == 1)
             h->lost = true;
         if (rc == 0)
-            h->last_refresh_mono = t0;
+            h->last_refresh_ns = t0;
     }
     pthread_mutex_unlock(&h->mu);
     return NULL;
@@ -321,13 +321,17 @@ static void lk_scan_free(struct lk_scan *s)
  * boot id: the host restarted, or another machine carries the same name) and the same pid
  * namespace (containers sharing a host name and kernel): otherwise only the refresh timeout
  * tells. */
+static bool same_machine(const struct lk_entry *x, const struct ident *self)
+{
+    return x->host && strcmp(x->host, self->host) == 0 &&
+           !(x->boot_id && *x->boot_id && *self->boot_id &&
+             strcmp(x->boot_id, self->boot_id) != 0) &&
+           !(x->pid_ns && *x->pid_ns && *self->pid_ns && strcmp(x->pid_ns, self->pid_ns) != 0);
+}
+
 static bool holder_gone(const struct lk_entry *x, const struct ident *self, char *why, size_t n)
 {
-    if (!x->host || strcmp(x->host, self->host) != 0 || x->pid <= 0)
-        return false;
-    if (x->boot_id && *x->boot_id && *self->boot_id && strcmp(x->boot_id, self->boot_id) != 0)
-        return false;
-    if (x->pid_ns && *x->pid_ns && *self->pid_ns && strcmp(x->pid_ns, self->pid_ns) != 0)
+    if (!same_machine(x, self) || x->pid <= 0)
         return false;
     if (kill((pid_t)x->pid, 0) != 0 && errno == ESRCH) {
         snprintf(why, n, "process %lld is gone", x->pid);
@@ -572,12 +576,7 @@ static int conflict_error(struct repo *r, const struct lk_entry *x, struct err *
     lk_describe(x, d, sizeof(d));
     struct ident self;
     ident_self(&self);
-    bool elsewhere =
-        x->parsed && !x->denied &&
-        (!x->host || strcmp(x->host, self.host) != 0 ||
-         (x->boot_id && *x->boot_id && *self.boot_id && strcmp(x->boot_id, self.boot_id) != 0) ||
-         (x->pid_ns && *x->pid_ns && *self.pid_ns && strcmp(x->pid_ns, self.pid_ns) != 0));
-    if (elsewhere)
+    if (x->parsed && !x->denied && !same_machine(x, &self))
         /* `unlock` cannot tell whether that process lives: it keeps such a lock as live */
         snprintf(hint, sizeof(hint),
                  "it was taken on another machine (or before this one restarted, or in another "
@@ -638,7 +637,7 @@ static int lock_try(struct repo *r, bool exclusive, const char *operation, struc
         holder_free(h);
         return -1;
     }
-    h->last_refresh_mono = t0;
+    h->last_refresh_ns = t0;
     /* Two lockers can both pass the first look (each before the other wrote its file). Each
      * looks again after writing: of any two, the one that looks last sees the other, so two
      * conflicting locks never both stand. Both may back off; the waiting loop retries. */
@@ -797,7 +796,7 @@ int repo_lock_check(struct repo *r, struct err *e)
         return 0;
     pthread_mutex_lock(&h->mu);
     bool lost = h->lost, lapsed = h->lapsed;
-    int64_t since = lapse_clock_ns() - h->last_refresh_mono;
+    int64_t since = lapse_clock_ns() - h->last_refresh_ns;
     pthread_mutex_unlock(&h->mu);
     if (lapsed || since > lapse_ns())
         return err_set(e, ERR_LOCKED,

@@ -792,21 +792,14 @@ static void report_old_copies(const char *parent, const char *base, const char *
             continue;
         if (pid <= INT32_MAX && (kill((pid_t)pid, 0) == 0 || errno != ESRCH))
             continue;
-        if (exists)
-            caris_op_log(op, LOG_WARN,
-                         "%s/%s holds the data directory that was at %s before a restore "
-                         "--overwrite, which was killed before it removed it. It may be the only "
-                         "copy of that cluster, and nothing removes it: look at it, then remove it "
-                         "(rm -rf) once it is not needed",
-                         parent, de->d_name, pgdata);
-        else
-            caris_op_log(
-                op, LOG_WARN,
-                "%s/%s holds the data directory that was at %s before a restore "
-                "--overwrite, which was killed before its new one went in place (that is "
-                "why %s was missing). It may be the only copy of that cluster, and nothing "
-                "removes it: look at it, then remove it (rm -rf) once it is not needed",
-                parent, de->d_name, pgdata, pgdata);
+        caris_op_log(op, LOG_WARN,
+                     "%s/%s holds the data directory that was at %s before a restore "
+                     "--overwrite, which was killed before %s%s%s. It may be the only copy of "
+                     "that cluster, and nothing removes it: look at it, then remove it (rm -rf) "
+                     "once it is not needed",
+                     parent, de->d_name, pgdata,
+                     exists ? "it removed it" : "its new one went in place (that is why ",
+                     exists ? "" : pgdata, exists ? "" : " was missing)");
     }
     free(prefix);
     closedir(d);
