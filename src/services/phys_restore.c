@@ -1063,6 +1063,11 @@ int caris_phys_restore(struct repo *r, const struct phys_restore_opts *o,
     made = true;
     if (write_tree(r, full, entries, tmp, o, res, e) != 0)
         goto out;
+    /* Test-only: CARIS_TEST_PHYS_RESTORE_CRASH=1 ends the process as kill -9 would once the
+     * cluster's files are written beside DIR, before they go in place (test_phys_empty). */
+    const char *crash = getenv("CARIS_TEST_PHYS_RESTORE_CRASH");
+    if (crash && strcmp(crash, "1") == 0)
+        _exit(137);
     char *sig = xasprintf("%s/recovery.signal", tmp);
     int wrc = write_small(sig, "", e);
     free(sig);
