@@ -107,4 +107,25 @@ assert_contains "$ERR" "changed less than 2 s before the previous backup started
 run "$CARIS_BIN" --json backup files "$fresh"
 assert_eq 3 "$(json_eval "$OUT_FILE" 'd["stats"]["filesUnchanged"]')" "the window moved back: all 3 taken as unchanged"
 
+# Entries that wait behind a file being read are kept as compact JSON text and read back when
+# complete (CARIS_TEST_COMPACT_AFTER=0: every read file's entry, not only when 256 wait): the
+# manifest comes out byte for byte as without it. A full backup without compaction, then an
+# incremental that reads every file again (every file in the racy window, no file table) with
+# it: the same entries text, so the parent's manifest is reused, and the restore is exact.
+compact=$TEST_TMP/compact
+make_tree "$compact" --no-special || fail "make_tree failed"
+for n in $(seq 1 300); do printf 'small file %s\n' "$n" >"$compact/docs/s$n"; done
+run env CARIS_TEST_COMPACT_AFTER=1000000000 "$CARIS_BIN" --json backup files --full "$compact"
+assert_rc 0 "full backup, entries never compacted"
+rm -rf "$BACKUP_DIR/metadata/cache"
+run env CARIS_TEST_COMPACT_AFTER=0 CARIS_TEST_RACY_WINDOW_S=2000000000 "$CARIS_BIN" --json backup files "$compact"
+assert_rc 0 "incremental reading every file, every entry compacted while its file is read"
+compact_id=$(json_eval "$OUT_FILE" 'd["id"]')
+assert_eq 0 "$(json_eval "$OUT_FILE" 'd["stats"]["filesUnchanged"]')" "every file was read again"
+assert_eq true "$(json_eval "$OUT_FILE" 'd["stats"]["reused"]["manifest"]')" \
+    "the entries text is the full backup's byte for byte (its manifest reused)"
+mkdir "$TEST_TMP/r-compact"
+assert_exit 0 cb restore files "$compact_id" --target "$TEST_TMP/r-compact"
+tree_compare "$compact" "$TEST_TMP/r-compact$compact"
+
 test_done
