@@ -54,6 +54,7 @@ struct job {
     int64_t started_mono_ns;
     bool timed_out;    /* cancelled for going on longer than BACKUP_RUN_TIMEOUT (under d->mu) */
     bool cancel_asked; /* cancelled by `schedule cancel` (under d->mu) */
+    bool stopped;      /* cancelled by the daemon's stop (under d->mu) */
     char phase[32];    /* progress of the running job */
     uint64_t done, total;
     bool ok;
@@ -444,6 +445,11 @@ static void catch_up_locked(struct daemon *d, int64_t now)
             last_slot = state_time(last, "startedAt");
         if (!last_slot)
             continue;
+        /* a run the last daemon's stop cancelled (a shutdown or restart during the night's
+         * backup) made nothing: its slot was missed too */
+        if (json_is_true(json_object_get(last, "stopped")) &&
+            !json_is_true(json_object_get(last, "ok")))
+            last_slot--;
         int count;
         int64_t missed = newest_slot(d, s, last_slot, now, &count);
         if (missed) {
@@ -725,13 +731,19 @@ struct step_ctx {
 static bool cancel_explain(struct daemon *d, struct job *j, struct err *e)
 {
     pthread_mutex_lock(&d->mu);
-    bool timed_out = j->timed_out, asked = j->cancel_asked;
+    bool timed_out = j->timed_out, asked = j->cancel_asked, stopped = j->stopped;
     int64_t limit_s = d->run_timeout_ns / 1000000000;
     pthread_mutex_unlock(&d->mu);
-    if ((timed_out || asked) && e && strncmp(e->msg, "cancelled", 9) == 0) {
+    if ((timed_out || asked || stopped) && e && strncmp(e->msg, "cancelled", 9) == 0) {
         char rest[sizeof(e->msg)]; /* what the cancelled operation said after "cancelled" */
         snprintf(rest, sizeof(rest), "%s", e->msg + 9);
-        if (timed_out)
+        if (stopped && !timed_out && !asked)
+            err_set(e, ERR_FAILURE,
+                    strcmp(j->source, "manual") == 0 || strcmp(j->source, "api") == 0
+                        ? "nothing of it was committed: ask for it again"
+                        : "nothing of it was committed: the daemon runs it again when it starts",
+                    "cancelled: the daemon stopped during the run%s", rest);
+        else if (timed_out)
             err_set(e, ERR_FAILURE,
                     "find what it waited for (a table lock never released, a storage that "
                     "stopped answering: the daemon's log has its last step), or raise "
@@ -908,6 +920,11 @@ static void run_job(struct daemon *d, struct job *j)
         json_object_set_new(rj, "scheduledFor", json_iso_s(j->scheduled_for));
     if (j->catch_up)
         json_object_set_new(rj, "catchUp", json_true());
+    pthread_mutex_lock(&d->mu);
+    bool stopped = j->stopped;
+    pthread_mutex_unlock(&d->mu);
+    if (rc != 0 && stopped) /* caught up by the next daemon (catch_up_locked) */
+        json_object_set_new(rj, "stopped", json_true());
     if (d->vclock) { /* the virtual times, for the status */
         json_object_set_new(rj, "startedAt", json_iso_s(start));
         json_object_set_new(rj, "endedAt", json_iso_s(now_s(d)));
@@ -2107,6 +2124,8 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
     pthread_mutex_lock(&d->mu);
     size_t dropped = queue_len_locked(d);
     bool was_running = d->running != NULL;
+    if (d->running)
+        d->running->stopped = true;
     __atomic_store_n(&d->cancel, 1, __ATOMIC_RELAXED); /* the running job reads it */
     __atomic_store_n(&d->stopping, 1, __ATOMIC_RELAXED);
     d->worker_stop = true;

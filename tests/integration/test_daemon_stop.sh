@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# A scheduled run the daemon's stop cancels (SIGTERM: a shutdown, a reboot or a restart during
+# the night's backup) made no backup: the next daemon runs it once at its start, as a run
+# missed while the machine was off. It used to count as the schedule's last run, so the slot
+# was never run again and nothing was told (the failure's notification gives up at the stop):
+# only the stale alert, a day later. The run is held at the database backup by a table lock
+# (not by timing), on a test clock.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/pglib.sh"
+
+pg_start
+db=$CARIS_PG_DB
+pg_small_table "$db"
+export BACKUP_TZ=UTC BACKUP_SCHEDULE_DAILY='0 3 * * *' BACKUP_SCHEDULE_WEEKLY=off \
+    BACKUP_SCHEDULE_MONTHLY=off
+unset BACKUP_FILES_PATHS
+STATE=$BACKUP_DIR/metadata/scheduler.json
+assert_exit 0 cb --quiet init
+
+# the 03:00 run waits for the table; the daemon is stopped meanwhile
+pg_table_lock_take "$db" small
+bg_start env CARIS_TEST_CLOCK=2026-03-01T02:50:00Z,2026-03-01T04:00:00Z "$CARIS_BIN" daemon
+DAEMON=$BG_PID DAEMON_ERR=$BG_ERR
+# shellcheck disable=SC2317 # called through wait_until
+_waiting() { (($(pg_lock_waiters "$db" small) >= 1)); }
+wait_until 60 _waiting || fail "the scheduled run does not wait for the table" "$(_tail "$DAEMON_ERR")"
+kill -TERM "$DAEMON"
+wait "$DAEMON"
+assert_eq 0 "$?" "SIGTERM during the scheduled run: the daemon exits 0"
+pg_table_lock_release
+assert_eq "daily 2026-03-01T03:00:00.000Z False True" \
+    "$(json_eval "$STATE" '" ".join(str(d["history"][0].get(k)) for k in ("schedule", "scheduledFor", "ok", "stopped"))')" \
+    "the cancelled run is in the history: failed, cancelled by the stop"
+assert_contains "$(json_eval "$STATE" 'd["history"][0]["error"]["message"]')" \
+    "cancelled: the daemon stopped during the run" "its error says the daemon's stop cancelled it"
+assert_eq "" "$(list_ids)" "it committed no backup"
+
+# the next start, at 12:00: the 03:00 run is made, once
+run env CARIS_TEST_CLOCK=2026-03-01T12:00:00Z,2026-03-01T12:30:00Z "$CARIS_BIN" daemon
+assert_rc 0 "the next daemon ran"
+assert_contains "$ERR" "daily run of 2026-03-01T03:00:00.000Z was missed: running it once now" \
+    "it runs the slot the stop cancelled"
+assert_eq "daily 2026-03-01T03:00:00.000Z True True" \
+    "$(json_eval "$STATE" '" ".join(str(d["history"][0].get(k)) for k in ("schedule", "scheduledFor", "catchUp", "ok"))')" \
+    "the run for 03:00 is caught up and succeeds"
+assert_eq 2 "$(json_eval "$STATE" 'len(d["history"])')" "one run more, not one per start"
+assert_match '^caris_(full|incremental)_2026-03-01T12-00-00$' "$(list_ids)" "its database backup is made"
+
+# a later start does not run it again
+run env CARIS_TEST_CLOCK=2026-03-01T13:00:00Z,2026-03-01T13:30:00Z "$CARIS_BIN" daemon
+assert_rc 0 "a later daemon ran"
+assert_not_contains "$ERR" "was missed" "it catches nothing up: the slot was run"
+assert_eq 2 "$(json_eval "$STATE" 'len(d["history"])')" "no run more"
+
+test_done
