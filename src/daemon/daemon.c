@@ -102,6 +102,9 @@ struct daemon {
     struct walstream *walstream; /* BACKUP_WAL_STREAMING */
     struct walmon *walmon;       /* the watch on the server's WAL archiver */
     bool worker_stop;
+    /* a SIGHUP that came while a job ran: the worker starts no job until the main loop has
+     * reloaded, once the running one ended */
+    bool reload_pending;
     pthread_t worker;
     volatile sig_atomic_t cancel;   /* the running job's: set at stop, or at its timeout */
     volatile sig_atomic_t stopping; /* set at stop: notifications give up their retries */
@@ -1132,7 +1135,7 @@ static void *worker_main(void *arg)
     struct daemon *d = arg;
     pthread_mutex_lock(&d->mu);
     for (;;) {
-        while (!d->queue && !d->worker_stop && !d->stale_refresh)
+        while ((!d->queue || d->reload_pending) && !d->worker_stop && !d->stale_refresh)
             pthread_cond_wait(&d->cv, &d->mu);
         if (d->worker_stop)
             break;
@@ -1703,7 +1706,7 @@ static int load_settings(const struct config *cfg, struct schedule_config *sch,
 /* SIGHUP: the new configuration replaces the old one only when it is valid; schedules are
  * recomputed from now. The repository stays open (BACKUP_DIR and the key are not reloaded:
  * those need a restart, which the log says when they changed). */
-static void reload(struct daemon *d)
+static void reload_apply(struct daemon *d)
 {
     struct config cfg = {0};
     struct schedule_config sch = {0};
@@ -1769,6 +1772,28 @@ static void reload(struct daemon *d)
     } else {
         dlog(d, LOG_INFO, "reload", "configuration reloaded");
     }
+}
+
+/* A reload asked for (SIGHUP): now when no job runs, else once the running one ended (the
+ * worker starts no other job meanwhile). It was refused while a job ran, and a reload during
+ * a backup of hours went unapplied unless the operator read the log and asked again. */
+static void reload(struct daemon *d, bool asked)
+{
+    pthread_mutex_lock(&d->mu);
+    bool was_pending = d->reload_pending;
+    d->reload_pending = d->reload_pending || asked;
+    bool now = d->reload_pending && !d->running, busy = asked && !was_pending && d->running;
+    pthread_mutex_unlock(&d->mu);
+    if (busy)
+        dlog(d, LOG_INFO, "reload",
+             "a job is running: the configuration is reloaded once it ends, before the next job");
+    if (!now)
+        return;
+    reload_apply(d);
+    pthread_mutex_lock(&d->mu);
+    d->reload_pending = false;
+    pthread_cond_broadcast(&d->cv);
+    pthread_mutex_unlock(&d->mu);
 }
 
 static void daemon_free(struct daemon *d)
@@ -1925,9 +1950,7 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
     d->next_stale_check = now;
 
     while (!stop_requested(d)) {
-        if (o->reload && __atomic_exchange_n(o->reload, 0, __ATOMIC_RELAXED)) {
-            reload(d);
-        }
+        reload(d, o->reload && __atomic_exchange_n(o->reload, 0, __ATOMIC_RELAXED));
         pthread_mutex_lock(&d->mu);
         now = now_s_locked(d);
         if (!d->vclock && d->last_now && now < d->last_now - CLOCK_BACK_S) {
