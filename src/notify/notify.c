@@ -63,6 +63,16 @@ CURLcode notify_curl_perform(CURL *h, const struct notify_attempt *a, char *errb
 {
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)a->connect_timeout_ms);
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)a->timeout_ms);
+    /* SMTP waits for each reply of the server up to a bound of its own (libcurl's default:
+     * 120 s), which the transfer's timeout does not cut for the reply to the end of the
+     * message: a server that took the message and then said nothing held a try for 2 minutes,
+     * past the channel's deadline */
+#if LIBCURL_VERSION_NUM >= 0x080600
+    curl_easy_setopt(h, CURLOPT_SERVER_RESPONSE_TIMEOUT_MS, (long)a->timeout_ms);
+#else
+    curl_easy_setopt(h, CURLOPT_SERVER_RESPONSE_TIMEOUT,
+                     a->timeout_ms < 2000 ? 1L : (long)(a->timeout_ms / 1000));
+#endif
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, curl_xferinfo);

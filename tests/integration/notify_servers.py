@@ -193,6 +193,41 @@ def main():
             c, _ = s.accept()
             held.append(c)
             write_atomic(os.path.join(d, "connections"), str(len(held)).encode())
+    elif mode == "smtp-mute-eom":
+        # an SMTP server that takes the message and never answers its end (DIR/connections
+        # counts the connections)
+        import threading
+
+        s = bound_socket()
+        announce(d, s)
+        held = []
+
+        def serve(c):
+            f = c.makefile("rb")
+            c.sendall(b"220 mute.test ESMTP\r\n")
+            while True:
+                line = f.readline()
+                if not line:
+                    return
+                cmd = line.strip().upper()
+                if cmd.startswith(b"EHLO") or cmd.startswith(b"HELO"):
+                    c.sendall(b"250-mute.test\r\n250 8BITMIME\r\n")
+                elif cmd == b"DATA":
+                    c.sendall(b"354 go ahead\r\n")
+                    while line and line != b".\r\n":
+                        line = f.readline()
+                    return  # the end of the message: no reply, the connection held
+                elif cmd == b"QUIT":
+                    c.sendall(b"221 bye\r\n")
+                    return
+                else:
+                    c.sendall(b"250 ok\r\n")
+
+        while True:
+            c, _ = s.accept()
+            held.append(c)
+            write_atomic(os.path.join(d, "connections"), str(len(held)).encode())
+            threading.Thread(target=serve, args=(c,), daemon=True).start()
     else:
         sys.exit("unknown mode " + mode)
 

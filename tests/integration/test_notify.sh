@@ -258,11 +258,23 @@ assert_cmp $((T1 - T0)) -lt 8000 "within CARIS_NOTIFY_TIMEOUT_SECONDS (4 s) and 
 assert_cmp "$(json_get "$OUT_FILE" '["channels"][0]["tries"]')" -ge 2 \
     "each try gets a share of the deadline, so there is more than one"
 assert_cmp "$(cat "$TEST_TMP/hang/connections")" -ge 2 "the server saw the tries"
+HANG_PORT=$PORT
 
-# While a notify test waits on that server: the password and the webhook URL are out of
+# A server that takes the message and never answers its end: the deadline holds too (libcurl
+# waited its own 120 s for that reply, whatever the transfer's timeout: one try took 2 minutes)
+start_server mute smtp-mute-eom
+T0=$(now_ms)
+run env "${EMAIL_ENV[@]}" BACKUP_SMTP_URL="smtp://127.0.0.1:$PORT" CARIS_NOTIFY_TIMEOUT_SECONDS=6 \
+    "$CARIS_BIN" --json notify test
+T1=$(now_ms)
+assert_rc 1 "an SMTP server mute after the message: fails"
+assert_cmp $((T1 - T0)) -lt 10000 "within CARIS_NOTIFY_TIMEOUT_SECONDS (6 s) and some slack"
+assert_cmp "$(json_get "$OUT_FILE" '["channels"][0]["tries"]')" -ge 2 "... with more than one try"
+assert_contains "$(json_get "$OUT_FILE" '["channels"][0]["error"]')" "timeout" "it says the server did not answer in time"
+
+# While a notify test waits on the server that never answers: the password and the webhook URL are out of
 # the process environment (as the repository key), and SIGTERM stops it at once (the
 # daemon's shutdown relies on the cancel flag reaching the transfer).
-HANG_PORT=$PORT
 CONNS_BEFORE=$(cat "$TEST_TMP/hang/connections")
 more_connections() { (($(cat "$TEST_TMP/hang/connections") > CONNS_BEFORE)); }
 bg_start env "${EMAIL_ENV[@]}" BACKUP_SMTP_URL="smtp://127.0.0.1:$HANG_PORT" "${SLACK_ENV[@]}" \
