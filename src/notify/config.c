@@ -25,10 +25,12 @@ static const char *const SECRET_VARS[] = {"BACKUP_SMTP_PASSWORD",
                                           "PGPASSWORD",
                                           "AWS_SECRET_ACCESS_KEY",
                                           "AWS_SESSION_TOKEN",
+                                          "BACKUP_S3_SESSION_TOKEN",
                                           "BACKUP_S3_SECRET_ACCESS_KEY",
                                           "BACKUP_S3_SECRET_KEY"};
 /* Variables holding connection strings whose password is a secret. */
-static const char *const URL_VARS[] = {"POSTGRES_URL", "CARIS_RESTORE_TARGET_URL", "DATABASE_URL",
+static const char *const URL_VARS[] = {"POSTGRES_URL", "BACKUP_PG_REPLICATION_URL",
+                                       "CARIS_RESTORE_TARGET_URL", "DATABASE_URL",
                                        "BACKUP_CLOUD_REPOSITORY"};
 
 /* Shorter values would redact ordinary words. */

@@ -29,7 +29,9 @@ static const char *const ALL_VARS[] = {"BACKUP_SMTP_URL",
                                        "BACKUP_ENCRYPTION_KEY",
                                        "POSTGRES_URL",
                                        "CRON_SECRET",
-                                       "PGPASSWORD"};
+                                       "PGPASSWORD",
+                                       "BACKUP_S3_SESSION_TOKEN",
+                                       "BACKUP_PG_REPLICATION_URL"};
 
 static int clear_env(void **state)
 {
@@ -537,6 +539,10 @@ static void test_redact(void **state)
     setenv("BACKUP_SMTP_USER", "joe", 1);
     setenv("BACKUP_SMTP_PASSWORD", "smtp-Pa55word", 1);
     setenv("BACKUP_SLACK_WEBHOOK_URL", "https://hooks.slack.com/services/T1/B2/WebHookToken", 1);
+    /* the S3 session token (BACKUP_S3_ alias of AWS_SESSION_TOKEN), and the password of the
+     * WAL streamer's own connection, percent-decoded too */
+    setenv("BACKUP_S3_SESSION_TOKEN", "S3-Session-Token-0123456789", 1);
+    setenv("BACKUP_PG_REPLICATION_URL", "postgresql://repl:r%23pl-Secret@db.example.org/caris", 1);
     assert_int_equal(load(&nc, &e), 0);
     static const struct {
         const char *in, *secret;
@@ -553,6 +559,8 @@ static void test_redact(void **state)
         {"path /services/T1/B2/WebHookToken only", "WebHookToken"},
         {"someone else's hooks.slack.com/services/TX/BY/Zzzzz", "Zzzzz"},
         {"sloppy postgres://u:p@ss-w0rd@h/db", "ss-w0rd"},
+        {"X-Amz-Security-Token: S3-Session-Token-0123456789 refused", "S3-Session-Token"},
+        {"replication login r#pl-Secret refused", "r#pl-Secret"},
     };
     for (size_t i = 0; i < sizeof(CASES) / sizeof(CASES[0]); i++) {
         char *r = notify_redact(&nc, CASES[i].in);
