@@ -20,4 +20,10 @@ char *jsonx_camel_key(const char *key, char *out, size_t n);
  * camelCase already. */
 json_t *jsonx_public(json_t *doc);
 
+/* A JSON string of a message (jansson refuses text that is not UTF-8, and json_pack then
+ * gives NULL: the whole object is lost): s as it is when it is UTF-8, else with its bytes
+ * escaped as str_escape does (\xNN). A message may carry bytes from outside: a path named in
+ * the configuration, a server's reply. NULL for NULL. */
+json_t *jsonx_text(const char *s);
+
 #endif

@@ -3,7 +3,10 @@
 
 #include <ctype.h>
 #include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "caris/core.h"
 
 char *jsonx_camel_key(const char *key, char *out, size_t n)
 {
@@ -57,4 +60,18 @@ json_t *jsonx_public(json_t *doc)
         json_object_set_new(o, name, jsonx_public(v));
     }
     return o;
+}
+
+json_t *jsonx_text(const char *s)
+{
+    if (!s)
+        return NULL;
+    size_t n = strlen(s);
+    if (str_is_utf8(s, n))
+        return json_string(s);
+    size_t cap = n * 4 + 8; /* every byte as \xNN at most */
+    char *esc = xmalloc(cap);
+    json_t *j = json_string(str_escape(s, n, esc, cap));
+    free(esc);
+    return j;
 }

@@ -24,6 +24,7 @@
 #include "caris/cron.h"
 #include "caris/crypto.h"
 #include "caris/daemon.h"
+#include "caris/jsonx.h"
 #include "caris/notify.h"
 #include "caris/open.h"
 #include "caris/retention.h"
@@ -513,7 +514,7 @@ static int notify(struct daemon *d, const struct notify_event *ev)
         json_pack("{s:s, s:s, s:s, s:b}", "time", when, "kind", notify_kind_name(ev->kind),
                   "backupKind", ev->backup_kind ? ev->backup_kind : "", "delivered", rc == 0);
     if (rc != 0)
-        json_object_set_new(n, "error", json_string(e.msg));
+        json_object_set_new(n, "error", jsonx_text(e.msg));
     pthread_mutex_lock(&d->mu);
     json_t *list = json_object_get(d->state, "notifications");
     if (!json_is_array(list)) {
@@ -934,8 +935,8 @@ static void run_job(struct daemon *d, struct job *j)
     }
     if (rc != 0)
         json_object_set_new(rj, "error",
-                            json_pack("{s:s, s:s, s:s}", "code", err_code_name(e.code), "message",
-                                      e.msg, "hint", e.hint));
+                            json_pack("{s:s, s:o, s:o}", "code", err_code_name(e.code), "message",
+                                      jsonx_text(e.msg), "hint", jsonx_text(e.hint)));
     bool step_failed = false;
     for (size_t i = 0; i < res.nsteps; i++)
         step_failed |= !res.steps[i].ok;
@@ -1005,8 +1006,8 @@ static void run_other(struct daemon *d, struct job *j)
     j->result = result ? result : json_null();
     j->ok = rc >= 0;
     if (rc < 0)
-        j->error = json_pack("{s:s, s:s, s:s}", "code", err_code_name(e.code), "message", e.msg,
-                             "hint", e.hint);
+        j->error = json_pack("{s:s, s:o, s:o}", "code", err_code_name(e.code), "message",
+                             jsonx_text(e.msg), "hint", jsonx_text(e.hint));
     json_object_del(d->state, "job");
     state_save_locked(d);
     pthread_mutex_unlock(&d->mu);

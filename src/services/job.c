@@ -9,6 +9,7 @@
 #include "caris/core.h"
 #include "caris/dbbackup.h"
 #include "caris/job.h"
+#include "caris/jsonx.h"
 #include "caris/open.h"
 #include "caris/prune.h"
 #include "caris/retention.h"
@@ -374,8 +375,9 @@ json_t *caris_job_result_to_json(const struct caris_job_result *res)
             json_object_set_new(j, "backupId", json_string(s->backup_id));
         if (!s->ok)
             json_object_set_new(j, "error",
-                                json_pack("{s:s, s:s, s:s}", "code", err_code_name(s->err.code),
-                                          "message", s->err.msg, "hint", s->err.hint));
+                                json_pack("{s:s, s:o, s:o}", "code", err_code_name(s->err.code),
+                                          "message", jsonx_text(s->err.msg), "hint",
+                                          jsonx_text(s->err.hint)));
         if (s->kind == CARIS_STEP_BACKUP && s->ok)
             json_array_append_new(ids, json_string(s->backup_id));
         json_array_append_new(steps, j);

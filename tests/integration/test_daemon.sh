@@ -226,9 +226,11 @@ bg_start /usr/bin/python3 "$NOTIFY" smtp "$TEST_TMP/smtp"
 _smtp_up() { [[ -s $TEST_TMP/smtp/port ]]; }
 wait_until 30 _smtp_up || fail "the SMTP server did not start" "$(_tail "$BG_ERR")"
 smtp_port=$(cat "$TEST_TMP/smtp/port")
-# A run whose file backup fails (its directory is gone): the failure is mailed.
+# A run whose file backup fails (its directory is gone): the failure is mailed. Its name is
+# not UTF-8 (a Latin-1 name in the configuration): the error is kept in the run's record (it
+# was lost from the status, the history and run-now's answer: JSON refused the message).
 run env BACKUP_SMTP_URL="smtp://127.0.0.1:$smtp_port" BACKUP_EMAIL_FROM=caris@example.org \
-    BACKUP_EMAIL_RECIPIENTS=ops@example.org BACKUP_FILES_PATHS="$TEST_TMP/gone" \
+    BACKUP_EMAIL_RECIPIENTS=ops@example.org BACKUP_FILES_PATHS="$TEST_TMP/gone-caf"$'\xe9' \
     CARIS_TEST_CLOCK=2026-03-20T02:30:00Z,2026-03-20T04:00:00Z "$CARIS_BIN" daemon
 assert_rc 0 "the daemon ran a failing run"
 assert_contains "$ERR" "notification sent" "the daemon logged the notification"
@@ -241,6 +243,10 @@ assert_contains "$mail" "$TEST_TMP/gone" "the mail names what failed"
 assert_not_contains "$mail" "$CARIS_PG_PASSWORD" "no database password in the mail"
 assert_not_contains "$mail" "$BACKUP_ENCRYPTION_KEY" "no key in the mail"
 assert_eq false "$(json_eval "$STATE" 'd["history"][0]["ok"]')" "the run is recorded as failed"
+assert_contains "$(json_eval "$STATE" 'd["history"][0]["error"]["message"]')" 'gone-caf\xe9' \
+    "its error is recorded, the byte that is not UTF-8 escaped"
+assert_contains "$(json_eval "$STATE" '[s["error"]["message"] for s in d["history"][0]["steps"] if not s["ok"]][0]')" \
+    'gone-caf\xe9' "... and so is its failed step's"
 assert_eq true "$(json_eval "$STATE" 'any(s["step"] == "backup" and s["what"] == "database" and s["ok"] for s in d["history"][0]["steps"])')" \
     "the database backup of that run still succeeded"
 

@@ -56,12 +56,29 @@ static void test_public_camel_spelling_wins(void **state)
     json_decref(doc);
 }
 
+/* A message with bytes that are not UTF-8 (a path from the configuration) is kept, escaped:
+ * json_string refuses it, and a json_pack of it lost the whole error object */
+static void test_text_not_utf8(void **state)
+{
+    (void)state;
+    json_t *j = jsonx_text("cannot back up /data/caf\xe9: No such file or directory");
+    assert_non_null(j);
+    assert_string_equal(json_string_value(j),
+                        "cannot back up /data/caf\\xe9: No such file or directory");
+    json_decref(j);
+    j = jsonx_text("d\xc3\xa9j\xc3\xa0 vu, \"quoted\"\n");
+    assert_string_equal(json_string_value(j), "d\xc3\xa9j\xc3\xa0 vu, \"quoted\"\n"); /* as it is */
+    json_decref(j);
+    assert_null(jsonx_text(NULL));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_camel_key),
         cmocka_unit_test(test_public_renames_at_every_depth),
         cmocka_unit_test(test_public_camel_spelling_wins),
+        cmocka_unit_test(test_text_not_utf8),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
