@@ -12,6 +12,7 @@
 
 #include "caris/daemon.h"
 #include "caris/job.h"
+#include "caris/jsonx.h"
 #include "cli.h"
 
 static const char DAEMON_USAGE[] =
@@ -74,10 +75,13 @@ static void daemon_log(void *ctx, enum log_level level, const char *event, const
     char t[40];
     time_format_iso(time_now_ns(), t, sizeof(t));
     if (ls->json) {
-        json_t *j = json_pack("{s:s, s:s, s:s, s:s}", "time", t, "level", lv, "event", event,
-                              "message", msg);
-        char *s = json_dumps(j, JSON_COMPACT);
-        fprintf(stderr, "%s\n", s);
+        /* a message may hold bytes that are not UTF-8 (a path from the configuration), which
+         * json_pack refuses: the line was "(null)" */
+        json_t *j = json_pack("{s:s, s:s, s:s, s:o}", "time", t, "level", lv, "event", event,
+                              "message", jsonx_text(msg));
+        char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+        if (s)
+            fprintf(stderr, "%s\n", s);
         free(s);
         json_decref(j);
     } else {

@@ -231,8 +231,11 @@ smtp_port=$(cat "$TEST_TMP/smtp/port")
 # was lost from the status, the history and run-now's answer: JSON refused the message).
 run env BACKUP_SMTP_URL="smtp://127.0.0.1:$smtp_port" BACKUP_EMAIL_FROM=caris@example.org \
     BACKUP_EMAIL_RECIPIENTS=ops@example.org BACKUP_FILES_PATHS="$TEST_TMP/gone-caf"$'\xe9' \
-    CARIS_TEST_CLOCK=2026-03-20T02:30:00Z,2026-03-20T04:00:00Z "$CARIS_BIN" daemon
+    CARIS_TEST_CLOCK=2026-03-20T02:30:00Z,2026-03-20T04:00:00Z "$CARIS_BIN" daemon --json-log
 assert_rc 0 "the daemon ran a failing run"
+# (its JSON log lines with that name were "(null)")
+assert_eq 0 "$(grep -cv '^{' "$ERR_FILE")" "--json-log: every line is a JSON object"
+assert_contains "$ERR" 'daily incremental run: failed: cannot back up' "... the run's failure among them"
 assert_contains "$ERR" "notification sent" "the daemon logged the notification"
 # shellcheck disable=SC2317
 _mail() { compgen -G "$TEST_TMP/smtp/msg-*.eml" >/dev/null; }
