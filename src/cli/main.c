@@ -156,8 +156,11 @@ void cli_set_json_errors(bool on)
 json_t *cli_err_to_json(const struct err *e)
 {
     /* The same text as on stderr; "code" is the error class, exitCode the process's. */
-    return json_pack("{s:s, s:s, s:s?, s:i}", "code", err_code_name(e->code), "message", e->msg,
-                     "hint", e->hint[0] ? e->hint : NULL, "exitCode", err_exit_code(e));
+    /* jsonx_text: a message may hold bytes that are not UTF-8 (a path named on the command
+     * line), which json_pack refuses: no error object was printed at all */
+    return json_pack("{s:s, s:o, s:o?, s:i}", "code", err_code_name(e->code), "message",
+                     jsonx_text(e->msg), "hint", e->hint[0] ? jsonx_text(e->hint) : NULL,
+                     "exitCode", err_exit_code(e));
 }
 
 static char first_failure[sizeof(((struct err *)0)->msg)]; /* for the audit line */

@@ -1379,8 +1379,11 @@ static json_t *resolve_roots(const struct files_backup_opts *o, struct err *e)
     for (size_t i = 0; i < o->npaths; i++) {
         char *abs = realpath(o->paths[i], NULL);
         if (!abs) {
-            err_sys(e, errno, "check the path; BACKUP_FILES_PATHS lists the directories to back up",
-                    "cannot back up %s", o->paths[i]);
+            int errnum = errno;
+            char ep[256]; /* as given, its bytes escaped when not UTF-8 (printed, logged) */
+            err_sys(
+                e, errnum, "check the path; BACKUP_FILES_PATHS lists the directories to back up",
+                "cannot back up %s", str_escape(o->paths[i], strlen(o->paths[i]), ep, sizeof(ep)));
             json_decref(roots);
             return NULL;
         }

@@ -159,4 +159,14 @@ sed 's/"walArchiver": {"queued": 0}/"walArchiver": null/' "$TEST_TMP/bad5.json" 
 assert_true "jsonshape: ... and null is taken" \
     python3 "$LIB_DIR/jsonshape.py" "$DOC" "schedule status" "$TEST_TMP/good5.json"
 
+# An error whose message holds bytes that are not UTF-8 (a path given on the command line) is
+# still one JSON error object on stdout, the bytes escaped as on stderr; jansson refused the
+# text and nothing was printed on stdout.
+run "$CARIS_BIN" --json backup files "$TEST_TMP/"$'no-such-caf\xe9'
+assert_rc 7 "a missing path with a Latin-1 byte: not found"
+assert_json "$OUT_FILE" "--json: the error is a JSON document"
+assert_contains "$(json_get "$OUT_FILE" '["error"]["message"]')" 'no-such-caf\xe9' \
+    "--json: its message names the path, the byte escaped"
+assert_contains "$ERR" 'no-such-caf\xe9' "stderr: the byte escaped too, not written raw"
+
 test_done
