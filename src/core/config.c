@@ -31,7 +31,9 @@ static const char *const OTHER_SECRETS[] = {"CRON_SECRET",
                                             "AWS_SESSION_TOKEN",
                                             "BACKUP_S3_SESSION_TOKEN",
                                             "POSTGRES_URL",
-                                            "CARIS_RESTORE_TARGET_URL"};
+                                            "CARIS_RESTORE_TARGET_URL",
+                                            "BACKUP_PG_REPLICATION_URL",
+                                            "DATABASE_URL"};
 
 static const char *name_in(const char *const *names, size_t n, const char *name)
 {
@@ -50,7 +52,7 @@ static const char *secret_name(const char *name, const char *value)
     if (k)
         return k;
     k = name_in(OTHER_SECRETS, sizeof(OTHER_SECRETS) / sizeof(OTHER_SECRETS[0]), name);
-    if (!k || (strcmp(k, "POSTGRES_URL") != 0 && strcmp(k, "CARIS_RESTORE_TARGET_URL") != 0))
+    if (!k || strstr(k, "_URL") == NULL) /* the database URLs count with a password only */
         return k;
     if (strstr(value, "password="))
         return k;

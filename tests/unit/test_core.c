@@ -79,6 +79,10 @@ static void test_env_file_exposed(void **state)
         {"POSTGRES_URL=postgresql://app:pw@db/caris\n", 0644, "POSTGRES_URL"},
         {"POSTGRES_URL='host=db password=pw'\n", 0604, "POSTGRES_URL"},
         {"CRON_SECRET=\nAWS_SECRET_ACCESS_KEY=s\n", 0644, "AWS_SECRET_ACCESS_KEY"},
+        {"BACKUP_PG_REPLICATION_URL=postgresql://rep:pw@db/caris\n", 0644,
+         "BACKUP_PG_REPLICATION_URL"},
+        {"BACKUP_PG_REPLICATION_URL=postgresql://rep@db/caris\n", 0644, NULL},
+        {"DATABASE_URL=postgres://app:pw@db/caris\n", 0640, "DATABASE_URL"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char *p = write_tmp(cases[i].text);
