@@ -538,9 +538,13 @@ static int fail(struct s3_storage *s, const struct request *rq, CURLcode rc,
     const char *c = code ? code : "";
     int r;
     if (strcmp(c, "NoSuchBucket") == 0 || (!rq->name && rs->status == 404)) {
+        /* A 404 without S3's error document may come from something that is no S3 server
+         * (a wrong host or port in the location) */
         r = err_set(e, ERR_NOT_FOUND,
-                    "create the bucket first, or correct the bucket in the repository location",
-                    "no bucket %s at %s (HTTP 404)", s->bucket, s->endpoint);
+                    *c ? "create the bucket first, or correct the bucket in the repository location"
+                       : "check the endpoint and the bucket in the repository location (the answer "
+                         "was not an S3 error document), or create the bucket first",
+                    "no bucket %s at %s (HTTP 404%s%s)", s->bucket, s->endpoint, *c ? " " : "", c);
     } else if (rs->status == 301 || strcmp(c, "AuthorizationHeaderMalformed") == 0 ||
                strcmp(c, "PermanentRedirect") == 0 ||
                strcmp(c, "IllegalLocationConstraintException") == 0) {
@@ -1201,6 +1205,25 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
+/* Whether a successful answer to a listing is one: a whole ListBucketResult. */
+static bool is_listing(const struct response *rs)
+{
+    const char *doc = (const char *)rs->body.data;
+    size_t len = rs->body.len;
+    return doc && memmem(doc, len, "<ListBucketResult", 17) &&
+           memmem(doc, len, "</ListBucketResult>", 19);
+}
+
+static int not_listing(const struct s3_storage *s, const char *dir, const struct response *rs,
+                       struct err *e)
+{
+    return err_set(e, ERR_FAILURE,
+                   "check the endpoint: something between caris and the S3 server (a proxy?) "
+                   "may be answering for it",
+                   "cannot list %s in %s: the answer (HTTP %ld, %zu bytes) is not an S3 listing",
+                   *dir ? dir : "the bucket", s->base.location, rs->status, rs->body.len);
+}
+
 /* Removes the local copies in dir whose objects are not in seen (the full listing). */
 static void cache_sweep(const struct s3_storage *s, const char *dir, char **seen, size_t n)
 {
@@ -1266,14 +1289,9 @@ static int s3_list(struct storage *st, const char *dir, storage_list_cb cb, void
         /* A 200 that is not a whole ListBucketResult (an empty body, a proxy's or a captive
          * portal's page, a cut document) is an error, never an empty listing: prune would
          * take "no snapshots" for "nothing is used" and delete every pack. */
-        if (!doc || !memmem(doc, len, "<ListBucketResult", 17) ||
-            !memmem(doc, len, "</ListBucketResult>", 19)) {
-            r = err_set(e, ERR_FAILURE,
-                        "check the endpoint: something between caris and the S3 server (a "
-                        "proxy?) may be answering for it",
-                        "cannot list %s in %s: the answer (HTTP 200, %zu bytes) is not an S3 "
-                        "listing",
-                        dir, s->base.location, len);
+        if (!is_listing(&rs)) {
+            not_listing(s, dir, &rs, e);
+            r = -1;
             buf_free(&rs.body);
             break;
         }
@@ -1494,6 +1512,11 @@ static int probe(struct s3_storage *s, struct err *e)
     struct request rq = {.method = "GET", .query = q, .nquery = 3};
     struct response rs = {0};
     int r = perform(s, &rq, NULL, NULL, NULL, &rs, e);
+    /* Something else than an S3 server (a wrong endpoint, a captive portal) may answer 200
+     * to everything: the open would go on to read its page as the repository's marker, and
+     * call the repository damaged (or init call it one that exists). */
+    if (r == 0 && !is_listing(&rs))
+        r = not_listing(s, "", &rs, e);
     buf_free(&rs.body);
     return r;
 }

@@ -23,6 +23,8 @@ usage: faultproxy.py --port PORT --upstream HOST:PORT --stats FILE
               more than 15 minutes off), not forwarded
     empty     answer 200 OK with an empty body, not forwarded (a proxy that swallows it)
     html      answer 200 OK with an HTML page, not forwarded (a captive portal)
+    page404   answer 404 Not Found with an HTML page, not forwarded (a web server that is no
+              S3 server: a wrong host or port in the location)
     reqtimeout  answer 400 RequestTimeout, not forwarded (as S3 does for an upload that stalled:
               a transient error under a 4xx status)
     aborted   answer 409 OperationAborted, not forwarded (a conflicting operation in progress:
@@ -298,11 +300,12 @@ class Handler(socketserver.StreamRequestHandler):
                               "Content-Length: %d\r\n\r\n" % len(doc)).encode() + doc)
             self.wfile.flush()
             return True
-        if kind in ("empty", "html"):
+        if kind in ("empty", "html", "page404"):
             doc = b"" if kind == "empty" else b"<html><body>Please sign in</body></html>\n"
             ctype = "application/xml" if kind == "empty" else "text/html"
-            self.wfile.write(("HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n"
-                              % (ctype, len(doc))).encode() + doc)
+            status = "404 Not Found" if kind == "page404" else "200 OK"
+            self.wfile.write(("HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n"
+                              % (status, ctype, len(doc))).encode() + doc)
             self.wfile.flush()
             return True
         if kind == "drop":

@@ -11,7 +11,9 @@
 # neither ETag nor checksum (nothing says it was stored) is sent again; answered so every time,
 # the backup fails and none is listed. 400 RequestTimeout and 409 OperationAborted are retried,
 # a 400 InvalidArgument is not. A listing answered with a 200 that is not a listing (empty, an
-# HTML page) fails list and prune; prune deletes nothing.
+# HTML page) fails list and prune; prune deletes nothing. An endpoint that is no S3 server
+# (answering 200 or 404 with an HTML page to everything) is said to be one, not taken for a
+# damaged or existing repository.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/s3lib.sh"
 
@@ -264,6 +266,27 @@ assert_contains "$ERR" "the S3 server refused the time of the request" "a clock 
 assert_contains "$ERR" "the server's 2026-12-03T10:00:00Z" "with the server's time"
 assert_contains "$ERR" "timedatectl" "the hint says how to set the clock"
 assert_eq 1 "$(stat_of requests)" "one request, no retries"
+
+# --- an endpoint that is no S3 server (a wrong host or port, a captive portal) --------------
+# Answering 200 with an HTML page to everything, it was taken for a bucket: list called the
+# repository damaged (its page read as the marker, exit 4) and init said a repository exists
+# there. Answering 404 with an HTML page, the hint only said to create the bucket.
+proxy_start --always html --match /bkt
+run cb --repo "$PROXY" list
+assert_rc 1 "list on an endpoint answering 200 with an HTML page: fails (exit 1)"
+assert_contains "$ERR" "cannot list the bucket in $PROXY: the answer (HTTP 200, " "... saying what was asked"
+assert_contains "$ERR" "is not an S3 listing" "... that the answer is not S3's"
+assert_contains "$ERR" "HINT: check the endpoint" "... and to check the endpoint"
+assert_not_contains "$ERR" "damaged" "the repository is not called damaged"
+run cb --repo "${PROXY%/repo}/repo3" init
+assert_rc 1 "init on it fails"
+assert_contains "$ERR" "is not an S3 listing" "... saying the answer is not S3's"
+assert_not_contains "$ERR" "already exists" "... not that a repository exists there"
+proxy_start --always page404 --match /bkt
+run cb --repo "$PROXY" list
+assert_rc 7 "list on an endpoint answering 404 with an HTML page: exit 7"
+assert_contains "$ERR" "no bucket bkt at" "the bucket is named"
+assert_contains "$ERR" "HINT: check the endpoint and the bucket" "the hint names the endpoint first"
 
 # --- a 200 that is not a listing (an empty body; an HTML page, as a captive portal sends) ------
 # is an error, never an empty listing: prune would take "no snapshots" for "nothing is used"
