@@ -565,6 +565,17 @@ static int fail(struct s3_storage *s, const struct request *rq, CURLcode rc,
                     now, server ? ", the server's " : "", server ? server : "", rq->method, obj,
                     s->base.location, rs->status);
         free(server);
+    } else if (strcmp(c, "ExpiredToken") == 0 || strcmp(c, "TokenRefreshRequired") == 0 ||
+               strcmp(c, "InvalidToken") == 0) {
+        /* temporary credentials: S3 says so with a 400, not a 403 */
+        r = err_set(e, ERR_CONFIG,
+                    "renew the temporary credentials: AWS_SESSION_TOKEN with the AWS_ACCESS_KEY_ID "
+                    "and AWS_SECRET_ACCESS_KEY issued with it (or BACKUP_S3_SESSION_TOKEN, "
+                    "BACKUP_S3_ACCESS_KEY_ID and BACKUP_S3_SECRET_ACCESS_KEY), then run the "
+                    "command again",
+                    "the S3 session token %s: %s %s in %s (HTTP %ld %s)",
+                    strcmp(c, "InvalidToken") == 0 ? "is invalid" : "has expired", rq->method, obj,
+                    s->base.location, rs->status, c);
     } else if (rs->status == 403 || rs->status == 401) {
         r = err_set(e, ERR_CONFIG,
                     "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or BACKUP_S3_ACCESS_KEY_ID / "

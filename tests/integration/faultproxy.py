@@ -30,6 +30,7 @@ usage: faultproxy.py --port PORT --upstream HOST:PORT --stats FILE
     aborted   answer 409 OperationAborted, not forwarded (a conflicting operation in progress:
               transient too)
     invalid   answer 400 InvalidArgument, not forwarded (a request S3 refuses for good)
+    expired   answer 400 ExpiredToken, not forwarded (as S3 does for a session token that expired)
   A request whose previous attempt (same method and path) was spoiled is always forwarded
   untouched, so no request fails twice in a row: a client that retries always gets through
   (the bound the tests rely on, independent of thread timing).
@@ -82,6 +83,7 @@ ERROR_KINDS = {
     "reqtimeout": (400, "Bad Request", "RequestTimeout"),
     "aborted": (409, "Conflict", "OperationAborted"),
     "invalid": (400, "Bad Request", "InvalidArgument"),
+    "expired": (400, "Bad Request", "ExpiredToken"),
 }
 
 

@@ -13,7 +13,8 @@
 # a 400 InvalidArgument is not. A listing answered with a 200 that is not a listing (empty, an
 # HTML page) fails list and prune; prune deletes nothing. An endpoint that is no S3 server
 # (answering 200 or 404 with an HTML page to everything) is said to be one, not taken for a
-# damaged or existing repository.
+# damaged or existing repository. An expired session token (400 ExpiredToken) is a credentials
+# error (exit 6).
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/s3lib.sh"
 
@@ -265,6 +266,17 @@ assert_exit 6 cb --repo "$PROXY" list
 assert_contains "$ERR" "the S3 server refused the time of the request" "a clock too far off is named as such"
 assert_contains "$ERR" "the server's 2026-12-03T10:00:00Z" "with the server's time"
 assert_contains "$ERR" "timedatectl" "the hint says how to set the clock"
+assert_eq 1 "$(stat_of requests)" "one request, no retries"
+
+# --- temporary credentials that expired: S3 answers 400 ExpiredToken; said as such, exit 6 ------
+# (it was a generic failure: exit 1, no hint)
+proxy_start --always expired --match /bkt
+token=FQoGZXIvYXdzEXAMPLE-session-token-do-not-show
+AWS_SESSION_TOKEN=$token assert_exit 6 cb --repo "$PROXY" list
+assert_contains "$ERR" "the S3 session token has expired: GET (bucket) in $PROXY (HTTP 400 ExpiredToken)" \
+    "an expired session token is named as such, with the request"
+assert_contains "$ERR" "HINT: renew the temporary credentials: AWS_SESSION_TOKEN" "the hint says to renew it"
+assert_not_contains "$OUT$ERR" "$token" "the token is shown nowhere"
 assert_eq 1 "$(stat_of requests)" "one request, no retries"
 
 # --- an endpoint that is no S3 server (a wrong host or port, a captive portal) --------------
