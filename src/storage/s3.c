@@ -1235,6 +1235,20 @@ static int not_listing(const struct s3_storage *s, const char *dir, const struct
                    *dir ? dir : "the bucket", s->base.location, rs->status, rs->body.len);
 }
 
+/* One key (or common prefix) of a listing's page: *went_back when it is not after last (the
+ * greatest of the pages before; NULL: none), and *page_last keeps the page's greatest. */
+static void page_key(const char *key, const char *last, bool *went_back, char **page_last)
+{
+    if (!key)
+        return;
+    if (last && strcmp(key, last) <= 0)
+        *went_back = true;
+    if (!*page_last || strcmp(key, *page_last) > 0) {
+        free(*page_last);
+        *page_last = xstrdup(key);
+    }
+}
+
 /* Removes the local copies in dir whose objects are not in seen (the full listing). */
 static void cache_sweep(const struct s3_storage *s, const char *dir, char **seen, size_t n)
 {
@@ -1275,6 +1289,7 @@ static int s3_list(struct storage *st, const char *dir, storage_list_cb cb, void
     bool sweep = cacheable(s, probe_name);
     char **seen = NULL;
     size_t nseen = 0;
+    char *last = NULL; /* the greatest key listed so far */
     do {
         struct sigv4_param q[5];
         size_t nq = 0;
@@ -1289,9 +1304,10 @@ static int s3_list(struct storage *st, const char *dir, storage_list_cb cb, void
         struct request rq = {.method = "GET", .query = q, .nquery = nq};
         struct response rs = {0};
         r = perform(s, &rq, NULL, NULL, NULL, &rs, e);
-        free(token);
+        char *sent = token; /* freed below: the next page's token must differ */
         token = NULL;
         if (r != 0) {
+            free(sent);
             buf_free(&rs.body);
             break;
         }
@@ -1303,10 +1319,26 @@ static int s3_list(struct storage *st, const char *dir, storage_list_cb cb, void
         if (!is_listing(&rs)) {
             not_listing(s, dir, &rs, e);
             r = -1;
+            free(sent);
             buf_free(&rs.body);
             break;
         }
-        /* Collect the page, then call back (a caller may write meanwhile). */
+        /* Collect the page, then call back (a caller may write meanwhile). S3 lists keys in
+         * order, a page after the other: a key (or common prefix) of this page that is not
+         * after every one of the pages before means the continuation was not followed. */
+        bool went_back = false;
+        char *page_last = NULL;
+        for (const char *cp = doc; cp;) {
+            const char *after = NULL;
+            char *item = xml_text(cp, len - (size_t)(cp - doc), "CommonPrefixes", &after);
+            if (!item)
+                break;
+            char *pfx = xml_text(item, strlen(item), "Prefix", NULL);
+            page_key(pfx, last, &went_back, &page_last);
+            free(pfx);
+            free(item);
+            cp = after;
+        }
         struct listed *v = NULL;
         size_t n = 0;
         const char *p = doc;
@@ -1317,6 +1349,7 @@ static int s3_list(struct storage *st, const char *dir, storage_list_cb cb, void
                 break;
             char *key = xml_text(item, strlen(item), "Key", NULL);
             char *sz = xml_text(item, strlen(item), "Size", NULL);
+            page_key(key, last, &went_back, &page_last);
             if (key && strlen(key) > plen && strncmp(key, s->prefix, plen) == 0) {
                 const char *name = key + plen;
                 const char *base = strrchr(name, '/') ? strrchr(name, '/') + 1 : name;
@@ -1346,10 +1379,28 @@ static int s3_list(struct storage *st, const char *dir, storage_list_cb cb, void
                             "cannot list %s in %s: a truncated listing without a continuation "
                             "token",
                             dir, s->base.location);
+            } else if (sent && (strcmp(token, sent) == 0 || went_back)) {
+                /* A server that ignores continuation-token answers the first page again, for
+                 * ever: the listing would never end. */
+                free(token);
+                token = NULL;
+                r = err_set(e, ERR_FAILURE,
+                            "the S3 server does not page listings as S3 does (ListObjectsV2 "
+                            "continuation-token): use one that does, or check the endpoint",
+                            "cannot list %s in %s: a continued listing answered keys listed "
+                            "before (%s)",
+                            dir, s->base.location,
+                            went_back ? "the server ignores the continuation token?"
+                                      : "the same continuation token again");
             }
         }
+        free(sent);
         free(trunc);
         buf_free(&rs.body);
+        if (page_last) {
+            free(last);
+            last = page_last;
+        }
         for (size_t i = 0; i < n; i++) {
             if (r == 0)
                 r = cb(ctx, v[i].name, v[i].size, e);
@@ -1367,6 +1418,7 @@ static int s3_list(struct storage *st, const char *dir, storage_list_cb cb, void
     for (size_t i = 0; i < nseen; i++)
         free(seen[i]);
     free(seen);
+    free(last);
     free(token);
     free(prefix);
     return r;

@@ -30,6 +30,8 @@ usage: faultproxy.py --port PORT --upstream HOST:PORT --stats FILE
     aborted   answer 409 OperationAborted, not forwarded (a conflicting operation in progress:
               transient too)
     invalid   answer 400 InvalidArgument, not forwarded (a request S3 refuses for good)
+    notoken   forward without the query's continuation-token (a server that ignores it and
+              answers the first page of a listing again)
     expired   answer 400 ExpiredToken, not forwarded (as S3 does for a session token that expired)
   A request whose previous attempt (same method and path) was spoiled is always forwarded
   untouched, so no request fails twice in a row: a client that retries always gets through
@@ -315,6 +317,8 @@ class Handler(socketserver.StreamRequestHandler):
             return False
         if kind == "delay":
             time.sleep(0.3)
+        if kind == "notoken":
+            path = re.sub(r"&?continuation-token=[^&]*", "", path).replace("?&", "?")
         echo = None
         if st.args.checksums and method == "PUT":
             h = {n.lower(): v.strip() for n, v in headers}

@@ -14,7 +14,7 @@
 # HTML page) fails list and prune; prune deletes nothing. An endpoint that is no S3 server
 # (answering 200 or 404 with an HTML page to everything) is said to be one, not taken for a
 # damaged or existing repository. An expired session token (400 ExpiredToken) is a credentials
-# error (exit 6).
+# error (exit 6). A server that ignores continuation tokens fails a listing (it never ended).
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/s3lib.sh"
 
@@ -299,6 +299,15 @@ run cb --repo "$PROXY" list
 assert_rc 7 "list on an endpoint answering 404 with an HTML page: exit 7"
 assert_contains "$ERR" "no bucket bkt at" "the bucket is named"
 assert_contains "$ERR" "HINT: check the endpoint and the bucket" "the hint names the endpoint first"
+
+# --- a server that ignores continuation-token: it answers the first page again, for ever -----
+# (list sent requests until killed). A continued page must list keys after the pages before.
+proxy_start --always notoken --match list-type
+run timeout 120 env BACKUP_S3_LIST_PAGE=1 "$CARIS_BIN" --repo "$PROXY" list
+assert_rc 1 "list behind a server that ignores continuation-token: fails"
+assert_contains "$ERR" "a continued listing answered keys listed before" "the error says why"
+assert_contains "$ERR" "HINT: the S3 server does not page listings as S3 does" "... and what it means"
+assert_cmp "$(stat_of continued_lists)" -le 2 "it stopped at the first page answered again"
 
 # --- a 200 that is not a listing (an empty body; an HTML page, as a captive portal sends) ------
 # is an error, never an empty listing: prune would take "no snapshots" for "nothing is used"
