@@ -419,8 +419,11 @@ static CURLcode attempt(struct s3_storage *s, CURL *c, const struct request *rq,
     return rc;
 }
 
-/* The text of <tag>...</tag> in an XML document, entities decoded; NULL when absent. */
-static char *xml_text(const char *doc, size_t len, const char *tag, const char **after)
+/* The content of the first <tag>...</tag> in an XML document, as it is (entities not
+ * decoded: an element holding others, whose texts are decoded once, by xml_text); NULL when
+ * absent. *after: just past </tag>. */
+static const char *xml_span(const char *doc, size_t len, const char *tag, size_t *n,
+                            const char **after)
 {
     if (!doc || !len) /* an empty body (its data pointer may be NULL) */
         return NULL;
@@ -437,6 +440,18 @@ static char *xml_text(const char *doc, size_t len, const char *tag, const char *
         return NULL;
     if (after)
         *after = b + strlen(close);
+    *n = (size_t)(b - a);
+    return a;
+}
+
+/* The text of <tag>...</tag> in an XML document, entities decoded; NULL when absent. */
+static char *xml_text(const char *doc, size_t len, const char *tag, const char **after)
+{
+    size_t inner;
+    const char *a = xml_span(doc, len, tag, &inner, after);
+    if (!a)
+        return NULL;
+    const char *b = a + inner;
     struct buf out = {0};
     for (const char *p = a; p < b; p++) {
         if (*p != '&') {
@@ -1330,13 +1345,14 @@ static int s3_list(struct storage *st, const char *dir, storage_list_cb cb, void
         char *page_last = NULL;
         for (const char *cp = doc; cp;) {
             const char *after = NULL;
-            char *item = xml_text(cp, len - (size_t)(cp - doc), "CommonPrefixes", &after);
+            size_t ilen;
+            const char *item =
+                xml_span(cp, len - (size_t)(cp - doc), "CommonPrefixes", &ilen, &after);
             if (!item)
                 break;
-            char *pfx = xml_text(item, strlen(item), "Prefix", NULL);
+            char *pfx = xml_text(item, ilen, "Prefix", NULL);
             page_key(pfx, last, &went_back, &page_last);
             free(pfx);
-            free(item);
             cp = after;
         }
         struct listed *v = NULL;
@@ -1344,11 +1360,13 @@ static int s3_list(struct storage *st, const char *dir, storage_list_cb cb, void
         const char *p = doc;
         while (p && len) {
             const char *after = NULL;
-            char *item = xml_text(p, len - (size_t)(p - doc), "Contents", &after);
+            size_t ilen;
+            /* (the item as it is: a key is decoded once, "&amp;lt;" is "&lt;", not "<") */
+            const char *item = xml_span(p, len - (size_t)(p - doc), "Contents", &ilen, &after);
             if (!item)
                 break;
-            char *key = xml_text(item, strlen(item), "Key", NULL);
-            char *sz = xml_text(item, strlen(item), "Size", NULL);
+            char *key = xml_text(item, ilen, "Key", NULL);
+            char *sz = xml_text(item, ilen, "Size", NULL);
             page_key(key, last, &went_back, &page_last);
             if (key && strlen(key) > plen && strncmp(key, s->prefix, plen) == 0) {
                 const char *name = key + plen;
@@ -1366,7 +1384,6 @@ static int s3_list(struct storage *st, const char *dir, storage_list_cb cb, void
             }
             free(key);
             free(sz);
-            free(item);
             p = after;
         }
         char *trunc = xml_text(doc, len, "IsTruncated", NULL);
