@@ -430,6 +430,24 @@ fail:
     return NULL;
 }
 
+/* The destination's warnings from the (n_told)th on, told through the operation's log: what
+ * opening it found (a backup deleted from it, its state record rolled back, a pack gone) and
+ * what the copy met there. The caller opened it and told nobody: the copy off the machine
+ * losing a backup went unsaid. Returns how many there are now. */
+static size_t tell_dst_warnings(struct repo *dst, const char *shown, const struct caris_op *op,
+                                size_t n_told)
+{
+    json_t *ws = repo_warnings(dst);
+    size_t n = json_array_size(ws);
+    for (size_t i = n_told; i < n; i++) {
+        json_t *w = json_array_get(ws, i);
+        caris_op_log(op, LOG_WARN, "destination %s: %s: %s", shown,
+                     json_string_value(json_object_get(w, "object")),
+                     json_string_value(json_object_get(w, "message")));
+    }
+    return n;
+}
+
 int caris_copy(struct repo *src, struct repo *dst, const char *dst_location,
                const struct caris_copy_opts *o, struct caris_copy_result *res, struct err *e)
 {
@@ -455,6 +473,7 @@ int caris_copy(struct repo *src, struct repo *dst, const char *dst_location,
         repo_unlock(src);
         return -1;
     }
+    size_t told = tell_dst_warnings(dst, res->destination, o->op, 0);
     char left_out[600];
     if (!(sel = select_backups(src, o, left_out, sizeof(left_out), e)))
         goto out;
@@ -480,6 +499,7 @@ int caris_copy(struct repo *src, struct repo *dst, const char *dst_location,
     }
     rc = 0;
 out:
+    tell_dst_warnings(dst, res->destination, o->op, told);
     json_decref(sel);
     repo_unlock(dst);
     repo_unlock(src);

@@ -4,7 +4,7 @@
 # sends nothing ("already there"); --latest and --all; a destination that does not share the
 # chunking, a wrong or missing destination key, the same repository twice are clear errors;
 # a database backup copied and restored from the copy; `upload ID` through
-# BACKUP_CLOUD_REPOSITORY.
+# BACKUP_CLOUD_REPOSITORY. What opening the destination found (a backup deleted from it) is said.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/pglib.sh"
 source "$(dirname "$0")/s3lib.sh"
@@ -268,5 +268,19 @@ assert_rc 0 "restore of the database backup from the copy"
 pg_sum rt_copy "$TEST_TMP/rt.sum"
 assert_sum_equal "$TEST_TMP/src.sum" "$TEST_TMP/rt.sum" "the database restored from the copy equals the source"
 assert_exit 0 dcb verify --all
+
+# --- what opening the destination found is said: a backup deleted from it behind our back --------
+# (copy and upload opened the destination and told nobody what its opening found: the copy off the
+# machine losing a backup went unsaid, exit 0 and no word). One snapshot object removed from the
+# bucket; copying another backup warns, naming the destination and the backup lost there.
+gone=$(find "$S3_DIR/bkt/copy/snapshots" -name '*._S3rver_object' | sort | head -n 1)
+rm -f "$gone" "$gone.md5" "${gone%._S3rver_object}._S3rver_metadata.json"
+run cb copy "$dbid" --to "$DST"
+assert_rc 0 "a copy into a destination that lost a backup"
+gone_name=$(basename "${gone%._S3rver_object}")
+assert_contains "$ERR" "warning: destination $DST: snapshots/$gone_name: backup " \
+    "the destination's opening warning is shown, naming it and the snapshot"
+assert_match "backup [a-z]+_[a-z]+_[0-9T:-]+ is in the state record but its snapshot is gone" "$ERR" \
+    "... and the backup lost there"
 
 test_done
