@@ -1640,10 +1640,12 @@ struct storage *storage_s3_open(const char *location, struct err *e)
     const char *ca = setting("BACKUP_S3_CA_FILE");
     s->ca_file = ca ? xstrdup(ca) : NULL;
     const char *rs = setting("BACKUP_S3_RETRY_SECONDS");
-    double secs = rs ? strtod(rs, NULL) : DEFAULT_RETRY_SECONDS;
-    if (!(secs >= 0 && secs <= 86400)) {
+    char *rs_end = NULL;
+    double secs = rs ? strtod(rs, &rs_end) : DEFAULT_RETRY_SECONDS;
+    /* (not a number at all was read as 0: a typo turned every retry off) */
+    if (!(secs >= 0 && secs <= 86400) || (rs && (rs_end == rs || *rs_end))) {
         err_set(e, ERR_CONFIG, "give a number of seconds from 0 to 86400",
-                "BACKUP_S3_RETRY_SECONDS is invalid");
+                "BACKUP_S3_RETRY_SECONDS is invalid: '%.40s'", rs ? rs : "");
         goto fail;
     }
     s->retry_ns = (int64_t)(secs * 1e9);

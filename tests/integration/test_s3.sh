@@ -180,6 +180,12 @@ assert_cmp $((n1 - n0)) -le 2 "missing bucket: no retries"
 assert_exit 6 env -u AWS_ACCESS_KEY_ID "$CARIS_BIN" list
 assert_contains "$ERR" "no S3 credentials" "missing credentials said"
 
+# a BACKUP_S3_RETRY_SECONDS that is not a number was read as 0 (every retry off, without a word)
+for bad in abc 60s; do
+    BACKUP_S3_RETRY_SECONDS=$bad assert_exit 6 cb list
+    assert_contains "$ERR" "BACKUP_S3_RETRY_SECONDS is invalid: '$bad'" "BACKUP_S3_RETRY_SECONDS=$bad is refused"
+done
+
 assert_exit 2 cb --repo "s3:ftp://127.0.0.1/bkt" list
 assert_contains "$ERR" "invalid S3 repository location" "a bad location"
 assert_exit 2 cb --repo "s3:http://user:pw@127.0.0.1/bkt" list
