@@ -767,6 +767,17 @@ int repo_lock(struct repo *r, bool exclusive, const char *operation, struct err 
     }
 }
 
+/* A lock or claim of ours that could not be removed (credentials that may write but not
+ * delete, the store failing) stays behind: said, as a stale one found later looks like the
+ * leftover of a crash. */
+static void release_failed(struct repo *r, const char *name, const char *what, const struct err *e)
+{
+    repo_warn(r, name,
+              "this %s could not be removed: %s; it stays until `caris-backup unlock` removes it "
+              "(with permission to delete in the repository)",
+              what, e->msg);
+}
+
 void repo_lock_release(struct repo *r)
 {
     struct lock_holder *h = r->lock;
@@ -776,7 +787,8 @@ void repo_lock_release(struct repo *r)
     /* stop the refresher before removing, so that it cannot write the file again */
     holder_stop(h);
     struct err e = ERR_INIT;
-    storage_remove(r->st, h->name, &e);
+    if (storage_remove(r->st, h->name, &e) != 0)
+        release_failed(r, h->name, "lock", &e);
     holder_free(h);
 }
 
@@ -905,7 +917,8 @@ void repo_claim_release(struct repo *r, const char *name)
     if (check_claim_name(name, &e) != 0)
         return;
     char *obj = xasprintf(CLAIM_PREFIX "%s", name);
-    storage_remove(r->st, obj, &e);
+    if (storage_remove(r->st, obj, &e) != 0)
+        release_failed(r, obj, "claim", &e);
     free(obj);
 }
 

@@ -499,10 +499,10 @@ int caris_copy(struct repo *src, struct repo *dst, const char *dst_location,
     }
     rc = 0;
 out:
-    tell_dst_warnings(dst, res->destination, o->op, told);
     json_decref(sel);
     repo_unlock(dst);
     repo_unlock(src);
+    tell_dst_warnings(dst, res->destination, o->op, told);
     /* damage met on either side (the source's blobs read, the copy read back) is recorded:
      * the next backup into that repository stores those blobs again */
     caris_bad_blobs_record(src, "copy", o->op);

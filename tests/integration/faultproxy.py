@@ -32,6 +32,7 @@ usage: faultproxy.py --port PORT --upstream HOST:PORT --stats FILE
     invalid   answer 400 InvalidArgument, not forwarded (a request S3 refuses for good)
     notoken   forward without the query's continuation-token (a server that ignores it and
               answers the first page of a listing again)
+    denied    answer 403 AccessDenied, not forwarded (credentials that may read but not write)
     expired   answer 400 ExpiredToken, not forwarded (as S3 does for a session token that expired)
   A request whose previous attempt (same method and path) was spoiled is always forwarded
   untouched, so no request fails twice in a row: a client that retries always gets through
@@ -85,6 +86,7 @@ ERROR_KINDS = {
     "reqtimeout": (400, "Bad Request", "RequestTimeout"),
     "aborted": (409, "Conflict", "OperationAborted"),
     "invalid": (400, "Bad Request", "InvalidArgument"),
+    "denied": (403, "Forbidden", "AccessDenied"),
     "expired": (400, "Bad Request", "ExpiredToken"),
 }
 

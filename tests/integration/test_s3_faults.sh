@@ -15,6 +15,7 @@
 # (answering 200 or 404 with an HTML page to everything) is said to be one, not taken for a
 # damaged or existing repository. An expired session token (400 ExpiredToken) is a credentials
 # error (exit 6). A server that ignores continuation tokens fails a listing (it never ended).
+# Credentials that may not delete leave a backup's lock and claim behind, and that is said.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/s3lib.sh"
 
@@ -278,6 +279,20 @@ assert_contains "$ERR" "the S3 session token has expired: GET (bucket) in $PROXY
 assert_contains "$ERR" "HINT: renew the temporary credentials: AWS_SESSION_TOKEN" "the hint says to renew it"
 assert_not_contains "$OUT$ERR" "$token" "the token is shown nowhere"
 assert_eq 1 "$(stat_of requests)" "one request, no retries"
+
+# --- credentials that may write but not delete (a bucket policy against ransomware) ----------
+# The backup is made; its lock and its claim stay behind, which is said (nothing was: check then
+# called them the leftovers of a crash). unlock, with permission to delete, removes them.
+proxy_start --always denied --method DELETE --match /bkt
+printf 'no delete\n' >"$src/nodelete.txt"
+run cb --repo "$PROXY" backup files "$src"
+assert_rc 0 "a backup with credentials that may not delete is made"
+assert_match "warning: locks/[0-9a-f]{32}: this lock could not be removed: access denied: DELETE locks/[0-9a-f]{32} in $PROXY \(HTTP 403 AccessDenied\)" \
+    "$ERR" "the lock left behind is named, with the reason"
+assert_match "warning: locks/claim-file_[a-z]+_[0-9T-]+: this claim could not be removed" "$ERR" "... and the claim"
+assert_contains "$ERR" "stays until \`caris-backup unlock\` removes it" "... and what removes them"
+assert_exit 0 cb --repo "$direct" unlock
+assert_eq "" "$(find "$S3_DIR/bkt/repo/locks" -name '*._S3rver_object' 2>/dev/null)" "unlock removed them"
 
 # --- an endpoint that is no S3 server (a wrong host or port, a captive portal) --------------
 # Answering 200 with an HTML page to everything, it was taken for a bucket: list called the
