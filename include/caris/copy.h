@@ -80,5 +80,9 @@ int caris_files_upload_to_cloud(struct repo *src, const char *backup_id,
 /* The location a cloud target names ("s3:https://host/bucket/prefix"); malloc'd, NULL with e
  * when the target is incomplete. */
 char *caris_cloud_location(const struct caris_cloud_target *t, struct err *e);
+/* After a destination failed to open with the key taken from the variable key_var: the hint
+ * of e made about that key, not BACKUP_ENCRYPTION_KEY (which opening's own hints name), and,
+ * when there is no destination, how to create one from src (the source's location). */
+void caris_copy_open_hint(struct err *e, const char *key_var, const char *src);
 
 #endif

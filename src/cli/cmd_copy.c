@@ -141,25 +141,8 @@ static int run_copy(struct globals *g, const char *const *ids, size_t nids, bool
         char *shown = storage_location_redact(to);
         err_wrap(&e, "destination %s", shown);
         free(shown);
-        if (e.code == ERR_WRONG_KEY && !strstr(e.hint, "--to-key-env"))
-            snprintf(e.hint, sizeof(e.hint),
-                     "%s must hold the key of the destination repository (--to-key-env names "
-                     "another variable)",
-                     key_env ? key_env : DEFAULT_TO_KEY_ENV);
-        else if (e.code == ERR_DAMAGE && strstr(e.msg, "key slot") &&
-                 !strstr(e.msg, "does not authenticate"))
-            /* the key in question is the destination's, not BACKUP_ENCRYPTION_KEY */
-            snprintf(e.hint, sizeof(e.hint),
-                     "the destination's key comes from %s, not BACKUP_ENCRYPTION_KEY: if it is "
-                     "right, its key slot in the destination is the damaged one: restore the "
-                     "destination's keys/ from a copy (or open it with another key and `key add` "
-                     "this one again)",
-                     key_env ? key_env : DEFAULT_TO_KEY_ENV);
-        else if (e.code == ERR_NOT_FOUND)
-            snprintf(e.hint, sizeof(e.hint),
-                     "create it so that it shares this repository's chunking: `caris-backup "
-                     "--repo DESTINATION init --copy-chunker-from %s` (its key from %s)",
-                     g->repo_path, key_env ? key_env : DEFAULT_TO_KEY_ENV);
+        /* the key in question is the destination's, not BACKUP_ENCRYPTION_KEY */
+        caris_copy_open_hint(&e, key_env ? key_env : DEFAULT_TO_KEY_ENV, g->repo_path);
         code = fail(&e);
         goto out;
     }

@@ -564,6 +564,27 @@ char *caris_cloud_location(const struct caris_cloud_target *t, struct err *e)
     return loc;
 }
 
+void caris_copy_open_hint(struct err *e, const char *key_var, const char *src)
+{
+    if (e->code == ERR_WRONG_KEY && !strstr(e->hint, key_var))
+        snprintf(e->hint, sizeof(e->hint),
+                 "%s must hold the key of the destination repository (BACKUP_ENCRYPTION_KEY "
+                 "is the source's)",
+                 key_var);
+    else if (e->code == ERR_DAMAGE && strstr(e->msg, "key slot") &&
+             !strstr(e->msg, "does not authenticate"))
+        snprintf(e->hint, sizeof(e->hint),
+                 "the destination's key comes from %s, not BACKUP_ENCRYPTION_KEY: if it is right, "
+                 "its key slot in the destination is the damaged one: restore the destination's "
+                 "keys/ from a copy (or open it with another key and `key add` this one again)",
+                 key_var);
+    else if (e->code == ERR_NOT_FOUND)
+        snprintf(e->hint, sizeof(e->hint),
+                 "create it so that it shares this repository's chunking: `caris-backup --repo "
+                 "DESTINATION init --copy-chunker-from %s` (its key from %s)",
+                 src, key_var);
+}
+
 int caris_files_upload_to_cloud(struct repo *src, const char *backup_id,
                                 const struct caris_cloud_target *t, const char *dst_key,
                                 const struct caris_op *op, struct caris_copy_result *res,

@@ -208,10 +208,14 @@ static void do_copy(struct run *x, const char *what, const char *id, const char 
     } else {
         struct caris_open_result ores;
         dst = caris_repo_open(&oo, &ores, &e);
-        if (!dst)
+        if (!dst) {
             err_wrap(&e, "copy to %s", shown); /* (user:secret@ never shown) */
-        else
+            /* (the hint named BACKUP_ENCRYPTION_KEY for a wrong CARIS_COPY_TO_KEY: a failure
+             * notice telling the operator to change the key of the local repository) */
+            caris_copy_open_hint(&e, "CARIS_COPY_TO_KEY", x->r ? repo_path(x->r) : "SOURCE");
+        } else {
             json_decref(ores.state);
+        }
     }
     if (dst) {
         const char *ids[] = {id};

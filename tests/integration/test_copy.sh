@@ -172,6 +172,15 @@ BACKUP_FILES_PATHS=$src BACKUP_CLOUD_REPOSITORY=$S3_ENDPOINT/bkt/none run cb --j
 assert_false "a copy step that fails fails the job" test "$RC" -eq 0
 assert_eq false "$(json_eval "$OUT_FILE" 'str([s for s in d["steps"] if s["step"] == "copy"][0]["ok"]).lower()')" \
     "the copy step is reported failed"
+# a wrong CARIS_COPY_TO_KEY: the copy step's error (and so its failure notice) names that
+# variable; its hint said BACKUP_ENCRYPTION_KEY must be the repository's key
+CARIS_COPY_TO_KEY=$(head -c 33 /dev/urandom | base64) BACKUP_FILES_PATHS=$src \
+    BACKUP_CLOUD_REPOSITORY=$DST run cb --json run-now incremental
+assert_false "a copy step with a wrong CARIS_COPY_TO_KEY fails the job" test "$RC" -eq 0
+hint=$(json_eval "$OUT_FILE" '[s for s in d["steps"] if s["step"] == "copy"][0]["error"]["hint"]')
+assert_contains "$hint" "CARIS_COPY_TO_KEY must hold the key of the destination repository" \
+    "the copy step's hint names CARIS_COPY_TO_KEY"
+assert_not_contains "$hint" "BACKUP_ENCRYPTION_KEY must be" "... and does not send the operator to change the local key"
 # credentials in BACKUP_CLOUD_REPOSITORY: the job's copy step fails, and shows them nowhere
 # (its error and JSON held the location whole; found by a review)
 BACKUP_FILES_PATHS=$src BACKUP_CLOUD_REPOSITORY="s3:http://AKIDX:Job-Secret-4711@${S3_ENDPOINT#*://}/bkt/copy" \
