@@ -300,6 +300,49 @@ static int select_objects(const struct dbk *k, const char *const *tables, size_t
     return 0;
 }
 
+/* pg_restore compares --schema/--table names with the archive's table of contents byte for
+ * byte, and the archive holds them in the dumped database's encoding, while the summary (and
+ * so the selection) has them in UTF-8. A name with a non-ASCII character, in a backup of a
+ * LATIN1 (or other non-UTF-8) database, matched nothing: pg_restore restored nothing and
+ * exited 0, and the restore reported success. Such names are converted to the backup's
+ * encoding by the server (c, any database: binary parameters and result). */
+static int selection_encode(PGconn *c, const struct dbk *k, struct selection *s, struct err *e)
+{
+    const char *enc = summary_str(k, "encoding");
+    if (!*enc || strcmp(enc, "UTF8") == 0)
+        return 0;
+    for (size_t i = 0; i < s->nargs; i++) {
+        char *eq = strchr(s->args[i], '=');
+        const char *name = eq ? eq + 1 : "";
+        bool ascii = true;
+        for (const char *p = name; *p && ascii; p++)
+            ascii = (unsigned char)*p < 0x80;
+        if (ascii)
+            continue; /* the same bytes in every server encoding */
+        const char *params[] = {name, enc};
+        int lens[] = {(int)strlen(name), (int)strlen(enc)};
+        int fmts[] = {1, 0};
+        PGresult *res = PQexecParams(c, "SELECT convert($1::bytea, 'UTF8', $2)", 2, NULL, params,
+                                     lens, fmts, 1);
+        if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1 ||
+            PQgetisnull(res, 0, 0) ||
+            memchr(PQgetvalue(res, 0, 0), 0, (size_t)PQgetlength(res, 0, 0))) {
+            const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+            err_set(e, ERR_DATABASE, NULL,
+                    "cannot convert the name %s to the backup's encoding %s for pg_restore: %s",
+                    name, enc, msg ? msg : "unexpected answer");
+            PQclear(res);
+            return -1;
+        }
+        char *arg = xasprintf("%.*s%.*s", (int)(eq - s->args[i] + 1), s->args[i],
+                              PQgetlength(res, 0, 0), PQgetvalue(res, 0, 0));
+        PQclear(res);
+        free(s->args[i]);
+        s->args[i] = arg;
+    }
+    return 0;
+}
+
 /* Counts the expected tables in the database and compares. Returns the number that differ
  * (a table that cannot be counted differs), -1 with e when the database cannot be read. */
 /* Test-only: CARIS_TEST_ROWS_SKEW=SCHEMA.NAME counts one row more in that table after a
@@ -1561,6 +1604,8 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
         }
     }
     server_num = PQserverVersion(c);
+    if (selection_encode(c, &k, &sel, e) != 0)
+        goto out;
     bool no_owner, no_priv;
     decide_ownership(c, json_object_get(k.summary, "roles"), &no_owner, &no_priv, plan);
     PQfinish(c);

@@ -127,4 +127,29 @@ assert_contains "$ERR" "row counts differ" "it says the row counts differ"
 assert_contains "$ERR" "database inh (created for this restore) dropped again" "and that the database made for it was dropped"
 assert_false "the database made for the restore is gone" pg_db_exists inh
 
+# --- a backup of a LATIN1 database, names with accents: --table and --schema find them -------
+# (the archive holds names in the database's encoding, the selection in UTF-8: pg_restore
+# matched nothing, restored nothing and exited 0, and the restore said it had restored them;
+# found by a review helper)
+psql_db postgres -c "CREATE DATABASE latin TEMPLATE template0 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C'" >/dev/null ||
+    fail "creating the LATIN1 database failed"
+PGCLIENTENCODING=UTF8 psql_db latin -c 'CREATE SCHEMA "sessões"; CREATE TABLE "sessões"."anotação" (id int, nota text);
+    INSERT INTO "sessões"."anotação" VALUES (1, '"'"'ação'"'"'), (2, '"'"'não'"'"');
+    CREATE TABLE "público" (id int); INSERT INTO "público" VALUES (7)' >/dev/null ||
+    fail "creating the accented tables failed"
+POSTGRES_URL=$(pg_url latin) db_backup_json "$TEST_TMP/latin.json" --full
+assert_rc 0 "a backup of the LATIN1 database"
+latin_id=$BACKUP_ID
+# without --verify: the restore alone must not claim tables it did not restore
+CARIS_RESTORE_TARGET_URL=$(pg_url latin_t) run cb restore database "$latin_id" --create --table 'sessões.anotação'
+assert_rc 0 "restore --table sessões.anotação of the LATIN1 backup"
+assert_eq "2 ação,não" "$(PGCLIENTENCODING=UTF8 psql_db latin_t -c 'SELECT count(*) || '"' '"' || string_agg(nota, '"','"' ORDER BY id) FROM "sessões"."anotação"' 2>&1)" \
+    "the table and its 2 rows were restored, accents intact"
+CARIS_RESTORE_TARGET_URL=$(pg_url latin_s) run cb restore database "$latin_id" --create --schema 'sessões'
+assert_rc 0 "restore --schema sessões of the LATIN1 backup"
+assert_eq "sessões.anotação" "$(PGCLIENTENCODING=UTF8 pg_user_tables latin_s)" "the schema's table was restored"
+CARIS_RESTORE_TARGET_URL=$(pg_url latin_b) run cb restore database "$latin_id" --create --table 'público' --verify
+assert_rc 0 "restore --table público (a bare name) --verify"
+assert_eq "1" "$(PGCLIENTENCODING=UTF8 psql_db latin_b -c 'SELECT count(*) FROM "público"' 2>&1)" "its row was restored"
+
 test_done
