@@ -737,6 +737,13 @@ int pgsrc_server_info(PGconn *c, struct pgsrc_info *out, struct err *e)
     out->version[strcspn(out->version, " ")] = '\0'; /* "15.8 (Debian 15.8-1)" */
     out->version_num = atoi(PQgetvalue(res, 0, 1));
     copy_field(res, 0, 2, out->database, sizeof(out->database));
+    /* The name the connection gave, which is datname's bytes: current_database() comes back
+     * converted from the database's encoding, though datname (of a shared catalog) is not in
+     * it. A non-ASCII name of a LATIN1 database came back mangled ("sessÃµes" for
+     * "sessões"), and pg_dump, given it, found no such database. */
+    const char *db = PQdb(c);
+    if (db && *db && strlen(db) < sizeof(out->database) && str_is_utf8(db, strlen(db)))
+        snprintf(out->database, sizeof(out->database), "%s", db);
     copy_field(res, 0, 3, out->encoding, sizeof(out->encoding));
     copy_field(res, 0, 4, out->collate, sizeof(out->collate));
     copy_field(res, 0, 5, out->ctype, sizeof(out->ctype));

@@ -131,14 +131,17 @@ assert_false "the database made for the restore is gone" pg_db_exists inh
 # (the archive holds names in the database's encoding, the selection in UTF-8: pg_restore
 # matched nothing, restored nothing and exited 0, and the restore said it had restored them;
 # found by a review helper)
-psql_db postgres -c "CREATE DATABASE latin TEMPLATE template0 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C'" >/dev/null ||
+# (named with an accent: pg_dump was given the name as current_database() returns it, converted
+# from LATIN1 as if datname were in it, "clÃ­nica", and found no such database)
+psql_db postgres -c "CREATE DATABASE clínica TEMPLATE template0 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C'" >/dev/null ||
     fail "creating the LATIN1 database failed"
-PGCLIENTENCODING=UTF8 psql_db latin -c 'CREATE SCHEMA "sessões"; CREATE TABLE "sessões"."anotação" (id int, nota text);
+PGCLIENTENCODING=UTF8 psql_db clínica -c 'CREATE SCHEMA "sessões"; CREATE TABLE "sessões"."anotação" (id int, nota text);
     INSERT INTO "sessões"."anotação" VALUES (1, '"'"'ação'"'"'), (2, '"'"'não'"'"');
     CREATE TABLE "público" (id int); INSERT INTO "público" VALUES (7)' >/dev/null ||
     fail "creating the accented tables failed"
-POSTGRES_URL=$(pg_url latin) db_backup_json "$TEST_TMP/latin.json" --full
-assert_rc 0 "a backup of the LATIN1 database"
+POSTGRES_URL=$(pg_url clínica) db_backup_json "$TEST_TMP/latin.json" --full
+assert_rc 0 "a backup of the LATIN1 database clínica"
+assert_eq clínica "$(json_get "$TEST_TMP/latin.json" '["database"]')" "its summary names the database as it is named"
 latin_id=$BACKUP_ID
 # without --verify: the restore alone must not claim tables it did not restore
 CARIS_RESTORE_TARGET_URL=$(pg_url latin_t) run cb restore database "$latin_id" --create --table 'sessões.anotação'
