@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -888,11 +889,21 @@ static int start_and_wait(const struct phys_restore_opts *o, int version_num, co
     struct pgsrc_tool pg_ctl;
     if (pgsrc_tool_find("pg_ctl", version_num, true, &pg_ctl, e) != 0)
         return -1;
-    res->log_path = xasprintf("%s.log", o->pgdata);
-    char *opts = xasprintf("-p %d -c listen_addresses='' -c unix_socket_directories='%s'", o->port,
-                           o->pgdata);
-    char *argv[] = {pg_ctl.path, "start", "-D", (char *)o->pgdata, "-l", res->log_path, "-W", "-s",
-                    "-o",        opts,    NULL};
+    /* the socket's directory absolute: the server resolves a relative one from the data
+     * directory (it changes into it first), and libpq takes a host without a leading / for a
+     * host name; `--pgdata pitr --start` stopped at once ("could not create lock file
+     * pitr/.s.PGSQL.P.lock") */
+    char pgdata[PATH_MAX];
+    if (!realpath(o->pgdata, pgdata))
+        return err_sys(e, errno, NULL, "cannot resolve the data directory %s", o->pgdata);
+    if (strchr(pgdata, '\''))
+        return err_set(e, ERR_USAGE, "start the server yourself (pg_ctl start -D DIR)",
+                       "--start: the data directory's path %s has a quote", pgdata);
+    res->log_path = xasprintf("%s.log", pgdata);
+    char *opts =
+        xasprintf("-p %d -c listen_addresses='' -c unix_socket_directories='%s'", o->port, pgdata);
+    char *argv[] = {pg_ctl.path, "start", "-D", pgdata, "-l", res->log_path,
+                    "-W",        "-s",    "-o", opts,   NULL};
     char *out = NULL;
     int rc = pgsrc_run_capture(pg_ctl.path, argv, &out, 4096, e);
     free(out);
@@ -904,7 +915,7 @@ static int start_and_wait(const struct phys_restore_opts *o, int version_num, co
         return -1;
     char port[16];
     snprintf(port, sizeof(port), "%d", o->port);
-    pgsrc_target_set(&t, "host", o->pgdata);
+    pgsrc_target_set(&t, "host", pgdata);
     pgsrc_target_set(&t, "port", port);
     pgsrc_target_set(&t, "sslmode", NULL);
     const char *action = o->target == PHYS_TARGET_NONE ? "promote"
@@ -918,7 +929,7 @@ static int start_and_wait(const struct phys_restore_opts *o, int version_num, co
         if (caris_op_check(o->op, "the started server keeps running: stop it with pg_ctl stop",
                            e) != 0)
             break;
-        pid_t pid = postmaster_pid(o->pgdata);
+        pid_t pid = postmaster_pid(pgdata);
         bool alive = pid > 0 && kill(pid, 0) == 0;
         seen_pid |= pid > 0;
         if (!alive && seen_pid) {

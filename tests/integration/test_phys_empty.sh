@@ -44,6 +44,18 @@ for id in "$id1" "$id2"; do
         "the restored cluster has the empty table and the rows of $id"
 done
 
+# --pgdata relative to the current directory, with --start: the server is told an absolute
+# socket directory (a relative one it resolved from the data directory, and stopped at once:
+# "could not create lock file"), and the restore reaches it there
+PORT=$(free_port)
+STARTED+=("$R/rel")
+run as_pg sh -c 'cd "$1" && shift && exec "$@"' sh "$R" "$CARIS_BIN" --env-file "$envf" --json restore database --physical \
+    --pgdata rel --start --port "$PORT" --wait 90 "$id1"
+assert_rc 0 "restore --physical --pgdata rel (relative) --start"
+assert_eq promoted "$(json_get "$OUT_FILE" '["state"]')" "the server started on the relative directory was promoted"
+assert_eq "$R/rel.log" "$(json_get "$OUT_FILE" '["serverLog"]')" "its log is named by its absolute path"
+assert_true "its socket is in the data directory" test -S "$R/rel/.s.PGSQL.$PORT"
+
 # a restore killed (SIGKILL) while it writes leaves its half-written directory beside DIR (a
 # copy of the cluster's files); the next restore of DIR removes it, and says so. The kill comes
 # from the test hook CARIS_TEST_PHYS_RESTORE_CRASH (the process ends as kill -9 would once the
