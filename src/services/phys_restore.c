@@ -829,16 +829,27 @@ static void log_tail(const char *path, char *out, size_t n)
     buf_free(&b);
 }
 
-static bool log_has(const char *path, const char *needle)
+/* Whether what the log got from offset from on (pg_ctl -l appends: an earlier start's lines
+ * are before it) holds needle. */
+static bool log_has(const char *path, size_t from, const char *needle)
 {
     struct buf b = {0};
     struct err ie = ERR_INIT;
     if (fs_read_all(path, &b, &ie) != 0)
         return false;
     buf_append_u8(&b, 0);
-    bool has = strstr((const char *)b.data, needle) != NULL;
+    bool has = from < b.len && strstr((const char *)b.data + from, needle) != NULL;
     buf_free(&b);
     return has;
+}
+
+/* Whether the server started with its log at path (from offset from) logged its end: a server
+ * that gives up at once (a library of shared_preload_libraries not installed here, a bad
+ * setting) is gone before its postmaster.pid is seen. */
+static bool log_says_stopped(const char *path, size_t from)
+{
+    return log_has(path, from, "FATAL:") || log_has(path, from, "PANIC:") ||
+           log_has(path, from, "database system is shut down");
 }
 
 static void pause_ms(int ms)
@@ -904,6 +915,8 @@ static int start_and_wait(const struct phys_restore_opts *o, int version_num, co
         xasprintf("-p %d -c listen_addresses='' -c unix_socket_directories='%s'", o->port, pgdata);
     char *argv[] = {pg_ctl.path, "start", "-D", pgdata, "-l", res->log_path,
                     "-W",        "-s",    "-o", opts,   NULL};
+    struct stat lst;
+    size_t log_from = stat(res->log_path, &lst) == 0 ? (size_t)lst.st_size : 0;
     char *out = NULL;
     int rc = pgsrc_run_capture(pg_ctl.path, argv, &out, 4096, e);
     free(out);
@@ -932,9 +945,11 @@ static int start_and_wait(const struct phys_restore_opts *o, int version_num, co
         pid_t pid = postmaster_pid(pgdata);
         bool alive = pid > 0 && kill(pid, 0) == 0;
         seen_pid |= pid > 0;
-        if (!alive && seen_pid) {
+        /* gone: after it was seen running, or (it may be gone before it is first seen) once
+         * its log says it stopped */
+        if (!alive && (seen_pid || log_says_stopped(res->log_path, log_from))) {
             if (strcmp(action, "shutdown") == 0 &&
-                log_has(res->log_path, "shutdown at recovery target")) {
+                log_has(res->log_path, log_from, "shutdown at recovery target")) {
                 res->state = xstrdup("shut down");
                 rc = 0;
                 break;

@@ -56,6 +56,21 @@ assert_eq promoted "$(json_get "$OUT_FILE" '["state"]')" "the server started on 
 assert_eq "$R/rel.log" "$(json_get "$OUT_FILE" '["serverLog"]')" "its log is named by its absolute path"
 assert_true "its socket is in the data directory" test -S "$R/rel/.s.PGSQL.$PORT"
 
+# a restored server that gives up at once (a library of the source's shared_preload_libraries
+# not installed where it is restored): --start says it stopped, with its log's words, instead of
+# waiting out --wait for a server it never saw and saying that it keeps running. The setting
+# goes into the source's postgresql.auto.conf for one backup (the source is not restarted).
+psql_db postgres -c "ALTER SYSTEM SET shared_preload_libraries = 'caris_no_such_library'" || fail "ALTER SYSTEM"
+run backup --json backup database --physical
+assert_rc 0 "a physical backup whose settings load a library that is not installed"
+idlib=$(json_get "$OUT_FILE" '["id"]')
+psql_db postgres -c "ALTER SYSTEM RESET shared_preload_libraries" || fail "ALTER SYSTEM RESET"
+pitr_restore_start nolib "$idlib"
+assert_rc 10 "restore --start of it fails"
+assert_contains "$ERR" "stopped before reaching the recovery target" "it says the server stopped"
+assert_contains "$ERR" "caris_no_such_library" "it quotes the server's log"
+assert_not_contains "$ERR" "keeps running" "it does not say the server keeps running"
+
 # a restore killed (SIGKILL) while it writes leaves its half-written directory beside DIR (a
 # copy of the cluster's files); the next restore of DIR removes it, and says so. The kill comes
 # from the test hook CARIS_TEST_PHYS_RESTORE_CRASH (the process ends as kill -9 would once the
