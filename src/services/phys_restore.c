@@ -948,7 +948,9 @@ static int start_and_wait(const struct phys_restore_opts *o, int version_num, co
         /* gone: after it was seen running, or (it may be gone before it is first seen) once
          * its log says it stopped */
         if (!alive && (seen_pid || log_says_stopped(res->log_path, log_from))) {
-            if (strcmp(action, "shutdown") == 0 &&
+            /* pause acts as shutdown when the restored settings (the source's) have
+             * hot_standby = off: the target was reached all the same */
+            if (strcmp(action, "promote") != 0 &&
                 log_has(res->log_path, log_from, "shutdown at recovery target")) {
                 res->state = xstrdup("shut down");
                 rc = 0;

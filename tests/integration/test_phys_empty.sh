@@ -71,6 +71,18 @@ assert_contains "$ERR" "stopped before reaching the recovery target" "it says th
 assert_contains "$ERR" "caris_no_such_library" "it quotes the server's log"
 assert_not_contains "$ERR" "keeps running" "it does not say the server keeps running"
 
+# --target-action pause with the source's hot_standby = off: PostgreSQL shuts down at the
+# target instead (it cannot pause without hot standby); the restore reports that, not a server
+# that "stopped before reaching the recovery target"
+psql_db postgres -c "ALTER SYSTEM SET hot_standby = off" || fail "ALTER SYSTEM"
+run backup --json backup database --physical
+assert_rc 0 "a physical backup whose settings have hot_standby = off"
+idhs=$(json_get "$OUT_FILE" '["id"]')
+psql_db postgres -c "ALTER SYSTEM RESET hot_standby" || fail "ALTER SYSTEM RESET"
+pitr_restore_start nohs --to-immediate --target-action pause "$idhs"
+assert_rc 0 "restore --to-immediate --target-action pause --start of it"
+assert_eq "shut down" "$(json_get "$OUT_FILE" '["state"]')" "it reports the server shut down at the target"
+
 # a restore killed (SIGKILL) while it writes leaves its half-written directory beside DIR (a
 # copy of the cluster's files); the next restore of DIR removes it, and says so. The kill comes
 # from the test hook CARIS_TEST_PHYS_RESTORE_CRASH (the process ends as kill -9 would once the
