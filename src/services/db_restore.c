@@ -1544,6 +1544,16 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
                  "create database %s (template0, encoding %s, locale %s when the server has "
                  "it)",
                  dbname, summary_str(&k, "encoding"), summary_str(&k, "collate"));
+        /* pg_restore applies the archive's database-level entries (DATABASE PROPERTIES, the
+         * database's ACL and comment) only with its own --create, which names the database as
+         * the dump does: they are not restored here, and the plan says so */
+        plan_add(plan,
+                 "NOTE: the settings of database %s itself are not restored: ALTER DATABASE ... "
+                 "SET, ALTER ROLE ... IN DATABASE ... SET, GRANT/REVOKE ... ON DATABASE (a "
+                 "REVOKE CONNECT FROM PUBLIC included: anyone may connect to the new database) "
+                 "and its comment; `caris-backup dump %s database.dump | pg_restore --create "
+                 "--file=- | grep DATABASE` shows them, to apply by hand",
+                 summary_str(&k, "database"), k.id);
     } else {
         bool missing = false;
         if (!(c = pgsrc_connect(&t, NULL, e))) {
