@@ -106,6 +106,31 @@ static int target_timeline(struct repo *r, const struct phys_restore_opts *o, ui
     }
     json_t *tls = json_object_get(*w, "timelines");
     *tli = current ? 0 : latest ? caris_wal_latest_timeline(tls) : (uint32_t)v;
+    if (!latest && !current) {
+        /* a timeline the archive has neither WAL nor a history file of cannot be followed:
+         * said so, not that no backup ends before the target (there may be none) */
+        char have[200] = "";
+        bool found = false;
+        size_t i;
+        json_t *x;
+        json_array_foreach(tls, i, x)
+        {
+            json_int_t n = json_integer_value(json_object_get(x, "timeline"));
+            found |= n == (json_int_t)v;
+            char num[24];
+            snprintf(num, sizeof(num), "%lld", (long long)n);
+            str_list_add(have, sizeof(have), num);
+        }
+        if (!found) {
+            json_decref(*w);
+            *w = NULL;
+            return err_set(e, ERR_USAGE,
+                           "give a timeline of the archive (`caris-backup wal list` shows them), "
+                           "or leave out --timeline to follow the latest",
+                           "timeline %lu is not in the WAL archive (its timelines: %s)", v,
+                           *have ? have : "none");
+        }
+    }
     return 0;
 }
 

@@ -83,6 +83,13 @@ pitr_restore_start nohs --to-immediate --target-action pause "$idhs"
 assert_rc 0 "restore --to-immediate --target-action pause --start of it"
 assert_eq "shut down" "$(json_get "$OUT_FILE" '["state"]')" "it reports the server shut down at the target"
 
+# --timeline N of a timeline the archive does not have: refused, saying so (it said that no
+# base backup ends before the recovery target, of a restore without a target)
+run cb --env-file "$envf" restore database --physical --pgdata "$R/tl7" --timeline 7
+assert_rc 2 "restore --timeline 7 (not in the archive) is refused"
+assert_contains "$ERR" "timeline 7 is not in the WAL archive (its timelines: 1)" "it says the archive has no timeline 7"
+assert_false "nothing was written" test -e "$R/tl7"
+
 # a restore killed (SIGKILL) while it writes leaves its half-written directory beside DIR (a
 # copy of the cluster's files); the next restore of DIR removes it, and says so. The kill comes
 # from the test hook CARIS_TEST_PHYS_RESTORE_CRASH (the process ends as kill -9 would once the
