@@ -1047,6 +1047,18 @@ int caris_phys_restore(struct repo *r, const struct phys_restore_opts *o,
         return err_set(e, ERR_USAGE, NULL, "no restore_command for the restored server");
     if (o->start && start_preflight(o, e) != 0)
         return -1;
+    /* no archived WAL holds a commit after a time still to come: PostgreSQL would replay all
+     * of it and then refuse to finish recovery, once the operator starts the server (a year
+     * mistyped) */
+    if (o->target == PHYS_TARGET_TIME && o->target_time_ns > time_now_ns()) {
+        char when[40];
+        time_format_iso(o->target_time_ns, when, sizeof(when));
+        return err_set(e, ERR_USAGE,
+                       "give the time just before the damage (a zone as Z or +01:00, or local "
+                       "time in BACKUP_TZ), or no target to replay all archived WAL; nothing was "
+                       "written",
+                       "recovery target %s is in the future: no archived WAL reaches it", when);
+    }
     struct stat st;
     bool exists = stat(o->pgdata, &st) == 0;
     if (exists && !S_ISDIR(st.st_mode))

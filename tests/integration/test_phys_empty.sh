@@ -90,6 +90,14 @@ assert_rc 2 "restore --timeline 7 (not in the archive) is refused"
 assert_contains "$ERR" "timeline 7 is not in the WAL archive (its timelines: 1)" "it says the archive has no timeline 7"
 assert_false "nothing was written" test -e "$R/tl7"
 
+# a target time still to come (a year mistyped): refused before anything is written (it was
+# restored, and PostgreSQL refused to finish recovery once started)
+run cb --env-file "$envf" restore database --physical --pgdata "$R/future" --to-time 2099-01-01T00:00:00Z
+assert_rc 2 "restore --to-time in the future is refused"
+assert_contains "$ERR" "recovery target 2099-01-01T00:00:00" "it names the target"
+assert_contains "$ERR" "is in the future" "it says it is in the future"
+assert_false "nothing was written" test -e "$R/future"
+
 # a restore killed (SIGKILL) while it writes leaves its half-written directory beside DIR (a
 # copy of the cluster's files); the next restore of DIR removes it, and says so. The kill comes
 # from the test hook CARIS_TEST_PHYS_RESTORE_CRASH (the process ends as kill -9 would once the
