@@ -1718,6 +1718,12 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
             drop_created(&t, dbname, e);
         } else if (rr.applying) {
             err_wrap(e, "database %s may be partially restored", dbname);
+            /* --jobs is not one transaction: what it did stays, and looks like a restore */
+            snprintf(e->hint, sizeof(e->hint),
+                     "do not use database %s as it is: once the cause is fixed, restore again "
+                     "with --clean (it replaces the backup's objects), or drop it and restore "
+                     "with --create",
+                     dbname);
         } else {
             /* one transaction (or nothing started): rolled back */
             err_wrap(e, "database %s was not changed", dbname);

@@ -102,6 +102,11 @@ assert_not_contains "$ERR" "partially restored" "it does not say partially resto
 assert_eq 0 "$(psql_db blocked -c "SELECT count(*) FROM pg_namespace WHERE nspname = 'audit'")" \
     "the schema made for the restore is dropped again"
 assert_eq "" "$(pg_user_tables blocked)" "no table was restored"
+# the same with --jobs (not one transaction): what it did stays, and the error says what to do
+CARIS_RESTORE_TARGET_URL=$(pg_url blocked) run cb restore database "$id" --schema audit --jobs 2
+assert_fails "a --jobs restore that pg_restore cannot apply fails"
+assert_contains "$ERR" "database blocked may be partially restored" "it says the database may be partially restored"
+assert_contains "$ERR" "HINT: do not use database blocked as it is" "the hint says not to use it, and how to restore again"
 
 # --- --table of an inheritance parent: its own rows (count(*) FROM ONLY) are compared -------
 # (the backup recorded its count with its child's, the server's count(*): the restore of it
