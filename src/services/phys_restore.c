@@ -483,6 +483,10 @@ static int write_recovery_settings(const char *dir, const char *id,
      * operator has checked it (docs/BACKUP_RECOVERY.md: turn archiving back on) */
     const char *fixed = "archive_mode = 'off'\n";
     buf_append(&b, fixed, strlen(fixed));
+    /* nor read WAL from anywhere but that archive: a standby's settings (primary_conninfo)
+     * would make it follow the source's primary, were standby.signal ever added */
+    fixed = "primary_conninfo = ''\nprimary_slot_name = ''\n";
+    buf_append(&b, fixed, strlen(fixed));
     /* tablespaces come back as directories under pg_tblspc (write_tree): PostgreSQL 15 stops
      * recovery on such "in-place" tablespaces unless this is on */
     if (tablespaces) {
@@ -692,6 +696,18 @@ static int write_tree(struct repo *r, json_t *summary, json_t *entries, const ch
                     "malformed file entry in the backup");
             note_failure(&rc, &le);
             break;
+        }
+        /* A base backup of a standby holds its standby.signal: restored beside our
+         * recovery.signal, it put the server in standby mode (which wins), following the
+         * source's primary (primary_conninfo) instead of recovering from the archive checked
+         * here, never reaching a target or promoting */
+        if (strcmp(n, "standby.signal") == 0) {
+            caris_op_log(o->op, LOG_WARN,
+                         "the backup was taken on a standby: its standby.signal is not restored "
+                         "(the restored server recovers from the WAL archive, and does not "
+                         "follow the source's primary)");
+            free(j);
+            continue;
         }
         const char *slash = strrchr(n, '/');
         if (slash) {

@@ -83,6 +83,25 @@ pitr_restore_start nohs --to-immediate --target-action pause "$idhs"
 assert_rc 0 "restore --to-immediate --target-action pause --start of it"
 assert_eq "shut down" "$(json_get "$OUT_FILE" '["state"]')" "it reports the server shut down at the target"
 
+# a base backup of a standby (standby.signal in its data directory, primary_conninfo in its
+# settings): restored, the server recovers from the archive and is promoted; it restored
+# standby.signal, which put the server in standby mode, following the source's primary instead
+# (here it cannot log in) and never promoting. The file is there for one backup only (the
+# source is not restarted).
+as_pg touch "$data/standby.signal"
+psql_db postgres -c "ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port=$CARIS_PG_PORT user=$CARIS_PG_USER'" ||
+    fail "ALTER SYSTEM SET primary_conninfo"
+run backup --json backup database --physical
+assert_rc 0 "a physical backup holding standby.signal"
+idsb=$(json_get "$OUT_FILE" '["id"]')
+as_pg rm -f "$data/standby.signal"
+psql_db postgres -c "ALTER SYSTEM RESET primary_conninfo" || fail "ALTER SYSTEM RESET"
+pitr_restore_start sb "$idsb"
+assert_rc 0 "restore --start of a standby's base backup"
+assert_eq promoted "$(json_get "$OUT_FILE" '["state"]')" "the restored server was promoted"
+assert_contains "$ERR" "its standby.signal is not restored" "the restore says it left out standby.signal"
+assert_false "no standby.signal in the restored directory" test -e "$R/sb/standby.signal"
+
 # --timeline N of a timeline the archive does not have: refused, saying so (it said that no
 # base backup ends before the recovery target, of a restore without a target)
 run cb --env-file "$envf" restore database --physical --pgdata "$R/tl7" --timeline 7
