@@ -487,6 +487,11 @@ static int write_recovery_settings(const char *dir, const char *id,
      * would make it follow the source's primary, were standby.signal ever added */
     fixed = "primary_conninfo = ''\nprimary_slot_name = ''\n";
     buf_append(&b, fixed, strlen(fixed));
+    /* nor run the source's commands for its own archive: archive_cleanup_command (a standby's
+     * pg_archivecleanup removes WAL from the archive it names, at every restartpoint) and
+     * recovery_end_command */
+    fixed = "archive_cleanup_command = ''\nrecovery_end_command = ''\n";
+    buf_append(&b, fixed, strlen(fixed));
     /* tablespaces come back as directories under pg_tblspc (write_tree): PostgreSQL 15 stops
      * recovery on such "in-place" tablespaces unless this is on */
     if (tablespaces) {

@@ -88,19 +88,25 @@ assert_eq "shut down" "$(json_get "$OUT_FILE" '["state"]')" "it reports the serv
 # standby.signal, which put the server in standby mode, following the source's primary instead
 # (here it cannot log in) and never promoting. The file is there for one backup only (the
 # source is not restarted).
+# Its commands for its own archive are not run by the restored server either (a standby's
+# archive_cleanup_command removes WAL from that archive): recovery_end_command, run when
+# recovery ends, shows it.
 as_pg touch "$data/standby.signal"
-psql_db postgres -c "ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port=$CARIS_PG_PORT user=$CARIS_PG_USER'" ||
-    fail "ALTER SYSTEM SET primary_conninfo"
+psql_db postgres -c "ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port=$CARIS_PG_PORT user=$CARIS_PG_USER'" \
+    -c "ALTER SYSTEM SET recovery_end_command = 'touch $R/recovery_end_ran'" ||
+    fail "ALTER SYSTEM SET primary_conninfo, recovery_end_command"
 run backup --json backup database --physical
 assert_rc 0 "a physical backup holding standby.signal"
 idsb=$(json_get "$OUT_FILE" '["id"]')
 as_pg rm -f "$data/standby.signal"
-psql_db postgres -c "ALTER SYSTEM RESET primary_conninfo" || fail "ALTER SYSTEM RESET"
+psql_db postgres -c "ALTER SYSTEM RESET primary_conninfo" -c "ALTER SYSTEM RESET recovery_end_command" ||
+    fail "ALTER SYSTEM RESET"
 pitr_restore_start sb "$idsb"
 assert_rc 0 "restore --start of a standby's base backup"
 assert_eq promoted "$(json_get "$OUT_FILE" '["state"]')" "the restored server was promoted"
 assert_contains "$ERR" "its standby.signal is not restored" "the restore says it left out standby.signal"
 assert_false "no standby.signal in the restored directory" test -e "$R/sb/standby.signal"
+assert_false "the source's recovery_end_command did not run" test -e "$R/recovery_end_ran"
 
 # --timeline N of a timeline the archive does not have: refused, saying so (it said that no
 # base backup ends before the recovery target, of a restore without a target)
