@@ -1005,6 +1005,18 @@ static int start_and_wait(const struct phys_restore_opts *o, int version_num, co
             char tail[700], hint[512];
             log_tail(res->log_path, tail, sizeof(tail));
             stopped_hint(o, res->backup_id, gap_note, hint, sizeof(hint));
+            /* a time or LSN after the last archived WAL (the gaps have their own hint) */
+            if (!(gap_note && *gap_note) &&
+                (o->target == PHYS_TARGET_TIME || o->target == PHYS_TARGET_LSN) &&
+                log_has(res->log_path, log_from,
+                        "recovery ended before configured recovery target was reached"))
+                snprintf(hint, sizeof(hint),
+                         "the archived WAL ends before the target %s: if the source still runs, "
+                         "have it archive its current WAL (SELECT pg_switch_wal(), then wait "
+                         "until `caris-backup wal list` shows it) and restore again; else "
+                         "restore again with an earlier target, or none to replay all archived "
+                         "WAL; the restored data directory is kept",
+                         o->target_value ? o->target_value : "");
             err_set(e, ERR_DATABASE, hint,
                     "the restored server stopped before reaching the recovery target (its log: "
                     "%s):\n%s",

@@ -108,6 +108,13 @@ assert_contains "$ERR" "its standby.signal is not restored" "the restore says it
 assert_false "no standby.signal in the restored directory" test -e "$R/sb/standby.signal"
 assert_false "the source's recovery_end_command did not run" test -e "$R/recovery_end_ran"
 
+# an LSN after the last archived WAL: PostgreSQL refuses to finish recovery; the hint says the
+# archive ends before the target and what to do (it said only: see the server's log)
+pitr_restore_start lsnfar --to-lsn FFFFFFFF/0 "$id1"
+assert_rc 10 "restore --to-lsn after the archive's end --start fails"
+assert_contains "$ERR" "recovery ended before configured recovery target was reached" "it quotes the server's log"
+assert_contains "$ERR" "the archived WAL ends before the target FFFFFFFF/0" "the hint says the archive ends before the target"
+
 # --timeline N of a timeline the archive does not have: refused, saying so (it said that no
 # base backup ends before the recovery target, of a restore without a target)
 run cb --env-file "$envf" restore database --physical --pgdata "$R/tl7" --timeline 7
