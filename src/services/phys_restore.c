@@ -492,6 +492,11 @@ static int write_recovery_settings(const char *dir, const char *id,
      * recovery_end_command */
     fixed = "archive_cleanup_command = ''\nrecovery_end_command = ''\n";
     buf_append(&b, fixed, strlen(fixed));
+    /* nor start the source's logical replication subscriptions once promoted: their workers
+     * would connect to the publishers and consume the source's replication slots, whose
+     * changes the source (the subscriber in service) would then never receive */
+    fixed = "max_logical_replication_workers = 0\n";
+    buf_append(&b, fixed, strlen(fixed));
     /* tablespaces come back as directories under pg_tblspc (write_tree): PostgreSQL 15 stops
      * recovery on such "in-place" tablespaces unless this is on */
     if (tablespaces) {

@@ -42,6 +42,10 @@ for id in "$id1" "$id2"; do
     rq() { as_pg env PGPASSWORD="$CARIS_PG_PASSWORD" "$CARIS_PG_BIN/psql" -h "$R/r-$id" -p "$PORT" -U "$CARIS_PG_USER" -d "$CARIS_PG_DB" -Atc "$1"; }
     assert_eq "0 1000" "$(rq "SELECT (SELECT count(*) FROM e), (SELECT count(*) FROM k)" | tr '|' ' ')" \
         "the restored cluster has the empty table and the rows of $id"
+    # its logical replication subscriptions (the source's) must not run: their workers would
+    # consume the source's replication slots at the publishers
+    assert_eq 0 "$(rq "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'logical replication launcher'")" \
+        "no logical replication launcher runs in the restored server of $id"
 done
 
 # --pgdata relative to the current directory, with --start: the server is told an absolute
