@@ -1719,11 +1719,13 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
         } else if (rr.applying) {
             err_wrap(e, "database %s may be partially restored", dbname);
             /* --jobs is not one transaction: what it did stays, and looks like a restore */
+            char was[sizeof(e->hint)];
+            snprintf(was, sizeof(was), "%s", e->hint);
             snprintf(e->hint, sizeof(e->hint),
                      "do not use database %s as it is: once the cause is fixed, restore again "
                      "with --clean (it replaces the backup's objects), or drop it and restore "
-                     "with --create",
-                     dbname);
+                     "with --create%s%s",
+                     dbname, *was ? "; " : "", was);
         } else {
             /* one transaction (or nothing started): rolled back */
             err_wrap(e, "database %s was not changed", dbname);
