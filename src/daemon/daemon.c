@@ -809,6 +809,13 @@ static void on_progress(void *ctx, const char *phase, uint64_t done, uint64_t to
     pthread_mutex_unlock(&d->mu);
 }
 
+/* A warning the repository handle met after its opening (a state object not written after a
+ * commit, a read-only file system read without a lock): in the daemon's log. */
+static void repo_warn_late(void *ctx, const char *object, const char *message)
+{
+    dlog(ctx, LOG_WARN, "repository", "%s: %s", object, message);
+}
+
 static int reopen_repo(struct daemon *d, struct err *e)
 {
     if (d->r)
@@ -819,6 +826,25 @@ static int reopen_repo(struct daemon *d, struct err *e)
         return -1;
     struct caris_open_result res = {0};
     d->r = caris_repo_open(&oo, &res, e);
+    if (d->r) {
+        /* What the opening found (a backup deleted from the repository, its state record
+         * rolled back, a pack gone) is logged, as the CLI prints it: the daemon dropped it,
+         * and opens the repository once for many runs. */
+        if (err_is_set(&res.audit_err))
+            dlog(d, LOG_WARN, "repository", "%s", res.audit_err.msg);
+        size_t i;
+        json_t *w;
+        json_array_foreach(repo_warnings(d->r), i, w)
+            repo_warn_late(d, json_string_value(json_object_get(w, "object")),
+                           json_string_value(json_object_get(w, "message")));
+        if (json_array_size(repo_warnings(d->r)))
+            dlog(d, LOG_WARN, "repository", "%s",
+                 json_is_true(json_object_get(res.state, "rolled_back"))
+                     ? "the repository was replaced by an older copy: find out who replaced "
+                       "it (`caris-backup list` says more)"
+                     : "run `caris-backup check` to see the backups affected");
+        repo_set_warn_sink(d->r, repo_warn_late, d);
+    }
     json_decref(res.state);
     return d->r ? 0 : -1;
 }

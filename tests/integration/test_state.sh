@@ -59,6 +59,14 @@ run cb check
 assert_rc 4 "check: a deleted snapshot is damage"
 assert_contains "$OUT" "$id1" "check names the deleted backup"
 assert_contains "$OUT" "snapshot is gone" "check says what happened"
+# the daemon opens the repository once for many runs: its log says what the opening found
+# (it dropped it, so an unattended machine never told of the deleted backup)
+run env BACKUP_SCHEDULE_DAILY=off BACKUP_SCHEDULE_WEEKLY=off BACKUP_SCHEDULE_MONTHLY=off \
+    CARIS_TEST_CLOCK=2026-03-01T12:00:00Z,2026-03-01T12:01:00Z "$CARIS_BIN" daemon
+assert_rc 0 "a daemon on the test clock, for a minute"
+assert_match "warning repository: snapshots/[0-9a-f]+: backup $id1 is in the state record but its snapshot is gone" \
+    "$ERR" "the daemon's log names the deleted backup"
+assert_contains "$ERR" "run \`caris-backup check\`" "... and says what to run"
 mv "$TEST_TMP/held" "$victim"
 assert_exit 0 cb check
 
