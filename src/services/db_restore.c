@@ -1313,6 +1313,26 @@ struct test_result {
     char scratch_name[64];
 };
 
+/* Whether a test restore failed for want of disk space on the scratch side: pg_restore's
+ * error says so, or (a local cluster's server stopped: PANIC on its WAL, and pg_restore saw
+ * only the connection closed) the cluster's log does. */
+static bool scratch_disk_full(const struct scratch *s, const struct err *e)
+{
+    static const char enospc[] = "No space left on device";
+    if (strstr(e->msg, enospc) || strstr(e->msg, "could not extend file"))
+        return true;
+    if (!s->local_started)
+        return false;
+    char *log = xasprintf("%s/postgres.log", s->local.dir);
+    struct buf b = {0};
+    struct err ie = ERR_INIT;
+    bool full = fs_read_all(log, &b, &ie) == 0 && b.len &&
+                memmem(b.data, b.len, enospc, sizeof(enospc) - 1) != NULL;
+    buf_free(&b);
+    free(log);
+    return full;
+}
+
 /* Restores into a new scratch database and compares the row counts; always drops it. */
 static int test_restore_core(struct repo *r, const struct dbk *k, enum db_scratch kind,
                              const struct pgsrc_target *server, const struct selection *sel,
@@ -1359,6 +1379,19 @@ static int test_restore_core(struct repo *r, const struct dbk *k, enum db_scratc
     res->restore_ms = (t1 - t0) / 1000000;
     if (prc != 0) {
         err_wrap(e, "test restore into %s failed", s.name);
+        /* the scratch's disk full reads like a backup that does not restore: said what it is */
+        if (scratch_disk_full(&s, e)) {
+            if (kind == DB_SCRATCH_LOCAL)
+                snprintf(e->hint, sizeof(e->hint),
+                         "the file system of the scratch cluster (made under %s) is full: free "
+                         "space there and test again; this says nothing about the backup",
+                         temp_dir ? temp_dir : "BACKUP_DIR/temp");
+            else
+                snprintf(e->hint, sizeof(e->hint),
+                         "the scratch database's server ran out of disk space: free space there "
+                         "(or test with --scratch local) and test again; this says nothing about "
+                         "the backup");
+        }
         goto out;
     }
     int bad = compare_counts(&s.target, res->tables, e);
