@@ -416,6 +416,18 @@ int caris_retention_apply(struct repo *r, const struct caris_forget_opts *o,
     if (o->kind && strcmp(o->kind, "files") && strcmp(o->kind, "database"))
         return err_set(e, ERR_USAGE, "--type is files or database", "unknown backup type '%s'",
                        o->kind);
+    /* Every rule off would forget every backup but each group's newest: a slip (0 read as
+     * "no limit", a variable set to 0 by mistake) must not cost the history. Keeping only the
+     * newest is said as such: --keep-last 1. */
+    const struct caris_retention_policy *p = &o->policy;
+    if (!o->nids && !p->last && !p->daily && !p->weekly && !p->monthly && !p->yearly &&
+        !p->has_within)
+        return err_set(e, ERR_USAGE,
+                       "give at least one --keep-* count above 0 (BACKUP_RETENTION_DAILY, "
+                       "_WEEKLY, _MONTHLY: 0 turns one rule off, not all); to keep only the "
+                       "newest backup of each group, say --keep-last 1",
+                       "refusing to forget: the retention policy keeps nothing (every count is "
+                       "0), which would forget every backup but the newest of each group");
     struct tz *z; /* checked before anything is locked */
     if (zone_load(o->tz, &z, e) != 0)
         return -1;

@@ -143,8 +143,17 @@ assert_exit 0 cb --quiet verify "${id_of[d2]}"
 assert_exit 0 cb --quiet test-restore "${id_of[d3]}"
 
 # --- the newest of each group stays whatever the policy says -------------------------------
-assert_exit 0 cb --json forget --keep-last 0 --prune
-assert_eq "a25 b3 d3 " "$(listed_labels)" "a policy that keeps nothing keeps each group's newest"
+# a policy with every rule at 0 (by option or by configuration) is refused: nothing forgotten
+before=$(listed_labels)
+assert_exit 2 cb --json forget --keep-last 0 --keep-daily 0 --prune
+assert_contains "$ERR" "keeps nothing" "an all-zero policy is refused"
+BACKUP_RETENTION_DAILY=0 BACKUP_RETENTION_WEEKLY=0 BACKUP_RETENTION_MONTHLY=0 \
+    assert_exit 2 cb --quiet forget
+BACKUP_RETENTION_DAILY=0 BACKUP_RETENTION_WEEKLY=0 BACKUP_RETENTION_MONTHLY=0 \
+    assert_exit 2 cb --quiet forget --dry-run
+assert_eq "$before" "$(listed_labels)" "a refused policy forgot nothing"
+assert_exit 0 cb --json forget --keep-last 1 --prune
+assert_eq "a25 b3 d3 " "$(listed_labels)" "keep-last 1 keeps each group's newest"
 assert_exit 0 cb --quiet check --read-data
 t=$TEST_TMP/restore
 assert_exit 0 cb --quiet restore files "${id_of[a25]}" --target "$t"
