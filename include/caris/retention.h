@@ -1,5 +1,5 @@
 /* Retention: which backups to keep (keep-last/daily/weekly/monthly/yearly/within, per group
- * of backups of the same source), and forgetting the others. The seed's
+ * of backups of the same source and host), and forgetting the others. The seed's
  * databaseBackupService.applyRetentionPolicy({daily, weekly, monthly}) is
  * caris_retention_apply(). What forgetting frees is removed by prune (prune.h). */
 #ifndef CARIS_RETENTION_H

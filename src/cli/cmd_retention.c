@@ -21,8 +21,8 @@ static const char FORGET_USAGE[] =
     "       caris-backup [--json] forget ID... [--dry-run] [--prune] [--max-unused PCT]\n"
     "\n"
     "Applies a retention policy: decides which backups to keep and forgets (removes) the\n"
-    "others. Backups are judged in groups: the same kind and source (the same set of file\n"
-    "paths; the same database on the same server). Within a group, each --keep-* rule keeps,\n"
+    "others. Backups are judged in groups: the same kind, host and source (the same set of\n"
+    "file paths; the same database on the same server). Within a group, each --keep-* rule keeps,\n"
     "going back from the newest backup, the newest backup of each of the last N days / ISO\n"
     "weeks / months / years that have a backup (in BACKUP_TZ, default the local time zone);\n"
     "--keep-last N keeps the N newest; --keep-within D every backup no older than D before\n"
@@ -185,7 +185,8 @@ static void print_forget(const struct caris_forget_result *res)
             char *what =
                 json_dumps(json_object_get(g, strcmp(kind, "database") == 0 ? "database" : "roots"),
                            JSON_COMPACT | JSON_ENCODE_ANY);
-            printf("%s %s:\n", kind, what ? what : "?");
+            const char *host = json_string_value(json_object_get(g, "host"));
+            printf("%s %s%s%s:\n", kind, what ? what : "?", host ? " on " : "", host ? host : "");
             free(what);
         }
         for (size_t k = 0; k < res->nbackups; k++) {

@@ -387,21 +387,24 @@ int caris_retention_decide(const struct caris_retention_policy *p, const char *t
 
 /* ---- forget -------------------------------------------------------------------------- */
 
-/* What makes backups one group: their kind and their source (the same set of file roots;
- * the same database on the same server). */
+/* What makes backups one group: their kind, the machine that made them (hosts that share a
+ * repository may back up the same paths, or a database at "localhost", and one host's
+ * backups must not fill the other's days) and their source (the same set of file roots; the
+ * same database on the same server). */
 static json_t *group_of(json_t *s)
 {
     const char *kind = json_string_value(json_object_get(s, "kind"));
+    json_t *host = json_object_get(s, "host") ?: json_null();
     if (kind && strcmp(kind, "database") == 0) {
         json_t *src = json_object_get(s, "source");
-        return json_pack("{s:s, s:O, s:o}", "kind", kind, "database",
+        return json_pack("{s:s, s:O, s:O, s:o}", "kind", kind, "host", host, "database",
                          json_object_get(s, "database") ?: json_null(), "source",
                          src ? json_pack("{s:O, s:O}", "host",
                                          json_object_get(src, "host") ?: json_null(), "port",
                                          json_object_get(src, "port") ?: json_null())
                              : json_null());
     }
-    return json_pack("{s:s, s:O}", "kind", kind ? kind : "?", "roots",
+    return json_pack("{s:s, s:O, s:O}", "kind", kind ? kind : "?", "host", host, "roots",
                      json_object_get(s, "roots") ?: json_null());
 }
 
