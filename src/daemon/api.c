@@ -421,6 +421,17 @@ static int query_bool(struct MHD_Connection *c, const char *name, bool *v)
     return 0;
 }
 
+/* A query parameter's value: 0 with *v (NULL when absent), -1 when given without a value
+ * ("?type": not the same as leaving it out). */
+static int query_value(struct MHD_Connection *c, const char *name, const char **v)
+{
+    *v = NULL;
+    if (MHD_lookup_connection_value_n(c, MHD_GET_ARGUMENT_KIND, name, strlen(name), v, NULL) !=
+        MHD_YES)
+        return 0;
+    return *v ? 0 : -1;
+}
+
 struct query_check {
     const char *const *allowed;
     unsigned seen[4];
@@ -714,9 +725,12 @@ static enum MHD_Result ep_cron(struct api *a, struct MHD_Connection *c, const ch
         return respond_error(c, MHD_HTTP_BAD_REQUEST, "bad_request",
                              "the one parameter is type, given once",
                              "unknown or repeated query parameter");
-    const char *type = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "type");
+    const char *type;
     struct djob_spec s = {.kind = DJOB_BACKUP};
     enum MHD_Result mr;
+    if (query_value(c, "type", &type) != 0)
+        return respond_error(c, MHD_HTTP_BAD_REQUEST, "bad_request",
+                             "type is \"full\" or \"incremental\"", "invalid type");
     if (type_parse(c, type ? type : "incremental", &s.type, &mr) != 0)
         return mr;
     return submit(a, c, &s, who, addr);
@@ -859,10 +873,12 @@ out:
 static enum MHD_Result ep_audit(struct api *a, struct MHD_Connection *c)
 {
     static const char *const args[] = {"limit", NULL};
-    const char *ls = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "limit");
+    const char *ls;
+    bool no_value = query_value(c, "limit", &ls) != 0;
     char *end = NULL;
-    long limit = ls ? strtol(ls, &end, 10) : 50;
-    if (query_unknown(c, args) || (ls && (end == ls || *end || limit < 1 || limit > 1000)))
+    /* digits only: strtol would take " 5" and "+5" */
+    long limit = ls && ls[0] >= '0' && ls[0] <= '9' ? strtol(ls, &end, 10) : ls ? 0 : 50;
+    if (no_value || query_unknown(c, args) || (ls && (!end || *end || limit < 1 || limit > 1000)))
         return respond_error(c, MHD_HTTP_BAD_REQUEST, "bad_request",
                              "limit is a number of lines from 1 to 1000 (default 50)",
                              "invalid query parameter");

@@ -37,6 +37,15 @@ for seed in 1 2 3; do
         "seed $seed: no 5xx, every 4xx a JSON error, no answer missing"
     assert_match ' 400:[0-9]' "$counts" "seed $seed: bad requests were refused (400)"
 done
+# a parameter without its value is not the parameter left out: "?type" ran an incremental
+# backup, "?limit" read 50 lines; a number is digits ("+5" and " 5" passed)
+for q in "cron/backup?type" "admin/backup/audit?limit" "admin/backup/audit?limit=+5" \
+    "admin/backup/audit?limit=%205" "admin/backup/audit?limit=5%20"; do
+    tok=$ADMIN
+    [[ $q == cron/* ]] && tok=$CRON_SECRET
+    run python3 "$LIB_DIR/api_client.py" req "$BASE" GET "/api/$q" "$tok"
+    assert_eq 400 "$(head -n 1 <<<"$OUT")" "GET /api/$q: 400"
+done
 run python3 "$LIB_DIR/api_client.py" req "$BASE" GET /api/admin/backup/status "$VIEWER"
 assert_eq 200 "$(head -n 1 <<<"$OUT")" "the API answers after the fuzzing"
 kill -TERM "$DAEMON"
