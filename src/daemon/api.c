@@ -7,9 +7,10 @@
  * worker's.
  *
  * Bad input is never a 5xx: every field is checked (type, value, unknown fields), bodies are
- * bounded (BODY_MAX, 413), headers too (the connection's memory limit: libmicrohttpd answers
- * 431), and a client that fails authentication again and again from one address is made to
- * wait (429 with Retry-After). Credentials are never logged. */
+ * bounded (BODY_MAX, 413), headers too (API_GATE_HEAD_OK and API_GATE_HEADERS_MAX: the gate
+ * answers 431 before libmicrohttpd's memory limit is reached), and a client that fails
+ * authentication again and again from one address is made to wait (429 with Retry-After).
+ * Credentials are never logged. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <microhttpd.h>

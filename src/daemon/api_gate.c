@@ -207,6 +207,27 @@ const char *api_gate_head_refusal(const char *b, size_t n)
     return NULL;
 }
 
+bool api_gate_head_too_large(const char *b, size_t n)
+{
+    const char *p = request_line_end(b, n);
+    unsigned lines = 0;
+    while (p && p + 1 < b + n) {
+        const char *line = p + 1;
+        const char *nl = memchr(line, '\n', (size_t)(b + n - line));
+        if (!nl)
+            break;
+        size_t len = (size_t)(nl - line);
+        if (len && line[len - 1] == '\r')
+            len--;
+        if (len == 0)
+            return (size_t)(nl + 1 - b) > API_GATE_HEAD_OK; /* the end of the headers */
+        if (++lines > API_GATE_HEADERS_MAX)
+            return true;
+        p = nl;
+    }
+    return n > API_GATE_HEAD_OK;
+}
+
 /* ---- one connection ----------------------------------------------------------------------- */
 
 /* A best-effort answer (the socket is non-blocking: what does not fit is dropped, the client
@@ -339,6 +360,13 @@ static bool conn_examine(struct api_gate *g, size_t i, short revents)
          * starts again at every byte, so a client sending a header line every few seconds
          * held its connection for ever (and 64 of them every connection) */
         if (api_gate_head_complete(g->line, (size_t)n)) {
+            if (api_gate_head_too_large(g->line, (size_t)n)) {
+                conn_answer(g, i, 431, "Request Header Fields Too Large", "headers_too_large",
+                            "request headers too large or too many",
+                            "the API needs a few short headers (Host, Authorization, "
+                            "Content-Type)");
+                return conn_drain(g, i);
+            }
             const char *why = api_gate_head_refusal(g->line, (size_t)n);
             if (why) {
                 conn_answer(g, i, 400, "Bad Request", "bad_request", why,

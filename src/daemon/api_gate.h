@@ -23,6 +23,13 @@
 /* The longest request line and headers the gate reads before it hands a connection over
  * (libmicrohttpd's memory for them is 32 KiB, CONN_MEMORY in api.c); longer: 431. */
 #define API_GATE_HEAD_MAX (32 * 1024)
+/* What the gate hands over at most: request line and headers of API_GATE_HEAD_OK bytes and
+ * API_GATE_HEADERS_MAX header lines, else it answers 431 itself. libmicrohttpd's 32 KiB hold
+ * the headers' text and a record of each, and the buffers of the body and of the answer:
+ * past them it answered its own 431 with an HTML page (300 one-byte headers with a POST's
+ * body, 500 with a GET, or 32.5 KiB of headers). */
+#define API_GATE_HEAD_OK (16 * 1024)
+#define API_GATE_HEADERS_MAX 100
 
 struct api_gate;
 
@@ -50,6 +57,9 @@ bool api_gate_head_complete(const char *b, size_t n);
 /* For whole headers: why the gate answers 400 itself (a Content-Length that is not digits,
  * two that differ, a Transfer-Encoding other than chunked, both), or NULL. */
 const char *api_gate_head_refusal(const char *b, size_t n);
+/* For whole headers: whether they are over API_GATE_HEAD_OK bytes or API_GATE_HEADERS_MAX
+ * lines (the gate answers 431). */
+bool api_gate_head_too_large(const char *b, size_t n);
 
 /* What the gate makes of the bytes that start a connection (exposed for the unit test). */
 enum api_gate_verdict {
