@@ -1260,10 +1260,12 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
                           enum MHD_ConnectionNotificationCode code)
 {
     struct api *a = cls;
-    (void)c;
     (void)socket_context;
-    if (code == MHD_CONNECTION_NOTIFY_CLOSED && a->gate)
-        api_gate_conn_closed(a->gate);
+    if (code == MHD_CONNECTION_NOTIFY_CLOSED && a->gate) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        api_gate_conn_closed(a->gate, ci ? ci->client_addr : NULL);
+    }
 }
 
 static void api_free(struct api *a)
@@ -1344,7 +1346,10 @@ int api_start(const struct api_opts *o, struct api **out, struct err *e)
     /* without TLS the gate hands over at most CONN_MAX at once, and libmicrohttpd's limit
      * gives each of its 4 workers room for all of them (api_gate.c says why it must) */
     OPT(MHD_OPTION_CONNECTION_LIMIT, tls ? CONN_MAX : CONN_MAX * 4 + 4, NULL);
-    OPT(MHD_OPTION_PER_IP_CONNECTION_LIMIT, CONN_PER_IP, NULL);
+    /* without TLS the gate keeps to CONN_PER_IP handed over from an address (a connection over
+     * it waits there, then 503): libmicrohttpd's own limit reset it without an answer, and
+     * counts a closed connection a moment longer than the gate is told of it */
+    OPT(MHD_OPTION_PER_IP_CONNECTION_LIMIT, tls ? CONN_PER_IP : 0, NULL);
     OPT(MHD_OPTION_CONNECTION_TIMEOUT, timeout_s, NULL);
     OPT(MHD_OPTION_CONNECTION_MEMORY_LIMIT, CONN_MEMORY, NULL);
     if (tls) {

@@ -60,6 +60,10 @@ struct api_gate {
      * unlocking cleanup_connection_mutex), so it must never see its limit reached */
     pthread_mutex_t mu;
     unsigned handed, max_handed;
+    /* the addresses of the connections handed over, at most per_addr from one: with
+     * libmicrohttpd's own per-address limit (off now), a connection over it was reset without
+     * an answer; it waits here for room instead, as for max_handed */
+    struct sockaddr_storage *handed_addr;
     struct MHD_Daemon *mhd;
     pthread_t thread;
     bool running;
@@ -228,6 +232,8 @@ bool api_gate_head_too_large(const char *b, size_t n)
     return n > API_GATE_HEAD_OK;
 }
 
+static bool same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
+
 /* ---- one connection ----------------------------------------------------------------------- */
 
 /* A best-effort answer (the socket is non-blocking: what does not fit is dropped, the client
@@ -301,33 +307,47 @@ static bool conn_drain(struct api_gate *g, size_t i)
  * (slot i then holds another connection); false: it waits for a handed one to close. */
 static bool conn_hand(struct api_gate *g, size_t i)
 {
+    struct gate_conn *c = &g->conns[i];
     pthread_mutex_lock(&g->mu);
-    bool room = g->handed < g->max_handed;
-    if (room)
-        g->handed++; /* before the hand-over: it may close before MHD_add_connection returns */
+    unsigned from_addr = 0;
+    for (unsigned k = 0; k < g->handed; k++)
+        from_addr += same_addr(&g->handed_addr[k], &c->addr);
+    bool room = g->handed < g->max_handed && from_addr < g->per_addr;
+    if (room) /* before the hand-over: it may close before MHD_add_connection returns */
+        g->handed_addr[g->handed++] = c->addr;
     pthread_mutex_unlock(&g->mu);
     if (!room)
         return false;
-    struct gate_conn *c = &g->conns[i];
     int one = 1;
     setsockopt(c->fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
     struct gate_conn h = *c;
     g->conns[i] = g->conns[--g->n];
     /* libmicrohttpd owns the socket from here, and closes it when it cannot take it (then it
      * never started, and api_gate_conn_closed is not called for it) */
-    if (MHD_add_connection(g->mhd, h.fd, (const struct sockaddr *)&h.addr, h.addrlen) != MHD_YES) {
-        pthread_mutex_lock(&g->mu);
-        g->handed--;
-        pthread_mutex_unlock(&g->mu);
-    }
+    if (MHD_add_connection(g->mhd, h.fd, (const struct sockaddr *)&h.addr, h.addrlen) != MHD_YES)
+        api_gate_conn_closed(g, (const struct sockaddr *)&h.addr);
     return true;
 }
 
-void api_gate_conn_closed(struct api_gate *g)
+void api_gate_conn_closed(struct api_gate *g, const struct sockaddr *sa)
 {
+    struct sockaddr_storage ss = {0};
+    if (sa)
+        memcpy(&ss, sa,
+               sa->sa_family == AF_INET6  ? sizeof(struct sockaddr_in6)
+               : sa->sa_family == AF_INET ? sizeof(struct sockaddr_in)
+                                          : sizeof(sa->sa_family));
     pthread_mutex_lock(&g->mu);
-    if (g->handed > 0)
-        g->handed--;
+    if (g->handed > 0) {
+        /* its address's entry (the last one when unknown) */
+        unsigned k = g->handed - 1;
+        for (unsigned j = 0; sa && j < g->handed; j++)
+            if (same_addr(&g->handed_addr[j], &ss)) {
+                k = j;
+                break;
+            }
+        g->handed_addr[k] = g->handed_addr[--g->handed];
+    }
     pthread_mutex_unlock(&g->mu);
     ssize_t w = write(g->wake[1], "c", 1); /* a waiting connection may go now */
     (void)w;
@@ -535,11 +555,13 @@ int api_gate_open(const struct sockaddr_storage *ss, unsigned max_pending,
     g->deadline_s = deadline_s;
     g->conns = xcalloc(max_pending, sizeof(*g->conns));
     g->max_handed = max_handed;
+    g->handed_addr = xcalloc(max_handed, sizeof(*g->handed_addr));
     pthread_mutex_init(&g->mu, NULL);
     if (pipe2(g->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
         int err = errno;
         close(fd);
         free(g->conns);
+        free(g->handed_addr);
         free(g);
         return err_sys(e, err, NULL, "cannot create a pipe");
     }
@@ -596,5 +618,6 @@ void api_gate_free(struct api_gate *g)
     close(g->wake[1]);
     pthread_mutex_destroy(&g->mu);
     free(g->conns);
+    free(g->handed_addr);
     free(g);
 }

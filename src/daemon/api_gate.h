@@ -35,7 +35,8 @@ struct api_gate;
 
 /* Binds and listens on ss (nothing is accepted yet): 0, or -1 with e. A connection waits in
  * the gate at most deadline_s for its request line and headers (408), and for libmicrohttpd
- * to have room: at most max_handed connections are with it at once (503 after the deadline);
+ * to have room: at most max_handed connections are with it at once, max_pending_per_addr from
+ * one address (503 after the deadline);
  * libmicrohttpd's own connection limit must leave each of its workers room for max_handed. */
 int api_gate_open(const struct sockaddr_storage *ss, unsigned max_pending,
                   unsigned max_pending_per_addr, unsigned max_handed, unsigned deadline_s,
@@ -50,8 +51,9 @@ int api_gate_run(struct api_gate *g, struct MHD_Daemon *mhd, struct err *e);
  * api_gate_conn_closed while they stop). */
 void api_gate_close(struct api_gate *g);
 void api_gate_free(struct api_gate *g);
-/* From libmicrohttpd's MHD_CONNECTION_NOTIFY_CLOSED of a connection the gate handed over. */
-void api_gate_conn_closed(struct api_gate *g);
+/* From libmicrohttpd's MHD_CONNECTION_NOTIFY_CLOSED of a connection the gate handed over,
+ * with its client's address (NULL when unknown). */
+void api_gate_conn_closed(struct api_gate *g, const struct sockaddr *sa);
 /* Whether b[0..n) holds a request line and the empty line that ends its headers. */
 bool api_gate_head_complete(const char *b, size_t n);
 /* For whole headers: why the gate answers 400 itself (a Content-Length that is not digits,

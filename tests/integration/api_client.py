@@ -12,6 +12,9 @@
                                                           SRC: their statuses on one line
   api_client.py hold BASE SRC N                          N half request lines from SRC held
                                                           open, then one more (see hold())
+  api_client.py handed BASE TOKEN N                      N requests held by libmicrohttpd (their
+                                                          bodies never come), then one more from
+                                                          the same address (see handed())
   api_client.py bad BASE ADMIN VIEWER CRON_SECRET        the bad inputs: prints one line per
                                                           case "STATUS name", and "CRASH name"
                                                           when the server closed without an
@@ -468,6 +471,49 @@ def fuzz_path(rng, path):
     return path
 
 
+def handed(base, token, n):
+    """N connections whose headers libmicrohttpd has taken (each sent Expect: 100-continue and
+    got its 100 Continue) and whose bodies never come, then one request more from the same
+    address: prints its status line and body (RESET: closed without an answer)."""
+    host, port = split(base)
+    held = []
+    for _ in range(n):
+        s = socket.create_connection((host, port), timeout=30)
+        s.sendall(b"POST /api/admin/backup/create HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                  + token.encode() + b"\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 100\r\nExpect: 100-continue\r\n\r\n")
+        got = b""
+        while b"\r\n\r\n" not in got:
+            c = s.recv(1024)
+            if not c:
+                break
+            got += c
+        if not got.startswith(b"HTTP/1.1 100"):
+            print("NOT-HELD %r" % got[:80])
+            return
+        held.append(s)
+    s = socket.create_connection((host, port), timeout=40)
+    s.sendall(b"GET /api/admin/backup/status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+              + token.encode() + b"\r\n\r\n")
+    data = b""
+    try:
+        while True:
+            c = s.recv(65536)
+            if not c:
+                break
+            data += c
+    except ConnectionResetError:
+        data = b""
+    s.close()
+    for h in held:
+        h.close()
+    if not data:
+        print("RESET")
+        return
+    head, _, body = data.partition(b"\r\n\r\n")
+    print(head.split(b"\r\n")[0].decode(), body.decode(errors="replace")[:100])
+
+
 def run_fuzz(base, admin, viewer, cron, seed, n):
     """n requests made from seed; prints "STATUS-COUNTS ..." and one "FAIL ..." line for each
     answer that is a 5xx or a 4xx whose body is not a JSON object with "error", and for each
@@ -556,6 +602,8 @@ def main():
         dribble(sys.argv[2], float(sys.argv[3]), float(sys.argv[4]))
     elif cmd == "hold":
         hold(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    elif cmd == "handed":
+        handed(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     elif cmd == "bad":
         run_bad(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5])
     elif cmd == "fuzz":
