@@ -158,19 +158,32 @@ static const char *header_value(const char *line, size_t len, const char *name, 
     return v;
 }
 
+/* The header line after *p (the end of the line before it: of the request line first), as
+ * line and len (without its line end); *p moves to its end. False when no whole line follows. */
+static bool next_line(const char *b, size_t n, const char **p, const char **line, size_t *len)
+{
+    if (!*p || *p + 1 >= b + n)
+        return false;
+    const char *l = *p + 1;
+    const char *nl = memchr(l, '\n', (size_t)(b + n - l));
+    if (!nl)
+        return false;
+    size_t k = (size_t)(nl - l);
+    if (k && l[k - 1] == '\r')
+        k--;
+    *line = l;
+    *len = k;
+    *p = nl;
+    return true;
+}
+
 const char *api_gate_head_refusal(const char *b, size_t n)
 {
-    const char *p = request_line_end(b, n);
+    const char *p = request_line_end(b, n), *line;
+    size_t len;
     bool have_cl = false, have_te = false;
     unsigned long long cl = 0;
-    while (p && p + 1 < b + n) {
-        const char *line = p + 1;
-        const char *nl = memchr(line, '\n', (size_t)(b + n - line));
-        if (!nl)
-            break;
-        size_t len = (size_t)(nl - line);
-        if (len && line[len - 1] == '\r')
-            len--;
+    while (next_line(b, n, &p, &line, &len)) {
         if (len == 0)
             break; /* the end of the headers */
         if (memchr(line, '\0', len))
@@ -204,7 +217,6 @@ const char *api_gate_head_refusal(const char *b, size_t n)
                 return "unsupported Transfer-Encoding (send the body as is, or chunked)";
             have_te = true;
         }
-        p = nl;
     }
     if (have_cl && have_te)
         return "Content-Length and Transfer-Encoding together (send one of them)";
@@ -213,21 +225,14 @@ const char *api_gate_head_refusal(const char *b, size_t n)
 
 bool api_gate_head_too_large(const char *b, size_t n)
 {
-    const char *p = request_line_end(b, n);
+    const char *p = request_line_end(b, n), *line;
+    size_t len;
     unsigned lines = 0;
-    while (p && p + 1 < b + n) {
-        const char *line = p + 1;
-        const char *nl = memchr(line, '\n', (size_t)(b + n - line));
-        if (!nl)
-            break;
-        size_t len = (size_t)(nl - line);
-        if (len && line[len - 1] == '\r')
-            len--;
+    while (next_line(b, n, &p, &line, &len)) {
         if (len == 0)
-            return (size_t)(nl + 1 - b) > API_GATE_HEAD_OK; /* the end of the headers */
+            return (size_t)(p + 1 - b) > API_GATE_HEAD_OK; /* the end of the headers */
         if (++lines > API_GATE_HEADERS_MAX)
             return true;
-        p = nl;
     }
     return n > API_GATE_HEAD_OK;
 }
