@@ -148,7 +148,7 @@ struct caris_find_opts {
     const char *pattern;        /* fnmatch(3), '*' also matching '/'. With a '/': the full path (or
                                    the path below a root when the pattern is not absolute); without:
                                    the entry's name */
-    int64_t since_ns, until_ns; /* backups started in [since, until]; 0: no bound */
+    int64_t since_ns, until_ns; /* backups started in [since, until + 1 s); 0: no bound */
     const struct caris_op *op;
 };
 struct caris_find_match {

@@ -823,7 +823,10 @@ static int find_locked(struct repo *r, const struct caris_find_opts *o,
         int64_t t;
         if (!started || !id || time_parse_iso(started, &t) != 0)
             continue;
-        if ((o->since_ns && t < o->since_ns) || (o->until_ns && t > o->until_ns))
+        /* --until names a whole second (as find and list show start times): a backup
+         * started at 03:00:00.412 is in "--until 03:00:00" */
+        if ((o->since_ns && t < o->since_ns) ||
+            (o->until_ns && t > o->until_ns && (uint64_t)t - (uint64_t)o->until_ns >= 1000000000u))
             continue;
         if (caris_op_cancelled(o->op)) {
             rc = err_set(e, ERR_FAILURE, NULL, "cancelled");

@@ -339,6 +339,25 @@ run cb dump latest sub/small.txt
 assert_rc 0 "dump of an intact file of the damaged backup"
 assert_eq small "$OUT" "its bytes"
 
+# ---- find --until: the whole second ------------------------------------------------------
+# A backup made now starts at a fraction of a second; find and list show the second. Given as
+# --until, that second holds the backup. (With a start at .000 the check proves less, never
+# fails.)
+export BACKUP_DIR=$TEST_TMP/until
+assert_exit 0 cb init
+mkdir -p "$TEST_TMP/u"
+echo until >"$TEST_TMP/u/until-file.txt"
+backup_json "$TEST_TMP/u.json" "$TEST_TMP/u"
+assert_rc 0 "backup without --time"
+started=$(cb --json list | python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["started"])')
+assert_match '^[0-9-]+T[0-9:]+(\.[0-9]+)?Z$' "$started" "list --json: the start time"
+second=${started%%.*}
+second=${second%Z}Z
+run cb --json find until-file.txt --until "$second"
+assert_rc 0 "find --until the start's second"
+assert_eq "[\"$TEST_TMP/u/until-file.txt\"]" "$(json_eval "$OUT_FILE" '[m["path"] for m in d["matches"]]')" \
+    "find --until the second the backup started in finds it"
+
 # ---- help ---------------------------------------------------------------------------------
 for c in show ls dump diff find; do
     assert_exit 0 cb "$c" --help
