@@ -32,6 +32,12 @@ struct caris_open_result {
 struct repo *caris_repo_open(const struct caris_open_opts *o, struct caris_open_result *out,
                              struct err *e);
 
+/* What to do about the warnings opening found (repo_warnings(r)), in buf: find who replaced the
+ * repository (its state record rolled back), let prune finish a removal, or run check. NULL
+ * when there are none. backup_dir: where the state record's copy is (BACKUP_DIR). */
+const char *caris_open_hint(struct repo *r, const struct caris_open_result *o,
+                            const char *backup_dir, char *buf, size_t n);
+
 /* Creates BACKUP_DIR with metadata/ and temp/ (mode 0700, as the seed's Quick Start). */
 int caris_backup_dir_prepare(const char *dir, struct err *e);
 

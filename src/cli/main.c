@@ -277,18 +277,9 @@ static void report_open(const struct globals *g, struct repo *r, const struct ca
     json_array_foreach(repo_warnings(r), i, w)
         fprintf(stderr, "warning: %s: %s\n", json_string_value(json_object_get(w, "object")),
                 json_string_value(json_object_get(w, "message")));
-    if (json_is_true(json_object_get(o->state, "rolled_back")))
-        fprintf(stderr,
-                "HINT: find out who replaced the repository; if you put an older copy in place "
-                "on purpose, remove %s/metadata/state-%s.json to accept it\n",
-                config_backup_dir(&g->cfg), repo_id(r));
-    else if (json_array_size(repo_warnings(r)) &&
-             json_array_size(repo_warnings(r)) ==
-                 json_array_size(json_object_get(o->state, "removing")))
-        fprintf(stderr, "HINT: `caris-backup prune` (or the next retention run) finishes the "
-                        "removal; the backups kept are not affected\n");
-    else if (json_array_size(repo_warnings(r)))
-        fprintf(stderr, "HINT: run `caris-backup check` to see the backups affected\n");
+    char hint[512];
+    if (caris_open_hint(r, o, config_backup_dir(&g->cfg), hint, sizeof(hint)))
+        fprintf(stderr, "HINT: %s\n", hint);
 }
 
 /* A warning the repository handle met after the opening (report_open told those before). */

@@ -837,12 +837,9 @@ static int reopen_repo(struct daemon *d, struct err *e)
         json_array_foreach(repo_warnings(d->r), i, w)
             repo_warn_late(d, json_string_value(json_object_get(w, "object")),
                            json_string_value(json_object_get(w, "message")));
-        if (json_array_size(repo_warnings(d->r)))
-            dlog(d, LOG_WARN, "repository", "%s",
-                 json_is_true(json_object_get(res.state, "rolled_back"))
-                     ? "the repository was replaced by an older copy: find out who replaced "
-                       "it (`caris-backup list` says more)"
-                     : "run `caris-backup check` to see the backups affected");
+        char hint[512];
+        if (caris_open_hint(d->r, &res, d->backup_dir, hint, sizeof(hint)))
+            dlog(d, LOG_WARN, "repository", "%s", hint);
         repo_set_warn_sink(d->r, repo_warn_late, d);
     }
     json_decref(res.state);

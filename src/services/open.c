@@ -1,6 +1,7 @@
 /* Opening a repository as every front end does (see caris/open.h). */
 #include "caris/open.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -75,6 +76,26 @@ static void audit(const struct caris_open_opts *o, struct repo *r, struct caris_
         out->state = NULL;
         err_wrap(&out->audit_err, "cannot audit the state record");
     }
+}
+
+const char *caris_open_hint(struct repo *r, const struct caris_open_result *o,
+                            const char *backup_dir, char *buf, size_t n)
+{
+    size_t nw = json_array_size(repo_warnings(r));
+    if (json_is_true(json_object_get(o->state, "rolled_back")))
+        snprintf(buf, n,
+                 "find out who replaced the repository; if you put an older copy in place on "
+                 "purpose, remove %s/metadata/state-%s.json to accept it",
+                 backup_dir, repo_id(r));
+    else if (nw && nw == json_array_size(json_object_get(o->state, "removing")))
+        snprintf(buf, n,
+                 "`caris-backup prune` (or the next retention run) finishes the removal; "
+                 "the backups kept are not affected");
+    else if (nw)
+        snprintf(buf, n, "run `caris-backup check` to see the backups affected");
+    else
+        return NULL;
+    return buf;
 }
 
 struct repo *caris_repo_open(const struct caris_open_opts *o, struct caris_open_result *out,
