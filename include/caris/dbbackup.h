@@ -106,10 +106,13 @@ struct caris_db_restore_result {
     int64_t duration_ms;
     bool tested; /* dry run: test holds the scratch restore's outcome */
     struct caris_test_restore_result test;
+    json_t *warnings; /* [text, ...]: --create, settings of the database not applied */
     char *error;
 };
-/* Restores a database backup through pg_restore. res (also on failure when the restore got
- * that far, res->ran): caris_db_restore_result_free. Errors: ERR_NOT_FOUND (no such backup or
+/* Restores a database backup through pg_restore. Returns CARIS_DONE, CARIS_DONE_WARNINGS
+ * (--create: settings of the backup's database that could not be applied to the new one, in
+ * res->warnings), or -1 with e. res (also on failure when the restore got that far, res->ran):
+ * caris_db_restore_result_free. Errors: ERR_NOT_FOUND (no such backup or
  * table), ERR_USAGE (the target is not empty and neither --clean nor --create, or --create
  * and it exists), ERR_DATABASE, ERR_DAMAGE (the backup's data is damaged, or --verify found
  * different row counts). */
@@ -118,7 +121,7 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
 void caris_db_restore_result_free(struct caris_db_restore_result *res);
 /* {"backupId", "target", "dryRun", "plan", "tables", "verified", "ok", "duration_ms",
  * "testRestore": {"ok", "scratch", "scratch_name", "restore_ms", "verify_ms"} (dry run),
- * "error" (when not ok)}; NULL when !res->ran. */
+ * "warnings": [text, ...], "error" (when not ok)}; NULL when !res->ran. */
 json_t *caris_db_restore_result_to_json(const struct caris_db_restore_result *res);
 
 struct db_test_restore_opts {

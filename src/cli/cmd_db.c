@@ -57,7 +57,10 @@ static const char RESTORE_USAGE[] =
     "  --clean           required when the target database is not empty: drops the backup's\n"
     "                    objects there before recreating them\n"
     "  --create          create the target database (it must not exist), with the backup's\n"
-    "                    encoding, and restore into it; dropped again if the restore fails\n"
+    "                    encoding, and restore into it; dropped again if the restore fails.\n"
+    "                    Then the backup database's own settings are applied to it (ALTER\n"
+    "                    DATABASE ... SET, role settings in it, GRANT/REVOKE ON DATABASE, its\n"
+    "                    comment and owner); one that fails is a warning (exit 3)\n"
     "  --table T         only table T (a name, or schema.name); repeatable. Its definition\n"
     "                    and rows only (pg_restore -t): no indexes, primary key, constraints,\n"
     "                    defaults, triggers or sequences. Tables of several schemas together\n"
@@ -396,7 +399,7 @@ int cmd_restore_database(struct globals *g, int argc, char **argv)
         json_t *j = caris_db_restore_result_to_json(&res);
         print_json(j);
         json_decref(j);
-    } else if (res.ran && rc == 0 && !g->quiet) {
+    } else if (res.ran && rc >= 0 && !g->quiet) {
         json_t *tg = res.target;
         char secs[32], rms[32], vms[32];
         cli_human_duration(res.duration_ms, secs, sizeof(secs));
@@ -419,7 +422,7 @@ int cmd_restore_database(struct globals *g, int argc, char **argv)
     } else if (res.ran && rc != 0 && !g->quiet) {
         print_counts(res.tables);
     }
-    code = rc == 0 ? 0 : fail(&e);
+    code = rc == CARIS_DONE ? 0 : rc == CARIS_DONE_WARNINGS ? EXIT_WARNINGS : fail(&e);
 out:
     caris_db_restore_result_free(&res);
     if (r)

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <time.h>
@@ -18,6 +19,7 @@
 #include "caris/backup.h"
 #include "caris/crypto.h"
 #include "caris/dbbackup.h"
+#include "caris/jsonx.h"
 #include "caris/pgsrc.h"
 #include "caris/stream.h"
 #include "caris/tempitem.h"
@@ -925,12 +927,18 @@ static void *collect_main(void *arg)
 
 #define TOC_MAX (256u << 20)
 
-/* pg_restore --list of the staged file, or of the stream's beginning (pg_restore stops
- * reading after the table of contents; the rest of the stream is not fetched). */
-static int toc_list(struct restore_run *rr, const char *file, char **toc, struct err *e)
+/* What pg_restore prints (stdout, NUL-terminated in *out) with the options opts (at most 7)
+ * for the staged file, or for the stream (read from its beginning: pg_restore stops reading
+ * once it has what it prints; the rest of the stream is not fetched). */
+static int pg_restore_text(struct restore_run *rr, const char *file, const char *const *opts,
+                           char **out, struct err *e)
 {
-    *toc = NULL;
-    char *argv[] = {(char *)rr->tool->path, "--list", (char *)file, NULL};
+    *out = NULL;
+    const char *argv[10] = {rr->tool->path};
+    size_t n = 1;
+    for (size_t i = 0; opts[i] && n < 8; i++)
+        argv[n++] = opts[i];
+    argv[n++] = file;
     sigset_t pipe_set, old_mask;
     sigemptyset(&pipe_set);
     sigaddset(&pipe_set, SIGPIPE);
@@ -938,7 +946,7 @@ static int toc_list(struct restore_run *rr, const char *file, char **toc, struct
     struct pgsrc_child c;
     struct pgsrc_spawn so = {.pipe_stdin = !file, .pipe_stdout = true, .die_with_parent = true};
     int rc = -1;
-    if (pgsrc_child_start(&c, rr->tool->path, argv, &so, e) != 0)
+    if (pgsrc_child_start(&c, rr->tool->path, (char **)argv, &so, e) != 0)
         goto out;
     struct collect col = {.fd = c.out_fd, .max = TOC_MAX};
     c.out_fd = -1;
@@ -963,12 +971,12 @@ static int toc_list(struct restore_run *rr, const char *file, char **toc, struct
     }
     if (col.truncated) {
         buf_free(&col.out);
-        err_set(e, ERR_FAILURE, NULL, "the archive's table of contents is larger than %u MiB",
+        err_set(e, ERR_FAILURE, NULL, "pg_restore %s printed more than %u MiB", opts[0],
                 TOC_MAX >> 20);
         goto out;
     }
     buf_append_u8(&col.out, 0);
-    *toc = (char *)col.out.data;
+    *out = (char *)col.out.data;
     rc = 0;
 out:;
     struct timespec zero = {0, 0};
@@ -976,6 +984,13 @@ out:;
         ;
     pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
     return rc;
+}
+
+/* pg_restore --list of the staged file, or of the stream's beginning. */
+static int toc_list(struct restore_run *rr, const char *file, char **toc, struct err *e)
+{
+    const char *const opts[] = {"--list", NULL};
+    return pg_restore_text(rr, file, opts, toc, e);
 }
 
 /* Writes the reordered list to a 0600 file under temp_dir (a temp item); the caller removes
@@ -1131,6 +1146,323 @@ out:
     argv_free(argv);
     free(toc);
     temp_item_remove(&staged);
+    temp_item_remove(&listfile);
+    return rc;
+}
+
+/* ---- the new database's own settings (--create) --------------------------------------------- */
+
+/* pg_restore applies a dump's database-level entries only with its own --create, which makes
+ * the database under the dump's name: DATABASE PROPERTIES (ALTER DATABASE ... SET, CONNECTION
+ * LIMIT, IS_TEMPLATE; ALTER ROLE ... IN DATABASE ... SET) and the database's COMMENT, SECURITY
+ * LABEL and ACL (GRANT/REVOKE ... ON DATABASE, a REVOKE CONNECT FROM PUBLIC included). A
+ * --create restore here makes the database itself (under the target URL's name, with the
+ * locale fallbacks), so these entries are printed by pg_restore --create --use-list from the
+ * dump and applied one statement at a time, each naming the new database instead of the
+ * dump's. A statement that names any other database is never run. */
+
+/* Whether a line of pg_restore --list is one of the database's own entries:
+ * "<id>; <tableoid> <oid> <desc> <schema> <tag> <owner>". */
+static bool toc_db_entry(const char *line, size_t len)
+{
+    static const char *const kinds[] = {"DATABASE PROPERTIES ", "COMMENT - DATABASE ",
+                                        "ACL - DATABASE ", "SECURITY LABEL - DATABASE ", NULL};
+    const char *p = memchr(line, ';', len);
+    if (!p || line[0] == ';')
+        return false;
+    p++;
+    for (int field = 0; field < 2; field++) { /* the catalog id: two numbers */
+        while (p < line + len && *p == ' ')
+            p++;
+        while (p < line + len && *p >= '0' && *p <= '9')
+            p++;
+    }
+    if (p >= line + len || *p != ' ')
+        return false;
+    p++;
+    for (int i = 0; kinds[i]; i++)
+        if ((size_t)(line + len - p) > strlen(kinds[i]) &&
+            strncmp(p, kinds[i], strlen(kinds[i])) == 0)
+            return true;
+    return false;
+}
+
+/* The statements of a SQL script: ';' ends one outside string constants ('...', E'...'),
+ * quoted identifiers, dollar quotes and comments; comments and psql's backslash lines
+ * (\connect) are left out. Each newly allocated, in *out (NULL-terminated). */
+static size_t sql_statements(const char *s, char ***out)
+{
+    size_t n = 0;
+    char **v = xcalloc(1, sizeof(char *));
+    struct buf cur = {0};
+    while (*s) {
+        if (cur.len == 0 && (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r')) {
+            s++;
+            continue;
+        }
+        if (cur.len == 0 && *s == '\\') { /* a psql command: to the end of its line */
+            s += strcspn(s, "\n");
+            continue;
+        }
+        if (s[0] == '-' && s[1] == '-') { /* a comment */
+            s += strcspn(s, "\n");
+            continue;
+        }
+        if (*s == '\'' || *s == '"') {
+            char q = *s;
+            bool esc = q == '\'' && cur.len &&
+                       (cur.data[cur.len - 1] == 'E' || cur.data[cur.len - 1] == 'e');
+            buf_append(&cur, s++, 1);
+            while (*s) {
+                if (esc && *s == '\\' && s[1]) {
+                    buf_append(&cur, s, 2);
+                    s += 2;
+                    continue;
+                }
+                buf_append(&cur, s, 1);
+                if (*s++ == q) {
+                    if (*s == q) { /* doubled: part of it */
+                        buf_append(&cur, s++, 1);
+                        continue;
+                    }
+                    break;
+                }
+            }
+            continue;
+        }
+        if (*s == '$') { /* $tag$ ... $tag$ */
+            size_t t = 1;
+            while (s[t] && (s[t] == '_' || (s[t] >= 'a' && s[t] <= 'z') ||
+                            (s[t] >= 'A' && s[t] <= 'Z') || (s[t] >= '0' && s[t] <= '9')))
+                t++;
+            if (s[t] == '$') {
+                const char *end = NULL;
+                for (const char *p = s + t + 1; (p = strchr(p, '$')); p++)
+                    if (strncmp(p, s, t + 1) == 0) {
+                        end = p + t + 1;
+                        break;
+                    }
+                size_t l = end ? (size_t)(end - s) : strlen(s);
+                buf_append(&cur, s, l);
+                s += l;
+                continue;
+            }
+        }
+        if (*s == ';') {
+            s++;
+            if (cur.len == 0)
+                continue; /* an empty statement */
+            buf_append_u8(&cur, 0);
+            v = xrealloc(v, xsize(n + 2, sizeof(char *), 0));
+            v[n++] = (char *)cur.data;
+            v[n] = NULL;
+            memset(&cur, 0, sizeof(cur));
+            continue;
+        }
+        buf_append(&cur, s++, 1);
+    }
+    buf_free(&cur); /* an unterminated rest is not a statement pg_restore printed */
+    *out = v;
+    return n;
+}
+
+static bool word_is(const char *w, size_t n, const char *kw)
+{
+    return strlen(kw) == n && strncasecmp(w, kw, n) == 0;
+}
+
+/* stmt with each database it names (the word after DATABASE, before its first string
+ * constant) renamed from `from` to the identifier `to` (quoted), newly allocated; NULL when it
+ * names none, or another database than `from`. *session: a session setting (SET, RESET,
+ * SELECT pg_catalog.set_config), run as it is. */
+static char *stmt_for_db(const char *stmt, const char *from, const char *to, bool *session)
+{
+    *session = false;
+    size_t w0 = strspn(stmt, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ");
+    if (word_is(stmt, w0, "SET") || word_is(stmt, w0, "RESET") ||
+        strncmp(stmt, "SELECT pg_catalog.set_config(", 29) == 0) {
+        *session = true;
+        return xstrdup(stmt);
+    }
+    struct buf o = {0};
+    size_t named = 0;
+    bool after_db = false, other = false;
+    const char *p = stmt;
+    while (*p && *p != '\'' && *p != '$') {
+        const char *t = p;
+        char *ident = NULL; /* the token as an identifier's name */
+        if (*p == '"') {
+            struct buf id = {0};
+            for (p++; *p; p++) {
+                if (*p == '"') {
+                    if (p[1] != '"')
+                        break;
+                    p++;
+                }
+                buf_append(&id, p, 1);
+            }
+            if (*p != '"') { /* unterminated */
+                buf_free(&id);
+                other = true;
+                break;
+            }
+            p++;
+            buf_append_u8(&id, 0);
+            ident = (char *)id.data;
+        } else if ((unsigned char)*p >= 0x80 || *p == '_' || (*p >= 'a' && *p <= 'z') ||
+                   (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9')) {
+            while ((unsigned char)*p >= 0x80 || *p == '_' || *p == '$' ||
+                   (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9'))
+                p++;
+            ident = xstrndup(t, (size_t)(p - t));
+            /* an unquoted name folds to lower case, as the server folds it */
+            for (char *c = ident; *c; c++)
+                if (*c >= 'A' && *c <= 'Z')
+                    *c = (char)(*c - 'A' + 'a');
+        } else if (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r') {
+            buf_append(&o, p++, 1);
+            continue;
+        } else {
+            p++;
+        }
+        if (after_db && ident) {
+            if (strcmp(ident, from) == 0) {
+                buf_append(&o, to, strlen(to));
+                named++;
+            } else {
+                other = true;
+            }
+            after_db = false;
+            free(ident);
+            continue;
+        }
+        after_db = ident && *t != '"' && word_is(t, (size_t)(p - t), "DATABASE");
+        free(ident);
+        buf_append(&o, t, (size_t)(p - t));
+    }
+    if (other || after_db || named == 0) {
+        buf_free(&o);
+        return NULL;
+    }
+    buf_append(&o, p, strlen(p));
+    buf_append_u8(&o, 0);
+    return (char *)o.data;
+}
+
+/* A statement's beginning, for a message: its first line, at most 100 bytes. */
+static void stmt_head(const char *stmt, char *out, size_t n)
+{
+    size_t l = strcspn(stmt, "\n");
+    if (l > 100)
+        l = 100;
+    if (n > l + 4)
+        snprintf(out, n, "%.*s%s", (int)l, stmt, stmt[l] ? " ..." : "");
+    else
+        snprintf(out, n, "%.*s", (int)(n - 1), stmt);
+}
+
+/* Applies the dump's database-level entries to database dbname (made by this restore):
+ * 0 with *applied and *comment (a COMMENT ON DATABASE was applied; it replaced the restore's
+ * mark); each statement that could not be applied goes to warnings (and the log); -1 with e
+ * when the entries cannot be read. */
+static int apply_db_settings(struct restore_run *rr, const char *dbname, json_t *warnings,
+                             size_t *applied, bool *comment, struct err *e)
+{
+    *applied = 0;
+    *comment = false;
+    const char *from = summary_str(rr->k, "database");
+    char *toc = NULL, *sql = NULL, **stmts = NULL;
+    struct temp_item listfile = TEMP_ITEM_INIT;
+    PGconn *c = NULL;
+    int rc = -1;
+    /* without --create, --list leaves the database's own entries out */
+    const char *const lopts[] = {"--list", "--create", NULL};
+    if (pg_restore_text(rr, NULL, lopts, &toc, e) != 0)
+        goto out;
+    struct buf list = {0};
+    for (const char *l = toc; *l;) {
+        size_t len = strcspn(l, "\n");
+        if (toc_db_entry(l, len)) {
+            buf_append(&list, l, len);
+            buf_append(&list, "\n", 1);
+        }
+        l += len + (l[len] == '\n');
+    }
+    buf_append_u8(&list, 0);
+    bool none = list.len == 1;
+    int wrc = none ? 0 : write_toc(rr, (const char *)list.data, &listfile, e);
+    buf_free(&list);
+    if (none) {
+        rc = 0;
+        goto out;
+    }
+    if (wrc != 0)
+        goto out;
+    char *use = xasprintf("--use-list=%s", listfile.path);
+    const char *opts[] = {"--create", "--file=-", use, rr->no_owner ? "--no-owner" : NULL,
+                          NULL,       NULL};
+    if (rr->no_privileges)
+        opts[rr->no_owner ? 4 : 3] = "--no-privileges";
+    int prc = pg_restore_text(rr, NULL, opts, &sql, e);
+    free(use);
+    if (prc != 0)
+        goto out;
+    if (!(c = connect_maintenance(rr->target, e)))
+        goto out;
+    char *to = PQescapeIdentifier(c, dbname, strlen(dbname));
+    if (!to) {
+        err_set(e, ERR_DATABASE, NULL, "cannot quote the name of database %s", dbname);
+        goto out;
+    }
+    sql_statements(sql, &stmts);
+    for (size_t i = 0; stmts[i]; i++) {
+        /* --create prints the database's CREATE DATABASE whatever the list says: it exists */
+        size_t w1 = strcspn(stmts[i], " \t\n");
+        if (stmts[i][w1] && word_is(stmts[i], w1, "CREATE") &&
+            word_is(stmts[i] + w1 + 1, strcspn(stmts[i] + w1 + 1, " \t\n"), "DATABASE"))
+            continue;
+        bool session;
+        char *q = stmt_for_db(stmts[i], from, to, &session);
+        char head[120], w[600];
+        stmt_head(stmts[i], head, sizeof(head));
+        if (!q) {
+            snprintf(w, sizeof(w),
+                     "database %s: a setting of the backup's database was not applied (it "
+                     "names no database, or another one than %s): %s",
+                     dbname, from, head);
+        } else {
+            struct err xe = ERR_INIT;
+            if (pgsrc_exec(c, q, &xe) == 0) {
+                *w = '\0';
+                if (!session) {
+                    (*applied)++;
+                    *comment |= strncasecmp(q, "COMMENT ON DATABASE ", 20) == 0;
+                }
+            } else {
+                snprintf(w, sizeof(w),
+                         "database %s: a setting of the backup's database was not "
+                         "applied: %s: %s",
+                         dbname, head, xe.msg);
+            }
+            free(q);
+        }
+        if (*w) {
+            json_array_append_new(warnings, jsonx_text(w));
+            caris_op_log(rr->op, LOG_WARN, "%s", w);
+        }
+    }
+    PQfreemem(to);
+    rc = 0;
+out:
+    if (rc != 0)
+        err_wrap(e, "cannot read the settings of the backup's database");
+    if (c)
+        PQfinish(c);
+    for (size_t i = 0; stmts && stmts[i]; i++)
+        free(stmts[i]);
+    free(stmts);
+    free(sql);
+    free(toc);
     temp_item_remove(&listfile);
     return rc;
 }
@@ -1503,7 +1835,7 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
     struct pgsrc_target t;
     struct dbk k = {0};
     struct selection sel = {0};
-    json_t *plan = json_array(), *tables = NULL;
+    json_t *plan = json_array(), *tables = NULL, *warnings = json_array();
     PGconn *c = NULL;
     struct pgsrc_index_tree *pidx = NULL;
     size_t npidx = 0;
@@ -1532,6 +1864,7 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
     res->target = pgsrc_target_json(&t);
     res->dry_run = o->dry_run;
     res->plan = json_incref(plan);
+    res->warnings = json_incref(warnings);
     str_human_bytes(k.size, dump_size, sizeof(dump_size));
     plan_add(plan,
              "restore backup %s (database %s, PostgreSQL %s, taken %s, %zu tables, dump %s) into "
@@ -1577,16 +1910,15 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
                  "create database %s (template0, encoding %s, locale %s when the server has "
                  "it)",
                  dbname, summary_str(&k, "encoding"), summary_str(&k, "collate"));
-        /* pg_restore applies the archive's database-level entries (DATABASE PROPERTIES, the
-         * database's ACL and comment) only with its own --create, which names the database as
-         * the dump does: they are not restored here, and the plan says so */
+        /* pg_restore applies the archive's database-level entries only with its own
+         * --create: they are applied after it (apply_db_settings) */
         plan_add(plan,
-                 "NOTE: the settings of database %s itself are not restored: ALTER DATABASE ... "
-                 "SET, ALTER ROLE ... IN DATABASE ... SET, GRANT/REVOKE ... ON DATABASE (a "
-                 "REVOKE CONNECT FROM PUBLIC included: anyone may connect to the new database) "
-                 "and its comment; `caris-backup dump %s database.dump | pg_restore --create "
-                 "--file=- | grep DATABASE` shows them, to apply by hand",
-                 summary_str(&k, "database"), k.id);
+                 "then apply the settings of database %s itself, as the backup holds them, to "
+                 "%s: ALTER DATABASE ... SET, CONNECTION LIMIT, ALTER ROLE ... IN DATABASE ... "
+                 "SET, GRANT/REVOKE ... ON DATABASE (a REVOKE CONNECT FROM PUBLIC included), "
+                 "its comment and its owner (unless ownership is left out, below); one that "
+                 "fails is a warning",
+                 summary_str(&k, "database"), dbname);
     } else {
         bool missing = false;
         if (!(c = pgsrc_connect(&t, NULL, e))) {
@@ -1783,7 +2115,24 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
         }
         verified = true;
     }
-    if (created) { /* done: the mark goes */
+    bool commented = false;
+    if (created) {
+        size_t applied;
+        struct err se = ERR_INIT;
+        if (apply_db_settings(&rr, dbname, warnings, &applied, &commented, &se) != 0) {
+            char *w = xasprintf("database %s is restored, but the settings of the backup's "
+                                "database were not applied: %s",
+                                dbname, se.msg);
+            json_array_append_new(warnings, jsonx_text(w));
+            caris_op_log(o->op, LOG_WARN, "%s", w);
+            free(w);
+        } else if (applied) {
+            caris_op_log(o->op, LOG_INFO,
+                         "database %s: %zu setting%s of the backup's database applied", dbname,
+                         applied, applied == 1 ? "" : "s");
+        }
+    }
+    if (created && !commented) { /* done: the mark goes (a comment of the backup's replaced it) */
         if (!(c = connect_maintenance(&t, e)) || set_db_comment(c, dbname, NULL, e) != 0) {
             err_wrap(e,
                      "database %s is restored, but its mark (a comment saying a restore is in "
@@ -1792,7 +2141,7 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
             goto out;
         }
     }
-    rc = 0;
+    rc = json_array_size(warnings) ? CARIS_DONE_WARNINGS : CARIS_DONE;
 out:
     if (c)
         PQfinish(c);
@@ -1807,13 +2156,14 @@ out:
         res->tables = tables;
         tables = NULL;
         res->verified = verified;
-        res->ok = rc == 0;
+        res->ok = rc >= 0;
         res->duration_ms = (time_mono_ns() - start) / 1000000;
-        if (rc != 0)
+        if (rc < 0)
             res->error = xstrdup(e->msg);
     }
     json_decref(tables);
     json_decref(plan);
+    json_decref(warnings);
     pgsrc_index_trees_free(pidx, npidx);
     selection_free(&sel);
     backup_free(&k);
@@ -1830,6 +2180,7 @@ void caris_db_restore_result_free(struct caris_db_restore_result *res)
     json_decref(res->target);
     json_decref(res->plan);
     json_decref(res->tables);
+    json_decref(res->warnings);
     free(res->error);
     memset(res, 0, sizeof(*res));
 }
@@ -1849,6 +2200,8 @@ json_t *caris_db_restore_result_to_json(const struct caris_db_restore_result *re
                                       res->test.scratch_name, "restore_ms",
                                       (json_int_t)res->test.restore_ms, "verify_ms",
                                       (json_int_t)res->test.verify_ms));
+    json_object_set_new(o, "warnings",
+                        res->warnings ? json_deep_copy(res->warnings) : json_array());
     if (res->error)
         json_object_set_new(o, "error", json_string(res->error));
     return o;

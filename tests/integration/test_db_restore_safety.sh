@@ -54,9 +54,10 @@ assert_eq "" "$(psql_db postgres -c "SELECT string_agg(datname, ' ') FROM pg_dat
 CARIS_RESTORE_TARGET_URL=$(pg_url dry_new) run cb restore database "$id" --create --dry-run
 assert_rc 0 "restore --create --dry-run"
 # pg_restore applies the database's own settings, ACL and comment only with its --create (a
-# REVOKE CONNECT FROM PUBLIC lost in silence opens the new database to every role)
-assert_contains "$ERR" "settings of database $src itself are not restored" "the plan says --create leaves out the database's own settings"
-assert_contains "$ERR" "REVOKE CONNECT FROM PUBLIC" "... naming a lost REVOKE CONNECT"
+# REVOKE CONNECT FROM PUBLIC lost in silence opens the new database to every role): applied
+# after it (test_db_restore_settings)
+assert_contains "$ERR" "then apply the settings of database $src itself" "the plan says --create applies the database's own settings"
+assert_contains "$ERR" "REVOKE CONNECT FROM PUBLIC" "... naming REVOKE CONNECT"
 assert_false "--create --dry-run created no database" pg_db_exists dry_new
 
 # --- --clean -------------------------------------------------------------------------------------

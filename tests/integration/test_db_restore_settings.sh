@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# restore database --create brings back the settings of the backup's database itself, which
+# pg_restore applies only with its own --create: ALTER DATABASE ... SET, CONNECTION LIMIT,
+# ALTER ROLE ... IN DATABASE ... SET, GRANT/REVOKE ... ON DATABASE (REVOKE CONNECT FROM
+# PUBLIC) and its comment, all renamed to the new database (the source database is never
+# touched). One that cannot be applied (its role is gone) is a warning: exit 3, the rest
+# applied, "warnings" in --json.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/pglib.sh"
+
+pg_start
+src=$CARIS_PG_DB
+psql_db "$src" -c "CREATE SCHEMA clinical;
+    CREATE TABLE clinical.notes (id integer PRIMARY KEY, body text);
+    INSERT INTO clinical.notes SELECT i, 'note ' || i FROM generate_series(1, 50) AS i;
+    CREATE ROLE app_reader;
+    CREATE ROLE gone_role;
+    CREATE ROLE outsider;
+    ALTER DATABASE \"$src\" SET search_path TO clinical, public;
+    ALTER DATABASE \"$src\" SET work_mem TO '8MB';
+    ALTER DATABASE \"$src\" CONNECTION LIMIT 42;
+    ALTER ROLE app_reader IN DATABASE \"$src\" SET statement_timeout TO '5s';
+    ALTER ROLE gone_role IN DATABASE \"$src\" SET lock_timeout TO '3s';
+    REVOKE CONNECT, TEMPORARY ON DATABASE \"$src\" FROM PUBLIC;
+    GRANT CONNECT ON DATABASE \"$src\" TO app_reader;
+    COMMENT ON DATABASE \"$src\" IS 'Prontuários; clínica ''A'' -- teste';" >/dev/null ||
+    fail "setting up the source database failed"
+
+# What a database's own settings are, in one comparable text.
+db_settings() {
+    psql_db postgres -c "SELECT coalesce(r.rolname, '*') || ': ' || array_to_string(s.setconfig, ',')
+        FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase
+        LEFT JOIN pg_roles r ON r.oid = s.setrole WHERE d.datname = '$1' ORDER BY 1"
+    psql_db postgres -c "SELECT datconnlimit, shobj_description(oid, 'pg_database'),
+        has_database_privilege('outsider', oid, 'CONNECT'),
+        has_database_privilege('app_reader', oid, 'CONNECT') FROM pg_database WHERE datname = '$1'"
+}
+db_settings "$src" >"$TEST_TMP/src.before"
+assert_contains "$(cat "$TEST_TMP/src.before")" "42|Prontuários; clínica 'A' -- teste|f|t" "the source database's settings are in place"
+
+init_repo
+db_backup_json "$TEST_TMP/full.json" --full
+assert_rc 0 "full backup"
+id=$BACKUP_ID
+
+# --- the plan says what --create applies ------------------------------------------------------
+CARIS_RESTORE_TARGET_URL=$(pg_url dry_new) run cb restore database "$id" --create --dry-run
+assert_rc 0 "restore --create --dry-run"
+assert_contains "$ERR" "then apply the settings of database $src itself" "the plan names the settings step"
+assert_false "--create --dry-run created no database" pg_db_exists dry_new
+
+# --- every setting, under the new name --------------------------------------------------------
+CARIS_RESTORE_TARGET_URL=$(pg_url restored) run cb --json restore database "$id" --create --verify
+assert_rc 0 "restore --create into a new database"
+assert_eq 0 "$(json_eval "$OUT_FILE" 'len(d["warnings"])')" "no warnings"
+db_settings restored >"$TEST_TMP/restored"
+assert_eq "$(cat "$TEST_TMP/src.before")" "$(sed "s/restored/$src/" "$TEST_TMP/restored")" \
+    "the new database has the source's settings: search_path, work_mem, role settings, connection limit, CONNECT revoked from PUBLIC and granted to app_reader, comment"
+assert_contains "$(cat "$TEST_TMP/restored")" "*: search_path=clinical, public,work_mem=8MB" "... the database's SET settings"
+assert_contains "$(cat "$TEST_TMP/restored")" "app_reader: statement_timeout=5s" "... the role's setting in the database"
+db_settings "$src" >"$TEST_TMP/src.after"
+assert_eq "$(cat "$TEST_TMP/src.before")" "$(cat "$TEST_TMP/src.after")" "the source database's settings were not touched"
+assert_eq "50" "$(psql_db restored -c 'SELECT count(*) FROM clinical.notes')" "the rows are restored"
+
+# --- a setting whose role is gone: a warning, the others applied ------------------------------
+psql_db postgres -c "DROP ROLE gone_role" >/dev/null || fail "dropping gone_role failed"
+CARIS_RESTORE_TARGET_URL=$(pg_url restored2) run cb restore database "$id" --create
+assert_rc 3 "restore --create with a setting that cannot be applied: exit 3 (done with warnings)"
+assert_contains "$ERR" "not applied" "the warning says a setting was not applied"
+assert_contains "$ERR" "gone_role" "... naming the statement's role"
+assert_contains "$(db_settings restored2)" "*: search_path=clinical, public,work_mem=8MB" "the other settings are applied"
+assert_contains "$(db_settings restored2)" "42|Prontuários; clínica 'A' -- teste|f|t" "... the connection limit, privileges and comment too"
+CARIS_RESTORE_TARGET_URL=$(pg_url restored3) run cb --json restore database "$id" --create
+assert_rc 3 "the same with --json"
+assert_eq 1 "$(json_eval "$OUT_FILE" 'len(d["warnings"])')" "one warning in --json"
+assert_eq true "$(json_get "$OUT_FILE" '["ok"]')" "ok: the database is restored"
+
+# --- no settings at all: the restore's mark is removed, nothing else ---------------------------
+psql_db postgres -c "CREATE DATABASE plain" >/dev/null
+psql_db plain -c "CREATE TABLE t (id integer); INSERT INTO t VALUES (1)" >/dev/null
+POSTGRES_URL=$(pg_url plain) db_backup_json "$TEST_TMP/plain.json" --full
+assert_rc 0 "backup of a database without settings"
+CARIS_RESTORE_TARGET_URL=$(pg_url plain_r) run cb restore database "$BACKUP_ID" --create
+assert_rc 0 "restore --create of a database without settings"
+assert_eq "|-1" "$(psql_db postgres -c "SELECT coalesce(shobj_description(oid, 'pg_database'), '') || '|' || datconnlimit FROM pg_database WHERE datname = 'plain_r'")" \
+    "no comment left (the restore's mark removed), no connection limit"
+
+test_done
