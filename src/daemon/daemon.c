@@ -268,35 +268,19 @@ static int clock_setup(struct daemon *d, struct err *e)
 
 /* ---- the status document ---------------------------------------------------------------- */
 
-/* Writes scheduler.json atomically (temporary file, fsync, rename). Under d->mu. */
+/* Writes scheduler.json atomically (fs_write_atomic: temporary file, fsync, rename, fsync of
+ * the directory, so that the rename survives a crash too). Under d->mu. */
 static void state_save_locked(struct daemon *d)
 {
-    char *tmp = xasprintf("%s.tmp-%d", d->state_path, (int)getpid());
     char *text = json_dumps(d->state, JSON_INDENT(2) | JSON_SORT_KEYS);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    bool ok = fd >= 0 && text;
-    if (ok) {
-        size_t len = strlen(text), off = 0;
-        while (ok && off < len) {
-            ssize_t w = write(fd, text + off, len - off);
-            if (w < 0 && errno == EINTR)
-                continue;
-            ok = w > 0;
-            off += w > 0 ? (size_t)w : 0;
-        }
-        ok = ok && fsync(fd) == 0;
-    }
-    if (fd >= 0)
-        close(fd);
-    if (ok && rename(tmp, d->state_path) != 0)
-        ok = false;
-    if (!ok) {
-        int err = errno;
-        unlink(tmp);
-        dlog(d, LOG_WARN, "state", "cannot write %s: %s", d->state_path, strerror(err));
-    }
+    struct err e = ERR_INIT;
+    if (!text)
+        err_set(&e, ERR_FAILURE, NULL, "cannot write %s: out of memory", d->state_path);
+    else
+        (void)fs_write_atomic(d->state_path, text, strlen(text), 0600, &e);
+    if (err_is_set(&e))
+        dlog(d, LOG_WARN, "state", "%s", e.msg);
     free(text);
-    free(tmp);
 }
 
 static json_t *sched_state(struct daemon *d, const char *name)
