@@ -43,6 +43,10 @@ struct caris_retention_policy {
  * BACKUP_RETENTION_MONTHLY (12), as the seed. ERR_CONFIG when one is not a count. */
 int caris_retention_policy_from_config(const struct config *c, struct caris_retention_policy *p,
                                        struct err *e);
+/* Whether the configuration's retention would run: a valid policy that keeps something (not
+ * every count 0) and a BACKUP_TZ that loads. ERR_CONFIG naming what otherwise. For the daemon,
+ * which checks it when it starts and on a reload, not first at night in its retention step. */
+int caris_retention_config_check(const struct config *c, struct err *e);
 /* A count option: a decimal integer 0..1000000. ERR_USAGE naming what otherwise. */
 int caris_retention_count_parse(const char *what, const char *s, int *out, struct err *e);
 

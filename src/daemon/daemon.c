@@ -1694,7 +1694,8 @@ static int extras_check(const struct config *cfg, struct err *e)
     if (v && strcmp(v, "local") != 0 && strcmp(v, "database") != 0)
         return err_set(e, ERR_CONFIG, "database (the default) or local",
                        "BACKUP_DRILL_SCRATCH must be database or local, not '%s'", v);
-    return 0;
+    /* every run ends with retention: its policy and zone, now rather than at night */
+    return caris_retention_config_check(cfg, e);
 }
 
 static int load_settings(const struct config *cfg, struct schedule_config *sch,

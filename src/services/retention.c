@@ -137,6 +137,33 @@ static int zone_load(const char *tz, struct tz **z, struct err *e)
                    "%s: %s", tz && *tz ? "BACKUP_TZ" : "the local time zone", le.msg);
 }
 
+static bool policy_keeps_nothing(const struct caris_retention_policy *p)
+{
+    return !p->last && !p->daily && !p->weekly && !p->monthly && !p->yearly && !p->has_within;
+}
+
+#define KEEPS_NOTHING_HINT                                                                     \
+    "give at least one --keep-* count above 0 (BACKUP_RETENTION_DAILY, _WEEKLY, _MONTHLY: 0 "  \
+    "turns one rule off, not all); to keep only the newest backup of each group, say "        \
+    "--keep-last 1"
+#define KEEPS_NOTHING_MSG                                                                      \
+    "refusing to forget: the retention policy keeps nothing (every count is 0), which would " \
+    "forget every backup but the newest of each group"
+
+int caris_retention_config_check(const struct config *c, struct err *e)
+{
+    struct caris_retention_policy p;
+    if (caris_retention_policy_from_config(c, &p, e) != 0)
+        return -1;
+    if (policy_keeps_nothing(&p))
+        return err_set(e, ERR_CONFIG, KEEPS_NOTHING_HINT, KEEPS_NOTHING_MSG);
+    struct tz *z;
+    if (zone_load(config_get(c, "BACKUP_TZ"), &z, e) != 0)
+        return -1;
+    tz_free(z);
+    return 0;
+}
+
 static int64_t floor_div(int64_t a, int64_t b)
 {
     return a / b - (a % b != 0 && (a < 0) != (b < 0));
@@ -422,15 +449,8 @@ int caris_retention_apply(struct repo *r, const struct caris_forget_opts *o,
     /* Every rule off would forget every backup but each group's newest: a slip (0 read as
      * "no limit", a variable set to 0 by mistake) must not cost the history. Keeping only the
      * newest is said as such: --keep-last 1. */
-    const struct caris_retention_policy *p = &o->policy;
-    if (!o->nids && !p->last && !p->daily && !p->weekly && !p->monthly && !p->yearly &&
-        !p->has_within)
-        return err_set(e, ERR_USAGE,
-                       "give at least one --keep-* count above 0 (BACKUP_RETENTION_DAILY, "
-                       "_WEEKLY, _MONTHLY: 0 turns one rule off, not all); to keep only the "
-                       "newest backup of each group, say --keep-last 1",
-                       "refusing to forget: the retention policy keeps nothing (every count is "
-                       "0), which would forget every backup but the newest of each group");
+    if (!o->nids && policy_keeps_nothing(&o->policy))
+        return err_set(e, ERR_USAGE, KEEPS_NOTHING_HINT, KEEPS_NOTHING_MSG);
     struct tz *z; /* checked before anything is locked */
     if (zone_load(o->tz, &z, e) != 0)
         return -1;

@@ -34,6 +34,18 @@ for bad in BACKUP_PRUNE_INTERVAL_DAYS=weekly BACKUP_DRILL_INTERVAL_DAYS=-1 BACKU
     assert_rc 6 "the daemon refuses to start with $bad (exit 6)"
     assert_contains "$ERR" "${bad%%=*} must be" "... naming the variable"
 done
+# so is the retention every run ends with: its counts, a policy that keeps something, its zone
+# (they were found bad only by the first run's retention step, at night)
+run env BACKUP_RETENTION_WEEKLY=four timeout -k 5 60 "$CARIS_BIN" daemon
+assert_rc 6 "the daemon refuses to start with BACKUP_RETENTION_WEEKLY=four (exit 6)"
+assert_contains "$ERR" "BACKUP_RETENTION_WEEKLY" "... naming the variable"
+run env BACKUP_RETENTION_DAILY=0 BACKUP_RETENTION_WEEKLY=0 BACKUP_RETENTION_MONTHLY=0 \
+    timeout -k 5 60 "$CARIS_BIN" daemon
+assert_rc 6 "the daemon refuses to start with a retention policy that keeps nothing (exit 6)"
+assert_contains "$ERR" "keeps nothing" "... saying so"
+run env BACKUP_TZ=Mars/Olympus_Mons timeout -k 5 60 "$CARIS_BIN" daemon
+assert_rc 6 "the daemon refuses to start with a BACKUP_TZ that does not load (exit 6)"
+assert_contains "$ERR" "BACKUP_TZ" "... naming it"
 run env BACKUP_SCHEDULE_DAILY=off BACKUP_SCHEDULE_WEEKLY=off BACKUP_SCHEDULE_MONTHLY=off \
     CARIS_TEST_CLOCK=2026-03-01T00:00:00Z,2026-03-01T00:01:00Z "$CARIS_BIN" daemon
 assert_rc 0 "a daemon with every schedule off runs"
