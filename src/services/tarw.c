@@ -131,8 +131,12 @@ static bool needs_pax_name(const char *s, size_t len, size_t max)
 int tarw_header(struct tarw *t, const struct tarw_hdr *h, struct err *e)
 {
     struct buf pax = {0};
-    bool binary =
-        !str_is_utf8(h->name, h->name_len) || (h->link && !str_is_utf8(h->link, strlen(h->link)));
+    /* pax records are UTF-8 unless hdrcharset says BINARY: a name, link or owner name that is
+     * not UTF-8 (a Latin-1 user name) goes through as its bytes */
+    bool binary = !str_is_utf8(h->name, h->name_len) ||
+                  (h->link && !str_is_utf8(h->link, strlen(h->link))) ||
+                  (h->uname && !str_is_utf8(h->uname, strlen(h->uname))) ||
+                  (h->gname && !str_is_utf8(h->gname, strlen(h->gname)));
     if (binary)
         pax_str(&pax, "hdrcharset", "BINARY");
     if (needs_pax_name(h->name, h->name_len, 100))

@@ -179,6 +179,50 @@ static void test_extended_header(void **state)
     }
 }
 
+/* An owner name that is not UTF-8 goes into a pax record with hdrcharset=BINARY (GNU tar
+ * otherwise reads the record as UTF-8); a UTF-8 one needs no extended header. */
+static void test_owner_names_binary(void **state)
+{
+    (void)state;
+    const struct {
+        const char *uname, *gname;
+        bool binary;
+    } cases[] = {
+        {"cl\xednica", "staff", true}, {"ana", "gr\xfcn", true}, {"clínica", "grün", false}};
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        FILE *f = tmpfile();
+        struct tarw t;
+        tarw_init(&t, fileno(f));
+        struct err e = ERR_INIT;
+        struct tarw_hdr h = {.name = "f",
+                             .name_len = 1,
+                             .type = '0',
+                             .mode = 0644,
+                             .mtime_sec = 1,
+                             .uname = cases[k].uname,
+                             .gname = cases[k].gname};
+        assert_int_equal(tarw_header(&t, &h, &e), 0);
+        struct buf b = written(f);
+        size_t len;
+        if (cases[k].binary) {
+            assert_int_equal(b.data[156], 'x');
+            const char *v = pax_value(&b, "hdrcharset", &len);
+            assert_non_null(v);
+            assert_memory_equal(v, "BINARY", len);
+            const char *want = str_is_utf8(cases[k].uname, strlen(cases[k].uname)) ? cases[k].gname
+                                                                                   : cases[k].uname;
+            v = pax_value(&b, want == cases[k].uname ? "uname" : "gname", &len);
+            assert_non_null(v);
+            assert_int_equal(len, strlen(want));
+            assert_memory_equal(v, want, len);
+        } else {
+            assert_int_equal(b.len, 512); /* the member's header alone */
+        }
+        buf_free(&b);
+        fclose(f);
+    }
+}
+
 static void test_size_beyond_ustar(void **state)
 {
     (void)state;
@@ -205,9 +249,8 @@ static void test_size_beyond_ustar(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_pax_record_lengths),
-        cmocka_unit_test(test_plain_member),
-        cmocka_unit_test(test_extended_header),
+        cmocka_unit_test(test_pax_record_lengths), cmocka_unit_test(test_plain_member),
+        cmocka_unit_test(test_extended_header),    cmocka_unit_test(test_owner_names_binary),
         cmocka_unit_test(test_size_beyond_ustar),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
