@@ -17,7 +17,8 @@ void tarw_init(struct tarw *t, int fd)
 static int out(struct tarw *t, const void *p, size_t n, struct err *e)
 {
     if (fs_write_full(t->fd, p, n) != 0)
-        return err_sys(e, errno, NULL, "cannot write the tar stream");
+        /* also a single file's bytes (dump of one file goes through here, without headers) */
+        return err_sys(e, errno, NULL, "cannot write the dump to its output");
     t->written += n;
     return 0;
 }
