@@ -187,6 +187,13 @@ void caris_check_record(struct repo *r, json_t *report, const struct caris_op *o
 void caris_bad_blobs_record(struct repo *r, const char *by, const struct caris_op *op);
 /* The latest verification record of each backup: {"<backupId>": record, ...}. */
 json_t *caris_last_verifications(struct repo *r, struct err *e);
+/* Whether a backup is known to be damaged, from its latest verification record (verif) and its
+ * latest test-restore record (test), either NULL: the verification failed, or the test restore
+ * found damage ("code": "damage": a chunk that does not read back, or row counts that differ
+ * from the backup's) and no verification passed after it. A test restore that failed for
+ * another reason (the scratch server, its disk) says nothing about the backup. *error (may be
+ * NULL): the record's "error"; *by: "verification" or "test restore". */
+bool caris_backup_known_damaged(json_t *verif, json_t *test, json_t **error, const char **by);
 
 struct files_restore_opts {
     const char *backup_id;

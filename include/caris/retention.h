@@ -60,7 +60,8 @@ enum {
     CARIS_KEEP_WITHIN = 1u << 5,
     CARIS_KEEP_NEWEST = 1u << 6,
     CARIS_KEEP_FUTURE = 1u << 7,  /* dated in the future: kept, counted by no rule */
-    CARIS_KEEP_DAMAGED = 1u << 8, /* failed its last verification: kept, counted by no rule */
+    CARIS_KEEP_DAMAGED = 1u << 8, /* known damaged (caris_backup_known_damaged): kept, counted
+                                     by no rule */
 };
 /* Names of the bits set in reasons, as a JSON array of strings ("last", "daily", ...). */
 json_t *caris_retention_reasons_json(unsigned reasons);
@@ -69,7 +70,8 @@ struct caris_retention_item {
     const char *id;
     size_t group;     /* items with the same group are judged together */
     int64_t time_ns;  /* the backup's time */
-    bool damaged;     /* its last verification failed: no rule counts it, it is kept */
+    bool damaged;     /* known damaged (its last verification failed, or its last test
+                         restore found damage): no rule counts it, it is kept */
     bool keep;        /* out */
     unsigned reasons; /* out: CARIS_KEEP_* */
 };

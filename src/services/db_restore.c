@@ -1753,8 +1753,12 @@ static int record_test_restore(struct repo *r, const char *id, enum db_scratch k
                             "ok", res->ok, "scratch", scratch_kind_name(kind), "scratch_name",
                             res->scratch_name, "restore_ms", (json_int_t)res->restore_ms,
                             "verify_ms", (json_int_t)res->verify_ms);
-    if (failure && err_is_set(failure))
-        json_object_set_new(rec, "error", json_string(failure->msg));
+    if (failure && err_is_set(failure)) {
+        json_object_set_new(rec, "error", jsonx_text(failure->msg));
+        /* "damage": the backup does not restore as it was taken (caris_backup_known_damaged);
+         * any other: the scratch side failed, which says nothing about the backup */
+        json_object_set_new(rec, "code", json_string(err_code_name(failure->code)));
+    }
     struct err e = ERR_INIT;
     int rc = repo_record_add_sequenced(r, "test-restore", rec, &e);
     if (rc != 0)

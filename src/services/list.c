@@ -107,6 +107,35 @@ json_t *caris_db_last_test_restores(struct repo *r, struct err *e)
     return last_records(r, "test-restore", e);
 }
 
+bool caris_backup_known_damaged(json_t *verif, json_t *test, json_t **error, const char **by)
+{
+    json_t *err = NULL;
+    const char *who = NULL;
+    if (verif && json_is_false(json_object_get(verif, "ok"))) {
+        err = json_object_get(verif, "error");
+        who = "verification";
+    } else if (test && json_is_false(json_object_get(test, "ok")) &&
+               strcmp(json_string_value(json_object_get(test, "code")) ?: "", "damage") == 0) {
+        /* a verification that passed after it read every chunk again: what the test restore
+         * found was a chunk since stored again (bad blobs are), not the backup's dump */
+        int64_t tv = 0, tt = 0;
+        bool later_ok =
+            verif &&
+            time_parse_iso(json_string_value(json_object_get(verif, "time")) ?: "", &tv) == 0 &&
+            time_parse_iso(json_string_value(json_object_get(test, "time")) ?: "", &tt) == 0 &&
+            tv > tt;
+        if (!later_ok) {
+            err = json_object_get(test, "error");
+            who = "test restore";
+        }
+    }
+    if (error)
+        *error = err;
+    if (by)
+        *by = who;
+    return who != NULL;
+}
+
 json_t *caris_last_verifications(struct repo *r, struct err *e)
 {
     return last_records(r, "verify", e);
@@ -163,10 +192,12 @@ json_t *caris_backup_list_report(struct repo *r, const char *kind, json_t *state
         if (v)
             json_object_set(b, "lastVerification", v);
         /* Damage found by the last verification (verify, check) is remembered: the backup
-         * is "damaged" until a later verification finds it whole. */
-        if (v && json_is_false(json_object_get(v, "ok"))) {
+         * is "damaged" until a later verification finds it whole; so is damage a test restore
+         * found (caris_backup_known_damaged) */
+        json_t *damage;
+        if (caris_backup_known_damaged(v, t, &damage, NULL)) {
             json_object_set_new(b, "status", json_string("damaged"));
-            json_object_set(b, "damage", json_object_get(v, "error") ?: json_null());
+            json_object_set(b, "damage", damage ?: json_null());
         }
         /* a file backup's warnings, each with its full path (inspect.c) */
         inspect_warnings_full_paths(b);

@@ -1,5 +1,6 @@
 /* Retention (forget): the keep decision and forgetting what it does not keep. */
 #include "caris/retention.h"
+#include "caris/dbbackup.h"
 #include "caris/tz.h"
 
 #include <ctype.h>
@@ -142,12 +143,12 @@ static bool policy_keeps_nothing(const struct caris_retention_policy *p)
     return !p->last && !p->daily && !p->weekly && !p->monthly && !p->yearly && !p->has_within;
 }
 
-#define KEEPS_NOTHING_HINT                                                                     \
-    "give at least one --keep-* count above 0 (BACKUP_RETENTION_DAILY, _WEEKLY, _MONTHLY: 0 "  \
-    "turns one rule off, not all); to keep only the newest backup of each group, say "        \
+#define KEEPS_NOTHING_HINT                                                                         \
+    "give at least one --keep-* count above 0 (BACKUP_RETENTION_DAILY, _WEEKLY, _MONTHLY: 0 "      \
+    "turns one rule off, not all); to keep only the newest backup of each group, say "             \
     "--keep-last 1"
-#define KEEPS_NOTHING_MSG                                                                      \
-    "refusing to forget: the retention policy keeps nothing (every count is 0), which would " \
+#define KEEPS_NOTHING_MSG                                                                          \
+    "refusing to forget: the retention policy keeps nothing (every count is 0), which would "      \
     "forget every backup but the newest of each group"
 
 int caris_retention_config_check(const struct config *c, struct err *e)
@@ -459,12 +460,15 @@ int caris_retention_apply(struct repo *r, const struct caris_forget_opts *o,
         return -1;
     int rc = -1;
     struct caris_retention_item *items = NULL;
-    json_t *damaged = NULL, *named_damaged = json_array(), *verifs = NULL;
+    const char **damaged_by = NULL; /* item i: by what it is known damaged, or NULL */
+    json_t *damaged = NULL, *named_damaged = json_array(), *verifs = NULL, *tests = NULL;
     json_t *list = caris_backup_list_damaged(r, o->kind, &damaged, e);
-    if (!list || !(verifs = caris_last_verifications(r, e)))
+    if (!list || !(verifs = caris_last_verifications(r, e)) ||
+        !(tests = caris_db_last_test_restores(r, e)))
         goto out;
     size_t n = json_array_size(list);
     items = xcalloc(n ? n : 1, sizeof(*items));
+    damaged_by = xcalloc(n ? n : 1, sizeof(*damaged_by));
     res->backups = xcalloc(n + json_array_size(damaged) + 1, sizeof(*res->backups));
     size_t i;
     json_t *s;
@@ -494,8 +498,9 @@ int caris_retention_apply(struct repo *r, const struct caris_forget_opts *o,
         items[i].id = json_string_value(json_object_get(s, "id"));
         items[i].group = gi;
         items[i].time_ns = t;
-        json_t *v = json_object_get(verifs, items[i].id ? items[i].id : "");
-        items[i].damaged = v && json_is_false(json_object_get(v, "ok"));
+        const char *bid = items[i].id ? items[i].id : "";
+        items[i].damaged = caris_backup_known_damaged(
+            json_object_get(verifs, bid), json_object_get(tests, bid), NULL, &damaged_by[i]);
     }
     int64_t now = time_now_ns();
     if (o->nids) {
@@ -557,11 +562,12 @@ int caris_retention_apply(struct repo *r, const struct caris_forget_opts *o,
             free(w);
         }
         if (d->reasons & CARIS_KEEP_DAMAGED) {
-            char *w = xasprintf("backup %s failed its last verification: it is kept (it may "
+            bool by_test = damaged_by[ord[k]] && strcmp(damaged_by[ord[k]], "test restore") == 0;
+            char *w = xasprintf("backup %s failed its last %s: it is kept (it may "
                                 "still restore in part) and no rule counts it, so it takes no "
                                 "intact backup's place; forget it by id (`forget ID`) once it is "
                                 "not needed",
-                                d->id);
+                                d->id, by_test ? "test restore (damage found)" : "verification");
             caris_op_log(op, LOG_WARN, "%s", w);
             json_array_append_new(res->warnings, json_string(w));
             free(w);
@@ -636,8 +642,10 @@ int caris_retention_apply(struct repo *r, const struct caris_forget_opts *o,
 out:
     repo_unlock(r);
     free(items);
+    free(damaged_by);
     json_decref(list);
     json_decref(verifs);
+    json_decref(tests);
     json_decref(damaged);
     json_decref(named_damaged);
     return rc;

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "caris/backup.h"
 #include "caris/core.h"
 #include "caris/retention.h"
 
@@ -313,6 +314,45 @@ static void test_damaged(void **state)
             fail_msg("%s: reasons %#x, want %#x", it[i].id, it[i].reasons, want[i]);
 }
 
+/* What makes a backup known damaged: its last verification failed, or its last test restore
+ * found damage and no verification passed after it; a test restore that failed on the scratch
+ * side (code other than damage, or an old record without a code) says nothing. */
+static void test_known_damaged(void **state)
+{
+    (void)state;
+    json_t *vok = json_pack("{s:b, s:s}", "ok", 1, "time", "2026-01-02T10:00:00.000Z");
+    json_t *vbad = json_pack("{s:b, s:s, s:s}", "ok", 0, "time", "2026-01-01T10:00:00.000Z",
+                             "error", "chunk damaged");
+    json_t *tdmg = json_pack("{s:b, s:s, s:s, s:s}", "ok", 0, "time", "2026-01-01T12:00:00.000Z",
+                             "code", "damage", "error", "row counts differ");
+    json_t *tdmg_late =
+        json_pack("{s:b, s:s, s:s}", "ok", 0, "time", "2026-01-03T12:00:00.000Z", "code", "damage");
+    json_t *tenv = json_pack("{s:b, s:s, s:s}", "ok", 0, "time", "2026-01-03T12:00:00.000Z", "code",
+                             "database");
+    json_t *told = json_pack("{s:b, s:s}", "ok", 0, "time", "2026-01-03T12:00:00.000Z");
+    json_t *tok = json_pack("{s:b, s:s}", "ok", 1, "time", "2026-01-03T12:00:00.000Z");
+    json_t *err;
+    const char *by;
+    assert_false(caris_backup_known_damaged(NULL, NULL, &err, &by));
+    assert_null(by);
+    assert_true(caris_backup_known_damaged(vbad, NULL, &err, &by));
+    assert_string_equal(by, "verification");
+    assert_string_equal(json_string_value(err), "chunk damaged");
+    assert_true(caris_backup_known_damaged(vbad, tok, NULL, NULL)); /* a drill does not clear */
+    assert_true(caris_backup_known_damaged(NULL, tdmg, &err, &by));
+    assert_string_equal(by, "test restore");
+    assert_string_equal(json_string_value(err), "row counts differ");
+    assert_false(caris_backup_known_damaged(vok, tdmg, NULL, NULL));    /* verified after it */
+    assert_true(caris_backup_known_damaged(vok, tdmg_late, NULL, &by)); /* verified before it */
+    assert_string_equal(by, "test restore");
+    assert_false(caris_backup_known_damaged(NULL, tenv, NULL, NULL));
+    assert_false(caris_backup_known_damaged(NULL, told, NULL, NULL));
+    assert_false(caris_backup_known_damaged(vok, tok, NULL, NULL));
+    json_t *all[] = {vok, vbad, tdmg, tdmg_late, tenv, told, tok};
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+        json_decref(all[i]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -325,6 +365,7 @@ int main(void)
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_future_dated),
         cmocka_unit_test(test_damaged),
+        cmocka_unit_test(test_known_damaged),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
