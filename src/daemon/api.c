@@ -55,6 +55,10 @@
 
 struct fail_slot {
     char addr[API_FAIL_KEY_MAX]; /* api_fail_key */
+    /* failures at the cron endpoint are counted apart from the others: five mistyped tokens
+     * (a dashboard behind a reverse proxy shares the scheduler's address) held the cron
+     * secret back too, and the scheduled run got 429 */
+    bool cron;
     unsigned fails;
     int64_t last_ns, until_ns;
     bool refusal_audited; /* the wait until until_ns has its audit line already */
@@ -196,14 +200,14 @@ void api_fail_key(const char *addr, char out[API_FAIL_KEY_MAX])
 
 /* Under a->mu. The address's slot (its /64 for IPv6: api_fail_key), a new one (the least
  * recently used) when create. */
-static struct fail_slot *fail_slot_locked(struct api *a, const char *addr, bool create)
+static struct fail_slot *fail_slot_locked(struct api *a, const char *addr, bool cron, bool create)
 {
     char key[API_FAIL_KEY_MAX];
     api_fail_key(addr, key);
     addr = key;
     struct fail_slot *oldest = &a->fails[0];
     for (size_t i = 0; i < FAIL_SLOTS; i++) {
-        if (a->fails[i].fails && strcmp(a->fails[i].addr, addr) == 0)
+        if (a->fails[i].fails && a->fails[i].cron == cron && strcmp(a->fails[i].addr, addr) == 0)
             return &a->fails[i];
         if (a->fails[i].last_ns < oldest->last_ns)
             oldest = &a->fails[i];
@@ -212,17 +216,18 @@ static struct fail_slot *fail_slot_locked(struct api *a, const char *addr, bool 
         return NULL;
     memset(oldest, 0, sizeof(*oldest));
     snprintf(oldest->addr, sizeof(oldest->addr), "%s", addr);
+    oldest->cron = cron;
     return oldest;
 }
 
 /* Seconds the address must still wait before it may try again (0: none); *audit: whether
  * this refusal is the first of the wait (the one to audit). */
-static int64_t fail_wait(struct api *a, const char *addr, bool *audit)
+static int64_t fail_wait(struct api *a, const char *addr, bool cron, bool *audit)
 {
     int64_t now = time_mono_ns(), wait = 0;
     *audit = true;
     pthread_mutex_lock(&a->mu);
-    struct fail_slot *s = fail_slot_locked(a, addr, false);
+    struct fail_slot *s = fail_slot_locked(a, addr, cron, false);
     if (s && now - s->last_ns > (int64_t)FAIL_FORGET_S * 1000000000) {
         memset(s, 0, sizeof(*s));
     } else if (s && s->until_ns > now) {
@@ -237,11 +242,11 @@ static int64_t fail_wait(struct api *a, const char *addr, bool *audit)
 /* A failed authentication: the FAIL_FREE-th makes the address wait FAIL_WAIT_S, each one
  * after it (once the wait is over) twice as long as the one before, up to FAIL_WAIT_MAX_S.
  * Requests made while waiting are refused before their credentials are looked at. */
-static void fail_record(struct api *a, const char *addr)
+static void fail_record(struct api *a, const char *addr, bool cron)
 {
     int64_t now = time_mono_ns();
     pthread_mutex_lock(&a->mu);
-    struct fail_slot *s = fail_slot_locked(a, addr, true);
+    struct fail_slot *s = fail_slot_locked(a, addr, cron, true);
     s->fails++;
     s->last_ns = now;
     if (s->fails >= FAIL_FREE) {
@@ -255,10 +260,10 @@ static void fail_record(struct api *a, const char *addr)
     pthread_mutex_unlock(&a->mu);
 }
 
-static void fail_clear(struct api *a, const char *addr)
+static void fail_clear(struct api *a, const char *addr, bool cron)
 {
     pthread_mutex_lock(&a->mu);
-    struct fail_slot *s = fail_slot_locked(a, addr, false);
+    struct fail_slot *s = fail_slot_locked(a, addr, cron, false);
     if (s)
         memset(s, 0, sizeof(*s));
     pthread_mutex_unlock(&a->mu);
@@ -294,8 +299,8 @@ enum access { ACCESS_VIEWER, ACCESS_ADMIN, ACCESS_CRON };
 static int authorize(struct api *a, struct MHD_Connection *c, enum access need, const char *addr,
                      char who[80], enum MHD_Result *mr)
 {
-    bool audit;
-    int64_t wait = fail_wait(a, addr, &audit);
+    bool audit, cron = need == ACCESS_CRON;
+    int64_t wait = fail_wait(a, addr, cron, &audit);
     if (wait > 0) {
         skip_audit = !audit;
         char v[24];
@@ -318,7 +323,7 @@ static int authorize(struct api *a, struct MHD_Connection *c, enum access need, 
     if (!h) {
         /* a failure too: else a client could knock without a credential for ever, each
          * knock a line of the audit log */
-        fail_record(a, addr);
+        fail_record(a, addr, cron);
         *mr = respond_error(c, MHD_HTTP_UNAUTHORIZED, "unauthorized",
                             need == ACCESS_CRON ? "send Authorization: Bearer <CRON_SECRET>"
                                                 : "send Authorization: Bearer <token> (a token "
@@ -339,7 +344,7 @@ static int authorize(struct api *a, struct MHD_Connection *c, enum access need, 
             tlen--;
     }
     if (!tok || tlen == 0 || tlen > TOKEN_MAX) {
-        fail_record(a, addr);
+        fail_record(a, addr, cron);
         *mr = respond_error(c, MHD_HTTP_UNAUTHORIZED, "unauthorized",
                             "send Authorization: Bearer <token>", "invalid credentials");
         return -1;
@@ -370,7 +375,7 @@ static int authorize(struct api *a, struct MHD_Connection *c, enum access need, 
     }
     if (need == ACCESS_CRON) {
         if (is_cron) {
-            fail_clear(a, addr);
+            fail_clear(a, addr, cron);
             snprintf(who, 80, "cron");
             return 0;
         }
@@ -382,7 +387,7 @@ static int authorize(struct api *a, struct MHD_Connection *c, enum access need, 
             return -1;
         }
     } else if (trc == 0) {
-        fail_clear(a, addr);
+        fail_clear(a, addr, cron);
         snprintf(who, 80, "api:%s", info.label);
         if (need == ACCESS_ADMIN && info.role != CARIS_ROLE_ADMIN) {
             *mr = respond_error(c, MHD_HTTP_FORBIDDEN, "forbidden",
@@ -393,7 +398,7 @@ static int authorize(struct api *a, struct MHD_Connection *c, enum access need, 
         }
         return 0;
     }
-    fail_record(a, addr);
+    fail_record(a, addr, cron);
     daemon_log(a->d, LOG_WARN, "api", "failed authentication from %s", addr);
     *mr = respond_error(c, MHD_HTTP_UNAUTHORIZED, "unauthorized",
                         need == ACCESS_CRON ? "send Authorization: Bearer <CRON_SECRET>"
