@@ -71,7 +71,10 @@ struct api {
     const struct config *cfg;
     char *backup_dir, *repo_path;
     char *tls_cert, *tls_key; /* PEM texts; the key wiped when freed */
-    pthread_mutex_t mu;       /* r and fails */
+    pthread_mutex_t mu;       /* r */
+    /* fails: its own lock, so that a slow read under mu (a list of an S3 repository) does not
+     * hold up every request's authorization, status polls included */
+    pthread_mutex_t fail_mu;
     struct repo *r;
     struct fail_slot fails[FAIL_SLOTS];
 };
@@ -198,7 +201,7 @@ void api_fail_key(const char *addr, char out[API_FAIL_KEY_MAX])
     }
 }
 
-/* Under a->mu. The address's slot (its /64 for IPv6: api_fail_key), a new one (the least
+/* Under a->fail_mu. The address's slot (its /64 for IPv6: api_fail_key), a new one (the least
  * recently used) when create. */
 static struct fail_slot *fail_slot_locked(struct api *a, const char *addr, bool cron, bool create)
 {
@@ -226,7 +229,7 @@ static int64_t fail_wait(struct api *a, const char *addr, bool cron, bool *audit
 {
     int64_t now = time_mono_ns(), wait = 0;
     *audit = true;
-    pthread_mutex_lock(&a->mu);
+    pthread_mutex_lock(&a->fail_mu);
     struct fail_slot *s = fail_slot_locked(a, addr, cron, false);
     if (s && now - s->last_ns > (int64_t)FAIL_FORGET_S * 1000000000) {
         memset(s, 0, sizeof(*s));
@@ -235,7 +238,7 @@ static int64_t fail_wait(struct api *a, const char *addr, bool cron, bool *audit
         *audit = !s->refusal_audited;
         s->refusal_audited = true;
     }
-    pthread_mutex_unlock(&a->mu);
+    pthread_mutex_unlock(&a->fail_mu);
     return wait;
 }
 
@@ -245,7 +248,7 @@ static int64_t fail_wait(struct api *a, const char *addr, bool cron, bool *audit
 static void fail_record(struct api *a, const char *addr, bool cron)
 {
     int64_t now = time_mono_ns();
-    pthread_mutex_lock(&a->mu);
+    pthread_mutex_lock(&a->fail_mu);
     struct fail_slot *s = fail_slot_locked(a, addr, cron, true);
     s->fails++;
     s->last_ns = now;
@@ -257,16 +260,16 @@ static void fail_record(struct api *a, const char *addr, bool cron)
         s->until_ns = now + wait * 1000000000;
         s->refusal_audited = false;
     }
-    pthread_mutex_unlock(&a->mu);
+    pthread_mutex_unlock(&a->fail_mu);
 }
 
 static void fail_clear(struct api *a, const char *addr, bool cron)
 {
-    pthread_mutex_lock(&a->mu);
+    pthread_mutex_lock(&a->fail_mu);
     struct fail_slot *s = fail_slot_locked(a, addr, cron, false);
     if (s)
         memset(s, 0, sizeof(*s));
-    pthread_mutex_unlock(&a->mu);
+    pthread_mutex_unlock(&a->fail_mu);
 }
 
 struct header_count {
@@ -1289,6 +1292,7 @@ static void api_free(struct api *a)
     free(a->backup_dir);
     free(a->repo_path);
     pthread_mutex_destroy(&a->mu);
+    pthread_mutex_destroy(&a->fail_mu);
     free(a);
 }
 
@@ -1310,6 +1314,7 @@ int api_start(const struct api_opts *o, struct api **out, struct err *e)
     unsigned timeout_s = timeout_ns < 1000000000 ? 1u : (unsigned)(timeout_ns / 1000000000);
     struct api *a = xcalloc(1, sizeof(*a));
     pthread_mutex_init(&a->mu, NULL);
+    pthread_mutex_init(&a->fail_mu, NULL);
     a->d = o->d;
     a->cfg = o->cfg;
     a->backup_dir = xstrdup(o->backup_dir);
