@@ -1,4 +1,5 @@
 /* token add | list | revoke: the API's credentials (caris/token.h does the work). */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,11 +61,26 @@ static int token_add(struct globals *g, int argc, char **argv)
         json_decref(j);
     } else {
         printf("%s\n", token);
+    }
+    cx_wipe(token, sizeof(token));
+    /* The token is shown only this once: when it could not be written (a full disk, a closed
+     * pipe), nobody has it, and it goes again instead of staying a valid credential no one
+     * holds (said to be saved by an exit 8 that left it in the file). */
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        int en = errno ? errno : EIO;
+        struct err re = ERR_INIT;
+        bool revoked = caris_token_revoke(config_backup_dir(&g->cfg), info.id, &re) == 0;
+        err_sys(&e, en,
+                revoked ? "run token add again with an output that works (a terminal, a file)"
+                        : "revoke it (`caris-backup token revoke ID`), then add one again",
+                "cannot write the new token %s to the output (stdout): %s", info.id,
+                revoked ? "it was revoked again" : "it is saved, and nobody has seen it");
+        return fail(&e);
+    }
+    if (!g->json)
         fprintf(stderr,
                 "token %s (%s, %s) made: it is shown only this once; keep it in a secret store\n",
                 info.id, info.label, caris_token_role_name(role));
-    }
-    cx_wipe(token, sizeof(token));
     return 0;
 }
 

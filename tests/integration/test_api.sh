@@ -25,6 +25,12 @@ assert_exit 0 cb init
 # --- tokens ----------------------------------------------------------------------------
 assert_exit 0 cb token --help
 assert_exit 2 cb token add
+# a token that cannot be written out (a full disk) is revoked again: nobody has it
+cb token add --label lost >/dev/full 2>"$TEST_TMP/lost.err"
+assert_eq 8 "$?" "token add > /dev/full: exit 8"
+assert_contains "$(cat "$TEST_TMP/lost.err")" "revoked again" "... and says the token was revoked again"
+run cb --json token list
+assert_eq 0 "$(json_eval "$OUT_FILE" 'len([t for t in d if t["label"] == "lost"])')" "no token 'lost' left in the file"
 assert_exit 0 cb token add --label admin
 ADMIN=$OUT
 assert_match '^cbt_[0-9a-f]{64}$' "$ADMIN" "token add prints the token"
