@@ -385,7 +385,20 @@ _json() {
 }
 
 # assert_json FILE MESSAGE: FILE holds one valid JSON document.
+# assert_json FILE EXPR MESSAGE: and the python expression EXPR (the document is d, as in
+# json_eval) is true. (The three-argument form was once taken as the first: the expression
+# became the message, and 11 assertions checked nothing but that the document was JSON.)
 assert_json() {
+    if (($# >= 3)); then
+        local got
+        got=$(json_eval "$1" "$2" 2>"$TEST_TMP/.json.err")
+        if [[ $got == true ]]; then
+            pass "$3"
+            return 0
+        fi
+        fail "$3" "expected true: $2" "got: $got $(cat "$TEST_TMP/.json.err")" "document:" "$(_tail "$1")"
+        return 1
+    fi
     if _json valid "$1" "" >/dev/null 2>"$TEST_TMP/.json.err"; then
         pass "$2"
         return 0
