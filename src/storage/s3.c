@@ -19,7 +19,8 @@
  * Failures: connection errors, timeouts, 5xx (503 SlowDown included), 408, 429, the transient
  * 4xx errors of S3 (400 RequestTimeout, 409 OperationAborted: told by the error document's
  * <Code>), truncated bodies and 2xx answers to a PUT that confirm nothing are retried with
- * exponential backoff and jitter within a total time (BACKUP_S3_RETRY_SECONDS, default 60); 403, a
+ * exponential backoff and jitter (at least the answer's Retry-After, when it has one) within a
+ * total time (BACKUP_S3_RETRY_SECONDS, default 60); 403, a
  * missing bucket and a wrong region are reported at once. Secrets (the secret key, the session
  * token) are kept in secret memory and never appear in a message. */
 #include <curl/curl.h>
@@ -48,7 +49,9 @@
 #define READ_DIRECT (8u << 20)   /* reads of a pack this large bypass the windows */
 #define IDLE_HANDLES 80          /* curl handles (each with its connections) kept for reuse */
 #define DEFAULT_RETRY_SECONDS 60 /* total time spent retrying one request */
-#define DEFAULT_CONNECTIONS 8    /* uploads at once (BACKUP_S3_CONNECTIONS) */
+/* a longer Retry-After is taken as this (and the retry time caps it in any case) */
+#define RETRY_AFTER_MAX_S 60
+#define DEFAULT_CONNECTIONS 8 /* uploads at once (BACKUP_S3_CONNECTIONS) */
 
 /* ---- settings ------------------------------------------------------------------------ */
 
@@ -204,6 +207,7 @@ struct response {
     char last_modified[80];
     char content_range[120];
     char bucket_region[64];
+    int64_t retry_after_ms; /* Retry-After (delta-seconds, at most RETRY_AFTER_MAX_S); 0: none */
     /* upload */
     size_t sent;
 };
@@ -261,6 +265,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *ctx)
         /* A new response (after a 100 Continue): forget the previous one's headers. */
         rs->has_length = false;
         rs->etag[0] = rs->checksum[0] = rs->last_modified[0] = rs->content_range[0] = '\0';
+        rs->retry_after_ms = 0;
         return len;
     }
     const char *colon = memchr(p, ':', len);
@@ -280,6 +285,14 @@ static size_t on_header(char *p, size_t size, size_t n, void *ctx)
             rs->content_length = x;
             rs->has_length = true;
         }
+    } else if (IS("retry-after")) {
+        /* seconds (the HTTP-date form is not used by S3 servers; ignored) */
+        header_copy(tmp, sizeof(tmp), v, vlen);
+        char *end;
+        errno = 0;
+        unsigned long long x = strtoull(tmp, &end, 10);
+        if (!errno && end != tmp && !*end && tmp[0] >= '0' && tmp[0] <= '9')
+            rs->retry_after_ms = (int64_t)(x > RETRY_AFTER_MAX_S ? RETRY_AFTER_MAX_S : x) * 1000;
     } else if (IS("etag")) {
         header_copy(rs->etag, sizeof(rs->etag), v, vlen);
     } else if (IS("x-amz-checksum-sha256")) {
@@ -514,8 +527,10 @@ static bool retryable(CURLcode rc, long status, const char *code)
 }
 
 /* Waits before attempt n (1, 2, ...): exponential, capped at 5 s, with jitter (half to all
- * of it), so that writers that failed together do not retry together; never past deadline. */
-static void backoff(int n, int64_t deadline)
+ * of it), so that writers that failed together do not retry together; at least min_ms (the
+ * server's Retry-After: a server shedding load asks for longer than our backoff); never past
+ * deadline. */
+static void backoff(int n, int64_t deadline, int64_t min_ms)
 {
     int64_t ms = 100;
     for (int i = 1; i < n && ms < 5000; i++)
@@ -525,6 +540,8 @@ static void backoff(int n, int64_t deadline)
     uint32_t r;
     cx_random(&r, sizeof(r));
     ms = ms / 2 + (int64_t)(r % (uint32_t)(ms / 2 + 1));
+    if (ms < min_ms)
+        ms = min_ms;
     int64_t left = (deadline - time_mono_ns()) / 1000000;
     if (ms > left)
         ms = left > 0 ? left : 0;
@@ -674,7 +691,7 @@ static int perform(struct s3_storage *s, const struct request *rq, const long *o
                       rq->name ? rq->name : "(bucket)", curl_easy_strerror(rc), rs->status,
                       code ? " " : "", code ? code : "");
         free(code);
-        backoff(n, deadline);
+        backoff(n, deadline, bad ? 0 : rs->retry_after_ms);
     }
 }
 

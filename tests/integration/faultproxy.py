@@ -13,6 +13,8 @@ usage: faultproxy.py --port PORT --upstream HOST:PORT --stats FILE
   --faults cycle:
     500       answer 500 InternalError, not forwarded
     503       answer 503 SlowDown, not forwarded
+    retryafter  answer 503 SlowDown with "Retry-After: 2", not forwarded; "retry_after_gap_min"
+              is the shortest time (s) the client then waited before sending the request again
     drop      read the request, close the connection without an answer, not forwarded
     cut       forward, then close after the status line and headers (body promised, none sent)
     truncate  forward, then send half of the body under the full Content-Length and close
@@ -141,6 +143,7 @@ class State:
         self.n = 0
         self.cycle = 0
         self.spoiled_last = set()
+        self.retry_after_at = {}  # (method, path) -> when its retryafter answer was sent
         self.stats = {"requests": 0, "forwarded": 0}
         self.cond = threading.Condition(self.lock)
         self.holds_left = args.hold
@@ -185,7 +188,7 @@ class State:
                 self.stats["hold_timeouts"] = self.stats.get("hold_timeouts", 0) + 1
             self.held -= 1
 
-    def decide(self, method, path):
+    def decide(self, method, path, arrived):
         with self.lock:
             self.n += 1
             self.stats["requests"] += 1
@@ -201,6 +204,11 @@ class State:
             elif key in self.spoiled_last:
                 self.spoiled_last.discard(key)
                 kind = None
+                t = self.retry_after_at.pop(key, None)
+                if t is not None:
+                    gap = round(arrived - t, 3)
+                    old = self.stats.get("retry_after_gap_min")
+                    self.stats["retry_after_gap_min"] = gap if old is None else min(old, gap)
             elif self.args.every and self.n % self.args.every == 0:
                 kinds = self.args.faults.split(",")
                 kind = kinds[self.cycle % len(kinds)]
@@ -209,6 +217,8 @@ class State:
                 kind = None
             if kind and kind != "delay":
                 self.spoiled_last.add(key)
+            if kind == "retryafter":
+                self.retry_after_at[key] = time.monotonic()  # about when the answer goes out
             if kind:
                 self.stats[kind] = self.stats.get(kind, 0) + 1
             return kind
@@ -226,6 +236,7 @@ def read_request(rf):
     line = rf.readline(65537)
     if not line:
         return None
+    arrived = time.monotonic()  # before the body (a client may wait for 100 Continue first)
     method, path, _ = line.decode("latin-1").rstrip("\r\n").split(" ", 2)
     headers = []
     while True:
@@ -239,7 +250,7 @@ def read_request(rf):
         if name.lower() == "content-length":
             length = int(value)
     body = rf.read(length) if length else b""
-    return method, path, headers, body
+    return method, path, headers, body, arrived
 
 
 class Handler(socketserver.StreamRequestHandler):
@@ -253,7 +264,7 @@ class Handler(socketserver.StreamRequestHandler):
                 return
             if req is None:
                 return
-            method, path, headers, body = req
+            method, path, headers, body, arrived = req
             if st.args.verify_sigv4:
                 why = sigv4_problem(st.args.verify_sigv4, method, path, headers, body)
                 with st.lock:
@@ -270,7 +281,7 @@ class Handler(socketserver.StreamRequestHandler):
                 st.save()
                 continue
             st.hold(method, path)
-            kind = st.decide(method, path)
+            kind = st.decide(method, path, arrived)
             try:
                 keep = self.serve(kind, method, path, headers, body, up_host, int(up_port))
             finally:
@@ -288,6 +299,12 @@ class Handler(socketserver.StreamRequestHandler):
         st = self.server.state
         if kind in ERROR_KINDS:
             self.send_error_doc(*ERROR_KINDS[kind])
+            return True
+        if kind == "retryafter":
+            doc = ERR.format(code="SlowDown").encode()
+            self.wfile.write(("HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n"
+                              "Retry-After: 2\r\nContent-Length: %d\r\n\r\n" % len(doc)).encode() + doc)
+            self.wfile.flush()
             return True
         if kind == "region":
             doc = ('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AuthorizationHeaderMalformed'

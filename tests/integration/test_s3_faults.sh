@@ -91,6 +91,18 @@ assert_contains "$OUT" "no errors found" "check passes after the failed backup"
 assert_exit 0 cb --repo "$direct" unlock
 assert_eq "" "$(find "$S3_DIR/bkt/repo/locks" -name '*._S3rver_object' 2>/dev/null)" "no lock left behind"
 
+# --- a 503 with Retry-After: the retry waits at least that long ------------------------------
+# (a server shedding load asks for more time than the backoff's first 50-100 ms)
+proxy_start --always retryafter --times 1 --match /data/ --method PUT
+export BACKUP_S3_RETRY_SECONDS=20
+ra=$TEST_TMP/ra
+mkdir -p "$ra"
+seeded_bytes 300000 s3_faults/ra >"$ra/a.bin"
+assert_exit 0 cb --repo "$PROXY" backup files "$ra"
+assert_eq 1 "$(stat_of retryafter)" "one pack upload was answered 503 with Retry-After: 2"
+assert_json "$PROXY_STATS" 'd.get("retry_after_gap_min", 0) >= 1.9' \
+    "the client waited the 2 s Retry-After asked for before sending it again ($(stat_of retry_after_gap_min) s)"
+
 # --- uploads run beside the hashing: two pack PUTs in flight at once ------------------------
 # The proxy holds the first two PUTs of packs until both are held: an uploader that sends one
 # pack at a time would keep the first held until the proxy gives up (hold_timeouts).
