@@ -1271,19 +1271,20 @@ static bool word_is(const char *w, size_t n, const char *kw)
     return strlen(kw) == n && strncasecmp(w, kw, n) == 0;
 }
 
+/* Whether stmt is a session setting (SET, RESET, SELECT pg_catalog.set_config), run as it
+ * is. */
+static bool stmt_session(const char *stmt)
+{
+    size_t w0 = strspn(stmt, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ");
+    return word_is(stmt, w0, "SET") || word_is(stmt, w0, "RESET") ||
+           strncmp(stmt, "SELECT pg_catalog.set_config(", 29) == 0;
+}
+
 /* stmt with each database it names (the word after DATABASE, before its first string
  * constant) renamed from `from` to the identifier `to` (quoted), newly allocated; NULL when it
- * names none, or another database than `from`. *session: a session setting (SET, RESET,
- * SELECT pg_catalog.set_config), run as it is. */
-static char *stmt_for_db(const char *stmt, const char *from, const char *to, bool *session)
+ * names none, or another database than `from`. */
+static char *stmt_for_db(const char *stmt, const char *from, const char *to)
 {
-    *session = false;
-    size_t w0 = strspn(stmt, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ");
-    if (word_is(stmt, w0, "SET") || word_is(stmt, w0, "RESET") ||
-        strncmp(stmt, "SELECT pg_catalog.set_config(", 29) == 0) {
-        *session = true;
-        return xstrdup(stmt);
-    }
     struct buf o = {0};
     size_t named = 0;
     bool after_db = false, other = false;
@@ -1361,6 +1362,21 @@ static void stmt_head(const char *stmt, char *out, size_t n)
         snprintf(out, n, "%.*s", (int)(n - 1), stmt);
 }
 
+/* current_database() of session c, quoted (PQfreemem), in the session's client encoding;
+ * NULL with e. */
+static char *session_db_name(PGconn *c, struct err *e)
+{
+    PGresult *res = pgsrc_query(c, "SELECT current_database()", 0, NULL, e);
+    if (!res)
+        return NULL;
+    const char *name = PQgetvalue(res, 0, 0);
+    char *q = PQescapeIdentifier(c, name, strlen(name));
+    if (!q)
+        err_set(e, ERR_DATABASE, NULL, "cannot quote the name of database %s", name);
+    PQclear(res);
+    return q;
+}
+
 /* Applies the dump's database-level entries to database dbname (made by this restore):
  * 0 with *applied and *comment (a COMMENT ON DATABASE was applied; it replaced the restore's
  * mark); each statement that could not be applied goes to warnings (and the log); -1 with e
@@ -1371,7 +1387,7 @@ static int apply_db_settings(struct restore_run *rr, const char *dbname, json_t 
     *applied = 0;
     *comment = false;
     const char *from = summary_str(rr->k, "database");
-    char *toc = NULL, *sql = NULL, **stmts = NULL;
+    char *toc = NULL, *sql = NULL, **stmts = NULL, *to = NULL;
     struct temp_item listfile = TEMP_ITEM_INIT;
     PGconn *c = NULL;
     int rc = -1;
@@ -1407,13 +1423,13 @@ static int apply_db_settings(struct restore_run *rr, const char *dbname, json_t 
     free(use);
     if (prc != 0)
         goto out;
-    if (!(c = connect_maintenance(rr->target, e)))
+    /* run in the new database itself, as pg_restore --create runs them after its \connect:
+     * the dump's text is in the dump's encoding (its SET client_encoding), which is the new
+     * database's, so it goes in unconverted. On a maintenance database of another encoding it
+     * was converted (a LATIN1 dump's comment and settings came back garbled), and so was the
+     * new database's name: it named another database, or none */
+    if (!(c = pgsrc_connect(rr->target, NULL, e)))
         goto out;
-    char *to = PQescapeIdentifier(c, dbname, strlen(dbname));
-    if (!to) {
-        err_set(e, ERR_DATABASE, NULL, "cannot quote the name of database %s", dbname);
-        goto out;
-    }
     sql_statements(sql, &stmts);
     for (size_t i = 0; stmts[i]; i++) {
         /* --create prints the database's CREATE DATABASE whatever the list says: it exists */
@@ -1421,8 +1437,14 @@ static int apply_db_settings(struct restore_run *rr, const char *dbname, json_t 
         if (stmts[i][w1] && word_is(stmts[i], w1, "CREATE") &&
             word_is(stmts[i] + w1 + 1, strcspn(stmts[i] + w1 + 1, " \t\n"), "DATABASE"))
             continue;
-        bool session;
-        char *q = stmt_for_db(stmts[i], from, to, &session);
+        bool session = stmt_session(stmts[i]);
+        if (!session && !to) {
+            /* the name as this session writes it, once the dump's client_encoding is set
+             * (the session statements come first) */
+            if (!(to = session_db_name(c, e)))
+                goto out;
+        }
+        char *q = session ? xstrdup(stmts[i]) : stmt_for_db(stmts[i], from, to);
         char head[120], w[600];
         stmt_head(stmts[i], head, sizeof(head));
         if (!q) {
@@ -1451,9 +1473,9 @@ static int apply_db_settings(struct restore_run *rr, const char *dbname, json_t 
             caris_op_log(rr->op, LOG_WARN, "%s", w);
         }
     }
-    PQfreemem(to);
     rc = 0;
 out:
+    PQfreemem(to);
     if (rc != 0)
         err_wrap(e, "cannot read the settings of the backup's database");
     if (c)

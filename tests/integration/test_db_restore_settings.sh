@@ -75,6 +75,25 @@ assert_rc 3 "the same with --json"
 assert_eq 1 "$(json_eval "$OUT_FILE" 'len(d["warnings"])')" "one warning in --json"
 assert_eq true "$(json_get "$OUT_FILE" '["ok"]')" "ok: the database is restored"
 
+# --- a LATIN1 backup, into a database named with an accent ------------------------------------
+# (the statements ran on the maintenance database, a UTF-8 one, in the dump's client_encoding:
+# the comment and the settings came back garbled, and the new database's name, read as LATIN1,
+# named another database: restoring into "é" altered "Ã©", which this restore did not make)
+psql_db postgres -c "CREATE DATABASE clínica TEMPLATE template0 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C'" >/dev/null ||
+    fail "creating the LATIN1 database failed"
+PGCLIENTENCODING=UTF8 psql_db postgres -c "ALTER DATABASE clínica SET application_name TO 'ação';
+    COMMENT ON DATABASE clínica IS 'Prontuários'" >/dev/null &&
+    PGCLIENTENCODING=UTF8 psql_db postgres -c 'CREATE DATABASE "Ã©"' >/dev/null ||
+    fail "setting up the LATIN1 database failed"
+POSTGRES_URL=$(pg_url clínica) db_backup_json "$TEST_TMP/latin.json" --full
+assert_rc 0 "backup of the LATIN1 database clínica"
+CARIS_RESTORE_TARGET_URL=$(pg_url é) run cb restore database "$BACKUP_ID" --create
+assert_rc 0 "restore --create of the LATIN1 backup into database é"
+assert_eq "$(PGCLIENTENCODING=UTF8 db_settings clínica)" "$(PGCLIENTENCODING=UTF8 db_settings é)" \
+    "database é has clínica's setting and comment, accents intact (and no restore mark)"
+assert_contains "$(PGCLIENTENCODING=UTF8 db_settings é)" "*: application_name=ação" "... application_name=ação"
+assert_eq "-1||t|t" "$(PGCLIENTENCODING=UTF8 db_settings 'Ã©')" "database Ã© (another one) was not touched"
+
 # --- no settings at all: the restore's mark is removed, nothing else ---------------------------
 psql_db postgres -c "CREATE DATABASE plain" >/dev/null
 psql_db plain -c "CREATE TABLE t (id integer); INSERT INTO t VALUES (1)" >/dev/null
