@@ -1287,7 +1287,7 @@ static char *stmt_for_db(const char *stmt, const char *from, const char *to)
 {
     struct buf o = {0};
     size_t named = 0;
-    bool after_db = false, other = false;
+    bool after_db = false, other = false, role_next = false;
     const char *p = stmt;
     while (*p && *p != '\'' && *p != '$') {
         const char *t = p;
@@ -1337,7 +1337,13 @@ static char *stmt_for_db(const char *stmt, const char *from, const char *to)
             free(ident);
             continue;
         }
-        after_db = ident && *t != '"' && word_is(t, (size_t)(p - t), "DATABASE");
+        /* after ROLE, TO, FROM, BY, FOR a role's name: pg_dump leaves a role named database
+         * (not a reserved word) unquoted, as in ALTER ROLE database IN DATABASE x */
+        after_db = ident && *t != '"' && !role_next && word_is(t, (size_t)(p - t), "DATABASE");
+        role_next = ident && *t != '"' &&
+                    (word_is(t, (size_t)(p - t), "ROLE") || word_is(t, (size_t)(p - t), "TO") ||
+                     word_is(t, (size_t)(p - t), "FROM") || word_is(t, (size_t)(p - t), "BY") ||
+                     word_is(t, (size_t)(p - t), "FOR"));
         free(ident);
         buf_append(&o, t, (size_t)(p - t));
     }
