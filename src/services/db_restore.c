@@ -1421,10 +1421,10 @@ static int apply_db_settings(struct restore_run *rr, const char *dbname, json_t 
     if (wrc != 0)
         goto out;
     char *use = xasprintf("--use-list=%s", listfile.path);
-    const char *opts[] = {"--create", "--file=-", use, rr->no_owner ? "--no-owner" : NULL,
-                          NULL,       NULL};
-    if (rr->no_privileges)
-        opts[rr->no_owner ? 4 : 3] = "--no-privileges";
+    /* not --no-privileges when the tables' privileges are left out (missing roles): the
+     * database's defaults let every role connect, so a REVOKE ... FROM PUBLIC left out opens
+     * it; each GRANT runs alone, one to a missing role is a warning */
+    const char *opts[] = {"--create", "--file=-", use, rr->no_owner ? "--no-owner" : NULL, NULL};
     int prc = pg_restore_text(rr, NULL, opts, &sql, e);
     free(use);
     if (prc != 0)

@@ -17,6 +17,9 @@ psql_db "$src" -c "CREATE SCHEMA clinical;
     CREATE ROLE gone_role;
     CREATE ROLE outsider;
     CREATE ROLE database;
+    CREATE ROLE notes_owner;
+    CREATE TABLE clinical.extra (id integer);
+    ALTER TABLE clinical.extra OWNER TO notes_owner;
     ALTER DATABASE \"$src\" SET search_path TO clinical, public;
     ALTER DATABASE \"$src\" SET work_mem TO '8MB';
     ALTER DATABASE \"$src\" CONNECTION LIMIT 42;
@@ -82,6 +85,19 @@ CARIS_RESTORE_TARGET_URL=$(pg_url restored3) run cb --json restore database "$id
 assert_rc 3 "the same with --json"
 assert_eq 1 "$(json_eval "$OUT_FILE" 'len(d["warnings"])')" "one warning in --json"
 assert_eq true "$(json_get "$OUT_FILE" '["ok"]')" "ok: the database is restored"
+
+# --- a role missing on the target: the tables' privileges are left out, not the database's ---
+# (pg_restore --no-privileges left out the database's ACL too: its REVOKE CONNECT FROM PUBLIC
+# was lost, and every role could connect to the new database)
+for db in restored restored2 restored3; do
+    psql_db "$db" -c "DROP OWNED BY notes_owner" >/dev/null || fail "dropping notes_owner's table in $db failed"
+done
+psql_db "$src" -c "DROP TABLE clinical.extra; DROP ROLE notes_owner" >/dev/null || fail "dropping notes_owner failed"
+CARIS_RESTORE_TARGET_URL=$(pg_url restored4) run cb restore database "$id" --create
+assert_rc 3 "restore --create with a role missing (and gone_role's setting): exit 3"
+assert_contains "$ERR" "roles missing on the target: notes_owner" "the plan says privileges are left out for the missing role"
+assert_contains "$(db_settings restored4)" "42|Prontuários; clínica 'A' -- teste|f|t|t" \
+    "the database's REVOKE CONNECT FROM PUBLIC and its grants are applied: outsider may not connect"
 
 # --- a LATIN1 backup, into a database named with an accent ------------------------------------
 # (the statements ran on the maintenance database, a UTF-8 one, in the dump's client_encoding:
