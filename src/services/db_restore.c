@@ -1162,11 +1162,14 @@ out:
  * dump's. A statement that names any other database is never run. */
 
 /* Whether a line of pg_restore --list is one of the database's own entries:
- * "<id>; <tableoid> <oid> <desc> <schema> <tag> <owner>". */
+ * "<id>; <tableoid> <oid> <desc> <schema> <tag> <owner>". The DATABASE entry itself holds its
+ * owner (ALTER DATABASE ... OWNER TO): without it in the list a database with no other entry
+ * was taken for one without settings, and its owner left out. */
 static bool toc_db_entry(const char *line, size_t len)
 {
-    static const char *const kinds[] = {"DATABASE PROPERTIES ", "COMMENT - DATABASE ",
-                                        "ACL - DATABASE ", "SECURITY LABEL - DATABASE ", NULL};
+    static const char *const kinds[] = {
+        "DATABASE - ",     "DATABASE PROPERTIES ",       "COMMENT - DATABASE ",
+        "ACL - DATABASE ", "SECURITY LABEL - DATABASE ", NULL};
     const char *p = memchr(line, ';', len);
     if (!p || line[0] == ';')
         return false;

@@ -118,8 +118,10 @@ assert_eq "$(PGCLIENTENCODING=UTF8 db_settings clínica)" "$(PGCLIENTENCODING=UT
 assert_contains "$(PGCLIENTENCODING=UTF8 db_settings é)" "*: application_name=ação" "... application_name=ação"
 assert_eq "-1||t|t|f" "$(PGCLIENTENCODING=UTF8 db_settings 'Ã©')" "database Ã© (another one) was not touched"
 
-# --- no settings at all: the restore's mark is removed, nothing else ---------------------------
-psql_db postgres -c "CREATE DATABASE plain" >/dev/null
+# --- no settings at all: the restore's mark is removed, the owner set ---------------------------
+# (with no setting, comment or grant the owner was left out: pg_restore was not asked at all)
+psql_db postgres -c "CREATE ROLE plain_owner" >/dev/null
+psql_db postgres -c "CREATE DATABASE plain OWNER plain_owner" >/dev/null
 psql_db plain -c "CREATE TABLE t (id integer); INSERT INTO t VALUES (1)" >/dev/null
 POSTGRES_URL=$(pg_url plain) db_backup_json "$TEST_TMP/plain.json" --full
 assert_rc 0 "backup of a database without settings"
@@ -127,5 +129,7 @@ CARIS_RESTORE_TARGET_URL=$(pg_url plain_r) run cb restore database "$BACKUP_ID" 
 assert_rc 0 "restore --create of a database without settings"
 assert_eq "|-1" "$(psql_db postgres -c "SELECT coalesce(shobj_description(oid, 'pg_database'), '') || '|' || datconnlimit FROM pg_database WHERE datname = 'plain_r'")" \
     "no comment left (the restore's mark removed), no connection limit"
+assert_eq plain_owner "$(psql_db postgres -c "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'plain_r'")" \
+    "the new database's owner is the backup's"
 
 test_done
