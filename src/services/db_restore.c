@@ -1371,6 +1371,33 @@ static void stmt_head(const char *stmt, char *out, size_t n)
         snprintf(out, n, "%.*s", (int)(n - 1), stmt);
 }
 
+/* Runs a session setting of pg_restore's script (stmt_session): 0; 1 when it sets a parameter
+ * the server does not know (pg_restore 17 and later print SET transaction_timeout = 0 for any
+ * server, and a PostgreSQL 16 refuses it: nothing of the database depends on it); -1 with e. */
+static int session_exec(PGconn *c, const char *stmt, struct err *e)
+{
+    PGresult *res = PQexec(c, stmt);
+    ExecStatusType st = PQresultStatus(res);
+    int rc = 0;
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+        /* SET name = value / SET name TO value, not SET SESSION AUTHORIZATION (whose missing
+         * role is the same SQLSTATE) */
+        const char *v = stmt + 3 + strspn(stmt + 3, " ");
+        v += strspn(v, "abcdefghijklmnopqrstuvwxyz_");
+        v += strspn(v, " ");
+        if (state && strcmp(state, "42704") == 0 && strncasecmp(stmt, "SET ", 4) == 0 &&
+            (*v == '=' || strncasecmp(v, "TO ", 3) == 0))
+            rc = 1;
+        else
+            rc = err_set(e, ERR_DATABASE, NULL, "query failed on database %s: %s", PQdb(c),
+                         msg ? msg : PQerrorMessage(c));
+    }
+    PQclear(res);
+    return rc;
+}
+
 /* current_database() of session c, quoted (PQfreemem), in the session's client encoding;
  * NULL with e. */
 static char *session_db_name(PGconn *c, struct err *e)
@@ -1463,7 +1490,8 @@ static int apply_db_settings(struct restore_run *rr, const char *dbname, json_t 
                      dbname, from, head);
         } else {
             struct err xe = ERR_INIT;
-            if (pgsrc_exec(c, q, &xe) == 0) {
+            int xrc = session ? session_exec(c, q, &xe) : pgsrc_exec(c, q, &xe);
+            if (xrc >= 0) {
                 *w = '\0';
                 if (!session) {
                     (*applied)++;

@@ -118,6 +118,34 @@ assert_eq "$(PGCLIENTENCODING=UTF8 db_settings clínica)" "$(PGCLIENTENCODING=UT
 assert_contains "$(PGCLIENTENCODING=UTF8 db_settings é)" "*: application_name=ação" "... application_name=ação"
 assert_eq "-1||t|t|f" "$(PGCLIENTENCODING=UTF8 db_settings 'Ã©')" "database Ã© (another one) was not touched"
 
+# --- a newer pg_restore: a session setting the server does not know -----------------------------
+# (pg_restore 17 and later print SET transaction_timeout = 0 in a script whatever the server;
+# a PostgreSQL 16 or older refuses it, and every --create restore with settings was "done with
+# warnings", exit 3. Here pg_restore is replaced, in a mount namespace, by one that prints it.)
+pg_major=$(psql_db postgres -c "SELECT current_setting('server_version_num')::int / 10000")
+pg_restore_bin=/usr/lib/postgresql/$pg_major/bin/pg_restore
+if ((pg_major < 17)) && [[ -x $pg_restore_bin ]] && unshare -m true 2>/dev/null; then
+    cp "$pg_restore_bin" "$TEST_TMP/pg_restore.real"
+    cat >"$TEST_TMP/pg_restore.newer" <<EOF
+#!/usr/bin/env bash
+case " \$* " in
+*" --file=- "*)
+    "$TEST_TMP/pg_restore.real" "\$@" | sed 's/^SET lock_timeout = 0;\$/&\nSET transaction_timeout = 0;/'
+    exit "\${PIPESTATUS[0]}" ;;
+esac
+exec "$TEST_TMP/pg_restore.real" "\$@"
+EOF
+    chmod 755 "$TEST_TMP/pg_restore.newer"
+    # shellcheck disable=SC2016 # expanded by the inner shell
+    CARIS_RESTORE_TARGET_URL=$(pg_url restored_newer) run unshare -m bash -c 'mount --bind "$1" "$2" && shift 2 && exec "$@"' \
+        - "$TEST_TMP/pg_restore.newer" "$pg_restore_bin" "$CARIS_BIN" --json restore database "$id" --create
+    assert_rc 3 "restore --create with a pg_restore that prints SET transaction_timeout: exit 3 (gone_role's setting, as before)"
+    assert_eq 1 "$(json_eval "$OUT_FILE" 'len(d["warnings"])')" "one warning: gone_role's, none for SET transaction_timeout"
+    assert_contains "$(db_settings restored_newer)" "42|Prontuários; clínica 'A' -- teste|f|t|t" "... the settings applied"
+else
+    note "PostgreSQL $pg_major, or no mount namespaces: the newer pg_restore case is skipped"
+fi
+
 # --- no settings at all: the restore's mark is removed, the owner set ---------------------------
 # (with no setting, comment or grant the owner was left out: pg_restore was not asked at all)
 psql_db postgres -c "CREATE ROLE plain_owner" >/dev/null
