@@ -1359,10 +1359,22 @@ static char *stmt_for_db(const char *stmt, const char *from, const char *to)
     return (char *)o.data;
 }
 
-/* A statement's beginning, for a message: its first line, at most 100 bytes. */
+/* A statement's beginning, for a message: its first line, at most 100 bytes, and nothing from
+ * its first string constant on: a setting's value (ALTER ... SET app.jwt_secret TO '...') or a
+ * comment's text may be a secret, and the message goes to the log, the report and the API. */
 static void stmt_head(const char *stmt, char *out, size_t n)
 {
-    size_t l = strcspn(stmt, "\n");
+    size_t l = 0;
+    bool quoted = false; /* in a "quoted identifier" */
+    for (; stmt[l] && stmt[l] != '\n'; l++) {
+        if (stmt[l] == '"')
+            quoted = !quoted;
+        else if (!quoted && (stmt[l] == '\'' || stmt[l] == '$'))
+            break;
+    }
+    if (stmt[l] == '\'' || stmt[l] == '$') /* without the E and the space before it */
+        while (l && (stmt[l - 1] == ' ' || stmt[l - 1] == 'E' || stmt[l - 1] == 'e'))
+            l--;
     if (l > 100)
         l = 100;
     if (n > l + 4)

@@ -24,7 +24,7 @@ psql_db "$src" -c "CREATE SCHEMA clinical;
     ALTER DATABASE \"$src\" SET work_mem TO '8MB';
     ALTER DATABASE \"$src\" CONNECTION LIMIT 42;
     ALTER ROLE app_reader IN DATABASE \"$src\" SET statement_timeout TO '5s';
-    ALTER ROLE gone_role IN DATABASE \"$src\" SET lock_timeout TO '3s';
+    ALTER ROLE gone_role IN DATABASE \"$src\" SET \"app.jwt_secret\" TO 'Zq8-gone-role-secret';
     ALTER ROLE database IN DATABASE \"$src\" SET work_mem TO '2MB';
     REVOKE CONNECT, TEMPORARY ON DATABASE \"$src\" FROM PUBLIC;
     GRANT CONNECT ON DATABASE \"$src\" TO app_reader;
@@ -79,11 +79,15 @@ CARIS_RESTORE_TARGET_URL=$(pg_url restored2) run cb restore database "$id" --cre
 assert_rc 3 "restore --create with a setting that cannot be applied: exit 3 (done with warnings)"
 assert_contains "$ERR" "not applied" "the warning says a setting was not applied"
 assert_contains "$ERR" "gone_role" "... naming the statement's role"
+# (the warning quoted the statement's first 100 bytes: the value of a setting, a secret as
+# PostgREST's app.jwt_secret is, went to the log, the JSON report and the daemon's API)
+assert_not_contains "$ERR" "Zq8-gone-role-secret" "... not the setting's value"
 assert_contains "$(db_settings restored2)" "*: search_path=clinical, public,work_mem=8MB" "the other settings are applied"
 assert_contains "$(db_settings restored2)" "42|Prontuários; clínica 'A' -- teste|f|t|t" "... the connection limit, privileges and comment too"
 CARIS_RESTORE_TARGET_URL=$(pg_url restored3) run cb --json restore database "$id" --create
 assert_rc 3 "the same with --json"
 assert_eq 1 "$(json_eval "$OUT_FILE" 'len(d["warnings"])')" "one warning in --json"
+assert_not_contains "$(cat "$OUT_FILE")" "Zq8-gone-role-secret" "... without the setting's value"
 assert_eq true "$(json_get "$OUT_FILE" '["ok"]')" "ok: the database is restored"
 
 # --- a role missing on the target: the tables' privileges are left out, not the database's ---
