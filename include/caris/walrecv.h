@@ -9,7 +9,9 @@
 
 struct caris_op;
 struct wal_receive_opts {
-    const char *url;      /* POSTGRES_URL; replication=true is added */
+    const char *url; /* POSTGRES_URL; replication=true is added */
+    /* the variable url came from, named in its errors (NULL: POSTGRES_URL) */
+    const char *url_var;
     const char *password; /* may be NULL */
     const char *slot;     /* the physical replication slot */
     bool

@@ -292,8 +292,11 @@ static int wal_receive(struct globals *g, int argc, char **argv)
     if (n == 0 || n > 63 || strspn(o.slot, "abcdefghijklmnopqrstuvwxyz0123456789_") != n)
         return usage_error("--slot '%s': a slot name is lower-case letters, digits and _", o.slot);
     o.url = config_get(&g->cfg, "BACKUP_PG_REPLICATION_URL");
-    if (!o.url || !*o.url)
+    o.url_var = "BACKUP_PG_REPLICATION_URL";
+    if (!o.url || !*o.url) {
         o.url = config_get(&g->cfg, "POSTGRES_URL");
+        o.url_var = "POSTGRES_URL";
+    }
     o.password = config_get(&g->cfg, "PGPASSWORD");
     struct repo *r = open_repo(g, false, &e);
     if (!r)

@@ -83,9 +83,13 @@ static int run_once(struct walstream *w, struct err *e)
     struct caris_op op = {
         .log = op_log, .log_ctx = w, .cancel = &w->cancel, .actor = "wal receive"};
     const char *url = config_get(w->cfg, "BACKUP_PG_REPLICATION_URL");
-    if (!url || !*url)
+    const char *url_var = "BACKUP_PG_REPLICATION_URL";
+    if (!url || !*url) {
         url = config_get(w->cfg, "POSTGRES_URL");
+        url_var = "POSTGRES_URL";
+    }
     struct wal_receive_opts o = {.url = url,
+                                 .url_var = url_var,
                                  .password = config_get(w->cfg, "PGPASSWORD"),
                                  .slot = w->slot,
                                  .create_slot = true,

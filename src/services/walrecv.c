@@ -173,7 +173,8 @@ static int store(struct repo *r, const uint8_t *buf, size_t len, uint64_t segsz,
 int caris_wal_receive(struct repo *r, const struct wal_receive_opts *o, struct err *e)
 {
     struct pgsrc_target t;
-    if (pgsrc_target_parse(o->url, o->password, "POSTGRES_URL", &t, e) != 0)
+    if (pgsrc_target_parse(o->url, o->password, o->url_var ? o->url_var : "POSTGRES_URL", &t, e) !=
+        0)
         return -1;
     PGconn *c = caris_phys_replication_connect(&t, e);
     pgsrc_target_free(&t);

@@ -213,4 +213,17 @@ run cb check --read-data
 assert_rc 4 "check --read-data with every pack damaged: exit 4"
 assert_contains "$OUT$ERR" "WAL file $S2 needs" "check names a WAL file that wal get cannot serve"
 
+# --- wal receive names the variable its URL came from --------------------------------------
+# BACKUP_PG_REPLICATION_URL takes precedence over POSTGRES_URL: an error in it must name it
+# (it used to say POSTGRES_URL, sending the operator to a setting that was right)
+run env BACKUP_PG_REPLICATION_URL='postgresql://u:secretpw@127.0.0.1:1/db?nosuchoption=1' \
+    POSTGRES_URL='postgresql://u@127.0.0.1:1/db' "$CARIS_BIN" wal receive
+assert_rc 6 "wal receive with a malformed BACKUP_PG_REPLICATION_URL: a configuration error"
+assert_contains "$ERR" "BACKUP_PG_REPLICATION_URL" "the error names BACKUP_PG_REPLICATION_URL"
+assert_not_contains "$ERR" "POSTGRES_URL" "and not POSTGRES_URL, which is right"
+assert_not_contains "$ERR" "secretpw" "nor shows the password"
+run env -u BACKUP_PG_REPLICATION_URL POSTGRES_URL='postgresql://u:secretpw@127.0.0.1:1/db?nosuchoption=1' \
+    "$CARIS_BIN" wal receive
+assert_contains "$ERR" "POSTGRES_URL" "without BACKUP_PG_REPLICATION_URL the error names POSTGRES_URL"
+
 test_done
