@@ -219,6 +219,23 @@ static int command_path(const char *in, char out[PATH_MAX], const char *what, st
     return 0;
 }
 
+/* s with every % doubled (new string): PostgreSQL replaces %f, %p, %r and %% anywhere in
+ * restore_command, inside quotes too, so a path holding one of them would name another file */
+static char *command_percent_escape(const char *s)
+{
+    size_t n = 0;
+    for (const char *p = s; *p; p++)
+        n += *p == '%' ? 2 : 1;
+    char *out = xmalloc(n + 1), *q = out;
+    for (const char *p = s; *p; p++) {
+        *q++ = *p;
+        if (*p == '%')
+            *q++ = '%';
+    }
+    *q = '\0';
+    return out;
+}
+
 int cmd_restore_physical(struct globals *g, int argc, char **argv)
 {
     static const struct option opts[] = {{"physical", no_argument, 0, 'P'},
@@ -368,8 +385,13 @@ int cmd_restore_physical(struct globals *g, int argc, char **argv)
     } else if (command_path(g->repo_path, repo, "repository", &e) != 0) {
         return fail(&e);
     }
+    char *qexe = command_percent_escape(exe), *qenvf = command_percent_escape(envf),
+         *qrepo = command_percent_escape(repo);
     char *cmd =
-        xasprintf("'%s' --quiet --env-file '%s' --repo '%s' wal get %%f %%p", exe, envf, repo);
+        xasprintf("'%s' --quiet --env-file '%s' --repo '%s' wal get %%f %%p", qexe, qenvf, qrepo);
+    free(qexe);
+    free(qenvf);
+    free(qrepo);
     o.restore_command = cmd;
     o.url = config_get(&g->cfg, "POSTGRES_URL");
     o.password = config_get(&g->cfg, "PGPASSWORD");

@@ -81,9 +81,12 @@ as_pg "$CARIS_PG_BIN/pg_ctl" stop -D "$R/x" -m fast -w -s >/dev/null 2>&1
 
 # restored from a repository named with --repo, with an env file whose BACKUP_DIR holds another
 # (here none): the restored server's restore_command reads the repository restored from (the
-# archive this restore checked for gaps), not the env file's
+# archive this restore checked for gaps), not the env file's. The env file's name holds a %f:
+# PostgreSQL replaces %f, %p, %r and %% anywhere in restore_command, so the path must be
+# written with the % doubled (it used to be written as is: every wal get read another file,
+# failed, and the recovery stopped)
 other=$TEST_TMP/other-backup-dir
-envf2=$TEST_TMP/other.env
+envf2=$TEST_TMP/other%f.env
 mkdir -p "$other"
 (umask 077 && sed "s|^BACKUP_DIR=.*|BACKUP_DIR=$other|" "$envf" >"$envf2")
 [[ $(id -u) == 0 ]] && chown -R "$CARIS_PG_OS_USER:" "$other" "$envf2"
@@ -93,6 +96,8 @@ run cb --env-file "$envf2" --repo "$REPO" --json restore database --physical --p
 assert_rc 0 "restore --start from --repo R with an env file naming another BACKUP_DIR"
 assert_contains "$(cat "$R/y/postgresql.auto.conf")" "--repo ''$(realpath "$REPO")'' wal get %f %p" \
     "restore_command names the repository restored from (quotes doubled in the setting)"
+assert_contains "$(cat "$R/y/postgresql.auto.conf")" "--env-file ''$TEST_TMP/other%%f.env''" \
+    "restore_command doubles the % of a path (PostgreSQL would replace %f)"
 qy() { "$CARIS_PG_BIN/psql" -X -q -At -h "$R/y" -p "$PORT" -U "$CARIS_PG_USER" -d "$CARIS_PG_DB" -c "$1" </dev/null; }
 assert_eq "150" "$(qy "SELECT count(*) FROM a")" "its WAL was replayed from that repository"
 as_pg "$CARIS_PG_BIN/pg_ctl" stop -D "$R/y" -m fast -w -s >/dev/null 2>&1
