@@ -1712,6 +1712,30 @@ static int load_settings(const struct config *cfg, struct schedule_config *sch,
     return 0;
 }
 
+/* The WAL threads (the archiver watch, WAL streaming and the WAL queue) run on the
+ * configuration the daemon started with, for as long as it runs: a reload does not reach them.
+ * The names of their settings that differ in cfg (comma-separated into out, "" when none;
+ * names only: some are secrets). */
+static void wal_settings_changed(const struct config *cfg, const struct config *started, char *out,
+                                 size_t n)
+{
+    static const char *const names[] = {"POSTGRES_URL",
+                                        "PGPASSWORD",
+                                        "BACKUP_PG_REPLICATION_URL",
+                                        "BACKUP_WAL_STREAMING",
+                                        "BACKUP_WAL_SLOT",
+                                        "BACKUP_WAL_FLUSH_SECONDS",
+                                        "BACKUP_WAL_ALERT_MINUTES"};
+    out[0] = '\0';
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        const char *a = config_get(cfg, names[i]), *b = config_get(started, names[i]);
+        if (strcmp(a ? a : "", b ? b : "") != 0) {
+            size_t k = strlen(out);
+            snprintf(out + k, n - k, "%s%s", k ? ", " : "", names[i]);
+        }
+    }
+}
+
 /* SIGHUP: the new configuration replaces the old one only when it is valid; schedules are
  * recomputed from now. The repository stays open (BACKUP_DIR and the key are not reloaded:
  * those need a restart, which the log says when they changed). */
@@ -1744,6 +1768,16 @@ static void reload_apply(struct daemon *d)
     }
     if (strcmp(config_backup_dir(&cfg), d->backup_dir) != 0)
         dlog(d, LOG_WARN, "reload", "BACKUP_DIR changed: restart the daemon for it to apply");
+    /* backups take a new POSTGRES_URL or PGPASSWORD at once; WAL streaming and the archiver
+     * watch would go on with the old ones (a rotated password: streaming fails from then on)
+     * without a word, after a log line saying "configuration reloaded" */
+    char walvars[300];
+    wal_settings_changed(&cfg, d->o->cfg, walvars, sizeof(walvars));
+    if (*walvars)
+        dlog(d, LOG_WARN, "reload",
+             "%s changed: WAL streaming and the WAL archiver watch go on with the values the "
+             "daemon started with; restart the daemon for them to apply",
+             walvars);
     pthread_mutex_lock(&d->mu);
     /* the worker reads d->cfg while a job runs: swap only between jobs */
     bool busy = d->running != NULL;

@@ -174,4 +174,21 @@ assert_false "a damaged segment is not written to DEST through the daemon" test 
 assert_false "nor left in a temporary file" compgen -G "$TEST_TMP/out/damaged.caris-tmp*"
 stop_daemon
 
+# --- SIGHUP: WAL settings the running WAL threads do not take are named in the log -----------
+# (backups took a new PGPASSWORD at once while WAL streaming and the archiver watch went on with
+# the old one, after "configuration reloaded" and nothing else)
+cp "$TEST_TMP/env" "$TEST_TMP/env.before"
+start_daemon env
+(umask 077 && printf 'PGPASSWORD=secretpw\nBACKUP_WAL_FLUSH_SECONDS=7\n' >"$TEST_TMP/env")
+kill -HUP "$DAEMON"
+# shellcheck disable=SC2317
+_reloaded() { grep -q 'configuration reloaded' "$DAEMON_ERR"; }
+wait_until 30 _reloaded || fail "no reload" "$(_tail "$DAEMON_ERR")"
+assert_contains "$(cat "$DAEMON_ERR")" "PGPASSWORD, BACKUP_WAL_FLUSH_SECONDS changed: WAL streaming" \
+    "the reload names the WAL settings that need a restart"
+assert_contains "$(cat "$DAEMON_ERR")" "restart the daemon for them to apply" "and says what to do"
+assert_not_contains "$(cat "$DAEMON_ERR")" "secretpw" "names only: no value in the log"
+stop_daemon
+cp "$TEST_TMP/env.before" "$TEST_TMP/env"
+
 test_done
