@@ -66,8 +66,9 @@ static const char PRESTORE_USAGE[] =
     "  --target-action A     at the target: promote (default), pause or shutdown\n"
     "  --timeline TL         the timeline recovery follows: latest (default: the newest\n"
     "                        timeline in the WAL archive, e.g. after an earlier PITR or a\n"
-    "                        promotion), current (the backup's own) or a number. Without ID,\n"
-    "                        only a backup on that timeline's history is chosen.\n"
+    "                        promotion), current (the backup's own) or a number (decimal,\n"
+    "                        as wal list shows it). Without ID, only a backup on that\n"
+    "                        timeline's history is chosen.\n"
     "  --start               start PostgreSQL on DIR (pg_ctl, as the current user, not root),\n"
     "                        listening on its socket in DIR only, and wait until recovery has\n"
     "                        reached the target; report the time of the last replayed commit.\n"
@@ -307,11 +308,13 @@ int cmd_restore_physical(struct globals *g, int argc, char **argv)
             o.target_action = optarg;
             break;
         case 'T':
+            /* decimal without a leading zero: PostgreSQL would read 010 as octal (8) */
             if (strcmp(optarg, "latest") && strcmp(optarg, "current") &&
-                (!*optarg || strspn(optarg, "0123456789") != strlen(optarg) ||
-                 strspn(optarg, "0") == strlen(optarg) || strlen(optarg) > 10))
+                (*optarg < '1' || *optarg > '9' || strspn(optarg, "0123456789") != strlen(optarg) ||
+                 strlen(optarg) > 10))
                 return usage_error("--timeline is latest, current or a timeline number (1 or "
-                                   "more), not '%s'",
+                                   "more, decimal as `caris-backup wal list` shows it: 00000010 "
+                                   "in a WAL file name is timeline 16), not '%s'",
                                    optarg);
             o.target_timeline = optarg;
             break;

@@ -86,8 +86,15 @@ static int target_timeline(struct repo *r, const struct phys_restore_opts *o, ui
     char *end;
     unsigned long v = strtoul(t, &end, 10);
     bool latest = strcmp(t, "latest") == 0, current = strcmp(t, "current") == 0;
-    if (!latest && !current && (!*t || *end || v == 0 || v > UINT32_MAX))
-        return err_set(e, ERR_USAGE, NULL,
+    /* a number is written as given into recovery_target_timeline, which PostgreSQL reads
+     * with strtoul base 0: "010" is timeline 8 there (and "0x10" 16), while here it would be
+     * 10, the timeline whose backups and gaps were checked. Only plain decimal is taken: the
+     * hex of a WAL file name (00000010 is timeline 16) is refused rather than misread. */
+    if (!latest && !current &&
+        (*t < '1' || *t > '9' || strspn(t, "0123456789") != strlen(t) || v > UINT32_MAX))
+        return err_set(e, ERR_USAGE,
+                       "timelines are decimal numbers as `caris-backup wal list` shows them (a "
+                       "WAL file name has them in hex: 00000010 is timeline 16)",
                        "the recovery timeline is latest, current or a timeline number, not '%s'",
                        t);
     json_t *damaged = NULL;

@@ -125,6 +125,15 @@ run cb --env-file "$envf" restore database --physical --pgdata "$R/tl7" --timeli
 assert_rc 2 "restore --timeline 7 (not in the archive) is refused"
 assert_contains "$ERR" "timeline 7 is not in the WAL archive (its timelines: 1)" "it says the archive has no timeline 7"
 assert_false "nothing was written" test -e "$R/tl7"
+# a timeline number PostgreSQL would read otherwise (recovery_target_timeline is parsed with
+# base 0: 010 is timeline 8 there) or the hex of a WAL file name: refused, not misread (it was
+# checked here as decimal and written as given)
+for tl in 01 00000010 +1 " 1"; do
+    run cb --env-file "$envf" restore database --physical --pgdata "$R/tl-odd" --timeline "$tl"
+    assert_rc 2 "restore --timeline '$tl' is refused"
+    assert_contains "$ERR" "decimal" "the error says how to write it ('$tl')"
+    assert_false "nothing was written ('$tl')" test -e "$R/tl-odd"
+done
 
 # a target time still to come (a year mistyped): refused before anything is written (it was
 # restored, and PostgreSQL refused to finish recovery once started)
