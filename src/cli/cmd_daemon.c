@@ -145,9 +145,11 @@ int cmd_daemon(struct globals *g, int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    /* the repository every command uses: --repo, else BACKUP_REPOSITORY, else
+     * BACKUP_DIR/repository (g->repo alone left BACKUP_REPOSITORY out) */
     struct caris_daemon_opts o = {.cfg = &g->cfg,
                                   .env_file = g->env_file,
-                                  .repo = g->repo,
+                                  .repo = g->repo_path,
                                   .threads = g->threads,
                                   .log = daemon_log,
                                   .log_ctx = &ls,
