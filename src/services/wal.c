@@ -533,7 +533,7 @@ int caris_wal_get_fd_cached(struct repo *r, const char *name, int fd, json_t *ca
     if (caris_wal_name_parse(name, &wn, e) != 0)
         return -1;
     int rc = -1;
-    bool locked = false;
+    bool locked = false, absent = false;
     json_t *found = NULL;
     if (repo_lock(r, false, "wal get", e) != 0)
         goto out;
@@ -591,6 +591,7 @@ int caris_wal_get_fd_cached(struct repo *r, const char *name, int fd, json_t *ca
             goto out;
         }
         err_set(e, ERR_NOT_FOUND, NULL, "WAL file %s is not in the archive", name);
+        absent = true;
         goto out;
     }
     uint8_t sha[32];
@@ -615,6 +616,12 @@ int caris_wal_get_fd_cached(struct repo *r, const char *name, int fd, json_t *ca
     }
     rc = 0;
 out:
+    /* ERR_NOT_FOUND is the archive's answer "not there" only (restore_command's exit 1: the
+     * recovery ends and promotes). Any other "not found" on the way is a failure: S3's "no
+     * bucket" (NoSuchBucket, or a 404 to a listing) and an object listed then gone carry no
+     * errno to tell them apart, and a recovery must stop there, not end early. */
+    if (rc != 0 && !absent && e->code == ERR_NOT_FOUND)
+        e->code = ERR_IO;
     json_decref(found);
     if (locked)
         repo_unlock(r);

@@ -2,6 +2,11 @@
 # The daemon on an S3 repository named by BACKUP_REPOSITORY (as every command takes it): it
 # used to open BACKUP_DIR/repository instead (it failed to start, or ran against another
 # repository), so `wal push` and `wal get` could not go through it.
+# `wal get` on an S3 repository whose bucket is gone (deleted, or a wrong endpoint answering
+# 404) under a running daemon: S3's "no bucket" is a "not found" without an errno, which was
+# passed on as the archive's "not there" (exit 1): PostgreSQL then ends the recovery at that
+# segment and promotes without the rest of the WAL. It must be a failure (255), DEST untouched,
+# with or without the daemon; a segment that is really not archived still exits 1.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/s3lib.sh"
 
@@ -32,7 +37,20 @@ assert_eq true "$(json_get "$OUT_FILE" '["viaDaemon"]')" "the push went through 
 assert_exit 1 cb --env-file "$TEST_TMP/env" wal get "$MISSING" "$TEST_TMP/out/missing"
 assert_eq "" "$ERR" "a segment not archived: exit 1 without a word"
 
+# the bucket goes away under the daemon's open repository
+rm -rf "${S3_DIR:?}/bkt"
+assert_exit 255 cb --env-file "$TEST_TMP/env" wal get "$S1" "$TEST_TMP/out/gone"
+assert_contains "$ERR" "no bucket bkt" "the error says the bucket is gone"
+assert_false "nothing written at DEST" test -e "$TEST_TMP/out/gone"
+assert_eq "" "$(find "$TEST_TMP/out" -name '*.caris-tmp*')" "no temporary file left"
+assert_exit 255 cb --env-file "$TEST_TMP/env" wal get "$MISSING" "$TEST_TMP/out/gone2"
+assert_contains "$(cat "$DAEMON_ERR")" "wal get $MISSING failed" "the daemon logs the failure"
+
 kill -TERM "$DAEMON"
 wait "$DAEMON"
 assert_eq 0 "$?" "the daemon stops on SIGTERM"
+# alone: opening the repository fails first (255 as well)
+assert_exit 255 cb --env-file "$TEST_TMP/env" wal get --no-daemon "$S1" "$TEST_TMP/out/gone3"
+assert_false "nothing written at DEST (alone)" test -e "$TEST_TMP/out/gone3"
+
 test_done
