@@ -291,6 +291,11 @@ static long period_key(const struct tz *z, int64_t ns, int per)
  * mktime's normalisation: "1m" before 31 March is "31 February", that is 3 March). */
 static int64_t within_cutoff(const struct tz *z, int64_t newest_ns, const struct caris_duration *d)
 {
+    /* hours alone are elapsed time: no round trip through the wall clock, which in the hour
+     * the clocks go back turned the newest's time into the first of its two readings, an
+     * hour early ("2h" kept 3 h) */
+    if (!d->years && !d->months && !d->weeks && !d->days)
+        return newest_ns - (int64_t)d->hours * 3600 * 1000000000;
     int64_t t = floor_div(newest_ns, 1000000000);
     int64_t wall = t + tz_offset_at(z, t);
     int64_t days = floor_div(wall, 86400), secs = wall - days * 86400;

@@ -284,6 +284,35 @@ static void test_future_dated(void **state)
     assert_true(caris_backup_time_future(INT64_MAX, INT64_MAX - CARIS_CLOCK_SKEW_NS - 1));
 }
 
+/* keep-within in hours is elapsed time, also when the newest backup is in the hour the
+ * clocks went back (Berlin, 2025-10-26: 02:00-03:00 twice). Its wall time 02:30 was turned
+ * back into a time as the first 02:30 (CEST), one hour early: 2h kept 3h. */
+static void test_within_hours_in_the_fold(void **state)
+{
+    (void)state;
+    static const char *const times[] = {
+        "2025-10-25T23:29:00Z", /* 2 h 1 min before the newest: out */
+        "2025-10-25T23:31:00Z", /* 1 h 59 min before: in */
+        "2025-10-26T01:30:00Z", /* the newest: 02:30 CET, the second 02:30 */
+    };
+    enum { NT = sizeof(times) / sizeof(times[0]) };
+    int64_t now;
+    assert_int_equal(time_parse_iso("2025-10-26T02:00:00Z", &now), 0);
+    struct caris_retention_item it[NT];
+    char ids[NT][8];
+    for (size_t i = 0; i < NT; i++) {
+        snprintf(ids[i], sizeof(ids[i]), "f%zu", i);
+        it[i] = (struct caris_retention_item){.id = ids[i]};
+        assert_int_equal(time_parse_iso(times[i], &it[i].time_ns), 0);
+    }
+    struct err e = ERR_INIT;
+    struct caris_retention_policy p = {.has_within = true, .within = {.hours = 2}};
+    assert_int_equal(caris_retention_decide(&p, "Europe/Berlin", now, it, NT, &e), 0);
+    assert_false(it[0].keep);
+    assert_true(it[1].keep);
+    assert_true(it[2].keep);
+}
+
 /* A backup whose last verification failed is counted by no rule: the newest intact backup of
  * its day takes the slot (and "newest"); while no intact backup is newer it is kept with the
  * one reason "damaged". */
@@ -366,6 +395,7 @@ int main(void)
         cmocka_unit_test(test_future_dated),
         cmocka_unit_test(test_damaged),
         cmocka_unit_test(test_known_damaged),
+        cmocka_unit_test(test_within_hours_in_the_fold),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
