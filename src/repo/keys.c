@@ -468,9 +468,24 @@ const char *repo_key_slot(const struct repo *r)
 int repo_key_add(struct repo *r, const char *password, const char *label, char id_out[17],
                  struct err *e)
 {
-    if (strlen(password) < MIN_PASSWORD_LEN)
+    size_t plen = strlen(password);
+    if (plen < MIN_PASSWORD_LEN)
         return err_set(e, ERR_CONFIG, "use a random key of at least 32 characters",
                        "the new key is too short");
+    /* .env.local drops the blanks around an unquoted value (and a '\r' before the line's end),
+     * and stdin gives one line: a key added with them could not be given back as
+     * BACKUP_ENCRYPTION_KEY the way keys are kept, and once the old key was removed the
+     * operator would hold only "wrong encryption key". */
+    bool ctl = false;
+    for (size_t i = 0; i < plen; i++)
+        ctl = ctl || (unsigned char)password[i] < 0x20 || password[i] == 0x7f;
+    if (ctl || password[0] == ' ' || password[plen - 1] == ' ')
+        return err_set(e, ERR_CONFIG,
+                       "an unquoted value in .env.local loses its surrounding blanks: use a "
+                       "random key without them, e.g. `openssl rand -base64 33`",
+                       "the new key %s",
+                       ctl ? "holds a control character (a tab, a newline, ...)"
+                           : "begins or ends with a blank");
     if (check_label(label ? label : "", e) != 0)
         return -1;
     struct slotlist l;

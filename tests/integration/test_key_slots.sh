@@ -109,6 +109,29 @@ assert_contains "$ERR" "damaged" "a slot under another name: damaged (its checks
 mv "$REPO/keys/0123456789abcdef" "$REPO/keys/$slot"
 assert_exit 0 cb list
 
+# --- a new key that could not be given back -----------------------------------------------------
+# .env.local drops the blanks around an unquoted value: a key added with a trailing blank (a
+# copy and paste) answered "wrong encryption key" from the env file it was written into.
+blank="new key of the blank test, long enough 0123456789  "
+run_stdin "$blank" cb key add --label blank
+assert_rc 6 "key add refuses a new key that ends with a blank"
+assert_contains "$ERR" "begins or ends with a blank" "it says why"
+assert_exit 6 env CARIS_NEW_ENCRYPTION_KEY="  ${blank% }" "$CARIS_BIN" key add
+assert_contains "$ERR" "begins or ends with a blank" "a leading blank too"
+assert_exit 6 env CARIS_NEW_ENCRYPTION_KEY="$(printf 'tab\tin the new key, long enough 0123456789')" \
+    "$CARIS_BIN" key add
+assert_contains "$ERR" "control character" "a tab inside: refused"
+assert_false "the key is not in the error" grep -qF -- "long enough 0123456789" "$ERR_FILE"
+run cb --json key list
+assert_eq 1 "$(json_eval "$OUT_FILE" 'len(d)')" "no slot was added"
+inner="a new key with \"quotes\", blanks and ünïcödé inside 0123"
+run_stdin "$inner" cb key add --label inner
+assert_rc 0 "a key with blanks, quotes and UTF-8 inside is added"
+printf "BACKUP_ENCRYPTION_KEY='%s'\n" "$inner" >"$TEST_TMP/inner.env"
+chmod 600 "$TEST_TMP/inner.env"
+assert_exit 0 env -u BACKUP_ENCRYPTION_KEY "$CARIS_BIN" --env-file "$TEST_TMP/inner.env" list
+assert_exit 0 cb key remove "$(python3 -c 'import json,sys; print([k["id"] for k in json.load(open(sys.argv[1])) if k["label"] == "inner"][0])' <(cb --json key list))"
+
 # --- not dumpable, no core dumps: a caris-backup held waiting for `key add` input -------------
 if ! command -v setpriv >/dev/null; then
     skip "dumpable check: setpriv not installed (package util-linux)"
