@@ -3,9 +3,11 @@
 #include <errno.h>
 #include <getopt.h>
 #include <malloc.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1175,6 +1177,48 @@ static int cmd_restore(struct globals *g, int argc, char **argv)
  * CARIS_NEW_ENCRYPTION_KEY (which config_load took out of the environment) or one line of
  * stdin, read with read(2) so that no stdio buffer keeps a copy. */
 #define NEW_KEY_MAX 4096
+
+/* The terminal's settings while a key is typed without echo, restored by a signal that ends
+ * the process meanwhile (Ctrl-C would otherwise leave the shell without echo). */
+static struct termios key_tty_saved;
+
+static void key_tty_restore_signal(int sig)
+{
+    tcsetattr(STDIN_FILENO, TCSAFLUSH, &key_tty_saved);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static const int KEY_TTY_SIGNALS[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
+#define KEY_TTY_NSIG (sizeof(KEY_TTY_SIGNALS) / sizeof(KEY_TTY_SIGNALS[0]))
+
+/* Turns the terminal's echo off (true when it did: restore with key_tty_echo_on): a key typed
+ * at the prompt was shown on the screen, and kept in its scrollback and session recordings. */
+static bool key_tty_echo_off(struct sigaction old[KEY_TTY_NSIG])
+{
+    if (!isatty(STDIN_FILENO) || tcgetattr(STDIN_FILENO, &key_tty_saved) != 0)
+        return false;
+    struct sigaction sa = {.sa_handler = key_tty_restore_signal};
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < KEY_TTY_NSIG; i++)
+        sigaction(KEY_TTY_SIGNALS[i], &sa, &old[i]);
+    struct termios t = key_tty_saved;
+    t.c_lflag &= ~(tcflag_t)(ECHO | ECHONL);
+    if (tcsetattr(STDIN_FILENO, TCSAFLUSH, &t) == 0)
+        return true;
+    for (size_t i = 0; i < KEY_TTY_NSIG; i++)
+        sigaction(KEY_TTY_SIGNALS[i], &old[i], NULL);
+    return false;
+}
+
+static void key_tty_echo_on(const struct sigaction old[KEY_TTY_NSIG])
+{
+    tcsetattr(STDIN_FILENO, TCSAFLUSH, &key_tty_saved);
+    for (size_t i = 0; i < KEY_TTY_NSIG; i++)
+        sigaction(KEY_TTY_SIGNALS[i], &old[i], NULL);
+    fputc('\n', stderr); /* the Enter typed was not echoed either */
+}
+
 static char *read_new_key(const struct globals *g, struct err *e)
 {
     const char *env = config_get(&g->cfg, "CARIS_NEW_ENCRYPTION_KEY");
@@ -1182,6 +1226,8 @@ static char *read_new_key(const struct globals *g, struct err *e)
         return secmem_strdup(env);
     if (isatty(STDIN_FILENO))
         fprintf(stderr, "new encryption key (at least 32 characters): ");
+    struct sigaction old_sig[KEY_TTY_NSIG];
+    bool no_echo = key_tty_echo_off(old_sig);
     char *line = secmem_alloc(NEW_KEY_MAX + 1);
     size_t n = 0;
     for (;;) {
@@ -1192,6 +1238,8 @@ static char *read_new_key(const struct globals *g, struct err *e)
         if (r <= 0 || ch == '\n')
             break;
         if (n == NEW_KEY_MAX) {
+            if (no_echo)
+                key_tty_echo_on(old_sig);
             secmem_free(line);
             err_set(e, ERR_USAGE, "use a key of at most 4096 characters",
                     "the new key is too long");
@@ -1199,6 +1247,8 @@ static char *read_new_key(const struct globals *g, struct err *e)
         }
         line[n++] = ch;
     }
+    if (no_echo)
+        key_tty_echo_on(old_sig);
     while (n && line[n - 1] == '\r')
         line[--n] = '\0';
     if (n == 0) {

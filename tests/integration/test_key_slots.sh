@@ -132,6 +132,22 @@ chmod 600 "$TEST_TMP/inner.env"
 assert_exit 0 env -u BACKUP_ENCRYPTION_KEY "$CARIS_BIN" --env-file "$TEST_TMP/inner.env" list
 assert_exit 0 cb key remove "$(python3 -c 'import json,sys; print([k["id"] for k in json.load(open(sys.argv[1])) if k["label"] == "inner"][0])' <(cb --json key list))"
 
+# --- a key typed at the prompt is not shown ----------------------------------------------------
+# `key add` on a terminal echoed the key as it was typed: on the screen, in the scrollback and
+# in any session recording. The echo is off while it is typed, and back on after (also after a
+# Ctrl-C at the prompt).
+typed="typed key of the terminal test, long enough 0123456789"
+run env PTY_KEY="$typed" python3 "$(dirname "$0")/pty_key_add.py" "$CARIS_BIN" key add --label typed
+assert_contains "$OUT" "added key slot" "key add reads a key typed at its prompt"
+assert_false "the typed key was not shown on the terminal" grep -qF -- "$typed" "$OUT_FILE"
+assert_contains "$OUT" "ECHO-ON" "the echo is back on once the key is read"
+assert_exit 0 env BACKUP_ENCRYPTION_KEY="$typed" "$CARIS_BIN" list
+run env PTY_KEY=unused python3 "$(dirname "$0")/pty_key_add.py" --interrupt "$CARIS_BIN" key add
+assert_contains "$OUT" "ECHO-ON" "a Ctrl-C at the prompt leaves the terminal's echo on"
+assert_contains "$OUT" "exit -2" "... and ends key add by the signal"
+run cb --json key list
+assert_exit 0 cb key remove "$(json_eval "$OUT_FILE" '[k["id"] for k in d if k["label"] == "typed"][0]')"
+
 # --- not dumpable, no core dumps: a caris-backup held waiting for `key add` input -------------
 if ! command -v setpriv >/dev/null; then
     skip "dumpable check: setpriv not installed (package util-linux)"
