@@ -1768,6 +1768,17 @@ static void reload_apply(struct daemon *d)
     }
     if (strcmp(config_backup_dir(&cfg), d->backup_dir) != 0)
         dlog(d, LOG_WARN, "reload", "BACKUP_DIR changed: restart the daemon for it to apply");
+    /* A key rotation (key add, the new key into the env file, SIGHUP, key remove of the old
+     * one) said "configuration reloaded" while the daemon went on with the old key: the next
+     * opening of the repository (after a prune) then failed "wrong encryption key" with the
+     * right key in the env file. Said as for BACKUP_DIR (never the key itself). */
+    const char *key_now = config_get(&cfg, "BACKUP_ENCRYPTION_KEY"),
+               *key_started = config_get(d->o->cfg, "BACKUP_ENCRYPTION_KEY");
+    if (strcmp(key_now ? key_now : "", key_started ? key_started : "") != 0)
+        dlog(d, LOG_WARN, "reload",
+             "BACKUP_ENCRYPTION_KEY changed: the daemon goes on with the key it started with; "
+             "restart it for the new key to apply (before `key remove` of the old key's slot, "
+             "or the daemon's next opening of the repository fails with a wrong key)");
     /* backups take a new POSTGRES_URL or PGPASSWORD at once; WAL streaming and the archiver
      * watch would go on with the old ones (a rotated password: streaming fails from then on)
      * without a word, after a log line saying "configuration reloaded" */
