@@ -63,16 +63,6 @@ json_t *caris_key_list_to_json(const struct caris_key_list *l)
     return arr;
 }
 
-int caris_key_add(struct repo *r, const char *new_key, const char *label, const struct caris_op *op,
-                  struct caris_key_add_result *res, struct err *e)
-{
-    memset(res, 0, sizeof(*res));
-    if (repo_key_add(r, new_key, label ? label : "", res->id, e) != 0)
-        return -1;
-    caris_op_log(op, LOG_INFO, "added key slot %s", res->id);
-    return 0;
-}
-
 json_t *caris_key_add_result_to_json(const struct caris_key_add_result *res)
 {
     return json_pack("{s:s}", "id", res->id);
@@ -82,24 +72,65 @@ json_t *caris_key_add_result_to_json(const struct caris_key_add_result *res)
  * kept the slot in use and both went: no slot was left, and no key opened the repository.
  * Removals now take turns (a claim, under a shared lock: backups go on), and each checks that
  * the slot it opened the repository with is still there before it removes another: one slot
- * always stays. */
+ * always stays. Additions take the same turns: two at once each counted the slots before
+ * either wrote its own (seconds of Argon2id apart), and at 31 slots both went, leaving 33,
+ * more than any open reads: no key opened the repository. */
 #define KEY_CLAIM "key-slots"
 
-int caris_key_remove(struct repo *r, const char *id, const struct caris_op *op, struct err *e)
+/* Takes the shared lock and the claim of key slot changes: 0 with *held (release with
+ * key_slots_release), -1 with e (another change runs: ERR_LOCKED). */
+static int key_slots_claim(struct repo *r, const char *operation, char **held, struct err *e)
 {
-    if (repo_lock(r, false, "key remove", e) != 0)
+    *held = NULL;
+    if (repo_lock(r, false, operation, e) != 0)
         return -1;
-    /* the claim of a removal that died (kill -9) is taken over, as a copy's is: it blocked
+    /* the claim of a change that died (kill -9) is taken over, as a copy's is: it blocked
      * every later removal (a leaked key could not be revoked) until someone ran `unlock` */
-    char *held = NULL, holder[400];
-    int rc = -1, c = repo_claim_or_take(r, KEY_CLAIM, &held, holder, sizeof(holder), e);
-    if (c == 1) {
+    char holder[400];
+    int c = repo_claim_or_take(r, KEY_CLAIM, held, holder, sizeof(holder), e);
+    if (c == 0)
+        return 0;
+    if (c == 1)
         err_set(e, ERR_LOCKED,
                 "retry when it is done; if none runs, one was interrupted: `caris-backup unlock` "
                 "removes what it left",
-                "another key slot removal is running in this repository (%s)",
+                "another key slot change (key add or remove) is running in this repository (%s)",
                 holder[0] ? holder : "an unreadable claim");
-    } else if (c == 0) {
+    free(*held);
+    *held = NULL;
+    repo_unlock(r);
+    return -1;
+}
+
+static void key_slots_release(struct repo *r, char *held)
+{
+    repo_claim_release_all(r, held);
+    free(held);
+    repo_unlock(r);
+}
+
+int caris_key_add(struct repo *r, const char *new_key, const char *label, const struct caris_op *op,
+                  struct caris_key_add_result *res, struct err *e)
+{
+    memset(res, 0, sizeof(*res));
+    char *held;
+    if (key_slots_claim(r, "key add", &held, e) != 0)
+        return -1;
+    /* (a change stopped longer than the staleness timeout has had its claim taken over) */
+    int rc =
+        repo_lock_check(r, e) == 0 ? repo_key_add(r, new_key, label ? label : "", res->id, e) : -1;
+    key_slots_release(r, held);
+    if (rc != 0)
+        return -1;
+    caris_op_log(op, LOG_INFO, "added key slot %s", res->id);
+    return 0;
+}
+
+int caris_key_remove(struct repo *r, const char *id, const struct caris_op *op, struct err *e)
+{
+    char *held;
+    int rc = -1;
+    if (key_slots_claim(r, "key remove", &held, e) == 0) {
         char *own = xasprintf("keys/%s", repo_key_slot(r));
         int ex = storage_exists(repo_storage(r), own, e);
         free(own);
@@ -114,10 +145,8 @@ int caris_key_remove(struct repo *r, const char *id, const struct caris_op *op, 
             /* (a removal stopped longer than the staleness timeout has had its claim taken
              * over: the other removal may have removed the slot this one relies on) */
             rc = repo_key_remove(r, id, e);
-        repo_claim_release_all(r, held);
+        key_slots_release(r, held);
     }
-    free(held);
-    repo_unlock(r);
     if (rc != 0)
         return -1;
     caris_op_log(op, LOG_INFO, "removed key slot %s", id);

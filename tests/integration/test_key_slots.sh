@@ -132,6 +132,37 @@ chmod 600 "$TEST_TMP/inner.env"
 assert_exit 0 env -u BACKUP_ENCRYPTION_KEY "$CARIS_BIN" --env-file "$TEST_TMP/inner.env" list
 assert_exit 0 cb key remove "$(python3 -c 'import json,sys; print([k["id"] for k in json.load(open(sys.argv[1])) if k["label"] == "inner"][0])' <(cb --json key list))"
 
+# --- two key adds at once at the last free slots ------------------------------------------------
+# Each counted the slots, then spent its derivations, then wrote: at 31 slots both went, and
+# 33 slots are more than any open reads: no key opened the repository. They take turns now.
+slot=$(basename "$(ls "$REPO"/keys/ | head -n 1)")
+for i in $(seq 10 39); do cp "$REPO/keys/$slot" "$REPO/keys/00000000000000$i"; done # damaged copies
+assert_eq 31 "$(ls "$REPO/keys" | wc -l)" "31 key slots (30 of them damaged copies)"
+mkfifo "$TEST_TMP/add-a.fifo" "$TEST_TMP/add-b.fifo"
+exec {fd_a}<>"$TEST_TMP/add-a.fifo" {fd_b}<>"$TEST_TMP/add-b.fifo"
+cb key add --label "race a" <"$TEST_TMP/add-a.fifo" >"$TEST_TMP/add-a.out" 2>"$TEST_TMP/add-a.err" &
+pid_a=$!
+cb key add --label "race b" <"$TEST_TMP/add-b.fifo" >"$TEST_TMP/add-b.out" 2>"$TEST_TMP/add-b.err" &
+pid_b=$!
+_BG_PIDS+=("$pid_a" "$pid_b")
+# each opens the repository and waits for its key: give them both at once
+printf 'the first racing key of the slot count test, 0123456789\n' >&"$fd_a"
+printf 'the second racing key of the slot count test, 0123456789\n' >&"$fd_b"
+wait "$pid_a"
+rc_a=$?
+wait "$pid_b"
+rc_b=$?
+exec {fd_a}>&- {fd_b}>&-
+assert_eq "1" "$(( (rc_a == 0) + (rc_b == 0) ))" "one of two key adds at the 32nd slot went (exits $rc_a, $rc_b)"
+assert_match "^(2|9)$" "$(( rc_a == 0 ? rc_b : rc_a ))" "the other was refused: the limit (2) or the other's turn (9)"
+assert_eq 32 "$(ls "$REPO/keys" | wc -l)" "32 key slots, the most an open reads"
+assert_exit 0 cb list
+rm -f "$REPO"/keys/00000000000000[1-3]?
+run cb --json key list
+for id in $(json_eval "$OUT_FILE" '" ".join(k["id"] for k in d if k.get("label", "").startswith("race"))'); do
+    assert_exit 0 cb key remove "$id"
+done
+
 # --- a key typed at the prompt is not shown ----------------------------------------------------
 # `key add` on a terminal echoed the key as it was typed: on the screen, in the scrollback and
 # in any session recording. The echo is off while it is typed, and back on after (also after a
