@@ -1294,6 +1294,13 @@ static int cmd_key(struct globals *g, int argc, char **argv)
     }
     if (strcmp(sub, "remove") == 0 && sargc - optind != 1)
         return usage_error("key remove needs one key id%s", NULL);
+    /* never echoed: `key add KEY` is the mistake of passing the new key on the command line,
+     * and the error goes to the terminal and into the audit log */
+    if (strcmp(sub, "add") == 0 && optind < sargc)
+        return usage_error("key add takes no argument: the new key is read from stdin or "
+                           "CARIS_NEW_ENCRYPTION_KEY, never from the command line (which `ps` "
+                           "shows): treat a key given there as exposed%s",
+                           "");
     if (strcmp(sub, "remove") != 0 && optind < sargc)
         return usage_error("unexpected argument '%s' for key", sargv[optind]);
     const char *key_id = strcmp(sub, "remove") == 0 ? sargv[optind] : NULL;

@@ -132,6 +132,17 @@ chmod 600 "$TEST_TMP/inner.env"
 assert_exit 0 env -u BACKUP_ENCRYPTION_KEY "$CARIS_BIN" --env-file "$TEST_TMP/inner.env" list
 assert_exit 0 cb key remove "$(python3 -c 'import json,sys; print([k["id"] for k in json.load(open(sys.argv[1])) if k["label"] == "inner"][0])' <(cb --json key list))"
 
+# --- a new key given on the command line by mistake ----------------------------------------------
+# `key add KEY` printed "unexpected argument 'KEY'" and the audit log kept the key in its argv
+# (and in the error), for good: the log's lines are hash-chained.
+argkey="a new key given as an argument by mistake, 0123456789"
+assert_exit 2 cb key add --label mistaken "$argkey"
+assert_contains "$ERR" "key add takes no argument" "key add with an operand: refused, saying why"
+assert_false "the key given as an argument is not printed" grep -qF -- "$argkey" "$ERR_FILE"
+assert_false "... nor kept in the audit log" grep -qF -- "$argkey" "$BACKUP_DIR/metadata/audit.log"
+run cb audit
+assert_contains "$OUT" '"--label","mistaken","(redacted)"' "the audit log shows the label and the operand redacted"
+
 # --- two key adds at once at the last free slots ------------------------------------------------
 # Each counted the slots, then spent its derivations, then wrote: at 31 slots both went, and
 # 33 slots are more than any open reads: no key opened the repository. They take turns now.
