@@ -208,13 +208,15 @@ void cli_audit(struct globals *g, int argc, char **argv, int code, int64_t durat
     for (int i = 0; i < w; i++)
         snprintf(op + strlen(op), sizeof(op) - strlen(op), "%s%s", i ? " " : "", argv[i]);
     json_t *args = json_array();
-    /* `key add` takes no operand but --label's: anything else is a key given by mistake on
-     * the command line, never kept in the log */
-    bool key_add = strcmp(op, "key add") == 0;
+    /* `key add` takes no operand but --label's, `key remove` a slot id (16 hex digits):
+     * anything else is a key given by mistake on the command line, never kept in the log */
+    bool key_add = strcmp(op, "key add") == 0, key_remove = strcmp(op, "key remove") == 0;
     for (int i = w; i < argc && i < w + 64; i++) {
         char a[256];
-        if (key_add && strcmp(argv[i], "--label") != 0 && strncmp(argv[i], "--label=", 8) != 0 &&
-            strcmp(argv[i - 1], "--label") != 0)
+        if ((key_add && strcmp(argv[i], "--label") != 0 && strncmp(argv[i], "--label=", 8) != 0 &&
+             strcmp(argv[i - 1], "--label") != 0) ||
+            (key_remove && argv[i][0] != '-' &&
+             (strlen(argv[i]) != 16 || strspn(argv[i], "0123456789abcdef") != 16)))
             json_array_append_new(args, json_string("(redacted)"));
         else
             json_array_append_new(args, json_string(caris_audit_redact_arg(argv[i], a, sizeof(a))));

@@ -550,7 +550,12 @@ int repo_key_remove(struct repo *r, const char *id, struct err *e)
                        "this one",
                        "refusing to remove key slot %s: it is the key in use", id);
     if (!valid_slot_id(id))
-        return err_set(e, ERR_USAGE, "see `caris-backup key list`", "invalid key id '%s'", id);
+        /* not echoed: `key remove` of the old key itself (not its slot's id) is a likely
+         * mistake, and the error goes to the terminal and into the audit log */
+        return err_set(e, ERR_USAGE,
+                       "give the id of the key's slot (16 hex digits, `caris-backup key list`), "
+                       "never a key: treat a key given on the command line as exposed",
+                       "invalid key id (%zu characters, not a key slot id)", strlen(id));
     char *name = xasprintf("keys/%s", id);
     int ex = storage_exists(r->st, name, e);
     int rc = -1;

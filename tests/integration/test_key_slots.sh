@@ -142,6 +142,14 @@ assert_false "the key given as an argument is not printed" grep -qF -- "$argkey"
 assert_false "... nor kept in the audit log" grep -qF -- "$argkey" "$BACKUP_DIR/metadata/audit.log"
 run cb audit
 assert_contains "$OUT" '"--label","mistaken","(redacted)"' "the audit log shows the label and the operand redacted"
+# `key remove` of the old key itself instead of its slot's id: the same
+assert_exit 2 cb key remove "$argkey"
+assert_contains "$ERR" "invalid key id" "key remove of a key, not a slot id: refused"
+assert_false "the key given to key remove is not printed" grep -qF -- "$argkey" "$ERR_FILE"
+assert_false "... nor kept in the audit log" grep -qF -- "$argkey" "$BACKUP_DIR/metadata/audit.log"
+assert_exit 7 cb key remove 0123456789abcdef
+run cb audit
+assert_contains "$OUT" '"argv":["0123456789abcdef"]' "a slot id given to key remove is kept in the audit log"
 
 # --- two key adds at once at the last free slots ------------------------------------------------
 # Each counted the slots, then spent its derivations, then wrote: at 31 slots both went, and
