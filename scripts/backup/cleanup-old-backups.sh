@@ -9,20 +9,22 @@ bin=$(caris_bin)
 args=(forget --prune)
 if dry_run; then args+=(--dry-run); fi
 
-# The file system that holds the repository, as df shows it, before and after.
-backup_dir=${BACKUP_DIR:-}
-if [ -z "$backup_dir" ]; then
-  backup_dir=$(env_file_get BACKUP_DIR)
-fi
-backup_dir=${backup_dir:-/var/backups/caris}
+# The file system that holds the repository (BACKUP_REPOSITORY, else BACKUP_DIR/repository:
+# the one forget and prune work on), as df shows it, before and after.
+repo=$(repo_location)
 show_df() {
   echo "$1:"
-  if [ -d "$backup_dir" ]; then
-    df -h "$backup_dir" | sed 's/^/  /'
-    echo "  repository: $(du -sh "$backup_dir/repository" 2>/dev/null | cut -f1)"
-  else
-    echo "  ($backup_dir does not exist)"
-  fi
+  case $repo in
+    s3:*) echo "  repository $repo: on S3 (no disk usage to show)" ;;
+    *)
+      if [ -d "$repo" ]; then
+        df -h "$repo" | sed 's/^/  /'
+        echo "  repository $repo: $(du -sh "$repo" 2>/dev/null | cut -f1)"
+      else
+        echo "  ($repo does not exist)"
+      fi
+      ;;
+  esac
 }
 
 show_df "before"

@@ -6,7 +6,8 @@
 # to stderr with exit 2, --help to stdout with exit 0. backup-database.sh with DRY_RUN prints its
 # plan and creates nothing, and says on stderr when it creates a repository. scripts/demo.sh
 # reads its env file as the binary does (export, indent, quotes), appends a generated key on a
-# line of its own and makes the file 0600.
+# line of its own and makes the file 0600. cleanup-old-backups.sh shows the size of the repository
+# BACKUP_REPOSITORY names.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/pglib.sh"
 
@@ -132,6 +133,20 @@ assert_contains "$OUT" "dry run: nothing changed" "it ran forget --prune --dry-r
 in_elsewhere CARIS_ENV_FILE="$TEST_TMP/no-such.env" "$S/verify-backup.sh" --all
 assert_rc 6 "an unreadable CARIS_ENV_FILE: exit 6"
 assert_contains "$ERR" "cannot be read: nothing was done" "it says so"
+
+# --- cleanup-old-backups.sh shows the disk usage of the repository it works on ------------------
+# BACKUP_REPOSITORY names it, not BACKUP_DIR/repository (it showed the latter's size and disk)
+other=$TEST_TMP/other-disk/repo
+BACKUP_REPOSITORY=$other run cb init
+assert_rc 0 "a second, empty repository named by BACKUP_REPOSITORY"
+BACKUP_REPOSITORY=$other DRY_RUN=true run "$S/cleanup-old-backups.sh"
+assert_rc 0 "cleanup-old-backups.sh DRY_RUN with BACKUP_REPOSITORY"
+assert_contains "$OUT" "0 kept, 0 would be forgotten" "forget ran on the BACKUP_REPOSITORY repository"
+assert_eq 2 "$(grep -c "^  repository $other: [0-9.]*[KMG]\$" <<<"$OUT")" \
+    "before and after: the size of the BACKUP_REPOSITORY repository, named"
+assert_not_contains "$OUT" "$BACKUP_DIR/repository" "nothing about BACKUP_DIR/repository"
+BACKUP_REPOSITORY=s3:https://127.0.0.1:9/bucket DRY_RUN=true run "$S/cleanup-old-backups.sh"
+assert_contains "$OUT" "repository s3:https://127.0.0.1:9/bucket: on S3" "an S3 repository: no df of a local disk"
 
 # --- scripts/demo.sh reads its env file as the binary does ------------------------------------
 # On this test's server (POSTGRES_URL in the env file: no throwaway cluster) and a small tree;
