@@ -777,11 +777,11 @@ int repo_prune(struct repo *r, const struct repo_prune_opts *o, struct repo_prun
     double max_unused = o ? o->max_unused : 5.0;
     bool dry = o && o->dry_run;
     memset(st, 0, sizeof(*st));
-    /* a dry run changes nothing: a shared lock is enough */
-    if (!r->lock || (!dry && !r->lock->exclusive))
+    /* a dry run changes nothing: a shared lock is enough, and none on a read-only file system
+     * (repo_lock takes none there) */
+    if (!dry && (!r->lock || !r->lock->exclusive))
         return err_set(e, ERR_LOCKED, "take the exclusive lock first (repo_lock)",
-                       "prune needs the %s lock of %s", dry ? "shared or exclusive" : "exclusive",
-                       r->path);
+                       "prune needs the exclusive lock of %s", r->path);
     /* a dry run under a shared lock may have read the index with the open cache: prune
      * needs every pack, orphans too (the exclusive lock listed data/ already) */
     if (r->index_cached && repo_index_reload_full(r, e) != 0)

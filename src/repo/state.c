@@ -735,7 +735,9 @@ int repo_state_audit(struct repo *r, json_t **report, struct err *e)
 int repo_state_finish_removals(struct repo *r, bool dry_run, json_t **finished, struct err *e)
 {
     *finished = json_array();
-    if (!r->lock || (!dry_run && !r->lock->exclusive))
+    /* A dry run writes nothing: it needs no lock of its own (a repository on a read-only file
+     * system is read without one, and a prune --dry-run of it used to end here, exit 9). */
+    if (!dry_run && (!r->lock || !r->lock->exclusive))
         return err_set(e, ERR_LOCKED, "take the exclusive lock first (repo_lock)",
                        "finishing removals needs the exclusive lock of %s", r->path);
     struct state s;

@@ -478,7 +478,8 @@ assert_eq 6000000 "$(old "$CARIS_BIN" dump "$old_id" /tmp/trfix/src/zeros.log | 
 assert_exit 0 old "$CARIS_BIN" check --read-data
 
 # A repository on a read-only file system (an off-site disk or a snapshot mounted read-only
-# for a disaster recovery) is read without a lock: restore, verify, ls and check work; a
+# for a disaster recovery) is read without a lock: restore, verify, ls, check and the dry runs
+# of forget and prune work (prune --dry-run failed, exit 9, "needs the exclusive lock"); a
 # backup into it still fails at once (exit 8), saying the file system is read-only. Every
 # command used to fail on its lock file (exit 8), restores included.
 ro_src=$TEST_TMP/ro-src
@@ -494,12 +495,14 @@ if unshare -m true 2>/dev/null; then
         "$3" verify latest || exit 12
         "$3" ls latest >/dev/null || exit 13
         "$3" check || exit 14
+        "$3" forget --dry-run >/dev/null || exit 15
+        "$3" prune --dry-run >/dev/null || exit 16
         "$3" backup files "$5"; echo "backup exit $?"' \
         ro "$rorepo" "$TEST_TMP/ro-bd" "$CARIS_BIN" "$TEST_TMP/ro-out" "$ro_src"
     if [[ $RC == 99 ]]; then
         note "no read-only bind mount here: the read-only repository case is skipped"
     else
-        assert_rc 0 "restore, verify, ls and check of a repository on a read-only file system"
+        assert_rc 0 "restore, verify, ls, check, forget and prune --dry-run of a repository on a read-only file system"
         assert_eq "$(sha256sum <"$ro_src/f")" "$(sha256sum <"$TEST_TMP/ro-out$ro_src/f")" "the restore is exact"
         assert_contains "$ERR" "read-only file system: restore files reads it without a lock" \
             "the restore says it reads without a lock (a warning met after the opening)"
