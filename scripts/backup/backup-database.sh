@@ -4,15 +4,17 @@
 # With DRY_RUN=true nothing is created or backed up: the plan is printed. Exit codes: see caris-backup --help.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
+usage() { sed -n '2,4s/^# //p' "$0"; }
 if [ $# -gt 1 ]; then
   echo "error: one argument at most, full or incremental (got $#)" >&2
+  usage >&2
   exit 2
 fi
 mode=${1:-full}
 case "$mode" in
   full | incremental) ;;
-  -h | --help) sed -n '2,4s/^# //p' "$0"; exit 0 ;;
-  *) echo "error: unknown backup type '$mode' (full or incremental)" >&2; exit 2 ;;
+  -h | --help) usage; exit 0 ;;
+  *) echo "error: unknown backup type '$mode' (full or incremental)" >&2; usage >&2; exit 2 ;;
 esac
 bin=$(caris_bin)
 repo=$(repo_location)

@@ -36,6 +36,7 @@ for args in "restore-database.sh" "verify-backup.sh" "verify-backup.sh a b" "bac
     assert_rc 2 "$args: a usage error"
     assert_eq "" "$OUT" "$args: nothing on stdout"
     assert_match '.' "$ERR" "$args: the error on stderr"
+    assert_contains "$ERR" "Usage:" "$args: the usage on stderr"
 done
 assert_false "no repository was made by the refused runs" test -e "$BACKUP_DIR/repository"
 
