@@ -35,7 +35,21 @@ is_set() { [ -n "${!1:-}" ] || [ -n "$(env_file_get "$1" "$ENV_FILE")" ]; }
 
 # A key is required. For a first local run, make one and keep it in .env.local (mode 0600,
 # ignored by git). In production set BACKUP_ENCRYPTION_KEY yourself and keep a copy offline.
+# env_val NAME: NAME as the binary sees it (the environment, else the env file).
+env_val() { if [ -n "${!1:-}" ]; then printf '%s' "${!1}"; else env_file_get "$1" "$ENV_FILE"; fi; }
 if ! is_set BACKUP_ENCRYPTION_KEY; then
+  # A new key cannot open a repository that is already there: say so instead of keeping a
+  # useless key in the env file (a fresh checkout beside the repository of an earlier demo).
+  repo=$(env_val BACKUP_REPOSITORY)
+  if [ -z "$repo" ]; then
+    dir=$(env_val BACKUP_DIR)
+    repo=${dir:-/var/backups/caris}/repository
+  fi
+  if [ -e "$repo/config" ] || [ -e "$repo/caris-repository" ]; then
+    echo "error: BACKUP_ENCRYPTION_KEY is not set, and there is a repository at $repo: a new key cannot open it" >&2
+    echo "HINT: set BACKUP_ENCRYPTION_KEY to the key it was made with (in the environment or $ENV_FILE), or point BACKUP_DIR elsewhere" >&2
+    exit 6
+  fi
   if [ -e "$ENV_FILE" ] && [ ! -f "$ENV_FILE" ]; then
     echo "error: $ENV_FILE is not a regular file: cannot keep a generated key in it" >&2
     echo "HINT: set BACKUP_ENCRYPTION_KEY in the environment, or give --env-file a file" >&2

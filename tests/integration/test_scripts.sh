@@ -200,4 +200,16 @@ assert_not_contains "$OUT$ERR" "$key_b" "demo.sh printed no part of the key"
 assert_eq "1 1" "$(demo_count "$eb" files) $(demo_count "$eb" database)" \
     "the demo's backups open with the generated key"
 
+# (d) no key, but BACKUP_DIR holds a repository already (an earlier demo's): a new key could not
+# open it, so none is generated and the env file stays as it was (it got a useless key, exit 5)
+ed=$TEST_TMP/demo-d.env
+(umask 077 && printf "BACKUP_FILES_PATHS=%s\nPOSTGRES_URL=%s\nBACKUP_DIR=%s\n" \
+    "$TEST_TMP/demo-tree" "$POSTGRES_URL" "$TEST_TMP/demo-a" >"$ed")
+before=$(sha256sum <"$ed")
+demo "$ed"
+assert_rc 6 "demo.sh without a key beside an existing repository: exit 6"
+assert_contains "$ERR" "there is a repository at $TEST_TMP/demo-a/repository: a new key cannot open it" \
+    "demo.sh says why it generates no key"
+assert_eq "$before" "$(sha256sum <"$ed")" "the env file is unchanged: no key appended"
+
 test_done
