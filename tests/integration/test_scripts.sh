@@ -106,6 +106,11 @@ for v in maybe y dry; do
     assert_contains "$ERR" "DRY_RUN must be true or false" "DRY_RUN=$v: the error says why"
     assert_eq 101 "$(rows)" "DRY_RUN=$v: the database is unchanged"
 done
+# a physical restore has no dry run: refused as such (it said "unknown option '--dry-run'")
+DRY_RUN=true run "$S/restore-database.sh" latest --physical --pgdata "$TEST_TMP/pgdata-dry"
+assert_rc 2 "DRY_RUN=true with --physical: a usage error"
+assert_contains "$ERR" "restore database --physical has no --dry-run" "it says a physical restore has no dry run"
+assert_false "no data directory was made" test -e "$TEST_TMP/pgdata-dry"
 DRY_RUN=off run "$S/restore-database.sh" "$id" --clean
 assert_rc 0 "restore-database.sh ID --clean with DRY_RUN=off"
 assert_eq 100 "$(rows)" "the restore brought the backup's rows back"
