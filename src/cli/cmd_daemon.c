@@ -167,6 +167,16 @@ int cmd_daemon(struct globals *g, int argc, char **argv)
 
 /* ---- schedule status ------------------------------------------------------------------- */
 
+/* o's time member key as human output shows times (BACKUP_TZ, offset, seconds), or none */
+static const char *human_at(json_t *o, const char *key, const char *none, char *buf, size_t n)
+{
+    const char *iso = json_string_value(json_object_get(o, key));
+    if (!iso)
+        return none;
+    cli_human_iso(iso, buf, n);
+    return buf;
+}
+
 static void print_run(const char *label, json_t *run)
 {
     if (!run) {
@@ -174,7 +184,8 @@ static void print_run(const char *label, json_t *run)
         return;
     }
     json_t *ids = json_object_get(run, "backupIds");
-    printf("  %-9s %s: %s", label, json_string_value(json_object_get(run, "startedAt")) ?: "?",
+    char at[64];
+    printf("  %-9s %s: %s", label, human_at(run, "startedAt", "?", at, sizeof(at)),
            json_is_true(json_object_get(run, "ok")) ? "ok" : "FAILED");
     size_t i;
     json_t *id;
@@ -229,10 +240,11 @@ int cmd_schedule_status(struct globals *g, int argc, char **argv)
         return 0;
     }
     bool running = json_is_true(json_object_get(s, "running"));
+    char at[64];
     if (running)
         printf("daemon: running (pid %lld, since %s)\n",
                (long long)json_integer_value(json_object_get(s, "pid")),
-               json_string_value(json_object_get(s, "startedAt")) ?: "?");
+               human_at(s, "startedAt", "?", at, sizeof(at)));
     else
         printf("daemon: not running\n");
     json_t *job = json_object_get(s, "job");
@@ -240,7 +252,7 @@ int cmd_schedule_status(struct globals *g, int argc, char **argv)
         printf("running now: %s %s run since %s%s%s\n",
                json_string_value(json_object_get(job, "schedule")) ?: "?",
                json_string_value(json_object_get(job, "type")) ?: "?",
-               json_string_value(json_object_get(job, "startedAt")) ?: "?",
+               human_at(job, "startedAt", "?", at, sizeof(at)),
                json_object_get(job, "progress") ? ", " : "",
                json_string_value(json_object_get(job, "progress")) ?: "");
     const char *names[] = {"daily", "weekly", "monthly"};
@@ -249,7 +261,7 @@ int cmd_schedule_status(struct globals *g, int argc, char **argv)
         printf("%s (%s, %s): next run %s\n", names[i],
                json_string_value(json_object_get(st, "type")) ?: "?",
                json_string_value(json_object_get(st, "cron")) ?: "?",
-               json_string_value(json_object_get(st, "nextRun")) ?: "none");
+               human_at(st, "nextRun", "none", at, sizeof(at)));
         print_run("last run", json_object_get(st, "lastRun"));
     }
     json_t *wa = json_object_get(s, "walArchiver");
@@ -270,7 +282,7 @@ int cmd_schedule_status(struct globals *g, int argc, char **argv)
                    (long long)json_integer_value(json_object_get(t, "segments")),
                    json_array_size(json_object_get(t, "gaps")),
                    json_array_size(json_object_get(t, "gaps")) == 1 ? "" : "s",
-                   json_string_value(json_object_get(wa, "archiveAt")) ?: "?");
+                   human_at(wa, "archiveAt", "?", at, sizeof(at)));
     }
     json_decref(s);
     return 0;

@@ -113,6 +113,12 @@ assert_eq "2026-03-08T03:00:00.000Z" "$(json_get "$OUT_FILE" '["schedules"]["dai
 assert_eq 3 "$(json_eval "$OUT_FILE" 'len(d["nextRuns"])')" "status: three next runs"
 run cb schedule status
 assert_contains "$OUT" "daemon: not running" "human status says the daemon is not running"
+# times as all human output shows them (BACKUP_TZ, offset, seconds), not the JSON's UTC ms
+assert_match 'daily \(incremental, [^)]*\): next run [0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}[+-][0-9]{2}:[0-9]{2}' \
+    "$OUT" "human status: the next run in the human time format"
+assert_match 'last run +[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}[+-][0-9]{2}:[0-9]{2}: ok' \
+    "$OUT" "human status: the last run's time in the human time format"
+assert_not_contains "$OUT" ".000Z" "human status: no JSON times"
 
 # --- missed runs: the machine was off from March 8 12:00 to March 12 12:00 ------------------
 run env CARIS_TEST_CLOCK=2026-03-12T12:00:00Z,2026-03-12T12:30:00Z "$CARIS_BIN" daemon
