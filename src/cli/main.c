@@ -1325,7 +1325,11 @@ static int cmd_key(struct globals *g, int argc, char **argv)
                 const char *lab = k->label ? k->label : "", *cre = k->created ? k->created : "";
                 char le[1100], ce[200];
                 str_escape(lab, strlen(lab), le, sizeof(le));
-                str_escape(cre, strlen(cre), ce, sizeof(ce));
+                int64_t ns;
+                if (time_parse_iso(cre, &ns) == 0) /* a time: as human output shows times */
+                    cli_human_iso(cre, ce, sizeof(ce));
+                else
+                    str_escape(cre, strlen(cre), ce, sizeof(ce));
                 printf("%s %s  %s  %s%s%s\n", k->current ? "*" : " ", k->id, ce, le,
                        k->error ? "  UNUSABLE: " : "", k->error ? k->error : "");
             }

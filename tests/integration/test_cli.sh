@@ -107,6 +107,8 @@ other=$(json_eval "$OUT_FILE" '[k["id"] for k in d if not k["current"]][0]')
 run cb key list
 assert_contains "$OUT" "$current" "key list (text) shows the current slot"
 assert_contains "$OUT" "$other" "key list (text) shows the other slot"
+assert_match "\\* $current  [0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}[+-][0-9]{2}:[0-9]{2}  " "$OUT" \
+    "key list (text): a slot's time as human output shows times (offset, seconds; not the JSON's ms)"
 
 run cb key remove "$current"
 assert_fails "key remove of the key in use is refused"
