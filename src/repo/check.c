@@ -563,7 +563,17 @@ static int check_locked(struct repo *r, const struct repo_check_opts *o,
      * (found only when another host, or a new one after a loss, read them) */
     storage_local_copies(r->st, false);
     bool copies = storage_location_is_s3(r->path);
-    if ((r->index_cached || copies) && repo_index_reload_full(r, e) != 0)
+    /* The backups judged are listed before the index is read: a backup writes its packs and
+     * its index file before its snapshot, so every backup listed has its index in what is read
+     * next. The index the open read (before the lock) may predate a backup that committed
+     * since: its blobs would be "missing", and the backup recorded damaged. */
+    list = repo_snapshot_list(r, &damaged, e);
+    if (!list)
+        goto out;
+    bool outdated = r->index_cached || copies;
+    if (!outdated && repo_index_outdated(r, &outdated, e) != 0)
+        goto out;
+    if (outdated && repo_index_reload_full(r, e) != 0)
         goto out;
     json_array_foreach(repo_damage(r), i, d)
     {
@@ -635,9 +645,6 @@ static int check_locked(struct repo *r, const struct repo_check_opts *o,
             goto out;
         }
     }
-    list = repo_snapshot_list(r, &damaged, e);
-    if (!list)
-        goto out;
     json_array_foreach(damaged, i, d)
     {
         add_issue(c.errors, json_string_value(json_object_get(d, "object")), "%s",

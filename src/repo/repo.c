@@ -1479,8 +1479,9 @@ fail:
     return NULL;
 }
 
-/* True when an index file or an adopted pack this handle loaded is gone. */
-static int index_stale(struct repo *r, bool *stale, struct err *e)
+/* True when an index file or an adopted pack this handle loaded is gone; *grown (may be NULL):
+ * index/ also holds an index file the handle has not read (written since by a backup). */
+static int index_stale(struct repo *r, bool *stale, bool *grown, struct err *e)
 {
     struct namelist l;
     if (repo_list_names(r, "index", &l, e) != 0)
@@ -1488,6 +1489,9 @@ static int index_stale(struct repo *r, bool *stale, struct err *e)
     *stale = false;
     for (size_t i = 0; i < r->nindex_files && !*stale; i++)
         *stale = !l.n || !bsearch(&r->index_files[i], l.v, l.n, sizeof(char *), cmp_str);
+    /* every name loaded is listed (names are unique): more listed are new ones */
+    if (grown)
+        *grown = !*stale && l.n > r->nindex_files;
     namelist_free(&l);
     for (size_t i = 0; i < r->nadopted && !*stale; i++) {
         char name[80];
@@ -1563,13 +1567,22 @@ int repo_index_refresh(struct repo *r, const struct namelist *stale_locks, struc
         return 0;
     }
     bool stale;
-    if (index_stale(r, &stale, e) != 0)
+    if (index_stale(r, &stale, NULL, e) != 0)
         return -1;
     /* What the handle read before it held its lock is outdated (a prune ran meanwhile, or an
      * adopted pack is gone): read it again, so that nothing is deduplicated against blobs
      * that are gone. With a full listing: the open cache may still list the adopted pack
      * that is gone. */
     return stale ? index_reload(r, true, e) : 0;
+}
+
+int repo_index_outdated(struct repo *r, bool *outdated, struct err *e)
+{
+    bool stale, grown;
+    if (index_stale(r, &stale, &grown, e) != 0)
+        return -1;
+    *outdated = stale || grown;
+    return 0;
 }
 
 int repo_refresh(struct repo *r, struct err *e)

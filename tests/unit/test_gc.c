@@ -206,6 +206,64 @@ static void test_cancel_dry_run_and_prune(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+/* A check whose handle read the index before a backup committed (a backup running beside it,
+ * the open made before the lock): the new backup's blobs are in the index check judges it
+ * by, never "missing" (check names such a backup, and it is then recorded damaged). */
+static void test_check_sees_backup_committed_after_open(void **state)
+{
+    (void)state;
+    struct fixture f;
+    make_repo(&f);
+    struct err e = ERR_INIT;
+    struct repo *r = repo_open(f.dir, PW, &e); /* the check's handle: the index of now */
+    assert_non_null(r);
+
+    /* another process's backup: new blobs, its pack, its index file, then its snapshot */
+    struct repo *w_r = repo_open(f.dir, PW, &e);
+    assert_non_null(w_r);
+    assert_int_equal(repo_lock(w_r, false, "backup", &e), 0);
+    struct repo_writer *w = repo_writer_new(w_r, 1);
+    json_t *chunks = json_array();
+    for (int k = 500; k < 510; k++) {
+        uint8_t blob[3000], id[32];
+        for (size_t j = 0; j < sizeof(blob); j++)
+            blob[j] = (uint8_t)((k * 104729u + j * 17u) ^ (j >> 2));
+        repo_chunk_id(w_r, blob, sizeof(blob), id);
+        assert_true(repo_writer_add(w, 0, id, blob, sizeof(blob), &e) >= 0);
+        char hex[65];
+        cx_hex(id, 32, hex);
+        json_array_append_new(chunks, json_pack("[s, i]", hex, (int)sizeof(blob)));
+    }
+    json_t *entries = json_pack("[{s:o, s:s, s:s}]", "chunks", chunks, "path", "g", "type", "file");
+    json_t *summary = json_pack("{s:s, s:s, s:s}", "id", "later", "kind", "files", "started",
+                                "2025-01-03T00:00:00Z");
+    char name[65];
+    assert_int_equal(repo_snapshot_save(w_r, w, summary, entries, name, &e), 0);
+    json_decref(entries);
+    json_decref(summary);
+    repo_writer_free(w);
+    repo_close(w_r);
+
+    json_t *rep = NULL;
+    for (int read_data = 0; read_data < 2; read_data++) {
+        struct repo_check_opts co = {.read_data = read_data, .threads = 1};
+        if (repo_check(r, &co, &rep, &e) != 0)
+            fail_msg("check: %s", e.msg);
+        char *text = json_dumps(json_object_get(rep, "errors"), JSON_COMPACT);
+        if (!json_is_true(json_object_get(rep, "ok")))
+            fail_msg("check%s found damage in a healthy repository: %s",
+                     read_data ? " --read-data" : "", text);
+        free(text);
+        assert_int_equal(
+            json_integer_value(json_object_get(json_object_get(rep, "stats"), "snapshots")), 2);
+        json_decref(rep);
+    }
+    repo_close(r);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %.*s", (int)(strlen(f.dir) - 5), f.dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 /* ---- the walk's entry scan (entry_iter_refs) against jansson ----
  * The walk reads each entry's "chunks" and "page_hashes" with a scan of its own, and gives
  * what it does not take to jansson. Both must agree on every text: the same lists, the same
@@ -444,6 +502,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cancel_dry_run_and_prune),
+        cmocka_unit_test(test_check_sees_backup_committed_after_open),
         cmocka_unit_test(test_entry_scan_matches_jansson),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
