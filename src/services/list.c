@@ -298,8 +298,14 @@ int caris_backup_verify_all(struct repo *r, const struct verify_opts *o, caris_v
 {
     json_t *damaged = NULL, *state = NULL;
     json_t *list = repo_snapshot_list(r, &damaged, e);
-    if (!list)
+    /* The index read again once the backups are listed: one that committed after the handle
+     * read it (a backup running beside) has its index file by then, and is not found to need
+     * blobs "not in the repository index" (and recorded damaged). */
+    if (!list || repo_refresh(r, e) != 0) {
+        json_decref(list);
+        json_decref(damaged);
         return -1;
+    }
     int rc = 0;
     size_t i;
     json_t *s;

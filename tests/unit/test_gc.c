@@ -12,6 +12,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "caris/backup.h"
 #include "caris/crypto.h"
 #include "caris/op.h"
 #include "caris/pipeline.h"
@@ -206,6 +207,45 @@ static void test_cancel_dry_run_and_prune(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+/* Another process's backup into dir, "later" (a stream backup: one stream, verified by its
+ * SHA-256): new blobs, its pack, its index file, then its snapshot. */
+static void add_later_backup(const char *dir)
+{
+    struct err e = ERR_INIT;
+    struct repo *w_r = repo_open(dir, PW, &e);
+    assert_non_null(w_r);
+    assert_int_equal(repo_lock(w_r, false, "backup", &e), 0);
+    struct repo_writer *w = repo_writer_new(w_r, 1);
+    json_t *chunks = json_array();
+    struct cx_sha256 *h = cx_sha256_new();
+    for (int k = 500; k < 510; k++) {
+        uint8_t blob[3000], id[32];
+        for (size_t j = 0; j < sizeof(blob); j++)
+            blob[j] = (uint8_t)((k * 104729u + j * 17u) ^ (j >> 2));
+        cx_sha256_update(h, blob, sizeof(blob));
+        repo_chunk_id(w_r, blob, sizeof(blob), id);
+        assert_true(repo_writer_add(w, 0, id, blob, sizeof(blob), &e) >= 0);
+        char hex[65];
+        cx_hex(id, 32, hex);
+        json_array_append_new(chunks, json_pack("[s, i]", hex, (int)sizeof(blob)));
+    }
+    uint8_t sum[32];
+    char sumhex[65];
+    cx_sha256_final(h, sum);
+    cx_sha256_free(h);
+    cx_hex(sum, 32, sumhex);
+    json_t *entries = json_pack("[{s:o, s:s, s:s, s:i}]", "chunks", chunks, "name", "g.dump",
+                                "sha256", sumhex, "size", 30000);
+    json_t *summary = json_pack("{s:s, s:s, s:s}", "id", "later", "kind", "database", "started",
+                                "2025-01-03T00:00:00Z");
+    char name[65];
+    assert_int_equal(repo_snapshot_save(w_r, w, summary, entries, name, &e), 0);
+    json_decref(entries);
+    json_decref(summary);
+    repo_writer_free(w);
+    repo_close(w_r);
+}
+
 /* A check whose handle read the index before a backup committed (a backup running beside it,
  * the open made before the lock): the new backup's blobs are in the index check judges it
  * by, never "missing" (check names such a backup, and it is then recorded damaged). */
@@ -218,31 +258,7 @@ static void test_check_sees_backup_committed_after_open(void **state)
     struct repo *r = repo_open(f.dir, PW, &e); /* the check's handle: the index of now */
     assert_non_null(r);
 
-    /* another process's backup: new blobs, its pack, its index file, then its snapshot */
-    struct repo *w_r = repo_open(f.dir, PW, &e);
-    assert_non_null(w_r);
-    assert_int_equal(repo_lock(w_r, false, "backup", &e), 0);
-    struct repo_writer *w = repo_writer_new(w_r, 1);
-    json_t *chunks = json_array();
-    for (int k = 500; k < 510; k++) {
-        uint8_t blob[3000], id[32];
-        for (size_t j = 0; j < sizeof(blob); j++)
-            blob[j] = (uint8_t)((k * 104729u + j * 17u) ^ (j >> 2));
-        repo_chunk_id(w_r, blob, sizeof(blob), id);
-        assert_true(repo_writer_add(w, 0, id, blob, sizeof(blob), &e) >= 0);
-        char hex[65];
-        cx_hex(id, 32, hex);
-        json_array_append_new(chunks, json_pack("[s, i]", hex, (int)sizeof(blob)));
-    }
-    json_t *entries = json_pack("[{s:o, s:s, s:s}]", "chunks", chunks, "path", "g", "type", "file");
-    json_t *summary = json_pack("{s:s, s:s, s:s}", "id", "later", "kind", "files", "started",
-                                "2025-01-03T00:00:00Z");
-    char name[65];
-    assert_int_equal(repo_snapshot_save(w_r, w, summary, entries, name, &e), 0);
-    json_decref(entries);
-    json_decref(summary);
-    repo_writer_free(w);
-    repo_close(w_r);
+    add_later_backup(f.dir);
 
     json_t *rep = NULL;
     for (int read_data = 0; read_data < 2; read_data++) {
@@ -258,6 +274,42 @@ static void test_check_sees_backup_committed_after_open(void **state)
             json_integer_value(json_object_get(json_object_get(rep, "stats"), "snapshots")), 2);
         json_decref(rep);
     }
+    repo_close(r);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %.*s", (int)(strlen(f.dir) - 5), f.dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+static void count_invalid(void *ctx, const char *backup_id, int rc,
+                          const struct caris_verify_result *res, const struct err *e)
+{
+    (void)res;
+    if (rc != 0 && strcmp(backup_id, "later") == 0) { /* ("new" is made without roots) */
+        print_message("verify %s: %s\n", backup_id, e->msg);
+        (*(int *)ctx)++;
+    }
+}
+
+/* verify --all, its handle opened before a backup committed: the new backup is verified
+ * against the index of now, and found whole (not recorded damaged). */
+static void test_verify_all_sees_backup_committed_after_open(void **state)
+{
+    (void)state;
+    struct fixture f;
+    make_repo(&f);
+    struct err e = ERR_INIT;
+    struct repo *r = repo_open(f.dir, PW, &e);
+    assert_non_null(r);
+    add_later_backup(f.dir);
+    int invalid = 0;
+    struct verify_opts vo = {.threads = 1};
+    /* (it fails: "new" cannot be verified, made without roots) */
+    caris_backup_verify_all(r, &vo, count_invalid, &invalid, &e);
+    assert_int_equal(invalid, 0);
+    json_t *v = caris_last_verifications(r, &e);
+    assert_non_null(v);
+    assert_true(json_is_true(json_object_get(json_object_get(v, "later"), "ok")));
+    json_decref(v);
     repo_close(r);
     char cmd[128];
     snprintf(cmd, sizeof(cmd), "rm -rf %.*s", (int)(strlen(f.dir) - 5), f.dir);
@@ -503,6 +555,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cancel_dry_run_and_prune),
         cmocka_unit_test(test_check_sees_backup_committed_after_open),
+        cmocka_unit_test(test_verify_all_sees_backup_committed_after_open),
         cmocka_unit_test(test_entry_scan_matches_jansson),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
