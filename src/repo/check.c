@@ -56,6 +56,7 @@ struct check {
     struct packfile *files;
     size_t nfiles;
     struct idlist bad_blobs; /* damaged or missing */
+    bool *unindexed_needed;  /* per pack (r->npacks): no index lists it, a backup needs it */
 };
 
 static void add_issue(json_t *arr, const char *object, const char *fmt, ...)
@@ -300,6 +301,10 @@ static void snap_blob(void *ctx, size_t snap, const uint8_t *id, long entry, boo
     }
     if (idlist_has(&c->bad_blobs, id))
         st->damaged = true;
+    /* (the index is not written during a check: read without the lock) */
+    uint32_t pack = repo_entry(c->r, (size_t)entry)->pack;
+    if (PACK_IS_REAL(pack) && c->r->packs[pack].source == -1)
+        __atomic_store_n(&c->unindexed_needed[pack], true, __ATOMIC_RELAXED);
 }
 
 static void snap_end(void *ctx, size_t snap, json_t *s, const struct err *le)
@@ -360,11 +365,30 @@ static int check_snapshots(struct check *c, json_t *list, uint64_t *nrefs, struc
                               .ctx = &sw,
                               .op = c->o ? c->o->op : NULL,
                               .threads = c->o && c->o->threads > 0 ? c->o->threads : sys_ncpu()};
+    c->unindexed_needed = xcalloc(c->r->npacks + 1, sizeof(bool));
     int rc = repo_walk_references(c->r, list, &w, e);
     for (size_t i = 0; rc == 0 && i < n; i++) {
         *nrefs += sw.st[i].nrefs;
         snap_report(c, json_array_get(list, i), &sw.st[i]);
     }
+    /* A backup writes the index file of its packs (and of those it adopts) before its
+     * snapshot: a pack a listed backup needs that no index lists lost its index file (deleted,
+     * or damaged: reported above). Its blobs are still found through its trailer, so no
+     * backup is named; added after the backups' reports, which name a damaged backup on every
+     * error that names none. */
+    for (size_t p = 0; rc == 0 && p < c->r->npacks; p++) {
+        if (!c->unindexed_needed[p])
+            continue;
+        char name[80];
+        pack_object_name(c->r->packs[p].id, name, sizeof(name));
+        add_issue(c->errors, name,
+                  "backups need this pack, but no index file lists it: the index file that "
+                  "listed it is gone or damaged (or an interrupted backup stored a copy of a "
+                  "blob recorded damaged in it); its blobs are still found through the pack's "
+                  "trailer, and the next backup or prune writes the index again");
+    }
+    free(c->unindexed_needed);
+    c->unindexed_needed = NULL;
     for (size_t i = 0; i < n; i++)
         free(sw.st[i].le);
     free(sw.st);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Damage in the repository is found and attributed: a flipped byte in a pack (verify and
 # check --read-data exit 4 and name the file and the backup; a restore does not write the
-# damaged file), a flipped byte in an index file (check exits 4 and names it), a truncated
+# damaged file), a flipped byte in an index file (check exits 4 and names it), an index file
+# deleted (check exits 4 and names the packs no index lists), a truncated
 # pack (check and verify exit 4), data/ that cannot be listed (the open fails and says so).
 # A hard link of a damaged file is not restored either, and is named; the restore goes on.
 source "$(dirname "$0")/lib.sh"
@@ -126,6 +127,28 @@ assert_eq "[]" "$(json_eval "$OUT_FILE" "[b for e in d['errors'] for b in e.get(
 run cb --json list
 assert_eq ok "$(json_get "$OUT_FILE" '[0]["status"]')" "list: the backup stays ok"
 assert_exit 0 cb verify "$(json_get "$TEST_TMP/i.json" '["id"]')"
+
+# --- an index file deleted ---------------------------------------------------------------
+# check said "no errors found" (a warning per pack: "left by an interrupted backup"), exit 0
+use_repo missing-index
+backup_json "$TEST_TMP/x.json" "$TEST_TMP/a"
+assert_rc 0 "backup into a fresh repository"
+id_x=$BACKUP_ID
+assert_exit 0 cb check
+index=$(list_index_files | head -n 1)
+rm -f "$index"
+run cb --json check
+assert_rc 4 "check with an index file deleted"
+packs_x=$(list_packs | wc -l)
+assert_eq "$packs_x" "$(json_eval "$OUT_FILE" "len([e for e in d['errors'] if e['object'].startswith('data/') and 'no index file lists it' in e['error']])")" \
+    "check --json: every pack the backup needs is named, as listed in no index file"
+assert_eq "[]" "$(json_eval "$OUT_FILE" "[b for e in d['errors'] for b in e.get('backups', [])]")" \
+    "check --json: no backup is named (its blobs are found through the packs' trailers)"
+assert_exit 0 cb verify "$id_x"
+# the next backup lists the packs in its own index file: whole again
+backup_json "$TEST_TMP/x2.json" "$TEST_TMP/a"
+assert_rc 0 "the next backup"
+assert_exit 0 cb check
 
 # --- a truncated pack ------------------------------------------------------------------
 use_repo truncated-pack
