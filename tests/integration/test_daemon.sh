@@ -212,12 +212,18 @@ pg_table_lock_take "$db" small
 start_daemon
 assert_exit 0 cb run-now full
 wait_until 60 _waiting || fail "the daemon's backup did not reach the table lock" "$(_tail "$DAEMON_ERR")"
+# its pg_dump, polled for: the lock's waiter may be seen before the process list has it, and
+# an empty pid made the check below wait out its deadline and fail (seen once under load)
+# shellcheck disable=SC2317 # called through wait_until
+_dump_child() { [[ -n $(find_child "$DAEMON" pg_dump) ]]; }
+wait_until 30 _dump_child || fail "no pg_dump under the daemon" "$(ps -eo pid,ppid,stat,args | head -50)"
 dump_pid=$(find_child "$DAEMON" pg_dump)
 kill -9 "$DAEMON"
 wait "$DAEMON"
 # shellcheck disable=SC2317 # called through wait_until
 dump_gone() { [[ ! -e /proc/$dump_pid ]] || [[ $(awk '{print $3}' "/proc/$dump_pid/stat" 2>/dev/null) == Z ]]; }
-wait_until 30 dump_gone || fail "the killed daemon's pg_dump runs on"
+wait_until 60 dump_gone || fail "the killed daemon's pg_dump runs on" \
+    "pid '$dump_pid': $(cat "/proc/$dump_pid/stat" 2>&1), wchan $(cat "/proc/$dump_pid/wchan" 2>&1)"
 pg_table_lock_release
 start_daemon
 run cb --json schedule status
