@@ -296,6 +296,23 @@ assert_fails() {
     return 1
 }
 
+# start_daemon [PREFIX...]: a daemon that reads $TEST_TMP/env, run through PREFIX when given
+# (e.g. `env -u BACKUP_ENCRYPTION_KEY`), waited for until its socket is there and its log says
+# it started; sets DAEMON and DAEMON_ERR. stop_daemon: SIGTERM, and it must exit 0. (A test
+# that starts its daemon otherwise defines its own.)
+start_daemon() {
+    bg_start "$@" "$CARIS_BIN" --env-file "$TEST_TMP/env" daemon
+    DAEMON=$BG_PID DAEMON_ERR=$BG_ERR
+    # shellcheck disable=SC2317
+    _daemon_up() { [[ -S $BACKUP_DIR/metadata/daemon.sock ]] && grep -q 'started' "$DAEMON_ERR"; }
+    wait_until 60 _daemon_up || fail "the daemon did not start" "$(_tail "$DAEMON_ERR")"
+}
+stop_daemon() {
+    kill -TERM "$DAEMON"
+    wait "$DAEMON"
+    assert_eq 0 "$?" "the daemon stops on SIGTERM"
+}
+
 # assert_cmp A OP B MESSAGE: integer comparison (OP: -lt -le -gt -ge -eq -ne).
 assert_cmp() {
     if [[ $1 =~ ^-?[0-9]+$ && $3 =~ ^-?[0-9]+$ ]] && test "$1" "$2" "$3"; then

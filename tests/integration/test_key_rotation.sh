@@ -20,20 +20,8 @@ printf 'BACKUP_ENCRYPTION_KEY=%s\n' "$old" >"$TEST_TMP/env"
 chmod 600 "$TEST_TMP/env"
 ecb() { env -u BACKUP_ENCRYPTION_KEY "$CARIS_BIN" --env-file "$TEST_TMP/env" "$@"; }
 
-start_daemon() {
-    bg_start env -u BACKUP_ENCRYPTION_KEY "$CARIS_BIN" --env-file "$TEST_TMP/env" daemon
-    DAEMON=$BG_PID DAEMON_ERR=$BG_ERR
-    # shellcheck disable=SC2317
-    _daemon_up() { [[ -S $BACKUP_DIR/metadata/daemon.sock ]] && grep -q 'started' "$DAEMON_ERR"; }
-    wait_until 60 _daemon_up || fail "the daemon did not start" "$(_tail "$DAEMON_ERR")"
-}
-stop_daemon() {
-    kill -TERM "$DAEMON"
-    wait "$DAEMON"
-    assert_eq 0 "$?" "the daemon stops on SIGTERM"
-}
 
-start_daemon
+start_daemon env -u BACKUP_ENCRYPTION_KEY
 assert_exit 0 ecb --json wal push "$TEST_TMP/pg_wal/000000010000000000000001"
 assert_eq true "$(json_get "$OUT_FILE" '["viaDaemon"]')" "a push through the daemon (old key)"
 run ecb --json key list
@@ -62,7 +50,7 @@ assert_false "nothing at DEST" test -e "$TEST_TMP/out/old"
 
 # restarted, the daemon opens with the new key from the env file
 stop_daemon
-start_daemon
+start_daemon env -u BACKUP_ENCRYPTION_KEY
 assert_exit 0 ecb --json wal push "$TEST_TMP/pg_wal/000000010000000000000002"
 assert_eq true "$(json_get "$OUT_FILE" '["viaDaemon"]')" "the restarted daemon pushes with the new key"
 assert_exit 0 ecb wal get 000000010000000000000002 "$TEST_TMP/out/2"

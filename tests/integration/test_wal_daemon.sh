@@ -25,18 +25,6 @@ mkdir -p "$TEST_TMP/pg_wal" "$TEST_TMP/out" "$TEST_TMP/other"
 : >"$TEST_TMP/env"
 for i in 1 2 3 4 5; do seg "$TEST_TMP/pg_wal/00000001000000000000000$i" "$i" 1048576; done
 
-start_daemon() {
-    bg_start "$@" "$CARIS_BIN" --env-file "$TEST_TMP/env" daemon
-    DAEMON=$BG_PID DAEMON_ERR=$BG_ERR
-    # shellcheck disable=SC2317
-    _daemon_up() { [[ -S $BACKUP_DIR/metadata/daemon.sock ]] && grep -q 'started' "$DAEMON_ERR"; }
-    wait_until 60 _daemon_up || fail "the daemon did not start" "$(_tail "$DAEMON_ERR")"
-}
-stop_daemon() {
-    kill -TERM "$DAEMON"
-    wait "$DAEMON"
-    assert_eq 0 "$?" "the daemon stops on SIGTERM"
-}
 
 # --- through the daemon ----------------------------------------------------------------------
 start_daemon env

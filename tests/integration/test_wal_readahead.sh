@@ -31,18 +31,6 @@ done
 assert_eq 1 "$(wc -w <<<"$pack4")" "segment 4 is in a pack of its own"
 flip_byte "$pack4"
 
-start_daemon() {
-    bg_start "$@" "$CARIS_BIN" --env-file "$TEST_TMP/env" daemon
-    DAEMON=$BG_PID DAEMON_ERR=$BG_ERR
-    # shellcheck disable=SC2317
-    _daemon_up() { [[ -S $BACKUP_DIR/metadata/daemon.sock ]] && grep -q 'started' "$DAEMON_ERR"; }
-    wait_until 60 _daemon_up || fail "the daemon did not start" "$(_tail "$DAEMON_ERR")"
-}
-stop_daemon() {
-    kill -TERM "$DAEMON"
-    wait "$DAEMON"
-    assert_eq 0 "$?" "the daemon stops on SIGTERM"
-}
 # (the read-ahead is kept 60 s after the last get: far more than this part takes)
 start_daemon env
 
