@@ -1919,10 +1919,12 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
     char dbname[256], host[256], port[64], dump_size[32];
     if (o->jobs < 0 || o->jobs > 256) {
         json_decref(plan);
+        json_decref(warnings);
         return err_set(e, ERR_USAGE, NULL, "--jobs must be between 1 and 256");
     }
     if (resolve_target(o, &t, e) != 0) {
         json_decref(plan);
+        json_decref(warnings);
         return -1;
     }
     pgsrc_target_dbname(&t, dbname, sizeof(dbname));
