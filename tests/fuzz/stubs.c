@@ -6,6 +6,7 @@
 #include <stdlib.h>
 
 #include "caris/backup.h"
+#include "caris/dbbackup.h"
 #include "caris/lazylib.h"
 #include "caris/op.h"
 #include "caris/repo.h"
@@ -85,6 +86,20 @@ json_t *caris_last_verifications(struct repo *r, struct err *e)
     (void)r, (void)e;
     unreachable(__func__);
     return NULL;
+}
+
+json_t *caris_db_last_test_restores(struct repo *r, struct err *e)
+{
+    (void)r, (void)e;
+    unreachable(__func__);
+    return NULL;
+}
+
+bool caris_backup_known_damaged(json_t *verif, json_t *test, json_t **error, const char **by)
+{
+    (void)verif, (void)test, (void)error, (void)by;
+    unreachable(__func__);
+    return false;
 }
 
 json_t *repo_snapshot_damaged_find(json_t *damaged, const char *name)
