@@ -71,6 +71,12 @@ int config_bool(const struct config *c, const char *name, bool dflt, bool *out, 
  * see docs/BACKUP_RECOVERY.md, "Compression of database dumps". */
 #define CONFIG_DEFAULT_COMPRESS_DUMPS false
 
+/* Whether s can be shown as the name of a variable an option names (--to-key-env VAR): a
+ * shell name ([A-Za-z_][A-Za-z0-9_]*), and, from CONFIG_MIN_KEY_LEN characters on, without
+ * lower-case letters. Anything else may be the key itself, given by mistake in the name's
+ * place, and is never echoed in an error or kept in the audit log. */
+bool config_var_name_showable(const char *s);
+
 /* BACKUP_DIR or the default. */
 const char *config_backup_dir(const struct config *c);
 

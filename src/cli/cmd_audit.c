@@ -213,6 +213,15 @@ void cli_audit(struct globals *g, int argc, char **argv, int code, int64_t durat
     bool key_add = strcmp(op, "key add") == 0, key_remove = strcmp(op, "key remove") == 0;
     for (int i = w; i < argc && i < w + 64; i++) {
         char a[256];
+        /* --to-key-env names a variable: a key typed in its place is never kept */
+        const char *var = strncmp(argv[i], "--to-key-env=", 13) == 0          ? argv[i] + 13
+                          : i > w && strcmp(argv[i - 1], "--to-key-env") == 0 ? argv[i]
+                                                                              : NULL;
+        if (var && !config_var_name_showable(var)) {
+            json_array_append_new(
+                args, json_string(var == argv[i] ? "(redacted)" : "--to-key-env=(redacted)"));
+            continue;
+        }
         if ((key_add && strcmp(argv[i], "--label") != 0 && strncmp(argv[i], "--label=", 8) != 0 &&
              strcmp(argv[i - 1], "--label") != 0) ||
             (key_remove && argv[i][0] != '-' &&

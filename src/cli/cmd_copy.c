@@ -45,6 +45,13 @@ static const char UPLOAD_USAGE[] =
 /* The destination's key: from the variable named var (environment or .env.local), checked. */
 static int to_key(const struct globals *g, const char *var, const char **key, struct err *e)
 {
+    if (!config_var_name_showable(var))
+        return err_set(e, ERR_USAGE,
+                       "give the name of the variable that holds the key (letters, digits and "
+                       "_, as BACKUP_COPY_KEY), never the key itself; if a key was typed here, "
+                       "it is in your shell's history: replace it",
+                       "--to-key-env takes a variable's name, and what was given is not one "
+                       "(not shown: it may be a key)");
     const char *k = config_get(&g->cfg, var);
     if (!k || !*k)
         return err_set(e, ERR_CONFIG,

@@ -82,6 +82,18 @@ static bool valid_name(const char *s)
     return true;
 }
 
+bool config_var_name_showable(const char *s)
+{
+    if (!valid_name(s))
+        return false;
+    if (strlen(s) < CONFIG_MIN_KEY_LEN)
+        return true;
+    for (; *s; s++)
+        if (islower((unsigned char)*s))
+            return false;
+    return true;
+}
+
 /* Parses one value (all that follows the '=') in place: quoted ('...' literal, "..." with \n
  * \" \\ escapes) or bare, in which a '#' after a blank or a tab starts a comment, as in a
  * shell: "KEY=   # note" is empty, "KEY=a#b" is "a#b". Returns NULL on an unterminated

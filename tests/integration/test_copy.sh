@@ -142,6 +142,20 @@ assert_rc 5 "a wrong destination key: exit 5"
 assert_contains "$ERR" "CARIS_COPY_TO_KEY" "the hint names the variable"
 assert_exit 6 cb copy "$id1" --to "$DST" --to-key-env NO_SUCH_VARIABLE_X
 assert_contains "$ERR" "NO_SUCH_VARIABLE_X" "an unset --to-key-env variable is named"
+# the key itself typed in the variable's place: refused, never echoed, never in the audit log
+b64key=$(head -c 33 /dev/urandom | base64)
+hexkey=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
+assert_exit 2 cb copy "$id1" --to "$DST" --to-key-env "$b64key"
+assert_contains "$ERR" "takes a variable's name" "a key in --to-key-env's place: refused, saying why"
+assert_false "the key is not printed" grep -qF -- "$b64key" "$ERR_FILE"
+assert_exit 2 cb copy "$id1" --to "$DST" "--to-key-env=$hexkey"
+assert_false "a hex key (a valid shell name when it starts with a letter) is not printed" \
+    grep -qF -- "$hexkey" "$ERR_FILE"
+assert_false "neither key is kept in the audit log" \
+    grep -qE -- "$(printf '%s|%s' "$b64key" "$hexkey" | sed 's/[+/=]/./g')" "$BACKUP_DIR/metadata/audit.log"
+run cb audit
+assert_contains "$OUT" '"--to-key-env","(redacted)"' "the audit log shows the operand redacted"
+assert_contains "$OUT" '"--to-key-env=(redacted)"' "... in both spellings"
 CARIS_COPY_TO_KEY=$BACKUP_ENCRYPTION_KEY run cb copy "$id1" --to "$REPO"
 assert_rc 2 "the same repository as source and destination"
 assert_contains "$ERR" "same repository" "and says so"
