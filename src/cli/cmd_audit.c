@@ -211,6 +211,10 @@ void cli_audit(struct globals *g, int argc, char **argv, int code, int64_t durat
     /* `key add` takes no operand but --label's, `key remove` a slot id (16 hex digits):
      * anything else is a key given by mistake on the command line, never kept in the log */
     bool key_add = strcmp(op, "key add") == 0, key_remove = strcmp(op, "key remove") == 0;
+    /* nor does init take an operand but its options' */
+    static const char *const init_valued[] = {"--kdf-memory", "--kdf-ops", "--compression",
+                                              "--copy-chunker-from", "--to-key-env"};
+    bool init = strcmp(op, "init") == 0;
     for (int i = w; i < argc && i < w + 64; i++) {
         char a[256];
         /* --to-key-env names a variable: a key typed in its place is never kept */
@@ -222,7 +226,12 @@ void cli_audit(struct globals *g, int argc, char **argv, int code, int64_t durat
                 args, json_string(var == argv[i] ? "(redacted)" : "--to-key-env=(redacted)"));
             continue;
         }
-        if ((key_add && strcmp(argv[i], "--label") != 0 && strncmp(argv[i], "--label=", 8) != 0 &&
+        bool init_operand = init && argv[i][0] != '-';
+        for (size_t k = 0; init_operand && k < sizeof(init_valued) / sizeof(init_valued[0]); k++)
+            if (i > w && strcmp(argv[i - 1], init_valued[k]) == 0)
+                init_operand = false;
+        if (init_operand ||
+            (key_add && strcmp(argv[i], "--label") != 0 && strncmp(argv[i], "--label=", 8) != 0 &&
              strcmp(argv[i - 1], "--label") != 0) ||
             (key_remove && argv[i][0] != '-' &&
              (strlen(argv[i]) != 16 || strspn(argv[i], "0123456789abcdef") != 16)))

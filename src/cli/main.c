@@ -394,9 +394,16 @@ static int cmd_init(struct globals *g, int argc, char **argv)
                 io.kdf_ops = v;
             break;
         }
-        case 'c':
-            io.compression_level = atoi(optarg);
+        case 'c': {
+            /* 0 meant the default and a negative level never compressed: both silently */
+            char *end;
+            errno = 0;
+            long v = strtol(optarg, &end, 10);
+            if (errno || end == optarg || *end || v < 1 || v > 19)
+                return usage_error("--compression takes a zstd level, 1 to 19, got '%s'", optarg);
+            io.compression_level = (int)v;
             break;
+        }
         case 'i':
             if_missing = true;
             break;
@@ -416,7 +423,7 @@ static int cmd_init(struct globals *g, int argc, char **argv)
                    "The key is BACKUP_ENCRYPTION_KEY; Argon2id defaults: 64 MiB, 3 passes\n"
                    "(--kdf-memory 1 to 1024 MiB, --kdf-ops 1 to 8: readers refuse key slots "
                    "beyond;\ndefaults from BACKUP_KDF_MEMORY and BACKUP_KDF_OPS when set).\n"
-                   "zstd level default 3 (1 = fastest, 19 = smallest).\n"
+                   "zstd level 1 to 19, default 3 (1 = fastest, 19 = smallest).\n"
                    "--if-missing: succeed without doing anything when a repository exists (with\n"
                    "--copy-chunker-from, one that shares SOURCE's chunking: another is refused).\n"
                    "--copy-chunker-from SOURCE: the new repository takes SOURCE's chunker seed,\n"
@@ -430,6 +437,13 @@ static int cmd_init(struct globals *g, int argc, char **argv)
     }
     struct err e = ERR_INIT;
     const char *key;
+    /* the repository's place is BACKUP_DIR or --repo: an operand taken for it used to be
+     * ignored, and the repository made elsewhere */
+    if (optind < argc)
+        return usage_error("init takes no operand%s (what was given is not shown: it may be "
+                           "a key): the repository is made at $BACKUP_DIR/repository, or where "
+                           "the global --repo PATH says",
+                           NULL);
     if (to_key_env && !chunker_from)
         return usage_error("--to-key-env goes with --copy-chunker-from%s", NULL);
     if (kdf_config(g, &io, &e) != 0)

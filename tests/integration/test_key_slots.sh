@@ -16,7 +16,18 @@ assert_exit 2 cb init --kdf-ops 9
 assert_exit 2 cb init --kdf-ops 0
 assert_exit 2 cb init --kdf-memory 1025
 assert_exit 2 cb init --kdf-memory 64abc
+# a zstd level out of 1-19 (0 meant the default, a negative one never compressed, "abc" was 0)
+for lvl in 0 -5 20 abc; do
+    assert_exit 2 cb init --compression "$lvl"
+done
+assert_contains "$ERR" "--compression takes a zstd level, 1 to 19" "the message gives the range"
+# an operand was ignored and the repository made at $BACKUP_DIR/repository instead
+assert_exit 2 cb init "$TEST_TMP/elsewhere"
+assert_contains "$ERR" "init takes no operand" "init with an operand: refused, saying why"
+assert_false "the operand is not echoed (it may be a key)" grep -qF -- "$TEST_TMP/elsewhere" "$ERR_FILE"
+assert_false "nothing made at the operand" test -e "$TEST_TMP/elsewhere"
 assert_false "a refused init created nothing" test -e "$REPO/caris-repository"
+assert_exit 0 "$CARIS_BIN" --quiet --repo "$TEST_TMP/level19" init --compression 19
 
 # --- BACKUP_KDF_MEMORY / BACKUP_KDF_OPS: init's defaults (run.sh sets 1 MiB, 1 pass) -----------
 slot_param() { # DIR FIELD: the field of the one key slot of the repository DIR
@@ -142,6 +153,11 @@ assert_false "the key given as an argument is not printed" grep -qF -- "$argkey"
 assert_false "... nor kept in the audit log" grep -qF -- "$argkey" "$BACKUP_DIR/metadata/audit.log"
 run cb audit
 assert_contains "$OUT" '"--label","mistaken","(redacted)"' "the audit log shows the label and the operand redacted"
+assert_exit 2 cb init --compression 3 "$argkey"
+assert_false "a key given to init as an operand is not kept in the audit log" \
+    grep -qF -- "$argkey" "$BACKUP_DIR/metadata/audit.log"
+run cb audit
+assert_contains "$OUT" '"--compression","3","(redacted)"' "init's option values shown, the operand redacted"
 # `key remove` of the old key itself instead of its slot's id: the same
 assert_exit 2 cb key remove "$argkey"
 assert_contains "$ERR" "invalid key id" "key remove of a key, not a slot id: refused"
