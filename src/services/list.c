@@ -360,6 +360,13 @@ int caris_backup_verify_all(struct repo *r, const struct verify_opts *o, caris_v
                                 "(deleted, or the repository rolled back)",
                                 false, each, each_ctx, &rc, e);
         }
+    else if (rc == 0) {
+        /* without the audit, a backup whose snapshot is gone would pass unnoticed */
+        *e = ae;
+        err_wrap(e, "cannot audit the state record, so backups whose snapshot file is gone "
+                    "cannot be found");
+        rc = -1;
+    }
     json_decref(state);
     json_decref(damaged);
     json_decref(list);

@@ -16,6 +16,8 @@
 # damaged or existing repository. An expired session token (400 ExpiredToken) is a credentials
 # error (exit 6). A server that ignores continuation tokens fails a listing (it never ended).
 # Credentials that may not delete leave a backup's lock and claim behind, and that is said.
+# verify --all fails when the state record cannot be audited (a backup whose snapshot is gone
+# would pass unnoticed).
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/s3lib.sh"
 
@@ -352,5 +354,15 @@ for kind in empty html; do
     assert_cmp "$(stat_of "$kind")" -ge 2 "the proxy spoiled the listings ($kind)"
 done
 assert_exit 0 cb --repo "$direct" check --read-data
+
+# --- verify --all when the state record cannot be audited ---------------------------------------
+# (the audit finds the backups whose snapshot file is gone: without it, verify --all said all was
+# well, exit 0)
+proxy_start --always denied --match "state%2F" --method GET
+run cb --repo "$PROXY" verify --all
+assert_rc 6 "verify --all when the state record's listing is refused: fails"
+assert_contains "$ERR" "cannot audit the state record, so backups whose snapshot file is gone cannot be found" \
+    "... saying what it could not check"
+assert_cmp "$(stat_of denied)" -ge 2 "the proxy refused the state listings"
 
 test_done
