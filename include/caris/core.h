@@ -122,6 +122,24 @@ int fs_mkdir_p(const char *path, unsigned mode, struct err *e);
 /* Writes a whole file atomically: temp name in the same directory, fsync, rename, fsync of
  * the directory. mode applies to the new file. */
 int fs_write_atomic(const char *path, const void *data, size_t len, unsigned mode, struct err *e);
+/* A file written beside dest and put in its place only when complete. Where the file
+ * system has anonymous files (O_TMPFILE) it has no name while it is written, so a process
+ * killed meanwhile (SIGKILL) leaves nothing; elsewhere it is "DEST.caris-tmp.XXXXXX" (0600).
+ * fs_newfile_open: fd is then open for reading and writing. fs_newfile_commit: closes fd and
+ * renames the file to dest (the caller has fsynced what it wrote); fs_newfile_abort: closes fd and
+ * removes what there is. Each leaves f reset; abort of a reset f does nothing. */
+struct fs_newfile {
+    int fd;
+    char *tmp; /* the file's name; NULL while it is anonymous */
+    char *dest;
+};
+#define FS_NEWFILE_INIT                                                                            \
+    {                                                                                              \
+        -1, NULL, NULL                                                                             \
+    }
+int fs_newfile_open(struct fs_newfile *f, const char *dest, struct err *e);
+int fs_newfile_commit(struct fs_newfile *f, struct err *e);
+void fs_newfile_abort(struct fs_newfile *f);
 int fs_read_all(const char *path, struct buf *out, struct err *e);
 int fs_fsync_dir(const char *path, struct err *e);
 bool fs_exists(const char *path);

@@ -696,6 +696,89 @@ int fs_write_atomic(const char *path, const void *data, size_t len, unsigned mod
     return r;
 }
 
+int fs_newfile_open(struct fs_newfile *f, const char *dest, struct err *e)
+{
+    *f = (struct fs_newfile)FS_NEWFILE_INIT;
+    char *dir = xstrdup(dest);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *slash = '\0';
+    const char *d = slash ? (*dir ? dir : "/") : ".";
+    /* (linking an anonymous file needs /proc/self/fd, without CAP_DAC_READ_SEARCH) */
+    int fd = access("/proc/self/fd", X_OK) == 0 ? open(d, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600)
+                                                : (errno = EOPNOTSUPP, -1);
+    int en = errno;
+    free(dir);
+    if (fd < 0 && en != EOPNOTSUPP && en != EISDIR && en != EINVAL)
+        return err_sys(e, en, "DEST's directory must exist and be writable",
+                       "cannot create a file beside %s", dest);
+    f->dest = xstrdup(dest);
+    if (fd >= 0) {
+        f->fd = fd;
+        return 0;
+    }
+    f->tmp = xasprintf("%s.caris-tmp.XXXXXX", dest);
+    f->fd = mkostemp(f->tmp, O_CLOEXEC);
+    if (f->fd < 0) {
+        err_sys(e, errno, "DEST's directory must exist and be writable", "cannot create %s",
+                f->tmp);
+        fs_newfile_abort(f);
+        return -1;
+    }
+    return 0;
+}
+
+int fs_newfile_commit(struct fs_newfile *f, struct err *e)
+{
+    if (!f->tmp) {
+        /* a name of its own per call, never reused: it exists for the moment between the
+         * link and the rename */
+        char proc[64];
+        snprintf(proc, sizeof(proc), "/proc/self/fd/%d", f->fd);
+        for (int tries = 0;; tries++) {
+            f->tmp = xasprintf("%s.caris-tmp.%ld-%lx-%d", f->dest, (long)getpid(),
+                               (unsigned long)time_mono_ns(), tries);
+            if (linkat(AT_FDCWD, proc, AT_FDCWD, f->tmp, AT_SYMLINK_FOLLOW) == 0)
+                break;
+            int en = errno;
+            free(f->tmp);
+            f->tmp = NULL;
+            if (en != EEXIST || tries == 100) {
+                err_sys(e, en, NULL, "cannot give a name to the new file beside %s", f->dest);
+                fs_newfile_abort(f);
+                return -1;
+            }
+        }
+    }
+    int fd = f->fd;
+    f->fd = -1;
+    if (close(fd) != 0) {
+        err_sys(e, errno, NULL, "cannot write %s", f->tmp);
+        fs_newfile_abort(f);
+        return -1;
+    }
+    if (rename(f->tmp, f->dest) != 0) {
+        err_sys(e, errno, NULL, "cannot rename %s to %s", f->tmp, f->dest);
+        fs_newfile_abort(f);
+        return -1;
+    }
+    free(f->tmp);
+    free(f->dest);
+    *f = (struct fs_newfile)FS_NEWFILE_INIT;
+    return 0;
+}
+
+void fs_newfile_abort(struct fs_newfile *f)
+{
+    if (f->fd >= 0)
+        close(f->fd);
+    if (f->tmp)
+        unlink(f->tmp);
+    free(f->tmp);
+    free(f->dest);
+    *f = (struct fs_newfile)FS_NEWFILE_INIT;
+}
+
 int fs_read_all(const char *path, struct buf *out, struct err *e)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);

@@ -353,44 +353,27 @@ int caris_daemon_wal_get(const struct config *cfg, const char *repo_path, const 
     struct caris_wal_name wn;
     if (caris_wal_name_parse(name, &wn, e) != 0)
         return -1;
-    int rc = -1, sock = -1, fd = -1;
+    int rc = -1, sock = -1;
     json_t *ans = NULL;
-    char *tmp = NULL;
+    struct fs_newfile f = FS_NEWFILE_INIT;
     struct err ce = ERR_INIT;
     sock = daemon_connect(cfg, &ce);
     if (sock < 0) /* none, or one that refuses us: get alone */
         return 1;
-    /* the daemon writes into a temporary file beside dest, created here (PostgreSQL's %p is
-     * relative to its working directory, and the file is the caller's); it is renamed to dest
-     * only once the daemon said every byte is written, checked and fsynced */
-    tmp = xasprintf("%s.caris-tmp.XXXXXX", dest); /* one name per call, never reused */
-    fd = mkostemp(tmp, O_CLOEXEC);
-    if (fd < 0) {
-        err_sys(e, errno, "DEST's directory must exist and be writable", "cannot create %s", tmp);
+    /* the daemon writes into a new file beside dest, made here (PostgreSQL's %p is relative
+     * to its working directory, and the file is the caller's; anonymous where the file
+     * system allows, so that a get killed meanwhile leaves nothing); it is put in place only
+     * once the daemon said every byte is written, checked and fsynced */
+    if (fs_newfile_open(&f, dest, e) != 0) {
         e->code = ERR_FAILURE; /* never the archive's "not there" */
         goto out;
     }
-    rc = wal_exchange(sock, "wal-get", name, repo_path, fd, WAL_GET_TIMEOUT_MS, &ans, e);
+    rc = wal_exchange(sock, "wal-get", name, repo_path, f.fd, WAL_GET_TIMEOUT_MS, &ans, e);
     if (rc != 0)
         goto out;
-    rc = -1;
-    if (close(fd) != 0) {
-        fd = -1;
-        err_sys(e, errno, NULL, "cannot write %s", tmp);
-        goto out;
-    }
-    fd = -1;
-    if (rename(tmp, dest) != 0) {
-        err_sys(e, errno, NULL, "cannot rename %s to %s", tmp, dest);
-        goto out;
-    }
-    rc = 0;
+    rc = fs_newfile_commit(&f, e);
 out:
-    if (fd >= 0)
-        close(fd);
-    if (rc != 0 && tmp)
-        unlink(tmp);
-    free(tmp);
+    fs_newfile_abort(&f);
     json_decref(ans);
     if (sock >= 0)
         close(sock);

@@ -634,36 +634,18 @@ int caris_wal_get(struct repo *r, const char *name, const char *dest, const stru
     struct caris_wal_name wn;
     if (caris_wal_name_parse(name, &wn, e) != 0)
         return -1;
-    /* a name of its own per call (never reused: a stale writer of an earlier call cannot
-     * write into the file this call renames into place) */
-    char *tmp = xasprintf("%s.caris-tmp.XXXXXX", dest);
-    int rc = -1;
-    int fd = mkostemp(tmp, O_CLOEXEC);
-    if (fd < 0) {
-        err_sys(e, errno, "DEST's directory must exist and be writable", "cannot create %s", tmp);
+    /* written beside dest, anonymous where the file system allows (a get killed meanwhile
+     * leaves nothing in pg_wal), put in place once complete and fsynced */
+    struct fs_newfile f;
+    if (fs_newfile_open(&f, dest, e) != 0) {
         e->code = ERR_FAILURE; /* never the archive's "not there" */
-        goto out;
+        return -1;
     }
-    if (caris_wal_get_fd_cached(r, name, fd, NULL, op, e) != 0)
-        goto out;
-    if (close(fd) != 0) {
-        fd = -1;
-        err_sys(e, errno, NULL, "cannot write %s", tmp);
-        goto out;
+    if (caris_wal_get_fd_cached(r, name, f.fd, NULL, op, e) != 0) {
+        fs_newfile_abort(&f);
+        return -1;
     }
-    fd = -1;
-    if (rename(tmp, dest) != 0) {
-        err_sys(e, errno, NULL, "cannot rename %s to %s", tmp, dest);
-        goto out;
-    }
-    rc = 0;
-out:
-    if (fd >= 0)
-        close(fd);
-    if (rc != 0)
-        unlink(tmp);
-    free(tmp);
-    return rc;
+    return fs_newfile_commit(&f, e);
 }
 
 int caris_wal_next_segment(const char *name, uint64_t segsz, char out[25])

@@ -88,6 +88,29 @@ wait "$waiter"
 assert_eq 0 "$?" "check --lock-wait succeeded once the lock was gone"
 assert_contains "$(cat "$BG_OUT")" "no errors found" "and checked the repository"
 
+# --- a wal get killed (SIGKILL) while it waits leaves nothing in pg_wal ---------------------------
+# (its file beside DEST is anonymous until complete: a named DEST.caris-tmp.* stayed behind)
+seg=000000010000000000000007
+mkdir -p "$TEST_TMP/pg_wal" "$TEST_TMP/walout"
+head -c 1048576 /dev/urandom >"$TEST_TMP/pg_wal/$seg"
+assert_exit 0 cb --quiet wal push --no-daemon "$TEST_TMP/pg_wal/$seg"
+plant_lock $lock "$holder" true prune
+bg_start cb --lock-wait 2m wal get --no-daemon "$seg" "$TEST_TMP/walout/RECOVERYXLOG"
+getter=$BG_PID getter_err=$BG_ERR
+# shellcheck disable=SC2317 # called through wait_until
+get_waiting() { grep -q "waiting up to 120 s for the repository lock" "$getter_err"; }
+wait_until 60 get_waiting || fail "wal get --lock-wait never said it was waiting" "$(_tail "$getter_err")"
+assert_true "the file beside DEST is open" \
+    bash -c 'ls -l "/proc/$1/fd" | grep -qF -- "$2"' _ "$getter" "$TEST_TMP/walout/"
+assert_eq "" "$(ls -A "$TEST_TMP/walout")" "while wal get runs, nothing named is in DEST's directory"
+kill -KILL "$getter"
+wait "$getter" 2>/dev/null
+assert_eq "" "$(ls -A "$TEST_TMP/walout")" "wal get killed: nothing left in DEST's directory"
+rm "$repo/locks/$lock"
+assert_exit 0 cb wal get --no-daemon "$seg" "$TEST_TMP/walout/RECOVERYXLOG"
+assert_true "then wal get writes the segment" cmp "$TEST_TMP/pg_wal/$seg" "$TEST_TMP/walout/RECOVERYXLOG"
+assert_eq "RECOVERYXLOG" "$(ls -A "$TEST_TMP/walout")" "... and nothing else"
+
 # --- a wait that runs out fails with exit 9 (not before its deadline) ----------------------
 plant_lock $lock "$holder" true prune
 t0=$(date +%s%N)

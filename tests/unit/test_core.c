@@ -4,6 +4,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -334,6 +335,68 @@ static bool keep_kept(const char *path)
 
 /* Temp items: a sweep removes only what no live holder has locked, never a symbolic link's
  * target, never a name it was not asked about. */
+/* the entries of d, sorted, ","-joined */
+static void dir_names(const char *d, char *out, size_t n)
+{
+    struct dirent **v;
+    int k = scandir(d, &v, NULL, alphasort);
+    assert_true(k >= 0);
+    out[0] = '\0';
+    for (int i = 0; i < k; i++) {
+        if (strcmp(v[i]->d_name, ".") != 0 && strcmp(v[i]->d_name, "..") != 0)
+            snprintf(out + strlen(out), n - strlen(out), "%s%s", out[0] ? "," : "", v[i]->d_name);
+        free(v[i]);
+    }
+    free(v);
+}
+
+/* fs_newfile: nothing named while it is written (O_TMPFILE on /tmp), dest only once
+ * committed (replacing what was there), nothing left by an abort */
+static void test_newfile(void **state)
+{
+    (void)state;
+    char *d = tmpdir_new();
+    char *dest = xasprintf("%s/RECOVERYXLOG", d), names[256];
+    struct err e = ERR_INIT;
+    struct fs_newfile f;
+    assert_int_equal(fs_newfile_open(&f, dest, &e), 0);
+    assert_int_equal(fs_write_full(f.fd, "one", 3), 0);
+    dir_names(d, names, sizeof(names));
+    assert_string_equal(names, "");
+    assert_int_equal(fs_newfile_commit(&f, &e), 0);
+    assert_int_equal(f.fd, -1);
+    struct buf b = {0};
+    assert_int_equal(fs_read_all(dest, &b, &e), 0);
+    assert_int_equal(b.len, 3);
+    assert_memory_equal(b.data, "one", 3);
+    /* a second one replaces it */
+    assert_int_equal(fs_newfile_open(&f, dest, &e), 0);
+    assert_int_equal(fs_write_full(f.fd, "second", 6), 0);
+    assert_int_equal(fs_newfile_commit(&f, &e), 0);
+    assert_int_equal(fs_read_all(dest, &b, &e), 0);
+    assert_int_equal(b.len, 6);
+    dir_names(d, names, sizeof(names));
+    assert_string_equal(names, "RECOVERYXLOG");
+    /* aborted: dest as it was, nothing else */
+    assert_int_equal(fs_newfile_open(&f, dest, &e), 0);
+    assert_int_equal(fs_write_full(f.fd, "aborted", 7), 0);
+    fs_newfile_abort(&f);
+    fs_newfile_abort(&f); /* a reset one: nothing */
+    assert_int_equal(fs_read_all(dest, &b, &e), 0);
+    assert_int_equal(b.len, 6);
+    dir_names(d, names, sizeof(names));
+    assert_string_equal(names, "RECOVERYXLOG");
+    /* a directory that does not exist: an error naming dest */
+    char *nodir = xasprintf("%s/no/such/RECOVERYXLOG", d);
+    assert_int_equal(fs_newfile_open(&f, nodir, &e), -1);
+    assert_non_null(strstr(e.msg, "RECOVERYXLOG"));
+    assert_int_equal(f.fd, -1);
+    free(nodir);
+    buf_free(&b);
+    free(dest);
+    tmpdir_free(d);
+}
+
 static void test_temp_items(void **state)
 {
     (void)state;
@@ -429,6 +492,7 @@ int main(void)
         cmocka_unit_test(test_pool_runs_everything),
         cmocka_unit_test(test_pool_queued),
         cmocka_unit_test(test_temp_items),
+        cmocka_unit_test(test_newfile),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
