@@ -74,7 +74,8 @@ bool pgsrc_target_same_login(const struct pgsrc_target *a, const struct pgsrc_ta
  * that names come back as UTF-8. Failures are ERR_DATABASE, told apart: the server does
  * not answer, authentication failed, the database does not exist. */
 PGconn *pgsrc_connect(const struct pgsrc_target *t, const char *dbname, struct err *e);
-/* Runs a statement that returns no rows. */
+/* Runs one statement that returns no rows (the extended protocol: a string holding a second
+ * statement is refused, never run). */
 int pgsrc_exec(PGconn *c, const char *sql, struct err *e);
 /* Runs a query (with text parameters, nparams may be 0); NULL with e on failure. */
 PGresult *pgsrc_query(PGconn *c, const char *sql, int nparams, const char *const *params,

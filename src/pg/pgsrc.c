@@ -673,7 +673,8 @@ static int result_error(PGconn *c, PGresult *res, struct err *e)
 
 int pgsrc_exec(PGconn *c, const char *sql, struct err *e)
 {
-    PGresult *res = PQexec(c, sql);
+    /* the extended protocol runs one command only: a string with a second one is refused */
+    PGresult *res = PQexecParams(c, sql, 0, NULL, NULL, NULL, NULL, 0);
     ExecStatusType st = PQresultStatus(res);
     int rc = 0;
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)

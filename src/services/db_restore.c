@@ -603,7 +603,7 @@ static int create_database(PGconn *c, const char *name, const struct dbk *k, str
     for (int i = 0; i < 3 && rc != 0; i++) {
         if (!sql[i])
             continue;
-        PGresult *res = PQexec(c, sql[i]);
+        PGresult *res = PQexecParams(c, sql[i], 0, NULL, NULL, NULL, NULL, 0);
         if (PQresultStatus(res) == PGRES_COMMAND_OK) {
             rc = 0;
         } else {
@@ -1388,7 +1388,9 @@ static void stmt_head(const char *stmt, char *out, size_t n)
  * server, and a PostgreSQL 16 refuses it: nothing of the database depends on it); -1 with e. */
 static int session_exec(PGconn *c, const char *stmt, struct err *e)
 {
-    PGresult *res = PQexec(c, stmt);
+    /* one command only (the extended protocol): a statement from the dump that carries a
+     * second one is refused, never run */
+    PGresult *res = PQexecParams(c, stmt, 0, NULL, NULL, NULL, NULL, 0);
     ExecStatusType st = PQresultStatus(res);
     int rc = 0;
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
