@@ -26,6 +26,7 @@ struct caris_wal_base {
     uint64_t start_lsn; /* the first WAL it needs (START WAL LOCATION) */
     uint64_t end_lsn; /* where its WAL ends (STOP WAL LOCATION): consistent from there; 0 unknown */
     int64_t end_time; /* Unix seconds it ended; 0 unknown */
+    int64_t segsize;  /* its cluster's WAL segment size ("wal_segment_size"); 0 unknown */
 };
 
 /* "X/Y" (hex, as PostgreSQL writes LSNs): 0 and *lsn, or -1. */

@@ -282,10 +282,13 @@ static int check_gaps(const struct phys_restore_opts *o, json_t *s, json_t *w, u
                        id);
     /* its own WAL outside what is archived (never pushed, --no-archive-check): the server
      * could not even become consistent */
-    json_t *u =
-        caris_wal_base_unarchived(json_object_get(w, "timelines"),
-                                  (int64_t)json_integer_value(json_object_get(w, "segment_size")),
-                                  (uint32_t)btl, start, stop);
+    /* (an archive without a segment has no size of its own: the backup's then; with none,
+     * the check said nothing was missing and the restore went on) */
+    int64_t segsz = (int64_t)json_integer_value(json_object_get(w, "segment_size"));
+    if (segsz <= 0)
+        segsz = (int64_t)json_integer_value(json_object_get(phys, "wal_segment_size"));
+    json_t *u = caris_wal_base_unarchived(json_object_get(w, "timelines"), segsz, (uint32_t)btl,
+                                          start, stop);
     if (u) {
         json_int_t un = json_integer_value(json_object_get(u, "segments"));
         char what[128];

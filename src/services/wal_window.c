@@ -74,6 +74,7 @@ size_t caris_wal_bases_from_snapshots(json_t *summaries, struct caris_wal_base *
         b->start_lsn = start;
         if (caris_lsn_parse(json_string_value(json_object_get(ph, "stop_lsn")), &b->end_lsn) != 0)
             b->end_lsn = 0;
+        b->segsize = json_integer_value(json_object_get(ph, "wal_segment_size"));
         int64_t t;
         const char *ts = json_string_value(json_object_get(s, "finished"));
         if (!ts)
@@ -697,9 +698,10 @@ int caris_wal_check(struct repo *r, json_t *errors, json_t *warnings, json_t **w
     for (size_t b = 0; b < nbases; b++) {
         if (!bases[b].end_lsn)
             continue;
-        json_t *u =
-            caris_wal_base_unarchived(json_object_get(w, "timelines"), segsize, bases[b].timeline,
-                                      bases[b].start_lsn, bases[b].end_lsn);
+        /* (an archive without a segment has no size of its own: the backup's then) */
+        json_t *u = caris_wal_base_unarchived(
+            json_object_get(w, "timelines"), segsize > 0 ? segsize : bases[b].segsize,
+            bases[b].timeline, bases[b].start_lsn, bases[b].end_lsn);
         if (!u)
             continue;
         char object[80], msg[700];

@@ -9,6 +9,8 @@
 #     behind): timeline 1's last segments are missing before the switch. Recovery of B1 to
 #     timeline 2 would stop at the hole and promote without batches 2 and 3; it is refused
 #     (exit 4), naming the first missing segment of timeline 1.
+# Also (0.): a base backup in a repository whose WAL archive is empty is named by check and its
+# restore refused (the archive's unknown segment size made both say nothing was missing).
 # shellcheck disable=SC2154 # data, envf and R are set by pitr_setup (pglib.sh)
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/pglib.sh"
@@ -38,6 +40,26 @@ batch() { q "INSERT INTO t SELECT g, $1 FROM generate_series($1 * 1000 + 1, $1 *
 archive_all() { pitr_archive_all q; }
 nothing_written() { [[ ! -e $R/$1 && -z $(find "$R" -maxdepth 1 -name ".$1.caris-*") ]]; }
 check_errors() { json_eval "$OUT_FILE" '"\n".join(x["object"] + ": " + x["error"] for x in d["errors"])'; }
+
+# --- 0. a repository whose WAL archive is empty: a base backup made there with
+# --no-archive-check has none of its WAL (the archive's segment size was then unknown, 0, and
+# both check and restore took "nothing missing": the restore wrote a data directory no server
+# could start)
+mkdir -p "$TEST_TMP/r0"
+[[ $(id -u) == 0 ]] && chown "$CARIS_PG_OS_USER:" "$TEST_TMP/r0"
+r0=$TEST_TMP/r0/repo
+assert_exit 0 cb --quiet --repo "$r0" init
+run cb --repo "$r0" --json backup database --physical --no-archive-check
+assert_rc 3 "a base backup B0 into a repository with no WAL archive (exit 3: a warning)"
+B0=$(json_get "$OUT_FILE" '["id"]')
+run cb --repo "$r0" --json check
+assert_rc 4 "check: B0's own WAL is not in the (empty) archive"
+assert_contains "$(check_errors)" "of base backup $B0 (the WAL it needs to become consistent)" "check names B0"
+run cb --env-file "$envf" --repo "$r0" restore database --physical --pgdata "$R/b0" "$B0"
+assert_rc 4 "restoring B0 is refused (exit 4)"
+assert_contains "$ERR" "backup $B0 cannot be restored" "the refusal names the backup"
+assert_contains "$ERR" "not in the WAL archive" "and says its WAL is not archived"
+assert_true "the refused restore wrote nothing" nothing_written b0
 
 # B1 and batch 1, archived
 run cb --json backup database --physical
