@@ -47,7 +47,9 @@ struct caris_copy_result {
 /* Copies from src into dst (both open; dst with its own key). Locks: shared on src ("copy"),
  * shared on dst ("copy": like a backup, with the backup id claimed while it is written).
  * A backup is committed in dst only after every blob it needs is durable there, so an
- * interrupted copy leaves no listed backup (its packs are adopted by the next writer). Stops
+ * interrupted copy leaves no listed backup (its packs are adopted by the next writer). A
+ * physical backup takes along, before its snapshot, the WAL records of src's archive it needs to
+ * become consistent that dst lacks (so does one dst has: copied before without them). Stops
  * at the first backup that fails; res holds what was done until then (caris_copy_result_free).
  * A damaged snapshot of src that --all, or --latest (one that may be newer than the one
  * copied), would have copied fails the copy (ERR_DAMAGE, naming it) once the others are.

@@ -8,10 +8,12 @@
 
 #include "caris/backup.h"
 #include "caris/core.h"
+#include "caris/crypto.h"
 #include "caris/pipeline.h"
 #include "caris/readplan.h"
 #include "caris/retention.h"
 #include "caris/storage.h"
+#include "caris/walwindow.h"
 
 /* The blobs one backup needs, as the reference walk gives them. */
 struct blob_ref {
@@ -57,6 +59,22 @@ static int cmp_blob(const void *a, const void *b)
     return memcmp(((const struct blob_ref *)a)->id, ((const struct blob_ref *)b)->id, 32);
 }
 
+/* Sorts l by id and drops repeats (a blob is meta when any of its uses is). */
+static void blob_list_unique(struct blob_list *l)
+{
+    if (!l->n)
+        return;
+    qsort(l->v, l->n, sizeof(*l->v), cmp_blob);
+    size_t k = 1;
+    for (size_t i = 1; i < l->n; i++) {
+        if (memcmp(l->v[i].id, l->v[k - 1].id, 32) != 0)
+            l->v[k++] = l->v[i];
+        else if (l->v[i].meta)
+            l->v[k - 1].meta = true;
+    }
+    l->n = k;
+}
+
 /* Every distinct blob the snapshot (a summary with "_file") needs in src. */
 static int backup_blobs(struct repo *src, json_t *summary, const struct caris_op *op,
                         struct blob_list *l, struct err *e)
@@ -78,18 +96,117 @@ static int backup_blobs(struct repo *src, json_t *summary, const struct caris_op
     if (l->malformed)
         return err_set(e, ERR_DAMAGE, "run `caris-backup check` on the source",
                        "cannot copy backup %s: its manifest has a malformed chunk reference", id);
-    if (l->n) {
-        qsort(l->v, l->n, sizeof(*l->v), cmp_blob);
-        size_t k = 1;
-        for (size_t i = 1; i < l->n; i++) {
-            if (memcmp(l->v[i].id, l->v[k - 1].id, 32) != 0)
-                l->v[k++] = l->v[i];
-            else if (l->v[i].meta)
-                l->v[k - 1].meta = true;
-        }
-        l->n = k;
-    }
+    blob_list_unique(l);
     return 0;
+}
+
+/* The WAL a physical backup needs to become consistent, from src's WAL archive: the records
+ * (kind "wal": segments, streamed partials of kind "walstream") of its timeline from the
+ * segment of its start LSN to the one of its stop LSN, the backup label file among them, and
+ * every timeline history file up to its timeline. The WAL is not in the snapshot (it is in the
+ * archive, docs/REPOSITORY-FORMAT.md "Physical backups"): without it, a copy restores a data
+ * directory no server can start. Returns [[kind, record], ...], the records dst lacks, their
+ * chunks added to l ([] for other backups); NULL with e. */
+static json_t *backup_wal(struct repo *src, struct repo *dst, json_t *s, struct blob_list *l,
+                          const struct caris_op *op, struct err *e)
+{
+    json_t *out = json_array();
+    json_t *phys = json_object_get(s, "physical");
+    if (!json_is_object(phys))
+        return out;
+    const char *id = json_string_value(json_object_get(s, "id")) ?: "?";
+    json_t *stl = json_object_get(phys, "start_timeline");
+    json_int_t tli = json_integer_value(stl ? stl : json_object_get(phys, "timeline"));
+    json_int_t segsz = json_integer_value(json_object_get(phys, "wal_segment_size"));
+    uint64_t start, stop;
+    if (tli <= 0 || tli > UINT32_MAX || segsz < (1 << 20) || (segsz & (segsz - 1)) != 0 ||
+        caris_lsn_parse(json_string_value(json_object_get(phys, "start_lsn")), &start) != 0 ||
+        caris_lsn_parse(json_string_value(json_object_get(phys, "stop_lsn")), &stop) != 0 ||
+        stop < start) {
+        json_decref(out);
+        err_set(e, ERR_DAMAGE, "run `caris-backup check` on the source",
+                "cannot copy backup %s: it does not record which WAL it needs", id);
+        return NULL;
+    }
+    uint64_t per_log = 0x100000000ULL / (uint64_t)segsz, first = start / (uint64_t)segsz;
+    uint64_t last = stop > start ? (stop - 1) / (uint64_t)segsz : first;
+    static const char *const kinds[] = {"wal", "walstream"};
+    bool *got = xcalloc(last - first + 1, sizeof(*got)); /* segments of the range found */
+    for (size_t k = 0; k < 2; k++) {
+        json_t *damaged = NULL;
+        json_t *have = repo_record_list(src, kinds[k], &damaged, e);
+        json_decref(damaged);
+        json_t *there = have ? repo_record_list(dst, kinds[k], &damaged, e) : NULL;
+        json_decref(damaged);
+        if (!there) {
+            json_decref(have);
+            json_decref(out);
+            free(got);
+            err_wrap(e, "cannot copy the WAL of backup %s", id);
+            return NULL;
+        }
+        size_t i, j;
+        json_t *rec, *x;
+        json_array_foreach(have, i, rec)
+        {
+            const char *kind = json_string_value(json_object_get(rec, "kind")) ?: "";
+            json_int_t t = json_integer_value(json_object_get(rec, "timeline"));
+            uint64_t segno = (uint64_t)json_integer_value(json_object_get(rec, "log")) * per_log +
+                             (uint64_t)json_integer_value(json_object_get(rec, "seg"));
+            bool seg = strcmp(kind, "segment") == 0 || strcmp(kind, "stream") == 0;
+            bool wanted = strcmp(kind, "history") == 0
+                              ? t <= tli
+                              : (seg || strcmp(kind, "backup") == 0) && t == tli &&
+                                    segno >= first && segno <= last;
+            if (!wanted)
+                continue;
+            if (seg)
+                got[segno - first] = true;
+            const char *name = json_string_value(json_object_get(rec, "name"));
+            const char *sha = json_string_value(json_object_get(rec, "sha256"));
+            bool present = false;
+            json_array_foreach(there, j, x)
+            {
+                const char *xn = json_string_value(json_object_get(x, "name"));
+                const char *xs = json_string_value(json_object_get(x, "sha256"));
+                if (name && sha && xn && xs && strcmp(name, xn) == 0 && strcmp(sha, xs) == 0)
+                    present = true;
+            }
+            if (present)
+                continue;
+            json_t *c;
+            json_array_foreach(json_object_get(rec, "chunks"), j, c)
+            {
+                uint8_t bid[32];
+                const char *hex = json_string_value(json_array_get(c, 0));
+                if (!hex || cx_unhex(hex, bid, 32) != 0)
+                    l->malformed = true;
+                else
+                    collect_blob(l, 0, bid, -1, false);
+            }
+            json_array_append_new(out, json_pack("[sO]", kinds[k], rec));
+        }
+        json_decref(have);
+        json_decref(there);
+    }
+    bool all = true;
+    for (uint64_t g = 0; g <= last - first; g++)
+        all = all && got[g];
+    free(got);
+    if (l->malformed) {
+        json_decref(out);
+        err_set(e, ERR_DAMAGE, "run `caris-backup check` on the source",
+                "cannot copy the WAL of backup %s: a WAL record has a malformed chunk reference",
+                id);
+        return NULL;
+    }
+    if (!all) /* the source cannot restore it either: its `check` says so */
+        caris_op_log(op, LOG_WARN,
+                     "backup %s: the source's WAL archive lacks WAL the backup needs: the copy "
+                     "cannot be restored either",
+                     id);
+    blob_list_unique(l);
+    return out;
 }
 
 /* A summary as stored, without the fields the listing adds. */
@@ -177,14 +294,16 @@ static void copy_tick(void *ctx)
     caris_op_progress(cr->op, "copy", done, cr->total);
 }
 
-/* Sends the blobs dst lacks, then commits the snapshot. Under both locks, with the id claimed
- * in dst. The blobs are read through a read plan (caris/readplan.h): grouped by the source's
- * packs, near blobs in one ranged read, several reads at once (threads). Every blob is loaded
- * with its id check: only a blob whose plaintext hashes to its id moves; a blob that cannot
- * be read fails the copy before anything is committed. */
+/* Sends the blobs dst lacks, then adds the WAL records wal lists ([[kind, record], ...], as
+ * backup_wal gives them), then commits the snapshot snap_name (NULL: none, for a backup dst
+ * has). Under both locks, with the id claimed in dst when there is a snapshot. The blobs are read
+ * through a read plan (caris/readplan.h): grouped by the source's packs, near blobs in one ranged
+ * read, several reads at once (threads). Every blob is loaded with its id check: only a blob whose
+ * plaintext hashes to its id moves; a blob that cannot be read fails the copy before anything is
+ * committed. */
 static int copy_blobs_and_commit(struct repo *src, struct repo *dst, const char *snap_name,
-                                 const struct blob_list *l, struct caris_copy_item *it, int threads,
-                                 const struct caris_op *op, struct err *e)
+                                 const struct blob_list *l, json_t *wal, struct caris_copy_item *it,
+                                 int threads, const struct caris_op *op, struct err *e)
 {
     struct repo_writer *w = repo_writer_new(dst, 1);
     json_t *summary = NULL, *ref = NULL;
@@ -229,6 +348,24 @@ static int copy_blobs_and_commit(struct repo *src, struct repo *dst, const char 
     struct repo_writer_stats ws;
     repo_writer_get_stats(w, &ws);
     it->bytes_stored = ws.bytes_stored;
+    /* the WAL before the snapshot: a backup listed in dst has what it needs to start (a copy
+     * that stops between the two leaves records of WAL, which the next copy finds there) */
+    if (json_array_size(wal) && repo_lock_check(dst, e) != 0)
+        goto out;
+    size_t wi;
+    json_t *wx;
+    json_array_foreach(wal, wi, wx)
+    {
+        if (repo_record_add(dst, json_string_value(json_array_get(wx, 0)), json_array_get(wx, 1),
+                            e) != 0) {
+            err_wrap(e, "cannot copy the WAL of backup %s", it->backup_id);
+            goto out;
+        }
+    }
+    if (!snap_name) {
+        rc = 0;
+        goto out;
+    }
     if (repo_snapshot_load_ref(src, snap_name, &summary, &ref, e) != 0)
         goto out;
     char name[65];
@@ -297,13 +434,18 @@ static int copy_one(struct repo *src, struct repo *dst, json_t *s, const struct 
     struct blob_list l = {.load_err = ERR_INIT};
     int rc = -1;
     char *claim = NULL;
+    json_t *wal = NULL;
     int there = dst_has_backup(dst, id, s, e);
     if (there < 0)
         goto out;
-    if (backup_blobs(src, s, o->op, &l, e) != 0)
+    if (backup_blobs(src, s, o->op, &l, e) != 0 || !(wal = backup_wal(src, dst, s, &l, o->op, e)))
         goto out;
     it->blobs = l.n;
     if (there == 1) {
+        /* copied before without its WAL (copy did not take it until December 2026) */
+        if (json_array_size(wal) &&
+            copy_blobs_and_commit(src, dst, NULL, &l, wal, it, o->threads, o->op, e) != 0)
+            goto out;
         rc = already_there(dst, id, o, it, e);
         goto out;
     }
@@ -331,7 +473,7 @@ static int copy_one(struct repo *src, struct repo *dst, json_t *s, const struct 
         rc = already_there(dst, id, o, it, e);
         goto out;
     }
-    if (copy_blobs_and_commit(src, dst, file, &l, it, o->threads, o->op, e) != 0)
+    if (copy_blobs_and_commit(src, dst, file, &l, wal, it, o->threads, o->op, e) != 0)
         goto out;
     repo_claim_release_all(dst, claim);
     free(claim);
@@ -348,6 +490,7 @@ out:
         repo_claim_release(dst, claim);
     free(claim);
     free(l.v);
+    json_decref(wal);
     return rc;
 }
 

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# A physical base backup copied into another repository takes the WAL it needs with it: its
+# WAL is not in its snapshot but in the source's WAL archive (records/wal), and copy moved the
+# snapshot alone. The copy said "copied, verified", `check` on the destination passed, and the
+# destination's restore laid the data directory out with a restore_command that found none of
+# the WAL the server needs to become consistent: the off-site copy of the cluster could not be
+# started (found by a review). Now the destination restores and starts alone, with the rows;
+# copying again a backup copied before without its WAL brings the WAL along.
+# shellcheck disable=SC2154 # data, envf and R are set by pitr_setup (pglib.sh)
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/pglib.sh"
+
+pg_start
+pitr_setup # repository, $data, $envf, $R; cb as the server's user
+pitr_stop_started_at_exit
+pitr_archive_on "$CARIS_BIN --quiet --env-file $envf wal push %p"
+q() { psql_db "${2:-$CARIS_PG_DB}" -c "$1"; }
+q "CREATE TABLE t (i int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 500)" || fail "table t"
+
+run cb --json backup database --physical
+assert_rc 0 "base backup"
+B1=$(json_get "$OUT_FILE" '["id"]')
+pitr_archive_all q
+
+DST=$R/dst-repo
+dkey=$(head -c 33 /dev/urandom | base64)
+denv=$TEST_TMP/dst.env
+(umask 077 && printf 'BACKUP_DIR=%s\nBACKUP_ENCRYPTION_KEY=%s\nBACKUP_REPOSITORY=%s\n' \
+    "$BACKUP_DIR" "$dkey" "$DST" >"$denv")
+[[ $(id -u) == 0 ]] && chown "$CARIS_PG_OS_USER:" "$denv"
+export CARIS_COPY_TO_KEY=$dkey
+dcb() { BACKUP_ENCRYPTION_KEY=$dkey cb --env-file "$denv" "$@"; }
+assert_exit 0 cb --quiet --repo "$DST" init --copy-chunker-from "$REPO"
+run cb --json copy "$B1" --to "$DST"
+assert_rc 0 "copy of the base backup"
+assert_eq true "$(json_get "$OUT_FILE" '["backups"][0]["verified"]')" "verified in the destination"
+
+run dcb --json wal list
+assert_cmp "$(json_eval "$OUT_FILE" 'len(d["files"])')" -gt 0 "the destination's archive has WAL"
+assert_eq "$(json_eval "$OUT_FILE" 'd["recoveryWindow"]["baseBackups"]')" 1 \
+    "... the WAL of its base backup (a recovery window)"
+assert_eq "$(json_eval "$OUT_FILE" 'len(d["gaps"])')" 0 "and no gap"
+run dcb check
+assert_rc 0 "check of the destination"
+
+# a backup copied before without its WAL: copying it again brings the WAL, not "already there"
+# alone
+rm -rf "$DST/records/wal"
+run cb --json copy "$B1" --to "$DST"
+assert_rc 0 "copy of the base backup again"
+assert_eq true "$(json_get "$OUT_FILE" '["backups"][0]["alreadyThere"]')" "the backup is already there"
+run dcb --json wal list
+assert_cmp "$(json_eval "$OUT_FILE" 'len(d["files"])')" -gt 0 \
+    "the WAL it lacked is in the destination's archive again"
+PORT=$(free_port)
+STARTED+=("$R/dst")
+run dcb --json restore database --physical --pgdata "$R/dst" "$B1" --start \
+    --port "$PORT" --wait 60
+assert_rc 0 "the copy restores and starts from the destination alone"
+n=$("$CARIS_PG_BIN/psql" -X -q -At -h "$R/dst" -p "$PORT" -U "$CARIS_PG_USER" -d "$CARIS_PG_DB" \
+    -c "SELECT count(*) FROM t" </dev/null 2>&1)
+assert_eq 500 "$n" "the server started on the copy has the rows"
+
+test_done
