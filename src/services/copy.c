@@ -217,9 +217,10 @@ static json_t *summary_stored(json_t *s)
     return c;
 }
 
-/* 1 when dst already has the backup with this summary, 0 when it has no backup of that id,
- * -1 with e when it has another backup of that id or cannot tell. */
-static int dst_has_backup(struct repo *dst, const char *id, json_t *src_summary, struct err *e)
+/* 1 when dst (shown: its location) already has the backup with this summary, 0 when it has no
+ * backup of that id, -1 with e when it has another backup of that id or cannot tell. */
+static int dst_has_backup(struct repo *dst, const char *shown, const char *id, json_t *src_summary,
+                          struct err *e)
 {
     char name[65];
     json_t *there = NULL;
@@ -227,8 +228,17 @@ static int dst_has_backup(struct repo *dst, const char *id, json_t *src_summary,
     if (repo_snapshot_find(dst, id, name, &there, &fe) != 0) {
         if (fe.code == ERR_NOT_FOUND)
             return 0;
+        /* said of the destination: the error names a snapshot file and the backup alone, and
+         * its hint (restore from another backup) was about the source */
         *e = fe;
-        return -1;
+        if (fe.code == ERR_DAMAGE)
+            snprintf(
+                e->hint, sizeof(e->hint),
+                "the destination's copy of backup %s is damaged: forget it there by the "
+                "snapshot file named (`caris-backup --repo DESTINATION forget snapshots/NAME`, "
+                "with the destination's key as BACKUP_ENCRYPTION_KEY), then copy again",
+                id);
+        return err_wrap(e, "destination %s", shown);
     }
     json_t *a = summary_stored(src_summary), *b = summary_stored(there);
     bool same = json_equal(a, b);
@@ -423,8 +433,8 @@ static int already_there(struct repo *dst, const char *id, const struct caris_co
     return verify_copied(dst, id, o, it, e);
 }
 
-static int copy_one(struct repo *src, struct repo *dst, json_t *s, const struct caris_copy_opts *o,
-                    struct caris_copy_item *it, struct err *e)
+static int copy_one(struct repo *src, struct repo *dst, const char *shown, json_t *s,
+                    const struct caris_copy_opts *o, struct caris_copy_item *it, struct err *e)
 {
     const char *id = json_string_value(json_object_get(s, "id"));
     const char *file = json_string_value(json_object_get(s, "_file"));
@@ -435,7 +445,7 @@ static int copy_one(struct repo *src, struct repo *dst, json_t *s, const struct 
     int rc = -1;
     char *claim = NULL;
     json_t *wal = NULL;
-    int there = dst_has_backup(dst, id, s, e);
+    int there = dst_has_backup(dst, shown, id, s, e);
     if (there < 0)
         goto out;
     if (backup_blobs(src, s, o->op, &l, e) != 0 || !(wal = backup_wal(src, dst, s, &l, o->op, e)))
@@ -466,7 +476,7 @@ static int copy_one(struct repo *src, struct repo *dst, json_t *s, const struct 
     }
     /* a copy that committed between the check above and the claim (verified as any backup
      * already there: that copy's own verification may yet fail) */
-    there = dst_has_backup(dst, id, s, e);
+    there = dst_has_backup(dst, shown, id, s, e);
     if (there < 0)
         goto out;
     if (there == 1) {
@@ -624,7 +634,7 @@ int caris_copy(struct repo *src, struct repo *dst, const char *dst_location,
     res->items = xcalloc(n ? n : 1, sizeof(*res->items));
     for (size_t i = 0; i < n; i++) {
         struct caris_copy_item *it = &res->items[res->n++];
-        int r1 = copy_one(src, dst, json_array_get(sel, i), o, it, e);
+        int r1 = copy_one(src, dst, res->destination, json_array_get(sel, i), o, it, e);
         res->blobs_copied += it->blobs_copied;
         res->bytes_copied += it->bytes_copied;
         res->bytes_stored += it->bytes_stored;
