@@ -402,6 +402,11 @@ static int verify_copied(struct repo *dst, const char *id, const struct caris_co
     struct verify_opts vo = {.threads = o->threads, .op = o->op};
     int vrc = caris_verify(dst, id, &vo, &vr, e);
     caris_verify_result_free(&vr);
+    if (vrc != 0 && caris_op_cancelled(o->op)) /* not judged: no damage to report */
+        return err_wrap(e,
+                        "backup %s is in the destination, but its verification there was "
+                        "cancelled (the next copy of it verifies it)",
+                        id);
     if (vrc != 0)
         return err_wrap(e, "backup %s was copied but does not verify in the destination", id);
     it->verified = true;
