@@ -136,15 +136,8 @@ static json_t *backup_wal(struct repo *src, struct repo *dst, json_t *s, struct 
         json_t *damaged = NULL;
         json_t *have = repo_record_list(src, kinds[k], &damaged, e);
         json_decref(damaged);
-        json_t *there = have ? repo_record_list(dst, kinds[k], &damaged, e) : NULL;
-        json_decref(damaged);
-        if (!there) {
-            json_decref(have);
-            json_decref(out);
-            free(got);
-            err_wrap(e, "cannot copy the WAL of backup %s", id);
-            return NULL;
-        }
+        damaged = NULL;
+        json_t *there = NULL; /* dst's, listed once a record is wanted (an S3 GET each) */
         size_t i, j;
         json_t *rec, *x;
         json_array_foreach(have, i, rec)
@@ -162,6 +155,13 @@ static json_t *backup_wal(struct repo *src, struct repo *dst, json_t *s, struct 
                 continue;
             if (seg)
                 got[segno - first] = true;
+            if (!there) {
+                there = repo_record_list(dst, kinds[k], &damaged, e);
+                json_decref(damaged);
+                damaged = NULL;
+                if (!there)
+                    break;
+            }
             const char *name = json_string_value(json_object_get(rec, "name"));
             const char *sha = json_string_value(json_object_get(rec, "sha256"));
             bool present = false;
@@ -186,8 +186,15 @@ static json_t *backup_wal(struct repo *src, struct repo *dst, json_t *s, struct 
             }
             json_array_append_new(out, json_pack("[sO]", kinds[k], rec));
         }
+        bool failed = !have || (i < json_array_size(have) && !there);
         json_decref(have);
         json_decref(there);
+        if (failed) {
+            json_decref(out);
+            free(got);
+            err_wrap(e, "cannot copy the WAL of backup %s", id);
+            return NULL;
+        }
     }
     bool all = true;
     for (uint64_t g = 0; g <= last - first; g++)
