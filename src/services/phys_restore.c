@@ -1142,6 +1142,31 @@ int caris_phys_restore(struct repo *r, const struct phys_restore_opts *o,
     uint32_t tli = 0;
     int rc = -1;
     bool locked = false, made = false;
+    /* DIR is replaced by a directory written beside it and renamed into place: a mount point
+     * cannot be replaced (rmdir and rename fail with EBUSY, after the whole cluster was written
+     * onto the parent's file system), nor is a symbolic link written through (rmdir refuses
+     * it; --overwrite replaced the link). Refused before anything is written. */
+    struct stat lst, pst;
+    if (exists && lstat(o->pgdata, &lst) == 0 && S_ISLNK(lst.st_mode)) {
+        err_set(e, ERR_USAGE,
+                "give the directory the link points to as --pgdata (readlink -f); nothing was "
+                "written",
+                "data directory %s is a symbolic link: the restore renames a new directory into "
+                "its place, which would replace the link instead of writing where it points",
+                o->pgdata);
+        goto out;
+    }
+    if (exists && stat(parent, &pst) == 0 && pst.st_dev != st.st_dev) {
+        err_set(e, ERR_USAGE, NULL,
+                "data directory %s is a mount point: the restore writes the cluster beside it and "
+                "renames it into place, which a mount point cannot be replaced by",
+                o->pgdata);
+        snprintf(e->hint, sizeof(e->hint),
+                 "restore into a new directory inside it (e.g. --pgdata %s/data; PostgreSQL "
+                 "itself advises against a mount point as data directory); nothing was written",
+                 o->pgdata);
+        goto out;
+    }
     if (repo_lock(r, false, "restore database --physical", e) != 0)
         goto out;
     locked = true;

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# restore --physical into a --pgdata that cannot be replaced by a directory renamed into place:
+# a mount point (rmdir and rename fail with EBUSY) and a symbolic link. Before the fix the whole
+# cluster was first written beside it, on the parent's file system (which it could fill), and
+# the restore failed only at the rename ("cannot replace DIR: Device or resource busy");
+# --overwrite on a link replaced the link. Now both are refused before anything is written, and
+# a directory inside the mount point restores.
+# shellcheck disable=SC2154 # envf and R are set by pitr_setup (pglib.sh)
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/pglib.sh"
+pg_start
+pitr_setup
+pitr_archive_on "$CARIS_BIN --quiet --env-file $envf wal push %p"
+mnt=$R/mnt
+_umount_mnt() { mountpoint -q "$mnt" 2>/dev/null && umount "$mnt"; return 0; }
+trap '_umount_mnt; _lib_on_exit; _pg_on_exit' EXIT
+
+run cb --json backup database --physical
+assert_rc 0 "a full physical backup"
+id=$(json_get "$OUT_FILE" '["id"]')
+
+# nothing beside DIR: no half-written copy left, none being written
+no_copies() { ! compgen -G "$R/.$1.caris-*" >/dev/null; }
+
+if [[ $(id -u) == 0 ]] && mkdir -p "$mnt" && mount -t tmpfs -o size=512m tmpfs "$mnt"; then
+    chown "$CARIS_PG_OS_USER:" "$mnt"
+    chmod 0700 "$mnt"
+    run cb --env-file "$envf" restore database --physical --pgdata "$mnt" "$id"
+    assert_rc 2 "restore into an empty mount point is refused"
+    assert_contains "$ERR" "is a mount point" "the error says why"
+    assert_contains "$ERR" "--pgdata $mnt/data" "the hint names a directory inside it"
+    assert_true "nothing was written beside the mount point" no_copies mnt
+    assert_true "the mount point is still mounted" mountpoint -q "$mnt"
+
+    as_pg touch "$mnt/keep"
+    run cb --env-file "$envf" restore database --physical --overwrite --pgdata "$mnt" "$id"
+    assert_rc 2 "restore --overwrite of a mount point is refused"
+    assert_contains "$ERR" "is a mount point" "the error says why"
+    assert_true "what the mount point held is untouched" test -f "$mnt/keep"
+    assert_true "nothing was written beside it" no_copies mnt
+
+    run cb --env-file "$envf" restore database --physical --pgdata "$mnt/data" "$id"
+    assert_rc 0 "restore into a new directory inside the mount point"
+    assert_true "the cluster is there" test -f "$mnt/data/PG_VERSION" -a -f "$mnt/data/recovery.signal"
+    umount "$mnt" || fail "umount $mnt"
+else
+    note "not root or no tmpfs: the mount point cases are skipped"
+fi
+
+# a symbolic link to an empty directory
+as_pg mkdir "$R/real"
+as_pg ln -s "$R/real" "$R/link"
+run cb --env-file "$envf" restore database --physical --pgdata "$R/link" "$id"
+assert_rc 2 "restore into a symbolic link is refused"
+assert_contains "$ERR" "is a symbolic link" "the error says why"
+assert_true "nothing was written beside the link" no_copies link
+as_pg touch "$R/real/keep"
+run cb --env-file "$envf" restore database --physical --overwrite --pgdata "$R/link" "$id"
+assert_rc 2 "restore --overwrite of a symbolic link is refused"
+assert_true "the link is still a link" test -L "$R/link"
+assert_true "what it points to is untouched" test -f "$R/real/keep"
+
+test_done
