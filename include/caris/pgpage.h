@@ -33,4 +33,7 @@ enum pgpage_verdict {
 enum pgpage_verdict pgpage_verify(const uint8_t *page, uint32_t blkno, uint64_t start_lsn,
                                   uint16_t *stored, uint16_t *computed);
 
+/* The page's LSN (pd_lsn), as the server wrote it. */
+uint64_t pgpage_lsn(const uint8_t *page);
+
 #endif

@@ -64,6 +64,14 @@ static bool all_zero(const uint8_t *p, size_t n)
     return true;
 }
 
+uint64_t pgpage_lsn(const uint8_t *page)
+{
+    uint32_t hi, lo;
+    memcpy(&hi, page, 4);
+    memcpy(&lo, page + 4, 4);
+    return ((uint64_t)hi << 32) | lo;
+}
+
 enum pgpage_verdict pgpage_verify(const uint8_t *page, uint32_t blkno, uint64_t start_lsn,
                                   uint16_t *stored, uint16_t *computed)
 {
@@ -76,10 +84,7 @@ enum pgpage_verdict pgpage_verify(const uint8_t *page, uint32_t blkno, uint64_t 
      * otherwise it is damage like any other */
     if (upper == 0 && all_zero(page, PGPAGE_SIZE))
         return PGPAGE_NEW;
-    uint32_t hi, lo;
-    memcpy(&hi, page, 4);
-    memcpy(&lo, page + 4, 4);
-    uint64_t lsn = ((uint64_t)hi << 32) | lo;
+    uint64_t lsn = pgpage_lsn(page);
     *computed = pgpage_checksum(page, blkno);
     if (*computed == chk)
         return PGPAGE_OK;

@@ -68,7 +68,18 @@ struct pb {
     json_t *entries, *dirs, *links, *warnings, *tablespaces;
     char *backup_label;
     uint64_t files, bytes, pages_checked, bad_pages, pages_skipped_recent;
+    /* the pages counted in pages_skipped_recent, judged again once the backup's end is known
+     * (recheck_skipped): up to MAX_WARNINGS listed, the highest LSN of the others */
+    struct skipped_page *skipped;
+    size_t nskipped;
+    uint64_t unlisted, unlisted_max_lsn;
     int64_t start_mono, last_progress;
+};
+
+struct skipped_page {
+    char *file;
+    uint64_t block, lsn;
+    uint16_t stored, computed;
 };
 
 static void add_chunk(json_t *chunks, const uint8_t id[32], size_t len)
@@ -76,6 +87,20 @@ static void add_chunk(json_t *chunks, const uint8_t id[32], size_t len)
     char hex[65];
     cx_hex(id, 32, hex);
     json_array_append_new(chunks, json_pack("[s, I]", hex, (json_int_t)len));
+}
+
+static void bad_page(struct pb *b, const char *file, uint64_t block, uint16_t stored,
+                     uint16_t computed, const char *why)
+{
+    b->bad_pages++;
+    char msg[700];
+    snprintf(msg, sizeof(msg), "invalid page checksum in %s block %llu: stored %u, computed %u%s",
+             file, (unsigned long long)block, stored, computed, why);
+    caris_op_log(b->o->op, LOG_WARN, "%s", msg);
+    if (json_array_size(b->warnings) < MAX_WARNINGS)
+        json_array_append_new(b->warnings,
+                              json_pack("{s:s, s:s, s:I, s:s}", "message", msg, "file", file,
+                                        "block", (json_int_t)block, "kind", "page-checksum"));
 }
 
 static void check_pages(struct pb *b, const uint8_t *p, size_t len, uint64_t file_off)
@@ -91,19 +116,58 @@ static void check_pages(struct pb *b, const uint8_t *p, size_t len, uint64_t fil
         /* a page written while the server read it may be torn in our copy; when its LSN is at
          * or after the backup's start, WAL replay rewrites it from its full-page image: not
          * bad, counted apart */
-        if (v == PGPAGE_SKIPPED)
+        if (v == PGPAGE_SKIPPED) {
             b->pages_skipped_recent++;
-        if (v != PGPAGE_BAD)
+            uint64_t lsn = pgpage_lsn(p + off);
+            if (b->nskipped < MAX_WARNINGS) {
+                if (!b->skipped)
+                    b->skipped = xcalloc(MAX_WARNINGS, sizeof(*b->skipped));
+                b->skipped[b->nskipped++] =
+                    (struct skipped_page){xstrdup(b->f.name), blk_in_file, lsn, stored, computed};
+            } else {
+                b->unlisted++;
+                if (lsn > b->unlisted_max_lsn)
+                    b->unlisted_max_lsn = lsn;
+            }
+        }
+        if (v == PGPAGE_BAD)
+            bad_page(b, b->f.name, blk_in_file, stored, computed, "");
+    }
+}
+
+/* A page written while the backup read it carries the LSN of a WAL record written before the
+ * backup's end: a page skipped at first (its LSN at or after the start) whose LSN lies after
+ * the end was not being written but is damaged (a header overwritten with garbage), and is
+ * reported bad like any other. */
+static void recheck_skipped(struct pb *b, json_t *phys)
+{
+    uint64_t stop;
+    const char *stop_s = json_string_value(json_object_get(phys, "stop_lsn"));
+    if (caris_lsn_parse(stop_s, &stop) != 0)
+        return;
+    for (size_t i = 0; i < b->nskipped; i++) {
+        struct skipped_page *s = &b->skipped[i];
+        if (s->lsn <= stop)
             continue;
+        char lsn[32], why[120];
+        phys_lsn_format(s->lsn, lsn, sizeof(lsn));
+        snprintf(why, sizeof(why), " (its LSN %s lies after the backup's end %s)", lsn, stop_s);
+        b->pages_skipped_recent--;
+        bad_page(b, s->file, s->block, s->stored, s->computed, why);
+    }
+    if (b->unlisted && b->unlisted_max_lsn > stop) {
+        /* which of them is not known: at least one is counted */
+        b->pages_skipped_recent--;
         b->bad_pages++;
-        char msg[600];
-        snprintf(msg, sizeof(msg), "invalid page checksum in %s block %llu: stored %u, computed %u",
-                 b->f.name, (unsigned long long)blk_in_file, stored, computed);
+        char msg[300];
+        snprintf(msg, sizeof(msg),
+                 "of %llu more pages with an invalid checksum taken for pages written during the "
+                 "backup, at least one has an LSN after the backup's end: check the cluster "
+                 "(pg_checksums --check with the server stopped)",
+                 (unsigned long long)b->unlisted);
         caris_op_log(b->o->op, LOG_WARN, "%s", msg);
-        if (json_array_size(b->warnings) < MAX_WARNINGS)
-            json_array_append_new(
-                b->warnings, json_pack("{s:s, s:s, s:I, s:s}", "message", msg, "file", b->f.name,
-                                       "block", (json_int_t)blk_in_file, "kind", "page-checksum"));
+        json_array_append_new(b->warnings,
+                              json_pack("{s:s, s:s}", "message", msg, "kind", "page-checksum"));
     }
 }
 
@@ -742,6 +806,7 @@ int caris_phys_backup(struct repo *r, const struct phys_backup_opts *o,
         err_wrap(e, "physical backup");
         goto out;
     }
+    recheck_skipped(&b, phys);
     PQfinish(c);
     c = NULL;
     if (archive_check(&b, phys, si.wal_segment_size, e) != 0) {
@@ -844,6 +909,9 @@ out:
     if (locked)
         repo_unlock(r);
     file_free(&b.f);
+    for (size_t i = 0; i < b.nskipped; i++)
+        free(b.skipped[i].file);
+    free(b.skipped);
     buf_free(&b.manifest);
     free(b.backup_label);
     json_decref(b.entries);

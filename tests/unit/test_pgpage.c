@@ -44,6 +44,8 @@ static void test_checksum_properties(void **state)
     assert_int_equal(pgpage_verify(p, 5, 0x200000000ull, &stored, &computed), PGPAGE_BAD);
     /* ... unless the page was written after the backup started (WAL replay rewrites it) */
     assert_int_equal(pgpage_verify(p, 5, 0x100000000ull, &stored, &computed), PGPAGE_SKIPPED);
+    /* its LSN, for the backup to check against its end */
+    assert_true(pgpage_lsn(p) == 0x100000028ull);
 }
 
 static void test_new_page(void **state)
