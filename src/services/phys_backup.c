@@ -788,9 +788,26 @@ int caris_phys_backup(struct repo *r, const struct phys_backup_opts *o,
     b.w = repo_writer_new(r, 1);
     b.pi = phys_incr_new(r, b.w, o->op);
     if (o->incremental) {
-        if (phys_incr_set_parent(b.pi, si.systemid, &parent_id, e) != 0)
-            goto out;
-        if (!parent_id)
+        if (phys_incr_set_parent(b.pi, si.systemid, &parent_id, e) != 0) {
+            if (e->code != ERR_DAMAGE)
+                goto out;
+            /* a damaged latest backup must not fail every later incremental until someone
+             * takes a full one: this one is taken full, and says why. The copies that failed
+             * to open are recorded first, so that it stores their content again rather than
+             * deduplicate against them. */
+            struct err se = ERR_INIT;
+            bool saved = repo_bad_blobs_save(r, "backup database --physical", NULL, &se) == 0;
+            char msg[1200];
+            snprintf(msg, sizeof(msg),
+                     "the latest physical backup cannot be read (%s): taking a full backup "
+                     "instead of an incremental%s; run `caris-backup check --read-data`",
+                     e->msg, saved ? "" : " (its damaged blobs could not be recorded)");
+            caris_op_log(o->op, LOG_WARN, "%s", msg);
+            json_array_append_new(
+                b.warnings, json_pack("{s:s, s:s}", "message", msg, "kind", "parent-damaged"));
+            err_clear(e);
+            parent_id = NULL;
+        } else if (!parent_id)
             caris_op_log(o->op, LOG_WARN,
                          "no earlier physical backup of this cluster (system identifier %s): "
                          "taking a full backup",

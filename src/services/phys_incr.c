@@ -62,19 +62,28 @@ static void file_reset(struct phys_incr *pi)
     pi->k = 0;
 }
 
+/* Forgets the parent (what set_parent loaded): every block is then stored whole. */
+static void drop_parent(struct phys_incr *pi)
+{
+    for (size_t i = 0; i < pi->npents; i++)
+        free(pi->pents[i].name);
+    free(pi->pents);
+    pi->pents = NULL;
+    pi->npents = 0;
+    buf_free(&pi->ptext);
+    free(pi->parent_id);
+    pi->parent_id = NULL;
+}
+
 void phys_incr_free(struct phys_incr *pi)
 {
     if (!pi)
         return;
     file_reset(pi);
-    for (size_t i = 0; i < pi->npents; i++)
-        free(pi->pents[i].name);
-    free(pi->pents);
-    buf_free(&pi->ptext);
+    drop_parent(pi);
     buf_free(&pi->hashes);
     buf_free(&pi->delta);
     buf_free(&pi->basebuf);
-    free(pi->parent_id);
     free(pi);
 }
 
@@ -113,8 +122,11 @@ int phys_incr_set_parent(struct phys_incr *pi, const char *sysid, const char **p
                  ? repo_snapshot_load_entries_text(pi->r, file, &pi->ptext, e)
                  : err_set(e, ERR_DAMAGE, NULL, "malformed summary of the parent backup");
     json_decref(all);
-    if (rc != 0)
-        return err_wrap(e, "parent backup %s", pi->parent_id ? pi->parent_id : "?");
+    if (rc != 0) {
+        err_wrap(e, "parent backup %s", pi->parent_id ? pi->parent_id : "?");
+        drop_parent(pi);
+        return -1;
+    }
     /* where each relation file's entry starts (those with page hashes), sorted by name */
     struct entry_iter it;
     entry_iter_init(&it, &pi->ptext);
@@ -123,8 +135,11 @@ int phys_incr_set_parent(struct phys_incr *pi, const char *sysid, const char **p
         const char *q = it.p;
         json_t *ent;
         int n = entry_iter_next(&it, &ent, e);
-        if (n < 0)
-            return err_wrap(e, "parent backup %s", pi->parent_id);
+        if (n < 0) {
+            err_wrap(e, "parent backup %s", pi->parent_id);
+            drop_parent(pi);
+            return -1;
+        }
         if (n == 0)
             break;
         while (*q == ' ' || *q == '\n' || *q == '\t' || *q == '[' || *q == ',')

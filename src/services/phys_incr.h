@@ -28,7 +28,7 @@ struct phys_incr *phys_incr_new(struct repo *r, struct repo_writer *w, const str
 void phys_incr_free(struct phys_incr *pi);
 /* Makes the latest physical backup of the cluster with system identifier sysid the parent.
  * *parent_id (borrowed from pi) is NULL when there is none (then every block is stored
- * whole, as in a full backup). */
+ * whole, as in a full backup); so it is after a failure (a parent that cannot be read). */
 int phys_incr_set_parent(struct phys_incr *pi, const char *sysid, const char **parent_id,
                          struct err *e);
 /* Starts relation file name (its name in the backup). */
