@@ -9,6 +9,7 @@
 #include <fnmatch.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "caris/backup.h"
 #include "caris/crypto.h"
@@ -454,12 +455,16 @@ static int hardlink_sizes(struct loaded *l, struct caris_ls_entry *ents, size_t 
     return more < 0 ? -1 : 0;
 }
 
-/* "2020-01-02T03:04:05.123456789Z" */
+/* "2020-01-02T03:04:05.123456789Z". From the seconds, not through nanoseconds in an
+ * int64_t: those end in 2262, and a file's mtime may lie beyond (touch -d 2300-01-01). */
 static void mtime_iso(int64_t sec, int64_t nsec, char *out, size_t n)
 {
     char base[40];
-    time_format_iso(sec * 1000000000, base, sizeof(base));
-    snprintf(out, n, "%.19s.%09lldZ", base, (long long)nsec);
+    struct tm tm;
+    time_t s = (time_t)sec;
+    if (!gmtime_r(&s, &tm) || strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm) == 0)
+        snprintf(base, sizeof(base), "@%lld", (long long)sec);
+    snprintf(out, n, "%s.%09lldZ", base, (long long)nsec);
 }
 
 static json_t *ls_entry_to_json(const struct caris_ls_entry *x)

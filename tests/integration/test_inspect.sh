@@ -358,6 +358,21 @@ assert_rc 0 "find --until the start's second"
 assert_eq "[\"$TEST_TMP/u/until-file.txt\"]" "$(json_eval "$OUT_FILE" '[m["path"] for m in d["matches"]]')" \
     "find --until the second the backup started in finds it"
 
+# ---- ls --json: mtimes beyond 2262 (past the nanoseconds an int64_t holds) ---------------
+mkdir -p "$TEST_TMP/far"
+echo far >"$TEST_TMP/far/future.txt"
+touch -d '2300-06-01 12:00:00.5 UTC' "$TEST_TMP/far/future.txt"
+if [[ $(stat -c %Y "$TEST_TMP/far/future.txt") == 10426881600 ]]; then
+    backup_json "$TEST_TMP/far.json" "$TEST_TMP/far"
+    assert_rc 0 "backup of a file dated 2300"
+    run cb --json ls "$BACKUP_ID" future.txt
+    assert_rc 0 "ls --json of a file dated 2300"
+    assert_eq "2300-06-01T12:00:00.500000000Z" "$(json_get "$OUT_FILE" '["entries"][0]["mtime"]')" \
+        "ls --json: an mtime in 2300 is 2300, not a wrapped-around date"
+else
+    skip "ls --json of a file dated 2300: this file system cannot store that mtime"
+fi
+
 # ---- help ---------------------------------------------------------------------------------
 for c in show ls dump diff find; do
     assert_exit 0 cb "$c" --help
