@@ -858,6 +858,25 @@ struct verify_print {
     bool all;
 };
 
+/* The path of an entry of a restore's or a verify's errors and warnings, quoted, for a
+ * human (free it), or NULL when the entry is about the backup as a whole. A name that is not
+ * UTF-8 comes as path_b64: shown with its odd bytes as \xNN, as `ls` shows it, never as the
+ * base64 text. */
+static char *report_path(json_t *x)
+{
+    json_t *path = json_object_get(x, "path");
+    if (path)
+        return json_is_null(path) ? NULL : json_dumps(path, JSON_ENCODE_ANY);
+    char *raw;
+    size_t len;
+    if (caris_json_bytes(x, "path", &raw, &len) != 0)
+        return xstrdup("?");
+    char esc[1200];
+    str_escape(raw, len, esc, sizeof(esc));
+    free(raw);
+    return xasprintf("\"%s\"", esc);
+}
+
 static void verify_print_one(void *ctx, const char *id, int rc,
                              const struct caris_verify_result *res, const struct err *ve)
 {
@@ -894,8 +913,7 @@ static void verify_print_one(void *ctx, const char *id, int rc,
     json_t *er;
     json_array_foreach(res->read.errors, k, er)
     {
-        json_t *path = json_object_get(er, "path");
-        char *p = json_is_null(path) ? NULL : json_dumps(path, JSON_ENCODE_ANY);
+        char *p = report_path(er);
         printf("  %s: %s\n", p ? p : "(the backup)",
                json_string_value(json_object_get(er, "error")));
         free(p);
@@ -1172,8 +1190,8 @@ static int cmd_restore(struct globals *g, int argc, char **argv)
             json_t *x;
             json_array_foreach(lists[k], i, x)
             {
-                char *p = json_dumps(json_object_get(x, "path"), JSON_ENCODE_ANY);
-                fprintf(stderr, "%s: %s: %s\n", k ? "warning" : "error", p,
+                char *p = report_path(x);
+                fprintf(stderr, "%s: %s: %s\n", k ? "warning" : "error", p ? p : "(the backup)",
                         json_string_value(json_object_get(x, "error")));
                 free(p);
             }

@@ -84,7 +84,7 @@ struct rfile {
     uint64_t pos;
     struct fsrestore_file *out;
     bool failed;
-    json_t *path_json; /* for reports */
+    json_t *path_json; /* for reports: {"path"} or {"path_b64"} (add_error) */
     /* restores read through a plan: chunks arrive in any order, on any thread */
     bool planned, finished;
     pthread_mutex_t mu; /* guards out, failed, remaining and the hashing below */
@@ -246,10 +246,15 @@ static void count_done(struct rctx *c, uint64_t bytes)
     __atomic_fetch_add(&c->bytes, bytes, __ATOMIC_RELAXED);
 }
 
+/* path: an object holding "path" or "path_b64" (a file's name, manifest_set_bytes), or the
+ * value of "path" (a stream's name, null for the backup as a whole). */
 static void add_error(json_t *arr, json_t *path, const char *msg)
 {
     json_t *o = json_object();
-    json_object_set(o, "path", path);
+    if (json_is_object(path))
+        json_object_update(o, path);
+    else
+        json_object_set(o, "path", path);
     json_object_set_new(o, "error", json_string(msg));
     json_array_append_new(arr, o);
 }
@@ -1072,11 +1077,10 @@ int files_read_backup(struct repo *r, json_t *summary, const struct buf *entries
         }
         const char *rootp = json_string_value(json_array_get(roots, (size_t)root));
         char *rel = rootp ? target_path(rootp, path, plen) : NULL;
-        json_t *pj = json_object();
-        manifest_set_bytes(pj, "path", path, plen);
-        json_t *pathj = json_incref(json_object_get(pj, "path") ? json_object_get(pj, "path")
-                                                                : json_object_get(pj, "path_b64"));
-        json_decref(pj);
+        /* {"path": ...} or, for a name that is not UTF-8, {"path_b64": ...}: the key says
+         * which, so a report never shows base64 as if it were the name */
+        json_t *pathj = json_object();
+        manifest_set_bytes(pathj, "path", path, plen);
         free(path);
         if (!rel || (o->target && !is_target_itself(rel, m.type) &&
                      fsrestore_check_path(rel, strlen(rel), e) != 0)) {

@@ -214,4 +214,38 @@ rm "$REPO/data"
 mv "$TEST_TMP/data.saved" "$REPO/data"
 assert_exit 0 cb check --read-data
 
+# --- a damaged file whose name is not UTF-8 ---------------------------------------------
+# Its error carries the name as pathB64 (JSON) and as `ls` shows it (\xNN, for a human), never
+# base64 text under "path", which reads as a file of that name.
+use_repo odd-name
+mkdir -p "$TEST_TMP/odd"
+odd_name=$'scan\xff.bin'
+seeded_bytes 2M corruption/odd >"$TEST_TMP/odd/$odd_name"
+backup_json "$TEST_TMP/odd.json" "$TEST_TMP/odd"
+assert_rc 0 "backup of a file whose name is not UTF-8"
+id_odd=$BACKUP_ID
+pack=$(largest_pack)
+run cb --json debug pack "$pack"
+off=$(json_eval "$OUT_FILE" 'max(d["blobs"], key=lambda b: b["length"])["offset"] + max(d["blobs"], key=lambda b: b["length"])["length"] // 2')
+flip_byte "$pack" "$off"
+odd_b64=$(printf '%s' "$odd_name" | base64)
+odd_errors() { # FILE EXPR-FOR-THE-ERRORS-LIST: each error's keys but "error", and pathB64
+    json_eval "$1" "[(sorted(k for k in e if k != 'error'), e.get('pathB64')) for e in $2]"
+}
+run cb --json verify "$id_odd"
+assert_rc 4 "verify --json of the damaged file with an odd name"
+assert_eq "[[[\"pathB64\"], \"$odd_b64\"]]" "$(odd_errors "$OUT_FILE" 'd[0]["errors"]')" \
+    "verify --json: the error's name is pathB64 (no base64 text as path)"
+run cb verify "$id_odd"
+assert_rc 4 "verify of the damaged file with an odd name"
+assert_contains "$OUT" '"scan\xff.bin": ' "verify names the file as ls shows it"
+run cb --json restore files "$id_odd" --target "$TEST_TMP/odd-r1"
+assert_rc 4 "restore --json of the damaged file with an odd name"
+assert_eq "[[[\"pathB64\"], \"$odd_b64\"]]" "$(odd_errors "$OUT_FILE" 'd["errors"]')" \
+    "restore --json: the error's name is pathB64"
+run cb restore files "$id_odd" --target "$TEST_TMP/odd-r2"
+assert_rc 4 "restore of the damaged file with an odd name"
+assert_contains "$ERR" 'error: "scan\xff.bin": ' "restore names the file as ls shows it"
+assert_false "the damaged file is not restored" test -e "$TEST_TMP/odd-r2$TEST_TMP/odd/$odd_name"
+
 test_done
