@@ -344,7 +344,8 @@ static const char DUMP_USAGE[] =
     "Every chunk is authenticated and its id recomputed before its bytes are written, and\n"
     "each file's SHA-256 is checked against the backup at its end: on damage the command\n"
     "stops with exit 4 and what it wrote must be discarded. Files the backup could not read\n"
-    "are left out of a tar stream with a warning (exit 3), and so are their hard links.\n"
+    "are left out of a tar stream with a warning (exit 3), and so are their hard links, and\n"
+    "so is an extended attribute whose name holds '=' (no pax record can name it).\n"
     "ID: a backup id, a unique prefix, `latest`, `latest:files` or `latest:database`.\n";
 
 int cmd_dump(struct globals *g, int argc, char **argv)

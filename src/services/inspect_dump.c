@@ -53,6 +53,7 @@ struct dumper {
     uint64_t bytes;
     struct member *head, *tail;
     size_t npending;
+    struct caris_dump_result *res; /* its warnings */
 };
 
 static void member_free(struct member *m)
@@ -266,6 +267,34 @@ static void warn_unreadable(struct caris_dump_result *res, const struct dentry *
     json_array_append_new(res->warnings, w);
 }
 
+/* A pax record's keyword ends at its first '=': an extended attribute whose name holds one
+ * (Linux allows it) would come out of `tar --xattrs` as another attribute, with part of its
+ * name in its value. It is left out of the archive, with a warning, rather than changed. */
+static void drop_unnamable_xattrs(struct caris_dump_result *res, struct member *m)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < m->m.nxattrs; i++) {
+        struct fs_xattr *x = &m->m.xattrs[i];
+        if (!strchr(x->name, '=')) {
+            m->m.xattrs[k++] = *x;
+            continue;
+        }
+        json_t *w = json_object();
+        manifest_set_bytes(w, "path", m->full, strlen(m->full));
+        char en[600], msg[800];
+        str_escape(x->name, strlen(x->name), en, sizeof(en));
+        snprintf(msg, sizeof(msg),
+                 "extended attribute %s left out: a tar stream cannot name it (it holds '='); "
+                 "restore files gives it back",
+                 en);
+        json_object_set_new(w, "message", json_string(msg));
+        json_array_append_new(res->warnings, w);
+        free(x->name);
+        free(x->value);
+    }
+    m->m.nxattrs = k;
+}
+
 /* Queues a tar member for entry d (its metadata moves to the member). name and link (may be
  * NULL) are taken. type '0': the content of content_ent, content_size bytes. */
 static int tar_member(struct dumper *dp, struct dentry *d, char *name, size_t nlen, char type,
@@ -277,6 +306,7 @@ static int tar_member(struct dumper *dp, struct dentry *d, char *name, size_t nl
     m->m = d->m;
     memset(&d->m, 0, sizeof(d->m));
     m->full = xstrndup(d->full, d->full_len);
+    drop_unnamable_xattrs(dp->res, m);
     if (type == '0' && member_set_content(m, content_ent, content_size, e) != 0) {
         member_free(m);
         return -1;
@@ -570,7 +600,7 @@ static int dump_locked(struct repo *r, const char *id_text, const struct caris_d
     if (!l.files) {
         rc = dump_stream(r, &l, o, res, e);
     } else {
-        struct dumper dp = {.r = r, .op = o->op};
+        struct dumper dp = {.r = r, .op = o->op, .res = res};
         tarw_init(&dp.t, o->fd);
         dp.pool = pool_new(o->threads > 0 ? o->threads : sys_ncpu(), DUMP_MAX_INFLIGHT_JOBS);
         dp.q = fetchq_new(r, dp.pool, 0, DUMP_MAX_INFLIGHT_JOBS, DUMP_MAX_INFLIGHT_BYTES);

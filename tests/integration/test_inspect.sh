@@ -314,6 +314,28 @@ fallocate --dig-holes "$x/tsrc/sparse.img"
 touch -d "$(stat -c %y "$tsrc/sparse.img")" "$x/tsrc/sparse.img"
 tree_compare "$tsrc" "$x/tsrc"
 
+# ---- an xattr whose name holds '=' (a pax keyword ends at the first '='): left out of the tar
+# stream with a warning (exit 3), not written as another attribute ("user.a" = "b=value")
+eq=$TEST_TMP/eqx
+mkdir -p "$eq"
+printf 'eq\n' >"$eq/f"
+setfattr -n user.plain -v one "$eq/f"
+setfattr -n 'user.a=b' -v two "$eq/f"
+backup_json "$TEST_TMP/eq.json" "$eq"
+assert_rc 0 "backup of an xattr whose name holds '='"
+run bash -c '"$0" dump "$1" "$2" >"$3"' "$CARIS_BIN" "$BACKUP_ID" "$eq" "$TEST_TMP/eq.tar"
+assert_rc 3 "dump of a directory with an xattr whose name holds '=': exit 3"
+assert_contains "$ERR" "extended attribute user.a=b left out" "the warning names the attribute"
+x=$TEST_TMP/untar-eq
+mkdir "$x"
+assert_true "GNU tar extracts the stream" \
+    tar --xattrs --xattrs-include='*' -xf "$TEST_TMP/eq.tar" -C "$x"
+assert_eq "$(printf '%s\n' 'user.plain="one"')" "$(getfattr -d "$x/eqx/f" 2>/dev/null | grep '^user')" \
+    "the extracted file has the other attribute, and no attribute made up from the odd one"
+assert_exit 0 cb restore files "$BACKUP_ID" --target "$TEST_TMP/eq-restored"
+assert_eq two "$(getfattr --only-values -n 'user.a=b' "$TEST_TMP/eq-restored$eq/f")" \
+    "restore files gives the attribute back"
+
 # ---- damage: dump stops, and never writes a damaged chunk's bytes ---------------------------
 export BACKUP_DIR=$TEST_TMP/damaged
 # shellcheck disable=SC2034 # read by lib.sh's helpers
