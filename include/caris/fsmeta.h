@@ -188,5 +188,8 @@ int fsrestore_apply_meta(struct fsrestore *r, const char *path, const struct fs_
 int fsrestore_finish(struct fsrestore *r, struct err *e);
 /* Frees without applying deferred metadata (error paths). */
 void fsrestore_free(struct fsrestore *r);
+/* The files committed in batch mode that are still under their temporary names: what
+ * fsrestore_free removes, so a caller that counted them as restored can take them back. */
+size_t fsrestore_uncommitted(struct fsrestore *r);
 
 #endif

@@ -1160,6 +1160,14 @@ int fsrestore_finish(struct fsrestore *r, struct err *e)
     return rc;
 }
 
+size_t fsrestore_uncommitted(struct fsrestore *r)
+{
+    pthread_mutex_lock(&r->mu);
+    size_t n = r->npend;
+    pthread_mutex_unlock(&r->mu);
+    return n;
+}
+
 void fsrestore_free(struct fsrestore *r)
 {
     if (!r)

@@ -1258,8 +1258,13 @@ out:
     if (c.pool)
         pool_free(c.pool);
     buf_free(&c.data);
-    if (c.fr)
+    if (c.fr) {
+        /* a stop (a cancel, a failure) drops the files still waiting for their batch's sync:
+         * they are not in the target, so they are not counted as restored */
+        size_t dropped = fsrestore_uncommitted(c.fr);
+        c.files -= dropped < c.files ? dropped : c.files;
         fsrestore_free(c.fr);
+    }
     out->files = c.files;
     out->dirs = c.dirs;
     out->bytes = c.bytes;

@@ -115,6 +115,36 @@ note "temporaries left: $(find "$TEST_TMP/target-TERM" -name '.caris-tmp-*' | wc
 assert_true "the tree is still whole" diff -r --exclude='.caris-tmp-*' "$src" "$TEST_TMP/target-TERM$src"
 assert_exit 0 cb unlock
 
+# A cancel drops the files still waiting for their batch's sync (named after it): the count
+# restore --json reports is of the files in the target, not of those written before the stop.
+# 600 small files; one read, past the first 3 MiB of the pack, is held: everything else is
+# restored meanwhile, the last (600 - 1) % 256 files waiting for their batch.
+smalls=$TEST_TMP/smalls
+python3 - "$smalls" <<'PY'
+import os, random, sys
+rnd = random.Random(20261205)
+os.makedirs(sys.argv[1])
+for i in range(600):
+    with open(f"{sys.argv[1]}/s{i:03d}", "wb") as f:
+        f.write(rnd.randbytes(10000))
+PY
+backup_json "$TEST_TMP/smalls.json" --full "$smalls"
+assert_rc 0 "a backup of 600 small files"
+rm -rf "$TEST_TMP/hold"
+mkdir "$TEST_TMP/hold"
+bg_start env LD_PRELOAD="$shim" READ_FAULT=hold 'READ_FAULT_FILE=*' READ_FAULT_AT=3145728 \
+    READ_FAULT_DIR="$TEST_TMP/hold" "$CARIS_BIN" --json restore files "$BACKUP_ID" --target "$TEST_TMP/target-smalls"
+wait_until 60 held || fail "restore --json SIGINT: the reader did not reach the held read" "$(_tail "$BG_ERR")"
+kill -INT "$BG_PID"
+wait_until 30 sig_taken "$BG_PID" "$(kill -l INT)" || fail "restore --json SIGINT: the signal was not taken"
+touch "$TEST_TMP/hold/release"
+wait "$BG_PID"
+assert_eq 1 "$?" "restore --json SIGINT: exit 1"
+n=$(find "$TEST_TMP/target-smalls" -type f | wc -l)
+assert_eq "$n" "$(json_get "$BG_OUT" '["files"]')" \
+    "restore --json SIGINT: files counts the $n files in the target, not those dropped with their batch"
+assert_eq false "$(json_get "$BG_OUT" '["ok"]')" "restore --json SIGINT: ok is false"
+
 # --- verify ----------------------------------------------------------------------------
 cancel_during TERM "verify" cb verify "$id"
 assert_eq 1 "$RC" "verify: exit 1"
