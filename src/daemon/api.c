@@ -410,6 +410,39 @@ static int authorize(struct api *a, struct MHD_Connection *c, enum access need, 
     return -1;
 }
 
+/* Why a request a browser sent for a page of another site (a form, an image, a fetch, the
+ * preflight of one) is refused, or NULL: such a request cannot carry the dashboard's token
+ * (it is a header, never a cookie), so it could only fail its authentication; counted as a
+ * failure, a page the operator happened to visit made the address wait (429), dashboard,
+ * API clients and the scheduler's CRON_SECRET with it. Sec-Fetch-Site (W3C Fetch
+ * Metadata, set by the browser, never by a page) says it: same-origin (the dashboard) and
+ * none (typed by the user) pass. A browser that does not send it (an older one, or plain
+ * HTTP to an address that is not loopback) sends Origin with a cross-origin request: one
+ * that names another address than the request's Host, and carries no Authorization, is
+ * refused too (with one, it is the dashboard's behind a proxy that rewrites Host: a page of
+ * another site cannot send that header, its CORS preflight is refused). Clients that are not
+ * browsers send neither. */
+static const char *cross_site_refusal(struct MHD_Connection *c)
+{
+    if (header_count(c, "Sec-Fetch-Site") > 1 || header_count(c, "Origin") > 1)
+        return "several Sec-Fetch-Site or Origin headers";
+    const char *site = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Sec-Fetch-Site");
+    if (site)
+        return strcmp(site, "same-origin") == 0 || strcmp(site, "none") == 0
+                   ? NULL
+                   : "cross-site request refused (Sec-Fetch-Site)";
+    const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
+    if (!origin || header_count(c, "Authorization") > 0)
+        return NULL;
+    const char *host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host");
+    const char *rest = strncasecmp(origin, "http://", 7) == 0    ? origin + 7
+                       : strncasecmp(origin, "https://", 8) == 0 ? origin + 8
+                                                                 : NULL;
+    if (!rest || !host || !*host || strcasecmp(rest, host) != 0)
+        return "cross-site request refused (its Origin is not this address)";
+    return NULL;
+}
+
 /* ---- input -------------------------------------------------------------------------------- */
 
 /* A query parameter that is a boolean: 0 (set *v, default when absent), -1 when invalid. */
@@ -1007,6 +1040,15 @@ static enum MHD_Result route(struct api *a, struct MHD_Connection *c, const char
                              "the endpoints are listed in docs/BACKUP_RECOVERY.md",
                              "no such endpoint");
     client_addr(c, addr);
+    const char *cross = cross_site_refusal(c);
+    if (cross) {
+        /* not audited: a page could loop on it, and fill the log (nothing was looked at) */
+        skip_audit = true;
+        return respond_error(c, MHD_HTTP_FORBIDDEN, "forbidden",
+                             "the API serves the dashboard's own page and clients that are not "
+                             "browsers; a page of another site may not call it",
+                             "%s", cross);
+    }
     enum MHD_Result mr;
     if (authorize(a, c, rt->need, addr, who, &mr) != 0)
         return mr;

@@ -6,7 +6,9 @@ only). Usage: dashboard_browser.py CHROMIUM BASE_URL TOKEN OUT_DIR [alerts]
 Signs in, reads the list and the chart, starts a full backup with the button, waits for the
 job to end, reads them again, checks labels and the phone width, saves screenshots in OUT_DIR,
 and prints a JSON summary (the test asserts on it). Every console error, exception and failed
-load is collected in "consoleErrors". With "alerts": signs in and reads the banners only."""
+load is collected in "consoleErrors". With "alerts": signs in and reads the banners only.
+With "visit": opens BASE_URL itself (a page of another site; TOKEN unused) and waits until its
+script sets window.done, given as "done" (test_api_cross_site.sh)."""
 import base64
 import json
 import os
@@ -161,6 +163,10 @@ def main():
             page.call(d + ".enable")
         page.call("Emulation.setDeviceMetricsOverride", width=1280, height=900,
                   deviceScaleFactor=1, mobile=False)
+        if mode == "visit":
+            page.call("Page.navigate", url=base)
+            summary["done"] = page.wait("window.done || ''", 60)
+            return
         page.call("Page.navigate", url=base + "/admin/backup")
         summary["loaded"] = bool(page.wait(
             "document.readyState === 'complete' && !!document.getElementById('token')", 30))
