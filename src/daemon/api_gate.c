@@ -191,6 +191,18 @@ const char *api_gate_head_refusal(const char *b, size_t n)
              * would pass for the token, "Content-Length: 2\0..." for 2 (RFC 9110, 5.5: a
              * recipient rejects it) */
             return "a header holds a NUL byte";
+        /* libmicrohttpd answers a line without a colon with an HTML page of its own, and drops
+         * a header folded onto a second line (obs-fold): "Authorization: Bearer\r\n <token>"
+         * was answered "authentication required", and counted as a failed authentication;
+         * whitespace before the colon made a header that no check here saw (RFC 9112, 5.1
+         * and 5.2: a server rejects it) */
+        if (line[0] == ' ' || line[0] == '\t')
+            return "a header folded onto several lines (send each header on one line)";
+        const char *colon = memchr(line, ':', len);
+        if (!colon || colon == line)
+            return "a header line without a name and a colon (send NAME: value)";
+        if (memchr(line, ' ', (size_t)(colon - line)) || memchr(line, '\t', (size_t)(colon - line)))
+            return "whitespace in a header's name or before its colon";
         size_t vlen;
         const char *v = header_value(line, len, "Content-Length", &vlen);
         if (v) {

@@ -116,7 +116,8 @@ static void test_head_refusal(void **state)
                           "POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}",
                           "POST / HTTP/1.1\r\ncontent-length:2\r\nContent-Length: 2\r\n\r\n",
                           "POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n",
-                          "GET / HTTP/1.1\r\nContent-Length-X: -1\r\n\r\n"};
+                          "GET / HTTP/1.1\r\nContent-Length-X: -1\r\n\r\n",
+                          "GET / HTTP/1.1\r\nX-Empty:\r\nX-Colons: a:b: c\r\n\r\n"};
     for (size_t i = 0; i < sizeof(fine) / sizeof(fine[0]); i++)
         if (api_gate_head_refusal(fine[i], strlen(fine[i])))
             fail_msg("refused: %s", fine[i]);
@@ -127,7 +128,15 @@ static void test_head_refusal(void **state)
                          "POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n",
                          "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
                          "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: "
-                         "2\r\n\r\n"};
+                         "2\r\n\r\n",
+                         /* malformed lines: libmicrohttpd's HTML page, or a header dropped */
+                         "GET / HTTP/1.1\r\nHost: x\r\nNoColon\r\n\r\n",
+                         "GET / HTTP/1.1\r\n: empty name\r\n\r\n",
+                         "GET / HTTP/1.1\r\nAuthorization: Bearer\r\n abc\r\n\r\n",
+                         "GET / HTTP/1.1\r\n\tfolded: first\r\n\r\n",
+                         "POST / HTTP/1.1\r\nContent-Length : -1\r\n\r\n",
+                         "POST / HTTP/1.1\r\nTransfer-Encoding\t: gzip\r\n\r\n",
+                         "GET / HTTP/1.1\r\nAuth orization: Bearer abc\r\n\r\n"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         if (!api_gate_head_refusal(bad[i], strlen(bad[i])))
             fail_msg("passed: %s", bad[i]);
