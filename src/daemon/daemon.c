@@ -601,16 +601,20 @@ static void stale_refresh(struct daemon *d, int64_t now)
     json_decref(list);
 }
 
-static void stale_eval(struct daemon *d, int64_t now)
+/* Under d->mu: whether the stale alert watches STALE_KINDS[k]. A kind not configured is not
+ * watched, unless the repository holds backups of it: a POSTGRES_URL that went missing (a
+ * typo, an edit) stops database backups, and that is what the alert is for. */
+static bool stale_watched_locked(const struct daemon *d, size_t k)
 {
     static const char *const vars[] = {"POSTGRES_URL", "BACKUP_FILES_PATHS"};
+    return config_get(d->cfg, vars[k]) || d->stale_newest[k] != 0;
+}
+
+static void stale_eval(struct daemon *d, int64_t now)
+{
     for (size_t k = 0; k < 2; k++) {
         pthread_mutex_lock(&d->mu);
-        /* a kind not configured is not watched, unless the repository holds backups of it:
-         * a POSTGRES_URL that went missing (a typo, an edit) stops database backups, and
-         * that is what the alert is for */
-        if (!d->ncr || !d->stale_listed ||
-            (!config_get(d->cfg, vars[k]) && d->stale_newest[k] == 0)) {
+        if (!d->ncr || !d->stale_listed || !stale_watched_locked(d, k)) {
             pthread_mutex_unlock(&d->mu);
             continue;
         }
@@ -1244,6 +1248,13 @@ static json_t *status_locked(struct daemon *d)
     json_object_set_new(s, "queue", json_integer((json_int_t)queue_len_locked(d)));
     if (d->ncr) /* BACKUP_ALERT_AFTER, for the dashboard's stale banner */
         json_object_set_new(s, "alertAfterSeconds", json_integer(d->ncr->nc.alert_after_ms / 1000));
+    /* the kinds the stale alert watches: the dashboard's banner for a kind with no backup in
+     * the list at all (database backups that never once succeeded showed no banner) */
+    json_t *kinds = json_array();
+    for (size_t k = 0; k < 2; k++)
+        if (stale_watched_locked(d, k))
+            json_array_append_new(kinds, json_string(STALE_KINDS[k]));
+    json_object_set_new(s, "alertKinds", kinds);
     json_object_set_new(s, "walArchiver", walq_status(d->walq));
     json_object_set_new(s, "walStreaming", walstream_status(d->walstream));
     json_object_set_new(s, "walArchiving", walmon_status(d->walmon));

@@ -87,4 +87,24 @@ assert_eq "[]" "$(json_eval "$S" 'd["consoleErrors"]')" "no console error"
 kill -TERM "$DAEMON"
 wait "$DAEMON"
 assert_eq 0 "$?" "the daemon exits 0"
+
+# A kind the daemon watches (POSTGRES_URL set) with no backup at all in the repository (every
+# database backup failed since the start): a banner says so, as the daemon's stale alert does
+# (the page showed no banner for a kind it had no backup of)
+POSTGRES_URL=postgresql://nobody@127.0.0.1:1/none BACKUP_WAL_ALERT_MINUTES=off api_daemon_start
+run curl -s -H "Authorization: Bearer $TOKEN" "$BASE/api/admin/backup/status"
+assert_eq '["database", "files"]' "$(printf '%s' "$OUT" | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["alertKinds"]))')" \
+    "the status names the kinds the stale alert watches"
+run python3 "$LIB_DIR/dashboard_browser.py" "$CHROMIUM" "$BASE" "$TOKEN" "$TEST_TMP/dashboard" alerts
+assert_rc 0 "the third browser session ran"
+S=$TEST_TMP/dashboard/nodb.json
+printf '%s\n' "$OUT" >"$S"
+assert_contains "$(json_eval "$S" 'd["alerts"]')" "No successful database backup: the repository holds none." \
+    "a banner for the database backups that never succeeded"
+assert_contains "$(json_eval "$S" 'd["alerts"]')" "No successful files backup for more than 12 hours" \
+    "beside the files one"
+assert_eq "[]" "$(json_eval "$S" 'd["consoleErrors"]')" "no console error"
+kill -TERM "$DAEMON"
+wait "$DAEMON"
+assert_eq 0 "$?" "the daemon exits 0"
 test_done

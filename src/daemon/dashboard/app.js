@@ -8,6 +8,7 @@ const CLOCK_SKEW_MS = 15 * 60 * 1000; /* CARIS_CLOCK_SKEW_NS */
 let pollTimer = null;
 let lastRunning = null;
 let backups = [];
+let listed = false; /* backups holds the repository's list (read once at least) */
 
 const $ = (id) => document.getElementById(id);
 
@@ -140,9 +141,12 @@ function renderAlerts(status) {
   box.replaceChildren();
   const after = (status && status.alertAfterSeconds) || DEFAULT_ALERT_AFTER_S;
   const now = Date.now();
+  // the kinds the daemon's stale alert watches (configured, or with backups): a configured
+  // kind without a single backup in the list is the loudest case, not a quiet one
+  const watched = (status && status.alertKinds) || [];
   for (const kind of ["database", "files"]) {
     const ofKind = backups.filter((b) => b.kind === kind);
-    if (!ofKind.length) continue;
+    if (!ofKind.length && (!listed || !watched.includes(kind))) continue;
     // a backup dated in the future (beyond the 15 minutes of clock skew the server allows)
     // proves no recent success: the clock is behind, or was ahead when it was made
     const future = ofKind.filter((b) => Date.parse(b.started) > now + CLOCK_SKEW_MS);
@@ -159,9 +163,11 @@ function renderAlerts(status) {
     if (!newest || (now - newest) / 1000 > after) {
       const p = document.createElement("p");
       p.className = "banner";
-      p.textContent = "No successful " + kind + " backup for more than " +
-        Math.round(after / 3600) + " hours" + (newest ? " (last: " +
-        new Date(newest).toISOString().slice(0, 16).replace("T", " ") + " UTC)" : "") + ".";
+      p.textContent = !ofKind.length
+        ? "No successful " + kind + " backup: the repository holds none."
+        : "No successful " + kind + " backup for more than " +
+          Math.round(after / 3600) + " hours" + (newest ? " (last: " +
+          new Date(newest).toISOString().slice(0, 16).replace("T", " ") + " UTC)" : "") + ".";
       box.appendChild(p);
     }
   }
@@ -243,6 +249,7 @@ async function refreshList() {
   try {
     const l = await api("GET", "/api/admin/backup/list?includeFiles=true&includeStats=true");
     backups = l.backups || [];
+    listed = true;
     renderBackups();
     renderCharts();
   } catch (e) { handle(e); }
