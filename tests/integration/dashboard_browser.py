@@ -7,6 +7,8 @@ Signs in, reads the list and the chart, starts a full backup with the button, wa
 job to end, reads them again, checks labels and the phone width, saves screenshots in OUT_DIR,
 and prints a JSON summary (the test asserts on it). Every console error, exception and failed
 load is collected in "consoleErrors". With "alerts": signs in and reads the banners only.
+With "revoked": puts TOKEN (revoked) in the tab's sessionStorage, reloads, waits for the
+sign-in form's message, then calls api() with no token ("noToken": its error's status).
 With "visit": opens BASE_URL itself (a page of another site; TOKEN unused) and waits until its
 script sets window.done, given as "done" (test_api_cross_site.sh)."""
 import base64
@@ -170,6 +172,16 @@ def main():
         page.call("Page.navigate", url=base + "/admin/backup")
         summary["loaded"] = bool(page.wait(
             "document.readyState === 'complete' && !!document.getElementById('token')", 30))
+        if mode == "revoked":
+            page.eval("sessionStorage.setItem('caris-backup-token', %s); true" % json.dumps(token))
+            page.call("Page.reload")
+            summary["signinError"] = page.wait(
+                "(document.getElementById('signin-error') || {}).textContent || ''", 30)
+            summary["noToken"] = page.eval(
+                "sessionStorage.removeItem('caris-backup-token');"
+                "api('GET', '/api/admin/backup/status').then(() => 200, (e) => e.status)")
+            summary["consoleErrors"] = page.errors()
+            return
         # every control has an accessible name
         summary["unlabeled"] = page.eval("""
             [...document.querySelectorAll('input, button, select, textarea')].filter(e => {

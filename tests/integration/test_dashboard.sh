@@ -104,6 +104,25 @@ assert_contains "$(json_eval "$S" 'd["alerts"]')" "No successful database backup
 assert_contains "$(json_eval "$S" 'd["alerts"]')" "No successful files backup for more than 12 hours" \
     "beside the files one"
 assert_eq "[]" "$(json_eval "$S" 'd["consoleErrors"]')" "no console error"
+
+# A tab signed in with a token since revoked: one failed authentication, then the sign-in form;
+# a request begun before the sign-out sends nothing (it sent "Bearer null", a failure each: two
+# reloads, and the address had to wait)
+assert_exit 0 cb token add --label gone
+GONE=$OUT
+assert_exit 0 cb token revoke gone
+n401() { python3 -c 'import json,sys; print(sum(1 for l in open(sys.argv[1]) if json.loads(l).get("result") == "401"))' \
+    "$BACKUP_DIR/metadata/audit.log"; }
+before=$(n401)
+run python3 "$LIB_DIR/dashboard_browser.py" "$CHROMIUM" "$BASE" "$GONE" "$TEST_TMP/dashboard" revoked
+assert_rc 0 "the fourth browser session ran"
+S=$TEST_TMP/dashboard/revoked.json
+printf '%s\n' "$OUT" >"$S"
+assert_eq "invalid credentials" "$(json_eval "$S" 'd["signinError"]')" "signed out, with the server's message"
+assert_eq 401 "$(json_eval "$S" 'd["noToken"]')" "a request without a token fails in the page"
+assert_eq 1 "$(($(n401) - before))" "and is not sent: the one failed authentication is the reload's"
+assert_eq "[]" "$(json_eval "$S" '[e for e in d["consoleErrors"] if "401" not in e or "/backup/list?" not in e]')" \
+    "no console error but the list's 401 (the browser's own line)"
 kill -TERM "$DAEMON"
 wait "$DAEMON"
 assert_eq 0 "$?" "the daemon exits 0"

@@ -23,6 +23,10 @@ class ApiError extends Error {
 }
 
 async function api(method, path, body) {
+  // signed out (a request of a chain that began before): nothing is sent, since a request
+  // without the token is a failed authentication, and five make the address wait (a reload
+  // with a revoked token sent "Bearer null" twice more: two reloads, and the address waited)
+  if (!token()) throw new ApiError(401, null);
   const headers = { "Authorization": "Bearer " + token() };
   const init = { method, headers, cache: "no-store" };
   if (body !== undefined) {
@@ -267,7 +271,7 @@ async function poll() {
 
 function handle(e) {
   if (e instanceof ApiError && (e.status === 401 || e.status === 429)) {
-    signOut(e.message);
+    if (token()) signOut(e.message); /* else signed out already: its message stays */
     return;
   }
   text($("action-msg"), "Error: " + e.message + (e.hint ? " — " + e.hint : ""));
