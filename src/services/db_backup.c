@@ -163,7 +163,7 @@ static int db_backup(struct repo *r, const struct db_backup_opts *o, bool increm
     if (pgsrc_target_parse(o->url, o->password, "POSTGRES_URL", &t, e) != 0)
         return -1;
     PGconn *conn = NULL;
-    char *snapshot = NULL, *conninfo = NULL, *dbarg = NULL, *snaparg = NULL;
+    char *snapshot = NULL, *conninfo = NULL, *dbarg = NULL, *snaparg = NULL, *gdbarg = NULL;
     json_t *tables = NULL, *parents = NULL, *tj, *roles = NULL, *parent = NULL, *entries = NULL,
            *summary = NULL, *ref = NULL, *warnings = json_array();
     struct repo_writer *w = NULL;
@@ -249,8 +249,19 @@ static int db_backup(struct repo *r, const struct db_backup_opts *o, bool increm
     PQfinish(conn); /* ends the snapshot's transaction */
     conn = NULL;
 
-    char *globals_argv[] = {
-        pg_dumpall.path, "--globals-only", "--no-role-passwords", "--no-password", dbarg, NULL};
+    /* pg_dumpall ignores the dbname of --dbname and connects to "postgres", else "template1",
+     * which a role allowed into its own database only may not: it connects to this one
+     * (--database, read as a connection string: the name quoted, taken whole) instead. */
+    char *gdb_conninfo = pgsrc_target_conninfo(&(struct pgsrc_target){0}, info.database);
+    gdbarg = xasprintf("--database=%s", gdb_conninfo);
+    free(gdb_conninfo);
+    char *globals_argv[] = {pg_dumpall.path,
+                            "--globals-only",
+                            "--no-role-passwords",
+                            "--no-password",
+                            dbarg,
+                            gdbarg,
+                            NULL};
     struct err ge = ERR_INIT;
     if (dump_stream(&b, w, &pg_dumpall, globals_argv, t.password, NULL, &globals, &child_failed,
                     &ge) != 0) {
@@ -337,6 +348,7 @@ out:
     free(snapshot);
     free(conninfo);
     free(dbarg);
+    free(gdbarg);
     free(snaparg);
     pgsrc_target_free(&t);
     return rc;

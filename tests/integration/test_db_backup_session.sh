@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# A database backup made as an application's own role, as hardened servers set one up:
+# - the role may connect to its database only (CONNECT on postgres and template1 revoked
+#   from PUBLIC): the cluster's globals (roles, tablespaces) are still saved, through the
+#   backup's database, with no warning;
+# - the role carries session limits for the application (lock_timeout, statement_timeout,
+#   idle_in_transaction_session_timeout): the backup's own session lifts them as pg_dump
+#   does for its, so a backup that pg_dump would complete does not fail on them.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/pglib.sh"
+
+pg_start
+app_pw=App-Secret-5150-9
+for sql in "CREATE ROLE app_owner LOGIN PASSWORD '$app_pw'" "CREATE DATABASE appdb OWNER app_owner" \
+    "REVOKE CONNECT ON DATABASE postgres FROM PUBLIC" "REVOKE CONNECT ON DATABASE template1 FROM PUBLIC"; do
+    psql_db postgres -c "$sql" >/dev/null || fail "setting up the role failed: $sql"
+done
+psql_db appdb -c "SET ROLE app_owner; CREATE TABLE small (id integer PRIMARY KEY, v text);
+    INSERT INTO small SELECT i, 'v' || i FROM generate_series(1, 1000) AS i" >/dev/null ||
+    fail "creating the application's table failed"
+export POSTGRES_URL="postgresql://app_owner:$app_pw@127.0.0.1:$CARIS_PG_PORT/appdb"
+init_repo
+
+# --- globals through the backup's own database --------------------------------------------------
+db_backup_json "$TEST_TMP/b1.json" --full
+assert_rc 0 "a backup as a role that may connect to its own database only (no warning)"
+assert_not_contains "$OUT$ERR" "globals" "no warning about the cluster's globals"
+assert_not_contains "$OUT$ERR" "$app_pw" "the password is not printed"
+run cb dump "$BACKUP_ID" globals.sql
+assert_rc 0 "the backup holds the globals"
+assert_contains "$OUT" "CREATE ROLE app_owner" "the globals hold the backup's role"
+# a database whose name reads as a connection string (pg_dumpall expands the name it is given)
+hostile="app db=x 'q'"
+psql_db postgres -c "CREATE DATABASE \"$hostile\" OWNER app_owner" >/dev/null || fail "creating the database failed"
+POSTGRES_URL="host=127.0.0.1 port=$CARIS_PG_PORT user=app_owner password=$app_pw dbname='app db=x \\'q\\''" \
+    db_backup_json "$TEST_TMP/b2.json" --full
+assert_rc 0 "a database named \"$hostile\": no warning"
+assert_contains "$(cat "$TEST_TMP/b2.json")" "\"database\": \"app db=x 'q'\"" "the backup names the database"
+assert_not_contains "$OUT$ERR" "globals" "no warning about the cluster's globals ($hostile)"
+run cb dump "$BACKUP_ID" globals.sql
+assert_contains "$OUT" "CREATE ROLE app_owner" "the globals hold the backup's role ($hostile)"
+test_done
