@@ -202,6 +202,17 @@ static int db_backup(struct repo *r, const struct db_backup_opts *o, bool increm
         goto out;
     claimed = true;
 
+    /* The role's limits for its application (a lock_timeout, a statement_timeout, an idle
+     * transaction's timeout) lifted for this session, as pg_dump does for its own: this
+     * session locks every table before pg_dump does, counts large tables, and stays idle in
+     * its transaction while pg_dump runs; on any of those limits it failed a backup that
+     * pg_dump completed. (pg_settings: transaction_timeout exists from PostgreSQL 17.) */
+    if (pgsrc_exec(conn,
+                   "SELECT set_config(name, '0', false) FROM pg_settings WHERE name IN "
+                   "('statement_timeout', 'lock_timeout', 'idle_in_transaction_session_timeout', "
+                   "'transaction_timeout')",
+                   e) != 0)
+        goto out;
     /* The snapshot: listing, counting and pg_dump all see the database as of this moment. */
     if (pgsrc_snapshot_begin(conn, &snapshot, e) != 0 || !(tables = pgsrc_list_tables(conn, e)) ||
         !(roles = pgsrc_list_roles(conn, e)) || pgsrc_exec(conn, "SET row_security = off", e) != 0)

@@ -39,4 +39,22 @@ assert_contains "$(cat "$TEST_TMP/b2.json")" "\"database\": \"app db=x 'q'\"" "t
 assert_not_contains "$OUT$ERR" "globals" "no warning about the cluster's globals ($hostile)"
 run cb dump "$BACKUP_ID" globals.sql
 assert_contains "$OUT" "CREATE ROLE app_owner" "the globals hold the backup's role ($hostile)"
+
+# --- the role's lock_timeout: the backup waits for a locked table as pg_dump does ---------------
+# (the backup's own session, which locks every table before pg_dump does, gave up after the
+# role's 1 ms, and the backup failed once pg_dump had dumped everything)
+psql_db postgres -c "ALTER ROLE app_owner SET lock_timeout = '1ms'" >/dev/null
+pg_table_lock_take appdb small
+bg_start cb --json backup database --full
+backup_pid=$BG_PID
+# shellcheck disable=SC2317
+both_wait() { (($(pg_lock_waiters appdb small) >= 2)); }
+wait_until 30 both_wait
+assert_eq 2 "$(pg_lock_waiters appdb small)" "the backup's session and pg_dump both wait for the locked table"
+pg_table_lock_release
+wait "$backup_pid"
+rc=$?
+assert_eq 0 "$rc" "the backup completes once the table is released"
+((rc == 0)) || note "$(_tail "$BG_ERR")"
+assert_contains "$(cat "$BG_OUT")" '"rows": 1000' "the locked table's rows are counted"
 test_done
