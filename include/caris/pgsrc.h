@@ -116,7 +116,9 @@ int pgsrc_snapshot_begin(PGconn *c, char **snapshot_id, struct err *e);
 /* The user tables of the database (relkind 'r': plain tables and partitions; not the
  * system schemas, not extension members), sorted: [{"schema", "name"}, ...]. A table that
  * has (or had) inheritance children also has "_parent": true, for the caller (its count(*)
- * includes the children's rows); it is not meant to be stored. */
+ * includes the children's rows); an unlogged table of a standby (in recovery), whose data
+ * pg_dump leaves out and the server may not read, "_nodata": true. Neither is meant to be
+ * stored. */
 json_t *pgsrc_list_tables(PGconn *c, struct err *e);
 /* Roles that own objects of the database or hold privileges on them: ["role", ...]. */
 json_t *pgsrc_list_roles(PGconn *c, struct err *e);

@@ -777,7 +777,8 @@ int pgsrc_snapshot_begin(PGconn *c, char **snapshot_id, struct err *e)
 json_t *pgsrc_list_tables(PGconn *c, struct err *e)
 {
     static const char sql[] =
-        "SELECT n.nspname, c.relname, has_table_privilege(c.oid, 'SELECT'), c.relhassubclass "
+        "SELECT n.nspname, c.relname, has_table_privilege(c.oid, 'SELECT'), c.relhassubclass, "
+        "c.relpersistence = 'u' AND pg_is_in_recovery() "
         "FROM pg_class c "
         "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r' AND " USER_SCHEMA(
             "n") " AND " NOT_EXTENSION_MEMBER("c.oid") " ORDER BY n.nspname COLLATE \"C\", "
@@ -799,6 +800,8 @@ json_t *pgsrc_list_tables(PGconn *c, struct err *e)
         json_t *t = json_pack("{s:s, s:s}", "schema", schema, "name", name);
         if (strcmp(PQgetvalue(res, i, 3), "t") == 0)
             json_object_set_new(t, "_parent", json_true());
+        if (strcmp(PQgetvalue(res, i, 4), "t") == 0)
+            json_object_set_new(t, "_nodata", json_true());
         json_array_append_new(out, t);
     }
     if (ndenied) {

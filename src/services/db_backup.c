@@ -220,9 +220,14 @@ static int db_backup(struct repo *r, const struct db_backup_opts *o, bool increm
     parents = json_array();
     json_array_foreach(tables, ti, tj)
     {
-        if (json_is_true(json_object_get(tj, "_parent")))
+        /* An unlogged table of a standby: empty there, and pg_dump leaves its data out (it
+         * cannot be read in recovery): none in the backup, and none counted. */
+        if (json_is_true(json_object_get(tj, "_nodata")))
+            json_object_set_new(tj, "rows", json_integer(0));
+        else if (json_is_true(json_object_get(tj, "_parent")))
             json_array_append(parents, tj);
         json_object_del(tj, "_parent");
+        json_object_del(tj, "_nodata");
     }
     /* Every table locked (ACCESS SHARE, until the end, as pg_dump does) and the parents
      * counted: one query, answered while pg_dump runs. */
