@@ -50,26 +50,46 @@ static void count_tap(void *ctx, const uint8_t *p, size_t n)
     dumpcount_feed(ctx, p, n);
 }
 
+static bool is_ascii(const char *s)
+{
+    for (; s && *s; s++)
+        if ((unsigned char)*s >= 0x80)
+            return false;
+    return true;
+}
+
+/* A table's rows as the dump holds them. pg_dump writes names in the database's encoding,
+ * the table list has them in UTF-8 (SQL_ASCII: the bytes as stored, as in the dump): in
+ * another encoding only an ASCII name is the same bytes in both, and a UTF-8 name can be
+ * another table's name in the dump ("é" in UTF-8 is "Ã©" in LATIN1). */
+static bool dump_rows(const struct dumpcount *counter, bool same_bytes, json_t *t, int64_t *rows)
+{
+    const char *schema = json_string_value(json_object_get(t, "schema"));
+    const char *name = json_string_value(json_object_get(t, "name"));
+    if (!same_bytes && !(is_ascii(schema) && is_ascii(name)))
+        return false;
+    return dumpcount_rows(counter, schema, name, rows);
+}
+
 /* Every table's "rows" that the server did not count: from the dump when it gave one, else
  * counted now, in the same snapshot (the transaction is still open). */
-static int count_the_rest(struct dbb *b, PGconn *conn, json_t *tables, struct dumpcount *counter,
-                          size_t *counted, struct err *e)
+static int count_the_rest(struct dbb *b, PGconn *conn, const char *encoding, json_t *tables,
+                          struct dumpcount *counter, size_t *counted, struct err *e)
 {
     json_t *rest = json_array(), *t;
     size_t i;
+    bool same_bytes = strcmp(encoding, "UTF8") == 0 || strcmp(encoding, "SQL_ASCII") == 0;
     json_array_foreach(tables, i, t)
     {
         int64_t rows;
         if (json_object_get(t, "rows")) {
             /* a table with inheritance children (counted by the server, with theirs): its own
              * rows too, as the dump holds them; a restore of it alone has only these */
-            if (dumpcount_rows(counter, json_string_value(json_object_get(t, "schema")),
-                               json_string_value(json_object_get(t, "name")), &rows))
+            if (dump_rows(counter, same_bytes, t, &rows))
                 json_object_set_new(t, "rows_own", json_integer((json_int_t)rows));
             continue;
         }
-        if (dumpcount_rows(counter, json_string_value(json_object_get(t, "schema")),
-                           json_string_value(json_object_get(t, "name")), &rows))
+        if (dump_rows(counter, same_bytes, t, &rows))
             json_object_set_new(t, "rows", json_integer((json_int_t)rows));
         else
             json_array_append(rest, t);
@@ -260,7 +280,7 @@ static int db_backup(struct repo *r, const struct db_backup_opts *o, bool increm
     }
     dumpcount_end(counter);
     if (pgsrc_count_rows_collect(conn, parents, "rows", e) != 0 ||
-        count_the_rest(&b, conn, tables, counter, &server_counted, e) != 0)
+        count_the_rest(&b, conn, info.encoding, tables, counter, &server_counted, e) != 0)
         goto out;
     PQfinish(conn); /* ends the snapshot's transaction */
     conn = NULL;
