@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "caris/backup.h"
@@ -58,10 +59,11 @@ static bool is_ascii(const char *s)
     return true;
 }
 
-/* A table's rows as the dump holds them. pg_dump writes names in the database's encoding,
- * the table list has them in UTF-8 (SQL_ASCII: the bytes as stored, as in the dump): in
- * another encoding only an ASCII name is the same bytes in both, and a UTF-8 name can be
- * another table's name in the dump ("é" in UTF-8 is "Ã©" in LATIN1). */
+/* A table's rows as the dump holds them. pg_dump writes names in its client encoding (the
+ * database's unless client_encoding or PGCLIENTENCODING says otherwise), the table list has
+ * them in UTF-8 (SQL_ASCII: the bytes as stored, as in the dump): in another encoding only
+ * an ASCII name is the same bytes in both, and a UTF-8 name can be another table's name in
+ * the dump ("é" in UTF-8 is "Ã©" in LATIN1). */
 static bool dump_rows(const struct dumpcount *counter, bool same_bytes, json_t *t, int64_t *rows)
 {
     const char *schema = json_string_value(json_object_get(t, "schema"));
@@ -73,12 +75,17 @@ static bool dump_rows(const struct dumpcount *counter, bool same_bytes, json_t *
 
 /* Every table's "rows" that the server did not count: from the dump when it gave one, else
  * counted now, in the same snapshot (the transaction is still open). */
-static int count_the_rest(struct dbb *b, PGconn *conn, const char *encoding, json_t *tables,
-                          struct dumpcount *counter, size_t *counted, struct err *e)
+static int count_the_rest(struct dbb *b, PGconn *conn, const struct pgsrc_target *target,
+                          const char *encoding, json_t *tables, struct dumpcount *counter,
+                          size_t *counted, struct err *e)
 {
     json_t *rest = json_array(), *t;
     size_t i;
-    bool same_bytes = strcmp(encoding, "UTF8") == 0 || strcmp(encoding, "SQL_ASCII") == 0;
+    const char *client = pgsrc_target_get(target, "client_encoding");
+    if (!client || !*client)
+        client = getenv("PGCLIENTENCODING"); /* pg_dump inherits it */
+    bool same_bytes = (strcmp(encoding, "UTF8") == 0 || strcmp(encoding, "SQL_ASCII") == 0) &&
+                      (!client || !*client || strcasecmp(client, encoding) == 0);
     json_array_foreach(tables, i, t)
     {
         int64_t rows;
@@ -280,7 +287,7 @@ static int db_backup(struct repo *r, const struct db_backup_opts *o, bool increm
     }
     dumpcount_end(counter);
     if (pgsrc_count_rows_collect(conn, parents, "rows", e) != 0 ||
-        count_the_rest(&b, conn, info.encoding, tables, counter, &server_counted, e) != 0)
+        count_the_rest(&b, conn, &t, info.encoding, tables, counter, &server_counted, e) != 0)
         goto out;
     PQfinish(conn); /* ends the snapshot's transaction */
     conn = NULL;
