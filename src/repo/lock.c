@@ -259,7 +259,6 @@ static const char *jstr(json_t *j, const char *k)
 
 static int lk_collect(void *ctx, const char *name, uint64_t size, struct err *e)
 {
-    (void)e;
     struct lk_scan *s = ctx;
     if (s->skip && strcmp(name, s->skip) == 0)
         return 0;
@@ -269,7 +268,13 @@ static int lk_collect(void *ctx, const char *name, uint64_t size, struct err *e)
     struct err le = ERR_INIT;
     if (storage_mtime(s->r->st, name, &x.mtime_ns, &le) != 0) {
         free(x.object);
-        return 0; /* removed meanwhile */
+        if (le.code == ERR_NOT_FOUND)
+            return 0; /* removed meanwhile */
+        /* Any other failure leaves open whether a live holder is there: passing over it let a
+         * prune run beside a backup (or a backup beside a prune), which then deleted what the
+         * backup had deduplicated against. */
+        *e = le;
+        return err_wrap(e, "cannot tell whether the lock %s is held", name);
     }
     struct buf b = {0};
     if (size <= MAX_LOCK_FILE && storage_get(s->r->st, name, MAX_LOCK_FILE, &b, &le) == 0)
