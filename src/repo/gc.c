@@ -576,9 +576,23 @@ static int repack_one(struct repo *r, struct repo_writer *w, uint32_t p, const u
     data->len = (size_t)ps->size;
     uint8_t key[32];
     if (data->len < PACK_HEADER_LEN || pack_version(data->data) == 0 ||
-        pack_derive_key(r, data->data + 8, key, e) != 0)
+        pack_derive_key(r, data->data + 8, key, e) != 0) {
+        /* None of its blobs opens: each referenced one is noted (the prune records it, the next
+         * backup stores it again), and a pack with damage known in it is kept, as one whose
+         * referenced blob does not open is (below); every prune failed on it before, until the
+         * backups that need those blobs were forgotten. */
+        for (size_t k = from; k < to; k++) {
+            struct ientry en;
+            if (marked_entry(r, m, by_pack[k], &en))
+                bad_blob_note(r, p, en.id);
+        }
+        if (ps->damaged || ps->blocked) {
+            err_clear(e);
+            return 1;
+        }
         return err_set(e, ERR_DAMAGE, "run `caris-backup check --read-data`", "pack %s: bad header",
                        name);
+    }
     struct buf out = {0};
     int rc = 0;
     if (ps->damaged || ps->blocked) {

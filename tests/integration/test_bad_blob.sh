@@ -162,6 +162,54 @@ assert_exit 0 cb --quiet prune --max-unused 0
 assert_false "then prune rewrote it" test -f "$pack"
 assert_exit 0 cb --quiet check --read-data
 
+# --- the same, with the pack's header damaged (its magic): no blob of it opens ---------------
+# The first prune meets it, fails and records the referenced blob; the next one keeps the pack
+# and does the rest (every prune failed on it, exit 4 "bad header", check --read-data or not,
+# until the backups that need the blob were forgotten; so did a pack cut short before its
+# blobs, known damaged at open).
+mkdir -p "$TEST_TMP/s3" "$TEST_TMP/s4"
+seeded_bytes 300000 header-a >"$TEST_TMP/s3/a"
+seeded_bytes 300000 header-b >"$TEST_TMP/s3/b"
+cp "$TEST_TMP/s3/a" "$TEST_TMP/s4/a"
+backup_json_pack "$TEST_TMP/h1.json" "$TEST_TMP/s3"
+H1=$BACKUP_ID
+pack=$NEW_PACK
+backup_json "$TEST_TMP/h2.json" "$TEST_TMP/s4"
+H2=$BACKUP_ID
+assert_exit 0 cb --quiet forget "$H1"
+flip_byte "$pack" 2
+run cb prune --max-unused 0
+assert_rc 4 "the first prune that meets the pack without a header fails"
+assert_contains "$ERR" "bad header" "it says why"
+assert_contains "$ERR" "recorded 1 damaged blob" "and records the referenced blob it cannot copy"
+run cb --json prune --max-unused 0
+assert_rc 0 "the next prune keeps the pack and does the rest"
+assert_true "the pack is kept" test -f "$pack"
+backup_json "$TEST_TMP/h3.json" "$TEST_TMP/s4"
+assert_eq 1 "$(stat_of "$TEST_TMP/h3.json" chunksNew)" "the next backup of s4 stored a again"
+assert_exit 0 cb --quiet verify "$H2"
+assert_exit 0 cb --quiet prune --max-unused 0
+assert_false "then prune deleted it" test -f "$pack"
+assert_exit 0 cb --quiet check --read-data
+# cut short before its first blob: known damaged at open, kept by the first prune
+mkdir -p "$TEST_TMP/s5" "$TEST_TMP/s6"
+seeded_bytes 300000 cut-a >"$TEST_TMP/s5/a"
+seeded_bytes 300000 cut-b >"$TEST_TMP/s5/b"
+cp "$TEST_TMP/s5/a" "$TEST_TMP/s6/a"
+backup_json_pack "$TEST_TMP/c1.json" "$TEST_TMP/s5"
+C1=$BACKUP_ID
+pack=$NEW_PACK
+backup_json "$TEST_TMP/c2.json" "$TEST_TMP/s6"
+assert_exit 0 cb --quiet forget "$C1"
+truncate -s 20 "$pack"
+run cb --json prune --max-unused 0
+assert_rc 0 "prune keeps a pack cut short before its first blob and does the rest"
+assert_true "the cut pack is kept" test -f "$pack"
+backup_json "$TEST_TMP/c3.json" "$TEST_TMP/s6"
+assert_exit 0 cb --quiet prune --max-unused 0
+assert_false "once a is stored again, prune deletes the cut pack" test -f "$pack"
+assert_exit 0 cb --quiet check --read-data
+
 # --- a record of damage that cannot be read: prune refuses, check and every command say so ---
 rec=$(find "$REPO/records/bad-blob" -type f | head -n 1)
 if [[ -z $rec ]]; then
