@@ -98,9 +98,10 @@ assert_cmp "$(repo_bytes)" -gt $((before - 20000)) "forget alone frees (almost) 
 cp -a "$REPO" "$TEST_TMP/forgotten"
 
 # --- prune --------------------------------------------------------------------------------
+fp=$(fingerprint)
 assert_exit 0 cb --json prune --dry-run
 assert_cmp "$(json_get "$OUT_FILE" '["packs"]["deleted"]')" -ge 3 "prune --dry-run finds unused packs"
-assert_eq "$fp" "$fp" "(dry run)"
+assert_eq "$fp" "$(fingerprint)" "prune --dry-run changed nothing"
 before=$(repo_bytes)
 assert_exit 0 cb --json prune
 cp "$OUT_FILE" "$TEST_TMP/prune.json"
