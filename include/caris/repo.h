@@ -452,6 +452,10 @@ json_t *repo_leftovers_list(struct repo *r, struct err *e);
  * repo_leftovers_list). A failure stops at the first object that cannot be removed. */
 int repo_leftovers_remove(struct repo *r, json_t **removed, struct err *e);
 
+/* What repo_leftovers_remove would remove now, removing nothing (prune --dry-run counts it):
+ * the same entries, or NULL with *e. */
+json_t *repo_leftovers_removable(struct repo *r, struct err *e);
+
 /* `caris-backup unlock`: removes stale locks and claims (force: every lock and claim but
  * this handle's own, live or not); then, if no live lock remains, takes the exclusive lock
  * for a moment and removes the leftovers (repo_leftovers_remove). *report: {"forced",

@@ -512,13 +512,14 @@ static int repo_bytes(struct repo *r, struct packstat *ps, uint64_t *total, stru
 
 /* What crashed operations left (temporary files of interrupted writes, stale locks and
  * claims): removed by repo_leftovers_remove, which needs the exclusive lock prune holds; a dry
- * run counts the temporary files. */
+ * run counts what it would remove (it counted every temporary file and no stale lock or claim:
+ * "found: 1", then "removed: 3"). */
 static int prune_remove_leftovers(struct repo *r, bool dry_run, uint64_t *removed, struct err *e)
 {
     json_t *l = NULL;
     int rc;
     if (dry_run) {
-        l = repo_leftovers_list(r, e);
+        l = repo_leftovers_removable(r, e);
         rc = l ? 0 : -1;
     } else {
         rc = repo_leftovers_remove(r, &l, e);

@@ -1062,6 +1062,34 @@ static bool tmp_needs_age(const char *object)
     return strncmp(object, "keys/", 5) == 0 || strncmp(object, "locks/", 6) == 0;
 }
 
+json_t *repo_leftovers_removable(struct repo *r, struct err *e)
+{
+    struct lk_scan s;
+    if (lk_scan_run(r, &s, e) != 0)
+        return NULL;
+    json_t *out = json_array();
+    for (size_t i = 0; i < s.n; i++)
+        if (s.v[i].stale)
+            json_array_append_new(out, lk_json(&s.v[i]));
+    lk_scan_free(&s);
+    json_t *tmp = repo_leftovers_list(r, e);
+    if (!tmp) {
+        json_decref(out);
+        return NULL;
+    }
+    size_t i;
+    json_t *t;
+    int64_t min_age_s = stale_ns() / 1000000000;
+    json_array_foreach(tmp, i, t)
+    {
+        if (!tmp_needs_age(jstr(t, "object")) ||
+            json_integer_value(json_object_get(t, "age_s")) > min_age_s)
+            json_array_append(out, t);
+    }
+    json_decref(tmp);
+    return out;
+}
+
 int repo_leftovers_remove(struct repo *r, json_t **removed, struct err *e)
 {
     if (removed)
@@ -1069,39 +1097,20 @@ int repo_leftovers_remove(struct repo *r, json_t **removed, struct err *e)
     if (!r->lock || !r->lock->exclusive)
         return err_set(e, ERR_LOCKED, "take the exclusive lock first (repo_lock)",
                        "removing the leftovers of %s needs its exclusive lock", r->path);
-    json_t *out = json_array();
-    struct lk_scan s;
-    if (lk_scan_run(r, &s, e) != 0) {
-        json_decref(out);
+    json_t *todo = repo_leftovers_removable(r, e);
+    if (!todo)
         return -1;
-    }
+    json_t *out = json_array();
     int rc = 0;
-    for (size_t i = 0; i < s.n && rc == 0; i++) {
-        if (!s.v[i].stale)
-            continue;
-        rc = storage_remove(r->st, s.v[i].object, e);
-        if (rc == 0)
-            json_array_append_new(out, lk_json(&s.v[i]));
-    }
-    lk_scan_free(&s);
-    json_t *tmp = rc == 0 ? repo_leftovers_list(r, e) : NULL;
-    if (!tmp)
-        rc = -1;
     size_t i;
     json_t *t;
-    int64_t min_age_s = stale_ns() / 1000000000;
-    json_array_foreach(tmp, i, t)
+    json_array_foreach(todo, i, t)
     {
-        if (rc != 0)
+        if ((rc = storage_remove(r->st, jstr(t, "object"), e)) != 0)
             break;
-        const char *obj = jstr(t, "object");
-        if (tmp_needs_age(obj) && json_integer_value(json_object_get(t, "age_s")) <= min_age_s)
-            continue;
-        rc = storage_remove(r->st, obj, e);
-        if (rc == 0)
-            json_array_append(out, t);
+        json_array_append(out, t);
     }
-    json_decref(tmp);
+    json_decref(todo);
     if (rc == 0 && removed)
         *removed = out;
     else

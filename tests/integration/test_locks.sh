@@ -258,9 +258,17 @@ wait "$backup"
 assert_eq 137 "$?" "the third backup died of SIGKILL"
 table_lock_release
 assert_eq 2 "$(lock_files | wc -l)" "it left its lock and claim"
+# the dry run counts what prune removes (it counted temporary files only, not the stale lock
+# and claim)
+run cb --json prune --dry-run
+assert_rc 0 "prune --dry-run after the kill"
+dry_leftovers=$(json_get "$OUT_FILE" '["leftoversRemoved"]')
+assert_eq 2 "$(lock_files | wc -l)" "the dry run removed nothing"
 run cb --json prune
 assert_rc 0 "prune after the kill: the stale lock and claim are recognised"
 assert_cmp "$(json_get "$OUT_FILE" '["leftoversRemoved"]')" -ge 2 "prune removed the stale lock and claim"
+assert_eq "$dry_leftovers" "$(json_get "$OUT_FILE" '["leftoversRemoved"]')" \
+    "prune removed as many leftovers as its dry run counted"
 assert_eq "" "$(lock_files)" "no lock or claim left after prune"
 assert_exit 0 cb check --read-data
 assert_exit 0 cb verify --all
