@@ -589,6 +589,14 @@ static int conflict_error(struct repo *r, const struct lk_entry *x, struct err *
                  "%lld minutes after it was last written; if that process is certainly gone, "
                  "`caris-backup unlock --force` removes it (%s in %s)",
                  (long long)(stale_ns() / 60000000000), x->object, r->path);
+    else if (!x->parsed && !x->denied)
+        /* `unlock` keeps it as live too until it is that old: its holder cannot be looked up */
+        snprintf(hint, sizeof(hint),
+                 "it cannot be read (damaged?), so whether its holder runs is unknown: wait, or "
+                 "retry with --lock-wait DURATION; it counts as stale %lld minutes after it was "
+                 "last written; if no caris-backup command is running on this repository, "
+                 "`caris-backup unlock --force` removes it (%s in %s)",
+                 (long long)(stale_ns() / 60000000000), x->object, r->path);
     else if (x->denied)
         /* unlock as this user cannot judge it either: it would keep it as live */
         snprintf(hint, sizeof(hint),

@@ -287,4 +287,16 @@ assert_eq "feedfacefeedfacefeedfacefeedface" "$(lock_files)" "unlock keeps it as
 assert_exit 0 cb unlock --force
 assert_eq "" "$(lock_files)" "unlock --force removes it"
 
+# --- an unreadable lock file (damaged): no holder can be looked up, so `unlock` keeps it until
+# it is 30 minutes old; the hint says so and names `unlock --force` (it named `unlock`)
+printf 'garbage{' >"$repo/locks/abcdefabcdefabcdefabcdefabcdef12"
+assert_exit 9 cb check
+assert_contains "$ERR" "it cannot be read" "the hint says the lock cannot be read"
+assert_contains "$ERR" "counts as stale 30 minutes after it was last written" "it says when it becomes stale"
+assert_contains "$ERR" "unlock --force" "it names unlock --force"
+assert_exit 0 cb unlock
+assert_eq "abcdefabcdefabcdefabcdefabcdef12" "$(lock_files)" "unlock keeps it as live"
+assert_exit 0 cb unlock --force
+assert_eq "" "$(lock_files)" "unlock --force removes it"
+
 test_done
