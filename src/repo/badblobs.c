@@ -176,6 +176,14 @@ int repo_bad_blobs_save(struct repo *r, const char *by, size_t *saved, struct er
     time_format_iso(time_now_ns(), when, sizeof(when));
     int rc = 0;
     size_t done = 0;
+    /* written under a shared lock (nested when the caller holds one), as every write: a
+     * prune running meanwhile removes the temporary file of a record being written, and
+     * decides what to keep from an index that has not learnt of this damage yet */
+    bool locked = false;
+    if (n) {
+        rc = repo_lock(r, false, "record damaged blobs", e);
+        locked = rc == 0;
+    }
     while (done < n && rc == 0) {
         size_t k = n - done < BAD_RECORD_MAX_PAIRS ? n - done : BAD_RECORD_MAX_PAIRS;
         json_t *blobs = json_array();
@@ -198,6 +206,8 @@ int repo_bad_blobs_save(struct repo *r, const char *by, size_t *saved, struct er
     buf_append(&r->bad_found, found.data + done * PAIR_LEN, (n - done) * PAIR_LEN);
     mark_pairs_locked(r, found.data, done);
     pthread_mutex_unlock(&r->mu);
+    if (locked)
+        repo_unlock(r);
     buf_free(&found);
     if (saved)
         *saved = done;

@@ -1352,10 +1352,11 @@ int caris_restore_files(struct repo *r, const struct files_restore_opts *o,
     if (repo_lock(r, false, "restore files", e) != 0)
         return -1;
     int rc = files_restore_locked(r, o, res, e);
-    repo_unlock(r);
     res->ok = rc >= 0;
-    /* a chunk that failed to open is recorded: the next backup stores it again */
+    /* a chunk that failed to open is recorded (under the lock): the next backup stores it
+     * again */
     caris_bad_blobs_record(r, "restore", o->op);
+    repo_unlock(r);
     return rc;
 }
 
@@ -1516,7 +1517,6 @@ int caris_verify(struct repo *r, const char *backup_id, const struct verify_opts
     bool copies = storage_local_copies_this_thread(false);
     int rc = verify_locked(r, backup_id, o, res, e);
     storage_local_copies_this_thread(copies);
-    repo_unlock(r);
     if (rc != 0 && e->code != ERR_DAMAGE)
         /* stopped before the end (cancelled, or a read failed: an I/O error, the storage
          * unreachable), not judged: nothing that could read as damage, and nothing recorded
@@ -1527,6 +1527,7 @@ int caris_verify(struct repo *r, const char *backup_id, const struct verify_opts
     if (res->ran)
         caris_verification_record(r, backup_id, rc == 0, res->read.bytes, rc == 0 ? NULL : e,
                                   o ? o->op : NULL);
+    repo_unlock(r); /* after the records: a prune must not run while they are written */
     return rc;
 }
 

@@ -57,8 +57,16 @@ void caris_verification_record(struct repo *r, const char *backup_id, bool ok,
     if (!ok && failure)
         json_object_set_new(rec, "error", json_string(failure->msg));
     struct err e = ERR_INIT;
-    if (repo_record_add_sequenced(r, "verify", rec, &e) != 0)
+    /* under a shared lock (nested when the caller holds one): a prune running meanwhile
+     * removes the temporary file of a record being written */
+    if (repo_lock(r, false, "record a verification", &e) != 0) {
         caris_op_log(op, LOG_WARN, "cannot record the verification of %s: %s", backup_id, e.msg);
+    } else {
+        if (repo_record_add_sequenced(r, "verify", rec, &e) != 0)
+            caris_op_log(op, LOG_WARN, "cannot record the verification of %s: %s", backup_id,
+                         e.msg);
+        repo_unlock(r);
+    }
     json_decref(rec);
     if (!ok)
         caris_bad_blobs_record(r, "verify", op);
