@@ -68,7 +68,9 @@ static void add_url_password(struct notify_config *nc, const char *v)
     const char *p = strstr(v, "://");
     if (p) {
         p += 3;
-        size_t auth = strcspn(p, "/?#");
+        /* libpq ends the user info at the first '@' or '/' only: a bare '?' or '#' is part
+         * of a password it takes */
+        size_t auth = strcspn(p, "/");
         while (auth > 0 && p[auth - 1] != '@')
             auth--; /* to the authority's last '@' */
         if (auth > 0) {

@@ -69,13 +69,15 @@ char *notify_redact(const struct notify_config *nc, const char *in)
         free(order);
     }
     /* scheme://user:password@host: the user info ends at the authority's last '@' (a
-     * password with a bare '@' in it is not valid, but must not leak its end either) */
+     * password with a bare '@' in it is not valid, but must not leak its end either). The
+     * authority ends at '/' (or a space or quote), not at '?' or '#': libpq takes a bare one
+     * in a password. */
     for (size_t off = 0;;) {
         char *p = strstr(s + off, "://");
         if (!p)
             break;
         size_t start = (size_t)(p - s) + 3;
-        size_t authority = strcspn(s + start, "/?# \t\n\"'<>");
+        size_t authority = strcspn(s + start, "/ \t\n\"'<>");
         off = start;
         size_t auth = authority;
         while (auth > 0 && s[start + auth - 1] != '@')

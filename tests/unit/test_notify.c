@@ -31,7 +31,8 @@ static const char *const ALL_VARS[] = {"BACKUP_SMTP_URL",
                                        "CRON_SECRET",
                                        "PGPASSWORD",
                                        "BACKUP_S3_SESSION_TOKEN",
-                                       "BACKUP_PG_REPLICATION_URL"};
+                                       "BACKUP_PG_REPLICATION_URL",
+                                       "DATABASE_URL"};
 
 static int clear_env(void **state)
 {
@@ -543,6 +544,9 @@ static void test_redact(void **state)
      * WAL streamer's own connection, percent-decoded too */
     setenv("BACKUP_S3_SESSION_TOKEN", "S3-Session-Token-0123456789", 1);
     setenv("BACKUP_PG_REPLICATION_URL", "postgresql://repl:r%23pl-Secret@db.example.org/caris", 1);
+    /* a password with a bare '#' or '?' (libpq ends the user info at the first '@' or '/'
+     * only, so it takes such a URL) */
+    setenv("DATABASE_URL", "postgresql://app:Hash#And?Mark-9@db.example.org/caris", 1);
     assert_int_equal(load(&nc, &e), 0);
     static const struct {
         const char *in, *secret;
@@ -561,6 +565,9 @@ static void test_redact(void **state)
         {"sloppy postgres://u:p@ss-w0rd@h/db", "ss-w0rd"},
         {"X-Amz-Security-Token: S3-Session-Token-0123456789 refused", "S3-Session-Token"},
         {"replication login r#pl-Secret refused", "r#pl-Secret"},
+        {"login Hash#And?Mark-9 refused", "And?Mark"},
+        {"dsn postgres://u:pw#with?marks@h/db", "with?marks"},
+        {"dsn postgres://u:pw?qm@h", "pw?qm"},
     };
     for (size_t i = 0; i < sizeof(CASES) / sizeof(CASES[0]); i++) {
         char *r = notify_redact(&nc, CASES[i].in);
