@@ -96,18 +96,26 @@ static void add_url_password(struct notify_config *nc, const char *v)
             }
         }
     }
+    /* password=value: libpq's key=value (quoted with \ escapes, or bare up to white space,
+     * a '&' included), or a URI's query parameter (up to '&') */
     for (const char *q = v; (q = strcasestr(q, "password=")) != NULL;) {
         q += 9;
-        const char *end;
-        if (*q == '\'') {
+        bool quoted = *q == '\'';
+        if (quoted)
             q++;
-            end = strchr(q, '\'');
-            if (!end)
-                end = q + strlen(q);
-        } else {
-            end = q + strcspn(q, " \t&");
+        char *val = secmem_alloc(strlen(q) + 1);
+        size_t k = 0;
+        const char *end = q;
+        while (*end && (quoted ? *end != '\'' : !strchr(" \t\n", *end))) {
+            if (*end == '\\' && end[1])
+                end++;
+            val[k++] = *end++;
         }
-        add_secret(nc, q, (size_t)(end - q));
+        add_secret(nc, q, (size_t)(end - q)); /* as written */
+        add_secret(nc, val, k);
+        if (!quoted)
+            add_secret(nc, q, strcspn(q, " \t&"));
+        secmem_free(val);
         q = end;
     }
 }

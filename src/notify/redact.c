@@ -96,18 +96,20 @@ char *notify_redact(const struct notify_config *nc, const char *in)
         }
         off = replace_span(&s, from, start + auth);
     }
-    /* password=value (libpq key=value strings) */
+    /* password=value (libpq key=value strings: quoted with \ escapes, or bare up to white
+     * space, a '&' included; a URI's query parameter loses what follows it) */
     for (size_t off = 0;;) {
         char *p = strcasestr(s + off, "password=");
         if (!p)
             break;
-        size_t from = (size_t)(p - s) + 9, to;
-        if (s[from] == '\'') {
-            char *q = strchr(s + from + 1, '\'');
-            to = q ? (size_t)(q - s) + 1 : strlen(s);
-        } else {
-            to = from + strcspn(s + from, " \t\n&");
-        }
+        size_t from = (size_t)(p - s) + 9, to = from;
+        bool quoted = s[from] == '\'';
+        if (quoted)
+            to++;
+        while (s[to] && (quoted ? s[to] != '\'' : !strchr(" \t\n", s[to])))
+            to += s[to] == '\\' && s[to + 1] ? 2 : 1;
+        if (quoted && s[to] == '\'')
+            to++;
         if (to == from || (to - from == sizeof(REDACTED) - 1 &&
                            strncmp(s + from, REDACTED, sizeof(REDACTED) - 1) == 0)) {
             off = to;

@@ -32,7 +32,8 @@ static const char *const ALL_VARS[] = {"BACKUP_SMTP_URL",
                                        "PGPASSWORD",
                                        "BACKUP_S3_SESSION_TOKEN",
                                        "BACKUP_PG_REPLICATION_URL",
-                                       "DATABASE_URL"};
+                                       "DATABASE_URL",
+                                       "CARIS_RESTORE_TARGET_URL"};
 
 static int clear_env(void **state)
 {
@@ -547,6 +548,10 @@ static void test_redact(void **state)
     /* a password with a bare '#' or '?' (libpq ends the user info at the first '@' or '/'
      * only, so it takes such a URL) */
     setenv("DATABASE_URL", "postgresql://app:Hash#And?Mark-9@db.example.org/caris", 1);
+    /* key=value: a quoted value with an escaped quote, a bare one with a '&' (libpq takes
+     * both; the last password= counts, each is a secret) */
+    setenv("CARIS_RESTORE_TARGET_URL",
+           "host=db password='Quo\\'ted-Secret-5' password=Amp&Bare-Secret-6 user=x", 1);
     assert_int_equal(load(&nc, &e), 0);
     static const struct {
         const char *in, *secret;
@@ -568,6 +573,10 @@ static void test_redact(void **state)
         {"login Hash#And?Mark-9 refused", "And?Mark"},
         {"dsn postgres://u:pw#with?marks@h/db", "with?marks"},
         {"dsn postgres://u:pw?qm@h", "pw?qm"},
+        {"login Quo'ted-Secret-5 refused", "ted-Secret"},
+        {"login Amp&Bare-Secret-6 refused", "Bare-Secret"},
+        {"host=db password='it\\'s-Secret-77' user=x", "s-Secret-77"},
+        {"host=db password=amp&Secret-88 user=x", "Secret-88"},
     };
     for (size_t i = 0; i < sizeof(CASES) / sizeof(CASES[0]); i++) {
         char *r = notify_redact(&nc, CASES[i].in);
