@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "caris/core.h"
@@ -319,6 +320,43 @@ static size_t read_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
     return n;
 }
 
+/* The recipients the server refused, from the SMTP dialogue: a RCPT TO line sent, then its
+ * reply. libcurl goes on with the others (MAIL_RCPT_ALLOWFAILS) but names none of them. */
+struct rcpt_watch {
+    char addr[256]; /* the last RCPT TO sent */
+    bool waiting;   /* for its reply */
+    bool permanent; /* a refusal was a 5xx (a 4xx may pass) */
+    char refused[512];
+};
+
+static int debug_cb(CURL *h, curl_infotype type, char *data, size_t size, void *userdata)
+{
+    (void)h;
+    struct rcpt_watch *w = userdata;
+    if (type == CURLINFO_HEADER_OUT) {
+        w->waiting = size > 9 && strncasecmp(data, "RCPT TO:<", 9) == 0;
+        if (w->waiting) {
+            const char *gt = memchr(data + 9, '>', size - 9);
+            size_t n = gt ? (size_t)(gt - data - 9) : 0;
+            snprintf(w->addr, sizeof(w->addr), "%.*s", (int)(n < 200 ? n : 200), data + 9);
+        }
+    } else if (type == CURLINFO_HEADER_IN && w->waiting) {
+        w->waiting = false;
+        if (size >= 3 && (data[0] == '4' || data[0] == '5')) {
+            w->permanent |= data[0] == '5';
+            size_t n = size;
+            while (n && (data[n - 1] == '\n' || data[n - 1] == '\r'))
+                n--;
+            char reply[120];
+            str_escape(data, n < 100 ? n : 100, reply, sizeof(reply));
+            size_t used = strlen(w->refused);
+            snprintf(w->refused + used, sizeof(w->refused) - used, "%s%s (%s)", used ? ", " : "",
+                     w->addr, reply);
+        }
+    }
+    return 0;
+}
+
 int notify_email_send(const struct notify_config *nc, const struct buf *msg,
                       struct notify_attempt *a, struct err *e)
 {
@@ -354,12 +392,35 @@ int notify_email_send(const struct notify_config *nc, const struct buf *msg,
     curl_easy_setopt(h, CURLOPT_READFUNCTION, read_cb);
     curl_easy_setopt(h, CURLOPT_READDATA, &rd);
     curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)msg->len);
+    /* One address the server refuses (someone who left) must not keep the alert from the
+     * others: they get it, and the refused ones are named in the error. */
+    struct rcpt_watch watch = {.refused = ""};
+#if LIBCURL_VERSION_NUM >= 0x080200
+    curl_easy_setopt(h, CURLOPT_MAIL_RCPT_ALLOWFAILS, 1L);
+#else
+    curl_easy_setopt(h, CURLOPT_MAIL_RCPT_ALLLOWFAILS, 1L);
+#endif
+    curl_easy_setopt(h, CURLOPT_DEBUGFUNCTION, debug_cb);
+    curl_easy_setopt(h, CURLOPT_DEBUGDATA, &watch);
+    curl_easy_setopt(h, CURLOPT_VERBOSE, 1L);
     long code;
     CURLcode rc = notify_curl_perform(h, a, errbuf, &code);
     curl_slist_free_all(rcpt);
     free(from);
+    if (rc == CURLE_OK && *watch.refused) {
+        /* sent to the others: not tried again (they would get it twice) */
+        a->permanent = true;
+        return err_set(e, ERR_FAILURE, "remove or correct the address in BACKUP_EMAIL_RECIPIENTS",
+                       "the server refused recipient %s; the other recipients got the message",
+                       watch.refused);
+    }
     if (rc == CURLE_OK)
         return 0;
+    if (*watch.refused) {
+        a->permanent = watch.permanent;
+        return err_set(e, ERR_FAILURE, "check BACKUP_EMAIL_RECIPIENTS",
+                       "the server refused every recipient: %s", watch.refused);
+    }
     const char *why = *errbuf ? errbuf : curl_easy_strerror(rc);
     char reply[32] = "";
     if (code)

@@ -61,7 +61,7 @@ def announce(d, sock):
     write_atomic(os.path.join(d, "port"), str(sock.getsockname()[1]).encode())
 
 
-def run_smtp(d, auth, tls, smtps):
+def run_smtp(d, auth, tls, smtps, refuse_rcpt=None):
     import asyncio
     from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
@@ -69,6 +69,13 @@ def run_smtp(d, auth, tls, smtps):
     attempts = {"auth_fail": 0}
 
     class Handler:
+        async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+            # --refuse-rcpt ADDR: that recipient is unknown (550), the others are taken
+            if refuse_rcpt is not None and address == refuse_rcpt:
+                return "550 5.1.1 no such user here"
+            envelope.rcpt_tos.append(address)
+            return "250 OK"
+
         async def handle_DATA(self, server, session, envelope):
             login = None
             if isinstance(session.auth_data, LoginPassword):
@@ -177,7 +184,7 @@ def main():
         auth = opt["--auth"].split(":", 1) if "--auth" in opt else None
         tls = opt["--tls"].split(":", 1) if "--tls" in opt else None
         smtps = opt["--smtps"].split(":", 1) if "--smtps" in opt else None
-        run_smtp(d, auth, tls, smtps)
+        run_smtp(d, auth, tls, smtps, opt.get("--refuse-rcpt"))
     elif mode == "http":
         run_http(d, int(opt.get("--fail", "0")), int(opt.get("--status", "500")))
     elif mode == "refuse":

@@ -211,6 +211,29 @@ run env "${EMAIL_ENV[@]}" BACKUP_EMAIL_FROM=$'CÁRIS <backup@example.org>\nBcc: 
 assert_rc 6 "a sender with LF is refused"
 assert_eq 1 "$(count_msgs smtp)" "nothing sent with an injected header"
 
+# --- a recipient the server refuses: the others get the message, the error names it ----
+
+start_server rcpt smtp --refuse-rcpt gone@example.org
+RCPT_URL=smtp://127.0.0.1:$PORT
+run env BACKUP_SMTP_URL="$RCPT_URL" BACKUP_EMAIL_FROM=backup@example.org \
+    BACKUP_EMAIL_RECIPIENTS="ops@example.org, gone@example.org, dba@example.org" \
+    "$CARIS_BIN" --json notify test
+assert_rc 1 "a refused recipient: notify test fails"
+assert_eq 1 "$(count_msgs rcpt)" "the message was sent once"
+assert_eq '["ops@example.org", "dba@example.org"]' "$(json_get "$TEST_TMP/rcpt/msg-1.json" '["rcpt_tos"]')" \
+    "to every recipient but the refused one"
+assert_eq 1 "$(json_get "$OUT_FILE" '["channels"][0]["tries"]')" "not tried again (no second copy)"
+assert_contains "$(json_get "$OUT_FILE" '["channels"][0]["error"]')" \
+    "refused recipient gone@example.org (550 5.1.1 no such user here)" "the error names the refused address"
+assert_contains "$(json_get "$OUT_FILE" '["channels"][0]["hint"]')" "BACKUP_EMAIL_RECIPIENTS" \
+    "the hint names the variable"
+run env BACKUP_SMTP_URL="$RCPT_URL" BACKUP_EMAIL_FROM=backup@example.org \
+    BACKUP_EMAIL_RECIPIENTS=gone@example.org "$CARIS_BIN" --json notify test
+assert_rc 1 "the only recipient refused: fails"
+assert_contains "$(json_get "$OUT_FILE" '["channels"][0]["error"]')" \
+    "refused every recipient: gone@example.org" "says no one got it, and who was refused"
+assert_eq 1 "$(count_msgs rcpt)" "nothing more sent"
+
 # --- server down: retried with backoff, bounded, names the channel --------------------
 
 start_server closed refuse
