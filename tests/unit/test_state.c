@@ -630,7 +630,7 @@ static void test_state_cost(void **state)
     struct err e = ERR_INIT;
     struct repo *r = repo_init(dir, PW, &TINY, &e);
     assert_non_null(r);
-    enum { N = 1000 };
+    enum { N = 300 }; /* (commits cost O(N) each: 1000 took 12 s under ASan, for a size) */
     char names[N][65];
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -658,10 +658,10 @@ static void test_state_cost(void **state)
     double commits = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
     double removes = (double)(t3.tv_sec - t2.tv_sec) + (double)(t3.tv_nsec - t2.tv_nsec) / 1e9;
     printf("state cost: %d live snapshots: %lld bytes (%.1f per snapshot); %d live + %d removed: "
-           "%lld bytes; %d commits in %.2f s (%.1f ms each); %d removals (1000 -> 500 live) in "
+           "%lld bytes; %d commits in %.2f s (%.1f ms each); %d removals (%d -> %d live) in "
            "%.2f s (%.1f ms each)\n",
            N, (long long)sb.st_size, live, N / 2, N / 2, (long long)sb2.st_size, N, commits,
-           commits * 1000 / N, N / 2, removes, removes * 1000 / (N / 2));
+           commits * 1000 / N, N / 2, N, N / 2, removes, removes * 1000 / (N / 2));
     assert_true(live < 80);
     json_t *rep = audit(r);
     assert_true(rep_ok(rep));
