@@ -159,7 +159,7 @@ ps_watch_start() {
         ps-watch "$PS_WATCH_STOP" "$1"
     PS_WATCH_PID=$BG_PID
     # the first snapshot is in the file before the watched command starts
-    wait_until 10 test -s "$1"
+    wait_until 30 test -s "$1"
 }
 ps_watch_stop() {
     : >"$PS_WATCH_STOP"

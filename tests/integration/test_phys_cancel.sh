@@ -24,13 +24,13 @@ wait_until 30 _in_poll || fail "the backup is not waiting in poll" "$(cat "/proc
 kill -TERM "$BG_PID"
 # shellcheck disable=SC2317 # called through wait_until
 _gone() { ! kill -0 "$BG_PID" 2>/dev/null; }
-if wait_until 10 _gone; then
+if wait_until 30 _gone; then
     wait "$BG_PID"
     assert_eq 1 "$?" "SIGTERM stops the waiting base backup (exit 1)"
     assert_contains "$(cat "$BG_ERR")" "cancelled" "it says cancelled"
     assert_contains "$(cat "$BG_ERR")" "nothing was committed" "and that nothing was committed"
 else
-    fail "the base backup ignored SIGTERM for 10 s" "$(_tail "$BG_ERR")"
+    fail "the base backup ignored SIGTERM for 30 s" "$(_tail "$BG_ERR")"
     kill -9 "$BG_PID"
 fi
 run "$CARIS_BIN" --json list

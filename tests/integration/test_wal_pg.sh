@@ -76,7 +76,7 @@ for i in 4 5; do
     fi
     cp "$data/pg_wal/$s" "$TEST_TMP/server-$s" 2>/dev/null
     _pushed() { grep -q "archived WAL file $s" "$DAEMON_ERR"; }
-    wait_until 10 _pushed
+    wait_until 30 _pushed
     assert_eq 0 "$?" "the daemon's log: it archived $s"
 done
 kill -TERM "$DAEMON"
