@@ -100,6 +100,14 @@ static int backup_blobs(struct repo *src, json_t *summary, const struct caris_op
     return 0;
 }
 
+/* A WAL record's "name sha256" (false when it lacks either): what says that dst has it. */
+static bool record_key(json_t *rec, char *out, size_t n)
+{
+    const char *name = json_string_value(json_object_get(rec, "name"));
+    const char *sha = json_string_value(json_object_get(rec, "sha256"));
+    return name && sha && (size_t)snprintf(out, n, "%s %s", name, sha) < n;
+}
+
 /* The WAL a physical backup needs to become consistent, from src's WAL archive: the records
  * (kind "wal": segments, streamed partials of kind "walstream") of its timeline from the
  * segment of its start LSN to the one of its stop LSN, the backup label file among them, and
@@ -156,23 +164,23 @@ static json_t *backup_wal(struct repo *src, struct repo *dst, json_t *s, struct 
             if (seg)
                 got[segno - first] = true;
             if (!there) {
-                there = repo_record_list(dst, kinds[k], &damaged, e);
+                json_t *list = repo_record_list(dst, kinds[k], &damaged, e);
                 json_decref(damaged);
                 damaged = NULL;
-                if (!there)
+                if (!list)
                     break;
+                /* looked up by "name sha256", once, not by a walk for each record wanted */
+                there = json_object();
+                json_array_foreach(list, j, x)
+                {
+                    char key[160];
+                    if (record_key(x, key, sizeof(key)))
+                        json_object_set_new(there, key, json_true());
+                }
+                json_decref(list);
             }
-            const char *name = json_string_value(json_object_get(rec, "name"));
-            const char *sha = json_string_value(json_object_get(rec, "sha256"));
-            bool present = false;
-            json_array_foreach(there, j, x)
-            {
-                const char *xn = json_string_value(json_object_get(x, "name"));
-                const char *xs = json_string_value(json_object_get(x, "sha256"));
-                if (name && sha && xn && xs && strcmp(name, xn) == 0 && strcmp(sha, xs) == 0)
-                    present = true;
-            }
-            if (present)
+            char key[160];
+            if (record_key(rec, key, sizeof(key)) && json_object_get(there, key))
                 continue;
             json_t *c;
             json_array_foreach(json_object_get(rec, "chunks"), j, c)
