@@ -597,6 +597,17 @@ PGconn *pgsrc_connect(const struct pgsrc_target *t, const char *dbname, struct e
     }
     if (PQstatus(c) == CONNECTION_OK) {
         kv_free(&kv);
+        /* An empty search_path, as pg_dump sets for its own session: the role's or the
+         * database's search_path (which a database's owner may set) could put a schema of
+         * theirs before pg_catalog, and a count() or an operator of that schema would run in
+         * our session, as our role (often a superuser). Every name we use is qualified or in
+         * pg_catalog, searched first whatever the path. (A replication connection runs no
+         * SQL.) */
+        if (!pgsrc_target_get(t, "replication") &&
+            pgsrc_exec(c, "SELECT pg_catalog.set_config('search_path', '', false)", e) != 0) {
+            PQfinish(c);
+            return NULL;
+        }
         return c;
     }
     char msg[700], host[256], port[64], db[256], user[256];

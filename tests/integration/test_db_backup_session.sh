@@ -5,7 +5,10 @@
 #   backup's database, with no warning;
 # - the role carries session limits for the application (lock_timeout, statement_timeout,
 #   idle_in_transaction_session_timeout): the backup's own session lifts them as pg_dump
-#   does for its, so a backup that pg_dump would complete does not fail on them.
+#   does for its, so a backup that pg_dump would complete does not fail on them;
+# - the database's owner set its search_path to a schema of theirs before pg_catalog, with a
+#   count(*) of their own: the backup's session, connected as a superuser, runs none of it
+#   (its search_path is empty, as pg_dump's is).
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/pglib.sh"
 
@@ -57,4 +60,26 @@ rc=$?
 assert_eq 0 "$rc" "the backup completes once the table is released"
 ((rc == 0)) || note "$(_tail "$BG_ERR")"
 assert_contains "$(cat "$BG_OUT")" '"rows": 1000' "the locked table's rows are counted"
+psql_db postgres -c "ALTER ROLE app_owner RESET lock_timeout" >/dev/null
+
+# --- a search_path the database's owner set: nothing of theirs runs in the backup's session -----
+# (the count(*) of a parent table's rows, which the backup's session counts itself, was the
+# owner's aggregate, run as the superuser the backup connects as: with the superuser's rights)
+psql_db appdb -c "SET ROLE app_owner; CREATE SCHEMA evil;
+    CREATE TABLE parent (id integer); CREATE TABLE child () INHERITS (parent);
+    INSERT INTO child SELECT generate_series(1, 7);
+    CREATE FUNCTION evil.trap(bigint) RETURNS bigint LANGUAGE plpgsql AS
+      \$\$BEGIN RAISE EXCEPTION 'hijacked: ran as %', current_user; END\$\$;
+    CREATE AGGREGATE evil.count(*) (SFUNC = evil.trap, STYPE = bigint, INITCOND = '0');
+    ALTER DATABASE appdb SET search_path = evil, pg_catalog" >/dev/null ||
+    fail "setting up the owner's schema failed"
+# (the trap is armed: a session of the database with the owner's search_path runs it)
+assert_contains "$(psql_db appdb -c "SELECT count(*) FROM public.small" 2>&1)" "hijacked" \
+    "a plain session of the database runs the owner's count(*)"
+POSTGRES_URL=$(pg_url appdb) \
+    db_backup_json "$TEST_TMP/b3.json" --full
+assert_rc 0 "a backup as a superuser of a database whose owner set its search_path"
+assert_not_contains "$OUT$ERR" "hijacked" "the owner's count(*) did not run in the backup's session"
+assert_true "the parent's rows are counted by pg_catalog's count(*)" json_eval "$TEST_TMP/b3.json" \
+    'any(t["name"] == "parent" and t["rows"] == 7 for t in d["tables"])'
 test_done
