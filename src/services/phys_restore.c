@@ -1041,6 +1041,23 @@ static int start_and_wait(const struct phys_restore_opts *o, int version_num, co
         if (alive && strcmp(action, "shutdown") != 0) {
             struct err ce = ERR_INIT;
             PGconn *c = pgsrc_connect(&t, NULL, &ce);
+            /* a login refused for good (authentication, a role or database the restored
+             * cluster lacks, bad parameters) is said at once: asking again until the deadline
+             * hid it behind "did not reach the target". A server still starting, or not yet
+             * consistent, rejects connections before it looks at the login: that is waited
+             * out. */
+            if (!c && (ce.code == ERR_CONFIG || strncmp(ce.msg, "authentication failed", 21) == 0 ||
+                       strstr(ce.msg, " does not exist at host "))) {
+                char hint[700];
+                snprintf(hint, sizeof(hint),
+                         "the server keeps running: stop it with pg_ctl stop -D %s; POSTGRES_URL's "
+                         "user must be able to log in to the restored server over its socket in "
+                         "the data directory (its pg_hba.conf and roles are the source's)%s%s",
+                         pgdata, *ce.hint ? "; " : "", ce.hint);
+                err_set(e, ERR_DATABASE, hint,
+                        "cannot ask the restored server how far recovery got: %s", ce.msg);
+                break;
+            }
             if (c) {
                 struct err qe = ERR_INIT;
                 PGresult *q =
