@@ -971,6 +971,25 @@ static int start_and_wait(const struct phys_restore_opts *o, int version_num, co
     if (strchr(pgdata, '\''))
         return err_set(e, ERR_USAGE, "start the server yourself (pg_ctl start -D DIR)",
                        "--start: the data directory's path %s has a quote", pgdata);
+    /* a base backup holds the data directory only: a source that kept its configuration
+     * outside it (Debian's clusters, in /etc/postgresql/<version>/<name>) comes back without
+     * postgresql.conf, and the server stops at once, saying so in words the wait below does
+     * not know (logging is not set up yet): it waited out --wait, then said "keeps running" */
+    char *conf = xasprintf("%s/postgresql.conf", pgdata);
+    struct stat cst;
+    bool no_conf = stat(conf, &cst) != 0 && errno == ENOENT;
+    free(conf);
+    if (no_conf)
+        return err_set(e, ERR_DATABASE,
+                       "the restored data directory is kept: put a postgresql.conf into it (an "
+                       "empty one will do, the recovery settings are in postgresql.auto.conf; not "
+                       "the source's as it is, whose data_directory, hba_file and ident_file name "
+                       "the source's) and a pg_hba.conf, then start it with pg_ctl start -D DIR",
+                       "--start: the restored data directory %s has no postgresql.conf: the "
+                       "source kept its configuration outside its data directory (as Debian's "
+                       "clusters do, in /etc/postgresql), and a base backup holds only the data "
+                       "directory",
+                       pgdata);
     res->log_path = xasprintf("%s.log", pgdata);
     char *opts =
         xasprintf("-p %d -c listen_addresses='' -c unix_socket_directories='%s'", o->port, pgdata);
@@ -1085,6 +1104,15 @@ static int start_and_wait(const struct phys_restore_opts *o, int version_num, co
                 if (rc == 0)
                     break;
             }
+        }
+        if (time_mono_ns() > deadline && !seen_pid) {
+            char tail[700];
+            log_tail(res->log_path, tail, sizeof(tail));
+            err_set(e, ERR_DATABASE, "see the server's log; the restored data directory is kept",
+                    "the restored server did not start within %d s (no postmaster.pid in %s; "
+                    "its log: %s):\n%s",
+                    o->wait_seconds > 0 ? o->wait_seconds : 600, pgdata, res->log_path, tail);
+            break;
         }
         if (time_mono_ns() > deadline) {
             err_set(e, ERR_DATABASE,
