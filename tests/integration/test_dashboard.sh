@@ -123,6 +123,24 @@ assert_eq 401 "$(json_eval "$S" 'd["noToken"]')" "a request without a token fail
 assert_eq 1 "$(($(n401) - before))" "and is not sent: the one failed authentication is the reload's"
 assert_eq "[]" "$(json_eval "$S" '[e for e in d["consoleErrors"] if "401" not in e or "/backup/list?" not in e]')" \
     "no console error but the list's 401 (the browser's own line)"
+
+# Failed authentications from the tab's address by another client (behind a reverse proxy,
+# every user shares one): the address must wait, and the tab's requests get 429 whatever
+# their token. The tab stays signed in, says why it waits, and resumes by itself (a 429
+# signed it out: one mistyped token signed out every user behind the proxy)
+run python3 "$LIB_DIR/dashboard_browser.py" "$CHROMIUM" "$BASE" "$TOKEN" "$TEST_TMP/dashboard" throttled
+assert_rc 0 "the fifth browser session ran"
+S=$TEST_TMP/dashboard/throttled.json
+printf '%s\n' "$OUT" >"$S"
+assert_eq "401 429" "$(json_eval "$S" '"%d %d" % (d["codes"][0], d["codes"][-1])')" \
+    "the other client's wrong tokens fail, then its address must wait"
+assert_contains "$(json_eval "$S" 'd["waitShown"]')" "tries again in" "the tab says it waits, and for how long"
+assert_eq true "$(json_eval "$S" 'd["signedInDuring"]')" "the tab stays signed in while it waits"
+assert_eq true "$(json_eval "$S" 'd["resumed"]')" "it resumes by itself after the wait"
+assert_eq true "$(json_eval "$S" 'd["signedInAfter"]')" "still signed in, with its token"
+assert_eq "" "$(json_eval "$S" 'd["msgAfter"]')" "the waiting message is gone"
+assert_eq "[]" "$(json_eval "$S" '[e for e in d["consoleErrors"] if "status of 429" not in e]')" \
+    "no console error but the browser's own lines for the 429s"
 kill -TERM "$DAEMON"
 wait "$DAEMON"
 assert_eq 0 "$?" "the daemon exits 0"

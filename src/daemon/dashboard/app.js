@@ -9,6 +9,10 @@ let pollTimer = null;
 let lastRunning = null;
 let backups = [];
 let listed = false; /* backups holds the repository's list (read once at least) */
+/* Until when this address must wait (a 429's Retry-After, ms since the epoch): the polls
+ * pause, and the tab stays signed in. The wait is for failed authentications from this
+ * address, which may be another client's (behind a reverse proxy every user shares one). */
+let waitUntil = 0;
 
 const $ = (id) => document.getElementById(id);
 
@@ -19,6 +23,7 @@ class ApiError extends Error {
     super((body && body.error && body.error.message) || ("HTTP " + status));
     this.status = status;
     this.hint = body && body.error && body.error.hint;
+    this.retryAfter = 0; /* seconds, of a 429 */
   }
 }
 
@@ -36,7 +41,19 @@ async function api(method, path, body) {
   const r = await fetch(path, init);
   let data = null;
   try { data = await r.json(); } catch (e) { data = null; }
-  if (!r.ok) throw new ApiError(r.status, data);
+  if (!r.ok) {
+    const err = new ApiError(r.status, data);
+    if (r.status === 429) {
+      const s = parseInt(r.headers.get("Retry-After") || "", 10);
+      err.retryAfter = s > 0 ? s : 5;
+      waitUntil = Math.max(waitUntil, Date.now() + err.retryAfter * 1000);
+    }
+    throw err;
+  }
+  if ($("action-msg").dataset.waiting) { /* the wait is over */
+    delete $("action-msg").dataset.waiting;
+    text($("action-msg"), "");
+  }
   return data;
 }
 
@@ -262,6 +279,7 @@ async function refreshList() {
 
 let lastStatus = null;
 async function poll() {
+  if (Date.now() < waitUntil) return;
   try {
     lastStatus = await api("GET", "/api/admin/backup/status");
     renderStatus(lastStatus);
@@ -270,8 +288,16 @@ async function poll() {
 }
 
 function handle(e) {
-  if (e instanceof ApiError && (e.status === 401 || e.status === 429)) {
+  if (e instanceof ApiError && e.status === 401) {
     if (token()) signOut(e.message); /* else signed out already: its message stays */
+    return;
+  }
+  if (e instanceof ApiError && e.status === 429) {
+    /* the token was not even looked at: stay signed in, and try again after the wait (a
+     * 429 signed every tab out, and one mistyped token behind a proxy signed out everyone) */
+    $("action-msg").dataset.waiting = "1";
+    text($("action-msg"), "Waiting: " + e.message + ". This tab stays signed in and tries " +
+         "again in " + e.retryAfter + " s.");
     return;
   }
   text($("action-msg"), "Error: " + e.message + (e.hint ? " — " + e.hint : ""));
@@ -281,9 +307,14 @@ async function watchJob(id, what) {
   text($("action-msg"), what + ": queued as " + id + ".");
   for (;;) {
     await new Promise((r) => setTimeout(r, 1000));
+    if (Date.now() < waitUntil) continue; /* the job runs on: asked again after the wait */
     let j;
     try { j = await api("GET", "/api/admin/backup/jobs/" + encodeURIComponent(id)); }
-    catch (e) { handle(e); return; }
+    catch (e) {
+      handle(e);
+      if (e instanceof ApiError && e.status === 429) continue;
+      return;
+    }
     if (j.state === "done") {
       text($("action-msg"), what + " (" + id + "): " + (j.ok ? "done, ok" : "FAILED: " +
            (j.error ? j.error.message : "see the job")) + ".");
