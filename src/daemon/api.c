@@ -77,6 +77,11 @@ struct api {
     pthread_mutex_t fail_mu;
     struct repo *r;
     struct fail_slot fails[FAIL_SLOTS];
+    /* CRON_SECRET's SHA-256 (none: has_cron false), under secret_mu: a reload replaces it
+     * (api_reload), so that a rotated secret stops working at the SIGHUP that says so */
+    pthread_mutex_t secret_mu;
+    bool has_cron;
+    uint8_t cron_hash[CX_SHA256_LEN];
 };
 
 /* One request: its body as it arrives. */
@@ -359,10 +364,12 @@ static int authorize(struct api *a, struct MHD_Connection *c, enum access need, 
     /* the cron secret and the tokens are both checked, whichever is asked for, so that the
      * time taken does not tell which one a credential was */
     bool is_cron = false;
-    const char *secret = config_get(a->cfg, "CRON_SECRET");
-    if (secret && *secret) {
-        uint8_t hs[CX_SHA256_LEN], ht[CX_SHA256_LEN];
-        cx_sha256(secret, strlen(secret), hs);
+    uint8_t hs[CX_SHA256_LEN], ht[CX_SHA256_LEN];
+    pthread_mutex_lock(&a->secret_mu);
+    bool has_cron = a->has_cron;
+    memcpy(hs, a->cron_hash, sizeof(hs));
+    pthread_mutex_unlock(&a->secret_mu);
+    if (has_cron) {
         cx_sha256(tok, tlen, ht);
         is_cron = cx_memcmp(hs, ht, sizeof(hs)) == 0;
     }
@@ -1335,7 +1342,27 @@ static void api_free(struct api *a)
     free(a->repo_path);
     pthread_mutex_destroy(&a->mu);
     pthread_mutex_destroy(&a->fail_mu);
+    pthread_mutex_destroy(&a->secret_mu);
     free(a);
+}
+
+/* CRON_SECRET of cfg, from now on (its hash only: the text stays in cfg). */
+static void cron_secret_set(struct api *a, const struct config *cfg)
+{
+    const char *secret = config_get(cfg, "CRON_SECRET");
+    pthread_mutex_lock(&a->secret_mu);
+    a->has_cron = secret && *secret;
+    if (a->has_cron)
+        cx_sha256(secret, strlen(secret), a->cron_hash);
+    else
+        memset(a->cron_hash, 0, sizeof(a->cron_hash));
+    pthread_mutex_unlock(&a->secret_mu);
+}
+
+void api_reload(struct api *a, const struct config *cfg)
+{
+    if (a)
+        cron_secret_set(a, cfg);
 }
 
 int api_start(const struct api_opts *o, struct api **out, struct err *e)
@@ -1357,10 +1384,12 @@ int api_start(const struct api_opts *o, struct api **out, struct err *e)
     struct api *a = xcalloc(1, sizeof(*a));
     pthread_mutex_init(&a->mu, NULL);
     pthread_mutex_init(&a->fail_mu, NULL);
+    pthread_mutex_init(&a->secret_mu, NULL);
     a->d = o->d;
     a->cfg = o->cfg;
     a->backup_dir = xstrdup(o->backup_dir);
     a->repo_path = xstrdup(o->repo_path);
+    cron_secret_set(a, o->cfg);
     const char *cert = config_get(o->cfg, "BACKUP_API_TLS_CERT");
     const char *key = config_get(o->cfg, "BACKUP_API_TLS_KEY");
     if ((cert && *cert) != (key && *key)) {

@@ -1725,20 +1725,24 @@ static int load_settings(const struct config *cfg, struct schedule_config *sch,
 
 /* The WAL threads (the archiver watch, WAL streaming and the WAL queue) run on the
  * configuration the daemon started with, for as long as it runs: a reload does not reach them.
- * The names of their settings that differ in cfg (comma-separated into out, "" when none;
- * names only: some are secrets). */
-static void wal_settings_changed(const struct config *cfg, const struct config *started, char *out,
-                                 size_t n)
+ * Nor does it reach the HTTP API's address and TLS files (its CRON_SECRET it does:
+ * api_reload). The names of those settings that differ in cfg (comma-separated into out, ""
+ * when none; names only: some are secrets). */
+static const char *const WAL_SETTINGS[] = {"POSTGRES_URL",
+                                           "PGPASSWORD",
+                                           "BACKUP_PG_REPLICATION_URL",
+                                           "BACKUP_WAL_STREAMING",
+                                           "BACKUP_WAL_SLOT",
+                                           "BACKUP_WAL_FLUSH_SECONDS",
+                                           "BACKUP_WAL_ALERT_MINUTES",
+                                           NULL};
+static const char *const API_SETTINGS[] = {"BACKUP_API_LISTEN", "BACKUP_API_TLS_CERT",
+                                           "BACKUP_API_TLS_KEY", NULL};
+static void settings_changed(const char *const *names, const struct config *cfg,
+                             const struct config *started, char *out, size_t n)
 {
-    static const char *const names[] = {"POSTGRES_URL",
-                                        "PGPASSWORD",
-                                        "BACKUP_PG_REPLICATION_URL",
-                                        "BACKUP_WAL_STREAMING",
-                                        "BACKUP_WAL_SLOT",
-                                        "BACKUP_WAL_FLUSH_SECONDS",
-                                        "BACKUP_WAL_ALERT_MINUTES"};
     out[0] = '\0';
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+    for (size_t i = 0; names[i]; i++) {
         const char *a = config_get(cfg, names[i]), *b = config_get(started, names[i]);
         if (strcmp(a ? a : "", b ? b : "") != 0) {
             size_t k = strlen(out);
@@ -1794,12 +1798,21 @@ static void reload_apply(struct daemon *d)
      * watch would go on with the old ones (a rotated password: streaming fails from then on)
      * without a word, after a log line saying "configuration reloaded" */
     char walvars[300];
-    wal_settings_changed(&cfg, d->o->cfg, walvars, sizeof(walvars));
+    settings_changed(WAL_SETTINGS, &cfg, d->o->cfg, walvars, sizeof(walvars));
     if (*walvars)
         dlog(d, LOG_WARN, "reload",
              "%s changed: WAL streaming and the WAL archiver watch go on with the values the "
              "daemon started with; restart the daemon for them to apply",
              walvars);
+    /* the API went on at its old address with its old certificate, after "configuration
+     * reloaded" and nothing else */
+    char apivars[200];
+    settings_changed(API_SETTINGS, &cfg, d->o->cfg, apivars, sizeof(apivars));
+    if (*apivars)
+        dlog(d, LOG_WARN, "reload",
+             "%s changed: the HTTP API goes on with the values the daemon started with; restart "
+             "the daemon for them to apply",
+             apivars);
     pthread_mutex_lock(&d->mu);
     /* the worker reads d->cfg while a job runs: swap only between jobs */
     bool busy = d->running != NULL;
@@ -1835,6 +1848,8 @@ static void reload_apply(struct daemon *d)
         config_free(&cfg);
         dlog(d, LOG_WARN, "reload", "a job is running: send SIGHUP again once it ended");
     } else {
+        /* a rotated CRON_SECRET: the old one was still let in until a restart */
+        api_reload(d->api, d->cfg);
         dlog(d, LOG_INFO, "reload", "configuration reloaded");
     }
 }

@@ -80,6 +80,11 @@ struct api_opts {
 int api_start(const struct api_opts *o, struct api **out, struct err *e);
 /* Stops serving (waits for requests in progress) and frees it; NULL is fine. */
 void api_stop(struct api *a);
+/* A reload: CRON_SECRET of cfg replaces the one the API had (at once: a rotated secret is
+ * refused from then on; cfg need not outlive the call). The address and the TLS files are the
+ * ones the API started with (api_start): the daemon names them when they changed. NULL is
+ * fine. */
+void api_reload(struct api *a, const struct config *cfg);
 /* What failed authentications are counted by: the address, or for IPv6 its /64 ("2001:db8::/64":
  * one host commonly has a whole /64, and would otherwise start afresh from each address). */
 #define API_FAIL_KEY_MAX 64
