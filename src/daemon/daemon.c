@@ -1266,9 +1266,14 @@ static json_t *status_locked(struct daemon *d)
     return s;
 }
 
-static json_t *error_json(const char *code, const char *msg)
+/* Sends {"error": {"code", "message"}} (each refusal leaked its JSON: a refused `wal push`, a
+ * full queue, a request the daemon did not understand, for as long as the daemon ran). */
+static void send_error(int fd, const char *code, const char *msg)
 {
-    return json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", msg);
+    json_t *j = json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", msg);
+    if (j)
+        send_line(fd, j);
+    json_decref(j);
 }
 
 /* `wal push` hands over a WAL file: {"cmd": "wal-push", "name", "repo"} with the file's open
@@ -1290,12 +1295,11 @@ static void wal_push_request(struct daemon *d, size_t i, json_t *req, bool get)
     free(mine);
     free(theirs);
     if (!name || strlen(name) >= WALQ_NAME_MAX || c->passed_fd < 0) {
-        send_line(c->fd, error_json("usage", "wal-push and wal-get need a name and a descriptor"));
+        send_error(c->fd, "usage", "wal-push and wal-get need a name and a descriptor");
     } else if (!same) {
-        send_line(c->fd,
-                  error_json("other-repository", "this daemon archives into another repository"));
+        send_error(c->fd, "other-repository", "this daemon archives into another repository");
     } else if (!d->walq || walq_submit(d->walq, c->fd, c->passed_fd, name, get) != 0) {
-        send_line(c->fd, error_json("busy", "the WAL queue is full"));
+        send_error(c->fd, "busy", "the WAL queue is full");
     } else {
         c->passed_fd = -1; /* the queue's now, and the connection with it */
         c->detached = true;
@@ -1310,7 +1314,7 @@ static bool handle_request(struct daemon *d, size_t i, const char *line)
     const char *cmd = json_string_value(json_object_get(req, "cmd"));
     bool close_it = true;
     if (!cmd) {
-        send_line(d->clients[i].fd, error_json("usage", "a request is {\"cmd\": ...}"));
+        send_error(d->clients[i].fd, "usage", "a request is {\"cmd\": ...}");
     } else if (strcmp(cmd, "status") == 0) {
         pthread_mutex_lock(&d->mu);
         json_t *s = status_locked(d);
@@ -1321,7 +1325,7 @@ static bool handle_request(struct daemon *d, size_t i, const char *line)
         enum caris_job_type type;
         struct err e = ERR_INIT;
         if (caris_job_type_parse(json_string_value(json_object_get(req, "type")), &type, &e) != 0) {
-            send_line(d->clients[i].fd, error_json("usage", e.msg));
+            send_error(d->clients[i].fd, "usage", e.msg);
         } else {
             struct job *j = job_new(type, "manual", 0);
             bool wait = json_is_true(json_object_get(req, "wait"));
@@ -1364,7 +1368,7 @@ static bool handle_request(struct daemon *d, size_t i, const char *line)
     } else if (strcmp(cmd, "wal-get") == 0) {
         wal_push_request(d, i, req, true);
     } else {
-        send_line(d->clients[i].fd, error_json("usage", "unknown request"));
+        send_error(d->clients[i].fd, "usage", "unknown request");
     }
     json_decref(req);
     return close_it;
@@ -1426,7 +1430,7 @@ static void client_read(struct daemon *d, size_t i)
     char *nl = strchr(c->buf, '\n');
     if (!nl) {
         if (c->len >= sizeof(c->buf) - 1) {
-            send_line(c->fd, error_json("usage", "request too long"));
+            send_error(c->fd, "usage", "request too long");
             client_close(d, i);
         }
         return;
@@ -1450,7 +1454,7 @@ static void client_accept(struct daemon *d)
         return;
     }
     if (d->nclients == MAX_CLIENTS) {
-        send_line(fd, error_json("busy", "too many connections"));
+        send_error(fd, "busy", "too many connections");
         close(fd);
         return;
     }

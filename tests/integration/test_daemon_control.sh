@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Hostile and malformed input on the daemon's control socket (BACKUP_DIR/metadata/daemon.sock):
+# each request is answered, the daemon goes on serving, and nothing is kept per request: each
+# refusal leaked its answer's JSON for as long as the daemon ran (a `wal push` refused as
+# "busy" or "other-repository", a request not understood, a connection over the limit), which
+# the ASan build's leak report at the daemon's exit shows.
+source "$(dirname "$0")/lib.sh"
+
+export BACKUP_SCHEDULE_DAILY=off BACKUP_SCHEDULE_WEEKLY=off BACKUP_SCHEDULE_MONTHLY=off
+assert_exit 0 cb init
+: >"$TEST_TMP/env"
+start_daemon
+SOCK=$BACKUP_DIR/metadata/daemon.sock
+
+# ask LINE...: each LINE sent on a connection of its own (with a descriptor when it asks for
+# one: wal-push, wal-get), the first line of each answer printed ("TIMEOUT" when none in 30 s)
+ask() {
+    python3 - "$SOCK" "$@" <<'PY'
+import array, os, socket, sys
+sock = sys.argv[1]
+for line in sys.argv[2:]:
+    data = line.encode("utf-8", "surrogateescape").replace(b"\\0", b"\0") + b"\n"
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(30)
+    s.connect(sock)
+    if b'"wal-' in data:
+        fd = os.open("/dev/null", os.O_RDONLY)
+        s.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
+        os.close(fd)
+    else:
+        s.sendall(data)
+    out = b""
+    try:
+        while b"\n" not in out:
+            c = s.recv(4096)
+            if not c:
+                break
+            out += c
+    except socket.timeout:
+        out = b"TIMEOUT\n"
+    s.close()
+    print(out.split(b"\n")[0].decode("utf-8", "replace"))
+PY
+}
+
+run ask '[]' '{"cmd": 1}' '{"cmd": "bogus"}' '{"cmd": "run-now", "type": "sideways"}' \
+    '{"cmd": "wal-push"}' \
+    '{"cmd": "wal-push", "name": "000000010000000000000001", "repo": "/nonexistent/other"}' \
+    "$(printf 'x%.0s' {1..5000})"
+assert_rc 0 "the malformed requests were sent"
+assert_eq 7 "$(grep -c '"error":{"code":"' "$OUT_FILE")" "each malformed request is answered with an error"
+assert_contains "$OUT" '"code":"other-repository"' "a push for another repository is refused as such"
+assert_contains "$OUT" '"message":"request too long"' "an overlong request is refused"
+
+# more connections than the daemon takes at once: the one over the limit is told so
+python3 - "$SOCK" >"$TEST_TMP/busy.out" <<'PY'
+import socket, sys
+held = []
+for _ in range(16):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(sys.argv[1])
+    held.append(s)
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.settimeout(30)
+s.connect(sys.argv[1])
+print(s.recv(4096).decode().strip())
+PY
+assert_contains "$(cat "$TEST_TMP/busy.out")" '"code":"busy"' "a connection over the limit is refused busy"
+
+run cb --json schedule status
+assert_rc 0 "the daemon still answers"
+assert_eq true "$(json_get "$OUT_FILE" '["running"]')" "status: the daemon runs"
+stop_daemon
+
+test_done
