@@ -1427,7 +1427,14 @@ static void client_read(struct daemon *d, size_t i)
         return; /* nothing more is expected from it */
     c->len += (size_t)n;
     c->buf[c->len] = '\0';
-    char *nl = strchr(c->buf, '\n');
+    /* memchr, not strchr: a NUL byte before the line's end hid it, and the client waited for
+     * an answer that came only once it had sent 4 KiB more */
+    char *nl = memchr(c->buf, '\n', c->len);
+    if (nl && memchr(c->buf, '\0', (size_t)(nl - c->buf))) {
+        send_error(c->fd, "usage", "a request is one line of JSON, without a NUL byte");
+        client_close(d, i);
+        return;
+    }
     if (!nl) {
         if (c->len >= sizeof(c->buf) - 1) {
             send_error(c->fd, "usage", "request too long");

@@ -52,6 +52,11 @@ assert_eq 7 "$(grep -c '"error":{"code":"' "$OUT_FILE")" "each malformed request
 assert_contains "$OUT" '"code":"other-repository"' "a push for another repository is refused as such"
 assert_contains "$OUT" '"message":"request too long"' "an overlong request is refused"
 
+# a NUL byte in a request: refused at once (it hid the line's end: no answer, the client waited
+# until it sent 4 KiB more)
+run ask '\0' '{"cmd": "status"}\0garbage'
+assert_eq 2 "$(grep -c 'without a NUL byte' "$OUT_FILE")" "a request with a NUL byte is refused at once"
+
 # more connections than the daemon takes at once: the one over the limit is told so
 python3 - "$SOCK" >"$TEST_TMP/busy.out" <<'PY'
 import socket, sys
