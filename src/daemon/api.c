@@ -1365,6 +1365,33 @@ void api_reload(struct api *a, const struct config *cfg)
         cron_secret_set(a, cfg);
 }
 
+int api_config_check(const struct config *cfg, struct err *e)
+{
+    const char *listen = config_get(cfg, "BACKUP_API_LISTEN");
+    if (!listen || !*listen)
+        listen = "127.0.0.1:8787"; /* as api_start */
+    if (strcmp(listen, "none") == 0)
+        return 0;
+    struct sockaddr_storage ss;
+    if (parse_listen(listen, &ss, e) != 0)
+        return -1;
+    const char *cert = config_get(cfg, "BACKUP_API_TLS_CERT");
+    const char *key = config_get(cfg, "BACKUP_API_TLS_KEY");
+    if ((cert && *cert) != (key && *key))
+        return err_set(e, ERR_CONFIG, "set both (PEM files), or neither for plain HTTP",
+                       "BACKUP_API_TLS_CERT and BACKUP_API_TLS_KEY go together");
+    if (!cert || !*cert)
+        return 0;
+    char *c = read_pem(cert, "BACKUP_API_TLS_CERT", e),
+         *k = c ? read_pem(key, "BACKUP_API_TLS_KEY", e) : NULL;
+    if (k) {
+        cx_wipe(k, strlen(k));
+        free(k);
+    }
+    free(c);
+    return c && k ? 0 : -1;
+}
+
 int api_start(const struct api_opts *o, struct api **out, struct err *e)
 {
     *out = NULL;

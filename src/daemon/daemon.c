@@ -1787,7 +1787,13 @@ static void reload_apply(struct daemon *d)
     if (config_unknown_names(&cfg, unknown, sizeof(unknown)))
         dlog(d, LOG_WARN, "reload", "unknown variables (misspelt?), ignored: %s", unknown);
     int64_t run_timeout_ns;
-    if (load_settings(&cfg, &sch, &nc, &run_timeout_ns, &e) != 0) {
+    /* the WAL threads' and the API's settings apply at the next start, which refuses a bad
+     * one (exit 6): a reload that took it said "configuration reloaded", and the daemon then
+     * did not start again after a reboot */
+    int64_t wal_alert_ns;
+    if (walstream_config_check(&cfg, &e) != 0 || wal_alert_after(&cfg, &wal_alert_ns, &e) != 0 ||
+        api_config_check(&cfg, &e) != 0 ||
+        load_settings(&cfg, &sch, &nc, &run_timeout_ns, &e) != 0) {
         config_free(&cfg);
         dlog(d, LOG_ERROR, "reload", "configuration not reloaded: %s", e.msg);
         return;

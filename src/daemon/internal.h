@@ -85,6 +85,9 @@ void api_stop(struct api *a);
  * ones the API started with (api_start): the daemon names them when they changed. NULL is
  * fine. */
 void api_reload(struct api *a, const struct config *cfg);
+/* The checks api_start makes of cfg's settings (the address, the TLS files readable and
+ * paired), without serving (a reload: a value the next start would refuse is refused now). */
+int api_config_check(const struct config *cfg, struct err *e);
 /* What failed authentications are counted by: the address, or for IPv6 its /64 ("2001:db8::/64":
  * one host commonly has a whole /64, and would otherwise start afresh from each address). */
 #define API_FAIL_KEY_MAX 64
@@ -114,6 +117,9 @@ void walq_stop(struct walq *q);
  * when it is off; -1 with e (ERR_CONFIG) when BACKUP_WAL_STREAMING, BACKUP_WAL_SLOT or
  * BACKUP_WAL_FLUSH_SECONDS is invalid. */
 struct walstream;
+/* The checks walstream_start makes of cfg's settings, without starting anything (a reload:
+ * a value the next start would refuse is refused now). */
+int walstream_config_check(const struct config *cfg, struct err *e);
 int walstream_start(struct daemon *d, const struct config *cfg, const char *repo_path,
                     const char *backup_dir, struct walstream **out, struct err *e);
 /* {"state" ("starting", "streaming", "waiting" after an error), "slot", "flushSeconds",

@@ -181,31 +181,54 @@ static void *walstream_main(void *arg)
     return NULL;
 }
 
+/* The streaming settings of cfg: *on false when it is off (the others then unread). */
+static int walstream_settings(const struct config *cfg, bool *on, unsigned *flush,
+                              int64_t *alert_after, const char **slot, struct err *e)
+{
+    *on = false;
+    if (config_bool(cfg, "BACKUP_WAL_STREAMING", false, on, e) != 0)
+        return -1;
+    if (!*on)
+        return 0;
+    *flush = 5;
+    const char *fs = config_get(cfg, "BACKUP_WAL_FLUSH_SECONDS");
+    if (fs && *fs && caris_wal_flush_seconds_parse(fs, flush, e) != 0) {
+        e->code = ERR_CONFIG;
+        return err_wrap(e, "BACKUP_WAL_FLUSH_SECONDS");
+    }
+    if (wal_alert_after(cfg, alert_after, e) != 0)
+        return -1;
+    *slot = config_get(cfg, "BACKUP_WAL_SLOT");
+    if (!*slot || !**slot)
+        *slot = "caris_backup";
+    size_t n = strlen(*slot);
+    if (n > 63 || strspn(*slot, "abcdefghijklmnopqrstuvwxyz0123456789_") != n)
+        return err_set(e, ERR_CONFIG, "lower-case letters, digits and _, at most 63",
+                       "BACKUP_WAL_SLOT '%s' is not a replication slot name", *slot);
+    return 0;
+}
+
+int walstream_config_check(const struct config *cfg, struct err *e)
+{
+    bool on;
+    unsigned flush;
+    int64_t alert_after;
+    const char *slot;
+    return walstream_settings(cfg, &on, &flush, &alert_after, &slot, e);
+}
+
 int walstream_start(struct daemon *d, const struct config *cfg, const char *repo_path,
                     const char *backup_dir, struct walstream **out, struct err *e)
 {
     *out = NULL;
-    bool on = false;
-    if (config_bool(cfg, "BACKUP_WAL_STREAMING", false, &on, e) != 0)
+    bool on;
+    unsigned flush = 5;
+    int64_t alert_after = -1;
+    const char *slot = NULL;
+    if (walstream_settings(cfg, &on, &flush, &alert_after, &slot, e) != 0)
         return -1;
     if (!on)
         return 0;
-    unsigned flush = 5;
-    const char *fs = config_get(cfg, "BACKUP_WAL_FLUSH_SECONDS");
-    if (fs && *fs && caris_wal_flush_seconds_parse(fs, &flush, e) != 0) {
-        e->code = ERR_CONFIG;
-        return err_wrap(e, "BACKUP_WAL_FLUSH_SECONDS");
-    }
-    int64_t alert_after;
-    if (wal_alert_after(cfg, &alert_after, e) != 0)
-        return -1;
-    const char *slot = config_get(cfg, "BACKUP_WAL_SLOT");
-    if (!slot || !*slot)
-        slot = "caris_backup";
-    size_t n = strlen(slot);
-    if (n > 63 || strspn(slot, "abcdefghijklmnopqrstuvwxyz0123456789_") != n)
-        return err_set(e, ERR_CONFIG, "lower-case letters, digits and _, at most 63",
-                       "BACKUP_WAL_SLOT '%s' is not a replication slot name", slot);
     struct walstream *w = xcalloc(1, sizeof(*w));
     w->d = d;
     w->cfg = cfg;
