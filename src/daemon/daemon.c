@@ -1093,6 +1093,43 @@ static void interrupted_run_tell(struct daemon *d, json_t *rj)
     json_decref(rj);
 }
 
+/* A verify or restore job (the API's) the last daemon started and never finished: it was
+ * dropped without a word (no log line, no audit line, the job's id unknown to the API), while
+ * a restore cut short may have left its target half-written. Logged and audited as failed.
+ * job: scheduler.json's "job" (borrowed). */
+static void interrupted_other_tell(struct daemon *d, json_t *job)
+{
+    const char *kind = json_string_value(json_object_get(job, "kind"));
+    if (!kind || strcmp(kind, djob_kind_name(DJOB_BACKUP)) == 0)
+        return;
+    const char *id = json_string_value(json_object_get(job, "id"));
+    const char *backup = json_string_value(json_object_get(job, "backupId"));
+    const char *started = json_string_value(json_object_get(job, "startedAt"));
+    static const char msg[] = "interrupted: the daemon that ran it stopped (killed, crashed or the "
+                              "machine went down) before it finished";
+    dlog(d, LOG_ERROR, "job", "%s %s of %s started at %s: %s%s", kind, id ? id : "?",
+         backup ? backup : "?", started ? started : "?", msg,
+         strcmp(kind, djob_kind_name(DJOB_RESTORE)) == 0
+             ? "; what it restored into may be incomplete: restore again"
+             : "; verify again");
+    json_t *args = json_pack("{s:s}", "job", id ? id : "?");
+    json_t *ids = json_array();
+    if (backup)
+        json_array_append_new(ids, json_string(backup));
+    struct caris_audit_entry en = {.actor = "scheduler",
+                                   .operation = kind,
+                                   .args = args,
+                                   .result = "failed",
+                                   .error = msg,
+                                   .backup_ids = ids,
+                                   .duration_ms = -1};
+    struct err e = ERR_INIT;
+    if (caris_audit_append(d->backup_dir, &en, &e) != 0)
+        dlog(d, LOG_ERROR, "audit", "%s", e.msg);
+    json_decref(args);
+    json_decref(ids);
+}
+
 static void *interrupted_tell_main(void *arg)
 {
     struct daemon *d = arg;
@@ -2006,10 +2043,13 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
     time_format_iso(d->started_ns, started, sizeof(started));
     json_object_set_new(d->state, "startedAt", json_string(started));
     json_t *dead = interrupted_run_locked(d);
+    json_t *dead_other = json_incref(json_object_get(d->state, "job"));
     json_object_del(d->state, "job");
     state_schedules_locked(d);
     state_save_locked(d);
     pthread_mutex_unlock(&d->mu);
+    interrupted_other_tell(d, dead_other);
+    json_decref(dead_other);
     if (dead) {
         d->tell_rj = dead;
         d->tell_started = pthread_create(&d->tell_th, NULL, interrupted_tell_main, d) == 0;
