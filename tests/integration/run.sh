@@ -11,7 +11,7 @@
 # -j N (--jobs N; default $CARIS_TEST_JOBS, else the number of CPUs + 1) runs N tests at once.
 # Tests are isolated (own directory, own servers on ports reserved for the run: lib.sh's
 # free_port), so the order does not matter: the longest ones (tests/integration/durations.txt,
-# seconds measured with -j 2 on a 2-CPU machine; unknown tests count as long) start first.
+# seconds of an ASan run on a 2-CPU machine; unknown tests count as long) start first.
 # Each test's output is kept in its directory and the results are printed in name order.
 #
 # What is counted is assertions: each assert_* in lib.sh is one pass or one failure. A test
@@ -23,7 +23,10 @@
 # (where the temporary directories go, default $TMPDIR or /tmp), CARIS_TEST_KEEP=1 (keep
 # every temporary directory; by default only those of failed tests are kept),
 # CARIS_TEST_PORTS (a directory where ports are reserved, shared with other suites running
-# at the same time; default a new one for this run).
+# at the same time; default a new one for this run), CARIS_TEST_CPU=1 (as root: each test in
+# a cgroup of its own, cpuacct, and its CPU seconds printed beside its wall seconds, the
+# servers it started included: what to trim when the suite nears its time budget, for the
+# CPUs are busy all through it).
 set -u
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -131,6 +134,27 @@ trap 'rm -f "$all_failures"; rm -rf "$CARIS_TEST_BIN" "$CARIS_PG_TEMPLATE"; ((ow
 trap 'stop_all; exit 130' INT TERM
 
 echo "binary: $bin"
+# CARIS_TEST_CPU=1: the cgroup v1 cpuacct hierarchy, or the v2 one (cpu.stat)
+cg_root=""
+if [[ ${CARIS_TEST_CPU:-0} == 1 ]]; then
+    for d in /sys/fs/cgroup/cpuacct /sys/fs/cgroup; do
+        if [[ -w $d && ( -e $d/cpuacct.usage || -e $d/cgroup.procs ) ]]; then
+            cg_root=$d
+            break
+        fi
+    done
+    [[ -n $cg_root ]] || echo "run.sh: CARIS_TEST_CPU=1: no writable cpuacct cgroup (not root?): CPU not shown" >&2
+fi
+# cg_cpu DIR: the CPU seconds used in cgroup DIR (v1 cpuacct.usage in ns, v2 usage_usec)
+cg_cpu() {
+    local ns
+    if [[ -e $1/cpuacct.usage ]]; then
+        ns=$(cat "$1/cpuacct.usage")
+    else
+        ns=$(($(awk '$1 == "usage_usec" { print $2 }' "$1/cpu.stat") * 1000))
+    fi
+    echo $((ns / 1000000000))
+}
 passed=0 failed=0 skipped=0
 suite_start=$SECONDS
 
@@ -150,7 +174,7 @@ while read -r _ i; do order+=("$i"); done < <(
 )
 
 # run_one I: start test I in the background (the pid is its `timeout`).
-dirs=() starts=() done_=()
+dirs=() starts=() done_=() cgs=()
 run_one() {
     local i=$1 t=${tests[$1]} name dir key
     name=$(basename "$t" .sh)
@@ -162,7 +186,12 @@ run_one() {
     key="it-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
     dirs[i]=$dir
     starts[i]=$SECONDS
+    if [[ -n $cg_root ]]; then
+        cgs[i]=$cg_root/caris-it-$name-$$
+        mkdir -p "${cgs[i]}" 2>/dev/null || cgs[i]=""
+    fi
     (
+        [[ -n ${cgs[i]:-} ]] && echo "$BASHPID" >"${cgs[i]}/cgroup.procs"
         cd "$dir/work" || exit 1
         # a clean environment: nothing from the caller's configuration leaks in
         unset BACKUP_FILES_PATHS CARIS_NEW_ENCRYPTION_KEY
@@ -204,8 +233,13 @@ report() {
 
     status=ok
     ((f)) && status=FAIL
-    printf '%-4s %-22s %3d passed, %d failed%s  (%ds)\n' "$status" "$name" "$p" "$f" \
-        "$( ((s)) && echo ", $s skipped")" "$elapsed"
+    local cpu=""
+    if [[ -n ${cgs[i]:-} ]]; then
+        cpu=", CPU $(cg_cpu "${cgs[i]}")s"
+        rmdir "${cgs[i]}" 2>/dev/null # (left when a process of the test outlived it)
+    fi
+    printf '%-4s %-22s %3d passed, %d failed%s  (%ds%s)\n' "$status" "$name" "$p" "$f" \
+        "$( ((s)) && echo ", $s skipped")" "$elapsed" "$cpu"
     grep '^SKIP ' "$results" | sed 's/^SKIP /     SKIP /'
     if ((f)); then
         cat "$failures" >>"$all_failures"
