@@ -67,6 +67,12 @@ else
 fi
 
 mkdir -p "$build/bin" "$build/corpus" "$build/artifacts" "$build/logs"
+# Each project source is compiled once per run (several harnesses share core.c, config.c,
+# secmem.c...: about half the compiles), into a directory made afresh, so that no object of
+# older sources is ever linked. An object is named by its source and the packages' flags.
+objs="$build/obj"
+rm -rf "$objs"
+mkdir -p "$objs"
 failed=""
 replayed=0
 
@@ -86,13 +92,20 @@ for t in $targets; do
         # shellcheck disable=SC2086
         pc_libs=$(pkg-config --libs $pkgs)
     fi
-    files="$here/fuzz_$t.c"
-    for f in $srcs; do
-        files="$files $root/$f"
-    done
     echo "== build $t"
+    files="$here/fuzz_$t.c"
+    built=1
+    for f in $srcs; do
+        o="$objs/$(echo "$f" | tr '/.' '__')-$(echo "$pc_cflags" | cksum | cut -d' ' -f1).o"
+        # shellcheck disable=SC2086 # a flag list
+        if [ ! -f "$o" ] && ! $cc $cflags $pc_cflags -c -o "$o" "$root/$f"; then
+            built=0
+            break
+        fi
+        files="$files $o"
+    done
     # shellcheck disable=SC2086 # flag and file lists
-    if ! $cc $cflags $pc_cflags -o "$build/bin/fuzz_$t" $files $pc_libs -lpthread; then
+    if [ "$built" = 0 ] || ! $cc $cflags $pc_cflags -o "$build/bin/fuzz_$t" $files $pc_libs -lpthread; then
         failed="$failed $t(build)"
         continue
     fi
