@@ -74,6 +74,10 @@ bool pgsrc_target_same_login(const struct pgsrc_target *a, const struct pgsrc_ta
  * that names come back as UTF-8. Failures are ERR_DATABASE, told apart: the server does
  * not answer, authentication failed, the database does not exist. */
 PGconn *pgsrc_connect(const struct pgsrc_target *t, const char *dbname, struct err *e);
+/* Whether e, of a failed pgsrc_connect, is a refusal for good (authentication failed, the
+ * database does not exist, bad connection parameters) rather than a server not (yet)
+ * answering: asking again will not help. */
+bool pgsrc_connect_refused(const struct err *e);
 /* Runs one statement that returns no rows (the extended protocol: a string holding a second
  * statement is refused, never run). */
 int pgsrc_exec(PGconn *c, const char *sql, struct err *e);

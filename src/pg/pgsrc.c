@@ -583,6 +583,10 @@ static bool contains(const char *s, const char *needle)
     return strstr(s, needle) != NULL;
 }
 
+/* The words of pgsrc_connect's refusals for good, which pgsrc_connect_refused knows them by. */
+#define REFUSED_AUTH "authentication failed for user "
+#define REFUSED_DB " does not exist at host "
+
 PGconn *pgsrc_connect(const struct pgsrc_target *t, const char *dbname, struct err *e)
 {
     if (lazylib_load(LAZYLIB_PQ, e) != 0)
@@ -643,8 +647,8 @@ PGconn *pgsrc_connect(const struct pgsrc_target *t, const char *dbname, struct e
                  "PGPASSWORD",
                  t->label);
         err_set(e, ERR_DATABASE, hint,
-                "authentication failed for user %s at host %s port %s database %s: the server "
-                "asks for a password and none was given",
+                REFUSED_AUTH "%s at host %s port %s database %s: the server "
+                             "asks for a password and none was given",
                 user, host, port, db);
     } else if (contains(msg, "authentication failed") || contains(msg, "no pg_hba.conf entry") ||
                (contains(msg, "role \"") && contains(msg, "does not exist"))) {
@@ -652,14 +656,12 @@ PGconn *pgsrc_connect(const struct pgsrc_target *t, const char *dbname, struct e
                  "check the user name and password in %s (or PGPASSWORD), and that the "
                  "server's pg_hba.conf lets this user connect from here",
                  t->label);
-        err_set(e, ERR_DATABASE, hint,
-                "authentication failed for user %s at host %s port %s database %s (%s)", user, host,
-                port, db, msg);
+        err_set(e, ERR_DATABASE, hint, REFUSED_AUTH "%s at host %s port %s database %s (%s)", user,
+                host, port, db, msg);
     } else if (contains(msg, "database \"") && contains(msg, "does not exist")) {
         snprintf(hint, sizeof(hint), "create the database, or correct the database name in %s",
                  t->label);
-        err_set(e, ERR_DATABASE, hint, "database %s does not exist at host %s port %s", db, host,
-                port);
+        err_set(e, ERR_DATABASE, hint, "database %s" REFUSED_DB "%s port %s", db, host, port);
     } else if (ping == PQPING_REJECT) {
         err_set(e, ERR_DATABASE,
                 "the server may be starting up, shutting down or in recovery: retry later",
@@ -692,6 +694,12 @@ int pgsrc_exec(PGconn *c, const char *sql, struct err *e)
         rc = result_error(c, res, e);
     PQclear(res);
     return rc;
+}
+
+bool pgsrc_connect_refused(const struct err *e)
+{
+    return e->code == ERR_CONFIG || strncmp(e->msg, REFUSED_AUTH, strlen(REFUSED_AUTH)) == 0 ||
+           strstr(e->msg, REFUSED_DB) != NULL;
 }
 
 PGresult *pgsrc_query(PGconn *c, const char *sql, int nparams, const char *const *params,

@@ -1065,8 +1065,7 @@ static int start_and_wait(const struct phys_restore_opts *o, int version_num, co
              * hid it behind "did not reach the target". A server still starting, or not yet
              * consistent, rejects connections before it looks at the login: that is waited
              * out. */
-            if (!c && (ce.code == ERR_CONFIG || strncmp(ce.msg, "authentication failed", 21) == 0 ||
-                       strstr(ce.msg, " does not exist at host "))) {
+            if (!c && pgsrc_connect_refused(&ce)) {
                 char hint[700];
                 snprintf(hint, sizeof(hint),
                          "the server keeps running: stop it with pg_ctl stop -D %s; POSTGRES_URL's "
