@@ -222,7 +222,7 @@ pitr_setup() {
     R=$TEST_TMP/restores
     mkdir -p "$R"
     chmod 0755 "$TEST_TMP"
-    if [[ $(id -u) == 0 ]]; then
+    if ((EUID == 0)); then
         chown -R "$CARIS_PG_OS_USER:" "$BACKUP_DIR" "$envf" "$R"
     fi
     cb() { as_pg "$CARIS_BIN" "$@"; }
@@ -277,7 +277,7 @@ pitr_restore_start() {
 # backups, wal receive); the server reads it at its next reload or restart.
 pg_allow_replication() {
     local line="host replication all 127.0.0.1/32 scram-sha-256"
-    if [[ $(id -u) == 0 ]]; then
+    if ((EUID == 0)); then
         echo "$line" | runuser -u "$CARIS_PG_OS_USER" -- tee -a "$CARIS_PG_SOCKET/pg_hba.conf" >/dev/null
     else
         echo "$line" >>"$CARIS_PG_SOCKET/pg_hba.conf"
@@ -294,7 +294,7 @@ pg_env_file() {
 # as_pg CMD...: CMD as the server's system user when the tests run as root (PostgreSQL refuses
 # to run as root), else as is.
 as_pg() {
-    if [[ $(id -u) == 0 ]]; then
+    if ((EUID == 0)); then
         runuser -u "$CARIS_PG_OS_USER" -- "$@"
     else
         "$@"

@@ -200,7 +200,7 @@ assert_contains "$(cat "$DLOG")" "stopping: flushed up to" "its wal receive stop
 
 # a timeline switch while receiving: streaming from a standby that is then promoted, wal
 # receive follows the switch (TIMELINE_HISTORY stored, streaming goes on on timeline 2)
-as_srv() { if [[ $(id -u) == 0 ]]; then runuser -u "$CARIS_PG_OS_USER" -- "$@"; else "$@"; fi; }
+as_srv() { if ((EUID == 0)); then runuser -u "$CARIS_PG_OS_USER" -- "$@"; else "$@"; fi; }
 echo "local replication all trust" | as_srv tee -a "$data/pg_hba.conf" >/dev/null
 psql_db postgres -c "SELECT pg_reload_conf()" >/dev/null
 sb=$TEST_TMP/standby
