@@ -10,9 +10,21 @@
 # Last, with tests/integration/dio_faults.c preloaded, direct reads and writes are refused
 # (EINVAL, EOPNOTSUPP) or cut short, as some file systems do: the backup goes on through the
 # cache and restores the same bytes.
+#
+# Direct I/O needs a local block file system: when the run's temporary directories are on a
+# tmpfs (scripts/test.sh mounts one for the sanitizer builds' tests), this test's files go to
+# a directory of its own under CARIS_TEST_DISK_TMPDIR (test.sh: the disk's temporary
+# directory), removed at its end.
+W=$TEST_TMP
+if [[ $(stat -f -c %T "$TEST_TMP") == tmpfs && -d ${CARIS_TEST_DISK_TMPDIR:-} ]]; then
+    W=$(mktemp -d "$CARIS_TEST_DISK_TMPDIR/caris-it-direct-io.XXXXXX") || exit 1
+    chmod 755 "$W"
+    export BACKUP_DIR=$W/backup
+fi
 source "$(dirname "$0")/lib.sh"
+[[ $W == "$TEST_TMP" ]] || trap '_lib_on_exit; rm -rf "$W"' EXIT
 
-src=$TEST_TMP/src
+src=$W/src
 mkdir -p "$src"
 sizes=(65535 65536 65537 1048575 1048576 1048577 4198399 5246977 9437185)
 # Deterministic bytes: a seeded generator; every other file compressible text, so that
@@ -44,21 +56,21 @@ done
 sync
 for f in "$src"/*; do dd if="$f" iflag=nocache count=0 status=none; done
 resident() { fincore --bytes --noheadings "$@" | awk '{s += $1} END {print s + 0}'; }
-fs=$(stat -f -c %T "$TEST_TMP")
+fs=$(stat -f -c %T "$W")
 # direct I/O is used on local block file systems only (fs_direct_on): ext2/3/4, XFS,
 # btrfs, F2FS
 local_fs=false
-case $(stat -f -c %t "$TEST_TMP") in ef53 | 58465342 | 9123683e | f2f52010) local_fs=true ;; esac
+case $(stat -f -c %t "$W") in ef53 | 58465342 | 9123683e | f2f52010) local_fs=true ;; esac
 cache_checks=true
 if ! $local_fs; then
     cache_checks=false
-    skip "the page cache checks and the injected faults: $fs on $TEST_TMP gets no direct I/O"
+    skip "the page cache checks and the injected faults: $fs on $W gets no direct I/O"
 elif ! command -v fincore >/dev/null; then
     cache_checks=false
     skip "the page cache checks: no fincore (Debian: util-linux-extra)"
 elif [[ $(resident "$src"/f*) != 0 ]]; then
     cache_checks=false
-    skip "the page cache checks: $fs on $TEST_TMP keeps the files resident"
+    skip "the page cache checks: $fs on $W keeps the files resident"
 fi
 
 init_repo
@@ -77,7 +89,7 @@ assert_cmp "$read" -lt $((sum + (1 << 20))) "bytesRead leaves out the hole"
 # the checks below would prove nothing.
 if $cache_checks && [[ $(resident "$src/f65535") == 0 ]]; then
     cache_checks=false
-    skip "the page cache checks: $fs on $TEST_TMP did not keep a file read through the cache"
+    skip "the page cache checks: $fs on $W did not keep a file read through the cache"
 fi
 if $cache_checks; then
     # every file of 64 KiB or more was read directly: none of it is cached
@@ -95,7 +107,7 @@ fi
 
 # The same bytes: a restore (each file checked against its SHA-256 as it is written) compared
 # byte for byte, holes included, and every pack read and authenticated.
-target=$TEST_TMP/restore
+target=$W/restore
 mkdir "$target"
 assert_exit 0 cb restore files "$id" --target "$target"
 tree_compare "$src" "$target$src"
@@ -119,7 +131,7 @@ backup_json "$TEST_TMP/incr.json" --incremental "$src"
 assert_rc 0 "incremental backup"
 assert_eq $((1048577 + 12345 + 65536)) "$(json_get "$TEST_TMP/incr.json" '["stats"]["bytesRead"]')" \
     "the incremental read the two changed files"
-target2=$TEST_TMP/restore2
+target2=$W/restore2
 mkdir "$target2"
 assert_exit 0 cb restore files "$BACKUP_ID" --target "$target2"
 tree_compare "$src" "$target2$src"
@@ -137,7 +149,7 @@ if ! cc -shared -fPIC -O2 -o "$shim" "$(dirname "$0")/dio_faults.c" -ldl 2>"$TES
     test_done
 fi
 for mode in read-refuse read-notsup read-short write-refuse write-short; do
-    repo=$TEST_TMP/repo-$mode
+    repo=$W/repo-$mode
     mkdir "$repo"
     : >"$TEST_TMP/faults-$mode"
     assert_exit 0 env BACKUP_DIR="$repo" "$CARIS_BIN" --quiet init
@@ -146,7 +158,7 @@ for mode in read-refuse read-notsup read-short write-refuse write-short; do
     got=$(json_get "$OUT_FILE" '["id"]')
     faults=$(awk '{s += $2} END {print s + 0}' "$TEST_TMP/faults-$mode")
     assert_cmp "$faults" -gt 0 "$mode: the injector changed direct calls"
-    out=$TEST_TMP/restore-$mode
+    out=$W/restore-$mode
     mkdir "$out"
     assert_exit 0 env BACKUP_DIR="$repo" "$CARIS_BIN" restore files "$got" --target "$out"
     tree_compare "$src" "$out$src"

@@ -330,9 +330,14 @@ static inline int t_count_fds(void)
     return n - 3; /* ".", ".." and the one opendir uses */
 }
 
+/* A new directory under $TMPDIR (when set to an absolute path, else /tmp), malloc'd. */
 static inline char *t_mkdtemp(void)
 {
-    char tmpl[] = "/tmp/caris-fs-XXXXXX";
+    const char *base = getenv("TMPDIR");
+    if (!base || base[0] != '/')
+        base = "/tmp";
+    char tmpl[4096];
+    snprintf(tmpl, sizeof(tmpl), "%s/caris-fs-XXXXXX", base);
     assert_non_null(mkdtemp(tmpl));
     return strdup(tmpl);
 }

@@ -70,7 +70,7 @@ static char *fingerprint(const char *dir)
 }
 
 struct fixture {
-    char dir[64];
+    char dir[4096];
     char old_name[65], new_name[65];
 };
 
@@ -78,7 +78,9 @@ struct fixture {
  * 10 of its own; "old" is then removed. Each snapshot's blobs are written in one pack. */
 static void make_repo(struct fixture *f)
 {
-    snprintf(f->dir, sizeof(f->dir), "/tmp/caris-test-gc-XXXXXX");
+    const char *base = getenv("TMPDIR"); /* scripts/test.sh: a tmpfs for sanitizer builds */
+    snprintf(f->dir, sizeof(f->dir), "%s/caris-test-gc-XXXXXX",
+             base && base[0] == '/' ? base : "/tmp");
     assert_non_null(mkdtemp(f->dir));
     strcat(f->dir, "/repo");
     struct err e = ERR_INIT;

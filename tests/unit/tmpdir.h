@@ -1,5 +1,7 @@
 /* Temporary directories for unit tests (include after <cmocka.h>): tmpdir_new makes one under
- * /tmp, tmpdir_free removes it with everything in it and frees the name. */
+ * $TMPDIR (when set to an absolute path, else /tmp: scripts/test.sh points the sanitizer
+ * builds' tests at a tmpfs), tmpdir_free removes it with everything in it and frees the name.
+ * tmp_template(NAME) is "$TMPDIR/NAME-XXXXXX", malloc'd, for mkdtemp. */
 #ifndef CARIS_TEST_TMPDIR_H
 #define CARIS_TEST_TMPDIR_H
 
@@ -8,10 +10,21 @@
 #include <stdlib.h>
 #include <string.h>
 
+static inline char *tmp_template(const char *name)
+{
+    const char *base = getenv("TMPDIR");
+    if (!base || base[0] != '/')
+        base = "/tmp";
+    size_t n = strlen(base) + strlen(name) + sizeof("/-XXXXXX");
+    char *t = malloc(n);
+    assert_non_null(t);
+    snprintf(t, n, "%s/%s-XXXXXX", base, name);
+    return t;
+}
+
 static inline char *tmpdir_new(void)
 {
-    char *t = strdup("/tmp/caris-test-XXXXXX");
-    assert_non_null(t);
+    char *t = tmp_template("caris-test");
     assert_non_null(mkdtemp(t));
     return t;
 }
