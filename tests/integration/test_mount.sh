@@ -199,9 +199,14 @@ assert_exit 2 cb mount "$mnt" --bogus
 assert_exit 2 cb mount "$mnt" --cache-mib 0
 assert_exit 0 cb mount --help
 assert_contains "$OUT" "usage: caris-backup" "mount --help"
-# /dev/fuse missing: in a mount namespace of our own, an empty /dev
+# /dev/fuse missing: in a mount namespace of our own, an empty /dev, with /dev/shm put back
+# (scripts/test.sh has the sanitizer builds' tests keep their files there)
 if unshare -m true 2>/dev/null; then
-    run unshare -m bash -c 'mount -t tmpfs tmpfs /dev && exec "$0" mount "$1"' "$CARIS_BIN" "$mnt"
+    keep=$(mktemp -d "${CARIS_TEST_DISK_TMPDIR:-/tmp}/caris-it-shm.XXXXXX")
+    run unshare -m bash -c 'mount --bind /dev/shm "$2" && mount -t tmpfs tmpfs /dev &&
+        mkdir /dev/shm && mount --move "$2" /dev/shm && exec "$0" mount "$1"' \
+        "$CARIS_BIN" "$mnt" "$keep"
+    rmdir "$keep"
     assert_rc 6 "no /dev/fuse: a configuration error"
     assert_contains "$ERR" "/dev/fuse is missing" "no /dev/fuse: said so"
 else
