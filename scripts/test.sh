@@ -189,7 +189,7 @@ ram_start() {
   fi
 }
 # the disk's temporary directory, for the tests that need a block file system wherever their
-# own directory is (test_direct_io)
+# own directory is (test_direct_io, test_phys_parent, test_mount)
 CARIS_TEST_DISK_TMPDIR=${TMPDIR:-/tmp}
 export CARIS_TEST_DISK_TMPDIR
 variant_tmp() { # $1 variant: where its tests' temporary files go

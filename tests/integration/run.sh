@@ -22,8 +22,8 @@
 # Environment: CARIS_TEST_TIMEOUT (seconds per test, default 900), CARIS_TEST_TMPDIR
 # (where the temporary directories go, default $TMPDIR or /tmp), CARIS_TEST_KEEP=1 (keep
 # every temporary directory; by default only those of failed tests are kept),
-# CARIS_TEST_DISK_TMPDIR (a directory on a block file system, for test_direct_io when its
-# own directory is on a tmpfs: scripts/test.sh runs the sanitizer builds' tests on one),
+# CARIS_TEST_DISK_TMPDIR (a directory on a block file system, for test_direct_io, test_phys_parent
+# and test_mount when their directory is on a tmpfs: test.sh runs the sanitizer builds' tests on one),
 # CARIS_TEST_PORTS (a directory where ports are reserved, shared with other suites running
 # at the same time; default a new one for this run), CARIS_TEST_CPU=1 (as root: each test in
 # a cgroup of its own, cpuacct, and its CPU seconds printed beside its wall seconds, the

@@ -12,7 +12,7 @@
 # cache and restores the same bytes.
 #
 # Direct I/O needs a local block file system: when the run's temporary directories are on a
-# tmpfs (scripts/test.sh mounts one for the sanitizer builds' tests), this test's files go to
+# tmpfs (scripts/test.sh: /dev/shm for the sanitizer builds' tests), this test's files go to
 # a directory of its own under CARIS_TEST_DISK_TMPDIR (test.sh: the disk's temporary
 # directory), removed at its end.
 W=$TEST_TMP
