@@ -1595,6 +1595,8 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
             racy_set(&b, parent);
             if (tab_path)
                 b.tab = table_open(&b, tab_path, tab_key, pref ? parent_sha : NULL);
+            if (b.tab && b.nb)
+                ftable_builder_base(b.nb, b.tab); /* freed before the table is closed */
             b.text_same = b.tab != NULL;
             if (!b.tab && !(b.prev = prev_load(r, parent, e)))
                 goto out;

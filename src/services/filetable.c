@@ -295,6 +295,14 @@ struct ftable_builder {
     struct ftable_rec *recs;
     size_t nrec, cap;
     struct buf ids, strs;
+    /* While set: every record added so far is base's record of the same index, with the same
+     * key, chunk ids and names at the same offsets, so none of it is copied; strs_len and
+     * nids are the lengths the sections would have. The first record that differs copies
+     * base's records and sections so far into the builder, which goes on as without a base.
+     * A backup of an unchanged tree so never copies the table it already has (on a 2 GB tree
+     * of 42,279 files: about 7 MB of records, names and ids, built and then compared). */
+    const struct ftable *base;
+    uint64_t strs_len, nids;
 };
 
 struct ftable_builder *ftable_builder_new(void)
@@ -302,17 +310,61 @@ struct ftable_builder *ftable_builder_new(void)
     return xcalloc(1, sizeof(struct ftable_builder));
 }
 
+void ftable_builder_base(struct ftable_builder *b, const struct ftable *t)
+{
+    if (b->nrec == 0 && !b->base)
+        b->base = t;
+}
+
+static uint64_t strs_len(const struct ftable_builder *b)
+{
+    return b->base ? b->strs_len : b->strs.len;
+}
+
+/* Copies what the base holds so far into b, which then no longer has one. */
+static void base_copy(struct ftable_builder *b)
+{
+    const struct ftable *t = b->base;
+    b->base = NULL;
+    if (!b->nrec)
+        return;
+    b->cap = b->nrec < 1024 ? 1024 : b->nrec * 2;
+    b->recs = xrealloc(b->recs, xsize(b->cap, sizeof(*b->recs), 0));
+    memcpy(b->recs, t->recs, b->nrec * sizeof(*b->recs));
+    buf_append(&b->strs, t->strs, (size_t)b->strs_len);
+    if (b->nids)
+        buf_append(&b->ids, t->ids, xsize((size_t)b->nids, 32, 0));
+}
+
 static void add_name(struct ftable_builder *b, const char *name, uint32_t *off, uint32_t *len)
 {
     size_t n = name ? strlen(name) : 0;
-    if (!name || n >= FT_NONAME || b->strs.len > UINT32_MAX - n) {
+    uint64_t at = strs_len(b);
+    if (!name || n >= FT_NONAME || at > UINT32_MAX - n) {
         *off = 0;
         *len = FT_NONAME; /* never matches a name: such a file is read again */
         return;
     }
-    *off = (uint32_t)b->strs.len;
+    *off = (uint32_t)at;
     *len = (uint32_t)n;
-    buf_append(&b->strs, name, n);
+    if (b->base)
+        b->strs_len += n;
+    else
+        buf_append(&b->strs, name, n);
+}
+
+/* True when record r (key, ids and names as given) is the base's record of the same index. */
+static bool base_has(const struct ftable_builder *b, const struct ftable_rec *r, const char *key,
+                     const uint8_t (*ids)[32], const char *user, const char *group)
+{
+    const struct ftable *t = b->base;
+    if (b->nrec >= t->nrec || memcmp(&t->recs[b->nrec], r, sizeof(*r)) != 0)
+        return false;
+    /* the same offsets and lengths as a record layout_ok checked: inside the sections */
+    return memcmp(t->strs + r->key_off, key, r->key_len) == 0 &&
+           (!r->nids || memcmp(t->ids + r->ids_off, ids, (size_t)r->nids * 32) == 0) &&
+           (r->user_len == FT_NONAME || memcmp(t->strs + r->user_off, user, r->user_len) == 0) &&
+           (r->group_len == FT_NONAME || memcmp(t->strs + r->group_off, group, r->group_len) == 0);
 }
 
 void ftable_builder_add(struct ftable_builder *b, const char *key, size_t kl, const struct stat *st,
@@ -321,6 +373,37 @@ void ftable_builder_add(struct ftable_builder *b, const char *key, size_t kl, co
 {
     if (b->nrec >= UINT32_MAX / 4 || text_len > UINT32_MAX || kl > UINT32_MAX || nids > UINT32_MAX)
         return; /* past what a table holds: left out, so read again next time */
+    if (b->base) {
+        /* the record as it would be added; kept only in the base while it is the base's */
+        struct ftable_rec r;
+        memset(&r, 0, sizeof(r));
+        r.text_off = text_off;
+        r.text_len = (uint32_t)text_len;
+        r.key_off = b->strs_len;
+        r.key_len = (uint32_t)kl;
+        r.ids_off = b->nids;
+        r.nids = (uint32_t)nids;
+        r.mode = (uint32_t)(st->st_mode & 07777);
+        r.size = (int64_t)st->st_size;
+        r.mtime_s = (int64_t)st->st_mtim.tv_sec;
+        r.mtime_ns = (uint32_t)st->st_mtim.tv_nsec;
+        r.ctime_s = (int64_t)st->st_ctim.tv_sec;
+        r.ctime_ns = (uint32_t)st->st_ctim.tv_nsec;
+        r.ino = (uint64_t)st->st_ino;
+        r.uid = (uint32_t)st->st_uid;
+        r.gid = (uint32_t)st->st_gid;
+        uint64_t before = b->strs_len;
+        b->strs_len += kl;
+        add_name(b, user, &r.user_off, &r.user_len);
+        add_name(b, group, &r.group_off, &r.group_len);
+        if (base_has(b, &r, key, ids, user, group)) {
+            b->nrec++;
+            b->nids += nids;
+            return;
+        }
+        b->strs_len = before;
+        base_copy(b); /* the first difference: from here on, as without a base */
+    }
     if (b->nrec == b->cap) {
         b->cap = b->cap ? b->cap * 2 : 1024;
         b->recs = xrealloc(b->recs, xsize(b->cap, sizeof(*b->recs), 0));
@@ -389,6 +472,11 @@ bool ftable_builder_same(const struct ftable_builder *b, const struct ftable *t,
 {
     /* Every section the table would hold, compared with the one it holds (the text by its
      * SHA-256, which t's MAC covers): equal means the write would produce these bytes. */
+    if (b->base)
+        /* every record is t's, in t's order (so the lookup slots made from their keys are
+         * t's): all of them, and the text the same */
+        return b->base == t && memcmp(t->text_sha, entries_sha, 32) == 0 && b->nrec == t->nrec &&
+               b->strs_len == t->strs_len && b->nids == t->nids;
     if (memcmp(t->text_sha, entries_sha, 32) != 0 || t->nrec != b->nrec ||
         t->nids != b->ids.len / 32 || t->strs_len != b->strs.len ||
         (b->nrec && memcmp(t->recs, b->recs, b->nrec * sizeof(*b->recs)) != 0) ||
@@ -406,6 +494,8 @@ int ftable_builder_write(struct ftable_builder *b, const char *path, const uint8
                          const uint8_t entries_sha[32], const char *text, size_t text_len,
                          struct err *e)
 {
+    if (b->base)
+        base_copy(b);
     if (b->strs.len > UINT32_MAX)
         return err_set(e, ERR_FAILURE, NULL, "file table too large");
     uint32_t nslots;

@@ -69,6 +69,11 @@ const uint8_t (*ftable_ids(const struct ftable *t, const struct ftable_rec *rec)
 /* Building the next table while a backup runs. */
 struct ftable_builder;
 struct ftable_builder *ftable_builder_new(void);
+/* Before the first add: t (which must outlive b) is the table b most likely rebuilds. While
+ * every record added is t's record of the same index, nothing is copied; the first that
+ * differs copies what came before from t. Nothing else changes: the same records make the same
+ * table, and ftable_builder_same is then true without comparing. */
+void ftable_builder_base(struct ftable_builder *b, const struct ftable *t);
 /* One regular file: its key, stat, owner names (NULL: none) and chunk ids; its entry's text is
  * [text_off, text_off + text_len) of the manifest text given to ftable_builder_write. */
 void ftable_builder_add(struct ftable_builder *b, const char *key, size_t kl, const struct stat *st,

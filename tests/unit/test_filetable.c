@@ -280,6 +280,102 @@ static void test_builder_same(void **state)
     tmpdir_free(dir);
 }
 
+/* The test table's files with one change (0: none; 1: file 2's mtime; 2: file 0's first chunk
+ * id; 3: file 0's owner; 4: file 1's key; 5: a fourth file; 6: no file 2; 7: file 1 without
+ * an owner name; 8: file 0 past what a table holds, so left out). */
+static void feed(struct ftable_builder *b, int change)
+{
+    static const char *keys[] = {"0/a", "0/dir/b", "1/c"};
+    uint8_t ids[3][32];
+    for (int i = 0; i < 3; i++)
+        memset(ids[i], 0x10 + i, 32);
+    if (change == 2)
+        ids[0][31] ^= 1;
+    for (int i = 0; i < (change == 6 ? 2 : 3); i++) {
+        struct stat st = file_stat(i);
+        if (change == 1 && i == 2)
+            st.st_mtim.tv_nsec++;
+        const char *user = i == 2 || (change == 7 && i == 1) ? NULL
+                           : change == 3 && i == 0           ? "alicf"
+                                                             : "alice";
+        const char *key = change == 4 && i == 1 ? "0/dir/c" : keys[i];
+        size_t text_len = change == 8 && i == 0 ? (size_t)UINT32_MAX + 1 : 7;
+        ftable_builder_add(b, key, strlen(key), &st, user, "staff", 1 + 8 * (uint64_t)i, text_len,
+                           (const uint8_t(*)[32])ids, (size_t)i);
+    }
+    if (change == 5) {
+        struct stat st = file_stat(3);
+        ftable_builder_add(b, "1/d", 3, &st, NULL, NULL, 1, 7, NULL, 0);
+    }
+}
+
+/* A builder based on the table it rebuilds: the same files are "the same" with nothing
+ * copied; from the first difference on it copies the table's records so far and goes on, and
+ * writes byte for byte the table a builder without a base writes. */
+static void test_builder_base(void **state)
+{
+    (void)state;
+    char *dir = tmpdir_new();
+    uint8_t key[32];
+    memset(key, 7, 32);
+    char *path = write_table(dir, key);
+    struct buf orig = {0};
+    read_file(path, &orig);
+    const char *why;
+    struct ftable *t = ftable_open(path, key, SNAP, &why);
+    assert_non_null(t);
+    char *p1 = xasprintf("%s/based.tbl", dir), *p2 = xasprintf("%s/plain.tbl", dir);
+    for (int change = 0; change <= 8; change++) {
+        struct ftable_builder *b = ftable_builder_new(), *plain = ftable_builder_new();
+        ftable_builder_base(b, t);
+        feed(b, change);
+        feed(plain, change);
+        assert_int_equal(ftable_builder_same(b, t, SNAP), change == 0);
+        assert_int_equal(ftable_builder_same(plain, t, SNAP), change == 0);
+        uint8_t other[32];
+        memcpy(other, SNAP, 32);
+        other[5] ^= 1;
+        assert_false(ftable_builder_same(b, t, other));
+        struct err e = ERR_INIT;
+        assert_int_equal(ftable_builder_write(b, p1, key, SNAP, TEXT, strlen(TEXT), &e), 0);
+        assert_int_equal(ftable_builder_write(plain, p2, key, SNAP, TEXT, strlen(TEXT), &e), 0);
+        struct buf x = {0}, y = {0};
+        read_file(p1, &x);
+        read_file(p2, &y);
+        assert_int_equal(x.len, y.len);
+        assert_memory_equal(x.data, y.data, x.len);
+        if (change == 0) {
+            assert_int_equal(x.len, orig.len);
+            assert_memory_equal(x.data, orig.data, x.len);
+        }
+        /* what was written is read back: the records after the first difference too */
+        struct ftable *u = ftable_open(p1, key, SNAP, &why);
+        assert_non_null(u);
+        const struct ftable_rec *r = ftable_find(u, change == 4 ? "0/dir/c" : "0/dir/b", 7);
+        assert_non_null(r);
+        assert_memory_equal(ftable_text(u, r), "{\"b\":2}", 7);
+        assert_int_equal(ftable_count(u), change == 5 ? 4 : change == 6 || change == 8 ? 2 : 3);
+        ftable_close(u);
+        buf_free(&x);
+        buf_free(&y);
+        ftable_builder_free(b);
+        ftable_builder_free(plain);
+    }
+    /* a base given after the first add is not taken: the builder copies as before */
+    struct ftable_builder *b = ftable_builder_new();
+    struct stat st = file_stat(0);
+    ftable_builder_add(b, "0/a", 3, &st, "alice", "staff", 1, 7, NULL, 0);
+    ftable_builder_base(b, t);
+    assert_false(ftable_builder_same(b, t, SNAP));
+    ftable_builder_free(b);
+    ftable_close(t);
+    buf_free(&orig);
+    free(p1);
+    free(p2);
+    free(path);
+    tmpdir_free(dir);
+}
+
 /* Resident bytes of the mappings of `path` (their Rss lines in /proc/self/smaps), -1 if none. */
 static long mapped_rss(const char *given)
 {
@@ -356,6 +452,7 @@ int main(void)
         cmocka_unit_test(test_every_byte_and_truncation),
         cmocka_unit_test(test_lying_sections),
         cmocka_unit_test(test_builder_same),
+        cmocka_unit_test(test_builder_base),
         cmocka_unit_test(test_pages_leave_memory_and_come_back_intact),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
