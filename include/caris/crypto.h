@@ -5,6 +5,7 @@
 #ifndef CARIS_CRYPTO_H
 #define CARIS_CRYPTO_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -58,11 +59,22 @@ int cx_aead_seal(const uint8_t key[CX_KEY_LEN], const uint8_t nonce[CX_NONCE_LEN
 int cx_aead_open(const uint8_t key[CX_KEY_LEN], const uint8_t nonce[CX_NONCE_LEN], const void *aad,
                  size_t aad_len, const void *in, size_t len, uint8_t *out, struct err *e);
 
-/* Argon2id (libsodium crypto_pwhash, ALG_ARGON2ID13). salt is 16 bytes. mem_limit in bytes
- * (used in whole KiB, at least 8192); ops_limit >= 1 passes; out_len >= 16; one lane. */
+/* Argon2id, the result of libsodium's crypto_pwhash with ALG_ARGON2ID13 (computed by
+ * cx_argon2id_p1). salt is 16 bytes. mem_limit in bytes (used in whole KiB, at least 8192);
+ * ops_limit >= 1 passes; out_len >= 16; one lane. */
 #define CX_ARGON2_SALT_LEN 16
 int cx_argon2id(const char *password, size_t password_len, const uint8_t salt[CX_ARGON2_SALT_LEN],
                 uint64_t ops_limit, size_t mem_limit, uint8_t *out, size_t out_len, struct err *e);
+
+/* Argon2id version 1.3 (RFC 9106) with one lane, no secret and no associated data: `passes`
+ * passes over m_kib KiB (>= 8), out_len >= 4 bytes. Its memory is mapped in huge pages where
+ * the kernel has them and wiped before it is unmapped. 0, or -1 with errno (ENOMEM; EINVAL
+ * for parameters out of range). */
+int cx_argon2id_p1(const uint8_t *password, size_t password_len, const uint8_t *salt,
+                   size_t salt_len, uint32_t passes, uint32_t m_kib, uint8_t *out, size_t out_len);
+/* True when cx_argon2id_p1 runs its AVX-512 version, faster than libsodium's; elsewhere
+ * cx_argon2id asks libsodium (the same result). */
+bool cx_argon2id_p1_fast(void);
 
 /* Cryptographically secure random bytes (OpenSSL RAND_bytes). Aborts the process if the
  * generator fails: continuing without randomness would risk nonce reuse. */

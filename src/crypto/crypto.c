@@ -441,9 +441,15 @@ int cx_argon2id(const char *password, size_t password_len, const uint8_t salt[CX
                        "memory is outside the range libsodium accepts",
                        ops_limit, mem_limit);
 
-    /* libsodium runs one lane and uses mem_limit / 1024 KiB of memory. */
-    if (crypto_pwhash(out, out_len, password_len ? password : (const char *)EMPTY, password_len,
-                      salt, ops_limit, mem_limit, crypto_pwhash_ALG_ARGON2ID13) != 0) {
+    /* libsodium runs one lane and uses mem_limit / 1024 KiB of memory; cx_argon2id_p1 computes
+     * the same, faster where it has AVX-512 (argon2.c says why). */
+    const char *pw = password_len ? password : (const char *)EMPTY;
+    int rc = cx_argon2id_p1_fast()
+                 ? cx_argon2id_p1((const uint8_t *)pw, password_len, salt, CX_ARGON2_SALT_LEN,
+                                  (uint32_t)ops_limit, (uint32_t)(mem_limit / 1024), out, out_len)
+                 : crypto_pwhash(out, out_len, pw, password_len, salt, ops_limit, mem_limit,
+                                 crypto_pwhash_ALG_ARGON2ID13);
+    if (rc != 0) {
         int errnum = errno;
         cx_wipe(out, out_len);
         if (errnum == ENOMEM)

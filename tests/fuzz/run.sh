@@ -35,18 +35,18 @@ spec() {
     tz_posix) echo "src/sched/tz.c $core|libcrypto|" ;;
     tzif) echo "src/sched/tz.c src/sched/cron.c $core|libcrypto|-max_len=8192" ;;
     s3_xml)
-        echo "src/core/config.c src/crypto/secmem.c src/crypto/crypto.c src/storage/sigv4.c" \
+        echo "src/core/config.c src/crypto/secmem.c src/crypto/crypto.c src/crypto/argon2.c src/storage/sigv4.c" \
             "$core tests/fuzz/stubs.c|libcrypto libsodium libcurl jansson|-max_len=8192"
         ;;
     s3)
-        echo "src/core/config.c src/crypto/secmem.c src/crypto/crypto.c src/storage/sigv4.c" \
+        echo "src/core/config.c src/crypto/secmem.c src/crypto/crypto.c src/crypto/argon2.c src/storage/sigv4.c" \
             "$core tests/fuzz/stubs.c|libcrypto libsodium jansson|-max_len=8192"
         ;;
     dumpcount) echo "src/pg/dumpcount.c $core|libcrypto|-max_len=8192" ;;
     pagedelta) echo "src/repo/pagedelta.c $core|libcrypto|-max_len=20000" ;;
     pgpage) echo "src/pg/pgpage.c||-max_len=8300" ;;
     walhistory)
-        echo "src/services/wal_window.c src/crypto/crypto.c $core tests/fuzz/stubs.c" \
+        echo "src/services/wal_window.c src/crypto/crypto.c src/crypto/argon2.c $core tests/fuzz/stubs.c" \
             "|jansson libcrypto libsodium|"
         ;;
     config) echo "src/core/config.c src/crypto/secmem.c $core|libcrypto|" ;;

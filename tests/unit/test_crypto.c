@@ -10,6 +10,8 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include <sodium.h>
+
 #include "caris/crypto.h"
 
 /* Test-side hex decoder, independent of cx_unhex (which has tests of its own). Returns a
@@ -557,6 +559,42 @@ static void test_argon2id_rejects_bad_parameters(void **state)
     assert_int_equal(cx_argon2id(NULL, 0, salt, 1, 8192, out, 32, &e), 0); /* empty password */
 }
 
+/* cx_argon2id_p1 (our Argon2id) gives what libsodium's crypto_pwhash gives, which every key
+ * slot written before it was made with: random passwords (empty to 100 bytes), salts, 1 to 4
+ * passes, 8 KiB to 4 MiB of memory (sizes that are not a multiple of 4 KiB too: the memory
+ * used is rounded down to 4 blocks), outputs of 16 to 128 bytes (H' past one BLAKE2b output).
+ * The generator is seeded: the same cases every run. */
+static void test_argon2id_same_as_libsodium(void **state)
+{
+    (void)state;
+    assert_true(sodium_init() >= 0);
+    uint64_t x = 0x9e3779b97f4a7c15u;
+    for (int it = 0; it < 160; it++) {
+        uint8_t pw[100], salt[16], want[128], got[128];
+        x = x * 6364136223846793005u + 1442695040888963407u;
+        size_t pl = (size_t)(x >> 33) % (sizeof(pw) + 1);
+        for (size_t i = 0; i < sizeof(pw); i++)
+            pw[i] = (uint8_t)(x >> (8 * (i % 8))) ^ (uint8_t)i;
+        for (size_t i = 0; i < sizeof(salt); i++)
+            salt[i] = (uint8_t)(x >> (8 * (i % 8) + 3)) ^ (uint8_t)(7 * i);
+        uint32_t passes = 1 + (uint32_t)(x >> 40) % 4;
+        uint32_t m =
+            it % 16 == 0 ? 1024 + (uint32_t)(x >> 20) % 3072 : 8 + (uint32_t)(x >> 13) % 700;
+        size_t ol = 16 + (size_t)(x >> 50) % 113;
+        assert_int_equal(crypto_pwhash_argon2id(want, ol, (const char *)pw, pl, salt, passes,
+                                                (size_t)m * 1024,
+                                                crypto_pwhash_argon2id_ALG_ARGON2ID13),
+                         0);
+        assert_int_equal(cx_argon2id_p1(pw, pl, salt, sizeof(salt), passes, m, got, ol), 0);
+        assert_memory_equal(got, want, ol);
+    }
+    /* out of range: refused, nothing derived */
+    uint8_t out[32], salt[16] = {0};
+    assert_int_equal(cx_argon2id_p1(salt, 1, salt, 16, 0, 64, out, 32), -1);
+    assert_int_equal(cx_argon2id_p1(salt, 1, salt, 16, 1, 7, out, 32), -1);
+    assert_int_equal(cx_argon2id_p1(salt, 1, salt, 16, 1, 64, out, 3), -1);
+}
+
 /* ---- Helpers --------------------------------------------------------------------------- */
 
 static void test_random(void **state)
@@ -665,6 +703,7 @@ int main(void)
         cmocka_unit_test(test_gcm_rejects_tampering),
         cmocka_unit_test(test_gcm_rejects_partial_overlap),
         cmocka_unit_test(test_argon2id_known_output),
+        cmocka_unit_test(test_argon2id_same_as_libsodium),
         cmocka_unit_test(test_argon2id_rejects_bad_parameters),
         cmocka_unit_test(test_random),
         cmocka_unit_test(test_memcmp),
