@@ -107,6 +107,19 @@ struct fswalk_opts {
  * skipped. Returns 0, or -1 when the root itself cannot be opened or cb aborted. */
 int fswalk_run(const char *root, const struct fswalk_opts *o, fswalk_cb cb, struct err *e);
 
+/* fswalk_run in two steps, so that the directories are read ahead while the caller does
+ * something else (a backup opens its repository: the key derivation keeps one core busy).
+ * fswalk_start opens the root and, with o->threads > 0, sets the scanners to read the first
+ * directories (at most as far ahead as during a walk); NULL with e set when the root cannot be
+ * opened. What the scanners use of o (excludes, one_file_system, threads) is fixed here: the
+ * excludes must stay valid until the walk is finished or cancelled. fswalk_finish walks as
+ * fswalk_run does, with o's callbacks and ctx (its excludes and one_file_system must be
+ * those given to fswalk_start), and frees h. fswalk_cancel stops and frees h (NULL: nothing). */
+struct fswalk;
+struct fswalk *fswalk_start(const char *root, const struct fswalk_opts *o, struct err *e);
+int fswalk_finish(struct fswalk *h, const struct fswalk_opts *o, fswalk_cb cb, struct err *e);
+void fswalk_cancel(struct fswalk *h);
+
 /* Reads exclude patterns from a file: one per line, blank lines and lines starting with '#'
  * ignored. Appends to *list (NULL-terminated, malloc'd; *n counts entries). */
 int fswalk_read_exclude_file(const char *path, char ***list, size_t *n, struct err *e);
