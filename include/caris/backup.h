@@ -48,7 +48,20 @@ struct files_backup_opts {
      * latest backup of these paths is kept (it makes a backup of unchanged files one stat and
      * one lookup per file); NULL: none, every incremental backup reads the previous manifest */
     const char *cache_dir;
+    /* NULL, or the reading ahead caris_files_prewalk_start began: the backup takes its walk over
+     * when it is of the backup's first path, with the same excludes and scanner count */
+    struct caris_files_prewalk *prewalk;
 };
+
+/* Reading ahead while the repository is opened. The CLI opens it after this: the key
+ * derivation keeps one core busy for about 0.1 s, and the directories of the first path are
+ * read on the other meanwhile (as far ahead as a walk reads). NULL when there is nothing to
+ * read ahead: no path, a first path that cannot be resolved (the backup says so), or a size
+ * estimate to make first. The backup's start time is then when the reading began. Free it
+ * after the backup (caris_files_prewalk_free stops what was not taken over; NULL: nothing). */
+struct caris_files_prewalk;
+struct caris_files_prewalk *caris_files_prewalk_start(const struct files_backup_opts *o);
+void caris_files_prewalk_free(struct caris_files_prewalk *p);
 
 /* A committed backup (files or database). The typed fields are read from its summary, the
  * document committed to the repository (docs/REPOSITORY-FORMAT.md, "Snapshots"). */

@@ -694,12 +694,17 @@ static int cmd_backup(struct globals *g, int argc, char **argv)
                 "in the environment or .env.local",
                 "BACKUP_FILES_PATHS not set and no paths given");
         rc = -1;
-    } else if (!(r = open_repo(g, false, &e))) {
-        rc = -1;
     } else {
-        rc = incremental ? caris_files_backup_incremental(r, &o, &res, &e)
-                         : caris_files_backup_full(r, &o, &res, &e);
-        progress_end(g);
+        /* the first directories are read while the key is derived */
+        o.prewalk = caris_files_prewalk_start(&o);
+        if (!(r = open_repo(g, false, &e))) {
+            rc = -1;
+        } else {
+            rc = incremental ? caris_files_backup_incremental(r, &o, &res, &e)
+                             : caris_files_backup_full(r, &o, &res, &e);
+            progress_end(g);
+        }
+        caris_files_prewalk_free(o.prewalk);
     }
     int code;
     if (rc < 0) {
