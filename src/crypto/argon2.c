@@ -229,13 +229,16 @@ struct a2_scratch {
 };
 
 /* The passes over the q blocks of B (one lane, segments of seg blocks), whose first two blocks
- * are made. Compiled for AVX-512 (on 256-bit registers: a rotation is one instruction) and for
- * the baseline; the program's start picks the one the processor runs. 3 passes over 64 MiB on
- * the test machine: 87-91 ms with AVX-512, 141-157 ms built for AVX2 and 274-277 ms for the
- * baseline, against libsodium's 165-192 ms with small pages (63-65 ms with huge ones), so
- * cx_argon2id uses this only where AVX-512 is (cx_argon2id_p1_fast). */
-__attribute__((target_clones("arch=x86-64-v4", "default"))) static void
-fill_memory(struct a2_block *B, uint32_t q, uint32_t seg, uint32_t passes, struct a2_scratch *sc)
+ * are made. Compiled twice (below): for AVX-512 (on 256-bit registers: a rotation is one
+ * instruction) and for the baseline; cx_argon2id_p1 calls the one the processor runs. 3 passes
+ * over 64 MiB on the test machine: 87-91 ms with AVX-512, 141-157 ms built for AVX2 and 274-277
+ * ms for the baseline, against libsodium's 165-192 ms with small pages (63-65 ms with huge
+ * ones), so cx_argon2id uses this only where AVX-512 is (cx_argon2id_p1_fast). Chosen at run
+ * time by a plain test, not by the compiler's target_clones: their resolver runs while the
+ * program is relocated, before a sanitizer's runtime is up, and crashed the ThreadSanitizer
+ * build at its start. */
+A2_INLINE void fill_memory(struct a2_block *B, uint32_t q, uint32_t seg, uint32_t passes,
+                           struct a2_scratch *sc)
 {
     for (uint32_t pass = 0; pass < passes; pass++) {
         for (uint32_t slice = 0; slice < A2_SYNC; slice++) {
@@ -275,6 +278,28 @@ fill_memory(struct a2_block *B, uint32_t q, uint32_t seg, uint32_t passes, struc
     }
 }
 
+__attribute__((target("arch=x86-64-v4"))) static void
+fill_memory_v4(struct a2_block *B, uint32_t q, uint32_t seg, uint32_t passes, struct a2_scratch *sc)
+{
+    fill_memory(B, q, seg, passes, sc);
+}
+
+static void fill_memory_base(struct a2_block *B, uint32_t q, uint32_t seg, uint32_t passes,
+                             struct a2_scratch *sc)
+{
+    fill_memory(B, q, seg, passes, sc);
+}
+
+/* The instruction sets of x86-64-v4, one by one (older compilers know no level names). */
+static bool cpu_v4(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+           __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx2") &&
+           __builtin_cpu_supports("bmi2") && __builtin_cpu_supports("fma");
+}
+
 #if defined(__has_feature)
 #if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
 #define A2_SANITIZED 1
@@ -292,12 +317,7 @@ bool cx_argon2id_p1_fast(void)
      * builds use libsodium; their unit tests still run this code (test_crypto). */
     return false;
 #endif
-    /* the instruction sets of x86-64-v4, one by one (older compilers know no level names) */
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
-           __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx2") &&
-           __builtin_cpu_supports("bmi2") && __builtin_cpu_supports("fma");
+    return cpu_v4();
 }
 
 int cx_argon2id_p1(const uint8_t *password, size_t password_len, const uint8_t *salt,
@@ -345,7 +365,10 @@ int cx_argon2id_p1(const uint8_t *password, size_t password_len, const uint8_t *
     }
 
     struct a2_scratch *sc = xcalloc(1, sizeof(*sc));
-    fill_memory(B, q, seg, passes, sc);
+    if (cpu_v4())
+        fill_memory_v4(B, q, seg, passes, sc);
+    else
+        fill_memory_base(B, q, seg, passes, sc);
     block_to_bytes(tmp, &B[q - 1]);
     hprime(out, out_len, tmp, A2_BLOCK, NULL, 0);
 
