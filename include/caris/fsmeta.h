@@ -119,6 +119,9 @@ struct fswalk;
 struct fswalk *fswalk_start(const char *root, const struct fswalk_opts *o, struct err *e);
 int fswalk_finish(struct fswalk *h, const struct fswalk_opts *o, fswalk_cb cb, struct err *e);
 void fswalk_cancel(struct fswalk *h);
+/* Until fswalk_finish, the scanners read half as far ahead as during a walk (what they hold
+ * adds to the caller's peak memory meanwhile); this lets them go as far before it. */
+void fswalk_ahead_full(struct fswalk *h);
 
 /* Reads exclude patterns from a file: one per line, blank lines and lines starting with '#'
  * ignored. Appends to *list (NULL-terminated, malloc'd; *n counts entries). */

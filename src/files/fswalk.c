@@ -1357,18 +1357,24 @@ struct fswalk *fswalk_start(const char *root, const struct fswalk_opts *o, struc
     return h;
 }
 
+void fswalk_ahead_full(struct fswalk *h)
+{
+    struct walker *w = &h->w;
+    if (!h->dir)
+        return;
+    pthread_mutex_lock(&w->mu);
+    w->max_ents = AHEAD_ENTRIES;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
 int fswalk_finish(struct fswalk *h, const struct fswalk_opts *o, fswalk_cb cb, struct err *e)
 {
     struct walker *w = &h->w;
     w->o = o ? o : &no_opts;
     w->cb = cb;
     w->e = e;
-    if (h->dir) {
-        pthread_mutex_lock(&w->mu);
-        w->max_ents = AHEAD_ENTRIES;
-        pthread_cond_broadcast(&w->cv);
-        pthread_mutex_unlock(&w->mu);
-    }
+    fswalk_ahead_full(h);
     int rc = visit(w, h->dfd, h->name, &h->st, true, h->rootn); /* frees every scan */
     h->rootn = NULL;
     if (h->dir)

@@ -1583,6 +1583,10 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
      * and now must count as changed after this backup started, as it does against then) */
     if (!o->time_ns && o->prewalk && o->prewalk->walk && o->prewalk->started_ns < start_ns)
         start_ns = o->prewalk->started_ns;
+    /* the repository is open (its key derivation's memory freed): the scanners may read as far
+     * ahead as during the walk while the lock is taken and the file table checked */
+    if (o->prewalk && o->prewalk->walk)
+        fswalk_ahead_full(o->prewalk->walk);
     json_t *roots = resolve_roots(o, e);
     if (!roots)
         return -1;
