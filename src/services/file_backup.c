@@ -1515,7 +1515,8 @@ struct caris_files_prewalk {
     char *root;      /* the first path, resolved */
     char **excludes; /* its patterns, which the scanners use until the walk ends */
     int scanners;
-    int64_t started_ns; /* when it began to read */
+    int64_t started_ns;   /* when it began to read */
+    int64_t started_mono; /* the same instant on the monotonic clock (the duration) */
     struct fswalk *walk;
 };
 
@@ -1531,6 +1532,7 @@ struct caris_files_prewalk *caris_files_prewalk_start(const struct files_backup_
     p->excludes = root_excludes(o->excludes, root, NULL, NULL);
     p->scanners = walk_scanners(o);
     p->started_ns = time_now_ns();
+    p->started_mono = time_mono_ns();
     struct fswalk_opts wo = {.excludes = (const char *const *)p->excludes, .threads = p->scanners};
     struct err e = ERR_INIT; /* the backup's own walk says what is wrong */
     p->walk = fswalk_start(root, &wo, &e);
@@ -1581,8 +1583,12 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
         return -1;
     /* reading ahead began earlier: files were looked at from then (a file changed between then
      * and now must count as changed after this backup started, as it does against then) */
-    if (!o->time_ns && o->prewalk && o->prewalk->walk && o->prewalk->started_ns < start_ns)
+    if (!o->time_ns && o->prewalk && o->prewalk->walk && o->prewalk->started_ns < start_ns) {
+        /* and the duration from then too: "finished" (start + duration) is when it finished,
+         * not that minus the time the repository took to open (the key derivation) */
         start_ns = o->prewalk->started_ns;
+        clock0 = o->prewalk->started_mono;
+    }
     /* the repository is open (its key derivation's memory freed): the scanners may read as far
      * ahead as during the walk while the lock is taken and the file table checked */
     if (o->prewalk && o->prewalk->walk)
