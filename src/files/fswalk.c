@@ -242,7 +242,8 @@ static int problem(struct walker *w, bool fatal, int errnum, const char *fmt, ..
     if (fatal || is_resource_errno(errnum)) {
         const char *hint = errnum == EMFILE || errnum == ENFILE
                                ? "raise the open-file limit (ulimit -n); one descriptor is "
-                                 "used per level of directory depth, plus up to 64 read ahead"
+                                 "used per level of directory depth, plus up to 512 read "
+                                 "ahead (at most a quarter of the limit)"
                            : errnum == EACCES || errnum == EPERM
                                /* a path to back up (a root): not about the backup directory */
                                ? "the user running caris-backup must be able to read what it "
