@@ -278,11 +278,13 @@ A2_INLINE void fill_memory(struct a2_block *B, uint32_t q, uint32_t seg, uint32_
     }
 }
 
+#if defined(__x86_64__)
 __attribute__((target("arch=x86-64-v4"))) static void
 fill_memory_v4(struct a2_block *B, uint32_t q, uint32_t seg, uint32_t passes, struct a2_scratch *sc)
 {
     fill_memory(B, q, seg, passes, sc);
 }
+#endif
 
 static void fill_memory_base(struct a2_block *B, uint32_t q, uint32_t seg, uint32_t passes,
                              struct a2_scratch *sc)
@@ -290,14 +292,19 @@ static void fill_memory_base(struct a2_block *B, uint32_t q, uint32_t seg, uint3
     fill_memory(B, q, seg, passes, sc);
 }
 
-/* The instruction sets of x86-64-v4, one by one (older compilers know no level names). */
+/* The instruction sets of x86-64-v4, one by one (older compilers know no level names); false
+ * on other processors (they have the baseline version, and libsodium's in cx_argon2id). */
 static bool cpu_v4(void)
 {
+#if defined(__x86_64__)
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
            __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
            __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx2") &&
            __builtin_cpu_supports("bmi2") && __builtin_cpu_supports("fma");
+#else
+    return false;
+#endif
 }
 
 #if defined(__has_feature)
@@ -365,9 +372,11 @@ int cx_argon2id_p1(const uint8_t *password, size_t password_len, const uint8_t *
     }
 
     struct a2_scratch *sc = xcalloc(1, sizeof(*sc));
+#if defined(__x86_64__)
     if (cpu_v4())
         fill_memory_v4(B, q, seg, passes, sc);
     else
+#endif
         fill_memory_base(B, q, seg, passes, sc);
     block_to_bytes(tmp, &B[q - 1]);
     hprime(out, out_len, tmp, A2_BLOCK, NULL, 0);

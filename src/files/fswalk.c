@@ -1275,6 +1275,10 @@ static int open_root(struct walker *w, const char *root, int *dfd, char **name)
 
 struct fswalk {
     struct walker w;
+    /* what w->o and w->e point at between fswalk_start and fswalk_finish: a copy of the start's
+     * options and an error of its own (the caller's may be gone; nothing reports meanwhile) */
+    struct fswalk_opts start_opts;
+    struct err start_err;
     char *root; /* as given */
     int dfd;    /* the directory holding the root */
     char *name; /* the root's name in it */
@@ -1341,6 +1345,10 @@ struct fswalk *fswalk_start(const char *root, const struct fswalk_opts *o, struc
         return NULL;
     }
     w->root_dev = h->st.st_dev;
+    h->start_opts = *w->o;
+    h->start_err = (struct err)ERR_INIT;
+    w->o = &h->start_opts;
+    w->e = &h->start_err;
     h->dir = S_ISDIR(h->st.st_mode);
     if (h->dir) {
         scanners_start(w);
