@@ -336,21 +336,20 @@ static void base_copy(struct ftable_builder *b)
         buf_append(&b->ids, t->ids, xsize((size_t)b->nids, 32, 0));
 }
 
-static void add_name(struct ftable_builder *b, const char *name, uint32_t *off, uint32_t *len)
+/* Where a name goes in the strings when they are at bytes long now: *off and *len, and the
+ * bytes it takes (none for no name, or one past what a table holds: it never matches a name,
+ * so such a file is read again). */
+static size_t name_at(uint64_t at, const char *name, uint32_t *off, uint32_t *len)
 {
     size_t n = name ? strlen(name) : 0;
-    uint64_t at = strs_len(b);
     if (!name || n >= FT_NONAME || at > UINT32_MAX - n) {
         *off = 0;
-        *len = FT_NONAME; /* never matches a name: such a file is read again */
-        return;
+        *len = FT_NONAME;
+        return 0;
     }
     *off = (uint32_t)at;
     *len = (uint32_t)n;
-    if (b->base)
-        b->strs_len += n;
-    else
-        buf_append(&b->strs, name, n);
+    return n;
 }
 
 /* True when record r (key, ids and names as given) is the base's record of the same index. */
@@ -373,63 +372,48 @@ void ftable_builder_add(struct ftable_builder *b, const char *key, size_t kl, co
 {
     if (b->nrec >= UINT32_MAX / 4 || text_len > UINT32_MAX || kl > UINT32_MAX || nids > UINT32_MAX)
         return; /* past what a table holds: left out, so read again next time */
+    /* the record; its key, then its names, go at the end of the strings */
+    struct ftable_rec r;
+    memset(&r, 0, sizeof(r));
+    r.text_off = text_off;
+    r.text_len = (uint32_t)text_len;
+    r.key_off = strs_len(b);
+    r.key_len = (uint32_t)kl;
+    r.ids_off = b->base ? b->nids : b->ids.len / 32;
+    r.nids = (uint32_t)nids;
+    r.mode = (uint32_t)(st->st_mode & 07777);
+    r.size = (int64_t)st->st_size;
+    r.mtime_s = (int64_t)st->st_mtim.tv_sec;
+    r.mtime_ns = (uint32_t)st->st_mtim.tv_nsec;
+    r.ctime_s = (int64_t)st->st_ctim.tv_sec;
+    r.ctime_ns = (uint32_t)st->st_ctim.tv_nsec;
+    r.ino = (uint64_t)st->st_ino;
+    r.uid = (uint32_t)st->st_uid;
+    r.gid = (uint32_t)st->st_gid;
+    uint64_t end = r.key_off + kl;
+    size_t ul = name_at(end, user, &r.user_off, &r.user_len);
+    end += ul;
+    size_t gl = name_at(end, group, &r.group_off, &r.group_len);
+    end += gl;
     if (b->base) {
-        /* the record as it would be added; kept only in the base while it is the base's */
-        struct ftable_rec r;
-        memset(&r, 0, sizeof(r));
-        r.text_off = text_off;
-        r.text_len = (uint32_t)text_len;
-        r.key_off = b->strs_len;
-        r.key_len = (uint32_t)kl;
-        r.ids_off = b->nids;
-        r.nids = (uint32_t)nids;
-        r.mode = (uint32_t)(st->st_mode & 07777);
-        r.size = (int64_t)st->st_size;
-        r.mtime_s = (int64_t)st->st_mtim.tv_sec;
-        r.mtime_ns = (uint32_t)st->st_mtim.tv_nsec;
-        r.ctime_s = (int64_t)st->st_ctim.tv_sec;
-        r.ctime_ns = (uint32_t)st->st_ctim.tv_nsec;
-        r.ino = (uint64_t)st->st_ino;
-        r.uid = (uint32_t)st->st_uid;
-        r.gid = (uint32_t)st->st_gid;
-        uint64_t before = b->strs_len;
-        b->strs_len += kl;
-        add_name(b, user, &r.user_off, &r.user_len);
-        add_name(b, group, &r.group_off, &r.group_len);
-        if (base_has(b, &r, key, ids, user, group)) {
+        if (base_has(b, &r, key, ids, user, group)) { /* kept only in the base */
             b->nrec++;
+            b->strs_len = end;
             b->nids += nids;
             return;
         }
-        b->strs_len = before;
         base_copy(b); /* the first difference: from here on, as without a base */
     }
     if (b->nrec == b->cap) {
         b->cap = b->cap ? b->cap * 2 : 1024;
         b->recs = xrealloc(b->recs, xsize(b->cap, sizeof(*b->recs), 0));
     }
-    struct ftable_rec *r = &b->recs[b->nrec++];
-    memset(r, 0, sizeof(*r));
-    r->text_off = text_off;
-    r->text_len = (uint32_t)text_len;
-    r->key_off = b->strs.len;
-    r->key_len = (uint32_t)kl;
+    b->recs[b->nrec++] = r;
     buf_append(&b->strs, key, kl);
-    r->ids_off = b->ids.len / 32;
-    r->nids = (uint32_t)nids;
+    buf_append(&b->strs, user, ul);
+    buf_append(&b->strs, group, gl);
     if (nids)
         buf_append(&b->ids, ids, xsize(nids, 32, 0));
-    r->mode = (uint32_t)(st->st_mode & 07777);
-    r->size = (int64_t)st->st_size;
-    r->mtime_s = (int64_t)st->st_mtim.tv_sec;
-    r->mtime_ns = (uint32_t)st->st_mtim.tv_nsec;
-    r->ctime_s = (int64_t)st->st_ctim.tv_sec;
-    r->ctime_ns = (uint32_t)st->st_ctim.tv_nsec;
-    r->ino = (uint64_t)st->st_ino;
-    r->uid = (uint32_t)st->st_uid;
-    r->gid = (uint32_t)st->st_gid;
-    add_name(b, user, &r->user_off, &r->user_len);
-    add_name(b, group, &r->group_off, &r->group_len);
 }
 
 static int write_all(int fd, const void *p, size_t n)
