@@ -78,6 +78,13 @@ PGconn *pgsrc_connect(const struct pgsrc_target *t, const char *dbname, struct e
  * database does not exist, bad connection parameters) rather than a server not (yet)
  * answering: asking again will not help. */
 bool pgsrc_connect_refused(const struct err *e);
+
+/* An excerpt of a PostgreSQL server log (text, len bytes: one start's lines) for an error
+ * message, in out (n bytes): whole lines, without the refusals that connection attempts get
+ * while the server recovers, starts or stops (their number depends on timing), from the first
+ * FATAL or PANIC line (the cause; earlier lines are progress) to the end. When that is longer
+ * than max bytes: the cause line, a "[...]" line, and the last lines that fit. */
+void pgsrc_log_excerpt(const char *text, size_t len, size_t max, char *out, size_t n);
 /* Runs one statement that returns no rows (the extended protocol: a string holding a second
  * statement is refused, never run). */
 int pgsrc_exec(PGconn *c, const char *sql, struct err *e);

@@ -1670,6 +1670,84 @@ static int free_port(struct err *e)
     return ntohs(a.sin_port);
 }
 
+/* Whether a server log line is one of the refusals that connection attempts get while the
+ * server recovers, starts or stops: noise in an excerpt, as many as the attempts that the
+ * timing allowed. */
+static bool log_line_is_poll(const char *line, size_t len)
+{
+    static const char *const noise[] = {
+        "the database system is in recovery mode",
+        "the database system is starting up",
+        "the database system is not yet accepting connections",
+        "the database system is not accepting connections",
+        "the database system is shutting down",
+        "terminating connection because of crash of another server process",
+    };
+    for (size_t i = 0; i < sizeof(noise) / sizeof(noise[0]); i++)
+        if (memmem(line, len, noise[i], strlen(noise[i])))
+            return true;
+    return false;
+}
+
+static bool log_line_has(const char *line, size_t len, const char *needle)
+{
+    return memmem(line, len, needle, strlen(needle)) != NULL;
+}
+
+void pgsrc_log_excerpt(const char *text, size_t len, size_t max, char *out, size_t n)
+{
+    if (!n)
+        return;
+    out[0] = '\0';
+    if (!text || !len)
+        return;
+    struct buf kept = {0};
+    size_t cause_at = SIZE_MAX, cause_len = 0;
+    bool skipping = false;
+    for (const char *p = text, *end = text + len; p < end;) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t ll = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        bool follows = log_line_has(p, ll, "DETAIL:  ") || log_line_has(p, ll, "HINT:  ");
+        skipping = log_line_is_poll(p, ll) || (skipping && follows);
+        while (ll && p[ll - 1] == '\r')
+            ll--;
+        if (!skipping && ll) {
+            if (cause_at == SIZE_MAX &&
+                (log_line_has(p, ll, "FATAL:  ") || log_line_has(p, ll, "PANIC:  "))) {
+                cause_at = kept.len;
+                cause_len = ll;
+            }
+            buf_append(&kept, p, ll);
+            buf_append_u8(&kept, '\n');
+        }
+        p = nl ? nl + 1 : end;
+    }
+    if (!kept.len) {
+        buf_free(&kept);
+        return;
+    }
+    kept.len--; /* the last newline */
+    const char *k = (const char *)kept.data;
+    size_t start = cause_at == SIZE_MAX ? 0 : cause_at;
+    if (kept.len - start <= max) {
+        snprintf(out, n, "%.*s", (int)(kept.len - start), k + start);
+    } else {
+        /* the last whole lines that fit (beside the cause line, which keeps at least half) */
+        size_t room = cause_at == SIZE_MAX ? max : cause_len < max / 2 ? max - cause_len : max / 2;
+        size_t t = kept.len - room;
+        const char *nl = memchr(k + t, '\n', room);
+        t = nl ? (size_t)(nl + 1 - k) : kept.len;
+        if (cause_at == SIZE_MAX)
+            snprintf(out, n, "%.*s", (int)(kept.len - t), k + t);
+        else if (t <= cause_at + cause_len + 1)
+            snprintf(out, n, "%.*s", (int)(kept.len - start), k + start);
+        else
+            snprintf(out, n, "%.*s\n[...]\n%.*s", (int)cause_len, k + cause_at, (int)(kept.len - t),
+                     k + t);
+    }
+    buf_free(&kept);
+}
+
 static void local_log_tail(const char *path, char *out, size_t n)
 {
     struct buf b = {0};

@@ -867,26 +867,18 @@ static void report_old_copies(const char *parent, const char *base, const char *
     closedir(d);
 }
 
-static void log_tail(const char *path, char *out, size_t n)
+/* The excerpt of what the log got from offset from on (this start's lines) that an error
+ * message quotes: pgsrc_log_excerpt's. */
+static void log_tail(const char *path, size_t from, char *out, size_t n)
 {
     struct buf b = {0};
     struct err ie = ERR_INIT;
     out[0] = '\0';
     if (fs_read_all(path, &b, &ie) != 0)
         return;
-    size_t keep = b.len > 600 ? 600 : b.len;
-    const char *from = (const char *)b.data + b.len - keep;
-    /* whole lines only: a cut excerpt starts after its first newline */
-    if (keep < b.len) {
-        const char *nl = memchr(from, '\n', keep);
-        if (nl && nl + 1 < (const char *)b.data + b.len) {
-            keep -= (size_t)(nl + 1 - from);
-            from = nl + 1;
-        }
-    }
-    while (keep && (from[keep - 1] == '\n' || from[keep - 1] == '\r'))
-        keep--;
-    snprintf(out, n, "%.*s", (int)keep, from);
+    if (from > b.len)
+        from = 0;
+    pgsrc_log_excerpt((const char *)b.data + from, b.len - from, 600, out, n);
     buf_free(&b);
 }
 
@@ -1037,7 +1029,7 @@ static int start_and_wait(const struct phys_restore_opts *o, int version_num, co
                 break;
             }
             char tail[700], hint[512];
-            log_tail(res->log_path, tail, sizeof(tail));
+            log_tail(res->log_path, log_from, tail, sizeof(tail));
             stopped_hint(o, res->backup_id, gap_note, hint, sizeof(hint));
             /* a time or LSN after the last archived WAL (the gaps have their own hint) */
             if (!(gap_note && *gap_note) &&
@@ -1106,7 +1098,7 @@ static int start_and_wait(const struct phys_restore_opts *o, int version_num, co
         }
         if (time_mono_ns() > deadline && !seen_pid) {
             char tail[700];
-            log_tail(res->log_path, tail, sizeof(tail));
+            log_tail(res->log_path, log_from, tail, sizeof(tail));
             err_set(e, ERR_DATABASE, "see the server's log; the restored data directory is kept",
                     "the restored server did not start within %d s (no postmaster.pid in %s; "
                     "its log: %s):\n%s",

@@ -613,6 +613,96 @@ static void test_child_environment(void **state)
     unsetenv("PGAPPNAME");
 }
 
+static void bprintf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void bprintf(struct buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = NULL;
+    int n = vasprintf(&s, fmt, ap);
+    va_end(ap);
+    assert_true(n >= 0);
+    buf_append(b, s, (size_t)n);
+    free(s);
+}
+
+/* A server log as a restore to a target after the archive's end leaves it: replay lines, the
+ * startup process's FATAL, then polls refusals of connection attempts, as many as the
+ * timing allowed. */
+static char *stopped_log(int polls, bool crash)
+{
+    struct buf b = {0};
+    const char *ts = "2026-12-05 15:37:00.094 UTC";
+    for (int i = 0; i < 8; i++)
+        bprintf(&b,
+                "%s [9620] LOG:  restored log file \"00000001000000000000000%d\" from archive\n",
+                ts, i);
+    bprintf(&b, "%s [9603] LOG:  database system is ready to accept read-only connections\n", ts);
+    if (crash)
+        bprintf(&b,
+                "%s [9700] WARNING:  terminating connection because of crash of another "
+                "server process\n%s [9700] DETAIL:  The postmaster has commanded this server "
+                "process to roll back the current transaction and exit.\n%s [9700] HINT:  In "
+                "a moment you should be able to reconnect to the database.\n",
+                ts, ts, ts);
+    bprintf(&b, "%s [9620] FATAL:  recovery ended before configured recovery target was reached\n",
+            ts);
+    bprintf(&b, "%s [9603] LOG:  startup process (PID 9620) exited with exit code 1\n", ts);
+    bprintf(&b, "%s [9603] LOG:  terminating any other active server processes\n", ts);
+    for (int i = 0; i < polls; i++)
+        bprintf(&b, "%s [%d] FATAL:  the database system is in recovery mode\n", ts, 10063 + i);
+    bprintf(&b, "%s [9603] LOG:  shutting down due to startup process failure\n", ts);
+    bprintf(&b, "%s [9603] LOG:  database system is shut down\n", ts);
+    buf_append_u8(&b, 0);
+    return (char *)b.data;
+}
+
+/* The excerpt of a stopped server's log quotes the cause whatever the number of connection
+ * attempts refused meanwhile (CI once saw it pushed out of a plain tail by two of them). */
+static void test_log_excerpt(void **state)
+{
+    (void)state;
+    char out[700];
+    for (int crash = 0; crash <= 1; crash++)
+        for (int polls = 0; polls <= 40; polls += 1 + polls) {
+            char *log = stopped_log(polls, crash);
+            pgsrc_log_excerpt(log, strlen(log), 600, out, sizeof(out));
+            if (!strstr(out, "FATAL:  recovery ended before configured recovery target was "
+                             "reached"))
+                fail_msg("polls %d crash %d: the cause is not quoted:\n%s", polls, crash, out);
+            assert_null(strstr(out, "recovery mode"));
+            assert_null(strstr(out, "terminating connection"));
+            assert_null(strstr(out, "roll back"));
+            assert_null(strstr(out, "restored log file"));
+            assert_non_null(strstr(out, "database system is shut down"));
+            assert_true(strlen(out) <= 600);
+            assert_int_not_equal(out[strlen(out) - 1], '\n');
+            free(log);
+        }
+
+    /* longer than max: the cause line, [...], and whole last lines */
+    char *log = stopped_log(0, false);
+    pgsrc_log_excerpt(log, strlen(log), 200, out, sizeof(out));
+    assert_true(strncmp(out, "2026-12-05 15:37:00.094 UTC [9620] FATAL:  recovery ended", 57) == 0);
+    assert_non_null(strstr(out, "\n[...]\n"));
+    assert_non_null(strstr(out, "UTC [9603] LOG:  database system is shut down"));
+    assert_null(strstr(out, "\n[...]\n2026-12-05 15:37:00.094 UTC [9603] LOG:  startup process"));
+    free(log);
+
+    /* no FATAL or PANIC line: the last whole lines */
+    const char *plain = "first line\nsecond line\r\nthird line\n";
+    pgsrc_log_excerpt(plain, strlen(plain), 600, out, sizeof(out));
+    assert_string_equal(out, "first line\nsecond line\nthird line");
+    pgsrc_log_excerpt(plain, strlen(plain), 15, out, sizeof(out));
+    assert_string_equal(out, "third line");
+    pgsrc_log_excerpt("", 0, 600, out, sizeof(out));
+    assert_string_equal(out, "");
+    /* a small out buffer is cut, still terminated */
+    char small[8];
+    pgsrc_log_excerpt(plain, strlen(plain), 600, small, sizeof(small));
+    assert_string_equal(small, "first l");
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -634,6 +724,7 @@ int main(void)
         cmocka_unit_test(test_toc_reorder),
         cmocka_unit_test(test_remove_tree),
         cmocka_unit_test(test_last_test_restores),
+        cmocka_unit_test(test_log_excerpt),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
