@@ -37,5 +37,6 @@ elif [ "$(cat "$stamp" 2>/dev/null)" != "${opts[*]}" ]; then
   meson configure "$dir" "${opts[@]}" >/dev/null
   echo "${opts[*]}" >"$stamp"
 fi
-ninja -C "$dir" >/dev/null
+# --quiet: no progress lines, but a failing compiler's messages are shown (>/dev/null hid them)
+ninja -C "$dir" --quiet
 echo "built $dir/src/cli/caris-backup"

@@ -27,7 +27,7 @@ done
 ./scripts/build.sh
 if [[ $(meson introspect build --buildoptions | python3 -c 'import json,sys; print(next(o["value"] for o in json.load(sys.stdin) if o["name"] == "prefix"))') != /usr/local ]]; then
     meson configure build -Dprefix=/usr/local >/dev/null
-    ninja -C build >/dev/null
+    ninja -C build --quiet
 fi
 if [[ -n $destdir ]]; then
     meson install -C build --no-rebuild --quiet --destdir "$destdir"

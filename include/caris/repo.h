@@ -124,6 +124,12 @@ void repo_set_warn_sink(struct repo *r, repo_warn_fn fn, void *ctx);
  * "blobs": [{"id", "offset", "length" (ciphertext + tag), "size" (plaintext), "compressed"}]}.
  * name: the object name, "data/<2 hex>/<64 hex>". New reference in *out. */
 int repo_pack_blobs(struct repo *r, const char *name, json_t **out, struct err *e);
+/* Where a backup's manifest (its entries, stored as chunks) lies: {"backup", "snapshot" (its
+ * snapshot file), "bytes" and "sha256" (of the manifest text), "blobs": [{"id", "size", and
+ * "pack", "offset", "length" as the index places it, or "pack": null when the index does not
+ * have it}]}, in manifest order. For investigating damage, and for tests that damage one
+ * backup's manifest. */
+int repo_backup_blobs(struct repo *r, const char *backup_id, json_t **out, struct err *e);
 /* The repository's id (32 hex digits, from its config). */
 const char *repo_id(const struct repo *r);
 /* A key for authenticating a local cache of this repository (never stored): HKDF-SHA-256 of

@@ -7,12 +7,16 @@
 #include "cli.h"
 
 static const char DEBUG_USAGE[] =
-    "usage: caris-backup debug pack PACK [--json]\n\n"
+    "usage: caris-backup debug pack PACK [--json]\n"
+    "       caris-backup debug backup ID [--json]\n\n"
     "Lists the blobs a pack holds, read from the pack's own trailer (not from the index):\n"
     "offset, stored length (ciphertext + tag), plaintext size, whether it is compressed, and\n"
     "the blob's id. PACK is the pack's name in the repository (data/ab/<64 hex>), its file's\n"
     "path, or its id (64 hex digits). For investigating damage: `check` names a damaged pack;\n"
-    "this says which blobs sit where in it.\n";
+    "this says which blobs sit where in it.\n\n"
+    "debug backup lists where a backup's manifest (its list of entries, stored as chunks) lies:\n"
+    "its snapshot file, and for each chunk of the manifest its id, size, and the pack and\n"
+    "offset the index places it at.\n";
 
 /* The object name of a pack given as a name, a path under the repository or an id. */
 static char *pack_name(const struct globals *g, const char *arg)
@@ -23,6 +27,39 @@ static char *pack_name(const struct globals *g, const char *arg)
     if (strlen(arg) == 64 && strspn(arg, "0123456789abcdef") == 64)
         return xasprintf("data/%.2s/%s", arg, arg);
     return xstrdup(arg);
+}
+
+static int debug_backup(const struct globals *g, struct repo *r, const char *id)
+{
+    struct err e = ERR_INIT;
+    json_t *rep = NULL;
+    int rc = repo_backup_blobs(r, id, &rep, &e);
+    repo_close(r);
+    if (rc != 0)
+        return fail(&e);
+    if (g->json) {
+        print_json(rep);
+    } else {
+        json_t *blobs = json_object_get(rep, "blobs");
+        printf("%s: %s, manifest %lld bytes in %zu chunks\n", id,
+               json_string_value(json_object_get(rep, "snapshot")),
+               (long long)json_integer_value(json_object_get(rep, "bytes")),
+               json_array_size(blobs));
+        printf("%10s %10s %10s  %-64s  %s\n", "size", "offset", "length", "id", "pack");
+        size_t i;
+        json_t *b;
+        json_array_foreach(blobs, i, b)
+        {
+            const char *pack = json_string_value(json_object_get(b, "pack"));
+            printf("%10lld %10lld %10lld  %-64s  %s\n",
+                   (long long)json_integer_value(json_object_get(b, "size")),
+                   (long long)json_integer_value(json_object_get(b, "offset")),
+                   (long long)json_integer_value(json_object_get(b, "length")),
+                   json_string_value(json_object_get(b, "id")), pack ? pack : "(not in the index)");
+        }
+    }
+    json_decref(rep);
+    return 0;
 }
 
 int cmd_debug(struct globals *g, int argc, char **argv)
@@ -45,14 +82,19 @@ int cmd_debug(struct globals *g, int argc, char **argv)
         else
             return usage_error("unexpected argument '%s' for debug", argv[i]);
     }
-    if (!what || strcmp(what, "pack") != 0)
-        return usage_error("debug needs a subcommand: 'pack PACK' (got '%s')", what ? what : "");
+    bool backup = what && strcmp(what, "backup") == 0;
+    if (!what || (strcmp(what, "pack") != 0 && !backup))
+        return usage_error("debug needs a subcommand: 'pack PACK' or 'backup ID' (got '%s')",
+                           what ? what : "");
     if (!arg)
-        return usage_error("debug pack needs a pack%s", "");
+        return usage_error(
+            backup ? "debug backup needs a backup id%s" : "debug pack needs a pack%s", "");
     struct err e = ERR_INIT;
     struct repo *r = open_repo(g, false, &e);
     if (!r)
         return fail(&e);
+    if (backup)
+        return debug_backup(g, r, arg);
     char *name = pack_name(g, arg);
     json_t *rep = NULL;
     int rc = repo_pack_blobs(r, name, &rep, &e);

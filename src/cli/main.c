@@ -91,6 +91,7 @@ static const char USAGE[] =
     "  run-now full|incremental [--wait]\n"
     "                            run a scheduled-style backup now (in the daemon if it runs)\n"
     "  debug pack PACK           list the blobs in a pack (investigating damage)\n"
+    "  debug backup ID           where a backup's manifest lies (pack, offset)\n"
     "  notify test               send a test notification to every configured channel\n"
     "  token add|list|revoke     API tokens (Bearer credentials of the daemon's HTTP API)\n"
     "  audit [--since T] | audit verify\n"

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "caris/crypto.h"
+#include "caris/pipeline.h"
 
 int repo_pack_blobs(struct repo *r, const char *name, json_t **out, struct err *e)
 {
@@ -33,5 +34,56 @@ int repo_pack_blobs(struct repo *r, const char *name, json_t **out, struct err *
     }
     buf_free(&t);
     *out = json_pack("{s:s, s:I, s:o}", "pack", name, "bytes", (json_int_t)size, "blobs", blobs);
+    return 0;
+}
+
+int repo_backup_blobs(struct repo *r, const char *backup_id, json_t **out, struct err *e)
+{
+    *out = NULL;
+    char name[65];
+    json_t *summary = NULL, *ref = NULL;
+    if (repo_snapshot_find(r, backup_id, name, NULL, e) != 0 ||
+        repo_snapshot_load_ref(r, name, &summary, &ref, e) != 0)
+        return -1;
+    json_decref(summary);
+    uint8_t(*ids)[32] = NULL;
+    uint32_t *lens = NULL;
+    size_t n = 0;
+    if (chunklist_decode(json_object_get(ref, "chunks"), &ids, &lens, &n) != 0) {
+        json_decref(ref);
+        return err_set(e, ERR_DAMAGE, "run `caris-backup check`",
+                       "snapshot %s (backup %s): its manifest's chunk list is malformed", name,
+                       backup_id);
+    }
+    json_t *blobs = json_array();
+    for (size_t i = 0; i < n; i++) {
+        char hex[65], pack[80];
+        cx_hex(ids[i], 32, hex);
+        json_t *b = json_pack("{s:s, s:I}", "id", hex, "size", (json_int_t)lens[i]);
+        struct ientry en;
+        if (repo_lookup_entry(r, ids[i], &en) && en.pack != PACK_PENDING) {
+            pthread_mutex_lock(&r->mu);
+            pack_object_name(r->packs[en.pack].id, pack, sizeof(pack));
+            pthread_mutex_unlock(&r->mu);
+            json_object_set_new(b, "pack", json_string(pack));
+            json_object_set_new(b, "offset", json_integer(en.off));
+            json_object_set_new(b, "length", json_integer(en.clen));
+        } else {
+            json_object_set_new(b, "pack", json_null());
+        }
+        json_array_append_new(blobs, b);
+    }
+    free(ids);
+    free(lens);
+    char obj[80];
+    snprintf(obj, sizeof(obj), "snapshots/%s", name);
+    *out = json_pack("{s:s, s:s, s:O, s:O, s:o}", "backup", backup_id, "snapshot", obj, "bytes",
+                     json_object_get(ref, "bytes"), "sha256", json_object_get(ref, "sha256"),
+                     "blobs", blobs);
+    json_decref(ref);
+    if (!*out)
+        return err_set(e, ERR_DAMAGE, "run `caris-backup check`",
+                       "snapshot %s (backup %s): its manifest reference is malformed", name,
+                       backup_id);
     return 0;
 }

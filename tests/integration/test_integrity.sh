@@ -147,6 +147,24 @@ for n in 1 2 3; do
 done
 assert_eq 3 "$(printf '%s\n' "${snaps[@]}" | grep -c .)" "each backup wrote one snapshot file"
 assert_ne "" "${entries_pack:-}" "found the pack of backup 1's entry list"
+# debug backup says the same, from the snapshot and the index
+run cb --json debug backup "${ids[0]}"
+assert_rc 0 "debug backup ${ids[0]}"
+assert_eq "${entries_pack#"$REPO"/} $entries_blob" \
+    "$(json_eval "$OUT_FILE" '" ".join(str(d["blobs"][0][k]) for k in ("pack", "offset", "length"))')" \
+    "debug backup places backup 1's entry list where its pack's trailer has it"
+assert_eq "snapshots/${snaps[0]}" "$(json_get "$OUT_FILE" '["snapshot"]')" "and names its snapshot file"
+assert_eq 1 "$(json_eval "$OUT_FILE" 'len(d["blobs"])')" "one blob"
+run cb debug backup "${ids[0]}"
+assert_rc 0 "debug backup, as text"
+assert_contains "$OUT" "snapshots/${snaps[0]}, manifest" "the text names the snapshot file"
+assert_contains "$OUT" "${entries_pack#"$REPO"/}" "and the pack"
+run cb debug backup file_full_2001-01-01T00-00-00
+assert_rc 7 "debug backup of an unknown id: not found (7)"
+assert_contains "$ERR" "no backup file_full_2001-01-01T00-00-00" "says there is no such backup"
+run cb debug backup
+assert_rc 2 "debug backup without an id"
+assert_contains "$ERR" "debug backup needs a backup id" "says what is missing"
 
 # a damaged entry list in the first of three backups: the other two still verified
 read -r off len <<<"$entries_blob"
