@@ -33,6 +33,12 @@ struct run {
     pthread_mutex_t mu;
     bool stop;
     struct err fatal;
+    /* Each worker's read and decompression buffers, kept from one range to the next: freed
+     * and allocated again per range, every range's pages were fresh ones the kernel had to
+     * fault in and zero (4-5 % of a 2 GiB restore's CPU). Wiped after each range. */
+    struct wbufs {
+        struct buf data, plain;
+    } * wb;
 };
 
 /* One read: uses v[first .. last) of one pack, their blobs in [start, start + len). */
@@ -125,24 +131,25 @@ static void damage_uses(struct run *rn, size_t first, size_t last, const struct 
 
 static void range_job(void *arg, int worker)
 {
-    (void)worker;
     struct range *rg = arg;
     struct run *rn = rg->run;
     struct readplan *p = rn->p;
     struct repo *r = p->r;
-    struct buf data = {0}, plain = {0};
+    struct buf *data = &rn->wb[worker].data, *plain = &rn->wb[worker].plain;
+    size_t plain_used = 0; /* what blobs were decompressed into: wiped at the end */
     struct err e = ERR_INIT;
     uint8_t key[32];
     char name[80];
     bool have_key = false;
     if (stopped(rn) || caris_op_cancelled(rn->op))
         goto out;
-    buf_reserve(&data, rg->len);
+    data->len = 0;
+    buf_reserve(data, rg->len);
     uint32_t pack = p->v[rg->first].en.pack;
     pthread_mutex_lock(&r->mu);
     pack_object_name(r->packs[pack].id, name, sizeof(name));
     pthread_mutex_unlock(&r->mu);
-    if (storage_read_direct(r->st, name, rg->start, data.data, rg->len, &e) != 0) {
+    if (storage_read_direct(r->st, name, rg->start, data->data, rg->len, &e) != 0) {
         if (e.code == ERR_NOT_FOUND)
             err_set(&e, ERR_DAMAGE,
                     "the repository lost a file: run `caris-backup check` to see which backups "
@@ -154,11 +161,11 @@ static void range_job(void *arg, int worker)
             stop_with(rn, &e);
         goto out;
     }
-    data.len = rg->len;
+    data->len = rg->len;
     /* The pack's key comes from its header: in the range when it starts at 0, else read
      * alone (40 bytes, not a read window of the storage) unless known already. */
     uint8_t head[PACK_HEADER_LEN];
-    const uint8_t *headp = rg->start == 0 ? data.data : NULL;
+    const uint8_t *headp = rg->start == 0 ? data->data : NULL;
     pthread_mutex_lock(&r->mu);
     bool known = r->packs[pack].key_ready;
     pthread_mutex_unlock(&r->mu);
@@ -188,8 +195,10 @@ static void range_job(void *arg, int worker)
         struct err be = ERR_INIT;
         const uint8_t *pt = NULL;
         size_t ptlen = 0;
-        int rc = blob_decode_inplace(r, u->id, &u->en, key, data.data + (u->en.off - rg->start),
-                                     name, rn->check_id, &plain, &pt, &ptlen, &be);
+        int rc = blob_decode_inplace(r, u->id, &u->en, key, data->data + (u->en.off - rg->start),
+                                     name, rn->check_id, plain, &pt, &ptlen, &be);
+        if (rc == 0 && pt == plain->data && ptlen > plain_used)
+            plain_used = ptlen;
         for (size_t j = k; j < end && !stopped(rn); j++) {
             const struct use *uj = &p->v[j];
             if (rc != 0) {
@@ -210,12 +219,11 @@ static void range_job(void *arg, int worker)
 out:
     if (have_key)
         cx_wipe(key, sizeof(key));
-    if (plain.data) /* every blob decompressed into it, not only the last */
-        cx_wipe(plain.data, plain.cap);
-    buf_free(&plain);
-    if (data.data) /* blobs were decrypted in place */
-        cx_wipe(data.data, data.len);
-    buf_free(&data);
+    if (plain_used) /* every blob decompressed into it, not only the last */
+        cx_wipe(plain->data, plain_used);
+    if (data->len) /* blobs were decrypted in place */
+        cx_wipe(data->data, data->len);
+    data->len = 0;
     free(rg);
 }
 
@@ -267,7 +275,9 @@ int readplan_run(struct readplan *p, int threads, unsigned load_flags,
      * at most READPLAN_GAP and the range stays within READPLAN_RANGE_MAX. A pack's first
      * range starts at 0 when its first blob is that close to the start: the header then
      * comes with it, and the pack's key needs no read of its own. */
-    struct pool *pool = pool_new(threads > 0 ? threads : 1, (size_t)(threads > 0 ? threads : 1));
+    int nw = threads > 0 ? threads : 1;
+    rn.wb = xcalloc((size_t)nw, sizeof(*rn.wb));
+    struct pool *pool = pool_new(nw, (size_t)nw);
     size_t first = 0;
     uint64_t start = 0, end = 0;
     for (size_t i = 0; i < p->n; i++) {
@@ -294,7 +304,12 @@ int readplan_run(struct readplan *p, int threads, unsigned load_flags,
     }
     if (first < p->n)
         submit_range(&rn, pool, first, p->n, start, end);
-    pool_free(pool); /* waits for every range */
+    pool_free(pool);               /* waits for every range */
+    for (int i = 0; i < nw; i++) { /* wiped after each range */
+        buf_free(&rn.wb[i].data);
+        buf_free(&rn.wb[i].plain);
+    }
+    free(rn.wb);
     int rc = 0;
     if (err_is_set(&rn.fatal)) {
         *e = rn.fatal;
