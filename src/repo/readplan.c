@@ -33,12 +33,14 @@ struct run {
     pthread_mutex_t mu;
     bool stop;
     struct err fatal;
-    /* Each worker's read and decompression buffers, kept from one range to the next: freed
-     * and allocated again per range, every range's pages were fresh ones the kernel had to
-     * fault in and zero (4-5 % of a 2 GiB restore's CPU). Wiped after each range. */
-    struct wbufs {
-        struct buf data, plain;
-    } * wb;
+    struct wbufs *wb; /* one per worker */
+};
+
+/* A worker's read and decompression buffers, kept from one range to the next: freed and
+ * allocated again per range, every range's pages were fresh ones the kernel had to fault in
+ * and zero (4-5 % of a 2 GiB restore's CPU). Wiped after each range. */
+struct wbufs {
+    struct buf data, plain;
 };
 
 /* One read: uses v[first .. last) of one pack, their blobs in [start, start + len). */
@@ -304,8 +306,9 @@ int readplan_run(struct readplan *p, int threads, unsigned load_flags,
     }
     if (first < p->n)
         submit_range(&rn, pool, first, p->n, start, end);
-    pool_free(pool);               /* waits for every range */
-    for (int i = 0; i < nw; i++) { /* wiped after each range */
+    pool_free(pool); /* waits for every range */
+    /* (wiped after each range) */
+    for (int i = 0; i < nw; i++) {
         buf_free(&rn.wb[i].data);
         buf_free(&rn.wb[i].plain);
     }
