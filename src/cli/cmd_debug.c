@@ -29,37 +29,48 @@ static char *pack_name(const struct globals *g, const char *arg)
     return xstrdup(arg);
 }
 
-static int debug_backup(const struct globals *g, struct repo *r, const char *id)
+static long long jint(json_t *o, const char *key)
 {
-    struct err e = ERR_INIT;
-    json_t *rep = NULL;
-    int rc = repo_backup_blobs(r, id, &rep, &e);
-    repo_close(r);
-    if (rc != 0)
-        return fail(&e);
-    if (g->json) {
-        print_json(rep);
-    } else {
-        json_t *blobs = json_object_get(rep, "blobs");
-        printf("%s: %s, manifest %lld bytes in %zu chunks\n", id,
-               json_string_value(json_object_get(rep, "snapshot")),
-               (long long)json_integer_value(json_object_get(rep, "bytes")),
-               json_array_size(blobs));
-        printf("%10s %10s %10s  %-64s  %s\n", "size", "offset", "length", "id", "pack");
-        size_t i;
-        json_t *b;
-        json_array_foreach(blobs, i, b)
-        {
-            const char *pack = json_string_value(json_object_get(b, "pack"));
-            printf("%10lld %10lld %10lld  %-64s  %s\n",
-                   (long long)json_integer_value(json_object_get(b, "size")),
-                   (long long)json_integer_value(json_object_get(b, "offset")),
-                   (long long)json_integer_value(json_object_get(b, "length")),
-                   json_string_value(json_object_get(b, "id")), pack ? pack : "(not in the index)");
-        }
+    return (long long)json_integer_value(json_object_get(o, key));
+}
+
+static const char *jstr(json_t *o, const char *key)
+{
+    return json_string_value(json_object_get(o, key));
+}
+
+/* debug backup's report (repo_backup_blobs') as text */
+static void print_backup(const char *id, json_t *rep)
+{
+    json_t *blobs = json_object_get(rep, "blobs");
+    printf("%s: %s, manifest %lld bytes in %zu chunks\n", id, jstr(rep, "snapshot"),
+           jint(rep, "bytes"), json_array_size(blobs));
+    printf("%10s %10s %10s  %-64s  %s\n", "size", "offset", "length", "id", "pack");
+    size_t i;
+    json_t *b;
+    json_array_foreach(blobs, i, b)
+    {
+        const char *pack = jstr(b, "pack");
+        printf("%10lld %10lld %10lld  %-64s  %s\n", jint(b, "size"), jint(b, "offset"),
+               jint(b, "length"), jstr(b, "id"), pack ? pack : "(not in the index)");
     }
-    json_decref(rep);
-    return 0;
+}
+
+/* debug pack's report (repo_pack_blobs') as text */
+static void print_pack(json_t *rep)
+{
+    json_t *blobs = json_object_get(rep, "blobs");
+    printf("%s: %lld bytes, %zu blobs\n", jstr(rep, "pack"), jint(rep, "bytes"),
+           json_array_size(blobs));
+    printf("%10s %10s %10s %4s  %s\n", "offset", "length", "size", "zstd", "id");
+    size_t i;
+    json_t *b;
+    json_array_foreach(blobs, i, b)
+    {
+        printf("%10lld %10lld %10lld %4s  %s\n", jint(b, "offset"), jint(b, "length"),
+               jint(b, "size"), json_is_true(json_object_get(b, "compressed")) ? "yes" : "no",
+               jstr(b, "id"));
+    }
 }
 
 int cmd_debug(struct globals *g, int argc, char **argv)
@@ -93,35 +104,24 @@ int cmd_debug(struct globals *g, int argc, char **argv)
     struct repo *r = open_repo(g, false, &e);
     if (!r)
         return fail(&e);
-    if (backup)
-        return debug_backup(g, r, arg);
-    char *name = pack_name(g, arg);
     json_t *rep = NULL;
-    int rc = repo_pack_blobs(r, name, &rep, &e);
-    free(name);
+    int rc;
+    if (backup) {
+        rc = repo_backup_blobs(r, arg, &rep, &e);
+    } else {
+        char *name = pack_name(g, arg);
+        rc = repo_pack_blobs(r, name, &rep, &e);
+        free(name);
+    }
     repo_close(r);
     if (rc != 0)
         return fail(&e);
-    if (g->json) {
+    if (g->json)
         print_json(rep);
-    } else {
-        json_t *blobs = json_object_get(rep, "blobs");
-        printf("%s: %lld bytes, %zu blobs\n", json_string_value(json_object_get(rep, "pack")),
-               (long long)json_integer_value(json_object_get(rep, "bytes")),
-               json_array_size(blobs));
-        printf("%10s %10s %10s %4s  %s\n", "offset", "length", "size", "zstd", "id");
-        size_t i;
-        json_t *b;
-        json_array_foreach(blobs, i, b)
-        {
-            printf("%10lld %10lld %10lld %4s  %s\n",
-                   (long long)json_integer_value(json_object_get(b, "offset")),
-                   (long long)json_integer_value(json_object_get(b, "length")),
-                   (long long)json_integer_value(json_object_get(b, "size")),
-                   json_is_true(json_object_get(b, "compressed")) ? "yes" : "no",
-                   json_string_value(json_object_get(b, "id")));
-        }
-    }
+    else if (backup)
+        print_backup(arg, rep);
+    else
+        print_pack(rep);
     json_decref(rep);
     return 0;
 }
