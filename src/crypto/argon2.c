@@ -43,7 +43,8 @@ typedef uint64_t u64x4 __attribute__((vector_size(32)));
 /* Inlined into each of fill_memory's versions, so compiled for its instruction set. */
 #define A2_INLINE static inline __attribute__((always_inline))
 
-/* The vectors never cross a function boundary that is not inlined: no ABI to keep. */
+/* The vectors never cross a function boundary that is not inlined: no ABI to keep (GCC still
+ * notes it under this pragma: meson.build passes -Wno-psabi too). */
 #if defined(__clang__)
 #pragma clang diagnostic ignored "-Wpsabi"
 #elif defined(__GNUC__)
