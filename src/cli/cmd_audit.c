@@ -193,16 +193,26 @@ void cli_audit_backup_id(const char *id)
     json_array_append_new(audit_ids, json_string(id));
 }
 
+static void drop_audit_repo(struct globals *g)
+{
+    repo_close(g->audit_repo);
+    g->audit_repo = NULL;
+}
+
 void cli_audit(struct globals *g, int argc, char **argv, int code, int64_t duration_ms)
 {
-    if (argc < 1 || strcmp(argv[0], "audit") == 0 || wants_help(argc, argv))
+    if (argc < 1 || strcmp(argv[0], "audit") == 0 || wants_help(argc, argv)) {
+        drop_audit_repo(g);
         return; /* reading the log is not logged; help is not an operation */
+    }
     const char *dir = config_backup_dir(&g->cfg);
     char *metadata = xasprintf("%s/metadata", dir);
     bool there = fs_exists(metadata);
     free(metadata);
-    if (!there)
+    if (!there) {
+        drop_audit_repo(g);
         return; /* no BACKUP_DIR yet (init, the first backup make it): nothing to audit in */
+    }
     int w = op_words(argc, argv);
     char op[64] = "";
     for (int i = 0; i < w; i++)
@@ -290,8 +300,7 @@ void cli_audit(struct globals *g, int argc, char **argv, int code, int64_t durat
         if (r)
             repo_close(r);
     }
-    repo_close(g->audit_repo);
-    g->audit_repo = NULL;
+    drop_audit_repo(g);
 }
 
 void cli_keep_repo_for_audit(struct globals *g, struct repo *r)

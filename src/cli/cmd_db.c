@@ -425,8 +425,7 @@ int cmd_restore_database(struct globals *g, int argc, char **argv)
     code = rc == CARIS_DONE ? 0 : rc == CARIS_DONE_WARNINGS ? EXIT_WARNINGS : fail(&e);
 out:
     caris_db_restore_result_free(&res);
-    if (r)
-        repo_close(r);
+    cli_keep_repo_for_audit(g, r); /* its key derived once: the audit log's head goes in */
     free(tmp);
     free_strs(tables);
     free_strs(schemas);

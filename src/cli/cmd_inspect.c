@@ -375,7 +375,7 @@ int cmd_dump(struct globals *g, int argc, char **argv)
         .path = argv[optind + 1], .fd = STDOUT_FILENO, .threads = g->threads, .op = &op};
     struct caris_dump_result res;
     int rc = caris_backup_dump(r, argv[optind], &o, &res, &e);
-    repo_close(r);
+    cli_keep_repo_for_audit(g, r); /* its key derived once: the audit log's head goes in */
     size_t i;
     json_t *w;
     json_array_foreach(res.warnings, i, w)

@@ -1174,7 +1174,7 @@ static int cmd_restore(struct globals *g, int argc, char **argv)
     cli_audit_backup_id(id); /* resolved by open_repo_id */
     int rc = caris_restore_files(r, &o, &res, &e);
     progress_end(g);
-    repo_close(r);
+    cli_keep_repo_for_audit(g, r); /* its key derived once: the audit log's head goes in */
     free(inc);
     int code = rc < 0 ? err_exit_code(&e) : rc == CARIS_DONE_WARNINGS ? EXIT_WARNINGS : 0;
     if (g->json && res.ran) {
