@@ -738,6 +738,7 @@ struct restore_run {
     const struct caris_op *op; /* cancel: pg_restore is stopped before it commits */
     const struct pgsrc_index_tree *pidx; /* --clean: the target's partitioned indexes */
     size_t npidx;
+    struct settings_read *settings; /* --create: read beside the restore (settings_start) */
 };
 
 static void on_restore_progress(void *ctx, uint64_t bytes)
@@ -1094,6 +1095,9 @@ static void sweep_temp(const char *temp_dir, const struct caris_op *op)
                      temp_dir, names);
 }
 
+struct settings_read;
+static void settings_start(struct settings_read *sr);
+
 static int pg_restore_run(struct restore_run *rr, struct err *e)
 {
     rr->start_mono = time_mono_ns();
@@ -1105,6 +1109,7 @@ static int pg_restore_run(struct restore_run *rr, struct err *e)
     if (caris_op_check(rr->op, NULL, e) != 0)
         goto out;
     sweep_temp(rr->temp_dir, rr->op);
+    settings_start(rr->settings); /* after the sweep: it makes a temp item */
     if (rr->jobs > 1 && stage_dump(rr, &staged, e) != 0)
         goto out;
     if (rr->npidx) {
@@ -1431,15 +1436,14 @@ static char *session_db_name(PGconn *c, struct err *e)
  * 0 with *applied and *comment (a COMMENT ON DATABASE was applied; it replaced the restore's
  * mark); each statement that could not be applied goes to warnings (and the log); -1 with e
  * when the entries cannot be read. */
-static int apply_db_settings(struct restore_run *rr, const char *dbname, json_t *warnings,
-                             size_t *applied, bool *comment, struct err *e)
+/* The statements of the dump's database-level entries (pg_restore --create --use-list of
+ * them, as text) in *sql, NULL when the dump has none. Reads the dump (its beginning) twice and
+ * touches no database: it runs beside the restore itself (struct settings_read). */
+static int read_db_settings(struct restore_run *rr, char **sql_out, struct err *e)
 {
-    *applied = 0;
-    *comment = false;
-    const char *from = summary_str(rr->k, "database");
-    char *toc = NULL, *sql = NULL, **stmts = NULL, *to = NULL;
+    *sql_out = NULL;
+    char *toc = NULL, *sql = NULL;
     struct temp_item listfile = TEMP_ITEM_INIT;
-    PGconn *c = NULL;
     int rc = -1;
     /* without --create, --list leaves the database's own entries out */
     const char *const lopts[] = {"--list", "--create", NULL};
@@ -1473,6 +1477,70 @@ static int apply_db_settings(struct restore_run *rr, const char *dbname, json_t 
     free(use);
     if (prc != 0)
         goto out;
+    *sql_out = sql;
+    sql = NULL;
+    rc = 0;
+out:
+    if (rc != 0)
+        err_wrap(e, "cannot read the settings of the backup's database");
+    free(sql);
+    free(toc);
+    temp_item_remove(&listfile);
+    return rc;
+}
+
+/* Reads the settings (read_db_settings) in a thread of its own while pg_restore restores:
+ * started by pg_restore_run once it has swept temp_dir (the thread makes a temp item there),
+ * joined by settings_join. */
+struct settings_read {
+    struct restore_run *rr;
+    pthread_t th;
+    bool started, done;
+    int rc;
+    char *sql;
+    struct err e;
+};
+
+static void *settings_read_main(void *arg)
+{
+    struct settings_read *sr = arg;
+    sr->rc = read_db_settings(sr->rr, &sr->sql, &sr->e);
+    return NULL;
+}
+
+static void settings_start(struct settings_read *sr)
+{
+    if (sr && !sr->started && !sr->done &&
+        pthread_create(&sr->th, NULL, settings_read_main, sr) == 0)
+        sr->started = true;
+}
+
+/* Waits for the thread, or reads here when it did not start. */
+static int settings_join(struct settings_read *sr)
+{
+    if (sr->started) {
+        pthread_join(sr->th, NULL);
+        sr->started = false;
+        sr->done = true;
+    } else if (!sr->done) {
+        sr->rc = read_db_settings(sr->rr, &sr->sql, &sr->e);
+        sr->done = true;
+    }
+    return sr->rc;
+}
+
+/* Applies the statements that read_db_settings read (sql; NULL: none) to the new database. */
+static int apply_db_settings(struct restore_run *rr, const char *dbname, const char *sql,
+                             json_t *warnings, size_t *applied, bool *comment, struct err *e)
+{
+    *applied = 0;
+    *comment = false;
+    if (!sql)
+        return 0;
+    const char *from = summary_str(rr->k, "database");
+    char **stmts = NULL, *to = NULL;
+    PGconn *c = NULL;
+    int rc = -1;
     /* run in the new database itself, as pg_restore --create runs them after its \connect:
      * the dump's text is in the dump's encoding (its SET client_encoding), which is the new
      * database's, so it goes in unconverted. On a maintenance database of another encoding it
@@ -1528,15 +1596,12 @@ static int apply_db_settings(struct restore_run *rr, const char *dbname, json_t 
 out:
     PQfreemem(to);
     if (rc != 0)
-        err_wrap(e, "cannot read the settings of the backup's database");
+        err_wrap(e, "cannot apply the settings of the backup's database");
     if (c)
         PQfinish(c);
     for (size_t i = 0; stmts && stmts[i]; i++)
         free(stmts[i]);
     free(stmts);
-    free(sql);
-    free(toc);
-    temp_item_remove(&listfile);
     return rc;
 }
 
@@ -1919,6 +1984,7 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
     bool locked = false, created = false, verified = false;
     int rc = -1;
     char dbname[256], host[256], port[64], dump_size[32];
+    struct settings_read sr = {.e = ERR_INIT};
     if (o->jobs < 0 || o->jobs > 256) {
         json_decref(plan);
         json_decref(warnings);
@@ -2156,7 +2222,9 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
                              .threads = o->threads,
                              .progress = o->progress,
                              .ctx = o->ctx,
-                             .op = o->op};
+                             .op = o->op,
+                             .settings = created ? &sr : NULL};
+    sr.rr = &rr;
     if (pg_restore_run(&rr, e) != 0) {
         if (created) {
             drop_created(&t, dbname, e);
@@ -2198,7 +2266,10 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
     if (created) {
         size_t applied;
         struct err se = ERR_INIT;
-        if (apply_db_settings(&rr, dbname, warnings, &applied, &commented, &se) != 0) {
+        if (settings_join(&sr) != 0)
+            se = sr.e;
+        if (err_is_set(&se) ||
+            apply_db_settings(&rr, dbname, sr.sql, warnings, &applied, &commented, &se) != 0) {
             char *w = xasprintf("database %s is restored, but the settings of the backup's "
                                 "database were not applied: %s",
                                 dbname, se.msg);
@@ -2224,6 +2295,9 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
 out:
     if (c)
         PQfinish(c);
+    if (sr.started) /* the restore failed while it read */
+        pthread_join(sr.th, NULL);
+    free(sr.sql);
     if (res->ran) {
         if (!tables) {
             tables = sel.expected ? json_deep_copy(sel.expected) : json_array();
