@@ -1109,7 +1109,6 @@ static int pg_restore_run(struct restore_run *rr, struct err *e)
     if (caris_op_check(rr->op, NULL, e) != 0)
         goto out;
     sweep_temp(rr->temp_dir, rr->op);
-    settings_start(rr->settings); /* after the sweep: it makes a temp item */
     if (rr->jobs > 1 && stage_dump(rr, &staged, e) != 0)
         goto out;
     if (rr->npidx) {
@@ -1128,6 +1127,9 @@ static int pg_restore_run(struct restore_run *rr, struct err *e)
     /* test-only: CARIS_TEST_RESTORE_HOLD=PATH holds it here, just before pg_restore (its dump
      * staged, its scratch cluster running): a test kills it there, or runs another */
     test_hold_point("CARIS_TEST_RESTORE_HOLD");
+    /* after the sweep (it makes a temp item), and after the hold: what a restore killed there
+     * leaves is the same whenever the kill comes */
+    settings_start(rr->settings);
     char *conninfo = pgsrc_target_conninfo(rr->target, NULL);
     argv = restore_argv(rr, conninfo, listfile.path, staged.path);
     free(conninfo);
@@ -1490,8 +1492,8 @@ out:
 }
 
 /* Reads the settings (read_db_settings) in a thread of its own while pg_restore restores:
- * started by pg_restore_run once it has swept temp_dir (the thread makes a temp item there),
- * joined by settings_join. */
+ * started by pg_restore_run just before pg_restore (after its sweep of temp_dir: the thread makes a
+ * temp item there), joined by settings_join. */
 struct settings_read {
     struct restore_run *rr;
     pthread_t th;
