@@ -1434,10 +1434,6 @@ static char *session_db_name(PGconn *c, struct err *e)
     return q;
 }
 
-/* Applies the dump's database-level entries to database dbname (made by this restore):
- * 0 with *applied and *comment (a COMMENT ON DATABASE was applied; it replaced the restore's
- * mark); each statement that could not be applied goes to warnings (and the log); -1 with e
- * when the entries cannot be read. */
 /* The statements of the dump's database-level entries (pg_restore --create --use-list of
  * them, as text) in *sql, NULL when the dump has none. Reads the dump (its beginning) twice and
  * touches no database: it runs beside the restore itself (struct settings_read). */
@@ -1531,7 +1527,10 @@ static int settings_join(struct settings_read *sr)
     return sr->rc;
 }
 
-/* Applies the statements that read_db_settings read (sql; NULL: none) to the new database. */
+/* Applies the dump's database-level entries (sql, as read_db_settings read them; NULL: none)
+ * to database dbname (made by this restore): 0 with *applied and *comment (a COMMENT ON
+ * DATABASE was applied; it replaced the restore's mark); each statement that could not be
+ * applied goes to warnings (and the log); -1 with e when the database cannot be reached. */
 static int apply_db_settings(struct restore_run *rr, const char *dbname, const char *sql,
                              json_t *warnings, size_t *applied, bool *comment, struct err *e)
 {
