@@ -158,9 +158,8 @@ static void le32(uint8_t *p, uint32_t v)
     p[3] = (uint8_t)(v >> 24);
 }
 
-/* H' of the RFC: a hash of any length out_len from BLAKE2b. in2 may be NULL. */
-static void hprime(uint8_t *out, size_t out_len, const uint8_t *in, size_t in_len,
-                   const uint8_t *in2, size_t in2_len)
+/* H' of the RFC: a hash of any length out_len from BLAKE2b. */
+static void hprime(uint8_t *out, size_t out_len, const uint8_t *in, size_t in_len)
 {
     crypto_generichash_blake2b_state st;
     uint8_t len[4], v[64];
@@ -169,8 +168,6 @@ static void hprime(uint8_t *out, size_t out_len, const uint8_t *in, size_t in_le
     crypto_generichash_blake2b_init(&st, NULL, 0, first);
     crypto_generichash_blake2b_update(&st, len, 4);
     crypto_generichash_blake2b_update(&st, in, in_len);
-    if (in2)
-        crypto_generichash_blake2b_update(&st, in2, in2_len);
     if (out_len <= 64) {
         crypto_generichash_blake2b_final(&st, out, out_len);
         sodium_memzero(&st, sizeof(st));
@@ -368,7 +365,7 @@ int cx_argon2id_p1(const uint8_t *password, size_t password_len, const uint8_t *
     for (uint32_t j = 0; j < 2; j++) {
         le32(h0 + 64, j); /* column */
         le32(h0 + 68, 0); /* lane */
-        hprime(tmp, A2_BLOCK, h0, sizeof(h0), NULL, 0);
+        hprime(tmp, A2_BLOCK, h0, sizeof(h0));
         block_from_bytes(&B[j], tmp);
     }
 
@@ -380,7 +377,7 @@ int cx_argon2id_p1(const uint8_t *password, size_t password_len, const uint8_t *
 #endif
         fill_memory_base(B, q, seg, passes, sc);
     block_to_bytes(tmp, &B[q - 1]);
-    hprime(out, out_len, tmp, A2_BLOCK, NULL, 0);
+    hprime(out, out_len, tmp, A2_BLOCK);
 
     sodium_memzero(tmp, sizeof(tmp));
     sodium_memzero(h0, sizeof(h0));
