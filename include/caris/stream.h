@@ -57,6 +57,14 @@ int stream_store_meta_buf(struct repo *r, struct repo_writer *w, const void *dat
 int stream_restore_fd(struct repo *r, json_t *chunks, const uint8_t sha256[32], int fd, int threads,
                       void (*progress)(void *ctx, uint64_t bytes), void *ctx,
                       const struct caris_op *op, struct err *e);
+/* stream_restore_fd with load_flags as repo_blob_load_flags: REPO_LOAD_NO_ID_CHECK for a
+ * caller whose consumer acts on what fd received only once this returned 0 (a file staged
+ * before use, or a pg_restore held back from committing until then): the whole stream's
+ * SHA-256 is checked all the same. */
+int stream_restore_fd_flags(struct repo *r, json_t *chunks, const uint8_t sha256[32], int fd,
+                            int threads, unsigned load_flags,
+                            void (*progress)(void *ctx, uint64_t bytes), void *ctx,
+                            const struct caris_op *op, struct err *e);
 /* The same with the chunks loaded on pool, the caller's (shared by several streams at once;
  * NULL: loaded in this thread, for a stream restored inside a job of another pool), with
  * load_flags as repo_blob_load_flags (REPO_LOAD_NO_ID_CHECK for a caller that uses what fd

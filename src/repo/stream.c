@@ -418,8 +418,16 @@ int stream_restore_fd(struct repo *r, json_t *chunks, const uint8_t sha256[32], 
                       void (*progress)(void *ctx, uint64_t bytes), void *ctx,
                       const struct caris_op *op, struct err *e)
 {
+    return stream_restore_fd_flags(r, chunks, sha256, fd, threads, 0, progress, ctx, op, e);
+}
+
+int stream_restore_fd_flags(struct repo *r, json_t *chunks, const uint8_t sha256[32], int fd,
+                            int threads, unsigned load_flags,
+                            void (*progress)(void *ctx, uint64_t bytes), void *ctx,
+                            const struct caris_op *op, struct err *e)
+{
     struct sink s = {.fd = fd, .op = op};
-    return restore(r, chunks, sha256, &s, threads, true, NULL, 0, progress, ctx, e);
+    return restore(r, chunks, sha256, &s, threads, true, NULL, load_flags, progress, ctx, e);
 }
 
 int stream_restore_fd_on(struct repo *r, json_t *chunks, const uint8_t sha256[32], int fd,

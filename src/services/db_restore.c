@@ -832,8 +832,12 @@ static int restore_piped(struct restore_run *rr, char **argv, struct err *e)
         goto out;
     }
     struct err se = ERR_INIT;
-    int src = stream_restore_fd(rr->r, json_object_get(rr->k->dump, "chunks"), rr->k->sha, ip[1],
-                                rr->threads, on_restore_progress, rr, rr->op, &se);
+    /* Chunk ids unchecked (as file restores): pg_restore cannot commit before the relay
+     * releases the held-back tail, which it does only once the whole stream's SHA-256 matched;
+     * every blob is still authenticated by its AES-GCM tag. */
+    int src = stream_restore_fd_flags(rr->r, json_object_get(rr->k->dump, "chunks"), rr->k->sha,
+                                      ip[1], rr->threads, REPO_LOAD_NO_ID_CHECK,
+                                      on_restore_progress, rr, rr->op, &se);
     bool reader_gone = __atomic_load_n(&rl.write_errno, __ATOMIC_SEQ_CST) != 0;
     if (src == 0)
         __atomic_store_n(&rl.release, 1, __ATOMIC_SEQ_CST);
@@ -888,8 +892,10 @@ static int stage_dump(struct restore_run *rr, struct temp_item *item, struct err
     int fd = dup(item->fd);
     if (fd < 0)
         return err_sys(e, errno, NULL, "cannot write %s", item->path);
-    if (stream_restore_fd(rr->r, json_object_get(rr->k->dump, "chunks"), rr->k->sha, fd,
-                          rr->threads, on_restore_progress, rr, rr->op, e) != 0) {
+    /* pg_restore reads the file only after this returned 0 (stream SHA-256 checked) */
+    if (stream_restore_fd_flags(rr->r, json_object_get(rr->k->dump, "chunks"), rr->k->sha, fd,
+                                rr->threads, REPO_LOAD_NO_ID_CHECK, on_restore_progress, rr,
+                                rr->op, e) != 0) {
         close(fd);
         return -1;
     }
