@@ -699,7 +699,9 @@ static void *relay_main(void *arg)
         if (n <= 0)
             break;
         have += (size_t)n;
-        if (have > HOLD_BYTES) {
+        /* Passed on when the buffer is full, not after every read: a pipe read gives at most
+         * its 64 KiB, and the move of the held-back bytes would copy the stream again. */
+        if (have == cap) {
             size_t out = have - HOLD_BYTES;
             if (fs_write_full(rl->to, buf, out) != 0) {
                 werr = errno ? errno : EPIPE;
