@@ -15,7 +15,10 @@
 #   caris full   caris-backup backup database --full [--compress]
 #   pgbench      pgbench -t 1000 (changes, not a backup)
 #   caris incr   caris-backup backup database --incremental
-#   pg_restore   pg_restore -d NEW file                 (the -Fc file into a new database)
+#   pg_restore   pg_restore -d NEW file                 (the -Fc file into a new database,
+#                                                       made before the step)
+#   createdb + pg_restore  CREATE DATABASE NEW; pg_restore -d NEW file  (the same work as
+#                caris's --create, whose step includes making the database: ~0.16 s here)
 #   caris restore  caris-backup restore database FULL --create (into a new database)
 # Both restores are checked (row count and an order-independent hash of every pgbench
 # table against the source at the time of the full backup).
@@ -396,16 +399,28 @@ fresh_pgrestore_db() {
     psql_src -c "DROP DATABASE IF EXISTS caris_bench_r_pgrestore" -c "CREATE DATABASE caris_bench_r_pgrestore"
 }
 no_caris_db() { psql_src -c "DROP DATABASE IF EXISTS caris_bench_r_caris"; }
+no_pgrestore_db() { psql_src -c "DROP DATABASE IF EXISTS caris_bench_r_pgrestore"; }
+# createdb + pg_restore as one step (bash -c: the database is made inside the measured time)
+createdb_pgrestore() {
+    "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -d "$SRC_NOPW" \
+        -c "CREATE DATABASE caris_bench_r_pgrestore TEMPLATE template0" </dev/null &&
+        "$PG_BIN/pg_restore" -d "$PGRESTORE_URL" "$DUMP"
+}
+PGRESTORE_URL=$(url_tool db "$SRC_NOPW" caris_bench_r_pgrestore) # not inside the timed step
+export -f createdb_pgrestore
+export PG_BIN SRC_NOPW DUMP PGRESTORE_URL
 have_dump=0 have_full=0
 [[ -s $DUMP ]] && have_dump=1
 ((CARIS_OK)) && [[ -n $FULL_ID ]] && have_full=1
 : >"$LOGS/pg_restore.runs"
+: >"$LOGS/pg_restore_c.runs"
 : >"$LOGS/caris_restore.runs"
 say "  ($REPEAT rounds, interleaved)"
 for ((round = 1; round <= REPEAT; round++)); do
     if ((have_dump)); then
         PREP=fresh_pgrestore_db run_once pg_restore /dev/null \
             "$PG_BIN/pg_restore" -d "$(url_tool db "$SRC_NOPW" caris_bench_r_pgrestore)" "$DUMP"
+        PREP=no_pgrestore_db run_once pg_restore_c /dev/null bash -c createdb_pgrestore
     fi
     if ((have_full)); then
         CARIS_RESTORE_TARGET_URL=$(url_tool db "$SRC_URL" caris_bench_r_caris) PREP=no_caris_db \
@@ -414,6 +429,7 @@ for ((round = 1; round <= REPEAT; round++)); do
 done
 if ((have_dump)); then
     finish pg_restore
+    finish pg_restore_c
     fp=$(fingerprint caris_bench_r_pgrestore)
     if [[ $fp == "$FP_FULL" ]]; then RESTORE_CHECK+="pg_restore: identical; "; else RESTORE_CHECK+="pg_restore: DIFFERS; "; fi
 else
@@ -466,6 +482,7 @@ labels = {
     "pgbench_t1000": "pgbench -t 1000 (changes)",
     "caris_incr": "caris backup database --incremental",
     "pg_restore": "pg_restore -d NEW (-Fc file)",
+    "pg_restore_c": "createdb NEW + pg_restore -d NEW",
     "caris_restore": "caris restore database --create",
 }
 mib = lambda b: "%.1f" % (b / 1048576)
@@ -479,7 +496,7 @@ for n in order:
     if r["status"] == "n/a":
         print("%-38s %8s %7s %8s %8s %11s  n/a: %s" % (labels.get(n, n), "-", "-", "-", "-", "-", r.get("note", "")))
         continue
-    out = mib(r["output"]) if n not in ("floor", "pgbench_t1000", "pg_restore", "caris_restore") else "-"
+    out = mib(r["output"]) if n not in ("floor", "pgbench_t1000", "pg_restore", "pg_restore_c", "caris_restore") else "-"
     srv = "%.2f" % r["server_cpu"] if r.get("server_cpu") is not None and env["PM_PID"] else "-"
     print("%-38s %8.2f %7.2f %8s %8.0f %11s  %s" % (labels.get(n, n), r["wall"], r["cpu"], srv, r["rss_mib"], out, r["status"]))
 
@@ -509,6 +526,7 @@ ratio("incremental bytesAdded / full bytesAdded", inc_added if ok("caris_incr") 
 # compressed, their metadata, the changed part of the chunk list), against the full's growth
 ratio("incremental / full (repository growth)", o("caris_incr"), o("caris_full"), fmt="%.3f")
 ratio("caris restore / pg_restore (wall)", w("caris_restore"), w("pg_restore"))
+ratio("caris restore / createdb + pg_restore (wall)", w("caris_restore"), w("pg_restore_c"))
 print()
 for label, v, target in ratios:
     print("%-46s %8s   %s" % (label, v, ("target " + target) if target else ""))
