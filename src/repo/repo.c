@@ -2543,6 +2543,10 @@ static int blob_open_(struct repo *r, const uint8_t id[32], const struct ientry 
     const uint8_t *p = pt;
     if (en->ulen_flags & ULEN_COMPRESSED) {
         scratch->len = 0;
+        /* A scratch buffer reused for blob after blob (a read plan's) holds the previous one's
+         * plaintext: a growth would free that block unwiped. */
+        if (scratch->data && scratch->cap < ulen)
+            cx_wipe(scratch->data, scratch->cap);
         buf_reserve(scratch, ulen);
         size_t got = zstd_decompress(scratch->data, ulen, pt, n);
         cx_wipe(pt, n);
