@@ -896,8 +896,8 @@ static int stage_dump(struct restore_run *rr, struct temp_item *item, struct err
         return err_sys(e, errno, NULL, "cannot write %s", item->path);
     /* pg_restore reads the file only after this returned 0 (stream SHA-256 checked) */
     if (stream_restore_fd_flags(rr->r, json_object_get(rr->k->dump, "chunks"), rr->k->sha, fd,
-                                rr->threads, REPO_LOAD_NO_ID_CHECK, on_restore_progress, rr,
-                                rr->op, e) != 0) {
+                                rr->threads, REPO_LOAD_NO_ID_CHECK, on_restore_progress, rr, rr->op,
+                                e) != 0) {
         close(fd);
         return -1;
     }
