@@ -31,9 +31,15 @@ struct run {
     const struct caris_op *op;
     bool check_id;
     pthread_mutex_t mu;
+    pthread_cond_t cv; /* a lead range's key is settled */
     bool stop;
     struct err fatal;
     struct wbufs *wb; /* one per worker */
+    /* Packs whose key was not known when the plan ran and whose first range starts at 0 (its
+     * lead: it brings the header): their other ranges wait for the lead's key after their
+     * own read instead of reading the header alone. keyed: the lead tried (under mu). */
+    bool *keyed;
+    size_t nkeyed;
 };
 
 /* A worker's read and decompression buffers, kept from one range to the next: freed and
@@ -43,12 +49,14 @@ struct wbufs {
     struct buf data, plain;
 };
 
-/* One read: uses v[first .. last) of one pack, their blobs in [start, start + len). */
+/* One read: uses v[first .. last) of one pack, their blobs in [start, start + len). lead: the
+ * index in run.keyed of its pack's lead range (this one's when start is 0), or SIZE_MAX. */
 struct range {
     struct run *run;
     size_t first, last;
     uint64_t start;
     size_t len;
+    size_t lead;
 };
 
 struct readplan *readplan_new(struct repo *r)
@@ -121,7 +129,31 @@ static void stop_with(struct run *rn, const struct err *e)
         rn->stop = true;
         if (e)
             rn->fatal = *e;
+        pthread_cond_broadcast(&rn->cv); /* followers waiting for a lead's key */
     }
+    pthread_mutex_unlock(&rn->mu);
+}
+
+/* The lead range of a pack settled its key (derived it, or failed to): its followers go on. */
+static void lead_settled(struct run *rn, const struct range *rg)
+{
+    if (rg->start != 0 || rg->lead == SIZE_MAX)
+        return;
+    pthread_mutex_lock(&rn->mu);
+    if (!rn->keyed[rg->lead]) {
+        rn->keyed[rg->lead] = true;
+        pthread_cond_broadcast(&rn->cv);
+    }
+    pthread_mutex_unlock(&rn->mu);
+}
+
+/* A follower range waits for its lead's key (the pool runs jobs in the order they were
+ * queued, and a lead is queued before its followers: it already runs, and waits on nothing). */
+static void lead_wait(struct run *rn, const struct range *rg)
+{
+    pthread_mutex_lock(&rn->mu);
+    while (!rn->keyed[rg->lead] && !rn->stop)
+        pthread_cond_wait(&rn->cv, &rn->mu);
     pthread_mutex_unlock(&rn->mu);
 }
 
@@ -164,10 +196,15 @@ static void range_job(void *arg, int worker)
         goto out;
     }
     data->len = rg->len;
-    /* The pack's key comes from its header: in the range when it starts at 0, else read
-     * alone (40 bytes, not a read window of the storage) unless known already. */
+    /* The pack's key comes from its header: in the range when it starts at 0, else from the
+     * pack's lead range of this plan, else read alone (40 bytes, not a read window of the
+     * storage) unless known already. */
     uint8_t head[PACK_HEADER_LEN];
     const uint8_t *headp = rg->start == 0 ? data->data : NULL;
+    if (!headp && rg->lead != SIZE_MAX)
+        lead_wait(rn, rg);
+    if (stopped(rn))
+        goto out;
     pthread_mutex_lock(&r->mu);
     bool known = r->packs[pack].key_ready;
     pthread_mutex_unlock(&r->mu);
@@ -181,7 +218,9 @@ static void range_job(void *arg, int worker)
         }
         headp = head;
     }
-    if (repo_pack_key(r, pack, headp, key, name, sizeof(name), &e) != 0) {
+    int krc = repo_pack_key(r, pack, headp, key, name, sizeof(name), &e);
+    lead_settled(rn, rg);
+    if (krc != 0) {
         if (e.code == ERR_DAMAGE)
             damage_uses(rn, rg->first, rg->last, &e);
         else
@@ -219,6 +258,7 @@ static void range_job(void *arg, int worker)
         k = end;
     }
 out:
+    lead_settled(rn, rg); /* also when it stopped before its key */
     if (have_key)
         cx_wipe(key, sizeof(key));
     if (plain_used) /* every blob decompressed into it, not only the last */
@@ -231,7 +271,7 @@ out:
 
 /* Queues the range of uses [first, last) (one pack, sorted), and returns when it is queued. */
 static void submit_range(struct run *rn, struct pool *pool, size_t first, size_t last,
-                         uint64_t start, uint64_t end)
+                         uint64_t start, uint64_t end, size_t lead)
 {
     struct range *rg = xcalloc(1, sizeof(*rg));
     rg->run = rn;
@@ -239,6 +279,7 @@ static void submit_range(struct run *rn, struct pool *pool, size_t first, size_t
     rg->last = last;
     rg->start = start;
     rg->len = (size_t)(end - start);
+    rg->lead = lead;
     pool_submit(pool, range_job, rg);
 }
 
@@ -253,6 +294,7 @@ int readplan_run(struct readplan *p, int threads, unsigned load_flags,
                      .check_id = !(load_flags & REPO_LOAD_NO_ID_CHECK),
                      .fatal = ERR_INIT};
     pthread_mutex_init(&rn.mu, NULL);
+    pthread_cond_init(&rn.cv, NULL);
     /* Where every blob lies; blobs the index does not know are damage, reported first. */
     size_t n = 0;
     for (size_t i = 0; i < p->n; i++) {
@@ -279,8 +321,12 @@ int readplan_run(struct readplan *p, int threads, unsigned load_flags,
      * comes with it, and the pack's key needs no read of its own. */
     int nw = threads > 0 ? threads : 1;
     rn.wb = xcalloc((size_t)nw, sizeof(*rn.wb));
+    size_t npacks = p->n ? 1 : 0;
+    for (size_t i = 1; i < p->n; i++)
+        npacks += p->v[i].en.pack != p->v[i - 1].en.pack;
+    rn.keyed = xcalloc(npacks ? npacks : 1, sizeof(*rn.keyed));
     struct pool *pool = pool_new(nw, (size_t)nw);
-    size_t first = 0;
+    size_t first = 0, lead = SIZE_MAX;
     uint64_t start = 0, end = 0;
     for (size_t i = 0; i < p->n; i++) {
         const struct use *u = &p->v[i];
@@ -293,7 +339,7 @@ int readplan_run(struct readplan *p, int threads, unsigned load_flags,
             continue;
         }
         if (i > first)
-            submit_range(&rn, pool, first, i, start, end);
+            submit_range(&rn, pool, first, i, start, end, lead);
         if (ops->tick)
             ops->tick(ctx);
         if (stopped(&rn) || caris_op_cancelled(op)) {
@@ -303,16 +349,23 @@ int readplan_run(struct readplan *p, int threads, unsigned load_flags,
         first = i;
         start = !same_pack && bs <= PACK_HEADER_LEN + READPLAN_GAP ? 0 : bs;
         end = be;
+        if (!same_pack) {
+            pthread_mutex_lock(&p->r->mu);
+            bool known = p->r->packs[u->en.pack].key_ready;
+            pthread_mutex_unlock(&p->r->mu);
+            lead = start == 0 && !known ? rn.nkeyed++ : SIZE_MAX;
+        }
     }
     if (first < p->n)
-        submit_range(&rn, pool, first, p->n, start, end);
+        submit_range(&rn, pool, first, p->n, start, end, lead);
     pool_free(pool); /* waits for every range */
-    /* (wiped after each range) */
+    /* the workers' buffers (their contents were wiped after each range) */
     for (int i = 0; i < nw; i++) {
         buf_free(&rn.wb[i].data);
         buf_free(&rn.wb[i].plain);
     }
     free(rn.wb);
+    free(rn.keyed);
     int rc = 0;
     if (err_is_set(&rn.fatal)) {
         *e = rn.fatal;
@@ -321,6 +374,7 @@ int readplan_run(struct readplan *p, int threads, unsigned load_flags,
         rc = -1;
     }
     pthread_mutex_destroy(&rn.mu);
+    pthread_cond_destroy(&rn.cv);
     p->n = 0;
     return rc;
 }

@@ -1,8 +1,9 @@
 /* Read plans (src/repo/readplan.c): every use of a blob handed once with the blob's
  * plaintext, a blob used several times decoded once per range, near blobs of a pack read in
- * one direct read (the pack's header with them: no read of its own), far ones in separate
- * reads, an unknown blob and a damaged one reported as damage for each of their uses. The
- * storage is the posix one with its reads counted. */
+ * one direct read (the pack's header with them: no read of its own, nor for the ranges after
+ * it, which wait for its key), far ones in separate reads, an unknown blob and a damaged one
+ * reported as damage for each of their uses. The storage is the posix one with its reads
+ * counted. */
 
 #include <fcntl.h>
 #include <pthread.h>
@@ -242,6 +243,76 @@ static void test_plan_ranges_and_gaps(void **state)
     fixture_free(f);
 }
 
+/* A pack of several ranges read on four threads at once, its key not known yet: the ranges
+ * after the first wait for the key the first one brings with the header (from offset 0)
+ * instead of reading the header alone, so the plan makes exactly one read per range, however
+ * the threads run. Three fresh repositories. */
+static void test_plan_ranges_share_the_key(void **state)
+{
+    (void)state;
+    for (int round = 0; round < 3; round++) {
+        struct fixture *f = fixture_new(size_large);
+        struct seen s = {.f = f};
+        pthread_mutex_init(&s.mu, NULL);
+        struct readplan *p = readplan_new(f->r);
+        size_t n = 0;
+        uint64_t total = 0;
+        for (int i = 0; i < NBLOBS; i++) {
+            add(p, &s, n++, i);
+            total += f->len[i];
+        }
+        struct err e = ERR_INIT;
+        assert_int_equal(readplan_run(p, 4, 0, &OPS, &s, NULL, &e), 0);
+        for (size_t u = 0; u < n; u++) {
+            assert_int_equal(s.wrong[u], 0);
+            assert_int_equal(s.used[u], 1);
+        }
+        assert_true(total / READPLAN_RANGE_MAX >= 1); /* more than one range */
+        assert_int_equal(direct_reads, (int)(total / READPLAN_RANGE_MAX) + 1);
+        assert_int_equal(other_reads, 0);
+        readplan_free(p);
+        pthread_mutex_destroy(&s.mu);
+        fixture_free(f);
+    }
+}
+
+/* The pack's header damaged (its magic): the first range cannot derive the key, the ranges
+ * waiting for it go on and read the header themselves; every use is reported as damage once,
+ * and the plan ends (no range waits forever). */
+static void test_plan_damaged_header(void **state)
+{
+    (void)state;
+    struct fixture *f = fixture_new(size_large);
+    struct seen s = {.f = f};
+    pthread_mutex_init(&s.mu, NULL);
+    struct ientry en;
+    assert_true(repo_lookup_entry(f->r, f->ids[0], &en));
+    char name[80];
+    pack_object_name(f->r->packs[en.pack].id, name, sizeof(name));
+    char path[512];
+    snprintf(path, sizeof(path), "%s/%s", f->dir, name);
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    uint8_t b;
+    assert_int_equal(pread(fd, &b, 1, 0), 1);
+    b ^= 0x40;
+    assert_int_equal(pwrite(fd, &b, 1, 0), 1);
+    close(fd);
+    struct readplan *p = readplan_new(f->r);
+    size_t n = 0;
+    for (int i = 0; i < NBLOBS; i++)
+        add(p, &s, n++, i);
+    struct err e = ERR_INIT;
+    assert_int_equal(readplan_run(p, 4, 0, &OPS, &s, NULL, &e), 0);
+    for (size_t u = 0; u < n; u++) {
+        assert_int_equal(s.used[u], 0);
+        assert_int_equal(s.damaged[u], 1);
+    }
+    readplan_free(p);
+    pthread_mutex_destroy(&s.mu);
+    fixture_free(f);
+}
+
 /* One byte of one blob altered in the pack: that blob's uses are damage, the others right. */
 static void test_plan_damaged_blob(void **state)
 {
@@ -287,6 +358,8 @@ int main(void)
         cmocka_unit_test(test_plan_uses_and_one_range),
         cmocka_unit_test(test_plan_ranges_and_gaps),
         cmocka_unit_test(test_plan_damaged_blob),
+        cmocka_unit_test(test_plan_ranges_share_the_key),
+        cmocka_unit_test(test_plan_damaged_header),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
