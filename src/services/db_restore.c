@@ -967,9 +967,13 @@ static int pg_restore_text(struct restore_run *rr, const char *file, const char 
         goto out;
     }
     struct err se = ERR_INIT;
+    /* chunk by chunk in this thread (no pool, no read plan): nothing is fetched or decoded
+     * ahead of what pg_restore asks for, so a read that stops after the table of contents
+     * costs its first chunks only (on S3, a read plan would fetch 8 MiB ranges of every pack
+     * of the first window at once) */
     if (!file)
-        stream_restore_fd(rr->r, json_object_get(rr->k->dump, "chunks"), rr->k->sha, c.in_fd,
-                          rr->threads, NULL, NULL, rr->op, &se);
+        stream_restore_fd_on(rr->r, json_object_get(rr->k->dump, "chunks"), rr->k->sha, c.in_fd,
+                             NULL, 0, NULL, NULL, rr->op, &se);
     int crc = pgsrc_child_wait_cancel(&c, rr->op, e);
     pthread_join(th, NULL);
     if (crc != 0) {
