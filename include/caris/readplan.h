@@ -3,11 +3,12 @@
  * by pack in pack order, merges the byte ranges of a pack that lie close together into one
  * read (one ranged GET on S3), reads those ranges on several threads at once, and decodes
  * (authenticates, decompresses, optionally re-hashes) each distinct blob once, handing its
- * plaintext to every use. A pack's key comes with the header in its first range (which then
- * starts at 0); its other ranges wait for it rather than read the header alone: one read per
- * range. Uses come back in no particular order and from several threads.
- * Memory: one merged range (at most READPLAN_RANGE_MAX bytes) and one blob per thread, plus
- * the plan itself (about 64 bytes per use). */
+ * plaintext to every use. A pack's key comes with the header in its first range when that
+ * starts at 0 (its first blob within READPLAN_GAP of the start); its other ranges then wait
+ * for it rather than read the header alone: one read per range. (Otherwise each range not
+ * knowing the key reads the header alone.) Uses come back in no particular order and from
+ * several threads. Memory: one merged range (at most READPLAN_RANGE_MAX bytes) and one blob
+ * per thread, plus the plan itself (about 64 bytes per use). */
 #ifndef CARIS_READPLAN_H
 #define CARIS_READPLAN_H
 

@@ -66,7 +66,8 @@ int stream_restore_fd_flags(struct repo *r, json_t *chunks, const uint8_t sha256
                             void (*progress)(void *ctx, uint64_t bytes), void *ctx,
                             const struct caris_op *op, struct err *e);
 /* The same with the chunks loaded on pool, the caller's (shared by several streams at once;
- * NULL: loaded in this thread, for a stream restored inside a job of another pool), with
+ * NULL: loaded in this thread, one at a time, nothing ahead of what fd takes: for a stream
+ * restored inside a job of another pool, or one whose reader stops early), with
  * load_flags as repo_blob_load_flags (REPO_LOAD_NO_ID_CHECK for a caller that uses what fd
  * received only once this returned 0: the whole stream's SHA-256 is checked all the same). */
 struct pool;

@@ -305,9 +305,14 @@ static void test_plan_damaged_header(void **state)
     struct err e = ERR_INIT;
     assert_int_equal(readplan_run(p, 4, 0, &OPS, &s, NULL, &e), 0);
     for (size_t u = 0; u < n; u++) {
+        assert_int_equal(s.wrong[u], 0);
         assert_int_equal(s.used[u], 0);
         assert_int_equal(s.damaged[u], 1);
     }
+    /* two ranges: the lead's read, the follower's, and the follower's header read alone
+     * (after the lead failed) */
+    assert_int_equal(direct_reads, 3);
+    assert_int_equal(other_reads, 0);
     readplan_free(p);
     pthread_mutex_destroy(&s.mu);
     fixture_free(f);
