@@ -25,6 +25,8 @@
 #include "caris/storage.h"
 #include "repo/internal.h"
 
+#include "packflip.h"
+
 #define PW "test password: correct horse battery staple"
 static const struct repo_init_opts TINY = {.kdf_ops = 1, .kdf_mem = 8192};
 
@@ -285,19 +287,7 @@ static void test_plan_damaged_header(void **state)
     struct fixture *f = fixture_new(size_large);
     struct seen s = {.f = f};
     pthread_mutex_init(&s.mu, NULL);
-    struct ientry en;
-    assert_true(repo_lookup_entry(f->r, f->ids[0], &en));
-    char name[80];
-    pack_object_name(f->r->packs[en.pack].id, name, sizeof(name));
-    char path[512];
-    snprintf(path, sizeof(path), "%s/%s", f->dir, name);
-    int fd = open(path, O_RDWR);
-    assert_true(fd >= 0);
-    uint8_t b;
-    assert_int_equal(pread(fd, &b, 1, 0), 1);
-    b ^= 0x40;
-    assert_int_equal(pwrite(fd, &b, 1, 0), 1);
-    close(fd);
+    flip_pack_bit(f->r, f->dir, f->ids[0], false, 0, 0x40); /* the pack's magic */
     struct readplan *p = readplan_new(f->r);
     size_t n = 0;
     for (int i = 0; i < NBLOBS; i++)
@@ -325,19 +315,7 @@ static void test_plan_damaged_blob(void **state)
     struct fixture *f = fixture_new(size_small);
     struct seen s = {.f = f};
     pthread_mutex_init(&s.mu, NULL);
-    struct ientry en;
-    assert_true(repo_lookup_entry(f->r, f->ids[5], &en));
-    char name[80];
-    pack_object_name(f->r->packs[en.pack].id, name, sizeof(name));
-    char path[512];
-    snprintf(path, sizeof(path), "%s/%s", f->dir, name);
-    int fd = open(path, O_RDWR);
-    assert_true(fd >= 0);
-    uint8_t b;
-    assert_int_equal(pread(fd, &b, 1, en.off + 100), 1);
-    b ^= 1;
-    assert_int_equal(pwrite(fd, &b, 1, en.off + 100), 1);
-    close(fd);
+    flip_pack_bit(f->r, f->dir, f->ids[5], true, 100, 1);
     struct readplan *p = readplan_new(f->r);
     size_t n = 0;
     for (int i = 0; i < NBLOBS; i++) {

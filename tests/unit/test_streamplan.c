@@ -30,6 +30,8 @@
 #include "caris/storage.h"
 #include "caris/stream.h"
 #include "repo/internal.h"
+
+#include "packflip.h"
 #include "repo/streamplan.h"
 
 #define PW "test password: correct horse battery staple"
@@ -339,19 +341,7 @@ static void test_damaged_blob(void **state)
 {
     (void)state;
     struct fixture *f = fixture_new();
-    struct ientry en;
-    assert_true(repo_lookup_entry(f->r, f->ids[25], &en));
-    char name[80];
-    pack_object_name(f->r->packs[en.pack].id, name, sizeof(name));
-    char path[512];
-    snprintf(path, sizeof(path), "%s/%s", f->dir, name);
-    int fd = open(path, O_RDWR);
-    assert_true(fd >= 0);
-    uint8_t b;
-    assert_int_equal(pread(fd, &b, 1, en.off + 100), 1);
-    b ^= 1;
-    assert_int_equal(pwrite(fd, &b, 1, en.off + 100), 1);
-    close(fd);
+    flip_pack_bit(f->r, f->dir, f->ids[25], true, 100, 1);
     size_t k = 0; /* the item of blob 25 */
     while (memcmp(f->items[k].id, f->ids[25], 32) != 0)
         k++;
