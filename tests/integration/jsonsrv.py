@@ -34,6 +34,50 @@ import socket
 import sys
 
 
+def ephemeral_range():
+    """The kernel's range of ports for outgoing connections (ip_local_port_range)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = (int(x) for x in f.read().split())
+        return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+_port_turn = [os.getpid()]
+
+
+def free_port():
+    """A loopback port nothing is bound to, for a server the test starts later, outside the
+    kernel's ephemeral range: a port the kernel can give to any outgoing connection (psql,
+    curl, a client of another test) may be taken between this probe and the server's bind,
+    and the server fails with "Address already in use" (seen in CI). Only an explicit bind
+    takes a port outside that range; ports reserved in CARIS_TEST_PORTS (lib.sh free_port)
+    are skipped. The kernel's choice when the range leaves no other port."""
+    lo, hi = ephemeral_range()
+    cands = list(range(max(1024, lo - 16384), lo)) + list(range(hi + 1, 65536))
+    reserved = os.environ.get("CARIS_TEST_PORTS", "")
+    for i in range(len(cands)):
+        p = cands[(_port_turn[0] + i) % len(cands)]
+        if reserved and os.path.exists(os.path.join(reserved, str(p))):
+            continue
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        finally:
+            s.close()
+        _port_turn[0] += i + 1  # the next call starts after it
+        return p
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
 def answer(mode, path, arg):
     """(status, stdout, stderr) of one call of a lib.sh helper."""
     if mode == "get":
@@ -62,12 +106,7 @@ def answer(mode, path, arg):
             return 1, "", "%s\n" % ex
         return 0, "", ""
     if mode == "port":
-        s = socket.socket()
-        try:
-            s.bind(("127.0.0.1", 0))
-            return 0, "%d\n" % s.getsockname()[1], ""
-        finally:
-            s.close()
+        return 0, "%d\n" % free_port(), ""
     if mode == "flip":
         try:
             size = os.path.getsize(path)

@@ -451,10 +451,12 @@ seeded_bytes() {
 
 # --- ports -----------------------------------------------------------------------------
 
-# free_port: a free loopback port for a server this test starts. Tests run in parallel
-# (run.sh -j): a port is also reserved in run.sh's CARIS_TEST_PORTS directory (mkdir is
-# atomic), so no two tests of one run are ever given the same port, even when one test
-# closes its probe socket before its server binds the port.
+# free_port: a free loopback port for a server this test starts, outside the kernel's range
+# for outgoing connections (jsonsrv.py free_port: a port in it may go to any client's
+# connection before the server binds it). Tests run in parallel (run.sh -j): a port is also
+# reserved in run.sh's CARIS_TEST_PORTS directory (mkdir is atomic), so no two tests of one
+# run are ever given the same port, even when one test closes its probe socket before its
+# server binds the port.
 free_port() {
     local p k
     for ((k = 0; k < 100; k++)); do
