@@ -157,6 +157,15 @@ static void lead_wait(struct run *rn, const struct range *rg)
     pthread_mutex_unlock(&rn->mu);
 }
 
+/* The pack's key was derived already (by any reader of r). */
+static bool key_known(struct repo *r, uint32_t pack)
+{
+    pthread_mutex_lock(&r->mu);
+    bool known = r->packs[pack].key_ready;
+    pthread_mutex_unlock(&r->mu);
+    return known;
+}
+
 static void damage_uses(struct run *rn, size_t first, size_t last, const struct err *e)
 {
     for (size_t k = first; k < last; k++)
@@ -205,10 +214,7 @@ static void range_job(void *arg, int worker)
         lead_wait(rn, rg);
     if (stopped(rn))
         goto out;
-    pthread_mutex_lock(&r->mu);
-    bool known = r->packs[pack].key_ready;
-    pthread_mutex_unlock(&r->mu);
-    if (!headp && !known) {
+    if (!headp && !key_known(r, pack)) {
         if (storage_read_direct(r->st, name, 0, head, sizeof(head), &e) != 0) {
             if (e.code == ERR_DAMAGE || e.code == ERR_NOT_FOUND)
                 damage_uses(rn, rg->first, rg->last, &e);
@@ -349,12 +355,8 @@ int readplan_run(struct readplan *p, int threads, unsigned load_flags,
         first = i;
         start = !same_pack && bs <= PACK_HEADER_LEN + READPLAN_GAP ? 0 : bs;
         end = be;
-        if (!same_pack) {
-            pthread_mutex_lock(&p->r->mu);
-            bool known = p->r->packs[u->en.pack].key_ready;
-            pthread_mutex_unlock(&p->r->mu);
-            lead = start == 0 && !known ? rn.nkeyed++ : SIZE_MAX;
-        }
+        if (!same_pack)
+            lead = start == 0 && !key_known(p->r, u->en.pack) ? rn.nkeyed++ : SIZE_MAX;
     }
     if (first < p->n)
         submit_range(&rn, pool, first, p->n, start, end, lead);

@@ -35,6 +35,8 @@ assert_match '^caris_incremental_' "$incr" "incremental backup id"
 
 # Requests for pack objects the server answered so far (one log line per request: path,
 # status, time); a restore writes no pack, so during one they are its GETs.
+# The pack objects in the server's directory: "size path" per line.
+pack_list() { find "$S3_DIR/bkt/db/data" -type f -name '*._S3rver_object' -printf '%s %p\n'; }
 data_gets() { grep -cE 'data/[0-9a-f]{2}/[0-9a-f]{64} [0-9]{3} [0-9.,]+ms' "$S3_LOG" 2>/dev/null; }
 # The dump is read through windowed read plans (src/repo/streamplan.c): one plan per window
 # of at most 32 MiB of chunks (STREAMPLAN_WINDOW), each reading a pack in ranges of at most
@@ -53,8 +55,7 @@ data_gets() { grep -cE 'data/[0-9a-f]{2}/[0-9a-f]{64} [0-9]{3} [0-9.,]+ms' "$S3_
 # windows, as before read plans, it was about stored / 2 MiB.)
 chunks=$(json_get "$TEST_TMP/full.json" '["stats"]["chunksNew"]')
 dump=$(json_get "$TEST_TMP/full.json" '["dumpSize"]')
-packs=$(find "$S3_DIR/bkt/db/data" -type f -name '*._S3rver_object' | wc -l)
-pack_bytes=$(find "$S3_DIR/bkt/db/data" -type f -name '*._S3rver_object' -printf '%s\n' | awk '{s += $1} END {print s}')
+read -r packs pack_bytes < <(pack_list | awk '{n++; s += $1} END {print n, s}')
 windows=$((dump / (32 * 1048576 - 65536) + 1))
 bound=$((windows * packs + pack_bytes / 8388608 + 2))
 pg_createdb rt_full >/dev/null || fail "creating database rt_full failed"
@@ -82,8 +83,7 @@ g0=$(data_gets)
 CARIS_RESTORE_TARGET_URL=$(pg_url rt_incr) run cb restore database "$incr" --create --verify
 assert_rc 0 "restore --create --verify of the incremental backup from S3"
 igets=$(($(data_gets) - g0))
-ipacks=$(find "$S3_DIR/bkt/db/data" -type f -name '*._S3rver_object' | wc -l)
-ipack_bytes=$(find "$S3_DIR/bkt/db/data" -type f -name '*._S3rver_object' -printf '%s\n' | awk '{s += $1} END {print s}')
+read -r ipacks ipack_bytes < <(pack_list | awk '{n++; s += $1} END {print n, s}')
 idump=$(json_get "$TEST_TMP/incr.json" '["dumpSize"]')
 iwindows=$((idump / (32 * 1048576 - 65536) + 1))
 ibound=$((iwindows * ipacks + ipack_bytes / 8388608 + 2 + 4))
@@ -98,7 +98,7 @@ assert_exit 0 cb verify --all
 g0=$(data_gets)
 assert_exit 0 cb check --read-data
 cgets=$(($(data_gets) - g0))
-cbound=$(find "$S3_DIR/bkt/db/data" -type f -name '*._S3rver_object' -printf '%s\n' |
+cbound=$(pack_list |
     awk '{ n += ($1 >= 8388608) ? 1 : int(($1 + 2097151) / 2097152) } END { print n }')
 note "check --read-data: $cgets GETs of packs (bound $cbound)"
 assert_cmp "$cgets" -le "$cbound" "check --read-data reads each pack whole, in one GET or its 2 MiB windows ($cgets GETs)"
@@ -115,7 +115,7 @@ psql_db rt_full -c "DELETE FROM public.bulk WHERE id % 3 = 0" >/dev/null || fail
 pg_sum rt_full "$TEST_TMP/rt_before.sum"
 # One byte flipped in the middle of the largest pack (s3rver serves the altered bytes): the
 # bulk table's chunks are there.
-pack=$(find "$S3_DIR/bkt/db/data" -type f -name '*._S3rver_object' -printf '%s %p\n' | sort -n | tail -1 | cut -d' ' -f2)
+pack=$(pack_list | sort -n | tail -1 | cut -d' ' -f2)
 flip_byte "$pack"
 export BACKUP_S3_RETRY_SECONDS=10
 CARIS_RESTORE_TARGET_URL=$(pg_url rt_full) run cb restore database "$full" --clean
