@@ -20,8 +20,14 @@
 # The "floor" tool is shell one-liners doing only the I/O of a phase, on the same data
 # with the same cold cache, so each tool's time can be read against what the machine
 # needs for the I/O alone:
-#   backup-1   tar -cf - SRC | cat >/dev/null   (read every file; tar alone skips the
-#                                               reads when it writes to /dev/null)
+#   backup-1   tar -cf - SRC | { head -c N >F && cat >/dev/null; }; sync
+#                                               (read every file, and write and sync as
+#                                               many bytes N as caris's first backup
+#                                               stored: a backup both reads the tree and
+#                                               writes its repository; without caris's
+#                                               repository, the reads alone:
+#                                               tar -cf - SRC | cat >/dev/null; tar alone
+#                                               skips the reads when it writes to /dev/null)
 #   backup-2   find SRC -fprintf /dev/null ...  (lstat every entry)
 #   backup-3   the same stat walk (the changed files' reads are not counted)
 #   restore    tar -cf - SRC | tar -xf - -C T; sync   (copy the tree: read it cold,
@@ -180,6 +186,9 @@ run_step() {
 # The floor's one-liners (bash -c scripts; pipefail: a failed tar fails the step, it does not
 # time less work). READ_ALL DIR reads every file below DIR; COPY_TREE SRC DST copies and syncs.
 READ_ALL='set -o pipefail; tar -cf - "$1" | cat >/dev/null'
+# READ_WRITE DIR N FILE: reads every file below DIR while the first N bytes of the stream go to
+# FILE, synced (then removed).
+READ_WRITE='set -o pipefail; tar -cf - "$1" | { head -c "$2" >"$3" && cat >/dev/null; } && sync && rm -f "$3"'
 COPY_TREE='set -o pipefail; tar -cf - "$1" | tar -xf - -C "$2" && sync'
 
 skip_step() { record "$1" "$2" "n/a" "" "" "" "" "" 0 0 0 "${3:-tool not available}"; printf '  %-7s %-9s ... n/a\n' "$1" "$2"; }
@@ -202,7 +211,10 @@ phase_backup() {  # N TOOL
             else run_step "$t" backup$n "${c[@]}" backup files --incremental "$SRC"; fi ;;
     restic) run_step "$t" backup$n "${c[@]}" backup --compression auto "$SRC" ;;
     borg)   run_step "$t" backup$n "${c[@]}" create --stats --compression zstd,3 "$REPOS/borg::b$n" "$SRC" ;;
-    floor)  if [ "$n" -eq 1 ]; then run_step "$t" backup$n bash -c "$READ_ALL" _ "$SRC"
+    floor)  local stored; stored=$(dir_bytes "$(repo_path caris)")
+            if [ "$n" -eq 1 ] && [ "$stored" -gt 0 ]; then
+              run_step "$t" backup$n bash -c "$READ_WRITE" _ "$SRC" "$stored" "$BENCH_DIR/floor-write.bin"
+            elif [ "$n" -eq 1 ]; then run_step "$t" backup$n bash -c "$READ_ALL" _ "$SRC"
             else run_step "$t" backup$n find "$SRC" -fprintf /dev/null '%s %T@ %i\n'; fi ;;
   esac
 }
@@ -334,8 +346,10 @@ fi
 # -------------------------------------------------------------- report --
 export CARIS_ORIG="${CARIS_ORIG:-$CARIS_BIN}" LOAD_START LOAD_END BENCH_DIR SIZE SEED TOOLS SRC_BYTES SRC_FILES STEPS VERIFY SYNCS DROP_OK CARIS_BIN
 export BENCH_ELAPSED=$(( T1 - T0 ))
-export GEN_S=$(cat "$LOGS/gen.time" 2>/dev/null) MUTATE_S=$(cat "$LOGS/mutate.time" 2>/dev/null)
-export MUTATE_LOG=$(tail -n1 "$LOGS/mutate.log" 2>/dev/null)
+GEN_S=$(cat "$LOGS/gen.time" 2>/dev/null)
+MUTATE_S=$(cat "$LOGS/mutate.time" 2>/dev/null)
+MUTATE_LOG=$(tail -n1 "$LOGS/mutate.log" 2>/dev/null)
+export GEN_S MUTATE_S MUTATE_LOG
 for t in $TOOLS; do export "VERSION_$t=${VERSION[$t]}"; done
 python3 - <<'PY' || loud "report generation failed"
 import json, os, platform, time
@@ -444,7 +458,7 @@ result = {
         "settings": {"caris": "BACKUP_ENCRYPTION_KEY; backup files --full / --incremental",
                      "restic": "init --repository-version 2; backup --compression auto",
                      "borg": "init --encryption repokey-blake2; create --compression zstd,3",
-                     "floor": "I/O only: tar|cat (backup-1), find -fprintf (backup-2/3), "
+                     "floor": "I/O only: tar|cat, writing and syncing as many bytes as caris's first backup stored (backup-1), find -fprintf (backup-2/3), "
                               "tar|tar -x + sync (restore), tar|cat of caris's repository (check)"},
     },
     "steps": [steps[k] for k in sorted(steps, key=lambda k: (phases.index(k[1]) if k[1] in phases else 99, tools.index(k[0]) if k[0] in tools else 99))],

@@ -148,6 +148,20 @@ void bad_blob_note(struct repo *r, uint32_t pidx, const uint8_t id[32])
     pthread_mutex_unlock(&r->mu);
 }
 
+void bad_pack_note(struct repo *r, uint32_t pidx)
+{
+    pthread_mutex_lock(&r->mu);
+    if (pidx < r->npacks && !r->packs[pidx].header_bad) {
+        r->packs[pidx].header_bad = true;
+        for (size_t i = 0; i < r->nentries; i++) {
+            const struct ientry *en = repo_entry(r, i);
+            if (en->pack == pidx)
+                bad_blob_note_locked(r, pidx, en->id);
+        }
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
 /* Marks the entry of each pair that still places the blob in that pack. */
 static void mark_pairs_locked(struct repo *r, const uint8_t *pairs, size_t n)
 {

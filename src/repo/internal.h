@@ -59,6 +59,7 @@ struct packinfo {
     uint8_t id[32];
     uint8_t key[32];
     bool key_ready;
+    bool header_bad; /* its header was read and is not a pack's: its blobs are noted damaged */
     int source; /* number of the index file that listed it; -1 adopted from its trailer */
 };
 
@@ -191,6 +192,9 @@ bool bad_pair_known_locked(const struct repo *r, uint32_t pidx, const uint8_t id
 bool bad_pack_known_locked(const struct repo *r, uint32_t pidx);
 /* Notes that the blob id failed to open from pack number pidx (takes r->mu). */
 void bad_blob_note(struct repo *r, uint32_t pidx, const uint8_t id[32]);
+/* Notes every blob the index places in pack number pidx, whose header is not a pack's (so none
+ * of them opens): once per pack and handle (takes r->mu). */
+void bad_pack_note(struct repo *r, uint32_t pidx);
 /* bad_blob_note with r->mu held. */
 void bad_blob_note_locked(struct repo *r, uint32_t pidx, const uint8_t id[32]);
 /* Reads records/bad-blob into r->bad_pairs (before the index is loaded). */

@@ -2506,8 +2506,16 @@ int repo_pack_key(struct repo *r, uint32_t pidx, const uint8_t *have_head, uint8
         memcpy(head, have_head, sizeof(head));
     else if (storage_read_at(r->st, name, 0, head, sizeof(head), e) != 0)
         return -1;
-    if (pack_version(head) == 0)
-        return err_set(e, ERR_DAMAGE, NULL, "pack %s: bad magic", name);
+    if (pack_version(head) == 0) {
+        /* read, and not a pack's: none of its blobs opens, the next backup must not
+         * deduplicate against any of them */
+        bad_pack_note(r, pidx);
+        return err_set(e, ERR_DAMAGE,
+                       "the backups that need this pack cannot be restored from it; run "
+                       "`caris-backup check --read-data` (the next backup stores its data "
+                       "again where the files still exist)",
+                       "pack %s: bad magic", name);
+    }
     if (pack_derive_key(r, head + 8, key, e) != 0)
         return -1;
     pthread_mutex_lock(&r->mu);

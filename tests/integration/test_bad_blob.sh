@@ -210,6 +210,46 @@ assert_exit 0 cb --quiet prune --max-unused 0
 assert_false "once a is stored again, prune deletes the cut pack" test -f "$pack"
 assert_exit 0 cb --quiet check --read-data
 
+# --- a pack's header damaged, met by verify and check --read-data: no blob of it opens -------
+# Every blob the index places in it is recorded, and check names the backups that need them.
+# Before, nothing was recorded: every later backup deduplicated against the pack and reported
+# success, and none of them could be restored.
+mkdir -p "$TEST_TMP/s7"
+seeded_bytes 300000 magic-a >"$TEST_TMP/s7/a"
+seeded_bytes 300000 magic-b >"$TEST_TMP/s7/b"
+backup_json_pack "$TEST_TMP/m1.json" "$TEST_TMP/s7"
+M1=$BACKUP_ID
+pack=$NEW_PACK
+flip_byte "$pack" 3
+run cb verify "$M1"
+assert_rc 4 "verify: the pack's magic is damaged"
+assert_contains "$OUT$ERR" "bad magic" "verify says why"
+assert_contains "$ERR" "recorded 2 damaged blobs" "verify records both blobs of the pack"
+run cb --json check --read-data
+assert_rc 4 "check --read-data: the pack's header is damaged"
+assert_json "$OUT_FILE" 'any(x["error"] == "bad pack header" for x in d["errors"])' \
+    "check reports the header"
+assert_json "$OUT_FILE" 'any("'"$M1"'" in x["backups"] for x in d["errors"])' \
+    "check names the backup that needs the pack"
+backup_json "$TEST_TMP/m2.json" "$TEST_TMP/s7"
+assert_rc 0 "the next backup"
+assert_eq 2 "$(stat_of "$TEST_TMP/m2.json" chunksNew)" "the next backup stored both blobs again"
+assert_exit 0 cb --quiet verify "$BACKUP_ID"
+assert_exit 0 cb --quiet verify "$M1"
+# check --read-data alone records them too (no verify before it)
+seeded_bytes 300000 magic-c >"$TEST_TMP/s7/c"
+backup_json_pack "$TEST_TMP/m3.json" "$TEST_TMP/s7"
+M3=$BACKUP_ID
+flip_byte "$NEW_PACK" 3
+run cb --json check --read-data
+assert_rc 4 "check --read-data meets a second pack whose magic is damaged"
+assert_contains "$ERR" "recorded 1 damaged blob" "check records the blob of that pack"
+assert_json "$OUT_FILE" 'any("'"$M3"'" in x["backups"] for x in d["errors"])' \
+    "and names the backup that needs it"
+backup_json "$TEST_TMP/m4.json" "$TEST_TMP/s7"
+assert_eq 1 "$(stat_of "$TEST_TMP/m4.json" chunksNew)" "the next backup stored c again"
+assert_exit 0 cb --quiet verify "$M3"
+
 # --- a record of damage that cannot be read: prune refuses, check and every command say so ---
 rec=$(find "$REPO/records/bad-blob" -type f | head -n 1)
 if [[ -z $rec ]]; then
