@@ -106,6 +106,26 @@ static char *redact_uri(const char *url)
             sb_add(&b, p, (size_t)(q - p));
         }
         p = q;
+    } else {
+        /* no user info: a port that is not digits may be a password written without its
+         * '@host' (postgresql://user:password): from that ':' to the authority's end, hidden */
+        size_t alen = strcspn(p, "/?#");
+        int depth = 0;
+        for (size_t i = 0; i < alen; i++) {
+            depth += p[i] == '[' ? 1 : p[i] == ']' ? -1 : 0;
+            if (p[i] != ':' || depth > 0)
+                continue;
+            size_t seg = strcspn(p + i + 1, ",/?#");
+            bool digits = true;
+            for (size_t k = 0; k < seg; k++)
+                digits = digits && isdigit((unsigned char)p[i + 1 + k]);
+            if (!digits) {
+                sb_add(&b, p, i + 1);
+                sb_str(&b, REDACTED);
+                p += alen;
+                break;
+            }
+        }
     }
     const char *qm = strchr(p, '?');
     if (!qm) {
@@ -291,6 +311,17 @@ static bool uri_userinfo_broken(const char *url)
     return false;
 }
 
+/* Whether a port option is what libpq takes: digits, one port or a comma-separated list. Text
+ * that is not (postgresql://user:password with no @host reads as host "user", port
+ * "password") must never be quoted: it may be a password. */
+static bool port_ok(const char *v)
+{
+    for (const char *p = v; *p; p++)
+        if (!isdigit((unsigned char)*p) && *p != ',')
+            return false;
+    return true;
+}
+
 int pgsrc_target_parse(const char *url, const char *fallback_password, const char *label,
                        struct pgsrc_target *t, struct err *e)
 {
@@ -333,6 +364,19 @@ int pgsrc_target_parse(const char *url, const char *fallback_password, const cha
                            "%s sets sslpassword: the passphrase would appear in the process list "
                            "of pg_dump and pg_restore",
                            what);
+        }
+        if (strcmp(o->keyword, "port") == 0 && !port_ok(o->val)) {
+            for (PQconninfoOption *w = opts; w->keyword; w++)
+                if (w->val)
+                    cx_wipe(w->val, strlen(w->val));
+            PQconninfoFree(opts);
+            const char *what = t->label;
+            pgsrc_target_free(t);
+            t->label = what;
+            return err_set(e, ERR_CONFIG,
+                           "write it as postgresql://user:password@host:5432/database: without "
+                           "'@host', the text after 'user:' is read as the port",
+                           "%s is invalid: its port is not a number", t->label);
         }
         if (strcmp(o->keyword, "password") == 0) {
             if (*o->val)
@@ -412,6 +456,11 @@ int pgsrc_url_has_password(const char *url)
         if ((strcmp(o->keyword, "password") == 0 || strcmp(o->keyword, "sslpassword") == 0) &&
             o->val) {
             has = has || *o->val != '\0';
+            cx_wipe(o->val, strlen(o->val));
+        }
+        /* user:password with no @host: libpq reads the password as the port */
+        if (strcmp(o->keyword, "port") == 0 && o->val && !port_ok(o->val)) {
+            has = 1;
             cx_wipe(o->val, strlen(o->val));
         }
     }

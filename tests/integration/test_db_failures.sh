@@ -26,7 +26,8 @@ assert_not_contains "$OUT$ERR" "Parse-Secret-4711" "the unparsable URL's passwor
 # never quoted, in the error, in --json, in the audit log or by the restore's target URL
 for url in 'postgresql+psycopg2://app:Parse-Secret-4711@db/caris' 'jdbc:postgresql://db/caris?password=Parse-Secret-4711' \
     'postgresql:/app:Parse-Secret-4711@db/caris?sslmode=require' 'postgresql//app:Parse-Secret-4711@db/caris' \
-    ' postgresql://app:Parse-Secret-4711@db/caris'; do
+    ' postgresql://app:Parse-Secret-4711@db/caris' 'postgresql://app:Parse-Secret-4711' \
+    'postgresql://app:Parse-Secret-4711/caris'; do
     POSTGRES_URL=$url run cb --json backup database
     assert_rc 6 "POSTGRES_URL '${url%%:*}...' is refused"
     assert_contains "$ERR" "POSTGRES_URL is invalid" "POSTGRES_URL '${url%%:*}...': the error says which setting"
@@ -34,6 +35,14 @@ for url in 'postgresql+psycopg2://app:Parse-Secret-4711@db/caris' 'jdbc:postgres
 done
 CARIS_RESTORE_TARGET_URL='pgsql://app:Parse-Secret-4711@db/caris' run cb restore database latest:database
 assert_not_contains "$OUT$ERR" "Parse-Secret-4711" "a target URL of another scheme: its password is not printed"
+# user:password without '@host' (libpq reads the password as the port): not quoted either, and
+# refused as a password on the command line
+CARIS_RESTORE_TARGET_URL='postgres://app:Parse-Secret-4711' run cb --json restore database latest:database
+assert_not_contains "$OUT$ERR" "Parse-Secret-4711" "a target URL without its @host: its password is not printed"
+run cb restore database latest:database --target-url 'postgres://app:Parse-Secret-4711'
+assert_rc 2 "--target-url with a password but no @host is refused"
+assert_contains "$ERR" "must not contain a password" "as a password on the command line"
+assert_not_contains "$OUT$ERR" "Parse-Secret-4711" "and not printed"
 assert_false "no such password in the audit log" grep -q -F Parse-Secret-4711 "$BACKUP_DIR/metadata/audit.log"
 
 # --- wrong password ------------------------------------------------------------------------------

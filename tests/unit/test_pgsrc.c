@@ -209,6 +209,13 @@ static void test_redaction(void **state)
         {"host=h u:secret@h", "host=h xxxxx"},
         {" postgresql://u:secret@h/db", " xxxxx"},
         {"host=h password=secret ", "host=h password=xxxxx "},
+        /* user:password without '@host': what libpq would take for the port */
+        {"postgresql://u:secret", "postgresql://u:xxxxx"},
+        {"postgresql://u:secret/db?sslmode=require", "postgresql://u:xxxxx/db?sslmode=require"},
+        {"postgresql://h:5432,g:secret/db", "postgresql://h:5432,g:xxxxx/db"},
+        {"postgresql://h:5432/db", "postgresql://h:5432/db"},
+        {"postgresql://[::1]:5432/db", "postgresql://[::1]:5432/db"},
+        {"postgresql://h1:5432,h2:5433/db", "postgresql://h1:5432,h2:5433/db"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char *r = pgsrc_url_redact(cases[i].in);
@@ -261,6 +268,11 @@ static void test_secrets_that_would_leak(void **state)
         "postgres://caris:x/secret@h/db?sslmode=disable",
         "postgresql://caris@h/db?sslpassword=secret",
         "host=h dbname=db sslpassword=secret",
+        /* user:password without '@host': libpq reads host "caris", port "secret" */
+        "postgresql://caris:secret",
+        "postgresql://caris:secret/db",
+        "postgres://caris:123secret",
+        "host=h port=secret",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         struct pgsrc_target t;
@@ -272,6 +284,8 @@ static void test_secrets_that_would_leak(void **state)
         assert_null(strstr(e.hint, "secret"));
     }
     assert_int_equal(pgsrc_url_has_password("host=h dbname=db sslpassword=secret"), 1);
+    assert_int_equal(pgsrc_url_has_password("postgresql://caris:secret"), 1);
+    assert_int_equal(pgsrc_url_has_password("postgresql://h:5432,g:5433/db"), 0);
     /* encoded, and an '@' only in the query: fine */
     struct pgsrc_target t;
     parse_ok("postgresql://caris:pa%40ss%2Fw@127.0.0.1:5432/db?application_name=a@b", NULL, &t);
