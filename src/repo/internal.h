@@ -60,7 +60,7 @@ struct packinfo {
     uint8_t key[32];
     bool key_ready;
     bool header_bad; /* its header was read and is not a pack's: its blobs are noted damaged */
-    int source; /* number of the index file that listed it; -1 adopted from its trailer */
+    int source;      /* number of the index file that listed it; -1 adopted from its trailer */
 };
 
 /* The identity of a lock's holder (lock.c). */
