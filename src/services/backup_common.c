@@ -1,5 +1,6 @@
 #include "common.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -277,4 +278,52 @@ json_t *caris_backup_result_to_json(const struct caris_backup_result *res)
     json_t *copy = json_deep_copy(res->summary);
     backup_summary_public(copy);
     return copy;
+}
+
+/* The real path of p, or of its parent joined with its last name when p does not exist yet
+ * (a restore makes its target). NULL when neither resolves. */
+static char *real_or_parent(const char *p)
+{
+    char *real = realpath(p, NULL);
+    if (real)
+        return real;
+    char *c = xstrdup(p);
+    size_t n = strlen(c);
+    while (n > 1 && c[n - 1] == '/') /* "dir/": its name is "dir" */
+        c[--n] = '\0';
+    char *slash = strrchr(c, '/');
+    const char *name = slash ? slash + 1 : c;
+    char *rp = NULL;
+    if (!slash) {
+        rp = realpath(".", NULL);
+    } else if (slash == c) {
+        rp = xstrdup("/");
+    } else {
+        *slash = '\0';
+        rp = realpath(c, NULL);
+    }
+    char *joined = rp ? xasprintf("%s%s%s", rp, strcmp(rp, "/") == 0 ? "" : "/", name) : NULL;
+    free(rp);
+    free(c);
+    return joined;
+}
+
+int restore_target_outside_repo(const struct repo *r, const char *target, const char *what,
+                                struct err *e)
+{
+    const char *rp = repo_path(r);
+    if (!rp || !target || storage_location_is_s3(rp))
+        return 0;
+    char *repo = realpath(rp, NULL);
+    char *t = repo ? real_or_parent(target) : NULL;
+    size_t n = repo ? strlen(repo) : 0;
+    bool inside = t && strncmp(t, repo, n) == 0 && (t[n] == '\0' || t[n] == '/' || n == 1);
+    free(repo);
+    free(t);
+    if (inside)
+        return err_set(e, ERR_USAGE,
+                       "choose a directory outside the repository (restored files would land "
+                       "among its objects)",
+                       "%s %s is inside the repository %s", what, target, rp);
+    return 0;
 }

@@ -48,6 +48,12 @@ void backup_result_take(struct caris_backup_result *res, json_t *summary);
 struct cx_sha256;
 void sha256_zeros(struct cx_sha256 *h, uint64_t n);
 
+/* Refuses (ERR_USAGE) a restore target that is the local repository or lies inside it, whether
+ * it exists or is to be made: what is restored would land among the repository's objects.
+ * what names it in the message ("restore target"). */
+int restore_target_outside_repo(const struct repo *r, const char *target, const char *what,
+                                struct err *e);
+
 void progress_report(caris_progress_fn fn, void *ctx, const char *phase, uint64_t files,
                      uint64_t bytes, uint64_t total, int64_t start_ns);
 

@@ -1303,6 +1303,8 @@ static int files_restore_locked(struct repo *r, const struct files_restore_opts 
     struct buf entries = {0};
     if (!o->target)
         return err_set(e, ERR_USAGE, "give --target DIR", "no restore target given");
+    if (restore_target_outside_repo(r, o->target, "restore target", e) != 0)
+        return -1;
     if (load_files_backup(r, o->backup_id, &summary, &entries, e) != 0) {
         buf_free(&entries);
         return -1;

@@ -13,6 +13,17 @@ printf 'o\n' >"$src/other/o.txt"
 init_repo
 backup_json "$TEST_TMP/b.json" "$src"
 assert_rc 0 "backup"
+
+# --- a target inside the repository is refused before anything is written --------------------
+# (restored files used to land among the repository's objects, and check still said "no
+# errors found")
+snaps_before=$(find "$REPO" | sort)
+for t in "$REPO/snapshots/zz" "$REPO" "$REPO/" "$REPO/data/new" "$REPO/../repository/x"; do
+    run cb restore files latest --target "$t" --overwrite
+    assert_rc 2 "a restore target inside the repository ($t) is refused"
+    assert_contains "$ERR" "inside the repository" "the error says why ($t)"
+done
+assert_eq "$snaps_before" "$(find "$REPO" | sort)" "nothing was written into the repository"
 id=$BACKUP_ID
 
 outside=$TEST_TMP/outside
