@@ -76,6 +76,11 @@ int config_bool(const struct config *c, const char *name, bool dflt, bool *out, 
  * lower-case letters. Anything else may be the key itself, given by mistake in the name's
  * place, and is never echoed in an error or kept in the audit log. */
 bool config_var_name_showable(const char *s);
+/* Replaces, in text (NUL-terminated, room for n bytes), every occurrence of a secret
+ * variable's value (the key, passwords, tokens, a database URL that holds a password; values of
+ * 8 bytes or more) by "(redacted)": a secret typed where an argument goes comes back in
+ * messages that quote the argument. Returns whether anything was replaced. */
+bool config_scrub_secrets(const struct config *c, char *text, size_t n);
 
 /* BACKUP_DIR or the default. */
 const char *config_backup_dir(const struct config *c);

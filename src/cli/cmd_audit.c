@@ -236,6 +236,14 @@ void cli_audit(struct globals *g, int argc, char **argv, int code, int64_t durat
                 args, json_string(var == argv[i] ? "(redacted)" : "--to-key-env=(redacted)"));
             continue;
         }
+        /* a secret typed as an argument (the key given as a backup id) */
+        char *copy = xstrdup(argv[i]);
+        bool secret = config_scrub_secrets(&g->cfg, copy, strlen(copy) + 1);
+        free(copy);
+        if (secret) {
+            json_array_append_new(args, json_string("(redacted)"));
+            continue;
+        }
         bool init_operand = init && argv[i][0] != '-';
         for (size_t k = 0; init_operand && k < sizeof(init_valued) / sizeof(init_valued[0]); k++)
             if (i > w && strcmp(argv[i - 1], init_valued[k]) == 0)

@@ -173,8 +173,19 @@ const char *cli_first_failure(void)
     return first_failure[0] ? first_failure : NULL;
 }
 
-int fail(const struct err *e)
+/* The loaded configuration, whose secrets fail() keeps out of every message. */
+static const struct config *secrets_cfg;
+
+int fail(const struct err *e_in)
 {
+    /* A secret typed where an argument goes (the key given as a backup id) comes back in the
+     * message that quotes the argument: never shown, in JSON or the audit log either. */
+    struct err scrubbed = *e_in;
+    const struct err *e = e_in;
+    if (secrets_cfg && err_is_set(e_in) &&
+        (config_scrub_secrets(secrets_cfg, scrubbed.msg, sizeof(scrubbed.msg)) |
+         config_scrub_secrets(secrets_cfg, scrubbed.hint, sizeof(scrubbed.hint))))
+        e = &scrubbed;
     if (!first_failure[0] && err_is_set(e))
         snprintf(first_failure, sizeof(first_failure), "%s", e->msg);
     err_print(e, stderr);
@@ -1632,6 +1643,7 @@ static int main_run(int argc, char **argv)
     struct err e = ERR_INIT;
     if (config_load(&g.cfg, g.env_file, &e) != 0)
         return fail(&e);
+    secrets_cfg = &g.cfg;
     if (g.cfg.env_file_exposed)
         fprintf(stderr,
                 "warning: %s sets %s but other users may read it (mode %04o)\n"

@@ -455,6 +455,60 @@ const char *config_get(const struct config *c, const char *name)
     return NULL;
 }
 
+static bool scrub_one(char *text, size_t n, const char *secret)
+{
+    static const char R[] = "(redacted)";
+    size_t sl = strlen(secret), rl = sizeof(R) - 1;
+    bool any = false;
+    for (char *p = strstr(text, secret); p; p = strstr(p, secret)) {
+        size_t tail = strlen(p + sl);
+        size_t at = (size_t)(p - text);
+        if (at + rl + tail + 1 > n) /* no room to say so: the message ends here */
+            tail = n > at + rl + 1 ? n - at - rl - 1 : 0;
+        if (at + rl + 1 > n) {
+            *p = '\0';
+            return true;
+        }
+        memmove(p + rl, p + sl, tail);
+        memcpy(p, R, rl);
+        p[rl + tail] = '\0';
+        p += rl;
+        any = true;
+    }
+    /* a message cut at its buffer's end may end in the secret's first bytes */
+    size_t len = strlen(text);
+    if (len + 1 == n)
+        for (size_t k = sl - 1 < len ? sl - 1 : len; k >= 8; k--)
+            if (memcmp(text + len - k, secret, k) == 0) {
+                size_t at = len - k;
+                if (n < rl + 1) { /* no room to say so */
+                    text[at] = '\0';
+                    return true;
+                }
+                if (at + rl + 1 > n)
+                    at = n - rl - 1;
+                memcpy(text + at, R, rl);
+                text[at + rl] = '\0';
+                return true;
+            }
+    return any;
+}
+
+bool config_scrub_secrets(const struct config *c, char *text, size_t n)
+{
+    bool any = false;
+    const char *const *lists[] = {ENV_SECRETS, OTHER_SECRETS};
+    const size_t lens[] = {sizeof(ENV_SECRETS) / sizeof(ENV_SECRETS[0]),
+                           sizeof(OTHER_SECRETS) / sizeof(OTHER_SECRETS[0])};
+    for (size_t l = 0; c && text && n && l < 2; l++)
+        for (size_t i = 0; i < lens[l]; i++) {
+            const char *v = config_get(c, lists[l][i]);
+            if (v && strlen(v) >= 8 && secret_name(lists[l][i], v))
+                any = scrub_one(text, n, v) || any;
+        }
+    return any;
+}
+
 bool config_get_bool(const struct config *c, const char *name, bool dflt)
 {
     const char *v = config_get(c, name);

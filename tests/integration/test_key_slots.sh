@@ -167,6 +167,19 @@ assert_exit 7 cb key remove 0123456789abcdef
 run cb audit
 assert_contains "$OUT" '"argv":["0123456789abcdef"]' "a slot id given to key remove is kept in the audit log"
 
+# The repository's own key given where an argument goes (a backup id, a path): the messages
+# that quote the argument, their JSON, and the audit log show "(redacted)" in its place.
+for cmd in show verify ls forget "backup files"; do
+    # shellcheck disable=SC2086 # the command's words
+    run cb --json $cmd "$BACKUP_ENCRYPTION_KEY"
+    assert_ne 0 "$RC" "$cmd with the key as its argument fails"
+    assert_not_contains "$OUT$ERR" "$BACKUP_ENCRYPTION_KEY" "$cmd: the key is not printed, in JSON either"
+done
+run cb backup files "/x/$BACKUP_ENCRYPTION_KEY/y"
+assert_contains "$ERR" "/x/(redacted)/y" "a path holding the key is quoted with the key redacted"
+assert_false "the key given as an argument is not in the audit log" \
+    grep -qF -- "$BACKUP_ENCRYPTION_KEY" "$BACKUP_DIR/metadata/audit.log"
+
 # --- two key adds at once at the last free slots ------------------------------------------------
 # Each counted the slots, then spent its derivations, then wrote: at 31 slots both went, and
 # 33 slots are more than any open reads: no key opened the repository. They take turns now.

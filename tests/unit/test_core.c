@@ -185,6 +185,43 @@ static void test_key_taken_from_environment(void **state)
     config_free(&c);
 }
 
+/* A secret's value quoted in a message is replaced; short values and other text are not. */
+static void test_scrub_secrets(void **state)
+{
+    (void)state;
+    const char *key = "0123456789abcdef0123456789abcdef-scrub";
+    setenv("BACKUP_ENCRYPTION_KEY", key, 1);
+    setenv("PGPASSWORD", "short", 1);
+    setenv("POSTGRES_URL", "postgresql://u@h/db", 1); /* no password: not a secret */
+    char cwd[4096];
+    assert_non_null(getcwd(cwd, sizeof(cwd)));
+    assert_int_equal(chdir("/"), 0);
+    struct config c;
+    struct err e = ERR_INIT;
+    assert_int_equal(config_load(&c, NULL, &e), 0);
+    assert_int_equal(chdir(cwd), 0);
+    char m[200];
+    snprintf(m, sizeof(m), "no backup %s; and %s again", key, key);
+    assert_true(config_scrub_secrets(&c, m, sizeof(m)));
+    assert_string_equal(m, "no backup (redacted); and (redacted) again");
+    snprintf(m, sizeof(m), "short postgresql://u@h/db");
+    assert_false(config_scrub_secrets(&c, m, sizeof(m)));
+    assert_string_equal(m, "short postgresql://u@h/db");
+    /* no room for the rest: cut, never the key */
+    char small[24];
+    snprintf(small, sizeof(small), "id %s", key);
+    assert_true(config_scrub_secrets(&c, small, sizeof(small)));
+    assert_string_equal(small, "id (redacted)");
+    char tiny[8] = "ab";
+    assert_false(config_scrub_secrets(&c, tiny, sizeof(tiny)));
+    char nine[9] = "01234567"; /* full, and ends in the key's first 8 bytes */
+    assert_true(config_scrub_secrets(&c, nine, sizeof(nine)));
+    assert_string_equal(nine, "");
+    config_free(&c);
+    unsetenv("PGPASSWORD");
+    unsetenv("POSTGRES_URL");
+}
+
 static void test_base64(void **state)
 {
     (void)state;
@@ -485,6 +522,7 @@ int main(void)
         cmocka_unit_test(test_env_file_errors),
         cmocka_unit_test(test_encryption_key_rules),
         cmocka_unit_test(test_key_taken_from_environment),
+        cmocka_unit_test(test_scrub_secrets),
         cmocka_unit_test(test_base64),
         cmocka_unit_test(test_utf8_and_escape),
         cmocka_unit_test(test_time),
