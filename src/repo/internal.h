@@ -122,6 +122,7 @@ struct repo {
     uint8_t chunker_seed[32];
     struct chunker_params cp_files, cp_dumps;
     int compression;
+    bool config_missing; /* the marker is there, the config is not (repo_read_config) */
 
     pthread_mutex_t mu; /* guards everything below */
     struct ientry **blocks;

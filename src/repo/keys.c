@@ -416,7 +416,7 @@ int keys_unlock(struct repo *r, const char *password, const char *hint, struct e
         secmem_wipe(r->enc_key, sizeof(r->enc_key));
         secmem_wipe(r->mac_key, sizeof(r->mac_key));
         r->key_slot[0] = '\0';
-        if (ce.code != ERR_DAMAGE) {
+        if (ce.code != ERR_DAMAGE || r->config_missing) {
             *e = ce;
             goto out;
         }

@@ -794,6 +794,17 @@ static int marker_missing(const char *path, struct err *e)
                    path);
 }
 
+/* A repository whose config is gone while its marker is there: damage (nothing in it can be
+ * read without the config), never "no repository" (init would then be the hint). */
+static int config_missing(const char *path, struct err *e)
+{
+    return err_set(e, ERR_DAMAGE,
+                   "do not run init and remove nothing: restore config (and keys/) from a copy of "
+                   "the repository (nothing in it can be read without them), then run "
+                   "`caris-backup check`",
+                   "%s holds a repository (its marker is there) but its config is missing", path);
+}
+
 int repo_exists(const char *path, struct err *e)
 {
     if (!storage_location_is_s3(path)) {
@@ -816,6 +827,11 @@ int repo_exists(const char *path, struct err *e)
             free(c);
             if (has_config)
                 r = marker_missing(path, e);
+        } else if (r == 1) {
+            char *c = xasprintf("%s/config", path);
+            if (lstat(c, &sb) != 0 && errno == ENOENT)
+                r = config_missing(path, e);
+            free(c);
         }
         return r;
     }
@@ -823,6 +839,8 @@ int repo_exists(const char *path, struct err *e)
     if (!st)
         return -1;
     int r = storage_exists(st, MARKER_NAME, e);
+    if (r == 1 && storage_exists(st, "config", e) == 0)
+        r = config_missing(path, e);
     storage_close(st);
     return r;
 }
@@ -930,8 +948,13 @@ int repo_read_config(struct repo *r, struct err *e)
     struct buf raw = {0}, plain = {0};
     int rc = -1;
     json_t *j = NULL;
-    if (storage_get(r->st, "config", 1 << 20, &raw, e) != 0)
+    if (storage_get(r->st, "config", 1 << 20, &raw, e) != 0) {
+        if (e->code == ERR_NOT_FOUND) { /* the marker was there (check_marker) */
+            r->config_missing = true;
+            config_missing(r->path, e);
+        }
         goto out;
+    }
     if (container_open(r, 'C', raw.data, raw.len, &plain, e) != 0) {
         err_wrap(e, "repository config %s/config", r->path);
         goto out;

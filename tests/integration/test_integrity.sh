@@ -78,6 +78,19 @@ done
 assert_false "nothing was written in its place" test -e "$REPO/caris-repository"
 cp "$TEST_TMP/marker" "$REPO/caris-repository"
 assert_exit 0 cb list
+# a deleted config (the marker there) is damage too: it was "cannot stat .../config" (exit 7,
+# the code of "no repository", no hint), and init --if-missing said the repository exists
+mv "$REPO/config" "$TEST_TMP/config"
+for args in list check "init --if-missing"; do
+    # shellcheck disable=SC2086 # the words of args
+    run cb $args
+    assert_rc 4 "$args without the config: exit 4"
+    assert_contains "$ERR" "its config is missing" "$args without the config: said so"
+    assert_contains "$ERR" "do not run init and remove nothing" "$args without the config: the hint keeps the backups"
+done
+assert_false "nothing was written in its place" test -e "$REPO/config"
+mv "$TEST_TMP/config" "$REPO/config"
+assert_exit 0 cb list
 
 # --- a damaged key slot is never "wrong encryption key" -------------------------------------
 slot=$(find "$REPO/keys" -type f | head -n 1)
