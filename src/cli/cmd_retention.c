@@ -158,9 +158,14 @@ void cli_op_end(const struct caris_op *op)
 
 static int parse_percent(const char *s, double *out)
 {
+    /* decimal digits with at most one '.': strtod also takes "nan" (which passed the range
+     * check and then meant the default), "inf", hex and leading blanks */
+    size_t digits = strspn(s, "0123456789"), frac = 0;
+    if (s[digits] == '.')
+        frac = strspn(s + digits + 1, "0123456789") + 1;
     char *end;
     double v = strtod(s, &end);
-    if (!*s || *end || v < 0 || v > 100)
+    if (!*s || (digits == 0 && frac < 2) || s[digits + frac] || *end || !(v >= 0 && v <= 100))
         return usage_error("invalid --max-unused '%s' (a percentage, 0 to 100)", s);
     *out = v;
     return 0;

@@ -226,6 +226,15 @@ int config_load(struct config *c, const char *env_file, struct err *e)
     char *save = NULL;
     int lineno = 0;
     char *text = (char *)b.data;
+    const char *nul = memchr(text, '\0', b.len);
+    if (nul) { /* the lines after it were silently ignored */
+        int at = 1;
+        for (const char *p = text; p < nul; p++)
+            at += *p == '\n';
+        err_set(e, ERR_CONFIG, "an env file is text: remove the byte (e.g. tr -d '\\000')",
+                "%s line %d: a NUL byte", path, at);
+        goto fail;
+    }
     /* strtok_r would merge empty lines and break line numbers: walk by hand. */
     for (char *line = text; line; line = save) {
         char *nl = strchr(line, '\n');

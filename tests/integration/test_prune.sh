@@ -64,6 +64,10 @@ assert_contains "$ERR" "unknown unit" "an unknown duration unit is explained"
 assert_exit 2 cb forget --keep-within ""
 assert_exit 2 cb forget --type tapes
 assert_exit 2 cb prune --max-unused 150
+# strtod's other numbers: "nan" passed the range check and meant the default
+for v in nan inf 0x10 " 5" .; do
+    assert_exit 2 cb prune --dry-run --max-unused "$v"
+done
 assert_exit 2 cb forget --keep-last 1 extra-argument
 assert_exit 2 cb backup files --time "$(date -u -d '+1 day' +%Y-%m-%dT%H:%M:%SZ)" "$src"
 assert_contains "$ERR" "in the future" "a future --time is refused"

@@ -119,6 +119,21 @@ static void test_env_file_errors(void **state)
         unlink(p);
         free(p);
     }
+    /* a NUL byte: the lines after it were silently ignored */
+    {
+        char *p = write_tmp("A=1\nB=2\n");
+        FILE *f = fopen(p, "w");
+        assert_non_null(f);
+        assert_int_equal(fwrite("A=1\nB=2\0\nC=3\n", 1, 13, f), 13);
+        fclose(f);
+        struct config c;
+        struct err e = ERR_INIT;
+        assert_int_equal(config_load(&c, p, &e), -1);
+        assert_int_equal(e.code, ERR_CONFIG);
+        assert_non_null(strstr(e.msg, "line 2: a NUL byte"));
+        unlink(p);
+        free(p);
+    }
     /* an explicit file that is missing is an error; the default one is not */
     struct config c;
     struct err e = ERR_INIT;
