@@ -1190,6 +1190,10 @@ static int cmd_restore(struct globals *g, int argc, char **argv)
     int code = rc < 0 ? err_exit_code(&e) : rc == CARIS_DONE_WARNINGS ? EXIT_WARNINGS : 0;
     if (g->json && res.ran) {
         json_t *j = caris_files_restore_result_to_json(&res);
+        /* the result says what was restored; a failure's error goes in the same document
+         * (an --include that matched nothing left "errors": [] and no word of why) */
+        if (rc < 0 && err_is_set(&e))
+            json_object_set_new(j, "error", cli_err_to_json(&e));
         print_json(j);
         json_decref(j);
     } else if (res.ran) {

@@ -69,6 +69,11 @@ run cb --json restore files latest --target "$TEST_TMP/t" --include sub
 assert_rc 0 "restore files --json (a relative --include)"
 shape "restore files" "restore files: its shape"
 assert_eq b "$(cat "$TEST_TMP/t$src/sub/b.txt")" "restore files: the file under TARGET/<absolute path>"
+# a failed restore's document says why (it had "errors": [] and no word of it)
+run cb --json restore files latest --target "$TEST_TMP/t2" --include /no/such/path
+assert_rc 7 "restore files --json, an --include that matches nothing"
+shape "restore files" "restore files that failed: its shape"
+assert_eq not_found "$(json_get "$OUT_FILE" '["error"]["code"]')" "restore files that failed: its error"
 
 run cb --json forget --keep-last 1 --dry-run
 shape forget "forget --dry-run: its shape"
