@@ -122,6 +122,14 @@ static int twice(const char *opt, const char *a, const char *b)
     return one_line_usage(msg);
 }
 
+int cli_set_once(const char *opt, const char **slot, const char *v)
+{
+    if (*slot && strcmp(*slot, v) != 0)
+        return twice(opt, *slot, v);
+    *slot = v;
+    return 0;
+}
+
 static int global_value(struct globals *g, const char *name, const char *v)
 {
     /* given twice, the last one won without a word: a script's --env-file or --repo and the

@@ -43,6 +43,9 @@ int usage_error(const char *fmt, const char *arg);
 /* --full ('F') or --incremental ('I') seen: 0, or a usage error (exit 2) when the other one
  * was seen before (*seen holds the one seen, 0 at first). */
 int cli_backup_mode(char *seen, char flag);
+/* An option that takes one value (a restore's target): given twice with different values,
+ * a usage error naming both (the last one won without a word); else *slot = v, 0. */
+int cli_set_once(const char *opt, const char **slot, const char *v);
 /* {"code", "message", "hint", "exitCode"}: the object fail() prints as {"error": ...}. */
 json_t *cli_err_to_json(const struct err *e);
 void print_json(json_t *j);

@@ -170,10 +170,11 @@ int cmd_backup_database(struct globals *g, int argc, char **argv)
             incremental = mode_seen == 'I';
             break;
         case 'n':
-            compress = 0;
-            break;
         case 'c':
-            compress = 1;
+            if (compress == (c == 'n' ? 1 : 0)) /* the last one won without a word */
+                return usage_error("--compress and --no-compress exclude each other%s: give one",
+                                   "");
+            compress = c == 'c';
             break;
         case 'T':
             if (backup_time_option(g, optarg, &time_ns, &e) != 0)
@@ -293,7 +294,11 @@ int cmd_restore_database(struct globals *g, int argc, char **argv)
     while ((c = cli_getopt(sargc, sargv, "h", opts)) != -1) {
         switch (c) {
         case 'u':
-            target_url = optarg;
+            if (cli_set_once("--target-url", &target_url, optarg) != 0) {
+                free(tables);
+                free(schemas);
+                return 2;
+            }
             break;
         case 'c':
             o.clean = true;

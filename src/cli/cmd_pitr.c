@@ -259,7 +259,8 @@ int cmd_restore_physical(struct globals *g, int argc, char **argv)
         case 'P':
             break;
         case 'D':
-            o.pgdata = optarg;
+            if (cli_set_once("--pgdata", &o.pgdata, optarg) != 0)
+                return 2;
             break;
         case 't':
             o.target = PHYS_TARGET_TIME;

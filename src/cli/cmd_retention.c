@@ -336,7 +336,8 @@ int cmd_forget(struct globals *g, int argc, char **argv)
             any_keep = true;
             break;
         case 't':
-            fo.kind = optarg;
+            if (cli_set_once("--type", &fo.kind, optarg) != 0)
+                return 2;
             if (strcmp(optarg, "files") && strcmp(optarg, "database"))
                 return usage_error("unknown --type '%s' (files or database)", optarg);
             break;

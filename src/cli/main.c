@@ -747,7 +747,8 @@ static int cmd_list(struct globals *g, int argc, char **argv)
         if (c == 'w') {
             wal = true;
         } else if (c == 't') {
-            kind = optarg;
+            if (cli_set_once("--type", &kind, optarg) != 0)
+                return 2;
             if (strcmp(kind, "files") && strcmp(kind, "database"))
                 return usage_error("unknown --type '%s' (files or database)", kind);
         } else if (c == 'h') {
@@ -963,6 +964,8 @@ static int cmd_verify(struct globals *g, int argc, char **argv)
     }
     if (!id && !all)
         return usage_error("verify needs a backup id or --all%s", NULL);
+    if (id && all) /* --all won, and the id was ignored */
+        return usage_error("verify takes a backup id or --all, not both (got '%s' and --all)", id);
     struct err e = ERR_INIT;
     struct caris_op op;
     cli_op_init_service(g, &op); /* Ctrl-C / SIGTERM: stops at the next file or chunk */
@@ -1135,7 +1138,10 @@ static int cmd_restore(struct globals *g, int argc, char **argv)
     while ((c = cli_getopt(sargc, sargv, "h", opts)) != -1) {
         switch (c) {
         case 't':
-            target = optarg;
+            if (cli_set_once("--target", &target, optarg) != 0) {
+                free(inc);
+                return 2;
+            }
             break;
         case 'i':
             inc = xrealloc(inc, xsize(ninc + 1, sizeof(char *), 0));

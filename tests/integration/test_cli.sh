@@ -55,6 +55,19 @@ assert_contains "$ERR" "--env-file is given twice" "two --env-file: refused, say
 assert_exit 2 cb --repo "$TEST_TMP/r1" list --repo="$TEST_TMP/r2"
 assert_contains "$ERR" "--repo is given twice" "two --repo: refused, saying why"
 assert_exit 0 cb --repo "$REPO" --quiet list --repo "$REPO"
+# a command's one-value options and exclusive options likewise (the last one won)
+assert_exit 2 cb restore files latest --target "$TEST_TMP/ta" --target "$TEST_TMP/tb"
+assert_contains "$ERR" "--target is given twice" "two --target: refused, saying why"
+assert_false "neither target was made" test -e "$TEST_TMP/ta" -o -e "$TEST_TMP/tb"
+assert_exit 2 cb list --type files --type database
+assert_contains "$ERR" "--type is given twice" "two --type: refused"
+assert_exit 2 cb forget --type files --type database --keep-last 1 --dry-run
+assert_exit 2 cb restore database latest --target-url postgresql://a@h/x --target-url postgresql://b@h/y
+assert_contains "$ERR" "--target-url is given twice" "two --target-url: refused"
+assert_exit 2 cb backup database --compress --no-compress
+assert_contains "$ERR" "exclude each other" "--compress with --no-compress: refused"
+assert_exit 2 cb verify latest --all
+assert_contains "$ERR" "not both" "verify ID --all: refused"
 assert_exit 2 cb list --type bogus
 assert_exit 7 cb backup files "$TEST_TMP/no-such-path"
 assert_exit 7 env BACKUP_DIR="$TEST_TMP/empty-backup-dir" "$CARIS_BIN" list
