@@ -233,13 +233,18 @@ void print_json(json_t *j)
     json_decref(pub);
 }
 
+/* A result that could not be built as JSON (a text jansson refused): the command fails. */
+static bool json_lost;
+
 void print_json_as_stored(json_t *j)
 {
-    char *s = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_ENCODE_ANY);
+    char *s = j ? json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_ENCODE_ANY) : NULL;
     if (s) {
         json_printed = true;
         puts(s);
         free(s);
+    } else {
+        json_lost = true; /* printed nothing and exited 0 */
     }
 }
 
@@ -1750,6 +1755,12 @@ static int main_run(int argc, char **argv)
         code = not_implemented(cmd);
     else
         code = cli_unknown_command(cmd, COMMANDS, sizeof(COMMANDS) / sizeof(COMMANDS[0]));
+    if (json_lost && !json_printed && (code == 0 || code == 3)) {
+        struct err je = ERR_INIT;
+        err_set(&je, ERR_FAILURE, "run the command without --json, and report this",
+                "the result could not be written as JSON");
+        code = fail(&je);
+    }
     /* What was printed must have been written: `ls --json > inventory.json` on a full disk
      * must not exit 0 with half a document. */
     if ((fflush(stdout) != 0 || ferror(stdout)) && (code == 0 || code == 3)) {

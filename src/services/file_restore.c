@@ -12,6 +12,7 @@
 
 #include "caris/backup.h"
 #include "caris/crypto.h"
+#include "caris/jsonx.h"
 #include "caris/fsmeta.h"
 #include "caris/pipeline.h"
 #include "caris/pool.h"
@@ -1393,7 +1394,8 @@ json_t *caris_files_restore_result_to_json(const struct caris_files_restore_resu
 {
     if (!res->ran)
         return NULL;
-    json_t *o = json_pack("{s:s, s:s, s:b}", "backupId", res->backup_id, "target", res->target,
+    json_t *o = json_pack("{s:s, s:o, s:b}", "backupId", res->backup_id, "target",
+                          jsonx_text(res->target),
                           "ok", res->ok);
     read_report_json(&res->read, true, o);
     return o;

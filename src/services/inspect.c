@@ -13,6 +13,7 @@
 
 #include "caris/backup.h"
 #include "caris/crypto.h"
+#include "caris/jsonx.h"
 #include "common.h"
 #include "manifest.h"
 #include "inspect_internal.h"
@@ -894,7 +895,7 @@ json_t *caris_find_to_json(const struct caris_find_result *res, const char *patt
                                         u->id ? json_string(u->id) : json_null(), "file",
                                         u->file ? u->file : "", "error", u->error ? u->error : ""));
     }
-    return json_pack("{s:s, s:I, s:o, s:o}", "pattern", pattern, "backupsSearched",
+    return json_pack("{s:o, s:I, s:o, s:o}", "pattern", jsonx_text(pattern), "backupsSearched",
                      (json_int_t)res->nbackups, "matches", arr, "notSearched", skipped);
 }
 

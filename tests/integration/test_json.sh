@@ -69,6 +69,14 @@ run cb --json restore files latest --target "$TEST_TMP/t" --include sub
 assert_rc 0 "restore files --json (a relative --include)"
 shape "restore files" "restore files: its shape"
 assert_eq b "$(cat "$TEST_TMP/t$src/sub/b.txt")" "restore files: the file under TARGET/<absolute path>"
+# bytes that are not UTF-8 in what a result quotes (a pattern, a target): jansson refused the
+# text, and the command printed nothing and exited 0
+run cb --json find $'*\xff*'
+assert_rc 0 "find --json with a pattern that is not UTF-8"
+assert_eq '*\xff*' "$(json_get "$OUT_FILE" '["pattern"]')" "find: the pattern's byte escaped"
+run cb --json restore files latest --target "$TEST_TMP/t"$'\xff' --include sub
+assert_rc 0 "restore files --json into a target whose name is not UTF-8"
+assert_eq "$TEST_TMP/t\\xff" "$(json_get "$OUT_FILE" '["target"]')" "restore files: the target's byte escaped"
 # a failed restore's document says why (it had "errors": [] and no word of it)
 run cb --json restore files latest --target "$TEST_TMP/t2" --include /no/such/path
 assert_rc 7 "restore files --json, an --include that matches nothing"
