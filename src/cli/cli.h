@@ -46,6 +46,9 @@ int cli_backup_mode(char *seen, char flag);
 /* An option that takes one value (a restore's target): given twice with different values,
  * a usage error naming both (the last one won without a word); else *slot = v, 0. */
 int cli_set_once(const char *opt, const char **slot, const char *v);
+/* A command without its subcommand: usage on stderr, with --json an error document on stdout;
+ * returns 2. */
+int cli_usage_missing(const char *usage, const char *msg);
 /* {"code", "message", "hint", "exitCode"}: the object fail() prints as {"error": ...}. */
 json_t *cli_err_to_json(const struct err *e);
 void print_json(json_t *j);

@@ -186,6 +186,8 @@ out:
 
 int cmd_schedule(struct globals *g, int argc, char **argv)
 {
+    if (argc < 2)
+        return cli_usage_missing(USAGE, "schedule needs a subcommand: next, status or cancel");
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         fputs(USAGE, argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

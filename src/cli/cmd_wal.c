@@ -311,6 +311,8 @@ static int wal_receive(struct globals *g, int argc, char **argv)
 
 int cmd_wal(struct globals *g, int argc, char **argv)
 {
+    if (argc < 2)
+        return cli_usage_missing(WAL_USAGE, "wal needs a subcommand: push, get or list");
     if (argc < 2 || wants_help(argc, argv)) {
         fputs(WAL_USAGE, argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

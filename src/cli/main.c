@@ -203,6 +203,19 @@ int fail(const struct err *e_in)
     return err_exit_code(e);
 }
 
+int cli_usage_missing(const char *usage, const char *msg)
+{
+    fputs(usage, stderr);
+    if (json_errors && !json_printed) { /* the usage is on stderr: the document only */
+        struct err e = ERR_INIT;
+        err_set(&e, ERR_USAGE, "see `caris-backup --help`", "%s", msg);
+        json_t *j = json_pack("{s:o}", "error", cli_err_to_json(&e));
+        print_json(j);
+        json_decref(j);
+    }
+    return 2;
+}
+
 int usage_error(const char *fmt, const char *arg)
 {
     struct err e = ERR_INIT;
@@ -1106,6 +1119,11 @@ static int cmd_check(struct globals *g, int argc, char **argv)
 static int cmd_restore(struct globals *g, int argc, char **argv)
 {
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        if (argc < 2)
+            return cli_usage_missing(
+                "usage: caris-backup restore files|database ID ... (see `caris-backup restore "
+                "--help`)\n",
+                "restore needs what to restore: files or database");
         printf("usage: caris-backup restore files ID --target DIR [--include PATH]... "
                "[--overwrite]\n                     [--no-xattrs] [--no-owner]\n\nRestores a file "
                "backup under DIR (each backed-up path at "
@@ -1334,7 +1352,11 @@ bool wants_help(int argc, char **argv)
 
 static int cmd_key(struct globals *g, int argc, char **argv)
 {
-    if (argc < 2 || wants_help(argc, argv)) {
+    if (argc < 2)
+        return cli_usage_missing("usage: caris-backup key list | key add [--label L] | key "
+                                 "remove ID\n",
+                                 "key needs a subcommand: list, add or remove");
+    if (wants_help(argc, argv)) {
         printf("usage: caris-backup key list | key add [--label L] | key remove ID\n\n"
                "Key slots: each wraps the repository's master key under a key derived with\n"
                "Argon2id from a password. `key add` reads the new key from stdin or\n"
@@ -1629,10 +1651,8 @@ static int main_run(int argc, char **argv)
         printf("caris-backup %s\n", VERSION);
         return 0;
     }
-    if (argc < 2) {
-        fputs(USAGE, stderr);
-        return 2;
-    }
+    if (argc < 2)
+        return cli_usage_missing(USAGE, "no command given");
     optind = 1;
     char **cargv = argv + optind;
     int cargc = argc - optind;

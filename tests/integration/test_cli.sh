@@ -37,9 +37,16 @@ assert_exit 7 cb verify file_full_2000-01-01T00-00-00
 assert_contains "$ERR" "file_full_2000-01-01T00-00-00" "unknown id: named in the error"
 assert_exit 7 cb restore files file_full_2000-01-01T00-00-00 --target "$TEST_TMP/nowhere"
 assert_exit 2 cb restore files
+# a command without its subcommand: the usage on stderr, nothing on stdout
+for c in key restore; do
+    run cb "$c"
+    assert_rc 2 "$c alone: a usage error"
+    assert_eq "" "$OUT" "$c alone: nothing on stdout (its usage went there)"
+done
 assert_exit 2 cb --threads abc list
 # with --json, every usage error is a JSON object on stdout, those of the global options too
-for args in "--json --threads abc list" "--json --lock-wait xyz list" "--json --env-file" "--json list --repo" \
+for args in "--json" "--json key" "--json restore" "--json wal" "--json schedule" "--json token" \
+    "--json --threads abc list" "--json --lock-wait xyz list" "--json --env-file" "--json list --repo" \
     "--json backup" "--json backup files --full --incremental $TEST_TMP" "--json backup database --incremental --full"; do
     # shellcheck disable=SC2086 # word splitting of $args is the point
     run cb $args
