@@ -52,6 +52,13 @@ json_t *caris_audit_read_tail(const char *backup_dir, size_t limit, struct err *
  * "audit-head" {"logId", "seq", "sha256", "time", "host"}, encrypted and authenticated with
  * the repository key: whoever can edit the log cannot forge one. */
 struct repo;
+/* Whether an operation's line is followed by the log's head in the repository, for the CLI
+ * and the daemon alike: a backup that completed (exit 0 or 3), and an operation that took data
+ * out (a restore, a file's contents, a mount, a copy elsewhere) whatever its result, except a
+ * refusal that took nothing out (exit 2 usage, 5 key, 6 configuration, 7 not found, 9
+ * locked): the line saying who read patients' records cannot then be deleted from the end of
+ * the log unnoticed. */
+bool caris_audit_head_due(bool backup, bool data_out, int exit_code);
 /* Records the log's head in r; 0 (nothing is recorded when the log is empty). */
 int caris_audit_head_record(struct repo *r, const char *backup_dir, struct err *e);
 /* Checks the log against the heads r records for it: 0 with *checked (how many), or -1 with

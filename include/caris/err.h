@@ -57,6 +57,8 @@ int err_wrap(struct err *e, const char *fmt, ...) __attribute__((format(printf, 
 bool err_is_set(const struct err *e);
 int err_exit_code(const struct err *e);
 const char *err_code_name(enum err_code code);
+/* The class err_code_name gives name ("usage", ...); ERR_FAILURE for a name it never gives. */
+enum err_code err_code_from_name(const char *name);
 
 /* "error: <msg>\nHINT: <hint>\n" */
 void err_print(const struct err *e, FILE *out);

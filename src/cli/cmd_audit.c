@@ -287,19 +287,13 @@ void cli_audit(struct globals *g, int argc, char **argv, int code, int64_t durat
     json_decref(audit_ids);
     audit_ids = NULL;
     /* With each backup, the log's head goes into the repository too; and with each operation
-     * that takes data out of it (a restore, a file's contents, a mount, a copy elsewhere),
-     * whatever its result: the line saying who read patients' records cannot then be
-     * deleted from the end of the log unnoticed (`audit verify` checks the heads). */
+     * that takes data out of it (caris_audit_head_due; `audit verify` checks the heads). */
     bool backup = strcmp(op, "backup files") == 0 || strcmp(op, "backup database") == 0 ||
                   strcmp(op, "backup") == 0 || strcmp(op, "run-now") == 0;
     bool data_out = strcmp(op, "restore files") == 0 || strcmp(op, "restore database") == 0 ||
                     strcmp(op, "dump") == 0 || strcmp(op, "mount") == 0 ||
                     strcmp(op, "copy") == 0 || strcmp(op, "upload") == 0;
-    /* (not after a refusal that took nothing out: usage, key, configuration, not found,
-     * locked) */
-    bool took = code != 2 && code != 5 && code != 6 && code != 7 && code != 9;
-    if (((backup && (code == 0 || code == EXIT_WARNINGS)) || (data_out && took)) &&
-        !err_is_set(&e)) {
+    if (caris_audit_head_due(backup, data_out, code) && !err_is_set(&e)) {
         g->no_open_warnings = true; /* the operation's own open reported them already */
         struct repo *r = g->audit_repo ? g->audit_repo : open_repo(g, false, &e);
         g->audit_repo = NULL;

@@ -165,3 +165,11 @@ void err_print(const struct err *e, FILE *out)
     if (e->hint[0])
         fprintf(out, "HINT: %s\n", e->hint);
 }
+
+enum err_code err_code_from_name(const char *name)
+{
+    for (int c = ERR_NONE; name && c <= ERR_DATABASE; c++)
+        if (strcmp(err_code_name((enum err_code)c), name) == 0)
+            return (enum err_code)c;
+    return ERR_FAILURE;
+}

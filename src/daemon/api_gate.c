@@ -235,15 +235,37 @@ const char *api_gate_head_refusal(const char *b, size_t n)
     return NULL;
 }
 
+/* How many of c are in b[0..n). */
+static unsigned count_in(const char *b, size_t n, char c)
+{
+    unsigned k = 0;
+    for (size_t i = 0; i < n; i++)
+        k += b[i] == c;
+    return k;
+}
+
 bool api_gate_head_too_large(const char *b, size_t n)
 {
     const char *p = request_line_end(b, n), *line;
     size_t len;
-    unsigned lines = 0;
+    /* libmicrohttpd keeps a record of every header line, query argument and cookie in the
+     * connection's memory: a request line of 500 '&' (its own limit of 4 KiB kept) or 800
+     * cookies in one header went past it (the connection closed without an answer, or its
+     * HTML 431) */
+    unsigned records = 0;
+    if (p) {
+        const char *q = memchr(b, '?', (size_t)(p - b));
+        if (q)
+            records += 1 + count_in(q, (size_t)(p - q), '&');
+    }
+    if (records > API_GATE_HEADERS_MAX)
+        return true;
     while (next_line(b, n, &p, &line, &len)) {
         if (len == 0)
             return (size_t)(p + 1 - b) > API_GATE_HEAD_OK; /* the end of the headers */
-        if (++lines > API_GATE_HEADERS_MAX)
+        if (len > 7 && strncasecmp(line, "cookie:", 7) == 0)
+            records += count_in(line, len, ';');
+        if (++records > API_GATE_HEADERS_MAX)
             return true;
     }
     return n > API_GATE_HEAD_OK;
@@ -399,7 +421,8 @@ static bool conn_examine(struct api_gate *g, size_t i, short revents)
         if (api_gate_head_complete(g->line, (size_t)n)) {
             if (api_gate_head_too_large(g->line, (size_t)n)) {
                 conn_answer(g, i, 431, "Request Header Fields Too Large", "headers_too_large",
-                            "request headers too large or too many",
+                            "request headers too large, or too many headers, query arguments "
+                            "or cookies",
                             "the API needs a few short headers (Host, Authorization, "
                             "Content-Type)");
                 return conn_drain(g, i);

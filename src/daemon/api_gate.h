@@ -60,7 +60,7 @@ bool api_gate_head_complete(const char *b, size_t n);
  * two that differ, a Transfer-Encoding other than chunked, both), or NULL. */
 const char *api_gate_head_refusal(const char *b, size_t n);
 /* For whole headers: whether they are over API_GATE_HEAD_OK bytes or API_GATE_HEADERS_MAX
- * lines (the gate answers 431). */
+ * records (header lines, query arguments and cookies together; the gate answers 431). */
 bool api_gate_head_too_large(const char *b, size_t n);
 
 /* What the gate makes of the bytes that start a connection (exposed for the unit test). */

@@ -239,11 +239,16 @@ assert_eq 202 "$STATUS" "a confirmed files restore: 202"
 wait_job "$(jq_body 'd["jobId"]')"
 assert_eq true "$(jq_body 'str(d["ok"]).lower()')" "the confirmed files restore succeeded"
 assert_true "the restored file is the source's" cmp "$TEST_TMP/src/note.txt" "$TEST_TMP/api-out$TEST_TMP/src/note.txt"
+# a job is done once its audit line and the log's head (when due) are written
+heads() { find "$BACKUP_DIR/repository/records/audit-head" -type f ! -name '.*' | wc -l; }
+heads_before=$(heads)
 req POST /api/admin/backup/restore "$ADMIN" "{\"backupId\": \"$FILE_ID\", \"dryRun\": false, \"confirm\": \"$FILE_ID\", \"target\": \"$TEST_TMP/api-out\"}"
 assert_eq 202 "$STATUS" "a second restore into the same target is accepted as a job"
 wait_job "$(jq_body 'd["jobId"]')"
 assert_eq false "$(jq_body 'str(d["ok"]).lower()')" "it fails: the target is not empty"
 assert_contains "$(jq_body 'd["error"]["message"]')" "restore target $TEST_TMP/api-out is not empty" "its error names the target and says why"
+assert_eq "$heads_before" "$(heads)" \
+    "a restore refused before it took anything records no audit head (as the CLI's refusal)"
 
 # --- cron ----------------------------------------------------------------------------------
 req GET "/api/cron/backup?type=incremental" "$CRON_SECRET"
