@@ -499,7 +499,7 @@ int caris_audit_verify_heads(struct repo *r, const char *backup_dir, size_t *che
 
 bool caris_audit_head_due(bool backup, bool data_out, int exit_code)
 {
-    bool took = exit_code != 2 && exit_code != 5 && exit_code != 6 && exit_code != 7 &&
-                exit_code != 9;
+    bool took =
+        exit_code != 2 && exit_code != 5 && exit_code != 6 && exit_code != 7 && exit_code != 9;
     return (backup && (exit_code == 0 || exit_code == EXIT_WARNINGS)) || (data_out && took);
 }
