@@ -180,24 +180,26 @@ static void test_head_too_large(void **state)
     /* query arguments and cookies are records too: 500 empty arguments in a 4 KiB line, or
      * 800 cookies in one header, closed the connection or got libmicrohttpd's HTML 431 */
     b.len = 0;
-    buf_append(&b, "GET /healthz?", 13);
+    buf_append(&b, "GET /healthz?", strlen("GET /healthz?"));
     for (int i = 1; i < API_GATE_HEADERS_MAX; i++)
         buf_append(&b, "&", 1);
-    buf_append(&b, " HTTP/1.1\r\n\r\n", 15);
+    buf_append(&b, " HTTP/1.1\r\n\r\n", strlen(" HTTP/1.1\r\n\r\n"));
     assert_false(api_gate_head_too_large((const char *)b.data, b.len)); /* 100 arguments */
-    b.len = 13;
+    b.len = strlen("GET /healthz?");
     for (int i = 1; i < 500; i++)
         buf_append(&b, "&", 1);
-    buf_append(&b, " HTTP/1.1\r\n\r\n", 15);
+    buf_append(&b, " HTTP/1.1\r\n\r\n", strlen(" HTTP/1.1\r\n\r\n"));
     assert_true(api_gate_head_too_large((const char *)b.data, b.len));
     b.len = 0;
-    buf_append(&b, "GET /healthz HTTP/1.1\r\nHost: x\r\nCookie: ", 40);
+    buf_append(&b, "GET /healthz HTTP/1.1\r\nHost: x\r\nCookie: ",
+               strlen("GET /healthz HTTP/1.1\r\nHost: x\r\nCookie: "));
     for (int i = 0; i < API_GATE_HEADERS_MAX; i++)
         buf_append(&b, "a=b; ", 5);
-    buf_append(&b, "\r\n\r\n", 4);
+    buf_append(&b, "\r\n\r\n", strlen("\r\n\r\n"));
     assert_true(api_gate_head_too_large((const char *)b.data, b.len)); /* 2 lines, 100 ';' */
     b.len = 0;
-    buf_append(&b, "GET /healthz HTTP/1.1\r\nHost: x\r\nCookie: a=b; c=d\r\n\r\n", 52);
+    const char *two = "GET /healthz HTTP/1.1\r\nHost: x\r\nCookie: a=b; c=d\r\n\r\n";
+    buf_append(&b, two, strlen(two));
     assert_false(api_gate_head_too_large((const char *)b.data, b.len));
     buf_free(&b);
 }
