@@ -322,6 +322,19 @@ static bool port_ok(const char *v)
     return true;
 }
 
+/* Drops a parse the caller refuses: every value wiped (a password may be among them), the
+ * options freed, the target emptied (its label kept for the message). */
+static void parse_drop(PQconninfoOption *opts, struct pgsrc_target *t)
+{
+    for (PQconninfoOption *w = opts; w->keyword; w++)
+        if (w->val)
+            cx_wipe(w->val, strlen(w->val));
+    PQconninfoFree(opts);
+    const char *what = t->label;
+    pgsrc_target_free(t);
+    t->label = what;
+}
+
 int pgsrc_target_parse(const char *url, const char *fallback_password, const char *label,
                        struct pgsrc_target *t, struct err *e)
 {
@@ -353,26 +366,16 @@ int pgsrc_target_parse(const char *url, const char *fallback_password, const cha
         /* a client key's passphrase: libpq reads it from the connection string only, which
          * pg_dump and pg_restore would show in their argv (the process list) */
         if (strcmp(o->keyword, "sslpassword") == 0 && *o->val) {
-            cx_wipe(o->val, strlen(o->val));
-            PQconninfoFree(opts);
-            const char *what = t->label;
-            pgsrc_target_free(t);
-            t->label = what;
+            parse_drop(opts, t);
             return err_set(e, ERR_CONFIG,
                            "use a client key without a passphrase (a file of mode 0600 owned by "
                            "the user caris-backup runs as, named by sslkey=)",
                            "%s sets sslpassword: the passphrase would appear in the process list "
                            "of pg_dump and pg_restore",
-                           what);
+                           t->label);
         }
         if (strcmp(o->keyword, "port") == 0 && !port_ok(o->val)) {
-            for (PQconninfoOption *w = opts; w->keyword; w++)
-                if (w->val)
-                    cx_wipe(w->val, strlen(w->val));
-            PQconninfoFree(opts);
-            const char *what = t->label;
-            pgsrc_target_free(t);
-            t->label = what;
+            parse_drop(opts, t);
             return err_set(e, ERR_CONFIG,
                            "write it as postgresql://user:password@host:5432/database: without "
                            "'@host', the text after 'user:' is read as the port",
