@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "caris/audit.h"
 #include "caris/core.h"
 #include "caris/storage.h"
 
@@ -116,9 +117,11 @@ static int unknown_long(const char *tok, const char *where, const char *const *n
 
 static int twice(const char *opt, const char *a, const char *b)
 {
-    char msg[400];
-    snprintf(msg, sizeof(msg), "%s is given twice ('%.150s' and '%.150s'): give it once", opt, a,
-             b);
+    /* quoted as the audit log keeps them: a URL (--target-url's may carry a password) by its
+     * scheme alone */
+    char msg[400], ra[256], rb[256];
+    snprintf(msg, sizeof(msg), "%s is given twice ('%.150s' and '%.150s'): give it once", opt,
+             caris_audit_redact_arg(a, ra, sizeof(ra)), caris_audit_redact_arg(b, rb, sizeof(rb)));
     return one_line_usage(msg);
 }
 

@@ -49,6 +49,9 @@ int cli_set_once(const char *opt, const char **slot, const char *v);
 /* A command without its subcommand: usage on stderr, with --json an error document on stdout;
  * returns 2. */
 int cli_usage_missing(const char *usage, const char *msg);
+/* err_print on stderr of e with the secrets it quotes replaced (fail and cli_err_to_json do
+ * the same): for an error printed beside a command's result. */
+void cli_err_print(const struct err *e);
 /* {"code", "message", "hint", "exitCode"}: the object fail() prints as {"error": ...}. */
 json_t *cli_err_to_json(const struct err *e);
 void print_json(json_t *j);

@@ -9,6 +9,7 @@
 
 #include "caris/audit.h"
 #include "caris/core.h"
+#include "caris/crypto.h"
 #include "caris/repo.h"
 #include "caris/retention.h"
 
@@ -237,8 +238,13 @@ void cli_audit(struct globals *g, int argc, char **argv, int code, int64_t durat
             continue;
         }
         /* a secret typed as an argument (the key given as a backup id) */
-        char *copy = xstrdup(argv[i]);
-        bool secret = config_scrub_secrets(&g->cfg, copy, strlen(copy) + 1);
+        /* room to spare: a whole argument, never "cut at its end" (whose last bytes would
+         * then count when they are a secret's first ones) */
+        size_t al = strlen(argv[i]), cap = al + 64;
+        char *copy = xmalloc(cap);
+        memcpy(copy, argv[i], al + 1);
+        bool secret = config_scrub_secrets(&g->cfg, copy, cap);
+        cx_wipe(copy, cap);
         free(copy);
         if (secret) {
             json_array_append_new(args, json_string("(redacted)"));

@@ -64,7 +64,7 @@ static int notify_test(struct globals *g)
         }
         for (size_t i = 0; i < n; i++)
             if (!res[i].ok)
-                err_print(&res[i].err, stderr);
+                cli_err_print(&res[i].err);
     }
     notify_config_free(&nc);
     return rc == 0 ? 0 : 1;

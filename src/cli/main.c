@@ -156,8 +156,32 @@ void cli_set_json_errors(bool on)
     json_errors = on;
 }
 
-json_t *cli_err_to_json(const struct err *e)
+/* The loaded configuration, whose secrets no message shows. */
+static const struct config *secrets_cfg;
+
+/* e, with every secret's value it quotes replaced (a secret typed where an argument goes, the
+ * key given as a backup id, comes back in the message that quotes the argument): in out when
+ * there was one, else e itself. */
+static const struct err *err_scrubbed(const struct err *e, struct err *out)
 {
+    if (!secrets_cfg || !err_is_set(e))
+        return e;
+    *out = *e;
+    bool m = config_scrub_secrets(secrets_cfg, out->msg, sizeof(out->msg));
+    bool h = config_scrub_secrets(secrets_cfg, out->hint, sizeof(out->hint));
+    return m || h ? out : e;
+}
+
+void cli_err_print(const struct err *e)
+{
+    struct err s;
+    err_print(err_scrubbed(e, &s), stderr);
+}
+
+json_t *cli_err_to_json(const struct err *e_in)
+{
+    struct err s;
+    const struct err *e = err_scrubbed(e_in, &s);
     /* The same text as on stderr; "code" is the error class, exitCode the process's. */
     /* jsonx_text: a message may hold bytes that are not UTF-8 (a path named on the command
      * line), which json_pack refuses: no error object was printed at all */
@@ -173,19 +197,10 @@ const char *cli_first_failure(void)
     return first_failure[0] ? first_failure : NULL;
 }
 
-/* The loaded configuration, whose secrets fail() keeps out of every message. */
-static const struct config *secrets_cfg;
-
 int fail(const struct err *e_in)
 {
-    /* A secret typed where an argument goes (the key given as a backup id) comes back in the
-     * message that quotes the argument: never shown, in JSON or the audit log either. */
-    struct err scrubbed = *e_in;
-    const struct err *e = e_in;
-    if (secrets_cfg && err_is_set(e_in) &&
-        (config_scrub_secrets(secrets_cfg, scrubbed.msg, sizeof(scrubbed.msg)) |
-         config_scrub_secrets(secrets_cfg, scrubbed.hint, sizeof(scrubbed.hint))))
-        e = &scrubbed;
+    struct err scrubbed;
+    const struct err *e = err_scrubbed(e_in, &scrubbed);
     if (!first_failure[0] && err_is_set(e))
         snprintf(first_failure, sizeof(first_failure), "%s", e->msg);
     err_print(e, stderr);
@@ -303,7 +318,7 @@ static void report_open(const struct globals *g, struct repo *r, const struct ca
     if (g->no_open_warnings)
         return;
     if (err_is_set(&o->audit_err))
-        err_print(&o->audit_err, stderr);
+        cli_err_print(&o->audit_err);
     size_t i;
     json_t *w;
     json_array_foreach(repo_warnings(r), i, w)
@@ -925,7 +940,7 @@ static void verify_print_one(void *ctx, const char *id, int rc,
         if (!res->ran && g->json && vp->all) {
             /* One document on stdout: the backup's entry in the list says why. Its check did
              * not run (or was cancelled): "valid" is null, not judged, never false. */
-            err_print(ve, stderr);
+            cli_err_print(ve);
             vp->code = err_exit_code(ve);
             json_array_append_new(vp->json, json_pack("{s:s, s:n, s:o}", "backupId", id, "valid",
                                                       "error", cli_err_to_json(ve)));
@@ -936,7 +951,7 @@ static void verify_print_one(void *ctx, const char *id, int rc,
             return;
         }
         if (!g->json)
-            err_print(ve, stderr);
+            cli_err_print(ve);
         vp->code = err_exit_code(ve);
     }
     if (g->json) {
@@ -1250,7 +1265,7 @@ static int cmd_restore(struct globals *g, int argc, char **argv)
     if (rc < 0 && g->json && !res.ran)
         fail(&e); /* the error object is the one document on stdout */
     else if (rc < 0)
-        err_print(&e, stderr);
+        cli_err_print(&e);
     caris_files_restore_result_free(&res);
     return code;
 }

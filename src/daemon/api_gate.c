@@ -262,9 +262,9 @@ bool api_gate_head_too_large(const char *b, size_t n)
         return true;
     while (next_line(b, n, &p, &line, &len)) {
         if (len == 0)
-            return (size_t)(p + 1 - b) > API_GATE_HEAD_OK; /* the end of the headers */
-        if (len > 7 && strncasecmp(line, "cookie:", 7) == 0)
-            records += count_in(line, len, ';');
+            return (size_t)(p + 1 - b) > API_GATE_HEAD_OK;   /* the end of the headers */
+        if (len > 7 && strncasecmp(line, "cookie:", 7) == 0) /* it splits at ',' too */
+            records += count_in(line, len, ';') + count_in(line, len, ',');
         if (++records > API_GATE_HEADERS_MAX)
             return true;
     }

@@ -1170,14 +1170,16 @@ static void audit_job(struct daemon *d, const struct job *j)
         dlog(d, LOG_ERROR, "audit", "%s", e.msg);
     json_decref(args);
     json_decref(ids);
-    /* with each backup run, and each restore (data taken out) but one refused before it took
-     * anything, the log's head goes into the repository (caris_audit_head_due) */
+    /* with each backup run (whatever its result, as the daemon always did; the CLI records
+     * it after a backup that completed), and each restore (data taken out) but one refused
+     * before it took anything (caris_audit_head_due), the log's head goes into the
+     * repository */
     struct err je = ERR_INIT;
     je.code = j->error ? err_code_from_name(json_string_value(json_object_get(j->error, "code")))
                        : ERR_NONE;
     int code = ok ? 0 : err_exit_code(&je) ? err_exit_code(&je) : 1;
-    if (caris_audit_head_due(sp->kind == DJOB_BACKUP, sp->kind == DJOB_RESTORE && !sp->dry_run,
-                             code) &&
+    if ((sp->kind == DJOB_BACKUP ||
+         caris_audit_head_due(false, sp->kind == DJOB_RESTORE && !sp->dry_run, code)) &&
         !err_is_set(&e) &&
         ((!d->r && reopen_repo(d, &e) != 0) ||
          caris_audit_head_record(d->r, d->backup_dir, &e) != 0))

@@ -152,14 +152,28 @@ void bad_pack_note(struct repo *r, uint32_t pidx)
 {
     pthread_mutex_lock(&r->mu);
     if (pidx < r->npacks && !r->packs[pidx].header_bad) {
-        r->packs[pidx].header_bad = true;
-        for (size_t i = 0; i < r->nentries; i++) {
-            const struct ientry *en = repo_entry(r, i);
-            if (en->pack == pidx)
-                bad_blob_note_locked(r, pidx, en->id);
-        }
+        r->packs[pidx].header_bad = true; /* its blobs: at repo_bad_blobs_save */
+        r->bad_headers_pending++;
     }
     pthread_mutex_unlock(&r->mu);
+}
+
+/* The blobs of the packs bad_pack_note named since the last save, noted: one pass over the
+ * index for all of them (a pass per pack, under the lock, was the index's size times the
+ * number of bad packs). */
+static void bad_headers_expand_locked(struct repo *r)
+{
+    if (!r->bad_headers_pending)
+        return;
+    for (size_t i = 0; i < r->nentries; i++) {
+        const struct ientry *en = repo_entry(r, i);
+        if (en->pack < r->npacks && r->packs[en->pack].header_bad &&
+            !r->packs[en->pack].header_noted)
+            bad_blob_note_locked(r, en->pack, en->id);
+    }
+    for (size_t p = 0; p < r->npacks; p++)
+        r->packs[p].header_noted = r->packs[p].header_bad;
+    r->bad_headers_pending = 0;
 }
 
 /* Marks the entry of each pair that still places the blob in that pack. */
@@ -181,6 +195,7 @@ int repo_bad_blobs_save(struct repo *r, const char *by, size_t *saved, struct er
     if (saved)
         *saved = 0;
     pthread_mutex_lock(&r->mu);
+    bad_headers_expand_locked(r);
     struct buf found = r->bad_found;
     memset(&r->bad_found, 0, sizeof(r->bad_found));
     pthread_mutex_unlock(&r->mu);

@@ -208,16 +208,21 @@ static void read_pack_job(void *arg, int worker)
         goto done;
     uint8_t key[32];
     struct err ke = ERR_INIT;
-    if (data->len < PACK_HEADER_LEN || pack_version(data->data) == 0 ||
-        pack_derive_key(r, data->data + 8, key, &ke) != 0) {
+    if (data->len < PACK_HEADER_LEN || pack_version(data->data) == 0) {
         issue_locked(c, pf->name, "bad pack header", NULL);
         /* none of its blobs opens: each is damaged, so the backups that need one are named,
          * and each is recorded (the next backup stores it again) */
-        bad_pack_note(r, (uint32_t)pidx);
-        pthread_mutex_lock(&c->mu);
-        for (size_t k = c->first[pidx]; k < c->first[pidx + 1]; k++)
-            idlist_add(&c->bad_blobs, repo_entry(r, c->by_pack[k])->id);
-        pthread_mutex_unlock(&c->mu);
+        for (size_t k = c->first[pidx]; k < c->first[pidx + 1]; k++) {
+            const uint8_t *id = repo_entry(r, c->by_pack[k])->id;
+            pthread_mutex_lock(&c->mu);
+            idlist_add(&c->bad_blobs, id);
+            pthread_mutex_unlock(&c->mu);
+            bad_blob_note(r, (uint32_t)pidx, id); /* takes r->mu: not under c->mu */
+        }
+        goto done;
+    }
+    if (pack_derive_key(r, data->data + 8, key, &ke) != 0) {
+        issue_locked(c, pf->name, ke.msg, NULL);
         goto done;
     }
     /* The trailer, and the padding inside it, are authenticated too, and must list every

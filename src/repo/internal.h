@@ -59,8 +59,9 @@ struct packinfo {
     uint8_t id[32];
     uint8_t key[32];
     bool key_ready;
-    bool header_bad; /* its header was read and is not a pack's: its blobs are noted damaged */
-    int source;      /* number of the index file that listed it; -1 adopted from its trailer */
+    bool header_bad;   /* its header was read and is not a pack's (bad_pack_note) */
+    bool header_noted; /* and its blobs were noted damaged (repo_bad_blobs_save) */
+    int source;        /* number of the index file that listed it; -1 adopted from its trailer */
 };
 
 /* The identity of a lock's holder (lock.c). */
@@ -122,7 +123,8 @@ struct repo {
     uint8_t chunker_seed[32];
     struct chunker_params cp_files, cp_dumps;
     int compression;
-    bool config_missing; /* the marker is there, the config is not (repo_read_config) */
+    bool config_missing;        /* the marker is there, the config is not (repo_read_config) */
+    size_t bad_headers_pending; /* packs bad_pack_note named, their blobs not noted yet */
 
     pthread_mutex_t mu; /* guards everything below */
     struct ientry **blocks;
@@ -194,7 +196,7 @@ bool bad_pack_known_locked(const struct repo *r, uint32_t pidx);
 /* Notes that the blob id failed to open from pack number pidx (takes r->mu). */
 void bad_blob_note(struct repo *r, uint32_t pidx, const uint8_t id[32]);
 /* Notes every blob the index places in pack number pidx, whose header is not a pack's (so none
- * of them opens): once per pack and handle (takes r->mu). */
+ * of them opens): once per pack and handle, when the damage found is saved (takes r->mu). */
 void bad_pack_note(struct repo *r, uint32_t pidx);
 /* bad_blob_note with r->mu held. */
 void bad_blob_note_locked(struct repo *r, uint32_t pidx, const uint8_t id[32]);

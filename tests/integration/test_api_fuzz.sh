@@ -63,7 +63,8 @@ done
 # header got its HTML 431
 for req in 'GET /healthz?'"$(printf '&%.0s' $(seq 500))"' HTTP/1.1' \
     'GET /api/admin/backup/status?'"$(printf '&%.0s' $(seq 1000))"' HTTP/1.1' \
-    "GET /healthz HTTP/1.1\r\nCookie: $(printf 'a=b; %.0s' $(seq 800))"; do
+    "GET /healthz HTTP/1.1\r\nCookie: $(printf 'a=b; %.0s' $(seq 800))" \
+    "GET /healthz HTTP/1.1\r\nCookie: $(printf 'a=1,%.0s' $(seq 800))"; do
     run python3 -c 'import socket, sys
 host, port = sys.argv[1].split("//")[1].rsplit(":", 1)
 s = socket.create_connection((host, int(port)), timeout=20)

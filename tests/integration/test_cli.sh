@@ -69,8 +69,12 @@ assert_false "neither target was made" test -e "$TEST_TMP/ta" -o -e "$TEST_TMP/t
 assert_exit 2 cb list --type files --type database
 assert_contains "$ERR" "--type is given twice" "two --type: refused"
 assert_exit 2 cb forget --type files --type database --keep-last 1 --dry-run
-assert_exit 2 cb restore database latest --target-url postgresql://a@h/x --target-url postgresql://b@h/y
-assert_contains "$ERR" "--target-url is given twice" "two --target-url: refused"
+run cb --json restore database latest --target-url 'postgresql://a:Twice-Secret-4711@h/x' \
+    --target-url 'postgresql://a:Twice-Secret-4711@g/y'
+assert_rc 2 "two --target-url: refused"
+assert_contains "$ERR" "--target-url is given twice" "two --target-url: it says why"
+assert_not_contains "$OUT$ERR" "Twice-Secret-4711" "two --target-url: a password in them is not quoted"
+assert_false "nor kept in the audit log" grep -qF Twice-Secret-4711 "$BACKUP_DIR/metadata/audit.log"
 assert_exit 2 cb backup database --compress --no-compress
 assert_contains "$ERR" "exclude each other" "--compress with --no-compress: refused"
 assert_exit 2 cb verify latest --all

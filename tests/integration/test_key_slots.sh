@@ -177,6 +177,14 @@ for cmd in show verify ls forget "backup files"; do
 done
 run cb backup files "/x/$BACKUP_ENCRYPTION_KEY/y"
 assert_contains "$ERR" "/x/(redacted)/y" "a path holding the key is quoted with the key redacted"
+# errors printed beside a result (a restore's --include), not through the common path
+run cb --json restore files latest --target "$TEST_TMP/r-key" --include "$BACKUP_ENCRYPTION_KEY"
+assert_rc 7 "restore files --include KEY: no such path"
+assert_not_contains "$OUT$ERR" "$BACKUP_ENCRYPTION_KEY" "restore files --include KEY: the key is not printed"
+# an argument that merely ends in the key's first bytes is kept as it is in the audit log
+run cb ls latest "/nowhere/${BACKUP_ENCRYPTION_KEY:0:12}"
+run cb audit
+assert_contains "$OUT" "/nowhere/${BACKUP_ENCRYPTION_KEY:0:12}" "an argument ending in the key's first bytes is not redacted"
 assert_false "the key given as an argument is not in the audit log" \
     grep -qF -- "$BACKUP_ENCRYPTION_KEY" "$BACKUP_DIR/metadata/audit.log"
 
