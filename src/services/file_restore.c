@@ -1395,8 +1395,7 @@ json_t *caris_files_restore_result_to_json(const struct caris_files_restore_resu
     if (!res->ran)
         return NULL;
     json_t *o = json_pack("{s:s, s:o, s:b}", "backupId", res->backup_id, "target",
-                          jsonx_text(res->target),
-                          "ok", res->ok);
+                          jsonx_text(res->target), "ok", res->ok);
     read_report_json(&res->read, true, o);
     return o;
 }
