@@ -20,8 +20,9 @@
 # The "floor" tool is shell one-liners doing only the I/O of a phase, on the same data
 # with the same cold cache, so each tool's time can be read against what the machine
 # needs for the I/O alone:
-#   backup-1   tar -cf - SRC | { head -c N >F && cat >/dev/null; }; sync
-#                                               (read every file, and write and sync as
+#   backup-1   tar -cf - SRC | cat >/dev/null, and beside it N bytes written to a file
+#                                               (AES-CTR of zeros, which do not compress),
+#                                               then sync (read every file, and write as
 #                                               many bytes N as caris's first backup
 #                                               stored: a backup both reads the tree and
 #                                               writes its repository; without caris's
@@ -186,9 +187,13 @@ run_step() {
 # The floor's one-liners (bash -c scripts; pipefail: a failed tar fails the step, it does not
 # time less work). READ_ALL DIR reads every file below DIR; COPY_TREE SRC DST copies and syncs.
 READ_ALL='set -o pipefail; tar -cf - "$1" | cat >/dev/null'
-# READ_WRITE DIR N FILE: reads every file below DIR while the first N bytes of the stream go to
-# FILE, synced (then removed).
-READ_WRITE='set -o pipefail; tar -cf - "$1" | { head -c "$2" >"$3" && cat >/dev/null; } && sync && rm -f "$3"'
+# READ_WRITE DIR N FILE: reads every file below DIR while, beside it, N bytes that do not
+# compress (AES-CTR of zeros; openssl ends on the closed pipe) are written to FILE; both end,
+# then sync (then FILE is removed).
+READ_WRITE='set -o pipefail; tar -cf - "$1" | cat >/dev/null & r=$!
+{ openssl enc -aes-128-ctr -nosalt -pass pass:floor -pbkdf2 -in /dev/zero 2>/dev/null || :; } |
+  head -c "$2" >"$3"
+w=$?; wait "$r" && [ "$w" -eq 0 ] && [ "$(stat -c %s "$3")" = "$2" ] && sync && rm -f "$3"'
 COPY_TREE='set -o pipefail; tar -cf - "$1" | tar -xf - -C "$2" && sync'
 
 skip_step() { record "$1" "$2" "n/a" "" "" "" "" "" 0 0 0 "${3:-tool not available}"; printf '  %-7s %-9s ... n/a\n' "$1" "$2"; }
