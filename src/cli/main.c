@@ -1717,6 +1717,7 @@ static int main_run(int argc, char **argv)
     }
     if (config_check(&g.cfg, &e) != 0) {
         int rc = fail(&e);
+        secrets_cfg = NULL;
         config_free(&g.cfg);
         return rc;
     }
@@ -1812,6 +1813,7 @@ static int main_run(int argc, char **argv)
     repo_set_cache_root(NULL);
     storage_set_config(NULL);
     json_decref(g.state);
+    secrets_cfg = NULL;
     config_free(&g.cfg);
     return code;
 }
