@@ -1,6 +1,5 @@
 #include "common.h"
 
-#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>

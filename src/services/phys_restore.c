@@ -1143,6 +1143,8 @@ int caris_phys_restore(struct repo *r, const struct phys_restore_opts *o,
                        "written",
                        "recovery target %s is in the future: no archived WAL reaches it", when);
     }
+    if (restore_target_outside_repo(r, o->pgdata, "data directory", e) != 0)
+        return -1;
     struct stat st;
     bool exists = stat(o->pgdata, &st) == 0;
     if (exists && !S_ISDIR(st.st_mode))

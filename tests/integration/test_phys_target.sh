@@ -60,4 +60,11 @@ assert_rc 2 "restore --overwrite of a symbolic link is refused"
 assert_true "the link is still a link" test -L "$R/link"
 assert_true "what it points to is untouched" test -f "$R/real/keep"
 
+# a data directory inside the repository: refused before anything is written
+before=$(find "$BACKUP_DIR/repository" | sort)
+run cb --env-file "$envf" restore database --physical --pgdata "$BACKUP_DIR/repository/pgdata" "$id"
+assert_rc 2 "restore into a directory inside the repository is refused"
+assert_contains "$ERR" "inside the repository" "the error says why"
+assert_eq "$before" "$(find "$BACKUP_DIR/repository" | sort)" "nothing was written into the repository"
+
 test_done
