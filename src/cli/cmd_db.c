@@ -171,7 +171,8 @@ int cmd_backup_database(struct globals *g, int argc, char **argv)
             break;
         case 'n':
         case 'c':
-            if (compress == (c == 'n' ? 1 : 0)) /* the last one won without a word */
+            /* both given: the last one won without a word */
+            if (compress >= 0 && compress != (c == 'c'))
                 return usage_error("--compress and --no-compress exclude each other%s: give one",
                                    "");
             compress = c == 'c';

@@ -163,9 +163,8 @@ static int parse_percent(const char *s, double *out)
     size_t digits = strspn(s, "0123456789"), frac = 0;
     if (s[digits] == '.')
         frac = strspn(s + digits + 1, "0123456789") + 1;
-    char *end;
-    double v = strtod(s, &end);
-    if (!*s || (digits == 0 && frac < 2) || s[digits + frac] || *end || !(v >= 0 && v <= 100))
+    double v = strtod(s, NULL);
+    if ((digits == 0 && frac < 2) || s[digits + frac] || v > 100)
         return usage_error("invalid --max-unused '%s' (a percentage, 0 to 100)", s);
     *out = v;
     return 0;

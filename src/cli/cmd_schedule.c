@@ -188,9 +188,9 @@ int cmd_schedule(struct globals *g, int argc, char **argv)
 {
     if (argc < 2)
         return cli_usage_missing(USAGE, "schedule needs a subcommand: next, status or cancel");
-    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-        fputs(USAGE, argc < 2 ? stderr : stdout);
-        return argc < 2 ? 2 : 0;
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        fputs(USAGE, stdout);
+        return 0;
     }
     if (strcmp(argv[1], "next") == 0)
         return cmd_schedule_next(g, argc - 1, argv + 1);

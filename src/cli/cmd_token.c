@@ -112,9 +112,9 @@ int cmd_token(struct globals *g, int argc, char **argv)
 {
     if (argc < 2)
         return cli_usage_missing(TOKEN_USAGE, "token needs a subcommand: add, list or revoke");
-    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-        fputs(TOKEN_USAGE, argc < 2 ? stderr : stdout);
-        return argc < 2 ? 2 : 0;
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        fputs(TOKEN_USAGE, stdout);
+        return 0;
     }
     bool json_after = false; /* --json after the subcommand, as elsewhere */
     for (int i = 2; i < argc; i++)

@@ -313,9 +313,9 @@ int cmd_wal(struct globals *g, int argc, char **argv)
 {
     if (argc < 2)
         return cli_usage_missing(WAL_USAGE, "wal needs a subcommand: push, get or list");
-    if (argc < 2 || wants_help(argc, argv)) {
-        fputs(WAL_USAGE, argc < 2 ? stderr : stdout);
-        return argc < 2 ? 2 : 0;
+    if (wants_help(argc, argv)) {
+        fputs(WAL_USAGE, stdout);
+        return 0;
     }
     if (strcmp(argv[1], "push") == 0)
         return wal_push(g, argc, argv);

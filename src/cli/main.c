@@ -1133,12 +1133,11 @@ static int cmd_check(struct globals *g, int argc, char **argv)
 
 static int cmd_restore(struct globals *g, int argc, char **argv)
 {
-    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-        if (argc < 2)
-            return cli_usage_missing(
-                "usage: caris-backup restore files|database ID ... (see `caris-backup restore "
-                "--help`)\n",
-                "restore needs what to restore: files or database");
+    if (argc < 2)
+        return cli_usage_missing("usage: caris-backup restore files|database ID ... (see "
+                                 "`caris-backup restore --help`)\n",
+                                 "restore needs what to restore: files or database");
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         printf("usage: caris-backup restore files ID --target DIR [--include PATH]... "
                "[--overwrite]\n                     [--no-xattrs] [--no-owner]\n\nRestores a file "
                "backup under DIR (each backed-up path at "
@@ -1151,7 +1150,7 @@ static int cmd_restore(struct globals *g, int argc, char **argv)
                "the target refuses fails the restore. Onto a file system that cannot hold them\n"
                "(vfat, exFAT, some NFS exports): --no-xattrs leaves the extended attributes\n"
                "(and ACLs) out, --no-owner makes the restoring user the owner.\n");
-        return argc < 2 ? 2 : 0;
+        return 0;
     }
     if (strcmp(argv[1], "database") == 0)
         return cmd_restore_database(g, argc, argv);
@@ -1377,7 +1376,7 @@ static int cmd_key(struct globals *g, int argc, char **argv)
                "Argon2id from a password. `key add` reads the new key from stdin or\n"
                "CARIS_NEW_ENCRYPTION_KEY (never from the command line, which `ps` shows).\n"
                "The key in use (BACKUP_ENCRYPTION_KEY) cannot be removed.\n");
-        return argc < 2 ? 2 : 0;
+        return 0;
     }
     struct err e = ERR_INIT;
     const char *sub = argv[1];

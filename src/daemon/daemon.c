@@ -1174,10 +1174,10 @@ static void audit_job(struct daemon *d, const struct job *j)
      * it after a backup that completed), and each restore (data taken out) but one refused
      * before it took anything (caris_audit_head_due), the log's head goes into the
      * repository */
-    struct err je = ERR_INIT;
-    je.code = j->error ? err_code_from_name(json_string_value(json_object_get(j->error, "code")))
-                       : ERR_NONE;
-    int code = ok ? 0 : err_exit_code(&je) ? err_exit_code(&je) : 1;
+    struct err je = ERR_INIT; /* a failure without a code's name: ERR_FAILURE, exit 1 */
+    je.code =
+        ok ? ERR_NONE : err_code_from_name(json_string_value(json_object_get(j->error, "code")));
+    int code = err_exit_code(&je);
     if ((sp->kind == DJOB_BACKUP ||
          caris_audit_head_due(false, sp->kind == DJOB_RESTORE && !sp->dry_run, code)) &&
         !err_is_set(&e) &&
