@@ -36,8 +36,14 @@ int fail(const struct err *e);
 const char *cli_first_failure(void);
 /* A backup the command made, forgot, verified or restored: its audit line's backupIds. */
 void cli_audit_backup_id(const char *id);
+/* wal get's exit status for every failure but "not in the archive" (1): above 125, which
+ * PostgreSQL's recovery treats as fatal instead of as the end of the archive */
+#define WAL_GET_FATAL_EXIT 255
 /* wal get answered "not in the archive" (exit 1): its only exit status below 126 but 0 */
 extern bool cli_wal_get_absent;
+/* The command line is `wal get`: every failure exits WAL_GET_FATAL_EXIT, and a --json error
+ * says so (set by main before the command runs). */
+extern bool cli_wal_get_mode;
 /* A usage error (exit 2); fmt has one %s for arg. */
 int usage_error(const char *fmt, const char *arg);
 /* --full ('F') or --incremental ('I') seen: 0, or a usage error (exit 2) when the other one

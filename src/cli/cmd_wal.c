@@ -12,11 +12,8 @@
 
 #include "cli.h"
 
-/* wal get's exit status for every failure but "not in the archive" (1): above 125, which
- * PostgreSQL's recovery treats as fatal instead of as the end of the archive */
-#define WAL_GET_FATAL_EXIT 255
-
 bool cli_wal_get_absent;
+bool cli_wal_get_mode;
 
 static const char WAL_USAGE[] =
     "usage: caris-backup [--env-file F] wal push [--no-daemon] PATH\n"

@@ -182,12 +182,13 @@ json_t *cli_err_to_json(const struct err *e_in)
 {
     struct err s;
     const struct err *e = err_scrubbed(e_in, &s);
-    /* The same text as on stderr; "code" is the error class, exitCode the process's. */
+    /* The same text as on stderr; "code" is the error class, exitCode the process's (`wal
+     * get` exits 255 on every failure it prints: see main). */
     /* jsonx_text: a message may hold bytes that are not UTF-8 (a path named on the command
      * line), which json_pack refuses: no error object was printed at all */
     return json_pack("{s:s, s:o, s:o?, s:i}", "code", err_code_name(e->code), "message",
                      jsonx_text(e->msg), "hint", e->hint[0] ? jsonx_text(e->hint) : NULL,
-                     "exitCode", err_exit_code(e));
+                     "exitCode", cli_wal_get_mode ? WAL_GET_FATAL_EXIT : err_exit_code(e));
 }
 
 static char first_failure[sizeof(((struct err *)0)->msg)]; /* for the audit line */
@@ -1635,9 +1636,10 @@ int main(int argc, char **argv)
      * ends the recovery there, promoting without the rest of the WAL: every failure of `wal
      * get` (a bad env file, a usage error, a wrong key...) but that answer is 255 (fatal) */
     bool wal_get = is_wal_get(argc, argv);
+    cli_wal_get_mode = wal_get;
     int code = main_run(argc, argv);
     if (wal_get && code != 0 && !(code == 1 && cli_wal_get_absent))
-        return 255;
+        return WAL_GET_FATAL_EXIT;
     return code;
 }
 

@@ -138,6 +138,12 @@ assert_eq "" "$ERR" "wal get of a missing file: nothing on stderr"
 assert_false "wal get of a missing file creates nothing" test -e "$TEST_TMP/out/missing"
 assert_exit 1 cb wal get 00000003.history "$TEST_TMP/out/missing"
 assert_exit 255 cb wal get ../etc/passwd "$TEST_TMP/out/x"
+# --json: the error's exitCode is the status the process exits with (it said 2: usage)
+assert_exit 255 cb --json wal get ../etc/passwd "$TEST_TMP/out/x"
+assert_eq "usage 255" "$(json_eval "$OUT_FILE" 'd["error"]["code"] + " " + str(d["error"]["exitCode"])')" \
+    "wal get --json: the error's exitCode is the 255 it exits with"
+assert_exit 255 cb --json wal get
+assert_eq 255 "$(json_eval "$OUT_FILE" 'd["error"]["exitCode"]')" "wal get --json, a usage error: exitCode 255"
 # every failure but "not in the archive" is fatal to the recovery (255): a wrong key, a missing
 # repository or env file, a usage error, DEST's directory missing (they exited 5, 7, 6, 2 and
 # a silent 1, which PostgreSQL takes for the end of the archive, and promotes)
