@@ -379,6 +379,7 @@ int cmd_forget(struct globals *g, int argc, char **argv)
     cli_op_init(g, &op);
     struct caris_forget_result res;
     int code = 0;
+    bool prune_failed = false;
     json_t *out = NULL;
     if (caris_retention_apply(r, &fo, &op, &res, &e) != 0) {
         code = fail(&e);
@@ -403,7 +404,13 @@ int cmd_forget(struct globals *g, int argc, char **argv)
             free(gone);
             cli_op_end(&op);
             if (rc != 0) {
-                code = fail(&e);
+                /* The forget is done: one document, the forget's, with the prune's error in it
+                 * (fail() below then prints it on stderr only) */
+                if (!fo.dry_run && res.removed)
+                    err_wrap(&e, "%zu backup%s forgotten, but prune did not run", res.removed,
+                             res.removed == 1 ? "" : "s");
+                json_object_set_new(out, "error", cli_err_to_json(&e));
+                prune_failed = true;
             } else {
                 json_object_set_new(out, "prune", caris_prune_result_to_json(&pr));
                 if (!g->json && !g->quiet)
@@ -415,6 +422,8 @@ int cmd_forget(struct globals *g, int argc, char **argv)
         }
         if (g->json)
             print_json(out);
+        if (prune_failed)
+            code = fail(&e);
     }
     json_decref(out);
     caris_forget_result_free(&res);

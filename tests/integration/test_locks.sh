@@ -131,6 +131,19 @@ assert_contains "$OUT" "removed lock locks/$lock" "unlock --force names the lock
 assert_contains "$OUT" "--force: removed 1 lock(s) and claim(s), live ones included" "unlock --force says it removed a live lock"
 assert_eq "" "$(lock_files)" "unlock --force removed it"
 
+# --- forget --prune while a backup holds its shared lock: the forget is done, the prune is not,
+# exit 9 and one JSON document (the forget's, with the prune's error; there were two) ----------
+echo one-more >>"$TEST_TMP/src/numbers.txt"
+assert_exit 0 cb --quiet backup files "$TEST_TMP/src"
+plant_lock $lock "$holder" false "backup files"
+assert_exit 9 cb --json forget --keep-last 1 --prune
+assert_eq "1 locked 9" "$(json_eval "$OUT_FILE" 'str(d["removed"]) + " " + d["error"]["code"] + " " + str(d["error"]["exitCode"])')" \
+    "forget --prune --json, prune locked out: one document, the forget's, with the prune's error"
+assert_contains "$ERR" "1 backup forgotten, but prune did not run: repository locked by backup files" \
+    "forget --prune: stderr says the forget was done and the prune was not"
+assert_eq 1 "$(json_eval <(cb --json list) 'len(d)')" "the forget was done"
+assert_exit 0 cb unlock --force
+
 # --- the holder dies: its lock is stale, ignored, reported, removed --------------------------
 plant_lock $lock "$holder" false "backup files"
 kill -9 "$holder"
