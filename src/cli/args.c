@@ -146,15 +146,13 @@ static int global_value(struct globals *g, const char *name, const char *v)
             return twice("--repo", g->repo, v);
         g->repo = v;
     } else if (strcmp(name, "threads") == 0) {
-        char *end;
-        long t = strtol(v, &end, 10);
-        if (end == v || *end || t < 1 || t > 256)
+        unsigned long long t;
+        if (cli_parse_uint(v, 1, 256, &t) != 0)
             return usage_error("--threads must be between 1 and 256, got '%s'", v);
         g->threads = (int)t;
     } else if (strcmp(name, "s3-connections") == 0) {
-        char *end;
-        long n = strtol(v, &end, 10);
-        if (end == v || *end || n < 1 || n > STORAGE_CONNECTIONS_MAX)
+        unsigned long long n;
+        if (cli_parse_uint(v, 1, STORAGE_CONNECTIONS_MAX, &n) != 0)
             return usage_error("--s3-connections must be between 1 and 64, got '%s'", v);
         /* The S3 driver reads it when it opens a repository (as from .env.local). */
         setenv("BACKUP_S3_CONNECTIONS", v, 1);

@@ -170,6 +170,10 @@ int cli_opt_fail(void);
 int cli_unknown_command(const char *cmd, const char *const *names, size_t n);
 size_t cli_edit_distance(const char *a, const char *b);
 const char *cli_closest(const char *word, const char *const *cands, size_t n);
+/* A number given as decimal digits alone (no sign, blank or base prefix) in [lo, hi]: 0 and
+ * *out set, else -1 (strtol took " 4", "+4" and "0x10"; strtoull "-1" as its largest value). */
+int cli_parse_uint(const char *s, unsigned long long lo, unsigned long long hi,
+                   unsigned long long *out);
 /* "30s", "5m", "1h", "2d", "90" (seconds), "0": milliseconds, or -1. */
 int64_t cli_parse_duration_ms(const char *s);
 /* With --json, errors are also a JSON object on stdout (set once options are parsed). */

@@ -112,9 +112,8 @@ static int postgres_url(const struct globals *g, const char **url, struct err *e
 
 static int parse_jobs(const char *s, int *out)
 {
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (*s == '\0' || *end != '\0' || v < 1 || v > 256)
+    unsigned long long v;
+    if (cli_parse_uint(s, 1, 256, &v) != 0)
         return -1;
     *out = (int)v;
     return 0;

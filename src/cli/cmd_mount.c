@@ -70,9 +70,8 @@ int cmd_mount(struct globals *g, int argc, char **argv)
         } else if (c == OPT_ALLOW_OTHER) {
             allow_other = true;
         } else if (c == OPT_CACHE) {
-            char *end;
-            unsigned long long v = strtoull(optarg, &end, 10);
-            if (!*optarg || *end || v < 1 || v > 65536)
+            unsigned long long v;
+            if (cli_parse_uint(optarg, 1, 65536, &v) != 0)
                 return usage_error("--cache-mib takes a number of MiB from 1 to 65536, got '%s'",
                                    optarg);
             cache_mib = v;

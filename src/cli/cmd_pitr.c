@@ -320,9 +320,8 @@ int cmd_restore_physical(struct globals *g, int argc, char **argv)
             o.start = true;
             break;
         case 'p': {
-            char *end;
-            long v = strtol(optarg, &end, 10);
-            if (!*optarg || *end || v < 1 || v > 65535)
+            unsigned long long v;
+            if (cli_parse_uint(optarg, 1, 65535, &v) != 0)
                 return usage_error("--port takes a TCP port, got '%s'", optarg);
             o.port = (int)v;
             break;

@@ -68,11 +68,10 @@ static int cmd_schedule_next(struct globals *g, int argc, char **argv)
             from = optarg;
             break;
         case 'n': {
-            char *end;
-            errno = 0;
-            count = strtol(optarg, &end, 10);
-            if (errno || end == optarg || *end || count < 1 || count > 1000)
+            unsigned long long v;
+            if (cli_parse_uint(optarg, 1, 1000, &v) != 0)
                 return usage_error("--count takes a number from 1 to 1000, got '%s'", optarg);
+            count = (long)v;
             break;
         }
         case 'j':

@@ -5,6 +5,7 @@
 #include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <termios.h>
@@ -374,14 +375,7 @@ struct repo *open_repo(struct globals *g, bool create, struct err *e)
  * the readers' bounds (repo_kdf_check) before anything exists. */
 static int kdf_value(const char *s, bool mem, unsigned long long *out)
 {
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s || *end || *s == '-' || v == 0 ||
-        v > (mem ? (REPO_KDF_MEM_MAX >> 20) : REPO_KDF_OPS_MAX))
-        return -1;
-    *out = v;
-    return 0;
+    return cli_parse_uint(s, 1, mem ? (REPO_KDF_MEM_MAX >> 20) : REPO_KDF_OPS_MAX, out);
 }
 
 /* The defaults of --kdf-memory / --kdf-ops from BACKUP_KDF_MEMORY / BACKUP_KDF_OPS. */
@@ -442,10 +436,8 @@ static int cmd_init(struct globals *g, int argc, char **argv)
         }
         case 'c': {
             /* 0 meant the default and a negative level never compressed: both silently */
-            char *end;
-            errno = 0;
-            long v = strtol(optarg, &end, 10);
-            if (errno || end == optarg || *end || v < 1 || v > 19)
+            unsigned long long v;
+            if (cli_parse_uint(optarg, 1, 19, &v) != 0)
                 return usage_error("--compression takes a zstd level, 1 to 19, got '%s'", optarg);
             io.compression_level = (int)v;
             break;
@@ -1541,6 +1533,23 @@ static int cmd_unlock(struct globals *g, int argc, char **argv)
             printf("no locks and no leftovers in %s\n", g->repo_path);
     }
     json_decref(rep);
+    return 0;
+}
+
+int cli_parse_uint(const char *s, unsigned long long lo, unsigned long long hi,
+                   unsigned long long *out)
+{
+    unsigned long long v = 0;
+    if (!*s)
+        return -1;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9' || v > (ULLONG_MAX - (unsigned)(*s - '0')) / 10)
+            return -1;
+        v = v * 10 + (unsigned)(*s - '0');
+    }
+    if (v < lo || v > hi)
+        return -1;
+    *out = v;
     return 0;
 }
 

@@ -55,6 +55,17 @@ for args in "--json" "--json key" "--json restore" "--json wal" "--json schedule
 done
 assert_contains "$ERR" "--full and --incremental exclude each other" "--full with --incremental is refused"
 assert_exit 2 cb --threads 0 list
+# numbers are decimal digits alone: strtol took a blank, a sign or 0x in front (and strtoull
+# "-18446744073709551615" as 1)
+for n in " 4" "+4" "0x10" "4 " "-1" "" "99999999999999999999999"; do
+    assert_exit 2 cb --threads "$n" list
+done
+assert_exit 2 cb --s3-connections " 8" list
+assert_exit 2 cb init --compression "+3" --if-missing
+assert_exit 2 cb mount "$TEST_TMP" --cache-mib -18446744073709551615
+assert_contains "$ERR" "--cache-mib takes a number of MiB" "--cache-mib -18446744073709551615 is refused as such"
+assert_exit 2 cb schedule next --cron "0 3 * * *" --count " 2"
+assert_exit 0 cb --threads 2 --s3-connections 8 --quiet list
 # a global option given twice with different values is refused (the last one won, silently
 # another configuration or repository); the same value twice is harmless
 assert_exit 2 cb --env-file "$TEST_TMP/a.env" list --env-file "$TEST_TMP/b.env"
