@@ -106,6 +106,9 @@ struct caris_db_restore_result {
     int64_t duration_ms;
     bool tested; /* dry run: test holds the scratch restore's outcome */
     struct caris_test_restore_result test;
+    /* dry run of some tables or schemas (--table, --schema): the pass of a part is not a test
+     * restore of the backup, so it is not recorded (a failure, which found damage, is) */
+    bool partial, recorded;
     json_t *warnings; /* [text, ...]: --create, settings of the database not applied */
     char *error;
 };
@@ -120,7 +123,8 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
                            struct caris_db_restore_result *res, struct err *e);
 void caris_db_restore_result_free(struct caris_db_restore_result *res);
 /* {"backupId", "target", "dryRun", "plan", "tables", "verified", "ok", "duration_ms",
- * "testRestore": {"ok", "scratch", "scratch_name", "restore_ms", "verify_ms"} (dry run),
+ * "testRestore": {"ok", "scratch", "scratch_name", "restore_ms", "verify_ms", "partial",
+ * "recorded"} (dry run),
  * "warnings": [text, ...], "error" (when not ok)}; NULL when !res->ran. */
 json_t *caris_db_restore_result_to_json(const struct caris_db_restore_result *res);
 

@@ -410,7 +410,14 @@ int cmd_restore_database(struct globals *g, int argc, char **argv)
         cli_human_duration(res.duration_ms, secs, sizeof(secs));
         cli_human_duration(res.test.restore_ms, rms, sizeof(rms));
         cli_human_duration(res.test.verify_ms, vms, sizeof(vms));
-        if (o.dry_run) {
+        if (o.dry_run && res.partial) {
+            printf("dry run: the selected tables of backup %s restore cleanly (scratch database "
+                   "%s: restore %s, verify %s); database %s was not touched\n"
+                   "  not recorded as a test restore of the backup: only a part was restored "
+                   "(`caris-backup test-restore %s` proves all of it)\n",
+                   o.backup_id, res.test.scratch_name, rms, vms,
+                   json_string_value(json_object_get(tg, "database")), o.backup_id);
+        } else if (o.dry_run) {
             printf("dry run: backup %s restores cleanly (scratch database %s: restore %s, "
                    "verify %s); database %s was not touched\n",
                    o.backup_id, res.test.scratch_name, rms, vms,

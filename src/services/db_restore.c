@@ -2188,8 +2188,13 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
         int trc = test_restore_core(r, &k, DB_SCRATCH_DATABASE, &server, &sel, o->temp_dir,
                                     o->threads, o->progress, o->ctx, o->op, &tr, e);
         pgsrc_target_free(&server);
-        if (tr.scratch_name[0])
-            record_test_restore(r, k.id, DB_SCRATCH_DATABASE, &tr, e, o->op);
+        /* A selection that restores cleanly proves its part only: recorded, it would stand for
+         * the whole backup, and its pass would clear the damage an earlier test restore found
+         * (caris_backup_known_damaged: the newest record decides; retention then keeps this
+         * backup and forgets an intact one). What a part finds wrong is recorded. */
+        res->partial = sel.nargs > 0;
+        if (tr.scratch_name[0] && (!res->partial || !tr.ok))
+            res->recorded = record_test_restore(r, k.id, DB_SCRATCH_DATABASE, &tr, e, o->op) == 0;
         tables = tr.tables;
         res->tested = true;
         res->test.ok = tr.ok;
@@ -2361,11 +2366,12 @@ json_t *caris_db_restore_result_to_json(const struct caris_db_restore_result *re
                           "duration_ms", (json_int_t)res->duration_ms);
     if (res->tested)
         json_object_set_new(o, "testRestore",
-                            json_pack("{s:b, s:s, s:s, s:I, s:I}", "ok", res->test.ok, "scratch",
-                                      scratch_kind_name(res->test.scratch), "scratch_name",
-                                      res->test.scratch_name, "restore_ms",
+                            json_pack("{s:b, s:s, s:s, s:I, s:I, s:b, s:b}", "ok", res->test.ok,
+                                      "scratch", scratch_kind_name(res->test.scratch),
+                                      "scratch_name", res->test.scratch_name, "restore_ms",
                                       (json_int_t)res->test.restore_ms, "verify_ms",
-                                      (json_int_t)res->test.verify_ms));
+                                      (json_int_t)res->test.verify_ms, "partial", res->partial,
+                                      "recorded", res->recorded));
     json_object_set_new(o, "warnings",
                         res->warnings ? json_deep_copy(res->warnings) : json_array());
     if (res->error)
