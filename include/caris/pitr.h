@@ -72,6 +72,10 @@ struct phys_restore_opts {
      * named one accepted) only when the target timeline's history passes through it. */
     const char *target_timeline;
     bool overwrite; /* replace a non-empty pgdata */
+    /* What pgdata must not hold (--overwrite deletes it) nor lie inside: BACKUP_DIR (its temp
+     * is cleaned up), and the env file restore_command reads; NULL: not checked. The local
+     * repository is always checked. */
+    const char *backup_dir, *env_file;
     /* restore_command, whole (the CLI builds it: this program's path, --env-file, wal get
      * %f %p). Never holds a secret. */
     const char *restore_command;
@@ -114,6 +118,7 @@ struct caris_pitr_request {
     const char *targetTime; /* ISO 8601 with zone, as PostgreSQL's recovery_target_time takes */
     const char *pgdata;
     const char *restore_command;
+    const char *backup_dir, *env_file; /* as in phys_restore_opts */
     bool overwrite, start;
     int port;
     const char *url, *password;

@@ -56,7 +56,8 @@ static const char PRESTORE_USAGE[] =
     "and archive_mode = 'off' (turn it on again once the restored server is checked).\n"
     "\n"
     "  --pgdata DIR          the data directory to write (a missing or empty directory)\n"
-    "  --overwrite           replace a non-empty DIR (its server must be stopped)\n"
+    "  --overwrite           replace a non-empty DIR (its server must be stopped; never one\n"
+    "                        that holds the repository, BACKUP_DIR or the env file)\n"
     "  --to-time T           recover to time T (e.g. 2026-11-30T14:05:00Z, or local time)\n"
     "  --to-lsn L            ... to WAL position L (e.g. 0/3000060)\n"
     "  --to-xid X            ... to the commit of transaction X\n"
@@ -397,6 +398,8 @@ int cmd_restore_physical(struct globals *g, int argc, char **argv)
     free(qenvf);
     free(qrepo);
     o.restore_command = cmd;
+    o.backup_dir = config_backup_dir(&g->cfg);
+    o.env_file = envf;
     o.url = config_get(&g->cfg, "POSTGRES_URL");
     o.password = config_get(&g->cfg, "PGPASSWORD");
     if (o.start && (!o.url || !*o.url)) {

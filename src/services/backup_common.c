@@ -307,6 +307,42 @@ static char *real_or_parent(const char *p)
     return joined;
 }
 
+/* Whether real path a is b or lies below it. */
+static bool path_below(const char *a, const char *b)
+{
+    size_t n = strlen(b);
+    return strncmp(a, b, n) == 0 && (a[n] == '\0' || a[n] == '/' || strcmp(b, "/") == 0);
+}
+
+int replace_target_keeps(const struct repo *r, const char *target, const struct keep_path *keep,
+                         size_t nkeep, const char *what, struct err *e)
+{
+    char *t = real_or_parent(target);
+    if (!t)
+        return 0; /* nothing there to replace */
+    const char *rp = repo_path(r);
+    struct keep_path repo = {"the repository", rp && !storage_location_is_s3(rp) ? rp : NULL,
+                             false};
+    int rc = 0;
+    for (size_t i = 0; i <= nkeep && rc == 0; i++) {
+        const struct keep_path *kp = i < nkeep ? &keep[i] : &repo;
+        char *k = kp->path && *kp->path ? realpath(kp->path, NULL) : NULL;
+        if (k && path_below(k, t))
+            rc = err_set(e, ERR_USAGE,
+                         "choose a data directory that holds none of them (--overwrite deletes "
+                         "everything in it); nothing was written",
+                         "%s %s holds %s %s", what, target, kp->what, kp->path);
+        else if (k && kp->refuse_inside && path_below(t, k))
+            rc = err_set(e, ERR_USAGE,
+                         "choose a data directory outside it (what it holds is cleaned up or "
+                         "replaced by caris-backup); nothing was written",
+                         "%s %s lies inside %s %s", what, target, kp->what, kp->path);
+        free(k);
+    }
+    free(t);
+    return rc;
+}
+
 int restore_target_outside_repo(const struct repo *r, const char *target, const char *what,
                                 struct err *e)
 {

@@ -54,6 +54,17 @@ void sha256_zeros(struct cx_sha256 *h, uint64_t n);
 int restore_target_outside_repo(const struct repo *r, const char *target, const char *what,
                                 struct err *e);
 
+/* Refuses (ERR_USAGE) a directory to be written or replaced (--overwrite removes what it
+ * holds) that holds the local repository or one of keep[0..nkeep) (BACKUP_DIR, the env file
+ * recovery reads), or that lies inside one marked refuse_inside (BACKUP_DIR: its temp is
+ * cleaned up, its metadata replaced). what names the directory in the message. */
+struct keep_path {
+    const char *what, *path; /* "BACKUP_DIR", its path (NULL: skipped) */
+    bool refuse_inside;      /* a target inside it is refused too */
+};
+int replace_target_keeps(const struct repo *r, const char *target, const struct keep_path *keep,
+                         size_t nkeep, const char *what, struct err *e);
+
 void progress_report(caris_progress_fn fn, void *ctx, const char *phase, uint64_t files,
                      uint64_t bytes, uint64_t total, int64_t start_ns);
 

@@ -1143,7 +1143,12 @@ int caris_phys_restore(struct repo *r, const struct phys_restore_opts *o,
                        "written",
                        "recovery target %s is in the future: no archived WAL reaches it", when);
     }
-    if (restore_target_outside_repo(r, o->pgdata, "data directory", e) != 0)
+    /* --overwrite deletes the old directory whole: one that held the repository took every
+     * backup and the WAL archive with it, and said "restored" */
+    const struct keep_path keep[] = {{"BACKUP_DIR", o->backup_dir, true},
+                                     {"the env file restore_command reads", o->env_file, false}};
+    if (restore_target_outside_repo(r, o->pgdata, "data directory", e) != 0 ||
+        replace_target_keeps(r, o->pgdata, keep, 2, "data directory", e) != 0)
         return -1;
     struct stat st;
     bool exists = stat(o->pgdata, &st) == 0;
@@ -1367,6 +1372,8 @@ int caris_recovery_point_in_time(struct repo *r, const struct caris_pitr_request
                                   .target_value = req->targetTime,
                                   .target_action = "promote",
                                   .overwrite = req->overwrite,
+                                  .backup_dir = req->backup_dir,
+                                  .env_file = req->env_file,
                                   .restore_command = req->restore_command,
                                   .start = req->start,
                                   .port = req->port,

@@ -67,4 +67,33 @@ assert_rc 2 "restore into a directory inside the repository is refused"
 assert_contains "$ERR" "inside the repository" "the error says why"
 assert_eq "$before" "$(find "$BACKUP_DIR/repository" | sort)" "nothing was written into the repository"
 
+# --overwrite of a directory that holds BACKUP_DIR (its repository, its metadata): it removed
+# the old directory whole, the repository with it (every backup, the WAL archive), and said
+# "restored", exit 0. Refused now, as a --pgdata inside BACKUP_DIR (its metadata, its temp) and
+# one that holds the env file restore_command reads. On a copy of BACKUP_DIR.
+mkdir -p "$R/victim" "$R/envdir"
+cp -a "$BACKUP_DIR" "$R/victim/backup"
+sed "s|^BACKUP_DIR=.*|BACKUP_DIR=$R/victim/backup|" "$envf" >"$R/victim.env"
+cp "$envf" "$R/envdir/backup.env"
+if ((EUID == 0)); then chown -R "$CARIS_PG_OS_USER:" "$R"; fi
+chmod 0600 "$R/victim.env" "$R/envdir/backup.env"
+# (metadata/: each command adds its line to the audit log there, and an open caches its key slot)
+tree_sum() { find "$1" ! -path '*/metadata/*' -printf '%P %s\n' | sort | sha256sum; }
+victim_before=$(tree_sum "$R/victim")
+# BACKUP_DIR from the env file alone (the test's environment sets its own)
+cbv() { as_pg env -u BACKUP_DIR -u BACKUP_REPOSITORY "$CARIS_BIN" "$@"; }
+run cbv --env-file "$R/victim.env" restore database --physical --overwrite --pgdata "$R/victim" "$id"
+assert_rc 2 "--overwrite of a directory holding BACKUP_DIR is refused"
+assert_contains "$ERR" "data directory $R/victim holds BACKUP_DIR $R/victim/backup" "the error says why"
+assert_eq "$victim_before" "$(tree_sum "$R/victim")" "nothing was removed or written"
+assert_exit 0 cbv --env-file "$R/victim.env" --quiet list
+run cbv --env-file "$R/victim.env" restore database --physical --overwrite --pgdata "$R/victim/backup/metadata" "$id"
+assert_rc 2 "--overwrite of BACKUP_DIR/metadata is refused"
+assert_contains "$ERR" "lies inside BACKUP_DIR" "the error says why"
+assert_eq "$victim_before" "$(tree_sum "$R/victim")" "nothing was removed or written"
+run cbv --env-file "$R/envdir/backup.env" restore database --physical --overwrite --pgdata "$R/envdir" "$id"
+assert_rc 2 "--overwrite of a directory holding the env file is refused"
+assert_contains "$ERR" "holds the env file restore_command reads" "the error says why"
+assert_true "the env file is still there" test -f "$R/envdir/backup.env"
+
 test_done
