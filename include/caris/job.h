@@ -41,11 +41,12 @@ struct caris_job_step {
     char what[16];       /* "database", "files" (backup, verify, drill); "" otherwise */
     char backup_id[160]; /* the backup made, verified or drilled; "" when none */
     bool ok;
-    bool warnings;                   /* completed with warnings (unreadable files) */
+    bool warnings; /* completed with warnings (unreadable files; a prune that found backups
+                      needing data that is gone): err says what, ok stays true */
     int64_t started_ns, duration_ns; /* the duration counted on the monotonic clock */
     int64_t started_mono_ns;
     uint64_t bytes; /* backup: bytes of the source read; verify: bytes checked */
-    struct err err; /* when !ok */
+    struct err err; /* when !ok, or warnings */
     json_t *detail; /* the step's own result (summary, report): owned, may be NULL */
 };
 
@@ -75,6 +76,7 @@ struct caris_job_result {
     struct caris_job_step *steps;
     size_t nsteps;
     bool ok;           /* every step succeeded (warnings allowed) */
+    bool warnings;     /* a step completed with warnings (then no retention ran after it) */
     bool handle_spent; /* prune ran: the handle is only fit for repo_close */
 };
 
@@ -87,9 +89,9 @@ struct caris_job_result {
  * nothing) and skips the rest. */
 int caris_job_run(struct repo *r, const struct caris_job_opts *o, const struct caris_op *op,
                   struct caris_job_result *res, struct err *e);
-/* {"type", "ok", "startedAt", "endedAt", "durationMs", "backupIds": [...], "steps":
+/* {"type", "ok", "warnings", "startedAt", "endedAt", "durationMs", "backupIds": [...], "steps":
  * [{"step", "what", "backupId", "ok", "warnings", "startedAt", "durationMs", "bytes",
- * "error": {"code", "message", "hint"}}]} */
+ * "error": {"code", "message", "hint"} (failed, or what the warnings were)}]} */
 json_t *caris_job_result_to_json(const struct caris_job_result *res);
 void caris_job_result_free(struct caris_job_result *res);
 

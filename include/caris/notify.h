@@ -23,19 +23,22 @@ enum notify_kind {
     NOTIFY_BACKUP_SUCCEEDED,
     NOTIFY_BACKUP_FAILED,
     NOTIFY_VERIFY_FAILED,
-    NOTIFY_DRILL_FAILED, /* a restore drill (test-restore) failed */
-    NOTIFY_STEP_FAILED,  /* a later step of a run failed (backup_kind: "retention", "prune",
-                            "copy"); the run's backups are not affected */
-    NOTIFY_STALE,        /* no successful backup of a kind for longer than BACKUP_ALERT_AFTER */
-    NOTIFY_WAL_FAILING,  /* PostgreSQL's archive_command has been failing (pg_stat_archiver) for
-                            BACKUP_WAL_ALERT_MINUTES; error: the archiver's figures */
+    NOTIFY_DRILL_FAILED,  /* a restore drill (test-restore) failed */
+    NOTIFY_STEP_FAILED,   /* a later step of a run failed (backup_kind: "retention", "prune",
+                             "copy"); the run's backups are not affected */
+    NOTIFY_STEP_WARNINGS, /* a step of a run completed with warnings: a backup that could not
+                             read every file (backup_kind "files incremental"), a prune that
+                             found backups needing data that is gone ("prune"); error: what */
+    NOTIFY_STALE,         /* no successful backup of a kind for longer than BACKUP_ALERT_AFTER */
+    NOTIFY_WAL_FAILING,   /* PostgreSQL's archive_command has been failing (pg_stat_archiver) for
+                             BACKUP_WAL_ALERT_MINUTES; error: the archiver's figures */
     NOTIFY_WAL_STREAM_FAILING, /* the daemon's WAL streaming (BACKUP_WAL_STREAMING) has been
                                   failing for BACKUP_WAL_ALERT_MINUTES; error: its last error */
     NOTIFY_TEST,               /* `caris-backup notify test` */
 };
 
 /* "backup-succeeded", "backup-failed", "verification-failed", "drill-failed", "step-failed",
- * "stale", "test". */
+ * "step-warnings", "stale", "wal-archiving-failing", "wal-streaming-failing", "test". */
 const char *notify_kind_name(enum notify_kind k);
 
 /* What happened. Every pointer is optional (NULL: not known / not applicable); the strings

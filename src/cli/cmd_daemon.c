@@ -328,14 +328,16 @@ int cmd_schedule_cancel(struct globals *g, int argc, char **argv)
 
 static int job_exit_code(json_t *res)
 {
+    /* with warnings: 3, as `backup files` that could not read every file (a cron line or a
+     * timer that alerts on anything but 0 hears of it) */
     if (json_is_true(json_object_get(res, "ok")))
-        return 0;
+        return json_is_true(json_object_get(res, "warnings")) ? EXIT_WARNINGS : 0;
     size_t i;
     json_t *st;
     json_array_foreach(json_object_get(res, "steps"), i, st)
     {
         json_t *err = json_object_get(st, "error");
-        if (err) {
+        if (err && !json_is_true(json_object_get(st, "ok"))) {
             const char *code = json_string_value(json_object_get(err, "code")) ?: "";
             for (int c = ERR_FAILURE; c <= ERR_DATABASE; c++)
                 if (strcmp(code, err_code_name((enum err_code)c)) == 0) {
@@ -360,16 +362,22 @@ static void print_job(const struct globals *g, json_t *res)
     json_t *st;
     json_array_foreach(json_object_get(res, "steps"), i, st)
     {
-        json_t *err = json_object_get(st, "error");
-        printf("%-9s %-8s %s%s%s\n", json_string_value(json_object_get(st, "step")),
+        const char *msg =
+            json_string_value(json_object_get(json_object_get(st, "error"), "message"));
+        bool ok = json_is_true(json_object_get(st, "ok"));
+        bool warned = ok && json_is_true(json_object_get(st, "warnings"));
+        printf("%-9s %-8s %s%s%s%s\n", json_string_value(json_object_get(st, "step")),
                json_string_value(json_object_get(st, "what")) ?: "",
                json_string_value(json_object_get(st, "backupId")) ?: "",
-               json_object_get(st, "backupId") ? ": " : "",
-               err ? json_string_value(json_object_get(err, "message"))
-                   : (json_is_true(json_object_get(st, "warnings")) ? "ok, with warnings" : "ok"));
+               json_object_get(st, "backupId") ? ": " : "", warned ? "ok, with warnings: " : "",
+               !ok      ? (msg ?: "failed")
+               : warned ? (msg ?: "")
+                        : "ok");
     }
     printf("%s run: %s\n", json_string_value(json_object_get(res, "type")),
-           json_is_true(json_object_get(res, "ok")) ? "ok" : "FAILED");
+           !json_is_true(json_object_get(res, "ok"))        ? "FAILED"
+           : json_is_true(json_object_get(res, "warnings")) ? "ok, with WARNINGS"
+                                                            : "ok");
 }
 
 int cmd_run_now(struct globals *g, int argc, char **argv)

@@ -529,9 +529,16 @@ static void notify_step(struct daemon *d, const struct caris_job_step *s, int64_
         json_t *mode = json_object_get(s->detail, "mode");
         if (mode)
             snprintf(kind, sizeof(kind), "%s %s", s->what, json_string_value(mode));
-        ev.kind = s->ok ? NOTIFY_BACKUP_SUCCEEDED : NOTIFY_BACKUP_FAILED;
+        /* a backup with warnings (a file it could not read) is not a success to keep quiet
+         * about: it is in the repository without that file's content */
+        ev.kind = !s->ok        ? NOTIFY_BACKUP_FAILED
+                  : s->warnings ? NOTIFY_STEP_WARNINGS
+                                : NOTIFY_BACKUP_SUCCEEDED;
         ev.has_size = s->ok;
         ev.size_bytes = s->bytes;
+    } else if (s->ok && s->warnings) {
+        ev.kind = NOTIFY_STEP_WARNINGS; /* a prune that found backups needing data gone */
+        snprintf(kind, sizeof(kind), "%s", caris_job_step_name(s->kind));
     } else if (s->kind == CARIS_STEP_VERIFY && !s->ok) {
         ev.kind = NOTIFY_VERIFY_FAILED;
         ev.verification = "failed";
@@ -544,7 +551,7 @@ static void notify_step(struct daemon *d, const struct caris_job_step *s, int64_
         return;
     }
     ev.backup_kind = kind;
-    if (!s->ok) {
+    if (!s->ok || (s->warnings && err_is_set(&s->err))) {
         ev.error = s->err.msg;
         ev.hint = *s->err.hint ? s->err.hint : NULL;
     }

@@ -26,6 +26,8 @@ const char *notify_kind_name(enum notify_kind k)
         return "drill-failed";
     case NOTIFY_STEP_FAILED:
         return "step-failed";
+    case NOTIFY_STEP_WARNINGS:
+        return "step-warnings";
     case NOTIFY_STALE:
         return "stale";
     case NOTIFY_WAL_FAILING:

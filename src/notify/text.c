@@ -148,6 +148,16 @@ void notify_text_build(const struct notify_config *nc, const struct notify_event
                              "are not affected; the error says what this step did not do.",
                              kind ? kind : "last", t->host);
         break;
+    case NOTIFY_STEP_WARNINGS:
+        t->failure = true;
+        t->subject = xasprintf("CÁRIS Backup: %s%sWARNINGS on %s", kind ? kind : "a step",
+                               kind ? " completed with " : " ", t->host);
+        t->intro = xasprintf("The %s step of a backup run on %s completed with warnings: it did "
+                             "not do all of its work, as said below. A backup with warnings may "
+                             "lack files (their content could not be read): the run kept the "
+                             "older backups (no retention after it).",
+                             kind ? kind : "last", t->host);
+        break;
     case NOTIFY_STALE: {
         t->failure = true;
         char *alert = human_duration(nc ? nc->alert_after_ms : NOTIFY_DEFAULT_ALERT_AFTER_MS);

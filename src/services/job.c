@@ -84,6 +84,9 @@ static void step_end(struct run *x, struct caris_job_step *s, int rc, const stru
     if (!s->ok) {
         s->err = *se;
         x->res->ok = false;
+    } else if (s->warnings) {
+        s->err = *se; /* what the warnings were (the step sets it) */
+        x->res->warnings = true;
     }
     const char *sp = *s->backup_id ? " " : "";
     if (s->ok)
@@ -156,6 +159,19 @@ static int do_backup(struct run *x, const char *what, char **id)
         snprintf(s->backup_id, sizeof(s->backup_id), "%s", res.id ? res.id : "");
         s->bytes = res.bytes_read;
         *id = xstrdup(s->backup_id);
+    }
+    if (rc == CARIS_DONE_WARNINGS) {
+        /* (the first warning's message, not its path: a file's name can say whose record it
+         * is, and this goes into notifications) */
+        json_t *w = json_object_get(res.summary, "warnings");
+        json_t *count = json_object_get(res.summary, "warnings_count");
+        size_t n = json_is_integer(count) ? (size_t)json_integer_value(count) : json_array_size(w);
+        const char *first = json_string_value(json_object_get(json_array_get(w, 0), "message"));
+        err_set(&e, ERR_FAILURE,
+                "`caris-backup show ID` lists them; the older backups were kept (no retention "
+                "after a backup with warnings)",
+                "backup %s completed with %zu warning%s (e.g. %s)", s->backup_id, n,
+                n == 1 ? "" : "s", first ? first : "see the backup");
     }
     s->detail = caris_backup_result_to_json(&res);
     caris_backup_result_free(&res);
@@ -277,8 +293,13 @@ static void do_prune(struct run *x)
     x->res->handle_spent = true;
     if (rc == 0)
         s->detail = caris_prune_result_to_json(&pr);
-    if (rc == 0 && pr.stats.blobs_missing) /* backups need blobs that are gone: check says which */
+    if (rc == 0 && pr.stats.blobs_missing) { /* backups need blobs that are gone */
         rc = CARIS_DONE_WARNINGS;
+        err_set(&e, ERR_DAMAGE,
+                "run `caris-backup check`: it names the backups that no longer restore whole",
+                "backups need %llu blob%s that the repository no longer has",
+                (unsigned long long)pr.stats.blobs_missing, pr.stats.blobs_missing == 1 ? "" : "s");
+    }
     caris_prune_result_free(&pr);
     step_end(x, s, rc, &e);
 }
@@ -310,11 +331,14 @@ int caris_job_run(struct repo *r, const struct caris_job_opts *o, const struct c
     if (!files && !o->skip_files)
         caris_op_log(op, LOG_WARN, "files: not backed up (BACKUP_FILES_PATHS is not set)");
     char *db_id = NULL, *files_id = NULL;
-    bool backups_ok = true;
-    if (db && !caris_op_cancelled(op) && do_backup(&x, "database", &db_id) < 0)
-        backups_ok = false;
-    if (files && !caris_op_cancelled(op) && do_backup(&x, "files", &files_id) < 0)
-        backups_ok = false;
+    bool backups_ok = true, backups_whole = true;
+    for (int k = 0; k < 2; k++) {
+        if (!(k == 0 ? db : files) || caris_op_cancelled(op))
+            continue;
+        int brc = do_backup(&x, k == 0 ? "database" : "files", k == 0 ? &db_id : &files_id);
+        backups_ok &= brc >= 0;
+        backups_whole &= brc != CARIS_DONE_WARNINGS;
+    }
     bool db_ok = db_id != NULL, files_ok = files_id != NULL;
     if (o->verify && db_id && !caris_op_cancelled(op))
         db_ok = do_verify(&x, "database", db_id);
@@ -331,8 +355,15 @@ int caris_job_run(struct repo *r, const struct caris_job_opts *o, const struct c
     /* A source that fails must not cost old backups: no retention without a new backup of
      * every configured kind that verified (one that failed its verification is no backup to
      * rely on: the older ones retention would remove are what a restore needs then). */
-    if (o->retention && backups_ok && (!db || db_ok) && (!files || files_ok) &&
-        !caris_op_cancelled(op))
+    /* Nor after a backup with warnings: a file it could not read is in it without its content,
+     * and retention would forget the older backups that hold it (every run, as long as the
+     * file stays unreadable: its last good copy went with them). */
+    if (o->retention && backups_ok && !backups_whole)
+        caris_op_log(op, LOG_WARN,
+                     "retention: skipped: a backup of this run completed with warnings (not "
+                     "every file was read); the older backups are kept");
+    else if (o->retention && backups_ok && (!db || db_ok) && (!files || files_ok) &&
+             !caris_op_cancelled(op))
         do_retention(&x);
     if (o->prune && backups_ok && res->ok && !caris_op_cancelled(op))
         do_prune(&x);
@@ -377,7 +408,7 @@ json_t *caris_job_result_to_json(const struct caris_job_result *res)
             json_object_set_new(j, "what", json_string(s->what));
         if (*s->backup_id)
             json_object_set_new(j, "backupId", json_string(s->backup_id));
-        if (!s->ok)
+        if (!s->ok || (s->warnings && err_is_set(&s->err)))
             json_object_set_new(j, "error",
                                 json_pack("{s:s, s:o, s:o}", "code", err_code_name(s->err.code),
                                           "message", jsonx_text(s->err.msg), "hint",
@@ -386,9 +417,9 @@ json_t *caris_job_result_to_json(const struct caris_job_result *res)
             json_array_append_new(ids, json_string(s->backup_id));
         json_array_append_new(steps, j);
     }
-    return json_pack("{s:s, s:b, s:o, s:o, s:I, s:o, s:o}", "type", caris_job_type_name(res->type),
-                     "ok", res->ok, "startedAt", iso(res->started_ns), "endedAt",
-                     iso(res->ended_ns), "durationMs",
+    return json_pack("{s:s, s:b, s:b, s:o, s:o, s:I, s:o, s:o}", "type",
+                     caris_job_type_name(res->type), "ok", res->ok, "warnings", res->warnings,
+                     "startedAt", iso(res->started_ns), "endedAt", iso(res->ended_ns), "durationMs",
                      (json_int_t)((res->ended_ns - res->started_ns) / 1000000), "backupIds", ids,
                      "steps", steps);
 }

@@ -501,8 +501,9 @@ static void test_config_rules(void **state)
     nc.notify_success = false;
     assert_false(notify_should_send(&nc, &ev));
     enum notify_kind always[] = {
-        NOTIFY_BACKUP_FAILED, NOTIFY_VERIFY_FAILED, NOTIFY_DRILL_FAILED,       NOTIFY_STEP_FAILED,
-        NOTIFY_STALE,         NOTIFY_WAL_FAILING,   NOTIFY_WAL_STREAM_FAILING, NOTIFY_TEST};
+        NOTIFY_BACKUP_FAILED, NOTIFY_VERIFY_FAILED,      NOTIFY_DRILL_FAILED,
+        NOTIFY_STEP_FAILED,   NOTIFY_STEP_WARNINGS,      NOTIFY_STALE,
+        NOTIFY_WAL_FAILING,   NOTIFY_WAL_STREAM_FAILING, NOTIFY_TEST};
     for (size_t i = 0; i < sizeof(always) / sizeof(always[0]); i++) {
         ev.kind = always[i];
         assert_true(notify_should_send(&nc, &ev));
