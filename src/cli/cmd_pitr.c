@@ -61,7 +61,7 @@ static const char PRESTORE_USAGE[] =
     "  --to-time T           recover to time T (e.g. 2026-11-30T14:05:00Z, or local time)\n"
     "  --to-lsn L            ... to WAL position L (e.g. 0/3000060)\n"
     "  --to-xid X            ... to the commit of transaction X\n"
-    "  --to-name N           ... to the restore point N (pg_create_restore_point)\n"
+    "  --to-name N           ... to the restore point N (pg_create_restore_point; 1-63 bytes)\n"
     "  --to-immediate        ... to the end of the base backup (the first consistent point)\n"
     "                        Without a target: replay all archived WAL.\n"
     "  --target-action A     at the target: promote (default), pause or shutdown\n"

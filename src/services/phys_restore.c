@@ -507,6 +507,12 @@ static int write_recovery_settings(const char *dir, const char *id,
      * changes the source (the subscriber in service) would then never receive */
     fixed = "max_logical_replication_workers = 0\n";
     buf_append(&b, fixed, strlen(fixed));
+    /* nor the source's recovery habits: recovery_target_inclusive = off (left by a manual
+     * PITR "to just before the bad transaction") made --to-xid X stop before X's commit, and
+     * --to-time / --to-lsn exclusive, silently; recovery_min_apply_delay (a delayed standby's)
+     * held every commit back for its delay, in archive recovery too */
+    fixed = "recovery_target_inclusive = on\nrecovery_min_apply_delay = 0\n";
+    buf_append(&b, fixed, strlen(fixed));
     /* tablespaces come back as directories under pg_tblspc (write_tree): PostgreSQL 15 stops
      * recovery on such "in-place" tablespaces unless this is on */
     if (tablespaces) {
@@ -1129,6 +1135,16 @@ int caris_phys_restore(struct repo *r, const struct phys_restore_opts *o,
         return err_set(e, ERR_USAGE, NULL, "--pgdata DIR is required");
     if (!o->restore_command || !*o->restore_command)
         return err_set(e, ERR_USAGE, NULL, "no restore_command for the restored server");
+    /* a restore point's name is at most 63 bytes (pg_create_restore_point): a longer one made
+     * a data directory whose server refuses its configuration at start; an empty one is no
+     * target at all (recovery would replay everything) */
+    if (o->target == PHYS_TARGET_NAME &&
+        (!o->target_value || !*o->target_value || strlen(o->target_value) > 63))
+        return err_set(e, ERR_USAGE,
+                       "give the name pg_create_restore_point() was called with (1 to 63 bytes); "
+                       "nothing was written",
+                       "--to-name takes a restore point's name of 1 to 63 bytes, got %zu bytes",
+                       o->target_value ? strlen(o->target_value) : (size_t)0);
     if (o->start && start_preflight(o, e) != 0)
         return -1;
     /* no archived WAL holds a commit after a time still to come: PostgreSQL would replay all
