@@ -19,21 +19,22 @@ extern char **environ;
  * is what /proc/<pid>/environ shows), so that no child inherits them and no reader of our
  * environment sees them. PGPASSWORD too: libpq would otherwise send it to whatever server a
  * connection names that has no password of its own; each use passes it on explicitly. */
-static const char *const ENV_SECRETS[] = {"BACKUP_ENCRYPTION_KEY", "CARIS_NEW_ENCRYPTION_KEY",
-                                          "BACKUP_SMTP_PASSWORD",  "BACKUP_SLACK_WEBHOOK_URL",
-                                          "CARIS_COPY_TO_KEY",     "PGPASSWORD"};
+static const char *const ENV_SECRETS[] = {"BACKUP_ENCRYPTION_KEY",
+                                          "CARIS_NEW_ENCRYPTION_KEY",
+                                          "BACKUP_SMTP_PASSWORD",
+                                          "BACKUP_SLACK_WEBHOOK_URL",
+                                          "CARIS_COPY_TO_KEY",
+                                          "PGPASSWORD",
+                                          "CRON_SECRET",
+                                          "AWS_SECRET_ACCESS_KEY",
+                                          "BACKUP_S3_SECRET_ACCESS_KEY",
+                                          "AWS_SESSION_TOKEN",
+                                          "BACKUP_S3_SESSION_TOKEN"};
 
 /* For the env file's mode check: the other variables whose value is a secret (a password,
  * a token; a database URL when it carries a password). */
-static const char *const OTHER_SECRETS[] = {"CRON_SECRET",
-                                            "AWS_SECRET_ACCESS_KEY",
-                                            "BACKUP_S3_SECRET_ACCESS_KEY",
-                                            "AWS_SESSION_TOKEN",
-                                            "BACKUP_S3_SESSION_TOKEN",
-                                            "POSTGRES_URL",
-                                            "CARIS_RESTORE_TARGET_URL",
-                                            "BACKUP_PG_REPLICATION_URL",
-                                            "DATABASE_URL"};
+static const char *const OTHER_SECRETS[] = {"POSTGRES_URL", "CARIS_RESTORE_TARGET_URL",
+                                            "BACKUP_PG_REPLICATION_URL", "DATABASE_URL"};
 
 static const char *name_in(const char *const *names, size_t n, const char *name)
 {

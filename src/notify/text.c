@@ -152,10 +152,9 @@ void notify_text_build(const struct notify_config *nc, const struct notify_event
         t->failure = true;
         t->subject = xasprintf("CÁRIS Backup: %s%sWARNINGS on %s", kind ? kind : "a step",
                                kind ? " completed with " : " ", t->host);
-        t->intro = xasprintf("The %s step of a backup run on %s completed with warnings: it did "
-                             "not do all of its work, as said below. A backup with warnings may "
-                             "lack files (their content could not be read): the run kept the "
-                             "older backups (no retention after it).",
+        t->intro = xasprintf("The %s step of a backup run on %s completed with warnings, said "
+                             "below. A backup that could not read a file holds it without its "
+                             "content: the run then kept the older backups (no retention).",
                              kind ? kind : "last", t->host);
         break;
     case NOTIFY_STALE: {

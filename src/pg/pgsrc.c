@@ -349,8 +349,8 @@ int pgsrc_target_parse(const char *url, const char *fallback_password, const cha
                        "%s not set", t->label);
     if (uri_userinfo_broken(url))
         return err_set(e, ERR_CONFIG,
-                       "percent-encode those characters in the user name and password (@ as %%40, "
-                       "/ as %%2F, : as %%3A), or use key=value text (host=... password=...)",
+                       "percent-encode those characters in the user name and password (@ as %40, "
+                       "/ as %2F, : as %3A), or use key=value text (host=... password=...)",
                        "%s is invalid: its user name or password holds an '@' or a '/', which "
                        "ends that part of a URI",
                        t->label);

@@ -197,6 +197,10 @@ struct bctx {
     bool text_same;
     json_t *warnings;
     size_t nwarnings;
+    /* files recorded without their content (could not be opened or read, replaced while
+     * backed up): under warn_mu. A backup with any is not one to let retention forget the
+     * older backups by (services/job.c) */
+    size_t nunread;
     struct prev_map *prev; /* incremental, without a usable file table */
     /* A previous entry whose ctime is at or after this (seconds, nanoseconds) is not reused:
      * its file was changed within RACY_WINDOW_S before the previous backup started, so a
@@ -371,6 +375,14 @@ static void warn_path(struct bctx *b, const char *path, size_t plen, const char 
         json_object_set_new(w, "message", json_string(msg));
         json_array_append_new(b->warnings, w);
     }
+    pthread_mutex_unlock(&b->warn_mu);
+}
+
+/* A file recorded without its content. */
+static void count_unread(struct bctx *b)
+{
+    pthread_mutex_lock(&b->warn_mu);
+    b->nunread++;
     pthread_mutex_unlock(&b->warn_mu);
 }
 
@@ -917,6 +929,7 @@ static void read_file_job(void *arg, int reader)
     if (rerr) {
         rec_fail(f, "read error", rerr);
         warn_path(b, f->path, f->path_len, f->error);
+        count_unread(b);
     } else if (f->changed) {
         warn_path(b, f->path, f->path_len,
                   "file changed while being read; the backup holds what was read");
@@ -947,6 +960,7 @@ static struct filerec *backup_file(struct bctx *b, const struct fswalk_entry *en
         snprintf(msg, sizeof(msg), "cannot read file: %s", strerror(errno));
         warn_path(b, ent->path, ent->path_len, msg);
         json_object_set_new(obj, "error", json_string(msg));
+        count_unread(b);
         return NULL;
     }
     struct stat st = ent->st;
@@ -954,6 +968,7 @@ static struct filerec *backup_file(struct bctx *b, const struct fswalk_entry *en
         !S_ISREG(st.st_mode)) {
         warn_path(b, ent->path, ent->path_len, "file was replaced while being backed up");
         json_object_set_new(obj, "error", json_string("replaced while being backed up"));
+        count_unread(b);
         close(fd);
         return NULL;
     }
@@ -1205,8 +1220,10 @@ static int on_entry(void *ctx, const struct fswalk_entry *ent, struct err *e)
     } else {
         json_t *obj = manifest_entry_new(b->root, ent->path, ent->path_len, &ent->meta);
         size_t idx = entry_add(b, obj);
-        if (ent->error) /* the walker warned */
+        if (ent->error) { /* the walker warned */
             record_unopened(ent, obj);
+            count_unread(b);
+        }
         switch (ent->meta.type) {
         case FS_REG: {
             b->files++;
@@ -1831,6 +1848,8 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
     }
     /* Added after the commit: this run's profile, reported, not stored in the repository. */
     json_object_set_new(json_object_get(summary, "stats"), "stage_ms", stage_ms_json(&b, &ws));
+    json_object_set_new(json_object_get(summary, "stats"), "unread",
+                        json_integer((json_int_t)b.nunread));
     json_object_set_new(json_object_get(summary, "stats"), "reused",
                         json_pack("{s:b, s:b, s:I, s:I}", "manifest", manifest_reused, "file_table",
                                   table_kept, "snapshots_read", (json_int_t)snaps_read,

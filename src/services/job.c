@@ -107,8 +107,9 @@ static void backup_progress(void *ctx, const struct caris_progress *p)
     caris_op_progress(op, p->phase ? p->phase : "backup", p->bytes_done, p->bytes_total);
 }
 
-/* A backup step; on success *id (caller frees) names the new backup. */
-static int do_backup(struct run *x, const char *what, char **id)
+/* A backup step; on success *id (caller frees) names the new backup, and *whole says whether
+ * every file's content is in it. */
+static int do_backup(struct run *x, const char *what, char **id, bool *whole)
 {
     const struct config *cfg = x->o->cfg;
     bool full = x->o->type == CARIS_JOB_FULL;
@@ -160,6 +161,11 @@ static int do_backup(struct run *x, const char *what, char **id)
         s->bytes = res.bytes_read;
         *id = xstrdup(s->backup_id);
     }
+    /* a file recorded without its content (not a socket skipped, nor a file that changed while
+     * read: the warnings that lose nothing) */
+    json_t *unread = json_object_get(json_object_get(res.summary, "stats"), "unread");
+    if (whole)
+        *whole = !(json_integer_value(unread) > 0);
     if (rc == CARIS_DONE_WARNINGS) {
         /* (the first warning's message, not its path: a file's name can say whose record it
          * is, and this goes into notifications) */
@@ -168,8 +174,8 @@ static int do_backup(struct run *x, const char *what, char **id)
         size_t n = json_is_integer(count) ? (size_t)json_integer_value(count) : json_array_size(w);
         const char *first = json_string_value(json_object_get(json_array_get(w, 0), "message"));
         err_set(&e, ERR_FAILURE,
-                "`caris-backup show ID` lists them; the older backups were kept (no retention "
-                "after a backup with warnings)",
+                "`caris-backup show ID` lists them; a scheduled run keeps the older backups (no "
+                "retention) after a backup that could not read every file",
                 "backup %s completed with %zu warning%s (e.g. %s)", s->backup_id, n,
                 n == 1 ? "" : "s", first ? first : "see the backup");
     }
@@ -335,9 +341,10 @@ int caris_job_run(struct repo *r, const struct caris_job_opts *o, const struct c
     for (int k = 0; k < 2; k++) {
         if (!(k == 0 ? db : files) || caris_op_cancelled(op))
             continue;
-        int brc = do_backup(&x, k == 0 ? "database" : "files", k == 0 ? &db_id : &files_id);
+        bool whole = true;
+        int brc = do_backup(&x, k == 0 ? "database" : "files", k == 0 ? &db_id : &files_id, &whole);
         backups_ok &= brc >= 0;
-        backups_whole &= brc != CARIS_DONE_WARNINGS;
+        backups_whole &= whole;
     }
     bool db_ok = db_id != NULL, files_ok = files_id != NULL;
     if (o->verify && db_id && !caris_op_cancelled(op))
@@ -355,13 +362,13 @@ int caris_job_run(struct repo *r, const struct caris_job_opts *o, const struct c
     /* A source that fails must not cost old backups: no retention without a new backup of
      * every configured kind that verified (one that failed its verification is no backup to
      * rely on: the older ones retention would remove are what a restore needs then). */
-    /* Nor after a backup with warnings: a file it could not read is in it without its content,
-     * and retention would forget the older backups that hold it (every run, as long as the
-     * file stays unreadable: its last good copy went with them). */
+    /* Nor after a backup that holds a file without its content (it could not be read):
+     * retention would forget the older backups that hold it (every run, as long as the file
+     * stays unreadable: its last good copy went with them). */
     if (o->retention && backups_ok && !backups_whole)
         caris_op_log(op, LOG_WARN,
-                     "retention: skipped: a backup of this run completed with warnings (not "
-                     "every file was read); the older backups are kept");
+                     "retention: skipped: a backup of this run could not read every file (they "
+                     "are in it without their content); the older backups are kept");
     else if (o->retention && backups_ok && (!db || db_ok) && (!files || files_ok) &&
              !caris_op_cancelled(op))
         do_retention(&x);

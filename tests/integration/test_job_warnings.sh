@@ -37,7 +37,7 @@ assert_eq "true true" "$(json_eval "$STATE" 'str(d["history"][0]["ok"]).lower() 
     "run 2: ok, with warnings"
 assert_eq "backup:warnings" "$(json_eval "$STATE" '" ".join("%s:%s" % (s["step"], "warnings" if s["warnings"] else "ok") for s in d["history"][0]["steps"] if s["step"] in ("backup", "retention"))')" \
     "run 2: the backup has warnings, and no retention ran after it"
-assert_contains "$ERR" "retention: skipped: a backup of this run completed with warnings" "the daemon's log says why"
+assert_contains "$ERR" "retention: skipped: a backup of this run could not read every file" "the daemon's log says why"
 assert_contains "$(json_eval <(cb --json list) '" ".join(b["id"] for b in d)')" "$first" "run 1's backup is still there"
 wait_until 30 _mail || fail "no mail for the backup with warnings" "$(ls "$TEST_TMP/smtp")"
 mail=$(mail_texts "WARNINGS")
@@ -63,6 +63,14 @@ assert_eq "true true" "$(json_eval "$OUT_FILE" 'str(d["ok"]).lower() + " " + str
 assert_exit 0 cb --quiet run-now incremental
 assert_exit 0 cb --quiet restore files latest --target "$TEST_TMP/r2"
 assert_true "a backup without the fault holds patient.pdf" cmp -s "$TEST_TMP/src/patient.pdf" "$TEST_TMP/r2$TEST_TMP/src/patient.pdf"
+
+# a socket skipped (a warning that loses no file's content): exit 3, and retention runs
+(cd "$TEST_TMP/src" && python3 -c 'import socket; socket.socket(socket.AF_UNIX).bind("app.sock")')
+run cb --json run-now incremental
+assert_rc 3 "run-now over a tree with a socket: warnings"
+assert_contains "$(json_eval "$OUT_FILE" '" ".join(s["step"] for s in d["steps"])')" "retention" \
+    "a skipped socket does not hold retention back"
+rm -f "$TEST_TMP/src/app.sock"
 
 # a prune that finds backups needing blobs that are gone: mailed as warnings, saying what. A
 # repository of its own: a backup of big.bin, one without it, big.bin's pack deleted (a backup

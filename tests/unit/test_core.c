@@ -177,6 +177,11 @@ static void test_key_taken_from_environment(void **state)
     const char *newkey = "a new key of at least thirty-two characters";
     setenv("BACKUP_ENCRYPTION_KEY", key, 1);
     setenv("CARIS_NEW_ENCRYPTION_KEY", newkey, 1);
+    /* the S3 secret and the cron secret too (they stayed readable in /proc/PID/environ) */
+    const char *s3 = "s3-secret-access-key-from-env", *cron = "cron-secret-from-env";
+    setenv("AWS_SECRET_ACCESS_KEY", s3, 1);
+    setenv("CRON_SECRET", cron, 1);
+    char *olds3 = getenv("AWS_SECRET_ACCESS_KEY"), *oldcron = getenv("CRON_SECRET");
     char *old = getenv("BACKUP_ENCRYPTION_KEY"), *oldnew = getenv("CARIS_NEW_ENCRYPTION_KEY");
     size_t n = strlen(key), nn = strlen(newkey);
     char cwd[4096];
@@ -194,6 +199,12 @@ static void test_key_taken_from_environment(void **state)
         assert_int_equal(oldnew[i], 0);
     assert_string_equal(config_get(&c, "BACKUP_ENCRYPTION_KEY"), key);
     assert_string_equal(config_get(&c, "CARIS_NEW_ENCRYPTION_KEY"), newkey);
+    assert_null(getenv("AWS_SECRET_ACCESS_KEY"));
+    assert_null(getenv("CRON_SECRET"));
+    assert_int_equal(olds3[0], 0);
+    assert_int_equal(oldcron[0], 0);
+    assert_string_equal(config_get(&c, "AWS_SECRET_ACCESS_KEY"), s3);
+    assert_string_equal(config_get(&c, "CRON_SECRET"), cron);
     const char *k;
     assert_int_equal(config_encryption_key(&c, &k, &e), 0);
     assert_string_equal(k, key);

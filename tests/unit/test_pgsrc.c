@@ -286,8 +286,14 @@ static void test_secrets_that_would_leak(void **state)
     assert_int_equal(pgsrc_url_has_password("host=h dbname=db sslpassword=secret"), 1);
     assert_int_equal(pgsrc_url_has_password("postgresql://caris:secret"), 1);
     assert_int_equal(pgsrc_url_has_password("postgresql://h:5432,g:5433/db"), 0);
-    /* encoded, and an '@' only in the query: fine */
+    /* an '@' in the password: the hint says how to encode it, as one writes it (it said %%40:
+     * the hint is no format) */
     struct pgsrc_target t;
+    struct err he = ERR_INIT;
+    assert_int_equal(pgsrc_target_parse("postgresql://app:Se/cret@h:5432/db", NULL, NULL, &t, &he),
+                     -1);
+    assert_non_null(strstr(he.hint, "@ as %40, / as %2F, : as %3A"));
+    /* encoded, and an '@' only in the query: fine */
     parse_ok("postgresql://caris:pa%40ss%2Fw@127.0.0.1:5432/db?application_name=a@b", NULL, &t);
     assert_string_equal(t.password, "pa@ss/w");
     pgsrc_target_free(&t);
