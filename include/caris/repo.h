@@ -93,6 +93,13 @@ void repo_set_cache_root(const char *dir);
  * are listed afresh by every call that reads them. The keys are not derived again. */
 int repo_refresh(struct repo *r, struct err *e);
 
+/* An index read from the open cache (an S3 open lists index/ only: docs/REPOSITORY-FORMAT.md,
+ * "Opening without listing data/") read again with a listing of data/, so that the entries
+ * of packs gone by other means than prune (a bucket's lifecycle rule, a hand) are left out
+ * (with a warning) and nothing is taken as there that is not. 0 at once for an index read
+ * with a listing. copy calls it on its destination. */
+int repo_index_list_packs(struct repo *r, struct err *e);
+
 const char *repo_path(const struct repo *r);
 struct storage *repo_storage(struct repo *r);
 const struct chunker_params *repo_chunker_params(const struct repo *r, bool dumps);

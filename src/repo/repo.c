@@ -1571,6 +1571,11 @@ int repo_index_reload_full(struct repo *r, struct err *e)
     return index_reload(r, true, e);
 }
 
+int repo_index_list_packs(struct repo *r, struct err *e)
+{
+    return r->index_cached ? index_reload(r, true, e) : 0;
+}
+
 int repo_index_refresh(struct repo *r, const struct namelist *stale_locks, struct err *e)
 {
     /* A stale lock the open cache has not accounted for may have left packs that no index

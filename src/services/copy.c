@@ -422,8 +422,16 @@ static int verify_copied(struct repo *dst, const char *id, const struct caris_co
                         "backup %s is in the destination, but its verification there was "
                         "cancelled (the next copy of it verifies it)",
                         id);
-    if (vrc != 0)
-        return err_wrap(e, "backup %s was copied but does not verify in the destination", id);
+    if (vrc != 0) {
+        err_wrap(e, "backup %s was copied but does not verify in the destination", id);
+        /* (the hint was verify's, about restoring from the damaged repository: here the source
+         * is whole, and the next copy sends what was found damaged or missing again) */
+        snprintf(e->hint, sizeof(e->hint),
+                 "run the copy again: it sends the blobs found damaged or missing there again "
+                 "and verifies the backup; `caris-backup --repo DESTINATION check` says what "
+                 "else is damaged there");
+        return -1;
+    }
     it->verified = true;
     return 0;
 }
@@ -440,13 +448,13 @@ static bool verified_before(struct repo *dst, const char *id)
 
 /* A backup already in the destination: good once verified there. A copy whose verification
  * failed, or that died before it, left it unverified: verified now, not taken for a good
- * copy. */
+ * copy; so is one whose missing or damaged blobs were just sent again (resent). */
 static int already_there(struct repo *dst, const char *id, const struct caris_copy_opts *o,
-                         struct caris_copy_item *it, struct err *e)
+                         bool resent, struct caris_copy_item *it, struct err *e)
 {
     it->already_there = true;
     caris_op_log(o->op, LOG_INFO, "backup %s: already there", id);
-    if (!o->no_verify && verified_before(dst, id)) {
+    if (!o->no_verify && !resent && verified_before(dst, id)) {
         it->verified = true;
         return 0;
     }
@@ -472,11 +480,23 @@ static int copy_one(struct repo *src, struct repo *dst, const char *shown, json_
         goto out;
     it->blobs = l.n;
     if (there == 1) {
-        /* copied before without its WAL (copy did not take it until December 2026) */
-        if (json_array_size(wal) &&
+        /* Blobs it needs that the destination lost (a pack deleted there: the index was read
+         * with a listing of data/) or recorded damaged (a verification there failed) are sent
+         * again: a backup listed there whose data is gone was reported "already there,
+         * verified" by every later copy, from its old verification record. And one copied
+         * before without its WAL (copy did not take it until December 2026). */
+        size_t lost = 0;
+        for (size_t i = 0; i < l.n; i++)
+            lost += !repo_has_blob(dst, l.v[i].id);
+        if (lost)
+            caris_op_log(o->op, LOG_WARN,
+                         "backup %s: already in the destination, but %zu of the blobs it needs "
+                         "are missing or damaged there: sent again",
+                         id, lost);
+        if ((lost || json_array_size(wal)) &&
             copy_blobs_and_commit(src, dst, NULL, &l, wal, it, o->threads, o->op, e) != 0)
             goto out;
-        rc = already_there(dst, id, o, it, e);
+        rc = already_there(dst, id, o, lost > 0, it, e);
         goto out;
     }
     /* An earlier copy of this backup that died (kill -9, a machine that went down) left its
@@ -500,7 +520,7 @@ static int copy_one(struct repo *src, struct repo *dst, const char *shown, json_
     if (there < 0)
         goto out;
     if (there == 1) {
-        rc = already_there(dst, id, o, it, e);
+        rc = already_there(dst, id, o, false, it, e);
         goto out;
     }
     if (copy_blobs_and_commit(src, dst, file, &l, wal, it, o->threads, o->op, e) != 0)
@@ -641,12 +661,19 @@ int caris_copy(struct repo *src, struct repo *dst, const char *dst_location,
         return -1;
     int rc = -1;
     json_t *sel = NULL;
+    size_t told = 0;
     if (repo_lock(dst, false, "copy", e) != 0) {
         err_wrap(e, "destination %s", res->destination);
         repo_unlock(src);
         return -1;
     }
-    size_t told = tell_dst_warnings(dst, res->destination, o->op, 0);
+    /* the destination's packs listed, not taken from its open cache: a pack lost there must
+     * not pass for a blob it has */
+    if (repo_index_list_packs(dst, e) != 0) {
+        err_wrap(e, "destination %s", res->destination);
+        goto out;
+    }
+    told = tell_dst_warnings(dst, res->destination, o->op, 0);
     char left_out[600];
     if (!(sel = select_backups(src, o, left_out, sizeof(left_out), e)))
         goto out;
