@@ -5,6 +5,7 @@
 #ifndef CARIS_STORAGE_H
 #define CARIS_STORAGE_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -99,6 +100,12 @@ bool storage_location_is_s3(const char *location);
  * the process environment alone. */
 struct config;
 void storage_set_config(const struct config *c);
+/* A flag (the CLI's Ctrl-C / SIGTERM) that stops the S3 requests in flight when it is set, and
+ * their retries: they fail "cancelled". Requests begun after it was set run as usual (a
+ * cancelled command still removes its lock and temporary objects). NULL: none. A request in flight
+ * was not stopped, and one that a server answered a byte now and then held the process past every
+ * signal but SIGKILL. */
+void storage_set_cancel(volatile sig_atomic_t *flag);
 /* The region S3 requests are signed for, from that source: AWS_REGION, else AWS_DEFAULT_REGION,
  * else BACKUP_S3_REGION, else "us-east-1". */
 const char *storage_s3_region(void);

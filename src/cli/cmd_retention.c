@@ -10,6 +10,7 @@
 #include "caris/core.h"
 #include "caris/op.h"
 #include "caris/prune.h"
+#include "caris/storage.h"
 #include "caris/retention.h"
 
 #include "cli.h"
@@ -122,6 +123,7 @@ static void op_init(const struct globals *g, struct caris_op *op, bool hangups)
     sa.sa_flags = SA_RESTART; /* a blocking call goes on; the operation polls the flag */
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    storage_set_cancel(&cancel_flag); /* S3 requests in flight stop too */
     /* The terminal closed (an ssh session dropped during a restore) or Ctrl-\: cancelled as
      * by SIGTERM, so that the operation removes what it made (a restore's decrypted dump in
      * BACKUP_DIR/temp, a test restore's scratch database, a database --create made), instead of

@@ -62,6 +62,28 @@ void storage_set_config(const struct config *c)
     settings = c;
 }
 
+static volatile sig_atomic_t *cancel_flag;
+
+void storage_set_cancel(volatile sig_atomic_t *flag)
+{
+    cancel_flag = flag;
+}
+
+static bool cancelled(void)
+{
+    return cancel_flag && __atomic_load_n(cancel_flag, __ATOMIC_RELAXED);
+}
+
+/* libcurl's progress callback: a non-zero return aborts the transfer. A request begun before
+ * the cancel stops; one begun after it (ctx non-NULL) goes on: what a cancelled command does
+ * on its way out (removing its lock, its temporary objects) must still reach the server. */
+static int on_progress(void *ctx, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
+{
+    (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+    return !ctx && cancelled();
+}
+
 static const char *setting(const char *name)
 {
     return config_get(settings, name);
@@ -404,9 +426,18 @@ static CURLcode attempt(struct s3_storage *s, CURL *c, const struct request *rq,
     if (s->ca_file)
         curl_easy_setopt(c, CURLOPT_CAINFO, s->ca_file);
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 15L);
-    /* A transfer that moves less than one byte a second for 30 seconds is dead. */
-    curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    /* A transfer that moves less than 1 KiB a second for 30 seconds is dead (at one byte a
+     * second, a server that answered a byte now and then held a request for ever), and none
+     * takes longer than 10 minutes, or an upload 16 KiB a second (a 16 MiB pack: 17 min). */
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1024L);
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 30L);
+    long limit_s = 600;
+    if (rq->body_len / 16384 > (size_t)limit_s)
+        limit_s = (long)(rq->body_len / 16384);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, limit_s);
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, cancelled() ? (void *)c : NULL);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &t);
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
@@ -530,7 +561,7 @@ static bool retryable(CURLcode rc, long status, const char *code)
  * of it), so that writers that failed together do not retry together; at least min_ms (the
  * server's Retry-After: a server shedding load asks for longer than our backoff); never past
  * deadline. */
-static void backoff(int n, int64_t deadline, int64_t min_ms)
+static void backoff(int n, int64_t deadline, int64_t min_ms, bool after_cancel)
 {
     int64_t ms = 100;
     for (int i = 1; i < n && ms < 5000; i++)
@@ -546,7 +577,7 @@ static void backoff(int n, int64_t deadline, int64_t min_ms)
     if (ms > left)
         ms = left > 0 ? left : 0;
     struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR && (after_cancel || !cancelled()))
         ;
 }
 
@@ -644,6 +675,7 @@ static int perform(struct s3_storage *s, const struct request *rq, const long *o
     if (!c)
         return err_set(e, ERR_FAILURE, NULL, "cannot start an HTTP request (out of memory)");
     int64_t deadline = time_mono_ns() + s->retry_ns;
+    bool after_cancel = cancelled(); /* (see on_progress) */
     int n = 0;
     for (;;) {
         n++;
@@ -659,6 +691,11 @@ static int perform(struct s3_storage *s, const struct request *rq, const long *o
         if (ok && !bad) {
             handle_give(s, c);
             return 0;
+        }
+        if (!after_cancel && cancelled()) {
+            handle_give(s, c);
+            return err_set(e, ERR_FAILURE, NULL, "cancelled (%s %s in %s)", rq->method,
+                           rq->name ? rq->name : "(bucket)", s->base.location);
         }
         char *code = !bad && rc == CURLE_OK ? error_code(rs) : NULL;
         bool again = bad ? true : rs->overflow ? false : retryable(rc, rs->status, code);
@@ -691,7 +728,7 @@ static int perform(struct s3_storage *s, const struct request *rq, const long *o
                       rq->name ? rq->name : "(bucket)", curl_easy_strerror(rc), rs->status,
                       code ? " " : "", code ? code : "");
         free(code);
-        backoff(n, deadline, bad ? 0 : rs->retry_after_ms);
+        backoff(n, deadline, bad ? 0 : rs->retry_after_ms, after_cancel);
     }
 }
 
