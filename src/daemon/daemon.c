@@ -405,19 +405,43 @@ static struct job *job_new(enum caris_job_type type, const char *source, int64_t
  * (first start) does not catch up. */
 /* The newest slot of s after `after` and not after now (0: none), and how many there are
  * (bounded: a minute-by-minute schedule over a year). */
-static int64_t newest_slot(const struct daemon *d, const struct schedule *s, int64_t after,
-                           int64_t now, int *count)
+/* The slots of s in (from, now]: the newest (0: none), their number in *count; false when
+ * 600,000 were counted before now was reached (then the newest is not known). */
+static bool slots_in(const struct daemon *d, const struct schedule *s, int64_t from, int64_t now,
+                     int64_t *newest, int *count)
 {
     struct err e = ERR_INIT;
-    int64_t t = after, newest = 0;
+    int64_t t = from;
+    *newest = 0;
     *count = 0;
     for (int k = 0; k < 600000; k++) {
         int64_t n;
         if (cron_next(&s->cron, d->sch.tz, t, &n, &e) != 0 || n > now)
-            break;
-        newest = t = n;
+            return true;
+        *newest = t = n;
         ++*count;
     }
+    return false;
+}
+
+/* The newest slot of s after `after` and up to now, and how many there were (*count; -1: too
+ * many to count). Counting from `after` alone, a long stop outran the 600,000 steps (a
+ * schedule of every minute, 417 days): the slot then found was an old one, and every restart
+ * caught up again. Then the newest is looked for from a day before now, a month, a year, eight
+ * (29 February is the rarest day a schedule can name). */
+static int64_t newest_slot(const struct daemon *d, const struct schedule *s, int64_t after,
+                           int64_t now, int *count)
+{
+    static const int64_t windows[] = {86400, 31 * 86400, 366 * 86400, 8 * 366 * 86400 + 86400};
+    int64_t newest;
+    if (slots_in(d, s, after, now, &newest, count))
+        return newest;
+    for (size_t w = 0; w < sizeof(windows) / sizeof(windows[0]); w++) {
+        int n;
+        if (slots_in(d, s, now - windows[w], now, &newest, &n) && newest)
+            break;
+    }
+    *count = -1;
     return newest;
 }
 
@@ -2177,10 +2201,13 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
                     char was[40], when[40];
                     iso_s(d->next_run[i], was, sizeof(was));
                     iso_s(slot, when, sizeof(when));
+                    char many[24] = "many";
+                    if (count >= 0)
+                        snprintf(many, sizeof(many), "%d", count + 1);
                     dlog(d, LOG_INFO, "catch-up",
-                         "%d %s runs, %s to %s, were passed over (the machine was suspended or "
+                         "%s %s runs, %s to %s, were passed over (the machine was suspended or "
                          "the clock set forward): running once, for %s",
-                         count + 1, s->name, was, when, when);
+                         many, s->name, was, when, when);
                     j->catch_up = true;
                 }
                 enqueue_locked(d, j);
