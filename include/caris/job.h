@@ -91,7 +91,7 @@ int caris_job_run(struct repo *r, const struct caris_job_opts *o, const struct c
                   struct caris_job_result *res, struct err *e);
 /* {"type", "ok", "warnings", "startedAt", "endedAt", "durationMs", "backupIds": [...], "steps":
  * [{"step", "what", "backupId", "ok", "warnings", "startedAt", "durationMs", "bytes",
- * "error": {"code", "message", "hint"} (failed, or what the warnings were)}]} */
+ * "error": {"code", "message", "hint"} (failed), "warning": {...} (what the warnings were)}]} */
 json_t *caris_job_result_to_json(const struct caris_job_result *res);
 void caris_job_result_free(struct caris_job_result *res);
 

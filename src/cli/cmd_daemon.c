@@ -42,7 +42,9 @@ static const char RUN_NOW_USAGE[] =
     "Runs a backup now, as a scheduled run does (database and files, each verified, then the\n"
     "retention policy). When the daemon runs, it runs the job (queued behind a running one)\n"
     "and --wait waits for it to end; otherwise this command runs it itself.\n"
-    "Exit 0 when every step succeeded, else the exit code of the first failure.\n";
+    "Exit 0 when every step succeeded, 3 when one completed with warnings (a backup that could\n"
+    "not read every file, a prune that found backups needing data that is gone), else the exit\n"
+    "code of the first failure.\n";
 
 /* ---- the daemon -------------------------------------------------------------------------- */
 
@@ -186,7 +188,9 @@ static void print_run(const char *label, json_t *run)
     json_t *ids = json_object_get(run, "backupIds");
     char at[64];
     printf("  %-9s %s: %s", label, human_at(run, "startedAt", "?", at, sizeof(at)),
-           json_is_true(json_object_get(run, "ok")) ? "ok" : "FAILED");
+           !json_is_true(json_object_get(run, "ok"))        ? "FAILED"
+           : json_is_true(json_object_get(run, "warnings")) ? "ok, with warnings"
+                                                            : "ok");
     size_t i;
     json_t *id;
     json_array_foreach(ids, i, id) printf("%s%s", i ? ", " : " (", json_string_value(id));
@@ -362,8 +366,8 @@ static void print_job(const struct globals *g, json_t *res)
     json_t *st;
     json_array_foreach(json_object_get(res, "steps"), i, st)
     {
-        const char *msg =
-            json_string_value(json_object_get(json_object_get(st, "error"), "message"));
+        const char *msg = json_string_value(json_object_get(
+            json_object_get(st, json_object_get(st, "error") ? "error" : "warning"), "message"));
         bool ok = json_is_true(json_object_get(st, "ok"));
         bool warned = ok && json_is_true(json_object_get(st, "warnings"));
         printf("%-9s %-8s %s%s%s%s\n", json_string_value(json_object_get(st, "step")),

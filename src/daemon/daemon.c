@@ -1013,9 +1013,15 @@ static void run_job(struct daemon *d, struct job *j)
     if (rc != 0)
         j->error = json_incref(json_object_get(rj, "error"));
     pthread_mutex_unlock(&d->mu);
-    dlog(d, rc == 0 ? LOG_INFO : LOG_ERROR, "job", "%s %s run: %s%s%s", j->source,
-         caris_job_type_name(j->type), rc == 0 ? "succeeded" : "failed", rc == 0 ? "" : ": ",
-         rc == 0 ? "" : e.msg);
+    dlog(d,
+         rc != 0        ? LOG_ERROR
+         : res.warnings ? LOG_WARN
+                        : LOG_INFO,
+         "job", "%s %s run: %s%s%s", j->source, caris_job_type_name(j->type),
+         rc != 0        ? "failed"
+         : res.warnings ? "succeeded, with warnings"
+                        : "succeeded",
+         rc == 0 ? "" : ": ", rc == 0 ? "" : e.msg);
     caris_job_result_free(&res);
     stale_refresh(d, now_s(d));
     stale_eval(d, now_s(d));

@@ -259,7 +259,7 @@ static int problem(struct walker *w, bool fatal, int errnum, const char *fmt, ..
             size_t l = strlen(msg);
             snprintf(msg + l, sizeof(msg) - l, ": %s", strerror(errnum));
         }
-        w->o->warn(w->o->ctx, w->path, msg);
+        w->o->warn(w->o->ctx, w->path, msg, errnum != 0);
     }
     return 0;
 }

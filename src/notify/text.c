@@ -150,11 +150,10 @@ void notify_text_build(const struct notify_config *nc, const struct notify_event
         break;
     case NOTIFY_STEP_WARNINGS:
         t->failure = true;
-        t->subject = xasprintf("CÁRIS Backup: %s%sWARNINGS on %s", kind ? kind : "a step",
-                               kind ? " completed with " : " ", t->host);
-        t->intro = xasprintf("The %s step of a backup run on %s completed with warnings, said "
-                             "below. A backup that could not read a file holds it without its "
-                             "content: the run then kept the older backups (no retention).",
+        t->subject = xasprintf("CÁRIS Backup: %s completed with WARNINGS on %s",
+                               kind ? kind : "a step", t->host);
+        t->intro = xasprintf("The %s step of a backup run on %s completed with warnings: what "
+                             "they were is said below.",
                              kind ? kind : "last", t->host);
         break;
     case NOTIFY_STALE: {

@@ -197,9 +197,10 @@ struct bctx {
     bool text_same;
     json_t *warnings;
     size_t nwarnings;
-    /* files recorded without their content (could not be opened or read, replaced while
-     * backed up): under warn_mu. A backup with any is not one to let retention forget the
-     * older backups by (services/job.c) */
+    /* entries recorded without their content or left out (could not be opened, read or
+     * listed, replaced while backed up; the walker's warnings that carry an errno): under
+     * warn_mu. A backup with any is not one to let retention forget the older backups by
+     * (services/job.c) */
     size_t nunread;
     struct prev_map *prev; /* incremental, without a usable file table */
     /* A previous entry whose ctime is at or after this (seconds, nanoseconds) is not reused:
@@ -386,9 +387,11 @@ static void count_unread(struct bctx *b)
     pthread_mutex_unlock(&b->warn_mu);
 }
 
-static void walk_warn(void *ctx, const char *path, const char *msg)
+static void walk_warn(void *ctx, const char *path, const char *msg, bool lost)
 {
     warn_path(ctx, path, strlen(path), msg);
+    if (lost) /* (a file or a directory left out or without its content, xattrs not read) */
+        count_unread(ctx);
 }
 
 static void maybe_progress(struct bctx *b, bool force)
@@ -1220,10 +1223,8 @@ static int on_entry(void *ctx, const struct fswalk_entry *ent, struct err *e)
     } else {
         json_t *obj = manifest_entry_new(b->root, ent->path, ent->path_len, &ent->meta);
         size_t idx = entry_add(b, obj);
-        if (ent->error) { /* the walker warned */
+        if (ent->error) /* the walker warned (and counted it unread) */
             record_unopened(ent, obj);
-            count_unread(b);
-        }
         switch (ent->meta.type) {
         case FS_REG: {
             b->files++;
@@ -1375,11 +1376,9 @@ static int count_size(void *ctx, const struct fswalk_entry *ent, struct err *e)
     return 0;
 }
 
-static void quiet_warn(void *ctx, const char *path, const char *msg)
+static void quiet_warn(void *ctx, const char *path, const char *msg, bool lost)
 {
-    (void)ctx;
-    (void)path;
-    (void)msg;
+    (void)ctx, (void)path, (void)msg, (void)lost;
 }
 
 /* Absolute, normalised roots without duplicates, sorted. */

@@ -167,17 +167,26 @@ static int do_backup(struct run *x, const char *what, char **id, bool *whole)
     if (whole)
         *whole = !(json_integer_value(unread) > 0);
     if (rc == CARIS_DONE_WARNINGS) {
-        /* (the first warning's message, not its path: a file's name can say whose record it
-         * is, and this goes into notifications) */
+        /* Counts, never a warning's text: that names the file (its name can say whose record
+         * it is), and this goes into notifications. */
         json_t *w = json_object_get(res.summary, "warnings");
         json_t *count = json_object_get(res.summary, "warnings_count");
         size_t n = json_is_integer(count) ? (size_t)json_integer_value(count) : json_array_size(w);
-        const char *first = json_string_value(json_object_get(json_array_get(w, 0), "message"));
-        err_set(&e, ERR_FAILURE,
-                "`caris-backup show ID` lists them; a scheduled run keeps the older backups (no "
-                "retention) after a backup that could not read every file",
-                "backup %s completed with %zu warning%s (e.g. %s)", s->backup_id, n,
-                n == 1 ? "" : "s", first ? first : "see the backup");
+        size_t lost = (size_t)json_integer_value(unread);
+        if (lost)
+            err_set(&e, ERR_FAILURE,
+                    "`caris-backup show ID` lists them; the older backups were kept (no retention "
+                    "after a backup that could not read every file)",
+                    "backup %s completed with %zu warning%s: %zu file%s or director%s could not "
+                    "be read (in the backup without their content, or left out)",
+                    s->backup_id, n, n == 1 ? "" : "s", lost, lost == 1 ? "" : "s",
+                    lost == 1 ? "y" : "ies");
+        else
+            err_set(&e, ERR_FAILURE, "`caris-backup show ID` lists them",
+                    "backup %s completed with %zu warning%s (no file's content lost: skipped "
+                    "sockets or devices, files that changed while read, a database's roles not "
+                    "saved...)",
+                    s->backup_id, n, n == 1 ? "" : "s");
     }
     s->detail = caris_backup_result_to_json(&res);
     caris_backup_result_free(&res);
@@ -416,7 +425,7 @@ json_t *caris_job_result_to_json(const struct caris_job_result *res)
         if (*s->backup_id)
             json_object_set_new(j, "backupId", json_string(s->backup_id));
         if (!s->ok || (s->warnings && err_is_set(&s->err)))
-            json_object_set_new(j, "error",
+            json_object_set_new(j, s->ok ? "warning" : "error",
                                 json_pack("{s:s, s:o, s:o}", "code", err_code_name(s->err.code),
                                           "message", jsonx_text(s->err.msg), "hint",
                                           jsonx_text(s->err.hint)));

@@ -18,6 +18,8 @@
  *
  *   READ_FAULT=vanish     unlinks it (a temporary file deleted while the backup walks)
  *   READ_FAULT=to-dir     unlinks it and makes a directory of that name
+ *   READ_FAULT=eacces     fails with EACCES, every time (a directory or file the backup may
+ *                         not read, as root too)
  *
  *   READ_FAULT_LOG=FILE   at exit, appends "faults N" (how many times the shim acted)
  *
@@ -159,6 +161,11 @@ static int fault_openat(const char *sym, int dfd, const char *name, int flags, m
             perror("read_faults: unlinkat");
         if (m[0] == 't' && mkdirat(dfd, name, 0700) != 0)
             perror("read_faults: mkdirat");
+    }
+    if (strcmp(m, "eacces") == 0 && strcmp(base, want) == 0) {
+        __atomic_add_fetch(&faults, 1, __ATOMIC_RELAXED);
+        errno = EACCES;
+        return -1;
     }
     return real(dfd, name, flags, mode);
 }

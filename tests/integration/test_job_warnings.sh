@@ -30,7 +30,8 @@ assert_eq "true false" "$(json_eval "$STATE" 'str(d["history"][0]["ok"]).lower()
 # run 2, the same day: patient.pdf changed and cannot be read (EIO)
 touch "$TEST_TMP/src/patient.pdf"
 rm -f "$TEST_TMP"/smtp/msg-*.eml
-run env LD_PRELOAD="$shim" READ_FAULT=eio READ_FAULT_FILE=patient.pdf \
+# (success notifications on: the run was mailed as a success before)
+run env LD_PRELOAD="$shim" READ_FAULT=eio READ_FAULT_FILE=patient.pdf BACKUP_NOTIFY_SUCCESS=true \
     CARIS_TEST_CLOCK=2026-03-02T11:30:00Z,2026-03-02T12:30:00Z "$CARIS_BIN" daemon
 assert_rc 0 "run 2: the daemon ran"
 assert_eq "true true" "$(json_eval "$STATE" 'str(d["history"][0]["ok"]).lower() + " " + str(d["history"][0]["warnings"]).lower()')" \
@@ -43,7 +44,7 @@ wait_until 30 _mail || fail "no mail for the backup with warnings" "$(ls "$TEST_
 mail=$(mail_texts "WARNINGS")
 assert_contains "$mail" "CÁRIS Backup: files incremental completed with WARNINGS on" "the subject says the backup has warnings"
 assert_contains "$mail" "step-warnings" "its event is step-warnings"
-assert_contains "$mail" "completed with 1 warning (e.g. read error: Input/output error)" "the mail says what"
+assert_contains "$mail" "completed with 1 warning: 1 file or directory could not be read" "the mail says what"
 assert_not_contains "$mail" "patient.pdf" "the mail does not name the file (a name can say whose record it is)"
 assert_not_contains "$(mail_texts)" "backup succeeded" "it is not called a success"
 # the older backup still restores the file
@@ -64,13 +65,28 @@ assert_exit 0 cb --quiet run-now incremental
 assert_exit 0 cb --quiet restore files latest --target "$TEST_TMP/r2"
 assert_true "a backup without the fault holds patient.pdf" cmp -s "$TEST_TMP/src/patient.pdf" "$TEST_TMP/r2$TEST_TMP/src/patient.pdf"
 
-# a socket skipped (a warning that loses no file's content): exit 3, and retention runs
-(cd "$TEST_TMP/src" && python3 -c 'import socket; socket.socket(socket.AF_UNIX).bind("app.sock")')
+# a socket skipped (a warning that loses no file's content): exit 3, and retention runs; what
+# the step says (the notification's text) names no file
+(cd "$TEST_TMP/src" && python3 -c 'import socket; socket.socket(socket.AF_UNIX).bind("patient-jane-doe.sock")')
 run cb --json run-now incremental
 assert_rc 3 "run-now over a tree with a socket: warnings"
 assert_contains "$(json_eval "$OUT_FILE" '" ".join(s["step"] for s in d["steps"])')" "retention" \
     "a skipped socket does not hold retention back"
-rm -f "$TEST_TMP/src/app.sock"
+assert_contains "$(json_eval "$OUT_FILE" 'd["steps"][0]["warning"]["message"]')" "no file's content lost" \
+    "the step's warning says nothing was lost"
+assert_not_contains "$(cat "$OUT_FILE")" "jane-doe" "the job's result names no file"
+rm -f "$TEST_TMP/src/patient-jane-doe.sock"
+# a directory the backup may not open (the walker warns, with EACCES): its files are left out,
+# which holds retention back as an unreadable file does
+mkdir "$TEST_TMP/src/records"
+echo "intake" >"$TEST_TMP/src/records/intake.txt"
+assert_exit 0 cb --quiet run-now incremental
+run env LD_PRELOAD="$shim" READ_FAULT=eacces READ_FAULT_FILE=records "$CARIS_BIN" --json run-now incremental
+assert_rc 3 "run-now with a directory it cannot open: warnings"
+assert_not_contains "$(json_eval "$OUT_FILE" '" ".join(s["step"] for s in d["steps"])')" "retention" \
+    "a directory left out holds retention back"
+assert_contains "$(json_eval "$OUT_FILE" 'd["steps"][0]["warning"]["message"]')" "1 file or directory could not be read" \
+    "the step says one was not read"
 
 # a prune that finds backups needing blobs that are gone: mailed as warnings, saying what. A
 # repository of its own: a backup of big.bin, one without it, big.bin's pack deleted (a backup

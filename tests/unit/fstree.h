@@ -249,9 +249,9 @@ static inline int t_record(void *ctx, const struct fswalk_entry *ent, struct err
     return 0;
 }
 
-static inline void t_warn(void *ctx, const char *path, const char *msg)
+static inline void t_warn(void *ctx, const char *path, const char *msg, bool lost)
 {
-    (void)path;
+    (void)path, (void)lost;
     struct t_recs *r = ctx;
     r->warn = realloc(r->warn, (r->nwarn + 1) * sizeof(*r->warn));
     r->warn[r->nwarn++] = strdup(msg);
