@@ -13,6 +13,7 @@
 #include "caris/daemon.h"
 #include "caris/job.h"
 #include "caris/jsonx.h"
+#include "caris/storage.h"
 #include "cli.h"
 
 static const char DAEMON_USAGE[] =
@@ -147,6 +148,9 @@ int cmd_daemon(struct globals *g, int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    /* a stop (systemctl stop) ends the S3 requests in flight, not after their time limit
+     * (TimeoutStopSec then SIGKILLs, and the lock stays); those begun after it still run */
+    storage_set_cancel(&stop_flag);
     /* the repository every command uses: --repo, else BACKUP_REPOSITORY, else
      * BACKUP_DIR/repository (g->repo alone left BACKUP_REPOSITORY out) */
     struct caris_daemon_opts o = {.cfg = &g->cfg,

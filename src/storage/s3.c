@@ -66,12 +66,13 @@ static volatile sig_atomic_t *cancel_flag;
 
 void storage_set_cancel(volatile sig_atomic_t *flag)
 {
-    cancel_flag = flag;
+    __atomic_store_n(&cancel_flag, flag, __ATOMIC_RELEASE); /* (threads may be reading it) */
 }
 
 static bool cancelled(void)
 {
-    return cancel_flag && __atomic_load_n(cancel_flag, __ATOMIC_RELAXED);
+    volatile sig_atomic_t *f = __atomic_load_n(&cancel_flag, __ATOMIC_ACQUIRE);
+    return f && __atomic_load_n(f, __ATOMIC_RELAXED);
 }
 
 /* libcurl's progress callback: a non-zero return aborts the transfer. A request begun before
@@ -369,7 +370,7 @@ static char *object_uri(const struct s3_storage *s, const char *name)
 
 /* One attempt. Returns the curl result; the HTTP status is in rs->status. */
 static CURLcode attempt(struct s3_storage *s, CURL *c, const struct request *rq,
-                        struct response *rs)
+                        struct response *rs, bool after_cancel)
 {
     char date[17];
     amz_date_now(date);
@@ -431,13 +432,16 @@ static CURLcode attempt(struct s3_storage *s, CURL *c, const struct request *rq,
      * takes longer than 10 minutes, or an upload 16 KiB a second (a 16 MiB pack: 17 min). */
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1024L);
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 30L);
+    size_t expect = rq->body_len > rq->out_cap ? rq->body_len : rq->out_cap;
+    if (rq->limit_body && rq->body_max > expect)
+        expect = rq->body_max;
     long limit_s = 600;
-    if (rq->body_len / 16384 > (size_t)limit_s)
-        limit_s = (long)(rq->body_len / 16384);
+    if (expect / 16384 > (size_t)limit_s)
+        limit_s = (long)(expect / 16384);
     curl_easy_setopt(c, CURLOPT_TIMEOUT, limit_s);
     curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
-    curl_easy_setopt(c, CURLOPT_XFERINFODATA, cancelled() ? (void *)c : NULL);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, after_cancel ? (void *)c : NULL);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &t);
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
@@ -576,9 +580,14 @@ static void backoff(int n, int64_t deadline, int64_t min_ms, bool after_cancel)
     int64_t left = (deadline - time_mono_ns()) / 1000000;
     if (ms > left)
         ms = left > 0 ? left : 0;
-    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR && (after_cancel || !cancelled()))
-        ;
+    /* in slices of 100 ms, looking at the cancel between them: a worker thread is not the
+     * one the signal interrupts */
+    int64_t end = time_mono_ns() + ms * 1000000;
+    for (int64_t now; (now = time_mono_ns()) < end && (after_cancel || !cancelled());) {
+        int64_t slice = end - now < 100000000 ? end - now : 100000000;
+        struct timespec ts = {0, (long)slice};
+        nanosleep(&ts, NULL);
+    }
 }
 
 /* Turns a final failure into an error naming the object, the status and S3's code (code,
@@ -681,7 +690,12 @@ static int perform(struct s3_storage *s, const struct request *rq, const long *o
         n++;
         buf_free(&rs->body);
         memset(rs, 0, sizeof(*rs));
-        CURLcode rc = attempt(s, c, rq, rs);
+        if (!after_cancel && cancelled()) {
+            handle_give(s, c);
+            return err_set(e, ERR_FAILURE, NULL, "cancelled (%s %s in %s)", rq->method,
+                           rq->name ? rq->name : "(bucket)", s->base.location);
+        }
+        CURLcode rc = attempt(s, c, rq, rs, after_cancel);
         bool ok = rc == CURLE_OK && rs->status >= 200 && rs->status < 300;
         for (const long *st = ok_status; !ok && rc == CURLE_OK && st && *st; st++)
             ok = rs->status == *st;
