@@ -409,7 +409,7 @@ int cmd_forget(struct globals *g, int argc, char **argv)
                 /* The forget is done: one document, the forget's, with the prune's error in it
                  * (fail() below then prints it on stderr only) */
                 if (!fo.dry_run && res.removed)
-                    err_wrap(&e, "%zu backup%s forgotten, but prune did not run", res.removed,
+                    err_wrap(&e, "%zu backup%s forgotten, but the prune failed", res.removed,
                              res.removed == 1 ? "" : "s");
                 json_object_set_new(out, "error", cli_err_to_json(&e));
                 prune_failed = true;

@@ -1555,10 +1555,16 @@ int cli_parse_uint(const char *s, unsigned long long lo, unsigned long long hi,
 
 int64_t cli_parse_duration_ms(const char *s)
 {
+    /* decimal digits with at most one '.' (strtod also took "0x10", "1e1", a tab in front) */
+    size_t digits = strspn(s, "0123456789."), dots = 0;
+    for (size_t i = 0; i < digits; i++)
+        dots += s[i] == '.';
+    if (!digits || dots > 1 || (digits == 1 && dots == 1))
+        return -1;
     char *end;
     errno = 0;
     double v = strtod(s, &end);
-    if (end == s || errno || !(v >= 0) || *s == '-' || *s == '+' || *s == ' ')
+    if (end != s + digits || errno || !(v >= 0))
         return -1;
     double mult = 1000;
     if (*end) {

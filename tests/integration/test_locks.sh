@@ -22,7 +22,7 @@ init_repo
 assert_exit 0 cb --quiet backup files "$TEST_TMP/src"
 
 # --- --lock-wait takes a duration ----------------------------------------------------------
-for bad in 5x -1s abc 1s2 ''; do
+for bad in 5x -1s abc 1s2 '' 0x10 1e1 $'\t5' 5.5.5 .; do
     assert_exit 2 cb --lock-wait "$bad" check
     assert_contains "$ERR" "--lock-wait takes a duration" "--lock-wait '$bad' is refused"
 done
@@ -139,8 +139,8 @@ plant_lock $lock "$holder" false "backup files"
 assert_exit 9 cb --json forget --keep-last 1 --prune
 assert_eq "1 locked 9" "$(json_eval "$OUT_FILE" 'str(d["removed"]) + " " + d["error"]["code"] + " " + str(d["error"]["exitCode"])')" \
     "forget --prune --json, prune locked out: one document, the forget's, with the prune's error"
-assert_contains "$ERR" "1 backup forgotten, but prune did not run: repository locked by backup files" \
-    "forget --prune: stderr says the forget was done and the prune was not"
+assert_contains "$ERR" "1 backup forgotten, but the prune failed: repository locked by backup files" \
+    "forget --prune: stderr says the forget was done and the prune failed"
 assert_eq 1 "$(json_eval <(cb --json list) 'len(d)')" "the forget was done"
 assert_exit 0 cb unlock --force
 
