@@ -1002,6 +1002,31 @@ int pgsrc_count_rows_send(PGconn *c, json_t *tables, json_t *lock, struct err *e
     return 0;
 }
 
+int pgsrc_rewritten_tables(PGconn *c, char *names, size_t n, struct err *e)
+{
+    /* pg_class read under the transaction's snapshot gives the storage the snapshot sees;
+     * pg_relation_filenode() looks through the catalog cache, which the lock brought up to
+     * date: the storage there is now */
+    PGresult *res = pgsrc_query(
+        c,
+        "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_class c"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'm')"
+        " AND c.relfilenode <> 0 AND " USER_SCHEMA(
+            "n") " AND c.relfilenode IS DISTINCT FROM pg_relation_filenode(c.oid) ORDER BY 1",
+        0, NULL, e);
+    if (!res)
+        return -1;
+    int rows = PQntuples(res);
+    size_t len = 0;
+    names[0] = '\0';
+    for (int i = 0; i < rows && i < 5 && len < n; i++)
+        len += (size_t)snprintf(names + len, n - len, "%s%s", i ? ", " : "", PQgetvalue(res, i, 0));
+    if (rows > 5 && len < n)
+        snprintf(names + len, n - len, ", ...");
+    PQclear(res);
+    return rows;
+}
+
 int pgsrc_count_rows_collect(PGconn *c, json_t *tables, const char *key, struct err *e)
 {
     int rc = 0;

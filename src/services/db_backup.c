@@ -289,6 +289,25 @@ static int db_backup(struct repo *r, const struct db_backup_opts *o, bool increm
     if (pgsrc_count_rows_collect(conn, parents, "rows", e) != 0 ||
         count_the_rest(&b, conn, &t, info.encoding, tables, counter, &server_counted, e) != 0)
         goto out;
+    /* A TRUNCATE or a rewriting ALTER TABLE that another session had begun and committed
+     * between the snapshot and the locks (which waited for it) left the snapshot seeing the
+     * table's new, empty file: the dump and its count had none of its rows, and the backup,
+     * its test restore and --verify all said ok. Caught here, before anything is committed. */
+    char rewritten[600];
+    int nrw = pgsrc_rewritten_tables(conn, rewritten, sizeof(rewritten), e);
+    if (nrw < 0)
+        goto out;
+    if (nrw > 0) {
+        err_set(e, ERR_DATABASE,
+                "run the backup again (nothing was committed); if it keeps happening, schedule "
+                "it away from the job that truncates or rewrites these tables",
+                "%d table%s of database %s %s truncated or rewritten (TRUNCATE, ALTER TABLE, "
+                "VACUUM FULL, CLUSTER) by another session while the backup began: %s; the dump "
+                "would lack %s rows",
+                nrw, nrw == 1 ? "" : "s", info.database, nrw == 1 ? "was" : "were", rewritten,
+                nrw == 1 ? "its" : "their");
+        goto out;
+    }
     PQfinish(conn); /* ends the snapshot's transaction */
     conn = NULL;
 

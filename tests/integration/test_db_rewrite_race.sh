@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# A TRUNCATE (and reload) begun by another session before a database backup, committed while
+# the backup waited for its table locks: the backup's snapshot, taken before the locks, saw the
+# table's new, empty file, so the backup held none of its rows; it said ok, and its test
+# restore and --verify passed (the counts came from the same snapshot). Now the backup fails
+# (exit 10) naming the table, and commits nothing. Sequenced by locks, not by time: the backup
+# is known to wait for the lock the truncating session holds before that session commits.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/pglib.sh"
+pg_start
+db=$CARIS_PG_DB
+psql_db "$db" -c "CREATE TABLE patients (id int PRIMARY KEY, name text);
+  INSERT INTO patients SELECT g, 'p' || g FROM generate_series(1, 1000) g;
+  CREATE TABLE notes (pid int, note text); INSERT INTO notes SELECT g, 'n' || g FROM generate_series(1, 800) g" >/dev/null
+init_repo
+
+# the other session: TRUNCATE and reload, not committed yet
+fifo=$TEST_TMP/truncate.fifo
+mkfifo "$fifo"
+exec {tfd}<>"$fifo"
+bg_start "$CARIS_PG_BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h "$CARIS_PG_SOCKET" -p "$CARIS_PG_PORT" \
+    -U "$CARIS_PG_USER" -d "$db" -f "$fifo"
+psql_pid=$BG_PID psql_out=$BG_OUT
+printf "BEGIN;\nTRUNCATE patients;\nINSERT INTO patients SELECT g, 'new' || g FROM generate_series(1, 1000) g;\nSELECT 'truncated';\n" >&"$tfd"
+# shellcheck disable=SC2317
+_truncated() { grep -q truncated "$psql_out"; }
+wait_until 60 _truncated || fail "the other session did not truncate"
+
+bg_start cb --json backup database --full
+backup_pid=$BG_PID backup_err=$BG_ERR
+# shellcheck disable=SC2317
+_backup_waits() { (($(pg_lock_waiters "$db" patients) >= 1)); }
+wait_until 60 _backup_waits || fail "the backup never waited for the table lock" "$(_tail "$backup_err")"
+printf 'COMMIT;\n\\q\n' >&"$tfd"
+wait "$psql_pid"
+wait "$backup_pid"
+rc=$?
+assert_eq 10 "$rc" "the backup that raced the TRUNCATE fails (exit 10)"
+assert_contains "$(cat "$backup_err")" "truncated or rewritten" "it says a table was truncated or rewritten"
+assert_contains "$(cat "$backup_err")" "public.patients" "and names it"
+assert_contains "$(cat "$backup_err")" "nothing was committed" "and that nothing was committed"
+assert_eq 0 "$(json_eval <(cb --json list) 'len(d)')" "no backup is listed"
+
+# run again: the table's 1000 new rows
+db_backup_json "$TEST_TMP/b.json" --full
+assert_rc 0 "the backup run again succeeds"
+assert_eq 1000 "$(json_eval "$TEST_TMP/b.json" "[t['rows'] for t in d['tables'] if t['name'] == 'patients'][0]")" \
+    "it holds the table's rows"
+test_done
