@@ -254,9 +254,12 @@ void cli_audit(struct globals *g, int argc, char **argv, int code, int64_t durat
         for (size_t k = 0; init_operand && k < sizeof(init_valued) / sizeof(init_valued[0]); k++)
             if (i > w && strcmp(argv[i - 1], init_valued[k]) == 0)
                 init_operand = false;
-        if (init_operand ||
-            (key_add && strcmp(argv[i], "--label") != 0 && strncmp(argv[i], "--label=", 8) != 0 &&
-             strcmp(argv[i - 1], "--label") != 0) ||
+        /* key add's --label too: a key typed there (refused) must not be kept here */
+        if (key_add && strncmp(argv[i], "--label=", 8) == 0) {
+            json_array_append_new(args, json_string("--label=(redacted)"));
+            continue;
+        }
+        if (init_operand || (key_add && strcmp(argv[i], "--label") != 0) ||
             (key_remove && argv[i][0] != '-' &&
              (strlen(argv[i]) != 16 || strspn(argv[i], "0123456789abcdef") != 16)))
             json_array_append_new(args, json_string("(redacted)"));

@@ -1431,7 +1431,22 @@ static int cmd_key(struct globals *g, int argc, char **argv)
     } else if (strcmp(sub, "add") == 0) {
         char *key = read_new_key(g, &e);
         struct caris_key_add_result res;
-        if (!key || caris_key_add(r, key, label, &op, &res, &e) != 0) {
+        /* nor a secret of the configuration (BACKUP_ENCRYPTION_KEY, a password) */
+        bool label_secret = false;
+        if (key && label && *label) {
+            size_t ll = strlen(label), cap = ll + 64;
+            char *copy = xmalloc(cap);
+            memcpy(copy, label, ll + 1);
+            label_secret = config_scrub_secrets(&g->cfg, copy, cap);
+            cx_wipe(copy, cap);
+            free(copy);
+        }
+        if (label_secret)
+            err_set(&e, ERR_USAGE,
+                    "give a label that says whose key it is or where it is kept; nothing was added",
+                    "the key slot's label holds a secret of the configuration (labels are stored "
+                    "in clear)");
+        if (!key || label_secret || caris_key_add(r, key, label, &op, &res, &e) != 0) {
             code = fail(&e);
         } else if (g->json) {
             json_t *j = caris_key_add_result_to_json(&res);

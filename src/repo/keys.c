@@ -486,6 +486,13 @@ int repo_key_add(struct repo *r, const char *password, const char *label, char i
                        "the new key %s",
                        ctl ? "holds a control character (a tab, a newline, ...)"
                            : "begins or ends with a blank");
+    /* a label is stored in clear in the repository and shown by `key list`: the key typed
+     * there by mistake (`--label "$NEW_KEY"`) was kept in clear beside the slot it opens */
+    if (label && *label && strstr(label, password))
+        return err_set(e, ERR_USAGE,
+                       "give a label that says whose key it is or where it is kept, not the key; "
+                       "nothing was added",
+                       "the key slot's label holds the new key (labels are stored in clear)");
     if (check_label(label ? label : "", e) != 0)
         return -1;
     struct slotlist l;

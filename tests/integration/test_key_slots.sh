@@ -152,7 +152,21 @@ assert_contains "$ERR" "key add takes no argument" "key add with an operand: ref
 assert_false "the key given as an argument is not printed" grep -qF -- "$argkey" "$ERR_FILE"
 assert_false "... nor kept in the audit log" grep -qF -- "$argkey" "$BACKUP_DIR/metadata/audit.log"
 run cb audit
-assert_contains "$OUT" '"--label","mistaken","(redacted)"' "the audit log shows the label and the operand redacted"
+assert_contains "$OUT" '"--label","(redacted)","(redacted)"' "the audit log shows --label and the operand redacted"
+# the new key, or the key in use, given as the label: refused (a label is stored in clear, in
+# the slot and in `key list`), and kept nowhere
+slots_before=$(ls "$REPO/keys")
+labkey="the new key typed as its own label 0123456789abc"
+run_stdin "$labkey" cb key add --label "$labkey"
+assert_rc 2 "key add --label NEWKEY is refused"
+assert_contains "$ERR" "the key slot's label holds the new key" "it says why"
+run_stdin "$labkey" cb key add --label "key: $BACKUP_ENCRYPTION_KEY"
+assert_rc 2 "key add --label holding BACKUP_ENCRYPTION_KEY is refused"
+assert_contains "$ERR" "holds a secret of the configuration" "it says why"
+assert_eq "$slots_before" "$(ls "$REPO/keys")" "no slot was added"
+assert_false "the new key is not kept in the audit log" grep -qF -- "$labkey" "$BACKUP_DIR/metadata/audit.log"
+assert_false "nor in the repository" grep -rqF -- "$labkey" "$REPO"
+assert_false "the key in use is not kept in the audit log" grep -qF -- "$BACKUP_ENCRYPTION_KEY" "$BACKUP_DIR/metadata/audit.log"
 assert_exit 2 cb init --compression 3 "$argkey"
 assert_false "a key given to init as an operand is not kept in the audit log" \
     grep -qF -- "$argkey" "$BACKUP_DIR/metadata/audit.log"
