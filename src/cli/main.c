@@ -1142,7 +1142,8 @@ static int cmd_restore(struct globals *g, int argc, char **argv)
                "Owners, modes, times and extended attributes (ACLs too) are restored; one that\n"
                "the target refuses fails the restore. Onto a file system that cannot hold them\n"
                "(vfat, exFAT, some NFS exports): --no-xattrs leaves the extended attributes\n"
-               "(and ACLs) out, --no-owner makes the restoring user the owner.\n");
+               "(and ACLs) out, --no-owner makes the restoring user the owner (dropping the\n"
+               "setuid/setgid bits that were set for another owner or group).\n");
         return 0;
     }
     if (strcmp(argv[1], "database") == 0)

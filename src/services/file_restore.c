@@ -1115,6 +1115,13 @@ int files_read_backup(struct repo *r, json_t *summary, const struct buf *entries
             m.nxattrs = 0;
         }
         if (o->no_owner) {
+            /* Set-user-id and set-group-id go with the owner they were set for: kept on a file
+             * now owned by whoever restores (root), a user's own setuid program became a
+             * setuid-root one (GNU tar keeps them: not a rule to copy). */
+            if (m.uid != (uint32_t)geteuid())
+                m.mode &= ~(uint32_t)S_ISUID;
+            if (m.gid != (uint32_t)getegid())
+                m.mode &= ~(uint32_t)S_ISGID;
             m.uid = (uint32_t)geteuid();
             m.gid = (uint32_t)getegid();
         }

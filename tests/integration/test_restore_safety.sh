@@ -310,4 +310,24 @@ else
     fi
 fi
 
+# --- --no-owner: set-user-id and set-group-id go with the owner they were set for ------------
+# restored by root with --no-owner, a user's own setuid program became setuid root
+if ((EUID == 0)); then
+    su=$TEST_TMP/suid-src
+    mkdir -p "$su/shared"
+    printf '#!/bin/sh\n' >"$su/tool"
+    printf '#!/bin/sh\n' >"$su/roottool"
+    chown 4321:4321 "$su/tool" "$su/shared"
+    chmod 6755 "$su/tool" "$su/roottool"
+    chmod 2775 "$su/shared"
+    backup_json "$TEST_TMP/suid.json" --full "$su"
+    assert_exit 0 cb --quiet restore files "$BACKUP_ID" --target "$TEST_TMP/suid-r" --no-owner
+    r=$TEST_TMP/suid-r$su
+    assert_eq "755 0:0" "$(stat -c '%a %u:%g' "$r/tool")" "another user's setuid file: no setuid/setgid once root owns it"
+    assert_eq "775 0:0" "$(stat -c '%a %u:%g' "$r/shared")" "another user's setgid directory: no setgid once root owns it"
+    assert_eq "6755 0:0" "$(stat -c '%a %u:%g' "$r/roottool")" "root's own setuid file keeps its bits"
+    assert_exit 0 cb --quiet restore files "$BACKUP_ID" --target "$TEST_TMP/suid-o"
+    assert_eq "6755 4321:4321" "$(stat -c '%a %u:%g' "$TEST_TMP/suid-o$su/tool")" "with the owner restored, the bits stay"
+fi
+
 test_done
