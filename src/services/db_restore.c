@@ -224,6 +224,23 @@ static int select_objects(const struct dbk *k, const char *const *tables, size_t
     }
     for (size_t i = 0; i < nt; i++) {
         const char *t = tables[i];
+        /* "a.b" that names both a table called "a.b" and table b of schema a: the first was
+         * taken, silently (and with --clean overwritten in place of the one meant) */
+        for (const char *dot = strchr(t, '.'); dot && has_table(all, NULL, t);
+             dot = strchr(dot + 1, '.')) {
+            char *schema = xstrndup(t, (size_t)(dot - t));
+            bool both = has_table(all, schema, dot + 1);
+            free(schema);
+            if (both) {
+                json_decref(asked);
+                return err_set(e, ERR_USAGE,
+                               "restore the whole schema with --schema instead (or rename one "
+                               "of the two tables); nothing was restored",
+                               "--table %s names two tables of backup %s: a table called \"%s\" "
+                               "and table %s of schema %.*s",
+                               t, k->id, t, dot + 1, (int)(dot - t), t);
+            }
+        }
         if (has_table(all, NULL, t)) {
             /* With the schemas of the tables so named: pg_restore -t alone also matches views,
              * sequences and foreign tables of that name in every other schema. */

@@ -160,4 +160,17 @@ CARIS_RESTORE_TARGET_URL=$(pg_url latin_b) run cb restore database "$latin_id" -
 assert_rc 0 "restore --table público (a bare name) --verify"
 assert_eq "1" "$(PGCLIENTENCODING=UTF8 psql_db latin_b -c 'SELECT count(*) FROM "público"' 2>&1)" "its row was restored"
 
+# --table a.b where the backup has both a table called "a.b" and table b of schema a: the first
+# was taken silently (with --clean, the one not meant was overwritten); refused now
+pg_createdb dotted >/dev/null
+psql_db dotted -c 'CREATE TABLE public."a.b" (x int); INSERT INTO public."a.b" SELECT generate_series(1, 7);
+  CREATE SCHEMA a; CREATE TABLE a.b (x int); INSERT INTO a.b SELECT generate_series(1, 3)' >/dev/null
+POSTGRES_URL=$(pg_url dotted) db_backup_json "$TEST_TMP/dotted.json" --full
+CARIS_RESTORE_TARGET_URL=$(pg_url dotted_r) run cb restore database "$BACKUP_ID" --create --verify --table a.b
+assert_rc 2 "--table a.b naming two tables is refused"
+assert_contains "$ERR" "names two tables" "it says why"
+assert_false "nothing was created" pg_db_exists dotted_r
+CARIS_RESTORE_TARGET_URL=$(pg_url dotted_r) run cb restore database "$BACKUP_ID" --create --verify --schema a
+assert_rc 0 "--schema a restores a.b"
+
 test_done
