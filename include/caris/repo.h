@@ -155,6 +155,10 @@ int repo_local_file_write(const struct repo *r, const char *purpose, const char 
 /* ---- key slots ----------------------------------------------------------------------- */
 /* Id of the key slot that opened the repository (16 hex digits). */
 const char *repo_key_slot(const struct repo *r);
+/* A key as keys are kept (a line of .env.local, unquoted): at least 32 bytes, no control
+ * character, no blank at either end, no " #", no leading quote; else ERR_CONFIG naming it as
+ * what ("BACKUP_ENCRYPTION_KEY", "the new key"). init and key add ask it. */
+int repo_key_text_check(const char *password, const char *what, struct err *e);
 int repo_key_add(struct repo *r, const char *password, const char *label, char id_out[17],
                  struct err *e);
 json_t *repo_key_list(struct repo *r, struct err *e); /* array of {id, label, created, current} */

@@ -465,27 +465,40 @@ const char *repo_key_slot(const struct repo *r)
     return r->key_slot;
 }
 
-int repo_key_add(struct repo *r, const char *password, const char *label, char id_out[17],
-                 struct err *e)
+int repo_key_text_check(const char *password, const char *what, struct err *e)
 {
     size_t plen = strlen(password);
     if (plen < MIN_PASSWORD_LEN)
         return err_set(e, ERR_CONFIG, "use a random key of at least 32 characters",
-                       "the new key is too short");
+                       "%s is too short", what);
     /* .env.local drops the blanks around an unquoted value (and a '\r' before the line's end),
-     * and stdin gives one line: a key added with them could not be given back as
-     * BACKUP_ENCRYPTION_KEY the way keys are kept, and once the old key was removed the
-     * operator would hold only "wrong encryption key". */
+     * takes " #" for the start of a comment and a leading quote for a quoted value, and stdin
+     * gives one line: a key like that could not be given back as BACKUP_ENCRYPTION_KEY the way
+     * keys are kept, and the operator would hold only "wrong encryption key" (init took one:
+     * a repository no key written into .env.local opened). */
     bool ctl = false;
     for (size_t i = 0; i < plen; i++)
         ctl = ctl || (unsigned char)password[i] < 0x20 || password[i] == 0x7f;
-    if (ctl || password[0] == ' ' || password[plen - 1] == ' ')
+    const char *why = ctl ? "holds a control character (a tab, a newline, ...)"
+                      : password[0] == ' ' || password[plen - 1] == ' '
+                          ? "begins or ends with a blank"
+                      : strstr(password, " #") ? "holds \" #\" (a comment in .env.local)"
+                      : password[0] == '\'' || password[0] == '"' ? "begins with a quote"
+                                                                  : NULL;
+    if (why)
         return err_set(e, ERR_CONFIG,
-                       "an unquoted value in .env.local loses its surrounding blanks: use a "
-                       "random key without them, e.g. `openssl rand -base64 33`",
-                       "the new key %s",
-                       ctl ? "holds a control character (a tab, a newline, ...)"
-                           : "begins or ends with a blank");
+                       "an unquoted value in .env.local loses its surrounding blanks, ends at "
+                       "\" #\" and is read as quoted after a leading quote: use a random key, e.g. "
+                       "`openssl rand -base64 33`",
+                       "%s %s", what, why);
+    return 0;
+}
+
+int repo_key_add(struct repo *r, const char *password, const char *label, char id_out[17],
+                 struct err *e)
+{
+    if (repo_key_text_check(password, "the new key", e) != 0)
+        return -1;
     /* a label is stored in clear in the repository and shown by `key list`: the key typed
      * there by mistake (`--label "$NEW_KEY"`) was kept in clear beside the slot it opens */
     if (label && *label && strstr(label, password))

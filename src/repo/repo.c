@@ -1626,6 +1626,9 @@ struct repo *repo_init(const char *path, const char *password, const struct repo
         o = &dflt;
     uint64_t kdf_ops = o->kdf_ops ? o->kdf_ops : REPO_KDF_OPS_DEFAULT;
     uint64_t kdf_mem = o->kdf_mem ? o->kdf_mem : REPO_KDF_MEM_DEFAULT;
+    /* a key that the env file it is kept in would change, refused before anything exists */
+    if (repo_key_text_check(password, "BACKUP_ENCRYPTION_KEY", e) != 0)
+        return NULL;
     /* The readers' bounds, checked before anything is created: a slot beyond them would
      * never open. */
     if (repo_kdf_check(kdf_ops, kdf_mem, e) != 0 || cx_init(e) != 0)

@@ -133,6 +133,15 @@ assert_exit 6 env CARIS_NEW_ENCRYPTION_KEY="$(printf 'tab\tin the new key, long 
     "$CARIS_BIN" key add
 assert_contains "$ERR" "control character" "a tab inside: refused"
 assert_false "the key is not in the error" grep -qF -- "long enough 0123456789" "$ERR_FILE"
+run_stdin "new key with a hash, long enough 0123456789 #x" cb key add --label hash
+assert_rc 6 "key add refuses a key holding ' #' (the env file takes it for a comment)"
+# init too: it took them, and made a repository no key written into .env.local opened
+for bad in " leading blank key, long enough 0123456789" "$(printf 'tab\tinit key, long enough 0123456789')" \
+    "init key with a hash, long enough 0123456789 #x" "'quoted init key, long enough 0123456789"; do
+    assert_exit 6 env BACKUP_ENCRYPTION_KEY="$bad" BACKUP_DIR="$TEST_TMP/init-bad" "$CARIS_BIN" init
+    assert_contains "$ERR" "BACKUP_ENCRYPTION_KEY" "init refuses such a key, naming it"
+done
+assert_false "nothing was created" test -e "$TEST_TMP/init-bad/repository/config"
 run cb --json key list
 assert_eq 1 "$(json_eval "$OUT_FILE" 'len(d)')" "no slot was added"
 inner="a new key with \"quotes\", blanks and ünïcödé inside 0123"
