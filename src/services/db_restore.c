@@ -203,6 +203,56 @@ static void ask_tables(json_t *asked, json_t *all, const char *schema, const cha
  * they select every named schema's tables of every named name: a selection that this does not
  * give exactly (s1.a with s2.b would also bring s1.b and s2.a, which a --clean restore would
  * overwrite with the backup's rows) is refused. */
+/* Whether pg_restore's -n/-t arguments of s select table schema.name (every named schema's
+ * tables of every named name). */
+static bool sel_takes(const struct selection *s, const char *schema, const char *name)
+{
+    return !((json_object_size(s->schemas) && !json_object_get(s->schemas, schema)) ||
+             (json_object_size(s->names) && !json_object_get(s->names, name)));
+}
+
+/* --clean of some tables or schemas over a database with partitioned tables: pg_restore drops
+ * each selected table and recreates it. A selected partitioned table takes all its partitions
+ * with it, and those the selection leaves out are not recreated (their rows gone, exit 0,
+ * "row counts match"); a selected partition alone comes back detached from its parent (the
+ * parent's rows in it no longer the parent's, its inserts for that range refused). Refused
+ * here, naming the pair; 1 when refused (e set), 0 when none, -1 with e. */
+static int clean_splits_partitions(PGconn *c, const struct selection *s, const char *dbname,
+                                   struct err *e)
+{
+    PGresult *res = pgsrc_query(
+        c,
+        "SELECT pn.nspname, p.relname, cn.nspname, c.relname FROM pg_inherits i"
+        " JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace pn ON pn.oid = p.relnamespace"
+        " JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace cn ON cn.oid = c.relnamespace"
+        " WHERE p.relkind = 'p' ORDER BY 1, 2, 3, 4",
+        0, NULL, e);
+    if (!res)
+        return -1;
+    int rc = 0;
+    for (int i = 0; i < PQntuples(res) && rc == 0; i++) {
+        const char *ps = PQgetvalue(res, i, 0), *pn = PQgetvalue(res, i, 1);
+        const char *cs = PQgetvalue(res, i, 2), *cn = PQgetvalue(res, i, 3);
+        bool parent = sel_takes(s, ps, pn), child = sel_takes(s, cs, cn);
+        if (parent && !child)
+            rc = err_set(e, ERR_USAGE,
+                         "select its partitions too (--schema of each), or restore into a new "
+                         "database with --create; nothing was restored",
+                         "--clean would drop %s.%s in database %s and with it its partition "
+                         "%s.%s, which the selection does not bring back",
+                         ps, pn, dbname, cs, cn) < 0;
+        else if (child && !parent)
+            rc = err_set(e, ERR_USAGE,
+                         "restore the partitioned table's schema (--schema), or into a new "
+                         "database with --create; nothing was restored",
+                         "--clean would restore %s.%s alone, detached from %s.%s, whose "
+                         "partition it is in database %s",
+                         cs, cn, ps, pn, dbname) < 0;
+    }
+    PQclear(res);
+    return rc;
+}
+
 static int select_objects(const struct dbk *k, const char *const *tables, size_t nt,
                           const char *const *schemas, size_t ns, struct selection *s, struct err *e)
 {
@@ -287,8 +337,7 @@ static int select_objects(const struct dbk *k, const char *const *tables, size_t
         char *key = xasprintf("%s\x1f%s", schema, name);
         bool want = !nt && !ns ? true : json_object_get(asked, key) != NULL;
         key[strlen(schema)] = '.'; /* as the plan shows it */
-        bool selected = !((json_object_size(s->schemas) && !json_object_get(s->schemas, schema)) ||
-                          (json_object_size(s->names) && !json_object_get(s->names, name)));
+        bool selected = sel_takes(s, schema, name);
         if (selected && !want)
             str_list_add(extra, sizeof(extra), key);
         else if (want && !selected)
@@ -2138,6 +2187,17 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
                     dbname, host, port, (long long)nrel);
             goto out;
         } else if (o->clean) {
+            int split = sel.nargs ? clean_splits_partitions(c, &sel, dbname, e) : 0;
+            if (split < 0)
+                goto out;
+            if (split && !o->dry_run) {
+                plan_add(plan, "refused: %s", e->msg);
+                goto out;
+            }
+            if (split) { /* a dry run says so, and goes on to prove the backup restores */
+                plan_add(plan, "NOTE: the restore itself would be refused: %s", e->msg);
+                err_clear(e);
+            }
             if (pgsrc_partition_indexes(c, &pidx, &npidx, e) != 0)
                 goto out;
             if (npidx)

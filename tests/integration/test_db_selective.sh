@@ -173,4 +173,33 @@ assert_false "nothing was created" pg_db_exists dotted_r
 CARIS_RESTORE_TARGET_URL=$(pg_url dotted_r) run cb restore database "$BACKUP_ID" --create --verify --schema a
 assert_rc 0 "--schema a restores a.b"
 
+# --clean of a selection over a database with a partitioned table whose partitions lie in two
+# schemas: --schema audit dropped audit.events and with it archive.events_2025 (305 rows gone,
+# exit 0, "row counts match"); --table of a partition alone detached it from its parent for good.
+# Refused now, naming the pair; a dry run says so.
+pg_createdb parts >/dev/null
+psql_db parts -c "CREATE SCHEMA audit; CREATE SCHEMA archive;
+  CREATE TABLE audit.events (id int, at date, what text) PARTITION BY RANGE (at);
+  CREATE TABLE archive.events_2025 PARTITION OF audit.events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+  CREATE TABLE audit.events_2026 PARTITION OF audit.events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+  INSERT INTO audit.events SELECT g, '2025-03-01'::date + g, 'e' || g FROM generate_series(1, 500) g" >/dev/null
+POSTGRES_URL=$(pg_url parts) db_backup_json "$TEST_TMP/parts.json" --full
+parts_id=$BACKUP_ID
+CARIS_RESTORE_TARGET_URL=$(pg_url parts_live) run cb restore database "$parts_id" --create
+assert_rc 0 "a copy of the partitioned database"
+CARIS_RESTORE_TARGET_URL=$(pg_url parts_live) run cb restore database "$parts_id" --clean --verify --schema audit
+assert_rc 2 "--clean --schema audit, which would drop archive.events_2025 with its parent: refused"
+assert_contains "$ERR" "and with it its partition archive.events_2025" "it names the partition"
+CARIS_RESTORE_TARGET_URL=$(pg_url parts_live) run cb restore database "$parts_id" --clean --verify --table audit.events_2026
+assert_rc 2 "--clean --table of a partition alone: refused"
+assert_contains "$ERR" "detached from audit.events" "it says why"
+assert_eq 305 "$(psql_db parts_live -c 'SELECT count(*) FROM archive.events_2025')" "archive.events_2025 keeps its rows"
+assert_eq "500 true" "$(psql_db parts_live -c "SELECT (SELECT count(*) FROM audit.events) || ' ' || relispartition FROM pg_class WHERE oid = 'audit.events_2026'::regclass")" \
+    "audit.events keeps its 500 rows, audit.events_2026 is still its partition"
+CARIS_RESTORE_TARGET_URL=$(pg_url parts_live) run cb restore database "$parts_id" --clean --dry-run --schema audit
+assert_contains "$OUT$ERR" "would be refused" "a dry run says the restore would be refused"
+CARIS_RESTORE_TARGET_URL=$(pg_url parts_live) run cb restore database "$parts_id" --clean --verify --schema audit --schema archive
+assert_rc 0 "--clean of both schemas: the whole partitioned table"
+assert_eq 500 "$(psql_db parts_live -c 'SELECT count(*) FROM audit.events')" "its 500 rows"
+
 test_done
