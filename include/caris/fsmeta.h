@@ -78,8 +78,9 @@ typedef int (*fswalk_cb)(void *ctx, const struct fswalk_entry *ent, struct err *
  * device skipped, ...): msg says what and why (it names the path). The walk continues. A file
  * or directory that could not be opened then comes to the entry callback too, with
  * fswalk_entry.error set. lost: something that exists could not be read (an errno: the
- * entry, a directory's listing, its extended attributes), as opposed to what is skipped by
- * design or went away (a socket, a device, a file that vanished or changed type). */
+ * entry, a directory's listing), as opposed to what is kept all the same (an entry whose
+ * extended attributes could not be read, a FIFO), skipped by design or gone (a socket, a
+ * device, a file that vanished or changed type). */
 typedef void (*fswalk_warn_cb)(void *ctx, const char *path, const char *msg, bool lost);
 
 struct fswalk_opts {

@@ -143,12 +143,13 @@ json_t *pgsrc_list_roles(PGconn *c, struct err *e);
  * for the same locks). */
 int pgsrc_count_rows_send(PGconn *c, json_t *tables, json_t *lock, struct err *e);
 int pgsrc_count_rows_collect(PGconn *c, json_t *tables, const char *key, struct err *e);
-/* In the snapshot's transaction, once its locks are held: the user tables whose storage was
- * replaced after the snapshot was taken (TRUNCATE, a rewriting ALTER TABLE, VACUUM FULL,
- * CLUSTER committed before the locks were granted). The snapshot sees such a table's new,
- * empty file: its rows in the dump (and its count) are missing. 0 and names "" when none;
- * else how many, and up to five of them, quoted, in names (of size n); -1 with e. */
-int pgsrc_rewritten_tables(PGconn *c, char *names, size_t n, struct err *e);
+/* In the snapshot's transaction, once its locks are held: the tables of pgsrc_list_tables
+ * whose storage was replaced after the snapshot was taken (TRUNCATE, a rewriting ALTER TABLE,
+ * VACUUM FULL, CLUSTER committed before the locks were granted), as [{"schema", "name"}];
+ * NULL with e. After TRUNCATE or a rewriting ALTER TABLE the snapshot sees the new file
+ * empty (its rows are the committing transaction's): the table's rows are missing from the
+ * dump. VACUUM FULL and CLUSTER keep the rows' visibility: the snapshot counts them. */
+json_t *pgsrc_rewritten_tables(PGconn *c, struct err *e);
 /* The same, one table at a time: a table that cannot be counted (missing) gets null. */
 int pgsrc_count_rows_each(PGconn *c, json_t *tables, const char *key, struct err *e);
 /* Number of relations (tables, views, sequences, ...) outside the system schemas that do

@@ -749,12 +749,17 @@ struct step_ctx {
     struct job *j;
 };
 
+static bool stop_requested(const struct daemon *d);
+
 /* Whether j was cancelled on purpose: for going on longer than BACKUP_RUN_TIMEOUT, or by
  * `schedule cancel`; then *e (a failure of it, "cancelled") says which. */
 static bool cancel_explain(struct daemon *d, struct job *j, struct err *e)
 {
     pthread_mutex_lock(&d->mu);
-    bool timed_out = j->timed_out, asked = j->cancel_asked, stopped = j->stopped;
+    /* (a stop asked: the S3 requests in flight end at once, maybe before the main loop marked
+     * the job stopped) */
+    bool timed_out = j->timed_out, asked = j->cancel_asked,
+         stopped = j->stopped || stop_requested(d);
     int64_t limit_s = d->run_timeout_ns / 1000000000;
     pthread_mutex_unlock(&d->mu);
     if ((timed_out || asked || stopped) && e && strncmp(e->msg, "cancelled", 9) == 0) {
@@ -967,7 +972,7 @@ static void run_job(struct daemon *d, struct job *j)
     if (j->catch_up)
         json_object_set_new(rj, "catchUp", json_true());
     pthread_mutex_lock(&d->mu);
-    bool stopped = j->stopped;
+    bool stopped = j->stopped || stop_requested(d); /* (see cancel_explain) */
     pthread_mutex_unlock(&d->mu);
     if (rc != 0 && stopped) /* caught up by the next daemon (catch_up_locked) */
         json_object_set_new(rj, "stopped", json_true());

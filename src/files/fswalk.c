@@ -230,15 +230,13 @@ static bool is_resource_errno(int err)
 /* Something about the current entry could not be read. For the root that fails the walk
  * (nothing would be backed up); below it, it is a warning and the walk goes on. Running out
  * of descriptors or memory fails the walk too: it would otherwise skip whole subtrees. */
-static int problem(struct walker *w, bool fatal, int errnum, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int problem(struct walker *w, bool fatal, int errnum, const char *fmt, ...)
+static int vproblem(struct walker *w, bool fatal, int errnum, bool lost, const char *fmt,
+                    va_list ap) __attribute__((format(printf, 5, 0)));
+static int vproblem(struct walker *w, bool fatal, int errnum, bool lost, const char *fmt,
+                    va_list ap)
 {
     char msg[sizeof(w->e->msg)];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
     if (fatal || is_resource_errno(errnum)) {
         const char *hint = errnum == EMFILE || errnum == ENFILE
                                ? "raise the open-file limit (ulimit -n); one descriptor is "
@@ -259,9 +257,34 @@ static int problem(struct walker *w, bool fatal, int errnum, const char *fmt, ..
             size_t l = strlen(msg);
             snprintf(msg + l, sizeof(msg) - l, ": %s", strerror(errnum));
         }
-        w->o->warn(w->o->ctx, w->path, msg, errnum != 0);
+        w->o->warn(w->o->ctx, w->path, msg, lost);
     }
     return 0;
+}
+
+/* lost: errnum != 0 (something that exists could not be read). */
+static int problem(struct walker *w, bool fatal, int errnum, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int problem(struct walker *w, bool fatal, int errnum, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = vproblem(w, fatal, errnum, errnum != 0, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+/* The entry is kept whole all the same (its extended attributes could not be read; a FIFO,
+ * which has no content): not lost. */
+static int problem_kept(struct walker *w, bool fatal, int errnum, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int problem_kept(struct walker *w, bool fatal, int errnum, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = vproblem(w, fatal, errnum, false, fmt, ap);
+    va_end(ap);
+    return rc;
 }
 
 static int path_append(struct walker *w, const char *name)
@@ -430,7 +453,7 @@ static int meta_read_xattrs(struct walker *w, int fd, struct fs_meta *m)
     if (xattrs_read(fd, &m->xattrs, &m->nxattrs) == 0)
         return 0;
     char ep[ESC_MAX];
-    return problem(w, false, errno, "cannot read extended attributes of %s", shown(w, ep));
+    return problem_kept(w, false, errno, "cannot read extended attributes of %s", shown(w, ep));
 }
 
 static int emit_entry(struct walker *w, int dfd, const char *name, const struct stat *st,
@@ -630,7 +653,7 @@ static int visit_fifo(struct walker *w, int dfd, const char *name, struct stat *
         int err = errno;
         if (err == ENOENT || err == ELOOP || is_resource_errno(err))
             return open_failed(w, root, err, "fifo");
-        if (problem(w, root, err, "cannot read extended attributes of %s", shown(w, ep)) < 0)
+        if (problem_kept(w, root, err, "cannot read extended attributes of %s", shown(w, ep)) < 0)
             return -1;
         if (meta_fill(w, st, FS_FIFO, &m) < 0)
             return -1;
@@ -1204,8 +1227,9 @@ static int visit_dir(struct walker *w, int dfd, const char *name, struct stat *s
         m.nxattrs = n->nxattrs;
         n->xattrs = NULL;
         n->nxattrs = 0;
-        if (n->xattr_err && problem(w, false, n->xattr_err, "cannot read extended attributes of %s",
-                                    shown(w, ep)) < 0) {
+        if (n->xattr_err &&
+            problem_kept(w, false, n->xattr_err, "cannot read extended attributes of %s",
+                         shown(w, ep)) < 0) {
             fs_meta_free(&m);
             rc = -1;
         } else if ((rc = emit(w, dfd, name, st, &m)) != 0 || !n->listed) {

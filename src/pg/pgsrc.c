@@ -1002,29 +1002,29 @@ int pgsrc_count_rows_send(PGconn *c, json_t *tables, json_t *lock, struct err *e
     return 0;
 }
 
-int pgsrc_rewritten_tables(PGconn *c, char *names, size_t n, struct err *e)
+json_t *pgsrc_rewritten_tables(PGconn *c, struct err *e)
 {
     /* pg_class read under the transaction's snapshot gives the storage the snapshot sees;
      * pg_relation_filenode() looks through the catalog cache, which the lock brought up to
-     * date: the storage there is now */
-    PGresult *res = pgsrc_query(
-        c,
-        "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_class c"
-        " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'm')"
-        " AND c.relfilenode <> 0 AND " USER_SCHEMA(
-            "n") " AND c.relfilenode IS DISTINCT FROM pg_relation_filenode(c.oid) ORDER BY 1",
-        0, NULL, e);
+     * date: the storage there is now. The tables of pgsrc_list_tables alone (those locked):
+     * a materialized view cannot be locked, and its refresh during the backup loses nothing
+     * (the dump holds a REFRESH, not rows); nor are extensions' tables listed. */
+    PGresult *res =
+        pgsrc_query(c,
+                    "SELECT n.nspname, c.relname FROM pg_class c"
+                    " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r'"
+                    " AND c.relfilenode <> 0 AND " USER_SCHEMA("n") " AND " NOT_EXTENSION_MEMBER(
+                        "c.oid") " AND c.relfilenode IS DISTINCT FROM pg_relation_filenode(c.oid)"
+                                 " ORDER BY 1, 2",
+                    0, NULL, e);
     if (!res)
-        return -1;
-    int rows = PQntuples(res);
-    size_t len = 0;
-    names[0] = '\0';
-    for (int i = 0; i < rows && i < 5 && len < n; i++)
-        len += (size_t)snprintf(names + len, n - len, "%s%s", i ? ", " : "", PQgetvalue(res, i, 0));
-    if (rows > 5 && len < n)
-        snprintf(names + len, n - len, ", ...");
+        return NULL;
+    json_t *out = json_array();
+    for (int i = 0; i < PQntuples(res); i++)
+        json_array_append_new(out, json_pack("{s:s, s:s}", "schema", PQgetvalue(res, i, 0), "name",
+                                             PQgetvalue(res, i, 1)));
     PQclear(res);
-    return rows;
+    return out;
 }
 
 int pgsrc_count_rows_collect(PGconn *c, json_t *tables, const char *key, struct err *e)

@@ -293,19 +293,44 @@ static int db_backup(struct repo *r, const struct db_backup_opts *o, bool increm
      * between the snapshot and the locks (which waited for it) left the snapshot seeing the
      * table's new, empty file: the dump and its count had none of its rows, and the backup,
      * its test restore and --verify all said ok. Caught here, before anything is committed. */
-    char rewritten[600];
-    int nrw = pgsrc_rewritten_tables(conn, rewritten, sizeof(rewritten), e);
-    if (nrw < 0)
+    json_t *rw = pgsrc_rewritten_tables(conn, e);
+    if (!rw)
         goto out;
+    /* one whose snapshot still counts rows was rewritten keeping them (VACUUM FULL, CLUSTER) */
+    char rewritten[600] = "";
+    size_t len = 0;
+    int nrw = 0;
+    json_array_foreach(rw, ti, tj)
+    {
+        const char *rs = json_string_value(json_object_get(tj, "schema"));
+        const char *rn = json_string_value(json_object_get(tj, "name"));
+        size_t k;
+        json_t *x;
+        bool empty = false;
+        json_array_foreach(tables, k, x)
+        {
+            if (strcmp(json_string_value(json_object_get(x, "schema")) ?: "", rs) == 0 &&
+                strcmp(json_string_value(json_object_get(x, "name")) ?: "", rn) == 0)
+                empty = json_integer_value(json_object_get(x, "rows")) == 0;
+        }
+        if (!empty)
+            continue;
+        if (nrw++ < 5 && len < sizeof(rewritten))
+            len += (size_t)snprintf(rewritten + len, sizeof(rewritten) - len, "%s%s.%s",
+                                    nrw > 1 ? ", " : "", rs, rn);
+        else if (nrw == 6 && len < sizeof(rewritten))
+            len += (size_t)snprintf(rewritten + len, sizeof(rewritten) - len, ", ...");
+    }
+    json_decref(rw);
     if (nrw > 0) {
         err_set(e, ERR_DATABASE,
                 "run the backup again (nothing was committed); if it keeps happening, schedule "
                 "it away from the job that truncates or rewrites these tables",
-                "%d table%s of database %s %s truncated or rewritten (TRUNCATE, ALTER TABLE, "
-                "VACUUM FULL, CLUSTER) by another session while the backup began: %s; the dump "
-                "would lack %s rows",
-                nrw, nrw == 1 ? "" : "s", info.database, nrw == 1 ? "was" : "were", rewritten,
-                nrw == 1 ? "its" : "their");
+                "%d table%s of database %s %s truncated or rewritten (TRUNCATE, ALTER TABLE) by "
+                "another session while the backup began, and the backup sees %s empty: %s; "
+                "the dump may lack %s rows",
+                nrw, nrw == 1 ? "" : "s", info.database, nrw == 1 ? "was" : "were",
+                nrw == 1 ? "it" : "them", rewritten, nrw == 1 ? "its" : "their");
         goto out;
     }
     PQfinish(conn); /* ends the snapshot's transaction */

@@ -217,8 +217,8 @@ static bool sel_takes(const struct selection *s, const char *schema, const char 
  * "row counts match"); a selected partition alone comes back detached from its parent (the
  * parent's rows in it no longer the parent's, its inserts for that range refused). Refused
  * here, naming the pair; 1 when refused (e set), 0 when none, -1 with e. */
-static int clean_splits_partitions(PGconn *c, const struct selection *s, const char *dbname,
-                                   struct err *e)
+static int clean_splits_partitions(PGconn *c, const struct selection *s, json_t *all,
+                                   const char *dbname, struct err *e)
 {
     PGresult *res = pgsrc_query(
         c,
@@ -241,7 +241,7 @@ static int clean_splits_partitions(PGconn *c, const struct selection *s, const c
                          "--clean would drop %s.%s in database %s and with it its partition "
                          "%s.%s, which the selection does not bring back",
                          ps, pn, dbname, cs, cn) < 0;
-        else if (child && !parent)
+        else if (child && !parent && has_table(all, cs, cn)) /* (else pg_restore leaves it) */
             rc = err_set(e, ERR_USAGE,
                          "restore the partitioned table's schema (--schema), or into a new "
                          "database with --create; nothing was restored",
@@ -2187,7 +2187,9 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
                     dbname, host, port, (long long)nrel);
             goto out;
         } else if (o->clean) {
-            int split = sel.nargs ? clean_splits_partitions(c, &sel, dbname, e) : 0;
+            int split = sel.nargs ? clean_splits_partitions(
+                                        c, &sel, json_object_get(k.summary, "tables"), dbname, e)
+                                  : 0;
             if (split < 0)
                 goto out;
             if (split && !o->dry_run) {

@@ -46,4 +46,30 @@ db_backup_json "$TEST_TMP/b.json" --full
 assert_rc 0 "the backup run again succeeds"
 assert_eq 1000 "$(json_eval "$TEST_TMP/b.json" "[t['rows'] for t in d['tables'] if t['name'] == 'patients'][0]")" \
     "it holds the table's rows"
+
+# A rewrite that keeps the rows' visibility (CLUSTER; VACUUM FULL alike) committed while the
+# backup waited: the snapshot still sees every row: the backup succeeds (the check flagged it:
+# a false "the dump would lack its rows"). And a materialized view refreshed meanwhile (never
+# locked, and dumped as a REFRESH): no failure either.
+psql_db "$db" -c "CREATE MATERIALIZED VIEW mv AS SELECT count(*) AS n FROM notes" >/dev/null
+printf "BEGIN;\nCLUSTER patients USING patients_pkey;\nSELECT 'clustered';\n" >"$TEST_TMP/cluster.sql"
+fifo2=$TEST_TMP/cluster.fifo
+mkfifo "$fifo2"
+exec {cfd}<>"$fifo2"
+bg_start "$CARIS_PG_BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h "$CARIS_PG_SOCKET" -p "$CARIS_PG_PORT" \
+    -U "$CARIS_PG_USER" -d "$db" -f "$fifo2"
+psql_pid=$BG_PID psql_out=$BG_OUT
+cat "$TEST_TMP/cluster.sql" >&"$cfd"
+# shellcheck disable=SC2317
+_clustered() { grep -q clustered "$psql_out"; }
+wait_until 60 _clustered || fail "the other session did not cluster"
+bg_start cb --json backup database --full
+backup_pid=$BG_PID backup_err=$BG_ERR
+wait_until 60 _backup_waits || fail "the backup never waited for the table lock" "$(_tail "$backup_err")"
+psql_db "$db" -c "REFRESH MATERIALIZED VIEW mv" >/dev/null
+printf 'COMMIT;\n\\q\n' >&"$cfd"
+wait "$psql_pid"
+wait "$backup_pid"
+assert_eq 0 "$?" "a backup that waited for a CLUSTER, a view refreshed meanwhile: succeeds"
+assert_eq 2 "$(json_eval <(cb --json list) 'len(d)')" "and is listed"
 test_done
