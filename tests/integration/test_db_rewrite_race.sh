@@ -14,25 +14,36 @@ psql_db "$db" -c "CREATE TABLE patients (id int PRIMARY KEY, name text);
   CREATE TABLE notes (pid int, note text); INSERT INTO notes SELECT g, 'n' || g FROM generate_series(1, 800) g" >/dev/null
 init_repo
 
+# session_begin SQL: another session runs BEGIN and SQL, and holds its transaction (and its
+# locks) open until session_commit; sets SESSION_PID
+session_begin() {
+    local fifo
+    fifo=$TEST_TMP/session.$RANDOM.fifo
+    mkfifo "$fifo"
+    exec {SESSION_FD}<>"$fifo"
+    bg_start "$CARIS_PG_BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h "$CARIS_PG_SOCKET" -p "$CARIS_PG_PORT" \
+        -U "$CARIS_PG_USER" -d "$db" -f "$fifo"
+    SESSION_PID=$BG_PID
+    local out=$BG_OUT
+    printf "BEGIN;\n%s\nSELECT 'session-ready';\n" "$1" >&"$SESSION_FD"
+    # shellcheck disable=SC2317
+    _session_ready() { grep -q session-ready "$1"; }
+    wait_until 60 _session_ready "$out" || fail "the other session did not run: $1"
+}
+session_commit() {
+    printf 'COMMIT;\n\\q\n' >&"$SESSION_FD"
+    wait "$SESSION_PID"
+}
+
 # the other session: TRUNCATE and reload, not committed yet
-fifo=$TEST_TMP/truncate.fifo
-mkfifo "$fifo"
-exec {tfd}<>"$fifo"
-bg_start "$CARIS_PG_BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h "$CARIS_PG_SOCKET" -p "$CARIS_PG_PORT" \
-    -U "$CARIS_PG_USER" -d "$db" -f "$fifo"
-psql_pid=$BG_PID psql_out=$BG_OUT
-printf "BEGIN;\nTRUNCATE patients;\nINSERT INTO patients SELECT g, 'new' || g FROM generate_series(1, 1000) g;\nSELECT 'truncated';\n" >&"$tfd"
-# shellcheck disable=SC2317
-_truncated() { grep -q truncated "$psql_out"; }
-wait_until 60 _truncated || fail "the other session did not truncate"
+session_begin "TRUNCATE patients; INSERT INTO patients SELECT g, 'new' || g FROM generate_series(1, 1000) g;"
 
 bg_start cb --json backup database --full
 backup_pid=$BG_PID backup_err=$BG_ERR
 # shellcheck disable=SC2317
 _backup_waits() { (($(pg_lock_waiters "$db" patients) >= 1)); }
 wait_until 60 _backup_waits || fail "the backup never waited for the table lock" "$(_tail "$backup_err")"
-printf 'COMMIT;\n\\q\n' >&"$tfd"
-wait "$psql_pid"
+session_commit
 wait "$backup_pid"
 rc=$?
 assert_eq 10 "$rc" "the backup that raced the TRUNCATE fails (exit 10)"
@@ -52,23 +63,12 @@ assert_eq 1000 "$(json_eval "$TEST_TMP/b.json" "[t['rows'] for t in d['tables'] 
 # a false "the dump would lack its rows"). And a materialized view refreshed meanwhile (never
 # locked, and dumped as a REFRESH): no failure either.
 psql_db "$db" -c "CREATE MATERIALIZED VIEW mv AS SELECT count(*) AS n FROM notes" >/dev/null
-printf "BEGIN;\nCLUSTER patients USING patients_pkey;\nSELECT 'clustered';\n" >"$TEST_TMP/cluster.sql"
-fifo2=$TEST_TMP/cluster.fifo
-mkfifo "$fifo2"
-exec {cfd}<>"$fifo2"
-bg_start "$CARIS_PG_BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h "$CARIS_PG_SOCKET" -p "$CARIS_PG_PORT" \
-    -U "$CARIS_PG_USER" -d "$db" -f "$fifo2"
-psql_pid=$BG_PID psql_out=$BG_OUT
-cat "$TEST_TMP/cluster.sql" >&"$cfd"
-# shellcheck disable=SC2317
-_clustered() { grep -q clustered "$psql_out"; }
-wait_until 60 _clustered || fail "the other session did not cluster"
+session_begin "CLUSTER patients USING patients_pkey;"
 bg_start cb --json backup database --full
 backup_pid=$BG_PID backup_err=$BG_ERR
 wait_until 60 _backup_waits || fail "the backup never waited for the table lock" "$(_tail "$backup_err")"
 psql_db "$db" -c "REFRESH MATERIALIZED VIEW mv" >/dev/null
-printf 'COMMIT;\n\\q\n' >&"$cfd"
-wait "$psql_pid"
+session_commit
 wait "$backup_pid"
 assert_eq 0 "$?" "a backup that waited for a CLUSTER, a view refreshed meanwhile: succeeds"
 assert_eq 2 "$(json_eval <(cb --json list) 'len(d)')" "and is listed"
