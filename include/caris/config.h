@@ -81,6 +81,11 @@ bool config_var_name_showable(const char *s);
  * 8 bytes or more) by "(redacted)": a secret typed where an argument goes comes back in
  * messages that quote the argument. Returns whether anything was replaced. */
 bool config_scrub_secrets(const struct config *c, char *text, size_t n);
+/* Whether text, whole (an argument, a label), holds a secret variable's value: what
+ * config_scrub_secrets would replace in it, judged on a wiped copy with room to spare (a text
+ * is never taken for a message cut at its end, whose last bytes would count when they are a
+ * secret's first ones). */
+bool config_holds_secret(const struct config *c, const char *text);
 
 /* BACKUP_DIR or the default. */
 const char *config_backup_dir(const struct config *c);

@@ -237,16 +237,8 @@ void cli_audit(struct globals *g, int argc, char **argv, int code, int64_t durat
                 args, json_string(var == argv[i] ? "(redacted)" : "--to-key-env=(redacted)"));
             continue;
         }
-        /* a secret typed as an argument (the key given as a backup id); room to spare: a
-         * whole argument is never taken for a message cut at its end (whose last bytes would
-         * then count when they are a secret's first ones) */
-        size_t al = strlen(argv[i]), cap = al + 64;
-        char *copy = xmalloc(cap);
-        memcpy(copy, argv[i], al + 1);
-        bool secret = config_scrub_secrets(&g->cfg, copy, cap);
-        cx_wipe(copy, cap);
-        free(copy);
-        if (secret) {
+        /* a secret typed as an argument (the key given as a backup id) */
+        if (config_holds_secret(&g->cfg, argv[i])) {
             json_array_append_new(args, json_string("(redacted)"));
             continue;
         }

@@ -1433,15 +1433,7 @@ static int cmd_key(struct globals *g, int argc, char **argv)
         char *key = read_new_key(g, &e);
         struct caris_key_add_result res;
         /* nor a secret of the configuration (BACKUP_ENCRYPTION_KEY, a password) */
-        bool label_secret = false;
-        if (key && label && *label) {
-            size_t ll = strlen(label), cap = ll + 64;
-            char *copy = xmalloc(cap);
-            memcpy(copy, label, ll + 1);
-            label_secret = config_scrub_secrets(&g->cfg, copy, cap);
-            cx_wipe(copy, cap);
-            free(copy);
-        }
+        bool label_secret = key && label && *label && config_holds_secret(&g->cfg, label);
         if (label_secret)
             err_set(&e, ERR_USAGE,
                     "give a label that says whose key it is or where it is kept; nothing was added",

@@ -504,6 +504,17 @@ static bool scrub_one(char *text, size_t n, const char *secret)
     return any;
 }
 
+bool config_holds_secret(const struct config *c, const char *text)
+{
+    size_t len = strlen(text), cap = len + 64;
+    char *copy = xmalloc(cap);
+    memcpy(copy, text, len + 1);
+    bool secret = config_scrub_secrets(c, copy, cap);
+    secmem_wipe(copy, cap);
+    free(copy);
+    return secret;
+}
+
 bool config_scrub_secrets(const struct config *c, char *text, size_t n)
 {
     bool any = false;

@@ -706,11 +706,8 @@ static int perform(struct s3_storage *s, const struct request *rq, const long *o
             handle_give(s, c);
             return 0;
         }
-        if (!after_cancel && cancelled()) {
-            handle_give(s, c);
-            return err_set(e, ERR_FAILURE, NULL, "cancelled (%s %s in %s)", rq->method,
-                           rq->name ? rq->name : "(bucket)", s->base.location);
-        }
+        if (!after_cancel && cancelled())
+            continue; /* (said at the top of the loop, not tried again) */
         char *code = !bad && rc == CURLE_OK ? error_code(rs) : NULL;
         bool again = bad ? true : rs->overflow ? false : retryable(rc, rs->status, code);
         if (!again || time_mono_ns() >= deadline) {
