@@ -557,10 +557,11 @@ static void decide_ownership(PGconn *c, json_t *roles, bool *no_owner, bool *no_
     if (missing.len > 1) {
         *no_owner = *no_priv = true;
         json_array_append_new(
-            plan, json_sprintf("roles missing on the target: %s: objects will be owned by %s and "
-                               "privileges are not restored (pg_restore --no-owner "
-                               "--no-privileges); create the roles first (the backup's "
-                               "globals.sql) to keep them",
+            plan, json_sprintf("roles missing on the target: %s: objects will be owned by %s, "
+                               "and the backup's privileges are applied after the data except "
+                               "those of the missing roles (pg_restore --no-owner "
+                               "--no-privileges, then each GRANT and REVOKE of the backup); "
+                               "create the roles first (the backup's globals.sql) to keep them",
                                (const char *)missing.data, user));
     } else if (foreign.len > 1) {
         *no_owner = true;
@@ -1002,17 +1003,24 @@ static void *collect_main(void *arg)
 
 #define TOC_MAX (256u << 20)
 
-/* What pg_restore prints (stdout, NUL-terminated in *out) with the options opts (at most 7)
- * for the staged file, or for the stream (read from its beginning: pg_restore stops reading
- * once it has what it prints; the rest of the stream is not fetched). */
-static int pg_restore_text(struct restore_run *rr, const char *file, const char *const *opts,
-                           char **out, struct err *e)
+/* What pg_restore prints (stdout, NUL-terminated in *out) with the options opts
+ * (NULL-terminated), then the selection's (with_sel), for the staged file, or for the stream
+ * (read from its beginning: pg_restore stops reading once it has what it prints; the rest of
+ * the stream is not fetched). */
+static int pg_restore_text_sel(struct restore_run *rr, const char *file, const char *const *opts,
+                               bool with_sel, char **out, struct err *e)
 {
     *out = NULL;
-    const char *argv[10] = {rr->tool->path};
-    size_t n = 1;
-    for (size_t i = 0; opts[i] && n < 8; i++)
+    size_t nopts = 0, nsel = with_sel && rr->sel ? rr->sel->nargs : 0;
+    while (opts[nopts])
+        nopts++;
+    const char **argv = xcalloc(xsize(nopts + nsel, 1, 3), sizeof(char *));
+    size_t n = 0;
+    argv[n++] = rr->tool->path;
+    for (size_t i = 0; i < nopts; i++)
         argv[n++] = opts[i];
+    for (size_t i = 0; i < nsel; i++)
+        argv[n++] = rr->sel->args[i];
     argv[n++] = file;
     sigset_t pipe_set, old_mask;
     sigemptyset(&pipe_set);
@@ -1062,7 +1070,14 @@ out:;
     while (sigtimedwait(&pipe_set, NULL, &zero) > 0)
         ;
     pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
+    free(argv);
     return rc;
+}
+
+static int pg_restore_text(struct restore_run *rr, const char *file, const char *const *opts,
+                           char **out, struct err *e)
+{
+    return pg_restore_text_sel(rr, file, opts, false, out, e);
 }
 
 /* pg_restore --list of the staged file, or of the stream's beginning. */
@@ -1250,14 +1265,17 @@ out:
  * "<id>; <tableoid> <oid> <desc> <schema> <tag> <owner>". The DATABASE entry itself holds its
  * owner (ALTER DATABASE ... OWNER TO): without it in the list a database with no other entry
  * was taken for one without settings, and its owner left out. */
-static bool toc_db_entry(const char *line, size_t len)
+static const char *const toc_db_kinds[] = {
+    "DATABASE - ",     "DATABASE PROPERTIES ",       "COMMENT - DATABASE ",
+    "ACL - DATABASE ", "SECURITY LABEL - DATABASE ", NULL};
+
+/* The index in kinds (NULL-terminated) of the description a line of pg_restore --list starts
+ * with after its ids, or -1. */
+static int toc_kind(const char *line, size_t len, const char *const *kinds)
 {
-    static const char *const kinds[] = {
-        "DATABASE - ",     "DATABASE PROPERTIES ",       "COMMENT - DATABASE ",
-        "ACL - DATABASE ", "SECURITY LABEL - DATABASE ", NULL};
     const char *p = memchr(line, ';', len);
     if (!p || line[0] == ';')
-        return false;
+        return -1;
     p++;
     for (int field = 0; field < 2; field++) { /* the catalog id: two numbers */
         while (p < line + len && *p == ' ')
@@ -1266,13 +1284,18 @@ static bool toc_db_entry(const char *line, size_t len)
             p++;
     }
     if (p >= line + len || *p != ' ')
-        return false;
+        return -1;
     p++;
     for (int i = 0; kinds[i]; i++)
         if ((size_t)(line + len - p) > strlen(kinds[i]) &&
             strncmp(p, kinds[i], strlen(kinds[i])) == 0)
-            return true;
-    return false;
+            return i;
+    return -1;
+}
+
+static bool toc_db_entry(const char *line, size_t len)
+{
+    return toc_kind(line, len, toc_db_kinds) >= 0;
 }
 
 /* The statements of a SQL script: ';' ends one outside string constants ('...', E'...'),
@@ -1684,6 +1707,149 @@ out:
     return rc;
 }
 
+/* ---- privileges, when roles are missing on the target ---------------------------------------- */
+
+/* A restore into a server that lacks some of the backup's roles runs pg_restore with
+ * --no-privileges (decide_ownership): one GRANT to a missing role would fail the whole restore.
+ * That left out every privilege of the backup, its REVOKEs from PUBLIC too: a SECURITY DEFINER
+ * function whose EXECUTE the backup had revoked from PUBLIC came back executable by every role,
+ * running as the restoring user, and so did USAGE on a schema the backup had closed. So once
+ * the data is in, the dump's ACL and DEFAULT ACL entries (the database's own are settings,
+ * above) are printed by pg_restore and applied in one transaction, one statement at a time: a
+ * statement that fails (its role is missing) is rolled back to its savepoint and reported; the
+ * others, every REVOKE from PUBLIC among them, are applied. */
+
+static const char *const toc_acl_kinds[] = {"ACL - DATABASE ", "ACL ", "DEFAULT ACL ", NULL};
+
+/* The statements of the dump's ACL entries for what this restore selected, as pg_restore
+ * prints them with --no-owner, in *sql (NULL when there are none). */
+static int read_acls(struct restore_run *rr, char **sql_out, struct err *e)
+{
+    *sql_out = NULL;
+    char *toc = NULL;
+    struct temp_item listfile = TEMP_ITEM_INIT;
+    int rc = -1;
+    const char *const lopts[] = {"--list", NULL};
+    if (pg_restore_text_sel(rr, NULL, lopts, true, &toc, e) != 0)
+        goto out;
+    struct buf list = {0};
+    for (const char *l = toc; *l;) {
+        size_t len = strcspn(l, "\n");
+        if (toc_kind(l, len, toc_acl_kinds) > 0) { /* not the database's ACL (0) */
+            buf_append(&list, l, len);
+            buf_append(&list, "\n", 1);
+        }
+        l += len + (l[len] == '\n');
+    }
+    buf_append_u8(&list, 0);
+    bool none = list.len == 1;
+    int wrc = none ? 0 : write_toc(rr, (const char *)list.data, &listfile, e);
+    buf_free(&list);
+    if (none || wrc != 0) {
+        rc = wrc;
+        goto out;
+    }
+    char *use = xasprintf("--use-list=%s", listfile.path);
+    const char *const opts[] = {"--file=-", use, "--no-owner", NULL};
+    rc = pg_restore_text_sel(rr, NULL, opts, true, sql_out, e);
+    free(use);
+out:
+    if (rc != 0)
+        err_wrap(e, "cannot read the privileges of the backup");
+    free(toc);
+    temp_item_remove(&listfile);
+    return rc;
+}
+
+/* Whether stmt grants or revokes (GRANT, REVOKE, ALTER DEFAULT PRIVILEGES). */
+static bool stmt_privilege(const char *stmt)
+{
+    size_t w0 = strspn(stmt, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ");
+    return word_is(stmt, w0, "GRANT") || word_is(stmt, w0, "REVOKE") ||
+           strncasecmp(stmt, "ALTER DEFAULT PRIVILEGES ", 25) == 0;
+}
+
+/* The statements that failed and were logged one by one; the rest are counted. */
+#define ACL_FAILURES_LOGGED 10
+
+/* Reads and applies the backup's privileges to rr's target database dbname (see above): 0 with
+ * a warning in warnings when some statements could not be applied; -1 with e when none could be
+ * (the dump's privileges cannot be read, the database cannot be reached, the transaction fails),
+ * and then nothing of them is applied. */
+static int restore_acls(struct restore_run *rr, const char *dbname, json_t *warnings, struct err *e)
+{
+    char *sql = NULL, **stmts = NULL, first[800] = "";
+    PGconn *c = NULL;
+    size_t applied = 0, failed = 0;
+    int rc = -1;
+    if (read_acls(rr, &sql, e) != 0)
+        goto out;
+    if (!sql) {
+        rc = 0;
+        goto out;
+    }
+    if (!(c = pgsrc_connect(rr->target, NULL, e)) || pgsrc_exec(c, "BEGIN", e) != 0)
+        goto out;
+    sql_statements(sql, &stmts);
+    for (size_t i = 0; stmts[i]; i++) {
+        char head[120];
+        stmt_head(stmts[i], head, sizeof(head));
+        bool session = stmt_session(stmts[i]);
+        struct err xe = ERR_INIT;
+        if (!session && !stmt_privilege(stmts[i])) {
+            err_set(&xe, ERR_DATABASE, NULL, "not a privilege statement: not run");
+        } else {
+            /* a failed statement aborts the transaction: undone to its savepoint, alone */
+            if (pgsrc_exec(c, "SAVEPOINT caris_acl", e) != 0)
+                goto out;
+            int xrc = session ? session_exec(c, stmts[i], e) : pgsrc_exec(c, stmts[i], &xe);
+            if (session && xrc < 0)
+                goto out;
+            if (xrc == 0 && !session)
+                applied++;
+            if (xrc != 0 && pgsrc_exec(c, "ROLLBACK TO SAVEPOINT caris_acl", e) != 0)
+                goto out;
+            if (pgsrc_exec(c, "RELEASE SAVEPOINT caris_acl", e) != 0)
+                goto out;
+        }
+        if (!err_is_set(&xe))
+            continue;
+        if (failed++ < ACL_FAILURES_LOGGED)
+            caris_op_log(rr->op, LOG_WARN,
+                         "database %s: a privilege of the backup was not "
+                         "applied: %s: %s",
+                         dbname, head, xe.msg);
+        if (!*first)
+            snprintf(first, sizeof(first), "%s: %s", head, xe.msg);
+    }
+    if (pgsrc_exec(c, "COMMIT", e) != 0)
+        goto out;
+    if (failed) {
+        char *w = xasprintf("database %s: %zu of the backup's %zu privilege statements were "
+                            "not applied (the others were); the first: %s",
+                            dbname, failed, applied + failed, first);
+        json_array_append_new(warnings, jsonx_text(w));
+        caris_op_log(rr->op, LOG_WARN, "%s", w);
+        free(w);
+    }
+    caris_op_log(rr->op, LOG_INFO, "database %s: %zu privilege statement%s of the backup applied",
+                 dbname, applied, applied == 1 ? "" : "s");
+    rc = 0;
+out:
+    if (rc != 0)
+        err_wrap(e,
+                 "the backup's privileges (its REVOKEs from PUBLIC among them) could not be "
+                 "applied to database %s",
+                 dbname);
+    if (c)
+        PQfinish(c); /* an open transaction is rolled back */
+    for (size_t i = 0; stmts && stmts[i]; i++)
+        free(stmts[i]);
+    free(stmts);
+    free(sql);
+    return rc;
+}
+
 /* ---- scratch databases (test restores) ------------------------------------------------------ */
 
 struct scratch {
@@ -1823,15 +1989,24 @@ static int scratch_create(struct scratch *s, enum db_scratch kind,
         if (rc == 0)
             scratch_sweep(c, &s->server, op);
     }
-    if (rc == 0)
-        rc = create_database(c, s->name, k, e);
+    if (rc == 0 && (rc = create_database(c, s->name, k, e)) == 0) {
+        s->created = true;
+        /* a copy of the records, for this restore only: no other role may connect (a new
+         * database lets PUBLIC connect, and no entry of a dump restored into an existing
+         * database changes that) */
+        char *qn = PQescapeIdentifier(c, s->name, strlen(s->name));
+        char *sql = qn ? xasprintf("REVOKE ALL ON DATABASE %s FROM PUBLIC", qn) : NULL;
+        rc = sql ? pgsrc_exec(c, sql, e)
+                 : err_set(e, ERR_DATABASE, NULL, "cannot quote the name %s", s->name);
+        free(sql);
+        PQfreemem(qn);
+    }
     if (rc != 0 || kind == DB_SCRATCH_LOCAL)
         PQfinish(c);
     else
         s->holder = c; /* the lock stays held until the database is dropped */
     if (rc != 0)
         return -1;
-    s->created = true;
     pgsrc_target_copy(&s->server, &s->target);
     pgsrc_target_set(&s->target, "dbname", s->name);
     return 0;
@@ -2338,6 +2513,20 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
         } else {
             /* one transaction (or nothing started): rolled back */
             err_wrap(e, "database %s was not changed", dbname);
+        }
+        goto out;
+    }
+    if (rr.no_privileges && restore_acls(&rr, dbname, warnings, e) != 0) {
+        if (created) {
+            drop_created(&t, dbname, e);
+        } else {
+            char was[sizeof(e->hint)];
+            snprintf(was, sizeof(was), "%s", e->hint);
+            snprintf(e->hint, sizeof(e->hint),
+                     "database %s holds the backup's data, but roles may use objects the "
+                     "backup denied them: do not open it to other roles; once the cause is "
+                     "fixed, restore again with --clean%s%s",
+                     dbname, *was ? "; " : "", was);
         }
         goto out;
     }

@@ -101,6 +101,9 @@ scratch_dbs() { psql_db postgres -c "SELECT datname FROM pg_database WHERE datna
 held test-restore "$id"
 orphan=$(scratch_dbs)
 assert_match '^caris_test_[0-9a-f]{8}$' "$orphan" "the held test restore made its scratch database"
+psql_db postgres -c "CREATE ROLE scratch_outsider LOGIN" >/dev/null || fail "creating role scratch_outsider failed"
+assert_eq f "$(psql_db postgres -c "SELECT has_database_privilege('scratch_outsider', '$orphan', 'CONNECT')")" \
+    "... which no other role may connect to (a new database lets PUBLIC connect)"
 kill -9 "$PID"
 wait "$HELD_BG"
 assert_eq "$orphan" "$(scratch_dbs)" "killed with SIGKILL, it left its scratch database behind"

@@ -20,6 +20,11 @@ psql_db "$src" -c "CREATE SCHEMA clinical;
     CREATE ROLE notes_owner;
     CREATE TABLE clinical.extra (id integer);
     ALTER TABLE clinical.extra OWNER TO notes_owner;
+    CREATE FUNCTION clinical.definer() RETURNS integer LANGUAGE sql SECURITY DEFINER AS 'SELECT 1';
+    REVOKE ALL ON FUNCTION clinical.definer() FROM PUBLIC;
+    GRANT EXECUTE ON FUNCTION clinical.definer() TO app_reader;
+    GRANT SELECT ON clinical.notes TO app_reader, notes_owner;
+    REVOKE USAGE ON SCHEMA public FROM PUBLIC;
     ALTER DATABASE \"$src\" SET search_path TO clinical, public;
     ALTER DATABASE \"$src\" SET work_mem TO '8MB';
     ALTER DATABASE \"$src\" CONNECTION LIMIT 42;
@@ -96,12 +101,29 @@ assert_eq true "$(json_get "$OUT_FILE" '["ok"]')" "ok: the database is restored"
 for db in restored restored2 restored3; do
     psql_db "$db" -c "DROP OWNED BY notes_owner" >/dev/null || fail "dropping notes_owner's table in $db failed"
 done
-psql_db "$src" -c "DROP TABLE clinical.extra; DROP ROLE notes_owner" >/dev/null || fail "dropping notes_owner failed"
+psql_db "$src" -c "DROP OWNED BY notes_owner; DROP ROLE notes_owner" >/dev/null || fail "dropping notes_owner failed"
 CARIS_RESTORE_TARGET_URL=$(pg_url restored4) run cb restore database "$id" --create
 assert_rc 3 "restore --create with a role missing (and gone_role's setting): exit 3"
 assert_contains "$ERR" "roles missing on the target: notes_owner" "the plan says privileges are left out for the missing role"
 assert_contains "$(db_settings restored4)" "42|Prontuários; clínica 'A' -- teste|f|t|t" \
     "the database's REVOKE CONNECT FROM PUBLIC and its grants are applied: outsider may not connect"
+# (pg_restore --no-privileges left out the backup's REVOKEs from PUBLIC: every role could run
+# the SECURITY DEFINER function, as the restoring superuser, and use schema public)
+privileges() {
+    psql_db "$1" -c "SELECT has_function_privilege('outsider', 'clinical.definer()', 'EXECUTE'),
+        has_function_privilege('app_reader', 'clinical.definer()', 'EXECUTE'),
+        has_schema_privilege('outsider', 'public', 'USAGE'),
+        has_table_privilege('app_reader', 'clinical.notes', 'SELECT'),
+        has_table_privilege('outsider', 'clinical.notes', 'SELECT')"
+}
+assert_eq "f|t|f|t|f" "$(privileges restored4)" \
+    "the backup's other privileges are applied: only app_reader may run the SECURITY DEFINER function, nobody else may use schema public"
+assert_contains "$ERR" "1 of the backup's 5 privilege statements were not applied" "the grant to the missing role is a warning"
+assert_contains "$ERR" "TO notes_owner" "... naming it"
+psql_db postgres -c "CREATE DATABASE restored5" >/dev/null || fail "creating restored5 failed"
+CARIS_RESTORE_TARGET_URL=$(pg_url restored5) run cb restore database "$id"
+assert_rc 3 "restore into an existing database with a role missing: exit 3"
+assert_eq "f|t|f|t|f" "$(privileges restored5)" "... the backup's privileges applied there too"
 
 # --- a LATIN1 backup, into a database named with an accent ------------------------------------
 # (the statements ran on the maintenance database, a UTF-8 one, in the dump's client_encoding:
@@ -144,7 +166,9 @@ EOF
     CARIS_RESTORE_TARGET_URL=$(pg_url restored_newer) run unshare -m bash -c 'mount --bind "$1" "$2" && shift 2 && exec "$@"' \
         - "$TEST_TMP/pg_restore.newer" "$pg_restore_bin" "$CARIS_BIN" --json restore database "$id" --create
     assert_rc 3 "restore --create with a pg_restore that prints SET transaction_timeout: exit 3 (gone_role's setting, as before)"
-    assert_eq 1 "$(json_eval "$OUT_FILE" 'len(d["warnings"])')" "one warning: gone_role's, none for SET transaction_timeout"
+    assert_eq 2 "$(json_eval "$OUT_FILE" 'len(d["warnings"])')" "two warnings: gone_role's setting and notes_owner's grant"
+    assert_not_contains "$(json_get "$OUT_FILE" '["warnings"]')" "transaction_timeout" "... none for SET transaction_timeout (settings or privileges)"
+    assert_eq "f|t|f|t|f" "$(privileges restored_newer)" "... the backup's privileges applied"
     assert_contains "$(db_settings restored_newer)" "42|Prontuários; clínica 'A' -- teste|f|t|t" "... the settings applied"
 else
     note "PostgreSQL $pg_major, or no mount namespaces: the newer pg_restore case is skipped"
