@@ -229,7 +229,10 @@ def main():
             summary["msgAfter"] = page.eval("document.getElementById('action-msg').textContent")
             summary["consoleErrors"] = page.errors()
             return
-        if mode == "alerts":  # sign in and read the banners only
+        if mode == "alerts":  # sign in and read the banners (and the runs' history) only
+            summary["history"] = page.eval("document.getElementById('history').textContent")
+            summary["historyClasses"] = page.eval(
+                "[...document.querySelectorAll('#history li')].map(l => l.className).join(' ')")
             summary["screenshots"].append(page.shot(os.path.join(out, "4-alerts.png")))
             summary["consoleErrors"] = page.errors()
             return

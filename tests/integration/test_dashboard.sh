@@ -25,7 +25,11 @@ done
 assert_exit 0 cb token add --label dashboard
 TOKEN=$OUT
 
-api_daemon_start
+# the daemon cannot read files named unreadable.txt (EIO): none exists until the run with
+# warnings below
+shim=$TEST_TMP/read_faults.so
+cc -shared -fPIC -O2 -o "$shim" "$(dirname "$0")/read_faults.c" -ldl || fail "building the read fault shim failed"
+LD_PRELOAD=$shim READ_FAULT=eio READ_FAULT_FILE=unreadable.txt api_daemon_start
 
 # the pages themselves: no credential needed, a strict content security policy, no CDN
 run curl -s -D "$TEST_TMP/page.head" -o "$TEST_TMP/page.html" -w '%{http_code}' "$BASE/admin/backup"
@@ -65,6 +69,21 @@ assert_eq "[]" "$(json_eval "$S" 'd["consoleErrors"]')" "no console error"
 assert_eq 3 "$(ls "$TEST_TMP"/dashboard/[123]-*.png | wc -l)" "three screenshots saved"
 note "screenshots: $TEST_TMP/dashboard/*.png"
 
+# A run with warnings (a file it could not read) completed, but the history said "ok", as for a
+# clean run: it says "ok, with WARNINGS" and the step's warning (checked in the next session).
+# Its backup is forgotten, so that the newest backup is a day old again below.
+printf 'x\n' >"$TEST_TMP/src/unreadable.txt"
+run python3 "$LIB_DIR/api_client.py" req "$BASE" POST /api/admin/backup/create "$TOKEN" '{"type": "incremental", "includeFiles": true}'
+assert_eq 202 "$(head -n 1 <<<"$OUT")" "a run is started through the API"
+job=$(tail -n +2 <<<"$OUT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["jobId"])')
+run python3 "$LIB_DIR/api_client.py" wait "$BASE" "$TOKEN" "$job" 120
+assert_rc 0 "... and ends"
+printf '%s\n' "$OUT" >"$TEST_TMP/warned.json"
+assert_eq "true true" "$(json_eval "$TEST_TMP/warned.json" 'str(d["ok"]).lower() + " " + str(d["result"]["warnings"]).lower()')" \
+    "... ok, with warnings"
+rm -f "$TEST_TMP/src/unreadable.txt"
+assert_exit 0 cb forget "$(json_eval "$TEST_TMP/warned.json" 'd["result"]["backupIds"][0]')"
+
 # A backup dated in the future (made with the clock 400 days ahead, clock_ahead) is no recent
 # success: with the backup just made forgotten, the newest real one is a day old again, and the
 # stale banner shows beside one that names the future-dated backup.
@@ -82,6 +101,8 @@ assert_contains "$(json_eval "$S" 'd["alerts"]')" "Backup $future is dated" \
     "a banner names the future-dated backup"
 assert_contains "$(json_eval "$S" 'd["alerts"]')" "No successful files backup for more than 12 hours" \
     "and the stale banner shows: the future-dated backup does not count"
+assert_contains "$(json_eval "$S" 'd["history"]')" "ok, with WARNINGS (backup: " "the history says the run had warnings"
+assert_match '^warn ' "$(json_eval "$S" 'd["historyClasses"]')" "... and marks it (the newest run first)"
 assert_eq "[]" "$(json_eval "$S" 'd["consoleErrors"]')" "no console error"
 
 kill -TERM "$DAEMON"

@@ -226,10 +226,15 @@ function renderStatus(s) {
   hist.replaceChildren();
   for (const h of (s.history || []).slice(0, 10)) {
     const li = document.createElement("li");
+    // a run with warnings (a file it could not read) completed, but is not "ok" to keep quiet
+    const warned = (h.steps || []).find(x => x.warning);
+    const result = !h.ok ? "FAILED" + (h.error ? " (" + h.error.message + ")" : "")
+      : h.warnings ? "ok, with WARNINGS" + (warned ? " (" + warned.step + ": " + warned.warning.message + ")" : "")
+      : "ok";
     li.textContent = (h.startedAt || "").slice(0, 16).replace("T", " ") + " " + (h.schedule || "") +
-      " " + (h.type || "") + ": " + (h.ok ? "ok" : "FAILED" + (h.error ? " (" + h.error.message + ")" : "")) +
-      " in " + seconds(h.durationMs);
+      " " + (h.type || "") + ": " + result + " in " + seconds(h.durationMs);
     if (!h.ok) li.className = "bad";
+    else if (h.warnings) li.className = "warn";
     hist.appendChild(li);
   }
   const notes = $("notifications");
