@@ -613,6 +613,20 @@ static int set_db_comment(PGconn *c, const char *name, const char *text, struct 
     return rc;
 }
 
+/* REVOKE ALL ON DATABASE name FROM PUBLIC: a database a restore makes is closed to other roles
+ * until it is done (a new database lets PUBLIC connect). */
+static int db_close_to_public(PGconn *c, const char *name, struct err *e)
+{
+    char *qn = PQescapeIdentifier(c, name, strlen(name));
+    if (!qn)
+        return err_set(e, ERR_DATABASE, NULL, "cannot quote the name of database %s", name);
+    char *sql = xasprintf("REVOKE ALL ON DATABASE %s FROM PUBLIC", qn);
+    int rc = pgsrc_exec(c, sql, e);
+    free(sql);
+    PQfreemem(qn);
+    return rc;
+}
+
 /* The mark a --create restore left on database name ("" when none). */
 static void create_mark(PGconn *c, const char *name, char *out, size_t n)
 {
@@ -1629,16 +1643,17 @@ static int settings_join(struct settings_read *sr)
 }
 
 /* Applies the dump's database-level entries (sql, as read_db_settings read them; NULL: none)
- * to database dbname (made by this restore): 0 with *applied and *comment (a COMMENT ON
- * DATABASE was applied; it replaced the restore's mark); each statement that could not be
- * applied goes to warnings (and the log); -1 with e when the database cannot be reached. */
+ * to database dbname (made by this restore, closed to PUBLIC until now: db_public), in one
+ * transaction that first gives PUBLIC back a new database's CONNECT and TEMPORARY: 0 with
+ * *applied and *comment (a COMMENT ON DATABASE was applied; it replaced the restore's mark);
+ * each statement that could not be applied is undone to its savepoint and goes to warnings (and
+ * the log); -1 with e when the database cannot be reached or the transaction fails (nothing is
+ * applied then, and the database stays closed to PUBLIC). */
 static int apply_db_settings(struct restore_run *rr, const char *dbname, const char *sql,
                              json_t *warnings, size_t *applied, bool *comment, struct err *e)
 {
     *applied = 0;
     *comment = false;
-    if (!sql)
-        return 0;
     const char *from = summary_str(rr->k, "database");
     char **stmts = NULL, *to = NULL;
     PGconn *c = NULL;
@@ -1648,10 +1663,23 @@ static int apply_db_settings(struct restore_run *rr, const char *dbname, const c
      * database's, so it goes in unconverted. On a maintenance database of another encoding it
      * was converted (a LATIN1 dump's comment and settings came back garbled), and so was the
      * new database's name: it named another database, or none */
-    if (!(c = pgsrc_connect(rr->target, NULL, e)))
+    if (!(c = pgsrc_connect(rr->target, NULL, e)) || pgsrc_exec(c, "BEGIN", e) != 0)
         goto out;
-    sql_statements(sql, &stmts);
-    for (size_t i = 0; stmts[i]; i++) {
+    /* PUBLIC's default first, so that the dump's REVOKE ... FROM PUBLIC (pg_dump writes the
+     * database's ACL as a change from the default) ends where the backup's database was; named
+     * as the session writes it now, before the dump's client_encoding */
+    char *self = session_db_name(c, e);
+    if (!self)
+        goto out;
+    char *grant = xasprintf("GRANT CONNECT, TEMPORARY ON DATABASE %s TO PUBLIC", self);
+    int grc = pgsrc_exec(c, grant, e);
+    free(grant);
+    PQfreemem(self);
+    if (grc != 0)
+        goto out;
+    if (sql)
+        sql_statements(sql, &stmts);
+    for (size_t i = 0; stmts && stmts[i]; i++) {
         /* --create prints the database's CREATE DATABASE whatever the list says: it exists */
         size_t w1 = strcspn(stmts[i], " \t\n");
         if (stmts[i][w1] && word_is(stmts[i], w1, "CREATE") &&
@@ -1674,12 +1702,22 @@ static int apply_db_settings(struct restore_run *rr, const char *dbname, const c
                      dbname, from, head);
         } else {
             struct err xe = ERR_INIT;
+            /* a failed statement aborts the transaction: undone to its savepoint, alone */
+            if (pgsrc_exec(c, "SAVEPOINT caris_setting", e) != 0) {
+                free(q);
+                goto out;
+            }
             int xrc = session ? session_exec(c, q, &xe) : pgsrc_exec(c, q, &xe);
+            free(q);
+            if (xrc != 0 && pgsrc_exec(c, "ROLLBACK TO SAVEPOINT caris_setting", e) != 0)
+                goto out;
+            if (pgsrc_exec(c, "RELEASE SAVEPOINT caris_setting", e) != 0)
+                goto out;
             if (xrc >= 0) {
                 *w = '\0';
                 if (!session) {
                     (*applied)++;
-                    *comment |= strncasecmp(q, "COMMENT ON DATABASE ", 20) == 0;
+                    *comment |= strncasecmp(stmts[i], "COMMENT ON DATABASE ", 20) == 0;
                 }
             } else {
                 snprintf(w, sizeof(w),
@@ -1687,18 +1725,22 @@ static int apply_db_settings(struct restore_run *rr, const char *dbname, const c
                          "applied: %s: %s",
                          dbname, head, xe.msg);
             }
-            free(q);
         }
         if (*w) {
             json_array_append_new(warnings, jsonx_text(w));
             caris_op_log(rr->op, LOG_WARN, "%s", w);
         }
     }
+    if (pgsrc_exec(c, "COMMIT", e) != 0)
+        goto out;
     rc = 0;
 out:
     PQfreemem(to);
-    if (rc != 0)
+    if (rc != 0) {
+        *applied = 0;
+        *comment = false;
         err_wrap(e, "cannot apply the settings of the backup's database");
+    }
     if (c)
         PQfinish(c);
     for (size_t i = 0; stmts && stmts[i]; i++)
@@ -1991,15 +2033,9 @@ static int scratch_create(struct scratch *s, enum db_scratch kind,
     }
     if (rc == 0 && (rc = create_database(c, s->name, k, e)) == 0) {
         s->created = true;
-        /* a copy of the records, for this restore only: no other role may connect (a new
-         * database lets PUBLIC connect, and no entry of a dump restored into an existing
-         * database changes that) */
-        char *qn = PQescapeIdentifier(c, s->name, strlen(s->name));
-        char *sql = qn ? xasprintf("REVOKE ALL ON DATABASE %s FROM PUBLIC", qn) : NULL;
-        rc = sql ? pgsrc_exec(c, sql, e)
-                 : err_set(e, ERR_DATABASE, NULL, "cannot quote the name %s", s->name);
-        free(sql);
-        PQfreemem(qn);
+        /* a copy of the records, for this restore only: no other role may connect (no entry
+         * of a dump restored into an existing database changes that) */
+        rc = db_close_to_public(c, s->name, e);
     }
     if (rc != 0 || kind == DB_SCRATCH_LOCAL)
         PQfinish(c);
@@ -2470,7 +2506,11 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
         /* marked until the restore is done: one killed (SIGKILL, the machine down) leaves the
          * database it made, and the next --create says what it is */
         char *mark = xasprintf("%s%s (%s)", CREATE_MARK, k.id, summary_str(&k, "started"));
-        if (set_db_comment(c, dbname, mark, e) != 0) {
+        /* and closed to other roles until the backup's privileges and the database's own
+         * settings are applied (apply_db_settings opens it as the backup's was): the restored
+         * data must not be reachable by roles the backup's database kept out, while its row
+         * counts are verified */
+        if (set_db_comment(c, dbname, mark, e) != 0 || db_close_to_public(c, dbname, e) != 0) {
             free(mark);
             drop_created(&t, dbname, e);
             goto out;
@@ -2557,7 +2597,8 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
         if (err_is_set(&se) ||
             apply_db_settings(&rr, dbname, sr.sql, warnings, &applied, &commented, &se) != 0) {
             char *w = xasprintf("database %s is restored, but the settings of the backup's "
-                                "database were not applied: %s",
+                                "database were not applied, and it is still closed to PUBLIC "
+                                "(only its owner and superusers may connect): %s",
                                 dbname, se.msg);
             json_array_append_new(warnings, jsonx_text(w));
             caris_op_log(o->op, LOG_WARN, "%s", w);

@@ -65,7 +65,12 @@ assert_eq "" "$(items '*')" "BACKUP_DIR/temp is empty afterwards"
 
 # --- the database a killed --create restore made: the next --create says what it is ---------
 CARIS_RESTORE_TARGET_URL=$(pg_url killed_create)
+psql_db postgres -c "CREATE ROLE create_outsider LOGIN" >/dev/null || fail "creating role create_outsider failed"
 held restore database "$id" --create
+# (a new database lets PUBLIC connect: while it was verified, the restored records were open to
+# every role, whatever the backup's database allowed)
+assert_eq f "$(psql_db postgres -c "SELECT has_database_privilege('create_outsider', 'killed_create', 'CONNECT')")" \
+    "while the restore runs, the database it made is closed to other roles"
 kill -9 "$PID"
 wait "$HELD_BG"
 assert_true "the killed --create restore left its database" pg_db_exists killed_create
@@ -78,6 +83,8 @@ run cb restore database "$id" --create --verify
 assert_rc 0 "once dropped, the restore goes through"
 assert_eq "" "$(psql_db postgres -c "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = 'killed_create'")" \
     "the restored database carries no mark"
+assert_eq t "$(psql_db postgres -c "SELECT has_database_privilege('create_outsider', 'killed_create', 'CONNECT')")" \
+    "... and lets PUBLIC connect again, as the backup's database did"
 
 # --- a live restore's staged dump is not swept by another restore ----------------------------
 CARIS_RESTORE_TARGET_URL=$(pg_url live_a)

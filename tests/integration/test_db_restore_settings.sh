@@ -187,5 +187,8 @@ assert_eq "|-1" "$(psql_db postgres -c "SELECT coalesce(shobj_description(oid, '
     "no comment left (the restore's mark removed), no connection limit"
 assert_eq plain_owner "$(psql_db postgres -c "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'plain_r'")" \
     "the new database's owner is the backup's"
+assert_eq "t|t" "$(psql_db postgres -c "SELECT has_database_privilege('outsider', 'plain_r', 'CONNECT'),
+    has_database_privilege('outsider', 'plain_r', 'TEMPORARY')")" \
+    "PUBLIC may connect, as to the backup's database (closed while the restore ran)"
 
 test_done
