@@ -87,6 +87,11 @@ bool config_scrub_secrets(const struct config *c, char *text, size_t n);
  * secret's first ones). */
 bool config_holds_secret(const struct config *c, const char *text);
 
+/* Where the first "password=" of a libpq key=value text is (sslpassword too, any case, with
+ * the blanks libpq allows before '='): a pointer to its '=', or NULL. The value follows, after
+ * blanks. */
+const char *config_kv_password(const char *s);
+
 /* BACKUP_DIR or the default. */
 const char *config_backup_dir(const struct config *c);
 

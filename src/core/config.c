@@ -44,6 +44,18 @@ static const char *name_in(const char *const *names, size_t n, const char *name)
     return NULL;
 }
 
+const char *config_kv_password(const char *s)
+{
+    for (const char *p = strcasestr(s, "password"); p; p = strcasestr(p + 1, "password")) {
+        const char *q = p + 8;
+        while (*q == ' ' || *q == '\t')
+            q++;
+        if (*q == '=')
+            return q;
+    }
+    return NULL;
+}
+
 /* The static name of the secret that name=value holds (it outlives the file's text), or
  * NULL: a database URL only counts with a password (postgresql://user:PASSWORD@host, or
  * password= in the keyword form). */
@@ -55,7 +67,7 @@ static const char *secret_name(const char *name, const char *value)
     k = name_in(OTHER_SECRETS, sizeof(OTHER_SECRETS) / sizeof(OTHER_SECRETS[0]), name);
     if (!k || strstr(k, "_URL") == NULL) /* the database URLs count with a password only */
         return k;
-    if (strstr(value, "password="))
+    if (config_kv_password(value))
         return k;
     const char *u = strstr(value, "://");
     const char *at = u ? strchr(u + 3, '@') : NULL;

@@ -7,6 +7,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "caris/config.h"
 #include "caris/core.h"
 #include "caris/lazylib.h"
 #include "caris/notify.h"
@@ -96,10 +97,10 @@ static void add_url_password(struct notify_config *nc, const char *v)
             }
         }
     }
-    /* password=value: libpq's key=value (quoted with \ escapes, or bare up to white space,
-     * a '&' included), or a URI's query parameter (up to '&') */
-    for (const char *q = v; (q = strcasestr(q, "password=")) != NULL;) {
-        q += 9;
+    /* password=value: libpq's key=value (blanks around '=' allowed; quoted with \ escapes,
+     * or bare up to white space, a '&' included), or a URI's query parameter (up to '&') */
+    for (const char *q = v; (q = config_kv_password(q)) != NULL;) {
+        q += 1 + strspn(q + 1, " \t");
         bool quoted = *q == '\'';
         if (quoted)
             q++;

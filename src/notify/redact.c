@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "caris/config.h"
 #include "caris/core.h"
 #include "caris/notify.h"
 
@@ -96,13 +97,14 @@ char *notify_redact(const struct notify_config *nc, const char *in)
         }
         off = replace_span(&s, from, start + auth);
     }
-    /* password=value (libpq key=value strings: quoted with \ escapes, or bare up to white
-     * space, a '&' included; a URI's query parameter loses what follows it) */
+    /* password=value (libpq key=value strings: blanks around '=' allowed, the value quoted
+     * with \ escapes, or bare up to white space, a '&' included; a URI's query parameter loses
+     * what follows it) */
     for (size_t off = 0;;) {
-        char *p = strcasestr(s + off, "password=");
+        const char *p = config_kv_password(s + off);
         if (!p)
             break;
-        size_t from = (size_t)(p - s) + 9, to = from;
+        size_t from = (size_t)(p - s) + 1 + strspn(p + 1, " \t"), to = from;
         bool quoted = s[from] == '\'';
         if (quoted)
             to++;

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "caris/audit.h"
+#include "caris/config.h"
 #include "caris/core.h"
 #include "caris/crypto.h"
 #include "caris/repo.h"
@@ -343,14 +344,10 @@ const char *caris_audit_redact_arg(const char *arg, char *out, size_t n)
     }
     /* a libpq connection string of keywords ("host=h dbname=d password=p"): cut at the first
      * "password =" (sslpassword too), whatever the case */
-    for (const char *p = strcasestr(arg, "password"); p; p = strcasestr(p + 1, "password")) {
-        const char *q = p + 8;
-        while (*q == ' ' || *q == '\t')
-            q++;
-        if (*q == '=') {
-            snprintf(out, n, "%.*s=…", (int)(q - arg) > 200 ? 200 : (int)(q - arg), arg);
-            return out;
-        }
+    const char *q = config_kv_password(arg);
+    if (q) {
+        snprintf(out, n, "%.*s=…", (int)(q - arg) > 200 ? 200 : (int)(q - arg), arg);
+        return out;
     }
     snprintf(out, n, "%s", arg);
     return out;

@@ -79,6 +79,8 @@ static void test_env_file_exposed(void **state)
         {"POSTGRES_URL=postgresql://app@db/caris\n", 0644, NULL},
         {"POSTGRES_URL=postgresql://app:pw@db/caris\n", 0644, "POSTGRES_URL"},
         {"POSTGRES_URL='host=db password=pw'\n", 0604, "POSTGRES_URL"},
+        {"POSTGRES_URL='host=db password = pw'\n", 0644, "POSTGRES_URL"},
+        {"POSTGRES_URL='host=db password'\n", 0644, NULL},
         {"CRON_SECRET=\nAWS_SECRET_ACCESS_KEY=s\n", 0644, "AWS_SECRET_ACCESS_KEY"},
         {"BACKUP_PG_REPLICATION_URL=postgresql://rep:pw@db/caris\n", 0644,
          "BACKUP_PG_REPLICATION_URL"},

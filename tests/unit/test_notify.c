@@ -552,7 +552,9 @@ static void test_redact(void **state)
     /* key=value: a quoted value with an escaped quote, a bare one with a '&' (libpq takes
      * both; the last password= counts, each is a secret) */
     setenv("CARIS_RESTORE_TARGET_URL",
-           "host=db password='Quo\\'ted-Secret-5' password=Amp&Bare-Secret-6 user=x", 1);
+           "host=db password='Quo\\'ted-Secret-5' password=Amp&Bare-Secret-6 password = "
+           "Blank-Secret-7 user=x",
+           1); /* the last with blanks around '=', as libpq allows */
     assert_int_equal(load(&nc, &e), 0);
     static const struct {
         const char *in, *secret;
@@ -578,6 +580,9 @@ static void test_redact(void **state)
         {"login Amp&Bare-Secret-6 refused", "Bare-Secret"},
         {"host=db password='it\\'s-Secret-77' user=x", "s-Secret-77"},
         {"host=db password=amp&Secret-88 user=x", "Secret-88"},
+        {"host=db password = Spaced-Secret-99 user=x", "Spaced-Secret-99"},
+        {"host=db PASSWORD\t=  'quoted spaced' user=x", "quoted spaced"},
+        {"login Blank-Secret-7 refused", "Blank-Secret-7"},
     };
     for (size_t i = 0; i < sizeof(CASES) / sizeof(CASES[0]); i++) {
         char *r = notify_redact(&nc, CASES[i].in);
