@@ -319,7 +319,11 @@ static int select_objects(const struct dbk *k, const char *const *tables, size_t
             free(schema);
         }
         if (!found) {
-            list_tables_hint(all, hint, sizeof(hint));
+            /* a partitioned table holds no rows itself: the backup lists its partitions */
+            size_t hl = (size_t)snprintf(hint, sizeof(hint),
+                                         "a partitioned table is not listed, its partitions are "
+                                         "(name them, or restore the schema with --schema); ");
+            list_tables_hint(all, hint + hl, sizeof(hint) - hl);
             json_decref(asked);
             return err_set(e, ERR_NOT_FOUND, hint, "backup %s has no table %s", k->id, t);
         }

@@ -201,5 +201,10 @@ assert_contains "$OUT$ERR" "would be refused" "a dry run says the restore would 
 CARIS_RESTORE_TARGET_URL=$(pg_url parts_live) run cb restore database "$parts_id" --clean --verify --schema audit --schema archive
 assert_rc 0 "--clean of both schemas: the whole partitioned table"
 assert_eq 500 "$(psql_db parts_live -c 'SELECT count(*) FROM audit.events')" "its 500 rows"
+# --table of the partitioned table itself: the backup lists its partitions, not it
+CARIS_RESTORE_TARGET_URL=$(pg_url parts_none) run cb restore database "$parts_id" --create --table audit.events
+assert_rc 7 "--table of a partitioned table: not a table of the backup (exit 7)"
+assert_contains "$ERR" "a partitioned table is not listed, its partitions are" "the hint says why, and what to name"
+assert_contains "$ERR" "archive.events_2025" "... listing the partitions"
 
 test_done
