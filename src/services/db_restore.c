@@ -487,6 +487,14 @@ static void mismatch_error(json_t *tables, int bad, const char *what, struct err
             what, first);
 }
 
+/* Puts text in front of e's hint ("text; hint"). */
+static void hint_before(struct err *e, const char *text)
+{
+    char was[sizeof(e->hint)];
+    snprintf(was, sizeof(was), "%s", e->hint);
+    snprintf(e->hint, sizeof(e->hint), "%s%s%s", text, *was ? "; " : "", was);
+}
+
 /* ---- ownership ------------------------------------------------------------------------------ */
 
 /* pg_restore sets every object's owner and privileges as in the backup; that fails when a
@@ -1279,7 +1287,7 @@ out:
  * dump and applied one statement at a time, each naming the new database instead of the
  * dump's. A statement that names any other database is never run. */
 
-/* Whether a line of pg_restore --list is one of the database's own entries:
+/* The descriptions of the database's own entries in pg_restore --list, whose lines are
  * "<id>; <tableoid> <oid> <desc> <schema> <tag> <owner>". The DATABASE entry itself holds its
  * owner (ALTER DATABASE ... OWNER TO): without it in the list a database with no other entry
  * was taken for one without settings, and its owner left out. */
@@ -1311,9 +1319,25 @@ static int toc_kind(const char *line, size_t len, const char *const *kinds)
     return -1;
 }
 
-static bool toc_db_entry(const char *line, size_t len)
+/* Writes the lines of toc (pg_restore --list) whose description is kinds[from] or a later one
+ * (toc_kind) to a list file (write_toc): 0; 1 when there is none (nothing written); -1 with
+ * e. */
+static int toc_pick(struct restore_run *rr, const char *toc, const char *const *kinds, int from,
+                    struct temp_item *item, struct err *e)
 {
-    return toc_kind(line, len, toc_db_kinds) >= 0;
+    struct buf list = {0};
+    for (const char *l = toc; *l;) {
+        size_t len = strcspn(l, "\n");
+        if (toc_kind(l, len, kinds) >= from) {
+            buf_append(&list, l, len);
+            buf_append(&list, "\n", 1);
+        }
+        l += len + (l[len] == '\n');
+    }
+    buf_append_u8(&list, 0);
+    int rc = list.len == 1 ? 1 : write_toc(rr, (const char *)list.data, item, e);
+    buf_free(&list);
+    return rc;
 }
 
 /* The statements of a SQL script: ';' ends one outside string constants ('...', E'...'),
@@ -1566,25 +1590,11 @@ static int read_db_settings(struct restore_run *rr, char **sql_out, struct err *
     const char *const lopts[] = {"--list", "--create", NULL};
     if (pg_restore_text(rr, NULL, lopts, &toc, e) != 0)
         goto out;
-    struct buf list = {0};
-    for (const char *l = toc; *l;) {
-        size_t len = strcspn(l, "\n");
-        if (toc_db_entry(l, len)) {
-            buf_append(&list, l, len);
-            buf_append(&list, "\n", 1);
-        }
-        l += len + (l[len] == '\n');
-    }
-    buf_append_u8(&list, 0);
-    bool none = list.len == 1;
-    int wrc = none ? 0 : write_toc(rr, (const char *)list.data, &listfile, e);
-    buf_free(&list);
-    if (none) {
-        rc = 0;
+    int wrc = toc_pick(rr, toc, toc_db_kinds, 0, &listfile, e);
+    if (wrc != 0) {
+        rc = wrc > 0 ? 0 : -1; /* 1: none */
         goto out;
     }
-    if (wrc != 0)
-        goto out;
     char *use = xasprintf("--use-list=%s", listfile.path);
     /* not --no-privileges when the tables' privileges are left out (missing roles): the
      * database's defaults let every role connect, so a REVOKE ... FROM PUBLIC left out opens
@@ -1778,21 +1788,9 @@ static int read_acls(struct restore_run *rr, char **sql_out, struct err *e)
     const char *const lopts[] = {"--list", NULL};
     if (pg_restore_text_sel(rr, NULL, lopts, true, &toc, e) != 0)
         goto out;
-    struct buf list = {0};
-    for (const char *l = toc; *l;) {
-        size_t len = strcspn(l, "\n");
-        if (toc_kind(l, len, toc_acl_kinds) > 0) { /* not the database's ACL (0) */
-            buf_append(&list, l, len);
-            buf_append(&list, "\n", 1);
-        }
-        l += len + (l[len] == '\n');
-    }
-    buf_append_u8(&list, 0);
-    bool none = list.len == 1;
-    int wrc = none ? 0 : write_toc(rr, (const char *)list.data, &listfile, e);
-    buf_free(&list);
-    if (none || wrc != 0) {
-        rc = wrc;
+    int wrc = toc_pick(rr, toc, toc_acl_kinds, 1, &listfile, e); /* not the database's ACL */
+    if (wrc != 0) {
+        rc = wrc > 0 ? 0 : -1; /* 1: none */
         goto out;
     }
     char *use = xasprintf("--use-list=%s", listfile.path);
@@ -2547,13 +2545,12 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
         } else if (rr.applying) {
             err_wrap(e, "database %s may be partially restored", dbname);
             /* --jobs is not one transaction: what it did stays, and looks like a restore */
-            char was[sizeof(e->hint)];
-            snprintf(was, sizeof(was), "%s", e->hint);
-            snprintf(e->hint, sizeof(e->hint),
-                     "do not use database %s as it is: once the cause is fixed, restore again "
-                     "with --clean (it replaces the backup's objects), or drop it and restore "
-                     "with --create%s%s",
-                     dbname, *was ? "; " : "", was);
+            char *h = xasprintf("do not use database %s as it is: once the cause is fixed, "
+                                "restore again with --clean (it replaces the backup's objects), "
+                                "or drop it and restore with --create",
+                                dbname);
+            hint_before(e, h);
+            free(h);
         } else {
             /* one transaction (or nothing started): rolled back */
             err_wrap(e, "database %s was not changed", dbname);
@@ -2564,13 +2561,12 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
         if (created) {
             drop_created(&t, dbname, e);
         } else {
-            char was[sizeof(e->hint)];
-            snprintf(was, sizeof(was), "%s", e->hint);
-            snprintf(e->hint, sizeof(e->hint),
-                     "database %s holds the backup's data, but roles may use objects the "
-                     "backup denied them: do not open it to other roles; once the cause is "
-                     "fixed, restore again with --clean%s%s",
-                     dbname, *was ? "; " : "", was);
+            char *h = xasprintf("database %s holds the backup's data, but roles may use objects "
+                                "the backup denied them: do not open it to other roles; once "
+                                "the cause is fixed, restore again with --clean",
+                                dbname);
+            hint_before(e, h);
+            free(h);
         }
         goto out;
     }
