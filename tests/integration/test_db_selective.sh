@@ -201,6 +201,22 @@ assert_contains "$OUT$ERR" "would be refused" "a dry run says the restore would 
 CARIS_RESTORE_TARGET_URL=$(pg_url parts_live) run cb restore database "$parts_id" --clean --verify --schema audit --schema archive
 assert_rc 0 "--clean of both schemas: the whole partitioned table"
 assert_eq 500 "$(psql_db parts_live -c 'SELECT count(*) FROM audit.events')" "its 500 rows"
+# --create of a selection that takes the partitioned table but not a partition in another
+# schema: restored with 305 of its 500 rows missing, and --verify saw nothing (it compares the
+# partitions it restored). Refused now, from the dump's ATTACH entries; a dry run says so.
+CARIS_RESTORE_TARGET_URL=$(pg_url parts_new) run cb restore database "$parts_id" --create --verify --schema audit
+assert_rc 2 "--create --schema audit, without archive.events_2025: refused"
+assert_contains "$ERR" "takes partitioned table audit.events but not its partition archive.events_2025" "it names the pair"
+assert_contains "$ERR" "add --schema archive" "... and says what to add"
+assert_false "nothing was created" pg_db_exists parts_new
+CARIS_RESTORE_TARGET_URL=$(pg_url parts_new) run cb restore database "$parts_id" --create --dry-run --schema audit
+assert_contains "$OUT$ERR" "NOTE: the restore itself would be refused" "a dry run says the restore would be refused"
+CARIS_RESTORE_TARGET_URL=$(pg_url parts_new) run cb restore database "$parts_id" --create --verify --schema audit --schema archive
+assert_rc 0 "--create of both schemas"
+assert_eq 500 "$(psql_db parts_new -c 'SELECT count(*) FROM audit.events')" "... all 500 rows"
+CARIS_RESTORE_TARGET_URL=$(pg_url parts_arch) run cb restore database "$parts_id" --create --schema archive
+assert_rc 10 "--create --schema archive alone: pg_restore cannot attach the partition to a parent it does not restore (loud, not silent)"
+assert_false "... and the database it made is dropped again" pg_db_exists parts_arch
 # --table of the partitioned table itself: the backup lists its partitions, not it
 CARIS_RESTORE_TARGET_URL=$(pg_url parts_none) run cb restore database "$parts_id" --create --table audit.events
 assert_rc 7 "--table of a partitioned table: not a table of the backup (exit 7)"
