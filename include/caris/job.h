@@ -89,6 +89,12 @@ struct caris_job_result {
  * nothing) and skips the rest. */
 int caris_job_run(struct repo *r, const struct caris_job_opts *o, const struct caris_op *op,
                   struct caris_job_result *res, struct err *e);
+/* The settings a job reads only when it backs up, checked when a long-running process loads
+ * its configuration (else a bad value failed every scheduled run): BACKUP_COMPRESS_DUMPS a
+ * boolean; BACKUP_FILES_PATHS absolute paths, none inside another (judged on the text: a path
+ * that does not exist yet, a volume not mounted, fails its run, not the start). 0, or -1 with
+ * e (ERR_CONFIG, naming the variable). */
+int caris_job_config_check(const struct config *cfg, struct err *e);
 /* {"type", "ok", "warnings", "startedAt", "endedAt", "durationMs", "backupIds": [...], "steps":
  * [{"step", "what", "backupId", "ok", "warnings", "startedAt", "durationMs", "bytes",
  * "error": {"code", "message", "hint"} (failed), "warning": {...} (what the warnings were)}]} */

@@ -426,6 +426,18 @@ int config_check(const struct config *c, struct err *e)
                        "give BACKUP_DIR as an absolute path (e.g. /var/backups/caris); an env file "
                        "is not a shell: ~ and $HOME are not expanded there",
                        "BACKUP_DIR is not an absolute path: '%s'", d);
+    /* a repository named in the configuration is where every process finds it: the daemon
+     * (working directory /) and a shell elsewhere must not read a relative one as two places
+     * (--repo on the command line is relative to where it is typed) */
+    static const char *const repos[] = {"BACKUP_REPOSITORY", "BACKUP_CLOUD_REPOSITORY"};
+    for (size_t i = 0; i < 2; i++) {
+        const char *v = config_get(c, repos[i]);
+        if (v && *v && v[0] != '/' && strncmp(v, "s3:", 3) != 0)
+            return err_set(e, ERR_CONFIG,
+                           "give an absolute path or an s3: URL (s3:https://HOST/BUCKET/PREFIX); "
+                           "an env file is not a shell: ~ and $HOME are not expanded there",
+                           "%s is neither an absolute path nor an s3: URL: '%s'", repos[i], v);
+    }
     return 0;
 }
 

@@ -1802,7 +1802,10 @@ static int extras_check(const struct config *cfg, struct err *e)
     if (v && strcmp(v, "local") != 0 && strcmp(v, "database") != 0)
         return err_set(e, ERR_CONFIG, "database (the default) or local",
                        "BACKUP_DRILL_SCRATCH must be database or local, not '%s'", v);
-    /* every run ends with retention: its policy and zone, now rather than at night */
+    /* every run ends with retention: its policy and zone, now rather than at night; and what
+     * the backups themselves read */
+    if (caris_job_config_check(cfg, e) != 0)
+        return -1;
     return caris_retention_config_check(cfg, e);
 }
 

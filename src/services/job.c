@@ -107,6 +107,50 @@ static void backup_progress(void *ctx, const struct caris_progress *p)
     caris_op_progress(op, p->phase ? p->phase : "backup", p->bytes_done, p->bytes_total);
 }
 
+int caris_job_config_check(const struct config *cfg, struct err *e)
+{
+    bool b;
+    if (config_bool(cfg, "BACKUP_COMPRESS_DUMPS", CONFIG_DEFAULT_COMPRESS_DUMPS, &b, e) != 0)
+        return -1;
+    const char *v = config_get(cfg, "BACKUP_FILES_PATHS");
+    if (!v)
+        return 0;
+    /* each path without its trailing slashes, between two NULs */
+    char *list = xstrdup(v);
+    char **paths = NULL;
+    size_t n = 0;
+    int rc = 0;
+    char *save = NULL;
+    for (char *t = strtok_r(list, ":", &save); t && rc == 0; t = strtok_r(NULL, ":", &save)) {
+        size_t l = strlen(t);
+        while (l > 1 && t[l - 1] == '/')
+            t[--l] = '\0';
+        if (t[0] != '/')
+            rc = err_set(e, ERR_CONFIG,
+                         "give absolute paths, separated by ':' (a relative one would be read "
+                         "from the daemon's working directory, /)",
+                         "BACKUP_FILES_PATHS: '%s' is not an absolute path", t);
+        else {
+            paths = xrealloc(paths, xsize(n + 1, sizeof(*paths), 0));
+            paths[n++] = t;
+        }
+    }
+    for (size_t i = 0; i < n && rc == 0; i++)
+        for (size_t k = 0; k < n && rc == 0; k++) {
+            size_t l = strlen(paths[k]);
+            bool below = strcmp(paths[k], "/") == 0 ||
+                         (strncmp(paths[i], paths[k], l) == 0 && paths[i][l] == '/');
+            if (i != k && below && strcmp(paths[i], paths[k]) != 0)
+                rc = err_set(e, ERR_CONFIG, "give only the outer one",
+                             "BACKUP_FILES_PATHS: %s is inside %s: its files would be backed "
+                             "up twice, and the backup refuses that",
+                             paths[i], paths[k]);
+        }
+    free(paths);
+    free(list);
+    return rc;
+}
+
 /* A backup step; on success *id (caller frees) names the new backup, and *whole says whether
  * every file's content is in it. */
 static int do_backup(struct run *x, const char *what, char **id, bool *whole)

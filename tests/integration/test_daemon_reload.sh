@@ -51,7 +51,8 @@ assert_eq 401 "$(code cron-new-4712-secret)" "a CRON_SECRET taken out of the fil
 assert_exit 0 env "BACKUP_DIR=$TEST_TMP/probe" "$CARIS_BIN" --quiet init
 for bad in BACKUP_API_LISTEN=nowhere:port "BACKUP_API_TLS_CERT=$TEST_TMP/cert.pem" \
     BACKUP_WAL_STREAMING=maybe BACKUP_WAL_FLUSH_SECONDS=0 BACKUP_WAL_ALERT_MINUTES=soon \
-    BACKUP_WAL_SLOT=Bad-Slot; do
+    BACKUP_WAL_SLOT=Bad-Slot BACKUP_COMPRESS_DUMPS=ture "BACKUP_FILES_PATHS=$TEST_TMP:$TEST_TMP/x/" \
+    BACKUP_FILES_PATHS=relative/dir; do
     name=${bad%%=*}
     env_file 'BACKUP_SCHEDULE_WEEKLY=0 4 * * 0' "$bad" BACKUP_WAL_STREAMING=true
     [[ $name == BACKUP_WAL_STREAMING ]] && env_file "$bad"

@@ -94,6 +94,15 @@ for d in rel/bk '~/bk' '$HOME/bk'; do
     assert_contains "$ERR" "BACKUP_DIR is not an absolute path" "... saying why"
 done
 assert_false "no directory was made for the relative BACKUP_DIR" test -e rel
+# so is a relative BACKUP_REPOSITORY or BACKUP_CLOUD_REPOSITORY: the daemon (working directory
+# /) and a shell elsewhere would use two repositories; init made a directory named "~" here
+# shellcheck disable=SC2088 # literally: no shell expands it in an env file
+for v in 'BACKUP_REPOSITORY=~/repo' BACKUP_REPOSITORY=rel/repo BACKUP_CLOUD_REPOSITORY=rel/cloud; do
+    run env "$v" BACKUP_ENCRYPTION_KEY="$key" "$CARIS_BIN" init
+    assert_rc 6 "$v is refused (exit 6)"
+    assert_contains "$ERR" "${v%%=*} is neither an absolute path nor an s3: URL" "... saying why"
+done
+assert_false "no directory was made for them" test -e '~' -o -e rel
 
 # the environment wins over .env.local: a wrong key in the environment is used ...
 run bash -c 'cd "$1" && shift && exec "$@"' _ "$conf" env -u BACKUP_DIR BACKUP_ENCRYPTION_KEY="$wrong" \
