@@ -33,7 +33,37 @@ bool inspect_kind_is(json_t *s, const char *kind)
     return k && strcmp(k, kind) == 0;
 }
 
-static int resolve_latest(struct repo *r, json_t *list, const char *want, char *id, struct err *e)
+/* The time part of a backup id (PREFIX_MODE_TIME), or NULL. */
+static const char *id_time(const char *id)
+{
+    const char *a = strchr(id, '_');
+    const char *b = a ? strchr(a + 1, '_') : NULL;
+    return b ? b + 1 : NULL;
+}
+
+/* A damaged snapshot (of damaged, repo_snapshot_list's) that may be a newer backup of kind
+ * want (NULL: any) than backup id: known by its id to be one, or of no known id. NULL when
+ * there is none. */
+static json_t *damaged_newer(json_t *damaged, const char *want, const char *id)
+{
+    size_t i;
+    json_t *d;
+    json_array_foreach(damaged, i, d)
+    {
+        const char *did = json_string_value(json_object_get(d, "id"));
+        if (!did)
+            return d;
+        if (want && (strcmp(want, "files") == 0) != (strncmp(did, "file_", 5) == 0))
+            continue;
+        const char *dt = id_time(did), *pt = id_time(id);
+        if (!dt || !pt || strcmp(dt, pt) > 0)
+            return d;
+    }
+    return NULL;
+}
+
+static int resolve_latest(struct repo *r, json_t *list, json_t *damaged, const char *want, char *id,
+                          struct err *e)
 {
     json_t *pick = NULL;
     bool files = false, db = false;
@@ -59,7 +89,25 @@ static int resolve_latest(struct repo *r, json_t *list, const char *want, char *
             want ? (strcmp(want, "files") == 0 ? "file " : "database ") : "", repo_path(r));
     if (caris_backup_latest_check(pick, "'latest'", e) != 0)
         return -1;
-    snprintf(id, CARIS_ID_MAX, "%s", json_string_value(json_object_get(pick, "id")));
+    const char *pid = json_string_value(json_object_get(pick, "id"));
+    /* the newest backup that cannot be read is not passed over in silence: 'latest' would
+     * restore older data than it holds, and say nothing (as for a future-dated one above) */
+    json_t *d = damaged_newer(damaged, want, pid);
+    if (d) {
+        const char *did = json_string_value(json_object_get(d, "id"));
+        char *hint = xasprintf("name the backup to use: %s is the newest that can be read; "
+                               "`caris-backup check` shows what is damaged",
+                               pid);
+        err_set(e, ERR_DAMAGE, hint,
+                "'latest' would be %s, but %s%s%s cannot be read (its snapshot file %s is "
+                "damaged)%s",
+                pid, did ? "backup " : "a snapshot", did ? did : "", did ? ", newer," : "",
+                json_string_value(json_object_get(d, "object")),
+                did ? "" : ": it may be a newer backup");
+        free(hint);
+        return -1;
+    }
+    snprintf(id, CARIS_ID_MAX, "%s", pid);
     return 0;
 }
 
@@ -93,7 +141,7 @@ int caris_backup_resolve(struct repo *r, const char *text, const char *kind, cha
         return -1;
     int rc;
     if (latest) {
-        rc = resolve_latest(r, list, want, id, e);
+        rc = resolve_latest(r, list, damaged, want, id, e);
         json_decref(list);
         json_decref(damaged);
         return rc;
@@ -129,12 +177,32 @@ int caris_backup_resolve(struct repo *r, const char *text, const char *kind, cha
         snprintf(id, CARIS_ID_MAX, "%s", json_string_value(json_object_get(match, "id")));
         rc = 0;
     } else if (nmatch == 0) {
+        char et[300]; /* as typed, its control bytes escaped: it goes to a terminal */
+        str_escape(text, strlen(text), et, sizeof(et));
         rc = err_set(e, ERR_NOT_FOUND, "see `caris-backup list` for the backups there are",
-                     "no backup %s in repository %s", text, repo_path(r));
-        repo_snapshot_damaged_id(damaged, text, e); /* damaged, not absent */
+                     "no backup %s in repository %s", et, repo_path(r));
+        /* damaged, not absent: the id, or the only damaged one it is a prefix of */
+        const char *dmatch = NULL;
+        size_t nd = 0;
+        json_array_foreach(damaged, i, s)
+        {
+            const char *did = json_string_value(json_object_get(s, "id"));
+            if (!did || strncmp(did, text, tl) != 0)
+                continue;
+            dmatch = did;
+            if (strcmp(did, text) == 0) {
+                nd = 1;
+                break;
+            }
+            nd++;
+        }
+        if (nd == 1)
+            repo_snapshot_damaged_id(damaged, dmatch, e);
     } else {
+        char et[300];
+        str_escape(text, strlen(text), et, sizeof(et));
         rc = err_set(e, ERR_USAGE, NULL, "backup id prefix '%s' is ambiguous: %zu backups match",
-                     text, nmatch);
+                     et, nmatch);
         snprintf(e->hint, sizeof(e->hint), "give more of the id; candidates: %s", cands);
     }
     json_decref(list);

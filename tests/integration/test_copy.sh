@@ -185,7 +185,7 @@ assert_eq true "$(json_get "$TEST_TMP/job.json" '["steps"][2]["ok"]')" "the copy
 jid=$(json_get "$TEST_TMP/job.json" '["steps"][0]["backupId"]')
 run dcb --json list
 assert_contains "$(json_eval "$OUT_FILE" '" ".join(b["id"] for b in d)')" "$jid" "the job's backup is in the cloud repository"
-BACKUP_FILES_PATHS=$src BACKUP_CLOUD_REPOSITORY=$S3_ENDPOINT/bkt/none run cb --json run-now incremental
+BACKUP_FILES_PATHS=$src BACKUP_CLOUD_REPOSITORY=s3:$S3_ENDPOINT/no-such-bucket/x run cb --json run-now incremental
 assert_false "a copy step that fails fails the job" test "$RC" -eq 0
 assert_eq false "$(json_eval "$OUT_FILE" 'str([s for s in d["steps"] if s["step"] == "copy"][0]["ok"]).lower()')" \
     "the copy step is reported failed"

@@ -253,6 +253,27 @@ assert_rc 4 "verify of the backup whose snapshot file is truncated: exit 4 (dama
 assert_contains "$ERR" "snapshots/${snaps[2]} is damaged" "verify ID names its damaged snapshot file"
 run cb ls "${ids[1]}"
 assert_rc 4 "ls of the backup whose snapshot file is flipped: exit 4"
+# 'latest' passed over the newer backups it could not read and gave the oldest without a word:
+# a restore of it succeeded with older data
+run cb ls latest
+assert_rc 4 "ls latest, the newest backups damaged: exit 4"
+assert_contains "$ERR" "'latest' would be ${ids[0]}, but backup" "it says latest would be an older one"
+assert_contains "$ERR" "cannot be read (its snapshot file snapshots/" "... and which one cannot be read"
+assert_contains "$ERR" "${ids[0]} is the newest that can be read" "the hint names the one to give"
+run cb restore files latest --target "$TEST_TMP/latest-restore"
+assert_rc 4 "restore files latest: refused the same way (exit 4)"
+assert_false "nothing was restored" test -e "$TEST_TMP/latest-restore"
+# a unique prefix of a damaged backup's id: damaged (exit 4), not "no backup" (exit 7)
+for ((l = 6; l < ${#ids[2]}; l++)); do
+    [[ ${ids[0]} != "${ids[2]:0:l}"* && ${ids[1]} != "${ids[2]:0:l}"* ]] && break
+done
+run cb ls "${ids[2]:0:l}"
+assert_rc 4 "ls of a prefix of the truncated backup's id: exit 4"
+assert_contains "$ERR" "backup ${ids[2]} cannot be read" "... naming the backup"
+# an id as typed is quoted with its control bytes escaped (it goes to a terminal)
+run cb ls "$(printf 'no-such\033[31m')"
+assert_rc 7 "ls of an unknown id: exit 7"
+assert_contains "$ERR" 'no backup no-such\x1b[31m' "the id's escape byte is shown escaped"
 run cb --json check
 assert_rc 4 "check: exit 4"
 assert_contains "$(json_eval "$OUT_FILE" '" ".join(b for x in d["errors"] for b in x["backups"])')" "${ids[2]}" \
