@@ -1653,8 +1653,21 @@ static bool is_wal_get(int argc, char **argv)
 
 static int main_run(int argc, char **argv);
 
+static void on_sigpipe(int sig)
+{
+    (void)sig;
+}
+
 int main(int argc, char **argv)
 {
+    /* A reader that stops early (`dump ... | head`) makes a write fail with EPIPE instead of
+     * killing the process: the command then ends as on any failed write, its lock released and
+     * its audit line written (killed, a dump that had sent data left no audit line). A handler,
+     * not SIG_IGN: programs run from here (pg_dump, pg_restore) get the default back at exec. */
+    struct sigaction sp;
+    memset(&sp, 0, sizeof(sp));
+    sp.sa_handler = on_sigpipe;
+    sigaction(SIGPIPE, &sp, NULL);
     /* PostgreSQL takes a restore_command's exit status up to 125 as "not in the archive" and
      * ends the recovery there, promoting without the rest of the WAL: every failure of `wal
      * get` (a bad env file, a usage error, a wrong key...) but that answer is 255 (fatal) */
@@ -1825,7 +1838,9 @@ static int main_run(int argc, char **argv)
      * must not exit 0 with half a document. */
     if ((fflush(stdout) != 0 || ferror(stdout)) && (code == 0 || code == 3)) {
         struct err we = ERR_INIT;
-        err_sys(&we, errno ? errno : EIO, "free space where the output goes, or send it elsewhere",
+        int en = errno ? errno : EIO;
+        err_sys(&we, en,
+                en == EPIPE ? NULL : "free space where the output goes, or send it elsewhere",
                 "cannot write the output (stdout)");
         json_printed = true; /* no error document on the stdout that failed */
         code = fail(&we);

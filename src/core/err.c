@@ -57,6 +57,9 @@ static const char *hint_for_errno(int errnum)
                "(--dry-run first)";
     case EROFS:
         return "the file system is mounted read-only";
+    case EPIPE:
+        return "what reads the output stopped before its end (a pipe closed early, as by `head`); "
+               "the repository is not affected";
     case EIO:
         return "the device reported an I/O error: check the disk (dmesg)";
     default:

@@ -167,6 +167,18 @@ assert_exit 2 cb dump "$id1" link-to-hello
 assert_contains "$ERR" "symbolic link" "dump of a symlink says what it is"
 assert_exit 7 cb dump "$id1" nope
 
+# a reader that stops early (head): the dump killed by SIGPIPE left no audit line for the data
+# it had sent, and its lock behind. Now the write fails (EPIPE, exit 8) and the command ends as
+# on any failed write.
+lines0=$(wc -l <"$BACKUP_DIR/metadata/audit.log")
+run bash -c '"$0" dump "$1" docs/reports/random.bin | head -c 1000 >/dev/null; echo "${PIPESTATUS[0]}"' \
+    "$CARIS_BIN" "$id1"
+assert_eq 8 "$OUT" "dump into a pipe closed early: exit 8, not killed by SIGPIPE"
+assert_contains "$ERR" "stopped before its end" "... saying the reader stopped"
+assert_eq $((lines0 + 1)) "$(wc -l <"$BACKUP_DIR/metadata/audit.log")" "... with its audit line"
+assert_contains "$(tail -n 1 "$BACKUP_DIR/metadata/audit.log")" '"operation":"dump"' "... for the dump"
+assert_eq "" "$(ls "$BACKUP_DIR/repository/locks")" "... and no lock left behind"
+
 # ---- dump: a directory as a tar stream ---------------------------------------------------
 run bash -c '"$0" dump "$1" "$2" >"$3"' "$CARIS_BIN" "$id1" "$src" "$TEST_TMP/src.tar"
 assert_rc 0 "dump of the root directory as tar"
