@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "caris/core.h"
+#include "caris/inspect.h"
 #include "cli.h"
 
 static const char DEBUG_USAGE[] =
@@ -106,8 +107,16 @@ int cmd_debug(struct globals *g, int argc, char **argv)
         return fail(&e);
     json_t *rep = NULL;
     int rc;
-    if (backup) {
-        rc = repo_backup_blobs(r, arg, &rep, &e);
+    char id[CARIS_ID_MAX] = "";
+    if (backup) { /* an id, a unique prefix or latest, as everywhere */
+        rc = caris_backup_resolve(r, arg, NULL, id, &e);
+        if (rc != 0 && e.code == ERR_DAMAGE) { /* what there is to see of it, by its id */
+            err_clear(&e);
+            snprintf(id, sizeof(id), "%s", arg);
+            rc = 0;
+        }
+        if (rc == 0)
+            rc = repo_backup_blobs(r, id, &rep, &e);
     } else {
         char *name = pack_name(g, arg);
         rc = repo_pack_blobs(r, name, &rep, &e);
@@ -119,7 +128,7 @@ int cmd_debug(struct globals *g, int argc, char **argv)
     if (g->json)
         print_json(rep);
     else if (backup)
-        print_backup(arg, rep);
+        print_backup(id, rep);
     else
         print_pack(rep);
     json_decref(rep);

@@ -168,6 +168,9 @@ assert_eq "${entries_pack#"$REPO"/} $entries_blob" \
     "debug backup places backup 1's entry list where its pack's trailer has it"
 assert_eq "snapshots/${snaps[0]}" "$(json_get "$OUT_FILE" '["snapshot"]')" "and names its snapshot file"
 assert_eq 1 "$(json_eval "$OUT_FILE" 'len(d["blobs"])')" "one blob"
+run cb debug backup latest
+assert_rc 0 "debug backup latest (an id, a prefix or latest, as everywhere)"
+assert_contains "$OUT" "snapshots/${snaps[2]}, manifest" "... the newest backup"
 run cb debug backup "${ids[0]}"
 assert_rc 0 "debug backup, as text"
 assert_contains "$OUT" "snapshots/${snaps[0]}, manifest" "the text names the snapshot file"
