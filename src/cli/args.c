@@ -303,9 +303,71 @@ bool cli_command_moves_data(void)
     return false;
 }
 
+/* The options that take several values (each one adds to a list). Any other option given
+ * twice with two values is refused: the last one won without a word (`forget --keep-last 5
+ * --keep-last 1` forgot what 5 would keep; `copy --to A --to B` went to B). */
+static const char *const REPEATABLE[] = {"include", "exclude", "exclude-file",
+                                         "table",   "schema",  NULL};
+
+/* The values the options of the parse under way have had: by getopt's return value. */
+static struct {
+    char **argv;
+    const struct option *longopts;
+    size_t n;
+    struct {
+        int c;
+        const char *value;
+    } v[64];
+} seen;
+
+static bool repeatable(const struct option *longopts, int c)
+{
+    for (const struct option *o = longopts; o && o->name; o++)
+        if (o->val == c)
+            for (size_t i = 0; REPEATABLE[i]; i++)
+                if (strcmp(o->name, REPEATABLE[i]) == 0)
+                    return true;
+    return false;
+}
+
+/* 0, or '?' with opt_error set when option c (its value v) was given before with another. */
+static int once(const struct option *longopts, int c, const char *v)
+{
+    if (!v || repeatable(longopts, c))
+        return 0;
+    const char *was = NULL;
+    for (size_t i = 0; i < seen.n && !was; i++)
+        if (seen.v[i].c == c)
+            was = seen.v[i].value;
+    if (!was && seen.n < sizeof(seen.v) / sizeof(seen.v[0])) {
+        seen.v[seen.n].c = c;
+        seen.v[seen.n++].value = v;
+    }
+    if (!was || strcmp(was, v) == 0)
+        return 0;
+    char name[80];
+    snprintf(name, sizeof(name), "-%c", c);
+    for (const struct option *o = longopts; o && o->name; o++)
+        if (o->val == c) {
+            snprintf(name, sizeof(name), "--%s", o->name);
+            break;
+        }
+    char ra[256], rb[256];
+    snprintf(opt_error, sizeof(opt_error),
+             "%s is given twice ('%.150s' and '%.150s'): give it once", name,
+             caris_audit_redact_arg(was, ra, sizeof(ra)),
+             caris_audit_redact_arg(v, rb, sizeof(rb)));
+    return '?';
+}
+
 int cli_getopt(int argc, char **argv, const char *shortopts, const struct option *longopts)
 {
     opterr = 0;
+    if (optind <= 1 || seen.argv != argv || seen.longopts != longopts) { /* a new parse */
+        memset(&seen, 0, sizeof(seen));
+        seen.argv = argv;
+        seen.longopts = longopts;
+    }
     int li = -1;
     int c = getopt_long(argc, argv, shortopts, longopts, &li);
     if (c == -1)
@@ -384,6 +446,8 @@ int cli_getopt(int argc, char **argv, const char *shortopts, const struct option
             return '?';
         }
     }
+    if (c != '?' && c != ':' && optarg && once(longopts, c, optarg) != 0)
+        return '?';
     return c;
 }
 

@@ -80,6 +80,15 @@ assert_false "neither target was made" test -e "$TEST_TMP/ta" -o -e "$TEST_TMP/t
 assert_exit 2 cb list --type files --type database
 assert_contains "$ERR" "--type is given twice" "two --type: refused"
 assert_exit 2 cb forget --type files --type database --keep-last 1 --dry-run
+# every option that takes one value, not only those (forget --keep-last 5 --keep-last 1 forgot
+# what 5 keeps; copy --to A --to B copied to B); --exclude, --include, --table and --schema add
+# to a list
+assert_exit 2 cb forget --keep-last 5 --keep-last 1 --dry-run
+assert_contains "$ERR" "--keep-last is given twice ('5' and '1')" "two --keep-last: refused, saying why"
+assert_exit 2 cb copy latest --to "$TEST_TMP/c1" --to "$TEST_TMP/c2"
+assert_contains "$ERR" "--to is given twice" "two --to: refused"
+assert_false "neither copy destination was made" test -e "$TEST_TMP/c1" -o -e "$TEST_TMP/c2"
+assert_exit 0 cb --quiet forget --keep-last 5 --keep-last 5 --dry-run
 run cb --json restore database latest --target-url 'postgresql://a:Twice-Secret-4711@h/x' \
     --target-url 'postgresql://a:Twice-Secret-4711@g/y'
 assert_rc 2 "two --target-url: refused"
@@ -269,5 +278,9 @@ if command -v script >/dev/null; then
 else
     skip "progress on a terminal: script(1) not installed (package bsdutils)"
 fi
+
+# (an option that adds to a list may be repeated: the check of one-value options leaves it)
+mkdir -p "$TEST_TMP/rep-src" && printf 'x\n' >"$TEST_TMP/rep-src/a.txt"
+assert_exit 0 cb --quiet backup files --exclude '*.tmp' --exclude '*.bak' "$TEST_TMP/rep-src"
 
 test_done
