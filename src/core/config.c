@@ -111,8 +111,13 @@ bool config_var_name_showable(const char *s)
  * \" \\ escapes) or bare, in which a '#' after a blank or a tab starts a comment, as in a
  * shell: "KEY=   # note" is empty, "KEY=a#b" is "a#b". Returns NULL on an unterminated
  * quote. */
-static char *parse_value(char *v)
+/* The value of an assignment (quotes, escapes and a comment taken off, in place), or NULL:
+ * *bad_escape set when a double-quoted value holds a backslash before anything but n, " and \
+ * (a shell and dotenv keep such a backslash, this parser dropped it: a key written so was
+ * another key here than in a shell's environment). */
+static char *parse_value(char *v, bool *bad_escape)
 {
+    *bad_escape = false;
     bool blank = *v == ' ' || *v == '\t';
     while (*v == ' ' || *v == '\t')
         v++;
@@ -122,6 +127,10 @@ static char *parse_value(char *v)
         for (; *v && *v != q; v++) {
             if (q == '"' && *v == '\\' && v[1]) {
                 v++;
+                if (*v != 'n' && *v != '"' && *v != '\\') {
+                    *bad_escape = true;
+                    return NULL;
+                }
                 *w++ = *v == 'n' ? '\n' : *v;
             } else {
                 *w++ = *v;
@@ -273,7 +282,17 @@ int config_load(struct config *c, const char *env_file, struct err *e)
                     "%s line %d: invalid variable name", path, lineno);
             goto fail;
         }
-        char *value = parse_value(eq + 1);
+        bool bad_escape;
+        char *value = parse_value(eq + 1, &bad_escape);
+        if (!value && bad_escape) {
+            err_set(e, ERR_CONFIG,
+                    "inside double quotes write \\\\ for a backslash (\\n, \\\" and \\\\ are the "
+                    "escapes), or use single quotes, which take every character as it is",
+                    "%s line %d: a backslash in the double-quoted value of %s escapes nothing "
+                    "(a shell would keep it, this file's reader would not)",
+                    path, lineno, name);
+            goto fail;
+        }
         if (!value) {
             err_set(e, ERR_CONFIG, "close the quote, and put nothing but a comment after it",
                     "%s line %d: unterminated or malformed quoted value for %s", path, lineno,
