@@ -31,6 +31,13 @@ if [ -n "${CARIS_ENV_FILE:-}" ]; then
   CARIS_ENV_ARGS=(--env-file "$CARIS_ENV_FILE")
 fi
 env_file() { printf '%s' "${CARIS_ENV_FILE:-.env.local}"; }
+# ./.env.local there but unreadable: said now (the scripts read it for POSTGRES_URL and the
+# repository, and said "POSTGRES_URL is not set" of a file that sets it)
+if [ -z "${CARIS_ENV_FILE:-}" ] && [ -e .env.local ] && [ ! -r .env.local ]; then
+  echo "error: .env.local (in $PWD) cannot be read: nothing was done" >&2
+  echo "HINT: run as a user who may read it (its owner; it should be mode 600), or name another with CARIS_ENV_FILE" >&2
+  exit 6
+fi
 
 # dry_run: whether DRY_RUN asks for a dry run (true, 1, yes, on in any case) or not (unset,
 # empty, false, 0, no, off). Any other value ends the script with exit 2 before anything is

@@ -140,6 +140,21 @@ in_elsewhere CARIS_ENV_FILE="$TEST_TMP/no-such.env" "$S/verify-backup.sh" --all
 assert_rc 6 "an unreadable CARIS_ENV_FILE: exit 6"
 assert_contains "$ERR" "cannot be read: nothing was done" "it says so"
 
+# ./.env.local there but unreadable to the user: said so (it said "POSTGRES_URL is not set"
+# of a file that sets it)
+if ((EUID == 0)); then
+    mkdir -p "$TEST_TMP/locked" && chmod 0755 "$TEST_TMP" "$TEST_TMP/locked"
+    (umask 077 && printf 'POSTGRES_URL=%s\n' "$POSTGRES_URL" >"$TEST_TMP/locked/.env.local")
+    # shellcheck disable=SC2016 # expanded by the inner shell
+    run bash -c 'cd "$1" && exec runuser -u "$2" -- env -u POSTGRES_URL DRY_RUN=true "$3/backup-database.sh"' \
+        _ "$TEST_TMP/locked" "$CARIS_PG_OS_USER" "$S"
+    assert_rc 6 "an unreadable ./.env.local: exit 6"
+    assert_contains "$ERR" ".env.local (in $TEST_TMP/locked) cannot be read" "it says the file cannot be read"
+    assert_not_contains "$ERR" "POSTGRES_URL is not set" "not that POSTGRES_URL is missing"
+else
+    note "not root: the unreadable .env.local case is skipped"
+fi
+
 # --- cleanup-old-backups.sh shows the disk usage of the repository it works on ------------------
 # BACKUP_REPOSITORY names it, not BACKUP_DIR/repository (it showed the latter's size and disk)
 other=$TEST_TMP/other-disk/repo
