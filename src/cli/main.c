@@ -1714,6 +1714,8 @@ static int main_run(int argc, char **argv)
         if (wants_help(cargc, cargv))
             printf("usage: caris-backup [--json] version\n\nPrints the program's version and "
                    "the repository format it reads.\n");
+        else if (cargc > 1)
+            return usage_error("version takes no argument (got '%s')", cargv[1]);
         else if (g.json) {
             json_t *j = json_pack("{s:i, s:s}", "repositoryFormat", REPO_FORMAT_VERSION, "version",
                                   VERSION);
@@ -1728,8 +1730,15 @@ static int main_run(int argc, char **argv)
         return 0;
     }
     struct err e = ERR_INIT;
-    if (config_load(&g.cfg, g.env_file, &e) != 0)
-        return fail(&e);
+    /* a command's --help needs no configuration: asked for, it is printed even when the
+     * configuration is broken (the help may be what the operator needs to mend it) */
+    bool help = wants_help(cargc, cargv);
+    if (config_load(&g.cfg, g.env_file, &e) != 0) {
+        if (!help)
+            return fail(&e);
+        err_clear(&e);
+        memset(&g.cfg, 0, sizeof(g.cfg));
+    }
     secrets_cfg = &g.cfg;
     if (g.cfg.env_file_exposed)
         fprintf(stderr,
@@ -1753,10 +1762,14 @@ static int main_run(int argc, char **argv)
                     nu == 1 ? "" : "s", unknown, nu == 1 ? "it is" : "they are");
     }
     if (config_check(&g.cfg, &e) != 0) {
-        int rc = fail(&e);
-        secrets_cfg = NULL;
-        config_free(&g.cfg);
-        return rc;
+        if (help) {
+            err_clear(&e);
+        } else {
+            int rc = fail(&e);
+            secrets_cfg = NULL;
+            config_free(&g.cfg);
+            return rc;
+        }
     }
     if (g.quiet)
         log_set_level(LOG_WARN);

@@ -283,4 +283,14 @@ fi
 mkdir -p "$TEST_TMP/rep-src" && printf 'x\n' >"$TEST_TMP/rep-src/a.txt"
 assert_exit 0 cb --quiet backup files --exclude '*.tmp' --exclude '*.bak' "$TEST_TMP/rep-src"
 
+# a command's --help needs no configuration: it is printed with a broken one (it exited 6)
+run env BACKUP_DIR=relative/dir "$CARIS_BIN" list --help
+assert_rc 0 "list --help with a relative BACKUP_DIR: exit 0"
+assert_contains "$OUT" "usage: caris-backup [--json] list" "... the usage"
+printf 'Q="unterminated\n' >"$TEST_TMP/broken.env"
+run "$CARIS_BIN" --env-file "$TEST_TMP/broken.env" backup files --help
+assert_rc 0 "backup files --help with a malformed env file: exit 0"
+assert_exit 2 cb version extra
+assert_contains "$ERR" "version takes no argument" "version with an argument: refused, as every command"
+
 test_done
