@@ -1653,6 +1653,22 @@ static bool is_wal_get(int argc, char **argv)
 
 static int main_run(int argc, char **argv);
 
+/* What was printed must have been written: `ls --json > inventory.json` on a full disk must not
+ * exit 0 with half a document. code, or the failure's when a success's output was lost. */
+static int stdout_written(int code)
+{
+    if ((fflush(stdout) != 0 || ferror(stdout)) && (code == 0 || code == 3)) {
+        struct err we = ERR_INIT;
+        int en = errno ? errno : EIO;
+        err_sys(&we, en,
+                en == EPIPE ? NULL : "free space where the output goes, or send it elsewhere",
+                "cannot write the output (stdout)");
+        json_printed = true; /* no error document on the stdout that failed */
+        code = fail(&we);
+    }
+    return code;
+}
+
 static void on_sigpipe(int sig)
 {
     (void)sig;
@@ -1697,11 +1713,11 @@ static int main_run(int argc, char **argv)
     cli_set_json_errors(g.json);
     if (action == CLI_HELP) {
         fputs(USAGE, stdout);
-        return 0;
+        return stdout_written(0);
     }
     if (action == CLI_VERSION) {
         printf("caris-backup %s\n", VERSION);
-        return 0;
+        return stdout_written(0);
     }
     if (argc < 2)
         return cli_usage_missing(USAGE, "no command given");
@@ -1723,11 +1739,11 @@ static int main_run(int argc, char **argv)
             json_decref(j);
         } else
             printf("caris-backup %s (repository format %d)\n", VERSION, REPO_FORMAT_VERSION);
-        return 0;
+        return stdout_written(0);
     }
     if (strcmp(cmd, "help") == 0) {
         fputs(USAGE, stdout);
-        return 0;
+        return stdout_written(0);
     }
     struct err e = ERR_INIT;
     /* a command's --help needs no configuration: asked for, it is printed even when the
@@ -1847,17 +1863,7 @@ static int main_run(int argc, char **argv)
                 "the result could not be written as JSON");
         code = fail(&je);
     }
-    /* What was printed must have been written: `ls --json > inventory.json` on a full disk
-     * must not exit 0 with half a document. */
-    if ((fflush(stdout) != 0 || ferror(stdout)) && (code == 0 || code == 3)) {
-        struct err we = ERR_INIT;
-        int en = errno ? errno : EIO;
-        err_sys(&we, en,
-                en == EPIPE ? NULL : "free space where the output goes, or send it elsewhere",
-                "cannot write the output (stdout)");
-        json_printed = true; /* no error document on the stdout that failed */
-        code = fail(&we);
-    }
+    code = stdout_written(code);
     cli_audit(&g, cargc, cargv, code, (time_mono_ns() - t0) / 1000000);
     repo_close(g.audit_repo); /* when cli_audit returned before using it */
     free(g.repo_path);

@@ -293,4 +293,11 @@ assert_rc 0 "backup files --help with a malformed env file: exit 0"
 assert_exit 2 cb version extra
 assert_contains "$ERR" "version takes no argument" "version with an argument: refused, as every command"
 
+# --help, help and version check their output was written, as every command does (exit 0 into
+# /dev/full)
+for a in --help help version; do
+    run bash -c '"$0" "$1" >/dev/full' "$CARIS_BIN" "$a"
+    assert_rc 8 "caris-backup $a into a full device: exit 8"
+done
+
 test_done
