@@ -468,7 +468,8 @@ int caris_wal_flush_seconds_parse(const char *s, unsigned *out, struct err *e)
     unsigned long v = s ? strtoul(s, &end, 10) : 0;
     if (!s || *s < '0' || *s > '9' || *end || errno || v < 1 || v > 3600)
         return err_set(e, ERR_USAGE, "a whole number of seconds from 1 to 3600 (default 5)",
-                       "flush interval '%s' is not a number of seconds", s ? s : "");
+                       "flush interval '%s' is not a whole number of seconds from 1 to 3600",
+                       s ? s : "");
     *out = (unsigned)v;
     return 0;
 }
