@@ -91,6 +91,11 @@ int caris_files_backup_full(struct repo *r, const struct files_backup_opts *o,
 int caris_files_backup_incremental(struct repo *r, const struct files_backup_opts *o,
                                    struct caris_backup_result *res, struct err *e);
 
+/* Whether a backup of paths would refuse them as nested (one inside another, after realpath
+ * as the backup resolves them; a path that does not exist yet is judged on its text, without
+ * trailing slashes): 0, or -1 with e (ERR_USAGE, naming the pair). */
+int caris_files_roots_check(const char *const *paths, size_t n, struct err *e);
+
 /* Summaries of all backups, oldest first. kind: "files", "database" or NULL for all. */
 json_t *caris_backup_list(struct repo *r, const char *kind, struct err *e);
 /* As caris_backup_list; and the snapshots that cannot be read (whatever their kind, which is

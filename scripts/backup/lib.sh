@@ -54,9 +54,9 @@ dry_run() {
 }
 
 # env_file_get NAME [FILE]: NAME's value in the env file (default: env_file), read as the
-# binary reads it (export, blanks around '=', quotes with the \n \" \\ escapes of "...", a
-# comment at the start of the value or after a blank, CRLF; the last assignment wins); nothing
-# when it is not set there.
+# binary reads it (export, blanks around '=', quotes with the \n \" \\ \$ \` escapes of
+# "..." (the binary refuses a backslash before anything else), a comment at the start of the
+# value or after a blank, CRLF; the last assignment wins); nothing when it is not set there.
 env_file_get() {
   local name=$1 file=${2:-$(env_file)} line v out="" q w c i blank
   [ -r "$file" ] || return 0

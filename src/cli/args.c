@@ -115,13 +115,19 @@ static int unknown_long(const char *tok, const char *where, const char *const *n
     return one_line_usage(msg);
 }
 
+/* "OPT is given twice ('A' and 'B'): give it once" in msg, the values quoted as the audit log
+ * keeps them: a URL (--target-url's may carry a password) by its scheme alone. */
+static void twice_msg(char *msg, size_t n, const char *opt, const char *a, const char *b)
+{
+    char ra[256], rb[256];
+    snprintf(msg, n, "%s is given twice ('%.150s' and '%.150s'): give it once", opt,
+             caris_audit_redact_arg(a, ra, sizeof(ra)), caris_audit_redact_arg(b, rb, sizeof(rb)));
+}
+
 static int twice(const char *opt, const char *a, const char *b)
 {
-    /* quoted as the audit log keeps them: a URL (--target-url's may carry a password) by its
-     * scheme alone */
-    char msg[400], ra[256], rb[256];
-    snprintf(msg, sizeof(msg), "%s is given twice ('%.150s' and '%.150s'): give it once", opt,
-             caris_audit_redact_arg(a, ra, sizeof(ra)), caris_audit_redact_arg(b, rb, sizeof(rb)));
+    char msg[400];
+    twice_msg(msg, sizeof(msg), opt, a, b);
     return one_line_usage(msg);
 }
 
@@ -135,15 +141,9 @@ int cli_set_once(const char *opt, const char **slot, const char *v)
 
 static int global_value(struct globals *g, const char *name, const char *v)
 {
-    /* given twice, the last one won without a word: a script's --env-file or --repo and the
-     * one a user added, silently another configuration or repository */
     if (strcmp(name, "env-file") == 0) {
-        if (g->env_file && strcmp(g->env_file, v) != 0)
-            return twice("--env-file", g->env_file, v);
         g->env_file = v;
     } else if (strcmp(name, "repo") == 0) {
-        if (g->repo && strcmp(g->repo, v) != 0)
-            return twice("--repo", g->repo, v);
         g->repo = v;
     } else if (strcmp(name, "threads") == 0) {
         unsigned long long t;
@@ -223,6 +223,15 @@ int cli_globals_extract(struct globals *g, int *argcp, char **argv, enum cli_act
                 if (strncmp(v, "--", 2) == 0)
                     return separate_value_refused(argv[i - 1], v);
             }
+            /* given twice, the last one won without a word: a script's --env-file or --repo
+             * and the one a user added, silently another configuration or repository */
+            static const char *given[sizeof(WITH_VALUE) / sizeof(WITH_VALUE[0])];
+            if (given[k] && strcmp(given[k], v) != 0) {
+                char opt[40];
+                snprintf(opt, sizeof(opt), "--%s", WITH_VALUE[k]);
+                return twice(opt, given[k], v);
+            }
+            given[k] = v;
             int rc = global_value(g, WITH_VALUE[k], v);
             if (rc)
                 return rc;
@@ -352,11 +361,7 @@ static int once(const struct option *longopts, int c, const char *v)
             snprintf(name, sizeof(name), "--%s", o->name);
             break;
         }
-    char ra[256], rb[256];
-    snprintf(opt_error, sizeof(opt_error),
-             "%s is given twice ('%.150s' and '%.150s'): give it once", name,
-             caris_audit_redact_arg(was, ra, sizeof(ra)),
-             caris_audit_redact_arg(v, rb, sizeof(rb)));
+    twice_msg(opt_error, sizeof(opt_error), name, was, v);
     return '?';
 }
 

@@ -110,11 +110,6 @@ int cmd_debug(struct globals *g, int argc, char **argv)
     char id[CARIS_ID_MAX] = "";
     if (backup) { /* an id, a unique prefix or latest, as everywhere */
         rc = caris_backup_resolve(r, arg, NULL, id, &e);
-        if (rc != 0 && e.code == ERR_DAMAGE) { /* what there is to see of it, by its id */
-            err_clear(&e);
-            snprintf(id, sizeof(id), "%s", arg);
-            rc = 0;
-        }
         if (rc == 0)
             rc = repo_backup_blobs(r, id, &rep, &e);
     } else {

@@ -1352,7 +1352,7 @@ static char *read_new_key(const struct globals *g, struct err *e)
 
 bool wants_help(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i++)
+    for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
             return true;
     return false;
@@ -1746,14 +1746,18 @@ static int main_run(int argc, char **argv)
         return stdout_written(0);
     }
     struct err e = ERR_INIT;
-    /* a command's --help needs no configuration: asked for, it is printed even when the
-     * configuration is broken (the help may be what the operator needs to mend it) */
-    bool help = wants_help(cargc, cargv);
+    /* A command's --help needs no configuration: asked for, it is printed even when the
+     * configuration is broken (the help may be what the operator needs to mend it). Only the
+     * help: the command is then given its words and --help alone, so that a "-h" that was an
+     * operand or an option's value never runs a command on an empty configuration. */
+    bool help = wants_help(cargc, cargv), broken = false;
+    char *help_argv[4];
     if (config_load(&g.cfg, g.env_file, &e) != 0) {
         if (!help)
             return fail(&e);
         err_clear(&e);
         memset(&g.cfg, 0, sizeof(g.cfg));
+        broken = true;
     }
     secrets_cfg = &g.cfg;
     if (g.cfg.env_file_exposed)
@@ -1780,12 +1784,23 @@ static int main_run(int argc, char **argv)
     if (config_check(&g.cfg, &e) != 0) {
         if (help) {
             err_clear(&e);
+            broken = true;
         } else {
             int rc = fail(&e);
             secrets_cfg = NULL;
             config_free(&g.cfg);
             return rc;
         }
+    }
+    if (broken) {
+        int n = 0;
+        help_argv[n++] = cargv[0];
+        if (cargc > 1 && cargv[1][0] != '-')
+            help_argv[n++] = cargv[1]; /* backup files, key add, ... */
+        help_argv[n++] = (char *)"--help";
+        help_argv[n] = NULL;
+        cargv = help_argv;
+        cargc = n;
     }
     if (g.quiet)
         log_set_level(LOG_WARN);

@@ -112,9 +112,9 @@ bool config_var_name_showable(const char *s)
  * shell: "KEY=   # note" is empty, "KEY=a#b" is "a#b". Returns NULL on an unterminated
  * quote. */
 /* The value of an assignment (quotes, escapes and a comment taken off, in place), or NULL:
- * *bad_escape set when a double-quoted value holds a backslash before anything but n, " and \
- * (a shell and dotenv keep such a backslash, this parser dropped it: a key written so was
- * another key here than in a shell's environment). */
+ * *bad_escape set when a double-quoted value holds a backslash before anything but n, ", \, $
+ * and ` (a shell and dotenv keep such a backslash, this parser dropped it: a key written so
+ * was another key here than in a shell's environment). */
 static char *parse_value(char *v, bool *bad_escape)
 {
     *bad_escape = false;
@@ -127,7 +127,7 @@ static char *parse_value(char *v, bool *bad_escape)
         for (; *v && *v != q; v++) {
             if (q == '"' && *v == '\\' && v[1]) {
                 v++;
-                if (*v != 'n' && *v != '"' && *v != '\\') {
+                if (!strchr("n\"\\$`", *v)) {
                     *bad_escape = true;
                     return NULL;
                 }
@@ -285,12 +285,13 @@ int config_load(struct config *c, const char *env_file, struct err *e)
         bool bad_escape;
         char *value = parse_value(eq + 1, &bad_escape);
         if (!value && bad_escape) {
-            err_set(e, ERR_CONFIG,
-                    "inside double quotes write \\\\ for a backslash (\\n, \\\" and \\\\ are the "
-                    "escapes), or use single quotes, which take every character as it is",
-                    "%s line %d: a backslash in the double-quoted value of %s escapes nothing "
-                    "(a shell would keep it, this file's reader would not)",
-                    path, lineno, name);
+            err_set(
+                e, ERR_CONFIG,
+                "inside double quotes write \\\\ for a backslash (\\n, \\\", \\\\, \\$ and \\` are "
+                "the escapes), or use single quotes, which take every character as it is",
+                "%s line %d: a backslash in the double-quoted value of %s escapes nothing "
+                "(a shell would keep it, this file's reader would not)",
+                path, lineno, name);
             goto fail;
         }
         if (!value) {

@@ -163,18 +163,26 @@ static bool has_table(json_t *all, const char *schema, const char *name)
 
 static void list_tables_hint(json_t *all, char *out, size_t n)
 {
-    size_t len = (size_t)snprintf(out, n, "tables in this backup:");
+    if (n < 32) {
+        if (n)
+            *out = '\0';
+        return;
+    }
+    int w = snprintf(out, n, "tables in this backup:");
+    size_t len = w > 0 ? (size_t)w : 0;
     size_t i;
     json_t *t;
     json_array_foreach(all, i, t)
     {
-        if (len + 80 > n) {
+        /* a name that does not fit whole is left out, and so are the rest: " ..." */
+        w = snprintf(out + len, n - len, "%s %s.%s", i ? "," : "",
+                     json_string_value(json_object_get(t, "schema")),
+                     json_string_value(json_object_get(t, "name")));
+        if (w < 0 || (size_t)w + 5 > n - len) {
             snprintf(out + len, n - len, " ...");
             return;
         }
-        len += (size_t)snprintf(out + len, n - len, "%s %s.%s", i ? "," : "",
-                                json_string_value(json_object_get(t, "schema")),
-                                json_string_value(json_object_get(t, "name")));
+        len += (size_t)w;
     }
     if (!json_array_size(all))
         snprintf(out + len, n - len, " none");

@@ -1453,6 +1453,30 @@ static int check_nested_roots(json_t *roots, struct err *e)
     return 0;
 }
 
+int caris_files_roots_check(const char *const *paths, size_t n, struct err *e)
+{
+    json_t *roots = json_array();
+    for (size_t i = 0; i < n; i++) {
+        char *abs = realpath(paths[i], NULL);
+        if (!abs) {
+            size_t l = strlen(paths[i]);
+            while (l > 1 && paths[i][l - 1] == '/')
+                l--;
+            abs = xstrndup(paths[i], l);
+        }
+        bool dup = false;
+        size_t k;
+        json_t *v;
+        json_array_foreach(roots, k, v) dup |= strcmp(json_string_value(v), abs) == 0;
+        if (!dup) /* not checked for UTF-8 here: the backup refuses such a root itself */
+            json_array_append_new(roots, json_string_nocheck(abs));
+        free(abs);
+    }
+    int rc = check_nested_roots(roots, e);
+    json_decref(roots);
+    return rc;
+}
+
 /* The exclude patterns as the walk of root takes them, NULL-terminated (free with
  * free_patterns): trailing slashes dropped ("cache/" is "cache"), an absolute pattern made
  * "/" and the path below the root it lies under (matched against that path only, see

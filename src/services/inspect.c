@@ -146,25 +146,40 @@ int caris_backup_resolve(struct repo *r, const char *text, const char *kind, cha
         json_decref(damaged);
         return rc;
     }
-    size_t tl = strlen(text), nmatch = 0, i;
+    /* The backups whose id is text (an exact id wins over the longer ids it starts) or starts
+     * with it: the readable ones, then those whose snapshot is damaged. A prefix that takes a
+     * readable and a damaged backup is ambiguous: resolved to the readable one, it gave older
+     * data than the damaged one without a word, as 'latest' did. */
+    size_t tl = strlen(text), nmatch = 0, ndamaged = 0, i;
     json_t *s, *match = NULL;
+    const char *dmatch = NULL;
+    bool exact = false, dexact = false;
     char cands[400] = "";
     size_t clen = 0;
-    json_array_foreach(list, i, s)
-    {
-        const char *sid = json_string_value(json_object_get(s, "id"));
-        if (!sid)
-            continue;
-        if (strcmp(sid, text) == 0) { /* an exact id wins over the longer ids it starts */
-            match = s;
-            nmatch = 1;
-            break;
-        }
-        if (strncmp(sid, text, tl) == 0) {
-            match = s;
-            nmatch++;
+    for (int pass = 0; pass < 2 && !exact; pass++) {
+        json_array_foreach(pass ? damaged : list, i, s)
+        {
+            const char *sid = json_string_value(json_object_get(s, "id"));
+            if (!sid || strncmp(sid, text, tl) != 0)
+                continue;
+            if (strcmp(sid, text) == 0) {
+                exact = pass == 0, dexact = pass == 1;
+                if (pass == 0)
+                    match = s;
+                else
+                    dmatch = sid;
+                break;
+            }
+            if (pass == 0) {
+                match = s;
+                nmatch++;
+            } else {
+                dmatch = sid;
+                ndamaged++;
+            }
             if (clen < sizeof(cands) - 1) {
-                int n = snprintf(cands + clen, sizeof(cands) - clen, "%s%s", clen ? ", " : "", sid);
+                int n = snprintf(cands + clen, sizeof(cands) - clen, "%s%s%s", clen ? ", " : "",
+                                 sid, pass ? " (damaged)" : "");
                 clen = n < 0 ? clen : clen + (size_t)n;
                 if (clen >= sizeof(cands) - 1) {
                     clen = sizeof(cands) - 1;
@@ -173,36 +188,20 @@ int caris_backup_resolve(struct repo *r, const char *text, const char *kind, cha
             }
         }
     }
-    if (nmatch == 1) {
+    char et[300]; /* as typed, its control bytes escaped: it goes to a terminal */
+    str_escape(text, strlen(text), et, sizeof(et));
+    if (exact || (!dexact && nmatch == 1 && ndamaged == 0)) {
         snprintf(id, CARIS_ID_MAX, "%s", json_string_value(json_object_get(match, "id")));
         rc = 0;
-    } else if (nmatch == 0) {
-        char et[300]; /* as typed, its control bytes escaped: it goes to a terminal */
-        str_escape(text, strlen(text), et, sizeof(et));
+    } else if (dexact || (nmatch == 0 && ndamaged == 1)) {
+        repo_snapshot_damaged_id(damaged, dmatch, e); /* damaged, not absent (it names dmatch) */
+        rc = -1;
+    } else if (nmatch + ndamaged == 0) {
         rc = err_set(e, ERR_NOT_FOUND, "see `caris-backup list` for the backups there are",
                      "no backup %s in repository %s", et, repo_path(r));
-        /* damaged, not absent: the id, or the only damaged one it is a prefix of */
-        const char *dmatch = NULL;
-        size_t nd = 0;
-        json_array_foreach(damaged, i, s)
-        {
-            const char *did = json_string_value(json_object_get(s, "id"));
-            if (!did || strncmp(did, text, tl) != 0)
-                continue;
-            dmatch = did;
-            if (strcmp(did, text) == 0) {
-                nd = 1;
-                break;
-            }
-            nd++;
-        }
-        if (nd == 1)
-            repo_snapshot_damaged_id(damaged, dmatch, e);
     } else {
-        char et[300];
-        str_escape(text, strlen(text), et, sizeof(et));
         rc = err_set(e, ERR_USAGE, NULL, "backup id prefix '%s' is ambiguous: %zu backups match",
-                     et, nmatch);
+                     et, nmatch + ndamaged);
         snprintf(e->hint, sizeof(e->hint), "give more of the id; candidates: %s", cands);
     }
     json_decref(list);

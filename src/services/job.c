@@ -115,37 +115,26 @@ int caris_job_config_check(const struct config *cfg, struct err *e)
     const char *v = config_get(cfg, "BACKUP_FILES_PATHS");
     if (!v)
         return 0;
-    /* each path without its trailing slashes, between two NULs */
     char *list = xstrdup(v);
-    char **paths = NULL;
+    const char **paths = NULL;
     size_t n = 0;
     int rc = 0;
     char *save = NULL;
     for (char *t = strtok_r(list, ":", &save); t && rc == 0; t = strtok_r(NULL, ":", &save)) {
-        size_t l = strlen(t);
-        while (l > 1 && t[l - 1] == '/')
-            t[--l] = '\0';
         if (t[0] != '/')
             rc = err_set(e, ERR_CONFIG,
                          "give absolute paths, separated by ':' (a relative one would be read "
                          "from the daemon's working directory, /)",
                          "BACKUP_FILES_PATHS: '%s' is not an absolute path", t);
-        else {
-            paths = xrealloc(paths, xsize(n + 1, sizeof(*paths), 0));
-            paths[n++] = t;
-        }
+        paths = xrealloc(paths, xsize(n + 1, sizeof(*paths), 0));
+        paths[n++] = t;
     }
-    for (size_t i = 0; i < n && rc == 0; i++)
-        for (size_t k = 0; k < n && rc == 0; k++) {
-            size_t l = strlen(paths[k]);
-            bool below = strcmp(paths[k], "/") == 0 ||
-                         (strncmp(paths[i], paths[k], l) == 0 && paths[i][l] == '/');
-            if (i != k && below && strcmp(paths[i], paths[k]) != 0)
-                rc = err_set(e, ERR_CONFIG, "give only the outer one",
-                             "BACKUP_FILES_PATHS: %s is inside %s: its files would be backed "
-                             "up twice, and the backup refuses that",
-                             paths[i], paths[k]);
-        }
+    /* nested roots, as the backup itself judges them */
+    if (rc == 0 && caris_files_roots_check(paths, n, e) != 0) {
+        err_wrap(e, "BACKUP_FILES_PATHS");
+        e->code = ERR_CONFIG;
+        rc = -1;
+    }
     free(paths);
     free(list);
     return rc;

@@ -290,6 +290,14 @@ assert_contains "$OUT" "usage: caris-backup [--json] list" "... the usage"
 printf 'Q="unterminated\n' >"$TEST_TMP/broken.env"
 run "$CARIS_BIN" --env-file "$TEST_TMP/broken.env" backup files --help
 assert_rc 0 "backup files --help with a malformed env file: exit 0"
+# (only the help: a "-h" after "--", an operand, ran the command on a configuration it had
+# refused)
+run env BACKUP_DIR=relative/dir "$CARIS_BIN" backup files -- -h
+assert_rc 6 "backup files -- -h with a relative BACKUP_DIR: refused (exit 6), nothing backed up"
+run env BACKUP_DIR=relative/dir "$CARIS_BIN" restore files latest --target -h
+assert_rc 0 "a -h given as a value: the usage only (exit 0) ..."
+assert_contains "$OUT" "usage: caris-backup restore files" "... and nothing restored"
+assert_false "no directory -h was made" test -e -h
 assert_exit 2 cb version extra
 assert_contains "$ERR" "version takes no argument" "version with an argument: refused, as every command"
 

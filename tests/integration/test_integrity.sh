@@ -273,6 +273,14 @@ done
 run cb ls "${ids[2]:0:l}"
 assert_rc 4 "ls of a prefix of the truncated backup's id: exit 4"
 assert_contains "$ERR" "backup ${ids[2]} cannot be read" "... naming the backup"
+# a prefix shared by the readable backup and a damaged one: ambiguous (exit 2), never the
+# readable one without a word
+common=${ids[0]:0:5}
+run cb ls "$common"
+assert_rc 2 "ls of a prefix shared by a readable and damaged backups: ambiguous (exit 2)"
+assert_contains "$ERR" "(damaged)" "the candidates name the damaged ones as such"
+run cb debug backup latest
+assert_rc 4 "debug backup latest: the same refusal as every command (exit 4)"
 # an id as typed is quoted with its control bytes escaped (it goes to a terminal)
 run cb ls "$(printf 'no-such\033[31m')"
 assert_rc 7 "ls of an unknown id: exit 7"

@@ -125,10 +125,49 @@ static void test_cancelled_backup_commits_nothing(void **state)
     assert_int_equal(rm_tree(root), 0);
 }
 
+/* The daemon's check of BACKUP_FILES_PATHS judges nesting as the backup does: after realpath
+ * (a symlink below a root that leads elsewhere is another root), on the text for a path that
+ * does not exist yet. */
+static void test_roots_check(void **state)
+{
+    (void)state;
+    char root[] = "/tmp/caris-roots-XXXXXX";
+    assert_non_null(mkdtemp(root));
+    char a[300], sub[300], other[300], link[300], missing[300], slash[300];
+    snprintf(a, sizeof(a), "%s/uploads", root);
+    snprintf(sub, sizeof(sub), "%s/uploads/2024", root);
+    snprintf(other, sizeof(other), "%s/archive", root);
+    snprintf(link, sizeof(link), "%s/uploads/arch", root);
+    snprintf(missing, sizeof(missing), "%s/uploads/not-yet/", root);
+    snprintf(slash, sizeof(slash), "%s/uploads///", root);
+    assert_int_equal(mkdir(a, 0700), 0);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    assert_int_equal(mkdir(other, 0700), 0);
+    assert_int_equal(symlink(other, link), 0);
+    struct err e = ERR_INIT;
+    const char *linked[] = {a, link};
+    assert_int_equal(caris_files_roots_check(linked, 2, &e), 0);
+    const char *nested[] = {a, sub};
+    assert_int_equal(caris_files_roots_check(nested, 2, &e), -1);
+    assert_non_null(strstr(e.msg, "is inside backup root"));
+    err_clear(&e);
+    const char *later[] = {missing, a};
+    assert_int_equal(caris_files_roots_check(later, 2, &e), -1);
+    err_clear(&e);
+    const char *same[] = {a, slash};
+    assert_int_equal(caris_files_roots_check(same, 2, &e), 0);
+    assert_int_equal(unlink(link), 0);
+    assert_int_equal(rmdir(sub), 0);
+    assert_int_equal(rmdir(a), 0);
+    assert_int_equal(rmdir(other), 0);
+    assert_int_equal(rmdir(root), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cancelled_backup_commits_nothing),
+        cmocka_unit_test(test_roots_check),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -35,7 +35,8 @@ static void test_env_file_parsing(void **state)
                         "CARIS_T3=bare value # comment\nCARIS_T3=later wins\nCARIS_EMPTY=\n"
                         "CARIS_T4=   # only a comment: empty, as in a shell\n"
                         "CARIS_T5=\t# a tab, then a comment\nCARIS_T6=tab\t# comment\r\n"
-                        "CARIS_T7=a#b\nCARIS_T8=#not-a-comment\nCARIS_T9= \"quoted\" # c\n");
+                        "CARIS_T7=a#b\nCARIS_T8=#not-a-comment\nCARIS_T9= \"quoted\" # c\n"
+                        "CARIS_T10=\"pa\\$word \\`x\\` \\\\\"\n");
     struct config c;
     struct err e = ERR_INIT;
     unsetenv("BACKUP_DIR");
@@ -52,6 +53,8 @@ static void test_env_file_parsing(void **state)
     assert_string_equal(config_get(&c, "CARIS_T7"), "a#b");
     assert_string_equal(config_get(&c, "CARIS_T8"), "#not-a-comment");
     assert_string_equal(config_get(&c, "CARIS_T9"), "quoted");
+    /* \$ and \` as a shell reads them in double quotes (a password with a $ in it) */
+    assert_string_equal(config_get(&c, "CARIS_T10"), "pa$word `x` \\");
     assert_null(config_get(&c, "CARIS_NOT_THERE"));
     /* the environment wins over the file */
     setenv("BACKUP_DIR", "/from/env", 1);
