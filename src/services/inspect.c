@@ -41,6 +41,24 @@ static const char *id_time(const char *id)
     return b ? b + 1 : NULL;
 }
 
+/* Whether text is a whole backup id, PREFIX_MODE_YYYY-MM-DDTHH-MM-SS[-N]: one that is not in
+ * the repository (forgotten, or its snapshot gone) must not be taken as a prefix of another
+ * (ID-2, a backup that started in the same second), whose data a restore would give. */
+static bool whole_id(const char *text)
+{
+    const char *t = id_time(text);
+    static const char pattern[] = "dddd-dd-ddTdd-dd-dd";
+    if (!t || strlen(t) < sizeof(pattern) - 1)
+        return false;
+    for (size_t i = 0; pattern[i]; i++)
+        if (pattern[i] == 'd' ? !(t[i] >= '0' && t[i] <= '9') : t[i] != pattern[i])
+            return false;
+    const char *rest = t + sizeof(pattern) - 1;
+    if (*rest == '\0')
+        return true;
+    return rest[0] == '-' && rest[1] && strspn(rest + 1, "0123456789") == strlen(rest + 1);
+}
+
 /* A damaged snapshot (of damaged, repo_snapshot_list's) that may be a newer backup of kind
  * want (NULL: any) than backup id: known by its id to be one, or of no known id. NULL when
  * there is none. */
@@ -151,6 +169,7 @@ int caris_backup_resolve(struct repo *r, const char *text, const char *kind, cha
      * readable and a damaged backup is ambiguous: resolved to the readable one, it gave older
      * data than the damaged one without a word, as 'latest' did. */
     size_t tl = strlen(text), nmatch = 0, ndamaged = 0, i;
+    bool whole = whole_id(text); /* an exact match only */
     json_t *s, *match = NULL;
     const char *dmatch = NULL;
     bool exact = false, dexact = false;
@@ -160,7 +179,7 @@ int caris_backup_resolve(struct repo *r, const char *text, const char *kind, cha
         json_array_foreach(pass ? damaged : list, i, s)
         {
             const char *sid = json_string_value(json_object_get(s, "id"));
-            if (!sid || strncmp(sid, text, tl) != 0)
+            if (!sid || strncmp(sid, text, tl) != 0 || (whole && sid[tl] != '\0'))
                 continue;
             if (strcmp(sid, text) == 0) {
                 exact = pass == 0, dexact = pass == 1;

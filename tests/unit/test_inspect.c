@@ -101,6 +101,14 @@ static void test_resolve(void **state)
     assert_non_null(strstr(x.msg, "no backup file_full_2025"));
     x = resolve_fails(r, "", NULL);
     assert_int_equal(x.code, ERR_USAGE);
+    /* a whole id that is not there (forgotten) is no prefix of ID-2, a backup that started in
+     * the same second: a restore of it gave the other backup's data */
+    add_backup(r, "file_full_2024-01-20T03-00-00-2", "files", "2024-01-20T03:00:00.500Z");
+    x = resolve_fails(r, "file_full_2024-01-20T03-00-00", NULL);
+    assert_int_equal(x.code, ERR_NOT_FOUND);
+    assert_resolves(r, "file_full_2024-01-20T03-00-00-2", NULL, "file_full_2024-01-20T03-00-00-2");
+    assert_resolves(r, "file_full_2024-01-20T03", NULL, "file_full_2024-01-20T03-00-00-2");
+    assert_resolves(r, "file_full_2024-01-20T03-00-00-", NULL, "file_full_2024-01-20T03-00-00-2");
 
     repo_close(r);
     tmpdir_free(dir);
