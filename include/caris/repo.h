@@ -344,6 +344,10 @@ size_t repo_state_retire_others(struct repo *r);
  * began], "damaged": [{"object", "message"}]}. Each problem is also added to repo_warnings.
  * -1 only when the audit could not run. */
 int repo_state_audit(struct repo *r, json_t **report, struct err *e);
+/* Accepts a state record that was deleted or could not be read (prune --accept-missing):
+ * deletes the objects of damaged (repo_state_audit's "damaged") that still cannot be read, and
+ * writes a whole record again, of the snapshots that are there. Needs the exclusive lock. */
+int repo_state_accept(struct repo *r, json_t *damaged, struct err *e);
 /* Finishes the removals a forget began and did not complete (the record has the snapshots
  * removed and "removing", their files are still there): deletes those files, then writes a
  * state object that says so. *finished: [{"object", "id"}] (with dry_run: what would be

@@ -63,9 +63,10 @@ static const char PRUNE_USAGE[] =
     "  --dry-run     report what would be deleted and rewritten; change nothing\n"
     "  --accept-missing\n"
     "                backups the repository's state record lists but whose snapshot is\n"
-    "                gone (deleted by hand, an older copy put back) make prune refuse\n"
-    "                (exit 4): find out what happened first; this records them as removed\n"
-    "                and prunes what only they needed\n";
+    "                gone (deleted by hand, an older copy put back), and a state record\n"
+    "                that is deleted or cannot be read, make prune refuse (exit 4): find\n"
+    "                out what happened first; this records the missing backups as removed\n"
+    "                (writes the record again from the snapshots there are) and prunes\n";
 
 int backup_time_option(const struct globals *g, const char *s, int64_t *ns, struct err *e)
 {

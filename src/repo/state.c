@@ -732,6 +732,34 @@ int repo_state_audit(struct repo *r, json_t **report, struct err *e)
     return 0;
 }
 
+int repo_state_accept(struct repo *r, json_t *damaged, struct err *e)
+{
+    if (!r->lock || !r->lock->exclusive)
+        return err_set(e, ERR_LOCKED, "take the exclusive lock first (repo_lock)",
+                       "accepting the state record needs the exclusive lock of %s", r->path);
+    size_t i;
+    json_t *d;
+    json_array_foreach(damaged, i, d)
+    {
+        const char *name = json_string_value(json_object_get(d, "object"));
+        if (!name || strncmp(name, STATE_DIR "/", sizeof(STATE_DIR)) != 0 || strstr(name, ".."))
+            continue;
+        struct state s;
+        state_init(&s);
+        /* still there and still unreadable (never a readable one) */
+        int rc = state_read_one(r, &s, name, e);
+        bool bad = rc == 0 && json_array_size(s.damaged) > 0;
+        state_free(&s);
+        if (rc < 0)
+            return -1;
+        if (bad && storage_remove(r->st, name, e) != 0 && e->code != ERR_NOT_FOUND)
+            return -1;
+        err_clear(e);
+    }
+    /* a whole record again, taking in the snapshots that are there */
+    return state_record_change(r, NULL, NULL, NULL, 0, e);
+}
+
 int repo_state_finish_removals(struct repo *r, bool dry_run, json_t **finished, struct err *e)
 {
     *finished = json_array();

@@ -70,7 +70,38 @@ static int check_missing(struct repo *r, const struct caris_prune_opts *o,
     int rc = 0;
     const char *first =
         n ? json_string_value(json_object_get(json_array_get(missing, 0), "id")) : NULL;
-    if (n && !(o && o->accept_missing)) {
+    /* Without a whole record prune cannot tell which backups' snapshots are gone: with its
+     * objects deleted (and no copy on this host), a backup whose snapshot went with them was
+     * not missed, and its data was deleted. Accepted, the damaged objects go and a whole
+     * record is written again, of the snapshots that are there. */
+    const char *record = json_string_value(json_object_get(rep, "record"));
+    json_t *bad = json_object_get(rep, "damaged");
+    const char *why = json_array_size(bad)                       ? "cannot be read"
+                      : record && strcmp(record, "deleted") == 0 ? "is deleted"
+                                                                 : NULL;
+    bool accept = o && o->accept_missing;
+    if (why && !accept) {
+        rc = err_set(e, ERR_DAMAGE,
+                     "find out what happened first (`caris-backup check`; docs/BACKUP_RECOVERY.md, "
+                     "\"Checking backups\"); to prune all the same, run `caris-backup prune "
+                     "--accept-missing`",
+                     "refusing to prune: the repository's state record %s: prune cannot tell "
+                     "which backups are missing, and would delete what only they needed",
+                     why);
+        json_decref(rep);
+        return rc;
+    }
+    if (why && !dry_run) {
+        if (repo_state_accept(r, bad, e) != 0) {
+            json_decref(rep);
+            return err_wrap(e, "refusing to prune: cannot write the state record again");
+        }
+        caris_op_log(op, LOG_WARN,
+                     "prune: the state record %s: accepted (--accept-missing), written again "
+                     "from the snapshots there are",
+                     why);
+    }
+    if (n && !accept) {
         rc = err_set(e, ERR_DAMAGE,
                      "find out what happened first (docs/BACKUP_RECOVERY.md, \"Checking "
                      "backups\"); to accept that they are gone and prune what only they needed, "
@@ -78,7 +109,7 @@ static int check_missing(struct repo *r, const struct caris_prune_opts *o,
                      "refusing to prune: %zu backup(s) in the state record have no snapshot "
                      "(%s%s): what only they needed would be deleted",
                      n, first ? first : "?", n > 1 ? ", ..." : "");
-    } else if (n && !dry_run) {
+    } else if (n && !dry_run) { /* accepted */
         const char **names = xcalloc(n, sizeof(*names));
         for (size_t i = 0; i < n; i++)
             names[i] = json_string_value(json_object_get(json_array_get(missing, i), "object"));

@@ -231,6 +231,50 @@ mkdir "$TEST_TMP/rk"
 assert_exit 0 cb restore files "$kid2" --target "$TEST_TMP/rk"
 tree_compare "$src" "$TEST_TMP/rk$src"
 
+# --- the state record deleted, or damaged, with no copy on this host (another host, or the
+# metadata lost): a backup whose snapshot went with it was not missed, and prune deleted its data
+# (exit 0). Refused now, unless accepted; accepted, the record is written again.
+rm -rf "$REPO" "$BACKUP_DIR/metadata"
+init_repo
+seeded_bytes 300000 only-in-d1 >"$src/only-in-d1"
+backup_json "$TEST_TMP/d1.json" --full "$src"
+assert_rc 0 "backup whose snapshot goes with the state record"
+d1_snap=$(find "$REPO/snapshots" -type f ! -name '.*') # its only snapshot file
+rm "$src/only-in-d1"
+backup_json "$TEST_TMP/d2.json" --full "$src"
+assert_rc 0 "backup that stays"
+mv "$d1_snap" "$TEST_TMP/d1.snap"
+rm -rf "$REPO"/state/* "$BACKUP_DIR/metadata"/state-*
+run cb --json prune --dry-run
+assert_rc 4 "prune --dry-run with the state record deleted: refused (exit 4)"
+assert_contains "$ERR" "the repository's state record is deleted" "it says why"
+packs_before=$(find "$REPO/data" -type f ! -name '.*' | wc -l)
+run cb prune
+assert_rc 4 "prune: refused"
+assert_eq "$packs_before" "$(find "$REPO/data" -type f ! -name '.*' | wc -l)" "nothing was deleted"
+mv "$TEST_TMP/d1.snap" "$d1_snap"
+mkdir "$TEST_TMP/rd1"
+assert_exit 0 cb restore files "$(json_get "$TEST_TMP/d1.json" '["id"]')" --target "$TEST_TMP/rd1"
+assert_eq "$(seeded_bytes 300000 only-in-d1 | sha256sum)" "$(sha256sum <"$TEST_TMP/rd1$src/only-in-d1")" \
+    "put back, the backup restores whole: its data was kept"
+# a damaged state object: refused; accepted, it goes and the record is whole again
+obj=$(find "$REPO/state" -type f ! -name '.*' | head -n 1)
+if [[ -z $obj ]]; then
+    assert_exit 0 cb --quiet backup files "$src" # writes the record again
+    obj=$(find "$REPO/state" -type f ! -name '.*' | head -n 1)
+fi
+printf '\xff' | dd of="$obj" bs=1 seek=60 conv=notrunc status=none
+rm -f "$BACKUP_DIR/metadata"/state-*
+run cb prune
+assert_rc 4 "prune with the only state object damaged: refused (exit 4)"
+assert_contains "$ERR" "the repository's state record cannot be read" "it says why"
+run cb prune --accept-missing
+assert_rc 0 "prune --accept-missing: accepted"
+assert_contains "$ERR" "written again from the snapshots there are" "it says what it did"
+assert_false "the damaged object is gone" test -e "$obj"
+run cb check
+assert_rc 0 "check: the record is whole again"
+
 # --- a lost pack is stored again by the next backup -------------------------------------------
 rm -rf "$REPO" "$BACKUP_DIR/metadata"
 init_repo
