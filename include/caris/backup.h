@@ -203,8 +203,10 @@ void caris_check_record(struct repo *r, json_t *report, const struct caris_op *o
  * deduplicating against the damaged copies. Logged to op: how many, or why it failed. The two
  * functions above call it. */
 void caris_bad_blobs_record(struct repo *r, const char *by, const struct caris_op *op);
-/* The latest verification record of each backup: {"<backupId>": record, ...}. */
+/* The latest verification record of each backup: {"<backupId>": record, ...}. A record that
+ * cannot be read is a warning (repo_warn); the _n variant counts them in *unreadable. */
 json_t *caris_last_verifications(struct repo *r, struct err *e);
+json_t *caris_last_verifications_n(struct repo *r, size_t *unreadable, struct err *e);
 /* Whether a backup is known to be damaged, from its latest verification record (verif) and its
  * latest test-restore record (test), either NULL: the verification failed, or the test restore
  * found damage ("code": "damage": a chunk that does not read back, or row counts that differ

@@ -154,5 +154,7 @@ json_t *caris_test_restore_result_to_json(const struct caris_test_restore_result
 /* The latest test-restore record of each backup: {"<backupId>": {"backupId", "time", "ok",
  * "scratch", "restore_ms", "verify_ms"}, ...}. For `list` ("lastTestRestore"). */
 json_t *caris_db_last_test_restores(struct repo *r, struct err *e);
+/* The same, counting the test-restore records that cannot be read in *unreadable. */
+json_t *caris_db_last_test_restores_n(struct repo *r, size_t *unreadable, struct err *e);
 
 #endif

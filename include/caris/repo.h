@@ -121,6 +121,9 @@ json_t *repo_damage(const struct repo *r);
  * the next backup stores those blobs again) and by repo_state_audit, as a JSON array of
  * {"object": name, "message": msg}. Never NULL. Borrowed. */
 json_t *repo_warnings(const struct repo *r);
+/* Adds a warning to repo_warnings (once per object and text), for the warning sink too. */
+void repo_warn(struct repo *r, const char *object, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /* Called with each warning added to repo_warnings from now on (the opening's were reported by
  * then): a front end shows what a command met after it opened the repository (a state object
  * that could not be written after a commit, a read-only file system read without a lock).

@@ -314,9 +314,6 @@ int blob_decode(struct repo *r, const uint8_t id[32], const struct ientry *ep,
 int blob_decode_inplace(struct repo *r, const uint8_t id[32], const struct ientry *ep,
                         const uint8_t key[32], uint8_t *ct, const char *name, bool check_id,
                         struct buf *scratch, const uint8_t **plain, size_t *plen, struct err *e);
-/* Adds a warning to repo_warnings. */
-void repo_warn(struct repo *r, const char *object, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 
 /* State record (state.c): kept by snapshot commits and removals. added: a snapshot object
  * name and its backup id, or NULL; removed: nremoved snapshot object names. */

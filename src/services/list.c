@@ -87,12 +87,30 @@ void caris_bad_blobs_record(struct repo *r, const char *by, const struct caris_o
                      saved == 1 ? "it" : "them");
 }
 
-/* The latest record of kind for each backup (repo_record_cmp): {"<backupId>": record}. */
-static json_t *last_records(struct repo *r, const char *kind, struct err *e)
+/* The latest record of kind for each backup (repo_record_cmp): {"<backupId>": record}. A
+ * record that cannot be read may have said a backup is damaged: each is a warning (of every
+ * command that reads them), and *unreadable (may be NULL) counts them. */
+static json_t *last_records(struct repo *r, const char *kind, size_t *unreadable, struct err *e)
 {
-    json_t *recs = repo_record_list(r, kind, NULL, e);
+    json_t *damaged = NULL;
+    json_t *recs = repo_record_list(r, kind, &damaged, e);
     if (!recs)
         return NULL;
+    size_t k;
+    json_t *d;
+    json_array_foreach(damaged, k, d)
+    {
+        repo_warn(r, json_string_value(json_object_get(d, "object")) ?: "records",
+                  "a %s record cannot be read (%s): it may have said a backup is damaged, and "
+                  "retention by policy refuses until it is gone; run `caris-backup verify "
+                  "--all` (each backup is recorded again), then move this file out of the "
+                  "repository",
+                  strcmp(kind, "verify") == 0 ? "verification" : "test restore",
+                  json_string_value(json_object_get(d, "error")) ?: "?");
+    }
+    if (unreadable)
+        *unreadable = json_array_size(damaged);
+    json_decref(damaged);
     json_t *out = json_object();
     size_t i;
     json_t *rec;
@@ -112,7 +130,12 @@ static json_t *last_records(struct repo *r, const char *kind, struct err *e)
 
 json_t *caris_db_last_test_restores(struct repo *r, struct err *e)
 {
-    return last_records(r, "test-restore", e);
+    return last_records(r, "test-restore", NULL, e);
+}
+
+json_t *caris_db_last_test_restores_n(struct repo *r, size_t *unreadable, struct err *e)
+{
+    return last_records(r, "test-restore", unreadable, e);
 }
 
 bool caris_backup_known_damaged(json_t *verif, json_t *test, json_t **error, const char **by)
@@ -146,7 +169,12 @@ bool caris_backup_known_damaged(json_t *verif, json_t *test, json_t **error, con
 
 json_t *caris_last_verifications(struct repo *r, struct err *e)
 {
-    return last_records(r, "verify", e);
+    return last_records(r, "verify", NULL, e);
+}
+
+json_t *caris_last_verifications_n(struct repo *r, size_t *unreadable, struct err *e)
+{
+    return last_records(r, "verify", unreadable, e);
 }
 
 /* A snapshot file that cannot be read stays in the list as "damaged" (a backup never vanishes

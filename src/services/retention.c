@@ -467,10 +467,25 @@ int caris_retention_apply(struct repo *r, const struct caris_forget_opts *o,
     struct caris_retention_item *items = NULL;
     const char **damaged_by = NULL; /* item i: by what it is known damaged, or NULL */
     json_t *damaged = NULL, *named_damaged = json_array(), *verifs = NULL, *tests = NULL;
+    size_t unread_v = 0, unread_t = 0;
     json_t *list = caris_backup_list_damaged(r, o->kind, &damaged, e);
-    if (!list || !(verifs = caris_last_verifications(r, e)) ||
-        !(tests = caris_db_last_test_restores(r, e)))
+    if (!list || !(verifs = caris_last_verifications_n(r, &unread_v, e)) ||
+        !(tests = caris_db_last_test_restores_n(r, &unread_t, e)))
         goto out;
+    /* A record that cannot be read may have said a backup is damaged: the policy would then
+     * count that backup as whole, keep it, and forget the older ones that are (a backup no
+     * record names damaged is kept only as its rule says). Forgetting named backups is the
+     * operator's choice. */
+    if (!o->nids && unread_v + unread_t) {
+        err_set(e, ERR_DAMAGE,
+                "run `caris-backup verify --all` (each backup is recorded again), then move the "
+                "records that cannot be read out of the repository (`caris-backup check` names "
+                "them)",
+                "refusing to apply the retention policy: %zu verification and test-restore "
+                "record(s) cannot be read, and may have said a backup is damaged",
+                unread_v + unread_t);
+        goto out;
+    }
     size_t n = json_array_size(list);
     items = xcalloc(n ? n : 1, sizeof(*items));
     damaged_by = xcalloc(n ? n : 1, sizeof(*damaged_by));

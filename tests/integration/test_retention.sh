@@ -142,6 +142,24 @@ assert_exit 0 cb --quiet verify "${id_of[d2]}"
 # the database backup restores: its row count is the one recorded
 assert_exit 0 cb --quiet test-restore "${id_of[d3]}"
 
+# --- a verification record that cannot be read --------------------------------------------
+# It may have said a backup is damaged: the policy counted that backup as whole, kept it and
+# forgot the older ones that are; list showed it ok, without a word. Now every command warns,
+# and retention by policy refuses until the record is gone.
+rec=$(find "$BACKUP_DIR/repository/records/verify" -type f ! -name '.*' | head -n 1)
+assert_ne "" "$rec" "the verifications left records"
+printf '\xff' | dd of="$rec" bs=1 seek=40 conv=notrunc status=none
+run cb list
+assert_rc 0 "list with a verification record that cannot be read"
+assert_contains "$ERR" "a verification record cannot be read" "list warns"
+before=$(listed_labels)
+run cb forget --keep-last 1
+assert_rc 4 "retention by policy: refused (exit 4)"
+assert_contains "$ERR" "record(s) cannot be read, and may have said a backup is damaged" "it says why"
+assert_eq "$before" "$(listed_labels)" "nothing was forgotten"
+mv "$rec" "$TEST_TMP/"
+assert_exit 0 cb --quiet forget --dry-run --keep-last 1
+
 # --- the newest of each group stays whatever the policy says -------------------------------
 # a policy with every rule at 0 (by option or by configuration) is refused: nothing forgotten
 before=$(listed_labels)
