@@ -414,7 +414,8 @@ int caris_audit_head_record(struct repo *r, const char *backup_dir, struct err *
 int caris_audit_verify_heads(struct repo *r, const char *backup_dir, size_t *checked, struct err *e)
 {
     *checked = 0;
-    json_t *recs = repo_record_list(r, "audit-head", NULL, e);
+    json_t *unreadable = NULL;
+    json_t *recs = repo_record_list(r, "audit-head", &unreadable, e);
     if (!recs)
         return -1;
     char(*h)[2 * CX_SHA256_LEN + 1];
@@ -488,9 +489,21 @@ int caris_audit_verify_heads(struct repo *r, const char *backup_dir, size_t *che
                      "audit log line %lld is not the one the repository recorded on %s: it was "
                      "changed",
                      (long long)bad, bad_time ? bad_time : "?");
+    else if (json_array_size(unreadable))
+        /* a head that cannot be read vouches for nothing: a change to the lines it covered
+         * would go unseen, so the log is not called intact */
+        rc = err_set(e, ERR_DAMAGE,
+                     "`caris-backup check` names the record; the next command that takes data "
+                     "out or backs up records a new head (it covers the log from then on)",
+                     "%zu of the audit log's head records in the repository cannot be read (%s): "
+                     "the lines they covered cannot be checked",
+                     json_array_size(unreadable),
+                     json_string_value(json_object_get(json_array_get(unreadable, 0), "object"))
+                         ?: "?");
     free(dir);
     free(h);
     json_decref(recs);
+    json_decref(unreadable);
     return rc;
 }
 

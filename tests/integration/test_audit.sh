@@ -155,4 +155,16 @@ assert_exit 0 cb dump latest "$(find "$TEST_TMP/src" -maxdepth 1 -type f | LC_AL
 last_line_deletion_found "a dump's deleted line is found too"
 assert_exit 0 cb audit verify
 
+# a head record that cannot be read vouches for nothing: the log is not "intact" (it was, and
+# an edit of the lines it covered, chain recomputed, went unseen)
+head_rec=$(find "$BACKUP_DIR/repository/records/audit-head" -type f ! -name '.*' | LC_ALL=C sort | tail -n 1)
+cp "$head_rec" "$TEST_TMP/head.kept"
+printf '\xff' | dd of="$head_rec" bs=1 seek=40 conv=notrunc status=none
+run cb audit verify
+assert_rc 4 "audit verify with a head record that cannot be read: exit 4"
+assert_contains "$ERR" "head records in the repository cannot be read" "it says so"
+assert_not_contains "$OUT" "intact" "... and does not call the log intact"
+cp "$TEST_TMP/head.kept" "$head_rec"
+assert_exit 0 cb audit verify
+
 test_done
