@@ -317,7 +317,13 @@ static int local_read(struct repo *r, struct state *s, struct err *e)
     buf_free(&b);
     int rc = 0;
     const char *repo = json_string_value(json_object_get(doc, "repository"));
-    if (!doc || !repo || strcmp(repo, r->id) != 0)
+    if (!doc)
+        rc = err_set(e, ERR_DAMAGE, NULL,
+                     "%s cannot be read (not JSON): until it is moved away (the next command "
+                     "then writes it again) this host cannot tell whether the repository went "
+                     "back in time",
+                     r->state_local);
+    else if (!repo || strcmp(repo, r->id) != 0)
         rc = err_set(e, ERR_DAMAGE, NULL, "%s is not a state record of repository %s",
                      r->state_local, r->id);
     else

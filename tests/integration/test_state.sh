@@ -35,6 +35,13 @@ run cb --json list
 assert_rc 0 "list --json"
 assert_eq "recorded recorded" "$(json_eval "$OUT_FILE" '" ".join(b["record"] for b in d)')" "both backups recorded"
 
+# a local copy that is not JSON: said so (it was called "not a state record of repository X")
+cp "$local_copy" "$TEST_TMP/local.kept"
+printf '{garbage' >"$local_copy"
+run cb list
+assert_contains "$ERR" "cannot be read (not JSON): until it is moved away" "a garbled local copy is named as such"
+cp "$TEST_TMP/local.kept" "$local_copy"
+
 # --- a snapshot deleted from the repository -----------------------------------------------
 # Find id1's snapshot: remove each file in turn and see which backup disappears.
 victim=""
