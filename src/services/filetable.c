@@ -154,11 +154,45 @@ static bool layout_ok(struct ftable *t, const uint8_t entries_sha[32])
     return true;
 }
 
+/* Whether the header (at p, the file size bytes long) says the table is exactly size bytes:
+ * checked before the MAC reads the whole file (a sparse terabyte in the table's place was
+ * hashed whole). */
+static bool header_size_ok(const uint8_t *p, uint64_t size)
+{
+    uint32_t nrec, nslots;
+    uint64_t nids, strs_len, text_len;
+    if (size < FT_HEADER_LEN + 32 || memcmp(p, FT_MAGIC, 8) != 0)
+        return false;
+    memcpy(&nrec, p + 16, 4);
+    memcpy(&nslots, p + 20, 4);
+    memcpy(&nids, p + 24, 8);
+    memcpy(&strs_len, p + 32, 8);
+    memcpy(&text_len, p + 40, 8);
+    uint64_t left = size - FT_HEADER_LEN - 32, need;
+    need = (uint64_t)nrec * sizeof(struct ftable_rec);
+    if (need > left)
+        return false;
+    left -= need;
+    need = (uint64_t)nslots * 4;
+    if (need > left)
+        return false;
+    left -= need;
+    if (nids > left / 32)
+        return false;
+    left -= nids * 32;
+    if (strs_len > left)
+        return false;
+    left -= strs_len;
+    return text_len == left;
+}
+
 struct ftable *ftable_open(const char *path, const uint8_t key[32], const uint8_t entries_sha[32],
                            const char **why)
 {
     *why = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    /* O_NONBLOCK: a FIFO in the table's place must not hang the backup (it is refused below,
+     * not being a regular file) */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     if (fd < 0) {
         *why = errno == ENOENT ? "none yet" : "cannot be opened";
         return NULL;
@@ -174,6 +208,11 @@ struct ftable *ftable_open(const char *path, const uint8_t key[32], const uint8_
     close(fd);
     if (map == MAP_FAILED) {
         *why = "cannot be mapped";
+        return NULL;
+    }
+    if (!header_size_ok(map, (uint64_t)st.st_size)) {
+        munmap(map, (size_t)st.st_size);
+        *why = "not a table (its header does not match its size)";
         return NULL;
     }
     struct ftable *t = xcalloc(1, sizeof(*t));

@@ -94,6 +94,20 @@ cp "$TEST_TMP/old.tbl" "$(table)"
 both incremental stale
 assert_contains "$A_ERR" "made for another backup" "a stale table is refused"
 
+# A FIFO in the table's place hung the backup (an open without O_NONBLOCK, SIGTERM unheard);
+# a sparse terabyte was hashed whole before its header was looked at. Both are "not a table".
+tab=$(table)
+cp "$tab" "$TEST_TMP/kept.tbl"
+rm -f "$tab" && mkfifo "$tab"
+run timeout -k 5 60 "$CARIS_BIN" backup files --incremental "$src"
+assert_rc 0 "a FIFO in the table's place: the backup goes on (no hang)"
+assert_contains "$ERR" "file table cache not used (not a table" "... saying why"
+rm -f "$tab" && truncate -s 1T "$tab"
+run timeout -k 5 60 "$CARIS_BIN" backup files --incremental "$src"
+assert_rc 0 "a sparse terabyte in the table's place: the backup goes on at once"
+assert_contains "$ERR" "its header does not match its size" "... saying why"
+rm -f "$tab"
+
 # A table whose MAC is right but made with another repository's key: copied from B.
 backup_json "$TEST_TMP/a-x.json" --incremental "$src"
 BACKUP_DIR=$B run cb --quiet backup files --incremental "$src"
