@@ -1482,6 +1482,24 @@ int caris_files_roots_check(const char *const *paths, size_t n, struct err *e)
  * "/" and the path below the root it lies under (matched against that path only, see
  * fswalk_opts) and left out for the others. With roots (and e), checks
  * instead that every absolute pattern lies under some root and is not one. */
+/* Why pattern p (trailing slashes taken off) can match nothing, or NULL: the paths it is
+ * matched against are normalised (no "." or ".." component, no empty one), so such a pattern
+ * left out nothing while the operator thought a directory excluded. */
+static const char *pattern_flaw(const char *p)
+{
+    if (!*p)
+        return "it is empty";
+    for (const char *c = p; *c;) {
+        size_t l = strcspn(c, "/");
+        if ((l == 0 && c != p) || (l == 1 && c[0] == '.') || (l == 2 && c[0] == '.' && c[1] == '.'))
+            return "a path it is matched against has no empty, \".\" or \"..\" component";
+        c += l;
+        if (*c == '/')
+            c++;
+    }
+    return NULL;
+}
+
 static char **root_excludes(const char *const *ex, const char *root, json_t *roots, struct err *e)
 {
     size_t n = 0;
@@ -1494,6 +1512,18 @@ static char **root_excludes(const char *const *ex, const char *root, json_t *roo
         size_t len = strlen(p);
         while (len > 1 && p[len - 1] == '/')
             p[--len] = '\0';
+        const char *flaw = roots ? pattern_flaw(p) : NULL;
+        if (flaw) {
+            char esc[300];
+            err_set(e, ERR_USAGE, "write the path as `ls` shows it, e.g. /srv/caris/uploads/tmp",
+                    "--exclude '%s' would match nothing: %s",
+                    str_escape(ex[i], strlen(ex[i]), esc, sizeof(esc)), flaw);
+            free(p);
+            for (size_t j = 0; j < k; j++)
+                free(out[j]);
+            free(out);
+            return NULL;
+        }
         if (p[0] != '/') {
             out[k++] = p;
             continue;

@@ -38,6 +38,13 @@ n=$(count)
 run cb backup files --full --exclude /elsewhere/cache "$src"
 assert_rc 2 "an absolute --exclude outside every root is refused"
 assert_contains "$ERR" "outside every backup root" "the error says why"
+# a pattern no normalised path can match (a ".." or "." component, "//", or empty) left out
+# nothing, exit 0, while the operator thought the directory excluded
+for pat in "$src/../$(basename "$src")/tmp" "$src/./tmp" "$src//tmp" "app/../tmp" ""; do
+    run cb backup files --full --exclude "$pat" "$src"
+    assert_rc 2 "--exclude '$pat', which would match nothing, is refused"
+    assert_contains "$ERR" "would match nothing" "... saying why"
+done
 run cb backup files --full --exclude "$src/" "$src"
 assert_rc 2 "an --exclude of the root itself is refused"
 assert_contains "$ERR" "the backup root itself" "the error says why"
