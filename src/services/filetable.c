@@ -19,12 +19,15 @@
  */
 #include "filetable.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "caris/crypto.h"
@@ -513,6 +516,29 @@ bool ftable_builder_same(const struct ftable_builder *b, const struct ftable *t,
     return same;
 }
 
+/* Temporary files a process killed while writing left in the cache directory dir (a table's
+ * "<table>.tmp.<hex>", fs_write_atomic's "<file>.tmp-<pid>-<hex>"): removed once an hour old
+ * (a live writer renames its own within seconds). Each can be as large as a table (hundreds of
+ * MB for a large tree), and nothing else removes them. Best effort. */
+#define FT_TMP_MAX_AGE_S 3600
+static void sweep_tmp(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    time_t now = time(NULL);
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (!strstr(de->d_name, ".tbl.tmp.") && !strstr(de->d_name, ".tmp-"))
+            continue;
+        struct stat st;
+        if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+            st.st_mtime < now - FT_TMP_MAX_AGE_S)
+            (void)unlinkat(dirfd(d), de->d_name, 0);
+    }
+    closedir(d);
+}
+
 int ftable_builder_write(struct ftable_builder *b, const char *path, const uint8_t key[32],
                          const uint8_t entries_sha[32], const char *text, size_t text_len,
                          struct err *e)
@@ -558,6 +584,8 @@ int ftable_builder_write(struct ftable_builder *b, const char *path, const uint8
     int rc = -1;
     if (slash && fs_mkdir_p(dir, 0700, e) != 0)
         goto out;
+    if (slash)
+        sweep_tmp(dir);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0) {
         err_sys(e, errno, "check that BACKUP_DIR/metadata/cache is writable", "cannot write %s",

@@ -108,6 +108,22 @@ assert_rc 0 "a sparse terabyte in the table's place: the backup goes on at once"
 assert_contains "$ERR" "its header does not match its size" "... saying why"
 rm -f "$tab"
 
+# Temporary files a killed backup left in the cache directory were never removed (each as
+# large as a table): the next table's writer removes those an hour old, not a live one's.
+cdir=$(find "$A/metadata/cache" -mindepth 1 -maxdepth 1 -type d)
+assert_true "the cache directory of repository A" test -d "$cdir"
+head -c 100000 /dev/zero >"$cdir/files-old.tbl.tmp.0123456789abcdef"
+head -c 1000 /dev/zero >"$cdir/summaries.tmp-99999-1f"
+touch -d '2 hours ago' "$cdir/files-old.tbl.tmp.0123456789abcdef" "$cdir/summaries.tmp-99999-1f"
+head -c 1000 /dev/zero >"$cdir/files-live.tbl.tmp.fedcba9876543210"
+printf 'tmp\n' >>"$src/hello.txt"
+run cb --quiet backup files --incremental "$src"
+assert_rc 0 "a backup with leftovers in the cache directory"
+assert_false "the hour-old temporary table is removed" test -e "$cdir/files-old.tbl.tmp.0123456789abcdef"
+assert_false "the hour-old temporary summaries file is removed" test -e "$cdir/summaries.tmp-99999-1f"
+assert_true "a fresh one (a live writer's) is kept" test -e "$cdir/files-live.tbl.tmp.fedcba9876543210"
+rm -f "$cdir/files-live.tbl.tmp.fedcba9876543210"
+
 # A table whose MAC is right but made with another repository's key: copied from B.
 backup_json "$TEST_TMP/a-x.json" --incremental "$src"
 BACKUP_DIR=$B run cb --quiet backup files --incremental "$src"
