@@ -5,6 +5,7 @@
 #include "caris/secmem.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1653,11 +1654,31 @@ struct repo *repo_init(const char *path, const char *password, const struct repo
     snprintf(body, sizeof(body), "{\"pid\":%ld}", (long)getpid());
     int claim = storage_put_new(r->st, INIT_LOCK, body, strlen(body), e);
     if (claim != 0) {
-        if (claim == 1)
-            err_set(e, ERR_LOCKED,
-                    "wait for it to finish; if no caris-backup is running, an init was "
-                    "interrupted: remove " INIT_LOCK " and the half-made repository",
-                    "another process is creating the repository %s", path);
+        if (claim == 1) {
+            /* the pid it names, gone on this host: a killed init, not one that runs (said as
+             * "another process is creating" every time, with the process long gone) */
+            struct buf b = {0};
+            struct err ge = ERR_INIT;
+            long pid = 0;
+            if (!storage_location_is_s3(path) && storage_get(r->st, INIT_LOCK, 256, &b, &ge) == 0) {
+                buf_append_u8(&b, 0);
+                const char *p = strstr((const char *)b.data, "\"pid\":");
+                pid = p ? strtol(p + 6, NULL, 10) : 0;
+            }
+            buf_free(&b);
+            if (pid > 0 && kill((pid_t)pid, 0) != 0 && errno == ESRCH)
+                err_set(e, ERR_LOCKED,
+                        "no caris-backup is creating it: remove " INIT_LOCK " and what that init "
+                        "made there (keys/, config, caris-repository), then run init again",
+                        "an init of %s was interrupted (its process %ld is gone) and left "
+                        "%s/" INIT_LOCK,
+                        path, pid, path);
+            else
+                err_set(e, ERR_LOCKED,
+                        "wait for it to finish; if no caris-backup is running, an init was "
+                        "interrupted: remove " INIT_LOCK " and the half-made repository",
+                        "another process is creating the repository %s", path);
+        }
         repo_close(r);
         return NULL;
     }

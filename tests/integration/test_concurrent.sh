@@ -110,6 +110,16 @@ assert_rc 0 "two inits: the repository opens"
 assert_eq 1 "$(json_eval "$OUT_FILE" 'len(d)')" "two inits: one key slot"
 assert_exit 0 cb --quiet backup files "$TEST_TMP/one"
 assert_exit 0 cb check
+# an init killed before it finished left init.lock: the next init said "another process is
+# creating the repository" every time; now it says the process is gone, and what to remove
+mkdir -p "$TEST_TMP/backup-killed-init/repository"
+true &
+gone=$!
+wait "$gone"
+printf '{"pid":%d}' "$gone" >"$TEST_TMP/backup-killed-init/repository/init.lock"
+BACKUP_DIR=$TEST_TMP/backup-killed-init run cb init
+assert_rc 9 "init over a killed init's lock: exit 9"
+assert_contains "$ERR" "was interrupted (its process $gone is gone)" "it says the init was interrupted"
 
 # --- opens while a prune deletes ---------------------------------------------------------
 # An open takes no lock: it lists data/ (while the key slot's KDF runs) and index/, then
