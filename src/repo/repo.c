@@ -1650,9 +1650,15 @@ struct repo *repo_init(const char *path, const char *password, const struct repo
     /* Two processes creating the same repository at once would make two master keys: the
      * first to create init.lock does it; the other is told (ERR_LOCKED) and can wait for
      * the marker. */
-    char body[128];
-    snprintf(body, sizeof(body), "{\"pid\":%ld}", (long)getpid());
+    char host[256] = "";
+    gethostname(host, sizeof(host) - 1);
+    json_t *lockdoc = json_pack("{s:I, s:s}", "pid", (json_int_t)getpid(), "host", host);
+    char *body = lockdoc ? json_dumps(lockdoc, JSON_COMPACT) : NULL;
+    json_decref(lockdoc);
+    if (!body)
+        body = xstrdup("{}");
     int claim = storage_put_new(r->st, INIT_LOCK, body, strlen(body), e);
+    free(body);
     if (claim != 0) {
         if (claim == 1) {
             /* the pid it names, gone on this host: a killed init, not one that runs (said as
@@ -1660,10 +1666,16 @@ struct repo *repo_init(const char *path, const char *password, const struct repo
             struct buf b = {0};
             struct err ge = ERR_INIT;
             long pid = 0;
-            if (!storage_location_is_s3(path) && storage_get(r->st, INIT_LOCK, 256, &b, &ge) == 0) {
-                buf_append_u8(&b, 0);
-                const char *p = strstr((const char *)b.data, "\"pid\":");
-                pid = p ? strtol(p + 6, NULL, 10) : 0;
+            /* judged only on the host that wrote it (a repository on a share, a container's
+             * volume: a pid of another host or pid namespace says nothing here) */
+            if (!storage_location_is_s3(path) &&
+                storage_get(r->st, INIT_LOCK, 1024, &b, &ge) == 0) {
+                json_t *lk = json_loadb((const char *)b.data, b.len, 0, NULL);
+                const char *lh = json_string_value(json_object_get(lk, "host"));
+                json_int_t lp = json_integer_value(json_object_get(lk, "pid"));
+                if (lh && *host && strcmp(lh, host) == 0 && lp > 0 && lp <= INT32_MAX)
+                    pid = (long)lp;
+                json_decref(lk);
             }
             buf_free(&b);
             if (pid > 0 && kill((pid_t)pid, 0) != 0 && errno == ESRCH)

@@ -527,8 +527,20 @@ int state_record_init(struct repo *r, struct err *e)
     return rc;
 }
 
+/* state_record_change, its counter at least floor + 1 (repo_state_accept). */
+static int record_change_floor(struct repo *r, const char *added, const char *added_id,
+                               const char *const *removed, size_t nremoved, int64_t floor,
+                               struct err *e);
+
 int state_record_change(struct repo *r, const char *added, const char *added_id,
                         const char *const *removed, size_t nremoved, struct err *e)
+{
+    return record_change_floor(r, added, added_id, removed, nremoved, 0, e);
+}
+
+static int record_change_floor(struct repo *r, const char *added, const char *added_id,
+                               const char *const *removed, size_t nremoved, int64_t floor,
+                               struct err *e)
 {
     struct state s;
     state_init(&s);
@@ -536,6 +548,8 @@ int state_record_change(struct repo *r, const char *added, const char *added_id,
     int rc = -1;
     if (state_read(r, &s, e) != 0)
         goto out;
+    if ((int64_t)s.counter < floor)
+        s.counter = (uint64_t)floor;
     /* Snapshots that are there but in no state: committed by a backup that is still writing
      * its state object, or that stopped between its snapshot and its state object, or made
      * before the record began. They are taken in. A snapshot once removed never is. */
@@ -762,8 +776,24 @@ int repo_state_accept(struct repo *r, json_t *damaged, struct err *e)
             return -1;
         err_clear(e);
     }
-    /* a whole record again, taking in the snapshots that are there */
-    return state_record_change(r, NULL, NULL, NULL, 0, e);
+    /* a whole record again, taking in the snapshots that are there, its counter past every
+     * one seen: the unreadable objects' (their names tell it) and this host's copy's (else
+     * every later open said the repository went back in time) */
+    int64_t floor = 0;
+    json_array_foreach(damaged, i, d)
+    {
+        const char *name = json_string_value(json_object_get(d, "object"));
+        int64_t c = name ? state_name_counter(name) : -1;
+        if (c > floor)
+            floor = c;
+    }
+    struct state l;
+    state_init(&l);
+    struct err le = ERR_INIT;
+    if (r->state_local && local_read(r, &l, &le) == 0 && l.present && (int64_t)l.counter > floor)
+        floor = (int64_t)l.counter;
+    state_free(&l);
+    return record_change_floor(r, NULL, NULL, NULL, 0, floor, e);
 }
 
 int repo_state_finish_removals(struct repo *r, bool dry_run, json_t **finished, struct err *e)

@@ -493,8 +493,9 @@ int caris_audit_verify_heads(struct repo *r, const char *backup_dir, size_t *che
         /* a head that cannot be read vouches for nothing: a change to the lines it covered
          * would go unseen, so the log is not called intact */
         rc = err_set(e, ERR_DAMAGE,
-                     "`caris-backup check` names the record; the next command that takes data "
-                     "out or backs up records a new head (it covers the log from then on)",
+                     "`caris-backup check` names the record: compare the log with a copy if you "
+                     "have one, then move that record out of the repository (the heads recorded "
+                     "since cover the log from then on)",
                      "%zu of the audit log's head records in the repository cannot be read (%s): "
                      "the lines they covered cannot be checked",
                      json_array_size(unreadable),

@@ -88,8 +88,8 @@ void caris_bad_blobs_record(struct repo *r, const char *by, const struct caris_o
 }
 
 /* The latest record of kind for each backup (repo_record_cmp): {"<backupId>": record}. A
- * record that cannot be read may have said a backup is damaged: each is a warning (of every
- * command that reads them), and *unreadable (may be NULL) counts them. */
+ * record that cannot be read may have said a backup is damaged: each is a warning (of list,
+ * retention and copy, which read them), and *unreadable (may be NULL) counts them. */
 static json_t *last_records(struct repo *r, const char *kind, size_t *unreadable, struct err *e)
 {
     json_t *damaged = NULL;

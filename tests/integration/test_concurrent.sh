@@ -116,10 +116,15 @@ mkdir -p "$TEST_TMP/backup-killed-init/repository"
 true &
 gone=$!
 wait "$gone"
-printf '{"pid":%d}' "$gone" >"$TEST_TMP/backup-killed-init/repository/init.lock"
+printf '{"pid":%d,"host":"%s"}' "$gone" "$(cat /proc/sys/kernel/hostname)" >"$TEST_TMP/backup-killed-init/repository/init.lock"
 BACKUP_DIR=$TEST_TMP/backup-killed-init run cb init
 assert_rc 9 "init over a killed init's lock: exit 9"
 assert_contains "$ERR" "was interrupted (its process $gone is gone)" "it says the init was interrupted"
+# (the pid of another host, on a shared directory, says nothing here: the cautious message)
+printf '{"pid":%d,"host":"elsewhere.example"}' "$gone" >"$TEST_TMP/backup-killed-init/repository/init.lock"
+BACKUP_DIR=$TEST_TMP/backup-killed-init run cb init
+assert_rc 9 "init over another host's init lock: exit 9"
+assert_contains "$ERR" "another process is creating the repository" "it does not call that init interrupted"
 
 # --- opens while a prune deletes ---------------------------------------------------------
 # An open takes no lock: it lists data/ (while the key slot's KDF runs) and index/, then

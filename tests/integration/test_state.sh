@@ -281,6 +281,16 @@ assert_contains "$ERR" "written again from the snapshots there are" "it says wha
 assert_false "the damaged object is gone" test -e "$obj"
 run cb check
 assert_rc 0 "check: the record is whole again"
+# the same on the host that made the backups (its local copy kept): the record written again
+# was at counter 1, below the copy's, and every later open said the repository went back in time
+assert_exit 0 cb --quiet backup files "$src"
+obj=$(find "$REPO/state" -type f ! -name '.*' | head -n 1)
+printf '\xff' | dd of="$obj" bs=1 seek=60 conv=notrunc status=none
+run cb prune --accept-missing
+assert_rc 0 "prune --accept-missing with this host's copy kept"
+run cb check
+assert_rc 0 "check: the record is whole again, and not older than this host's copy"
+assert_not_contains "$OUT$ERR" "went back in time" "no rollback is seen"
 
 # --- a lost pack is stored again by the next backup -------------------------------------------
 rm -rf "$REPO" "$BACKUP_DIR/metadata"
