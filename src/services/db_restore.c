@@ -2335,6 +2335,24 @@ static void plan_add(json_t *plan, const char *fmt, ...)
     free(s);
 }
 
+/* A refusal found while planning (refused: 1 with e, 0 none, -1 failed with e): true when the
+ * restore must stop (it failed, or it is refused and not a dry run: the plan says so); a dry
+ * run notes the refusal in the plan and goes on to prove that the backup restores. */
+static bool plan_refusal(int refused, bool dry_run, json_t *plan, struct err *e)
+{
+    if (refused < 0)
+        return true;
+    if (refused && !dry_run) {
+        plan_add(plan, "refused: %s", e->msg);
+        return true;
+    }
+    if (refused) {
+        plan_add(plan, "NOTE: the restore itself would be refused: %s", e->msg);
+        err_clear(e);
+    }
+    return false;
+}
+
 static void join_selection(const struct selection *sel, char *out, size_t n)
 {
     size_t len = 0;
@@ -2522,16 +2540,8 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
             int split = sel.nargs ? clean_splits_partitions(
                                         c, &sel, json_object_get(k.summary, "tables"), dbname, e)
                                   : 0;
-            if (split < 0)
+            if (plan_refusal(split, o->dry_run, plan, e))
                 goto out;
-            if (split && !o->dry_run) {
-                plan_add(plan, "refused: %s", e->msg);
-                goto out;
-            }
-            if (split) { /* a dry run says so, and goes on to prove the backup restores */
-                plan_add(plan, "NOTE: the restore itself would be refused: %s", e->msg);
-                err_clear(e);
-            }
             if (pgsrc_partition_indexes(c, &pidx, &npidx, e) != 0)
                 goto out;
             if (npidx)
@@ -2561,17 +2571,8 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
     if (json_object_size(sel.schemas)) {
         struct restore_run probe = {
             .r = r, .k = &k, .tool = &tool, .sel = &sel, .temp_dir = o->temp_dir, .op = o->op};
-        int split = dump_splits_partitions(&probe, &sel, e);
-        if (split < 0)
+        if (plan_refusal(dump_splits_partitions(&probe, &sel, e), o->dry_run, plan, e))
             goto out;
-        if (split && !o->dry_run) {
-            plan_add(plan, "refused: %s", e->msg);
-            goto out;
-        }
-        if (split) { /* a dry run says so, and goes on to prove the backup restores */
-            plan_add(plan, "NOTE: the restore itself would be refused: %s", e->msg);
-            err_clear(e);
-        }
     }
     char list[600];
     join_selection(&sel, list, sizeof(list));
