@@ -95,6 +95,20 @@ json_t *caris_db_last_test_restores(struct repo *r, struct err *e)
     return NULL;
 }
 
+json_t *caris_last_verifications_n(struct repo *r, size_t *unreadable, struct err *e)
+{
+    (void)r, (void)unreadable, (void)e;
+    unreachable(__func__);
+    return NULL;
+}
+
+json_t *caris_db_last_test_restores_n(struct repo *r, size_t *unreadable, struct err *e)
+{
+    (void)r, (void)unreadable, (void)e;
+    unreachable(__func__);
+    return NULL;
+}
+
 bool caris_backup_known_damaged(json_t *verif, json_t *test, json_t **error, const char **by)
 {
     (void)verif, (void)test, (void)error, (void)by;

@@ -159,7 +159,7 @@ assert_exit 0 cb audit verify
 # an edit of the lines it covered, chain recomputed, went unseen)
 head_rec=$(find "$BACKUP_DIR/repository/records/audit-head" -type f ! -name '.*' | LC_ALL=C sort | tail -n 1)
 cp "$head_rec" "$TEST_TMP/head.kept"
-printf '\xff' | dd of="$head_rec" bs=1 seek=40 conv=notrunc status=none
+flip_byte "$head_rec" 40
 run cb audit verify
 assert_rc 4 "audit verify with a head record that cannot be read: exit 4"
 assert_contains "$ERR" "head records in the repository cannot be read" "it says so"

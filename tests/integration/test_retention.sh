@@ -148,7 +148,7 @@ assert_exit 0 cb --quiet test-restore "${id_of[d3]}"
 # and retention by policy refuses until the record is gone.
 rec=$(find "$BACKUP_DIR/repository/records/verify" -type f ! -name '.*' | head -n 1)
 assert_ne "" "$rec" "the verifications left records"
-printf '\xff' | dd of="$rec" bs=1 seek=40 conv=notrunc status=none
+flip_byte "$rec" 40
 run cb list
 assert_rc 0 "list with a verification record that cannot be read"
 assert_contains "$ERR" "a verification record cannot be read" "list warns"

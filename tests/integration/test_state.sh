@@ -270,7 +270,7 @@ if [[ -z $obj ]]; then
     assert_exit 0 cb --quiet backup files "$src" # writes the record again
     obj=$(find "$REPO/state" -type f ! -name '.*' | head -n 1)
 fi
-printf '\xff' | dd of="$obj" bs=1 seek=60 conv=notrunc status=none
+flip_byte "$obj" 60
 rm -f "$BACKUP_DIR/metadata"/state-*
 run cb prune
 assert_rc 4 "prune with the only state object damaged: refused (exit 4)"
@@ -285,7 +285,7 @@ assert_rc 0 "check: the record is whole again"
 # was at counter 1, below the copy's, and every later open said the repository went back in time
 assert_exit 0 cb --quiet backup files "$src"
 obj=$(find "$REPO/state" -type f ! -name '.*' | head -n 1)
-printf '\xff' | dd of="$obj" bs=1 seek=60 conv=notrunc status=none
+flip_byte "$obj" 60
 run cb prune --accept-missing
 assert_rc 0 "prune --accept-missing with this host's copy kept"
 run cb check
