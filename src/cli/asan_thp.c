@@ -1,0 +1,61 @@
+/*
+ * Only in the AddressSanitizer build (src/cli/meson.build adds it when b_sanitize names
+ * address): huge pages for the executable's .bss and for the shadow of its image, to take
+ * page faults out of every run.
+ *
+ * The test suite starts this build's binary about 8,000 times. At each exit LeakSanitizer
+ * scans every writable segment for pointers, the sanitizer runtime's own .bss included
+ * (linked statically: scripts/build.sh); its stack depot alone is a 4.4 MiB table that is
+ * mostly never written. Reading an untouched page faults it in (the zero page): about 1,000
+ * faults per run at ~14 us each on this virtual machine. At start the registration of the
+ * globals writes their shadow, page by page: a few hundred more. Collapsing the whole 2 MiB
+ * pages of .bss (MADV_COLLAPSE, Linux 6.1) right after the runtime has initialised, and
+ * asking for huge pages in that shadow before the constructors write it, takes 2,585 faults
+ * per `version` down to 1,439, and 58 ms down to 40; 14 % less CPU over test_cli,
+ * test_retention, test_locks and test_integrity. It costs about 4 MiB of memory per process.
+ *
+ * Nothing is checked differently: the memory's contents and protections stay as they are.
+ * Where the kernel cannot (no THP, no MADV_COLLAPSE, no free huge page) the calls fail and
+ * nothing changes.
+ */
+#include <sanitizer/asan_interface.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/mman.h>
+
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25
+#endif
+
+extern char __executable_start[], __bss_start[], _end[];
+
+/* huge pages for the whole 2 MiB pages inside [from, to): later faults there take one, and
+ * what is already there is collapsed into them */
+static void huge_pages(uintptr_t from, uintptr_t to)
+{
+    const uintptr_t huge = (uintptr_t)2 << 20;
+    uintptr_t begin = (from + huge - 1) & ~(huge - 1);
+    uintptr_t end = to & ~(huge - 1);
+    if (end <= begin)
+        return;
+    if (madvise((void *)begin, end - begin, MADV_HUGEPAGE) == 0)
+        (void)madvise((void *)begin, end - begin, MADV_COLLAPSE);
+}
+
+static void image_huge_pages(void)
+{
+    huge_pages((uintptr_t)__bss_start, (uintptr_t)_end);
+    /* the shadow of the executable's image, which the globals' registration (constructors,
+     * after this) writes: the shadow is one mapping, so it may be rounded outwards */
+    size_t scale = 0, offset = 0;
+    __asan_get_shadow_mapping(&scale, &offset);
+    const uintptr_t huge = (uintptr_t)2 << 20;
+    uintptr_t from = ((uintptr_t)__executable_start >> scale) + offset;
+    uintptr_t to = ((uintptr_t)_end >> scale) + offset;
+    huge_pages(from & ~(huge - 1), (to + huge - 1) & ~(huge - 1));
+}
+
+/* .preinit_array: before any constructor, after the sanitizer runtime's own entry (which
+ * the link puts first) */
+__attribute__((section(".preinit_array"),
+               used)) static void (*const image_huge_pages_entry)(void) = image_huge_pages;
