@@ -96,6 +96,11 @@ int caris_files_backup_incremental(struct repo *r, const struct files_backup_opt
  * trailing slashes): 0, or -1 with e (ERR_USAGE, naming the pair). */
 int caris_files_roots_check(const char *const *paths, size_t n, struct err *e);
 
+/* BACKUP_FILES_PATHS (list) split at its ':' separators, empty parts left out: a
+ * NULL-terminated array of *n copies, freed with caris_files_paths_free. */
+char **caris_files_paths_split(const char *list, size_t *n);
+void caris_files_paths_free(char **paths);
+
 /* Summaries of all backups, oldest first. kind: "files", "database" or NULL for all. */
 json_t *caris_backup_list(struct repo *r, const char *kind, struct err *e);
 /* As caris_backup_list; and the snapshots that cannot be read (whatever their kind, which is

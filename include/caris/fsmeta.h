@@ -127,8 +127,14 @@ void fswalk_cancel(struct fswalk *h);
  * adds to the caller's peak memory meanwhile); this lets them go as far before it. */
 void fswalk_ahead_full(struct fswalk *h);
 
+/* Why exclude pattern p can match nothing, or NULL: the paths it is matched against are
+ * normalised (no ".", ".." or empty component), so such a pattern (trailing slashes aside)
+ * would leave out nothing while the operator thought a directory excluded. */
+const char *fswalk_pattern_flaw(const char *p);
+
 /* Reads exclude patterns from a file: one per line, blank lines and lines starting with '#'
- * ignored. Appends to *list (NULL-terminated, malloc'd; *n counts entries). */
+ * ignored. Appends to *list (NULL-terminated, malloc'd; *n counts entries). A pattern that can
+ * match nothing (fswalk_pattern_flaw) is refused (ERR_USAGE, naming the file and line). */
 int fswalk_read_exclude_file(const char *path, char ***list, size_t *n, struct err *e);
 
 /* The data extents of an open regular file (SEEK_DATA / SEEK_HOLE), so that holes stay holes.

@@ -596,18 +596,6 @@ static void print_summary(const struct globals *g, const struct caris_backup_res
         printf("  based on %s\n", res->parent);
 }
 
-static int split_paths(const char *list, char ***out, size_t *n)
-{
-    char *copy = xstrdup(list);
-    char *save = NULL;
-    for (char *t = strtok_r(copy, ":", &save); t; t = strtok_r(NULL, ":", &save)) {
-        *out = xrealloc(*out, xsize(*n + 1, sizeof(char *), 0));
-        (*out)[(*n)++] = xstrdup(t);
-    }
-    free(copy);
-    return 0;
-}
-
 static void free_list(char **v, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -710,8 +698,10 @@ static int cmd_backup(struct globals *g, int argc, char **argv)
         paths = xrealloc(paths, xsize(npaths + 1, sizeof(char *), 0));
         paths[npaths++] = xstrdup(sargv[i]);
     }
-    if (!npaths && config_get(&g->cfg, "BACKUP_FILES_PATHS"))
-        split_paths(config_get(&g->cfg, "BACKUP_FILES_PATHS"), &paths, &npaths);
+    if (!npaths && config_get(&g->cfg, "BACKUP_FILES_PATHS")) {
+        free(paths);
+        paths = caris_files_paths_split(config_get(&g->cfg, "BACKUP_FILES_PATHS"), &npaths);
+    }
     struct repo *r = NULL;
     struct caris_backup_result res = {0};
     int rc;

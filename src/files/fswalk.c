@@ -1435,6 +1435,26 @@ int fswalk_run(const char *root, const struct fswalk_opts *o, fswalk_cb cb, stru
 
 /* ---- exclude files ------------------------------------------------------------------------ */
 
+const char *fswalk_pattern_flaw(const char *p)
+{
+    size_t len = strlen(p);
+    while (len > 1 && p[len - 1] == '/')
+        len--;
+    if (!len)
+        return "it is empty";
+    for (size_t i = 0; i < len;) {
+        size_t l = strcspn(p + i, "/");
+        l = l < len - i ? l : len - i;
+        const char *c = p + i;
+        if ((l == 0 && i != 0) || (l == 1 && c[0] == '.') || (l == 2 && c[0] == '.' && c[1] == '.'))
+            return "a path it is matched against has no empty, \".\" or \"..\" component";
+        i += l;
+        if (i < len && p[i] == '/')
+            i++;
+    }
+    return NULL;
+}
+
 int fswalk_read_exclude_file(const char *path, char ***list, size_t *n, struct err *e)
 {
     char ep[ESC_MAX];
@@ -1462,6 +1482,15 @@ int fswalk_read_exclude_file(const char *path, char ***list, size_t *n, struct e
             line[--l] = '\0';
         if (line[0] == '#' || strspn(line, " \t") == l)
             continue;
+        const char *flaw = fswalk_pattern_flaw(line);
+        if (flaw) {
+            char pp[ESC_MAX];
+            rc = err_set(e, ERR_USAGE,
+                         "write the path as `ls` shows it, e.g. /srv/caris/uploads/tmp",
+                         "exclude file %s, line %zu: '%s' would match nothing: %s",
+                         esc(path, ep, sizeof(ep)), lineno, esc(line, pp, sizeof(pp)), flaw);
+            break;
+        }
         char **grown =
             *n < SIZE_MAX / sizeof(char *) - 2 ? realloc(*list, (*n + 2) * sizeof(char *)) : NULL;
         if (!grown) {

@@ -1453,6 +1453,31 @@ static int check_nested_roots(json_t *roots, struct err *e)
     return 0;
 }
 
+char **caris_files_paths_split(const char *list, size_t *n)
+{
+    char **out = xcalloc(1, sizeof(char *));
+    *n = 0;
+    for (const char *c = list ? list : ""; *c;) {
+        size_t l = strcspn(c, ":");
+        if (l) {
+            out = xrealloc(out, xsize(*n + 2, sizeof(char *), 0));
+            out[(*n)++] = xstrndup(c, l);
+            out[*n] = NULL;
+        }
+        c += l;
+        if (*c == ':')
+            c++;
+    }
+    return out;
+}
+
+void caris_files_paths_free(char **paths)
+{
+    for (size_t i = 0; paths && paths[i]; i++)
+        free(paths[i]);
+    free(paths);
+}
+
 int caris_files_roots_check(const char *const *paths, size_t n, struct err *e)
 {
     json_t *roots = json_array();
@@ -1482,24 +1507,6 @@ int caris_files_roots_check(const char *const *paths, size_t n, struct err *e)
  * "/" and the path below the root it lies under (matched against that path only, see
  * fswalk_opts) and left out for the others. With roots (and e), checks
  * instead that every absolute pattern lies under some root and is not one. */
-/* Why pattern p (trailing slashes taken off) can match nothing, or NULL: the paths it is
- * matched against are normalised (no "." or ".." component, no empty one), so such a pattern
- * left out nothing while the operator thought a directory excluded. */
-static const char *pattern_flaw(const char *p)
-{
-    if (!*p)
-        return "it is empty";
-    for (const char *c = p; *c;) {
-        size_t l = strcspn(c, "/");
-        if ((l == 0 && c != p) || (l == 1 && c[0] == '.') || (l == 2 && c[0] == '.' && c[1] == '.'))
-            return "a path it is matched against has no empty, \".\" or \"..\" component";
-        c += l;
-        if (*c == '/')
-            c++;
-    }
-    return NULL;
-}
-
 static char **root_excludes(const char *const *ex, const char *root, json_t *roots, struct err *e)
 {
     size_t n = 0;
@@ -1512,7 +1519,7 @@ static char **root_excludes(const char *const *ex, const char *root, json_t *roo
         size_t len = strlen(p);
         while (len > 1 && p[len - 1] == '/')
             p[--len] = '\0';
-        const char *flaw = roots ? pattern_flaw(p) : NULL;
+        const char *flaw = roots ? fswalk_pattern_flaw(p) : NULL;
         if (flaw) {
             char esc[300];
             err_set(e, ERR_USAGE, "write the path as `ls` shows it, e.g. /srv/caris/uploads/tmp",

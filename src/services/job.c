@@ -115,28 +115,22 @@ int caris_job_config_check(const struct config *cfg, struct err *e)
     const char *v = config_get(cfg, "BACKUP_FILES_PATHS");
     if (!v)
         return 0;
-    char *list = xstrdup(v);
-    const char **paths = NULL;
     size_t n = 0;
+    char **paths = caris_files_paths_split(v, &n);
     int rc = 0;
-    char *save = NULL;
-    for (char *t = strtok_r(list, ":", &save); t && rc == 0; t = strtok_r(NULL, ":", &save)) {
-        if (t[0] != '/')
+    for (size_t i = 0; i < n && rc == 0; i++)
+        if (paths[i][0] != '/')
             rc = err_set(e, ERR_CONFIG,
                          "give absolute paths, separated by ':' (a relative one would be read "
                          "from the daemon's working directory, /)",
-                         "BACKUP_FILES_PATHS: '%s' is not an absolute path", t);
-        paths = xrealloc(paths, xsize(n + 1, sizeof(*paths), 0));
-        paths[n++] = t;
-    }
+                         "BACKUP_FILES_PATHS: '%s' is not an absolute path", paths[i]);
     /* nested roots, as the backup itself judges them */
-    if (rc == 0 && caris_files_roots_check(paths, n, e) != 0) {
+    if (rc == 0 && caris_files_roots_check((const char *const *)paths, n, e) != 0) {
         err_wrap(e, "BACKUP_FILES_PATHS");
         e->code = ERR_CONFIG;
         rc = -1;
     }
-    free(paths);
-    free(list);
+    caris_files_paths_free(paths);
     return rc;
 }
 
@@ -166,15 +160,9 @@ static int do_backup(struct run *x, const char *what, char **id, bool *whole)
             rc = full ? caris_db_backup_full(x->r, &o, &res, &e)
                       : caris_db_backup_incremental(x->r, &o, &res, &e);
     } else {
-        char *list = xstrdup(config_get(cfg, "BACKUP_FILES_PATHS"));
-        const char **paths = NULL;
         size_t n = 0;
-        char *save = NULL;
-        for (char *t = strtok_r(list, ":", &save); t; t = strtok_r(NULL, ":", &save)) {
-            paths = xrealloc(paths, xsize(n + 1, sizeof(*paths), 0));
-            paths[n++] = t;
-        }
-        struct files_backup_opts o = {.paths = paths,
+        char **paths = caris_files_paths_split(config_get(cfg, "BACKUP_FILES_PATHS"), &n);
+        struct files_backup_opts o = {.paths = (const char *const *)paths,
                                       .npaths = n,
                                       .threads = x->o->threads,
                                       .progress = x->op && x->op->progress ? backup_progress : NULL,
@@ -186,8 +174,7 @@ static int do_backup(struct run *x, const char *what, char **id, bool *whole)
         rc = full ? caris_files_backup_full(x->r, &o, &res, &e)
                   : caris_files_backup_incremental(x->r, &o, &res, &e);
         free(cache_dir);
-        free(paths);
-        free(list);
+        caris_files_paths_free(paths);
     }
     if (rc >= 0) {
         snprintf(s->backup_id, sizeof(s->backup_id), "%s", res.id ? res.id : "");

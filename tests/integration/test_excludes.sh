@@ -45,6 +45,12 @@ for pat in "$src/../$(basename "$src")/tmp" "$src/./tmp" "$src//tmp" "app/../tmp
     assert_rc 2 "--exclude '$pat', which would match nothing, is refused"
     assert_contains "$ERR" "would match nothing" "... saying why"
 done
+# the same in an exclude file: refused, naming the file and the line
+printf '# caches\n\n%s\n%s\n' "$src2/app/tmp/" "$src2/./tmp" >"$TEST_TMP/excl-bad"
+run cb backup files --full --exclude-file "$TEST_TMP/excl-bad" "$src2"
+assert_rc 2 "an exclude file with a pattern that would match nothing is refused"
+assert_contains "$ERR" "excl-bad, line 4: '$src2/./tmp' would match nothing" \
+    "... naming the file, the line and the pattern"
 run cb backup files --full --exclude "$src/" "$src"
 assert_rc 2 "an --exclude of the root itself is refused"
 assert_contains "$ERR" "the backup root itself" "the error says why"
@@ -54,6 +60,11 @@ assert_contains "$ERR" "is inside backup root" "the error names both roots"
 BACKUP_FILES_PATHS=$src:$src/other run cb backup files
 assert_rc 2 "BACKUP_FILES_PATHS with a root inside another is refused"
 assert_eq "$n" "$(count)" "the refused backups wrote no snapshot"
+# an exclude file's patterns apply as --exclude's do (comments and blank lines skipped)
+printf '# caches\n\n%s\n' "$src2/app/tmp/" >"$TEST_TMP/excl-good"
+assert_exit 0 cb --quiet backup files --full --exclude-file "$TEST_TMP/excl-good" "$src2"
+assert_eq "$(printf '%s\n' "$src2" "$src2/app" "$src2/tmp" "$src2/tmp/t")" \
+    "$(cb ls latest --recursive | LC_ALL=C sort)" "--exclude-file leaves out what it lists"
 # two roots side by side are fine, and an absolute pattern applies to its own root only
 assert_exit 0 cb --quiet backup files --full --exclude "$src/keep/cache" "$src/keep" "$src/excl"
 assert_eq "$(printf '%s\n' "$src/excl" "$src/excl/cache" "$src/excl/cache/c" "$src/keep")" \
