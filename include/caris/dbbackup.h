@@ -121,6 +121,11 @@ struct caris_db_restore_result {
  * different row counts). */
 int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
                            struct caris_db_restore_result *res, struct err *e);
+/* Whether a target URL from someone not given the passwords (target_untrusted) is one
+ * caris_restore_database takes: parsed, and naming no libpq service or password file (they
+ * would give it a password of this server's). 0, or -1 with e (ERR_CONFIG: not a URL,
+ * ERR_USAGE). */
+int caris_restore_target_check(const char *target_url, struct err *e);
 void caris_db_restore_result_free(struct caris_db_restore_result *res);
 /* {"backupId", "target", "dryRun", "plan", "tables", "verified", "ok", "duration_ms",
  * "testRestore": {"ok", "scratch", "scratch_name", "restore_ms", "verify_ms", "partial",

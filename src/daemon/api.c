@@ -27,6 +27,7 @@
 #include "caris/backup.h"
 #include "caris/core.h"
 #include "caris/crypto.h"
+#include "caris/dbbackup.h"
 #include "caris/open.h"
 #include "caris/token.h"
 
@@ -904,6 +905,12 @@ static enum MHD_Result ep_restore(struct api *a, struct MHD_Connection *c, const
                                "field \"target\" is not absolute");
             goto out;
         }
+    }
+    struct err te = ERR_INIT;
+    if (target_url && caris_restore_target_check(target_url, &te) != 0) {
+        mr = respond_error(c, MHD_HTTP_BAD_REQUEST, "bad_request", te.hint[0] ? te.hint : NULL,
+                           "field \"targetUrl\": %s", te.msg);
+        goto out;
     }
     snprintf(s.target, sizeof(s.target), "%s", target_url ? target_url : target ? target : "");
     rc = 0;

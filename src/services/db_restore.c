@@ -2371,13 +2371,39 @@ static void join_selection(const struct selection *sel, char *out, size_t n)
     }
 }
 
+static int untrusted_target_check(struct pgsrc_target *t, struct err *e)
+{
+    if (!pgsrc_target_get(t, "service") && !pgsrc_target_get(t, "passfile"))
+        return 0;
+    pgsrc_target_free(t);
+    return err_set(e, ERR_USAGE,
+                   "name the server with host, port, dbname and user, and give the password in "
+                   "the URL",
+                   "the target URL may not name a service or a password file: they would give "
+                   "it a password of this server's");
+}
+
+int caris_restore_target_check(const char *target_url, struct err *e)
+{
+    struct pgsrc_target t;
+    if (pgsrc_target_parse(target_url, NULL, "the target URL", &t, e) != 0 ||
+        untrusted_target_check(&t, e) != 0)
+        return -1;
+    pgsrc_target_free(&t);
+    return 0;
+}
+
 /* The target's login: its own password, else POSTGRES_URL's when it names the same server and
- * user, else PGPASSWORD. */
+ * user, else PGPASSWORD; for an untrusted target, no password of ours otherwise. */
 static int resolve_target(const struct db_restore_opts *o, struct pgsrc_target *t, struct err *e)
 {
     if (!o->target_url)
         return pgsrc_target_parse(o->url, o->password, "POSTGRES_URL", t, e);
     if (pgsrc_target_parse(o->target_url, NULL, "the target URL", t, e) != 0)
+        return -1;
+    /* a service (pg_service.conf) or a password file gives libpq a password of the daemon's
+     * for whatever server the request names */
+    if (o->target_untrusted && untrusted_target_check(t, e) != 0)
         return -1;
     if (t->password)
         return 0;
@@ -2395,6 +2421,19 @@ static int resolve_target(const struct db_restore_opts *o, struct pgsrc_target *
      * whoever sent the request chose) */
     if (!t->password && o->password && *o->password && (!o->target_untrusted || same))
         t->password = xstrdup(o->password);
+    if (o->target_untrusted && !t->password && !same) {
+        /* nor ~/.pgpass (or PGPASSFILE), whose lines may match any host, nor the service the
+         * environment names (PGSERVICE: its password fills in what the URL leaves out) */
+        if (getenv("PGSERVICE") && *getenv("PGSERVICE")) {
+            pgsrc_target_free(t);
+            return err_set(e, ERR_USAGE,
+                           "give the target's password in the URL, or restore to POSTGRES_URL's "
+                           "server and user",
+                           "the target URL names another server or user without a password, "
+                           "and this server's PGSERVICE would give it one");
+        }
+        pgsrc_target_set(t, "passfile", "/dev/null/none"); /* cannot exist: no password file */
+    }
     return 0;
 }
 

@@ -526,6 +526,60 @@ static json_t *agreed_chunks(struct repo *r, json_t *found, const char *name, js
     return chunks;
 }
 
+/* Whether segment record x is of timeline tli and at (log, seg): -1 before it, 0 at, 1 after;
+ * 2 for a record that is no whole segment of tli. */
+static int segment_order(json_t *x, uint32_t tli, uint32_t log, uint32_t seg)
+{
+    const char *k = json_string_value(json_object_get(x, "kind"));
+    if (!k || strcmp(k, "segment") != 0 ||
+        json_integer_value(json_object_get(x, "timeline")) != (json_int_t)tli)
+        return 2;
+    json_int_t xl = json_integer_value(json_object_get(x, "log"));
+    json_int_t xs = json_integer_value(json_object_get(x, "seg"));
+    if (xl != (json_int_t)log)
+        return xl < (json_int_t)log ? -1 : 1;
+    return xs == (json_int_t)seg ? 0 : xs < (json_int_t)seg ? -1 : 1;
+}
+
+/* A segment the archive lacks is its end (restore_command's exit 1: recovery ends there) only
+ * when no later segment of its timeline is archived. With one, the segment is missing (pruned
+ * while a recovery ran, or lost): ending there would promote the server without the WAL
+ * after it, silently. One exception: a segment from before its timeline began, archived
+ * whole on an older timeline (PostgreSQL before 15 asks the newest timeline first). records:
+ * every WAL record. 0, or -1 with e (ERR_DAMAGE). */
+static int absent_is_end(json_t *records, const struct caris_wal_name *wn, const char *name,
+                         struct err *e)
+{
+    json_t *later = NULL, *x;
+    bool earlier = false, older_tli = false;
+    size_t i;
+    json_array_foreach(records, i, x)
+    {
+        int o = segment_order(x, wn->timeline, wn->log, wn->seg);
+        json_int_t tli = json_integer_value(json_object_get(x, "timeline"));
+        if (o == -1)
+            earlier = true;
+        else if (o == 1 &&
+                 (!later ||
+                  segment_order(later, wn->timeline,
+                                (uint32_t)json_integer_value(json_object_get(x, "log")),
+                                (uint32_t)json_integer_value(json_object_get(x, "seg"))) == 1))
+            later = x;
+        else if (o == 2 && tli > 0 && tli < (json_int_t)wn->timeline &&
+                 segment_order(x, (uint32_t)tli, wn->log, wn->seg) == 0)
+            older_tli = true;
+    }
+    if (!later || (!earlier && older_tli))
+        return 0;
+    return err_set(e, ERR_DAMAGE,
+                   "it was pruned or lost while later ones are archived, and recovery cannot go "
+                   "on past it: stop the recovery, and restore from a backup the archive still "
+                   "covers (`caris-backup wal list` shows the gaps)",
+                   "WAL segment %s is missing from the archive, which holds %s after it on the "
+                   "same timeline",
+                   name, json_string_value(json_object_get(later, "name")));
+}
+
 int caris_wal_get_fd_cached(struct repo *r, const char *name, int fd, json_t *cache,
                             const struct caris_op *op, struct err *e)
 {
@@ -589,6 +643,22 @@ int caris_wal_get_fd_cached(struct repo *r, const char *name, int fd, json_t *ca
                     "any more%s%s",
                     name, repo_path(r), ex < 0 ? ": " : "", ex < 0 ? xe.msg : "");
             goto out;
+        }
+        if (wn.kind == WAL_SEGMENT) {
+            json_t *all = NULL, *damaged = NULL;
+            if (cache) { /* records_of_cached has just brought it up to date */
+                all = json_array();
+                const char *key;
+                json_t *x;
+                json_object_foreach(cache, key, x) json_array_append(all, x);
+            } else if (!(all = repo_record_list(r, WAL_RECORD_KIND, &damaged, e))) {
+                goto out;
+            }
+            json_decref(damaged); /* records_of has refused them already */
+            int end = absent_is_end(all, &wn, name, e);
+            json_decref(all);
+            if (end != 0)
+                goto out;
         }
         err_set(e, ERR_NOT_FOUND, NULL, "WAL file %s is not in the archive", name);
         absent = true;
