@@ -2421,18 +2421,17 @@ static int resolve_target(const struct db_restore_opts *o, struct pgsrc_target *
      * whoever sent the request chose) */
     if (!t->password && o->password && *o->password && (!o->target_untrusted || same))
         t->password = xstrdup(o->password);
-    if (o->target_untrusted && !t->password && !same) {
-        /* nor ~/.pgpass (or PGPASSFILE), whose lines may match any host, nor the service the
-         * environment names (PGSERVICE: its password fills in what the URL leaves out) */
-        if (getenv("PGSERVICE") && *getenv("PGSERVICE")) {
-            pgsrc_target_free(t);
-            return err_set(e, ERR_USAGE,
-                           "give the target's password in the URL, or restore to POSTGRES_URL's "
-                           "server and user",
-                           "the target URL names another server or user without a password, "
-                           "and this server's PGSERVICE would give it one");
-        }
-        pgsrc_target_set(t, "passfile", "/dev/null/none"); /* cannot exist: no password file */
+    /* nor the password of the service the environment names (PGSERVICE: libpq fills in from it
+     * what the URL leaves out, the password with it, whatever host the URL names). A .pgpass
+     * line binds its password to a host the operator wrote. */
+    if (o->target_untrusted && !t->password && !same && getenv("PGSERVICE") &&
+        *getenv("PGSERVICE")) {
+        pgsrc_target_free(t);
+        return err_set(e, ERR_USAGE,
+                       "give the target's password in the URL, or restore to POSTGRES_URL's "
+                       "server and user",
+                       "the target URL names another server or user without a password, and "
+                       "this server's PGSERVICE would give it one");
     }
     return 0;
 }

