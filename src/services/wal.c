@@ -541,12 +541,14 @@ static int segment_order(json_t *x, uint32_t tli, uint32_t log, uint32_t seg)
     return xs == (json_int_t)seg ? 0 : xs < (json_int_t)seg ? -1 : 1;
 }
 
-/* A segment the archive lacks is its end (restore_command's exit 1: recovery ends there) only
- * when no later segment of its timeline is archived. With one, the segment is missing (pruned
- * while a recovery ran, or lost): ending there would promote the server without the WAL
- * after it, silently. One exception: a segment from before its timeline began, archived
- * whole on an older timeline (PostgreSQL before 15 asks the newest timeline first). records:
- * every WAL record. 0, or -1 with e (ERR_DAMAGE). */
+/* A segment the archive lacks is its end (restore_command's exit 1: recovery ends there)
+ * unless it lies before the first archived segment of its timeline: the archive was pruned
+ * past it (a backup forgotten and its WAL pruned while a recovery from it ran) or lost its
+ * start, and ending there would promote the server without any of the WAL after it, silently.
+ * Not so for a segment an older timeline holds (from before its timeline began: PostgreSQL
+ * before 15 asks the newest timeline first). A gap between archived segments stays exit 1:
+ * PostgreSQL reads ahead past a recovery target before the gap, and a restore refuses a
+ * recovery that would need the gap. records: every WAL record. 0, or -1 with e (ERR_DAMAGE). */
 static int absent_is_end(json_t *records, const struct caris_wal_name *wn, const char *name,
                          struct err *e)
 {
@@ -569,15 +571,15 @@ static int absent_is_end(json_t *records, const struct caris_wal_name *wn, const
                  segment_order(x, (uint32_t)tli, wn->log, wn->seg) == 0)
             older_tli = true;
     }
-    if (!later || (!earlier && older_tli))
+    if (!later || earlier || older_tli)
         return 0;
     return err_set(e, ERR_DAMAGE,
-                   "it was pruned or lost while later ones are archived, and recovery cannot go "
-                   "on past it: stop the recovery, and restore from a backup the archive still "
-                   "covers (`caris-backup wal list` shows the gaps)",
-                   "WAL segment %s is missing from the archive, which holds %s after it on the "
-                   "same timeline",
-                   name, json_string_value(json_object_get(later, "name")));
+                   "it was pruned (or lost) while a recovery needs it, and recovery cannot go on "
+                   "past it: restore from a backup the archive still covers (`caris-backup wal "
+                   "list` shows what it holds)",
+                   "WAL segment %s is not in the archive, whose first segment of timeline %u is "
+                   "%s, after it",
+                   name, wn->timeline, json_string_value(json_object_get(later, "name")));
 }
 
 int caris_wal_get_fd_cached(struct repo *r, const char *name, int fd, json_t *cache,

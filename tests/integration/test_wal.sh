@@ -177,21 +177,23 @@ assert_exit 2 cb restore database --physical --pgdata "$TEST_TMP/pgdata"
 assert_contains "$ERR" "--env-file" "restore database --physical without --env-file: restore_command needs it"
 assert_false "restore database --physical wrote nothing" test -e "$TEST_TMP/pgdata"
 
-# --- a segment missing while later ones of its timeline are archived: not the archive's end --
-# (a segment pruned or lost under a running recovery: exit 1 ended the recovery there, and
-# the server was promoted without the WAL after it, without a word; audit L1)
-assert_exit 255 cb wal get 000000010000000000000003 "$TEST_TMP/out/hole"
-assert_contains "$ERR" "000000010000000000000003 is missing from the archive, which holds $S4 after it" \
-    "wal get of a hole in the archive fails loudly (PostgreSQL stops the recovery), naming the next segment"
-assert_false "... and writes nothing" test -e "$TEST_TMP/out/hole"
-# a segment of a newer timeline from before it began is no hole: PostgreSQL before 15 asks the
-# newest timeline first, and then the older one, which has it
-seg "$TEST_TMP/wal/000000020000000000000004" 6
-assert_exit 0 cb --quiet wal push "$TEST_TMP/wal/000000020000000000000004"
-assert_exit 1 cb wal get 000000020000000000000002 "$TEST_TMP/out/tl2"
+# --- a segment from before the first archived one of its timeline: not the archive's end -----
+# (the archive pruned past a running recovery, a backup forgotten: exit 1 ended the recovery
+# there, and the server was promoted without the WAL after it, without a word; audit L1)
+seg "$TEST_TMP/wal/000000030000000000000006" 7
+assert_exit 0 cb --quiet wal push "$TEST_TMP/wal/000000030000000000000006"
+assert_exit 255 cb wal get 000000030000000000000005 "$TEST_TMP/out/pruned"
+assert_contains "$ERR" "000000030000000000000005 is not in the archive, whose first segment of timeline 3 is 000000030000000000000006" \
+    "wal get of a segment before the archive's first fails loudly (PostgreSQL stops the recovery)"
+assert_false "... and writes nothing" test -e "$TEST_TMP/out/pruned"
+# a segment of a newer timeline from before it began: PostgreSQL before 15 asks the newest
+# timeline first, and then the older one, which has it
+assert_exit 1 cb wal get 000000030000000000000002 "$TEST_TMP/out/tl3"
 assert_eq "" "$ERR" "a segment from before its timeline began (archived on timeline 1): exit 1, in silence"
-assert_exit 1 cb wal get 000000020000000000000005 "$TEST_TMP/out/tl2"
-assert_exit 1 cb wal get 000000010000000000000005 "$TEST_TMP/out/tl1"
+# a gap between archived segments (PostgreSQL reads past a recovery target before it; a
+# restore that needs it is refused: test_pitr_gap.sh), and the end of a timeline: exit 1
+assert_exit 1 cb wal get 000000010000000000000003 "$TEST_TMP/out/gap"
+assert_exit 1 cb wal get 000000030000000000000007 "$TEST_TMP/out/tl3"
 assert_eq "" "$ERR" "past the last segment of a timeline: exit 1, the end of the archive"
 
 # --- dedup: a segment mostly like another stores the difference ---------------------------
