@@ -1287,6 +1287,34 @@ int caris_phys_restore(struct repo *r, const struct phys_restore_opts *o,
         }
         close(sfd);
     }
+    /* test-only: CARIS_TEST_PHYS_RESTORE_HOLD=PATH holds here while PATH exists
+     * (test_phys_empty changes DIR meanwhile) */
+    test_hold_point("CARIS_TEST_PHYS_RESTORE_HOLD");
+    /* what was judged at the start is judged again: a restore takes long, and meanwhile a
+     * server may have been started on DIR, or files put into the empty DIR (another restore),
+     * which the swap would remove */
+    exists = lstat(o->pgdata, &st) == 0;
+    if (exists && !S_ISDIR(st.st_mode)) {
+        err_set(e, ERR_USAGE,
+                "nothing was changed there; find out what made it, then restore again",
+                "%s was made during the restore, and is not a directory", o->pgdata);
+        goto out;
+    }
+    if (exists && !o->overwrite && !dir_empty(o->pgdata)) {
+        err_set(e, ERR_USAGE,
+                "nothing was changed there; find out what wrote into it (another restore, a "
+                "server?), then restore into an empty directory",
+                "data directory %s is not empty any more: something wrote into it during the "
+                "restore",
+                o->pgdata);
+        goto out;
+    }
+    if (exists && o->overwrite && server_may_run(o->pgdata, &pm, &other_user)) {
+        err_set(e, ERR_USAGE, "nothing was changed there; stop the server, then restore again",
+                "a server was started on data directory %s during the restore (process %lld)",
+                o->pgdata, (long long)pm);
+        goto out;
+    }
     /* into place: an empty directory is replaced, an old one (with --overwrite) moved aside
      * and removed only once the new one is in place */
     if (exists && dir_empty(o->pgdata)) {

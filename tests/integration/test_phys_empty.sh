@@ -172,6 +172,52 @@ for who in "$pm" 1; do
 done
 assert_contains "$ERR" "belongs to another user" "the error says the process is another user's"
 assert_contains "$ERR" "remove DIR/postmaster.pid" "the hint says what to do when it is no server"
+# what a restore judged at its start is judged again before its files go in place (audit L2,
+# L3): files put into the empty DIR meanwhile (another restore) were removed by the swap, and
+# a server started on DIR during an --overwrite restore lost its data directory (exit 0). The
+# restore holds before the swap (the test hook CARIS_TEST_PHYS_RESTORE_HOLD) while the test
+# changes DIR; it then refuses, DIR as it was, and nothing is left beside DIR.
+hold=$R/hold
+held_restore() { # ARGS...: a restore held before its swap; its status once released in HELD_RC
+    rm -f "$hold.held"
+    as_pg touch "$hold"
+    if ((EUID == 0)); then
+        bg_start runuser -u "$CARIS_PG_OS_USER" -- env CARIS_TEST_PHYS_RESTORE_HOLD="$hold" \
+            "$CARIS_BIN" --env-file "$envf" restore database --physical "$@"
+    else
+        CARIS_TEST_PHYS_RESTORE_HOLD=$hold bg_start "$CARIS_BIN" --env-file "$envf" restore database --physical "$@"
+    fi
+    # shellcheck disable=SC2317 # called through wait_until
+    _held() { [[ -e $hold.held ]] || ! kill -0 "$BG_PID" 2>/dev/null; }
+    wait_until 120 _held && [[ -e $hold.held ]] ||
+        fail "the restore did not reach its hold" "$(_tail "$BG_ERR")"
+}
+held_done() { # releases the held restore; HELD_RC, and its stderr in HELD_ERR
+    as_pg rm -f "$hold"
+    wait "$BG_PID"
+    HELD_RC=$?
+    HELD_ERR=$(cat "$BG_ERR")
+}
+as_pg mkdir "$R/race"
+held_restore --pgdata "$R/race" "$id1"
+as_pg touch "$R/race/important.txt"
+held_done
+assert_eq 2 "$HELD_RC" "a file put into the empty DIR during the restore: refused (exit 2)"
+assert_contains "$HELD_ERR" "not empty any more: something wrote into it during the restore" "... saying why"
+assert_true "the file is kept" test -f "$R/race/important.txt"
+assert_eq "important.txt" "$(ls -A "$R/race")" "DIR holds only it"
+assert_false "nothing is left beside DIR" compgen -G "$R/.race.caris-*"
+as_pg touch "$R/killed/caris_test_mark"
+as_pg rm -f "$R/killed/postmaster.pid"
+held_restore --overwrite --pgdata "$R/killed" "$id1"
+printf '%s\n' "$pm" | as_pg tee "$R/killed/postmaster.pid" >/dev/null
+held_done
+assert_eq 2 "$HELD_RC" "a server started on DIR during an --overwrite restore: refused (exit 2)"
+assert_contains "$HELD_ERR" "a server was started on data directory $R/killed during the restore (process $pm)" "... saying so"
+assert_true "DIR is left as it was" test -f "$R/killed/caris_test_mark" -a -f "$R/killed/postmaster.pid"
+assert_false "nothing is left beside DIR" compgen -G "$R/.killed.caris-*"
+as_pg rm -f "$R/killed/caris_test_mark"
+
 # a restore --overwrite killed between its two renames leaves the previous cluster at
 # .DIR.caris-old-PID: the next restore names it (it may be the only copy) and keeps it; a
 # stale postmaster.pid (no such process: above pid_max) does not stop --overwrite
