@@ -30,7 +30,10 @@ struct caris_copy_item {
     char *backup_id;
     bool already_there;    /* the destination had it (same summary): nothing was written */
     bool copied;           /* committed in the destination by this call */
-    bool verified;         /* read back from the destination, every file's hash checked */
+    bool verified;         /* read back from the destination, every file's hash checked (and
+                              for a physical backup, the WAL it needs there) */
+    bool wal_missing;      /* a physical backup whose WAL the source's archive lacks: copied as
+                              it is, neither copy can be restored (the copy fails, exit 4) */
     uint64_t blobs;        /* blobs the backup needs */
     uint64_t blobs_copied; /* of those, sent to the destination */
     uint64_t bytes_copied; /* plaintext bytes of the blobs sent */

@@ -114,10 +114,13 @@ static bool record_key(json_t *rec, char *out, size_t n)
  * every timeline history file up to its timeline. The WAL is not in the snapshot (it is in the
  * archive, docs/REPOSITORY-FORMAT.md "Physical backups"): without it, a copy restores a data
  * directory no server can start. Returns [[kind, record], ...], the records dst lacks, their
- * chunks added to l ([] for other backups); NULL with e. */
+ * chunks added to l ([] for other backups), and *missing set when src's archive lacks a
+ * segment of the range (damaged records counted in *damaged_n); NULL with e. */
 static json_t *backup_wal(struct repo *src, struct repo *dst, json_t *s, struct blob_list *l,
-                          const struct caris_op *op, struct err *e)
+                          bool *missing, size_t *damaged_n, struct err *e)
 {
+    *missing = false;
+    *damaged_n = 0;
     json_t *out = json_array();
     json_t *phys = json_object_get(s, "physical");
     if (!json_is_object(phys))
@@ -143,6 +146,7 @@ static json_t *backup_wal(struct repo *src, struct repo *dst, json_t *s, struct 
     for (size_t k = 0; k < 2; k++) {
         json_t *damaged = NULL;
         json_t *have = repo_record_list(src, kinds[k], &damaged, e);
+        *damaged_n += json_array_size(damaged);
         json_decref(damaged);
         damaged = NULL;
         json_t *there = NULL; /* dst's, listed once a record is wanted (an S3 GET each) */
@@ -215,11 +219,7 @@ static json_t *backup_wal(struct repo *src, struct repo *dst, json_t *s, struct 
                 id);
         return NULL;
     }
-    if (!all) /* the source cannot restore it either: its `check` says so */
-        caris_op_log(op, LOG_WARN,
-                     "backup %s: the source's WAL archive lacks WAL the backup needs: the copy "
-                     "cannot be restored either",
-                     id);
+    *missing = !all; /* the source cannot restore it either: its `check` says so */
     blob_list_unique(l);
     return out;
 }
@@ -473,11 +473,23 @@ static int copy_one(struct repo *src, struct repo *dst, const char *shown, json_
     int rc = -1;
     char *claim = NULL;
     json_t *wal = NULL;
+    bool wal_missing = false;
+    size_t wal_damaged = 0;
     int there = dst_has_backup(dst, shown, id, s, e);
     if (there < 0)
         goto out;
-    if (backup_blobs(src, s, o->op, &l, e) != 0 || !(wal = backup_wal(src, dst, s, &l, o->op, e)))
+    if (backup_blobs(src, s, o->op, &l, e) != 0 ||
+        !(wal = backup_wal(src, dst, s, &l, &wal_missing, &wal_damaged, e)))
         goto out;
+    if (wal_missing) {
+        char dn[80] = "";
+        if (wal_damaged)
+            snprintf(dn, sizeof(dn), " (%zu of its WAL records cannot be read)", wal_damaged);
+        caris_op_log(o->op, LOG_WARN,
+                     "backup %s: the source's WAL archive lacks WAL the backup needs%s: copied as "
+                     "it is, but neither copy can be restored",
+                     id, dn);
+    }
     it->blobs = l.n;
     if (there == 1) {
         /* Blobs it needs that the destination lost (a pack deleted there: the index was read
@@ -534,6 +546,10 @@ static int copy_one(struct repo *src, struct repo *dst, const char *shown, json_
         goto out;
     rc = 0;
 out:
+    if (rc == 0 && wal_missing) { /* said by the caller, once every backup is copied */
+        it->wal_missing = true;
+        it->verified = false;
+    }
     if (claim && it->already_there)
         repo_claim_release_all(dst, claim); /* the backup is there: what we took over can go */
     else if (claim)
@@ -688,6 +704,21 @@ int caris_copy(struct repo *src, struct repo *dst, const char *dst_location,
         if (r1 != 0)
             goto out;
     }
+    /* a physical backup whose WAL is not in the source's archive is not restorable from either
+     * side: copied, and not a success */
+    char no_wal[600] = "";
+    for (size_t i = 0; i < res->n; i++)
+        if (res->items[i].wal_missing)
+            str_list_add(no_wal, sizeof(no_wal), res->items[i].backup_id);
+    if (*no_wal) {
+        err_set(e, ERR_DAMAGE,
+                "`caris-backup check` on the source names the WAL that is missing or damaged; "
+                "make a new physical backup (its WAL is archived from now on)",
+                "copied, but the source's WAL archive lacks WAL they need, so neither copy can "
+                "be restored: %s",
+                no_wal);
+        goto out;
+    }
     /* What could be copied is; the newest backup (or any, for --all) that could not be is an
      * error, not a success: the copy off the machine lacks it. */
     if (*left_out) {
@@ -726,13 +757,14 @@ json_t *caris_copy_result_to_json(const struct caris_copy_result *res)
     json_t *items = json_array();
     for (size_t i = 0; i < res->n; i++) {
         const struct caris_copy_item *it = &res->items[i];
-        json_array_append_new(
-            items, json_pack("{s:s, s:b, s:b, s:b, s:I, s:I, s:I, s:I}", "backupId",
-                             it->backup_id ? it->backup_id : "", "alreadyThere", it->already_there,
-                             "copied", it->copied, "verified", it->verified, "blobs",
-                             (json_int_t)it->blobs, "blobsCopied", (json_int_t)it->blobs_copied,
-                             "bytesCopied", (json_int_t)it->bytes_copied, "bytesStored",
-                             (json_int_t)it->bytes_stored));
+        json_array_append_new(items, json_pack("{s:s, s:b, s:b, s:b, s:b, s:I, s:I, s:I, s:I}",
+                                               "backupId", it->backup_id ? it->backup_id : "",
+                                               "alreadyThere", it->already_there, "copied",
+                                               it->copied, "verified", it->verified, "walMissing",
+                                               it->wal_missing, "blobs", (json_int_t)it->blobs,
+                                               "blobsCopied", (json_int_t)it->blobs_copied,
+                                               "bytesCopied", (json_int_t)it->bytes_copied,
+                                               "bytesStored", (json_int_t)it->bytes_stored));
     }
     return json_pack("{s:s, s:o, s:I, s:I, s:I}", "destination",
                      res->destination ? res->destination : "", "backups", items, "blobsCopied",

@@ -61,4 +61,16 @@ n=$("$CARIS_PG_BIN/psql" -X -q -At -h "$R/dst" -p "$PORT" -U "$CARIS_PG_USER" -d
     -c "SELECT count(*) FROM t" </dev/null 2>&1)
 assert_eq 500 "$n" "the server started on the copy has the rows"
 
+# a source whose archive lacks the backup's WAL: the copy is made as it is, and fails (exit 4,
+# not verified): it said "copied, verified", exit 0, with a warning on stderr alone (audit M1)
+DST2=$R/dst2-repo
+assert_exit 0 cb --quiet --repo "$DST2" init --copy-chunker-from "$REPO"
+rm -rf "$REPO/records/wal"
+run cb --json copy "$B1" --to "$DST2"
+assert_rc 4 "copy of a base backup whose WAL the source lacks: exit 4"
+assert_eq "True False True" "$(json_eval "$OUT_FILE" '"%s %s %s" % (d["backups"][0]["copied"], d["backups"][0]["verified"], d["backups"][0]["walMissing"])')" \
+    "copied, not verified, walMissing"
+assert_contains "$(json_get "$OUT_FILE" '["error"]["message"]')" "lacks WAL they need, so neither copy can be restored: $B1" \
+    "the error names the backup and says why"
+
 test_done
