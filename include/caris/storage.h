@@ -69,6 +69,10 @@ struct storage_ops {
     /* Optional: with off, reads go to the storage itself, past any local copy the backend
      * keeps (check: a local copy stays good while the object in the bucket is damaged). */
     void (*local_copies)(struct storage *s, bool use);
+    /* Optional: closes the files the backend keeps open for reading that no reader holds (a
+     * handle kept open across operations, the daemon's: a pack replaced under its name, or
+     * deleted by another process, is seen, and its space freed). NULL: nothing kept. */
+    void (*drop_open)(struct storage *s);
 };
 
 struct storage_queue;
@@ -139,6 +143,7 @@ int storage_read_direct(struct storage *s, const char *name, uint64_t off, void 
 int storage_size(struct storage *s, const char *name, uint64_t *size, struct err *e);
 /* A hint that the range will be read soon (see prefetch): never fails, may do nothing. */
 void storage_prefetch(struct storage *s, const char *name, uint64_t off, uint64_t len);
+void storage_drop_open(struct storage *s);
 int storage_list(struct storage *s, const char *dir, storage_list_cb cb, void *ctx, struct err *e);
 int storage_remove(struct storage *s, const char *name, struct err *e);
 int storage_put_new(struct storage *s, const char *name, const void *data, size_t len,

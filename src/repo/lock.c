@@ -812,6 +812,10 @@ void repo_unlock(struct repo *r)
     if (--r->lock->depth > 0)
         return;
     repo_lock_release(r);
+    /* the packs kept open for reading are closed with the lock: a handle kept open (the
+     * daemon's) saw a pack replaced under its name by the old file, and kept the space of
+     * packs another process pruned (audit K2, K5) */
+    storage_drop_open(r->st);
 }
 
 int repo_lock_check(struct repo *r, struct err *e)

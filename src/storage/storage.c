@@ -58,6 +58,12 @@ void storage_prefetch(struct storage *s, const char *name, uint64_t off, uint64_
         s->ops->prefetch(s, name, off, len);
 }
 
+void storage_drop_open(struct storage *s)
+{
+    if (s->ops->drop_open)
+        s->ops->drop_open(s);
+}
+
 int storage_size(struct storage *s, const char *name, uint64_t *size, struct err *e)
 {
     return s->ops->size(s, name, size, e);
@@ -357,6 +363,22 @@ static void fd_forget(struct posix_storage *ps, const char *name)
             free(s->name);
             s->name = NULL;
             s->used = 0;
+        }
+    }
+    pthread_mutex_unlock(&ps->mu);
+}
+
+static void posix_drop_open(struct storage *s)
+{
+    struct posix_storage *ps = (struct posix_storage *)s;
+    pthread_mutex_lock(&ps->mu);
+    for (int i = 0; i < FD_CACHE; i++) {
+        struct fd_slot *c = &ps->cache[i];
+        if (c->name && c->refs == 0) {
+            close(c->fd);
+            free(c->name);
+            c->name = NULL;
+            c->used = 0;
         }
     }
     pthread_mutex_unlock(&ps->mu);
@@ -986,6 +1008,7 @@ static const struct storage_ops posix_ops = {
     .tmp_commit = posix_tmp_commit,
     .tmp_discard = posix_tmp_discard,
     .prefetch = posix_prefetch,
+    .drop_open = posix_drop_open,
 };
 
 struct storage *storage_posix_open(const char *root, bool create, struct err *e)
