@@ -1960,9 +1960,32 @@ static void reload_apply(struct daemon *d)
     }
 }
 
+/* The API's CRON_SECRET from the env file, at once, while a job runs (the rest of a reload waits
+ * for its end): a secret rotated because it leaked stayed good, and the new one was refused
+ * (and counted as failed logins), for as long as a backup of hours ran (audit K3). Only from a
+ * configuration the reload itself would take (it checks the rest again at the job's end). */
+static void reload_secret_now(struct daemon *d)
+{
+    struct config cfg = {0};
+    struct err e = ERR_INIT;
+    if (config_load(&cfg, d->o->env_file, &e) != 0) {
+        dlog(d, LOG_ERROR, "reload", "configuration not reloaded: %s", e.msg);
+        return;
+    }
+    config_keep_env_secrets(&cfg, d->o->cfg);
+    if (config_check(&cfg, &e) != 0 || api_config_check(&cfg, &e) != 0) {
+        config_free(&cfg);
+        dlog(d, LOG_ERROR, "reload", "configuration not reloaded: %s", e.msg);
+        return;
+    }
+    api_reload(d->api, &cfg);
+    config_free(&cfg);
+}
+
 /* A reload asked for (SIGHUP): now when no job runs, else once the running one ended (the
- * worker starts no other job meanwhile). It was refused while a job ran, and a reload during
- * a backup of hours went unapplied unless the operator read the log and asked again. */
+ * worker starts no other job meanwhile), but for the API's CRON_SECRET, which applies at once.
+ * It was refused while a job ran, and a reload during a backup of hours went unapplied unless
+ * the operator read the log and asked again. */
 static void reload(struct daemon *d, bool asked)
 {
     pthread_mutex_lock(&d->mu);
@@ -1970,9 +1993,12 @@ static void reload(struct daemon *d, bool asked)
     d->reload_pending = d->reload_pending || asked;
     bool now = d->reload_pending && !d->running, busy = asked && !was_pending && d->running;
     pthread_mutex_unlock(&d->mu);
-    if (busy)
+    if (busy) {
         dlog(d, LOG_INFO, "reload",
-             "a job is running: the configuration is reloaded once it ends, before the next job");
+             "a job is running: the configuration is reloaded once it ends, before the next job "
+             "(the API's CRON_SECRET now)");
+        reload_secret_now(d);
+    }
     if (!now)
         return;
     reload_apply(d);
