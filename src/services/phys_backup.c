@@ -874,6 +874,12 @@ int caris_phys_backup(struct repo *r, const struct phys_backup_opts *o,
     struct repo_writer_stats ws;
     repo_writer_get_stats(b.w, &ws);
     int64_t end_ns = start_ns + (time_mono_ns() - clock0);
+    /* when it really ended, whatever --time says: a recovery to a time takes a base backup that
+     * ended before that time (the one taken with --time dated back ended after it, and the
+     * recovery went past its target: audit L4) */
+    char stop_time[40];
+    time_format_iso(time_now_ns(), stop_time, sizeof(stop_time));
+    json_object_set_new(phys, "stop_time", json_string(stop_time));
     char started[40], finished[40], host[256] = "", target[256];
     time_format_iso(start_ns, started, sizeof(started));
     time_format_iso(end_ns, finished, sizeof(finished));

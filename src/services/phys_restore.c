@@ -62,8 +62,11 @@ static bool ends_before(json_t *s, const struct phys_restore_opts *o)
 {
     json_t *phys = json_object_get(s, "physical");
     if (o->target == PHYS_TARGET_TIME) {
+        /* when it really ended (stop_time), else (backups written before it) when it says */
         int64_t fin;
-        const char *f = json_string_value(json_object_get(s, "finished"));
+        const char *f = json_string_value(json_object_get(phys, "stop_time"));
+        if (!f)
+            f = json_string_value(json_object_get(s, "finished"));
         return f && time_parse_iso(f, &fin) == 0 && fin <= o->target_time_ns;
     }
     if (o->target == PHYS_TARGET_LSN) {

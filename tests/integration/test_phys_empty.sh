@@ -236,4 +236,18 @@ as_pg mv "$R/killed" "$R/gone"
 run cb --env-file "$envf" restore database --physical --pgdata "$R/killed" "$id1"
 assert_rc 0 "a restore into the missing DIR"
 assert_contains "$ERR" "that is why $R/killed was missing" "it says why DIR was missing"
+
+# a base backup recorded with --time dated back really ended now: a recovery to a time before
+# its real end does not take it (it was taken by its summary's time, and the recovery went
+# past its target with exit 0: audit L4)
+run cb --json backup database --physical --time 2020-01-01T00:00:00Z
+assert_rc 0 "a base backup dated back with --time"
+dated=$(json_get "$OUT_FILE" '["id"]')
+run cb --env-file "$envf" restore database --physical --pgdata "$R/dated" --to-time 2021-01-01T00:00:00Z "$dated"
+assert_rc 2 "a recovery to a time before its real end, from the backup dated back, is refused"
+assert_contains "$ERR" "ends after the recovery target" "... saying why"
+run cb --env-file "$envf" restore database --physical --pgdata "$R/dated" --to-time 2021-01-01T00:00:00Z
+assert_cmp "$RC" -ne 0 "without an id, no backup is taken for that time"
+assert_contains "$ERR" "no physical backup ends before the recovery target" "... saying so"
+assert_false "nothing was written" test -e "$R/dated"
 test_done
