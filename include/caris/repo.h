@@ -99,6 +99,9 @@ int repo_refresh(struct repo *r, struct err *e);
  * (with a warning) and nothing is taken as there that is not. 0 at once for an index read
  * with a listing. copy calls it on its destination. */
 int repo_index_list_packs(struct repo *r, struct err *e);
+/* Reads the index again with a full listing of data/ (check, prune, new stale locks; copy, on
+ * a destination another copy wrote to meanwhile). */
+int repo_index_reload_full(struct repo *r, struct err *e);
 
 const char *repo_path(const struct repo *r);
 struct storage *repo_storage(struct repo *r);

@@ -491,6 +491,16 @@ static int copy_one(struct repo *src, struct repo *dst, const char *shown, json_
                      id, dn);
     }
     it->blobs = l.n;
+    /* test-only: CARIS_TEST_COPY_HOLD=PATH holds here, the destination looked at, while PATH
+     * exists (test_copy: another copy commits the backup meanwhile) */
+    test_hold_point("CARIS_TEST_COPY_HOLD");
+    /* The backup is there: another copy may have committed it since this one read the
+     * destination's index (when it took its lock). Read again, the index has that copy's new
+     * index file; else its blobs counted as lost (sent again) and, after the claim below, as
+     * missing in the verification ("does not verify in the destination", exit 4, of a sound
+     * backup: audit M2). With the packs listed, as at the start. */
+    if (there == 1 && repo_index_reload_full(dst, e) != 0)
+        goto out;
     if (there == 1) {
         /* Blobs it needs that the destination lost (a pack deleted there: the index was read
          * with a listing of data/) or recorded damaged (a verification there failed) are sent
@@ -529,7 +539,7 @@ static int copy_one(struct repo *src, struct repo *dst, const char *shown, json_
     /* a copy that committed between the check above and the claim (verified as any backup
      * already there: that copy's own verification may yet fail) */
     there = dst_has_backup(dst, shown, id, s, e);
-    if (there < 0)
+    if (there < 0 || (there == 1 && repo_index_reload_full(dst, e) != 0))
         goto out;
     if (there == 1) {
         rc = already_there(dst, id, o, false, it, e);
@@ -542,6 +552,8 @@ static int copy_one(struct repo *src, struct repo *dst, const char *shown, json_
     claim = NULL;
     caris_op_log(o->op, LOG_INFO, "backup %s: copied %llu of %llu blobs", id,
                  (unsigned long long)it->blobs_copied, (unsigned long long)it->blobs);
+    /* test-only: CARIS_TEST_COPY_VERIFY_HOLD=PATH holds here, committed and not yet verified */
+    test_hold_point("CARIS_TEST_COPY_VERIFY_HOLD");
     if (verify_copied(dst, id, o, it, e) != 0)
         goto out;
     rc = 0;

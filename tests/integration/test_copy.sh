@@ -309,4 +309,31 @@ assert_contains "$ERR" "warning: destination $DST: snapshots/$gone_name: backup 
 assert_match "backup [a-z]+_[a-z]+_[0-9T:-]+ is in the state record but its snapshot is gone" "$ERR" \
     "... and the backup lost there"
 
+# --- two copies of one backup at once: the one that finds it committed by the other ----------
+# Copy B looks at the destination (the backup is not there) and holds; copy A copies the backup
+# and holds before its verification; B, released, claims the backup, finds it there and
+# verifies it: with the index it read when it started, it found A's blobs missing ("does not
+# verify in the destination", exit 4, of a sound backup: audit M2). Two test hooks hold them.
+echo "two copies" >"$src/two-copies.txt"
+backup_json "$TEST_TMP/b-two.json" "$src"
+two=$BACKUP_ID
+hb=$TEST_TMP/hold-b ha=$TEST_TMP/hold-a
+touch "$hb" "$ha"
+CARIS_TEST_COPY_HOLD=$hb bg_start cb --json copy "$two" --to "$DST"
+B_PID=$BG_PID B_OUT=$BG_OUT B_ERR=$BG_ERR
+# shellcheck disable=SC2317 # called through wait_until
+_held() { [[ -e $1.held ]]; }
+wait_until 60 _held "$hb" || fail "copy B did not reach its hold" "$(_tail "$B_ERR")"
+CARIS_TEST_COPY_VERIFY_HOLD=$ha bg_start cb --json copy "$two" --to "$DST"
+A_PID=$BG_PID
+wait_until 60 _held "$ha" || fail "copy A did not reach its hold" "$(_tail "$BG_ERR")"
+rm -f "$hb"
+wait "$B_PID"
+assert_eq 0 "$?" "copy B, which found the backup committed by A, succeeds"
+assert_eq "true true" "$(json_eval "$B_OUT" '"%s %s" % (str(d["backups"][0]["alreadyThere"]).lower(), str(d["backups"][0]["verified"]).lower())')" \
+    "... already there, verified"
+rm -f "$ha"
+wait "$A_PID"
+assert_eq 0 "$?" "copy A succeeds"
+
 test_done
