@@ -955,7 +955,9 @@ static enum MHD_Result ep_job(struct api *a, struct MHD_Connection *c, const cha
     if (!j)
         return respond_error(c, MHD_HTTP_NOT_FOUND, "not_found",
                              "job ids are returned by the POST endpoints (jobId); finished "
-                             "jobs are kept until 50 newer ones ended or the daemon restarts",
+                             "jobs are kept until 50 newer ones ended or the daemon restarts (a "
+                             "job still queued when the daemon stopped was dropped: the audit log "
+                             "names it)",
                              "no such job");
     return respond(c, MHD_HTTP_OK, j, NULL, NULL);
 }

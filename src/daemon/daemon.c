@@ -1172,6 +1172,44 @@ static void interrupted_other_tell(struct daemon *d, json_t *job)
     json_decref(ids);
 }
 
+/* The jobs still queued when the daemon stops are dropped: each is logged and audited as
+ * failed, by its id. A job the API answered 202 to (or a run-now) left no trace but a count in
+ * the log, and after a restart its id was unknown (audit K4). Called once the worker ended. */
+static void dropped_jobs_tell(struct daemon *d)
+{
+    static const char msg[] = "dropped: the daemon stopped before it ran";
+    pthread_mutex_lock(&d->mu);
+    for (const struct job *j = d->queue; j; j = j->next) {
+        const struct djob_spec *sp = &j->spec;
+        bool backup = sp->kind == DJOB_BACKUP;
+        char what[300];
+        if (backup)
+            snprintf(what, sizeof(what), "%s %s run", j->source, caris_job_type_name(sp->type));
+        else
+            snprintf(what, sizeof(what), "%s of %s", djob_kind_name(sp->kind), sp->backup_id);
+        dlog(d, LOG_WARN, "job", "%s %s: %s; ask for it again", what, j->id, msg);
+        json_t *args = json_pack("{s:s, s:s}", "job", j->id, "schedule", j->source);
+        json_t *ids = json_array();
+        if (!backup)
+            json_array_append_new(ids, json_string(sp->backup_id));
+        struct caris_audit_entry en = {.actor = *sp->actor ? sp->actor : "scheduler",
+                                       .source = *sp->addr ? sp->addr : NULL,
+                                       .operation =
+                                           backup ? "backup run" : djob_kind_name(sp->kind),
+                                       .args = args,
+                                       .result = "failed",
+                                       .error = msg,
+                                       .backup_ids = ids,
+                                       .duration_ms = -1};
+        struct err e = ERR_INIT;
+        if (caris_audit_append(d->backup_dir, &en, &e) != 0)
+            dlog(d, LOG_ERROR, "audit", "%s", e.msg);
+        json_decref(args);
+        json_decref(ids);
+    }
+    pthread_mutex_unlock(&d->mu);
+}
+
 static void *interrupted_tell_main(void *arg)
 {
     struct daemon *d = arg;
@@ -2379,8 +2417,10 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
         pthread_join(d->stale_th, NULL);
     d->stale_th_started = false;
     jobs_finished(d);
-    if (dropped)
+    if (dropped) {
         dlog(d, LOG_INFO, "stopping", "%zu queued job%s dropped", dropped, dropped == 1 ? "" : "s");
+        dropped_jobs_tell(d);
+    }
     pthread_mutex_lock(&d->mu);
     json_object_del(d->state, "job");
     json_object_del(d->state, "pid");

@@ -24,9 +24,18 @@ DAEMON=$BG_PID DAEMON_ERR=$BG_ERR
 # shellcheck disable=SC2317 # called through wait_until
 _waiting() { (($(pg_lock_waiters "$db" small) >= 1)); }
 wait_until 60 _waiting || fail "the scheduled run does not wait for the table" "$(_tail "$DAEMON_ERR")"
+# a run asked for meanwhile waits in the queue; the stop drops it, and says so by its id in the
+# log and the audit log (a count in the log was all: audit K4)
+assert_exit 0 cb run-now incremental
 kill -TERM "$DAEMON"
 wait "$DAEMON"
 assert_eq 0 "$?" "SIGTERM during the scheduled run: the daemon exits 0"
+queued=$(grep -o 'manual incremental run job-[0-9-]*: dropped: the daemon stopped before it ran' "$DAEMON_ERR")
+assert_ne "" "$queued" "the queued run the stop dropped is logged by its id"
+queued=${queued#manual incremental run }
+queued=${queued%%:*}
+assert_eq 1 "$(grep -c "\"job\":\"$queued\".*dropped: the daemon stopped before it ran" "$BACKUP_DIR/metadata/audit.log")" \
+    "... and audited as failed"
 pg_table_lock_release
 assert_eq "daily 2026-03-01T03:00:00.000Z False True" \
     "$(json_eval "$STATE" '" ".join(str(d["history"][0].get(k)) for k in ("schedule", "scheduledFor", "ok", "stopped"))')" \
