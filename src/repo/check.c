@@ -163,6 +163,22 @@ static void issue_locked(struct check *c, const char *object, const char *msg,
     pthread_mutex_unlock(&c->mu);
 }
 
+/* Every blob the index places in pack pidx is damaged (its pack cannot be read or opened): each
+ * is recorded (the next backup stores it again), and the backups that need one are named. */
+static void pack_blobs_bad(struct check *c, long pidx)
+{
+    struct repo *r = c->r;
+    if (pidx < 0 || (size_t)pidx >= c->npacks_listed)
+        return;
+    for (size_t k = c->first[pidx]; k < c->first[pidx + 1]; k++) {
+        const uint8_t *id = repo_entry(r, c->by_pack[k])->id;
+        pthread_mutex_lock(&c->mu);
+        idlist_add(&c->bad_blobs, id);
+        pthread_mutex_unlock(&c->mu);
+        bad_blob_note(r, (uint32_t)pidx, id); /* takes r->mu: not under c->mu */
+    }
+}
+
 static void read_pack_job(void *arg, int worker)
 {
     struct pack_job *j = arg;
@@ -184,6 +200,18 @@ static void read_pack_job(void *arg, int worker)
     buf_reserve(data, (size_t)pf->size);
     struct err pe = ERR_INIT;
     if (storage_read_at(r->st, pf->name, 0, data->data, (size_t)pf->size, &pe) != 0) {
+        if (pe.code == ERR_NOT_FOUND) {
+            /* listed, and gone when read (no prune runs beside a check): the data it held is
+             * lost, which is damage to report with the backups it takes, not a failure of the
+             * check (exit 7 without a word of what is lost) */
+            snprintf(msg, sizeof(msg), "pack is listed but gone when read: %s", pe.msg);
+            issue_locked(c, pf->name, msg, NULL);
+            pthread_mutex_lock(&r->mu);
+            long gone = repo_find_pack_locked(r, pf->id);
+            pthread_mutex_unlock(&r->mu);
+            pack_blobs_bad(c, gone);
+            goto done;
+        }
         pthread_mutex_lock(&c->mu);
         if (pe.code != ERR_DAMAGE && !err_is_set(&c->fatal))
             c->fatal = pe;
@@ -212,13 +240,7 @@ static void read_pack_job(void *arg, int worker)
         issue_locked(c, pf->name, "bad pack header", NULL);
         /* none of its blobs opens: each is damaged, so the backups that need one are named,
          * and each is recorded (the next backup stores it again) */
-        for (size_t k = c->first[pidx]; k < c->first[pidx + 1]; k++) {
-            const uint8_t *id = repo_entry(r, c->by_pack[k])->id;
-            pthread_mutex_lock(&c->mu);
-            idlist_add(&c->bad_blobs, id);
-            pthread_mutex_unlock(&c->mu);
-            bad_blob_note(r, (uint32_t)pidx, id); /* takes r->mu: not under c->mu */
-        }
+        pack_blobs_bad(c, pidx);
         goto done;
     }
     if (pack_derive_key(r, data->data + 8, key, &ke) != 0) {

@@ -328,6 +328,14 @@ run cb --repo "$PROXY" list
 assert_rc 7 "list on an endpoint answering 404 with an HTML page: exit 7"
 assert_contains "$ERR" "no bucket bkt at" "the bucket is named"
 assert_contains "$ERR" "HINT: check the endpoint and the bucket" "the hint names the endpoint first"
+# a listed pack whose GET answers 404 (deleted between the listing and the read, or lost by the
+# server): check --read-data reports it as damage with the backups that need it (exit 4); it
+# stopped at the first such pack with exit 7 and no word of what was lost (audit M4)
+proxy_start --always page404 --match /data/ --method GET
+run cb --repo "$PROXY" check --read-data
+assert_rc 4 "check --read-data with packs answering 404: damage found (exit 4)"
+assert_contains "$OUT$ERR" "pack is listed but gone when read" "... each such pack named as gone"
+assert_contains "$OUT$ERR" "$id" "... and the backups that need it"
 
 # --- a server that ignores continuation-token: it answers the first page again, for ever -----
 # (list sent requests until killed). A continued page must list keys after the pages before.
