@@ -1105,6 +1105,30 @@ static json_t *interrupted_run_locked(struct daemon *d)
     return rj;
 }
 
+/* The audit line of a job that failed without running to its end (args: consumed; backup may
+ * be NULL). */
+static void audit_job_failed(struct daemon *d, const char *actor, const char *source,
+                             const char *operation, json_t *args, const char *backup,
+                             const char *msg)
+{
+    json_t *ids = json_array();
+    if (backup)
+        json_array_append_new(ids, json_string(backup));
+    struct caris_audit_entry en = {.actor = actor,
+                                   .source = source,
+                                   .operation = operation,
+                                   .args = args,
+                                   .result = "failed",
+                                   .error = msg,
+                                   .backup_ids = ids,
+                                   .duration_ms = -1};
+    struct err e = ERR_INIT;
+    if (caris_audit_append(d->backup_dir, &en, &e) != 0)
+        dlog(d, LOG_ERROR, "audit", "%s", e.msg);
+    json_decref(args);
+    json_decref(ids);
+}
+
 /* Logs, audits and notifies the interrupted run (interrupted_run_locked's; consumed). */
 static void interrupted_run_tell(struct daemon *d, json_t *rj)
 {
@@ -1116,16 +1140,7 @@ static void interrupted_run_tell(struct daemon *d, json_t *rj)
          json_string_value(json_object_get(rj, "startedAt")) ?: "?", INTERRUPTED_MSG);
     json_t *args =
         json_pack("{s:s, s:s}", "schedule", sched ? sched : "?", "type", type ? type : "?");
-    struct caris_audit_entry en = {.actor = "scheduler",
-                                   .operation = "backup run",
-                                   .args = args,
-                                   .result = "failed",
-                                   .error = INTERRUPTED_MSG,
-                                   .duration_ms = -1};
-    struct err e = ERR_INIT;
-    if (caris_audit_append(d->backup_dir, &en, &e) != 0)
-        dlog(d, LOG_ERROR, "audit", "%s", e.msg);
-    json_decref(args);
+    audit_job_failed(d, "scheduler", NULL, "backup run", args, NULL, INTERRUPTED_MSG);
     struct notify_event ev = {.kind = NOTIFY_BACKUP_FAILED,
                               .backup_kind = type,
                               .duration_ms = -1,
@@ -1154,22 +1169,8 @@ static void interrupted_other_tell(struct daemon *d, json_t *job)
          strcmp(kind, djob_kind_name(DJOB_RESTORE)) == 0
              ? "; what it restored into may be incomplete: restore again"
              : "; verify again");
-    json_t *args = json_pack("{s:s}", "job", id ? id : "?");
-    json_t *ids = json_array();
-    if (backup)
-        json_array_append_new(ids, json_string(backup));
-    struct caris_audit_entry en = {.actor = "scheduler",
-                                   .operation = kind,
-                                   .args = args,
-                                   .result = "failed",
-                                   .error = msg,
-                                   .backup_ids = ids,
-                                   .duration_ms = -1};
-    struct err e = ERR_INIT;
-    if (caris_audit_append(d->backup_dir, &en, &e) != 0)
-        dlog(d, LOG_ERROR, "audit", "%s", e.msg);
-    json_decref(args);
-    json_decref(ids);
+    audit_job_failed(d, "scheduler", NULL, kind, json_pack("{s:s}", "job", id ? id : "?"), backup,
+                     msg);
 }
 
 /* The jobs still queued when the daemon stops are dropped: each is logged and audited as
@@ -1188,24 +1189,10 @@ static void dropped_jobs_tell(struct daemon *d)
         else
             snprintf(what, sizeof(what), "%s of %s", djob_kind_name(sp->kind), sp->backup_id);
         dlog(d, LOG_WARN, "job", "%s %s: %s; ask for it again", what, j->id, msg);
-        json_t *args = json_pack("{s:s, s:s}", "job", j->id, "schedule", j->source);
-        json_t *ids = json_array();
-        if (!backup)
-            json_array_append_new(ids, json_string(sp->backup_id));
-        struct caris_audit_entry en = {.actor = *sp->actor ? sp->actor : "scheduler",
-                                       .source = *sp->addr ? sp->addr : NULL,
-                                       .operation =
-                                           backup ? "backup run" : djob_kind_name(sp->kind),
-                                       .args = args,
-                                       .result = "failed",
-                                       .error = msg,
-                                       .backup_ids = ids,
-                                       .duration_ms = -1};
-        struct err e = ERR_INIT;
-        if (caris_audit_append(d->backup_dir, &en, &e) != 0)
-            dlog(d, LOG_ERROR, "audit", "%s", e.msg);
-        json_decref(args);
-        json_decref(ids);
+        audit_job_failed(d, *sp->actor ? sp->actor : "scheduler", *sp->addr ? sp->addr : NULL,
+                         backup ? "backup run" : djob_kind_name(sp->kind),
+                         json_pack("{s:s, s:s}", "job", j->id, "schedule", j->source),
+                         backup ? NULL : sp->backup_id, msg);
     }
     pthread_mutex_unlock(&d->mu);
 }
@@ -1892,24 +1879,33 @@ static void settings_changed(const char *const *names, const struct config *cfg,
 /* SIGHUP: the new configuration replaces the old one only when it is valid; schedules are
  * recomputed from now. The repository stays open (BACKUP_DIR and the key are not reloaded:
  * those need a restart, which the log says when they changed). */
+/* The env file read again and checked into cfg: 0, or -1 (logged, cfg freed). */
+static int reload_load(struct daemon *d, struct config *cfg)
+{
+    struct err e = ERR_INIT;
+    if (config_load(cfg, d->o->env_file, &e) != 0) {
+        dlog(d, LOG_ERROR, "reload", "configuration not reloaded: %s", e.msg);
+        return -1;
+    }
+    /* the secrets the daemon was started with in its environment (the first load took them
+     * out of it): a reload re-reads the env file, it does not lose them */
+    config_keep_env_secrets(cfg, d->o->cfg);
+    if (config_check(cfg, &e) != 0) {
+        config_free(cfg);
+        dlog(d, LOG_ERROR, "reload", "configuration not reloaded: %s", e.msg);
+        return -1;
+    }
+    return 0;
+}
+
 static void reload_apply(struct daemon *d)
 {
     struct config cfg = {0};
     struct schedule_config sch = {0};
     struct notify_config nc = {0};
     struct err e = ERR_INIT;
-    if (config_load(&cfg, d->o->env_file, &e) != 0) {
-        dlog(d, LOG_ERROR, "reload", "configuration not reloaded: %s", e.msg);
+    if (reload_load(d, &cfg) != 0)
         return;
-    }
-    /* the secrets the daemon was started with in its environment (the first load took them
-     * out of it): a reload re-reads the env file, it does not lose them */
-    config_keep_env_secrets(&cfg, d->o->cfg);
-    if (config_check(&cfg, &e) != 0) {
-        config_free(&cfg);
-        dlog(d, LOG_ERROR, "reload", "configuration not reloaded: %s", e.msg);
-        return;
-    }
     char unknown[600];
     if (config_unknown_names(&cfg, unknown, sizeof(unknown)))
         dlog(d, LOG_WARN, "reload", "unknown variables (misspelt?), ignored: %s", unknown);
@@ -2006,12 +2002,9 @@ static void reload_secret_now(struct daemon *d)
 {
     struct config cfg = {0};
     struct err e = ERR_INIT;
-    if (config_load(&cfg, d->o->env_file, &e) != 0) {
-        dlog(d, LOG_ERROR, "reload", "configuration not reloaded: %s", e.msg);
+    if (reload_load(d, &cfg) != 0)
         return;
-    }
-    config_keep_env_secrets(&cfg, d->o->cfg);
-    if (config_check(&cfg, &e) != 0 || api_config_check(&cfg, &e) != 0) {
+    if (api_config_check(&cfg, &e) != 0) {
         config_free(&cfg);
         dlog(d, LOG_ERROR, "reload", "configuration not reloaded: %s", e.msg);
         return;
