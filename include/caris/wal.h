@@ -85,6 +85,14 @@ int caris_wal_push_stream_fd(struct repo *r, int fd, uint32_t tli, uint64_t seg_
  * with zeros to the segment size (recovery ends at the end of its valid WAL). */
 int caris_wal_get(struct repo *r, const char *name, const char *dest, const struct caris_op *op,
                   struct err *e);
+/* For a name caris_wal_get did not find: 0 when that is the archive's end, else -1 with e
+ * (ERR_DAMAGE): a segment from before the first archived segment of its timeline (the archive
+ * pruned past a recovery that needs it), unless an older timeline holds it (PostgreSQL before
+ * 15 asks the newest timeline first), or when a WAL record cannot be read. A gap between
+ * archived segments is an end: PostgreSQL reads ahead into one past a target before it.
+ * `wal get --strict` (the restore_command restore --physical writes) asks it; a standby's
+ * restore_command must not (it falls back to pg_wal and streaming on exit 1). */
+int caris_wal_absent_check(struct repo *r, const char *name, struct err *e);
 
 /* The same into fd (a regular file the caller created and renames once this returned 0):
  * truncated, written from its start, the whole file's SHA-256 checked, fsynced. On failure fd

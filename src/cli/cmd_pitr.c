@@ -51,7 +51,7 @@ static const char PRESTORE_USAGE[] =
     "before the target), every file checked against its SHA-256, into a directory beside DIR\n"
     "that is renamed into place at the end; then recovery.signal and, in\n"
     "postgresql.auto.conf, restore_command = '<this program> --env-file F --repo R wal get\n"
-    "%f %p' (R: the repository restored from; F, mode 0600, holds BACKUP_DIR and\n"
+    "--strict %f %p' (R: the repository restored from; F, mode 0600, holds BACKUP_DIR and\n"
     "BACKUP_ENCRYPTION_KEY: the key is never written into the settings), the recovery target,\n"
     "and archive_mode = 'off' (turn it on again once the restored server is checked).\n"
     "\n"
@@ -392,8 +392,8 @@ int cmd_restore_physical(struct globals *g, int argc, char **argv)
     }
     char *qexe = command_percent_escape(exe), *qenvf = command_percent_escape(envf),
          *qrepo = command_percent_escape(repo);
-    char *cmd =
-        xasprintf("'%s' --quiet --env-file '%s' --repo '%s' wal get %%f %%p", qexe, qenvf, qrepo);
+    char *cmd = xasprintf("'%s' --quiet --env-file '%s' --repo '%s' wal get --strict %%f %%p", qexe,
+                          qenvf, qrepo);
     free(qexe);
     free(qenvf);
     free(qrepo);

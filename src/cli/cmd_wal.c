@@ -17,7 +17,7 @@ bool cli_wal_get_mode;
 
 static const char WAL_USAGE[] =
     "usage: caris-backup [--env-file F] wal push [--no-daemon] PATH\n"
-    "       caris-backup [--env-file F] wal get [--no-daemon] NAME DEST\n"
+    "       caris-backup [--env-file F] wal get [--no-daemon] [--strict] NAME DEST\n"
     "       caris-backup [--json] wal list\n"
     "       caris-backup [--env-file F] wal receive [--slot NAME] [--create-slot]\n"
     "                                            [--flush-seconds N]\n"
@@ -38,9 +38,11 @@ static const char WAL_USAGE[] =
     "      daemon (or with --no-daemon) the push opens the repository itself.\n"
     "get   writes the archived file NAME to DEST, checked end to end, or exits 1 without a\n"
     "      word when the archive does not have it (what restore_command must do at the end of\n"
-    "      the archive). A segment from before the first archived one of its timeline\n"
-    "      (pruned under a running recovery) is no end: exit 255. Any other failure\n"
-    "      exits 255 (PostgreSQL then stops the recovery with\n"
+    "      the archive). With --strict (the restore_command `restore database --physical`\n"
+    "      writes; never a standby's, which falls back to pg_wal and streaming on exit 1), a\n"
+    "      segment from before the first archived one of its timeline (pruned under the\n"
+    "      running recovery) is no end: exit 255. Any other failure exits 255 (PostgreSQL\n"
+    "      then stops the recovery with\n"
     "      an error rather than ending it early); a damaged file is never written. When the\n"
     "      daemon of BACKUP_DIR\n"
     "      runs, it writes the file (it keeps the repository open and the WAL records read)\n"
@@ -69,15 +71,19 @@ static const char WAL_USAGE[] =
 
 /* The options of wal push and wal get (--no-daemon, --help), from argv[1]: -1 to go on with
  * the operands at argv[1 + optind], else the exit code (help printed, or a bad option). */
-static int wal_opts(int argc, char **argv, bool *alone)
+static int wal_opts(int argc, char **argv, bool *alone, bool *strict)
 {
-    static const struct option opts[] = {
-        {"no-daemon", no_argument, 0, 'n'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    static const struct option opts[] = {{"no-daemon", no_argument, 0, 'n'},
+                                         {"strict", no_argument, 0, 's'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
     int c;
     optind = 0; /* 0, not 1: makes GNU getopt reinitialise */
     while ((c = cli_getopt(argc - 1, argv + 1, "h", opts)) != -1) {
         if (c == 'n')
             *alone = true;
+        else if (c == 's' && strict)
+            *strict = true;
         else if (c == 'h') {
             fputs(WAL_USAGE, stdout);
             return 0;
@@ -90,7 +96,7 @@ static int wal_opts(int argc, char **argv, bool *alone)
 static int wal_push(struct globals *g, int argc, char **argv)
 {
     bool alone = false;
-    int done = wal_opts(argc, argv, &alone);
+    int done = wal_opts(argc, argv, &alone, NULL);
     if (done >= 0)
         return done;
     int rest = argc - 1 - optind;
@@ -127,8 +133,8 @@ static int wal_push(struct globals *g, int argc, char **argv)
 
 static int wal_get(struct globals *g, int argc, char **argv)
 {
-    bool alone = false;
-    int done = wal_opts(argc, argv, &alone);
+    bool alone = false, strict = false;
+    int done = wal_opts(argc, argv, &alone, &strict);
     if (done >= 0)
         return done;
     if (argc - 1 - optind != 2)
@@ -137,17 +143,32 @@ static int wal_get(struct globals *g, int argc, char **argv)
     struct err e = ERR_INIT;
     /* a running daemon has the repository open and the WAL records read: it writes the file */
     int rc = alone ? 1 : caris_daemon_wal_get(&g->cfg, g->repo_path, name, dest, &e);
+    struct repo *r = NULL;
     if (rc == 1) {
-        struct repo *r = open_repo(g, false, &e);
-        if (!r) { /* a wrong key, a missing repository: never "not in the archive" */
+        if (!(r = open_repo(g, false, &e))) {
+            /* a wrong key, a missing repository: never "not in the archive" */
             fail(&e);
             return WAL_GET_FATAL_EXIT;
         }
         struct caris_op op;
         cli_op_init_archiver(g, &op);
         rc = caris_wal_get(r, name, dest, &op, &e);
-        repo_close(r);
     }
+    /* --strict: "not there" ends the recovery only at the archive's end (a segment pruned from
+     * under a running recovery stops it instead: caris_wal_absent_check) */
+    if (strict && rc != 0 && e.code == ERR_NOT_FOUND && e.sys_errno == 0) {
+        struct err se = ERR_INIT;
+        if (!r && !(r = open_repo(g, false, &se))) {
+            fail(&se);
+            return WAL_GET_FATAL_EXIT;
+        }
+        if (caris_wal_absent_check(r, name, &se) != 0) {
+            repo_close(r);
+            fail(&se);
+            return WAL_GET_FATAL_EXIT;
+        }
+    }
+    repo_close(r);
     if (rc != 0 && e.code == ERR_NOT_FOUND && e.sys_errno == 0) {
         /* PostgreSQL asks for files past the end of the archive as a matter of course: "not
          * there" is an answer, not an error to print. Only the archive's own "not there" (a

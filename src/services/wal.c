@@ -559,6 +559,12 @@ static int absent_is_end(json_t *records, const struct caris_wal_name *wn, const
     {
         int o = segment_order(x, wn->timeline, wn->log, wn->seg);
         json_int_t tli = json_integer_value(json_object_get(x, "timeline"));
+        const char *k = json_string_value(json_object_get(x, "kind"));
+        if (k && strcmp(k, "stream") == 0 &&
+            json_integer_value(json_object_get(x, "log")) == (json_int_t)wn->log &&
+            json_integer_value(json_object_get(x, "seg")) == (json_int_t)wn->seg && tli > 0 &&
+            tli < (json_int_t)wn->timeline)
+            older_tli = true; /* a streamed partial of it, on an older timeline */
         if (o == -1)
             earlier = true;
         else if (o == 1 &&
@@ -580,6 +586,31 @@ static int absent_is_end(json_t *records, const struct caris_wal_name *wn, const
                    "WAL segment %s is not in the archive, whose first segment of timeline %u is "
                    "%s, after it",
                    name, wn->timeline, json_string_value(json_object_get(later, "name")));
+}
+
+int caris_wal_absent_check(struct repo *r, const char *name, struct err *e)
+{
+    struct caris_wal_name wn;
+    if (caris_wal_name_parse(name, &wn, e) != 0)
+        return -1;
+    if (wn.kind != WAL_SEGMENT)
+        return 0;
+    json_t *damaged = NULL;
+    json_t *all = repo_record_list(r, WAL_RECORD_KIND, &damaged, e);
+    if (!all)
+        return -1;
+    int rc = 0;
+    if (json_array_size(damaged))
+        rc = err_set(e, ERR_DAMAGE, "run `caris-backup check --read-data`",
+                     "cannot tell whether the WAL archive ends before %s: WAL record %s cannot be "
+                     "read (%s)",
+                     name, json_string_value(json_object_get(json_array_get(damaged, 0), "object")),
+                     json_string_value(json_object_get(json_array_get(damaged, 0), "error")));
+    else
+        rc = absent_is_end(all, &wn, name, e);
+    json_decref(damaged);
+    json_decref(all);
+    return rc;
 }
 
 int caris_wal_get_fd_cached(struct repo *r, const char *name, int fd, json_t *cache,
@@ -645,22 +676,6 @@ int caris_wal_get_fd_cached(struct repo *r, const char *name, int fd, json_t *ca
                     "any more%s%s",
                     name, repo_path(r), ex < 0 ? ": " : "", ex < 0 ? xe.msg : "");
             goto out;
-        }
-        if (wn.kind == WAL_SEGMENT) {
-            json_t *all = NULL, *damaged = NULL;
-            if (cache) { /* records_of_cached has just brought it up to date */
-                all = json_array();
-                const char *key;
-                json_t *x;
-                json_object_foreach(cache, key, x) json_array_append(all, x);
-            } else if (!(all = repo_record_list(r, WAL_RECORD_KIND, &damaged, e))) {
-                goto out;
-            }
-            json_decref(damaged); /* records_of has refused them already */
-            int end = absent_is_end(all, &wn, name, e);
-            json_decref(all);
-            if (end != 0)
-                goto out;
         }
         err_set(e, ERR_NOT_FOUND, NULL, "WAL file %s is not in the archive", name);
         absent = true;

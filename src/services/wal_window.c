@@ -76,7 +76,11 @@ size_t caris_wal_bases_from_snapshots(json_t *summaries, struct caris_wal_base *
             b->end_lsn = 0;
         b->segsize = json_integer_value(json_object_get(ph, "wal_segment_size"));
         int64_t t;
-        const char *ts = json_string_value(json_object_get(s, "finished"));
+        /* when it really ended (a backup dated back with --time says otherwise in "finished":
+         * the window would begin before what a restore to a time takes) */
+        const char *ts = json_string_value(json_object_get(ph, "stop_time"));
+        if (!ts)
+            ts = json_string_value(json_object_get(s, "finished"));
         if (!ts)
             ts = json_string_value(json_object_get(s, "time"));
         if (ts && time_parse_iso(ts, &t) == 0)

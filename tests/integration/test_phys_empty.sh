@@ -250,4 +250,7 @@ run cb --env-file "$envf" restore database --physical --pgdata "$R/dated" --to-t
 assert_cmp "$RC" -ne 0 "without an id, no backup is taken for that time"
 assert_contains "$ERR" "no physical backup ends before the recovery target" "... saying so"
 assert_false "nothing was written" test -e "$R/dated"
+run cb --json wal list
+assert_not_contains "$(json_eval "$OUT_FILE" 'd["recoveryWindow"]["earliest"]')" "2020-" \
+    "the recovery window does not begin at the dated-back time either"
 test_done

@@ -145,7 +145,7 @@ assert_true "restore database --physical --json: the shape in docs/JSON.md" \
     python3 "$LIB_DIR/jsonshape.py" "$LIB_DIR/../../docs/JSON.md" "restore database --physical" "$OUT_FILE"
 assert_true "recovery.signal is gone once promoted" test ! -e "$R/full/recovery.signal"
 assert_false "the key is not in the restored settings" grep -qF "$BACKUP_ENCRYPTION_KEY" "$R/full/postgresql.auto.conf"
-assert_true "restore_command calls wal get" grep -q "wal get %f %p" "$R/full/postgresql.auto.conf"
+assert_true "restore_command calls wal get --strict" grep -q "wal get --strict %f %p" "$R/full/postgresql.auto.conf"
 "$PG_FIXTURES/dbsum.sh" -h "$R/full" -p "$PORT" -U "$CARIS_PG_USER" -d rich >"$TEST_TMP/dst-rich.sum"
 assert_sum_equal "$TEST_TMP/src-rich.sum" "$TEST_TMP/dst-rich.sum" "the restored database's fingerprint equals the source's"
 assert_eq 300 "$(q_at full 'SELECT count(*) FROM t')" "all three batches replayed"

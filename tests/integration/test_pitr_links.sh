@@ -94,7 +94,7 @@ PORT=$(free_port)
 trap 'as_pg "$CARIS_PG_BIN/pg_ctl" stop -D "$R/x" -m immediate -w -s >/dev/null 2>&1; as_pg "$CARIS_PG_BIN/pg_ctl" stop -D "$R/y" -m immediate -w -s >/dev/null 2>&1; _lib_on_exit; _pg_on_exit' EXIT
 run cb --env-file "$envf2" --repo "$REPO" --json restore database --physical --pgdata "$R/y" --start --port "$PORT" --wait 90
 assert_rc 0 "restore --start from --repo R with an env file naming another BACKUP_DIR"
-assert_contains "$(cat "$R/y/postgresql.auto.conf")" "--repo ''$(realpath "$REPO")'' wal get %f %p" \
+assert_contains "$(cat "$R/y/postgresql.auto.conf")" "--repo ''$(realpath "$REPO")'' wal get --strict %f %p" \
     "restore_command names the repository restored from (quotes doubled in the setting)"
 assert_contains "$(cat "$R/y/postgresql.auto.conf")" "--env-file ''$TEST_TMP/other%%f.env''" \
     "restore_command doubles the % of a path (PostgreSQL would replace %f)"

@@ -177,23 +177,29 @@ assert_exit 2 cb restore database --physical --pgdata "$TEST_TMP/pgdata"
 assert_contains "$ERR" "--env-file" "restore database --physical without --env-file: restore_command needs it"
 assert_false "restore database --physical wrote nothing" test -e "$TEST_TMP/pgdata"
 
-# --- a segment from before the first archived one of its timeline: not the archive's end -----
+# --- wal get --strict: a segment from before the first archived one of its timeline is no end --
 # (the archive pruned past a running recovery, a backup forgotten: exit 1 ended the recovery
-# there, and the server was promoted without the WAL after it, without a word; audit L1)
+# there, and the server was promoted without the WAL after it, without a word; audit L1). The
+# restore_command restore --physical writes uses --strict; a standby's must not (on exit 1 it
+# reads pg_wal or streams), so without it the answer stays exit 1.
 seg "$TEST_TMP/wal/000000030000000000000006" 7
 assert_exit 0 cb --quiet wal push "$TEST_TMP/wal/000000030000000000000006"
-assert_exit 255 cb wal get 000000030000000000000005 "$TEST_TMP/out/pruned"
-assert_contains "$ERR" "000000030000000000000005 is not in the archive, whose first segment of timeline 3 is 000000030000000000000006" \
-    "wal get of a segment before the archive's first fails loudly (PostgreSQL stops the recovery)"
-assert_false "... and writes nothing" test -e "$TEST_TMP/out/pruned"
+for via in "" --no-daemon; do
+    assert_exit 255 cb wal get --strict $via 000000030000000000000005 "$TEST_TMP/out/pruned"
+    assert_contains "$ERR" "000000030000000000000005 is not in the archive, whose first segment of timeline 3 is 000000030000000000000006" \
+        "wal get --strict $via of a segment before the archive's first fails loudly (PostgreSQL stops the recovery)"
+    assert_false "... and writes nothing" test -e "$TEST_TMP/out/pruned"
+done
+assert_exit 1 cb wal get 000000030000000000000005 "$TEST_TMP/out/pruned"
+assert_eq "" "$ERR" "without --strict (a standby's restore_command): exit 1, in silence"
 # a segment of a newer timeline from before it began: PostgreSQL before 15 asks the newest
 # timeline first, and then the older one, which has it
-assert_exit 1 cb wal get 000000030000000000000002 "$TEST_TMP/out/tl3"
+assert_exit 1 cb wal get --strict 000000030000000000000002 "$TEST_TMP/out/tl3"
 assert_eq "" "$ERR" "a segment from before its timeline began (archived on timeline 1): exit 1, in silence"
 # a gap between archived segments (PostgreSQL reads past a recovery target before it; a
 # restore that needs it is refused: test_pitr_gap.sh), and the end of a timeline: exit 1
-assert_exit 1 cb wal get 000000010000000000000003 "$TEST_TMP/out/gap"
-assert_exit 1 cb wal get 000000030000000000000007 "$TEST_TMP/out/tl3"
+assert_exit 1 cb wal get --strict 000000010000000000000003 "$TEST_TMP/out/gap"
+assert_exit 1 cb wal get --strict 000000030000000000000007 "$TEST_TMP/out/tl3"
 assert_eq "" "$ERR" "past the last segment of a timeline: exit 1, the end of the archive"
 
 # --- dedup: a segment mostly like another stores the difference ---------------------------
