@@ -102,6 +102,9 @@ int repo_index_list_packs(struct repo *r, struct err *e);
 /* Reads the index again with a full listing of data/ (check, prune, new stale locks; copy, on
  * a destination another copy wrote to meanwhile). */
 int repo_index_reload_full(struct repo *r, struct err *e);
+/* *outdated: index/ is not what the handle read (an index file gone, one added since by a
+ * backup, or an adopted pack gone): what it says is not the repository's index of now. */
+int repo_index_outdated(struct repo *r, bool *outdated, struct err *e);
 
 const char *repo_path(const struct repo *r);
 struct storage *repo_storage(struct repo *r);

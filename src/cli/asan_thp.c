@@ -31,7 +31,7 @@ extern char __executable_start[], __bss_start[], _end[];
 
 /* huge pages for the whole 2 MiB pages inside [from, to): later faults there take one, and
  * what is already there is collapsed into them */
-static void huge_pages(uintptr_t from, uintptr_t to)
+__attribute__((no_sanitize_address)) static void huge_pages(uintptr_t from, uintptr_t to)
 {
     const uintptr_t huge = (uintptr_t)2 << 20;
     uintptr_t begin = (from + huge - 1) & ~(huge - 1);
@@ -42,7 +42,9 @@ static void huge_pages(uintptr_t from, uintptr_t to)
         (void)madvise((void *)begin, end - begin, MADV_COLLAPSE);
 }
 
-static void image_huge_pages(void)
+/* not instrumented: were it ever to run before the sanitizer runtime's own entry, the shadow of
+ * its locals would not exist yet */
+__attribute__((no_sanitize_address)) static void image_huge_pages(void)
 {
     huge_pages((uintptr_t)__bss_start, (uintptr_t)_end);
     /* the shadow of the executable's image, which the globals' registration (constructors,

@@ -2011,6 +2011,7 @@ static void reload_secret_now(struct daemon *d)
     }
     api_reload(d->api, &cfg);
     config_free(&cfg);
+    dlog(d, LOG_INFO, "reload", "the API's CRON_SECRET is reloaded (the rest once the job ends)");
 }
 
 /* A reload asked for (SIGHUP): now when no job runs, else once the running one ended (the
@@ -2022,13 +2023,16 @@ static void reload(struct daemon *d, bool asked)
     pthread_mutex_lock(&d->mu);
     bool was_pending = d->reload_pending;
     d->reload_pending = d->reload_pending || asked;
-    bool now = d->reload_pending && !d->running, busy = asked && !was_pending && d->running;
+    bool now = d->reload_pending && !d->running, busy = asked && d->running;
     pthread_mutex_unlock(&d->mu);
     if (busy) {
-        dlog(d, LOG_INFO, "reload",
-             "a job is running: the configuration is reloaded once it ends, before the next job "
-             "(the API's CRON_SECRET now)");
+        /* at every SIGHUP of the job (a secret rotated twice), and before the line that says
+         * so */
         reload_secret_now(d);
+        if (!was_pending)
+            dlog(d, LOG_INFO, "reload",
+                 "a job is running: the configuration is reloaded once it ends, before the next "
+                 "job (the API's CRON_SECRET now)");
     }
     if (!now)
         return;

@@ -234,9 +234,6 @@ int opencache_save(struct repo *r, const struct opencache *c, struct err *e);
 void opencache_drop(struct repo *r);
 void opencache_free(struct opencache *c);
 bool opencache_has_name(const struct namelist *l, const char *name);
-/* *outdated: index/ is not what the handle read (an index file gone, one added since by a
- * backup, or an adopted pack gone): what it says is not the repository's index of now. */
-int repo_index_outdated(struct repo *r, bool *outdated, struct err *e);
 
 struct ientry *repo_entry(struct repo *r, size_t i);
 /* Returns entry number or -1. Caller holds r->mu (or the repo is single-threaded). */

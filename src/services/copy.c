@@ -461,6 +461,16 @@ static int already_there(struct repo *dst, const char *id, const struct caris_co
     return verify_copied(dst, id, o, it, e);
 }
 
+/* dst's index read again (with its packs listed, as at the start) when index/ is not what it
+ * read: another copy committed meanwhile. */
+static int dst_index_catch_up(struct repo *dst, struct err *e)
+{
+    bool outdated;
+    if (repo_index_outdated(dst, &outdated, e) != 0)
+        return -1;
+    return outdated ? repo_index_reload_full(dst, e) : 0;
+}
+
 static int copy_one(struct repo *src, struct repo *dst, const char *shown, json_t *s,
                     const struct caris_copy_opts *o, struct caris_copy_item *it, struct err *e)
 {
@@ -499,7 +509,7 @@ static int copy_one(struct repo *src, struct repo *dst, const char *shown, json_
      * index file; else its blobs counted as lost (sent again) and, after the claim below, as
      * missing in the verification ("does not verify in the destination", exit 4, of a sound
      * backup: audit M2). With the packs listed, as at the start. */
-    if (there == 1 && repo_index_reload_full(dst, e) != 0)
+    if (there == 1 && dst_index_catch_up(dst, e) != 0)
         goto out;
     if (there == 1) {
         /* Blobs it needs that the destination lost (a pack deleted there: the index was read
@@ -539,7 +549,7 @@ static int copy_one(struct repo *src, struct repo *dst, const char *shown, json_
     /* a copy that committed between the check above and the claim (verified as any backup
      * already there: that copy's own verification may yet fail) */
     there = dst_has_backup(dst, shown, id, s, e);
-    if (there < 0 || (there == 1 && repo_index_reload_full(dst, e) != 0))
+    if (there < 0 || (there == 1 && dst_index_catch_up(dst, e) != 0))
         goto out;
     if (there == 1) {
         rc = already_there(dst, id, o, false, it, e);
@@ -727,8 +737,8 @@ int caris_copy(struct repo *src, struct repo *dst, const char *dst_location,
                 "`caris-backup check` on the source names the WAL that is missing or damaged; "
                 "make a new physical backup (its WAL is archived from now on)",
                 "copied, but the source's WAL archive lacks WAL they need, so neither copy can "
-                "be restored: %s",
-                no_wal);
+                "be restored: %s%s%s",
+                no_wal, *left_out ? "; and damaged in the source, not copied: " : "", left_out);
         goto out;
     }
     /* What could be copied is; the newest backup (or any, for --all) that could not be is an

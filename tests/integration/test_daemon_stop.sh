@@ -96,6 +96,14 @@ cron_status() { # SECRET: the status of a cron request with it (an unknown type:
 }
 assert_eq 401 "$(cron_status old-cron-secret-4411)" "while the job runs, the old CRON_SECRET is refused already"
 assert_eq 400 "$(cron_status new-cron-secret-4412)" "... and the new one let in"
+# rotated once more, the job still running: the second SIGHUP applies it too (review)
+sed -i 's/^CRON_SECRET=.*/CRON_SECRET=third-cron-secret-4413/' "$TEST_TMP/env"
+kill -HUP "$DAEMON"
+# shellcheck disable=SC2317 # called through wait_until
+_third() { (($(grep -c "the API's CRON_SECRET is reloaded" "$DAEMON_ERR") >= 2)); }
+wait_until 30 _third || fail "the second SIGHUP during the job is not applied" "$(_tail "$DAEMON_ERR")"
+assert_eq 400 "$(cron_status third-cron-secret-4413)" "the third CRON_SECRET is let in while the job runs"
+assert_eq 401 "$(cron_status new-cron-secret-4412)" "... and the second one is refused from then on"
 pg_table_lock_release
 # shellcheck disable=SC2317 # called through wait_until
 _reloaded() { grep -q 'configuration reloaded' "$DAEMON_ERR"; }
