@@ -504,14 +504,14 @@ static int copy_one(struct repo *src, struct repo *dst, const char *shown, json_
     /* test-only: CARIS_TEST_COPY_HOLD=PATH holds here, the destination looked at, while PATH
      * exists (test_copy: another copy commits the backup meanwhile) */
     test_hold_point("CARIS_TEST_COPY_HOLD");
-    /* The backup is there: another copy may have committed it since this one read the
-     * destination's index (when it took its lock). Read again, the index has that copy's new
-     * index file; else its blobs counted as lost (sent again) and, after the claim below, as
-     * missing in the verification ("does not verify in the destination", exit 4, of a sound
-     * backup: audit M2). With the packs listed, as at the start. */
-    if (there == 1 && dst_index_catch_up(dst, e) != 0)
-        goto out;
     if (there == 1) {
+        /* Another copy may have committed it since this one read the destination's index
+         * (when it took its lock). Read again, the index has that copy's new index file; else
+         * its blobs counted as lost (sent again) and, after the claim below, as missing in the
+         * verification ("does not verify in the destination", exit 4, of a sound backup: audit
+         * M2). With the packs listed, as at the start. */
+        if (dst_index_catch_up(dst, e) != 0)
+            goto out;
         /* Blobs it needs that the destination lost (a pack deleted there: the index was read
          * with a listing of data/) or recorded damaged (a verification there failed) are sent
          * again: a backup listed there whose data is gone was reported "already there,

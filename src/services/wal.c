@@ -526,21 +526,6 @@ static json_t *agreed_chunks(struct repo *r, json_t *found, const char *name, js
     return chunks;
 }
 
-/* Whether segment record x is of timeline tli and at (log, seg): -1 before it, 0 at, 1 after;
- * 2 for a record that is no whole segment of tli. */
-static int segment_order(json_t *x, uint32_t tli, uint32_t log, uint32_t seg)
-{
-    const char *k = json_string_value(json_object_get(x, "kind"));
-    if (!k || strcmp(k, "segment") != 0 ||
-        json_integer_value(json_object_get(x, "timeline")) != (json_int_t)tli)
-        return 2;
-    json_int_t xl = json_integer_value(json_object_get(x, "log"));
-    json_int_t xs = json_integer_value(json_object_get(x, "seg"));
-    if (xl != (json_int_t)log)
-        return xl < (json_int_t)log ? -1 : 1;
-    return xs == (json_int_t)seg ? 0 : xs < (json_int_t)seg ? -1 : 1;
-}
-
 /* A segment the archive lacks is its end (restore_command's exit 1: recovery ends there)
  * unless it lies before the first archived segment of its timeline: the archive was pruned
  * past it (a backup forgotten and its WAL pruned while a recovery from it ran) or lost its
@@ -552,30 +537,29 @@ static int segment_order(json_t *x, uint32_t tli, uint32_t log, uint32_t seg)
 static int absent_is_end(json_t *records, const struct caris_wal_name *wn, const char *name,
                          struct err *e)
 {
+    uint64_t want = ((uint64_t)wn->log << 32) | wn->seg, later_at = 0;
     json_t *later = NULL, *x;
     bool earlier = false, older_tli = false;
     size_t i;
     json_array_foreach(records, i, x)
     {
-        int o = segment_order(x, wn->timeline, wn->log, wn->seg);
-        json_int_t tli = json_integer_value(json_object_get(x, "timeline"));
         const char *k = json_string_value(json_object_get(x, "kind"));
-        if (k && strcmp(k, "stream") == 0 &&
-            json_integer_value(json_object_get(x, "log")) == (json_int_t)wn->log &&
-            json_integer_value(json_object_get(x, "seg")) == (json_int_t)wn->seg && tli > 0 &&
-            tli < (json_int_t)wn->timeline)
-            older_tli = true; /* a streamed partial of it, on an older timeline */
-        if (o == -1)
+        bool whole = k && strcmp(k, "segment") == 0;
+        if (!whole && !(k && strcmp(k, "stream") == 0))
+            continue;
+        json_int_t tli = json_integer_value(json_object_get(x, "timeline"));
+        uint64_t at = ((uint64_t)json_integer_value(json_object_get(x, "log")) << 32) |
+                      (uint32_t)json_integer_value(json_object_get(x, "seg"));
+        if (tli > 0 && tli < (json_int_t)wn->timeline && at == want)
+            older_tli = true; /* whole or a streamed partial, on an older timeline */
+        if (!whole || tli != (json_int_t)wn->timeline)
+            continue;
+        if (at < want)
             earlier = true;
-        else if (o == 1 &&
-                 (!later ||
-                  segment_order(later, wn->timeline,
-                                (uint32_t)json_integer_value(json_object_get(x, "log")),
-                                (uint32_t)json_integer_value(json_object_get(x, "seg"))) == 1))
+        else if (at > want && (!later || at < later_at)) {
             later = x;
-        else if (o == 2 && tli > 0 && tli < (json_int_t)wn->timeline &&
-                 segment_order(x, (uint32_t)tli, wn->log, wn->seg) == 0)
-            older_tli = true;
+            later_at = at;
+        }
     }
     if (!later || earlier || older_tli)
         return 0;

@@ -352,13 +352,14 @@ static void fd_release(struct posix_storage *ps, int fd, struct fd_slot *slot)
     pthread_mutex_unlock(&ps->mu);
 }
 
-/* A removed object must not be served from the cache. */
+/* A removed object must not be served from the cache; name NULL: no object held open
+ * (drop_open). Slots a reader holds stay. */
 static void fd_forget(struct posix_storage *ps, const char *name)
 {
     pthread_mutex_lock(&ps->mu);
     for (int i = 0; i < FD_CACHE; i++) {
         struct fd_slot *s = &ps->cache[i];
-        if (s->name && s->refs == 0 && strcmp(s->name, name) == 0) {
+        if (s->name && s->refs == 0 && (!name || strcmp(s->name, name) == 0)) {
             close(s->fd);
             free(s->name);
             s->name = NULL;
@@ -370,18 +371,7 @@ static void fd_forget(struct posix_storage *ps, const char *name)
 
 static void posix_drop_open(struct storage *s)
 {
-    struct posix_storage *ps = (struct posix_storage *)s;
-    pthread_mutex_lock(&ps->mu);
-    for (int i = 0; i < FD_CACHE; i++) {
-        struct fd_slot *c = &ps->cache[i];
-        if (c->name && c->refs == 0) {
-            close(c->fd);
-            free(c->name);
-            c->name = NULL;
-            c->used = 0;
-        }
-    }
-    pthread_mutex_unlock(&ps->mu);
+    fd_forget((struct posix_storage *)s, NULL);
 }
 
 #define TMP_PREFIX ".tmp-"
