@@ -337,18 +337,22 @@ int cx_argon2id_p1(const uint8_t *password, size_t password_len, const uint8_t *
         return -1;
     }
     uint32_t q = m_kib / 4 * 4, seg = q / A2_SYNC;
-    /* the blocks start at a 2 MiB boundary and the advice covers whole 2 MiB pages: a smaller
-     * memory (1 MiB: the test suite's) is then one huge page, not 256 faults; and the memory is
-     * made present at once (where the kernel has no huge pages for it, one system call instead
-     * of a fault per page: 64 MiB are 16,384) */
+    /* From 1 MiB on, the blocks start at a 2 MiB boundary and the advice covers whole 2 MiB
+     * pages: 1 MiB (the test suite's) is then one huge page, not 256 faults (below that, zeroing
+     * a huge page would cost more than the faults). And the memory is made present at once:
+     * where the kernel has no huge pages for it, one system call instead of a fault per page
+     * (64 MiB are 16,384). */
     size_t bytes = (size_t)q * A2_BLOCK;
-    size_t huge_len = (bytes + A2_HUGE - 1) / A2_HUGE * A2_HUGE, maplen = huge_len + A2_HUGE;
+    size_t huge_len = bytes >= A2_HUGE / 2 ? (bytes + A2_HUGE - 1) / A2_HUGE * A2_HUGE : 0;
+    size_t maplen = huge_len ? huge_len + A2_HUGE : bytes;
     uint8_t *map = mmap(NULL, maplen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (map == MAP_FAILED)
         return -1; /* errno: ENOMEM */
-    struct a2_block *B =
-        (struct a2_block *)(map + ((A2_HUGE - (uintptr_t)map % A2_HUGE) % A2_HUGE));
-    (void)madvise(B, huge_len, MADV_HUGEPAGE);
+    struct a2_block *B = (struct a2_block *)map;
+    if (huge_len) {
+        B = (struct a2_block *)(map + ((A2_HUGE - (uintptr_t)map % A2_HUGE) % A2_HUGE));
+        (void)madvise(B, huge_len, MADV_HUGEPAGE);
+    }
     (void)madvise(B, bytes, MADV_POPULATE_WRITE); /* Linux 5.14; else the pages fault in */
     (void)madvise(map, maplen, MADV_DONTDUMP);
 
