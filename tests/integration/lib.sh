@@ -527,7 +527,13 @@ bg_start() {
     # BG_PID must be the process itself, not a subshell around it (kill -9 of a subshell
     # leaves its child running): exec the command, with `cb` spelled out.
     [[ $1 == cb ]] && set -- "$CARIS_BIN" "${@:2}"
-    exec "$@" >"$BG_OUT" 2>"$BG_ERR" </dev/null &
+    (
+        # a sanitizer run's background processes (daemons, jobs held at a hook) run long:
+        # their own AddressSanitizer options (scripts/test.sh: a longer quarantine)
+        [[ -n ${ASAN_OPTIONS:-} && -n ${CARIS_TEST_BG_ASAN_OPTIONS:-} ]] &&
+            export ASAN_OPTIONS=$ASAN_OPTIONS:$CARIS_TEST_BG_ASAN_OPTIONS
+        exec "$@" >"$BG_OUT" 2>"$BG_ERR" </dev/null
+    ) &
     BG_PID=$!
     _BG_PIDS+=("$BG_PID")
 }

@@ -24,6 +24,8 @@
 # every temporary directory; by default only those of failed tests are kept),
 # CARIS_TEST_DISK_TMPDIR (a directory on a block file system, for test_direct_io, test_phys_parent
 # and test_mount when their directory is on a tmpfs: test.sh runs the sanitizer builds' tests on one),
+# CARIS_TEST_BG_ASAN_OPTIONS (AddressSanitizer options appended to ASAN_OPTIONS for what lib.sh's
+# bg_start runs: scripts/test.sh gives those long-running processes a longer quarantine),
 # CARIS_TEST_PORTS (a directory where ports are reserved, shared with other suites running
 # at the same time; default a new one for this run), CARIS_TEST_CPU=1 (as root: each test in
 # a cgroup of its own, cpuacct, and its CPU seconds printed beside its wall seconds, the
