@@ -10,7 +10,13 @@ load is collected in "consoleErrors". With "alerts": signs in and reads the bann
 With "revoked": puts TOKEN (revoked) in the tab's sessionStorage, reloads, waits for the
 sign-in form's message, then calls api() with no token ("noToken": its error's status).
 With "visit": opens BASE_URL itself (a page of another site; TOKEN unused) and waits until its
-script sets window.done, given as "done" (test_api_cross_site.sh)."""
+script sets window.done, given as "done" (test_api_cross_site.sh).
+
+Each run starts a browser of its own, unless DASHBOARD_BROWSER_PORT names the DevTools port
+of one already running: then the session is a browser context of its own in it (nothing shared
+with another session: no storage, cookie or cache), closed at the end. `dashboard_browser.py
+CHROMIUM --launch PROFILE_DIR` becomes (exec) such a browser; it writes its port in
+PROFILE_DIR/DevToolsActivePort. A chromium start is about 2 s of CPU."""
 import base64
 import json
 import os
@@ -141,17 +147,40 @@ class Page:
         return out
 
 
-def main():
-    chromium, base, token, out = sys.argv[1:5]
-    mode = sys.argv[5] if len(sys.argv) > 5 else "session"
+def chromium_args(chromium, prof):
+    return [chromium, "--headless=new", "--no-sandbox", "--disable-gpu",
+            "--no-first-run", "--no-default-browser-check",
+            "--disable-extensions", "--disable-background-networking",
+            "--remote-debugging-port=0", "--remote-debugging-address=127.0.0.1",
+            "--user-data-dir=" + prof, "--window-size=1280,900", "about:blank"]
+
+
+def open_page(chromium, out):
+    """The page to drive and what closes it: a tab in a browser context of its own in the
+    browser DASHBOARD_BROWSER_PORT names, else the tab of a browser started here."""
+    shared = os.environ.get("DASHBOARD_BROWSER_PORT")
+    if shared:
+        port = int(shared)
+        version = json.load(urllib.request.urlopen("http://127.0.0.1:%d/json/version" % port))
+        browser = Page(version["webSocketDebuggerUrl"])
+        ctx = browser.call("Target.createBrowserContext")["browserContextId"]
+        tid = browser.call("Target.createTarget", url="about:blank", browserContextId=ctx)["targetId"]
+
+        def close():
+            browser.call("Target.disposeBrowserContext", browserContextId=ctx)
+
+        return Page("ws://127.0.0.1:%d/devtools/page/%s" % (port, tid)), close
     prof = tempfile.mkdtemp(prefix="chromium-", dir=out)
-    proc = subprocess.Popen([chromium, "--headless=new", "--no-sandbox", "--disable-gpu",
-                             "--no-first-run", "--no-default-browser-check",
-                             "--disable-extensions", "--disable-background-networking",
-                             "--remote-debugging-port=0", "--remote-debugging-address=127.0.0.1",
-                             "--user-data-dir=" + prof, "--window-size=1280,900", "about:blank"],
-                            stdout=subprocess.DEVNULL, stderr=open(os.path.join(out, "chromium.log"), "w"))
-    summary = {"consoleErrors": [], "screenshots": []}
+    proc = subprocess.Popen(chromium_args(chromium, prof), stdout=subprocess.DEVNULL,
+                            stderr=open(os.path.join(out, "chromium.log"), "w"))
+
+    def stop():
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
     try:
         port_file = os.path.join(prof, "DevToolsActivePort")
         deadline = time.monotonic() + 60
@@ -161,7 +190,21 @@ def main():
             time.sleep(0.05)
         port = int(open(port_file).read().split("\n")[0])
         targets = json.load(urllib.request.urlopen("http://127.0.0.1:%d/json/list" % port))
-        page = Page([t for t in targets if t["type"] == "page"][0]["webSocketDebuggerUrl"])
+        return Page([t for t in targets if t["type"] == "page"][0]["webSocketDebuggerUrl"]), stop
+    except BaseException:
+        stop()
+        raise
+
+
+def main():
+    chromium = sys.argv[1]
+    if sys.argv[2:3] == ["--launch"]:
+        os.execv(chromium, chromium_args(chromium, sys.argv[3]))
+    base, token, out = sys.argv[2:5]
+    mode = sys.argv[5] if len(sys.argv) > 5 else "session"
+    summary = {"consoleErrors": [], "screenshots": []}
+    page, close = open_page(chromium, out)
+    try:
         for d in ("Page", "Runtime", "Log"):
             page.call(d + ".enable")
         page.call("Emulation.setDeviceMetricsOverride", width=1280, height=900,
@@ -266,11 +309,7 @@ def main():
         summary["screenshots"].append(page.shot(os.path.join(out, "3-phone.png")))
         summary["consoleErrors"] = page.errors()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        close()
         print(json.dumps(summary))
 
 
