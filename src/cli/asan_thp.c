@@ -39,52 +39,53 @@ extern char __executable_start[], __bss_start[], _end[];
  * page (~190 faults per run). */
 __attribute__((used, aligned(2 << 20))) static char bss_boundary;
 
-/* huge pages for the whole 2 MiB pages inside [from, to): later faults there take one, and
- * what is already there is collapsed into them */
-__attribute__((no_sanitize_address)) static void huge_pages(uintptr_t from, uintptr_t to)
-{
-    const uintptr_t huge = (uintptr_t)2 << 20;
-    uintptr_t begin = (from + huge - 1) & ~(huge - 1);
-    uintptr_t end = to & ~(huge - 1);
-    if (end <= begin)
-        return;
-    if (madvise((void *)begin, end - begin, MADV_HUGEPAGE) == 0)
-        (void)madvise((void *)begin, end - begin, MADV_COLLAPSE);
-}
+#define HUGE ((uintptr_t)2 << 20)
 
+/* madvise(2); on x86-64 without libc: early_resolve (below) runs before any of it may be
+ * called */
 #if defined(__x86_64__)
-/* madvise(2) without libc (nothing of it may be called yet, below) */
-__attribute__((always_inline, no_sanitize_address, no_sanitize("undefined"))) static inline void
-raw_madvise(uintptr_t addr, uintptr_t len, long advice)
+__attribute__((always_inline, no_sanitize_address, no_sanitize("undefined"))) static inline long
+sys_madvise(uintptr_t addr, uintptr_t len, long advice)
 {
     long rc = SYS_madvise;
     __asm__ volatile("syscall"
                      : "+a"(rc)
                      : "D"(addr), "S"(len), "d"(advice)
                      : "rcx", "r11", "memory");
+    return rc;
+}
+#else
+#define sys_madvise(addr, len, advice) madvise((void *)(addr), (len), (advice))
+#endif
+
+/* huge pages for the whole 2 MiB pages inside [from, to): later faults there take one, and
+ * what is already there is collapsed into them (the collapse fails for the 2 MiB pages nothing
+ * has touched, which then take a huge page at their first fault). Not instrumented: it runs
+ * before the sanitizer runtime's entry (early_resolve), when no shadow memory exists. */
+__attribute__((no_sanitize_address, no_sanitize("undefined"))) static void
+huge_pages(uintptr_t from, uintptr_t to)
+{
+    uintptr_t begin = (from + HUGE - 1) & ~(HUGE - 1);
+    uintptr_t end = to & ~(HUGE - 1);
+    if (end <= begin)
+        return;
+    if (sys_madvise(begin, end - begin, MADV_HUGEPAGE) == 0)
+        (void)sys_madvise(begin, end - begin, MADV_COLLAPSE);
 }
 
+#if defined(__x86_64__)
 /* The resolver of an indirect function (early_hook) runs while the dynamic linker relocates
  * the executable, before any initialiser, the sanitizer runtime's included: the only code of
- * ours that runs that early. It asks for huge pages in .bss and collapses the 2 MiB pages
- * already there (the linker's copy relocations have written the first one), so that the
- * runtime's first writes there (it zeroes its internal allocator's 0.5 MiB table as it
- * initialises) are one fault, not 128. Nothing is set up yet (no shadow memory, no
- * interceptors): no instrumentation, no libc, raw system calls whose results do not matter
- * (the collapse fails for the 2 MiB pages nothing has touched, which then take a huge page at
- * their first fault). */
+ * ours that runs that early. Its huge pages in .bss (and the collapse of the 2 MiB page the
+ * linker's copy relocations have written) make the runtime's first writes there (it zeroes its
+ * internal allocator's 0.5 MiB table as it initialises) one fault, not 128. Nothing is set up
+ * yet (no shadow memory, no interceptors): no instrumentation, no libc. */
 static void early_done(void) {}
 
 __attribute__((no_sanitize_address,
                no_sanitize("undefined"))) static void (*early_resolve(void))(void)
 {
-    const uintptr_t huge = (uintptr_t)2 << 20;
-    uintptr_t begin = ((uintptr_t)__bss_start + huge - 1) & ~(huge - 1);
-    uintptr_t end = (uintptr_t)_end & ~(huge - 1);
-    if (end > begin) {
-        raw_madvise(begin, end - begin, MADV_HUGEPAGE);
-        raw_madvise(begin, end - begin, MADV_COLLAPSE);
-    }
+    huge_pages((uintptr_t)__bss_start, (uintptr_t)_end);
     return early_done;
 }
 
@@ -97,17 +98,17 @@ static void early_hook(void) __attribute__((ifunc("early_resolve")));
 __attribute__((no_sanitize_address)) static void image_huge_pages(void)
 {
 #if defined(__x86_64__)
-    early_hook();
-#endif
+    early_hook(); /* .bss: done by its resolver */
+#else
     huge_pages((uintptr_t)__bss_start, (uintptr_t)_end);
+#endif
     /* the shadow of the executable's image, which the globals' registration (constructors,
      * after this) writes: the shadow is one mapping, so it may be rounded outwards */
     size_t scale = 0, offset = 0;
     __asan_get_shadow_mapping(&scale, &offset);
-    const uintptr_t huge = (uintptr_t)2 << 20;
     uintptr_t from = ((uintptr_t)__executable_start >> scale) + offset;
     uintptr_t to = ((uintptr_t)_end >> scale) + offset;
-    huge_pages(from & ~(huge - 1), (to + huge - 1) & ~(huge - 1));
+    huge_pages(from & ~(HUGE - 1), (to + HUGE - 1) & ~(HUGE - 1));
 }
 
 /* .preinit_array: before any constructor, after the sanitizer runtime's own entry (which
