@@ -106,6 +106,9 @@ int b64_decode(const char *s, uint8_t **out, size_t *n); /* -1 on bad input */
 /* write()/pwrite() until done, retrying EINTR; -1 with errno set on failure. */
 int fs_write_full(int fd, const void *data, size_t len);
 int fs_pwrite_full(int fd, const void *data, size_t len, uint64_t off);
+/* pread() of exactly len bytes at off, retrying EINTR; -1 with errno set on failure (EIO when
+ * the file ends first). */
+int fs_pread_full(int fd, void *data, size_t len, uint64_t off);
 /* Direct I/O (O_DIRECT): offsets, lengths and memory aligned to FS_DIRECT_ALIGN (a page, a
  * multiple of any logical block size met in practice). */
 #define FS_DIRECT_ALIGN 4096

@@ -255,6 +255,9 @@ int repo_snapshot_commit(struct repo *r, json_t *summary, json_t *ref, char name
  * keys), e.g. built one entry at a time to keep memory small. */
 int repo_snapshot_put_entries_text(struct repo *r, struct repo_writer *w, const char *text,
                                    size_t len, json_t **ref, struct err *e);
+/* The same for entries text written to the file fd (len bytes, read from its start). */
+int repo_snapshot_put_entries_fd(struct repo *r, struct repo_writer *w, int fd, uint64_t len,
+                                 json_t **ref, struct err *e);
 /* The entries as stored (JSON text), without parsing them: for readers that go through
  * them one entry at a time. */
 int repo_snapshot_load_entries_text(struct repo *r, const char *name, struct buf *text,

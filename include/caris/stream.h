@@ -46,6 +46,10 @@ int stream_store_buf(struct repo *r, struct repo_writer *w, int threads, const v
 int stream_store_meta_buf(struct repo *r, struct repo_writer *w, const void *data, size_t len,
                           const struct chunker_params *cp, struct stream_result *out,
                           struct err *e);
+/* The same for fd, read from where it is to its end (a file: the same chunks as its bytes
+ * given as one buffer). */
+int stream_store_meta_fd(struct repo *r, struct repo_writer *w, int fd,
+                         const struct chunker_params *cp, struct stream_result *out, struct err *e);
 
 /* Writes the stream to fd in order (a pipe is fine), fetching and authenticating chunks on
  * threads workers. Fails with ERR_DAMAGE on any bad chunk or when the whole stream's SHA-256

@@ -606,6 +606,25 @@ int fs_pwrite_full(int fd, const void *data, size_t len, uint64_t off)
     return 0;
 }
 
+int fs_pread_full(int fd, void *data, size_t len, uint64_t off)
+{
+    uint8_t *p = data;
+    while (len) {
+        ssize_t r = pread(fd, p, len, (off_t)off);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            if (r == 0)
+                errno = EIO; /* the file ended first */
+            return -1;
+        }
+        p += r;
+        len -= (size_t)r;
+        off += (uint64_t)r;
+    }
+    return 0;
+}
+
 /* See fs_direct_on. */
 static bool fs_direct_io_local(int fd)
 {

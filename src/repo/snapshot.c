@@ -38,17 +38,39 @@ int repo_snapshot_put_entries(struct repo *r, struct repo_writer *w, json_t *ent
     return rc;
 }
 
+static int entries_ref(const struct stream_result *sr, json_t **ref)
+{
+    char sha_hex[65];
+    cx_hex(sr->sha256, 32, sha_hex);
+    *ref = json_pack("{s:o, s:s, s:I}", "chunks", sr->chunks, "sha256", sha_hex, "bytes",
+                     (json_int_t)sr->bytes);
+    return 0;
+}
+
 int repo_snapshot_put_entries_text(struct repo *r, struct repo_writer *w, const char *text,
                                    size_t len, json_t **ref, struct err *e)
 {
     struct stream_result sr = {0};
     if (stream_store_meta_buf(r, w, text, len, repo_chunker_params(r, true), &sr, e) != 0)
         return -1;
-    char sha_hex[65];
-    cx_hex(sr.sha256, 32, sha_hex);
-    *ref = json_pack("{s:o, s:s, s:I}", "chunks", sr.chunks, "sha256", sha_hex, "bytes",
-                     (json_int_t)sr.bytes);
-    return 0;
+    return entries_ref(&sr, ref);
+}
+
+int repo_snapshot_put_entries_fd(struct repo *r, struct repo_writer *w, int fd, uint64_t len,
+                                 json_t **ref, struct err *e)
+{
+    struct stream_result sr = {0};
+    if (lseek(fd, 0, SEEK_SET) != 0)
+        return err_sys(e, errno, NULL, "cannot read the manifest's entries back");
+    if (stream_store_meta_fd(r, w, fd, repo_chunker_params(r, true), &sr, e) != 0)
+        return -1;
+    if (sr.bytes != len) {
+        json_decref(sr.chunks);
+        return err_set(e, ERR_FAILURE, "nothing was committed: run the backup again",
+                       "the manifest's entries changed size while stored (%llu bytes, not %llu)",
+                       (unsigned long long)sr.bytes, (unsigned long long)len);
+    }
+    return entries_ref(&sr, ref);
 }
 
 int repo_snapshot_commit(struct repo *r, json_t *summary, json_t *ref, char name_out[65],

@@ -105,6 +105,7 @@ struct src {
     const struct caris_op *op; /* cancel: checked at least every CANCEL_POLL_MS while reading */
     void (*tap)(void *ctx, const uint8_t *p, size_t n); /* sees every byte read, or NULL */
     void *tap_ctx;
+    bool here; /* one worker: the chunks are stored on this thread, as a buffer's are */
 };
 
 #define CANCEL_POLL_MS 250
@@ -147,9 +148,11 @@ static int store(struct repo *r, struct repo_writer *w, int first_slot, int thre
         return err_set(e, ERR_FAILURE, NULL, "invalid chunker parameters");
     struct sctx c = {0};
     pstore_init(&c.ps, r, w, first_slot);
-    /* A buffer with one worker (a physical backup's small files, manifests, snapshots): its
-     * chunks are stored on this thread (pool_submit on NULL), with no thread to start. */
-    c.pool = s->buf && threads == 1 ? NULL : pool_new(threads > 0 ? threads : sys_ncpu(), 8);
+    /* A buffer with one worker (a physical backup's small files, manifests, snapshots), or a
+     * file for the metadata slot (a file backup's entries): its chunks are stored on this
+     * thread (pool_submit on NULL), with no thread to start. */
+    bool here = (s->buf || s->here) && threads == 1;
+    c.pool = here ? NULL : pool_new(threads > 0 ? threads : sys_ncpu(), 8);
     /* An fd is read into rbuf; a buffer is chunked where it is, as if read whole. */
     size_t cap = s->buf ? 0 : READ_CHUNK + cp->max_size;
     uint8_t *rbuf = s->buf ? NULL : xmalloc(cap);
@@ -269,6 +272,13 @@ int stream_store_meta_buf(struct repo *r, struct repo_writer *w, const void *dat
                           const struct chunker_params *cp, struct stream_result *out, struct err *e)
 {
     struct src s = {.fd = -1, .buf = data ? data : EMPTY_BUF, .len = data ? len : 0};
+    return store(r, w, repo_writer_meta_slot(w), 1, &s, cp, out, NULL, NULL, e);
+}
+
+int stream_store_meta_fd(struct repo *r, struct repo_writer *w, int fd,
+                         const struct chunker_params *cp, struct stream_result *out, struct err *e)
+{
+    struct src s = {.fd = fd, .here = true};
     return store(r, w, repo_writer_meta_slot(w), 1, &s, cp, out, NULL, NULL, e);
 }
 

@@ -539,9 +539,29 @@ static void sweep_tmp(const char *dir)
     closedir(d);
 }
 
-int ftable_builder_write(struct ftable_builder *b, const char *path, const uint8_t key[32],
-                         const uint8_t entries_sha[32], const char *text, size_t text_len,
-                         struct err *e)
+/* text_len bytes of the text from text_fd at offset 0, through a buffer of TEXT_PIECE bytes:
+ * hashed into h and written to fd. */
+#define TEXT_PIECE (1u << 20)
+static bool copy_text(int fd, struct cx_sha256 *h, int text_fd, uint64_t text_len)
+{
+    uint8_t *p = xmalloc(text_len < TEXT_PIECE ? (text_len ? text_len : 1) : TEXT_PIECE);
+    bool ok = true;
+    for (uint64_t off = 0; ok && off < text_len;) {
+        size_t n = text_len - off < TEXT_PIECE ? (size_t)(text_len - off) : TEXT_PIECE;
+        ok = fs_pread_full(text_fd, p, n, off) == 0;
+        if (ok) {
+            cx_sha256_update(h, p, n);
+            ok = write_all(fd, p, n) == 0;
+        }
+        off += n;
+    }
+    free(p);
+    return ok;
+}
+
+static int builder_write(struct ftable_builder *b, const char *path, const uint8_t key[32],
+                         const uint8_t entries_sha[32], const char *text, int text_fd,
+                         size_t text_len, struct err *e)
 {
     if (b->base)
         base_copy(b);
@@ -570,7 +590,7 @@ int ftable_builder_write(struct ftable_builder *b, const char *path, const uint8
         size_t n;
     } parts[] = {{head, sizeof(head)},        {b->recs, b->nrec * sizeof(*b->recs)},
                  {slots, (size_t)nslots * 4}, {b->ids.data, b->ids.len},
-                 {b->strs.data, b->strs.len}, {text, text_len}};
+                 {b->strs.data, b->strs.len}, {text, text ? text_len : 0}};
     char *dir = xstrdup(path);
     char *slash = strrchr(dir, '/');
     if (slash)
@@ -600,6 +620,8 @@ int ftable_builder_write(struct ftable_builder *b, const char *path, const uint8
         cx_sha256_update(h, parts[i].p, parts[i].n);
         ok = write_all(fd, parts[i].p, parts[i].n) == 0;
     }
+    if (ok && !text)
+        ok = copy_text(fd, h, text_fd, text_len);
     uint8_t digest[32], mac[32];
     cx_sha256_final(h, digest);
     cx_sha256_free(h);
@@ -624,6 +646,20 @@ out:
     free(tmp);
     free(dir);
     return rc;
+}
+
+int ftable_builder_write(struct ftable_builder *b, const char *path, const uint8_t key[32],
+                         const uint8_t entries_sha[32], const char *text, size_t text_len,
+                         struct err *e)
+{
+    return builder_write(b, path, key, entries_sha, text ? text : "", -1, text_len, e);
+}
+
+int ftable_builder_write_fd(struct ftable_builder *b, const char *path, const uint8_t key[32],
+                            const uint8_t entries_sha[32], int text_fd, size_t text_len,
+                            struct err *e)
+{
+    return builder_write(b, path, key, entries_sha, NULL, text_fd, text_len, e);
 }
 
 void ftable_builder_free(struct ftable_builder *b)

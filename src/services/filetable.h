@@ -89,6 +89,11 @@ bool ftable_builder_same(const struct ftable_builder *b, const struct ftable *t,
 int ftable_builder_write(struct ftable_builder *b, const char *path, const uint8_t key[32],
                          const uint8_t entries_sha[32], const char *text, size_t text_len,
                          struct err *e);
+/* The same with the text in the file text_fd (text_len bytes from offset 0), read a piece at a
+ * time: the text need not be in memory. */
+int ftable_builder_write_fd(struct ftable_builder *b, const char *path, const uint8_t key[32],
+                            const uint8_t entries_sha[32], int text_fd, size_t text_len,
+                            struct err *e);
 void ftable_builder_free(struct ftable_builder *b);
 
 #endif

@@ -139,4 +139,33 @@ assert_eq 1 "$(table | wc -l)" "the table is written again"
 both incremental after
 assert_not_contains "$A_ERR" "cache not used" "the rewritten table is used"
 
+
+# While a backup runs, the manifest's entries text goes to an unnamed file beside the table,
+# not into memory. When that file cannot be written (a file size limit here, as a full disk
+# would), the text is read back into memory and the backup records exactly the same entries;
+# the table, which cannot be written either, is left out with a warning.
+many=$TEST_TMP/many
+mkdir "$many"
+python3 - "$many" <<'EOF'
+import os, sys
+for i in range(2000):  # empty files: about 400 KB of entries text, next to no data
+    d = os.path.join(sys.argv[1], "dir-%02d" % (i % 20))
+    os.makedirs(d, exist_ok=True)
+    open(os.path.join(d, "a-rather-long-file-name-for-a-long-entry-%05d.txt" % i), "w").close()
+EOF
+run bash -c 'trap "" XFSZ; ulimit -f 256; exec "$0" --json backup files --full "$1"' "$CARIS_BIN" "$many"
+assert_rc 0 "entries text not writable to its file (256 KiB file size limit): the backup completes"
+limited=$(json_get "$OUT_FILE" '["id"]')
+assert_contains "$ERR" "entries are kept in memory" "... saying the text was kept in memory"
+assert_contains "$ERR" "file table cache not written" "... and that the table was not written"
+backup_json "$TEST_TMP/a-many.json" --full "$many"
+assert_rc 0 "the same tree backed up without the limit"
+run cb --json debug backup "$limited"
+sha_limited=$(json_get "$OUT_FILE" '["sha256"]')
+run cb --json debug backup "$BACKUP_ID"
+assert_eq "$sha_limited" "$(json_get "$OUT_FILE" '["sha256"]')" \
+    "the entries recorded with the text in memory and through its file are the same bytes"
+assert_eq 2000 "$(json_get "$TEST_TMP/a-many.json" '["stats"]["files"]')" "... of all 2000 files"
+assert_exit 0 cb verify "$limited"
+
 test_done
