@@ -1632,6 +1632,12 @@ int caris_files_roots_check(const char *const *paths, size_t n, struct err *e)
  * "/" and the path below the root it lies under (matched against that path only, see
  * fswalk_opts) and left out for the others. With roots (and e), checks
  * instead that every absolute pattern lies under some root and is not one. */
+/* A pattern of '*' only matches every name ('*' matches '/' too): below a root, everything. */
+static bool only_stars(const char *p)
+{
+    return *p && p[strspn(p, "*")] == '\0';
+}
+
 static char **root_excludes(const char *const *ex, const char *root, json_t *roots, struct err *e)
 {
     size_t n = 0;
@@ -1656,6 +1662,11 @@ static char **root_excludes(const char *const *ex, const char *root, json_t *roo
             free(out);
             return NULL;
         }
+        if (roots && p[0] != '/' && only_stars(p)) {
+            err_set(e, ERR_USAGE, "name what to leave out below the root",
+                    "--exclude '%s' would exclude everything below the backup root", ex[i]);
+            goto bad;
+        }
         if (p[0] != '/') {
             out[k++] = p;
             continue;
@@ -1670,6 +1681,12 @@ static char **root_excludes(const char *const *ex, const char *root, json_t *roo
                 if (b && !*b) {
                     err_set(e, ERR_USAGE, "name what to leave out below the root",
                             "--exclude %s would exclude the backup root itself", ex[i]);
+                    goto bad;
+                }
+                if (b && only_stars(b)) {
+                    err_set(e, ERR_USAGE, "name what to leave out below the root",
+                            "--exclude '%s' would exclude everything below the backup root %s",
+                            ex[i], json_string_value(rv));
                     goto bad;
                 }
                 rest = rest ? rest : b;

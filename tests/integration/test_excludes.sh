@@ -70,4 +70,14 @@ assert_exit 0 cb --quiet backup files --full --exclude "$src/keep/cache" "$src/k
 assert_eq "$(printf '%s\n' "$src/excl" "$src/excl/cache" "$src/excl/cache/c" "$src/keep")" \
     "$(cb ls latest --recursive | LC_ALL=C sort)" "an absolute pattern excludes below its own root only"
 
+# a pattern of '*' only leaves out everything below every root: a backup of nothing, never what
+# was meant (it used to complete with exit 0, and count as a backup for retention). Refused.
+n=$(count)
+for pat in '*' '**' "$src/keep/*"; do
+    run cb backup files --full --exclude "$pat" "$src/keep" "$src/excl"
+    assert_rc 2 "--exclude '$pat' is refused"
+    assert_contains "$ERR" "would exclude everything below the backup root" "... saying why"
+done
+assert_eq "$n" "$(count)" "the refused backups wrote no snapshot"
+
 test_done
