@@ -44,6 +44,15 @@ int caris_db_backup_full(struct repo *r, const struct db_backup_opts *o,
  * whole either way; only the chunks that changed are added to the repository. */
 int caris_db_backup_incremental(struct repo *r, const struct db_backup_opts *o,
                                 struct caris_backup_result *res, struct err *e);
+/* What backup_full/_incremental would do, without doing it (`backup database --dry-run`):
+ * logs in to the database, finds pg_dump and pg_dumpall of a fitting version, checks that
+ * every table can be read, and for an incremental finds the parent. Nothing is locked,
+ * written or committed. *plan: {"database", "server_version", "pg_dump", "pg_dump_version",
+ * "tables", "database_size", "mode": "full"|"incremental" (an incremental without a parent is
+ * a full backup), "parent": id or null}. r may be NULL (no repository yet: no parent). 0, or
+ * -1 with e: what a real run would fail on. */
+int caris_db_backup_plan(struct repo *r, const struct db_backup_opts *o, bool incremental,
+                         json_t **plan, struct err *e);
 
 struct db_restore_opts {
     const char *backup_id;

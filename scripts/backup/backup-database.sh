@@ -32,16 +32,28 @@ if [ -z "$(env_get POSTGRES_URL)" ]; then
 fi
 
 if dry_run; then
-  # What a real run would do; `list` opens the repository (so a wrong key shows here too) and
-  # creates nothing. POSTGRES_URL is not shown: it may hold a password.
+  # What a real run would do. `backup database --dry-run` logs in to the database, finds
+  # pg_dump, checks that every table can be read, and opens the repository (so a wrong key
+  # shows here too); it backs up and creates nothing. Its exit is a real run's: 7 when only
+  # the repository is missing, which a real run of this script creates. POSTGRES_URL is not
+  # shown: it may hold a password.
   rc=0
-  err=$("$bin" "${CARIS_ENV_ARGS[@]}" --quiet list --type database 2>&1 >/dev/null) || rc=$?
+  errf=$(mktemp)
+  trap 'rm -f "$errf"' EXIT
+  plan=$("$bin" "${CARIS_ENV_ARGS[@]}" --quiet backup database --dry-run "--$mode" 2>"$errf") || rc=$?
+  err=$(cat "$errf")
   case $rc in
-    0) echo "dry run: a real run would use the repository at $repo (it exists)" ;;
-    7) echo "dry run: a real run would create a new repository at $repo (there is none: is BACKUP_DIR right?)" ;;
+    0)
+      printf '%s\n' "$plan" | grep -v '^dry run: nothing was backed up' || true
+      echo "dry run: a real run would use the repository at $repo (it exists)"
+      ;;
+    7)
+      echo "dry run: the database can be backed up (login, pg_dump, every table readable)"
+      echo "dry run: a real run would create a new repository at $repo (there is none: is BACKUP_DIR right?)"
+      ;;
     *)
       printf '%s\n' "$err" >&2
-      echo "error: the repository at $repo cannot be opened: a real run would fail" >&2
+      echo "error: a real run would fail (above): nothing was done" >&2
       exit "$rc"
       ;;
   esac

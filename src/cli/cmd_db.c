@@ -15,6 +15,7 @@
 static const char BACKUP_USAGE[] =
     "usage: caris-backup [--json] backup database [--full|--incremental]\n"
     "                                            [--compress|--no-compress] [--time TIME]\n"
+    "                                            [--dry-run]\n"
     "\n"
     "Dumps the database of POSTGRES_URL with pg_dump (custom format, uncompressed so that the\n"
     "repository deduplicates it) straight into the repository: no copy on disk. Kept with it:\n"
@@ -33,6 +34,9 @@ static const char BACKUP_USAGE[] =
     "  --time TIME      record TIME as the backup's time and in its id (importing older\n"
     "                   backups, tests): 2024-01-15T03:00:00Z, ...+01:00, or local time in\n"
     "                   BACKUP_TZ; not in the future; an existing id is an error\n"
+    "  --dry-run        back up nothing: log in to the database, find pg_dump and\n"
+    "                   pg_dumpall, check every table can be read, find the parent, and\n"
+    "                   say what a real run would do (exit as a real run would fail)\n"
     "\n"
     "POSTGRES_URL is a libpq URI (postgresql://user:password@host:5432/db) or a key=value\n"
     "string; PGPASSWORD is used when it has no password. The password reaches pg_dump only\n"
@@ -139,18 +143,68 @@ static void print_db_summary(const struct globals *g, const struct caris_backup_
         printf("  based on %s\n", res->parent);
 }
 
+/* backup database --dry-run: the plan, or what a real run would fail on. */
+static int backup_dry_run(struct globals *g, struct repo *r, const struct db_backup_opts *o,
+                          bool incremental)
+{
+    struct err e = ERR_INIT;
+    json_t *plan = NULL;
+    int rc = caris_db_backup_plan(r, o, incremental, &plan, &e);
+    if (r)
+        cli_keep_repo_for_audit(g, r);
+    if (rc != 0)
+        return fail(&e);
+    json_object_set_new(plan, "dry_run", json_true());
+    if (g->json) {
+        print_json(plan);
+    } else {
+        char size[32];
+        const char *parent = json_string_value(json_object_get(plan, "parent"));
+        str_human_bytes((uint64_t)json_integer_value(json_object_get(plan, "database_size")), size,
+                        sizeof(size));
+        long long ntables = (long long)json_integer_value(json_object_get(plan, "tables"));
+        printf("dry run: a %s backup of database %s (PostgreSQL %s, %lld table%s, %s)%s%s\n",
+               json_string_value(json_object_get(plan, "mode")),
+               json_string_value(json_object_get(plan, "database")),
+               json_string_value(json_object_get(plan, "server_version")), ntables,
+               ntables == 1 ? "" : "s", size, parent ? ", based on " : "", parent ? parent : "");
+        printf("  with %s (%s); every table can be read\n",
+               json_string_value(json_object_get(plan, "pg_dump")),
+               json_string_value(json_object_get(plan, "pg_dump_version")));
+        printf("dry run: nothing was backed up\n");
+    }
+    json_decref(plan);
+    return 0;
+}
+
+/* The repository of a dry run: none is an error once the database has been checked (a real
+ * run would fail on either; the database is what a dry run is most often for). */
+static int dry_run_no_repo(struct globals *g, const struct db_backup_opts *o, bool incremental,
+                           struct err *no_repo)
+{
+    struct err e = ERR_INIT;
+    json_t *plan = NULL;
+    if (caris_db_backup_plan(NULL, o, incremental, &plan, &e) != 0) {
+        err_clear(no_repo);
+        return fail(&e);
+    }
+    json_decref(plan);
+    if (!g->quiet)
+        fprintf(stderr, "dry run: the database can be backed up (login, pg_dump, every table "
+                        "readable), but there is no repository\n");
+    return fail(no_repo);
+}
+
 int cmd_backup_database(struct globals *g, int argc, char **argv)
 {
-    static const struct option opts[] = {{"full", no_argument, 0, 'F'},
-                                         {"incremental", no_argument, 0, 'I'},
-                                         {"no-compress", no_argument, 0, 'n'},
-                                         {"compress", no_argument, 0, 'c'},
-                                         {"time", required_argument, 0, 'T'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"full", no_argument, 0, 'F'},        {"incremental", no_argument, 0, 'I'},
+        {"no-compress", no_argument, 0, 'n'}, {"compress", no_argument, 0, 'c'},
+        {"time", required_argument, 0, 'T'},  {"dry-run", no_argument, 0, 'd'},
+        {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
     if (has_physical(argc, argv))
         return cmd_backup_physical(g, argc, argv);
-    bool incremental = false;
+    bool incremental = false, dry_run = false;
     char mode_seen = 0;
     int compress = -1; /* -1: BACKUP_COMPRESS_DUMPS decides */
     int64_t time_ns = 0;
@@ -180,6 +234,9 @@ int cmd_backup_database(struct globals *g, int argc, char **argv)
             if (backup_time_option(g, optarg, &time_ns, &e) != 0)
                 return fail(&e);
             break;
+        case 'd':
+            dry_run = true;
+            break;
         case 'h':
             fputs(BACKUP_USAGE, stdout);
             return 0;
@@ -201,7 +258,7 @@ int cmd_backup_database(struct globals *g, int argc, char **argv)
     if (postgres_url(g, &url, &e) != 0)
         return fail(&e);
     struct repo *r = open_repo(g, false, &e);
-    if (!r)
+    if (!r && !(dry_run && e.code == ERR_NOT_FOUND))
         return fail(&e);
     struct caris_op op;
     cli_op_init_service(g, &op); /* Ctrl-C / SIGTERM: pg_dump is stopped, nothing committed */
@@ -212,6 +269,8 @@ int cmd_backup_database(struct globals *g, int argc, char **argv)
                                .progress = progress_fn(g),
                                .time_ns = time_ns,
                                .op = &op};
+    if (dry_run)
+        return r ? backup_dry_run(g, r, &o, incremental) : dry_run_no_repo(g, &o, incremental, &e);
     struct caris_backup_result res;
     int rc = incremental ? caris_db_backup_incremental(r, &o, &res, &e)
                          : caris_db_backup_full(r, &o, &res, &e);

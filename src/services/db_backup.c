@@ -458,3 +458,45 @@ int caris_db_backup_incremental(struct repo *r, const struct db_backup_opts *o,
     backup_result_take(res, summary);
     return rc;
 }
+
+int caris_db_backup_plan(struct repo *r, const struct db_backup_opts *o, bool incremental,
+                         json_t **plan, struct err *e)
+{
+    *plan = NULL;
+    struct pgsrc_target t;
+    if (pgsrc_target_parse(o->url, o->password, "POSTGRES_URL", &t, e) != 0)
+        return -1;
+    PGconn *conn = NULL;
+    json_t *tables = NULL, *parent = NULL;
+    struct pgsrc_info info;
+    struct pgsrc_tool pg_dump, pg_dumpall;
+    int rc = -1;
+    /* what the backup checks before it locks anything, in its order: the login, the tools,
+     * every table readable */
+    if (!(conn = pgsrc_connect(&t, NULL, e)) || pgsrc_server_info(conn, &info, e) != 0 ||
+        pgsrc_tool_find("pg_dump", info.version_num, true, &pg_dump, e) != 0 ||
+        pgsrc_tool_find("pg_dumpall", info.version_num, true, &pg_dumpall, e) != 0 ||
+        !(tables = pgsrc_list_tables(conn, e)))
+        goto out;
+    if (incremental && r) {
+        json_t *dbname = json_string(info.database);
+        parent = backup_latest(r, "database", "database", dbname, e);
+        json_decref(dbname);
+        if (!parent)
+            goto out;
+    }
+    *plan = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:s, s:O}", "database", info.database,
+                      "server_version", info.version, "pg_dump", pg_dump.path, "pg_dump_version",
+                      pg_dump.version, "tables", (json_int_t)json_array_size(tables),
+                      "database_size", (json_int_t)info.database_size, "mode",
+                      incremental && !json_is_null(parent) ? "incremental" : "full", "parent",
+                      json_is_object(parent) ? json_object_get(parent, "id") : json_null());
+    rc = 0;
+out:
+    if (conn)
+        PQfinish(conn);
+    json_decref(tables);
+    json_decref(parent);
+    pgsrc_target_free(&t);
+    return rc;
+}

@@ -63,6 +63,18 @@ done
 DRY_RUN=true run env -u POSTGRES_URL "$S/backup-database.sh"
 assert_rc 6 "DRY_RUN=true without POSTGRES_URL: a real run would fail, so does the dry run"
 assert_contains "$ERR" "POSTGRES_URL is not set" "DRY_RUN=true without POSTGRES_URL: says so"
+# a dry run checks the database as a real run would meet it: unreachable, or a wrong password,
+# fails the dry run with the real run's exit (10) and the reason; nothing is created
+DRY_RUN=true run env POSTGRES_URL="postgresql://$CARIS_PG_USER@127.0.0.1:$(free_port)/$CARIS_PG_DB" \
+    "$S/backup-database.sh"
+assert_rc 10 "DRY_RUN=true with an unreachable database: a real run would fail, so does the dry run"
+assert_contains "$ERR" "a real run would fail" "... saying so"
+assert_false "... and no BACKUP_DIR was created" test -e "$BACKUP_DIR"
+DRY_RUN=true run env POSTGRES_URL="postgresql://$CARIS_PG_USER:not-the-password@127.0.0.1:$CARIS_PG_PORT/$CARIS_PG_DB" \
+    "$S/backup-database.sh"
+assert_rc 10 "DRY_RUN=true with a wrong password: exit 10"
+assert_not_contains "$OUT$ERR" "not-the-password" "... the password is not shown"
+assert_false "... and no BACKUP_DIR was created" test -e "$BACKUP_DIR"
 run env -u POSTGRES_URL "$S/backup-database.sh"
 assert_rc 6 "without POSTGRES_URL: exit 6"
 assert_contains "$ERR" "POSTGRES_URL is not set: nothing was done" "without POSTGRES_URL: says so"
@@ -81,6 +93,16 @@ assert_rc 0 "backup-database.sh with DRY_RUN=yes on an existing repository"
 assert_contains "$OUT" "use the repository at $BACKUP_DIR/repository (it exists" \
     "DRY_RUN=yes: the plan says the repository exists"
 assert_contains "$OUT" "a full backup of the database at POSTGRES_URL" "DRY_RUN=yes: a full backup by default"
+assert_contains "$OUT" "dry run: a full backup of database $db (PostgreSQL" "DRY_RUN=yes: the plan names the database the server reports"
+assert_contains "$OUT" "every table can be read" "DRY_RUN=yes: the tables were checked"
+run cb --json backup database --dry-run --incremental
+assert_rc 0 "backup database --dry-run --incremental --json"
+assert_true "its document has the shape docs/JSON.md gives" \
+    python3 "$LIB_DIR/jsonshape.py" "$LIB_DIR/../../docs/JSON.md" "backup database --dry-run" "$OUT_FILE"
+assert_eq "incremental $db" "$(json_eval "$OUT_FILE" 'd["mode"] + " " + d["database"]')" \
+    "... an incremental of the database the server reports"
+assert_eq "$(cb --json list --type database | python3 -c 'import json,sys; print(max(json.load(sys.stdin), key=lambda b: b["started"])["id"])')" \
+    "$(json_get "$OUT_FILE" '["parent"]')" "... based on the latest backup"
 assert_eq "full incremental" "$(cb --json list --type database |
     python3 -c 'import json,sys; print(" ".join(b["mode"] for b in sorted(json.load(sys.stdin), key=lambda b: b["started"])))')" \
     "one full and one incremental database backup (the dry run added none)"
