@@ -603,6 +603,10 @@ static void check_state(struct check *c, json_t *st)
                   "snapshot not in the state record yet (a backup committing now, one stopped "
                   "at its commit, or made before the record began); the next backup records it");
     }
+    json_t *le = json_object_get(st, "local_error");
+    if (le)
+        add_issue(c->warnings, json_string_value(json_object_get(le, "file")), "%s",
+                  json_string_value(json_object_get(le, "message")));
 }
 
 static int check_locked(struct repo *r, const struct repo_check_opts *o,

@@ -627,13 +627,15 @@ static int audit_pass(struct repo *r, json_t **report, struct err *e)
     if (state_read(r, &s, e) != 0 || !(present = snapshot_names(r, e)))
         goto out;
     struct err le = ERR_INIT;
-    bool have_local = false;
+    bool have_local = false, local_bad = false;
     replaced = r->state_local ? local_others(r) : json_array();
     if (r->state_local) {
-        if (local_read(r, &l, &le) != 0)
+        if (local_read(r, &l, &le) != 0) {
             repo_warn(r, r->state_local, "local copy of the state record ignored: %s", le.msg);
-        else
+            local_bad = true;
+        } else {
             have_local = l.present;
+        }
     }
     const char *k;
     json_t *v;
@@ -674,6 +676,10 @@ static int audit_pass(struct repo *r, json_t **report, struct err *e)
                   rolled_back, "missing", missing, "replayed", replayed, "removing", removing,
                   "unrecorded", unrecorded, "damaged", s.damaged, "replaced", replaced);
     missing = replayed = removing = unrecorded = replaced = NULL;
+    /* (check reports it: this host's rollback detection is off until the copy is moved away) */
+    if (local_bad)
+        json_object_set_new(*report, "local_error",
+                            json_pack("{s:s, s:s}", "file", r->state_local, "message", le.msg));
     /* Not for a repository that took the place of another one at this path: the local copy
      * would make the other one, once put back, look replaced in its turn. */
     if (s.present && !json_array_size(json_object_get(*report, "replaced")))

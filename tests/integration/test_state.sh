@@ -40,7 +40,15 @@ cp "$local_copy" "$TEST_TMP/local.kept"
 printf '{garbage' >"$local_copy"
 run cb list
 assert_contains "$ERR" "cannot be read (not JSON): until it is moved away" "a garbled local copy is named as such"
+# check said "no errors found" and nothing more, while list's hint sent the user to it
+run cb --json check
+assert_rc 0 "check with a garbled local copy (the repository is sound)"
+assert_eq "$local_copy" "$(json_eval "$OUT_FILE" 'd["warnings"][0]["object"]')" "check warns about the local copy"
+assert_contains "$(json_eval "$OUT_FILE" 'd["warnings"][0]["error"]')" "until it is moved away" "... saying what to do"
+assert_eq "$local_copy" "$(json_eval "$OUT_FILE" 'd["state"]["localError"]["file"]')" "its state report names the file"
 cp "$TEST_TMP/local.kept" "$local_copy"
+run cb --json check
+assert_eq "[]" "$(json_eval "$OUT_FILE" 'd["warnings"]')" "with the copy put back, no warning"
 
 # --- a snapshot deleted from the repository -----------------------------------------------
 # Find id1's snapshot: remove each file in turn and see which backup disappears.
