@@ -34,6 +34,8 @@ struct caris_copy_item {
                               for a physical backup, the WAL it needs there) */
     bool wal_missing;      /* a physical backup whose WAL the source's archive lacks: copied as
                               it is, neither copy can be restored (the copy fails, exit 4) */
+    bool busy;             /* being written into the destination by another process: not copied
+                              by this call, which copies the others and then fails (exit 9) */
     uint64_t blobs;        /* blobs the backup needs */
     uint64_t blobs_copied; /* of those, sent to the destination */
     uint64_t bytes_copied; /* plaintext bytes of the blobs sent */

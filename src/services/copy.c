@@ -538,6 +538,7 @@ static int copy_one(struct repo *src, struct repo *dst, const char *shown, json_
     if (c < 0)
         goto out;
     if (c == 1) {
+        it->busy = true;
         err_set(e, ERR_LOCKED,
                 "wait for the other copy to finish, then copy again; if none runs, "
                 "`caris-backup --repo DESTINATION check` tells whether its claim is stale and "
@@ -717,12 +718,23 @@ int caris_copy(struct repo *src, struct repo *dst, const char *dst_location,
         goto out;
     size_t n = json_array_size(sel);
     res->items = xcalloc(n ? n : 1, sizeof(*res->items));
+    /* A backup another copy is writing into the destination now is left to it: the others are
+     * copied all the same (one claimed backup stopped the rest of a nightly --all), and the
+     * run then fails, naming it. */
+    char busy[600] = "", busy_hint[sizeof(e->hint)] = "";
     for (size_t i = 0; i < n; i++) {
         struct caris_copy_item *it = &res->items[res->n++];
         int r1 = copy_one(src, dst, res->destination, json_array_get(sel, i), o, it, e);
         res->blobs_copied += it->blobs_copied;
         res->bytes_copied += it->bytes_copied;
         res->bytes_stored += it->bytes_stored;
+        if (r1 != 0 && it->busy && n > 1) {
+            caris_op_log(o->op, LOG_WARN, "%s: not copied by this run", e->msg);
+            str_list_add(busy, sizeof(busy), it->backup_id);
+            snprintf(busy_hint, sizeof(busy_hint), "%s", e->hint);
+            err_clear(e);
+            continue;
+        }
         if (r1 != 0)
             goto out;
     }
@@ -747,7 +759,15 @@ int caris_copy(struct repo *src, struct repo *dst, const char *dst_location,
         err_set(e, ERR_DAMAGE,
                 "`caris-backup check` says what is damaged; copy the backups that can be read "
                 "by id, and make a new backup",
-                "damaged in the source, not copied: %s", left_out);
+                "damaged in the source, not copied: %s%s%s", left_out,
+                *busy ? "; and being written into the destination by another process: " : "", busy);
+        goto out;
+    }
+    if (*busy) {
+        err_set(e, ERR_LOCKED, busy_hint,
+                "being written into the destination by another process, not copied by this run "
+                "(the others were): %s",
+                busy);
         goto out;
     }
     rc = 0;

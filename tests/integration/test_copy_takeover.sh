@@ -74,6 +74,21 @@ run timeout -k 5 120 "$CARIS_BIN" copy --latest --to "$DST"
 assert_rc 9 "a third copy of the same backup is refused while the taker runs (exit 9)"
 assert_contains "$ERR" "backup $id is being written into the destination by another process (copy on $host pid $c2" \
     "the refusal names the live taker"
+# --all (or several ids) leaves that backup to the live taker and copies the others, then fails
+# with exit 9 naming it: one claimed backup stopped the rest of the run at it
+mkdir -p "$TEST_TMP/src2"
+seeded_bytes 200000 copy-takeover-2 >"$TEST_TMP/src2/b.bin"
+backup_json "$TEST_TMP/b2.json" --full "$TEST_TMP/src2"
+assert_rc 0 "a second backup in the source"
+id2=$BACKUP_ID
+run timeout -k 5 120 "$CARIS_BIN" --json copy --all --to "$DST"
+assert_rc 9 "copy --all while the taker writes the first backup: exit 9"
+assert_contains "$ERR" "not copied by this run (the others were): $id" "... naming the backup left to the taker"
+assert_eq "[false, true]" \
+    "$(json_eval "$OUT_FILE" '[b["copied"] for b in sorted(d["backups"], key=lambda b: b["backupId"] != "'"$id"'")]')" \
+    "the first backup was not copied by it, the second was"
+assert_eq "$id2" "$(dcb --json list | python3 -c 'import json,sys; print(" ".join(b["id"] for b in json.load(sys.stdin)))')" \
+    "the destination lists the second backup (the first is the taker's to write)"
 run dcb --json unlock
 assert_rc 0 "unlock while the taker runs"
 assert_eq "locks/claim-$id locks/$take" \
@@ -88,7 +103,7 @@ kill -9 "$c2"
 wait "$c2"
 assert_eq 137 "$?" "the taker died of SIGKILL"
 hold_release
-run cb --json copy --latest --to "$DST"
+run cb --json copy "$id" --to "$DST"
 assert_rc 0 "a copy after two dead copies succeeds"
 assert_eq true "$(json_get "$OUT_FILE" '["backups"][0]["copied"]')" "it copied the backup"
 assert_eq true "$(json_get "$OUT_FILE" '["backups"][0]["verified"]')" "and verified it in the destination"
