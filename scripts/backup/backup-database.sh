@@ -48,6 +48,11 @@ if dry_run; then
       echo "dry run: a real run would use the repository at $repo (it exists)"
       ;;
     7)
+      if [[ $err != *"no repository at "* ]]; then # not found, but not the repository
+        printf '%s\n' "$err" >&2
+        echo "error: a real run would fail (above): nothing was done" >&2
+        exit 7
+      fi
       echo "dry run: the database can be backed up (login, pg_dump, every table readable)"
       echo "dry run: a real run would create a new repository at $repo (there is none: is BACKUP_DIR right?)"
       ;;

@@ -620,7 +620,7 @@ static int cmd_backup(struct globals *g, int argc, char **argv)
                "otherwise the name; a trailing '/' is ignored. An absolute PATTERN starts\n"
                "with a root's path and matches below that root; one outside every root is\n"
                "refused, and so is one that can match nothing (empty, or with a '.', '..'\n"
-               "or empty component) or everything below a root ('*' only, e.g. '*', '/srv/*').\n"
+               "or empty component) or every name below a root ('*', '?*', '/srv/*').\n"
                "No PATH may be inside another. The repository must exist (`caris-backup init`).\n"
                "--time TIME records TIME as the backup's time (and in its id), e.g. to import\n"
                "an older backup: 2024-01-15T03:00:00Z, 2024-01-15T04:00:00+01:00, or local time\n"

@@ -749,8 +749,9 @@ int caris_copy(struct repo *src, struct repo *dst, const char *dst_location,
                 "`caris-backup check` on the source names the WAL that is missing or damaged; "
                 "make a new physical backup (its WAL is archived from now on)",
                 "copied, but the source's WAL archive lacks WAL they need, so neither copy can "
-                "be restored: %s%s%s",
-                no_wal, *left_out ? "; and damaged in the source, not copied: " : "", left_out);
+                "be restored: %s%s%s%s%s",
+                no_wal, *left_out ? "; and damaged in the source, not copied: " : "", left_out,
+                *busy ? "; and being written into the destination by another process: " : "", busy);
         goto out;
     }
     /* What could be copied is; the newest backup (or any, for --all) that could not be is an

@@ -489,7 +489,7 @@ int caris_db_backup_plan(struct repo *r, const struct db_backup_opts *o, bool in
                       "server_version", info.version, "pg_dump", pg_dump.path, "pg_dump_version",
                       pg_dump.version, "tables", (json_int_t)json_array_size(tables),
                       "database_size", (json_int_t)info.database_size, "mode",
-                      incremental && !json_is_null(parent) ? "incremental" : "full", "parent",
+                      incremental && json_is_object(parent) ? "incremental" : "full", "parent",
                       json_is_object(parent) ? json_object_get(parent, "id") : json_null());
     rc = 0;
 out:

@@ -1067,19 +1067,20 @@ static int text_spill_open(const char *tab_path)
  * the backup if what the file holds cannot be read back. */
 static void text_unspill(struct bctx *b)
 {
-    caris_op_log(b->o->op, LOG_INFO,
+    caris_op_log(b->o->op, LOG_WARN,
                  "the manifest's entries are kept in memory: their temporary file could not be "
                  "written (%s)",
                  strerror(errno));
     struct buf t = {0};
     buf_reserve(&t, (size_t)b->text_spilled + b->text.len + TEXT_SPILL);
+    t.len = (size_t)b->text_spilled;
     if (fs_pread_full(b->text_fd, t.data, (size_t)b->text_spilled, 0) != 0) {
         struct err ie = ERR_INIT;
         err_sys(&ie, errno, "nothing was committed: run the backup again",
                 "cannot read the manifest's entries back from their temporary file");
-        pstore_fail(&b->ps, &ie);
+        pstore_fail(&b->ps, &ie); /* (the backup stops before the text is stored) */
+        t.len = 0;
     }
-    t.len = (size_t)b->text_spilled;
     buf_append(&t, b->text.data, b->text.len);
     buf_free(&b->text);
     b->text = t;
@@ -1632,10 +1633,24 @@ int caris_files_roots_check(const char *const *paths, size_t n, struct err *e)
  * "/" and the path below the root it lies under (matched against that path only, see
  * fswalk_opts) and left out for the others. With roots (and e), checks
  * instead that every absolute pattern lies under some root and is not one. */
-/* A pattern of '*' only matches every name ('*' matches '/' too): below a root, everything. */
-static bool only_stars(const char *p)
+/* A pattern of '*'s and at most one '?' matches every name ('*' matches '/' too): below a
+ * root, everything. */
+static bool matches_every_name(const char *p)
 {
-    return *p && p[strspn(p, "*")] == '\0';
+    if (!strchr(p, '*') || p[strspn(p, "*?")] != '\0')
+        return false;
+    const char *q = strchr(p, '?');
+    return !q || !strchr(q + 1, '?');
+}
+
+/* root_excludes' failure: frees what it made (out's first k, and p). */
+static char **patterns_fail(char **out, size_t k, char *p)
+{
+    free(p);
+    for (size_t j = 0; j < k; j++)
+        free(out[j]);
+    free(out);
+    return NULL;
 }
 
 static char **root_excludes(const char *const *ex, const char *root, json_t *roots, struct err *e)
@@ -1656,16 +1671,14 @@ static char **root_excludes(const char *const *ex, const char *root, json_t *roo
             err_set(e, ERR_USAGE, "write the path as `ls` shows it, e.g. /srv/caris/uploads/tmp",
                     "--exclude '%s' would match nothing: %s",
                     str_escape(ex[i], strlen(ex[i]), esc, sizeof(esc)), flaw);
-            free(p);
-            for (size_t j = 0; j < k; j++)
-                free(out[j]);
-            free(out);
-            return NULL;
+            return patterns_fail(out, k, p);
         }
-        if (roots && p[0] != '/' && only_stars(p)) {
+        if (roots && p[0] != '/' && matches_every_name(p)) {
+            char esc[300];
             err_set(e, ERR_USAGE, "name what to leave out below the root",
-                    "--exclude '%s' would exclude everything below the backup root", ex[i]);
-            goto bad;
+                    "--exclude '%s' would exclude everything below the backup root",
+                    str_escape(ex[i], strlen(ex[i]), esc, sizeof(esc)));
+            return patterns_fail(out, k, p);
         }
         if (p[0] != '/') {
             out[k++] = p;
@@ -1681,13 +1694,15 @@ static char **root_excludes(const char *const *ex, const char *root, json_t *roo
                 if (b && !*b) {
                     err_set(e, ERR_USAGE, "name what to leave out below the root",
                             "--exclude %s would exclude the backup root itself", ex[i]);
-                    goto bad;
+                    return patterns_fail(out, k, p);
                 }
-                if (b && only_stars(b)) {
+                if (b && matches_every_name(b)) {
+                    char esc[300];
                     err_set(e, ERR_USAGE, "name what to leave out below the root",
                             "--exclude '%s' would exclude everything below the backup root %s",
-                            ex[i], json_string_value(rv));
-                    goto bad;
+                            str_escape(ex[i], strlen(ex[i]), esc, sizeof(esc)),
+                            json_string_value(rv));
+                    return patterns_fail(out, k, p);
                 }
                 rest = rest ? rest : b;
             }
@@ -1696,16 +1711,10 @@ static char **root_excludes(const char *const *ex, const char *root, json_t *roo
                         "an absolute pattern starts with a backup root's path (a pattern with "
                         "'/' is also matched below each root, e.g. uploads/tmp)",
                         "--exclude %s is outside every backup root: it would match nothing", ex[i]);
-                goto bad;
+                return patterns_fail(out, k, p);
             }
             free(p);
             continue;
-        bad:
-            free(p);
-            for (size_t j = 0; j < k; j++)
-                free(out[j]);
-            free(out);
-            return NULL;
         }
         /* anchored at the root: "/cache" is the root's cache, never a cache deeper down (a
          * bare "cache" would match every one, at any depth) */

@@ -73,11 +73,13 @@ assert_eq "$(printf '%s\n' "$src/excl" "$src/excl/cache" "$src/excl/cache/c" "$s
 # a pattern of '*' only leaves out everything below every root: a backup of nothing, never what
 # was meant (it used to complete with exit 0, and count as a backup for retention). Refused.
 n=$(count)
-for pat in '*' '**' "$src/keep/*"; do
+for pat in '*' '**' '?*' "$src/keep/*"; do
     run cb backup files --full --exclude "$pat" "$src/keep" "$src/excl"
     assert_rc 2 "--exclude '$pat' is refused"
     assert_contains "$ERR" "would exclude everything below the backup root" "... saying why"
 done
 assert_eq "$n" "$(count)" "the refused backups wrote no snapshot"
+# '??*' leaves names of one character: not every name, so not refused
+assert_exit 0 cb --quiet backup files --full --exclude '??*' "$src/keep"
 
 test_done
