@@ -1037,12 +1037,19 @@ static int load_indexes(struct repo *r, const struct namelist *lp, struct err *e
              * (index_stale). */
             if (gone_since_listed(r, &ie))
                 continue;
-            if (ie.code != ERR_DAMAGE) {
+            /* Listed, then not found, under our lock (no prune can have replaced it): the
+             * storage lost it, or lists what it no longer has. Damage, as a garbled one is: a
+             * prune refuses, check names it (it was "not found", exit 7, with no word of what
+             * it meant). */
+            bool lost = ie.code == ERR_NOT_FOUND;
+            if (ie.code != ERR_DAMAGE && !lost) {
                 *e = ie;
                 goto fail;
             }
             char msg[1100];
-            snprintf(msg, sizeof(msg), "index file %s is damaged: %s", l.v[i], ie.msg);
+            snprintf(msg, sizeof(msg), "index file %s is damaged: %s%s", l.v[i],
+                     lost ? "listed but gone when read: " : "", ie.msg);
+            ie.code = ERR_DAMAGE;
             snprintf(ie.msg, sizeof(ie.msg), "%s", msg);
             damage_add(r, l.v[i], &ie);
         }

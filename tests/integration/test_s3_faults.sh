@@ -336,6 +336,13 @@ run cb --repo "$PROXY" check --read-data
 assert_rc 4 "check --read-data with packs answering 404: damage found (exit 4)"
 assert_contains "$OUT$ERR" "pack is listed but gone when read" "... each such pack named as gone"
 assert_contains "$OUT$ERR" "$id" "... and the backups that need it"
+# a listed index file whose GET answers 404, under prune's exclusive lock (so no other prune
+# replaced it): damage, and prune refuses (it exited 7 with the storage's "not found" alone)
+proxy_start --always page404 --match /index/ --method GET
+run cb --repo "$PROXY" prune
+assert_rc 4 "prune with an index file answering 404: refused as damage (exit 4)"
+assert_contains "$ERR" "listed but gone when read" "... the index file named as gone"
+assert_contains "$ERR" "HINT: run \`caris-backup check\`" "... and what to do"
 
 # --- a server that ignores continuation-token: it answers the first page again, for ever -----
 # (list sent requests until killed). A continued page must list keys after the pages before.
