@@ -101,6 +101,9 @@ struct phys_restore_result {
     char *reached_time; /* pg_last_xact_replay_timestamp() when known, else NULL */
     char *log_path;     /* the started server's log */
     json_t *summary;    /* the backup's summary (borrowed copy) */
+    /* said as warnings (a --to-lsn at or past the WAL archive's end, not started: the server
+     * reaches it only if the rest is archived first): the CLI then exits 3 */
+    json_t *warnings;
 };
 /* Writes the data directory of a physical backup and its recovery settings; with start,
  * starts the server and waits until recovery reached the target. pgdata is written in a

@@ -446,6 +446,10 @@ int cmd_restore_physical(struct globals *g, int argc, char **argv)
         else
             printf("  start it (as its system user) with: pg_ctl start -D %s\n", o.pgdata);
     }
+    /* a warning that still stands: not started, so not known to reach its target */
+    bool warned = rc == 0 && !res.started && json_array_size(res.warnings) > 0;
     phys_restore_result_free(&res);
-    return rc == 0 ? 0 : fail(&e);
+    if (rc != 0)
+        return fail(&e);
+    return warned ? EXIT_WARNINGS : 0;
 }

@@ -265,6 +265,38 @@ static void segments_text(json_t *g, char *out, size_t n)
                  json_string_value(json_object_get(g, "to")));
 }
 
+/* A --to-lsn at or past the end of the WAL archived on the recovery's timeline tli: recovery
+ * reaches it only if the rest is archived before the server starts (restore_command reads the
+ * archive then); otherwise PostgreSQL stops at the archive's end and does not start ("recovery
+ * ended before configured recovery target was reached"). Said as a warning (returned, NULL
+ * when none), and in *note for the hint of that failure. */
+static char *past_archive_end(const struct phys_restore_opts *o, json_t *w, uint32_t tli,
+                              char *note, size_t n)
+{
+    if (o->target != PHYS_TARGET_LSN)
+        return NULL;
+    size_t i;
+    json_t *t;
+    json_array_foreach(json_object_get(w, "timelines"), i, t)
+    {
+        uint64_t end;
+        if (json_integer_value(json_object_get(t, "timeline")) != (json_int_t)tli ||
+            caris_lsn_parse(json_string_value(json_object_get(t, "end_lsn")), &end) != 0 ||
+            o->target_lsn < end)
+            continue;
+        const char *ends = json_string_value(json_object_get(t, "end_lsn"));
+        snprintf(note, n,
+                 "the WAL archive ends at %s on timeline %u, before the target %s: archive the "
+                 "WAL up to the target (`caris-backup wal push`; the source server archives it "
+                 "as it fills segments), or restore with an earlier --to-lsn",
+                 ends, tli, o->target_value ? o->target_value : "?");
+        return xasprintf("%s; recovery reaches the target only if that WAL is archived before "
+                         "the server starts (else it stops at %s and the server does not start)",
+                         note, ends);
+    }
+    return NULL;
+}
+
 static int check_gaps(const struct phys_restore_opts *o, json_t *s, json_t *w, uint32_t tli,
                       char *note, size_t n, struct err *e)
 {
@@ -1239,6 +1271,15 @@ int caris_phys_restore(struct repo *r, const struct phys_restore_opts *o,
     /* before anything is written: a refused restore leaves DIR as it was */
     if (check_gaps(o, summary, window, tli, gap_note, sizeof(gap_note), e) != 0)
         goto out;
+    if (!*gap_note) {
+        char *w = past_archive_end(o, window, tli, gap_note, sizeof(gap_note));
+        if (w) {
+            caris_op_log(o->op, LOG_WARN, "%s", w);
+            res->warnings = json_array();
+            json_array_append_new(res->warnings, json_string(w));
+            free(w);
+        }
+    }
     if (repo_snapshot_load(r, name, &full, &entries, e) != 0)
         goto out;
     {
@@ -1387,6 +1428,7 @@ void phys_restore_result_free(struct phys_restore_result *res)
     free(res->reached_time);
     free(res->log_path);
     json_decref(res->summary);
+    json_decref(res->warnings);
     memset(res, 0, sizeof(*res));
 }
 
@@ -1408,6 +1450,8 @@ json_t *phys_restore_result_to_json(const struct phys_restore_result *res)
                         res->reached_time ? json_string(res->reached_time) : json_null());
     if (res->log_path)
         json_object_set_new(j, "serverLog", json_string(res->log_path));
+    if (res->warnings)
+        json_object_set(j, "warnings", res->warnings);
     return j;
 }
 

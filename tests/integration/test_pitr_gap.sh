@@ -10,7 +10,8 @@
 # restores batch 1; a --to-xid after the gap fails (PostgreSQL stops before the target) with a
 # hint naming the gap; a base backup B2 after the gap restores everything; and --to-xid of a
 # commit before B2 without an id (B2 is chosen) fails with a hint to name an older backup and
-# the server's log named.
+# the server's log named. A --to-lsn past the archive's end without --start is written with a
+# warning (exit 3).
 # shellcheck disable=SC2154 # data, envf and R are set by pitr_setup (pglib.sh)
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/pglib.sh"
@@ -104,6 +105,16 @@ assert_rc 0 "without a target and an id: B2, after the gap, restores"
 assert_eq "$B2" "$(json_get "$OUT_FILE" '["backupId"]')" "B2 is chosen"
 assert_eq "300 1,2,3" "$(rows_at all)" "from B2: batches 1, 2 and 3"
 stop_at all
+
+# 5b. --to-lsn past the archive's end, not started: written, but said (exit 3 and a warning):
+# recovery reaches it only if the rest is archived first (it exited 0 without a word, and the
+# server refused to start later)
+run cb --env-file "$envf" --json restore database --physical --pgdata "$R/past" --to-lsn FF/0
+assert_rc 3 "--to-lsn past the archive's end without --start: exit 3"
+assert_contains "$(json_eval "$OUT_FILE" '" ".join(d.get("warnings", []))')" "the WAL archive ends at" \
+    "... its warning says where the archive ends"
+assert_contains "$ERR" "before the target FF/0" "... on stderr too, naming the target"
+assert_true "... and the data directory is written" test -f "$R/past/PG_VERSION"
 
 # 6. --to-xid of batch 1 without an id: B2 (the newest) is chosen, whose recovery never sees
 # that commit: the hint says to name an older backup, the error names the server's log and
