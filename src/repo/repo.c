@@ -1037,11 +1037,24 @@ static int load_indexes(struct repo *r, const struct namelist *lp, struct err *e
              * (index_stale). */
             if (gone_since_listed(r, &ie))
                 continue;
-            /* Listed, then not found, under our lock (no prune can have replaced it): the
-             * storage lost it, or lists what it no longer has. Damage, as a garbled one is: a
-             * prune refuses, check names it (it was "not found", exit 7, with no word of what
-             * it meant). */
+            /* Listed, then not found, under our lock (no prune can have replaced it): when a
+             * second listing still has it, the storage lost it, or lists what it no longer
+             * has. Damage, as a garbled one is: a prune refuses, check names it (it was "not
+             * found", exit 7, with no word of what it meant). One the second listing lacks is
+             * gone for a reason (a listing that lagged behind a delete, a lock that lapsed). */
             bool lost = ie.code == ERR_NOT_FOUND;
+            if (lost) {
+                struct namelist again = {0};
+                if (repo_list_names(r, "index", &again, e) != 0)
+                    goto fail; /* (a bucket gone says so here) */
+                bool still = false;
+                for (size_t j = 0; j < again.n && !still; j++)
+                    still = strcmp(again.v[j], l.v[i]) == 0;
+                namelist_free(&again);
+                if (!still)
+                    continue;
+                repo_warn(r, l.v[i], "index file listed but not found when read: %s", ie.msg);
+            }
             if (ie.code != ERR_DAMAGE && !lost) {
                 *e = ie;
                 goto fail;

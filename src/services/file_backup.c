@@ -1691,13 +1691,14 @@ static char **root_excludes(const char *const *ex, const char *root, json_t *roo
             json_array_foreach(roots, ri, rv)
             {
                 const char *b = below_root(p, json_string_value(rv));
+                char esc[300];
                 if (b && !*b) {
                     err_set(e, ERR_USAGE, "name what to leave out below the root",
-                            "--exclude %s would exclude the backup root itself", ex[i]);
+                            "--exclude '%s' would exclude the backup root itself",
+                            str_escape(ex[i], strlen(ex[i]), esc, sizeof(esc)));
                     return patterns_fail(out, k, p);
                 }
                 if (b && matches_every_name(b)) {
-                    char esc[300];
                     err_set(e, ERR_USAGE, "name what to leave out below the root",
                             "--exclude '%s' would exclude everything below the backup root %s",
                             str_escape(ex[i], strlen(ex[i]), esc, sizeof(esc)),
@@ -1707,10 +1708,12 @@ static char **root_excludes(const char *const *ex, const char *root, json_t *roo
                 rest = rest ? rest : b;
             }
             if (!rest) {
+                char esc[300];
                 err_set(e, ERR_USAGE,
                         "an absolute pattern starts with a backup root's path (a pattern with "
                         "'/' is also matched below each root, e.g. uploads/tmp)",
-                        "--exclude %s is outside every backup root: it would match nothing", ex[i]);
+                        "--exclude '%s' is outside every backup root: it would match nothing",
+                        str_escape(ex[i], strlen(ex[i]), esc, sizeof(esc)));
                 return patterns_fail(out, k, p);
             }
             free(p);

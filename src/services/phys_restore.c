@@ -270,11 +270,18 @@ static void segments_text(json_t *g, char *out, size_t n)
  * archive then); otherwise PostgreSQL stops at the archive's end and does not start ("recovery
  * ended before configured recovery target was reached"). Said as a warning (returned, NULL
  * when none), and in *note for the hint of that failure. */
-static char *past_archive_end(const struct phys_restore_opts *o, json_t *w, uint32_t tli,
+static char *past_archive_end(const struct phys_restore_opts *o, json_t *s, json_t *w, uint32_t tli,
                               char *note, size_t n)
 {
     if (o->target != PHYS_TARGET_LSN)
         return NULL;
+    if (!tli) { /* --timeline current: the backup's own */
+        json_t *phys = json_object_get(s, "physical");
+        json_int_t btl = json_integer_value(json_object_get(phys, "timeline"));
+        if (btl <= 0 || btl > UINT32_MAX)
+            return NULL;
+        tli = (uint32_t)btl;
+    }
     size_t i;
     json_t *t;
     json_array_foreach(json_object_get(w, "timelines"), i, t)
@@ -1156,8 +1163,12 @@ static int start_and_wait(const struct phys_restore_opts *o, int version_num, co
         pause_ms(100);
     }
     pgsrc_target_free(&t);
-    if (rc == 0)
+    if (rc == 0) {
         res->started = true;
+        /* the target was reached: the archive's end, warned before, did not stop it */
+        json_decref(res->warnings);
+        res->warnings = NULL;
+    }
     return rc;
 }
 
@@ -1272,7 +1283,10 @@ int caris_phys_restore(struct repo *r, const struct phys_restore_opts *o,
     if (check_gaps(o, summary, window, tli, gap_note, sizeof(gap_note), e) != 0)
         goto out;
     if (!*gap_note) {
-        char *w = past_archive_end(o, window, tli, gap_note, sizeof(gap_note));
+        /* (not for the hint of a started server that stops: its log says why, and that
+         * hint is the one for an archive that ends before the target) */
+        char end_note[480];
+        char *w = past_archive_end(o, summary, window, tli, end_note, sizeof(end_note));
         if (w) {
             caris_op_log(o->op, LOG_WARN, "%s", w);
             res->warnings = json_array();

@@ -115,6 +115,9 @@ assert_contains "$(json_eval "$OUT_FILE" '" ".join(d.get("warnings", []))')" "th
     "... its warning says where the archive ends"
 assert_contains "$ERR" "before the target FF/0" "... on stderr too, naming the target"
 assert_true "... and the data directory is written" test -f "$R/past/PG_VERSION"
+run cb --env-file "$envf" restore database --physical --pgdata "$R/past-current" --timeline current --to-lsn FF/0
+assert_rc 3 "the same with --timeline current (the backup's own): exit 3"
+assert_contains "$ERR" "before the target FF/0" "... with the warning"
 
 # 6. --to-xid of batch 1 without an id: B2 (the newest) is chosen, whose recovery never sees
 # that commit: the hint says to name an older backup, the error names the server's log and
