@@ -143,9 +143,11 @@ static void print_db_summary(const struct globals *g, const struct caris_backup_
         printf("  based on %s\n", res->parent);
 }
 
-/* backup database --dry-run: the plan, or what a real run would fail on. */
+/* backup database --dry-run: the plan, or what a real run would fail on. r NULL: there is no
+ * repository (no_repo says so), which is an error once the database has been checked (a real
+ * run would fail on either; the database is what a dry run is most often for). */
 static int backup_dry_run(struct globals *g, struct repo *r, const struct db_backup_opts *o,
-                          bool incremental)
+                          bool incremental, struct err *no_repo)
 {
     struct err e = ERR_INIT;
     json_t *plan = NULL;
@@ -154,6 +156,13 @@ static int backup_dry_run(struct globals *g, struct repo *r, const struct db_bac
         cli_keep_repo_for_audit(g, r);
     if (rc != 0)
         return fail(&e);
+    if (!r) {
+        json_decref(plan);
+        if (!g->quiet)
+            fprintf(stderr, "dry run: the database can be backed up (login, pg_dump, every table "
+                            "readable), but there is no repository\n");
+        return fail(no_repo);
+    }
     json_object_set_new(plan, "dry_run", json_true());
     if (g->json) {
         print_json(plan);
@@ -175,24 +184,6 @@ static int backup_dry_run(struct globals *g, struct repo *r, const struct db_bac
     }
     json_decref(plan);
     return 0;
-}
-
-/* The repository of a dry run: none is an error once the database has been checked (a real
- * run would fail on either; the database is what a dry run is most often for). */
-static int dry_run_no_repo(struct globals *g, const struct db_backup_opts *o, bool incremental,
-                           struct err *no_repo)
-{
-    struct err e = ERR_INIT;
-    json_t *plan = NULL;
-    if (caris_db_backup_plan(NULL, o, incremental, &plan, &e) != 0) {
-        err_clear(no_repo);
-        return fail(&e);
-    }
-    json_decref(plan);
-    if (!g->quiet)
-        fprintf(stderr, "dry run: the database can be backed up (login, pg_dump, every table "
-                        "readable), but there is no repository\n");
-    return fail(no_repo);
 }
 
 int cmd_backup_database(struct globals *g, int argc, char **argv)
@@ -270,7 +261,7 @@ int cmd_backup_database(struct globals *g, int argc, char **argv)
                                .time_ns = time_ns,
                                .op = &op};
     if (dry_run)
-        return r ? backup_dry_run(g, r, &o, incremental) : dry_run_no_repo(g, &o, incremental, &e);
+        return backup_dry_run(g, r, &o, incremental, &e);
     struct caris_backup_result res;
     int rc = incremental ? caris_db_backup_incremental(r, &o, &res, &e)
                          : caris_db_backup_full(r, &o, &res, &e);

@@ -268,10 +268,8 @@ static void segments_text(json_t *g, char *out, size_t n)
 /* A --to-lsn at or past the end of the WAL archived on the recovery's timeline tli: recovery
  * reaches it only if the rest is archived before the server starts (restore_command reads the
  * archive then); otherwise PostgreSQL stops at the archive's end and does not start ("recovery
- * ended before configured recovery target was reached"). Said as a warning (returned, NULL
- * when none), and in *note for the hint of that failure. */
-static char *past_archive_end(const struct phys_restore_opts *o, json_t *s, json_t *w, uint32_t tli,
-                              char *note, size_t n)
+ * ended before configured recovery target was reached"). The warning to give, or NULL. */
+static char *past_archive_end(const struct phys_restore_opts *o, json_t *s, json_t *w, uint32_t tli)
 {
     if (o->target != PHYS_TARGET_LSN)
         return NULL;
@@ -292,14 +290,13 @@ static char *past_archive_end(const struct phys_restore_opts *o, json_t *s, json
             o->target_lsn < end)
             continue;
         const char *ends = json_string_value(json_object_get(t, "end_lsn"));
-        snprintf(note, n,
-                 "the WAL archive ends at %s on timeline %u, before the target %s: archive the "
-                 "WAL up to the target (`caris-backup wal push`; the source server archives it "
-                 "as it fills segments), or restore with an earlier --to-lsn",
-                 ends, tli, o->target_value ? o->target_value : "?");
-        return xasprintf("%s; recovery reaches the target only if that WAL is archived before "
-                         "the server starts (else it stops at %s and the server does not start)",
-                         note, ends);
+        return xasprintf("the WAL archive ends at %s on timeline %u, before the target %s: "
+                         "archive the WAL up to the target (`caris-backup wal push`; the source "
+                         "server archives it as it fills segments), or restore with an earlier "
+                         "--to-lsn; recovery reaches the target only if that WAL is archived "
+                         "before the server starts (else it stops at %s and the server does not "
+                         "start)",
+                         ends, tli, o->target_value ? o->target_value : "?", ends);
     }
     return NULL;
 }
@@ -1285,8 +1282,7 @@ int caris_phys_restore(struct repo *r, const struct phys_restore_opts *o,
     if (!*gap_note) {
         /* (not for the hint of a started server that stops: its log says why, and that
          * hint is the one for an archive that ends before the target) */
-        char end_note[480];
-        char *w = past_archive_end(o, summary, window, tli, end_note, sizeof(end_note));
+        char *w = past_archive_end(o, summary, window, tli);
         if (w) {
             caris_op_log(o->op, LOG_WARN, "%s", w);
             res->warnings = json_array();
