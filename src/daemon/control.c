@@ -133,6 +133,7 @@ int caris_schedule_status(const struct config *cfg, json_t **out, struct err *e)
     }
     json_object_set_new(s, "running", json_false());
     json_object_del(s, "pid");
+    json_object_del(s, "queued"); /* a killed daemon's queue: the next one tells it */
     json_object_set_new(s, "job", json_null());
     json_object_set_new(s, "queue", json_integer(0));
     int64_t now = time_now_ns() / 1000000000;

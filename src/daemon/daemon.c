@@ -96,7 +96,8 @@ struct daemon {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct job *queue, *queue_tail, *running, *finished;
-    struct job *kept; /* the last JOBS_KEPT finished jobs, newest first (for the API) */
+    struct job *kept;   /* the last JOBS_KEPT finished jobs, newest first (for the API) */
+    json_t *lost_queue; /* the last daemon's "queued" (state_load), until told */
     uint64_t job_seq;
     struct api *api;
     struct walq *walq;
@@ -283,6 +284,42 @@ static void state_save_locked(struct daemon *d)
     free(text);
 }
 
+/* What scheduler.json keeps of a queued job, in its "queued" list: what telling it dropped
+ * needs (dropped_tell), should the daemon stop, or be killed, before it runs the job. No
+ * restore target (a database URL may carry a password). */
+static json_t *queued_json(const struct job *j)
+{
+    const struct djob_spec *sp = &j->spec;
+    char t[40];
+    time_format_iso(j->queued_ns, t, sizeof(t));
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s}", "id", j->id, "kind",
+                          djob_kind_name(sp->kind), "schedule", j->source, "actor",
+                          *sp->actor ? sp->actor : "scheduler", "queuedAt", t);
+    if (!o)
+        return NULL;
+    if (sp->kind == DJOB_BACKUP)
+        json_object_set_new(o, "type", json_string(caris_job_type_name(sp->type)));
+    else
+        json_object_set_new(o, "backupId", json_string(sp->backup_id));
+    if (*sp->addr)
+        json_object_set_new(o, "addr", json_string(sp->addr));
+    return o;
+}
+
+/* scheduler.json's "queued": the jobs waiting in the queue, oldest first (absent when none
+ * waits). Under d->mu; the caller saves. */
+static void state_queue_locked(struct daemon *d)
+{
+    if (!d->queue) {
+        json_object_del(d->state, "queued");
+        return;
+    }
+    json_t *a = json_array();
+    for (const struct job *j = d->queue; j; j = j->next)
+        json_array_append_new(a, queued_json(j));
+    json_object_set_new(d->state, "queued", a);
+}
+
 static json_t *sched_state(struct daemon *d, const char *name)
 {
     json_t *all = json_object_get(d->state, "schedules");
@@ -312,6 +349,9 @@ static void state_load(struct daemon *d)
     if (!json_is_array(json_object_get(d->state, "history")))
         json_object_set_new(d->state, "history", json_array());
     json_object_set_new(d->state, "version", json_integer(1));
+    /* the last daemon's queue, taken out before anything is queued (lost_jobs_tell) */
+    d->lost_queue = json_incref(json_object_get(d->state, "queued"));
+    json_object_del(d->state, "queued");
 }
 
 static int64_t state_time(json_t *obj, const char *key)
@@ -363,6 +403,9 @@ static enum caris_job_type sched_type(const struct schedule *s)
     return strcmp(s->backup_type, "full") == 0 ? CARIS_JOB_FULL : CARIS_JOB_INCREMENTAL;
 }
 
+static void state_save_locked(struct daemon *d);
+static void state_queue_locked(struct daemon *d);
+
 static void enqueue_locked(struct daemon *d, struct job *j)
 {
     /* ids are unique across restarts: the daemon's start time and a sequence number */
@@ -376,6 +419,10 @@ static void enqueue_locked(struct daemon *d, struct job *j)
     else
         d->queue = j;
     d->queue_tail = j;
+    /* in scheduler.json before anyone is told it is queued: a daemon killed before it runs
+     * the job leaves it there for the next one to tell (lost_jobs_tell) */
+    state_queue_locked(d);
+    state_save_locked(d);
     pthread_cond_signal(&d->cv);
 }
 
@@ -1173,28 +1220,60 @@ static void interrupted_other_tell(struct daemon *d, json_t *job)
                      msg);
 }
 
-/* The jobs still queued when the daemon stops are dropped: each is logged and audited as
- * failed, by its id. A job the API answered 202 to (or a run-now) left no trace but a count in
- * the log, and after a restart its id was unknown (audit K4). Called once the worker ended. */
+/* Logs and audits a queued job that was dropped before it ran (q: its queued_json), as
+ * failed, by its id: a job the API answered 202 to (or a run-now) left no trace but a count in
+ * the log, and after a restart its id was unknown (audit K4). A scheduled run is run again at
+ * the daemon's next start, as a run missed while the machine was off. */
+static void dropped_tell(struct daemon *d, json_t *q, const char *msg)
+{
+    const char *id = json_string_value(json_object_get(q, "id"));
+    const char *kind = json_string_value(json_object_get(q, "kind"));
+    const char *source = json_string_value(json_object_get(q, "schedule"));
+    const char *actor = json_string_value(json_object_get(q, "actor"));
+    const char *addr = json_string_value(json_object_get(q, "addr"));
+    const char *backup_id = json_string_value(json_object_get(q, "backupId"));
+    if (!id || !kind || !source)
+        return;
+    bool backup = strcmp(kind, djob_kind_name(DJOB_BACKUP)) == 0;
+    bool scheduled = backup && strcmp(source, "manual") != 0 && strcmp(source, "api") != 0;
+    char what[300];
+    if (backup)
+        snprintf(what, sizeof(what), "%s %s run", source,
+                 json_string_value(json_object_get(q, "type")) ?: "?");
+    else
+        snprintf(what, sizeof(what), "%s of %s", kind, backup_id ? backup_id : "?");
+    dlog(d, LOG_WARN, "job", "%s %s: %s; %s", what, id, msg,
+         scheduled ? "the daemon's next start runs it as a missed run" : "ask for it again");
+    audit_job_failed(d, actor && *actor ? actor : "scheduler", addr && *addr ? addr : NULL,
+                     backup ? "backup run" : kind,
+                     json_pack("{s:s, s:s}", "job", id, "schedule", source),
+                     backup ? NULL : backup_id, msg);
+}
+
+/* The jobs still queued when the daemon stops are dropped: each is told (dropped_tell).
+ * Called once the worker ended. */
 static void dropped_jobs_tell(struct daemon *d)
 {
     static const char msg[] = "dropped: the daemon stopped before it ran";
     pthread_mutex_lock(&d->mu);
     for (const struct job *j = d->queue; j; j = j->next) {
-        const struct djob_spec *sp = &j->spec;
-        bool backup = sp->kind == DJOB_BACKUP;
-        char what[300];
-        if (backup)
-            snprintf(what, sizeof(what), "%s %s run", j->source, caris_job_type_name(sp->type));
-        else
-            snprintf(what, sizeof(what), "%s of %s", djob_kind_name(sp->kind), sp->backup_id);
-        dlog(d, LOG_WARN, "job", "%s %s: %s; ask for it again", what, j->id, msg);
-        audit_job_failed(d, *sp->actor ? sp->actor : "scheduler", *sp->addr ? sp->addr : NULL,
-                         backup ? "backup run" : djob_kind_name(sp->kind),
-                         json_pack("{s:s, s:s}", "job", j->id, "schedule", j->source),
-                         backup ? NULL : sp->backup_id, msg);
+        json_t *q = queued_json(j);
+        dropped_tell(d, q, msg);
+        json_decref(q);
     }
     pthread_mutex_unlock(&d->mu);
+}
+
+/* The jobs a daemon killed outright (kill -9, a crash, power loss) had queued and never ran:
+ * scheduler.json's "queued" at start (consumed). They vanished without a word before. */
+static void lost_jobs_tell(struct daemon *d, json_t *queued)
+{
+    static const char msg[] = "dropped: the daemon that queued it stopped (killed, crashed or "
+                              "the machine went down) before it ran";
+    size_t i;
+    json_t *q;
+    json_array_foreach(queued, i, q) dropped_tell(d, q, msg);
+    json_decref(queued);
 }
 
 static void *interrupted_tell_main(void *arg)
@@ -1289,6 +1368,7 @@ static void *worker_main(void *arg)
         if (j->spec.kind != DJOB_BACKUP)
             json_object_set_new(st, "backupId", json_string(j->spec.backup_id));
         json_object_set_new(d->state, "job", st);
+        state_queue_locked(d);
         state_save_locked(d);
         pthread_mutex_unlock(&d->mu);
         if (j->spec.kind == DJOB_BACKUP)
@@ -1350,6 +1430,7 @@ static json_t *status_locked(struct daemon *d)
 {
     state_schedules_locked(d);
     json_t *s = json_deep_copy(d->state);
+    json_object_del(s, "queued"); /* the queue's own record (state_queue_locked): "queue" counts */
     json_object_set_new(s, "running", json_true());
     json_object_set_new(s, "pid", json_integer(getpid()));
     char t[40];
@@ -2084,6 +2165,7 @@ static void daemon_free(struct daemon *d)
     }
     if (d->lock_fd >= 0)
         close(d->lock_fd);
+    json_decref(d->lost_queue);
     json_decref(d->state);
     schedule_config_free(&d->sch);
     nc_put_locked(d->ncr); /* every thread that notifies has ended */
@@ -2133,6 +2215,8 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
         goto out;
     if (reopen_repo(d, e) != 0)
         goto out;
+    /* before the API, whose jobs go into it as they are queued */
+    state_load(d);
     if (pipe2(d->done_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
         err_sys(e, errno, NULL, "pipe");
         goto out;
@@ -2145,7 +2229,6 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
         .d = d, .cfg = d->cfg, .backup_dir = d->backup_dir, .repo_path = d->repo_path};
     if (api_start(&ao, &d->api, e) != 0)
         goto out;
-    state_load(d);
     pthread_mutex_lock(&d->mu);
     int64_t now = now_s_locked(d);
     for (size_t i = 0; i < SCHEDULE_COUNT; i++)
@@ -2163,6 +2246,8 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
     pthread_mutex_unlock(&d->mu);
     interrupted_other_tell(d, dead_other);
     json_decref(dead_other);
+    lost_jobs_tell(d, d->lost_queue);
+    d->lost_queue = NULL;
     if (dead) {
         d->tell_rj = dead;
         d->tell_started = pthread_create(&d->tell_th, NULL, interrupted_tell_main, d) == 0;
@@ -2421,6 +2506,7 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
     pthread_mutex_lock(&d->mu);
     json_object_del(d->state, "job");
     json_object_del(d->state, "pid");
+    json_object_del(d->state, "queued"); /* told: dropped_jobs_tell */
     state_save_locked(d);
     pthread_mutex_unlock(&d->mu);
     dlog(d, LOG_INFO, "stopped", "daemon stopped");
