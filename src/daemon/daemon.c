@@ -96,8 +96,7 @@ struct daemon {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct job *queue, *queue_tail, *running, *finished;
-    struct job *kept;   /* the last JOBS_KEPT finished jobs, newest first (for the API) */
-    json_t *lost_queue; /* the last daemon's "queued" (state_load), until told */
+    struct job *kept; /* the last JOBS_KEPT finished jobs, newest first (for the API) */
     uint64_t job_seq;
     struct api *api;
     struct walq *walq;
@@ -349,9 +348,6 @@ static void state_load(struct daemon *d)
     if (!json_is_array(json_object_get(d->state, "history")))
         json_object_set_new(d->state, "history", json_array());
     json_object_set_new(d->state, "version", json_integer(1));
-    /* the last daemon's queue, taken out before anything is queued (lost_jobs_tell) */
-    d->lost_queue = json_incref(json_object_get(d->state, "queued"));
-    json_object_del(d->state, "queued");
 }
 
 static int64_t state_time(json_t *obj, const char *key)
@@ -403,13 +399,13 @@ static enum caris_job_type sched_type(const struct schedule *s)
     return strcmp(s->backup_type, "full") == 0 ? CARIS_JOB_FULL : CARIS_JOB_INCREMENTAL;
 }
 
-static void state_save_locked(struct daemon *d);
-static void state_queue_locked(struct daemon *d);
-
 static void enqueue_locked(struct daemon *d, struct job *j)
 {
-    /* ids are unique across restarts: the daemon's start time and a sequence number */
-    snprintf(j->id, sizeof(j->id), "job-%lld-%llu", (long long)(d->started_ns / 1000000000),
+    /* ids are unique across restarts: the daemon's start time and a sequence number. The
+     * time in milliseconds: two daemons started within one second (a restart after kill -9)
+     * gave the same ids to different jobs, in the audit log and the API (before 2026-12-06).
+     * Daemons run one at a time (the daemon lock) and each start takes longer than that. */
+    snprintf(j->id, sizeof(j->id), "job-%lld-%llu", (long long)(d->started_ns / 1000000),
              (unsigned long long)++d->job_seq);
     j->state = JOB_QUEUED;
     j->queued_ns = time_now_ns();
@@ -1222,8 +1218,7 @@ static void interrupted_other_tell(struct daemon *d, json_t *job)
 
 /* Logs and audits a queued job that was dropped before it ran (q: its queued_json), as
  * failed, by its id: a job the API answered 202 to (or a run-now) left no trace but a count in
- * the log, and after a restart its id was unknown (audit K4). A scheduled run is run again at
- * the daemon's next start, as a run missed while the machine was off. */
+ * the log, and after a restart its id was unknown (audit K4). */
 static void dropped_tell(struct daemon *d, json_t *q, const char *msg)
 {
     const char *id = json_string_value(json_object_get(q, "id"));
@@ -1235,15 +1230,13 @@ static void dropped_tell(struct daemon *d, json_t *q, const char *msg)
     if (!id || !kind || !source)
         return;
     bool backup = strcmp(kind, djob_kind_name(DJOB_BACKUP)) == 0;
-    bool scheduled = backup && strcmp(source, "manual") != 0 && strcmp(source, "api") != 0;
     char what[300];
     if (backup)
         snprintf(what, sizeof(what), "%s %s run", source,
                  json_string_value(json_object_get(q, "type")) ?: "?");
     else
         snprintf(what, sizeof(what), "%s of %s", kind, backup_id ? backup_id : "?");
-    dlog(d, LOG_WARN, "job", "%s %s: %s; %s", what, id, msg,
-         scheduled ? "the daemon's next start runs it as a missed run" : "ask for it again");
+    dlog(d, LOG_WARN, "job", "%s %s: %s; ask for it again", what, id, msg);
     audit_job_failed(d, actor && *actor ? actor : "scheduler", addr && *addr ? addr : NULL,
                      backup ? "backup run" : kind,
                      json_pack("{s:s, s:s}", "job", id, "schedule", source),
@@ -1258,7 +1251,10 @@ static void dropped_jobs_tell(struct daemon *d)
     pthread_mutex_lock(&d->mu);
     for (const struct job *j = d->queue; j; j = j->next) {
         json_t *q = queued_json(j);
-        dropped_tell(d, q, msg);
+        if (q)
+            dropped_tell(d, q, msg);
+        else /* (no memory) */
+            dlog(d, LOG_WARN, "job", "job %s: %s; ask for it again", j->id, msg);
         json_decref(q);
     }
     pthread_mutex_unlock(&d->mu);
@@ -2165,7 +2161,6 @@ static void daemon_free(struct daemon *d)
     }
     if (d->lock_fd >= 0)
         close(d->lock_fd);
-    json_decref(d->lost_queue);
     json_decref(d->state);
     schedule_config_free(&d->sch);
     nc_put_locked(d->ncr); /* every thread that notifies has ended */
@@ -2215,8 +2210,15 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
         goto out;
     if (reopen_repo(d, e) != 0)
         goto out;
-    /* before the API, whose jobs go into it as they are queued */
+    /* before the API, whose jobs go into it as they are queued; the last daemon's queue is
+     * told before anything is queued, then saved without it (told twice if this daemon is
+     * killed in between, never not at all) */
     state_load(d);
+    lost_jobs_tell(d, json_incref(json_object_get(d->state, "queued")));
+    pthread_mutex_lock(&d->mu);
+    if (json_object_del(d->state, "queued") == 0)
+        state_save_locked(d);
+    pthread_mutex_unlock(&d->mu);
     if (pipe2(d->done_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
         err_sys(e, errno, NULL, "pipe");
         goto out;
@@ -2246,8 +2248,6 @@ int caris_daemon_run(const struct caris_daemon_opts *o, struct err *e)
     pthread_mutex_unlock(&d->mu);
     interrupted_other_tell(d, dead_other);
     json_decref(dead_other);
-    lost_jobs_tell(d, d->lost_queue);
-    d->lost_queue = NULL;
     if (dead) {
         d->tell_rj = dead;
         d->tell_started = pthread_create(&d->tell_th, NULL, interrupted_tell_main, d) == 0;
