@@ -111,6 +111,38 @@ static int id_committed_since(struct repo *r, json_t *list, const char *id, stru
     return rc;
 }
 
+static bool id_listed(json_t *list, const char *id)
+{
+    size_t i;
+    json_t *s;
+    json_array_foreach(list, i, s)
+    {
+        const char *sid = json_string_value(json_object_get(s, "id"));
+        if (sid && strcmp(sid, id) == 0)
+            return true;
+    }
+    return false;
+}
+
+static int exact_taken(const char *base, struct err *e)
+{
+    return err_set(e, ERR_USAGE, "give another --time: backup ids carry the time to the second",
+                   "backup %s already exists (or is being made)", base);
+}
+
+int backup_id_check_exact(struct repo *r, const char *prefix, const char *mode, int64_t ns,
+                          struct err *e)
+{
+    json_t *list = repo_snapshot_list(r, NULL, e);
+    if (!list)
+        return -1;
+    char base[128];
+    caris_backup_id_format(prefix, mode, ns, base, sizeof(base));
+    int rc = id_listed(list, base) ? exact_taken(base, e) : 0;
+    json_decref(list);
+    return rc;
+}
+
 int backup_id_claim_in(struct repo *r, json_t *list, const char *prefix, const char *mode,
                        int64_t now_ns, bool exact, const struct caris_op *op, char *id, size_t n,
                        struct err *e)
@@ -123,15 +155,7 @@ int backup_id_claim_in(struct repo *r, json_t *list, const char *prefix, const c
             snprintf(id, n, "%s", base);
         else
             snprintf(id, n, "%s-%d", base, k);
-        bool taken = false;
-        size_t i;
-        json_t *s;
-        json_array_foreach(list, i, s)
-        {
-            const char *sid = json_string_value(json_object_get(s, "id"));
-            if (sid && strcmp(sid, id) == 0)
-                taken = true;
-        }
+        bool taken = id_listed(list, id);
         if (taken && exact)
             break;
         if (taken)
@@ -151,8 +175,7 @@ int backup_id_claim_in(struct repo *r, json_t *list, const char *prefix, const c
             break;
     }
     if (exact)
-        return err_set(e, ERR_USAGE, "give another --time: backup ids carry the time to the second",
-                       "backup %s already exists (or is being made)", base);
+        return exact_taken(base, e);
     return err_set(e, ERR_FAILURE, "`caris-backup unlock` removes stale claims",
                    "cannot find a free backup id for %s", base);
 }

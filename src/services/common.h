@@ -20,6 +20,11 @@ int backup_id_claim(struct repo *r, const char *prefix, const char *mode, int64_
 int backup_id_claim_in(struct repo *r, json_t *list, const char *prefix, const char *mode,
                        int64_t now_ns, bool exact, const struct caris_op *op, char *id, size_t n,
                        struct err *e);
+/* For a dry run with --time (ns): 0 when no backup in the repository has the id prefix/mode
+ * would take at ns, else -1 with the error backup_id_claim gives (a concurrent claim is not
+ * seen: nothing is claimed). */
+int backup_id_check_exact(struct repo *r, const char *prefix, const char *mode, int64_t ns,
+                          struct err *e);
 /* The time a backup records: o_time_ns when given (refused when in the future), else now. */
 int backup_time(int64_t o_time_ns, int64_t *ns, struct err *e);
 void backup_id_release(struct repo *r, const char *id);

@@ -254,4 +254,22 @@ assert_contains "$ERR" "there is a repository at $TEST_TMP/demo-a/repository: a 
     "demo.sh says why it generates no key"
 assert_eq "$before" "$(sha256sum <"$ed")" "the env file is unchanged: no key appended"
 
+# --- backup database --dry-run --time -------------------------------------------------------------
+# the id a time gives, taken by a backup already: refused as the backup refuses it (the dry run
+# said the plan was fine, and the backup then failed)
+assert_exit 0 cb --quiet backup database --full --time 2024-05-01T10:00:00Z
+for mode in --full --incremental; do
+    run cb backup database --dry-run $mode --time 2024-05-01T10:00:00Z
+    if [[ $mode == --full ]]; then
+        assert_rc 2 "backup database --dry-run --full --time of an id a backup has: exit 2"
+        assert_contains "$ERR" "backup caris_full_2024-05-01T10-00-00 already exists" "... naming the id"
+    else
+        assert_rc 0 "... an incremental at that time has another id"
+    fi
+done
+run cb backup database --dry-run --full --time 2024-05-01T10:00:01Z
+assert_rc 0 "... a second later, the id is free"
+run cb backup database --dry-run --full --time 2999-01-01T00:00:00Z
+assert_rc 2 "a --time in the future is refused by the dry run too"
+
 test_done
