@@ -36,6 +36,8 @@ static const char *esc(const char *s, char *buf)
 
 /* ---- the restore -------------------------------------------------------------------------- */
 
+static const char ACL_ACCESS[] = "system.posix_acl_access";
+static const char ACL_DEFAULT[] = "system.posix_acl_default";
 static const char HINT_EMPTY[] = "restore into an empty or new directory, or give --overwrite";
 static const char HINT_UNSAFE[] =
     "the backup holds a path that would lead outside the restore target; it is damaged or "
@@ -86,6 +88,10 @@ struct fsrestore {
      * nothing may be replaced (no overwrite) and the file system and /proc allow it. */
     int anon_ok;
     bool overwrite;
+    /* What the restore creates may inherit a default ACL (POSIX ACLs): the target has one,
+     * or directories that were there (overwrite) may. apply_fd then removes the inherited
+     * ACLs an entry does not have of its own. */
+    bool acl_inherit;
     size_t batch; /* 0: commit at once */
     struct pending *pend;
     size_t npend;
@@ -308,6 +314,7 @@ struct fsrestore *fsrestore_open(const char *target, bool overwrite, struct err 
     }
     r->rootfd = fd;
     r->overwrite = overwrite;
+    r->acl_inherit = overwrite || fgetxattr(fd, ACL_DEFAULT, NULL, 0) >= 0;
     r->cache_fd = -1;
     pthread_mutex_init(&r->mu, NULL);
     r->anon_ok = access("/proc/self/fd", X_OK) == 0;
@@ -779,7 +786,7 @@ static int commit_batched(struct fsrestore_file *f, uint64_t size, struct err *e
 }
 
 static int apply_fd(int fd, const char *path, const struct fs_meta *m, const struct timespec ts[2],
-                    struct err *e);
+                    bool acls, struct err *e);
 
 int fsrestore_file_commit_meta(struct fsrestore_file *f, uint64_t size, const struct fs_meta *m,
                                struct err *e)
@@ -801,7 +808,7 @@ int fsrestore_file_commit_meta(struct fsrestore_file *f, uint64_t size, const st
         fsrestore_file_abort(f);
         return -1;
     }
-    if (apply_fd(f->fd, f->path, m, ts, e) < 0) {
+    if (apply_fd(f->fd, f->path, m, ts, f->r->acl_inherit, e) < 0) {
         fsrestore_file_abort(f);
         return -1;
     }
@@ -929,16 +936,54 @@ static bool unprivileged(int err)
     return (err == EPERM || err == EINVAL) && geteuid() != 0;
 }
 
+static bool has_xattr(const struct fs_meta *m, const char *name)
+{
+    for (size_t i = 0; i < m->nxattrs; i++)
+        if (strcmp(m->xattrs[i].name, name) == 0)
+            return true;
+    return false;
+}
+
 /* Applies m to the entry open as fd. Order matters: chown clears setuid/setgid bits and
  * security.capability, so xattrs and mode come after it; setting xattrs may need write
- * permission, so they come before chmod; times come last as nothing after changes them. */
+ * permission, so they come before chmod; times come last as nothing after changes them.
+ * acls: the entry may have inherited a default ACL of the target (acl_inherit). */
 static int apply_fd(int fd, const char *path, const struct fs_meta *m, const struct timespec ts[2],
-                    struct err *e)
+                    bool acls, struct err *e)
 {
     char ep[ESC_MAX];
     int rc = 0;
-    if (fchown(fd, m->uid, m->gid) < 0 && !unprivileged(errno))
-        note(e, &rc, errno, NULL, "cannot change owner of %s", esc(path, ep));
+    mode_t mode = m->mode & 07777;
+    if (fchown(fd, m->uid, m->gid) < 0) {
+        if (!unprivileged(errno))
+            note(e, &rc, errno, NULL, "cannot change owner of %s", esc(path, ep));
+        else /* the group alone, when the restoring user is in it */
+            (void)fchown(fd, (uid_t)-1, m->gid);
+    }
+    if (mode & (S_ISUID | S_ISGID)) {
+        /* Set-user-id and set-group-id go with the owner they were set for: restored without
+         * the privilege to give the entry its owner (not root), another user's setuid
+         * program kept its bits, owned by whoever restored it: a program of the backup's
+         * content running as that user (as --no-owner does for root) */
+        struct stat st;
+        bool known = fstat(fd, &st) == 0;
+        if (!known || st.st_uid != m->uid)
+            mode &= ~(mode_t)S_ISUID;
+        if (!known || st.st_gid != m->gid)
+            mode &= ~(mode_t)S_ISGID;
+    }
+    if (acls) {
+        /* a default ACL of the target is inherited by what the restore creates: one the entry
+         * does not have of its own gave access its backed-up mode does not (the mode's group
+         * bits become the ACL's mask), and a directory passed it on */
+        for (int k = 0; k < (m->type == FS_DIR ? 2 : 1); k++) {
+            const char *name = k ? ACL_DEFAULT : ACL_ACCESS;
+            if (!has_xattr(m, name) && fremovexattr(fd, name) < 0 && errno != ENODATA &&
+                errno != ENOTSUP && !unprivileged(errno))
+                note(e, &rc, errno, NULL, "cannot remove the ACL %s inherited on %s", name,
+                     esc(path, ep));
+        }
+    }
     for (size_t i = 0; i < m->nxattrs; i++) {
         const struct fs_xattr *x = &m->xattrs[i];
         if (fsetxattr(fd, x->name, x->value, x->len, 0) == 0)
@@ -952,7 +997,7 @@ static int apply_fd(int fd, const char *path, const struct fs_meta *m, const str
                             : NULL,
              "cannot set extended attribute %s on %s", x->name, esc(path, ep));
     }
-    if (fchmod(fd, m->mode & 07777) < 0)
+    if (fchmod(fd, mode) < 0)
         note(e, &rc, errno, NULL, "cannot change mode of %s", esc(path, ep));
     if (futimens(fd, ts) < 0)
         note(e, &rc, errno, NULL, "cannot set modification time of %s", esc(path, ep));
@@ -961,7 +1006,7 @@ static int apply_fd(int fd, const char *path, const struct fs_meta *m, const str
 
 /* Applies m to name in dfd, which must be of the type m says: metadata is never applied
  * through a symlink. */
-static int apply_at(int dfd, const char *name, const char *path, const struct fs_meta *m,
+static int apply_at(int dfd, const char *name, const char *path, const struct fs_meta *m, bool acls,
                     struct err *e)
 {
     char ep[ESC_MAX];
@@ -1012,7 +1057,7 @@ static int apply_at(int dfd, const char *name, const char *path, const struct fs
         rc = err_set(e, ERR_FAILURE, NULL, "cannot apply metadata to %s: it is a %s, not a %s",
                      esc(path, ep), type_name(st.st_mode), type_name(want));
     else
-        rc = apply_fd(fd, path, m, ts, e);
+        rc = apply_fd(fd, path, m, ts, acls, e);
     close(fd);
     return rc;
 }
@@ -1092,11 +1137,11 @@ int fsrestore_apply_meta(struct fsrestore *r, const char *path, const struct fs_
         struct pending *p = find_pending(r, path);
         int prc = 0;
         if (p && p->tmp[0]) {
-            prc = apply_at(p->dirfd, p->tmp, path, m, e);
+            prc = apply_at(p->dirfd, p->tmp, path, m, r->acl_inherit, e);
         } else if (p) {
             const struct timespec ts[2] = {{.tv_sec = m->mtime_sec, .tv_nsec = m->mtime_nsec},
                                            {.tv_sec = m->mtime_sec, .tv_nsec = m->mtime_nsec}};
-            prc = apply_fd(p->fd, path, m, ts, e);
+            prc = apply_fd(p->fd, path, m, ts, r->acl_inherit, e);
         }
         pthread_mutex_unlock(&r->mu);
         if (p)
@@ -1109,7 +1154,7 @@ int fsrestore_apply_meta(struct fsrestore *r, const char *path, const struct fs_
     int rc = 0;
     struct stat st;
     if (m->type != FS_HARDLINK)
-        rc = apply_at(dfd, name, path, m, e);
+        rc = apply_at(dfd, name, path, m, r->acl_inherit, e);
     /* A further name: the inode's metadata came with its first name. Applying it again
      * would only fail where a mode without read permission stops the unprivileged open. */
     else if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
@@ -1145,7 +1190,7 @@ int fsrestore_finish(struct fsrestore *r, struct err *e)
         const char *name = ".";
         int dfd = is_dot(d->path) ? fcntl(r->rootfd, F_DUPFD_CLOEXEC, 0)
                                   : resolve_parent(r, d->path, false, &name, ei);
-        if (dfd < 0 || apply_at(dfd, name, d->path, &d->meta, ei) < 0) {
+        if (dfd < 0 || apply_at(dfd, name, d->path, &d->meta, r->acl_inherit, ei) < 0) {
             if (dfd < 0 && is_dot(d->path))
                 target_sys(ei, errno, "cannot open restore target %s", esc(r->target, et));
             rc = -1;

@@ -330,4 +330,64 @@ if ((EUID == 0)); then
     assert_eq "6755 4321:4321" "$(stat -c '%a %u:%g' "$TEST_TMP/suid-o$su/tool")" "with the owner restored, the bits stay"
 fi
 
+# --- restored by a user who cannot give files their owner: the same rule -------------------
+# another user's setuid program, restored by uid 65534 (no --no-owner), stayed setuid, owned by
+# 65534: a program of the backup's content running as whoever restored it
+if ((EUID != 0)); then
+    note "setuid restored without privileges: not checked (needs root, to restore as nobody)"
+elif ! command -v setpriv >/dev/null || ! setpriv --reuid=65534 --regid=65534 --clear-groups true 2>/dev/null; then
+    note "setuid restored without privileges: not checked (setpriv cannot switch to uid 65534 here)"
+else
+    np=$TEST_TMP/suid-nobody
+    mkdir -p "$np/backup" "$np/src/shared" "$np/t"
+    chmod 777 "$np/backup" "$np/t"
+    printf '#!/bin/sh\n' >"$np/src/tool"
+    chown 4321:4321 "$np/src/tool" "$np/src/shared"
+    chmod 6755 "$np/src/tool"
+    chmod 2775 "$np/src/shared"
+    nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups env BACKUP_DIR="$np/backup" "$@"; }
+    assert_exit 0 nobody "$CARIS_BIN" --quiet init
+    run nobody "$CARIS_BIN" --json backup files --full "$np/src"
+    assert_rc 0 "nobody backs up another user's setuid program"
+    nid=$(json_get "$OUT_FILE" '["id"]')
+    run nobody "$CARIS_BIN" --quiet restore files "$nid" --target "$np/t/r"
+    assert_rc 0 "nobody restores it (owners it cannot give are not errors)"
+    assert_eq "755 65534:65534" "$(stat -c '%a %u:%g' "$np/t/r$np/src/tool")" \
+        "restored by nobody: owned by nobody, without setuid and setgid"
+    assert_eq "775 65534:65534" "$(stat -c '%a %u:%g' "$np/t/r$np/src/shared")" \
+        "... and the setgid directory without setgid"
+fi
+
+# --- a default ACL on the target is not inherited -----------------------------------------------
+# what the restore creates inherited the target's default ACL (POSIX): a file backed up 0640
+# without an ACL came back readable by the ACL's user, its directory listable
+if ((EUID == 0)); then
+    as=$TEST_TMP/acl-src at=$TEST_TMP/acl-target
+    mkdir -p "$as/private" "$at"
+    printf 'notes\n' >"$as/private/notes.txt"
+    chmod 0640 "$as/private/notes.txt"
+    chmod 0750 "$as/private"
+    backup_json "$TEST_TMP/acl.json" --full "$as"
+    # user::rwx, user:4321:rwx, group::r-x, mask::rwx, other::--- (written as the xattr: setfacl
+    # is not installed everywhere)
+    if python3 - "$at" <<'EOF_ACL'; then
+import os, struct, sys
+none = 0xFFFFFFFF
+entries = [(0x01, 7, none), (0x02, 7, 4321), (0x04, 5, none), (0x10, 7, none), (0x20, 0, none)]
+os.setxattr(sys.argv[1], "system.posix_acl_default",
+            struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *x) for x in entries))
+EOF_ACL
+        assert_exit 0 cb --quiet restore files "$BACKUP_ID" --target "$at"
+        r=$at$as
+        for f in "$r/private/notes.txt" "$r/private" "$r"; do
+            assert_eq "" "$(python3 -c 'import os, sys; print(" ".join(x for x in os.listxattr(sys.argv[1]) if x.startswith("system.posix_acl")))' "$f")" \
+                "no ACL inherited from the target's default ACL on the backup's ${f#"$r"}/ (its root: /)"
+        done
+        assert_eq "640 750" "$(stat -c %a "$r/private/notes.txt") $(stat -c %a "$r/private")" \
+            "the modes as backed up"
+    else
+        note "default ACL on the target: not checked (the file system refuses POSIX ACLs)"
+    fi
+fi
+
 test_done
