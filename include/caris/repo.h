@@ -440,6 +440,9 @@ void repo_set_lock_wait(struct repo *r, int64_t wait_ms, repo_lock_wait_fn waiti
  * while held, or could not be refreshed for the staleness timeout (others may have removed
  * it as stale). repo_snapshot_commit checks it: such a backup commits nothing. */
 int repo_lock_check(struct repo *r, struct err *e);
+/* Its part that reads no file, cheap enough before every deletion: ERR_LOCKED when the lock
+ * could not be refreshed for the staleness timeout (the process was stopped, say). */
+int repo_lock_lapse_check(struct repo *r, struct err *e);
 /* For an operation that failed (e set) while holding the lock: when the lock was removed
  * meanwhile (repo_lock_check), that is the cause (`unlock --force` also removes the temporary
  * packs of writers it no longer sees, which then fail to be read or renamed), so e becomes the

@@ -379,6 +379,18 @@ int repo_walk_record_references(struct repo *r, const struct repo_ref_walk *w, s
 
 /* ---- prune --------------------------------------------------------------------------- */
 
+/* Whether pack p was missing when the index was loaded (pack_missing_at_open: its entries
+ * were left out). */
+static bool missing_at_open(struct repo *r, size_t p)
+{
+    bool found = false;
+    pthread_mutex_lock(&r->mu);
+    for (size_t i = 0; !found && i + 32 <= r->flagged.len; i += 32)
+        found = memcmp(r->flagged.data + i, r->packs[p].id, 32) == 0;
+    pthread_mutex_unlock(&r->mu);
+    return found;
+}
+
 /* Test-only fault injection: with CARIS_TEST_PRUNE_CRASH_AT=k in the environment, prune
  * ends the process abruptly (as kill -9 would) right after its k-th durable step (an object
  * written or deleted), so that tests can stop it at every step in turn. */
@@ -818,6 +830,10 @@ int repo_prune(struct repo *r, const struct repo_prune_opts *o, struct repo_prun
     char **old_index = NULL, **new_index = NULL;
     size_t nold = 0, nnew = 0;
 
+    /* test-only: CARIS_TEST_PRUNE_HOLD_MARK=PATH holds prune here, before it marks: a test
+     * puts back a pack that was missing when it opened */
+    test_hold_point("CARIS_TEST_PRUNE_HOLD_MARK");
+
     /* 1. Mark. */
     list = repo_snapshot_list(r, &damaged, e);
     if (!list)
@@ -918,6 +934,18 @@ int repo_prune(struct repo *r, const struct repo_prune_opts *o, struct repo_prun
             /* listed but missing: keep listing it while a backup needs it (check reports
              * it); forget it otherwise */
             x->fate = x->nused ? P_KEEP : P_DROP;
+        } else if (x->nblobs == 0 && missing_at_open(r, p)) {
+            /* missing when the repository was opened (none of its blobs loaded, so none
+             * counted used), there now: put back meanwhile, the copy that mends the backups
+             * needing it. Left as it is, in no new index file: the next open adopts it from
+             * its trailer (it was deleted, unread) */
+            x->fate = P_KEEP;
+            char hex[65];
+            cx_hex(r->packs[p].id, 32, hex);
+            caris_op_log(op, LOG_WARN,
+                         "pack %s, missing when prune started, is there now: left as it is "
+                         "(the next command that opens the repository reads it again)",
+                         hex);
         } else if (x->nused == 0) {
             x->fate = P_DELETE;
             st->packs_deleted++;
@@ -1063,8 +1091,13 @@ int repo_prune(struct repo *r, const struct repo_prune_opts *o, struct repo_prun
             err_set(e, ERR_FAILURE, NULL, "cancelled (run prune again to finish)");
             goto out;
         }
-        if (done % 64 == 0 && held_or_stop(r, "run prune again to finish", e) != 0)
+        /* the lock file read every 64 packs; whether the lock lapsed (a stop, a suspend),
+         * which reads only memory, before each: a backup that took it for stale meanwhile
+         * may have deduplicated against this pack */
+        if ((done % 64 == 0 ? repo_lock_check(r, e) : repo_lock_lapse_check(r, e)) != 0) {
+            err_wrap(e, "prune stopped (run prune again to finish)");
             goto out;
+        }
         caris_op_progress(op, "delete", done++, todo);
         char name[80];
         pack_object_name(r->packs[p].id, name, sizeof(name));
@@ -1075,8 +1108,10 @@ int repo_prune(struct repo *r, const struct repo_prune_opts *o, struct repo_prun
     caris_op_progress(op, "delete", done, todo);
 
 leftovers:
-    /* 7. Leftovers of interrupted writes. */
-    if (prune_remove_leftovers(r, false, &st->leftovers_removed, e) != 0)
+    /* 7. Leftovers of interrupted writes (only what no live lock or claim protects: the lock
+     * must still be this one's). */
+    if (held_or_stop(r, "run prune again to finish", e) != 0 ||
+        prune_remove_leftovers(r, false, &st->leftovers_removed, e) != 0)
         goto out;
     {
         struct packstat *after = xcalloc(r->npacks + 1, sizeof(*after));

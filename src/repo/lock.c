@@ -818,15 +818,16 @@ void repo_unlock(struct repo *r)
     storage_drop_open(r->st);
 }
 
-int repo_lock_check(struct repo *r, struct err *e)
+/* repo_lock_check's first half, which reads only memory: the lock lapsed (not refreshed for
+ * the staleness timeout). *lost: its file is known to be gone (NULL: not asked). */
+static int lock_lapse_check(struct lock_holder *h, bool *lost_out, struct err *e)
 {
-    struct lock_holder *h = r->lock;
-    if (!h)
-        return 0;
     pthread_mutex_lock(&h->mu);
     bool lost = h->lost, lapsed = h->lapsed;
     int64_t since = lapse_clock_ns() - h->last_refresh_ns;
     pthread_mutex_unlock(&h->mu);
+    if (lost_out)
+        *lost_out = lost;
     if (lapsed || since > lapse_ns())
         return err_set(e, ERR_LOCKED,
                        "the process was stopped or suspended, or the repository was not writable, "
@@ -835,6 +836,22 @@ int repo_lock_check(struct repo *r, struct err *e)
                        "may have taken it for stale (and a prune may have deleted data it uses): "
                        "nothing was committed",
                        h->operation, h->name, (long long)(since / 1000000000));
+    return 0;
+}
+
+int repo_lock_lapse_check(struct repo *r, struct err *e)
+{
+    return r->lock ? lock_lapse_check(r->lock, NULL, e) : 0;
+}
+
+int repo_lock_check(struct repo *r, struct err *e)
+{
+    struct lock_holder *h = r->lock;
+    if (!h)
+        return 0;
+    bool lost;
+    if (lock_lapse_check(h, &lost, e) != 0)
+        return -1;
     int ex = lost ? 0 : storage_exists(r->st, h->name, e);
     if (ex < 0)
         return -1;
