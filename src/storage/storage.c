@@ -381,13 +381,23 @@ static struct posix_storage *P(struct storage *s)
     return (struct posix_storage *)s;
 }
 
-/* Creates the directories leading to name (relative to root). */
+static int fsync_parent(struct posix_storage *ps, const char *name, struct err *e);
+
+/* Creates the directories leading to name (relative to root). A directory made here is
+ * synced into its parent: the file's own sync (fsync_parent) makes its entry in the new
+ * directory durable, not the directory's entry in data/ (a pack of a new prefix, say, listed
+ * by an index file that is durable, gone after a crash on a file system without a journal). */
 static int make_parents(struct posix_storage *ps, const char *name, struct err *e)
 {
     char *p = xstrdup(name);
     for (char *slash = strchr(p, '/'); slash; slash = strchr(slash + 1, '/')) {
         *slash = '\0';
-        if (mkdirat(ps->rootfd, p, 0700) != 0 && errno != EEXIST) {
+        if (mkdirat(ps->rootfd, p, 0700) == 0) {
+            if (fsync_parent(ps, p, e) != 0) {
+                free(p);
+                return -1;
+            }
+        } else if (errno != EEXIST) {
             int en = errno;
             err_sys(e, en, NULL, "cannot create directory %s/%s", ps->root, p);
             free(p);
