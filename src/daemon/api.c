@@ -145,8 +145,9 @@ static enum MHD_Result respond_error(struct MHD_Connection *c, unsigned status, 
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    json_t *j = json_pack("{s:{s:s, s:s, s:s}}", "error", "code", code, "message", msg, "hint",
-                          hint ? hint : "");
+    /* (a message may quote bytes of the request that are not UTF-8: escaped, not lost) */
+    json_t *j = json_pack("{s:{s:s, s:o, s:s}}", "error", "code", code, "message", jsonx_text(msg),
+                          "hint", hint ? hint : "");
     const char *h = NULL, *v = NULL;
     if (status == MHD_HTTP_UNAUTHORIZED) {
         h = "WWW-Authenticate";
@@ -322,6 +323,9 @@ static int authorize(struct api *a, struct MHD_Connection *c, enum access need, 
     }
     unsigned n = header_count(c, "Authorization");
     if (n > 1) {
+        /* a failure too (as no header below): else each such request was an audit line,
+         * for ever, without a credential */
+        fail_record(a, addr, cron);
         *mr = respond_error(c, MHD_HTTP_BAD_REQUEST, "bad_request", "send one Authorization header",
                             "%u Authorization headers", n);
         return -1;
@@ -562,9 +566,16 @@ static json_t *body_object(struct MHD_Connection *c, const struct req *q, enum M
     json_t *j = json_loadb(q->body.data ? (const char *)q->body.data : "", q->body.len,
                            JSON_REJECT_DUPLICATES, &je);
     if (!j) {
+        /* jansson's text ends with the bytes it stopped at ("near '...'"): not sent back (a
+         * password of a target URL cut short was; the place is in the line and column) */
+        char why[sizeof(je.text)];
+        snprintf(why, sizeof(why), "%s", je.text);
+        char *near = strstr(why, " near ");
+        if (near)
+            *near = '\0';
         *mr = respond_error(
             c, MHD_HTTP_BAD_REQUEST, "bad_request", "send a JSON object, e.g. {\"type\": \"full\"}",
-            "the body is not valid JSON: %s (line %d, column %d)", je.text, je.line, je.column);
+            "the body is not valid JSON: %s (line %d, column %d)", why, je.line, je.column);
         return NULL;
     }
     if (!json_is_object(j)) {

@@ -80,6 +80,10 @@ struct api_gate {
  * the text after the line's last space (trailing spaces included), exactly "HTTP/1.d". */
 static bool line_ok(const char *l, size_t len)
 {
+    /* a NUL byte: libmicrohttpd reads the target up to it, so "GET /x\0junk HTTP/1.1" was
+     * served and audited as /x (a header's NUL is refused below; %00 is never decoded) */
+    if (memchr(l, '\0', len))
+        return false;
     const char *end = l + len;
     const char *sp = memchr(l, ' ', len);
     if (!sp || sp == l)

@@ -1665,9 +1665,8 @@ static void job_free(struct job *j)
 }
 
 /* Keeps a finished job for the API, forgetting the oldest beyond JOBS_KEPT. */
-static void keep_job(struct daemon *d, struct job *j)
+static void keep_job_locked(struct daemon *d, struct job *j)
 {
-    pthread_mutex_lock(&d->mu);
     j->next = d->kept;
     d->kept = j;
     size_t n = 0;
@@ -1680,34 +1679,46 @@ static void keep_job(struct daemon *d, struct job *j)
             }
             break;
         }
-    pthread_mutex_unlock(&d->mu);
 }
 
-/* Answers the clients waiting for finished jobs and keeps those jobs for the API. */
+/* Answers the clients waiting for finished jobs and keeps those jobs for the API. A job goes
+ * from the finished list to the kept ones in one hold of d->mu: in between, on neither, the
+ * API answered 404 for a job that had just ended. */
 static void jobs_finished(struct daemon *d)
 {
     char buf[64];
     while (read(d->done_pipe[0], buf, sizeof(buf)) > 0)
         ;
+    struct answer {
+        int fd;
+        json_t *result;
+    } *ans = NULL;
+    size_t nans = 0;
     pthread_mutex_lock(&d->mu);
     struct job *list = d->finished;
     d->finished = NULL;
-    pthread_mutex_unlock(&d->mu);
     while (list) {
         struct job *j = list;
         list = j->next;
         for (size_t k = 0; k < j->nwaiters; k++) {
             if (j->waiters[k] < 0)
                 continue;
-            send_line(j->waiters[k], j->result);
-            for (size_t i = 0; i < d->nclients; i++)
-                if (d->clients[i].fd == j->waiters[k]) {
-                    client_close(d, i);
-                    break;
-                }
+            ans = xrealloc(ans, xsize(nans + 1, sizeof(*ans), 0));
+            ans[nans++] = (struct answer){j->waiters[k], json_incref(j->result)};
         }
-        keep_job(d, j);
+        keep_job_locked(d, j); /* may free an older kept job: the results are held */
     }
+    pthread_mutex_unlock(&d->mu);
+    for (size_t a = 0; a < nans; a++) {
+        send_line(ans[a].fd, ans[a].result);
+        json_decref(ans[a].result);
+        for (size_t i = 0; i < d->nclients; i++)
+            if (d->clients[i].fd == ans[a].fd) {
+                client_close(d, i);
+                break;
+            }
+    }
+    free(ans);
 }
 
 static int listen_socket(struct daemon *d, struct err *e)
@@ -2124,6 +2135,10 @@ static void daemon_free(struct daemon *d)
 {
     /* the threads that may be delivering a notification: they give up at d->stopping */
     __atomic_store_n(&d->stopping, 1, __ATOMIC_RELAXED);
+    /* first: a start that failed after api_start has the API's threads still queueing and
+     * reading jobs (the normal stop stopped it already: NULL) */
+    api_stop(d->api);
+    d->api = NULL;
     if (d->tell_started)
         pthread_join(d->tell_th, NULL);
     if (d->stale_th_started)
@@ -2148,7 +2163,6 @@ static void daemon_free(struct daemon *d)
         d->kept = j->next;
         job_free(j);
     }
-    api_stop(d->api);
     if (d->r)
         repo_close(d->r);
     if (d->listen_fd >= 0) {

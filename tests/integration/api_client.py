@@ -213,6 +213,9 @@ def run_raw(base, admin):
         b"Content-Length: 16\r\n\r\n{\"type\": \"full\"}",
         "unknown method": b"BREW /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
         "nul in path": b"GET /heal\x00thz HTTP/1.1\r\nHost: x\r\n\r\n",
+        # libmicrohttpd read the target up to the NUL: served (and audited) as the path before it
+        "nul before the version": b"GET /api/admin/backup/status\x00junk HTTP/1.1\r\nHost: x\r\n"
+        b"Authorization: Bearer " + admin.encode() + b"\r\n\r\n",
         # read as a C string, the token would end at the NUL and be taken
         "nul in auth": b"GET /api/admin/backup/status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
         + admin.encode() + b"\x00junk\r\n\r\n",
@@ -594,6 +597,11 @@ def main():
         base, src, n = sys.argv[2], sys.argv[3], int(sys.argv[4])
         print(" ".join(str(request(base, "GET", "/api/admin/backup/status", src=src)[0])
                        for _ in range(n)))
+    elif cmd == "knock2":  # N requests with two Authorization headers from SRC: their statuses
+        base, src, n = sys.argv[2], sys.argv[3], int(sys.argv[4])
+        data = (b"GET /api/admin/backup/status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer a\r\n"
+                b"Authorization: Bearer b\r\nConnection: close\r\n\r\n")
+        print(" ".join(str(raw(base, data, src=src)) for _ in range(n)))
     elif cmd == "endless":
         endless(sys.argv[2], sys.argv[3])
     elif cmd == "burst":
