@@ -538,6 +538,39 @@ bg_start() {
     _BG_PIDS+=("$BG_PID")
 }
 
+# hook_hold_start VAR WHAT CMD...: CMD in the background (bg_start), held at its test hold
+# point VAR (test_hold_point in src/core/core.c: it makes FILE.held, then waits while FILE,
+# which VAR names, exists); returns once it is held, a pass or a failure saying WHAT the hold
+# is. HOOK_HOLD is FILE: `rm -f "$HOOK_HOLD"` releases it.
+HOOK_HOLD=""
+hook_hold_start() {
+    local var=$1 what=$2
+    shift 2
+    HOOK_HOLD=$TEST_TMP/.hook-hold$((_BG_N + 1))
+    touch "$HOOK_HOLD"
+    bg_start env "$var=$HOOK_HOLD" "$@"
+    # shellcheck disable=SC2317 # called through wait_until
+    _hook_held() { [[ -e $HOOK_HOLD.held ]]; }
+    if wait_until 60 _hook_held; then
+        pass "$what"
+    else
+        fail "not reached: $what" "$(_tail "$BG_ERR")"
+    fi
+}
+
+# as_nobody_ok WHAT: whether the test can run commands as uid 65534 (it runs as root, and
+# setpriv switches); if not, notes WHAT as not checked, and why.
+as_nobody_ok() {
+    if ((EUID != 0)); then
+        note "$1: not checked (needs root, to run as nobody)"
+        return 1
+    fi
+    if ! command -v setpriv >/dev/null || ! setpriv --reuid=65534 --regid=65534 --clear-groups true 2>/dev/null; then
+        note "$1: not checked (setpriv cannot switch to uid 65534 here)"
+        return 1
+    fi
+}
+
 # smtp_start: a real SMTP server (notify_servers.py) on loopback, its messages in
 # $TEST_TMP/smtp/msg-N.eml; exports BACKUP_SMTP_URL and a sender and a recipient.
 smtp_start() {

@@ -174,11 +174,7 @@ rm -f "$src/a.x" "$src/b.lnk" "$src/c.txt"
 # directory, the backup running as nobody): both are in the backup, each named in a warning and
 # marked as not read, and the restore says so (exit 3) and restores the rest; a file made
 # unreadable between two backups is not taken as unchanged by the second ------------------------
-if ((EUID != 0)); then
-    note "files the backup may not open: not checked (needs root, to run the backup as nobody)"
-elif ! command -v setpriv >/dev/null || ! setpriv --reuid=65534 --regid=65534 --clear-groups true 2>/dev/null; then
-    note "files the backup may not open: not checked (setpriv cannot switch to uid 65534 here)"
-else
+if as_nobody_ok "files the backup may not open"; then
     np=$TEST_TMP/as-nobody
     nsrc=$np/src
     mkdir -p "$np/backup" "$nsrc/locked"

@@ -21,17 +21,8 @@ id1=$(json_get "$OUT_FILE" '["id"]')
 assert_exit 0 cb --quiet --repo "$direct" backup files --full "$TEST_TMP/two"
 assert_exit 0 cb --quiet --repo "$direct" forget "$id1"
 
-hold=$TEST_TMP/hold
-touch "$hold"
-bg_start env CARIS_TEST_PRUNE_HOLD="$hold" "$CARIS_BIN" --repo "$direct" prune
+hook_hold_start CARIS_TEST_PRUNE_HOLD "prune is held after its marking" "$CARIS_BIN" --repo "$direct" prune
 prune=$BG_PID
-# shellcheck disable=SC2317 # called through wait_until
-held() { [[ -e $hold.held ]]; }
-if wait_until 60 held; then
-    pass "prune is held after its marking"
-else
-    fail "prune did not reach its hold" "$(_tail "$BG_ERR")"
-fi
 lock=$(find "$S3_DIR/bkt/repo/locks" -name '*._S3rver_object' ! -name 'claim-*' -printf '%f\n' | sed 's/\._S3rver_object$//')
 assert_match '^[0-9a-f]{32}$' "$lock" "the held prune has one lock"
 
@@ -49,7 +40,7 @@ assert_contains "$ERR" "cannot tell whether the lock locks/$lock is held" "the e
 assert_contains "$ERR" "HTTP 500" "... and what the server answered"
 assert_cmp "$(json_get "$stats" '["500"]')" -ge 1 "the proxy failed the HEADs of the lock"
 
-rm -f "$hold"
+rm -f "$HOOK_HOLD"
 wait "$prune"
 assert_eq 0 "$?" "the prune completes"
 assert_exit 0 cb --repo "$direct" check --read-data

@@ -17,17 +17,8 @@ backup_json "$TEST_TMP/b2.json" --full "$TEST_TMP/two"
 assert_rc 0 "backup of two"
 assert_exit 0 cb --quiet forget "$id1"
 
-hold=$TEST_TMP/hold
-touch "$hold"
-bg_start env CARIS_TEST_PRUNE_HOLD="$hold" "$CARIS_BIN" prune
+hook_hold_start CARIS_TEST_PRUNE_HOLD "prune is held after its marking" "$CARIS_BIN" prune
 prune=$BG_PID
-# shellcheck disable=SC2317 # called through wait_until
-held() { [[ -e $hold.held ]]; }
-if wait_until 60 held; then
-    pass "prune is held after its marking"
-else
-    fail "prune did not reach its hold" "$(_tail "$BG_ERR")"
-fi
 run cb unlock --force
 assert_rc 0 "unlock --force removes the prune's lock"
 assert_contains "$OUT$ERR" "prune" "and names it"
@@ -37,7 +28,7 @@ assert_rc 0 "a backup of one while the prune is held"
 id3=$BACKUP_ID
 assert_cmp "$(json_get "$TEST_TMP/b3.json" '["stats"]["bytesAdded"]')" -lt 1000000 \
     "it stored nothing new (its data was there)"
-rm -f "$hold"
+rm -f "$HOOK_HOLD"
 wait "$prune"
 assert_eq 9 "$?" "the prune stops with exit 9: its lock was removed"
 assert_contains "$(cat "$BG_ERR")" "prune stopped (nothing was deleted)" "it says nothing was deleted"

@@ -18,19 +18,10 @@ pack=$(ls -S $(list_packs) | head -n 1)
 assert_cmp "$(stat -c %s "$pack")" -gt 1000000 "the file's data is in one pack"
 mv "$pack" "$TEST_TMP/pack.saved"
 
-hold=$TEST_TMP/hold
-touch "$hold"
-bg_start env CARIS_TEST_PRUNE_HOLD_MARK="$hold" "$CARIS_BIN" prune
+hook_hold_start CARIS_TEST_PRUNE_HOLD_MARK "prune is held before its marking, the pack missing" "$CARIS_BIN" prune
 prune=$BG_PID
-# shellcheck disable=SC2317 # called through wait_until
-held() { [[ -e $hold.held ]]; }
-if wait_until 60 held; then
-    pass "prune is held before its marking, the pack missing"
-else
-    fail "prune did not reach its hold" "$(_tail "$BG_ERR")"
-fi
 mv "$TEST_TMP/pack.saved" "$pack"
-rm -f "$hold"
+rm -f "$HOOK_HOLD"
 wait "$prune"
 rc=$?
 assert_true "the pack put back is still there after the prune" test -f "$pack"

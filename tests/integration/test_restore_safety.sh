@@ -333,11 +333,7 @@ fi
 # --- restored by a user who cannot give files their owner: the same rule -------------------
 # another user's setuid program, restored by uid 65534 (no --no-owner), stayed setuid, owned by
 # 65534: a program of the backup's content running as whoever restored it
-if ((EUID != 0)); then
-    note "setuid restored without privileges: not checked (needs root, to restore as nobody)"
-elif ! command -v setpriv >/dev/null || ! setpriv --reuid=65534 --regid=65534 --clear-groups true 2>/dev/null; then
-    note "setuid restored without privileges: not checked (setpriv cannot switch to uid 65534 here)"
-else
+if as_nobody_ok "setuid restored without privileges"; then
     np=$TEST_TMP/suid-nobody
     mkdir -p "$np/backup" "$np/src/shared" "$np/t"
     chmod 777 "$np/backup" "$np/t"
