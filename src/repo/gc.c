@@ -936,16 +936,16 @@ int repo_prune(struct repo *r, const struct repo_prune_opts *o, struct repo_prun
             x->fate = x->nused ? P_KEEP : P_DROP;
         } else if (x->nblobs == 0 && missing_at_open(r, p)) {
             /* missing when the repository was opened (none of its blobs loaded, so none
-             * counted used), there now: put back meanwhile, the copy that mends the backups
-             * needing it. Left as it is, in no new index file: the next open adopts it from
-             * its trailer (it was deleted, unread) */
-            x->fate = P_KEEP;
+             * marked), there now: put back meanwhile, the copy that mends the backups needing
+             * it. It was deleted here, unread. Its blobs are unknown to this marking: stop,
+             * nothing deleted; the next prune reads it with the rest */
             char hex[65];
             cx_hex(r->packs[p].id, 32, hex);
-            caris_op_log(op, LOG_WARN,
-                         "pack %s, missing when prune started, is there now: left as it is "
-                         "(the next command that opens the repository reads it again)",
-                         hex);
+            err_set(e, ERR_FAILURE, "run prune again: it reads the pack with the others",
+                    "prune stopped (nothing was deleted): pack %s, missing when it started, "
+                    "is there now",
+                    hex);
+            goto out;
         } else if (x->nused == 0) {
             x->fate = P_DELETE;
             st->packs_deleted++;
