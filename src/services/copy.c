@@ -165,7 +165,15 @@ static json_t *backup_wal(struct repo *src, struct repo *dst, json_t *s, struct 
                                     segno >= first && segno <= last;
             if (!wanted)
                 continue;
-            if (seg)
+            /* a whole segment; a streamed partial only where the backup's WAL ends in it (the
+             * last segment, up to the stop LSN at least): a shorter one is served padded with
+             * zeros, and recovery stops before the backup is consistent */
+            uint64_t end;
+            if (seg && (strcmp(kind, "segment") == 0 ||
+                        (segno == last &&
+                         caris_lsn_parse(json_string_value(json_object_get(rec, "end_lsn")),
+                                         &end) == 0 &&
+                         end >= stop)))
                 got[segno - first] = true;
             if (!there) {
                 json_t *list = repo_record_list(dst, kinds[k], &damaged, e);
@@ -183,9 +191,9 @@ static json_t *backup_wal(struct repo *src, struct repo *dst, json_t *s, struct 
                 }
                 json_decref(list);
             }
-            char key[160];
-            if (record_key(rec, key, sizeof(key)) && json_object_get(there, key))
-                continue;
+            /* its blobs whether or not the destination has the record: a record there says
+             * nothing of its data (a pack lost in the destination: the copy found the record
+             * by its name, sent nothing, and said "already there" for good) */
             json_t *c;
             json_array_foreach(json_object_get(rec, "chunks"), j, c)
             {
@@ -196,6 +204,9 @@ static json_t *backup_wal(struct repo *src, struct repo *dst, json_t *s, struct 
                 else
                     collect_blob(l, 0, bid, -1, false);
             }
+            char key[160];
+            if (record_key(rec, key, sizeof(key)) && json_object_get(there, key))
+                continue;
             json_array_append_new(out, json_pack("[sO]", kinds[k], rec));
         }
         bool failed = !have || (i < json_array_size(have) && !there);

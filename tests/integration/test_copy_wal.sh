@@ -43,6 +43,19 @@ assert_eq "$(json_eval "$OUT_FILE" 'len(d["gaps"])')" 0 "and no gap"
 run dcb check
 assert_rc 0 "check of the destination"
 
+# the destination lost its packs: copying again sends the WAL's data too (a WAL record there
+# was taken for its data: found by its name, its chunks were never sent again, and the copy
+# said "already there, verified" while the destination could not replay it)
+rm -rf "$DST"/data/*
+run cb --json copy "$B1" --to "$DST"
+assert_rc 0 "copy again after the destination lost its packs"
+assert_eq "True True" "$(json_eval "$OUT_FILE" '"%s %s" % (d["backups"][0]["alreadyThere"], d["backups"][0]["verified"])')" \
+    "already there, verified again"
+# (the index still lists the packs that went: prune forgets them)
+assert_exit 0 dcb --quiet prune
+run dcb check --read-data
+assert_rc 0 "check --read-data of the destination: every blob its WAL records name is there" "$(_last_ctx)"
+
 # a backup copied before without its WAL: copying it again brings the WAL, not "already there"
 # alone
 rm -rf "$DST/records/wal"
