@@ -2353,21 +2353,20 @@ static bool plan_refusal(int refused, bool dry_run, json_t *plan, struct err *e)
     return false;
 }
 
+/* The selection's tables, "schema.name, ...", cut to what fits n (str_list_add: a name of
+ * more than 80 bytes took the length past the buffer, and the next table was written past
+ * its end, on the stack). */
 static void join_selection(const struct selection *sel, char *out, size_t n)
 {
-    size_t len = 0;
     out[0] = '\0';
     size_t i;
     json_t *t;
     json_array_foreach(sel->expected, i, t)
     {
-        if (len + 80 > n) {
-            snprintf(out + len, n - len, ", ...");
-            return;
-        }
-        len += (size_t)snprintf(out + len, n - len, "%s%s.%s", i ? ", " : "",
-                                json_string_value(json_object_get(t, "schema")),
-                                json_string_value(json_object_get(t, "name")));
+        char *item = xasprintf("%s.%s", json_string_value(json_object_get(t, "schema")) ?: "?",
+                               json_string_value(json_object_get(t, "name")) ?: "?");
+        str_list_add(out, n, item);
+        free(item);
     }
 }
 

@@ -223,4 +223,21 @@ assert_rc 7 "--table of a partitioned table: not a table of the backup (exit 7)"
 assert_contains "$ERR" "a partitioned table is not listed, its partitions are" "the hint says why, and what to name"
 assert_contains "$ERR" "archive.events_2025" "... listing the partitions"
 
+# --- a selection of long names: the plan's list is cut to what fits ------------------------------
+# (a name of more than 80 bytes took the list past its 600-byte buffer, and the next table was
+# written past its end, on the stack, on every restore of such a backup)
+long=s_$(printf 'l%.0s' {1..61})
+psql_db "$src" -c "CREATE SCHEMA $long" >/dev/null || fail "creating schema $long failed"
+for k in 1 2 3 4 5 6 7 8; do
+    psql_db "$src" -c "CREATE TABLE $long.t${k}_$(printf 'x%.0s' {1..58}) (id int)" >/dev/null ||
+        fail "creating table $k of $long failed"
+done
+db_backup_json "$TEST_TMP/long.json" --full
+assert_rc 0 "a backup with eight tables of 127-byte qualified names"
+pg_createdb long_names
+CARIS_RESTORE_TARGET_URL=$(pg_url long_names) run cb restore database "$BACKUP_ID" --schema "$long" --dry-run
+assert_rc 0 "restore --schema of the long names --dry-run"
+assert_match "only 8 table\(s\): $long\.t1_x+, .*, \.\.\. \(their schemas" "$ERR" \
+    "the plan names the first tables and cuts the rest with ..."
+
 test_done
