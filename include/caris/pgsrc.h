@@ -266,8 +266,11 @@ struct pgsrc_local {
     bool running;
     int version_num;
 };
-/* initdb into a new directory under parent (as the current user; root is refused, as
- * initdb does), then starts postgres on a free loopback port with its socket in that
+/* Where pgsrc_local_start makes the cluster's directory for parent: parent, or /tmp when
+ * parent's path is too long for the socket path a sockaddr_un holds. */
+const char *pgsrc_local_parent(const char *parent);
+/* initdb into a new directory under pgsrc_local_parent(parent) (as the current user; root is
+ * refused, as initdb does), then starts postgres on a free loopback port with its socket in that
  * directory, and waits (PQping, with a deadline) until it accepts connections. min_num:
  * the server version of the backup (the cluster's major version is at least its). */
 int pgsrc_local_start(const char *parent, int min_num, const char *encoding, struct pgsrc_local *l,

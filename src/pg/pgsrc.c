@@ -1850,6 +1850,13 @@ void pgsrc_local_target(const struct pgsrc_local *l, const char *dbname, struct 
     t->label = "the local scratch cluster";
 }
 
+const char *pgsrc_local_parent(const char *parent)
+{
+    /* The socket lives in the cluster's private directory: its path must fit a sockaddr_un
+     * (107 bytes) with ".s.PGSQL.<port>". */
+    return strlen(parent) > 60 ? "/tmp" : parent;
+}
+
 int pgsrc_local_start(const char *parent, int min_num, const char *encoding, struct pgsrc_local *l,
                       struct err *e)
 {
@@ -1868,11 +1875,8 @@ int pgsrc_local_start(const char *parent, int min_num, const char *encoding, str
         return -1;
     if (fs_mkdir_p(parent, 0700, e) != 0)
         return -1;
-    /* The socket lives in the cluster's private directory: its path must fit a sockaddr_un
-     * (107 bytes) with ".s.PGSQL.<port>". */
     l->item = (struct temp_item)TEMP_ITEM_INIT;
-    if (temp_item_create(&l->item, strlen(parent) > 60 ? "/tmp" : parent, "caris-scratch-", true,
-                         e) != 0)
+    if (temp_item_create(&l->item, pgsrc_local_parent(parent), "caris-scratch-", true, e) != 0)
         return err_wrap(e, "cannot create a directory for the local cluster");
     l->dir = xstrdup(l->item.path);
     l->datadir = xasprintf("%s/data", l->dir);

@@ -1209,17 +1209,33 @@ static void drop_schemas(const struct restore_run *rr, json_t *created)
 }
 
 /* Removes what restores killed with SIGKILL left in temp_dir: staged dumps, pg_restore lists
- * and scratch clusters (whose server has stopped) that no live process holds. */
+ * and scratch clusters (whose server has stopped) that no live process holds; and the scratch
+ * clusters left where a long temp_dir puts them (pgsrc_local_parent: /tmp), a decrypted copy
+ * of a database that nothing removed. */
+/* A scratch cluster's directory a sweep leaves: its server still runs, or it is another
+ * user's (the sweep of /tmp, a directory all users share). */
+static bool scratch_keep(const char *path)
+{
+    struct stat st;
+    return lstat(path, &st) != 0 || st.st_uid != geteuid() || pgsrc_local_running(path);
+}
+
 static void sweep_temp(const char *temp_dir, const struct caris_op *op)
 {
     static const char *const prefixes[] = {"caris-restore-", "caris-toc-", "caris-scratch-", NULL};
-    char names[400];
-    size_t n =
-        temp_dir ? temp_sweep(temp_dir, prefixes, pgsrc_local_running, names, sizeof(names)) : 0;
-    if (n)
-        caris_op_log(op, LOG_INFO,
-                     "removed %zu item(s) that a restore killed earlier left in %s: %s", n,
-                     temp_dir, names);
+    static const char *const scratch[] = {"caris-scratch-", NULL};
+    if (!temp_dir)
+        return;
+    const char *local = pgsrc_local_parent(temp_dir);
+    for (int k = 0; k < (strcmp(local, temp_dir) != 0 ? 2 : 1); k++) {
+        const char *dir = k ? local : temp_dir;
+        char names[400];
+        size_t n = temp_sweep(dir, k ? scratch : prefixes, scratch_keep, names, sizeof(names));
+        if (n)
+            caris_op_log(op, LOG_INFO,
+                         "removed %zu item(s) that a restore killed earlier left in %s: %s", n, dir,
+                         names);
+    }
 }
 
 struct settings_read;
