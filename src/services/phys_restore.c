@@ -510,9 +510,24 @@ static int write_recovery_settings(const char *dir, const char *id,
         char tv[96];
         if (o->target == PHYS_TARGET_TIME)
             pg_time_value(o, tv, sizeof(tv));
+        /* an xid in decimal, without leading zeros: PostgreSQL reads the setting with
+         * strtou64(value, NULL, 0), so '0755' was xid 493 (octal), and recovery stopped at
+         * another transaction and promoted; '09' was 0 */
+        if (o->target == PHYS_TARGET_XID) {
+            char *end = NULL;
+            errno = 0;
+            unsigned long long x = o->target_value ? strtoull(o->target_value, &end, 10) : 0;
+            if (!o->target_value || !*o->target_value || *end || errno ||
+                strspn(o->target_value, "0123456789") != strlen(o->target_value)) {
+                close(fd);
+                return err_set(e, ERR_USAGE, NULL, "--to-xid takes a transaction id (a number)");
+            }
+            snprintf(tv, sizeof(tv), "%llu", x);
+        }
         v = conf_quote(o->target == PHYS_TARGET_IMMEDIATE ? "immediate"
-                       : o->target == PHYS_TARGET_TIME    ? tv
-                                                          : o->target_value);
+                       : o->target == PHYS_TARGET_TIME || o->target == PHYS_TARGET_XID
+                           ? tv
+                           : o->target_value);
     }
     if (!rc || (o->target != PHYS_TARGET_NONE && !v)) {
         free(rc);

@@ -38,9 +38,12 @@ assert_rc 2 "an empty --to-name is refused"
 assert_false "nothing was written" test -e "$R/longname"
 
 # (one restore shows both: with the source's hour of delay, replay to X2 would wait an hour,
-# and --wait gives up after 90 s)
-pitr_restore_start xid --to-xid "$X2" "$B1"
-assert_rc 0 "restore --to-xid X2 --start: reached at once, not after the source's hour of delay"
+# and --wait gives up after 90 s; and a leading zero: PostgreSQL reads the setting as C does,
+# so '0<X2>' was X2 in octal, and recovery stopped at another transaction)
+pitr_restore_start xid --to-xid "0$X2" "$B1"
+assert_rc 0 "restore --to-xid 0X2 --start: reached at once, not after the source's hour of delay"
+assert_contains "$(cat "$R/xid/postgresql.auto.conf")" "recovery_target_xid = '$X2'" \
+    "the xid is written in decimal, without the leading zero"
 assert_eq "200" "$(q_at xid 'SELECT count(*) FROM t')" "recovered to the commit of X2, inclusive: batches 1 and 2"
 assert_contains "$(cat "$R/xid/postgresql.auto.conf")" "recovery_target_inclusive = on" "the restore writes recovery_target_inclusive"
 assert_contains "$(cat "$R/xid/postgresql.auto.conf")" "recovery_min_apply_delay = 0" "and recovery_min_apply_delay"
