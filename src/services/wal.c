@@ -583,6 +583,23 @@ int caris_wal_absent_check(struct repo *r, const char *name, struct err *e)
     json_t *all = repo_record_list(r, WAL_RECORD_KIND, &damaged, e);
     if (!all)
         return -1;
+    /* and the streamed partials (records of their own kind): one of an older timeline is a
+     * copy PostgreSQL before 15 falls back to (absent_is_end looked for them among the
+     * segments' records, where they never are) */
+    json_t *sdamaged = NULL;
+    json_t *streams = repo_record_list(r, WAL_STREAM_RECORD_KIND, &sdamaged, e);
+    if (!streams) {
+        json_decref(damaged);
+        json_decref(all);
+        return -1;
+    }
+    json_array_extend(all, streams);
+    if (!damaged)
+        damaged = json_array();
+    if (sdamaged)
+        json_array_extend(damaged, sdamaged);
+    json_decref(streams);
+    json_decref(sdamaged);
     int rc = 0;
     if (json_array_size(damaged))
         rc = err_set(e, ERR_DAMAGE, "run `caris-backup check --read-data`",
