@@ -463,6 +463,9 @@ int caris_db_backup_plan(struct repo *r, const struct db_backup_opts *o, bool in
                          json_t **plan, struct err *e)
 {
     *plan = NULL;
+    int64_t start_ns; /* the time given with --time checked first, as the backup does */
+    if (backup_time(o->time_ns, &start_ns, e) != 0)
+        return -1;
     struct pgsrc_target t;
     if (pgsrc_target_parse(o->url, o->password, "POSTGRES_URL", &t, e) != 0)
         return -1;
@@ -485,13 +488,11 @@ int caris_db_backup_plan(struct repo *r, const struct db_backup_opts *o, bool in
         if (!parent)
             goto out;
     }
-    /* what the backup checks after its lock that can be known here: the time given with
-     * --time, and the id it gives, free */
-    int64_t start_ns;
-    if (backup_time(o->time_ns, &start_ns, e) != 0 ||
-        (r && o->time_ns &&
-         backup_id_check_exact(r, "caris", json_is_object(parent) ? "incremental" : "full",
-                               start_ns, e) != 0))
+    /* what the backup checks after its lock that can be known here: the id --time gives,
+     * free */
+    if (r && o->time_ns &&
+        backup_id_check_exact(r, "caris", json_is_object(parent) ? "incremental" : "full", start_ns,
+                              e) != 0)
         goto out;
     *plan = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:s, s:O}", "database", info.database,
                       "server_version", info.version, "pg_dump", pg_dump.path, "pg_dump_version",
