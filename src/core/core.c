@@ -858,6 +858,8 @@ void test_hold_point(const char *var)
 void str_list_add(char *out, size_t n, const char *item)
 {
     size_t len = strlen(out);
+    if (len >= 3 && strcmp(out + len - 3, "...") == 0)
+        return; /* cut already: a shorter item after it would read as listed in order */
     if (len + strlen(item) + 8 > n) {
         if (len + 6 < n && !strstr(out, "..."))
             snprintf(out + len, n - len, "%s...", len ? ", " : "");

@@ -942,7 +942,7 @@ int repo_prune(struct repo *r, const struct repo_prune_opts *o, struct repo_prun
             char hex[65];
             cx_hex(r->packs[p].id, 32, hex);
             err_set(e, ERR_FAILURE, "run prune again: it reads the pack with the others",
-                    "prune stopped (nothing was deleted): pack %s, missing when it started, "
+                    "prune stopped (no pack was deleted): pack %s, missing when it started, "
                     "is there now",
                     hex);
             goto out;

@@ -113,8 +113,9 @@ static bool record_key(json_t *rec, char *out, size_t n)
  * segment of its start LSN to the one of its stop LSN, the backup label file among them, and
  * every timeline history file up to its timeline. The WAL is not in the snapshot (it is in the
  * archive, docs/REPOSITORY-FORMAT.md "Physical backups"): without it, a copy restores a data
- * directory no server can start. Returns [[kind, record], ...], the records dst lacks, their
- * chunks added to l ([] for other backups), and *missing set when src's archive lacks a
+ * directory no server can start. Returns [[kind, record], ...], the records dst lacks (the
+ * chunks of every record of the range added to l, dst's too: its data may be lost there; []
+ * for other backups), and *missing set when src's archive lacks a
  * segment of the range (damaged records counted in *damaged_n); NULL with e. */
 static json_t *backup_wal(struct repo *src, struct repo *dst, json_t *s, struct blob_list *l,
                           bool *missing, size_t *damaged_n, struct err *e)

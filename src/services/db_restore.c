@@ -1208,10 +1208,6 @@ static void drop_schemas(const struct restore_run *rr, json_t *created)
         PQfinish(c);
 }
 
-/* Removes what restores killed with SIGKILL left in temp_dir: staged dumps, pg_restore lists
- * and scratch clusters (whose server has stopped) that no live process holds; and the scratch
- * clusters left where a long temp_dir puts them (pgsrc_local_parent: /tmp), a decrypted copy
- * of a database that nothing removed. */
 /* A scratch cluster's directory a sweep leaves: its server still runs, or it is another
  * user's (the sweep of /tmp, a directory all users share). */
 static bool scratch_keep(const char *path)
@@ -1219,6 +1215,11 @@ static bool scratch_keep(const char *path)
     struct stat st;
     return lstat(path, &st) != 0 || st.st_uid != geteuid() || pgsrc_local_running(path);
 }
+
+/* Removes what restores killed with SIGKILL left in temp_dir: staged dumps, pg_restore lists
+ * and scratch clusters (whose server has stopped) that no live process holds; and the scratch
+ * clusters left where a long temp_dir puts them (pgsrc_local_parent: /tmp), a decrypted copy
+ * of a database that nothing removed. */
 
 static void sweep_temp(const char *temp_dir, const struct caris_op *op)
 {

@@ -486,6 +486,23 @@ static void pg_time_value(const struct phys_restore_opts *o, char *out, size_t n
     snprintf(out, n, "%s%.*s+00", iso, k ? (int)k + 1 : 0, dot ? dot : "");
 }
 
+/* A transaction id in decimal without leading zeros, into out: PostgreSQL reads
+ * recovery_target_xid with strtou64(value, NULL, 0), so '0755' was xid 493 (octal), and
+ * recovery stopped at another transaction and promoted ('09' was 0). false: not a number that
+ * fits 64 bits. */
+static bool xid_decimal(const char *v, char out[24])
+{
+    if (!v || !*v || strspn(v, "0123456789") != strlen(v))
+        return false;
+    char *end = NULL;
+    errno = 0;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (errno || *end)
+        return false;
+    snprintf(out, 24, "%llu", x);
+    return true;
+}
+
 static int write_recovery_settings(const char *dir, const char *id,
                                    const struct phys_restore_opts *o, bool tablespaces,
                                    struct err *e)
@@ -510,20 +527,8 @@ static int write_recovery_settings(const char *dir, const char *id,
         char tv[96];
         if (o->target == PHYS_TARGET_TIME)
             pg_time_value(o, tv, sizeof(tv));
-        /* an xid in decimal, without leading zeros: PostgreSQL reads the setting with
-         * strtou64(value, NULL, 0), so '0755' was xid 493 (octal), and recovery stopped at
-         * another transaction and promoted; '09' was 0 */
-        if (o->target == PHYS_TARGET_XID) {
-            char *end = NULL;
-            errno = 0;
-            unsigned long long x = o->target_value ? strtoull(o->target_value, &end, 10) : 0;
-            if (!o->target_value || !*o->target_value || *end || errno ||
-                strspn(o->target_value, "0123456789") != strlen(o->target_value)) {
-                close(fd);
-                return err_set(e, ERR_USAGE, NULL, "--to-xid takes a transaction id (a number)");
-            }
-            snprintf(tv, sizeof(tv), "%llu", x);
-        }
+        if (o->target == PHYS_TARGET_XID && !xid_decimal(o->target_value, tv))
+            snprintf(tv, sizeof(tv), "%s", o->target_value); /* (refused at the start) */
         v = conf_quote(o->target == PHYS_TARGET_IMMEDIATE ? "immediate"
                        : o->target == PHYS_TARGET_TIME || o->target == PHYS_TARGET_XID
                            ? tv
@@ -1203,6 +1208,10 @@ int caris_phys_restore(struct repo *r, const struct phys_restore_opts *o,
                        "nothing was written",
                        "--to-name takes a restore point's name of 1 to 63 bytes, got %zu bytes",
                        o->target_value ? strlen(o->target_value) : (size_t)0);
+    char xid[24];
+    if (o->target == PHYS_TARGET_XID && !xid_decimal(o->target_value, xid))
+        return err_set(e, ERR_USAGE, "nothing was written",
+                       "--to-xid takes a transaction id (a number up to 2^64 - 1)");
     if (o->start && start_preflight(o, e) != 0)
         return -1;
     /* no archived WAL holds a commit after a time still to come: PostgreSQL would replay all

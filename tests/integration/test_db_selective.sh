@@ -233,7 +233,7 @@ for k in 1 2 3 4 5 6 7 8; do
         fail "creating table $k of $long failed"
 done
 db_backup_json "$TEST_TMP/long.json" --full
-assert_rc 0 "a backup with eight tables of 127-byte qualified names"
+assert_rc 0 "a backup with eight tables of 125-byte qualified names"
 pg_createdb long_names
 CARIS_RESTORE_TARGET_URL=$(pg_url long_names) run cb restore database "$BACKUP_ID" --schema "$long" --dry-run
 assert_rc 0 "restore --schema of the long names --dry-run"

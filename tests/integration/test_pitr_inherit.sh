@@ -36,6 +36,10 @@ assert_contains "$ERR" "--to-name takes a restore point's name of 1 to 63 bytes"
 run cb --env-file "$envf" restore database --physical --pgdata "$R/longname" --to-name "" "$B1"
 assert_rc 2 "an empty --to-name is refused"
 assert_false "nothing was written" test -e "$R/longname"
+run cb --env-file "$envf" restore database --physical --pgdata "$R/longname" --to-xid 99999999999999999999999 "$B1"
+assert_rc 2 "a --to-xid past 2^64 - 1 is refused, before the data directory is written"
+assert_contains "$ERR" "--to-xid takes a transaction id" "the error says why"
+assert_false "nothing was written" test -e "$R/longname"
 
 # (one restore shows both: with the source's hour of delay, replay to X2 would wait an hour,
 # and --wait gives up after 90 s; and a leading zero: PostgreSQL reads the setting as C does,

@@ -31,7 +31,7 @@ rm -f "$HOOK_HOLD"
 wait "$prune"
 assert_eq 1 "$?" "prune stops (exit 1) when a pack missing at its start is back"
 assert_true "the pack put back is still there" test -f "$pack"
-assert_contains "$(cat "$BG_ERR")" "prune stopped (nothing was deleted): pack $(basename "$pack"), missing when it started, is there now" \
+assert_contains "$(cat "$BG_ERR")" "prune stopped (no pack was deleted): pack $(basename "$pack"), missing when it started, is there now" \
     "prune says why it stopped"
 assert_contains "$(cat "$BG_ERR")" "run prune again" "... and what to do"
 run cb prune

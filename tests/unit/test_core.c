@@ -547,9 +547,28 @@ static void test_temp_items(void **state)
     tmpdir_free(d);
 }
 
+/* A list cut with "..." stays cut: a shorter item after it is not appended (it read as if
+ * the list went on in order: "a, b, ..., c"). */
+static void test_str_list_add(void **state)
+{
+    (void)state;
+    char out[24] = "";
+    str_list_add(out, sizeof(out), "alpha");
+    str_list_add(out, sizeof(out), "beta");
+    assert_string_equal(out, "alpha, beta");
+    str_list_add(out, sizeof(out), "a-name-too-long-to-fit");
+    assert_string_equal(out, "alpha, beta, ...");
+    str_list_add(out, sizeof(out), "c");
+    assert_string_equal(out, "alpha, beta, ...");
+    char tiny[4] = "";
+    str_list_add(tiny, sizeof(tiny), "abcdef");
+    assert_true(strlen(tiny) < sizeof(tiny));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_str_list_add),
         cmocka_unit_test(test_env_file_parsing),
         cmocka_unit_test(test_env_file_exposed),
         cmocka_unit_test(test_env_file_errors),
