@@ -170,11 +170,11 @@ static json_t *backup_wal(struct repo *src, struct repo *dst, json_t *s, struct 
              * last segment, up to the stop LSN at least): a shorter one is served padded with
              * zeros, and recovery stops before the backup is consistent */
             uint64_t end;
-            if (seg && (strcmp(kind, "segment") == 0 ||
-                        (segno == last &&
-                         caris_lsn_parse(json_string_value(json_object_get(rec, "end_lsn")),
-                                         &end) == 0 &&
-                         end >= stop)))
+            if (seg &&
+                (strcmp(kind, "segment") == 0 ||
+                 (segno == last &&
+                  caris_lsn_parse(json_string_value(json_object_get(rec, "end_lsn")), &end) == 0 &&
+                  end >= stop)))
                 got[segno - first] = true;
             if (!there) {
                 json_t *list = repo_record_list(dst, kinds[k], &damaged, e);
