@@ -313,6 +313,16 @@ static int push_fd(struct repo *r, int fd, const char *name, const char *path, j
                 path, (unsigned long long)sz);
         goto out;
     }
+    /* a log file ("xlogid") holds 2^32 bytes: its segments are numbered below 2^32 / size
+     * (PostgreSQL's XLogSegmentsPerXLogId); a name past that is no name PostgreSQL writes, and
+     * its number would be taken for a segment of the next log file (gaps, retention) */
+    if (!sp && wn.kind == WAL_SEGMENT && wn.seg >= (1ULL << 32) / sz) {
+        err_set(e, ERR_USAGE, "archive_command passes %p: PostgreSQL's own names",
+                "WAL segment %s: segment number %08X is past the last of a log file of "
+                "%llu-byte segments (%08llX)",
+                name, wn.seg, (unsigned long long)sz, (unsigned long long)((1ULL << 32) / sz - 1));
+        goto out;
+    }
     if (repo_lock(r, false, "wal push", e) != 0)
         goto out;
     locked = true;

@@ -167,6 +167,12 @@ assert_exit 7 cb wal push "$TEST_TMP/wal/000000010000000000000007"
 head -c 5000000 "$TEST_TMP/wal/$S1" >"$TEST_TMP/other/000000010000000000000008"
 assert_exit 2 cb wal push "$TEST_TMP/other/000000010000000000000008"
 assert_contains "$ERR" "not a segment size" "a torn segment is refused"
+# a segment number past the last of a log file (0xFF for 16 MiB segments): not a name
+# PostgreSQL writes, and taken for segment 0 of the next log file (gaps, retention)
+seg "$TEST_TMP/other/000000010000000000000100" 100
+assert_exit 2 cb wal push "$TEST_TMP/other/000000010000000000000100"
+assert_contains "$ERR" "segment number 00000100 is past the last of a log file of 16777216-byte segments (000000FF)" \
+    "a segment number past a log file's last is refused"
 assert_exit 1 cb wal get 000000010000000000000008 "$TEST_TMP/out/torn"
 assert_exit 6 cb wal receive
 assert_contains "$ERR" "POSTGRES_URL not set" "wal receive without a server to stream from says so (streaming: test_wal_receive.sh)"
