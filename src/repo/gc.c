@@ -788,11 +788,11 @@ static void group_by_pack(struct repo *r, uint32_t **by_pack, size_t **first)
     }
 }
 
-/* 0 while this handle still holds its lock (repo_lock_check), else the lock's error (exit 9)
- * with what the stop left (then). */
-static int held_or_stop(struct repo *r, const char *then, struct err *e)
+/* 0 while this handle still holds its lock (repo_lock_check; lapse_only: repo_lock_lapse_check,
+ * which reads no file), else the lock's error (exit 9) with what the stop left (then). */
+static int held_or_stop(struct repo *r, bool lapse_only, const char *then, struct err *e)
 {
-    if (repo_lock_check(r, e) == 0)
+    if ((lapse_only ? repo_lock_lapse_check(r, e) : repo_lock_check(r, e)) == 0)
         return 0;
     return err_wrap(e, "prune stopped (%s)", then);
 }
@@ -1044,7 +1044,7 @@ int repo_prune(struct repo *r, const struct repo_prune_opts *o, struct repo_prun
     /* test-only: CARIS_TEST_PRUNE_HOLD=PATH holds prune here, once it has marked and before
      * it acts on the marking: a test removes the lock or runs a backup meanwhile */
     test_hold_point("CARIS_TEST_PRUNE_HOLD");
-    if (held_or_stop(r, "nothing was deleted", e) != 0)
+    if (held_or_stop(r, false, "nothing was deleted", e) != 0)
         goto out;
 
     /* 4. New index files for everything that remains: kept packs (entries as the in-memory
@@ -1072,7 +1072,7 @@ int repo_prune(struct repo *r, const struct repo_prune_opts *o, struct repo_prun
 
     /* 5. Old index files, then 6. old packs. Past this point a stop leaves only garbage for
      * the next prune; the cancel flag is still honoured between objects. */
-    if (held_or_stop(r, "nothing was deleted", e) != 0)
+    if (held_or_stop(r, false, "nothing was deleted", e) != 0)
         goto out;
     for (size_t i = 0; i < nold; i++) {
         if (caris_op_cancelled(op)) {
@@ -1094,10 +1094,8 @@ int repo_prune(struct repo *r, const struct repo_prune_opts *o, struct repo_prun
         /* the lock file read every 64 packs; whether the lock lapsed (a stop, a suspend),
          * which reads only memory, before each: a backup that took it for stale meanwhile
          * may have deduplicated against this pack */
-        if ((done % 64 == 0 ? repo_lock_check(r, e) : repo_lock_lapse_check(r, e)) != 0) {
-            err_wrap(e, "prune stopped (run prune again to finish)");
+        if (held_or_stop(r, done % 64 != 0, "run prune again to finish", e) != 0)
             goto out;
-        }
         caris_op_progress(op, "delete", done++, todo);
         char name[80];
         pack_object_name(r->packs[p].id, name, sizeof(name));
@@ -1110,7 +1108,7 @@ int repo_prune(struct repo *r, const struct repo_prune_opts *o, struct repo_prun
 leftovers:
     /* 7. Leftovers of interrupted writes (only what no live lock or claim protects: the lock
      * must still be this one's). */
-    if (held_or_stop(r, "run prune again to finish", e) != 0 ||
+    if (held_or_stop(r, false, "run prune again to finish", e) != 0 ||
         prune_remove_leftovers(r, false, &st->leftovers_removed, e) != 0)
         goto out;
     {

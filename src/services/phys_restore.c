@@ -503,9 +503,10 @@ static bool xid_decimal(const char *v, char out[24])
     return true;
 }
 
+/* xid: the --to-xid target as xid_decimal gave it (PHYS_TARGET_XID only) */
 static int write_recovery_settings(const char *dir, const char *id,
-                                   const struct phys_restore_opts *o, bool tablespaces,
-                                   struct err *e)
+                                   const struct phys_restore_opts *o, const char *xid,
+                                   bool tablespaces, struct err *e)
 {
     static const char *const keys[] = {"",
                                        "recovery_target_time",
@@ -527,12 +528,10 @@ static int write_recovery_settings(const char *dir, const char *id,
         char tv[96];
         if (o->target == PHYS_TARGET_TIME)
             pg_time_value(o, tv, sizeof(tv));
-        if (o->target == PHYS_TARGET_XID && !xid_decimal(o->target_value, tv))
-            snprintf(tv, sizeof(tv), "%s", o->target_value); /* (refused at the start) */
         v = conf_quote(o->target == PHYS_TARGET_IMMEDIATE ? "immediate"
-                       : o->target == PHYS_TARGET_TIME || o->target == PHYS_TARGET_XID
-                           ? tv
-                           : o->target_value);
+                       : o->target == PHYS_TARGET_TIME    ? tv
+                       : o->target == PHYS_TARGET_XID     ? xid
+                                                          : o->target_value);
     }
     if (!rc || (o->target != PHYS_TARGET_NONE && !v)) {
         free(rc);
@@ -1208,7 +1207,7 @@ int caris_phys_restore(struct repo *r, const struct phys_restore_opts *o,
                        "nothing was written",
                        "--to-name takes a restore point's name of 1 to 63 bytes, got %zu bytes",
                        o->target_value ? strlen(o->target_value) : (size_t)0);
-    char xid[24];
+    char xid[24] = "";
     if (o->target == PHYS_TARGET_XID && !xid_decimal(o->target_value, xid))
         return err_set(e, ERR_USAGE, "nothing was written",
                        "--to-xid takes a transaction id (a number up to 2^64 - 1)");
@@ -1348,7 +1347,7 @@ int caris_phys_restore(struct repo *r, const struct phys_restore_opts *o,
     free(sig);
     if (wrc != 0 ||
         write_recovery_settings(
-            tmp, res->backup_id, o,
+            tmp, res->backup_id, o, xid,
             json_array_size(json_object_get(json_object_get(full, "physical"), "tablespaces")) > 0,
             e) != 0)
         goto out;
