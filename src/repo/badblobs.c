@@ -232,7 +232,8 @@ int repo_bad_blobs_save(struct repo *r, const char *by, size_t *saved, struct er
     /* what was recorded is known to this handle from now on; what was not is noted again */
     buf_append(&r->bad_pairs, found.data, done * PAIR_LEN);
     pairs_sort_unique(&r->bad_pairs);
-    buf_append(&r->bad_found, found.data + done * PAIR_LEN, (n - done) * PAIR_LEN);
+    if (n > done) /* (found.data is NULL when nothing was found: no offset on it) */
+        buf_append(&r->bad_found, found.data + done * PAIR_LEN, (n - done) * PAIR_LEN);
     mark_pairs_locked(r, found.data, done);
     pthread_mutex_unlock(&r->mu);
     if (locked)

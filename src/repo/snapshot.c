@@ -602,7 +602,7 @@ int repo_snapshots_remove(struct repo *r, const char *const *names, size_t n, st
 void entry_iter_init(struct entry_iter *it, const struct buf *text)
 {
     it->p = (const char *)text->data;
-    it->end = it->p + text->len;
+    it->end = text->len ? it->p + text->len : it->p; /* (data is NULL when empty) */
     it->index = 0;
     it->started = false;
 }
