@@ -82,7 +82,8 @@ huge_pages(uintptr_t from, uintptr_t to)
  * yet (no shadow memory, no interceptors): no instrumentation, no libc. */
 static void early_done(void) {}
 
-__attribute__((no_sanitize_address,
+/* (used: clang sees no call of it, only the ifunc attribute's name) */
+__attribute__((used, no_sanitize_address,
                no_sanitize("undefined"))) static void (*early_resolve(void))(void)
 {
     huge_pages((uintptr_t)__bss_start, (uintptr_t)_end);

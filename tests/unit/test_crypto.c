@@ -674,8 +674,7 @@ static void test_unhex_rejects_bad_input(void **state)
         "0a@b",   /* character before 'A' */
         "0a`b",   /* character before 'a' */
         "-1ab",   /* sign */
-        "\xff"
-        "abc", /* high byte */
+        "\377abc", /* high byte (octal: a hex escape would take the letters in) */
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         uint8_t out[2] = {0x11, 0x22};

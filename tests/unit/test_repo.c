@@ -39,6 +39,16 @@
 #include "caris/stream.h"
 #include "repo/internal.h"
 
+/* a sanitizer build (GCC says so with __SANITIZE_*__, clang with __has_feature): its allocator
+ * bypasses mallinfo2, and it reserves terabytes of address space */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+
 #define PW "test password: correct horse battery staple"
 #define PW2 "second key, at least thirty-two characters long"
 
@@ -3150,7 +3160,7 @@ static void test_failed_load_leaves_no_plaintext(void **state)
 /* ---- 5. index memory ----------------------------------------------------------------- */
 
 #ifndef MEM_N
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#ifdef UNDER_ASAN
 #define MEM_N 200000 /* nothing is measured there (see below): just exercise the path */
 #else
 #define MEM_N 1000000
@@ -3201,7 +3211,7 @@ static void test_index_memory(void **state)
     size_t worst = cap / 2 + 1, wblocks = (worst + IBLOCK - 1) / IBLOCK;
     printf("index memory: worst case nearby, %zu entries: layout predicts %.2f bytes per entry\n",
            worst, (double)(wblocks * IBLOCK * sizeof(struct ientry) + cap * 2 * 4) / worst);
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#ifdef UNDER_ASAN
     printf("index memory: not asserted under a sanitizer (its allocator bypasses mallinfo2)\n");
 #else
     assert_true(per <= 64.0);
@@ -4209,7 +4219,7 @@ static void test_pack_written_as_it_fills(void **state)
     assert_int_equal(ntemp, 1);
     /* all but the last stage (at most 1 MiB) is in the file */
     assert_true(temp >= (uint64_t)NA * BLOB - (1u << 20));
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#ifdef UNDER_ASAN
     printf("writer memory: not asserted under a sanitizer (its allocator bypasses mallinfo2)\n");
 #else
     assert_true(held < (4ll << 20));
@@ -4318,13 +4328,6 @@ static void test_check_reads_trailer(void **state)
  * it as damage without allocating or reading it. The open runs in a child limited to 1 GiB of
  * address space (not under AddressSanitizer or ThreadSanitizer, which reserve terabytes of
  * it), where the old reader's 4 GiB allocation failed and the process aborted. */
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define UNDER_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define UNDER_ASAN 1
-#endif
-#endif
 
 static void test_trailer_length_bounded(void **state)
 {
