@@ -662,18 +662,18 @@ static void test_unhex_rejects_bad_input(void **state)
 {
     (void)state;
     static const char *const bad[] = {
-        "",       /* too short */
-        "0a0",    /* too short, odd */
-        "0a0b0",  /* too long by one digit */
-        "0a0b0c", /* too long */
-        "0g0b",   /* not a digit */
-        "0a 0",   /* space */
-        " 0a0",   /* leading space */
-        "0x0a",   /* prefix */
-        "0a:b",   /* character between '9' and 'A' */
-        "0a@b",   /* character before 'A' */
-        "0a`b",   /* character before 'a' */
-        "-1ab",   /* sign */
+        "",        /* too short */
+        "0a0",     /* too short, odd */
+        "0a0b0",   /* too long by one digit */
+        "0a0b0c",  /* too long */
+        "0g0b",    /* not a digit */
+        "0a 0",    /* space */
+        " 0a0",    /* leading space */
+        "0x0a",    /* prefix */
+        "0a:b",    /* character between '9' and 'A' */
+        "0a@b",    /* character before 'A' */
+        "0a`b",    /* character before 'a' */
+        "-1ab",    /* sign */
         "\377abc", /* high byte (octal: a hex escape would take the letters in) */
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
