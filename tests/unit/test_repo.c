@@ -4328,7 +4328,6 @@ static void test_check_reads_trailer(void **state)
  * it as damage without allocating or reading it. The open runs in a child limited to 1 GiB of
  * address space (not under AddressSanitizer or ThreadSanitizer, which reserve terabytes of
  * it), where the old reader's 4 GiB allocation failed and the process aborted. */
-
 static void test_trailer_length_bounded(void **state)
 {
     (void)state;
