@@ -125,7 +125,7 @@ cleanup() {
         rm -rf "${OUT:?}" "${BENCH_DIR:?}/repo" "${BENCH_DIR:?}/bin" "${BENCH_DIR:?}/pg.env"
     fi
 }
-trap cleanup EXIT
+trap '[[ $BASHPID == "$$" ]] || exit; cleanup' EXIT
 trap 'exit 130' INT TERM
 
 if [[ -n ${POSTGRES_URL:-} ]]; then

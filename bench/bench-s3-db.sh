@@ -60,7 +60,7 @@ cleanup() {
     CARIS_PG_DIR=$BENCH_DIR/pg "$ROOT/scripts/pg-test-server.sh" stop >/dev/null 2>&1
     rm -rf "${BENCH_DIR:?}/s3" "${BENCH_DIR:?}/local"
 }
-trap cleanup EXIT
+trap '[[ $BASHPID == "$$" ]] || exit; cleanup' EXIT
 trap 'exit 130' INT TERM
 
 # ---- PostgreSQL and pgbench ----

@@ -37,7 +37,7 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 NODE_OPTIONS=--openssl-legacy-provider s3rver -d "$BENCH_DIR/s3" -a 127.0.0.1 -p "$port" \
   --service-endpoint localhost --configure-bucket bkt >"$LOG" 2>&1 </dev/null &
 S3_PID=$!
-trap 'kill $S3_PID 2>/dev/null' EXIT
+trap '[[ $BASHPID == "$$" ]] || exit; kill $S3_PID 2>/dev/null' EXIT
 for _ in $(seq 300); do
   (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
   python3 -c 'import time; time.sleep(0.1)'

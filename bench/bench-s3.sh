@@ -71,7 +71,7 @@ NODE_OPTIONS=--openssl-legacy-provider s3rver -d "$BENCH_DIR/s3" -a 127.0.0.1 -p
   --key "$BENCH_DIR/key.pem" --cert "$BENCH_DIR/cert.pem" --service-endpoint localhost \
   --configure-bucket caris --configure-bucket caris-copy --configure-bucket restic >"$S3LOG" 2>&1 &
 S3PID=$!
-trap 'kill $S3PID 2>/dev/null' EXIT
+trap '[[ $BASHPID == "$$" ]] || exit; kill $S3PID 2>/dev/null' EXIT
 deadline=$((SECONDS + 30))
 until (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; do
   if ((SECONDS > deadline)) || ! kill -0 $S3PID 2>/dev/null; then loud "s3rver did not start"; tail "$S3LOG" >&2; exit 0; fi

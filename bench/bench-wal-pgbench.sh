@@ -39,7 +39,7 @@ cleanup() {
     [[ -n $DPID ]] && for p in $(pgrep -P "$DPID") "$DPID"; do kill -TERM "$p" 2>/dev/null; done
     "$ROOT/scripts/pg-test-server.sh" stop >/dev/null 2>&1
 }
-trap cleanup EXIT
+trap '[[ $BASHPID == "$$" ]] || exit; cleanup' EXIT
 OSU=${CARIS_PG_OS_USER:-caris-pgtest}
 as_pg() { if [[ $(id -u) == 0 ]]; then runuser -u "$OSU" -- "$@"; else "$@"; fi; }
 psqlc() { PGPASSWORD=$CARIS_PG_PASSWORD "$CARIS_PG_BIN/psql" -X -qAt -h 127.0.0.1 -p "$PORT" -U "$CARIS_PG_USER" -d "$CARIS_PG_DB" -c "$1"; }

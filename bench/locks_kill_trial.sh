@@ -15,7 +15,7 @@ trials=${1:-20}
 mib=${2:-96}
 [[ $bin == /* ]] || bin=$PWD/$bin
 work=$(mktemp -d /tmp/caris-kill-trial.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+trap '[[ $BASHPID == "$$" ]] || exit; rm -rf "$work"' EXIT
 export BACKUP_DIR=$work/backup
 BACKUP_ENCRYPTION_KEY="trial-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 export BACKUP_ENCRYPTION_KEY

@@ -88,7 +88,7 @@ if ! is_set POSTGRES_URL; then
   # in /tmp, not TMPDIR: as root, the server's own user must reach its directory
   export CARIS_PG_PORT CARIS_PG_DIR=/tmp/caris-demo-pg-$CARIS_PG_PORT
   pg_env=$(mktemp)
-  trap './scripts/pg-test-server.sh stop >/dev/null 2>&1 || true; rm -f "$pg_env"' EXIT
+  trap '[[ $BASHPID == "$$" ]] || exit; ./scripts/pg-test-server.sh stop >/dev/null 2>&1 || true; rm -f "$pg_env"' EXIT
   echo "starting a throwaway PostgreSQL on 127.0.0.1:$CARIS_PG_PORT ($CARIS_PG_DIR; set POSTGRES_URL to back up your own database)"
   ./scripts/pg-test-server.sh start > "$pg_env"
   # shellcheck disable=SC1090

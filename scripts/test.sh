@@ -207,7 +207,9 @@ export CARIS_TEST_DISK_TMPDIR
 variant_tmp() { # $1 variant: where its tests' temporary files go
   if [ "$1" != plain ] && [ -n "$ram_dir" ]; then echo "$ram_dir"; else echo "${TMPDIR:-/tmp}"; fi
 }
-trap 'stop_side; rm -rf "$CARIS_TEST_PORTS" "$side_dir"' EXIT
+# in this shell only: bash runs a script's traps in a child it has forked for a command when a
+# signal reaches the child before it becomes the command (tests/integration/lib.sh, at_exit)
+trap '[[ $BASHPID == "$$" ]] || exit; stop_side; rm -rf "$CARIS_TEST_PORTS" "$side_dir"' EXIT
 trap 'exit 130' INT TERM
 [[ " ${variants[*]} " == *" asan "* || " ${variants[*]} " == *" tsan "* ]] && ram_start
 

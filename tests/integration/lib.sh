@@ -60,7 +60,18 @@ test_done() {
     echo "DONE $TEST_NAME" >>"$TEST_RESULTS"
     exit 0
 }
-trap _lib_on_exit EXIT
+# at_exit 'COMMANDS': the test's EXIT trap runs COMMANDS, in the test's own shell only. Bash
+# runs the traps a script has set in a child it has forked for a command (`cmd &`, `( ... ) &`)
+# when a signal reaches that child before the child has reset them, in the moment before it
+# becomes the command: a test that kills a background command it has just started would run
+# its cleanup in that child while the test goes on (kill its daemons, stop its PostgreSQL,
+# delete its files). Every EXIT trap of a test is set by at_exit, never by `trap ... EXIT`
+# (test_lib_exit checks both).
+at_exit() {
+    # shellcheck disable=SC2064 # $$ now, BASHPID when the trap runs: a child's differs
+    trap "[[ \$BASHPID == $$ ]] || exit; $1" EXIT
+}
+at_exit _lib_on_exit
 # Turn signals into an exit, so that the EXIT trap stops our background processes.
 trap 'exit 143' TERM INT
 

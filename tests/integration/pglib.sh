@@ -27,7 +27,7 @@ _pg_on_exit() {
     "$PG_SERVER_SCRIPT" stop >/dev/null 2>&1
 }
 # lib.sh's EXIT trap first (it kills background processes, e.g. a running backup), then ours.
-trap '_lib_on_exit; _pg_on_exit' EXIT
+at_exit '_lib_on_exit; _pg_on_exit'
 
 _pg_free_port() { free_port; } # lib.sh: reserved for this run
 
@@ -232,7 +232,7 @@ pitr_setup() {
 # directory to STARTED) is stopped when the test ends.
 pitr_stop_started_at_exit() {
     STARTED=()
-    trap '_pitr_stop_started; _lib_on_exit; _pg_on_exit' EXIT
+    at_exit '_pitr_stop_started; _lib_on_exit; _pg_on_exit'
 }
 _pitr_stop_started() {
     local d

@@ -134,8 +134,11 @@ stop_all() {
 # CARIS_PG_TEMPLATE), made by the first of them to start.
 CARIS_PG_TEMPLATE=$(mktemp -d "$tmpbase/caris-it-pgtemplate.XXXXXX")
 export CARIS_PG_TEMPLATE
-trap 'rm -f "$all_failures"; rm -rf "$CARIS_TEST_BIN" "$CARIS_PG_TEMPLATE"; ((own_ports)) && rm -rf "$CARIS_TEST_PORTS"' EXIT
-trap 'stop_all; exit 130' INT TERM
+# The traps act in this shell only ($BASHPID == $$): bash runs them in a child it has forked for
+# a command (a test, `flock ... &`) when a signal reaches the child before it becomes the
+# command, and would delete the cluster template under the tests still running (lib.sh at_exit).
+trap '[[ $BASHPID == "$$" ]] || exit; rm -f "$all_failures"; rm -rf "$CARIS_TEST_BIN" "$CARIS_PG_TEMPLATE"; ((own_ports)) && rm -rf "$CARIS_TEST_PORTS"' EXIT
+trap '[[ $BASHPID == "$$" ]] || exit 143; stop_all; exit 130' INT TERM
 
 echo "binary: $bin"
 # CARIS_TEST_CPU=1: the cgroup v1 cpuacct hierarchy, or the v2 one (cpu.stat)

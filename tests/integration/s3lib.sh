@@ -24,7 +24,7 @@ _s3_on_exit() {
     [[ -n $S3_PID ]] && kill "$S3_PID" 2>/dev/null
     return 0
 }
-trap '_lib_on_exit; _s3_on_exit' EXIT
+at_exit '_lib_on_exit; _s3_on_exit'
 
 _s3_free_port() { free_port; } # lib.sh: reserved for this run
 

@@ -138,7 +138,7 @@ REPO=$BACKUP_DIR/repository
 init_repo
 mkdir -p "$TEST_TMP/pr"
 cat >"$TEST_TMP/prune-loop.sh" <<'EOS'
-trap 'touch "$DONE"' EXIT
+trap 'touch "$DONE"' EXIT # its own bash
 for i in $(seq 1 40); do
     seeded_bytes 300000 "concurrent/loop-$i" >"$SRC/f"
     "$CARIS_BIN" --quiet backup files --full "$SRC" >/dev/null || { echo "backup $i failed"; exit 1; }

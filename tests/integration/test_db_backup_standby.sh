@@ -25,7 +25,7 @@ as_pg env PGPASSWORD="$CARIS_PG_PASSWORD" "$CARIS_PG_BIN/pg_basebackup" -h 127.0
     fail "pg_basebackup failed" "$(_tail "$TEST_TMP/basebackup.out")"
 sb_port=$(free_port)
 _sb_stop() { as_pg "$CARIS_PG_BIN/pg_ctl" stop -D "$sb" -m immediate -w -s >/dev/null 2>&1; }
-trap '_sb_stop; _lib_on_exit; _pg_on_exit' EXIT
+at_exit '_sb_stop; _lib_on_exit; _pg_on_exit'
 as_pg "$CARIS_PG_BIN/pg_ctl" start -D "$sb" -w -t 60 -l "$sb/server.log" \
     -o "-p $sb_port -k $sb -c listen_addresses=127.0.0.1" >/dev/null ||
     fail "the standby did not start" "$(_tail "$sb/server.log")"

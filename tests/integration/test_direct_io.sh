@@ -22,7 +22,7 @@ if [[ $(stat -f -c %T "$TEST_TMP") == tmpfs && -d ${CARIS_TEST_DISK_TMPDIR:-} ]]
     export BACKUP_DIR=$W/backup
 fi
 source "$(dirname "$0")/lib.sh"
-[[ $W == "$TEST_TMP" ]] || trap '_lib_on_exit; rm -rf "$W"' EXIT
+[[ $W == "$TEST_TMP" ]] || at_exit '_lib_on_exit; rm -rf "$W"'
 
 src=$W/src
 mkdir -p "$src"

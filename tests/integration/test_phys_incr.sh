@@ -10,7 +10,7 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/pglib.sh"
 source "$(dirname "$0")/s3lib.sh"
-trap '_lib_on_exit; _pg_on_exit; _s3_on_exit' EXIT
+at_exit '_lib_on_exit; _pg_on_exit; _s3_on_exit'
 
 pg_start
 init_repo

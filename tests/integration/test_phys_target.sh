@@ -13,7 +13,7 @@ pitr_setup
 pitr_archive_on "$CARIS_BIN --quiet --env-file $envf wal push %p"
 mnt=$R/mnt
 _umount_mnt() { mountpoint -q "$mnt" 2>/dev/null && umount "$mnt"; return 0; }
-trap '_umount_mnt; _lib_on_exit; _pg_on_exit' EXIT
+at_exit '_umount_mnt; _lib_on_exit; _pg_on_exit'
 
 run cb --json backup database --physical
 assert_rc 0 "a full physical backup"

@@ -23,7 +23,7 @@ mkdir -p "$R" "$TS"
 chmod 0755 "$TEST_TMP"
 [[ $(id -u) == 0 ]] && chown -R "$CARIS_PG_OS_USER:" "$BACKUP_DIR" "$envf" "$R" "$TS"
 cb() { as_pg "$CARIS_BIN" "$@"; }
-trap 'as_pg "$CARIS_PG_BIN/pg_ctl" stop -D "$R/x" -m immediate -w -s >/dev/null 2>&1; _lib_on_exit; _pg_on_exit' EXIT
+at_exit 'as_pg "$CARIS_PG_BIN/pg_ctl" stop -D "$R/x" -m immediate -w -s >/dev/null 2>&1; _lib_on_exit; _pg_on_exit'
 
 psql_db postgres -c "ALTER SYSTEM SET archive_mode = on" \
     -c "ALTER SYSTEM SET archive_command = '$CARIS_BIN --quiet --env-file $envf wal push %p'" || fail "archive settings"
@@ -91,7 +91,7 @@ mkdir -p "$other"
 (umask 077 && sed "s|^BACKUP_DIR=.*|BACKUP_DIR=$other|" "$envf" >"$envf2")
 [[ $(id -u) == 0 ]] && chown -R "$CARIS_PG_OS_USER:" "$other" "$envf2"
 PORT=$(free_port)
-trap 'as_pg "$CARIS_PG_BIN/pg_ctl" stop -D "$R/x" -m immediate -w -s >/dev/null 2>&1; as_pg "$CARIS_PG_BIN/pg_ctl" stop -D "$R/y" -m immediate -w -s >/dev/null 2>&1; _lib_on_exit; _pg_on_exit' EXIT
+at_exit 'as_pg "$CARIS_PG_BIN/pg_ctl" stop -D "$R/x" -m immediate -w -s >/dev/null 2>&1; as_pg "$CARIS_PG_BIN/pg_ctl" stop -D "$R/y" -m immediate -w -s >/dev/null 2>&1; _lib_on_exit; _pg_on_exit'
 run cb --env-file "$envf2" --repo "$REPO" --json restore database --physical --pgdata "$R/y" --start --port "$PORT" --wait 90
 assert_rc 0 "restore --start from --repo R with an env file naming another BACKUP_DIR"
 assert_contains "$(cat "$R/y/postgresql.auto.conf")" "--repo ''$(realpath "$REPO")'' wal get --strict %f %p" \
