@@ -13,9 +13,12 @@
 #                up to 25 minutes for the two variants alone.
 #
 # Order: the plain build; its integration tests, with in the background (nice 10) its unit
-# tests and the ASan build; then the ASan integration tests, with the ASan unit tests and the
-# replay of the fuzz harnesses' saved inputs (tests/fuzz/run.sh, FUZZ_REPLAY=1) in the
-# background. Each variant's unit tests are reported after its integration tests.
+# tests and the ASan build; once that is built, the ASan integration tests beside the plain
+# ones (the two runs share their -j slots: tests/integration/run.sh CARIS_TEST_SLOTS), with
+# the ASan unit tests and the replay of the fuzz harnesses' saved inputs (tests/fuzz/run.sh,
+# FUZZ_REPLAY=1) in the background. The plain build's results are printed as they come, the
+# other variant's after them; each variant's unit tests are reported after its integration
+# tests.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 
@@ -152,6 +155,7 @@ report_fuzz_replay() {
 }
 
 run_integration() { # $1 build dir, $2 the directory its tests' temporary directories go in
+  # (prints the failures and the summary; count_integration counts them)
   local log=$1/integration-results.txt asan=()
   # The ASan build's commands hold 16 MiB of freed memory back from reuse, not 64: most free
   # less than that in their whole run (each of their frees stays caught), and those that churn
@@ -164,17 +168,22 @@ run_integration() { # $1 build dir, $2 the directory its tests' temporary direct
     asan=(ASAN_OPTIONS="$ASAN_OPTIONS:quarantine_size_mb=16" CARIS_TEST_BG_ASAN_OPTIONS=quarantine_size_mb=64)
   env "${asan[@]}" CARIS_TEST_TMPDIR="$2" bash tests/integration/run.sh --bin "$1/src/cli/caris-backup" 2>&1 |
     tee "$log" | grep -vE '^(ok|PASS)' || true
-  add_counts "$log"
 }
+count_integration() { add_counts "$1/integration-results.txt"; }
 
 # Ports that tests reserve (tests/integration/lib.sh free_port, test_s3's free_port): one
 # directory for everything that runs at once.
 CARIS_TEST_PORTS=$(mktemp -d "${TMPDIR:-/tmp}/caris-test-ports.XXXXXX")
 export CARIS_TEST_PORTS
+# The integration runs share their slots (run.sh CARIS_TEST_SLOTS): as many tests at once as
+# one run would have, whichever run they belong to.
+CARIS_TEST_SLOTS=$(mktemp -d "${TMPDIR:-/tmp}/caris-test-slots.XXXXXX")
+export CARIS_TEST_SLOTS
 side_dir=$(mktemp -d "${TMPDIR:-/tmp}/caris-test-side.XXXXXX")
-side=
-stop_side() { # the background job (its own process group) and everything it started
-  [ -n "$side" ] && kill -TERM -- -"$side" 2>/dev/null
+sides=()
+stop_side() { # the background jobs (each its own process group) and everything they started
+  local p
+  for p in "${sides[@]}"; do kill -TERM -- -"$p" 2>/dev/null; done
   return 0
 }
 
@@ -209,16 +218,17 @@ variant_tmp() { # $1 variant: where its tests' temporary files go
 }
 # in this shell only: bash runs a script's traps in a child it has forked for a command when a
 # signal reaches the child before it becomes the command (tests/integration/lib.sh, at_exit)
-trap '[[ $BASHPID == "$$" ]] || exit; stop_side; rm -rf "$CARIS_TEST_PORTS" "$side_dir"' EXIT
+trap '[[ $BASHPID == "$$" ]] || exit; stop_side; rm -rf "$CARIS_TEST_PORTS" "$CARIS_TEST_SLOTS" "$side_dir"' EXIT
 trap 'exit 130' INT TERM
 [[ " ${variants[*]} " == *" asan "* || " ${variants[*]} " == *" tsan "* ]] && ram_start
 
-build_variant() { # $1 variant; the build's output in $side_dir/build-$1.log
-  local flag=()
+build_variant() { # $1 variant [nice]; the build's output in $side_dir/build-$1.log
+  local flag=() nice=()
   [ "$1" = asan ] && flag=(--asan)
   [ "$1" = tsan ] && flag=(--tsan)
+  [ "${2:-}" = nice ] && nice=(nice -n 10)
   local rc=0
-  ./scripts/build.sh "${flag[@]}" >"$side_dir/build-$1.log" 2>&1 || rc=$?
+  "${nice[@]}" ./scripts/build.sh "${flag[@]}" >"$side_dir/build-$1.log" 2>&1 || rc=$?
   cat "$side_dir/build-$1.log"
   ((rc == 0)) && return 0
   # (the compiler's messages are in that log: build.sh's ninja --quiet shows them)
@@ -226,66 +236,97 @@ build_variant() { # $1 variant; the build's output in $side_dir/build-$1.log
   return 1
 }
 
-# The first variant is built here. While a variant's integration tests run, its unit tests
-# run in the background at a lower priority (nice 10), and during the first variant's, the
-# other variants are built: the integration tests leave the CPUs idle a quarter of the time
-# (servers starting, child processes and polls they wait for), and that is where this work
-# goes. A variant's unit tests are reported after its integration tests; their programs do
-# not depend on timing.
+# The first variant is built here; the others are built in the background (nice 10) while its
+# integration tests run, and their integration tests then run beside its own, sharing the
+# slots: the integration tests leave the CPUs idle a quarter of the time (servers starting,
+# child processes and polls they wait for), and a run alone leaves them idle at its end, while
+# its last tests finish. Each variant's unit tests run in the background at a lower priority
+# (nice 10) beside its integration tests and are reported after them; their programs do not
+# depend on timing.
 first=${variants[0]}
 others=("${variants[@]:1}")
 built=()
-build_others() { # in the background with the first variant's tests, else here
-  local o
-  for o in "${others[@]}"; do
-    if build_variant "$o" >"$side_dir/built-$o.out" 2>&1; then touch "$side_dir/built-$o"; fi
-  done
-}
 first_failed=0
 if build_variant "$first"; then
   built+=("$first")
 else
   first_failed=1 # counted in round 1
-  build_others
 fi
+
+# unit_side V: V's unit tests (and, for asan, the fuzz replay) in the background, nice 10, in a
+# process group of their own (stop_side); its pid in $!
+unit_side() {
+  set -m
+  (
+    renice -n 10 -p $BASHPID >/dev/null 2>&1
+    sanitizer_env "$1"
+    TMPDIR=$(variant_tmp "$1")
+    export TMPDIR
+    run_unit "$(variant_dir "$1")"
+    if [ "$1" = asan ]; then run_fuzz_replay; fi
+  ) </dev/null &
+  set +m
+}
+report_side() { # V: its unit tests' (and fuzz replay's) results
+  echo "== $1 build: unit tests"
+  report_unit "$(variant_dir "$1")"
+  if [ "$1" = asan ]; then
+    echo "== fuzz harnesses: replay of their saved inputs"
+    report_fuzz_replay
+  fi
+}
 
 rounds_ok=0
 for ((round = 1; round <= repeat; round++)); do
   before_failed=$failed
   ((repeat > 1)) && echo "== round $round of $repeat"
   ((round == 1 && first_failed)) && failed=$((failed + 1))
-  for v in "${variants[@]}"; do
-    if ((round == 1)) && [ "$v" != "$first" ]; then
-      cat "$side_dir/built-$v.out" 2>/dev/null
-      if [ -e "$side_dir/built-$v" ]; then built+=("$v"); else failed=$((failed + 1)); fi
-    fi
-    [[ " ${built[*]} " == *" $v "* ]] || continue
-    rm -rf "$(variant_dir "$v")/unit-out" # nothing of an earlier run is reported
-    set -m # the job gets a process group of its own, for stop_side
+  sides=()
+  for v in "${variants[@]}"; do rm -rf "$(variant_dir "$v")/unit-out" "$side_dir/lane-$v"*; done
+  # the other variants' lanes: built (round 1), then their unit tests in the background and
+  # their integration tests (output in $side_dir/lane-V.out); "built" in $side_dir/lane-V.built
+  for o in "${others[@]}"; do
+    set -m
     (
-      renice -n 10 -p $BASHPID >/dev/null 2>&1
-      if ((round == 1)) && [ "$v" = "$first" ]; then build_others; fi
-      sanitizer_env "$v"
-      TMPDIR=$(variant_tmp "$v")
-      export TMPDIR
-      run_unit "$(variant_dir "$v")"
-      if [ "$v" = asan ]; then run_fuzz_replay; fi
+      if ((round == 1)) && ! build_variant "$o" nice >"$side_dir/lane-$o.build" 2>&1; then exit 1; fi
+      [[ $round == 1 || " ${built[*]} " == *" $o "* ]] || exit 1
+      touch "$side_dir/lane-$o.built"
+      unit_side "$o"
+      side=$!
+      sanitizer_env "$o"
+      run_integration "$(variant_dir "$o")" "$(variant_tmp "$o")" >"$side_dir/lane-$o.out" 2>&1
+      wait "$side"
     ) </dev/null &
-    side=$!
+    sides+=($!)
     set +m
-    sanitizer_env "$v"
-    echo "== $v build: integration tests"
-    run_integration "$(variant_dir "$v")" "$(variant_tmp "$v")"
-    wait "$side"
-    side=
-    rm -rf "${CARIS_TEST_PORTS:?}"/* # nothing runs now: the reservations can go
-    echo "== $v build: unit tests"
-    report_unit "$(variant_dir "$v")"
-    if [ "$v" = asan ]; then
-      echo "== fuzz harnesses: replay of their saved inputs"
-      report_fuzz_replay
-    fi
   done
+  if [[ " ${built[*]} " == *" $first "* ]]; then
+    unit_side "$first"
+    first_side=$!
+    sides+=("$first_side")
+    sanitizer_env "$first"
+    echo "== $first build: integration tests"
+    run_integration "$(variant_dir "$first")" "$(variant_tmp "$first")"
+    count_integration "$(variant_dir "$first")"
+    wait "$first_side"
+    report_side "$first"
+  fi
+  for k in "${!others[@]}"; do
+    o=${others[k]}
+    wait "${sides[k]}"
+    ((round == 1)) && cat "$side_dir/lane-$o.build" 2>/dev/null
+    if [ ! -e "$side_dir/lane-$o.built" ]; then
+      failed=$((failed + 1))
+      continue
+    fi
+    ((round == 1)) && built+=("$o")
+    echo "== $o build: integration tests"
+    cat "$side_dir/lane-$o.out"
+    count_integration "$(variant_dir "$o")"
+    report_side "$o"
+  done
+  sides=()
+  rm -rf "${CARIS_TEST_PORTS:?}"/* # nothing runs now: the reservations can go
   if [ "$failed" -eq "$before_failed" ]; then
     rounds_ok=$((rounds_ok + 1))
     ((repeat > 1)) && echo "== round $round: passed"

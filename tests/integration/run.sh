@@ -27,7 +27,10 @@
 # CARIS_TEST_BG_ASAN_OPTIONS (AddressSanitizer options appended to ASAN_OPTIONS for what lib.sh's
 # bg_start runs: scripts/test.sh gives those long-running processes a longer quarantine),
 # CARIS_TEST_PORTS (a directory where ports are reserved, shared with other suites running
-# at the same time; default a new one for this run), CARIS_TEST_CPU=1 (as root: each test in
+# at the same time; default a new one for this run), CARIS_TEST_SLOTS (a directory of -j N lock
+# files shared with another run.sh started with the same -j: together the runs have N tests
+# running at once, and one run's free slot goes to the other; scripts/test.sh runs the ASan
+# build's tests beside the plain build's this way), CARIS_TEST_CPU=1 (as root: each test in
 # a cgroup of its own, cpuacct, and its CPU seconds printed beside its wall seconds, the
 # servers it started included: what to trim when the suite nears its time budget, for the
 # CPUs are busy all through it).
@@ -165,6 +168,61 @@ cg_cpu() {
 passed=0 failed=0 skipped=0
 suite_start=$SECONDS
 
+# CARIS_TEST_SLOTS: slot K is the lock (flock) on DIR/slot.K, held through one open file of
+# this run (slot_fd[K]) while a test of this run uses it. A lock belongs to the open file, not
+# to a process: a child of this run that locks the same file descriptor (a "grabber": flock
+# FD, in the background, waiting for the slot) takes it for this run, and wait -n wakes when
+# it has. The tests' processes do not inherit these files (run_one closes them).
+slots=0 slot_fd=() slot_mine=() grabbers=()
+if [[ -n ${CARIS_TEST_SLOTS:-} ]]; then
+    [[ -d $CARIS_TEST_SLOTS ]] || { echo "run.sh: CARIS_TEST_SLOTS=$CARIS_TEST_SLOTS is not a directory" >&2; exit 2; }
+    slots=1
+    for ((k = 0; k < jobs_n; k++)); do
+        exec {fd}>>"$CARIS_TEST_SLOTS/slot.$k"
+        slot_fd[k]=$fd
+    done
+fi
+# slot_take: a slot for a new test in $slot (one taken by a grabber first): fails when all are
+# busy. slot_mine[K]: "free" (held, no test on it), "busy" (a test runs on it), empty: not held.
+slot_take() {
+    local k
+    for k in "${!slot_fd[@]}"; do
+        [[ ${slot_mine[k]:-} == free ]] && { slot=$k; slot_mine[k]=busy; return 0; }
+    done
+    for k in "${!slot_fd[@]}"; do
+        [[ -z ${slot_mine[k]:-} ]] || continue
+        if flock -n "${slot_fd[k]}"; then
+            slot=$k
+            slot_mine[k]=busy
+            return 0
+        fi
+    done
+    return 1
+}
+# grabbers_start: one grabber for each slot this run does not hold; grabbers_stop: they are
+# stopped and reaped, and a slot one of them may have taken is kept (free) or given back.
+grabbers_start() {
+    local k
+    for k in "${!slot_fd[@]}"; do
+        [[ -z ${slot_mine[k]:-} ]] || continue
+        flock "${slot_fd[k]}" </dev/null &
+        grabbers[k]=$!
+    done
+}
+grabbers_stop() {
+    local k
+    for k in "${!grabbers[@]}"; do kill "${grabbers[k]}" 2>/dev/null; done
+    for k in "${!grabbers[@]}"; do
+        wait "${grabbers[k]}" 2>/dev/null
+        # taken just before it was stopped, or not: a lock this run already holds is taken
+        # again at once, so holding it now means the grabber took it
+        if flock -n "${slot_fd[k]}"; then
+            if ((next_start < ntests)); then slot_mine[k]=free; else flock -u "${slot_fd[k]}"; fi
+        fi
+    done
+    grabbers=()
+}
+
 # The order of starting: longest first (a long test started last would decide the wall time).
 declare -A known=()
 if [[ -f $here/durations.txt ]]; then
@@ -199,6 +257,7 @@ run_one() {
     fi
     (
         [[ -n ${cgs[i]:-} ]] && echo "$BASHPID" >"${cgs[i]}/cgroup.procs"
+        for fd in "${slot_fd[@]}"; do exec {fd}>&-; done # the slots are this run's alone
         cd "$dir/work" || exit 1
         # a clean environment: nothing from the caller's configuration leaks in
         unset BACKUP_FILES_PATHS CARIS_NEW_ENCRYPTION_KEY
@@ -258,21 +317,31 @@ report() {
 }
 
 declare -A idx_of_pid=()
-rcs=() elapsed_of=()
+rcs=() elapsed_of=() slot_of=()
 next_start=0 next_print=0 running=0 ntests=${#tests[@]}
 while ((next_print < ntests)); do
     while ((running < jobs_n && next_start < ntests)); do
+        slot=""
+        ((slots)) && { slot_take || break; }
         i=${order[next_start]}
+        slot_of[i]=$slot
         run_one "$i"
         idx_of_pid[${pids[i]}]=$i
         next_start=$((next_start + 1))
         running=$((running + 1))
     done
+    # tests wait for a slot the other run holds: a grabber for each wakes the wait below
+    ((slots && next_start < ntests && running < jobs_n)) && grabbers_start
     finished=""
     wait -n -p finished
     rc=$?
+    ((${#grabbers[@]})) && grabbers_stop
     [[ -n $finished && -n ${idx_of_pid[$finished]:-} ]] || continue
     i=${idx_of_pid[$finished]}
+    if [[ -n ${slot_of[i]} ]]; then
+        flock -u "${slot_fd[slot_of[i]]}"
+        slot_mine[slot_of[i]]=""
+    fi
     rcs[i]=$rc
     elapsed_of[i]=$((SECONDS - starts[i]))
     done_[i]=1
