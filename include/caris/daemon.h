@@ -84,8 +84,9 @@ int caris_daemon_wal_push(const struct config *cfg, const char *repo_path, const
  * archived file into a temporary file created here beside dest (its descriptor passed over the
  * control socket), checks it end to end and fsyncs it; it is renamed to dest only then, so
  * dest never holds a partial or bad file. 1: no daemon took it (get alone); 0: written;
- * -1 with e (ERR_NOT_FOUND: not archived; a daemon that died meanwhile: ERR_FAILURE). */
+ * -1 with e (ERR_NOT_FOUND: not archived; a daemon that died meanwhile: ERR_FAILURE).
+ * follow: the timeline the recovery follows, 0 for the newest (caris_wal_get). */
 int caris_daemon_wal_get(const struct config *cfg, const char *repo_path, const char *name,
-                         const char *dest, struct err *e);
+                         const char *dest, uint32_t follow, struct err *e);
 
 #endif

@@ -82,9 +82,13 @@ int caris_wal_push_stream_fd(struct repo *r, int fd, uint32_t tli, uint64_t seg_
  * a bad or partial file. ERR_NOT_FOUND when the archive does not have it (restore_command's
  * ordinary "no such file"); ERR_DAMAGE when two records of the name disagree or a record cannot
  * be read. A segment not archived whole is served from its longest streamed partial, padded
- * with zeros to the segment size (recovery ends at the end of its valid WAL). */
-int caris_wal_get(struct repo *r, const char *name, const char *dest, const struct caris_op *op,
-                  struct err *e);
+ * with zeros to the segment size (recovery ends at the end of its valid WAL), and only up to
+ * the point where its timeline ends in the history of timeline follow (0: the newest timeline
+ * with a .history in the archive, recovery_target_timeline 'latest'): past it the partial holds
+ * WAL that timeline does not have (a primary's last writes before a failover promoted a
+ * standby); a partial wholly past it is not served (ERR_NOT_FOUND). */
+int caris_wal_get(struct repo *r, const char *name, const char *dest, uint32_t follow,
+                  const struct caris_op *op, struct err *e);
 /* For a name caris_wal_get did not find: 0 when that is the archive's end, else -1 with e
  * (ERR_DAMAGE): a segment from before the first archived segment of its timeline (the archive
  * pruned past a recovery that needs it), unless an older timeline holds it (PostgreSQL before
@@ -99,7 +103,7 @@ int caris_wal_absent_check(struct repo *r, const char *name, struct err *e);
  * holds nothing usable. cache as for caris_wal_push_fd_cached (NULL: list and read every
  * record). The daemon serves `wal get` through this. */
 int caris_wal_get_fd_cached(struct repo *r, const char *name, int fd, json_t *cache,
-                            const struct caris_op *op, struct err *e);
+                            uint32_t follow, const struct caris_op *op, struct err *e);
 
 /* The daemon's read-ahead of `wal get` (a recovery asks for segment after segment):
  * caris_wal_next_segment writes the name of the segment after name on its timeline (segments

@@ -1,6 +1,9 @@
 /* wal push | get | list | receive: the WAL archive (caris/wal.h does the work). */
+#include <errno.h>
 #include <getopt.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "caris/crypto.h"
@@ -17,7 +20,8 @@ bool cli_wal_get_mode;
 
 static const char WAL_USAGE[] =
     "usage: caris-backup [--env-file F] wal push [--no-daemon] PATH\n"
-    "       caris-backup [--env-file F] wal get [--no-daemon] [--strict] NAME DEST\n"
+    "       caris-backup [--env-file F] wal get [--no-daemon] [--strict] [--timeline N]\n"
+    "                                        NAME DEST\n"
     "       caris-backup [--json] wal list\n"
     "       caris-backup [--env-file F] wal receive [--slot NAME] [--create-slot]\n"
     "                                            [--flush-seconds N]\n"
@@ -48,6 +52,12 @@ static const char WAL_USAGE[] =
     "      runs, it writes the file (it keeps the repository open and the WAL records read)\n"
     "      into a temporary file beside DEST, renamed once checked; a daemon killed meanwhile\n"
     "      makes the get fail and leaves DEST untouched. --no-daemon: alone.\n"
+    "      A segment not archived whole is served from its longest streamed partial (wal\n"
+    "      receive), zero-padded, and only up to the point where its timeline ends in the\n"
+    "      history of the timeline the recovery follows: --timeline N (what `restore\n"
+    "      database --physical --timeline current|N` writes), else the newest timeline the\n"
+    "      archive has a .history of (recovery_target_timeline 'latest'). Past that point a\n"
+    "      primary's partial holds what a failover discarded.\n"
     "list  the archived files: name, kind, timeline, start LSN, size, SHA-256; then the range\n"
     "      archived per timeline, any gap in it (a segment missing between the first and the\n"
     "      last, or across a .history switch) with the recovery it breaks, and the recovery\n"
@@ -71,10 +81,11 @@ static const char WAL_USAGE[] =
 
 /* The options of wal push and wal get (--no-daemon, --help), from argv[1]: -1 to go on with
  * the operands at argv[1 + optind], else the exit code (help printed, or a bad option). */
-static int wal_opts(int argc, char **argv, bool *alone, bool *strict)
+static int wal_opts(int argc, char **argv, bool *alone, bool *strict, uint32_t *follow)
 {
     static const struct option opts[] = {{"no-daemon", no_argument, 0, 'n'},
                                          {"strict", no_argument, 0, 's'},
+                                         {"timeline", required_argument, 0, 't'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     int c;
@@ -84,7 +95,16 @@ static int wal_opts(int argc, char **argv, bool *alone, bool *strict)
             *alone = true;
         else if (c == 's' && strict)
             *strict = true;
-        else if (c == 'h') {
+        else if (c == 't' && follow) {
+            char *end;
+            errno = 0;
+            unsigned long v = strtoul(optarg, &end, 10);
+            if (*optarg < '1' || *optarg > '9' || *end || errno || v > UINT32_MAX)
+                return usage_error("--timeline is a timeline number (1 or more, decimal as `wal "
+                                   "list` shows it), not '%s'",
+                                   optarg);
+            *follow = (uint32_t)v;
+        } else if (c == 'h') {
             fputs(WAL_USAGE, stdout);
             return 0;
         } else
@@ -96,7 +116,7 @@ static int wal_opts(int argc, char **argv, bool *alone, bool *strict)
 static int wal_push(struct globals *g, int argc, char **argv)
 {
     bool alone = false;
-    int done = wal_opts(argc, argv, &alone, NULL);
+    int done = wal_opts(argc, argv, &alone, NULL, NULL);
     if (done >= 0)
         return done;
     int rest = argc - 1 - optind;
@@ -134,7 +154,8 @@ static int wal_push(struct globals *g, int argc, char **argv)
 static int wal_get(struct globals *g, int argc, char **argv)
 {
     bool alone = false, strict = false;
-    int done = wal_opts(argc, argv, &alone, &strict);
+    uint32_t follow = 0;
+    int done = wal_opts(argc, argv, &alone, &strict, &follow);
     if (done >= 0)
         return done;
     if (argc - 1 - optind != 2)
@@ -142,7 +163,7 @@ static int wal_get(struct globals *g, int argc, char **argv)
     const char *name = argv[1 + optind], *dest = argv[2 + optind];
     struct err e = ERR_INIT;
     /* a running daemon has the repository open and the WAL records read: it writes the file */
-    int rc = alone ? 1 : caris_daemon_wal_get(&g->cfg, g->repo_path, name, dest, &e);
+    int rc = alone ? 1 : caris_daemon_wal_get(&g->cfg, g->repo_path, name, dest, follow, &e);
     struct repo *r = NULL;
     if (rc == 1) {
         if (!(r = open_repo(g, false, &e))) {
@@ -152,7 +173,7 @@ static int wal_get(struct globals *g, int argc, char **argv)
         }
         struct caris_op op;
         cli_op_init_archiver(g, &op);
-        rc = caris_wal_get(r, name, dest, &op, &e);
+        rc = caris_wal_get(r, name, dest, follow, &op, &e);
     }
     /* --strict: "not there" ends the recovery only at the archive's end (a segment pruned from
      * under a running recovery stops it instead: caris_wal_absent_check) */

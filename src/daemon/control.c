@@ -255,12 +255,15 @@ static int send_with_fd(int sock, json_t *req, int fd)
 
 /* The repository as an absolute path when it is local (the daemon's working directory is not
  * ours): a request {"cmd": cmd, "name": name, "repo": ...}. */
-static json_t *wal_request(const char *cmd, const char *name, const char *repo_path)
+static json_t *wal_request(const char *cmd, const char *name, const char *repo_path,
+                           uint32_t follow)
 {
     char *abs_repo = realpath(repo_path, NULL);
     json_t *req = json_pack("{s:s, s:s, s:s}", "cmd", cmd, "name", name, "repo",
                             abs_repo ? abs_repo : repo_path);
     free(abs_repo);
+    if (follow)
+        json_object_set_new(req, "timeline", json_integer((json_int_t)follow));
     return req;
 }
 
@@ -269,11 +272,11 @@ static json_t *wal_request(const char *cmd, const char *name, const char *repo_p
  * a full queue, stopping, another repository, a request it refuses as such or a daemon from
  * before cmd, which answers "usage"): the caller does the work alone, nothing was done; -1:
  * the daemon's error or a malformed answer, in e. */
-static int wal_exchange(int sock, const char *cmd, const char *name, const char *repo_path, int fd,
-                        int timeout_ms, json_t **ans, struct err *e)
+static int wal_exchange(int sock, const char *cmd, const char *name, const char *repo_path,
+                        uint32_t follow, int fd, int timeout_ms, json_t **ans, struct err *e)
 {
     const char *what = strcmp(cmd, "wal-push") == 0 ? "wal push" : "wal get";
-    json_t *req = wal_request(cmd, name, repo_path);
+    json_t *req = wal_request(cmd, name, repo_path, follow);
     int sent = send_with_fd(sock, req, fd);
     json_decref(req);
     if (sent != 0)
@@ -321,7 +324,7 @@ int caris_daemon_wal_push(const struct config *cfg, const char *repo_path, const
     }
     /* a push the daemon refused as a usage error (a torn segment) fails alone the same way:
      * the answer is then this process's own */
-    rc = wal_exchange(sock, "wal-push", name, repo_path, fd, WAL_PUSH_TIMEOUT_MS, &ans, e);
+    rc = wal_exchange(sock, "wal-push", name, repo_path, 0, fd, WAL_PUSH_TIMEOUT_MS, &ans, e);
     if (rc != 0)
         goto out;
     rc = -1;
@@ -349,7 +352,7 @@ out:
 #define WAL_GET_TIMEOUT_MS (300 * 1000)
 
 int caris_daemon_wal_get(const struct config *cfg, const char *repo_path, const char *name,
-                         const char *dest, struct err *e)
+                         const char *dest, uint32_t follow, struct err *e)
 {
     struct caris_wal_name wn;
     if (caris_wal_name_parse(name, &wn, e) != 0)
@@ -369,7 +372,7 @@ int caris_daemon_wal_get(const struct config *cfg, const char *repo_path, const 
         e->code = ERR_FAILURE; /* never the archive's "not there" */
         goto out;
     }
-    rc = wal_exchange(sock, "wal-get", name, repo_path, f.fd, WAL_GET_TIMEOUT_MS, &ans, e);
+    rc = wal_exchange(sock, "wal-get", name, repo_path, follow, f.fd, WAL_GET_TIMEOUT_MS, &ans, e);
     if (rc != 0)
         goto out;
     rc = fs_newfile_commit(&f, e);

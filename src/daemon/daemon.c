@@ -1469,12 +1469,14 @@ static void send_error(int fd, const char *code, const char *msg)
  * push alone; anything else is the push's own result, sent by the WAL queue once the file is
  * durably archived (or failed). `wal get` the same: {"cmd": "wal-get", "name", "repo"} with
  * the descriptor of the client's temporary file, answered once the file is written into it and
- * checked. */
+ * checked; "timeline" (optional): the timeline the recovery follows (`wal get --timeline`). */
 static void wal_push_request(struct daemon *d, size_t i, json_t *req, bool get)
 {
     struct client *c = &d->clients[i];
     const char *name = json_string_value(json_object_get(req, "name"));
     const char *repo = json_string_value(json_object_get(req, "repo"));
+    json_t *tl = json_object_get(req, "timeline");
+    json_int_t follow = tl ? json_integer_value(tl) : 0;
     char *mine = realpath(d->repo_path, NULL), *theirs = repo ? realpath(repo, NULL) : NULL;
     /* the same local repository (both resolved), or the same URL (s3://...) */
     bool same = mine && theirs ? strcmp(mine, theirs) == 0
@@ -1482,11 +1484,15 @@ static void wal_push_request(struct daemon *d, size_t i, json_t *req, bool get)
                                      strstr(repo, "://") != NULL;
     free(mine);
     free(theirs);
-    if (!name || strlen(name) >= WALQ_NAME_MAX || c->passed_fd < 0) {
-        send_error(c->fd, "usage", "wal-push and wal-get need a name and a descriptor");
+    if (!name || strlen(name) >= WALQ_NAME_MAX || c->passed_fd < 0 ||
+        (tl && (!json_is_integer(tl) || follow < 1 || follow > UINT32_MAX))) {
+        send_error(c->fd, "usage",
+                   "wal-push and wal-get need a name and a descriptor (and a timeline is a "
+                   "number from 1)");
     } else if (!same) {
         send_error(c->fd, "other-repository", "this daemon archives into another repository");
-    } else if (!d->walq || walq_submit(d->walq, c->fd, c->passed_fd, name, get) != 0) {
+    } else if (!d->walq ||
+               walq_submit(d->walq, c->fd, c->passed_fd, name, get, (uint32_t)follow) != 0) {
         send_error(c->fd, "busy", "the WAL queue is full");
     } else {
         c->passed_fd = -1; /* the queue's now, and the connection with it */

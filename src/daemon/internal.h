@@ -103,7 +103,8 @@ int walq_start(struct daemon *d, const struct config *cfg, const char *repo_path
  * client's temporary file, answered once written and checked); the queue then owns both descriptors
  * and answers client_fd once the file is durably archived or failed. -1 (nothing taken) when the
  * queue is full or stopping: the caller answers "busy". */
-int walq_submit(struct walq *q, int client_fd, int file_fd, const char *name, bool get);
+int walq_submit(struct walq *q, int client_fd, int file_fd, const char *name, bool get,
+                uint32_t follow);
 /* {"queued", "pushed", "alreadyArchived", "failed", "gets": {"served", "missing", "failed"}} since
  * the daemon started (null: no queue) */
 json_t *walq_status(struct walq *q);

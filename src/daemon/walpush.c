@@ -48,7 +48,8 @@
 struct walq_item {
     struct walq_item *next;
     int client_fd, file_fd;
-    bool get; /* `wal get`: file_fd is the client's temporary file to write name into */
+    bool get;        /* `wal get`: file_fd is the client's temporary file to write name into */
+    uint32_t follow; /* `wal get --timeline N`: the timeline the recovery follows (0: latest) */
     char name[WALQ_NAME_MAX];
     int64_t queued_ns;
 };
@@ -292,7 +293,9 @@ static void get_one(struct walq *q, struct walq_item *it)
         q->spool_hits++;
         pthread_mutex_unlock(&q->mu);
     } else {
-        rc = q->r ? caris_wal_get_fd_cached(q->r, it->name, it->file_fd, q->known, &op, &e) : -1;
+        rc = q->r ? caris_wal_get_fd_cached(q->r, it->name, it->file_fd, q->known, it->follow, &op,
+                                            &e)
+                  : -1;
         struct stat st;
         if (rc == 0 && fstat(it->file_fd, &st) == 0)
             segsz = (uint64_t)st.st_size;
@@ -488,7 +491,8 @@ int walq_start(struct daemon *d, const struct config *cfg, const char *repo_path
     return 0;
 }
 
-int walq_submit(struct walq *q, int client_fd, int file_fd, const char *name, bool get)
+int walq_submit(struct walq *q, int client_fd, int file_fd, const char *name, bool get,
+                uint32_t follow)
 {
     pthread_mutex_lock(&q->mu);
     if (q->stop || q->len >= WALQ_MAX) {
@@ -499,6 +503,7 @@ int walq_submit(struct walq *q, int client_fd, int file_fd, const char *name, bo
     it->client_fd = client_fd;
     it->file_fd = file_fd;
     it->get = get;
+    it->follow = follow;
     snprintf(it->name, sizeof(it->name), "%s", name);
     it->queued_ns = time_mono_ns();
     if (q->tail)

@@ -503,10 +503,12 @@ static bool xid_decimal(const char *v, char out[24])
     return true;
 }
 
-/* xid: the --to-xid target as xid_decimal gave it (PHYS_TARGET_XID only) */
+/* xid: the --to-xid target as xid_decimal gave it (PHYS_TARGET_XID only); follow: the
+ * timeline recovery follows when it is a fixed one (--timeline current: the backup's, or a
+ * number), 0 for 'latest' */
 static int write_recovery_settings(const char *dir, const char *id,
                                    const struct phys_restore_opts *o, const char *xid,
-                                   bool tablespaces, struct err *e)
+                                   bool tablespaces, uint32_t follow, struct err *e)
 {
     static const char *const keys[] = {"",
                                        "recovery_target_time",
@@ -522,7 +524,20 @@ static int write_recovery_settings(const char *dir, const char *id,
         return -1;
     }
     struct buf b = {0};
-    char *rc = conf_quote(o->restore_command);
+    /* `wal get` is told the timeline followed when it is a fixed one: it serves an older
+     * timeline's streamed partial up to where the followed history leaves that timeline, and
+     * all of it when it is the one followed (without it: as for 'latest', the newest timeline) */
+    char *cmdline;
+    size_t cl = strlen(o->restore_command);
+    if (!follow)
+        cmdline = xstrdup(o->restore_command);
+    else if (cl >= 6 && strcmp(o->restore_command + cl - 6, " %f %p") == 0)
+        cmdline =
+            xasprintf("%.*s --timeline %u %%f %%p", (int)(cl - 6), o->restore_command, follow);
+    else
+        cmdline = xasprintf("%s --timeline %u", o->restore_command, follow);
+    char *rc = conf_quote(cmdline);
+    free(cmdline);
     char *v = NULL;
     if (o->target != PHYS_TARGET_NONE) {
         char tv[96];
@@ -1345,11 +1360,22 @@ int caris_phys_restore(struct repo *r, const struct phys_restore_opts *o,
     char *sig = xasprintf("%s/recovery.signal", tmp);
     int wrc = write_small(sig, "", e);
     free(sig);
+    /* the timeline followed when it is a fixed one: a number, or the backup's own (PostgreSQL's
+     * 'current': the timeline of the checkpoint the backup starts from) */
+    uint32_t follow = 0;
+    if (o->target_timeline && strcmp(o->target_timeline, "current") == 0) {
+        json_t *phys = json_object_get(full, "physical");
+        json_t *stl = json_object_get(phys, "start_timeline");
+        json_int_t btl = json_integer_value(stl ? stl : json_object_get(phys, "timeline"));
+        follow = btl > 0 && btl <= UINT32_MAX ? (uint32_t)btl : 0;
+    } else if (o->target_timeline && strcmp(o->target_timeline, "latest") != 0) {
+        follow = (uint32_t)strtoul(o->target_timeline, NULL, 10); /* decimal: target_timeline */
+    }
     if (wrc != 0 ||
         write_recovery_settings(
             tmp, res->backup_id, o, xid,
             json_array_size(json_object_get(json_object_get(full, "physical"), "tablespaces")) > 0,
-            e) != 0)
+            follow, e) != 0)
         goto out;
     /* the new directories' entries durable before the tree goes into place (and the old one
      * is removed): the files are fsynced one by one, their directories are not; one syncfs()

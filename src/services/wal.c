@@ -14,6 +14,7 @@
 #include "caris/pgsrc.h"
 #include "caris/stream.h"
 #include "caris/wal.h"
+#include "caris/walwindow.h"
 
 #include <libpq-fe.h>
 
@@ -500,6 +501,130 @@ static json_t *newest_stream(json_t *records, const struct caris_wal_name *wn)
     return best;
 }
 
+/* The archive's .history records (a new array): from the cache a handle keeps (refreshed by
+ * the records_of_cached before), else listed. ERR_DAMAGE when a WAL record cannot be read (it
+ * may be a history). */
+static json_t *history_records(struct repo *r, json_t *cache, struct err *e)
+{
+    json_t *out = json_array(), *x;
+    if (cache) {
+        const char *k;
+        json_object_foreach(cache, k, x)
+        {
+            const char *kind = json_string_value(json_object_get(x, "kind"));
+            if (kind && strcmp(kind, "history") == 0)
+                json_array_append(out, x);
+        }
+        return out;
+    }
+    json_t *damaged = NULL;
+    json_t *all = repo_record_list(r, WAL_RECORD_KIND, &damaged, e);
+    if (!all) {
+        json_decref(out);
+        return NULL;
+    }
+    if (json_array_size(damaged)) {
+        err_set(e, ERR_DAMAGE, "run `caris-backup check --read-data`",
+                "cannot tell where the WAL archive's timelines branch off: WAL record %s cannot be "
+                "read (%s)",
+                json_string_value(json_object_get(json_array_get(damaged, 0), "object")),
+                json_string_value(json_object_get(json_array_get(damaged, 0), "error")));
+        json_decref(out);
+        out = NULL;
+    } else {
+        size_t i;
+        json_array_foreach(all, i, x)
+        {
+            const char *kind = json_string_value(json_object_get(x, "kind"));
+            if (kind && strcmp(kind, "history") == 0)
+                json_array_append(out, x);
+        }
+    }
+    json_decref(damaged);
+    json_decref(all);
+    return out;
+}
+
+/* The switch point at which history record rec (a newer timeline's .history) leaves timeline
+ * tli: 1 with *at, 0 when its history does not pass through tli, -1 with e. */
+static int history_leaves(struct repo *r, json_t *rec, uint32_t tli, uint64_t *at, struct err *e)
+{
+    const char *name = json_string_value(json_object_get(rec, "name"));
+    const char *hex = json_string_value(json_object_get(rec, "sha256"));
+    uint8_t sha[32];
+    struct buf text = {0};
+    if (!name || !hex || cx_unhex(hex, sha, 32) != 0 ||
+        stream_restore_buf(r, json_object_get(rec, "chunks"), sha, 1u << 20, &text, e) != 0) {
+        buf_free(&text);
+        if (!err_is_set(e))
+            err_set(e, ERR_DAMAGE, "run `caris-backup check --read-data`",
+                    "the WAL record of %s is malformed", name ? name : "?");
+        return -1;
+    }
+    struct caris_wal_switch *sw = NULL;
+    size_t n = 0;
+    int rc = caris_wal_history_parse((const char *)text.data, text.len, name, &sw, &n, e);
+    buf_free(&text);
+    if (rc != 0)
+        return -1;
+    rc = 0;
+    for (size_t k = 0; k < n; k++)
+        if (sw[k].parent == tli && (!rc || sw[k].switch_lsn < *at)) {
+            *at = sw[k].switch_lsn;
+            rc = 1;
+        }
+    free(sw);
+    return rc;
+}
+
+/* Where the WAL of timeline tli ends for a recovery that follows timeline follow (0: the
+ * newest timeline the archive has a history of, as recovery_target_timeline 'latest'): the
+ * switch point at which that timeline's history leaves tli (*end; UINT64_MAX when it does not:
+ * the recovery follows tli itself, or no newer timeline branched off it), and in *from the
+ * name of the history that says so. When the history followed does not pass through tli, the
+ * earliest point at which any newer timeline left it: what an older timeline holds past that
+ * point is WAL a newer one does not have, never served in its place. */
+static int timeline_end(struct repo *r, json_t *hist, uint32_t tli, uint32_t follow, uint64_t *end,
+                        const char **from, struct err *e)
+{
+    *end = UINT64_MAX;
+    *from = NULL;
+    if (follow == tli)
+        return 0;
+    json_t *use = NULL, *x;
+    size_t i;
+    json_array_foreach(hist, i, x)
+    {
+        json_int_t t = json_integer_value(json_object_get(x, "timeline"));
+        if (t <= (json_int_t)tli)
+            continue;
+        if (follow ? t == (json_int_t)follow
+                   : !use || t > json_integer_value(json_object_get(use, "timeline")))
+            use = x;
+    }
+    uint64_t at = 0;
+    int rc = use ? history_leaves(r, use, tli, &at, e) : 0;
+    if (rc < 0)
+        return -1;
+    if (rc == 1) {
+        *end = at;
+        *from = json_string_value(json_object_get(use, "name"));
+        return 0;
+    }
+    json_array_foreach(hist, i, x)
+    {
+        if (json_integer_value(json_object_get(x, "timeline")) <= (json_int_t)tli)
+            continue;
+        if ((rc = history_leaves(r, x, tli, &at, e)) < 0)
+            return -1;
+        if (rc == 1 && at < *end) {
+            *end = at;
+            *from = json_string_value(json_object_get(x, "name"));
+        }
+    }
+    return 0;
+}
+
 /* The chunk list of name, from its records (found, not empty) and their SHA-256 in sha:
  * several records of one name come from concurrent pushes of the same file; they must agree,
  * or the archive cannot say which is right. NULL with ERR_DAMAGE when they do not or a record
@@ -625,7 +750,7 @@ int caris_wal_absent_check(struct repo *r, const char *name, struct err *e)
 }
 
 int caris_wal_get_fd_cached(struct repo *r, const char *name, int fd, json_t *cache,
-                            const struct caris_op *op, struct err *e)
+                            uint32_t follow, const struct caris_op *op, struct err *e)
 {
     struct caris_wal_name wn;
     if (caris_wal_name_parse(name, &wn, e) != 0)
@@ -639,7 +764,7 @@ int caris_wal_get_fd_cached(struct repo *r, const char *name, int fd, json_t *ca
     if (!(found = cache ? records_of_cached(r, WAL_RECORD_KIND, cache, name, e)
                         : records_of(r, WAL_RECORD_KIND, name, e)))
         goto out;
-    json_int_t pad_to = 0;
+    json_int_t pad_to = 0, keep = -1;
     if (json_array_size(found) == 0 && wn.kind == WAL_SEGMENT) {
         /* not archived whole: the newest partial `wal receive` stored of it, zero-padded to a
          * whole segment (recovery replays it up to its last record and ends there, at the end
@@ -662,6 +787,51 @@ int caris_wal_get_fd_cached(struct repo *r, const char *name, int fd, json_t *ca
         }
         json_decref(damaged);
         json_t *best = newest_stream(all, &wn);
+        /* A partial streamed from a primary holds what it wrote until it was lost, and after a
+         * failover (a standby promoted: a new timeline, its .history archived) that can be WAL
+         * the new timeline does not have: transactions the failover discarded. A recovery that
+         * follows the new timeline asks for the old timeline's segment while the new one's is
+         * not archived; PostgreSQL would replay it past the switch point, those transactions
+         * with it. It gets the partial only up to the switch point (zeros after it: recovery
+         * ends there, on the old timeline's last record the new one shares), and nothing of a
+         * partial wholly after it. */
+        json_t *hist = NULL;
+        if (best && !(hist = history_records(r, cache, e))) {
+            json_decref(all);
+            goto out;
+        }
+        if (best) {
+            uint64_t end,
+                segsz = (uint64_t)json_integer_value(json_object_get(best, "segment_size"));
+            uint64_t seg_start = ((uint64_t)wn.log << 32) + (uint64_t)wn.seg * segsz;
+            json_int_t size = json_integer_value(json_object_get(best, "size"));
+            const char *from;
+            if (timeline_end(r, hist, wn.timeline, follow, &end, &from, e) != 0) {
+                json_decref(hist);
+                json_decref(all);
+                goto out;
+            }
+            char at[24];
+            format_lsn(end, at, sizeof(at));
+            if (end <= seg_start) {
+                caris_op_log(op, LOG_WARN,
+                             "WAL segment %s: not serving the streamed partial %s: timeline %u "
+                             "ends at %s (%s), before this segment; what the partial holds is WAL "
+                             "the newer timeline does not have",
+                             name, json_string_value(json_object_get(best, "name")), wn.timeline,
+                             at, from);
+                best = NULL;
+            } else if (end - seg_start < (uint64_t)size) {
+                keep = (json_int_t)(end - seg_start);
+                caris_op_log(op, LOG_WARN,
+                             "WAL segment %s: serving the streamed partial %s only up to %s, "
+                             "where timeline %u ends (%s): its last %lld bytes are WAL the newer "
+                             "timeline does not have (transactions a failover discarded)",
+                             name, json_string_value(json_object_get(best, "name")), at,
+                             wn.timeline, from, (long long)(size - keep));
+            }
+        }
+        json_decref(hist);
         if (best) {
             json_array_append(found, best);
             pad_to = json_integer_value(json_object_get(best, "segment_size"));
@@ -669,7 +839,8 @@ int caris_wal_get_fd_cached(struct repo *r, const char *name, int fd, json_t *ca
                          "WAL segment %s is not archived whole: serving the streamed partial %s "
                          "(%lld bytes), zero-padded to %lld bytes",
                          name, json_string_value(json_object_get(best, "name")),
-                         (long long)json_integer_value(json_object_get(best, "size")),
+                         keep >= 0 ? (long long)keep
+                                   : (long long)json_integer_value(json_object_get(best, "size")),
                          (long long)pad_to);
         }
         json_decref(all);
@@ -704,6 +875,12 @@ int caris_wal_get_fd_cached(struct repo *r, const char *name, int fd, json_t *ca
     }
     if (stream_restore_fd(r, chunks, sha, fd, sys_ncpu(), NULL, NULL, op, e) != 0)
         goto out;
+    /* the whole partial was read and checked against its SHA-256; what lies past the point
+     * its timeline ends is cut off (and zeros put in its place by the padding) */
+    if (keep >= 0 && ftruncate(fd, (off_t)keep) != 0) {
+        err_sys(e, errno, NULL, "cannot write the temporary file of %s", name);
+        goto out;
+    }
     if (pad_to && ftruncate(fd, (off_t)pad_to) != 0) {
         err_sys(e, errno, NULL, "cannot write the temporary file of %s", name);
         goto out;
@@ -726,8 +903,8 @@ out:
     return rc;
 }
 
-int caris_wal_get(struct repo *r, const char *name, const char *dest, const struct caris_op *op,
-                  struct err *e)
+int caris_wal_get(struct repo *r, const char *name, const char *dest, uint32_t follow,
+                  const struct caris_op *op, struct err *e)
 {
     struct caris_wal_name wn;
     if (caris_wal_name_parse(name, &wn, e) != 0)
@@ -739,7 +916,7 @@ int caris_wal_get(struct repo *r, const char *name, const char *dest, const stru
         e->code = ERR_FAILURE; /* never the archive's "not there" */
         return -1;
     }
-    if (caris_wal_get_fd_cached(r, name, f.fd, NULL, op, e) != 0) {
+    if (caris_wal_get_fd_cached(r, name, f.fd, NULL, follow, op, e) != 0) {
         fs_newfile_abort(&f);
         return -1;
     }
