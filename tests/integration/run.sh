@@ -211,9 +211,7 @@ grabbers_start() {
 }
 grabbers_stop() {
     local k
-    # SIGKILL: a grabber has nothing to clean up, and a signal bash could catch would reach
-    # one just forked, not yet flock, with this script's traps (see the traps above)
-    for k in "${!grabbers[@]}"; do kill -KILL "${grabbers[k]}" 2>/dev/null; done
+    for k in "${!grabbers[@]}"; do kill "${grabbers[k]}" 2>/dev/null; done
     for k in "${!grabbers[@]}"; do
         wait "${grabbers[k]}" 2>/dev/null
         # taken just before it was stopped, or not: a lock this run already holds is taken
