@@ -372,7 +372,11 @@ int caris_daemon_wal_get(const struct config *cfg, const char *repo_path, const 
         e->code = ERR_FAILURE; /* never the archive's "not there" */
         goto out;
     }
-    rc = wal_exchange(sock, "wal-get", name, repo_path, follow, f.fd, WAL_GET_TIMEOUT_MS, &ans, e);
+    /* "wal-get-timeline", not "wal-get": a daemon from before the rule that a streamed partial
+     * is served only up to its timeline's end (older timelines, after a failover) would serve
+     * it whole; it does not know this request, answers "usage", and the get is done alone */
+    rc = wal_exchange(sock, "wal-get-timeline", name, repo_path, follow, f.fd, WAL_GET_TIMEOUT_MS,
+                      &ans, e);
     if (rc != 0)
         goto out;
     rc = fs_newfile_commit(&f, e);

@@ -1469,7 +1469,10 @@ static void send_error(int fd, const char *code, const char *msg)
  * push alone; anything else is the push's own result, sent by the WAL queue once the file is
  * durably archived (or failed). `wal get` the same: {"cmd": "wal-get", "name", "repo"} with
  * the descriptor of the client's temporary file, answered once the file is written into it and
- * checked; "timeline" (optional): the timeline the recovery follows (`wal get --timeline`). */
+ * checked. "wal-get-timeline" (what `wal get` sends): the same, serving a streamed partial only
+ * up to where its timeline ends in the history followed, "timeline" (optional): the timeline
+ * the recovery follows (`wal get --timeline`); a daemon that does not know it answers "usage"
+ * and the client gets alone. "wal-get" (a client from before it): the same, timeline latest. */
 static void wal_push_request(struct daemon *d, size_t i, json_t *req, bool get)
 {
     struct client *c = &d->clients[i];
@@ -1559,7 +1562,7 @@ static bool handle_request(struct daemon *d, size_t i, const char *line)
         json_decref(ans);
     } else if (strcmp(cmd, "wal-push") == 0) {
         wal_push_request(d, i, req, false);
-    } else if (strcmp(cmd, "wal-get") == 0) {
+    } else if (strcmp(cmd, "wal-get") == 0 || strcmp(cmd, "wal-get-timeline") == 0) {
         wal_push_request(d, i, req, true);
     } else {
         send_error(d->clients[i].fd, "usage", "unknown request");

@@ -527,15 +527,10 @@ static int write_recovery_settings(const char *dir, const char *id,
     /* `wal get` is told the timeline followed when it is a fixed one: it serves an older
      * timeline's streamed partial up to where the followed history leaves that timeline, and
      * all of it when it is the one followed (without it: as for 'latest', the newest timeline) */
-    char *cmdline;
-    size_t cl = strlen(o->restore_command);
-    if (!follow)
-        cmdline = xstrdup(o->restore_command);
-    else if (cl >= 6 && strcmp(o->restore_command + cl - 6, " %f %p") == 0)
-        cmdline =
-            xasprintf("%.*s --timeline %u %%f %%p", (int)(cl - 6), o->restore_command, follow);
-    else
-        cmdline = xasprintf("%s --timeline %u", o->restore_command, follow);
+    size_t cl = strlen(o->restore_command); /* ends in " %f %p" (caris_phys_restore) */
+    char *cmdline =
+        follow ? xasprintf("%.*s --timeline %u %%f %%p", (int)(cl - 6), o->restore_command, follow)
+               : xstrdup(o->restore_command);
     char *rc = conf_quote(cmdline);
     free(cmdline);
     char *v = NULL;
@@ -1212,6 +1207,14 @@ int caris_phys_restore(struct repo *r, const struct phys_restore_opts *o,
         return err_set(e, ERR_USAGE, NULL, "--pgdata DIR is required");
     if (!o->restore_command || !*o->restore_command)
         return err_set(e, ERR_USAGE, NULL, "no restore_command for the restored server");
+    /* a fixed timeline goes into restore_command as `--timeline N` before its %f %p
+     * (write_recovery_settings) */
+    size_t rcl = strlen(o->restore_command);
+    if (o->target_timeline && strcmp(o->target_timeline, "latest") != 0 &&
+        (rcl < 6 || strcmp(o->restore_command + rcl - 6, " %f %p") != 0))
+        return err_set(e, ERR_USAGE, NULL,
+                       "restore_command must end in ' %%f %%p' (the timeline followed goes "
+                       "before them)");
     /* a restore point's name is at most 63 bytes (pg_create_restore_point): a longer one made
      * a data directory whose server refuses its configuration at start; an empty one is no
      * target at all (recovery would replay everything) */

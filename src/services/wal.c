@@ -546,15 +546,21 @@ static json_t *history_records(struct repo *r, json_t *cache, struct err *e)
 }
 
 /* The switch point at which history record rec (a newer timeline's .history) leaves timeline
- * tli: 1 with *at, 0 when its history does not pass through tli, -1 with e. */
-static int history_leaves(struct repo *r, json_t *rec, uint32_t tli, uint64_t *at, struct err *e)
+ * tli: 1 with *at, 0 when its history does not pass through tli, -1 with e. cache: the handle
+ * is kept open (the daemon's), and has not read the index files other processes wrote since:
+ * read again when the history's chunks are not in it (as agreed_chunks). */
+static int history_leaves(struct repo *r, json_t *rec, json_t *cache, uint32_t tli, uint64_t *at,
+                          struct err *e)
 {
     const char *name = json_string_value(json_object_get(rec, "name"));
     const char *hex = json_string_value(json_object_get(rec, "sha256"));
+    json_t *chunks = json_object_get(rec, "chunks");
     uint8_t sha[32];
     struct buf text = {0};
+    if (json_is_array(chunks) && cache && chunks_unknown(r, chunks) && repo_refresh(r, e) != 0)
+        return -1;
     if (!name || !hex || cx_unhex(hex, sha, 32) != 0 ||
-        stream_restore_buf(r, json_object_get(rec, "chunks"), sha, 1u << 20, &text, e) != 0) {
+        stream_restore_buf(r, chunks, sha, 1u << 20, &text, e) != 0) {
         buf_free(&text);
         if (!err_is_set(e))
             err_set(e, ERR_DAMAGE, "run `caris-backup check --read-data`",
@@ -584,8 +590,8 @@ static int history_leaves(struct repo *r, json_t *rec, uint32_t tli, uint64_t *a
  * name of the history that says so. When the history followed does not pass through tli, the
  * earliest point at which any newer timeline left it: what an older timeline holds past that
  * point is WAL a newer one does not have, never served in its place. */
-static int timeline_end(struct repo *r, json_t *hist, uint32_t tli, uint32_t follow, uint64_t *end,
-                        const char **from, struct err *e)
+static int timeline_end(struct repo *r, json_t *hist, json_t *cache, uint32_t tli, uint32_t follow,
+                        uint64_t *end, const char **from, struct err *e)
 {
     *end = UINT64_MAX;
     *from = NULL;
@@ -603,7 +609,7 @@ static int timeline_end(struct repo *r, json_t *hist, uint32_t tli, uint32_t fol
             use = x;
     }
     uint64_t at = 0;
-    int rc = use ? history_leaves(r, use, tli, &at, e) : 0;
+    int rc = use ? history_leaves(r, use, cache, tli, &at, e) : 0;
     if (rc < 0)
         return -1;
     if (rc == 1) {
@@ -615,7 +621,7 @@ static int timeline_end(struct repo *r, json_t *hist, uint32_t tli, uint32_t fol
     {
         if (json_integer_value(json_object_get(x, "timeline")) <= (json_int_t)tli)
             continue;
-        if ((rc = history_leaves(r, x, tli, &at, e)) < 0)
+        if ((rc = history_leaves(r, x, cache, tli, &at, e)) < 0)
             return -1;
         if (rc == 1 && at < *end) {
             *end = at;
@@ -806,7 +812,7 @@ int caris_wal_get_fd_cached(struct repo *r, const char *name, int fd, json_t *ca
             uint64_t seg_start = ((uint64_t)wn.log << 32) + (uint64_t)wn.seg * segsz;
             json_int_t size = json_integer_value(json_object_get(best, "size"));
             const char *from;
-            if (timeline_end(r, hist, wn.timeline, follow, &end, &from, e) != 0) {
+            if (timeline_end(r, hist, cache, wn.timeline, follow, &end, &from, e) != 0) {
                 json_decref(hist);
                 json_decref(all);
                 goto out;
