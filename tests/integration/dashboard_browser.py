@@ -20,6 +20,7 @@ PROFILE_DIR/DevToolsActivePort. A chromium start is about 2 s of CPU."""
 import base64
 import json
 import os
+import shutil
 import socket
 import struct
 import subprocess
@@ -155,6 +156,18 @@ def chromium_args(chromium, prof):
             "--user-data-dir=" + prof, "--window-size=1280,900", "about:blank"]
 
 
+def chromium_env(tmp):
+    """Chromium's environment, TMPDIR set to tmp. Chromium makes the directory of its singleton
+    socket (org.chromium.Chromium.XXXXXX) in TMPDIR and leaves it there when it is killed: one
+    in /tmp per run of the suite, when TMPDIR was the test's. Only when the socket's path fits
+    in a socket address (108 bytes): else TMPDIR as it is."""
+    env = dict(os.environ)
+    tmp = os.path.abspath(tmp)
+    if len(tmp + "/org.chromium.Chromium.XXXXXX/SingletonSocket") < 108:
+        env["TMPDIR"] = tmp
+    return env
+
+
 def open_page(chromium, out):
     """The page to drive and what closes it: a tab in a browser context of its own in the
     browser DASHBOARD_BROWSER_PORT names, else the tab of a browser started here."""
@@ -171,8 +184,12 @@ def open_page(chromium, out):
 
         return Page("ws://127.0.0.1:%d/devtools/page/%s" % (port, tid)), close
     prof = tempfile.mkdtemp(prefix="chromium-", dir=out)
+    # its temporary files in a short directory of its own (the profile's path may be too long
+    # for the socket), removed once it has stopped
+    tmp = tempfile.mkdtemp(prefix="caris-chromium-", dir="/tmp")
     proc = subprocess.Popen(chromium_args(chromium, prof), stdout=subprocess.DEVNULL,
-                            stderr=open(os.path.join(out, "chromium.log"), "w"))
+                            stderr=open(os.path.join(out, "chromium.log"), "w"),
+                            env=chromium_env(tmp))
 
     def stop():
         proc.terminate()
@@ -180,6 +197,8 @@ def open_page(chromium, out):
             proc.wait(20)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
 
     try:
         port_file = os.path.join(prof, "DevToolsActivePort")
@@ -199,7 +218,8 @@ def open_page(chromium, out):
 def main():
     chromium = sys.argv[1]
     if sys.argv[2:3] == ["--launch"]:
-        os.execv(chromium, chromium_args(chromium, sys.argv[3]))
+        os.makedirs(sys.argv[3], exist_ok=True)
+        os.execve(chromium, chromium_args(chromium, sys.argv[3]), chromium_env(sys.argv[3]))
     base, token, out = sys.argv[2:5]
     mode = sys.argv[5] if len(sys.argv) > 5 else "session"
     summary = {"consoleErrors": [], "screenshots": []}

@@ -53,6 +53,12 @@ if ! wait_until 60 _browser_up; then
 fi
 DASHBOARD_BROWSER_PORT=$(head -n 1 "$TEST_TMP/chromium/DevToolsActivePort")
 export DASHBOARD_BROWSER_PORT
+# chromium's temporary directory is in its profile, removed with this test's directory (killed,
+# it leaves its singleton socket's directory behind: there, not in /tmp)
+if ((${#TEST_TMP} + 55 < 108)); then
+    assert_true "chromium's singleton socket directory is in the profile, not in the shared TMPDIR" \
+        compgen -G "$TEST_TMP/chromium/org.chromium.Chromium.*"
+fi
 run python3 "$LIB_DIR/dashboard_browser.py" "$CHROMIUM" "$BASE" "$TOKEN" "$TEST_TMP/dashboard"
 assert_rc 0 "the browser session ran"
 S=$TEST_TMP/dashboard/summary.json
