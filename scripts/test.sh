@@ -12,10 +12,11 @@
 #                about 5 more minutes on a fast 2-core machine, and CI's machines have taken
 #                up to 25 minutes for the two variants alone.
 #
-# Order: the plain build, the ASan build; then the integration tests of both side by side
-# (the two runs share their -j slots: tests/integration/run.sh CARIS_TEST_SLOTS), each with its
-# unit tests in the background (nice 10), the ASan one with the replay of the fuzz harnesses'
-# saved inputs (tests/fuzz/run.sh, FUZZ_REPLAY=1) too. The plain build's results are printed as they come, the
+# Order: the plain build; its integration tests, with in the background (nice 10) its unit
+# tests and the ASan build; once that is built, the ASan integration tests beside the plain
+# ones (the two runs share their -j slots: tests/integration/run.sh CARIS_TEST_SLOTS), with
+# the ASan unit tests and the replay of the fuzz harnesses' saved inputs (tests/fuzz/run.sh,
+# FUZZ_REPLAY=1) in the background. The plain build's results are printed as they come, the
 # other variant's after them; each variant's unit tests are reported after its integration
 # tests.
 set -uo pipefail
@@ -221,12 +222,13 @@ trap '[[ $BASHPID == "$$" ]] || exit; stop_side; rm -rf "$CARIS_TEST_PORTS" "$CA
 trap 'exit 130' INT TERM
 [[ " ${variants[*]} " == *" asan "* || " ${variants[*]} " == *" tsan "* ]] && ram_start
 
-build_variant() { # $1 variant; the build's output in $side_dir/build-$1.log
-  local flag=()
+build_variant() { # $1 variant [nice]; the build's output in $side_dir/build-$1.log
+  local flag=() nice=()
   [ "$1" = asan ] && flag=(--asan)
   [ "$1" = tsan ] && flag=(--tsan)
+  [ "${2:-}" = nice ] && nice=(nice -n 10)
   local rc=0
-  ./scripts/build.sh "${flag[@]}" >"$side_dir/build-$1.log" 2>&1 || rc=$?
+  "${nice[@]}" ./scripts/build.sh "${flag[@]}" >"$side_dir/build-$1.log" 2>&1 || rc=$?
   cat "$side_dir/build-$1.log"
   ((rc == 0)) && return 0
   # (the compiler's messages are in that log: build.sh's ninja --quiet shows them)
@@ -234,15 +236,13 @@ build_variant() { # $1 variant; the build's output in $side_dir/build-$1.log
   return 1
 }
 
-# Every variant is built here, before any test runs, and their integration tests run side by
-# side, sharing the slots: the integration tests leave the CPUs idle a quarter of the time
-# (servers starting, child processes and polls they wait for), and a run alone leaves them
-# idle at its end, while its last tests finish. (Built in the background at nice 10 while the
-# first variant's tests ran, the ASan build, ~110 CPU-s, was starved by them: its tests started
-# about ten minutes late and ended the suite alone, 1,551 s in all against 1,193 s for the
-# first variant's run; stop 61.) Each variant's unit tests run in the background at a lower
-# priority (nice 10) beside its integration tests and are reported after them; their programs
-# do not depend on timing.
+# The first variant is built here; the others are built in the background (nice 10) while its
+# integration tests run, and their integration tests then run beside its own, sharing the
+# slots: the integration tests leave the CPUs idle a quarter of the time (servers starting,
+# child processes and polls they wait for), and a run alone leaves them idle at its end, while
+# its last tests finish. Each variant's unit tests run in the background at a lower priority
+# (nice 10) beside its integration tests and are reported after them; their programs do not
+# depend on timing.
 first=${variants[0]}
 others=("${variants[@]:1}")
 built=()
@@ -252,14 +252,6 @@ if build_variant "$first"; then
 else
   first_failed=1 # counted in round 1
 fi
-for o in "${others[@]}"; do # (the build's output is printed with the variant's results)
-  build_variant "$o" >"$side_dir/lane-$o.build" 2>&1 && built+=("$o")
-done
-# The slots: as many tests at once as CPUs and two (CARIS_TEST_JOBS), between both runs. With
-# one more than the CPUs a CI of stop 61 kept the CPUs busy 74 % of its time; the tests spend
-# about half their time waiting. Two more: the first variant's run took 1,193 s, not 1,463 s.
-CARIS_TEST_JOBS=${CARIS_TEST_JOBS:-$(($(nproc 2>/dev/null || echo 1) + 2))}
-export CARIS_TEST_JOBS
 
 # unit_side V: V's unit tests (and, for asan, the fuzz replay) in the background, nice 10, in a
 # process group of their own (stop_side); its pid in $!
@@ -296,7 +288,8 @@ for ((round = 1; round <= repeat; round++)); do
   for o in "${others[@]}"; do
     set -m
     (
-      [[ " ${built[*]} " == *" $o "* ]] || exit 1
+      if ((round == 1)) && ! build_variant "$o" nice >"$side_dir/lane-$o.build" 2>&1; then exit 1; fi
+      [[ $round == 1 || " ${built[*]} " == *" $o "* ]] || exit 1
       touch "$side_dir/lane-$o.built"
       unit_side "$o"
       side=$!
@@ -326,6 +319,7 @@ for ((round = 1; round <= repeat; round++)); do
       failed=$((failed + 1))
       continue
     fi
+    ((round == 1)) && built+=("$o")
     echo "== $o build: integration tests"
     cat "$side_dir/lane-$o.out"
     count_integration "$(variant_dir "$o")"
