@@ -42,7 +42,7 @@ run cb --env-file "$envf" restore database --physical --pgdata "$TEST_TMP/no-bas
 assert_rc 7 "a physical restore with no base backup in the repository"
 assert_contains "$ERR" "has no physical base backup" "the error says there is none (not a timeline 0)"
 assert_false "nothing was made at --pgdata" test -e "$TEST_TMP/no-base"
-as_server_append() { runuser -u "$CARIS_PG_OS_USER" -- tee -a "$data/pg_hba.conf" >/dev/null; }
+as_server_append() { as_pg tee -a "$data/pg_hba.conf" >/dev/null; }
 if [[ $(id -u) == 0 ]]; then
     echo "host replication all 127.0.0.1/32 scram-sha-256" | as_server_append
 else

@@ -17,7 +17,7 @@ pg_start
 init_repo
 data=$CARIS_PG_SOCKET # the source's data directory
 if [[ $(id -u) == 0 ]]; then
-    echo "host replication all 127.0.0.1/32 scram-sha-256" | runuser -u "$CARIS_PG_OS_USER" -- tee -a "$data/pg_hba.conf" >/dev/null
+    echo "host replication all 127.0.0.1/32 scram-sha-256" | as_pg tee -a "$data/pg_hba.conf" >/dev/null
 else
     echo "host replication all 127.0.0.1/32 scram-sha-256" >>"$data/pg_hba.conf"
 fi
@@ -200,25 +200,24 @@ assert_contains "$(cat "$DLOG")" "stopping: flushed up to" "its wal receive stop
 
 # a timeline switch while receiving: streaming from a standby that is then promoted, wal
 # receive follows the switch (TIMELINE_HISTORY stored, streaming goes on on timeline 2)
-as_srv() { if ((EUID == 0)); then runuser -u "$CARIS_PG_OS_USER" -- "$@"; else "$@"; fi; }
-echo "local replication all trust" | as_srv tee -a "$data/pg_hba.conf" >/dev/null
+echo "local replication all trust" | as_pg tee -a "$data/pg_hba.conf" >/dev/null
 psql_db postgres -c "SELECT pg_reload_conf()" >/dev/null
 sb=$TEST_TMP/standby
 SPORT=$(free_port)
 mkdir -p "$sb" && chmod 0700 "$sb"
 [[ $(id -u) == 0 ]] && chown "$CARIS_PG_OS_USER:" "$sb"
-as_srv "$CARIS_PG_BIN/pg_basebackup" -h "$data" -p "$CARIS_PG_PORT" -U "$CARIS_PG_USER" -D "$sb" -X stream -R -c fast >/dev/null 2>"$TEST_TMP/basebackup.err" ||
+as_pg "$CARIS_PG_BIN/pg_basebackup" -h "$data" -p "$CARIS_PG_PORT" -U "$CARIS_PG_USER" -D "$sb" -X stream -R -c fast >/dev/null 2>"$TEST_TMP/basebackup.err" ||
     fail "pg_basebackup for the standby" "$(_tail "$TEST_TMP/basebackup.err")"
-printf "port = %s\nunix_socket_directories = '%s'\narchive_mode = off\n" "$SPORT" "$sb" | as_srv tee -a "$sb/postgresql.auto.conf" >/dev/null
-as_srv "$CARIS_PG_BIN/pg_ctl" start -D "$sb" -l "$sb/server.log" -w -s >/dev/null || { fail "start the standby" "$(_tail "$sb/server.log")"; test_done; }
-_standby_stop() { as_srv "$CARIS_PG_BIN/pg_ctl" stop -D "$sb" -m immediate -w -s >/dev/null 2>&1; }
+printf "port = %s\nunix_socket_directories = '%s'\narchive_mode = off\n" "$SPORT" "$sb" | as_pg tee -a "$sb/postgresql.auto.conf" >/dev/null
+as_pg "$CARIS_PG_BIN/pg_ctl" start -D "$sb" -l "$sb/server.log" -w -s >/dev/null || { fail "start the standby" "$(_tail "$sb/server.log")"; test_done; }
+_standby_stop() { as_pg "$CARIS_PG_BIN/pg_ctl" stop -D "$sb" -m immediate -w -s >/dev/null 2>&1; }
 new_log
 env "BACKUP_PG_REPLICATION_URL=postgresql://$CARIS_PG_USER@/$CARIS_PG_DB?host=$sb&port=$SPORT" \
     "$CARIS_BIN" wal receive --create-slot --slot sb --flush-seconds 1 2>"$log" &
 rpid=$!
 wait_log "streaming WAL from .* on timeline 1" "receive streams from the standby (timeline 1)"
 psql_db "$CARIS_PG_DB" -c "INSERT INTO t SELECT g, 's' FROM generate_series(1, 1000) g" >/dev/null || fail "insert s"
-as_srv "$CARIS_PG_BIN/pg_ctl" promote -D "$sb" -w -s || fail "promote the standby"
+as_pg "$CARIS_PG_BIN/pg_ctl" promote -D "$sb" -w -s || fail "promote the standby"
 wait_log "timeline switch: timeline 1 ends at" "receive sees the timeline switch"
 wait_log "stored timeline history 00000002.history" "it stores 00000002.history"
 wait_log "streaming WAL from .* on timeline 2" "and streams on on timeline 2"
