@@ -26,12 +26,33 @@ answer, written to a.K: the exit status, a newline, stdout, NUL, stderr, NUL. Ex
 variable cannot hold, or text that is not UTF-8, which --once's write refuses. Once it
 has read the answer and closed a.K, the caller writes "K" "release" the same way, and the
 server removes c.K. No process is started per call: the shell has no unlink of its own.
+
+MODE py runs a python program for lib.sh's python3 function (`python3 -c CODE ARGS...`,
+`python3 - ARGS...` with the program on stdin, `python3 SCRIPT ARGS...`) in a fork of this
+server rather than in a python of its own (by process accounting over the suite: 85 ms of
+CPU a python started, 42 a fork). Its request: K, "py", the caller's pid, its working
+directory, three of its file descriptors (copies of its standard input, output and error: the
+caller's own 0-2 change while it writes to req), the number of arguments, the arguments, then
+one "NAME=VALUE" field per exported variable (the names bash's `compgen -e` wrote to e.K). The
+server takes those files themselves (pidfd_getfd: the same open files, offsets and all), the
+caller's umask and ignored signals (/proc/PID/status); the fork gets them, the working
+directory and the environment, and runs the
+program as python would (__main__, sys.argv, sys.path[0], SystemExit, a traceback and status
+1 on an exception; at the end threads waited for, atexit, the program's objects freed); the
+server answers with the fork's exit status when it ends (128 + the signal that killed it).
+"F" instead of a status: the server could not take the caller's files (an older kernel, no
+permission), and lib.sh runs python3 itself. The program has the standard library only (the
+server runs without site), and random is seeded again in every fork.
 """
+import gc
 import json
 import os
 import select
 import socket
 import sys
+
+# MODE py: the answer FIFO of every fork still running, by pid (main reaps them)
+_forks = {}
 
 
 def ephemeral_range():
@@ -153,6 +174,202 @@ def reply(path, data):
         os.close(fd)
 
 
+_libc = []  # MODE py: libc (ctypes), loaded once, before the first fork
+
+
+def _py_prepare():
+    """What every fork needs, imported once in the server (30 ms a fork otherwise)."""
+    if not _libc:
+        import atexit  # noqa: F401
+        import ctypes
+        import io  # noqa: F401
+        import signal  # noqa: F401
+        import traceback  # noqa: F401
+        import types  # noqa: F401
+
+        _libc.append(ctypes.CDLL(None, use_errno=True))
+
+
+def _pidfd_getfd(pidfd, fd):
+    """A copy of another process's file descriptor fd (pidfd_getfd(2), Linux 5.6)."""
+    import ctypes
+
+    c = ctypes.c_long
+    r = _libc[0].syscall(c(438), c(pidfd), c(fd), c(0))
+    if r < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+    return r
+
+
+def _exit_status(code):
+    """The exit status python gives SystemExit(code)."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    try:
+        sys.stderr.write("%s\n" % (code,))
+    except Exception:
+        pass
+    return 1
+
+
+def py_fork(d, slot, fields, keep):
+    """MODE py: the caller's files taken, then a fork runs the program; the server goes on,
+    and answers with the fork's exit status when it ends (reap_forks). keep: the server's
+    own file descriptors, which the fork closes."""
+    ans = os.path.join(d, "a." + slot)
+    f = [x.decode("utf-8", "surrogateescape") for x in fields]
+    got = []
+    try:
+        _py_prepare()
+        caller, fds = int(f[2]), [int(x) for x in f[4].split()]
+        pidfd = os.pidfd_open(caller)
+        try:
+            for i in fds[:3]:
+                got.append(_pidfd_getfd(pidfd, i))
+        finally:
+            os.close(pidfd)
+        with open("/proc/%d/status" % caller) as st:
+            proc = dict(x.split(":", 1) for x in st if ":" in x)
+        umask, ignored = int(proc["Umask"], 8), int(proc["SigIgn"], 16)
+        # the server's objects out of the forks' garbage collections: a collection that walks
+        # them writes to every page that holds one, and each such page is copied
+        gc.freeze()
+        pid = os.fork()
+    except Exception:
+        for fd in got:
+            os.close(fd)
+        reply(ans, b"F\n\0\0")
+        return
+    if pid:
+        for fd in got:
+            os.close(fd)
+        _forks[pid] = ans
+        return
+    status = 70
+    try:
+        import signal
+
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for fd in keep:
+            os.close(fd)
+        for i, fd in enumerate(got):
+            os.dup2(fd, i)
+            os.close(fd)
+        status = py_run(f, umask, ignored)
+    finally:
+        os._exit(status)
+
+
+def py_run(f, umask, ignored):
+    """The program of request fields f, in this fork, whose standard files are the caller's:
+    its exit status."""
+    import io
+    import signal
+    import traceback
+    import types
+
+    cwd, argc = f[3], int(f[5])
+    argv, env = f[6 : 6 + argc], [e for e in f[6 + argc :] if e]
+    enc, out_errors, in_errors = sys.stdout.encoding, sys.stdout.errors, sys.stdin.errors
+
+    def text(fd, mode, errors, line):
+        raw = io.FileIO(fd, mode, closefd=False)
+        buf = io.BufferedReader(raw) if mode == "r" else io.BufferedWriter(raw)
+        return io.TextIOWrapper(buf, encoding=enc, errors=errors, newline="\n", line_buffering=line)
+
+    sys.stdin = sys.__stdin__ = text(0, "r", in_errors, False)
+    sys.stdout = sys.__stdout__ = text(1, "w", out_errors, os.isatty(1))
+    sys.stderr = sys.__stderr__ = text(2, "w", "backslashreplace", True)
+    try:
+        os.chdir(cwd)
+    except OSError as ex:
+        sys.stderr.write("python3 (lib.sh): cannot enter the working directory %s: %s\n" % (cwd, ex))
+        sys.stderr.flush()
+        return 2
+    os.umask(umask)
+    # the caller's ignored signals ignored, the others as a python started by it has them
+    # (the server, started in the background, ignores SIGINT and SIGQUIT)
+    for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1,
+                signal.SIGUSR2, signal.SIGALRM, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
+        if ignored >> (sig - 1) & 1:
+            signal.signal(sig, signal.SIG_IGN)
+        else:
+            signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
+    os.environ.clear()
+    for e in env:
+        k, _, v = e.partition("=")
+        os.environ[k] = v
+    if "random" in sys.modules:
+        sys.modules["random"].seed()
+    main_mod = types.ModuleType("__main__")
+    sys.modules["__main__"] = main_mod
+    status = 0
+    try:
+        if argv[0] in ("-c", "-"):
+            src = argv[1] if argv[0] == "-c" else sys.stdin.read()
+            name = "<string>" if argv[0] == "-c" else "<stdin>"
+            sys.argv = [argv[0]] + argv[2 if argv[0] == "-c" else 1 :]
+            sys.path[0] = ""
+        else:
+            name = argv[0]
+            with open(name, "rb") as fh:
+                src = fh.read()
+            sys.argv = argv
+            sys.path[0] = os.path.dirname(os.path.abspath(name))
+            main_mod.__file__ = name
+        exec(compile(src, name, "exec"), main_mod.__dict__)
+    except SystemExit as ex:
+        status = _exit_status(ex.code)
+    except BaseException as ex:
+        # the program's frames only, not this function's
+        traceback.print_exception(type(ex), ex, ex.__traceback__.tb_next)
+        status = 1
+    # the ends of a python's exit: non-daemon threads waited for, atexit functions, and the
+    # program's objects freed (a file it wrote without closing is flushed when it is)
+    try:
+        if "threading" in sys.modules:
+            sys.modules["threading"]._shutdown()
+        import atexit
+
+        atexit._run_exitfuncs()
+        main_mod.__dict__.clear()
+        del main_mod
+        sys.modules.pop("__main__", None)
+        gc.collect()
+    except BaseException:
+        pass
+    try:
+        sys.stdout.flush()
+    except Exception:
+        status = 120  # python's status when stdout cannot be flushed at exit
+    try:
+        sys.stderr.flush()
+    except Exception:
+        pass
+    return status
+
+
+def reap_forks():
+    """Each fork that ended: its answer, its exit status (128 + the signal that killed it), as
+    a shell gives a command's."""
+    while _forks:
+        try:
+            pid, st = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            _forks.clear()
+            return
+        if pid == 0:
+            return
+        ans = _forks.pop(pid, None)
+        if ans is not None:
+            code = os.waitstatus_to_exitcode(st)
+            reply(ans, b"%d\n\0\0" % (code if code >= 0 else 128 - code))
+
+
 def main():
     d, pid = sys.argv[1], int(sys.argv[2])
     req = os.path.join(d, "req")
@@ -161,30 +378,44 @@ def main():
         os.mkfifo(os.path.join(d, "a.%d" % k), 0o600)
     # read and write: the FIFO never reports end of file between callers
     fd = os.open(req, os.O_RDWR)
+    # a fork's end wakes the loop (MODE py answers when its fork ends): SIGCHLD writes to wake
+    import signal
+
+    wake, wake_w = os.pipe()
+    os.set_blocking(wake, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
     with open(os.path.join(d, "ready.new"), "w") as f:
         f.write("%d\n" % os.getpid())
     os.rename(os.path.join(d, "ready.new"), os.path.join(d, "ready"))
     buf = b""
     while True:
-        r, _, _ = select.select([fd], [], [], 0.5)
+        r, _, _ = select.select([fd, wake], [], [], 0.5)
+        if wake in r:
+            try:
+                os.read(wake, 4096)
+            except BlockingIOError:
+                pass
+        reap_forks()
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
             return
         except PermissionError:
             pass
-        if not r:
+        if fd not in r:
             continue
         buf += os.read(fd, 65536)
         while b"\0" in buf:
             msg, buf = buf.split(b"\0", 1)
             try:
-                serve(d, msg)
+                serve(d, msg, (fd, wake, wake_w))
             except Exception:  # never die: callers would wait for an answer
                 pass
 
 
-def serve(d, msg):
+def serve(d, msg, keep):
     """One message on req: "K" (the request is in c.K) or "K release"."""
     words = msg.decode("ascii", "replace").split(" ")
     slot = words[0]
@@ -193,6 +424,10 @@ def serve(d, msg):
     claim = os.path.join(d, "c." + slot)
     if words[1:] == ["release"]:
         os.unlink(claim)
+        try:
+            os.unlink(os.path.join(d, "e." + slot))
+        except FileNotFoundError:
+            pass
         return
     # from here on the caller waits on a.K: it gets an answer whatever happens (255: it runs
     # --once, which says what went wrong; only get, eval, valid and port can get there, as
@@ -200,6 +435,9 @@ def serve(d, msg):
     try:
         with open(claim, "rb") as f:
             fields = f.read().split(b"\0")
+        if len(fields) >= 6 and fields[0] == slot.encode() and fields[1] == b"py":
+            py_fork(d, slot, fields, keep)
+            return
         if len(fields) != 5 or fields[0] != slot.encode():
             data = encode(2, "", "jsonsrv: a malformed request\n")
         else:

@@ -358,14 +358,29 @@ _jsrv_stop() {
     return 0
 }
 
+# _jsrv_request K MODE ARGS...: the fields of a request (jsonsrv.py); for MODE py, then every
+# exported variable as NAME=VALUE (their names listed by bash's compgen into e.K: no process)
+_jsrv_request() {
+    printf '%s\0' "$@"
+    [[ $2 == py ]] || return 0
+    local names=() n
+    compgen -e >|"$_JSRV_DIR/e.$1" && mapfile -t names <"$_JSRV_DIR/e.$1"
+    for n in "${names[@]}"; do printf '%s=%s\0' "$n" "${!n}"; done
+}
+
 # _jsrv MODE FILE ARG: the server's answer (stdout, stderr, status as jsonsrv.py says);
 # status 255 without output: the server cannot take the request, run jsonsrv.py --once.
+# _jsrv py PID CWD FDS N ARGS...: a python program run by a fork of the server (python3 below),
+# which writes to this shell's own output; its status, or 255 with _JSRV_CANT=1 when the
+# server cannot run it.
+_JSRV_CANT=0
 _jsrv() {
+    _JSRV_CANT=1
     _jsrv_pid && [[ -p $_JSRV_DIR/req ]] && kill -0 "$_JSRV_PID" 2>/dev/null || return 255
     local - f=$2 k fd st="" part="" out="" err=""
     # a regular file by its absolute path: not a /dev/fd/N of ours (process substitution),
     # which the server cannot open, nor a missing file (--once says what it says)
-    if [[ $1 != port ]]; then
+    if [[ $1 != port && $1 != py ]]; then
         [[ -f $f ]] || return 255
         [[ $f == /* ]] || f=$PWD/$f
     fi
@@ -373,7 +388,7 @@ _jsrv() {
     # the request in it
     set -C
     for ((k = 0; k < 64; k++)); do
-        { printf '%s\0%s\0%s\0%s\0' "$k" "$1" "$f" "$3" >"$_JSRV_DIR/c.$k"; } 2>/dev/null && break
+        { _jsrv_request "$k" "$1" "$f" "${@:3}" >"$_JSRV_DIR/c.$k"; } 2>/dev/null && break
     done
     set +C
     ((k < 64)) || return 255
@@ -388,21 +403,57 @@ _jsrv() {
         kill -0 "$_JSRV_PID" 2>/dev/null || break
     done
     st+=$part
-    if [[ $st =~ ^[0-9]+$ ]]; then # the rest follows in the same write
+    if [[ $st =~ ^([0-9]+|F)$ ]]; then # the rest follows in the same write
         IFS= read -r -d '' -t 60 -u "$fd" out && IFS= read -r -d '' -t 60 -u "$fd" err || st=""
     fi
     exec {fd}<&-
     printf '%s release\0' "$k" 1<>"$_JSRV_DIR/req"
-    [[ $st =~ ^[0-9]+$ ]] || {
+    [[ $st =~ ^([0-9]+|F)$ ]] || {
         # the request was sent and not answered (the server died with it): no second try
-        # with --once, flip_byte would flip the byte back
+        # with --once, flip_byte would flip the byte back (nor a python program run twice)
+        _JSRV_CANT=0
         echo "jsonsrv: no answer to $1 $f" >&2
         return 1
     }
-    ((st == 255)) && return 255
+    [[ $st == F ]] && return 255
+    # (a python program's own status 255 is its status)
+    ((st == 255)) && [[ $1 != py ]] && return 255
+    _JSRV_CANT=0
     printf '%s' "$out"
     [[ -z $err ]] || printf '%s' "$err" >&2
     return "$st"
+}
+
+# python3 ARGS...: `python3 -c CODE ...`, `python3 - ...` (the program on stdin) and
+# `python3 SCRIPT ...` run by a fork of the test's jsonsrv.py (its MODE py), with this shell's
+# standard input, output and error, working directory, umask and exported variables, and its
+# exit status: by process accounting over the suite, a python started costs 85 ms of CPU and a
+# fork 42, and the tests run python programs over a thousand times a run. Other options, a server not (yet) running or a fork that cannot take
+# this shell's files: /usr/bin/python3 itself. Only in the foreground: what runs in the
+# background (bg_start, `... &`), and is waited for or killed by its pid, is `command python3`
+# or exec'd (bg_start execs: functions are not exec'd). Standard library only; an argument
+# naming a file descriptor of this shell (/dev/fd/N, as <(...) gives) goes to python3 itself.
+python3() {
+    case ${1-} in
+    -c) (($# >= 2)) || { command python3 "$@"; return; } ;;
+    -) ;;
+    -* | "") { command python3 "$@"; return; } ;;
+    esac
+    local a
+    for a in "$@"; do # a file descriptor of this shell's own (<(...)): the fork has only 0-2
+        [[ $a == /dev/fd/* || $a == /proc/self/fd/* ]] && { command python3 "$@"; return; }
+    done
+    # copies of this shell's standard files for the server to take: its own 0-2 change for a
+    # moment while _jsrv writes to req (a redirection of a builtin), and the server may be
+    # taking them then
+    local s0 s1 s2 st
+    [[ -e /dev/fd/0 && -e /dev/fd/1 && -e /dev/fd/2 ]] || { command python3 "$@"; return; }
+    exec {s0}<&0 {s1}>&1 {s2}>&2
+    _jsrv py "$BASHPID" "$PWD" "$s0 $s1 $s2" "$#" "$@"
+    st=$?
+    exec {s0}<&- {s1}>&- {s2}>&-
+    ((_JSRV_CANT)) && { command python3 "$@"; return; }
+    return $st
 }
 
 # _json MODE FILE ARG: jsonsrv.py's answer, from the server, else from a python of its own
@@ -411,7 +462,7 @@ _json() {
     _jsrv "$@"
     local st=$?
     ((st == 255)) || return $st
-    python3 -S "$LIB_DIR/jsonsrv.py" --once "$@"
+    command python3 -S "$LIB_DIR/jsonsrv.py" --once "$@"
 }
 
 # assert_json FILE MESSAGE: FILE holds one valid JSON document.
@@ -516,7 +567,7 @@ hold_start() {
     mkfifo "$fifo"
     exec {HOLD_FD}<>"$fifo"
     HOLD_OUT=$fifo.out
-    python3 "$LIB_DIR/packhold.py" "$@" <"$fifo" >"$HOLD_OUT" 2>&1 &
+    command python3 "$LIB_DIR/packhold.py" "$@" <"$fifo" >"$HOLD_OUT" 2>&1 &
     HOLD_PID=$!
     _BG_PIDS+=("$HOLD_PID")
     wait_until 30 grep -q '^held' "$HOLD_OUT" || fail "packhold did not take its leases" "$(_tail "$HOLD_OUT")"
