@@ -428,7 +428,7 @@ _jsrv() {
 # `python3 SCRIPT ...` run by a fork of the test's jsonsrv.py (its MODE py), with this shell's
 # standard input, output and error, working directory, umask and exported variables, and its
 # exit status: by process accounting over the suite, a python started costs 85 ms of CPU and a
-# fork 42, and the tests run python programs over a thousand times a run. Other options, a server not (yet) running or a fork that cannot take
+# fork 42, and the tests run several hundred python programs a run. Other options, a server not (yet) running or a fork that cannot take
 # this shell's files: /usr/bin/python3 itself. Only in the foreground: what runs in the
 # background (bg_start, `... &`), and is waited for or killed by its pid, is `command python3`
 # or exec'd (bg_start execs: functions are not exec'd). Standard library only; an argument
