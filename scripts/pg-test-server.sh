@@ -185,14 +185,22 @@ template_database() {
     local data=$1 log=$2
     : >"$log"
     ((EUID == 0)) && chown "$OS_USER:" "$log"
-    as_server "$PG_BIN/pg_ctl" start -w -t "$TIMEOUT" -D "$data" -l "$log" -s \
+    if ! as_server "$PG_BIN/pg_ctl" start -w -t "$TIMEOUT" -D "$data" -l "$log" -s \
         -o "-c listen_addresses='' -c unix_socket_directories='$data' -c port=$PORT -c fsync=off" \
-        </dev/null >/dev/null || { tail -n 20 "$log" >&2; die "cannot start the template cluster in $data" "see $log"; }
+        </dev/null >/dev/null; then
+        # (a start that timed out may still come up: not left running under the next attempt)
+        as_server "$PG_BIN/pg_ctl" stop -D "$data" -m immediate -w -s </dev/null >/dev/null 2>&1
+        tail -n 20 "$log" >&2
+        die "cannot start the template cluster in $data" "see $log"
+    fi
     local rc=0
     printf 'CREATE DATABASE %s;\n' "$DB" |
         "$PG_BIN/psql" -X -q -h "$data" -p "$PORT" -U "$SUPERUSER" -d postgres -v ON_ERROR_STOP=1 \
             >/dev/null || rc=1
-    as_server "$PG_BIN/pg_ctl" stop -D "$data" -m fast -w -s </dev/null >/dev/null || rc=1
+    as_server "$PG_BIN/pg_ctl" stop -D "$data" -m fast -w -s </dev/null >/dev/null || {
+        as_server "$PG_BIN/pg_ctl" stop -D "$data" -m immediate -w -s </dev/null >/dev/null 2>&1
+        rc=1
+    }
     ((rc == 0)) || die "cannot create the database $DB in the template cluster $data" "see $log"
 }
 
@@ -338,6 +346,10 @@ cmd_pause() {
 cmd_resume() {
     [[ -f $DIR/$MARKER && -f $ENV_FILE ]] || die "no server in $DIR" "start one: $0 start"
     running && return 0
+    # a postmaster killed left its postmaster.pid saying "ready": not read as the new one's
+    local old=""
+    { [[ -f $DATA/postmaster.pid ]] && read -r old <"$DATA/postmaster.pid"; } || true
+    [[ $old =~ ^[0-9]+$ ]] && ! kill -0 "$old" 2>/dev/null && rm -f "$DATA/postmaster.pid"
     as_server "$PG_BIN/pg_ctl" start -W -D "$DATA" -l "$LOG" -s </dev/null >/dev/null
     local i
     for ((i = 0; i < 200; i++)); do

@@ -188,6 +188,10 @@ def _py_prepare():
         import types  # noqa: F401
 
         _libc.append(ctypes.CDLL(None, use_errno=True))
+        # the server's objects out of the forks' garbage collections: a collection that walks
+        # them writes to every page that holds one, and each such page is copied
+        gc.collect()
+        gc.freeze()
 
 
 def _pidfd_getfd(pidfd, fd):
@@ -234,9 +238,6 @@ def py_fork(d, slot, fields, keep):
         with open("/proc/%d/status" % caller) as st:
             proc = dict(x.split(":", 1) for x in st if ":" in x)
         umask, ignored = int(proc["Umask"], 8), int(proc["SigIgn"], 16)
-        # the server's objects out of the forks' garbage collections: a collection that walks
-        # them writes to every page that holds one, and each such page is copied
-        gc.freeze()
         pid = os.fork()
     except Exception:
         for fd in got:
@@ -423,11 +424,12 @@ def serve(d, msg, keep):
         return
     claim = os.path.join(d, "c." + slot)
     if words[1:] == ["release"]:
-        os.unlink(claim)
+        # e.K first: once c.K is gone the slot's next caller writes a new e.K
         try:
             os.unlink(os.path.join(d, "e." + slot))
         except FileNotFoundError:
             pass
+        os.unlink(claim)
         return
     # from here on the caller waits on a.K: it gets an answer whatever happens (255: it runs
     # --once, which says what went wrong; only get, eval, valid and port can get there, as

@@ -433,11 +433,15 @@ _jsrv() {
 # background (bg_start, `... &`), and is waited for or killed by its pid, is `command python3`
 # or exec'd (bg_start execs: functions are not exec'd). Standard library only; an argument
 # naming a file descriptor of this shell (/dev/fd/N, as <(...) gives) goes to python3 itself.
+# Differences no test relies on: no site (no exit() or quit()), the server's resource limits
+# and hash seed, no exported bash functions in the environment, and an exported variable named
+# like a local of these helpers (a, f, k, n, ...) is sent with the local's value.
 python3() {
     case ${1-} in
     -c) (($# >= 2)) || { command python3 "$@"; return; } ;;
     -) ;;
     -* | "") { command python3 "$@"; return; } ;;
+    *) [[ -f $1 && -r $1 ]] || { command python3 "$@"; return; } ;; # python3's own message
     esac
     local a
     for a in "$@"; do # a file descriptor of this shell's own (<(...)): the fork has only 0-2
@@ -449,8 +453,8 @@ python3() {
     local s0 s1 s2 st
     [[ -e /dev/fd/0 && -e /dev/fd/1 && -e /dev/fd/2 ]] || { command python3 "$@"; return; }
     exec {s0}<&0 {s1}>&1 {s2}>&2
-    _jsrv py "$BASHPID" "$PWD" "$s0 $s1 $s2" "$#" "$@"
-    st=$?
+    # (a status that is not 0 must not end a caller under set -e before the fallback)
+    if _jsrv py "$BASHPID" "$PWD" "$s0 $s1 $s2" "$#" "$@"; then st=0; else st=$?; fi
     exec {s0}<&- {s1}>&- {s2}>&-
     ((_JSRV_CANT)) && { command python3 "$@"; return; }
     return $st

@@ -25,6 +25,9 @@ PY
 assert_eq "__main__ s.py z $(basename "$TEST_TMP")" "$(python3 "$TEST_TMP/s.py" z)" \
     "SCRIPT ARGS: __main__, sys.argv, sys.path[0] the script's directory"
 
+python3 "$TEST_TMP/no-such-script.py" 2>"$TEST_TMP/err"
+assert_eq 2 "$?" "a script that is not there: status 2, as python3 gives"
+assert_contains "$(cat "$TEST_TMP/err")" "can't open file" "and python3's own message"
 python3 -c 'import sys; sys.exit(3)'
 assert_eq 3 "$?" "sys.exit(3): status 3"
 python3 -c 'import sys; sys.exit(255)'
