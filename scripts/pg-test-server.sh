@@ -143,6 +143,25 @@ pm_ready() {
     [[ ${lines[7]:-} == ready* ]]
 }
 
+# start_server: start the server of DATA and wait until it accepts connections (-W: we poll
+# readiness ourselves, pm_ready, with our own deadline)
+start_server() {
+    as_server "$PG_BIN/pg_ctl" start -W -D "$DATA" -l "$LOG" -s </dev/null >/dev/null
+    local i
+    for ((i = 0; i < 200; i++)); do
+        [[ -f $DATA/postmaster.pid ]] && break
+        poll_pause
+    done
+    POSTMASTER_PID=""
+    { [[ -f $DATA/postmaster.pid ]] && read -r POSTMASTER_PID <"$DATA/postmaster.pid"; } || true
+    wait_ready
+}
+
+# stop_immediate DATA: stop the server of DATA at once, if one runs (errors ignored)
+stop_immediate() {
+    as_server "$PG_BIN/pg_ctl" stop -D "$1" -m immediate -w -s </dev/null >/dev/null 2>&1 || true
+}
+
 wait_ready() {
     local deadline=$((SECONDS + TIMEOUT))
     while ! pm_ready "$DATA"; do
@@ -189,7 +208,7 @@ template_database() {
         -o "-c listen_addresses='' -c unix_socket_directories='$data' -c port=$PORT -c fsync=off" \
         </dev/null >/dev/null; then
         # (a start that timed out may still come up: not left running under the next attempt)
-        as_server "$PG_BIN/pg_ctl" stop -D "$data" -m immediate -w -s </dev/null >/dev/null 2>&1
+        stop_immediate "$data"
         tail -n 20 "$log" >&2
         die "cannot start the template cluster in $data" "see $log"
     fi
@@ -198,7 +217,7 @@ template_database() {
         "$PG_BIN/psql" -X -q -h "$data" -p "$PORT" -U "$SUPERUSER" -d postgres -v ON_ERROR_STOP=1 \
             >/dev/null || rc=1
     as_server "$PG_BIN/pg_ctl" stop -D "$data" -m fast -w -s </dev/null >/dev/null || {
-        as_server "$PG_BIN/pg_ctl" stop -D "$data" -m immediate -w -s </dev/null >/dev/null 2>&1
+        stop_immediate "$data"
         rc=1
     }
     ((rc == 0)) || die "cannot create the database $DB in the template cluster $data" "see $log"
@@ -288,15 +307,7 @@ max_wal_size = '1GB'
 log_min_messages = warning
 log_connections = off
 EOF
-    # -W: we poll readiness ourselves (pm_ready) with our own deadline
-    as_server "$PG_BIN/pg_ctl" start -W -D "$DATA" -l "$LOG" -s </dev/null >/dev/null
-    local i
-    for ((i = 0; i < 200; i++)); do
-        [[ -f $DATA/postmaster.pid ]] && break
-        poll_pause
-    done
-    POSTMASTER_PID=$(head -n 1 "$DATA/postmaster.pid" 2>/dev/null || true)
-    wait_ready
+    start_server
     # a copied cluster gets this server's own password (on stdin: not in ps)
     # (a copy has the database already)
     if ((templated)); then
@@ -329,7 +340,7 @@ EOF
 cmd_stop_quiet() {
     if [[ -f $DATA/postmaster.pid ]]; then
         as_server "$PG_BIN/pg_ctl" stop -D "$DATA" -m fast -w -s </dev/null >/dev/null 2>&1 ||
-            as_server "$PG_BIN/pg_ctl" stop -D "$DATA" -m immediate -w -s </dev/null >/dev/null 2>&1 || true
+            stop_immediate "$DATA"
     fi
     if [[ -e $DIR ]]; then
         [[ -f $DIR/$MARKER ]] || die "$DIR was not made by this script; not removing it"
@@ -350,14 +361,7 @@ cmd_resume() {
     local old=""
     { [[ -f $DATA/postmaster.pid ]] && read -r old <"$DATA/postmaster.pid"; } || true
     [[ $old =~ ^[0-9]+$ ]] && ! kill -0 "$old" 2>/dev/null && rm -f "$DATA/postmaster.pid"
-    as_server "$PG_BIN/pg_ctl" start -W -D "$DATA" -l "$LOG" -s </dev/null >/dev/null
-    local i
-    for ((i = 0; i < 200; i++)); do
-        [[ -f $DATA/postmaster.pid ]] && break
-        poll_pause
-    done
-    POSTMASTER_PID=$(head -n 1 "$DATA/postmaster.pid" 2>/dev/null || true)
-    wait_ready
+    start_server
 }
 
 case ${1:-} in

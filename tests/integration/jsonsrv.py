@@ -48,6 +48,7 @@ import gc
 import json
 import os
 import select
+import signal
 import socket
 import sys
 
@@ -183,7 +184,6 @@ def _py_prepare():
         import atexit  # noqa: F401
         import ctypes
         import io  # noqa: F401
-        import signal  # noqa: F401
         import traceback  # noqa: F401
         import types  # noqa: F401
 
@@ -251,8 +251,6 @@ def py_fork(d, slot, fields, keep):
         return
     status = 70
     try:
-        import signal
-
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         for fd in keep:
@@ -269,7 +267,6 @@ def py_run(f, umask, ignored):
     """The program of request fields f, in this fork, whose standard files are the caller's:
     its exit status."""
     import io
-    import signal
     import traceback
     import types
 
@@ -380,8 +377,6 @@ def main():
     # read and write: the FIFO never reports end of file between callers
     fd = os.open(req, os.O_RDWR)
     # a fork's end wakes the loop (MODE py answers when its fork ends): SIGCHLD writes to wake
-    import signal
-
     wake, wake_w = os.pipe()
     os.set_blocking(wake, False)
     os.set_blocking(wake_w, False)
