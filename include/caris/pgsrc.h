@@ -102,8 +102,19 @@ struct pgsrc_info {
     char collate[256];     /* datcollate */
     char ctype[256];       /* datctype */
     int64_t database_size; /* pg_database_size, bytes */
+    /* what follows PGSRC_RESTORE_MARK in the database's comment ("" when it has no mark) */
+    char restore_mark[300];
 };
 int pgsrc_server_info(PGconn *c, struct pgsrc_info *out, struct err *e);
+
+/* The comment (COMMENT ON DATABASE) a restore puts on the database it restores into while it
+ * runs, when a restore killed there would leave the database partly restored: one that makes
+ * the database (--create), one with parallel jobs (not one transaction). It is followed by the
+ * backup's id and time. A database that carries it may be partly restored. */
+#define PGSRC_RESTORE_MARK "caris-backup: restore in progress, or killed: backup "
+/* Copies what follows PGSRC_RESTORE_MARK in the comment of database name to out ("" when its
+ * comment is not a mark, or cannot be read). */
+void pgsrc_restore_mark(PGconn *c, const char *name, char *out, size_t n);
 
 /* The WAL archiver's state (archive_mode and pg_stat_archiver; readable by any role). */
 struct pgsrc_archiver {

@@ -181,6 +181,10 @@ static int backup_dry_run(struct globals *g, struct repo *r, const struct db_bac
         printf("  with %s (%s); every table can be read\n",
                json_string_value(json_object_get(plan, "pg_dump")),
                json_string_value(json_object_get(plan, "pg_dump_version")));
+        size_t i;
+        json_t *w;
+        json_array_foreach(json_object_get(plan, "warnings"), i, w)
+            printf("  warning: %s\n", json_string_value(json_object_get(w, "message")));
         printf("dry run: nothing was backed up\n");
     }
     json_decref(plan);

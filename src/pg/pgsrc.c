@@ -790,6 +790,15 @@ static void copy_field(PGresult *res, int row, int col, char *out, size_t n)
     snprintf(out, n, "%s", PQgetisnull(res, row, col) ? "" : PQgetvalue(res, row, col));
 }
 
+/* What follows PGSRC_RESTORE_MARK in column col of row 0 ("" when it is not a mark). */
+static void mark_of(PGresult *res, int col, char *out, size_t n)
+{
+    out[0] = '\0';
+    const char *v = PQgetisnull(res, 0, col) ? "" : PQgetvalue(res, 0, col);
+    if (strncmp(v, PGSRC_RESTORE_MARK, strlen(PGSRC_RESTORE_MARK)) == 0)
+        snprintf(out, n, "%s", v + strlen(PGSRC_RESTORE_MARK));
+}
+
 int pgsrc_server_info(PGconn *c, struct pgsrc_info *out, struct err *e)
 {
     memset(out, 0, sizeof(*out));
@@ -797,7 +806,8 @@ int pgsrc_server_info(PGconn *c, struct pgsrc_info *out, struct err *e)
         c,
         "SELECT current_setting('server_version'), current_setting('server_version_num'), "
         "current_database(), pg_encoding_to_char(d.encoding), d.datcollate, d.datctype, "
-        "pg_database_size(d.oid) FROM pg_database d WHERE d.datname = current_database()",
+        "pg_database_size(d.oid), shobj_description(d.oid, 'pg_database') FROM pg_database d "
+        "WHERE d.datname = current_database()",
         0, NULL, e);
     if (!res)
         return -1;
@@ -820,8 +830,23 @@ int pgsrc_server_info(PGconn *c, struct pgsrc_info *out, struct err *e)
     copy_field(res, 0, 4, out->collate, sizeof(out->collate));
     copy_field(res, 0, 5, out->ctype, sizeof(out->ctype));
     out->database_size = strtoll(PQgetvalue(res, 0, 6), NULL, 10);
+    mark_of(res, 7, out->restore_mark, sizeof(out->restore_mark));
     PQclear(res);
     return 0;
+}
+
+void pgsrc_restore_mark(PGconn *c, const char *name, char *out, size_t n)
+{
+    out[0] = '\0';
+    const char *params[] = {name};
+    struct err ie = ERR_INIT;
+    PGresult *res = pgsrc_query(c,
+                                "SELECT shobj_description(oid, 'pg_database') FROM pg_database "
+                                "WHERE datname = $1",
+                                1, params, &ie);
+    if (res && PQntuples(res) == 1)
+        mark_of(res, 0, out, n);
+    PQclear(res);
 }
 
 int pgsrc_snapshot_begin(PGconn *c, char **snapshot_id, struct err *e)

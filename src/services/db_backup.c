@@ -176,6 +176,18 @@ static json_t *stream_entry(const char *type, const char *name, struct stream_re
     return ent;
 }
 
+/* The warning a backup of a database that a restore marked gives (NULL: none). Caller frees. */
+static char *restore_mark_warning(const struct pgsrc_info *info)
+{
+    if (!info->restore_mark[0])
+        return NULL;
+    return xasprintf("database %s carries the mark of a restore of %s that did not finish (it "
+                     "runs still, or was killed): it may be partly restored, and this backup "
+                     "holds it as it is; restore it again (restore database ... --clean), and "
+                     "keep the backups from before that restore",
+                     info->database, info->restore_mark);
+}
+
 static int db_backup(struct repo *r, const struct db_backup_opts *o, bool incremental,
                      json_t **summary_out, struct err *e)
 {
@@ -211,6 +223,12 @@ static int db_backup(struct repo *r, const struct db_backup_opts *o, bool increm
     if (repo_lock(r, false, "backup database", e) != 0)
         goto out;
     locked = true;
+    char *mark_msg = restore_mark_warning(&info);
+    if (mark_msg) {
+        caris_op_log(o->op, LOG_WARN, "%s", mark_msg);
+        json_array_append_new(warnings, json_pack("{s:s}", "message", mark_msg));
+        free(mark_msg);
+    }
     if (incremental) {
         json_t *dbname = json_string(info.database);
         parent = backup_latest(r, "database", "database", dbname, e);
@@ -500,6 +518,10 @@ int caris_db_backup_plan(struct repo *r, const struct db_backup_opts *o, bool in
                       "database_size", (json_int_t)info.database_size, "mode",
                       incremental && json_is_object(parent) ? "incremental" : "full", "parent",
                       json_is_object(parent) ? json_object_get(parent, "id") : json_null());
+    char *mark_msg = restore_mark_warning(&info);
+    json_object_set_new(*plan, "warnings",
+                        mark_msg ? json_pack("[{s:s}]", "message", mark_msg) : json_array());
+    free(mark_msg);
     rc = 0;
 out:
     if (conn)

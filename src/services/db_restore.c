@@ -612,9 +612,6 @@ static PGconn *connect_maintenance(const struct pgsrc_target *t, struct err *e)
     return c;
 }
 
-/* The comment on a database a --create restore made, while it runs. */
-#define CREATE_MARK "caris-backup: restore in progress, or killed: backup "
-
 /* COMMENT ON DATABASE name IS text (NULL: none). */
 static int set_db_comment(PGconn *c, const char *name, const char *text, struct err *e)
 {
@@ -633,6 +630,39 @@ static int set_db_comment(PGconn *c, const char *name, const char *text, struct 
     return rc;
 }
 
+/* The comment on database name (NULL: none, or it cannot be read). Caller frees. */
+static char *db_comment(PGconn *c, const char *name)
+{
+    const char *params[] = {name};
+    struct err ie = ERR_INIT;
+    PGresult *res = pgsrc_query(c,
+                                "SELECT shobj_description(oid, 'pg_database') FROM pg_database "
+                                "WHERE datname = $1",
+                                1, params, &ie);
+    char *text = res && PQntuples(res) == 1 && !PQgetisnull(res, 0, 0)
+                     ? xstrdup(PQgetvalue(res, 0, 0))
+                     : NULL;
+    PQclear(res);
+    return text;
+}
+
+/* Puts back the comment a restore into an existing database replaced by its mark, when the
+ * restore changed nothing after all (a failure is logged: the mark then stays, wrongly
+ * saying the database may be partly restored, and a restore that succeeds removes it). */
+static void put_comment_back(const struct pgsrc_target *t, const char *name, const char *comment,
+                             const struct caris_op *op)
+{
+    struct err e = ERR_INIT;
+    PGconn *c = pgsrc_connect(t, NULL, &e);
+    if (!c || set_db_comment(c, name, comment, &e) != 0)
+        caris_op_log(op, LOG_WARN,
+                     "database %s was not changed, but the mark of this restore (its comment) "
+                     "stays: %s",
+                     name, e.msg);
+    if (c)
+        PQfinish(c);
+}
+
 /* REVOKE ALL ON DATABASE name FROM PUBLIC: a database a restore makes is closed to other roles
  * until it is done (a new database lets PUBLIC connect). */
 static int db_close_to_public(PGconn *c, const char *name, struct err *e)
@@ -645,22 +675,6 @@ static int db_close_to_public(PGconn *c, const char *name, struct err *e)
     free(sql);
     PQfreemem(qn);
     return rc;
-}
-
-/* The mark a --create restore left on database name ("" when none). */
-static void create_mark(PGconn *c, const char *name, char *out, size_t n)
-{
-    out[0] = '\0';
-    const char *params[] = {name};
-    struct err ie = ERR_INIT;
-    PGresult *res = pgsrc_query(c,
-                                "SELECT shobj_description(oid, 'pg_database') FROM pg_database "
-                                "WHERE datname = $1",
-                                1, params, &ie);
-    if (res && PQntuples(res) == 1 && !PQgetisnull(res, 0, 0) &&
-        strncmp(PQgetvalue(res, 0, 0), CREATE_MARK, strlen(CREATE_MARK)) == 0)
-        snprintf(out, n, "%s", PQgetvalue(res, 0, 0) + strlen(CREATE_MARK));
-    PQclear(res);
 }
 
 static int database_exists(PGconn *c, const char *name, struct err *e)
@@ -2465,6 +2479,10 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
     struct pgsrc_index_tree *pidx = NULL;
     size_t npidx = 0;
     bool locked = false, created = false, verified = false;
+    /* restoring into an existing database: its comment before (restored when done), the mark of
+     * an earlier restore that did not finish ("" when none), and whether this one marked it */
+    char *prior_comment = NULL, prior_mark[300] = "";
+    bool marked = false;
     int rc = -1;
     char dbname[256], host[256], port[64], dump_size[32];
     struct settings_read sr = {.e = ERR_INIT};
@@ -2516,13 +2534,14 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
                      dbname);
         } else if (ex) {
             char mark[300];
-            create_mark(c, dbname, mark, sizeof(mark));
+            pgsrc_restore_mark(c, dbname, mark, sizeof(mark));
             if (*mark)
                 err_set(e, ERR_USAGE,
                         "if that restore is not running any more, drop the database (DROP "
-                        "DATABASE, or dropdb) and restore again",
-                        "database %s at host %s port %s is what a --create restore of %s made, "
-                        "which did not finish (it runs still, or was killed): it may be empty "
+                        "DATABASE, or dropdb) and restore again, or restore into it with "
+                        "--clean instead of --create",
+                        "database %s at host %s port %s carries the mark of a restore of %s "
+                        "that did not finish (it runs still, or was killed): it may be empty "
                         "or partly restored",
                         dbname, host, port, mark);
             else
@@ -2573,6 +2592,16 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
         int64_t nrel = missing ? 0 : pgsrc_count_relations(c, e);
         if (nrel < 0)
             goto out;
+        if (!missing) {
+            prior_comment = db_comment(c, dbname);
+            pgsrc_restore_mark(c, dbname, prior_mark, sizeof(prior_mark));
+        }
+        if (*prior_mark)
+            plan_add(plan,
+                     "NOTE: database %s carries the mark of a restore of %s that did not finish "
+                     "(it runs still, or was killed): it may be partly restored; a restore of "
+                     "the whole backup that succeeds removes the mark",
+                     dbname, prior_mark);
         if (nrel > 0 && !o->clean && o->dry_run) {
             /* A dry run reports what the restore would do, refusal included, and still
              * proves that the backup restores. */
@@ -2651,6 +2680,12 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
                  "pg_restore %s, streamed from the repository, in a single transaction: any "
                  "error leaves the database as it was",
                  tool.version);
+    if (o->jobs > 1 && !o->create)
+        plan_add(plan,
+                 "while it runs, database %s carries a mark (its comment, put back as it was "
+                 "when the restore succeeds): a restore killed there leaves the mark, and "
+                 "backups of the database warn about it",
+                 dbname);
     if (o->verify)
         plan_add(plan, "then compare the row counts of %zu table(s) with the backup's",
                  json_array_size(sel.expected));
@@ -2696,7 +2731,7 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
         created = true;
         /* marked until the restore is done: one killed (SIGKILL, the machine down) leaves the
          * database it made, and the next --create says what it is */
-        char *mark = xasprintf("%s%s (%s)", CREATE_MARK, k.id, summary_str(&k, "started"));
+        char *mark = xasprintf("%s%s (%s)", PGSRC_RESTORE_MARK, k.id, summary_str(&k, "started"));
         /* and closed to other roles until the backup's privileges and the database's own
          * settings are applied (apply_db_settings opens it as the backup's was): the restored
          * data must not be reachable by roles the backup's database kept out, while its row
@@ -2708,6 +2743,27 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
         }
         free(mark);
         PQfinish(c);
+        c = NULL;
+    } else if (o->jobs > 1) {
+        /* not one transaction: marked until the restore is done, as a --create restore marks
+         * the database it makes (one killed there leaves the database partly restored, and it
+         * says so: to a --create restore into it, and to every backup of it) */
+        struct err me = ERR_INIT;
+        char *mark = xasprintf("%s%s (%s)", PGSRC_RESTORE_MARK, k.id, summary_str(&k, "started"));
+        if ((c = pgsrc_connect(&t, NULL, &me)) && set_db_comment(c, dbname, mark, &me) == 0) {
+            marked = true;
+        } else {
+            char *w = xasprintf("database %s could not be marked as being restored (its comment: "
+                                "%s): a restore killed now leaves it partly restored without a "
+                                "mark",
+                                dbname, me.msg);
+            json_array_append_new(warnings, jsonx_text(w));
+            caris_op_log(o->op, LOG_WARN, "%s", w);
+            free(w);
+        }
+        free(mark);
+        if (c)
+            PQfinish(c);
         c = NULL;
     }
     struct restore_run rr = {.r = r,
@@ -2733,16 +2789,19 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
             drop_created(&t, dbname, e);
         } else if (rr.applying) {
             err_wrap(e, "database %s may be partially restored", dbname);
-            /* --jobs is not one transaction: what it did stays, and looks like a restore */
-            char *h = xasprintf("do not use database %s as it is: once the cause is fixed, "
+            /* --jobs is not one transaction: what it did stays, and looks like a restore (the
+             * mark stays with it) */
+            char *h = xasprintf("do not use database %s as it is%s: once the cause is fixed, "
                                 "restore again with --clean (it replaces the backup's objects), "
                                 "or drop it and restore with --create",
-                                dbname);
+                                dbname, marked ? " (its comment marks it so)" : "");
             hint_before(e, h);
             free(h);
         } else {
             /* one transaction (or nothing started): rolled back */
             err_wrap(e, "database %s was not changed", dbname);
+            if (marked)
+                put_comment_back(&t, dbname, prior_comment, o->op);
         }
         goto out;
     }
@@ -2798,8 +2857,14 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
                          applied, applied == 1 ? "" : "s");
         }
     }
-    if (created && !commented) { /* done: the mark goes (a comment of the backup's replaced it) */
-        if (!(c = connect_maintenance(&t, e)) || set_db_comment(c, dbname, NULL, e) != 0) {
+    /* done: the mark goes (a comment of the backup's replaced it); restoring into an existing
+     * database, its comment is put back, and a whole restore removes the mark an earlier one
+     * left (a --table or --schema restore mends only its part) */
+    bool unmark = created ? !commented : marked || (*prior_mark && !sel.nargs);
+    if (unmark) {
+        const char *back = created || (*prior_mark && !sel.nargs) ? NULL : prior_comment;
+        if (!(c = created ? connect_maintenance(&t, e) : pgsrc_connect(&t, NULL, e)) ||
+            set_db_comment(c, dbname, back, e) != 0) {
             err_wrap(e,
                      "database %s is restored, but its mark (a comment saying a restore is in "
                      "progress) could not be removed",
@@ -2811,6 +2876,7 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
 out:
     if (c)
         PQfinish(c);
+    free(prior_comment);
     if (sr.started) /* the restore failed while it read */
         pthread_join(sr.th, NULL);
     free(sr.sql);

@@ -59,6 +59,7 @@ assert_eq "$staged" "$(items 'caris-restore-*')" "killed with SIGKILL, it left t
 # the next restore removes it, and says so
 CARIS_RESTORE_TARGET_URL=$(pg_url after_kill) run cb restore database "$id" --create --jobs 2 --verify
 assert_rc 0 "the next restore (--jobs 2) succeeds"
+assert_not_contains "$ERR" "single transaction" "... and its plan does not say it is one transaction"
 assert_contains "$ERR" "removed 1 item(s) that a restore killed earlier left" "it says it removed the leftover"
 assert_contains "$ERR" "$(basename "$staged")" "... and names it"
 assert_eq "" "$(items '*')" "BACKUP_DIR/temp is empty afterwards"
@@ -76,7 +77,7 @@ wait "$HELD_BG"
 assert_true "the killed --create restore left its database" pg_db_exists killed_create
 run cb restore database "$id" --create
 assert_rc 2 "a --create restore into it is refused"
-assert_contains "$ERR" "is what a --create restore of $id" "the refusal says which restore made it"
+assert_contains "$ERR" "carries the mark of a restore of $id" "the refusal says which restore made it"
 assert_contains "$ERR" "did not finish" "... and that it did not finish"
 psql_db postgres -c "DROP DATABASE killed_create" >/dev/null
 run cb restore database "$id" --create --verify
@@ -85,6 +86,47 @@ assert_eq "" "$(psql_db postgres -c "SELECT shobj_description(oid, 'pg_database'
     "the restored database carries no mark"
 assert_eq t "$(psql_db postgres -c "SELECT has_database_privilege('create_outsider', 'killed_create', 'CONNECT')")" \
     "... and lets PUBLIC connect again, as the backup's database did"
+
+# --- a parallel restore into an existing database, killed: the database says so --------------
+# (--jobs is not one transaction: killed, it leaves the database partly restored; a backup of it
+# then stored it as a good one, with nothing to tell it from one)
+comment_of() { psql_db postgres -c "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = '$1'"; }
+mark="caris-backup: restore in progress, or killed: backup $id"
+pg_createdb killed_clean >/dev/null || fail "creating database killed_clean failed"
+psql_db postgres -c "COMMENT ON DATABASE killed_clean IS 'the records'" >/dev/null
+export CARIS_RESTORE_TARGET_URL
+CARIS_RESTORE_TARGET_URL=$(pg_url killed_clean)
+run cb restore database "$id" --clean --jobs 2
+assert_rc 0 "a --clean --jobs 2 restore into an existing database succeeds"
+assert_contains "$ERR" "while it runs, database killed_clean carries a mark" "... its plan says it marks the database"
+assert_eq "the records" "$(comment_of killed_clean)" "... and puts the database's comment back"
+held restore database "$id" --clean --jobs 2
+assert_contains "$(comment_of killed_clean)" "$mark" "while it runs, the database carries the restore's mark"
+kill -9 "$PID"
+wait "$HELD_BG"
+assert_contains "$(comment_of killed_clean)" "$mark" "killed with SIGKILL, it left the mark"
+run cb --json backup database --dry-run
+assert_rc 0 "a dry run of a backup of an unmarked database"
+assert_eq "[]" "$(json_get "$OUT_FILE" '["warnings"]')" "... warns of nothing"
+POSTGRES_URL=$(pg_url killed_clean) run cb backup database --dry-run
+assert_rc 0 "a dry run of a backup of the marked database"
+assert_contains "$OUT" "warning: database killed_clean carries the mark of a restore of $id" \
+    "... warns that it may be partly restored"
+POSTGRES_URL=$(pg_url killed_clean) run cb --json backup database --full
+assert_rc 3 "a backup of the marked database ends with warnings"
+assert_eq warnings "$(json_get "$OUT_FILE" '["status"]')" "... its status says so"
+assert_contains "$(json_get "$OUT_FILE" '["warnings"][0]["message"]')" "carries the mark of a restore of $id" \
+    "... and its warning names the restore"
+run cb restore database "$id" --create
+assert_rc 2 "a --create restore into the marked database is refused"
+assert_contains "$ERR" "carries the mark of a restore of $id" "... naming the restore that did not finish"
+run cb restore database "$id" --clean --jobs 2 --table public.notes
+assert_rc 0 "a --table restore into it succeeds"
+assert_contains "$(comment_of killed_clean)" "$mark" "... and leaves the mark (it mended one table)"
+run cb restore database "$id" --clean
+assert_rc 0 "a whole restore into it (one transaction) succeeds"
+assert_contains "$ERR" "carries the mark of a restore of $id" "... and its plan said the database was marked"
+assert_eq "" "$(comment_of killed_clean)" "... and removes the mark"
 
 # --- a live restore's staged dump is not swept by another restore ----------------------------
 CARIS_RESTORE_TARGET_URL=$(pg_url live_a)
