@@ -345,7 +345,10 @@ static int load_slack(const struct config *c, struct notify_config *nc, struct e
     struct url_parts u;
     if (lazylib_load(LAZYLIB_CURL, e) != 0)
         return -1;
-    if (url_parse(url, &u) != 0)
+    /* "https:/host/..." (one slash) libcurl takes for "https://host/...": refused, as a
+     * typo, before it is parsed (the path is found after the "://" below) */
+    const char *sep = strstr(url, "://");
+    if (!sep || strcspn(url, ":") != (size_t)(sep - url) || url_parse(url, &u) != 0)
         return err_set(e, ERR_CONFIG, "copy the URL Slack gave for the incoming webhook",
                        "BACKUP_SLACK_WEBHOOK_URL is not a valid URL");
     bool https = strcmp(u.scheme, "https") == 0, http = strcmp(u.scheme, "http") == 0;
@@ -362,7 +365,7 @@ static int load_slack(const struct config *c, struct notify_config *nc, struct e
                        "BACKUP_SLACK_WEBHOOK_URL must be https (http only to a loopback address)");
     nc->slack_webhook_url = secmem_strdup(url);
     /* Its path alone (an error could name it without the host). */
-    const char *path = strchr(strstr(url, "://") + 3, '/');
+    const char *path = strchr(sep + 3, '/');
     if (path && strlen(path) > 1)
         add_secret(nc, path, strlen(path));
     nc->slack = true;

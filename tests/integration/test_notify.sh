@@ -363,6 +363,11 @@ assert_eq '["slack"]' "$(json_eval "$OUT_FILE" '[c["channel"] for c in d["channe
 run env BACKUP_SLACK_WEBHOOK_URL="http://hooks.example.org$HOOK_PATH" "$CARIS_BIN" notify test
 assert_rc 6 "a webhook over plain http to another host is refused"
 assert_contains "$ERR" "must be https" "says why"
+# (a slash missing after the scheme, which libcurl mends: it crashed notify test and the daemon)
+run env BACKUP_SLACK_WEBHOOK_URL="https:/hooks.example.org$HOOK_PATH" "$CARIS_BIN" notify test
+assert_rc 6 "a webhook URL with one slash after https: is refused"
+assert_contains "$ERR" "BACKUP_SLACK_WEBHOOK_URL is not a valid URL" "... as not a valid URL"
+assert_not_contains "$ERR" "$HOOK_PATH" "... without repeating its path"
 
 # --- secrets: nowhere -----------------------------------------------------------------
 
