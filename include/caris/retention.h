@@ -72,6 +72,9 @@ struct caris_retention_item {
     int64_t time_ns;  /* the backup's time */
     bool damaged;     /* known damaged (its last verification failed, or its last test
                          restore found damage): no rule counts it, it is kept */
+    bool removed;     /* removed in the state record (a forget that stopped before it deleted
+                         the snapshot; a snapshot put back after it): no rule counts it, and it
+                         is not kept */
     bool keep;        /* out */
     unsigned reasons; /* out: CARIS_KEEP_* */
 };

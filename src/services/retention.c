@@ -353,8 +353,9 @@ int caris_retention_decide(const struct caris_retention_policy *p, const char *t
         items[i].reasons = 0;
     }
     qsort_r(ord, n, sizeof(size_t), cmp_newest_first, items);
-    /* a backup dated in the future, or one its last verification found damaged: kept, and
-     * left out of the rules (ord keeps the others, in the same order). Counted, a damaged
+    /* a backup the state record has removed: forgotten, and left out of the rules; a backup
+     * dated in the future, or one its last verification found damaged: kept, and left out of
+     * the rules (ord keeps the others, in the same order). Counted, a damaged
      * backup would fill the slot of its day (or be the newest) and cost the intact backup
      * the restore would need. */
     size_t judged = 0;
@@ -364,7 +365,9 @@ int caris_retention_decide(const struct caris_retention_policy *p, const char *t
         if (k == 0 || it->group != group)
             intact_in_group = 0;
         group = it->group;
-        if (caris_backup_time_future(it->time_ns, now_ns)) {
+        if (it->removed) {
+            items[ord[k]].reasons = 0; /* forgotten (again), whatever its time */
+        } else if (caris_backup_time_future(it->time_ns, now_ns)) {
             items[ord[k]].reasons = CARIS_KEEP_FUTURE;
         } else if (it->damaged) {
             /* kept while no intact backup of its group is newer (it may hold the latest data,
@@ -441,6 +444,30 @@ static json_t *group_of(json_t *s)
                      json_object_get(s, "roots") ?: json_null());
 }
 
+/* The snapshots (object name -> "removing" or "replayed") that the state record has removed:
+ * one whose forget was interrupted (the next prune deletes its file) and one put back after it
+ * was forgotten. NULL with e when the record cannot be audited. */
+static json_t *removed_snapshots(struct repo *r, struct err *e)
+{
+    json_t *st = NULL;
+    if (repo_state_audit(r, &st, e) != 0)
+        return NULL;
+    json_t *out = json_object();
+    static const char *const kinds[] = {"removing", "replayed"};
+    for (size_t k = 0; k < 2; k++) {
+        size_t j;
+        json_t *x;
+        json_array_foreach(json_object_get(st, kinds[k]), j, x)
+        {
+            const char *obj = json_string_value(json_object_get(x, "object"));
+            if (obj)
+                json_object_set_new(out, obj, json_string(kinds[k]));
+        }
+    }
+    json_decref(st);
+    return out;
+}
+
 int caris_retention_apply(struct repo *r, const struct caris_forget_opts *o,
                           const struct caris_op *op, struct caris_forget_result *res, struct err *e)
 {
@@ -466,11 +493,18 @@ int caris_retention_apply(struct repo *r, const struct caris_forget_opts *o,
     int rc = -1;
     struct caris_retention_item *items = NULL;
     const char **damaged_by = NULL; /* item i: by what it is known damaged, or NULL */
-    json_t *damaged = NULL, *named_damaged = json_array(), *verifs = NULL, *tests = NULL;
+    json_t *damaged = NULL, *named_damaged = json_array(), *verifs = NULL, *tests = NULL,
+           *removed = NULL;
     size_t unread_v = 0, unread_t = 0;
     json_t *list = caris_backup_list_damaged(r, o->kind, &damaged, e);
     if (!list || !(verifs = caris_last_verifications_n(r, &unread_v, e)) ||
         !(tests = caris_db_last_test_restores_n(r, &unread_t, e)))
+        goto out;
+    /* The policy must not count a backup the state record has removed: counted, one whose
+     * forget was interrupted took its day's (week's, ...) place, the backup that should have
+     * kept it was forgotten, and the prune that followed deleted both, leaving that day with
+     * no backup. It is forgotten (again) instead. */
+    if (!o->nids && !(removed = removed_snapshots(r, e)))
         goto out;
     /* A record that cannot be read may have said a backup is damaged: the policy would then
      * count that backup as whole, keep it, and forget the older ones that are (a backup no
@@ -521,6 +555,21 @@ int caris_retention_apply(struct repo *r, const struct caris_forget_opts *o,
         const char *bid = items[i].id ? items[i].id : "";
         items[i].damaged = caris_backup_known_damaged(
             json_object_get(verifs, bid), json_object_get(tests, bid), NULL, &damaged_by[i]);
+        const char *how = json_string_value(
+            json_object_get(removed, json_string_value(json_object_get(s, "_file")) ?: ""));
+        if (how) {
+            items[i].removed = true;
+            char *w = xasprintf(strcmp(how, "removing") == 0
+                                    ? "backup %s was being forgotten when its forget stopped: "
+                                      "no rule counts it, and it is forgotten"
+                                    : "backup %s was forgotten, but its snapshot is back (put "
+                                      "back from an old copy?): no rule counts it, and it is "
+                                      "forgotten again",
+                                bid);
+            caris_op_log(op, LOG_WARN, "%s", w);
+            json_array_append_new(res->warnings, json_string(w));
+            free(w);
+        }
     }
     int64_t now = time_now_ns();
     if (o->nids) {
@@ -667,6 +716,7 @@ out:
     json_decref(verifs);
     json_decref(tests);
     json_decref(damaged);
+    json_decref(removed);
     json_decref(named_damaged);
     return rc;
 }

@@ -246,6 +246,36 @@ mkdir "$TEST_TMP/rk"
 assert_exit 0 cb restore files "$kid2" --target "$TEST_TMP/rk"
 tree_compare "$src" "$TEST_TMP/rk$src"
 
+# --- retention does not count a backup whose forget was interrupted ---------------------------
+# Counted, it took its day's place: the day's real backup was forgotten, and the prune that
+# followed deleted both, leaving 2026-11-01 with no backup.
+rm -rf "$REPO" "$BACKUP_DIR/metadata"
+init_repo
+ids=()
+for t in 2026-11-01T08:00:00Z 2026-11-01T20:00:00Z 2026-11-02T08:00:00Z; do
+    backup_json "$TEST_TMP/r.json" --time "$t" "$src"
+    assert_rc 0 "backup at $t"
+    ids+=("$BACKUP_ID")
+done
+rm -f "$hold.held"
+touch "$hold"
+CARIS_TEST_FORGET_HOLD=$hold bg_start cb forget "${ids[1]}"
+wait_until 60 _forget_held || fail "the forget did not reach its hold" "$(_tail "$BG_ERR")"
+kill -9 "$BG_PID"
+wait "$BG_PID" 2>/dev/null
+rm -f "$hold"
+run env BACKUP_TZ=UTC "$CARIS_BIN" --json forget --keep-daily 2 --dry-run
+assert_rc 0 "forget --keep-daily 2 --dry-run after the killed forget"
+assert_eq "${ids[0]} ${ids[2]}" "$(json_eval "$OUT_FILE" '" ".join(sorted(b["id"] for g in d["groups"] for b in g["backups"] if b["keep"]))')" \
+    "the policy keeps each day's newest backup that was not being forgotten"
+assert_contains "$(json_eval "$OUT_FILE" '" ".join(d["warnings"])')" "${ids[1]} was being forgotten when its forget stopped: no rule counts it" \
+    "... and counts by no rule the one being forgotten, which it names in a warning"
+run env BACKUP_TZ=UTC "$CARIS_BIN" --json forget --keep-daily 2 --prune
+assert_rc 0 "forget --keep-daily 2 --prune"
+run cb --json list
+assert_eq "${ids[0]} ${ids[2]}" "$(json_eval "$OUT_FILE" '" ".join(sorted(b["id"] for b in d))')" \
+    "both days keep their backup"
+
 # --- the state record deleted, or damaged, with no copy on this host (another host, or the
 # metadata lost): a backup whose snapshot went with it was not missed, and prune deleted its data
 # (exit 0). Refused now, unless accepted; accepted, the record is written again.

@@ -59,6 +59,7 @@ static void expect_kept(const struct caris_retention_policy *p, const char *tz, 
         items[i].id = TIMELINE[i].id;
         items[i].group = TIMELINE[i].group;
         items[i].damaged = false;
+        items[i].removed = false;
         assert_int_equal(time_parse_iso(TIMELINE[i].utc, &items[i].time_ns), 0);
     }
     struct err e = ERR_INIT;
@@ -343,6 +344,31 @@ static void test_damaged(void **state)
             fail_msg("%s: reasons %#x, want %#x", it[i].id, it[i].reasons, want[i]);
 }
 
+/* A backup the state record has removed (its forget stopped before the snapshot was deleted)
+ * is counted by no rule and not kept, newest or not: counted, it took its day's place and the
+ * day's real backup was forgotten. */
+static void test_removed(void **state)
+{
+    (void)state;
+    static const char *const times[] = {"2026-01-04T08:00:00Z", "2026-01-04T20:00:00Z",
+                                        "2026-01-05T08:00:00Z", "2026-01-05T20:00:00Z"};
+    enum { NT = sizeof(times) / sizeof(times[0]) };
+    int64_t now;
+    assert_int_equal(time_parse_iso("2026-01-06T00:00:00Z", &now), 0);
+    struct caris_retention_item it[NT];
+    for (size_t i = 0; i < NT; i++) {
+        it[i] = (struct caris_retention_item){.id = times[i], .removed = i % 2 == 1};
+        assert_int_equal(time_parse_iso(times[i], &it[i].time_ns), 0);
+    }
+    struct err e = ERR_INIT;
+    struct caris_retention_policy p = {.daily = 2};
+    assert_int_equal(caris_retention_decide(&p, "UTC", now, it, NT, &e), 0);
+    const unsigned want[NT] = {CARIS_KEEP_DAILY, 0, CARIS_KEEP_DAILY | CARIS_KEEP_NEWEST, 0};
+    for (size_t i = 0; i < NT; i++)
+        if (it[i].reasons != want[i] || it[i].keep != (want[i] != 0))
+            fail_msg("%s: reasons %#x, want %#x", it[i].id, it[i].reasons, want[i]);
+}
+
 /* What makes a backup known damaged: its last verification failed, or its last test restore
  * found damage and no verification passed after it; a test restore that failed on the scratch
  * side (code other than damage, or an old record without a code) says nothing. */
@@ -394,6 +420,7 @@ int main(void)
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_future_dated),
         cmocka_unit_test(test_damaged),
+        cmocka_unit_test(test_removed),
         cmocka_unit_test(test_known_damaged),
         cmocka_unit_test(test_within_hours_in_the_fold),
     };
