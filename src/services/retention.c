@@ -307,6 +307,10 @@ static int64_t within_cutoff(const struct tz *z, int64_t newest_ns, const struct
     m = (int)(months - y * 12) + 1;
     int64_t cut_days = tz_days_from_civil(y, m, 1) + (dd - 1) - (int64_t)d->weeks * 7 - d->days;
     int64_t c = tz_wall_to_time(z, cut_days * 86400 + secs, NULL) - (int64_t)d->hours * 3600;
+    /* before 1678 (a long duration: "400y" meant as "for ever"): every backup is within; in
+     * nanoseconds it wrapped to a time after 2200, and every backup but the newest went */
+    if (c <= INT64_MIN / 1000000000 + 1)
+        return INT64_MIN;
     return c * 1000000000 + (newest_ns - t * 1000000000);
 }
 

@@ -122,6 +122,16 @@ static void test_last_and_within(void **state)
                 "keep-last 3, keep-within 2w");
     /* B's newest is months older than A's: within is measured from each group's own newest
      * (b1 and b2 are within two weeks of b3, so all of B stays). */
+    /* a duration reaching back before 1678 (nanoseconds since 1970 then overflow an int64):
+     * every backup is within ("400y" kept only the newest: the cutoff wrapped to after 2200) */
+    const char *all = "a01 a02 a03 a04 a05 a06 a07 a08 a09 a10 a11 a12 a13 a14 a15 a16 a17 a18 "
+                      "a19 a20 a21 a22 a23 a24 a25 b1 b2 b3";
+    struct caris_retention_policy longer = {.has_within = true, .within = {.years = 400}};
+    expect_kept(&longer, "Europe/Berlin", all, "keep-within 400y");
+    longer.within = (struct caris_duration){.weeks = 100000};
+    expect_kept(&longer, "UTC", all, "keep-within 100000w");
+    longer.within = (struct caris_duration){.years = 300};
+    expect_kept(&longer, "UTC", all, "keep-within 300y");
 }
 
 static void test_time_zone_decides_the_day(void **state)
