@@ -636,11 +636,19 @@ static void notify_step(struct daemon *d, const struct caris_job_step *s, int64_
  * hangs. */
 static const char *const STALE_KINDS[2] = {"database", "files"};
 
+static int reopen_repo(struct daemon *d, struct err *e);
+
 static void stale_refresh(struct daemon *d, int64_t now)
 {
-    if (!d->r) /* (d->ncr is set before any thread starts) */
-        return;
     struct err e = ERR_INIT;
+    /* a run whose prune spent the handle closed it: opened again, or the check judged by the
+     * backups found before that run, and alerted that the backup it had just made was missing
+     * (d->ncr is set before any thread starts) */
+    if (!d->r && reopen_repo(d, &e) != 0) {
+        dlog(d, LOG_WARN, "stale", "cannot open the repository to find the newest backups: %s",
+             e.msg);
+        return;
+    }
     json_t *list = caris_backup_list(d->r, NULL, &e);
     if (!list) {
         dlog(d, LOG_WARN, "stale", "cannot list backups: %s", e.msg);

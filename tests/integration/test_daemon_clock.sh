@@ -78,6 +78,19 @@ wait_until 30 _mail || fail "no stale alert mailed" "$(_tail "$ERR_FILE")"
 assert_not_contains "$ERR" "no successful database backup" "the database, never backed up here, is not watched"
 rm -f "$TEST_TMP"/smtp/msg-*.eml
 
+# A run whose prune is due, just over a day after the newest backup: no stale alert for the
+# backup before the one it has just made (the prune spent the repository's handle, and the check
+# after the run judged by the backups found before it)
+assert_exit 0 cb --quiet backup files --time 2026-03-14T02:45:00Z
+run env BACKUP_SCHEDULE_DAILY="0 3 * * *" CARIS_TEST_CLOCK=2026-03-15T02:30:00Z,2026-03-15T03:30:00Z \
+    "$CARIS_BIN" daemon
+assert_rc 0 "the daemon ran the daily run"
+assert_contains "$ERR" "daily incremental run: succeeded" "the run succeeded"
+assert_contains "$ERR" "prune" "... and pruned"
+assert_not_contains "$ERR" "no successful files backup since" "no stale alert after it"
+assert_false "no alert mailed" _mail
+rm "$BACKUP_DIR/metadata/scheduler.json" # (the runs below count the daemon's runs)
+
 # --- the clock set back while the daemon runs ---------------------------------------------------
 # The clock's offset is read from a file at every call (CARIS_TEST_CLOCK_OFFSET=PATH); the
 # monotonic clock is left alone, as when an administrator sets the clock.
