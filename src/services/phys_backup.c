@@ -931,6 +931,9 @@ out:
         backup_id_release(r, id);
     if (locked)
         repo_unlock(r);
+    /* a base block that failed to open was stored whole; recorded, no later block (of this
+     * backup's next runs) deduplicates against that copy */
+    caris_bad_blobs_record(r, "backup database --physical", o->op);
     file_free(&b.f);
     for (size_t i = 0; i < b.nskipped; i++)
         free(b.skipped[i].file);

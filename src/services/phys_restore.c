@@ -1480,6 +1480,9 @@ out:
     free(old);
     free(copy);
     free(copy2);
+    /* a chunk that failed to open is recorded: the next backup stores it again (it deduplicated
+     * against it, and reported a backup that could not be restored) */
+    caris_bad_blobs_record(r, "restore --physical", o->op);
     return rc;
 }
 

@@ -230,6 +230,10 @@ run cb --env-file "$envf" restore database --physical --pgdata "$R/damaged" "$id
 assert_rc 4 "restore with damaged base blocks fails as damage (exit 4)"
 assert_false "nothing is put in place" test -e "$R/damaged"
 assert_eq "" "$(find "$R" -maxdepth 1 -name '.damaged.caris-restore-*')" "no temporary directory is left"
+# (not recorded, the next backup deduplicated against them, and said ok of a backup that did not
+# restore)
+assert_cmp "$(find "$REPO/records/bad-blob" -type f 2>/dev/null | wc -l)" -gt 0 \
+    "the restore recorded the damaged blobs it found"
 run cb --json verify "$id3"
 assert_rc 4 "verify reports the damage"
 assert_true "a file rebuilt from page deltas fails on its damaged base block" \
