@@ -266,6 +266,20 @@ static void file_free(struct pfile *f)
     memset(f, 0, sizeof(*f));
 }
 
+/* Names are stored as JSON strings, which are UTF-8: a name that is not (a file named in
+ * Latin-1 in the data directory, a tablespace's location) was left out of the backup without a
+ * word (json_pack refuses it), and the restored cluster lacked it. Refused, naming it. */
+static int utf8_or_refuse(const char *what, const char *s, size_t len, struct err *e)
+{
+    if (str_is_utf8(s, len))
+        return 0;
+    char esc[400];
+    str_escape(s, len, esc, sizeof(esc));
+    return err_set(e, ERR_DATABASE,
+                   "rename it to a UTF-8 name (nothing was stored: run the backup again then)",
+                   "the %s %s is not UTF-8: physical backups store UTF-8 names only", what, esc);
+}
+
 /* A tar header: the next member. */
 static int tar_header(struct pb *b, struct err *e)
 {
@@ -302,6 +316,8 @@ static int tar_header(struct pb *b, struct err *e)
     if (bad_path(n))
         return err_set(e, ERR_DATABASE, NULL, "the server sent an unsafe path '%s' in %s", n,
                        b->archive);
+    if (utf8_or_refuse("file name", n, strlen(n), e) != 0)
+        return -1;
     char *full = xasprintf("%s%s", b->prefix, n);
     if (type == '5') {
         json_array_append_new(b->dirs, json_pack("{s:s, s:i}", "name", full, "mode", (int)mode));
@@ -311,6 +327,10 @@ static int tar_header(struct pb *b, struct err *e)
     if (type == '2') {
         char link[101];
         snprintf(link, sizeof(link), "%.100s", (const char *)h + 157);
+        if (utf8_or_refuse("symbolic link target", link, strlen(link), e) != 0) {
+            free(full);
+            return -1;
+        }
         json_array_append_new(b->links, json_pack("{s:s, s:s}", "name", full, "target", link));
         free(full);
         return 0;
@@ -433,6 +453,8 @@ static int on_message(struct pb *b, const uint8_t *m, size_t n, struct err *e)
                                "compression on the server is not used by caris-backup",
                                "unexpected archive %s in the base backup stream", b->archive);
             snprintf(b->prefix, sizeof(b->prefix), "pg_tblspc/%lu/", oid);
+            if (utf8_or_refuse("tablespace location", loc, ll, e) != 0)
+                return -1;
             json_array_append_new(b->tablespaces, json_pack("{s:I, s:s%}", "oid", (json_int_t)oid,
                                                             "location", loc, ll));
         }

@@ -47,4 +47,16 @@ run cb --json backup database --physical --incremental
 assert_rc 0 "the next incremental builds on it"
 assert_eq "$id2" "$(json_get "$OUT_FILE" '["parent"]')" "its parent is the full one taken instead"
 
+# A file whose name is not UTF-8 in the data directory (a Latin-1 name): refused, naming it. It was
+# left out without a word (a JSON string is UTF-8), and the restored cluster lacked it.
+as_pg touch "$data/caf"$'\xe9'".conf"
+before=$(cb --json list | python3 -c 'import json, sys; print(len(json.load(sys.stdin)))')
+run cb --json backup database --physical
+assert_rc 10 "a physical backup with a file name that is not UTF-8 fails"
+assert_contains "$ERR" 'the file name caf\xe9.conf is not UTF-8' "... naming the file"
+assert_contains "$ERR" "rename it" "... and saying what to do"
+assert_eq "$before" "$(cb --json list | python3 -c 'import json, sys; print(len(json.load(sys.stdin)))')" \
+    "... and stores no backup"
+as_pg rm "$data/caf"$'\xe9'".conf"
+
 test_done
