@@ -147,8 +147,10 @@ json_t *notify_results_to_json(const struct notify_result *res, size_t n);
 
 /* The entry point for the daemon: when notify_should_send says so, sends ev to every
  * channel (notify_send_all). Returns 0 when it was not to be sent or every channel
- * delivered; otherwise -1 with e naming the channels that failed and why (no secret in it).
- * The caller logs that and goes on: a notification never fails a backup. */
+ * delivered; otherwise, with e naming the channels that failed and why (no secret in it), 1
+ * when at least one channel delivered it, -1 when none did. The caller logs that and goes on:
+ * a notification never fails a backup. One sent once per episode (the stale alert) counts as
+ * sent when a channel took it (1): sent again, the channels that took it got it again. */
 int caris_notify(const struct notify_config *nc, const struct notify_event *ev,
                  const struct caris_op *op, struct err *e);
 

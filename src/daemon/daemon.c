@@ -553,8 +553,8 @@ static int notify(struct daemon *d, const struct notify_event *ev)
     if (!sent)
         return 0;
     if (rc != 0)
-        dlog(d, LOG_WARN, "notify", "%s notification not delivered: %s", notify_kind_name(ev->kind),
-             e.msg);
+        dlog(d, LOG_WARN, "notify", "%s notification not delivered%s: %s",
+             notify_kind_name(ev->kind), rc > 0 ? " on every channel" : "", e.msg);
     else
         dlog(d, LOG_INFO, "notify", "%s notification sent", notify_kind_name(ev->kind));
     /* the last ones, for the status (the dashboard shows them); the error is the notify
@@ -577,12 +577,12 @@ static int notify(struct daemon *d, const struct notify_event *ev)
         json_array_remove(list, 10);
     state_save_locked(d);
     pthread_mutex_unlock(&d->mu);
-    return rc == 0 ? 0 : -1;
+    return rc;
 }
 
-void daemon_notify(struct daemon *d, const struct notify_event *ev)
+int daemon_notify(struct daemon *d, const struct notify_event *ev)
 {
-    notify(d, ev);
+    return notify(d, ev);
 }
 
 static void notify_step(struct daemon *d, const struct caris_job_step *s, int64_t when_s)
@@ -730,9 +730,11 @@ static void stale_eval(struct daemon *d, int64_t now)
                                       .duration_ms = -1,
                                       .last_success_ns = newest * 1000000000,
                                       .time_ns = now * 1000000000};
-            if (notify(d, &ev) != 0) {
-                /* not delivered: not recorded as sent (the alert was lost for good when the
-                 * channels failed, or the daemon stopped, at that moment), tried again later */
+            if (notify(d, &ev) < 0) {
+                /* taken by no channel: not recorded as sent (the alert was lost for good when
+                 * the channels failed, or the daemon stopped, at that moment), tried again
+                 * later; taken by one, it is sent (sent again, the channels that took it got
+                 * it every hour) */
                 pthread_mutex_lock(&d->mu);
                 json_t *alerted = json_object_get(d->state, "staleAlerted");
                 const char *was = json_string_value(json_object_get(alerted, STALE_KINDS[k]));

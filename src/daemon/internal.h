@@ -145,8 +145,9 @@ json_t *walmon_status(struct walmon *w);
 void walmon_stop(struct walmon *w);
 
 /* Sends a notification through the daemon's channels and records it for the status (as the
- * scheduler's own). Any thread. */
+ * scheduler's own). Any thread. Returns caris_notify's result: 0 (delivered everywhere, or
+ * not to be sent), 1 (delivered by some channel), -1 (by none). */
 struct notify_event;
-void daemon_notify(struct daemon *d, const struct notify_event *ev);
+int daemon_notify(struct daemon *d, const struct notify_event *ev);
 
 #endif

@@ -22,11 +22,12 @@
 #include "internal.h"
 
 #define WALMON_INTERVAL_NS (300ll * 1000000000) /* 5 minutes */
+#define ALERT_RETRY_NS (3600ll * 1000000000)     /* an alert no channel took: again after */
 
 struct walmon {
     struct daemon *d;
     const struct config *cfg;
-    int64_t alert_after_ns, interval_ns;
+    int64_t alert_after_ns, interval_ns, alert_retry_ns;
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -36,6 +37,7 @@ struct walmon {
     int64_t failing_since_mono_ns; /* the same moment on the monotonic clock, which the alert
                                     * counts on (a clock set forward is no time failing) */
     bool alerted, error_logged;
+    int64_t alert_retry_mono_ns; /* an alert no channel took: not again before (monotonic) */
     /* status, under mu */
     const char *state; /* "unknown" (not asked yet, or could not), "off", "ok", "failing" */
     struct pgsrc_archiver a;
@@ -80,6 +82,7 @@ static void check_once(struct walmon *w)
     if (!failing) {
         w->failing_since_ns = 0;
         w->alerted = false;
+        w->alert_retry_mono_ns = 0;
         set_state(w, a.archive_mode ? "ok" : "off", &a, NULL);
         return;
     }
@@ -103,9 +106,9 @@ static void check_once(struct walmon *w)
                        *a.last_archived_wal ? a.last_archived_wal : "none", archived_at);
     }
     set_state(w, "failing", &a, NULL);
-    if (w->alerted || mono - w->failing_since_mono_ns < w->alert_after_ns)
+    if (w->alerted || mono - w->failing_since_mono_ns < w->alert_after_ns ||
+        mono < w->alert_retry_mono_ns)
         return;
-    w->alerted = true;
     char *msg =
         a.no_command
             ? xasprintf("archive_mode is on but archive_command is not set (since this daemon "
@@ -131,7 +134,16 @@ static void check_once(struct walmon *w)
                       "wrong, or the repository stayed locked; fix it and the archiver catches up "
                       "by itself",
         .time_ns = now};
-    daemon_notify(w->d, &ev);
+    /* sent once per episode, when a channel took it; taken by none (the mail server down at
+     * that moment), it was lost for good while the archiver went on failing: tried again an
+     * hour later */
+    w->alerted = daemon_notify(w->d, &ev) >= 0;
+    if (!w->alerted) {
+        w->alert_retry_mono_ns = mono + w->alert_retry_ns;
+        daemon_log(w->d, LOG_WARN, "wal-archiver",
+                   "the alert that archiving fails was not delivered: it is tried again in an "
+                   "hour");
+    }
     free(msg);
 }
 
@@ -185,6 +197,7 @@ int walmon_start(struct daemon *d, const struct config *cfg, struct walmon **out
     w->cfg = cfg;
     w->alert_after_ns = after;
     w->interval_ns = daemon_test_knob_ns(cfg, "CARIS_TEST_WALMON_INTERVAL_MS", WALMON_INTERVAL_NS);
+    w->alert_retry_ns = daemon_test_knob_ns(cfg, "CARIS_TEST_ALERT_RETRY_MS", ALERT_RETRY_NS);
     w->state = "unknown";
     pthread_mutex_init(&w->mu, NULL);
     cond_init_monotonic(&w->cv);

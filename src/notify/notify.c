@@ -330,5 +330,8 @@ int caris_notify(const struct notify_config *nc, const struct notify_event *ev,
     if (*others)
         snprintf(e->msg + strlen(e->msg), sizeof(e->msg) - strlen(e->msg),
                  " (and the %s channel failed too)", others);
+    for (size_t i = 0; i < n; i++)
+        if (res[i].ok)
+            return 1;
     return -1;
 }

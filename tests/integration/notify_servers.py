@@ -10,7 +10,10 @@
 #                                                         AUTH required (without TLS unless
 #                                                         --tls); --tls: STARTTLS offered and
 #                                                         required before MAIL; --smtps
-#                                                         CERT:KEY: TLS from the first byte
+#                                                         CERT:KEY: TLS from the first byte;
+#                                                         --port P: on port P (a server that
+#                                                         comes up where a daemon already
+#                                                         sends), not a free one
 #   notify_servers.py http DIR [--fail N] [--status S]  a webhook receiver: the first N
 #                                                         POSTs get status S (default 500),
 #                                                         then 200 "ok"
@@ -48,10 +51,10 @@ class Recorder:
         write_atomic(os.path.join(self.dir, "msg-%d.json" % n), json.dumps(meta).encode())
 
 
-def bound_socket(listen=True):
+def bound_socket(listen=True, port=0):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("127.0.0.1", 0))
+    s.bind(("127.0.0.1", port))
     if listen:
         s.listen(16)
     return s
@@ -61,7 +64,7 @@ def announce(d, sock):
     write_atomic(os.path.join(d, "port"), str(sock.getsockname()[1]).encode())
 
 
-def run_smtp(d, auth, tls, smtps, refuse_rcpt=None):
+def run_smtp(d, auth, tls, smtps, refuse_rcpt=None, port=0):
     import asyncio
     from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
@@ -109,7 +112,7 @@ def run_smtp(d, auth, tls, smtps, refuse_rcpt=None):
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    sock = bound_socket()
+    sock = bound_socket(port=port)
     kw = {}
     if auth is not None:
         kw.update(authenticator=authenticator, auth_required=True, auth_require_tls=tls is not None)
@@ -184,7 +187,7 @@ def main():
         auth = opt["--auth"].split(":", 1) if "--auth" in opt else None
         tls = opt["--tls"].split(":", 1) if "--tls" in opt else None
         smtps = opt["--smtps"].split(":", 1) if "--smtps" in opt else None
-        run_smtp(d, auth, tls, smtps, opt.get("--refuse-rcpt"))
+        run_smtp(d, auth, tls, smtps, opt.get("--refuse-rcpt"), int(opt.get("--port", "0")))
     elif mode == "http":
         run_http(d, int(opt.get("--fail", "0")), int(opt.get("--status", "500")))
     elif mode == "refuse":

@@ -89,6 +89,22 @@ assert_contains "$ERR" "daily incremental run: succeeded" "the run succeeded"
 assert_contains "$ERR" "prune" "... and pruned"
 assert_not_contains "$ERR" "no successful files backup since" "no stale alert after it"
 assert_false "no alert mailed" _mail
+
+# A stale alert that one channel took (the mail server down, Slack up) is sent: recorded as sent,
+# and not sent again (it was tried again every hour, on every channel, the one that took it too)
+mkdir -p "$TEST_TMP/hook"
+bg_start /usr/bin/python3 "$LIB_DIR/notify_servers.py" http "$TEST_TMP/hook"
+wait_until 30 test -s "$TEST_TMP/hook/port" || fail "the webhook server did not start" "$(_tail "$BG_ERR")"
+run env BACKUP_SMTP_URL="smtp://127.0.0.1:$(free_port)" CARIS_NOTIFY_TIMEOUT_SECONDS=2 \
+    BACKUP_SLACK_WEBHOOK_URL="http://127.0.0.1:$(cat "$TEST_TMP/hook/port")/services/T0/B0/hook" \
+    CARIS_TEST_CLOCK=2026-03-17T03:00:00Z,2026-03-17T04:00:00Z "$CARIS_BIN" daemon
+assert_rc 0 "the daemon ran, its mail server down and Slack up"
+assert_contains "$ERR" "stale notification not delivered on every channel" "the failed channel is logged"
+assert_eq 1 "$(find "$TEST_TMP/hook" -name 'msg-*.json' | wc -l)" "Slack took the alert"
+assert_eq file_incremental_2026-03-15T03-00-00 \
+    "$(json_eval "$BACKUP_DIR/metadata/scheduler.json" 'd.get("staleAlerted", {}).get("files", "")')" \
+    "an alert a channel took is recorded as sent"
+assert_not_contains "$ERR" "stale alert was not delivered" "... and not tried again"
 rm "$BACKUP_DIR/metadata/scheduler.json" # (the runs below count the daemon's runs)
 
 # --- the clock set back while the daemon runs ---------------------------------------------------

@@ -106,6 +106,36 @@ kill -TERM "$DAEMON"
 wait "$DAEMON"
 assert_eq 0 "$?" "the daemon exits 0"
 
+# --- an alert that no channel took (the mail server down when it was due) is tried again
+# (CARIS_TEST_ALERT_RETRY_MS; an hour by default): it was marked sent before it was sent, and
+# lost for good while archiving went on failing
+failed_before=$(psql_db postgres -c 'SELECT failed_count FROM pg_stat_archiver')
+psql_db postgres -c "ALTER SYSTEM SET archive_command = 'false'" -c "SELECT pg_reload_conf()" >/dev/null
+psql_db "$CARIS_PG_DB" -c "INSERT INTO t SELECT generate_series(1, 1000)" -c "SELECT pg_switch_wal()" >/dev/null
+# shellcheck disable=SC2317
+_failed_again() { (($(psql_db postgres -c 'SELECT failed_count FROM pg_stat_archiver') > failed_before)); }
+wait_until 60 _failed_again || fail "archive_command did not fail again" "$(psql_db postgres -c 'SELECT * FROM pg_stat_archiver')"
+late_port=$(free_port)
+rm -f "$TEST_TMP"/smtp/msg-*.eml
+bg_start env BACKUP_WAL_ALERT_MINUTES=0 CARIS_TEST_WALMON_INTERVAL_MS=200 CARIS_TEST_ALERT_RETRY_MS=500 \
+    BACKUP_SMTP_URL="smtp://127.0.0.1:$late_port" CARIS_NOTIFY_TIMEOUT_SECONDS=2 "$CARIS_BIN" daemon
+DAEMON=$BG_PID DAEMON_ERR=$BG_ERR
+# shellcheck disable=SC2317
+_undelivered() { grep -q "the alert that archiving fails was not delivered" "$DAEMON_ERR"; }
+wait_until 60 _undelivered || fail "the alert was not tried while the mail server was down" "$(_tail "$DAEMON_ERR")"
+mkdir -p "$TEST_TMP/late"
+bg_start /usr/bin/python3 "$LIB_DIR/notify_servers.py" smtp "$TEST_TMP/late" --port "$late_port"
+# shellcheck disable=SC2317
+_late_mail() { [[ -n $(find "$TEST_TMP/late" -name 'msg-*.eml' -exec grep -l 'wal-archiving-failing' {} +) ]]; }
+if wait_until 60 _late_mail; then
+    pass "once the mail server is up, the alert is delivered"
+else
+    fail "the alert no channel took was never sent again" "$(_tail "$DAEMON_ERR")"
+fi
+kill -TERM "$DAEMON"
+wait "$DAEMON"
+assert_eq 0 "$?" "the daemon exits 0"
+
 # --- archive_mode on but archive_command empty: PostgreSQL archives nothing and counts no
 # failure (pg_stat_archiver stays clean); the daemon says so, it used to say "ok"
 psql_db postgres -c "ALTER SYSTEM SET archive_command = ''" -c "SELECT pg_reload_conf()" >/dev/null
