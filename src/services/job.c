@@ -186,6 +186,10 @@ static int do_backup(struct run *x, const char *what, char **id, bool *whole)
     json_t *unread = json_object_get(json_object_get(res.summary, "stats"), "unread");
     if (whole)
         *whole = !(json_integer_value(unread) > 0);
+    /* a database backup's warnings each lose something: the cluster's roles and tablespaces
+     * (pg_dumpall failed), or a database a restore left partly restored (its mark) */
+    if (whole && strcmp(what, "database") == 0 && rc == CARIS_DONE_WARNINGS)
+        *whole = false;
     if (rc == CARIS_DONE_WARNINGS) {
         /* Counts, never a warning's text: that names the file (its name can say whose record
          * it is), and this goes into notifications. */
@@ -205,7 +209,7 @@ static int do_backup(struct run *x, const char *what, char **id, bool *whole)
             err_set(&e, ERR_FAILURE, "`caris-backup show ID` lists them",
                     "backup %s completed with %zu warning%s (no file's content lost: skipped "
                     "sockets or devices, files that changed while read, a database's roles not "
-                    "saved...)",
+                    "saved, a database marked partly restored...)",
                     s->backup_id, n, n == 1 ? "" : "s");
     }
     s->detail = caris_backup_result_to_json(&res);
@@ -397,7 +401,9 @@ int caris_job_run(struct repo *r, const struct caris_job_opts *o, const struct c
     if (o->retention && backups_ok && !backups_whole)
         caris_op_log(op, LOG_WARN,
                      "retention: skipped: a backup of this run could not read every file (they "
-                     "are in it without their content); the older backups are kept");
+                     "are in it without their content), or the database's completed with "
+                     "warnings (its roles not saved, or the database marked partly restored); "
+                     "the older backups are kept");
     else if (o->retention && backups_ok && (!db || db_ok) && (!files || files_ok) &&
              !caris_op_cancelled(op))
         do_retention(&x);

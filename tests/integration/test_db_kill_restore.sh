@@ -117,6 +117,9 @@ assert_rc 3 "a backup of the marked database ends with warnings"
 assert_eq warnings "$(json_get "$OUT_FILE" '["status"]')" "... its status says so"
 assert_contains "$(json_get "$OUT_FILE" '["warnings"][0]["message"]')" "carries the mark of a restore of $id" \
     "... and its warning names the restore"
+POSTGRES_URL=$(pg_url killed_clean) run cb run-now incremental
+assert_rc 3 "a run whose database backup warns of the mark ends with warnings"
+assert_contains "$ERR" "retention: skipped" "... and applies no retention (the older backups stay)"
 run cb restore database "$id" --create
 assert_rc 2 "a --create restore into the marked database is refused"
 assert_contains "$ERR" "carries the mark of a restore of $id" "... naming the restore that did not finish"
