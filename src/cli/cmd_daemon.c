@@ -340,22 +340,22 @@ static int job_exit_code(json_t *res)
      * timer that alerts on anything but 0 hears of it) */
     if (json_is_true(json_object_get(res, "ok")))
         return json_is_true(json_object_get(res, "warnings")) ? EXIT_WARNINGS : 0;
+    /* the first failed step's code; a run that failed before any step (the repository could
+     * not be opened, nothing to back up) or between them has the run's own error: its code
+     * (it exited 1, where the same run without a daemon gives 6 or 4) */
     size_t i;
-    json_t *st;
+    json_t *st, *err = NULL;
     json_array_foreach(json_object_get(res, "steps"), i, st)
     {
-        json_t *err = json_object_get(st, "error");
-        if (err && !json_is_true(json_object_get(st, "ok"))) {
-            const char *code = json_string_value(json_object_get(err, "code")) ?: "";
-            for (int c = ERR_FAILURE; c <= ERR_DATABASE; c++)
-                if (strcmp(code, err_code_name((enum err_code)c)) == 0) {
-                    struct err e = {.code = (enum err_code)c};
-                    return err_exit_code(&e);
-                }
-            return 1;
+        if (json_object_get(st, "error") && !json_is_true(json_object_get(st, "ok"))) {
+            err = json_object_get(st, "error");
+            break;
         }
     }
-    return 1;
+    if (!err)
+        err = json_object_get(res, "error");
+    struct err e = {.code = err_code_from_name(json_string_value(json_object_get(err, "code")))};
+    return e.code == ERR_NONE ? 1 : err_exit_code(&e);
 }
 
 static void print_job(const struct globals *g, json_t *res)
@@ -368,8 +368,10 @@ static void print_job(const struct globals *g, json_t *res)
         return;
     size_t i;
     json_t *st;
+    bool step_failed = false;
     json_array_foreach(json_object_get(res, "steps"), i, st)
     {
+        step_failed |= !json_is_true(json_object_get(st, "ok"));
         const char *msg = json_string_value(json_object_get(
             json_object_get(st, json_object_get(st, "error") ? "error" : "warning"), "message"));
         bool ok = json_is_true(json_object_get(st, "ok"));
@@ -386,6 +388,16 @@ static void print_job(const struct globals *g, json_t *res)
            !json_is_true(json_object_get(res, "ok"))        ? "FAILED"
            : json_is_true(json_object_get(res, "warnings")) ? "ok, with WARNINGS"
                                                             : "ok");
+    /* the run's own error when no step says it (one that failed before any step, or was
+     * cancelled between them): it printed "FAILED" alone */
+    json_t *err = json_object_get(res, "error");
+    const char *msg = json_string_value(json_object_get(err, "message"));
+    const char *hint = json_string_value(json_object_get(err, "hint"));
+    if (msg && *msg && !step_failed && !json_is_true(json_object_get(res, "ok"))) {
+        fprintf(stderr, "error: %s\n", msg);
+        if (hint && *hint)
+            fprintf(stderr, "HINT: %s\n", hint);
+    }
 }
 
 int cmd_run_now(struct globals *g, int argc, char **argv)

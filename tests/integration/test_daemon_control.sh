@@ -75,6 +75,12 @@ assert_contains "$(cat "$TEST_TMP/busy.out")" '"code":"busy"' "a connection over
 run cb --json schedule status
 assert_rc 0 "the daemon still answers"
 assert_eq true "$(json_get "$OUT_FILE" '["running"]')" "status: the daemon runs"
+
+# a run that fails before any step (nothing to back up: a configuration error) exits as the same
+# run without a daemon does (6), not 1
+run env -u POSTGRES_URL -u BACKUP_FILES_PATHS "$CARIS_BIN" run-now full --wait
+assert_rc 6 "run-now --wait of a run the daemon could not start: the run's exit code"
+assert_contains "$OUT$ERR" "nothing to back up" "... and why"
 stop_daemon
 
 test_done
