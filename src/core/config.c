@@ -529,10 +529,11 @@ static bool scrub_one(char *text, size_t n, const char *secret)
         p += rl;
         any = true;
     }
-    /* a message cut at its buffer's end may end in the secret's first bytes */
+    /* a message cut at its buffer's end may end in the secret's first bytes: whatever its
+     * length now (a whole secret replaced above by the shorter "(redacted)" shortened it, and
+     * the check was skipped when it ran only on a text that fills its buffer) */
     size_t len = strlen(text);
-    if (len + 1 == n)
-        for (size_t k = sl - 1 < len ? sl - 1 : len; k >= 8; k--)
+    for (size_t k = sl - 1 < len ? sl - 1 : len; k >= 8; k--)
             if (memcmp(text + len - k, secret, k) == 0) {
                 size_t at = len - k;
                 if (n < rl + 1) { /* no room to say so */

@@ -250,6 +250,13 @@ static void test_scrub_secrets(void **state)
     char nine[9] = "01234567"; /* full, and ends in the key's first 8 bytes */
     assert_true(config_scrub_secrets(&c, nine, sizeof(nine)));
     assert_string_equal(nine, "");
+    /* a whole key replaced first makes the text shorter than its buffer: the key's first bytes
+     * cut at the buffer's end were left (the check ran only on a text that filled it) */
+    char cut[64];
+    snprintf(cut, sizeof(cut), "a %s then %s", key, key); /* cut in the second key */
+    assert_true(config_scrub_secrets(&c, cut, sizeof(cut)));
+    assert_null(strstr(cut, "01234567"));
+    assert_string_equal(cut, "a (redacted) then (redacted)");
     config_free(&c);
     unsetenv("PGPASSWORD");
     unsetenv("POSTGRES_URL");
