@@ -14,7 +14,7 @@
 static const char TOKEN_USAGE[] =
     "usage: caris-backup token add --label LABEL [--role admin|viewer]\n"
     "       caris-backup [--json] token list\n"
-    "       caris-backup token revoke ID|LABEL\n"
+    "       caris-backup token revoke ID|LABEL|TOKEN\n"
     "\n"
     "Tokens of the daemon's HTTP API (Authorization: Bearer <token>). `token add` prints a new\n"
     "token once: keep it (only its SHA-256 is stored, in BACKUP_DIR/metadata/api-tokens.json,\n"
@@ -151,7 +151,8 @@ int cmd_token(struct globals *g, int argc, char **argv)
         struct err e = ERR_INIT;
         if (caris_token_revoke(config_backup_dir(&g->cfg), argv[2], &e) != 0)
             return fail(&e);
-        fprintf(stderr, "token %s revoked\n", argv[2]);
+        fprintf(stderr, "token %s revoked\n",
+                strncmp(argv[2], "cbt_", 4) == 0 ? "(given by its value)" : argv[2]);
         return 0;
     }
     return usage_error("unknown token subcommand '%s' (add, list, revoke)", argv[1]);

@@ -337,6 +337,11 @@ json_t *caris_audit_read(const char *backup_dir, int64_t since_ns, struct err *e
 
 const char *caris_audit_redact_arg(const char *arg, char *out, size_t n)
 {
+    /* an API token (`token revoke cbt_...`: the token itself, after a leak) */
+    if (strncmp(arg, "cbt_", 4) == 0) {
+        snprintf(out, n, "cbt_(redacted)");
+        return out;
+    }
     const char *sep = strstr(arg, "://");
     if (sep) {
         snprintf(out, n, "%.*s://…", (int)(sep - arg) > 32 ? 32 : (int)(sep - arg), arg);

@@ -194,18 +194,33 @@ int caris_token_revoke(const char *backup_dir, const char *which, struct err *e)
          * id made the revocation of that id remove the labelled token (the last match won)
          * and leave the one named valid */
         size_t i, found = (size_t)-1, by_label = (size_t)-1;
+        /* the token itself (revoked after a leak, given where its id goes): found by its
+         * hash, and never repeated in a message (which goes to the audit log, that every
+         * admin token may read) */
+        bool secret = strncmp(which, "cbt_", 4) == 0;
+        uint8_t want[CX_SHA256_LEN];
+        cx_sha256(which, strlen(which), want);
         json_array_foreach(list, i, t)
         {
             const char *id = json_string_value(json_object_get(t, "id"));
             const char *l = json_string_value(json_object_get(t, "label"));
-            if (id && strcmp(id, which) == 0)
+            const char *hex = json_string_value(json_object_get(t, "sha256"));
+            uint8_t have[CX_SHA256_LEN];
+            if (secret) {
+                if (hex && cx_unhex(hex, have, sizeof(have)) == 0 &&
+                    cx_memcmp(have, want, sizeof(have)) == 0)
+                    found = i;
+            } else if (id && strcmp(id, which) == 0)
                 found = i;
             else if (l && strcmp(l, which) == 0)
                 by_label = i;
         }
         if (found == (size_t)-1)
             found = by_label;
-        if (found == (size_t)-1) {
+        if (found == (size_t)-1 && secret) {
+            err_set(e, ERR_NOT_FOUND, "`caris-backup token list` shows the tokens",
+                    "no token is the one given (a token, not repeated here)");
+        } else if (found == (size_t)-1) {
             err_set(e, ERR_NOT_FOUND, "`caris-backup token list` shows the tokens",
                     "no token with id or label '%s'", which);
         } else {

@@ -68,6 +68,18 @@ assert_eq "$CI_ID admin gone viewer" "$(cb --json token list | python3 -c 'impor
 assert_exit 0 cb token revoke "$CI_ID"
 assert_eq "admin gone viewer" "$(cb --json token list | python3 -c 'import json,sys; print(" ".join(sorted(t["label"] for t in json.load(sys.stdin))))')" \
     "token revoke ID removed that token"
+# the token itself given (after a leak): it is revoked, and repeated nowhere (it went into the
+# error, and the audit log, in clear, and stayed valid)
+assert_exit 0 cb token add --label leaked
+LEAKED=$OUT
+run cb token revoke "$LEAKED"
+assert_rc 0 "token revoke TOKEN revokes the token given by its value"
+assert_eq "admin gone viewer" "$(cb --json token list | python3 -c 'import json,sys; print(" ".join(sorted(t["label"] for t in json.load(sys.stdin))))')" \
+    "... that token"
+run cb token revoke "$LEAKED"
+assert_rc 7 "revoked again: no such token"
+assert_not_contains "$OUT$ERR" "${LEAKED#cbt_}" "... and the error does not repeat it"
+assert_false "the token given is not in the audit log" grep -q "${LEAKED#cbt_}" "$BACKUP_DIR/metadata/audit.log"
 
 # --- the daemon with its API on a free port ---------------------------------------------
 # (with PGPASSWORD too, the database's password: no request may send it elsewhere)
