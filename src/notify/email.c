@@ -327,6 +327,7 @@ struct rcpt_watch {
     bool waiting;   /* for its reply */
     bool permanent; /* a refusal was a 5xx (a 4xx may pass) */
     char refused[512];
+    unsigned accepted; /* recipients the server took */
 };
 
 static int debug_cb(CURL *h, curl_infotype type, char *data, size_t size, void *userdata)
@@ -342,6 +343,8 @@ static int debug_cb(CURL *h, curl_infotype type, char *data, size_t size, void *
         }
     } else if (type == CURLINFO_HEADER_IN && w->waiting) {
         w->waiting = false;
+        if (size >= 3 && data[0] == '2')
+            w->accepted++;
         if (size >= 3 && (data[0] == '4' || data[0] == '5')) {
             w->permanent |= data[0] == '5';
             size_t n = size;
@@ -416,11 +419,15 @@ int notify_email_send(const struct notify_config *nc, const struct buf *msg,
     }
     if (rc == CURLE_OK)
         return 0;
-    if (*watch.refused) {
+    if (*watch.refused && !watch.accepted) {
         a->permanent = watch.permanent;
         return err_set(e, ERR_FAILURE, "check BACKUP_EMAIL_RECIPIENTS",
                        "the server refused every recipient: %s", watch.refused);
     }
+    /* a recipient refused, the others taken, then the message failed (the server answered 4xx
+     * to it, or went away): an error like any other, tried again as such (it was called
+     * "refused every recipient", and a 5xx for the refused one made it final: no retry, no
+     * one got the alert) */
     const char *why = *errbuf ? errbuf : curl_easy_strerror(rc);
     char reply[32] = "";
     if (code)

@@ -11,6 +11,8 @@
 #                                                         --tls); --tls: STARTTLS offered and
 #                                                         required before MAIL; --smtps
 #                                                         CERT:KEY: TLS from the first byte;
+#                                                         --fail-data N: the first N messages
+#                                                         get 451 after the recipients;
 #                                                         --port P: on port P (a server that
 #                                                         comes up where a daemon already
 #                                                         sends), not a free one
@@ -64,12 +66,12 @@ def announce(d, sock):
     write_atomic(os.path.join(d, "port"), str(sock.getsockname()[1]).encode())
 
 
-def run_smtp(d, auth, tls, smtps, refuse_rcpt=None, port=0):
+def run_smtp(d, auth, tls, smtps, refuse_rcpt=None, port=0, fail_data=0):
     import asyncio
     from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
     rec = Recorder(d)
-    attempts = {"auth_fail": 0}
+    attempts = {"auth_fail": 0, "data": 0}
 
     class Handler:
         async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
@@ -80,6 +82,12 @@ def run_smtp(d, auth, tls, smtps, refuse_rcpt=None, port=0):
             return "250 OK"
 
         async def handle_DATA(self, server, session, envelope):
+            # --fail-data N: the first N messages get 451 (a transient failure), counted in
+            # DIR/data-failures
+            if attempts["data"] < fail_data:
+                attempts["data"] += 1
+                write_atomic(os.path.join(d, "data-failures"), str(attempts["data"]).encode())
+                return "451 4.3.0 try again later"
             login = None
             if isinstance(session.auth_data, LoginPassword):
                 login = session.auth_data.login.decode()
@@ -187,7 +195,8 @@ def main():
         auth = opt["--auth"].split(":", 1) if "--auth" in opt else None
         tls = opt["--tls"].split(":", 1) if "--tls" in opt else None
         smtps = opt["--smtps"].split(":", 1) if "--smtps" in opt else None
-        run_smtp(d, auth, tls, smtps, opt.get("--refuse-rcpt"), int(opt.get("--port", "0")))
+        run_smtp(d, auth, tls, smtps, opt.get("--refuse-rcpt"), int(opt.get("--port", "0")),
+                 int(opt.get("--fail-data", "0")))
     elif mode == "http":
         run_http(d, int(opt.get("--fail", "0")), int(opt.get("--status", "500")))
     elif mode == "refuse":

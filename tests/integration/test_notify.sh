@@ -233,6 +233,17 @@ assert_rc 1 "the only recipient refused: fails"
 assert_contains "$(json_get "$OUT_FILE" '["channels"][0]["error"]')" \
     "refused every recipient: gone@example.org" "says no one got it, and who was refused"
 assert_eq 1 "$(count_msgs rcpt)" "nothing more sent"
+# one recipient refused (550), the others taken, then the message itself refused for now (451):
+# tried again, and delivered (it was called "refused every recipient" and never retried)
+start_server rcptdata smtp --refuse-rcpt gone@example.org --fail-data 1
+run env BACKUP_SMTP_URL="smtp://127.0.0.1:$PORT" BACKUP_EMAIL_FROM=backup@example.org \
+    BACKUP_EMAIL_RECIPIENTS="ops@example.org, gone@example.org" "$CARIS_BIN" --json notify test
+assert_eq 1 "$(cat "$TEST_TMP/rcptdata/data-failures" 2>/dev/null)" "the first message got 451"
+assert_eq 2 "$(json_get "$OUT_FILE" '["channels"][0]["tries"]')" "the 451 after a refused recipient is tried again"
+assert_eq '["ops@example.org"]' "$(json_get "$TEST_TMP/rcptdata/msg-1.json" '["rcpt_tos"]')" \
+    "... and the second try delivers to the recipient the server takes"
+assert_contains "$(json_get "$OUT_FILE" '["channels"][0]["error"]')" "refused recipient gone@example.org" \
+    "... naming the refused one"
 
 # --- server down: retried with backoff, bounded, names the channel --------------------
 
