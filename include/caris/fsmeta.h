@@ -41,6 +41,8 @@ struct fs_meta {
                       the path of the first name in this backup */
     struct fs_xattr *xattrs;
     size_t nxattrs;
+    /* reading the extended attributes failed (warned): xattrs is empty, not known empty */
+    bool xattrs_unread;
 };
 
 void fs_meta_free(struct fs_meta *m); /* frees the members, not m itself */

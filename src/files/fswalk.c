@@ -452,6 +452,7 @@ static int meta_read_xattrs(struct walker *w, int fd, struct fs_meta *m)
 {
     if (xattrs_read(fd, &m->xattrs, &m->nxattrs) == 0)
         return 0;
+    m->xattrs_unread = true;
     char ep[ESC_MAX];
     return problem_kept(w, false, errno, "cannot read extended attributes of %s", shown(w, ep));
 }

@@ -140,6 +140,10 @@ struct tpend {
     uint8_t (*ids)[32];           /* owned; or NULL with tab_ids set */
     const uint8_t (*tab_ids)[32]; /* borrowed from the previous table */
     size_t nids;
+    /* not for the table: its extended attributes could not be read (the next backup, matching
+     * it on stat alone, copied the entry without them, and said nothing, until its ctime
+     * changed) */
+    bool uncached;
 };
 
 /* An entry copied as it was from the previous table: its text, not a JSON object. */
@@ -1232,7 +1236,7 @@ static void flush_entries(struct bctx *b)
         }
         const struct etext *et = &b->entry_text[i];
         size_t off, len;
-        bool cacheable = tp != NULL;
+        bool cacheable = tp != NULL && !tp->uncached;
         text_append(b, i == 0 ? "[" : ",", 1);
         off = b->text_len;
         if (et->p) {
@@ -1361,6 +1365,8 @@ static int on_entry(void *ctx, const struct fswalk_entry *ent, struct err *e)
             if (ent->error)
                 break; /* no content, and never reused from an earlier backup */
             struct tpend *tp = tpend_new(b, ent);
+            if (tp)
+                tp->uncached = ent->meta.xattrs_unread;
             b->entry_tp[idx] = tp;
             int64_t t1 = time_mono_ns();
             b->manifest_ns += (uint64_t)(t1 - t0);

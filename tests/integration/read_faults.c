@@ -21,6 +21,10 @@
  *   READ_FAULT=eacces     fails with EACCES, every time (a directory or file the backup may
  *                         not read, as root too)
  *
+ * and on flistxattr(2) of such a file:
+ *
+ *   READ_FAULT=xattr-eio  fails with EIO, once per file (a file system that failed for a moment)
+ *
  *   READ_FAULT_LOG=FILE   at exit, appends "faults N" (how many times the shim acted)
  *
  * Built by the test: cc -shared -fPIC -o read_faults.so read_faults.c -ldl */
@@ -186,6 +190,20 @@ int openat64(int dfd, const char *name, int flags, ...)
     mode_t mode = (flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE ? va_arg(ap, mode_t) : 0;
     va_end(ap);
     return fault_openat("openat64", dfd, name, flags, mode);
+}
+
+ssize_t flistxattr(int fd, char *list, size_t size)
+{
+    ssize_t (*real)(int, char *, size_t) =
+        (ssize_t(*)(int, char *, size_t))dlsym(RTLD_NEXT, "flistxattr");
+    char path[4096];
+    if (strcmp(env("READ_FAULT"), "xattr-eio") == 0 && is_target(fd, path, sizeof(path)) &&
+        fired(path, 1)) {
+        __atomic_add_fetch(&faults, 1, __ATOMIC_RELAXED);
+        errno = EIO;
+        return -1;
+    }
+    return real(fd, list, size);
 }
 
 ssize_t pread(int fd, void *buf, size_t n, off_t off)

@@ -168,4 +168,23 @@ assert_eq "$sha_limited" "$(json_get "$OUT_FILE" '["sha256"]')" \
 assert_eq 2000 "$(json_get "$TEST_TMP/a-many.json" '["stats"]["files"]')" "... of all 2000 files"
 assert_exit 0 cb verify "$limited"
 
+# A file whose extended attributes could not be read once (EIO: the file system failed for a
+# moment) is not in the table: the next backup reads them again. (It matched the table on stat
+# alone, copied the entry without them, and said nothing, until the file's ctime changed.)
+shim=$TEST_TMP/read_faults.so
+cc -shared -fPIC -O2 -o "$shim" "$(dirname "$0")/read_faults.c" -ldl || fail "cannot build the fault injector"
+xa=$TEST_TMP/xa
+mkdir "$xa"
+printf 'record\n' >"$xa/acl-file"
+setfattr -n user.important -v yes "$xa/acl-file"
+run env LD_PRELOAD="$shim" READ_FAULT=xattr-eio READ_FAULT_FILE=acl-file "$CARIS_BIN" --json backup files "$xa"
+assert_rc 3 "extended attributes that cannot be read: a warning"
+assert_contains "$ERR" "cannot read extended attributes of" "... saying so"
+backup_json "$TEST_TMP/a-xa.json" "$xa"
+assert_rc 0 "the next backup, the file unchanged"
+mkdir "$TEST_TMP/rxa"
+assert_exit 0 cb restore files "$BACKUP_ID" --target "$TEST_TMP/rxa"
+assert_eq yes "$(getfattr --only-values -n user.important "$TEST_TMP/rxa$xa/acl-file" 2>/dev/null)" \
+    "... holds the extended attributes: it read them again"
+
 test_done
