@@ -287,6 +287,7 @@ void caris_backup_result_free(struct caris_backup_result *res)
 void backup_summary_public(json_t *summary)
 {
     json_object_del(summary, "_file");
+    json_object_del(summary, "root_ancestors"); /* mount's (the directories above the roots) */
     json_t *type = json_object_get(summary, "type");
     if (type && !json_object_get(summary, "kind"))
         json_object_set(summary, "kind", type);

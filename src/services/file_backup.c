@@ -1568,6 +1568,38 @@ static const char *below_root(const char *path, const char *root)
 
 /* A root inside another would be backed up twice (its files under both), and a restore of the
  * backup would meet each of them twice: refused. */
+/* The directories above each root, from "/" down to the root's parent, as they are when the
+ * backup ends: for each root, [[mode (permission bits), uid, gid], ...] (null for one that
+ * cannot be stat'ed). mount shows them so: the directories it made up above a root were 0555,
+ * and a file that a 0700 directory above its root kept private was readable by every user of a
+ * `mount --allow-other`. */
+static json_t *root_ancestors(json_t *roots)
+{
+    json_t *out = json_array();
+    size_t i;
+    json_t *r;
+    json_array_foreach(roots, i, r)
+    {
+        const char *p = json_string_value(r) ?: "";
+        json_t *chain = json_array();
+        size_t len = strlen(p);
+        for (size_t k = 0; k < len && len > 1; k++) {
+            if (p[k] != '/')
+                continue;
+            char *dir = xstrndup(p, k ? k : 1);
+            struct stat st;
+            json_array_append_new(chain, lstat(dir, &st) == 0 && S_ISDIR(st.st_mode)
+                                             ? json_pack("[i, I, I]", (int)(st.st_mode & 07777),
+                                                         (json_int_t)st.st_uid,
+                                                         (json_int_t)st.st_gid)
+                                             : json_null());
+            free(dir);
+        }
+        json_array_append_new(out, chain);
+    }
+    return out;
+}
+
 static int check_nested_roots(json_t *roots, struct err *e)
 {
     size_t i, k;
@@ -2062,6 +2094,7 @@ static int files_backup(struct repo *r, const struct files_backup_opts *o, bool 
         b.warnings, "version", "1");
     if (parent && !json_is_null(parent))
         json_object_set(summary, "parent", json_object_get(parent, "id"));
+    json_object_set_new(summary, "root_ancestors", root_ancestors(roots));
     char name[65];
     int64_t commit0 = time_mono_ns();
     if (repo_snapshot_commit(r, summary, entries_ref, name, e) != 0)

@@ -285,7 +285,10 @@ static struct mnode *builder_path(struct builder *bd, const char *p, size_t len)
     while (slash > p && slash[-1] != '/')
         slash--;
     struct mnode *parent = builder_path(bd, p, (size_t)(slash - p));
-    struct mnode *n = builder_add(bd, node_new(bd->m, S_IFDIR | 0555));
+    /* a directory above a root that the backup did not record (load_ancestors): the mounting
+     * user's alone (it was 0555: a file that a 0700 directory above its root kept private was
+     * readable by every user of a mount --allow-other) */
+    struct mnode *n = builder_add(bd, node_new(bd->m, S_IFDIR | 0500));
     n->mtime_sec = bd->time_sec;
     child_add(parent, slash, (size_t)(p + len - slash), n);
     pathmap_put(&bd->pm, p, len, n);
@@ -468,6 +471,36 @@ static bool root_ok(const char *root)
     }
 }
 
+/* The directories above each root as the backup recorded them ("root_ancestors": modes and
+ * owners, from "/" down; backups before 2026-12-07 have none, and theirs stay the mounting
+ * user's alone, 0500), so that the kernel checks a path as it would on the source. */
+static void load_ancestors(struct builder *bd, struct loaded *l)
+{
+    json_t *all = json_object_get(l->summary, "root_ancestors");
+    for (int i = 0; i < l->nroots && json_is_array(all); i++) {
+        json_t *chain = json_array_get(all, (size_t)i);
+        const char *p = l->roots[i];
+        size_t len = strlen(p), level = 0;
+        for (size_t k = 0; k < len && len > 1; k++) {
+            if (p[k] != '/')
+                continue;
+            json_t *a = json_array_get(chain, level++);
+            struct mnode *n = builder_path(bd, p, k ? k : 1);
+            if (!json_is_array(a) || json_array_size(a) != 3 || n->real || n == bd->top)
+                continue;
+            json_int_t mode = json_integer_value(json_array_get(a, 0));
+            json_int_t uid = json_integer_value(json_array_get(a, 1));
+            json_int_t gid = json_integer_value(json_array_get(a, 2));
+            if (mode < 0 || mode > 07777 || uid < 0 || uid > UINT32_MAX || gid < 0 ||
+                gid > UINT32_MAX)
+                continue;
+            n->mode = S_IFDIR | (uint32_t)mode;
+            n->uid = (uint32_t)uid;
+            n->gid = (uint32_t)gid;
+        }
+    }
+}
+
 static int load_files(struct builder *bd, struct loaded *l, struct err *e)
 {
     for (int i = 0; i < l->nroots; i++)
@@ -476,6 +509,7 @@ static int load_files(struct builder *bd, struct loaded *l, struct err *e)
             return err_set(e, ERR_DAMAGE, NULL, "backup %s: malformed root %s", bd->b->id,
                            str_escape(l->roots[i], strlen(l->roots[i]), esc, sizeof(esc)));
         }
+    load_ancestors(bd, l);
     struct entry_iter it;
     entry_iter_init(&it, &l->text);
     struct dentry d;

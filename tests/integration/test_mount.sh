@@ -36,6 +36,9 @@ EOF_ACL
         setpriv --reuid=4242 --regid=100 --clear-groups cat "$acl_file"
 fi
 assert_exit 0 cb init
+# the directories above the root are recorded, and the mount shows them so: another user may pass
+# through this test's directory (0700 as made) to reach the tree, as --allow-other tests below
+chmod 0711 "$TEST_TMP"
 
 backup_json "$TEST_TMP/b1.json" --full --time 2024-01-15T03:00:00Z "$src"
 assert_rc 3 "first backup (the socket and the device are skipped with warnings)"
@@ -143,6 +146,17 @@ assert_eq "" "$(ls -A "$mnt")" "the mount point is empty again"
 assert_eq "" "$(find "$REPO/locks" -type f ! -name '.*')" "no lock left"
 assert_contains "$(cat "$MOUNT_ERR")" "unmounted $mnt" "it says it unmounted"
 
+# a tree kept private by a directory above its root (0700 private/, 0755 private/data, a 0644
+# file): dated before the others, so that latest stays
+priv=$TEST_TMP/private
+mkdir -p "$priv/data"
+chmod 0700 "$priv"
+printf 'private record\n' >"$priv/data/open.txt"
+chmod 0644 "$priv/data/open.txt"
+backup_json "$TEST_TMP/bp.json" --full --time 2020-01-01T03:00:00Z "$priv/data"
+assert_rc 0 "a backup of a tree below a private directory"
+idp=$BACKUP_ID
+
 # --json: what was served; SIGINT works as SIGTERM does; --allow-other
 bg_start cb --json mount "$mnt" --allow-other --cache-mib 1
 assert_true "mounted again" wait_until 30 mounted
@@ -155,6 +169,13 @@ assert_true "random reads with a one-chunk cache" python3 "$TEST_TMP/randread.py
 if [[ $(id -u) == 0 ]]; then
     l=$mnt/latest$src
     assert_true "--allow-other: another user reads a 0644 file" as_nobody cat "$l/hello.txt"
+    # (the directories above a root were 0555 in the mount, whatever they were on the source)
+    assert_false "on the source, another user cannot read a 0644 file below a 0700 directory" \
+        as_nobody cat "$priv/data/open.txt"
+    assert_false "--allow-other: nor through the mount (the 0700 directory above the root)" \
+        as_nobody cat "$mnt/$idp$priv/data/open.txt"
+    assert_eq 700 "$(stat -c %a "$mnt/$idp$priv")" "... which the mount shows as it was"
+    assert_eq "private record" "$(cat "$mnt/$idp$priv/data/open.txt")" "root reads it"
     assert_false "--allow-other: another user cannot read root's 0400 file" as_nobody cat "$l/read-only"
     assert_contains "$(cat "$TEST_TMP/.check.err")" "Permission denied" "permission denied"
     assert_true "root reads it" cmp "$src/read-only" "$l/read-only"
@@ -181,7 +202,9 @@ wait "$BG_PID"
 assert_eq 0 "$?" "the mount process exits 0 after SIGINT (a file still open)"
 exec {held}<&-
 assert_json "$BG_OUT" "--json: a JSON document at the end"
-assert_eq 1 "$(json_get "$BG_OUT" '["backupsLoaded"]')" "--json: one backup was loaded (the one looked into: entries are loaded lazily)"
+# (as root, the private backup was looked into too)
+assert_eq "$(($(id -u) == 0 ? 2 : 1))" "$(json_get "$BG_OUT" '["backupsLoaded"]')" \
+    "--json: only the backups looked into were loaded (entries are loaded lazily)"
 assert_eq 0 "$(json_get "$BG_OUT" '["readErrors"]')" "--json: no failed read"
 assert_cmp "$(json_get "$BG_OUT" '["chunksLoaded"]')" -gt 100 "--json: with a one-chunk cache, chunks are loaded again and again"
 
