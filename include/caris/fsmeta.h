@@ -43,6 +43,9 @@ struct fs_meta {
     size_t nxattrs;
     /* reading the extended attributes failed (warned): xattrs is empty, not known empty */
     bool xattrs_unread;
+    /* a directory at backup time: the errno of its listing, or of the first of its entries
+     * that could not be read (warned: not in the backup), 0 when it was read whole */
+    int entries_err;
 };
 
 void fs_meta_free(struct fs_meta *m); /* frees the members, not m itself */

@@ -1228,6 +1228,13 @@ static int visit_dir(struct walker *w, int dfd, const char *name, struct stat *s
         m.nxattrs = n->nxattrs;
         n->xattrs = NULL;
         n->nxattrs = 0;
+        m.xattrs_unread = n->xattr_err != 0;
+        /* entries the scan could not read (walk_node warns of each, and leaves it out): the
+         * directory's entry says so, or a restore called it whole */
+        m.entries_err = n->readdir_err;
+        for (size_t i = 0; i < n->n && !m.entries_err; i++)
+            if (!n->ents[i].excluded && n->ents[i].err && n->ents[i].err != ENOENT)
+                m.entries_err = n->ents[i].err;
         if (n->xattr_err &&
             problem_kept(w, false, n->xattr_err, "cannot read extended attributes of %s",
                          shown(w, ep)) < 0) {

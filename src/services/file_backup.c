@@ -1379,6 +1379,16 @@ static int on_entry(void *ctx, const struct fswalk_entry *ent, struct err *e)
         }
         case FS_DIR:
             b->dirs++;
+            if (ent->meta.entries_err && !ent->error) {
+                /* listed, but entries of it not read (its mode r-- without x for this user, a
+                 * listing that failed part-way): its entry says so, as a directory that could
+                 * not be opened does, and a restore warns */
+                char msg[300];
+                snprintf(msg, sizeof(msg), "not all of its entries could be read: %s",
+                         strerror(ent->meta.entries_err));
+                json_object_set_new(obj, "error", json_string(msg));
+                json_object_set_new(obj, "partial", json_true());
+            }
             break;
         case FS_SYMLINK:
             b->symlinks++;

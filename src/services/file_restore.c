@@ -1133,8 +1133,14 @@ int files_read_backup(struct repo *r, json_t *summary, const struct buf *entries
             c.dirs++;
             if (c.fr)
                 frc = fsrestore_mkdir(c.fr, rel, &fe) || fsrestore_apply_meta(c.fr, rel, &m, &fe);
-            if (err_msg) /* the directory is there, what was in it is not */
+            if (err_msg && json_is_true(json_object_get(ent, "partial"))) {
+                /* listed at backup time, but entries of it not read: those are not here */
+                char w[400];
+                snprintf(w, sizeof(w), "contents restored in part: at backup time, %s", err_msg);
+                note(&c, c.warnings, pathj, w);
+            } else if (err_msg) { /* the directory is there, what was in it is not */
                 note_unread(&c, pathj, "contents not restored: the directory", err_msg);
+            }
             break;
         case FS_SYMLINK:
             if (c.fr) {

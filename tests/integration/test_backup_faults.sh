@@ -244,6 +244,23 @@ if as_nobody_ok "files the backup may not open"; then
     assert_contains "$ERR" '"notes.txt": not restored' "made unreadable: the restore names the file"
     assert_true "made unreadable: the other file is restored intact" \
         cmp -s "$t$nsrc/readable.txt" "$nsrc/readable.txt"
+    # a directory this user may list but not enter (r-- without x): its entries cannot be
+    # read. Its entry says so, and a restore warns (it said nothing, and ls showed it whole).
+    mkdir "$nsrc/noexec"
+    printf 'inside\n' >"$nsrc/noexec/f1"
+    chmod 0444 "$nsrc/noexec"
+    run nobody "$CARIS_BIN" --json backup files --full "$nsrc"
+    assert_rc 3 "listable, not enterable: the backup ends with a warning"
+    xid=$(json_get "$OUT_FILE" '["id"]')
+    assert_eq "not all of its entries could be read: Permission denied" "$(entry_error "$xid" noexec)" \
+        "listable, not enterable: ls marks the directory as not read whole"
+    t=$TEST_TMP/restore-noexec
+    mkdir "$t"
+    run env BACKUP_DIR="$np/backup" "$CARIS_BIN" restore files "$xid" --target "$t"
+    assert_rc 3 "listable, not enterable: the restore says something is missing"
+    assert_contains "$ERR" '"noexec": contents restored in part: at backup time, not all of its entries could be read' \
+        "listable, not enterable: the restore names the directory"
+    chmod 0755 "$nsrc/noexec"
 fi
 
 # --- a file deleted, or replaced by a directory, between the walk's listing and its open ---
