@@ -576,9 +576,13 @@ static int system_info(PGconn *c, struct sysinfo *si, struct err *e)
     snprintf(si->systemid, sizeof(si->systemid), "%s", PQgetvalue(res, 0, 0));
     si->timeline = atoi(PQgetvalue(res, 0, 1));
     PQclear(res);
-    const char *vars[] = {"server_version", "data_checksums", "block_size", "archive_mode",
-                          "wal_segment_size"};
-    for (size_t i = 0; i < 5; i++) {
+    /* segment_size: a page's checksum includes its block number, counted across the 1 GiB
+     * segment files of a relation (PGPAGE_RELSEG_PAGES); another size (a build with
+     * --with-segsize) gave every page past the first segment a wrong number: reported bad, or
+     * skipped, hiding real damage there */
+    const char *vars[] = {"server_version", "data_checksums",   "block_size",
+                          "archive_mode",   "wal_segment_size", "segment_size"};
+    for (size_t i = 0; i < 6; i++) {
         char sql[64];
         snprintf(sql, sizeof(sql), "SHOW %s", vars[i]);
         if (!(res = repl_query(c, sql, e)))
@@ -592,6 +596,13 @@ static int system_info(PGconn *c, struct sysinfo *si, struct err *e)
             err_set(e, ERR_DATABASE, NULL,
                     "not implemented yet: physical backups of a server with block_size %s (8192 "
                     "only)",
+                    v);
+            PQclear(res);
+            return -1;
+        } else if (i == 5 && strcmp(v, "1GB") != 0) {
+            err_set(e, ERR_DATABASE, NULL,
+                    "not implemented yet: physical backups of a server with segment_size %s (1GB "
+                    "only: the server was built with --with-segsize)",
                     v);
             PQclear(res);
             return -1;
