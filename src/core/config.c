@@ -534,18 +534,18 @@ static bool scrub_one(char *text, size_t n, const char *secret)
      * the check was skipped when it ran only on a text that fills its buffer) */
     size_t len = strlen(text);
     for (size_t k = sl - 1 < len ? sl - 1 : len; k >= 8; k--)
-            if (memcmp(text + len - k, secret, k) == 0) {
-                size_t at = len - k;
-                if (n < rl + 1) { /* no room to say so */
-                    text[at] = '\0';
-                    return true;
-                }
-                if (at + rl + 1 > n)
-                    at = n - rl - 1;
-                memcpy(text + at, R, rl);
-                text[at + rl] = '\0';
+        if (memcmp(text + len - k, secret, k) == 0) {
+            size_t at = len - k;
+            if (n < rl + 1) { /* no room to say so */
+                text[at] = '\0';
                 return true;
             }
+            if (at + rl + 1 > n)
+                at = n - rl - 1;
+            memcpy(text + at, R, rl);
+            text[at + rl] = '\0';
+            return true;
+        }
     return any;
 }
 

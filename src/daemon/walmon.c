@@ -22,7 +22,7 @@
 #include "internal.h"
 
 #define WALMON_INTERVAL_NS (300ll * 1000000000) /* 5 minutes */
-#define ALERT_RETRY_NS (3600ll * 1000000000)     /* an alert no channel took: again after */
+#define ALERT_RETRY_NS (3600ll * 1000000000)    /* an alert no channel took: again after */
 
 struct walmon {
     struct daemon *d;

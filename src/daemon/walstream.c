@@ -117,8 +117,8 @@ static void alert_check(struct walstream *w, bool steady, const struct err *e)
         w->alerted = false;
         w->alert_retry_mono_ns = 0;
     }
-    if (w->alert_after_ns < 0 || w->alerted || mono - w->failing_since_mono_ns < w->alert_after_ns ||
-        mono < w->alert_retry_mono_ns)
+    if (w->alert_after_ns < 0 || w->alerted ||
+        mono - w->failing_since_mono_ns < w->alert_after_ns || mono < w->alert_retry_mono_ns)
         return;
     char since[40];
     time_format_iso(w->failing_since_ns, since, sizeof(since));

@@ -1598,11 +1598,11 @@ static json_t *root_ancestors(json_t *roots)
                 continue;
             char *dir = xstrndup(p, k ? k : 1);
             struct stat st;
-            json_array_append_new(chain, lstat(dir, &st) == 0 && S_ISDIR(st.st_mode)
-                                             ? json_pack("[i, I, I]", (int)(st.st_mode & 07777),
-                                                         (json_int_t)st.st_uid,
-                                                         (json_int_t)st.st_gid)
-                                             : json_null());
+            json_array_append_new(chain,
+                                  lstat(dir, &st) == 0 && S_ISDIR(st.st_mode)
+                                      ? json_pack("[i, I, I]", (int)(st.st_mode & 07777),
+                                                  (json_int_t)st.st_uid, (json_int_t)st.st_gid)
+                                      : json_null());
             free(dir);
         }
         json_array_append_new(out, chain);
