@@ -112,6 +112,8 @@ int pgsrc_server_info(PGconn *c, struct pgsrc_info *out, struct err *e);
  * the database (--create), one with parallel jobs (not one transaction). It is followed by the
  * backup's id and time. A database that carries it may be partly restored. */
 #define PGSRC_RESTORE_MARK "caris-backup: restore in progress, or killed: backup "
+/* The comment on database name (NULL: none, or it cannot be read). Caller frees. */
+char *pgsrc_db_comment(PGconn *c, const char *name);
 /* Copies what follows PGSRC_RESTORE_MARK in the comment of database name to out ("" when its
  * comment is not a mark, or cannot be read). */
 void pgsrc_restore_mark(PGconn *c, const char *name, char *out, size_t n);

@@ -790,12 +790,12 @@ static void copy_field(PGresult *res, int row, int col, char *out, size_t n)
     snprintf(out, n, "%s", PQgetisnull(res, row, col) ? "" : PQgetvalue(res, row, col));
 }
 
-/* What follows PGSRC_RESTORE_MARK in column col of row 0 ("" when it is not a mark). */
-static void mark_of(PGresult *res, int col, char *out, size_t n)
+/* What follows PGSRC_RESTORE_MARK in comment v (NULL: none) into out ("" when it is not a
+ * mark). */
+static void mark_of(const char *v, char *out, size_t n)
 {
     out[0] = '\0';
-    const char *v = PQgetisnull(res, 0, col) ? "" : PQgetvalue(res, 0, col);
-    if (strncmp(v, PGSRC_RESTORE_MARK, strlen(PGSRC_RESTORE_MARK)) == 0)
+    if (v && strncmp(v, PGSRC_RESTORE_MARK, strlen(PGSRC_RESTORE_MARK)) == 0)
         snprintf(out, n, "%s", v + strlen(PGSRC_RESTORE_MARK));
 }
 
@@ -830,23 +830,32 @@ int pgsrc_server_info(PGconn *c, struct pgsrc_info *out, struct err *e)
     copy_field(res, 0, 4, out->collate, sizeof(out->collate));
     copy_field(res, 0, 5, out->ctype, sizeof(out->ctype));
     out->database_size = strtoll(PQgetvalue(res, 0, 6), NULL, 10);
-    mark_of(res, 7, out->restore_mark, sizeof(out->restore_mark));
+    mark_of(PQgetisnull(res, 0, 7) ? NULL : PQgetvalue(res, 0, 7), out->restore_mark,
+            sizeof(out->restore_mark));
     PQclear(res);
     return 0;
 }
 
-void pgsrc_restore_mark(PGconn *c, const char *name, char *out, size_t n)
+char *pgsrc_db_comment(PGconn *c, const char *name)
 {
-    out[0] = '\0';
     const char *params[] = {name};
     struct err ie = ERR_INIT;
     PGresult *res = pgsrc_query(c,
                                 "SELECT shobj_description(oid, 'pg_database') FROM pg_database "
                                 "WHERE datname = $1",
                                 1, params, &ie);
-    if (res && PQntuples(res) == 1)
-        mark_of(res, 0, out, n);
+    char *text = res && PQntuples(res) == 1 && !PQgetisnull(res, 0, 0)
+                     ? xstrdup(PQgetvalue(res, 0, 0))
+                     : NULL;
     PQclear(res);
+    return text;
+}
+
+void pgsrc_restore_mark(PGconn *c, const char *name, char *out, size_t n)
+{
+    char *text = pgsrc_db_comment(c, name);
+    mark_of(text, out, n);
+    free(text);
 }
 
 int pgsrc_snapshot_begin(PGconn *c, char **snapshot_id, struct err *e)

@@ -612,6 +612,14 @@ static PGconn *connect_maintenance(const struct pgsrc_target *t, struct err *e)
     return c;
 }
 
+/* A warning of a restore: in its result, and logged (w is freed). */
+static void restore_warn(json_t *warnings, const struct caris_op *op, char *w)
+{
+    json_array_append_new(warnings, jsonx_text(w));
+    caris_op_log(op, LOG_WARN, "%s", w);
+    free(w);
+}
+
 /* COMMENT ON DATABASE name IS text (NULL: none). */
 static int set_db_comment(PGconn *c, const char *name, const char *text, struct err *e)
 {
@@ -628,22 +636,6 @@ static int set_db_comment(PGconn *c, const char *name, const char *text, struct 
     PQfreemem(qn);
     PQfreemem(qt);
     return rc;
-}
-
-/* The comment on database name (NULL: none, or it cannot be read). Caller frees. */
-static char *db_comment(PGconn *c, const char *name)
-{
-    const char *params[] = {name};
-    struct err ie = ERR_INIT;
-    PGresult *res = pgsrc_query(c,
-                                "SELECT shobj_description(oid, 'pg_database') FROM pg_database "
-                                "WHERE datname = $1",
-                                1, params, &ie);
-    char *text = res && PQntuples(res) == 1 && !PQgetisnull(res, 0, 0)
-                     ? xstrdup(PQgetvalue(res, 0, 0))
-                     : NULL;
-    PQclear(res);
-    return text;
 }
 
 /* Puts back the comment a restore into an existing database replaced by its mark, when the
@@ -2022,9 +2014,7 @@ static int restore_acls(struct restore_run *rr, const char *dbname, json_t *warn
         char *w = xasprintf("database %s: %zu of the backup's %zu privilege statements were "
                             "not applied (the others were); the first: %s",
                             dbname, failed, applied + failed, first);
-        json_array_append_new(warnings, jsonx_text(w));
-        caris_op_log(rr->op, LOG_WARN, "%s", w);
-        free(w);
+        restore_warn(warnings, rr->op, w);
     }
     caris_op_log(rr->op, LOG_INFO, "database %s: %zu privilege statement%s of the backup applied",
                  dbname, applied, applied == 1 ? "" : "s");
@@ -2593,7 +2583,7 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
         if (nrel < 0)
             goto out;
         if (!missing) {
-            prior_comment = db_comment(c, dbname);
+            prior_comment = pgsrc_db_comment(c, dbname);
             pgsrc_restore_mark(c, dbname, prior_mark, sizeof(prior_mark));
         }
         if (*prior_mark)
@@ -2757,9 +2747,7 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
                                 "%s): a restore killed now leaves it partly restored without a "
                                 "mark",
                                 dbname, me.msg);
-            json_array_append_new(warnings, jsonx_text(w));
-            caris_op_log(o->op, LOG_WARN, "%s", w);
-            free(w);
+            restore_warn(warnings, o->op, w);
         }
         free(mark);
         if (c)
@@ -2848,9 +2836,7 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
                                 "database were not applied, and it is still closed to PUBLIC "
                                 "(only its owner and superusers may connect): %s",
                                 dbname, se.msg);
-            json_array_append_new(warnings, jsonx_text(w));
-            caris_op_log(o->op, LOG_WARN, "%s", w);
-            free(w);
+            restore_warn(warnings, o->op, w);
         } else if (applied) {
             caris_op_log(o->op, LOG_INFO,
                          "database %s: %zu setting%s of the backup's database applied", dbname,

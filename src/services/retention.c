@@ -448,6 +448,14 @@ static json_t *group_of(json_t *s)
                      json_object_get(s, "roots") ?: json_null());
 }
 
+/* A warning of forget: logged, and in the result (w is freed). */
+static void forget_warn(struct caris_forget_result *res, const struct caris_op *op, char *w)
+{
+    caris_op_log(op, LOG_WARN, "%s", w);
+    json_array_append_new(res->warnings, json_string(w));
+    free(w);
+}
+
 /* The snapshots (object name -> "removing" or "replayed") that the state record has removed:
  * one whose forget was interrupted (the next prune deletes its file) and one put back after it
  * was forgotten. NULL with e when the record cannot be audited. */
@@ -570,9 +578,7 @@ int caris_retention_apply(struct repo *r, const struct caris_forget_opts *o,
                                       "back from an old copy?): no rule counts it, and it is "
                                       "forgotten again",
                                 bid);
-            caris_op_log(op, LOG_WARN, "%s", w);
-            json_array_append_new(res->warnings, json_string(w));
-            free(w);
+            forget_warn(res, op, w);
         }
     }
     int64_t now = time_now_ns();
@@ -630,9 +636,7 @@ int caris_retention_apply(struct repo *r, const struct caris_forget_opts *o,
                                 "was made, or is it behind now? Check the clock (`date`); a "
                                 "backup that is not wanted can be forgotten by id (`forget ID`)",
                                 text);
-            caris_op_log(op, LOG_WARN, "%s", w);
-            json_array_append_new(res->warnings, json_string(w));
-            free(w);
+            forget_warn(res, op, w);
         }
         if (d->reasons & CARIS_KEEP_DAMAGED) {
             bool by_test = damaged_by[ord[k]] && strcmp(damaged_by[ord[k]], "test restore") == 0;
@@ -641,9 +645,7 @@ int caris_retention_apply(struct repo *r, const struct caris_forget_opts *o,
                                 "intact backup's place; forget it by id (`forget ID`) once it is "
                                 "not needed",
                                 d->id, by_test ? "test restore (damage found)" : "verification");
-            caris_op_log(op, LOG_WARN, "%s", w);
-            json_array_append_new(res->warnings, json_string(w));
-            free(w);
+            forget_warn(res, op, w);
         }
         res->nbackups++;
         if (d->keep)
@@ -672,9 +674,7 @@ int caris_retention_apply(struct repo *r, const struct caris_forget_opts *o,
                 xasprintf("backup %s cannot be read (%s): %s as named; what only it used "
                           "goes at the next prune",
                           x->id, x->error, o->dry_run ? "it would be forgotten" : "forgotten");
-            caris_op_log(op, LOG_WARN, "%s", w);
-            json_array_append_new(res->warnings, json_string(w));
-            free(w);
+            forget_warn(res, op, w);
         }
     }
     if (o->nids)
