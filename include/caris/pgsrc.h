@@ -112,8 +112,9 @@ int pgsrc_server_info(PGconn *c, struct pgsrc_info *out, struct err *e);
  * the database (--create), one with parallel jobs (not one transaction). It is followed by the
  * backup's id and time. A database that carries it may be partly restored. */
 #define PGSRC_RESTORE_MARK "caris-backup: restore in progress, or killed: backup "
-/* The comment on database name (NULL: none, or it cannot be read). Caller frees. */
-char *pgsrc_db_comment(PGconn *c, const char *name);
+/* The comment on database name into *text (NULL: none; caller frees). -1 when it cannot be
+ * read (no such database, the query failed), *text NULL. */
+int pgsrc_db_comment(PGconn *c, const char *name, char **text);
 /* Copies what follows PGSRC_RESTORE_MARK in the comment of database name to out ("" when its
  * comment is not a mark, or cannot be read). */
 void pgsrc_restore_mark(PGconn *c, const char *name, char *out, size_t n);

@@ -514,6 +514,9 @@ static bool scrub_one(char *text, size_t n, const char *secret)
     static const char R[] = "(redacted)";
     size_t sl = strlen(secret), rl = sizeof(R) - 1;
     bool any = false;
+    /* whether the text fills its buffer (it may have been cut there), before a whole secret
+     * replaced below by the shorter "(redacted)" shortens it */
+    bool cut = strlen(text) + 1 == n;
     for (char *p = strstr(text, secret); p; p = strstr(p, secret)) {
         size_t tail = strlen(p + sl);
         size_t at = (size_t)(p - text);
@@ -529,10 +532,11 @@ static bool scrub_one(char *text, size_t n, const char *secret)
         p += rl;
         any = true;
     }
-    /* a message cut at its buffer's end may end in the secret's first bytes: whatever its
-     * length now (a whole secret replaced above by the shorter "(redacted)" shortened it, and
-     * the check was skipped when it ran only on a text that fills its buffer) */
+    /* a message cut at its buffer's end may end in the secret's first bytes (a text that did
+     * not fill its buffer was not cut: one that merely ends like a secret begins is left) */
     size_t len = strlen(text);
+    if (!cut && len + 1 != n)
+        return any;
     for (size_t k = sl - 1 < len ? sl - 1 : len; k >= 8; k--)
         if (memcmp(text + len - k, secret, k) == 0) {
             size_t at = len - k;

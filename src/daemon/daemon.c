@@ -530,7 +530,8 @@ static void nc_put_locked(struct nc_ref *r)
     }
 }
 
-/* Sends ev on every configured channel; -1 when it was to be sent and was not delivered. */
+/* Sends ev on every configured channel: 0 (delivered everywhere, or not to be sent), 1 (by
+ * some channel, not all), -1 (by none). */
 static int notify(struct daemon *d, const struct notify_event *ev)
 {
     pthread_mutex_lock(&d->mu);

@@ -791,12 +791,14 @@ static void copy_field(PGresult *res, int row, int col, char *out, size_t n)
 }
 
 /* What follows PGSRC_RESTORE_MARK in comment v (NULL: none) into out ("" when it is not a
- * mark). */
+ * mark), escaped: the comment is the database owner's to write, and goes into messages and a
+ * backup's summary (JSON: a byte that is not UTF-8 lost the whole warning). */
 static void mark_of(const char *v, char *out, size_t n)
 {
     out[0] = '\0';
-    if (v && strncmp(v, PGSRC_RESTORE_MARK, strlen(PGSRC_RESTORE_MARK)) == 0)
-        snprintf(out, n, "%s", v + strlen(PGSRC_RESTORE_MARK));
+    size_t pl = strlen(PGSRC_RESTORE_MARK);
+    if (v && strncmp(v, PGSRC_RESTORE_MARK, pl) == 0)
+        str_escape(v + pl, strlen(v + pl), out, n);
 }
 
 int pgsrc_server_info(PGconn *c, struct pgsrc_info *out, struct err *e)
@@ -836,24 +838,29 @@ int pgsrc_server_info(PGconn *c, struct pgsrc_info *out, struct err *e)
     return 0;
 }
 
-char *pgsrc_db_comment(PGconn *c, const char *name)
+int pgsrc_db_comment(PGconn *c, const char *name, char **text)
 {
+    *text = NULL;
     const char *params[] = {name};
     struct err ie = ERR_INIT;
     PGresult *res = pgsrc_query(c,
                                 "SELECT shobj_description(oid, 'pg_database') FROM pg_database "
                                 "WHERE datname = $1",
                                 1, params, &ie);
-    char *text = res && PQntuples(res) == 1 && !PQgetisnull(res, 0, 0)
-                     ? xstrdup(PQgetvalue(res, 0, 0))
-                     : NULL;
+    if (!res || PQntuples(res) != 1) {
+        PQclear(res);
+        return -1;
+    }
+    if (!PQgetisnull(res, 0, 0))
+        *text = xstrdup(PQgetvalue(res, 0, 0));
     PQclear(res);
-    return text;
+    return 0;
 }
 
 void pgsrc_restore_mark(PGconn *c, const char *name, char *out, size_t n)
 {
-    char *text = pgsrc_db_comment(c, name);
+    char *text;
+    pgsrc_db_comment(c, name, &text);
     mark_of(text, out, n);
     free(text);
 }

@@ -183,8 +183,9 @@ static char *restore_mark_warning(const struct pgsrc_info *info)
         return NULL;
     return xasprintf("database %s carries the mark of a restore of %s that did not finish (it "
                      "runs still, or was killed): it may be partly restored, and this backup "
-                     "holds it as it is; restore it again (restore database ... --clean), and "
-                     "keep the backups from before that restore",
+                     "holds it as it is; restore it again (restore database ... --clean), or, once "
+                     "you judge it whole, remove the mark as its owner (COMMENT ON DATABASE ... IS "
+                     "NULL); keep the backups from before that restore",
                      info->database, info->restore_mark);
 }
 

@@ -2472,7 +2472,7 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
     /* restoring into an existing database: its comment before (restored when done), the mark of
      * an earlier restore that did not finish ("" when none), and whether this one marked it */
     char *prior_comment = NULL, prior_mark[300] = "";
-    bool marked = false;
+    bool marked = false, comment_read = false;
     int rc = -1;
     char dbname[256], host[256], port[64], dump_size[32];
     struct settings_read sr = {.e = ERR_INIT};
@@ -2583,7 +2583,7 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
         if (nrel < 0)
             goto out;
         if (!missing) {
-            prior_comment = pgsrc_db_comment(c, dbname);
+            comment_read = pgsrc_db_comment(c, dbname, &prior_comment) == 0;
             pgsrc_restore_mark(c, dbname, prior_mark, sizeof(prior_mark));
         }
         if (*prior_mark)
@@ -2740,9 +2740,11 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
          * says so: to a --create restore into it, and to every backup of it) */
         struct err me = ERR_INIT;
         char *mark = xasprintf("%s%s (%s)", PGSRC_RESTORE_MARK, k.id, summary_str(&k, "started"));
-        if ((c = pgsrc_connect(&t, NULL, &me)) && set_db_comment(c, dbname, mark, &me) == 0) {
+        if (!comment_read) /* (the comment it has could not be put back) */
+            err_set(&me, ERR_DATABASE, NULL, "its comment could not be read");
+        else if ((c = pgsrc_connect(&t, NULL, &me)) && set_db_comment(c, dbname, mark, &me) == 0)
             marked = true;
-        } else {
+        if (!marked) {
             char *w = xasprintf("database %s could not be marked as being restored (its comment: "
                                 "%s): a restore killed now leaves it partly restored without a "
                                 "mark",
@@ -2847,16 +2849,26 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
      * database, its comment is put back, and a whole restore removes the mark an earlier one
      * left (a --table or --schema restore mends only its part) */
     bool unmark = created ? !commented : marked || (*prior_mark && !sel.nargs);
-    if (unmark) {
-        const char *back = created || (*prior_mark && !sel.nargs) ? NULL : prior_comment;
-        if (!(c = created ? connect_maintenance(&t, e) : pgsrc_connect(&t, NULL, e)) ||
-            set_db_comment(c, dbname, back, e) != 0) {
+    if (unmark && created) {
+        if (!(c = connect_maintenance(&t, e)) || set_db_comment(c, dbname, NULL, e) != 0) {
             err_wrap(e,
                      "database %s is restored, but its mark (a comment saying a restore is in "
                      "progress) could not be removed",
                      dbname);
             goto out;
         }
+    } else if (unmark) {
+        /* restored into: the data is the backup's whatever the comment says (a role that owns
+         * the objects, not the database, may not remove an earlier restore's mark) */
+        struct err ue = ERR_INIT;
+        const char *back = *prior_mark && !sel.nargs ? NULL : prior_comment;
+        if (!(c = pgsrc_connect(&t, NULL, &ue)) || set_db_comment(c, dbname, back, &ue) != 0)
+            restore_warn(warnings, o->op,
+                         xasprintf("database %s is restored, but the mark of a restore (its "
+                                   "comment) could not be removed, and backups of it will warn: "
+                                   "%s; remove it as the database's owner (COMMENT ON DATABASE "
+                                   "... IS NULL)",
+                                   dbname, ue.msg));
     }
     rc = json_array_size(warnings) ? CARIS_DONE_WARNINGS : CARIS_DONE;
 out:

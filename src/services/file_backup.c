@@ -1576,8 +1576,6 @@ static const char *below_root(const char *path, const char *root)
     return path[n] == '/' ? path + n + 1 : path + n;
 }
 
-/* A root inside another would be backed up twice (its files under both), and a restore of the
- * backup would meet each of them twice: refused. */
 /* The directories above each root, from "/" down to the root's parent, as they are when the
  * backup ends: for each root, [[mode (permission bits), uid, gid], ...] (null for one that
  * cannot be stat'ed). mount shows them so: the directories it made up above a root were 0555,
@@ -1610,6 +1608,8 @@ static json_t *root_ancestors(json_t *roots)
     return out;
 }
 
+/* A root inside another would be backed up twice (its files under both), and a restore of the
+ * backup would meet each of them twice: refused. */
 static int check_nested_roots(json_t *roots, struct err *e)
 {
     size_t i, k;

@@ -205,11 +205,19 @@ static int do_backup(struct run *x, const char *what, char **id, bool *whole)
                     "be read (in the backup without their content, or left out)",
                     s->backup_id, n, n == 1 ? "" : "s", lost, lost == 1 ? "" : "s",
                     lost == 1 ? "y" : "ies");
+        else if (strcmp(what, "database") == 0)
+            err_set(&e, ERR_FAILURE,
+                    "`caris-backup show ID` lists them; a database a restore left marked: restore "
+                    "it again, or once you judge it whole, remove the mark as its owner (COMMENT "
+                    "ON DATABASE ... IS NULL)",
+                    "backup %s completed with %zu warning%s (the cluster's roles not saved, or the "
+                    "database marked as partly restored by a restore that did not finish); the "
+                    "older backups were kept (no retention after it)",
+                    s->backup_id, n, n == 1 ? "" : "s");
         else
             err_set(&e, ERR_FAILURE, "`caris-backup show ID` lists them",
                     "backup %s completed with %zu warning%s (no file's content lost: skipped "
-                    "sockets or devices, files that changed while read, a database's roles not "
-                    "saved, a database marked partly restored...)",
+                    "sockets or devices, files that changed while read...)",
                     s->backup_id, n, n == 1 ? "" : "s");
     }
     s->detail = caris_backup_result_to_json(&res);

@@ -486,7 +486,9 @@ static void load_ancestors(struct builder *bd, struct loaded *l)
                 continue;
             json_t *a = json_array_get(chain, level++);
             struct mnode *n = builder_path(bd, p, k ? k : 1);
-            if (!json_is_array(a) || json_array_size(a) != 3 || n->real || n == bd->top)
+            if (!json_is_array(a) || json_array_size(a) != 3 || n->real || n == bd->top ||
+                !json_is_integer(json_array_get(a, 0)) || !json_is_integer(json_array_get(a, 1)) ||
+                !json_is_integer(json_array_get(a, 2)))
                 continue;
             json_int_t mode = json_integer_value(json_array_get(a, 0));
             json_int_t uid = json_integer_value(json_array_get(a, 1));

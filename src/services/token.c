@@ -89,7 +89,8 @@ static int tokens_lock(const char *backup_dir, struct err *e)
 static bool label_ok(const char *s)
 {
     size_t n = strlen(s);
-    if (n == 0 || n > CARIS_TOKEN_LABEL_MAX)
+    /* nor shaped like a token (revoke takes a token by its value: see caris_token_revoke) */
+    if (n == 0 || n > CARIS_TOKEN_LABEL_MAX || strncmp(s, "cbt_", 4) == 0)
         return false;
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
@@ -113,7 +114,7 @@ int caris_token_add(const char *backup_dir, const char *label, enum caris_token_
     if (!label || !label_ok(label))
         return err_set(e, ERR_USAGE,
                        "a label is 1 to 64 letters, digits, spaces and . _ @ - (who or what uses "
-                       "the token)",
+                       "the token), not starting with cbt_ (a token's prefix)",
                        "invalid token label");
     int lock = tokens_lock(backup_dir, e);
     if (lock < 0)
@@ -206,11 +207,10 @@ int caris_token_revoke(const char *backup_dir, const char *which, struct err *e)
             const char *l = json_string_value(json_object_get(t, "label"));
             const char *hex = json_string_value(json_object_get(t, "sha256"));
             uint8_t have[CX_SHA256_LEN];
-            if (secret) {
-                if (hex && cx_unhex(hex, have, sizeof(have)) == 0 &&
-                    cx_memcmp(have, want, sizeof(have)) == 0)
-                    found = i;
-            } else if (id && strcmp(id, which) == 0)
+            if (secret && hex && cx_unhex(hex, have, sizeof(have)) == 0 &&
+                cx_memcmp(have, want, sizeof(have)) == 0)
+                found = i;
+            else if (!secret && id && strcmp(id, which) == 0)
                 found = i;
             else if (l && strcmp(l, which) == 0)
                 by_label = i;

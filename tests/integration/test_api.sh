@@ -40,6 +40,7 @@ assert_exit 0 cb token add --label gone
 GONE=$OUT
 assert_exit 2 cb token add --label admin
 assert_exit 2 cb token add --label 'bad/label'
+assert_exit 2 cb token add --label cbt_ops # shaped like a token: revoke takes a token by its value
 assert_exit 2 cb token add --label x --role root
 TOKENS=$BACKUP_DIR/metadata/api-tokens.json
 assert_eq 600 "$(stat -c %a "$TOKENS")" "the token file is 0600"

@@ -86,7 +86,7 @@ run env BACKUP_SCHEDULE_DAILY="0 3 * * *" CARIS_TEST_CLOCK=2026-03-15T02:30:00Z,
     "$CARIS_BIN" daemon
 assert_rc 0 "the daemon ran the daily run"
 assert_contains "$ERR" "daily incremental run: succeeded" "the run succeeded"
-assert_contains "$ERR" "prune" "... and pruned"
+assert_contains "$ERR" "step: prune: done" "... and pruned (which spent the repository's handle)"
 assert_not_contains "$ERR" "no successful files backup since" "no stale alert after it"
 assert_false "no alert mailed" _mail
 
