@@ -581,9 +581,32 @@ static int notify(struct daemon *d, const struct notify_event *ev)
     return rc;
 }
 
-int daemon_notify(struct daemon *d, const struct notify_event *ev)
+void episode_alert_init(struct episode_alert *a, const struct config *cfg)
 {
-    return notify(d, ev);
+    memset(a, 0, sizeof(*a));
+    a->retry_ns = daemon_test_knob_ns(cfg, "CARIS_TEST_ALERT_RETRY_MS", 3600 * INT64_C(1000000000));
+}
+
+void episode_alert_reset(struct episode_alert *a)
+{
+    a->sent = false;
+    a->retry_mono_ns = 0;
+}
+
+bool episode_alert_due(const struct episode_alert *a, int64_t mono_ns)
+{
+    return !a->sent && mono_ns >= a->retry_mono_ns;
+}
+
+void episode_alert_send(struct daemon *d, struct episode_alert *a, const struct notify_event *ev,
+                        int64_t mono_ns, const char *source, const char *what)
+{
+    a->sent = notify(d, ev) >= 0;
+    if (!a->sent) {
+        a->retry_mono_ns = mono_ns + a->retry_ns;
+        dlog(d, LOG_WARN, source,
+             "the alert that %s was not delivered: it is tried again in an hour", what);
+    }
 }
 
 static void notify_step(struct daemon *d, const struct caris_job_step *s, int64_t when_s)

@@ -144,10 +144,26 @@ json_t *walmon_status(struct walmon *w);
 /* Stops and frees it. NULL is fine. */
 void walmon_stop(struct walmon *w);
 
-/* Sends a notification through the daemon's channels and records it for the status (as the
- * scheduler's own). Any thread. Returns caris_notify's result: 0 (delivered everywhere, or
- * not to be sent), 1 (delivered by some channel), -1 (by none). */
 struct notify_event;
-int daemon_notify(struct daemon *d, const struct notify_event *ev);
+
+/* An alert sent once per episode of failure (WAL archiving, WAL streaming), through the
+ * daemon's channels and recorded for the status (any thread): counted as sent when a channel
+ * took it; one that no channel took is tried again an hour later
+ * (CARIS_TEST_ALERT_RETRY_MS) for as long as the episode lasts (it was marked sent first, and
+ * lost for good when the channels failed at that moment). Its thread's own. */
+struct episode_alert {
+    bool sent;
+    int64_t retry_mono_ns; /* not tried again before this (monotonic) */
+    int64_t retry_ns;      /* how long after a try no channel took */
+};
+void episode_alert_init(struct episode_alert *a, const struct config *cfg);
+/* A new episode: the alert may be sent again. */
+void episode_alert_reset(struct episode_alert *a);
+/* Whether it is to be sent now (not sent, and not waiting to try again). */
+bool episode_alert_due(const struct episode_alert *a, int64_t mono_ns);
+/* Sends ev; when no channel took it, logs (source, "the alert that WHAT was not
+ * delivered") and waits before the next try. */
+void episode_alert_send(struct daemon *d, struct episode_alert *a, const struct notify_event *ev,
+                        int64_t mono_ns, const char *source, const char *what);
 
 #endif

@@ -22,12 +22,11 @@
 #include "internal.h"
 
 #define WALMON_INTERVAL_NS (300ll * 1000000000) /* 5 minutes */
-#define ALERT_RETRY_NS (3600ll * 1000000000)    /* an alert no channel took: again after */
 
 struct walmon {
     struct daemon *d;
     const struct config *cfg;
-    int64_t alert_after_ns, interval_ns, alert_retry_ns;
+    int64_t alert_after_ns, interval_ns;
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -36,8 +35,8 @@ struct walmon {
     int64_t failing_since_ns;      /* 0: not failing */
     int64_t failing_since_mono_ns; /* the same moment on the monotonic clock, which the alert
                                     * counts on (a clock set forward is no time failing) */
-    bool alerted, error_logged;
-    int64_t alert_retry_mono_ns; /* an alert no channel took: not again before (monotonic) */
+    struct episode_alert alert;
+    bool error_logged;
     /* status, under mu */
     const char *state; /* "unknown" (not asked yet, or could not), "off", "ok", "failing" */
     struct pgsrc_archiver a;
@@ -81,8 +80,7 @@ static void check_once(struct walmon *w)
                    *a.last_archived_wal ? a.last_archived_wal : "a segment");
     if (!failing) {
         w->failing_since_ns = 0;
-        w->alerted = false;
-        w->alert_retry_mono_ns = 0;
+        episode_alert_reset(&w->alert);
         set_state(w, a.archive_mode ? "ok" : "off", &a, NULL);
         return;
     }
@@ -106,8 +104,7 @@ static void check_once(struct walmon *w)
                        *a.last_archived_wal ? a.last_archived_wal : "none", archived_at);
     }
     set_state(w, "failing", &a, NULL);
-    if (w->alerted || mono - w->failing_since_mono_ns < w->alert_after_ns ||
-        mono < w->alert_retry_mono_ns)
+    if (!episode_alert_due(&w->alert, mono) || mono - w->failing_since_mono_ns < w->alert_after_ns)
         return;
     char *msg =
         a.no_command
@@ -134,16 +131,7 @@ static void check_once(struct walmon *w)
                       "wrong, or the repository stayed locked; fix it and the archiver catches up "
                       "by itself",
         .time_ns = now};
-    /* sent once per episode, when a channel took it; taken by none (the mail server down at
-     * that moment), it was lost for good while the archiver went on failing: tried again an
-     * hour later */
-    w->alerted = daemon_notify(w->d, &ev) >= 0;
-    if (!w->alerted) {
-        w->alert_retry_mono_ns = mono + w->alert_retry_ns;
-        daemon_log(w->d, LOG_WARN, "wal-archiver",
-                   "the alert that archiving fails was not delivered: it is tried again in an "
-                   "hour");
-    }
+    episode_alert_send(w->d, &w->alert, &ev, mono, "wal-archiver", "archiving fails");
     free(msg);
 }
 
@@ -197,7 +185,7 @@ int walmon_start(struct daemon *d, const struct config *cfg, struct walmon **out
     w->cfg = cfg;
     w->alert_after_ns = after;
     w->interval_ns = daemon_test_knob_ns(cfg, "CARIS_TEST_WALMON_INTERVAL_MS", WALMON_INTERVAL_NS);
-    w->alert_retry_ns = daemon_test_knob_ns(cfg, "CARIS_TEST_ALERT_RETRY_MS", ALERT_RETRY_NS);
+    episode_alert_init(&w->alert, cfg);
     w->state = "unknown";
     pthread_mutex_init(&w->mu, NULL);
     cond_init_monotonic(&w->cv);

@@ -41,9 +41,7 @@ struct walstream {
     /* the alert (BACKUP_WAL_ALERT_MINUTES; < 0: off), the thread's own */
     int64_t alert_after_ns, failing_since_ns;
     int64_t failing_since_mono_ns; /* the alert counts on the monotonic clock */
-    bool alerted;
-    int64_t alert_retry_mono_ns; /* an alert no channel took: not again before (monotonic) */
-    int64_t alert_retry_ns;      /* ... which is this long after it (an hour) */
+    struct episode_alert alert;
 };
 
 static void op_log(void *ctx, enum log_level l, const char *msg)
@@ -110,15 +108,14 @@ static void alert_check(struct walstream *w, bool steady, const struct err *e)
 {
     int64_t now = time_now_ns(), mono = time_mono_ns();
     if (steady || !w->failing_since_ns) {
-        if (w->alerted)
+        if (w->alert.sent)
             daemon_log(w->d, LOG_INFO, "wal-stream", "WAL streaming had worked again");
         w->failing_since_ns = now;
         w->failing_since_mono_ns = mono;
-        w->alerted = false;
-        w->alert_retry_mono_ns = 0;
+        episode_alert_reset(&w->alert);
     }
-    if (w->alert_after_ns < 0 || w->alerted ||
-        mono - w->failing_since_mono_ns < w->alert_after_ns || mono < w->alert_retry_mono_ns)
+    if (w->alert_after_ns < 0 || !episode_alert_due(&w->alert, mono) ||
+        mono - w->failing_since_mono_ns < w->alert_after_ns)
         return;
     char since[40];
     time_format_iso(w->failing_since_ns, since, sizeof(since));
@@ -130,15 +127,7 @@ static void alert_check(struct walstream *w, bool steady, const struct err *e)
                               .error = msg,
                               .hint = *e->hint ? e->hint : NULL,
                               .time_ns = now};
-    /* sent once per episode, when a channel took it; taken by none, tried again an hour later
-     * (it was lost for good) */
-    w->alerted = daemon_notify(w->d, &ev) >= 0;
-    if (!w->alerted) {
-        w->alert_retry_mono_ns = mono + w->alert_retry_ns;
-        daemon_log(w->d, LOG_WARN, "wal-stream",
-                   "the alert that streaming fails was not delivered: it is tried again in an "
-                   "hour");
-    }
+    episode_alert_send(w->d, &w->alert, &ev, mono, "wal-stream", "streaming fails");
     free(msg);
 }
 
@@ -248,8 +237,7 @@ int walstream_start(struct daemon *d, const struct config *cfg, const char *repo
     w->slot = xstrdup(slot);
     w->flush_seconds = flush;
     w->alert_after_ns = alert_after;
-    w->alert_retry_ns =
-        daemon_test_knob_ns(cfg, "CARIS_TEST_ALERT_RETRY_MS", 3600 * INT64_C(1000000000));
+    episode_alert_init(&w->alert, cfg);
     w->state = "starting";
     pthread_mutex_init(&w->mu, NULL);
     cond_init_monotonic(&w->cv);

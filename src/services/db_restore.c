@@ -638,21 +638,16 @@ static int set_db_comment(PGconn *c, const char *name, const char *text, struct 
     return rc;
 }
 
-/* Puts back the comment a restore into an existing database replaced by its mark, when the
- * restore changed nothing after all (a failure is logged: the mark then stays, wrongly
- * saying the database may be partly restored, and a restore that succeeds removes it). */
-static void put_comment_back(const struct pgsrc_target *t, const char *name, const char *comment,
-                             const struct caris_op *op)
+/* set_db_comment on a connection of its own to the target's database (a restore into an
+ * existing database: its mark, and its comment put back). */
+static int set_target_comment(const struct pgsrc_target *t, const char *name, const char *text,
+                              struct err *e)
 {
-    struct err e = ERR_INIT;
-    PGconn *c = pgsrc_connect(t, NULL, &e);
-    if (!c || set_db_comment(c, name, comment, &e) != 0)
-        caris_op_log(op, LOG_WARN,
-                     "database %s was not changed, but the mark of this restore (its comment) "
-                     "stays: %s",
-                     name, e.msg);
+    PGconn *c = pgsrc_connect(t, NULL, e);
+    int rc = c ? set_db_comment(c, name, text, e) : -1;
     if (c)
         PQfinish(c);
+    return rc;
 }
 
 /* REVOKE ALL ON DATABASE name FROM PUBLIC: a database a restore makes is closed to other roles
@@ -2742,8 +2737,8 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
         char *mark = xasprintf("%s%s (%s)", PGSRC_RESTORE_MARK, k.id, summary_str(&k, "started"));
         if (!comment_read) /* (the comment it has could not be put back) */
             err_set(&me, ERR_DATABASE, NULL, "its comment could not be read");
-        else if ((c = pgsrc_connect(&t, NULL, &me)) && set_db_comment(c, dbname, mark, &me) == 0)
-            marked = true;
+        else
+            marked = set_target_comment(&t, dbname, mark, &me) == 0;
         if (!marked) {
             char *w = xasprintf("database %s could not be marked as being restored (its comment: "
                                 "%s): a restore killed now leaves it partly restored without a "
@@ -2752,9 +2747,6 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
             restore_warn(warnings, o->op, w);
         }
         free(mark);
-        if (c)
-            PQfinish(c);
-        c = NULL;
     }
     struct restore_run rr = {.r = r,
                              .k = &k,
@@ -2790,8 +2782,14 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
         } else {
             /* one transaction (or nothing started): rolled back */
             err_wrap(e, "database %s was not changed", dbname);
-            if (marked)
-                put_comment_back(&t, dbname, prior_comment, o->op);
+            /* the mark goes (kept, it would say the database may be partly restored; a
+             * restore that succeeds removes it) */
+            struct err pe = ERR_INIT;
+            if (marked && set_target_comment(&t, dbname, prior_comment, &pe) != 0)
+                caris_op_log(o->op, LOG_WARN,
+                             "database %s was not changed, but the mark of this restore (its "
+                             "comment) stays: %s",
+                             dbname, pe.msg);
         }
         goto out;
     }
@@ -2862,7 +2860,7 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
          * the objects, not the database, may not remove an earlier restore's mark) */
         struct err ue = ERR_INIT;
         const char *back = *prior_mark && !sel.nargs ? NULL : prior_comment;
-        if (!(c = pgsrc_connect(&t, NULL, &ue)) || set_db_comment(c, dbname, back, &ue) != 0)
+        if (set_target_comment(&t, dbname, back, &ue) != 0)
             restore_warn(warnings, o->op,
                          xasprintf("database %s is restored, but the mark of a restore (its "
                                    "comment) could not be removed, and backups of it will warn: "

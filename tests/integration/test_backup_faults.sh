@@ -191,6 +191,12 @@ if as_nobody_ok "files the backup may not open"; then
         run env BACKUP_DIR="$np/backup" "$CARIS_BIN" --json ls "$1"
         json_eval "$OUT_FILE" "([e.get('error', '') for e in d['entries'] if e['path'] == '$nsrc/$2'] + ['-'])[0]"
     }
+    # restore_into ID NAME: restores backup ID of that repository into a new $TEST_TMP/NAME ($t)
+    restore_into() {
+        t=$TEST_TMP/$2
+        mkdir "$t"
+        run env BACKUP_DIR="$np/backup" "$CARIS_BIN" restore files "$1" --target "$t"
+    }
     assert_exit 0 nobody "$CARIS_BIN" --quiet init
     run nobody "$CARIS_BIN" --json backup files --full "$nsrc"
     assert_rc 3 "not openable: the backup ends with a warning"
@@ -208,9 +214,7 @@ if as_nobody_ok "files the backup may not open"; then
     run env BACKUP_DIR="$np/backup" "$CARIS_BIN" dump "$nid" "$nsrc/secret.txt"
     assert_rc 7 "not openable: dump of the file has nothing to give"
     assert_contains "$ERR" "could not be read at backup time" "not openable: dump says why"
-    t=$TEST_TMP/restore-eacces
-    mkdir "$t"
-    run env BACKUP_DIR="$np/backup" "$CARIS_BIN" restore files "$nid" --target "$t"
+    restore_into "$nid" restore-eacces
     assert_rc 3 "not openable: the restore says something is missing"
     assert_contains "$ERR" '"secret.txt": not restored: the file could not be read at backup time' \
         "not openable: the restore names the file"
@@ -237,9 +241,7 @@ if as_nobody_ok "files the backup may not open"; then
         "made unreadable: the warning names the file"
     assert_eq "cannot open file: Permission denied" "$(entry_error "$iid" notes.txt)" \
         "made unreadable: the incremental marks the file as not read"
-    t=$TEST_TMP/restore-eacces-incr
-    mkdir "$t"
-    run env BACKUP_DIR="$np/backup" "$CARIS_BIN" restore files "$iid" --target "$t"
+    restore_into "$iid" restore-eacces-incr
     assert_rc 3 "made unreadable: the restore of the incremental says something is missing"
     assert_contains "$ERR" '"notes.txt": not restored' "made unreadable: the restore names the file"
     assert_true "made unreadable: the other file is restored intact" \
@@ -254,9 +256,7 @@ if as_nobody_ok "files the backup may not open"; then
     xid=$(json_get "$OUT_FILE" '["id"]')
     assert_eq "not all of its entries could be read: Permission denied" "$(entry_error "$xid" noexec)" \
         "listable, not enterable: ls marks the directory as not read whole"
-    t=$TEST_TMP/restore-noexec
-    mkdir "$t"
-    run env BACKUP_DIR="$np/backup" "$CARIS_BIN" restore files "$xid" --target "$t"
+    restore_into "$xid" restore-noexec
     assert_rc 3 "listable, not enterable: the restore says something is missing"
     assert_contains "$ERR" '"noexec": contents restored in part: at backup time, not all of its entries could be read' \
         "listable, not enterable: the restore names the directory"
