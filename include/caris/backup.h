@@ -156,8 +156,10 @@ struct verify_opts {
  * database backup the path is the stream's name). */
 struct caris_read_report {
     uint64_t files, dirs, bytes;
-    json_t *errors;   /* damaged files or streams */
-    json_t *warnings; /* files not restored (they could not be read at backup time) */
+    bool wal;                      /* a physical backup's WAL was read: the two counts below */
+    uint64_t wal_files, wal_bytes; /* its WAL files read back (caris_wal_base_records) */
+    json_t *errors;                /* damaged files or streams */
+    json_t *warnings;              /* files not restored (they could not be read at backup time) */
 };
 
 struct caris_verify_result {
@@ -168,7 +170,8 @@ struct caris_verify_result {
     struct caris_read_report read;
 };
 /* Reads every blob the backup needs (authentication tag, chunk id) and checks every file's
- * SHA-256. Returns 0 when valid, -1 with e (ERR_DAMAGE when damaged, res->ran — also when the
+ * SHA-256; for a physical backup also the WAL it needs to become consistent, from the WAL
+ * archive (a file of it missing or damaged: damaged, "WAL <name>" in the errors). Returns 0 when valid, -1 with e (ERR_DAMAGE when damaged, res->ran — also when the
  * backup's snapshot file or entry list cannot be read: then an error with a null path; other
  * codes, with res->ran false, when the check could not run, a read failed (I/O, the storage
  * unreachable: not judged) or it was cancelled). A verification that ran is recorded
@@ -178,7 +181,7 @@ int caris_verify(struct repo *r, const char *backup_id, const struct verify_opts
                  struct caris_verify_result *res, struct err *e);
 void caris_verify_result_free(struct caris_verify_result *res);
 /* {"backupId", "valid", "files", "bytes", "errors", and for a file backup "dirs" and
- * "warnings", for others "kind"}; NULL when the verification did not run (!res->ran). */
+ * "warnings", for others "kind", for a physical backup "walFiles" and "walBytes"}; NULL when the verification did not run (!res->ran). */
 json_t *caris_verify_result_to_json(const struct caris_verify_result *res);
 /* Verifies every backup of the repository, oldest first, whatever the others gave (a backup
  * whose entries are damaged or whose check cannot run does not stop the others; a cancel

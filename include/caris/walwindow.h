@@ -125,6 +125,27 @@ json_t *caris_wal_base_unarchived(json_t *timelines, int64_t segsize, uint32_t t
 json_t *caris_wal_recovery_gap(json_t *timelines, int64_t segsize, uint32_t base_tli,
                                uint64_t base_start_lsn, uint32_t target);
 
+/* The records of r's WAL archive that a physical base backup needs to become consistent
+ * (summary: its snapshot summary; what copy takes along and verify reads): of the timeline it
+ * started on, the segments from the one of its start LSN to the one of its stop LSN, and every
+ * timeline history file up to that timeline. served_only: only what `wal get` serves recovery
+ * (a segment's record; a streamed partial only for the last segment, when no whole segment
+ * or longer partial is archived and it reaches the stop LSN); else also the backup label
+ * file and every streamed partial of the range. records: [[archive kind ("wal" or
+ * "walstream"), record], ...]; missing: the names of the segments of the range that no
+ * record serves (the backup cannot become consistent); damaged: the records of those kinds
+ * that could not be read (one may be missing's). A summary that is not a physical backup's:
+ * both empty. -1 with e when the archive cannot be listed, or (ERR_DAMAGE) the summary does
+ * not say which WAL it needs. */
+struct caris_base_wal {
+    json_t *records;
+    json_t *missing;
+    size_t damaged;
+};
+int caris_wal_base_records(struct repo *r, json_t *summary, bool served_only,
+                           struct caris_base_wal *out, struct err *e);
+void caris_base_wal_free(struct caris_base_wal *w);
+
 /* All of the above for a repository: {"segment_size", "timelines", "gaps" (every timeline's,
  * flattened), "recovery_window", "retention": {"keep_from_lsn" (null: keep all), "rule"},
  * "conflicts": [{"name", "sha256": [...]}] (names archived with different contents)}.

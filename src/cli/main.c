@@ -942,8 +942,12 @@ static void verify_print_one(void *ctx, const char *id, int rc,
         json_array_append_new(vp->json, caris_verify_result_to_json(res));
         return;
     }
-    printf("%s: %s (%llu files, %llu bytes checked)\n", id, rc == 0 ? "valid" : "DAMAGED",
-           (unsigned long long)res->read.files, (unsigned long long)res->read.bytes);
+    char wal[96] = "";
+    if (res->read.wal)
+        snprintf(wal, sizeof(wal), "; the WAL it needs: %llu files, %llu bytes",
+                 (unsigned long long)res->read.wal_files, (unsigned long long)res->read.wal_bytes);
+    printf("%s: %s (%llu files, %llu bytes checked%s)\n", id, rc == 0 ? "valid" : "DAMAGED",
+           (unsigned long long)res->read.files, (unsigned long long)res->read.bytes, wal);
     size_t k;
     json_t *er;
     json_array_foreach(res->read.errors, k, er)
@@ -968,8 +972,9 @@ static int cmd_verify(struct globals *g, int argc, char **argv)
             all = true;
         else if (c == 'h') {
             printf("usage: caris-backup verify ID | --all\n\nReads every blob the backup needs "
-                   "(authentication tag and chunk id) and checks\nevery file's SHA-256. Exit 4 "
-                   "when anything is damaged.\n");
+                   "(authentication tag and chunk id) and checks\nevery file's SHA-256; for a "
+                   "physical backup, also every file of the WAL it needs to\nbecome consistent, "
+                   "from the WAL archive. Exit 4 when anything is damaged or missing.\n");
             return 0;
         } else
             return cli_opt_fail();

@@ -108,122 +108,80 @@ static bool record_key(json_t *rec, char *out, size_t n)
     return name && sha && (size_t)snprintf(out, n, "%s %s", name, sha) < n;
 }
 
-/* The WAL a physical backup needs to become consistent, from src's WAL archive: the records
- * (kind "wal": segments, streamed partials of kind "walstream") of its timeline from the
- * segment of its start LSN to the one of its stop LSN, the backup label file among them, and
- * every timeline history file up to its timeline. The WAL is not in the snapshot (it is in the
- * archive, docs/REPOSITORY-FORMAT.md "Physical backups"): without it, a copy restores a data
- * directory no server can start. Returns [[kind, record], ...], the records dst lacks (the
- * chunks of every record of the range added to l, dst's too: its data may be lost there; []
- * for other backups), and *missing set when src's archive lacks a
- * segment of the range (damaged records counted in *damaged_n); NULL with e. */
+/* The WAL a physical backup needs to become consistent, from src's WAL archive
+ * (caris_wal_base_records: every record of the range, the backup label file and streamed
+ * partials among them). The WAL is not in the snapshot (it is in the archive,
+ * docs/REPOSITORY-FORMAT.md "Physical backups"): without it, a copy restores a data directory
+ * no server can start. Returns [[kind, record], ...], the records dst lacks (the chunks of
+ * every record of the range added to l, dst's too: its data may be lost there; [] for other
+ * backups), and *missing set when src's archive lacks a segment of the range (damaged records
+ * counted in *damaged_n); NULL with e. */
 static json_t *backup_wal(struct repo *src, struct repo *dst, json_t *s, struct blob_list *l,
                           bool *missing, size_t *damaged_n, struct err *e)
 {
     *missing = false;
     *damaged_n = 0;
-    json_t *out = json_array();
-    json_t *phys = json_object_get(s, "physical");
-    if (!json_is_object(phys))
-        return out;
     const char *id = json_string_value(json_object_get(s, "id")) ?: "?";
-    json_t *stl = json_object_get(phys, "start_timeline");
-    json_int_t tli = json_integer_value(stl ? stl : json_object_get(phys, "timeline"));
-    json_int_t segsz = json_integer_value(json_object_get(phys, "wal_segment_size"));
-    uint64_t start, stop;
-    if (tli <= 0 || tli > UINT32_MAX || segsz < (1 << 20) || (segsz & (segsz - 1)) != 0 ||
-        caris_lsn_parse(json_string_value(json_object_get(phys, "start_lsn")), &start) != 0 ||
-        caris_lsn_parse(json_string_value(json_object_get(phys, "stop_lsn")), &stop) != 0 ||
-        stop < start) {
-        json_decref(out);
-        err_set(e, ERR_DAMAGE, "run `caris-backup check` on the source",
-                "cannot copy backup %s: it does not record which WAL it needs", id);
+    struct caris_base_wal w;
+    if (caris_wal_base_records(src, s, false, &w, e) != 0) {
+        err_wrap(e, "cannot copy the WAL of backup %s", id);
         return NULL;
     }
-    uint64_t per_log = 0x100000000ULL / (uint64_t)segsz, first = start / (uint64_t)segsz;
-    uint64_t last = stop > start ? (stop - 1) / (uint64_t)segsz : first;
+    *damaged_n = w.damaged;
+    *missing = json_array_size(w.missing) > 0; /* the source cannot restore it either */
+    json_t *out = json_array();
+    json_t *there[2] = {NULL, NULL}; /* dst's, listed once a record is wanted (an S3 GET each) */
     static const char *const kinds[] = {"wal", "walstream"};
-    bool *got = xcalloc(last - first + 1, sizeof(*got)); /* segments of the range found */
-    for (size_t k = 0; k < 2; k++) {
-        json_t *damaged = NULL;
-        json_t *have = repo_record_list(src, kinds[k], &damaged, e);
-        *damaged_n += json_array_size(damaged);
-        json_decref(damaged);
-        damaged = NULL;
-        json_t *there = NULL; /* dst's, listed once a record is wanted (an S3 GET each) */
-        size_t i, j;
-        json_t *rec, *x;
-        json_array_foreach(have, i, rec)
-        {
-            const char *kind = json_string_value(json_object_get(rec, "kind")) ?: "";
-            json_int_t t = json_integer_value(json_object_get(rec, "timeline"));
-            uint64_t segno = (uint64_t)json_integer_value(json_object_get(rec, "log")) * per_log +
-                             (uint64_t)json_integer_value(json_object_get(rec, "seg"));
-            bool seg = strcmp(kind, "segment") == 0 || strcmp(kind, "stream") == 0;
-            bool wanted = strcmp(kind, "history") == 0
-                              ? t <= tli
-                              : (seg || strcmp(kind, "backup") == 0) && t == tli &&
-                                    segno >= first && segno <= last;
-            if (!wanted)
-                continue;
-            /* a whole segment; a streamed partial only where the backup's WAL ends in it (the
-             * last segment, up to the stop LSN at least): a shorter one is served padded with
-             * zeros, and recovery stops before the backup is consistent */
-            uint64_t end;
-            if (seg &&
-                (strcmp(kind, "segment") == 0 ||
-                 (segno == last &&
-                  caris_lsn_parse(json_string_value(json_object_get(rec, "end_lsn")), &end) == 0 &&
-                  end >= stop)))
-                got[segno - first] = true;
-            if (!there) {
-                json_t *list = repo_record_list(dst, kinds[k], &damaged, e);
-                json_decref(damaged);
-                damaged = NULL;
-                if (!list)
-                    break;
-                /* looked up by "name sha256", once, not by a walk for each record wanted */
-                there = json_object();
-                json_array_foreach(list, j, x)
-                {
-                    char key[160];
-                    if (record_key(x, key, sizeof(key)))
-                        json_object_set_new(there, key, json_true());
-                }
-                json_decref(list);
-            }
-            /* its blobs whether or not the destination has the record: a record there says
-             * nothing of its data (a pack lost in the destination: the copy found the record
-             * by its name, sent nothing, and said "already there" for good) */
-            json_t *c;
-            json_array_foreach(json_object_get(rec, "chunks"), j, c)
+    size_t i, j;
+    json_t *wx, *x;
+    json_array_foreach(w.records, i, wx)
+    {
+        const char *kind = json_string_value(json_array_get(wx, 0));
+        json_t *rec = json_array_get(wx, 1);
+        size_t k = strcmp(kind, kinds[0]) == 0 ? 0 : 1;
+        if (!there[k]) {
+            json_t *damaged = NULL;
+            json_t *list = repo_record_list(dst, kinds[k], &damaged, e);
+            json_decref(damaged);
+            if (!list)
+                break;
+            /* looked up by "name sha256", once, not by a walk for each record wanted */
+            there[k] = json_object();
+            json_array_foreach(list, j, x)
             {
-                uint8_t bid[32];
-                const char *hex = json_string_value(json_array_get(c, 0));
-                if (!hex || cx_unhex(hex, bid, 32) != 0)
-                    l->malformed = true;
-                else
-                    collect_blob(l, 0, bid, -1, false);
+                char key[160];
+                if (record_key(x, key, sizeof(key)))
+                    json_object_set_new(there[k], key, json_true());
             }
-            char key[160];
-            if (record_key(rec, key, sizeof(key)) && json_object_get(there, key))
-                continue;
-            json_array_append_new(out, json_pack("[sO]", kinds[k], rec));
+            json_decref(list);
         }
-        bool failed = !have || (i < json_array_size(have) && !there);
-        json_decref(have);
-        json_decref(there);
-        if (failed) {
-            json_decref(out);
-            free(got);
-            err_wrap(e, "cannot copy the WAL of backup %s", id);
-            return NULL;
+        /* its blobs whether or not the destination has the record: a record there says
+         * nothing of its data (a pack lost in the destination: the copy found the record
+         * by its name, sent nothing, and said "already there" for good) */
+        json_t *c;
+        json_array_foreach(json_object_get(rec, "chunks"), j, c)
+        {
+            uint8_t bid[32];
+            const char *hex = json_string_value(json_array_get(c, 0));
+            if (!hex || cx_unhex(hex, bid, 32) != 0)
+                l->malformed = true;
+            else
+                collect_blob(l, 0, bid, -1, false);
         }
+        char key[160];
+        if (record_key(rec, key, sizeof(key)) && json_object_get(there[k], key))
+            continue;
+        json_array_append_new(out, json_pack("[sO]", kinds[k], rec));
     }
-    bool all = true;
-    for (uint64_t g = 0; g <= last - first; g++)
-        all = all && got[g];
-    free(got);
+    bool failed = i < json_array_size(w.records);
+    json_decref(there[0]);
+    json_decref(there[1]);
+    caris_base_wal_free(&w);
+    if (failed) {
+        json_decref(out);
+        err_wrap(e, "cannot copy the WAL of backup %s", id);
+        return NULL;
+    }
     if (l->malformed) {
         json_decref(out);
         err_set(e, ERR_DAMAGE, "run `caris-backup check` on the source",
@@ -231,7 +189,6 @@ static json_t *backup_wal(struct repo *src, struct repo *dst, json_t *s, struct 
                 id);
         return NULL;
     }
-    *missing = !all; /* the source cannot restore it either: its `check` says so */
     blob_list_unique(l);
     return out;
 }
@@ -429,6 +386,12 @@ static int verify_copied(struct repo *dst, const char *id, const struct caris_co
     struct verify_opts vo = {.threads = o->threads, .op = o->op};
     int vrc = caris_verify(dst, id, &vo, &vr, e);
     caris_verify_result_free(&vr);
+    if (vrc != 0 && it->wal_missing && e->code == ERR_DAMAGE) {
+        /* its WAL is missing in the source too (the verification there says so, and records
+         * the copy damaged): the caller's error says it, for every such backup at once */
+        err_clear(e);
+        return 0;
+    }
     if (vrc != 0 && caris_op_cancelled(o->op)) /* not judged: no damage to report */
         return err_wrap(e,
                         "backup %s is in the destination, but its verification there was "
@@ -503,6 +466,7 @@ static int copy_one(struct repo *src, struct repo *dst, const char *shown, json_
     if (backup_blobs(src, s, o->op, &l, e) != 0 ||
         !(wal = backup_wal(src, dst, s, &l, &wal_missing, &wal_damaged, e)))
         goto out;
+    it->wal_missing = wal_missing;
     if (wal_missing) {
         char dn[80] = "";
         if (wal_damaged)
@@ -581,10 +545,8 @@ static int copy_one(struct repo *src, struct repo *dst, const char *shown, json_
         goto out;
     rc = 0;
 out:
-    if (rc == 0 && wal_missing) { /* said by the caller, once every backup is copied */
-        it->wal_missing = true;
+    if (wal_missing) /* said by the caller, once every backup is copied */
         it->verified = false;
-    }
     if (claim && it->already_there)
         repo_claim_release_all(dst, claim); /* the backup is there: what we took over can go */
     else if (claim)

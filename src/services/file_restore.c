@@ -18,6 +18,7 @@
 #include "caris/pool.h"
 #include "caris/readplan.h"
 #include "caris/stream.h"
+#include "caris/walwindow.h"
 #include "common.h"
 #include "inspect_internal.h"
 #include "manifest.h"
@@ -258,6 +259,14 @@ static void add_error(json_t *arr, json_t *path, const char *msg)
         json_object_set(o, "path", path);
     json_object_set_new(o, "error", json_string(msg));
     json_array_append_new(arr, o);
+}
+
+/* add_error with a path given as text */
+static void add_error_at(json_t *arr, const char *path, const char *msg)
+{
+    json_t *p = json_string(path);
+    add_error(arr, p, msg);
+    json_decref(p);
 }
 
 static void held_free(struct rfile *f)
@@ -1389,6 +1398,10 @@ static void read_report_json(const struct caris_read_report *rr, bool files_back
     json_object_set_new(o, "files", json_integer((json_int_t)rr->files));
     json_object_set_new(o, "bytes", json_integer((json_int_t)rr->bytes));
     json_object_set_new(o, "errors", rr->errors ? json_incref(rr->errors) : json_array());
+    if (rr->wal) {
+        json_object_set_new(o, "walFiles", json_integer((json_int_t)rr->wal_files));
+        json_object_set_new(o, "walBytes", json_integer((json_int_t)rr->wal_bytes));
+    }
     if (files_backup) {
         json_object_set_new(o, "dirs", json_integer((json_int_t)rr->dirs));
         json_object_set_new(o, "warnings", rr->warnings ? json_incref(rr->warnings) : json_array());
@@ -1462,6 +1475,95 @@ static int verify_streams(struct repo *r, json_t *entries, const struct verify_o
     return 0;
 }
 
+/* A physical backup's WAL, what recovery reads to make it consistent (caris_wal_base_records,
+ * served_only): every record read back, every chunk authenticated, its SHA-256 compared; a
+ * segment of its range that the archive does not hold is an error too. Before 2026-12-07
+ * verify read the base backup's files alone, and called valid a backup that could not be
+ * restored (its WAL damaged or gone); so did copy's read-back in the destination. Errors go to
+ * out->errors; 0 when none, -1 with e (ERR_DAMAGE when some were found; another code when the
+ * archive could not be read: nothing judged). */
+static int verify_base_wal(struct repo *r, json_t *summary, const struct verify_opts *o,
+                           struct caris_read_report *out, struct err *e)
+{
+    if (!json_is_object(json_object_get(summary, "physical")))
+        return 0;
+    out->wal = true;
+    if (!out->errors)
+        out->errors = json_array();
+    size_t before = json_array_size(out->errors);
+    struct caris_base_wal w;
+    struct err we = ERR_INIT;
+    if (caris_wal_base_records(r, summary, true, &w, &we) != 0) {
+        if (we.code != ERR_DAMAGE) {
+            *e = we;
+            return err_wrap(e, "cannot read the WAL archive");
+        }
+        add_error_at(out->errors, "WAL", we.msg);
+        return err_set(e, ERR_DAMAGE, we.hint, "%s", we.msg);
+    }
+    int fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (fd < 0) {
+        caris_base_wal_free(&w);
+        return err_sys(e, errno, NULL, "cannot open /dev/null");
+    }
+    int rc = 0;
+    size_t i;
+    json_t *x;
+    json_array_foreach(w.records, i, x)
+    {
+        json_t *rec = json_array_get(x, 1);
+        const char *name = json_string_value(json_object_get(rec, "name")) ?: "?";
+        const char *sha_hex = json_string_value(json_object_get(rec, "sha256"));
+        char path[96];
+        snprintf(path, sizeof(path), "WAL %s", name);
+        uint8_t sha[32];
+        struct err se = ERR_INIT;
+        if (!sha_hex || cx_unhex(sha_hex, sha, 32) != 0)
+            err_set(&se, ERR_DAMAGE, NULL, "malformed WAL record (sha256)");
+        else
+            stream_restore_fd(r, json_object_get(rec, "chunks"), sha, fd, o ? o->threads : 0, NULL,
+                              NULL, o ? o->op : NULL, &se);
+        if (err_is_set(&se) && se.code != ERR_DAMAGE) {
+            *e = se;
+            rc = -1;
+            break;
+        }
+        if (err_is_set(&se)) {
+            add_error_at(out->errors, path, se.msg);
+            continue;
+        }
+        out->wal_files++;
+        out->wal_bytes += (uint64_t)json_integer_value(json_object_get(rec, "size"));
+    }
+    close(fd);
+    if (rc == 0) {
+        char why[160] = "";
+        if (w.damaged)
+            snprintf(why, sizeof(why),
+                     " (%zu record(s) of the WAL archive cannot be read: "
+                     "`caris-backup check` names them)",
+                     w.damaged);
+        json_array_foreach(w.missing, i, x)
+        {
+            char path[96], msg[400];
+            snprintf(path, sizeof(path), "WAL %s", json_string_value(x));
+            snprintf(msg, sizeof(msg),
+                     "not in the WAL archive%s: the backup cannot become consistent without it",
+                     why);
+            add_error_at(out->errors, path, msg);
+        }
+        size_t bad = json_array_size(out->errors) - before;
+        if (bad)
+            rc = err_set(e, ERR_DAMAGE,
+                         "DO NOT restore from it: it cannot be made consistent. Use another "
+                         "physical backup, `caris-backup check` says what is wrong with the WAL "
+                         "archive, and take a new physical backup now",
+                         "%zu WAL file(s) the physical backup needs are missing or damaged", bad);
+    }
+    caris_base_wal_free(&w);
+    return rc;
+}
+
 /* A backup whose entry list (or snapshot file) cannot be read: it was verified, and is
  * damaged (verify --all goes on with the next backup). The error's path is null. */
 static void entries_damaged(struct caris_verify_result *res, const struct err *e)
@@ -1495,6 +1597,14 @@ static int verify_locked(struct repo *r, const char *backup_id, const struct ver
         }
         res->ran = true;
         int rc = verify_streams(r, entries, o, &res->read, e);
+        if (rc == 0 || e->code == ERR_DAMAGE) {
+            /* the WAL too, also when a file is damaged: both are said */
+            struct err we = ERR_INIT;
+            if (verify_base_wal(r, summary, o, &res->read, &we) != 0 && rc == 0) {
+                *e = we;
+                rc = -1;
+            }
+        }
         res->valid = rc == 0;
         json_decref(summary);
         json_decref(entries);

@@ -1001,3 +1001,96 @@ json_t *caris_wal_recovery_gap(json_t *timelines, int64_t segsize, uint32_t base
     }
     return NULL;
 }
+
+int caris_wal_base_records(struct repo *r, json_t *summary, bool served_only,
+                           struct caris_base_wal *out, struct err *e)
+{
+    memset(out, 0, sizeof(*out));
+    json_t *phys = json_object_get(summary, "physical");
+    if (!json_is_object(phys)) {
+        out->records = json_array();
+        out->missing = json_array();
+        return 0;
+    }
+    const char *id = json_string_value(json_object_get(summary, "id")) ?: "?";
+    json_t *stl = json_object_get(phys, "start_timeline");
+    json_int_t tli = json_integer_value(stl ? stl : json_object_get(phys, "timeline"));
+    json_int_t segsz = json_integer_value(json_object_get(phys, "wal_segment_size"));
+    uint64_t start, stop;
+    if (tli <= 0 || tli > UINT32_MAX || segsz < (1 << 20) || (segsz & (segsz - 1)) != 0 ||
+        caris_lsn_parse(json_string_value(json_object_get(phys, "start_lsn")), &start) != 0 ||
+        caris_lsn_parse(json_string_value(json_object_get(phys, "stop_lsn")), &stop) != 0 ||
+        stop < start)
+        return err_set(e, ERR_DAMAGE, "run `caris-backup check`",
+                       "backup %s does not record which WAL it needs", id);
+    uint64_t first = start / (uint64_t)segsz;
+    uint64_t last = stop > start ? (stop - 1) / (uint64_t)segsz : first;
+    static const char *const kinds[] = {"wal", "walstream"};
+    json_t *recs[2] = {NULL, NULL};
+    for (size_t k = 0; k < 2; k++) {
+        json_t *damaged = NULL;
+        recs[k] = repo_record_list(r, kinds[k], &damaged, e);
+        out->damaged += json_array_size(damaged);
+        json_decref(damaged);
+        if (!recs[k]) {
+            json_decref(recs[0]);
+            return -1;
+        }
+    }
+    /* the longest partial of each segment, -1 where the whole segment is archived */
+    json_t *both = json_array();
+    json_array_extend(both, recs[0]);
+    json_array_extend(both, recs[1]);
+    json_t *longest = stream_supersession(both);
+    json_decref(both);
+    bool *got = xcalloc(last - first + 1, sizeof(*got)); /* segments of the range served */
+    out->records = json_array();
+    for (size_t k = 0; k < 2; k++) {
+        size_t i;
+        json_t *rec;
+        json_array_foreach(recs[k], i, rec)
+        {
+            json_int_t t = json_integer_value(json_object_get(rec, "timeline"));
+            bool history = is_kind(rec, "history");
+            bool seg = is_kind(rec, "segment") || is_kind(rec, "stream");
+            uint64_t segno = 0;
+            bool in_range =
+                t == tli && record_segno(rec, segsz, &segno) && segno >= first && segno <= last;
+            if (history ? t > tli : !(in_range && (seg || is_kind(rec, "backup"))))
+                continue;
+            /* a whole segment; a streamed partial only where the backup's WAL ends in it (the
+             * last segment, up to the stop LSN at least): a shorter one is served padded with
+             * zeros, and recovery stops before the backup is consistent */
+            uint64_t end;
+            bool serves =
+                history || is_kind(rec, "segment") ||
+                (is_kind(rec, "stream") && segno == last && !stream_superseded(rec, longest) &&
+                 caris_lsn_parse(json_string_value(json_object_get(rec, "end_lsn")), &end) == 0 &&
+                 end >= stop);
+            if (serves && seg)
+                got[segno - first] = true;
+            if (served_only && !serves)
+                continue;
+            json_array_append_new(out->records, json_pack("[sO]", kinds[k], rec));
+        }
+    }
+    out->missing = json_array();
+    for (uint64_t g = first; g <= last; g++)
+        if (!got[g - first]) {
+            char name[25];
+            seg_name((uint32_t)tli, g, segsz, name);
+            json_array_append_new(out->missing, json_string(name));
+        }
+    free(got);
+    json_decref(longest);
+    json_decref(recs[0]);
+    json_decref(recs[1]);
+    return 0;
+}
+
+void caris_base_wal_free(struct caris_base_wal *w)
+{
+    json_decref(w->records);
+    json_decref(w->missing);
+    memset(w, 0, sizeof(*w));
+}

@@ -22,6 +22,16 @@ assert_rc 0 "base backup"
 B1=$(json_get "$OUT_FILE" '["id"]')
 pitr_archive_all q
 
+# verify reads the WAL the backup needs to become consistent, not its files alone (before
+# 2026-12-07 it called valid a backup whose WAL was damaged or gone, and so did a copy's
+# read-back in the destination)
+run cb --json verify "$B1"
+assert_rc 0 "verify of the base backup"
+assert_cmp "$(json_get "$OUT_FILE" '[0]["walFiles"]')" -gt 0 "verify read the backup's WAL back too"
+assert_cmp "$(json_get "$OUT_FILE" '[0]["walBytes"]')" -ge 1048576 "... whole segments"
+assert_true "verify --json of a physical backup: the shape in docs/JSON.md" \
+    python3 "$LIB_DIR/jsonshape.py" "$LIB_DIR/../../docs/JSON.md" "verify" "$OUT_FILE"
+
 DST=$R/dst-repo
 dkey=$(head -c 33 /dev/urandom | base64)
 denv=$TEST_TMP/dst.env
@@ -74,6 +84,36 @@ n=$("$CARIS_PG_BIN/psql" -X -q -At -h "$R/dst" -p "$PORT" -U "$CARIS_PG_USER" -d
     -c "SELECT count(*) FROM t" </dev/null 2>&1)
 assert_eq 500 "$n" "the server started on the copy has the rows"
 
+# verify, and so a copy's read-back in the destination, reads the WAL a backup needs: a WAL
+# blob damaged in the destination fails it, and the next copy sends that blob again. The
+# backup goes first without its WAL (the source's archive moved aside), so that the WAL's
+# blobs then sit in packs of their own.
+DST3=$R/dst3-repo
+d3() { BACKUP_ENCRYPTION_KEY=$dkey cb --repo "$DST3" "$@"; }
+assert_exit 0 cb --quiet --repo "$DST3" init --copy-chunker-from "$REPO"
+mv "$REPO/records/wal" "$REPO/records/wal.aside"
+run cb --json copy "$B1" --to "$DST3"
+assert_rc 4 "copy without the WAL: exit 4 (walMissing)"
+mv "$REPO/records/wal.aside" "$REPO/records/wal"
+find "$DST3/data" -mindepth 2 -type f ! -name '.*' | sort >"$TEST_TMP/base-packs"
+run cb --json copy "$B1" --to "$DST3"
+assert_rc 0 "copy again: its WAL goes along" "$(_last_ctx)"
+assert_eq true "$(json_get "$OUT_FILE" '["backups"][0]["verified"]')" "... verified"
+wal_pack=$(find "$DST3/data" -mindepth 2 -type f ! -name '.*' | sort | comm -13 "$TEST_TMP/base-packs" - | head -n 1)
+assert_ne "" "$wal_pack" "a pack of WAL blobs in the destination"
+run d3 --json debug pack "$wal_pack"
+assert_rc 0 "debug pack of the WAL pack"
+# its largest blob: a chunk of the segment (the backup label and .history files are small)
+flip_byte "$wal_pack" "$(json_eval "$OUT_FILE" '(lambda b: b["offset"] + b["length"] // 2)(max(d["blobs"], key=lambda b: b["size"]))')"
+run d3 --json verify "$B1"
+assert_rc 4 "verify in the destination: a WAL blob the backup needs is damaged (exit 4)"
+assert_contains "$(json_eval "$OUT_FILE" '[e["path"] for e in d[0]["errors"]]')" "WAL 0000" \
+    "the errors name the WAL file"
+assert_contains "$(json_eval "$OUT_FILE" 'd[0]["errors"]')" "authentication failed" "... and the damage"
+run cb --json copy "$B1" --to "$DST3"
+assert_rc 0 "the next copy sends the damaged WAL blob again" "$(_last_ctx)"
+assert_eq true "$(json_get "$OUT_FILE" '["backups"][0]["verified"]')" "... and verifies the backup"
+
 # a source whose archive lacks the backup's WAL: the copy is made as it is, and fails (exit 4,
 # not verified): it said "copied, verified", exit 0, with a warning on stderr alone (audit M1)
 DST2=$R/dst2-repo
@@ -85,5 +125,13 @@ assert_eq "True False True" "$(json_eval "$OUT_FILE" '"%s %s %s" % (d["backups"]
     "copied, not verified, walMissing"
 assert_contains "$(json_get "$OUT_FILE" '["error"]["message"]')" "lacks WAL they need, so neither copy can be restored: $B1" \
     "the error names the backup and says why"
+run cb --json verify "$B1"
+assert_rc 4 "verify of a backup whose WAL is gone: exit 4"
+assert_contains "$(json_eval "$OUT_FILE" 'd[0]["errors"]')" "not in the WAL archive" \
+    "the errors say which WAL is not in the archive"
+run cb verify "$B1"
+assert_rc 4 "verify (text) of a backup whose WAL is gone: exit 4"
+assert_contains "$OUT" '"WAL 000000010000000000000002": not in the WAL archive' \
+    "the text names the WAL file and says why"
 
 test_done

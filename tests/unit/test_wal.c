@@ -6,6 +6,14 @@
 
 #include "caris/wal.h"
 #include "caris/walrecv.h"
+#include "caris/walwindow.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "tmpdir.h"
 
 static void parse_ok(const char *name, enum caris_wal_kind kind, uint32_t tli, uint32_t log,
                      uint32_t seg)
@@ -118,11 +126,172 @@ static void test_flush_seconds(void **state)
     }
 }
 
+/* ---- the WAL a base backup needs (caris_wal_base_records) ------------------------------ */
+
+#define SEG (1u << 20) /* the smallest segment size, to keep the archive small */
+
+/* Archives name with len bytes of content derived from seed (a file written under dir). */
+static void push(struct repo *r, const char *dir, const char *name, size_t len, unsigned seed)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    for (size_t i = 0; i < len; i++)
+        fputc((int)((i * 2654435761u + seed * 40503u) >> 13) & 0xff, f);
+    assert_int_equal(fclose(f), 0);
+    struct err e = ERR_INIT;
+    struct caris_wal_push_result res;
+    if (caris_wal_push(r, path, NULL, &res, &e) != 0)
+        fail_msg("push %s: %s", name, e.msg);
+    unlink(path);
+}
+
+/* The first len bytes of segment segno (timeline tli) as a streamed partial. */
+static void push_stream(struct repo *r, const char *dir, uint32_t tli, uint64_t segno, size_t len)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/partial", dir);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    for (size_t i = 0; i < len; i++)
+        fputc((int)(i * 7 + segno) & 0xff, f);
+    assert_int_equal(fclose(f), 0);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    assert_true(fd >= 0);
+    struct err e = ERR_INIT;
+    struct caris_wal_push_result res;
+    if (caris_wal_push_stream_fd(r, fd, tli, segno * SEG, SEG, NULL, NULL, &res, &e) != 0)
+        fail_msg("push stream: %s", e.msg);
+    close(fd);
+    unlink(path);
+}
+
+/* The names caris_wal_base_records gives for a backup from start to stop on timeline tli, one
+ * string: "name,name,...|missing,missing" (records in name order). */
+static char *base_wal(struct repo *r, uint32_t tli, const char *start, const char *stop,
+                      bool served_only)
+{
+    json_t *s =
+        json_pack("{s:s, s:{s:s, s:s, s:i, s:i}}", "id", "caris_full_x", "physical", "start_lsn",
+                  start, "stop_lsn", stop, "timeline", (int)tli, "wal_segment_size", (int)SEG);
+    struct caris_base_wal w;
+    struct err e = ERR_INIT;
+    if (caris_wal_base_records(r, s, served_only, &w, &e) != 0)
+        fail_msg("caris_wal_base_records: %s", e.msg);
+    json_decref(s);
+    const char *names[32];
+    size_t n = 0, i;
+    json_t *x;
+    json_array_foreach(w.records, i, x)
+    {
+        assert_true(n < 32);
+        names[n++] = json_string_value(json_object_get(json_array_get(x, 1), "name"));
+    }
+    for (size_t a = 1; a < n; a++) /* insertion sort: a few names */
+        for (size_t b = a; b > 0 && strcmp(names[b - 1], names[b]) > 0; b--) {
+            const char *t = names[b];
+            names[b] = names[b - 1];
+            names[b - 1] = t;
+        }
+    char *out = calloc(1, 4096);
+    for (i = 0; i < n; i++)
+        snprintf(out + strlen(out), 4096 - strlen(out), "%s%s", i ? "," : "", names[i]);
+    strcat(out, "|");
+    json_array_foreach(w.missing, i, x)
+        snprintf(out + strlen(out), 4096 - strlen(out), "%s%s", i ? "," : "", json_string_value(x));
+    caris_base_wal_free(&w);
+    return out;
+}
+
+static void expect_base_wal(struct repo *r, uint32_t tli, const char *start, const char *stop,
+                            bool served_only, const char *want)
+{
+    char *got = base_wal(r, tli, start, stop, served_only);
+    if (strcmp(got, want) != 0)
+        fail_msg("%s..%s (tli %u, served_only %d):\n  got  %s\n  want %s", start, stop, tli,
+                 served_only, got, want);
+    free(got);
+}
+
+static void test_base_records(void **state)
+{
+    (void)state;
+    char *dir = tmpdir_new();
+    char repo_dir[512];
+    snprintf(repo_dir, sizeof(repo_dir), "%s/repo", dir);
+    struct err e = ERR_INIT;
+    struct repo_init_opts io = {.kdf_ops = 1, .kdf_mem = 8u << 20};
+    struct repo *r = repo_init(repo_dir, "pw-base-records-0123456789abcdef", &io, &e);
+    if (!r)
+        fail_msg("repo_init: %s", e.msg);
+    /* a backup from 0/200028 to 0/4000F0 (1 MiB segments: 2, 3, 4) on timeline 1 */
+    push(r, dir, "000000010000000000000001", SEG, 1);
+    push(r, dir, "000000010000000000000002", SEG, 2);
+    push(r, dir, "000000010000000000000002.00000028.backup", 300, 3);
+    push(r, dir, "000000010000000000000005", SEG, 5);
+    /* 3 and 4 not archived */
+    expect_base_wal(r, 1, "0/200028", "0/4000F0", true,
+                    "000000010000000000000002|000000010000000000000003,000000010000000000000004");
+    expect_base_wal(r, 1, "0/200028", "0/4000F0", false,
+                    "000000010000000000000002,000000010000000000000002.00000028.backup|"
+                    "000000010000000000000003,000000010000000000000004");
+    push(r, dir, "000000010000000000000003", SEG, 3);
+    /* 4 only as partials: one ending before the stop LSN serves nothing, a longer one that
+     * reaches it serves the last segment */
+    push_stream(r, dir, 1, 4, 0x80);
+    expect_base_wal(r, 1, "0/200028", "0/4000F0", true,
+                    "000000010000000000000002,000000010000000000000003|000000010000000000000004");
+    push_stream(r, dir, 1, 4, 0x100);
+    expect_base_wal(r, 1, "0/200028", "0/4000F0", true,
+                    "000000010000000000000002,000000010000000000000003,"
+                    "000000010000000000000004.00000100.stream|");
+    /* all: the backup label and the shorter partial too */
+    expect_base_wal(r, 1, "0/200028", "0/4000F0", false,
+                    "000000010000000000000002,000000010000000000000002.00000028.backup,"
+                    "000000010000000000000003,000000010000000000000004.00000080.stream,"
+                    "000000010000000000000004.00000100.stream|");
+    /* a partial of a segment before the last serves nothing */
+    expect_base_wal(r, 1, "0/200028", "0/5000F0", true,
+                    "000000010000000000000002,000000010000000000000003,"
+                    "000000010000000000000005|000000010000000000000004");
+    /* the whole segment supersedes the partials */
+    push(r, dir, "000000010000000000000004", SEG, 4);
+    expect_base_wal(r, 1, "0/200028", "0/4000F0", true,
+                    "000000010000000000000002,000000010000000000000003,000000010000000000000004|");
+    /* a stop LSN at a segment's start needs nothing of that segment */
+    expect_base_wal(r, 1, "0/200028", "0/400000", true,
+                    "000000010000000000000002,000000010000000000000003|");
+    /* timeline 2: its history and the earlier ones, not a later one's; its own segments */
+    push(r, dir, "00000002.history", 40, 6);
+    push(r, dir, "00000003.history", 80, 7);
+    push(r, dir, "000000020000000000000005", SEG, 8);
+    expect_base_wal(r, 2, "0/500028", "0/5000F0", true,
+                    "00000002.history,000000020000000000000005|");
+    expect_base_wal(r, 1, "0/500028", "0/5000F0", true, "000000010000000000000005|");
+    /* a summary that does not say which WAL it needs */
+    json_t *bad = json_pack("{s:s, s:{s:s, s:i, s:i}}", "id", "caris_full_y", "physical",
+                            "start_lsn", "0/200028", "timeline", 1, "wal_segment_size", (int)SEG);
+    struct caris_base_wal w;
+    assert_int_equal(caris_wal_base_records(r, bad, true, &w, &e), -1);
+    assert_int_equal(e.code, ERR_DAMAGE);
+    assert_non_null(strstr(e.msg, "caris_full_y does not record which WAL it needs"));
+    json_decref(bad);
+    /* not a physical backup: nothing */
+    json_t *logical = json_pack("{s:s}", "id", "caris_full_z");
+    assert_int_equal(caris_wal_base_records(r, logical, true, &w, &e), 0);
+    assert_int_equal(json_array_size(w.records) + json_array_size(w.missing), 0);
+    caris_base_wal_free(&w);
+    json_decref(logical);
+    repo_close(r);
+    tmpdir_free(dir);
+}
+
 int main(void)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_names), cmocka_unit_test(test_refused),
-                                       cmocka_unit_test(test_stream_names),
-                                       cmocka_unit_test(test_flush_seconds),
-                                       cmocka_unit_test(test_next_segment)};
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_names),        cmocka_unit_test(test_refused),
+        cmocka_unit_test(test_stream_names), cmocka_unit_test(test_flush_seconds),
+        cmocka_unit_test(test_next_segment), cmocka_unit_test(test_base_records)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
