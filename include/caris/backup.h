@@ -171,8 +171,9 @@ struct caris_verify_result {
 };
 /* Reads every blob the backup needs (authentication tag, chunk id) and checks every file's
  * SHA-256; for a physical backup also the WAL it needs to become consistent, from the WAL
- * archive (a file of it missing or damaged: damaged, "WAL <name>" in the errors). Returns 0 when valid, -1 with e (ERR_DAMAGE when damaged, res->ran — also when the
- * backup's snapshot file or entry list cannot be read: then an error with a null path; other
+ * archive (a file of it missing or damaged: damaged, "WAL <name>" in the errors). Returns 0
+ * when valid, -1 with e (ERR_DAMAGE when damaged, res->ran — also when the backup's snapshot
+ * file or entry list cannot be read: then an error with a null path; other
  * codes, with res->ran false, when the check could not run, a read failed (I/O, the storage
  * unreachable: not judged) or it was cancelled). A verification that ran is recorded
  * (caris_verification_record), so that `list` shows a backup found damaged as "damaged".
@@ -181,7 +182,8 @@ int caris_verify(struct repo *r, const char *backup_id, const struct verify_opts
                  struct caris_verify_result *res, struct err *e);
 void caris_verify_result_free(struct caris_verify_result *res);
 /* {"backupId", "valid", "files", "bytes", "errors", and for a file backup "dirs" and
- * "warnings", for others "kind", for a physical backup "walFiles" and "walBytes"}; NULL when the verification did not run (!res->ran). */
+ * "warnings", for others "kind", for a physical backup "walFiles" and "walBytes"}; NULL when the
+ * verification did not run (!res->ran). */
 json_t *caris_verify_result_to_json(const struct caris_verify_result *res);
 /* Verifies every backup of the repository, oldest first, whatever the others gave (a backup
  * whose entries are damaged or whose check cannot run does not stop the others; a cancel
