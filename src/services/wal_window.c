@@ -658,6 +658,72 @@ void caris_wal_conflict_text(const json_t *conflict, char *out, size_t n)
              json_string_value(json_array_get(shas, 1)));
 }
 
+static int base_select(json_t *const recs[2], json_t *summary, bool served_only,
+                       struct caris_base_wal *out, struct err *e);
+
+/* The WAL records the check found missing or damaged blobs in (errors whose object is a
+ * record of the archive, check_wal_records in src/repo/check.c) name the base backups that
+ * need them to become consistent (base_select, served_only) in their "backups": check then
+ * records those backups damaged, as verify does. Records that cannot be listed: nothing added
+ * (the check reports them). */
+static void bad_wal_bases(struct repo *r, json_t *errors, const struct caris_wal_base *bases,
+                          size_t nbases)
+{
+    json_t *by_object = json_object(); /* object name -> the error about it (borrowed) */
+    size_t i;
+    json_t *x;
+    json_array_foreach(errors, i, x)
+    {
+        const char *o = json_string_value(json_object_get(x, "object"));
+        if (o && (strncmp(o, "records/wal/", 12) == 0 || strncmp(o, "records/walstream/", 18) == 0))
+            json_object_set(by_object, o, x);
+    }
+    json_t *recs[2] = {NULL, NULL};
+    if (json_object_size(by_object) && nbases) {
+        struct err le = ERR_INIT;
+        recs[0] = repo_record_list_named(r, "wal", NULL, &le);
+        recs[1] = recs[0] ? repo_record_list_named(r, "walstream", NULL, &le) : NULL;
+    }
+    for (size_t b = 0; recs[1] && b < nbases; b++) {
+        if (!bases[b].end_lsn || bases[b].segsize <= 0)
+            continue;
+        char start[32], stop[32];
+        caris_lsn_format(bases[b].start_lsn, start, sizeof(start));
+        caris_lsn_format(bases[b].end_lsn, stop, sizeof(stop));
+        json_t *summary =
+            json_pack("{s:s, s:{s:s, s:s, s:I, s:I}}", "id", bases[b].id, "physical", "start_lsn",
+                      start, "stop_lsn", stop, "timeline", (json_int_t)bases[b].timeline,
+                      "wal_segment_size", (json_int_t)bases[b].segsize);
+        struct caris_base_wal w = {0};
+        struct err se = ERR_INIT;
+        if (summary && base_select(recs, summary, true, &w, &se) == 0) {
+            json_array_foreach(w.records, i, x)
+            {
+                const char *o = json_string_value(json_object_get(json_array_get(x, 1), "_object"));
+                json_t *issue = o ? json_object_get(by_object, o) : NULL;
+                json_t *ids = json_object_get(issue, "backups");
+                if (!json_is_array(ids))
+                    continue;
+                bool there = false;
+                size_t k;
+                json_t *y;
+                json_array_foreach(ids, k, y)
+                {
+                    const char *v = json_string_value(y);
+                    there = there || (v && strcmp(v, bases[b].id) == 0);
+                }
+                if (!there)
+                    json_array_append_new(ids, json_string(bases[b].id));
+            }
+        }
+        caris_base_wal_free(&w);
+        json_decref(summary);
+    }
+    json_decref(recs[0]);
+    json_decref(recs[1]);
+    json_decref(by_object);
+}
+
 int caris_wal_check(struct repo *r, json_t *errors, json_t *warnings, json_t **window,
                     struct err *e)
 {
@@ -724,6 +790,7 @@ int caris_wal_check(struct repo *r, json_t *errors, json_t *warnings, json_t **w
         nerr++;
         json_decref(u);
     }
+    bad_wal_bases(r, errors, bases, nbases);
     free(bases);
     json_array_foreach(json_object_get(w, "conflicts"), i, g)
     {
@@ -1002,10 +1069,11 @@ json_t *caris_wal_recovery_gap(json_t *timelines, int64_t segsize, uint32_t base
     return NULL;
 }
 
-int caris_wal_base_records(struct repo *r, json_t *summary, bool served_only,
-                           struct caris_base_wal *out, struct err *e)
+/* caris_wal_base_records on records already listed: recs[0] the "wal" records, recs[1] the
+ * "walstream" ones (borrowed; out->damaged left as it is). */
+static int base_select(json_t *const recs[2], json_t *summary, bool served_only,
+                       struct caris_base_wal *out, struct err *e)
 {
-    memset(out, 0, sizeof(*out));
     json_t *phys = json_object_get(summary, "physical");
     if (!json_is_object(phys)) {
         out->records = json_array();
@@ -1026,17 +1094,6 @@ int caris_wal_base_records(struct repo *r, json_t *summary, bool served_only,
     uint64_t first = start / (uint64_t)segsz;
     uint64_t last = stop > start ? (stop - 1) / (uint64_t)segsz : first;
     static const char *const kinds[] = {"wal", "walstream"};
-    json_t *recs[2] = {NULL, NULL};
-    for (size_t k = 0; k < 2; k++) {
-        json_t *damaged = NULL;
-        recs[k] = repo_record_list(r, kinds[k], &damaged, e);
-        out->damaged += json_array_size(damaged);
-        json_decref(damaged);
-        if (!recs[k]) {
-            json_decref(recs[0]);
-            return -1;
-        }
-    }
     /* the longest partial of each segment, -1 where the whole segment is archived */
     json_t *both = json_array();
     json_array_extend(both, recs[0]);
@@ -1083,9 +1140,34 @@ int caris_wal_base_records(struct repo *r, json_t *summary, bool served_only,
         }
     free(got);
     json_decref(longest);
+    return 0;
+}
+
+int caris_wal_base_records(struct repo *r, json_t *summary, bool served_only,
+                           struct caris_base_wal *out, struct err *e)
+{
+    memset(out, 0, sizeof(*out));
+    if (!json_is_object(json_object_get(summary, "physical"))) {
+        out->records = json_array();
+        out->missing = json_array();
+        return 0;
+    }
+    static const char *const kinds[] = {"wal", "walstream"};
+    json_t *recs[2] = {NULL, NULL};
+    for (size_t k = 0; k < 2; k++) {
+        json_t *damaged = NULL;
+        recs[k] = repo_record_list(r, kinds[k], &damaged, e);
+        out->damaged += json_array_size(damaged);
+        json_decref(damaged);
+        if (!recs[k]) {
+            json_decref(recs[0]);
+            return -1;
+        }
+    }
+    int rc = base_select(recs, summary, served_only, out, e);
     json_decref(recs[0]);
     json_decref(recs[1]);
-    return 0;
+    return rc;
 }
 
 void caris_base_wal_free(struct caris_base_wal *w)

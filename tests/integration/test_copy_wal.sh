@@ -110,6 +110,12 @@ assert_rc 4 "verify in the destination: a WAL blob the backup needs is damaged (
 assert_contains "$(json_eval "$OUT_FILE" '[e["path"] for e in d[0]["errors"]]')" "WAL 0000" \
     "the errors name the WAL file"
 assert_contains "$(json_eval "$OUT_FILE" 'd[0]["errors"]')" "authentication failed" "... and the damage"
+# check names the backup too: the damaged WAL file's error lists the base backups that need it
+# (before 2026-12-07 it named the WAL file alone, and `list` kept the backup "ok")
+run d3 --json check --read-data
+assert_rc 4 "check --read-data of the destination: the damaged WAL file"
+assert_eq "[[\"$B1\"]]" "$(json_eval "$OUT_FILE" '[e["backups"] for e in d["errors"] if e["object"].startswith("records/wal")]')" \
+    "... its error names the base backup that needs it"
 run cb --json copy "$B1" --to "$DST3"
 assert_rc 0 "the next copy sends the damaged WAL blob again" "$(_last_ctx)"
 assert_eq true "$(json_get "$OUT_FILE" '["backups"][0]["verified"]')" "... and verifies the backup"
