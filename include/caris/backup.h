@@ -156,8 +156,9 @@ struct verify_opts {
  * database backup the path is the stream's name). */
 struct caris_read_report {
     uint64_t files, dirs, bytes;
-    bool wal;                      /* a physical backup's WAL was read: the two counts below */
+    bool wal;                      /* a physical backup's WAL was read: the counts below */
     uint64_t wal_files, wal_bytes; /* its WAL files read back (caris_wal_base_records) */
+    size_t wal_missing;            /* of the errors, its WAL segments the archive does not hold */
     json_t *errors;                /* damaged files or streams */
     json_t *warnings;              /* files not restored (they could not be read at backup time) */
 };

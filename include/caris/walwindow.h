@@ -134,13 +134,16 @@ json_t *caris_wal_recovery_gap(json_t *timelines, int64_t segsize, uint32_t base
  * file and every streamed partial of the range. records: [[archive kind ("wal" or
  * "walstream"), record], ...]; missing: the names of the segments of the range that no
  * record serves (the backup cannot become consistent); damaged: the records of those kinds
- * that could not be read (one may be missing's). A summary that is not a physical backup's:
- * both empty. -1 with e when the archive cannot be listed, or (ERR_DAMAGE) the summary does
- * not say which WAL it needs. */
+ * that could not be read (one may be missing's), damaged_wal those of kind "wal"; streamed: a
+ * segment is served from a streamed partial. A backup that ended on a later timeline than it
+ * started ("stop_timeline"): a segment of either timeline serves. A summary that is not a
+ * physical backup's: both empty. -1 with e when the archive cannot be listed, or (ERR_DAMAGE)
+ * the summary does not say which WAL it needs (or a range of over 2^20 segments). */
 struct caris_base_wal {
     json_t *records;
     json_t *missing;
-    size_t damaged;
+    size_t damaged, damaged_wal;
+    bool streamed;
 };
 int caris_wal_base_records(struct repo *r, json_t *summary, bool served_only,
                            struct caris_base_wal *out, struct err *e);

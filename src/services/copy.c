@@ -378,17 +378,19 @@ out:
 
 /* Verifies backup id in dst (unless o says not to), as every copy ends. */
 static int verify_copied(struct repo *dst, const char *id, const struct caris_copy_opts *o,
-                         struct caris_copy_item *it, struct err *e)
+                         bool wal_missing, struct caris_copy_item *it, struct err *e)
 {
     if (o->no_verify)
         return 0;
     struct caris_verify_result vr;
     struct verify_opts vo = {.threads = o->threads, .op = o->op};
     int vrc = caris_verify(dst, id, &vo, &vr, e);
+    bool only_missing_wal =
+        vr.read.wal_missing && vr.read.wal_missing == json_array_size(vr.read.errors);
     caris_verify_result_free(&vr);
-    if (vrc != 0 && it->wal_missing && e->code == ERR_DAMAGE) {
-        /* its WAL is missing in the source too (the verification there says so, and records
-         * the copy damaged): the caller's error says it, for every such backup at once */
+    if (vrc != 0 && wal_missing && only_missing_wal && e->code == ERR_DAMAGE) {
+        /* all it found is the WAL the source lacks too (the verification records the copy
+         * damaged): the caller's error says it, for every such backup at once */
         err_clear(e);
         return 0;
     }
@@ -425,7 +427,7 @@ static bool verified_before(struct repo *dst, const char *id)
  * failed, or that died before it, left it unverified: verified now, not taken for a good
  * copy; so is one whose missing or damaged blobs were just sent again (resent). */
 static int already_there(struct repo *dst, const char *id, const struct caris_copy_opts *o,
-                         bool resent, struct caris_copy_item *it, struct err *e)
+                         bool resent, bool wal_missing, struct caris_copy_item *it, struct err *e)
 {
     it->already_there = true;
     caris_op_log(o->op, LOG_INFO, "backup %s: already there", id);
@@ -433,7 +435,7 @@ static int already_there(struct repo *dst, const char *id, const struct caris_co
         it->verified = true;
         return 0;
     }
-    return verify_copied(dst, id, o, it, e);
+    return verify_copied(dst, id, o, wal_missing, it, e);
 }
 
 /* dst's index read again (with its packs listed, as at the start) when index/ is not what it
@@ -466,7 +468,6 @@ static int copy_one(struct repo *src, struct repo *dst, const char *shown, json_
     if (backup_blobs(src, s, o->op, &l, e) != 0 ||
         !(wal = backup_wal(src, dst, s, &l, &wal_missing, &wal_damaged, e)))
         goto out;
-    it->wal_missing = wal_missing;
     if (wal_missing) {
         char dn[80] = "";
         if (wal_damaged)
@@ -504,7 +505,7 @@ static int copy_one(struct repo *src, struct repo *dst, const char *shown, json_
         if ((lost || json_array_size(wal)) &&
             copy_blobs_and_commit(src, dst, NULL, &l, wal, it, o->threads, o->op, e) != 0)
             goto out;
-        rc = already_there(dst, id, o, lost > 0, it, e);
+        rc = already_there(dst, id, o, lost > 0, wal_missing, it, e);
         goto out;
     }
     /* An earlier copy of this backup that died (kill -9, a machine that went down) left its
@@ -529,7 +530,7 @@ static int copy_one(struct repo *src, struct repo *dst, const char *shown, json_
     if (there < 0 || (there == 1 && dst_index_catch_up(dst, e) != 0))
         goto out;
     if (there == 1) {
-        rc = already_there(dst, id, o, false, it, e);
+        rc = already_there(dst, id, o, false, wal_missing, it, e);
         goto out;
     }
     if (copy_blobs_and_commit(src, dst, file, &l, wal, it, o->threads, o->op, e) != 0)
@@ -541,12 +542,14 @@ static int copy_one(struct repo *src, struct repo *dst, const char *shown, json_
                  (unsigned long long)it->blobs_copied, (unsigned long long)it->blobs);
     /* test-only: CARIS_TEST_COPY_VERIFY_HOLD=PATH holds here, committed and not yet verified */
     test_hold_point("CARIS_TEST_COPY_VERIFY_HOLD");
-    if (verify_copied(dst, id, o, it, e) != 0)
+    if (verify_copied(dst, id, o, wal_missing, it, e) != 0)
         goto out;
     rc = 0;
 out:
-    if (wal_missing) /* said by the caller, once every backup is copied */
+    if (rc == 0 && wal_missing) { /* said by the caller, once every backup is copied */
+        it->wal_missing = true;
         it->verified = false;
+    }
     if (claim && it->already_there)
         repo_claim_release_all(dst, claim); /* the backup is there: what we took over can go */
     else if (claim)

@@ -1491,6 +1491,10 @@ static int verify_base_wal(struct repo *r, json_t *summary, const struct verify_
     if (!out->errors)
         out->errors = json_array();
     size_t before = json_array_size(out->errors);
+    /* records committed since this handle read the index (WAL archived while the base backup
+     * was read) name chunks it does not know yet */
+    if (repo_refresh(r, e) != 0)
+        return err_wrap(e, "cannot read the repository's index");
     struct caris_base_wal w;
     struct err we = ERR_INIT;
     if (caris_wal_base_records(r, summary, true, &w, &we) != 0) {
@@ -1509,6 +1513,43 @@ static int verify_base_wal(struct repo *r, json_t *summary, const struct verify_
     int rc = 0;
     size_t i;
     json_t *x;
+    /* what makes `wal get` refuse what recovery asks for, whatever the records it reads hold:
+     * a "wal" record that cannot be read (it might be the one asked for), a "walstream" one
+     * when a segment is served from a partial, a name archived twice with different content */
+    if (w.damaged_wal) {
+        char msg[300];
+        snprintf(msg, sizeof(msg),
+                 "%zu record(s) of the WAL archive cannot be read: `wal get` serves no WAL file "
+                 "while they are there (`caris-backup check` names them)",
+                 w.damaged_wal);
+        add_error_at(out->errors, "WAL", msg);
+    }
+    if (w.streamed && w.damaged > w.damaged_wal) {
+        char msg[300];
+        snprintf(msg, sizeof(msg),
+                 "%zu record(s) of streamed WAL cannot be read: `wal get` serves no segment from "
+                 "a streamed partial while they are there (`caris-backup check` names them)",
+                 w.damaged - w.damaged_wal);
+        add_error_at(out->errors, "WAL", msg);
+    }
+    json_t *seen = json_object(); /* name -> sha256 */
+    json_array_foreach(w.records, i, x)
+    {
+        json_t *rec = json_array_get(x, 1);
+        const char *name = json_string_value(json_object_get(rec, "name")) ?: "?";
+        const char *sha = json_string_value(json_object_get(rec, "sha256")) ?: "";
+        const char *other = json_string_value(json_object_get(seen, name));
+        if (other && strcmp(other, sha) != 0) {
+            char path[96];
+            snprintf(path, sizeof(path), "WAL %s", name);
+            add_error_at(out->errors, path,
+                         "archived twice with different content: `wal get` serves neither "
+                         "(`caris-backup check` says more)");
+        } else if (!other) {
+            json_object_set_new(seen, name, json_string(sha));
+        }
+    }
+    json_decref(seen);
     json_array_foreach(w.records, i, x)
     {
         json_t *rec = json_array_get(x, 1);
@@ -1551,6 +1592,7 @@ static int verify_base_wal(struct repo *r, json_t *summary, const struct verify_
                      "not in the WAL archive%s: the backup cannot become consistent without it",
                      why);
             add_error_at(out->errors, path, msg);
+            out->wal_missing++;
         }
         size_t bad = json_array_size(out->errors) - before;
         if (bad)
@@ -1600,8 +1642,14 @@ static int verify_locked(struct repo *r, const char *backup_id, const struct ver
         if (rc == 0 || e->code == ERR_DAMAGE) {
             /* the WAL too, also when a file is damaged: both are said */
             struct err we = ERR_INIT;
-            if (verify_base_wal(r, summary, o, &res->read, &we) != 0 && rc == 0) {
-                *e = we;
+            if (verify_base_wal(r, summary, o, &res->read, &we) != 0) {
+                if (rc == 0)
+                    *e = we;
+                else if (we.code == ERR_DAMAGE) { /* both said */
+                    struct err se = *e;
+                    err_set(e, ERR_DAMAGE, se.hint[0] ? se.hint : NULL, "%s; and %s", se.msg,
+                            we.msg);
+                }
                 rc = -1;
             }
         }

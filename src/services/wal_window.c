@@ -1083,12 +1083,18 @@ static int base_select(json_t *const recs[2], json_t *summary, bool served_only,
     const char *id = json_string_value(json_object_get(summary, "id")) ?: "?";
     json_t *stl = json_object_get(phys, "start_timeline");
     json_int_t tli = json_integer_value(stl ? stl : json_object_get(phys, "timeline"));
+    /* a standby that followed its upstream's promotion during the backup ended it on a later
+     * timeline: recovery reads the segments from the switch on from that one (which ones is
+     * in its .history: a segment of either timeline serves) */
+    json_int_t tli2 = json_integer_value(json_object_get(phys, "stop_timeline"));
+    if (tli2 <= 0 || tli2 > UINT32_MAX)
+        tli2 = tli;
     json_int_t segsz = json_integer_value(json_object_get(phys, "wal_segment_size"));
     uint64_t start, stop;
     if (tli <= 0 || tli > UINT32_MAX || segsz < (1 << 20) || (segsz & (segsz - 1)) != 0 ||
         caris_lsn_parse(json_string_value(json_object_get(phys, "start_lsn")), &start) != 0 ||
         caris_lsn_parse(json_string_value(json_object_get(phys, "stop_lsn")), &stop) != 0 ||
-        stop < start)
+        stop < start || (stop - start) / (uint64_t)segsz > (1u << 20))
         return err_set(e, ERR_DAMAGE, "run `caris-backup check`",
                        "backup %s does not record which WAL it needs", id);
     uint64_t first = start / (uint64_t)segsz;
@@ -1111,9 +1117,10 @@ static int base_select(json_t *const recs[2], json_t *summary, bool served_only,
             bool history = is_kind(rec, "history");
             bool seg = is_kind(rec, "segment") || is_kind(rec, "stream");
             uint64_t segno = 0;
-            bool in_range =
-                t == tli && record_segno(rec, segsz, &segno) && segno >= first && segno <= last;
-            if (history ? t > tli : !(in_range && (seg || is_kind(rec, "backup"))))
+            bool in_range = (t == tli || t == tli2) && record_segno(rec, segsz, &segno) &&
+                            segno >= first && segno <= last;
+            if (history ? t > (tli2 > tli ? tli2 : tli)
+                        : !(in_range && (seg || is_kind(rec, "backup"))))
                 continue;
             /* a whole segment; a streamed partial only where the backup's WAL ends in it (the
              * last segment, up to the stop LSN at least): a shorter one is served padded with
@@ -1126,6 +1133,8 @@ static int base_select(json_t *const recs[2], json_t *summary, bool served_only,
                  end >= stop);
             if (serves && seg)
                 got[segno - first] = true;
+            if (serves && is_kind(rec, "stream"))
+                out->streamed = true;
             if (served_only && !serves)
                 continue;
             json_array_append_new(out->records, json_pack("[sO]", kinds[k], rec));
@@ -1158,6 +1167,8 @@ int caris_wal_base_records(struct repo *r, json_t *summary, bool served_only,
         json_t *damaged = NULL;
         recs[k] = repo_record_list(r, kinds[k], &damaged, e);
         out->damaged += json_array_size(damaged);
+        if (k == 0)
+            out->damaged_wal = json_array_size(damaged);
         json_decref(damaged);
         if (!recs[k]) {
             json_decref(recs[0]);

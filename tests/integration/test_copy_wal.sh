@@ -93,7 +93,11 @@ d3() { BACKUP_ENCRYPTION_KEY=$dkey cb --repo "$DST3" "$@"; }
 assert_exit 0 cb --quiet --repo "$DST3" init --copy-chunker-from "$REPO"
 mv "$REPO/records/wal" "$REPO/records/wal.aside"
 run cb --json copy "$B1" --to "$DST3"
-assert_rc 4 "copy without the WAL: exit 4 (walMissing)"
+assert_rc 4 "copy without the WAL: exit 4"
+assert_eq "True False" "$(json_eval "$OUT_FILE" '"%s %s" % (d["backups"][0]["walMissing"], d["backups"][0]["verified"])')" \
+    "... walMissing, not verified"
+assert_contains "$(json_get "$OUT_FILE" '["error"]["message"]')" "lacks WAL they need" \
+    "... and the error says why (not \"does not verify in the destination\")"
 mv "$REPO/records/wal.aside" "$REPO/records/wal"
 find "$DST3/data" -mindepth 2 -type f ! -name '.*' | sort >"$TEST_TMP/base-packs"
 run cb --json copy "$B1" --to "$DST3"
@@ -120,6 +124,19 @@ run cb --json copy "$B1" --to "$DST3"
 assert_rc 0 "the next copy sends the damaged WAL blob again" "$(_last_ctx)"
 assert_eq true "$(json_get "$OUT_FILE" '["backups"][0]["verified"]')" "... and verifies the backup"
 
+# a WAL record that cannot be read makes `wal get` serve nothing (it might be the file asked
+# for): verify says the backup cannot be restored while it is there, though every file it
+# needs reads back
+rec=$(find "$REPO/records/wal" -type f | sort | head -n 1)
+flip_byte "$rec"
+run cb --json verify "$B1"
+assert_rc 4 "verify while a WAL record cannot be read: exit 4"
+assert_contains "$(json_eval "$OUT_FILE" 'd[0]["errors"]')" "record(s) of the WAL archive cannot be read" \
+    "... and says why"
+flip_byte "$rec"
+run cb verify "$B1"
+assert_rc 0 "verify once the record reads again"
+
 # a source whose archive lacks the backup's WAL: the copy is made as it is, and fails (exit 4,
 # not verified): it said "copied, verified", exit 0, with a warning on stderr alone (audit M1)
 DST2=$R/dst2-repo
@@ -137,7 +154,7 @@ assert_contains "$(json_eval "$OUT_FILE" 'd[0]["errors"]')" "not in the WAL arch
     "the errors say which WAL is not in the archive"
 run cb verify "$B1"
 assert_rc 4 "verify (text) of a backup whose WAL is gone: exit 4"
-assert_contains "$OUT" '"WAL 000000010000000000000002": not in the WAL archive' \
+assert_match '"WAL 00000001[0-9A-F]{16}": not in the WAL archive' "$OUT" \
     "the text names the WAL file and says why"
 
 test_done

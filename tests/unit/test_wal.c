@@ -175,6 +175,12 @@ static char *base_wal(struct repo *r, uint32_t tli, const char *start, const cha
     json_t *s =
         json_pack("{s:s, s:{s:s, s:s, s:i, s:i}}", "id", "caris_full_x", "physical", "start_lsn",
                   start, "stop_lsn", stop, "timeline", (int)tli, "wal_segment_size", (int)SEG);
+    if (tli > 100) { /* 100 * start timeline + stop timeline */
+        json_t *ph = json_object_get(s, "physical");
+        json_object_set_new(ph, "start_timeline", json_integer(tli / 100));
+        json_object_set_new(ph, "stop_timeline", json_integer(tli % 100));
+        json_object_set_new(ph, "timeline", json_integer(tli % 100));
+    }
     struct caris_base_wal w;
     struct err e = ERR_INIT;
     if (caris_wal_base_records(r, s, served_only, &w, &e) != 0)
@@ -246,6 +252,15 @@ static void test_base_records(void **state)
     expect_base_wal(r, 1, "0/200028", "0/4000F0", true,
                     "000000010000000000000002,000000010000000000000003,"
                     "000000010000000000000004.00000100.stream|");
+    /* a partial that ends exactly at the stop LSN serves; of two that reach it, the longer */
+    expect_base_wal(r, 1, "0/200028", "0/400100", true,
+                    "000000010000000000000002,000000010000000000000003,"
+                    "000000010000000000000004.00000100.stream|");
+    expect_base_wal(r, 1, "0/200028", "0/400080", true,
+                    "000000010000000000000002,000000010000000000000003,"
+                    "000000010000000000000004.00000100.stream|");
+    expect_base_wal(r, 1, "0/200028", "0/400101", true,
+                    "000000010000000000000002,000000010000000000000003|000000010000000000000004");
     /* all: the backup label and the shorter partial too */
     expect_base_wal(r, 1, "0/200028", "0/4000F0", false,
                     "000000010000000000000002,000000010000000000000002.00000028.backup,"
@@ -269,6 +284,20 @@ static void test_base_records(void **state)
     expect_base_wal(r, 2, "0/500028", "0/5000F0", true,
                     "00000002.history,000000020000000000000005|");
     expect_base_wal(r, 1, "0/500028", "0/5000F0", true, "000000010000000000000005|");
+    /* started on timeline 1, ended on 2 (a standby that followed a promotion): either serves,
+     * and timeline 2's history is read */
+    expect_base_wal(r, 102, "0/400028", "0/5000F0", true,
+                    "000000010000000000000004,000000010000000000000005,00000002.history,"
+                    "000000020000000000000005|");
+    /* a range of over 2^20 segments is not believed */
+    json_t *far =
+        json_pack("{s:s, s:{s:s, s:s, s:i, s:i}}", "id", "caris_full_w", "physical", "start_lsn",
+                  "0/200028", "stop_lsn", "FFFF/0", "timeline", 1, "wal_segment_size", (int)SEG);
+    struct caris_base_wal fw;
+    assert_int_equal(caris_wal_base_records(r, far, true, &fw, &e), -1);
+    assert_int_equal(e.code, ERR_DAMAGE);
+    json_decref(far);
+    err_clear(&e);
     /* a summary that does not say which WAL it needs */
     json_t *bad = json_pack("{s:s, s:{s:s, s:i, s:i}}", "id", "caris_full_y", "physical",
                             "start_lsn", "0/200028", "timeline", 1, "wal_segment_size", (int)SEG);
