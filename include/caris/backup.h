@@ -142,6 +142,7 @@ void caris_list_result_free(struct caris_list_result *res);
 /* The entries, as caris_backup_list_report gives them. */
 json_t *caris_list_result_to_json(const struct caris_list_result *res);
 
+struct caris_wal_listing;
 struct verify_opts {
     caris_progress_fn progress;
     void *ctx;
@@ -150,6 +151,9 @@ struct verify_opts {
      * "cancelled"; nothing is changed); its progress hears ("verify", bytes, total); may be
      * NULL. */
     const struct caris_op *op;
+    /* the WAL archive's records, listed by the first physical backup verified and kept for
+     * the next ones (caris_backup_verify_all); NULL: listed for each */
+    struct caris_wal_listing *wal_listing;
 };
 /* What reading the files of a backup found (restore, verify): counts, and per-path findings
  * as JSON arrays of {"path", "error"} (a path that is not UTF-8 is given in base64; for a

@@ -148,6 +148,17 @@ struct caris_base_wal {
 int caris_wal_base_records(struct repo *r, json_t *summary, bool served_only,
                            struct caris_base_wal *out, struct err *e);
 void caris_base_wal_free(struct caris_base_wal *w);
+/* The records of the WAL archive listed once for several backups (verify --all: an S3 GET
+ * per record, each time): caris_wal_base_records_listed takes them instead of listing. */
+struct caris_wal_listing {
+    bool read;
+    json_t *recs[2]; /* the "wal" records, the "walstream" ones */
+    size_t damaged, damaged_wal;
+};
+int caris_wal_listing_read(struct repo *r, struct caris_wal_listing *l, struct err *e);
+void caris_wal_listing_free(struct caris_wal_listing *l);
+int caris_wal_base_records_listed(const struct caris_wal_listing *l, json_t *summary,
+                                  bool served_only, struct caris_base_wal *out, struct err *e);
 
 /* All of the above for a repository: {"segment_size", "timelines", "gaps" (every timeline's,
  * flattened), "recovery_window", "retention": {"keep_from_lsn" (null: keep all), "rule"},

@@ -1491,13 +1491,20 @@ static int verify_base_wal(struct repo *r, json_t *summary, const struct verify_
     if (!out->errors)
         out->errors = json_array();
     size_t before = json_array_size(out->errors);
-    /* records committed since this handle read the index (WAL archived while the base backup
-     * was read) name chunks it does not know yet */
-    if (repo_refresh(r, e) != 0)
-        return err_wrap(e, "cannot read the repository's index");
-    struct caris_base_wal w;
+    struct caris_wal_listing own = {0}, *l = o && o->wal_listing ? o->wal_listing : &own;
     struct err we = ERR_INIT;
-    if (caris_wal_base_records(r, summary, true, &w, &we) != 0) {
+    /* records committed since this handle read the index (WAL archived while the base backup
+     * was read) name chunks it does not know yet: the index is read again before they are */
+    if (!l->read && repo_refresh(r, e) != 0)
+        return err_wrap(e, "cannot read the repository's index");
+    if (!l->read && caris_wal_listing_read(r, l, &we) != 0) {
+        *e = we;
+        return err_wrap(e, "cannot read the WAL archive");
+    }
+    struct caris_base_wal w;
+    int src = caris_wal_base_records_listed(l, summary, true, &w, &we);
+    caris_wal_listing_free(&own);
+    if (src != 0) {
         if (we.code != ERR_DAMAGE) {
             *e = we;
             return err_wrap(e, "cannot read the WAL archive");

@@ -4,6 +4,7 @@
 #include "caris/backup.h"
 #include "caris/core.h"
 #include "caris/dbbackup.h"
+#include "caris/walwindow.h"
 #include "common.h"
 #include "inspect_internal.h"
 
@@ -345,6 +346,11 @@ int caris_backup_verify_all(struct repo *r, const struct verify_opts *o, caris_v
     int rc = 0;
     size_t i;
     json_t *s;
+    /* the WAL archive listed once, by the first physical backup, for all of them */
+    struct caris_wal_listing wal = {0};
+    struct verify_opts vo = o ? *o : (struct verify_opts){0};
+    vo.wal_listing = &wal;
+    o = &vo;
     /* Every backup is verified and reported, whatever the others gave: one whose entries are
      * damaged, or whose check cannot run, does not hide the next ones. */
     json_array_foreach(list, i, s)
@@ -366,6 +372,7 @@ int caris_backup_verify_all(struct repo *r, const struct verify_opts *o, caris_v
         }
         caris_verify_result_free(&res);
     }
+    caris_wal_listing_free(&wal);
     /* Backups that cannot be verified at all are failures too, never silence: snapshot files
      * that cannot be read, and backups the state record (or this host's copy of it) expects
      * whose snapshot file is gone. */

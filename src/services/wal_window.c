@@ -1152,6 +1152,42 @@ static int base_select(json_t *const recs[2], json_t *summary, bool served_only,
     return 0;
 }
 
+int caris_wal_listing_read(struct repo *r, struct caris_wal_listing *l, struct err *e)
+{
+    memset(l, 0, sizeof(*l));
+    static const char *const kinds[] = {"wal", "walstream"};
+    for (size_t k = 0; k < 2; k++) {
+        json_t *damaged = NULL;
+        l->recs[k] = repo_record_list(r, kinds[k], &damaged, e);
+        l->damaged += json_array_size(damaged);
+        if (k == 0)
+            l->damaged_wal = json_array_size(damaged);
+        json_decref(damaged);
+        if (!l->recs[k]) {
+            caris_wal_listing_free(l);
+            return -1;
+        }
+    }
+    l->read = true;
+    return 0;
+}
+
+void caris_wal_listing_free(struct caris_wal_listing *l)
+{
+    json_decref(l->recs[0]);
+    json_decref(l->recs[1]);
+    memset(l, 0, sizeof(*l));
+}
+
+int caris_wal_base_records_listed(const struct caris_wal_listing *l, json_t *summary,
+                                  bool served_only, struct caris_base_wal *out, struct err *e)
+{
+    memset(out, 0, sizeof(*out));
+    out->damaged = l->damaged;
+    out->damaged_wal = l->damaged_wal;
+    return base_select(l->recs, summary, served_only, out, e);
+}
+
 int caris_wal_base_records(struct repo *r, json_t *summary, bool served_only,
                            struct caris_base_wal *out, struct err *e)
 {
@@ -1161,23 +1197,11 @@ int caris_wal_base_records(struct repo *r, json_t *summary, bool served_only,
         out->missing = json_array();
         return 0;
     }
-    static const char *const kinds[] = {"wal", "walstream"};
-    json_t *recs[2] = {NULL, NULL};
-    for (size_t k = 0; k < 2; k++) {
-        json_t *damaged = NULL;
-        recs[k] = repo_record_list(r, kinds[k], &damaged, e);
-        out->damaged += json_array_size(damaged);
-        if (k == 0)
-            out->damaged_wal = json_array_size(damaged);
-        json_decref(damaged);
-        if (!recs[k]) {
-            json_decref(recs[0]);
-            return -1;
-        }
-    }
-    int rc = base_select(recs, summary, served_only, out, e);
-    json_decref(recs[0]);
-    json_decref(recs[1]);
+    struct caris_wal_listing l;
+    if (caris_wal_listing_read(r, &l, e) != 0)
+        return -1;
+    int rc = caris_wal_base_records_listed(&l, summary, served_only, out, e);
+    caris_wal_listing_free(&l);
     return rc;
 }
 

@@ -31,6 +31,13 @@ assert_cmp "$(json_get "$OUT_FILE" '[0]["walFiles"]')" -gt 0 "verify read the ba
 assert_cmp "$(json_get "$OUT_FILE" '[0]["walBytes"]')" -ge 1048576 "... whole segments"
 assert_true "verify --json of a physical backup: the shape in docs/JSON.md" \
     python3 "$LIB_DIR/jsonshape.py" "$LIB_DIR/../../docs/JSON.md" "verify" "$OUT_FILE"
+# verify --all lists the WAL archive once, for every physical backup
+run cb --json backup database --physical
+assert_rc 0 "a second base backup"
+run cb --json verify --all
+assert_rc 0 "verify --all"
+assert_eq "2 2" "$(json_eval "$OUT_FILE" '"%d %d" % (len(d), len([v for v in d if v.get("walFiles", 0) > 0 and v["valid"]]))')" \
+    "verify --all read both base backups' WAL"
 
 DST=$R/dst-repo
 dkey=$(head -c 33 /dev/urandom | base64)
