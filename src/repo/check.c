@@ -310,7 +310,9 @@ done:
 struct snap_state {
     uint64_t nrefs;
     bool missing, damaged;
-    struct err *le; /* its file or entries could not be read */
+    struct err *le;      /* its file or entries could not be read */
+    uint32_t *bad_packs; /* the packs its damaged blobs lie in (their errors name it) */
+    size_t nbad_packs, bad_packs_cap;
 };
 
 struct snap_walk {
@@ -333,10 +335,21 @@ static void snap_blob(void *ctx, size_t snap, const uint8_t *id, long entry, boo
         st->missing = true;
         return;
     }
-    if (idlist_has(&c->bad_blobs, id))
-        st->damaged = true;
     /* (the index is not written during a check: read without the lock) */
     uint32_t pack = repo_entry(c->r, (size_t)entry)->pack;
+    if (idlist_has(&c->bad_blobs, id)) {
+        st->damaged = true;
+        bool known = false;
+        for (size_t k = 0; k < st->nbad_packs && !known; k++)
+            known = st->bad_packs[k] == pack;
+        if (!known && PACK_IS_REAL(pack)) {
+            if (st->nbad_packs == st->bad_packs_cap) {
+                st->bad_packs_cap = st->bad_packs_cap ? 2 * st->bad_packs_cap : 4;
+                st->bad_packs = xrealloc(st->bad_packs, st->bad_packs_cap * sizeof(*st->bad_packs));
+            }
+            st->bad_packs[st->nbad_packs++] = pack;
+        }
+    }
     if (PACK_IS_REAL(pack) && c->r->packs[pack].source == -1)
         __atomic_store_n(&c->unindexed_needed[pack], true, __ATOMIC_RELAXED);
 }
@@ -375,15 +388,34 @@ static void snap_report(struct check *c, json_t *s, const struct snap_state *st)
      * not named on the index file's error, whose "backups" mean "do not restore" (they were,
      * and list then showed intact backups damaged). */
     if (missing || damaged) {
-        /* Name the backup on every error it is affected by. */
-        size_t q;
-        json_t *iss;
-        json_array_foreach(c->errors, q, iss)
-        {
-            json_t *b = json_object_get(iss, "backups");
-            if (json_array_size(b) == 0 &&
-                strstr(json_string_value(json_object_get(iss, "object")), "index/") == NULL)
-                json_array_append_new(b, json_string(bid ? bid : file));
+        /* Named on its own error, and on the error of every pack its damaged blobs lie in
+         * (not on every error that named no backup yet: that named the first damaged backup
+         * on the damage of packs it does not need, and no later backup on the damage of
+         * packs it does). */
+        const char *name = bid ? bid : file;
+        json_array_append_new(
+            json_object_get(json_array_get(c->errors, json_array_size(c->errors) - 1), "backups"),
+            json_string(name));
+        for (size_t k = 0; k < st->nbad_packs; k++) {
+            char pack[80];
+            pack_object_name(c->r->packs[st->bad_packs[k]].id, pack, sizeof(pack));
+            size_t q;
+            json_t *iss;
+            json_array_foreach(c->errors, q, iss)
+            {
+                if (strcmp(json_string_value(json_object_get(iss, "object")) ?: "", pack) != 0)
+                    continue;
+                json_t *b = json_object_get(iss, "backups");
+                bool there = false;
+                size_t j;
+                json_t *x;
+                json_array_foreach(b, j, x)
+                {
+                    there = there || strcmp(json_string_value(x) ?: "", name) == 0;
+                }
+                if (!there)
+                    json_array_append_new(b, json_string(name));
+            }
         }
     }
 }
@@ -408,8 +440,8 @@ static int check_snapshots(struct check *c, json_t *list, uint64_t *nrefs, struc
     /* A backup writes the index file of its packs (and of those it adopts) before its
      * snapshot: a pack a listed backup needs that no index lists lost its index file (deleted,
      * or damaged: reported above). Its blobs are still found through its trailer, so no
-     * backup is named; added after the backups' reports, which name a damaged backup on every
-     * error that names none. */
+     * backup is named (added after the backups' reports, which name a damaged backup on the
+     * errors of the packs its damaged blobs lie in). */
     for (size_t p = 0; rc == 0 && p < c->r->npacks; p++) {
         if (!c->unindexed_needed[p])
             continue;
@@ -423,8 +455,10 @@ static int check_snapshots(struct check *c, json_t *list, uint64_t *nrefs, struc
     }
     free(c->unindexed_needed);
     c->unindexed_needed = NULL;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         free(sw.st[i].le);
+        free(sw.st[i].bad_packs);
+    }
     free(sw.st);
     return rc;
 }

@@ -107,6 +107,33 @@ assert_true "the intact file was restored" cmp "$TEST_TMP/a/sub/small.txt" "$TES
 assert_eq "$TEST_TMP/r$TEST_TMP/a/sub/small.txt" "$(find "$TEST_TMP/r" ! -type d)" \
     "nothing else is left in the target (no temporary file)"
 
+# --- two damaged packs, each needed by other backups: each pack's error names the backups
+# that need it, and only those (the first damaged backup was named on every error that named
+# no backup yet: on the damage of a pack it does not need, and the next backups were not
+# named on the damage of packs they do need) ---------------------------------------------
+use_repo two-packs
+backup_json "$TEST_TMP/2a.json" "$TEST_TMP/a"
+id_2a=$BACKUP_ID
+pack_2a=$(largest_pack)
+backup_json "$TEST_TMP/2b.json" "$TEST_TMP/b"
+id_2b=$BACKUP_ID
+pack_2b=$(list_packs | xargs -d '\n' ls -S | grep -v -x -F "$pack_2a" | head -n 1)
+echo more >"$TEST_TMP/a/sub/more.txt"
+backup_json "$TEST_TMP/2c.json" "$TEST_TMP/a" # needs patient-scan.bin's blobs, in pack_2a
+id_2c=$BACKUP_ID
+rm "$TEST_TMP/a/sub/more.txt"
+assert_eq 3 "$(printf '%s\n' "$id_2a" "$id_2b" "$id_2c" | sort -u | grep -c .)" "three backups"
+for p in "$pack_2a" "$pack_2b"; do
+    run cb --json debug pack "$p"
+    flip_byte "$p" "$(json_eval "$OUT_FILE" '(lambda b: b["offset"] + b["length"] // 2)(max(d["blobs"], key=lambda b: b["length"]))')"
+done
+run cb --json check --read-data
+assert_rc 4 "check --read-data with two damaged packs"
+named_on() { json_eval "$OUT_FILE" "' '.join(sorted({b for e in d['errors'] if e['object'] == '${1#"$REPO"/}' for b in e['backups']}))"; }
+assert_eq "$(printf '%s\n' "$id_2a" "$id_2c" | sort | xargs)" "$(named_on "$pack_2a")" \
+    "the first pack's error names the two backups of tree a"
+assert_eq "$id_2b" "$(named_on "$pack_2b")" "the second pack's error names the backup of tree b alone"
+
 # --- a flipped byte in an index file ---------------------------------------------------
 use_repo flip-index
 backup_json "$TEST_TMP/i.json" "$TEST_TMP/a"
