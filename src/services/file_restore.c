@@ -1426,6 +1426,20 @@ json_t *caris_files_restore_result_to_json(const struct caris_files_restore_resu
     return o;
 }
 
+/* The stream obj describes ("chunks", "sha256": a stream entry, a WAL record) read into fd,
+ * every chunk authenticated, its SHA-256 compared; what: obj's kind, for a malformed one. */
+static void read_back(struct repo *r, json_t *obj, const char *what, int fd,
+                      const struct verify_opts *o, struct err *se)
+{
+    const char *sha_hex = json_string_value(json_object_get(obj, "sha256"));
+    uint8_t sha[32];
+    if (!sha_hex || cx_unhex(sha_hex, sha, 32) != 0)
+        err_set(se, ERR_DAMAGE, NULL, "malformed %s (sha256)", what);
+    else
+        stream_restore_fd(r, json_object_get(obj, "chunks"), sha, fd, o ? o->threads : 0, NULL,
+                          NULL, o ? o->op : NULL, se);
+}
+
 /* Backups whose entries are byte streams (database dumps, ...): every stream is read back,
  * every chunk authenticated, every stream's SHA-256 compared. */
 static int verify_streams(struct repo *r, json_t *entries, const struct verify_opts *o,
@@ -1442,15 +1456,9 @@ static int verify_streams(struct repo *r, json_t *entries, const struct verify_o
     }
     json_array_foreach(entries, i, ent)
     {
-        const char *sha_hex = json_string_value(json_object_get(ent, "sha256"));
         json_t *name = json_object_get(ent, "name");
-        uint8_t sha[32];
         struct err se = ERR_INIT;
-        if (!sha_hex || cx_unhex(sha_hex, sha, 32) != 0)
-            err_set(&se, ERR_DAMAGE, NULL, "malformed entry (sha256)");
-        else
-            stream_restore_fd(r, json_object_get(ent, "chunks"), sha, fd, o ? o->threads : 0, NULL,
-                              NULL, o ? o->op : NULL, &se);
+        read_back(r, ent, "entry", fd, o, &se);
         if (err_is_set(&se) && se.code != ERR_DAMAGE) {
             close(fd);
             json_decref(errors);
@@ -1561,16 +1569,10 @@ static int verify_base_wal(struct repo *r, json_t *summary, const struct verify_
     {
         json_t *rec = json_array_get(x, 1);
         const char *name = json_string_value(json_object_get(rec, "name")) ?: "?";
-        const char *sha_hex = json_string_value(json_object_get(rec, "sha256"));
         char path[96];
         snprintf(path, sizeof(path), "WAL %s", name);
-        uint8_t sha[32];
         struct err se = ERR_INIT;
-        if (!sha_hex || cx_unhex(sha_hex, sha, 32) != 0)
-            err_set(&se, ERR_DAMAGE, NULL, "malformed WAL record (sha256)");
-        else
-            stream_restore_fd(r, json_object_get(rec, "chunks"), sha, fd, o ? o->threads : 0, NULL,
-                              NULL, o ? o->op : NULL, &se);
+        read_back(r, rec, "WAL record", fd, o, &se);
         if (err_is_set(&se) && se.code != ERR_DAMAGE) {
             *e = se;
             rc = -1;
