@@ -660,6 +660,29 @@ static int repack_one(struct repo *r, struct repo_writer *w, uint32_t p, const u
  * (a few MiB each: memory stays bounded by the in-memory index). */
 #define MAX_INDEX_BLOBS (1u << 17)
 
+/* Other copies (r->dups) in pack order, then id order. */
+static int cmp_dup(const void *a, const void *b)
+{
+    const struct ientry *x = a, *y = b;
+    if (x->pack != y->pack)
+        return x->pack < y->pack ? -1 : 1;
+    return memcmp(x->id, y->id, 32);
+}
+
+/* r->dups sorted (cmp_dup), each copy once (an index file and a trailer, or two index files,
+ * may list the same one). Under r->mu. */
+static void dups_sort_unique(struct repo *r)
+{
+    if (r->ndups == 0)
+        return;
+    qsort(r->dups, r->ndups, sizeof(*r->dups), cmp_dup);
+    size_t n = 1;
+    for (size_t i = 1; i < r->ndups; i++)
+        if (cmp_dup(&r->dups[i], &r->dups[n - 1]) != 0)
+            r->dups[n++] = r->dups[i];
+    r->ndups = n;
+}
+
 static int write_new_index(struct repo *r, const struct packstat *ps, size_t npacks,
                            const uint32_t *by_pack, const size_t *first, char ***names,
                            size_t *nnames, struct err *e)
@@ -667,11 +690,17 @@ static int write_new_index(struct repo *r, const struct packstat *ps, size_t npa
     struct buf rec = {0};
     uint32_t nrec = 0, nblobs = 0;
     int rc = 0;
+    size_t di = 0; /* r->dups (sorted by pack): the other copies each kept pack holds */
     for (size_t p = 0; p <= npacks && rc == 0; p++) {
         bool last = p == npacks;
+        while (!last && di < r->ndups && r->dups[di].pack < p)
+            di++;
+        size_t dn = 0;
+        while (!last && di + dn < r->ndups && r->dups[di + dn].pack == p)
+            dn++;
         if (!last && ps[p].fate != P_KEEP)
             continue;
-        size_t cnt = last ? 0 : first[p + 1] - first[p];
+        size_t cnt = last ? 0 : first[p + 1] - first[p] + dn;
         if (nrec && (last || nblobs + cnt > MAX_INDEX_BLOBS)) {
             char name[80];
             uint64_t bytes;
@@ -690,8 +719,12 @@ static int write_new_index(struct repo *r, const struct packstat *ps, size_t npa
             break;
         buf_append(&rec, r->packs[p].id, 32);
         buf_append_u32le(&rec, (uint32_t)cnt);
-        for (size_t k = first[p]; k < first[p + 1]; k++) {
-            struct ientry *en = repo_entry(r, by_pack[k]);
+        for (size_t k = first[p]; k < first[p + 1] + dn; k++) {
+            /* its blobs as the index places them, then the other copies it holds: a copy
+             * found damaged later gives way to them (a prune that listed one copy only
+             * deleted the other as unused, the only sound one) */
+            const struct ientry *en =
+                k < first[p + 1] ? repo_entry(r, by_pack[k]) : &r->dups[di + (k - first[p + 1])];
             buf_append(&rec, en->id, 32);
             buf_append_u32le(&rec, en->off);
             buf_append_u32le(&rec, en->clen);
@@ -922,6 +955,12 @@ int repo_prune(struct repo *r, const struct repo_prune_opts *o, struct repo_prun
             ps[en->pack].nused++;
         }
     }
+    /* other copies are stored and unused: a pack that holds them is repacked (dropping them)
+     * when they make it wasteful, and deleted when nothing else in it is used */
+    dups_sort_unique(r);
+    for (size_t d = 0; d < r->ndups; d++)
+        if (r->dups[d].pack < npacks)
+            ps[r->dups[d].pack].stored += r->dups[d].clen;
     pthread_mutex_unlock(&r->mu);
     st->index_files_before = r->nindex_files;
     for (size_t p = 0; p < npacks; p++) {

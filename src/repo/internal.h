@@ -178,6 +178,11 @@ struct repo {
      * repo_bad_blobs_save (unsorted); bad_entries: the entry numbers (a set) that place
      * a blob in a pack where it is damaged, usable for reading but not for deduplication. */
     struct buf bad_pairs, bad_found;
+    /* Other copies of blobs the index holds, in other packs (loaded from index files or
+     * trailers, not recorded damaged): not read, but prune's new index lists those of the
+     * packs it keeps, so that a copy found damaged later gives way to them (repo.c). */
+    struct ientry *dups;
+    size_t ndups, dups_cap;
     struct u32set {
         uint32_t *slots;
         size_t cap, n;

@@ -404,6 +404,18 @@ static uint32_t index_load_locked(struct repo *r, const uint8_t id[32], uint32_t
             en->clen = clen;
             en->ulen_flags = ulen_flags;
             bad_entry_set_locked(r, (uint32_t)have, false);
+        } else if (!bad && PACK_IS_REAL(en->pack) && PACK_IS_REAL(pack) && en->pack != pack) {
+            /* another copy: kept in mind, so that prune does not drop it from the index */
+            if (r->ndups == r->dups_cap) {
+                r->dups_cap = r->dups_cap ? 2 * r->dups_cap : 16;
+                r->dups = xrealloc(r->dups, xsize(r->dups_cap, sizeof(*r->dups), 0));
+            }
+            struct ientry *d = &r->dups[r->ndups++];
+            memcpy(d->id, id, 32);
+            d->pack = pack;
+            d->off = off;
+            d->clen = clen;
+            d->ulen_flags = ulen_flags;
         }
         return (uint32_t)have;
     }
@@ -754,6 +766,7 @@ void repo_close(struct repo *r)
     for (size_t i = 0; i < r->nblocks; i++)
         free(r->blocks[i]);
     free(r->blocks);
+    free(r->dups);
     free(r->emap.slots);
     free(r->pmap.slots);
     secmem_free(r->packs);
@@ -1565,6 +1578,9 @@ static int index_reload(struct repo *r, bool full, struct err *e)
     buf_free(&r->adopted_payload);
     r->blocks = NULL;
     r->nblocks = r->nentries = 0;
+    free(r->dups);
+    r->dups = NULL;
+    r->ndups = r->dups_cap = 0;
     memset(&r->emap, 0, sizeof(r->emap));
     memset(&r->pmap, 0, sizeof(r->pmap));
     r->packs = NULL;
