@@ -94,8 +94,8 @@ struct storage *storage_posix_open(const char *root, bool create, struct err *e)
  * Settings come from storage_set_config's source (see src/storage/s3.c and README, "S3"). */
 struct storage *storage_s3_open(const char *location, struct err *e);
 /* location with the user information of its URL (all before its last '@': "user:secret@"
- * before the host, a secret with a '/' in it too) shown as "xxxxx@": for messages. New
- * string. */
+ * before the host, a secret with a '/' in it too) shown as "xxxxx@", and a query or fragment
+ * (a signed URL's signature and token) as "?xxxxx": for messages. New string. */
 char *storage_location_redact(const char *location);
 bool storage_location_is_s3(const char *location);
 

@@ -971,7 +971,11 @@ static const char *check_range(const struct request *rq, const struct response *
     (void)rq, (void)hint;
     struct range_ctx *r = ctx;
     uint64_t a, b, total;
-    if (rs->status == 206 && parse_content_range(rs->content_range, &a, &b, &total)) {
+    if (rs->status < 200 || rs->status >= 300)
+        return NULL; /* 416, past the end: its body is an error document (get_range) */
+    if (rs->status == 206 && !parse_content_range(rs->content_range, &a, &b, &total))
+        return "the server answered a ranged read without saying which range (Content-Range)";
+    if (rs->status == 206) {
         if (a != r->off)
             return "the server answered another range than was asked";
         r->total = total;
@@ -1567,14 +1571,22 @@ static bool is_loopback(const char *host)
 
 char *storage_location_redact(const char *location)
 {
+    /* a query or fragment is never shown either: a signed URL's X-Amz-Signature and
+     * X-Amz-Security-Token are secrets (the location is refused, naming it) */
+    int keep = (int)strcspn(location, "?#");
+    const char *tail = location[keep] ? "?xxxxx" : "";
     const char *sep = strstr(location, "://");
-    if (!sep)
-        return xstrdup(location);
+    if (!sep || sep - location >= keep)
+        return xasprintf("%.*s%s", keep, location, tail);
     /* the last '@' anywhere: a secret key may hold a '/' ("KEY:ab/cd@host") */
-    const char *auth = sep + 3, *at = strrchr(auth, '@');
+    const char *auth = sep + 3, *at = NULL;
+    for (const char *p = auth; p < location + keep; p++)
+        if (*p == '@')
+            at = p;
     if (!at)
-        return xstrdup(location);
-    return xasprintf("%.*sxxxxx%s", (int)(auth - location), location, at);
+        return xasprintf("%.*s%s", keep, location, tail);
+    return xasprintf("%.*sxxxxx%.*s%s", (int)(auth - location), location,
+                     (int)(location + keep - at), at, tail);
 }
 
 static int bad_url(const char *url, const char *why, struct err *e)
