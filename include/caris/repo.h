@@ -372,6 +372,9 @@ int repo_state_finish_removals(struct repo *r, bool dry_run, json_t **finished, 
  * test restores: records/<kind>/<sha256 of the file>, container type 'R'. kind is lower-case
  * letters and '-'. */
 int repo_record_add(struct repo *r, const char *kind, json_t *record, struct err *e);
+/* The same, the name of the object written (records/<kind>/<name_out>) in name_out. */
+int repo_record_add_named(struct repo *r, const char *kind, json_t *record, char name_out[65],
+                          struct err *e);
 /* All records of a kind (array, unordered); damaged ones are skipped and reported in
  * *damaged when not NULL. */
 json_t *repo_record_list(struct repo *r, const char *kind, json_t **damaged, struct err *e);
@@ -396,6 +399,9 @@ int repo_record_add_sequenced(struct repo *r, const char *kind, json_t *record, 
 /* Removes one record (its "_object" name). Only under the exclusive lock (ERR_LOCKED): records
  * are otherwise never deleted. WAL retention (caris/walwindow.h) is its one user. */
 int repo_record_remove(struct repo *r, const char *object, struct err *e);
+/* Removes the record this process just wrote (records/<kind>/<name>, repo_record_add_named)
+ * because its lock lapsed while it wrote it: not committed after all. */
+int repo_record_withdraw(struct repo *r, const char *kind, const char *name, struct err *e);
 
 /* Compaction (src/repo/record_compact.c): folds every readable record file of kind into as
  * few compacted records as fit (each well under the record size limit), keeping per backup

@@ -195,7 +195,12 @@ static void *refresh_main(void *arg)
         pthread_mutex_lock(&h->mu);
         if (rc == 1)
             h->lost = true;
-        if (rc == 0)
+        if (rc == 0 && lapse_clock_ns() - h->last_refresh_ns > lapse_ns())
+            /* the write landed past the lapse (an S3 PUT retried for minutes, the process
+             * stopped in it): others may have removed the lock as stale meanwhile, and this
+             * write brought it back looking fresh; this holder must not commit */
+            h->lost = h->lapsed = true;
+        else if (rc == 0)
             h->last_refresh_ns = t0;
     }
     pthread_mutex_unlock(&h->mu);

@@ -96,7 +96,23 @@ int repo_snapshot_commit(struct repo *r, json_t *summary, json_t *ref, char name
     buf_append_u32le(&payload, (uint32_t)z1.len);
     buf_append(&payload, z1.data, z1.len);
     buf_append(&payload, z2.data, z2.len);
+    /* test-only: CARIS_TEST_COMMIT_HOLD=PATH holds here, the lock checked, the snapshot not
+     * written (test_lock: the holder is stopped here until its lock lapses) */
+    test_hold_point("CARIS_TEST_COMMIT_HOLD");
     rc = container_put(r, 'S', "snapshots", payload.data, payload.len, name_out, NULL, e);
+    if (rc == 0 && repo_lock_lapse_check(r, e) != 0) {
+        /* The write took past the lock's lapse (an S3 PUT retried for minutes, the process
+         * stopped or the machine suspended in it): a prune may have taken the lock for stale
+         * and deleted data this backup uses. The snapshot goes again: not committed. */
+        char name[80];
+        snprintf(name, sizeof(name), "snapshots/%s", name_out);
+        struct err re = ERR_INIT;
+        if (storage_remove(r->st, name, &re) != 0)
+            err_wrap(e, "%s was written and could not be removed (%s): run `caris-backup check`",
+                     name, re.msg);
+        rc = -1;
+        goto out;
+    }
     /* The snapshot is the commit point; the state record follows it. A backup that stops in
      * between is committed all the same, and the next writer takes its snapshot in. */
     struct err se = ERR_INIT;
@@ -1024,13 +1040,19 @@ static int check_kind(const char *kind, struct err *e)
 
 int repo_record_add(struct repo *r, const char *kind, json_t *record, struct err *e)
 {
+    return repo_record_add_named(r, kind, record, NULL, e);
+}
+
+int repo_record_add_named(struct repo *r, const char *kind, json_t *record, char name_out[65],
+                          struct err *e)
+{
     if (check_kind(kind, e) != 0)
         return -1;
     char *text = json_dumps(record, JSON_COMPACT | JSON_SORT_KEYS);
     if (!text)
         return err_set(e, ERR_FAILURE, NULL, "cannot serialise a %s record", kind);
     char *dir = xasprintf("records/%s", kind);
-    int rc = container_put(r, 'R', dir, text, strlen(text), NULL, NULL, e);
+    int rc = container_put(r, 'R', dir, text, strlen(text), name_out, NULL, e);
     free(dir);
     free(text);
     return rc;
@@ -1166,6 +1188,16 @@ json_t *repo_record_list_except(struct repo *r, const char *kind, json_t *known,
                                 json_t **damaged, struct err *e)
 {
     return record_list(r, kind, true, known, present, NULL, damaged, e);
+}
+
+int repo_record_withdraw(struct repo *r, const char *kind, const char *name, struct err *e)
+{
+    if (check_kind(kind, e) != 0)
+        return -1;
+    char *object = xasprintf("records/%s/%s", kind, name);
+    int rc = storage_remove(r->st, object, e);
+    free(object);
+    return rc;
 }
 
 int repo_record_remove(struct repo *r, const char *object, struct err *e)

@@ -411,8 +411,22 @@ static int push_fd(struct repo *r, int fd, const char *name, const char *path, j
     /* As a backup before its snapshot: a push whose lock was removed or lapsed meanwhile may
      * have stored its segment in packs a prune has deleted since (they were unreferenced until
      * this record), or deduplicated against such data: it must not say "archived". */
-    if (repo_lock_check(r, e) != 0 || repo_record_add(r, kind, rec, e) != 0)
+    char obj[65];
+    if (repo_lock_check(r, e) != 0 || repo_record_add_named(r, kind, rec, obj, e) != 0)
         goto out;
+    if (repo_lock_lapse_check(r, e) != 0) {
+        /* the record landed past the lock's lapse (an S3 PUT retried for minutes, the process
+         * stopped in it): its data may be gone with a prune that took the lock for stale. It
+         * goes again, so that PostgreSQL's next push stores the segment again instead of
+         * finding it "already archived". */
+        struct err re = ERR_INIT;
+        if (repo_record_withdraw(r, kind, obj, &re) != 0)
+            err_wrap(e,
+                     "records/%s/%s was written and could not be removed (%s): run "
+                     "`caris-backup check`",
+                     kind, obj, re.msg);
+        goto out;
+    }
     /* Another push of the same name may have stored its record meanwhile (its check above ran
      * before this record existed, and this one's before its record did): looked at again now
      * that this record is there, the last of two such pushes always sees the other, and a

@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <pthread.h>
+#include <dirent.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1015,6 +1016,84 @@ static void test_lapse(void **state)
     unsetenv("CARIS_LOCK_REFRESH_SECONDS");
 }
 
+/* A holder whose snapshot write took past its lock's lapse (an S3 PUT retried for minutes, the
+ * process stopped or the machine suspended in it, after the lock check) committed all the
+ * same: the snapshot of a backup whose data a prune may have deleted. Now the lapse is
+ * checked again after the write, which is then removed. The child commits, held between its
+ * lock check and the write (CARIS_TEST_COMMIT_HOLD); the parent stops it there until its lock
+ * is stale to others. */
+static size_t snapshot_files(const char *dir)
+{
+    char *snaps = xasprintf("%s/snapshots", dir);
+    DIR *d = opendir(snaps);
+    size_t n = 0;
+    struct dirent *de;
+    while (d && (de = readdir(d)))
+        n += de->d_name[0] != '.';
+    if (d)
+        closedir(d);
+    free(snaps);
+    return n;
+}
+
+static void test_commit_after_lapse(void **state)
+{
+    (void)state;
+    setenv("CARIS_LOCK_STALE_SECONDS", "1", 1);
+    setenv("CARIS_LOCK_REFRESH_SECONDS", "0.1", 1);
+    char *dir = tmpdir_new();
+    repo_close(init_ok(dir));
+    size_t before = snapshot_files(dir);
+    char *hold = xasprintf("%s/commit-hold", dir), *held = xasprintf("%s.held", hold);
+    FILE *hf = fopen(hold, "w");
+    assert_non_null(hf);
+    fclose(hf);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        setenv("CARIS_TEST_COMMIT_HOLD", hold, 1);
+        struct err e = ERR_INIT;
+        struct repo *r = repo_open(dir, PW, &e);
+        if (!r || repo_lock(r, false, "backup files", &e) != 0)
+            _exit(10);
+        json_t *summary =
+            json_pack("{s:s, s:s}", "id", "file_full_2026-12-07T11-00-00", "kind", "files");
+        json_t *ref = json_pack("{s:[], s:i, s:s}", "chunks", "bytes", 0, "sha256", "");
+        char name[65];
+        int rc = repo_snapshot_commit(r, summary, ref, name, &e);
+        _exit(rc == -1 && e.code == ERR_LOCKED ? 0 : 1);
+    }
+    /* held between its lock check and the write, then stopped there */
+    for (int64_t until = time_mono_ns() + (int64_t)30 * 1000000000;
+         access(held, F_OK) != 0 && time_mono_ns() < until;) {
+        struct timespec ts = {0, 10000000};
+        nanosleep(&ts, NULL);
+    }
+    assert_int_equal(access(held, F_OK), 0);
+    assert_int_equal(kill(pid, SIGSTOP), 0);
+    bool stale = false;
+    for (int64_t until = time_mono_ns() + (int64_t)10 * 1000000000;
+         !(stale = lock_stale_now(dir)) && time_mono_ns() < until;) {
+        struct timespec ts = {0, 20000000};
+        nanosleep(&ts, NULL);
+    }
+    assert_true(stale);
+    assert_int_equal(unlink(hold), 0);
+    assert_int_equal(kill(pid, SIGCONT), 0);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    if (WEXITSTATUS(status) == 1)
+        fail_msg("the holder committed its snapshot after its lock lapsed");
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_int_equal(snapshot_files(dir), before); /* the snapshot written went again */
+    free(hold);
+    free(held);
+    tmpdir_free(dir);
+    unsetenv("CARIS_LOCK_STALE_SECONDS");
+    unsetenv("CARIS_LOCK_REFRESH_SECONDS");
+}
+
 /* The exclusive holder's check also fails when a lock older than its own is live again (one it
  * took for stale, whose holder resumed or whose host's clock was behind); a lock made after its
  * own (a locker's first step, withdrawn at its second look) does not count. */
@@ -1059,6 +1138,7 @@ int main(void)
         cmocka_unit_test(test_lock_rereads_index),
         cmocka_unit_test(test_race_second_look),
         cmocka_unit_test(test_lapse),
+        cmocka_unit_test(test_commit_after_lapse),
         cmocka_unit_test(test_exclusive_sees_revived),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
