@@ -57,6 +57,8 @@ struct check {
     size_t nfiles;
     struct idlist bad_blobs; /* damaged or missing */
     bool *unindexed_needed;  /* per pack (r->npacks): no index lists it, a backup needs it */
+    size_t npacks_at_walk;   /* r->npacks when the backups' walk began */
+    json_t *pack_errors;     /* pack id (hex) -> [index in errors, ...], while reporting */
 };
 
 static void add_issue(json_t *arr, const char *object, const char *fmt, ...)
@@ -311,14 +313,37 @@ struct snap_state {
     uint64_t nrefs;
     bool missing, damaged;
     struct err *le;      /* its file or entries could not be read */
-    uint32_t *bad_packs; /* the packs its damaged blobs lie in (their errors name it) */
+    uint32_t *bad_packs; /* the packs its damaged or missing blobs lie in (their errors name
+                            it), each once (bad_bits: a bit per pack, allocated when needed) */
     size_t nbad_packs, bad_packs_cap;
+    uint8_t *bad_bits;
 };
 
 struct snap_walk {
     struct check *c;
     struct snap_state *st;
 };
+
+static void note_bad_pack(struct check *c, struct snap_state *st, uint32_t pack)
+{
+    if (!PACK_IS_REAL(pack) || pack >= c->npacks_at_walk)
+        return;
+    if (!st->bad_bits)
+        st->bad_bits = xcalloc(c->npacks_at_walk / 8 + 1, 1);
+    if (st->bad_bits[pack / 8] & (1u << (pack % 8)))
+        return;
+    st->bad_bits[pack / 8] |= (uint8_t)(1u << (pack % 8));
+    if (st->nbad_packs == st->bad_packs_cap) {
+        st->bad_packs_cap = st->bad_packs_cap ? 2 * st->bad_packs_cap : 4;
+        st->bad_packs = xrealloc(st->bad_packs, st->bad_packs_cap * sizeof(*st->bad_packs));
+    }
+    st->bad_packs[st->nbad_packs++] = pack;
+}
+
+static int cmp_gone(const void *a, const void *b)
+{
+    return memcmp(a, b, 32);
+}
 
 static void snap_blob(void *ctx, size_t snap, const uint8_t *id, long entry, bool meta)
 {
@@ -333,22 +358,19 @@ static void snap_blob(void *ctx, size_t snap, const uint8_t *id, long entry, boo
     }
     if (entry < 0) {
         st->missing = true;
+        /* in a pack missing at open (sorted by check_snapshots before the walk) */
+        const struct gone_blob *g =
+            c->r->ngone ? bsearch(id, c->r->gone, c->r->ngone, sizeof(*c->r->gone), cmp_gone)
+                        : NULL;
+        if (g)
+            note_bad_pack(c, st, g->pack);
         return;
     }
     /* (the index is not written during a check: read without the lock) */
     uint32_t pack = repo_entry(c->r, (size_t)entry)->pack;
     if (idlist_has(&c->bad_blobs, id)) {
         st->damaged = true;
-        bool known = false;
-        for (size_t k = 0; k < st->nbad_packs && !known; k++)
-            known = st->bad_packs[k] == pack;
-        if (!known && PACK_IS_REAL(pack)) {
-            if (st->nbad_packs == st->bad_packs_cap) {
-                st->bad_packs_cap = st->bad_packs_cap ? 2 * st->bad_packs_cap : 4;
-                st->bad_packs = xrealloc(st->bad_packs, st->bad_packs_cap * sizeof(*st->bad_packs));
-            }
-            st->bad_packs[st->nbad_packs++] = pack;
-        }
+        note_bad_pack(c, st, pack);
     }
     if (PACK_IS_REAL(pack) && c->r->packs[pack].source == -1)
         __atomic_store_n(&c->unindexed_needed[pack], true, __ATOMIC_RELAXED);
@@ -397,23 +419,17 @@ static void snap_report(struct check *c, json_t *s, const struct snap_state *st)
             json_object_get(json_array_get(c->errors, json_array_size(c->errors) - 1), "backups"),
             json_string(name));
         for (size_t k = 0; k < st->nbad_packs; k++) {
-            char pack[80];
-            pack_object_name(c->r->packs[st->bad_packs[k]].id, pack, sizeof(pack));
+            char hex[65];
+            cx_hex(c->r->packs[st->bad_packs[k]].id, 32, hex);
             size_t q;
-            json_t *iss;
-            json_array_foreach(c->errors, q, iss)
+            json_t *at;
+            json_array_foreach(json_object_get(c->pack_errors, hex), q, at)
             {
-                if (strcmp(json_string_value(json_object_get(iss, "object")) ?: "", pack) != 0)
-                    continue;
-                json_t *b = json_object_get(iss, "backups");
-                bool there = false;
-                size_t j;
-                json_t *x;
-                json_array_foreach(b, j, x)
-                {
-                    there = there || strcmp(json_string_value(x) ?: "", name) == 0;
-                }
-                if (!there)
+                json_t *b = json_object_get(
+                    json_array_get(c->errors, (size_t)json_integer_value(at)), "backups");
+                /* (backups are reported one after another: a repeat is the last name) */
+                const char *last = json_string_value(json_array_get(b, json_array_size(b) - 1));
+                if (!last || strcmp(last, name) != 0)
                     json_array_append_new(b, json_string(name));
             }
         }
@@ -432,7 +448,28 @@ static int check_snapshots(struct check *c, json_t *list, uint64_t *nrefs, struc
                               .op = c->o ? c->o->op : NULL,
                               .threads = c->o && c->o->threads > 0 ? c->o->threads : sys_ncpu()};
     c->unindexed_needed = xcalloc(c->r->npacks + 1, sizeof(bool));
+    c->npacks_at_walk = c->r->npacks;
+    pthread_mutex_lock(&c->r->mu);
+    if (c->r->ngone)
+        qsort(c->r->gone, c->r->ngone, sizeof(*c->r->gone), cmp_gone);
+    pthread_mutex_unlock(&c->r->mu);
     int rc = repo_walk_references(c->r, list, &w, e);
+    /* the errors about each pack so far (a pack missing, truncated, unreadable, damaged, in
+     * the wrong directory), by the pack's id: where the backups needing it are named */
+    c->pack_errors = json_object();
+    size_t q;
+    json_t *iss;
+    json_array_foreach(c->errors, q, iss)
+    {
+        const char *o = json_string_value(json_object_get(iss, "object"));
+        const char *base = o && strncmp(o, "data/", 5) == 0 ? strrchr(o, '/') + 1 : NULL;
+        if (!base || strlen(base) != 64 || strspn(base, "0123456789abcdef") != 64)
+            continue;
+        json_t *l = json_object_get(c->pack_errors, base);
+        if (!l)
+            json_object_set_new(c->pack_errors, base, l = json_array());
+        json_array_append_new(l, json_integer((json_int_t)q));
+    }
     for (size_t i = 0; rc == 0 && i < n; i++) {
         *nrefs += sw.st[i].nrefs;
         snap_report(c, json_array_get(list, i), &sw.st[i]);
@@ -458,8 +495,11 @@ static int check_snapshots(struct check *c, json_t *list, uint64_t *nrefs, struc
     for (size_t i = 0; i < n; i++) {
         free(sw.st[i].le);
         free(sw.st[i].bad_packs);
+        free(sw.st[i].bad_bits);
     }
     free(sw.st);
+    json_decref(c->pack_errors);
+    c->pack_errors = NULL;
     return rc;
 }
 

@@ -183,6 +183,13 @@ struct repo {
      * packs it keeps, so that a copy found damaged later gives way to them (repo.c). */
     struct ientry *dups;
     size_t ndups, dups_cap;
+    /* The blobs of packs missing at open (not loaded, so not in the index): which pack each
+     * was listed in, for check to name the backups that need a missing pack on its error. */
+    struct gone_blob {
+        uint8_t id[32];
+        uint32_t pack;
+    } * gone;
+    size_t ngone, gone_cap;
     struct u32set {
         uint32_t *slots;
         size_t cap, n;

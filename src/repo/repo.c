@@ -390,9 +390,10 @@ static uint32_t index_add_locked(struct repo *r, const uint8_t id[32], uint32_t 
 
 /* index_add_locked for an entry read from an index file or a pack's trailer: a copy that
  * records/bad-blob names is marked (read, never deduplicated against), and gives way to the
- * first other copy loaded. */
+ * first other copy loaded. Another copy of a blob loaded already is remembered in r->dups,
+ * unless it is recorded damaged or lies past the end of its truncated pack (past_end). */
 static uint32_t index_load_locked(struct repo *r, const uint8_t id[32], uint32_t pack, uint32_t off,
-                                  uint32_t clen, uint32_t ulen_flags)
+                                  uint32_t clen, uint32_t ulen_flags, bool past_end)
 {
     bool bad = bad_pair_known_locked(r, pack, id), added;
     long have = repo_lookup_locked(r, id);
@@ -404,7 +405,8 @@ static uint32_t index_load_locked(struct repo *r, const uint8_t id[32], uint32_t
             en->clen = clen;
             en->ulen_flags = ulen_flags;
             bad_entry_set_locked(r, (uint32_t)have, false);
-        } else if (!bad && PACK_IS_REAL(en->pack) && PACK_IS_REAL(pack) && en->pack != pack) {
+        } else if (!bad && !past_end && PACK_IS_REAL(en->pack) && PACK_IS_REAL(pack) &&
+                   en->pack != pack) {
             /* another copy: kept in mind, so that prune does not drop it from the index */
             if (r->ndups == r->dups_cap) {
                 r->dups_cap = r->dups_cap ? 2 * r->dups_cap : 16;
@@ -574,7 +576,17 @@ int index_parse_into(struct repo *r, const uint8_t *p, size_t len, int source, c
             if (clen < CX_TAG_LEN || (ulf & ULEN_MASK) > REPO_MAX_BLOB ||
                 clen > REPO_MAX_BLOB + CX_TAG_LEN || off < PACK_HEADER_LEN)
                 return err_set(e, ERR_DAMAGE, NULL, "index %s: invalid blob entry", name);
-            uint32_t ei = gone ? INDEX_FULL : index_load_locked(r, id, pidx, off, clen, ulf);
+            if (gone) {
+                if (r->ngone == r->gone_cap) {
+                    r->gone_cap = r->gone_cap ? 2 * r->gone_cap : 64;
+                    r->gone = xrealloc(r->gone, xsize(r->gone_cap, sizeof(*r->gone), 0));
+                }
+                memcpy(r->gone[r->ngone].id, id, 32);
+                r->gone[r->ngone++].pack = pidx;
+            }
+            uint32_t ei =
+                gone ? INDEX_FULL
+                     : index_load_locked(r, id, pidx, off, clen, ulf, (uint64_t)off + clen > psize);
             if (!gone && ei == INDEX_FULL)
                 return err_set(e, ERR_FAILURE, INDEX_FULL_HINT,
                                "index %s: the repository's index is full", name);
@@ -617,7 +629,7 @@ int pack_trailer_parse_into(struct repo *r, uint32_t pidx, const uint8_t *p, siz
         if (clen < CX_TAG_LEN || (ulf & ULEN_MASK) > REPO_MAX_BLOB || off < PACK_HEADER_LEN ||
             (uint64_t)off + clen > pack_size)
             return err_set(e, ERR_DAMAGE, NULL, "pack %s: invalid trailer entry", name);
-        if (index_load_locked(r, p + i, pidx, off, clen, ulf) == INDEX_FULL)
+        if (index_load_locked(r, p + i, pidx, off, clen, ulf, false) == INDEX_FULL)
             return err_set(e, ERR_FAILURE, INDEX_FULL_HINT,
                            "pack %s: the repository's index is full", name);
     }
@@ -767,6 +779,7 @@ void repo_close(struct repo *r)
         free(r->blocks[i]);
     free(r->blocks);
     free(r->dups);
+    free(r->gone);
     free(r->emap.slots);
     free(r->pmap.slots);
     secmem_free(r->packs);
@@ -1581,6 +1594,9 @@ static int index_reload(struct repo *r, bool full, struct err *e)
     free(r->dups);
     r->dups = NULL;
     r->ndups = r->dups_cap = 0;
+    free(r->gone);
+    r->gone = NULL;
+    r->ngone = r->gone_cap = 0;
     memset(&r->emap, 0, sizeof(r->emap));
     memset(&r->pmap, 0, sizeof(r->pmap));
     r->packs = NULL;

@@ -106,8 +106,11 @@ int repo_snapshot_commit(struct repo *r, json_t *summary, json_t *ref, char name
          * and deleted data this backup uses. The snapshot goes again: not committed. */
         char name[80];
         snprintf(name, sizeof(name), "snapshots/%s", name_out);
+        /* (as a forget: the state record first, so that another writer that took it in
+         * meanwhile does not find it "missing"; failing that, the file alone) */
+        const char *nm = name_out;
         struct err re = ERR_INIT;
-        if (storage_remove(r->st, name, &re) != 0)
+        if (repo_snapshots_remove(r, &nm, 1, &re) != 0 && storage_remove(r->st, name, &re) != 0)
             err_wrap(e, "%s was written and could not be removed (%s): run `caris-backup check`",
                      name, re.msg);
         rc = -1;

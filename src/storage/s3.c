@@ -949,11 +949,16 @@ static int s3_put(struct storage *st, const char *name, const void *data, size_t
 static bool parse_content_range(const char *v, uint64_t *a, uint64_t *b, uint64_t *total)
 {
     unsigned long long x, y, z;
-    if (sscanf(v, "bytes %llu-%llu/%llu", &x, &y, &z) != 3 || y < x)
+    char star;
+    if (sscanf(v, "bytes %llu-%llu/%llu", &x, &y, &z) == 3 && y >= x) {
+        *total = z;
+    } else if (sscanf(v, "bytes %llu-%llu/%c", &x, &y, &star) == 3 && star == '*' && y >= x) {
+        *total = UINT64_MAX; /* RFC 7233: the length is unknown to the server */
+    } else {
         return false;
+    }
     *a = x;
     *b = y;
-    *total = z;
     return true;
 }
 
@@ -1571,22 +1576,17 @@ static bool is_loopback(const char *host)
 
 char *storage_location_redact(const char *location)
 {
-    /* a query or fragment is never shown either: a signed URL's X-Amz-Signature and
-     * X-Amz-Security-Token are secrets (the location is refused, naming it) */
-    int keep = (int)strcspn(location, "?#");
-    const char *tail = location[keep] ? "?xxxxx" : "";
     const char *sep = strstr(location, "://");
-    if (!sep || sep - location >= keep)
-        return xasprintf("%.*s%s", keep, location, tail);
-    /* the last '@' anywhere: a secret key may hold a '/' ("KEY:ab/cd@host") */
-    const char *auth = sep + 3, *at = NULL;
-    for (const char *p = auth; p < location + keep; p++)
-        if (*p == '@')
-            at = p;
-    if (!at)
-        return xasprintf("%.*s%s", keep, location, tail);
-    return xasprintf("%.*sxxxxx%.*s%s", (int)(auth - location), location,
-                     (int)(location + keep - at), at, tail);
+    if (!sep) /* a directory: shown as it is */
+        return xstrdup(location);
+    /* user information: all before the last '@' anywhere (a secret may hold '/', '?', '#':
+     * "KEY:ab#cd@host"); then a query or fragment (a signed URL's X-Amz-Signature and
+     * X-Amz-Security-Token) after it */
+    const char *auth = sep + 3, *at = strrchr(auth, '@');
+    const char *rest = at ? at : auth;
+    int q = (int)strcspn(rest, "?#");
+    return xasprintf("%.*s%s%.*s%s", (int)(auth - location), location, at ? "xxxxx" : "", q, rest,
+                     rest[q] ? "?xxxxx" : "");
 }
 
 static int bad_url(const char *url, const char *why, struct err *e)

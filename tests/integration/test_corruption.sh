@@ -134,6 +134,27 @@ assert_eq "$(printf '%s\n' "$id_2a" "$id_2c" | sort | xargs)" "$(named_on "$pack
     "the first pack's error names the two backups of tree a"
 assert_eq "$id_2b" "$(named_on "$pack_2b")" "the second pack's error names the backup of tree b alone"
 
+# --- a pack deleted that two of three backups need: its error names those two ------------
+# (a pack missing at open has none of its blobs loaded: check named the backups on their own
+# errors only, and the pack's error named none)
+use_repo gone-pack
+backup_json "$TEST_TMP/ga.json" --threads 1 "$TEST_TMP/a"
+id_ga=$BACKUP_ID
+pack_ga=$(largest_pack)
+backup_json "$TEST_TMP/gb.json" --threads 1 "$TEST_TMP/b"
+id_gb=$BACKUP_ID
+echo more >"$TEST_TMP/a/sub/more.txt"
+backup_json "$TEST_TMP/gc.json" --threads 1 "$TEST_TMP/a"
+id_gc=$BACKUP_ID
+rm "$TEST_TMP/a/sub/more.txt" "$pack_ga"
+run cb --json check
+assert_rc 4 "check with a pack deleted"
+assert_eq "$(printf '%s\n' "$id_ga" "$id_gc" | sort | xargs)" \
+    "$(json_eval "$OUT_FILE" "' '.join(sorted({b for e in d['errors'] if e['object'] == '${pack_ga#"$REPO"/}' for b in e['backups']}))")" \
+    "the missing pack's error names the two backups that need it"
+assert_eq false "$(json_eval "$OUT_FILE" "any('$id_gb' in e['backups'] for e in d['errors'])")" \
+    "the third backup is named nowhere"
+
 # --- a flipped byte in an index file ---------------------------------------------------
 use_repo flip-index
 backup_json "$TEST_TMP/i.json" "$TEST_TMP/a"

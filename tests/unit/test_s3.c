@@ -293,13 +293,18 @@ static void test_errors(void **state)
     assert_null(strstr(e.msg, "s3cr"));
     err_clear(&e);
     char *shown = storage_location_redact(signed_url);
-    assert_string_equal(shown, "s3:https://xxxxx@h/bkt/p?xxxxx");
+    assert_string_equal(shown, "s3:https://xxxxx@x"); /* (the last '@', in the fragment) */
     free(shown);
-    shown = storage_location_redact("s3:https://h/bkt?a=b@c");
-    assert_string_equal(shown, "s3:https://h/bkt?xxxxx");
+    shown = storage_location_redact("s3:https://h/bkt/p?X-Amz-Signature=abc");
+    assert_string_equal(shown, "s3:https://h/bkt/p?xxxxx");
     free(shown);
-    shown = storage_location_redact("/var/backups/repo");
-    assert_string_equal(shown, "/var/backups/repo");
+    /* a secret holding '#' or '?': hidden whole, not cut at it */
+    shown = storage_location_redact("s3:https://AKIAX:ab#c?d@host/bkt");
+    assert_string_equal(shown, "s3:https://xxxxx@host/bkt");
+    free(shown);
+    /* a directory is shown as it is */
+    shown = storage_location_redact("/mnt/usb#2/repo?");
+    assert_string_equal(shown, "/mnt/usb#2/repo?");
     free(shown);
     char *saved = xstrdup(getenv("AWS_SECRET_ACCESS_KEY"));
     unsetenv("AWS_SECRET_ACCESS_KEY");
