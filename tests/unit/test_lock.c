@@ -946,6 +946,20 @@ static bool lock_stale_now(const char *dir)
     return stale;
 }
 
+/* Stops pid (SIGSTOP) and waits until the lock it holds in dir is stale to others (polled,
+ * 10 s at most). */
+static void stop_until_stale(pid_t pid, const char *dir)
+{
+    assert_int_equal(kill(pid, SIGSTOP), 0);
+    bool stale = false;
+    for (int64_t until = time_mono_ns() + (int64_t)10 * 1000000000;
+         !(stale = lock_stale_now(dir)) && time_mono_ns() < until;) {
+        struct timespec ts = {0, 20000000};
+        nanosleep(&ts, NULL);
+    }
+    assert_true(stale);
+}
+
 static void test_lapse(void **state)
 {
     (void)state;
@@ -990,15 +1004,8 @@ static void test_lapse(void **state)
     close(down[0]);
     char c;
     assert_int_equal(read(up[0], &c, 1), 1);
-    assert_int_equal(kill(pid, SIGSTOP), 0);
-    /* the lock goes stale to everyone else 1 s after its last refresh (polled, 10 s at most) */
-    bool stale = false;
-    for (int64_t until = time_mono_ns() + (int64_t)10 * 1000000000;
-         !(stale = lock_stale_now(dir)) && time_mono_ns() < until;) {
-        struct timespec ts = {0, 20000000};
-        nanosleep(&ts, NULL);
-    }
-    assert_true(stale);
+    /* the lock goes stale to everyone else 1 s after its last refresh */
+    stop_until_stale(pid, dir);
     assert_int_equal(kill(pid, SIGCONT), 0);
     assert_int_equal(write(down[1], "g", 1), 1);
     int status;
@@ -1072,14 +1079,7 @@ static void test_commit_after_lapse(void **state)
         nanosleep(&ts, NULL);
     }
     assert_int_equal(access(held, F_OK), 0);
-    assert_int_equal(kill(pid, SIGSTOP), 0);
-    bool stale = false;
-    for (int64_t until = time_mono_ns() + (int64_t)10 * 1000000000;
-         !(stale = lock_stale_now(dir)) && time_mono_ns() < until;) {
-        struct timespec ts = {0, 20000000};
-        nanosleep(&ts, NULL);
-    }
-    assert_true(stale);
+    stop_until_stale(pid, dir);
     assert_int_equal(unlink(hold), 0);
     assert_int_equal(kill(pid, SIGCONT), 0);
     int status;
