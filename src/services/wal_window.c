@@ -658,8 +658,16 @@ void caris_wal_conflict_text(const json_t *conflict, char *out, size_t n)
              json_string_value(json_array_get(shas, 1)));
 }
 
-static int base_select(json_t *const recs[2], json_t *summary, bool served_only,
-                       struct caris_base_wal *out, struct err *e);
+/* The WAL range a base backup needs: segments first..last of timeline tli (or tli2, where it
+ * ended: the same when it did not change), up to the stop LSN. */
+struct base_range {
+    uint32_t tli, tli2;
+    int64_t segsz;
+    uint64_t start, stop;
+};
+static bool base_range_ok(const struct base_range *b);
+static void base_select_range(json_t *const recs[2], const struct base_range *b, bool served_only,
+                              struct caris_base_wal *out);
 
 /* The WAL records the check found missing or damaged blobs in (errors whose object is a
  * record of the archive, check_wal_records in src/repo/check.c) name the base backups that
@@ -685,39 +693,22 @@ static void bad_wal_bases(struct repo *r, json_t *errors, const struct caris_wal
         recs[1] = recs[0] ? repo_record_list_named(r, "walstream", NULL, &le) : NULL;
     }
     for (size_t b = 0; recs[1] && b < nbases; b++) {
-        if (!bases[b].end_lsn || bases[b].segsize <= 0)
+        struct base_range br = {bases[b].timeline, bases[b].timeline, bases[b].segsize,
+                                bases[b].start_lsn, bases[b].end_lsn};
+        if (!bases[b].end_lsn || !base_range_ok(&br))
             continue;
-        char start[32], stop[32];
-        caris_lsn_format(bases[b].start_lsn, start, sizeof(start));
-        caris_lsn_format(bases[b].end_lsn, stop, sizeof(stop));
-        json_t *summary =
-            json_pack("{s:s, s:{s:s, s:s, s:I, s:I}}", "id", bases[b].id, "physical", "start_lsn",
-                      start, "stop_lsn", stop, "timeline", (json_int_t)bases[b].timeline,
-                      "wal_segment_size", (json_int_t)bases[b].segsize);
         struct caris_base_wal w = {0};
-        struct err se = ERR_INIT;
-        if (summary && base_select(recs, summary, true, &w, &se) == 0) {
-            json_array_foreach(w.records, i, x)
-            {
-                const char *o = json_string_value(json_object_get(json_array_get(x, 1), "_object"));
-                json_t *issue = o ? json_object_get(by_object, o) : NULL;
-                json_t *ids = json_object_get(issue, "backups");
-                if (!json_is_array(ids))
-                    continue;
-                bool there = false;
-                size_t k;
-                json_t *y;
-                json_array_foreach(ids, k, y)
-                {
-                    const char *v = json_string_value(y);
-                    there = there || (v && strcmp(v, bases[b].id) == 0);
-                }
-                if (!there)
-                    json_array_append_new(ids, json_string(bases[b].id));
-            }
+        base_select_range(recs, &br, true, &w);
+        json_array_foreach(w.records, i, x)
+        {
+            const char *o = json_string_value(json_object_get(json_array_get(x, 1), "_object"));
+            json_t *ids = json_object_get(o ? json_object_get(by_object, o) : NULL, "backups");
+            /* (bases are taken one after another: a repeat is the last name) */
+            const char *last = json_string_value(json_array_get(ids, json_array_size(ids) - 1));
+            if (json_is_array(ids) && (!last || strcmp(last, bases[b].id) != 0))
+                json_array_append_new(ids, json_string(bases[b].id));
         }
         caris_base_wal_free(&w);
-        json_decref(summary);
     }
     json_decref(recs[0]);
     json_decref(recs[1]);
@@ -1071,6 +1062,14 @@ json_t *caris_wal_recovery_gap(json_t *timelines, int64_t segsize, uint32_t base
 
 /* caris_wal_base_records on records already listed: recs[0] the "wal" records, recs[1] the
  * "walstream" ones (borrowed; out->damaged left as it is). */
+/* A range believed: a segment size PostgreSQL allows, a stop not before the start, at most
+ * 2^20 segments (a bogus stop LSN would have the whole range allocated and listed). */
+static bool base_range_ok(const struct base_range *b)
+{
+    return b->tli > 0 && b->segsz >= (1 << 20) && (b->segsz & (b->segsz - 1)) == 0 &&
+           b->stop >= b->start && (b->stop - b->start) / (uint64_t)b->segsz <= (1u << 20);
+}
+
 static int base_select(json_t *const recs[2], json_t *summary, bool served_only,
                        struct caris_base_wal *out, struct err *e)
 {
@@ -1089,14 +1088,23 @@ static int base_select(json_t *const recs[2], json_t *summary, bool served_only,
     json_int_t tli2 = json_integer_value(json_object_get(phys, "stop_timeline"));
     if (tli2 <= 0 || tli2 > UINT32_MAX)
         tli2 = tli;
-    json_int_t segsz = json_integer_value(json_object_get(phys, "wal_segment_size"));
-    uint64_t start, stop;
-    if (tli <= 0 || tli > UINT32_MAX || segsz < (1 << 20) || (segsz & (segsz - 1)) != 0 ||
-        caris_lsn_parse(json_string_value(json_object_get(phys, "start_lsn")), &start) != 0 ||
-        caris_lsn_parse(json_string_value(json_object_get(phys, "stop_lsn")), &stop) != 0 ||
-        stop < start || (stop - start) / (uint64_t)segsz > (1u << 20))
+    struct base_range b = {(uint32_t)tli, (uint32_t)tli2,
+                           json_integer_value(json_object_get(phys, "wal_segment_size")), 0, 0};
+    if (tli <= 0 || tli > UINT32_MAX ||
+        caris_lsn_parse(json_string_value(json_object_get(phys, "start_lsn")), &b.start) != 0 ||
+        caris_lsn_parse(json_string_value(json_object_get(phys, "stop_lsn")), &b.stop) != 0 ||
+        !base_range_ok(&b))
         return err_set(e, ERR_DAMAGE, "run `caris-backup check`",
                        "backup %s does not record which WAL it needs", id);
+    base_select_range(recs, &b, served_only, out);
+    return 0;
+}
+
+static void base_select_range(json_t *const recs[2], const struct base_range *b, bool served_only,
+                              struct caris_base_wal *out)
+{
+    json_int_t tli = b->tli, tli2 = b->tli2, segsz = b->segsz;
+    uint64_t start = b->start, stop = b->stop;
     uint64_t first = start / (uint64_t)segsz;
     uint64_t last = stop > start ? (stop - 1) / (uint64_t)segsz : first;
     static const char *const kinds[] = {"wal", "walstream"};
@@ -1149,7 +1157,6 @@ static int base_select(json_t *const recs[2], json_t *summary, bool served_only,
         }
     free(got);
     json_decref(longest);
-    return 0;
 }
 
 int caris_wal_listing_read(struct repo *r, struct caris_wal_listing *l, struct err *e)
