@@ -14,7 +14,9 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <fuse3/fuse_lowlevel.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -1145,17 +1147,105 @@ static void mountfs_free(struct mountfs *m)
     free(m->bad);
 }
 
-/* Serves requests until cancelled or unmounted from outside. */
-static int serve(struct mountfs *m, struct fuse_session *se, struct err *e)
+/* mountinfo's escapes (\040 for a space, \011, \012, \134) undone in place. */
+static void mountinfo_unescape(char *s)
+{
+    char *o = s;
+    for (const char *p = s; *p; p++) {
+        if (p[0] == '\\' && p[1] >= '0' && p[1] <= '3' && p[2] >= '0' && p[2] <= '7' &&
+            p[3] >= '0' && p[3] <= '7') {
+            *o++ = (char)((p[1] - '0') * 64 + (p[2] - '0') * 8 + (p[3] - '0'));
+            p += 3;
+        } else {
+            *o++ = *p;
+        }
+    }
+    *o = '\0';
+}
+
+/* The mount ID (/proc/self/mountinfo's first field) of the newest mount at dir (an absolute
+ * path without symbolic links) when want < 0, a caris FUSE mount when caris, any otherwise;
+ * when want >= 0, want if a mount of that ID is still there. -1 when there is none (or
+ * mountinfo cannot be read). */
+static long mountinfo_lookup(const char *dir, bool caris, long want)
+{
+    FILE *f = fopen("/proc/self/mountinfo", "re");
+    if (!f)
+        return -1;
+    char *line = NULL;
+    size_t cap = 0;
+    long found = -1;
+    while (getline(&line, &cap, f) > 0) {
+        char *end;
+        long id = strtol(line, &end, 10);
+        if (end == line)
+            continue;
+        if (want >= 0) {
+            if (id == want) {
+                found = id;
+                break;
+            }
+            continue;
+        }
+        /* id parent major:minor root mountpoint options [optional...] - fstype source ... */
+        char *sp = end, *point = NULL;
+        for (int k = 0; k < 3 && sp; k++)
+            sp = strchr(sp + 1, ' ');
+        if (!sp)
+            continue;
+        point = sp + 1;
+        char *pe = strchr(point, ' ');
+        const char *dash = pe ? strstr(pe, " - ") : NULL;
+        if (!pe || !dash || (caris && strncmp(dash + 3, "fuse.caris ", 11) != 0))
+            continue;
+        *pe = '\0';
+        mountinfo_unescape(point);
+        if (strcmp(point, dir) == 0)
+            found = id; /* the last one listed is the newest (on top) */
+    }
+    free(line);
+    fclose(f);
+    return found;
+}
+
+/* Serves requests until cancelled or unmounted from outside. dir: the mount point.
+ *
+ * Unmounted from outside (umount, fusermount3 -u), the kernel ends the FUSE connection only
+ * once no mount namespace holds the file system: a namespace made while it was mounted
+ * (unshare -m, a systemd service's PrivateTmp=) has a copy of it, and the connection would
+ * live on until that namespace ends, and this process with it (a test saw ten minutes). So
+ * the mount table is watched too (poll on /proc/self/mountinfo wakes at every change): once
+ * this namespace's mount is gone, serving ends, and closing the connection leaves the copies
+ * elsewhere "not connected". *gone: 1 when it was so, 2 when something else is mounted at dir
+ * since (not this mount: the caller must not unmount it). */
+static int serve(struct mountfs *m, struct fuse_session *se, const char *dir, int *gone,
+                 struct err *e)
 {
     struct fuse_buf fbuf;
     memset(&fbuf, 0, sizeof(fbuf));
     int rc = 0;
     int64_t next_lock_check = time_mono_ns() + MOUNT_LOCK_CHECK_NS;
     bool lock_warned = false;
+    char abs[PATH_MAX];
+    long mount_id = -1;
+    int mfd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+    if (mfd >= 0 && realpath(dir, abs))
+        mount_id = mountinfo_lookup(abs, true, -1);
+    if (mount_id < 0 && mfd >= 0) { /* not found: the connection's end is what tells */
+        close(mfd);
+        mfd = -1;
+    }
     while (!fuse_session_exited(se) && !caris_op_cancelled(m->op)) {
-        struct pollfd p = {.fd = fuse_session_fd(se), .events = POLLIN};
-        int n = poll(&p, 1, MOUNT_POLL_MS);
+        struct pollfd pf[2] = {{.fd = fuse_session_fd(se), .events = POLLIN},
+                               {.fd = mfd, .events = POLLPRI}};
+        struct pollfd *pp = &pf[0];
+        int n = poll(pf, mfd >= 0 ? 2 : 1, MOUNT_POLL_MS);
+        if (n > 0 && mfd >= 0 && (pf[1].revents & (POLLPRI | POLLERR)) &&
+            mountinfo_lookup(NULL, false, mount_id) < 0) {
+            caris_op_log(m->op, LOG_INFO, "%s was unmounted from outside", dir);
+            *gone = mountinfo_lookup(abs, false, -1) >= 0 ? 2 : 1;
+            break;
+        }
         if (!lock_warned && time_mono_ns() >= next_lock_check) {
             struct err le = ERR_INIT;
             if (repo_lock_check(m->r, &le) != 0) {
@@ -1170,9 +1260,9 @@ static int serve(struct mountfs *m, struct fuse_session *se, struct err *e)
             rc = err_sys(e, errno, NULL, "mount %s: poll", "/dev/fuse");
             break;
         }
-        if (n <= 0)
+        if (n <= 0 || !pp->revents)
             continue;
-        if (p.revents & (POLLERR | POLLHUP))
+        if (pp->revents & (POLLERR | POLLHUP))
             break; /* unmounted */
         int got = fuse_session_receive_buf(se, &fbuf);
         if (got == -EINTR || got == -EAGAIN)
@@ -1184,6 +1274,8 @@ static int serve(struct mountfs *m, struct fuse_session *se, struct err *e)
         }
         fuse_session_process_buf(se, &fbuf);
     }
+    if (mfd >= 0)
+        close(mfd);
     free(fbuf.mem);
     return rc;
 }
@@ -1237,8 +1329,27 @@ static int mount_locked(struct repo *r, const struct caris_mount_opts *o,
     } else {
         if (o->mounted)
             o->mounted(o->ctx, m.nbackups);
-        rc = serve(&m, se, e);
-        fuse_session_unmount(se);
+        int gone = 0;
+        rc = serve(&m, se, o->dir, &gone, e);
+        if (gone == 1) {
+            /* unmounted from outside: fuse_session_unmount closes the connection and frees
+             * what the session holds, and its own unmount of dir fails, which libfuse prints
+             * on stderr ("failed to unmount"): printed to /dev/null instead */
+            fflush(stderr);
+            int saved = dup(STDERR_FILENO);
+            int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+            bool quiet = saved >= 0 && null >= 0 && dup2(null, STDERR_FILENO) >= 0;
+            fuse_session_unmount(se);
+            if (quiet)
+                dup2(saved, STDERR_FILENO);
+            if (saved >= 0)
+                close(saved);
+            if (null >= 0)
+                close(null);
+        } else if (gone == 0) {
+            fuse_session_unmount(se);
+        } /* 2: what is mounted at dir now is not this mount (the session's copy of the path
+           * is left to the exit) */
     }
     if (se)
         fuse_session_destroy(se);

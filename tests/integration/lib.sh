@@ -122,8 +122,13 @@ _tail() { # FILE [LINES]: last lines of a file, indented, for failure context
     tail -n "${2:-15}" "$1" | cut -c1-300 | sed 's/^/    | /'
 }
 
+# Each result's second since the test began, in TEST_TMP/.steps: run.sh names the longest
+# wait between two results when it is a minute or more (a stall a passing test hides).
+_step() { echo "$SECONDS $1" >>"$TEST_TMP/.steps"; }
+
 pass() {
     echo "PASS $TEST_NAME: $1" >>"$TEST_RESULTS"
+    _step "$1"
     echo "ok    $1"
 }
 
@@ -133,6 +138,7 @@ fail() {
     shift
     local caller="${BASH_SOURCE[2]:-${BASH_SOURCE[1]}}:${BASH_LINENO[1]:-${BASH_LINENO[0]}}"
     echo "FAIL $TEST_NAME: $msg" >>"$TEST_RESULTS"
+    _step "$msg"
     {
         echo "--- $TEST_NAME: $msg"
         echo "    at $(basename "$caller")"
@@ -150,6 +156,7 @@ _last_ctx() {
 
 skip() {
     echo "SKIP $TEST_NAME: $1" >>"$TEST_RESULTS"
+    _step "$1"
     echo "SKIP  $1"
 }
 

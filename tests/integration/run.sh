@@ -307,6 +307,10 @@ report() {
     printf '%-4s %-22s %3d passed, %d failed%s  (%ds%s)\n' "$status" "$name" "$p" "$f" \
         "$( ((s)) && echo ", $s skipped")" "$elapsed" "$cpu"
     grep '^SKIP ' "$results" | sed 's/^SKIP /     SKIP /'
+    # the longest wait for a result (lib.sh _step), when a minute or more: where a test stalled,
+    # even when it passed (its directory is gone then)
+    [[ -s $dir/.steps ]] && awk -v n="$name" '{ d = $1 - t; t = $1; $1 = ""
+        if (d > g) { g = d; m = $0 } } END { if (g >= 60) printf "     SLOW %s: %d s without a result before:%s\n", n, g, m }' "$dir/.steps"
     if ((f)); then
         cat "$failures" >>"$all_failures"
         echo "    (log and files kept in $dir)" >>"$all_failures"

@@ -255,10 +255,31 @@ wait "$BG_PID"
 assert_eq 0 "$?" "the mount process exits 0 after SIGHUP"
 bg_start cb mount "$mnt"
 assert_true "mounted" wait_until 30 mounted
+# A mount namespace made while it is mounted (unshare -m, a service's PrivateTmp=; here another
+# test's, running at the same time, once held this test up for ten minutes) has a copy of the
+# mount, which keeps the FUSE connection alive after an unmount here: the mount process still
+# ends, and the copy is left "not connected".
+holder=""
+if unshare -m true 2>/dev/null; then
+    mkfifo "$TEST_TMP/ns.fifo"
+    unshare -m bash -c ': >"$3"; read -r _ <"$1"; ls "$2"; echo "rc $?"' _ "$TEST_TMP/ns.fifo" \
+        "$mnt" "$TEST_TMP/ns.ready" >"$TEST_TMP/ns.out" 2>&1 &
+    holder=$!
+    assert_true "a mount namespace with a copy of the mount" wait_until 30 test -e "$TEST_TMP/ns.ready"
+fi
 if [[ $(id -u) == 0 ]]; then
     assert_true "umount from outside" umount "$mnt"
 else
     assert_true "fusermount3 -u from outside" fusermount3 -u "$mnt"
+fi
+mount_gone() { ! kill -0 "$BG_PID" 2>/dev/null; }
+assert_true "unmounted from outside: the mount process ends (a copy elsewhere or not)" \
+    wait_until 30 mount_gone
+if [[ -n $holder ]]; then # (before the wait: a mount process that serves the copy ends with it)
+    echo go >"$TEST_TMP/ns.fifo"
+    wait "$holder"
+    assert_contains "$(cat "$TEST_TMP/ns.out")" "not connected" \
+        "the copy in the other namespace is no longer served"
 fi
 wait "$BG_PID"
 assert_eq 0 "$?" "unmounted from outside: mount exits 0"
