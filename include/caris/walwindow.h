@@ -35,9 +35,13 @@ void caris_lsn_format(uint64_t lsn, char *out, size_t n);
 
 /* The physical base backups among snapshot summaries (repo_snapshot_list): those with
  * "method": "physical" and a parsable "start_lsn" and "timeline" ("stop_lsn", "time" read when
- * there). Returns how many; *out (free) holds them, oldest first as listed. Summaries without
- * those fields (every logical backup) are not base backups. */
-size_t caris_wal_bases_from_snapshots(json_t *summaries, struct caris_wal_base **out);
+ * there). Returns how many; *out (free) holds them, oldest first as listed. Summaries that are
+ * not "method": "physical" (every logical backup) are not base backups. A physical one whose
+ * position cannot be read is left out too, and when unreadable is not NULL, *unreadable is its
+ * id (in summaries; NULL when there is none): WAL retention must refuse rather than drop WAL
+ * that base backup may need. */
+size_t caris_wal_bases_from_snapshots(json_t *summaries, struct caris_wal_base **out,
+                                      const char **unreadable);
 
 /* One line of a timeline's .history file: the timeline `parent` ended at switch_lsn and the
  * history's own timeline began there. */

@@ -48,9 +48,12 @@ static json_t *lsn_json(uint64_t lsn)
     return json_string(t);
 }
 
-size_t caris_wal_bases_from_snapshots(json_t *summaries, struct caris_wal_base **out)
+size_t caris_wal_bases_from_snapshots(json_t *summaries, struct caris_wal_base **out,
+                                      const char **unreadable)
 {
     size_t n = 0;
+    if (unreadable)
+        *unreadable = NULL;
     *out = xcalloc(json_array_size(summaries) + 1, sizeof(**out));
     size_t i;
     json_t *s;
@@ -64,10 +67,14 @@ size_t caris_wal_bases_from_snapshots(json_t *summaries, struct caris_wal_base *
         uint64_t start;
         json_t *tl = json_object_get(ph, "start_timeline");
         json_int_t tli = json_integer_value(tl ? tl : json_object_get(ph, "timeline"));
-        if (!method || strcmp(method, "physical") != 0 ||
-            caris_lsn_parse(json_string_value(json_object_get(ph, "start_lsn")), &start) != 0 ||
-            tli <= 0 || tli > UINT32_MAX)
+        if (!method || strcmp(method, "physical") != 0)
             continue;
+        if (caris_lsn_parse(json_string_value(json_object_get(ph, "start_lsn")), &start) != 0 ||
+            tli <= 0 || tli > UINT32_MAX) {
+            if (unreadable && !*unreadable)
+                *unreadable = json_string_value(json_object_get(s, "id")) ?: "?";
+            continue;
+        }
         struct caris_wal_base *b = &(*out)[n++];
         snprintf(b->id, sizeof(b->id), "%s", json_string_value(json_object_get(s, "id")) ?: "?");
         b->timeline = (uint32_t)tli;
@@ -558,7 +565,20 @@ static int load_bases(struct repo *r, bool strict, const char *const *gone, size
         return -1;
     }
     json_decref(damaged);
-    *n = caris_wal_bases_from_snapshots(snaps, bases);
+    const char *unreadable = NULL;
+    *n = caris_wal_bases_from_snapshots(snaps, bases, &unreadable);
+    if (strict && unreadable) {
+        /* (authenticated, but without a WAL position: a writer's bug, or a newer format) */
+        err_set(e, ERR_DAMAGE, "run `caris-backup check`; forget or repair that backup first",
+                "refusing to prune: physical backup %s does not say where its WAL starts, so "
+                "which WAL it needs is unknown",
+                unreadable);
+        free(*bases);
+        *bases = NULL;
+        *n = 0;
+        json_decref(snaps);
+        return -1;
+    }
     json_decref(snaps);
     add_test_bases(bases, n);
     return 0;

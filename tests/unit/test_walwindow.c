@@ -373,13 +373,23 @@ static void test_bases_from_snapshots(void **state)
                               "0/5000100", "time", "2026-11-30T10:00:00.000Z", "id", "bad",
                               "method", "physical", "start_lsn", "nope", "timeline", 1);
     struct caris_wal_base *b;
-    size_t n = caris_wal_bases_from_snapshots(snaps, &b);
+    const char *unreadable = "x";
+    size_t n = caris_wal_bases_from_snapshots(snaps, &b, &unreadable);
     assert_int_equal(n, 1);
+    /* the physical backup without a readable position is named (prune refuses on it) */
+    assert_non_null(unreadable);
+    assert_string_equal(unreadable, "bad");
     assert_string_equal(b[0].id, "phys");
     assert_int_equal(b[0].timeline, 2);
     assert_true(b[0].start_lsn == 0x5000028);
     assert_true(b[0].end_lsn == 0x5000100);
     assert_true(b[0].end_time > 0);
+    free(b);
+    /* none unreadable: NULL; a logical backup without a position is not a base backup */
+    json_array_remove(snaps, 2);
+    n = caris_wal_bases_from_snapshots(snaps, &b, &unreadable);
+    assert_int_equal(n, 1);
+    assert_null(unreadable);
     free(b);
     json_decref(snaps);
 }
