@@ -230,6 +230,7 @@ struct response {
     char last_modified[80];
     char content_range[120];
     char bucket_region[64];
+    bool etag_not_md5; /* x-amz-server-side-encryption: aws:kms (or SSE-C): the ETag is no MD5 */
     int64_t retry_after_ms; /* Retry-After (delta-seconds, at most RETRY_AFTER_MAX_S); 0: none */
     /* upload */
     size_t sent;
@@ -288,6 +289,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *ctx)
         /* A new response (after a 100 Continue): forget the previous one's headers. */
         rs->has_length = false;
         rs->etag[0] = rs->checksum[0] = rs->last_modified[0] = rs->content_range[0] = '\0';
+        rs->etag_not_md5 = false;
         rs->retry_after_ms = 0;
         return len;
     }
@@ -326,6 +328,14 @@ static size_t on_header(char *p, size_t size, size_t n, void *ctx)
         header_copy(rs->content_range, sizeof(rs->content_range), v, vlen);
     } else if (IS("x-amz-bucket-region")) {
         header_copy(rs->bucket_region, sizeof(rs->bucket_region), v, vlen);
+    } else if (IS("x-amz-server-side-encryption")) {
+        /* "aws:kms", "aws:kms:dsse": the server encrypts with keys of a key service, and the
+         * ETag of such an object is not the MD5 of its bytes ("AES256" keeps the MD5) */
+        header_copy(tmp, sizeof(tmp), v, vlen);
+        if (strncasecmp(tmp, "aws:kms", 7) == 0)
+            rs->etag_not_md5 = true;
+    } else if (IS("x-amz-server-side-encryption-customer-algorithm")) {
+        rs->etag_not_md5 = true; /* SSE-C: the same */
     }
 #undef IS
     return len;
@@ -793,7 +803,12 @@ static const char *check_put(const struct request *rq, const struct response *rs
         return "the server's answer confirmed nothing (no ETag, no x-amz-checksum-sha256): the "
                "object may not have been stored";
     }
-    if (n == 32 && strspn(t, "0123456789abcdefABCDEF") == 32 && strncasecmp(t, p->md5hex, 32) != 0)
+    /* A server that encrypts with keys of a key service (SSE-KMS) or the client's (SSE-C)
+     * answers with an ETag of 32 hex digits that is not the MD5: then the Content-MD5 sent,
+     * which an S3 server checks before it stores anything (400 BadDigest), is the confirmation,
+     * as with an ETag that is not hex at all. */
+    if (n == 32 && strspn(t, "0123456789abcdefABCDEF") == 32 && !rs->etag_not_md5 &&
+        strncasecmp(t, p->md5hex, 32) != 0)
         return "the server stored other bytes than were sent (ETag differs from the MD5)";
     return NULL;
 }

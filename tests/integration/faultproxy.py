@@ -388,6 +388,14 @@ class Handler(socketserver.StreamRequestHandler):
                        if n.lower() not in ("transfer-encoding", "connection", "content-length")]
         if echo and 200 <= resp.status < 300:
             out_headers.append(("x-amz-checksum-sha256", echo))
+        if kind in ("kms", "badetag") and method == "PUT" and 200 <= resp.status < 300:
+            # kms: as a server that encrypts with its own keys (SSE-KMS) answers: an ETag of 32
+            # hex digits that is not the MD5 of the bytes, and the header that says so;
+            # badetag: an ETag that is not the MD5, and nothing that explains it
+            out_headers = [(n, v) for n, v in out_headers if n.lower() != "etag"]
+            out_headers.append(("ETag", '"%s"' % hashlib.md5(b"not the md5" + body).hexdigest()))
+            if kind == "kms":
+                out_headers.append(("x-amz-server-side-encryption", "aws:kms"))
         conn.close()
         with st.lock:
             st.stats["forwarded"] += 1

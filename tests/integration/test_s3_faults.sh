@@ -267,6 +267,29 @@ assert_cmp "$(stat_of put_md5)" -ge "$(stat_of put_no_md5)" \
 assert_exit 0 cb --repo "$direct" check --read-data
 assert_contains "$OUT" "no errors found" "the repository is sound, seen straight from the server"
 
+# --- ETags that are not the MD5 of the bytes ------------------------------------------------
+# A server that encrypts with keys of a key service (SSE-KMS) answers with an ETag of 32 hex
+# digits that is not the MD5, and says so in x-amz-server-side-encryption: the Content-MD5 it
+# checked confirms the bytes. The same ETag without that header: the bytes stored may not be
+# those sent, and the backup fails.
+run cb --repo "$direct" --json list
+nbefore=$(json_eval "$OUT_FILE" 'len(d)')
+proxy_start --always kms --match /data/ --method PUT
+seeded_bytes 300000 s3_faults/kms >"$src/kms.bin"
+run cb --repo "$PROXY" --json backup files "$src"
+assert_rc 0 "backup through a server whose ETags are not MD5s (SSE-KMS, and it says so)"
+assert_cmp "$(stat_of kms)" -ge 1 "the proxy answered the pack PUTs as SSE-KMS does"
+nbefore=$((nbefore + 1))
+export BACKUP_S3_RETRY_SECONDS=2
+proxy_start --always badetag --match /data/ --method PUT
+seeded_bytes 300000 s3_faults/badetag >"$src/badetag.bin"
+run cb --repo "$PROXY" backup files "$src"
+assert_rc 8 "backup whose pack PUTs are answered with an ETag that is not the MD5: fails"
+assert_contains "$ERR" "ETag differs from the MD5" "the error says what the answer did not confirm"
+assert_cmp "$(stat_of badetag)" -ge 1 "the proxy answered with a wrong ETag"
+left_nothing "the backup whose packs were not confirmed"
+export BACKUP_S3_RETRY_SECONDS=30
+
 # --- a wrong region: said at once, with the bucket's region, without retries ---------------
 proxy_start --always region --match /bkt
 AWS_REGION=us-west-2 assert_exit 6 cb --repo "$PROXY" list
