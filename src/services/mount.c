@@ -1208,7 +1208,9 @@ static long mountinfo_lookup(const char *dir, bool caris, long want)
     return found;
 }
 
-/* Serves requests until cancelled or unmounted from outside. dir: the mount point.
+/* Serves requests until cancelled or unmounted from outside. dir: the mount point; abs: its
+ * absolute path without symbolic links (found before the mount: the path's last component is
+ * this file system's root now, served by this thread), or NULL.
  *
  * Unmounted from outside (umount, fusermount3 -u), the kernel ends the FUSE connection only
  * once no mount namespace holds the file system: a namespace made while it was mounted
@@ -1218,18 +1220,17 @@ static long mountinfo_lookup(const char *dir, bool caris, long want)
  * this namespace's mount is gone, serving ends, and closing the connection leaves the copies
  * elsewhere "not connected". *gone: 1 when it was so, 2 when something else is mounted at dir
  * since (not this mount: the caller must not unmount it). */
-static int serve(struct mountfs *m, struct fuse_session *se, const char *dir, int *gone,
-                 struct err *e)
+static int serve(struct mountfs *m, struct fuse_session *se, const char *dir, const char *abs,
+                 int *gone, struct err *e)
 {
     struct fuse_buf fbuf;
     memset(&fbuf, 0, sizeof(fbuf));
     int rc = 0;
     int64_t next_lock_check = time_mono_ns() + MOUNT_LOCK_CHECK_NS;
     bool lock_warned = false;
-    char abs[PATH_MAX];
     long mount_id = -1;
-    int mfd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
-    if (mfd >= 0 && realpath(dir, abs))
+    int mfd = abs ? open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC) : -1;
+    if (mfd >= 0)
         mount_id = mountinfo_lookup(abs, true, -1);
     if (mount_id < 0 && mfd >= 0) { /* not found: the connection's end is what tells */
         close(mfd);
@@ -1315,6 +1316,8 @@ static int mount_locked(struct repo *r, const struct caris_mount_opts *o,
     }
     fuse_set_log_func(fuse_log_capture);
     int rc = -1;
+    char abs[PATH_MAX];
+    bool abs_ok = realpath(o->dir, abs) != NULL; /* (before the mount: see serve) */
     struct fuse_session *se = fuse_session_new(&args, &mount_ops, sizeof(mount_ops), &m);
     fuse_opt_free_args(&args);
     if (!se) {
@@ -1330,7 +1333,7 @@ static int mount_locked(struct repo *r, const struct caris_mount_opts *o,
         if (o->mounted)
             o->mounted(o->ctx, m.nbackups);
         int gone = 0;
-        rc = serve(&m, se, o->dir, &gone, e);
+        rc = serve(&m, se, o->dir, abs_ok ? abs : NULL, &gone, e);
         if (gone == 1) {
             /* unmounted from outside: fuse_session_unmount closes the connection and frees
              * what the session holds, and its own unmount of dir fails, which libfuse prints
