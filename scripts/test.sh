@@ -49,6 +49,7 @@ while (($#)); do
 done
 
 ./scripts/install-deps.sh || exit 1
+echo "(installed: at ${SECONDS} s)"
 
 passed=0
 failed=0
@@ -118,7 +119,7 @@ report_unit() {
     p=$((p + np))
     f=$((f + nf))
   done <"$out/programs"
-  echo "unit tests ($dir): $p passed, $f failed"
+  echo "unit tests ($dir): $p passed, $f failed (ended at $(cat "$out/ended" 2>/dev/null || echo '?') s)"
   echo "$p passed, $f failed" >> "$log"
   add_counts "$log"
 }
@@ -150,7 +151,7 @@ run_fuzz_replay() { # the log in $side_dir/fuzz-replay.log
 }
 report_fuzz_replay() {
   grep -E '^run\.sh: |SUMMARY|runtime error|^Running: ' "$side_dir/fuzz-replay.log" | grep -v 'ran clean' || true
-  echo "fuzz replay: $(grep -E '^[0-9]+ passed, [0-9]+ failed' "$side_dir/fuzz-replay.log" | tail -n 1)"
+  echo "fuzz replay: $(grep -E '^[0-9]+ passed, [0-9]+ failed' "$side_dir/fuzz-replay.log" | tail -n 1) (ended at $(cat "$side_dir/fuzz-replay.ended" 2>/dev/null || echo '?') s)"
   add_counts "$side_dir/fuzz-replay.log"
 }
 
@@ -166,8 +167,11 @@ run_integration() { # $1 build dir, $2 the directory its tests' temporary direct
   # 64 MiB, like the unit tests.
   [ -n "${ASAN_OPTIONS:-}" ] &&
     asan=(ASAN_OPTIONS="$ASAN_OPTIONS:quarantine_size_mb=16" CARIS_TEST_BG_ASAN_OPTIONS=quarantine_size_mb=64)
+  # (when each phase began and ended, in seconds since test.sh started: where the wall time goes)
+  echo "(integration tests of $1: from ${SECONDS} s)"
   env "${asan[@]}" CARIS_TEST_TMPDIR="$2" bash tests/integration/run.sh --bin "$1/src/cli/caris-backup" 2>&1 |
     tee "$log" | grep -vE '^(ok|PASS)' || true
+  echo "(integration tests of $1: to ${SECONDS} s)"
 }
 count_integration() { add_counts "$1/integration-results.txt"; }
 
@@ -229,6 +233,7 @@ build_variant() { # $1 variant [nice]; the build's output in $side_dir/build-$1.
   [ "${2:-}" = nice ] && nice=(nice -n 10)
   local rc=0
   "${nice[@]}" ./scripts/build.sh "${flag[@]}" >"$side_dir/build-$1.log" 2>&1 || rc=$?
+  echo "(build of $1: done at ${SECONDS} s)" >>"$side_dir/build-$1.log"
   cat "$side_dir/build-$1.log"
   ((rc == 0)) && return 0
   # (the compiler's messages are in that log: build.sh's ninja --quiet shows them)
@@ -263,7 +268,11 @@ unit_side() {
     TMPDIR=$(variant_tmp "$1")
     export TMPDIR
     run_unit "$(variant_dir "$1")"
-    if [ "$1" = asan ]; then run_fuzz_replay; fi
+    echo "$SECONDS" >"$(variant_dir "$1")/unit-out/ended"
+    if [ "$1" = asan ]; then
+      run_fuzz_replay
+      echo "$SECONDS" >"$side_dir/fuzz-replay.ended"
+    fi
   ) </dev/null &
   set +m
 }
