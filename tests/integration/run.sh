@@ -339,9 +339,15 @@ while ((next_print < ntests)); do
     finished=""
     wait -n -p finished
     rc=$?
+    # (a grabber's pid may be one an earlier test had: pids wrap at 32768 within a suite, and a
+    # grabber taken for that test once made the run release a slot it did not hold, until both
+    # runs waited for slots that no test held)
+    grabber=0
+    for g in "${grabbers[@]}"; do [[ $g == "$finished" ]] && grabber=1; done
     ((${#grabbers[@]})) && grabbers_stop
-    [[ -n $finished && -n ${idx_of_pid[$finished]:-} ]] || continue
+    ((grabber == 0)) && [[ -n $finished && -n ${idx_of_pid[$finished]:-} ]] || continue
     i=${idx_of_pid[$finished]}
+    unset "idx_of_pid[$finished]" # (its pid may be another process's later)
     if [[ -n ${slot_of[i]} ]]; then
         flock -u "${slot_fd[slot_of[i]]}"
         slot_mine[slot_of[i]]=""
