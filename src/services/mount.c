@@ -1163,49 +1163,76 @@ static void mountinfo_unescape(char *s)
     *o = '\0';
 }
 
-/* The mount ID (/proc/self/mountinfo's first field) of the newest mount at dir (an absolute
- * path without symbolic links) when want < 0, a caris FUSE mount when caris, any otherwise;
- * when want >= 0, want if a mount of that ID is still there. -1 when there is none (or
- * mountinfo cannot be read). */
-static long mountinfo_lookup(const char *dir, bool caris, long want)
+/* A mount in /proc/self/mountinfo: its ID (first field) and device (major:minor, third). Both
+ * are reused lowest-free once the mount is gone, so a mount is known by the two together. */
+#define MOUNTENT_DEV 24
+struct mountent {
+    long id;
+    char dev[MOUNTENT_DEV];
+};
+
+/* Finds in /proc/self/mountinfo, when want is NULL, the newest mount at dir (an absolute path
+ * without symbolic links): a caris FUSE mount when caris, any otherwise; when want is not NULL,
+ * the caris mount of want's ID and device. 1 when found (*out filled, when not NULL), 0 when
+ * there is none, -1 when mountinfo cannot be read (EMFILE, ENOMEM: nothing is known then). */
+static int mountinfo_find(const char *dir, bool caris, const struct mountent *want,
+                          struct mountent *out)
 {
     FILE *f = fopen("/proc/self/mountinfo", "re");
     if (!f)
         return -1;
     char *line = NULL;
     size_t cap = 0;
-    long found = -1;
+    int found = 0, lines = 0;
+    errno = 0;
     while (getline(&line, &cap, f) > 0) {
+        lines++;
+        /* id parent major:minor root mountpoint options [optional...] - fstype source ... */
         char *end;
         long id = strtol(line, &end, 10);
-        if (end == line)
+        if (end == line || *end != ' ')
             continue;
-        if (want >= 0) {
-            if (id == want) {
-                found = id;
+        if (want && id != want->id)
+            continue;
+        char *devp = strchr(end + 1, ' ');
+        char *deve = devp ? strchr(devp + 1, ' ') : NULL;
+        char *point = deve ? strchr(deve + 1, ' ') : NULL;
+        if (!point)
+            continue;
+        point++;
+        char *pe = strchr(point, ' ');
+        const char *dash = pe ? strstr(pe, " - ") : NULL;
+        if (!pe || !dash || ((caris || want) && strncmp(dash + 3, "fuse.caris ", 11) != 0))
+            continue;
+        devp++;
+        size_t dlen = (size_t)(deve - devp);
+        if (dlen >= MOUNTENT_DEV)
+            continue;
+        if (want) {
+            if (strlen(want->dev) == dlen && memcmp(want->dev, devp, dlen) == 0) {
+                found = 1;
                 break;
             }
             continue;
         }
-        /* id parent major:minor root mountpoint options [optional...] - fstype source ... */
-        char *sp = end, *point = NULL;
-        for (int k = 0; k < 3 && sp; k++)
-            sp = strchr(sp + 1, ' ');
-        if (!sp)
-            continue;
-        point = sp + 1;
-        char *pe = strchr(point, ' ');
-        const char *dash = pe ? strstr(pe, " - ") : NULL;
-        if (!pe || !dash || (caris && strncmp(dash + 3, "fuse.caris ", 11) != 0))
-            continue;
         *pe = '\0';
         mountinfo_unescape(point);
-        if (strcmp(point, dir) == 0)
-            found = id; /* the last one listed is the newest (on top) */
+        if (strcmp(point, dir) == 0) {
+            found = 1; /* the last one listed is the newest (on top) */
+            if (out) {
+                out->id = id;
+                memcpy(out->dev, devp, dlen);
+                out->dev[dlen] = '\0';
+            }
+        }
     }
+    int err = errno;
+    /* (a read that stops short of the end failed: ENOMEM; a namespace always has its root) */
+    bool bad = ferror(f) || !feof(f) || lines == 0;
     free(line);
     fclose(f);
-    return found;
+    errno = err;
+    return bad && !found ? -1 : found;
 }
 
 /* Serves requests until cancelled or unmounted from outside. dir: the mount point; abs: its
@@ -1219,7 +1246,9 @@ static long mountinfo_lookup(const char *dir, bool caris, long want)
  * the mount table is watched too (poll on /proc/self/mountinfo wakes at every change): once
  * this namespace's mount is gone, serving ends, and closing the connection leaves the copies
  * elsewhere "not connected". *gone: 1 when it was so, 2 when something else is mounted at dir
- * since (not this mount: the caller must not unmount it). */
+ * since, or the table cannot be read then (not this mount, or not known to be: the caller must
+ * not unmount dir). A table that cannot be read does not end a mount: it is read again at the
+ * next wake (MOUNT_POLL_MS at most). */
 static int serve(struct mountfs *m, struct fuse_session *se, const char *dir, const char *abs,
                  int *gone, struct err *e)
 {
@@ -1228,24 +1257,37 @@ static int serve(struct mountfs *m, struct fuse_session *se, const char *dir, co
     int rc = 0;
     int64_t next_lock_check = time_mono_ns() + MOUNT_LOCK_CHECK_NS;
     bool lock_warned = false;
-    long mount_id = -1;
+    struct mountent me;
     int mfd = abs ? open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC) : -1;
-    if (mfd >= 0)
-        mount_id = mountinfo_lookup(abs, true, -1);
-    if (mount_id < 0 && mfd >= 0) { /* not found: the connection's end is what tells */
-        close(mfd);
+    if (mfd >= 0 && mountinfo_find(abs, true, NULL, &me) != 1) {
+        close(mfd); /* not found: the connection's end is what tells */
         mfd = -1;
     }
+    bool recheck = false; /* a look at mountinfo failed: look again at the next wake */
+    bool read_warned = false;
     while (!fuse_session_exited(se) && !caris_op_cancelled(m->op)) {
         struct pollfd pf[2] = {{.fd = fuse_session_fd(se), .events = POLLIN},
                                {.fd = mfd, .events = POLLPRI}};
         struct pollfd *pp = &pf[0];
         int n = poll(pf, mfd >= 0 ? 2 : 1, MOUNT_POLL_MS);
-        if (n > 0 && mfd >= 0 && (pf[1].revents & (POLLPRI | POLLERR)) &&
-            mountinfo_lookup(NULL, false, mount_id) < 0) {
-            caris_op_log(m->op, LOG_INFO, "%s was unmounted from outside", dir);
-            *gone = mountinfo_lookup(abs, false, -1) >= 0 ? 2 : 1;
-            break;
+        /* (the poll itself clears the change it reports: nothing need be read from mfd) */
+        if (mfd >= 0 && (recheck || (n > 0 && (pf[1].revents & (POLLPRI | POLLERR))))) {
+            int there = mountinfo_find(NULL, true, &me, NULL);
+            recheck = there < 0;
+            if (recheck && !read_warned) {
+                caris_op_log(m->op, LOG_WARN,
+                             "cannot read /proc/self/mountinfo (%s): an unmount of %s from "
+                             "outside may go unseen while it cannot be read",
+                             strerror(errno ? errno : EIO), dir);
+                read_warned = true;
+            }
+            if (there == 0) {
+                caris_op_log(m->op, LOG_INFO, "%s was unmounted from outside", dir);
+                /* something else mounted there since, or unknown: not this mount's to
+                 * unmount */
+                *gone = mountinfo_find(abs, false, NULL, NULL) == 0 ? 1 : 2;
+                break;
+            }
         }
         if (!lock_warned && time_mono_ns() >= next_lock_check) {
             struct err le = ERR_INIT;
@@ -1337,9 +1379,13 @@ static int mount_locked(struct repo *r, const struct caris_mount_opts *o,
         if (gone == 1) {
             /* unmounted from outside: fuse_session_unmount closes the connection and frees
              * what the session holds, and its own unmount of dir fails, which libfuse prints
-             * on stderr ("failed to unmount"): printed to /dev/null instead */
+             * on stderr ("failed to unmount"): printed to /dev/null instead (no other thread
+             * prints meanwhile: the pool's workers never do). It unmounts dir itself (as root;
+             * fusermount3 -u otherwise), found empty microseconds before: a mount made there in
+             * that instant would be detached instead (aborting the connection through fusectl
+             * first would avoid that, where /sys/fs/fuse/connections is mounted) */
             fflush(stderr);
-            int saved = dup(STDERR_FILENO);
+            int saved = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 0); /* (libfuse may fork) */
             int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
             bool quiet = saved >= 0 && null >= 0 && dup2(null, STDERR_FILENO) >= 0;
             fuse_session_unmount(se);
