@@ -339,6 +339,14 @@ while ((next_print < ntests)); do
     finished=""
     wait -n -p finished
     rc=$?
+    if [[ -z $finished ]] && ((rc == 127)); then
+        # no child left while tests are counted as running: a bookkeeping bug, which would loop
+        # here for ever (CI's limit would end it, with nothing said)
+        left=""
+        for i in "${!pids[@]}"; do [[ -n ${pids[i]} ]] && left+=" ${tests[i]##*/}"; done
+        echo "run.sh: $running test(s) counted as running, but no child is left to wait for:${left:- (none known)}" >&2
+        exit 2
+    fi
     # (a grabber's pid may be one an earlier test had: pids wrap at 32768 within a suite, and a
     # grabber taken for that test once made the run release a slot it did not hold, until both
     # runs waited for slots that no test held)
