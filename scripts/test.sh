@@ -12,13 +12,13 @@
 #                about 5 more minutes on a fast 2-core machine, and CI's machines have taken
 #                up to 25 minutes for the two variants alone.
 #
-# Order: the plain build, then the ASan build; then the two builds' integration tests side by
-# side (the two runs share their -j slots: tests/integration/run.sh CARIS_TEST_SLOTS), each
-# with its unit tests in the background (nice 10), and beside the ASan unit tests the replay
-# of the fuzz harnesses' saved inputs (tests/fuzz/run.sh, FUZZ_REPLAY=1). The plain build's
-# results are printed as they come, the other variant's after them; each variant's unit tests
-# are reported after its integration tests. Lines in parentheses say when each phase began
-# and ended, in seconds since the start.
+# Order: the plain build; its integration tests, with in the background (nice 10) its unit
+# tests and the ASan build; once that is built, the ASan integration tests beside the plain
+# ones (the two runs share their -j slots: tests/integration/run.sh CARIS_TEST_SLOTS), with
+# the ASan unit tests and the replay of the fuzz harnesses' saved inputs (tests/fuzz/run.sh,
+# FUZZ_REPLAY=1) in the background. The plain build's results are printed as they come, the
+# other variant's after them; each variant's unit tests are reported after its integration
+# tests.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 
@@ -226,12 +226,13 @@ trap '[[ $BASHPID == "$$" ]] || exit; stop_side; rm -rf "$CARIS_TEST_PORTS" "$CA
 trap 'exit 130' INT TERM
 [[ " ${variants[*]} " == *" asan "* || " ${variants[*]} " == *" tsan "* ]] && ram_start
 
-build_variant() { # $1 variant; the build's output in $side_dir/build-$1.log
-  local flag=()
+build_variant() { # $1 variant [nice]; the build's output in $side_dir/build-$1.log
+  local flag=() nice=()
   [ "$1" = asan ] && flag=(--asan)
   [ "$1" = tsan ] && flag=(--tsan)
+  [ "${2:-}" = nice ] && nice=(nice -n 10)
   local rc=0
-  ./scripts/build.sh "${flag[@]}" >"$side_dir/build-$1.log" 2>&1 || rc=$?
+  "${nice[@]}" ./scripts/build.sh "${flag[@]}" >"$side_dir/build-$1.log" 2>&1 || rc=$?
   echo "(build of $1: done at ${SECONDS} s)" >>"$side_dir/build-$1.log"
   cat "$side_dir/build-$1.log"
   ((rc == 0)) && return 0
@@ -240,14 +241,13 @@ build_variant() { # $1 variant; the build's output in $side_dir/build-$1.log
   return 1
 }
 
-# Every variant is built first, one after the other, and then their integration tests run side
-# by side, sharing the slots: the integration tests leave the CPUs idle a quarter of the time
-# (servers starting, child processes and polls they wait for), and a run alone leaves them idle
-# at its end, while its last tests finish. (Until 2026-12-07 the other variants were built at
-# nice 10 beside the first one's integration tests: starved of CPU, the ASan build ended only
-# 631 s into a 1,513 s run, and the ASan tests, the longest, then ran alone for the last 270 s.)
-# Each variant's unit tests run in the background at a lower priority (nice 10) beside its
-# integration tests and are reported after them; their programs do not depend on timing.
+# The first variant is built here; the others are built in the background (nice 10) while its
+# integration tests run, and their integration tests then run beside its own, sharing the
+# slots: the integration tests leave the CPUs idle a quarter of the time (servers starting,
+# child processes and polls they wait for), and a run alone leaves them idle at its end, while
+# its last tests finish. Each variant's unit tests run in the background at a lower priority
+# (nice 10) beside its integration tests and are reported after them; their programs do not
+# depend on timing.
 first=${variants[0]}
 others=("${variants[@]:1}")
 built=()
@@ -257,9 +257,6 @@ if build_variant "$first"; then
 else
   first_failed=1 # counted in round 1
 fi
-for o in "${others[@]}"; do # (their output is printed with their results)
-  build_variant "$o" >"$side_dir/lane-$o.build" 2>&1 && built+=("$o")
-done
 
 # unit_side V: V's unit tests (and, for asan, the fuzz replay) in the background, nice 10, in a
 # process group of their own (stop_side); its pid in $!
@@ -270,19 +267,12 @@ unit_side() {
     sanitizer_env "$1"
     TMPDIR=$(variant_tmp "$1")
     export TMPDIR
-    # (the fuzz harnesses, built with clang, beside the unit tests: after them, the replay
-    # ended last, 19 s after the integration tests)
+    run_unit "$(variant_dir "$1")"
+    echo "$SECONDS" >"$(variant_dir "$1")/unit-out/ended"
     if [ "$1" = asan ]; then
-      (
-        run_fuzz_replay
-        echo "$SECONDS" >"$side_dir/fuzz-replay.ended"
-      ) &
+      run_fuzz_replay
+      echo "$SECONDS" >"$side_dir/fuzz-replay.ended"
     fi
-    ( # (a subshell: run_unit's waits see its own programs only)
-      run_unit "$(variant_dir "$1")"
-      echo "$SECONDS" >"$(variant_dir "$1")/unit-out/ended"
-    )
-    wait
   ) </dev/null &
   set +m
 }
@@ -302,12 +292,13 @@ for ((round = 1; round <= repeat; round++)); do
   ((round == 1 && first_failed)) && failed=$((failed + 1))
   sides=()
   for v in "${variants[@]}"; do rm -rf "$(variant_dir "$v")/unit-out" "$side_dir/lane-$v"*; done
-  # the other variants' lanes (those built): their unit tests in the background and their
-  # integration tests (output in $side_dir/lane-V.out); "built" in $side_dir/lane-V.built
+  # the other variants' lanes: built (round 1), then their unit tests in the background and
+  # their integration tests (output in $side_dir/lane-V.out); "built" in $side_dir/lane-V.built
   for o in "${others[@]}"; do
     set -m
     (
-      [[ " ${built[*]} " == *" $o "* ]] || exit 1
+      if ((round == 1)) && ! build_variant "$o" nice >"$side_dir/lane-$o.build" 2>&1; then exit 1; fi
+      [[ $round == 1 || " ${built[*]} " == *" $o "* ]] || exit 1
       touch "$side_dir/lane-$o.built"
       unit_side "$o"
       side=$!
@@ -337,6 +328,7 @@ for ((round = 1; round <= repeat; round++)); do
       failed=$((failed + 1))
       continue
     fi
+    ((round == 1)) && built+=("$o")
     echo "== $o build: integration tests"
     cat "$side_dir/lane-$o.out"
     count_integration "$(variant_dir "$o")"
