@@ -17,11 +17,6 @@
 void *xmalloc(size_t n) X_NONNULL;
 void *xcalloc(size_t n, size_t size) X_NONNULL;
 void *xrealloc(void *p, size_t n) X_NONNULL;
-/* n bytes (at least 1 MiB) on whole 2 MiB pages of their own, in transparent huge pages where
- * the kernel gives them: one page fault instead of 512 (freed with free); below 1 MiB, xmalloc.
- * For a large block written all over soon, such as a compression workspace. (Not under
- * AddressSanitizer, whose malloc writes a block's first 4 KiB before the hint.) */
-void *xmalloc_huge(size_t n) X_NONNULL;
 char *xstrdup(const char *s) X_NONNULL;
 char *xstrndup(const char *s, size_t n) X_NONNULL;
 void *xmemdup(const void *p, size_t n) X_NONNULL;

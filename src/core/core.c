@@ -6,8 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <stdint.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <time.h>
@@ -21,43 +19,11 @@ void xoom(size_t n)
     abort();
 }
 
-/* Transparent huge pages for the whole 2 MiB pages inside a block: touching new memory costs
- * a page fault per 4 KiB page, about 15 us each on the virtual machines this runs on, against
- * under 1 us per 4 KiB when a fault brings 2 MiB at once (transparent_hugepage "madvise",
- * Debian's default, gives huge pages only where asked). Only for blocks that live long and are
- * written whole (xmalloc_huge): not for every large block, whose huge page would be zeroed
- * whole for a part used, and split when freed in part (no gain was measured for a restore's
- * chunk buffers, which come and go). The hint changes nothing else; where it fails (no THP),
- * the memory is as it was. */
-#define HUGE_PAGE ((size_t)2 << 20)
-static void huge_hint(void *p, size_t n)
-{
-    if (n < HUGE_PAGE)
-        return;
-    uintptr_t a = ((uintptr_t)p + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1);
-    uintptr_t z = ((uintptr_t)p + n) & ~(uintptr_t)(HUGE_PAGE - 1);
-    if (z > a)
-        (void)madvise((void *)a, z - a, MADV_HUGEPAGE);
-}
-
 void *xmalloc(size_t n)
 {
     void *p = malloc(n ? n : 1);
     if (!p)
         xoom(n);
-    return p;
-}
-
-void *xmalloc_huge(size_t n)
-{
-    if (n < HUGE_PAGE / 2)
-        return xmalloc(n);
-    size_t whole = xsize(1, n, HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
-    void *p = NULL;
-    int rc = posix_memalign(&p, HUGE_PAGE, whole);
-    if (rc != 0 || !p)
-        xoom(whole);
-    huge_hint(p, whole);
     return p;
 }
 

@@ -161,8 +161,7 @@ static int store(struct repo *r, struct repo_writer *w, int first_slot, int thre
     c.pool = here ? NULL : pool_new(threads > 0 ? threads : sys_ncpu(), 8);
     /* An fd is read into rbuf; a buffer is chunked where it is, as if read whole. */
     size_t cap = s->buf ? 0 : READ_CHUNK + cp->max_size;
-    /* (5 MiB, written whole by a long stream: 1,280 page faults in small pages) */
-    uint8_t *rbuf = s->buf ? NULL : xmalloc_huge(cap);
+    uint8_t *rbuf = s->buf ? NULL : xmalloc(cap);
     const uint8_t *data = s->buf ? s->buf : rbuf;
     size_t have = s->buf ? s->len : 0;
     bool eof = s->buf != NULL;

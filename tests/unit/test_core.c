@@ -5,7 +5,6 @@
 #include <cmocka.h>
 
 #include <dirent.h>
-#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -573,69 +572,9 @@ static void test_str_list_add(void **state)
     assert_true(strlen(tiny) < sizeof(tiny));
 }
 
-/* AnonHugePages (kB) of the mapping that holds p, from /proc/self/smaps; -1 when not found. */
-static long huge_kb_at(const void *p)
-{
-    FILE *f = fopen("/proc/self/smaps", "re");
-    if (!f)
-        return -1;
-    char line[512];
-    bool in = false;
-    long kb = -1;
-    while (fgets(line, sizeof(line), f)) {
-        unsigned long lo, hi;
-        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' ')) {
-            in = (uintptr_t)p >= lo && (uintptr_t)p < hi;
-            continue;
-        }
-        if (in && sscanf(line, "AnonHugePages: %ld kB", &kb) == 1)
-            break;
-    }
-    fclose(f);
-    return kb;
-}
-
-/* xmalloc_huge: whole 2 MiB pages of their own, in transparent huge pages (one page fault per
- * 2 MiB instead of 512, ~15 us each on the machines this runs on). */
-static void test_huge_pages(void **state)
-{
-    (void)state;
-    uint8_t *small = xmalloc_huge(100000); /* below 1 MiB: plain xmalloc */
-    memset(small, 1, 100000);
-    free(small);
-    size_t ws = 1300000;
-    uint8_t *p = xmalloc_huge(ws);
-    assert_int_equal((uintptr_t)p % (2u << 20), 0);
-    memset(p, 2, ws);
-    uint8_t *big = xmalloc_huge(5u << 20); /* on 3 whole huge pages */
-    assert_int_equal((uintptr_t)big % (2u << 20), 0);
-    memset(big, 3, 5u << 20);
-    char mode[128] = "";
-    FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "re");
-    if (f) {
-        if (!fgets(mode, sizeof(mode), f))
-            mode[0] = '\0';
-        fclose(f);
-    }
-    /* where THP may be used ("always" or "madvise") and a huge page was free: they are there */
-    if (strstr(mode, "[always]") || strstr(mode, "[madvise]")) {
-        long a = huge_kb_at(p), b = huge_kb_at(big);
-        print_message("AnonHugePages: workspace %ld kB, 5 MiB block %ld kB\n", a, b);
-#ifndef __SANITIZE_ADDRESS__
-        /* (AddressSanitizer's malloc writes the first 4 KiB of every block before the hint
-         * comes: that 2 MiB page is then made of small pages) */
-        assert_true(a >= 2048);
-#endif
-        assert_true(b >= 2048);
-    }
-    free(p);
-    free(big);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_huge_pages),
         cmocka_unit_test(test_str_list_add),
         cmocka_unit_test(test_env_file_parsing),
         cmocka_unit_test(test_env_file_exposed),
