@@ -73,9 +73,10 @@ int config_bool(const struct config *c, const char *name, bool dflt, bool *out, 
 
 /* Whether s can be shown as the name of a variable an option names (--to-key-env VAR): a
  * shell name ([A-Za-z_][A-Za-z0-9_]*), and, from CONFIG_MIN_KEY_LEN characters on, without
- * lower-case letters. Anything else may be the key itself, given by mistake in the name's
- * place, and is never echoed in an error or kept in the audit log. */
-bool config_var_name_showable(const char *s);
+ * lower-case letters and set (in the environment or the env file: a base32 key or upper-case
+ * hex is a shell name too). Anything else may be the key itself, given by mistake in the
+ * name's place, and is never echoed in an error or kept in the audit log. */
+bool config_var_name_showable(const struct config *c, const char *s);
 /* Replaces, in text (NUL-terminated, room for n bytes), every occurrence of a secret
  * variable's value (the key, passwords, tokens, a database URL that holds a password; values of
  * 8 bytes or more) by "(redacted)": a secret typed where an argument goes comes back in

@@ -69,6 +69,9 @@ struct notify_config {
     char *smtp_user;       /* NULL: no AUTH */
     char *smtp_password;   /* secret memory; NULL when none */
     bool smtp_require_tls; /* BACKUP_SMTP_TLS=require: fail unless STARTTLS/smtps */
+    /* TLS required because a password would otherwise cross the network in clear (a
+     * password set, the server not on a loopback address), whatever BACKUP_SMTP_TLS says */
+    bool smtp_tls_for_password;
     /* BACKUP_SMTP_CA_FILE: CA certificates (PEM) to verify the server with instead of the
      * system's; NULL: the system's */
     char *smtp_ca_file;

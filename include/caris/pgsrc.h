@@ -61,7 +61,11 @@ void pgsrc_target_host(const struct pgsrc_target *t, char *out, size_t n);
 void pgsrc_target_port(const struct pgsrc_target *t, char *out, size_t n);
 void pgsrc_target_dbname(const struct pgsrc_target *t, char *out, size_t n);
 void pgsrc_target_user(const struct pgsrc_target *t, char *out, size_t n);
-/* "host H port P database D user U". */
+/* The user name as messages show it: a ':' in it (written %3A in a URL) most likely separates
+ * a user from a password whose separator was percent-encoded by mistake, so what follows it
+ * is shown as "(redacted)". */
+void pgsrc_target_user_shown(const struct pgsrc_target *t, char *out, size_t n);
+/* "host H port P database D user U" (the user as pgsrc_target_user_shown shows it). */
 void pgsrc_target_describe(const struct pgsrc_target *t, char *out, size_t n);
 /* {"host", "port", "database"} */
 json_t *pgsrc_target_json(const struct pgsrc_target *t);

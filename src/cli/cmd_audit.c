@@ -232,7 +232,7 @@ void cli_audit(struct globals *g, int argc, char **argv, int code, int64_t durat
         const char *var = strncmp(argv[i], "--to-key-env=", 13) == 0          ? argv[i] + 13
                           : i > w && strcmp(argv[i - 1], "--to-key-env") == 0 ? argv[i]
                                                                               : NULL;
-        if (var && !config_var_name_showable(var)) {
+        if (var && !config_var_name_showable(&g->cfg, var)) {
             json_array_append_new(
                 args, json_string(var == argv[i] ? "(redacted)" : "--to-key-env=(redacted)"));
             continue;

@@ -1,6 +1,7 @@
 /* `caris-backup copy [ID...|--latest|--all] --to REPO [--to-key-env VAR]`, `upload ID`, and the
  * source side of `init --copy-chunker-from`: parse, open both repositories, call the service
  * (caris/copy.h), print. */
+#include <ctype.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,10 +43,30 @@ static const char UPLOAD_USAGE[] =
     "`copy ID --to $BACKUP_CLOUD_REPOSITORY`: the seed's upload to cloud. BACKUP_CLOUD_REPOSITORY\n"
     "(environment or .env.local) names the cloud repository, e.g. s3:https://HOST/BUCKET/PREFIX.\n";
 
+/* A shell name of CONFIG_MIN_KEY_LEN characters or more without lower case: a long variable's
+ * name, or a key (base32, upper-case hex) typed in its place. */
+static bool long_upper_name(const char *s)
+{
+    if (strlen(s) < CONFIG_MIN_KEY_LEN || !(isupper((unsigned char)*s) || *s == '_'))
+        return false;
+    for (; *s; s++)
+        if (!(isupper((unsigned char)*s) || isdigit((unsigned char)*s) || *s == '_'))
+            return false;
+    return true;
+}
+
 /* The destination's key: from the variable named var (environment or .env.local), checked. */
 static int to_key(const struct globals *g, const char *var, const char **key, struct err *e)
 {
-    if (!config_var_name_showable(var))
+    if (long_upper_name(var) && !config_get(&g->cfg, var))
+        return err_set(e, ERR_CONFIG,
+                       "set it in the environment or .env.local, or name another variable with "
+                       "--to-key-env; if a key was typed there, it is in your shell's history: "
+                       "replace it",
+                       "the variable --to-key-env names is not set (its name is not shown: of "
+                       "%d characters or more, it may be a key)",
+                       CONFIG_MIN_KEY_LEN);
+    if (!config_var_name_showable(&g->cfg, var))
         return err_set(e, ERR_USAGE,
                        "give the name of the variable that holds the key (letters, digits and "
                        "_, as BACKUP_COPY_KEY), never the key itself; if a key was typed here, "

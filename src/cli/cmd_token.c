@@ -19,8 +19,9 @@ static const char TOKEN_USAGE[] =
     "Tokens of the daemon's HTTP API (Authorization: Bearer <token>). `token add` prints a new\n"
     "token once: keep it (only its SHA-256 is stored, in BACKUP_DIR/metadata/api-tokens.json,\n"
     "mode 0600). Roles: admin (everything) and viewer (list, status and jobs only; the\n"
-    "default is admin). The daemon reads the file at each request: a revoked token stops\n"
-    "working at once.\n";
+    "default is admin). The label is stored in clear and names the token's requests in logs\n"
+    "and the audit log (a secret of the configuration is refused there). The daemon reads the\n"
+    "file at each request: a revoked token stops working at once.\n";
 
 static int token_add(struct globals *g, int argc, char **argv)
 {
@@ -47,6 +48,15 @@ static int token_add(struct globals *g, int argc, char **argv)
     if (!label)
         return usage_error("token add needs --label (who or what uses the token)%s", "");
     struct err e = ERR_INIT;
+    /* the label is stored in clear and names the token's actor in logs and the audit log: a
+     * secret of the configuration (the key, a password, the cron secret) is refused there */
+    if (config_holds_secret(&g->cfg, label)) {
+        err_set(&e, ERR_USAGE,
+                "give a label that says who or what uses the token; nothing was added",
+                "the token's label holds a secret of the configuration (labels are stored in "
+                "clear and shown in logs)");
+        return fail(&e);
+    }
     enum caris_token_role role;
     if (caris_token_role_parse(role_s, &role, &e) != 0)
         return fail(&e);

@@ -95,16 +95,16 @@ static bool valid_name(const char *s)
     return true;
 }
 
-bool config_var_name_showable(const char *s)
+bool config_var_name_showable(const struct config *c, const char *s)
 {
     if (!valid_name(s))
         return false;
     if (strlen(s) < CONFIG_MIN_KEY_LEN)
         return true;
-    for (; *s; s++)
-        if (islower((unsigned char)*s))
+    for (const char *p = s; *p; p++)
+        if (islower((unsigned char)*p))
             return false;
-    return true;
+    return config_get(c, s) != NULL;
 }
 
 /* Parses one value (all that follows the '=') in place: quoted ('...' literal, "..." with \n

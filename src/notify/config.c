@@ -2,6 +2,7 @@
  * redact, read from the environment and .env.local (struct config). */
 #include <curl/curl.h>
 #include <errno.h>
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -36,8 +37,11 @@ static const char *const URL_VARS[] = {"POSTGRES_URL", "BACKUP_PG_REPLICATION_UR
 
 /* Shorter values would redact ordinary words. */
 #define SECRET_MIN_LEN 4
+/* The shortest segment of the Slack webhook's path taken for a secret on its own: Slack's
+ * token is 24 characters, its workspace and channel ids 9 to 11, "services" 8 */
+#define SLACK_SEGMENT_MIN_LEN 12
 
-static void add_secret(struct notify_config *nc, const char *s, size_t n)
+static void add_secret_as_is(struct notify_config *nc, const char *s, size_t n)
 {
     if (n < SECRET_MIN_LEN)
         return;
@@ -49,6 +53,42 @@ static void add_secret(struct notify_config *nc, const char *s, size_t n)
     memcpy(v, s, n);
     v[n] = '\0';
     nc->secrets[nc->nsecrets++] = v;
+}
+
+/* A secret as written, and as a server that echoes it may write it back: percent-encoded
+ * (every byte but A-Z a-z 0-9 - . _ ~, with upper or lower case hex digits: a proxy's "Cannot
+ * POST %2Fservices%2F...") and JSON-escaped ('/' as "\/", PHP's default; '"' and '\'). */
+static void add_secret(struct notify_config *nc, const char *s, size_t n)
+{
+    add_secret_as_is(nc, s, n);
+    if (n < SECRET_MIN_LEN)
+        return;
+    char *f = secmem_alloc(3 * n + 1);
+    for (int lower = 0; lower < 2; lower++) {
+        static const char *const HEX[] = {"0123456789ABCDEF", "0123456789abcdef"};
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++) {
+            unsigned char ch = (unsigned char)s[i];
+            if (isalnum(ch) || ch == '-' || ch == '.' || ch == '_' || ch == '~') {
+                f[k++] = (char)ch;
+            } else {
+                f[k++] = '%';
+                f[k++] = HEX[lower][ch >> 4];
+                f[k++] = HEX[lower][ch & 15];
+            }
+        }
+        if (k != n)
+            add_secret_as_is(nc, f, k);
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '/' || s[i] == '"' || s[i] == '\\')
+            f[k++] = '\\';
+        f[k++] = s[i];
+    }
+    if (k != n)
+        add_secret_as_is(nc, f, k);
+    secmem_free(f);
 }
 
 static int hexval(char c)
@@ -76,9 +116,13 @@ static void add_url_password(struct notify_config *nc, const char *v)
             auth--; /* to the authority's last '@' */
         if (auth > 0) {
             auth--;
-            const char *colon = memchr(p, ':', auth);
-            if (colon) {
-                const char *pw = colon + 1;
+            const char *colon = memchr(p, ':', auth), *pw = colon ? colon + 1 : NULL;
+            /* no ':' but a "%3A": most likely the separator percent-encoded by mistake (libpq
+             * then takes "user:password" for the user name, and its refusal quotes it) */
+            for (size_t i = 0; !pw && i + 3 <= auth; i++)
+                if (p[i] == '%' && p[i + 1] == '3' && (p[i + 2] == 'A' || p[i + 2] == 'a'))
+                    pw = p + i + 3;
+            if (pw) {
                 size_t n = (size_t)(p + auth - pw);
                 add_secret(nc, pw, n);
                 char *dec = secmem_alloc(n + 1);
@@ -226,7 +270,7 @@ static int load_email(const struct config *c, struct notify_config *nc, struct e
     if (url_parse(url, &u) != 0)
         return err_set(e, ERR_CONFIG, "e.g. smtp://mail.example.org:587 or smtps://host:465",
                        "BACKUP_SMTP_URL is not a valid URL");
-    bool userinfo = u.userinfo;
+    bool userinfo = u.userinfo, loopback = host_is_loopback(u.host);
     bool scheme_ok = strcmp(u.scheme, "smtp") == 0 || strcmp(u.scheme, "smtps") == 0;
     nc->smtp_target = xstrdup(u.origin);
     url_parts_free(&u);
@@ -273,6 +317,10 @@ static int load_email(const struct config *c, struct notify_config *nc, struct e
                        "try: STARTTLS when the server offers it (the default); require: fail "
                        "without TLS",
                        "BACKUP_SMTP_TLS must be try or require");
+    /* a password never crosses the network in clear: with one, TLS is required unless the
+     * server is on this machine */
+    if (!nc->smtp_require_tls && pass && !loopback)
+        nc->smtp_require_tls = nc->smtp_tls_for_password = true;
 
     char hostname[256] = "localhost";
     gethostname(hostname, sizeof(hostname) - 1);
@@ -364,10 +412,21 @@ static int load_slack(const struct config *c, struct notify_config *nc, struct e
                        "URL, which is the webhook's only credential",
                        "BACKUP_SLACK_WEBHOOK_URL must be https (http only to a loopback address)");
     nc->slack_webhook_url = secmem_strdup(url);
-    /* Its path alone (an error could name it without the host). */
+    /* Its path alone (an error could name it without the host), and each segment of it of 12
+     * characters or more: Slack's last one is the webhook's token, which a receiver's error
+     * may echo alone ("invalid_token": "...") */
     const char *path = strchr(sep + 3, '/');
-    if (path && strlen(path) > 1)
+    if (path && strlen(path) > 1) {
+        size_t plen = strcspn(path, "?#");
         add_secret(nc, path, strlen(path));
+        add_secret(nc, path, plen);
+        for (size_t i = 0; i < plen;) {
+            size_t seg = strcspn(path + i, "/?#");
+            if (seg >= SLACK_SEGMENT_MIN_LEN)
+                add_secret(nc, path + i, seg);
+            i += seg + 1;
+        }
+    }
     nc->slack = true;
     return 0;
 }

@@ -440,8 +440,12 @@ int notify_email_send(const struct notify_config *nc, const struct buf *msg,
         break;
     case CURLE_USE_SSL_FAILED:
         a->permanent = true;
-        hint = "the server does not offer STARTTLS: use smtps:// if it speaks TLS on another "
-               "port, or BACKUP_SMTP_TLS=try to send without TLS";
+        hint = nc->smtp_tls_for_password
+                   ? "the server does not offer STARTTLS, and BACKUP_SMTP_PASSWORD is never "
+                     "sent in clear to another machine: use smtps:// if it speaks TLS on "
+                     "another port, or a server that offers STARTTLS"
+                   : "the server does not offer STARTTLS: use smtps:// if it speaks TLS on "
+                     "another port, or BACKUP_SMTP_TLS=try to send without TLS";
         break;
     case CURLE_ABORTED_BY_CALLBACK:
         a->permanent = true;

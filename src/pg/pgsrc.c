@@ -540,6 +540,36 @@ void pgsrc_target_user(const struct pgsrc_target *t, char *out, size_t n)
     resolve(t, "user", out, n);
 }
 
+void pgsrc_target_user_shown(const struct pgsrc_target *t, char *out, size_t n)
+{
+    pgsrc_target_user(t, out, n);
+    char *colon = strchr(out, ':');
+    if (colon && colon[1])
+        snprintf(colon + 1, n - (size_t)(colon + 1 - out), "(redacted)");
+}
+
+/* Every occurrence of from in text (room for n bytes) replaced by to (what then does not fit
+ * is cut). */
+static void replace_in(char *text, size_t n, const char *from, const char *to)
+{
+    size_t fl = strlen(from), tl = strlen(to);
+    if (!fl)
+        return;
+    for (char *p = strstr(text, from); p; p = strstr(p, from)) {
+        size_t at = (size_t)(p - text), tail = strlen(p + fl);
+        if (at + tl + 1 > n) {
+            *p = '\0';
+            return;
+        }
+        if (at + tl + tail + 1 > n)
+            tail = n - at - tl - 1;
+        memmove(p + tl, p + fl, tail);
+        memcpy(p, to, tl);
+        p[tl + tail] = '\0';
+        p += tl;
+    }
+}
+
 void pgsrc_target_dbname(const struct pgsrc_target *t, char *out, size_t n)
 {
     resolve(t, "dbname", out, n);
@@ -553,7 +583,7 @@ void pgsrc_target_describe(const struct pgsrc_target *t, char *out, size_t n)
     pgsrc_target_host(t, h, sizeof(h));
     pgsrc_target_port(t, p, sizeof(p));
     pgsrc_target_dbname(t, d, sizeof(d));
-    pgsrc_target_user(t, u, sizeof(u));
+    pgsrc_target_user_shown(t, u, sizeof(u));
     snprintf(out, n, "host %s port %s database %s user %s", h, p, d, u);
 }
 
@@ -675,7 +705,12 @@ PGconn *pgsrc_connect(const struct pgsrc_target *t, const char *dbname, struct e
         snprintf(db, sizeof(db), "%s", dbname);
     else
         pgsrc_target_dbname(t, db, sizeof(db));
-    pgsrc_target_user(t, user, sizeof(user));
+    char raw[256];
+    pgsrc_target_user(t, raw, sizeof(raw));
+    pgsrc_target_user_shown(t, user, sizeof(user));
+    if (strcmp(raw, user) != 0) /* the server's message quotes the user name */
+        replace_in(msg, sizeof(msg), raw, user);
+    cx_wipe(raw, sizeof(raw));
     bool needs_pw = PQconnectionNeedsPassword(c) && !t->password;
     PQfinish(c);
     /* Whether the server answers at all tells "down" from "refused us". */

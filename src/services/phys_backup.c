@@ -519,7 +519,7 @@ static PGconn *replication_connect(const struct phys_backup_opts *o, struct pgsr
     if (c)
         return c;
     char user[256];
-    pgsrc_target_user(t, user, sizeof(user));
+    pgsrc_target_user_shown(t, user, sizeof(user));
     if (strstr(e->msg, "replication connection") || strstr(e->msg, "no pg_hba.conf entry"))
         snprintf(e->hint, sizeof(e->hint),
                  "the server's pg_hba.conf needs a line for replication connections, e.g. "

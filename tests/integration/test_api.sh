@@ -42,6 +42,11 @@ assert_exit 2 cb token add --label admin
 assert_exit 2 cb token add --label 'bad/label'
 assert_exit 2 cb token add --label cbt_ops # shaped like a token: revoke takes a token by its value
 assert_exit 2 cb token add --label x --role root
+# a secret of the configuration as the label (stored in clear, the actor in logs): refused
+assert_exit 2 cb token add --label "$CRON_SECRET"
+assert_contains "$ERR" "label holds a secret of the configuration" "a secret as a token's label: refused, saying why"
+assert_not_contains "$ERR" "$CRON_SECRET" "... without repeating it"
+assert_false "the secret is not stored as a label" grep -qF -- "$CRON_SECRET" "$BACKUP_DIR/metadata/api-tokens.json"
 TOKENS=$BACKUP_DIR/metadata/api-tokens.json
 assert_eq 600 "$(stat -c %a "$TOKENS")" "the token file is 0600"
 assert_false "the token file does not hold the tokens themselves" grep -q -e "${ADMIN#cbt_}" -e "${VIEWER#cbt_}" "$TOKENS"

@@ -151,8 +151,20 @@ assert_false "the key is not printed" grep -qF -- "$b64key" "$ERR_FILE"
 assert_exit 2 cb copy "$id1" --to "$DST" "--to-key-env=$hexkey"
 assert_false "a hex key (a valid shell name when it starts with a letter) is not printed" \
     grep -qF -- "$hexkey" "$ERR_FILE"
-assert_false "neither key is kept in the audit log" \
-    grep -qE -- "$(printf '%s|%s' "$b64key" "$hexkey" | sed 's/[+/=]/./g')" "$BACKUP_DIR/metadata/audit.log"
+# a base32 key (upper case and digits: a shell name when it starts with a letter), unset as a
+# variable: not repeated either (a long name that is set is shown, below)
+b32key=K$(head -c 20 /dev/urandom | base32 | tr -d '=')
+assert_exit 6 cb copy "$id1" --to "$DST" --to-key-env "$b32key"
+assert_contains "$ERR" "--to-key-env names is not set" "an unset long upper-case name: not set, says so"
+assert_false "a base32 key in --to-key-env's place is not printed" grep -qF -- "$b32key" "$ERR_FILE"
+assert_exit 6 cb --json copy "$id1" --to "$DST" --to-key-env "$b32key"
+assert_false "... nor in the JSON error" grep -qF -- "$b32key" "$OUT_FILE"
+LONG_DESTINATION_KEY_VARIABLE_NAME_X=short run cb copy "$id1" --to "$DST" \
+    --to-key-env LONG_DESTINATION_KEY_VARIABLE_NAME_X
+assert_rc 6 "a long variable's name that is set: its value checked (too short)"
+assert_contains "$ERR" "LONG_DESTINATION_KEY_VARIABLE_NAME_X is too short" "... and the name shown"
+assert_false "no key is kept in the audit log" \
+    grep -qE -- "$(printf '%s|%s|%s' "$b64key" "$hexkey" "$b32key" | sed 's/[+/=]/./g')" "$BACKUP_DIR/metadata/audit.log"
 run cb audit
 assert_contains "$OUT" '"--to-key-env","(redacted)"' "the audit log shows the operand redacted"
 assert_contains "$OUT" '"--to-key-env=(redacted)"' "... in both spellings"

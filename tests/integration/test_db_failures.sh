@@ -54,6 +54,13 @@ assert_contains "$OUT$ERR" "$CARIS_PG_PORT" "the message names the port"
 assert_contains "$OUT$ERR" "$CARIS_PG_DB" "the message names the database"
 assert_not_contains "$OUT$ERR" "$wrong" "the wrong password is not printed"
 assert_not_contains "$OUT$ERR" "$CARIS_PG_PASSWORD" "the right password is not printed"
+# the separator percent-encoded by mistake (user%3Apassword): libpq takes it all for the user
+# name, which the server's refusal quotes; what follows the ':' is not shown, nor audited
+POSTGRES_URL="postgresql://$CARIS_PG_USER%3A$wrong@127.0.0.1:$CARIS_PG_PORT/$CARIS_PG_DB" run cb --json backup database
+assert_rc 10 "a password after an encoded ':' in the user name: refused"
+assert_contains "$OUT$ERR" "$CARIS_PG_USER:(redacted)" "the user name is shown up to its ':'"
+assert_not_contains "$OUT$ERR" "$wrong" "the password after the encoded ':' is not printed"
+assert_false "nor kept in the audit log" grep -qF -- "$wrong" "$BACKUP_DIR/metadata/audit.log"
 # the same through PGPASSWORD with a URL without password
 PGPASSWORD=$wrong POSTGRES_URL=$(pg_url_nopw) run cb backup database
 assert_rc 10 "wrong password from PGPASSWORD"

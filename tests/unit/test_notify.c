@@ -433,7 +433,30 @@ static void test_config_channels(void **state)
     setenv("BACKUP_SMTP_USER", "joe", 1);
     assert_int_equal(load(&nc, &e), 0);
     assert_true(nc.smtp_require_tls);
+    assert_false(nc.smtp_tls_for_password);
     assert_string_equal(nc.smtp_password, "pw-without-user");
+    notify_config_free(&nc);
+
+    /* BACKUP_SMTP_TLS=try (the default) with a password: TLS required all the same, unless
+     * the server is on a loopback address; without a password, as configured */
+    unsetenv("BACKUP_SMTP_TLS");
+    setenv("BACKUP_SMTP_URL", "smtp://mail.example.org:587", 1);
+    assert_int_equal(load(&nc, &e), 0);
+    assert_true(nc.smtp_require_tls);
+    assert_true(nc.smtp_tls_for_password);
+    notify_config_free(&nc);
+    setenv("BACKUP_SMTP_URL", "smtp://127.0.0.1:2525", 1);
+    assert_int_equal(load(&nc, &e), 0);
+    assert_false(nc.smtp_require_tls);
+    notify_config_free(&nc);
+    setenv("BACKUP_SMTP_URL", "smtp://[::1]:2525", 1);
+    assert_int_equal(load(&nc, &e), 0);
+    assert_false(nc.smtp_require_tls);
+    notify_config_free(&nc);
+    unsetenv("BACKUP_SMTP_PASSWORD");
+    setenv("BACKUP_SMTP_URL", "smtp://mail.example.org:587", 1);
+    assert_int_equal(load(&nc, &e), 0);
+    assert_false(nc.smtp_require_tls);
     notify_config_free(&nc);
 }
 
@@ -583,6 +606,13 @@ static void test_redact(void **state)
         {"host=db password = Spaced-Secret-99 user=x", "Spaced-Secret-99"},
         {"host=db PASSWORD\t=  'quoted spaced' user=x", "quoted spaced"},
         {"login Blank-Secret-7 refused", "Blank-Secret-7"},
+        /* echoed back by a webhook receiver: the token alone, the path percent-encoded or
+         * JSON-escaped; a password JSON-escaped, or percent-encoded with lower case digits */
+        {"HTTP 403: {\"ok\":false,\"token\":\"WebHookToken\"}", "WebHookToken"},
+        {"HTTP 404: Cannot POST %2Fservices%2FT1%2FB2%2FWebHookToken", "WebHookToken"},
+        {"HTTP 404: {\"path\":\"\\/services\\/T1\\/B2\\/WebHookToken\"}", "WebHookToken"},
+        {"login p@ss\\/w0rd refused", "ss\\/w0rd"},
+        {"login p%40ss%2fw0rd refused", "ss%2fw0rd"},
     };
     for (size_t i = 0; i < sizeof(CASES) / sizeof(CASES[0]); i++) {
         char *r = notify_redact(&nc, CASES[i].in);
@@ -596,6 +626,10 @@ static void test_redact(void **state)
     assert_non_null(strstr(r, "postgresql://app:"));
     assert_non_null(strstr(r, "@db.example.org"));
     free(r);
+    /* the webhook path's short segments and ordinary words stay */
+    r = notify_redact(&nc, "the services T1 and B2 are up");
+    assert_string_equal(r, "the services T1 and B2 are up");
+    free(r);
     r = notify_redact(&nc, "nothing secret here: https://example.org/path");
     assert_string_equal(r, "nothing secret here: https://example.org/path");
     free(r);
@@ -604,6 +638,16 @@ static void test_redact(void **state)
     free(r);
     r = notify_redact(NULL, "a https://example.org/x@y and mailto-like user@host");
     assert_string_equal(r, "a https://example.org/x@y and mailto-like user@host");
+    free(r);
+    notify_config_free(&nc);
+
+    /* the user/password separator percent-encoded by mistake: libpq takes "app:..." for the
+     * user name, which its refusal quotes; the part after the ':' is a secret */
+    setenv("POSTGRES_URL", "postgresql://app%3AColon-Secret-12%2F3@db.example.org/caris", 1);
+    assert_int_equal(load(&nc, &e), 0);
+    r = notify_redact(&nc, "authentication failed for user \"app:Colon-Secret-12/3\"");
+    assert_null(strstr(r, "Colon-Secret"));
+    assert_non_null(strstr(r, "user \"app:[redacted]"));
     free(r);
     notify_config_free(&nc);
 
