@@ -33,8 +33,10 @@ int caris_token_add(const char *backup_dir, const char *label, enum caris_token_
                     char token[CARIS_TOKEN_LEN + 1], struct caris_token_info *info, struct err *e);
 /* [{"id", "label", "role", "created"}] (never the hashes). No file: an empty list. */
 json_t *caris_token_list(const char *backup_dir, struct err *e);
-/* Removes the token whose id or label is which: 0, or -1 with ERR_NOT_FOUND. */
-int caris_token_revoke(const char *backup_dir, const char *which, struct err *e);
+/* Removes the token whose id or label is which (or the token itself, found by its hash): 0 and
+ * *info (when not NULL) the removed token's, or -1 with ERR_NOT_FOUND. */
+int caris_token_revoke(const char *backup_dir, const char *which, struct caris_token_info *info,
+                       struct err *e);
 /* Whether presented is a token of the file: 0 and *info when it is, 1 when not (a wrong or
  * revoked token), -1 with e when the file cannot be read. Every stored hash is compared, in
  * constant time, whatever matched. */

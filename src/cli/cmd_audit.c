@@ -294,7 +294,12 @@ void cli_audit(struct globals *g, int argc, char **argv, int code, int64_t durat
     bool data_out = strcmp(op, "restore files") == 0 || strcmp(op, "restore database") == 0 ||
                     strcmp(op, "dump") == 0 || strcmp(op, "mount") == 0 ||
                     strcmp(op, "copy") == 0 || strcmp(op, "upload") == 0;
-    if (caris_audit_head_due(backup, data_out, code) && !err_is_set(&e)) {
+    /* a dry run creates nothing in the repository, the head record neither (as the daemon's
+     * dry-run restores); its line is in the log */
+    bool dry = false;
+    for (int i = w; i < argc && !dry; i++)
+        dry = strcmp(argv[i], "--dry-run") == 0;
+    if (!dry && caris_audit_head_due(backup, data_out, code) && !err_is_set(&e)) {
         g->no_open_warnings = true; /* the operation's own open reported them already */
         struct repo *r = g->audit_repo ? g->audit_repo : open_repo(g, false, &e);
         g->audit_repo = NULL;

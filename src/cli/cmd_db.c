@@ -173,8 +173,9 @@ static int backup_dry_run(struct globals *g, struct repo *r, const struct db_bac
         str_human_bytes((uint64_t)json_integer_value(json_object_get(plan, "database_size")), size,
                         sizeof(size));
         long long ntables = (long long)json_integer_value(json_object_get(plan, "tables"));
-        printf("dry run: a %s backup of database %s (PostgreSQL %s, %lld table%s, %s)%s%s\n",
-               json_string_value(json_object_get(plan, "mode")),
+        const char *mode = json_string_value(json_object_get(plan, "mode"));
+        printf("dry run: %s %s backup of database %s (PostgreSQL %s, %lld table%s, %s)%s%s\n",
+               mode && mode[0] && strchr("aeiou", mode[0]) ? "an" : "a", mode,
                json_string_value(json_object_get(plan, "database")),
                json_string_value(json_object_get(plan, "server_version")), ntables,
                ntables == 1 ? "" : "s", size, parent ? ", based on " : "", parent ? parent : "");

@@ -79,7 +79,7 @@ static int token_add(struct globals *g, int argc, char **argv)
     if (fflush(stdout) != 0 || ferror(stdout)) {
         int en = errno ? errno : EIO;
         struct err re = ERR_INIT;
-        bool revoked = caris_token_revoke(config_backup_dir(&g->cfg), info.id, &re) == 0;
+        bool revoked = caris_token_revoke(config_backup_dir(&g->cfg), info.id, NULL, &re) == 0;
         err_sys(&e, en,
                 revoked ? "run token add again with an output that works (a terminal, a file)"
                         : "revoke it (`caris-backup token revoke ID`), then add one again",
@@ -159,8 +159,15 @@ int cmd_token(struct globals *g, int argc, char **argv)
         if (argc != 3 || strcmp(argv[2], "--json") == 0)
             return usage_error("token revoke needs one token id or label%s", "");
         struct err e = ERR_INIT;
-        if (caris_token_revoke(config_backup_dir(&g->cfg), argv[2], &e) != 0)
+        struct caris_token_info info;
+        if (caris_token_revoke(config_backup_dir(&g->cfg), argv[2], &info, &e) != 0)
             return fail(&e);
+        if (g->json) {
+            json_t *j = json_pack("{s:s, s:s, s:s, s:b}", "id", info.id, "label", info.label,
+                                  "role", caris_token_role_name(info.role), "revoked", 1);
+            print_json(j);
+            json_decref(j);
+        }
         fprintf(stderr, "token %s revoked\n",
                 strncmp(argv[2], "cbt_", 4) == 0 ? "(given by its value)" : argv[2]);
         return 0;

@@ -1446,10 +1446,15 @@ static int cmd_key(struct globals *g, int argc, char **argv)
         }
         secmem_free(key);
     } else {
-        if (caris_key_remove(r, key_id, &op, &e) != 0)
+        if (caris_key_remove(r, key_id, &op, &e) != 0) {
             code = fail(&e);
-        else if (!g->quiet)
+        } else if (g->json) {
+            json_t *j = json_pack("{s:s, s:b}", "id", key_id, "removed", 1);
+            print_json(j);
+            json_decref(j);
+        } else if (!g->quiet) {
             printf("removed key slot %s\n", key_id);
+        }
     }
     repo_close(r);
     return code;

@@ -98,6 +98,20 @@ static int resolve_latest(struct repo *r, json_t *list, json_t *damaged, const c
         return err_set(e, ERR_USAGE,
                        "say `latest:files` or `latest:database` (or give an id or a prefix)",
                        "'latest' is ambiguous: the repository has file and database backups");
+    /* none that can be read, but one that cannot: damage, not "make one" (exit 7 told an
+     * operator whose only backup is damaged that there was none) */
+    json_t *only = pick ? NULL : damaged_newer(damaged, want, "");
+    if (only) {
+        const char *did = json_string_value(json_object_get(only, "id"));
+        return err_set(e, ERR_DAMAGE,
+                       "`caris-backup check` shows what is damaged; `caris-backup list` the "
+                       "backups that can be read",
+                       "'latest': no %sbackup can be read: %s%s cannot be read (its snapshot "
+                       "file %s is damaged)",
+                       want ? (strcmp(want, "files") == 0 ? "file " : "database ") : "",
+                       did ? "backup " : "a snapshot", did ? did : "",
+                       json_string_value(json_object_get(only, "object")));
+    }
     if (!pick)
         return err_set(
             e, ERR_NOT_FOUND,

@@ -182,7 +182,8 @@ json_t *caris_token_list(const char *backup_dir, struct err *e)
     return out;
 }
 
-int caris_token_revoke(const char *backup_dir, const char *which, struct err *e)
+int caris_token_revoke(const char *backup_dir, const char *which, struct caris_token_info *info,
+                       struct err *e)
 {
     int lock = tokens_lock(backup_dir, e);
     if (lock < 0)
@@ -224,6 +225,18 @@ int caris_token_revoke(const char *backup_dir, const char *which, struct err *e)
             err_set(e, ERR_NOT_FOUND, "`caris-backup token list` shows the tokens",
                     "no token with id or label '%s'", which);
         } else {
+            json_t *gone = json_array_get(list, found);
+            if (info) {
+                memset(info, 0, sizeof(*info));
+                snprintf(info->id, sizeof(info->id), "%s",
+                         json_string_value(json_object_get(gone, "id")) ?: "");
+                snprintf(info->label, sizeof(info->label), "%s",
+                         json_string_value(json_object_get(gone, "label")) ?: "");
+                struct err ie = ERR_INIT;
+                if (caris_token_role_parse(json_string_value(json_object_get(gone, "role")) ?: "",
+                                           &info->role, &ie) != 0)
+                    info->role = CARIS_ROLE_VIEWER;
+            }
             json_array_remove(list, found);
             rc = tokens_save(backup_dir, doc, e);
         }

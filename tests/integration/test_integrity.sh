@@ -357,4 +357,22 @@ assert_contains "$(json_eval "$OUT_FILE" 'd[0]["lastVerification"]["error"]')" "
     "its lastVerification says check --read-data found it"
 assert_eq "$wid" "$(json_eval "$OUT_FILE" 'd[0]["lastVerification"]["backupId"]')" "recorded for that backup"
 
+# --- the only backup of its kind damaged: 'latest' says so (exit 4), not "no backup, make one"
+export BACKUP_DIR=$TEST_TMP/only
+REPO=$BACKUP_DIR/repository
+init_repo
+assert_exit 0 cb backup files "$TEST_TMP/src"
+only_snap=$(ls "$REPO/snapshots")
+flip_byte "$REPO/snapshots/$only_snap"
+run cb verify latest:files
+assert_rc 4 "verify latest:files, the only file backup damaged: exit 4 (was 7, 'no file backup')"
+assert_contains "$ERR" "no file backup can be read" "it says none can be read"
+assert_contains "$ERR" "snapshots/$only_snap is damaged" "... and names the damaged snapshot file"
+assert_not_contains "$ERR" "make one with" "... not that there is none to be made"
+run cb restore files latest --target "$TEST_TMP/only-restore"
+assert_rc 4 "restore files latest: the same (exit 4)"
+assert_false "nothing was restored" test -e "$TEST_TMP/only-restore"
+run cb verify latest:database
+assert_rc 7 "latest:database with no database backup at all: still 'no backup' (exit 7)"
+
 test_done

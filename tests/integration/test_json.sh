@@ -89,6 +89,18 @@ run cb --json prune --dry-run
 shape prune "prune --dry-run: its shape"
 run cb --json key list
 shape "key list" "key list: its shape"
+run_stdin "a second key for the shape of key remove 0123456789" cb --json key add --label second
+assert_rc 0 "key add --json"
+slot=$(json_get "$OUT_FILE" '["id"]')
+run cb --json key remove "$slot"
+assert_rc 0 "key remove --json"
+shape "key remove" "key remove: its shape (a JSON document, not the human line)"
+assert_eq "$slot" "$(json_get "$OUT_FILE" '["id"]')" "key remove: the slot removed"
+assert_exit 0 cb token add --label shape-check --role viewer
+run cb --json token revoke shape-check
+assert_rc 0 "token revoke --json"
+shape "token revoke" "token revoke: its shape (stdout was empty)"
+assert_eq viewer "$(json_get "$OUT_FILE" '["role"]')" "token revoke: the revoked token's role"
 run cb --json unlock
 shape unlock "unlock: its shape"
 run cb --json schedule next --cron '0 3 * * *' --tz UTC --from 2024-01-01T00:00:00Z --count 2

@@ -88,6 +88,8 @@ assert_contains "$ERR" "created a new repository at $BACKUP_DIR/repository" \
 run "$S/backup-database.sh" incremental
 assert_rc 0 "backup-database.sh incremental"
 assert_not_contains "$ERR" "created a new repository" "the second run creates none and says nothing of it"
+heads() { find "$BACKUP_DIR/repository/records/audit-head" -type f ! -name '.*' | wc -l; }
+heads_before=$(heads)
 DRY_RUN=yes run "$S/backup-database.sh"
 assert_rc 0 "backup-database.sh with DRY_RUN=yes on an existing repository"
 assert_contains "$OUT" "use the repository at $BACKUP_DIR/repository (it exists" \
@@ -106,6 +108,7 @@ assert_eq "$(cb --json list --type database | python3 -c 'import json,sys; print
 assert_eq "full incremental" "$(cb --json list --type database |
     python3 -c 'import json,sys; print(" ".join(b["mode"] for b in sorted(json.load(sys.stdin), key=lambda b: b["started"])))')" \
     "one full and one incremental database backup (the dry run added none)"
+assert_eq "$heads_before" "$(heads)" "the dry runs added no audit head record to the repository either"
 id=$(cb --json list --type database | python3 -c 'import json,sys; print(max(json.load(sys.stdin), key=lambda b: b["started"])["id"])')
 
 # --- verify-backup.sh -------------------------------------------------------------------------
@@ -113,6 +116,20 @@ run "$S/verify-backup.sh" "$id"
 assert_rc 0 "verify-backup.sh ID"
 run "$S/verify-backup.sh" caris_full_1999-01-01T00-00-00
 assert_rc 7 "verify-backup.sh of an unknown id"
+# DRY_RUN: the backup found and named, nothing recorded (a verification writes a record)
+verifies() { find "$BACKUP_DIR/repository/records/verify" -type f ! -name '.*' | wc -l; }
+verifies_before=$(verifies)
+DRY_RUN=true run "$S/verify-backup.sh" "$id"
+assert_rc 0 "verify-backup.sh with DRY_RUN=true"
+assert_contains "$OUT" "dry run: would verify backup $id" "DRY_RUN=true: the plan names the backup"
+DRY_RUN=1 run "$S/verify-backup.sh" --all
+assert_rc 0 "verify-backup.sh --all with DRY_RUN=1"
+assert_eq "$verifies_before" "$(verifies)" "the dry runs recorded no verification"
+DRY_RUN=true run "$S/verify-backup.sh" caris_full_1999-01-01T00-00-00
+assert_rc 7 "verify-backup.sh DRY_RUN=true of an unknown id: exit 7, as a real run"
+DRY_RUN=maybe run "$S/verify-backup.sh" "$id"
+assert_rc 2 "verify-backup.sh with DRY_RUN=maybe: refused"
+assert_eq "$verifies_before" "$(verifies)" "... before anything was done"
 
 # --- restore-database.sh and DRY_RUN ------------------------------------------------------------
 psql_db "$db" -c "INSERT INTO t VALUES (1000, 'after the backup')" >/dev/null

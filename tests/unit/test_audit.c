@@ -228,9 +228,9 @@ static void test_tokens(void **state)
     assert_int_equal(json_array_size(list), 2);
     assert_null(json_object_get(json_array_get(list, 0), "sha256"));
     json_decref(list);
-    assert_int_equal(caris_token_revoke(dir, "grafana", &e), 0);
+    assert_int_equal(caris_token_revoke(dir, "grafana", NULL, &e), 0);
     assert_int_equal(caris_token_check(dir, t2, &got, &e), 1);
-    assert_int_equal(caris_token_revoke(dir, i2.id, &e), -1);
+    assert_int_equal(caris_token_revoke(dir, i2.id, NULL, &e), -1);
     assert_int_equal(e.code, ERR_NOT_FOUND);
     tmpdir_free(dir);
 }
