@@ -105,6 +105,9 @@ run cb --json unlock
 shape unlock "unlock: its shape"
 run cb --json schedule next --cron '0 3 * * *' --tz UTC --from 2024-01-01T00:00:00Z --count 2
 shape "schedule next" "schedule next: its shape"
+run cb --json schedule next
+assert_rc 0 "schedule next --json (the configured schedules)"
+shape "schedule next" "schedule next without --cron: its shape (it was undocumented)"
 run cb --json schedule status
 shape "schedule status" "schedule status: its shape"
 dst=$TEST_TMP/dst

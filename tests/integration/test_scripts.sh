@@ -109,6 +109,12 @@ assert_eq "full incremental" "$(cb --json list --type database |
     python3 -c 'import json,sys; print(" ".join(b["mode"] for b in sorted(json.load(sys.stdin), key=lambda b: b["started"])))')" \
     "one full and one incremental database backup (the dry run added none)"
 assert_eq "$heads_before" "$(heads)" "the dry runs added no audit head record to the repository either"
+run cb --json show latest:database
+assert_true "a logical database backup's document has the shape docs/JSON.md gives (no stats.files)" \
+    python3 "$LIB_DIR/jsonshape.py" "$LIB_DIR/../../docs/JSON.md" show "$OUT_FILE"
+run cb --json forget --keep-last 1 --dry-run
+assert_true "forget --dry-run with database groups: its shape (the groups' source)" \
+    python3 "$LIB_DIR/jsonshape.py" "$LIB_DIR/../../docs/JSON.md" forget "$OUT_FILE"
 id=$(cb --json list --type database | python3 -c 'import json,sys; print(max(json.load(sys.stdin), key=lambda b: b["started"])["id"])')
 
 # --- verify-backup.sh -------------------------------------------------------------------------
