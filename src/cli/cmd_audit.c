@@ -127,8 +127,8 @@ int cmd_audit(struct globals *g, int argc, char **argv)
     json_t *torn = NULL;
     int rc = caris_audit_verify(config_backup_dir(&g->cfg), &lines, &torn, &e);
     if (g->json && rc != 0) {
-        json_t *j =
-            json_pack("{s:b, s:I, s:s}", "ok", 0, "badLine", (json_int_t)lines, "error", e.msg);
+        json_t *j = json_pack("{s:b, s:I, s:o}", "ok", 0, "badLine", (json_int_t)lines, "error",
+                              cli_err_to_json(&e));
         print_json(j);
         json_decref(j);
     }

@@ -458,6 +458,10 @@ int cmd_restore_database(struct globals *g, int argc, char **argv)
     progress_end(g);
     if (g->json && res.ran) {
         json_t *j = caris_db_restore_result_to_json(&res);
+        /* a failure's error is the object of every command's (docs/JSON.md, "Errors"), not
+         * the report's text alone */
+        if (rc != 0 && err_is_set(&e))
+            json_object_set_new(j, "error", cli_err_to_json(&e));
         print_json(j);
         json_decref(j);
     } else if (res.ran && rc >= 0 && !g->quiet) {
@@ -553,6 +557,8 @@ int cmd_test_restore(struct globals *g, int argc, char **argv)
     free(tmp);
     if (g->json && res.ran) {
         json_t *j = caris_test_restore_result_to_json(&res);
+        if (rc != 0 && err_is_set(&e)) /* the error object, as above */
+            json_object_set_new(j, "error", cli_err_to_json(&e));
         print_json(j);
         json_decref(j);
     } else if (res.ran && !g->quiet && res.scratch_name[0]) {

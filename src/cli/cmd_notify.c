@@ -51,6 +51,16 @@ static int notify_test(struct globals *g)
     cli_op_end(&op);
     if (g->json) {
         json_t *j = notify_results_to_json(res, n);
+        /* a failure has the error object of every command's (docs/JSON.md, "Errors") */
+        size_t failed = 0;
+        for (size_t i = 0; i < n; i++)
+            failed += !res[i].ok;
+        if (rc != 0) {
+            struct err fe = ERR_INIT;
+            err_set(&fe, ERR_FAILURE, "each channel's error is in `channels`",
+                    "%zu of %zu notification channel%s failed", failed, n, n == 1 ? "" : "s");
+            json_object_set_new(j, "error", cli_err_to_json(&fe));
+        }
         print_json(j);
         json_decref(j);
     } else {

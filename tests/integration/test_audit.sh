@@ -75,6 +75,10 @@ assert_exit 4 cb audit verify
 assert_contains "$ERR" "line $n is cut short" "a truncated tail is found"
 run cb --json audit verify
 assert_eq "False $n" "$(json_eval "$OUT_FILE" '"%s %s" % (d["ok"], d["badLine"])')" "--json names the bad line"
+assert_true "its document has the shape docs/JSON.md gives (the error object, not a text)" \
+    python3 "$LIB_DIR/jsonshape.py" "$LIB_DIR/../../docs/JSON.md" "audit verify" "$OUT_FILE"
+assert_eq "damage 4" "$(json_eval "$OUT_FILE" 'd["error"]["code"] + " " + str(d["error"]["exitCode"])')" \
+    "... with its code and exit code"
 
 # an append after a torn line keeps the torn line visible to verify, and numbering goes on
 # (it restarted at 1: the log could then never verify past the torn line)

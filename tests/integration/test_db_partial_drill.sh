@@ -49,6 +49,8 @@ assert_not_contains "$OUT" "forget $A" "and not forgotten"
 CARIS_TEST_ROWS_SKEW=public.small assert_exit 4 cb --json restore database "$B" --dry-run --table public.small
 assert_eq "False True True" "$(json_eval "$OUT_FILE" 'str(d["testRestore"]["ok"]) + " " + str(d["testRestore"]["partial"]) + " " + str(d["testRestore"]["recorded"])')" \
     "a part that fails is recorded"
+assert_eq "damage 4" "$(json_eval "$OUT_FILE" 'd["error"]["code"] + " " + str(d["error"]["exitCode"])')" \
+    "its error is the object every failing command gives (code, exitCode), not a bare text"
 # the whole backup, dry run: recorded as before
 assert_exit 0 cb --json restore database "$A" --dry-run
 assert_eq "True False True" "$(json_eval "$OUT_FILE" 'str(d["testRestore"]["ok"]) + " " + str(d["testRestore"]["partial"]) + " " + str(d["testRestore"]["recorded"])')" \

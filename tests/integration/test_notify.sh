@@ -257,6 +257,8 @@ assert_rc 1 "SMTP server down: notify test fails"
 assert_eq false "$(json_get "$OUT_FILE" '["channels"][0]["ok"]')" "email: failed"
 assert_eq 3 "$(json_get "$OUT_FILE" '["channels"][0]["tries"]')" "email: tried 3 times"
 assert_eq true "$(json_get "$OUT_FILE" '["channels"][1]["ok"]')" "slack still delivered"
+assert_eq "failure 1" "$(json_eval "$OUT_FILE" 'd["error"]["code"] + " " + str(d["error"]["exitCode"])')" \
+    "the failure's error object (docs/JSON.md, Errors) on the document"
 assert_cmp "$(json_get "$OUT_FILE" '["channels"][0]["durationMs"]')" -ge 3000 \
     "backoff: 1 s then 2 s between the tries"
 assert_cmp $((T1 - T0)) -lt 15000 "gave up within the bound"
