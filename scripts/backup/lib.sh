@@ -58,10 +58,12 @@ dry_run() {
 # "..." (the binary refuses a backslash before anything else), a comment at the start of the
 # value or after a blank, CRLF; the last assignment wins); nothing when it is not set there.
 env_file_get() {
-  local name=$1 file=${2:-$(env_file)} line v out="" q w c i blank
+  local name=$1 file=${2:-$(env_file)} line v out="" q w c i blank first=1
   [ -r "$file" ] || return 0
   while IFS= read -r line || [ -n "$line" ]; do
-    line=${line%$'\r'}
+    ((first)) && line=${line#$'\xef\xbb\xbf'} # a UTF-8 byte order mark, as the binary
+    first=0
+    while [[ $line == *$'\r' ]]; do line=${line%$'\r'}; done
     line=${line#"${line%%[![:blank:]]*}"}
     [[ $line == export[[:blank:]]* ]] && line=${line#export} && line=${line#"${line%%[![:blank:]]*}"}
     [[ $line =~ ^${name}[[:blank:]]*=(.*)$ ]] || continue

@@ -248,7 +248,12 @@ int config_load(struct config *c, const char *env_file, struct err *e)
     char *save = NULL;
     int lineno = 0;
     char *text = (char *)b.data;
-    const char *nul = memchr(text, '\0', b.len);
+    size_t tlen = b.len;
+    /* a UTF-8 byte order mark, which some editors put first: taken off (it read as part of
+     * the first line's name, "invalid variable name", and the scripts skipped that line) */
+    if (tlen >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0)
+        text += 3, tlen -= 3;
+    const char *nul = memchr(text, '\0', tlen);
     if (nul) { /* the lines after it were silently ignored */
         int at = 1;
         for (const char *p = text; p < nul; p++)
@@ -267,7 +272,7 @@ int config_load(struct config *c, const char *env_file, struct err *e)
         char *s = trim(line);
         if (!*s || *s == '#')
             continue;
-        if (strncmp(s, "export ", 7) == 0)
+        if (strncmp(s, "export", 6) == 0 && (s[6] == ' ' || s[6] == '\t'))
             s = trim(s + 7);
         char *eq = strchr(s, '=');
         if (!eq) {

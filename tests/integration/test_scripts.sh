@@ -181,6 +181,15 @@ assert_rc 0 "verify-backup.sh with CARIS_ENV_FILE"
 in_elsewhere DRY_RUN=1 CARIS_ENV_FILE="$ef" "$S/cleanup-old-backups.sh"
 assert_rc 0 "cleanup-old-backups.sh DRY_RUN with CARIS_ENV_FILE"
 assert_contains "$OUT" "dry run: nothing changed" "it ran forget --prune --dry-run on that repository"
+# an env file that begins with a UTF-8 byte order mark (POSTGRES_URL first) and ends its lines
+# with CR CR LF: the script and the binary read it alike (the script said "POSTGRES_URL is not
+# set", the binary "invalid variable name")
+bom=$TEST_TMP/bom.env
+(umask 077 && printf '\xef\xbb\xbfPOSTGRES_URL=%s\r\r\nBACKUP_DIR=%s\r\r\nBACKUP_ENCRYPTION_KEY=%s\r\r\n' \
+    "$POSTGRES_URL" "$BACKUP_DIR" "$BACKUP_ENCRYPTION_KEY" >"$bom")
+in_elsewhere DRY_RUN=true CARIS_ENV_FILE="$bom" "$S/backup-database.sh"
+assert_rc 0 "backup-database.sh DRY_RUN with an env file that begins with a byte order mark"
+assert_contains "$OUT" "POSTGRES_URL (from $bom)" "the script read POSTGRES_URL on the mark's line"
 in_elsewhere CARIS_ENV_FILE="$TEST_TMP/no-such.env" "$S/verify-backup.sh" --all
 assert_rc 6 "an unreadable CARIS_ENV_FILE: exit 6"
 assert_contains "$ERR" "cannot be read: nothing was done" "it says so"

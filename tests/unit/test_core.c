@@ -63,6 +63,23 @@ static void test_env_file_parsing(void **state)
     config_free(&c);
     unlink(p);
     free(p);
+
+    /* a UTF-8 byte order mark first (some editors write one) is taken off; "export" with a
+     * tab after it as with a blank; several CRs at a line's end */
+    p = write_tmp("\xEF\xBB\xBF" "CARIS_B1=bom\nexport\tCARIS_B2=tab\nCARIS_B3=crs\r\r\n");
+    assert_int_equal(config_load(&c, p, &e), 0);
+    assert_string_equal(config_get(&c, "CARIS_B1"), "bom");
+    assert_string_equal(config_get(&c, "CARIS_B2"), "tab");
+    assert_string_equal(config_get(&c, "CARIS_B3"), "crs");
+    config_free(&c);
+    unlink(p);
+    free(p);
+    /* a byte order mark anywhere else is no mark */
+    p = write_tmp("CARIS_B1=x\n\xEF\xBB\xBF" "CARIS_B2=y\n");
+    assert_int_equal(config_load(&c, p, &e), -1);
+    assert_non_null(strstr(e.msg, "line 2: invalid variable name"));
+    unlink(p);
+    free(p);
 }
 
 /* An env file that sets a secret while group or others may read it is flagged (the CLI
