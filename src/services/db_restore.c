@@ -2312,6 +2312,11 @@ static int record_test_restore(struct repo *r, const char *id, enum db_scratch k
                                const struct test_result *res, const struct err *failure,
                                const struct caris_op *op)
 {
+    /* cancelled (Ctrl-C, SIGTERM, a daemon stopping): that says nothing of the backup, and
+     * recorded as a failure it replaced the last pass (list: TEST RESTORE FAILED); damage it
+     * found before the cancel is recorded */
+    if (!res->ok && caris_op_cancelled(op) && !(failure && failure->code == ERR_DAMAGE))
+        return -1;
     char now[40];
     time_format_iso(time_now_ns(), now, sizeof(now));
     json_t *rec = json_pack("{s:s, s:s, s:b, s:s, s:s, s:I, s:I}", "backupId", id, "time", now,

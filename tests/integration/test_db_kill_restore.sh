@@ -174,6 +174,21 @@ wait "$HELD_BG"
 assert_eq 0 "$?" "the held test restore, let go, succeeds"
 assert_eq "" "$(scratch_dbs)" "no scratch database is left"
 
+# --- a test restore cancelled (Ctrl-C) is not recorded: it says nothing of the backup -----------
+records() { find "$REPO/records/test-restore" -type f ! -name '.*' 2>/dev/null | wc -l; }
+records_before=$(records)
+held test-restore "$id"
+kill -INT "$PID"
+rm -f "$hold"
+wait "$HELD_BG"
+assert_eq 1 "$?" "a test restore cancelled with SIGINT: exit 1"
+assert_contains "$(cat "$HELD_ERR")" "cancelled" "... and says it was cancelled"
+assert_eq "$records_before" "$(records)" "no test-restore record was written for it"
+run cb --json list --type database
+assert_eq true "$(json_eval "$OUT_FILE" "[b for b in d if b['id'] == '$id'][0]['lastTestRestore']['ok']")" \
+    "the backup's last test restore is still the one that passed (it read TEST RESTORE FAILED)"
+assert_eq "" "$(scratch_dbs)" "the cancelled one dropped its scratch database"
+
 # --- a scratch cluster left by a test restore killed with SIGKILL -----------------------------
 held test-restore "$id" --scratch local
 cluster=$(items 'caris-scratch-*')
