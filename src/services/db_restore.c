@@ -2670,7 +2670,7 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
                  "pg_restore %s, streamed from the repository, in a single transaction: any "
                  "error leaves the database as it was",
                  tool.version);
-    if (o->jobs > 1 && !o->create)
+    if ((o->jobs > 1 || no_priv) && !o->create)
         plan_add(plan,
                  "while it runs, database %s carries a mark (its comment, put back as it was "
                  "when the restore succeeds): a restore killed there leaves the mark, and "
@@ -2734,10 +2734,13 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
         free(mark);
         PQfinish(c);
         c = NULL;
-    } else if (o->jobs > 1) {
+    } else if (o->jobs > 1 || no_priv) {
         /* not one transaction: marked until the restore is done, as a --create restore marks
          * the database it makes (one killed there leaves the database partly restored, and it
-         * says so: to a --create restore into it, and to every backup of it) */
+         * says so: to a --create restore into it, and to every backup of it). So is one in a
+         * single transaction whose privileges (--no-privileges: roles of the backup missing)
+         * are applied in a second one after it: killed between the two, it left the backup's
+         * data with the default privileges (a REVOKE of the backup's not applied) unmarked */
         struct err me = ERR_INIT;
         char *mark = xasprintf("%s%s (%s)", PGSRC_RESTORE_MARK, k.id, summary_str(&k, "started"));
         if (!comment_read) /* (the comment it has could not be put back) */

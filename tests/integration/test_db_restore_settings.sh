@@ -124,6 +124,29 @@ psql_db postgres -c "CREATE DATABASE restored5" >/dev/null || fail "creating res
 CARIS_RESTORE_TARGET_URL=$(pg_url restored5) run cb restore database "$id"
 assert_rc 3 "restore into an existing database with a role missing: exit 3"
 assert_eq "f|t|f|t|f" "$(privileges restored5)" "... the backup's privileges applied there too"
+# its privileges go in a second transaction after pg_restore's: killed between the two, the
+# database held the backup's data with the default privileges (the REVOKEs not applied) and no
+# mark. It is marked while the restore runs, as a --jobs restore is, and the mark goes after
+# the privileges (held before pg_restore here: the mark is there from the start)
+psql_db postgres -c "CREATE DATABASE restored6" -c "COMMENT ON DATABASE restored6 IS 'before'" >/dev/null ||
+    fail "creating restored6 failed"
+db_comment() { psql_db postgres -Atc "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = '$1'"; }
+hold=$TEST_TMP/hold6
+touch "$hold"
+CARIS_RESTORE_TARGET_URL=$(pg_url restored6) CARIS_TEST_RESTORE_HOLD=$hold bg_start cb restore database "$id"
+# shellcheck disable=SC2317 # called through wait_until
+_held() { [[ -e $hold.held ]]; }
+if wait_until 120 _held; then
+    assert_contains "$(db_comment restored6)" "caris-backup: restore in progress, or killed: backup $id" \
+        "a single-transaction restore with its privileges applied after it: the database is marked while it runs"
+else
+    fail "the restore did not reach its hold" "$(_tail "$BG_ERR")"
+fi
+rm -f "$hold"
+wait "$BG_PID"
+assert_eq 3 "$?" "... and restores (exit 3: the missing role's grant)"
+assert_eq before "$(db_comment restored6)" "the mark went after the privileges, the comment put back"
+assert_eq "f|t|f|t|f" "$(privileges restored6)" "... whose REVOKEs are applied"
 
 # --- a LATIN1 backup, into a database named with an accent ------------------------------------
 # (the statements ran on the maintenance database, a UTF-8 one, in the dump's client_encoding:
