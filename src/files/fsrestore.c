@@ -266,13 +266,30 @@ static int resolve_parent(struct fsrestore *r, const char *path, bool create, co
 struct fsrestore *fsrestore_open(const char *target, bool overwrite, struct err *e)
 {
     char ep[ESC_MAX];
-    if (mkdir(target, 0700) < 0 && errno != EEXIST) {
+    static const char DIR_HINT[] = "give a new directory, or an empty one (with --overwrite, one "
+                                   "whose files the backup's replace)";
+    if (!*target) {
+        err_set(e, ERR_USAGE, DIR_HINT, "empty restore target");
+        return NULL;
+    }
+    int mrc = mkdir(target, 0700);
+    if (mrc < 0 && errno == ENOTDIR) { /* a file on the way to it */
+        err_set(e, ERR_USAGE, DIR_HINT,
+                "restore target %s: a part of its path is a file, not a directory",
+                esc(target, ep));
+        return NULL;
+    }
+    if (mrc < 0 && errno != EEXIST) {
         err_sys(e, errno,
                 errno == ENOENT ? "create the parent directories first" : target_hint(errno),
                 "cannot create restore target %s", esc(target, ep));
         return NULL;
     }
     int fd = open(target, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 && errno == ENOTDIR) { /* a file (or a link to one): never replaced */
+        err_set(e, ERR_USAGE, DIR_HINT, "restore target %s is not a directory", esc(target, ep));
+        return NULL;
+    }
     if (fd < 0) {
         target_sys(e, errno, "cannot open restore target %s", esc(target, ep));
         return NULL;

@@ -42,6 +42,17 @@ assert_fails "restore into a non-empty target without --overwrite fails"
 assert_contains "$ERR" "not empty" "the error says the target is not empty"
 tree_compare "@$TEST_TMP/nonempty-before.json" "$t"
 
+# a target that cannot be a directory: a usage error saying why (it was exit 7, "Not a
+# directory" without a hint), the file untouched
+printf 'a file\n' >"$TEST_TMP/afile"
+for tgt in "$TEST_TMP/afile" "$TEST_TMP/afile/sub" ""; do
+    run cb restore files "$id" --target "$tgt"
+    assert_rc 2 "restore files --target '${tgt#"$TEST_TMP"/}': a usage error (exit 2)"
+    assert_match 'not a directory|empty restore target' "$ERR" "... saying why"
+    assert_contains "$ERR" "give a new directory" "... with a hint"
+done
+assert_eq "a file" "$(cat "$TEST_TMP/afile")" "the file given as the target is untouched"
+
 # with --overwrite it proceeds, replacing the backed-up paths and keeping the others
 assert_exit 0 cb restore files "$id" --target "$t" --overwrite
 assert_eq "top" "$(cat "$t$src/top.txt")" "--overwrite replaced top.txt"
