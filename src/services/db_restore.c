@@ -2489,6 +2489,16 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
     pgsrc_target_dbname(&t, dbname, sizeof(dbname));
     pgsrc_target_host(&t, host, sizeof(host));
     pgsrc_target_port(&t, port, sizeof(port));
+    /* PostgreSQL cuts a longer name to 63 bytes (NAMEDATALEN - 1) with a notice: a --create
+     * made, and the report named, a database that was not the one given */
+    if (strlen(dbname) > 63) {
+        char shown[300];
+        err_set(e, ERR_USAGE, "give a database name of at most 63 bytes (PostgreSQL's limit)",
+                "the target database's name is %zu bytes long, and PostgreSQL would cut it to "
+                "63: %s",
+                strlen(dbname), str_escape(dbname, strlen(dbname), shown, sizeof(shown)));
+        goto out;
+    }
     if (repo_lock(r, false, "restore database", e) != 0)
         goto out;
     locked = true;

@@ -35,6 +35,14 @@ assert_contains "$OUT$ERR" "--clean" "the refusal points to --clean"
 pg_sum tgt "$TEST_TMP/tgt-refused.sum"
 assert_sum_equal "$TEST_TMP/tgt-before.sum" "$TEST_TMP/tgt-refused.sum" "the refused restore left the target unchanged"
 
+# --- a target name PostgreSQL would cut (over 63 bytes): refused before anything --------------
+long=$(printf 'c%.0s' {1..70})
+CARIS_RESTORE_TARGET_URL=$(pg_url "$long") run cb restore database "$id" --create
+assert_rc 2 "restore --create into a 70-byte database name: a usage error"
+assert_contains "$ERR" "PostgreSQL would cut it to 63" "... saying why"
+assert_eq 0 "$(psql_db postgres -Atc "SELECT count(*) FROM pg_database WHERE datname LIKE 'ccc%'")" \
+    "no database was made (under the cut name either)"
+
 # --- --dry-run ---------------------------------------------------------------------------------
 CARIS_RESTORE_TARGET_URL=$tgt_url run cb restore database "$id" --clean --dry-run
 assert_rc 0 "restore --clean --dry-run"
