@@ -805,7 +805,11 @@ static int cmd_list(struct globals *g, int argc, char **argv)
         json_decref(j);
     } else if (res.n == 0) {
         if (!g->quiet)
-            printf("no %s%sbackups in %s\n", kind ? kind : "", kind ? " " : "", g->repo_path);
+            printf("no %s%sbackups in %s\n",
+                   !kind                        ? ""
+                   : strcmp(kind, "files") == 0 ? "file"
+                                                : kind,
+                   kind ? " " : "", g->repo_path);
     } else {
         printf("%-44s %-18s %-25s %8s %9s %10s %10s %s\n", "ID", "TYPE", "STARTED", "DURATION",
                "FILES", "READ", "ADDED", "STATUS");

@@ -54,7 +54,8 @@ static const char *hint_for_errno(int errnum)
     case EDQUOT:
         return "the file system is full: free space on it (df -h); if it is the repository's, "
                "apply the retention policy to reclaim space: `caris-backup forget --prune` "
-               "(--dry-run first)";
+               "(--dry-run first), which needs a few KiB free itself for its lock: when none "
+               "is, free some other way first";
     case EROFS:
         return "the file system is mounted read-only";
     case EPIPE:

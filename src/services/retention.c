@@ -68,8 +68,12 @@ int caris_duration_parse(const char *s, struct caris_duration *d, struct err *e)
             slot = &d->hours, bitv = 16;
             break;
         default:
-            return err_set(e, ERR_USAGE, HINT, "invalid duration '%s': unknown unit '%c'", s,
-                           *p ? *p : ' ');
+            if (!*p)
+                return err_set(e, ERR_USAGE, HINT,
+                               "invalid duration '%s': a number without its unit (y, m, w, d "
+                               "or h)",
+                               s);
+            return err_set(e, ERR_USAGE, HINT, "invalid duration '%s': unknown unit '%c'", s, *p);
         }
         if (seen & bitv)
             return err_set(e, ERR_USAGE, HINT, "invalid duration '%s': unit '%c' given twice", s,

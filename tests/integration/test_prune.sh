@@ -61,6 +61,8 @@ assert_contains "$ERR" "--keep-daily" "a negative count is named"
 assert_exit 2 cb forget --keep-weekly abc
 assert_exit 2 cb forget --keep-within 3x
 assert_contains "$ERR" "unknown unit" "an unknown duration unit is explained"
+assert_exit 2 cb forget --keep-within 5
+assert_contains "$ERR" "a number without its unit" "a missing unit is said to be missing (it read: unknown unit ' ')"
 assert_exit 2 cb forget --keep-within ""
 assert_exit 2 cb forget --type tapes
 assert_exit 2 cb prune --max-unused 150
