@@ -24,6 +24,7 @@
  * missing bucket and a wrong region are reported at once. Secrets (the secret key, the session
  * token) are kept in secret memory and never appear in a message. */
 #include <curl/curl.h>
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <openssl/evp.h>
@@ -1634,6 +1635,19 @@ static int parse_location(struct s3_storage *s, const char *loc, bool *plain_htt
                        e);
     if (strpbrk(loc, "?# \t\n"))
         return bad_url(loc, "no query, fragment or white space", e);
+    /* a port, when given, is 1 to 65535 (curl said "URL using bad/illegal format" at the first
+     * request, an I/O error) */
+    const char *hend = memchr(auth, ']', (size_t)(slash - auth));
+    const char *colon = memchr(hend ? hend : auth, ':', (size_t)(slash - (hend ? hend : auth)));
+    if (colon) {
+        size_t pn = (size_t)(slash - colon - 1);
+        unsigned long port = 0;
+        for (size_t i = 0; i < pn && port <= 65535; i++)
+            port = isdigit((unsigned char)colon[1 + i]) ? port * 10 + (unsigned)(colon[1 + i] - '0')
+                                                        : 65536;
+        if (pn == 0 || port == 0 || port > 65535)
+            return bad_url(loc, "the port is not a number from 1 to 65535", e);
+    }
     /* The Host header is signed: it must be what curl sends, which leaves out a default
      * port. */
     size_t hl = (size_t)(slash - auth);

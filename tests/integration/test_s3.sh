@@ -190,6 +190,12 @@ assert_exit 2 cb --repo "s3:ftp://127.0.0.1/bkt" list
 assert_contains "$ERR" "invalid S3 repository location" "a bad location"
 assert_exit 2 cb --repo "s3:http://user:pw@127.0.0.1/bkt" list
 assert_contains "$ERR" "credentials do not belong in the location" "credentials in the URL are refused"
+# a port out of range: refused as a location (it was an I/O error at the first request, exit 8)
+assert_exit 2 cb --repo "s3:http://127.0.0.1:99999/bkt" list
+assert_contains "$ERR" "the port is not a number from 1 to 65535" "a port out of range is refused"
+# the same location from BACKUP_REPOSITORY: the configuration's fault, exit 6 (was 2)
+BACKUP_REPOSITORY="s3:ftp://127.0.0.1/bkt" assert_exit 6 "$CARIS_BIN" list
+assert_contains "$ERR" "BACKUP_REPOSITORY: invalid S3 repository location" "... and names the variable"
 
 # Plain http: a warning, except on loopback.
 assert_not_contains "$(cat "$ALL_OUTPUT")" "plain http" "no warning for http on loopback"
