@@ -92,6 +92,12 @@ bool config_holds_secret(const struct config *c, const char *text);
  * the blanks libpq allows before '='): a pointer to its '=', or NULL. The value follows, after
  * blanks. */
 const char *config_kv_password(const char *s);
+/* Calls cb with each form of the password(s) that the connection string v holds: a URI's
+ * (scheme://user:password@host; after a "%3A" in the user info when it has no ':', the
+ * separator percent-encoded by mistake) as written and percent-decoded, and each
+ * password=value's as written, unescaped and (bare) up to a '&'. A form is valid during the
+ * call only (the decoded ones are in secure memory, wiped after it). */
+void config_url_passwords(const char *v, void (*cb)(void *ctx, const char *s, size_t n), void *ctx);
 
 /* BACKUP_DIR or the default. */
 const char *config_backup_dir(const struct config *c);

@@ -92,6 +92,10 @@ int time_ns_from_s(int64_t t, int64_t *ns);
  * bytes keeps its end (which names the entry), after "...". Returns out. */
 char *str_escape(const char *s, size_t len, char *out, size_t n);
 bool str_is_utf8(const char *s, size_t len);
+/* Whether host (a URL's host, with or without ":port"; an IPv6 address in brackets) is on
+ * this machine: localhost or a name under .localhost, an IPv4 address 127.x.x.x, ::1 (also
+ * v4-mapped 127.x). A name that merely starts with "127." is not. */
+bool net_host_is_loopback(const char *host);
 /* "1.5 GiB", "512 B". */
 void str_human_bytes(uint64_t n, char *out, size_t sz);
 /* Appends item to the ", "-separated list in out (NUL-terminated, n bytes); past what fits,

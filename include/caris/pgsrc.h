@@ -65,9 +65,13 @@ void pgsrc_target_user(const struct pgsrc_target *t, char *out, size_t n);
  * a user from a password whose separator was percent-encoded by mistake, so what follows it
  * is shown as "(redacted)". */
 void pgsrc_target_user_shown(const struct pgsrc_target *t, char *out, size_t n);
-/* "host H port P database D user U" (the user as pgsrc_target_user_shown shows it). */
+/* The database name as messages show it: the user name's hidden part hidden in it too (a
+ * database's name is the user's by default). */
+void pgsrc_target_dbname_shown(const struct pgsrc_target *t, char *out, size_t n);
+/* "host H port P database D user U" (the user and database as the _shown functions show
+ * them). */
 void pgsrc_target_describe(const struct pgsrc_target *t, char *out, size_t n);
-/* {"host", "port", "database"} */
+/* {"host", "port", "database"} (the database as pgsrc_target_dbname_shown shows it) */
 json_t *pgsrc_target_json(const struct pgsrc_target *t);
 /* Same server and user: host, hostaddr, port, service and user, each as resolved above. */
 bool pgsrc_target_same_login(const struct pgsrc_target *a, const struct pgsrc_target *b);

@@ -7,14 +7,14 @@ if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then sed -n '2,3s/^# //p' "$0
 if [ $# -ne 1 ]; then sed -n '2,3s/^# //p' "$0" >&2; exit 2; fi
 bin=$(caris_bin)
 # DRY_RUN=true: the backups are found (the repository opened with the key) and named, nothing
-# is read or recorded (a verification writes its result into the repository)
+# is verified or recorded (a verification writes its result into the repository)
 if dry_run; then
   if [ "$1" = --all ]; then
     "$bin" "${CARIS_ENV_ARGS[@]}" --quiet list >/dev/null
-    echo "dry run: would verify every backup that \`caris-backup list\` shows; nothing was read or recorded"
+    echo "dry run: would verify every backup that \`caris-backup list\` shows; no backup data was read, no verification recorded"
   else
     "$bin" "${CARIS_ENV_ARGS[@]}" --quiet show "$1" >/dev/null
-    echo "dry run: would verify backup $1 (every blob it needs, every file's SHA-256); nothing was read or recorded"
+    echo "dry run: would verify backup $1 (every blob it needs, every file's SHA-256); no backup data was read, no verification recorded"
   fi
   exit 0
 fi

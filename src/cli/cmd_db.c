@@ -460,7 +460,7 @@ int cmd_restore_database(struct globals *g, int argc, char **argv)
         json_t *j = caris_db_restore_result_to_json(&res);
         /* a failure's error is the object of every command's (docs/JSON.md, "Errors"), not
          * the report's text alone */
-        if (rc != 0 && err_is_set(&e))
+        if (rc < 0 && err_is_set(&e))
             json_object_set_new(j, "error", cli_err_to_json(&e));
         print_json(j);
         json_decref(j);
@@ -557,7 +557,7 @@ int cmd_test_restore(struct globals *g, int argc, char **argv)
     free(tmp);
     if (g->json && res.ran) {
         json_t *j = caris_test_restore_result_to_json(&res);
-        if (rc != 0 && err_is_set(&e)) /* the error object, as above */
+        if (rc < 0 && err_is_set(&e)) /* the error object, as above */
             json_object_set_new(j, "error", cli_err_to_json(&e));
         print_json(j);
         json_decref(j);

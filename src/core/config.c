@@ -56,6 +56,78 @@ const char *config_kv_password(const char *s)
     return NULL;
 }
 
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+void config_url_passwords(const char *v, void (*cb)(void *ctx, const char *s, size_t n), void *ctx)
+{
+    const char *p = strstr(v, "://");
+    if (p) {
+        p += 3;
+        /* libpq ends the user info at the first '@' or '/' only: a bare '?' or '#' is part
+         * of a password it takes */
+        size_t auth = strcspn(p, "/");
+        while (auth > 0 && p[auth - 1] != '@')
+            auth--; /* to the authority's last '@' */
+        if (auth > 0) {
+            auth--;
+            const char *colon = memchr(p, ':', auth), *pw = colon ? colon + 1 : NULL;
+            /* no ':' but a "%3A": most likely the separator percent-encoded by mistake (libpq
+             * then takes "user:password" for the user name, and its refusal quotes it) */
+            for (size_t i = 0; !pw && i + 3 <= auth; i++)
+                if (p[i] == '%' && p[i + 1] == '3' && (p[i + 2] == 'A' || p[i + 2] == 'a'))
+                    pw = p + i + 3;
+            if (pw) {
+                size_t n = (size_t)(p + auth - pw);
+                cb(ctx, pw, n);
+                char *dec = secmem_alloc(n + 1);
+                size_t k = 0;
+                for (size_t i = 0; i < n; i++) {
+                    if (pw[i] == '%' && i + 2 < n + 1 && hexval(pw[i + 1]) >= 0 &&
+                        hexval(pw[i + 2]) >= 0) {
+                        dec[k++] = (char)(hexval(pw[i + 1]) * 16 + hexval(pw[i + 2]));
+                        i += 2;
+                    } else {
+                        dec[k++] = pw[i];
+                    }
+                }
+                cb(ctx, dec, k);
+                secmem_free(dec);
+            }
+        }
+    }
+    /* password=value: libpq's key=value (blanks around '=' allowed; quoted with \ escapes,
+     * or bare up to white space, a '&' included), or a URI's query parameter (up to '&') */
+    for (const char *q = v; (q = config_kv_password(q)) != NULL;) {
+        q += 1 + strspn(q + 1, " \t");
+        bool quoted = *q == '\'';
+        if (quoted)
+            q++;
+        char *val = secmem_alloc(strlen(q) + 1);
+        size_t k = 0;
+        const char *end = q;
+        while (*end && (quoted ? *end != '\'' : !strchr(" \t\n", *end))) {
+            if (*end == '\\' && end[1])
+                end++;
+            val[k++] = *end++;
+        }
+        cb(ctx, q, (size_t)(end - q)); /* as written */
+        cb(ctx, val, k);
+        if (!quoted)
+            cb(ctx, q, strcspn(q, " \t&"));
+        secmem_free(val);
+        q = end;
+    }
+}
+
 /* The static name of the secret that name=value holds (it outlives the file's text), or
  * NULL: a database URL only counts with a password (postgresql://user:PASSWORD@host, or
  * password= in the keyword form). */
@@ -569,6 +641,24 @@ bool config_holds_secret(const struct config *c, const char *text)
     return secret;
 }
 
+struct scrub_ctx {
+    char *text;
+    size_t n;
+    bool any;
+};
+
+static void scrub_password(void *ctx, const char *s, size_t len)
+{
+    struct scrub_ctx *x = ctx;
+    if (len < 8) /* as whole values: shorter ones would take ordinary words */
+        return;
+    char *pw = secmem_alloc(len + 1);
+    memcpy(pw, s, len);
+    pw[len] = '\0';
+    x->any = scrub_one(x->text, x->n, pw) || x->any;
+    secmem_free(pw);
+}
+
 bool config_scrub_secrets(const struct config *c, char *text, size_t n)
 {
     bool any = false;
@@ -580,6 +670,12 @@ bool config_scrub_secrets(const struct config *c, char *text, size_t n)
             const char *v = config_get(c, lists[l][i]);
             if (v && strlen(v) >= 8 && secret_name(lists[l][i], v))
                 any = scrub_one(text, n, v) || any;
+            /* and a database URL's password alone (a label or an argument that holds it) */
+            if (v && l == 1) {
+                struct scrub_ctx x = {text, n, false};
+                config_url_passwords(v, scrub_password, &x);
+                any = x.any || any;
+            }
         }
     return any;
 }

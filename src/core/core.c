@@ -1,10 +1,12 @@
 #include "caris/core.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <strings.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
@@ -866,4 +868,36 @@ void str_list_add(char *out, size_t n, const char *item)
         return;
     }
     snprintf(out + len, n - len, "%s%s", len ? ", " : "", item);
+}
+
+bool net_host_is_loopback(const char *host)
+{
+    char h[256];
+    size_t n = strlen(host);
+    if (host[0] == '[') { /* [v6] or [v6]:port */
+        const char *close = strchr(host, ']');
+        if (!close || (size_t)(close - host - 1) >= sizeof(h))
+            return false;
+        memcpy(h, host + 1, (size_t)(close - host - 1));
+        h[close - host - 1] = '\0';
+    } else {
+        const char *colon = strchr(host, ':');
+        if (colon && strchr(colon + 1, ':')) /* a bare v6 address */
+            colon = NULL;
+        size_t hl = colon ? (size_t)(colon - host) : n;
+        if (hl >= sizeof(h))
+            return false;
+        memcpy(h, host, hl);
+        h[hl] = '\0';
+    }
+    size_t hl = strlen(h);
+    if (strcasecmp(h, "localhost") == 0 || (hl > 10 && strcasecmp(h + hl - 10, ".localhost") == 0))
+        return true;
+    struct in_addr a4;
+    if (inet_pton(AF_INET, h, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    struct in6_addr a6;
+    if (inet_pton(AF_INET6, h, &a6) == 1)
+        return IN6_IS_ADDR_LOOPBACK(&a6) || (IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127);
+    return false;
 }

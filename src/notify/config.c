@@ -37,8 +37,9 @@ static const char *const URL_VARS[] = {"POSTGRES_URL", "BACKUP_PG_REPLICATION_UR
 
 /* Shorter values would redact ordinary words. */
 #define SECRET_MIN_LEN 4
-/* The shortest segment of the Slack webhook's path taken for a secret on its own: Slack's
- * token is 24 characters, its workspace and channel ids 9 to 11, "services" 8 */
+/* The shortest segment of the Slack webhook's path taken for a secret on its own (when it
+ * looks like a token: token_like): Slack's token is 24 characters, its workspace and channel
+ * ids 9 to 11, "services" 8 */
 #define SLACK_SEGMENT_MIN_LEN 12
 
 static void add_secret_as_is(struct notify_config *nc, const char *s, size_t n)
@@ -91,78 +92,16 @@ static void add_secret(struct notify_config *nc, const char *s, size_t n)
     secmem_free(f);
 }
 
-static int hexval(char c)
+static void add_url_secret(void *ctx, const char *s, size_t n)
 {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
+    add_secret(ctx, s, n);
 }
 
 /* The password of a URI (scheme://user:password@host) or of key=value (password=...), as
- * written and percent-decoded. */
+ * written and percent-decoded (config_url_passwords). */
 static void add_url_password(struct notify_config *nc, const char *v)
 {
-    const char *p = strstr(v, "://");
-    if (p) {
-        p += 3;
-        /* libpq ends the user info at the first '@' or '/' only: a bare '?' or '#' is part
-         * of a password it takes */
-        size_t auth = strcspn(p, "/");
-        while (auth > 0 && p[auth - 1] != '@')
-            auth--; /* to the authority's last '@' */
-        if (auth > 0) {
-            auth--;
-            const char *colon = memchr(p, ':', auth), *pw = colon ? colon + 1 : NULL;
-            /* no ':' but a "%3A": most likely the separator percent-encoded by mistake (libpq
-             * then takes "user:password" for the user name, and its refusal quotes it) */
-            for (size_t i = 0; !pw && i + 3 <= auth; i++)
-                if (p[i] == '%' && p[i + 1] == '3' && (p[i + 2] == 'A' || p[i + 2] == 'a'))
-                    pw = p + i + 3;
-            if (pw) {
-                size_t n = (size_t)(p + auth - pw);
-                add_secret(nc, pw, n);
-                char *dec = secmem_alloc(n + 1);
-                size_t k = 0;
-                for (size_t i = 0; i < n; i++) {
-                    if (pw[i] == '%' && i + 2 < n + 1 && hexval(pw[i + 1]) >= 0 &&
-                        hexval(pw[i + 2]) >= 0) {
-                        dec[k++] = (char)(hexval(pw[i + 1]) * 16 + hexval(pw[i + 2]));
-                        i += 2;
-                    } else {
-                        dec[k++] = pw[i];
-                    }
-                }
-                add_secret(nc, dec, k);
-                secmem_free(dec);
-            }
-        }
-    }
-    /* password=value: libpq's key=value (blanks around '=' allowed; quoted with \ escapes,
-     * or bare up to white space, a '&' included), or a URI's query parameter (up to '&') */
-    for (const char *q = v; (q = config_kv_password(q)) != NULL;) {
-        q += 1 + strspn(q + 1, " \t");
-        bool quoted = *q == '\'';
-        if (quoted)
-            q++;
-        char *val = secmem_alloc(strlen(q) + 1);
-        size_t k = 0;
-        const char *end = q;
-        while (*end && (quoted ? *end != '\'' : !strchr(" \t\n", *end))) {
-            if (*end == '\\' && end[1])
-                end++;
-            val[k++] = *end++;
-        }
-        add_secret(nc, q, (size_t)(end - q)); /* as written */
-        add_secret(nc, val, k);
-        if (!quoted)
-            add_secret(nc, q, strcspn(q, " \t&"));
-        secmem_free(val);
-        q = end;
-    }
+    config_url_passwords(v, add_url_secret, nc);
 }
 
 /* A URL's parts that may be shown: "scheme://host[:port]" (no user, password, path or
@@ -215,7 +154,7 @@ static void url_parts_free(struct url_parts *u)
 
 static bool host_is_loopback(const char *h)
 {
-    return strcasecmp(h, "localhost") == 0 || strcmp(h, "[::1]") == 0 || strncmp(h, "127.", 4) == 0;
+    return net_host_is_loopback(h);
 }
 
 static char *trim_dup(const char *s, size_t n)
@@ -319,8 +258,8 @@ static int load_email(const struct config *c, struct notify_config *nc, struct e
                        "BACKUP_SMTP_TLS must be try or require");
     /* a password never crosses the network in clear: with one, TLS is required unless the
      * server is on this machine */
-    if (!nc->smtp_require_tls && pass && !loopback)
-        nc->smtp_require_tls = nc->smtp_tls_for_password = true;
+    nc->smtp_tls_for_password = pass && !loopback;
+    nc->smtp_require_tls |= nc->smtp_tls_for_password;
 
     char hostname[256] = "localhost";
     gethostname(hostname, sizeof(hostname) - 1);
@@ -370,6 +309,22 @@ static int load_email(const struct config *c, struct notify_config *nc, struct e
         return err_set(e, ERR_CONFIG, ADDR_HINT, "BACKUP_EMAIL_RECIPIENTS holds no address");
     nc->email = true;
     return 0;
+}
+
+/* Whether a path segment looks like a token (letters and digits mixed, or both cases), not a
+ * word of a path ("slack_incoming", "backup-alerts"), which redacted would take that word out
+ * of every notification. */
+static bool token_like(const char *s, size_t n)
+{
+    bool digit = false, alpha = false, upper = false, lower = false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        digit |= isdigit(c) != 0;
+        alpha |= isalpha(c) != 0;
+        upper |= isupper(c) != 0;
+        lower |= islower(c) != 0;
+    }
+    return (digit && alpha) || (upper && lower);
 }
 
 static int load_slack(const struct config *c, struct notify_config *nc, struct err *e)
@@ -422,7 +377,7 @@ static int load_slack(const struct config *c, struct notify_config *nc, struct e
         add_secret(nc, path, plen);
         for (size_t i = 0; i < plen;) {
             size_t seg = strcspn(path + i, "/?#");
-            if (seg >= SLACK_SEGMENT_MIN_LEN)
+            if (seg >= SLACK_SEGMENT_MIN_LEN && token_like(path + i, seg))
                 add_secret(nc, path + i, seg);
             i += seg + 1;
         }

@@ -544,8 +544,10 @@ void pgsrc_target_user_shown(const struct pgsrc_target *t, char *out, size_t n)
 {
     pgsrc_target_user(t, out, n);
     char *colon = strchr(out, ':');
-    if (colon && colon[1])
+    if (colon && colon[1]) {
+        cx_wipe(colon + 1, strlen(colon + 1)); /* no byte of it left after the NUL */
         snprintf(colon + 1, n - (size_t)(colon + 1 - out), "(redacted)");
+    }
 }
 
 /* Every occurrence of from in text (room for n bytes) replaced by to (what then does not fit
@@ -568,6 +570,14 @@ static void replace_in(char *text, size_t n, const char *from, const char *to)
         p[tl + tail] = '\0';
         p += tl;
     }
+    /* a text cut (above, or before it came here) inside a later occurrence ends in from's
+     * first bytes, which no whole match finds: cut there */
+    size_t len = strlen(text);
+    for (size_t k = fl - 1 < len ? fl - 1 : len; k >= 4; k--)
+        if (memcmp(text + len - k, from, k) == 0) {
+            cx_wipe(text + len - k, k);
+            break;
+        }
 }
 
 void pgsrc_target_dbname(const struct pgsrc_target *t, char *out, size_t n)
@@ -577,12 +587,23 @@ void pgsrc_target_dbname(const struct pgsrc_target *t, char *out, size_t n)
         pgsrc_target_user(t, out, n);
 }
 
+void pgsrc_target_dbname_shown(const struct pgsrc_target *t, char *out, size_t n)
+{
+    pgsrc_target_dbname(t, out, n);
+    char raw[256], shown[256];
+    pgsrc_target_user(t, raw, sizeof(raw));
+    pgsrc_target_user_shown(t, shown, sizeof(shown));
+    if (strcmp(raw, shown) != 0) /* the user name is the database's by default */
+        replace_in(out, n, raw, shown);
+    cx_wipe(raw, sizeof(raw));
+}
+
 void pgsrc_target_describe(const struct pgsrc_target *t, char *out, size_t n)
 {
     char h[256], p[64], d[256], u[256];
     pgsrc_target_host(t, h, sizeof(h));
     pgsrc_target_port(t, p, sizeof(p));
-    pgsrc_target_dbname(t, d, sizeof(d));
+    pgsrc_target_dbname_shown(t, d, sizeof(d));
     pgsrc_target_user_shown(t, u, sizeof(u));
     snprintf(out, n, "host %s port %s database %s user %s", h, p, d, u);
 }
@@ -592,7 +613,7 @@ json_t *pgsrc_target_json(const struct pgsrc_target *t)
     char h[256], p[64], d[256];
     pgsrc_target_host(t, h, sizeof(h));
     pgsrc_target_port(t, p, sizeof(p));
-    pgsrc_target_dbname(t, d, sizeof(d));
+    pgsrc_target_dbname_shown(t, d, sizeof(d));
     return json_pack("{s:s, s:s, s:s}", "host", h, "port", p, "database", d);
 }
 
@@ -708,8 +729,11 @@ PGconn *pgsrc_connect(const struct pgsrc_target *t, const char *dbname, struct e
     char raw[256];
     pgsrc_target_user(t, raw, sizeof(raw));
     pgsrc_target_user_shown(t, user, sizeof(user));
-    if (strcmp(raw, user) != 0) /* the server's message quotes the user name */
+    if (strcmp(raw, user) != 0) { /* the server's message quotes the user name, and the
+                                     database's is the user's by default */
         replace_in(msg, sizeof(msg), raw, user);
+        replace_in(db, sizeof(db), raw, user);
+    }
     cx_wipe(raw, sizeof(raw));
     bool needs_pw = PQconnectionNeedsPassword(c) && !t->password;
     PQfinish(c);

@@ -2315,8 +2315,10 @@ static int record_test_restore(struct repo *r, const char *id, enum db_scratch k
     /* cancelled (Ctrl-C, SIGTERM, a daemon stopping): that says nothing of the backup, and
      * recorded as a failure it replaced the last pass (list: TEST RESTORE FAILED); damage it
      * found before the cancel is recorded */
-    if (!res->ok && caris_op_cancelled(op) && !(failure && failure->code == ERR_DAMAGE))
+    if (!res->ok && caris_op_cancelled(op) && !(failure && failure->code == ERR_DAMAGE)) {
+        caris_bad_blobs_record(r, "test-restore", op); /* a blob that failed to open before */
         return -1;
+    }
     char now[40];
     time_format_iso(time_now_ns(), now, sizeof(now));
     json_t *rec = json_pack("{s:s, s:s, s:b, s:s, s:s, s:I, s:I}", "backupId", id, "time", now,
@@ -2492,11 +2494,12 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
     /* PostgreSQL cuts a longer name to 63 bytes (NAMEDATALEN - 1) with a notice: a --create
      * made, and the report named, a database that was not the one given */
     if (strlen(dbname) > 63) {
-        char shown[300];
+        char name[256], shown[300];
+        pgsrc_target_dbname_shown(&t, name, sizeof(name));
         err_set(e, ERR_USAGE, "give a database name of at most 63 bytes (PostgreSQL's limit)",
                 "the target database's name is %zu bytes long, and PostgreSQL would cut it to "
                 "63: %s",
-                strlen(dbname), str_escape(dbname, strlen(dbname), shown, sizeof(shown)));
+                strlen(dbname), str_escape(name, strlen(name), shown, sizeof(shown)));
         goto out;
     }
     if (repo_lock(r, false, "restore database", e) != 0)

@@ -1585,9 +1585,7 @@ bool storage_location_is_s3(const char *location)
 
 static bool is_loopback(const char *host)
 {
-    size_t n = strlen(host);
-    return strcmp(host, "localhost") == 0 || (n > 10 && strcmp(host + n - 10, ".localhost") == 0) ||
-           strncmp(host, "127.", 4) == 0 || strcmp(host, "[::1]") == 0;
+    return net_host_is_loopback(host); /* the host as written in the location, with its port */
 }
 
 char *storage_location_redact(const char *location)

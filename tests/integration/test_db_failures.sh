@@ -61,6 +61,11 @@ assert_rc 10 "a password after an encoded ':' in the user name: refused"
 assert_contains "$OUT$ERR" "$CARIS_PG_USER:(redacted)" "the user name is shown up to its ':'"
 assert_not_contains "$OUT$ERR" "$wrong" "the password after the encoded ':' is not printed"
 assert_false "nor kept in the audit log" grep -qF -- "$wrong" "$BACKUP_DIR/metadata/audit.log"
+# ... and with no database in the URL, whose name is then the user's
+POSTGRES_URL="postgresql://$CARIS_PG_USER%3A$wrong@127.0.0.1:$CARIS_PG_PORT" run cb --json backup database
+assert_rc 10 "the same without a database in the URL: refused"
+assert_not_contains "$OUT$ERR" "$wrong" "the password is not printed as the database's name either"
+assert_false "nor kept in the audit log" grep -qF -- "$wrong" "$BACKUP_DIR/metadata/audit.log"
 # the same through PGPASSWORD with a URL without password
 PGPASSWORD=$wrong POSTGRES_URL=$(pg_url_nopw) run cb backup database
 assert_rc 10 "wrong password from PGPASSWORD"

@@ -66,7 +66,8 @@ static void test_env_file_parsing(void **state)
 
     /* a UTF-8 byte order mark first (some editors write one) is taken off; "export" with a
      * tab after it as with a blank; several CRs at a line's end */
-    p = write_tmp("\xEF\xBB\xBF" "CARIS_B1=bom\nexport\tCARIS_B2=tab\nCARIS_B3=crs\r\r\n");
+    p = write_tmp("\xEF\xBB\xBF"
+                  "CARIS_B1=bom\nexport\tCARIS_B2=tab\nCARIS_B3=crs\r\r\n");
     assert_int_equal(config_load(&c, p, &e), 0);
     assert_string_equal(config_get(&c, "CARIS_B1"), "bom");
     assert_string_equal(config_get(&c, "CARIS_B2"), "tab");
@@ -75,7 +76,8 @@ static void test_env_file_parsing(void **state)
     unlink(p);
     free(p);
     /* a byte order mark anywhere else is no mark */
-    p = write_tmp("CARIS_B1=x\n\xEF\xBB\xBF" "CARIS_B2=y\n");
+    p = write_tmp("CARIS_B1=x\n\xEF\xBB\xBF"
+                  "CARIS_B2=y\n");
     assert_int_equal(config_load(&c, p, &e), -1);
     assert_non_null(strstr(e.msg, "line 2: invalid variable name"));
     unlink(p);
@@ -275,8 +277,47 @@ static void test_scrub_secrets(void **state)
     assert_null(strstr(cut, "01234567"));
     assert_string_equal(cut, "a (redacted) then (redacted)");
     config_free(&c);
+
+    /* a database URL's password alone (as a token's label, an argument): found, as written
+     * and percent-decoded, and after a "%3A" separator; a short one is not */
+    setenv("POSTGRES_URL", "postgresql://u:Url-Pass%2Fword-1@h/db", 1);
+    setenv("DATABASE_URL", "postgresql://v%3AColon-Pass-22@h/db", 1);
+    setenv("CARIS_RESTORE_TARGET_URL", "host=h password='kv Pass 333' user=x", 1);
+    assert_int_equal(chdir("/"), 0);
+    assert_int_equal(config_load(&c, NULL, &e), 0);
+    assert_int_equal(chdir(cwd), 0);
+    assert_true(config_holds_secret(&c, "Url-Pass/word-1"));
+    assert_true(config_holds_secret(&c, "Url-Pass%2Fword-1"));
+    assert_true(config_holds_secret(&c, "Colon-Pass-22"));
+    assert_true(config_holds_secret(&c, "kv Pass 333"));
+    assert_false(config_holds_secret(&c, "Url-Pass"));
+    snprintf(m, sizeof(m), "login Url-Pass/word-1 refused");
+    assert_true(config_scrub_secrets(&c, m, sizeof(m)));
+    assert_string_equal(m, "login (redacted) refused");
+    config_free(&c);
     unsetenv("PGPASSWORD");
     unsetenv("POSTGRES_URL");
+    unsetenv("DATABASE_URL");
+    unsetenv("CARIS_RESTORE_TARGET_URL");
+}
+
+/* Loopback hosts: addresses, not names that look like them. */
+static void test_loopback(void **state)
+{
+    (void)state;
+    static const char *const yes[] = {
+        "localhost", "LocalHost",  "s3.localhost", "127.0.0.1",          "127.1.2.3:9000",
+        "[::1]",     "[::1]:2525", "::1",          "[::ffff:127.0.0.1]", "localhost:25"};
+    static const char *const no[] = {
+        "127.mail.example.org",  "127.0.0.1.example.org", "10.0.0.1", "[::2]",
+        "localhost.example.org", "mylocalhost",           "",         "[::1",
+        "128.0.0.1:25"};
+    for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
+        if (!net_host_is_loopback(yes[i]))
+            fail_msg("%s: not taken for loopback", yes[i]);
+    for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++)
+        if (net_host_is_loopback(no[i]))
+            fail_msg("%s: taken for loopback", no[i]);
 }
 
 static void test_base64(void **state)
@@ -599,6 +640,7 @@ int main(void)
         cmocka_unit_test(test_encryption_key_rules),
         cmocka_unit_test(test_key_taken_from_environment),
         cmocka_unit_test(test_scrub_secrets),
+        cmocka_unit_test(test_loopback),
         cmocka_unit_test(test_base64),
         cmocka_unit_test(test_utf8_and_escape),
         cmocka_unit_test(test_time),

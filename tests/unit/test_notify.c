@@ -433,7 +433,7 @@ static void test_config_channels(void **state)
     setenv("BACKUP_SMTP_USER", "joe", 1);
     assert_int_equal(load(&nc, &e), 0);
     assert_true(nc.smtp_require_tls);
-    assert_false(nc.smtp_tls_for_password);
+    assert_true(nc.smtp_tls_for_password); /* the hint then does not offer "try" */
     assert_string_equal(nc.smtp_password, "pw-without-user");
     notify_config_free(&nc);
 
@@ -640,6 +640,16 @@ static void test_redact(void **state)
     assert_string_equal(r, "a https://example.org/x@y and mailto-like user@host");
     free(r);
     notify_config_free(&nc);
+
+    /* a webhook path's segments that are words, not tokens, stay readable; the token goes */
+    setenv("BACKUP_SLACK_WEBHOOK_URL",
+           "https://chat.example.org/notifications/backup-alerts/Tok3nValue1234", 1);
+    assert_int_equal(load(&nc, &e), 0);
+    r = notify_redact(&nc, "backup-alerts: notifications sent; {\"token\":\"Tok3nValue1234\"}");
+    assert_string_equal(r, "backup-alerts: notifications sent; {\"token\":\"[redacted]\"}");
+    free(r);
+    notify_config_free(&nc);
+    setenv("BACKUP_SLACK_WEBHOOK_URL", "https://hooks.slack.com/services/T1/B2/WebHookToken", 1);
 
     /* the user/password separator percent-encoded by mistake: libpq takes "app:..." for the
      * user name, which its refusal quotes; the part after the ':' is a secret */
