@@ -202,6 +202,90 @@ static void format_lsn(uint64_t lsn, char *out, size_t n)
     snprintf(out, n, "%X/%X", (unsigned)(lsn >> 32), (unsigned)(lsn & 0xffffffffu));
 }
 
+/* A segment's content must be the segment its name says. Its first page begins with
+ * PostgreSQL's long page header (XLogLongPageHeaderData, in the server's byte order): magic
+ * (u16, 0xD0xx-0xD1xx in the versions so far), info (u16, XLP_LONG_HEADER 0x0002), timeline (u32),
+ * the page's address (u64), ..., at 32 the segment size (u32) and at 36 the block size (u32). A
+ * recycled file of pg_wal (an older segment renamed for reuse) or a segment made ahead and never
+ * written, archived under the name, ends a recovery there without a word, everything archived after
+ * it lost. Content without such a header at all is archived as it is (not what PostgreSQL writes:
+ * tests push made-up segments). */
+static int check_segment_head(int fd, const char *path, const struct caris_wal_name *wn,
+                              uint64_t size, struct err *e)
+{
+    uint8_t h[40];
+    ssize_t got = pread(fd, h, sizeof(h), 0);
+    if (got != (ssize_t)sizeof(h))
+        return err_sys(e, got < 0 ? errno : EIO, NULL, "cannot read WAL file %s", path);
+    static const uint8_t zero[40];
+    if (memcmp(h, zero, sizeof(h)) == 0)
+        return err_set(e, ERR_USAGE,
+                       "archive the segments PostgreSQL archives (its %p), or those of pg_wal up "
+                       "to the last one written",
+                       "WAL segment %s begins with zeros: it was never written (a segment "
+                       "PostgreSQL makes ahead of use), and archived it would end a recovery "
+                       "there",
+                       path);
+    uint16_t magic, info;
+    uint32_t tli, segsz, blcksz;
+    uint64_t pageaddr;
+    memcpy(&magic, h, 2);
+    memcpy(&info, h + 2, 2);
+    memcpy(&tli, h + 4, 4);
+    memcpy(&pageaddr, h + 8, 8);
+    memcpy(&segsz, h + 32, 4);
+    memcpy(&blcksz, h + 36, 4);
+    bool wal = magic >= 0xD000 && magic <= 0xD1FF && (info & 0x0002) && blcksz >= 1024 &&
+               blcksz <= 65536 && (blcksz & (blcksz - 1)) == 0;
+    if (!wal)
+        return 0;
+    uint64_t start = ((uint64_t)wn->log << 32) + (uint64_t)wn->seg * size;
+    char want[32], have[32];
+    format_lsn(start, want, sizeof(want));
+    format_lsn(pageaddr, have, sizeof(have));
+    if (pageaddr != start)
+        return err_set(e, ERR_USAGE,
+                       "archive the segments PostgreSQL archives (its %p); in pg_wal, a file "
+                       "past the last one written is an older segment kept for reuse",
+                       "WAL segment %s holds the WAL of %s, not of %s that its name says (an "
+                       "older segment renamed for reuse?): archived, it would end a recovery "
+                       "there",
+                       path, have, want);
+    if (segsz != size || tli == 0 || tli > wn->timeline)
+        return err_set(e, ERR_USAGE, "archive the segments PostgreSQL archives (its %p)",
+                       "WAL segment %s does not hold what its name and size say (its header: "
+                       "timeline %u, segment size %u; its name: timeline %u, %llu bytes)",
+                       path, tli, segsz, wn->timeline, (unsigned long long)size);
+    return 0;
+}
+
+/* A timeline history file must read as one (lines "parentTLI<tab>LSN<tab>reason"): archived
+ * otherwise, every look at the archive's timelines reported damage, for good (records are
+ * never overwritten). */
+static int check_history(int fd, const char *path, const char *name, uint64_t size, struct err *e)
+{
+    if (size > (1u << 20))
+        return err_set(e, ERR_USAGE, "archive the .history files PostgreSQL archives (its %p)",
+                       "%s has %llu bytes, more than a timeline history file holds", path,
+                       (unsigned long long)size);
+    char *text = xmalloc(size ? size : 1);
+    ssize_t got = size ? pread(fd, text, size, 0) : 0;
+    if (got != (ssize_t)size) {
+        free(text);
+        return err_sys(e, got < 0 ? errno : EIO, NULL, "cannot read WAL file %s", path);
+    }
+    struct caris_wal_switch *sw = NULL;
+    size_t n = 0;
+    struct err pe = ERR_INIT;
+    int rc = caris_wal_history_parse(text, size, name, &sw, &n, &pe);
+    free(sw);
+    free(text);
+    if (rc != 0)
+        return err_set(e, ERR_USAGE, "archive the .history files PostgreSQL archives (its %p)",
+                       "%s is not a timeline history file: %s", path, pe.msg);
+    return 0;
+}
+
 int caris_wal_push(struct repo *r, const char *path, const struct caris_op *op,
                    struct caris_wal_push_result *res, struct err *e)
 {
@@ -324,6 +408,10 @@ static int push_fd(struct repo *r, int fd, const char *name, const char *path, j
                 name, wn.seg, (unsigned long long)sz, (unsigned long long)((1ULL << 32) / sz - 1));
         goto out;
     }
+    if (!sp && wn.kind == WAL_SEGMENT && check_segment_head(fd, path, &wn, sz, e) != 0)
+        goto out;
+    if (!sp && wn.kind == WAL_HISTORY && check_history(fd, path, name, sz, e) != 0)
+        goto out;
     if (repo_lock(r, false, "wal push", e) != 0)
         goto out;
     locked = true;

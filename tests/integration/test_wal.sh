@@ -174,6 +174,38 @@ assert_exit 2 cb wal push "$TEST_TMP/other/000000010000000000000100"
 assert_contains "$ERR" "segment number 00000100 is past the last of a log file of 16777216-byte segments (000000FF)" \
     "a segment number past a log file's last is refused"
 assert_exit 1 cb wal get 000000010000000000000008 "$TEST_TMP/out/torn"
+# content that is not the segment its name says: refused (archived, it ended a recovery there
+# and the restore promoted with exit 0, everything archived after it lost)
+# hdr FILE PAGEADDR TLI SEGSIZE: a segment of SEGSIZE bytes whose first page has PostgreSQL
+# 15's long header (magic 0xD110, XLP_LONG_HEADER) with that page address and timeline
+hdr() {
+    python3 - "$@" <<'PY'
+import struct, sys
+path, addr, tli, size = sys.argv[1], int(sys.argv[2], 16), int(sys.argv[3]), int(sys.argv[4])
+h = struct.pack("<HHIQI4xQII", 0xD110, 0x0002, tli, addr, 0, 7, size, 8192)
+with open(path, "wb") as f:
+    f.write(h + b"\x01" * (size - len(h)))
+PY
+}
+head -c 16777216 /dev/zero >"$TEST_TMP/other/000000010000000000000009"
+assert_exit 2 cb wal push "$TEST_TMP/other/000000010000000000000009"
+assert_contains "$ERR" "begins with zeros: it was never written" "a segment that was never written is refused"
+hdr "$TEST_TMP/other/00000001000000000000000A" 0x5000000 1 16777216 # segment 5's, renamed
+assert_exit 2 cb wal push "$TEST_TMP/other/00000001000000000000000A"
+assert_contains "$ERR" "holds the WAL of 0/5000000, not of 0/A000000 that its name says" \
+    "a recycled segment (another segment's WAL under the name) is refused"
+hdr "$TEST_TMP/other/00000001000000000000000B" 0xB000000 2 16777216
+assert_exit 2 cb wal push "$TEST_TMP/other/00000001000000000000000B"
+assert_contains "$ERR" "timeline 2, segment size 16777216; its name: timeline 1" "a later timeline's segment under an earlier one's name is refused"
+hdr "$TEST_TMP/other/00000002000000000000000C" 0xC000000 1 16777216 # copied at a switch
+assert_exit 0 cb --quiet wal push "$TEST_TMP/other/00000002000000000000000C"
+for n in 000000010000000000000009 00000001000000000000000A 00000001000000000000000B; do
+    assert_exit 1 cb wal get "$n" "$TEST_TMP/out/refused"
+done
+printf 'garbage\n' >"$TEST_TMP/other/00000005.history"
+assert_exit 2 cb wal push "$TEST_TMP/other/00000005.history"
+assert_contains "$ERR" "is not a timeline history file" "a .history file that is not one is refused"
+assert_exit 0 cb --quiet wal list # the archive is not marked damaged by it
 assert_exit 6 cb wal receive
 assert_contains "$ERR" "POSTGRES_URL not set" "wal receive without a server to stream from says so (streaming: test_wal_receive.sh)"
 # (physical backups and PITR: test_pitr.sh)
