@@ -1010,10 +1010,28 @@ int repo_prune(struct repo *r, const struct repo_prune_opts *o, struct repo_prun
         st->packs_after = st->packs_before - st->packs_deleted - st->packs_repacked;
         st->pack_bytes_after =
             st->pack_bytes_before - st->pack_bytes_deleted - st->pack_bytes_repacked;
-        /* a repack writes back about the referenced share of what it reads */
+        /* a repack writes back about the referenced share of what it reads: its blobs, in new
+         * packs filled to the target (the dry run said "0 blobs kept" and left the packs it
+         * writes out of the count after) */
+        uint64_t kept = 0;
         for (size_t p = 0; p < npacks; p++)
-            if (ps[p].fate == P_REPACK)
+            if (ps[p].fate == P_REPACK) {
                 st->pack_bytes_after += ps[p].used + PACK_HEADER_LEN;
+                st->blobs_repacked += ps[p].nused;
+                kept += ps[p].used;
+                if (ps[p].damaged || ps[p].blocked) {
+                    char hex[65];
+                    cx_hex(r->packs[p].id, 32, hex);
+                    caris_op_log(op, LOG_WARN,
+                                 "pack %.16s… holds a blob recorded damaged: the prune rewrites "
+                                 "it only if that blob opens then (a dry run does not read it)",
+                                 hex);
+                }
+            }
+        if (kept) {
+            st->packs_written = (kept + repo_pack_target() - 1) / repo_pack_target();
+            st->packs_after += st->packs_written;
+        }
         st->repo_bytes_after =
             st->repo_bytes_before - (st->pack_bytes_before - st->pack_bytes_after);
         /* the index is rewritten as one file when anything changes, else stays as it is */
@@ -1059,6 +1077,13 @@ int repo_prune(struct repo *r, const struct repo_prune_opts *o, struct repo_prun
                 ps[p].fate = P_KEEP;
                 st->packs_repacked--;
                 st->pack_bytes_repacked -= ps[p].size;
+                char hex[65];
+                cx_hex(r->packs[p].id, 32, hex);
+                caris_op_log(op, LOG_WARN,
+                             "pack %.16s… was not rewritten: a blob of it recorded damaged still "
+                             "does not open (the next backup that has its data stores it again; "
+                             "`caris-backup check --read-data` names the backups that need it)",
+                             hex);
             }
         }
         if (repo_writer_flush(w, e) != 0)

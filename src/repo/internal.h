@@ -350,4 +350,7 @@ int snapshot_ref_text(struct repo *r, json_t *ref, const char *name, bool here, 
 int index_file_write(struct repo *r, const void *records, size_t len, uint32_t npacks,
                      char name_out[80], uint64_t *bytes, struct err *e);
 
+/* REPO_PACK_TARGET, or CARIS_TEST_PACK_TARGET's smaller one (test-only): where a pack closes */
+uint64_t repo_pack_target(void);
+
 #endif

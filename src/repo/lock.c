@@ -652,6 +652,11 @@ static int lock_try(struct repo *r, bool exclusive, const char *operation, struc
     cond_init_monotonic(&h->cv);
     int64_t t0 = lapse_clock_ns();
     if (holder_write(h, false, e) != 0) {
+        /* a write that failed may have been stored all the same (an S3 PUT given up on, by a
+         * Ctrl-C or a timeout, that the server completed): removed, or it stood as a live lock
+         * to other hosts for the staleness time. (A request begun after a cancel goes on.) */
+        struct err ie = ERR_INIT;
+        storage_remove(r->st, h->name, &ie);
         holder_free(h);
         return -1;
     }

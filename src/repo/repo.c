@@ -2152,7 +2152,7 @@ static void slot_claim(struct wslot *s, uint32_t ei)
 /* REPO_PACK_TARGET; tests that need many packs from few bytes (a repository of more than
  * 1,000 packs, to page S3 listings) lower it with CARIS_TEST_PACK_TARGET (bytes, test-only:
  * the packs are as valid, only smaller). */
-static uint64_t pack_target(void)
+uint64_t repo_pack_target(void)
 {
     const char *v = getenv("CARIS_TEST_PACK_TARGET");
     char *end;
@@ -2171,8 +2171,9 @@ static int slot_append(struct repo_writer *w, struct wslot *s, uint32_t ei, cons
      * step of pad_size, so a full pack is padded to exactly the target, instead of closing
      * just past it and being padded to the next step (512 KiB more: ~3% of a full pack, all
      * of it padding). */
-    if (s->trailer.len && pack_bare_size(s->len + plen + CX_TAG_LEN,
-                                         s->trailer.len + PACK_TRAILER_ENTRY_LEN) > pack_target()) {
+    if (s->trailer.len &&
+        pack_bare_size(s->len + plen + CX_TAG_LEN, s->trailer.len + PACK_TRAILER_ENTRY_LEN) >
+            repo_pack_target()) {
         /* The caller claimed ei for this slot just before (slot_claim): it belongs to the
          * next pack, not to the one closing. */
         s->nents--;
@@ -2251,7 +2252,7 @@ static int slot_append(struct repo_writer *w, struct wslot *s, uint32_t ei, cons
     pthread_mutex_unlock(&r->mu);
     /* The trailer counts towards the target: a pack of many tiny blobs stays bounded too
      * (PACK_MAX_SIZE). */
-    if (s->len + s->trailer.len >= pack_target()) {
+    if (s->len + s->trailer.len >= repo_pack_target()) {
         int64_t t1 = time_mono_ns();
         if (slot_close_pack(w, s, e) != 0)
             return -1;

@@ -90,8 +90,10 @@ size_t caris_wal_bases_from_snapshots(json_t *summaries, struct caris_wal_base *
             ts = json_string_value(json_object_get(s, "finished"));
         if (!ts)
             ts = json_string_value(json_object_get(s, "time"));
+        /* rounded up: the window's earliest time must be one a restore takes (it refuses a
+         * target before the backup's end, which a time rounded down was, by up to a second) */
         if (ts && time_parse_iso(ts, &t) == 0)
-            b->end_time = t / 1000000000;
+            b->end_time = t / 1000000000 + (t % 1000000000 != 0);
     }
     return n;
 }

@@ -212,6 +212,12 @@ assert_rc 0 "wal list --json"
 assert_eq 1 "$(json_get "$OUT_FILE" '["recoveryWindow"]["baseBackups"]')" "the window counts the physical base backup"
 assert_true "the recovery window has an earliest time" json_eval "$OUT_FILE" 'd["recoveryWindow"]["earliest"] is not None'
 assert_eq 0 "$(json_eval "$OUT_FILE" 'len(d["gaps"])')" "no gap in the archive"
+earliest=$(json_get "$OUT_FILE" '["recoveryWindow"]["earliest"]')
+# the window's earliest time is one a restore takes (it was the backup's end rounded down to the
+# second, before it: "no physical backup ends before the recovery target")
+run cb --env-file "$envf" --json restore database --physical --pgdata "$R/earliest" --to-time "$earliest"
+assert_rc 0 "a restore to the window's earliest time ($earliest) is taken (no --start: files and settings)"
+as_pg rm -rf "$R/earliest"
 run cb --json prune
 assert_rc 0 "prune with a physical base backup"
 assert_eq "$S1" "$(json_get "$OUT_FILE" '["wal"]["keepFromLsn"]')" "prune keeps WAL from the base backup's start LSN"

@@ -309,6 +309,31 @@ run cb --json prune --dry-run
 assert_eq "$(json_get "$OUT_FILE" '["stats"]["indexFiles"]["before"]')" "$(json_get "$OUT_FILE" '["stats"]["indexFiles"]["written"]')" \
     "its dry run says the same"
 
+# --- a repack: the dry run says what the prune then does (it said "0 blobs kept", and counted
+# the packs after without the one the repack writes) ---------------------------------------------
+DRY=$TEST_TMP/dry-repo
+mkdir -p "$TEST_TMP/dry"
+python3 - "$TEST_TMP/dry" <<'PY'
+import random, sys
+r = random.Random(5)
+for i in range(200):
+    open("%s/s%d" % (sys.argv[1], i), "wb").write(r.randbytes(20000))
+PY
+assert_exit 0 cb --quiet --repo "$DRY" init
+assert_exit 0 cb --quiet --repo "$DRY" backup files --time 2026-12-01T01:00:00Z "$TEST_TMP/dry"
+rm -f "$TEST_TMP"/dry/s1[0-9]*
+assert_exit 0 cb --quiet --repo "$DRY" backup files --time 2026-12-02T01:00:00Z "$TEST_TMP/dry"
+assert_exit 0 cb --quiet --repo "$DRY" forget --keep-last 1
+counts() { json_eval "$OUT_FILE" '"%d %d %d %d" % (d["packs"]["repacked"], d["blobs"]["repacked"], d["packs"]["written"], d["packs"]["after"])'; }
+run cb --json --repo "$DRY" prune --dry-run
+assert_rc 0 "prune --dry-run of a repository with a pack to repack"
+dry_counts=$(counts)
+assert_match '^1 9[0-9] 1 ' "$dry_counts" "the dry run: one pack repacked, its ~90 blobs kept, one pack written"
+run cb --json --repo "$DRY" prune
+assert_rc 0 "the prune"
+assert_eq "$dry_counts" "$(counts)" "the prune did what its dry run said (packs repacked, blobs kept, packs written, packs after)"
+assert_exit 0 cb --quiet --repo "$DRY" check --read-data
+
 # --- erasure: every backup forgotten, then prune removes their data --------------------------
 # (prune refused it as damage, exit 4, 'no backup is listed': the state record says each
 # snapshot was removed by forget, which tells this apart from snapshots/ gone)
