@@ -2029,29 +2029,37 @@ static int reload_load(struct daemon *d, struct config *cfg)
     return 0;
 }
 
+/* Whether a reloaded cfg is one the daemon takes, into sch, nc and *run_timeout_ns: 0, or -1
+ * (logged, cfg freed). The WAL threads' and the API's settings apply at the next start, which
+ * refuses a bad one (exit 6): a reload that took it said "configuration reloaded", and the
+ * daemon then did not start again after a reboot. */
+static int reload_check(struct daemon *d, struct config *cfg, struct schedule_config *sch,
+                        struct notify_config *nc, int64_t *run_timeout_ns)
+{
+    struct err e = ERR_INIT;
+    int64_t wal_alert_ns;
+    if (walstream_config_check(cfg, &e) != 0 || wal_alert_after(cfg, &wal_alert_ns, &e) != 0 ||
+        api_config_check(cfg, &e) != 0 || load_settings(cfg, sch, nc, run_timeout_ns, &e) != 0) {
+        config_free(cfg);
+        dlog(d, LOG_ERROR, "reload", "configuration not reloaded: %s", e.msg);
+        return -1;
+    }
+    return 0;
+}
+
 static void reload_apply(struct daemon *d)
 {
     struct config cfg = {0};
     struct schedule_config sch = {0};
     struct notify_config nc = {0};
-    struct err e = ERR_INIT;
     if (reload_load(d, &cfg) != 0)
         return;
     char unknown[600];
     if (config_unknown_names(&cfg, unknown, sizeof(unknown)))
         dlog(d, LOG_WARN, "reload", "unknown variables (misspelt?), ignored: %s", unknown);
     int64_t run_timeout_ns;
-    /* the WAL threads' and the API's settings apply at the next start, which refuses a bad
-     * one (exit 6): a reload that took it said "configuration reloaded", and the daemon then
-     * did not start again after a reboot */
-    int64_t wal_alert_ns;
-    if (walstream_config_check(&cfg, &e) != 0 || wal_alert_after(&cfg, &wal_alert_ns, &e) != 0 ||
-        api_config_check(&cfg, &e) != 0 ||
-        load_settings(&cfg, &sch, &nc, &run_timeout_ns, &e) != 0) {
-        config_free(&cfg);
-        dlog(d, LOG_ERROR, "reload", "configuration not reloaded: %s", e.msg);
+    if (reload_check(d, &cfg, &sch, &nc, &run_timeout_ns) != 0)
         return;
-    }
     if (strcmp(config_backup_dir(&cfg), d->backup_dir) != 0)
         dlog(d, LOG_WARN, "reload", "BACKUP_DIR changed: restart the daemon for it to apply");
     /* A key rotation (key add, the new key into the env file, SIGHUP, key remove of the old
@@ -2132,14 +2140,15 @@ static void reload_apply(struct daemon *d)
 static void reload_secret_now(struct daemon *d)
 {
     struct config cfg = {0};
-    struct err e = ERR_INIT;
-    if (reload_load(d, &cfg) != 0)
+    struct schedule_config sch = {0};
+    struct notify_config nc = {0};
+    int64_t run_timeout_ns;
+    /* checked whole, as the reload at the job's end checks it: a file it refuses then (a bad
+     * schedule) put its CRON_SECRET in force now, and for good */
+    if (reload_load(d, &cfg) != 0 || reload_check(d, &cfg, &sch, &nc, &run_timeout_ns) != 0)
         return;
-    if (api_config_check(&cfg, &e) != 0) {
-        config_free(&cfg);
-        dlog(d, LOG_ERROR, "reload", "configuration not reloaded: %s", e.msg);
-        return;
-    }
+    schedule_config_free(&sch);
+    notify_config_free(&nc);
     api_reload(d->api, &cfg);
     config_free(&cfg);
     dlog(d, LOG_INFO, "reload", "the API's CRON_SECRET is reloaded (the rest once the job ends)");

@@ -104,6 +104,17 @@ _third() { (($(grep -c "the API's CRON_SECRET is reloaded" "$DAEMON_ERR") >= 2))
 wait_until 30 _third || fail "the second SIGHUP during the job is not applied" "$(_tail "$DAEMON_ERR")"
 assert_eq 400 "$(cron_status third-cron-secret-4413)" "the third CRON_SECRET is let in while the job runs"
 assert_eq 401 "$(cron_status new-cron-secret-4412)" "... and the second one is refused from then on"
+# a file the reload refuses (a bad schedule) does not put its CRON_SECRET in force either (only
+# the API's settings were checked: the new secret applied, the old one was refused for good)
+cp "$TEST_TMP/env" "$TEST_TMP/env.good"
+sed -i 's/^CRON_SECRET=.*/CRON_SECRET=fourth-cron-secret-4414/; s/^BACKUP_SCHEDULE_DAILY=.*/BACKUP_SCHEDULE_DAILY=61 * * * */' "$TEST_TMP/env"
+kill -HUP "$DAEMON"
+# shellcheck disable=SC2317 # called through wait_until
+_refused() { grep -q 'configuration not reloaded' "$DAEMON_ERR"; }
+wait_until 30 _refused || fail "the bad file was not refused" "$(_tail "$DAEMON_ERR")"
+assert_eq 401 "$(cron_status fourth-cron-secret-4414)" "a refused file's CRON_SECRET is not let in"
+assert_eq 400 "$(cron_status third-cron-secret-4413)" "... and the one in force stays"
+cp "$TEST_TMP/env.good" "$TEST_TMP/env"
 pg_table_lock_release
 # shellcheck disable=SC2317 # called through wait_until
 _reloaded() { grep -q 'configuration reloaded' "$DAEMON_ERR"; }
