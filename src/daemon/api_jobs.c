@@ -84,7 +84,15 @@ int djob_exec(struct repo *r, const struct config *cfg, int threads, const struc
 
 json_t *api_backup_list(struct repo *r, const char *kind, bool stats, struct err *e)
 {
-    json_t *list = caris_backup_list_report(r, kind, NULL, e);
+    /* with the state record's findings, as `caris-backup --json list` (each backup's
+     * "record", a backup whose snapshot is gone as "missing", "repositoryRolledBack"): without
+     * them a deleted backup was left out of the list without a word */
+    json_t *state = NULL;
+    struct err se = ERR_INIT;
+    if (repo_state_audit(r, &state, &se) != 0)
+        state = NULL; /* listed without them, as the CLI does when the audit cannot run */
+    json_t *list = caris_backup_list_report(r, kind, state, e);
+    json_decref(state);
     if (list && !stats) {
         size_t i;
         json_t *b;

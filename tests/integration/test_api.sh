@@ -184,6 +184,20 @@ assert_eq true "$(jq_body 'all("stats" in b for b in d["backups"])')" "includeSt
 req GET "/api/admin/backup/list?includeFiles=false&includeStats=false" "$VIEWER"
 assert_eq "database" "$(jq_body '" ".join(sorted(b["kind"] for b in d["backups"]))')" "includeFiles=false: database backups only"
 assert_eq false "$(jq_body 'any("stats" in b for b in d["backups"])')" "includeStats=false: no stats"
+# as `caris-backup --json list`: each backup's state record, and one whose snapshot is gone
+# listed as missing (the API left it out without a word)
+assert_eq true "$(jq_body 'all(b.get("record") for b in d["backups"])')" "list: each backup's record"
+mkdir -p "$TEST_TMP/snaps-away"
+mv "$BACKUP_DIR"/repository/snapshots/* "$TEST_TMP/snaps-away/"
+req GET "/api/admin/backup/list?includeFiles=true" "$VIEWER"
+assert_eq 200 "$STATUS" "list with every snapshot gone"
+assert_eq "missing missing" "$(jq_body '" ".join(b["status"] for b in d["backups"])')" \
+    "list: the backups whose snapshots are gone, as missing (the CLI's list says so too)"
+run cb --json list
+assert_eq "missing missing" "$(json_eval "$OUT_FILE" '" ".join(b["status"] for b in d)')" "... as the CLI's list does"
+mv "$TEST_TMP"/snaps-away/* "$BACKUP_DIR/repository/snapshots/"
+req GET "/api/admin/backup/list?includeFiles=true" "$VIEWER"
+assert_eq "ok ok" "$(jq_body '" ".join(b["status"] for b in d["backups"])')" "list: back when the snapshots are"
 
 # spaces and tabs around the token belong to the header, not the token (RFC 9110, 5.5)
 assert_eq 200 "$($CLIENT auth "$BASE" /api/admin/backup/status "Bearer $VIEWER  ")" \
