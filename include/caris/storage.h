@@ -88,6 +88,9 @@ struct storage {
 
 /* A directory on a local file system. create: make the directory (mode 0700) when missing. */
 struct storage *storage_posix_open(const char *root, bool create, struct err *e);
+/* Whether the directory s was opened at is no longer what its path names (moved, replaced
+ * or removed since: what is written goes where nothing looks). False for S3. */
+bool storage_moved(struct storage *s);
 
 /* An S3 bucket (or a prefix in it): location "s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX]".
  * Opening checks the endpoint, the credentials, the region and the bucket with one request.

@@ -991,6 +991,17 @@ static void run_job(struct daemon *d, struct job *j)
     iso_s(j->scheduled_for ? j->scheduled_for : start, when, sizeof(when));
     dlog(d, LOG_INFO, "job", "%s %s run (%s%s): started", j->source, caris_job_type_name(j->type),
          j->scheduled_for ? "scheduled for " : "at ", when);
+    /* a repository moved or replaced under the daemon (its directory renamed, another made
+     * at the path): the open one is no longer the one every other command and the API see,
+     * and runs went on into it, "succeeded", their backups found by nothing */
+    if (d->r && storage_moved(repo_storage(d->r))) {
+        dlog(d, LOG_WARN, "job",
+             "the repository at %s is not the directory the daemon opened (moved, replaced or "
+             "removed since): opening it again",
+             repo_path(d->r));
+        repo_close(d->r);
+        d->r = NULL;
+    }
     if (d->r && repo_refresh(d->r, &e) != 0) {
         dlog(d, LOG_WARN, "job", "cannot refresh the repository (%s): opening it again", e.msg);
         err_clear(&e);

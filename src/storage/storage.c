@@ -1011,6 +1011,19 @@ static const struct storage_ops posix_ops = {
     .drop_open = posix_drop_open,
 };
 
+bool storage_moved(struct storage *s)
+{
+    if (s->ops != &posix_ops)
+        return false; /* an S3 location names its bucket and prefix: nothing to move */
+    struct posix_storage *ps = P(s);
+    struct stat open_st, path_st;
+    if (fstat(ps->rootfd, &open_st) != 0)
+        return false;
+    if (stat(ps->root, &path_st) != 0)
+        return true;
+    return open_st.st_dev != path_st.st_dev || open_st.st_ino != path_st.st_ino;
+}
+
 struct storage *storage_posix_open(const char *root, bool create, struct err *e)
 {
     if (create && fs_mkdir_p(root, 0700, e) != 0)

@@ -83,4 +83,21 @@ assert_rc 6 "run-now --wait of a run the daemon could not start: the run's exit 
 assert_contains "$OUT$ERR" "nothing to back up" "... and why"
 stop_daemon
 
+# --- the repository moved away and another made at its path under a running daemon: the next
+# run goes into the one at the path (it went on into the moved one, "succeeded", and no list,
+# show or API request found its backup)
+mkdir -p "$TEST_TMP/src" && printf 'a\n' >"$TEST_TMP/src/a"
+export BACKUP_FILES_PATHS=$TEST_TMP/src
+start_daemon
+assert_exit 0 cb run-now full --wait
+mv "$BACKUP_DIR/repository" "$BACKUP_DIR/repository.moved"
+assert_exit 0 cb --quiet init
+assert_exit 0 cb run-now incremental --wait
+assert_contains "$(cat "$DAEMON_ERR")" "is not the directory the daemon opened" "the daemon says the repository changed"
+run cb --json list
+assert_eq 1 "$(json_eval "$OUT_FILE" 'len(d)')" "the run's backup is in the repository at the path"
+run cb --json --repo "$BACKUP_DIR/repository.moved" list
+assert_eq 1 "$(json_eval "$OUT_FILE" 'len(d)')" "... and nothing more went into the moved one"
+stop_daemon
+
 test_done
