@@ -103,6 +103,24 @@ static int target_timeline(struct repo *r, const struct phys_restore_opts *o, ui
     json_t *damaged = NULL;
     struct err we = ERR_INIT;
     *w = caris_wal_window(r, &damaged, &we);
+    /* WAL records that cannot be read: the segments they hold count as missing below, and a
+     * recovery that needs one stops there with an error. Said, with the records (it was
+     * passed over: a restore without --start exited 0 without a word, and a gap it then
+     * reported told to push a segment the archive has) */
+    if (json_array_size(damaged)) {
+        char names[400] = "";
+        size_t i;
+        json_t *x;
+        json_array_foreach(damaged, i, x)
+            str_list_add(names, sizeof(names),
+                         json_string_value(json_object_get(x, "object")) ?: "?");
+        caris_op_log(o->op, LOG_WARN,
+                     "%zu WAL record%s of the archive cannot be read (%s): the WAL %s holds is "
+                     "taken for missing, and a recovery that needs it stops there with an "
+                     "error; `caris-backup check` says what is damaged",
+                     json_array_size(damaged), json_array_size(damaged) == 1 ? "" : "s", names,
+                     json_array_size(damaged) == 1 ? "it" : "they");
+    }
     json_decref(damaged);
     if (!*w) {
         /* the restore does not depend on reading the archive's timelines: without them no

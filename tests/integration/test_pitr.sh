@@ -218,6 +218,14 @@ earliest=$(json_get "$OUT_FILE" '["recoveryWindow"]["earliest"]')
 run cb --env-file "$envf" --json restore database --physical --pgdata "$R/earliest" --to-time "$earliest"
 assert_rc 0 "a restore to the window's earliest time ($earliest) is taken (no --start: files and settings)"
 as_pg rm -rf "$R/earliest"
+# a WAL record that cannot be read: the restore says so (it was passed over without a word)
+rec=$(find "$REPO/records/wal" -type f ! -name '.*' -printf '%T@ %p\n' | sort -n | tail -n 1 | cut -d' ' -f2-)
+cp -p "$rec" "$TEST_TMP/rec.kept"
+flip_byte "$rec" 100
+run cb --env-file "$envf" restore database --physical --pgdata "$R/damagedrec" --to-name after_batch_2
+assert_contains "$ERR" "1 WAL record of the archive cannot be read" "a restore says a WAL record cannot be read"
+as_pg rm -rf "$R/damagedrec"
+cp -p "$TEST_TMP/rec.kept" "$rec"
 run cb --json prune
 assert_rc 0 "prune with a physical base backup"
 assert_eq "$S1" "$(json_get "$OUT_FILE" '["wal"]["keepFromLsn"]')" "prune keeps WAL from the base backup's start LSN"
