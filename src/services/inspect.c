@@ -664,7 +664,18 @@ static int show_locked(struct repo *r, const char *id_text, struct caris_show *s
     if (!s->testRestores)
         return -1;
     s->verifications = records_of(r, VERIFY_RECORD_KIND, s->id, e);
-    return s->verifications ? 0 : -1;
+    if (!s->verifications)
+        return -1;
+    /* damage its latest verification or test restore found: "damaged", as list says (show
+     * said "status ok" above the failed verification) */
+    json_t *damage;
+    if (caris_backup_known_damaged(
+            json_array_get(s->verifications, json_array_size(s->verifications) - 1),
+            json_array_get(s->testRestores, json_array_size(s->testRestores) - 1), &damage, NULL)) {
+        json_object_set_new(s->summary, "status", json_string("damaged"));
+        json_object_set(s->summary, "damage", damage ? damage : json_null());
+    }
+    return 0;
 }
 
 int caris_backup_show(struct repo *r, const char *id_text, struct caris_show *s, struct err *e)

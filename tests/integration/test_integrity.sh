@@ -356,6 +356,11 @@ assert_eq damaged "$(json_eval "$OUT_FILE" 'd[0]["status"]')" "after check --rea
 assert_contains "$(json_eval "$OUT_FILE" 'd[0]["lastVerification"]["error"]')" "check --read-data" \
     "its lastVerification says check --read-data found it"
 assert_eq "$wid" "$(json_eval "$OUT_FILE" 'd[0]["lastVerification"]["backupId"]')" "recorded for that backup"
+run cb --json show "$wid"
+assert_eq damaged "$(json_get "$OUT_FILE" '["status"]')" "show says damaged too, as list (it said ok)"
+assert_contains "$(json_get "$OUT_FILE" '["damage"]')" "check --read-data" "... with the damage list gives"
+assert_true "show's document has the shape docs/JSON.md gives" \
+    python3 "$LIB_DIR/jsonshape.py" "$LIB_DIR/../../docs/JSON.md" show "$OUT_FILE"
 
 # --- the only backup of its kind damaged: 'latest' says so (exit 4), not "no backup, make one"
 export BACKUP_DIR=$TEST_TMP/only
