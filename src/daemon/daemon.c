@@ -983,14 +983,12 @@ static bool drill_local(struct daemon *d)
     return v && strcmp(v, "local") == 0;
 }
 
-static void run_job(struct daemon *d, struct job *j)
+/* Before a job: the open repository brought up to date (other processes' backups), or
+ * closed (d->r NULL: the job opens it again) when that fails or when the directory at its path
+ * is no longer the one it opened. */
+static void repo_fresh(struct daemon *d)
 {
     struct err e = ERR_INIT;
-    int64_t start = now_s(d);
-    char when[40];
-    iso_s(j->scheduled_for ? j->scheduled_for : start, when, sizeof(when));
-    dlog(d, LOG_INFO, "job", "%s %s run (%s%s): started", j->source, caris_job_type_name(j->type),
-         j->scheduled_for ? "scheduled for " : "at ", when);
     /* a repository moved or replaced under the daemon (its directory renamed, another made
      * at the path): the open one is no longer the one every other command and the API see,
      * and runs went on into it, "succeeded", their backups found by nothing */
@@ -1004,10 +1002,20 @@ static void run_job(struct daemon *d, struct job *j)
     }
     if (d->r && repo_refresh(d->r, &e) != 0) {
         dlog(d, LOG_WARN, "job", "cannot refresh the repository (%s): opening it again", e.msg);
-        err_clear(&e);
         repo_close(d->r);
         d->r = NULL;
     }
+}
+
+static void run_job(struct daemon *d, struct job *j)
+{
+    struct err e = ERR_INIT;
+    int64_t start = now_s(d);
+    char when[40];
+    iso_s(j->scheduled_for ? j->scheduled_for : start, when, sizeof(when));
+    dlog(d, LOG_INFO, "job", "%s %s run (%s%s): started", j->source, caris_job_type_name(j->type),
+         j->scheduled_for ? "scheduled for " : "at ", when);
+    repo_fresh(d);
     struct caris_job_result res = {0};
     int rc = -1;
     bool has_db = config_get(d->cfg, "POSTGRES_URL") != NULL;
@@ -1125,13 +1133,9 @@ static void run_other(struct daemon *d, struct job *j)
 {
     struct err e = ERR_INIT;
     const struct djob_spec *sp = &j->spec;
-    dlog(d, LOG_INFO, "job", "%s %s of %s (%s): started", djob_kind_name(sp->kind),
-         sp->dry_run ? "dry run" : "", sp->backup_id, sp->actor);
-    if (d->r && repo_refresh(d->r, &e) != 0) {
-        err_clear(&e);
-        repo_close(d->r);
-        d->r = NULL;
-    }
+    dlog(d, LOG_INFO, "job", "%s%s of %s (%s): started", djob_kind_name(sp->kind),
+         sp->dry_run ? " (dry run)" : "", sp->backup_id, sp->actor);
+    repo_fresh(d);
     json_t *result = NULL;
     int rc = -1;
     if (d->r || reopen_repo(d, &e) == 0) {

@@ -38,7 +38,8 @@ static const char *esc(const char *s, char *buf)
 
 static const char ACL_ACCESS[] = "system.posix_acl_access";
 static const char ACL_DEFAULT[] = "system.posix_acl_default";
-static const char HINT_EMPTY[] = "restore into an empty or new directory, or give --overwrite";
+static const char HINT_EMPTY[] =
+    "restore into an empty or new directory (or, with the command line, give --overwrite)";
 static const char HINT_UNSAFE[] =
     "the backup holds a path that would lead outside the restore target; it is damaged or "
     "was crafted: nothing outside the target was written";
