@@ -91,7 +91,7 @@ void config_url_passwords(const char *v, void (*cb)(void *ctx, const char *s, si
                 char *dec = secmem_alloc(n + 1);
                 size_t k = 0;
                 for (size_t i = 0; i < n; i++) {
-                    if (pw[i] == '%' && i + 2 < n + 1 && hexval(pw[i + 1]) >= 0 &&
+                    if (pw[i] == '%' && i + 2 < n && hexval(pw[i + 1]) >= 0 &&
                         hexval(pw[i + 2]) >= 0) {
                         dec[k++] = (char)(hexval(pw[i + 1]) * 16 + hexval(pw[i + 2]));
                         i += 2;

@@ -673,6 +673,12 @@ static bool backup_id_text_ok(const char *s)
 /* Under a->mu: the API's own handle, opened at first use and refreshed at each use. */
 static struct repo *reader_locked(struct api *a, struct err *e)
 {
+    /* a repository moved or replaced under the daemon: read at the path, as every command
+     * (daemon.c, repo_fresh) */
+    if (a->r && storage_moved(repo_storage(a->r))) {
+        repo_close(a->r);
+        a->r = NULL;
+    }
     if (a->r && repo_refresh(a->r, e) != 0) {
         err_clear(e);
         repo_close(a->r);

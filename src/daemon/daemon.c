@@ -661,10 +661,12 @@ static void notify_step(struct daemon *d, const struct caris_job_step *s, int64_
 static const char *const STALE_KINDS[2] = {"database", "files"};
 
 static int reopen_repo(struct daemon *d, struct err *e);
+static void repo_fresh(struct daemon *d);
 
 static void stale_refresh(struct daemon *d, int64_t now)
 {
     struct err e = ERR_INIT;
+    repo_fresh(d); /* (a repository moved under the daemon: judged by the one at the path) */
     /* a run whose prune spent the handle closed it: opened again, or the check judged by the
      * backups found before that run, and alerted that the backup it had just made was missing
      * (d->ncr is set before any thread starts) */

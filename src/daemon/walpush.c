@@ -123,6 +123,16 @@ static void op_log(void *ctx, enum log_level l, const char *msg)
  * handle that could not open is tried again at the next one). */
 static void ensure_open(struct walq *q, struct err *e)
 {
+    /* a repository moved or replaced under the daemon: pushes went on into the moved
+     * directory, "archived", where no recovery looks (as runs did: daemon.c, repo_fresh) */
+    if (q->r && storage_moved(repo_storage(q->r))) {
+        daemon_log(q->d, LOG_WARN, "wal",
+                   "the repository at %s is not the directory the daemon opened (moved, "
+                   "replaced or removed since): opening it again",
+                   q->repo_path);
+        repo_close(q->r);
+        q->r = NULL;
+    }
     if (q->r)
         return;
     struct caris_open_opts oo = {.repo_path = q->repo_path, .backup_dir = q->backup_dir};

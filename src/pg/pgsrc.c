@@ -557,23 +557,30 @@ static void replace_in(char *text, size_t n, const char *from, const char *to)
     size_t fl = strlen(from), tl = strlen(to);
     if (!fl)
         return;
+    bool cut = strlen(text) + 1 >= n; /* it may have been cut to fit before it came here */
     for (char *p = strstr(text, from); p; p = strstr(p, from)) {
         size_t at = (size_t)(p - text), tail = strlen(p + fl);
         if (at + tl + 1 > n) {
             *p = '\0';
             return;
         }
-        if (at + tl + tail + 1 > n)
+        if (at + tl + tail + 1 > n) {
             tail = n - at - tl - 1;
+            cut = true;
+        }
         memmove(p + tl, p + fl, tail);
         memcpy(p, to, tl);
         p[tl + tail] = '\0';
         p += tl;
     }
     /* a text cut (above, or before it came here) inside a later occurrence ends in from's
-     * first bytes, which no whole match finds: cut there */
+     * first bytes, which no whole match finds: cut there, when those bytes reach past the
+     * ':' (what follows it is the hidden part; a name ending like the user's first part is
+     * no secret) */
+    const char *colon = strchr(from, ':');
+    size_t first = colon ? (size_t)(colon - from) + 2 : 4;
     size_t len = strlen(text);
-    for (size_t k = fl - 1 < len ? fl - 1 : len; k >= 4; k--)
+    for (size_t k = fl - 1 < len ? fl - 1 : len; cut && k >= first && k >= 4; k--)
         if (memcmp(text + len - k, from, k) == 0) {
             cx_wipe(text + len - k, k);
             break;

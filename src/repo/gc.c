@@ -409,10 +409,12 @@ static void durable_step(void)
 }
 
 struct packstat {
-    uint64_t size;   /* on disk; 0 when missing */
-    uint64_t used;   /* ciphertext bytes of referenced blobs placed in it */
-    uint64_t stored; /* ciphertext bytes of all blobs placed in it */
-    uint32_t nblobs; /* index entries placed in it */
+    uint64_t size;      /* on disk; 0 when missing */
+    uint64_t used;      /* ciphertext bytes of referenced blobs placed in it */
+    uint64_t used_meta; /* of those, the metadata blobs' (a repack writes them to packs of
+                           their own) */
+    uint64_t stored;    /* ciphertext bytes of all blobs placed in it */
+    uint32_t nblobs;    /* index entries placed in it */
     uint32_t nused;
     enum { P_KEEP, P_DELETE, P_REPACK, P_DROP } fate;
     bool on_disk;
@@ -953,6 +955,8 @@ int repo_prune(struct repo *r, const struct repo_prune_opts *o, struct repo_prun
         if (bit(m.bits, k)) {
             ps[en->pack].used += en->clen;
             ps[en->pack].nused++;
+            if (bit(m.meta, k))
+                ps[en->pack].used_meta += en->clen;
         }
     }
     /* other copies are stored and unused: a pack that holds them is repacked (dropping them)
@@ -1013,12 +1017,13 @@ int repo_prune(struct repo *r, const struct repo_prune_opts *o, struct repo_prun
         /* a repack writes back about the referenced share of what it reads: its blobs, in new
          * packs filled to the target (the dry run said "0 blobs kept" and left the packs it
          * writes out of the count after) */
-        uint64_t kept = 0;
+        uint64_t kept = 0, kept_meta = 0;
         for (size_t p = 0; p < npacks; p++)
             if (ps[p].fate == P_REPACK) {
-                st->pack_bytes_after += ps[p].used + PACK_HEADER_LEN;
+                st->pack_bytes_after += ps[p].used;
                 st->blobs_repacked += ps[p].nused;
-                kept += ps[p].used;
+                kept += ps[p].used - ps[p].used_meta;
+                kept_meta += ps[p].used_meta;
                 if (ps[p].damaged || ps[p].blocked) {
                     char hex[65];
                     cx_hex(r->packs[p].id, 32, hex);
@@ -1028,10 +1033,11 @@ int repo_prune(struct repo *r, const struct repo_prune_opts *o, struct repo_prun
                                  hex);
                 }
             }
-        if (kept) {
-            st->packs_written = (kept + repo_pack_target() - 1) / repo_pack_target();
-            st->packs_after += st->packs_written;
-        }
+        /* data and metadata blobs go to packs of their own (repo_writer_meta_slot) */
+        uint64_t target = repo_pack_target();
+        st->packs_written = (kept + target - 1) / target + (kept_meta + target - 1) / target;
+        st->packs_after += st->packs_written;
+        st->pack_bytes_after += st->packs_written * PACK_HEADER_LEN;
         st->repo_bytes_after =
             st->repo_bytes_before - (st->pack_bytes_before - st->pack_bytes_after);
         /* the index is rewritten as one file when anything changes, else stays as it is */

@@ -86,10 +86,18 @@ stop_daemon
 # --- the repository moved away and another made at its path under a running daemon: the next
 # run goes into the one at the path (it went on into the moved one, "succeeded", and no list,
 # show or API request found its backup)
-mkdir -p "$TEST_TMP/src" && printf 'a\n' >"$TEST_TMP/src/a"
+mkdir -p "$TEST_TMP/src" "$TEST_TMP/wal" && printf 'a\n' >"$TEST_TMP/src/a"
+python3 - "$TEST_TMP/wal" <<'PY'
+import random, sys
+r = random.Random(7)
+for n in ("000000010000000000000001", "000000010000000000000002"):
+    open("%s/%s" % (sys.argv[1], n), "wb").write(r.randbytes(1 << 20))
+PY
 export BACKUP_FILES_PATHS=$TEST_TMP/src
 start_daemon
 assert_exit 0 cb run-now full --wait
+run cb --json wal push "$TEST_TMP/wal/000000010000000000000001"
+assert_eq true "$(json_get "$OUT_FILE" '["viaDaemon"]')" "a WAL push through the daemon"
 mv "$BACKUP_DIR/repository" "$BACKUP_DIR/repository.moved"
 assert_exit 0 cb --quiet init
 assert_exit 0 cb run-now incremental --wait
@@ -98,6 +106,13 @@ run cb --json list
 assert_eq 1 "$(json_eval "$OUT_FILE" 'len(d)')" "the run's backup is in the repository at the path"
 run cb --json --repo "$BACKUP_DIR/repository.moved" list
 assert_eq 1 "$(json_eval "$OUT_FILE" 'len(d)')" "... and nothing more went into the moved one"
+# so does a WAL push through the daemon (it went on into the moved one: WAL lost for recovery)
+run cb --json wal push "$TEST_TMP/wal/000000010000000000000002"
+assert_eq true "$(json_get "$OUT_FILE" '["viaDaemon"]')" "a WAL push through the daemon after the move"
+run cb --json wal list
+assert_eq "000000010000000000000002" "$(json_eval "$OUT_FILE" '" ".join(f["name"] for f in d["files"])')" \
+    "the pushed segment is in the archive at the path"
+
 stop_daemon
 
 test_done
