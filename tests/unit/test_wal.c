@@ -137,8 +137,16 @@ static void push(struct repo *r, const char *dir, const char *name, size_t len, 
     snprintf(path, sizeof(path), "%s/%s", dir, name);
     FILE *f = fopen(path, "wb");
     assert_non_null(f);
-    for (size_t i = 0; i < len; i++)
-        fputc((int)((i * 2654435761u + seed * 40503u) >> 13) & 0xff, f);
+    if (strstr(name, ".history")) {
+        /* a history must read as one (wal push refuses one that does not): timeline N
+         * branched off N-1 in segment 5, the earlier ones in their order */
+        unsigned tli = (unsigned)strtoul(name, NULL, 16);
+        for (unsigned t = 1; t < tli; t++)
+            fprintf(f, "%u\t0/%X\tno recovery target specified (%u)\n", t, 0x5000000u + t, seed);
+    } else {
+        for (size_t i = 0; i < len; i++)
+            fputc((int)((i * 2654435761u + seed * 40503u) >> 13) & 0xff, f);
+    }
     assert_int_equal(fclose(f), 0);
     struct err e = ERR_INIT;
     struct caris_wal_push_result res;
