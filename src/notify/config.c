@@ -152,11 +152,6 @@ static void url_parts_free(struct url_parts *u)
     memset(u, 0, sizeof(*u));
 }
 
-static bool host_is_loopback(const char *h)
-{
-    return net_host_is_loopback(h);
-}
-
 static char *trim_dup(const char *s, size_t n)
 {
     while (n && (*s == ' ' || *s == '\t'))
@@ -209,7 +204,7 @@ static int load_email(const struct config *c, struct notify_config *nc, struct e
     if (url_parse(url, &u) != 0)
         return err_set(e, ERR_CONFIG, "e.g. smtp://mail.example.org:587 or smtps://host:465",
                        "BACKUP_SMTP_URL is not a valid URL");
-    bool userinfo = u.userinfo, loopback = host_is_loopback(u.host);
+    bool userinfo = u.userinfo, loopback = net_host_is_loopback(u.host);
     bool scheme_ok = strcmp(u.scheme, "smtp") == 0 || strcmp(u.scheme, "smtps") == 0;
     nc->smtp_target = xstrdup(u.origin);
     url_parts_free(&u);
@@ -355,7 +350,7 @@ static int load_slack(const struct config *c, struct notify_config *nc, struct e
         return err_set(e, ERR_CONFIG, "copy the URL Slack gave for the incoming webhook",
                        "BACKUP_SLACK_WEBHOOK_URL is not a valid URL");
     bool https = strcmp(u.scheme, "https") == 0, http = strcmp(u.scheme, "http") == 0;
-    bool userinfo = u.userinfo, loopback = host_is_loopback(u.host);
+    bool userinfo = u.userinfo, loopback = net_host_is_loopback(u.host);
     nc->slack_target = xstrdup(u.origin);
     url_parts_free(&u);
     if (!(https || http) || userinfo)

@@ -112,8 +112,10 @@ static int target_timeline(struct repo *r, const struct phys_restore_opts *o, ui
         size_t i;
         json_t *x;
         json_array_foreach(damaged, i, x)
-            str_list_add(names, sizeof(names),
-                         json_string_value(json_object_get(x, "object")) ?: "?");
+        {
+            const char *obj = json_string_value(json_object_get(x, "object"));
+            str_list_add(names, sizeof(names), obj ? obj : "?");
+        }
         caris_op_log(o->op, LOG_WARN,
                      "%zu WAL record%s of the archive cannot be read (%s): the WAL %s holds is "
                      "taken for missing, and a recovery that needs it stops there with an "

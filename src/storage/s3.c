@@ -1583,11 +1583,6 @@ bool storage_location_is_s3(const char *location)
     return strncmp(location, "s3:", 3) == 0;
 }
 
-static bool is_loopback(const char *host)
-{
-    return net_host_is_loopback(host); /* the host as written in the location, with its port */
-}
-
 char *storage_location_redact(const char *location)
 {
     const char *sep = strstr(location, "://");
@@ -1777,7 +1772,7 @@ struct storage *storage_s3_open(const char *location, struct err *e)
             colon[1] = '\0';
         else if (colon)
             *colon = '\0';
-        if (!is_loopback(host))
+        if (!net_host_is_loopback(host)) /* as written in the location, with its port */
             log_warn("S3 repository %s is reached over plain http: the data is encrypted, but "
                      "the requests (and their signatures) can be seen and replayed on the way; "
                      "use https",
