@@ -936,12 +936,17 @@ static int restore_piped(struct restore_run *rr, char **argv, struct err *e)
         goto out;
     }
     struct err se = ERR_INIT;
-    /* Chunk ids unchecked (as file restores): pg_restore cannot commit before the relay
-     * releases the held-back tail, which it does only once the whole stream's SHA-256 matched;
-     * every blob is still authenticated by its AES-GCM tag. */
-    int src = stream_restore_fd_flags(rr->r, json_object_get(rr->k->dump, "chunks"), rr->k->sha,
-                                      ip[1], rr->threads, REPO_LOAD_NO_ID_CHECK,
-                                      on_restore_progress, rr, rr->op, &se);
+    /* Chunk ids unchecked (as file restores) for a whole restore: pg_restore cannot commit
+     * before the relay releases the held-back tail, which it does only once the whole
+     * stream's SHA-256 matched; every blob is still authenticated by its AES-GCM tag. A
+     * selection (--table, --schema) is different: pg_restore stops reading, and commits, once
+     * it has its tables, before the stream's end and its SHA-256. There every chunk is checked
+     * against its id, which the backup's chunk list names in order: what pg_restore read is
+     * the backup's own bytes, as a whole-stream check would have shown. */
+    int src =
+        stream_restore_fd_flags(rr->r, json_object_get(rr->k->dump, "chunks"), rr->k->sha, ip[1],
+                                rr->threads, rr->sel && rr->sel->nargs ? 0 : REPO_LOAD_NO_ID_CHECK,
+                                on_restore_progress, rr, rr->op, &se);
     bool reader_gone = __atomic_load_n(&rl.write_errno, __ATOMIC_SEQ_CST) != 0;
     if (src == 0)
         __atomic_store_n(&rl.release, 1, __ATOMIC_SEQ_CST);
@@ -960,7 +965,8 @@ static int restore_piped(struct restore_run *rr, char **argv, struct err *e)
         *e = ce;
     } else {
         /* Success, also when pg_restore stopped reading early: with --table/--schema it
-         * exits once it has what it wants. Every chunk it read was authenticated. */
+         * exits once it has what it wants. Every chunk it read was authenticated and matched
+         * its id (above). */
         rc = 0;
     }
 out:;
