@@ -181,11 +181,12 @@ static bool next_line(const char *b, size_t n, const char **p, const char **line
     return true;
 }
 
-const char *api_gate_head_refusal(const char *b, size_t n)
+const char *api_gate_head_refusal(const char *b, size_t n, int *status)
 {
+    *status = 400;
     const char *p = request_line_end(b, n), *line;
     size_t len;
-    bool have_cl = false, have_te = false;
+    bool have_cl = false, have_te = false, too_large = false;
     unsigned long long cl = 0;
     while (next_line(b, n, &p, &line, &len)) {
         if (len == 0)
@@ -213,12 +214,20 @@ const char *api_gate_head_refusal(const char *b, size_t n)
             /* digits only: libmicrohttpd 0.9.75 answers "-1", "+2" or "2 " with a malformed
              * response of its own (two status lines, an HTML body) */
             unsigned long long x = 0;
-            if (vlen == 0 || vlen > 18)
+            if (vlen == 0)
                 return "malformed Content-Length (give the body's length in digits)";
+            size_t digits = 0;
             for (size_t k = 0; k < vlen; k++) {
                 if (v[k] < '0' || v[k] > '9')
                     return "malformed Content-Length (give the body's length in digits)";
-                x = x * 10 + (unsigned)(v[k] - '0');
+                if (digits || v[k] != '0')
+                    digits++;
+                /* a length of 19 digits and more is too large for any body (413), not
+                 * malformed; leading zeros do not count */
+                if (digits > 18)
+                    too_large = true;
+                else
+                    x = x * 10 + (unsigned)(v[k] - '0');
             }
             if (have_cl && x != cl)
                 return "two different Content-Length headers";
@@ -236,6 +245,10 @@ const char *api_gate_head_refusal(const char *b, size_t n)
     }
     if (have_cl && have_te)
         return "Content-Length and Transfer-Encoding together (send one of them)";
+    if (too_large) {
+        *status = 413;
+        return "request body too large (a Content-Length of more than 18 digits)";
+    }
     return NULL;
 }
 
@@ -431,7 +444,13 @@ static bool conn_examine(struct api_gate *g, size_t i, short revents)
                             "Content-Type)");
                 return conn_drain(g, i);
             }
-            const char *why = api_gate_head_refusal(g->line, (size_t)n);
+            int status;
+            const char *why = api_gate_head_refusal(g->line, (size_t)n, &status);
+            if (why && status == 413) {
+                conn_answer(g, i, 413, "Content Too Large", "too_large", why,
+                            "the API's request bodies are small JSON documents");
+                return conn_drain(g, i);
+            }
             if (why) {
                 conn_answer(g, i, 400, "Bad Request", "bad_request", why,
                             "see docs/BACKUP_RECOVERY.md, \"HTTP API\"");

@@ -56,9 +56,10 @@ void api_gate_free(struct api_gate *g);
 void api_gate_conn_closed(struct api_gate *g, const struct sockaddr *sa);
 /* Whether b[0..n) holds a request line and the empty line that ends its headers. */
 bool api_gate_head_complete(const char *b, size_t n);
-/* For whole headers: why the gate answers 400 itself (a Content-Length that is not digits,
- * two that differ, a Transfer-Encoding other than chunked, both), or NULL. */
-const char *api_gate_head_refusal(const char *b, size_t n);
+/* For whole headers: why the gate answers itself, with the status in *status (400: a
+ * Content-Length that is not digits, two that differ, a Transfer-Encoding other than chunked,
+ * both; 413: a Content-Length of more than 18 digits), or NULL. */
+const char *api_gate_head_refusal(const char *b, size_t n, int *status);
 /* For whole headers: whether they are over API_GATE_HEAD_OK bytes or API_GATE_HEADERS_MAX
  * records (header lines, query arguments and cookies together; the gate answers 431). */
 bool api_gate_head_too_large(const char *b, size_t n);

@@ -388,6 +388,14 @@ for h in 'Content-Length: -1' 'Content-Length: 2 ' 'Transfer-Encoding: gzip'; do
     assert_contains "$V_OUT" '{"error":{"code":"bad_request"' "'$h': with the API's JSON error"
     assert_eq 1 "$(grep -c '^HTTP/1' <<<"$V_OUT")" "'$h': one status line"
 done
+# a Content-Length too long for any number the API reads is a 413, not a malformed request
+exec {V}<>/dev/tcp/127.0.0.1/"${BASE##*:}"
+printf 'POST /api/admin/backup/create HTTP/1.1\r\nHost: x\r\nContent-Length: %s\r\n\r\n{}' \
+    99999999999999999999999 >&"$V"
+V_OUT=$(timeout 20 cat <&"$V")
+exec {V}>&-
+assert_match '^HTTP/1.1 413 ' "$V_OUT" "a 23-digit Content-Length: 413"
+assert_contains "$V_OUT" '{"error":{"code":"too_large"' "a 23-digit Content-Length: the API's JSON error"
 
 # a body that never ends is not read forever: past 1 MiB the connection is closed
 END_OUT=$($CLIENT endless "$BASE" "$ADMIN")

@@ -112,14 +112,17 @@ static void test_head_complete(void **state)
 static void test_head_refusal(void **state)
 {
     (void)state;
+    int status;
     const char *fine[] = {"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
                           "POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}",
                           "POST / HTTP/1.1\r\ncontent-length:2\r\nContent-Length: 2\r\n\r\n",
                           "POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n",
                           "GET / HTTP/1.1\r\nContent-Length-X: -1\r\n\r\n",
-                          "GET / HTTP/1.1\r\nX-Empty:\r\nX-Colons: a:b: c\r\n\r\n"};
+                          "GET / HTTP/1.1\r\nX-Empty:\r\nX-Colons: a:b: c\r\n\r\n",
+                          /* leading zeros do not make a length long */
+                          "POST / HTTP/1.1\r\nContent-Length: 00000000000000000000002\r\n\r\n"};
     for (size_t i = 0; i < sizeof(fine) / sizeof(fine[0]); i++)
-        if (api_gate_head_refusal(fine[i], strlen(fine[i])))
+        if (api_gate_head_refusal(fine[i], strlen(fine[i]), &status))
             fail_msg("refused: %s", fine[i]);
     const char *bad[] = {"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
                          "POST / HTTP/1.1\r\nContent-Length: +2\r\n\r\n",
@@ -138,15 +141,28 @@ static void test_head_refusal(void **state)
                          "POST / HTTP/1.1\r\nTransfer-Encoding\t: gzip\r\n\r\n",
                          "GET / HTTP/1.1\r\nAuth orization: Bearer abc\r\n\r\n"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-        if (!api_gate_head_refusal(bad[i], strlen(bad[i])))
+        if (!api_gate_head_refusal(bad[i], strlen(bad[i]), &status))
             fail_msg("passed: %s", bad[i]);
     /* a NUL in a header: libmicrohttpd would read the value up to it */
     static const char nul[] = "GET / HTTP/1.1\r\nAuthorization: Bearer abc\0junk\r\n\r\n";
-    const char *why = api_gate_head_refusal(nul, sizeof(nul) - 1);
+    const char *why = api_gate_head_refusal(nul, sizeof(nul) - 1, &status);
     assert_non_null(why);
     assert_non_null(strstr(why, "NUL"));
     static const char after[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n\0body";
-    assert_null(api_gate_head_refusal(after, sizeof(after) - 1)); /* past the headers: body */
+    assert_null(
+        api_gate_head_refusal(after, sizeof(after) - 1, &status)); /* past the headers: body */
+    /* a length of 19 digits and more is too large (413), not malformed (400) */
+    const char *huge[] = {"POST / HTTP/1.1\r\nContent-Length: 1000000000000000000\r\n\r\n",
+                          "POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n"};
+    for (size_t i = 0; i < sizeof(huge) / sizeof(huge[0]); i++) {
+        why = api_gate_head_refusal(huge[i], strlen(huge[i]), &status);
+        assert_non_null(why);
+        assert_int_equal(status, 413);
+        assert_non_null(strstr(why, "too large"));
+    }
+    why = api_gate_head_refusal(bad[0], strlen(bad[0]), &status);
+    assert_non_null(why);
+    assert_int_equal(status, 400);
 }
 
 /* Headers libmicrohttpd's memory may not hold are the gate's 431 (JSON), not its own (HTML). */
