@@ -135,8 +135,9 @@ static void print_result(const struct globals *g, const struct caris_copy_result
     }
 }
 
+/* to_var: the variable `to` was read from (upload), NULL for --to. */
 static int run_copy(struct globals *g, const char *const *ids, size_t nids, bool latest, bool all,
-                    const char *to, const char *key_env)
+                    const char *to, const char *to_var, const char *key_env)
 {
     struct err e = ERR_INIT;
     const char *dkey = NULL;
@@ -169,6 +170,12 @@ static int run_copy(struct globals *g, const char *const *ids, size_t nids, bool
         char *shown = storage_location_redact(to);
         err_wrap(&e, "destination %s", shown);
         free(shown);
+        /* a location that cannot be one, read from a variable: the configuration's fault
+         * (exit 6), as a usage error (2) is the command line's */
+        if (to_var && e.code == ERR_USAGE) {
+            e.code = ERR_CONFIG;
+            err_wrap(&e, "%s", to_var);
+        }
         /* the key in question is the destination's, not BACKUP_ENCRYPTION_KEY */
         caris_copy_open_hint(&e, key_env ? key_env : DEFAULT_TO_KEY_ENV, g->repo_path);
         code = fail(&e);
@@ -238,7 +245,7 @@ int cmd_copy(struct globals *g, int argc, char **argv)
         return usage_error("copy needs backup ids, --latest or --all%s", NULL);
     if (!to)
         return usage_error("copy needs --to REPO (the destination repository)%s", NULL);
-    return run_copy(g, (const char *const *)argv + optind, nids, latest, all, to, key_env);
+    return run_copy(g, (const char *const *)argv + optind, nids, latest, all, to, NULL, key_env);
 }
 
 int cmd_upload(struct globals *g, int argc, char **argv)
@@ -277,5 +284,5 @@ int cmd_upload(struct globals *g, int argc, char **argv)
         return fail(&e);
     }
     const char *id = argv[optind];
-    return run_copy(g, &id, 1, false, false, to, key_env);
+    return run_copy(g, &id, 1, false, false, to, "BACKUP_CLOUD_REPOSITORY", key_env);
 }

@@ -178,6 +178,10 @@ backup_json "$TEST_TMP/b4.json" "$src"
 id4=$BACKUP_ID
 assert_exit 6 env -u BACKUP_CLOUD_REPOSITORY "$CARIS_BIN" upload "$id4"
 assert_contains "$ERR" "BACKUP_CLOUD_REPOSITORY" "upload without a cloud repository says what to set"
+# a location that cannot be one, read from the variable: the configuration's fault (6), not
+# the command line's (2)
+assert_exit 6 env BACKUP_CLOUD_REPOSITORY=s3:https://host.invalid/ "$CARIS_BIN" upload "$id4"
+assert_contains "$ERR" "BACKUP_CLOUD_REPOSITORY: destination" "a bad cloud location names its variable"
 BACKUP_CLOUD_REPOSITORY=$DST run cb --json upload "$id4"
 assert_rc 0 "upload ID"
 assert_eq true "$(json_get "$OUT_FILE" '["backups"][0]["verified"]')" "upload copies and verifies"
