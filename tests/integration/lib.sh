@@ -124,7 +124,22 @@ _tail() { # FILE [LINES]: last lines of a file, indented, for failure context
 
 # Each result's second since the test began, in TEST_TMP/.steps: run.sh names the longest
 # wait between two results when it is a minute or more (a stall a passing test hides).
-_step() { echo "$SECONDS $1" >>"$TEST_TMP/.steps"; }
+# With CARIS_TEST_CPU=1 (run.sh: the test's cgroup in CARIS_TEST_CG), each result's CPU
+# milliseconds since the test began (its servers included) in TEST_TMP/.steps-cpu.
+_step() {
+    echo "$SECONDS $1" >>"$TEST_TMP/.steps"
+    [[ -n ${CARIS_TEST_CG:-} ]] || return 0
+    local ns="" k v
+    if [[ -e $CARIS_TEST_CG/cpuacct.usage ]]; then
+        read -r ns <"$CARIS_TEST_CG/cpuacct.usage"
+    elif [[ -e $CARIS_TEST_CG/cpu.stat ]]; then
+        while read -r k v; do
+            [[ $k == usage_usec ]] && { ns=$((v * 1000)); break; }
+        done <"$CARIS_TEST_CG/cpu.stat"
+    fi
+    [[ -n $ns ]] && echo "$((ns / 1000000)) $1" >>"$TEST_TMP/.steps-cpu"
+    return 0
+}
 
 pass() {
     echo "PASS $TEST_NAME: $1" >>"$TEST_RESULTS"

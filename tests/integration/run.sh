@@ -33,7 +33,8 @@
 # build's tests beside the plain build's this way), CARIS_TEST_CPU=1 (as root: each test in
 # a cgroup of its own, cpuacct, and its CPU seconds printed beside its wall seconds, the
 # servers it started included: what to trim when the suite nears its time budget, for the
-# CPUs are busy all through it).
+# CPUs are busy all through it; and each result's CPU milliseconds since its test began in the
+# test's directory, .steps-cpu: with CARIS_TEST_KEEP=1, where a test spends its CPU).
 set -u
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -262,6 +263,8 @@ run_one() {
         # a clean environment: nothing from the caller's configuration leaks in
         unset BACKUP_FILES_PATHS CARIS_NEW_ENCRYPTION_KEY
         export CARIS_BIN=$bin TEST_TMP=$dir TEST_RESULTS=$dir/results TEST_FAILURES=$dir/failures
+        # (CARIS_TEST_CPU=1: lib.sh writes each result's CPU time to $dir/.steps-cpu)
+        export CARIS_TEST_CG=${cgs[i]:-}
         export BACKUP_DIR=$dir/backup BACKUP_ENCRYPTION_KEY=$key
         # cheap key derivation for the repositories the tests make (init's defaults, 64 MiB and
         # 3 passes, cost 0.3 s of CPU at every open, a third of the suite's CPU; 8 MiB still
