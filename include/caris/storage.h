@@ -84,6 +84,10 @@ struct storage {
      * 0: a batch's puts are made by the caller, one after the other (the posix backend). */
     int connections;
     struct storage_queue *queue; /* started by the first batch that needs it */
+    /* Names one listing request returns at most (S3: max-keys, 1,000 unless
+     * BACKUP_S3_LIST_PAGE says fewer); 0: a listing is not paged (posix). What a full listing
+     * of data/ costs, against one lookup per pack (the open cache). */
+    unsigned list_page;
 };
 
 /* A directory on a local file system. create: make the directory (mode 0700) when missing. */

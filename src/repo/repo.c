@@ -1329,8 +1329,9 @@ static int load_index_cached(struct repo *r, struct err *e)
     }
     uint8_t(*v)[32] = (uint8_t(*)[32])ids.data;
     size_t nuniq = ids_sort_unique(v, ids.len / 32);
-    /* a full listing costs one request per 1,000 packs */
-    if (nuniq > c.npacks / 1000 + 1)
+    /* a full listing costs one request per page (1,000 packs on S3) */
+    unsigned page = r->st->list_page ? r->st->list_page : 1000;
+    if (nuniq > c.npacks / page + 1)
         goto out;
     buf_append(&missing, c.missing, c.nmissing * 32);
     for (size_t i = 0; i < nuniq; i++) {

@@ -1763,8 +1763,12 @@ struct storage *storage_s3_open(const char *location, struct err *e)
     /* Test knob: smaller listing pages, so that tests page through continuation tokens
      * without writing thousands of objects. */
     const char *page = setting("BACKUP_S3_LIST_PAGE");
-    if (page && strspn(page, "0123456789") == strlen(page) && strlen(page) < 5 && atoi(page) > 0)
+    s->base.list_page = 1000;
+    if (page && strspn(page, "0123456789") == strlen(page) && strlen(page) < 5 && atoi(page) > 0) {
         snprintf(s->list_page, sizeof(s->list_page), "%d", atoi(page));
+        if (atoi(page) < 1000)
+            s->base.list_page = (unsigned)atoi(page);
+    }
     if (plain_http) {
         char *host = xstrdup(s->host);
         char *colon = host[0] == '[' ? strchr(host, ']') : strchr(host, ':');
