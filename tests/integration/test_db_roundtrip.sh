@@ -159,14 +159,14 @@ if (($(id -u) == 0)) && id -u "$CARIS_PG_OS_USER" >/dev/null 2>&1; then
     assert_rc 0 "test-restore --scratch local as $CARIS_PG_OS_USER"
     assert_local_scratch "$udir" "test-restore --scratch local as $CARIS_PG_OS_USER"
     # The scratch cluster's file system full (BACKUP_DIR/temp on 60 MiB: initdb and the scratch
-    # database take ~47 MiB, the 48 MiB of incompressible rows do not fit; the server stops on
-    # its WAL, and pg_restore sees the connection closed): the failure says so and that it says
-    # nothing about the backup; it read like a backup that does not restore.
+    # database take ~47 MiB, the 24 MiB of incompressible rows and their WAL do not fit; the
+    # server stops on its WAL, and pg_restore sees the connection closed): the failure says so
+    # and that it says nothing about the backup; it read like a backup that does not restore.
     pg_createdb fill_db
     psql_db fill_db -c "CREATE TABLE fill AS SELECT i, decode(string_agg(md5((i * 1000 + j)::text), ''), 'hex') AS v
-        FROM generate_series(1, 12000) AS i, generate_series(1, 256) AS j GROUP BY i"
+        FROM generate_series(1, 6000) AS i, generate_series(1, 256) AS j GROUP BY i"
     POSTGRES_URL=$(pg_url fill_db) BACKUP_DIR=$udir run runuser -u "$CARIS_PG_OS_USER" -- "$CARIS_BIN" --json --quiet backup database
-    assert_rc 0 "backup database of 48 MiB of rows as $CARIS_PG_OS_USER"
+    assert_rc 0 "backup database of 24 MiB of rows as $CARIS_PG_OS_USER"
     fid=$(json_get "$OUT_FILE" '["id"]' 2>/dev/null)
     if BACKUP_DIR=$udir run_in_tmpfs 60m "$udir/temp" 'chown "$3:" "$1" && runuser -u "$3" -- "$0" test-restore "$2" --scratch local' \
         "$fid" "$CARIS_PG_OS_USER"; then
