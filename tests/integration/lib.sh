@@ -560,25 +560,34 @@ free_port() {
 
 # --- waiting ---------------------------------------------------------------------------
 
-# wait_until SECONDS CMD...: poll CMD (every 20 ms) until it succeeds; fails at the
-# deadline. Polling, not sleeping: returns as soon as the condition holds.
+# wait_until SECONDS CMD...: poll CMD until it succeeds; fails at the deadline. Polling, not
+# sleeping: returns soon after the condition holds. The pause between polls starts at 20 ms
+# and grows by half at each one up to 200 ms (POLL_MAX_MS, at least 20: a condition that holds
+# for a moment only, as a process past a point of its work before its end, is polled at 20 ms
+# with POLL_MAX_MS=20): a short wait still ends within tens of ms, and a long one does not run
+# its CMD 50 times a second (a CMD that runs the ASan binary costs 50-100 ms of CPU, and the
+# suite is CPU-bound).
 wait_until() {
     local secs=$1
     shift
-    local deadline=$((SECONDS + secs))
+    local deadline=$((SECONDS + secs)) pause=20 max=${POLL_MAX_MS:-200}
+    ((max >= 20 && max < 1000)) || max=200
     while ! "$@"; do
         ((SECONDS < deadline)) || return 1
-        _poll_interval
+        _poll_interval "$pause"
+        pause=$((pause * 3 / 2 > max ? max : pause * 3 / 2))
     done
     return 0
 }
 
-# The pause between two polls: a read that times out on a pipe nobody writes to, so the
-# poll loop neither spins a CPU the binary under test needs nor forks a process per turn.
+# The pause between two polls (MS milliseconds, under 1000; default 20): a read that times out
+# on a pipe nobody writes to, so the poll loop neither spins a CPU the binary under test needs
+# nor forks a process per turn.
 _POLL_FD=""
 _poll_interval() {
     [[ -n $_POLL_FD ]] || exec {_POLL_FD}<> <(:)
-    read -r -t 0.02 -u "$_POLL_FD" _ || true
+    local ms=${1:-20}
+    read -r -t "0.$(printf '%03d' "$ms")" -u "$_POLL_FD" _ || true
 }
 
 # hold_start FILE...: packhold.py takes a lease on every FILE (HOLD_PID, its output in

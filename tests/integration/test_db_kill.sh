@@ -67,7 +67,8 @@ dump_midway() { # pg_dump runs and has written at least 64 MiB into the backup
     dump_pid=$(find_child "$pid" pg_dump) || return 1
     (($(proc_wchar "$dump_pid") >= 64 * 1024 * 1024))
 }
-if wait_until 120 dump_midway; then
+# (polled every 20 ms: the point holds for a third of a second at the least)
+if POLL_MAX_MS=20 wait_until 120 dump_midway; then
     pass "pg_dump is streaming ($(proc_wchar "$dump_pid") bytes written)"
     kill -9 "$dump_pid"
 else
