@@ -107,18 +107,21 @@ assert_json "$PROXY_STATS" 'd.get("retry_after_gap_min", 0) >= 1.9' \
 
 # --- uploads run beside the hashing: two pack PUTs in flight at once ------------------------
 # The proxy holds the first two PUTs of packs until both are held: an uploader that sends one
-# pack at a time would keep the first held until the proxy gives up (hold_timeouts).
+# pack at a time would keep the first held until the proxy gives up (hold_timeouts). Packs of
+# 4 MiB (the test-only CARIS_TEST_PACK_TARGET) and 12 MB of data: 2 workers fill 2 packs while
+# they hash (16 MiB packs and 48 MB were a fifth of this test's CPU, through the Python proxy).
 proxy_start --hold 2 --match /data/ --method PUT
 export BACKUP_S3_RETRY_SECONDS=30
 par=$TEST_TMP/par
 mkdir -p "$par"
-seeded_bytes 48000000 s3_faults/a >"$par/a.bin" # 2 workers: 2 full packs of 16 MiB while hashing
-assert_exit 0 cb --repo "$PROXY" --threads 2 --s3-connections 4 --json backup files "$par"
+seeded_bytes 12000000 s3_faults/a >"$par/a.bin"
+assert_exit 0 env CARIS_TEST_PACK_TARGET=4194304 "$CARIS_BIN" --repo "$PROXY" --threads 2 --s3-connections 4 \
+    --json backup files "$par"
 assert_eq 2 "$(stat_of max_held)" "two pack uploads were in flight at once"
 assert_eq 0 "$(stat_of hold_timeouts)" "no upload waited for another to finish"
 par_id=$(json_get "$OUT_FILE" '["id"]')
 assert_cmp "$(json_get "$OUT_FILE" '["s3"]["requests"]')" -ge 3 "--json counts the S3 requests"
-assert_cmp "$(json_get "$OUT_FILE" '["s3"]["bytesSent"]')" -ge 48000000 "... and the bytes sent"
+assert_cmp "$(json_get "$OUT_FILE" '["s3"]["bytesSent"]')" -ge 12000000 "... and the bytes sent"
 assert_exit 0 cb --repo "$direct" verify "$par_id"
 
 # --- one pack PUT failing for good while another is in flight: a clean failure --------------
@@ -131,8 +134,8 @@ proxy_start --hold 1 --fail-object 2 --match /data/ --method PUT
 export BACKUP_S3_RETRY_SECONDS=3
 par2=$TEST_TMP/par2
 mkdir -p "$par2"
-seeded_bytes 48000000 s3_faults/b >"$par2/b.bin"
-run cb --repo "$PROXY" --threads 2 backup files "$par2"
+seeded_bytes 12000000 s3_faults/b >"$par2/b.bin" # 3 packs of 4 MiB, as above
+run env CARIS_TEST_PACK_TARGET=4194304 "$CARIS_BIN" --repo "$PROXY" --threads 2 backup files "$par2"
 assert_rc 8 "a backup whose pack upload fails for good fails"
 failed=$(stat_of failed_object)
 assert_contains "$ERR" "${failed#/bkt/repo/}" "the error names the pack that could not be stored"
