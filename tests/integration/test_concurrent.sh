@@ -131,8 +131,9 @@ assert_contains "$ERR" "another process is creating the repository" "it does not
 # reads what the listings named. A prune meanwhile deletes index files, then packs, that the
 # listings saw: the open must leave them out, not fail ("cannot stat ..."). Before stop 29
 # about 1 % of such opens failed (23 of 2,257 in a minute with this loop); with the listing
-# moved before the KDF, a third did. 20 backup + prune rounds race the opens below (some 300
-# opens with ASan: 40 rounds were 32 CPU-s there, the suite's costliest step).
+# moved before the KDF, a third did. 20 backup + prune rounds race the opens below (70-140
+# opens; 40 rounds were 32 CPU-s with ASan, the suite's costliest step): a return of that 1 %
+# is caught in one run of the two builds' tests about nine times in ten, not every time.
 export BACKUP_DIR=$TEST_TMP/backup-prune
 # shellcheck disable=SC2034 # read by lib.sh's helpers
 REPO=$BACKUP_DIR/repository
