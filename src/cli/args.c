@@ -456,6 +456,14 @@ int cli_getopt(int argc, char **argv, const char *shortopts, const struct option
     return c;
 }
 
+void cli_location_var_fault(struct err *e, const char *var)
+{
+    if (e->code != ERR_USAGE)
+        return;
+    e->code = ERR_CONFIG;
+    err_wrap(e, "%s", var);
+}
+
 int cli_opt_fail(void)
 {
     return one_line_usage(opt_error[0] ? opt_error : "invalid option");

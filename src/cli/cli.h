@@ -133,6 +133,10 @@ int cmd_copy(struct globals *g, int argc, char **argv);
 int cmd_upload(struct globals *g, int argc, char **argv);
 struct repo *cli_open_chunker_source(struct globals *g, const char *from, struct err *e);
 int cli_to_key(const struct globals *g, const char *var, const char **key, struct err *e);
+/* e, from opening a repository whose location was read from the variable var: a location that
+ * cannot be one (ERR_USAGE) is the configuration's fault (ERR_CONFIG, exit 6, named by var), as
+ * a usage error (exit 2) is the command line's. Other errors are left as they are. */
+void cli_location_var_fault(struct err *e, const char *var);
 /* wal push | get | list (cmd_wal.c). */
 int cmd_wal(struct globals *g, int argc, char **argv);
 /* Whether argv holds --physical (before any `--`). */

@@ -170,12 +170,8 @@ static int run_copy(struct globals *g, const char *const *ids, size_t nids, bool
         char *shown = storage_location_redact(to);
         err_wrap(&e, "destination %s", shown);
         free(shown);
-        /* a location that cannot be one, read from a variable: the configuration's fault
-         * (exit 6), as a usage error (2) is the command line's */
-        if (to_var && e.code == ERR_USAGE) {
-            e.code = ERR_CONFIG;
-            err_wrap(&e, "%s", to_var);
-        }
+        if (to_var)
+            cli_location_var_fault(&e, to_var);
         /* the key in question is the destination's, not BACKUP_ENCRYPTION_KEY */
         caris_copy_open_hint(&e, key_env ? key_env : DEFAULT_TO_KEY_ENV, g->repo_path);
         code = fail(&e);

@@ -360,12 +360,8 @@ struct repo *open_repo(struct globals *g, bool create, struct err *e)
         return NULL;
     struct caris_open_result res;
     struct repo *r = caris_repo_open(&o, &res, e);
-    /* a location that cannot be one, read from BACKUP_REPOSITORY: the configuration's fault
-     * (exit 6), as a usage error (2) is the command line's */
-    if (!r && e->code == ERR_USAGE && !g->repo && config_get(&g->cfg, "BACKUP_REPOSITORY")) {
-        e->code = ERR_CONFIG;
-        err_wrap(e, "BACKUP_REPOSITORY");
-    }
+    if (!r && !g->repo && config_get(&g->cfg, "BACKUP_REPOSITORY"))
+        cli_location_var_fault(e, "BACKUP_REPOSITORY");
     if (!r)
         return NULL;
     report_open(g, r, &res);

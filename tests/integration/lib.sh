@@ -32,6 +32,8 @@ export BACKUP_API_LISTEN=none
 export CARIS_TEST_RACY_WINDOW_S=-86400
 
 LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=tests/integration/cgcpu.sh
+source "$LIB_DIR/cgcpu.sh"
 TEST_NAME=$(basename "$0" .sh)
 
 # Output of the last `run`: $OUT (stdout), $ERR (stderr), $RC (exit status), and the same
@@ -129,15 +131,8 @@ _tail() { # FILE [LINES]: last lines of a file, indented, for failure context
 _step() {
     echo "$SECONDS $1" >>"$TEST_TMP/.steps"
     [[ -n ${CARIS_TEST_CG:-} ]] || return 0
-    local ns="" k v
-    if [[ -e $CARIS_TEST_CG/cpuacct.usage ]]; then
-        read -r ns <"$CARIS_TEST_CG/cpuacct.usage"
-    elif [[ -e $CARIS_TEST_CG/cpu.stat ]]; then
-        while read -r k v; do
-            [[ $k == usage_usec ]] && { ns=$((v * 1000)); break; }
-        done <"$CARIS_TEST_CG/cpu.stat"
-    fi
-    [[ -n $ns ]] && echo "$((ns / 1000000)) $1" >>"$TEST_TMP/.steps-cpu"
+    cg_cpu_ns "$CARIS_TEST_CG"
+    [[ -n $CG_NS ]] && echo "$((CG_NS / 1000000)) $1" >>"$TEST_TMP/.steps-cpu"
     return 0
 }
 
@@ -586,8 +581,9 @@ wait_until() {
 _POLL_FD=""
 _poll_interval() {
     [[ -n $_POLL_FD ]] || exec {_POLL_FD}<> <(:)
-    local ms=${1:-20}
-    read -r -t "0.$(printf '%03d' "$ms")" -u "$_POLL_FD" _ || true
+    local t
+    printf -v t '0.%03d' "${1:-20}"
+    read -r -t "$t" -u "$_POLL_FD" _ || true
 }
 
 # hold_start FILE...: packhold.py takes a lease on every FILE (HOLD_PID, its output in

@@ -156,15 +156,12 @@ if [[ ${CARIS_TEST_CPU:-0} == 1 ]]; then
     done
     [[ -n $cg_root ]] || echo "run.sh: CARIS_TEST_CPU=1: no writable cpuacct cgroup (not root?): CPU not shown" >&2
 fi
-# cg_cpu DIR: the CPU seconds used in cgroup DIR (v1 cpuacct.usage in ns, v2 usage_usec)
+# cg_cpu DIR: the CPU seconds used in cgroup DIR
+# shellcheck source=tests/integration/cgcpu.sh
+source "$here/cgcpu.sh"
 cg_cpu() {
-    local ns
-    if [[ -e $1/cpuacct.usage ]]; then
-        ns=$(cat "$1/cpuacct.usage")
-    else
-        ns=$(($(awk '$1 == "usage_usec" { print $2 }' "$1/cpu.stat") * 1000))
-    fi
-    echo $((ns / 1000000000))
+    cg_cpu_ns "$1"
+    echo $((${CG_NS:-0} / 1000000000))
 }
 passed=0 failed=0 skipped=0
 suite_start=$SECONDS
