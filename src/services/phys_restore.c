@@ -1039,8 +1039,121 @@ static int start_preflight(const struct phys_restore_opts *o, struct err *e)
     return 0;
 }
 
+/* Where a recovery that promoted left its timeline: the newest .history in DIR/pg_wal (the one
+ * the promotion wrote; PostgreSQL keeps the older timelines' files it fetched beside it), its
+ * last line. 0 with *tli (the new timeline), *parent and *at; -1 when none can be read. */
+static int promotion_switch(const char *pgdata, uint32_t *tli, uint32_t *parent, uint64_t *at)
+{
+    char *dir = xasprintf("%s/pg_wal", pgdata);
+    DIR *d = opendir(dir);
+    uint32_t best = 0;
+    struct dirent *de;
+    while (d && (de = readdir(d)) != NULL) {
+        const char *n = de->d_name;
+        if (strlen(n) == 16 && strcmp(n + 8, ".history") == 0 &&
+            strspn(n, "0123456789ABCDEF") == 8) {
+            uint32_t t = (uint32_t)strtoul(n, NULL, 16);
+            if (t > best)
+                best = t;
+        }
+    }
+    if (d)
+        closedir(d);
+    int rc = -1;
+    if (best) {
+        char name[17];
+        snprintf(name, sizeof(name), "%08X.history", best);
+        char *path = xasprintf("%s/%s", dir, name);
+        struct buf b = {0};
+        struct err ie = ERR_INIT;
+        struct caris_wal_switch *sw = NULL;
+        size_t n = 0;
+        if (fs_read_all(path, &b, &ie) == 0 &&
+            caris_wal_history_parse((const char *)b.data, b.len, name, &sw, &n, &ie) == 0 && n) {
+            *tli = best;
+            *parent = sw[n - 1].parent;
+            *at = sw[n - 1].switch_lsn;
+            rc = 0;
+        }
+        free(sw);
+        buf_free(&b);
+        free(path);
+    }
+    free(dir);
+    return rc;
+}
+
+/* A recovery without a target that promoted before the end of the WAL archived on the timeline
+ * it ended on (window: the archive as it was before the restore): PostgreSQL ends recovery
+ * where the WAL it is given stops continuing (a segment restore_command could not fetch, one
+ * whose content breaks off after the first page wal push checks) and promotes there,
+ * without every transaction archived after it; the gap check before the restore sees only
+ * segments missing by name. Such a recovery is reported, and the server (promoted: a new
+ * timeline, nothing of the rest can be replayed into it any more) is stopped so that nothing
+ * takes it for a complete one. 0 when it reached the archive's end or that is not known. */
+static int check_promoted_end(const char *pgdata, const char *pg_ctl, json_t *window,
+                              struct phys_restore_result *res, struct err *e)
+{
+    uint32_t ntli, parent;
+    uint64_t at;
+    int64_t segsz = (int64_t)json_integer_value(json_object_get(window, "segment_size"));
+    if (!window || segsz <= 0 || promotion_switch(pgdata, &ntli, &parent, &at) != 0)
+        return 0;
+    size_t i;
+    json_t *t;
+    json_array_foreach(json_object_get(window, "timelines"), i, t)
+    {
+        uint64_t end;
+        if (json_integer_value(json_object_get(t, "timeline")) != (json_int_t)parent ||
+            caris_lsn_parse(json_string_value(json_object_get(t, "end_lsn")), &end) != 0 ||
+            end < (uint64_t)segsz)
+            continue;
+        /* the start of the last segment archived: recovery that replayed it ends in it or
+         * after it (a whole segment's WAL goes on to its end, or to a switch record's) */
+        uint64_t last = end - (uint64_t)segsz;
+        if (at >= last)
+            return 0;
+        uint64_t segs_per_id = 0x100000000ULL / (uint64_t)segsz;
+        uint64_t s = at / (uint64_t)segsz;
+        char seg[32], ats[32], ends[32];
+        snprintf(seg, sizeof(seg), "%08X%08X%08X", parent, (unsigned)(s / segs_per_id),
+                 (unsigned)(s % segs_per_id));
+        caris_lsn_format(at, ats, sizeof(ats));
+        caris_lsn_format(end, ends, sizeof(ends));
+        const char *lastname = json_string_value(json_object_get(t, "last"));
+        char *argv[] = {(char *)pg_ctl, "stop", "-D", (char *)pgdata, "-m", "fast",
+                        "-w",           "-s",   NULL};
+        char *out = NULL;
+        struct err se = ERR_INIT;
+        bool stopped = pgsrc_run_capture(pg_ctl, argv, &out, 4096, &se) == 0;
+        free(out);
+        free(res->state);
+        res->state = xstrdup(stopped ? "stopped" : "promoted");
+        err_set(e, ERR_DAMAGE, NULL,
+                "recovery from backup %s ended at %s on timeline %u (in WAL segment %s) and the "
+                "server promoted there, but the WAL archive holds timeline %u up to %s (segment "
+                "%s): the transactions archived after %s are not in the restored database; "
+                "%s",
+                res->backup_id ? res->backup_id : "?", ats, parent, seg, parent, ends,
+                lastname ? lastname : "?", ats,
+                stopped ? "the restored server was stopped so that nothing takes it for complete"
+                        : "the restored server keeps running");
+        snprintf(e->hint, sizeof(e->hint),
+                 "the server's log (%s) says why replay stopped there: a segment restore_command "
+                 "could not fetch, or whose content breaks off (damaged after its first page, "
+                 "e.g. a recycled file partly overwritten: look at it with `caris-backup wal get "
+                 "%s FILE`, find a good copy and restore again); to accept the "
+                 "loss, start it as it is (pg_ctl start -D %s: it holds the WAL up to %s, on "
+                 "timeline %u)%s; the restored data directory is kept",
+                 res->log_path ? res->log_path : "?", seg, pgdata, ats, ntli,
+                 stopped ? "" : ", else stop it with pg_ctl stop");
+        return -1;
+    }
+    return 0;
+}
+
 static int start_and_wait(const struct phys_restore_opts *o, int version_num, const char *gap_note,
-                          struct phys_restore_result *res, struct err *e)
+                          json_t *window, struct phys_restore_result *res, struct err *e)
 {
     if (start_preflight(o, e) != 0)
         return -1;
@@ -1209,6 +1322,9 @@ static int start_and_wait(const struct phys_restore_opts *o, int version_num, co
         pause_ms(100);
     }
     pgsrc_target_free(&t);
+    if (rc == 0 && o->target == PHYS_TARGET_NONE && strcmp(res->state, "promoted") == 0 &&
+        check_promoted_end(pgdata, pg_ctl.path, window, res, e) != 0)
+        rc = -1;
     if (rc == 0) {
         res->started = true;
         /* the target was reached: the archive's end, warned before, did not stop it */
@@ -1483,7 +1599,7 @@ int caris_phys_restore(struct repo *r, const struct phys_restore_opts *o,
     locked = false;
     if (o->start &&
         start_and_wait(o, (int)json_integer_value(json_object_get(summary, "server_version_num")),
-                       gap_note, res, e) != 0)
+                       gap_note, window, res, e) != 0)
         goto out;
     rc = 0;
 out:

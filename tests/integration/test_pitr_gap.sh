@@ -11,7 +11,9 @@
 # hint naming the gap; a base backup B2 after the gap restores everything; and --to-xid of a
 # commit before B2 without an id (B2 is chosen) fails with a hint to name an older backup and
 # the server's log named. A --to-lsn past the archive's end without --start is written with a
-# warning (exit 3).
+# warning (exit 3). A segment archived with its first page right and the rest damaged (the
+# push check reads the first page) ends recovery there: a restore without a target then fails
+# (exit 4) after the server promoted, naming the segment, and stops the server.
 # shellcheck disable=SC2154 # data, envf and R are set by pitr_setup (pglib.sh)
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/pglib.sh"
@@ -20,11 +22,19 @@ pg_start
 pitr_setup # repository, $data, $envf, $R; cb as the server's user
 pitr_stop_started_at_exit
 
-# archive_command: wal push, but the segment named in $drop is "archived" nowhere
+# archive_command: wal push, but the segment named in $drop is "archived" nowhere, and the one
+# named in $damage is archived with its first page only (the rest zeros: the push check reads
+# the first page; a recycled file partly overwritten looks the same to it)
 drop=$TEST_TMP/drop
+damage=$TEST_TMP/damage
 cat >"$TEST_TMP/archive.sh" <<EOF
 #!/bin/sh
 [ "\$2" = "\$(cat '$drop' 2>/dev/null)" ] && exit 0
+if [ "\$2" = "\$(cat '$damage' 2>/dev/null)" ]; then
+    mkdir -p '$R/dmg' && head -c 8192 "\$1" >'$R/dmg/'"\$2" &&
+        head -c \$((\$(stat -c %s "\$1") - 8192)) /dev/zero >>'$R/dmg/'"\$2" || exit 1
+    exec '$CARIS_BIN' --quiet --env-file '$envf' wal push '$R/dmg/'"\$2"
+fi
 exec '$CARIS_BIN' --quiet --env-file '$envf' wal push "\$1"
 EOF
 chmod 0755 "$TEST_TMP/archive.sh"
@@ -128,5 +138,27 @@ assert_contains "$ERR" "name an older base backup's id (\`caris-backup list --ty
     "the hint says to name an older base backup"
 assert_contains "$ERR" "(its log: $R/x1.log):" "the error names the server's log"
 assert_match '^20[0-9][0-9]-' "$(sed -n '/(its log: /{n;p;q}' "$ERR_FILE")" "the log excerpt starts at a line's start"
+
+# 7. a segment archived but damaged after its first page (batch 4's), batch 5 archived after
+# it: recovery from B2 without a target ends in it and PostgreSQL promotes there, without
+# batch 5 (it exited 0, "promoted"): the restore fails (exit 4), names the segment, and the
+# server is stopped; the data directory is kept
+q "SELECT pg_walfile_name(pg_current_wal_insert_lsn())" postgres >"$damage" || fail "damaged segment's name"
+dmg=$(cat "$damage")
+# 2,000 rows: WAL well past the segment's first page (the switch record must not fit in it)
+q "INSERT INTO t SELECT g, 4 FROM generate_series(10001, 12000) g" >/dev/null || fail "batch 4"
+archive_all
+batch 5 >/dev/null || fail "batch 5"
+archive_all
+assert_true "the damaged segment was archived (wal push accepted it)" test -f "$R/dmg/$dmg"
+restore_start short
+assert_rc 4 "a recovery that ends before the archive's end fails (exit 4)"
+assert_contains "$ERR" "(in WAL segment $dmg) and the server promoted there" "the error names the segment where recovery ended"
+assert_contains "$ERR" "the transactions archived after" "the error says what is missing"
+assert_contains "$ERR" "the restored server was stopped" "the error says the server was stopped"
+assert_contains "$ERR" "to accept the loss, start it as it is" "the hint gives the way to accept the loss"
+assert_eq stopped "$(json_get "$OUT_FILE" '["state"]')" "--json: state stopped"
+assert_false "the restored server is stopped" test -e "$R/short/postmaster.pid"
+assert_true "the restored data directory is kept" test -f "$R/short/PG_VERSION"
 
 test_done
