@@ -1108,10 +1108,12 @@ static int check_promoted_end(const char *pgdata, const char *pg_ctl, json_t *wi
             caris_lsn_parse(json_string_value(json_object_get(t, "end_lsn")), &end) != 0 ||
             end < (uint64_t)segsz)
             continue;
-        /* the start of the last segment archived: recovery that replayed it ends in it or
-         * after it (a whole segment's WAL goes on to its end, or to a switch record's) */
+        /* the start of the last segment archived: recovery that replayed it ends inside it
+         * or at its end (a whole segment's WAL goes on to its end, or to a switch record's,
+         * which PostgreSQL counts to the segment's end); one that ends at its start read
+         * nothing of it */
         uint64_t last = end - (uint64_t)segsz;
-        if (at >= last)
+        if (at > last)
             return 0;
         uint64_t segs_per_id = 0x100000000ULL / (uint64_t)segsz;
         uint64_t s = at / (uint64_t)segsz;
