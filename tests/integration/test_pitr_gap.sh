@@ -150,7 +150,9 @@ q "INSERT INTO t SELECT g, 4 FROM generate_series(10001, 12000) g" >/dev/null ||
 archive_all
 batch 5 >/dev/null || fail "batch 5"
 archive_all
-assert_true "the damaged segment was archived (wal push accepted it)" test -f "$R/dmg/$dmg"
+run cb --env-file "$envf" wal get "$dmg" "$R/dmg/got"
+assert_rc 0 "wal get of the damaged segment"
+assert_true "the archive holds the damaged copy (wal push accepted it)" cmp -s "$R/dmg/$dmg" "$R/dmg/got"
 restore_start short
 assert_rc 4 "a recovery that ends before the archive's end fails (exit 4)"
 assert_contains "$ERR" "(in WAL segment $dmg) and the server promoted there" "the error names the segment where recovery ended"
