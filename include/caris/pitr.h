@@ -96,14 +96,20 @@ struct phys_restore_result {
     char *backup_id;
     uint64_t files, bytes;
     int64_t duration_ms;
-    bool started;       /* the server was started and reached the target */
-    char *state;        /* "promoted", "paused", "shut down" (started), else NULL */
+    bool started; /* the server was started and reached the target */
+    char *state;  /* "promoted", "paused", "shut down" (started); "stopped": promoted before the
+                   * archive's end, then stopped (an error); else NULL */
     char *reached_time; /* pg_last_xact_replay_timestamp() when known, else NULL */
     char *log_path;     /* the started server's log */
     json_t *summary;    /* the backup's summary (borrowed copy) */
     /* said as warnings (a --to-lsn at or past the WAL archive's end, not started: the server
      * reaches it only if the rest is archived first): the CLI then exits 3 */
     json_t *warnings;
+    /* without a target: the last WAL segment archived on the timeline recovery follows, and
+     * the LSN it starts at (a recovery that promotes at or before that LSN ended early), when
+     * the archive has one; else NULL */
+    char *archive_last;
+    uint64_t archive_last_lsn;
 };
 /* Writes the data directory of a physical backup and its recovery settings; with start,
  * starts the server and waits until recovery reached the target. pgdata is written in a

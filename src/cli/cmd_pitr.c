@@ -74,14 +74,18 @@ static const char PRESTORE_USAGE[] =
     "  --start               start PostgreSQL on DIR (pg_ctl, as the current user, not root),\n"
     "                        listening on its socket in DIR only, and wait until recovery has\n"
     "                        reached the target; report the time of the last replayed commit.\n"
-    "                        POSTGRES_URL's user and password are used to ask it.\n"
+    "                        POSTGRES_URL's user and password are used to ask it. Without\n"
+    "                        a target, a recovery that promoted before the last segment\n"
+    "                        archived (one archived damaged ends it) fails (exit 4) and the\n"
+    "                        server is stopped.\n"
     "  --port P              the port of the started server (required with --start)\n"
     "  --wait SECONDS        give up waiting after SECONDS (default 600)\n"
     "\n"
     "Exit 2 for usage errors (a non-empty DIR without --overwrite), 4 when a file of the\n"
     "backup is damaged (nothing is put in place) or when recovery would run into a gap in\n"
     "the WAL archive without a target or with --to-lsn at or after it (nothing is written;\n"
-    "--to-lsn before the gap accepts the loss), 10 when the started server fails.\n";
+    "--to-lsn before the gap accepts the loss) or, with --start, ends before the archive's\n"
+    "end (DIR is kept), 10 when the started server fails.\n";
 
 bool has_physical(int argc, char **argv)
 {
@@ -446,6 +450,15 @@ int cmd_restore_physical(struct globals *g, int argc, char **argv)
                    res.state, res.reached_time ? res.reached_time : "(none)");
         else
             printf("  start it (as its system user) with: pg_ctl start -D %s\n", o.pgdata);
+        if (!res.started && res.archive_last) { /* not started, no target */
+            char lsn[32];
+            caris_lsn_format(res.archive_last_lsn, lsn, sizeof(lsn));
+            printf("  without a target it promotes where the WAL ends: its log's \"redo done at\" "
+                   "must be at or past %s (the start of %s, the last WAL segment archived), else "
+                   "recovery ended early (docs/BACKUP_RECOVERY.md, \"A recovery that ends early "
+                   "anyway\")\n",
+                   lsn, res.archive_last);
+        }
     }
     /* a warning that still stands: not started, so not known to reach its target */
     bool warned = rc == 0 && !res.started && json_array_size(res.warnings) > 0;

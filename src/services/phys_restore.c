@@ -321,6 +321,36 @@ static char *past_archive_end(const struct phys_restore_opts *o, json_t *s, json
     return NULL;
 }
 
+/* The last whole segment archived on the timeline a recovery from backup s follows (tli; 0:
+ * the backup's own) into res (archive_last, archive_last_lsn), when w has one. */
+static void archive_last_segment(json_t *s, json_t *w, uint32_t tli,
+                                 struct phys_restore_result *res)
+{
+    int64_t segsz = (int64_t)json_integer_value(json_object_get(w, "segment_size"));
+    if (!tli) { /* 'current': the timeline of the checkpoint the backup starts from */
+        json_t *phys = json_object_get(s, "physical");
+        json_t *stl = json_object_get(phys, "start_timeline");
+        json_int_t btl = json_integer_value(stl ? stl : json_object_get(phys, "timeline"));
+        if (btl <= 0 || btl > UINT32_MAX)
+            return;
+        tli = (uint32_t)btl;
+    }
+    size_t i;
+    json_t *t;
+    json_array_foreach(json_object_get(w, "timelines"), i, t)
+    {
+        uint64_t end;
+        const char *last = json_string_value(json_object_get(t, "last"));
+        if (json_integer_value(json_object_get(t, "timeline")) != (json_int_t)tli || !last ||
+            segsz <= 0 ||
+            caris_lsn_parse(json_string_value(json_object_get(t, "end_lsn")), &end) != 0 ||
+            end < (uint64_t)segsz)
+            continue;
+        res->archive_last = xstrdup(last);
+        res->archive_last_lsn = end - (uint64_t)segsz;
+    }
+}
+
 static int check_gaps(const struct phys_restore_opts *o, json_t *s, json_t *w, uint32_t tli,
                       char *note, size_t n, struct err *e)
 {
@@ -1469,6 +1499,8 @@ int caris_phys_restore(struct repo *r, const struct phys_restore_opts *o,
             free(w);
         }
     }
+    if (o->target == PHYS_TARGET_NONE && window)
+        archive_last_segment(summary, window, tli, res);
     if (repo_snapshot_load(r, name, &full, &entries, e) != 0)
         goto out;
     {
@@ -1630,6 +1662,7 @@ void phys_restore_result_free(struct phys_restore_result *res)
     free(res->state);
     free(res->reached_time);
     free(res->log_path);
+    free(res->archive_last);
     json_decref(res->summary);
     json_decref(res->warnings);
     memset(res, 0, sizeof(*res));
@@ -1655,6 +1688,12 @@ json_t *phys_restore_result_to_json(const struct phys_restore_result *res)
         json_object_set_new(j, "serverLog", json_string(res->log_path));
     if (res->warnings)
         json_object_set(j, "warnings", res->warnings);
+    if (res->archive_last) {
+        char lsn[32];
+        caris_lsn_format(res->archive_last_lsn, lsn, sizeof(lsn));
+        json_object_set_new(j, "archiveLastSegment", json_string(res->archive_last));
+        json_object_set_new(j, "archiveLastSegmentLsn", json_string(lsn));
+    }
     return j;
 }
 

@@ -157,6 +157,9 @@ assert_rc 0 "a restore of DIR again after the killed one"
 assert_contains "$ERR" "that a restore killed earlier left beside" "it says it removed the leftover"
 assert_false "no half-written directory is left beside DIR" compgen -G "$R/.killed.caris-restore-*"
 assert_true "DIR is restored" test -f "$R/killed/PG_VERSION"
+# not started, no target: where the archived WAL ends is said, to check the server's log by
+assert_match 'its log.s "redo done at" must be at or past [0-9A-F]+/[0-9A-F]+ \(the start of [0-9A-F]{24}, the last WAL segment archived\)' \
+    "$OUT" "not started: the LSN the started server's recovery must reach is said"
 
 # --overwrite over a data directory a server may be running on is refused, and DIR is left as
 # it was: the source cluster's postmaster (the same user), and a process of another user (pid
