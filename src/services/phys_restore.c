@@ -1069,20 +1069,23 @@ static int start_preflight(const struct phys_restore_opts *o, struct err *e)
     return 0;
 }
 
-/* Where a recovery that promoted left its timeline: the newest .history in DIR/pg_wal (the one
- * the promotion wrote; PostgreSQL keeps the older timelines' files it fetched beside it), its
- * last line. 0 with *tli (the new timeline), *parent and *at; -1 when none can be read. */
-static int promotion_switch(const char *pgdata, uint32_t *tli, uint32_t *parent, uint64_t *at)
+/* The history a promotion wrote: the newest .history in DIR/pg_wal (PostgreSQL keeps the
+ * older timelines' files it fetched beside it, and picks a new timeline above all it can see),
+ * oldest switch first; its last line is the timeline recovery followed (recovery_target_timeline,
+ * resolved) and where recovery ended (EndOfLog). 0 with *tli (the new timeline), *sw (free) and
+ * *n >= 1; -1 when none can be read. */
+static int promotion_history(const char *pgdata, uint32_t *tli, struct caris_wal_switch **sw,
+                             size_t *n)
 {
     char *dir = xasprintf("%s/pg_wal", pgdata);
     DIR *d = opendir(dir);
     uint32_t best = 0;
     struct dirent *de;
     while (d && (de = readdir(d)) != NULL) {
-        const char *n = de->d_name;
-        if (strlen(n) == 16 && strcmp(n + 8, ".history") == 0 &&
-            strspn(n, "0123456789ABCDEF") == 8) {
-            uint32_t t = (uint32_t)strtoul(n, NULL, 16);
+        const char *f = de->d_name;
+        if (strlen(f) == 16 && strcmp(f + 8, ".history") == 0 &&
+            strspn(f, "0123456789ABCDEF") == 8) {
+            uint32_t t = (uint32_t)strtoul(f, NULL, 16);
             if (t > best)
                 best = t;
         }
@@ -1090,22 +1093,23 @@ static int promotion_switch(const char *pgdata, uint32_t *tli, uint32_t *parent,
     if (d)
         closedir(d);
     int rc = -1;
+    *sw = NULL;
+    *n = 0;
     if (best) {
         char name[17];
         snprintf(name, sizeof(name), "%08X.history", best);
         char *path = xasprintf("%s/%s", dir, name);
         struct buf b = {0};
         struct err ie = ERR_INIT;
-        struct caris_wal_switch *sw = NULL;
-        size_t n = 0;
         if (fs_read_all(path, &b, &ie) == 0 &&
-            caris_wal_history_parse((const char *)b.data, b.len, name, &sw, &n, &ie) == 0 && n) {
+            caris_wal_history_parse((const char *)b.data, b.len, name, sw, n, &ie) == 0 && *n) {
             *tli = best;
-            *parent = sw[n - 1].parent;
-            *at = sw[n - 1].switch_lsn;
             rc = 0;
+        } else {
+            free(*sw);
+            *sw = NULL;
+            *n = 0;
         }
-        free(sw);
         buf_free(&b);
         free(path);
     }
@@ -1114,27 +1118,40 @@ static int promotion_switch(const char *pgdata, uint32_t *tli, uint32_t *parent,
 }
 
 /* A recovery without a target that promoted before the end of the WAL archived on the timeline
- * it ended on (window: the archive as it was before the restore): PostgreSQL ends recovery
+ * it followed (window: the archive as it was before the restore): PostgreSQL ends recovery
  * where the WAL it is given stops continuing (a segment restore_command could not fetch, one
  * whose content breaks off after the first page wal push checks) and promotes there,
  * without every transaction archived after it; the gap check before the restore sees only
  * segments missing by name. Such a recovery is reported, and the server (promoted: a new
  * timeline, nothing of the rest can be replayed into it any more) is stopped so that nothing
- * takes it for a complete one. 0 when it reached the archive's end or that is not known. */
+ * takes it for a complete one. 0 when it got past the start of that timeline's last archived
+ * segment, or that is not known (the timeline has no segment archived: a .history alone). */
 static int check_promoted_end(const char *pgdata, const char *pg_ctl, json_t *window,
                               struct phys_restore_result *res, struct err *e)
 {
-    uint32_t ntli, parent;
-    uint64_t at;
+    uint32_t ntli;
+    struct caris_wal_switch *sw;
+    size_t n;
     int64_t segsz = (int64_t)json_integer_value(json_object_get(window, "segment_size"));
-    if (!window || segsz <= 0 || promotion_switch(pgdata, &ntli, &parent, &at) != 0)
+    if (!window || segsz <= 0 || promotion_history(pgdata, &ntli, &sw, &n) != 0)
         return 0;
+    uint32_t followed = sw[n - 1].parent;
+    uint64_t at = sw[n - 1].switch_lsn;
+    /* the file the WAL at `at` was read from: the newest timeline of the history that began
+     * at or before its segment (PostgreSQL reads a segment holding a switch from the newer
+     * timeline) */
+    uint64_t sa = at / (uint64_t)segsz;
+    uint32_t ftli = sw[0].parent;
+    for (size_t k = 0; k + 1 < n; k++)
+        if (sw[k].switch_lsn / (uint64_t)segsz <= sa)
+            ftli = sw[k + 1].parent;
+    free(sw);
     size_t i;
     json_t *t;
     json_array_foreach(json_object_get(window, "timelines"), i, t)
     {
         uint64_t end;
-        if (json_integer_value(json_object_get(t, "timeline")) != (json_int_t)parent ||
+        if (json_integer_value(json_object_get(t, "timeline")) != (json_int_t)followed ||
             caris_lsn_parse(json_string_value(json_object_get(t, "end_lsn")), &end) != 0 ||
             end < (uint64_t)segsz)
             continue;
@@ -1146,10 +1163,9 @@ static int check_promoted_end(const char *pgdata, const char *pg_ctl, json_t *wi
         if (at > last)
             return 0;
         uint64_t segs_per_id = 0x100000000ULL / (uint64_t)segsz;
-        uint64_t s = at / (uint64_t)segsz;
         char seg[32], ats[32], ends[32];
-        snprintf(seg, sizeof(seg), "%08X%08X%08X", parent, (unsigned)(s / segs_per_id),
-                 (unsigned)(s % segs_per_id));
+        snprintf(seg, sizeof(seg), "%08X%08X%08X", ftli, (unsigned)(sa / segs_per_id),
+                 (unsigned)(sa % segs_per_id));
         caris_lsn_format(at, ats, sizeof(ats));
         caris_lsn_format(end, ends, sizeof(ends));
         const char *lastname = json_string_value(json_object_get(t, "last"));
@@ -1162,11 +1178,11 @@ static int check_promoted_end(const char *pgdata, const char *pg_ctl, json_t *wi
         free(res->state);
         res->state = xstrdup(stopped ? "stopped" : "promoted");
         err_set(e, ERR_DAMAGE, NULL,
-                "recovery from backup %s ended at %s on timeline %u (in WAL segment %s) and the "
-                "server promoted there, but the WAL archive holds timeline %u up to %s (segment "
-                "%s): the transactions archived after %s are not in the restored database; "
-                "%s",
-                res->backup_id ? res->backup_id : "?", ats, parent, seg, parent, ends,
+                "recovery from backup %s ended at %s (in WAL segment %s) and the server promoted "
+                "there, but the WAL archive holds timeline %u, the one recovery followed, up to "
+                "%s (segment %s): the transactions archived after %s are not in the restored "
+                "database; %s",
+                res->backup_id ? res->backup_id : "?", ats, seg, followed, ends,
                 lastname ? lastname : "?", ats,
                 stopped ? "the restored server was stopped so that nothing takes it for complete"
                         : "the restored server keeps running");
@@ -1174,9 +1190,9 @@ static int check_promoted_end(const char *pgdata, const char *pg_ctl, json_t *wi
                  "the server's log (%s) says why replay stopped there: a segment restore_command "
                  "could not fetch, or whose content breaks off (damaged after its first page, "
                  "e.g. a recycled file partly overwritten: look at it with `caris-backup wal get "
-                 "%s FILE`, find a good copy and restore again); to accept the "
-                 "loss, start it as it is (pg_ctl start -D %s: it holds the WAL up to %s, on "
-                 "timeline %u)%s; the restored data directory is kept",
+                 "%s FILE`, find a good copy and restore again); to accept the loss, start it as "
+                 "it is (pg_ctl start -D %s: it holds the WAL up to %s, on timeline %u)%s; the "
+                 "restored data directory is kept",
                  res->log_path ? res->log_path : "?", seg, pgdata, ats, ntli,
                  stopped ? "" : ", else stop it with pg_ctl stop");
         return -1;
