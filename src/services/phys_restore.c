@@ -44,8 +44,18 @@ int phys_time_parse(const char *s, const char *tz, int64_t *ns, struct err *e)
     size_t n = strlen(t);
     if (n > 3 && (t[n - 3] == '+' || t[n - 3] == '-') && n + 3 < sizeof(t) && strchr(t, ':'))
         strcat(t, ":00");
-    if (caris_time_parse(t, tz, ns, e) != 0)
+    if (caris_time_parse(t, tz, ns, e) != 0) {
+        /* the error quotes the time as given, not as rewritten here (the fraction dropped) */
+        char *q = xasprintf("'%s'", t);
+        char *at = strstr(e->msg, q);
+        if (at && strcmp(t, s) != 0) {
+            char *m = xasprintf("%.*s'%s'%s", (int)(at - e->msg), e->msg, s, at + strlen(q));
+            snprintf(e->msg, sizeof(e->msg), "%s", m);
+            free(m);
+        }
+        free(q);
         return -1;
+    }
     *ns += frac;
     return 0;
 }

@@ -142,6 +142,10 @@ assert_rc 2 "restore --to-time in the future is refused"
 assert_contains "$ERR" "recovery target 2099-01-01T00:00:00" "it names the target"
 assert_contains "$ERR" "is in the future" "it says it is in the future"
 assert_false "nothing was written" test -e "$R/future"
+# a time that does not parse is quoted as given, its fraction too (it was quoted without it)
+run cb --env-file "$envf" restore database --physical --pgdata "$R/future" --to-time 2026-13-30T14:05:00.25Z
+assert_rc 2 "restore --to-time with month 13 is refused"
+assert_contains "$ERR" "invalid time '2026-13-30T14:05:00.25Z'" "the time is quoted as given"
 
 # a restore killed (SIGKILL) while it writes leaves its half-written directory beside DIR (a
 # copy of the cluster's files); the next restore of DIR removes it, and says so. The kill comes
