@@ -81,7 +81,7 @@ static int to_key(const struct globals *g, const char *var, const char **key, st
                        "%s (the destination repository's key) is not set", var);
     if (strlen(k) < CONFIG_MIN_KEY_LEN)
         return err_set(e, ERR_CONFIG, "use a random key of at least 32 characters",
-                       "%s is too short (%zu characters, at least %d needed)", var, strlen(k),
+                       "%s is too short (%zu bytes, at least %d needed)", var, strlen(k),
                        CONFIG_MIN_KEY_LEN);
     *key = k;
     return 0;

@@ -725,7 +725,7 @@ int config_encryption_key(const struct config *c, const char **key, struct err *
         return err_set(e, ERR_CONFIG,
                        "use a random key of at least 32 characters, e.g. `openssl rand -base64 "
                        "33`",
-                       "BACKUP_ENCRYPTION_KEY is too short (%zu characters, at least %d needed)",
+                       "BACKUP_ENCRYPTION_KEY is too short (%zu bytes, at least %d needed)",
                        strlen(k), CONFIG_MIN_KEY_LEN);
     *key = k;
     return 0;

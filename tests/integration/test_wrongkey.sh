@@ -24,7 +24,11 @@ assert_eq "" "$(ls -A "$TEST_TMP/r-wrong")" "wrong key: the restore wrote nothin
 
 short31=$(printf 'k%.0s' {1..31})
 assert_exit 6 env BACKUP_ENCRYPTION_KEY="$short31" "$CARIS_BIN" list
-assert_contains "$ERR" "too short" "31-character key: the message says it is too short"
+assert_contains "$ERR" "too short (31 bytes, at least 32 needed)" "31-character key: the message says it is too short, in bytes"
+# the length is counted in bytes, and said so: 15 two-byte characters are 30 bytes
+short_u=$(printf '\xc3\xa9%.0s' {1..15})
+assert_exit 6 env BACKUP_ENCRYPTION_KEY="$short_u" "$CARIS_BIN" list
+assert_contains "$ERR" "too short (30 bytes, at least 32 needed)" "15 two-byte characters: 30 bytes, said in bytes"
 assert_exit 6 env BACKUP_ENCRYPTION_KEY="short" "$CARIS_BIN" backup files "$TEST_TMP/src"
 assert_exit 6 env BACKUP_ENCRYPTION_KEY= "$CARIS_BIN" list
 
