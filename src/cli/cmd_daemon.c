@@ -88,7 +88,10 @@ static void daemon_log(void *ctx, enum log_level level, const char *event, const
         free(s);
         json_decref(j);
     } else {
-        fprintf(stderr, "%s %s %s: %s\n", t, lv, event, msg);
+        /* one line per event: a newline in a message (a name) does not forge a second */
+        fprintf(stderr, "%s %s %s: ", t, lv, event);
+        fputs_visible(msg, stderr, false);
+        fputc('\n', stderr);
     }
     fflush(stderr);
 }

@@ -313,6 +313,16 @@ void progress_end(const struct globals *g)
         fprintf(stderr, "\r\033[K");
 }
 
+/* "warning: OBJECT: MESSAGE" on stderr, its control characters made visible. */
+static void warn_line(const char *object, const char *message)
+{
+    fputs("warning: ", stderr);
+    fputs_visible(object ? object : "?", stderr, false);
+    fputs(": ", stderr);
+    fputs_visible(message ? message : "", stderr, true);
+    fputc('\n', stderr);
+}
+
 /* What opening found (the state record's audit, index entries whose pack is missing): on
  * stderr, even with --quiet, since it says a backup may be gone. */
 static void report_open(const struct globals *g, struct repo *r, const struct caris_open_result *o)
@@ -324,11 +334,14 @@ static void report_open(const struct globals *g, struct repo *r, const struct ca
     size_t i;
     json_t *w;
     json_array_foreach(repo_warnings(r), i, w)
-        fprintf(stderr, "warning: %s: %s\n", json_string_value(json_object_get(w, "object")),
-                json_string_value(json_object_get(w, "message")));
+        warn_line(json_string_value(json_object_get(w, "object")),
+                  json_string_value(json_object_get(w, "message")));
     char hint[512];
-    if (caris_open_hint(r, o, config_backup_dir(&g->cfg), hint, sizeof(hint)))
-        fprintf(stderr, "HINT: %s\n", hint);
+    if (caris_open_hint(r, o, config_backup_dir(&g->cfg), hint, sizeof(hint))) {
+        fputs("HINT: ", stderr);
+        fputs_visible(hint, stderr, true);
+        fputc('\n', stderr);
+    }
 }
 
 /* A warning the repository handle met after the opening (report_open told those before). */
@@ -336,7 +349,7 @@ static void warn_late(void *ctx, const char *object, const char *message)
 {
     const struct globals *g = ctx;
     if (!g->no_open_warnings)
-        fprintf(stderr, "warning: %s: %s\n", object, message);
+        warn_line(object, message);
 }
 
 /* Told once when an operation starts to wait for a lock (--lock-wait). */

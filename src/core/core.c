@@ -233,10 +233,10 @@ void log_msg(enum log_level l, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(line, sizeof(line), fmt, ap);
     va_end(ap);
-    if (l == LOG_INFO)
-        fprintf(stderr, "%s\n", line);
-    else
-        fprintf(stderr, "%s: %s\n", names[l], line);
+    if (l != LOG_INFO)
+        fprintf(stderr, "%s: ", names[l]);
+    fputs_visible(line, stderr, true);
+    fputc('\n', stderr);
 }
 
 /* Test knob CARIS_TEST_CLOCK_OFFSET (see core.h): the offset "[+-]N[smhd]" in ns, in *ns; -1 if

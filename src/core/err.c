@@ -161,13 +161,34 @@ const char *err_code_name(enum err_code code)
     }
 }
 
+void fputs_visible(const char *s, FILE *out, bool newlines)
+{
+    const char *run = s;
+    for (const char *p = s;; p++) {
+        unsigned char c = (unsigned char)*p;
+        bool ctl = c && ((c < 0x20 && c != '\t' && !(newlines && c == '\n')) || c == 0x7f);
+        if (!c || ctl) {
+            fwrite(run, 1, (size_t)(p - run), out);
+            if (!c)
+                return;
+            fprintf(out, "\\x%02x", c);
+            run = p + 1;
+        }
+    }
+}
+
 void err_print(const struct err *e, FILE *out)
 {
     if (!err_is_set(e))
         return;
-    fprintf(out, "error: %s\n", e->msg);
-    if (e->hint[0])
-        fprintf(out, "HINT: %s\n", e->hint);
+    fputs("error: ", out);
+    fputs_visible(e->msg, out, true);
+    fputc('\n', out);
+    if (e->hint[0]) {
+        fputs("HINT: ", out);
+        fputs_visible(e->hint, out, true);
+        fputc('\n', out);
+    }
 }
 
 enum err_code err_code_from_name(const char *name)

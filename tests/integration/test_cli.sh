@@ -287,6 +287,14 @@ assert_exit 0 cb --quiet backup files --exclude '*.tmp' --exclude '*.bak' "$TEST
 run env BACKUP_DIR=relative/dir "$CARIS_BIN" list --help
 assert_rc 0 "list --help with a relative BACKUP_DIR: exit 0"
 assert_contains "$OUT" "usage: caris-backup [--json] list" "... the usage"
+# control characters of a value (an env file is data) are shown as \xNN in errors and
+# warnings: a terminal is not sent escape sequences (they were printed raw)
+printf 'BACKUP_TZ=x\033[31mRED\001\n' >"$TEST_TMP/ctl.env"
+chmod 0600 "$TEST_TMP/ctl.env"
+run "$CARIS_BIN" --env-file "$TEST_TMP/ctl.env" forget --dry-run
+assert_rc 6 "a BACKUP_TZ with control characters: configuration error"
+assert_contains "$ERR" "unknown time zone 'x\\x1b[31mRED\\x01'" "its control characters are shown as \\xNN"
+assert_false "no raw escape character on stderr" grep -q $'\033' "$ERR_FILE"
 printf 'Q="unterminated\n' >"$TEST_TMP/broken.env"
 run "$CARIS_BIN" --env-file "$TEST_TMP/broken.env" backup files --help
 assert_rc 0 "backup files --help with a malformed env file: exit 0"
