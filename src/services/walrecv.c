@@ -17,6 +17,8 @@
 #include "caris/op.h"
 #include "caris/pgsrc.h"
 #include "caris/pitr.h"
+#include "caris/repo.h"
+#include "caris/storage.h"
 #include "caris/wal.h"
 #include "caris/walrecv.h"
 
@@ -132,6 +134,17 @@ static int64_t mono_ns(void)
 static int store(struct repo *r, const uint8_t *buf, size_t len, uint64_t segsz, uint32_t tli,
                  uint64_t seg_start, json_t *cache, const struct caris_op *op, struct err *e)
 {
+    /* the repository moved or replaced since it was opened (its directory renamed, another
+     * made at the path): stored there, the WAL would be "archived" where no recovery looks.
+     * The run fails before it reports anything more flushed (the slot keeps the WAL), and is
+     * started again on the repository at the path (the daemon opens it afresh for each run) */
+    if (storage_moved(repo_storage(r)))
+        return err_set(e, ERR_IO,
+                       "start wal receive again: it opens the repository now at the path (the "
+                       "daemon does so by itself); the replication slot kept the WAL not stored",
+                       "the repository at %s is not the directory wal receive opened (moved, "
+                       "replaced or removed since): nothing more is stored into it",
+                       repo_path(r));
     uint64_t segs_per_id = 0x100000000ULL / segsz, segno = seg_start / segsz;
     char name[CARIS_WAL_STREAM_NAME_MAX];
     if (len == segsz)

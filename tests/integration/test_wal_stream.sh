@@ -134,6 +134,36 @@ wait "$RECV2"
 assert_eq 0 "$?" "SIGTERM: it exits 0"
 run cb --env-file "$envf" --json wal list
 assert_eq true "$(json_eval "$OUT_FILE" "any(f['name'] == '00000002.history' for f in d['files'])")" "wal list has 00000002.history"
+
+# 5c. the repository moved away and another made at its path while wal receive streams: it
+# stops storing (it went on into the moved directory, where no recovery looks) and fails,
+# saying why; the slot keeps the WAL for the next run on the repository at the path
+rcmd=(env "BACKUP_PG_REPLICATION_URL=postgresql://$CARIS_PG_USER@/$CARIS_PG_DB?host=$R/latest&port=$PORT"
+    "$CARIS_BIN" --env-file "$envf" wal receive --slot tl2 --flush-seconds "$FLUSH")
+[[ $(id -u) == 0 ]] && rcmd=(runuser -u "$CARIS_PG_OS_USER" -- "${rcmd[@]}")
+bg_start "${rcmd[@]}"
+RECV3=$BG_PID
+log3=$BG_ERR
+# shellcheck disable=SC2317
+_streaming3() { grep -q "streaming WAL from" "$log3"; }
+wait_until 60 _streaming3
+assert_eq 0 "$?" "wal receive streams from timeline 2 again" || _tail "$log3"
+mv "$BACKUP_DIR/repository" "$BACKUP_DIR/repository.moved"
+assert_exit 0 cb --env-file "$envf" --quiet init
+q_at "CREATE TABLE moved AS SELECT g FROM generate_series(1, 20000) g" >/dev/null || fail "WAL after the move"
+# shellcheck disable=SC2317
+_gone3() { ! kill -0 "$RECV3" 2>/dev/null; }
+wait_until 60 _gone3
+if ! assert_eq 0 "$?" "wal receive ends once the repository is not the one it opened"; then
+    _tail "$log3"
+    rpid=$RECV3 # still storing into the moved directory: stopped, so that the test goes on
+    [[ $(id -u) == 0 ]] && rpid=$(pgrep -P "$RECV3")
+    kill -TERM "$rpid"
+fi
+wait "$RECV3"
+assert_eq 8 "$?" "... with an I/O error (exit 8)"
+assert_contains "$(cat "$log3")" "is not the directory wal receive opened (moved, replaced or removed since)" \
+    "... saying the repository was moved or replaced"
 as_pg "$CARIS_PG_BIN/pg_ctl" stop -D "$R/latest" -m fast -w -s >/dev/null 2>&1
 
 # 6. the loss, from the marker client's log (a line per acknowledged commit, in order, with
