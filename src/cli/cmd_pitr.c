@@ -84,8 +84,8 @@ static const char PRESTORE_USAGE[] =
     "Exit 2 for usage errors (a non-empty DIR without --overwrite), 4 when a file of the\n"
     "backup is damaged (nothing is put in place) or when recovery would run into a gap in\n"
     "the WAL archive without a target or with --to-lsn at or after it (nothing is written;\n"
-    "--to-lsn before the gap accepts the loss) or, with --start, ends before the archive's\n"
-    "end (DIR is kept), 10 when the started server fails.\n";
+    "--to-lsn before the gap accepts the loss) or, with --start, ends at or before the\n"
+    "start of the last segment archived (DIR is kept), 10 when the started server fails.\n";
 
 bool has_physical(int argc, char **argv)
 {

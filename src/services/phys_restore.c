@@ -333,10 +333,18 @@ static char *past_archive_end(const struct phys_restore_opts *o, json_t *s, json
 
 /* The last whole segment archived on the timeline a recovery from backup s follows (tli; 0:
  * the backup's own) into res (archive_last, archive_last_lsn), when w has one. */
+/* A WAL segment size PostgreSQL can have: a power of two from 1 MiB to 1 GiB. */
+static bool wal_segment_size_ok(int64_t segsz)
+{
+    return segsz >= (1 << 20) && segsz <= (1 << 30) && (segsz & (segsz - 1)) == 0;
+}
+
 static void archive_last_segment(json_t *s, json_t *w, uint32_t tli,
                                  struct phys_restore_result *res)
 {
     int64_t segsz = (int64_t)json_integer_value(json_object_get(w, "segment_size"));
+    if (!wal_segment_size_ok(segsz))
+        return;
     if (!tli) { /* 'current': the timeline of the checkpoint the backup starts from */
         json_t *phys = json_object_get(s, "physical");
         json_t *stl = json_object_get(phys, "start_timeline");
@@ -352,12 +360,12 @@ static void archive_last_segment(json_t *s, json_t *w, uint32_t tli,
         uint64_t end;
         const char *last = json_string_value(json_object_get(t, "last"));
         if (json_integer_value(json_object_get(t, "timeline")) != (json_int_t)tli || !last ||
-            segsz <= 0 ||
             caris_lsn_parse(json_string_value(json_object_get(t, "end_lsn")), &end) != 0 ||
             end < (uint64_t)segsz)
             continue;
         res->archive_last = xstrdup(last);
         res->archive_last_lsn = end - (uint64_t)segsz;
+        break;
     }
 }
 
@@ -1143,7 +1151,7 @@ static int check_promoted_end(const char *pgdata, const char *pg_ctl, json_t *wi
     struct caris_wal_switch *sw;
     size_t n;
     int64_t segsz = (int64_t)json_integer_value(json_object_get(window, "segment_size"));
-    if (!window || segsz <= 0 || promotion_history(pgdata, &ntli, &sw, &n) != 0)
+    if (!window || !wal_segment_size_ok(segsz) || promotion_history(pgdata, &ntli, &sw, &n) != 0)
         return 0;
     uint32_t followed = sw[n - 1].parent;
     uint64_t at = sw[n - 1].switch_lsn;
@@ -1191,20 +1199,19 @@ static int check_promoted_end(const char *pgdata, const char *pg_ctl, json_t *wi
                 "recovery from backup %s ended at %s (in WAL segment %s) and the server promoted "
                 "there, but the WAL archive holds timeline %u, the one recovery followed, up to "
                 "%s (segment %s): the transactions archived after %s are not in the restored "
-                "database; %s",
+                "database; %s%s%s; its log, %s, says why replay stopped (a segment whose content "
+                "breaks off: damaged after its first page, which is all wal push checks)",
                 res->backup_id ? res->backup_id : "?", ats, seg, followed, ends,
                 lastname ? lastname : "?", ats,
                 stopped ? "the restored server was stopped so that nothing takes it for complete"
-                        : "the restored server keeps running");
+                        : "the restored server keeps running (stopping it failed: ",
+                stopped ? "" : se.msg, stopped ? "" : ")", res->log_path ? res->log_path : "?");
         snprintf(e->hint, sizeof(e->hint),
-                 "the server's log (%s) says why replay stopped there: a segment restore_command "
-                 "could not fetch, or whose content breaks off (damaged after its first page, "
-                 "e.g. a recycled file partly overwritten: look at it with `caris-backup wal get "
-                 "%s FILE`, find a good copy and restore again); to accept the loss, start it as "
-                 "it is (pg_ctl start -D %s: it holds the WAL up to %s, on timeline %u)%s; the "
-                 "restored data directory is kept",
-                 res->log_path ? res->log_path : "?", seg, pgdata, ats, ntli,
-                 stopped ? "" : ", else stop it with pg_ctl stop");
+                 "to accept the loss, start it as it is (pg_ctl start -D DIR: it holds the WAL up "
+                 "to %s, on timeline %u) or restore again with --to-lsn before %s; the archived "
+                 "copy of %s cannot be replaced (wal push keeps it): docs/BACKUP_RECOVERY.md, \"A "
+                 "recovery that ends early anyway\", says how to replay a good copy; DIR is kept",
+                 ats, ntli, ats, seg);
         return -1;
     }
     return 0;

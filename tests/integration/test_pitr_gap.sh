@@ -159,6 +159,8 @@ assert_contains "$ERR" "(in WAL segment $dmg) and the server promoted there" "th
 assert_contains "$ERR" "the transactions archived after" "the error says what is missing"
 assert_contains "$ERR" "the restored server was stopped" "the error says the server was stopped"
 assert_contains "$ERR" "to accept the loss, start it as it is" "the hint gives the way to accept the loss"
+assert_contains "$ERR" "says how to replay a good copy; DIR is kept" "the hint is whole (it was cut at 512 bytes)"
+assert_contains "$ERR" "its log, $R/short.log, says why" "the error names the server's log"
 assert_eq stopped "$(json_get "$OUT_FILE" '["state"]')" "--json: state stopped"
 assert_false "the restored server is stopped" test -e "$R/short/postmaster.pid"
 assert_true "the restored data directory is kept" test -f "$R/short/PG_VERSION"
