@@ -236,6 +236,9 @@ struct files_restore_opts {
     const char *const *includes; /* restore only these paths (and below); NULL = all */
     size_t nincludes;
     bool overwrite; /* allow a non-empty target */
+    /* BACKUP_DIR (NULL: not checked): a restore whose destination holds it or lies inside it
+     * is refused, as one that holds the repository or lies inside it always is */
+    const char *backup_dir;
     /* A target that cannot take them (vfat, exFAT, some NFS exports): no extended attributes
      * (ACLs included), owner and group the restoring user's. Otherwise each one refused fails
      * the restore. */

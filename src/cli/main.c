@@ -1228,6 +1228,7 @@ static int cmd_restore(struct globals *g, int argc, char **argv)
                                    .includes = inc,
                                    .nincludes = ninc,
                                    .overwrite = overwrite,
+                                   .backup_dir = config_backup_dir(&g->cfg),
                                    .no_xattrs = no_xattrs,
                                    .no_owner = no_owner,
                                    .threads = g->threads,

@@ -45,8 +45,11 @@ int djob_exec(struct repo *r, const struct config *cfg, int threads, const struc
             }
             return rc;
         }
-        struct files_restore_opts fo = {
-            .backup_id = s->backup_id, .target = s->target, .threads = threads, .op = op};
+        struct files_restore_opts fo = {.backup_id = s->backup_id,
+                                        .target = s->target,
+                                        .backup_dir = config_backup_dir(cfg),
+                                        .threads = threads,
+                                        .op = op};
         struct caris_files_restore_result res;
         int rc = caris_restore_files(r, &fo, &res, e);
         *result = caris_files_restore_result_to_json(&res);

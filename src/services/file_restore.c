@@ -1341,6 +1341,17 @@ static int files_restore_locked(struct repo *r, const struct files_restore_opts 
     if (rc == 0 && o->nincludes)
         rc = inspect_resolve_paths(&view, o->includes, o->nincludes, &inc, e);
     free(view.roots);
+    if (rc == 0) {
+        /* where the restore writes: the selected paths, else each root, below the target */
+        json_t *roots = json_object_get(summary, "roots");
+        size_t nd = inc ? o->nincludes : json_array_size(roots);
+        const char **dests = xcalloc(nd ? nd : 1, sizeof(*dests));
+        for (size_t i = 0; i < nd; i++)
+            dests[i] = inc ? inc[i] : json_string_value(json_array_get(roots, i));
+        struct keep_path bd = {"BACKUP_DIR", o->backup_dir, true};
+        rc = restore_dests_keep(r, o->target, dests, nd, &bd, e);
+        free(dests);
+    }
     if (rc != 0) {
         json_decref(summary);
         buf_free(&entries);

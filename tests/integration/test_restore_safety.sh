@@ -397,4 +397,26 @@ EOF_ACL
     fi
 fi
 
+# --- a restore that would write over the live repository or BACKUP_DIR is refused --------------
+# A backup of a tree that holds the repository (a backup of /, or of /var with BACKUP_DIR in
+# it), restored in place (--target /), wrote the repository's old copy over the live one: a
+# removed key opened it again, the backups made since were gone and the audit log rolled back.
+h=$TEST_TMP/h
+mkdir -p "$h/docs" "$h/bd"
+printf 'd\n' >"$h/docs/a"
+backup_json "$TEST_TMP/h.json" "$h"
+assert_rc 0 "backup of a tree"
+hid=$BACKUP_ID
+mv "$REPO" "$h/repo" # the repository now lies inside the tree backed up
+run cb --repo "$h/repo" restore files "$hid" --target / --overwrite
+assert_rc 2 "a restore in place of a tree that holds the repository is refused"
+assert_contains "$ERR" "would write $h, which holds the repository $h/repo" "the error says what it would write over"
+assert_true "the repository is still there" test -f "$h/repo/config"
+run cb --repo "$h/repo" restore files "$hid" --target / --overwrite --include "$h/docs"
+assert_rc 0 "--include of a path outside the repository: restored in place"
+mv "$h/repo" "$REPO"
+run env BACKUP_DIR="$h/bd" "$CARIS_BIN" --repo "$REPO" restore files "$hid" --target / --overwrite
+assert_rc 2 "a restore in place of a tree that holds BACKUP_DIR is refused"
+assert_contains "$ERR" "which holds BACKUP_DIR $h/bd" "the error names BACKUP_DIR"
+
 test_done
