@@ -315,11 +315,15 @@ static void do_drill(struct run *x, const char *id)
     step_end(x, s, rc, &e);
 }
 
-static void do_retention(struct run *x)
+/* Retention over the kind this run backed up (kind: "database", "files", or NULL: both):
+ * a kind it did not back up (not configured, or left out: an API run with includeFiles false)
+ * has no new backup that retention could rely on, and its newest may be one without every
+ * file's content, whose older backups hold the last good copy. */
+static void do_retention(struct run *x, const char *kind)
 {
     struct caris_job_step *s = step_begin(x, CARIS_STEP_RETENTION, NULL, NULL);
     struct err e = ERR_INIT;
-    struct caris_forget_opts fo = {.tz = config_get(x->o->cfg, "BACKUP_TZ")};
+    struct caris_forget_opts fo = {.kind = kind, .tz = config_get(x->o->cfg, "BACKUP_TZ")};
     struct caris_forget_result fr = {0};
     int rc = caris_retention_policy_from_config(x->o->cfg, &fo.policy, &e);
     if (rc == 0)
@@ -414,7 +418,7 @@ int caris_job_run(struct repo *r, const struct caris_job_opts *o, const struct c
                      "the older backups are kept");
     else if (o->retention && backups_ok && (!db || db_ok) && (!files || files_ok) &&
              !caris_op_cancelled(op))
-        do_retention(&x);
+        do_retention(&x, db && files ? NULL : db ? "database" : "files");
     if (o->prune && backups_ok && res->ok && !caris_op_cancelled(op))
         do_prune(&x);
     free(db_id);

@@ -19,6 +19,7 @@ export BACKUP_DRILL_INTERVAL_DAYS=0
 POSTGRES_URL=$(pg_url)
 mkdir -p "$TEST_TMP/src"
 printf 'note\n' >"$TEST_TMP/src/note.txt"
+head -c 50000 /dev/urandom >"$TEST_TMP/src/scan.pdf"
 BACKUP_FILES_PATHS=$TEST_TMP/src
 assert_exit 0 cb init
 
@@ -168,13 +169,27 @@ assert_eq "database files" "$(jq_body '" ".join(s["what"] for s in d["result"]["
 req GET /api/admin/backup/jobs/"$JOB" "$VIEWER"
 assert_eq 200 "$STATUS" "a viewer reads a job"
 
+F1=$(jq_body '[s["backupId"] for s in d["result"]["steps"] if s["step"] == "backup" and s["what"] == "files"][0]')
+# a files backup that could not read scan.pdf (its content only in F1, the one before): a run
+# without the files must leave the file backups alone (its retention forgot F1, the last copy)
+shim=$TEST_TMP/read_faults.so
+cc -shared -fPIC -O2 -o "$shim" "$(dirname "$0")/read_faults.c" -ldl
+touch "$TEST_TMP/src/scan.pdf"
+run env LD_PRELOAD="$shim" READ_FAULT=eio READ_FAULT_FILE=scan.pdf "$CARIS_BIN" --json backup files "$TEST_TMP/src"
+assert_rc 3 "a files backup that cannot read scan.pdf: warnings"
+F2=$(json_get "$OUT_FILE" '["id"]')
+
 req POST /api/admin/backup/create "$ADMIN" '{"type": "incremental", "includeFiles": false}'
 assert_eq 202 "$STATUS" "create incremental without files"
 wait_job "$(jq_body 'd["jobId"]')"
 assert_eq "database" "$(jq_body '" ".join(s["what"] for s in d["result"]["steps"] if s["step"] == "backup")')" \
     "includeFiles false: the database only"
-# (the run's retention keeps the newest backup of the day: this one, and the files backup)
+# (the run's retention keeps the newest database backup of the day: this one)
 DB_ID=$(jq_body '[s["backupId"] for s in d["result"]["steps"] if s["step"] == "backup"][0]')
+run cb --json list
+assert_eq "$F1 $F2" "$(json_eval "$OUT_FILE" '" ".join(sorted(b["id"] for b in d if b["kind"] == "files"))')" \
+    "a run without the files kept both file backups (F1 holds scan.pdf's last good copy)"
+assert_exit 0 cb --quiet forget "$F2"
 
 # --- list ----------------------------------------------------------------------------------
 req GET "/api/admin/backup/list?includeFiles=true&includeStats=true" "$VIEWER"
