@@ -59,6 +59,9 @@ struct notify_event {
     int64_t time_ns;          /* when it happened (CLOCK_REALTIME ns); 0: now */
     /* NOTIFY_STALE: the newest successful backup of the kind (0: none ever) */
     int64_t last_success_ns;
+    /* NOTIFY_BACKUP_FAILED: a run the daemon never finished (killed, crashed): the backups it
+     * had made by then are in the repository, so "nothing of it was committed" is not said */
+    bool interrupted;
 };
 
 /* Where notifications go, read from the configuration by notify_config_load. */

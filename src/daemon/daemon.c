@@ -885,7 +885,10 @@ static void on_step(void *ctx, const struct caris_job_step *s)
         char kind[64];
         snprintf(kind, sizeof(kind), "%s%s%s", s->what, *s->what ? " " : "",
                  caris_job_step_name(s->kind));
-        struct notify_event ev = {.kind = NOTIFY_BACKUP_FAILED,
+        /* a step after the backup (its verify, copy, drill): the backup was made, and the mail
+         * said "backup FAILED ... nothing of it was committed" */
+        struct notify_event ev = {.kind = s->kind == CARIS_STEP_BACKUP ? NOTIFY_BACKUP_FAILED
+                                                                       : NOTIFY_STEP_FAILED,
                                   .backup_kind = kind,
                                   .backup_id = *s->backup_id ? s->backup_id : NULL,
                                   .duration_ms = s->duration_ns / 1000000,
@@ -1239,7 +1242,8 @@ static void interrupted_run_tell(struct daemon *d, json_t *rj)
                               .backup_kind = type,
                               .duration_ms = -1,
                               .error = INTERRUPTED_MSG,
-                              .time_ns = time_now_ns()};
+                              .time_ns = time_now_ns(),
+                              .interrupted = true};
     notify(d, &ev);
     json_decref(rj);
 }

@@ -120,9 +120,15 @@ void notify_text_build(const struct notify_config *nc, const struct notify_event
         t->failure = true;
         t->subject = xasprintf("CÁRIS Backup: %s%sbackup FAILED on %s", kind ? kind : "",
                                kind ? " " : "", t->host);
-        t->intro = xasprintf("A %s%sbackup failed on %s. Nothing of it was committed: the "
-                             "repository holds the backups it held before.",
-                             kind ? kind : "", kind ? " " : "", t->host);
+        t->intro = ev->interrupted
+                       ? xasprintf("A %s%sbackup run was interrupted on %s: the daemon stopped "
+                                   "before it finished. A backup it had made by then is in the "
+                                   "repository (`caris-backup list`), unverified if its "
+                                   "verification did not run; nothing was committed after that.",
+                                   kind ? kind : "", kind ? " " : "", t->host)
+                       : xasprintf("A %s%sbackup failed on %s. Nothing of it was committed: the "
+                                   "repository holds the backups it held before.",
+                                   kind ? kind : "", kind ? " " : "", t->host);
         break;
     case NOTIFY_VERIFY_FAILED:
         t->failure = true;

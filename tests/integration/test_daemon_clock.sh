@@ -297,6 +297,7 @@ bg_start env CARIS_TEST_HOLD_VERIFY=1 "${FAKED[@]}" "$CARIS_BIN" daemon
 DAEMON=$BG_PID DAEMON_ERR=$BG_ERR
 wait_until 60 _up || fail "the daemon did not start" "$(_tail "$DAEMON_ERR")"
 h0=$(json_eval "$TEST_TMP/status.json" 'len(d["history"])')
+rm -f "$TEST_TMP"/smtp/msg-*.eml
 assert_exit 0 cb run-now incremental
 # shellcheck disable=SC2317
 _holding() { grep -q "holding the run before its verify step" "$DAEMON_ERR"; }
@@ -307,6 +308,12 @@ made=$(json_eval "$TEST_TMP/status.json" '[s["backupId"] for s in d["history"][0
 assert_contains "$(json_eval "$TEST_TMP/status.json" 'd["history"][0]["error"]["hint"]')" \
     "backup $made was made, but its verify did not finish" "the hint says the backup is there, unverified"
 assert_contains "$(list_ids)" "$made" "and it is listed"
+# its mail: the verify step failed, not "backup FAILED ... nothing of it was committed"
+# shellcheck disable=SC2317
+_verify_mail() { mail_texts "verify FAILED" | grep -q "was made, but its verify did not finish"; }
+wait_until 30 _verify_mail
+assert_eq 0 "$?" "the mail says the verify step failed, the backup being made" || mail_texts
+assert_not_contains "$(mail_texts)" "Nothing of it was committed" "... and not that nothing was committed"
 kill -TERM "$DAEMON"
 wait "$DAEMON"
 assert_eq 0 "$?" "the daemon exits 0"
