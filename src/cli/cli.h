@@ -46,6 +46,9 @@ extern bool cli_wal_get_absent;
 extern bool cli_wal_get_mode;
 /* A usage error (exit 2); fmt has one %s for arg. */
 int usage_error(const char *fmt, const char *arg);
+/* A usage error about a word that is not echoed (a secret may have been typed there): what,
+ * the word's length and why it is not shown; todo is the hint. */
+int cli_unechoed_error(const char *what, const char *word, const char *todo, const char *could_be);
 /* --full ('F') or --incremental ('I') seen: 0, or a usage error (exit 2) when the other one
  * was seen before (*seen holds the one seen, 0 at first). */
 int cli_backup_mode(char *seen, char flag);

@@ -169,14 +169,29 @@ int cmd_audit(struct globals *g, int argc, char **argv)
     return 0;
 }
 
-/* The first words that name the operation: the command, and its subcommand when it has one. */
-static int op_words(int argc, char **argv)
+/* The first words that name the operation: the command, and its subcommand when it has one.
+ * A second word that is not one of the command's subcommands is not kept: `key KEY` or
+ * `token cbt_...` is a secret typed where the subcommand goes (*unknown_sub is then set, and
+ * the operation is "key (unknown subcommand)"). */
+static int op_words(int argc, char **argv, bool *unknown_sub)
 {
-    static const char *const with_sub[] = {"token", "key", "schedule", "notify", "debug", NULL};
+    static const struct {
+        const char *cmd, *subs[4];
+    } with_sub[] = {{"token", {"add", "list", "revoke", NULL}},
+                    {"key", {"list", "add", "remove", NULL}},
+                    {"schedule", {"next", "status", "cancel", NULL}},
+                    {"notify", {"test", NULL}},
+                    {"debug", {"pack", "backup", NULL}}};
+    *unknown_sub = false;
     if (argc >= 2 && argv[1][0] != '-')
-        for (size_t i = 0; with_sub[i]; i++)
-            if (strcmp(argv[0], with_sub[i]) == 0)
+        for (size_t i = 0; i < sizeof(with_sub) / sizeof(with_sub[0]); i++)
+            if (strcmp(argv[0], with_sub[i].cmd) == 0) {
+                for (size_t k = 0; with_sub[i].subs[k]; k++)
+                    if (strcmp(argv[1], with_sub[i].subs[k]) == 0)
+                        return 2;
+                *unknown_sub = true;
                 return 2;
+            }
     if (argc >= 2 && (strcmp(argv[0], "backup") == 0 || strcmp(argv[0], "restore") == 0) &&
         (strcmp(argv[1], "database") == 0 || strcmp(argv[1], "files") == 0))
         return 2;
@@ -214,14 +229,20 @@ void cli_audit(struct globals *g, int argc, char **argv, int code, int64_t durat
         drop_audit_repo(g);
         return; /* no BACKUP_DIR yet (init, the first backup make it): nothing to audit in */
     }
-    int w = op_words(argc, argv);
+    bool unknown_sub;
+    int w = op_words(argc, argv, &unknown_sub);
     char op[64] = "";
-    for (int i = 0; i < w; i++)
-        snprintf(op + strlen(op), sizeof(op) - strlen(op), "%s%s", i ? " " : "", argv[i]);
+    if (unknown_sub)
+        snprintf(op, sizeof(op), "%s (unknown subcommand)", argv[0]);
+    else
+        for (int i = 0; i < w; i++)
+            snprintf(op + strlen(op), sizeof(op) - strlen(op), "%s%s", i ? " " : "", argv[i]);
     json_t *args = json_array();
     /* `key add` takes no operand but --label's, `key remove` a slot id (16 hex digits):
      * anything else is a key given by mistake on the command line, never kept in the log */
     bool key_add = strcmp(op, "key add") == 0, key_remove = strcmp(op, "key remove") == 0;
+    /* nor does `key list`: any operand of a key command but remove's slot id is redacted */
+    bool key_cmd = strcmp(argv[0], "key") == 0;
     /* nor does init take an operand but its options' */
     static const char *const init_valued[] = {"--kdf-memory", "--kdf-ops", "--compression",
                                               "--copy-chunker-from", "--to-key-env"};
@@ -246,12 +267,18 @@ void cli_audit(struct globals *g, int argc, char **argv, int code, int64_t durat
         for (size_t k = 0; init_operand && k < sizeof(init_valued) / sizeof(init_valued[0]); k++)
             if (i > w && strcmp(argv[i - 1], init_valued[k]) == 0)
                 init_operand = false;
+        /* after an unknown subcommand (a secret typed in its place), nothing is kept */
+        if (unknown_sub) {
+            json_array_append_new(args, json_string("(redacted)"));
+            continue;
+        }
         /* key add's --label too: a key typed there (refused) must not be kept here */
-        if (key_add && strncmp(argv[i], "--label=", 8) == 0) {
+        if (key_cmd && strncmp(argv[i], "--label=", 8) == 0) {
             json_array_append_new(args, json_string("--label=(redacted)"));
             continue;
         }
         if (init_operand || (key_add && strcmp(argv[i], "--label") != 0) ||
+            (key_cmd && !key_add && !key_remove && argv[i][0] != '-') ||
             (key_remove && argv[i][0] != '-' &&
              (strlen(argv[i]) != 16 || strspn(argv[i], "0123456789abcdef") != 16)))
             json_array_append_new(args, json_string("(redacted)"));

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "caris/audit.h"
 #include "caris/core.h"
 #include "caris/lazylib.h"
 #include "caris/dbbackup.h"
@@ -241,10 +242,12 @@ int cmd_backup_database(struct globals *g, int argc, char **argv)
             return cli_opt_fail();
         }
     }
+    /* quoted as the audit log keeps it: a connection URL typed here may carry a password */
+    char red[256];
     if (optind < sargc)
         return usage_error("unexpected argument '%s' for backup database (the database comes "
                            "from POSTGRES_URL)",
-                           sargv[optind]);
+                           caris_audit_redact_arg(sargv[optind], red, sizeof(red)));
     bool compress_dumps;
     if (config_bool(&g->cfg, "BACKUP_COMPRESS_DUMPS", CONFIG_DEFAULT_COMPRESS_DUMPS,
                     &compress_dumps, &e) != 0)

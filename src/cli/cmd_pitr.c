@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "caris/audit.h"
 #include "caris/core.h"
 #include "caris/pitr.h"
 #include "caris/storage.h"
@@ -191,9 +192,11 @@ int cmd_backup_physical(struct globals *g, int argc, char **argv)
             return cli_opt_fail();
         }
     }
+    /* quoted as the audit log keeps it: a connection URL typed here may carry a password */
+    char red[256];
     if (optind < sargc)
         return usage_error("unexpected argument '%s' for backup database --physical",
-                           sargv[optind]);
+                           caris_audit_redact_arg(sargv[optind], red, sizeof(red)));
     o.url = config_get(&g->cfg, "BACKUP_PG_REPLICATION_URL");
     if (!o.url || !*o.url)
         o.url = config_get(&g->cfg, "POSTGRES_URL");
@@ -365,9 +368,10 @@ int cmd_restore_physical(struct globals *g, int argc, char **argv)
         return usage_error("--start needs --port P (the restored server's port)%s", "");
     if (!o.start && (o.port || o.wait_seconds))
         return usage_error("--port and --wait go with --start%s", "");
+    char red[256]; /* a connection URL typed here may carry a password: quoted redacted */
     if (optind < sargc - 1)
         return usage_error("unexpected argument '%s' for restore database --physical",
-                           sargv[optind + 1]);
+                           caris_audit_redact_arg(sargv[optind + 1], red, sizeof(red)));
     if (!g->env_file) {
         err_set(&e, ERR_USAGE,
                 "write BACKUP_DIR and BACKUP_ENCRYPTION_KEY into a file only the database's "

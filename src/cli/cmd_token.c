@@ -43,8 +43,10 @@ static int token_add(struct globals *g, int argc, char **argv)
         } else
             return cli_opt_fail();
     }
+    /* not echoed: the word may be a token (the error goes into the audit log too) */
     if (optind < argc)
-        return usage_error("unexpected argument '%s' for token add", argv[optind]);
+        return cli_unechoed_error("unexpected argument for token add", argv[optind],
+                                  "token add takes only --label and --role", "a token");
     if (!label)
         return usage_error("token add needs --label (who or what uses the token)%s", "");
     struct err e = ERR_INIT;
@@ -152,7 +154,8 @@ int cmd_token(struct globals *g, int argc, char **argv)
     if (strcmp(argv[1], "list") == 0) {
         for (int i = 2; i < argc; i++)
             if (strcmp(argv[i], "--json") != 0)
-                return usage_error("unexpected argument '%s' for token list", argv[i]);
+                return cli_unechoed_error("unexpected argument for token list", argv[i],
+                                          "token list takes no argument", "a token");
         return token_list(g);
     }
     if (strcmp(argv[1], "revoke") == 0) {
@@ -172,5 +175,7 @@ int cmd_token(struct globals *g, int argc, char **argv)
                 strncmp(argv[2], "cbt_", 4) == 0 ? "(given by its value)" : argv[2]);
         return 0;
     }
-    return usage_error("unknown token subcommand '%s' (add, list, revoke)", argv[1]);
+    /* not echoed: `token cbt_...` is a token typed where the subcommand goes */
+    return cli_unechoed_error("unknown token subcommand", argv[1],
+                              "use token add, token list or token revoke", "a token");
 }

@@ -240,6 +240,15 @@ int usage_error(const char *fmt, const char *arg)
     return fail(&e);
 }
 
+int cli_unechoed_error(const char *what, const char *word, const char *todo, const char *could_be)
+{
+    struct err e = ERR_INIT;
+    err_set(&e, ERR_USAGE, todo,
+            "%s (a word of %zu bytes, not shown: it may be %s; if it is, treat it as exposed)",
+            what, strlen(word), could_be);
+    return fail(&e);
+}
+
 int cli_backup_mode(char *seen, char flag)
 {
     if (*seen && *seen != flag)
@@ -1390,8 +1399,11 @@ static int cmd_key(struct globals *g, int argc, char **argv)
     }
     struct err e = ERR_INIT;
     const char *sub = argv[1];
+    /* the word is not echoed, nor any operand below: `key KEY` is a key typed where the
+     * subcommand goes, and the error goes to the terminal and into the audit log */
     if (strcmp(sub, "list") && strcmp(sub, "add") && strcmp(sub, "remove"))
-        return usage_error("unknown key command '%s'", sub);
+        return cli_unechoed_error("unknown key command", sub, "use key list, key add or key remove",
+                                  "a key");
     static const struct option opts[] = {{"label", required_argument, 0, 'l'}, {0, 0, 0, 0}};
     const char *label = "";
     int c, sargc = argc - 1;
@@ -1412,7 +1424,8 @@ static int cmd_key(struct globals *g, int argc, char **argv)
                            "shows): treat a key given there as exposed%s",
                            "");
     if (strcmp(sub, "remove") != 0 && optind < sargc)
-        return usage_error("unexpected argument '%s' for key", sargv[optind]);
+        return cli_unechoed_error("unexpected argument for key list", sargv[optind],
+                                  "key list takes no argument", "a key");
     const char *key_id = strcmp(sub, "remove") == 0 ? sargv[optind] : NULL;
     struct repo *r = open_repo(g, false, &e);
     if (!r)

@@ -171,4 +171,37 @@ assert_not_contains "$OUT" "intact" "... and does not call the log intact"
 cp "$TEST_TMP/head.kept" "$head_rec"
 assert_exit 0 cb audit verify
 
+# a secret typed where key's or token's subcommand goes (or as an argument they do not take):
+# neither the error on stderr nor the log's operation, arguments and error keep it
+newkey=typed-new-key-4c1f9a0e7b3d5f2a8c6e1b9d
+token=cbt_$(printf '%s' "$newkey" | sha256sum | cut -c1-43)
+for cmdline in "key $BACKUP_ENCRYPTION_KEY" "key $newkey" "key list $newkey" "token $token" \
+    "token list $token" "token add --label ops $token"; do
+    read -ra words <<<"$cmdline"
+    run cb "${words[@]}"
+    assert_rc 2 "$cmdline: a usage error"
+    assert_contains "$ERR" "not shown: it may be" "$cmdline: the error says why the word is not shown"
+    for s in "$BACKUP_ENCRYPTION_KEY" "$newkey" "${token#cbt_}"; do
+        assert_not_contains "$ERR" "$s" "$cmdline: stderr does not show the secret"
+    done
+done
+# a connection URL typed as backup database's operand: quoted by its scheme alone
+run cb backup database "postgresql://someone:pw-5821-secret@db.example/x"
+assert_rc 2 "backup database URL: a usage error"
+assert_contains "$ERR" "'postgresql://…'" "the operand is quoted by its scheme"
+assert_not_contains "$ERR" "pw-5821-secret" "... without its password"
+assert_false "nor is the password in the audit log" grep -qF pw-5821-secret "$LOG"
+assert_exit 0 cb audit
+audit_out=$OUT
+run cb --json audit
+assert_eq "key (unknown subcommand)|key (unknown subcommand)|key list|token (unknown subcommand)|token list|token add" \
+    "$(json_eval "$OUT_FILE" '"|".join(l["operation"] for l in d[-7:-1])')" \
+    "an unknown subcommand is not the operation's second word"
+for s in "$BACKUP_ENCRYPTION_KEY" "$newkey" "${token#cbt_}"; do
+    assert_false "the audit log does not keep a secret typed for key or token" grep -qF -e "$s" "$LOG"
+    assert_not_contains "$audit_out" "$s" "audit does not show it"
+    assert_not_contains "$(cat "$OUT_FILE")" "$s" "audit --json does not show it"
+done
+assert_exit 0 cb audit verify
+
 test_done
