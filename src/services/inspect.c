@@ -59,10 +59,7 @@ static bool whole_id(const char *text)
     return rest[0] == '-' && rest[1] && strspn(rest + 1, "0123456789") == strlen(rest + 1);
 }
 
-/* A damaged snapshot (of damaged, repo_snapshot_list's) that may be a newer backup of kind
- * want (NULL: any) than backup id: known by its id to be one, or of no known id. NULL when
- * there is none. */
-static json_t *damaged_newer(json_t *damaged, const char *want, const char *id)
+json_t *inspect_damaged_newer(json_t *damaged, const char *want, const char *id)
 {
     size_t i;
     json_t *d;
@@ -100,7 +97,7 @@ static int resolve_latest(struct repo *r, json_t *list, json_t *damaged, const c
                        "'latest' is ambiguous: the repository has file and database backups");
     /* none that can be read, but one that cannot: damage, not "make one" (exit 7 told an
      * operator whose only backup is damaged that there was none) */
-    json_t *only = pick ? NULL : damaged_newer(damaged, want, "");
+    json_t *only = pick ? NULL : inspect_damaged_newer(damaged, want, "");
     if (only) {
         const char *did = json_string_value(json_object_get(only, "id"));
         return err_set(e, ERR_DAMAGE,
@@ -124,7 +121,7 @@ static int resolve_latest(struct repo *r, json_t *list, json_t *damaged, const c
     const char *pid = json_string_value(json_object_get(pick, "id"));
     /* the newest backup that cannot be read is not passed over in silence: 'latest' would
      * restore older data than it holds, and say nothing (as for a future-dated one above) */
-    json_t *d = damaged_newer(damaged, want, pid);
+    json_t *d = inspect_damaged_newer(damaged, want, pid);
     if (d) {
         const char *did = json_string_value(json_object_get(d, "id"));
         char *hint = xasprintf("name the backup to use: %s is the newest that can be read; "

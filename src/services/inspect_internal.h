@@ -34,6 +34,10 @@ int inspect_loaded_roots(struct loaded *l, struct err *e);
  * when not UTF-8) = its root + '/' + its path below the root (show, list). */
 void inspect_warnings_full_paths(json_t *summary);
 bool inspect_kind_is(json_t *summary, const char *kind);
+/* A damaged snapshot (of damaged, repo_snapshot_list's) that may be a newer backup of kind
+ * want (NULL: any) than backup id: known by its id to be one, or of no known id. NULL when
+ * there is none. (`latest` is then not the backup that can be read: it is refused.) */
+json_t *inspect_damaged_newer(json_t *damaged, const char *want, const char *id);
 
 /* One decoded entry of a file backup. A hard link's m.link is its first name's full path. */
 struct dentry {

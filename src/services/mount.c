@@ -1066,7 +1066,6 @@ static int build_top(struct mountfs *m, struct err *e)
                      json_string_value(json_object_get(s, "object")) ?: "?",
                      json_string_value(json_object_get(s, "error")) ?: "?");
     }
-    json_decref(damaged);
     m->backups = xcalloc(json_array_size(list) + 1, sizeof(*m->backups));
     m->top = xcalloc(json_array_size(list) + 1, sizeof(*m->top));
     const char *latest = NULL;
@@ -1104,6 +1103,21 @@ static int build_top(struct mountfs *m, struct err *e)
         }
     }
     json_decref(list);
+    /* as `latest` elsewhere: a newer file backup that cannot be read (or a damaged snapshot of
+     * no known id, which may be one) leaves no `latest`, not one at an older backup */
+    json_t *d = inspect_damaged_newer(damaged, "files", latest ? latest : "");
+    if (d) {
+        const char *did = json_string_value(json_object_get(d, "id"));
+        caris_op_log(m->op, LOG_WARN,
+                     "no `latest` link: %s%s%s cannot be read (its snapshot file %s is damaged), "
+                     "so the newest backup that can be read may not be the newest made; open a "
+                     "backup by its id, and see `caris-backup check`",
+                     did ? "backup " : "a snapshot", did ? did : "",
+                     did ? "" : " that may be newer",
+                     json_string_value(json_object_get(d, "object")) ?: "?");
+        latest = NULL;
+    }
+    json_decref(damaged);
     if (latest && caris_backup_time_future(newest, time_now_ns())) {
         /* as `latest` elsewhere: the newest by time is then not the newest made */
         char text[300];

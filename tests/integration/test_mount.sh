@@ -349,4 +349,30 @@ assert_eq 1 "$(grep -c 'patient-scan.bin' "$BG_ERR")" "once, though the kernel a
 assert_contains "$(cat "$BG_ERR")" "cannot show backup $eid" "the damaged file list is logged with the backup's id"
 assert_contains "$(cat "$BG_ERR")" "failed reads" "the summary counts failed reads"
 
+# ---- a damaged newest snapshot: no `latest`, never the older backup's files as latest ----------
+list_snaps() { find "$REPO/snapshots" -type f ! -name '.*' | LC_ALL=C sort; }
+list_snaps >"$TEST_TMP/snaps.before"
+backup_json "$TEST_TMP/n.json" "$TEST_TMP/d/sub"
+assert_rc 0 "a newest backup, whose snapshot file is then damaged"
+nid=$BACKUP_ID
+snap=$(list_snaps | comm -13 "$TEST_TMP/snaps.before" -)
+assert_eq 1 "$(printf '%s\n' "$snap" | grep -c .)" "one new snapshot file"
+bg_start cb mount "$mnt"
+assert_true "mounted" wait_until 30 mounted
+assert_eq "$nid" "$(readlink "$mnt/latest")" "snapshot whole: latest is the newest backup"
+kill -TERM "$BG_PID"
+assert_true "unmounted" wait_until 30 unmounted
+wait "$BG_PID"
+flip_byte "$snap"
+assert_exit 4 cb ls latest
+bg_start cb mount "$mnt"
+assert_true "mounted with the newest snapshot damaged" wait_until 30 mounted
+assert_false "no latest link (it would be an older backup's)" test -L "$mnt/latest"
+assert_true "the backups that can be read are there" test -d "$mnt/$did$TEST_TMP/d"
+kill -TERM "$BG_PID"
+assert_true "unmounted" wait_until 30 unmounted
+wait "$BG_PID"
+assert_contains "$(cat "$BG_ERR")" "no \`latest\` link: backup $nid cannot be read" "the warning says why there is no latest"
+assert_contains "$(cat "$BG_ERR")" "$(basename "$snap")" "... and names the damaged snapshot file"
+
 test_done
