@@ -85,6 +85,9 @@ run cb --json key list
 assert_rc 0 "key list"
 assert_eq "bounds" "$(json_eval "$OUT_FILE" '"bounds" if "bounds" in [k for k in d if k["id"] == "0000000000000000"][0].get("error", "") else "accepted"')" \
     "key list reports the planted slot as beyond the accepted bounds"
+cp "$OUT_FILE" "$TEST_TMP/keylist.json"
+run python3 "$LIB_DIR/jsonshape.py" "$LIB_DIR/../../docs/JSON.md" "key list" "$TEST_TMP/keylist.json"
+assert_rc 0 "key list with a slot that cannot be used: the shape docs/JSON.md gives"
 # check reports a slot that cannot be used (a second custodian's damaged slot would otherwise
 # be found the day the first key is lost)
 run cb check
