@@ -465,7 +465,15 @@ int notify_email_send(const struct notify_config *nc, const struct buf *msg,
         break;
     default:
         /* A permanent reply (5xx: no such recipient, sender refused, ...) will not change. */
-        if (code >= 500 && code < 600) {
+        if (code == 530 || code == 534 || code == 535 || code == 538) {
+            /* RFC 4954: authentication required (530), too weak a mechanism (534), the
+             * credentials refused (535), encryption required for it (538) */
+            a->permanent = true;
+            hint = nc->smtp_user ? "the server refused the login: check BACKUP_SMTP_USER and "
+                                   "BACKUP_SMTP_PASSWORD (and BACKUP_SMTP_TLS)"
+                                 : "the server requires a login: set BACKUP_SMTP_USER and "
+                                   "BACKUP_SMTP_PASSWORD";
+        } else if (code >= 500 && code < 600) {
             a->permanent = true;
             hint = "the server refused the message: check BACKUP_EMAIL_FROM and "
                    "BACKUP_EMAIL_RECIPIENTS";

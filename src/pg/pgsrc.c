@@ -760,10 +760,19 @@ PGconn *pgsrc_connect(const struct pgsrc_target *t, const char *dbname, struct e
         err_set(e, ERR_CONFIG, "check the connection parameters",
                 "invalid connection parameters in %s: %s", t->label, msg);
     } else if (needs_pw) {
-        snprintf(hint, sizeof(hint),
-                 "put the password in %s (postgresql://user:password@host/database) or in "
-                 "PGPASSWORD",
-                 t->label);
+        /* a restore target's password never goes on the command line (--target-url refuses
+         * one: ps shows it): its URL with the password goes into CARIS_RESTORE_TARGET_URL */
+        if (strcmp(t->label, "the target URL") == 0)
+            snprintf(hint, sizeof(hint),
+                     "put the target's URL with its password in the environment variable "
+                     "CARIS_RESTORE_TARGET_URL (postgresql://user:password@host/database; not "
+                     "--target-url, which every user sees in the process list), or the "
+                     "password alone in PGPASSWORD");
+        else
+            snprintf(hint, sizeof(hint),
+                     "put the password in %s (postgresql://user:password@host/database) or in "
+                     "PGPASSWORD",
+                     t->label);
         err_set(e, ERR_DATABASE, hint,
                 REFUSED_AUTH "%s at host %s port %s database %s: the server "
                              "asks for a password and none was given",

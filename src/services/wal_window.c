@@ -560,7 +560,8 @@ static int load_bases(struct repo *r, bool strict, const char *const *gone, size
     repo_snapshots_drop_named(snaps, damaged, gone, ngone);
     if (strict && json_array_size(damaged)) {
         err_set(e, ERR_DAMAGE, "run `caris-backup check`; forget or repair that backup first",
-                "refusing to prune: snapshot %s cannot be read, so which WAL it needs is unknown",
+                "refusing to prune: snapshot %s cannot be read, so what its backup needs (its "
+                "data, and the WAL of a physical one) is unknown",
                 json_string_value(json_object_get(json_array_get(damaged, 0), "object")));
         json_decref(snaps);
         json_decref(damaged);

@@ -124,6 +124,14 @@ BODY=$(mail_get "$MAIL" body)
 assert_contains "$BODY" "test notification from caris-backup on $HOST" "body: what it is"
 assert_contains "$BODY" "Event:        test" "body: the event"
 
+# a server that requires a login, and no BACKUP_SMTP_USER: its 530 names the login (the hint
+# blamed the sender and the recipients)
+run env -u BACKUP_ENCRYPTION_KEY BACKUP_SMTP_URL="smtp://127.0.0.1:$SMTP_PORT" \
+    BACKUP_EMAIL_FROM=backup@example.org BACKUP_EMAIL_RECIPIENTS=ops@example.org "$CARIS_BIN" notify test
+assert_rc 1 "notify test without the login a server requires: exit 1"
+assert_contains "$ERR" "the server requires a login: set BACKUP_SMTP_USER and BACKUP_SMTP_PASSWORD" \
+    "... and the hint names the login"
+
 HOOK=$TEST_TMP/hook/msg-1.json
 assert_eq "$HOOK_PATH" "$(json_get "$HOOK" '["path"]')" "webhook: POSTed to the configured URL"
 assert_match '^application/json' "$(json_get "$HOOK" '["headers"]["content-type"]')" \
