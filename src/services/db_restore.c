@@ -161,6 +161,42 @@ static bool has_table(json_t *all, const char *schema, const char *name)
     return false;
 }
 
+/* name as --table reads it back: as it is when it has only letters, digits, _ and $ (and
+ * non-ASCII characters), else in double quotes ("" for a quote), as SQL's quote_ident, so that
+ * x."y.z" and "x.y".z are told apart. Allocated. */
+static char *ident_quote(const char *name)
+{
+    bool plain = *name != '\0';
+    for (const char *p = name; *p && plain; p++)
+        plain = (unsigned char)*p >= 0x80 || (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                (*p >= '0' && *p <= '9') || *p == '_' || *p == '$';
+    if (plain)
+        return xstrdup(name);
+    struct buf b = {0};
+    buf_append_u8(&b, '"');
+    for (const char *p = name; *p; p++) {
+        if (*p == '"')
+            buf_append_u8(&b, '"');
+        buf_append_u8(&b, (uint8_t)*p);
+    }
+    buf_append_u8(&b, '"');
+    buf_append_u8(&b, 0);
+    return (char *)b.data;
+}
+
+/* schema.name with each part as ident_quote writes it. Allocated. */
+static char *qualified_quote(const char *schema, const char *name)
+{
+    char *n = ident_quote(name);
+    if (!schema)
+        return n;
+    char *sq = ident_quote(schema);
+    char *out = xasprintf("%s.%s", sq, n);
+    free(sq);
+    free(n);
+    return out;
+}
+
 static void list_tables_hint(json_t *all, char *out, size_t n)
 {
     if (n < 32) {
@@ -175,9 +211,10 @@ static void list_tables_hint(json_t *all, char *out, size_t n)
     json_array_foreach(all, i, t)
     {
         /* a name that does not fit whole is left out, and so are the rest: " ..." */
-        w = snprintf(out + len, n - len, "%s %s.%s", i ? "," : "",
-                     json_string_value(json_object_get(t, "schema")),
-                     json_string_value(json_object_get(t, "name")));
+        char *q = qualified_quote(json_string_value(json_object_get(t, "schema")),
+                                  json_string_value(json_object_get(t, "name")));
+        w = snprintf(out + len, n - len, "%s %s", i ? "," : "", q);
+        free(q);
         if (w < 0 || (size_t)w + 5 > n - len) {
             snprintf(out + len, n - len, " ...");
             return;
@@ -261,6 +298,110 @@ static int clean_splits_partitions(PGconn *c, const struct selection *s, json_t 
     return rc;
 }
 
+/* What a --table argument can name: a table called so in any schema (schema NULL), or
+ * table name of schema (split at any of its dots, or written with SQL's identifier quoting:
+ * "x.y".z, "a""b", "x.y.z"). */
+struct table_ref {
+    char *schema, *name;
+};
+
+#define TABLE_REFS_MAX 16
+
+/* Parses t as one or two identifiers separated by a dot, each unquoted (taken as written, up to
+ * the next dot) or in double quotes ("" for a quote): 1 (*schema NULL for one), 0 when t is not
+ * of that form or has no quote (an unquoted t is read as written, split at its dots). */
+static int table_ref_parse(const char *t, char **schema, char **name)
+{
+    char *part[2] = {NULL, NULL};
+    size_t np = 0;
+    bool quoted = false;
+    const char *p = t;
+    for (;;) {
+        if (np == 2)
+            goto bad;
+        struct buf b = {0};
+        if (*p == '"') {
+            quoted = true;
+            for (p++;; p++) {
+                if (!*p)
+                    goto bad_buf;
+                if (*p == '"') {
+                    if (p[1] != '"')
+                        break;
+                    p++;
+                }
+                buf_append(&b, p, 1);
+            }
+            p++; /* the closing quote */
+            if (*p && *p != '.')
+                goto bad_buf;
+        } else {
+            size_t n = strcspn(p, ".\"");
+            if (p[n] == '"')
+                goto bad_buf;
+            buf_append(&b, p, n);
+            p += n;
+        }
+        if (!b.len)
+            goto bad_buf;
+        buf_append_u8(&b, 0);
+        part[np++] = (char *)b.data;
+        if (!*p)
+            break;
+        p++; /* the dot */
+        continue;
+    bad_buf:
+        buf_free(&b);
+        goto bad;
+    }
+    if (!quoted)
+        goto bad;
+    *schema = np == 2 ? part[0] : NULL;
+    *name = part[np - 1];
+    return 1;
+bad:
+    free(part[0]);
+    free(part[1]);
+    return 0;
+}
+
+static size_t table_ref_add(json_t *all, struct table_ref *refs, size_t n, char *schema, char *name)
+{
+    bool dup = false;
+    for (size_t i = 0; i < n && !dup; i++)
+        dup = strcmp(refs[i].name, name) == 0 &&
+              (refs[i].schema && schema ? strcmp(refs[i].schema, schema) == 0
+                                        : !refs[i].schema && !schema);
+    if (dup || n == TABLE_REFS_MAX || !has_table(all, schema, name)) {
+        free(schema);
+        free(name);
+        return n;
+    }
+    refs[n].schema = schema;
+    refs[n].name = name;
+    return n + 1;
+}
+
+/* The tables of all that --table t can mean (table_ref), in refs: how many. */
+static size_t table_refs(json_t *all, const char *t, struct table_ref *refs)
+{
+    size_t n = table_ref_add(all, refs, 0, NULL, xstrdup(t));
+    for (const char *dot = strchr(t, '.'); dot; dot = strchr(dot + 1, '.'))
+        n = table_ref_add(all, refs, n, xstrndup(t, (size_t)(dot - t)), xstrdup(dot + 1));
+    char *schema, *name;
+    if (table_ref_parse(t, &schema, &name))
+        n = table_ref_add(all, refs, n, schema, name);
+    return n;
+}
+
+static void table_refs_free(struct table_ref *refs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(refs[i].schema);
+        free(refs[i].name);
+    }
+}
+
 static int select_objects(const struct dbk *k, const char *const *tables, size_t nt,
                           const char *const *schemas, size_t ns, struct selection *s, struct err *e)
 {
@@ -281,25 +422,43 @@ static int select_objects(const struct dbk *k, const char *const *tables, size_t
         ask_tables(asked, all, schemas[i], NULL);
     }
     for (size_t i = 0; i < nt; i++) {
-        const char *t = tables[i];
-        /* "a.b" that names both a table called "a.b" and table b of schema a: the first was
-         * taken, silently (and with --clean overwritten in place of the one meant) */
-        for (const char *dot = strchr(t, '.'); dot && has_table(all, NULL, t);
-             dot = strchr(dot + 1, '.')) {
-            char *schema = xstrndup(t, (size_t)(dot - t));
-            bool both = has_table(all, schema, dot + 1);
-            free(schema);
-            if (both) {
-                json_decref(asked);
-                return err_set(e, ERR_USAGE,
-                               "restore the whole schema with --schema instead (or rename one "
-                               "of the two tables); nothing was restored",
-                               "--table %s names two tables of backup %s: a table called \"%s\" "
-                               "and table %s of schema %.*s",
-                               t, k->id, t, dot + 1, (int)(dot - t), t);
+        struct table_ref refs[TABLE_REFS_MAX];
+        size_t nr = table_refs(all, tables[i], refs);
+        if (nr > 1) {
+            /* "x.y.z" naming both x."y.z" and "x.y".z (or a table called "x.y.z"): the first
+             * split that matched was taken, silently (with --clean overwritten in place of the
+             * one meant), and the other could not be named at all */
+            char which[400] = "", how[400] = "";
+            for (size_t j = 0; j < nr; j++) {
+                char *q = qualified_quote(refs[j].schema, refs[j].name);
+                str_list_add(which, sizeof(which), q);
+                char *h = xasprintf("--table '%s'", q);
+                str_list_add(how, sizeof(how), h);
+                free(h);
+                free(q);
             }
+            char *how_hint =
+                xasprintf("name one of them with its names in double quotes, as in SQL "
+                          "(\"\" for a quote in a name): %s; nothing was restored",
+                          how);
+            err_set(e, ERR_USAGE, how_hint, "--table %s names %zu tables of backup %s: %s",
+                    tables[i], nr, k->id, which);
+            free(how_hint);
+            table_refs_free(refs, nr);
+            json_decref(asked);
+            return -1;
         }
-        if (has_table(all, NULL, t)) {
+        if (nr == 0) {
+            /* a partitioned table holds no rows itself: the backup lists its partitions */
+            size_t hl = (size_t)snprintf(hint, sizeof(hint),
+                                         "a partitioned table is not listed, its partitions are "
+                                         "(name them, or restore the schema with --schema); ");
+            list_tables_hint(all, hint + hl, sizeof(hint) - hl);
+            json_decref(asked);
+            return err_set(e, ERR_NOT_FOUND, hint, "backup %s has no table %s", k->id, tables[i]);
+        }
+        const char *schema = refs[0].schema, *name = refs[0].name;
+        if (!schema) {
             /* With the schemas of the tables so named: pg_restore -t alone also matches views,
              * sequences and foreign tables of that name in every other schema. */
             size_t j;
@@ -308,33 +467,15 @@ static int select_objects(const struct dbk *k, const char *const *tables, size_t
             {
                 const char *xs = json_string_value(json_object_get(x, "schema"));
                 const char *xn = json_string_value(json_object_get(x, "name"));
-                if (xs && xn && strcmp(xn, t) == 0)
+                if (xs && xn && strcmp(xn, name) == 0)
                     sel_schema(s, xs);
             }
-            sel_name(s, t);
-            ask_tables(asked, all, NULL, t);
-            continue;
+        } else {
+            sel_schema(s, schema);
         }
-        bool found = false;
-        for (const char *dot = strchr(t, '.'); dot && !found; dot = strchr(dot + 1, '.')) {
-            char *schema = xstrndup(t, (size_t)(dot - t));
-            if (has_table(all, schema, dot + 1)) {
-                sel_schema(s, schema);
-                sel_name(s, dot + 1);
-                ask_tables(asked, all, schema, dot + 1);
-                found = true;
-            }
-            free(schema);
-        }
-        if (!found) {
-            /* a partitioned table holds no rows itself: the backup lists its partitions */
-            size_t hl = (size_t)snprintf(hint, sizeof(hint),
-                                         "a partitioned table is not listed, its partitions are "
-                                         "(name them, or restore the schema with --schema); ");
-            list_tables_hint(all, hint + hl, sizeof(hint) - hl);
-            json_decref(asked);
-            return err_set(e, ERR_NOT_FOUND, hint, "backup %s has no table %s", k->id, t);
-        }
+        sel_name(s, name);
+        ask_tables(asked, all, schema, name);
+        table_refs_free(refs, nr);
     }
     s->expected = json_array();
     char extra[300] = "", missing[300] = "";
@@ -381,45 +522,37 @@ static int select_objects(const struct dbk *k, const char *const *tables, size_t
 }
 
 /* pg_restore compares --schema/--table names with the archive's table of contents byte for
- * byte, and the archive holds them in the dumped database's encoding, while the summary (and
- * so the selection) has them in UTF-8. A name with a non-ASCII character, in a backup of a
- * LATIN1 (or other non-UTF-8) database, matched nothing: pg_restore restored nothing and
- * exited 0, and the restore reported success. Such names are converted to the backup's
- * encoding by the server (c, any database: binary parameters and result). */
-static int selection_encode(PGconn *c, const struct dbk *k, struct selection *s, struct err *e)
+ * byte, and silently ignores a name that matches nothing (it restores nothing and exits 0). The
+ * archive holds the names in pg_dump's client encoding: the database's, unless the backup ran
+ * with client_encoding in POSTGRES_URL or PGCLIENTENCODING (SQL_ASCII: the database's bytes as
+ * stored); the summary, and so the selection, has them in UTF-8. Converted by the server (c, any
+ * database: binary parameter and result) into enc; *out allocated, the name itself when it is
+ * ASCII (the same bytes in every server encoding) or enc is UTF8. */
+static int name_encode(PGconn *c, const char *enc, const char *name, char **out, struct err *e)
 {
-    const char *enc = summary_str(k, "encoding");
-    if (!*enc || strcmp(enc, "UTF8") == 0)
+    bool ascii = true;
+    for (const char *p = name; *p && ascii; p++)
+        ascii = (unsigned char)*p < 0x80;
+    if (ascii || strcmp(enc, "UTF8") == 0) {
+        *out = xstrdup(name);
         return 0;
-    for (size_t i = 0; i < s->nargs; i++) {
-        char *eq = strchr(s->args[i], '=');
-        const char *name = eq ? eq + 1 : "";
-        bool ascii = true;
-        for (const char *p = name; *p && ascii; p++)
-            ascii = (unsigned char)*p < 0x80;
-        if (ascii)
-            continue; /* the same bytes in every server encoding */
-        const char *params[] = {name, enc};
-        int lens[] = {(int)strlen(name), (int)strlen(enc)};
-        int fmts[] = {1, 0};
-        PGresult *res = PQexecParams(c, "SELECT convert($1::bytea, 'UTF8', $2)", 2, NULL, params,
-                                     lens, fmts, 1);
-        if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1 ||
-            PQgetisnull(res, 0, 0) ||
-            memchr(PQgetvalue(res, 0, 0), 0, (size_t)PQgetlength(res, 0, 0))) {
-            const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-            err_set(e, ERR_DATABASE, NULL,
-                    "cannot convert the name %s to the backup's encoding %s for pg_restore: %s",
-                    name, enc, msg ? msg : "unexpected answer");
-            PQclear(res);
-            return -1;
-        }
-        char *arg = xasprintf("%.*s%.*s", (int)(eq - s->args[i] + 1), s->args[i],
-                              PQgetlength(res, 0, 0), PQgetvalue(res, 0, 0));
-        PQclear(res);
-        free(s->args[i]);
-        s->args[i] = arg;
     }
+    const char *params[] = {name, enc};
+    int lens[] = {(int)strlen(name), (int)strlen(enc)};
+    int fmts[] = {1, 0};
+    PGresult *res =
+        PQexecParams(c, "SELECT convert($1::bytea, 'UTF8', $2)", 2, NULL, params, lens, fmts, 1);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1 || PQgetisnull(res, 0, 0) ||
+        memchr(PQgetvalue(res, 0, 0), 0, (size_t)PQgetlength(res, 0, 0))) {
+        const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+        err_set(e, ERR_DATABASE, NULL,
+                "cannot convert the name %s to the dump's encoding %s for pg_restore: %s", name,
+                enc, msg ? msg : "unexpected answer");
+        PQclear(res);
+        return -1;
+    }
+    *out = xasprintf("%.*s", PQgetlength(res, 0, 0), PQgetvalue(res, 0, 0));
+    PQclear(res);
     return 0;
 }
 
@@ -1126,6 +1259,131 @@ static int toc_list(struct restore_run *rr, const char *file, char **toc, struct
 {
     const char *const opts[] = {"--list", NULL};
     return pg_restore_text(rr, file, opts, toc, e);
+}
+
+/* The encoding the dump's names are in (enc, n bytes): its ENCODING entry, which pg_restore
+ * prints as the SET client_encoding that starts its script (here of no entry: --use-list of an
+ * empty list; only the dump's beginning is read). The summary's "encoding" is the database's,
+ * which the dump's is not when the backup ran with another client_encoding: a selection
+ * converted to it matched nothing. */
+static int dump_encoding(struct restore_run *rr, char *enc, size_t n, struct err *e)
+{
+    const char *const opts[] = {"--file=-", "--use-list=/dev/null", NULL};
+    char *sql = NULL;
+    if (pg_restore_text(rr, NULL, opts, &sql, e) != 0)
+        return err_wrap(e, "cannot read the encoding of the dump of backup %s", rr->k->id);
+    static const char set[] = "SET client_encoding = '";
+    const char *p = strstr(sql, set);
+    size_t len = p ? strcspn(p + strlen(set), "'\n") : 0;
+    int rc = 0;
+    if (!p || !len || len >= n || p[strlen(set) + len] != '\'')
+        rc = err_set(e, ERR_DAMAGE,
+                     "run `caris-backup verify` on the backup; restore the whole database "
+                     "(without --table/--schema) into a new database with --create instead",
+                     "the dump of backup %s names no encoding (pg_restore printed no SET "
+                     "client_encoding): --table/--schema cannot be matched with its names",
+                     rr->k->id);
+    else
+        snprintf(enc, n, "%.*s", (int)len, p + strlen(set));
+    /* test-only: CARIS_TEST_DUMP_ENCODING=ENC takes the dump's names to be in ENC (a wrong
+     * encoding, as the summary's was: selection_encode must refuse what then matches nothing) */
+    const char *force = getenv("CARIS_TEST_DUMP_ENCODING");
+    if (rc == 0 && force && *force)
+        snprintf(enc, n, "%s", force);
+    free(sql);
+    return rc;
+}
+
+/* Whether the list (pg_restore --list) has the TABLE entry of schema.name (both as the dump
+ * writes them; pg_restore shows a newline in a name as a space). */
+static bool toc_has_table(const char *toc, const char *schema, const char *name)
+{
+    char *want = xasprintf(" TABLE %s %s ", schema, name);
+    for (char *p = want; *p; p++)
+        if (*p == '\n' || *p == '\r')
+            *p = ' ';
+    bool found = false;
+    for (const char *l = toc; *l && !found;) {
+        size_t len = strcspn(l, "\n");
+        /* "ID; TABLEOID OID DESC SCHEMA NAME OWNER"; comments start with ';' */
+        if (*l != ';') {
+            char *line = xstrndup(l, len);
+            found = strstr(line, want) != NULL;
+            free(line);
+        }
+        l += len + (l[len] == '\n');
+    }
+    free(want);
+    return found;
+}
+
+/* Converts the selection's names to the dump's encoding (dump_encoding, name_encode), then
+ * checks with pg_restore --list of the selection that it takes every table the restore is to
+ * bring back: pg_restore ignores a name that matches nothing and exits 0, so a name it does not
+ * match (wrongly converted, or a dump that does not hold what the summary lists) is refused here
+ * (ERR_DAMAGE, naming the tables) rather than reported restored. rr: a probe (its r, k, tool,
+ * sel, temp_dir, op); c: any database. */
+static int selection_encode(struct restore_run *rr, PGconn *c, struct selection *s, struct err *e)
+{
+    if (!s->nargs)
+        return 0;
+    char enc[64];
+    if (dump_encoding(rr, enc, sizeof(enc), e) != 0)
+        return -1;
+    /* SQL_ASCII: the database's bytes as stored (the summary has them in UTF-8 unless the
+     * database itself is SQL_ASCII) */
+    if (strcmp(enc, "SQL_ASCII") == 0) {
+        const char *db = summary_str(rr->k, "encoding");
+        snprintf(enc, sizeof(enc), "%s", *db && strcmp(db, "SQL_ASCII") != 0 ? db : "UTF8");
+    }
+    for (size_t i = 0; i < s->nargs; i++) {
+        char *eq = strchr(s->args[i], '=');
+        char *name;
+        if (name_encode(c, enc, eq ? eq + 1 : "", &name, e) != 0)
+            return -1;
+        char *arg = xasprintf("%.*s%s", (int)(eq - s->args[i] + 1), s->args[i], name);
+        free(name);
+        free(s->args[i]);
+        s->args[i] = arg;
+    }
+    char *toc = NULL;
+    const char *const lopts[] = {"--list", NULL};
+    if (pg_restore_text_sel(rr, NULL, lopts, true, &toc, e) != 0)
+        return err_wrap(e, "cannot read the dump's table of contents");
+    char missing[400] = "";
+    size_t nmissing = 0, i;
+    json_t *x;
+    int rc = 0;
+    json_array_foreach(s->expected, i, x)
+    {
+        const char *schema = json_string_value(json_object_get(x, "schema"));
+        const char *name = json_string_value(json_object_get(x, "name"));
+        char *es = NULL, *en = NULL;
+        if (name_encode(c, enc, schema, &es, e) != 0 || name_encode(c, enc, name, &en, e) != 0) {
+            free(es);
+            rc = -1;
+            break;
+        }
+        if (!toc_has_table(toc, es, en)) {
+            char *q = qualified_quote(schema, name);
+            str_list_add(missing, sizeof(missing), q);
+            free(q);
+            nmissing++;
+        }
+        free(es);
+        free(en);
+    }
+    free(toc);
+    if (rc == 0 && nmissing)
+        rc = err_set(e, ERR_DAMAGE,
+                     "nothing was restored; restore the whole database (without "
+                     "--table/--schema) into a new database with --create and take the tables "
+                     "from there, and report this as a bug of caris-backup",
+                     "pg_restore's selection (names in the dump's encoding %s) matches no entry "
+                     "of the dump of backup %s for %zu table(s) it lists: %s; pg_restore would "
+                     "have left them out and reported success",
+                     enc, rr->k->id, nmissing, missing);
+    return rc;
 }
 
 /* Writes the reordered list to a 0600 file under temp_dir (a temp item); the caller removes
@@ -2650,19 +2908,19 @@ int caris_restore_database(struct repo *r, const struct db_restore_opts *o,
         }
     }
     server_num = PQserverVersion(c);
-    if (selection_encode(c, &k, &sel, e) != 0)
+    struct pgsrc_tool tool;
+    if (pgsrc_tool_find("pg_restore", server_num > k.dump_num ? server_num : k.dump_num, true,
+                        &tool, e) != 0)
+        goto out;
+    struct restore_run probe = {
+        .r = r, .k = &k, .tool = &tool, .sel = &sel, .temp_dir = o->temp_dir, .op = o->op};
+    if (selection_encode(&probe, c, &sel, e) != 0)
         goto out;
     bool no_owner, no_priv;
     decide_ownership(c, json_object_get(k.summary, "roles"), &no_owner, &no_priv, plan);
     PQfinish(c);
     c = NULL;
-    struct pgsrc_tool tool;
-    if (pgsrc_tool_find("pg_restore", server_num > k.dump_num ? server_num : k.dump_num, true,
-                        &tool, e) != 0)
-        goto out;
     if (json_object_size(sel.schemas)) {
-        struct restore_run probe = {
-            .r = r, .k = &k, .tool = &tool, .sel = &sel, .temp_dir = o->temp_dir, .op = o->op};
         if (plan_refusal(dump_splits_partitions(&probe, &sel, e), o->dry_run, plan, e))
             goto out;
     }

@@ -161,16 +161,57 @@ assert_rc 0 "restore --table público (a bare name) --verify"
 assert_eq "1" "$(PGCLIENTENCODING=UTF8 psql_db latin_b -c 'SELECT count(*) FROM "público"' 2>&1)" "its row was restored"
 
 # --table a.b where the backup has both a table called "a.b" and table b of schema a: the first
-# was taken silently (with --clean, the one not meant was overwritten); refused now
-pg_createdb dotted >/dev/null
-psql_db dotted -c 'CREATE TABLE public."a.b" (x int); INSERT INTO public."a.b" SELECT generate_series(1, 7);
-  CREATE SCHEMA a; CREATE TABLE a.b (x int); INSERT INTO a.b SELECT generate_series(1, 3)' >/dev/null
-POSTGRES_URL=$(pg_url dotted) db_backup_json "$TEST_TMP/dotted.json" --full
-CARIS_RESTORE_TARGET_URL=$(pg_url dotted_r) run cb restore database "$BACKUP_ID" --create --verify --table a.b
+# was taken silently (with --clean, the one not meant was overwritten); refused now. So is
+# --table x.y.z naming both x."y.z" and "x.y".z (the first split that matched was taken, the
+# other could not be named); '"x.y".z' names one (SQL's identifier quoting).
+# The same backup is made with client_encoding=LATIN1 for a UTF8 database: the dump holds the
+# names in LATIN1, and --table café was converted to the database's encoding (UTF-8), matched
+# nothing, restored nothing and exited 0.
+psql_db postgres -c "CREATE DATABASE dotted TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'" >/dev/null ||
+    fail "creating the UTF8 database dotted failed"
+PGCLIENTENCODING=UTF8 psql_db dotted -c 'CREATE TABLE public."a.b" (x int); INSERT INTO public."a.b" SELECT generate_series(1, 7);
+  CREATE SCHEMA a; CREATE TABLE a.b (x int); INSERT INTO a.b SELECT generate_series(1, 3);
+  CREATE SCHEMA x; CREATE TABLE x."y.z" (x int); INSERT INTO x."y.z" SELECT generate_series(1, 4);
+  CREATE SCHEMA "x.y"; CREATE TABLE "x.y".z (x int); INSERT INTO "x.y".z SELECT generate_series(1, 5);
+  CREATE TABLE "café" (a int); INSERT INTO "café" SELECT generate_series(1, 9);
+  CREATE SCHEMA "ação"; CREATE TABLE "ação".t (a int); INSERT INTO "ação".t VALUES (1), (2)' >/dev/null ||
+    fail "creating the tables of dotted failed"
+POSTGRES_URL="$(pg_url dotted)?client_encoding=LATIN1" db_backup_json "$TEST_TMP/dotted.json" --full
+assert_rc 0 "a backup of the UTF8 database dotted with client_encoding=LATIN1"
+dotted_id=$BACKUP_ID
+CARIS_RESTORE_TARGET_URL=$(pg_url dotted_r) run cb restore database "$dotted_id" --create --verify --table a.b
 assert_rc 2 "--table a.b naming two tables is refused"
-assert_contains "$ERR" "names two tables" "it says why"
+assert_contains "$ERR" 'names 2 tables of backup' "it says why"
+assert_contains "$ERR" '"a.b", a.b' "it names both, told apart"
 assert_false "nothing was created" pg_db_exists dotted_r
-CARIS_RESTORE_TARGET_URL=$(pg_url dotted_r) run cb restore database "$BACKUP_ID" --create --verify --schema a
+CARIS_RESTORE_TARGET_URL=$(pg_url dotted_r) run cb restore database "$dotted_id" --create --verify --table x.y.z
+assert_rc 2 "--table x.y.z naming x.\"y.z\" and \"x.y\".z is refused"
+assert_contains "$ERR" 'x."y.z", "x.y".z' "it names both, told apart"
+assert_contains "$ERR" "--table '\"x.y\".z'" "the hint says how to name each"
+assert_false "nothing was created" pg_db_exists dotted_r
+CARIS_RESTORE_TARGET_URL=$(pg_url dotted_r) run cb restore database "$dotted_id" --create --verify --table '"x.y".z'
+assert_rc 0 "--table '\"x.y\".z' restores that one"
+assert_eq "x.y.z 5" "$(psql_db dotted_r -c 'SELECT n.nspname || '"'.'"' || c.relname || '"' '"' || (SELECT count(*) FROM "x.y".z)
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = '"'r'"' AND n.nspname NOT IN ('"'pg_catalog'"', '"'information_schema'"')' 2>&1)" \
+    "only \"x.y\".z, its 5 rows"
+CARIS_RESTORE_TARGET_URL=$(pg_url dotted_q) run cb restore database "$dotted_id" --create --table 'x."y.z"'
+assert_rc 0 "--table 'x.\"y.z\"' restores the other"
+assert_eq 4 "$(psql_db dotted_q -c 'SELECT count(*) FROM x."y.z"' 2>&1)" "x.\"y.z\", its 4 rows"
+assert_false "and not \"x.y\".z" psql_db dotted_q -c 'SELECT 1 FROM "x.y".z'
+# without --verify: the restore alone must restore them, or fail
+CARIS_RESTORE_TARGET_URL=$(pg_url dotted_c) run cb restore database "$dotted_id" --create --table café
+assert_rc 0 "--table café of the backup made with client_encoding=LATIN1"
+assert_eq 9 "$(PGCLIENTENCODING=UTF8 psql_db dotted_c -c 'SELECT count(*) FROM "café"' 2>&1)" "café and its 9 rows were restored"
+CARIS_RESTORE_TARGET_URL=$(pg_url dotted_s) run cb restore database "$dotted_id" --create --schema ação
+assert_rc 0 "--schema ação of the backup made with client_encoding=LATIN1"
+assert_eq 2 "$(PGCLIENTENCODING=UTF8 psql_db dotted_s -c 'SELECT count(*) FROM "ação".t' 2>&1)" "ação.t and its 2 rows were restored"
+# a selection pg_restore matches nothing of (here names converted to a wrong encoding, as they
+# were) fails loudly before anything is made, naming the tables
+CARIS_TEST_DUMP_ENCODING=UTF8 CARIS_RESTORE_TARGET_URL=$(pg_url dotted_w) run cb restore database "$dotted_id" --create --table café
+assert_rc 4 "a selection that matches no entry of the dump fails (exit 4)"
+assert_contains "$ERR" "matches no entry of the dump of backup $dotted_id for 1 table(s) it lists: public.café" "it names the table"
+assert_false "nothing was created" pg_db_exists dotted_w
+CARIS_RESTORE_TARGET_URL=$(pg_url dotted_a) run cb restore database "$dotted_id" --create --verify --schema a
 assert_rc 0 "--schema a restores a.b"
 
 # --clean of a selection over a database with a partitioned table whose partitions lie in two
