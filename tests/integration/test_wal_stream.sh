@@ -117,19 +117,28 @@ note "restored server: $(grep -E 'invalid record|redo done|last completed transa
 # first (a recovery from streamed WAL alone can then follow the switch)
 echo "local replication all trust" | as_pg tee -a "$R/latest/pg_hba.conf" >/dev/null
 q_at "SELECT pg_reload_conf()" >/dev/null
-rcmd=(env "BACKUP_PG_REPLICATION_URL=postgresql://$CARIS_PG_USER@/$CARIS_PG_DB?host=$R/latest&port=$PORT"
-    "$CARIS_BIN" --env-file "$envf" wal receive --create-slot --slot tl2 --flush-seconds "$FLUSH")
-[[ $(id -u) == 0 ]] && rcmd=(runuser -u "$CARIS_PG_OS_USER" -- "${rcmd[@]}")
-bg_start "${rcmd[@]}"
+# recv_tl2 [ARGS...]: wal receive from the restored server (slot tl2) in the background, as
+# the server's user; BG_PID its process (the runuser wrapper as root), BG_ERR its log
+recv_tl2() {
+    local c=(env "BACKUP_PG_REPLICATION_URL=postgresql://$CARIS_PG_USER@/$CARIS_PG_DB?host=$R/latest&port=$PORT"
+        "$CARIS_BIN" --env-file "$envf" wal receive "$@" --slot tl2 --flush-seconds "$FLUSH")
+    [[ $(id -u) == 0 ]] && c=(runuser -u "$CARIS_PG_OS_USER" -- "${c[@]}")
+    bg_start "${c[@]}"
+}
+# recv_stop PID: SIGTERM to recv_tl2's wal receive (the child of runuser as root)
+recv_stop() {
+    local p=$1
+    [[ $(id -u) == 0 ]] && p=$(pgrep -P "$1")
+    kill -TERM "$p"
+}
+recv_tl2 --create-slot
 RECV2=$BG_PID
 log2=$BG_ERR
 # shellcheck disable=SC2317
 _history() { grep -q "stored timeline history 00000002.history" "$log2"; }
 wait_until 60 _history
 assert_eq 0 "$?" "wal receive on timeline 2 stores 00000002.history" || _tail "$log2"
-rpid=$RECV2
-[[ $(id -u) == 0 ]] && rpid=$(pgrep -P "$RECV2")
-kill -TERM "$rpid"
+recv_stop "$RECV2"
 wait "$RECV2"
 assert_eq 0 "$?" "SIGTERM: it exits 0"
 run cb --env-file "$envf" --json wal list
@@ -138,10 +147,7 @@ assert_eq true "$(json_eval "$OUT_FILE" "any(f['name'] == '00000002.history' for
 # 5c. the repository moved away and another made at its path while wal receive streams: it
 # stops storing (it went on into the moved directory, where no recovery looks) and fails,
 # saying why; the slot keeps the WAL for the next run on the repository at the path
-rcmd=(env "BACKUP_PG_REPLICATION_URL=postgresql://$CARIS_PG_USER@/$CARIS_PG_DB?host=$R/latest&port=$PORT"
-    "$CARIS_BIN" --env-file "$envf" wal receive --slot tl2 --flush-seconds "$FLUSH")
-[[ $(id -u) == 0 ]] && rcmd=(runuser -u "$CARIS_PG_OS_USER" -- "${rcmd[@]}")
-bg_start "${rcmd[@]}"
+recv_tl2
 RECV3=$BG_PID
 log3=$BG_ERR
 # shellcheck disable=SC2317
@@ -156,9 +162,7 @@ _gone3() { ! kill -0 "$RECV3" 2>/dev/null; }
 wait_until 60 _gone3
 if ! assert_eq 0 "$?" "wal receive ends once the repository is not the one it opened"; then
     _tail "$log3"
-    rpid=$RECV3 # still storing into the moved directory: stopped, so that the test goes on
-    [[ $(id -u) == 0 ]] && rpid=$(pgrep -P "$RECV3")
-    kill -TERM "$rpid"
+    recv_stop "$RECV3" # still storing into the moved directory: stopped, so that the test goes on
 fi
 wait "$RECV3"
 assert_eq 8 "$?" "... with an I/O error (exit 8)"
