@@ -239,6 +239,7 @@ struct files_restore_opts {
     /* BACKUP_DIR (NULL: not checked): a restore whose destination holds it or lies inside it
      * is refused, as one that holds the repository or lies inside it always is */
     const char *backup_dir;
+    const char *env_file; /* the env file read (NULL: none): refused as BACKUP_DIR is */
     /* A target that cannot take them (vfat, exFAT, some NFS exports): no extended attributes
      * (ACLs included), owner and group the restoring user's. Otherwise each one refused fails
      * the restore. */

@@ -63,9 +63,10 @@ enum err_code err_code_from_name(const char *name);
 /* "error: <msg>\nHINT: <hint>\n" */
 void err_print(const struct err *e, FILE *out);
 /* Writes s to out with the control characters a terminal acts on (C0 but tab and, with
- * newlines, the newline; DEL) as \xNN: a value from the configuration or a name in a message
- * cannot move the cursor, recolour or retitle the terminal, nor (newlines false) forge a
- * second log line. Bytes from 0x80 on are written as they are. */
+ * newlines, the newline; DEL) as \xNN, and the C1 controls of UTF-8 (U+0080-U+009F) as
+ * \u00NN: a value from the configuration or a name in a message cannot move the cursor,
+ * recolour or retitle the terminal, nor (newlines false) forge a second log line. Other bytes
+ * are written as they are. */
 void fputs_visible(const char *s, FILE *out, bool newlines);
 
 #endif

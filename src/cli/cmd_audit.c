@@ -272,9 +272,13 @@ void cli_audit(struct globals *g, int argc, char **argv, int code, int64_t durat
             json_array_append_new(args, json_string("(redacted)"));
             continue;
         }
-        /* key add's --label too: a key typed there (refused) must not be kept here */
-        if (key_cmd && strncmp(argv[i], "--label=", 8) == 0) {
-            json_array_append_new(args, json_string("--label=(redacted)"));
+        /* key add's --label too: a key typed there (refused) must not be kept here; so is the
+         * value of any --OPTION=VALUE of key (getopt takes --lab=, --l= for --label) */
+        const char *eq = key_cmd && argv[i][0] == '-' ? strchr(argv[i], '=') : NULL;
+        if (eq) {
+            char *red = xasprintf("%.*s=(redacted)", (int)(eq - argv[i]), argv[i]);
+            json_array_append_new(args, json_string(red));
+            free(red);
             continue;
         }
         if (init_operand || (key_add && strcmp(argv[i], "--label") != 0) ||
@@ -307,9 +311,14 @@ void cli_audit(struct globals *g, int argc, char **argv, int code, int64_t durat
                                    .duration_ms = duration_ms};
     struct err e = ERR_INIT;
     if (caris_audit_append(dir, &en, &e) != 0) {
-        fprintf(stderr, "warning: this operation is not in the audit log: %s\n", e.msg);
-        if (*e.hint)
-            fprintf(stderr, "HINT: %s\n", e.hint);
+        fputs("warning: this operation is not in the audit log: ", stderr);
+        fputs_visible(e.msg, stderr, true);
+        fputc('\n', stderr);
+        if (*e.hint) {
+            fputs("HINT: ", stderr);
+            fputs_visible(e.hint, stderr, true);
+            fputc('\n', stderr);
+        }
     }
     json_decref(a);
     json_decref(audit_ids);
@@ -330,8 +339,11 @@ void cli_audit(struct globals *g, int argc, char **argv, int code, int64_t durat
         g->no_open_warnings = true; /* the operation's own open reported them already */
         struct repo *r = g->audit_repo ? g->audit_repo : open_repo(g, false, &e);
         g->audit_repo = NULL;
-        if (!r || caris_audit_head_record(r, dir, &e) != 0)
-            fprintf(stderr, "warning: the audit log's head is not in the repository: %s\n", e.msg);
+        if (!r || caris_audit_head_record(r, dir, &e) != 0) {
+            fputs("warning: the audit log's head is not in the repository: ", stderr);
+            fputs_visible(e.msg, stderr, true);
+            fputc('\n', stderr);
+        }
         if (r)
             repo_close(r);
     }

@@ -397,9 +397,11 @@ static void print_job(const struct globals *g, json_t *res)
     const char *msg = json_string_value(json_object_get(err, "message"));
     const char *hint = json_string_value(json_object_get(err, "hint"));
     if (msg && *msg && !step_failed && !json_is_true(json_object_get(res, "ok"))) {
-        fprintf(stderr, "error: %s\n", msg);
-        if (hint && *hint)
-            fprintf(stderr, "HINT: %s\n", hint);
+        struct err pe = ERR_INIT;
+        pe.code = ERR_FAILURE;
+        snprintf(pe.msg, sizeof(pe.msg), "%s", msg);
+        snprintf(pe.hint, sizeof(pe.hint), "%s", hint ? hint : "");
+        err_print(&pe, stderr);
     }
 }
 

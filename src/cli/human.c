@@ -27,7 +27,9 @@ static const struct tz *display_zone(void)
         struct err e = ERR_INIT;
         if (schedule_tz_load(config_get(&g->cfg, "BACKUP_TZ"), ERR_CONFIG, "BACKUP_TZ", &zone,
                              &e) != 0) {
-            fprintf(stderr, "warning: %s; times are shown in UTC\n", e.msg);
+            fputs("warning: ", stderr);
+            fputs_visible(e.msg, stderr, true);
+            fputs("; times are shown in UTC\n", stderr);
             err_clear(&e);
             if (tz_load("UTC", &zone, &e) != 0)
                 zone = NULL;

@@ -1238,6 +1238,7 @@ static int cmd_restore(struct globals *g, int argc, char **argv)
                                    .nincludes = ninc,
                                    .overwrite = overwrite,
                                    .backup_dir = config_backup_dir(&g->cfg),
+                                   .env_file = g->env_file,
                                    .no_xattrs = no_xattrs,
                                    .no_owner = no_owner,
                                    .threads = g->threads,

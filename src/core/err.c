@@ -167,11 +167,17 @@ void fputs_visible(const char *s, FILE *out, bool newlines)
     for (const char *p = s;; p++) {
         unsigned char c = (unsigned char)*p;
         bool ctl = c && ((c < 0x20 && c != '\t' && !(newlines && c == '\n')) || c == 0x7f);
-        if (!c || ctl) {
+        /* a C1 control in UTF-8 (U+0080-U+009F: 0xC2 0x80-0x9F), which terminals act on too
+         * (U+009B is CSI) */
+        bool c1 = c == 0xc2 && (unsigned char)p[1] >= 0x80 && (unsigned char)p[1] <= 0x9f;
+        if (!c || ctl || c1) {
             fwrite(run, 1, (size_t)(p - run), out);
             if (!c)
                 return;
-            fprintf(out, "\\x%02x", c);
+            if (c1)
+                fprintf(out, "\\u%04x", (unsigned char)*++p);
+            else
+                fprintf(out, "\\x%02x", c);
             run = p + 1;
         }
     }

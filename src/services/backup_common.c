@@ -368,20 +368,19 @@ int replace_target_keeps(const struct repo *r, const char *target, const struct 
 }
 
 int restore_dests_keep(const struct repo *r, const char *target, const char *const *dests, size_t n,
-                       const struct keep_path *keep, struct err *e)
+                       const struct keep_path *keep, size_t nkeep, struct err *e)
 {
     char *t = real_or_parent(target);
     if (!t)
         return 0; /* a target that cannot be resolved: the restore says why */
     const char *rp = repo_path(r);
-    struct keep_path kv[2] = {
-        {"the repository", rp && !storage_location_is_s3(rp) ? rp : NULL, true},
-        keep ? *keep : (struct keep_path){NULL, NULL, false}};
+    struct keep_path repo = {"the repository", rp && !storage_location_is_s3(rp) ? rp : NULL, true};
     int rc = 0;
-    for (size_t j = 0; j < 2 && rc == 0; j++) {
-        char *k = kv[j].path && *kv[j].path ? realpath(kv[j].path, NULL) : NULL;
+    for (size_t j = 0; j <= nkeep && rc == 0; j++) {
+        const struct keep_path *kp = j < nkeep ? &keep[j] : &repo;
+        char *k = kp->path && *kp->path ? realpath(kp->path, NULL) : NULL;
         for (size_t i = 0; k && i < n && rc == 0; i++) {
-            const char *d = dests[i];
+            const char *d = dests[i] ? dests[i] : "";
             while (*d == '/')
                 d++;
             char *dest = *d && strcmp(d, ".") != 0
@@ -392,10 +391,9 @@ int restore_dests_keep(const struct repo *r, const char *target, const char *con
                              "restore into another --target (or --include only paths outside "
                              "it); nothing was written",
                              "restoring into %s would write %s, %s %s %s: the backup's old copy "
-                             "would replace the live one (its keys, backups and records as they "
-                             "were then)",
-                             target, dest, path_below(k, dest) ? "which holds" : "inside",
-                             kv[j].what, kv[j].path);
+                             "would replace the live one (as it was then)",
+                             target, dest, path_below(k, dest) ? "which holds" : "inside", kp->what,
+                             kp->path);
             free(dest);
         }
         free(k);

@@ -71,9 +71,10 @@ int replace_target_keeps(const struct repo *r, const char *target, const struct 
                          size_t nkeep, const char *what, struct err *e);
 /* A file restore into target (relative destinations dests[0..n): the backup's roots, or the
  * paths --include selects, as they land below target) that would write into the repository or
- * keep's path (BACKUP_DIR), or over a directory holding one of them: refused (ERR_USAGE). */
+ * one of keep[0..nkeep) (BACKUP_DIR, the env file), or over a directory holding one of them:
+ * refused (ERR_USAGE). */
 int restore_dests_keep(const struct repo *r, const char *target, const char *const *dests, size_t n,
-                       const struct keep_path *keep, struct err *e);
+                       const struct keep_path *keep, size_t nkeep, struct err *e);
 
 void progress_report(caris_progress_fn fn, void *ctx, const char *phase, uint64_t files,
                      uint64_t bytes, uint64_t total, int64_t start_ns);

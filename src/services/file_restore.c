@@ -1348,13 +1348,17 @@ static int files_restore_locked(struct repo *r, const struct files_restore_opts 
         const char **dests = xcalloc(nd ? nd : 1, sizeof(*dests));
         for (size_t i = 0; i < nd; i++)
             dests[i] = inc ? inc[i] : json_string_value(json_array_get(roots, i));
-        struct keep_path bd = {"BACKUP_DIR", o->backup_dir, true};
-        rc = restore_dests_keep(r, o->target, dests, nd, &bd, e);
+        struct keep_path keep[] = {{"BACKUP_DIR", o->backup_dir, true},
+                                   {"the env file", o->env_file, true}};
+        rc = restore_dests_keep(r, o->target, dests, nd, keep, 2, e);
         free(dests);
     }
     if (rc != 0) {
         json_decref(summary);
         buf_free(&entries);
+        for (size_t i = 0; inc && i < o->nincludes; i++)
+            free(inc[i]);
+        free(inc);
         return -1;
     }
     struct files_read_opts ro = {.target = o->target,

@@ -175,6 +175,10 @@ assert_exit 0 cb audit verify
 # neither the error on stderr nor the log's operation, arguments and error keep it
 newkey=typed-new-key-4c1f9a0e7b3d5f2a8c6e1b9d
 token=cbt_$(printf '%s' "$newkey" | sha256sum | cut -c1-43)
+# an abbreviated --label (getopt takes --lab=) with a key in it, where key list takes none
+run cb key list --lab="$newkey"
+assert_rc 2 "key list --lab=KEY: a usage error"
+assert_not_contains "$ERR" "$newkey" "key list --lab=KEY: stderr does not show the key"
 for cmdline in "key $BACKUP_ENCRYPTION_KEY" "key $newkey" "key list $newkey" "token $token" \
     "token list $token" "token add --label ops $token"; do
     read -ra words <<<"$cmdline"

@@ -295,6 +295,10 @@ run "$CARIS_BIN" --env-file "$TEST_TMP/ctl.env" forget --dry-run
 assert_rc 6 "a BACKUP_TZ with control characters: configuration error"
 assert_contains "$ERR" "unknown time zone 'x\\x1b[31mRED\\x01'" "its control characters are shown as \\xNN"
 assert_false "no raw escape character on stderr" grep -q $'\033' "$ERR_FILE"
+# a C1 control in UTF-8 (U+009B, CSI to many terminals) as \u009b
+run env BACKUP_REPOSITORY=$'x\xc2\x9b[31my' "$CARIS_BIN" list
+assert_rc 6 "a BACKUP_REPOSITORY with a C1 control: configuration error"
+assert_contains "$ERR" "'x\\u009b[31my'" "the C1 control is shown as \\u009b"
 printf 'Q="unterminated\n' >"$TEST_TMP/broken.env"
 run "$CARIS_BIN" --env-file "$TEST_TMP/broken.env" backup files --help
 assert_rc 0 "backup files --help with a malformed env file: exit 0"

@@ -412,6 +412,8 @@ run cb --repo "$h/repo" restore files "$hid" --target / --overwrite
 assert_rc 2 "a restore in place of a tree that holds the repository is refused"
 assert_contains "$ERR" "would write $h, which holds the repository $h/repo" "the error says what it would write over"
 assert_true "the repository is still there" test -f "$h/repo/config"
+run cb --repo "$h/repo" restore files "$hid" --target / --overwrite --include "$h"
+assert_rc 2 "... and with --include of the tree that holds it"
 run cb --repo "$h/repo" restore files "$hid" --target / --overwrite --include "$h/docs"
 assert_rc 0 "--include of a path outside the repository: restored in place"
 mv "$h/repo" "$REPO"
