@@ -164,9 +164,9 @@ static bool has_table(json_t *all, const char *schema, const char *name)
 /* name as --table reads it back: as it is when it has only letters, digits, _ and $ (and
  * non-ASCII characters), else in double quotes ("" for a quote), as SQL's quote_ident, so that
  * x."y.z" and "x.y".z are told apart. Allocated. */
-static char *ident_quote(const char *name)
+static char *ident_quote_as(const char *name, bool force)
 {
-    bool plain = *name != '\0';
+    bool plain = !force && *name != '\0';
     for (const char *p = name; *p && plain; p++)
         plain = (unsigned char)*p >= 0x80 || (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
                 (*p >= '0' && *p <= '9') || *p == '_' || *p == '$';
@@ -184,17 +184,39 @@ static char *ident_quote(const char *name)
     return (char *)b.data;
 }
 
-/* schema.name with each part as ident_quote writes it. Allocated. */
-static char *qualified_quote(const char *schema, const char *name)
+/* schema.name with each part as ident_quote writes it (force: every part in double quotes,
+ * which --table reads as one name each, never split at a dot). Allocated. */
+static char *qualified_quote_as(const char *schema, const char *name, bool force)
 {
-    char *n = ident_quote(name);
+    char *n = ident_quote_as(name, force);
     if (!schema)
         return n;
-    char *sq = ident_quote(schema);
+    char *sq = ident_quote_as(schema, force);
     char *out = xasprintf("%s.%s", sq, n);
     free(sq);
     free(n);
     return out;
+}
+
+static char *qualified_quote(const char *schema, const char *name)
+{
+    return qualified_quote_as(schema, name, false);
+}
+
+/* s in single quotes for a shell ('\'' for a quote in it). Allocated. */
+static char *shell_quote(const char *s)
+{
+    struct buf b = {0};
+    buf_append_u8(&b, '\'');
+    for (const char *p = s; *p; p++) {
+        if (*p == '\'')
+            buf_append(&b, "'\\''", 4);
+        else
+            buf_append_u8(&b, (uint8_t)*p);
+    }
+    buf_append_u8(&b, '\'');
+    buf_append_u8(&b, 0);
+    return (char *)b.data;
 }
 
 static void list_tables_hint(json_t *all, char *out, size_t n)
@@ -432,9 +454,14 @@ static int select_objects(const struct dbk *k, const char *const *tables, size_t
             for (size_t j = 0; j < nr; j++) {
                 char *q = qualified_quote(refs[j].schema, refs[j].name);
                 str_list_add(which, sizeof(which), q);
-                char *h = xasprintf("--table '%s'", q);
+                /* every part quoted: `--table '"a.b"'` (a.b unquoted is the ambiguous name) */
+                char *fq = qualified_quote_as(refs[j].schema, refs[j].name, true);
+                char *sq = shell_quote(fq);
+                char *h = xasprintf("--table %s", sq);
                 str_list_add(how, sizeof(how), h);
                 free(h);
+                free(sq);
+                free(fq);
                 free(q);
             }
             char *how_hint =
@@ -1375,7 +1402,7 @@ static int selection_encode(struct restore_run *rr, PGconn *c, struct selection 
     }
     free(toc);
     if (rc == 0 && nmissing)
-        rc = err_set(e, ERR_DAMAGE,
+        rc = err_set(e, ERR_FAILURE,
                      "nothing was restored; restore the whole database (without "
                      "--table/--schema) into a new database with --create and take the tables "
                      "from there, and report this as a bug of caris-backup",

@@ -183,11 +183,12 @@ CARIS_RESTORE_TARGET_URL=$(pg_url dotted_r) run cb restore database "$dotted_id"
 assert_rc 2 "--table a.b naming two tables is refused"
 assert_contains "$ERR" 'names 2 tables of backup' "it says why"
 assert_contains "$ERR" '"a.b", a.b' "it names both, told apart"
+assert_contains "$ERR" "--table '\"a\".\"b\"'" "the hint names a.b of schema a so that it is not ambiguous again"
 assert_false "nothing was created" pg_db_exists dotted_r
 CARIS_RESTORE_TARGET_URL=$(pg_url dotted_r) run cb restore database "$dotted_id" --create --verify --table x.y.z
 assert_rc 2 "--table x.y.z naming x.\"y.z\" and \"x.y\".z is refused"
 assert_contains "$ERR" 'x."y.z", "x.y".z' "it names both, told apart"
-assert_contains "$ERR" "--table '\"x.y\".z'" "the hint says how to name each"
+assert_contains "$ERR" "--table '\"x.y\".\"z\"'" "the hint says how to name each"
 assert_false "nothing was created" pg_db_exists dotted_r
 CARIS_RESTORE_TARGET_URL=$(pg_url dotted_r) run cb restore database "$dotted_id" --create --verify --table '"x.y".z'
 assert_rc 0 "--table '\"x.y\".z' restores that one"
@@ -208,7 +209,7 @@ assert_eq 2 "$(PGCLIENTENCODING=UTF8 psql_db dotted_s -c 'SELECT count(*) FROM "
 # a selection pg_restore matches nothing of (here names converted to a wrong encoding, as they
 # were) fails loudly before anything is made, naming the tables
 CARIS_TEST_DUMP_ENCODING=UTF8 CARIS_RESTORE_TARGET_URL=$(pg_url dotted_w) run cb restore database "$dotted_id" --create --table café
-assert_rc 4 "a selection that matches no entry of the dump fails (exit 4)"
+assert_rc 1 "a selection that matches no entry of the dump fails (exit 1: not damage of the backup)"
 assert_contains "$ERR" "matches no entry of the dump of backup $dotted_id for 1 table(s) it lists: public.café" "it names the table"
 assert_false "nothing was created" pg_db_exists dotted_w
 CARIS_RESTORE_TARGET_URL=$(pg_url dotted_a) run cb restore database "$dotted_id" --create --verify --schema a
