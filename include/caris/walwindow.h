@@ -32,6 +32,9 @@ struct caris_wal_base {
 /* "X/Y" (hex, as PostgreSQL writes LSNs): 0 and *lsn, or -1. */
 int caris_lsn_parse(const char *s, uint64_t *lsn);
 void caris_lsn_format(uint64_t lsn, char *out, size_t n);
+/* The name of WAL segment segno (counted from LSN 0 in segments of segsize bytes, a power of
+ * two from 1 MiB to 1 GiB) on timeline tli: "TTTTTTTTLLLLLLLLSSSSSSSS". */
+void caris_wal_segment_name(uint32_t tli, uint64_t segno, int64_t segsize, char out[25]);
 
 /* The physical base backups among snapshot summaries (repo_snapshot_list): those with
  * "method": "physical" and a parsable "start_lsn" and "timeline" ("stop_lsn", "time" read when

@@ -61,6 +61,9 @@ int cli_usage_missing(const char *usage, const char *msg);
 /* err_print on stderr of e with the secrets it quotes replaced (fail and cli_err_to_json do
  * the same): for an error printed beside a command's result. */
 void cli_err_print(const struct err *e);
+/* "warning: WHAT: MESSAGE" (WHAT NULL: "warning: MESSAGE"), then "HINT: ..." when hint is set,
+ * on stderr, control characters shown as \xNN (fputs_visible). */
+void cli_warn(const char *what, const char *msg, const char *hint);
 /* {"code", "message", "hint", "exitCode"}: the object fail() prints as {"error": ...}. */
 json_t *cli_err_to_json(const struct err *e);
 void print_json(json_t *j);

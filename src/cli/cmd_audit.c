@@ -311,14 +311,7 @@ void cli_audit(struct globals *g, int argc, char **argv, int code, int64_t durat
                                    .duration_ms = duration_ms};
     struct err e = ERR_INIT;
     if (caris_audit_append(dir, &en, &e) != 0) {
-        fputs("warning: this operation is not in the audit log: ", stderr);
-        fputs_visible(e.msg, stderr, true);
-        fputc('\n', stderr);
-        if (*e.hint) {
-            fputs("HINT: ", stderr);
-            fputs_visible(e.hint, stderr, true);
-            fputc('\n', stderr);
-        }
+        cli_warn("this operation is not in the audit log", e.msg, e.hint);
     }
     json_decref(a);
     json_decref(audit_ids);
@@ -339,11 +332,8 @@ void cli_audit(struct globals *g, int argc, char **argv, int code, int64_t durat
         g->no_open_warnings = true; /* the operation's own open reported them already */
         struct repo *r = g->audit_repo ? g->audit_repo : open_repo(g, false, &e);
         g->audit_repo = NULL;
-        if (!r || caris_audit_head_record(r, dir, &e) != 0) {
-            fputs("warning: the audit log's head is not in the repository: ", stderr);
-            fputs_visible(e.msg, stderr, true);
-            fputc('\n', stderr);
-        }
+        if (!r || caris_audit_head_record(r, dir, &e) != 0)
+            cli_warn("the audit log's head is not in the repository", e.msg, NULL);
         if (r)
             repo_close(r);
     }

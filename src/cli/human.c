@@ -27,9 +27,9 @@ static const struct tz *display_zone(void)
         struct err e = ERR_INIT;
         if (schedule_tz_load(config_get(&g->cfg, "BACKUP_TZ"), ERR_CONFIG, "BACKUP_TZ", &zone,
                              &e) != 0) {
-            fputs("warning: ", stderr);
-            fputs_visible(e.msg, stderr, true);
-            fputs("; times are shown in UTC\n", stderr);
+            char *m = xasprintf("%s; times are shown in UTC", e.msg);
+            cli_warn(NULL, m, NULL);
+            free(m);
             err_clear(&e);
             if (tz_load("UTC", &zone, &e) != 0)
                 zone = NULL;

@@ -322,14 +322,20 @@ void progress_end(const struct globals *g)
         fprintf(stderr, "\r\033[K");
 }
 
-/* "warning: OBJECT: MESSAGE" on stderr, its control characters made visible. */
-static void warn_line(const char *object, const char *message)
+void cli_warn(const char *what, const char *msg, const char *hint)
 {
     fputs("warning: ", stderr);
-    fputs_visible(object ? object : "?", stderr, false);
-    fputs(": ", stderr);
-    fputs_visible(message ? message : "", stderr, true);
+    if (what) {
+        fputs_visible(what, stderr, false);
+        fputs(": ", stderr);
+    }
+    fputs_visible(msg ? msg : "", stderr, true);
     fputc('\n', stderr);
+    if (hint && *hint) {
+        fputs("HINT: ", stderr);
+        fputs_visible(hint, stderr, true);
+        fputc('\n', stderr);
+    }
 }
 
 /* What opening found (the state record's audit, index entries whose pack is missing): on
@@ -343,8 +349,8 @@ static void report_open(const struct globals *g, struct repo *r, const struct ca
     size_t i;
     json_t *w;
     json_array_foreach(repo_warnings(r), i, w)
-        warn_line(json_string_value(json_object_get(w, "object")),
-                  json_string_value(json_object_get(w, "message")));
+        cli_warn(json_string_value(json_object_get(w, "object")) ?: "?",
+                 json_string_value(json_object_get(w, "message")), NULL);
     char hint[512];
     if (caris_open_hint(r, o, config_backup_dir(&g->cfg), hint, sizeof(hint))) {
         fputs("HINT: ", stderr);
@@ -358,7 +364,7 @@ static void warn_late(void *ctx, const char *object, const char *message)
 {
     const struct globals *g = ctx;
     if (!g->no_open_warnings)
-        warn_line(object, message);
+        cli_warn(object ? object : "?", message, NULL);
 }
 
 /* Told once when an operation starts to wait for a lock (--lock-wait). */

@@ -295,6 +295,22 @@ static void segments_text(json_t *g, char *out, size_t n)
                  json_string_value(json_object_get(g, "to")));
 }
 
+/* The WAL window's entry of timeline tli and, in *end, where its last whole segment archived
+ * ends; NULL when the window has no segment of that timeline. */
+static json_t *window_timeline(json_t *w, uint32_t tli, uint64_t *end)
+{
+    size_t i;
+    json_t *t;
+    json_array_foreach(json_object_get(w, "timelines"), i, t)
+    {
+        if (json_integer_value(json_object_get(t, "timeline")) == (json_int_t)tli)
+            return caris_lsn_parse(json_string_value(json_object_get(t, "end_lsn")), end) == 0
+                       ? t
+                       : NULL;
+    }
+    return NULL;
+}
+
 /* A --to-lsn at or past the end of the WAL archived on the recovery's timeline tli: recovery
  * reaches it only if the rest is archived before the server starts (restore_command reads the
  * archive then); otherwise PostgreSQL stops at the archive's end and does not start ("recovery
@@ -310,35 +326,27 @@ static char *past_archive_end(const struct phys_restore_opts *o, json_t *s, json
             return NULL;
         tli = (uint32_t)btl;
     }
-    size_t i;
-    json_t *t;
-    json_array_foreach(json_object_get(w, "timelines"), i, t)
-    {
-        uint64_t end;
-        if (json_integer_value(json_object_get(t, "timeline")) != (json_int_t)tli ||
-            caris_lsn_parse(json_string_value(json_object_get(t, "end_lsn")), &end) != 0 ||
-            o->target_lsn < end)
-            continue;
-        const char *ends = json_string_value(json_object_get(t, "end_lsn"));
-        return xasprintf("the WAL archive ends at %s on timeline %u, before the target %s: "
-                         "archive the WAL up to the target (`caris-backup wal push`; the source "
-                         "server archives it as it fills segments), or restore with an earlier "
-                         "--to-lsn; recovery reaches the target only if that WAL is archived "
-                         "before the server starts (else it stops at %s and the server does not "
-                         "start)",
-                         ends, tli, o->target_value ? o->target_value : "?", ends);
-    }
-    return NULL;
+    uint64_t end;
+    json_t *t = window_timeline(w, tli, &end);
+    if (!t || o->target_lsn < end)
+        return NULL;
+    const char *ends = json_string_value(json_object_get(t, "end_lsn"));
+    return xasprintf("the WAL archive ends at %s on timeline %u, before the target %s: archive "
+                     "the WAL up to the target (`caris-backup wal push`; the source server "
+                     "archives it as it fills segments), or restore with an earlier --to-lsn; "
+                     "recovery reaches the target only if that WAL is archived before the server "
+                     "starts (else it stops at %s and the server does not start)",
+                     ends, tli, o->target_value ? o->target_value : "?", ends);
 }
 
-/* The last whole segment archived on the timeline a recovery from backup s follows (tli; 0:
- * the backup's own) into res (archive_last, archive_last_lsn), when w has one. */
 /* A WAL segment size PostgreSQL can have: a power of two from 1 MiB to 1 GiB. */
 static bool wal_segment_size_ok(int64_t segsz)
 {
     return segsz >= (1 << 20) && segsz <= (1 << 30) && (segsz & (segsz - 1)) == 0;
 }
 
+/* The last whole segment archived on the timeline a recovery from backup s follows (tli; 0:
+ * the backup's own) into res (archive_last, archive_last_lsn), when w has one. */
 static void archive_last_segment(json_t *s, json_t *w, uint32_t tli,
                                  struct phys_restore_result *res)
 {
@@ -353,20 +361,13 @@ static void archive_last_segment(json_t *s, json_t *w, uint32_t tli,
             return;
         tli = (uint32_t)btl;
     }
-    size_t i;
-    json_t *t;
-    json_array_foreach(json_object_get(w, "timelines"), i, t)
-    {
-        uint64_t end;
-        const char *last = json_string_value(json_object_get(t, "last"));
-        if (json_integer_value(json_object_get(t, "timeline")) != (json_int_t)tli || !last ||
-            caris_lsn_parse(json_string_value(json_object_get(t, "end_lsn")), &end) != 0 ||
-            end < (uint64_t)segsz)
-            continue;
-        res->archive_last = xstrdup(last);
-        res->archive_last_lsn = end - (uint64_t)segsz;
-        break;
-    }
+    uint64_t end = 0;
+    json_t *t = window_timeline(w, tli, &end);
+    const char *last = json_string_value(json_object_get(t, "last"));
+    if (!last || end < (uint64_t)segsz)
+        return;
+    res->archive_last = xstrdup(last);
+    res->archive_last_lsn = end - (uint64_t)segsz;
 }
 
 static int check_gaps(const struct phys_restore_opts *o, json_t *s, json_t *w, uint32_t tli,
@@ -1164,57 +1165,47 @@ static int check_promoted_end(const char *pgdata, const char *pg_ctl, json_t *wi
         if (sw[k].switch_lsn / (uint64_t)segsz <= sa)
             ftli = sw[k + 1].parent;
     free(sw);
-    size_t i;
-    json_t *t;
-    json_array_foreach(json_object_get(window, "timelines"), i, t)
-    {
-        uint64_t end;
-        if (json_integer_value(json_object_get(t, "timeline")) != (json_int_t)followed ||
-            caris_lsn_parse(json_string_value(json_object_get(t, "end_lsn")), &end) != 0 ||
-            end < (uint64_t)segsz)
-            continue;
-        /* the start of the last segment archived: recovery that replayed it ends inside it
-         * or at its end (a whole segment's WAL goes on to its end, or to a switch record's,
-         * which PostgreSQL counts to the segment's end); one that ends at its start read
-         * nothing of it */
-        uint64_t last = end - (uint64_t)segsz;
-        if (at > last)
-            return 0;
-        uint64_t segs_per_id = 0x100000000ULL / (uint64_t)segsz;
-        char seg[32], ats[32], ends[32];
-        snprintf(seg, sizeof(seg), "%08X%08X%08X", ftli, (unsigned)(sa / segs_per_id),
-                 (unsigned)(sa % segs_per_id));
-        caris_lsn_format(at, ats, sizeof(ats));
-        caris_lsn_format(end, ends, sizeof(ends));
-        const char *lastname = json_string_value(json_object_get(t, "last"));
-        char *argv[] = {(char *)pg_ctl, "stop", "-D", (char *)pgdata, "-m", "fast",
-                        "-w",           "-s",   NULL};
-        char *out = NULL;
-        struct err se = ERR_INIT;
-        bool stopped = pgsrc_run_capture(pg_ctl, argv, &out, 4096, &se) == 0;
-        free(out);
-        free(res->state);
-        res->state = xstrdup(stopped ? "stopped" : "promoted");
-        err_set(e, ERR_DAMAGE, NULL,
-                "recovery from backup %s ended at %s (in WAL segment %s) and the server promoted "
-                "there, but the WAL archive holds timeline %u, the one recovery followed, up to "
-                "%s (segment %s): the transactions archived after %s are not in the restored "
-                "database; %s%s%s; its log, %s, says why replay stopped (a segment whose content "
-                "breaks off: damaged after its first page, which is all wal push checks)",
-                res->backup_id ? res->backup_id : "?", ats, seg, followed, ends,
-                lastname ? lastname : "?", ats,
-                stopped ? "the restored server was stopped so that nothing takes it for complete"
-                        : "the restored server keeps running (stopping it failed: ",
-                stopped ? "" : se.msg, stopped ? "" : ")", res->log_path ? res->log_path : "?");
-        snprintf(e->hint, sizeof(e->hint),
-                 "to accept the loss, start it as it is (pg_ctl start -D DIR: it holds the WAL up "
-                 "to %s, on timeline %u) or restore again with --to-lsn before %s; the archived "
-                 "copy of %s cannot be replaced (wal push keeps it): docs/BACKUP_RECOVERY.md, \"A "
-                 "recovery that ends early anyway\", says how to replay a good copy; DIR is kept",
-                 ats, ntli, ats, seg);
-        return -1;
-    }
-    return 0;
+    uint64_t end;
+    json_t *t = window_timeline(window, followed, &end);
+    if (!t || end < (uint64_t)segsz)
+        return 0;
+    /* the start of the last segment archived: recovery that replayed it ends inside it
+     * or at its end (a whole segment's WAL goes on to its end, or to a switch record's,
+     * which PostgreSQL counts to the segment's end); one that ends at its start read
+     * nothing of it */
+    uint64_t last = end - (uint64_t)segsz;
+    if (at > last)
+        return 0;
+    char seg[25], ats[32], ends[32];
+    caris_wal_segment_name(ftli, sa, segsz, seg);
+    caris_lsn_format(at, ats, sizeof(ats));
+    caris_lsn_format(end, ends, sizeof(ends));
+    const char *lastname = json_string_value(json_object_get(t, "last"));
+    char *argv[] = {(char *)pg_ctl, "stop", "-D", (char *)pgdata, "-m", "fast", "-w", "-s", NULL};
+    char *out = NULL;
+    struct err se = ERR_INIT;
+    bool stopped = pgsrc_run_capture(pg_ctl, argv, &out, 4096, &se) == 0;
+    free(out);
+    free(res->state);
+    res->state = xstrdup(stopped ? "stopped" : "promoted");
+    err_set(e, ERR_DAMAGE, NULL,
+            "recovery from backup %s ended at %s (in WAL segment %s) and the server promoted "
+            "there, but the WAL archive holds timeline %u, the one recovery followed, up to "
+            "%s (segment %s): the transactions archived after %s are not in the restored "
+            "database; %s%s%s; its log, %s, says why replay stopped (a segment whose content "
+            "breaks off: damaged after its first page, which is all wal push checks)",
+            res->backup_id ? res->backup_id : "?", ats, seg, followed, ends,
+            lastname ? lastname : "?", ats,
+            stopped ? "the restored server was stopped so that nothing takes it for complete"
+                    : "the restored server keeps running (stopping it failed: ",
+            stopped ? "" : se.msg, stopped ? "" : ")", res->log_path ? res->log_path : "?");
+    snprintf(e->hint, sizeof(e->hint),
+             "to accept the loss, start it as it is (pg_ctl start -D DIR: it holds the WAL up "
+             "to %s, on timeline %u) or restore again with --to-lsn before %s; the archived "
+             "copy of %s cannot be replaced (wal push keeps it): docs/BACKUP_RECOVERY.md, \"A "
+             "recovery that ends early anyway\", says how to replay a good copy; DIR is kept",
+             ats, ntli, ats, seg);
+    return -1;
 }
 
 static int start_and_wait(const struct phys_restore_opts *o, int version_num, const char *gap_note,

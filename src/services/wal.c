@@ -1042,8 +1042,7 @@ int caris_wal_next_segment(const char *name, uint64_t segsz, char out[25])
     uint64_t next = (uint64_t)wn.log * per_log + wn.seg + 1;
     if (wn.seg >= per_log || next / per_log > UINT32_MAX)
         return -1;
-    snprintf(out, 25, "%08X%08X%08X", wn.timeline, (unsigned)(next / per_log),
-             (unsigned)(next % per_log));
+    caris_wal_segment_name(wn.timeline, next, (int64_t)segsz, out);
     return 0;
 }
 

@@ -11,13 +11,7 @@
 #include "caris/core.h"
 #include "caris/op.h"
 #include "caris/wal.h"
-
-static void segment_name(uint32_t tli, uint64_t segno, int64_t segsize, char out[25])
-{
-    uint64_t per_log = (1ull << 32) / (uint64_t)segsize;
-    snprintf(out, 25, "%08X%08X%08X", tli, (unsigned)(segno / per_log),
-             (unsigned)(segno % per_log));
-}
+#include "caris/walwindow.h"
 
 /* The first segment of first..last not among the records in cache ({object: record}), or
  * false when all are there. */
@@ -36,7 +30,7 @@ static bool first_missing(json_t *cache, uint32_t tli, uint64_t first, uint64_t 
     }
     bool found = false;
     for (uint64_t s = first; s <= last && !found; s++) {
-        segment_name(tli, s, segsize, missing);
+        caris_wal_segment_name(tli, s, segsize, missing);
         found = json_object_get(names, missing) == NULL;
     }
     json_decref(names);
@@ -58,8 +52,8 @@ int caris_wal_await(struct repo *r, uint32_t tli, uint64_t start_lsn, uint64_t s
     uint64_t first = start_lsn / (uint64_t)segsize;
     uint64_t last = stop_lsn > start_lsn ? (stop_lsn - 1) / (uint64_t)segsize : first;
     res->segments = last - first + 1;
-    segment_name(tli, first, segsize, res->first);
-    segment_name(tli, last, segsize, res->last);
+    caris_wal_segment_name(tli, first, segsize, res->first);
+    caris_wal_segment_name(tli, last, segsize, res->last);
     int64_t t0 = time_mono_ns();
     int64_t deadline = t0 + (int64_t)(timeout_s > 0 ? timeout_s : 60) * 1000000000LL;
     json_t *cache = json_object();

@@ -206,7 +206,7 @@ bool caris_wal_retain(json_t *rec, uint64_t keep_from, int64_t segsize)
     return (segno + 1) * (uint64_t)segsize > keep_from;
 }
 
-static void seg_name(uint32_t tli, uint64_t segno, int64_t segsize, char out[25])
+void caris_wal_segment_name(uint32_t tli, uint64_t segno, int64_t segsize, char out[25])
 {
     uint64_t per_log = (1ull << 32) / (uint64_t)segsize;
     snprintf(out, 25, "%08X%08X%08X", tli, (unsigned)(segno / per_log),
@@ -251,8 +251,8 @@ static json_t *gap_json(uint32_t tli, uint64_t from, uint64_t to, int64_t segsiz
                         const char *reason, const struct caris_wal_base *bases, size_t nbases)
 {
     char a[25], b[25], s[32], x[32];
-    seg_name(tli, from, segsize, a);
-    seg_name(tli, to, segsize, b);
+    caris_wal_segment_name(tli, from, segsize, a);
+    caris_wal_segment_name(tli, to, segsize, b);
     uint64_t start = from * (uint64_t)segsize, end = (to + 1) * (uint64_t)segsize;
     caris_lsn_format(start, s, sizeof(s));
     caris_lsn_format(end, x, sizeof(x));
@@ -340,8 +340,8 @@ json_t *caris_wal_timelines(json_t *records, json_t *histories, int64_t segsize,
         json_t *gaps = json_array();
         if (t->n && segsize > 0) {
             char a[25], b[25];
-            seg_name(t->tli, t->segs[0], segsize, a);
-            seg_name(t->tli, t->segs[t->n - 1], segsize, b);
+            caris_wal_segment_name(t->tli, t->segs[0], segsize, a);
+            caris_wal_segment_name(t->tli, t->segs[t->n - 1], segsize, b);
             json_object_set_new(o, "first", json_string(a));
             json_object_set_new(o, "last", json_string(b));
             json_object_set_new(o, "start_lsn", lsn_json(t->segs[0] * (uint64_t)segsize));
@@ -1005,8 +1005,8 @@ json_t *caris_wal_base_unarchived(json_t *timelines, int64_t segsize, uint32_t t
             return NULL;
     }
     char a[25], b[25], ls[32], le[32];
-    seg_name(tli, from, segsize, a);
-    seg_name(tli, to, segsize, b);
+    caris_wal_segment_name(tli, from, segsize, a);
+    caris_wal_segment_name(tli, to, segsize, b);
     caris_lsn_format(from * (uint64_t)segsize, ls, sizeof(ls));
     caris_lsn_format((to + 1) * (uint64_t)segsize, le, sizeof(le));
     return json_pack("{s:I, s:s, s:s, s:I, s:s, s:s}", "timeline", (json_int_t)tli, "from", a, "to",
@@ -1175,7 +1175,7 @@ static void base_select_range(json_t *const recs[2], const struct base_range *b,
     for (uint64_t g = first; g <= last; g++)
         if (!got[g - first]) {
             char name[25];
-            seg_name((uint32_t)tli, g, segsz, name);
+            caris_wal_segment_name((uint32_t)tli, g, segsz, name);
             json_array_append_new(out->missing, json_string(name));
         }
     free(got);

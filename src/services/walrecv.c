@@ -21,6 +21,7 @@
 #include "caris/storage.h"
 #include "caris/wal.h"
 #include "caris/walrecv.h"
+#include "caris/walwindow.h"
 
 static uint64_t get64(const uint8_t *p)
 {
@@ -145,11 +146,9 @@ static int store(struct repo *r, const uint8_t *buf, size_t len, uint64_t segsz,
                        "the repository at %s is not the directory wal receive opened (moved, "
                        "replaced or removed since): nothing more is stored into it",
                        repo_path(r));
-    uint64_t segs_per_id = 0x100000000ULL / segsz, segno = seg_start / segsz;
     char name[CARIS_WAL_STREAM_NAME_MAX];
     if (len == segsz)
-        snprintf(name, sizeof(name), "%08X%08X%08X", tli, (unsigned)(segno / segs_per_id),
-                 (unsigned)(segno % segs_per_id));
+        caris_wal_segment_name(tli, seg_start / segsz, (int64_t)segsz, name);
     else
         caris_wal_stream_name(tli, seg_start, segsz, len, name);
     int fd = memfd_create("caris-walrecv", MFD_CLOEXEC);
